@@ -1,0 +1,46 @@
+package topics
+
+import "encoding/json"
+
+// Operations a Command can ask for.
+const (
+	OpAcquire = "acquire"
+	OpRelease = "release"
+	OpExtend  = "extend"
+	OpQuery   = "query"
+	OpCleanup = "cleanup"
+	// OpExpire is the operation of events no command asked for: a lease the
+	// worker ended, or a waiter whose deadline passed.
+	OpExpire = "expire"
+)
+
+// Command is one record value on the commands topic. Durations are seconds,
+// as in the original node. Zero values mean "not given"; the handler applies
+// the contract's defaults.
+type Command struct {
+	// V is the schema version; 0 is read as 1, anything above 1 is refused.
+	V         int    `json:"v,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+	Operation string `json:"operation"`
+	Namespace string `json:"namespace,omitempty"`
+	LockName  string `json:"lock_name"`
+	OwnerID   string `json:"owner_id,omitempty"`
+	// LeaseDuration of an acquire; 0: the worker's DEFAULT_LEASE_DURATION.
+	LeaseDuration float64 `json:"lease_duration,omitempty"`
+	// WaitTimeout of an acquire; 0: fail fast with LOCK_HELD.
+	WaitTimeout   float64         `json:"wait_timeout,omitempty"`
+	OwnerMetadata json.RawMessage `json:"owner_metadata,omitempty"`
+	// ExtensionDuration of an extend; 0: the lock's lease_duration.
+	ExtensionDuration float64 `json:"extension_duration,omitempty"`
+	// FencingToken, when given, must equal the holder's token.
+	FencingToken *int64 `json:"fencing_token,omitempty"`
+	// MaxAgeSeconds of a cleanup; nil: DefaultMaxAgeSeconds.
+	MaxAgeSeconds *float64 `json:"max_age_seconds,omitempty"`
+	ReplyTo       string   `json:"reply_to,omitempty"`
+}
+
+// Key is the record key for this command's lock.
+func (c Command) Key() string { return LockKey(c.Namespace, c.LockName) }
+
+// Encode returns the command's JSON record value.
+func (c Command) Encode() ([]byte, error) { return json.Marshal(c) }

@@ -1,0 +1,134 @@
+package topics
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Event types.
+const (
+	TypeAcquired  = "lock.acquired"
+	TypeQueued    = "lock.queued"
+	TypeWithdrawn = "lock.withdrawn"
+	TypeReleased  = "lock.released"
+	TypeExtended  = "lock.extended"
+	TypeExpired   = "lock.expired"
+	TypeStatus    = "lock.status"
+	TypeCleaned   = "lock.cleaned"
+	TypeRejected  = "lock.rejected"
+)
+
+// Error codes of lock.rejected.
+const (
+	CodeLockHeld           = "LOCK_HELD"
+	CodeLockTimeout        = "LOCK_TIMEOUT"
+	CodeNotOwner           = "NOT_OWNER"
+	CodeNotHeld            = "NOT_HELD"
+	CodeTokenMismatch      = "TOKEN_MISMATCH"
+	CodeInvalidRequest     = "INVALID_REQUEST"
+	CodeUnsupportedVersion = "UNSUPPORTED_VERSION"
+)
+
+// Lock statuses of LockInfo.
+const (
+	StatusAcquired = "acquired"
+	StatusReleased = "released"
+	StatusExpired  = "expired"
+	StatusFree     = "free"
+)
+
+// Event is one reply or lifecycle record value.
+type Event struct {
+	V            int    `json:"v"`
+	EventID      string `json:"event_id"`
+	Type         string `json:"type"`
+	RequestID    string `json:"request_id,omitempty"`
+	Operation    string `json:"operation"`
+	Success      bool   `json:"success"`
+	ErrorCode    string `json:"error_code,omitempty"`
+	ErrorMessage string `json:"error_message,omitempty"`
+	// RetryAfterSeconds comes with LOCK_HELD: seconds until the current lease ends.
+	RetryAfterSeconds *float64  `json:"retry_after_seconds,omitempty"`
+	LockInfo          *LockInfo `json:"lock_info,omitempty"`
+	// QueuePosition comes with lock.queued: 1 is next in line.
+	QueuePosition    int      `json:"queue_position,omitempty"`
+	CleanedCount     *int     `json:"cleaned_count,omitempty"`
+	CleanedLockNames []string `json:"cleaned_lock_names,omitempty"`
+	// DurationMS is the time from the record being polled to its
+	// transaction's commit; absent on events no command caused.
+	DurationMS *float64 `json:"duration_ms,omitempty"`
+	OccurredAt Time     `json:"occurred_at"`
+}
+
+// LockInfo describes a lock as the event saw it.
+type LockInfo struct {
+	Namespace        string          `json:"namespace,omitempty"`
+	LockName         string          `json:"lock_name"`
+	OwnerID          string          `json:"owner_id,omitempty"`
+	Status           string          `json:"status"`
+	FencingToken     int64           `json:"fencing_token,omitempty"`
+	AcquiredAt       *Time           `json:"acquired_at,omitempty"`
+	ExpiresAt        *Time           `json:"expires_at,omitempty"`
+	LeaseDuration    float64         `json:"lease_duration,omitempty"`
+	AcquisitionCount int64           `json:"acquisition_count"`
+	ExtensionCount   int64           `json:"extension_count"`
+	OwnerMetadata    json.RawMessage `json:"owner_metadata,omitempty"`
+}
+
+// NewEvent returns an event of the given type with a fresh event_id.
+// UUIDv7 ids sort by creation time, which helps people reading logs.
+func NewEvent(typ, operation, requestID string, at time.Time) Event {
+	return Event{
+		V:          1,
+		EventID:    uuid.Must(uuid.NewV7()).String(),
+		Type:       typ,
+		RequestID:  requestID,
+		Operation:  operation,
+		Success:    typ != TypeRejected,
+		OccurredAt: NewTime(at),
+	}
+}
+
+// Encode returns the event's JSON record value.
+func (e Event) Encode() ([]byte, error) { return json.Marshal(e) }
+
+// DecodeEvent parses an event record value.
+func DecodeEvent(b []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("decoding event: %w", err)
+	}
+	return e, nil
+}
+
+// TimeLayout is the contract's timestamp format: RFC 3339, UTC, microseconds.
+const TimeLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// Time is a timestamp encoded in TimeLayout.
+type Time struct{ time.Time }
+
+// NewTime truncates t to microseconds (PostgreSQL's precision) in UTC.
+func NewTime(t time.Time) Time { return Time{t.UTC().Truncate(time.Microsecond)} }
+
+// NewTimePtr is NewTime for optional fields.
+func NewTimePtr(t time.Time) *Time { v := NewTime(t); return &v }
+
+func (t Time) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + t.UTC().Format(TimeLayout) + `"`), nil
+}
+
+func (t *Time) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return err
+	}
+	t.Time = v.UTC()
+	return nil
+}

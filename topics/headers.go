@@ -1,0 +1,42 @@
+package topics
+
+import "time"
+
+// Header is one record header. It mirrors kgo.RecordHeader so this package
+// stays free of I/O dependencies.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Header names of DESIGN.md.
+const (
+	HeaderCESpecVersion   = "ce_specversion"
+	HeaderCEID            = "ce_id"
+	HeaderCESource        = "ce_source"
+	HeaderCEType          = "ce_type"
+	HeaderCETime          = "ce_time"
+	HeaderContentType     = "content-type"
+	HeaderRequestID       = "request_id"
+	HeaderError           = "error"
+	HeaderSourceTopic     = "source_topic"
+	HeaderSourcePartition = "source_partition"
+	HeaderSourceOffset    = "source_offset"
+)
+
+// EventHeaders returns the CloudEvents binary-mode headers of an event.
+// source is "lockworker/<instance>".
+func EventHeaders(e Event, source string) []Header {
+	h := []Header{
+		{HeaderCESpecVersion, []byte("1.0")},
+		{HeaderCEID, []byte(e.EventID)},
+		{HeaderCESource, []byte(source)},
+		{HeaderCEType, []byte(e.Type)},
+		{HeaderCETime, []byte(e.OccurredAt.UTC().Format(time.RFC3339Nano))},
+		{HeaderContentType, []byte("application/json")},
+	}
+	if e.RequestID != "" {
+		h = append(h, Header{HeaderRequestID, []byte(e.RequestID)})
+	}
+	return h
+}

@@ -1,0 +1,20 @@
+package topics
+
+// Limits of the contract ("Command" table of DESIGN.md).
+const (
+	MaxRecordBytes        = 64 << 10
+	MaxRequestIDBytes     = 128
+	MaxNamespaceBytes     = 64
+	MaxLockNameBytes      = 255
+	MaxOwnerIDBytes       = 255
+	MaxOwnerMetadataBytes = 4 << 10
+	MinLeaseSeconds       = 0.1
+	MaxLeaseSeconds       = 86400
+	MaxWaitSeconds        = 3600
+	DefaultMaxAgeSeconds  = 3600
+	// MaxMaxAgeSeconds bounds cleanup's max_age_seconds (ten years), so every
+	// input has a bound; the contract names only the default.
+	MaxMaxAgeSeconds = 10 * 365 * 86400
+	// CleanupAll is the lock_name of a cleanup over every lock.
+	CleanupAll = "*"
+)

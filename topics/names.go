@@ -1,0 +1,72 @@
+package topics
+
+// Names holds the topic names lockworker uses. Every field is configurable;
+// DefaultNames gives the contract's defaults.
+type Names struct {
+	// Commands is where requesters produce Commands. Default "locks.commands".
+	Commands string
+	// Acquired, Released and Expired are the lifecycle topics. Defaults
+	// "locks.lock.acquired.v1", "locks.lock.released.v1", "locks.lock.expired.v1".
+	Acquired string
+	Released string
+	Expired  string
+	// DeadLetter receives copies of records that could not be applied.
+	// Default "locks.commands.dlq".
+	DeadLetter string
+	// ReplyPrefix bounds every reply_to: a command whose reply_to does not
+	// start with it is refused, so no requester can make the worker write into
+	// another topic. Default "locks.replies.".
+	ReplyPrefix string
+}
+
+// DefaultNames returns the contract's default topic names.
+func DefaultNames() Names {
+	return Names{
+		Commands:    "locks.commands",
+		Acquired:    "locks.lock.acquired.v1",
+		Released:    "locks.lock.released.v1",
+		Expired:     "locks.lock.expired.v1",
+		DeadLetter:  "locks.commands.dlq",
+		ReplyPrefix: "locks.replies.",
+	}
+}
+
+// ReplyTopic is the conventional reply topic of a requester.
+func (n Names) ReplyTopic(requester string) string { return n.ReplyPrefix + requester }
+
+// Lifecycle returns the lifecycle topic an event type is published to, or ""
+// when that type has none.
+func (n Names) Lifecycle(eventType string) string {
+	switch eventType {
+	case TypeAcquired:
+		return n.Acquired
+	case TypeReleased:
+		return n.Released
+	case TypeExpired:
+		return n.Expired
+	}
+	return ""
+}
+
+// LockKey is the record key of a lock's commands and events: lock_name, or
+// namespace + "/" + lock_name when a namespace is given.
+func LockKey(namespace, lockName string) string {
+	if namespace == "" {
+		return lockName
+	}
+	return namespace + "/" + lockName
+}
+
+// ValidTopicName reports whether s is a legal Kafka topic name.
+func ValidTopicName(s string) bool {
+	if s == "" || len(s) > 249 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
