@@ -1,0 +1,260 @@
+// Package config holds every setting of lockworker (DESIGN.md "Configuration"
+// and "Topics") and reads them from the environment.
+//
+// Names are those of the original Python node where they exist, so its users
+// can keep their deployment files. Durations are seconds in the environment
+// (floats allowed, as in the original) and time.Duration here. An empty
+// variable means "unset": the default applies.
+//
+// Config never leaks secrets through formatting: String, GoString, Redacted and
+// MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD and the
+// password inside DATABASE_URL, and FromEnv's errors never echo them.
+//
+// The package is a leaf (it does not import topics or store) so every command
+// can load configuration without pulling in the rest of the service.
+package config
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config is lockworker's whole configuration. Build it with Default or
+// FromEnv; the zero value is not usable.
+type Config struct {
+	// Postgres is the database connection.
+	Postgres PostgresConfig
+
+	// DefaultLeaseDuration (DEFAULT_LEASE_DURATION, default 30 s, 0.1..86400)
+	// is the lease of an acquire that gives no lease_duration.
+	DefaultLeaseDuration time.Duration
+	// CleanupInterval (CLEANUP_INTERVAL, default 60 s, 0.1..86400) is how often
+	// old released/expired rows, outcomes and history are deleted.
+	CleanupInterval time.Duration
+	// AcquireRetryDelay (ACQUIRE_RETRY_DELAY, default 0.1 s, 0.001..5) is the
+	// base of the exponential backoff when a batch transaction hits a
+	// transient database error (the backoff is capped at 5 s).
+	AcquireRetryDelay time.Duration
+
+	// Kafka is how lockworker reaches Kafka.
+	Kafka KafkaConfig
+	// Topics names the topics lockworker reads and writes.
+	Topics TopicsConfig
+
+	// RelayMaxAttempts (RELAY_MAX_ATTEMPTS, default 5, 1..1000) is how many
+	// times the relay tries a topic before parking its rows in the database.
+	RelayMaxAttempts int
+	// RequestRetention (REQUEST_RETENTION, default 86400 s, 60..31536000) is
+	// how long a request_id's outcome is kept for idempotency. Under a minute
+	// would defeat producer retries, hence the floor.
+	RequestRetention time.Duration
+	// LockEventsRetention (LOCK_EVENTS_RETENTION, default 604800 s,
+	// 60..315360000) is how long the lock_events history is kept.
+	LockEventsRetention time.Duration
+
+	// HTTPAddr (HTTP_ADDR, default ":8062") is the health and metrics listener.
+	HTTPAddr string
+	// LogLevel (LOG_LEVEL, default info): trace, debug, info, warn, error,
+	// fatal, panic or disabled.
+	LogLevel zerolog.Level
+	// LogFormat (LOG_FORMAT, default json): json or console.
+	LogFormat string
+	// InstanceID (INSTANCE_ID, default "<hostname>-<pid>") names this replica
+	// in logs and in the ce_source header ("lockworker/<instance>").
+	InstanceID string
+
+	// Embedded is the development broker started when
+	// Kafka.BootstrapServers is empty.
+	Embedded EmbeddedConfig
+}
+
+// PostgresConfig is the database connection. URL wins over the other fields
+// for connecting; MinConns and MaxConns apply either way (pool settings are
+// not part of the URL, so plain pgx.Connect accepts it too).
+type PostgresConfig struct {
+	// URL (DATABASE_URL, default empty): a postgres:// URL or a key=value
+	// connection string. When set, Host..Password are ignored.
+	URL string
+	// Host (POSTGRES_HOST, default 127.0.0.1).
+	Host string
+	// Port (POSTGRES_PORT, default 5432, 1..65535).
+	Port int
+	// Database (POSTGRES_DATABASE, default lockworker).
+	Database string
+	// User (POSTGRES_USER, default postgres).
+	User string
+	// Password (POSTGRES_PASSWORD, default empty). Never printed.
+	Password string
+	// MinConns (POSTGRES_MIN_CONNECTIONS, default 1, 0..1000, <= MaxConns):
+	// connections the pool keeps open, so the first batch after idle does not
+	// pay for a connect.
+	MinConns int32
+	// MaxConns (POSTGRES_MAX_CONNECTIONS, default 10, 1..1000).
+	MaxConns int32
+}
+
+// KafkaConfig is how lockworker reaches Kafka.
+type KafkaConfig struct {
+	// BootstrapServers (KAFKA_BOOTSTRAP_SERVERS, comma separated host[:port],
+	// default empty). Empty: lockworker starts the embedded development
+	// broker (see Config.Embedded).
+	BootstrapServers []string
+	// ConsumerGroup (KAFKA_CONSUMER_GROUP, default lockworker).
+	ConsumerGroup string
+	// TLS secures connections to the brokers.
+	TLS TLSConfig
+	// SASL authenticates to the brokers.
+	SASL SASLConfig
+}
+
+// TLSConfig secures connections to the brokers. The file settings require
+// Enabled, so a half-written configuration fails at start instead of
+// silently connecting in plain text.
+type TLSConfig struct {
+	// Enabled (KAFKA_TLS_ENABLED, default false).
+	Enabled bool
+	// CAFile (KAFKA_TLS_CA_FILE, default empty = system roots): PEM bundle.
+	CAFile string
+	// CertFile and KeyFile (KAFKA_TLS_CERT_FILE, KAFKA_TLS_KEY_FILE, default
+	// empty): PEM client certificate and key for mutual TLS; both or neither.
+	CertFile string
+	KeyFile  string
+	// InsecureSkipVerify (KAFKA_TLS_INSECURE_SKIP_VERIFY, default false)
+	// accepts any server certificate. For tests only.
+	InsecureSkipVerify bool
+}
+
+// SASLConfig authenticates to the brokers.
+type SASLConfig struct {
+	// Mechanism (KAFKA_SASL_MECHANISM, default empty = no SASL): PLAIN,
+	// SCRAM-SHA-256 or SCRAM-SHA-512 (case-insensitive in the environment,
+	// stored upper case).
+	Mechanism string
+	// Username (KAFKA_SASL_USERNAME) and Password (KAFKA_SASL_PASSWORD, never
+	// printed); both required with a Mechanism.
+	Username string
+	Password string
+}
+
+// TopicsConfig names lockworker's topics (DESIGN.md "Topics").
+type TopicsConfig struct {
+	// Commands (KAFKA_TOPIC_COMMANDS, default locks.commands).
+	Commands string
+	// LockAcquired, LockReleased, LockExpired (KAFKA_TOPIC_LOCK_ACQUIRED,
+	// KAFKA_TOPIC_LOCK_RELEASED, KAFKA_TOPIC_LOCK_EXPIRED, defaults
+	// locks.lock.acquired.v1, locks.lock.released.v1, locks.lock.expired.v1).
+	LockAcquired string
+	LockReleased string
+	LockExpired  string
+	// DeadLetter (KAFKA_TOPIC_DEAD_LETTER, default locks.commands.dlq).
+	DeadLetter string
+	// CommandsPartitions (COMMANDS_PARTITIONS, default 16, 1..10000) is used
+	// only when lockworker creates the commands topic.
+	CommandsPartitions int32
+	// ReplyPrefix (REPLY_TOPIC_PREFIX, default "locks.replies.") bounds every
+	// reply_to. None of the topics above may start with it, or a requester
+	// could make the worker write into them.
+	ReplyPrefix string
+	// AutoCreateReplyTopics (AUTO_CREATE_REPLY_TOPICS, default true): create a
+	// reply_to topic the first time an event must go there.
+	AutoCreateReplyTopics bool
+}
+
+// EmbeddedConfig is the development broker (package embedded).
+type EmbeddedConfig struct {
+	// Addr (EMBEDDED_KAFKA_ADDR, default 127.0.0.1:9092) is where it listens
+	// and what it advertises to clients.
+	Addr string
+	// Dir (EMBEDDED_KAFKA_DIR, default ".data/kafka", relative to the working
+	// directory) keeps its topics and records across restarts.
+	Dir string
+}
+
+// Defaults that other packages may want to name.
+const (
+	DefaultEmbeddedAddr = "127.0.0.1:9092"
+	DefaultEmbeddedDir  = ".data/kafka"
+)
+
+// Default returns the configuration with every default of DESIGN.md.
+// InstanceID is derived from the host name and process id.
+func Default() Config {
+	return Config{
+		Postgres: PostgresConfig{
+			Host:     "127.0.0.1",
+			Port:     5432,
+			Database: "lockworker",
+			User:     "postgres",
+			MinConns: 1,
+			MaxConns: 10,
+		},
+		DefaultLeaseDuration: 30 * time.Second,
+		CleanupInterval:      60 * time.Second,
+		AcquireRetryDelay:    100 * time.Millisecond,
+		Kafka: KafkaConfig{
+			ConsumerGroup: "lockworker",
+		},
+		Topics: TopicsConfig{
+			Commands:              "locks.commands",
+			LockAcquired:          "locks.lock.acquired.v1",
+			LockReleased:          "locks.lock.released.v1",
+			LockExpired:           "locks.lock.expired.v1",
+			DeadLetter:            "locks.commands.dlq",
+			CommandsPartitions:    16,
+			ReplyPrefix:           "locks.replies.",
+			AutoCreateReplyTopics: true,
+		},
+		RelayMaxAttempts:    5,
+		RequestRetention:    24 * time.Hour,
+		LockEventsRetention: 7 * 24 * time.Hour,
+		HTTPAddr:            ":8062",
+		LogLevel:            zerolog.InfoLevel,
+		LogFormat:           "json",
+		InstanceID:          defaultInstanceID(),
+		Embedded: EmbeddedConfig{
+			Addr: DefaultEmbeddedAddr,
+			Dir:  DefaultEmbeddedDir,
+		},
+	}
+}
+
+func defaultInstanceID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "lockworker"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+// EmbeddedKafka reports whether lockworker must start the embedded broker:
+// KAFKA_BOOTSTRAP_SERVERS is unset.
+func (c Config) EmbeddedKafka() bool { return len(c.Kafka.BootstrapServers) == 0 }
+
+// String prints the configuration with secrets masked, so a stray %v in a
+// log line cannot leak a password.
+func (c Config) String() string { return formatRedacted("config.Config", c.Redacted()) }
+
+// GoString is String for %#v, which would otherwise print the raw fields.
+func (c Config) GoString() string { return c.String() }
+
+// String masks the password (the struct is printable on its own).
+func (p PostgresConfig) String() string {
+	return fmt.Sprintf("config.PostgresConfig{url=%s min_conns=%d max_conns=%d}",
+		p.redactedURL(), p.MinConns, p.MaxConns)
+}
+
+// GoString is String for %#v.
+func (p PostgresConfig) GoString() string { return p.String() }
+
+// String masks the password.
+func (s SASLConfig) String() string {
+	return fmt.Sprintf("config.SASLConfig{mechanism=%s username=%s password=%s}",
+		s.Mechanism, s.Username, mask(s.Password))
+}
+
+// GoString is String for %#v.
+func (s SASLConfig) GoString() string { return s.String() }

@@ -1,0 +1,427 @@
+package config
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// env turns a map into a getenv.
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := FromEnv(env(nil))
+	require.NoError(t, err)
+	assert.Equal(t, Default(), c)
+
+	assert.Equal(t, PostgresConfig{Host: "127.0.0.1", Port: 5432, Database: "lockworker", User: "postgres", MinConns: 1, MaxConns: 10}, c.Postgres)
+	assert.Equal(t, 30*time.Second, c.DefaultLeaseDuration)
+	assert.Equal(t, 60*time.Second, c.CleanupInterval)
+	assert.Equal(t, 100*time.Millisecond, c.AcquireRetryDelay)
+	assert.Empty(t, c.Kafka.BootstrapServers)
+	assert.True(t, c.EmbeddedKafka())
+	assert.Equal(t, "lockworker", c.Kafka.ConsumerGroup)
+	assert.Equal(t, TLSConfig{}, c.Kafka.TLS)
+	assert.Equal(t, SASLConfig{}, c.Kafka.SASL)
+	assert.Equal(t, TopicsConfig{
+		Commands:              "locks.commands",
+		LockAcquired:          "locks.lock.acquired.v1",
+		LockReleased:          "locks.lock.released.v1",
+		LockExpired:           "locks.lock.expired.v1",
+		DeadLetter:            "locks.commands.dlq",
+		CommandsPartitions:    16,
+		ReplyPrefix:           "locks.replies.",
+		AutoCreateReplyTopics: true,
+	}, c.Topics)
+	assert.Equal(t, 5, c.RelayMaxAttempts)
+	assert.Equal(t, 24*time.Hour, c.RequestRetention)
+	assert.Equal(t, 7*24*time.Hour, c.LockEventsRetention)
+	assert.Equal(t, ":8062", c.HTTPAddr)
+	assert.Equal(t, zerolog.InfoLevel, c.LogLevel)
+	assert.Equal(t, "json", c.LogFormat)
+	assert.True(t, strings.HasSuffix(c.InstanceID, "-"+strconv.Itoa(os.Getpid())), c.InstanceID)
+	assert.Equal(t, EmbeddedConfig{Addr: "127.0.0.1:9092", Dir: ".data/kafka"}, c.Embedded)
+	assert.Equal(t, "postgres://postgres@127.0.0.1:5432/lockworker", c.PostgresURL())
+	assert.NoError(t, c.Validate())
+}
+
+func TestOverrides(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want func(*Config)
+	}{
+		{map[string]string{"DATABASE_URL": "postgres://u:p@db:6543/x?sslmode=require"}, func(c *Config) { c.Postgres.URL = "postgres://u:p@db:6543/x?sslmode=require" }},
+		{map[string]string{"POSTGRES_HOST": "db.internal"}, func(c *Config) { c.Postgres.Host = "db.internal" }},
+		{map[string]string{"POSTGRES_PORT": "5436"}, func(c *Config) { c.Postgres.Port = 5436 }},
+		{map[string]string{"POSTGRES_DATABASE": "omninode_bridge"}, func(c *Config) { c.Postgres.Database = "omninode_bridge" }},
+		{map[string]string{"POSTGRES_USER": "app"}, func(c *Config) { c.Postgres.User = "app" }},
+		{map[string]string{"POSTGRES_PASSWORD": " s3cret "}, func(c *Config) { c.Postgres.Password = " s3cret " }}, // secrets are not trimmed
+		{map[string]string{"POSTGRES_MIN_CONNECTIONS": "5"}, func(c *Config) { c.Postgres.MinConns = 5 }},
+		{map[string]string{"POSTGRES_MIN_CONNECTIONS": "0"}, func(c *Config) { c.Postgres.MinConns = 0 }},
+		{map[string]string{"POSTGRES_MAX_CONNECTIONS": "20"}, func(c *Config) { c.Postgres.MaxConns = 20 }},
+		{map[string]string{"DEFAULT_LEASE_DURATION": "30.0"}, func(c *Config) {}},
+		{map[string]string{"DEFAULT_LEASE_DURATION": "0.1"}, func(c *Config) { c.DefaultLeaseDuration = 100 * time.Millisecond }},
+		{map[string]string{"DEFAULT_LEASE_DURATION": " 2.5 "}, func(c *Config) { c.DefaultLeaseDuration = 2500 * time.Millisecond }},
+		{map[string]string{"CLEANUP_INTERVAL": "120"}, func(c *Config) { c.CleanupInterval = 2 * time.Minute }},
+		{map[string]string{"ACQUIRE_RETRY_DELAY": "0.25"}, func(c *Config) { c.AcquireRetryDelay = 250 * time.Millisecond }},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093,,k3"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"k1:9092", "k2:9093", "k3"} }},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"[::1]:9092"} }},
+		{map[string]string{"KAFKA_CONSUMER_GROUP": "lw-dev"}, func(c *Config) { c.Kafka.ConsumerGroup = "lw-dev" }},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_TLS_ENABLED": "true", "KAFKA_TLS_CA_FILE": "/ca.pem", "KAFKA_TLS_CERT_FILE": "/c.pem", "KAFKA_TLS_KEY_FILE": "/k.pem", "KAFKA_TLS_INSECURE_SKIP_VERIFY": "1"}, func(c *Config) {
+			c.Kafka.BootstrapServers = []string{"k:9092"}
+			c.Kafka.TLS = TLSConfig{Enabled: true, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem", InsecureSkipVerify: true}
+		}},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "scram-sha-512", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw"}, func(c *Config) {
+			c.Kafka.BootstrapServers = []string{"k:9092"}
+			c.Kafka.SASL = SASLConfig{Mechanism: "SCRAM-SHA-512", Username: "svc", Password: "pw"}
+		}},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw"}, func(c *Config) {
+			c.Kafka.BootstrapServers = []string{"k:9092"}
+			c.Kafka.SASL = SASLConfig{Mechanism: "PLAIN", Username: "svc", Password: "pw"}
+		}},
+		{map[string]string{"KAFKA_TOPIC_COMMANDS": "dev.locks.commands"}, func(c *Config) { c.Topics.Commands = "dev.locks.commands" }},
+		{map[string]string{"KAFKA_TOPIC_LOCK_ACQUIRED": "dev.omninode-bridge.lock.acquired.v1"}, func(c *Config) { c.Topics.LockAcquired = "dev.omninode-bridge.lock.acquired.v1" }},
+		{map[string]string{"KAFKA_TOPIC_LOCK_RELEASED": "dev.released"}, func(c *Config) { c.Topics.LockReleased = "dev.released" }},
+		{map[string]string{"KAFKA_TOPIC_LOCK_EXPIRED": "dev.expired"}, func(c *Config) { c.Topics.LockExpired = "dev.expired" }},
+		{map[string]string{"KAFKA_TOPIC_DEAD_LETTER": "dev.dlq"}, func(c *Config) { c.Topics.DeadLetter = "dev.dlq" }},
+		{map[string]string{"COMMANDS_PARTITIONS": "64"}, func(c *Config) { c.Topics.CommandsPartitions = 64 }},
+		{map[string]string{"REPLY_TOPIC_PREFIX": "dev.replies."}, func(c *Config) { c.Topics.ReplyPrefix = "dev.replies." }},
+		{map[string]string{"AUTO_CREATE_REPLY_TOPICS": "false"}, func(c *Config) { c.Topics.AutoCreateReplyTopics = false }},
+		{map[string]string{"AUTO_CREATE_REPLY_TOPICS": "off"}, func(c *Config) { c.Topics.AutoCreateReplyTopics = false }},
+		{map[string]string{"RELAY_MAX_ATTEMPTS": "9"}, func(c *Config) { c.RelayMaxAttempts = 9 }},
+		{map[string]string{"REQUEST_RETENTION": "3600"}, func(c *Config) { c.RequestRetention = time.Hour }},
+		{map[string]string{"LOCK_EVENTS_RETENTION": "86400"}, func(c *Config) { c.LockEventsRetention = 24 * time.Hour }},
+		{map[string]string{"HTTP_ADDR": "127.0.0.1:9000"}, func(c *Config) { c.HTTPAddr = "127.0.0.1:9000" }},
+		{map[string]string{"LOG_LEVEL": "DEBUG"}, func(c *Config) { c.LogLevel = zerolog.DebugLevel }},
+		{map[string]string{"LOG_LEVEL": "warning"}, func(c *Config) { c.LogLevel = zerolog.WarnLevel }},
+		{map[string]string{"LOG_FORMAT": "Console"}, func(c *Config) { c.LogFormat = "console" }},
+		{map[string]string{"INSTANCE_ID": "worker-a"}, func(c *Config) { c.InstanceID = "worker-a" }},
+		{map[string]string{"EMBEDDED_KAFKA_ADDR": "0.0.0.0:19092"}, func(c *Config) { c.Embedded.Addr = "0.0.0.0:19092" }},
+		{map[string]string{"EMBEDDED_KAFKA_DIR": "/var/lib/lockworker/kafka"}, func(c *Config) { c.Embedded.Dir = "/var/lib/lockworker/kafka" }},
+		{map[string]string{"POSTGRES_HOST": "   "}, func(c *Config) {}}, // blank is unset
+	}
+	for _, tc := range cases {
+		t.Run(fmt.Sprint(tc.env), func(t *testing.T) {
+			want := Default()
+			tc.want(&want)
+			got, err := FromEnv(env(tc.env))
+			require.NoError(t, err)
+			assert.Equal(t, want, got)
+		})
+	}
+}
+
+func TestErrors(t *testing.T) {
+	cases := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"DEFAULT_LEASE_DURATION": "abc"}, `DEFAULT_LEASE_DURATION: "abc" is not a number of seconds`},
+		{map[string]string{"DEFAULT_LEASE_DURATION": "30s"}, `DEFAULT_LEASE_DURATION: "30s" is not a number of seconds`},
+		{map[string]string{"DEFAULT_LEASE_DURATION": "NaN"}, `DEFAULT_LEASE_DURATION: "NaN" is not a number of seconds`},
+		{map[string]string{"DEFAULT_LEASE_DURATION": "0"}, `DEFAULT_LEASE_DURATION: "0" is out of range 0.1..86400 seconds`},
+		{map[string]string{"DEFAULT_LEASE_DURATION": "86401"}, `DEFAULT_LEASE_DURATION: "86401" is out of range`},
+		{map[string]string{"CLEANUP_INTERVAL": "-1"}, `CLEANUP_INTERVAL: "-1" is out of range`},
+		{map[string]string{"ACQUIRE_RETRY_DELAY": "6"}, `ACQUIRE_RETRY_DELAY: "6" is out of range 0.001..5 seconds`},
+		{map[string]string{"REQUEST_RETENTION": "10"}, `REQUEST_RETENTION: "10" is out of range`},
+		{map[string]string{"LOCK_EVENTS_RETENTION": "x"}, `LOCK_EVENTS_RETENTION: "x" is not a number of seconds`},
+		{map[string]string{"POSTGRES_PORT": "54x"}, `POSTGRES_PORT: "54x" is not an integer`},
+		{map[string]string{"POSTGRES_PORT": "70000"}, `POSTGRES_PORT: "70000" is out of range 1..65535`},
+		{map[string]string{"POSTGRES_MAX_CONNECTIONS": "0"}, `POSTGRES_MAX_CONNECTIONS: "0" is out of range 1..1000`},
+		{map[string]string{"POSTGRES_MIN_CONNECTIONS": "20"}, `POSTGRES_MIN_CONNECTIONS: "20" is more than POSTGRES_MAX_CONNECTIONS (10)`},
+		{map[string]string{"COMMANDS_PARTITIONS": "0"}, `COMMANDS_PARTITIONS: "0" is out of range 1..10000`},
+		{map[string]string{"RELAY_MAX_ATTEMPTS": "2.5"}, `RELAY_MAX_ATTEMPTS: "2.5" is not an integer`},
+		{map[string]string{"AUTO_CREATE_REPLY_TOPICS": "maybe"}, `AUTO_CREATE_REPLY_TOPICS: "maybe" is not a boolean`},
+		{map[string]string{"LOG_LEVEL": "loud"}, `LOG_LEVEL: "loud" is not one of`},
+		{map[string]string{"LOG_FORMAT": "xml"}, `LOG_FORMAT: "xml" is not json or console`},
+		{map[string]string{"HTTP_ADDR": "8062"}, `HTTP_ADDR: "8062" is not host:port`},
+		{map[string]string{"EMBEDDED_KAFKA_ADDR": "localhost"}, `EMBEDDED_KAFKA_ADDR: "localhost" is not host:port`},
+		{map[string]string{"INSTANCE_ID": "a b"}, `INSTANCE_ID: "a b" must be 1..255 printable ASCII`},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:90x2"}, `KAFKA_BOOTSTRAP_SERVERS: "k1:90x2" has "k1:90x2", which is not host[:port]`},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": " , "}, `KAFKA_BOOTSTRAP_SERVERS: "," lists no broker`},
+		{map[string]string{"KAFKA_TOPIC_COMMANDS": "locks commands"}, `KAFKA_TOPIC_COMMANDS: "locks commands" is not a valid Kafka topic name`},
+		{map[string]string{"KAFKA_TOPIC_DEAD_LETTER": "locks.commands"}, `KAFKA_TOPIC_DEAD_LETTER: "locks.commands" is the same topic as KAFKA_TOPIC_COMMANDS`},
+		{map[string]string{"REPLY_TOPIC_PREFIX": "locks."}, `KAFKA_TOPIC_COMMANDS: "locks.commands" starts with REPLY_TOPIC_PREFIX "locks."`},
+		{map[string]string{"REPLY_TOPIC_PREFIX": "locks/replies/"}, `REPLY_TOPIC_PREFIX: "locks/replies/" is not a non-empty prefix`},
+		{map[string]string{"KAFKA_TLS_CA_FILE": "/ca.pem", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_TLS_CA_FILE: "/ca.pem" is set but KAFKA_TLS_ENABLED is not true`},
+		{map[string]string{"KAFKA_TLS_ENABLED": "yes", "KAFKA_TLS_CERT_FILE": "/c.pem", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_TLS_CERT_FILE: and KAFKA_TLS_KEY_FILE must be set together`},
+		{map[string]string{"KAFKA_TLS_ENABLED": "true"}, `KAFKA_TLS_ENABLED: needs KAFKA_BOOTSTRAP_SERVERS`},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "GSSAPI", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_MECHANISM: "GSSAPI" is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_PASSWORD: is required with KAFKA_SASL_MECHANISM`},
+		{map[string]string{"KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_MECHANISM: is required with`},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}, `KAFKA_SASL_MECHANISM: needs KAFKA_BOOTSTRAP_SERVERS`},
+		{map[string]string{"DATABASE_URL": "mysql://root:hunter2@db/x"}, `DATABASE_URL: is neither a postgres:// URL nor a key=value connection string`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.want, func(t *testing.T) {
+			c, err := FromEnv(env(tc.env))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Equal(t, Config{}, c)
+			assert.NotContains(t, err.Error(), "hunter2")
+		})
+	}
+
+	t.Run("every error is reported", func(t *testing.T) {
+		_, err := FromEnv(env(map[string]string{"POSTGRES_PORT": "x", "LOG_FORMAT": "xml", "CLEANUP_INTERVAL": "0"}))
+		require.Error(t, err)
+		for _, name := range []string{"POSTGRES_PORT", "LOG_FORMAT", "CLEANUP_INTERVAL"} {
+			assert.Contains(t, err.Error(), name+":")
+		}
+	})
+
+	t.Run("Validate checks a Config built in code", func(t *testing.T) {
+		c := Default()
+		c.Topics.ReplyPrefix = ""
+		c.Postgres.MinConns = 50
+		err := c.Validate()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "REPLY_TOPIC_PREFIX")
+		assert.Contains(t, err.Error(), "POSTGRES_MIN_CONNECTIONS")
+	})
+}
+
+func TestPostgresURL(t *testing.T) {
+	cases := []struct {
+		name string
+		env  map[string]string
+		want string
+		// what pgx makes of it: user, password, database, host, port
+		user, password, database, host string
+		port                           uint16
+	}{
+		{"defaults", nil, "postgres://postgres@127.0.0.1:5432/lockworker", "postgres", "", "lockworker", "127.0.0.1", 5432},
+		{"DATABASE_URL wins", map[string]string{"DATABASE_URL": "postgres://a:b@h/d", "POSTGRES_HOST": "ignored"}, "postgres://a:b@h/d", "a", "b", "d", "h", 5432},
+		{"key=value DATABASE_URL", map[string]string{"DATABASE_URL": "host=h user=u password=p dbname=d"}, "host=h user=u password=p dbname=d", "u", "p", "d", "h", 5432},
+		{"password escaped", map[string]string{"POSTGRES_USER": "us@r", "POSTGRES_PASSWORD": "p@ss:w/rd?#% "}, "postgres://us%40r:p%40ss%3Aw%2Frd%3F%23%25%20@127.0.0.1:5432/lockworker", "us@r", "p@ss:w/rd?#% ", "lockworker", "127.0.0.1", 5432},
+		{"database escaped", map[string]string{"POSTGRES_DATABASE": "my db/x?"}, "postgres://postgres@127.0.0.1:5432/my%20db%2Fx%3F", "postgres", "", "my db/x?", "127.0.0.1", 5432},
+		{"IPv6 host", map[string]string{"POSTGRES_HOST": "::1", "POSTGRES_PORT": "5433"}, "postgres://postgres@[::1]:5433/lockworker", "postgres", "", "lockworker", "::1", 5433},
+	}
+	// pgx falls back to these for an empty password; keep the machine's out.
+	t.Setenv("PGPASSWORD", "")
+	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := FromEnv(env(tc.env))
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.PostgresURL())
+
+			pc, err := pgconn.ParseConfig(c.PostgresURL())
+			require.NoError(t, err)
+			assert.Equal(t, tc.user, pc.User)
+			assert.Equal(t, tc.password, pc.Password)
+			assert.Equal(t, tc.database, pc.Database)
+			assert.Equal(t, tc.host, pc.Host)
+			assert.Equal(t, tc.port, pc.Port)
+		})
+	}
+}
+
+func TestRedaction(t *testing.T) {
+	const pgSecret, urlSecret, saslSecret = "pg-hunter2", "url-hunter2", "sasl-hunter2"
+	cases := []struct {
+		name    string
+		env     map[string]string
+		secret  string
+		wantURL string // DATABASE_URL in Redacted()
+	}{
+		{"POSTGRES_PASSWORD", map[string]string{"POSTGRES_PASSWORD": pgSecret}, pgSecret, ""},
+		{"DATABASE_URL userinfo", map[string]string{"DATABASE_URL": "postgres://app:" + urlSecret + "@db:5432/x?sslmode=require"}, urlSecret, "postgres://app:***@db:5432/x?sslmode=require"},
+		{"DATABASE_URL query", map[string]string{"DATABASE_URL": "postgresql://db/x?user=app&password=" + urlSecret}, urlSecret, "postgresql://db/x?password=***&user=app"},
+		{"DATABASE_URL key=value", map[string]string{"DATABASE_URL": "host=db password=" + urlSecret + " dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
+		{"DATABASE_URL key=value quoted", map[string]string{"DATABASE_URL": "host=db password='" + urlSecret + " \\' x' dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
+		{"KAFKA_SASL_PASSWORD", map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": saslSecret}, saslSecret, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := FromEnv(env(tc.env))
+			require.NoError(t, err)
+
+			r := c.Redacted()
+			assert.Equal(t, tc.wantURL, r["DATABASE_URL"])
+			var zl bytes.Buffer
+			zlog := zerolog.New(&zl)
+			zlog.Info().Object("config", c).Msg("")
+			outputs := map[string]string{
+				"Redacted":      fmt.Sprint(r),
+				"%v":            fmt.Sprintf("%v", c),
+				"%+v":           fmt.Sprintf("%+v", c),
+				"%#v":           fmt.Sprintf("%#v", c),
+				"%v Postgres":   fmt.Sprintf("%v", c.Postgres),
+				"%#v Postgres":  fmt.Sprintf("%#v", c.Postgres),
+				"%+v Kafka":     fmt.Sprintf("%+v", c.Kafka),
+				"%#v Kafka":     fmt.Sprintf("%#v", c.Kafka),
+				"%v &Config":    fmt.Sprintf("%v", &c),
+				"zerolog":       zl.String(),
+				"String":        c.String(),
+				"PostgresURL()": c.PostgresURL(), // must still carry the secret
+			}
+			for name, out := range outputs {
+				if name == "PostgresURL()" {
+					if tc.name != "KAFKA_SASL_PASSWORD" {
+						assert.Contains(t, out, tc.secret, "PostgresURL must keep the password")
+					}
+					continue
+				}
+				assert.NotContains(t, out, tc.secret, name)
+			}
+			assert.Contains(t, zl.String(), `"POSTGRES_HOST":"127.0.0.1"`)
+		})
+	}
+
+	t.Run("masked values are visible as set", func(t *testing.T) {
+		c, err := FromEnv(env(map[string]string{"POSTGRES_PASSWORD": "x"}))
+		require.NoError(t, err)
+		assert.Equal(t, "***", c.Redacted()["POSTGRES_PASSWORD"])
+		assert.Equal(t, "", c.Redacted()["KAFKA_SASL_PASSWORD"])
+		assert.Contains(t, c.Postgres.String(), "postgres://postgres:***@127.0.0.1:5432/lockworker")
+	})
+
+	t.Run("Redacted names every variable", func(t *testing.T) {
+		r := Default().Redacted()
+		assert.Len(t, r, 38)
+		assert.Equal(t, 30.0, r["DEFAULT_LEASE_DURATION"])
+		assert.Equal(t, "info", r["LOG_LEVEL"])
+	})
+}
+
+// TestKafkaOpts connects to kfake clusters with each SASL mechanism over TLS,
+// so the options are proven against a broker, not just built.
+func TestKafkaOpts(t *testing.T) {
+	dir := t.TempDir()
+	caFile, serverTLS := writeTestCA(t, dir)
+
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mech, func(t *testing.T) {
+			t.Parallel()
+			cluster, err := kfake.NewCluster(
+				kfake.NumBrokers(1),
+				kfake.EnableSASL(),
+				kfake.Superuser(mech, "svc", "right-password"),
+				kfake.TLS(serverTLS),
+			)
+			require.NoError(t, err)
+			defer cluster.Close()
+
+			base := map[string]string{
+				"KAFKA_BOOTSTRAP_SERVERS": cluster.ListenAddrs()[0],
+				"KAFKA_TLS_ENABLED":       "true",
+				"KAFKA_TLS_CA_FILE":       caFile,
+				"KAFKA_SASL_MECHANISM":    strings.ToLower(mech),
+				"KAFKA_SASL_USERNAME":     "svc",
+				"KAFKA_SASL_PASSWORD":     "right-password",
+			}
+			assert.NoError(t, ping(t, base))
+
+			wrong := copyMap(base)
+			wrong["KAFKA_SASL_PASSWORD"] = "wrong-password"
+			assert.Error(t, ping(t, wrong), "a wrong password must fail")
+
+			noCA := copyMap(base)
+			delete(noCA, "KAFKA_TLS_CA_FILE")
+			assert.Error(t, ping(t, noCA), "an unknown CA must fail")
+
+			skip := copyMap(noCA)
+			skip["KAFKA_TLS_INSECURE_SKIP_VERIFY"] = "true"
+			assert.NoError(t, ping(t, skip))
+		})
+	}
+
+	t.Run("embedded seed", func(t *testing.T) {
+		opts, err := Default().KafkaOpts()
+		require.NoError(t, err)
+		cl, err := kgo.NewClient(opts...)
+		require.NoError(t, err)
+		defer cl.Close()
+		assert.Equal(t, []string{"127.0.0.1:9092"}, cl.OptValue(kgo.SeedBrokers))
+	})
+
+	t.Run("unreadable files", func(t *testing.T) {
+		c := Default()
+		c.Kafka.BootstrapServers = []string{"k:9092"}
+		c.Kafka.TLS = TLSConfig{Enabled: true, CAFile: filepath.Join(dir, "missing.pem")}
+		_, err := c.KafkaOpts()
+		assert.ErrorContains(t, err, "KAFKA_TLS_CA_FILE")
+
+		c.Kafka.TLS = TLSConfig{Enabled: true, CertFile: caFile, KeyFile: filepath.Join(dir, "missing.pem")}
+		_, err = c.KafkaOpts()
+		assert.ErrorContains(t, err, "KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE")
+	})
+}
+
+func ping(t *testing.T, m map[string]string) error {
+	t.Helper()
+	c, err := FromEnv(env(m))
+	require.NoError(t, err)
+	opts, err := c.KafkaOpts()
+	require.NoError(t, err)
+	cl, err := kgo.NewClient(append(opts, kgo.RetryTimeout(2*time.Second))...)
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return cl.Ping(ctx)
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// writeTestCA writes a self-signed certificate for 127.0.0.1 as the CA file
+// and returns the server side TLS config using it.
+func writeTestCA(t *testing.T, dir string) (string, *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "lockworker test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, certPEM, 0o600))
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	require.NoError(t, err)
+	return caFile, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+}

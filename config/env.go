@@ -1,0 +1,385 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// FromEnv reads the configuration through getenv (os.Getenv in main; a map in
+// tests), starting from Default. Every bad value is reported, not just the
+// first, each naming its variable and (except secrets) the value:
+//
+//	DEFAULT_LEASE_DURATION: "abc" is not a number of seconds
+func FromEnv(getenv func(string) string) (Config, error) {
+	c := Default()
+	p := &parser{getenv: getenv}
+
+	pg := &c.Postgres
+	p.secret("DATABASE_URL", &pg.URL)
+	p.str("POSTGRES_HOST", &pg.Host)
+	p.integer("POSTGRES_PORT", &pg.Port, 1, 65535)
+	p.str("POSTGRES_DATABASE", &pg.Database)
+	p.str("POSTGRES_USER", &pg.User)
+	p.secret("POSTGRES_PASSWORD", &pg.Password)
+	p.int32("POSTGRES_MIN_CONNECTIONS", &pg.MinConns, 0, 1000)
+	p.int32("POSTGRES_MAX_CONNECTIONS", &pg.MaxConns, 1, 1000)
+
+	p.seconds("DEFAULT_LEASE_DURATION", &c.DefaultLeaseDuration, 0.1, 86400)
+	p.seconds("CLEANUP_INTERVAL", &c.CleanupInterval, 0.1, 86400)
+	p.seconds("ACQUIRE_RETRY_DELAY", &c.AcquireRetryDelay, 0.001, 5)
+
+	k := &c.Kafka
+	if v := strings.TrimSpace(getenv("KAFKA_BOOTSTRAP_SERVERS")); v != "" {
+		k.BootstrapServers = p.brokers("KAFKA_BOOTSTRAP_SERVERS", v)
+	}
+	p.str("KAFKA_CONSUMER_GROUP", &k.ConsumerGroup)
+	p.boolean("KAFKA_TLS_ENABLED", &k.TLS.Enabled)
+	p.str("KAFKA_TLS_CA_FILE", &k.TLS.CAFile)
+	p.str("KAFKA_TLS_CERT_FILE", &k.TLS.CertFile)
+	p.str("KAFKA_TLS_KEY_FILE", &k.TLS.KeyFile)
+	p.boolean("KAFKA_TLS_INSECURE_SKIP_VERIFY", &k.TLS.InsecureSkipVerify)
+	p.str("KAFKA_SASL_MECHANISM", &k.SASL.Mechanism)
+	k.SASL.Mechanism = strings.ToUpper(k.SASL.Mechanism)
+	p.secret("KAFKA_SASL_USERNAME", &k.SASL.Username)
+	p.secret("KAFKA_SASL_PASSWORD", &k.SASL.Password)
+
+	t := &c.Topics
+	p.str("KAFKA_TOPIC_COMMANDS", &t.Commands)
+	p.str("KAFKA_TOPIC_LOCK_ACQUIRED", &t.LockAcquired)
+	p.str("KAFKA_TOPIC_LOCK_RELEASED", &t.LockReleased)
+	p.str("KAFKA_TOPIC_LOCK_EXPIRED", &t.LockExpired)
+	p.str("KAFKA_TOPIC_DEAD_LETTER", &t.DeadLetter)
+	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, 10000)
+	p.str("REPLY_TOPIC_PREFIX", &t.ReplyPrefix)
+	p.boolean("AUTO_CREATE_REPLY_TOPICS", &t.AutoCreateReplyTopics)
+
+	p.integer("RELAY_MAX_ATTEMPTS", &c.RelayMaxAttempts, 1, 1000)
+	p.seconds("REQUEST_RETENTION", &c.RequestRetention, 60, 365*86400)
+	p.seconds("LOCK_EVENTS_RETENTION", &c.LockEventsRetention, 60, 10*365*86400)
+
+	p.str("HTTP_ADDR", &c.HTTPAddr)
+	if v := strings.TrimSpace(getenv("LOG_LEVEL")); v != "" {
+		if lvl, ok := parseLevel(v); ok {
+			c.LogLevel = lvl
+		} else {
+			p.fail("LOG_LEVEL", v, "is not one of trace, debug, info, warn, error, fatal, panic, disabled")
+		}
+	}
+	if v := strings.TrimSpace(getenv("LOG_FORMAT")); v != "" {
+		switch f := strings.ToLower(v); f {
+		case "json", "console":
+			c.LogFormat = f
+		default:
+			p.fail("LOG_FORMAT", v, "is not json or console")
+		}
+	}
+	p.str("INSTANCE_ID", &c.InstanceID)
+	p.str("EMBEDDED_KAFKA_ADDR", &c.Embedded.Addr)
+	p.str("EMBEDDED_KAFKA_DIR", &c.Embedded.Dir)
+
+	p.errs = append(p.errs, c.validate()...)
+	if err := errors.Join(p.errs...); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks a Config built in code (FromEnv already did). Errors name
+// the environment variable of the bad setting.
+func (c Config) Validate() error { return errors.Join(c.validate()...) }
+
+// validate holds the checks that span fields or do not depend on parsing, so
+// a Config built in code is held to the same rules as one from the
+// environment.
+func (c Config) validate() []error {
+	var errs []error
+	fail := func(name, value, format string, args ...any) {
+		errs = append(errs, varError(name, value, fmt.Sprintf(format, args...)))
+	}
+	failNoValue := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+	}
+
+	pg := c.Postgres
+	if pg.URL != "" {
+		if !validPostgresURL(pg.URL) {
+			// The value may hold a password, so it is not shown.
+			failNoValue("DATABASE_URL", "is neither a postgres:// URL nor a key=value connection string (value not shown: it may hold a password)")
+		}
+	} else {
+		if pg.Host == "" {
+			failNoValue("POSTGRES_HOST", "is empty")
+		}
+		if pg.Database == "" {
+			failNoValue("POSTGRES_DATABASE", "is empty")
+		}
+	}
+	if pg.MinConns > pg.MaxConns {
+		fail("POSTGRES_MIN_CONNECTIONS", strconv.Itoa(int(pg.MinConns)),
+			"is more than POSTGRES_MAX_CONNECTIONS (%d)", pg.MaxConns)
+	}
+
+	k := c.Kafka
+	if k.ConsumerGroup == "" {
+		failNoValue("KAFKA_CONSUMER_GROUP", "is empty")
+	}
+	if !k.TLS.Enabled {
+		for _, f := range []struct{ name, v string }{
+			{"KAFKA_TLS_CA_FILE", k.TLS.CAFile},
+			{"KAFKA_TLS_CERT_FILE", k.TLS.CertFile},
+			{"KAFKA_TLS_KEY_FILE", k.TLS.KeyFile},
+		} {
+			if f.v != "" {
+				fail(f.name, f.v, "is set but KAFKA_TLS_ENABLED is not true")
+			}
+		}
+		if k.TLS.InsecureSkipVerify {
+			fail("KAFKA_TLS_INSECURE_SKIP_VERIFY", "true", "is set but KAFKA_TLS_ENABLED is not true")
+		}
+	}
+	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
+		failNoValue("KAFKA_TLS_CERT_FILE", "and KAFKA_TLS_KEY_FILE must be set together")
+	}
+	if k.SASL.Mechanism != "" {
+		switch m := strings.ToUpper(k.SASL.Mechanism); m {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		default:
+			fail("KAFKA_SASL_MECHANISM", k.SASL.Mechanism, "is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+		}
+		if k.SASL.Username == "" {
+			failNoValue("KAFKA_SASL_USERNAME", "is required with KAFKA_SASL_MECHANISM")
+		}
+		if k.SASL.Password == "" {
+			failNoValue("KAFKA_SASL_PASSWORD", "is required with KAFKA_SASL_MECHANISM")
+		}
+	} else if k.SASL.Username != "" || k.SASL.Password != "" {
+		failNoValue("KAFKA_SASL_MECHANISM", "is required with KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
+	}
+	if len(k.BootstrapServers) == 0 {
+		// The embedded broker has neither; accepting them would hide a
+		// forgotten KAFKA_BOOTSTRAP_SERVERS.
+		if k.TLS.Enabled {
+			failNoValue("KAFKA_TLS_ENABLED", "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker has no TLS)")
+		}
+		if k.SASL.Mechanism != "" {
+			failNoValue("KAFKA_SASL_MECHANISM", "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker has no SASL)")
+		}
+	}
+
+	t := c.Topics
+	named := []struct{ name, v string }{
+		{"KAFKA_TOPIC_COMMANDS", t.Commands},
+		{"KAFKA_TOPIC_LOCK_ACQUIRED", t.LockAcquired},
+		{"KAFKA_TOPIC_LOCK_RELEASED", t.LockReleased},
+		{"KAFKA_TOPIC_LOCK_EXPIRED", t.LockExpired},
+		{"KAFKA_TOPIC_DEAD_LETTER", t.DeadLetter},
+	}
+	seen := map[string]string{}
+	for _, n := range named {
+		switch {
+		case !validTopicName(n.v):
+			fail(n.name, n.v, "is not a valid Kafka topic name (1..249 of [a-zA-Z0-9._-])")
+		case seen[n.v] != "":
+			fail(n.name, n.v, "is the same topic as %s", seen[n.v])
+		case t.ReplyPrefix != "" && strings.HasPrefix(n.v, t.ReplyPrefix):
+			// Otherwise a command's reply_to could name this topic.
+			fail(n.name, n.v, "starts with REPLY_TOPIC_PREFIX %q, so requesters could write into it", t.ReplyPrefix)
+		}
+		seen[n.v] = n.name
+	}
+	if t.ReplyPrefix == "" || len(t.ReplyPrefix) >= 249 || !validTopicName(t.ReplyPrefix+"x") {
+		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is not a non-empty prefix of valid Kafka topic names")
+	}
+	if t.CommandsPartitions < 1 {
+		fail("COMMANDS_PARTITIONS", strconv.Itoa(int(t.CommandsPartitions)), "is less than 1")
+	}
+
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		fail("HTTP_ADDR", c.HTTPAddr, "is not host:port (e.g. :8062)")
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		fail("LOG_FORMAT", c.LogFormat, "is not json or console")
+	}
+	if c.InstanceID == "" || len(c.InstanceID) > 255 || strings.IndexFunc(c.InstanceID, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		fail("INSTANCE_ID", c.InstanceID, "must be 1..255 printable ASCII characters without spaces")
+	}
+	if !validHostPort(c.Embedded.Addr) {
+		fail("EMBEDDED_KAFKA_ADDR", c.Embedded.Addr, "is not host:port (e.g. 127.0.0.1:9092)")
+	}
+	if c.Embedded.Dir == "" {
+		failNoValue("EMBEDDED_KAFKA_DIR", "is empty")
+	}
+	return errs
+}
+
+// parser reads variables through getenv and collects every error, so one run
+// reports all mistakes.
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func varError(name, value, reason string) error {
+	return fmt.Errorf("%s: %q %s", name, value, reason)
+}
+
+func (p *parser) fail(name, value, reason string) {
+	p.errs = append(p.errs, varError(name, value, reason))
+}
+
+// str sets *dst to the trimmed value when the variable is set.
+func (p *parser) str(name string, dst *string) {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		*dst = v
+	}
+}
+
+// secret sets *dst to the raw value: spaces may be part of a password.
+func (p *parser) secret(name string, dst *string) {
+	if v := p.getenv(name); v != "" {
+		*dst = v
+	}
+}
+
+func (p *parser) integer(name string, dst *int, lo, hi int) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		p.fail(name, v, "is not an integer")
+	case n < lo || n > hi:
+		p.fail(name, v, fmt.Sprintf("is out of range %d..%d", lo, hi))
+	default:
+		*dst = n
+	}
+}
+
+func (p *parser) int32(name string, dst *int32, lo, hi int) {
+	n := int(*dst)
+	p.integer(name, &n, lo, hi)
+	*dst = int32(n) // in range: lo..hi fit int32
+}
+
+func (p *parser) seconds(name string, dst *time.Duration, lo, hi float64) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	switch {
+	case err != nil || math.IsNaN(f) || math.IsInf(f, 0):
+		p.fail(name, v, "is not a number of seconds")
+	case f < lo || f > hi:
+		p.fail(name, v, fmt.Sprintf("is out of range %g..%g seconds", lo, hi))
+	default:
+		// Rounded: 0.1*1e9 is not exactly 1e8 in binary floating point.
+		*dst = time.Duration(math.Round(f * float64(time.Second)))
+	}
+}
+
+func (p *parser) boolean(name string, dst *bool) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return
+	}
+	switch strings.ToLower(v) {
+	case "1", "t", "true", "yes", "y", "on":
+		*dst = true
+	case "0", "f", "false", "no", "n", "off":
+		*dst = false
+	default:
+		p.fail(name, v, "is not a boolean (true/false, 1/0, yes/no, on/off)")
+	}
+}
+
+// brokers splits a comma-separated host[:port] list; kgo defaults a missing
+// port to 9092.
+func (p *parser) brokers(name, v string) []string {
+	var out []string
+	for _, b := range strings.Split(v, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		hp := b
+		if !strings.Contains(b, ":") || (strings.HasPrefix(b, "[") && strings.HasSuffix(b, "]")) {
+			hp = net.JoinHostPort(strings.Trim(b, "[]"), "9092")
+		}
+		if !validHostPort(hp) {
+			p.fail(name, v, fmt.Sprintf("has %q, which is not host[:port]", b))
+			return nil
+		}
+		out = append(out, b)
+	}
+	if len(out) == 0 {
+		p.fail(name, v, "lists no broker")
+	}
+	return out
+}
+
+func validHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || strings.ContainsAny(host, " /") {
+		return false
+	}
+	n, err := strconv.Atoi(port)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func parseLevel(s string) (zerolog.Level, bool) {
+	switch strings.ToLower(s) {
+	case "trace":
+		return zerolog.TraceLevel, true
+	case "debug":
+		return zerolog.DebugLevel, true
+	case "info":
+		return zerolog.InfoLevel, true
+	case "warn", "warning":
+		return zerolog.WarnLevel, true
+	case "error":
+		return zerolog.ErrorLevel, true
+	case "fatal":
+		return zerolog.FatalLevel, true
+	case "panic":
+		return zerolog.PanicLevel, true
+	case "disabled", "off", "none":
+		return zerolog.Disabled, true
+	}
+	return 0, false
+}
+
+// validTopicName is Kafka's rule. It is repeated here rather than imported
+// from package topics to keep config a leaf package.
+func validTopicName(s string) bool {
+	if s == "" || len(s) > 249 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validPostgresURL accepts what pgx accepts at the shape level: a
+// postgres:// or postgresql:// URL, or a key=value connection string.
+func validPostgresURL(s string) bool {
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		return err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
+	}
+	return strings.Contains(s, "=")
+}

@@ -1,0 +1,89 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+)
+
+// KafkaOpts returns the connection options every lockworker Kafka client
+// shares: seed brokers, TLS and SASL. Callers add their own (consumer group,
+// producer settings).
+//
+// With no KAFKA_BOOTSTRAP_SERVERS the seed is Embedded.Addr. If the embedded
+// broker was started on another address (port 0 in tests), set
+// Kafka.BootstrapServers to its Addr() before calling.
+//
+// It reads the TLS files, so it can fail where FromEnv (which does no I/O)
+// did not.
+func (c Config) KafkaOpts() ([]kgo.Opt, error) {
+	seeds := c.Kafka.BootstrapServers
+	if len(seeds) == 0 {
+		seeds = []string{c.Embedded.Addr}
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
+	if c.Kafka.TLS.Enabled {
+		tc, err := c.Kafka.TLS.build()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.DialTLSConfig(tc))
+	}
+	if c.Kafka.SASL.Mechanism != "" {
+		m, err := c.Kafka.SASL.mechanism()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.SASL(m))
+	}
+	return opts, nil
+}
+
+func (t TLSConfig) build() (*tls.Config, error) {
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Only when asked for, and FromEnv refuses it without TLS enabled.
+		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec
+	}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("KAFKA_TLS_CA_FILE: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("KAFKA_TLS_CA_FILE: %q holds no PEM certificate", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" || t.KeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+func (s SASLConfig) mechanism() (sasl.Mechanism, error) {
+	if s.Username == "" || s.Password == "" {
+		return nil, fmt.Errorf("KAFKA_SASL_MECHANISM: %s needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD", s.Mechanism)
+	}
+	switch strings.ToUpper(s.Mechanism) {
+	case "PLAIN":
+		return plain.Auth{User: s.Username, Pass: s.Password}.AsMechanism(), nil
+	case "SCRAM-SHA-256":
+		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha256Mechanism(), nil
+	case "SCRAM-SHA-512":
+		return scram.Auth{User: s.Username, Pass: s.Password}.AsSha512Mechanism(), nil
+	}
+	return nil, fmt.Errorf("KAFKA_SASL_MECHANISM: %q is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
+}

@@ -1,0 +1,219 @@
+// Package embedded runs lockworker's development Kafka broker: franz-go's
+// kfake, in process, speaking the Kafka protocol so any client (franz-go,
+// librdkafka/kcat, Java) can use it. lockworker starts it when
+// KAFKA_BOOTSTRAP_SERVERS is unset (DESIGN.md "Embedded broker").
+//
+// It is for development only: one broker, no replication, no TLS, no
+// authentication, and retention is not enforced unless a topic sets
+// retention.ms/retention.bytes itself, so the data directory only grows.
+//
+// # Persistence
+//
+// Data lives in Options.Dir (kfake.DataDir). kfake writes every produced
+// batch to its segment file as it arrives and every topic change and group
+// offset commit to its state files at once; Close additionally saves
+// snapshots. So:
+//
+//   - A clean Close keeps everything.
+//   - A killed process (SIGKILL, panic, os.Exit) keeps everything acknowledged
+//     too: the writes already sit in the operating system's page cache,
+//     which outlives the process. TestKilledProcessKeepsRecords checks this.
+//   - A machine crash or power loss can lose the last acknowledged batches,
+//     as with real Kafka's default flush policy. Options.SyncWrites fsyncs
+//     every batch to close that gap, at a large cost in produce latency; a
+//     development broker does not need it, so it is off by default.
+//
+// kfake has no guard against two clusters sharing one directory, which
+// would corrupt it; Start takes an exclusive lock on the directory (flock,
+// released by the kernel even when the process is killed).
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Defaults, the same as package config's EMBEDDED_KAFKA_ADDR and
+// EMBEDDED_KAFKA_DIR.
+const (
+	DefaultAddr = "127.0.0.1:9092"
+	DefaultDir  = ".data/kafka"
+)
+
+// Options configures Start.
+type Options struct {
+	// Addr is where the broker listens and what it advertises to clients
+	// (default DefaultAddr). Port 0 picks a free port; Broker.Addr tells
+	// which. An unspecified host (0.0.0.0) is advertised as is, which only
+	// local clients can follow.
+	Addr string
+	// Dir keeps topics, records and group offsets across restarts (default
+	// DefaultDir, relative to the working directory). Created if missing.
+	Dir string
+	// Topics are created with the given partition counts (>= 1) when
+	// missing. An existing topic is left alone, even with another count:
+	// changing the count would move keys between partitions. A mismatch is
+	// logged.
+	Topics map[string]int32
+	// SyncWrites fsyncs every produced batch (kfake.SyncWrites), so records
+	// survive a machine crash too, not only a killed process. Slow.
+	SyncWrites bool
+	// Logger receives the development-only warning and kfake's own logs
+	// (its errors and warnings as such, its info as debug, its debug as
+	// trace). The zero value logs nothing.
+	Logger zerolog.Logger
+}
+
+// Broker is a running embedded broker.
+type Broker struct {
+	cluster *kfake.Cluster
+	addr    string
+	dir     string
+	log     zerolog.Logger
+
+	closeOnce sync.Once
+	unlock    func()
+}
+
+// Start starts the broker and creates the missing Options.Topics. ctx bounds
+// the start only; the broker runs until Close.
+func Start(ctx context.Context, o Options) (*Broker, error) {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
+	}
+	if o.Dir == "" {
+		o.Dir = DefaultDir
+	}
+	for t, p := range o.Topics {
+		if p < 1 {
+			return nil, fmt.Errorf("embedded kafka: topic %q: %d partitions", t, p)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded kafka: data dir %q: %w", o.Dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded kafka: %w", err)
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded kafka: %w", err)
+	}
+
+	log := o.Logger.With().Str("component", "embedded-kafka").Logger()
+	kopts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.ClusterID("lockworker-embedded"),
+		// kfake always listens on 127.0.0.1:<port>; this honours the host
+		// of Addr as well.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, o.Addr)
+		}),
+		kfake.DataDir(dir),
+		kfake.WithLogger(kfakeLogger{log}),
+	}
+	if o.SyncWrites {
+		kopts = append(kopts, kfake.SyncWrites())
+	}
+	cluster, err := kfake.NewCluster(kopts...)
+	if err != nil {
+		unlock()
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "listen" {
+			return nil, fmt.Errorf("embedded kafka: cannot listen on %s (another Kafka or lockworker running? set EMBEDDED_KAFKA_ADDR, or KAFKA_BOOTSTRAP_SERVERS to use a real Kafka): %w", o.Addr, err)
+		}
+		return nil, fmt.Errorf("embedded kafka: start with data dir %s: %w", dir, err)
+	}
+	b := &Broker{cluster: cluster, addr: cluster.ListenAddrs()[0], dir: dir, log: log, unlock: unlock}
+
+	// Created here rather than with kfake.SeedTopics: kfake applies seed
+	// topics only to an empty data dir, so a topic added to Topics later
+	// would never appear after the first start.
+	if err := b.createTopics(ctx, o.Topics); err != nil {
+		b.Close()
+		return nil, err
+	}
+
+	log.Warn().Str("addr", b.addr).Str("dir", dir).Bool("sync_writes", o.SyncWrites).
+		Msg("EMBEDDED KAFKA BROKER STARTED: FOR DEVELOPMENT ONLY. One in-process broker, no replication, no TLS, no authentication, no retention. Set KAFKA_BOOTSTRAP_SERVERS to use a real Kafka cluster.")
+	return b, nil
+}
+
+func (b *Broker) createTopics(ctx context.Context, topics map[string]int32) error {
+	names := make([]string, 0, len(topics))
+	for t := range topics {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	for _, t := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		want := topics[t]
+		err := b.cluster.CreateTopic(t, want, nil)
+		switch {
+		case err == nil:
+			b.log.Info().Str("topic", t).Int32("partitions", want).Msg("created topic")
+		case errors.Is(err, kerr.TopicAlreadyExists):
+			if have := int32(len(b.cluster.PartitionInfos(t))); have != want {
+				b.log.Warn().Str("topic", t).Int32("partitions", have).Int32("configured", want).
+					Msg("topic exists with another partition count; left unchanged")
+			}
+		default:
+			return fmt.Errorf("embedded kafka: create topic %q: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// Addr is the host:port clients connect to (the real port when Options.Addr
+// asked for port 0).
+func (b *Broker) Addr() string { return b.addr }
+
+// Dir is the absolute data directory.
+func (b *Broker) Dir() string { return b.dir }
+
+// Close stops the broker: it stops accepting connections, saves its state to
+// Dir and releases the directory. Clients still connected see errors. Safe
+// to call more than once.
+func (b *Broker) Close() {
+	b.closeOnce.Do(func() {
+		b.cluster.Close() // persists; kfake logs (not returns) save errors
+		b.unlock()
+		b.log.Info().Str("dir", b.dir).Msg("embedded Kafka broker stopped")
+	})
+}
+
+// kfakeLogger forwards kfake's logs to zerolog, one level lower for info and
+// debug because kfake logs group membership changes at info.
+type kfakeLogger struct{ log zerolog.Logger }
+
+func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
+	var ev *zerolog.Event
+	switch level {
+	case kfake.LogLevelError:
+		ev = l.log.Error()
+	case kfake.LogLevelWarn:
+		ev = l.log.Warn()
+	case kfake.LogLevelInfo:
+		ev = l.log.Debug()
+	default:
+		ev = l.log.Trace()
+	}
+	ev.Msgf(format, args...)
+}

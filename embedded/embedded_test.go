@@ -1,0 +1,260 @@
+package embedded
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func start(t *testing.T, ctx context.Context, dir string, topics map[string]int32, log zerolog.Logger) *Broker {
+	t.Helper()
+	b, err := Start(ctx, Options{Addr: "127.0.0.1:0", Dir: dir, Topics: topics, Logger: log})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+func client(t *testing.T, b *Broker, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.Addr()), kgo.FetchMaxWait(250 * time.Millisecond)}, opts...)...)
+	require.NoError(t, err)
+	return cl
+}
+
+// consume reads topic from the start until it has n records.
+func consume(t *testing.T, ctx context.Context, b *Broker, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl := client(t, b, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	defer cl.Close()
+	var out []*kgo.Record
+	for len(out) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("consumed %d of %d records from %s: %v", len(out), n, topic, ctx.Err())
+		}
+		for _, err := range fs.Errors() {
+			t.Logf("fetch %s/%d: %v", err.Topic, err.Partition, err.Err)
+		}
+		out = append(out, fs.Records()...)
+	}
+	return out
+}
+
+func produce(t *testing.T, ctx context.Context, b *Broker, topic string, n int, prefix string) {
+	t.Helper()
+	cl := client(t, b)
+	defer cl.Close()
+	var rs []*kgo.Record
+	for i := range n {
+		rs = append(rs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "%s-k%d", prefix, i), Value: fmt.Appendf(nil, "%s-v%d", prefix, i)})
+	}
+	require.NoError(t, cl.ProduceSync(ctx, rs...).FirstErr())
+}
+
+func values(rs []*kgo.Record) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, string(r.Key)+"="+string(r.Value))
+	}
+	return out
+}
+
+func partitionCounts(t *testing.T, ctx context.Context, b *Broker) map[string]int {
+	t.Helper()
+	cl := client(t, b)
+	defer cl.Close()
+	td, err := kadm.NewClient(cl).ListTopics(ctx)
+	require.NoError(t, err)
+	require.NoError(t, td.Error())
+	out := map[string]int{}
+	for name, d := range td {
+		out[name] = len(d.Partitions)
+	}
+	return out
+}
+
+func TestRestartKeepsTopicsAndRecords(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir() + "/nested/kafka" // Start creates it
+	var logs bytes.Buffer
+	log := zerolog.New(&logs)
+
+	b := start(t, ctx, dir, map[string]int32{"locks.commands": 16, "locks.lock.acquired.v1": 1}, log)
+	_, port, _ := net.SplitHostPort(b.Addr())
+	assert.NotEqual(t, "0", port)
+	assert.Contains(t, logs.String(), "FOR DEVELOPMENT ONLY")
+
+	// A reply topic is created by a client through CreateTopics, as the
+	// worker and the SDK do.
+	admin := client(t, b)
+	_, err := kadm.NewClient(admin).CreateTopic(ctx, 3, -1, nil, "locks.replies.svc")
+	admin.Close()
+	require.NoError(t, err)
+
+	produce(t, ctx, b, "locks.commands", 100, "cmd")
+	produce(t, ctx, b, "locks.replies.svc", 5, "reply")
+	b.Close()
+	b.Close() // idempotent
+
+	// Same dir, another port, one more topic and a changed partition count.
+	logs.Reset()
+	b = start(t, ctx, dir, map[string]int32{"locks.commands": 32, "locks.lock.acquired.v1": 1, "locks.lock.expired.v1": 2}, log)
+
+	counts := partitionCounts(t, ctx, b)
+	assert.Equal(t, map[string]int{
+		"locks.commands":         16, // existing topics are not resized
+		"locks.lock.acquired.v1": 1,
+		"locks.lock.expired.v1":  2,
+		"locks.replies.svc":      3,
+	}, counts)
+	assert.Contains(t, logs.String(), "topic exists with another partition count")
+
+	assert.ElementsMatch(t, expected("cmd", 100), values(consume(t, ctx, b, "locks.commands", 100)))
+	assert.ElementsMatch(t, expected("reply", 5), values(consume(t, ctx, b, "locks.replies.svc", 5)))
+
+	// Records produced after the restart land after the old ones.
+	produce(t, ctx, b, "locks.replies.svc", 1, "after")
+	assert.ElementsMatch(t, append(expected("reply", 5), expected("after", 1)...), values(consume(t, ctx, b, "locks.replies.svc", 6)))
+}
+
+func expected(prefix string, n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, fmt.Sprintf("%s-k%d=%s-v%d", prefix, i, prefix, i))
+	}
+	return out
+}
+
+const childDirEnv = "LOCKWORKER_EMBEDDED_TEST_CHILD_DIR"
+
+// TestKilledProcessKeepsRecords produces from a child process, kills it with
+// SIGKILL (no Close, no SyncWrites) and restarts on its dir: acknowledged
+// records must be there, and the dir lock must be free again.
+func TestKilledProcessKeepsRecords(t *testing.T) {
+	if os.Getenv(childDirEnv) != "" {
+		t.Skip("running as the child")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestChildProducesThenWaits$", "-test.v")
+	cmd.Env = append(os.Environ(), childDirEnv+"="+dir)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	sc := bufio.NewScanner(stdout)
+	ready := false
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "CHILD READY") {
+			ready = true
+			break
+		}
+	}
+	require.True(t, ready, "child did not get ready")
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+
+	b := start(t, ctx, dir, nil, zerolog.Nop())
+	assert.Equal(t, map[string]int{"killed.topic": 4}, partitionCounts(t, ctx, b))
+	assert.ElementsMatch(t, expected("kill", 50), values(consume(t, ctx, b, "killed.topic", 50)))
+}
+
+// TestChildProducesThenWaits is the child of TestKilledProcessKeepsRecords.
+func TestChildProducesThenWaits(t *testing.T) {
+	dir := os.Getenv(childDirEnv)
+	if dir == "" {
+		t.Skip("helper process for TestKilledProcessKeepsRecords")
+	}
+	ctx := context.Background()
+	b, err := Start(ctx, Options{Addr: "127.0.0.1:0", Dir: dir, Topics: map[string]int32{"killed.topic": 4}})
+	require.NoError(t, err)
+	produce(t, ctx, b, "killed.topic", 50, "kill")
+	fmt.Println("CHILD READY")
+	time.Sleep(time.Minute) // killed long before
+}
+
+func TestDirInUse(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	start(t, ctx, dir, nil, zerolog.Nop())
+	_, err := Start(ctx, Options{Addr: "127.0.0.1:0", Dir: dir})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "in use by another embedded broker")
+}
+
+func TestAddrInUse(t *testing.T) {
+	ctx := context.Background()
+	b := start(t, ctx, t.TempDir(), nil, zerolog.Nop())
+	_, err := Start(ctx, Options{Addr: b.Addr(), Dir: t.TempDir()})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "cannot listen on "+b.Addr())
+
+	// The failed start released its dir.
+	_, err = Start(ctx, Options{Addr: "127.0.0.1:0", Dir: t.TempDir(), Topics: map[string]int32{"bad": 0}})
+	assert.ErrorContains(t, err, `topic "bad": 0 partitions`)
+}
+
+// TestKcat talks to the broker with kcat (librdkafka), a client that shares
+// no code with kfake or franz-go.
+func TestKcat(t *testing.T) {
+	if os.Getenv("LOCKWORKER_SKIP_KCAT") == "1" {
+		t.Skip("LOCKWORKER_SKIP_KCAT=1")
+	}
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is not on PATH: install it (apt-get install kcat) or set LOCKWORKER_SKIP_KCAT=1 to skip this test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b := start(t, ctx, t.TempDir(), map[string]int32{"kcat.test": 3}, zerolog.Nop())
+
+	run := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, kcat, append([]string{"-b", b.Addr()}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		require.NoError(t, err, "kcat %v: %s", args, stderr.String())
+		return string(out)
+	}
+
+	// Metadata as librdkafka sees it.
+	var md struct {
+		Topics []struct {
+			Topic      string            `json:"topic"`
+			Partitions []json.RawMessage `json:"partitions"`
+		} `json:"topics"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(run("", "-L", "-J", "-t", "kcat.test")), &md))
+	require.Len(t, md.Topics, 1)
+	assert.Equal(t, "kcat.test", md.Topics[0].Topic)
+	assert.Len(t, md.Topics[0].Partitions, 3)
+
+	// kcat produces, kgo consumes.
+	run("from-kcat-key:from-kcat-value\n", "-P", "-t", "kcat.test", "-K", ":")
+	rs := consume(t, ctx, b, "kcat.test", 1)
+	assert.Equal(t, []string{"from-kcat-key=from-kcat-value"}, values(rs))
+
+	// kgo produces, kcat consumes (-e: exit at the end of every partition).
+	produce(t, ctx, b, "kcat.test", 1, "from-kgo")
+	out := run("", "-C", "-t", "kcat.test", "-o", "beginning", "-e", "-q", "-f", "%k=%s\\n")
+	assert.ElementsMatch(t, []string{"from-kcat-key=from-kcat-value", "from-kgo-k0=from-kgo-v0"}, strings.Fields(out))
+}
