@@ -1,0 +1,31 @@
+// Package kafkapubsub is a watermill [message.Publisher] and
+// [message.Subscriber] on Kafka, built on franz-go (kgo).
+//
+// # Mapping between messages and records
+//
+// A published message becomes one record:
+//
+//   - Payload is the record value.
+//   - UUID is the header [UUIDHeader].
+//   - Every Metadata entry is a header of the same name and value.
+//   - The Metadata entry named by KeyMetadata (default [DefaultKeyMetadata]),
+//     when present, is also the record key; records with the same key land
+//     on the same partition (kgo's default partitioner hashes keys the way
+//     the Java client does). Without that entry the key is nil and kgo
+//     spreads records over partitions.
+//
+// A consumed record becomes a message the other way round. A record key is
+// exposed as Metadata[KeyMetadata]. A record without [UUIDHeader] (produced by
+// a non-watermill client) gets the UUID "topic/partition/offset", which is
+// stable across redeliveries. The record itself is available from the
+// message's context through [RecordFromContext].
+//
+// # Delivery
+//
+// Delivery is at least once. Each subscription hands out one message at a
+// time and waits for its Ack or Nack before the next one, so messages of one
+// partition arrive in order; there is no order across partitions. A Nack
+// redelivers the same message (after NackRedeliveryDelay). In consumer group
+// mode only acked offsets are committed, so a restart or rebalance may
+// redeliver messages that were delivered but not yet committed.
+package kafkapubsub

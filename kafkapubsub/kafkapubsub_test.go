@@ -1,0 +1,215 @@
+package kafkapubsub_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/kafkapubsub"
+)
+
+func newSubscriber(t *testing.T, c *kfake.Cluster, group string) *kafkapubsub.Subscriber {
+	t.Helper()
+	sub, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{
+		Brokers:             c.ListenAddrs(),
+		ClientOpts:          testClientOpts(),
+		ConsumerGroup:       group,
+		NackRedeliveryDelay: -1,
+		TopicPartitions:     1,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+	return sub
+}
+
+func receive(t *testing.T, msgs <-chan *message.Message) *message.Message {
+	t.Helper()
+	select {
+	case msg, ok := <-msgs:
+		require.True(t, ok, "channel closed")
+		return msg
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message")
+		return nil
+	}
+}
+
+// TestKeyAndHeaders checks the message <-> record mapping both ways, with a
+// caller-owned client that the publisher must leave open.
+func TestKeyAndHeaders(t *testing.T) {
+	c := newCluster(t)
+	const topic = "locks.lock.acquired.v1"
+
+	client, err := kgo.NewClient(append(testClientOpts(), kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic))...)
+	require.NoError(t, err)
+	defer client.Close()
+
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Client:           client,
+		AutoCreateTopics: true,
+		TopicPartitions:  3,
+	}, nil)
+	require.NoError(t, err)
+
+	keyed := message.NewMessage("uuid-1", []byte("payload"))
+	keyed.Metadata.Set(kafkapubsub.DefaultKeyMetadata, "ns/lock-a")
+	keyed.Metadata.Set("request_id", "r1")
+	unkeyed := message.NewMessage("uuid-2", nil)
+	require.NoError(t, pub.Publish(topic, keyed, unkeyed))
+	require.NoError(t, pub.Close())
+	require.NoError(t, pub.Close(), "Close is idempotent")
+	assert.ErrorIs(t, pub.Publish(topic, keyed), kafkapubsub.ErrClosed)
+
+	// The publisher left the client open: it still consumes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var records []*kgo.Record
+	for len(records) < 2 && ctx.Err() == nil {
+		records = append(records, client.PollFetches(ctx).Records()...)
+	}
+	require.Len(t, records, 2)
+	byUUID := map[string]*kgo.Record{}
+	for _, r := range records {
+		require.Equal(t, kafkapubsub.UUIDHeader, r.Headers[0].Key)
+		byUUID[string(r.Headers[0].Value)] = r
+	}
+	assert.Equal(t, []byte("ns/lock-a"), byUUID["uuid-1"].Key)
+	assert.Equal(t, []byte("payload"), byUUID["uuid-1"].Value)
+	assert.Equal(t, []kgo.RecordHeader{
+		{Key: kafkapubsub.UUIDHeader, Value: []byte("uuid-1")},
+		{Key: kafkapubsub.DefaultKeyMetadata, Value: []byte("ns/lock-a")},
+		{Key: "request_id", Value: []byte("r1")},
+	}, byUUID["uuid-1"].Headers)
+	assert.Nil(t, byUUID["uuid-2"].Key, "no key metadata, nil key")
+
+	// A record from a non-watermill producer: key but no UUID header.
+	foreign := &kgo.Record{Topic: topic, Key: []byte("ns/lock-b"), Value: []byte("v"),
+		Headers: []kgo.RecordHeader{{Key: "ce_type", Value: []byte("lock.acquired")}}}
+	require.NoError(t, client.ProduceSync(ctx, foreign).FirstErr())
+
+	msgs, err := newSubscriber(t, c, "").Subscribe(ctx, topic)
+	require.NoError(t, err)
+	got := map[string]*message.Message{}
+	for range 3 {
+		msg := receive(t, msgs)
+		got[msg.UUID] = msg
+		r, ok := kafkapubsub.RecordFromContext(msg.Context())
+		require.True(t, ok)
+		assert.Equal(t, topic, r.Topic)
+		msg.Ack()
+	}
+	assert.Equal(t, []byte("payload"), []byte(got["uuid-1"].Payload))
+	assert.Equal(t, message.Metadata{"partition_key": "ns/lock-a", "request_id": "r1"}, got["uuid-1"].Metadata)
+	assert.Empty(t, got["uuid-2"].Metadata)
+
+	foreignUUID := fmt.Sprintf("%s/%d/%d", topic, foreign.Partition, foreign.Offset)
+	require.Contains(t, got, foreignUUID, "UUID falls back to topic/partition/offset")
+	assert.Equal(t, message.Metadata{"partition_key": "ns/lock-b", "ce_type": "lock.acquired"}, got[foreignUUID].Metadata)
+}
+
+// TestNackAndCommit checks that a Nack redelivers the same message before
+// any other, and that a group commits only acked messages.
+func TestNackAndCommit(t *testing.T) {
+	c := newCluster(t)
+	const topic, group = "nack", "nack-group"
+
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Brokers: c.ListenAddrs(), ClientOpts: testClientOpts()}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	first := newSubscriber(t, c, group)
+	require.NoError(t, first.SubscribeInitialize(topic))
+	require.NoError(t, pub.Publish(topic,
+		message.NewMessage("m1", []byte("1")),
+		message.NewMessage("m2", []byte("2")),
+		message.NewMessage("m3", []byte("3"))))
+
+	msgs, err := first.Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	for range 3 {
+		msg := receive(t, msgs)
+		require.Equal(t, "m1", msg.UUID)
+		msg.Nack()
+		<-msg.Context().Done() // canceled on Nack
+	}
+	receive(t, msgs).Ack() // m1
+	m2 := receive(t, msgs)
+	require.Equal(t, "m2", m2.UUID)
+	select {
+	case msg := <-msgs:
+		t.Fatalf("got %s before acking m2", msg.UUID)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// m2 is never acked: closing commits m1 only.
+	require.NoError(t, first.Close())
+	_, open := <-msgs
+	require.False(t, open, "Close closes the channel")
+	select {
+	case <-m2.Context().Done():
+	default:
+		t.Fatal("message context outlived the subscription")
+	}
+
+	msgs, err = newSubscriber(t, c, group).Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	msg := receive(t, msgs)
+	assert.Equal(t, "m2", msg.UUID, "the group resumes after the last acked message")
+	msg.Ack()
+}
+
+// TestNoGoroutineLeak checks that ending subscriptions with a message still
+// unacked, by context and by Close, stops everything the package started.
+func TestNoGoroutineLeak(t *testing.T) {
+	baseline := runtime.NumGoroutine()
+	c := newCluster(t)
+	const topic = "leak"
+
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), AutoCreateTopics: true, TopicPartitions: 1,
+	}, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(topic, message.NewMessage("m1", nil)))
+	require.NoError(t, pub.Close())
+
+	for _, group := range []string{"", "leak-group"} {
+		sub, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{
+			Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), ConsumerGroup: group,
+		}, nil)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		byCtx, err := sub.Subscribe(ctx, topic)
+		require.NoError(t, err)
+		receive(t, byCtx)
+		cancel()
+		_, open := <-byCtx
+		require.False(t, open, "canceling ctx closes the channel")
+
+		byClose, err := sub.Subscribe(context.Background(), topic)
+		require.NoError(t, err)
+		receive(t, byClose)
+		require.NoError(t, sub.Close())
+		_, open = <-byClose
+		require.False(t, open, "Close closes the channel")
+		_, err = sub.Subscribe(context.Background(), topic)
+		require.ErrorIs(t, err, kafkapubsub.ErrClosed)
+	}
+	c.Close()
+
+	// Polled here rather than with assert.Eventually, whose own goroutine
+	// would count.
+	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > baseline; {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,207 @@
+package kafkapubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// UUIDHeader is the record header carrying a message's UUID. It is the
+// header watermill-kafka uses, so both can read each other's records.
+const UUIDHeader = "_watermill_message_uuid"
+
+// DefaultKeyMetadata is the default KeyMetadata: the Metadata entry that is
+// the record key.
+const DefaultKeyMetadata = "partition_key"
+
+// ErrClosed is returned when publishing or subscribing after Close.
+var ErrClosed = errors.New("kafkapubsub: closed")
+
+// PublisherConfig configures a [Publisher].
+type PublisherConfig struct {
+	// Brokers are the seed brokers ("host:port") the publisher's own client
+	// connects to. No default: exactly one of Brokers and Client must be
+	// set.
+	Brokers []string
+
+	// ClientOpts are extra options for the publisher's own client, for
+	// example TLS, SASL, kgo.WithLogger or kgo.RecordDeliveryTimeout.
+	// Default none. They are applied after Brokers. Not allowed together
+	// with Client.
+	//
+	// Do not make the client transactional: Publish produces outside of any
+	// transaction and would fail.
+	ClientOpts []kgo.Opt
+
+	// Client is an existing client to publish with, instead of creating one
+	// from Brokers. Default nil. The publisher never closes it; close it
+	// yourself after closing the publisher. It must not be transactional,
+	// and its producer settings (acks, idempotence, partitioner) are used
+	// as they are.
+	Client *kgo.Client
+
+	// KeyMetadata names the Metadata entry whose value becomes the record
+	// key. Empty means [DefaultKeyMetadata] ("partition_key"). A message
+	// without that entry gets a nil key and lands on any partition, so
+	// messages that must stay in order relative to each other need the same
+	// key. An entry with an empty value is an empty (not nil) key, which
+	// hashes to one fixed partition.
+	KeyMetadata string
+
+	// AutoCreateTopics makes Publish create a topic the first time it
+	// publishes to it, if it does not exist yet. Default false: publishing
+	// to a missing topic fails after kgo's unknown-topic retries (unless the
+	// brokers create topics themselves). Creation needs the CREATE
+	// permission; without it every Publish to a new topic fails, so leave
+	// this off when topics are provisioned elsewhere. A success is
+	// remembered for the life of the publisher, a failure is retried on the
+	// next Publish.
+	AutoCreateTopics bool
+
+	// TopicPartitions is the partition count of topics created by
+	// AutoCreateTopics. Zero (default) means the broker's num.partitions.
+	// Choose it up front: adding partitions later moves keys to other
+	// partitions and breaks per-key order.
+	TopicPartitions int32
+
+	// TopicReplicationFactor is the replication factor of topics created by
+	// AutoCreateTopics. Zero (default) means the broker's
+	// default.replication.factor. It cannot exceed the number of brokers.
+	TopicReplicationFactor int16
+}
+
+// Publisher publishes watermill messages to Kafka. It is safe for concurrent
+// use.
+type Publisher struct {
+	client      *kgo.Client
+	ownsClient  bool
+	keyMetadata string
+	topics      *topicCreator // nil unless AutoCreateTopics
+	logger      watermill.LoggerAdapter
+
+	mu       sync.Mutex
+	closed   bool
+	inFlight sync.WaitGroup
+	close    sync.Once
+}
+
+var _ message.Publisher = (*Publisher)(nil)
+
+// NewPublisher returns a publisher for cfg. A nil logger logs nothing. A
+// client created from Brokers has kgo's producer defaults: idempotent with
+// acks=all, so retried produce requests do not duplicate records.
+func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publisher, error) {
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	p := &Publisher{
+		client:      cfg.Client,
+		keyMetadata: cfg.KeyMetadata,
+		logger:      logger,
+	}
+	if p.keyMetadata == "" {
+		p.keyMetadata = DefaultKeyMetadata
+	}
+
+	switch {
+	case cfg.Client != nil && (len(cfg.Brokers) > 0 || len(cfg.ClientOpts) > 0):
+		return nil, errors.New("kafkapubsub: set either Client or Brokers/ClientOpts, not both")
+	case cfg.Client == nil && len(cfg.Brokers) == 0:
+		return nil, errors.New("kafkapubsub: no Brokers and no Client")
+	case cfg.Client == nil:
+		opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.ClientOpts...)
+		client, err := kgo.NewClient(opts...)
+		if err != nil {
+			return nil, fmt.Errorf("kafkapubsub: new client: %w", err)
+		}
+		p.client, p.ownsClient = client, true
+	}
+
+	if cfg.AutoCreateTopics {
+		p.topics = newTopicCreator(kadm.NewClient(p.client), cfg.TopicPartitions, cfg.TopicReplicationFactor)
+	}
+	return p, nil
+}
+
+// Publish produces msgs to topic and returns once Kafka has acknowledged all
+// of them, or with the first error. On error some messages may have been
+// written; publishing them again can duplicate them.
+//
+// Publish waits as long as kgo retries: with the default of no
+// kgo.RecordDeliveryTimeout it blocks while no broker is reachable, unless
+// the messages' contexts are canceled (kgo honours the context of the first
+// record of each batch).
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	if topic == "" {
+		return errors.New("kafkapubsub: empty topic")
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.inFlight.Add(1)
+	p.mu.Unlock()
+	defer p.inFlight.Done()
+
+	if len(msgs) == 0 {
+		return nil
+	}
+	if p.topics != nil {
+		if err := p.topics.ensure(msgs[0].Context(), topic); err != nil {
+			return err
+		}
+	}
+
+	records := make([]*kgo.Record, len(msgs))
+	for i, msg := range msgs {
+		records[i] = p.record(topic, msg)
+	}
+	if err := p.client.ProduceSync(context.Background(), records...).FirstErr(); err != nil {
+		return fmt.Errorf("kafkapubsub: publish to %q: %w", topic, err)
+	}
+	p.logger.Trace("Published messages", watermill.LogFields{"topic": topic, "count": len(msgs)})
+	return nil
+}
+
+func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {
+	r := &kgo.Record{
+		Topic:   topic,
+		Value:   msg.Payload,
+		Context: msg.Context(),
+		Headers: make([]kgo.RecordHeader, 0, len(msg.Metadata)+1),
+	}
+	if key, ok := msg.Metadata[p.keyMetadata]; ok {
+		r.Key = []byte(key)
+	}
+	r.Headers = append(r.Headers, kgo.RecordHeader{Key: UUIDHeader, Value: []byte(msg.UUID)})
+	// Sorted so that equal messages give byte-identical records.
+	for _, k := range slices.Sorted(maps.Keys(msg.Metadata)) {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(msg.Metadata[k])})
+	}
+	return r
+}
+
+// Close waits for in-flight Publish calls, then closes the client if the
+// publisher created it. Publish fails with ErrClosed afterwards. Close is
+// idempotent and safe to call concurrently.
+func (p *Publisher) Close() error {
+	p.close.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		p.inFlight.Wait()
+		if p.ownsClient {
+			p.client.Close()
+		}
+	})
+	return nil
+}

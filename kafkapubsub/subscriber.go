@@ -1,0 +1,293 @@
+package kafkapubsub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DefaultNackRedeliveryDelay is the default NackRedeliveryDelay.
+const DefaultNackRedeliveryDelay = 100 * time.Millisecond
+
+// SubscriberConfig configures a [Subscriber].
+type SubscriberConfig struct {
+	// Brokers are the seed brokers ("host:port"). Required, no default.
+	// Each Subscribe call creates its own client from them, plus one client
+	// for SubscribeInitialize.
+	Brokers []string
+
+	// ClientOpts are extra options for every client of the subscriber, for
+	// example TLS, SASL, kgo.WithLogger, or group timings such as
+	// kgo.SessionTimeout and kgo.AutoCommitInterval. Default none. The
+	// subscriber's own consuming options (topic, group, start offset,
+	// commit mode) are applied after them and win.
+	ClientOpts []kgo.Opt
+
+	// ConsumerGroup selects the mode of every subscription.
+	//
+	// Non-empty: each Subscribe call joins this group with its own client,
+	// so subscriptions (in this and other processes) share the topic's
+	// partitions, and a subscription with no partition assigned receives
+	// nothing. The offset of a message is marked for commit only after its
+	// Ack; marked offsets are committed every kgo.AutoCommitInterval
+	// (default 5s), when partitions are revoked, and on Close. A crash thus
+	// redelivers up to that interval of acked messages. Rebalances are not
+	// held back while a message is being handled, so its partition may move
+	// to another member, which delivers the message again.
+	//
+	// Empty (default): every subscription reads all partitions of the topic
+	// by itself (fan-out) and commits nothing; where it starts is set by
+	// FromEnd.
+	ConsumerGroup string
+
+	// FromEnd makes a subscription start at the end of each partition,
+	// receiving only records produced after it starts. Default false: start
+	// at the earliest retained record. In group mode it applies only to
+	// partitions the group has no committed offset for.
+	//
+	// The end is looked up when the client first sees the partition, a
+	// moment after Subscribe returns: a record produced right after
+	// Subscribe returns may be missed.
+	FromEnd bool
+
+	// KeyMetadata names the Metadata entry that receives the record key of
+	// a consumed record with a non-nil key, replacing a header of the same
+	// name. Empty means
+	// [DefaultKeyMetadata] ("partition_key"); use the same name as the
+	// publisher's KeyMetadata so that a message round-trips unchanged.
+	KeyMetadata string
+
+	// NackRedeliveryDelay is how long a subscription waits after a Nack
+	// before redelivering the message. Zero means
+	// [DefaultNackRedeliveryDelay] (100ms); negative means no wait. The
+	// subscription delivers nothing else meanwhile, so a message that is
+	// always nacked stops its partition (and, since a subscription delivers
+	// one message at a time, the whole subscription).
+	NackRedeliveryDelay time.Duration
+
+	// TopicPartitions is the partition count of topics created by
+	// SubscribeInitialize. Zero (default) means the broker's num.partitions.
+	// In group mode, subscriptions beyond the partition count stay idle.
+	TopicPartitions int32
+
+	// TopicReplicationFactor is the replication factor of topics created by
+	// SubscribeInitialize. Zero (default) means the broker's
+	// default.replication.factor.
+	TopicReplicationFactor int16
+}
+
+// Subscriber consumes watermill messages from Kafka. It is safe for
+// concurrent use.
+type Subscriber struct {
+	cfg    SubscriberConfig
+	logger watermill.LoggerAdapter
+
+	admin  *kgo.Client // for SubscribeInitialize; connects on first use
+	topics *topicCreator
+
+	closing context.Context // canceled by Close; parent of every subscription
+	cancel  context.CancelFunc
+
+	mu     sync.Mutex
+	closed bool
+	subs   sync.WaitGroup
+	close  sync.Once
+}
+
+var (
+	_ message.Subscriber           = (*Subscriber)(nil)
+	_ message.SubscribeInitializer = (*Subscriber)(nil)
+)
+
+// NewSubscriber returns a subscriber for cfg. A nil logger logs nothing.
+func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subscriber, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("kafkapubsub: no Brokers")
+	}
+	if logger == nil {
+		logger = watermill.NopLogger{}
+	}
+	if cfg.KeyMetadata == "" {
+		cfg.KeyMetadata = DefaultKeyMetadata
+	}
+	if cfg.NackRedeliveryDelay == 0 {
+		cfg.NackRedeliveryDelay = DefaultNackRedeliveryDelay
+	}
+	// Building a client also validates ClientOpts before the first Subscribe.
+	admin, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.ClientOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkapubsub: new client: %w", err)
+	}
+	closing, cancel := context.WithCancel(context.Background())
+	return &Subscriber{
+		cfg:     cfg,
+		logger:  logger,
+		admin:   admin,
+		topics:  newTopicCreator(kadm.NewClient(admin), cfg.TopicPartitions, cfg.TopicReplicationFactor),
+		closing: closing,
+		cancel:  cancel,
+	}, nil
+}
+
+// SubscribeInitialize creates topic unless it exists, with TopicPartitions
+// and TopicReplicationFactor. It needs the CREATE permission.
+func (s *Subscriber) SubscribeInitialize(topic string) error {
+	return s.topics.ensure(s.closing, topic)
+}
+
+// Subscribe starts consuming topic with a new client and returns the channel
+// of its messages. The channel is closed when ctx is canceled or the
+// subscriber is closed. Each message must be acked or nacked before the next
+// one is delivered. A message's context is canceled once it is acked or
+// nacked, or when the subscription ends.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+
+	opts := append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Brokers...)}, s.cfg.ClientOpts...)
+	start := kgo.NewOffset().AtStart()
+	if s.cfg.FromEnd {
+		start = kgo.NewOffset().AtEnd()
+	}
+	opts = append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeStartOffset(start))
+	if s.cfg.ConsumerGroup != "" {
+		opts = append(opts, kgo.ConsumerGroup(s.cfg.ConsumerGroup), kgo.AutoCommitMarks())
+	}
+	client, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkapubsub: new client: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closing, cancel)
+	out := make(chan *message.Message)
+	fields := watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup}
+
+	s.subs.Add(1)
+	go func() {
+		defer s.subs.Done()
+		defer close(out)
+		defer client.Close() // leaves the group, committing marked offsets
+		defer stop()
+		defer cancel()
+		s.logger.Debug("Subscription started", fields)
+		s.consume(ctx, client, out, fields)
+		s.logger.Debug("Subscription ended", fields)
+	}()
+	return out, nil
+}
+
+// consume polls one record at a time, so that records of a partition that a
+// rebalance takes away are not delivered from a local backlog.
+func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, out chan<- *message.Message, fields watermill.LogFields) {
+	for {
+		fetches := client.PollRecords(ctx, 1)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			return
+		}
+		// kgo retries fetch errors itself; they are reported only to be seen.
+		fetches.EachError(func(topic string, partition int32, err error) {
+			s.logger.Error("Fetch error", err, fields.Add(watermill.LogFields{"partition": partition}))
+		})
+		for _, r := range fetches.Records() {
+			if !s.deliver(ctx, client, r, out) {
+				return
+			}
+		}
+	}
+}
+
+// deliver sends r until it is acked, and reports false if the subscription
+// ended first.
+func (s *Subscriber) deliver(ctx context.Context, client *kgo.Client, r *kgo.Record, out chan<- *message.Message) bool {
+	for {
+		msg := s.message(r)
+		msgCtx, cancelMsg := context.WithCancel(context.WithValue(ctx, recordKey{}, r))
+		msg.SetContext(msgCtx)
+
+		select {
+		case out <- msg:
+		case <-ctx.Done():
+			cancelMsg()
+			return false
+		}
+
+		select {
+		case <-msg.Acked():
+			cancelMsg()
+			// No-op outside group mode, and for a partition revoked meanwhile.
+			client.MarkCommitRecords(r)
+			return true
+		case <-msg.Nacked():
+			cancelMsg()
+		case <-ctx.Done():
+			cancelMsg()
+			return false
+		}
+
+		if s.cfg.NackRedeliveryDelay > 0 {
+			select {
+			case <-time.After(s.cfg.NackRedeliveryDelay):
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+}
+
+func (s *Subscriber) message(r *kgo.Record) *message.Message {
+	uuid := ""
+	hasUUID := false
+	md := make(message.Metadata, len(r.Headers)+1)
+	for _, h := range r.Headers {
+		if h.Key == UUIDHeader {
+			uuid, hasUUID = string(h.Value), true
+			continue
+		}
+		md[h.Key] = string(h.Value)
+	}
+	if r.Key != nil {
+		md[s.cfg.KeyMetadata] = string(r.Key)
+	}
+	if !hasUUID {
+		uuid = fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset)
+	}
+	msg := message.NewMessage(uuid, r.Value)
+	msg.Metadata = md
+	return msg
+}
+
+// Close ends every subscription (closing their channels and clients) and
+// waits for them. Subscribe fails with ErrClosed afterwards. Close is
+// idempotent and safe to call concurrently.
+func (s *Subscriber) Close() error {
+	s.close.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.cancel()
+		s.subs.Wait()
+		s.admin.Close()
+	})
+	return nil
+}
+
+type recordKey struct{}
+
+// RecordFromContext returns the Kafka record a consumed message came from,
+// given the message's context. Use it for the partition, offset or
+// timestamp; do not modify the record.
+func RecordFromContext(ctx context.Context) (*kgo.Record, bool) {
+	r, ok := ctx.Value(recordKey{}).(*kgo.Record)
+	return r, ok
+}
