@@ -1,0 +1,287 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// NotifyChannel is the LISTEN/NOTIFY channel told, once per transaction, that
+// a partition has new outbox rows. The payload is the partition number.
+const NotifyChannel = "lockworker_outbox"
+
+// Env is what handlers need to know beyond the command.
+type Env struct {
+	// Names are the topic names; Names.ReplyPrefix bounds reply_to.
+	Names topics.Names
+	// DefaultLease applies to an acquire without lease_duration. Default 30 s.
+	DefaultLease time.Duration
+	// Source is the CloudEvents ce_source, "lockworker/<instance>".
+	Source string
+	// Partition is the commands partition this transaction works for: outbox
+	// rows are written under it, and locks granted here are watched by its
+	// expiry scheduler.
+	Partition int32
+}
+
+// Batch applies commands inside one transaction and buffers what they write
+// until Flush. A Batch is used by one goroutine and dropped after Flush, or
+// when its transaction fails.
+type Batch struct {
+	tx  pgx.Tx
+	env Env
+
+	outbox   []outboxRow
+	history  []historyRow
+	outcomes map[string]*pending // request_id -> stored outcome to write
+	known    map[string]*pending // request_id -> outcome already stored or written in this batch; nil: known to be new
+}
+
+// pending is an event waiting to be encoded at Flush, when its duration_ms
+// (poll to commit) is known. raw is set for bytes stored earlier.
+type pending struct {
+	ev       *topics.Event
+	polledAt time.Time
+	raw      []byte
+}
+
+type outboxRow struct {
+	topic, key string
+	p          *pending
+	headers    []topics.Header
+}
+
+type historyRow struct {
+	eventID, namespace, lockName, typ, owner string
+	token                                    int64
+	at                                       time.Time
+}
+
+// NewBatch starts a batch in tx.
+func NewBatch(tx pgx.Tx, env Env) *Batch {
+	if env.DefaultLease <= 0 {
+		env.DefaultLease = 30 * time.Second
+	}
+	if env.Names.ReplyPrefix == "" {
+		env.Names = topics.DefaultNames()
+	}
+	return &Batch{tx: tx, env: env, outcomes: map[string]*pending{}, known: map[string]*pending{}}
+}
+
+// Prefetch loads the stored outcomes of these request_ids in one query, so
+// Apply need not look each up. Ids not given here are looked up one by one.
+func (b *Batch) Prefetch(ctx context.Context, requestIDs []string) error {
+	rows, err := b.tx.Query(ctx, `SELECT request_id, outcome FROM processed_requests WHERE request_id = ANY($1)`, requestIDs)
+	if err != nil {
+		return fmt.Errorf("reading processed requests: %w", err)
+	}
+	var id string
+	var raw []byte
+	_, err = pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
+		b.known[id] = &pending{raw: raw}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading processed requests: %w", err)
+	}
+	for _, id := range requestIDs {
+		if _, ok := b.known[id]; !ok {
+			b.known[id] = nil // known to be new
+		}
+	}
+	return nil
+}
+
+// Apply applies one valid command (see topics.Validate) and returns the events
+// it caused. polledAt is when the record was polled, for duration_ms.
+func (b *Batch) Apply(ctx context.Context, c topics.Command, polledAt time.Time) ([]topics.Event, error) {
+	if c.RequestID != "" {
+		prev, err := b.storedOutcome(ctx, c.RequestID)
+		if err != nil {
+			return nil, err
+		}
+		if prev != nil {
+			return b.resend(c, prev)
+		}
+	}
+	a := &applier{Batch: b, cmd: c, polledAt: polledAt}
+	var err error
+	switch c.Operation {
+	case topics.OpAcquire:
+		err = a.acquire(ctx)
+	case topics.OpRelease:
+		err = a.release(ctx)
+	case topics.OpExtend:
+		err = a.extend(ctx)
+	case topics.OpQuery:
+		err = a.query(ctx)
+	case topics.OpCleanup:
+		err = a.cleanup(ctx)
+	default:
+		return nil, fmt.Errorf("applying %q: unknown operation", c.Operation)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("applying %s of lock %q: %w", c.Operation, c.Key(), err)
+	}
+	return a.caused, nil
+}
+
+// Reject answers a command that failed validation: lock.rejected to its
+// reply_to when that is a valid reply topic. It changes no lock and stores no
+// outcome.
+func (b *Batch) Reject(r *topics.Rejection, polledAt time.Time) topics.Event {
+	ev := topics.NewEvent(topics.TypeRejected, r.Command.Operation, r.Command.RequestID, time.Now())
+	ev.ErrorCode, ev.ErrorMessage = r.Code, r.Message
+	if topics.ValidReplyTo(r.Command.ReplyTo, b.env.Names.ReplyPrefix) {
+		b.emit(r.Command.ReplyTo, r.Command.Key(), &pending{ev: &ev, polledAt: polledAt})
+	}
+	return ev
+}
+
+// Publish queues a raw record (a dead-letter copy, say) in the outbox.
+func (b *Batch) Publish(topic string, key, value []byte, headers []topics.Header) {
+	b.outbox = append(b.outbox, outboxRow{topic: topic, key: string(key), p: &pending{raw: value}, headers: headers})
+}
+
+func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*pending, error) {
+	if p, ok := b.known[requestID]; ok {
+		return p, nil
+	}
+	var raw []byte
+	err := b.tx.QueryRow(ctx, `SELECT outcome FROM processed_requests WHERE request_id = $1`, requestID).Scan(&raw)
+	if err == pgx.ErrNoRows {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading outcome of request %q: %w", requestID, err)
+	}
+	p := &pending{raw: raw}
+	b.known[requestID] = p
+	return p, nil
+}
+
+// resend sends a stored outcome again to the duplicate's reply_to.
+func (b *Batch) resend(c topics.Command, prev *pending) ([]topics.Event, error) {
+	var ev topics.Event
+	if prev.ev != nil {
+		ev = *prev.ev
+	} else {
+		var err error
+		if ev, err = topics.DecodeEvent(prev.raw); err != nil {
+			return nil, fmt.Errorf("stored outcome of request %q: %w", c.RequestID, err)
+		}
+	}
+	if c.ReplyTo != "" {
+		b.outbox = append(b.outbox, outboxRow{topic: c.ReplyTo, key: c.Key(), p: prev, headers: topics.EventHeaders(ev, b.env.Source)})
+	}
+	return []topics.Event{ev}, nil
+}
+
+// emit queues p for topic.
+func (b *Batch) emit(topic, key string, p *pending) {
+	if topic == "" {
+		return
+	}
+	b.outbox = append(b.outbox, outboxRow{topic: topic, key: key, p: p, headers: topics.EventHeaders(*p.ev, b.env.Source)})
+}
+
+// remember stores ev as the outcome of requestID, replacing an earlier one.
+func (b *Batch) remember(requestID string, p *pending) {
+	if requestID == "" {
+		return
+	}
+	b.outcomes[requestID] = p
+	b.known[requestID] = p
+}
+
+// Flush writes the buffered outbox rows, history and outcomes in one round
+// trip, and notifies the relay once.
+func (b *Batch) Flush(ctx context.Context) error {
+	now := time.Now()
+	encoded := map[*pending][]byte{}
+	encode := func(p *pending) ([]byte, error) {
+		if p.raw != nil {
+			return p.raw, nil
+		}
+		if v, ok := encoded[p]; ok {
+			return v, nil
+		}
+		if !p.polledAt.IsZero() && p.ev.DurationMS == nil {
+			ms := float64(now.Sub(p.polledAt).Microseconds()) / 1000
+			p.ev.DurationMS = &ms
+		}
+		v, err := p.ev.Encode()
+		encoded[p] = v
+		return v, err
+	}
+	batch := &pgx.Batch{}
+	if n := len(b.outbox); n > 0 {
+		topicsCol, keys, values, headers := make([]string, n), make([][]byte, n), make([][]byte, n), make([]string, n)
+		for i, r := range b.outbox {
+			v, err := encode(r.p)
+			if err != nil {
+				return fmt.Errorf("encoding event: %w", err)
+			}
+			h, err := json.Marshal(headerRows(r.headers))
+			if err != nil {
+				return fmt.Errorf("encoding headers: %w", err)
+			}
+			topicsCol[i], keys[i], values[i], headers[i] = r.topic, []byte(r.key), v, string(h)
+		}
+		batch.Queue(`INSERT INTO outbox (source_partition, topic, key, value, headers)
+			SELECT $1, t, k, v, h::jsonb FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::text[]) AS u(t, k, v, h)`,
+			b.env.Partition, topicsCol, keys, values, headers)
+		batch.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, fmt.Sprint(b.env.Partition))
+	}
+	if n := len(b.history); n > 0 {
+		ids, nss, names, types, owners, tokens, ats := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int64, n), make([]time.Time, n)
+		for i, h := range b.history {
+			ids[i], nss[i], names[i], types[i], owners[i], tokens[i], ats[i] = h.eventID, h.namespace, h.lockName, h.typ, h.owner, h.token, h.at
+		}
+		batch.Queue(`INSERT INTO lock_events (event_id, namespace, lock_name, type, owner_id, fencing_token, occurred_at)
+			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[])`,
+			ids, nss, names, types, owners, tokens, ats)
+	}
+	if n := len(b.outcomes); n > 0 {
+		ids, values := make([]string, 0, n), make([][]byte, 0, n)
+		for id, p := range b.outcomes {
+			v, err := encode(p)
+			if err != nil {
+				return fmt.Errorf("encoding outcome: %w", err)
+			}
+			ids, values = append(ids, id), append(values, v)
+		}
+		batch.Queue(`INSERT INTO processed_requests (request_id, outcome)
+			SELECT * FROM unnest($1::text[], $2::bytea[])
+			ON CONFLICT (request_id) DO UPDATE SET outcome = EXCLUDED.outcome, processed_at = clock_timestamp()`,
+			ids, values)
+	}
+	if batch.Len() == 0 {
+		return nil
+	}
+	if err := b.tx.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("writing outbox and history: %w", err)
+	}
+	b.outbox, b.history, b.outcomes = nil, nil, map[string]*pending{}
+	return nil
+}
+
+// HeaderRow is how outbox.headers stores one header (Value is base64 in JSON,
+// so binary header values survive).
+type HeaderRow struct {
+	K string `json:"k"`
+	V []byte `json:"v"`
+}
+
+func headerRows(h []topics.Header) []HeaderRow {
+	out := make([]HeaderRow, len(h))
+	for i, x := range h {
+		out[i] = HeaderRow{x.Key, x.Value}
+	}
+	return out
+}

@@ -1,0 +1,115 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// MaxCleanedNames bounds cleaned_lock_names, so a large cleanup's answer stays
+// within Kafka's default record size; cleaned_count is always exact.
+const MaxCleanedNames = 1000
+
+// cleanup ends every lease past expires_at (each with lock.expired, waiters
+// granted) and deletes released or expired rows idle longer than
+// max_age_seconds that have no waiters, for one lock or all ("*").
+func (a *applier) cleanup(ctx context.Context) error {
+	c := a.cmd
+	maxAge := float64(topics.DefaultMaxAgeSeconds)
+	if c.MaxAgeSeconds != nil {
+		maxAge = *c.MaxAgeSeconds
+	}
+	f := sweepFilter{maxAge: &maxAge}
+	if c.LockName != topics.CleanupAll {
+		f.namespace, f.name = &c.Namespace, &c.LockName
+	}
+	names, now, err := a.sweep(ctx, f)
+	if err != nil {
+		return err
+	}
+	ev := topics.NewEvent(topics.TypeCleaned, c.Operation, c.RequestID, now)
+	n := len(names)
+	ev.CleanedCount = &n
+	ev.CleanedLockNames = names[:min(n, MaxCleanedNames)]
+	a.reply(&pending{ev: &ev, polledAt: a.polledAt})
+	return nil
+}
+
+// sweepFilter narrows a sweep. Nil fields do not filter; a nil maxAge deletes
+// no rows.
+type sweepFilter struct {
+	namespace, name *string
+	partition       *int32
+	maxAge          *float64
+}
+
+// sweep ends the ended leases the filter selects and deletes its idle rows,
+// returning the keys of the locks it touched and the database time. Rows that
+// another transaction has locked are skipped: that transaction settles them.
+func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time, error) {
+	const match = `($1::text IS NULL OR (namespace = $1 AND lock_name = $2)) AND ($3::int IS NULL OR source_partition = $3)`
+	rows, err := a.tx.Query(ctx, `
+		UPDATE locks SET status = 'expired', updated_at = clock_timestamp()
+		WHERE (namespace, lock_name) IN (
+			SELECT namespace, lock_name FROM locks
+			WHERE status = 'acquired' AND expires_at <= clock_timestamp() AND `+match+`
+			FOR UPDATE SKIP LOCKED)
+		RETURNING `+lockCols, f.namespace, f.name, f.partition)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
+	}
+	var ended []*lockRow
+	for rows.Next() {
+		r, err := scanLock(rows)
+		if err != nil {
+			rows.Close()
+			return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
+		}
+		ended = append(ended, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
+	}
+	var names []string
+	for _, r := range ended {
+		names = append(names, topics.LockKey(r.namespace, r.name))
+		a.expired(r)
+		if r.waiters > 0 {
+			if err := a.grantNext(ctx, r); err != nil {
+				return nil, time.Time{}, err
+			}
+		}
+	}
+	var now time.Time
+	if f.maxAge == nil {
+		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
+		return names, now, err
+	}
+	rows, err = a.tx.Query(ctx, `
+		DELETE FROM locks WHERE (namespace, lock_name) IN (
+			SELECT namespace, lock_name FROM locks
+			WHERE status IN ('released', 'expired') AND waiter_count = 0
+				AND updated_at < clock_timestamp() - make_interval(secs => $4) AND `+match+`
+			FOR UPDATE SKIP LOCKED)
+		RETURNING namespace, lock_name, clock_timestamp()`, f.namespace, f.name, f.partition, *f.maxAge)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
+	}
+	var ns, name string
+	for rows.Next() {
+		if err := rows.Scan(&ns, &name, &now); err != nil {
+			rows.Close()
+			return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
+		}
+		names = append(names, topics.LockKey(ns, name))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
+	}
+	if now.IsZero() {
+		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
+	}
+	return names, now, err
+}

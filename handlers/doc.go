@@ -1,0 +1,35 @@
+// Package handlers is the lock state machine. Each operation lives in its own
+// file and applies one Command inside a store transaction, returning the
+// Events it causes; a Batch collects their outbox rows, history rows and
+// request outcomes and writes them in a few statements when it is flushed, so
+// N commands cost a few round trips more than one.
+//
+// # States of a lock row
+//
+//	(no row) --acquire--> acquired --release--> released
+//	                      acquired --lease ends (expiry, or seen by any command)--> expired
+//	released|expired --acquire, or a waiter's turn--> acquired (new fencing token)
+//	released|expired --idle longer than max_age, no waiters--> (row deleted)
+//
+// A lease is held while status is acquired and the database time is before
+// expires_at. Every decision uses the database's clock: the statement that
+// locks the row also returns clock_timestamp(), taken after the row lock is
+// granted, so one holder's release always comes before the next grant in time.
+//
+// # Why each rule
+//
+//   - Fencing tokens come from one sequence: strictly increasing across all
+//     locks and never reused, so a resource guarded by tokens can reject a
+//     stale holder even after the lock's row was cleaned up.
+//   - An ended lease is "settled" (lock.expired, next waiter granted) by
+//     whichever transaction sees it first: a command on the lock, the expiry
+//     scheduler or cleanup. No command ever acts on a lease that has ended.
+//   - Waiters are served in FIFO order of their arrival; a waiter whose
+//     deadline has passed is answered LOCK_TIMEOUT instead of being granted.
+//   - A release from an owner still waiting withdraws its place, so a requester
+//     that gave up is never granted a lock nobody waits for.
+//   - Every valid command's outcome is stored under its request_id; the same
+//     request_id again re-sends that outcome (same event_id) and changes
+//     nothing. A queued acquire's stored outcome becomes its final answer
+//     (granted, timed out or withdrawn) when that answer comes.
+package handlers

@@ -1,0 +1,182 @@
+package handlers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// harness applies commands to a fresh schema and reads back what they wrote.
+type harness struct {
+	t   *testing.T
+	st  *store.Store
+	env handlers.Env
+	seq int
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Parallel()
+	return &harness{t: t, st: testdb.New(t), env: handlers.Env{
+		Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test",
+	}}
+}
+
+// apply applies the commands in one transaction and returns every event caused.
+func (h *harness) apply(cmds ...topics.Command) []topics.Event {
+	h.t.Helper()
+	var out []topics.Event
+	err := h.st.InTx(context.Background(), func(tx pgx.Tx) error {
+		out = nil
+		b := handlers.NewBatch(tx, h.env)
+		for _, c := range cmds {
+			evs, err := b.Apply(context.Background(), c, time.Now())
+			if err != nil {
+				return err
+			}
+			out = append(out, evs...)
+		}
+		return b.Flush(context.Background())
+	})
+	require.NoError(h.t, err)
+	return out
+}
+
+// one applies one command and returns its own answer: the first event whose
+// request_id is the command's.
+func (h *harness) one(c topics.Command) topics.Event {
+	h.t.Helper()
+	for _, ev := range h.apply(c) {
+		if ev.RequestID == c.RequestID {
+			return ev
+		}
+	}
+	h.t.Fatalf("no answer to %+v", c)
+	return topics.Event{}
+}
+
+func (h *harness) id() string { h.seq++; return fmt.Sprintf("req-%d", h.seq) }
+
+func (h *harness) acquire(lock, owner string, mods ...func(*topics.Command)) topics.Command {
+	c := topics.Command{RequestID: h.id(), Operation: topics.OpAcquire, LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+func (h *harness) release(lock, owner string, mods ...func(*topics.Command)) topics.Command {
+	c := topics.Command{RequestID: h.id(), Operation: topics.OpRelease, LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+func (h *harness) extend(lock, owner string, mods ...func(*topics.Command)) topics.Command {
+	c := topics.Command{RequestID: h.id(), Operation: topics.OpExtend, LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+func (h *harness) query(lock string) topics.Command {
+	return topics.Command{RequestID: h.id(), Operation: topics.OpQuery, LockName: lock, ReplyTo: "locks.replies.q"}
+}
+
+func lease(s float64) func(*topics.Command) { return func(c *topics.Command) { c.LeaseDuration = s } }
+func wait(s float64) func(*topics.Command)  { return func(c *topics.Command) { c.WaitTimeout = s } }
+func token(t int64) func(*topics.Command)   { return func(c *topics.Command) { c.FencingToken = &t } }
+func ns(n string) func(*topics.Command)     { return func(c *topics.Command) { c.Namespace = n } }
+func extendBy(s float64) func(*topics.Command) {
+	return func(c *topics.Command) { c.ExtensionDuration = s }
+}
+
+// record is one outbox row.
+type record struct {
+	Topic, Key string
+	Event      topics.Event
+	Headers    map[string]string
+}
+
+// outbox returns the outbox rows in id order.
+func (h *harness) outbox() []record {
+	h.t.Helper()
+	rows, err := h.st.Pool.Query(context.Background(), `SELECT topic, key, value, headers FROM outbox ORDER BY id`)
+	require.NoError(h.t, err)
+	var out []record
+	for rows.Next() {
+		var r record
+		var key, value []byte
+		var hdrs []handlers.HeaderRow
+		require.NoError(h.t, rows.Scan(&r.Topic, &key, &value, &hdrs))
+		r.Key = string(key)
+		require.NoError(h.t, json.Unmarshal(value, &r.Event))
+		r.Headers = map[string]string{}
+		for _, x := range hdrs {
+			r.Headers[x.K] = string(x.V)
+		}
+		out = append(out, r)
+	}
+	require.NoError(h.t, rows.Err())
+	return out
+}
+
+// clearOutbox forgets what was written so far, so a test can look at one step.
+func (h *harness) clearOutbox() {
+	_, err := h.st.Pool.Exec(context.Background(), `DELETE FROM outbox`)
+	require.NoError(h.t, err)
+}
+
+// topicsOf lists "topic type" of each outbox row.
+func (h *harness) routes() []string {
+	var out []string
+	for _, r := range h.outbox() {
+		out = append(out, r.Topic+" "+r.Event.Type)
+	}
+	return out
+}
+
+// waitPast waits until the database's clock has passed t: leases end by
+// database time, so tests wait for that event rather than sleep a guess.
+func (h *harness) waitPast(t time.Time) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool {
+		var past bool
+		err := h.st.Pool.QueryRow(context.Background(), `SELECT clock_timestamp() > $1`, t).Scan(&past)
+		return err == nil && past
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// expireDue runs the expiry step for partition 0 and returns how much it ended.
+func (h *harness) expireDue() int {
+	h.t.Helper()
+	var n int
+	err := h.st.InTx(context.Background(), func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, h.env)
+		var err error
+		if n, err = b.ExpireDue(context.Background()); err != nil {
+			return err
+		}
+		return b.Flush(context.Background())
+	})
+	require.NoError(h.t, err)
+	return n
+}
+
+func (h *harness) scalar(sql string, args ...any) int64 {
+	h.t.Helper()
+	var v int64
+	require.NoError(h.t, h.st.Pool.QueryRow(context.Background(), sql, args...).Scan(&v))
+	return v
+}

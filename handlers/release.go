@@ -1,0 +1,79 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// release ends the holder's lease and grants the next waiter, or withdraws an
+// owner that is still waiting.
+func (a *applier) release(ctx context.Context) error {
+	c := a.cmd
+	r, err := a.lockForUpdate(ctx, c.Namespace, c.LockName)
+	if err != nil {
+		return err
+	}
+	endedOwner, err := a.settle(ctx, r)
+	if err != nil {
+		return err
+	}
+	switch {
+	case r.held() && r.owner == c.OwnerID:
+		if c.FencingToken != nil && *c.FencingToken != r.token {
+			a.reject(topics.CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *c.FencingToken), r)
+			return nil
+		}
+		if _, err := a.tx.Exec(ctx, `UPDATE locks SET status = 'released', updated_at = $3 WHERE namespace = $1 AND lock_name = $2`,
+			r.namespace, r.name, r.now); err != nil {
+			return fmt.Errorf("releasing: %w", err)
+		}
+		r.status = topics.StatusReleased
+		p := a.event(topics.TypeReleased, r)
+		a.reply(p)
+		a.emit(a.env.Names.Released, c.Key(), p)
+		a.recordHistory(p.ev)
+		return a.grantNext(ctx, r)
+	case endedOwner == c.OwnerID:
+		a.reject(topics.CodeNotHeld, "the lease had already expired", r)
+		return nil
+	}
+	if r.waiters > 0 {
+		withdrawn, err := a.withdraw(ctx, r)
+		if err != nil || withdrawn {
+			return err
+		}
+	}
+	if r.held() {
+		a.reject(topics.CodeNotOwner, fmt.Sprintf("lock %q is held by another owner", c.Key()), r)
+	} else {
+		a.reject(topics.CodeNotHeld, fmt.Sprintf("lock %q is not held", c.Key()), r)
+	}
+	return nil
+}
+
+// withdraw takes the command's owner out of the queue, if it waits there. The
+// waiting acquire's stored outcome becomes the withdrawal, so a retry of it
+// does not queue again.
+func (a *applier) withdraw(ctx context.Context, r *lockRow) (bool, error) {
+	var requestID string
+	err := a.tx.QueryRow(ctx, `
+		WITH w AS (DELETE FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3 RETURNING request_id),
+		n AS (UPDATE locks SET waiter_count = waiter_count - 1 WHERE namespace = $1 AND lock_name = $2 AND EXISTS (SELECT FROM w))
+		SELECT request_id FROM w`, r.namespace, r.name, a.cmd.OwnerID).Scan(&requestID)
+	if err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, nil
+		}
+		return false, fmt.Errorf("withdrawing %q: %w", a.cmd.OwnerID, err)
+	}
+	r.waiters--
+	p := a.event(topics.TypeWithdrawn, r)
+	a.reply(p)
+	a.remember(requestID, p)
+	return true, nil
+}

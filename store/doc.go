@@ -1,0 +1,7 @@
+// Package store is lockworker's PostgreSQL boundary: the pgx pool, the
+// migrations runner, the transaction helper that retries transient failures,
+// and the consumer offsets that make each batch's effect exactly-once.
+//
+// pgx errors are translated here into the sentinel errors below, so callers
+// decide with errors.Is and never look at SQLSTATE codes.
+package store

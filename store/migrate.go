@@ -1,0 +1,34 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/tern/v2/migrate"
+
+	"github.com/omninode/lockworker/migrations"
+)
+
+// VersionTable records which migrations have been applied.
+const VersionTable = "lockworker_schema_version"
+
+// Migrate applies every pending migration. tern holds a PostgreSQL advisory
+// lock while it migrates, so workers starting at once apply each file once.
+func (s *Store) Migrate(ctx context.Context) error {
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("migrating: %w", translate(err))
+	}
+	defer conn.Release()
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), VersionTable)
+	if err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	if err := m.LoadMigrations(migrations.FS); err != nil {
+		return fmt.Errorf("loading migrations: %w", err)
+	}
+	if err := m.Migrate(ctx); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	return nil
+}

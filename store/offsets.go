@@ -1,0 +1,57 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// LockOffset locks a partition's offset row for the rest of tx and returns the
+// next offset to apply, or -1 when nothing was ever applied there. Every
+// transaction that writes outbox rows for a partition calls it first, which
+// serializes them: outbox ids then follow commit order within the partition.
+func LockOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition int32) (int64, error) {
+	var next int64
+	err := tx.QueryRow(ctx, `
+		INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+		VALUES ($1, $2, $3, -1)
+		ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
+		RETURNING next_offset`, group, topic, partition).Scan(&next)
+	if err != nil {
+		return 0, fmt.Errorf("locking offset of %s/%d: %w", topic, partition, translate(err))
+	}
+	return next, nil
+}
+
+// AdvanceOffset moves a partition's next offset from `from` to `to`. It fails
+// with ErrOffsetMoved when the stored offset is not `from`.
+func AdvanceOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition int32, from, to int64) error {
+	tag, err := tx.Exec(ctx, `
+		UPDATE consumer_offsets SET next_offset = $5, updated_at = clock_timestamp()
+		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
+		group, topic, partition, from, to)
+	if err != nil {
+		return fmt.Errorf("advancing offset of %s/%d: %w", topic, partition, translate(err))
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("advancing offset of %s/%d from %d: %w", topic, partition, from, ErrOffsetMoved)
+	}
+	return nil
+}
+
+// Offsets returns the stored next offsets of a group's topic, by partition.
+func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]int64, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0`, group, topic)
+	if err != nil {
+		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
+	}
+	out := map[int32]int64{}
+	var p int32
+	var o int64
+	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
+	}
+	return out, nil
+}

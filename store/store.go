@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config says how to reach PostgreSQL and how to retry.
+type Config struct {
+	// URL is a libpq connection string or URL. Required.
+	URL string
+	// MinConns and MaxConns size the pool. Defaults 1 and 10.
+	MinConns, MaxConns int32
+	// RetryBase is the first retry delay of a transient failure; each retry
+	// doubles it, with jitter, up to RetryMax. Defaults 100 ms (the original
+	// node's ACQUIRE_RETRY_DELAY) and 5 s.
+	RetryBase, RetryMax time.Duration
+	// OnRetry, when set, is told of every retry (for logs and metrics).
+	OnRetry func(attempt int, err error, delay time.Duration)
+}
+
+// Store is a pool plus the retry policy.
+type Store struct {
+	Pool *pgxpool.Pool
+	cfg  Config
+}
+
+// Open connects to PostgreSQL. When the database does not exist and the user
+// may create it, it is created.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 10
+	}
+	if cfg.MinConns <= 0 {
+		cfg.MinConns = 1
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 100 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Second
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		// The parse error may quote the URL, password included: say less.
+		return nil, errors.New("parsing the PostgreSQL connection string: invalid format")
+	}
+	pcfg.MinConns, pcfg.MaxConns = cfg.MinConns, cfg.MaxConns
+	if err := ensureDatabase(ctx, pcfg.ConnConfig); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("opening PostgreSQL pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, translate(err))
+	}
+	return &Store{Pool: pool, cfg: cfg}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.Pool.Close() }
+
+// ensureDatabase creates the configured database when it is missing (SQLSTATE
+// 3D000), connecting to the "postgres" maintenance database to do so.
+func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" {
+		return fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cc.Host, cc.Port, cc.User, translate(err))
+	}
+	admin := cc.Copy()
+	admin.Database = "postgres"
+	conn, err = pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("database %q does not exist, and connecting to database postgres to create it failed: %w", cc.Database, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cc.Database}.Sanitize()); err != nil {
+		if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // created meanwhile by another process
+			return nil
+		}
+		return fmt.Errorf("creating database %q: %w", cc.Database, err)
+	}
+	return nil
+}
+
+// InTx runs fn in a transaction and commits it. A transient failure (see
+// ErrTransient) rolls back and runs the whole of fn again after a backoff, until
+// it succeeds or ctx is done; fn must therefore keep no state across calls.
+// Any other error rolls back and is returned.
+func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := s.tryTx(ctx, fn)
+		if err == nil || !errors.Is(err, ErrTransient) {
+			return err
+		}
+		delay := Backoff(s.cfg.RetryBase, s.cfg.RetryMax, attempt)
+		if s.cfg.OnRetry != nil {
+			s.cfg.OnRetry(attempt, err, delay)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (s *Store) tryTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := s.Pool.Begin(ctx)
+	if err != nil {
+		return translate(err)
+	}
+	if err := fn(tx); err != nil {
+		// Roll back even when ctx is done, so the connection goes back clean.
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		return translate(err)
+	}
+	return translate(tx.Commit(ctx))
+}
+
+// Backoff is the delay before retry number attempt (1-based): base doubled per
+// attempt, capped at max, with up to 20% jitter so retrying workers spread out.
+func Backoff(base, max time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	d = min(d, max)
+	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+}
