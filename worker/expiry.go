@@ -1,0 +1,95 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/store"
+)
+
+// maxExpirySleep bounds the scheduler's sleep, so a lease granted to this
+// partition by another process's transaction is still ended within 1 s.
+const maxExpirySleep = time.Second
+
+// scheduleExpiry ends the partition's leases and waiters when they are due.
+// It asks the partial indexes when the next one is due (by database time) and
+// sleeps until then, waking early when a batch of this partition commits.
+func (p *partition) scheduleExpiry(ctx context.Context) {
+	w := p.w
+	for ctx.Err() == nil {
+		wait, err := p.untilDue(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn().Err(err).Int32("partition", p.id).Msg("expiry scheduler: reading next due time")
+			}
+			wait = maxExpirySleep
+		}
+		if wait > 0 {
+			t := time.NewTimer(min(wait, maxExpirySleep))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-p.wake:
+				t.Stop()
+				continue
+			case <-t.C:
+				continue
+			}
+		}
+		n, err := p.expireDue(ctx)
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn().Err(err).Int32("partition", p.id).Msg("expiry scheduler: ending leases")
+		}
+		if n == 0 {
+			// Due rows locked by another transaction (which settles them), or
+			// an error: do not spin.
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// untilDue is how long until the partition's next lease or waiter ends, by
+// database time; maxExpirySleep when nothing is due.
+func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
+	var secs *float64
+	err := p.w.cfg.Store.Pool.QueryRow(ctx, `SELECT extract(epoch FROM least(
+		(SELECT min(expires_at) FROM locks WHERE source_partition = $1 AND status = 'acquired'),
+		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1)) - clock_timestamp())::float8`, p.id).Scan(&secs)
+	if err != nil || secs == nil {
+		return maxExpirySleep, err
+	}
+	return time.Duration(*secs * float64(time.Second)), nil
+}
+
+// expireDue runs the expiry step in a transaction that, like every writer of
+// this partition's outbox, first locks the partition's offset row.
+func (p *partition) expireDue(ctx context.Context) (int, error) {
+	w := p.w
+	var n int
+	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
+			return err
+		}
+		b := handlers.NewBatch(tx, w.env(p.id))
+		var err error
+		if n, err = b.ExpireDue(ctx); err != nil {
+			return err
+		}
+		return b.Flush(ctx)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		w.cfg.Metrics.Expired(n)
+		w.cfg.Relay.Wake(p.id)
+	}
+	return n, nil
+}

@@ -1,0 +1,58 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// maintain runs every CleanupInterval: each owned partition's idle rows are
+// cleaned up (DESIGN.md: old rows deleted every CLEANUP_INTERVAL), and old
+// request outcomes and history are pruned.
+func (w *Worker) maintain(ctx context.Context) {
+	t := time.NewTicker(w.cfg.CleanupInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		var owned []int32
+		for id := range w.parts {
+			owned = append(owned, id)
+		}
+		w.mu.Unlock()
+		for _, id := range owned {
+			err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+				if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
+					return err
+				}
+				b := handlers.NewBatch(tx, w.env(id))
+				if _, err := b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds); err != nil {
+					return err
+				}
+				return b.Flush(ctx)
+			})
+			if err != nil && ctx.Err() == nil {
+				w.log.Warn().Err(err).Int32("partition", id).Msg("periodic cleanup")
+			}
+			w.cfg.Relay.Wake(id)
+		}
+		for {
+			n, err := w.cfg.Store.Prune(ctx, w.cfg.RequestRetention, w.cfg.EventsRetention, 10000)
+			if err != nil && ctx.Err() == nil {
+				w.log.Warn().Err(err).Msg("pruning old outcomes and history")
+			}
+			if err != nil || n < 10000 {
+				break
+			}
+		}
+	}
+}

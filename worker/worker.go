@@ -1,0 +1,276 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// Relay publishes a partition's outbox rows; outbox.Relay implements it.
+type Relay interface {
+	// Run publishes the partition's rows until ctx is done.
+	Run(ctx context.Context, partition int32) error
+	// Wake tells Run new rows were committed for the partition.
+	Wake(partition int32)
+}
+
+// Config configures a Worker. Fields without a default are required.
+type Config struct {
+	// KafkaOpts reach the brokers (seeds, TLS, SASL). The worker adds its
+	// consumer-group options.
+	KafkaOpts []kgo.Opt
+	// Group is the consumer group. Default "lockworker".
+	Group string
+	// Names are the topic names. Default topics.DefaultNames().
+	Names topics.Names
+	// CommandsPartitions is used when the commands topic must be created.
+	// Default 16.
+	CommandsPartitions int32
+	// Store is the database.
+	Store *store.Store
+	// Relay publishes the outbox of each owned partition.
+	Relay Relay
+	// DefaultLease applies to acquires without lease_duration. Default 30 s.
+	DefaultLease time.Duration
+	// Instance names this worker in ce_source ("lockworker/<instance>").
+	Instance string
+	// CleanupInterval is how often old rows are deleted. Default 60 s.
+	CleanupInterval time.Duration
+	// RequestRetention and EventsRetention bound processed_requests and
+	// lock_events. Defaults 24 h and 7 days.
+	RequestRetention, EventsRetention time.Duration
+	// MaxPollRecords bounds one poll, and so one batch. Default 1000.
+	MaxPollRecords int
+	// SessionTimeout of the group member. Default 45 s (franz-go's).
+	SessionTimeout time.Duration
+	// Logger receives the worker's logs. Default: none.
+	Logger zerolog.Logger
+	// Metrics, when set, is told what the worker does.
+	Metrics Metrics
+}
+
+// Metrics receives the worker's measurements; every method must be cheap.
+type Metrics interface {
+	Batch(partition int32, records int, took time.Duration)
+	Command(operation, result string, took time.Duration)
+	DeadLettered(reason string)
+	Expired(n int)
+}
+
+// Worker is one member of the lockworker consumer group.
+type Worker struct {
+	cfg Config
+	log zerolog.Logger
+	cl  *kgo.Client
+
+	mu    sync.Mutex
+	parts map[int32]*partition
+	wg    sync.WaitGroup
+	// hard is the parent of every partition's context. Run's context only
+	// starts a drain; Kill cancels hard, abandoning in-flight batches.
+	hard     context.Context
+	killHard context.CancelFunc
+}
+
+// New checks cfg and creates the Kafka client; Run starts consuming.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Store == nil || cfg.Relay == nil {
+		return nil, errors.New("worker: Store and Relay are required")
+	}
+	if cfg.Group == "" {
+		cfg.Group = "lockworker"
+	}
+	if cfg.Names.Commands == "" {
+		cfg.Names = topics.DefaultNames()
+	}
+	if cfg.CommandsPartitions <= 0 {
+		cfg.CommandsPartitions = 16
+	}
+	if cfg.DefaultLease <= 0 {
+		cfg.DefaultLease = 30 * time.Second
+	}
+	if cfg.CleanupInterval <= 0 {
+		cfg.CleanupInterval = time.Minute
+	}
+	if cfg.RequestRetention <= 0 {
+		cfg.RequestRetention = 24 * time.Hour
+	}
+	if cfg.EventsRetention <= 0 {
+		cfg.EventsRetention = 7 * 24 * time.Hour
+	}
+	if cfg.MaxPollRecords <= 0 {
+		cfg.MaxPollRecords = 1000
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
+	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}}
+	w.hard, w.killHard = context.WithCancel(context.Background())
+	opts := append([]kgo.Opt{
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Names.Commands),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(w.resumeFromStore),
+		kgo.OnPartitionsAssigned(w.assigned),
+		kgo.OnPartitionsRevoked(w.revoked),
+		kgo.OnPartitionsLost(w.revoked),
+	}, cfg.KafkaOpts...)
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating Kafka client: %w", err)
+	}
+	w.cl = cl
+	return w, nil
+}
+
+// EnsureTopics creates the worker's own topics when they are missing.
+func (w *Worker) EnsureTopics(ctx context.Context) error {
+	adm := kadm.NewClient(w.cl)
+	n := w.cfg.Names
+	want := map[string]int32{n.Commands: w.cfg.CommandsPartitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.DeadLetter: 1}
+	for topic, parts := range want {
+		resp, err := adm.CreateTopic(ctx, parts, -1, nil, topic)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("creating topic %q: %w", topic, err)
+		}
+	}
+	return nil
+}
+
+// Run consumes until ctx is done, then drains: in-flight batches finish, the
+// group is left. A second cancellation (Close) forces.
+func (w *Worker) Run(ctx context.Context) error {
+	go w.maintain(ctx)
+	for {
+		fetches := w.cl.PollRecords(ctx, w.cfg.MaxPollRecords)
+		if fetches.IsClientClosed() || ctx.Err() != nil {
+			break
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
+		})
+		polled := time.Now()
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			w.mu.Lock()
+			p := w.parts[fp.Partition]
+			w.mu.Unlock()
+			if p != nil {
+				p.submit(batchIn{records: fp.Records, polledAt: polled})
+			}
+		})
+		w.cl.AllowRebalance()
+	}
+	w.stopAll()
+	return nil
+}
+
+// Close leaves the group and closes the client. Call it after Run returns.
+func (w *Worker) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.cl.LeaveGroupContext(ctx); err != nil {
+		w.log.Warn().Err(err).Msg("leaving the consumer group")
+	}
+	w.cl.Close()
+}
+
+// Kill stops at once, as a crash would: in-flight batches are rolled back and
+// the group is not told (it notices when the session times out, unless the
+// client is a static member that rejoins). For the second signal, and for
+// tests. Run's context must be cancelled too.
+func (w *Worker) Kill() {
+	w.killHard()
+	w.cl.Close()
+}
+
+// Client is the worker's Kafka client (for health checks and tests).
+func (w *Worker) Client() *kgo.Client { return w.cl }
+
+// resumeFromStore starts each assigned partition at the offset PostgreSQL
+// says is next, the source of truth; Kafka's committed offset is ignored.
+func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+	if err != nil {
+		return nil, err
+	}
+	for _, parts := range offsets {
+		for p := range parts {
+			if next, ok := stored[p]; ok {
+				parts[p] = kgo.NewOffset().At(next)
+			} else {
+				parts[p] = kgo.NewOffset().AtStart()
+			}
+		}
+	}
+	return offsets, nil
+}
+
+func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range assigned[w.cfg.Names.Commands] {
+		if _, ok := w.parts[p]; ok {
+			continue
+		}
+		part := w.newPartition(w.hard, p)
+		w.parts[p] = part
+		w.log.Info().Int32("partition", p).Msg("partition assigned")
+	}
+}
+
+// revoked stops the partitions after their in-flight batch.
+func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	var stopping []*partition
+	w.mu.Lock()
+	for _, p := range revoked[w.cfg.Names.Commands] {
+		if part, ok := w.parts[p]; ok {
+			stopping = append(stopping, part)
+			delete(w.parts, p)
+		}
+	}
+	w.mu.Unlock()
+	for _, part := range stopping {
+		part.stop()
+		w.log.Info().Int32("partition", part.id).Msg("partition revoked")
+	}
+}
+
+func (w *Worker) stopAll() {
+	w.mu.Lock()
+	all := w.parts
+	w.parts = map[int32]*partition{}
+	w.mu.Unlock()
+	for _, part := range all {
+		part.stop()
+	}
+	w.wg.Wait()
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Batch(int32, int, time.Duration)       {}
+func (noMetrics) Command(string, string, time.Duration) {}
+func (noMetrics) DeadLettered(string)                   {}
+func (noMetrics) Expired(int)                           {}
