@@ -97,13 +97,20 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 	}
+	// A row whose lease this sweep just ended may be deleted too: name it once.
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		seen[n] = true
+	}
 	var ns, name string
 	for rows.Next() {
 		if err := rows.Scan(&ns, &name, &now); err != nil {
 			rows.Close()
 			return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 		}
-		names = append(names, topics.LockKey(ns, name))
+		if key := topics.LockKey(ns, name); !seen[key] {
+			names = append(names, key)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)

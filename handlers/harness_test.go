@@ -180,3 +180,86 @@ func (h *harness) scalar(sql string, args ...any) int64 {
 	require.NoError(h.t, h.st.Pool.QueryRow(context.Background(), sql, args...).Scan(&v))
 	return v
 }
+
+// fresh returns a harness on another fresh schema for the same test, without
+// calling t.Parallel again (a test may call it only once).
+func (h *harness) fresh() *harness {
+	return &harness{t: h.t, st: testdb.New(h.t), env: h.env}
+}
+
+// timeOf reads one timestamp.
+func (h *harness) timeOf(sql string, args ...any) time.Time {
+	h.t.Helper()
+	var v time.Time
+	require.NoError(h.t, h.st.Pool.QueryRow(context.Background(), sql, args...).Scan(&v))
+	return v.UTC()
+}
+
+// snapshot returns the rows of the lock tables (and the stored outcomes) as
+// JSON text, to show that something changed nothing.
+func (h *harness) snapshot() string {
+	h.t.Helper()
+	var s string
+	require.NoError(h.t, h.st.Pool.QueryRow(context.Background(), `SELECT json_build_object(
+		'locks', (SELECT coalesce(json_agg(l ORDER BY namespace, lock_name), '[]') FROM locks l),
+		'waiters', (SELECT coalesce(json_agg(w ORDER BY id), '[]') FROM lock_waiters w),
+		'processed', (SELECT coalesce(json_agg(p ORDER BY request_id), '[]') FROM processed_requests p),
+		'history', (SELECT count(*) FROM lock_events))::text`).Scan(&s))
+	return s
+}
+
+// outcome returns the stored outcome of a request_id.
+func (h *harness) outcome(requestID string) topics.Event {
+	h.t.Helper()
+	var raw []byte
+	require.NoError(h.t, h.st.Pool.QueryRow(context.Background(), `SELECT outcome FROM processed_requests WHERE request_id = $1`, requestID).Scan(&raw))
+	ev, err := topics.DecodeEvent(raw)
+	require.NoError(h.t, err)
+	return ev
+}
+
+// history lists "type owner" of a lock's lock_events rows in order.
+func (h *harness) history(lock string) []string {
+	h.t.Helper()
+	rows, err := h.st.Pool.Query(context.Background(), `SELECT type || ' ' || owner_id FROM lock_events WHERE lock_name = $1 ORDER BY occurred_at, id`, lock)
+	require.NoError(h.t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(h.t, err)
+	return out
+}
+
+// find returns the events of a type, in order.
+func find(evs []topics.Event, typ string) []topics.Event {
+	var out []topics.Event
+	for _, ev := range evs {
+		if ev.Type == typ {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func maxAge(s float64) func(*topics.Command) { return func(c *topics.Command) { c.MaxAgeSeconds = &s } }
+
+func (h *harness) cleanup(lock string, mods ...func(*topics.Command)) topics.Command {
+	c := topics.Command{RequestID: h.id(), Operation: topics.OpCleanup, LockName: lock, ReplyTo: "locks.replies.janitor"}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+func (h *harness) scalarText(sql string, args ...any) string {
+	h.t.Helper()
+	var v string
+	require.NoError(h.t, h.st.Pool.QueryRow(context.Background(), sql, args...).Scan(&v))
+	return v
+}
+
+// reset empties the lock tables (the token sequence goes on), so one schema
+// can serve several cases in turn.
+func (h *harness) reset() {
+	h.t.Helper()
+	_, err := h.st.Pool.Exec(context.Background(), `TRUNCATE lock_waiters, locks, lock_events, outbox, processed_requests`)
+	require.NoError(h.t, err)
+}

@@ -18,6 +18,18 @@ func (a *applier) release(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An owner still waiting leaves the queue before an ended lease is
+	// settled: settling must not grant the lock to the owner giving it up.
+	if r.waiters > 0 && r.owner != c.OwnerID {
+		withdrawn, err := a.withdraw(ctx, r)
+		if err != nil {
+			return err
+		}
+		if withdrawn {
+			_, err := a.settle(ctx, r)
+			return err
+		}
+	}
 	endedOwner, err := a.settle(ctx, r)
 	if err != nil {
 		return err
@@ -41,12 +53,6 @@ func (a *applier) release(ctx context.Context) error {
 	case endedOwner == c.OwnerID:
 		a.reject(topics.CodeNotHeld, "the lease had already expired", r)
 		return nil
-	}
-	if r.waiters > 0 {
-		withdrawn, err := a.withdraw(ctx, r)
-		if err != nil || withdrawn {
-			return err
-		}
 	}
 	if r.held() {
 		a.reject(topics.CodeNotOwner, fmt.Sprintf("lock %q is held by another owner", c.Key()), r)

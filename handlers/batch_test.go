@@ -1,0 +1,627 @@
+package handlers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/topics"
+)
+
+// TestIdempotentAcrossTransactions: a request_id applied again, in a later
+// transaction, changes nothing and re-sends the stored outcome (same
+// event_id) to the duplicate's reply_to.
+func TestIdempotentAcrossTransactions(t *testing.T) {
+	h := newHarness(t)
+	steps := []struct {
+		name string
+		cmd  topics.Command
+		typ  string
+	}{
+		{"acquire granted", h.acquire("a", "alice", lease(30)), topics.TypeAcquired},
+		{"acquire refused", h.acquire("a", "bob"), topics.TypeRejected},
+		{"acquire queued", h.acquire("a", "carol", wait(60)), topics.TypeQueued},
+		{"extend", h.extend("a", "alice"), topics.TypeExtended},
+		{"query", h.query("a"), topics.TypeStatus},
+		{"release", h.release("a", "alice"), topics.TypeReleased},
+		{"release refused", h.release("a", "alice"), topics.TypeRejected},
+		{"cleanup", h.cleanup(topics.CleanupAll), topics.TypeCleaned},
+	}
+	for _, s := range steps {
+		first := h.one(s.cmd)
+		require.Equal(t, s.typ, first.Type, s.name)
+		before := h.snapshot()
+		h.clearOutbox()
+
+		again := h.apply(s.cmd)
+		require.Len(t, again, 1, s.name)
+		require.Equal(t, first.EventID, again[0].EventID, s.name)
+		require.Equal(t, s.typ, again[0].Type, s.name)
+		require.Equal(t, before, h.snapshot(), "%s: the duplicate changed something", s.name)
+		out := h.outbox()
+		require.Len(t, out, 1, "%s: only the reply is re-sent, no lifecycle event", s.name)
+		require.Equal(t, s.cmd.ReplyTo, out[0].Topic)
+		require.Equal(t, first.EventID, out[0].Event.EventID)
+		require.Equal(t, first.EventID, out[0].Headers["ce_id"])
+		require.Equal(t, s.cmd.RequestID, out[0].Headers["request_id"])
+
+		// The duplicate's own reply_to gets it; none, nothing.
+		h.clearOutbox()
+		moved := s.cmd
+		moved.ReplyTo = "locks.replies.elsewhere"
+		require.Equal(t, first.EventID, h.apply(moved)[0].EventID)
+		require.Equal(t, []string{"locks.replies.elsewhere " + s.typ}, h.routes())
+		h.clearOutbox()
+		moved.ReplyTo = ""
+		require.Equal(t, first.EventID, h.apply(moved)[0].EventID)
+		require.Empty(t, h.routes())
+		require.Equal(t, before, h.snapshot())
+	}
+	// carol was granted by the release; her acquire's retry is its grant now.
+	require.Equal(t, topics.TypeAcquired, h.apply(steps[2].cmd)[0].Type)
+}
+
+// TestIdempotentWithinOneBatch: the same request_id twice in one batch is
+// applied once.
+func TestIdempotentWithinOneBatch(t *testing.T) {
+	h := newHarness(t)
+	acq := h.acquire("a", "alice")
+	rel := h.release("a", "alice")
+	evs := h.apply(acq, acq, rel, rel, acq)
+	require.Len(t, evs, 5)
+	require.Equal(t, topics.TypeAcquired, evs[0].Type)
+	require.Equal(t, evs[0].EventID, evs[1].EventID)
+	require.Equal(t, evs[0].EventID, evs[4].EventID)
+	require.Equal(t, topics.TypeReleased, evs[2].Type)
+	require.Equal(t, evs[2].EventID, evs[3].EventID)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.acquired", "locks.lock.acquired.v1 lock.acquired", "locks.replies.alice lock.acquired",
+		"locks.replies.alice lock.released", "locks.lock.released.v1 lock.released", "locks.replies.alice lock.released",
+		"locks.replies.alice lock.acquired",
+	}, h.routes())
+	out := h.outbox()
+	require.Equal(t, string(mustEncode(t, out[0].Event)), string(mustEncode(t, out[2].Event)), "the very same record value")
+	require.Equal(t, []string{"a alice released 0"}, h.lockStates(), "the last acquire was a duplicate, not a new grant")
+	require.Equal(t, []string{"lock.acquired alice", "lock.released alice"}, h.history("a"))
+	require.Equal(t, int64(2), h.scalar(`SELECT count(*) FROM processed_requests`))
+}
+
+func mustEncode(t *testing.T, ev topics.Event) []byte {
+	b, err := ev.Encode()
+	require.NoError(t, err)
+	return b
+}
+
+// TestIdempotentWithPrefetch: outcomes loaded by Prefetch count as applied,
+// and ids Prefetch found new are still remembered within the batch.
+func TestIdempotentWithPrefetch(t *testing.T) {
+	h := newHarness(t)
+	acq := h.acquire("a", "alice")
+	first := h.one(acq)
+	fresh := h.acquire("b", "bob")
+	var evs []topics.Event
+	err := h.st.InTx(t.Context(), func(tx pgx.Tx) error {
+		evs = nil
+		b := handlers.NewBatch(tx, h.env)
+		if err := b.Prefetch(t.Context(), []string{acq.RequestID, fresh.RequestID}); err != nil {
+			return err
+		}
+		for _, c := range []topics.Command{acq, fresh, fresh} {
+			e, err := b.Apply(t.Context(), c, time.Now())
+			if err != nil {
+				return err
+			}
+			evs = append(evs, e...)
+		}
+		return b.Flush(t.Context())
+	})
+	require.NoError(t, err)
+	require.Len(t, evs, 3)
+	require.Equal(t, first.EventID, evs[0].EventID)
+	require.Equal(t, topics.TypeAcquired, evs[1].Type)
+	require.Equal(t, evs[1].EventID, evs[2].EventID)
+	require.Equal(t, int64(1), h.scalar(`SELECT acquisition_count FROM locks WHERE lock_name = 'b'`))
+	require.Equal(t, int64(1), h.scalar(`SELECT acquisition_count FROM locks WHERE lock_name = 'a'`))
+}
+
+// TestQueuedAcquireRetriedAfterGrant: a queued acquire's request_id, retried
+// after its grant, answers with the grant.
+func TestQueuedAcquireRetriedAfterGrant(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("a", "alice"))
+	bob := h.acquire("a", "bob", wait(60))
+	queued := h.one(bob)
+	require.Equal(t, topics.TypeQueued, queued.Type)
+	// Retried while waiting: the queued answer again.
+	require.Equal(t, queued.EventID, h.apply(bob)[0].EventID)
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_waiters`))
+
+	granted := find(h.apply(h.release("a", "alice")), topics.TypeAcquired)[0]
+	before := h.snapshot()
+	h.clearOutbox()
+	again := h.apply(bob)
+	require.Len(t, again, 1)
+	require.Equal(t, topics.TypeAcquired, again[0].Type)
+	require.Equal(t, granted.EventID, again[0].EventID)
+	require.Equal(t, granted.LockInfo.FencingToken, again[0].LockInfo.FencingToken)
+	require.Equal(t, []string{"locks.replies.bob lock.acquired"}, h.routes())
+	require.Equal(t, before, h.snapshot())
+
+	// Also when grant and retry share one batch.
+	h.one(h.acquire("b", "alice"))
+	carol := h.acquire("b", "carol", wait(60))
+	evs := h.apply(carol, h.release("b", "alice"), carol)
+	require.Equal(t, topics.TypeQueued, evs[0].Type)
+	g := find(evs, topics.TypeAcquired)
+	require.Len(t, g, 2)
+	require.Equal(t, g[0].EventID, g[1].EventID)
+	require.Equal(t, carol.RequestID, g[1].RequestID)
+}
+
+// equivalenceScript is a fixed mix of commands over three locks whose
+// outcomes do not depend on timing (long leases and waits).
+func equivalenceScript() []topics.Command {
+	n := 0
+	cmd := func(op, lock, owner string, mods ...func(*topics.Command)) topics.Command {
+		n++
+		c := topics.Command{RequestID: fmt.Sprintf("eq-%02d", n), Operation: op, LockName: lock, OwnerID: owner}
+		if owner != "" {
+			c.ReplyTo = "locks.replies." + owner
+		} else {
+			c.ReplyTo = "locks.replies.watcher"
+		}
+		for _, m := range mods {
+			m(&c)
+		}
+		return c
+	}
+	acq := func(lock, owner string, mods ...func(*topics.Command)) topics.Command {
+		return cmd(topics.OpAcquire, lock, owner, append([]func(*topics.Command){lease(60)}, mods...)...)
+	}
+	rel := func(lock, owner string, mods ...func(*topics.Command)) topics.Command {
+		return cmd(topics.OpRelease, lock, owner, mods...)
+	}
+	ext := func(lock, owner string, mods ...func(*topics.Command)) topics.Command {
+		return cmd(topics.OpExtend, lock, owner, mods...)
+	}
+	qry := func(lock string) topics.Command { return cmd(topics.OpQuery, lock, "") }
+
+	s := []topics.Command{
+		acq("l1", "o1"),
+		acq("l2", "o2"),
+		acq("l1", "o2"), // LOCK_HELD
+		acq("l1", "o3", wait(120)),
+		acq("l1", "o4", wait(120)),
+		ext("l1", "o1"),
+		ext("l1", "o2"), // NOT_OWNER
+		qry("l1"),
+		acq("l3", "o3", lease(45)),
+		rel("l2", "o1"), // NOT_OWNER
+		rel("l2", "o2"),
+		rel("l2", "o2"), // NOT_HELD
+		acq("l2", "o4"),
+		acq("l2", "o1", wait(120)),
+		acq("l1", "o1"),                // renew
+		rel("l1", "o4"),                // withdraw
+		rel("l1", "o1", token(999999)), // TOKEN_MISMATCH
+		rel("l1", "o1"),                // grants o3
+		ext("l1", "o3", extendBy(10)),
+	}
+	s = append(s, s[2]) // a duplicate of the LOCK_HELD acquire
+	s = append(s,
+		acq("l3", "o1", wait(120)),
+		acq("l3", "o2", wait(120)),
+		acq("l3", "o4", wait(120)),
+		rel("l3", "o2"), // withdraw
+		rel("l3", "o3"), // grants o1
+		qry("l3"),
+		cmd(topics.OpCleanup, "l2", ""),
+		rel("l1", "o3"), // nobody waits
+		acq("l1", "o2"),
+		rel("l2", "o4"), // grants o1
+		ext("l2", "o1"),
+		ext("l2", "o1", token(999999)), // TOKEN_MISMATCH
+		qry("l2"),
+		acq("l2", "o1"), // renew
+		rel("l3", "o1"), // grants o4
+		acq("l3", "o1", wait(120)),
+		rel("l1", "o2"),
+		qry("nothing"),
+	)
+	s = append(s, s[10]) // a duplicate of a release
+	s = append(s,
+		cmd(topics.OpCleanup, topics.CleanupAll, ""),
+		acq("l1", "o3", wait(120)), // free: granted at once
+		ext("l3", "o4", ns("elsewhere")),
+	)
+	return s
+}
+
+// runResult is what a run of the script leaves, with fencing tokens replaced
+// by their rank among the tokens the run handed out.
+type runResult struct {
+	events  []string
+	routes  []string
+	locks   []string
+	waiters []string
+	history []string
+}
+
+func (h *harness) result(evs []topics.Event) runResult {
+	h.t.Helper()
+	tokens := map[int64]bool{}
+	for _, ev := range evs {
+		if ev.LockInfo != nil && ev.LockInfo.FencingToken != 0 {
+			tokens[ev.LockInfo.FencingToken] = true
+		}
+	}
+	var sortedTokens []int64
+	for tok := range tokens {
+		sortedTokens = append(sortedTokens, tok)
+	}
+	sort.Slice(sortedTokens, func(i, j int) bool { return sortedTokens[i] < sortedTokens[j] })
+	rank := map[int64]int{}
+	for i, tok := range sortedTokens {
+		rank[tok] = i + 1
+	}
+	var res runResult
+	for _, ev := range evs {
+		s := fmt.Sprintf("%s %s req=%s code=%s pos=%d", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition)
+		if li := ev.LockInfo; li != nil {
+			s += fmt.Sprintf(" lock=%s/%s owner=%s status=%s token#%d acq=%d ext=%d lease=%g",
+				li.Namespace, li.LockName, li.OwnerID, li.Status, rank[li.FencingToken], li.AcquisitionCount, li.ExtensionCount, li.LeaseDuration)
+		}
+		if ev.CleanedCount != nil {
+			s += fmt.Sprintf(" cleaned=%d %v", *ev.CleanedCount, ev.CleanedLockNames)
+		}
+		res.events = append(res.events, s)
+	}
+	res.routes = h.routes()
+	rows, err := h.st.Pool.Query(h.t.Context(), `SELECT namespace, lock_name, coalesce(owner_id, ''), status, acquisition_count,
+		extension_count, waiter_count, coalesce(fencing_token, 0) FROM locks ORDER BY namespace, lock_name`)
+	require.NoError(h.t, err)
+	for rows.Next() {
+		var ns, name, owner, status string
+		var acqs, exts, waiters, tok int64
+		require.NoError(h.t, rows.Scan(&ns, &name, &owner, &status, &acqs, &exts, &waiters, &tok))
+		res.locks = append(res.locks, fmt.Sprintf("%s/%s %s %s acq=%d ext=%d waiters=%d token#%d", ns, name, owner, status, acqs, exts, waiters, rank[tok]))
+	}
+	require.NoError(h.t, rows.Err())
+	rows, err = h.st.Pool.Query(h.t.Context(), `SELECT lock_name || ' ' || owner_id || ' ' || request_id FROM lock_waiters ORDER BY lock_name, id`)
+	require.NoError(h.t, err)
+	res.waiters, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(h.t, err)
+	rows, err = h.st.Pool.Query(h.t.Context(), `SELECT lock_name, type, owner_id, fencing_token FROM lock_events ORDER BY lock_name, occurred_at, id`)
+	require.NoError(h.t, err)
+	for rows.Next() {
+		var name, typ, owner string
+		var tok int64
+		require.NoError(h.t, rows.Scan(&name, &typ, &owner, &tok))
+		res.history = append(res.history, fmt.Sprintf("%s %s %s token#%d", name, typ, owner, rank[tok]))
+	}
+	require.NoError(h.t, rows.Err())
+	return res
+}
+
+// TestBatchEquivalence: a script applied in one transaction ends exactly as
+// the same script applied one command per transaction.
+func TestBatchEquivalence(t *testing.T) {
+	script := equivalenceScript()
+	require.GreaterOrEqual(t, len(script), 40)
+
+	batched := newHarness(t)
+	one := batched.result(batched.apply(script...))
+
+	single := batched.fresh()
+	var evs []topics.Event
+	for _, c := range script {
+		evs = append(evs, single.apply(c)...)
+	}
+	each := single.result(evs)
+
+	require.Equal(t, each.events, one.events)
+	require.Equal(t, each.routes, one.routes)
+	require.Equal(t, each.locks, one.locks)
+	require.Equal(t, each.waiters, one.waiters)
+	require.Equal(t, each.history, one.history)
+
+	// And the script did what it says (so the comparison is not of two
+	// identical failures).
+	require.Equal(t, []string{
+		"/l1 o3 acquired acq=4 ext=0 waiters=0 token#10",
+		"/l2 o1 acquired acq=3 ext=1 waiters=0 token#8",
+		"/l3 o4 acquired acq=3 ext=0 waiters=1 token#9",
+	}, one.locks)
+	require.Equal(t, []string{"l3 o1 eq-35"}, one.waiters)
+	var types []string
+	for _, e := range one.events {
+		types = append(types, strings.Fields(e)[0])
+	}
+	for _, typ := range []string{topics.TypeAcquired, topics.TypeQueued, topics.TypeWithdrawn, topics.TypeReleased,
+		topics.TypeExtended, topics.TypeStatus, topics.TypeCleaned, topics.TypeRejected} {
+		require.Contains(t, types, typ)
+	}
+	for _, code := range []string{topics.CodeLockHeld, topics.CodeNotOwner, topics.CodeNotHeld, topics.CodeTokenMismatch} {
+		require.Contains(t, strings.Join(one.events, "\n"), "code="+code)
+	}
+}
+
+// TestRejectBadCommands: records that fail decoding or validation are
+// answered, when a valid reply_to can be read, and change no lock.
+func TestRejectBadCommands(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("a", "alice"))
+	h.one(h.acquire("a", "bob", wait(60)))
+	h.clearOutbox()
+	before := h.snapshot()
+
+	huge := `{"operation":"release","lock_name":"a","owner_id":"alice","reply_to":"locks.replies.alice","pad":"` + strings.Repeat("x", topics.MaxRecordBytes) + `"}`
+	cases := []struct {
+		name, value string
+		code        string
+		replyTo     string // "": no reply expected
+		requestID   string
+	}{
+		{"not JSON", `release a please`, topics.CodeInvalidRequest, "", ""},
+		{"empty", ``, topics.CodeInvalidRequest, "", ""},
+		{"JSON array", `[{"operation":"release"}]`, topics.CodeInvalidRequest, "", ""},
+		{"truncated JSON", `{"operation":"release","lock_name":"a","reply_to":"locks.replies.alice"`, topics.CodeInvalidRequest, "", ""},
+		{"over 64 KiB: not read", huge, topics.CodeInvalidRequest, "", ""},
+		{"wrong field type", `{"request_id":"bad-1","operation":"release","lock_name":"a","owner_id":"alice","fencing_token":"one","reply_to":"locks.replies.alice"}`,
+			topics.CodeInvalidRequest, "locks.replies.alice", "bad-1"},
+		{"no lock_name", `{"request_id":"bad-2","operation":"release","owner_id":"alice","reply_to":"locks.replies.alice"}`,
+			topics.CodeInvalidRequest, "locks.replies.alice", "bad-2"},
+		{"no owner_id", `{"request_id":"bad-3","operation":"release","lock_name":"a","reply_to":"locks.replies.x"}`,
+			topics.CodeInvalidRequest, "locks.replies.x", "bad-3"},
+		{"no operation", `{"request_id":"bad-4","lock_name":"a","owner_id":"bob","reply_to":"locks.replies.bob"}`,
+			topics.CodeInvalidRequest, "locks.replies.bob", "bad-4"},
+		{"unknown operation", `{"request_id":"bad-5","operation":"steal","lock_name":"a","owner_id":"bob","reply_to":"locks.replies.bob"}`,
+			topics.CodeInvalidRequest, "locks.replies.bob", "bad-5"},
+		{"future version", `{"v":2,"request_id":"bad-6","operation":"release","lock_name":"a","owner_id":"alice","reply_to":"locks.replies.alice"}`,
+			topics.CodeUnsupportedVersion, "locks.replies.alice", "bad-6"},
+		{"lease out of range", `{"request_id":"bad-7","operation":"acquire","lock_name":"a","owner_id":"carol","lease_duration":0.01,"reply_to":"locks.replies.carol"}`,
+			topics.CodeInvalidRequest, "locks.replies.carol", "bad-7"},
+		{"wait out of range", `{"request_id":"bad-8","operation":"acquire","lock_name":"a","owner_id":"carol","wait_timeout":-1,"reply_to":"locks.replies.carol"}`,
+			topics.CodeInvalidRequest, "locks.replies.carol", "bad-8"},
+		{"metadata not an object", `{"request_id":"bad-9","operation":"acquire","lock_name":"a","owner_id":"carol","owner_metadata":[1],"reply_to":"locks.replies.carol"}`,
+			topics.CodeInvalidRequest, "locks.replies.carol", "bad-9"},
+		{"lock_name * outside cleanup", `{"request_id":"bad-10","operation":"release","lock_name":"*","owner_id":"bob","reply_to":"locks.replies.bob"}`,
+			topics.CodeInvalidRequest, "locks.replies.bob", "bad-10"},
+		{"lock_name not printable", `{"request_id":"bad-11","operation":"query","lock_name":"a\u0000b","reply_to":"locks.replies.q"}`,
+			topics.CodeInvalidRequest, "locks.replies.q", "bad-11"},
+		{"extension out of range", `{"request_id":"bad-12","operation":"extend","lock_name":"a","owner_id":"alice","extension_duration":100000,"reply_to":"locks.replies.alice"}`,
+			topics.CodeInvalidRequest, "locks.replies.alice", "bad-12"},
+		{"max_age negative", `{"request_id":"bad-13","operation":"cleanup","lock_name":"*","max_age_seconds":-5,"reply_to":"locks.replies.janitor"}`,
+			topics.CodeInvalidRequest, "locks.replies.janitor", "bad-13"},
+		{"reply_to outside the prefix", `{"request_id":"bad-14","operation":"release","lock_name":"a","owner_id":"alice","reply_to":"locks.commands"}`,
+			topics.CodeInvalidRequest, "", "bad-14"},
+		{"reply_to the bare prefix", `{"request_id":"bad-15","operation":"release","lock_name":"a","owner_id":"alice","reply_to":"locks.replies."}`,
+			topics.CodeInvalidRequest, "", "bad-15"},
+		{"reply_to not a topic name", `{"request_id":"bad-16","operation":"release","lock_name":"a","owner_id":"alice","reply_to":"locks.replies.a/b"}`,
+			topics.CodeInvalidRequest, "", "bad-16"},
+		{"future version, reply_to outside the prefix", `{"v":3,"operation":"query","lock_name":"a","reply_to":"locks.lock.acquired.v1"}`,
+			topics.CodeUnsupportedVersion, "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := topics.Decode([]byte(tc.value), h.env.Names.ReplyPrefix)
+			var rej *topics.Rejection
+			require.True(t, errors.As(err, &rej), "Decode must refuse it: %v", err)
+			require.Equal(t, tc.code, rej.Code)
+			h.clearOutbox()
+			var ev topics.Event
+			require.NoError(t, h.st.InTx(t.Context(), func(tx pgx.Tx) error {
+				b := handlers.NewBatch(tx, h.env)
+				ev = b.Reject(rej, time.Now())
+				return b.Flush(t.Context())
+			}))
+			require.Equal(t, topics.TypeRejected, ev.Type)
+			require.False(t, ev.Success)
+			require.Equal(t, tc.code, ev.ErrorCode)
+			require.NotEmpty(t, ev.ErrorMessage)
+			out := h.outbox()
+			if tc.replyTo == "" {
+				require.Empty(t, out, "no valid reply_to: no reply")
+			} else {
+				require.Len(t, out, 1)
+				require.Equal(t, tc.replyTo, out[0].Topic)
+				require.Equal(t, ev.EventID, out[0].Event.EventID)
+				require.Equal(t, topics.TypeRejected, out[0].Event.Type)
+				require.Equal(t, tc.code, out[0].Event.ErrorCode)
+				require.Equal(t, tc.requestID, out[0].Event.RequestID)
+				require.False(t, out[0].Event.Success)
+				require.Equal(t, "lock.rejected", out[0].Headers["ce_type"])
+			}
+			require.Equal(t, before, h.snapshot(), "a bad command changes no lock, waiter or outcome")
+		})
+	}
+	// The rejected request_ids were not recorded as applied: a valid command
+	// under one of them is applied normally.
+	fixed := h.release("a", "alice")
+	fixed.RequestID = "bad-1"
+	require.Equal(t, topics.TypeReleased, h.one(fixed).Type)
+}
+
+// TestHistoryRace: 20 owners race over 5 locks, each command in its own
+// transaction, with an expiry scheduler running alongside. Some leases are
+// abandoned to expire and some acquires wait in the queue. The history must
+// show one holder at a time per lock, with strictly increasing tokens.
+func TestHistoryRace(t *testing.T) {
+	h := newHarness(t)
+	const owners, rounds, nLocks = 20, 1000, 5
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	applyOwn := func(c topics.Command) (topics.Event, error) {
+		var answer topics.Event
+		err := h.st.InTx(ctx, func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, h.env)
+			evs, err := b.Apply(ctx, c, time.Now())
+			if err != nil {
+				return err
+			}
+			answer = topics.Event{}
+			for _, ev := range evs {
+				if ev.RequestID == c.RequestID {
+					answer = ev
+				}
+			}
+			return b.Flush(ctx)
+		})
+		return answer, err
+	}
+
+	var next, released, withdrawn, abandoned atomic.Int64
+	errs := make(chan error, owners+1)
+	var wg sync.WaitGroup
+	for o := 0; o < owners; o++ {
+		wg.Add(1)
+		go func(o int) {
+			defer wg.Done()
+			owner := fmt.Sprintf("owner-%02d", o)
+			rng := rand.New(rand.NewPCG(uint64(o), 7))
+			for {
+				n := next.Add(1)
+				if n > rounds {
+					return
+				}
+				lock := fmt.Sprintf("lock-%d", rng.IntN(nLocks))
+				acq := topics.Command{RequestID: fmt.Sprintf("r%d-acq", n), Operation: topics.OpAcquire, LockName: lock, OwnerID: owner, LeaseDuration: 30}
+				switch n % 10 {
+				case 0: // abandon a short lease: it expires on its own
+					acq.LeaseDuration = 0.1
+				case 3, 6: // wait a little in the queue
+					acq.WaitTimeout = 0.05
+				}
+				ev, err := applyOwn(acq)
+				if err != nil {
+					errs <- err
+					return
+				}
+				switch {
+				case ev.Type == topics.TypeAcquired && acq.LeaseDuration < 1:
+					abandoned.Add(1)
+					continue
+				case ev.Type == topics.TypeRejected && ev.ErrorCode == topics.CodeLockHeld:
+					continue
+				case ev.Type != topics.TypeAcquired && ev.Type != topics.TypeQueued:
+					errs <- fmt.Errorf("acquire %s by %s: unexpected %s %s", lock, owner, ev.Type, ev.ErrorCode)
+					return
+				}
+				// Held, or waiting: give it up either way.
+				rel := topics.Command{RequestID: fmt.Sprintf("r%d-rel", n), Operation: topics.OpRelease, LockName: lock, OwnerID: owner}
+				if ev.Type == topics.TypeAcquired {
+					rel.FencingToken = &ev.LockInfo.FencingToken
+				}
+				ev, err = applyOwn(rel)
+				if err != nil {
+					errs <- err
+					return
+				}
+				switch {
+				case ev.Type == topics.TypeReleased:
+					released.Add(1)
+				case ev.Type == topics.TypeWithdrawn:
+					withdrawn.Add(1)
+				case rel.FencingToken == nil && (ev.ErrorCode == topics.CodeNotOwner || ev.ErrorCode == topics.CodeNotHeld):
+					// A queued acquire that timed out meanwhile.
+				default:
+					errs <- fmt.Errorf("release %s by %s: unexpected %s %s", lock, owner, ev.Type, ev.ErrorCode)
+					return
+				}
+			}
+		}(o)
+	}
+	stop := make(chan struct{})
+	var sched sync.WaitGroup
+	sched.Add(1)
+	go func() {
+		defer sched.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			err := h.st.InTx(ctx, func(tx pgx.Tx) error {
+				b := handlers.NewBatch(tx, h.env)
+				if _, err := b.ExpireDue(ctx); err != nil {
+					return err
+				}
+				return b.Flush(ctx)
+			})
+			if err != nil {
+				errs <- fmt.Errorf("expiry: %w", err)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	sched.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	t.Logf("released %d, withdrawn %d, abandoned %d", released.Load(), withdrawn.Load(), abandoned.Load())
+	require.Positive(t, released.Load())
+	require.Positive(t, abandoned.Load())
+
+	rows, err := h.st.Pool.Query(ctx, `SELECT lock_name, type, owner_id, fencing_token FROM lock_events
+		WHERE type IN ('lock.acquired', 'lock.released', 'lock.expired') ORDER BY lock_name, occurred_at, id`)
+	require.NoError(t, err)
+	type state struct {
+		holder string
+		token  int64
+		held   bool
+	}
+	locks := map[string]*state{}
+	var acquired, ended, expired int
+	var name, typ, owner string
+	var tok int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &typ, &owner, &tok}, func() error {
+		s := locks[name]
+		if s == nil {
+			s = &state{}
+			locks[name] = s
+		}
+		switch typ {
+		case topics.TypeAcquired:
+			if s.held {
+				return fmt.Errorf("%s: %s acquired (token %d) while %s held it (token %d)", name, owner, tok, s.holder, s.token)
+			}
+			if tok <= s.token {
+				return fmt.Errorf("%s: token %d after %d", name, tok, s.token)
+			}
+			s.holder, s.token, s.held = owner, tok, true
+			acquired++
+		default:
+			if !s.held || s.holder != owner || s.token != tok {
+				return fmt.Errorf("%s: %s by %s (token %d) but held=%v by %s (token %d)", name, typ, owner, tok, s.held, s.holder, s.token)
+			}
+			s.held = false
+			ended++
+			if typ == topics.TypeExpired {
+				expired++
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Len(t, locks, nLocks)
+	require.Equal(t, int(released.Load()), ended-expired, "every successful release is in the history once")
+	require.Positive(t, expired)
+	require.GreaterOrEqual(t, acquired, ended)
+	t.Logf("history: %d acquired, %d ended (%d expired)", acquired, ended, expired)
+}

@@ -1,0 +1,176 @@
+package handlers_test
+
+import (
+	"sort"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// lockStates lists "name owner status waiters" of every locks row.
+func (h *harness) lockStates() []string {
+	h.t.Helper()
+	var out []string
+	rows, err := h.st.Pool.Query(h.t.Context(), `SELECT lock_name || ' ' || coalesce(owner_id, '') || ' ' || status || ' ' || waiter_count FROM locks ORDER BY namespace, lock_name`)
+	require.NoError(h.t, err)
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		require.NoError(h.t, rows.Scan(&s))
+		out = append(out, s)
+	}
+	require.NoError(h.t, rows.Err())
+	return out
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}
+
+func TestCleanupAll(t *testing.T) {
+	h := newHarness(t)
+	// held: a live lease with a waiter.
+	h.one(h.acquire("held", "hank", lease(30)))
+	h.one(h.acquire("held", "gina", wait(30)))
+	// ended: a lease past expires_at, nobody waiting.
+	ended := h.one(h.acquire("ended", "bob", lease(0.2)))
+	// ended-w: a lease past expires_at with a waiter.
+	endedW := h.one(h.acquire("ended-w", "carol", lease(0.2)))
+	dave := h.acquire("ended-w", "dave", wait(30))
+	h.one(dave)
+	// released: an idle released row.
+	h.one(h.acquire("released", "erin"))
+	h.one(h.release("released", "erin"))
+	h.waitPast(ended.LockInfo.ExpiresAt.Time)
+	h.waitPast(endedW.LockInfo.ExpiresAt.Time)
+	h.clearOutbox()
+
+	cmd := h.cleanup(topics.CleanupAll, maxAge(0))
+	evs := h.apply(cmd)
+	cleaned := find(evs, topics.TypeCleaned)
+	require.Len(t, cleaned, 1)
+	ev := cleaned[0]
+	require.True(t, ev.Success)
+	require.Equal(t, cmd.RequestID, ev.RequestID)
+	require.Equal(t, topics.OpCleanup, ev.Operation)
+	require.Equal(t, []string{"ended", "ended-w", "released"}, sorted(ev.CleanedLockNames), "each lock once")
+	require.Equal(t, 3, *ev.CleanedCount)
+
+	// Each ended lease: lock.expired to its holder and the lifecycle topic.
+	expired := find(evs, topics.TypeExpired)
+	require.Len(t, expired, 2)
+	owners := map[string]topics.Event{}
+	for _, e := range expired {
+		owners[e.LockInfo.OwnerID] = e
+		require.Equal(t, topics.OpExpire, e.Operation)
+		require.Empty(t, e.RequestID)
+		require.Equal(t, topics.StatusExpired, e.LockInfo.Status)
+	}
+	require.Equal(t, ended.LockInfo.FencingToken, owners["bob"].LockInfo.FencingToken)
+	require.Equal(t, endedW.LockInfo.FencingToken, owners["carol"].LockInfo.FencingToken)
+	routes := h.routes()
+	for _, r := range []string{
+		"locks.replies.bob lock.expired", "locks.replies.carol lock.expired",
+		"locks.replies.dave lock.acquired", "locks.replies.janitor lock.cleaned",
+	} {
+		require.Contains(t, routes, r)
+	}
+	require.Len(t, filterRoutes(routes, topics.TypeExpired), 4, "each expiry to its holder and to the lifecycle topic")
+	require.Equal(t, []string{"locks.replies.dave lock.acquired", "locks.lock.acquired.v1 lock.acquired"}, filterRoutes(routes, topics.TypeAcquired))
+	require.Equal(t, "locks.replies.janitor lock.cleaned", routes[len(routes)-1])
+
+	// The waiter of the ended lease is granted, with a newer token.
+	granted := find(evs, topics.TypeAcquired)
+	require.Len(t, granted, 1)
+	require.Equal(t, dave.RequestID, granted[0].RequestID)
+	require.Greater(t, granted[0].LockInfo.FencingToken, endedW.LockInfo.FencingToken)
+	require.Equal(t, []string{"lock.acquired carol", "lock.expired carol", "lock.acquired dave"}, h.history("ended-w"))
+	require.Equal(t, []string{"lock.acquired bob", "lock.expired bob"}, h.history("ended"))
+
+	// Idle released/expired rows went; held rows and rows with waiters stay.
+	require.Equal(t, []string{"ended-w dave acquired 0", "held hank acquired 1"}, h.lockStates())
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_waiters`))
+
+	// A second cleanup has nothing left to do.
+	h.clearOutbox()
+	again := h.one(h.cleanup(topics.CleanupAll, maxAge(0)))
+	require.Zero(t, *again.CleanedCount)
+	require.Empty(t, again.CleanedLockNames)
+	require.Equal(t, []string{"locks.replies.janitor lock.cleaned"}, h.routes())
+}
+
+func TestCleanupMaxAge(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("r", "alice"))
+	h.one(h.release("r", "alice"))
+
+	// Default max_age_seconds (3600): a row released just now is kept.
+	ev := h.one(h.cleanup(topics.CleanupAll))
+	require.Zero(t, *ev.CleanedCount)
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM locks`))
+	ev = h.one(h.cleanup(topics.CleanupAll, maxAge(60)))
+	require.Zero(t, *ev.CleanedCount)
+
+	// Age it: a row idle for two hours goes with the default.
+	_, err := h.st.Pool.Exec(t.Context(), `UPDATE locks SET updated_at = updated_at - interval '2 hours'`)
+	require.NoError(t, err)
+	ev = h.one(h.cleanup(topics.CleanupAll))
+	require.Equal(t, []string{"r"}, ev.CleanedLockNames)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM locks`))
+}
+
+func TestCleanupOneLock(t *testing.T) {
+	h := newHarness(t)
+	x := h.one(h.acquire("x", "xena", lease(0.2)))
+	y := h.one(h.acquire("y", "yuri", lease(0.2)))
+	h.one(h.acquire("x", "zed", ns("other"), lease(0.2)))
+	h.waitPast(x.LockInfo.ExpiresAt.Time)
+	h.waitPast(y.LockInfo.ExpiresAt.Time)
+	h.clearOutbox()
+
+	ev := h.one(h.cleanup("x", maxAge(3600)))
+	require.Equal(t, []string{"x"}, ev.CleanedLockNames)
+	require.Equal(t, 1, *ev.CleanedCount)
+	require.Equal(t, []string{"locks.replies.xena lock.expired", "locks.lock.expired.v1 lock.expired", "locks.replies.janitor lock.cleaned"}, h.routes())
+	require.Equal(t, []string{"x xena expired 0", "y yuri acquired 0", "x zed acquired 0"}, h.lockStates(),
+		"only lock x of the default namespace was touched")
+
+	// The same name in a namespace.
+	ev = h.one(h.cleanup("x", ns("other"), maxAge(0)))
+	require.Equal(t, []string{"other/x"}, ev.CleanedLockNames)
+	require.Equal(t, 1, *ev.CleanedCount)
+
+	// Then everything else.
+	h.clearOutbox()
+	ev = h.one(h.cleanup(topics.CleanupAll, maxAge(0)))
+	require.Equal(t, []string{"x", "y"}, sorted(ev.CleanedLockNames))
+	require.Equal(t, 2, *ev.CleanedCount)
+	require.Equal(t, []string{"locks.replies.yuri lock.expired", "locks.lock.expired.v1 lock.expired", "locks.replies.janitor lock.cleaned"}, h.routes())
+	require.Empty(t, h.lockStates())
+}
+
+// TestCleanupKeepsTokensMonotonic: a deleted row does not reset the token.
+func TestCleanupKeepsTokensMonotonic(t *testing.T) {
+	h := newHarness(t)
+	var last int64
+	for i := 0; i < 3; i++ {
+		ev := h.one(h.acquire("m", "mia"))
+		require.Equal(t, topics.TypeAcquired, ev.Type)
+		require.Greater(t, ev.LockInfo.FencingToken, last)
+		require.Greater(t, ev.LockInfo.FencingToken, h.scalar(`SELECT coalesce(max(fencing_token), 0) FROM lock_events WHERE event_id <> $1`, ev.EventID),
+			"greater than any token handed out before")
+		require.Equal(t, int64(1), ev.LockInfo.AcquisitionCount, "the row is new each time")
+		last = ev.LockInfo.FencingToken
+		// Another lock takes tokens meanwhile.
+		h.one(h.acquire("other", "o"))
+		h.one(h.release("other", "o"))
+		h.one(h.release("m", "mia"))
+		cleaned := h.one(h.cleanup(topics.CleanupAll, maxAge(0)))
+		require.Equal(t, []string{"m", "other"}, sorted(cleaned.CleanedLockNames))
+		require.Zero(t, h.scalar(`SELECT count(*) FROM locks`))
+	}
+}

@@ -1,0 +1,263 @@
+package handlers_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/topics"
+)
+
+// nextDue calls handlers.NextDue on the pool.
+func (h *harness) nextDue(partition int32) (time.Time, bool) {
+	h.t.Helper()
+	at, ok, err := handlers.NextDue(h.t.Context(), h.st.Pool, partition)
+	require.NoError(h.t, err)
+	return at.UTC(), ok
+}
+
+func TestExpireDueEndsLeaseAndGrantsWaiter(t *testing.T) {
+	h := newHarness(t)
+	acq := h.one(h.acquire("a", "alice", lease(0.2)))
+	bob := h.acquire("a", "bob", wait(30), lease(5))
+	h.one(bob)
+
+	require.Zero(t, h.expireDue(), "nothing is due before expires_at")
+	at, ok := h.nextDue(0)
+	require.True(t, ok)
+	require.Equal(t, acq.LockInfo.ExpiresAt.Time, at)
+
+	h.waitPast(acq.LockInfo.ExpiresAt.Time)
+	h.clearOutbox()
+	require.Equal(t, 1, h.expireDue())
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+	}, h.routes(), "one transaction ends the lease and grants the waiter")
+	out := h.outbox()
+	exp := out[0].Event
+	require.Equal(t, topics.OpExpire, exp.Operation)
+	require.Empty(t, exp.RequestID, "nobody asked for an expiry")
+	require.NotContains(t, out[0].Headers, "request_id")
+	require.True(t, exp.Success)
+	require.Equal(t, "alice", exp.LockInfo.OwnerID)
+	require.Equal(t, topics.StatusExpired, exp.LockInfo.Status)
+	require.Equal(t, acq.LockInfo.FencingToken, exp.LockInfo.FencingToken)
+	require.Nil(t, exp.DurationMS)
+	require.False(t, exp.OccurredAt.Before(acq.LockInfo.ExpiresAt.Time), "expired by database time, never early")
+	require.Equal(t, exp.EventID, out[1].Event.EventID)
+
+	granted := out[2].Event
+	require.Equal(t, bob.RequestID, granted.RequestID)
+	require.Equal(t, "bob", granted.LockInfo.OwnerID)
+	require.Greater(t, granted.LockInfo.FencingToken, acq.LockInfo.FencingToken)
+	require.Equal(t, int64(2), granted.LockInfo.AcquisitionCount)
+	require.Equal(t, granted.EventID, h.outcome(bob.RequestID).EventID)
+	require.Equal(t, []string{"lock.acquired alice", "lock.expired alice", "lock.acquired bob"}, h.history("a"))
+	require.Equal(t, []string{"a bob acquired 0"}, h.lockStates())
+
+	// bob's lease is watched now.
+	at, ok = h.nextDue(0)
+	require.True(t, ok)
+	require.Equal(t, granted.LockInfo.ExpiresAt.Time, at)
+
+	// Run again: nothing more to do, nothing written.
+	h.clearOutbox()
+	require.Zero(t, h.expireDue())
+	require.Empty(t, h.routes())
+
+	// alice, whose lease ended, cannot release bob's.
+	require.Equal(t, topics.CodeNotOwner, h.one(h.release("a", "alice")).ErrorCode)
+}
+
+func TestExpireDueWithoutWaiters(t *testing.T) {
+	h := newHarness(t)
+	a := h.one(h.acquire("a", "alice", lease(0.2)))
+	b := h.one(h.acquire("b", "bob", lease(0.2)))
+	h.one(h.acquire("c", "carol", lease(30)))
+	h.waitPast(a.LockInfo.ExpiresAt.Time)
+	h.waitPast(b.LockInfo.ExpiresAt.Time)
+	h.clearOutbox()
+	require.Equal(t, 2, h.expireDue())
+	require.ElementsMatch(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.bob lock.expired", "locks.lock.expired.v1 lock.expired",
+	}, h.routes())
+	require.Equal(t, []string{"a alice expired 0", "b bob expired 0", "c carol acquired 0"}, h.lockStates())
+
+	// A new acquire of an expired lock gets a new token, and no second lock.expired.
+	h.clearOutbox()
+	ev := h.one(h.acquire("a", "dan"))
+	require.Greater(t, ev.LockInfo.FencingToken, b.LockInfo.FencingToken)
+	require.Equal(t, []string{"locks.replies.dan lock.acquired", "locks.lock.acquired.v1 lock.acquired"}, h.routes())
+}
+
+// TestExpireDueOnlyItsPartition: the scheduler of another partition leaves
+// a lease it does not watch alone.
+func TestExpireDueOnlyItsPartition(t *testing.T) {
+	h := newHarness(t)
+	a := h.one(h.acquire("a", "alice", lease(0.2)))
+	h.waitPast(a.LockInfo.ExpiresAt.Time)
+	other := *h
+	other.env.Partition = 3
+	require.Zero(t, other.expireDue())
+	_, ok := h.nextDue(3)
+	require.False(t, ok)
+	require.Equal(t, 1, h.expireDue())
+}
+
+func TestWaitersServedFIFO(t *testing.T) {
+	h := newHarness(t)
+	first := h.one(h.acquire("a", "holder"))
+	var queue []topics.Command
+	for i := 1; i <= 5; i++ {
+		c := h.acquire("a", fmt.Sprintf("w%d", i), wait(60))
+		ev := h.one(c)
+		require.Equal(t, topics.TypeQueued, ev.Type)
+		require.Equal(t, i, ev.QueuePosition)
+		queue = append(queue, c)
+	}
+	require.Equal(t, int64(5), h.scalar(`SELECT waiter_count FROM locks`))
+
+	holder, last := "holder", first.LockInfo.FencingToken
+	var order []string
+	for i := range queue {
+		evs := h.apply(h.release("a", holder))
+		require.Equal(t, topics.TypeReleased, evs[0].Type)
+		granted := find(evs, topics.TypeAcquired)
+		require.Len(t, granted, 1)
+		g := granted[0]
+		require.Equal(t, queue[i].RequestID, g.RequestID)
+		require.Greater(t, g.LockInfo.FencingToken, last)
+		require.Equal(t, int64(4-i), h.scalar(`SELECT waiter_count FROM locks`))
+		require.Equal(t, int64(4-i), h.scalar(`SELECT count(*) FROM lock_waiters`))
+		holder, last = g.LockInfo.OwnerID, g.LockInfo.FencingToken
+		order = append(order, holder)
+	}
+	require.Equal(t, []string{"w1", "w2", "w3", "w4", "w5"}, order)
+	evs := h.apply(h.release("a", holder))
+	require.Len(t, evs, 1)
+	require.Equal(t, []string{"a w5 released 0"}, h.lockStates())
+}
+
+func TestWaiterTimesOutWhileLockHeld(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("a", "alice", lease(30)))
+	bob := h.acquire("a", "bob", wait(0.2))
+	require.Equal(t, topics.TypeQueued, h.one(bob).Type)
+	carol := h.acquire("a", "carol", wait(30))
+	h.one(carol)
+	deadline := h.timeOf(`SELECT deadline FROM lock_waiters WHERE owner_id = 'bob'`)
+	at, ok := h.nextDue(0)
+	require.True(t, ok)
+	require.Equal(t, deadline, at, "the waiter's deadline comes before any lease ends")
+
+	h.waitPast(deadline)
+	h.clearOutbox()
+	require.Equal(t, 1, h.expireDue())
+	require.Equal(t, []string{"locks.replies.bob lock.rejected"}, h.routes())
+	ev := h.outbox()[0].Event
+	require.Equal(t, topics.CodeLockTimeout, ev.ErrorCode)
+	require.False(t, ev.Success)
+	require.Equal(t, bob.RequestID, ev.RequestID, "the timeout answers bob's acquire")
+	require.Equal(t, topics.OpAcquire, ev.Operation)
+	require.Equal(t, "alice", ev.LockInfo.OwnerID)
+	require.Equal(t, topics.CodeLockTimeout, h.outcome(bob.RequestID).ErrorCode)
+	require.Equal(t, []string{"a alice acquired 1"}, h.lockStates())
+	require.Equal(t, int64(0), h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = 'bob'`))
+
+	// bob's acquire retried gets the timeout again and does not queue.
+	again := h.apply(bob)
+	require.Len(t, again, 1)
+	require.Equal(t, ev.EventID, again[0].EventID)
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_waiters`))
+
+	// The release goes to carol.
+	granted := find(h.apply(h.release("a", "alice")), topics.TypeAcquired)
+	require.Len(t, granted, 1)
+	require.Equal(t, carol.RequestID, granted[0].RequestID)
+}
+
+// TestTimedOutWaiterSkippedOnRelease: the lock is released after a waiter's
+// deadline but before the scheduler answered it: that waiter gets
+// LOCK_TIMEOUT and the next live waiter gets the lock.
+func TestTimedOutWaiterSkippedOnRelease(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("a", "alice", lease(30)))
+	bob := h.acquire("a", "bob", wait(0.2))
+	h.one(bob)
+	carol := h.acquire("a", "carol", wait(30))
+	h.one(carol)
+	h.waitPast(h.timeOf(`SELECT deadline FROM lock_waiters WHERE owner_id = 'bob'`))
+	h.clearOutbox()
+
+	evs := h.apply(h.release("a", "alice"))
+	require.Equal(t, []string{
+		"locks.replies.alice lock.released", "locks.lock.released.v1 lock.released",
+		"locks.replies.bob lock.rejected",
+		"locks.replies.carol lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+	}, h.routes())
+	rej := find(evs, topics.TypeRejected)
+	require.Len(t, rej, 1)
+	require.Equal(t, topics.CodeLockTimeout, rej[0].ErrorCode)
+	require.Equal(t, bob.RequestID, rej[0].RequestID)
+	granted := find(evs, topics.TypeAcquired)
+	require.Len(t, granted, 1)
+	require.Equal(t, carol.RequestID, granted[0].RequestID)
+	require.Equal(t, []string{"a carol acquired 0"}, h.lockStates())
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters`))
+	require.Equal(t, []string{"lock.acquired alice", "lock.released alice", "lock.acquired carol"}, h.history("a"), "bob is never granted")
+}
+
+// TestOnlyTimedOutWaiters: a release whose every waiter timed out frees the
+// lock and answers them all.
+func TestOnlyTimedOutWaiters(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("a", "alice", lease(30)))
+	h.one(h.acquire("a", "bob", wait(0.2)))
+	h.one(h.acquire("a", "carol", wait(0.2)))
+	h.waitPast(h.timeOf(`SELECT max(deadline) FROM lock_waiters`))
+	h.clearOutbox()
+	h.apply(h.release("a", "alice"))
+	require.Equal(t, []string{
+		"locks.replies.alice lock.released", "locks.lock.released.v1 lock.released",
+		"locks.replies.bob lock.rejected", "locks.replies.carol lock.rejected",
+	}, h.routes())
+	require.Equal(t, []string{"a alice released 0"}, h.lockStates())
+	_, ok := h.nextDue(0)
+	require.False(t, ok)
+}
+
+func TestNextDue(t *testing.T) {
+	h := newHarness(t)
+	_, ok := h.nextDue(0)
+	require.False(t, ok, "nothing at all")
+
+	long := h.one(h.acquire("long", "alice", lease(60)))
+	at, ok := h.nextDue(0)
+	require.True(t, ok)
+	require.Equal(t, long.LockInfo.ExpiresAt.Time, at)
+
+	short := h.one(h.acquire("short", "bob", lease(20)))
+	at, _ = h.nextDue(0)
+	require.Equal(t, short.LockInfo.ExpiresAt.Time, at, "the earliest lease")
+
+	h.one(h.acquire("long", "carol", wait(5)))
+	at, _ = h.nextDue(0)
+	require.Equal(t, h.timeOf(`SELECT deadline FROM lock_waiters WHERE owner_id = 'carol'`), at, "a waiter's deadline counts too")
+
+	_, ok = h.nextDue(1)
+	require.False(t, ok, "other partitions have nothing")
+
+	h.one(h.release("long", "carol"))
+	h.one(h.release("short", "bob"))
+	at, _ = h.nextDue(0)
+	require.Equal(t, long.LockInfo.ExpiresAt.Time, at, "released leases are not due")
+	evs := h.apply(h.release("long", "alice"))
+	require.Len(t, evs, 1)
+	_, ok = h.nextDue(0)
+	require.False(t, ok, "released and withdrawn: nothing due")
+}

@@ -1,0 +1,159 @@
+package handlers_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+func TestExtend(t *testing.T) {
+	h := newHarness(t)
+	acq := h.one(h.acquire("a", "alice", lease(10)))
+	li := acq.LockInfo
+	h.clearOutbox()
+
+	t.Run("default: by lease_duration, from the current expires_at", func(t *testing.T) {
+		cmd := h.extend("a", "alice")
+		ev := h.one(cmd)
+		require.Equal(t, topics.TypeExtended, ev.Type)
+		require.True(t, ev.Success)
+		require.Equal(t, cmd.RequestID, ev.RequestID)
+		require.Equal(t, topics.OpExtend, ev.Operation)
+		require.Equal(t, li.FencingToken, ev.LockInfo.FencingToken, "the token stays")
+		require.Equal(t, int64(1), ev.LockInfo.ExtensionCount)
+		require.Equal(t, li.AcquisitionCount, ev.LockInfo.AcquisitionCount)
+		require.Equal(t, li.ExpiresAt.Add(10*time.Second), ev.LockInfo.ExpiresAt.Time)
+		require.Equal(t, li.AcquiredAt.Time, ev.LockInfo.AcquiredAt.Time)
+		require.Equal(t, topics.StatusAcquired, ev.LockInfo.Status)
+		require.Equal(t, []string{"locks.replies.alice lock.extended"}, h.routes(), "extend has no lifecycle topic")
+	})
+
+	t.Run("extension_duration, with the right fencing_token", func(t *testing.T) {
+		h.clearOutbox()
+		ev := h.one(h.extend("a", "alice", extendBy(2.5), token(li.FencingToken)))
+		require.Equal(t, topics.TypeExtended, ev.Type)
+		require.Equal(t, int64(2), ev.LockInfo.ExtensionCount)
+		require.Equal(t, li.ExpiresAt.Add(12500*time.Millisecond), ev.LockInfo.ExpiresAt.Time)
+		require.Equal(t, 10.0, ev.LockInfo.LeaseDuration, "lease_duration is the acquire's")
+		require.Equal(t, "2 acquired", h.scalarText(`SELECT extension_count || ' ' || status FROM locks WHERE lock_name = 'a'`))
+		require.Equal(t, ev.LockInfo.ExpiresAt.Time, h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`))
+		require.Equal(t, []string{"lock.acquired alice", "lock.extended alice", "lock.extended alice"}, h.history("a"))
+	})
+
+	t.Run("a new grant starts counting extensions again", func(t *testing.T) {
+		h.one(h.release("a", "alice"))
+		ev := h.one(h.acquire("a", "bob"))
+		require.Zero(t, ev.LockInfo.ExtensionCount)
+		require.Equal(t, int64(2), ev.LockInfo.AcquisitionCount)
+	})
+}
+
+func TestExtendErrors(t *testing.T) {
+	cases := []struct {
+		name   string
+		setup  func(h *harness) topics.Command
+		code   string
+		status string
+		owner  string
+		routes []string // nil: only the rejection to the extender
+	}{
+		{
+			name: "after the lease ended: NOT_HELD, status expired",
+			setup: func(h *harness) topics.Command {
+				acq := h.one(h.acquire("a", "alice", lease(0.2)))
+				h.waitPast(acq.LockInfo.ExpiresAt.Time)
+				return h.extend("a", "alice", extendBy(60))
+			},
+			code: topics.CodeNotHeld, status: topics.StatusExpired, owner: "alice",
+			routes: []string{"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired", "locks.replies.alice lock.rejected"},
+		},
+		{
+			name: "another owner: NOT_OWNER",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice"))
+				return h.extend("a", "bob")
+			},
+			code: topics.CodeNotOwner, status: topics.StatusAcquired, owner: "alice",
+		},
+		{
+			name: "a waiting owner: NOT_OWNER, and it keeps waiting",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice"))
+				h.one(h.acquire("a", "bob", wait(30)))
+				return h.extend("a", "bob")
+			},
+			code: topics.CodeNotOwner, status: topics.StatusAcquired, owner: "alice",
+		},
+		{
+			name: "wrong fencing_token: TOKEN_MISMATCH",
+			setup: func(h *harness) topics.Command {
+				acq := h.one(h.acquire("a", "alice"))
+				return h.extend("a", "alice", token(acq.LockInfo.FencingToken+7))
+			},
+			code: topics.CodeTokenMismatch, status: topics.StatusAcquired, owner: "alice",
+		},
+		{
+			name:   "no row: NOT_HELD, status free",
+			setup:  func(h *harness) topics.Command { return h.extend("a", "alice") },
+			code:   topics.CodeNotHeld,
+			status: topics.StatusFree,
+		},
+		{
+			name: "released: NOT_HELD",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice"))
+				h.one(h.release("a", "alice"))
+				return h.extend("a", "alice")
+			},
+			code: topics.CodeNotHeld, status: topics.StatusReleased, owner: "alice",
+		},
+	}
+	h := newHarness(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h.reset()
+			cmd := tc.setup(h)
+			h.clearOutbox()
+			var expiresBefore *time.Time
+			if h.scalar(`SELECT count(*) FROM locks`) > 0 {
+				v := h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`)
+				expiresBefore = &v
+			}
+			waiters := h.scalar(`SELECT count(*) FROM lock_waiters`)
+			ev := h.one(cmd)
+			require.Equal(t, topics.TypeRejected, ev.Type)
+			require.Equal(t, tc.code, ev.ErrorCode)
+			require.Equal(t, tc.status, ev.LockInfo.Status)
+			require.Equal(t, tc.owner, ev.LockInfo.OwnerID)
+			routes := tc.routes
+			if routes == nil {
+				routes = []string{cmd.ReplyTo + " lock.rejected"}
+			}
+			require.Equal(t, routes, h.routes())
+			require.Zero(t, h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.extended'`))
+			if expiresBefore != nil {
+				require.Equal(t, *expiresBefore, h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`), "expires_at unchanged")
+				require.Zero(t, h.scalar(`SELECT extension_count FROM locks WHERE lock_name = 'a'`))
+			} else {
+				require.Zero(t, h.scalar(`SELECT count(*) FROM locks`), "an extend creates no row")
+			}
+			require.Equal(t, waiters, h.scalar(`SELECT count(*) FROM lock_waiters`))
+		})
+	}
+}
+
+// TestExtendKeepsLeaseAlive: an extended short lease outlives its first
+// expires_at and is not ended by the expiry step.
+func TestExtendKeepsLeaseAlive(t *testing.T) {
+	h := newHarness(t)
+	acq := h.one(h.acquire("a", "alice", lease(0.3)))
+	ext := h.one(h.extend("a", "alice", extendBy(30)))
+	require.Equal(t, topics.TypeExtended, ext.Type)
+	h.waitPast(acq.LockInfo.ExpiresAt.Time)
+	require.Zero(t, h.expireDue())
+	require.Equal(t, topics.StatusAcquired, h.one(h.query("a")).LockInfo.Status)
+	require.Equal(t, topics.TypeExtended, h.one(h.extend("a", "alice")).Type)
+}

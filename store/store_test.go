@@ -1,0 +1,476 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/migrations"
+	"github.com/omninode/lockworker/store"
+)
+
+// schemaTables are the tables the migrations create.
+var schemaTables = []string{"consumer_offsets", "lock_events", "lock_waiters", "locks", "lockworker_schema_version", "outbox", "processed_requests"}
+
+// requireSchema checks that the store's schema holds each table once and the
+// version table says every migration file was applied.
+func requireSchema(t *testing.T, st *store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+
+	var versions, version int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*), max(version) FROM `+store.VersionTable).Scan(&versions, &version))
+	require.Equal(t, 1, versions)
+	require.Equal(t, len(files), version)
+
+	rows, err := st.Pool.Query(ctx, `SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1`)
+	require.NoError(t, err)
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, schemaTables, tables)
+
+	var seqs int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.sequences WHERE sequence_schema = current_schema() AND sequence_name = 'fencing_tokens'`).Scan(&seqs))
+	require.Equal(t, 1, seqs)
+}
+
+func TestMigrateTwice(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t) // migrated once
+	_, err := st.Pool.Exec(context.Background(), `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('g', 't', 0, 42)`)
+	require.NoError(t, err)
+	require.NoError(t, st.Migrate(context.Background()))
+	requireSchema(t, st)
+	offsets, err := st.Offsets(context.Background(), "g", "t")
+	require.NoError(t, err)
+	require.Equal(t, map[int32]int64{0: 42}, offsets, "a second Migrate keeps the data")
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	schema := testdb.NewSchema(t)
+	stores := []*store.Store{schema.Open(t, store.Config{}), schema.Open(t, store.Config{}), schema.Open(t, store.Config{})}
+	errs := make([]error, len(stores))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, st := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = st.Migrate(context.Background())
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	for _, st := range stores {
+		requireSchema(t, st)
+	}
+}
+
+// newStore opens a migrated store whose retries are recorded.
+func newStore(t *testing.T) (*store.Store, *[]error) {
+	t.Helper()
+	var mu sync.Mutex
+	retries := &[]error{}
+	st := testdb.NewSchema(t).Open(t, store.Config{
+		RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
+		OnRetry: func(attempt int, err error, delay time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			*retries = append(*retries, err)
+		},
+	})
+	require.NoError(t, st.Migrate(context.Background()))
+	_, err := st.Pool.Exec(context.Background(), `CREATE TABLE effects (id serial PRIMARY KEY, note text NOT NULL UNIQUE)`)
+	require.NoError(t, err)
+	return st, retries
+}
+
+func countEffects(t *testing.T, st *store.Store) int {
+	t.Helper()
+	var n int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM effects`).Scan(&n))
+	return n
+}
+
+func TestInTxRetriesSerializationFailure(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	calls := 0
+	err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+		calls++
+		if _, err := tx.Exec(context.Background(), `INSERT INTO effects (note) VALUES ('once')`); err != nil {
+			return err
+		}
+		if calls == 1 {
+			return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, calls)
+	require.Equal(t, 1, countEffects(t, st), "the failed attempt rolled back: the effect happened once")
+	require.Len(t, *retries, 1)
+	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
+}
+
+// TestInTxRetriesRealSerializationConflict: two SERIALIZABLE transactions
+// that each read what the other writes; PostgreSQL fails one with 40001 and
+// InTx runs it again.
+func TestInTxRetriesRealSerializationConflict(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	var bothRead sync.WaitGroup
+	bothRead.Add(2)
+	var attempts atomic.Int32
+	run := func(note string) error {
+		first := true
+		return st.InTx(context.Background(), func(tx pgx.Tx) error {
+			attempts.Add(1)
+			ctx := context.Background()
+			if _, err := tx.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL SERIALIZABLE`); err != nil {
+				return err
+			}
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM effects`).Scan(&n); err != nil {
+				return err
+			}
+			if first {
+				// Both read before either writes: a write skew.
+				first = false
+				bothRead.Done()
+				bothRead.Wait()
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO effects (note) VALUES ($1)`, fmt.Sprintf("%s saw %d", note, n))
+			return err
+		})
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- run("a") }()
+	go func() { errs <- run("b") }()
+	require.NoError(t, <-errs)
+	require.NoError(t, <-errs)
+	require.Equal(t, 2, countEffects(t, st))
+	require.Equal(t, int32(3), attempts.Load(), "one of the two ran again")
+	require.Len(t, *retries, 1)
+	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, (*retries)[0], &pgErr)
+	require.Equal(t, "40001", pgErr.Code)
+	// The retry saw the other's row.
+	var notes []string
+	rows, err := st.Pool.Query(context.Background(), `SELECT note FROM effects ORDER BY id`)
+	require.NoError(t, err)
+	notes, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(notes[0], "saw 0") && strings.HasSuffix(notes[1], "saw 1"), "notes: %v", notes)
+}
+
+func TestInTxRetriesLostConnection(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	calls := 0
+	var pids []uint32
+	err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+		calls++
+		pids = append(pids, tx.Conn().PgConn().PID())
+		if _, err := tx.Exec(context.Background(), `INSERT INTO effects (note) VALUES ('once')`); err != nil {
+			return err
+		}
+		if calls == 1 {
+			_, err := tx.Exec(context.Background(), `SELECT pg_terminate_backend(pg_backend_pid())`)
+			require.Error(t, err, "the connection is gone")
+			return err
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, calls)
+	require.NotEqual(t, pids[0], pids[1], "the retry ran on a new connection")
+	require.Equal(t, 1, countEffects(t, st))
+	require.Len(t, *retries, 1)
+	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
+	// The pool is healthy afterwards.
+	require.NoError(t, st.Pool.Ping(context.Background()))
+}
+
+// TestInTxRetriesConnectionKilledFromOutside: the backend is terminated by
+// another session while the transaction is open; the commit fails and the
+// whole transaction runs again.
+func TestInTxRetriesConnectionKilledFromOutside(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	calls := 0
+	err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+		calls++
+		if _, err := tx.Exec(context.Background(), `INSERT INTO effects (note) VALUES ('once')`); err != nil {
+			return err
+		}
+		if calls == 1 {
+			pid := tx.Conn().PgConn().PID()
+			var ok bool
+			require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT pg_terminate_backend($1)`, pid).Scan(&ok))
+			require.True(t, ok)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, calls)
+	require.Equal(t, 1, countEffects(t, st))
+	require.Len(t, *retries, 1)
+}
+
+func TestInTxDoesNotRetryOtherErrors(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	boom := errors.New("boom")
+	cases := []struct {
+		name  string
+		fn    func(tx pgx.Tx) error
+		check func(t *testing.T, err error)
+	}{
+		{"an error of fn", func(tx pgx.Tx) error { return boom }, func(t *testing.T, err error) { require.ErrorIs(t, err, boom) }},
+		{"a syntax error", func(tx pgx.Tx) error {
+			_, err := tx.Exec(context.Background(), `SELEKT 1`)
+			return err
+		}, func(t *testing.T, err error) {
+			var pgErr *pgconn.PgError
+			require.ErrorAs(t, err, &pgErr)
+			require.Equal(t, "42601", pgErr.Code)
+		}},
+		{"a unique violation", func(tx pgx.Tx) error {
+			_, err := tx.Exec(context.Background(), `INSERT INTO effects (note) VALUES ('dup'), ('dup')`)
+			return err
+		}, func(t *testing.T, err error) {
+			var pgErr *pgconn.PgError
+			require.ErrorAs(t, err, &pgErr)
+			require.Equal(t, "23505", pgErr.Code)
+		}},
+		{"a check violation from the schema", func(tx pgx.Tx) error {
+			_, err := tx.Exec(context.Background(), `INSERT INTO locks (lock_name, status, source_partition) VALUES ('x', 'stolen', 0)`)
+			return err
+		}, func(t *testing.T, err error) {
+			var pgErr *pgconn.PgError
+			require.ErrorAs(t, err, &pgErr)
+			require.Equal(t, "23514", pgErr.Code)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+				calls++
+				if _, err := tx.Exec(context.Background(), `INSERT INTO effects (note) VALUES ($1)`, tc.name); err != nil {
+					return err
+				}
+				return tc.fn(tx)
+			})
+			require.Error(t, err)
+			require.NotErrorIs(t, err, store.ErrTransient)
+			tc.check(t, err)
+			require.Equal(t, 1, calls, "no retry")
+			require.Zero(t, countEffects(t, st), "rolled back")
+			require.Empty(t, *retries)
+		})
+	}
+}
+
+func TestInTxStopsRetryingWhenContextEnds(t *testing.T) {
+	t.Parallel()
+	st, _ := newStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	calls := 0
+	err := st.InTx(ctx, func(tx pgx.Tx) error {
+		calls++
+		return &pgconn.PgError{Code: "40P01", Message: "deadlock detected"}
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, store.ErrTransient)
+	require.Greater(t, calls, 1)
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	base, maxDelay := 100*time.Millisecond, 5*time.Second
+	want := []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		1600 * time.Millisecond, 3200 * time.Millisecond, 5 * time.Second, 5 * time.Second}
+	for attempt := 1; attempt < len(want); attempt++ {
+		for range 200 {
+			d := store.Backoff(base, maxDelay, attempt)
+			require.LessOrEqual(t, d, want[attempt], "attempt %d", attempt)
+			require.GreaterOrEqual(t, d, want[attempt]*4/5, "attempt %d: at most 20%% jitter", attempt)
+		}
+	}
+	for _, attempt := range []int{20, 64, 1000} {
+		d := store.Backoff(base, maxDelay, attempt)
+		require.LessOrEqual(t, d, maxDelay, "capped, no overflow at attempt %d", attempt)
+		require.GreaterOrEqual(t, d, maxDelay*4/5)
+	}
+	// Jitter spreads retries out.
+	seen := map[time.Duration]bool{}
+	for range 50 {
+		seen[store.Backoff(base, maxDelay, 3)] = true
+	}
+	require.Greater(t, len(seen), 1)
+	require.LessOrEqual(t, store.Backoff(time.Second, 300*time.Millisecond, 1), 300*time.Millisecond, "a base above max is capped too")
+}
+
+func TestOpenCreatesMissingDatabase(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(testdb.URL())
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	name := fmt.Sprintf("lwtest_create_%08x", rand.Uint32())
+	u.Path = "/" + name
+	t.Cleanup(func() {
+		admin, err := pgx.Connect(context.Background(), testdb.URL())
+		if err != nil {
+			t.Errorf("dropping database %s: %v", name, err)
+			return
+		}
+		defer admin.Close(context.Background())
+		if _, err := admin.Exec(context.Background(), `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
+			t.Errorf("dropping database %s: %v", name, err)
+		}
+	})
+
+	st, err := store.Open(context.Background(), store.Config{URL: u.String(), MaxConns: 2})
+	require.NoError(t, err)
+	var current string
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&current))
+	require.Equal(t, name, current)
+	require.NoError(t, st.Migrate(context.Background()))
+	st.Close()
+
+	// It exists now: opening again just connects.
+	st, err = store.Open(context.Background(), store.Config{URL: u.String(), MaxConns: 2})
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks`).Scan(&n))
+	st.Close()
+}
+
+func TestOpenErrorsDoNotShowPassword(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3t-Pa55word"
+	for _, u := range []string{
+		"postgres://lwuser:" + secret + "@127.0.0.1:notaport/db",
+		"postgres://lwuser:" + secret + "@127.0.0.1:5432/db?sslmode=bogus",
+		"postgres://lwuser:" + secret + "@[::1/db",
+		"host=127.0.0.1 port=1 user=lwuser password=" + secret + " dbname=db connect_timeout=2 sslmode=disable",
+		"postgres://lwuser:" + secret + "@127.0.0.1:1/db?sslmode=disable&connect_timeout=2",
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := store.Open(ctx, store.Config{URL: u})
+		cancel()
+		require.Error(t, err, u)
+		require.Nil(t, st)
+		require.NotContains(t, err.Error(), secret, u)
+		require.NotContains(t, fmt.Sprintf("%+v", err), secret, u)
+	}
+}
+
+func TestOffsets(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	ctx := context.Background()
+	const group, topic = "lockworker", "locks.commands"
+
+	inTx := func(fn func(tx pgx.Tx) error) error { return st.InTx(ctx, fn) }
+	var next int64
+	require.NoError(t, inTx(func(tx pgx.Tx) (err error) {
+		next, err = store.LockOffset(ctx, tx, group, topic, 3)
+		return err
+	}))
+	require.Equal(t, int64(-1), next, "never applied")
+	offsets, err := st.Offsets(ctx, group, topic)
+	require.NoError(t, err)
+	require.Empty(t, offsets, "-1 is not an offset")
+
+	require.NoError(t, inTx(func(tx pgx.Tx) error {
+		if _, err := store.LockOffset(ctx, tx, group, topic, 3); err != nil {
+			return err
+		}
+		return store.AdvanceOffset(ctx, tx, group, topic, 3, -1, 10)
+	}))
+	offsets, err = st.Offsets(ctx, group, topic)
+	require.NoError(t, err)
+	require.Equal(t, map[int32]int64{3: 10}, offsets)
+
+	// A worker that expects an older offset may not commit.
+	err = inTx(func(tx pgx.Tx) error { return store.AdvanceOffset(ctx, tx, group, topic, 3, 7, 12) })
+	require.ErrorIs(t, err, store.ErrOffsetMoved)
+	require.NotErrorIs(t, err, store.ErrTransient)
+	offsets, err = st.Offsets(ctx, "other-group", topic)
+	require.NoError(t, err)
+	require.Empty(t, offsets)
+
+	// LockOffset serializes the partition's transactions.
+	tx1, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx1.Rollback(ctx)
+	_, err = store.LockOffset(ctx, tx1, group, topic, 3)
+	require.NoError(t, err)
+	got := make(chan int64, 1)
+	go func() {
+		_ = inTx(func(tx pgx.Tx) error {
+			n, err := store.LockOffset(ctx, tx, group, topic, 3)
+			if err == nil {
+				got <- n
+			}
+			return err
+		})
+	}()
+	select {
+	case n := <-got:
+		t.Fatalf("second transaction locked the offset row while the first held it (read %d)", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	require.NoError(t, store.AdvanceOffset(ctx, tx1, group, topic, 3, 10, 11))
+	require.NoError(t, tx1.Commit(ctx))
+	require.Equal(t, int64(11), <-got, "the waiting transaction reads the committed offset")
+}
+
+func TestPrune(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	ctx := context.Background()
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO processed_requests (request_id, outcome, processed_at) VALUES
+			('old-1', '{}', now() - interval '2 days'), ('old-2', '{}', now() - interval '3 days'), ('new', '{}', now());
+		INSERT INTO lock_events (event_id, namespace, lock_name, type, owner_id, fencing_token, occurred_at) VALUES
+			(gen_random_uuid(), '', 'a', 'lock.acquired', 'o', 1, now() - interval '8 days'),
+			(gen_random_uuid(), '', 'a', 'lock.released', 'o', 1, now() - interval '1 day')`)
+	require.NoError(t, err)
+	n, err := st.Prune(ctx, 24*time.Hour, 7*24*time.Hour, 1)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), n, "at most limit rows of each")
+	n, err = st.Prune(ctx, 24*time.Hour, 7*24*time.Hour, 100)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
+	var left string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT (SELECT string_agg(request_id, ',') FROM processed_requests) || ' ' || (SELECT string_agg(type, ',') FROM lock_events)`).Scan(&left))
+	require.Equal(t, "new lock.released", left)
+}
