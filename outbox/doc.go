@@ -1,0 +1,75 @@
+// Package outbox is the relay: it publishes the rows that handlers wrote to
+// the outbox table, per partition of the commands topic and in id order, and
+// deletes each row once Kafka has acknowledged it.
+//
+// # Running it
+//
+// A worker calls [Relay.Run] once per owned commands partition (cancel its
+// context on revocation) and [Relay.Listen] once per process. Listen holds one
+// dedicated connection doing LISTEN on handlers.NotifyChannel and wakes the
+// partition named in each notification; polling every PollInterval covers
+// notifications missed while that connection was down. [Relay.DrainOnce]
+// publishes what is there now, for tests and shutdown.
+//
+// # Records
+//
+// One row becomes one record: value = row value, key = row key (a NULL key
+// gives a nil key), headers = the row's headers. Through the watermill
+// publisher the record also carries the publisher's UUID header (set to the
+// row's ce_id header, or a fresh UUID for rows without one, such as
+// dead-letter copies) and a header named like the key metadata holding the
+// key. Headers with the same name collapse into one (watermill metadata is a
+// map); handlers never write such rows.
+//
+// # Guarantees
+//
+// Delivery is at least once: a row is deleted only after Kafka acknowledged
+// it, so a crash, a lost partition, a failed DELETE or a Publish that failed
+// half way publishes some rows again. Consumers dedupe on ce_id.
+//
+// Order, within one commands partition:
+//
+//   - While every topic is writable, rows are acknowledged in id order across
+//     all topics: consecutive rows of one topic go in one Publish call, and
+//     the next call starts only after the previous one returned. Not with
+//     Config.ConcurrentTopics, which publishes a batch's topics at once for
+//     throughput and keeps only the per-topic order below.
+//   - Always, for rows of the same topic: a row is published only after every
+//     earlier row of that topic was acknowledged (the first copy of each
+//     record lands in id order; a retry may repeat a suffix). A failing topic
+//     holds back its own later rows, parked or not, and nothing else.
+//   - Rows of other topics overtake the rows of a failing or parked topic.
+//
+// Partitions are independent; ids follow commit order only within one.
+//
+// # Failures
+//
+// A failed Publish is one of two kinds (see [Parkable]):
+//
+//   - The topic cannot be written: not authorized, does not exist and could
+//     not be created, record refused as too large or invalid. The attempted
+//     rows get attempts+1 and last_error, and the topic is retried after a
+//     backoff (RetryBase doubling up to RetryMax) while other topics flow.
+//     When a row reaches MaxAttempts, every waiting row of that topic in the
+//     partition is parked for ParkFor (database clock); newer rows of the
+//     topic wait behind them unparked, and all are retried, in id order, when
+//     the park ends. One failure after that parks them again. Parked rows are
+//     kept and counted ([Backlog]), never dropped.
+//   - Kafka is unreachable or slow (dial errors, timeouts, anything else):
+//     never counted, never parked. The topic backs off in memory; two such
+//     failures in a row with no success between them pause the whole
+//     partition with backoff capped at RetryMax, so nothing is lost and the
+//     relay resumes by itself when Kafka is back. With kgo's default
+//     idempotent producer, a produce request that got no answer is never
+//     failed (neither RecordDeliveryTimeout nor the context stop it), so
+//     Publish simply blocks until a broker answers: the partition waits in
+//     that call instead, with the same outcome. Run still returns when its
+//     context ends, leaving the call behind; its rows stay in the table.
+//
+// Database errors back the loop off the same way; rows acknowledged but not
+// yet deleted are deleted before anything else is selected, so a database
+// blip does not publish them twice.
+//
+// Known gap: a row Kafka will never take (too large for the topic) holds its
+// topic back for good, retried every ParkFor, until an operator deletes it.
+package outbox

@@ -1,0 +1,676 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/kafkapubsub"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// Config configures a [Relay]. Zero values take the defaults given.
+type Config struct {
+	// Publisher publishes the records. Required. Publish must return only
+	// once Kafka acknowledged every message (kafkapubsub.Publisher does),
+	// because the rows are deleted when it returns nil.
+	Publisher message.Publisher
+	// Pool reaches the database holding the outbox. Required. Listen opens
+	// one more connection with the pool's connection settings.
+	Pool *pgxpool.Pool
+	// KeyMetadata is the metadata entry the publisher turns into the record
+	// key: the publisher's own KeyMetadata. Default
+	// kafkapubsub.DefaultKeyMetadata.
+	KeyMetadata string
+	// BatchSize is how many rows one query selects. Default 500.
+	BatchSize int
+	// PollInterval is how often a partition looks for rows when nothing
+	// woke it: the fallback for missed notifications. Default 1 s.
+	PollInterval time.Duration
+	// MaxAttempts is how often a row may fail with a topic that cannot be
+	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
+	// Default 5.
+	MaxAttempts int
+	// ParkFor is how long parked rows wait before the next try. Default 10 min.
+	ParkFor time.Duration
+	// PublishTimeout is the messages' context deadline: kgo fails records
+	// past it when it safely can, which an idempotent client cannot do for
+	// a request that got no answer (see the package doc). Default 30 s.
+	// Keep it above the client's kgo.RecordDeliveryTimeout, if any, so the
+	// client's error wins.
+	PublishTimeout time.Duration
+	// ConcurrentTopics trades order across topics for throughput. Default
+	// false: consecutive rows of one topic go in one Publish call and calls
+	// follow each other, so records are acknowledged in id order across
+	// all topics, at one Kafka round trip per run (reply and lifecycle rows
+	// interleave, so runs are short). True: each batch publishes all rows
+	// of a topic in one call and the topics' calls run concurrently; order
+	// holds per topic (hence per key) only, which is all a Kafka consumer
+	// can observe reliably anyway.
+	ConcurrentTopics bool
+	// RetryBase and RetryMax shape every backoff: after failed publishes,
+	// database errors and listen reconnects. Defaults 100 ms and 5 s.
+	RetryBase, RetryMax time.Duration
+	// Logger gets failures, parking and reconnects. Default: no logs.
+	Logger zerolog.Logger
+	// OnPublished, when set, is told after each batch how many rows were
+	// acknowledged and deleted, and the age of the oldest of them (for
+	// metrics). It runs on the partition's goroutine: keep it quick.
+	OnPublished func(n int, oldest time.Duration)
+}
+
+// Relay publishes outbox rows. One Relay serves every partition of a
+// process; its methods are safe for concurrent use.
+type Relay struct {
+	cfg Config
+	log zerolog.Logger
+
+	mu    sync.Mutex
+	parts map[int32]*partition
+}
+
+// partition is the relay's state for one commands partition.
+type partition struct {
+	id   int32
+	wake chan struct{} // capacity 1: wake-ups coalesce
+	run  chan struct{} // capacity 1: held by the one Run of this partition
+
+	lock          chan struct{}        // capacity 1: one pass at a time; guards the fields below
+	loaded        bool                 // parked was read from the database
+	parked        map[string]time.Time // topic -> parked_until, database clock
+	blocked       map[string]block     // topic -> in-memory retry backoff
+	acked         []int64              // acknowledged by Kafka, not yet deleted
+	kafkaFailures int                  // consecutive pauses for Kafka being unavailable
+	pauseUntil    time.Time
+}
+
+// block holds a topic back after a failed publish until its backoff ends.
+type block struct {
+	at, until time.Time
+	failures  int // consecutive transient failures, for the backoff
+}
+
+type row struct {
+	id                  int64
+	topic               string
+	key, value, headers []byte
+	age                 time.Duration // at selection
+}
+
+// errBadRow marks a row that can never become a message (corrupt headers):
+// it is handled like a topic that cannot be written.
+var errBadRow = errors.New("outbox row cannot be published")
+
+// maxConcurrentTopics bounds the Publish calls of one partition in flight
+// with ConcurrentTopics.
+const maxConcurrentTopics = 16
+
+// farFuture stands for "excluded whatever the database clock says".
+var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// New returns a relay for cfg.
+func New(cfg Config) (*Relay, error) {
+	if cfg.Publisher == nil {
+		return nil, errors.New("outbox: Config.Publisher is required")
+	}
+	if cfg.Pool == nil {
+		return nil, errors.New("outbox: Config.Pool is required")
+	}
+	if cfg.KeyMetadata == "" {
+		cfg.KeyMetadata = kafkapubsub.DefaultKeyMetadata
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.ParkFor <= 0 {
+		cfg.ParkFor = 10 * time.Minute
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 30 * time.Second
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = 100 * time.Millisecond
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 5 * time.Second
+	}
+	return &Relay{
+		cfg:   cfg,
+		log:   cfg.Logger.With().Str("component", "outbox").Logger(),
+		parts: map[int32]*partition{},
+	}, nil
+}
+
+func (r *Relay) backoff(attempt int) time.Duration {
+	return store.Backoff(r.cfg.RetryBase, r.cfg.RetryMax, attempt)
+}
+
+// part returns the state of a partition, creating it on first use.
+func (r *Relay) part(id int32) *partition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.parts[id]
+	if !ok {
+		p = &partition{
+			id:      id,
+			wake:    make(chan struct{}, 1),
+			run:     make(chan struct{}, 1),
+			lock:    make(chan struct{}, 1),
+			parked:  map[string]time.Time{},
+			blocked: map[string]block{},
+		}
+		r.parts[id] = p
+	}
+	return p
+}
+
+// Wake makes the partition's Run look for rows now. It never blocks, and
+// does nothing for a partition this relay never ran.
+func (r *Relay) Wake(partition int32) {
+	r.mu.Lock()
+	p := r.parts[partition]
+	r.mu.Unlock()
+	if p != nil {
+		p.signal()
+	}
+}
+
+func (r *Relay) wakeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.parts {
+		p.signal()
+	}
+}
+
+func (p *partition) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run publishes the partition's rows until ctx is done, then returns nil.
+// Failures never end it: they are logged and retried (see the package doc).
+// A second Run of the same partition waits until the first has returned,
+// so a quick revoke and re-assign never runs two loops at once.
+func (r *Relay) Run(ctx context.Context, partition int32) error {
+	p := r.part(partition)
+	select {
+	case p.run <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	defer func() { <-p.run }()
+
+	// Another worker may have owned the partition meanwhile and parked
+	// topics: read them again, and forget local backoffs.
+	if !p.acquire(ctx) {
+		return nil
+	}
+	p.loaded = false
+	p.blocked = map[string]block{}
+	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
+	p.release()
+
+	dbFailures := 0
+	for {
+		res := r.drain(ctx, p, math.MaxInt64, false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait, wake := r.cfg.PollInterval, p.wake
+		if res.dbErr != nil {
+			dbFailures++
+			wait, wake = min(wait, r.backoff(dbFailures)), nil // a wake-up must not defeat the backoff
+			r.log.Warn().Err(res.dbErr).Int32("partition", partition).Dur("retry_in", wait).Msg("outbox: database error")
+		} else {
+			dbFailures = 0
+		}
+		if d, ok := p.nextRetry(time.Now()); ok && d < wait {
+			wait = d
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// DrainOnce publishes the partition's rows that are there now (not rows
+// committed after it started) and returns how many it published. Unlike
+// Run it does not wait for backoffs: every topic that is not parked gets one
+// try. The error joins the first publish failure and any database error;
+// failures are accounted (attempts, parking) as in Run.
+func (r *Relay) DrainOnce(ctx context.Context, partition int32) (int, error) {
+	p := r.part(partition)
+	var upTo int64
+	err := r.cfg.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox WHERE source_partition = $1`, partition).Scan(&upTo)
+	if err != nil {
+		return 0, fmt.Errorf("outbox: reading partition %d: %w", partition, err)
+	}
+	res := r.drain(ctx, p, upTo, true)
+	return res.published, errors.Join(res.dbErr, res.pubErr)
+}
+
+type passResult struct {
+	published int
+	more      bool  // the batch was full: select again
+	dbErr     error // the database failed: back off
+	pubErr    error // the first publish failure, already handled
+}
+
+// drain runs passes until no full batch is left. force ignores in-memory
+// backoffs that existed when it started.
+func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool) (res passResult) {
+	if !p.acquire(ctx) {
+		res.pubErr = ctx.Err()
+		return res
+	}
+	defer p.release()
+	if !p.loaded {
+		if err := r.loadParked(ctx, p); err != nil {
+			res.dbErr = err
+			return res
+		}
+		p.loaded = true
+	}
+	var since time.Time
+	if force {
+		since = time.Now()
+	} else if time.Now().Before(p.pauseUntil) {
+		return res
+	}
+	for {
+		pr := r.pass(ctx, p, upTo, since)
+		res.published += pr.published
+		if res.pubErr == nil {
+			res.pubErr = pr.pubErr
+		}
+		if pr.dbErr != nil {
+			res.dbErr = pr.dbErr
+			return res
+		}
+		if !pr.more || ctx.Err() != nil {
+			return res
+		}
+	}
+}
+
+// acquire takes the partition's lock, or gives up when ctx is done.
+func (p *partition) acquire(ctx context.Context) bool {
+	select {
+	case p.lock <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (p *partition) release() { <-p.lock }
+
+// nextRetry is how long until a backoff of the partition ends, if any is
+// running.
+func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
+	p.acquire(context.Background())
+	defer p.release()
+	var next time.Time
+	consider := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	consider(p.pauseUntil)
+	for _, b := range p.blocked {
+		consider(b.until)
+	}
+	if next.IsZero() {
+		return 0, false
+	}
+	return next.Sub(now), true
+}
+
+// loadParked reads which topics of the partition are parked, so that their
+// newer, unparked rows keep waiting behind them.
+func (r *Relay) loadParked(ctx context.Context, p *partition) error {
+	rows, err := r.cfg.Pool.Query(ctx, `
+		SELECT topic, max(parked_until) FROM outbox
+		WHERE source_partition = $1 AND parked_until > now()
+		GROUP BY topic`, p.id)
+	if err != nil {
+		return fmt.Errorf("reading parked topics of partition %d: %w", p.id, err)
+	}
+	parked := map[string]time.Time{}
+	var topic string
+	var until time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&topic, &until}, func() error { parked[topic] = until; return nil }); err != nil {
+		return fmt.Errorf("reading parked topics of partition %d: %w", p.id, err)
+	}
+	p.parked = parked
+	return nil
+}
+
+// pass selects one batch and publishes it, run by run.
+func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time) (res passResult) {
+	if err := r.deleteAcked(ctx, p); err != nil {
+		res.dbErr = err
+		return res
+	}
+
+	now := time.Now()
+	exTopics, exUntil := []string{}, []time.Time{}
+	for t, b := range p.blocked {
+		if b.until.After(now) && !b.at.Before(since) {
+			exTopics, exUntil = append(exTopics, t), append(exUntil, farFuture)
+		}
+	}
+	for t, u := range p.parked {
+		// The database compares u with its own clock; an hour of slack
+		// only keeps the map from growing.
+		if u.Before(now.Add(-time.Hour)) {
+			delete(p.parked, t)
+			continue
+		}
+		exTopics, exUntil = append(exTopics, t), append(exUntil, u)
+	}
+	rows, err := r.selectRows(ctx, p.id, upTo, exTopics, exUntil)
+	if err != nil {
+		res.dbErr = err
+		return res
+	}
+	res.more = len(rows) == r.cfg.BatchSize
+	selectedAt := time.Now()
+
+	units := r.units(rows)
+	var results []error // ConcurrentTopics: every unit published already
+	if r.cfg.ConcurrentTopics {
+		results = r.publishAll(ctx, units)
+	}
+	skip := map[string]bool{} // topics that failed in this pass
+	var oldest time.Duration
+	failedSinceSuccess := false
+	for k, u := range units {
+		if skip[u.topic] {
+			continue // its later rows must not overtake the failed ones
+		}
+		var err error
+		if results != nil {
+			err = results[k]
+		} else {
+			err = r.publish(ctx, u.topic, u.rows)
+		}
+		if err == nil {
+			for _, x := range u.rows {
+				p.acked = append(p.acked, x.id)
+				oldest = max(oldest, x.age+time.Since(selectedAt))
+			}
+			res.published += len(u.rows)
+			delete(p.blocked, u.topic)
+			p.kafkaFailures, failedSinceSuccess = 0, false
+			continue
+		}
+		if ctx.Err() != nil {
+			if results == nil {
+				break
+			}
+			continue // later units may have been acknowledged: keep them
+		}
+		skip[u.topic] = true
+		if res.pubErr == nil {
+			res.pubErr = err
+		}
+		if Parkable(err) || errors.Is(err, errBadRow) {
+			if err := r.failed(ctx, p, u.topic, u.rows, err); err != nil {
+				res.dbErr = err
+				break
+			}
+			continue
+		}
+		b := p.blocked[u.topic]
+		b.failures++
+		b.at = time.Now()
+		b.until = b.at.Add(r.backoff(b.failures))
+		p.blocked[u.topic] = b
+		r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
+			Dur("retry_in", b.until.Sub(b.at)).Msg("outbox: Kafka did not take the records; retrying")
+		if failedSinceSuccess && p.pauseUntil.Before(time.Now()) {
+			// Two topics in a row: most likely Kafka itself is away, and
+			// trying every other topic would only wait out more timeouts.
+			p.kafkaFailures++
+			p.pauseUntil = time.Now().Add(r.backoff(p.kafkaFailures))
+			res.more = false
+			r.log.Warn().Int32("partition", p.id).Dur("retry_in", time.Until(p.pauseUntil)).Msg("outbox: Kafka looks unavailable; pausing the partition")
+			if results == nil {
+				break
+			}
+		}
+		failedSinceSuccess = true
+	}
+
+	// Delete even when ctx is done: the rows were acknowledged, and
+	// keeping them would publish them again.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.deleteAcked(dctx, p); err != nil && res.dbErr == nil {
+		res.dbErr = err
+	}
+	if res.published > 0 && r.cfg.OnPublished != nil {
+		r.cfg.OnPublished(res.published, oldest)
+	}
+	if res.pubErr == nil && ctx.Err() != nil {
+		res.pubErr = ctx.Err()
+	}
+	return res
+}
+
+// unit is rows of one topic published in one call.
+type unit struct {
+	topic string
+	rows  []row
+}
+
+// units splits a batch into Publish calls: runs of consecutive rows of one
+// topic, or with ConcurrentTopics all of a topic's rows, in id order.
+func (r *Relay) units(rows []row) []unit {
+	var out []unit
+	if !r.cfg.ConcurrentTopics {
+		for i := 0; i < len(rows); {
+			j := i + 1
+			for j < len(rows) && rows[j].topic == rows[i].topic {
+				j++
+			}
+			out = append(out, unit{rows[i].topic, rows[i:j]})
+			i = j
+		}
+		return out
+	}
+	idx := map[string]int{}
+	for _, x := range rows {
+		k, ok := idx[x.topic]
+		if !ok {
+			k = len(out)
+			idx[x.topic] = k
+			out = append(out, unit{topic: x.topic})
+		}
+		out[k].rows = append(out[k].rows, x)
+	}
+	return out
+}
+
+// publishAll publishes the units at once, at most maxConcurrentTopics calls
+// at a time, and returns each one's error.
+func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
+	errs := make([]error, len(units))
+	sem := make(chan struct{}, maxConcurrentTopics)
+	var wg sync.WaitGroup
+	for k, u := range units {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			errs[k] = r.publish(ctx, u.topic, u.rows)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+func (r *Relay) selectRows(ctx context.Context, partition int32, upTo int64, exTopics []string, exUntil []time.Time) ([]row, error) {
+	// Excluded topics come with the time their exclusion ends, compared
+	// with the database clock that also set parked_until.
+	rows, err := r.cfg.Pool.Query(ctx, `
+		SELECT id, topic, key, value, headers, extract(epoch FROM clock_timestamp() - created_at)::float8
+		FROM outbox
+		WHERE source_partition = $1 AND id <= $2
+		  AND (parked_until IS NULL OR parked_until <= now())
+		  AND topic NOT IN (SELECT x.t FROM unnest($3::text[], $4::timestamptz[]) AS x(t, u) WHERE x.u > now())
+		ORDER BY id
+		LIMIT $5`, partition, upTo, exTopics, exUntil, r.cfg.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("selecting outbox rows of partition %d: %w", partition, err)
+	}
+	out := make([]row, 0, r.cfg.BatchSize)
+	var x row
+	var age float64
+	_, err = pgx.ForEachRow(rows, []any{&x.id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
+		x.age = time.Duration(age * float64(time.Second))
+		out = append(out, x)
+		x = row{} // the scanned slices now belong to out
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("selecting outbox rows of partition %d: %w", partition, err)
+	}
+	return out, nil
+}
+
+func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
+	if len(p.acked) == 0 {
+		return nil
+	}
+	if _, err := r.cfg.Pool.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, p.acked); err != nil {
+		return fmt.Errorf("deleting %d published outbox rows of partition %d: %w", len(p.acked), p.id, err)
+	}
+	p.acked = p.acked[:0]
+	return nil
+}
+
+// publish sends one run of rows of one topic in one call.
+func (r *Relay) publish(ctx context.Context, topic string, run []row) error {
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	defer cancel()
+	msgs := make([]*message.Message, len(run))
+	for i, x := range run {
+		m, err := r.message(x)
+		if err != nil {
+			return err
+		}
+		m.SetContext(pctx)
+		msgs[i] = m
+	}
+	// An idempotent kgo client never gives up on a request that got no
+	// answer (it cannot know whether it was written), whatever the
+	// timeouts: Publish then returns only when a broker answers. That is
+	// the pause we want while Kafka is away, but Run must still end on
+	// revocation, so the call is left behind when ctx ends. Its rows stay
+	// and are published again later: a duplicate, never a loss.
+	done := make(chan error, 1)
+	go func() { done <- r.cfg.Publisher.Publish(topic, msgs...) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Relay) message(x row) (*message.Message, error) {
+	var hs []handlers.HeaderRow
+	if err := json.Unmarshal(x.headers, &hs); err != nil {
+		return nil, fmt.Errorf("%w: row %d: headers: %v", errBadRow, x.id, err)
+	}
+	md := make(message.Metadata, len(hs)+1)
+	var id string
+	for _, h := range hs {
+		md[h.K] = string(h.V)
+		if h.K == topics.HeaderCEID {
+			id = string(h.V)
+		}
+	}
+	if x.key != nil {
+		md[r.cfg.KeyMetadata] = string(x.key)
+	}
+	if id == "" {
+		id = watermill.NewUUID()
+	}
+	m := message.NewMessage(id, x.value)
+	m.Metadata = md
+	return m, nil
+}
+
+// failed accounts a publish that failed because the topic cannot be
+// written: one more attempt for the rows tried, then backoff or parking.
+func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []row, cause error) error {
+	ids := make([]int64, len(run))
+	for i, x := range run {
+		ids[i] = x.id
+	}
+	msg := cause.Error()
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	var attempts int
+	err := r.cfg.Pool.QueryRow(ctx, `
+		WITH u AS (UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1) RETURNING attempts)
+		SELECT coalesce(max(attempts), 0) FROM u`, ids, msg).Scan(&attempts)
+	if err != nil {
+		return fmt.Errorf("recording a failed publish of partition %d: %w", p.id, err)
+	}
+	log := r.log.With().Err(cause).Int32("partition", p.id).Str("topic", topic).Int("attempts", attempts).Logger()
+	if attempts < r.cfg.MaxAttempts {
+		now := time.Now()
+		p.blocked[topic] = block{at: now, until: now.Add(r.backoff(attempts))}
+		log.Warn().Msg("outbox: topic cannot be written; retrying")
+		return nil
+	}
+	// Park every waiting row of the topic, so /health counts them and they
+	// are all retried together, in id order, when the park ends.
+	var n int64
+	var until time.Time
+	err = r.cfg.Pool.QueryRow(ctx, `
+		WITH u AS (
+			UPDATE outbox SET parked_until = now() + $3::interval
+			WHERE source_partition = $1 AND topic = $2 AND (parked_until IS NULL OR parked_until <= now())
+			RETURNING 1)
+		SELECT count(*), now() + $3::interval FROM u`, p.id, topic, r.cfg.ParkFor).Scan(&n, &until)
+	if err != nil {
+		return fmt.Errorf("parking rows of partition %d for %q: %w", p.id, topic, err)
+	}
+	p.parked[topic] = until
+	delete(p.blocked, topic)
+	log.Error().Int64("rows", n).Time("until", until).Msg("outbox: topic cannot be written; rows parked")
+	return nil
+}

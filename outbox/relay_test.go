@@ -1,0 +1,541 @@
+package outbox_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/kafkapubsub"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// rec is one outbox row to write and the record it must become.
+type rec struct {
+	topic, key, value, ceID string
+}
+
+func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// clientOpts make a dead broker show within a second instead of never.
+func clientOpts() []kgo.Opt {
+	return []kgo.Opt{
+		kgo.RecordDeliveryTimeout(time.Second),
+		kgo.ProduceRequestTimeout(time.Second),
+		kgo.MetadataMinAge(50 * time.Millisecond),
+		kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }),
+	}
+}
+
+// recorder wraps a publisher and remembers what it was asked, in order.
+type recorder struct {
+	message.Publisher
+	mu       sync.Mutex
+	sent     []string // "topic/value" of every acknowledged message
+	calls    atomic.Int64
+	failures atomic.Int64
+}
+
+func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
+	r.calls.Add(1)
+	err := r.Publisher.Publish(topic, msgs...)
+	if err != nil {
+		r.failures.Add(1)
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range msgs {
+		r.sent = append(r.sent, topic+"/"+string(m.Payload))
+	}
+	return nil
+}
+
+func (r *recorder) acked() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.sent...)
+}
+
+func newPublisher(t *testing.T, brokers []string, autoCreate bool, opts ...kgo.Opt) *recorder {
+	t.Helper()
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers:          brokers,
+		ClientOpts:       append(clientOpts(), opts...),
+		AutoCreateTopics: autoCreate,
+		TopicPartitions:  1,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		// Close waits for a Publish that kgo may hold while no broker
+		// answers: do not let that hang the test binary.
+		done := make(chan struct{})
+		go func() { _ = pub.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Log("publisher did not close")
+		}
+	})
+	return &recorder{Publisher: pub}
+}
+
+func newRelay(t *testing.T, st *store.Store, pub message.Publisher, mod func(*outbox.Config)) *outbox.Relay {
+	t.Helper()
+	cfg := outbox.Config{
+		Publisher:      pub,
+		Pool:           st.Pool,
+		PollInterval:   50 * time.Millisecond,
+		PublishTimeout: 3 * time.Second,
+		RetryBase:      10 * time.Millisecond,
+		RetryMax:       200 * time.Millisecond,
+		Logger:         zerolog.New(zerolog.NewTestWriter(t)),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := outbox.New(cfg)
+	require.NoError(t, err)
+	return r
+}
+
+// start runs fn in the background until the test ends.
+func start(t *testing.T, fn func(ctx context.Context) error) context.CancelFunc {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	stop := func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(10 * time.Second):
+			t.Error("relay goroutine did not stop")
+		}
+	}
+	var once sync.Once
+	t.Cleanup(func() { once.Do(stop) })
+	return func() { once.Do(stop) }
+}
+
+// insert writes rows the way handlers do: one transaction, one NOTIFY.
+func insert(t *testing.T, st *store.Store, partition int32, rows ...rec) {
+	t.Helper()
+	err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, handlers.Env{Partition: partition})
+		for _, r := range rows {
+			b.Publish(r.topic, []byte(r.key), []byte(r.value), headersOf(r))
+		}
+		return b.Flush(context.Background())
+	})
+	require.NoError(t, err)
+}
+
+func headersOf(r rec) []topics.Header {
+	h := []topics.Header{
+		{Key: topics.HeaderContentType, Value: []byte("application/json")},
+		{Key: "binary", Value: []byte{0, 0xff, '\n', 0x80}},
+	}
+	if r.ceID != "" {
+		h = append(h, topics.Header{Key: topics.HeaderCEID, Value: []byte(r.ceID)})
+	}
+	return h
+}
+
+// consume reads topic from the start until want records arrived.
+func consume(t *testing.T, brokers []string, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want && ctx.Err() == nil {
+		out = append(out, cl.PollFetches(ctx).Records()...)
+	}
+	require.GreaterOrEqual(t, len(out), want, "records in %s", topic)
+	return out
+}
+
+func values(rs []*kgo.Record) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = string(r.Value)
+	}
+	return out
+}
+
+func header(r *kgo.Record, key string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
+
+func count(t *testing.T, st *store.Store, where string, args ...any) int {
+	t.Helper()
+	var n int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM outbox WHERE "+where, args...).Scan(&n))
+	return n
+}
+
+// TestDeliversInOrder: rows of two topics, written in several transactions,
+// reach Kafka in id order with key, value and headers intact, and are gone
+// from the table afterwards.
+func TestDeliversInOrder(t *testing.T) {
+	t.Parallel()
+	for _, concurrent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ConcurrentTopics=%v", concurrent), func(t *testing.T) {
+			t.Parallel()
+			deliversInOrder(t, concurrent)
+		})
+	}
+}
+
+func deliversInOrder(t *testing.T, concurrent bool) {
+	const a, b, p = "locks.replies.svc", "locks.lock.acquired.v1", int32(2)
+	c := newCluster(t, kfake.SeedTopics(1, a, b))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	var published atomic.Int64
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.BatchSize = 3 // several passes
+		cfg.ConcurrentTopics = concurrent
+		cfg.OnPublished = func(n int, oldest time.Duration) {
+			published.Add(int64(n))
+			assert.Positive(t, oldest)
+		}
+	})
+
+	first := []rec{
+		{a, "ns/l1", "a1", "e-a1"}, {a, "ns/l1", "a2", "e-a2"}, {b, "ns/l1", "b1", "e-b1"},
+		{a, "ns/l2", "a3", "e-a3"},
+	}
+	second := []rec{{b, "ns/l2", "b2", "e-b2"}, {b, "ns/l1", "b3", "e-b3"}, {a, "ns/l1", "a4", "e-a4"}}
+	insert(t, st, p, first...)
+	insert(t, st, p, second...)
+	insert(t, st, p+1, rec{a, "other", "other-partition", "e-x"})
+	// A row as a dead-letter copy could look: no ce_id, NULL key.
+	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox (source_partition, topic, key, value) VALUES ($1, $2, NULL, 'dlq')`, p, a)
+	require.NoError(t, err)
+
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	require.Equal(t, 8, n)
+	assert.EqualValues(t, 8, published.Load())
+	assert.Equal(t, 0, count(t, st, "source_partition = $1", p), "published rows are deleted")
+	assert.Equal(t, 1, count(t, st, "source_partition = $1", p+1), "other partitions are left alone")
+
+	if !concurrent {
+		// Acknowledged in id order across both topics.
+		assert.Equal(t, []string{a + "/a1", a + "/a2", b + "/b1", a + "/a3", b + "/b2", b + "/b3", a + "/a4", a + "/dlq"}, pub.acked())
+	}
+
+	ra := consume(t, c.ListenAddrs(), a, 5)
+	rb := consume(t, c.ListenAddrs(), b, 3)
+	assert.Equal(t, []string{"a1", "a2", "a3", "a4", "dlq"}, values(ra))
+	assert.Equal(t, []string{"b1", "b2", "b3"}, values(rb))
+	want := map[string]rec{}
+	for _, r := range append(first, second...) {
+		want[r.value] = r
+	}
+	for _, r := range append(ra[:4], rb...) {
+		w := want[string(r.Value)]
+		assert.Equal(t, w.key, string(r.Key))
+		ce, _ := header(r, topics.HeaderCEID)
+		assert.Equal(t, w.ceID, ce)
+		id, _ := header(r, kafkapubsub.UUIDHeader)
+		assert.Equal(t, w.ceID, id, "the message UUID is the event id")
+		ct, _ := header(r, topics.HeaderContentType)
+		assert.Equal(t, "application/json", ct)
+		bin, _ := header(r, "binary")
+		assert.Equal(t, string([]byte{0, 0xff, '\n', 0x80}), bin, "binary header values survive")
+	}
+	dlq := ra[4]
+	assert.Nil(t, dlq.Key)
+	id, ok := header(dlq, kafkapubsub.UUIDHeader)
+	assert.True(t, ok && id != "", "a row without ce_id gets a fresh UUID")
+
+	n, err = relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+}
+
+// listening returns the backend pid of the relay's LISTEN connection, 0 if
+// there is none yet.
+func listening(t *testing.T, st *store.Store, app string) int {
+	var pid int
+	err := st.Pool.QueryRow(context.Background(), `SELECT pid FROM pg_stat_activity
+		WHERE application_name = $1 AND query ILIKE 'LISTEN%' AND state = 'idle'`, app).Scan(&pid)
+	if err == pgx.ErrNoRows {
+		return 0
+	}
+	require.NoError(t, err)
+	return pid
+}
+
+// TestNotifyWakesRelay: with a 30 s poll interval, only the notification can
+// deliver within the test's patience, also after the listen connection was
+// killed and came back.
+func TestNotifyWakesRelay(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.released.v1", int32(5)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	// A unique application_name finds the relay's listen connection.
+	app := fmt.Sprintf("outbox_test_%d", time.Now().UnixNano())
+	schema := testdb.NewSchema(t)
+	schema.URL += "&application_name=" + app
+	st := schema.Open(t, store.Config{MaxConns: 10})
+	require.NoError(t, st.Migrate(context.Background()))
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval = 30 * time.Second })
+
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	start(t, relay.Listen)
+	require.Eventually(t, func() bool { return listening(t, st, app) != 0 }, 10*time.Second, 10*time.Millisecond)
+	delivered := func(n int) func() bool {
+		return func() bool { return len(pub.acked()) == n }
+	}
+
+	insert(t, st, p, rec{topic, "k", "v1", "e1"})
+	require.Eventually(t, delivered(1), 10*time.Second, 10*time.Millisecond, "NOTIFY must wake the relay")
+	insert(t, st, p, rec{topic, "k", "v2", "e2"}, rec{topic, "k", "v3", "e3"})
+	require.Eventually(t, delivered(3), 10*time.Second, 10*time.Millisecond)
+
+	// Kill the listen connection: it comes back by itself and keeps waking.
+	old := listening(t, st, app)
+	_, err := st.Pool.Exec(context.Background(), `SELECT pg_terminate_backend($1)`, old)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { pid := listening(t, st, app); return pid != 0 && pid != old }, 10*time.Second, 10*time.Millisecond)
+	insert(t, st, p, rec{topic, "k", "v4", "e4"})
+	require.Eventually(t, delivered(4), 10*time.Second, 10*time.Millisecond, "NOTIFY must wake the relay after a reconnect")
+
+	assert.Equal(t, []string{"v1", "v2", "v3", "v4"}, values(consume(t, c.ListenAddrs(), topic, 4)))
+	assert.Equal(t, 0, count(t, st, "true"))
+}
+
+// TestParksUnwritableTopic: a topic Kafka refuses is parked after
+// MaxAttempts while another topic's rows flow; its newer rows wait behind the
+// parked ones, also for a relay that takes the partition over; once
+// writable and past the park, all go in order.
+func TestParksUnwritableTopic(t *testing.T) {
+	t.Parallel()
+	for _, concurrent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ConcurrentTopics=%v", concurrent), func(t *testing.T) {
+			t.Parallel()
+			parksUnwritableTopic(t, concurrent)
+		})
+	}
+}
+
+func parksUnwritableTopic(t *testing.T, concurrent bool) {
+	const ok, denied, p = "locks.lock.acquired.v1", "locks.replies.denied", int32(1)
+	c := newCluster(t, kfake.SeedTopics(1, ok, denied))
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: denied, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.MaxAttempts, cfg.ConcurrentTopics = 3, concurrent })
+
+	insert(t, st, p, rec{denied, "k", "d1", "ed1"}, rec{ok, "k", "o1", "eo1"}, rec{denied, "k", "d2", "ed2"}, rec{ok, "k", "o2", "eo2"})
+	stop := start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+
+	require.Eventually(t, func() bool { return count(t, st, "parked_until > now()") == 2 }, 10*time.Second, 10*time.Millisecond)
+	var attempts int
+	var lastErr string
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT attempts, last_error FROM outbox WHERE value = 'd1'`).Scan(&attempts, &lastErr))
+	assert.Equal(t, 3, attempts)
+	assert.Contains(t, lastErr, "TOPIC_AUTHORIZATION_FAILED")
+	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, []string{ok + "/o1", ok + "/o2"}, pub.acked(), "the other topic flows")
+
+	// New rows: the writable one goes, the parked topic's waits unparked
+	// behind its parked rows and is not even tried.
+	insert(t, st, p, rec{denied, "k", "d3", "ed3"}, rec{ok, "k", "o3", "eo3"})
+	require.Eventually(t, func() bool { return len(pub.acked()) == 3 }, 10*time.Second, 10*time.Millisecond)
+	rows, parked, oldest, err := outbox.Backlog(context.Background(), st.Pool)
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, rows)
+	assert.EqualValues(t, 2, parked)
+	assert.Positive(t, oldest)
+	stop()
+
+	// A relay that takes the partition over (or this one, restarted) reads
+	// the parked topics back: d3 still must not overtake d1 and d2.
+	fault.Remove()
+	relay2 := newRelay(t, st, pub, nil)
+	insert(t, st, p, rec{ok, "k", "o4", "eo4"})
+	n, err := relay2.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	assert.Equal(t, ok+"/o4", pub.acked()[3])
+	assert.Equal(t, 0, count(t, st, "value = 'd3' AND attempts > 0"), "d3 was never tried")
+
+	// The park ends: everything goes, in order.
+	_, err = st.Pool.Exec(context.Background(), `UPDATE outbox SET parked_until = now() - interval '1 second' WHERE parked_until IS NOT NULL`)
+	require.NoError(t, err)
+	relay3 := newRelay(t, st, pub, nil)
+	n, err = relay3.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	assert.Equal(t, []string{"d1", "d2", "d3"}, values(consume(t, c.ListenAddrs(), denied, 3)))
+	assert.Equal(t, []string{"o1", "o2", "o3", "o4"}, values(consume(t, c.ListenAddrs(), ok, 4)))
+	rows, parked, oldest, err = outbox.Backlog(context.Background(), st.Pool)
+	require.NoError(t, err)
+	assert.Zero(t, rows+parked)
+	assert.Zero(t, oldest)
+}
+
+// TestParkableErrors pins down what the publisher returns for a topic that
+// does not exist and cannot be created, and for a broker that is gone.
+func TestParkableErrors(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t) // kfake creates no topics by itself
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	err := pub.Publish("locks.replies.missing", message.NewMessage("u", []byte("v")))
+	require.Error(t, err)
+	assert.True(t, outbox.Parkable(err), "missing topic: %v", err)
+
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.CreateTopics}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	creator := newPublisher(t, c.ListenAddrs(), true)
+	err = creator.Publish("locks.replies.new", message.NewMessage("u", []byte("v")))
+	require.Error(t, err)
+	assert.True(t, outbox.Parkable(err), "creation refused: %v", err)
+
+	c.Close()
+	err = pub.Publish("locks.replies.missing", message.NewMessage("u", []byte("v")))
+	require.Error(t, err)
+	assert.False(t, outbox.Parkable(err), "broker gone: %v", err)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestBrokerDownThenBack: while no broker answers, rows stay, are neither
+// counted as attempts nor parked; when the broker is back on the same
+// address (with its data, as after a restart) they all go, in order. An
+// idempotent client holds the Publish call until then; a non-idempotent one
+// fails it, and the relay keeps retrying.
+func TestBrokerDownThenBack(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opts []kgo.Opt
+	}{
+		{"idempotent", nil},
+		{"not idempotent", []kgo.Opt{kgo.DisableIdempotentWrite()}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const a, b, p = "locks.lock.acquired.v1", "locks.lock.released.v1", int32(7)
+			port, dir := freePort(t), t.TempDir()
+			cluster := func() *kfake.Cluster {
+				return newCluster(t, kfake.Ports(port), kfake.DataDir(dir), kfake.SeedTopics(1, a, b))
+			}
+			c1 := cluster()
+			st := testdb.New(t)
+			pub := newPublisher(t, c1.ListenAddrs(), false, tc.opts...)
+			relay := newRelay(t, st, pub, nil)
+			start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+
+			insert(t, st, p, rec{a, "k", "a0", "ea0"})
+			require.Eventually(t, func() bool { return len(pub.acked()) == 1 }, 10*time.Second, 10*time.Millisecond)
+
+			c1.Close()
+			insert(t, st, p, rec{a, "k", "a1", "ea1"}, rec{b, "k", "b1", "eb1"})
+			insert(t, st, p, rec{a, "k", "a2", "ea2"}, rec{b, "k", "b2", "eb2"})
+			if tc.opts == nil {
+				// The call is held: give the 1 s delivery timeout time
+				// to show it does not fire.
+				require.Eventually(t, func() bool { return pub.calls.Load() >= 2 }, 10*time.Second, 10*time.Millisecond)
+				time.Sleep(2 * time.Second)
+			} else {
+				require.Eventually(t, func() bool { return pub.failures.Load() >= 3 }, 30*time.Second, 10*time.Millisecond, "failed publishes are retried")
+			}
+			assert.Equal(t, 4, count(t, st, "source_partition = $1", p), "nothing is lost while Kafka is away")
+			assert.Equal(t, 0, count(t, st, "attempts > 0 OR parked_until IS NOT NULL"), "an unreachable broker parks nothing")
+
+			c2 := cluster()
+			require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 20*time.Second, 10*time.Millisecond)
+			assert.Equal(t, []string{"a0", "a1", "a2"}, firstSeen(values(consume(t, c2.ListenAddrs(), a, 3))))
+			assert.Equal(t, []string{"b1", "b2"}, firstSeen(values(consume(t, c2.ListenAddrs(), b, 2))))
+		})
+	}
+}
+
+// TestRunEndsWhilePublishHangs: revocation must not wait for Kafka.
+func TestRunEndsWhilePublishHangs(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(4)
+	st := testdb.New(t)
+	hang := &hangingPublisher{started: make(chan struct{}, 10), release: make(chan struct{})}
+	defer close(hang.release)
+	relay := newRelay(t, st, hang, nil)
+	insert(t, st, p, rec{topic, "k", "v", "e"})
+	stop := start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	<-hang.started
+	stop() // fails the test if Run does not return
+	assert.Equal(t, 1, count(t, st, "true"), "the row stays for the next owner")
+}
+
+type hangingPublisher struct {
+	started, release chan struct{}
+}
+
+func (h *hangingPublisher) Publish(string, ...*message.Message) error {
+	h.started <- struct{}{}
+	<-h.release
+	return nil
+}
+
+func (h *hangingPublisher) Close() error { return nil }
+
+// firstSeen drops repeats: delivery is at least once, order is about first
+// copies.
+func firstSeen(vs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, v := range vs {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func TestNewNeedsPublisherAndPool(t *testing.T) {
+	_, err := outbox.New(outbox.Config{})
+	assert.ErrorContains(t, err, "Publisher")
+}
