@@ -163,6 +163,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	for {
 		fetches := w.cl.PollRecords(ctx, w.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
+			// Leaving the group waits for rebalances to be allowed again.
+			w.cl.AllowRebalance()
 			break
 		}
 		fetches.EachError(func(t string, p int32, err error) {

@@ -1,0 +1,38 @@
+// Command lockworker is the lock service: it consumes lock commands from Kafka,
+// applies them to PostgreSQL and publishes the outcomes. Configuration comes
+// from the environment (see README.md). With KAFKA_BOOTSTRAP_SERVERS unset it
+// starts an embedded development broker.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	m := NewMain()
+	if err := m.ParseEnv(os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "lockworker:", err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		m.Logger.Info().Msg("signal received: draining (a second signal forces exit)")
+		cancel()
+		<-sigs
+		m.Logger.Warn().Msg("second signal: exiting now")
+		os.Exit(1)
+	}()
+	if err := m.Run(ctx); err != nil {
+		m.Logger.Error().Err(err).Msg("lockworker stopped")
+		m.Close()
+		os.Exit(1)
+	}
+	m.Close()
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/embedded"
+	"github.com/omninode/lockworker/kafkapubsub"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+// Main is the whole service, so end-to-end tests start the real wiring:
+// NewMain, set Config (or ParseEnv), Run(ctx), then Close.
+type Main struct {
+	Config config.Config
+	Logger zerolog.Logger
+
+	// Ready is closed once the worker has joined its group and started
+	// consuming; Brokers then says where Kafka is.
+	Ready   chan struct{}
+	Brokers []string
+
+	mu      sync.Mutex
+	closers []func()
+}
+
+// NewMain returns a Main with the default configuration.
+func NewMain() *Main {
+	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), Ready: make(chan struct{})}
+}
+
+// ParseEnv reads the configuration from the environment and sets up logging.
+func (m *Main) ParseEnv(getenv func(string) string) error {
+	cfg, err := config.FromEnv(getenv)
+	if err != nil {
+		return err
+	}
+	m.Config = cfg
+	var out = zerolog.New(os.Stderr)
+	if cfg.LogFormat == "console" {
+		out = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+	}
+	m.Logger = out.Level(cfg.LogLevel).With().Timestamp().Str("instance", cfg.InstanceID).Logger()
+	return nil
+}
+
+func (m *Main) onClose(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closers = append(m.closers, f)
+}
+
+// Close releases everything Run opened, in reverse order.
+func (m *Main) Close() {
+	m.mu.Lock()
+	closers := m.closers
+	m.closers = nil
+	m.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
+}
+
+func (m *Main) names() topics.Names {
+	t := m.Config.Topics
+	return topics.Names{Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
+		DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
+}
+
+// Run starts the service and blocks until ctx is done and it has drained.
+func (m *Main) Run(ctx context.Context) error {
+	cfg := m.Config
+	log := m.Logger
+	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")
+	names := m.names()
+
+	if cfg.EmbeddedKafka() {
+		b, err := embedded.Start(ctx, embedded.Options{
+			Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir, Logger: log,
+			Topics: map[string]int32{names.Commands: cfg.Topics.CommandsPartitions, names.Acquired: 1, names.Released: 1, names.Expired: 1, names.DeadLetter: 1},
+		})
+		if err != nil {
+			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
+		}
+		m.onClose(b.Close)
+		cfg.Kafka.BootstrapServers = []string{b.Addr()}
+	}
+	m.Brokers = cfg.Kafka.BootstrapServers
+	kopts, err := cfg.KafkaOpts()
+	if err != nil {
+		return err
+	}
+
+	st, err := store.Open(ctx, store.Config{
+		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
+		RetryBase: cfg.AcquireRetryDelay,
+		OnRetry: func(attempt int, err error, delay time.Duration) {
+			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Msg("transient database error; retrying the transaction")
+		},
+	})
+	if err != nil {
+		return err
+	}
+	m.onClose(st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+
+	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second)}, kopts...)...)
+	if err != nil {
+		return fmt.Errorf("creating Kafka producer: %w", err)
+	}
+	m.onClose(pubClient.Close)
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: cfg.Topics.AutoCreateReplyTopics}, nil)
+	if err != nil {
+		return err
+	}
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, Logger: log.With().Str("component", "relay").Logger()})
+	if err != nil {
+		return err
+	}
+
+	w, err := worker.New(worker.Config{
+		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
+		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, Instance: cfg.InstanceID,
+		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
+		Logger: log.With().Str("component", "worker").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	m.onClose(w.Close)
+	if err := w.EnsureTopics(ctx); err != nil {
+		return err
+	}
+
+	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
+	listenDone := make(chan struct{})
+	go func() {
+		defer close(listenDone)
+		if err := relay.Listen(listenCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error().Err(err).Msg("outbox listener stopped")
+		}
+	}()
+	m.onClose(func() { stopListen(); <-listenDone })
+
+	close(m.Ready)
+	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
+	return w.Run(ctx)
+}

@@ -1,0 +1,275 @@
+// Package e2e starts real lockworker pieces for end-to-end tests: a kfake
+// broker, a fresh PostgreSQL schema, workers with their relays, and helpers
+// to produce commands and wait for events on real topics.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/kafkapubsub"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+// Env is one broker and one schema shared by the workers of a test.
+type Env struct {
+	T       testing.TB
+	Cluster *kfake.Cluster
+	Brokers []string
+	Schema  testdb.Schema
+	Store   *store.Store
+	Names   topics.Names
+	Group   string
+}
+
+// New starts a kfake broker with the commands topic (16 partitions) and
+// migrates a fresh schema.
+func New(t testing.TB, opts ...kfake.Opt) *Env {
+	names := topics.DefaultNames()
+	c, err := kfake.NewCluster(append([]kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(16, names.Commands),
+		kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.DeadLetter),
+		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
+	}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	sch := testdb.NewSchema(t)
+	st := sch.Open(t, store.Config{MaxConns: 20})
+	require.NoError(t, st.Migrate(context.Background()))
+	return &Env{T: t, Cluster: c, Brokers: c.ListenAddrs(), Schema: sch, Store: st, Names: names, Group: "lockworker"}
+}
+
+// Worker is a running worker with its relay.
+type Worker struct {
+	W      *worker.Worker
+	Store  *store.Store
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+// WorkerOpts tune StartWorker.
+type WorkerOpts struct {
+	Name           string
+	SessionTimeout time.Duration
+	// Static makes the worker a static group member, so Kill leaves no
+	// trace in the group until its session times out.
+	Static bool
+	Logger *zerolog.Logger
+}
+
+// StartWorker starts a worker on its own pool (application_name = Name, so a
+// test can kill its connections) and waits until it is consuming.
+func (e *Env) StartWorker(o WorkerOpts) *Worker {
+	t := e.T
+	if o.Name == "" {
+		o.Name = "w"
+	}
+	log := zerolog.Nop()
+	if o.Logger != nil {
+		log = *o.Logger
+	}
+	sch := e.Schema
+	sch.URL += "&application_name=" + o.Name
+	st := sch.Open(t, store.Config{MaxConns: 20})
+	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
+	pubClient, err := kgo.NewClient(append(kopts, kgo.RecordDeliveryTimeout(5*time.Second))...)
+	require.NoError(t, err)
+	t.Cleanup(pubClient.Close)
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: true}, nil)
+	require.NoError(t, err)
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log})
+	require.NoError(t, err)
+	wopts := kopts
+	if o.Static {
+		wopts = append(wopts, kgo.InstanceID(o.Name))
+	}
+	w, err := worker.New(worker.Config{
+		KafkaOpts: wopts, Group: e.Group, Names: e.Names, Store: st, Relay: relay, Instance: o.Name,
+		SessionTimeout: o.SessionTimeout, Logger: log,
+	})
+	require.NoError(t, err)
+	require.NoError(t, w.EnsureTopics(context.Background()))
+	ctx, cancel := context.WithCancel(context.Background())
+	x := &Worker{W: w, Store: st, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(x.done)
+		_ = w.Run(ctx)
+	}()
+	lctx, lcancel := context.WithCancel(context.Background())
+	ldone := make(chan struct{})
+	go func() { defer close(ldone); _ = relay.Listen(lctx) }()
+	t.Cleanup(func() { x.Stop(); lcancel(); <-ldone })
+	return x
+}
+
+// Stop drains and leaves the group, as on SIGTERM.
+func (x *Worker) Stop() {
+	x.once.Do(func() {
+		x.cancel()
+		<-x.done
+		x.W.Close()
+	})
+}
+
+// Kill stops the worker as a crash would.
+func (x *Worker) Kill() {
+	x.once.Do(func() {
+		x.W.Kill()
+		x.cancel()
+		<-x.done
+	})
+}
+
+// Producer returns a client for producing commands, closed with the test.
+func (e *Env) Producer() *kgo.Client {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(e.Names.Commands))
+	require.NoError(e.T, err)
+	e.T.Cleanup(cl.Close)
+	return cl
+}
+
+// Send produces commands keyed by their lock key and waits for the acks.
+func (e *Env) Send(cl *kgo.Client, cmds ...topics.Command) {
+	recs := make([]*kgo.Record, len(cmds))
+	for i, c := range cmds {
+		v, err := c.Encode()
+		require.NoError(e.T, err)
+		recs[i] = &kgo.Record{Key: []byte(c.Key()), Value: v}
+	}
+	require.NoError(e.T, cl.ProduceSync(context.Background(), recs...).FirstErr())
+}
+
+// SendRaw produces one raw record value with a key.
+func (e *Env) SendRaw(cl *kgo.Client, key string, value []byte) {
+	require.NoError(e.T, cl.ProduceSync(context.Background(), &kgo.Record{Key: []byte(key), Value: value}).FirstErr())
+}
+
+// Received is one record read from a topic.
+type Received struct {
+	Record *kgo.Record
+	Event  topics.Event
+}
+
+// Header returns a record header's value.
+func (r Received) Header(k string) string {
+	for _, h := range r.Record.Headers {
+		if h.Key == k {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// Watcher collects every record of some topics from their start.
+type Watcher struct {
+	mu   sync.Mutex
+	recs []Received
+	cond chan struct{}
+}
+
+// Watch starts reading topics (created when missing, so a test can watch a
+// reply topic before anything is written there).
+func (e *Env) Watch(ts ...string) *Watcher {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.ConsumeTopics(ts...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation(), kgo.MetadataMinAge(100*time.Millisecond))
+	require.NoError(e.T, err)
+	w := &Watcher{cond: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			var got []Received
+			fs.EachRecord(func(r *kgo.Record) {
+				var ev topics.Event
+				_ = json.Unmarshal(r.Value, &ev)
+				got = append(got, Received{Record: r, Event: ev})
+			})
+			if len(got) > 0 {
+				w.mu.Lock()
+				w.recs = append(w.recs, got...)
+				close(w.cond)
+				w.cond = make(chan struct{})
+				w.mu.Unlock()
+			}
+		}
+	}()
+	e.T.Cleanup(func() { cancel(); cl.Close(); <-done })
+	return w
+}
+
+// All returns what was read so far.
+func (w *Watcher) All() []Received {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]Received(nil), w.recs...)
+}
+
+// WaitFor waits until match holds for what was read, or fails the test.
+func (w *Watcher) WaitFor(t testing.TB, timeout time.Duration, what string, match func([]Received) bool) []Received {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		w.mu.Lock()
+		recs, cond := append([]Received(nil), w.recs...), w.cond
+		w.mu.Unlock()
+		if match(recs) {
+			return recs
+		}
+		select {
+		case <-cond:
+		case <-deadline:
+			t.Fatalf("timed out after %s waiting for %s; got %d records: %s", timeout, what, len(recs), summary(recs))
+		}
+	}
+}
+
+// WaitEvent waits for an event matching match and returns it.
+func (w *Watcher) WaitEvent(t testing.TB, what string, match func(Received) bool) Received {
+	t.Helper()
+	var found Received
+	w.WaitFor(t, 20*time.Second, what, func(rs []Received) bool {
+		for _, r := range rs {
+			if match(r) {
+				found = r
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// ByRequest matches the event answering a request on a topic.
+func ByRequest(topic, requestID, typ string) func(Received) bool {
+	return func(r Received) bool {
+		return r.Record.Topic == topic && r.Event.RequestID == requestID && (typ == "" || r.Event.Type == typ)
+	}
+}
+
+func summary(rs []Received) string {
+	s := ""
+	for i, r := range rs {
+		if i == 20 {
+			return s + "..."
+		}
+		s += fmt.Sprintf("[%s %s %s] ", r.Record.Topic, r.Event.Type, r.Event.RequestID)
+	}
+	return s
+}
