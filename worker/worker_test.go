@@ -108,7 +108,9 @@ func TestEventRouting(t *testing.T) {
 	require.NotEmpty(t, dl.Header("source_offset"))
 	require.Equal(t, "L", string(dl.Record.Key))
 	e.SendRaw(p, "L", []byte("not json"))
-	w.WaitEvent(t, "dead letter of garbage", func(r e2e.Received) bool { return r.Record.Topic == n.DeadLetter && string(r.Record.Value) == "not json" })
+	w.WaitEvent(t, "dead letter of garbage", func(r e2e.Received) bool {
+		return r.Record.Topic == n.DeadLetter && string(r.Record.Value) == "not json"
+	})
 	e.SendRaw(p, "L", []byte(`{"v":2,"operation":"query","lock_name":"L","reply_to":"locks.replies.alice","request_id":"v2"}`))
 	require.Equal(t, topics.CodeUnsupportedVersion, w.WaitEvent(t, "v2 rejected", e2e.ByRequest(alice, "v2", topics.TypeRejected)).Event.ErrorCode)
 
