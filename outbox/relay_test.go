@@ -379,6 +379,8 @@ func parksUnwritableTopic(t *testing.T, concurrent bool) {
 	// behind its parked rows and is not even tried.
 	insert(t, st, p, rec{denied, "k", "d3", "ed3"}, rec{ok, "k", "o3", "eo3"})
 	require.Eventually(t, func() bool { return len(pub.acked()) == 3 }, 10*time.Second, 10*time.Millisecond)
+	// The ack comes before the delete: wait for the row to go.
+	require.Eventually(t, func() bool { return count(t, st, "true") == 3 }, 10*time.Second, 10*time.Millisecond)
 	rows, parked, oldest, err := outbox.Backlog(context.Background(), st.Pool)
 	require.NoError(t, err)
 	assert.EqualValues(t, 3, rows)
