@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/omninode/lockworker/topics"
 	"math"
 	"net"
 	"net/url"
@@ -185,7 +186,7 @@ func (c Config) validate() []error {
 	seen := map[string]string{}
 	for _, n := range named {
 		switch {
-		case !validTopicName(n.v):
+		case !topics.ValidTopicName(n.v):
 			fail(n.name, n.v, "is not a valid Kafka topic name (1..249 of [a-zA-Z0-9._-])")
 		case seen[n.v] != "":
 			fail(n.name, n.v, "is the same topic as %s", seen[n.v])
@@ -195,7 +196,7 @@ func (c Config) validate() []error {
 		}
 		seen[n.v] = n.name
 	}
-	if t.ReplyPrefix == "" || len(t.ReplyPrefix) >= 249 || !validTopicName(t.ReplyPrefix+"x") {
+	if t.ReplyPrefix == "" || len(t.ReplyPrefix) >= 249 || !topics.ValidTopicName(t.ReplyPrefix+"x") {
 		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is not a non-empty prefix of valid Kafka topic names")
 	}
 	if t.CommandsPartitions < 1 {
@@ -357,21 +358,6 @@ func parseLevel(s string) (zerolog.Level, bool) {
 		return zerolog.Disabled, true
 	}
 	return 0, false
-}
-
-// validTopicName is Kafka's rule. It is repeated here rather than imported
-// from package topics to keep config a leaf package.
-func validTopicName(s string) bool {
-	if s == "" || len(s) > 249 || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // validPostgresURL accepts what pgx accepts at the shape level: a
