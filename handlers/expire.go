@@ -51,17 +51,19 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// NextDue returns when the partition next has a lease or a waiter to end, or
+// NextDue returns when the partition next has a lease or a waiter to end and
+// how long that is from now by the database's clock (negative: overdue), or
 // ok false when it has none. It reads only the partial indexes.
 func NextDue(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
-}, partition int32) (at time.Time, ok bool, err error) {
+}, partition int32) (at time.Time, in time.Duration, ok bool, err error) {
 	var t *time.Time
-	err = q.QueryRow(ctx, `SELECT least(
+	var secs *float64
+	err = q.QueryRow(ctx, `SELECT due, extract(epoch FROM due - clock_timestamp())::float8 FROM (SELECT least(
 		(SELECT min(expires_at) FROM locks WHERE source_partition = $1 AND status = 'acquired'),
-		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1))`, partition).Scan(&t)
+		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1)) AS due) d`, partition).Scan(&t, &secs)
 	if err != nil || t == nil {
-		return time.Time{}, false, err
+		return time.Time{}, 0, false, err
 	}
-	return *t, true, nil
+	return *t, time.Duration(*secs * float64(time.Second)), true, nil
 }

@@ -14,7 +14,7 @@ import (
 // nextDue calls handlers.NextDue on the pool.
 func (h *harness) nextDue(partition int32) (time.Time, bool) {
 	h.t.Helper()
-	at, ok, err := handlers.NextDue(h.t.Context(), h.st.Pool, partition)
+	at, _, ok, err := handlers.NextDue(h.t.Context(), h.st.Pool, partition)
 	require.NoError(h.t, err)
 	return at.UTC(), ok
 }

@@ -58,14 +58,11 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 // untilDue is how long until the partition's next lease or waiter ends, by
 // database time; maxExpirySleep when nothing is due.
 func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
-	var secs *float64
-	err := p.w.cfg.Store.Pool.QueryRow(ctx, `SELECT extract(epoch FROM least(
-		(SELECT min(expires_at) FROM locks WHERE source_partition = $1 AND status = 'acquired'),
-		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1)) - clock_timestamp())::float8`, p.id).Scan(&secs)
-	if err != nil || secs == nil {
+	_, in, ok, err := handlers.NextDue(ctx, p.w.cfg.Store.Pool, p.id)
+	if err != nil || !ok {
 		return maxExpirySleep, err
 	}
-	return time.Duration(*secs * float64(time.Second)), nil
+	return in, nil
 }
 
 // expireDue runs the expiry step in a transaction that, like every writer of
