@@ -86,10 +86,8 @@ func (m *Main) Run(ctx context.Context) error {
 	names := m.names()
 
 	if cfg.EmbeddedKafka() {
-		b, err := embedded.Start(ctx, embedded.Options{
-			Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir, Logger: log,
-			Topics: map[string]int32{names.Commands: cfg.Topics.CommandsPartitions, names.Acquired: 1, names.Released: 1, names.Expired: 1, names.DeadLetter: 1},
-		})
+		// The worker creates its topics below, as it does on real Kafka.
+		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir, Logger: log})
 		if err != nil {
 			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
 		}
