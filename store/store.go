@@ -102,8 +102,13 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 // it succeeds or ctx is done; fn must therefore keep no state across calls.
 // Any other error rolls back and is returned.
 func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	var last error // the previous attempt's transient error
 	for attempt := 1; ; attempt++ {
 		err := s.tryTx(ctx, fn)
+		if last != nil && err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// ctx ended while we were about to retry: report why we were retrying.
+			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt-1, ctx.Err(), last)
+		}
 		if err == nil || !errors.Is(err, ErrTransient) {
 			return err
 		}
@@ -116,6 +121,7 @@ func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt, ctx.Err(), err)
 		case <-time.After(delay):
 		}
+		last = err
 	}
 }
 
