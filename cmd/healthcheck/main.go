@@ -1,0 +1,68 @@
+// Command healthcheck asks a lockworker for its health and exits 0 when it
+// answers 2xx, 1 otherwise. The container image has no shell or curl, so
+// Docker's HEALTHCHECK runs this.
+//
+//	healthcheck [URL]
+//
+// Without a URL it asks http://127.0.0.1:<port>/health, the port taken from
+// HTTP_ADDR (default :8062) as lockworker reads it, so changing HTTP_ADDR in
+// the container's environment moves both.
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	url, err := target(os.Args[1:], os.Getenv("HTTP_ADDR"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "healthcheck:", err)
+		os.Exit(2)
+	}
+	if err := check(url, 4*time.Second); err != nil {
+		fmt.Fprintln(os.Stderr, "healthcheck:", err)
+		os.Exit(1)
+	}
+}
+
+// target is the URL to ask: the argument, or /health on HTTP_ADDR's port on
+// the loopback interface.
+func target(args []string, httpAddr string) (string, error) {
+	switch len(args) {
+	case 0:
+	case 1:
+		return args[0], nil
+	default:
+		return "", fmt.Errorf("usage: healthcheck [URL]")
+	}
+	if httpAddr == "" {
+		httpAddr = ":8062"
+	}
+	host, port, err := net.SplitHostPort(httpAddr)
+	if err != nil {
+		return "", fmt.Errorf("HTTP_ADDR %q is not host:port", httpAddr)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/health", nil
+}
+
+func check(url string, timeout time.Duration) error {
+	cl := &http.Client{Timeout: timeout}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("%s: %s %s", url, resp.Status, body)
+	}
+	return nil
+}
