@@ -160,7 +160,7 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 			if err != nil {
 				return err
 			}
-			results = append(results, result{op: cmds[i].Operation, outcome: outcome(evs)})
+			results = append(results, result{op: cmds[i].Operation, outcome: outcome(cmds[i].RequestID, evs), requestID: cmds[i].RequestID, events: evs})
 		}
 		if err := batch.Flush(ctx); err != nil {
 			return err
@@ -175,6 +175,9 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 	w.cfg.Metrics.Batch(p.id, len(results), took)
 	for _, r := range results {
 		w.cfg.Metrics.Command(r.op, r.outcome, time.Since(b.polledAt))
+		if len(r.events) > 0 {
+			w.cfg.Metrics.Events(r.requestID, r.events)
+		}
 		if r.rejected != nil {
 			w.cfg.Metrics.DeadLettered(r.rejected.Code)
 			w.log.Warn().Int32("partition", p.id).Int64("offset", r.offset).Str("error", r.rejected.Error()).
@@ -188,15 +191,23 @@ type result struct {
 	op, outcome string
 	rejected    *topics.Rejection
 	offset      int64
+	requestID   string
+	events      []topics.Event
 }
 
-// outcome names a command's result for metrics: its answer's error code, or ok.
-func outcome(evs []topics.Event) string {
-	if len(evs) == 0 {
-		return "ok"
-	}
-	if evs[0].ErrorCode != "" {
-		return evs[0].ErrorCode
+// outcome names a command's result for metrics: its own answer's error code,
+// queued for an acquire that must wait, or ok. The answer is the event
+// carrying its request_id: events for others (an ended lease's lock.expired,
+// a waiter's grant or LOCK_TIMEOUT) may come before it.
+func outcome(requestID string, evs []topics.Event) string {
+	for _, ev := range evs {
+		switch {
+		case ev.RequestID != requestID:
+		case ev.ErrorCode != "":
+			return ev.ErrorCode
+		case ev.Type == topics.TypeQueued:
+			return "queued"
+		}
 	}
 	return "ok"
 }

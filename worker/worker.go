@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -63,6 +64,10 @@ type Config struct {
 type Metrics interface {
 	Batch(partition int32, records int, took time.Duration)
 	Command(operation, result string, took time.Duration)
+	// Events is told, after commit, every event one applied command caused:
+	// its own answer (the event with its requestID) and what it caused for
+	// other requests (expiries, grants to waiters, timeouts).
+	Events(requestID string, evs []topics.Event)
 	DeadLettered(reason string)
 	Expired(n int)
 }
@@ -210,6 +215,65 @@ func (w *Worker) Kill() {
 // Client is the worker's Kafka client (for health checks and tests).
 func (w *Worker) Client() *kgo.Client { return w.cl }
 
+// Partitions returns the commands partitions this worker owns now, sorted.
+func (w *Worker) Partitions() []int32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	owned := make([]int32, 0, len(w.parts))
+	for id := range w.parts {
+		owned = append(owned, id)
+	}
+	slices.Sort(owned)
+	return owned
+}
+
+// Lag returns, for each partition this worker owns, how many commands Kafka
+// holds beyond the next one PostgreSQL will apply: the source of truth, so a
+// partition whose batches keep failing shows its lag growing even though
+// polling stopped. It costs one ListOffsets round trip and one query.
+func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
+	owned := w.Partitions()
+	lag := make(map[int32]int64, len(owned))
+	if len(owned) == 0 {
+		return lag, nil
+	}
+	topic := w.cfg.Names.Commands
+	adm := kadm.NewClient(w.cl)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+	}
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
+	if err != nil {
+		return nil, err
+	}
+	var starts kadm.ListedOffsets // read only when a partition was never applied
+	for _, p := range owned {
+		end, ok := ends.Lookup(topic, p)
+		if !ok {
+			continue
+		}
+		next, ok := stored[p]
+		if !ok {
+			if starts == nil {
+				if starts, err = adm.ListStartOffsets(ctx, topic); err == nil {
+					err = starts.Error()
+				}
+				if err != nil {
+					return nil, fmt.Errorf("listing start offsets of %s: %w", topic, err)
+				}
+			}
+			start, _ := starts.Lookup(topic, p)
+			next = start.Offset
+		}
+		lag[p] = max(0, end.Offset-next)
+	}
+	return lag, nil
+}
+
 // resumeFromStore starts each assigned partition at the offset PostgreSQL
 // says is next, the source of truth; Kafka's committed offset is ignored.
 func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
@@ -274,5 +338,6 @@ type noMetrics struct{}
 
 func (noMetrics) Batch(int32, int, time.Duration)       {}
 func (noMetrics) Command(string, string, time.Duration) {}
+func (noMetrics) Events(string, []topics.Event)         {}
 func (noMetrics) DeadLettered(string)                   {}
 func (noMetrics) Expired(int)                           {}

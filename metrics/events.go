@@ -1,0 +1,136 @@
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// Events implements worker.Metrics: hold times, wait times, hand-offs and
+// expiries come from the events one committed command caused. requestID is
+// the command's own; events carrying another are for others (a waiter's
+// grant, an ended lease).
+//
+// The expiry scheduler's transactions do not report their events (only a
+// count, see Expired), so grants it makes to waiters are not counted as
+// hand-offs and leases it ends add no hold time.
+func (m *Metrics) Events(requestID string, evs []topics.Event) {
+	for _, ev := range evs {
+		switch ev.Type {
+		case topics.TypeQueued:
+			if ev.RequestID == requestID {
+				m.events.queued(ev.RequestID, ev.OccurredAt.Time)
+			}
+		case topics.TypeAcquired:
+			if ev.RequestID != requestID {
+				m.handoffs.Inc()
+			}
+			if waited, ok := m.events.granted(ev.RequestID, ev.OccurredAt.Time); ok {
+				m.waitTime.Observe(waited.Seconds())
+			}
+		case topics.TypeRejected:
+			if ev.ErrorCode == topics.CodeLockTimeout {
+				m.events.forget(ev.RequestID)
+			}
+		case topics.TypeReleased:
+			if li := ev.LockInfo; li != nil && li.AcquiredAt != nil && m.events.ended(li.FencingToken) {
+				m.holdTime.Observe(ev.OccurredAt.Sub(li.AcquiredAt.Time).Seconds())
+			}
+		case topics.TypeExpired:
+			m.expired.WithLabelValues("command").Inc()
+			if li := ev.LockInfo; li != nil && li.AcquiredAt != nil && li.ExpiresAt != nil && m.events.ended(li.FencingToken) {
+				m.holdTime.Observe(li.ExpiresAt.Sub(li.AcquiredAt.Time).Seconds())
+			}
+		}
+	}
+}
+
+const (
+	// maxTracked bounds each of the tracker's sets.
+	maxTracked = 1 << 16
+	// maxWait is how long a waiter can wait (the contract's wait_timeout
+	// limit), plus slack for the scheduler: older entries are dead.
+	maxWait = topics.MaxWaitSeconds*time.Second + time.Minute
+)
+
+// eventTracker remembers what later events need: when each waiter was queued,
+// and which leases were already measured (a duplicate release is answered
+// with its stored lock.released again, which must not count twice). Both are
+// bounded: a waiter granted by another process, or by the expiry scheduler,
+// is forgotten after maxWait, or sooner when the set is full.
+type eventTracker struct {
+	now func() time.Time
+
+	mu      sync.Mutex
+	waiting map[string]waiter  // request_id of a queued acquire
+	seen    map[int64]struct{} // fencing tokens of leases measured
+	seenAt  []int64            // ring of the tokens in seen, oldest at next
+	next    int
+}
+
+type waiter struct {
+	queuedAt time.Time // database time, from lock.queued
+	seenAt   time.Time // local time, for forgetting
+}
+
+func newEventTracker(now func() time.Time) *eventTracker {
+	return &eventTracker{now: now, waiting: map[string]waiter{}, seen: map[int64]struct{}{}, seenAt: make([]int64, 0, maxTracked)}
+}
+
+func (t *eventTracker) queued(requestID string, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.waiting[requestID]; ok {
+		return // a duplicate of the acquire: it is still the same wait
+	}
+	now := t.now()
+	if len(t.waiting) >= maxTracked {
+		for id, w := range t.waiting {
+			if now.Sub(w.seenAt) > maxWait {
+				delete(t.waiting, id)
+			}
+		}
+		if len(t.waiting) >= maxTracked {
+			return // not measured rather than unbounded memory
+		}
+	}
+	t.waiting[requestID] = waiter{queuedAt: at, seenAt: now}
+}
+
+// granted returns how long requestID waited, if it was seen queued.
+func (t *eventTracker) granted(requestID string, at time.Time) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	w, ok := t.waiting[requestID]
+	if !ok {
+		return 0, false
+	}
+	delete(t.waiting, requestID)
+	return max(0, at.Sub(w.queuedAt)), true
+}
+
+func (t *eventTracker) forget(requestID string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.waiting, requestID)
+}
+
+// ended reports whether the lease with this fencing token ends for the first
+// time (among the last maxTracked).
+func (t *eventTracker) ended(token int64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.seen[token]; ok {
+		return false
+	}
+	if len(t.seenAt) < maxTracked {
+		t.seenAt = append(t.seenAt, token)
+	} else {
+		delete(t.seen, t.seenAt[t.next])
+		t.seenAt[t.next] = token
+		t.next = (t.next + 1) % maxTracked
+	}
+	t.seen[token] = struct{}{}
+	return true
+}

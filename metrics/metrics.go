@@ -1,0 +1,189 @@
+// Package metrics measures lockworker for Prometheus (on its own Registry,
+// never the global one) and for the original node's JSON summary.
+//
+// Metrics implements worker.Metrics, and Published fits
+// outbox.Config.OnPublished. Counters and histograms move as the worker
+// commits; gauges describing the database (held locks, waiters, outbox) and
+// the consumer lag are read when Prometheus scrapes, each read bounded by
+// Config.QueryTimeout, so a scrape never hangs on a sick database.
+package metrics
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "lockworker"
+
+// Config says where the scrape-time gauges come from. Zero values take the
+// defaults given.
+type Config struct {
+	// Pool, when set, adds the database gauges (held locks, waiters, outbox
+	// backlog), read at scrape time.
+	Pool *pgxpool.Pool
+	// Lag, when set, adds lockworker_consumer_lag, read at scrape time:
+	// worker.Worker.Lag.
+	Lag func(context.Context) (map[int32]int64, error)
+	// QueryTimeout bounds each scrape-time read. Default 2 s.
+	QueryTimeout time.Duration
+	// Now is the clock of the in-memory wait tracking. Default time.Now.
+	Now func() time.Time
+}
+
+// Metrics is every measurement of one lockworker process.
+type Metrics struct {
+	// Registry holds lockworker's metrics plus the Go runtime and process
+	// collectors; serve it with promhttp.HandlerFor.
+	Registry *prometheus.Registry
+
+	commands     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	batchSize    prometheus.Histogram
+	batchTime    prometheus.Histogram
+	deadLettered *prometheus.CounterVec
+	expired      *prometheus.CounterVec
+	handoffs     prometheus.Counter
+	holdTime     prometheus.Histogram
+	waitTime     prometheus.Histogram
+	published    prometheus.Counter
+	publishLag   prometheus.Histogram
+
+	events *eventTracker
+}
+
+// Buckets, in seconds. Commands take milliseconds when healthy and seconds
+// when the database retries; leases and waits run from milliseconds to a day.
+var (
+	latencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	batchBuckets   = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
+	leaseBuckets   = []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400}
+)
+
+// New registers every metric on a new Registry.
+func New(cfg Config) *Metrics {
+	if cfg.QueryTimeout <= 0 {
+		cfg.QueryTimeout = 2 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "commands_total",
+			Help: "Commands applied, by operation and result (ok, queued, or the error_code of the answer).",
+		}, []string{"operation", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "command_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time from a command's record being polled to its transaction's commit (the events' duration_ms), by operation.",
+		}, []string{"operation"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "batch_records", Buckets: batchBuckets,
+			Help: "Records applied per batch transaction.",
+		}),
+		batchTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "batch_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time a batch transaction took, retries included.",
+		}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "dead_lettered_total",
+			Help: "Records copied to the dead-letter topic, by error_code.",
+		}, []string{"reason"}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "expiries_total",
+			Help: "Leases ended because they ran out. by=command: seen by a command's transaction (lock.expired); by=scheduler: the expiry scheduler's count, waiters it timed out included.",
+		}, []string{"by"}),
+		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "handoffs_total",
+			Help: "Locks granted to a waiter, in a command's transaction, when the lock was released or its lease ended.",
+		}),
+		holdTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "lock_hold_seconds", Buckets: leaseBuckets,
+			Help: "How long a lease was held: from acquired_at to its release, or to expires_at when it ran out.",
+		}),
+		waitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "lock_wait_seconds", Buckets: leaseBuckets,
+			Help: "How long a queued acquire waited before it was granted (lock.queued to lock.acquired, database time).",
+		}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "outbox_published_total",
+			Help: "Outbox rows acknowledged by Kafka and deleted.",
+		}),
+		publishLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "outbox_publish_latency_seconds", Buckets: latencyBuckets,
+			Help: "Per published batch: age of its oldest row when Kafka acknowledged it (commit to publish).",
+		}),
+		events: newEventTracker(cfg.Now),
+	}
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
+		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag,
+	)
+	if cfg.Pool != nil {
+		m.Registry.MustRegister(&dbCollector{pool: cfg.Pool, timeout: cfg.QueryTimeout})
+	}
+	if cfg.Lag != nil {
+		m.Registry.MustRegister(&lagCollector{lag: cfg.Lag, timeout: cfg.QueryTimeout})
+	}
+	return m
+}
+
+// Batch implements worker.Metrics.
+func (m *Metrics) Batch(_ int32, records int, took time.Duration) {
+	m.batchSize.Observe(float64(records))
+	m.batchTime.Observe(took.Seconds())
+}
+
+// Command implements worker.Metrics.
+func (m *Metrics) Command(operation, result string, took time.Duration) {
+	op := label(operation, operations)
+	m.commands.WithLabelValues(op, label(result, results)).Inc()
+	m.latency.WithLabelValues(op).Observe(took.Seconds())
+}
+
+// DeadLettered implements worker.Metrics.
+func (m *Metrics) DeadLettered(reason string) {
+	m.deadLettered.WithLabelValues(label(reason, results)).Inc()
+}
+
+// Expired implements worker.Metrics: n leases and waits ended by the expiry
+// scheduler.
+func (m *Metrics) Expired(n int) {
+	m.expired.WithLabelValues("scheduler").Add(float64(n))
+}
+
+// Published is outbox.Config.OnPublished.
+func (m *Metrics) Published(n int, oldest time.Duration) {
+	m.published.Add(float64(n))
+	m.publishLag.Observe(oldest.Seconds())
+}
+
+// Label values come from untrusted records (a rejected command's operation):
+// anything outside the contract's values is "other", so a producer cannot
+// create series at will.
+var (
+	operations = []string{topics.OpAcquire, topics.OpRelease, topics.OpExtend, topics.OpQuery, topics.OpCleanup}
+	results    = []string{"ok", resultQueued, topics.CodeLockHeld, topics.CodeLockTimeout, topics.CodeNotOwner,
+		topics.CodeNotHeld, topics.CodeTokenMismatch, topics.CodeInvalidRequest, topics.CodeUnsupportedVersion}
+)
+
+// resultQueued is the result of an acquire answered lock.queued.
+const resultQueued = "queued"
+
+func label(v string, allowed []string) string {
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	return "other"
+}

@@ -1,0 +1,171 @@
+package metrics
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+var _ worker.Metrics = (*Metrics)(nil)
+
+// series returns the gathered series of a metric family with exactly these
+// labels, failing when absent.
+func series(t *testing.T, m *Metrics, name string, labels ...string) *dto.Metric {
+	t.Helper()
+	fams, _ := m.Registry.Gather() // an error from one collector must not hide the others
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, s := range f.GetMetric() {
+			if len(s.GetLabel())*2 != len(labels) {
+				continue
+			}
+			for i, l := range s.GetLabel() {
+				if l.GetName() != labels[2*i] || l.GetValue() != labels[2*i+1] {
+					continue next
+				}
+			}
+			return s
+		}
+	}
+	t.Fatalf("no series %s%v", name, labels)
+	return nil
+}
+
+func absent(t *testing.T, m *Metrics, name string) {
+	t.Helper()
+	fams, _ := m.Registry.Gather()
+	for _, f := range fams {
+		require.NotEqual(t, name, f.GetName(), "%s should be absent", name)
+	}
+}
+
+func at(t time.Time) *topics.Time { return topics.NewTimePtr(t) }
+
+func ev(typ, requestID string, occurred time.Time, li *topics.LockInfo) topics.Event {
+	e := topics.NewEvent(typ, "", requestID, occurred)
+	e.LockInfo = li
+	return e
+}
+
+// TestEvents: hold and wait times, hand-offs and expiries come from the
+// events a command caused, and a duplicate's re-sent answer counts nothing.
+func TestEvents(t *testing.T) {
+	m := New(Config{})
+	t0 := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	held := &topics.LockInfo{LockName: "job", FencingToken: 1, AcquiredAt: at(t0), ExpiresAt: at(t0.Add(30 * time.Second))}
+
+	m.Events("a1", []topics.Event{ev(topics.TypeAcquired, "a1", t0, held)})
+	m.Events("b1", []topics.Event{ev(topics.TypeQueued, "b1", t0.Add(time.Second), held)})
+	// a releases after 5 s; b, queued 4 s before, gets the lock.
+	granted := &topics.LockInfo{LockName: "job", FencingToken: 2, AcquiredAt: at(t0.Add(5 * time.Second)), ExpiresAt: at(t0.Add(35 * time.Second))}
+	release := []topics.Event{ev(topics.TypeReleased, "a2", t0.Add(5*time.Second), held), ev(topics.TypeAcquired, "b1", t0.Add(5*time.Second), granted)}
+	m.Events("a2", release)
+	m.Events("a2", release[:1]) // a duplicate release is answered with the stored event again
+
+	require.Equal(t, 1.0, series(t, m, "lockworker_handoffs_total").GetCounter().GetValue())
+	hold := series(t, m, "lockworker_lock_hold_seconds").GetHistogram()
+	require.Equal(t, uint64(1), hold.GetSampleCount())
+	require.Equal(t, 5.0, hold.GetSampleSum())
+	wait := series(t, m, "lockworker_lock_wait_seconds").GetHistogram()
+	require.Equal(t, uint64(1), wait.GetSampleCount())
+	require.Equal(t, 4.0, wait.GetSampleSum())
+
+	// c's acquire finds b's lease ended: lock.expired, then c is granted
+	// (not a hand-off: c asked now). A waiter that timed out is forgotten.
+	m.Events("d1", []topics.Event{ev(topics.TypeQueued, "d1", t0.Add(6*time.Second), granted)})
+	timeout := ev(topics.TypeRejected, "d1", t0.Add(40*time.Second), granted)
+	timeout.ErrorCode = topics.CodeLockTimeout
+	m.Events("c1", []topics.Event{ev(topics.TypeExpired, "", t0.Add(40*time.Second), granted), timeout, ev(topics.TypeAcquired, "c1", t0.Add(40*time.Second), nil)})
+	m.Expired(3)
+
+	require.Equal(t, 1.0, series(t, m, "lockworker_expiries_total", "by", "command").GetCounter().GetValue())
+	require.Equal(t, 3.0, series(t, m, "lockworker_expiries_total", "by", "scheduler").GetCounter().GetValue())
+	require.Equal(t, 1.0, series(t, m, "lockworker_handoffs_total").GetCounter().GetValue())
+	hold = series(t, m, "lockworker_lock_hold_seconds").GetHistogram()
+	require.Equal(t, uint64(2), hold.GetSampleCount())
+	require.Equal(t, 35.0, hold.GetSampleSum(), "the expired lease counts until expires_at")
+	require.Empty(t, m.events.waiting)
+}
+
+// TestCommandsAndSummary: counters by operation and result, and the
+// original node's summary read from them.
+func TestCommandsAndSummary(t *testing.T) {
+	m := New(Config{})
+	require.Equal(t, Summary{SuccessRate: 1}, m.Summary())
+	ms := time.Millisecond
+	m.Command("acquire", "ok", 10*ms)
+	m.Command("acquire", "ok", 20*ms)
+	m.Command("acquire", "queued", 30*ms)
+	m.Command("acquire", "LOCK_HELD", 40*ms)
+	m.Command("release", "ok", 4*ms)
+	m.Command("release", "NOT_OWNER", 6*ms)
+	m.Command("extend", "ok", ms)
+	m.Command("query", "ok", ms)
+	m.Command("cleanup", "ok", ms)
+	m.Command("drop table", "INVALID_REQUEST", ms) // untrusted text never becomes a label
+	m.DeadLettered("INVALID_REQUEST")
+	m.Batch(3, 10, 50*ms)
+	m.Published(7, 2*time.Second)
+
+	require.Equal(t, 2.0, series(t, m, "lockworker_commands_total", "operation", "acquire", "result", "ok").GetCounter().GetValue())
+	require.Equal(t, 1.0, series(t, m, "lockworker_commands_total", "operation", "other", "result", "INVALID_REQUEST").GetCounter().GetValue())
+	require.Equal(t, uint64(4), series(t, m, "lockworker_command_duration_seconds", "operation", "acquire").GetHistogram().GetSampleCount())
+	require.Equal(t, 1.0, series(t, m, "lockworker_dead_lettered_total", "reason", "INVALID_REQUEST").GetCounter().GetValue())
+	require.Equal(t, 10.0, series(t, m, "lockworker_batch_records").GetHistogram().GetSampleSum())
+	require.Equal(t, 7.0, series(t, m, "lockworker_outbox_published_total").GetCounter().GetValue())
+	require.Equal(t, 2.0, series(t, m, "lockworker_outbox_publish_latency_seconds").GetHistogram().GetSampleSum())
+
+	s := m.Summary()
+	require.InDelta(t, 25.0, s.AvgAcquireTimeMS, 1e-9)
+	require.InDelta(t, 5.0, s.AvgReleaseTimeMS, 1e-9)
+	s.AvgAcquireTimeMS, s.AvgReleaseTimeMS = 0, 0
+	require.Equal(t, Summary{TotalAcquires: 4, TotalReleases: 2, TotalExtends: 1, TotalQueries: 1, TotalCleanups: 1,
+		FailedAcquires: 1, SuccessRate: 0.75}, s)
+}
+
+// TestDatabaseGauges: held locks, waiters and the outbox are read at scrape
+// time; a database that does not answer leaves them out of the scrape
+// instead of failing it.
+func TestDatabaseGauges(t *testing.T) {
+	st := testdb.New(t)
+	ctx := context.Background()
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO locks (lock_name, status, owner_id, fencing_token, acquired_at, expires_at, source_partition, waiter_count) VALUES
+			('held', 'acquired', 'a', 1, now(), now() + interval '1 hour', 0, 1),
+			('overdue', 'acquired', 'a', 2, now() - interval '1 hour', now() - interval '1 minute', 0, 0),
+			('gone', 'released', 'a', 3, now(), now() + interval '1 hour', 0, 0);
+		INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition)
+			VALUES ('', 'held', 'b', 'r', 30, now() + interval '1 minute', 0);
+		INSERT INTO outbox (source_partition, topic, value, created_at) VALUES (0, 't', 'x', now() - interval '10 seconds');
+		INSERT INTO outbox (source_partition, topic, value, parked_until) VALUES (0, 't', 'y', now() + interval '10 minutes');`)
+	require.NoError(t, err)
+	lag := map[int32]int64{3: 42}
+	m := New(Config{Pool: st.Pool, Lag: func(context.Context) (map[int32]int64, error) { return lag, nil }})
+
+	gauge := func(name string, labels ...string) float64 { return series(t, m, name, labels...).GetGauge().GetValue() }
+	require.Equal(t, 1.0, gauge("lockworker_locks_held"))
+	require.Equal(t, 1.0, gauge("lockworker_leases_overdue"))
+	require.Equal(t, 1.0, gauge("lockworker_lock_waiters"))
+	require.Equal(t, 2.0, gauge("lockworker_outbox_backlog"))
+	require.Equal(t, 1.0, gauge("lockworker_outbox_parked"))
+	require.InDelta(t, 10, gauge("lockworker_outbox_oldest_age_seconds"), 5)
+	require.Equal(t, 42.0, gauge("lockworker_consumer_lag", "partition", "3"))
+
+	st.Pool.Close()
+	_, err = m.Registry.Gather()
+	require.Error(t, err)
+	require.True(t, strings.Contains(err.Error(), "counting held locks"), err.Error())
+	absent(t, m, "lockworker_locks_held")
+	series(t, m, "lockworker_consumer_lag", "partition", "3")
+}
