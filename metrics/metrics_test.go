@@ -153,7 +153,9 @@ func TestDatabaseGauges(t *testing.T) {
 	lag := map[int32]int64{3: 42}
 	m := New(Config{Pool: st.Pool, Lag: func(context.Context) (map[int32]int64, error) { return lag, nil }})
 
-	gauge := func(name string, labels ...string) float64 { return series(t, m, name, labels...).GetGauge().GetValue() }
+	gauge := func(name string, labels ...string) float64 {
+		return series(t, m, name, labels...).GetGauge().GetValue()
+	}
 	require.Equal(t, 1.0, gauge("lockworker_locks_held"))
 	require.Equal(t, 1.0, gauge("lockworker_leases_overdue"))
 	require.Equal(t, 1.0, gauge("lockworker_lock_waiters"))
