@@ -1,0 +1,205 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// AcquireOption tunes Acquire, TryAcquire and WithLock.
+type AcquireOption func(*acquireOptions)
+
+type acquireOptions struct {
+	lease     time.Duration
+	wait      time.Duration
+	waitSet   bool
+	owner     string
+	metadata  json.RawMessage
+	metaErr   error
+	keepAlive bool
+	onQueued  func(position int)
+}
+
+// WithLease sets the lease duration (0.1 s .. 24 h). Default:
+// Config.LeaseDuration, else the worker's DEFAULT_LEASE_DURATION.
+func WithLease(d time.Duration) AcquireOption {
+	return func(o *acquireOptions) { o.lease = d }
+}
+
+// WithWait sets how long Acquire waits in the lock's FIFO queue (0 .. 1 h;
+// 0 fails fast like TryAcquire). Default: until the context's deadline, or
+// the contract's maximum of an hour without one. Ignored by TryAcquire.
+func WithWait(d time.Duration) AcquireOption {
+	return func(o *acquireOptions) { o.wait, o.waitSet = d, true }
+}
+
+// WithOwner sets the owner_id. Default: "<requester>-<random>", a new one
+// per call, so two acquires in one process never share a lease.
+func WithOwner(id string) AcquireOption {
+	return func(o *acquireOptions) { o.owner = id }
+}
+
+// WithMetadata attaches owner_metadata: v is encoded as JSON and must be an
+// object of at most 4 KiB. It is stored with the lease and shown to anyone
+// who queries the lock.
+func WithMetadata(v any) AcquireOption {
+	return func(o *acquireOptions) {
+		b, err := json.Marshal(v)
+		o.metadata, o.metaErr = b, err
+	}
+}
+
+// WithoutKeepAlive turns off the automatic extension of the lease: it then
+// ends at ExpiresAt unless extended with Lease.Extend.
+func WithoutKeepAlive() AcquireOption {
+	return func(o *acquireOptions) { o.keepAlive = false }
+}
+
+// OnQueued is called when the acquire has to wait, with its place in the
+// queue (1 = next in line).
+func OnQueued(fn func(position int)) AcquireOption {
+	return func(o *acquireOptions) { o.onQueued = fn }
+}
+
+// Acquire takes the lock name, waiting in the worker's FIFO queue while
+// another owner holds it. It returns when the lock is granted, the wait
+// timeout passes (ErrLockTimeout), or ctx ends. An acquire that is given up
+// (ctx ended, client closed, no reply) sends a release for its owner, which
+// withdraws it from the queue, or releases the lock if it was granted
+// meanwhile, so the worker never holds a lock for nobody.
+//
+// The returned Lease is kept alive until Release unless WithoutKeepAlive.
+func (c *Client) Acquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {
+	o := c.acquireOptions(opts)
+	if !o.waitSet {
+		o.wait = time.Duration(topics.MaxWaitSeconds) * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			o.wait = min(o.wait, max(time.Until(dl), 0))
+		}
+	}
+	return c.acquire(ctx, name, o)
+}
+
+// TryAcquire takes the lock name if it is free, and fails at once otherwise
+// with an *Error (errors.Is ErrLockHeld) naming the holder and when its lease
+// ends.
+func (c *Client) TryAcquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {
+	o := c.acquireOptions(opts)
+	o.wait = 0
+	return c.acquire(ctx, name, o)
+}
+
+func (c *Client) acquireOptions(opts []AcquireOption) acquireOptions {
+	o := acquireOptions{lease: c.cfg.LeaseDuration, keepAlive: true}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.owner == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		o.owner = c.cfg.Requester + "-" + hex.EncodeToString(b[:])
+	}
+	return o
+}
+
+func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*Lease, error) {
+	if o.metaErr != nil {
+		return nil, fmt.Errorf("acquiring lock %q: encoding metadata: %w", name, o.metaErr)
+	}
+	if err := c.begin(); err != nil {
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
+	defer c.ops.Done()
+	cmd := c.command(topics.OpAcquire, name)
+	cmd.OwnerID = o.owner
+	cmd.LeaseDuration = o.lease.Seconds()
+	// Whole milliseconds: a wait derived from a deadline must not read as
+	// an invalid tiny positive value after float rounding.
+	cmd.WaitTimeout = o.wait.Truncate(time.Millisecond).Seconds()
+	cmd.OwnerMetadata = o.metadata
+	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
+	octx, cancel := c.opContext(ctx)
+	defer cancel()
+	sent, queued := time.Now(), false
+	ev, err := c.exchange(octx, cmd, func(ev topics.Event) (bool, time.Duration) {
+		if ev.Type != topics.TypeQueued {
+			return true, 0
+		}
+		queued = true
+		if o.onQueued != nil {
+			o.onQueued(ev.QueuePosition)
+		}
+		// The worker answers a waiter within 1 s of its deadline.
+		return false, o.wait + time.Second
+	})
+	if err != nil {
+		// The command may have been applied: take it back.
+		c.abandon(cmd)
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
+	switch ev.Type {
+	case topics.TypeAcquired:
+		if ev.LockInfo == nil {
+			return nil, fmt.Errorf("acquiring lock %q: lock.acquired without lock_info", name)
+		}
+		// A grant after waiting was decided long after the send: measure
+		// the lease from its arrival instead.
+		if queued {
+			sent = time.Now()
+		}
+		return c.newLease(ev, o, sent), nil
+	case topics.TypeRejected:
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, rejection(ev))
+	case topics.TypeWithdrawn:
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, ErrWithdrawn)
+	}
+	return nil, fmt.Errorf("acquiring lock %q: unexpected reply %s", name, ev.Type)
+}
+
+// abandon withdraws an acquire nobody waits for any more: a release for its
+// owner takes it out of the queue (lock.withdrawn) or ends the lease it was
+// granted meanwhile. The release goes to the same partition as the acquire
+// (same key), so the worker sees it after the acquire. It runs even while
+// the client closes, bounded by ReplyTimeout; a release that gets no answer
+// leaves at most a lease that runs out by itself.
+func (c *Client) abandon(acq topics.Command) {
+	rel := c.command(topics.OpRelease, acq.LockName)
+	rel.Namespace, rel.OwnerID = acq.Namespace, acq.OwnerID
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReplyTimeout)
+	defer cancel()
+	_, _ = c.exchange(ctx, rel, firstReply)
+}
+
+// WithLock runs fn while holding the lock name: it acquires it (waiting as
+// Acquire does), runs fn with a context that is cancelled if the lease is
+// lost, and releases the lock when fn returns. If the lease was lost while
+// fn ran, the error wraps ErrLeaseLost (and fn's error, if any).
+func WithLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...AcquireOption) error {
+	l, err := c.Acquire(ctx, name, opts...)
+	if err != nil {
+		return err
+	}
+	lctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(l.Context(), func() { cancel(context.Cause(l.Context())) })
+	fnErr := fn(lctx, l)
+	stop()
+	cancel(nil)
+	if lost := l.lostErr(); lost != nil {
+		return errors.Join(fnErr, lost)
+	}
+	// Release even when ctx has ended: the lock should not outlive fn.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+	defer rcancel()
+	if err := l.Release(rctx); err != nil {
+		return errors.Join(fnErr, err)
+	}
+	return fnErr
+}

@@ -1,0 +1,318 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// Client sends lock commands for one requester and reads its replies. It is
+// safe for concurrent use. Close it when done.
+type Client struct {
+	cfg        Config
+	replyTopic string
+	baseOpts   []kgo.Opt // seeds and connection options, for every client built here
+	prod       *kgo.Client
+	ownProd    bool
+	cons       *kgo.Client
+
+	closing  context.Context // cancelled by Close: operations stop
+	close    context.CancelFunc
+	stopRead context.CancelFunc // stops the reader once operations are done
+	readDone chan struct{}
+	ops      sync.WaitGroup // operations and keep-alives in flight
+	once     sync.Once
+
+	mu     sync.Mutex
+	closed bool
+	calls  map[string]chan topics.Event // by request_id
+	leases map[int64]*Lease             // held leases by fencing token
+}
+
+// New connects to Kafka, creates the reply topic when missing and starts
+// reading it from its end. It returns once the reader is positioned, so no
+// reply to a command sent afterwards can be missed. Errors from reaching
+// Kafka wrap ErrUnreachable.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	cfg = cfg.withDefaults()
+	c := &Client{
+		cfg:        cfg,
+		replyTopic: cfg.Topics.ReplyTopic(cfg.Requester),
+		calls:      make(map[string]chan topics.Event),
+		leases:     make(map[int64]*Lease),
+		readDone:   make(chan struct{}),
+	}
+	if !topics.ValidReplyTo(c.replyTopic, cfg.Topics.ReplyPrefix) {
+		return nil, fmt.Errorf("requester %q: reply topic %q is not a valid topic name", cfg.Requester, c.replyTopic)
+	}
+	if !topics.ValidTopicName(cfg.Topics.Commands) {
+		return nil, fmt.Errorf("commands topic %q is not a valid topic name", cfg.Topics.Commands)
+	}
+	if cfg.Client != nil {
+		if g, _ := cfg.Client.OptValue(kgo.ConsumerGroup).(string); g != "" {
+			return nil, errors.New("Config.Client must not be a group consumer: the SDK reads replies with its own client")
+		}
+		if ts, _ := cfg.Client.OptValue(kgo.ConsumeTopics).([]string); len(ts) > 0 {
+			return nil, errors.New("Config.Client must not consume topics: the SDK reads replies with its own client")
+		}
+		c.prod, c.baseOpts = cfg.Client, cfg.Client.Opts()
+	} else {
+		c.baseOpts = append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
+		// No linger: a lock command is latency-bound, not throughput-bound.
+		prod, err := kgo.NewClient(append(c.baseOpts, kgo.ProducerLinger(0))...)
+		if err != nil {
+			return nil, fmt.Errorf("creating kafka client: %w", err)
+		}
+		c.prod, c.ownProd = prod, true
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
+		defer cancel()
+	}
+	offsets, err := c.prepareReplyTopic(ctx)
+	if err != nil {
+		c.closeKafka()
+		return nil, err
+	}
+	cons, err := kgo.NewClient(append(c.baseOpts, kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))...)
+	if err != nil {
+		c.closeKafka()
+		return nil, fmt.Errorf("creating reply consumer: %w", err)
+	}
+	c.cons = cons
+	c.closing, c.close = context.WithCancel(context.Background())
+	var readCtx context.Context
+	readCtx, c.stopRead = context.WithCancel(context.Background())
+	go c.read(readCtx)
+	return c, nil
+}
+
+// prepareReplyTopic checks the brokers, creates the reply topic when missing
+// and returns the end offset of each of its partitions. Reading from those
+// offsets (rather than "the end" resolved later by the consumer) is what
+// makes New's promise hold: every record produced after this returns is at
+// or past them.
+func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kgo.Offset, error) {
+	if err := c.prod.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("%w: %v: %w", ErrUnreachable, c.cfg.Brokers, err)
+	}
+	adm := kadm.NewClient(c.prod)
+	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, -1, nil, c.replyTopic)
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return nil, fmt.Errorf("%w: creating reply topic %q: %w", ErrUnreachable, c.replyTopic, err)
+	}
+	for {
+		ends, err := adm.ListEndOffsets(ctx, c.replyTopic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil && len(ends[c.replyTopic]) > 0 {
+			m := make(map[int32]kgo.Offset)
+			ends.Each(func(o kadm.ListedOffset) { m[o.Partition] = kgo.NewOffset().At(o.Offset) })
+			return map[string]map[int32]kgo.Offset{c.replyTopic: m}, nil
+		}
+		// A topic just created may have no leader yet: ask again shortly.
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: listing offsets of reply topic %q: %w", ErrUnreachable, c.replyTopic, errors.Join(err, ctx.Err()))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// ReplyTopic is where this client's replies come.
+func (c *Client) ReplyTopic() string { return c.replyTopic }
+
+// Topics are the topic names this client uses (Config.Topics with defaults).
+func (c *Client) Topics() topics.Names { return c.cfg.Topics }
+
+// Close stops keep-alives and reading replies; operations in flight fail with
+// ErrClosed (a waiting Acquire first withdraws from the queue). Held leases
+// are not released: they run out at their expiry, when their Lost channels
+// close. Close is idempotent.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.close()
+		c.ops.Wait()
+		c.stopRead()
+		c.cons.Close()
+		<-c.readDone
+		c.closeKafka()
+	})
+	return nil
+}
+
+func (c *Client) closeKafka() {
+	if c.ownProd {
+		c.prod.Close()
+	}
+}
+
+// begin registers an operation, so Close waits for it.
+func (c *Client) begin() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	c.ops.Add(1)
+	return nil
+}
+
+// read routes every reply to the call waiting for its request_id, and every
+// lock.expired to the lease it ends.
+func (c *Client) read(ctx context.Context) {
+	defer close(c.readDone)
+	for {
+		fs := c.cons.PollFetches(ctx)
+		if ctx.Err() != nil || fs.IsClientClosed() {
+			return
+		}
+		// Fetch errors are retried by kgo; a reply that never comes is
+		// handled by re-sending the command.
+		fs.EachRecord(func(r *kgo.Record) {
+			ev, err := topics.DecodeEvent(r.Value)
+			if err != nil {
+				return
+			}
+			c.route(ev)
+		})
+	}
+}
+
+func (c *Client) route(ev topics.Event) {
+	c.mu.Lock()
+	ch := c.calls[ev.RequestID]
+	var l *Lease
+	if ev.Type == topics.TypeExpired && ev.LockInfo != nil {
+		l = c.leases[ev.LockInfo.FencingToken]
+	}
+	c.mu.Unlock()
+	if ch != nil && ev.RequestID != "" {
+		select {
+		case ch <- ev:
+		default: // a duplicate beyond what any call needs
+		}
+	}
+	if l != nil && l.Owner == ev.LockInfo.OwnerID {
+		l.lose(fmt.Errorf("%w: lock.expired: the lease of %q ended at %s", ErrLeaseLost, l.key(), ev.OccurredAt.Format(time.RFC3339Nano)))
+	}
+}
+
+func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// handler sees each reply to a command. It returns true when the reply is
+// final; otherwise wait is how long the worker may take to send the final
+// one (an acquire's time in the queue).
+type handler func(ev topics.Event) (final bool, wait time.Duration)
+
+func firstReply(topics.Event) (bool, time.Duration) { return true, 0 }
+
+// exchange sends cmd and returns its final reply. A command without a reply
+// after ReplyTimeout is sent again with the same request_id, until ctx ends
+// or RequestTimeout passes (ErrNoReply). The caller has called begin.
+func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (topics.Event, error) {
+	value, err := cmd.Encode()
+	if err != nil {
+		return topics.Event{}, fmt.Errorf("encoding command: %w", err)
+	}
+	rec := &kgo.Record{Topic: c.cfg.Topics.Commands, Key: []byte(cmd.Key()), Value: value}
+	replies := make(chan topics.Event, 16)
+	c.mu.Lock()
+	c.calls[cmd.RequestID] = replies
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.calls, cmd.RequestID)
+		c.mu.Unlock()
+	}()
+
+	produceErr := make(chan error, 1)
+	send := func() {
+		// The record is copied: kgo owns a record until its promise runs.
+		r := *rec
+		c.prod.Produce(ctx, &r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				select {
+				case produceErr <- err:
+				default:
+				}
+			}
+		})
+	}
+	start := time.Now()
+	giveUp := start.Add(c.cfg.RequestTimeout)
+	resend := start.Add(c.cfg.ReplyTimeout)
+	attempts := 1
+	send()
+	timer := time.NewTimer(c.cfg.ReplyTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case ev := <-replies:
+			final, wait := h(ev)
+			if final {
+				return ev, nil
+			}
+			if wait > 0 {
+				now := time.Now()
+				resend, giveUp = now.Add(wait+c.cfg.ReplyTimeout), now.Add(wait+c.cfg.RequestTimeout)
+				timer.Reset(time.Until(resend))
+			}
+		case err := <-produceErr:
+			if ctx.Err() != nil {
+				return topics.Event{}, context.Cause(ctx)
+			}
+			return topics.Event{}, fmt.Errorf("%w: sending to %q: %w", ErrUnreachable, rec.Topic, err)
+		case <-timer.C:
+			now := time.Now()
+			if !now.Before(giveUp) {
+				return topics.Event{}, fmt.Errorf("%w: %s sent %d times over %s without an answer on %q",
+					ErrNoReply, cmd.Operation, attempts, now.Sub(start).Round(time.Millisecond), c.replyTopic)
+			}
+			if now.Before(resend) {
+				timer.Reset(resend.Sub(now))
+				continue
+			}
+			attempts++
+			send()
+			resend = now.Add(c.cfg.ReplyTimeout)
+			timer.Reset(min(c.cfg.ReplyTimeout, giveUp.Sub(now)))
+		case <-ctx.Done():
+			return topics.Event{}, context.Cause(ctx)
+		}
+	}
+}
+
+// opContext is ctx, also cancelled (with cause ErrClosed) when the client
+// closes. Public operations use it; the withdrawal of an abandoned acquire
+// does not, so that it still goes out while Close waits for it.
+func (c *Client) opContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.closing, func() { cancel(ErrClosed) })
+	return ctx, func() { stop(); cancel(context.Canceled) }
+}
+
+// command fills in the fields every command of this client shares.
+func (c *Client) command(op, name string) topics.Command {
+	return topics.Command{
+		RequestID: newRequestID(),
+		Operation: op,
+		Namespace: c.cfg.Namespace,
+		LockName:  name,
+		ReplyTo:   c.replyTopic,
+	}
+}

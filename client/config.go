@@ -1,0 +1,137 @@
+package client
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/topics"
+)
+
+// Defaults of Config.
+const (
+	DefaultReplyTimeout   = 5 * time.Second
+	DefaultRequestTimeout = 30 * time.Second
+)
+
+// Config configures a Client. The zero value works next to
+// `go run ./cmd/lockworker` on the same machine.
+type Config struct {
+	// Brokers are the seed brokers ("host:port"). Default: the comma-separated
+	// KAFKA_BOOTSTRAP_SERVERS environment variable when set (the variable
+	// lockworker reads), else 127.0.0.1:9092, lockworker's embedded
+	// development broker. Ignored when Client is set.
+	Brokers []string
+
+	// KafkaOpts are extra options (TLS, SASL, logging) for the Kafka clients
+	// built from Brokers. Default none. Ignored when Client is set.
+	KafkaOpts []kgo.Opt
+
+	// Client, when set, produces the commands and creates the reply topic,
+	// and its options (Client.Opts) are reused to build the client that reads
+	// replies. It must not consume (no ConsumeTopics, ConsumePartitions or
+	// ConsumerGroup) since the SDK reads its replies without a group. Close
+	// does not close it.
+	Client *kgo.Client
+
+	// Requester names this requester: replies come on
+	// Topics.ReplyTopic(Requester), "locks.replies.<requester>", created
+	// when missing. Default: the program's name (base of os.Args[0]) with
+	// characters Kafka does not allow in topic names replaced by '-'.
+	// Processes may share a requester name: each reads every reply on the
+	// topic and keeps the answers to its own requests, so separate names
+	// cost less reading when many processes are busy.
+	Requester string
+
+	// Topics names the commands topic (Commands) and reply prefix
+	// (ReplyPrefix) the workers use, and the lifecycle topics for
+	// Subscriber. Empty fields take topics.DefaultNames().
+	Topics topics.Names
+
+	// Namespace of every lock this client touches. Default "" (none).
+	Namespace string
+
+	// LeaseDuration is the lease of an Acquire without WithLease. Default 0:
+	// the worker's DEFAULT_LEASE_DURATION (30 s unless configured).
+	LeaseDuration time.Duration
+
+	// ReplyTimeout is how long the client waits for a reply before it sends
+	// the command again, with the same request_id (the worker applies a
+	// request_id once and answers every copy with the same outcome).
+	// Default 5 s.
+	ReplyTimeout time.Duration
+
+	// RequestTimeout bounds a command (its sends and re-sends, not counting
+	// an acquire's wait in the queue) when the caller's context has no
+	// earlier deadline; past it the command fails with ErrNoReply. It also
+	// bounds New's setup. Default 30 s.
+	RequestTimeout time.Duration
+
+	// ReplyTopicPartitions is the partition count of the reply topic when
+	// New creates it. Default 1: one reader takes every partition anyway.
+	ReplyTopicPartitions int32
+}
+
+func (cfg Config) withDefaults() Config {
+	if len(cfg.Brokers) == 0 && cfg.Client == nil {
+		cfg.Brokers = defaultBrokers()
+	}
+	if cfg.Requester == "" {
+		cfg.Requester = sanitize(filepath.Base(os.Args[0]))
+	}
+	def := topics.DefaultNames()
+	fill := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	fill(&cfg.Topics.Commands, def.Commands)
+	fill(&cfg.Topics.Acquired, def.Acquired)
+	fill(&cfg.Topics.Released, def.Released)
+	fill(&cfg.Topics.Expired, def.Expired)
+	fill(&cfg.Topics.DeadLetter, def.DeadLetter)
+	fill(&cfg.Topics.ReplyPrefix, def.ReplyPrefix)
+	if cfg.ReplyTimeout <= 0 {
+		cfg.ReplyTimeout = DefaultReplyTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.ReplyTopicPartitions <= 0 {
+		cfg.ReplyTopicPartitions = 1
+	}
+	return cfg
+}
+
+// defaultBrokers follows lockworker's own convention, so a client and the
+// worker it talks to find the same broker without configuration.
+func defaultBrokers() []string {
+	var bs []string
+	for _, b := range strings.Split(os.Getenv("KAFKA_BOOTSTRAP_SERVERS"), ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			bs = append(bs, b)
+		}
+	}
+	if len(bs) == 0 {
+		bs = []string{config.DefaultEmbeddedAddr}
+	}
+	return bs
+}
+
+// sanitize maps s to Kafka topic characters.
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) == 0 || string(b) == "." || string(b) == ".." {
+		return "client"
+	}
+	return string(b)
+}

@@ -1,0 +1,123 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// Sentinels for every error code of lock.rejected (DESIGN.md "Event"). An
+// *Error with that code matches them with errors.Is.
+var (
+	// ErrLockHeld: another owner holds the lock and the acquire did not wait.
+	ErrLockHeld = errors.New("lock held by another owner")
+	// ErrLockTimeout: the acquire waited in the queue for its whole wait timeout.
+	ErrLockTimeout = errors.New("timed out waiting for the lock")
+	// ErrNotOwner: the lock is held by another owner.
+	ErrNotOwner = errors.New("not the owner of the lock")
+	// ErrNotHeld: the lock is free, or the lease had already ended.
+	ErrNotHeld = errors.New("lock not held")
+	// ErrTokenMismatch: the fencing token is not the holder's.
+	ErrTokenMismatch = errors.New("fencing token mismatch")
+	// ErrInvalidRequest: the command breaks the contract. The client checks
+	// every command with topics.Validate before sending it, so it usually
+	// comes from the client itself, without a round trip.
+	ErrInvalidRequest = errors.New("invalid request")
+	// ErrUnsupportedVersion: the worker does not speak the command's version.
+	ErrUnsupportedVersion = errors.New("unsupported command version")
+)
+
+// Errors of the client itself.
+var (
+	// ErrLeaseLost is the cause of a lost lease: its Lost channel is closed
+	// and its Context cancelled with an error wrapping it.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrReleased is the cause of a lease's Context after Release.
+	ErrReleased = errors.New("lease released")
+	// ErrWithdrawn: a waiting acquire was taken out of the queue by a release
+	// for its owner that this call did not send.
+	ErrWithdrawn = errors.New("acquire withdrawn from the queue")
+	// ErrNoReply: a command was sent (and re-sent) but no reply came before
+	// the request timeout. The brokers are reachable; no lockworker answered.
+	ErrNoReply = errors.New("no reply from lockworker")
+	// ErrUnreachable: the brokers could not be reached, or refused the
+	// command.
+	ErrUnreachable = errors.New("kafka unreachable")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("client closed")
+)
+
+var codeErrors = map[string]error{
+	topics.CodeLockHeld:           ErrLockHeld,
+	topics.CodeLockTimeout:        ErrLockTimeout,
+	topics.CodeNotOwner:           ErrNotOwner,
+	topics.CodeNotHeld:            ErrNotHeld,
+	topics.CodeTokenMismatch:      ErrTokenMismatch,
+	topics.CodeInvalidRequest:     ErrInvalidRequest,
+	topics.CodeUnsupportedVersion: ErrUnsupportedVersion,
+}
+
+// Error is a command refused by lockworker (a lock.rejected reply) or, for
+// INVALID_REQUEST, by the client's own validation. errors.Is matches it with
+// the sentinel of its Code.
+type Error struct {
+	// Code is the contract's error code, e.g. LOCK_HELD.
+	Code string
+	// Message is the worker's (or the client's) explanation, for people.
+	Message string
+	// Holder is the owner holding the lock when the reply was written, if
+	// any (lock_info.owner_id of a held lock).
+	Holder string
+	// ExpiresAt is when the holder's lease ends, by the worker's clock; zero
+	// when unknown.
+	ExpiresAt time.Time
+	// RetryAfter comes with LOCK_HELD: how long until the current lease ends.
+	RetryAfter time.Duration
+	// Event is the lock.rejected reply; zero when the client refused the
+	// command itself.
+	Event topics.Event
+}
+
+func (e *Error) Error() string {
+	s := e.Code + ": " + e.Message
+	if e.Code == topics.CodeLockHeld && !e.ExpiresAt.IsZero() {
+		s += fmt.Sprintf(" until %s (retry after %s)", e.ExpiresAt.Format(time.RFC3339Nano), e.RetryAfter)
+	}
+	return s
+}
+
+// Unwrap returns the sentinel of the error's code, so errors.Is works.
+func (e *Error) Unwrap() error { return codeErrors[e.Code] }
+
+// rejection turns a lock.rejected event into an *Error.
+func rejection(ev topics.Event) *Error {
+	e := &Error{Code: ev.ErrorCode, Message: ev.ErrorMessage, Event: ev}
+	if li := ev.LockInfo; li != nil && li.Status == topics.StatusAcquired {
+		e.Holder = li.OwnerID
+		if li.ExpiresAt != nil {
+			e.ExpiresAt = li.ExpiresAt.Time
+		}
+	}
+	if ev.RetryAfterSeconds != nil {
+		e.RetryAfter = seconds(*ev.RetryAfterSeconds)
+	}
+	return e
+}
+
+// validate checks a command with the contract's own validation before it is
+// sent, so bad input fails at once with a clear error instead of a dead
+// letter and a timeout.
+func validate(cmd topics.Command, replyPrefix string) error {
+	err := topics.Validate(cmd, replyPrefix)
+	var rej *topics.Rejection
+	if errors.As(err, &rej) {
+		return &Error{Code: rej.Code, Message: rej.Message}
+	}
+	return err
+}
+
+func seconds(s float64) time.Duration {
+	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
+}

@@ -1,0 +1,276 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// Lease is a held lock. Its fencing Token is strictly greater than that of
+// every earlier lease of any lock: pass it to the resources the lock guards
+// so they can refuse a stale holder.
+//
+// Unless acquired WithoutKeepAlive, the lease extends itself every third of
+// its duration until Release. It is lost when the worker says it ended
+// (lock.expired, or an extension refused), or when its expiry passes without
+// a confirmed extension (the broker or worker unreachable); Lost is then
+// closed and Context cancelled.
+type Lease struct {
+	// Name and Namespace identify the lock.
+	Name      string
+	Namespace string
+	// Owner is the owner_id holding the lease.
+	Owner string
+	// Token is the fencing token; it stays the same for the whole lease.
+	Token int64
+
+	c         *Client
+	keepAlive bool
+	lost      chan struct{}
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+
+	mu        sync.Mutex
+	info      topics.LockInfo
+	lease     time.Duration // lease_duration, the keep-alive target
+	deadline  time.Time     // local estimate of the end of the lease
+	timer     *time.Timer   // fires at deadline
+	err       error         // why the lease ended
+}
+
+func (c *Client) newLease(ev topics.Event, o acquireOptions, sent time.Time) *Lease {
+	li := *ev.LockInfo
+	ctx, cancel := context.WithCancelCause(context.Background())
+	l := &Lease{
+		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
+		c: c, keepAlive: o.keepAlive, lost: make(chan struct{}), ctx: ctx, cancel: cancel,
+	}
+	l.mu.Lock()
+	l.update(ev, sent)
+	l.timer = time.AfterFunc(time.Until(l.deadline), l.deadlinePassed)
+	l.mu.Unlock()
+	c.mu.Lock()
+	c.leases[l.Token] = l
+	c.mu.Unlock()
+	if l.keepAlive && c.begin() == nil {
+		go l.keepAliveLoop()
+	}
+	return l
+}
+
+// update records a reply that confirmed the lease. The local deadline counts
+// the lease's remaining time (by the worker's clock: expires_at minus the
+// reply's occurred_at) from when the command was sent, which is no later
+// than when the worker applied it, so the estimate errs early: clocks of
+// client and worker never need to agree. l.mu is held.
+func (l *Lease) update(ev topics.Event, sent time.Time) {
+	li := ev.LockInfo
+	l.info = *li
+	l.lease = seconds(li.LeaseDuration)
+	if li.ExpiresAt != nil {
+		l.deadline = sent.Add(li.ExpiresAt.Sub(ev.OccurredAt.Time))
+	}
+	if l.timer != nil {
+		l.timer.Reset(time.Until(l.deadline))
+	}
+}
+
+func (l *Lease) key() string { return topics.LockKey(l.Namespace, l.Name) }
+
+// ExpiresAt is when the lease ends by the worker's clock, as of the last
+// acquire or extension.
+func (l *Lease) ExpiresAt() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.info.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return l.info.ExpiresAt.Time
+}
+
+// Info is the lock as the last reply about this lease described it.
+func (l *Lease) Info() topics.LockInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.info
+}
+
+// Metadata is the owner_metadata stored with the lease.
+func (l *Lease) Metadata() json.RawMessage { return l.Info().OwnerMetadata }
+
+// Lost is closed when the lease is known lost. It is not closed by Release.
+func (l *Lease) Lost() <-chan struct{} { return l.lost }
+
+// Context is cancelled when the lease is lost (at the moment Lost closes) or
+// released. context.Cause tells which: an error wrapping ErrLeaseLost, or
+// ErrReleased.
+func (l *Lease) Context() context.Context { return l.ctx }
+
+// Err is nil while the lease is held, then why it ended (ErrLeaseLost or
+// ErrReleased wrapped).
+func (l *Lease) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+func (l *Lease) lostErr() error {
+	err := l.Err()
+	if errors.Is(err, ErrLeaseLost) {
+		return err
+	}
+	return nil
+}
+
+// lose ends the lease as lost; the first cause wins.
+func (l *Lease) lose(cause error) {
+	if !l.end(cause) {
+		return
+	}
+	close(l.lost)
+}
+
+// end records why the lease ended and cancels its context, once. It reports
+// whether this call ended it.
+func (l *Lease) end(cause error) bool {
+	l.mu.Lock()
+	if l.err != nil {
+		l.mu.Unlock()
+		return false
+	}
+	l.err = cause
+	l.timer.Stop()
+	l.mu.Unlock()
+	l.cancel(cause)
+	l.c.mu.Lock()
+	if l.c.leases[l.Token] == l {
+		delete(l.c.leases, l.Token)
+	}
+	l.c.mu.Unlock()
+	return true
+}
+
+func (l *Lease) deadlinePassed() {
+	l.lose(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
+}
+
+// Release ends the lease (guarded by its fencing token) and lets the next
+// waiter have the lock. Context is cancelled first, so work under the lock
+// stops before another owner can start. A lease that had already ended
+// gives an error wrapping ErrNotHeld. Release after Release is a no-op.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	if errors.Is(l.err, ErrReleased) {
+		l.mu.Unlock()
+		return nil
+	}
+	l.mu.Unlock()
+	l.cancel(ErrReleased)
+	cmd := l.command(topics.OpRelease)
+	ev, err := l.send(ctx, cmd)
+	if err != nil {
+		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
+	}
+	if ev.Type == topics.TypeRejected {
+		e := rejection(ev)
+		l.lose(fmt.Errorf("%w: release refused: %w", ErrLeaseLost, e))
+		return fmt.Errorf("releasing lock %q: %w", l.key(), e)
+	}
+	l.end(ErrReleased)
+	return nil
+}
+
+// Extend lengthens the lease by d from its current expiry (the contract's
+// extension_duration; 0: the lease's own duration). A refusal means the lease
+// is gone: it is then lost.
+func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
+	if err := l.extend(ctx, d); err != nil {
+		return fmt.Errorf("extending lock %q: %w", l.key(), err)
+	}
+	return nil
+}
+
+func (l *Lease) extend(ctx context.Context, d time.Duration) error {
+	cmd := l.command(topics.OpExtend)
+	cmd.ExtensionDuration = d.Seconds()
+	if err := validate(cmd, l.c.cfg.Topics.ReplyPrefix); err != nil {
+		return err
+	}
+	sent := time.Now()
+	ev, err := l.send(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if ev.Type == topics.TypeRejected {
+		e := rejection(ev)
+		l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
+		return e
+	}
+	if ev.LockInfo != nil {
+		l.mu.Lock()
+		if l.err == nil {
+			l.update(ev, sent)
+		}
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+// command is a release or extend guarded by the lease's owner and token.
+func (l *Lease) command(op string) topics.Command {
+	cmd := l.c.command(op, l.Name)
+	cmd.Namespace = l.Namespace
+	cmd.OwnerID = l.Owner
+	token := l.Token
+	cmd.FencingToken = &token
+	return cmd
+}
+
+func (l *Lease) send(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+	if err := l.c.begin(); err != nil {
+		return topics.Event{}, err
+	}
+	defer l.c.ops.Done()
+	ctx, cancel := l.c.opContext(ctx)
+	defer cancel()
+	return l.c.exchange(ctx, cmd, firstReply)
+}
+
+// keepAliveLoop extends the lease every third of its duration, by as much as
+// brings its end back to a full lease_duration from now. Extending by a
+// fixed amount instead would let the expiry drift away from now when ticks
+// come early or late. It stops when the lease ends or the client closes.
+func (l *Lease) keepAliveLoop() {
+	defer l.c.ops.Done()
+	for {
+		l.mu.Lock()
+		interval := l.lease / 3
+		l.mu.Unlock()
+		t := time.NewTimer(interval)
+		select {
+		case <-t.C:
+		case <-l.ctx.Done():
+			t.Stop()
+			return
+		case <-l.c.closing.Done():
+			t.Stop()
+			return
+		}
+		l.mu.Lock()
+		deadline, lease := l.deadline, l.lease
+		l.mu.Unlock()
+		ext := lease - time.Until(deadline)
+		ext = max(ext, time.Duration(topics.MinLeaseSeconds*float64(time.Second)))
+		ext = min(ext, time.Duration(topics.MaxLeaseSeconds)*time.Second)
+		// An extension that cannot arrive before the lease ends is useless;
+		// the deadline timer declares the lease lost then.
+		ctx, cancel := context.WithDeadline(l.ctx, deadline)
+		_ = l.extend(ctx, ext.Truncate(time.Millisecond))
+		cancel()
+	}
+}
