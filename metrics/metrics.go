@@ -28,9 +28,6 @@ type Config struct {
 	// Pool, when set, adds the database gauges (held locks, waiters, outbox
 	// backlog), read at scrape time.
 	Pool *pgxpool.Pool
-	// Lag, when set, adds lockworker_consumer_lag, read at scrape time:
-	// worker.Worker.Lag.
-	Lag func(context.Context) (map[int32]int64, error)
 	// QueryTimeout bounds each scrape-time read. Default 2 s.
 	QueryTimeout time.Duration
 	// Now is the clock of the in-memory wait tracking. Default time.Now.
@@ -55,7 +52,8 @@ type Metrics struct {
 	published    prometheus.Counter
 	publishLag   prometheus.Histogram
 
-	events *eventTracker
+	events       *eventTracker
+	queryTimeout time.Duration
 }
 
 // Buckets, in seconds. Commands take milliseconds when healthy and seconds
@@ -131,10 +129,15 @@ func New(cfg Config) *Metrics {
 	if cfg.Pool != nil {
 		m.Registry.MustRegister(&dbCollector{pool: cfg.Pool, timeout: cfg.QueryTimeout})
 	}
-	if cfg.Lag != nil {
-		m.Registry.MustRegister(&lagCollector{lag: cfg.Lag, timeout: cfg.QueryTimeout})
-	}
+	m.queryTimeout = cfg.QueryTimeout
 	return m
+}
+
+// WatchLag adds lockworker_consumer_lag, read from lag (worker.Worker.Lag)
+// at scrape time. The worker is created after the relay, which needs
+// Published: hence a method, not a Config field.
+func (m *Metrics) WatchLag(lag func(context.Context) (map[int32]int64, error)) {
+	m.Registry.MustRegister(&lagCollector{lag: lag, timeout: m.queryTimeout})
 }
 
 // Batch implements worker.Metrics.

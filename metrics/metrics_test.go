@@ -151,7 +151,8 @@ func TestDatabaseGauges(t *testing.T) {
 		INSERT INTO outbox (source_partition, topic, value, parked_until) VALUES (0, 't', 'y', now() + interval '10 minutes');`)
 	require.NoError(t, err)
 	lag := map[int32]int64{3: 42}
-	m := New(Config{Pool: st.Pool, Lag: func(context.Context) (map[int32]int64, error) { return lag, nil }})
+	m := New(Config{Pool: st.Pool})
+	m.WatchLag(func(context.Context) (map[int32]int64, error) { return lag, nil })
 
 	gauge := func(name string, labels ...string) float64 {
 		return series(t, m, name, labels...).GetGauge().GetValue()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/embedded"
+	"github.com/omninode/lockworker/httpapi"
 	"github.com/omninode/lockworker/kafkapubsub"
+	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -27,9 +31,12 @@ type Main struct {
 	Logger zerolog.Logger
 
 	// Ready is closed once the worker has joined its group and started
-	// consuming; Brokers then says where Kafka is.
-	Ready   chan struct{}
-	Brokers []string
+	// consuming; Brokers then says where Kafka is, and HTTPAddr where the
+	// health and metrics endpoints listen (the bound address, so HTTP_ADDR
+	// may be ":0").
+	Ready    chan struct{}
+	Brokers  []string
+	HTTPAddr string
 
 	mu      sync.Mutex
 	closers []func()
@@ -124,7 +131,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, Logger: log.With().Str("component", "relay").Logger()})
+	mets := metrics.New(metrics.Config{Pool: st.Pool})
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts,
+		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published})
 	if err != nil {
 		return err
 	}
@@ -133,12 +142,13 @@ func (m *Main) Run(ctx context.Context) error {
 		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
-		Logger: log.With().Str("component", "worker").Logger(),
+		Logger: log.With().Str("component", "worker").Logger(), Metrics: mets,
 	})
 	if err != nil {
 		return err
 	}
 	m.onClose(w.Close)
+	mets.WatchLag(w.Lag)
 	if err := w.EnsureTopics(ctx); err != nil {
 		return err
 	}
@@ -153,7 +163,49 @@ func (m *Main) Run(ctx context.Context) error {
 	}()
 	m.onClose(func() { stopListen(); <-listenDone })
 
+	if err := m.serveHTTP(httpapi.Config{
+		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(),
+		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Logger: log.With().Str("component", "http").Logger(),
+	}); err != nil {
+		return err
+	}
+
 	close(m.Ready)
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
 	return w.Run(ctx)
+}
+
+// serveHTTP serves the health and metrics endpoints on HTTP_ADDR until
+// Close, which lets requests in flight finish. It keeps serving while Run
+// drains, so probes see "draining" rather than a refused connection.
+func (m *Main) serveHTTP(cfg httpapi.Config) error {
+	ln, err := net.Listen("tcp", m.Config.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listening on HTTP_ADDR %s: %w", m.Config.HTTPAddr, err)
+	}
+	srv := &http.Server{
+		Handler:           httpapi.New(cfg),
+		ReadHeaderTimeout: 5 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       time.Minute,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			m.Logger.Error().Err(err).Msg("HTTP server stopped")
+		}
+	}()
+	m.HTTPAddr = ln.Addr().String()
+	m.Logger.Info().Str("addr", m.HTTPAddr).Msg("serving health and metrics over HTTP")
+	m.onClose(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			m.Logger.Warn().Err(err).Msg("HTTP server shutdown")
+			_ = srv.Close()
+		}
+		<-done
+	})
+	return nil
 }

@@ -1,0 +1,141 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// Check is the result of one dependency check.
+type Check struct {
+	// Status is ok or unavailable.
+	Status    string  `json:"status"`
+	LatencyMS float64 `json:"latency_ms"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// Health is /health: liveness (the process answers) and readiness (its
+// dependencies answer and it is not draining).
+type Health struct {
+	// Status is ok, unavailable (a check failed) or draining.
+	Status     string           `json:"status"`
+	Live       bool             `json:"live"`
+	Ready      bool             `json:"ready"`
+	Instance   string           `json:"instance,omitempty"`
+	Uptime     float64          `json:"uptime_seconds"`
+	Partitions []int32          `json:"partitions"`
+	Checks     map[string]Check `json:"checks"`
+}
+
+const (
+	statusOK          = "ok"
+	statusUnavailable = "unavailable"
+	statusDraining    = "draining"
+)
+
+// health runs the checks concurrently, so it answers within one
+// CheckTimeout: 200 when ready, 503 otherwise.
+func (s *server) health(w http.ResponseWriter, r *http.Request) {
+	checks := map[string]func(context.Context) error{"postgres": s.pingPostgres, "kafka": s.cfg.Kafka.Ping}
+	h := Health{Live: true, Ready: true, Status: statusOK, Instance: s.cfg.Instance,
+		Uptime: time.Since(s.started).Seconds(), Partitions: s.partitions(), Checks: map[string]Check{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for name, check := range checks {
+		wg.Go(func() {
+			c := s.run(r.Context(), check)
+			mu.Lock()
+			defer mu.Unlock()
+			h.Checks[name] = c
+			if c.Status != statusOK {
+				h.Ready, h.Status = false, statusUnavailable
+			}
+		})
+	}
+	wg.Wait()
+	if s.stopping() {
+		h.Ready, h.Status = false, statusDraining
+	}
+	code := http.StatusOK
+	if !h.Ready {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, h)
+}
+
+// PostgresHealth is /health/postgres.
+type PostgresHealth struct {
+	Check
+	Pool PoolStats `json:"pool"`
+}
+
+// PoolStats are the worker's connections.
+type PoolStats struct {
+	TotalConns    int32 `json:"total_conns"`
+	IdleConns     int32 `json:"idle_conns"`
+	AcquiredConns int32 `json:"acquired_conns"`
+	MaxConns      int32 `json:"max_conns"`
+}
+
+func (s *server) postgresHealth(w http.ResponseWriter, r *http.Request) {
+	st := s.cfg.Pool.Stat()
+	h := PostgresHealth{Check: s.run(r.Context(), s.pingPostgres), Pool: PoolStats{
+		TotalConns: st.TotalConns(), IdleConns: st.IdleConns(), AcquiredConns: st.AcquiredConns(), MaxConns: st.MaxConns(),
+	}}
+	writeJSON(w, checkCode(h.Check), h)
+}
+
+// KafkaHealth is /health/kafka.
+type KafkaHealth struct {
+	Check
+	Group string `json:"group"`
+	// Partitions are the commands partitions this process owns.
+	Partitions []int32 `json:"partitions"`
+}
+
+func (s *server) kafkaHealth(w http.ResponseWriter, r *http.Request) {
+	h := KafkaHealth{Check: s.run(r.Context(), s.cfg.Kafka.Ping), Group: s.cfg.Group, Partitions: s.partitions()}
+	writeJSON(w, checkCode(h.Check), h)
+}
+
+// pingPostgres takes a connection from the worker's pool and runs a query
+// on it: a pool whose server is gone answers with an error at once, a hung
+// server at the timeout.
+func (s *server) pingPostgres(ctx context.Context) error { return s.cfg.Pool.Ping(ctx) }
+
+func (s *server) run(ctx context.Context, check func(context.Context) error) Check {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
+	defer cancel()
+	start := time.Now()
+	err := check(ctx)
+	c := Check{Status: statusOK, LatencyMS: millis(time.Since(start))}
+	if err != nil {
+		c.Status, c.Error = statusUnavailable, err.Error()
+	}
+	return c
+}
+
+func checkCode(c Check) int {
+	if c.Status != statusOK {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusOK
+}
+
+func (s *server) partitions() []int32 {
+	p := s.cfg.Partitions()
+	if p == nil {
+		p = []int32{} // [] rather than null: the field is always a list
+	}
+	return p
+}
+
+func (s *server) stopping() bool {
+	select {
+	case <-s.cfg.Stopping:
+		return true
+	default:
+		return false
+	}
+}

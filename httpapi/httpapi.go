@@ -1,0 +1,98 @@
+// Package httpapi is lockworker's HTTP side (DESIGN.md "HTTP"): health
+// checks, Prometheus metrics, the original node's metrics summary and lock
+// inspection. Every answer is JSON with stable snake_case fields, except
+// /metrics (Prometheus text). Every check runs under Config.CheckTimeout, so
+// a hung database or broker makes a health check fail fast, never hang.
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/metrics"
+)
+
+// Config is what the endpoints look at. Fields without a default are
+// required.
+type Config struct {
+	// Pool is the worker's own pool, so the checks fail when the worker
+	// cannot reach PostgreSQL (and wait like the worker when it is full).
+	Pool *pgxpool.Pool
+	// Kafka is the worker's Kafka client.
+	Kafka *kgo.Client
+	// Metrics serves /metrics and /health/metrics.
+	Metrics *metrics.Metrics
+	// Partitions lists the commands partitions this process owns. Default:
+	// none shown.
+	Partitions func() []int32
+	// Stopping, once closed, makes /health answer 503 "draining": the
+	// process is finishing its batches and leaving the group. Default: never.
+	Stopping <-chan struct{}
+	// Instance and Group name this process in /health and /health/kafka.
+	Instance, Group string
+	// CheckTimeout bounds each check and database read. Default 2 s.
+	CheckTimeout time.Duration
+	// Logger gets errors of /metrics collection. Default: none.
+	Logger zerolog.Logger
+}
+
+type server struct {
+	cfg     Config
+	started time.Time
+}
+
+// New returns the handler of every endpoint.
+func New(cfg Config) http.Handler {
+	if cfg.CheckTimeout <= 0 {
+		cfg.CheckTimeout = 2 * time.Second
+	}
+	if cfg.Partitions == nil {
+		cfg.Partitions = func() []int32 { return nil }
+	}
+	s := &server{cfg: cfg, started: time.Now()}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("GET /health/postgres", s.postgresHealth)
+	mux.HandleFunc("GET /health/kafka", s.kafkaHealth)
+	mux.HandleFunc("GET /health/locks", s.locksHealth)
+	mux.HandleFunc("GET /health/metrics", s.summary)
+	// {name...}: lock names may contain "/" (orders/42).
+	mux.HandleFunc("GET /locks/{name...}", s.lock)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{
+		// A database that does not answer drops its gauges from the scrape;
+		// the rest is still served.
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      promLogger{cfg.Logger},
+		Timeout:       2 * cfg.CheckTimeout,
+	}))
+	return mux
+}
+
+// errorBody is every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: msg})
+}
+
+// millis is a duration in milliseconds, to microseconds, as duration_ms.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+type promLogger struct{ log zerolog.Logger }
+
+func (l promLogger) Println(v ...any) { l.log.Warn().Msgf("metrics: %v", v) }

@@ -1,0 +1,116 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/topics"
+)
+
+// LockView is /locks/{name}: a lock as the query operation sees it, with its
+// queue.
+type LockView struct {
+	// LockInfo is the contract's lock_info, as lock.status gives it: holder
+	// (owner_id), fencing_token, acquired_at, expires_at, status (expired
+	// for a lease past expires_at not yet ended).
+	LockInfo *topics.LockInfo `json:"lock_info"`
+	// ExpiresInSeconds is the time left of a lease in force.
+	ExpiresInSeconds *float64 `json:"expires_in_seconds,omitempty"`
+	// QueueLength counts the waiters; Queue lists the first MaxQueueShown in
+	// the order they will be served.
+	QueueLength int             `json:"queue_length"`
+	Queue       []QueuedAcquire `json:"queue"`
+	// CheckedAt is the database time of the reading.
+	CheckedAt topics.Time `json:"checked_at"`
+}
+
+// QueuedAcquire is one waiter.
+type QueuedAcquire struct {
+	Position      int         `json:"position"`
+	OwnerID       string      `json:"owner_id"`
+	RequestID     string      `json:"request_id"`
+	LeaseDuration float64     `json:"lease_duration"`
+	QueuedAt      topics.Time `json:"queued_at"`
+	// Deadline is when the wait ends with LOCK_TIMEOUT.
+	Deadline topics.Time `json:"deadline"`
+}
+
+// MaxQueueShown bounds the queue listed by /locks/{name}.
+const MaxQueueShown = 1000
+
+var errNoLock = errors.New("no such lock")
+
+// lock answers 400 for a name the contract refuses, 404 for a lock without
+// a row, else the lock and its queue read in one snapshot.
+func (s *server) lock(w http.ResponseWriter, r *http.Request) {
+	q := topics.Command{Operation: topics.OpQuery, Namespace: r.URL.Query().Get("namespace"), LockName: r.PathValue("name")}
+	if err := topics.Validate(q, ""); err != nil {
+		var rej *topics.Rejection
+		if errors.As(err, &rej) {
+			err = errors.New(rej.Message)
+		}
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CheckTimeout)
+	defer cancel()
+	var v LockView
+	err := pgx.BeginTxFunc(ctx, s.cfg.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		v, err = readLock(ctx, tx, q)
+		return err
+	})
+	switch {
+	case errors.Is(err, errNoLock):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("lock %q has no row: never acquired, or cleaned up", q.Key()))
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+// readLock runs the query operation of the state machine, so the page says
+// what a query command would, and reads the queue. The transaction is read
+// only: the operation, without request_id or reply_to, writes nothing.
+func readLock(ctx context.Context, tx pgx.Tx, q topics.Command) (LockView, error) {
+	evs, err := handlers.NewBatch(tx, handlers.Env{}).Apply(ctx, q, time.Time{})
+	if err != nil {
+		return LockView{}, err
+	}
+	if len(evs) != 1 || evs[0].LockInfo == nil {
+		return LockView{}, fmt.Errorf("query of %q answered %d events", q.Key(), len(evs))
+	}
+	li, now := evs[0].LockInfo, evs[0].OccurredAt
+	if li.Status == topics.StatusFree {
+		return LockView{}, errNoLock
+	}
+	v := LockView{LockInfo: li, CheckedAt: now, Queue: []QueuedAcquire{}}
+	if li.Status == topics.StatusAcquired && li.ExpiresAt != nil {
+		left := li.ExpiresAt.Sub(now.Time).Seconds()
+		v.ExpiresInSeconds = &left
+	}
+	rows, err := tx.Query(ctx, `
+		SELECT owner_id, request_id, lease_duration, enqueued_at, deadline, count(*) OVER ()
+		FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 ORDER BY id LIMIT $3`, q.Namespace, q.LockName, MaxQueueShown)
+	if err != nil {
+		return LockView{}, fmt.Errorf("reading the queue of %q: %w", q.Key(), err)
+	}
+	var w QueuedAcquire
+	var queued, deadline time.Time
+	_, err = pgx.ForEachRow(rows, []any{&w.OwnerID, &w.RequestID, &w.LeaseDuration, &queued, &deadline, &v.QueueLength}, func() error {
+		w.Position, w.QueuedAt, w.Deadline = len(v.Queue)+1, topics.NewTime(queued), topics.NewTime(deadline)
+		v.Queue = append(v.Queue, w)
+		return nil
+	})
+	if err != nil {
+		return LockView{}, fmt.Errorf("reading the queue of %q: %w", q.Key(), err)
+	}
+	return v, nil
+}

@@ -1,0 +1,174 @@
+// Package tcpproxy is a TCP proxy for tests that must take a dependency away
+// from the process under test without stopping the shared server: Cut
+// resets every connection and refuses new ones, Hang stops forwarding
+// without closing anything (a server that no longer answers), Restore
+// forwards again.
+package tcpproxy
+
+import (
+	"net"
+	"sync"
+	"testing"
+)
+
+// Proxy forwards connections on Addr to a target.
+type Proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	state state
+	gate  chan struct{} // closed while forwarding; replaced on Hang
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+type state int
+
+const (
+	forwarding state = iota
+	cut
+	hung
+)
+
+// Start listens on a free local port and forwards to target until the test
+// ends.
+func Start(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("tcpproxy: listening: %v", err)
+	}
+	gate := make(chan struct{})
+	close(gate)
+	p := &Proxy{ln: ln, target: target, gate: gate, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+// Addr is where clients connect instead of the target.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Cut closes every connection and refuses new ones (each is accepted and
+// closed at once, so clients fail fast, as when a server goes away).
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.release()
+	p.state = cut
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+// Hang keeps every connection open but forwards nothing, and accepts new
+// connections without connecting them: clients wait until their timeouts.
+func (p *Proxy) Hang() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != hung {
+		p.gate = make(chan struct{})
+	}
+	p.state = hung
+}
+
+// Restore forwards again; connections held by Hang resume.
+func (p *Proxy) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.release()
+	p.state = forwarding
+}
+
+// release opens the gate if Hang closed it. p.mu must be held.
+func (p *Proxy) release() {
+	if p.state == hung {
+		close(p.gate)
+	}
+}
+
+func (p *Proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		p.mu.Lock()
+		if p.state == cut {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns[c] = struct{}{}
+		gate := p.gate
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go p.serve(c, gate)
+	}
+}
+
+// serve connects c to the target once the gate is open, then copies both
+// ways until either side closes.
+func (p *Proxy) serve(c net.Conn, gate chan struct{}) {
+	defer p.wg.Done()
+	defer p.forget(c)
+	<-gate // a connection accepted while hung waits like the rest
+	p.mu.Lock()
+	closed := p.state == cut
+	p.mu.Unlock()
+	if closed {
+		return
+	}
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	p.conns[up] = struct{}{}
+	p.mu.Unlock()
+	defer p.forget(up)
+	done := make(chan struct{}, 2)
+	go func() { p.copy(up, c); done <- struct{}{} }()
+	go func() { p.copy(c, up); done <- struct{}{} }()
+	<-done // one side ended: end both
+	_ = c.Close()
+	_ = up.Close()
+	<-done
+}
+
+// copy forwards src to dst, waiting at the gate before each write, so Hang
+// holds data already read.
+func (p *Proxy) copy(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			gate := p.gate
+			p.mu.Unlock()
+			<-gate
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return // EOF or closed: serve closes both sides
+		}
+	}
+}
+
+func (p *Proxy) forget(c net.Conn) {
+	_ = c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+func (p *Proxy) close() {
+	_ = p.ln.Close()
+	p.Cut() // opens the gate if hung, so every goroutine ends
+	p.wg.Wait()
+}

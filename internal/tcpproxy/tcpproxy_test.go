@@ -1,0 +1,91 @@
+package tcpproxy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// echo serves lines back until the test ends.
+func echo(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(line)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func roundTrip(c net.Conn, timeout time.Duration) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+func TestCutHangRestore(t *testing.T) {
+	p := Start(t, echo(t))
+	c, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	got, err := roundTrip(c, 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ping\n", got)
+
+	p.Hang()
+	_, err = roundTrip(c, 200*time.Millisecond)
+	var ne net.Error
+	require.True(t, errors.As(err, &ne) && ne.Timeout(), "a hung proxy answers nothing, got %v", err)
+	p.Restore()
+	// The held "ping" and the next one both arrive now.
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	_, err = c.Write([]byte("ping\n"))
+	require.NoError(t, err)
+	for range 2 {
+		line, err := r.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, "ping\n", line)
+	}
+
+	p.Cut()
+	_, err = r.ReadString('\n')
+	require.Error(t, err, "a cut connection is closed")
+	c2, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err) // accepted, then closed at once
+	_, err = roundTrip(c2, 5*time.Second)
+	require.Error(t, err)
+	c2.Close()
+
+	p.Restore()
+	c3, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer c3.Close()
+	got, err = roundTrip(c3, 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ping\n", got)
+}
