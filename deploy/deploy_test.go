@@ -1,0 +1,971 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/omninode/lockworker/config"
+)
+
+// root is the repository, seen from this package's directory.
+const root = ".."
+
+// drainBound is how long lockworker's drain may take after SIGTERM, from the
+// code: the outbox relay's publish timeout (30 s) plus leaving the group
+// (10 s). Grace periods must be longer.
+const drainBound = 40 * time.Second
+
+// credentials are the settings that belong in a Secret, never in a
+// ConfigMap or an image. KAFKA_SASL_USERNAME is not masked in logs, but it is
+// half of a credential and rotates with the password.
+var credentials = []string{"DATABASE_URL", "POSTGRES_PASSWORD", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
+
+// goRuntimeVars may appear in a container's environment beside lockworker's
+// settings: they tune the Go runtime, not lockworker.
+var goRuntimeVars = []string{"GOMEMLIMIT", "GOMAXPROCS", "GOGC", "GODEBUG"}
+
+// knownSettings is every environment variable lockworker reads: config's
+// Redacted lists each one by name.
+func knownSettings(t *testing.T) map[string]bool {
+	t.Helper()
+	known := map[string]bool{}
+	for k := range config.Default().Redacted() {
+		known[k] = true
+	}
+	require.Greater(t, len(known), 30, "config.Redacted() no longer names every setting?")
+	for _, c := range credentials {
+		require.True(t, known[c], "%s is not a setting any more; update credentials", c)
+	}
+	return known
+}
+
+// checkEnv checks that every name is a known setting and that the whole
+// environment is a valid configuration, and returns it.
+func checkEnv(t *testing.T, where string, env map[string]string) config.Config {
+	t.Helper()
+	known := knownSettings(t)
+	for name := range env {
+		assert.True(t, known[name], "%s sets %s, which is not a lockworker setting (config.Redacted names them all)", where, name)
+	}
+	cfg, err := config.FromEnv(func(k string) string { return env[k] })
+	require.NoError(t, err, "%s: config.FromEnv refuses this environment", where)
+	return cfg
+}
+
+func httpPort(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	require.NoError(t, err, "HTTP_ADDR %q", addr)
+	n, err := strconv.Atoi(p)
+	require.NoError(t, err, "HTTP_ADDR %q", addr)
+	return n
+}
+
+// ---------------------------------------------------------------- Kubernetes
+
+type objectMeta struct {
+	Name        string            `yaml:"name"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+type k8sObject struct {
+	APIVersion string         `yaml:"apiVersion"`
+	Kind       string         `yaml:"kind"`
+	Metadata   objectMeta     `yaml:"metadata"`
+	Data       map[string]any `yaml:"data"`
+	StringData map[string]any `yaml:"stringData"`
+	Type       string         `yaml:"type"`
+	Spec       yaml.Node      `yaml:"spec"`
+
+	file string
+}
+
+type labelSelector struct {
+	MatchLabels map[string]string `yaml:"matchLabels"`
+}
+
+type probe struct {
+	HTTPGet *struct {
+		Path string    `yaml:"path"`
+		Port yaml.Node `yaml:"port"`
+	} `yaml:"httpGet"`
+	PeriodSeconds    int `yaml:"periodSeconds"`
+	TimeoutSeconds   int `yaml:"timeoutSeconds"`
+	FailureThreshold int `yaml:"failureThreshold"`
+}
+
+type envVar struct {
+	Name      string     `yaml:"name"`
+	Value     *string    `yaml:"value"`
+	ValueFrom *yaml.Node `yaml:"valueFrom"`
+}
+
+type container struct {
+	Name  string `yaml:"name"`
+	Image string `yaml:"image"`
+	Ports []struct {
+		Name          string `yaml:"name"`
+		ContainerPort int    `yaml:"containerPort"`
+	} `yaml:"ports"`
+	EnvFrom []struct {
+		ConfigMapRef *struct {
+			Name string `yaml:"name"`
+		} `yaml:"configMapRef"`
+		SecretRef *struct {
+			Name string `yaml:"name"`
+		} `yaml:"secretRef"`
+	} `yaml:"envFrom"`
+	Env       []envVar `yaml:"env"`
+	Resources struct {
+		Requests map[string]string `yaml:"requests"`
+		Limits   map[string]string `yaml:"limits"`
+	} `yaml:"resources"`
+	SecurityContext struct {
+		AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+		ReadOnlyRootFilesystem   bool  `yaml:"readOnlyRootFilesystem"`
+		Capabilities             struct {
+			Drop []string `yaml:"drop"`
+		} `yaml:"capabilities"`
+	} `yaml:"securityContext"`
+	StartupProbe   *probe `yaml:"startupProbe"`
+	ReadinessProbe *probe `yaml:"readinessProbe"`
+	LivenessProbe  *probe `yaml:"livenessProbe"`
+}
+
+type deploymentSpec struct {
+	Replicas int           `yaml:"replicas"`
+	Selector labelSelector `yaml:"selector"`
+	Template struct {
+		Metadata objectMeta `yaml:"metadata"`
+		Spec     struct {
+			TerminationGracePeriodSeconds *int `yaml:"terminationGracePeriodSeconds"`
+			SecurityContext               struct {
+				RunAsNonRoot *bool `yaml:"runAsNonRoot"`
+				RunAsUser    *int  `yaml:"runAsUser"`
+			} `yaml:"securityContext"`
+			Containers []container `yaml:"containers"`
+		} `yaml:"spec"`
+	} `yaml:"template"`
+}
+
+type serviceSpec struct {
+	Selector map[string]string `yaml:"selector"`
+	Ports    []struct {
+		Name       string    `yaml:"name"`
+		Port       int       `yaml:"port"`
+		TargetPort yaml.Node `yaml:"targetPort"`
+	} `yaml:"ports"`
+}
+
+type pdbSpec struct {
+	MinAvailable   yaml.Node     `yaml:"minAvailable"`
+	MaxUnavailable yaml.Node     `yaml:"maxUnavailable"`
+	Selector       labelSelector `yaml:"selector"`
+}
+
+// readYAMLDocs parses every document of a YAML file into out's element type.
+func readYAMLDocs[T any](t *testing.T, file string) []T {
+	t.Helper()
+	f, err := os.Open(file)
+	require.NoError(t, err)
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	var out []T
+	for {
+		var v T
+		err := dec.Decode(&v)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err, "parsing %s", file)
+		out = append(out, v)
+	}
+	require.NotEmpty(t, out, "%s holds no YAML document", file)
+	return out
+}
+
+func decodeSpec[T any](t *testing.T, o k8sObject) T {
+	t.Helper()
+	var v T
+	require.NoError(t, o.Spec.Decode(&v), "%s %s in %s: spec", o.Kind, o.Metadata.Name, o.file)
+	return v
+}
+
+// selects reports whether a selector picks pods with these labels.
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestKubernetes(t *testing.T) {
+	dir := filepath.Join(root, "deploy", "kubernetes")
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+
+	var objs []k8sObject
+	byKind := map[string][]k8sObject{}
+	var kustomization struct {
+		Resources []string `yaml:"resources"`
+		Images    []struct {
+			Name string `yaml:"name"`
+		} `yaml:"images"`
+	}
+	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			docs := readYAMLDocs[yaml.Node](t, f)
+			require.Len(t, docs, 1)
+			require.NoError(t, docs[0].Decode(&kustomization))
+			continue
+		}
+		for _, o := range readYAMLDocs[k8sObject](t, f) {
+			o.file = filepath.Base(f)
+			require.NotEmpty(t, o.APIVersion, "%s: a document without apiVersion", f)
+			require.NotEmpty(t, o.Kind, "%s: a document without kind", f)
+			require.NotEmpty(t, o.Metadata.Name, "%s: a %s without metadata.name", f, o.Kind)
+			objs = append(objs, o)
+			byKind[o.Kind] = append(byKind[o.Kind], o)
+		}
+	}
+
+	apiVersions := map[string]string{"Deployment": "apps/v1", "Service": "v1", "ConfigMap": "v1", "Secret": "v1", "PodDisruptionBudget": "policy/v1"}
+	for _, o := range objs {
+		want, ok := apiVersions[o.Kind]
+		require.True(t, ok, "%s: unexpected kind %s", o.file, o.Kind)
+		assert.Equal(t, want, o.APIVersion, "%s: %s", o.file, o.Kind)
+	}
+	for kind := range apiVersions {
+		require.Len(t, byKind[kind], 1, "want exactly one %s", kind)
+	}
+	cm, secret := byKind["ConfigMap"][0], byKind["Secret"][0]
+	deploy, svc, pdb := byKind["Deployment"][0], byKind["Service"][0], byKind["PodDisruptionBudget"][0]
+
+	t.Run("kustomization", func(t *testing.T) {
+		listed := map[string]bool{}
+		for _, r := range kustomization.Resources {
+			listed[r] = true
+			assert.FileExists(t, filepath.Join(dir, r))
+		}
+		for _, o := range objs {
+			if o.Kind == "Secret" {
+				assert.False(t, listed[o.file], "the example Secret must not be applied by kustomize: it would overwrite the real one")
+				continue
+			}
+			assert.True(t, listed[o.file], "%s is not in kustomization.yaml resources", o.file)
+		}
+		d := decodeSpec[deploymentSpec](t, deploy)
+		require.Len(t, kustomization.Images, 1)
+		assert.Equal(t, d.Template.Spec.Containers[0].Image, kustomization.Images[0].Name, "kustomization images[].name must match the container image to rewrite it")
+	})
+
+	t.Run("secret example", func(t *testing.T) {
+		assert.Equal(t, "Opaque", secret.Type)
+		assert.True(t, strings.HasSuffix(secret.file, ".example.yaml"), "the Secret's file must say it is an example: %s", secret.file)
+		require.NotEmpty(t, secret.StringData)
+		assert.Empty(t, secret.Data, "use stringData so the example reads as text")
+		for k, v := range secret.StringData {
+			assert.Contains(t, credentials, k, "the Secret holds %s, which is not a credential setting", k)
+			if k != "KAFKA_SASL_USERNAME" {
+				assert.Contains(t, v, "CHANGE-ME", "%s must be an obvious placeholder", k)
+			}
+		}
+	})
+
+	// The environment every pod gets: ConfigMap, Secret, then env entries
+	// (valueFrom gives a stand-in value).
+	d := decodeSpec[deploymentSpec](t, deploy)
+	require.Len(t, d.Template.Spec.Containers, 1)
+	c := d.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for k, v := range cm.Data {
+		s, ok := v.(string)
+		require.True(t, ok, "ConfigMap %s: %s must be a quoted string (Kubernetes refuses %T)", cm.Metadata.Name, k, v)
+		env[k] = s
+	}
+	for k, v := range secret.StringData {
+		s, ok := v.(string)
+		require.True(t, ok, "Secret %s: %s must be a string", secret.Metadata.Name, k)
+		env[k] = s
+	}
+	for _, e := range c.Env {
+		if slices.Contains(goRuntimeVars, e.Name) {
+			continue
+		}
+		switch {
+		case e.Value != nil:
+			env[e.Name] = *e.Value
+		case e.ValueFrom != nil:
+			env[e.Name] = "lockworker-5d9c7b8f6-x2x9q" // a pod name
+		default:
+			t.Errorf("env %s has neither value nor valueFrom", e.Name)
+		}
+	}
+
+	t.Run("configuration", func(t *testing.T) {
+		for k := range cm.Data {
+			assert.NotContains(t, credentials, k, "%s is a credential: it belongs in the Secret, not the ConfigMap", k)
+		}
+		cfg := checkEnv(t, "deploy/kubernetes", env)
+		assert.False(t, cfg.EmbeddedKafka(), "KAFKA_BOOTSTRAP_SERVERS must be set: the embedded broker is for development")
+		assert.NotEmpty(t, cfg.Postgres.URL, "DATABASE_URL (from the Secret) must be set")
+
+		// Every setting is set somewhere, or left out for a reason the
+		// ConfigMap's comment gives.
+		raw, err := os.ReadFile(filepath.Join(dir, cm.file))
+		require.NoError(t, err)
+		omitted := []string{"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DATABASE", "POSTGRES_USER", "POSTGRES_PASSWORD", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_KAFKA_DIR"}
+		for name := range knownSettings(t) {
+			if _, ok := env[name]; ok {
+				assert.NotContains(t, omitted, name)
+				continue
+			}
+			if slices.Contains(omitted, name) {
+				short := strings.TrimPrefix(name, "POSTGRES_")
+				assert.True(t, bytes.Contains(raw, []byte(name)) || bytes.Contains(raw, []byte("_"+short)),
+					"%s is left out; the ConfigMap's comment must say why", name)
+				continue
+			}
+			t.Errorf("setting %s is in neither the ConfigMap, the Secret nor the Deployment", name)
+		}
+
+		// envFrom names the objects that exist.
+		var cmRef, secretRef string
+		for _, ef := range c.EnvFrom {
+			if ef.ConfigMapRef != nil {
+				cmRef = ef.ConfigMapRef.Name
+			}
+			if ef.SecretRef != nil {
+				secretRef = ef.SecretRef.Name
+			}
+		}
+		assert.Equal(t, cm.Metadata.Name, cmRef, "envFrom configMapRef")
+		assert.Equal(t, secret.Metadata.Name, secretRef, "envFrom secretRef")
+		for _, e := range c.Env {
+			if e.Name == "INSTANCE_ID" {
+				require.NotNil(t, e.ValueFrom, "INSTANCE_ID should be the pod name (fieldRef), unique per replica")
+			}
+		}
+	})
+
+	t.Run("deployment", func(t *testing.T) {
+		assert.Equal(t, 3, d.Replicas)
+		assert.True(t, selects(d.Selector.MatchLabels, d.Template.Metadata.Labels), "the Deployment's selector must match its pods")
+
+		port := httpPort(t, env["HTTP_ADDR"])
+		named := map[string]int{}
+		for _, p := range c.Ports {
+			named[p.Name] = p.ContainerPort
+		}
+		assert.Contains(t, maps(named), port, "a containerPort must be HTTP_ADDR's port %d", port)
+		resolve := func(n yaml.Node) int {
+			if n.Tag == "!!int" {
+				v, err := strconv.Atoi(n.Value)
+				require.NoError(t, err)
+				return v
+			}
+			v, ok := named[n.Value]
+			require.True(t, ok, "port name %q is not a containerPort", n.Value)
+			return v
+		}
+		for name, p := range map[string]*probe{"startupProbe": c.StartupProbe, "readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+			if name == "startupProbe" && p == nil {
+				continue
+			}
+			require.NotNil(t, p, name)
+			require.NotNil(t, p.HTTPGet, "%s must be an httpGet", name)
+			assert.Equal(t, "/health", p.HTTPGet.Path, name)
+			assert.Equal(t, port, resolve(p.HTTPGet.Port), "%s must ask HTTP_ADDR's port", name)
+		}
+		// A liveness probe that gives up before readiness does would
+		// restart pods during a short outage instead of just unreadying them.
+		live := c.LivenessProbe.PeriodSeconds * max(c.LivenessProbe.FailureThreshold, 1)
+		ready := c.ReadinessProbe.PeriodSeconds * max(c.ReadinessProbe.FailureThreshold, 1)
+		assert.Greater(t, live, ready, "liveness must be more patient than readiness")
+		if v := d.Template.Metadata.Annotations["prometheus.io/port"]; v != "" {
+			assert.Equal(t, strconv.Itoa(port), v, "prometheus.io/port")
+		}
+
+		require.NotNil(t, d.Template.Spec.TerminationGracePeriodSeconds)
+		assert.Greater(t, time.Duration(*d.Template.Spec.TerminationGracePeriodSeconds)*time.Second, drainBound,
+			"terminationGracePeriodSeconds must outlast the drain")
+
+		for _, r := range []string{"cpu", "memory"} {
+			assert.NotEmpty(t, c.Resources.Requests[r], "resources.requests.%s", r)
+		}
+		assert.NotEmpty(t, c.Resources.Limits["memory"], "resources.limits.memory")
+
+		sc := d.Template.Spec.SecurityContext
+		require.NotNil(t, sc.RunAsNonRoot)
+		assert.True(t, *sc.RunAsNonRoot)
+		require.NotNil(t, sc.RunAsUser)
+		assert.NotZero(t, *sc.RunAsUser)
+		require.NotNil(t, c.SecurityContext.AllowPrivilegeEscalation)
+		assert.False(t, *c.SecurityContext.AllowPrivilegeEscalation)
+		assert.True(t, c.SecurityContext.ReadOnlyRootFilesystem)
+		assert.Contains(t, c.SecurityContext.Capabilities.Drop, "ALL")
+	})
+
+	t.Run("service", func(t *testing.T) {
+		s := decodeSpec[serviceSpec](t, svc)
+		assert.True(t, selects(s.Selector, d.Template.Metadata.Labels), "the Service must select the pods")
+		require.NotEmpty(t, s.Ports)
+		tp := s.Ports[0].TargetPort
+		port := httpPort(t, env["HTTP_ADDR"])
+		if tp.Tag == "!!int" {
+			assert.Equal(t, strconv.Itoa(port), tp.Value)
+		} else {
+			found := false
+			for _, p := range c.Ports {
+				found = found || (p.Name == tp.Value && p.ContainerPort == port)
+			}
+			assert.True(t, found, "targetPort %q must name the containerPort %d", tp.Value, port)
+		}
+	})
+
+	t.Run("pod disruption budget", func(t *testing.T) {
+		p := decodeSpec[pdbSpec](t, pdb)
+		assert.True(t, selects(p.Selector.MatchLabels, d.Template.Metadata.Labels), "the PDB must select the pods")
+		require.True(t, (p.MinAvailable.Kind == 0) != (p.MaxUnavailable.Kind == 0), "set one of minAvailable, maxUnavailable")
+		// It must let a drain evict at least one pod of three.
+		if p.MinAvailable.Kind != 0 {
+			n, err := strconv.Atoi(p.MinAvailable.Value)
+			require.NoError(t, err, "minAvailable as a number")
+			assert.Less(t, n, d.Replicas)
+		} else {
+			n, err := strconv.Atoi(p.MaxUnavailable.Value)
+			require.NoError(t, err, "maxUnavailable as a number")
+			assert.GreaterOrEqual(t, n, 1)
+			assert.Less(t, n, d.Replicas)
+		}
+	})
+}
+
+func maps(m map[string]int) []int {
+	var out []int
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// ------------------------------------------------------------------- compose
+
+func loadCompose(t *testing.T) *types.Project {
+	t.Helper()
+	abs, err := filepath.Abs(root)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// No environment: every ${VAR:-default} takes its default, as on a
+	// machine with nothing set. Validation against the compose schema is on.
+	p, err := loader.LoadWithContext(ctx, types.ConfigDetails{
+		WorkingDir:  abs,
+		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(abs, "docker-compose.yml")}},
+		Environment: types.Mapping{},
+	})
+	require.NoError(t, err, "docker-compose.yml does not load (schema or interpolation)")
+	return p
+}
+
+func composeEnv(t *testing.T, s types.ServiceConfig) map[string]string {
+	t.Helper()
+	env := map[string]string{}
+	for k, v := range s.Environment {
+		require.NotNil(t, v, "service %s: %s has no value", s.Name, k)
+		env[k] = *v
+	}
+	return env
+}
+
+func TestCompose(t *testing.T) {
+	p := loadCompose(t)
+	absRoot, err := filepath.Abs(root)
+	require.NoError(t, err)
+
+	for _, name := range []string{"kafka", "kafka-init", "postgres"} {
+		require.Contains(t, p.Services, name)
+	}
+	var replicas []types.ServiceConfig
+	for _, s := range p.Services {
+		if s.Build != nil {
+			replicas = append(replicas, s)
+		}
+	}
+	sort.Slice(replicas, func(i, j int) bool { return replicas[i].Name < replicas[j].Name })
+	require.Len(t, replicas, 2, "two lockworker replicas built from the Dockerfile")
+
+	kafka, initSvc, pg := p.Services["kafka"], p.Services["kafka-init"], p.Services["postgres"]
+	for _, s := range []types.ServiceConfig{kafka, pg, replicas[0], replicas[1]} {
+		require.NotNil(t, s.HealthCheck, "service %s needs a healthcheck", s.Name)
+		assert.False(t, s.HealthCheck.Disable, s.Name)
+		assert.NotEmpty(t, s.HealthCheck.Test, s.Name)
+	}
+
+	kenv := composeEnv(t, kafka)
+	t.Run("kafka in KRaft mode", func(t *testing.T) {
+		assert.True(t, strings.HasPrefix(kafka.Image, "apache/kafka:"), kafka.Image)
+		assert.Contains(t, strings.Split(kenv["KAFKA_PROCESS_ROLES"], ","), "controller")
+		assert.Contains(t, strings.Split(kenv["KAFKA_PROCESS_ROLES"], ","), "broker")
+		assert.NotEmpty(t, kenv["KAFKA_NODE_ID"])
+		assert.Regexp(t, `^`+kenv["KAFKA_NODE_ID"]+`@kafka:\d+$`, kenv["KAFKA_CONTROLLER_QUORUM_VOTERS"])
+		for k := range kenv {
+			assert.NotContains(t, k, "ZOOKEEPER")
+		}
+		id, err := base64.RawURLEncoding.DecodeString(kenv["CLUSTER_ID"])
+		assert.NoError(t, err, "CLUSTER_ID must be base64url (kafka-storage.sh random-uuid)")
+		assert.Len(t, id, 16, "CLUSTER_ID must encode 16 bytes")
+		// Every listener has a protocol; the controller listener is one.
+		protos := map[string]bool{}
+		for _, kv := range strings.Split(kenv["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"], ",") {
+			protos[strings.SplitN(kv, ":", 2)[0]] = true
+		}
+		for _, l := range strings.Split(kenv["KAFKA_LISTENERS"]+","+kenv["KAFKA_ADVERTISED_LISTENERS"], ",") {
+			assert.True(t, protos[strings.SplitN(l, ":", 2)[0]], "listener %s has no security protocol", l)
+		}
+		assert.True(t, protos[kenv["KAFKA_CONTROLLER_LISTENER_NAMES"]])
+	})
+
+	for i, s := range replicas {
+		env := composeEnv(t, s)
+		t.Run(s.Name, func(t *testing.T) {
+			assert.Equal(t, absRoot, filepath.Clean(s.Build.Context), "build context is the repository")
+			assert.Equal(t, "Dockerfile", s.Build.Dockerfile)
+			cfg := checkEnv(t, "docker-compose.yml service "+s.Name, env)
+
+			// Reaches the broker and the database of this file.
+			require.Len(t, cfg.Kafka.BootstrapServers, 1)
+			assert.Contains(t, strings.Split(kenv["KAFKA_ADVERTISED_LISTENERS"], ","), "PLAINTEXT://"+cfg.Kafka.BootstrapServers[0],
+				"KAFKA_BOOTSTRAP_SERVERS must be a listener kafka advertises")
+			penv := composeEnv(t, pg)
+			assert.Equal(t, "postgres", cfg.Postgres.Host)
+			assert.Equal(t, penv["POSTGRES_DB"], cfg.Postgres.Database)
+			assert.Equal(t, penv["POSTGRES_USER"], cfg.Postgres.User)
+			assert.Equal(t, penv["POSTGRES_PASSWORD"], cfg.Postgres.Password)
+
+			assert.Equal(t, "service_healthy", s.DependsOn["postgres"].Condition)
+			assert.Equal(t, "service_completed_successfully", s.DependsOn["kafka-init"].Condition)
+			if d, ok := s.DependsOn["kafka"]; ok {
+				assert.Equal(t, "service_healthy", d.Condition)
+			}
+
+			assert.Equal(t, types.HealthCheckTest{"CMD", "/usr/local/bin/healthcheck"}, s.HealthCheck.Test,
+				"the image has no shell: run the healthcheck binary")
+			port := httpPort(t, cfg.HTTPAddr)
+			require.Len(t, s.Ports, 1)
+			assert.Equal(t, uint32(port), s.Ports[0].Target, "the published port must be HTTP_ADDR's")
+			require.NotNil(t, s.StopGracePeriod, "stop_grace_period: Docker's 10 s default cuts the drain short")
+			assert.Greater(t, time.Duration(*s.StopGracePeriod), drainBound)
+
+			if i == 1 {
+				other := composeEnv(t, replicas[0])
+				assert.NotEqual(t, other["INSTANCE_ID"], env["INSTANCE_ID"], "replicas need distinct INSTANCE_IDs")
+				assert.NotEqual(t, replicas[0].Ports[0].Published, s.Ports[0].Published, "replicas need distinct host ports")
+				assert.Equal(t, other["KAFKA_CONSUMER_GROUP"], env["KAFKA_CONSUMER_GROUP"], "replicas share one consumer group")
+			}
+		})
+	}
+
+	t.Run("topic creation", func(t *testing.T) {
+		assert.Equal(t, "service_healthy", initSvc.DependsOn["kafka"].Condition)
+		assert.Equal(t, "no", initSvc.Restart)
+		script := strings.Join(append(append([]string{}, initSvc.Entrypoint...), initSvc.Command...), " ")
+		cfg := checkEnv(t, "docker-compose.yml service "+replicas[0].Name, composeEnv(t, replicas[0]))
+		tp := cfg.Topics
+		for _, topic := range []string{tp.Commands, tp.LockAcquired, tp.LockReleased, tp.LockExpired, tp.DeadLetter} {
+			assert.Regexp(t, `(^|[\s"])`+regexp.QuoteMeta(topic)+`([\s";]|$)`, script, "kafka-init must create %s", topic)
+		}
+		assert.Regexp(t, `--topic `+regexp.QuoteMeta(tp.Commands)+` --partitions `+strconv.Itoa(int(tp.CommandsPartitions))+`\b`, script,
+			"the commands topic must get COMMANDS_PARTITIONS partitions")
+		assert.Contains(t, script, "--bootstrap-server kafka:9092")
+	})
+}
+
+// ---------------------------------------------------------------- Dockerfile
+
+// dockerfileLines returns the instructions of a Dockerfile, continuation
+// lines joined and comments dropped.
+func dockerfileLines(t *testing.T) []string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(root, "Dockerfile"))
+	require.NoError(t, err)
+	var out []string
+	var cur strings.Builder
+	for _, line := range strings.Split(string(raw), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if cur.Len() == 0 && (trimmed == "" || strings.HasPrefix(trimmed, "#")) {
+			continue
+		}
+		if strings.HasSuffix(trimmed, "\\") {
+			cur.WriteString(strings.TrimSuffix(trimmed, "\\") + " ")
+			continue
+		}
+		cur.WriteString(trimmed)
+		out = append(out, cur.String())
+		cur.Reset()
+	}
+	require.Zero(t, cur.Len(), "Dockerfile ends inside a continued line")
+	return out
+}
+
+// shellWords splits a command line the way sh would for the simple quoting
+// the Dockerfile uses (double and single quotes, no escapes inside them).
+func shellWords(s string) []string {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	var quote rune
+	for _, r := range s {
+		switch {
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			} else {
+				cur.WriteRune(r)
+			}
+		case r == '"' || r == '\'':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
+}
+
+type dockerfile struct {
+	stages    [][]string // instructions per stage, FROM first
+	buildArgs []string   // what follows "go build" in the builder
+	buildEnv  map[string]string
+}
+
+func parseDockerfile(t *testing.T) dockerfile {
+	t.Helper()
+	var df dockerfile
+	df.buildEnv = map[string]string{}
+	for _, l := range dockerfileLines(t) {
+		instr := strings.ToUpper(strings.Fields(l)[0])
+		if instr == "FROM" {
+			df.stages = append(df.stages, nil)
+		}
+		if len(df.stages) == 0 {
+			require.Contains(t, []string{"ARG"}, instr, "only ARG may come before the first FROM: %s", l)
+			continue
+		}
+		df.stages[len(df.stages)-1] = append(df.stages[len(df.stages)-1], l)
+		if len(df.stages) == 1 && instr == "ENV" {
+			for _, kv := range shellWords(strings.TrimSpace(l[3:])) {
+				k, v, ok := strings.Cut(kv, "=")
+				require.True(t, ok, "ENV %q: use key=value", kv)
+				df.buildEnv[k] = v
+			}
+		}
+		if instr == "RUN" && strings.Contains(l, "go build") {
+			require.Nil(t, df.buildArgs, "more than one go build line")
+			_, after, _ := strings.Cut(l, "go build")
+			df.buildArgs = shellWords(after)
+		}
+	}
+	require.Len(t, df.stages, 2, "a build stage and a final stage")
+	require.NotNil(t, df.buildArgs, "no RUN ... go build line")
+	return df
+}
+
+// mainPackages are the commands under cmd/, as ./cmd/... builds them.
+func mainPackages(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-e", "-f", `{{if eq .Name "main"}}{{.ImportPath}}{{end}}`, filepath.Join(root, "cmd")+"/...").Output()
+	require.NoError(t, err, "go list ./cmd/...")
+	var names []string
+	for _, l := range strings.Fields(string(out)) {
+		names = append(names, l[strings.LastIndex(l, "/")+1:])
+	}
+	require.Contains(t, names, "lockworker")
+	require.Contains(t, names, "healthcheck")
+	return names
+}
+
+func TestDockerfile(t *testing.T) {
+	df := parseDockerfile(t)
+	build, final := df.stages[0], df.stages[1]
+	lines := dockerfileLines(t)
+
+	t.Run("builder", func(t *testing.T) {
+		from := shellWords(build[0])
+		image := from[len(from)-3]
+		require.Equal(t, "AS", strings.ToUpper(from[len(from)-2]), "name the build stage: %s", build[0])
+		// golang:${GO_VERSION} with ARG GO_VERSION=<go.mod's go version>.
+		var goVersion string
+		for _, l := range lines {
+			if v, ok := strings.CutPrefix(l, "ARG GO_VERSION="); ok {
+				goVersion = v
+			}
+		}
+		image = strings.ReplaceAll(image, "${GO_VERSION}", goVersion)
+		require.True(t, strings.HasPrefix(image, "golang:"), "builder image %s", image)
+		mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+		require.NoError(t, err)
+		m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(mod)
+		require.NotNil(t, m, "go directive in go.mod")
+		assert.True(t, strings.HasPrefix(strings.TrimPrefix(image, "golang:"), string(m[1])),
+			"builder %s must be Go %s, as go.mod says", image, m[1])
+		assert.Equal(t, "0", df.buildEnv["CGO_ENABLED"], "CGO_ENABLED=0 for a static binary")
+		assert.Contains(t, df.buildArgs, "-trimpath")
+		i := slices.Index(df.buildArgs, "-ldflags")
+		require.GreaterOrEqual(t, i, 0, "-ldflags")
+		assert.ElementsMatch(t, []string{"-s", "-w"}, strings.Fields(df.buildArgs[i+1]))
+		assert.Equal(t, "./cmd/...", df.buildArgs[len(df.buildArgs)-1], "the image carries every command")
+	})
+
+	t.Run("final image", func(t *testing.T) {
+		from := shellWords(final[0])
+		image := from[len(from)-1]
+		assert.True(t, image == "scratch" || (strings.HasPrefix(image, "gcr.io/distroless/static") && strings.HasSuffix(image, ":nonroot")),
+			"final image %s: distroless static nonroot or scratch", image)
+		var user, entrypoint, healthcheck string
+		var exposed []string
+		for _, l := range final {
+			instr, rest, _ := strings.Cut(l, " ")
+			switch strings.ToUpper(instr) {
+			case "USER":
+				user = rest
+			case "EXPOSE":
+				exposed = append(exposed, strings.Fields(rest)...)
+			case "ENTRYPOINT":
+				entrypoint = rest
+			case "HEALTHCHECK":
+				healthcheck = rest
+			case "RUN":
+				t.Errorf("the final stage has no shell to RUN with: %s", l)
+			}
+		}
+		uid, _, _ := strings.Cut(user, ":")
+		assert.NotEmpty(t, uid, "USER")
+		assert.NotContains(t, []string{"0", "root"}, uid, "USER must not be root")
+		port := httpPort(t, config.Default().HTTPAddr)
+		assert.Contains(t, exposed, strconv.Itoa(port), "EXPOSE HTTP_ADDR's default port")
+		assert.Equal(t, `["/usr/local/bin/lockworker"]`, entrypoint)
+		assert.Regexp(t, `CMD \["/usr/local/bin/healthcheck"\]$`, healthcheck, "exec-form HEALTHCHECK with the healthcheck binary")
+		assert.Contains(t, final, "COPY --from=build /out/ /usr/local/bin/")
+		for _, w := range shellWords(build[len(build)-1]) {
+			if w == "-o" {
+				assert.Contains(t, build[len(build)-1], "-o /out/ ", "binaries go to /out/, which the final stage copies")
+			}
+		}
+	})
+
+	t.Run("dockerignore", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
+		require.NoError(t, err)
+		var patterns []string
+		for _, l := range strings.Split(string(raw), "\n") {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+				patterns = append(patterns, l)
+			}
+		}
+		for _, p := range []string{".git", ".data/kafka/x"} {
+			assert.True(t, dockerIgnored(patterns, p), ".dockerignore must exclude %s", p)
+		}
+		// Every file the build reads stays in the context.
+		out, err := exec.Command("go", "list", "-deps", "-f",
+			`{{if .Module}}{{if .Module.Main}}{{.Dir}}{{range .GoFiles}} {{.}}{{end}}{{range .EmbedFiles}} {{.}}{{end}}{{end}}{{end}}`,
+			filepath.Join(root, "cmd")+"/...").Output()
+		require.NoError(t, err)
+		absRoot, err := filepath.Abs(root)
+		require.NoError(t, err)
+		needed := []string{"go.mod", "go.sum"}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(l)
+			rel, err := filepath.Rel(absRoot, f[0])
+			require.NoError(t, err)
+			for _, name := range f[1:] {
+				needed = append(needed, filepath.ToSlash(filepath.Join(rel, name)))
+			}
+		}
+		require.Greater(t, len(needed), 10)
+		for _, f := range needed {
+			assert.False(t, dockerIgnored(patterns, f), ".dockerignore excludes %s, which the build needs", f)
+		}
+	})
+}
+
+// dockerIgnored applies .dockerignore rules to a slash-separated path: the
+// last matching pattern wins, "!" re-includes, a pattern matching a parent
+// directory excludes what is inside, "**" spans directories.
+func dockerIgnored(patterns []string, p string) bool {
+	ignored := false
+	for _, pat := range patterns {
+		neg := strings.HasPrefix(pat, "!")
+		pat = strings.TrimPrefix(strings.TrimPrefix(pat, "!"), "/")
+		var re strings.Builder
+		re.WriteString("^")
+		for i := 0; i < len(pat); i++ {
+			switch c := pat[i]; {
+			case c == '*' && i+1 < len(pat) && pat[i+1] == '*':
+				re.WriteString(".*")
+				i++
+				if i+1 < len(pat) && pat[i+1] == '/' {
+					re.WriteString("/?")
+					i++
+				}
+			case c == '*':
+				re.WriteString("[^/]*")
+			case c == '?':
+				re.WriteString("[^/]")
+			default:
+				re.WriteString(regexp.QuoteMeta(string(c)))
+			}
+		}
+		re.WriteString("(/.*)?$")
+		if regexp.MustCompile(re.String()).MatchString(p) {
+			ignored = !neg
+		}
+	}
+	return ignored
+}
+
+func TestDockerignoreMatcher(t *testing.T) {
+	pats := []string{".git", "**/*.test", "*.md", "!README.md", "docs/**/x"}
+	for p, want := range map[string]bool{
+		".git": true, ".git/HEAD": true, ".gitignore": false, "a/b.test": true, "b.test": true,
+		"NOTES.md": true, "README.md": false, "cmd/x.md": false, "docs/a/b/x": true, "docs/x": true, "main.go": false,
+	} {
+		assert.Equal(t, want, dockerIgnored(pats, p), p)
+	}
+}
+
+// TestDockerBuildFlags builds ./cmd/... exactly as the Dockerfile does (its
+// go build arguments and build ENV, read from it) and checks the binaries
+// are static, stripped, path-free, and run.
+func TestDockerBuildFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds every command (-short)")
+	}
+	df := parseDockerfile(t)
+	out := t.TempDir()
+	args := []string{"build"}
+	for i := 0; i < len(df.buildArgs); i++ {
+		a := df.buildArgs[i]
+		if a == "-o" {
+			args = append(args, "-o", out+string(os.PathSeparator))
+			i++
+			continue
+		}
+		args = append(args, a)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	cmd.Env = os.Environ()
+	for k, v := range df.buildEnv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	// The Dockerfile sets GOOS/GOARCH from the target platform: linux here.
+	cmd.Env = append(cmd.Env, "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	msg, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go %s:\n%s", strings.Join(args, " "), msg)
+
+	absRoot, err := filepath.Abs(root)
+	require.NoError(t, err)
+	for _, name := range mainPackages(t) {
+		t.Run(name, func(t *testing.T) {
+			bin := filepath.Join(out, name)
+			f, err := elf.Open(bin)
+			require.NoError(t, err, "%s is not an ELF binary", name)
+			defer f.Close()
+			for _, p := range f.Progs {
+				assert.NotEqual(t, elf.PT_INTERP, p.Type, "%s has a dynamic loader (PT_INTERP): not static", name)
+				assert.NotEqual(t, elf.PT_DYNAMIC, p.Type, "%s has a dynamic section", name)
+			}
+			libs, err := f.ImportedLibraries()
+			require.NoError(t, err)
+			assert.Empty(t, libs, "%s links shared libraries", name)
+			assert.True(t, f.Section(".symtab") == nil, "%s keeps its symbol table: -ldflags -s missing", name)
+			assert.True(t, f.Section(".debug_info") == nil, "%s keeps DWARF: -ldflags -w missing", name)
+			data, err := os.ReadFile(bin)
+			require.NoError(t, err)
+			assert.False(t, bytes.Contains(data, []byte(absRoot+"/")), "%s holds the build directory %s: -trimpath missing", name, absRoot)
+		})
+	}
+	if runtime.GOOS != "linux" {
+		t.Skipf("the binaries are linux/%s; not running them on %s", runtime.GOARCH, runtime.GOOS)
+	}
+
+	t.Run("lockworker runs", func(t *testing.T) {
+		// A bad setting stops it in ParseEnv: proof it starts, without
+		// needing Kafka or PostgreSQL.
+		c := exec.Command(filepath.Join(out, "lockworker"))
+		c.Env = []string{"LOG_FORMAT=xml"}
+		msg, err := c.CombinedOutput()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "%s", msg)
+		assert.Equal(t, 2, exit.ExitCode(), "%s", msg)
+		assert.Contains(t, string(msg), `LOG_FORMAT: "xml" is not json or console`)
+	})
+
+	t.Run("healthcheck runs", func(t *testing.T) {
+		var healthy atomic.Bool
+		healthy.Store(true)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/health" && healthy.Load() {
+				w.WriteHeader(http.StatusOK)
+				return
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}))
+		defer srv.Close()
+		_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+		require.NoError(t, err)
+
+		run := func() error {
+			c := exec.Command(filepath.Join(out, "healthcheck"))
+			c.Env = []string{"HTTP_ADDR=:" + port} // as HEALTHCHECK runs it: no argument
+			return c.Run()
+		}
+		assert.NoError(t, run(), "200 must exit 0")
+		healthy.Store(false)
+		var exit *exec.ExitError
+		require.ErrorAs(t, run(), &exit, "503 must fail")
+		assert.Equal(t, 1, exit.ExitCode())
+	})
+}
