@@ -35,12 +35,12 @@ type Lease struct {
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
 
-	mu        sync.Mutex
-	info      topics.LockInfo
-	lease     time.Duration // lease_duration, the keep-alive target
-	deadline  time.Time     // local estimate of the end of the lease
-	timer     *time.Timer   // fires at deadline
-	err       error         // why the lease ended
+	mu       sync.Mutex
+	info     topics.LockInfo
+	lease    time.Duration // lease_duration, the keep-alive target
+	deadline time.Time     // local estimate of the end of the lease
+	timer    *time.Timer   // fires at deadline
+	err      error         // why the lease ended
 }
 
 func (c *Client) newLease(ev topics.Event, o acquireOptions, sent time.Time) *Lease {

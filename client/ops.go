@@ -27,14 +27,15 @@ type CleanupResult struct {
 	// Count is how many locks it touched.
 	Count int
 	// LockNames are the locks whose ended lease it expired or whose idle row
-	// it deleted.
+	// it deleted, as lock keys ("namespace/name" or "name").
 	LockNames []string
 }
 
 // Cleanup ends every lease of name past its expiry and deletes released or
 // expired rows idle longer than maxAge that have no waiters. name "*"
-// (topics.CleanupAll) covers every lock of the namespace. maxAge < 0 means the
-// worker's default (an hour).
+// (topics.CleanupAll) covers every lock; the worker applies it across all
+// namespaces, not only Config.Namespace. maxAge < 0 means the worker's
+// default (an hour).
 func (c *Client) Cleanup(ctx context.Context, name string, maxAge time.Duration) (CleanupResult, error) {
 	cmd := c.command(topics.OpCleanup, name)
 	if maxAge >= 0 {

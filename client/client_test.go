@@ -1,0 +1,363 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/topics"
+)
+
+func newClient(t *testing.T, requester string, mod ...func(*client.Config)) *client.Client {
+	t.Helper()
+	cfg := client.Config{Brokers: env.Brokers, Requester: requester}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Three requesters contend for one lock: the waiters are granted in the
+// order they queued, tokens only grow, and no two ever hold it at once.
+func TestContentionFIFO(t *testing.T) {
+	ctx := ctxT(t)
+	const lock = "fifo"
+	a, b, c := newClient(t, "fifo-a"), newClient(t, "fifo-b"), newClient(t, "fifo-c")
+	la, err := a.Acquire(ctx, lock)
+	require.NoError(t, err)
+
+	var (
+		inside atomic.Int32
+		mu     sync.Mutex
+		order  []string
+		tokens = []int64{la.Token}
+	)
+	hold := func(name string, cl *client.Client, queued chan<- int) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			done <- client.WithLock(ctx, cl, lock, func(ctx context.Context, l *client.Lease) error {
+				if n := inside.Add(1); n != 1 {
+					return errors.New("two holders at once")
+				}
+				defer inside.Add(-1)
+				mu.Lock()
+				order, tokens = append(order, name), append(tokens, l.Token)
+				mu.Unlock()
+				return nil
+			}, client.OnQueued(func(p int) { queued <- p }))
+		}()
+		return done
+	}
+	qb, qc := make(chan int, 1), make(chan int, 1)
+	doneB := hold("b", b, qb)
+	assert.Equal(t, 1, <-qb, "b's place in the queue")
+	doneC := hold("c", c, qc)
+	assert.Equal(t, 2, <-qc, "c's place in the queue")
+
+	require.NoError(t, la.Release(ctx))
+	require.NoError(t, <-doneB)
+	require.NoError(t, <-doneC)
+	assert.Equal(t, []string{"b", "c"}, order, "grant order")
+	require.Len(t, tokens, 3)
+	assert.Less(t, tokens[0], tokens[1])
+	assert.Less(t, tokens[1], tokens[2])
+}
+
+func TestTryAcquireSaysWhoHoldsIt(t *testing.T) {
+	ctx := ctxT(t)
+	a, b := newClient(t, "try-a"), newClient(t, "try-b")
+	la, err := a.Acquire(ctx, "try", client.WithOwner("holder-1"), client.WithLease(20*time.Second))
+	require.NoError(t, err)
+	defer la.Release(ctx)
+
+	start := time.Now()
+	_, err = b.TryAcquire(ctx, "try")
+	require.Error(t, err)
+	assert.Less(t, time.Since(start), 5*time.Second, "TryAcquire must not wait")
+	assert.ErrorIs(t, err, client.ErrLockHeld)
+	var e *client.Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, topics.CodeLockHeld, e.Code)
+	assert.Equal(t, "holder-1", e.Holder)
+	assert.WithinDuration(t, la.ExpiresAt(), e.ExpiresAt, time.Millisecond)
+	assert.Greater(t, e.RetryAfter, 15*time.Second)
+	assert.Contains(t, err.Error(), `"holder-1"`)
+	assert.Contains(t, err.Error(), "until "+la.ExpiresAt().Format(time.RFC3339Nano))
+	t.Log(err)
+}
+
+// A holder that stops extending loses the lease by its expiry; Lost and
+// Context tell it, and the worker agrees.
+func TestLeaseLostWithoutKeepAlive(t *testing.T) {
+	ctx := ctxT(t)
+	expired := env.Watch(env.Names.Expired)
+	c := newClient(t, "lost")
+	const lease = time.Second
+	start := time.Now()
+	l, err := c.Acquire(ctx, "lost", client.WithLease(lease), client.WithoutKeepAlive())
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-time.After(lease + time.Second):
+		t.Fatal("Lost did not fire within the lease plus 1 s")
+	}
+	t.Logf("lost after %s: %v", time.Since(start), l.Err())
+	require.Error(t, l.Context().Err(), "Context is cancelled when Lost fires")
+	assert.ErrorIs(t, context.Cause(l.Context()), client.ErrLeaseLost)
+	assert.ErrorIs(t, l.Err(), client.ErrLeaseLost)
+
+	expired.WaitEvent(t, "the worker's lock.expired", func(r e2e.Received) bool {
+		return r.Event.LockInfo != nil && r.Event.LockInfo.LockName == "lost" && r.Event.LockInfo.FencingToken == l.Token
+	})
+	err = l.Release(ctx)
+	assert.ErrorIs(t, err, client.ErrNotHeld)
+}
+
+// Keep-alive holds a lease well past its duration; when the worker refuses
+// an extension (someone released the lock in the holder's name) the lease
+// is lost.
+func TestKeepAliveAndRefusal(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "keepalive")
+	replies := env.Watch(c.ReplyTopic())
+	const lease = 900 * time.Millisecond
+	l, err := c.Acquire(ctx, "keepalive", client.WithLease(lease))
+	require.NoError(t, err)
+
+	replies.WaitFor(t, 10*time.Second, "three keep-alive extensions", func(rs []e2e.Received) bool {
+		n := 0
+		for _, r := range rs {
+			if r.Event.Type == topics.TypeExtended && r.Event.LockInfo.FencingToken == l.Token {
+				n++
+			}
+		}
+		return n >= 3
+	})
+	select {
+	case <-l.Lost():
+		t.Fatalf("lease lost although kept alive: %v", l.Err())
+	default:
+	}
+	info, err := c.Query(ctx, "keepalive")
+	require.NoError(t, err)
+	assert.Equal(t, topics.StatusAcquired, info.Status)
+	assert.Equal(t, l.Token, info.FencingToken)
+	assert.GreaterOrEqual(t, info.ExtensionCount, int64(3))
+	assert.Less(t, time.Until(info.ExpiresAt.Time), 2*lease, "keep-alive keeps the expiry about one lease ahead, not drifting")
+
+	admin := newClient(t, "keepalive-admin")
+	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: "keepalive", OwnerID: l.Owner})
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-time.After(lease + time.Second):
+		t.Fatal("Lost did not fire after the lock was released behind the holder's back")
+	}
+	assert.ErrorIs(t, l.Err(), client.ErrNotHeld)
+	assert.ErrorIs(t, context.Cause(l.Context()), client.ErrLeaseLost)
+}
+
+// The relay's first produce to the reply topic is answered with success but
+// not stored: the reply is lost in transit. The client sends the acquire
+// again with the same request_id; the worker answers from its stored outcome
+// and takes the lock once.
+func TestLostReplyIsRetriedOnce(t *testing.T) {
+	ctx := ctxT(t)
+	const lock = "lost-reply"
+	commands := env.Watch(env.Names.Commands)
+	c := newClient(t, "lost-reply", func(cfg *client.Config) { cfg.ReplyTimeout = 500 * time.Millisecond })
+	reply := c.ReplyTopic()
+	details, err := kadm.NewClient(env.Producer()).ListTopics(ctx, reply)
+	require.NoError(t, err)
+	replyID := details[reply].ID
+
+	var dropped atomic.Int32
+	env.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.ProduceRequest)
+		ours := false
+		for _, tp := range req.Topics {
+			ours = ours || tp.Topic == reply || tp.TopicID == replyID
+		}
+		if !ours || dropped.Load() > 0 {
+			return nil, nil, false
+		}
+		dropped.Add(1)
+		env.Cluster.DropControl()
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, tp := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+			for _, p := range tp.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition = p.Partition
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+
+	start := time.Now()
+	l, err := c.Acquire(ctx, lock, client.WithoutKeepAlive())
+	require.NoError(t, err)
+	t.Logf("acquired after %s", time.Since(start))
+	require.EqualValues(t, 1, dropped.Load(), "the first reply was dropped")
+	defer l.Release(ctx)
+
+	// The same acquire went to the commands topic twice, with one request_id.
+	var sent []topics.Command
+	commands.WaitFor(t, 10*time.Second, "two copies of the acquire", func(rs []e2e.Received) bool {
+		sent = sent[:0]
+		for _, r := range rs {
+			var cmd topics.Command
+			if json.Unmarshal(r.Record.Value, &cmd) == nil && cmd.LockName == lock && cmd.Operation == topics.OpAcquire {
+				sent = append(sent, cmd)
+			}
+		}
+		return len(sent) >= 2
+	})
+	assert.Equal(t, sent[0].RequestID, sent[1].RequestID)
+
+	var acquisitions, history int
+	require.NoError(t, env.Store.Pool.QueryRow(ctx,
+		`SELECT acquisition_count FROM locks WHERE lock_name = $1`, lock).Scan(&acquisitions))
+	require.NoError(t, env.Store.Pool.QueryRow(ctx,
+		`SELECT count(*) FROM lock_events WHERE lock_name = $1 AND type = $2`, lock, topics.TypeAcquired).Scan(&history))
+	assert.Equal(t, 1, acquisitions, "acquisition_count")
+	assert.Equal(t, 1, history, "lock.acquired rows in lock_events")
+}
+
+// A waiter whose context ends leaves the queue (lock.withdrawn), so the next
+// waiter gets the lock and the one that gave up never does.
+func TestCancelWhileQueuedWithdraws(t *testing.T) {
+	ctx := ctxT(t)
+	const lock = "withdraw"
+	a, b, c := newClient(t, "withdraw-a"), newClient(t, "withdraw-b"), newClient(t, "withdraw-c")
+	bReplies := env.Watch(b.ReplyTopic())
+	la, err := a.Acquire(ctx, lock)
+	require.NoError(t, err)
+
+	bctx, cancelB := context.WithCancel(ctx)
+	qb, qc := make(chan int, 1), make(chan int, 1)
+	doneB := make(chan error, 1)
+	go func() {
+		_, err := b.Acquire(bctx, lock, client.WithOwner("quitter"), client.OnQueued(func(p int) { qb <- p }))
+		doneB <- err
+	}()
+	<-qb
+	doneC := make(chan *client.Lease, 1)
+	go func() {
+		l, err := c.Acquire(ctx, lock, client.OnQueued(func(p int) { qc <- p }))
+		assert.NoError(t, err)
+		doneC <- l
+	}()
+	assert.Equal(t, 2, <-qc)
+
+	cancelB()
+	assert.ErrorIs(t, <-doneB, context.Canceled)
+	bReplies.WaitEvent(t, "lock.withdrawn for the quitter", func(r e2e.Received) bool {
+		return r.Event.Type == topics.TypeWithdrawn && r.Event.LockInfo.LockName == lock
+	})
+
+	require.NoError(t, la.Release(ctx))
+	lc := <-doneC
+	require.NotNil(t, lc)
+	assert.Greater(t, lc.Token, la.Token)
+	require.NoError(t, lc.Release(ctx))
+	var quitterGrants int
+	require.NoError(t, env.Store.Pool.QueryRow(ctx,
+		`SELECT count(*) FROM lock_events WHERE lock_name = $1 AND owner_id = 'quitter'`, lock).Scan(&quitterGrants))
+	assert.Zero(t, quitterGrants, "the owner that gave up was never granted the lock")
+}
+
+// Bad input fails at once, in the client, with the contract's wording.
+func TestBadInputRefusedByClient(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "bad-input")
+	long := strings.Repeat("x", topics.MaxLockNameBytes+1)
+	for _, tc := range []struct {
+		name, lock string
+		opts       []client.AcquireOption
+		want       string
+	}{
+		{"empty name", "", nil, "lock_name is required"},
+		{"long name", long, nil, "lock_name is 256 bytes"},
+		{"control char", "a\nb", nil, "printable"},
+		{"tiny lease", "ok", []client.AcquireOption{client.WithLease(time.Millisecond)}, "lease_duration"},
+		{"long wait", "ok", []client.AcquireOption{client.WithWait(2 * time.Hour)}, "wait_timeout"},
+		{"metadata not an object", "ok", []client.AcquireOption{client.WithMetadata("x")}, "owner_metadata must be a JSON object"},
+		{"cleanup-only name", "*", nil, "only for cleanup"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := c.Acquire(ctx, tc.lock, tc.opts...)
+			assert.ErrorIs(t, err, client.ErrInvalidRequest)
+			assert.ErrorContains(t, err, tc.want)
+			assert.Less(t, time.Since(start), time.Second, "refused without a round trip")
+		})
+	}
+	_, err := c.Query(ctx, "")
+	assert.ErrorIs(t, err, client.ErrInvalidRequest)
+	_, err = c.Cleanup(ctx, "*", 20*365*24*time.Hour)
+	assert.ErrorIs(t, err, client.ErrInvalidRequest)
+}
+
+func TestWithLockReleasesAndReturnsFnError(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "withlock")
+	boom := errors.New("boom")
+	var token int64
+	err := client.WithLock(ctx, c, "withlock", func(ctx context.Context, l *client.Lease) error {
+		token = l.Token
+		return boom
+	})
+	assert.ErrorIs(t, err, boom)
+	info, err := c.Query(ctx, "withlock")
+	require.NoError(t, err)
+	assert.Equal(t, topics.StatusReleased, info.Status)
+	assert.Equal(t, token, info.FencingToken)
+}
+
+func TestUnreachableAndNoReply(t *testing.T) {
+	ctx := ctxT(t)
+	start := time.Now()
+	_, err := client.New(ctx, client.Config{Brokers: []string{"127.0.0.1:1"}, Requester: "nobody"})
+	assert.ErrorIs(t, err, client.ErrUnreachable)
+	assert.Less(t, time.Since(start), 10*time.Second)
+
+	// A commands topic no worker reads: the command is sent, re-sent, and
+	// given up with ErrNoReply.
+	_, err = kadm.NewClient(env.Producer()).CreateTopic(ctx, 1, -1, nil, "locks.commands.unread")
+	require.NoError(t, err)
+	c := newClient(t, "noreply", func(cfg *client.Config) {
+		cfg.Topics.Commands = "locks.commands.unread"
+		cfg.ReplyTimeout = 200 * time.Millisecond
+		cfg.RequestTimeout = time.Second
+	})
+	_, err = c.Query(ctx, "anything")
+	assert.ErrorIs(t, err, client.ErrNoReply)
+	assert.ErrorContains(t, err, "sent 5 times")
+}
