@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// ---- 5 cleanup ----------------------------------------------------------
+
+// CleanupCase is one measured cleanup.
+type CleanupCase struct {
+	Kind  string `json:"kind"`
+	Locks int    `json:"locks"`
+	// EndToEnd is from producing the cleanup command to reading its
+	// lock.cleaned; WorkerMS is the answer's duration_ms (poll to commit);
+	// DirectMS is the same handler in one transaction straight on
+	// PostgreSQL (no Kafka), on a fresh schema.
+	EndToEndMS float64 `json:"end_to_end_ms"`
+	WorkerMS   float64 `json:"worker_duration_ms"`
+	DirectMS   float64 `json:"direct_transaction_ms"`
+	Cleaned    int     `json:"cleaned_count"`
+	// DrainSeconds is how long the relay then took to publish the events
+	// the cleanup caused (ended leases: lock.expired to holder and
+	// lifecycle topic).
+	DrainSeconds float64 `json:"outbox_drain_seconds,omitempty"`
+	OutboxRows   int64   `json:"outbox_rows_drained,omitempty"`
+}
+
+// Cleanup kinds: rows of leases ended long ago (deleted by cleanup), and
+// leases past expires_at that nobody has ended yet (cleanup ends each,
+// with lock.expired; their source partition is one no worker watches, so
+// the expiry scheduler does not race it).
+const (
+	kindIdle  = "expired rows (deleted)"
+	kindEnded = "ended leases (expired now)"
+)
+
+func seed(ctx context.Context, st *store.Store, kind, namespace string, n int, replyTo string) error {
+	var sql string
+	switch kind {
+	case kindIdle:
+		sql = `INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration,
+				acquisition_count, source_partition, updated_at)
+			SELECT $1, 'c' || i, 'expired', 'cleanup-owner', nextval('fencing_tokens'), now() - interval '3 hours',
+				now() - interval '2 hours', 3600, 1, -1, now() - interval '2 hours'
+			FROM generate_series(1, $2::int) i WHERE $3::text IS NOT NULL`
+	default:
+		sql = `INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration,
+				acquisition_count, reply_to, source_partition, updated_at)
+			SELECT $1, 'c' || i, 'acquired', 'cleanup-owner', nextval('fencing_tokens'), now() - interval '2 minutes',
+				now() - interval '1 minute', 60, 1, $3, -1, now() - interval '2 minutes'
+			FROM generate_series(1, $2::int) i`
+	}
+	_, err := st.Pool.Exec(ctx, sql, namespace, n, replyTo)
+	if err != nil {
+		return fmt.Errorf("seeding %d locks: %w", n, err)
+	}
+	_, err = st.Pool.Exec(ctx, `ANALYZE locks`)
+	return err
+}
+
+func cleanupCmd(rid string) topics.Command {
+	age := 3600.0
+	return topics.Command{RequestID: rid, Operation: topics.OpCleanup, LockName: topics.CleanupAll, MaxAgeSeconds: &age}
+}
+
+func (b *bench) cleanup(ctx context.Context, direct *store.Store) ([]CleanupCase, error) {
+	var out []CleanupCase
+	for _, n := range b.cfg.CleanupSizes {
+		for _, kind := range []string{kindIdle, kindEnded} {
+			cs := CleanupCase{Kind: kind, Locks: n}
+			if b.t.st != nil {
+				ns := b.rid("clean", n, len(out))
+				if err := seed(ctx, b.t.st, kind, ns, n, b.d.reply); err != nil {
+					return out, err
+				}
+				b.quiesce(ctx, time.Minute)
+				cmd := cleanupCmd(b.rid("clean", n, len(out)))
+				start := time.Now()
+				r, err := b.d.call(ctx, cmd, 5*time.Minute)
+				if err != nil {
+					return out, err
+				}
+				cs.EndToEndMS = ms(r.at.Sub(start))
+				if r.ev.DurationMS != nil {
+					cs.WorkerMS = *r.ev.DurationMS
+				}
+				if r.ev.CleanedCount != nil {
+					cs.Cleaned = *r.ev.CleanedCount
+				}
+				var rows int64
+				_ = b.t.st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&rows)
+				_, took := b.quiesce(ctx, 10*time.Minute)
+				if kind == kindEnded {
+					cs.DrainSeconds, cs.OutboxRows = took.Seconds(), rows
+				}
+			}
+			if direct != nil {
+				d, err := directCleanup(ctx, direct, kind, b.rid("dclean", n, len(out)), n)
+				if err != nil {
+					return out, err
+				}
+				cs.DirectMS = ms(d)
+			}
+			out = append(out, cs)
+		}
+	}
+	return out, nil
+}
+
+// directCleanup seeds n locks in the direct schema and times the cleanup
+// handler's transaction, as the worker runs it (offset row locked first).
+func directCleanup(ctx context.Context, st *store.Store, kind, ns string, n int) (time.Duration, error) {
+	if err := seed(ctx, st, kind, ns, n, "locks.replies.lockbench-direct"); err != nil {
+		return 0, err
+	}
+	env := handlers.Env{Names: topics.DefaultNames(), Source: "lockworker/lockbench", Partition: 0}
+	start := time.Now()
+	err := st.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := store.LockOffset(ctx, tx, "lockbench-direct", "cleanup", 0); err != nil {
+			return err
+		}
+		batch := handlers.NewBatch(tx, env)
+		c := cleanupCmd(ns)
+		c.ReplyTo = "locks.replies.lockbench-direct"
+		if _, err := batch.Apply(ctx, c, start); err != nil {
+			return err
+		}
+		return batch.Flush(ctx)
+	})
+	took := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	// Keep the direct schema small for the next case.
+	if _, err = st.Pool.Exec(ctx, `TRUNCATE outbox, lock_events, processed_requests`); err == nil {
+		_, err = st.Pool.Exec(ctx, `DELETE FROM locks WHERE namespace = $1`, ns)
+	}
+	return took, err
+}
+
+// ---- 6 ceiling ----------------------------------------------------------
+
+// CeilingResult is scenario 6: the worker's SQL (handlers.NewBatch, Prefetch,
+// Apply, Flush, with the offset row locked and advanced) applied straight to
+// PostgreSQL by one goroutine per partition, without Kafka.
+type CeilingResult struct {
+	Label      string  `json:"label"`
+	Partitions int     `json:"partitions"`
+	Batch      int     `json:"batch_commands"`
+	PoolConns  int     `json:"pool_connections"`
+	Seconds    float64 `json:"seconds"`
+	Commands   int64   `json:"commands"`
+	PerSecond  float64 `json:"commands_per_second"`
+	BatchTx    dist    `json:"batch_transaction"`
+	CPU        cpuUse  `json:"cpu"`
+}
+
+func ceiling(ctx context.Context, st *store.Store, label string, partitions, batchSize int, dur time.Duration, poolConns int, run string) (CeilingResult, error) {
+	res := CeilingResult{Label: label, Partitions: partitions, Batch: batchSize, PoolConns: poolConns}
+	half := max(batchSize/2, 1)
+	var done atomic.Int64
+	h := newHist()
+	var firstErr error
+	var errOnce sync.Once
+	deadline := time.Now().Add(dur)
+	cpu0 := takeCPU(nil)
+	var wg sync.WaitGroup
+	for g := range partitions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/lockbench", Partition: int32(g)}
+			reply := "locks.replies.lockbench-ceiling"
+			lock := func(slot int) string { return fmt.Sprintf("%s-ceil-%d-%d-%d", run, batchSize, g, slot) }
+			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				// Batch i acquires one half of the slots and releases the
+				// other half (acquired by batch i-1), as the closed loop does.
+				cmds := make([]topics.Command, 0, 2*half)
+				acqBase, relBase := (i%2)*half, ((i+1)%2)*half
+				for k := range half {
+					cmds = append(cmds, topics.Command{RequestID: fmt.Sprintf("%s-ca-%d-%d-%d-%d", run, batchSize, g, i, k), Operation: topics.OpAcquire,
+						LockName: lock(acqBase + k), OwnerID: "ceiling", LeaseDuration: 60, ReplyTo: reply})
+					if i > 0 {
+						cmds = append(cmds, topics.Command{RequestID: fmt.Sprintf("%s-cr-%d-%d-%d-%d", run, batchSize, g, i, k), Operation: topics.OpRelease,
+							LockName: lock(relBase + k), OwnerID: "ceiling", ReplyTo: reply})
+					}
+				}
+				ids := make([]string, len(cmds))
+				for k, c := range cmds {
+					ids[k] = c.RequestID
+				}
+				start := time.Now()
+				err := st.InTx(ctx, func(tx pgx.Tx) error {
+					stored, err := store.LockOffset(ctx, tx, "lockbench-ceiling", run, int32(g))
+					if err != nil {
+						return err
+					}
+					batch := handlers.NewBatch(tx, env)
+					if err := batch.Prefetch(ctx, ids); err != nil {
+						return err
+					}
+					for _, c := range cmds {
+						if _, err := batch.Apply(ctx, c, start); err != nil {
+							return err
+						}
+					}
+					if err := batch.Flush(ctx); err != nil {
+						return err
+					}
+					from := stored
+					if from < 0 {
+						from = 0
+					}
+					return store.AdvanceOffset(ctx, tx, "lockbench-ceiling", run, int32(g), stored, from+int64(len(cmds)))
+				})
+				if err != nil {
+					if !errors.Is(err, context.Canceled) {
+						errOnce.Do(func() { firstErr = err })
+					}
+					return
+				}
+				h.add(time.Since(start))
+				done.Add(int64(len(cmds)))
+			}
+		}()
+	}
+	wg.Wait()
+	res.CPU = cpuBetween(cpu0, takeCPU(nil))
+	res.Seconds = res.CPU.Seconds
+	res.Commands = done.Load()
+	res.PerSecond = float64(res.Commands) / res.Seconds
+	res.BatchTx = h.dist()
+	return res, firstErr
+}
+
+// truncateDirect empties the direct schema's lock tables between runs.
+func truncateDirect(ctx context.Context, st *store.Store) error {
+	_, err := st.Pool.Exec(ctx, `TRUNCATE lock_waiters, locks, lock_events, outbox, processed_requests, consumer_offsets`)
+	return err
+}

@@ -1,0 +1,415 @@
+// Command lockbench measures lockworker end to end and beside the limits of
+// the machine: it starts a lockworker in process (or as a child process, or
+// connects to a running one), drives it with raw command records as any
+// requester would, and prints a report (a table, or JSON with --json).
+//
+// Scenarios (--scenario all, or a comma-separated list of names or numbers):
+//
+//  1. throughput: closed loop, many virtual clients, acquire+release on
+//     distinct locks; commands/s from produced to reply consumed.
+//  2. latency: open loop at a fixed rate; p50/p95/p99/max per operation,
+//     measured from the intended send time (coordinated omission corrected).
+//  3. contention: many clients waiting on one lock: hand-off time from
+//     release to the next holder's lock.acquired, and grant order = queue order.
+//  4. expiry: many short leases: delay from expires_at to lock.expired on the
+//     lifecycle topic.
+//  5. cleanup: time to clean N expired locks.
+//  6. ceiling: the worker's own SQL (handlers.NewBatch/Prefetch/Apply/Flush)
+//     applied straight to PostgreSQL with the same batching and concurrency,
+//     so the report says what fraction of the database's limit the pipeline
+//     reaches.
+//  7. resources: the worker's peak RSS and CPU seconds per 1,000 commands.
+//
+// By default it creates a fresh schema in database "lockbench" of the local
+// PostgreSQL and an embedded kfake broker on a free port, and removes both
+// at the end.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/omninode/lockworker/store"
+)
+
+// DefaultDatabaseURL is where lockbench creates its schemas by default.
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/lockbench?sslmode=disable"
+
+// Scenario names, in the order they run.
+var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources"}
+
+// Config is every knob of a run.
+type Config struct {
+	Scenarios []string `json:"scenarios"`
+	Quick     bool     `json:"quick"`
+
+	Brokers      []string `json:"brokers,omitempty"`
+	DatabaseURL  string   `json:"-"`
+	WorkerBin    string   `json:"worker_bin,omitempty"`
+	BrokerMemory bool     `json:"broker_memory"`
+	Keep         bool     `json:"-"`
+
+	PGMaxConns      int   `json:"pg_max_conns"`
+	MaxPollRecords  int   `json:"max_poll_records"`
+	ReplyPartitions int32 `json:"reply_partitions"`
+
+	Clients  int           `json:"clients"`
+	Warmup   time.Duration `json:"warmup_ns"`
+	Duration time.Duration `json:"duration_ns"`
+
+	Rate            int           `json:"rate"`
+	LatencyDuration time.Duration `json:"latency_duration_ns"`
+
+	Waiters int `json:"waiters"`
+
+	Leases int           `json:"leases"`
+	Lease  time.Duration `json:"lease_ns"`
+
+	CleanupSizes []int `json:"cleanup_sizes"`
+
+	CeilingDuration   time.Duration `json:"ceiling_duration_ns"`
+	CeilingPartitions int           `json:"ceiling_partitions"`
+	CeilingBatch      int           `json:"ceiling_batch"`
+	CeilingBigBatch   int           `json:"ceiling_big_batch"`
+
+	JSON       bool   `json:"-"`
+	JSONOut    string `json:"-"`
+	CPUProfile string `json:"-"`
+	MemProfile string `json:"-"`
+	SQLStats   bool   `json:"sql_stats"`
+	PGSample   bool   `json:"pg_sample"`
+	Verbose    bool   `json:"-"`
+	SDK        bool   `json:"sdk"`
+}
+
+// DefaultConfig is `make bench`: a few minutes on a 2-core machine.
+func DefaultConfig() Config {
+	return Config{
+		Scenarios: scenarioNames, SDK: true, PGMaxConns: 10, ReplyPartitions: 4,
+		Clients: 256, Warmup: 3 * time.Second, Duration: 15 * time.Second,
+		Rate: 1000, LatencyDuration: 10 * time.Second,
+		Waiters: 100, Leases: 10000, Lease: time.Second,
+		CleanupSizes:    []int{100, 100000},
+		CeilingDuration: 10 * time.Second, CeilingPartitions: 16, CeilingBigBatch: 500,
+	}
+}
+
+// quick shrinks everything to a CI-speed smoke run.
+func (c *Config) quick() {
+	c.Quick = true
+	c.Clients, c.Warmup, c.Duration = 32, time.Second, 3*time.Second
+	c.Rate, c.LatencyDuration = 200, 2*time.Second
+	c.Waiters, c.Leases = 10, 200
+	c.CleanupSizes = []int{100, 1000}
+	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
+}
+
+func (c *Config) wants(name string) bool { return slices.Contains(c.Scenarios, name) }
+
+func parseScenarios(s string) ([]string, error) {
+	if s == "" || s == "all" {
+		return scenarioNames, nil
+	}
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		x = strings.TrimSpace(x)
+		if n, err := strconv.Atoi(x); err == nil && n >= 1 && n <= len(scenarioNames) {
+			x = scenarioNames[n-1]
+		}
+		if !slices.Contains(scenarioNames, x) {
+			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s, or 1-7)", x, strings.Join(scenarioNames, ","))
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+func parseFlags(args []string, stderr io.Writer) (*Config, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	scen := fs.String("scenario", "all", "scenarios to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ",")+" (or 1-7)")
+	quick := fs.Bool("quick", false, "CI-speed smoke run: small counts and short durations (set before other flags' defaults apply)")
+	brokers := fs.String("brokers", "", "connect to a running lockworker through these Kafka brokers (comma-separated) instead of starting one")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL: where lockbench creates its schemas (default "+DefaultDatabaseURL+"); with --brokers, the running worker's database (seeding for cleanup, the ceiling's schema)")
+	fs.StringVar(&cfg.WorkerBin, "worker-bin", "", "run this lockworker binary as a child process instead of in process (scenario 7 then measures the worker alone)")
+	fs.BoolVar(&cfg.BrokerMemory, "broker-memory", false, "in-memory kfake broker instead of the embedded broker with a data directory")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep the schemas lockbench created")
+	pgConns := fs.Int("pg-max-conns", cfg.PGMaxConns, "worker's pool size (POSTGRES_MAX_CONNECTIONS), also used by the ceiling")
+	fs.IntVar(&cfg.MaxPollRecords, "max-poll-records", 0, "in-process worker's MaxPollRecords (0: the worker's default)")
+	clients := fs.Int("clients", 0, "throughput: virtual clients (default 256, quick 32)")
+	duration := fs.Duration("duration", 0, "throughput: measured window (default 15s, quick 3s)")
+	warmup := fs.Duration("warmup", 0, "throughput: warm-up before the window (default 3s, quick 1s)")
+	rate := fs.Int("rate", 0, "latency: commands per second (default 1000, quick 200)")
+	latDur := fs.Duration("latency-duration", 0, "latency: how long to send (default 10s, quick 2s)")
+	waiters := fs.Int("waiters", 0, "contention: clients waiting on the lock (default 100, quick 10)")
+	leases := fs.Int("leases", 0, "expiry: leases (default 10000, quick 200)")
+	lease := fs.Duration("lease", 0, "expiry: lease duration (default 1s)")
+	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
+	ceilDur := fs.Duration("ceiling-duration", 0, "ceiling: duration of each run (default 10s, quick 2s)")
+	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / partitions, the closed loop's share per partition)")
+	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")
+	fs.StringVar(&cfg.JSONOut, "json-out", "", "also write the JSON report to this file")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput window (in-process mode)")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocations profile after the throughput window (in-process mode)")
+	fs.BoolVar(&cfg.SQLStats, "sql-stats", false, "time every statement of the in-process worker during the throughput window")
+	fs.BoolVar(&cfg.PGSample, "pg-sample", false, "sample pg_stat_activity every 10 ms during the throughput window")
+	fs.BoolVar(&cfg.SDK, "sdk", true, "throughput: also run it through the client SDK (package client)")
+	fs.BoolVar(&cfg.Verbose, "v", false, "log the worker's warnings to stderr")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	var err error
+	if cfg.Scenarios, err = parseScenarios(*scen); err != nil {
+		return nil, err
+	}
+	if *quick {
+		cfg.quick()
+	}
+	cfg.PGMaxConns = *pgConns
+	setIf := func(dst *int, v int) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	setDur := func(dst *time.Duration, v time.Duration) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	setIf(&cfg.Clients, *clients)
+	setIf(&cfg.Rate, *rate)
+	setIf(&cfg.Waiters, *waiters)
+	setIf(&cfg.Leases, *leases)
+	setIf(&cfg.CeilingBatch, *ceilBatch)
+	setDur(&cfg.Duration, *duration)
+	setDur(&cfg.Warmup, *warmup)
+	setDur(&cfg.LatencyDuration, *latDur)
+	setDur(&cfg.Lease, *lease)
+	setDur(&cfg.CeilingDuration, *ceilDur)
+	if *sizes != "" {
+		cfg.CleanupSizes = nil
+		for _, s := range strings.Split(*sizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("--cleanup-sizes: %q is not a positive count", s)
+			}
+			cfg.CleanupSizes = append(cfg.CleanupSizes, n)
+		}
+	}
+	if *brokers != "" {
+		cfg.Brokers = strings.Split(*brokers, ",")
+	} else if cfg.DatabaseURL == "" {
+		cfg.DatabaseURL = DefaultDatabaseURL
+	}
+	return &cfg, nil
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		os.Exit(2)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	rep, err := run(ctx, cfg, os.Stderr)
+	if rep != nil {
+		if cfg.JSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(rep)
+		} else {
+			rep.print(os.Stdout, cfg)
+		}
+		if cfg.JSONOut != "" {
+			if b, err := json.MarshalIndent(rep, "", "  "); err == nil {
+				_ = os.WriteFile(cfg.JSONOut, b, 0o644)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lockbench:", err)
+		os.Exit(1)
+	}
+}
+
+// run runs the scenarios of cfg and returns the report (partial on error).
+func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
+	progress := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "lockbench: "+format+"\n", args...)
+	}
+	log := zerolog.Nop()
+	if cfg.Verbose {
+		log = zerolog.New(stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
+	}
+	rep := newReport(cfg)
+	progress("starting the target")
+	t, err := startTarget(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	defer t.close()
+	rep.Mode, rep.Brokers = t.mode, t.brokers
+	if t.st != nil {
+		_ = t.st.Pool.QueryRow(ctx, `SELECT split_part(version(), ' ', 1) || ' ' || split_part(version(), ' ', 2)`).Scan(&rep.Machine.PostgreSQL)
+	}
+	run := fmt.Sprintf("lb%06x", time.Now().UnixNano()&0xffffff)
+	d, err := newDriver(ctx, t.brokers, t.names, t.names.ReplyTopic("lockbench-"+run), cfg.ReplyPartitions)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	if err := waitReady(ctx, d, run, 90*time.Second); err != nil {
+		return nil, err
+	}
+	b := &bench{cfg: cfg, t: t, d: d, run: run, rep: rep, progress: progress}
+
+	var direct *store.Store
+	if (cfg.wants("cleanup") || cfg.wants("ceiling")) && t.adminURL != "" {
+		url, drop, err := newSchema(ctx, t.adminURL, "lockbench_direct", cfg.Keep)
+		if err != nil {
+			return rep, err
+		}
+		defer drop()
+		direct, err = store.Open(ctx, store.Config{URL: url, MaxConns: int32(cfg.PGMaxConns)})
+		if err != nil {
+			return rep, err
+		}
+		defer direct.Close()
+		if err := direct.Migrate(ctx); err != nil {
+			return rep, err
+		}
+	}
+
+	if cfg.wants("throughput") || cfg.wants("resources") {
+		progress("1 throughput: %d clients, %s warm-up, %s measured", cfg.Clients, cfg.Warmup, cfg.Duration)
+		r, err := b.throughput(ctx, "raw records", b.rawCycler(30*time.Second), true)
+		if err != nil {
+			return rep, fmt.Errorf("throughput: %w", err)
+		}
+		rep.Throughput = &r
+		b.quiesce(ctx, time.Minute)
+		if cfg.SDK {
+			progress("1 throughput through the client SDK: %d clients, %s warm-up, %s measured", cfg.Clients, cfg.Warmup, cfg.Duration)
+			sdk, closeSDK, err := b.sdkCycler(ctx)
+			if err != nil {
+				return rep, fmt.Errorf("client SDK: %w", err)
+			}
+			r, err := b.throughput(ctx, "client SDK", sdk, false)
+			closeSDK()
+			if err != nil {
+				return rep, fmt.Errorf("throughput (SDK): %w", err)
+			}
+			rep.ThroughputSDK = &r
+			b.quiesce(ctx, time.Minute)
+		}
+	}
+	if cfg.wants("latency") {
+		progress("2 latency: %d commands/s for %s", cfg.Rate, cfg.LatencyDuration)
+		r, err := b.latency(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("latency: %w", err)
+		}
+		rep.Latency = &r
+		b.quiesce(ctx, time.Minute)
+	}
+	if cfg.wants("contention") {
+		progress("3 contention: %d waiters on one lock", cfg.Waiters)
+		r, err := b.contention(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("contention: %w", err)
+		}
+		rep.Contention = &r
+		b.quiesce(ctx, time.Minute)
+	}
+	if cfg.wants("expiry") {
+		progress("4 expiry: %d leases of %s", cfg.Leases, cfg.Lease)
+		r, err := b.expiry(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("expiry: %w", err)
+		}
+		rep.Expiry = &r
+		b.quiesce(ctx, time.Minute)
+	}
+	if cfg.wants("cleanup") {
+		if t.st == nil && direct == nil {
+			rep.Notes = append(rep.Notes, "cleanup skipped: it seeds expired locks in the database, and no --database-url was given")
+		} else {
+			progress("5 cleanup: %v locks", cfg.CleanupSizes)
+			r, err := b.cleanup(ctx, direct)
+			rep.Cleanup = r
+			if err != nil {
+				return rep, fmt.Errorf("cleanup: %w", err)
+			}
+		}
+	}
+	if cfg.wants("ceiling") {
+		if direct == nil {
+			rep.Notes = append(rep.Notes, "ceiling skipped: no --database-url")
+		} else {
+			batch := cfg.CeilingBatch
+			if batch == 0 {
+				batch = max(2, cfg.Clients/cfg.CeilingPartitions)
+			}
+			for i, bs := range []int{batch, cfg.CeilingBigBatch} {
+				if i == 1 && bs == batch {
+					continue
+				}
+				label := "same batching as scenario 1"
+				if i == 1 {
+					label = "large batches"
+				}
+				progress("6 ceiling (%s): %d partitions, %d commands per batch, %s", label, cfg.CeilingPartitions, bs, cfg.CeilingDuration)
+				r, err := ceiling(ctx, direct, label, cfg.CeilingPartitions, bs, cfg.CeilingDuration, cfg.PGMaxConns, run)
+				if err != nil {
+					return rep, fmt.Errorf("ceiling: %w", err)
+				}
+				rep.Ceiling = append(rep.Ceiling, r)
+				if err := truncateDirect(ctx, direct); err != nil {
+					return rep, err
+				}
+			}
+		}
+	}
+	if cfg.wants("resources") {
+		rep.Resources = b.resources()
+	}
+	rep.finish(cfg)
+	return rep, nil
+}
+
+// ResourceResult is scenario 7.
+type ResourceResult struct {
+	Measured   string  `json:"measured"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+	// CPU per 1,000 commands over scenario 1's window.
+	CPUPer1000   float64 `json:"cpu_seconds_per_1000_commands"`
+	PGCPUPer1000 float64 `json:"postgres_cpu_seconds_per_1000_commands"`
+}
+
+func (b *bench) resources() *ResourceResult {
+	if b.t.proc == nil {
+		b.rep.Notes = append(b.rep.Notes, "resources: the worker runs elsewhere (--brokers): not measured")
+		return nil
+	}
+	r := &ResourceResult{Measured: b.t.proc.describe()}
+	if rss, err := b.t.proc.peakRSS(); err == nil {
+		r.PeakRSSMiB = float64(rss) / (1 << 20)
+	}
+	if tp := b.rep.Throughput; tp != nil {
+		r.CPUPer1000, r.PGCPUPer1000 = tp.WorkerCPUPer, tp.PGCPUPer
+	}
+	return r
+}

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Report is everything a run measured.
+type Report struct {
+	Started time.Time `json:"started"`
+	Mode    string    `json:"mode"`
+	Brokers []string  `json:"brokers"`
+	Machine struct {
+		CPUs       int    `json:"cpus"`
+		GOMAXPROCS int    `json:"gomaxprocs"`
+		Go         string `json:"go"`
+		PostgreSQL string `json:"postgresql"`
+	} `json:"machine"`
+	Config *Config `json:"config"`
+
+	Throughput    *ThroughputResult `json:"throughput,omitempty"`
+	ThroughputSDK *ThroughputResult `json:"throughput_sdk,omitempty"`
+	Latency       *LatencyResult    `json:"latency,omitempty"`
+	Contention    *ContentionResult `json:"contention,omitempty"`
+	Expiry        *ExpiryResult     `json:"expiry,omitempty"`
+	Cleanup       []CleanupCase     `json:"cleanup,omitempty"`
+	Ceiling       []CeilingResult   `json:"ceiling,omitempty"`
+	// CeilingFraction is scenario 1's commands/s over the ceiling with the
+	// same batching.
+	CeilingFraction float64         `json:"ceiling_fraction,omitempty"`
+	Resources       *ResourceResult `json:"resources,omitempty"`
+
+	Goals []Goal   `json:"goals"`
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Goal is one goal of issue 5 and whether this run met it.
+type Goal struct {
+	Scenario string `json:"scenario"`
+	What     string `json:"what"`
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Met      *bool  `json:"met,omitempty"`
+}
+
+func newReport(cfg *Config) *Report {
+	r := &Report{Started: time.Now().UTC(), Config: cfg}
+	r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.Go = runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version()
+	return r
+}
+
+func (r *Report) goal(scenario, what, target string, measured float64, unit string, ok bool, have bool) {
+	g := Goal{Scenario: scenario, What: what, Target: target, Measured: "-"}
+	if have {
+		g.Measured = fmtNum(measured) + unit
+		g.Met = &ok
+	}
+	r.Goals = append(r.Goals, g)
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v >= 1000:
+		s := fmt.Sprintf("%.0f", v)
+		var out []byte
+		for i := range s {
+			if i > 0 && (len(s)-i)%3 == 0 {
+				out = append(out, ',')
+			}
+			out = append(out, s[i])
+		}
+		return string(out)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
+
+// finish evaluates the goals of issue 5.
+func (r *Report) finish(cfg *Config) {
+	if tp := r.Throughput; tp != nil && len(r.Ceiling) > 0 && r.Ceiling[0].PerSecond > 0 {
+		r.CeilingFraction = tp.PerSecond / r.Ceiling[0].PerSecond
+	}
+	if tp := r.Throughput; tp != nil {
+		r.goal("1 throughput", "commands/s end to end", ">= 20,000", tp.PerSecond, "", tp.PerSecond >= 20000, true)
+	}
+	if l := r.Latency; l != nil {
+		for _, x := range []struct {
+			op string
+			d  dist
+		}{{"acquire", l.Acquire}, {"release", l.Release}} {
+			r.goal("2 latency", fmt.Sprintf("%s p50 at %d/s", x.op, l.Rate), "<= 3 ms", x.d.P50, " ms", x.d.P50 <= 3 && l.Missing == 0, x.d.N > 0)
+			r.goal("2 latency", fmt.Sprintf("%s p99 at %d/s", x.op, l.Rate), "<= 15 ms", x.d.P99, " ms", x.d.P99 <= 15 && l.Missing == 0, x.d.N > 0)
+		}
+	}
+	if c := r.Contention; c != nil {
+		r.goal("3 contention", "hand-off p50 (release -> next lock.acquired)", "(no goal)", c.HandOff.P50, " ms", true, c.HandOff.N > 0)
+		r.Goals[len(r.Goals)-1].Met = nil
+		r.goal("3 contention", "grants in queue order", "all", float64(c.InOrder), fmt.Sprintf(" of %d", c.Waiters), c.Fair && c.Granted == c.Waiters, true)
+	}
+	if e := r.Expiry; e != nil {
+		r.goal("4 expiry", "expires_at -> lock.expired on topic, p99", "<= 1,000 ms", e.OnTopic.P99, " ms", e.OnTopic.P99 <= 1000 && e.Expired == e.Leases, e.OnTopic.N > 0)
+	}
+	for _, c := range r.Cleanup {
+		if c.Locks == 100 && c.Kind == kindIdle {
+			r.goal("5 cleanup", "clean 100 expired locks (worker poll->commit)", "< 10 ms", c.WorkerMS, " ms", c.WorkerMS < 10, c.WorkerMS > 0)
+		}
+	}
+	if r.CeilingFraction > 0 {
+		r.goal("6 ceiling", "pipeline / PostgreSQL ceiling (same batching)", ">= 0.5", r.CeilingFraction, "", r.CeilingFraction >= 0.5, true)
+	}
+	if res := r.Resources; res != nil {
+		r.goal("7 resources", "worker peak RSS", "<= 200 MiB", res.PeakRSSMiB, " MiB", res.PeakRSSMiB <= 200, res.PeakRSSMiB > 0)
+		if r.Mode == "in-process" {
+			r.Goals[len(r.Goals)-1].What += " (whole lockbench process)"
+		}
+	}
+	r.Notes = append(r.Notes,
+		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
+}
+
+func (r *Report) print(w io.Writer, cfg *Config) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("lockbench  %s  mode: %s  broker: %s  %s  %d CPUs (GOMAXPROCS %d)  %s\n", r.Started.Format(time.RFC3339), r.Mode,
+		map[bool]string{true: "kfake in memory", false: "embedded kfake (data dir)"}[cfg.BrokerMemory]+" "+strings.Join(r.Brokers, ","),
+		r.Machine.PostgreSQL, r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.Go)
+	if cfg.Quick {
+		p("QUICK MODE: small counts, figures are only a smoke test\n")
+	}
+	p("\n%-13s %-50s %-12s %-16s %s\n", "scenario", "goal", "target", "measured", "met")
+	p("%s\n", strings.Repeat("-", 100))
+	for _, g := range r.Goals {
+		met := ""
+		if g.Met != nil {
+			met = map[bool]string{true: "yes", false: "NO"}[*g.Met]
+		}
+		p("%-13s %-50s %-12s %-16s %s\n", g.Scenario, g.What, g.Target, g.Measured, met)
+	}
+	d := func(name string, x dist) {
+		p("  %-34s n=%-7d p50 %8.2f  p95 %8.2f  p99 %8.2f  max %8.2f  mean %8.2f ms\n", name, x.N, x.P50, x.P95, x.P99, x.Max, x.Mean)
+	}
+	for _, tp := range []*ThroughputResult{r.Throughput, r.ThroughputSDK} {
+		if tp == nil {
+			continue
+		}
+		p("\n1 throughput (%s): %d clients, %.1f s: %d commands, %s commands/s, %d errors\n", tp.Via, tp.Clients, tp.Seconds, tp.Commands, fmtNum(tp.PerSecond), tp.Errors)
+		d("acquire (closed loop)", tp.Acquire)
+		d("release (closed loop)", tp.Release)
+		if tp.Batches > 0 {
+			p("  worker: %d batches, %.1f records per batch, %.2f ms per batch transaction\n", tp.Batches, tp.MeanBatch, tp.MeanBatchMS)
+		}
+		c := tp.CPU
+		p("  CPU over the window: worker %.1f s, lockbench process %.1f s, PostgreSQL %.1f s; machine busy %.0f%%\n", c.WorkerCPU, c.LockbenchCPU, c.PostgresCPU, c.MachineBusyPct)
+		if tp.SQL != nil {
+			printSQL(w, tp.SQL)
+		}
+		if tp.Activity != nil {
+			printActivity(w, tp.Activity)
+		}
+	}
+	if l := r.Latency; l != nil {
+		p("\n2 latency: open loop %d commands/s for %.0f s, from intended send time: %d sent, %d answered, %d missing, %d unexpected; sender lag max %.1f ms\n",
+			l.Rate, l.Seconds, l.Sent, l.Answered, l.Missing, l.Unexpected, l.SendLagMaxMS)
+		d("acquire", l.Acquire)
+		d("release", l.Release)
+		d("all", l.All)
+	}
+	if c := r.Contention; c != nil {
+		p("\n3 contention: %d waiters on one lock, %d granted, fair (grant order = queue order): %v (%d in order)%s\n", c.Waiters, c.Granted, c.Fair, c.InOrder,
+			map[bool]string{true: "", false: "; " + c.FirstMismatch}[c.FirstMismatch == ""])
+		d("hand-off release -> lock.acquired", c.HandOff)
+	}
+	if e := r.Expiry; e != nil {
+		p("\n4 expiry: %d leases of %.1f s, %d granted, %d lock.expired seen on %s\n", e.Leases, e.LeaseSeconds, e.Granted, e.Expired, "the lifecycle topic")
+		d("expires_at -> read from topic", e.OnTopic)
+		d("expires_at -> occurred_at (DB)", e.InDB)
+	}
+	if len(r.Cleanup) > 0 {
+		p("\n5 cleanup (command lock_name \"*\", max_age_seconds 3600)\n")
+		p("  %-28s %8s %14s %14s %14s %9s %s\n", "kind", "locks", "end to end ms", "worker ms", "direct tx ms", "cleaned", "relay drain")
+		for _, c := range r.Cleanup {
+			drain := ""
+			if c.OutboxRows > 0 {
+				drain = fmt.Sprintf("%d rows in %.1f s (%s rows/s)", c.OutboxRows, c.DrainSeconds, fmtNum(float64(c.OutboxRows)/max(c.DrainSeconds, 0.001)))
+			}
+			p("  %-28s %8d %14.1f %14.1f %14.1f %9d %s\n", c.Kind, c.Locks, c.EndToEndMS, c.WorkerMS, c.DirectMS, c.Cleaned, drain)
+		}
+	}
+	if len(r.Ceiling) > 0 {
+		p("\n6 ceiling: the worker's SQL (handlers batch + offset row) straight on PostgreSQL, no Kafka\n")
+		for _, c := range r.Ceiling {
+			p("  %-28s %2d partitions x %4d commands/batch, pool %d: %s commands/s; CPU PostgreSQL %.1f s, lockbench %.1f s over %.1f s; machine busy %.0f%%\n",
+				c.Label, c.Partitions, c.Batch, c.PoolConns, fmtNum(c.PerSecond), c.CPU.PostgresCPU, c.CPU.LockbenchCPU, c.Seconds, c.CPU.MachineBusyPct)
+			d("  batch transaction", c.BatchTx)
+		}
+		if r.CeilingFraction > 0 {
+			p("  pipeline reaches %.0f%% of the ceiling with the same batching\n", 100*r.CeilingFraction)
+		}
+	}
+	if res := r.Resources; res != nil {
+		p("\n7 resources (%s)\n  peak RSS %.1f MiB; CPU %.3f s per 1,000 commands (PostgreSQL %.3f s per 1,000)\n", res.Measured, res.PeakRSSMiB, res.CPUPer1000, res.PGCPUPer1000)
+	}
+	for _, n := range r.Notes {
+		p("\nnote: %s", n)
+	}
+	p("\n")
+}

@@ -1,0 +1,476 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// bench is one run: the target, the driver and the results so far.
+type bench struct {
+	cfg *Config
+	t   *target
+	d   *driver
+	run string // prefix of every lock name and request_id of this run
+	rep *Report
+	// progress is where "running scenario N" lines go (stderr).
+	progress func(format string, args ...any)
+}
+
+func (b *bench) rid(parts ...any) string {
+	s := b.run
+	for _, p := range parts {
+		s += "-" + fmt.Sprint(p)
+	}
+	return s
+}
+
+// quiesce waits until the worker has published everything (outbox empty),
+// so one scenario's tail does not load the next.
+func (b *bench) quiesce(ctx context.Context, limit time.Duration) (rows int64, took time.Duration) {
+	if b.t.st == nil {
+		time.Sleep(time.Second)
+		return 0, 0
+	}
+	start := time.Now()
+	for {
+		var n int64
+		if err := b.t.st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil || n == 0 || time.Since(start) > limit || ctx.Err() != nil {
+			return n, time.Since(start)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ---- 1 throughput -------------------------------------------------------
+
+// ThroughputResult is scenario 1.
+type ThroughputResult struct {
+	Via       string  `json:"via"`
+	Clients   int     `json:"clients"`
+	Seconds   float64 `json:"seconds"`
+	Commands  int64   `json:"commands"`
+	PerSecond float64 `json:"commands_per_second"`
+	Errors    int64   `json:"errors"`
+	Acquire   dist    `json:"acquire_latency"`
+	Release   dist    `json:"release_latency"`
+	// Batches and MeanBatch come from the in-process worker's metrics.
+	Batches      int64         `json:"worker_batches,omitempty"`
+	MeanBatch    float64       `json:"worker_mean_batch_records,omitempty"`
+	MeanBatchMS  float64       `json:"worker_mean_batch_ms,omitempty"`
+	CPU          cpuUse        `json:"cpu"`
+	WorkerCPUPer float64       `json:"worker_cpu_seconds_per_1000_commands"`
+	PGCPUPer     float64       `json:"postgres_cpu_seconds_per_1000_commands"`
+	SQL          []sqlStat     `json:"sql_statements,omitempty"`
+	Activity     []activityRow `json:"pg_stat_activity,omitempty"`
+}
+
+// cycler is one virtual client's acquire then release of its own lock, via
+// raw records or the client SDK. It reports how long each took and how many
+// commands completed.
+type cycler func(ctx context.Context, client, i int) (acq, rel time.Duration, done int, err error)
+
+func (b *bench) rawCycler(timeout time.Duration) cycler {
+	return func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
+		lock := b.rid("tp", "raw", c)
+		owner := fmt.Sprintf("tp-owner-%d", c)
+		var took [2]time.Duration
+		for k, op := range []string{topics.OpAcquire, topics.OpRelease} {
+			cmd := topics.Command{RequestID: b.rid("tp", c, i, op[:1]), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60}
+			start := time.Now()
+			r, err := b.d.call(ctx, cmd, timeout)
+			if err != nil {
+				return took[0], took[1], k, err
+			}
+			want := map[string]string{topics.OpAcquire: topics.TypeAcquired, topics.OpRelease: topics.TypeReleased}[op]
+			if r.ev.Type != want {
+				return took[0], took[1], k, fmt.Errorf("%s answered %s %s", op, r.ev.Type, r.ev.ErrorCode)
+			}
+			took[k] = r.at.Sub(start)
+		}
+		return took[0], took[1], 2, nil
+	}
+}
+
+func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profile bool) (ThroughputResult, error) {
+	cfg := b.cfg
+	res := ThroughputResult{Via: via, Clients: cfg.Clients}
+	var completed, errs atomic.Int64
+	var measuring atomic.Bool
+	var reported atomic.Int64
+	acq, rel := newHist(), newHist()
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	for c := range cfg.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; lctx.Err() == nil; i++ {
+				a, r, n, err := cycle(lctx, c, i)
+				if lctx.Err() != nil {
+					return
+				}
+				completed.Add(int64(n))
+				if err != nil {
+					errs.Add(1)
+					if reported.Add(1) <= 5 {
+						b.progress("throughput (%s): %v", via, err)
+					}
+					continue
+				}
+				if measuring.Load() {
+					acq.add(a)
+					rel.add(r)
+				}
+			}
+		}()
+	}
+	select {
+	case <-time.After(cfg.Warmup):
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	// The measured window.
+	var sampler *activitySampler
+	if profile && cfg.PGSample && b.t.st != nil {
+		s, err := startSampler(b.t.dbURL, 10*time.Millisecond)
+		if err == nil {
+			sampler = s
+		}
+	}
+	if profile && b.t.sql != nil {
+		b.t.sql.enable(true)
+	}
+	if profile && cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return res, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return res, err
+		}
+	}
+	var b0, r0 int64
+	var t0 time.Duration
+	if b.t.metrics != nil {
+		b0, r0, t0 = b.t.metrics.snapshot()
+	}
+	c0, e0 := completed.Load(), errs.Load()
+	cpu0 := takeCPU(b.t.proc)
+	measuring.Store(true)
+	select {
+	case <-time.After(cfg.Duration):
+	case <-ctx.Done():
+	}
+	measuring.Store(false)
+	cpu1 := takeCPU(b.t.proc)
+	c1, e1 := completed.Load(), errs.Load()
+	if profile && cfg.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if profile && cfg.MemProfile != "" {
+		if f, err := os.Create(cfg.MemProfile); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
+	}
+	if b.t.metrics != nil {
+		b1, r1, t1 := b.t.metrics.snapshot()
+		res.Batches = b1 - b0
+		if res.Batches > 0 {
+			res.MeanBatch = float64(r1-r0) / float64(res.Batches)
+			res.MeanBatchMS = ms(t1-t0) / float64(res.Batches)
+		}
+	}
+	if b.t.sql != nil && profile {
+		b.t.sql.enable(false)
+		res.SQL = b.t.sql.top(15)
+	}
+	if sampler != nil {
+		res.Activity = sampler.stop()
+	}
+	stop()
+	wg.Wait()
+	res.CPU = cpuBetween(cpu0, cpu1)
+	res.Seconds = res.CPU.Seconds
+	res.Commands = c1 - c0
+	res.Errors = e1 - e0
+	res.PerSecond = float64(res.Commands) / res.Seconds
+	if res.Commands > 0 {
+		k := float64(res.Commands) / 1000
+		res.WorkerCPUPer = res.CPU.WorkerCPU / k
+		if b.t.proc == nil {
+			res.WorkerCPUPer = 0
+		}
+		res.PGCPUPer = res.CPU.PostgresCPU / k
+	}
+	res.Acquire, res.Release = acq.dist(), rel.dist()
+	return res, nil
+}
+
+// ---- 2 latency ----------------------------------------------------------
+
+// LatencyResult is scenario 2.
+type LatencyResult struct {
+	Rate       int     `json:"rate_per_second"`
+	Seconds    float64 `json:"seconds"`
+	Sent       int     `json:"sent"`
+	Answered   int64   `json:"answered"`
+	Missing    int64   `json:"missing"`
+	Unexpected int64   `json:"unexpected_answers"`
+	// SendLagMax is how far the sender fell behind its schedule at worst
+	// (the latencies count from the intended time regardless).
+	SendLagMaxMS float64 `json:"send_lag_max_ms"`
+	Acquire      dist    `json:"acquire"`
+	Release      dist    `json:"release"`
+	All          dist    `json:"all"`
+}
+
+func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
+	cfg := b.cfg
+	n := int(float64(cfg.Rate) * cfg.LatencyDuration.Seconds())
+	n -= n % 2
+	res := LatencyResult{Rate: cfg.Rate, Seconds: cfg.LatencyDuration.Seconds(), Sent: n}
+	acq, rel, all := newHist(), newHist(), newHist()
+	var answered, unexpected atomic.Int64
+	interval := time.Second / time.Duration(cfg.Rate)
+	start := time.Now().Add(50 * time.Millisecond)
+	var lagMax time.Duration
+	for k := 0; k < n && ctx.Err() == nil; k++ {
+		intended := start.Add(time.Duration(k) * interval)
+		if d := time.Until(intended); d > 0 {
+			time.Sleep(d)
+		} else {
+			lagMax = max(lagMax, -d)
+		}
+		j := k / 2
+		op, want, h := topics.OpAcquire, topics.TypeAcquired, acq
+		if k%2 == 1 {
+			op, want, h = topics.OpRelease, topics.TypeReleased, rel
+		}
+		cmd := topics.Command{RequestID: b.rid("lat", j, op[:1]), Operation: op, LockName: b.rid("lat", j), OwnerID: "lat-owner", LeaseDuration: 60}
+		b.d.on(cmd.RequestID, func(r reply) bool {
+			if r.ev.Type == topics.TypeQueued {
+				return false
+			}
+			// Coordinated omission: from the intended send time.
+			d := r.at.Sub(intended)
+			h.add(d)
+			all.add(d)
+			answered.Add(1)
+			if r.ev.Type != want {
+				unexpected.Add(1)
+			}
+			return true
+		})
+		if err := b.d.send(ctx, cmd); err != nil {
+			return res, err
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for answered.Load() < int64(n) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	res.Answered, res.Unexpected = answered.Load(), unexpected.Load()
+	res.Missing = int64(n) - res.Answered
+	res.SendLagMaxMS = ms(lagMax)
+	res.Acquire, res.Release, res.All = acq.dist(), rel.dist(), all.dist()
+	return res, nil
+}
+
+// ---- 3 contention -------------------------------------------------------
+
+// ContentionResult is scenario 3.
+type ContentionResult struct {
+	Waiters int `json:"waiters"`
+	Granted int `json:"granted"`
+	// HandOff is from sending the holder's release to the next holder's
+	// lock.acquired read from its reply topic.
+	HandOff dist `json:"hand_off"`
+	// Fair is true when every grant followed the queue order
+	// (queue_position of the lock.queued answers).
+	Fair          bool   `json:"fair"`
+	InOrder       int    `json:"grants_in_queue_order"`
+	FirstMismatch string `json:"first_mismatch,omitempty"`
+}
+
+func (b *bench) contention(ctx context.Context) (ContentionResult, error) {
+	cfg := b.cfg
+	res := ContentionResult{Waiters: cfg.Waiters}
+	lock := b.rid("contended")
+	timeout := 30 * time.Second
+	holder := "cont-holder"
+	r, err := b.d.call(ctx, topics.Command{RequestID: b.rid("cont", "h"), Operation: topics.OpAcquire, LockName: lock, OwnerID: holder, LeaseDuration: 600}, timeout)
+	if err != nil {
+		return res, err
+	}
+	if r.ev.Type != topics.TypeAcquired {
+		return res, fmt.Errorf("contention: first acquire answered %s %s", r.ev.Type, r.ev.ErrorCode)
+	}
+	type grant struct {
+		owner string
+		at    time.Time
+	}
+	grants := make(chan grant, cfg.Waiters)
+	var mu sync.Mutex
+	position := map[string]int{}
+	queued := make(chan struct{}, cfg.Waiters)
+	for i := range cfg.Waiters {
+		owner := fmt.Sprintf("cont-w%03d", i)
+		cmd := topics.Command{RequestID: b.rid("cont", i), Operation: topics.OpAcquire, LockName: lock, OwnerID: owner, LeaseDuration: 600, WaitTimeout: 600}
+		b.d.on(cmd.RequestID, func(r reply) bool {
+			switch r.ev.Type {
+			case topics.TypeQueued:
+				mu.Lock()
+				position[owner] = r.ev.QueuePosition
+				mu.Unlock()
+				queued <- struct{}{}
+				return false
+			case topics.TypeAcquired:
+				grants <- grant{owner, r.at}
+			}
+			return true
+		})
+		if err := b.d.send(ctx, cmd); err != nil {
+			return res, err
+		}
+	}
+	for range cfg.Waiters {
+		select {
+		case <-queued:
+		case <-time.After(timeout):
+			return res, fmt.Errorf("contention: only %d of %d waiters were queued", len(position), cfg.Waiters)
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	queue := make([]string, 0, cfg.Waiters)
+	for o := range position {
+		queue = append(queue, o)
+	}
+	slices.SortFunc(queue, func(a, c string) int { return position[a] - position[c] })
+
+	hand := newHist()
+	current := holder
+	var order []string
+	for i := 0; i < cfg.Waiters; i++ {
+		sent := time.Now()
+		if err := b.d.send(ctx, topics.Command{RequestID: b.rid("cont", "rel", i), Operation: topics.OpRelease, LockName: lock, OwnerID: current}); err != nil {
+			return res, err
+		}
+		select {
+		case g := <-grants:
+			hand.add(g.at.Sub(sent))
+			order = append(order, g.owner)
+			current = g.owner
+		case <-time.After(timeout):
+			return res, fmt.Errorf("contention: no grant after release %d", i)
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	_ = b.d.send(ctx, topics.Command{RequestID: b.rid("cont", "rel", "last"), Operation: topics.OpRelease, LockName: lock, OwnerID: current})
+	res.Granted = len(order)
+	res.HandOff = hand.dist()
+	res.Fair = slices.Equal(order, queue)
+	for i := range order {
+		if order[i] == queue[i] {
+			res.InOrder++
+		} else if res.FirstMismatch == "" {
+			res.FirstMismatch = fmt.Sprintf("grant %d went to %s, queue says %s", i+1, order[i], queue[i])
+		}
+	}
+	return res, nil
+}
+
+// ---- 4 expiry -----------------------------------------------------------
+
+// ExpiryResult is scenario 4.
+type ExpiryResult struct {
+	Leases       int     `json:"leases"`
+	LeaseSeconds float64 `json:"lease_seconds"`
+	Granted      int64   `json:"granted"`
+	Expired      int     `json:"expired_seen"`
+	// OnTopic is from expires_at to lock.expired read from the lifecycle
+	// topic; InDB is from expires_at to the event's occurred_at (database
+	// time the worker ended the lease).
+	OnTopic dist `json:"expires_at_to_lifecycle_topic"`
+	InDB    dist `json:"expires_at_to_occurred_at"`
+}
+
+func (b *bench) expiry(ctx context.Context) (ExpiryResult, error) {
+	cfg := b.cfg
+	res := ExpiryResult{Leases: cfg.Leases, LeaseSeconds: cfg.Lease.Seconds()}
+	prefix := b.rid("exp") + "-"
+	var mu sync.Mutex
+	var onTopic, inDB []time.Duration
+	seen := map[string]bool{}
+	got := make(chan struct{}, 1)
+	w, err := watchFromEnd(ctx, b.t.brokers, b.t.names.Expired, func(r reply) {
+		li := r.ev.LockInfo
+		if r.ev.Type != topics.TypeExpired || li == nil || li.ExpiresAt == nil || !strings.HasPrefix(li.LockName, prefix) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[li.LockName] {
+			return
+		}
+		seen[li.LockName] = true
+		onTopic = append(onTopic, r.at.Sub(li.ExpiresAt.Time))
+		inDB = append(inDB, r.ev.OccurredAt.Sub(li.ExpiresAt.Time))
+		if len(seen) == cfg.Leases {
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return res, err
+	}
+	defer w.close()
+	var granted atomic.Int64
+	sem := make(chan struct{}, 1000) // bounded in flight
+	for i := 0; i < cfg.Leases && ctx.Err() == nil; i++ {
+		select {
+		case sem <- struct{}{}:
+		case <-time.After(60 * time.Second):
+			return res, fmt.Errorf("expiry: no answer to 1000 acquires in 60 s")
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+		cmd := topics.Command{RequestID: b.rid("exp", i), Operation: topics.OpAcquire, LockName: prefix + fmt.Sprint(i), OwnerID: "exp-owner", LeaseDuration: cfg.Lease.Seconds()}
+		b.d.on(cmd.RequestID, func(r reply) bool {
+			if r.ev.Type == topics.TypeAcquired {
+				granted.Add(1)
+			}
+			<-sem
+			return true
+		})
+		if err := b.d.send(ctx, cmd); err != nil {
+			return res, err
+		}
+	}
+	select {
+	case <-got:
+	case <-time.After(cfg.Lease + 60*time.Second):
+	case <-ctx.Done():
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	res.Granted = granted.Load()
+	res.Expired = len(seen)
+	res.OnTopic, res.InDB = distOf(onTopic), distOf(inDB)
+	return res, nil
+}

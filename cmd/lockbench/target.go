@@ -1,0 +1,343 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/embedded"
+	"github.com/omninode/lockworker/kafkapubsub"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+// target is the lockworker under test and how to reach it.
+type target struct {
+	mode    string // "in-process", "child process", "external"
+	brokers []string
+	names   topics.Names
+	// dbURL reaches the worker's tables (empty in external mode without
+	// --database-url).
+	dbURL string
+	// st is lockbench's own pool on the worker's tables, for seeding.
+	st *store.Store
+	// adminURL is the database where lockbench may create schemas.
+	adminURL string
+
+	metrics *batchMetrics // in-process only
+	proc    procSource    // what scenario 7 measures
+	sql     *sqlTracer    // in-process with --sql-stats
+
+	closers []func()
+}
+
+func (t *target) close() {
+	for i := len(t.closers) - 1; i >= 0; i-- {
+		t.closers[i]()
+	}
+	t.closers = nil
+}
+
+// schemaURL adds search_path to a database URL.
+func schemaURL(url, schema string) string {
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	return url + sep + "search_path=" + schema
+}
+
+// newSchema creates a fresh schema in the database of url and returns its
+// URL and a function dropping it.
+func newSchema(ctx context.Context, url, prefix string, keep bool) (string, func(), error) {
+	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: 1}) // creates the database when missing
+	if err != nil {
+		return "", nil, err
+	}
+	defer st.Close()
+	name := fmt.Sprintf("%s_%d_%06x", prefix, time.Now().Unix(), rand.Uint32()>>8)
+	if _, err := st.Pool.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
+		return "", nil, fmt.Errorf("creating schema %s: %w", name, err)
+	}
+	drop := func() {
+		if keep {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		conn, err := pgx.Connect(dctx, url)
+		if err != nil {
+			return
+		}
+		defer conn.Close(dctx)
+		_, _ = conn.Exec(dctx, "DROP SCHEMA "+name+" CASCADE")
+	}
+	return schemaURL(url, name), drop, nil
+}
+
+// startTarget starts (or connects to) the lockworker under test.
+func startTarget(ctx context.Context, cfg *Config, log zerolog.Logger) (_ *target, err error) {
+	t := &target{names: topics.DefaultNames(), adminURL: cfg.DatabaseURL}
+	defer func() {
+		if err != nil {
+			t.close()
+		}
+	}()
+	if len(cfg.Brokers) > 0 {
+		t.mode = "external"
+		t.brokers = cfg.Brokers
+		if cfg.DatabaseURL != "" {
+			t.dbURL = cfg.DatabaseURL
+			st, err := store.Open(ctx, store.Config{URL: t.dbURL, MaxConns: 4})
+			if err != nil {
+				return nil, err
+			}
+			t.st = st
+			t.closers = append(t.closers, st.Close)
+		}
+		return t, nil
+	}
+
+	url, drop, err := newSchema(ctx, cfg.DatabaseURL, "lockbench", cfg.Keep)
+	if err != nil {
+		return nil, err
+	}
+	t.closers = append(t.closers, drop)
+	t.dbURL = url
+
+	if cfg.BrokerMemory {
+		c, err := kfakeCluster()
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, c.Close)
+		t.brokers = c.ListenAddrs()
+	} else {
+		dir, err := os.MkdirTemp("", "lockbench-kafka-")
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, func() { _ = os.RemoveAll(dir) })
+		b, err := embedded.Start(ctx, embedded.Options{Addr: "127.0.0.1:0", Dir: dir})
+		if err != nil {
+			return nil, err
+		}
+		t.closers = append(t.closers, b.Close)
+		t.brokers = []string{b.Addr()}
+	}
+
+	if cfg.WorkerBin != "" {
+		if err := t.startChild(ctx, cfg, log); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := t.startInProcess(ctx, cfg, log); err != nil {
+			return nil, err
+		}
+	}
+	st, err := store.Open(ctx, store.Config{URL: t.dbURL, MaxConns: 4})
+	if err != nil {
+		return nil, err
+	}
+	t.st = st
+	t.closers = append(t.closers, st.Close)
+	return t, nil
+}
+
+// startInProcess wires the worker as cmd/lockworker does (store, migrations,
+// publisher client, relay with its listener, worker), with the service's
+// defaults.
+func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Logger) error {
+	t.mode = "in-process"
+	st, err := store.Open(ctx, store.Config{URL: t.dbURL, MinConns: 1, MaxConns: int32(cfg.PGMaxConns), RetryBase: 100 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	t.closers = append(t.closers, st.Close)
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	if cfg.SQLStats {
+		// Same pool settings with a tracer that times every statement: a
+		// client-side pg_stat_statements.
+		pcfg, err := pgxpool.ParseConfig(t.dbURL)
+		if err != nil {
+			return err
+		}
+		pcfg.MinConns, pcfg.MaxConns = 1, int32(cfg.PGMaxConns)
+		t.sql = newSQLTracer()
+		pcfg.ConnConfig.Tracer = t.sql
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+		if err != nil {
+			return err
+		}
+		st.Pool.Close()
+		st.Pool = pool
+	}
+	kopts := []kgo.Opt{kgo.SeedBrokers(t.brokers...)}
+	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second)}, kopts...)...)
+	if err != nil {
+		return err
+	}
+	t.closers = append(t.closers, pubClient.Close)
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: true}, nil)
+	if err != nil {
+		return err
+	}
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log})
+	if err != nil {
+		return err
+	}
+	t.metrics = &batchMetrics{}
+	w, err := worker.New(worker.Config{
+		KafkaOpts: kopts, Names: t.names, Store: st, Relay: relay, Instance: "lockbench",
+		MaxPollRecords: cfg.MaxPollRecords, Logger: log, Metrics: t.metrics,
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.EnsureTopics(ctx); err != nil {
+		w.Close()
+		return err
+	}
+	lctx, lcancel := context.WithCancel(context.Background())
+	ldone := make(chan struct{})
+	go func() { defer close(ldone); _ = relay.Listen(lctx) }()
+	t.closers = append(t.closers, func() { lcancel(); <-ldone })
+	rctx, rcancel := context.WithCancel(context.Background())
+	rdone := make(chan struct{})
+	go func() { defer close(rdone); _ = w.Run(rctx) }()
+	t.closers = append(t.closers, func() { rcancel(); <-rdone; w.Close() })
+	t.proc = selfProc{}
+	return nil
+}
+
+// startChild runs a lockworker binary against lockbench's broker and schema,
+// so scenario 7 measures the worker alone.
+func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger) error {
+	t.mode = "child process"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	httpAddr := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(cfg.WorkerBin)
+	cmd.Env = append(os.Environ(),
+		"DATABASE_URL="+t.dbURL,
+		"KAFKA_BOOTSTRAP_SERVERS="+strings.Join(t.brokers, ","),
+		"POSTGRES_MAX_CONNECTIONS="+fmt.Sprint(cfg.PGMaxConns),
+		"LOG_LEVEL=warn",
+		"INSTANCE_ID=lockbench-child",
+		"HTTP_ADDR="+httpAddr,
+	)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", cfg.WorkerBin, err)
+	}
+	var once sync.Once
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.closers = append(t.closers, func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		})
+	})
+	t.proc = pidProc{pid: cmd.Process.Pid}
+	// The worker migrates its schema; wait for that before anyone seeds it.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-exited:
+			return errors.New("the lockworker child process exited during start")
+		default:
+		}
+		if migrated(ctx, t.dbURL) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the lockworker child process did not migrate its schema within 60 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func migrated(ctx context.Context, url string) bool {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return false
+	}
+	defer conn.Close(ctx)
+	var ok bool
+	err = conn.QueryRow(ctx, `SELECT to_regclass('consumer_offsets') IS NOT NULL AND to_regclass('locks') IS NOT NULL`).Scan(&ok)
+	return err == nil && ok
+}
+
+// waitReady waits until the worker answers a query (it has joined its group
+// and owns the partitions).
+func waitReady(ctx context.Context, d *driver, run string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for i := 0; ; i++ {
+		c := topics.Command{RequestID: fmt.Sprintf("%s-ready-%d", run, i), Operation: topics.OpQuery, LockName: run + "-ready"}
+		_, err := d.call(ctx, c, 5*time.Second)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("lockworker not ready after %s: %w", timeout, err)
+		}
+	}
+}
+
+// batchMetrics is the in-process worker's worker.Metrics: how many batches of
+// how many records.
+type batchMetrics struct {
+	mu      sync.Mutex
+	batches int64
+	records int64
+	took    time.Duration
+	expired int64
+}
+
+func (m *batchMetrics) Batch(_ int32, records int, took time.Duration) {
+	m.mu.Lock()
+	m.batches++
+	m.records += int64(records)
+	m.took += took
+	m.mu.Unlock()
+}
+func (m *batchMetrics) Command(string, string, time.Duration) {}
+func (m *batchMetrics) Events(string, []topics.Event)         {}
+func (m *batchMetrics) DeadLettered(string)                   {}
+func (m *batchMetrics) Expired(n int) {
+	m.mu.Lock()
+	m.expired += int64(n)
+	m.mu.Unlock()
+}
+
+func (m *batchMetrics) snapshot() (batches, records int64, took time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.batches, m.records, m.took
+}
