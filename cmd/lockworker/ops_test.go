@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/httpapi"
+	"github.com/omninode/lockworker/internal/tcpproxy"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/metrics"
+	"github.com/omninode/lockworker/topics"
+)
+
+// startMain runs the real wiring with the embedded broker and HTTP on a free
+// port, stopped (drained) when the test ends.
+func startMain(t *testing.T, dbURL string) *Main {
+	m := NewMain()
+	m.Logger = zerolog.Nop()
+	m.Config.Postgres.URL = dbURL
+	m.Config.Embedded.Addr = freeAddr(t)
+	m.Config.Embedded.Dir = t.TempDir()
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.Config.InstanceID = "ops"
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("lockworker did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("lockworker did not start in 30 s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		m.Close()
+	})
+	return m
+}
+
+// get fetches a path of m's HTTP server, decoding a JSON answer into v when
+// v is not nil, and returns the status code and body.
+func get(t *testing.T, m *Main, path string, v any) (int, string) {
+	t.Helper()
+	cl := http.Client{Timeout: 10 * time.Second}
+	resp, err := cl.Get("http://" + m.HTTPAddr + path)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	if v != nil {
+		require.NoError(t, json.Unmarshal(body, v), "%s answered %s", path, body)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// scrape reads /metrics.
+func scrape(t *testing.T, m *Main) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body := get(t, m, "/metrics", nil)
+	require.Equal(t, http.StatusOK, code, body)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
+	require.NoError(t, err)
+	return fams
+}
+
+// values flattens counters and gauges to "name{k=v,...}" -> value, and
+// histograms to their sample count under "name_count{...}".
+func values(fams map[string]*dto.MetricFamily) map[string]float64 {
+	out := map[string]float64{}
+	for name, f := range fams {
+		for _, s := range f.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			key := "{" + strings.Join(labels, ",") + "}"
+			switch {
+			case s.Counter != nil:
+				out[name+key] = s.GetCounter().GetValue()
+			case s.Gauge != nil:
+				out[name+key] = s.GetGauge().GetValue()
+			case s.Histogram != nil:
+				out[name+"_count"+key] = float64(s.GetHistogram().GetSampleCount())
+				out[name+"_sum"+key] = s.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return out
+}
+
+// subset reports which of want differ in got.
+func subset(want, got map[string]float64) string {
+	var diff []string
+	for k, v := range want {
+		if got[k] != v {
+			diff = append(diff, fmt.Sprintf("%s = %v, want %v", k, got[k], v))
+		}
+	}
+	return strings.Join(diff, "; ")
+}
+
+// TestMetricsAfterTraffic drives every operation through the real service
+// and finds each counter moved by exactly what the traffic caused; on the
+// way, /locks/{name} shows what the database holds.
+func TestMetricsAfterTraffic(t *testing.T) {
+	sch := testdb.NewSchema(t)
+	m := startMain(t, sch.URL)
+	broker := m.Brokers[0]
+	a := newClient(t, broker, "locks.replies.a")
+	b := newClient(t, broker, "locks.replies.b")
+	c := newClient(t, broker, "locks.replies.c")
+	d := newClient(t, broker, "locks.replies.d")
+
+	a.send(topics.Command{RequestID: "r1", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 300})
+	held := a.await("r1", topics.TypeAcquired)
+	b.send(topics.Command{RequestID: "r2", Operation: "acquire", LockName: "job", OwnerID: "b", WaitTimeout: 60})
+	b.await("r2", topics.TypeQueued)
+	d.send(topics.Command{RequestID: "r3", Operation: "acquire", LockName: "job", OwnerID: "d", WaitTimeout: 60, LeaseDuration: 5})
+	d.await("r3", topics.TypeQueued)
+	c.send(topics.Command{RequestID: "r4", Operation: "acquire", LockName: "job", OwnerID: "c"})
+	require.Equal(t, topics.CodeLockHeld, c.await("r4", topics.TypeRejected).ErrorCode)
+
+	checkLockPage(t, m, sch.URL, "", "job", "a", held.LockInfo.FencingToken, []string{"b", "d"})
+
+	a.send(topics.Command{RequestID: "r5", Operation: "extend", LockName: "job", OwnerID: "a"})
+	a.await("r5", topics.TypeExtended)
+	a.send(topics.Command{RequestID: "r6", Operation: "query", LockName: "job"})
+	a.await("r6", topics.TypeStatus)
+	a.send(topics.Command{RequestID: "r7", Operation: "release", LockName: "job", OwnerID: "a"})
+	a.await("r7", topics.TypeReleased)
+	b.await("r2", topics.TypeAcquired) // hand-off 1
+	c.send(topics.Command{RequestID: "r8", Operation: "release", LockName: "job", OwnerID: "c"})
+	require.Equal(t, topics.CodeNotOwner, c.await("r8", topics.TypeRejected).ErrorCode)
+	b.send(topics.Command{RequestID: "r9", Operation: "release", LockName: "job", OwnerID: "b"})
+	b.await("r9", topics.TypeReleased)
+	d.await("r3", topics.TypeAcquired) // hand-off 2
+	d.send(topics.Command{RequestID: "r10", Operation: "release", LockName: "job", OwnerID: "d"})
+	d.await("r10", topics.TypeReleased)
+
+	require.NoError(t, a.cl.ProduceSync(context.Background(), &kgo.Record{Key: []byte("job"), Value: []byte("not json")}).FirstErr())
+	a.send(topics.Command{RequestID: "r11", Operation: "acquire", LockName: "short", OwnerID: "a", LeaseDuration: 0.2})
+	a.await("r11", topics.TypeAcquired)
+	a.await("", topics.TypeExpired) // ended by the expiry scheduler
+	maxAge := 0.0
+	a.send(topics.Command{RequestID: "r12", Operation: "cleanup", LockName: "*", MaxAgeSeconds: &maxAge})
+	a.await("r12", topics.TypeCleaned)
+
+	want := map[string]float64{
+		`lockworker_commands_total{operation=acquire,result=ok}`:            2,
+		`lockworker_commands_total{operation=acquire,result=queued}`:        2,
+		`lockworker_commands_total{operation=acquire,result=LOCK_HELD}`:     1,
+		`lockworker_commands_total{operation=extend,result=ok}`:             1,
+		`lockworker_commands_total{operation=query,result=ok}`:              1,
+		`lockworker_commands_total{operation=release,result=ok}`:            3,
+		`lockworker_commands_total{operation=release,result=NOT_OWNER}`:     1,
+		`lockworker_commands_total{operation=cleanup,result=ok}`:            1,
+		`lockworker_commands_total{operation=other,result=INVALID_REQUEST}`: 1,
+		`lockworker_command_duration_seconds_count{operation=acquire}`:      5,
+		`lockworker_command_duration_seconds_count{operation=release}`:      4,
+		`lockworker_batch_records_sum{}`:                                    13,
+		`lockworker_dead_lettered_total{reason=INVALID_REQUEST}`:            1,
+		`lockworker_handoffs_total{}`:                                       2,
+		`lockworker_lock_hold_seconds_count{}`:                              3,
+		`lockworker_lock_wait_seconds_count{}`:                              2,
+		`lockworker_expiries_total{by=scheduler}`:                           1,
+		`lockworker_locks_held{}`:                                           0,
+		`lockworker_lock_waiters{}`:                                         0,
+		`lockworker_outbox_backlog{}`:                                       0,
+		`lockworker_consumer_lag{partition=0}`:                              0,
+		`lockworker_consumer_lag{partition=15}`:                             0,
+	}
+	var got map[string]float64
+	require.Eventually(t, func() bool {
+		got = values(scrape(t, m))
+		return subset(want, got) == ""
+	}, 20*time.Second, 50*time.Millisecond, "metrics: %s", func() string { return subset(want, got) })
+	require.Positive(t, got[`lockworker_outbox_published_total{}`])
+	require.Positive(t, got[`lockworker_outbox_publish_latency_seconds_count{}`])
+	// Every command series that moved is one of those above.
+	for k, v := range got {
+		if strings.HasPrefix(k, "lockworker_commands_total{") {
+			require.Contains(t, want, k, "unexpected series %s = %v", k, v)
+		}
+	}
+
+	var s metrics.Summary
+	code, body := get(t, m, "/health/metrics", &s)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Positive(t, s.AvgAcquireTimeMS)
+	require.Positive(t, s.AvgReleaseTimeMS)
+	s.AvgAcquireTimeMS, s.AvgReleaseTimeMS = 0, 0
+	require.Equal(t, metrics.Summary{TotalAcquires: 5, TotalReleases: 4, TotalExtends: 1, TotalQueries: 1, TotalCleanups: 1,
+		FailedAcquires: 1, SuccessRate: 0.8}, s)
+	for _, field := range []string{"total_acquires", "total_releases", "total_extends", "total_queries", "total_cleanups",
+		"failed_acquires", "success_rate", "avg_acquire_time_ms", "avg_release_time_ms"} {
+		require.Contains(t, body, `"`+field+`":`)
+	}
+
+	var lh httpapi.LocksHealth
+	code, body = get(t, m, "/health/locks", &lh)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "ok", lh.Status)
+	require.Zero(t, lh.HeldLocks)
+	require.Zero(t, lh.Waiters)
+
+	// The cleanup removed every row: the lock is gone.
+	code, _ = get(t, m, "/locks/job", nil)
+	require.Equal(t, http.StatusNotFound, code)
+}
+
+// checkLockPage compares /locks/{name} with the locks and lock_waiters rows.
+func checkLockPage(t *testing.T, m *Main, dbURL, ns, name, holder string, token int64, queue []string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var owner string
+	var dbToken int64
+	var expires time.Time
+	require.NoError(t, conn.QueryRow(ctx, `SELECT owner_id, fencing_token, expires_at FROM locks WHERE namespace = $1 AND lock_name = $2`,
+		ns, name).Scan(&owner, &dbToken, &expires))
+	rows, err := conn.Query(ctx, `SELECT owner_id, request_id, deadline FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 ORDER BY id`, ns, name)
+	require.NoError(t, err)
+	type w struct {
+		owner, request string
+		deadline       time.Time
+	}
+	dbQueue, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (w, error) {
+		var x w
+		return x, r.Scan(&x.owner, &x.request, &x.deadline)
+	})
+	require.NoError(t, err)
+
+	var v httpapi.LockView
+	code, body := get(t, m, "/locks/"+url.PathEscape(name)+"?namespace="+url.QueryEscape(ns), &v)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, holder, owner)
+	require.Equal(t, owner, v.LockInfo.OwnerID)
+	require.Equal(t, token, dbToken)
+	require.Equal(t, dbToken, v.LockInfo.FencingToken)
+	require.Equal(t, topics.StatusAcquired, v.LockInfo.Status)
+	require.True(t, expires.Equal(v.LockInfo.ExpiresAt.Time), "expires_at %s, database %s", v.LockInfo.ExpiresAt, expires)
+	require.NotNil(t, v.ExpiresInSeconds)
+	require.InDelta(t, time.Until(expires).Seconds(), *v.ExpiresInSeconds, 5)
+	require.Equal(t, len(queue), v.QueueLength)
+	require.Len(t, dbQueue, len(queue))
+	require.Len(t, v.Queue, len(queue))
+	for i, q := range v.Queue {
+		require.Equal(t, i+1, q.Position)
+		require.Equal(t, queue[i], q.OwnerID)
+		require.Equal(t, dbQueue[i].owner, q.OwnerID)
+		require.Equal(t, dbQueue[i].request, q.RequestID)
+		require.True(t, dbQueue[i].deadline.Equal(q.Deadline.Time))
+	}
+}
+
+// TestHealthFollowsPostgres: with the worker's PostgreSQL behind a proxy,
+// /health answers 503 (quickly) once the proxy cuts it off, 200 again when
+// it is back, and the worker goes on applying commands.
+func TestHealthFollowsPostgres(t *testing.T) {
+	sch := testdb.NewSchema(t)
+	u, err := url.Parse(sch.URL)
+	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	m := startMain(t, u.String())
+	a := newClient(t, m.Brokers[0], "locks.replies.a")
+
+	health := func() (int, httpapi.Health) {
+		var h httpapi.Health
+		start := time.Now()
+		code, _ := get(t, m, "/health", &h)
+		require.Less(t, time.Since(start), 5*time.Second, "/health must answer within its check timeout")
+		return code, h
+	}
+	var code int
+	var h httpapi.Health
+	// Ready comes before the group assigned the partitions.
+	require.Eventually(t, func() bool {
+		code, h = health()
+		return len(h.Partitions) == 16
+	}, 20*time.Second, 50*time.Millisecond)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok", h.Status)
+	require.True(t, h.Ready)
+	require.Equal(t, "ok", h.Checks["postgres"].Status)
+	require.Equal(t, "ok", h.Checks["kafka"].Status)
+
+	proxy.Cut()
+	require.Eventually(t, func() bool {
+		code, h = health()
+		return code == http.StatusServiceUnavailable
+	}, 20*time.Second, 50*time.Millisecond)
+	require.Equal(t, "unavailable", h.Status)
+	require.True(t, h.Live)
+	require.False(t, h.Ready)
+	require.Equal(t, "unavailable", h.Checks["postgres"].Status)
+	require.NotEmpty(t, h.Checks["postgres"].Error)
+	require.Equal(t, "ok", h.Checks["kafka"].Status)
+	code, _ = get(t, m, "/health/postgres", nil)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	code, _ = get(t, m, "/health/locks", nil)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	// A command sent during the outage is applied once the database is back.
+	a.send(topics.Command{RequestID: "during", Operation: "acquire", LockName: "job", OwnerID: "a"})
+
+	proxy.Restore()
+	require.Eventually(t, func() bool {
+		code, h = health()
+		return code == http.StatusOK
+	}, 20*time.Second, 50*time.Millisecond)
+	require.Equal(t, "ok", h.Checks["postgres"].Status)
+	a.await("during", topics.TypeAcquired)
+}
