@@ -1,0 +1,29 @@
+# make test  runs the test suite exactly as CI does.
+# make bench runs lockbench's default configuration (a few minutes on the
+#            2-core machine), with the worker as a child process so its RSS
+#            and CPU are its own, then the Go micro-benchmarks.
+# make bench-quick is the CI-speed smoke run of every scenario.
+
+GO ?= go
+BIN := bin
+BENCH_FLAGS ?=
+
+.PHONY: test bench bench-quick microbench build-bench
+
+test:
+	$(GO) test -timeout 30m ./...
+
+build-bench:
+	mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/lockworker ./cmd/lockworker
+	$(GO) build -o $(BIN)/lockbench ./cmd/lockbench
+
+bench: build-bench
+	$(BIN)/lockbench --worker-bin $(BIN)/lockworker --json-out $(BIN)/lockbench.json $(BENCH_FLAGS)
+	$(MAKE) microbench
+
+bench-quick: build-bench
+	$(BIN)/lockbench --quick --worker-bin $(BIN)/lockworker $(BENCH_FLAGS)
+
+microbench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./topics ./handlers ./outbox

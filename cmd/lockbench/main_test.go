@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+)
+
+// TestSmoke runs every scenario in a tiny configuration against an
+// in-process lockworker. It checks that each scenario ran and reported;
+// it never asserts speed.
+func TestSmoke(t *testing.T) {
+	cfg, err := parseFlags([]string{"--quick", "--broker-memory", "--sql-stats", "--pg-sample"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	cfg.DatabaseURL = testdb.URL()
+	cfg.Clients, cfg.Warmup, cfg.Duration = 4, 300*time.Millisecond, time.Second
+	cfg.Rate, cfg.LatencyDuration = 100, time.Second
+	cfg.Waiters, cfg.Leases, cfg.Lease = 3, 20, time.Second
+	cfg.CleanupSizes = []int{10}
+	cfg.CeilingDuration, cfg.CeilingBigBatch = 500*time.Millisecond, 20
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := run(ctx, cfg, &progress)
+	t.Log(progress.String())
+	require.NoError(t, err)
+
+	require.NotNil(t, rep.Throughput)
+	require.Positive(t, rep.Throughput.Commands)
+	require.NotNil(t, rep.ThroughputSDK)
+	require.Positive(t, rep.ThroughputSDK.Commands)
+	require.NotEmpty(t, rep.Throughput.SQL, "--sql-stats timed no statement")
+	require.NotNil(t, rep.Latency)
+	require.Equal(t, int64(rep.Latency.Sent), rep.Latency.Answered)
+	require.Zero(t, rep.Latency.Unexpected)
+	require.NotNil(t, rep.Contention)
+	require.Equal(t, 3, rep.Contention.Granted)
+	require.True(t, rep.Contention.Fair, rep.Contention.FirstMismatch)
+	require.NotNil(t, rep.Expiry)
+	require.Equal(t, 20, rep.Expiry.Expired)
+	require.Len(t, rep.Cleanup, 2)
+	for _, c := range rep.Cleanup {
+		require.Equal(t, 10, c.Cleaned, c.Kind)
+	}
+	require.Len(t, rep.Ceiling, 2)
+	for _, c := range rep.Ceiling {
+		require.Positive(t, c.Commands)
+	}
+	require.NotNil(t, rep.Resources)
+	require.Positive(t, rep.Resources.PeakRSSMiB)
+
+	var table bytes.Buffer
+	rep.print(&table, cfg)
+	for _, s := range []string{"1 throughput", "2 latency", "3 contention", "4 expiry", "5 cleanup", "6 ceiling", "7 resources"} {
+		require.Contains(t, table.String(), s)
+	}
+	b, err := json.Marshal(rep)
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(string(b), "{"))
+}
+
+func TestParseScenarios(t *testing.T) {
+	s, err := parseScenarios("1,latency, 6")
+	require.NoError(t, err)
+	require.Equal(t, []string{"throughput", "latency", "ceiling"}, s)
+	_, err = parseScenarios("speed")
+	require.Error(t, err)
+	s, err = parseScenarios("all")
+	require.NoError(t, err)
+	require.Equal(t, scenarioNames, s)
+}
