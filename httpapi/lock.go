@@ -70,7 +70,7 @@ func (s *server) lock(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errNoLock):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("lock %q has no row: never acquired, or cleaned up", q.Key()))
 	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("reading lock %q: %v", q.Key(), err))
 	default:
 		writeJSON(w, http.StatusOK, v)
 	}

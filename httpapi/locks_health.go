@@ -10,7 +10,8 @@ import (
 // LocksHealth is /health/locks: the whole database's locks and outbox.
 type LocksHealth struct {
 	Status string `json:"status"`
-	metrics.LockStats
+	// LockStats is absent when they could not be read.
+	*metrics.LockStats
 	Error string `json:"error,omitempty"`
 }
 
@@ -22,7 +23,7 @@ func (s *server) locksHealth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, LocksHealth{Status: statusUnavailable, Error: err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, LocksHealth{Status: statusOK, LockStats: stats})
+	writeJSON(w, http.StatusOK, LocksHealth{Status: statusOK, LockStats: &stats})
 }
 
 // summary is /health/metrics: the original node's metrics summary.

@@ -1,0 +1,220 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/tcpproxy"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/metrics"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+type env struct {
+	t     *testing.T
+	st    *store.Store
+	srv   *httptest.Server
+	proxy *tcpproxy.Proxy
+}
+
+// newEnv serves the endpoints over a store reached through a proxy and a
+// kfake broker.
+func newEnv(t *testing.T, stopping <-chan struct{}) *env {
+	sch := testdb.NewSchema(t)
+	direct := sch.Open(t, store.Config{})
+	require.NoError(t, direct.Migrate(context.Background()))
+	u, err := url.Parse(sch.URL)
+	require.NoError(t, err)
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	sch.URL = u.String()
+	st := sch.Open(t, store.Config{MaxConns: 4})
+
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+
+	h := New(Config{Pool: st.Pool, Kafka: cl, Metrics: metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: 300 * time.Millisecond}), Stopping: stopping,
+		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 300 * time.Millisecond})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &env{t: t, st: direct, srv: srv, proxy: proxy}
+}
+
+func (e *env) get(path string, v any) (int, string) {
+	e.t.Helper()
+	resp, err := http.Get(e.srv.URL + path)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	if v != nil {
+		require.NoError(e.t, json.Unmarshal(body, v), "%s answered %s", path, body)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// apply runs commands through the state machine, as the worker does.
+func (e *env) apply(cmds ...topics.Command) {
+	ctx := context.Background()
+	require.NoError(e.t, e.st.InTx(ctx, func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, handlers.Env{})
+		for _, c := range cmds {
+			if _, err := b.Apply(ctx, c, time.Now()); err != nil {
+				return err
+			}
+		}
+		return b.Flush(ctx)
+	}))
+}
+
+// TestLock: a namespaced lock whose name has a slash, its queue in order,
+// a released lock, and 404 for one without a row.
+func TestLock(t *testing.T) {
+	e := newEnv(t, nil)
+	e.apply(
+		topics.Command{RequestID: "r1", Operation: "acquire", Namespace: "billing", LockName: "orders/42", OwnerID: "a",
+			LeaseDuration: 60, OwnerMetadata: json.RawMessage(`{"host":"x"}`)},
+		topics.Command{RequestID: "r2", Operation: "acquire", Namespace: "billing", LockName: "orders/42", OwnerID: "b", WaitTimeout: 30},
+		topics.Command{RequestID: "r3", Operation: "acquire", Namespace: "billing", LockName: "orders/42", OwnerID: "c", WaitTimeout: 10, LeaseDuration: 5},
+	)
+	var v LockView
+	code, body := e.get("/locks/orders/42?namespace=billing", &v)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "billing", v.LockInfo.Namespace)
+	require.Equal(t, "orders/42", v.LockInfo.LockName)
+	require.Equal(t, "a", v.LockInfo.OwnerID)
+	require.Equal(t, topics.StatusAcquired, v.LockInfo.Status)
+	require.JSONEq(t, `{"host":"x"}`, string(v.LockInfo.OwnerMetadata))
+	require.InDelta(t, 60, *v.ExpiresInSeconds, 5)
+	require.Equal(t, 2, v.QueueLength)
+	require.Equal(t, []string{"b", "c"}, []string{v.Queue[0].OwnerID, v.Queue[1].OwnerID})
+	require.Equal(t, []string{"r2", "r3"}, []string{v.Queue[0].RequestID, v.Queue[1].RequestID})
+	require.Equal(t, 5.0, v.Queue[1].LeaseDuration)
+	require.InDelta(t, 10, v.Queue[1].Deadline.Sub(v.Queue[1].QueuedAt.Time).Seconds(), 0.1)
+	for _, field := range []string{`"lock_info":`, `"fencing_token":`, `"expires_at":`, `"queue_length":2`, `"position":1`, `"queued_at":`, `"deadline":`, `"checked_at":`} {
+		require.Contains(t, body, field)
+	}
+
+	code, _ = e.get("/locks/orders/42", nil) // another namespace
+	require.Equal(t, http.StatusNotFound, code)
+
+	e.apply(topics.Command{RequestID: "r4", Operation: "acquire", LockName: "done", OwnerID: "a"},
+		topics.Command{RequestID: "r5", Operation: "release", LockName: "done", OwnerID: "a"})
+	v = LockView{}
+	code, body = e.get("/locks/done", &v)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, topics.StatusReleased, v.LockInfo.Status)
+	require.Nil(t, v.ExpiresInSeconds)
+	require.Empty(t, v.Queue)
+	require.Contains(t, body, `"queue":[]`)
+}
+
+// TestBadRequests: names and namespaces the contract refuses are 400 with
+// the reason; other methods and paths are refused too.
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t, nil)
+	for path, reason := range map[string]string{
+		"/locks/":                            "lock_name is required",
+		"/locks/" + strings.Repeat("x", 256): "lock_name is 256 bytes",
+		"/locks/x?namespace=" + strings.Repeat("n", 65): "namespace is 65 bytes",
+		"/locks/%2A":     `lock_name "*" is only for cleanup`,
+		"/locks/bell%07": "printable",
+		"/locks/%FF":     "printable",
+	} {
+		var eb errorBody
+		code, body := e.get(path, &eb)
+		require.Equal(t, http.StatusBadRequest, code, "%s: %s", path, body)
+		require.Contains(t, eb.Error, reason, path)
+	}
+	code, _ := e.get("/nothing", nil)
+	require.Equal(t, http.StatusNotFound, code)
+	resp, err := http.Post(e.srv.URL+"/health", "application/json", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+}
+
+// TestHungDatabase: a database that stops answering makes every check fail
+// within its timeout, /metrics still answers without the database gauges,
+// and all is well again once it answers.
+func TestHungDatabase(t *testing.T) {
+	e := newEnv(t, nil)
+	var h Health
+	code, body := e.get("/health", &h)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, Health{Status: "ok", Live: true, Ready: true, Instance: "test", Uptime: h.Uptime, Partitions: []int32{1, 2},
+		Checks: map[string]Check{"postgres": {Status: "ok", LatencyMS: h.Checks["postgres"].LatencyMS}, "kafka": {Status: "ok", LatencyMS: h.Checks["kafka"].LatencyMS}}}, h)
+	var kh KafkaHealth
+	code, _ = e.get("/health/kafka", &kh)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "g", kh.Group)
+	var lh LocksHealth
+	code, _ = e.get("/health/locks", &lh)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok", lh.Status)
+	code, body = e.get("/metrics", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "\nlockworker_locks_held 0\n")
+
+	e.proxy.Hang()
+	for _, path := range []string{"/health", "/health/postgres", "/health/locks", "/locks/x"} {
+		start := time.Now()
+		code, body := e.get(path, nil)
+		require.Equal(t, http.StatusServiceUnavailable, code, "%s: %s", path, body)
+		require.Less(t, time.Since(start), 2*time.Second, path)
+		require.Contains(t, body, "deadline exceeded", path)
+	}
+	var failed LocksHealth
+	code, body = e.get("/health/locks", &failed)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, LocksHealth{Status: "unavailable", Error: failed.Error}, failed, "no counts when they could not be read")
+	require.NotContains(t, body, "held_locks")
+	code, body = e.get("/health", &h)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "unavailable", h.Status)
+	require.Equal(t, "unavailable", h.Checks["postgres"].Status)
+	require.Equal(t, "ok", h.Checks["kafka"].Status, body)
+	start := time.Now()
+	code, body = e.get("/metrics", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Less(t, time.Since(start), 2*time.Second)
+	require.NotContains(t, body, "lockworker_locks_held")
+	require.Contains(t, body, "lockworker_handoffs_total")
+
+	e.proxy.Restore()
+	require.Eventually(t, func() bool {
+		code, _ := e.get("/health", nil)
+		return code == http.StatusOK
+	}, 10*time.Second, 50*time.Millisecond)
+}
+
+// TestDraining: once the process is stopping, /health is 503 "draining".
+func TestDraining(t *testing.T) {
+	stopping := make(chan struct{})
+	e := newEnv(t, stopping)
+	close(stopping)
+	var h Health
+	code, _ := e.get("/health", &h)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "draining", h.Status)
+	require.True(t, h.Live)
+	require.False(t, h.Ready)
+}
