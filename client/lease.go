@@ -34,6 +34,7 @@ type Lease struct {
 	lost      chan struct{}
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
+	granted   topics.Event
 
 	mu       sync.Mutex
 	info     topics.LockInfo
@@ -48,7 +49,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent time.Time) *Le
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
-		c: c, keepAlive: o.keepAlive, lost: make(chan struct{}), ctx: ctx, cancel: cancel,
+		c: c, keepAlive: o.keepAlive, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 	}
 	l.mu.Lock()
 	l.update(ev, sent)
@@ -99,6 +100,9 @@ func (l *Lease) Info() topics.LockInfo {
 	defer l.mu.Unlock()
 	return l.info
 }
+
+// Granted is the lock.acquired reply that granted the lease.
+func (l *Lease) Granted() topics.Event { return l.granted }
 
 // Metadata is the owner_metadata stored with the lease.
 func (l *Lease) Metadata() json.RawMessage { return l.Info().OwnerMetadata }

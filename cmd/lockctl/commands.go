@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/topics"
+)
+
+func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	lock := fs.String("lock", "", "lock name (required)")
+	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
+	metadata := fs.String("metadata", "", "owner_metadata, a JSON object")
+	var lease, wait seconds
+	fs.Var(&lease, "lease", "lease duration (default: the worker's, 30s)")
+	fs.Var(&wait, "wait", "how long to wait in the queue while another owner holds it (default 0: fail at once)")
+	return func(ctx context.Context, args []string) error {
+		if err := errors.Join(requireFlag("lock", *lock), noArgs(args)); err != nil {
+			return err
+		}
+		opts, err := metadataOpt(*metadata)
+		if err != nil {
+			return err
+		}
+		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *lock, OwnerID: *owner,
+			LeaseDuration: lease.d.Seconds(), WaitTimeout: wait.d.Seconds(), OwnerMetadata: []byte(*metadata)}); err != nil {
+			return err
+		}
+		// lockctl exits right away: nothing would keep the lease alive.
+		opts = append(opts, client.WithoutKeepAlive(), client.WithLease(lease.d), client.WithWait(wait.d))
+		if *owner != "" {
+			opts = append(opts, client.WithOwner(*owner))
+		}
+		cl, err := c.client(ctx)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		l, err := cl.Acquire(ctx, *lock, opts...)
+		if err != nil {
+			return c.refused(err)
+		}
+		c.printEvent(l.Granted(), func(ev topics.Event) string {
+			return fmt.Sprintf("acquired %s\nrelease with: lockctl release --lock %s --owner %s --token %d",
+				describe(ev.LockInfo), shellQuote(*lock), shellQuote(l.Owner), l.Token)
+		})
+		return nil
+	}
+}
+
+func (c *cli) releaseFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	lock := fs.String("lock", "", "lock name (required)")
+	owner := fs.String("owner", "", "owner id holding the lock (required)")
+	token := fs.Int64("token", 0, "fencing token guard: refuse unless it is the holder's (default: no guard)")
+	return func(ctx context.Context, args []string) error {
+		if err := errors.Join(requireFlag("lock", *lock), requireFlag("owner", *owner), noArgs(args)); err != nil {
+			return err
+		}
+		cmd := topics.Command{Operation: topics.OpRelease, LockName: *lock, OwnerID: *owner}
+		if *token != 0 {
+			cmd.FencingToken = token
+		}
+		return c.do(ctx, cmd, func(ev topics.Event) string {
+			if ev.Type == topics.TypeWithdrawn {
+				return "withdrew " + *owner + " from the queue of " + topics.LockKey(c.namespace, *lock)
+			}
+			return "released " + describe(ev.LockInfo)
+		})
+	}
+}
+
+func (c *cli) extendFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	lock := fs.String("lock", "", "lock name (required)")
+	owner := fs.String("owner", "", "owner id holding the lock (required)")
+	token := fs.Int64("token", 0, "fencing token guard (default: no guard)")
+	var by seconds
+	fs.Var(&by, "by", "added to the current expiry (default: the lock's lease duration)")
+	return func(ctx context.Context, args []string) error {
+		if err := errors.Join(requireFlag("lock", *lock), requireFlag("owner", *owner), noArgs(args)); err != nil {
+			return err
+		}
+		cmd := topics.Command{Operation: topics.OpExtend, LockName: *lock, OwnerID: *owner, ExtensionDuration: by.d.Seconds()}
+		if *token != 0 {
+			cmd.FencingToken = token
+		}
+		return c.do(ctx, cmd, func(ev topics.Event) string { return "extended " + describe(ev.LockInfo) })
+	}
+}
+
+func (c *cli) queryFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	lock := fs.String("lock", "", "lock name (required)")
+	return func(ctx context.Context, args []string) error {
+		if err := errors.Join(requireFlag("lock", *lock), noArgs(args)); err != nil {
+			return err
+		}
+		return c.do(ctx, topics.Command{Operation: topics.OpQuery, LockName: *lock},
+			func(ev topics.Event) string { return describe(ev.LockInfo) })
+	}
+}
+
+func (c *cli) cleanupFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	lock := fs.String("lock", topics.CleanupAll, `lock name, or "*" for every lock`)
+	var maxAge seconds
+	fs.Var(&maxAge, "max-age", "delete released/expired rows idle longer than this (default: the worker's, 1h)")
+	return func(ctx context.Context, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		cmd := topics.Command{Operation: topics.OpCleanup, LockName: *lock}
+		if maxAge.set {
+			s := maxAge.d.Seconds()
+			cmd.MaxAgeSeconds = &s
+		}
+		return c.do(ctx, cmd, func(ev topics.Event) string {
+			n := 0
+			if ev.CleanedCount != nil {
+				n = *ev.CleanedCount
+			}
+			if n == 0 {
+				return "cleaned 0 locks"
+			}
+			return fmt.Sprintf("cleaned %d locks: %s", n, strings.Join(ev.CleanedLockNames, " "))
+		})
+	}
+}
+
+// do sends one command and prints its reply.
+func (c *cli) do(ctx context.Context, cmd topics.Command, line func(topics.Event) string) error {
+	if err := c.precheck(cmd); err != nil {
+		return err
+	}
+	cl, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ev, err := cl.Do(ctx, cmd)
+	if err != nil {
+		return c.refused(err)
+	}
+	c.printEvent(ev, line)
+	return nil
+}
+
+// shellQuote quotes s for a copy-pasteable command line when needed.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

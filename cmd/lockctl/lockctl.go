@@ -1,0 +1,306 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/topics"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitRefused     = 1
+	exitUsage       = 2
+	exitUnreachable = 3
+)
+
+const usage = `usage: lockctl COMMAND [flags]
+
+commands:
+  acquire --lock NAME [--owner ID] [--lease 30s] [--wait 0] [--metadata JSON]
+  release --lock NAME --owner ID [--token N]
+  extend  --lock NAME --owner ID [--by DURATION] [--token N]
+  query   --lock NAME
+  cleanup [--lock NAME|*] [--max-age DURATION]
+  run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
+  watch   [--lock NAME] [--from-beginning]
+
+flags of every command:
+  --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
+  --namespace NS  --requester NAME (replies on locks.replies.NAME; default lockctl)
+  --timeout 10s (how long to wait for an answer)  --json (machine-readable output)
+
+Run "lockctl COMMAND -h" for a command's flags.
+exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable; run: the command's own.
+`
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// cli is one invocation: its output and the settings every command shares.
+type cli struct {
+	stdout, stderr io.Writer
+	cmd            string
+	brokers        string
+	namespace      string
+	requester      string
+	timeout        time.Duration
+	json           bool
+	cfg            config.Config // environment (topics, TLS, SASL)
+}
+
+// run is lockctl with its arguments (without the program name); it returns
+// the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	c := &cli{stdout: stdout, stderr: stderr, cmd: args[0]}
+	var do func(context.Context, []string) error
+	fs := flag.NewFlagSet("lockctl "+c.cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	switch c.cmd {
+	case "acquire":
+		do = c.acquireFlags(fs)
+	case "release":
+		do = c.releaseFlags(fs)
+	case "extend":
+		do = c.extendFlags(fs)
+	case "query":
+		do = c.queryFlags(fs)
+	case "cleanup":
+		do = c.cleanupFlags(fs)
+	case "run":
+		do = c.runFlags(fs)
+	case "watch":
+		do = c.watchFlags(fs)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "lockctl: unknown command %q\n\n%s", c.cmd, usage)
+		return exitUsage
+	}
+	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
+	fs.StringVar(&c.namespace, "namespace", "", "lock namespace")
+	fs.StringVar(&c.requester, "requester", "lockctl", "requester name: replies come on locks.replies.<requester>")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for lockworker's answer (not counting --wait)")
+	fs.BoolVar(&c.json, "json", false, "print events as JSON, one per line")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	cfg, err := config.FromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "lockctl: environment: %v\n", err)
+		return exitUsage
+	}
+	c.cfg = cfg
+	if c.brokers != "" {
+		c.cfg.Kafka.BootstrapServers = splitList(c.brokers)
+	}
+	err = do(ctx, fs.Args())
+	code := exitCode(err)
+	if err != nil && !errors.Is(err, errReported) {
+		fmt.Fprintf(stderr, "lockctl %s: %v\n", c.cmd, err)
+		if code == exitUsage && errors.As(err, new(usageError)) {
+			fs.Usage()
+		}
+	}
+	return code
+}
+
+// errReported is an error already told to the user; runErr carries a child's
+// exit code.
+var errReported = errors.New("reported")
+
+type exitErr struct{ code int }
+
+func (e exitErr) Error() string   { return fmt.Sprintf("exit code %d", e.code) }
+func (e exitErr) Is(t error) bool { return t == errReported }
+
+func exitCode(err error) int {
+	var ee exitErr
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &ue), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrUnsupportedVersion):
+		return exitUsage
+	case errors.Is(err, client.ErrUnreachable), errors.Is(err, client.ErrNoReply):
+		return exitUnreachable
+	}
+	return exitRefused
+}
+
+// names are the topics of the environment (KAFKA_TOPIC_*, REPLY_TOPIC_PREFIX).
+func (c *cli) names() topics.Names {
+	t := c.cfg.Topics
+	return topics.Names{
+		Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
+		DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix,
+	}
+}
+
+// kafka returns the seed brokers and the client options (seeds, TLS, SASL).
+func (c *cli) kafka() ([]string, []kgo.Opt, error) {
+	opts, err := c.cfg.KafkaOpts()
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka settings: %w", err)
+	}
+	seeds := c.cfg.Kafka.BootstrapServers
+	if len(seeds) == 0 {
+		seeds = []string{c.cfg.Embedded.Addr}
+	}
+	return seeds, opts, nil
+}
+
+func (c *cli) client(ctx context.Context) (*client.Client, error) {
+	seeds, opts, err := c.kafka()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return client.New(ctx, client.Config{
+		Brokers: seeds, KafkaOpts: opts, Requester: c.requester, Topics: c.names(),
+		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: min(c.timeout/3, client.DefaultReplyTimeout),
+	})
+}
+
+// seconds is a duration flag that also takes plain seconds, the contract's
+// unit.
+type seconds struct {
+	d   time.Duration
+	set bool
+}
+
+func (s *seconds) String() string { return s.d.String() }
+func (s *seconds) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		s.d, s.set = time.Duration(f*float64(time.Second)), true
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New(`want a duration ("30s", "2m") or seconds ("30")`)
+	}
+	s.d, s.set = d, true
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func requireFlag(name, v string) error {
+	if v == "" {
+		return usageError{"--" + name + " is required"}
+	}
+	return nil
+}
+
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Sprintf("unexpected arguments %q", args)}
+	}
+	return nil
+}
+
+// printEvent writes an event: its JSON with --json, else line(ev).
+func (c *cli) printEvent(ev topics.Event, line func(topics.Event) string) {
+	if c.json {
+		b, _ := ev.Encode()
+		fmt.Fprintln(c.stdout, string(b))
+		return
+	}
+	fmt.Fprintln(c.stdout, line(ev))
+}
+
+// refused prints a refusal's event with --json (the message goes to stderr
+// in any case) and returns err.
+func (c *cli) refused(err error) error {
+	var e *client.Error
+	if c.json && errors.As(err, &e) && e.Event.Type != "" {
+		b, _ := e.Event.Encode()
+		fmt.Fprintln(c.stdout, string(b))
+	}
+	return err
+}
+
+// describe is the human form of a lock.
+func describe(li *topics.LockInfo) string {
+	if li == nil {
+		return "(no lock info)"
+	}
+	key := topics.LockKey(li.Namespace, li.LockName)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", key, li.Status)
+	if li.OwnerID != "" && li.Status != topics.StatusFree {
+		fmt.Fprintf(&b, " owner=%s token=%d", li.OwnerID, li.FencingToken)
+	}
+	if li.ExpiresAt != nil && li.Status == topics.StatusAcquired {
+		fmt.Fprintf(&b, " expires=%s (in %s)", li.ExpiresAt.Format(topics.TimeLayout), time.Until(li.ExpiresAt.Time).Round(100*time.Millisecond))
+	}
+	if li.Status != topics.StatusFree {
+		fmt.Fprintf(&b, " acquisitions=%d extensions=%d", li.AcquisitionCount, li.ExtensionCount)
+	}
+	if len(li.OwnerMetadata) > 0 {
+		fmt.Fprintf(&b, " metadata=%s", li.OwnerMetadata)
+	}
+	return b.String()
+}
+
+// precheck validates a command with the contract's own rules before
+// lockctl connects anywhere, so bad input is a usage error (exit 2) even
+// without a broker.
+func (c *cli) precheck(cmd topics.Command) error {
+	cmd.Namespace = c.namespace
+	if cmd.OwnerID == "" && (cmd.Operation == topics.OpAcquire) {
+		cmd.OwnerID = c.requester // stands in for the generated owner
+	}
+	if err := topics.Validate(cmd, ""); err != nil {
+		var rej *topics.Rejection
+		if errors.As(err, &rej) {
+			return usageError{rej.Message}
+		}
+		return err
+	}
+	return nil
+}
+
+func metadataOpt(s string) ([]client.AcquireOption, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if !json.Valid([]byte(s)) {
+		return nil, usageError{"--metadata is not valid JSON"}
+	}
+	return []client.AcquireOption{client.WithMetadata(json.RawMessage(s))}, nil
+}

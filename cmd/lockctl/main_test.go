@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/topics"
+)
+
+// env is one real lockworker shared by the tests; each test uses its own
+// lock names.
+var env *e2e.Env
+
+func TestMain(m *testing.M) {
+	os.Exit(e2e.RunMain(m, func(e *e2e.Env) { env = e }))
+}
+
+// syncBuffer is written by lockctl and a child process while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// withBrokers puts --brokers right after the command name, before any "--".
+func withBrokers(args []string) []string {
+	if len(args) == 0 {
+		return args
+	}
+	return append([]string{args[0], "--brokers", env.Brokers[0]}, args[1:]...)
+}
+
+// lockctl runs lockctl in-process against the test's lockworker.
+func lockctl(t *testing.T, args ...string) result {
+	t.Helper()
+	return lockctlCtx(context.Background(), args...)
+}
+
+func lockctlCtx(ctx context.Context, args ...string) result {
+	var out, errOut syncBuffer
+	code := run(ctx, withBrokers(args), &out, &errOut)
+	return result{code, out.String(), errOut.String()}
+}
+
+// start runs lockctl in the background; wait returns its result.
+func start(ctx context.Context, args ...string) (stdout, stderr *syncBuffer, wait func() result) {
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, withBrokers(args), stdout, stderr) }()
+	return stdout, stderr, func() result {
+		code := <-done
+		return result{code, stdout.String(), stderr.String()}
+	}
+}
+
+// eventually waits for cond, polling output a test reads (not the lock
+// state, which the tests learn from events).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"frobnicate"},
+		{"acquire"},
+		{"acquire", "--lock", "x", "--lease", "soon"},
+		{"acquire", "--lock", "x", "extra"},
+		{"release", "--lock", "x"},
+		{"run", "--lock", "x"},
+		{"acquire", "--lock", "bad\x01name"},
+		{"acquire", "--lock", "x", "--metadata", "{not json"},
+		{"acquire", "--lock", "x", "--metadata", `"a string"`},
+		{"cleanup", "--max-age", "-5"},
+	} {
+		var out, errOut syncBuffer
+		code := run(context.Background(), args, &out, &errOut)
+		assert.Equal(t, exitUsage, code, "lockctl %q: stderr %s", args, errOut.String())
+		assert.NotEmpty(t, errOut.String(), "lockctl %q says why", args)
+	}
+	var out, errOut syncBuffer
+	assert.Equal(t, exitOK, run(context.Background(), []string{"help"}, &out, &errOut))
+	assert.Contains(t, out.String(), "run     --lock NAME")
+}
+
+func TestUnreachableBroker(t *testing.T) {
+	for _, cmd := range [][]string{{"query", "--lock", "x"}, {"watch"}, {"run", "--lock", "x", "--", "true"}} {
+		var out, errOut syncBuffer
+		start := time.Now()
+		code := run(context.Background(), append(cmd[:1:1], append([]string{"--brokers", "127.0.0.1:1", "--timeout", "2s"}, cmd[1:]...)...), &out, &errOut)
+		assert.Equal(t, exitUnreachable, code, "lockctl %q: %s", cmd, errOut.String())
+		assert.Contains(t, errOut.String(), "unreachable")
+		assert.Less(t, time.Since(start), 5*time.Second)
+	}
+}
+
+func TestAcquireQueryReleaseExitCodes(t *testing.T) {
+	const lock = "ctl-basic"
+	r := lockctl(t, "acquire", "--lock", lock, "--owner", "alice", "--lease", "60", "--json", "--metadata", `{"job":"backup"}`)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	var ev topics.Event
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &ev), r.stdout)
+	require.Equal(t, topics.TypeAcquired, ev.Type)
+	require.NotEmpty(t, ev.EventID)
+	token := ev.LockInfo.FencingToken
+	tok := strconv.FormatInt(token, 10)
+
+	r = lockctl(t, "acquire", "--lock", lock, "--owner", "bob")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, `LOCK_HELD: lock "ctl-basic" is held by "alice" until `)
+
+	r = lockctl(t, "query", "--lock", lock)
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "ctl-basic acquired owner=alice token="+tok)
+	assert.Regexp(t, `metadata=\{"job": ?"backup"\}`, r.stdout)
+
+	r = lockctl(t, "extend", "--lock", lock, "--owner", "alice", "--by", "30s", "--token", tok)
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "extended ctl-basic acquired")
+	assert.Contains(t, r.stdout, "extensions=1")
+
+	r = lockctl(t, "release", "--lock", lock, "--owner", "bob")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "NOT_OWNER")
+	r = lockctl(t, "release", "--lock", lock, "--owner", "alice", "--token", strconv.FormatInt(token+1000, 10), "--json")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "TOKEN_MISMATCH")
+	assert.Contains(t, r.stdout, `"error_code":"TOKEN_MISMATCH"`, "--json prints the refusal too")
+	r = lockctl(t, "release", "--lock", lock, "--owner", "alice", "--token", tok)
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "released ctl-basic released owner=alice token="+tok)
+	r = lockctl(t, "release", "--lock", lock, "--owner", "alice")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "NOT_HELD")
+
+	r = lockctl(t, "cleanup", "--lock", lock, "--max-age", "0")
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.Equal(t, "cleaned 1 locks: ctl-basic\n", r.stdout)
+	r = lockctl(t, "query", "--lock", lock)
+	assert.Equal(t, "ctl-basic free\n", r.stdout)
+}
+
+func TestRunPassesExitCodeAndReleases(t *testing.T) {
+	const lock = "ctl-run-exit"
+	r := lockctl(t, "run", "--lock", lock, "--", "sh", "-c", `echo "token=$LOCKCTL_FENCING_TOKEN"; exit 7`)
+	assert.Equal(t, 7, r.code, r.stderr)
+	assert.Regexp(t, `^token=\d+\n$`, r.stdout)
+	r = lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, "ctl-run-exit released")
+
+	r = lockctl(t, "run", "--lock", lock, "--", "true")
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	r = lockctl(t, "run", "--lock", lock, "--", "/nonexistent/command")
+	assert.Equal(t, 127, r.code, r.stderr)
+}
+
+// When the lease is lost (here: released behind run's back, as an operator
+// breaking a stuck lock would), run stops the command and exits 1.
+func TestRunStopsCommandWhenLeaseLost(t *testing.T) {
+	const lock = "ctl-run-lost"
+	_, stderr, wait := start(context.Background(), "run", "--lock", lock, "--owner", "runner", "--lease", "1", "--", "sleep", "60")
+	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	r := lockctl(t, "release", "--lock", lock, "--owner", "runner")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	started := time.Now()
+	r = wait()
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "lease lost")
+	assert.Contains(t, r.stderr, "stopped sleep (signal terminated)")
+	assert.Less(t, time.Since(started), 5*time.Second)
+}
+
+// A command that ignores SIGTERM is killed after the grace period; an
+// interrupted run still releases the lock.
+func TestRunEscalatesToSIGKILL(t *testing.T) {
+	const lock = "ctl-run-kill"
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	_, stderr, wait := start(ctx, "run", "--lock", lock, "--grace", "300ms", "--", "sh", "-c", `trap "" TERM; exec sleep 60`)
+	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	interrupt() // as SIGINT to lockctl
+	r := wait()
+	assert.Equal(t, 128+9, r.code, r.stderr)
+	r = lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, "ctl-run-kill released")
+}
+
+// Two runs on one lock take turns: the second waits for the first.
+func TestTwoRunsNeverOverlap(t *testing.T) {
+	const lock = "ctl-run-turns"
+	log := filepath.Join(t.TempDir(), "log")
+	script := `echo "start $LOCKCTL_FENCING_TOKEN" >> "$1"; sleep 0.3; echo "end $LOCKCTL_FENCING_TOKEN" >> "$1"`
+	_, _, wait1 := start(context.Background(), "run", "--lock", lock, "--wait", "20s", "--", "sh", "-c", script, "sh", log)
+	_, _, wait2 := start(context.Background(), "run", "--lock", lock, "--wait", "20s", "--", "sh", "-c", script, "sh", log)
+	r1, r2 := wait1(), wait2()
+	require.Equal(t, exitOK, r1.code, r1.stderr)
+	require.Equal(t, exitOK, r2.code, r2.stderr)
+	b, err := os.ReadFile(log)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.Len(t, lines, 4, string(b))
+	var t1, t2 int64
+	_, err = fmtSscanf(lines[0], "start %d", &t1)
+	require.NoError(t, err)
+	_, err = fmtSscanf(lines[2], "start %d", &t2)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"start " + itoa(t1), "end " + itoa(t1), "start " + itoa(t2), "end " + itoa(t2)}, lines, "no overlap")
+	assert.Less(t, t1, t2, "fencing tokens grow")
+}
+
+func TestWatchPrintsLines(t *testing.T) {
+	const lock = "ctl-watch"
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	stdout, _, wait := start(ctx, "watch", "--lock", lock, "--from-beginning")
+	r := lockctl(t, "acquire", "--lock", lock, "--owner", "watched")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	r = lockctl(t, "release", "--lock", lock, "--owner", "watched")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	lockctl(t, "acquire", "--lock", "ctl-watch-other", "--owner", "unwatched")
+	eventually(t, "acquired and released lines", func() bool {
+		out := stdout.String()
+		return strings.Contains(out, "lock.released") && strings.Contains(out, "lock.acquired")
+	})
+	stop()
+	res := wait()
+	assert.Equal(t, exitOK, res.code, res.stderr)
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	assert.Len(t, lines, 2, res.stdout)
+	for _, l := range lines {
+		assert.Regexp(t, `^\d{4}-\d\d-\d\dT\S+Z lock\.(acquired|released) +ctl-watch owner=watched token=\d+`, l)
+	}
+}
+
+func fmtSscanf(s, format string, v *int64) (int, error) { return fmt.Sscanf(s, format, v) }
+func itoa(v int64) string                               { return strconv.FormatInt(v, 10) }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/topics"
+)
+
+// runFlags is `lockctl run`: hold a lock while a command runs.
+func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	lock := fs.String("lock", "", "lock name (required)")
+	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
+	metadata := fs.String("metadata", "", "owner_metadata, a JSON object")
+	grace := fs.Duration("grace", 10*time.Second, "after SIGTERM, how long COMMAND may take to exit before SIGKILL")
+	var lease, wait seconds
+	fs.Var(&lease, "lease", "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)")
+	fs.Var(&wait, "wait", "how long to wait for the lock (default 0: fail at once if held)")
+	return func(ctx context.Context, args []string) error {
+		if err := requireFlag("lock", *lock); err != nil {
+			return err
+		}
+		if len(args) == 0 {
+			return usageError{"no COMMAND given: lockctl run --lock NAME -- COMMAND [ARGS...]"}
+		}
+		opts, err := metadataOpt(*metadata)
+		if err != nil {
+			return err
+		}
+		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *lock, OwnerID: *owner,
+			LeaseDuration: lease.d.Seconds(), WaitTimeout: wait.d.Seconds(), OwnerMetadata: []byte(*metadata)}); err != nil {
+			return err
+		}
+		opts = append(opts, client.WithLease(lease.d), client.WithWait(wait.d))
+		if *owner != "" {
+			opts = append(opts, client.WithOwner(*owner))
+		}
+		cl, err := c.client(ctx)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		l, err := cl.Acquire(ctx, *lock, opts...)
+		if err != nil {
+			return c.refused(err)
+		}
+		if !c.json {
+			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d); running %s\n",
+				describe(l.Granted().LockInfo), l.Owner, l.Token, strings.Join(args, " "))
+		}
+		code, runErr := c.runCommand(ctx, l, *grace, args)
+
+		if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
+			fmt.Fprintf(c.stderr, "lockctl: %v; stopped %s (%s)\n", lost, args[0], describeExit(code, runErr))
+			return exitErr{exitRefused}
+		}
+		// Release even if lockctl was interrupted: the lock must not
+		// outlive the command.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+		defer cancel()
+		if err := l.Release(rctx); err != nil {
+			fmt.Fprintf(c.stderr, "lockctl: %v\n", err)
+		}
+		if runErr != nil {
+			fmt.Fprintf(c.stderr, "lockctl: %v\n", runErr)
+		}
+		return exitErr{code}
+	}
+}
+
+// runCommand runs args until it exits, or until the lease is lost or ctx
+// ends (a signal to lockctl): then it sends SIGTERM and, after grace,
+// SIGKILL. It returns the exit code to pass on.
+func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string) (int, error) {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(l.Context(), cancel)
+	defer stop()
+	cmd := exec.CommandContext(runCtx, args[0], args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.stdout, c.stderr
+	// The command can pass the fencing token on to what the lock guards.
+	cmd.Env = append(os.Environ(),
+		"LOCKCTL_LOCK="+l.Name,
+		"LOCKCTL_NAMESPACE="+l.Namespace,
+		"LOCKCTL_OWNER="+l.Owner,
+		"LOCKCTL_FENCING_TOKEN="+strconv.FormatInt(l.Token, 10),
+	)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = grace
+	err := cmd.Run()
+	if cmd.ProcessState == nil {
+		// It never started (not found, not executable): as a shell says.
+		code := 126
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			code = 127
+		}
+		return code, err
+	}
+	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	var waitErr error
+	if errors.Is(err, exec.ErrWaitDelay) {
+		waitErr = err
+	}
+	return cmd.ProcessState.ExitCode(), waitErr
+}
+
+func describeExit(code int, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	if code > 128 {
+		return "signal " + syscall.Signal(code-128).String()
+	}
+	return "exit code " + strconv.Itoa(code)
+}
