@@ -212,8 +212,9 @@ func TestRunEscalatesToSIGKILL(t *testing.T) {
 	const lock = "ctl-run-kill"
 	ctx, interrupt := context.WithCancel(context.Background())
 	defer interrupt()
-	_, stderr, wait := start(ctx, "run", "--lock", lock, "--grace", "300ms", "--", "sh", "-c", `trap "" TERM; exec sleep 60`)
-	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	stdout, _, wait := start(ctx, "run", "--lock", lock, "--grace", "300ms", "--", "sh", "-c", `trap "" TERM; echo ready; exec sleep 60`)
+	// Only once the command ignores SIGTERM does the test interrupt.
+	eventually(t, "the command to start", func() bool { return strings.Contains(stdout.String(), "ready") })
 	interrupt() // as SIGINT to lockctl
 	r := wait()
 	assert.Equal(t, 128+9, r.code, r.stderr)
