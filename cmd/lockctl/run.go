@@ -54,8 +54,8 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			return c.refused(err)
 		}
 		if !c.json {
-			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d); running %s\n",
-				describe(l.Granted().LockInfo), l.Owner, l.Token, strings.Join(args, " "))
+			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d, expires %s, kept alive); running %s\n",
+				topics.LockKey(l.Namespace, l.Name), l.Owner, l.Token, l.ExpiresAt().Format(topics.TimeLayout), strings.Join(args, " "))
 		}
 		code, runErr := c.runCommand(ctx, l, *grace, args)
 
