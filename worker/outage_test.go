@@ -2,16 +2,13 @@ package worker_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/topics"
@@ -35,29 +32,8 @@ func TestBrokerUnreachable(t *testing.T) {
 
 	// Phase 1: every produce that is not a command closes the connection,
 	// as a broker the relay cannot reach would.
-	tds, err := kadm.NewClient(p).ListTopics(context.Background(), n.Commands)
-	require.NoError(t, err)
-	commandsID := [16]byte(tds[n.Commands].ID)
-	var relayDown, allDown atomic.Bool
-	var refused atomic.Int64
-	relayDown.Store(true)
-	e.Cluster.ControlKey(-1, func(req kmsg.Request) (kmsg.Response, error, bool) {
-		e.Cluster.KeepControl()
-		if allDown.Load() {
-			refused.Add(1)
-			return nil, errors.New("broker unreachable"), true
-		}
-		if pr, ok := req.(*kmsg.ProduceRequest); ok && relayDown.Load() {
-			for _, tp := range pr.Topics {
-				if tp.Topic != n.Commands && tp.TopicID != commandsID { // v13+ names topics by ID
-					refused.Add(1)
-					return nil, errors.New("broker unreachable"), true
-				}
-			}
-		}
-		return nil, nil, false
-	})
-
+	outage := e2e.NewOutage(t, e.Cluster, n.Commands)
+	outage.RefuseProduce(true)
 	t.Log("phase 1: the relay cannot publish")
 	const locks, rounds = 20, 5
 	var ids []string
@@ -86,12 +62,12 @@ func TestBrokerUnreachable(t *testing.T) {
 	var backlog int
 	require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&backlog))
 	require.Greater(t, backlog, 0, "outcomes wait in the outbox")
-	require.Positive(t, refused.Load())
+	require.Positive(t, outage.Refused())
 
 	// Phase 2: the broker is gone for everyone; the producer buffers and retries.
 	t.Log("phase 2: the broker is unreachable")
-	allDown.Store(true)
-	before := refused.Load()
+	outage.Down(true)
+	before := outage.Refused()
 	var produced atomic.Int64
 	var produceErr atomic.Value
 	for _, c := range append(batch(3), batch(4)...) {
@@ -104,14 +80,14 @@ func TestBrokerUnreachable(t *testing.T) {
 			produced.Add(1)
 		})
 	}
-	require.Eventually(t, func() bool { return refused.Load() >= before+20 }, time.Minute, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return outage.Refused() >= before+20 }, time.Minute, 10*time.Millisecond,
 		"clients keep knocking while the broker is down")
 	require.Zero(t, produced.Load(), "nothing acknowledged while the broker is down")
 
 	// Kafka is back: everything produced is applied and every outcome delivered.
 	t.Log("phase 3: the broker is back")
-	allDown.Store(false)
-	relayDown.Store(false)
+	outage.Down(false)
+	outage.RefuseProduce(false)
 	require.Eventually(t, func() bool { return produced.Load() == int64(2*locks*2) }, time.Minute, 10*time.Millisecond)
 	require.Nil(t, produceErr.Load())
 	want := map[string]bool{}

@@ -10,9 +10,13 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -26,12 +30,17 @@ func freeAddr(t *testing.T) string {
 // start runs the real service wiring with the embedded broker and returns a
 // stop function that drains it as SIGTERM would.
 func start(t *testing.T, dbURL, addr, dir string) func() {
+	return startWith(t, dbURL, func(c *config.Config) { c.Embedded.Addr, c.Embedded.Dir = addr, dir })
+}
+
+// startWith runs the real service wiring on the configuration that
+// configure leaves.
+func startWith(t *testing.T, dbURL string, configure func(*config.Config)) func() {
 	m := NewMain()
 	m.Logger = zerolog.Nop()
 	m.Config.Postgres.URL = dbURL
-	m.Config.Embedded.Addr = addr
-	m.Config.Embedded.Dir = dir
 	m.Config.InstanceID = "e2e"
+	configure(&m.Config)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
@@ -58,9 +67,10 @@ func start(t *testing.T, dbURL, addr, dir string) func() {
 
 // client produces commands and reads one reply topic from its start.
 type client struct {
-	t     *testing.T
-	cl    *kgo.Client
-	reply string
+	t      *testing.T
+	cl     *kgo.Client
+	reply  string
+	unread []topics.Event
 }
 
 func newClient(t *testing.T, addr, reply string) *client {
@@ -78,23 +88,26 @@ func (c *client) send(cmd topics.Command) {
 	require.NoError(c.t, c.cl.ProduceSync(context.Background(), &kgo.Record{Key: []byte(cmd.Key()), Value: v}).FirstErr())
 }
 
-// await reads replies until one answers requestID.
+// await reads replies until one answers requestID; replies read past it wait
+// for the next await.
 func (c *client) await(requestID, typ string) topics.Event {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
+		for i, ev := range c.unread {
+			if ev.RequestID == requestID && ev.Type == typ {
+				c.unread = c.unread[i+1:]
+				return ev
+			}
+		}
+		c.unread = c.unread[:0]
 		fs := c.cl.PollFetches(ctx)
 		require.NoError(c.t, ctx.Err(), "waiting for %s of %s", typ, requestID)
-		var found *topics.Event
 		fs.EachRecord(func(r *kgo.Record) {
-			ev, err := topics.DecodeEvent(r.Value)
-			if err == nil && ev.RequestID == requestID && ev.Type == typ && found == nil {
-				found = &ev
+			if ev, err := topics.DecodeEvent(r.Value); err == nil {
+				c.unread = append(c.unread, ev)
 			}
 		})
-		if found != nil {
-			return *found
-		}
 	}
 }
 
@@ -124,6 +137,46 @@ func TestRestartKeepsState(t *testing.T) {
 	b = newClient(t, addr, "locks.replies.b")
 	granted := b.await("r2", topics.TypeAcquired)
 	require.Greater(t, granted.LockInfo.FencingToken, held.LockInfo.FencingToken)
+}
+
+// TestRestartDeliversWhatWasLeft: lockworker stops while outcomes it
+// committed are still unpublished (Kafka refused its writes), and commands
+// are produced while it is down. After the restart the outcomes left in
+// PostgreSQL are delivered first and the new commands are applied after them.
+func TestRestartDeliversWhatWasLeft(t *testing.T) {
+	sch := testdb.NewSchema(t)
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "locks.commands"))
+	require.NoError(t, err)
+	t.Cleanup(kafka.Close)
+	brokers := kafka.ListenAddrs()
+	external := func(c *config.Config) { c.Kafka.BootstrapServers = brokers }
+	outage := e2e.NewOutage(t, kafka, "locks.commands")
+	stop := startWith(t, sch.URL, external)
+
+	a := newClient(t, brokers[0], "locks.replies.a")
+	a.send(topics.Command{RequestID: "r1", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 300})
+	held := a.await("r1", topics.TypeAcquired)
+
+	outage.RefuseProduce(true)
+	a.send(topics.Command{RequestID: "r2", Operation: "extend", LockName: "job", OwnerID: "a", FencingToken: &held.LockInfo.FencingToken})
+	a.send(topics.Command{RequestID: "r3", Operation: "release", LockName: "job", OwnerID: "a", FencingToken: &held.LockInfo.FencingToken})
+	db := sch.Open(t, store.Config{})
+	require.Eventually(t, func() bool {
+		var applied, waiting int
+		require.NoError(t, db.Pool.QueryRow(context.Background(),
+			`SELECT (SELECT count(*) FROM processed_requests WHERE request_id = 'r3'), (SELECT count(*) FROM outbox)`).Scan(&applied, &waiting))
+		return applied == 1 && waiting > 0
+	}, 30*time.Second, 20*time.Millisecond, "the release is applied and its outcome waits in the outbox")
+	stop()
+
+	outage.RefuseProduce(false)
+	a.send(topics.Command{RequestID: "r4", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 300})
+	startWith(t, sch.URL, external)
+	// await reads on from where it stopped, so these also check the order.
+	a.await("r2", topics.TypeExtended)
+	a.await("r3", topics.TypeReleased)
+	again := a.await("r4", topics.TypeAcquired)
+	require.Greater(t, again.LockInfo.FencingToken, held.LockInfo.FencingToken)
 }
 
 // TestKcat: a client we did not write (librdkafka's kcat) produces a command
