@@ -40,6 +40,7 @@ func startWith(t *testing.T, dbURL string, configure func(*config.Config)) func(
 	m.Logger = zerolog.Nop()
 	m.Config.Postgres.URL = dbURL
 	m.Config.InstanceID = "e2e"
+	m.Config.HTTPAddr = "127.0.0.1:0" // never the default port another lockworker may hold
 	configure(&m.Config)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
