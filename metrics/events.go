@@ -60,8 +60,6 @@ const (
 // bounded: a waiter granted by another process, or by the expiry scheduler,
 // is forgotten after maxWait, or sooner when the set is full.
 type eventTracker struct {
-	now func() time.Time
-
 	mu      sync.Mutex
 	waiting map[string]waiter  // request_id of a queued acquire
 	seen    map[int64]struct{} // fencing tokens of leases measured
@@ -74,8 +72,8 @@ type waiter struct {
 	seenAt   time.Time // local time, for forgetting
 }
 
-func newEventTracker(now func() time.Time) *eventTracker {
-	return &eventTracker{now: now, waiting: map[string]waiter{}, seen: map[int64]struct{}{}, seenAt: make([]int64, 0, maxTracked)}
+func newEventTracker() *eventTracker {
+	return &eventTracker{waiting: map[string]waiter{}, seen: map[int64]struct{}{}, seenAt: make([]int64, 0, maxTracked)}
 }
 
 func (t *eventTracker) queued(requestID string, at time.Time) {
@@ -84,7 +82,7 @@ func (t *eventTracker) queued(requestID string, at time.Time) {
 	if _, ok := t.waiting[requestID]; ok {
 		return // a duplicate of the acquire: it is still the same wait
 	}
-	now := t.now()
+	now := time.Now()
 	if len(t.waiting) >= maxTracked {
 		for id, w := range t.waiting {
 			if now.Sub(w.seenAt) > maxWait {

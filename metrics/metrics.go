@@ -30,8 +30,6 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// QueryTimeout bounds each scrape-time read. Default 2 s.
 	QueryTimeout time.Duration
-	// Now is the clock of the in-memory wait tracking. Default time.Now.
-	Now func() time.Time
 }
 
 // Metrics is every measurement of one lockworker process.
@@ -68,9 +66,6 @@ var (
 func New(cfg Config) *Metrics {
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = 2 * time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
 	}
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
@@ -118,7 +113,7 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "outbox_publish_latency_seconds", Buckets: latencyBuckets,
 			Help: "Per published batch: age of its oldest row when Kafka acknowledged it (commit to publish).",
 		}),
-		events: newEventTracker(cfg.Now),
+		events: newEventTracker(),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
