@@ -58,7 +58,8 @@ const (
 // and which leases were already measured (a duplicate release is answered
 // with its stored lock.released again, which must not count twice). Both are
 // bounded: a waiter granted by another process, or by the expiry scheduler,
-// is forgotten after maxWait, or sooner when the set is full.
+// is forgotten after maxWait, and while the set is full of younger ones new
+// waiters are not measured.
 type eventTracker struct {
 	mu      sync.Mutex
 	waiting map[string]waiter  // request_id of a queued acquire
@@ -73,7 +74,7 @@ type waiter struct {
 }
 
 func newEventTracker() *eventTracker {
-	return &eventTracker{waiting: map[string]waiter{}, seen: map[int64]struct{}{}, seenAt: make([]int64, 0, maxTracked)}
+	return &eventTracker{waiting: map[string]waiter{}, seen: map[int64]struct{}{}}
 }
 
 func (t *eventTracker) queued(requestID string, at time.Time) {
