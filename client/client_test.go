@@ -136,14 +136,13 @@ func TestLeaseLostWithoutKeepAlive(t *testing.T) {
 	assert.ErrorIs(t, err, client.ErrNotHeld)
 }
 
-// Keep-alive holds a lease well past its duration; when the worker refuses
-// an extension (someone released the lock in the holder's name) the lease
-// is lost.
-func TestKeepAliveAndRefusal(t *testing.T) {
+// Keep-alive holds a lease well past its duration, keeping its expiry about
+// one lease ahead.
+func TestKeepAlive(t *testing.T) {
 	ctx := ctxT(t)
 	c := newClient(t, "keepalive")
 	replies := env.Watch(c.ReplyTopic())
-	const lease = 900 * time.Millisecond
+	const lease = 1500 * time.Millisecond
 	l, err := c.Acquire(ctx, "keepalive", client.WithLease(lease))
 	require.NoError(t, err)
 
@@ -167,16 +166,29 @@ func TestKeepAliveAndRefusal(t *testing.T) {
 	assert.Equal(t, l.Token, info.FencingToken)
 	assert.GreaterOrEqual(t, info.ExtensionCount, int64(3))
 	assert.Less(t, time.Until(info.ExpiresAt.Time), 2*lease, "keep-alive keeps the expiry about one lease ahead, not drifting")
+	require.NoError(t, l.Release(ctx))
+	assert.ErrorIs(t, context.Cause(l.Context()), client.ErrReleased)
+}
+
+// When the worker refuses a keep-alive (someone released the lock in the
+// holder's name, as an operator breaking a stuck lock would), the lease is
+// lost at once, well before its expiry.
+func TestKeepAliveRefused(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "keepalive-refused")
+	const lease = 3 * time.Second
+	l, err := c.Acquire(ctx, "keepalive-refused", client.WithLease(lease))
+	require.NoError(t, err)
 
 	admin := newClient(t, "keepalive-admin")
-	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: "keepalive", OwnerID: l.Owner})
+	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: "keepalive-refused", OwnerID: l.Owner})
 	require.NoError(t, err)
 	select {
 	case <-l.Lost():
-	case <-time.After(lease + time.Second):
+	case <-time.After(lease):
 		t.Fatal("Lost did not fire after the lock was released behind the holder's back")
 	}
-	assert.ErrorIs(t, l.Err(), client.ErrNotHeld)
+	assert.ErrorIs(t, l.Err(), client.ErrNotHeld, "the refusal is the cause")
 	assert.ErrorIs(t, context.Cause(l.Context()), client.ErrLeaseLost)
 }
 
