@@ -278,6 +278,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		return nil, err
 	}
 	b := &bench{cfg: cfg, t: t, d: d, run: run, rep: rep, progress: progress}
+	b.markRSS("start")
 
 	var direct *store.Store
 	if (cfg.wants("cleanup") || cfg.wants("ceiling")) && t.adminURL != "" {
@@ -303,6 +304,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			return rep, fmt.Errorf("throughput: %w", err)
 		}
 		rep.Throughput = &r
+		b.markRSS("throughput")
 		b.quiesce(ctx, time.Minute)
 		if cfg.SDK {
 			progress("1 throughput through the client SDK: %d clients, %s warm-up, %s measured", cfg.Clients, cfg.Warmup, cfg.Duration)
@@ -326,6 +328,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			return rep, fmt.Errorf("latency: %w", err)
 		}
 		rep.Latency = &r
+		b.markRSS("latency")
 		b.quiesce(ctx, time.Minute)
 	}
 	if cfg.wants("contention") {
@@ -335,6 +338,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			return rep, fmt.Errorf("contention: %w", err)
 		}
 		rep.Contention = &r
+		b.markRSS("contention")
 		b.quiesce(ctx, time.Minute)
 	}
 	if cfg.wants("expiry") {
@@ -344,6 +348,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			return rep, fmt.Errorf("expiry: %w", err)
 		}
 		rep.Expiry = &r
+		b.markRSS("expiry")
 		b.quiesce(ctx, time.Minute)
 	}
 	if cfg.wants("cleanup") {
@@ -353,6 +358,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			progress("5 cleanup: %v locks", cfg.CleanupSizes)
 			r, err := b.cleanup(ctx, direct)
 			rep.Cleanup = r
+			b.markRSS("cleanup")
 			if err != nil {
 				return rep, fmt.Errorf("cleanup: %w", err)
 			}
@@ -400,6 +406,22 @@ type ResourceResult struct {
 	// CPU per 1,000 commands over scenario 1's window.
 	CPUPer1000   float64 `json:"cpu_seconds_per_1000_commands"`
 	PGCPUPer1000 float64 `json:"postgres_cpu_seconds_per_1000_commands"`
+	// PeakAfter is the peak RSS (VmHWM, MiB) when each scenario ended.
+	PeakAfter []rssMark `json:"peak_rss_after_each_scenario"`
+}
+
+type rssMark struct {
+	After string  `json:"after"`
+	MiB   float64 `json:"mib"`
+}
+
+func (b *bench) markRSS(after string) {
+	if b.t.proc == nil {
+		return
+	}
+	if rss, err := b.t.proc.peakRSS(); err == nil {
+		b.rss = append(b.rss, rssMark{after, float64(rss) / (1 << 20)})
+	}
 }
 
 func (b *bench) resources() *ResourceResult {
@@ -407,7 +429,7 @@ func (b *bench) resources() *ResourceResult {
 		b.rep.Notes = append(b.rep.Notes, "resources: the worker runs elsewhere (--brokers): not measured")
 		return nil
 	}
-	r := &ResourceResult{Measured: b.t.proc.describe()}
+	r := &ResourceResult{Measured: b.t.proc.describe(), PeakAfter: b.rss}
 	if rss, err := b.t.proc.peakRSS(); err == nil {
 		r.PeakRSSMiB = float64(rss) / (1 << 20)
 	}

@@ -187,7 +187,7 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		for _, c := range r.Cleanup {
 			drain := ""
 			if c.OutboxRows > 0 {
-				drain = fmt.Sprintf("%d rows in %.1f s (%s rows/s)", c.OutboxRows, c.DrainSeconds, fmtNum(float64(c.OutboxRows)/max(c.DrainSeconds, 0.001)))
+				drain = fmt.Sprintf("%d rows in %.1f s after commit (%s rows/s)", c.OutboxRows, c.DrainSeconds, fmtNum(float64(c.OutboxRows)/max(c.DrainSeconds, 0.001)))
 			}
 			p("  %-28s %8d %14.1f %14.1f %14.1f %9d %s\n", c.Kind, c.Locks, c.EndToEndMS, c.WorkerMS, c.DirectMS, c.Cleaned, drain)
 		}
@@ -204,7 +204,12 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		}
 	}
 	if res := r.Resources; res != nil {
-		p("\n7 resources (%s)\n  peak RSS %.1f MiB; CPU %.3f s per 1,000 commands (PostgreSQL %.3f s per 1,000)\n", res.Measured, res.PeakRSSMiB, res.CPUPer1000, res.PGCPUPer1000)
+		p("\n7 resources (%s)\n  peak RSS %.1f MiB; CPU %.3f s per 1,000 commands over scenario 1 (PostgreSQL %.3f s per 1,000)\n", res.Measured, res.PeakRSSMiB, res.CPUPer1000, res.PGCPUPer1000)
+		p("  peak RSS after:")
+		for _, m := range res.PeakAfter {
+			p(" %s %.0f MiB;", m.After, m.MiB)
+		}
+		p("\n")
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)

@@ -23,6 +23,7 @@ type bench struct {
 	rep *Report
 	// progress is where "running scenario N" lines go (stderr).
 	progress func(format string, args ...any)
+	rss      []rssMark
 }
 
 func (b *bench) rid(parts ...any) string {
