@@ -556,7 +556,7 @@ func TestHistoryRace(t *testing.T) {
 			}
 			err := h.st.InTx(ctx, func(tx pgx.Tx) error {
 				b := handlers.NewBatch(tx, h.env)
-				if _, err := b.ExpireDue(ctx); err != nil {
+				if _, _, err := b.ExpireDue(ctx); err != nil {
 					return err
 				}
 				return b.Flush(ctx)

@@ -6,49 +6,52 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // ExpireDue is the expiry step of one partition, run by its scheduler: it ends
 // the leases watched by this batch's partition that are past expires_at
 // (lock.expired, next waiter granted) and answers its waiters past their
-// deadline with LOCK_TIMEOUT. It returns how many leases and waiters it ended.
-func (b *Batch) ExpireDue(ctx context.Context) (int, error) {
+// deadline with LOCK_TIMEOUT. It returns how many leases and waiters it ended,
+// and the events it caused (for metrics; the outbox has them already).
+func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	a := &applier{Batch: b}
 	p := b.env.Partition
 	names, _, err := a.sweep(ctx, sweepFilter{partition: &p})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	n := len(names)
 	rows, err := b.tx.Query(ctx, `
 		SELECT DISTINCT namespace, lock_name FROM lock_waiters
 		WHERE source_partition = $1 AND deadline <= clock_timestamp()`, p)
 	if err != nil {
-		return 0, fmt.Errorf("finding timed-out waiters: %w", err)
+		return 0, nil, fmt.Errorf("finding timed-out waiters: %w", err)
 	}
 	type key struct{ ns, name string }
 	var locks []key
 	var k key
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
-		return 0, fmt.Errorf("finding timed-out waiters: %w", err)
+		return 0, nil, fmt.Errorf("finding timed-out waiters: %w", err)
 	}
 	for _, k := range locks {
 		r, err := b.lockForUpdate(ctx, k.ns, k.name)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		before := len(a.caused)
 		if _, err := a.settle(ctx, r); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		if r.held() && r.waiters > 0 {
 			if err := a.takeWaiters(ctx, r, false); err != nil {
-				return 0, err
+				return 0, nil, err
 			}
 		}
 		n += len(a.caused) - before
 	}
-	return n, nil
+	return n, a.caused, nil
 }
 
 // NextDue returns when the partition next has a lease or a waiter to end and

@@ -165,7 +165,7 @@ func (h *harness) expireDue() int {
 	err := h.st.InTx(context.Background(), func(tx pgx.Tx) error {
 		b := handlers.NewBatch(tx, h.env)
 		var err error
-		if n, err = b.ExpireDue(context.Background()); err != nil {
+		if n, _, err = b.ExpireDue(context.Background()); err != nil {
 			return err
 		}
 		return b.Flush(context.Background())

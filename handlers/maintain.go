@@ -2,13 +2,17 @@ package handlers
 
 import (
 	"context"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // CleanupIdle is the periodic cleanup of this batch's partition: it ends the
 // partition's ended leases and deletes its released or expired rows idle
-// longer than maxAge seconds. It returns how many locks it touched.
-func (b *Batch) CleanupIdle(ctx context.Context, maxAge float64) (int, error) {
+// longer than maxAge seconds. It returns how many locks it touched and the
+// events it caused (for metrics; the outbox has them already).
+func (b *Batch) CleanupIdle(ctx context.Context, maxAge float64) (int, []topics.Event, error) {
 	p := b.env.Partition
-	names, _, err := (&applier{Batch: b}).sweep(ctx, sweepFilter{partition: &p, maxAge: &maxAge})
-	return len(names), err
+	a := &applier{Batch: b}
+	names, _, err := a.sweep(ctx, sweepFilter{partition: &p, maxAge: &maxAge})
+	return len(names), a.caused, err
 }

@@ -10,12 +10,13 @@ import (
 // Events implements worker.Metrics: hold times, wait times, hand-offs and
 // expiries come from the events one committed command caused. requestID is
 // the command's own; events carrying another are for others (a waiter's
-// grant, an ended lease).
-//
-// The expiry scheduler's transactions do not report their events (only a
-// count, see Expired), so grants it makes to waiters are not counted as
-// hand-offs and leases it ends add no hold time.
+// grant, an ended lease); it is empty for the expiry scheduler's and the
+// periodic cleanup's events.
 func (m *Metrics) Events(requestID string, evs []topics.Event) {
+	by := "command"
+	if requestID == "" {
+		by = "scheduler"
+	}
 	for _, ev := range evs {
 		switch ev.Type {
 		case topics.TypeQueued:
@@ -38,7 +39,7 @@ func (m *Metrics) Events(requestID string, evs []topics.Event) {
 				m.holdTime.Observe(ev.OccurredAt.Sub(li.AcquiredAt.Time).Seconds())
 			}
 		case topics.TypeExpired:
-			m.expired.WithLabelValues("command").Inc()
+			m.expired.WithLabelValues(by).Inc()
 			if li := ev.LockInfo; li != nil && li.AcquiredAt != nil && li.ExpiresAt != nil && m.events.ended(li.FencingToken) {
 				m.holdTime.Observe(li.ExpiresAt.Sub(li.AcquiredAt.Time).Seconds())
 			}

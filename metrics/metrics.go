@@ -91,7 +91,7 @@ func New(cfg Config) *Metrics {
 		}, []string{"reason"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "expiries_total",
-			Help: "Leases ended because they ran out. by=command: seen by a command's transaction (lock.expired); by=scheduler: the expiry scheduler's count, waiters it timed out included.",
+			Help: "Leases ended because they ran out (lock.expired). by=command: found by a command's transaction; by=scheduler: ended by the expiry scheduler or the periodic cleanup.",
 		}, []string{"by"}),
 		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "handoffs_total",
@@ -151,12 +151,6 @@ func (m *Metrics) Command(operation, result string, took time.Duration) {
 // DeadLettered implements worker.Metrics.
 func (m *Metrics) DeadLettered(reason string) {
 	m.deadLettered.WithLabelValues(label(reason, results)).Inc()
-}
-
-// Expired implements worker.Metrics: n leases and waits ended by the expiry
-// scheduler.
-func (m *Metrics) Expired(n int) {
-	m.expired.WithLabelValues("scheduler").Add(float64(n))
 }
 
 // Published is outbox.Config.OnPublished.

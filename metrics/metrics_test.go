@@ -87,14 +87,16 @@ func TestEvents(t *testing.T) {
 	timeout := ev(topics.TypeRejected, "d1", t0.Add(40*time.Second), granted)
 	timeout.ErrorCode = topics.CodeLockTimeout
 	m.Events("c1", []topics.Event{ev(topics.TypeExpired, "", t0.Add(40*time.Second), granted), timeout, ev(topics.TypeAcquired, "c1", t0.Add(40*time.Second), nil)})
-	m.Expired(3)
+	// the scheduler ends c's lease of 10 s and grants the next waiter: a hand-off.
+	third := &topics.LockInfo{LockName: "job", FencingToken: 3, AcquiredAt: at(t0.Add(40 * time.Second)), ExpiresAt: at(t0.Add(50 * time.Second))}
+	m.Events("", []topics.Event{ev(topics.TypeExpired, "", t0.Add(50*time.Second), third), ev(topics.TypeAcquired, "e1", t0.Add(50*time.Second), nil)})
 
 	require.Equal(t, 1.0, series(t, m, "lockworker_expiries_total", "by", "command").GetCounter().GetValue())
-	require.Equal(t, 3.0, series(t, m, "lockworker_expiries_total", "by", "scheduler").GetCounter().GetValue())
-	require.Equal(t, 1.0, series(t, m, "lockworker_handoffs_total").GetCounter().GetValue())
+	require.Equal(t, 1.0, series(t, m, "lockworker_expiries_total", "by", "scheduler").GetCounter().GetValue())
+	require.Equal(t, 2.0, series(t, m, "lockworker_handoffs_total").GetCounter().GetValue())
 	hold = series(t, m, "lockworker_lock_hold_seconds").GetHistogram()
-	require.Equal(t, uint64(2), hold.GetSampleCount())
-	require.Equal(t, 35.0, hold.GetSampleSum(), "the expired lease counts until expires_at")
+	require.Equal(t, uint64(3), hold.GetSampleCount())
+	require.Equal(t, 45.0, hold.GetSampleSum(), "expired leases count until expires_at")
 	require.Empty(t, m.events.waiting)
 }
 

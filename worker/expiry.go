@@ -8,6 +8,7 @@ import (
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
 )
 
 // maxExpirySleep bounds the scheduler's sleep, so a lease granted to this
@@ -70,13 +71,14 @@ func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
 func (p *partition) expireDue(ctx context.Context) (int, error) {
 	w := p.w
 	var n int
+	var caused []topics.Event
 	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
 			return err
 		}
 		b := handlers.NewBatch(tx, w.env(p.id))
 		var err error
-		if n, err = b.ExpireDue(ctx); err != nil {
+		if n, caused, err = b.ExpireDue(ctx); err != nil {
 			return err
 		}
 		return b.Flush(ctx)
@@ -85,7 +87,7 @@ func (p *partition) expireDue(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if n > 0 {
-		w.cfg.Metrics.Expired(n)
+		w.cfg.Metrics.Events("", caused)
 		w.cfg.Relay.Wake(p.id)
 	}
 	return n, nil

@@ -30,18 +30,23 @@ func (w *Worker) maintain(ctx context.Context) {
 		}
 		w.mu.Unlock()
 		for _, id := range owned {
+			var caused []topics.Event
 			err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
 				if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
 					return err
 				}
 				b := handlers.NewBatch(tx, w.env(id))
-				if _, err := b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds); err != nil {
+				var err error
+				if _, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds); err != nil {
 					return err
 				}
 				return b.Flush(ctx)
 			})
 			if err != nil && ctx.Err() == nil {
 				w.log.Warn().Err(err).Int32("partition", id).Msg("periodic cleanup")
+			}
+			if err == nil {
+				w.cfg.Metrics.Events("", caused)
 			}
 			w.cfg.Relay.Wake(id)
 		}

@@ -66,10 +66,10 @@ type Metrics interface {
 	Command(operation, result string, took time.Duration)
 	// Events is told, after commit, every event one applied command caused:
 	// its own answer (the event with its requestID) and what it caused for
-	// other requests (expiries, grants to waiters, timeouts).
+	// other requests (expiries, grants to waiters, timeouts). requestID is
+	// empty for what the expiry scheduler and the periodic cleanup caused.
 	Events(requestID string, evs []topics.Event)
 	DeadLettered(reason string)
-	Expired(n int)
 }
 
 // Worker is one member of the lockworker consumer group.
@@ -340,4 +340,3 @@ func (noMetrics) Batch(int32, int, time.Duration)       {}
 func (noMetrics) Command(string, string, time.Duration) {}
 func (noMetrics) Events(string, []topics.Event)         {}
 func (noMetrics) DeadLettered(string)                   {}
-func (noMetrics) Expired(int)                           {}

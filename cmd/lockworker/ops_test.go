@@ -178,7 +178,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		`lockworker_batch_records_sum{}`:                                    13,
 		`lockworker_dead_lettered_total{reason=INVALID_REQUEST}`:            1,
 		`lockworker_handoffs_total{}`:                                       2,
-		`lockworker_lock_hold_seconds_count{}`:                              3,
+		`lockworker_lock_hold_seconds_count{}`:                              4, // the scheduler's expiry included
 		`lockworker_lock_wait_seconds_count{}`:                              2,
 		`lockworker_expiries_total{by=scheduler}`:                           1,
 		`lockworker_locks_held{}`:                                           0,
