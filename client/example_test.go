@@ -146,7 +146,7 @@ func ExampleClient_Cleanup() {
 	}
 	// Delete the lock's row if it is released or expired and idle for any
 	// time at all (the worker's default is an hour). "*" would sweep every
-	// lock.
+	// lock of the namespace.
 	res, err := c.Cleanup(ctx, "temp", 0)
 	if err != nil {
 		log.Fatal(err)

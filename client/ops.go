@@ -33,9 +33,8 @@ type CleanupResult struct {
 
 // Cleanup ends every lease of name past its expiry and deletes released or
 // expired rows idle longer than maxAge that have no waiters. name "*"
-// (topics.CleanupAll) covers every lock; the worker applies it across all
-// namespaces, not only Config.Namespace. maxAge < 0 means the worker's
-// default (an hour).
+// (topics.CleanupAll) covers every lock of Config.Namespace. maxAge < 0 means
+// the worker's default (an hour).
 func (c *Client) Cleanup(ctx context.Context, name string, maxAge time.Duration) (CleanupResult, error) {
 	cmd := c.command(topics.OpCleanup, name)
 	if maxAge >= 0 {

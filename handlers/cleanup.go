@@ -14,16 +14,19 @@ const MaxCleanedNames = 1000
 
 // cleanup ends every lease past expires_at (each with lock.expired, waiters
 // granted) and deletes released or expired rows idle longer than
-// max_age_seconds that have no waiters, for one lock or all ("*").
+// max_age_seconds that have no waiters, for one lock or all ("*") of the
+// command's namespace.
 func (a *applier) cleanup(ctx context.Context) error {
 	c := a.cmd
 	maxAge := float64(topics.DefaultMaxAgeSeconds)
 	if c.MaxAgeSeconds != nil {
 		maxAge = *c.MaxAgeSeconds
 	}
-	f := sweepFilter{maxAge: &maxAge}
+	// "*" means every lock of the command's namespace: a tenant cannot sweep
+	// another's locks (the scheduler and periodic cleanup cover them all).
+	f := sweepFilter{maxAge: &maxAge, namespace: &c.Namespace}
 	if c.LockName != topics.CleanupAll {
-		f.namespace, f.name = &c.Namespace, &c.LockName
+		f.name = &c.LockName
 	}
 	names, now, err := a.sweep(ctx, f)
 	if err != nil {
@@ -49,7 +52,7 @@ type sweepFilter struct {
 // returning the keys of the locks it touched and the database time. Rows that
 // another transaction has locked are skipped: that transaction settles them.
 func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time, error) {
-	const match = `($1::text IS NULL OR (namespace = $1 AND lock_name = $2)) AND ($3::int IS NULL OR source_partition = $3)`
+	const match = `($1::text IS NULL OR namespace = $1) AND ($2::text IS NULL OR lock_name = $2) AND ($3::int IS NULL OR source_partition = $3)`
 	rows, err := a.tx.Query(ctx, `
 		UPDATE locks SET status = 'expired', updated_at = clock_timestamp()
 		WHERE (namespace, lock_name) IN (

@@ -103,6 +103,25 @@ func TestCleanupAll(t *testing.T) {
 	require.Equal(t, []string{"locks.replies.janitor lock.cleaned"}, h.routes())
 }
 
+// TestCleanupAllStaysInItsNamespace: "*" sweeps the command's namespace only.
+func TestCleanupAllStaysInItsNamespace(t *testing.T) {
+	h := newHarness(t)
+	in := func(ns string) func(*topics.Command) { return func(c *topics.Command) { c.Namespace = ns } }
+	h.one(h.acquire("job", "alice", in("a")))
+	h.one(h.release("job", "alice", in("a")))
+	h.one(h.acquire("job", "bob", in("b")))
+	h.one(h.release("job", "bob", in("b")))
+	h.one(h.acquire("job", "carol"))
+	h.one(h.release("job", "carol"))
+
+	ev := h.one(h.cleanup(topics.CleanupAll, maxAge(0), in("a")))
+	require.Equal(t, []string{"a/job"}, ev.CleanedLockNames)
+	require.Equal(t, 2, int(h.scalar(`SELECT count(*) FROM locks`)), "namespace b and the default namespace keep their rows")
+	ev = h.one(h.cleanup(topics.CleanupAll, maxAge(0)))
+	require.Equal(t, []string{"job"}, ev.CleanedLockNames)
+	require.Equal(t, "b", h.scalarText(`SELECT namespace FROM locks`))
+}
+
 func TestCleanupMaxAge(t *testing.T) {
 	h := newHarness(t)
 	h.one(h.acquire("r", "alice"))
