@@ -106,6 +106,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kopts = append(kopts, kgo.WithLogger(kafkaLogger{log.With().Str("component", "kafka").Logger()}))
 
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
@@ -150,7 +151,9 @@ func (m *Main) Run(ctx context.Context) error {
 	m.onClose(w.Close)
 	mets.WatchLag(w.Lag)
 	if err := w.EnsureTopics(ctx); err != nil {
-		return err
+		// The first request to Kafka: say what to check.
+		return fmt.Errorf("talking to Kafka at %v (check KAFKA_BOOTSTRAP_SERVERS, KAFKA_TLS_* and KAFKA_SASL_*): %w",
+			cfg.Kafka.BootstrapServers, err)
 	}
 
 	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
