@@ -406,7 +406,11 @@ func TestKubernetes(t *testing.T) {
 			}
 			require.NotNil(t, p, name)
 			require.NotNil(t, p.HTTPGet, "%s must be an httpGet", name)
-			assert.Equal(t, "/health", p.HTTPGet.Path, name)
+			want := "/health"
+			if name == "livenessProbe" {
+				want = "/health/live" // the process only: an outage of PostgreSQL or Kafka must not restart pods
+			}
+			assert.Equal(t, want, p.HTTPGet.Path, name)
 			assert.Equal(t, port, resolve(p.HTTPGet.Port), "%s must ask HTTP_ADDR's port", name)
 		}
 		// A liveness probe that gives up before readiness does would

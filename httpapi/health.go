@@ -64,6 +64,21 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, code, h)
 }
 
+// Live is /health/live.
+type Live struct {
+	Status   string  `json:"status"`
+	Live     bool    `json:"live"`
+	Instance string  `json:"instance,omitempty"`
+	Uptime   float64 `json:"uptime_seconds"`
+}
+
+// live answers 200 while the process serves, whatever its dependencies say:
+// a liveness probe on it restarts a stuck process, not one waiting out a
+// PostgreSQL or Kafka outage (which /health reports as not ready).
+func (s *server) live(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Live{Status: statusOK, Live: true, Instance: s.cfg.Instance, Uptime: time.Since(s.started).Seconds()})
+}
+
 // PostgresHealth is /health/postgres.
 type PostgresHealth struct {
 	Check

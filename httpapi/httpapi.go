@@ -58,6 +58,7 @@ func New(cfg Config) http.Handler {
 	s := &server{cfg: cfg, started: time.Now()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("GET /health/live", s.live)
 	mux.HandleFunc("GET /health/postgres", s.postgresHealth)
 	mux.HandleFunc("GET /health/kafka", s.kafkaHealth)
 	mux.HandleFunc("GET /health/locks", s.locksHealth)

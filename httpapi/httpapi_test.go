@@ -198,6 +198,10 @@ func TestHungDatabase(t *testing.T) {
 	require.Less(t, time.Since(start), 2*time.Second)
 	require.NotContains(t, body, "lockworker_locks_held")
 	require.Contains(t, body, "lockworker_handoffs_total")
+	var live Live
+	code, body = e.get("/health/live", &live)
+	require.Equal(t, http.StatusOK, code, "the process itself is fine: %s", body)
+	require.True(t, live.Live)
 
 	e.proxy.Restore()
 	require.Eventually(t, func() bool {
