@@ -78,6 +78,9 @@ func (b *bench) cleanup(ctx context.Context, direct *store.Store) ([]CleanupCase
 	var out []CleanupCase
 	for _, n := range b.cfg.CleanupSizes {
 		for _, kind := range []string{kindIdle, kindEnded} {
+			if kind == kindEnded && n > b.cfg.CleanupEndedMax {
+				continue // each ended lease is two events for the relay: minutes at 100,000
+			}
 			cs := CleanupCase{Kind: kind, Locks: n}
 			if b.t.st != nil {
 				ns := b.rid("clean", n, len(out))

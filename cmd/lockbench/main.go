@@ -78,6 +78,8 @@ type Config struct {
 	Lease  time.Duration `json:"lease_ns"`
 
 	CleanupSizes []int `json:"cleanup_sizes"`
+	// CleanupEndedMax bounds the sizes measured with ended leases.
+	CleanupEndedMax int `json:"cleanup_ended_max"`
 
 	CeilingDuration   time.Duration `json:"ceiling_duration_ns"`
 	CeilingPartitions int           `json:"ceiling_partitions"`
@@ -103,7 +105,7 @@ func DefaultConfig() Config {
 		Clients: 256, Warmup: 3 * time.Second, Duration: 15 * time.Second,
 		Rate: 1000, LatencyDuration: 10 * time.Second,
 		Waiters: 100, Leases: 10000, Lease: time.Second,
-		CleanupSizes:    []int{100, 100000},
+		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingPartitions: 16, CeilingBigBatch: 500,
 	}
 }
@@ -160,6 +162,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	leases := fs.Int("leases", 0, "expiry: leases (default 10000, quick 200)")
 	lease := fs.Duration("lease", 0, "expiry: lease duration (default 1s)")
 	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
+	fs.IntVar(&cfg.CleanupEndedMax, "cleanup-ended-max", cfg.CleanupEndedMax, "cleanup: measure ended leases (two events each for the relay) only up to this many locks")
 	ceilDur := fs.Duration("ceiling-duration", 0, "ceiling: duration of each run (default 10s, quick 2s)")
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / partitions, the closed loop's share per partition)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")

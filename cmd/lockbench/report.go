@@ -170,6 +170,7 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		d("acquire", l.Acquire)
 		d("release", l.Release)
 		d("all", l.All)
+		d("  of which worker poll->commit", l.Worker)
 	}
 	if c := r.Contention; c != nil {
 		p("\n3 contention: %d waiters on one lock, %d granted, fair (grant order = queue order): %v (%d in order)%s\n", c.Waiters, c.Granted, c.Fair, c.InOrder,

@@ -235,6 +235,10 @@ type LatencyResult struct {
 	Acquire      dist    `json:"acquire"`
 	Release      dist    `json:"release"`
 	All          dist    `json:"all"`
+	// Worker is the answers' duration_ms: from the worker polling the
+	// record to its transaction's commit. The rest of All is Kafka, the
+	// relay and the queueing before the poll.
+	Worker dist `json:"worker_poll_to_commit"`
 }
 
 func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
@@ -242,7 +246,7 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	n := int(float64(cfg.Rate) * cfg.LatencyDuration.Seconds())
 	n -= n % 2
 	res := LatencyResult{Rate: cfg.Rate, Seconds: cfg.LatencyDuration.Seconds(), Sent: n}
-	acq, rel, all := newHist(), newHist(), newHist()
+	acq, rel, all, wrk := newHist(), newHist(), newHist(), newHist()
 	var answered, unexpected atomic.Int64
 	interval := time.Second / time.Duration(cfg.Rate)
 	start := time.Now().Add(50 * time.Millisecond)
@@ -268,6 +272,9 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 			d := r.at.Sub(intended)
 			h.add(d)
 			all.add(d)
+			if r.ev.DurationMS != nil {
+				wrk.add(time.Duration(*r.ev.DurationMS * float64(time.Millisecond)))
+			}
 			answered.Add(1)
 			if r.ev.Type != want {
 				unexpected.Add(1)
@@ -285,7 +292,7 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	res.Answered, res.Unexpected = answered.Load(), unexpected.Load()
 	res.Missing = int64(n) - res.Answered
 	res.SendLagMaxMS = ms(lagMax)
-	res.Acquire, res.Release, res.All = acq.dist(), rel.dist(), all.dist()
+	res.Acquire, res.Release, res.All, res.Worker = acq.dist(), rel.dist(), all.dist(), wrk.dist()
 	return res, nil
 }
 
