@@ -69,9 +69,11 @@ func seed(ctx context.Context, st *store.Store, kind, namespace string, n int, r
 	return err
 }
 
-func cleanupCmd(rid string) topics.Command {
+// cleanupCmd cleans every lock of namespace ("*" sweeps the command's
+// namespace only).
+func cleanupCmd(rid, namespace string) topics.Command {
 	age := 3600.0
-	return topics.Command{RequestID: rid, Operation: topics.OpCleanup, LockName: topics.CleanupAll, MaxAgeSeconds: &age}
+	return topics.Command{RequestID: rid, Operation: topics.OpCleanup, Namespace: namespace, LockName: topics.CleanupAll, MaxAgeSeconds: &age}
 }
 
 func (b *bench) cleanup(ctx context.Context, direct *store.Store) ([]CleanupCase, error) {
@@ -88,7 +90,7 @@ func (b *bench) cleanup(ctx context.Context, direct *store.Store) ([]CleanupCase
 					return out, err
 				}
 				b.quiesce(ctx, time.Minute)
-				cmd := cleanupCmd(b.rid("clean", n, len(out)))
+				cmd := cleanupCmd(b.rid("clean", n, len(out)), ns)
 				start := time.Now()
 				r, err := b.d.call(ctx, cmd, 5*time.Minute)
 				if err != nil {
@@ -136,7 +138,7 @@ func directCleanup(ctx context.Context, st *store.Store, kind, ns string, n int)
 			return err
 		}
 		batch := handlers.NewBatch(tx, env)
-		c := cleanupCmd(ns)
+		c := cleanupCmd(ns, ns)
 		c.ReplyTo = "locks.replies.lockbench-direct"
 		if _, err := batch.Apply(ctx, c, start); err != nil {
 			return err

@@ -183,7 +183,7 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		d("expires_at -> occurred_at (DB)", e.InDB)
 	}
 	if len(r.Cleanup) > 0 {
-		p("\n5 cleanup (command lock_name \"*\", max_age_seconds 3600)\n")
+		p("\n5 cleanup (command lock_name \"*\" in the seeded namespace, max_age_seconds 3600)\n")
 		p("  %-28s %8s %14s %14s %14s %9s %s\n", "kind", "locks", "end to end ms", "worker ms", "direct tx ms", "cleaned", "relay drain")
 		for _, c := range r.Cleanup {
 			drain := ""

@@ -317,7 +317,6 @@ type batchMetrics struct {
 	batches int64
 	records int64
 	took    time.Duration
-	expired int64
 }
 
 func (m *batchMetrics) Batch(_ int32, records int, took time.Duration) {
@@ -330,11 +329,6 @@ func (m *batchMetrics) Batch(_ int32, records int, took time.Duration) {
 func (m *batchMetrics) Command(string, string, time.Duration) {}
 func (m *batchMetrics) Events(string, []topics.Event)         {}
 func (m *batchMetrics) DeadLettered(string)                   {}
-func (m *batchMetrics) Expired(n int) {
-	m.mu.Lock()
-	m.expired += int64(n)
-	m.mu.Unlock()
-}
 
 func (m *batchMetrics) snapshot() (batches, records int64, took time.Duration) {
 	m.mu.Lock()
