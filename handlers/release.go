@@ -49,6 +49,9 @@ func (a *applier) release(ctx context.Context) error {
 		a.reply(p)
 		a.emit(a.env.Names.Released, c.Key(), p)
 		a.recordHistory(p.ev)
+		if r.waiters == 0 {
+			return nil // nobody to hand it to: spare the queue's two statements
+		}
 		return a.grantNext(ctx, r)
 	case endedOwner == c.OwnerID:
 		a.reject(topics.CodeNotHeld, "the lease had already expired", r)
