@@ -76,25 +76,31 @@ func NewBatch(tx pgx.Tx, env Env) *Batch {
 // Prefetch loads the stored outcomes of these request_ids in one query, so
 // Apply need not look each up. Ids not given here are looked up one by one.
 func (b *Batch) Prefetch(ctx context.Context, requestIDs []string) error {
-	rows, err := b.tx.Query(ctx, `SELECT request_id, outcome FROM processed_requests WHERE request_id = ANY($1)`, requestIDs)
-	if err != nil {
-		return fmt.Errorf("reading processed requests: %w", err)
-	}
-	var id string
-	var raw []byte
-	_, err = pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
-		b.known[id] = &pending{raw: raw}
+	pb := &pgx.Batch{}
+	b.QueuePrefetch(pb, requestIDs)
+	return b.tx.SendBatch(ctx, pb).Close()
+}
+
+// QueuePrefetch queues Prefetch's query on pb, to share a round trip with
+// other statements of the transaction; pb's Close returns its error.
+func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
+	pb.Queue(`SELECT request_id, outcome FROM processed_requests WHERE request_id = ANY($1)`, requestIDs).Query(func(rows pgx.Rows) error {
+		var id string
+		var raw []byte
+		_, err := pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
+			b.known[id] = &pending{raw: raw}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reading processed requests: %w", err)
+		}
+		for _, id := range requestIDs {
+			if _, ok := b.known[id]; !ok {
+				b.known[id] = nil // known to be new
+			}
+		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("reading processed requests: %w", err)
-	}
-	for _, id := range requestIDs {
-		if _, ok := b.known[id]; !ok {
-			b.known[id] = nil // known to be new
-		}
-	}
-	return nil
 }
 
 // Apply applies one valid command (see topics.Validate) and returns the events

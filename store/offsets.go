@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // LockOffset locks a partition's offset row for the rest of tx and returns the
@@ -27,17 +28,28 @@ func LockOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition i
 // AdvanceOffset moves a partition's next offset from `from` to `to`. It fails
 // with ErrOffsetMoved when the stored offset is not `from`.
 func AdvanceOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition int32, from, to int64) error {
-	tag, err := tx.Exec(ctx, `
-		UPDATE consumer_offsets SET next_offset = $5, updated_at = clock_timestamp()
-		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
-		group, topic, partition, from, to)
-	if err != nil {
-		return fmt.Errorf("advancing offset of %s/%d: %w", topic, partition, translate(err))
-	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("advancing offset of %s/%d from %d: %w", topic, partition, from, ErrOffsetMoved)
+	b := &pgx.Batch{}
+	QueueAdvanceOffset(b, group, topic, partition, from, to)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return translate(err)
 	}
 	return nil
+}
+
+// QueueAdvanceOffset queues AdvanceOffset on b, so it shares a round trip
+// with other statements; the batch's Close returns its error. Updating the
+// row also locks it: a batch whose offsets are known can lock and advance in
+// one statement at its start, which LockOffset would otherwise do.
+func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from, to int64) {
+	b.Queue(`
+		UPDATE consumer_offsets SET next_offset = $5, updated_at = clock_timestamp()
+		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
+		group, topic, partition, from, to).Exec(func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() != 1 {
+			return fmt.Errorf("advancing offset of %s/%d from %d: %w", topic, partition, from, ErrOffsetMoved)
+		}
+		return nil
+	})
 }
 
 // Offsets returns the stored next offsets of a group's topic, by partition.

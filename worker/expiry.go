@@ -29,17 +29,19 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			wait = maxExpirySleep
 		}
 		if wait > 0 {
-			t := time.NewTimer(min(wait, maxExpirySleep))
+			wait = min(wait, maxExpirySleep)
+			p.sleepsUntil.Store(time.Now().Add(wait).UnixNano())
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return
 			case <-p.wake:
 				t.Stop()
-				continue
 			case <-t.C:
-				continue
 			}
+			p.sleepsUntil.Store(0)
+			continue
 		}
 		n, err := p.expireDue(ctx)
 		if err != nil && ctx.Err() == nil {
@@ -54,6 +56,47 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// wakeScheduler wakes the scheduler when a committed batch started a lease or
+// a wait that ends before the scheduler means to look again (or while it is
+// awake, so it looks again). Batches that start nothing sooner cost it no
+// query. due is by the database's clock and sleepsUntil by ours: skew can
+// only delay a wake-up, and maxExpirySleep bounds that.
+func (p *partition) wakeScheduler(due time.Time) {
+	if due.IsZero() {
+		return
+	}
+	if until := p.sleepsUntil.Load(); until != 0 && due.UnixNano() >= until {
+		return
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dueBy is when the earliest lease or wait that a command's events started
+// ends: a grant's expires_at, a queued acquire's deadline (zero: none).
+func dueBy(c topics.Command, evs []topics.Event) time.Time {
+	var due time.Time
+	for _, ev := range evs {
+		switch {
+		case ev.Type == topics.TypeAcquired && ev.LockInfo != nil && ev.LockInfo.ExpiresAt != nil:
+			due = earliest(due, ev.LockInfo.ExpiresAt.Time)
+		case ev.Type == topics.TypeQueued && ev.RequestID == c.RequestID:
+			due = earliest(due, ev.OccurredAt.Add(time.Duration(c.WaitTimeout*float64(time.Second))))
+		}
+	}
+	return due
+}
+
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // untilDue is how long until the partition's next lease or waiter ends, by

@@ -3,8 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,12 +23,15 @@ type batchIn struct {
 // partition is the work of one owned partition: its batches, its expiry
 // scheduler and its relay, all stopped together.
 type partition struct {
-	w      *Worker
-	id     int32
-	in     chan batchIn
-	wake   chan struct{} // a batch committed: the next expiry may be sooner
-	cancel context.CancelFunc
-	done   chan struct{}
+	w    *Worker
+	id   int32
+	in   chan batchIn
+	wake chan struct{} // a batch committed: the next expiry may be sooner
+	// sleepsUntil is when the expiry scheduler will look again (unix ns), 0
+	// while it is awake.
+	sleepsUntil atomic.Int64
+	cancel      context.CancelFunc
+	done        chan struct{}
 }
 
 // newPartition starts a partition's work under parent, which Run's context
@@ -71,7 +74,7 @@ func (p *partition) consume(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		next, err := p.apply(ctx, b, expected)
+		next, due, err := p.apply(ctx, b, expected)
 		// Transient failures are retried inside apply; anything else is
 		// retried here, slowly and loudly: skipping the batch would lose it.
 		for attempt := 1; err != nil && !errors.Is(err, store.ErrOffsetMoved) && ctx.Err() == nil; attempt++ {
@@ -80,7 +83,7 @@ func (p *partition) consume(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 			case <-time.After(delay):
-				next, err = p.apply(ctx, b, expected)
+				next, due, err = p.apply(ctx, b, expected)
 			}
 		}
 		if errors.Is(err, store.ErrOffsetMoved) {
@@ -93,10 +96,7 @@ func (p *partition) consume(ctx context.Context) {
 		}
 		expected = next
 		p.w.cfg.Relay.Wake(p.id)
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		p.wakeScheduler(due)
 		// Group offsets are only for lag tooling; PostgreSQL is the truth.
 		p.w.cl.MarkCommitRecords(b.records[len(b.records)-1])
 		if err := p.w.cl.CommitMarkedOffsets(ctx); err != nil && ctx.Err() == nil {
@@ -106,31 +106,37 @@ func (p *partition) consume(ctx context.Context) {
 }
 
 // apply runs one poll's records in one transaction, retried whole on
-// transient failures, and returns the next offset.
-func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64, error) {
+// transient failures, and returns the next offset and when the earliest lease
+// or wait it started ends (zero: none).
+func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64, time.Time, error) {
 	w := p.w
 	topic := w.cfg.Names.Commands
 	start := time.Now()
 	var next int64
+	var due time.Time
 	var results []result
 	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
-		results = results[:0]
-		stored, err := store.LockOffset(ctx, tx, w.cfg.Group, topic, p.id)
-		if err != nil {
-			return err
-		}
-		if expected != -2 && stored != expected {
-			return fmt.Errorf("expected offset %d, stored %d: %w", expected, stored, store.ErrOffsetMoved)
-		}
-		batch := handlers.NewBatch(tx, w.env(p.id))
+		results, due = results[:0], time.Time{}
 		recs := b.records
-		for len(recs) > 0 && stored >= 0 && recs[0].Offset < stored {
-			recs = recs[1:] // applied before this worker got the partition
+		// The first statement locks the partition's offset row. Once the
+		// stored offset is known it also advances it, in the round trip that
+		// prefetches the outcomes: the transaction commits both or neither.
+		stored := expected
+		if expected == -2 {
+			var err error
+			if stored, err = store.LockOffset(ctx, tx, w.cfg.Group, topic, p.id); err != nil {
+				return err
+			}
+			for len(recs) > 0 && stored >= 0 && recs[0].Offset < stored {
+				recs = recs[1:] // applied before this worker got the partition
+			}
 		}
 		if len(recs) == 0 {
 			next = stored
 			return nil
 		}
+		next = recs[len(recs)-1].Offset + 1
+		batch := handlers.NewBatch(tx, w.env(p.id))
 		cmds := make([]topics.Command, len(recs))
 		rejections := make([]*topics.Rejection, len(recs))
 		ids := make([]string, 0, len(recs))
@@ -146,7 +152,10 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 			cmds[i] = c
 			ids = append(ids, c.RequestID)
 		}
-		if err := batch.Prefetch(ctx, ids); err != nil {
+		first := &pgx.Batch{}
+		store.QueueAdvanceOffset(first, w.cfg.Group, topic, p.id, stored, next)
+		batch.QueuePrefetch(first, ids)
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
 			return err
 		}
 		for i, r := range recs {
@@ -161,15 +170,12 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 				return err
 			}
 			results = append(results, result{op: cmds[i].Operation, outcome: outcome(cmds[i].RequestID, evs), requestID: cmds[i].RequestID, events: evs})
+			due = earliest(due, dueBy(cmds[i], evs))
 		}
-		if err := batch.Flush(ctx); err != nil {
-			return err
-		}
-		next = recs[len(recs)-1].Offset + 1
-		return store.AdvanceOffset(ctx, tx, w.cfg.Group, topic, p.id, stored, next)
+		return batch.Flush(ctx)
 	})
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	took := time.Since(start)
 	w.cfg.Metrics.Batch(p.id, len(results), took)
@@ -184,7 +190,7 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 				Msg("invalid command: answered INVALID_REQUEST where possible and copied to the dead-letter topic")
 		}
 	}
-	return next, nil
+	return next, due, nil
 }
 
 type result struct {
