@@ -41,12 +41,19 @@ func (a *applier) cleanup(ctx context.Context) error {
 }
 
 // sweepFilter narrows a sweep. Nil fields do not filter; a nil maxAge deletes
-// no rows.
+// no rows; limit bounds the leases ended and the rows deleted (0: no bound).
 type sweepFilter struct {
 	namespace, name *string
 	partition       *int32
 	maxAge          *float64
+	limit           int
 }
+
+// MaxSweep bounds what the expiry scheduler and the periodic cleanup do in one
+// transaction (they go on in the next), so a backlog of ended leases after
+// an outage never makes one huge transaction. A cleanup command is one
+// transaction, whatever its size.
+const MaxSweep = 1000
 
 // sweep ends the ended leases the filter selects and deletes its idle rows,
 // returning the keys of the locks it touched and the database time. Rows that
@@ -58,8 +65,8 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		WHERE (namespace, lock_name) IN (
 			SELECT namespace, lock_name FROM locks
 			WHERE status = 'acquired' AND expires_at <= clock_timestamp() AND `+match+`
-			FOR UPDATE SKIP LOCKED)
-		RETURNING `+lockCols, f.namespace, f.name, f.partition)
+			LIMIT nullif($4::int, 0) FOR UPDATE SKIP LOCKED)
+		RETURNING `+lockCols, f.namespace, f.name, f.partition, f.limit)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
 	}
@@ -95,8 +102,8 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 			SELECT namespace, lock_name FROM locks
 			WHERE status IN ('released', 'expired') AND waiter_count = 0
 				AND updated_at < clock_timestamp() - make_interval(secs => $4) AND `+match+`
-			FOR UPDATE SKIP LOCKED)
-		RETURNING namespace, lock_name, clock_timestamp()`, f.namespace, f.name, f.partition, *f.maxAge)
+			LIMIT nullif($5::int, 0) FOR UPDATE SKIP LOCKED)
+		RETURNING namespace, lock_name, clock_timestamp()`, f.namespace, f.name, f.partition, *f.maxAge, f.limit)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 	}

@@ -13,19 +13,20 @@ import (
 // ExpireDue is the expiry step of one partition, run by its scheduler: it ends
 // the leases watched by this batch's partition that are past expires_at
 // (lock.expired, next waiter granted) and answers its waiters past their
-// deadline with LOCK_TIMEOUT. It returns how many leases and waiters it ended,
-// and the events it caused (for metrics; the outbox has them already).
+// deadline with LOCK_TIMEOUT, at most MaxSweep of each. It returns how many
+// leases and waiters it ended, and the events it caused (for metrics; the
+// outbox has them already).
 func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	a := &applier{Batch: b}
 	p := b.env.Partition
-	names, _, err := a.sweep(ctx, sweepFilter{partition: &p})
+	names, _, err := a.sweep(ctx, sweepFilter{partition: &p, limit: MaxSweep})
 	if err != nil {
 		return 0, nil, err
 	}
 	n := len(names)
 	rows, err := b.tx.Query(ctx, `
 		SELECT DISTINCT namespace, lock_name FROM lock_waiters
-		WHERE source_partition = $1 AND deadline <= clock_timestamp()`, p)
+		WHERE source_partition = $1 AND deadline <= clock_timestamp() LIMIT $2`, p, MaxSweep)
 	if err != nil {
 		return 0, nil, fmt.Errorf("finding timed-out waiters: %w", err)
 	}

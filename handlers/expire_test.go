@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -260,4 +261,22 @@ func TestNextDue(t *testing.T) {
 	require.Len(t, evs, 1)
 	_, ok = h.nextDue(0)
 	require.False(t, ok, "released and withdrawn: nothing due")
+}
+
+// TestExpireDueIsBounded: a backlog of ended leases (after an outage, say) is
+// ended MaxSweep per transaction, each with its lock.expired.
+func TestExpireDueIsBounded(t *testing.T) {
+	h := newHarness(t)
+	_, err := h.st.Pool.Exec(context.Background(), `
+		INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration,
+			acquisition_count, source_partition, updated_at)
+		SELECT '', 'backlog-' || i, 'acquired', 'gone', nextval('fencing_tokens'), now() - interval '2 minutes',
+			now() - interval '1 minute', 60, 1, 0, now() - interval '2 minutes'
+		FROM generate_series(1, $1::int) i`, handlers.MaxSweep*2+7)
+	require.NoError(t, err)
+	require.Equal(t, handlers.MaxSweep, h.expireDue())
+	require.Equal(t, handlers.MaxSweep, h.expireDue())
+	require.Equal(t, 7, h.expireDue())
+	require.Zero(t, h.expireDue())
+	require.Equal(t, int64(2*handlers.MaxSweep+7), h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.expired'`))
 }

@@ -30,25 +30,15 @@ func (w *Worker) maintain(ctx context.Context) {
 		}
 		w.mu.Unlock()
 		for _, id := range owned {
-			var caused []topics.Event
-			err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
-				if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
-					return err
+			for ctx.Err() == nil {
+				n, err := w.cleanupPartition(ctx, id)
+				if err != nil && ctx.Err() == nil {
+					w.log.Warn().Err(err).Int32("partition", id).Msg("periodic cleanup")
 				}
-				b := handlers.NewBatch(tx, w.env(id))
-				var err error
-				if _, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds); err != nil {
-					return err
+				if err != nil || n < handlers.MaxSweep {
+					break // done; on an error the next interval tries again
 				}
-				return b.Flush(ctx)
-			})
-			if err != nil && ctx.Err() == nil {
-				w.log.Warn().Err(err).Int32("partition", id).Msg("periodic cleanup")
 			}
-			if err == nil {
-				w.cfg.Metrics.Events("", caused)
-			}
-			w.cfg.Relay.Wake(id)
 		}
 		for {
 			n, err := w.cfg.Store.Prune(ctx, w.cfg.RequestRetention, w.cfg.EventsRetention, 10000)
@@ -60,4 +50,28 @@ func (w *Worker) maintain(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// cleanupPartition runs one bounded transaction of a partition's periodic
+// cleanup and returns how many locks it touched.
+func (w *Worker) cleanupPartition(ctx context.Context, id int32) (int, error) {
+	var n int
+	var caused []topics.Event
+	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
+			return err
+		}
+		b := handlers.NewBatch(tx, w.env(id))
+		var err error
+		if n, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds); err != nil {
+			return err
+		}
+		return b.Flush(ctx)
+	})
+	if err != nil {
+		return 0, err
+	}
+	w.cfg.Metrics.Events("", caused)
+	w.cfg.Relay.Wake(id)
+	return n, nil
 }
