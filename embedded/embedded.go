@@ -185,6 +185,10 @@ func (b *Broker) createTopics(ctx context.Context, topics map[string]int32) erro
 // asked for port 0).
 func (b *Broker) Addr() string { return b.addr }
 
+// Cluster is the kfake cluster, for tests that inject faults with its
+// control functions.
+func (b *Broker) Cluster() *kfake.Cluster { return b.cluster }
+
 // Dir is the absolute data directory.
 func (b *Broker) Dir() string { return b.dir }
 

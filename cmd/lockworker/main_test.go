@@ -29,13 +29,13 @@ func freeAddr(t *testing.T) string {
 
 // start runs the real service wiring with the embedded broker and returns a
 // stop function that drains it as SIGTERM would.
-func start(t *testing.T, dbURL, addr, dir string) func() {
+func start(t *testing.T, dbURL, addr, dir string) (*Main, func()) {
 	return startWith(t, dbURL, func(c *config.Config) { c.Embedded.Addr, c.Embedded.Dir = addr, dir })
 }
 
 // startWith runs the real service wiring on the configuration that
 // configure leaves.
-func startWith(t *testing.T, dbURL string, configure func(*config.Config)) func() {
+func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, func()) {
 	m := NewMain()
 	m.Logger = zerolog.Nop()
 	m.Config.Postgres.URL = dbURL
@@ -63,7 +63,7 @@ func startWith(t *testing.T, dbURL string, configure func(*config.Config)) func(
 		m.Close()
 	}
 	t.Cleanup(stop)
-	return stop
+	return m, stop
 }
 
 // client produces commands and reads one reply topic from its start.
@@ -112,12 +112,14 @@ func (c *client) await(requestID, typ string) topics.Event {
 	}
 }
 
-// TestRestartKeepsState: held locks and waiters survive a restart of
-// lockworker with its embedded broker, and the queue goes on afterwards.
+// TestRestartKeepsState: held locks, waiters and outcomes not yet published
+// survive a restart of lockworker with its embedded broker; a command
+// produced while it is down (the producer buffers it) is applied after it
+// returns, after the outcomes left from before.
 func TestRestartKeepsState(t *testing.T) {
 	sch := testdb.NewSchema(t)
 	addr, dir := freeAddr(t), t.TempDir()
-	stop := start(t, sch.URL, addr, dir)
+	m, stop := start(t, sch.URL, addr, dir)
 
 	a := newClient(t, addr, "locks.replies.a")
 	a.send(topics.Command{RequestID: "r1", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 300})
@@ -125,19 +127,35 @@ func TestRestartKeepsState(t *testing.T) {
 	b := newClient(t, addr, "locks.replies.b")
 	b.send(topics.Command{RequestID: "r2", Operation: "acquire", LockName: "job", OwnerID: "b", WaitTimeout: 300})
 	b.await("r2", topics.TypeQueued)
+
+	// The broker refuses the relay's writes: the extension is applied and
+	// its outcome waits in the outbox when lockworker stops.
+	e2e.NewOutage(t, m.Embedded.Cluster(), "locks.commands").RefuseProduce(true)
+	a.send(topics.Command{RequestID: "r3", Operation: "extend", LockName: "job", OwnerID: "a"})
+	db := sch.Open(t, store.Config{})
+	require.Eventually(t, func() bool {
+		var applied, waiting int
+		require.NoError(t, db.Pool.QueryRow(context.Background(),
+			`SELECT (SELECT count(*) FROM processed_requests WHERE request_id = 'r3'), (SELECT count(*) FROM outbox)`).Scan(&applied, &waiting))
+		return applied == 1 && waiting > 0
+	}, 30*time.Second, 20*time.Millisecond, "the extension is applied and its outcome waits in the outbox")
 	stop()
 
+	// Produced while lockworker and its broker are down: the client keeps
+	// it until the broker is back.
+	produced := make(chan error, 1)
+	v, err := topics.Command{RequestID: "r4", Operation: "release", LockName: "job", OwnerID: "a", ReplyTo: a.reply}.Encode()
+	require.NoError(t, err)
+	a.cl.Produce(context.Background(), &kgo.Record{Key: []byte("job"), Value: v}, func(_ *kgo.Record, err error) { produced <- err })
+
 	start(t, sch.URL, addr, dir)
-	a = newClient(t, addr, "locks.replies.a")
-	a.send(topics.Command{RequestID: "r3", Operation: "query", LockName: "job"})
-	st := a.await("r3", topics.TypeStatus)
-	require.Equal(t, "a", st.LockInfo.OwnerID)
-	require.Equal(t, held.LockInfo.FencingToken, st.LockInfo.FencingToken)
-	a.send(topics.Command{RequestID: "r4", Operation: "release", LockName: "job", OwnerID: "a"})
+	require.NoError(t, <-produced)
+	// await reads on from where it stopped, so this also checks the order.
+	require.Equal(t, held.LockInfo.FencingToken, a.await("r3", topics.TypeExtended).LockInfo.FencingToken)
 	a.await("r4", topics.TypeReleased)
-	b = newClient(t, addr, "locks.replies.b")
 	granted := b.await("r2", topics.TypeAcquired)
 	require.Greater(t, granted.LockInfo.FencingToken, held.LockInfo.FencingToken)
+	require.Equal(t, "b", granted.LockInfo.OwnerID)
 }
 
 // TestRestartDeliversWhatWasLeft: lockworker stops while outcomes it
@@ -152,7 +170,7 @@ func TestRestartDeliversWhatWasLeft(t *testing.T) {
 	brokers := kafka.ListenAddrs()
 	external := func(c *config.Config) { c.Kafka.BootstrapServers = brokers }
 	outage := e2e.NewOutage(t, kafka, "locks.commands")
-	stop := startWith(t, sch.URL, external)
+	_, stop := startWith(t, sch.URL, external)
 
 	a := newClient(t, brokers[0], "locks.replies.a")
 	a.send(topics.Command{RequestID: "r1", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 300})

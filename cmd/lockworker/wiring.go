@@ -30,13 +30,15 @@ type Main struct {
 	Config config.Config
 	Logger zerolog.Logger
 
-	// Ready is closed once the worker has joined its group and started
-	// consuming; Brokers then says where Kafka is, and HTTPAddr where the
+	// Ready is closed once everything is wired and the worker is about to
+	// join its group; Brokers then says where Kafka is, and HTTPAddr where the
 	// health and metrics endpoints listen (the bound address, so HTTP_ADDR
 	// may be ":0").
 	Ready    chan struct{}
 	Brokers  []string
 	HTTPAddr string
+	// Embedded is the embedded broker, when Run started one.
+	Embedded *embedded.Broker
 
 	mu      sync.Mutex
 	closers []func()
@@ -99,6 +101,7 @@ func (m *Main) Run(ctx context.Context) error {
 			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
 		}
 		m.onClose(b.Close)
+		m.Embedded = b
 		cfg.Kafka.BootstrapServers = []string{b.Addr()}
 	}
 	m.Brokers = cfg.Kafka.BootstrapServers
