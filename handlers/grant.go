@@ -117,9 +117,15 @@ func (a *applier) grant(ctx context.Context, r *lockRow, g grantee) (*pending, e
 	}
 	r.status, r.owner, r.lease, r.metadata, r.extensions = topics.StatusAcquired, g.owner, g.lease, g.metadata, 0
 	r.replyTo, r.holderRequestID = g.replyTo, g.requestID
+	return a.granted(r, g), nil
+}
+
+// granted records the history of a grant r now shows and returns its
+// lock.acquired event.
+func (a *applier) granted(r *lockRow, g grantee) *pending {
 	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, g.requestID, r.now)
 	ev.LockInfo = r.info()
 	p := &pending{ev: &ev, polledAt: g.polledAt}
 	a.recordHistory(p.ev)
-	return p, nil
+	return p
 }

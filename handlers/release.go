@@ -14,6 +14,9 @@ import (
 // owner that is still waiting.
 func (a *applier) release(ctx context.Context) error {
 	c := a.cmd
+	if done, err := a.releaseAtOnce(ctx); done || err != nil {
+		return err
+	}
 	r, err := a.lockForUpdate(ctx, c.Namespace, c.LockName)
 	if err != nil {
 		return err
@@ -45,10 +48,7 @@ func (a *applier) release(ctx context.Context) error {
 			return fmt.Errorf("releasing: %w", err)
 		}
 		r.status = topics.StatusReleased
-		p := a.event(topics.TypeReleased, r)
-		a.reply(p)
-		a.emit(a.env.Names.Released, c.Key(), p)
-		a.recordHistory(p.ev)
+		a.released(r)
 		if r.waiters == 0 {
 			return nil // nobody to hand it to: spare the queue's two statements
 		}
@@ -63,6 +63,34 @@ func (a *applier) release(ctx context.Context) error {
 		a.reject(topics.CodeNotHeld, fmt.Sprintf("lock %q is not held", c.Key()), r)
 	}
 	return nil
+}
+
+// releaseAtOnce is the common case in one statement: the holder releases a
+// lease in force that nobody waits for (and the token matches, when given).
+// It reports false for every other case, which the general path decides.
+func (a *applier) releaseAtOnce(ctx context.Context) (bool, error) {
+	c := a.cmd
+	r, err := scanLock(a.tx.QueryRow(ctx, `
+		UPDATE locks SET status = 'released', updated_at = clock_timestamp()
+		WHERE namespace = $1 AND lock_name = $2 AND status = 'acquired' AND owner_id = $3 AND waiter_count = 0
+			AND expires_at > clock_timestamp() AND ($4::bigint IS NULL OR fencing_token = $4)
+		RETURNING `+lockCols, c.Namespace, c.LockName, c.OwnerID, c.FencingToken))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("releasing at once: %w", err)
+	}
+	a.released(r)
+	return true, nil
+}
+
+// released answers the release of r, just marked released.
+func (a *applier) released(r *lockRow) {
+	p := a.event(topics.TypeReleased, r)
+	a.reply(p)
+	a.emit(a.env.Names.Released, a.cmd.Key(), p)
+	a.recordHistory(p.ev)
 }
 
 // withdraw takes the command's owner out of the queue, if it waits there. The
