@@ -2,10 +2,7 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -14,16 +11,15 @@ import (
 // the command when another owner holds it.
 func (a *applier) acquire(ctx context.Context) error {
 	c := a.cmd
-	lease := c.LeaseDuration
-	if lease == 0 {
-		lease = a.env.DefaultLease.Seconds()
-	}
+	lease := a.lease()
 	g := grantee{
 		owner: c.OwnerID, requestID: c.RequestID, replyTo: c.ReplyTo, lease: lease,
 		metadata: metadata(c.OwnerMetadata), partition: a.env.Partition, polledAt: a.polledAt,
 	}
-	if p, err := a.grantAtOnce(ctx, g); err != nil || p != nil {
-		if p != nil {
+	if r, err := a.atOnce(ctx); err != nil || r != nil {
+		if r != nil {
+			r.now = *r.acquiredAt // the grant's own time, as the general path's events have
+			p := a.granted(r, g)
 			a.reply(p)
 			a.emit(a.env.Names.Acquired, c.Key(), p)
 		}
@@ -60,37 +56,12 @@ func (a *applier) acquire(ctx context.Context) error {
 	}
 }
 
-// grantAtOnce is the common case in one statement: it creates the lock granted
-// to g, or grants a released or expired one nobody waits for, and returns
-// the lock.acquired event. It returns nil for every other case (held, a lease
-// that ended unannounced, waiters), which the general path decides.
-//
-// The token and the times are taken when the row is locked: an existing row's
-// by the update, after any wait for the row.
-func (a *applier) grantAtOnce(ctx context.Context, g grantee) (*pending, error) {
-	c := a.cmd
-	r, err := scanLock(a.tx.QueryRow(ctx, `
-		INSERT INTO locks AS l (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at,
-			lease_duration, owner_metadata, acquisition_count, reply_to, holder_request_id, source_partition, updated_at)
-		SELECT $1, $2, 'acquired', $3, nextval('fencing_tokens'), t.now, t.now + make_interval(secs => $4::float8),
-			$4, $5, 1, nullif($6, ''), nullif($7, ''), $8, t.now
-		FROM (SELECT clock_timestamp() AS now) t
-		ON CONFLICT (namespace, lock_name) DO UPDATE SET
-			status = 'acquired', owner_id = EXCLUDED.owner_id, fencing_token = nextval('fencing_tokens'),
-			(acquired_at, expires_at, updated_at) = (SELECT n, n + make_interval(secs => $4::float8), n FROM (SELECT clock_timestamp() AS n) t),
-			lease_duration = EXCLUDED.lease_duration, owner_metadata = EXCLUDED.owner_metadata,
-			acquisition_count = l.acquisition_count + 1, extension_count = 0, reply_to = EXCLUDED.reply_to,
-			holder_request_id = EXCLUDED.holder_request_id, source_partition = EXCLUDED.source_partition
-		WHERE l.status IN ('released', 'expired') AND l.waiter_count = 0
-		RETURNING `+lockCols, c.Namespace, c.LockName, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
+// lease is the acquire's lease_duration, or the default.
+func (a *applier) lease() float64 {
+	if a.cmd.LeaseDuration == 0 {
+		return a.env.DefaultLease.Seconds()
 	}
-	if err != nil {
-		return nil, fmt.Errorf("granting at once: %w", err)
-	}
-	r.now = *r.acquiredAt // the grant's own time, as the general path's events have
-	return a.granted(r, g), nil
+	return a.cmd.LeaseDuration
 }
 
 // renew answers an acquire by the holder itself: same token, and the lease

@@ -40,6 +40,7 @@ type Batch struct {
 	history  []historyRow
 	outcomes map[string]*pending // request_id -> stored outcome to write
 	known    map[string]*pending // request_id -> outcome already stored or written in this batch; nil: known to be new
+	ahead    map[string]*lockRow // request_id -> row its common case changed, sent ahead (QueueAtOnce); nil: did not apply
 }
 
 // pending is an event waiting to be encoded at Flush, when its duration_ms
@@ -70,7 +71,7 @@ func NewBatch(tx pgx.Tx, env Env) *Batch {
 	if env.Names.ReplyPrefix == "" {
 		env.Names = topics.DefaultNames()
 	}
-	return &Batch{tx: tx, env: env, outcomes: map[string]*pending{}, known: map[string]*pending{}}
+	return &Batch{tx: tx, env: env, outcomes: map[string]*pending{}, known: map[string]*pending{}, ahead: map[string]*lockRow{}}
 }
 
 // Prefetch loads the stored outcomes of these request_ids in one query, so

@@ -34,10 +34,30 @@ func newHarness(t *testing.T) *harness {
 // apply applies the commands in one transaction and returns every event caused.
 func (h *harness) apply(cmds ...topics.Command) []topics.Event {
 	h.t.Helper()
+	return h.run(true, cmds)
+}
+
+// applyInline is apply without sending the common cases ahead.
+func (h *harness) applyInline(cmds ...topics.Command) []topics.Event {
+	h.t.Helper()
+	return h.run(false, cmds)
+}
+
+// run applies cmds in one transaction as the worker does: with ahead, the
+// common cases go first in one round trip (QueueAtOnce).
+func (h *harness) run(ahead bool, cmds []topics.Command) []topics.Event {
+	h.t.Helper()
 	var out []topics.Event
 	err := h.st.InTx(context.Background(), func(tx pgx.Tx) error {
 		out = nil
 		b := handlers.NewBatch(tx, h.env)
+		if ahead {
+			pb := &pgx.Batch{}
+			b.QueueAtOnce(pb, cmds)
+			if err := tx.SendBatch(context.Background(), pb).Close(); err != nil {
+				return err
+			}
+		}
 		for _, c := range cmds {
 			evs, err := b.Apply(context.Background(), c, time.Now())
 			if err != nil {

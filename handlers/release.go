@@ -14,7 +14,10 @@ import (
 // owner that is still waiting.
 func (a *applier) release(ctx context.Context) error {
 	c := a.cmd
-	if done, err := a.releaseAtOnce(ctx); done || err != nil {
+	if r, err := a.atOnce(ctx); err != nil || r != nil {
+		if r != nil {
+			a.released(r)
+		}
 		return err
 	}
 	r, err := a.lockForUpdate(ctx, c.Namespace, c.LockName)
@@ -63,26 +66,6 @@ func (a *applier) release(ctx context.Context) error {
 		a.reject(topics.CodeNotHeld, fmt.Sprintf("lock %q is not held", c.Key()), r)
 	}
 	return nil
-}
-
-// releaseAtOnce is the common case in one statement: the holder releases a
-// lease in force that nobody waits for (and the token matches, when given).
-// It reports false for every other case, which the general path decides.
-func (a *applier) releaseAtOnce(ctx context.Context) (bool, error) {
-	c := a.cmd
-	r, err := scanLock(a.tx.QueryRow(ctx, `
-		UPDATE locks SET status = 'released', updated_at = clock_timestamp()
-		WHERE namespace = $1 AND lock_name = $2 AND status = 'acquired' AND owner_id = $3 AND waiter_count = 0
-			AND expires_at > clock_timestamp() AND ($4::bigint IS NULL OR fencing_token = $4)
-		RETURNING `+lockCols, c.Namespace, c.LockName, c.OwnerID, c.FencingToken))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("releasing at once: %w", err)
-	}
-	a.released(r)
-	return true, nil
 }
 
 // released answers the release of r, just marked released.

@@ -119,8 +119,8 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 		results, due = results[:0], time.Time{}
 		recs := b.records
 		// The first statement locks the partition's offset row. Once the
-		// stored offset is known it also advances it, in the round trip that
-		// prefetches the outcomes: the transaction commits both or neither.
+		// stored offset is known it also advances it, in the first round
+		// trip of the batch: the transaction commits both or neither.
 		stored := expected
 		if expected == -2 {
 			var err error
@@ -139,6 +139,7 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 		batch := handlers.NewBatch(tx, w.env(p.id))
 		cmds := make([]topics.Command, len(recs))
 		rejections := make([]*topics.Rejection, len(recs))
+		valid := make([]topics.Command, 0, len(recs))
 		ids := make([]string, 0, len(recs))
 		for i, r := range recs {
 			c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
@@ -150,11 +151,15 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 				c.RequestID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 			}
 			cmds[i] = c
+			valid = append(valid, c)
 			ids = append(ids, c.RequestID)
 		}
+		// One round trip: the offset, the stored outcomes, and the common
+		// cases of the commands that may go ahead of the rest.
 		first := &pgx.Batch{}
 		store.QueueAdvanceOffset(first, w.cfg.Group, topic, p.id, stored, next)
 		batch.QueuePrefetch(first, ids)
+		batch.QueueAtOnce(first, valid)
 		if err := tx.SendBatch(ctx, first).Close(); err != nil {
 			return err
 		}
