@@ -158,9 +158,10 @@ func directCleanup(ctx context.Context, st *store.Store, kind, ns string, n int)
 
 // ---- 6 ceiling ----------------------------------------------------------
 
-// CeilingResult is scenario 6: the worker's SQL (handlers.NewBatch, Prefetch,
-// Apply, Flush, with the offset row locked and advanced) applied straight to
-// PostgreSQL by one goroutine per partition, without Kafka.
+// CeilingResult is scenario 6: the worker's SQL (handlers.NewBatch,
+// QueuePrefetch, QueueAtOnce, Apply, Flush, with the offset row locked and
+// advanced) applied straight to PostgreSQL by one goroutine per partition,
+// without Kafka.
 type CeilingResult struct {
 	Label      string  `json:"label"`
 	Partitions int     `json:"partitions"`
@@ -190,6 +191,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, partitions, bat
 			env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/lockbench", Partition: int32(g)}
 			reply := "locks.replies.lockbench-ceiling"
 			lock := func(slot int) string { return fmt.Sprintf("%s-ceil-%d-%d-%d", run, batchSize, g, slot) }
+			var expected int64 = -2 // the stored offset, once read
 			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				// Batch i acquires one half of the slots and releases the
 				// other half (acquired by batch i-1), as the closed loop does.
@@ -208,13 +210,25 @@ func ceiling(ctx context.Context, st *store.Store, label string, partitions, bat
 					ids[k] = c.RequestID
 				}
 				start := time.Now()
+				// As the worker's partition.apply: the offset is read once,
+				// then locked and advanced in the first round trip with the
+				// prefetch and the common cases sent ahead.
+				var next int64
 				err := st.InTx(ctx, func(tx pgx.Tx) error {
-					stored, err := store.LockOffset(ctx, tx, "lockbench-ceiling", run, int32(g))
-					if err != nil {
-						return err
+					stored := expected
+					if stored == -2 {
+						var err error
+						if stored, err = store.LockOffset(ctx, tx, "lockbench-ceiling", run, int32(g)); err != nil {
+							return err
+						}
 					}
+					next = max(stored, 0) + int64(len(cmds))
 					batch := handlers.NewBatch(tx, env)
-					if err := batch.Prefetch(ctx, ids); err != nil {
+					first := &pgx.Batch{}
+					store.QueueAdvanceOffset(first, "lockbench-ceiling", run, int32(g), stored, next)
+					batch.QueuePrefetch(first, ids)
+					batch.QueueAtOnce(first, cmds)
+					if err := tx.SendBatch(ctx, first).Close(); err != nil {
 						return err
 					}
 					for _, c := range cmds {
@@ -222,15 +236,11 @@ func ceiling(ctx context.Context, st *store.Store, label string, partitions, bat
 							return err
 						}
 					}
-					if err := batch.Flush(ctx); err != nil {
-						return err
-					}
-					from := stored
-					if from < 0 {
-						from = 0
-					}
-					return store.AdvanceOffset(ctx, tx, "lockbench-ceiling", run, int32(g), stored, from+int64(len(cmds)))
+					return batch.Flush(ctx)
 				})
+				if err == nil {
+					expected = next
+				}
 				if err != nil {
 					if !errors.Is(err, context.Canceled) {
 						errOnce.Do(func() { firstErr = err })

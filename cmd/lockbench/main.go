@@ -14,7 +14,7 @@
 //  4. expiry: many short leases: delay from expires_at to lock.expired on the
 //     lifecycle topic.
 //  5. cleanup: time to clean N expired locks.
-//  6. ceiling: the worker's own SQL (handlers.NewBatch/Prefetch/Apply/Flush)
+//  6. ceiling: the worker's own SQL (handlers.NewBatch, QueueAtOnce, Apply, Flush)
 //     applied straight to PostgreSQL with the same batching and concurrency,
 //     so the report says what fraction of the database's limit the pipeline
 //     reaches.
