@@ -5,11 +5,13 @@
 // # Running it
 //
 // A worker calls [Relay.Run] once per owned commands partition (cancel its
-// context on revocation) and [Relay.Listen] once per process. Listen holds one
-// dedicated connection doing LISTEN on handlers.NotifyChannel and wakes the
-// partition named in each notification; polling every PollInterval covers
-// notifications missed while that connection was down. [Relay.DrainOnce]
-// publishes what is there now, for tests and shutdown.
+// context on revocation) and [Relay.Wake] after each commit that wrote outbox
+// rows for the partition. Every writer of a partition's rows is the worker
+// that owns the partition, so waking in process reaches the relay without a
+// round trip through PostgreSQL (LISTEN/NOTIFY serialized commits; see
+// handlers.Batch.Flush). Run also looks every PollInterval, and drains what
+// is there when it starts, so rows left by a previous owner go out too.
+// [Relay.DrainOnce] publishes what is there now, for tests and shutdown.
 //
 // # Records
 //

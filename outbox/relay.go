@@ -27,8 +27,7 @@ type Config struct {
 	// once Kafka acknowledged every message (kafkapubsub.Publisher does),
 	// because the rows are deleted when it returns nil.
 	Publisher message.Publisher
-	// Pool reaches the database holding the outbox. Required. Listen opens
-	// one more connection with the pool's connection settings.
+	// Pool reaches the database holding the outbox. Required.
 	Pool *pgxpool.Pool
 	// KeyMetadata is the metadata entry the publisher turns into the record
 	// key: the publisher's own KeyMetadata. Default
@@ -37,7 +36,7 @@ type Config struct {
 	// BatchSize is how many rows one query selects. Default 500.
 	BatchSize int
 	// PollInterval is how often a partition looks for rows when nothing
-	// woke it: the fallback for missed notifications. Default 1 s.
+	// woke it: the fallback for rows no Wake announced. Default 1 s.
 	PollInterval time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
 	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).

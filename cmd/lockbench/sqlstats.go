@@ -149,8 +149,7 @@ func startSampler(url string, every time.Duration) (*activitySampler, error) {
 			rows, err := conn.Query(ctx, `
 				SELECT state, coalesce(wait_event_type || ':' || wait_event, 'CPU'), left(regexp_replace(query, '\s+', ' ', 'g'), 70)
 				FROM pg_stat_activity
-				WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-				  AND query NOT LIKE 'LISTEN%'`)
+				WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`)
 			if err != nil {
 				continue
 			}

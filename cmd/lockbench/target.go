@@ -215,10 +215,6 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 		w.Close()
 		return err
 	}
-	lctx, lcancel := context.WithCancel(context.Background())
-	ldone := make(chan struct{})
-	go func() { defer close(ldone); _ = relay.Listen(lctx) }()
-	t.closers = append(t.closers, func() { lcancel(); <-ldone })
 	rctx, rcancel := context.WithCancel(context.Background())
 	rdone := make(chan struct{})
 	go func() { defer close(rdone); _ = w.Run(rctx) }()

@@ -162,16 +162,6 @@ func (m *Main) Run(ctx context.Context) error {
 			cfg.Kafka.BootstrapServers, err)
 	}
 
-	listenCtx, stopListen := context.WithCancel(context.WithoutCancel(ctx))
-	listenDone := make(chan struct{})
-	go func() {
-		defer close(listenDone)
-		if err := relay.Listen(listenCtx); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error().Err(err).Msg("outbox listener stopped")
-		}
-	}()
-	m.onClose(func() { stopListen(); <-listenDone })
-
 	if err := m.serveHTTP(httpapi.Config{
 		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(),
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Logger: log.With().Str("component", "http").Logger(),

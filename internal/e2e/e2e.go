@@ -110,10 +110,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 		defer close(x.done)
 		_ = w.Run(ctx)
 	}()
-	lctx, lcancel := context.WithCancel(context.Background())
-	ldone := make(chan struct{})
-	go func() { defer close(ldone); _ = relay.Listen(lctx) }()
-	t.Cleanup(func() { x.Stop(); lcancel(); <-ldone })
+	t.Cleanup(x.Stop)
 	return x
 }
 
