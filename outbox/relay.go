@@ -566,11 +566,17 @@ func (r *Relay) selectRows(ctx context.Context, partition int32, upTo int64, exT
 	return out, nil
 }
 
+// deleteAcked deletes the acknowledged rows without waiting for the WAL
+// flush: a delete lost in a crash only publishes its rows again, which
+// at-least-once delivery allows, and the relay stops queueing behind fsync.
 func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
 	if len(p.acked) == 0 {
 		return nil
 	}
-	if _, err := r.cfg.Pool.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1)`, p.acked); err != nil {
+	b := &pgx.Batch{} // one implicit transaction: SET LOCAL lasts until its commit
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, p.acked)
+	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("deleting %d published outbox rows of partition %d: %w", len(p.acked), p.id, err)
 	}
 	p.acked = p.acked[:0]
