@@ -14,8 +14,9 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// BenchmarkBatch applies one poll batch the way the worker does (offset row
-// locked, Prefetch, Apply each command, Flush, offset advanced, commit) on a
+// BenchmarkBatch applies one poll batch the way the worker does (the offset
+// row locked and advanced, the outcomes prefetched and the common cases sent
+// ahead in one round trip, Apply each command, Flush, commit) on a
 // real PostgreSQL: half the commands acquire free locks, half release the
 // locks the previous batch acquired, as a closed loop of clients does.
 // cmds/s is for one goroutine; the worker runs one per partition.
@@ -29,6 +30,7 @@ func BenchmarkBatch(b *testing.B) {
 			half := size / 2
 			reply := "locks.replies.bench"
 			i := 0
+			var expected int64 = -2 // the stored offset, once read
 			for b.Loop() {
 				cmds := make([]topics.Command, 0, size)
 				acqBase, relBase := (i%2)*half, ((i+1)%2)*half
@@ -42,13 +44,22 @@ func BenchmarkBatch(b *testing.B) {
 				for k, c := range cmds {
 					ids[k] = c.RequestID
 				}
+				var next int64
 				err := st.InTx(ctx, func(tx pgx.Tx) error {
-					stored, err := store.LockOffset(ctx, tx, "bench", "commands", 0)
-					if err != nil {
-						return err
+					stored := expected
+					if stored == -2 {
+						var err error
+						if stored, err = store.LockOffset(ctx, tx, "bench", "commands", int32(size)); err != nil {
+							return err
+						}
 					}
+					next = max(stored, 0) + int64(len(cmds))
 					batch := handlers.NewBatch(tx, env)
-					if err := batch.Prefetch(ctx, ids); err != nil {
+					first := &pgx.Batch{}
+					store.QueueAdvanceOffset(first, "bench", "commands", int32(size), stored, next)
+					batch.QueuePrefetch(first, ids)
+					batch.QueueAtOnce(first, cmds)
+					if err := tx.SendBatch(ctx, first).Close(); err != nil {
 						return err
 					}
 					now := time.Now()
@@ -57,11 +68,9 @@ func BenchmarkBatch(b *testing.B) {
 							return err
 						}
 					}
-					if err := batch.Flush(ctx); err != nil {
-						return err
-					}
-					return store.AdvanceOffset(ctx, tx, "bench", "commands", 0, stored, max(stored, 0)+int64(len(cmds)))
+					return batch.Flush(ctx)
 				})
+				expected = next
 				if err != nil {
 					b.Fatal(err)
 				}
