@@ -112,6 +112,18 @@ func (c *client) await(requestID, typ string) topics.Event {
 	}
 }
 
+// awaitUnpublished waits until requestID is applied and outcomes wait in the
+// outbox (the relay cannot publish them).
+func awaitUnpublished(t *testing.T, sch testdb.Schema, requestID string) {
+	db := sch.Open(t, store.Config{})
+	require.Eventually(t, func() bool {
+		var applied, waiting int
+		require.NoError(t, db.Pool.QueryRow(context.Background(),
+			`SELECT (SELECT count(*) FROM processed_requests WHERE request_id = $1), (SELECT count(*) FROM outbox)`, requestID).Scan(&applied, &waiting))
+		return applied == 1 && waiting > 0
+	}, 30*time.Second, 20*time.Millisecond, "%s is applied and its outcome waits in the outbox", requestID)
+}
+
 // TestRestartKeepsState: held locks, waiters and outcomes not yet published
 // survive a restart of lockworker with its embedded broker; a command
 // produced while it is down (the producer buffers it) is applied after it
@@ -132,13 +144,7 @@ func TestRestartKeepsState(t *testing.T) {
 	// its outcome waits in the outbox when lockworker stops.
 	e2e.NewOutage(t, m.Embedded.Cluster(), "locks.commands").RefuseProduce(true)
 	a.send(topics.Command{RequestID: "r3", Operation: "extend", LockName: "job", OwnerID: "a"})
-	db := sch.Open(t, store.Config{})
-	require.Eventually(t, func() bool {
-		var applied, waiting int
-		require.NoError(t, db.Pool.QueryRow(context.Background(),
-			`SELECT (SELECT count(*) FROM processed_requests WHERE request_id = 'r3'), (SELECT count(*) FROM outbox)`).Scan(&applied, &waiting))
-		return applied == 1 && waiting > 0
-	}, 30*time.Second, 20*time.Millisecond, "the extension is applied and its outcome waits in the outbox")
+	awaitUnpublished(t, sch, "r3")
 	stop()
 
 	// Produced while lockworker and its broker are down: the client keeps
@@ -179,13 +185,7 @@ func TestRestartDeliversWhatWasLeft(t *testing.T) {
 	outage.RefuseProduce(true)
 	a.send(topics.Command{RequestID: "r2", Operation: "extend", LockName: "job", OwnerID: "a", FencingToken: &held.LockInfo.FencingToken})
 	a.send(topics.Command{RequestID: "r3", Operation: "release", LockName: "job", OwnerID: "a", FencingToken: &held.LockInfo.FencingToken})
-	db := sch.Open(t, store.Config{})
-	require.Eventually(t, func() bool {
-		var applied, waiting int
-		require.NoError(t, db.Pool.QueryRow(context.Background(),
-			`SELECT (SELECT count(*) FROM processed_requests WHERE request_id = 'r3'), (SELECT count(*) FROM outbox)`).Scan(&applied, &waiting))
-		return applied == 1 && waiting > 0
-	}, 30*time.Second, 20*time.Millisecond, "the release is applied and its outcome waits in the outbox")
+	awaitUnpublished(t, sch, "r3")
 	stop()
 
 	outage.RefuseProduce(false)

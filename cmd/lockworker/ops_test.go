@@ -15,7 +15,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -29,28 +28,7 @@ import (
 // startMain runs the real wiring with the embedded broker and HTTP on a free
 // port, stopped (drained) when the test ends.
 func startMain(t *testing.T, dbURL string) *Main {
-	m := NewMain()
-	m.Logger = zerolog.Nop()
-	m.Config.Postgres.URL = dbURL
-	m.Config.Embedded.Addr = freeAddr(t)
-	m.Config.Embedded.Dir = t.TempDir()
-	m.Config.HTTPAddr = "127.0.0.1:0"
-	m.Config.InstanceID = "ops"
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("lockworker did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("lockworker did not start in 30 s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		m.Close()
-	})
+	m, _ := start(t, dbURL, freeAddr(t), t.TempDir())
 	return m
 }
 
