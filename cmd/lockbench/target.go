@@ -190,7 +190,7 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 		st.Pool = pool
 	}
 	kopts := []kgo.Opt{kgo.SeedBrokers(t.brokers...)}
-	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second)}, kopts...)...)
+	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second), kgo.ProducerLinger(0)}, kopts...)...) // as cmd/lockworker
 	if err != nil {
 		return err
 	}

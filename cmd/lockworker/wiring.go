@@ -126,7 +126,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second)}, kopts...)...)
+	// No linger: the relay batches rows itself and waits for each ack, so
+	// kgo's default 10 ms linger would only add to every event's latency.
+	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second), kgo.ProducerLinger(0)}, kopts...)...)
 	if err != nil {
 		return fmt.Errorf("creating Kafka producer: %w", err)
 	}

@@ -87,7 +87,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	sch.URL += "&application_name=" + o.Name
 	st := sch.Open(t, store.Config{MaxConns: 20})
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-	pubClient, err := kgo.NewClient(append(kopts, kgo.RecordDeliveryTimeout(5*time.Second))...)
+	pubClient, err := kgo.NewClient(append(kopts, kgo.RecordDeliveryTimeout(5*time.Second), kgo.ProducerLinger(0))...) // as cmd/lockworker
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: true}, nil)
