@@ -16,14 +16,16 @@ import (
 type AcquireOption func(*acquireOptions)
 
 type acquireOptions struct {
-	lease     time.Duration
-	wait      time.Duration
-	waitSet   bool
-	owner     string
-	metadata  json.RawMessage
-	metaErr   error
-	keepAlive bool
-	onQueued  func(position int)
+	lease   time.Duration
+	wait    time.Duration
+	waitSet bool
+	owner   string
+	// generatedOwner: the owner is this call's own, so it holds nothing yet.
+	generatedOwner bool
+	metadata       json.RawMessage
+	metaErr        error
+	keepAlive      bool
+	onQueued       func(position int)
 }
 
 // WithLease sets the lease duration (0.1 s .. 24 h). Default:
@@ -72,7 +74,10 @@ func OnQueued(fn func(position int)) AcquireOption {
 // timeout passes (ErrLockTimeout), or ctx ends. An acquire that is given up
 // (ctx ended, client closed, no reply) sends a release for its owner, which
 // withdraws it from the queue, or releases the lock if it was granted
-// meanwhile, so the worker never holds a lock for nobody.
+// meanwhile, so the worker never holds a lock for nobody. With an owner
+// given WithOwner, that release is sent only once the acquire was seen
+// queued: the owner might hold the lock already, and a release would end
+// that lease.
 //
 // The returned Lease is kept alive until Release unless WithoutKeepAlive.
 func (c *Client) Acquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {
@@ -104,6 +109,7 @@ func (c *Client) acquireOptions(opts []AcquireOption) acquireOptions {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
 		o.owner = c.cfg.Requester + "-" + hex.EncodeToString(b[:])
+		o.generatedOwner = true
 	}
 	return o
 }
@@ -128,12 +134,15 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	}
 	octx, cancel := c.opContext(ctx)
 	defer cancel()
-	sent, queued := time.Now(), false
+	sent := time.Now()
+	var queuedAt time.Time // the worker's time of lock.queued, if it came
 	ev, err := c.exchange(octx, cmd, func(ev topics.Event) (bool, time.Duration) {
 		if ev.Type != topics.TypeQueued {
 			return true, 0
 		}
-		queued = true
+		if queuedAt.IsZero() {
+			queuedAt = ev.OccurredAt.Time
+		}
 		if o.onQueued != nil {
 			o.onQueued(ev.QueuePosition)
 		}
@@ -141,8 +150,12 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		return false, o.wait + time.Second
 	})
 	if err != nil {
-		// The command may have been applied: take it back.
-		c.abandon(cmd)
+		// The command may have been applied: take it back, unless its owner
+		// may hold the lock already (an owner given WithOwner that was not
+		// seen queued): a release for it would end that lease.
+		if o.generatedOwner || !queuedAt.IsZero() {
+			c.abandon(cmd)
+		}
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}
 	switch ev.Type {
@@ -150,12 +163,13 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		if ev.LockInfo == nil {
 			return nil, fmt.Errorf("acquiring lock %q: lock.acquired without lock_info", name)
 		}
-		// A grant after waiting was decided long after the send: measure
-		// the lease from its arrival instead.
-		if queued {
-			sent = time.Now()
+		// A grant after waiting was decided long after the send: the lease's
+		// time is measured from the first reply, lock.queued.
+		anchor := ev.OccurredAt.Time
+		if !queuedAt.IsZero() {
+			anchor = queuedAt
 		}
-		return c.newLease(ev, o, sent), nil
+		return c.newLease(ev, o, sent, anchor), nil
 	case topics.TypeRejected:
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, rejection(ev))
 	case topics.TypeWithdrawn:

@@ -36,6 +36,11 @@ type Client struct {
 	closed bool
 	calls  map[string]chan topics.Event // by request_id
 	leases map[int64]*Lease             // held leases by fencing token
+	// expired are fencing tokens of lock.expired events that found no
+	// lease yet (the grant's reply may still be on its way to Acquire):
+	// newLease checks them. A ring, so it stays bounded.
+	expired    map[int64]bool
+	expiredLog []int64
 }
 
 // New connects to Kafka, creates the reply topic when missing and starts
@@ -49,6 +54,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		replyTopic: cfg.Topics.ReplyTopic(cfg.Requester),
 		calls:      make(map[string]chan topics.Event),
 		leases:     make(map[int64]*Lease),
+		expired:    make(map[int64]bool),
 		readDone:   make(chan struct{}),
 	}
 	if !topics.ValidReplyTo(c.replyTopic, cfg.Topics.ReplyPrefix) {
@@ -198,7 +204,9 @@ func (c *Client) route(ev topics.Event) {
 	ch := c.calls[ev.RequestID]
 	var l *Lease
 	if ev.Type == topics.TypeExpired && ev.LockInfo != nil {
-		l = c.leases[ev.LockInfo.FencingToken]
+		if l = c.leases[ev.LockInfo.FencingToken]; l == nil {
+			c.rememberExpired(ev.LockInfo.FencingToken)
+		}
 	}
 	c.mu.Unlock()
 	if ch != nil && ev.RequestID != "" {
@@ -210,6 +218,23 @@ func (c *Client) route(ev topics.Event) {
 	if l != nil && l.Owner == ev.LockInfo.OwnerID {
 		l.lose(fmt.Errorf("%w: lock.expired: the lease of %q ended at %s", ErrLeaseLost, l.key(), ev.OccurredAt.Format(time.RFC3339Nano)))
 	}
+}
+
+// maxExpired bounds the tokens remembered by rememberExpired.
+const maxExpired = 1024
+
+// rememberExpired keeps a token whose lock.expired came before its lease was
+// registered. c.mu is held.
+func (c *Client) rememberExpired(token int64) {
+	if c.expired[token] {
+		return
+	}
+	if len(c.expiredLog) == maxExpired {
+		delete(c.expired, c.expiredLog[0])
+		c.expiredLog = c.expiredLog[1:]
+	}
+	c.expired[token] = true
+	c.expiredLog = append(c.expiredLog, token)
 }
 
 func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }

@@ -44,7 +44,10 @@ type Lease struct {
 	err      error         // why the lease ended
 }
 
-func (c *Client) newLease(ev topics.Event, o acquireOptions, sent time.Time) *Lease {
+// newLease registers the lease ev granted. sent is when its acquire was first
+// sent and anchor the worker's time of the first reply to it (the grant
+// itself, or lock.queued for a grant after waiting): see update.
+func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.Time) *Lease {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
@@ -52,12 +55,16 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent time.Time) *Le
 		c: c, keepAlive: o.keepAlive, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 	}
 	l.mu.Lock()
-	l.update(ev, sent)
+	l.update(ev, sent, anchor)
 	l.timer = time.AfterFunc(time.Until(l.deadline), l.deadlinePassed)
 	l.mu.Unlock()
 	c.mu.Lock()
 	c.leases[l.Token] = l
+	expired := c.expired[l.Token]
 	c.mu.Unlock()
+	if expired {
+		l.lose(fmt.Errorf("%w: lock.expired: the lease of %q ended before its grant was read", ErrLeaseLost, l.key()))
+	}
 	if l.keepAlive && c.begin() == nil {
 		go l.keepAliveLoop()
 	}
@@ -65,16 +72,16 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent time.Time) *Le
 }
 
 // update records a reply that confirmed the lease. The local deadline counts
-// the lease's remaining time (by the worker's clock: expires_at minus the
-// reply's occurred_at) from when the command was sent, which is no later
-// than when the worker applied it, so the estimate errs early: clocks of
-// client and worker never need to agree. l.mu is held.
-func (l *Lease) update(ev topics.Event, sent time.Time) {
+// the lease's remaining time by the worker's clock (expires_at minus anchor,
+// the worker's time of its first reply to the command) from when the command
+// was sent, which is no later than anchor: the estimate errs early, and
+// clocks of client and worker never need to agree. l.mu is held.
+func (l *Lease) update(ev topics.Event, sent, anchor time.Time) {
 	li := ev.LockInfo
 	l.info = *li
 	l.lease = seconds(li.LeaseDuration)
 	if li.ExpiresAt != nil {
-		l.deadline = sent.Add(li.ExpiresAt.Sub(ev.OccurredAt.Time))
+		l.deadline = sent.Add(li.ExpiresAt.Sub(anchor))
 	}
 	if l.timer != nil {
 		l.timer.Reset(time.Until(l.deadline))
@@ -218,7 +225,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	if ev.LockInfo != nil {
 		l.mu.Lock()
 		if l.err == nil {
-			l.update(ev, sent)
+			l.update(ev, sent, ev.OccurredAt.Time)
 		}
 		l.mu.Unlock()
 	}
