@@ -206,6 +206,29 @@ func TestRunStopsCommandWhenLeaseLost(t *testing.T) {
 	assert.Less(t, time.Since(started), 5*time.Second)
 }
 
+// A lost lease stops everything the command started, not only its first
+// process.
+func TestRunStopsTheWholeCommand(t *testing.T) {
+	const lock = "ctl-run-group"
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	_, stderr, wait := start(context.Background(), "run", "--lock", lock, "--owner", "grouper", "--lease", "1", "--",
+		"sh", "-c", `sleep 60 & echo $! > "$1"; wait`, "sh", pidFile)
+	eventually(t, "the grandchild to start", func() bool { b, _ := os.ReadFile(pidFile); return len(b) > 0 })
+	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	b, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	r := lockctl(t, "release", "--lock", lock, "--owner", "grouper")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	r = wait()
+	assert.Equal(t, exitRefused, r.code, r.stderr)
+	eventually(t, "the grandchild to be gone", func() bool {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return err != nil || strings.Contains(string(stat), ") Z ") // gone, or a zombie nobody reaped yet
+	})
+}
+
 // A command that ignores SIGTERM is killed after the grace period; an
 // interrupted run still releases the lock.
 func TestRunEscalatesToSIGKILL(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
 )
@@ -94,9 +96,26 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		"LOCKCTL_OWNER="+l.Owner,
 		"LOCKCTL_FENCING_TOKEN="+strconv.FormatInt(l.Token, 10),
 	)
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// The command gets a process group of its own, so stopping it stops
+	// everything it started (a shell script's children too). Not when stdin
+	// is a terminal: a background group reading it would stop on SIGTTIN,
+	// and there Ctrl-C reaches the whole foreground group anyway.
+	group := !isTerminal(os.Stdin)
+	if group {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
+	signal := func(sig syscall.Signal) error {
+		if group {
+			return syscall.Kill(-cmd.Process.Pid, sig)
+		}
+		return cmd.Process.Signal(sig)
+	}
+	cmd.Cancel = func() error { return signal(syscall.SIGTERM) }
 	cmd.WaitDelay = grace
 	err := cmd.Run()
+	if group && runCtx.Err() != nil {
+		_ = signal(syscall.SIGKILL) // what outlived the grace period or its parent
+	}
 	if cmd.ProcessState == nil {
 		// It never started (not found, not executable): as a shell says.
 		code := 126
@@ -114,6 +133,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		waitErr = err
 	}
 	return cmd.ProcessState.ExitCode(), waitErr
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func describeExit(code int, err error) string {
