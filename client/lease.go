@@ -11,9 +11,9 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// Lease is a held lock. Its fencing Token is strictly greater than that of
-// every earlier lease of any lock: pass it to the resources the lock guards
-// so they can refuse a stale holder.
+// Lease is a held lock. Its fencing Token is greater than that of every
+// earlier lease of the same lock (and unique across locks): pass it to the
+// resources the lock guards so they can refuse a stale holder.
 //
 // Unless acquired WithoutKeepAlive, the lease extends itself every third of
 // its duration until Release. It is lost when the worker says it ended
@@ -118,8 +118,9 @@ func (l *Lease) Metadata() json.RawMessage { return l.Info().OwnerMetadata }
 func (l *Lease) Lost() <-chan struct{} { return l.lost }
 
 // Context is cancelled when the lease is lost (at the moment Lost closes) or
-// released. context.Cause tells which: an error wrapping ErrLeaseLost, or
-// ErrReleased.
+// when Release is called. context.Cause tells which came first: an error
+// wrapping ErrLeaseLost, or ErrReleased — even if that release then failed
+// (the lock is then held until its lease runs out; Release returned why).
 func (l *Lease) Context() context.Context { return l.ctx }
 
 // Err is nil while the lease is held, then why it ended (ErrLeaseLost or

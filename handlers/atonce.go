@@ -14,8 +14,10 @@ import (
 // released or expired with nobody waiting, and the holder's release of a
 // lease in force that nobody waits for. The statement applies only in that
 // case and returns the row; otherwise it changes nothing and the general path
-// decides. A statement that takes a row lock takes its token and times after
-// the lock, like the general path.
+// decides. Updating an existing row takes its token and times after the row
+// lock, like the general path; creating a row takes them before a possible
+// wait on a racing insert of the same lock (which the worker's one
+// goroutine per partition makes rare), so such a lease starts a little early.
 //
 // Each statement also checks that its request_id is new, so a batch can send
 // the common cases of many commands ahead, in one round trip with its

@@ -95,7 +95,7 @@ func New(cfg Config) *Metrics {
 		}, []string{"by"}),
 		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "handoffs_total",
-			Help: "Locks granted to a waiter, in a command's transaction, when the lock was released or its lease ended.",
+			Help: "Locks granted to a waiter when the lock was released or its lease ended (by a command, the expiry scheduler or the periodic cleanup).",
 		}),
 		holdTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "lock_hold_seconds", Buckets: leaseBuckets,

@@ -127,9 +127,11 @@ func (p *partition) apply(ctx context.Context, b batchIn, expected int64) (int64
 			if stored, err = store.LockOffset(ctx, tx, w.cfg.Group, topic, p.id); err != nil {
 				return err
 			}
-			for len(recs) > 0 && stored >= 0 && recs[0].Offset < stored {
-				recs = recs[1:] // applied before this worker got the partition
-			}
+		}
+		// Records below the stored offset were applied already: before this
+		// worker got the partition, or redelivered (a fetch reset).
+		for len(recs) > 0 && stored >= 0 && recs[0].Offset < stored {
+			recs = recs[1:]
 		}
 		if len(recs) == 0 {
 			next = stored
