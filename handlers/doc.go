@@ -4,6 +4,14 @@
 // request outcomes and writes them in a few statements when it is flushed, so
 // N commands cost a few round trips more than one.
 //
+// The common cases take one statement each (atonce.go): an acquire of a lock
+// that is new, or released or expired with nobody waiting, and the holder's
+// release of a lease in force that nobody waits for. The statement applies
+// only in that case; otherwise it changes nothing and the general path, which
+// locks the row and decides in Go, handles the command. QueueAtOnce sends the
+// common cases of a whole batch ahead in one round trip (the first command of
+// each lock, up to the first cleanup), so per-lock order is kept.
+//
 // # States of a lock row
 //
 //	(no row) --acquire--> acquired --release--> released
@@ -18,9 +26,11 @@
 //
 // # Why each rule
 //
-//   - Fencing tokens come from one sequence: strictly increasing across all
-//     locks and never reused, so a resource guarded by tokens can reject a
-//     stale holder even after the lock's row was cleaned up.
+//   - Fencing tokens come from one sequence: each lease of a lock gets a
+//     greater token than the one before, and no token is ever reused, so a
+//     resource guarded by tokens can reject a stale holder even after the
+//     lock's row was cleaned up. (Across locks they are unique but follow the
+//     order of nextval, not of commands.)
 //   - An ended lease is "settled" (lock.expired, next waiter granted) by
 //     whichever transaction sees it first: a command on the lock, the expiry
 //     scheduler or cleanup. No command ever acts on a lease that has ended.
