@@ -11,42 +11,66 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
+// acquireSpec is the flags of acquire and run.
+type acquireSpec struct {
+	lock, owner, metadata *string
+	lease, wait           seconds
+}
+
+func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec {
+	a := &acquireSpec{
+		lock:     fs.String("lock", "", "lock name (required)"),
+		owner:    fs.String("owner", "", "owner id (default: <requester>-<random>)"),
+		metadata: fs.String("metadata", "", "owner_metadata, a JSON object"),
+	}
+	fs.Var(&a.lease, "lease", leaseHelp)
+	fs.Var(&a.wait, "wait", waitHelp)
+	return a
+}
+
+// options checks the flags as the worker would and returns the acquire's
+// options.
+func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
+	opts, err := metadataOpt(*a.metadata)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *a.lock, OwnerID: *a.owner,
+		LeaseDuration: a.lease.d.Seconds(), WaitTimeout: a.wait.d.Seconds(), OwnerMetadata: []byte(*a.metadata)}); err != nil {
+		return nil, err
+	}
+	opts = append(opts, client.WithLease(a.lease.d), client.WithWait(a.wait.d))
+	if *a.owner != "" {
+		opts = append(opts, client.WithOwner(*a.owner))
+	}
+	return opts, nil
+}
+
 func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	lock := fs.String("lock", "", "lock name (required)")
-	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
-	metadata := fs.String("metadata", "", "owner_metadata, a JSON object")
-	var lease, wait seconds
-	fs.Var(&lease, "lease", "lease duration (default: the worker's, 30s)")
-	fs.Var(&wait, "wait", "how long to wait in the queue while another owner holds it (default 0: fail at once)")
+	a := addAcquireFlags(fs, "lease duration (default: the worker's, 30s)",
+		"how long to wait in the queue while another owner holds it (default 0: fail at once)")
 	return func(ctx context.Context, args []string) error {
-		if err := errors.Join(requireFlag("lock", *lock), noArgs(args)); err != nil {
+		if err := errors.Join(requireFlag("lock", *a.lock), noArgs(args)); err != nil {
 			return err
 		}
-		opts, err := metadataOpt(*metadata)
+		opts, err := c.acquireOptions(a)
 		if err != nil {
 			return err
 		}
-		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *lock, OwnerID: *owner,
-			LeaseDuration: lease.d.Seconds(), WaitTimeout: wait.d.Seconds(), OwnerMetadata: []byte(*metadata)}); err != nil {
-			return err
-		}
 		// lockctl exits right away: nothing would keep the lease alive.
-		opts = append(opts, client.WithoutKeepAlive(), client.WithLease(lease.d), client.WithWait(wait.d))
-		if *owner != "" {
-			opts = append(opts, client.WithOwner(*owner))
-		}
+		opts = append(opts, client.WithoutKeepAlive())
 		cl, err := c.client(ctx)
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		l, err := cl.Acquire(ctx, *lock, opts...)
+		l, err := cl.Acquire(ctx, *a.lock, opts...)
 		if err != nil {
 			return c.refused(err)
 		}
 		c.printEvent(l.Granted(), func(ev topics.Event) string {
 			return fmt.Sprintf("acquired %s\nrelease with: lockctl release --lock %s --owner %s --token %d",
-				describe(ev.LockInfo), shellQuote(*lock), shellQuote(l.Owner), l.Token)
+				describe(ev.LockInfo), shellQuote(*a.lock), shellQuote(l.Owner), l.Token)
 		})
 		return nil
 	}

@@ -20,38 +20,26 @@ import (
 
 // runFlags is `lockctl run`: hold a lock while a command runs.
 func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	lock := fs.String("lock", "", "lock name (required)")
-	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
-	metadata := fs.String("metadata", "", "owner_metadata, a JSON object")
+	a := addAcquireFlags(fs, "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
+		"how long to wait for the lock (default 0: fail at once if held)")
 	grace := fs.Duration("grace", 10*time.Second, "after SIGTERM, how long COMMAND may take to exit before SIGKILL")
-	var lease, wait seconds
-	fs.Var(&lease, "lease", "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)")
-	fs.Var(&wait, "wait", "how long to wait for the lock (default 0: fail at once if held)")
 	return func(ctx context.Context, args []string) error {
-		if err := requireFlag("lock", *lock); err != nil {
+		if err := requireFlag("lock", *a.lock); err != nil {
 			return err
 		}
 		if len(args) == 0 {
 			return usageError{"no COMMAND given: lockctl run --lock NAME -- COMMAND [ARGS...]"}
 		}
-		opts, err := metadataOpt(*metadata)
+		opts, err := c.acquireOptions(a)
 		if err != nil {
 			return err
-		}
-		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *lock, OwnerID: *owner,
-			LeaseDuration: lease.d.Seconds(), WaitTimeout: wait.d.Seconds(), OwnerMetadata: []byte(*metadata)}); err != nil {
-			return err
-		}
-		opts = append(opts, client.WithLease(lease.d), client.WithWait(wait.d))
-		if *owner != "" {
-			opts = append(opts, client.WithOwner(*owner))
 		}
 		cl, err := c.client(ctx)
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		l, err := cl.Acquire(ctx, *lock, opts...)
+		l, err := cl.Acquire(ctx, *a.lock, opts...)
 		if err != nil {
 			return c.refused(err)
 		}
