@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -227,20 +226,16 @@ func (b *Batch) Flush(ctx context.Context) error {
 	}
 	batch := &pgx.Batch{}
 	if n := len(b.outbox); n > 0 {
-		topicsCol, keys, values, headers := make([]string, n), make([][]byte, n), make([][]byte, n), make([]string, n)
+		topicsCol, keys, values, headers := make([]string, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		for i, r := range b.outbox {
 			v, err := encode(r.p)
 			if err != nil {
 				return fmt.Errorf("encoding event: %w", err)
 			}
-			h, err := json.Marshal(headerRows(r.headers))
-			if err != nil {
-				return fmt.Errorf("encoding headers: %w", err)
-			}
-			topicsCol[i], keys[i], values[i], headers[i] = r.topic, []byte(r.key), v, string(h)
+			topicsCol[i], keys[i], values[i], headers[i] = r.topic, []byte(r.key), v, EncodeHeaders(nil, r.headers)
 		}
 		batch.Queue(`INSERT INTO outbox (source_partition, topic, key, value, headers)
-			SELECT $1, t, k, v, h::jsonb FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::text[]) AS u(t, k, v, h)`,
+			SELECT $1, t, k, v, h FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[]) AS u(t, k, v, h)`,
 			b.env.Partition, topicsCol, keys, values, headers)
 	}
 	if n := len(b.history); n > 0 {
@@ -274,19 +269,4 @@ func (b *Batch) Flush(ctx context.Context) error {
 	}
 	b.outbox, b.history, b.outcomes = nil, nil, map[string]*pending{}
 	return nil
-}
-
-// HeaderRow is how outbox.headers stores one header (Value is base64 in JSON,
-// so binary header values survive).
-type HeaderRow struct {
-	K string `json:"k"`
-	V []byte `json:"v"`
-}
-
-func headerRows(h []topics.Header) []HeaderRow {
-	out := make([]HeaderRow, len(h))
-	for i, x := range h {
-		out[i] = HeaderRow{x.Key, x.Value}
-	}
-	return out
 }

@@ -138,13 +138,15 @@ func (h *harness) outbox() []record {
 	for rows.Next() {
 		var r record
 		var key, value []byte
-		var hdrs []handlers.HeaderRow
-		require.NoError(h.t, rows.Scan(&r.Topic, &key, &value, &hdrs))
+		var raw []byte
+		require.NoError(h.t, rows.Scan(&r.Topic, &key, &value, &raw))
+		hdrs, err := handlers.DecodeHeaders(raw)
+		require.NoError(h.t, err)
 		r.Key = string(key)
 		require.NoError(h.t, json.Unmarshal(value, &r.Event))
 		r.Headers = map[string]string{}
 		for _, x := range hdrs {
-			r.Headers[x.K] = string(x.V)
+			r.Headers[x.Key] = string(x.Value)
 		}
 		out = append(out, r)
 	}

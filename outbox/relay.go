@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -613,16 +612,16 @@ func (r *Relay) publish(ctx context.Context, topic string, run []row) error {
 }
 
 func (r *Relay) message(x row) (*message.Message, error) {
-	var hs []handlers.HeaderRow
-	if err := json.Unmarshal(x.headers, &hs); err != nil {
+	hs, err := handlers.DecodeHeaders(x.headers)
+	if err != nil {
 		return nil, fmt.Errorf("%w: row %d: headers: %v", errBadRow, x.id, err)
 	}
 	md := make(message.Metadata, len(hs)+1)
 	var id string
 	for _, h := range hs {
-		md[h.K] = string(h.V)
-		if h.K == topics.HeaderCEID {
-			id = string(h.V)
+		md[h.Key] = string(h.Value)
+		if h.Key == topics.HeaderCEID {
+			id = string(h.Value)
 		}
 	}
 	if x.key != nil {

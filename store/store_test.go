@@ -15,11 +15,14 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/tern/v2/migrate"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/migrations"
 	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
 )
 
 // schemaTables are the tables the migrations create.
@@ -473,4 +476,37 @@ func TestPrune(t *testing.T) {
 	var left string
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT (SELECT string_agg(request_id, ',') FROM processed_requests) || ' ' || (SELECT string_agg(type, ',') FROM lock_events)`).Scan(&left))
 	require.Equal(t, "new lock.released", left)
+}
+
+// TestMigrateKeepsUnpublishedHeaders: outbox rows written before migration
+// 002 (headers as jsonb, values base64) keep their headers, binary values
+// included, in the bytea form the relay reads.
+func TestMigrateKeepsUnpublishedHeaders(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.NewSchema(t).Open(t, store.Config{})
+	conn, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
+	require.NoError(t, err)
+	require.NoError(t, m.LoadMigrations(migrations.FS))
+	require.NoError(t, m.MigrateTo(ctx, 1))
+	conn.Release()
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, key, value, headers) VALUES
+		(0, 't', 'k', 'v1', '[{"k":"ce_id","v":"MDE5Mw=="},{"k":"bin","v":"AP8KgA=="},{"k":"empty","v":null}]'),
+		(0, 't', 'k', 'v2', '[]')`)
+	require.NoError(t, err)
+
+	require.NoError(t, st.Migrate(ctx))
+	rows, err := st.Pool.Query(ctx, `SELECT headers FROM outbox ORDER BY id`)
+	require.NoError(t, err)
+	raws, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	require.NoError(t, err)
+	require.Len(t, raws, 2)
+	hs, err := handlers.DecodeHeaders(raws[0])
+	require.NoError(t, err)
+	require.Equal(t, []topics.Header{{Key: "ce_id", Value: []byte("0193")}, {Key: "bin", Value: []byte{0, 0xff, '\n', 0x80}}, {Key: "empty", Value: []byte{}}}, hs)
+	hs, err = handlers.DecodeHeaders(raws[1])
+	require.NoError(t, err)
+	require.Empty(t, hs)
 }
