@@ -86,10 +86,8 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 	for _, r := range ended {
 		names = append(names, topics.LockKey(r.namespace, r.name))
 		a.expired(r)
-		if r.waiters > 0 {
-			if err := a.grantNext(ctx, r); err != nil {
-				return nil, time.Time{}, err
-			}
+		if err := a.grantNext(ctx, r); err != nil {
+			return nil, time.Time{}, err
 		}
 	}
 	var now time.Time

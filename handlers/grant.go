@@ -27,8 +27,11 @@ type waiter struct {
 
 // grantNext takes the waiters of a free lock off the queue in FIFO order:
 // those past their deadline get LOCK_TIMEOUT, the first live one is granted.
-// One statement does both.
+// One statement does both; none when nobody waits.
 func (a *applier) grantNext(ctx context.Context, r *lockRow) error {
+	if r.waiters == 0 {
+		return nil
+	}
 	return a.takeWaiters(ctx, r, true)
 }
 

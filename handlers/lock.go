@@ -162,7 +162,7 @@ func (a *applier) settle(ctx context.Context, r *lockRow) (endedOwner string, er
 		}
 		a.expired(r)
 	}
-	if !r.held() && r.waiters > 0 {
+	if !r.held() {
 		if err := a.grantNext(ctx, r); err != nil {
 			return "", err
 		}

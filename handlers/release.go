@@ -52,9 +52,6 @@ func (a *applier) release(ctx context.Context) error {
 		}
 		r.status = topics.StatusReleased
 		a.released(r)
-		if r.waiters == 0 {
-			return nil // nobody to hand it to: spare the queue's two statements
-		}
 		return a.grantNext(ctx, r)
 	case endedOwner == c.OwnerID:
 		a.reject(topics.CodeNotHeld, "the lease had already expired", r)
