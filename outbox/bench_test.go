@@ -21,7 +21,7 @@ import (
 // them (DrainOnce), as the relay does after each worker batch. Rows are
 // written as a closed loop of clients causes them: a reply to the
 // requester's topic then a lifecycle event, alternating, so runs of one
-// topic are one row long unless ConcurrentTopics groups them.
+// topic are one row long with OrderAcrossTopics; by default a topic's rows go together.
 func BenchmarkRelay(b *testing.B) {
 	names := topics.DefaultNames()
 	reply := names.ReplyTopic("bench")
@@ -70,7 +70,7 @@ func BenchmarkRelay(b *testing.B) {
 	} {
 		for _, rows := range []int{10, 500} {
 			b.Run(fmt.Sprintf("%s/rows=%d", tc.name, rows), func(b *testing.B) {
-				relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, ConcurrentTopics: tc.concurrent})
+				relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, OrderAcrossTopics: !tc.concurrent})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -31,11 +31,11 @@
 //
 // Order, within one commands partition:
 //
-//   - While every topic is writable, rows are acknowledged in id order across
+//   - By default a batch's topics are published at once, for throughput:
+//     only the per-topic order below holds. With Config.OrderAcrossTopics,
+//     while every topic is writable, rows are acknowledged in id order across
 //     all topics: consecutive rows of one topic go in one Publish call, and
-//     the next call starts only after the previous one returned. Not with
-//     Config.ConcurrentTopics, which publishes a batch's topics at once for
-//     throughput and keeps only the per-topic order below.
+//     the next call starts only after the previous one returned.
 //   - Always, for rows of the same topic: a row is published only after every
 //     earlier row of that topic was acknowledged (the first copy of each
 //     record lands in id order; a retry may repeat a suffix). A failing topic

@@ -49,15 +49,15 @@ type Config struct {
 	// Keep it above the client's kgo.RecordDeliveryTimeout, if any, so the
 	// client's error wins.
 	PublishTimeout time.Duration
-	// ConcurrentTopics trades order across topics for throughput. Default
-	// false: consecutive rows of one topic go in one Publish call and calls
-	// follow each other, so records are acknowledged in id order across
-	// all topics, at one Kafka round trip per run (reply and lifecycle rows
-	// interleave, so runs are short). True: each batch publishes all rows
-	// of a topic in one call and the topics' calls run concurrently; order
-	// holds per topic (hence per key) only, which is all a Kafka consumer
-	// can observe reliably anyway.
-	ConcurrentTopics bool
+	// OrderAcrossTopics trades throughput for order across topics. Default
+	// false: each batch publishes all rows of a topic in one call and the
+	// topics' calls run concurrently; order holds per topic (hence per key)
+	// only, which is all a Kafka consumer can observe reliably anyway. True:
+	// consecutive rows of one topic go in one Publish call and calls follow
+	// each other, so records are acknowledged in id order across all topics,
+	// at one Kafka round trip per run (reply and lifecycle rows interleave,
+	// so runs are short: several times slower).
+	OrderAcrossTopics bool
 	// RetryBase and RetryMax shape every backoff: after failed publishes,
 	// database errors and listen reconnects. Defaults 100 ms and 5 s.
 	RetryBase, RetryMax time.Duration
@@ -112,7 +112,7 @@ type row struct {
 var errBadRow = errors.New("outbox row cannot be published")
 
 // maxConcurrentTopics bounds the Publish calls of one partition in flight
-// with ConcurrentTopics.
+// when topics are published concurrently.
 const maxConcurrentTopics = 16
 
 // farFuture stands for "excluded whatever the database clock says".
@@ -403,8 +403,8 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 	selectedAt := time.Now()
 
 	units := r.units(rows)
-	var results []error // ConcurrentTopics: every unit published already
-	if r.cfg.ConcurrentTopics {
+	var results []error // topics concurrently: every unit published already
+	if !r.cfg.OrderAcrossTopics {
 		results = r.publishAll(ctx, units)
 	}
 	skip := map[string]bool{} // topics that failed in this pass
@@ -491,10 +491,10 @@ type unit struct {
 }
 
 // units splits a batch into Publish calls: runs of consecutive rows of one
-// topic, or with ConcurrentTopics all of a topic's rows, in id order.
+// topic with OrderAcrossTopics, else all of a topic's rows, in id order.
 func (r *Relay) units(rows []row) []unit {
 	var out []unit
-	if !r.cfg.ConcurrentTopics {
+	if r.cfg.OrderAcrossTopics {
 		for i := 0; i < len(rows); {
 			j := i + 1
 			for j < len(rows) && rows[j].topic == rows[i].topic {

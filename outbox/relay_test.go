@@ -213,7 +213,7 @@ func count(t *testing.T, st *store.Store, where string, args ...any) int {
 func TestDeliversInOrder(t *testing.T) {
 	t.Parallel()
 	for _, concurrent := range []bool{false, true} {
-		t.Run(fmt.Sprintf("ConcurrentTopics=%v", concurrent), func(t *testing.T) {
+		t.Run(fmt.Sprintf("OrderAcrossTopics=%v", !concurrent), func(t *testing.T) {
 			t.Parallel()
 			deliversInOrder(t, concurrent)
 		})
@@ -228,7 +228,7 @@ func deliversInOrder(t *testing.T, concurrent bool) {
 	var published atomic.Int64
 	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
 		cfg.BatchSize = 3 // several passes
-		cfg.ConcurrentTopics = concurrent
+		cfg.OrderAcrossTopics = !concurrent
 		cfg.OnPublished = func(n int, oldest time.Duration) {
 			published.Add(int64(n))
 			assert.Positive(t, oldest)
@@ -320,7 +320,7 @@ func TestWakeWakesRelay(t *testing.T) {
 func TestParksUnwritableTopic(t *testing.T) {
 	t.Parallel()
 	for _, concurrent := range []bool{false, true} {
-		t.Run(fmt.Sprintf("ConcurrentTopics=%v", concurrent), func(t *testing.T) {
+		t.Run(fmt.Sprintf("OrderAcrossTopics=%v", !concurrent), func(t *testing.T) {
 			t.Parallel()
 			parksUnwritableTopic(t, concurrent)
 		})
@@ -333,7 +333,7 @@ func parksUnwritableTopic(t *testing.T, concurrent bool) {
 	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: denied, Err: kerr.TopicAuthorizationFailed, Count: -1})
 	st := testdb.New(t)
 	pub := newPublisher(t, c.ListenAddrs(), false)
-	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.MaxAttempts, cfg.ConcurrentTopics = 3, concurrent })
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.MaxAttempts, cfg.OrderAcrossTopics = 3, !concurrent })
 
 	insert(t, st, p, rec{denied, "k", "d1", "ed1"}, rec{ok, "k", "o1", "eo1"}, rec{denied, "k", "d2", "ed2"}, rec{ok, "k", "o2", "eo2"})
 	stop := start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })

@@ -94,7 +94,8 @@ type Config struct {
 	PGSample   bool   `json:"pg_sample"`
 	Verbose    bool   `json:"-"`
 	SDK        bool   `json:"sdk"`
-	// RelayConcurrentTopics sets the in-process relay's ConcurrentTopics.
+	// RelayConcurrentTopics is the in-process relay's default; false sets
+	// its OrderAcrossTopics.
 	RelayConcurrentTopics bool `json:"relay_concurrent_topics"`
 }
 
@@ -172,7 +173,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.SQLStats, "sql-stats", false, "time every statement of the in-process worker during the throughput window")
 	fs.BoolVar(&cfg.PGSample, "pg-sample", false, "sample pg_stat_activity every 10 ms during the throughput window")
 	fs.BoolVar(&cfg.SDK, "sdk", true, "throughput: also run it through the client SDK (package client)")
-	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (outbox.Config.ConcurrentTopics)")
+	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (false: outbox.Config.OrderAcrossTopics)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the worker's warnings to stderr")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -199,7 +199,7 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 	if err != nil {
 		return err
 	}
-	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log, ConcurrentTopics: cfg.RelayConcurrentTopics})
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log, OrderAcrossTopics: !cfg.RelayConcurrentTopics})
 	if err != nil {
 		return err
 	}

@@ -139,10 +139,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts,
-		// Per-topic (hence per-lock) order is all a consumer can observe;
-		// publishing a batch's topics concurrently is several times faster.
-		ConcurrentTopics: true,
-		Logger:           log.With().Str("component", "relay").Logger(), OnPublished: mets.Published})
+		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published})
 	if err != nil {
 		return err
 	}

@@ -92,7 +92,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	t.Cleanup(pubClient.Close)
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: true}, nil)
 	require.NoError(t, err)
-	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log, ConcurrentTopics: true}) // as cmd/lockworker
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log})
 	require.NoError(t, err)
 	wopts := kopts
 	if o.Static {
