@@ -19,7 +19,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/embedded"
-	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -190,15 +189,11 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 		st.Pool = pool
 	}
 	kopts := []kgo.Opt{kgo.SeedBrokers(t.brokers...)}
-	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second), kgo.ProducerLinger(0)}, kopts...)...) // as cmd/lockworker
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, true)
 	if err != nil {
 		return err
 	}
 	t.closers = append(t.closers, pubClient.Close)
-	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: true}, nil)
-	if err != nil {
-		return err
-	}
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log, OrderAcrossTopics: !cfg.RelayConcurrentTopics})
 	if err != nil {
 		return err

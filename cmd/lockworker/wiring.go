@@ -16,7 +16,6 @@ import (
 	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/embedded"
 	"github.com/omninode/lockworker/httpapi"
-	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -126,17 +125,11 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	// No linger: the relay batches rows itself and waits for each ack, so
-	// kgo's default 10 ms linger would only add to every event's latency.
-	pubClient, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(30 * time.Second), kgo.ProducerLinger(0)}, kopts...)...)
-	if err != nil {
-		return fmt.Errorf("creating Kafka producer: %w", err)
-	}
-	m.onClose(pubClient.Close)
-	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: cfg.Topics.AutoCreateReplyTopics}, nil)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, cfg.Topics.AutoCreateReplyTopics)
 	if err != nil {
 		return err
 	}
+	m.onClose(pubClient.Close)
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts,
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published})

@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/testdb"
-	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -87,11 +86,9 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	sch.URL += "&application_name=" + o.Name
 	st := sch.Open(t, store.Config{MaxConns: 20})
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-	pubClient, err := kgo.NewClient(append(kopts, kgo.RecordDeliveryTimeout(5*time.Second), kgo.ProducerLinger(0))...) // as cmd/lockworker
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, true)
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
-	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: pubClient, AutoCreateTopics: true}, nil)
-	require.NoError(t, err)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log})
 	require.NoError(t, err)
 	wopts := kopts
