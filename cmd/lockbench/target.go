@@ -99,22 +99,26 @@ func startTarget(ctx context.Context, cfg *Config, log zerolog.Logger) (_ *targe
 	}()
 	if len(cfg.Brokers) > 0 {
 		t.mode = "external"
-		t.brokers = cfg.Brokers
-		if cfg.DatabaseURL != "" {
-			t.dbURL = cfg.DatabaseURL
-			st, err := store.Open(ctx, store.Config{URL: t.dbURL, MaxConns: 4})
-			if err != nil {
-				return nil, err
-			}
-			t.st = st
-			t.closers = append(t.closers, st.Close)
-		}
-		return t, nil
+		t.brokers, t.dbURL = cfg.Brokers, cfg.DatabaseURL
+	} else if err := t.startLocal(ctx, cfg, log); err != nil {
+		return nil, err
 	}
+	if t.dbURL != "" {
+		st, err := store.Open(ctx, store.Config{URL: t.dbURL, MaxConns: 4})
+		if err != nil {
+			return nil, err
+		}
+		t.st = st
+		t.closers = append(t.closers, st.Close)
+	}
+	return t, nil
+}
 
+// startLocal creates a fresh schema and a broker, and starts a worker on them.
+func (t *target) startLocal(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	url, drop, err := newSchema(ctx, cfg.DatabaseURL, "lockbench", cfg.Keep)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	t.closers = append(t.closers, drop)
 	t.dbURL = url
@@ -122,40 +126,28 @@ func startTarget(ctx context.Context, cfg *Config, log zerolog.Logger) (_ *targe
 	if cfg.BrokerMemory {
 		c, err := kfakeCluster()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		t.closers = append(t.closers, c.Close)
 		t.brokers = c.ListenAddrs()
 	} else {
 		dir, err := os.MkdirTemp("", "lockbench-kafka-")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		t.closers = append(t.closers, func() { _ = os.RemoveAll(dir) })
 		b, err := embedded.Start(ctx, embedded.Options{Addr: "127.0.0.1:0", Dir: dir})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		t.closers = append(t.closers, b.Close)
 		t.brokers = []string{b.Addr()}
 	}
 
 	if cfg.WorkerBin != "" {
-		if err := t.startChild(ctx, cfg, log); err != nil {
-			return nil, err
-		}
-	} else {
-		if err := t.startInProcess(ctx, cfg, log); err != nil {
-			return nil, err
-		}
+		return t.startChild(ctx, cfg, log)
 	}
-	st, err := store.Open(ctx, store.Config{URL: t.dbURL, MaxConns: 4})
-	if err != nil {
-		return nil, err
-	}
-	t.st = st
-	t.closers = append(t.closers, st.Close)
-	return t, nil
+	return t.startInProcess(ctx, cfg, log)
 }
 
 // startInProcess wires the worker as cmd/lockworker does (store, migrations,
