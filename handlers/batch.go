@@ -69,16 +69,10 @@ func NewBatch(tx pgx.Tx, env Env) *Batch {
 	return &Batch{tx: tx, env: env, outcomes: map[string]*pending{}, known: map[string]*pending{}, ahead: map[string]*lockRow{}}
 }
 
-// Prefetch loads the stored outcomes of these request_ids in one query, so
-// Apply need not look each up. Ids not given here are looked up one by one.
-func (b *Batch) Prefetch(ctx context.Context, requestIDs []string) error {
-	pb := &pgx.Batch{}
-	b.QueuePrefetch(pb, requestIDs)
-	return b.tx.SendBatch(ctx, pb).Close()
-}
-
-// QueuePrefetch queues Prefetch's query on pb, to share a round trip with
-// other statements of the transaction; pb's Close returns its error.
+// QueuePrefetch queues on pb the query that loads the stored outcomes of
+// these request_ids, so Apply need not look each up (ids not given here are
+// looked up one by one); it shares a round trip with the transaction's other
+// first statements. pb's Close returns its error.
 func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
 	pb.Queue(`SELECT request_id, outcome FROM processed_requests WHERE request_id = ANY($1)`, requestIDs).Query(func(rows pgx.Rows) error {
 		var id string

@@ -103,8 +103,8 @@ func mustEncode(t *testing.T, ev topics.Event) []byte {
 	return b
 }
 
-// TestIdempotentWithPrefetch: outcomes loaded by Prefetch count as applied,
-// and ids Prefetch found new are still remembered within the batch.
+// TestIdempotentWithPrefetch: outcomes loaded by QueuePrefetch count as
+// applied, and ids it found new are still remembered within the batch.
 func TestIdempotentWithPrefetch(t *testing.T) {
 	h := newHarness(t)
 	acq := h.acquire("a", "alice")
@@ -114,7 +114,9 @@ func TestIdempotentWithPrefetch(t *testing.T) {
 	err := h.st.InTx(t.Context(), func(tx pgx.Tx) error {
 		evs = nil
 		b := handlers.NewBatch(tx, h.env)
-		if err := b.Prefetch(t.Context(), []string{acq.RequestID, fresh.RequestID}); err != nil {
+		pb := &pgx.Batch{}
+		b.QueuePrefetch(pb, []string{acq.RequestID, fresh.RequestID})
+		if err := tx.SendBatch(t.Context(), pb).Close(); err != nil {
 			return err
 		}
 		for _, c := range []topics.Command{acq, fresh, fresh} {

@@ -25,21 +25,11 @@ func LockOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition i
 	return next, nil
 }
 
-// AdvanceOffset moves a partition's next offset from `from` to `to`. It fails
-// with ErrOffsetMoved when the stored offset is not `from`.
-func AdvanceOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition int32, from, to int64) error {
-	b := &pgx.Batch{}
-	QueueAdvanceOffset(b, group, topic, partition, from, to)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return translate(err)
-	}
-	return nil
-}
-
-// QueueAdvanceOffset queues AdvanceOffset on b, so it shares a round trip
-// with other statements; the batch's Close returns its error. Updating the
-// row also locks it: a batch whose offsets are known can lock and advance in
-// one statement at its start, which LockOffset would otherwise do.
+// QueueAdvanceOffset queues on b the move of a partition's next offset from
+// `from` to `to`, so it shares a round trip with other statements; b's Close
+// fails with ErrOffsetMoved when the stored offset is not `from`. Updating
+// the row also locks it: a batch whose offsets are known can lock and advance
+// in one statement at its start, which LockOffset would otherwise do.
 func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from, to int64) {
 	b.Queue(`
 		UPDATE consumer_offsets SET next_offset = $5, updated_at = clock_timestamp()

@@ -416,14 +416,14 @@ func TestOffsets(t *testing.T) {
 		if _, err := store.LockOffset(ctx, tx, group, topic, 3); err != nil {
 			return err
 		}
-		return store.AdvanceOffset(ctx, tx, group, topic, 3, -1, 10)
+		return advanceOffset(ctx, tx, group, topic, 3, -1, 10)
 	}))
 	offsets, err = st.Offsets(ctx, group, topic)
 	require.NoError(t, err)
 	require.Equal(t, map[int32]int64{3: 10}, offsets)
 
 	// A worker that expects an older offset may not commit.
-	err = inTx(func(tx pgx.Tx) error { return store.AdvanceOffset(ctx, tx, group, topic, 3, 7, 12) })
+	err = inTx(func(tx pgx.Tx) error { return advanceOffset(ctx, tx, group, topic, 3, 7, 12) })
 	require.ErrorIs(t, err, store.ErrOffsetMoved)
 	require.NotErrorIs(t, err, store.ErrTransient)
 	offsets, err = st.Offsets(ctx, "other-group", topic)
@@ -451,7 +451,7 @@ func TestOffsets(t *testing.T) {
 		t.Fatalf("second transaction locked the offset row while the first held it (read %d)", n)
 	case <-time.After(100 * time.Millisecond):
 	}
-	require.NoError(t, store.AdvanceOffset(ctx, tx1, group, topic, 3, 10, 11))
+	require.NoError(t, advanceOffset(ctx, tx1, group, topic, 3, 10, 11))
 	require.NoError(t, tx1.Commit(ctx))
 	require.Equal(t, int64(11), <-got, "the waiting transaction reads the committed offset")
 }
@@ -509,4 +509,11 @@ func TestMigrateKeepsUnpublishedHeaders(t *testing.T) {
 	hs, err = handlers.DecodeHeaders(raws[1])
 	require.NoError(t, err)
 	require.Empty(t, hs)
+}
+
+// advanceOffset sends store.QueueAdvanceOffset on its own.
+func advanceOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition int32, from, to int64) error {
+	b := &pgx.Batch{}
+	store.QueueAdvanceOffset(b, group, topic, partition, from, to)
+	return tx.SendBatch(ctx, b).Close()
 }
