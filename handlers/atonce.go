@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -16,47 +15,106 @@ import (
 // case and returns the row; otherwise it changes nothing and the general path
 // decides. Updating an existing row takes its token and times after the row
 // lock, like the general path; creating a row takes them before a possible
-// wait on a racing insert of the same lock (which the worker's one
-// goroutine per partition makes rare), so such a lease starts a little early.
+// wait on a racing insert of the same lock, so such a lease starts a little
+// early.
 //
-// Each statement also checks that its request_id is new, so a batch can send
-// the common cases of many commands ahead, in one round trip with its
-// prefetch (QueueAtOnce), before it knows which are duplicates.
+// The statements take arrays, one element per command, so a batch sends the
+// common cases of all its commands that may go ahead in one statement per
+// operation (QueueAtOnce), in the round trip of its prefetch, before it knows
+// which are duplicates: each element applies only if its request_id is new.
+// A command applied on its own sends arrays of one.
 
 const grantAtOnceSQL = `
 	INSERT INTO locks AS l (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at,
 		lease_duration, owner_metadata, acquisition_count, reply_to, holder_request_id, source_partition, updated_at)
-	SELECT $1, $2, 'acquired', $3, nextval('fencing_tokens'), t.now, t.now + make_interval(secs => $4::float8),
-		$4, $5, 1, nullif($6, ''), nullif($7, ''), $8, t.now
-	FROM (SELECT clock_timestamp() AS now) t
-	WHERE NOT EXISTS (SELECT FROM processed_requests WHERE request_id = $7)
+	SELECT u.ns, u.nm, 'acquired', u.own, nextval('fencing_tokens'), t.now, t.now + make_interval(secs => u.lease),
+		u.lease, u.meta::jsonb, 1, nullif(u.reply, ''), u.req, u.part, t.now
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[])
+			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, ord),
+		(SELECT clock_timestamp() AS now) t
+	WHERE NOT EXISTS (SELECT FROM processed_requests p WHERE p.request_id = u.req)
+	ORDER BY u.ord
 	ON CONFLICT (namespace, lock_name) DO UPDATE SET
 		status = 'acquired', owner_id = EXCLUDED.owner_id, fencing_token = nextval('fencing_tokens'),
-		(acquired_at, expires_at, updated_at) = (SELECT n, n + make_interval(secs => $4::float8), n FROM (SELECT clock_timestamp() AS n) t),
+		(acquired_at, expires_at, updated_at) = (SELECT n, n + make_interval(secs => EXCLUDED.lease_duration), n FROM (SELECT clock_timestamp() AS n) t),
 		lease_duration = EXCLUDED.lease_duration, owner_metadata = EXCLUDED.owner_metadata,
 		acquisition_count = l.acquisition_count + 1, extension_count = 0, reply_to = EXCLUDED.reply_to,
 		holder_request_id = EXCLUDED.holder_request_id, source_partition = EXCLUDED.source_partition
 	WHERE l.status IN ('released', 'expired') AND l.waiter_count = 0
-	RETURNING ` + lockCols
+	RETURNING holder_request_id, ` + lockCols
 
 const releaseAtOnceSQL = `
-	UPDATE locks SET status = 'released', updated_at = clock_timestamp()
-	WHERE namespace = $1 AND lock_name = $2 AND status = 'acquired' AND owner_id = $3 AND waiter_count = 0
-		AND expires_at > clock_timestamp() AND ($4::bigint IS NULL OR fencing_token = $4)
-		AND NOT EXISTS (SELECT FROM processed_requests WHERE request_id = $5)
-	RETURNING ` + lockCols
+	UPDATE locks l SET status = 'released', updated_at = clock_timestamp()
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) AS u(ns, nm, own, tok, req)
+	WHERE l.namespace = u.ns AND l.lock_name = u.nm AND l.status = 'acquired' AND l.owner_id = u.own
+		AND l.waiter_count = 0 AND l.expires_at > clock_timestamp() AND (u.tok IS NULL OR l.fencing_token = u.tok)
+		AND NOT EXISTS (SELECT FROM processed_requests p WHERE p.request_id = u.req)
+	RETURNING u.req, ` + lockCols
 
-// atOnceStatement is the command's one-statement common case, if it has one.
-func (a *applier) atOnceStatement() (string, []any, bool) {
+// atOnceSet is the arguments of the common-case statements of some commands.
+type atOnceSet struct {
+	grants struct {
+		ns, name, owner, replyTo, requestID []string
+		lease                               []float64
+		metadata                            []*string
+		partition                           []int32
+	}
+	releases struct {
+		ns, name, owner, requestID []string
+		token                      []*int64
+	}
+}
+
+// add adds the command's common case; false when it has none.
+func (s *atOnceSet) add(a *applier) bool {
 	c := a.cmd
 	switch c.Operation {
 	case topics.OpAcquire:
-		return grantAtOnceSQL, []any{c.Namespace, c.LockName, c.OwnerID, a.lease(), metadata(c.OwnerMetadata),
-			c.ReplyTo, c.RequestID, a.env.Partition}, true
+		g := &s.grants
+		var meta *string
+		if m := metadata(c.OwnerMetadata); m != nil {
+			v := string(m)
+			meta = &v
+		}
+		g.ns, g.name, g.owner = append(g.ns, c.Namespace), append(g.name, c.LockName), append(g.owner, c.OwnerID)
+		g.replyTo, g.requestID = append(g.replyTo, c.ReplyTo), append(g.requestID, c.RequestID)
+		g.lease, g.metadata, g.partition = append(g.lease, a.lease()), append(g.metadata, meta), append(g.partition, a.env.Partition)
+		return true
 	case topics.OpRelease:
-		return releaseAtOnceSQL, []any{c.Namespace, c.LockName, c.OwnerID, c.FencingToken, c.RequestID}, true
+		r := &s.releases
+		r.ns, r.name, r.owner = append(r.ns, c.Namespace), append(r.name, c.LockName), append(r.owner, c.OwnerID)
+		r.requestID, r.token = append(r.requestID, c.RequestID), append(r.token, c.FencingToken)
+		return true
 	}
-	return "", nil, false
+	return false
+}
+
+// queue queues the statements on pb; each row they change is given to got
+// with the request_id it was changed for.
+func (s *atOnceSet) queue(pb *pgx.Batch, got func(requestID string, r *lockRow)) {
+	read := func(op string) func(pgx.Rows) error {
+		return func(rows pgx.Rows) error {
+			defer rows.Close()
+			for rows.Next() {
+				var id string
+				var r lockRow
+				if err := rows.Scan(append([]any{&id}, r.dest()...)...); err != nil {
+					return fmt.Errorf("%s in one statement: %w", op, err)
+				}
+				got(id, &r)
+			}
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("%s in one statement: %w", op, err)
+			}
+			return nil
+		}
+	}
+	if g := &s.grants; len(g.ns) > 0 {
+		pb.Queue(grantAtOnceSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition).Query(read(topics.OpAcquire))
+	}
+	if r := &s.releases; len(r.ns) > 0 {
+		pb.Queue(releaseAtOnceSQL, r.ns, r.name, r.owner, r.token, r.requestID).Query(read(topics.OpRelease))
+	}
 }
 
 // atOnce runs the command's common case, or takes its result when the batch
@@ -66,55 +124,47 @@ func (a *applier) atOnce(ctx context.Context) (*lockRow, error) {
 		delete(a.ahead, a.cmd.RequestID)
 		return r, nil
 	}
-	sql, args, _ := a.atOnceStatement()
-	r, err := scanLock(a.tx.QueryRow(ctx, sql, args...))
-	if errors.Is(err, pgx.ErrNoRows) {
+	var set atOnceSet
+	if !set.add(a) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s in one statement: %w", a.cmd.Operation, err)
+	var changed *lockRow
+	pb := &pgx.Batch{}
+	set.queue(pb, func(_ string, r *lockRow) { changed = r })
+	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
+		return nil, err
 	}
-	return r, nil
+	return changed, nil
 }
 
 // QueueAtOnce queues on pb the common cases of the commands that can go ahead
-// of the rest of the batch: acquires and releases that are the first command
-// of their lock, with a request_id no other command of cmds has, before the
-// first cleanup (which must see the commands before it, and only those).
-// Apply then uses their results. pb's Close returns their errors.
-func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command) {
-	ids := make(map[string]int, len(cmds))
-	for _, c := range cmds {
-		ids[c.RequestID]++
-	}
+// of the rest of the batch, in one statement per operation: acquires and
+// releases that are the first command of their lock and the first with their
+// request_id, before the first cleanup (which must see the commands before
+// it, and only those). cmds must be the commands in the order Apply will see
+// them; partitions[i] is the commands partition of cmds[i] (nil: the
+// batch's). Apply then uses their results. pb's Close returns their errors.
+func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []int32) {
+	var set atOnceSet
 	locks := make(map[string]bool, len(cmds))
-	for _, c := range cmds {
+	ids := make(map[string]bool, len(cmds))
+	for i, c := range cmds {
 		if c.Operation == topics.OpCleanup {
-			return
+			break
 		}
 		key := c.Key()
-		first := !locks[key]
-		locks[key] = true
-		if !first || c.RequestID == "" || ids[c.RequestID] > 1 {
+		first := !locks[key] && !ids[c.RequestID]
+		locks[key], ids[c.RequestID] = true, true
+		if !first || c.RequestID == "" {
 			continue
 		}
 		a := &applier{Batch: b, cmd: c}
-		sql, args, ok := a.atOnceStatement()
-		if !ok {
-			continue
+		if partitions != nil {
+			a.Batch = b.For(partitions[i])
 		}
-		id := c.RequestID
-		b.ahead[id] = nil
-		pb.Queue(sql, args...).QueryRow(func(row pgx.Row) error {
-			r, err := scanLock(row)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("%s of lock %q in one statement: %w", c.Operation, key, err)
-			}
-			b.ahead[id] = r
-			return nil
-		})
+		if set.add(a) {
+			b.ahead[c.RequestID] = nil
+		}
 	}
+	set.queue(pb, func(id string, r *lockRow) { b.ahead[id] = r })
 }

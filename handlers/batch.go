@@ -26,11 +26,16 @@ type Env struct {
 
 // Batch applies commands inside one transaction and buffers what they write
 // until Flush. A Batch is used by one goroutine and dropped after Flush, or
-// when its transaction fails.
+// when its transaction fails. One transaction may apply the commands of
+// several partitions: For gives a view of the batch for each.
 type Batch struct {
 	tx  pgx.Tx
 	env Env
+	*buffers
+}
 
+// buffers are shared by a Batch and its views.
+type buffers struct {
 	outbox   []outboxRow
 	history  []historyRow
 	outcomes map[string]*pending // request_id -> stored outcome to write
@@ -47,6 +52,7 @@ type pending struct {
 }
 
 type outboxRow struct {
+	partition  int32
 	topic, key string
 	p          *pending
 	headers    []topics.Header
@@ -66,7 +72,19 @@ func NewBatch(tx pgx.Tx, env Env) *Batch {
 	if env.Names.ReplyPrefix == "" {
 		env.Names = topics.DefaultNames()
 	}
-	return &Batch{tx: tx, env: env, outcomes: map[string]*pending{}, known: map[string]*pending{}, ahead: map[string]*lockRow{}}
+	return &Batch{tx: tx, env: env, buffers: &buffers{
+		outcomes: map[string]*pending{}, known: map[string]*pending{}, ahead: map[string]*lockRow{},
+	}}
+}
+
+// For returns a view of b for the commands of another commands partition:
+// what it applies is written under that partition (outbox rows, the
+// scheduler watching a lease) but shares b's transaction and buffers, so one
+// Flush writes everything.
+func (b *Batch) For(partition int32) *Batch {
+	v := *b
+	v.env.Partition = partition
+	return &v
 }
 
 // QueuePrefetch queues on pb the query that loads the stored outcomes of
@@ -141,7 +159,7 @@ func (b *Batch) Reject(r *topics.Rejection, polledAt time.Time) topics.Event {
 
 // Publish queues a raw record (a dead-letter copy, say) in the outbox.
 func (b *Batch) Publish(topic string, key, value []byte, headers []topics.Header) {
-	b.outbox = append(b.outbox, outboxRow{topic: topic, key: string(key), p: &pending{raw: value}, headers: headers})
+	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: string(key), p: &pending{raw: value}, headers: headers})
 }
 
 func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*pending, error) {
@@ -173,7 +191,7 @@ func (b *Batch) resend(c topics.Command, prev *pending) ([]topics.Event, error) 
 		}
 	}
 	if c.ReplyTo != "" {
-		b.outbox = append(b.outbox, outboxRow{topic: c.ReplyTo, key: c.Key(), p: prev, headers: topics.EventHeaders(ev, b.env.Source)})
+		b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: c.ReplyTo, key: c.Key(), p: prev, headers: topics.EventHeaders(ev, b.env.Source)})
 	}
 	return []topics.Event{ev}, nil
 }
@@ -183,7 +201,7 @@ func (b *Batch) emit(topic, key string, p *pending) {
 	if topic == "" {
 		return
 	}
-	b.outbox = append(b.outbox, outboxRow{topic: topic, key: key, p: p, headers: topics.EventHeaders(*p.ev, b.env.Source)})
+	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: key, p: p, headers: topics.EventHeaders(*p.ev, b.env.Source)})
 }
 
 // remember stores ev as the outcome of requestID, replacing an earlier one.
@@ -220,17 +238,18 @@ func (b *Batch) Flush(ctx context.Context) error {
 	}
 	batch := &pgx.Batch{}
 	if n := len(b.outbox); n > 0 {
-		topicsCol, keys, values, headers := make([]string, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
+		parts, topicsCol, keys, values, headers := make([]int32, n), make([]string, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		for i, r := range b.outbox {
 			v, err := encode(r.p)
 			if err != nil {
 				return fmt.Errorf("encoding event: %w", err)
 			}
-			topicsCol[i], keys[i], values[i], headers[i] = r.topic, []byte(r.key), v, EncodeHeaders(nil, r.headers)
+			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, []byte(r.key), v, EncodeHeaders(nil, r.headers)
 		}
+		// unnest keeps the arrays' order, so outbox ids follow emit order.
 		batch.Queue(`INSERT INTO outbox (source_partition, topic, key, value, headers)
-			SELECT $1, t, k, v, h FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[]) AS u(t, k, v, h)`,
-			b.env.Partition, topicsCol, keys, values, headers)
+			SELECT * FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])`,
+			parts, topicsCol, keys, values, headers)
 	}
 	if n := len(b.history); n > 0 {
 		ids, nss, names, types, owners, tokens, ats := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int64, n), make([]time.Time, n)

@@ -58,7 +58,7 @@ func BenchmarkBatch(b *testing.B) {
 					first := &pgx.Batch{}
 					store.QueueAdvanceOffset(first, "bench", "commands", int32(size), stored, next)
 					batch.QueuePrefetch(first, ids)
-					batch.QueueAtOnce(first, cmds)
+					batch.QueueAtOnce(first, cmds, nil)
 					if err := tx.SendBatch(ctx, first).Close(); err != nil {
 						return err
 					}

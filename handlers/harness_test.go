@@ -53,7 +53,7 @@ func (h *harness) run(ahead bool, cmds []topics.Command) []topics.Event {
 		b := handlers.NewBatch(tx, h.env)
 		if ahead {
 			pb := &pgx.Batch{}
-			b.QueueAtOnce(pb, cmds)
+			b.QueueAtOnce(pb, cmds, nil)
 			if err := tx.SendBatch(context.Background(), pb).Close(); err != nil {
 				return err
 			}

@@ -37,12 +37,16 @@ const lockCols = `namespace, lock_name, status, coalesce(owner_id, ''), coalesce
 
 func scanLock(row pgx.Row) (*lockRow, error) {
 	var r lockRow
-	err := row.Scan(&r.namespace, &r.name, &r.status, &r.owner, &r.token, &r.acquiredAt, &r.expiresAt,
-		&r.lease, &r.metadata, &r.acquisitions, &r.extensions, &r.replyTo, &r.holderRequestID, &r.waiters, &r.now)
-	if err != nil {
+	if err := row.Scan(r.dest()...); err != nil {
 		return nil, err
 	}
 	return &r, nil
+}
+
+// dest is where lockCols are scanned to.
+func (r *lockRow) dest() []any {
+	return []any{&r.namespace, &r.name, &r.status, &r.owner, &r.token, &r.acquiredAt, &r.expiresAt,
+		&r.lease, &r.metadata, &r.acquisitions, &r.extensions, &r.replyTo, &r.holderRequestID, &r.waiters, &r.now}
 }
 
 // held reports whether a lease is in force at the row's database time.

@@ -136,7 +136,7 @@ func (m *Metrics) WatchLag(lag func(context.Context) (map[int32]int64, error)) {
 }
 
 // Batch implements worker.Metrics.
-func (m *Metrics) Batch(_ int32, records int, took time.Duration) {
+func (m *Metrics) Batch(records int, took time.Duration) {
 	m.batchSize.Observe(float64(records))
 	m.batchTime.Observe(took.Seconds())
 }

@@ -117,7 +117,7 @@ func TestCommandsAndSummary(t *testing.T) {
 	m.Command("cleanup", "ok", ms)
 	m.Command("drop table", "INVALID_REQUEST", ms) // untrusted text never becomes a label
 	m.DeadLettered("INVALID_REQUEST")
-	m.Batch(3, 10, 50*ms)
+	m.Batch(10, 50*ms)
 	m.Published(7, 2*time.Second)
 
 	require.Equal(t, 2.0, series(t, m, "lockworker_commands_total", "operation", "acquire", "result", "ok").GetCounter().GetValue())

@@ -17,9 +17,24 @@ var (
 	ErrTransient = errors.New("transient database error")
 	// ErrOffsetMoved means a partition's stored offset is not the one this
 	// worker expected: another worker owns the partition now, so this batch
-	// must not commit.
+	// must not commit. Or this batch committed already: a connection lost
+	// during COMMIT leaves the outcome unknown and InTx retries, so the
+	// caller tells the two apart by reading the offset (OffsetMovedError).
 	ErrOffsetMoved = errors.New("partition offset moved: partition owned elsewhere")
 )
+
+// OffsetMovedError is ErrOffsetMoved for one partition.
+type OffsetMovedError struct {
+	Topic     string
+	Partition int32
+	From      int64 // the offset the batch expected to advance from
+}
+
+func (e *OffsetMovedError) Error() string {
+	return fmt.Sprintf("advancing offset of %s/%d from %d: %v", e.Topic, e.Partition, e.From, ErrOffsetMoved)
+}
+
+func (e *OffsetMovedError) Unwrap() error { return ErrOffsetMoved }
 
 // translate wraps err with the sentinel it belongs to, keeping the cause.
 func translate(err error) error {
@@ -55,6 +70,8 @@ func transient(err error) bool {
 		return true
 	}
 	// Whole transactions are retried, so an error after something was sent is
-	// as safe to retry as one before: the failed transaction never committed.
+	// as safe to retry as one before, except during COMMIT, which may have
+	// committed: the worker's offset guard makes that retry fail with
+	// ErrOffsetMoved instead of applying twice.
 	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgconn.ErrConnClosed)
 }

@@ -27,7 +27,7 @@ func LockOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition i
 
 // QueueAdvanceOffset queues on b the move of a partition's next offset from
 // `from` to `to`, so it shares a round trip with other statements; b's Close
-// fails with ErrOffsetMoved when the stored offset is not `from`. Updating
+// fails with an *OffsetMovedError when the stored offset is not `from`. Updating
 // the row also locks it: a batch whose offsets are known can lock and advance
 // in one statement at its start, which LockOffset would otherwise do.
 func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from, to int64) {
@@ -36,7 +36,7 @@ func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from
 		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
 		group, topic, partition, from, to).Exec(func(tag pgconn.CommandTag) error {
 		if tag.RowsAffected() != 1 {
-			return fmt.Errorf("advancing offset of %s/%d from %d: %w", topic, partition, from, ErrOffsetMoved)
+			return &OffsetMovedError{Topic: topic, Partition: partition, From: from}
 		}
 		return nil
 	})

@@ -50,7 +50,9 @@ type Config struct {
 	// RequestRetention and EventsRetention bound processed_requests and
 	// lock_events. Defaults 24 h and 7 days.
 	RequestRetention, EventsRetention time.Duration
-	// MaxPollRecords bounds one poll, and so one batch. Default 1000.
+	// MaxPollRecords bounds one poll, and the records waiting for the
+	// applier while a transaction runs (so a batch is at most about twice
+	// it). Default 1000.
 	MaxPollRecords int
 	// SessionTimeout of the group member. Default 45 s (franz-go's).
 	SessionTimeout time.Duration
@@ -62,7 +64,9 @@ type Config struct {
 
 // Metrics receives the worker's measurements; every method must be cheap.
 type Metrics interface {
-	Batch(partition int32, records int, took time.Duration)
+	// Batch is told of every committed transaction of commands (of one or
+	// more partitions) and how long it took.
+	Batch(records int, took time.Duration)
 	Command(operation, result string, took time.Duration)
 	// Events is told, after commit, every event one applied command caused:
 	// its own answer (the event with its requestID) and what it caused for
@@ -78,6 +82,7 @@ type Worker struct {
 	log zerolog.Logger
 	cl  *kgo.Client
 
+	q     *queue
 	mu    sync.Mutex
 	parts map[int32]*partition
 	wg    sync.WaitGroup
@@ -119,13 +124,13 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}}
+	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, q: newQueue(cfg.MaxPollRecords)}
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	opts := append([]kgo.Opt{
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Names.Commands),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-		kgo.DisableAutoCommit(),
+		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AdjustFetchOffsetsFn(w.resumeFromStore),
@@ -165,6 +170,8 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 // group is left. A second cancellation (Close) forces.
 func (w *Worker) Run(ctx context.Context) error {
 	go w.maintain(ctx)
+	applied := make(chan struct{})
+	go func() { defer close(applied); w.applyLoop(w.hard) }()
 	for {
 		fetches := w.cl.PollRecords(ctx, w.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -176,19 +183,21 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
 		})
 		polled := time.Now()
+		var segs []segment
+		w.mu.Lock()
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if len(fp.Records) == 0 {
-				return
-			}
-			w.mu.Lock()
-			p := w.parts[fp.Partition]
-			w.mu.Unlock()
-			if p != nil {
-				p.submit(batchIn{records: fp.Records, polledAt: polled})
+			if p := w.parts[fp.Partition]; p != nil && len(fp.Records) > 0 {
+				segs = append(segs, segment{p: p, records: fp.Records, polledAt: polled})
 			}
 		})
+		w.mu.Unlock()
+		if len(segs) > 0 {
+			w.q.submit(segs)
+		}
 		w.cl.AllowRebalance()
 	}
+	w.q.close()
+	<-applied
 	w.stopAll()
 	return nil
 }
@@ -203,7 +212,7 @@ func (w *Worker) Close() {
 	w.cl.Close()
 }
 
-// Kill stops at once, as a crash would: in-flight batches are rolled back and
+// Kill stops at once, as a crash would: the in-flight batch is rolled back and
 // the group is not told (it notices when the session times out, unless the
 // client is a static member that rejoins). For the second signal, and for
 // tests. Run's context must be cancelled too.
@@ -297,7 +306,7 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, p := range assigned[w.cfg.Names.Commands] {
-		if _, ok := w.parts[p]; ok {
+		if old, ok := w.parts[p]; ok && old.ctx.Err() == nil {
 			continue
 		}
 		part := w.newPartition(w.hard, p)
@@ -306,7 +315,7 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 	}
 }
 
-// revoked stops the partitions after their in-flight batch.
+// revoked stops the partitions after their records polled so far are applied.
 func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	var stopping []*partition
 	w.mu.Lock()
@@ -317,26 +326,31 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 		}
 	}
 	w.mu.Unlock()
+	if len(stopping) == 0 {
+		return
+	}
+	w.q.barrier()
 	for _, part := range stopping {
-		part.stop()
+		part.cancel()
 		w.log.Info().Int32("partition", part.id).Msg("partition revoked")
 	}
 }
 
+// stopAll stops every partition; the applier is done.
 func (w *Worker) stopAll() {
 	w.mu.Lock()
 	all := w.parts
 	w.parts = map[int32]*partition{}
 	w.mu.Unlock()
 	for _, part := range all {
-		part.stop()
+		part.cancel()
 	}
 	w.wg.Wait()
 }
 
 type noMetrics struct{}
 
-func (noMetrics) Batch(int32, int, time.Duration)       {}
+func (noMetrics) Batch(int, time.Duration)              {}
 func (noMetrics) Command(string, string, time.Duration) {}
 func (noMetrics) Events(string, []topics.Event)         {}
 func (noMetrics) DeadLettered(string)                   {}

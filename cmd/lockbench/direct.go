@@ -227,7 +227,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, partitions, bat
 					first := &pgx.Batch{}
 					store.QueueAdvanceOffset(first, "lockbench-ceiling", run, int32(g), stored, next)
 					batch.QueuePrefetch(first, ids)
-					batch.QueueAtOnce(first, cmds)
+					batch.QueueAtOnce(first, cmds, nil)
 					if err := tx.SendBatch(ctx, first).Close(); err != nil {
 						return err
 					}

@@ -302,7 +302,7 @@ type batchMetrics struct {
 	took    time.Duration
 }
 
-func (m *batchMetrics) Batch(_ int32, records int, took time.Duration) {
+func (m *batchMetrics) Batch(records int, took time.Duration) {
 	m.mu.Lock()
 	m.batches++
 	m.records += int64(records)

@@ -1,0 +1,308 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// applyLoop applies what the poll loop queues, one transaction at a time,
+// until the queue is closed and empty or ctx (the hard stop) ends.
+func (w *Worker) applyLoop(ctx context.Context) {
+	defer w.q.stop()
+	for {
+		segs, upTo, ok := w.q.take()
+		if !ok || !w.applySegments(ctx, segs) {
+			return
+		}
+		w.q.done(upTo)
+	}
+}
+
+// part is the records of one partition in one transaction.
+type part struct {
+	p       *partition
+	records []*kgo.Record
+	polled  []time.Time // per record
+	// Set by a committed transaction:
+	next int64     // the partition's next offset
+	due  time.Time // when the earliest lease or wait it started ends
+}
+
+// applySegments applies segments in one transaction, retried until it
+// commits; false when ctx ended first. A partition found owned elsewhere
+// is stopped and the rest applied without it.
+func (w *Worker) applySegments(ctx context.Context, segs []segment) bool {
+	parts := group(segs)
+	for attempt := 1; len(parts) > 0; {
+		start := time.Now()
+		results, err := w.applyTx(ctx, parts)
+		if err == nil {
+			w.committed(parts, results, time.Since(start))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		var moved *store.OffsetMovedError
+		if errors.As(err, &moved) {
+			if parts = w.settleMoved(ctx, parts, moved); parts != nil {
+				continue
+			}
+			return ctx.Err() == nil
+		}
+		// Transient failures are retried inside InTx; anything else is
+		// retried here, slowly and loudly: skipping the batch would lose it.
+		delay := store.Backoff(time.Second, time.Minute, attempt)
+		attempt++
+		w.log.Error().Err(err).Int("partitions", len(parts)).Dur("retry_in", delay).Msg("applying batch failed")
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(delay):
+		}
+	}
+	return true
+}
+
+// group orders segments by partition, keeping each partition's records in
+// poll order, and drops partitions that were let go since.
+func group(segs []segment) []*part {
+	byID := map[int32]*part{}
+	var parts []*part
+	for _, s := range segs {
+		if s.p.ctx.Err() != nil {
+			continue
+		}
+		pt := byID[s.p.id]
+		if pt == nil || pt.p != s.p {
+			pt = &part{p: s.p}
+			byID[s.p.id] = pt
+			parts = append(parts, pt)
+		}
+		pt.records = append(pt.records, s.records...)
+		for range s.records {
+			pt.polled = append(pt.polled, s.polledAt)
+		}
+	}
+	// One order for every transaction's offset row locks.
+	slices.SortFunc(parts, func(a, b *part) int { return int(a.p.id - b.p.id) })
+	return parts
+}
+
+// settleMoved handles a partition whose stored offset was not the expected
+// one. Either the transaction committed already (the connection was lost
+// during COMMIT and InTx retried it): every offset is where it would have
+// put them, and nil is returned as for success. Or another worker owns that
+// partition now: it is stopped and the other parts are returned to retry.
+func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError) []*part {
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+	if err != nil {
+		w.log.Error().Err(err).Msg("reading offsets after a moved offset; retrying the batch")
+		return parts
+	}
+	committed := true
+	for _, pt := range parts {
+		committed = committed && stored[pt.p.id] == pt.next // what the failed attempt meant to store
+	}
+	if committed {
+		w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
+		w.committed(parts, nil, 0)
+		return nil
+	}
+	rest := parts[:0]
+	for _, pt := range parts {
+		if pt.p.id != moved.Partition {
+			rest = append(rest, pt)
+			continue
+		}
+		w.log.Warn().Int32("partition", pt.p.id).Msg("partition offset moved: another worker owns it now; stopping")
+		pt.p.cancel()
+	}
+	return rest
+}
+
+// result is what one record did, for metrics after commit.
+type result struct {
+	op, outcome string
+	rejected    *topics.Rejection
+	partition   int32
+	offset      int64
+	polledAt    time.Time
+	requestID   string
+	events      []topics.Event
+}
+
+// applyTx runs the parts' records in one transaction, retried whole on
+// transient failures. Per partition it advances the offset row only from
+// the offset this worker expects, skips records already applied, and applies
+// the handlers in order; the outbox, history and outcomes of all of them are
+// written together.
+func (w *Worker) applyTx(ctx context.Context, parts []*part) ([]result, error) {
+	topic := w.cfg.Names.Commands
+	var results []result
+	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+		results = results[:0]
+		type todo struct {
+			pt         *part
+			view       *handlers.Batch
+			from       int64
+			records    []*kgo.Record
+			polled     []time.Time
+			cmds       []topics.Command
+			rejections []*topics.Rejection
+		}
+		batch := handlers.NewBatch(tx, w.env(parts[0].p.id))
+		first := &pgx.Batch{}
+		var todos []todo
+		var ids []string
+		for _, pt := range parts {
+			pt.due = time.Time{}
+			stored := pt.p.expected
+			if stored == unknownOffset {
+				// Once per assignment: the stored offset is read (and its row
+				// locked) in a round trip of its own.
+				var err error
+				if stored, err = store.LockOffset(ctx, tx, w.cfg.Group, topic, pt.p.id); err != nil {
+					return err
+				}
+			}
+			// Records below the stored offset were applied already: before
+			// this worker got the partition, or redelivered (a fetch reset).
+			recs, polled := pt.records, pt.polled
+			for len(recs) > 0 && stored >= 0 && recs[0].Offset < stored {
+				recs, polled = recs[1:], polled[1:]
+			}
+			pt.next = stored
+			if len(recs) == 0 {
+				continue
+			}
+			pt.next = recs[len(recs)-1].Offset + 1
+			store.QueueAdvanceOffset(first, w.cfg.Group, topic, pt.p.id, stored, pt.next)
+			t := todo{pt: pt, view: batch.For(pt.p.id), from: stored, records: recs, polled: polled,
+				cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
+			for i, r := range recs {
+				c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
+				if err != nil {
+					t.rejections[i] = err.(*topics.Rejection)
+					continue
+				}
+				if c.RequestID == "" {
+					c.RequestID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+				}
+				t.cmds[i] = c
+				ids = append(ids, c.RequestID)
+			}
+			todos = append(todos, t)
+		}
+		if len(todos) == 0 {
+			return nil
+		}
+		// One round trip: the offsets, the stored outcomes, and the common
+		// cases of the commands that may go ahead of the rest.
+		batch.QueuePrefetch(first, ids)
+		valid, partitions := make([]topics.Command, 0, len(ids)), make([]int32, 0, len(ids))
+		for _, t := range todos {
+			for i, c := range t.cmds {
+				if t.rejections[i] == nil {
+					valid, partitions = append(valid, c), append(partitions, t.pt.p.id)
+				}
+			}
+		}
+		batch.QueueAtOnce(first, valid, partitions)
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+			return err
+		}
+		for _, t := range todos {
+			for i, r := range t.records {
+				if rej := t.rejections[i]; rej != nil {
+					t.view.Reject(rej, t.polled[i])
+					t.view.Publish(w.cfg.Names.DeadLetter, r.Key, r.Value, deadLetterHeaders(r, rej))
+					results = append(results, result{op: rej.Command.Operation, outcome: rej.Code, rejected: rej, partition: t.pt.p.id, offset: r.Offset, polledAt: t.polled[i]})
+					continue
+				}
+				c := t.cmds[i]
+				evs, err := t.view.Apply(ctx, c, t.polled[i])
+				if err != nil {
+					return err
+				}
+				results = append(results, result{op: c.Operation, outcome: outcome(c.RequestID, evs), partition: t.pt.p.id, polledAt: t.polled[i], requestID: c.RequestID, events: evs})
+				t.pt.due = earliest(t.pt.due, dueBy(c, evs))
+			}
+		}
+		return batch.Flush(ctx)
+	})
+	return results, err
+}
+
+// committed does what follows a commit: the partitions' relays and
+// schedulers are woken and the metrics told.
+func (w *Worker) committed(parts []*part, results []result, took time.Duration) {
+	for _, pt := range parts {
+		pt.p.expected = pt.next
+		w.cfg.Relay.Wake(pt.p.id)
+		pt.p.wakeScheduler(pt.due)
+		// Group offsets are only for lag tooling (committed in the
+		// background); PostgreSQL is the truth.
+		w.cl.MarkCommitRecords(pt.records[len(pt.records)-1])
+	}
+	if len(results) == 0 {
+		return
+	}
+	w.cfg.Metrics.Batch(len(results), took)
+	now := time.Now()
+	for _, r := range results {
+		w.cfg.Metrics.Command(r.op, r.outcome, now.Sub(r.polledAt))
+		if len(r.events) > 0 {
+			w.cfg.Metrics.Events(r.requestID, r.events)
+		}
+		if r.rejected != nil {
+			w.cfg.Metrics.DeadLettered(r.rejected.Code)
+			w.log.Warn().Int32("partition", r.partition).Int64("offset", r.offset).Str("error", r.rejected.Error()).
+				Msg("invalid command: answered INVALID_REQUEST where possible and copied to the dead-letter topic")
+		}
+	}
+}
+
+// outcome names a command's result for metrics: its own answer's error code,
+// queued for an acquire that must wait, or ok. The answer is the event
+// carrying its request_id: events for others (an ended lease's lock.expired,
+// a waiter's grant or LOCK_TIMEOUT) may come before it.
+func outcome(requestID string, evs []topics.Event) string {
+	for _, ev := range evs {
+		switch {
+		case ev.RequestID != requestID:
+		case ev.ErrorCode != "":
+			return ev.ErrorCode
+		case ev.Type == topics.TypeQueued:
+			return "queued"
+		}
+	}
+	return "ok"
+}
+
+func deadLetterHeaders(r *kgo.Record, rej *topics.Rejection) []topics.Header {
+	h := []topics.Header{
+		{Key: topics.HeaderError, Value: []byte(rej.Error())},
+		{Key: topics.HeaderSourceTopic, Value: []byte(r.Topic)},
+		{Key: topics.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		{Key: topics.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	}
+	for _, x := range r.Headers {
+		h = append(h, topics.Header{Key: x.Key, Value: x.Value})
+	}
+	return h
+}
+
+func (w *Worker) env(partition int32) handlers.Env {
+	return handlers.Env{Names: w.cfg.Names, DefaultLease: w.cfg.DefaultLease, Source: "lockworker/" + w.cfg.Instance, Partition: partition}
+}
