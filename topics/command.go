@@ -16,7 +16,8 @@ const (
 
 // Command is one record value on the commands topic. Durations are seconds,
 // as in the original node. Zero values mean "not given"; the handler applies
-// the contract's defaults.
+// the contract's defaults. On the wire only an absent field means that:
+// Decode refuses an explicit 0 lease_duration or extension_duration.
 type Command struct {
 	// V is the schema version; 0 is read as 1, anything above 1 is refused.
 	V         int    `json:"v,omitempty"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -19,26 +20,9 @@ type Rejection struct {
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
 
-// Decode parses and validates one untrusted command record value. It never
-// panics. The error, when not nil, is a *Rejection.
-func Decode(value []byte, replyPrefix string) (Command, error) {
-	var c Command
-	if len(value) > MaxRecordBytes {
-		return c, reject(c, CodeInvalidRequest, "record value is %d bytes, over the limit of %d", len(value), MaxRecordBytes)
-	}
-	trimmed := bytes.TrimLeft(value, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return c, reject(c, CodeInvalidRequest, "record value is not a JSON object")
-	}
-	// On a wrong type json.Unmarshal still fills the other fields, so a
-	// reply_to can be read for the rejection.
-	if err := json.Unmarshal(value, &c); err != nil {
-		return c, reject(c, CodeInvalidRequest, "not a valid command: %v", err)
-	}
-	return c, Validate(c, replyPrefix)
-}
-
-// Validate checks a command against every limit of the contract.
+// Validate checks a command against every limit of the contract. A zero
+// lease_duration or extension_duration reads as "not given" here; Decode also
+// refuses one written explicitly.
 func Validate(c Command, replyPrefix string) error {
 	if c.V > 1 {
 		return reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks 1)", c.V)
@@ -52,6 +36,9 @@ func Validate(c Command, replyPrefix string) error {
 	}
 	if len(c.RequestID) > MaxRequestIDBytes {
 		return bad("request_id is %d bytes, over the limit of %d", len(c.RequestID), MaxRequestIDBytes)
+	}
+	if !storable(c.RequestID) {
+		return bad("request_id must be UTF-8 without NUL characters")
 	}
 	if len(c.Namespace) > MaxNamespaceBytes {
 		return bad("namespace is %d bytes, over the limit of %d", len(c.Namespace), MaxNamespaceBytes)
@@ -71,30 +58,35 @@ func Validate(c Command, replyPrefix string) error {
 	switch c.Operation {
 	case OpAcquire:
 		needsOwner = true
-		if c.LeaseDuration != 0 && (c.LeaseDuration < MinLeaseSeconds || c.LeaseDuration > MaxLeaseSeconds) {
+		if c.LeaseDuration != 0 && !inRange(c.LeaseDuration, MinLeaseSeconds, MaxLeaseSeconds) {
 			return bad("lease_duration %g is outside %g..%d seconds", c.LeaseDuration, MinLeaseSeconds, MaxLeaseSeconds)
 		}
-		if c.WaitTimeout < 0 || c.WaitTimeout > MaxWaitSeconds {
+		if !inRange(c.WaitTimeout, 0, MaxWaitSeconds) {
 			return bad("wait_timeout %g is outside 0..%d seconds", c.WaitTimeout, MaxWaitSeconds)
 		}
 		if len(c.OwnerMetadata) > 0 {
 			if len(c.OwnerMetadata) > MaxOwnerMetadataBytes {
 				return bad("owner_metadata is %d bytes, over the limit of %d", len(c.OwnerMetadata), MaxOwnerMetadataBytes)
 			}
-			if m := bytes.TrimSpace(c.OwnerMetadata); m[0] != '{' && !bytes.Equal(m, []byte("null")) {
+			// Decode passes valid JSON, but a Go caller may pass anything.
+			m := bytes.TrimSpace(c.OwnerMetadata)
+			if len(m) == 0 || m[0] != '{' && string(m) != "null" || !json.Valid(m) {
 				return bad("owner_metadata must be a JSON object")
+			}
+			if p := metadataProblem(m); p != "" {
+				return bad("owner_metadata %s", p)
 			}
 		}
 	case OpRelease:
 		needsOwner = true
 	case OpExtend:
 		needsOwner = true
-		if c.ExtensionDuration != 0 && (c.ExtensionDuration < MinLeaseSeconds || c.ExtensionDuration > MaxLeaseSeconds) {
+		if c.ExtensionDuration != 0 && !inRange(c.ExtensionDuration, MinLeaseSeconds, MaxLeaseSeconds) {
 			return bad("extension_duration %g is outside %g..%d seconds", c.ExtensionDuration, MinLeaseSeconds, MaxLeaseSeconds)
 		}
 	case OpQuery:
 	case OpCleanup:
-		if c.MaxAgeSeconds != nil && (*c.MaxAgeSeconds < 0 || *c.MaxAgeSeconds > MaxMaxAgeSeconds) {
+		if c.MaxAgeSeconds != nil && !inRange(*c.MaxAgeSeconds, 0, MaxMaxAgeSeconds) {
 			return bad("max_age_seconds %g is outside 0..%d", *c.MaxAgeSeconds, MaxMaxAgeSeconds)
 		}
 	case "":
@@ -113,6 +105,9 @@ func Validate(c Command, replyPrefix string) error {
 			return bad("owner_id is %d bytes, over the limit of %d", len(c.OwnerID), MaxOwnerIDBytes)
 		}
 	}
+	if !storable(c.OwnerID) {
+		return bad("owner_id must be UTF-8 without NUL characters")
+	}
 	return nil
 }
 
@@ -126,6 +121,15 @@ func reject(c Command, code, format string, args ...any) *Rejection {
 	return &Rejection{Code: code, Message: fmt.Sprintf(format, args...), Command: c}
 }
 
+// inRange is false for NaN too, which a Go caller can pass.
+func inRange(x, lo, hi float64) bool { return x >= lo && x <= hi }
+
+// storable reports whether PostgreSQL text can hold s: it refuses NUL and
+// invalid UTF-8 (SQLSTATE 22021), which no retry of the transaction cures.
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// printable is for names people read; it also implies storable (NUL is not
+// printable).
 func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false

@@ -1,6 +1,7 @@
 package topics
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -9,18 +10,69 @@ import (
 
 const prefix = "locks.replies."
 
+// sized pads a record, between head and tail, with x to exactly n bytes.
+func sized(head, tail string, n int) string {
+	return head + strings.Repeat("x", n-len(head)-len(tail)) + tail
+}
+
 func TestDecodeAccepts(t *testing.T) {
-	for _, v := range []string{
-		`{"operation":"acquire","lock_name":"a","owner_id":"o"}`,
-		`{"v":1,"request_id":"r","operation":"acquire","namespace":"ns","lock_name":"a","owner_id":"o","lease_duration":0.1,"wait_timeout":3600,"owner_metadata":{"k":1},"reply_to":"locks.replies.svc","extra":true}`,
-		`{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":7}`,
-		`{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":86400}`,
-		`{"operation":"query","lock_name":"a"}`,
-		`{"operation":"cleanup","lock_name":"*","max_age_seconds":0}`,
-		`{"operation":"acquire","lock_name":"` + strings.Repeat("x", 255) + `","owner_id":"` + strings.Repeat("o", 255) + `","request_id":"` + strings.Repeat("r", 128) + `","namespace":"` + strings.Repeat("n", 64) + `"}`,
-	} {
-		_, err := Decode([]byte(v), prefix)
-		require.NoError(t, err, v)
+	cases := []struct{ name, value string }{
+		{"minimal acquire", `{"operation":"acquire","lock_name":"a","owner_id":"o"}`},
+		{"every field", `{"v":1,"request_id":"r","operation":"acquire","namespace":"ns","lock_name":"a","owner_id":"o","lease_duration":0.1,"wait_timeout":3600,"owner_metadata":{"k":1},"reply_to":"locks.replies.svc","extra":true}`},
+		{"release with token", `{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":7}`},
+		{"extension at the top", `{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":86400}`},
+		{"extension at the bottom", `{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":0.1}`},
+		{"query", `{"operation":"query","lock_name":"a"}`},
+		{"cleanup max age 0", `{"operation":"cleanup","lock_name":"*","max_age_seconds":0}`},
+		{"cleanup max age at the top", `{"operation":"cleanup","lock_name":"*","max_age_seconds":315360000}`},
+		{"strings at their limits", `{"operation":"acquire","lock_name":"` + strings.Repeat("x", 255) + `","owner_id":"` + strings.Repeat("o", 255) + `","request_id":"` + strings.Repeat("r", 128) + `","namespace":"` + strings.Repeat("n", 64) + `"}`},
+		{"record of exactly the limit", sized(`{"operation":"query","lock_name":"a","pad":"`, `"}`, MaxRecordBytes)},
+		{"metadata of exactly the limit", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":` + sized(`{"k":"`, `"}`, MaxOwnerMetadataBytes) + `}`},
+		{"null fields are absent", `{"v":null,"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":null,"request_id":null,"owner_metadata":null}`},
+		{"zero on an operation that ignores it", `{"operation":"release","lock_name":"a","owner_id":"o","lease_duration":0,"extension_duration":0}`},
+		{"miscased V is an unknown field", `{"V":2,"operation":"query","lock_name":"a"}`},
+		{"surrogate pair and escapes in metadata", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"e":"\ud83d\ude00","b":"\\u0000","n":[1e308,-1e-300,0e-999]}}`},
+		{"escaped backslash before u0000 in a name", `{"operation":"query","lock_name":"a\\u0000"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.value), prefix)
+			require.NoError(t, err, tc.value)
+		})
+	}
+}
+
+// TestDecodeReads checks what Decode makes of keys and values encoding/json
+// would have read differently.
+func TestDecodeReads(t *testing.T) {
+	f := 5.0
+	cases := []struct {
+		name, value string
+		want        Command
+	}{
+		{"miscased key does not override", `{"operation":"query","lock_name":"a","LOCK_NAME":"b","Lock_Name":"c"}`,
+			Command{Operation: OpQuery, LockName: "a"}},
+		{"kelvin and long s do not fold", "{\"operation\":\"query\",\"lock_name\":\"a\",\"name\u017fpace\":\"x\",\"loc\u212a_name\":\"y\"}",
+			Command{Operation: OpQuery, LockName: "a"}},
+		{"escaped key is its unescaped name", `{"operation":"query","lock\u005fname":"a"}`,
+			Command{Operation: OpQuery, LockName: "a"}},
+		{"escapes in values", `{"operation":"query","lock_name":"a\u0026b\/c\u00e9\ud83d\ude00"}`,
+			Command{Operation: OpQuery, LockName: "a&b/c\u00e9\U0001F600"}},
+		{"last of a repeated key wins", `{"operation":"query","lock_name":"a","lock_name":"b"}`,
+			Command{Operation: OpQuery, LockName: "b"}},
+		{"absent lease is 0, the default", `{"operation":"acquire","lock_name":"a","owner_id":"o"}`,
+			Command{Operation: OpAcquire, LockName: "a", OwnerID: "o"}},
+		{"numbers", `{"v":1,"operation":"cleanup","lock_name":"*","max_age_seconds":5e0,"fencing_token":-0}`,
+			Command{V: 1, Operation: OpCleanup, LockName: "*", MaxAgeSeconds: &f, FencingToken: new(int64)}},
+		{"metadata kept as written", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata": { "k" : [1, 2] } }`,
+			Command{Operation: OpAcquire, LockName: "a", OwnerID: "o", OwnerMetadata: []byte(`{ "k" : [1, 2] }`)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Decode([]byte(tc.value), prefix)
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
 	}
 }
 
@@ -60,6 +112,64 @@ func TestDecodeRejects(t *testing.T) {
 		{"reply outside prefix", `{"operation":"query","lock_name":"a","reply_to":"locks.commands"}`, CodeInvalidRequest, "reply_to"},
 		{"reply bad chars", `{"operation":"query","lock_name":"a","reply_to":"locks.replies.a b"}`, CodeInvalidRequest, "reply_to"},
 		{"reply is the bare prefix", `{"operation":"query","lock_name":"a","reply_to":"locks.replies."}`, CodeInvalidRequest, "reply_to"},
+
+		// Poison: PostgreSQL refuses these on every retry (22021, 22P05, 22P02, 22003).
+		{"NUL in owner_id", `{"operation":"acquire","lock_name":"a","owner_id":"o\u0000"}`, CodeInvalidRequest, "owner_id must be UTF-8 without NUL"},
+		{"NUL in owner_id of a query", `{"operation":"query","lock_name":"a","owner_id":"\u0000"}`, CodeInvalidRequest, "owner_id must be UTF-8 without NUL"},
+		{"NUL in request_id", `{"operation":"query","lock_name":"a","request_id":"r\u0000"}`, CodeInvalidRequest, "request_id must be UTF-8 without NUL"},
+		{"NUL in namespace", `{"operation":"query","lock_name":"a","namespace":"\u0000"}`, CodeInvalidRequest, "namespace must be printable"},
+		{"NUL in lock_name", `{"operation":"query","lock_name":"a\u0000"}`, CodeInvalidRequest, "lock_name must be printable"},
+		{"NUL in reply_to", `{"operation":"query","lock_name":"a","reply_to":"locks.replies.a\u0000"}`, CodeInvalidRequest, "reply_to"},
+		{"NUL in operation", `{"operation":"query\u0000","lock_name":"a"}`, CodeInvalidRequest, "unknown operation"},
+		{"invalid UTF-8 in owner_id", `{"operation":"acquire","lock_name":"a","owner_id":"o` + "\xff" + `"}`, CodeInvalidRequest, "owner_id is not valid UTF-8"},
+		{"invalid UTF-8 in lock_name", `{"operation":"query","lock_name":"a` + "\xc3" + `"}`, CodeInvalidRequest, "lock_name is not valid UTF-8"},
+		{"invalid UTF-8 in request_id with an escape", `{"operation":"query","lock_name":"a","request_id":"\n` + "\xfe" + `"}`, CodeInvalidRequest, "request_id is not valid UTF-8"},
+		{"lone surrogate in owner_id", `{"operation":"acquire","lock_name":"a","owner_id":"\ud800"}`, CodeInvalidRequest, "owner_id is not valid UTF-8"},
+		{"lone low surrogate in lock_name", `{"operation":"query","lock_name":"\udc00\ud800"}`, CodeInvalidRequest, "lock_name is not valid UTF-8"},
+		{"metadata NUL in a value", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"a\u0000"}}`, CodeInvalidRequest, `owner_metadata holds \u0000`},
+		{"metadata NUL in a key", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"\u0000":1}}`, CodeInvalidRequest, `owner_metadata holds \u0000`},
+		{"metadata NUL nested", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"a":[{"b":{"c\\\u0000":[]}}]}}`, CodeInvalidRequest, `owner_metadata holds \u0000`},
+		{"metadata invalid UTF-8", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"` + "\xff" + `"}}`, CodeInvalidRequest, "owner_metadata is not valid UTF-8"},
+		{"metadata invalid UTF-8 in a key", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"` + "\xed\xa0\x80" + `":1}}`, CodeInvalidRequest, "owner_metadata is not valid UTF-8"},
+		{"metadata lone surrogate", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":["\ud83d"]}}`, CodeInvalidRequest, "owner_metadata holds a lone UTF-16 surrogate"},
+		{"metadata reversed surrogates", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"\ude00\ud83d"}}`, CodeInvalidRequest, "owner_metadata holds a lone UTF-16 surrogate"},
+		{"metadata number past numeric", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":1e131072}}`, CodeInvalidRequest, "owner_metadata holds the number 1e131072"},
+		{"metadata zero with a huge exponent", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":[0e-99999]}}`, CodeInvalidRequest, "owner_metadata holds the number 0e-99999"},
+		{"metadata number past float64", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":-1e309}}`, CodeInvalidRequest, "owner_metadata holds the number -1e309"},
+
+		// The version decides first.
+		{"version 2 with a wrong type", `{"v":2,"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":"30s"}`, CodeUnsupportedVersion, "version 2"},
+		{"version 2 with poison", `{"v":2,"operation":"acquire","lock_name":"\u0000","owner_id":"` + "\xff" + `","lease_duration":0}`, CodeUnsupportedVersion, "version 2"},
+		{"version 2 after the fields", `{"operation":7,"lock_name":[],"v":2}`, CodeUnsupportedVersion, "version 2"},
+		{"version past int", `{"v":99999999999999999999,"operation":"query","lock_name":"a"}`, CodeUnsupportedVersion, "version 99999999999999999999"},
+		{"version not an integer", `{"v":1.5,"operation":"query","lock_name":"a"}`, CodeInvalidRequest, "v must be an integer, got 1.5"},
+		{"version with an exponent", `{"v":1e0,"operation":"query","lock_name":"a"}`, CodeInvalidRequest, "v must be an integer"},
+		{"version a string", `{"v":"1","operation":"query","lock_name":"a"}`, CodeInvalidRequest, `v must be an integer, got "1"`},
+		{"version a string of 2", `{"v":"2","operation":"query","lock_name":"a"}`, CodeInvalidRequest, "v must be an integer"},
+		{"version below int", `{"v":-99999999999999999999,"operation":"query","lock_name":"a"}`, CodeInvalidRequest, "v must be 1"},
+
+		// Explicit zeros: only an absent field means the default.
+		{"lease 0", `{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":0}`, CodeInvalidRequest, "lease_duration 0 is outside"},
+		{"lease -0", `{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":-0.0}`, CodeInvalidRequest, "lease_duration -0.0 is outside"},
+		{"lease 0e5", `{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":0e5}`, CodeInvalidRequest, "lease_duration 0e5 is outside"},
+		{"extension 0", `{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":0}`, CodeInvalidRequest, "extension_duration 0 is outside"},
+		{"extension negative", `{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":-1}`, CodeInvalidRequest, "extension_duration -1 is outside"},
+
+		// Keys match exactly; a miscased one is unknown, hence ignored.
+		{"miscased operation", `{"OPERATION":"acquire","lock_name":"a","owner_id":"o"}`, CodeInvalidRequest, "operation is required"},
+		{"miscased lock_name", `{"operation":"query","Lock_Name":"a"}`, CodeInvalidRequest, "lock_name is required"},
+		{"miscased owner_id", `{"operation":"release","lock_name":"a","Owner_ID":"o"}`, CodeInvalidRequest, "owner_id is required"},
+		{"kelvin-sign lock_name", "{\"operation\":\"query\",\"loc\u212a_name\":\"a\"}", CodeInvalidRequest, "lock_name is required"},
+
+		// Limits enforced before, untested until now.
+		{"extension too short", `{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":0.05}`, CodeInvalidRequest, "extension_duration 0.05 is outside"},
+		{"max age too long", `{"operation":"cleanup","lock_name":"*","max_age_seconds":315360001}`, CodeInvalidRequest, "max_age_seconds 3.15360001e+08 is outside"},
+		{"extend without owner", `{"operation":"extend","lock_name":"a"}`, CodeInvalidRequest, "owner_id is required for extend"},
+		{"record one byte over", sized(`{"operation":"query","lock_name":"a","pad":"`, `"}`, MaxRecordBytes+1), CodeInvalidRequest, "65537 bytes, over the limit of 65536"},
+		{"metadata one byte over", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":` + sized(`{"k":"`, `"}`, MaxOwnerMetadataBytes+1) + `}`, CodeInvalidRequest, "owner_metadata is 4097 bytes, over the limit of 4096"},
+		{"token past int64", `{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":9223372036854775808}`, CodeInvalidRequest, "fencing_token must be a 64-bit integer"},
+		{"lease past float64", `{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":1e400}`, CodeInvalidRequest, "lease_duration 1e400 is out of range"},
+		{"string for a string field", `{"operation":"query","lock_name":5}`, CodeInvalidRequest, "lock_name must be a string, got 5"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -77,6 +187,92 @@ func TestRejectionKeepsReplyTo(t *testing.T) {
 	var r *Rejection
 	require.ErrorAs(t, err, &r)
 	require.Equal(t, "locks.replies.me", r.Command.ReplyTo)
+}
+
+// TestRejectionKeepsCommand: whatever could be read still reaches the
+// rejection, so the worker can answer the requester.
+func TestRejectionKeepsCommand(t *testing.T) {
+	cases := []struct {
+		name, value, code             string
+		requestID, operation, replyTo string
+	}{
+		{"version 2, wrong lease type", `{"v":2,"request_id":"r1","operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":"30s","reply_to":"locks.replies.me"}`,
+			CodeUnsupportedVersion, "r1", OpAcquire, "locks.replies.me"},
+		{"version 2, reply_to first", `{"reply_to":"locks.replies.me","operation":"query","v":2,"request_id":"r2"}`,
+			CodeUnsupportedVersion, "r2", OpQuery, "locks.replies.me"},
+		{"version 2, unreadable request_id", `{"v":2,"request_id":7,"operation":"query","reply_to":"locks.replies.me"}`,
+			CodeUnsupportedVersion, "", OpQuery, "locks.replies.me"},
+		{"wrong type after reply_to", `{"reply_to":"locks.replies.me","request_id":"r3","operation":"release","fencing_token":"x"}`,
+			CodeInvalidRequest, "r3", OpRelease, "locks.replies.me"},
+		{"poisoned owner_id", `{"request_id":"r4","operation":"acquire","lock_name":"a","owner_id":"\u0000","reply_to":"locks.replies.me"}`,
+			CodeInvalidRequest, "r4", OpAcquire, "locks.replies.me"},
+		{"poisoned metadata", `{"request_id":"r5","operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"\u0000":0},"reply_to":"locks.replies.me"}`,
+			CodeInvalidRequest, "r5", OpAcquire, "locks.replies.me"},
+		{"explicit zero lease", `{"request_id":"r6","operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":0,"reply_to":"locks.replies.me"}`,
+			CodeInvalidRequest, "r6", OpAcquire, "locks.replies.me"},
+		{"v not an integer", `{"v":"1","request_id":"r7","operation":"query","lock_name":"a","reply_to":"locks.replies.me"}`,
+			CodeInvalidRequest, "r7", OpQuery, "locks.replies.me"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.value), prefix)
+			var r *Rejection
+			require.ErrorAs(t, err, &r)
+			require.Equal(t, tc.code, r.Code)
+			require.Equal(t, tc.requestID, r.Command.RequestID)
+			require.Equal(t, tc.operation, r.Command.Operation)
+			require.Equal(t, tc.replyTo, r.Command.ReplyTo)
+		})
+	}
+}
+
+// TestValidate covers commands built in Go (lockctl, the client), which never
+// went through Decode's JSON checks.
+func TestValidate(t *testing.T) {
+	acq := func(f func(*Command)) Command {
+		c := Command{Operation: OpAcquire, LockName: "a", OwnerID: "o"}
+		f(&c)
+		return c
+	}
+	cases := []struct {
+		name      string
+		cmd       Command
+		code, msg string // code "": accepted
+	}{
+		{"no metadata", acq(func(c *Command) {}), "", ""},
+		{"empty metadata", acq(func(c *Command) { c.OwnerMetadata = []byte{} }), "", ""},
+		{"null metadata", acq(func(c *Command) { c.OwnerMetadata = []byte(" null ") }), "", ""},
+		{"metadata object", acq(func(c *Command) { c.OwnerMetadata = []byte("\n{\"k\":1}\t") }), "", ""},
+		{"metadata only a space", acq(func(c *Command) { c.OwnerMetadata = []byte(" ") }), CodeInvalidRequest, "owner_metadata must be a JSON object"},
+		{"metadata only whitespace", acq(func(c *Command) { c.OwnerMetadata = []byte("\n\t\r ") }), CodeInvalidRequest, "owner_metadata must be a JSON object"},
+		{"metadata not JSON", acq(func(c *Command) { c.OwnerMetadata = []byte(`{"k":`) }), CodeInvalidRequest, "owner_metadata must be a JSON object"},
+		{"metadata with NUL", acq(func(c *Command) { c.OwnerMetadata = []byte(`{"k":"\u0000"}`) }), CodeInvalidRequest, `owner_metadata holds \u0000`},
+		{"metadata invalid UTF-8", acq(func(c *Command) { c.OwnerMetadata = []byte("{\"k\":\"\xff\"}") }), CodeInvalidRequest, "owner_metadata is not valid UTF-8"},
+		{"owner_id with NUL", acq(func(c *Command) { c.OwnerID = "o\x00" }), CodeInvalidRequest, "owner_id must be UTF-8 without NUL"},
+		{"owner_id invalid UTF-8", acq(func(c *Command) { c.OwnerID = "o\xff" }), CodeInvalidRequest, "owner_id must be UTF-8 without NUL"},
+		{"request_id with NUL", acq(func(c *Command) { c.RequestID = "\x00" }), CodeInvalidRequest, "request_id must be UTF-8 without NUL"},
+		{"request_id invalid UTF-8", acq(func(c *Command) { c.RequestID = "\xc3" }), CodeInvalidRequest, "request_id must be UTF-8 without NUL"},
+		{"namespace with NUL", acq(func(c *Command) { c.Namespace = "n\x00" }), CodeInvalidRequest, "namespace must be printable"},
+		{"lock_name with NUL", acq(func(c *Command) { c.LockName = "\x00" }), CodeInvalidRequest, "lock_name must be printable"},
+		{"reply_to with NUL", acq(func(c *Command) { c.ReplyTo = prefix + "\x00" }), CodeInvalidRequest, "reply_to"},
+		{"lease NaN", acq(func(c *Command) { c.LeaseDuration = math.NaN() }), CodeInvalidRequest, "lease_duration NaN"},
+		{"wait NaN", acq(func(c *Command) { c.WaitTimeout = math.NaN() }), CodeInvalidRequest, "wait_timeout NaN"},
+		{"version 2", acq(func(c *Command) { c.V = 2 }), CodeUnsupportedVersion, "version 2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			require.NotPanics(t, func() { err = Validate(tc.cmd, prefix) })
+			if tc.code == "" {
+				require.NoError(t, err)
+				return
+			}
+			var r *Rejection
+			require.ErrorAs(t, err, &r)
+			require.Equal(t, tc.code, r.Code)
+			require.Contains(t, r.Message, tc.msg)
+		})
+	}
 }
 
 func TestEventRoundTrip(t *testing.T) {

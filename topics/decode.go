@@ -1,0 +1,424 @@
+package topics
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Decode parses and validates one untrusted command record value. It never
+// panics. The error, when not nil, is a *Rejection.
+//
+// It reads the record itself rather than through json.Unmarshal: keys must
+// match exactly (encoding/json matches them regardless of case, so "LOCK_NAME"
+// could override lock_name), an explicit 0 must differ from an absent field,
+// and the version must be judged before any other field's type.
+func Decode(value []byte, replyPrefix string) (Command, error) {
+	var c Command
+	if len(value) > MaxRecordBytes {
+		return c, reject(c, CodeInvalidRequest, "record value is %d bytes, over the limit of %d", len(value), MaxRecordBytes)
+	}
+	trimmed := bytes.TrimLeft(value, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return c, reject(c, CodeInvalidRequest, "record value is not a JSON object")
+	}
+	// The scanner below trusts the syntax, so it is checked first.
+	if !json.Valid(trimmed) {
+		return c, reject(c, CodeInvalidRequest, "not a valid command: %v", json.Unmarshal(trimmed, new(json.RawMessage)))
+	}
+	var raw [numFields][]byte
+	splitObject(trimmed, &raw)
+	// Every field is read before any is judged, so a rejection still carries
+	// request_id, operation and reply_to when they could be read.
+	problem := c.read(&raw)
+	// A later version may have changed any other field, so it decides first.
+	if c.V > 1 {
+		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks 1)", truncate(string(raw[fieldV])))
+	}
+	if problem != "" {
+		return c, reject(c, CodeInvalidRequest, "%s", problem)
+	}
+	if err := Validate(c, replyPrefix); err != nil {
+		return c, err
+	}
+	// Validate reads 0 as "absent, use the default"; only Decode can tell
+	// that a 0 was written, and the contract's range starts at 0.1.
+	if c.Operation == OpAcquire && present(raw[fieldLeaseDuration]) && c.LeaseDuration == 0 {
+		return c, reject(c, CodeInvalidRequest, "lease_duration %s is outside %g..%d seconds", truncate(string(raw[fieldLeaseDuration])), MinLeaseSeconds, MaxLeaseSeconds)
+	}
+	if c.Operation == OpExtend && present(raw[fieldExtensionDuration]) && c.ExtensionDuration == 0 {
+		return c, reject(c, CodeInvalidRequest, "extension_duration %s is outside %g..%d seconds", truncate(string(raw[fieldExtensionDuration])), MinLeaseSeconds, MaxLeaseSeconds)
+	}
+	return c, nil
+}
+
+// The command's fields, in the order of Command.
+const (
+	fieldV = iota
+	fieldRequestID
+	fieldOperation
+	fieldNamespace
+	fieldLockName
+	fieldOwnerID
+	fieldLeaseDuration
+	fieldWaitTimeout
+	fieldOwnerMetadata
+	fieldExtensionDuration
+	fieldFencingToken
+	fieldMaxAgeSeconds
+	fieldReplyTo
+	numFields
+)
+
+var fieldNames = [numFields]string{"v", "request_id", "operation", "namespace", "lock_name", "owner_id", "lease_duration",
+	"wait_timeout", "owner_metadata", "extension_duration", "fencing_token", "max_age_seconds", "reply_to"}
+
+// fieldOf returns the field a key names exactly, or -1 for an unknown key
+// (ignored, as the contract says).
+func fieldOf(key []byte) int {
+	if bytes.IndexByte(key, '\\') >= 0 {
+		// "lock\u005fname" is lock_name in JSON; rare, so it may allocate.
+		s, ok := unquote(key)
+		if !ok {
+			return -1
+		}
+		key = []byte(s)
+	}
+	switch string(key) {
+	case "v":
+		return fieldV
+	case "request_id":
+		return fieldRequestID
+	case "operation":
+		return fieldOperation
+	case "namespace":
+		return fieldNamespace
+	case "lock_name":
+		return fieldLockName
+	case "owner_id":
+		return fieldOwnerID
+	case "lease_duration":
+		return fieldLeaseDuration
+	case "wait_timeout":
+		return fieldWaitTimeout
+	case "owner_metadata":
+		return fieldOwnerMetadata
+	case "extension_duration":
+		return fieldExtensionDuration
+	case "fencing_token":
+		return fieldFencingToken
+	case "max_age_seconds":
+		return fieldMaxAgeSeconds
+	case "reply_to":
+		return fieldReplyTo
+	}
+	return -1
+}
+
+// present reports whether a field was given: null counts as absent, as it
+// did with encoding/json.
+func present(v []byte) bool { return v != nil && string(v) != "null" }
+
+// read fills c from the raw values of its fields. It returns why the first
+// unreadable field (in field order) could not be read, or "".
+func (c *Command) read(raw *[numFields][]byte) string {
+	problem := ""
+	note := func(f int, format string, args ...any) {
+		if problem == "" {
+			problem = fieldNames[f] + " " + fmt.Sprintf(format, args...)
+		}
+	}
+	for f, v := range raw {
+		if f == fieldOwnerMetadata && v != nil {
+			// Copied as it is (null too, as encoding/json did); Validate judges it.
+			c.OwnerMetadata = bytes.Clone(v)
+			continue
+		}
+		if !present(v) {
+			continue
+		}
+		switch f {
+		case fieldV:
+			n, err := strconv.Atoi(string(v))
+			switch {
+			case err == nil:
+				c.V = n
+			case isInteger(v) && v[0] != '-':
+				c.V = math.MaxInt // past int's range, still a version above 1
+			case isInteger(v):
+				note(f, "must be 1, got %s", truncate(string(v)))
+			default:
+				note(f, "must be an integer, got %s", truncate(string(v)))
+			}
+		case fieldRequestID, fieldOperation, fieldNamespace, fieldLockName, fieldOwnerID, fieldReplyTo:
+			if v[0] != '"' {
+				note(f, "must be a string, got %s", truncate(string(v)))
+				continue
+			}
+			s, ok := unquote(v[1 : len(v)-1])
+			if !ok {
+				// encoding/json would have made it U+FFFD, so two different
+				// inputs could name one lock.
+				note(f, "is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
+				continue
+			}
+			*c.stringField(f) = s
+		case fieldLeaseDuration, fieldWaitTimeout, fieldExtensionDuration, fieldMaxAgeSeconds:
+			if !isNumber(v) {
+				note(f, "must be a number of seconds, got %s", truncate(string(v)))
+				continue
+			}
+			x, err := strconv.ParseFloat(string(v), 64)
+			if err != nil {
+				note(f, "%s is out of range", truncate(string(v)))
+				continue
+			}
+			switch f {
+			case fieldLeaseDuration:
+				c.LeaseDuration = x
+			case fieldWaitTimeout:
+				c.WaitTimeout = x
+			case fieldExtensionDuration:
+				c.ExtensionDuration = x
+			default:
+				c.MaxAgeSeconds = &x
+			}
+		case fieldFencingToken:
+			n, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil || !isInteger(v) {
+				note(f, "must be a 64-bit integer, got %s", truncate(string(v)))
+				continue
+			}
+			c.FencingToken = &n
+		}
+	}
+	return problem
+}
+
+func (c *Command) stringField(f int) *string {
+	switch f {
+	case fieldRequestID:
+		return &c.RequestID
+	case fieldOperation:
+		return &c.Operation
+	case fieldNamespace:
+		return &c.Namespace
+	case fieldLockName:
+		return &c.LockName
+	case fieldOwnerID:
+		return &c.OwnerID
+	}
+	return &c.ReplyTo
+}
+
+// splitObject stores the raw value of each known key of the JSON object b in
+// raw; a repeated key keeps its last value, as with encoding/json. b must be
+// valid JSON (json.Valid), so the scan needs no bounds or syntax checks.
+func splitObject(b []byte, raw *[numFields][]byte) {
+	i := skipSpace(b, 1)
+	if b[i] == '}' {
+		return
+	}
+	for {
+		end := stringEnd(b, i)
+		key := b[i+1 : end-1]
+		i = skipSpace(b, skipSpace(b, end)+1) // past the colon
+		vend := valueEnd(b, i)
+		if f := fieldOf(key); f >= 0 {
+			raw[f] = b[i:vend]
+		}
+		i = skipSpace(b, vend)
+		if b[i] == '}' {
+			return
+		}
+		i = skipSpace(b, i+1) // past the comma
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string that starts at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; ; i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+}
+
+// valueEnd returns the index just past the value that starts at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\r' && b[i] != '\n' {
+		i++
+	}
+	return i
+}
+
+// isNumber reports whether the valid JSON value v is a number.
+func isNumber(v []byte) bool { return v[0] == '-' || v[0] >= '0' && v[0] <= '9' }
+
+// isInteger reports whether the valid JSON value v is a number without
+// fraction or exponent.
+func isInteger(v []byte) bool {
+	return isNumber(v) && bytes.IndexAny(v, ".eE") < 0
+}
+
+// unquote decodes the inside of a valid JSON string. Unlike encoding/json it
+// refuses invalid UTF-8 and lone surrogate escapes instead of turning them
+// into U+FFFD.
+func unquote(s []byte) (string, bool) {
+	if !utf8.Valid(s) {
+		return "", false
+	}
+	i := bytes.IndexByte(s, '\\')
+	if i < 0 {
+		return string(s), true
+	}
+	out := make([]byte, 0, len(s))
+	for i >= 0 {
+		out = append(out, s[:i]...)
+		r, n, ok := escapeAt(s[i:])
+		if !ok {
+			return "", false
+		}
+		out = utf8.AppendRune(out, r)
+		s = s[i+n:]
+		i = bytes.IndexByte(s, '\\')
+	}
+	return string(append(out, s...)), true
+}
+
+// escapeAt decodes the escape at the start of s (s[0] == '\\', valid JSON):
+// the rune, the escape's length, and false for a lone UTF-16 surrogate.
+func escapeAt(s []byte) (rune, int, bool) {
+	switch s[1] {
+	case 'b':
+		return '\b', 2, true
+	case 'f':
+		return '\f', 2, true
+	case 'n':
+		return '\n', 2, true
+	case 'r':
+		return '\r', 2, true
+	case 't':
+		return '\t', 2, true
+	case 'u':
+	default: // '"', '\\', '/'
+		return rune(s[1]), 2, true
+	}
+	r := hex4(s[2:6])
+	if !utf16.IsSurrogate(r) {
+		return r, 6, true
+	}
+	// A surrogate is only text as a high one followed by a low one.
+	if r >= 0xdc00 || len(s) < 12 || s[6] != '\\' || s[7] != 'u' {
+		return 0, 0, false
+	}
+	r2 := hex4(s[8:12])
+	if r2 < 0xdc00 || r2 > 0xdfff {
+		return 0, 0, false
+	}
+	return utf16.DecodeRune(r, r2), 12, true
+}
+
+func hex4(h []byte) rune {
+	var r rune
+	for _, c := range h[:4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		default:
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
+}
+
+// metadataProblem says why PostgreSQL's jsonb would refuse the valid JSON m,
+// or returns "". Such a value fails its transaction on every retry, so it
+// must be refused here: invalid UTF-8 (SQLSTATE 22021), \u0000 (22P05), a
+// lone surrogate escape (22P02), and numbers whose exponent numeric cannot
+// hold (1e131072, 1e-16384, even 0e-99999: 22003).
+func metadataProblem(m []byte) string {
+	if !utf8.Valid(m) {
+		return "is not valid UTF-8"
+	}
+	for i := 0; i < len(m); {
+		switch c := m[i]; {
+		case c == '"':
+			for i++; m[i] != '"'; i++ {
+				if m[i] != '\\' {
+					continue
+				}
+				r, n, ok := escapeAt(m[i:])
+				switch {
+				case !ok:
+					return "holds a lone UTF-16 surrogate escape, which is not text"
+				case r == 0:
+					return `holds \u0000, which PostgreSQL's jsonb cannot store`
+				}
+				i += n - 1
+			}
+			i++
+		case c == '-' || c >= '0' && c <= '9':
+			j := i + 1
+			for j < len(m) && (m[j] >= '0' && m[j] <= '9' || m[j] == '.' || m[j] == 'e' || m[j] == 'E' || m[j] == '+' || m[j] == '-') {
+				j++
+			}
+			if !metadataNumberOK(m[i:j]) {
+				return fmt.Sprintf("holds the number %s, which is out of range", truncate(string(m[i:j])))
+			}
+			i = j
+		default:
+			i++
+		}
+	}
+	return ""
+}
+
+// metadataNumberOK holds numbers to a float64's range, which every JSON
+// reader can parse. A float64 reads 0e-99999 or 1e-20000 as 0, but numeric
+// refuses them, so an exponent of 1000 or more is refused too.
+func metadataNumberOK(n []byte) bool {
+	if e := bytes.IndexAny(n, "eE"); e >= 0 && len(bytes.TrimLeft(n[e+1:], "+-0")) > 3 {
+		return false
+	}
+	_, err := strconv.ParseFloat(string(n), 64)
+	return err == nil
+}
