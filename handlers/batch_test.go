@@ -628,3 +628,69 @@ func TestHistoryRace(t *testing.T) {
 	require.GreaterOrEqual(t, acquired, ended)
 	t.Logf("history: %d acquired, %d ended (%d expired)", acquired, ended, expired)
 }
+
+// One transaction may apply several partitions' commands (the worker's
+// applier does): what each command writes goes under its own partition, the
+// outbox rows its relay publishes and the lease its scheduler watches, both
+// when its common case goes ahead and when the general path decides.
+func TestBatchSpansPartitions(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	cmds := []topics.Command{
+		h.acquire("p3-ahead", "a"),
+		h.acquire("p5-ahead", "b"),
+		h.acquire("p3-ahead", "c", wait(10)), // second of its lock: general path, queued
+		h.acquire("p5-general", "d"),
+	}
+	partitions := []int32{3, 5, 3, 5}
+	err := h.st.InTx(ctx, func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, h.env)
+		pb := &pgx.Batch{}
+		b.QueueAtOnce(pb, cmds[:3], partitions[:3]) // the last is left to the general path
+		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
+			return err
+		}
+		for i, c := range cmds {
+			if _, err := b.For(partitions[i]).Apply(ctx, c, time.Now()); err != nil {
+				return err
+			}
+		}
+		return b.Flush(ctx)
+	})
+	require.NoError(t, err)
+
+	rows, err := h.st.Pool.Query(ctx, `SELECT lock_name, source_partition FROM locks ORDER BY lock_name`)
+	require.NoError(t, err)
+	locks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct {
+		Name      string
+		Partition int32
+	}])
+	require.NoError(t, err)
+	require.Equal(t, "p3-ahead", locks[0].Name)
+	require.EqualValues(t, 3, locks[0].Partition)
+	require.EqualValues(t, 5, locks[1].Partition)
+	require.EqualValues(t, 5, locks[2].Partition)
+
+	var waiterPartition int32
+	require.NoError(t, h.st.Pool.QueryRow(ctx, `SELECT source_partition FROM lock_waiters WHERE owner_id = 'c'`).Scan(&waiterPartition))
+	require.EqualValues(t, 3, waiterPartition)
+
+	// Every outbox row is its command's partition's, in command order.
+	rows, err = h.st.Pool.Query(ctx, `SELECT source_partition, topic, key FROM outbox ORDER BY id`)
+	require.NoError(t, err)
+	type outboxRow struct {
+		Partition int32
+		Topic     string
+		Key       []byte
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[outboxRow])
+	require.NoError(t, err)
+	acquired := h.env.Names.Acquired
+	want := []outboxRow{
+		{3, "locks.replies.a", []byte("p3-ahead")}, {3, acquired, []byte("p3-ahead")},
+		{5, "locks.replies.b", []byte("p5-ahead")}, {5, acquired, []byte("p5-ahead")},
+		{3, "locks.replies.c", []byte("p3-ahead")},
+		{5, "locks.replies.d", []byte("p5-general")}, {5, acquired, []byte("p5-general")},
+	}
+	require.Equal(t, want, got)
+}

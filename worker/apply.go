@@ -15,16 +15,16 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// applyLoop applies what the poll loop queues, one transaction at a time,
-// until the queue is closed and empty or ctx (the hard stop) ends.
-func (w *Worker) applyLoop(ctx context.Context) {
-	defer w.q.stop()
+// applyLoop applies what the poll loop queues on q, one transaction at a
+// time, until q is closed and empty or ctx (the hard stop) ends.
+func (w *Worker) applyLoop(ctx context.Context, q *queue) {
+	defer q.stop()
 	for {
-		segs, upTo, ok := w.q.take()
+		segs, upTo, ok := q.take()
 		if !ok || !w.applySegments(ctx, segs) {
 			return
 		}
-		w.q.done(upTo)
+		q.done(upTo)
 	}
 }
 

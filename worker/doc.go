@@ -1,21 +1,39 @@
 // Package worker is the consumer-group member that applies lock commands.
 //
-// Each owned partition of the commands topic gets its own goroutine. Every
-// poll's records of a partition are applied in ONE PostgreSQL transaction that
-// first locks the partition's offset row and advances it, only from the offset
-// this worker expected (a worker that lost the partition cannot commit, and a
-// batch retried after a lost connection cannot apply twice), skips offsets
-// already applied, applies the handlers in order and writes outbox and
-// history. Its round trips: BEGIN; the offset, the outcome prefetch and the
-// one-statement common cases together; the general path's statements, if
-// any; the outbox/history/outcome writes; COMMIT. After the commit the
-// partition's relay is woken in process. On assignment fetching resumes from the stored offset
-// (kgo.AdjustFetchOffsetsFn); Kafka group offsets are committed afterwards only
-// for lag tooling.
+// The poll loop hands each poll's records to the appliers (Config.Appliers,
+// default 2; partition p goes to applier p % Appliers). An applier takes
+// everything queued for it since its last transaction and applies it in ONE
+// PostgreSQL transaction, whatever the partitions: batches grow with the
+// load instead of transactions multiplying with it (per-transaction costs,
+// BEGIN, round trips and the COMMIT's WAL flush, dominated when every
+// partition had its own). Per partition the transaction advances the offset
+// row, only from the offset this worker expected (a worker that lost the
+// partition cannot commit, and a batch retried after a lost connection
+// cannot apply twice), skips offsets already applied, and applies the
+// handlers in order; the outbox, history and outcome rows of all partitions
+// are written together, each outbox row under its own partition. Its round
+// trips: BEGIN; the offsets, the outcome prefetch and the common cases (one
+// set-based statement per operation) together; the general path's
+// statements, if any; the outbox/history/outcome writes; COMMIT. Offset rows
+// are locked in partition order, before any lock row, as every other writer
+// does, so transactions do not deadlock on them.
 //
-// Beside it, per owned partition, run the expiry scheduler (ends leases and
-// waiters when due, reading only the partial indexes to know when) and the
-// outbox relay. Rebalances are cooperative-sticky and blocked while a poll's
-// records are being handed out (BlockRebalanceOnPoll); a revoked partition
-// finishes its in-flight batch before it is let go.
+// After the commit each partition's relay is woken in process and its expiry
+// scheduler when the batch started something due sooner. A retried batch
+// that finds its offsets where it would have put them committed already (its
+// COMMIT's answer was lost) and is not applied again; one that finds a
+// partition's offset elsewhere stops that partition (another worker owns it)
+// and applies the rest. Anything else that fails is retried, with backoff
+// and loudly: the applier's other partitions wait behind it, which keeps
+// their order and loses nothing.
+//
+// On assignment fetching resumes from the stored offset
+// (kgo.AdjustFetchOffsetsFn); Kafka group offsets are committed in the
+// background only for lag tooling.
+//
+// Beside the appliers, per owned partition, run the expiry scheduler (ends
+// leases and waiters when due, reading only the partial indexes to know
+// when) and the outbox relay. Rebalances are cooperative-sticky and blocked
+// while a poll's records are being handed out (BlockRebalanceOnPoll); a
+// revoked partition is let go once the records polled before are applied.
 package worker

@@ -50,10 +50,16 @@ type Config struct {
 	// RequestRetention and EventsRetention bound processed_requests and
 	// lock_events. Defaults 24 h and 7 days.
 	RequestRetention, EventsRetention time.Duration
-	// MaxPollRecords bounds one poll, and the records waiting for the
-	// applier while a transaction runs (so a batch is at most about twice
+	// MaxPollRecords bounds one poll, and the records waiting for an
+	// applier while its transaction runs (so a batch is at most about twice
 	// it). Default 1000.
 	MaxPollRecords int
+	// Appliers is how many transactions of commands run at once. Each owns
+	// the partitions p with p % Appliers equal to its number and applies all
+	// their records polled since its last transaction in one. More overlap
+	// one transaction's commit with the next's work; fewer make bigger
+	// batches. Default 2.
+	Appliers int
 	// SessionTimeout of the group member. Default 45 s (franz-go's).
 	SessionTimeout time.Duration
 	// Logger receives the worker's logs. Default: none.
@@ -82,7 +88,7 @@ type Worker struct {
 	log zerolog.Logger
 	cl  *kgo.Client
 
-	q     *queue
+	lanes []*queue // one per applier
 	mu    sync.Mutex
 	parts map[int32]*partition
 	wg    sync.WaitGroup
@@ -121,10 +127,16 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.MaxPollRecords <= 0 {
 		cfg.MaxPollRecords = 1000
 	}
+	if cfg.Appliers <= 0 {
+		cfg.Appliers = 2
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, q: newQueue(cfg.MaxPollRecords)}
+	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}}
+	for range cfg.Appliers {
+		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
+	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	opts := append([]kgo.Opt{
 		kgo.ConsumerGroup(cfg.Group),
@@ -170,8 +182,10 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 // group is left. A second cancellation (Close) forces.
 func (w *Worker) Run(ctx context.Context) error {
 	go w.maintain(ctx)
-	applied := make(chan struct{})
-	go func() { defer close(applied); w.applyLoop(w.hard) }()
+	var appliers sync.WaitGroup
+	for _, q := range w.lanes {
+		appliers.Go(func() { w.applyLoop(w.hard, q) })
+	}
 	for {
 		fetches := w.cl.PollRecords(ctx, w.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
@@ -183,21 +197,26 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
 		})
 		polled := time.Now()
-		var segs []segment
+		segs := make([][]segment, len(w.lanes))
 		w.mu.Lock()
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if p := w.parts[fp.Partition]; p != nil && len(fp.Records) > 0 {
-				segs = append(segs, segment{p: p, records: fp.Records, polledAt: polled})
+				lane := int(fp.Partition) % len(w.lanes)
+				segs[lane] = append(segs[lane], segment{p: p, records: fp.Records, polledAt: polled})
 			}
 		})
 		w.mu.Unlock()
-		if len(segs) > 0 {
-			w.q.submit(segs)
+		for lane, s := range segs {
+			if len(s) > 0 {
+				w.lanes[lane].submit(s)
+			}
 		}
 		w.cl.AllowRebalance()
 	}
-	w.q.close()
-	<-applied
+	for _, q := range w.lanes {
+		q.close()
+	}
+	appliers.Wait()
 	w.stopAll()
 	return nil
 }
@@ -329,7 +348,9 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 	if len(stopping) == 0 {
 		return
 	}
-	w.q.barrier()
+	for _, q := range w.lanes {
+		q.barrier()
+	}
 	for _, part := range stopping {
 		part.cancel()
 		w.log.Info().Int32("partition", part.id).Msg("partition revoked")

@@ -63,6 +63,7 @@ type Config struct {
 
 	PGMaxConns      int   `json:"pg_max_conns"`
 	MaxPollRecords  int   `json:"max_poll_records"`
+	Appliers        int   `json:"appliers"`
 	ReplyPartitions int32 `json:"reply_partitions"`
 
 	Clients  int           `json:"clients"`
@@ -154,6 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the schemas lockbench created")
 	pgConns := fs.Int("pg-max-conns", cfg.PGMaxConns, "worker's pool size (POSTGRES_MAX_CONNECTIONS), also used by the ceiling")
 	fs.IntVar(&cfg.MaxPollRecords, "max-poll-records", 0, "in-process worker's MaxPollRecords (0: the worker's default)")
+	fs.IntVar(&cfg.Appliers, "appliers", 0, "in-process worker's Appliers, transactions of commands at once (0: the worker's default)")
 	clients := fs.Int("clients", 0, "throughput: virtual clients (default 256, quick 32)")
 	duration := fs.Duration("duration", 0, "throughput: measured window (default 15s, quick 3s)")
 	warmup := fs.Duration("warmup", 0, "throughput: warm-up before the window (default 3s, quick 1s)")

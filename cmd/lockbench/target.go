@@ -193,7 +193,7 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 	t.metrics = &batchMetrics{}
 	w, err := worker.New(worker.Config{
 		KafkaOpts: kopts, Names: t.names, Store: st, Relay: relay, Instance: "lockbench",
-		MaxPollRecords: cfg.MaxPollRecords, Logger: log, Metrics: t.metrics,
+		MaxPollRecords: cfg.MaxPollRecords, Appliers: cfg.Appliers, Logger: log, Metrics: t.metrics,
 	})
 	if err != nil {
 		return err
