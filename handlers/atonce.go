@@ -44,18 +44,26 @@ const grantAtOnceSQL = `
 	RETURNING holder_request_id, ` + lockCols
 
 // The release finds each row by its primary key (the LATERAL subquery, kept
-// apart by OFFSET 0) and updates it by ctid: joined plainly, the planner may
-// scan every held lock through the partial index for each element when its
+// apart by OFFSET 0) and updates it by ctid, with the ctids also given as an
+// array so that the planner fetches exactly those rows (a TID scan). Joined
+// plainly, or even by ctid alone, the planner may scan every held lock
+// through the partial index and compare it with each element, when its
 // statistics say few are held. A row updated by another transaction in
-// between gets a new ctid and is left to the general path.
+// between has a new ctid and is left to the general path.
 const releaseAtOnceSQL = `
+	WITH m AS (
+		SELECT u.own, u.tok, u.req, k.tid
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) AS u(ns, nm, own, tok, req),
+			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
+	)
 	UPDATE locks l SET status = 'released', updated_at = clock_timestamp()
-	FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) AS u(ns, nm, own, tok, req),
-		LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
-	WHERE l.ctid = k.tid AND l.status = 'acquired' AND l.owner_id = u.own
-		AND l.waiter_count = 0 AND l.expires_at > clock_timestamp() AND (u.tok IS NULL OR l.fencing_token = u.tok)
-		AND NOT EXISTS (SELECT FROM processed_requests p WHERE p.request_id = u.req)
-	RETURNING u.req, ` + lockCols
+	FROM m
+	WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid
+		AND l.status = 'acquired' AND l.owner_id = m.own AND l.waiter_count = 0
+		AND l.expires_at > clock_timestamp() AND (m.tok IS NULL OR l.fencing_token = m.tok)
+		AND NOT EXISTS (SELECT FROM processed_requests p WHERE p.request_id = m.req)
+	RETURNING m.req, ` + lockCols + `
+`
 
 // atOnceSet is the arguments of the common-case statements of some commands.
 type atOnceSet struct {
