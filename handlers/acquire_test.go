@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -140,4 +141,210 @@ func TestAcquireRace(t *testing.T) {
 	}
 	require.Equal(t, 1, won)
 	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.acquired'`))
+}
+
+// TestAcquireErrors: the refusals an acquire's handler gives. LOCK_HELD
+// answers at once an acquire without wait_timeout of a lock another owner
+// holds. LOCK_TIMEOUT is the final answer of a queued acquire whose wait ended
+// before the lock came its way, given by whichever transaction next takes
+// the lock's waiters: the expiry step, the holder's release, the end of the
+// holder's lease. Neither makes the acquirer holder or waiter, nor changes
+// the holder or its token. (INVALID_REQUEST and UNSUPPORTED_VERSION come from
+// decoding, before any handler: TestRejectBadCommands in batch_test.go.)
+func TestAcquireErrors(t *testing.T) {
+	// waitOut waits, by database time, until the acquirer's wait has ended.
+	waitOut := func(h *harness, cmd topics.Command) time.Time {
+		deadline := h.timeOf(`SELECT deadline FROM lock_waiters WHERE owner_id = $1`, cmd.OwnerID)
+		h.waitPast(deadline)
+		return deadline
+	}
+	cases := []struct {
+		name string
+		// setup makes alice hold lock "a" and returns the acquire to refuse.
+		setup func(h *harness) topics.Command
+		// answer runs what refuses a queued acquire; nil: the acquire is
+		// refused at once.
+		answer func(h *harness, cmd topics.Command)
+		code   string
+		status string // lock_info.status of the refusal
+		// routes written from the acquire on; nil: only the refusal, to the acquirer.
+		routes []string
+		after  []string // lockStates afterwards
+	}{
+		{
+			name: "held by another owner, no wait_timeout: LOCK_HELD",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice", lease(30)))
+				return h.acquire("a", "bob")
+			},
+			code: topics.CodeLockHeld, status: topics.StatusAcquired,
+			after: []string{"a alice acquired 0"},
+		},
+		{
+			name: "held, others waiting, no wait_timeout: LOCK_HELD, not queued",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice", lease(30)))
+				h.one(h.acquire("a", "carol", wait(30)))
+				return h.acquire("a", "bob", lease(5))
+			},
+			code: topics.CodeLockHeld, status: topics.StatusAcquired,
+			after: []string{"a alice acquired 1"},
+		},
+		{
+			name: "held in a namespace: LOCK_HELD",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice", ns("tenant"), lease(30)))
+				h.one(h.acquire("a", "bob")) // the same name elsewhere is another lock
+				h.one(h.release("a", "bob"))
+				return h.acquire("a", "bob", ns("tenant"))
+			},
+			code: topics.CodeLockHeld, status: topics.StatusAcquired,
+			after: []string{"a bob released 0", "a alice acquired 0"},
+		},
+		{
+			name: "the wait ends while the lock is held: LOCK_TIMEOUT from the expiry step",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice", lease(30)))
+				return h.acquire("a", "bob", wait(0.2))
+			},
+			answer: func(h *harness, cmd topics.Command) {
+				waitOut(h, cmd)
+				require.Equal(h.t, 1, h.expireDue())
+			},
+			code: topics.CodeLockTimeout, status: topics.StatusAcquired,
+			routes: []string{"locks.replies.bob lock.queued", "locks.replies.bob lock.rejected"},
+			after:  []string{"a alice acquired 0"},
+		},
+		{
+			name: "the holder releases after the wait ended: LOCK_TIMEOUT, the lock is not granted",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice", lease(30)))
+				return h.acquire("a", "bob", wait(0.2))
+			},
+			answer: func(h *harness, cmd topics.Command) {
+				waitOut(h, cmd)
+				require.Equal(h.t, topics.TypeReleased, h.one(h.release("a", "alice")).Type)
+			},
+			code: topics.CodeLockTimeout, status: topics.StatusReleased,
+			routes: []string{
+				"locks.replies.bob lock.queued",
+				"locks.replies.alice lock.released", "locks.lock.released.v1 lock.released",
+				"locks.replies.bob lock.rejected",
+			},
+			after: []string{"a alice released 0"},
+		},
+		{
+			name: "the lease ends after the wait ended: LOCK_TIMEOUT, the expiry grants nobody",
+			setup: func(h *harness) topics.Command {
+				h.one(h.acquire("a", "alice", lease(1)))
+				return h.acquire("a", "bob", wait(0.2))
+			},
+			answer: func(h *harness, cmd topics.Command) {
+				deadline := waitOut(h, cmd)
+				expires := h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`)
+				require.True(h.t, deadline.Before(expires), "the wait must end before the lease for this case")
+				h.waitPast(expires)
+				require.Positive(h.t, h.expireDue())
+			},
+			code: topics.CodeLockTimeout, status: topics.StatusExpired,
+			routes: []string{
+				"locks.replies.bob lock.queued",
+				"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+				"locks.replies.bob lock.rejected",
+			},
+			after: []string{"a alice expired 0"},
+		},
+	}
+	h := newHarness(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func(parent *testing.T) { h.t = parent }(h.t)
+			h.t = t
+			h.reset()
+			cmd := tc.setup(h)
+			key := topics.LockKey(cmd.Namespace, cmd.LockName)
+			holder := func() string {
+				return h.scalarText(`SELECT owner_id || ' ' || fencing_token FROM locks WHERE namespace = $1 AND lock_name = $2`, cmd.Namespace, cmd.LockName)
+			}
+			before := holder()
+			var token int64
+			_, err := fmt.Sscanf(before, "alice %d", &token)
+			require.NoError(t, err, "alice holds the lock: %q", before)
+			h.clearOutbox()
+
+			evs := h.apply(cmd)
+			require.Len(t, evs, 1)
+			if tc.answer != nil {
+				require.Equal(t, topics.TypeQueued, evs[0].Type)
+				require.Equal(t, 1, h.outbox()[0].Event.QueuePosition)
+				tc.answer(h, cmd)
+			}
+
+			// The refusal: exactly one, to the acquirer, about the holder.
+			var refusals []record
+			for _, r := range h.outbox() {
+				if r.Event.RequestID == cmd.RequestID && r.Event.Type == topics.TypeRejected {
+					refusals = append(refusals, r)
+				}
+			}
+			require.Len(t, refusals, 1)
+			rec := refusals[0]
+			ev := rec.Event
+			require.Equal(t, cmd.ReplyTo, rec.Topic)
+			require.Equal(t, key, rec.Key)
+			require.Equal(t, "lock.rejected", rec.Headers["ce_type"])
+			require.Equal(t, ev.EventID, rec.Headers["ce_id"])
+			require.Equal(t, cmd.RequestID, rec.Headers["request_id"])
+			require.False(t, ev.Success)
+			require.Equal(t, tc.code, ev.ErrorCode)
+			require.NotEmpty(t, ev.ErrorMessage)
+			require.Equal(t, topics.OpAcquire, ev.Operation)
+			require.NotEmpty(t, ev.EventID)
+			li := ev.LockInfo
+			require.NotNil(t, li)
+			require.Equal(t, cmd.Namespace, li.Namespace)
+			require.Equal(t, cmd.LockName, li.LockName)
+			require.Equal(t, "alice", li.OwnerID, "lock_info is the holder's")
+			require.Equal(t, token, li.FencingToken)
+			require.Equal(t, tc.status, li.Status)
+			require.NotNil(t, li.ExpiresAt)
+			if tc.code == topics.CodeLockHeld {
+				require.Contains(t, ev.ErrorMessage, "alice")
+				require.NotNil(t, ev.RetryAfterSeconds, "LOCK_HELD says when the lease ends")
+				require.Positive(t, *ev.RetryAfterSeconds)
+				require.InDelta(t, li.ExpiresAt.Sub(ev.OccurredAt.Time).Seconds(), *ev.RetryAfterSeconds, 0.001)
+				require.Equal(t, ev.EventID, evs[0].EventID, "the refusal is the acquire's own answer")
+				require.NotNil(t, ev.DurationMS, "the record says how long the command took")
+			} else {
+				require.Nil(t, ev.RetryAfterSeconds, "retry_after_seconds comes only with LOCK_HELD")
+				require.False(t, ev.OccurredAt.Before(h.outbox()[0].Event.OccurredAt.Time), "refused after it was queued")
+			}
+			routes := tc.routes
+			if routes == nil {
+				routes = []string{cmd.ReplyTo + " lock.rejected"}
+			}
+			require.Equal(t, routes, h.routes())
+
+			// Nothing changed hands: the holder and its token stay, the
+			// acquirer neither holds nor waits, and the refusal is the
+			// acquire's stored outcome.
+			require.Equal(t, before, holder())
+			require.Equal(t, tc.after, h.lockStates())
+			require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = $1`, cmd.OwnerID))
+			require.Equal(t, h.scalar(`SELECT count(*) FROM lock_waiters`), h.scalar(`SELECT coalesce(sum(waiter_count), 0) FROM locks`))
+			require.Zero(t, h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.acquired' AND owner_id = $1 AND namespace = $2`, cmd.OwnerID, cmd.Namespace))
+			require.Equal(t, ev.EventID, h.outcome(cmd.RequestID).EventID)
+
+			// The acquire sent again is answered with the same refusal and
+			// changes nothing.
+			snap := h.snapshot()
+			h.clearOutbox()
+			again := h.apply(cmd)
+			require.Len(t, again, 1)
+			require.Equal(t, ev.EventID, again[0].EventID)
+			require.Equal(t, tc.code, again[0].ErrorCode)
+			require.Equal(t, []string{cmd.ReplyTo + " lock.rejected"}, h.routes())
+			require.Equal(t, snap, h.snapshot())
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -13,8 +14,29 @@ import (
 var (
 	// ErrTransient marks a failure that a retry of the whole transaction can
 	// cure: serialization failure (40001), deadlock (40P01), a lost or
-	// terminated connection. InTx retries these itself.
+	// terminated connection, a server shutting down or out of connection
+	// slots. InTx retries these itself. A connection lost during COMMIT is
+	// transient too, though the transaction may have committed: see InTx.
 	ErrTransient = errors.New("transient database error")
+	// ErrInvalidData means PostgreSQL refused a value (SQLSTATE class 22,
+	// data exception: division by zero, invalid text or JSON, a number out of
+	// range, ...). The same statement with the same values fails again, so
+	// no retry can help: the input must be refused before it reaches the
+	// database, or the query fixed.
+	ErrInvalidData = errors.New("data refused by PostgreSQL")
+	// ErrConstraint means a statement broke an integrity constraint (SQLSTATE
+	// class 23: unique, foreign key, check, not null, exclusion). Retrying the
+	// same transaction breaks it again; the caller decides what it means (a
+	// duplicate, a bug).
+	ErrConstraint = errors.New("integrity constraint violated")
+	// ErrAccessDenied means PostgreSQL refused the role: it cannot log in
+	// (SQLSTATE class 28: no such role, wrong password, refused by
+	// pg_hba.conf) or lacks a privilege the statement needs (42501). Only a
+	// change of configuration or grants cures it.
+	ErrAccessDenied = errors.New("access to PostgreSQL denied")
+	// ErrNoDatabase means the configured database does not exist (SQLSTATE
+	// 3D000) and Open could not create it; the cause says why.
+	ErrNoDatabase = errors.New("database does not exist")
 	// ErrOffsetMoved means a partition's stored offset is not the one this
 	// worker expected: another worker owns the partition now, so this batch
 	// must not commit. Or this batch committed already: a connection lost
@@ -36,15 +58,41 @@ func (e *OffsetMovedError) Error() string {
 
 func (e *OffsetMovedError) Unwrap() error { return ErrOffsetMoved }
 
-// translate wraps err with the sentinel it belongs to, keeping the cause.
+// translate wraps err with the sentinel it belongs to (ErrTransient,
+// ErrInvalidData, ErrConstraint, ErrAccessDenied, ErrNoDatabase), keeping the
+// cause, so errors.As still finds the *pgconn.PgError. An error of no class,
+// or one that carries its sentinel already, is returned as it is.
 func translate(err error) error {
-	if err == nil || errors.Is(err, ErrTransient) {
+	if err == nil {
 		return err
 	}
-	if transient(err) {
-		return fmt.Errorf("%w: %w", ErrTransient, err)
+	sentinel := classify(err)
+	if sentinel == nil || errors.Is(err, sentinel) {
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: %w", sentinel, err)
+}
+
+// classify returns the sentinel err belongs to, or nil.
+func classify(err error) error {
+	if transient(err) {
+		return ErrTransient
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || len(pgErr.Code) != 5 {
+		return nil
+	}
+	switch class := pgErr.Code[:2]; {
+	case class == "22":
+		return ErrInvalidData
+	case class == "23":
+		return ErrConstraint
+	case class == "28", pgErr.Code == "42501":
+		return ErrAccessDenied
+	case pgErr.Code == "3D000":
+		return ErrNoDatabase
+	}
+	return nil
 }
 
 func transient(err error) bool {
@@ -59,7 +107,7 @@ func transient(err error) bool {
 			"53300": // too many connections
 			return true
 		}
-		return pgErr.Code[:2] == "08" // connection exception class
+		return strings.HasPrefix(pgErr.Code, "08") // connection exception class
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {

@@ -22,13 +22,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 	defer conn.Release()
 	m, err := migrate.NewMigrator(ctx, conn.Conn(), VersionTable)
 	if err != nil {
-		return fmt.Errorf("migrating: %w", err)
+		return fmt.Errorf("migrating: %w", translate(err))
 	}
 	if err := m.LoadMigrations(migrations.FS); err != nil {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
 	if err := m.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrating: %w", err)
+		return fmt.Errorf("migrating: %w", translate(err))
 	}
 	return nil
 }

@@ -33,7 +33,9 @@ type Store struct {
 }
 
 // Open connects to PostgreSQL. When the database does not exist and the user
-// may create it, it is created.
+// may create it, it is created; otherwise the error is ErrNoDatabase (and
+// ErrAccessDenied when the user may not create it). A role that cannot log in
+// gives ErrAccessDenied.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 10
@@ -85,14 +87,14 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 	admin.Database = "postgres"
 	conn, err = pgx.ConnectConfig(ctx, admin)
 	if err != nil {
-		return fmt.Errorf("database %q does not exist, and connecting to database postgres to create it failed: %w", cc.Database, err)
+		return fmt.Errorf("%w: %q, and connecting to database postgres to create it failed: %w", ErrNoDatabase, cc.Database, translate(err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cc.Database}.Sanitize()); err != nil {
 		if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // created meanwhile by another process
 			return nil
 		}
-		return fmt.Errorf("creating database %q: %w", cc.Database, err)
+		return fmt.Errorf("%w: %q, and creating it failed: %w", ErrNoDatabase, cc.Database, translate(err))
 	}
 	return nil
 }
@@ -100,7 +102,14 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 // InTx runs fn in a transaction and commits it. A transient failure (see
 // ErrTransient) rolls back and runs the whole of fn again after a backoff, until
 // it succeeds or ctx is done; fn must therefore keep no state across calls.
-// Any other error rolls back and is returned.
+// Any other error rolls back and is returned, translated: errors.Is tells
+// ErrInvalidData, ErrConstraint and ErrAccessDenied apart, and errors.As still
+// finds the *pgconn.PgError.
+//
+// A connection lost during COMMIT is retried too, yet that transaction may
+// have committed: fn must make a second run of committed work harmless. The
+// worker's batches do, by advancing their partition's offset only from the
+// offset they expect (ErrOffsetMoved).
 func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	var last error // the previous attempt's transient error
 	for attempt := 1; ; attempt++ {

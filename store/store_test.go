@@ -243,40 +243,107 @@ func TestInTxRetriesConnectionKilledFromOutside(t *testing.T) {
 	require.Len(t, *retries, 1)
 }
 
+// sentinels are the store's error classes; an error carries at most one.
+var sentinels = []error{store.ErrTransient, store.ErrInvalidData, store.ErrConstraint, store.ErrAccessDenied, store.ErrNoDatabase, store.ErrOffsetMoved}
+
+// requireClass checks that err carries the sentinel want (nil: none of them)
+// and no other, and that the PostgreSQL error, when code is set, is still
+// there to read.
+func requireClass(t *testing.T, err error, want error, code string) {
+	t.Helper()
+	for _, s := range sentinels {
+		if s == want {
+			require.ErrorIs(t, err, s)
+			require.Equal(t, 1, strings.Count(err.Error(), s.Error()), "wrapped once: %v", err)
+		} else {
+			require.NotErrorIs(t, err, s)
+		}
+	}
+	if code != "" {
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr, "the cause is kept")
+		require.Equal(t, code, pgErr.Code)
+	}
+}
+
+// newRole creates a role for the test (dropped when it ends), or skips the
+// test when the test user may not create roles. With login, it may log in
+// with the test URL's password, if any; it never may create databases.
+func newRole(t *testing.T, st *store.Store, login bool) string {
+	t.Helper()
+	ctx := context.Background()
+	var may bool
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user`).Scan(&may))
+	if !may {
+		t.Skip("the test user may not create roles")
+	}
+	name := fmt.Sprintf("lwtest_role_%08x", rand.Uint32())
+	sql := `CREATE ROLE ` + name + ` NOSUPERUSER NOCREATEDB NOCREATEROLE`
+	if login {
+		sql += ` LOGIN`
+		if cfg, err := pgx.ParseConfig(testdb.URL()); err == nil && cfg.Password != "" {
+			sql += ` PASSWORD ` + quoteLiteral(cfg.Password)
+		}
+	}
+	_, err := st.Pool.Exec(ctx, sql)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if _, err := st.Pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+name); err != nil {
+			t.Errorf("dropping role %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// TestInTxDoesNotRetryOtherErrors: errors that a retry cannot cure are
+// returned at once, rolled back, with the sentinel of their class.
 func TestInTxDoesNotRetryOtherErrors(t *testing.T) {
 	t.Parallel()
 	st, retries := newStore(t)
 	boom := errors.New("boom")
+	exec := func(sql string) func(tx pgx.Tx) error {
+		return func(tx pgx.Tx) error {
+			_, err := tx.Exec(context.Background(), sql)
+			return err
+		}
+	}
 	cases := []struct {
-		name  string
-		fn    func(tx pgx.Tx) error
-		check func(t *testing.T, err error)
+		name string
+		fn   func(tx pgx.Tx) error
+		is   error  // the sentinel the error carries; nil: none
+		code string // its SQLSTATE; "": not a PostgreSQL error
 	}{
-		{"an error of fn", func(tx pgx.Tx) error { return boom }, func(t *testing.T, err error) { require.ErrorIs(t, err, boom) }},
-		{"a syntax error", func(tx pgx.Tx) error {
-			_, err := tx.Exec(context.Background(), `SELEKT 1`)
+		{"an error of fn", func(tx pgx.Tx) error { return boom }, nil, ""},
+		{"a syntax error", exec(`SELEKT 1`), nil, "42601"},
+		{"a missing table", exec(`SELECT * FROM no_such_table`), nil, "42P01"},
+		{"division by zero", exec(`SELECT 1/0`), store.ErrInvalidData, "22012"},
+		{"NUL in jsonb", exec(`SELECT '"\u0000"'::jsonb`), store.ErrInvalidData, "22P05"},
+		{"text that is no integer", func(tx pgx.Tx) error {
+			_, err := tx.Exec(context.Background(), `SELECT $1::text::int`, "twelve")
 			return err
-		}, func(t *testing.T, err error) {
-			var pgErr *pgconn.PgError
-			require.ErrorAs(t, err, &pgErr)
-			require.Equal(t, "42601", pgErr.Code)
-		}},
-		{"a unique violation", func(tx pgx.Tx) error {
-			_, err := tx.Exec(context.Background(), `INSERT INTO effects (note) VALUES ('dup'), ('dup')`)
+		}, store.ErrInvalidData, "22P02"},
+		{"an integer out of range", exec(`SELECT 2147483647::int + 1`), store.ErrInvalidData, "22003"},
+		{"a unique violation", exec(`INSERT INTO effects (note) VALUES ('dup'), ('dup')`), store.ErrConstraint, "23505"},
+		{"a duplicate key in a temporary table", func(tx pgx.Tx) error {
+			ctx := context.Background()
+			if _, err := tx.Exec(ctx, `CREATE TEMPORARY TABLE scratch (k int PRIMARY KEY) ON COMMIT DROP`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO scratch VALUES (1)`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO scratch VALUES (1)`)
 			return err
-		}, func(t *testing.T, err error) {
-			var pgErr *pgconn.PgError
-			require.ErrorAs(t, err, &pgErr)
-			require.Equal(t, "23505", pgErr.Code)
-		}},
-		{"a check violation from the schema", func(tx pgx.Tx) error {
-			_, err := tx.Exec(context.Background(), `INSERT INTO locks (lock_name, status, source_partition) VALUES ('x', 'stolen', 0)`)
-			return err
-		}, func(t *testing.T, err error) {
-			var pgErr *pgconn.PgError
-			require.ErrorAs(t, err, &pgErr)
-			require.Equal(t, "23514", pgErr.Code)
-		}},
+		}, store.ErrConstraint, "23505"},
+		{"a not-null violation", exec(`INSERT INTO effects (note) VALUES (NULL)`), store.ErrConstraint, "23502"},
+		{"a check violation from the schema", exec(`INSERT INTO locks (lock_name, status, source_partition) VALUES ('x', 'stolen', 0)`),
+			store.ErrConstraint, "23514"},
+		{"fn wraps the PostgreSQL error", func(tx pgx.Tx) error {
+			_, err := tx.Exec(context.Background(), `SELECT 1/0`)
+			return fmt.Errorf("computing: %w", err)
+		}, store.ErrInvalidData, "22012"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -289,13 +356,151 @@ func TestInTxDoesNotRetryOtherErrors(t *testing.T) {
 				return tc.fn(tx)
 			})
 			require.Error(t, err)
-			require.NotErrorIs(t, err, store.ErrTransient)
-			tc.check(t, err)
+			requireClass(t, err, tc.is, tc.code)
+			if tc.code == "" {
+				require.ErrorIs(t, err, boom)
+			}
 			require.Equal(t, 1, calls, "no retry")
 			require.Zero(t, countEffects(t, st), "rolled back")
 			require.Empty(t, *retries)
 		})
 	}
+
+	t.Run("a missing privilege", func(t *testing.T) {
+		role := newRole(t, st, false)
+		calls := 0
+		err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+			calls++
+			ctx := context.Background()
+			if _, err := tx.Exec(ctx, `INSERT INTO effects (note) VALUES ('before SET ROLE')`); err != nil {
+				return err
+			}
+			var schema string
+			if err := tx.QueryRow(ctx, `SELECT current_schema()::text`).Scan(&schema); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `SET LOCAL ROLE `+role); err != nil {
+				return err
+			}
+			// Named with its schema: search_path skips a schema the role may
+			// not use, which would make this 42P01 instead.
+			_, err := tx.Exec(ctx, `INSERT INTO `+pgx.Identifier{schema, "effects"}.Sanitize()+` (note) VALUES ('as `+role+`')`)
+			return err
+		})
+		requireClass(t, err, store.ErrAccessDenied, "42501")
+		require.Equal(t, 1, calls, "no retry")
+		require.Zero(t, countEffects(t, st), "rolled back")
+		require.Empty(t, *retries)
+		var user string
+		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT current_user::text`).Scan(&user))
+		require.NotEqual(t, role, user, "SET LOCAL ended with the transaction")
+	})
+}
+
+// TestInTxRetriesRealDeadlock: two transactions lock two rows in opposite
+// order; PostgreSQL aborts one with 40P01 (after deadlock_timeout) and InTx
+// runs it again, after the other committed.
+func TestInTxRetriesRealDeadlock(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	ctx := context.Background()
+	_, err := st.Pool.Exec(ctx, `CREATE TABLE pair (id int PRIMARY KEY, n int NOT NULL DEFAULT 0); INSERT INTO pair (id) VALUES (1), (2)`)
+	require.NoError(t, err)
+
+	held := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
+	var calls [2]atomic.Int32
+	lock := func(tx pgx.Tx, id int) error {
+		var got int
+		return tx.QueryRow(ctx, `SELECT id FROM pair WHERE id = $1 FOR UPDATE`, id).Scan(&got)
+	}
+	// run is transaction i: it locks row first, then row second.
+	run := func(i, first, second int) error {
+		return st.InTx(ctx, func(tx pgx.Tx) error {
+			attempt := calls[i].Add(1)
+			if err := lock(tx, first); err != nil {
+				return err
+			}
+			if attempt == 1 {
+				// Both hold their first row before either asks for its second.
+				close(held[i])
+				select {
+				case <-held[1-i]:
+				case <-time.After(10 * time.Second):
+					return errors.New("the other transaction never locked its first row")
+				}
+			}
+			if err := lock(tx, second); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `UPDATE pair SET n = n + 1`)
+			return err
+		})
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- run(0, 1, 2) }()
+	go func() { errs <- run(1, 2, 1) }()
+	require.NoError(t, <-errs)
+	require.NoError(t, <-errs)
+
+	require.ElementsMatch(t, []int32{1, 2}, []int32{calls[0].Load(), calls[1].Load()}, "one of the two ran again")
+	require.Len(t, *retries, 1)
+	requireClass(t, (*retries)[0], store.ErrTransient, "40P01")
+	require.Equal(t, int64(4), scalar(t, st, `SELECT sum(n) FROM pair`), "each transaction's update applied once, to both rows")
+}
+
+func scalar(t *testing.T, st *store.Store, sql string) int64 {
+	t.Helper()
+	var v int64
+	require.NoError(t, st.Pool.QueryRow(context.Background(), sql).Scan(&v))
+	return v
+}
+
+// TestOpenTranslatesErrors: a role that cannot log in, and a database that
+// is missing and may not be created, give their sentinels.
+func TestOpenTranslatesErrors(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(testdb.URL())
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	st := testdb.New(t)
+	open := func(user, database string) error {
+		v := *u
+		if pw, ok := u.User.Password(); ok {
+			v.User = url.UserPassword(user, pw)
+		} else {
+			v.User = url.User(user)
+		}
+		v.Path = "/" + database
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := store.Open(ctx, store.Config{URL: v.String(), MaxConns: 1})
+		if err == nil {
+			st.Close()
+		}
+		return err
+	}
+
+	t.Run("no such role", func(t *testing.T) {
+		err := open(fmt.Sprintf("lwtest_nobody_%08x", rand.Uint32()), st.Pool.Config().ConnConfig.Database)
+		require.Error(t, err)
+		requireClass(t, err, store.ErrAccessDenied, "28000")
+	})
+
+	t.Run("missing database the role may not create", func(t *testing.T) {
+		role := newRole(t, st, true)
+		name := fmt.Sprintf("lwtest_nocreate_%08x", rand.Uint32())
+		err := open(role, name)
+		require.Error(t, err)
+		require.ErrorIs(t, err, store.ErrNoDatabase)
+		require.ErrorIs(t, err, store.ErrAccessDenied, "creating it was refused")
+		require.NotErrorIs(t, err, store.ErrTransient)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "42501", pgErr.Code)
+		require.Contains(t, err.Error(), name)
+		require.Zero(t, scalar(t, st, `SELECT count(*) FROM pg_database WHERE datname = '`+name+`'`))
+	})
 }
 
 func TestInTxStopsRetryingWhenContextEnds(t *testing.T) {
