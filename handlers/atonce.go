@@ -22,7 +22,10 @@ import (
 // common cases of all its commands that may go ahead in one statement per
 // operation (QueueAtOnce), in the round trip of its prefetch, before it knows
 // which are duplicates: each element applies only if its request_id is new.
-// A command applied on its own sends arrays of one.
+// A command applied on its own sends arrays of one. The request_ids already
+// stored are read once per statement, by index (= ANY): a NOT EXISTS per
+// element may be planned as a hash anti join over all of processed_requests,
+// a plan PostgreSQL then keeps as the table grows.
 
 const grantAtOnceSQL = `
 	INSERT INTO locks AS l (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at,
@@ -32,7 +35,7 @@ const grantAtOnceSQL = `
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[])
 			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, ord),
 		(SELECT clock_timestamp() AS now) t
-	WHERE NOT EXISTS (SELECT FROM processed_requests p WHERE p.request_id = u.req)
+	WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))
 	ORDER BY u.ord
 	ON CONFLICT (namespace, lock_name) DO UPDATE SET
 		status = 'acquired', owner_id = EXCLUDED.owner_id, fencing_token = nextval('fencing_tokens'),
@@ -61,7 +64,7 @@ const releaseAtOnceSQL = `
 	WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid
 		AND l.status = 'acquired' AND l.owner_id = m.own AND l.waiter_count = 0
 		AND l.expires_at > clock_timestamp() AND (m.tok IS NULL OR l.fencing_token = m.tok)
-		AND NOT EXISTS (SELECT FROM processed_requests p WHERE p.request_id = m.req)
+		AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
 	RETURNING m.req, ` + lockCols + `
 `
 

@@ -77,6 +77,11 @@ type Relay struct {
 
 	mu    sync.Mutex
 	parts map[int32]*partition
+
+	// The partitions' passes select and delete through these, so passes
+	// woken together share their queries.
+	selects *merger[selectReq, []row]
+	deletes *merger[[]int64, struct{}]
 }
 
 // partition is the relay's state for one commands partition.
@@ -150,12 +155,19 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = 5 * time.Second
 	}
-	return &Relay{
+	r := &Relay{
 		cfg:   cfg,
 		log:   cfg.Logger.With().Str("component", "outbox").Logger(),
 		parts: map[int32]*partition{},
-	}, nil
+	}
+	r.selects = &merger[selectReq, []row]{run: r.selectRows, timeout: queryTimeout}
+	r.deletes = &merger[[]int64, struct{}]{run: r.deleteRows, timeout: queryTimeout}
+	return r, nil
 }
+
+// queryTimeout bounds the relay's merged queries, which do not end with the
+// context of the pass that runs them (it serves other passes too).
+const queryTimeout = 10 * time.Second
 
 func (r *Relay) backoff(attempt int) time.Duration {
 	return store.Backoff(r.cfg.RetryBase, r.cfg.RetryMax, attempt)
@@ -394,7 +406,7 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 		}
 		exTopics, exUntil = append(exTopics, t), append(exUntil, u)
 	}
-	rows, err := r.selectRows(ctx, p.id, upTo, exTopics, exUntil)
+	rows, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil})
 	if err != nil {
 		res.dbErr = err
 		return res
@@ -536,50 +548,89 @@ func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
 	return errs
 }
 
-func (r *Relay) selectRows(ctx context.Context, partition int32, upTo int64, exTopics []string, exUntil []time.Time) ([]row, error) {
-	// Excluded topics come with the time their exclusion ends, compared
-	// with the database clock that also set parked_until.
-	rows, err := r.cfg.Pool.Query(ctx, `
-		SELECT id, topic, key, value, headers, extract(epoch FROM clock_timestamp() - created_at)::float8
-		FROM outbox
-		WHERE source_partition = $1 AND id <= $2
-		  AND (parked_until IS NULL OR parked_until <= now())
-		  AND topic NOT IN (SELECT x.t FROM unnest($3::text[], $4::timestamptz[]) AS x(t, u) WHERE x.u > now())
-		ORDER BY id
-		LIMIT $5`, partition, upTo, exTopics, exUntil, r.cfg.BatchSize)
-	if err != nil {
-		return nil, fmt.Errorf("selecting outbox rows of partition %d: %w", partition, err)
+// selectReq asks for a partition's next rows up to upTo, but for the
+// excluded topics, each with the time its exclusion ends (compared with the
+// database clock that also set parked_until).
+type selectReq struct {
+	partition int32
+	upTo      int64
+	exTopics  []string
+	exUntil   []time.Time
+}
+
+// selectRows selects the next batch of each request's partition, in id order.
+func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, error) {
+	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
+	var exParts []int32
+	var exTopics []string
+	var exUntil []time.Time
+	for i, q := range reqs {
+		parts[i], upTos[i] = q.partition, q.upTo
+		for k := range q.exTopics {
+			exParts, exTopics, exUntil = append(exParts, q.partition), append(exTopics, q.exTopics[k]), append(exUntil, q.exUntil[k])
+		}
 	}
-	out := make([]row, 0, r.cfg.BatchSize)
+	rows, err := r.cfg.Pool.Query(ctx, `
+		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, extract(epoch FROM clock_timestamp() - o.created_at)::float8
+		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
+		LATERAL (
+			SELECT id, topic, key, value, headers, created_at FROM outbox
+			WHERE source_partition = q.p AND id <= q.up
+			  AND (parked_until IS NULL OR parked_until <= now())
+			  AND topic NOT IN (SELECT x.t FROM unnest($3::int[], $4::text[], $5::timestamptz[]) AS x(p, t, u) WHERE x.p = q.p AND x.u > now())
+			ORDER BY id
+			LIMIT $6) o
+		ORDER BY o.id`, parts, upTos, exParts, exTopics, exUntil, r.cfg.BatchSize)
+	if err != nil {
+		return nil, fmt.Errorf("selecting outbox rows of partitions %v: %w", parts, err)
+	}
+	byPart := make(map[int32][]row, len(reqs))
+	var p int32
 	var x row
 	var age float64
-	_, err = pgx.ForEachRow(rows, []any{&x.id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&p, &x.id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
 		x.age = time.Duration(age * float64(time.Second))
-		out = append(out, x)
-		x = row{} // the scanned slices now belong to out
+		byPart[p] = append(byPart[p], x)
+		x = row{} // the scanned slices now belong to byPart
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("selecting outbox rows of partition %d: %w", partition, err)
+		return nil, fmt.Errorf("selecting outbox rows of partitions %v: %w", parts, err)
+	}
+	out := make([][]row, len(reqs))
+	for i, q := range reqs {
+		out[i] = byPart[q.partition]
 	}
 	return out, nil
 }
 
-// deleteAcked deletes the acknowledged rows without waiting for the WAL
-// flush: a delete lost in a crash only publishes its rows again, which
-// at-least-once delivery allows, and the relay stops queueing behind fsync.
+// deleteAcked deletes the partition's acknowledged rows.
 func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
 	if len(p.acked) == 0 {
 		return nil
 	}
-	b := &pgx.Batch{} // one implicit transaction: SET LOCAL lasts until its commit
-	b.Queue(`SET LOCAL synchronous_commit = off`)
-	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, p.acked)
-	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
+	if _, err := r.deletes.do(ctx, p.acked); err != nil {
 		return fmt.Errorf("deleting %d published outbox rows of partition %d: %w", len(p.acked), p.id, err)
 	}
 	p.acked = p.acked[:0]
 	return nil
+}
+
+// deleteRows deletes rows without waiting for the WAL flush: a delete lost
+// in a crash only publishes its rows again, which at-least-once delivery
+// allows, and the relay stops queueing behind fsync.
+func (r *Relay) deleteRows(ctx context.Context, reqs [][]int64) ([]struct{}, error) {
+	var ids []int64
+	for _, q := range reqs {
+		ids = append(ids, q...)
+	}
+	b := &pgx.Batch{} // one implicit transaction: SET LOCAL lasts until its commit
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
+	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	return make([]struct{}, len(reqs)), nil
 }
 
 // publish sends one run of rows of one topic in one call.
