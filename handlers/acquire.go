@@ -2,7 +2,10 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -84,6 +87,18 @@ func (a *applier) renew(ctx context.Context, r *lockRow, lease float64) error {
 // place it already has when its owner is waiting.
 func (a *applier) enqueue(ctx context.Context, r *lockRow, lease float64) error {
 	c := a.cmd
+	if r.waiters > 0 {
+		// The owner may be asking again, with a new request_id, while it is
+		// in the queue. If its wait ended, it is answered LOCK_TIMEOUT first,
+		// as the scheduler would have (with every other ended wait), and the
+		// new request queues anew. If not, the new request takes its place.
+		if err := a.takeWaiters(ctx, r, false); err != nil {
+			return err
+		}
+		if replaced, err := a.requeue(ctx, r, lease); replaced || err != nil {
+			return err
+		}
+	}
 	var position int
 	err := a.tx.QueryRow(ctx, `
 		WITH ins AS (
@@ -106,6 +121,41 @@ func (a *applier) enqueue(ctx context.Context, r *lockRow, lease float64) error 
 	p.ev.QueuePosition = position
 	a.reply(p)
 	return nil
+}
+
+// requeue gives the command's owner's place in the queue, if it has one, to
+// the command: the acquire that held it is answered lock.withdrawn (to its
+// own reply_to, as its final answer) and the command lock.queued.
+func (a *applier) requeue(ctx context.Context, r *lockRow, lease float64) (bool, error) {
+	c := a.cmd
+	var prevID, prevReplyTo string
+	var position int
+	err := a.tx.QueryRow(ctx, `
+		UPDATE lock_waiters w SET request_id = $4, lease_duration = $5, owner_metadata = $6, reply_to = nullif($7, ''),
+			deadline = $8::timestamptz + make_interval(secs => $9::float8), source_partition = $10
+		FROM lock_waiters prev
+		WHERE prev.id = w.id AND w.namespace = $1 AND w.lock_name = $2 AND w.owner_id = $3
+		RETURNING prev.request_id, coalesce(prev.reply_to, ''),
+			(SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id)`,
+		r.namespace, r.name, c.OwnerID, c.RequestID, lease, metadata(c.OwnerMetadata), c.ReplyTo, r.now, c.WaitTimeout, a.env.Partition,
+	).Scan(&prevID, &prevReplyTo, &position)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("requeueing %q: %w", c.OwnerID, err)
+	}
+	ev := topics.NewEvent(topics.TypeWithdrawn, topics.OpAcquire, prevID, r.now)
+	ev.LockInfo = r.info()
+	prev := &pending{ev: &ev}
+	a.emit(prevReplyTo, c.Key(), prev)
+	a.remember(prevID, prev)
+	a.caused = append(a.caused, ev)
+
+	p := a.event(topics.TypeQueued, r)
+	p.ev.QueuePosition = position
+	a.reply(p)
+	return true, nil
 }
 
 // metadata stores an absent or null owner_metadata as SQL NULL.

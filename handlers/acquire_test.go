@@ -69,10 +69,23 @@ func TestAcquire(t *testing.T) {
 		require.Equal(t, 1, b.QueuePosition)
 		c := h.one(h.acquire("a", "carol", wait(30)))
 		require.Equal(t, 2, c.QueuePosition)
-		again := h.one(h.acquire("a", "bob", wait(30)))
-		require.Equal(t, 1, again.QueuePosition, "an owner already waiting keeps its place")
+		// Asking again with a new request_id: the new request takes the
+		// owner's place, and the first gets its final answer, lock.withdrawn.
+		second := h.acquire("a", "bob", wait(30))
+		evs := h.apply(second)
+		require.Len(t, evs, 2)
+		require.Equal(t, topics.TypeWithdrawn, evs[0].Type)
+		require.Equal(t, b.RequestID, evs[0].RequestID)
+		require.Equal(t, topics.TypeQueued, evs[1].Type)
+		require.Equal(t, second.RequestID, evs[1].RequestID)
+		require.Equal(t, 1, evs[1].QueuePosition, "an owner already waiting keeps its place")
 		require.Equal(t, int64(2), h.scalar(`SELECT waiter_count FROM locks WHERE lock_name = 'a'`))
-		require.Equal(t, []string{"locks.replies.bob lock.queued", "locks.replies.carol lock.queued", "locks.replies.bob lock.queued"}, h.routes())
+		require.Equal(t, second.RequestID, h.scalarText(`SELECT request_id FROM lock_waiters WHERE owner_id = 'bob'`))
+		require.Equal(t, []string{"locks.replies.bob lock.queued", "locks.replies.carol lock.queued",
+			"locks.replies.bob lock.withdrawn", "locks.replies.bob lock.queued"}, h.routes())
+		// The first request's stored outcome is the withdrawal.
+		require.Equal(t, topics.TypeWithdrawn, h.one(topics.Command{RequestID: b.RequestID, Operation: topics.OpAcquire,
+			LockName: "a", OwnerID: "bob", WaitTimeout: 30, ReplyTo: "locks.replies.bob"}).Type)
 	})
 
 	t.Run("namespaces keep locks apart", func(t *testing.T) {
@@ -347,4 +360,35 @@ func TestAcquireErrors(t *testing.T) {
 			require.Equal(t, snap, h.snapshot())
 		})
 	}
+}
+
+// An owner whose wait ended, but was not answered yet (the scheduler looks
+// within 1 s), asks again with a new request_id: the ended wait is answered
+// LOCK_TIMEOUT then, and the new request queues and is later granted, so
+// each request gets its final answer.
+func TestAcquireAgainAfterWaitEnded(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice")).Type)
+	first := h.acquire("a", "bob", wait(0.2))
+	require.Equal(t, topics.TypeQueued, h.one(first).Type)
+	h.waitPast(h.timeOf(`SELECT deadline FROM lock_waiters WHERE owner_id = 'bob'`))
+
+	h.clearOutbox()
+	second := h.acquire("a", "bob", wait(30))
+	evs := h.apply(second)
+	require.Len(t, evs, 2)
+	require.Equal(t, topics.TypeRejected, evs[0].Type)
+	require.Equal(t, topics.CodeLockTimeout, evs[0].ErrorCode)
+	require.Equal(t, first.RequestID, evs[0].RequestID)
+	require.Equal(t, topics.TypeQueued, evs[1].Type)
+	require.Equal(t, second.RequestID, evs[1].RequestID)
+	require.Equal(t, 1, evs[1].QueuePosition)
+	require.Equal(t, int64(1), h.scalar(`SELECT waiter_count FROM locks WHERE lock_name = 'a'`))
+
+	// alice releases: the second request is granted, to its reply_to.
+	h.clearOutbox()
+	h.apply(h.release("a", "alice"))
+	granted := h.scalarText(`SELECT holder_request_id FROM locks WHERE lock_name = 'a'`)
+	require.Equal(t, second.RequestID, granted)
+	require.Contains(t, h.routes(), "locks.replies.bob lock.acquired")
 }

@@ -4,13 +4,15 @@
 // request outcomes and writes them in a few statements when it is flushed, so
 // N commands cost a few round trips more than one.
 //
-// The common cases take one statement each (atonce.go): an acquire of a lock
-// that is new, or released or expired with nobody waiting, and the holder's
+// The common cases take one statement (atonce.go): an acquire of a lock that
+// is new, or released or expired with nobody waiting, and the holder's
 // release of a lease in force that nobody waits for. The statement applies
 // only in that case; otherwise it changes nothing and the general path, which
 // locks the row and decides in Go, handles the command. QueueAtOnce sends the
-// common cases of a whole batch ahead in one round trip (the first command of
-// each lock, up to the first cleanup), so per-lock order is kept.
+// common cases of a whole batch ahead in one round trip, one set-based
+// statement per operation (the first command of each lock, up to the first
+// cleanup), so per-lock order is kept. A batch may span commands partitions
+// (Batch.For): each command's rows are written under its own.
 //
 // # States of a lock row
 //
@@ -38,6 +40,11 @@
 //     deadline has passed is answered LOCK_TIMEOUT instead of being granted.
 //   - A release from an owner still waiting withdraws its place, so a requester
 //     that gave up is never granted a lock nobody waits for.
+//   - An owner is in a lock's queue at most once. Asking again with a new
+//     request_id while waiting gives the new request its place (the old one
+//     is answered lock.withdrawn); after its wait ended, the old one is
+//     answered LOCK_TIMEOUT and the new one queues at the end. Either way
+//     every queued request gets exactly one final answer.
 //   - Every valid command's outcome is stored under its request_id; the same
 //     request_id again re-sends that outcome (same event_id) and changes
 //     nothing. A queued acquire's stored outcome becomes its final answer

@@ -62,6 +62,9 @@ func (a *applier) takeWaiters(ctx context.Context, r *lockRow, grant bool) error
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("taking waiters: %w", err)
 	}
+	if len(ws) == 0 {
+		return nil
+	}
 	var next *waiter
 	for i := range ws {
 		r.waiters--
