@@ -159,23 +159,23 @@ func directCleanup(ctx context.Context, st *store.Store, kind, ns string, n int)
 // ---- 6 ceiling ----------------------------------------------------------
 
 // CeilingResult is scenario 6: the worker's SQL (handlers.NewBatch,
-// QueuePrefetch, QueueAtOnce, Apply, Flush, with the offset row locked and
-// advanced) applied straight to PostgreSQL by one goroutine per partition,
-// without Kafka.
+// QueuePrefetch, QueueAtOnce, Apply, Flush, with an offset row locked and
+// advanced) applied straight to PostgreSQL by as many goroutines as the
+// worker has appliers, without Kafka.
 type CeilingResult struct {
-	Label      string  `json:"label"`
-	Partitions int     `json:"partitions"`
-	Batch      int     `json:"batch_commands"`
-	PoolConns  int     `json:"pool_connections"`
-	Seconds    float64 `json:"seconds"`
-	Commands   int64   `json:"commands"`
-	PerSecond  float64 `json:"commands_per_second"`
-	BatchTx    dist    `json:"batch_transaction"`
-	CPU        cpuUse  `json:"cpu"`
+	Label        string  `json:"label"`
+	Transactions int     `json:"transactions_at_once"`
+	Batch        int     `json:"batch_commands"`
+	PoolConns    int     `json:"pool_connections"`
+	Seconds      float64 `json:"seconds"`
+	Commands     int64   `json:"commands"`
+	PerSecond    float64 `json:"commands_per_second"`
+	BatchTx      dist    `json:"batch_transaction"`
+	CPU          cpuUse  `json:"cpu"`
 }
 
-func ceiling(ctx context.Context, st *store.Store, label string, partitions, batchSize int, dur time.Duration, poolConns int, run string) (CeilingResult, error) {
-	res := CeilingResult{Label: label, Partitions: partitions, Batch: batchSize, PoolConns: poolConns}
+func ceiling(ctx context.Context, st *store.Store, label string, appliers, batchSize int, dur time.Duration, poolConns int, run string) (CeilingResult, error) {
+	res := CeilingResult{Label: label, Transactions: appliers, Batch: batchSize, PoolConns: poolConns}
 	half := max(batchSize/2, 1)
 	var done atomic.Int64
 	h := newHist()
@@ -184,7 +184,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, partitions, bat
 	deadline := time.Now().Add(dur)
 	cpu0 := takeCPU(nil)
 	var wg sync.WaitGroup
-	for g := range partitions {
+	for g := range appliers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -210,8 +210,8 @@ func ceiling(ctx context.Context, st *store.Store, label string, partitions, bat
 					ids[k] = c.RequestID
 				}
 				start := time.Now()
-				// As the worker's partition.apply: the offset is read once,
-				// then locked and advanced in the first round trip with the
+				// As the worker's applyTx: the offset is read once, then
+				// locked and advanced in the first round trip with the
 				// prefetch and the common cases sent ahead.
 				var next int64
 				err := st.InTx(ctx, func(tx pgx.Tx) error {

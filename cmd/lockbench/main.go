@@ -42,6 +42,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/worker"
 )
 
 // DefaultDatabaseURL is where lockbench creates its schemas by default.
@@ -82,10 +83,10 @@ type Config struct {
 	// CleanupEndedMax bounds the sizes measured with ended leases.
 	CleanupEndedMax int `json:"cleanup_ended_max"`
 
-	CeilingDuration   time.Duration `json:"ceiling_duration_ns"`
-	CeilingPartitions int           `json:"ceiling_partitions"`
-	CeilingBatch      int           `json:"ceiling_batch"`
-	CeilingBigBatch   int           `json:"ceiling_big_batch"`
+	CeilingDuration time.Duration `json:"ceiling_duration_ns"`
+	CeilingAppliers int           `json:"ceiling_appliers"`
+	CeilingBatch    int           `json:"ceiling_batch"`
+	CeilingBigBatch int           `json:"ceiling_big_batch"`
 
 	JSON       bool   `json:"-"`
 	JSONOut    string `json:"-"`
@@ -108,7 +109,7 @@ func DefaultConfig() Config {
 		Rate: 1000, LatencyDuration: 10 * time.Second,
 		Waiters: 100, Leases: 10000, Lease: time.Second,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
-		CeilingDuration: 10 * time.Second, CeilingPartitions: 16, CeilingBigBatch: 500,
+		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
 	}
 }
 
@@ -167,7 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
 	fs.IntVar(&cfg.CleanupEndedMax, "cleanup-ended-max", cfg.CleanupEndedMax, "cleanup: measure ended leases (two events each for the relay) only up to this many locks")
 	ceilDur := fs.Duration("ceiling-duration", 0, "ceiling: duration of each run (default 10s, quick 2s)")
-	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / partitions, the closed loop's share per partition)")
+	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")
 	fs.StringVar(&cfg.JSONOut, "json-out", "", "also write the JSON report to this file")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput window (in-process mode)")
@@ -203,6 +204,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.Leases, *leases)
 	setIf(&cfg.CeilingBatch, *ceilBatch)
+	setIf(&cfg.CeilingAppliers, cfg.Appliers)
 	setDur(&cfg.Duration, *duration)
 	setDur(&cfg.Warmup, *warmup)
 	setDur(&cfg.LatencyDuration, *latDur)
@@ -376,7 +378,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		} else {
 			batch := cfg.CeilingBatch
 			if batch == 0 {
-				batch = max(2, cfg.Clients/cfg.CeilingPartitions)
+				batch = max(2, cfg.Clients/cfg.CeilingAppliers)
 			}
 			for i, bs := range []int{batch, cfg.CeilingBigBatch} {
 				if i == 1 && bs == batch {
@@ -386,8 +388,8 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 				if i == 1 {
 					label = "large batches"
 				}
-				progress("6 ceiling (%s): %d partitions, %d commands per batch, %s", label, cfg.CeilingPartitions, bs, cfg.CeilingDuration)
-				r, err := ceiling(ctx, direct, label, cfg.CeilingPartitions, bs, cfg.CeilingDuration, cfg.PGMaxConns, run)
+				progress("6 ceiling (%s): %d transactions at once, %d commands per batch, %s", label, cfg.CeilingAppliers, bs, cfg.CeilingDuration)
+				r, err := ceiling(ctx, direct, label, cfg.CeilingAppliers, bs, cfg.CeilingDuration, cfg.PGMaxConns, run)
 				if err != nil {
 					return rep, fmt.Errorf("ceiling: %w", err)
 				}

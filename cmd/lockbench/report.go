@@ -196,8 +196,8 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	if len(r.Ceiling) > 0 {
 		p("\n6 ceiling: the worker's SQL (handlers batch + offset row) straight on PostgreSQL, no Kafka\n")
 		for _, c := range r.Ceiling {
-			p("  %-28s %2d partitions x %4d commands/batch, pool %d: %s commands/s; CPU PostgreSQL %.1f s, lockbench %.1f s over %.1f s; machine busy %.0f%%\n",
-				c.Label, c.Partitions, c.Batch, c.PoolConns, fmtNum(c.PerSecond), c.CPU.PostgresCPU, c.CPU.LockbenchCPU, c.Seconds, c.CPU.MachineBusyPct)
+			p("  %-28s %d transactions at once x %4d commands/batch, pool %d: %s commands/s; CPU PostgreSQL %.1f s, lockbench %.1f s over %.1f s; machine busy %.0f%%\n",
+				c.Label, c.Transactions, c.Batch, c.PoolConns, fmtNum(c.PerSecond), c.CPU.PostgresCPU, c.CPU.LockbenchCPU, c.Seconds, c.CPU.MachineBusyPct)
 			d("  batch transaction", c.BatchTx)
 		}
 		if r.CeilingFraction > 0 {
