@@ -58,7 +58,7 @@ type Metrics struct {
 // when the database retries; leases and waits run from milliseconds to a day.
 var (
 	latencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
-	batchBuckets   = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
+	batchBuckets   = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000}
 	leaseBuckets   = []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400}
 )
 

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -18,47 +19,62 @@ import (
 // applyLoop applies what the poll loop queues on q, one transaction at a
 // time, until q is closed and empty or ctx (the hard stop) ends.
 func (w *Worker) applyLoop(ctx context.Context, q *queue) {
-	defer q.stop()
-	for {
-		segs, upTo, ok := q.take()
-		if !ok || !w.applySegments(ctx, segs) {
+	defer func() {
+		for _, s := range q.stop() { // left behind by a hard stop
+			s.p.pending.Done()
+		}
+	}()
+	for ctx.Err() == nil {
+		segs, ok := q.take()
+		if !ok {
 			return
 		}
-		q.done(upTo)
+		w.applySegments(ctx, segs)
 	}
 }
 
 // part is the records of one partition in one transaction.
 type part struct {
-	p       *partition
-	records []*kgo.Record
-	polled  []time.Time // per record
-	// Set by a committed transaction:
+	p        *partition
+	segments int
+	records  []*kgo.Record
+	polled   []time.Time // per record
+	// Set by the transaction:
 	next int64     // the partition's next offset
 	due  time.Time // when the earliest lease or wait it started ends
 }
 
 // applySegments applies segments in one transaction, retried until it
-// commits; false when ctx ended first. A partition found owned elsewhere
-// is stopped and the rest applied without it.
-func (w *Worker) applySegments(ctx context.Context, segs []segment) bool {
+// commits or ctx ends. A partition found owned elsewhere is stopped and the
+// rest applied without it; while a failing batch is retried, partitions
+// being revoked are dropped from it (their next owner starts from the stored
+// offset). Every segment's pending count is released at the end, applied or
+// dropped.
+func (w *Worker) applySegments(ctx context.Context, segs []segment) {
+	defer func() {
+		for _, s := range segs {
+			s.p.pending.Done()
+		}
+	}()
 	parts := group(segs)
+	var xids []int64 // every attempt's transaction id, to tell a lost COMMIT from a takeover
+	start := time.Now()
 	for attempt := 1; len(parts) > 0; {
-		start := time.Now()
-		results, err := w.applyTx(ctx, parts)
+		results, err := w.applyTx(ctx, parts, &xids)
 		if err == nil {
 			w.committed(parts, results, time.Since(start))
-			return true
+			return
 		}
 		if ctx.Err() != nil {
-			return false
+			return
 		}
 		var moved *store.OffsetMovedError
 		if errors.As(err, &moved) {
-			if parts = w.settleMoved(ctx, parts, moved); parts != nil {
+			var rest []*part
+			if rest, err = w.settleMoved(ctx, parts, moved, xids); err == nil {
+				parts = rest
 				continue
 			}
-			return ctx.Err() == nil
 		}
 		// Transient failures are retried inside InTx; anything else is
 		// retried here, slowly and loudly: skipping the batch would lose it.
@@ -67,15 +83,15 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) bool {
 		w.log.Error().Err(err).Int("partitions", len(parts)).Dur("retry_in", delay).Msg("applying batch failed")
 		select {
 		case <-ctx.Done():
-			return false
+			return
 		case <-time.After(delay):
 		}
+		parts = slices.DeleteFunc(parts, func(pt *part) bool { return pt.p.letGo() })
 	}
-	return true
 }
 
 // group orders segments by partition, keeping each partition's records in
-// poll order, and drops partitions that were let go since.
+// poll order, and drops partitions that were stopped since.
 func group(segs []segment) []*part {
 	byID := map[int32]*part{}
 	var parts []*part
@@ -89,6 +105,7 @@ func group(segs []segment) []*part {
 			byID[s.p.id] = pt
 			parts = append(parts, pt)
 		}
+		pt.segments++
 		pt.records = append(pt.records, s.records...)
 		for range s.records {
 			pt.polled = append(pt.polled, s.polledAt)
@@ -100,24 +117,23 @@ func group(segs []segment) []*part {
 }
 
 // settleMoved handles a partition whose stored offset was not the expected
-// one. Either the transaction committed already (the connection was lost
-// during COMMIT and InTx retried it): every offset is where it would have
-// put them, and nil is returned as for success. Or another worker owns that
-// partition now: it is stopped and the other parts are returned to retry.
-func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError) []*part {
-	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+// one. Either an earlier attempt of this batch committed (its COMMIT's
+// answer was lost and InTx retried): PostgreSQL says one of the attempts'
+// transactions committed, and nil is returned as for success. Or another
+// worker owns that partition now: it is stopped and the other parts are
+// returned to retry.
+func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, xids []int64) ([]*part, error) {
+	var committed bool
+	err := w.cfg.Store.Pool.QueryRow(ctx, `
+		SELECT coalesce(bool_or(pg_xact_status(x::text::xid8) = 'committed'), false) FROM unnest($1::bigint[]) AS x`,
+		xids).Scan(&committed)
 	if err != nil {
-		w.log.Error().Err(err).Msg("reading offsets after a moved offset; retrying the batch")
-		return parts
-	}
-	committed := true
-	for _, pt := range parts {
-		committed = committed && stored[pt.p.id] == pt.next // what the failed attempt meant to store
+		return nil, fmt.Errorf("asking whether an earlier attempt committed: %w", err)
 	}
 	if committed {
 		w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
 		w.committed(parts, nil, 0)
-		return nil
+		return nil, nil
 	}
 	rest := parts[:0]
 	for _, pt := range parts {
@@ -128,7 +144,7 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 		w.log.Warn().Int32("partition", pt.p.id).Msg("partition offset moved: another worker owns it now; stopping")
 		pt.p.cancel()
 	}
-	return rest
+	return rest, nil
 }
 
 // result is what one record did, for metrics after commit.
@@ -147,11 +163,30 @@ type result struct {
 // the offset this worker expects, skips records already applied, and applies
 // the handlers in order; the outbox, history and outcomes of all of them are
 // written together.
-func (w *Worker) applyTx(ctx context.Context, parts []*part) ([]result, error) {
+func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]result, error) {
 	topic := w.cfg.Names.Commands
 	var results []result
 	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
 		results = results[:0]
+		// After an assignment the stored offsets are read, once, each row
+		// locked in its own round trip, all in partition order (every
+		// transaction locks offset rows in that order).
+		lockAll := slices.ContainsFunc(parts, func(pt *part) bool { return pt.p.expected == unknownOffset })
+		locked := make([]int64, len(parts))
+		for i, pt := range parts {
+			if !lockAll {
+				locked[i] = pt.p.expected
+				continue
+			}
+			stored, err := store.LockOffset(ctx, tx, w.cfg.Group, topic, pt.p.id)
+			if err != nil {
+				return err
+			}
+			if pt.p.expected != unknownOffset && stored != pt.p.expected {
+				return &store.OffsetMovedError{Topic: topic, Partition: pt.p.id, From: pt.p.expected}
+			}
+			locked[i] = stored
+		}
 		type todo struct {
 			pt         *part
 			view       *handlers.Batch
@@ -163,19 +198,17 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part) ([]result, error) {
 		}
 		batch := handlers.NewBatch(tx, w.env(parts[0].p.id))
 		first := &pgx.Batch{}
+		first.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
+			var xid int64
+			err := row.Scan(&xid)
+			*xids = append(*xids, xid)
+			return err
+		})
 		var todos []todo
 		var ids []string
-		for _, pt := range parts {
+		for i, pt := range parts {
 			pt.due = time.Time{}
-			stored := pt.p.expected
-			if stored == unknownOffset {
-				// Once per assignment: the stored offset is read (and its row
-				// locked) in a round trip of its own.
-				var err error
-				if stored, err = store.LockOffset(ctx, tx, w.cfg.Group, topic, pt.p.id); err != nil {
-					return err
-				}
-			}
+			stored := locked[i]
 			// Records below the stored offset were applied already: before
 			// this worker got the partition, or redelivered (a fetch reset).
 			recs, polled := pt.records, pt.polled

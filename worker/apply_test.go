@@ -63,36 +63,72 @@ func acquisitions(t *testing.T, st *store.Store, lock string) (n int64) {
 	return n
 }
 
+// apply submits segments as the poll loop does and applies them.
+func apply(w *Worker, segs ...segment) {
+	for _, s := range segs {
+		s.p.pending.Add(1)
+	}
+	w.applySegments(context.Background(), segs)
+}
+
+func seg(t *testing.T, p *partition, from int64, locks ...string) segment {
+	return segment{p: p, records: records(t, p.id, from, locks...), polledAt: time.Now()}
+}
+
 // A batch whose COMMIT took effect but whose answer was lost is retried by
-// InTx; the offset guard refuses it, and the applier, seeing the offsets
-// where the batch put them, takes it as committed instead of stopping the
-// partition as taken over.
+// InTx; the offset guard refuses the retry, and the applier, learning from
+// PostgreSQL that the first attempt's transaction committed, takes the batch
+// as applied instead of stopping the partitions as taken over.
 func TestRetryFindsBatchCommitted(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
 	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
-	segs := []segment{
-		{p: p0, records: records(t, 0, 0, "a", "b"), polledAt: time.Now()},
-		{p: p1, records: records(t, 1, 0, "c"), polledAt: time.Now()},
-	}
-	require.True(t, w.applySegments(ctx, segs))
-	require.EqualValues(t, 2, storedOffset(t, st, 0))
-	require.EqualValues(t, 1, storedOffset(t, st, 1))
+	apply(w, seg(t, p0, 0, "first0"), seg(t, p1, 0, "first1"))
+	parts := group([]segment{seg(t, p0, 1, "a", "b"), seg(t, p1, 1, "c")})
+	var xids []int64
+	_, err := w.applyTx(ctx, parts, &xids) // commits; suppose its answer was lost
+	require.NoError(t, err)
+	require.Len(t, xids, 1)
+	require.EqualValues(t, 3, storedOffset(t, st, 0))
 
-	// The retry: the same records, with the offsets expected before them.
-	p0.expected, p1.expected = 0, 0
-	require.True(t, w.applySegments(ctx, segs))
+	// InTx's retry: the same records, the same expected offsets.
+	_, err = w.applyTx(ctx, parts, &xids)
+	var moved *store.OffsetMovedError
+	require.ErrorAs(t, err, &moved)
+	rest, err := w.settleMoved(ctx, parts, moved, xids)
+	require.NoError(t, err)
+	require.Empty(t, rest)
 	require.NoError(t, p0.ctx.Err(), "partition 0 must not be stopped")
 	require.NoError(t, p1.ctx.Err(), "partition 1 must not be stopped")
-	require.EqualValues(t, 2, p0.expected)
-	require.EqualValues(t, 1, p1.expected)
+	require.EqualValues(t, 3, p0.expected)
+	require.EqualValues(t, 2, p1.expected)
 	for _, lock := range []string{"a", "b", "c"} {
 		require.EqualValues(t, 1, acquisitions(t, st, lock), "lock %s applied once", lock)
 	}
 
 	// The partitions go on from there.
-	require.True(t, w.applySegments(ctx, []segment{{p: p0, records: records(t, 0, 2, "d"), polledAt: time.Now()}}))
-	require.EqualValues(t, 3, storedOffset(t, st, 0))
+	apply(w, seg(t, p0, 3, "d"))
+	require.EqualValues(t, 4, storedOffset(t, st, 0))
+}
+
+// A zombie: another worker took the partition over and applied the very
+// records this one was about to, so the stored offset is where this batch
+// would have put it. None of this batch's transactions committed, so the
+// partition is stopped, not taken as applied.
+func TestTakeoverToTheSameOffsetStopsPartition(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	p0 := w.newPartition(w.hard, 0)
+	apply(w, seg(t, p0, 0, "a"))
+	require.EqualValues(t, 1, p0.expected)
+	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 3 WHERE partition = 0`) // the other worker
+	require.NoError(t, err)
+
+	apply(w, seg(t, p0, 1, "x", "y"))
+	require.Error(t, p0.ctx.Err(), "partition 0 is stopped")
+	var n int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE lock_name IN ('x', 'y')`).Scan(&n))
+	require.Zero(t, n, "not applied by this worker")
 }
 
 // A partition whose stored offset moved (another worker applied more of it)
@@ -102,18 +138,12 @@ func TestMovedPartitionStopsAlone(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
 	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
-	require.True(t, w.applySegments(ctx, []segment{
-		{p: p0, records: records(t, 0, 0, "a"), polledAt: time.Now()},
-		{p: p1, records: records(t, 1, 0, "b"), polledAt: time.Now()},
-	}))
+	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
 	// Another worker owns partition 0 now and went further.
 	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 5 WHERE partition = 0`)
 	require.NoError(t, err)
 
-	require.True(t, w.applySegments(ctx, []segment{
-		{p: p0, records: records(t, 0, 1, "x"), polledAt: time.Now()},
-		{p: p1, records: records(t, 1, 1, "y"), polledAt: time.Now()},
-	}))
+	apply(w, seg(t, p0, 1, "x"), seg(t, p1, 1, "y"))
 	require.Error(t, p0.ctx.Err(), "partition 0 is stopped")
 	require.NoError(t, p1.ctx.Err())
 	require.EqualValues(t, 5, storedOffset(t, st, 0), "the other worker's offset stays")
@@ -124,7 +154,31 @@ func TestMovedPartitionStopsAlone(t *testing.T) {
 	require.EqualValues(t, 1, acquisitions(t, st, "y"))
 
 	// Its records still queued are dropped, not applied.
-	require.True(t, w.applySegments(ctx, []segment{{p: p0, records: records(t, 0, 5, "z"), polledAt: time.Now()}}))
+	apply(w, seg(t, p0, 5, "z"))
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE lock_name = 'z'`).Scan(&n))
 	require.Zero(t, n)
+}
+
+// A batch that keeps failing for a reason a retry cannot cure is retried
+// with backoff; a partition being revoked is dropped from it, so the
+// rebalance does not wait for the cure, and its records stay unapplied for
+// the next owner, who starts from the stored offset.
+func TestFailingBatchLetsRevokedPartitionGo(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	p0 := w.newPartition(w.hard, 0)
+	apply(w, seg(t, p0, 0, "a"))
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
+	require.NoError(t, err)
+
+	s := seg(t, p0, 1, "b")
+	p0.pending.Add(1)
+	done := make(chan struct{})
+	go func() { defer close(done); w.applySegments(ctx, []segment{s}) }()
+	p0.revoking.Store(true) // as revoked does, before it waits
+	p0.pending.Wait()       // returns once the failing batch drops the partition
+	<-done
+	require.EqualValues(t, 1, storedOffset(t, st, 0), "the record was not applied")
+	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events_away RENAME TO lock_events`)
+	require.NoError(t, err)
 }

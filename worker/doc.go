@@ -1,31 +1,33 @@
 // Package worker is the consumer-group member that applies lock commands.
 //
 // The poll loop hands each poll's records to the appliers (Config.Appliers,
-// default 2; partition p goes to applier p % Appliers). An applier takes
-// everything queued for it since its last transaction and applies it in ONE
-// PostgreSQL transaction, whatever the partitions: batches grow with the
-// load instead of transactions multiplying with it (per-transaction costs,
-// BEGIN, round trips and the COMMIT's WAL flush, dominated when every
-// partition had its own). Per partition the transaction advances the offset
-// row, only from the offset this worker expected (a worker that lost the
-// partition cannot commit, and a batch retried after a lost connection
-// cannot apply twice), skips offsets already applied, and applies the
-// handlers in order; the outbox, history and outcome rows of all partitions
-// are written together, each outbox row under its own partition. Its round
-// trips: BEGIN; the offsets, the outcome prefetch and the common cases (one
-// set-based statement per operation) together; the general path's
-// statements, if any; the outbox/history/outcome writes; COMMIT. Offset rows
-// are locked in partition order, before any lock row, as every other writer
-// does, so transactions do not deadlock on them.
+// default 2; each owned partition is given to one of them, evenly, for as
+// long as it is owned). An applier takes everything queued for it since its
+// last transaction and applies it in ONE PostgreSQL transaction, whatever
+// the partitions: batches grow with the load instead of transactions
+// multiplying with it (per-transaction costs, BEGIN, round trips and the
+// COMMIT's WAL flush, dominated when every partition had its own). Per
+// partition the transaction advances the offset row, only from the offset
+// this worker expected (a worker that lost the partition cannot commit, and
+// a batch retried after a lost connection cannot apply twice), skips offsets
+// already applied, and applies the handlers in order; the outbox, history
+// and outcome rows of all partitions are written together, each outbox row
+// under its own partition. Its round trips: BEGIN; the offsets, the outcome
+// prefetch and the common cases (one set-based statement per operation)
+// together; the general path's statements, if any; the
+// outbox/history/outcome writes; COMMIT. Offset rows are locked in partition
+// order, before any lock row, as every other writer does.
 //
 // After the commit each partition's relay is woken in process and its expiry
 // scheduler when the batch started something due sooner. A retried batch
-// that finds its offsets where it would have put them committed already (its
-// COMMIT's answer was lost) and is not applied again; one that finds a
-// partition's offset elsewhere stops that partition (another worker owns it)
-// and applies the rest. Anything else that fails is retried, with backoff
-// and loudly: the applier's other partitions wait behind it, which keeps
-// their order and loses nothing.
+// whose offset guard fails asks PostgreSQL whether one of its earlier
+// attempts committed (pg_xact_status of their transaction ids: a COMMIT
+// whose answer was lost); if so it is done. Otherwise the partition is owned
+// elsewhere: it is stopped and the rest applied. Anything else that fails is
+// retried, with backoff and loudly: the applier's other partitions wait
+// behind it, which keeps their order and loses nothing, but a partition
+// being revoked is dropped from such a batch, so a rebalance never waits for
+// the cure (its next owner starts from the stored offset).
 //
 // On assignment fetching resumes from the stored offset
 // (kgo.AdjustFetchOffsetsFn); Kafka group offsets are committed in the
@@ -35,5 +37,6 @@
 // leases and waiters when due, reading only the partial indexes to know
 // when) and the outbox relay. Rebalances are cooperative-sticky and blocked
 // while a poll's records are being handed out (BlockRebalanceOnPoll); a
-// revoked partition is let go once the records polled before are applied.
+// revoked partition is let go once the records polled before are applied
+// (or dropped, as above).
 package worker

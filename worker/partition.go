@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 )
 
@@ -10,14 +11,19 @@ import (
 const unknownOffset = -2
 
 // partition is the work beside the batches of one owned partition: its
-// expiry scheduler and its relay, stopped together. Its batches are applied
-// by the worker's applier, with the other partitions' records of the same
-// polls.
+// expiry scheduler and its relay, stopped together. Its records are applied
+// by an applier, with other partitions' records of the same polls.
 type partition struct {
 	w    *Worker
 	id   int32
-	ctx  context.Context // ended when the partition is let go
+	ctx  context.Context // ended when the partition is let go or found owned elsewhere
 	wake chan struct{}   // a batch committed: the next expiry may be sooner
+	// pending counts the segments submitted and not yet applied or dropped:
+	// a revoked partition is let go once it is zero.
+	pending sync.WaitGroup
+	// revoking is set when the partition is being revoked: a batch failing
+	// over and over drops it instead of holding the rebalance.
+	revoking atomic.Bool
 	// sleepsUntil is when the expiry scheduler will look again (unix ns), 0
 	// while it is awake.
 	sleepsUntil atomic.Int64
@@ -25,11 +31,12 @@ type partition struct {
 	// expected is the next offset the stored one should be, known after the
 	// first batch; only the applier uses it.
 	expected int64
+	lane     int // the applier of its records, fixed while owned
 }
 
-// newPartition starts a partition's scheduler and relay under parent, which
-// Run's context does not cancel: a revoked partition's last batch commits
-// first, so shutdown drains instead of rolling back.
+// newPartition starts a partition's scheduler and relay under parent (the
+// worker's hard stop, not Run's context): a revoked partition's records are
+// applied first, so shutdown drains instead of rolling back.
 func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 	ctx, cancel := context.WithCancel(parent)
 	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset}
@@ -43,3 +50,7 @@ func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 	}()
 	return p
 }
+
+// letGo reports whether the partition's records may be dropped from a
+// failing batch: it is stopped or being revoked.
+func (p *partition) letGo() bool { return p.ctx.Err() != nil || p.revoking.Load() }

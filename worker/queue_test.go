@@ -8,65 +8,55 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func seg(n int) []segment { return []segment{{records: make([]*kgo.Record, n)}} }
+func segs(n int) []segment { return []segment{{records: make([]*kgo.Record, n)}} }
 
 // What arrives while the applier works is taken at once, as one batch.
 func TestQueueMergesPolls(t *testing.T) {
 	q := newQueue(100)
-	q.submit(seg(3))
-	q.submit(seg(4))
-	segs, upTo, ok := q.take()
+	require.True(t, q.submit(segs(3)))
+	require.True(t, q.submit(segs(4)))
+	got, ok := q.take()
 	require.True(t, ok)
-	require.Len(t, segs, 2)
-	require.EqualValues(t, 2, upTo)
+	require.Len(t, got, 2)
 }
 
 // submit blocks while the queue holds limit records, until the applier
 // takes them.
 func TestQueueBackpressure(t *testing.T) {
 	q := newQueue(5)
-	q.submit(seg(5))
+	q.submit(segs(5))
 	submitted := make(chan struct{})
-	go func() { q.submit(seg(1)); close(submitted) }()
+	go func() { q.submit(segs(1)); close(submitted) }()
 	select {
 	case <-submitted:
 		t.Fatal("submit did not wait for room")
 	case <-time.After(20 * time.Millisecond):
 	}
-	_, _, ok := q.take()
+	_, ok := q.take()
 	require.True(t, ok)
 	<-submitted
 }
 
-// barrier returns once everything submitted before it is applied.
-func TestQueueBarrier(t *testing.T) {
+// After close the applier takes what is pending, then ends.
+func TestQueueCloseDrains(t *testing.T) {
 	q := newQueue(100)
-	q.submit(seg(1))
-	passed := make(chan struct{})
-	go func() { q.barrier(); close(passed) }()
-	_, upTo, _ := q.take()
-	select {
-	case <-passed:
-		t.Fatal("barrier passed before the poll was applied")
-	case <-time.After(20 * time.Millisecond):
-	}
-	q.done(upTo)
-	<-passed
+	q.submit(segs(1))
+	q.close()
+	require.False(t, q.submit(segs(1)), "closed: not taken")
+	_, ok := q.take()
+	require.True(t, ok)
+	_, ok = q.take()
+	require.False(t, ok)
 }
 
-// Once the applier is gone, nothing waits on it.
-func TestQueueStopReleasesWaiters(t *testing.T) {
+// Once the applier is gone, a blocked submit returns and what was pending
+// is handed back, so its partitions' pending counts can be released.
+func TestQueueStopReleasesSubmitters(t *testing.T) {
 	q := newQueue(1)
-	q.submit(seg(1))
-	released := make(chan struct{}, 2)
-	go func() { q.barrier(); released <- struct{}{} }()
-	go func() { q.submit(seg(1)); released <- struct{}{} }()
-	q.stop()
-	<-released
-	<-released
-	// Closed and empty after the pending poll is taken: the applier ends.
-	_, _, ok := q.take()
-	require.True(t, ok)
-	_, _, ok = q.take()
-	require.False(t, ok)
+	q.submit(segs(1))
+	released := make(chan bool)
+	go func() { released <- q.submit(segs(1)) }()
+	left := q.stop()
+	require.False(t, <-released)
+	require.Len(t, left, 1)
 }

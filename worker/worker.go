@@ -54,9 +54,10 @@ type Config struct {
 	// applier while its transaction runs (so a batch is at most about twice
 	// it). Default 1000.
 	MaxPollRecords int
-	// Appliers is how many transactions of commands run at once. Each owns
-	// the partitions p with p % Appliers equal to its number and applies all
-	// their records polled since its last transaction in one. More overlap
+	// Appliers is how many transactions of commands run at once. Each
+	// serves some of the owned partitions (spread evenly as they are
+	// assigned) and applies all their records polled since its last
+	// transaction in one. More overlap
 	// one transaction's commit with the next's work; fewer make bigger
 	// batches. Default DefaultAppliers.
 	Appliers int
@@ -182,8 +183,9 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 	return nil
 }
 
-// Run consumes until ctx is done, then drains: in-flight batches finish, the
-// group is left. A second cancellation (Close) forces.
+// Run consumes until ctx is done, then drains: the records polled are
+// applied, the partitions' schedulers and relays stop. Close then leaves the
+// group; Kill instead forces a stop at any time.
 func (w *Worker) Run(ctx context.Context) error {
 	go w.maintain(ctx)
 	var appliers sync.WaitGroup
@@ -205,14 +207,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.mu.Lock()
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if p := w.parts[fp.Partition]; p != nil && len(fp.Records) > 0 {
-				lane := int(fp.Partition) % len(w.lanes)
-				segs[lane] = append(segs[lane], segment{p: p, records: fp.Records, polledAt: polled})
+				p.pending.Add(1) // under w.mu: revoked sees it before it waits
+				segs[p.lane] = append(segs[p.lane], segment{p: p, records: fp.Records, polledAt: polled})
 			}
 		})
 		w.mu.Unlock()
 		for lane, s := range segs {
-			if len(s) > 0 {
-				w.lanes[lane].submit(s)
+			if len(s) > 0 && !w.lanes[lane].submit(s) {
+				for _, x := range s {
+					x.p.pending.Done()
+				}
 			}
 		}
 		w.cl.AllowRebalance()
@@ -235,7 +239,7 @@ func (w *Worker) Close() {
 	w.cl.Close()
 }
 
-// Kill stops at once, as a crash would: the in-flight batch is rolled back and
+// Kill stops at once, as a crash would: in-flight batches are rolled back and
 // the group is not told (it notices when the session times out, unless the
 // client is a static member that rejoins). For the second signal, and for
 // tests. Run's context must be cancelled too.
@@ -333,12 +337,27 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 			continue
 		}
 		part := w.newPartition(w.hard, p)
+		part.lane = w.leastUsedLane()
 		w.parts[p] = part
 		w.log.Info().Int32("partition", p).Msg("partition assigned")
 	}
 }
 
-// revoked stops the partitions after their records polled so far are applied.
+// leastUsedLane is the applier with the fewest owned partitions; w.mu held.
+// A partition keeps its lane while owned, so its records stay in order.
+func (w *Worker) leastUsedLane() int {
+	use := make([]int, len(w.lanes))
+	for _, p := range w.parts {
+		if p.ctx.Err() == nil {
+			use[p.lane]++
+		}
+	}
+	return slices.Index(use, slices.Min(use))
+}
+
+// revoked stops the partitions after their records polled so far are applied
+// (or dropped from a batch that keeps failing: their next owner starts from
+// the stored offset).
 func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	var stopping []*partition
 	w.mu.Lock()
@@ -349,13 +368,11 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 		}
 	}
 	w.mu.Unlock()
-	if len(stopping) == 0 {
-		return
-	}
-	for _, q := range w.lanes {
-		q.barrier()
+	for _, part := range stopping {
+		part.revoking.Store(true)
 	}
 	for _, part := range stopping {
+		part.pending.Wait()
 		part.cancel()
 		w.log.Info().Int32("partition", part.id).Msg("partition revoked")
 	}
