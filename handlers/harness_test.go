@@ -219,6 +219,21 @@ func (h *harness) timeOf(sql string, args ...any) time.Time {
 
 // snapshot returns the rows of the lock tables (and the stored outcomes) as
 // JSON text, to show that something changed nothing.
+// resend applies cmd again and checks it is answered with its stored
+// outcome, the event want, to its reply_to only, and that nothing changed.
+func (h *harness) resend(cmd topics.Command, want topics.Event) topics.Event {
+	h.t.Helper()
+	before := h.snapshot()
+	h.clearOutbox()
+	again := h.apply(cmd)
+	require.Len(h.t, again, 1)
+	require.Equal(h.t, want.EventID, again[0].EventID)
+	require.Equal(h.t, want.Type, again[0].Type)
+	require.Equal(h.t, []string{cmd.ReplyTo + " " + want.Type}, h.routes())
+	require.Equal(h.t, before, h.snapshot())
+	return again[0]
+}
+
 func (h *harness) snapshot() string {
 	h.t.Helper()
 	var s string

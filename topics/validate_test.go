@@ -173,10 +173,7 @@ func TestDecodeRejects(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Decode([]byte(tc.value), prefix)
-			var r *Rejection
-			require.ErrorAs(t, err, &r)
-			require.Equal(t, tc.code, r.Code)
+			r := rejected(t, tc.value, tc.code)
 			require.Contains(t, r.Message, tc.msg)
 		})
 	}
@@ -215,10 +212,7 @@ func TestRejectionKeepsCommand(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Decode([]byte(tc.value), prefix)
-			var r *Rejection
-			require.ErrorAs(t, err, &r)
-			require.Equal(t, tc.code, r.Code)
+			r := rejected(t, tc.value, tc.code)
 			require.Equal(t, tc.requestID, r.Command.RequestID)
 			require.Equal(t, tc.operation, r.Command.Operation)
 			require.Equal(t, tc.replyTo, r.Command.ReplyTo)
@@ -287,4 +281,14 @@ func TestEventRoundTrip(t *testing.T) {
 	h := EventHeaders(ev, "lockworker/x")
 	require.Equal(t, Header{HeaderCEID, []byte(ev.EventID)}, h[1])
 	require.Equal(t, Header{HeaderRequestID, []byte("r1")}, h[len(h)-1])
+}
+
+// rejected decodes value and returns its Rejection, which must have code.
+func rejected(t *testing.T, value, code string) *Rejection {
+	t.Helper()
+	_, err := Decode([]byte(value), prefix)
+	var r *Rejection
+	require.ErrorAs(t, err, &r)
+	require.Equal(t, code, r.Code)
+	return r
 }
