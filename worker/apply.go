@@ -190,7 +190,6 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 		type todo struct {
 			pt         *part
 			view       *handlers.Batch
-			from       int64
 			records    []*kgo.Record
 			polled     []time.Time
 			cmds       []topics.Command
@@ -221,7 +220,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 			}
 			pt.next = recs[len(recs)-1].Offset + 1
 			store.QueueAdvanceOffset(first, w.cfg.Group, topic, pt.p.id, stored, pt.next)
-			t := todo{pt: pt, view: batch.For(pt.p.id), from: stored, records: recs, polled: polled,
+			t := todo{pt: pt, view: batch.For(pt.p.id), records: recs, polled: polled,
 				cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
 			for i, r := range recs {
 				c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
