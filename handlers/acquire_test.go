@@ -223,7 +223,7 @@ func TestAcquireErrors(t *testing.T) {
 			after: []string{"a bob released 0", "a alice acquired 0"},
 		},
 		{
-			name: "the wait ends while the lock is held: LOCK_TIMEOUT from the expiry step",
+			name:  "the wait ends while the lock is held: LOCK_TIMEOUT from the expiry step",
 			setup: bobWaitsOnAlice(30),
 			answer: func(h *harness, cmd topics.Command) {
 				waitOut(h, cmd)
@@ -234,7 +234,7 @@ func TestAcquireErrors(t *testing.T) {
 			after:  []string{"a alice acquired 0"},
 		},
 		{
-			name: "the holder releases after the wait ended: LOCK_TIMEOUT, the lock is not granted",
+			name:  "the holder releases after the wait ended: LOCK_TIMEOUT, the lock is not granted",
 			setup: bobWaitsOnAlice(30),
 			answer: func(h *harness, cmd topics.Command) {
 				waitOut(h, cmd)
@@ -249,7 +249,7 @@ func TestAcquireErrors(t *testing.T) {
 			after: []string{"a alice released 0"},
 		},
 		{
-			name: "the lease ends after the wait ended: LOCK_TIMEOUT, the expiry grants nobody",
+			name:  "the lease ends after the wait ended: LOCK_TIMEOUT, the expiry grants nobody",
 			setup: bobWaitsOnAlice(1),
 			answer: func(h *harness, cmd topics.Command) {
 				deadline := waitOut(h, cmd)
