@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -30,7 +31,9 @@ type mergedCall[Req, Res any] struct {
 	lead chan struct{} // closed when this caller must run the next batch
 }
 
-// do answers req, in a run of its own or merged with others.
+// do answers req, in a run of its own or merged with others. A caller whose
+// ctx ends while it waits for another's run to end gives up its place,
+// unless it was handed the lead; once its request runs, it waits for it.
 func (m *merger[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	c := &mergedCall[Req, Res]{req: req, done: make(chan struct{}), lead: make(chan struct{})}
 	m.mu.Lock()
@@ -41,6 +44,16 @@ func (m *merger[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 		case <-c.done:
 			return c.res, c.err
 		case <-c.lead:
+		case <-ctx.Done():
+			if m.abandon(c) {
+				var zero Res
+				return zero, ctx.Err()
+			}
+			select { // taken by a run, or handed the lead meanwhile
+			case <-c.done:
+				return c.res, c.err
+			case <-c.lead:
+			}
 		}
 	} else {
 		m.busy = true
@@ -49,6 +62,24 @@ func (m *merger[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	m.lead(ctx)
 	<-c.done
 	return c.res, c.err
+}
+
+// abandon takes c out of the waiting calls; false when a run took it or it
+// was handed the lead.
+func (m *merger[Req, Res]) abandon(c *mergedCall[Req, Res]) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-c.lead:
+		return false
+	default:
+	}
+	i := slices.Index(m.waiting, c)
+	if i < 0 {
+		return false
+	}
+	m.waiting = slices.Delete(m.waiting, i, i+1)
+	return true
 }
 
 // lead runs every waiting call, then hands the lead to a caller that came
