@@ -13,6 +13,12 @@
 // is there when it starts, so rows left by a previous owner go out too.
 // [Relay.DrainOnce] publishes what is there now, for tests and shutdown.
 //
+// Each partition's passes are its own, but their queries are shared: passes
+// that select (or delete) while another pass's SELECT (DELETE) runs are
+// served together by the next one, so a commit that wakes the relays of
+// many partitions costs one SELECT and one DELETE, not one of each per
+// partition (merge.go).
+//
 // # Records
 //
 // One row becomes one record: value = row value, key = row key (a NULL key
