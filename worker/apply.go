@@ -80,7 +80,11 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		// retried here, slowly and loudly: skipping the batch would lose it.
 		delay := store.Backoff(time.Second, time.Minute, attempt)
 		attempt++
-		w.log.Error().Err(err).Int("partitions", len(parts)).Dur("retry_in", delay).Msg("applying batch failed")
+		ids := make([]int32, len(parts))
+		for i, pt := range parts {
+			ids[i] = pt.p.id
+		}
+		w.log.Error().Err(err).Ints32("partitions", ids).Dur("retry_in", delay).Msg("applying batch failed")
 		select {
 		case <-ctx.Done():
 			return
