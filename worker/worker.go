@@ -57,9 +57,8 @@ type Config struct {
 	// Appliers is how many transactions of commands run at once. Each
 	// serves some of the owned partitions (spread evenly as they are
 	// assigned) and applies all their records polled since its last
-	// transaction in one. More overlap
-	// one transaction's commit with the next's work; fewer make bigger
-	// batches. Default DefaultAppliers.
+	// transaction in one. More overlap one transaction's commit with the
+	// next's work; fewer make bigger batches. Default DefaultAppliers.
 	Appliers int
 	// SessionTimeout of the group member. Default 45 s (franz-go's).
 	SessionTimeout time.Duration
