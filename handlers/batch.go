@@ -159,7 +159,7 @@ func (b *Batch) Reject(r *topics.Rejection, polledAt time.Time) topics.Event {
 
 // Publish queues a raw record (a dead-letter copy, say) in the outbox.
 func (b *Batch) Publish(topic string, key, value []byte, headers []topics.Header) {
-	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: string(key), p: &pending{raw: value}, headers: headers})
+	b.queue(topic, string(key), &pending{raw: value}, headers)
 }
 
 func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*pending, error) {
@@ -191,7 +191,7 @@ func (b *Batch) resend(c topics.Command, prev *pending) ([]topics.Event, error) 
 		}
 	}
 	if c.ReplyTo != "" {
-		b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: c.ReplyTo, key: c.Key(), p: prev, headers: topics.EventHeaders(ev, b.env.Source)})
+		b.queue(c.ReplyTo, c.Key(), prev, topics.EventHeaders(ev, b.env.Source))
 	}
 	return []topics.Event{ev}, nil
 }
@@ -201,7 +201,12 @@ func (b *Batch) emit(topic, key string, p *pending) {
 	if topic == "" {
 		return
 	}
-	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: key, p: p, headers: topics.EventHeaders(*p.ev, b.env.Source)})
+	b.queue(topic, key, p, topics.EventHeaders(*p.ev, b.env.Source))
+}
+
+// queue adds an outbox row under the batch's partition.
+func (b *Batch) queue(topic, key string, p *pending, headers []topics.Header) {
+	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: key, p: p, headers: headers})
 }
 
 // remember stores ev as the outcome of requestID, replacing an earlier one.
