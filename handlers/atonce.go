@@ -10,8 +10,9 @@ import (
 )
 
 // The common cases take one statement: an acquire of a lock that is new, or
-// released or expired with nobody waiting, and the holder's release of a
-// lease in force that nobody waits for. The statement applies only in that
+// released or expired with nobody waiting, the holder's release of a lease
+// in force that nobody waits for, and the holder's extend of a lease in
+// force. The statement applies only in that
 // case and returns the row; otherwise it changes nothing and the general path
 // decides. Updating an existing row takes its token and times after the row
 // lock, like the general path; creating a row takes them before a possible
@@ -68,6 +69,23 @@ const releaseAtOnceSQL = `
 	RETURNING m.req, ` + lockCols + `
 `
 
+// The holder's extend of a lease in force finds its rows as the release does.
+const extendAtOnceSQL = `
+	WITH m AS (
+		SELECT u.own, u.tok, u.ext, u.req, k.tid
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::float8[], $6::text[]) AS u(ns, nm, own, tok, ext, req),
+			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
+	)
+	UPDATE locks l SET expires_at = l.expires_at + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE l.lease_duration END),
+		extension_count = l.extension_count + 1, updated_at = clock_timestamp()
+	FROM m
+	WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid
+		AND l.status = 'acquired' AND l.owner_id = m.own
+		AND l.expires_at > clock_timestamp() AND (m.tok IS NULL OR l.fencing_token = m.tok)
+		AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($6)))
+	RETURNING m.req, ` + lockCols + `
+`
+
 // atOnceSet is the arguments of the common-case statements of some commands.
 type atOnceSet struct {
 	grants struct {
@@ -79,6 +97,11 @@ type atOnceSet struct {
 	releases struct {
 		ns, name, owner, requestID []string
 		token                      []*int64
+	}
+	extends struct {
+		ns, name, owner, requestID []string
+		token                      []*int64
+		extension                  []float64 // 0: the lease's own duration
 	}
 }
 
@@ -101,6 +124,11 @@ func (s *atOnceSet) add(a *applier) bool {
 		r := &s.releases
 		r.ns, r.name, r.owner = append(r.ns, c.Namespace), append(r.name, c.LockName), append(r.owner, c.OwnerID)
 		r.requestID, r.token = append(r.requestID, c.RequestID), append(r.token, c.FencingToken)
+		return true
+	case topics.OpExtend:
+		e := &s.extends
+		e.ns, e.name, e.owner = append(e.ns, c.Namespace), append(e.name, c.LockName), append(e.owner, c.OwnerID)
+		e.requestID, e.token, e.extension = append(e.requestID, c.RequestID), append(e.token, c.FencingToken), append(e.extension, c.ExtensionDuration)
 		return true
 	}
 	return false
@@ -132,6 +160,9 @@ func (s *atOnceSet) queue(pb *pgx.Batch, got func(requestID string, r *lockRow))
 	if r := &s.releases; len(r.ns) > 0 {
 		pb.Queue(releaseAtOnceSQL, r.ns, r.name, r.owner, r.token, r.requestID).Query(read(topics.OpRelease))
 	}
+	if e := &s.extends; len(e.ns) > 0 {
+		pb.Queue(extendAtOnceSQL, e.ns, e.name, e.owner, e.token, e.extension, e.requestID).Query(read(topics.OpExtend))
+	}
 }
 
 // atOnce runs the command's common case, or takes its result when the batch
@@ -155,8 +186,8 @@ func (a *applier) atOnce(ctx context.Context) (*lockRow, error) {
 }
 
 // QueueAtOnce queues on pb the common cases of the commands that can go ahead
-// of the rest of the batch, in one statement per operation: acquires and
-// releases that are the first command of their lock and the first with their
+// of the rest of the batch, in one statement per operation: acquires,
+// releases and extends that are the first command of their lock and the first with their
 // request_id, before the first cleanup (which must see the commands before
 // it, and only those). cmds must be the commands in the order Apply will see
 // them; partitions[i] is the commands partition of cmds[i] (nil: the

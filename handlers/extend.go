@@ -11,6 +11,12 @@ import (
 // ends. The token stays; extension_count counts the extensions.
 func (a *applier) extend(ctx context.Context) error {
 	c := a.cmd
+	if r, err := a.atOnce(ctx); err != nil || r != nil {
+		if r != nil {
+			a.extended(r)
+		}
+		return err
+	}
 	r, err := a.lockForUpdate(ctx, c.Namespace, c.LockName)
 	if err != nil {
 		return err
@@ -44,8 +50,13 @@ func (a *applier) extend(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("extending: %w", err)
 	}
+	a.extended(r)
+	return nil
+}
+
+// extended answers the extend of r, just lengthened.
+func (a *applier) extended(r *lockRow) {
 	p := a.event(topics.TypeExtended, r)
 	a.reply(p)
 	a.recordHistory(p.ev)
-	return nil
 }
