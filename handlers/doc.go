@@ -5,8 +5,9 @@
 // N commands cost a few round trips more than one.
 //
 // The common cases take one statement (atonce.go): an acquire of a lock that
-// is new, or released or expired with nobody waiting, and the holder's
-// release of a lease in force that nobody waits for. The statement applies
+// is new, or released or expired with nobody waiting, the holder's release
+// of a lease in force that nobody waits for, and the holder's extend of a
+// lease in force. The statement applies
 // only in that case; otherwise it changes nothing and the general path, which
 // locks the row and decides in Go, handles the command. QueueAtOnce sends the
 // common cases of a whole batch ahead in one round trip, one set-based
