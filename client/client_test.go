@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,12 @@ import (
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/topics"
 )
+
+var runs atomic.Int64
+
+// uniq makes name unique in this test process, so that tests sharing the
+// environment can run again (go test -count).
+func uniq(name string) string { return fmt.Sprintf("%s-%d", name, runs.Add(1)) }
 
 func newClient(t *testing.T, requester string, mod ...func(*client.Config)) *client.Client {
 	t.Helper()
@@ -198,7 +205,7 @@ func TestKeepAliveRefused(t *testing.T) {
 // and takes the lock once.
 func TestLostReplyIsRetriedOnce(t *testing.T) {
 	ctx := ctxT(t)
-	const lock = "lost-reply"
+	lock := uniq("lost-reply")
 	commands := env.Watch(env.Names.Commands)
 	c := newClient(t, "lost-reply", func(cfg *client.Config) { cfg.ReplyTimeout = 500 * time.Millisecond })
 	reply := c.ReplyTopic()
@@ -362,10 +369,11 @@ func TestUnreachableAndNoReply(t *testing.T) {
 
 	// A commands topic no worker reads: the command is sent, re-sent, and
 	// given up with ErrNoReply.
-	_, err = kadm.NewClient(env.Producer()).CreateTopic(ctx, 1, -1, nil, "locks.commands.unread")
+	unread := uniq("locks.commands.unread")
+	_, err = kadm.NewClient(env.Producer()).CreateTopic(ctx, 1, -1, nil, unread)
 	require.NoError(t, err)
 	c := newClient(t, "noreply", func(cfg *client.Config) {
-		cfg.Topics.Commands = "locks.commands.unread"
+		cfg.Topics.Commands = unread
 		cfg.ReplyTimeout = 200 * time.Millisecond
 		cfg.RequestTimeout = time.Second
 	})
