@@ -269,7 +269,7 @@ func TestTwoRunsNeverOverlap(t *testing.T) {
 }
 
 func TestWatchPrintsLines(t *testing.T) {
-	const lock = "ctl-watch"
+	lock := fmt.Sprintf("ctl-watch-%d", time.Now().UnixNano()) // --from-beginning: not an earlier run's
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	stdout, _, wait := start(ctx, "watch", "--lock", lock, "--from-beginning")
@@ -288,7 +288,7 @@ func TestWatchPrintsLines(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
 	assert.Len(t, lines, 2, res.stdout)
 	for _, l := range lines {
-		assert.Regexp(t, `^\d{4}-\d\d-\d\dT\S+Z lock\.(acquired|released) +ctl-watch owner=watched token=\d+`, l)
+		assert.Regexp(t, `^\d{4}-\d\d-\d\dT\S+Z lock\.(acquired|released) +`+lock+` owner=watched token=\d+`, l)
 	}
 }
 
