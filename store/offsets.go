@@ -8,21 +8,34 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
+const lockOffsetSQL = `
+	INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+	VALUES ($1, $2, $3, -1)
+	ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
+	RETURNING next_offset`
+
 // LockOffset locks a partition's offset row for the rest of tx and returns the
 // next offset to apply, or -1 when nothing was ever applied there. Every
 // transaction that writes outbox rows for a partition calls it first, which
 // serializes them: outbox ids then follow commit order within the partition.
 func LockOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition int32) (int64, error) {
 	var next int64
-	err := tx.QueryRow(ctx, `
-		INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
-		VALUES ($1, $2, $3, -1)
-		ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = consumer_offsets.next_offset
-		RETURNING next_offset`, group, topic, partition).Scan(&next)
+	err := tx.QueryRow(ctx, lockOffsetSQL, group, topic, partition).Scan(&next)
 	if err != nil {
 		return 0, fmt.Errorf("locking offset of %s/%d: %w", topic, partition, translate(err))
 	}
 	return next, nil
+}
+
+// QueueLockOffset is LockOffset queued on b, to share a round trip: *next is
+// set when b's results are read.
+func QueueLockOffset(b *pgx.Batch, group, topic string, partition int32, next *int64) {
+	b.Queue(lockOffsetSQL, group, topic, partition).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(next); err != nil {
+			return fmt.Errorf("locking offset of %s/%d: %w", topic, partition, translate(err))
+		}
+		return nil
+	})
 }
 
 // QueueAdvanceOffset queues on b the move of a partition's next offset from

@@ -111,9 +111,24 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 // worker's batches do, by advancing their partition's offset only from the
 // offset they expect (ErrOffsetMoved).
 func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.retry(ctx, func() error { return s.tryTx(ctx, fn) })
+}
+
+// InTxBatch is InTx for a transaction whose first statements go as one
+// batch: fn queues them on first and sends it through tx before anything
+// else, and BEGIN travels with them (pgx.Batch.BeginTx), saving the round
+// trip InTx spends on it. A transaction fn sends nothing through is never
+// begun. Retries are as InTx's.
+func (s *Store) InTxBatch(ctx context.Context, fn func(tx pgx.Tx, first *pgx.Batch) error) error {
+	return s.retry(ctx, func() error { return s.tryTxBatch(ctx, fn) })
+}
+
+// retry runs try until it succeeds, fails for a reason other than
+// ErrTransient, or ctx is done, backing off between attempts.
+func (s *Store) retry(ctx context.Context, try func() error) error {
 	var last error // the previous attempt's transient error
 	for attempt := 1; ; attempt++ {
-		err := s.tryTx(ctx, fn)
+		err := try()
 		if last != nil && err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// ctx ended while we were about to retry: report why we were retrying.
 			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt-1, ctx.Err(), last)
@@ -139,12 +154,49 @@ func (s *Store) tryTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	if err != nil {
 		return translate(err)
 	}
-	if err := fn(tx); err != nil {
+	return s.finish(ctx, tx, fn(tx))
+}
+
+func (s *Store) tryTxBatch(ctx context.Context, fn func(pgx.Tx, *pgx.Batch) error) error {
+	first := &pgx.Batch{}
+	first.BeginTx(pgx.TxOptions{})
+	tx := &batchTx{pool: s.Pool, first: first}
+	err := fn(tx, first)
+	if tx.Tx == nil {
+		return translate(err)
+	}
+	return s.finish(ctx, tx, err)
+}
+
+// finish commits tx, or rolls it back when fn failed with err.
+func (s *Store) finish(ctx context.Context, tx pgx.Tx, err error) error {
+	if err != nil {
 		// Roll back even when ctx is done, so the connection goes back clean.
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return translate(err)
 	}
 	return translate(tx.Commit(ctx))
+}
+
+// batchTx is InTxBatch's transaction: it begins when its first batch is
+// sent, and is then the begun transaction (pgx.Tx's methods before that are
+// a programming error).
+type batchTx struct {
+	pgx.Tx
+	pool  *pgxpool.Pool
+	first *pgx.Batch
+}
+
+func (t *batchTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if t.Tx != nil {
+		return t.Tx.SendBatch(ctx, b)
+	}
+	if b != t.first {
+		return pgx.FailedBatchResults(b, errors.New("store: the first batch of InTxBatch must be sent first"))
+	}
+	br := t.pool.SendBatch(ctx, b)
+	t.Tx = br.Tx()
+	return br
 }
 
 // Backoff is the delay before retry number attempt (1-based): base doubled per

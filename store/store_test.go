@@ -217,6 +217,76 @@ func TestInTxRetriesLostConnection(t *testing.T) {
 	require.NoError(t, st.Pool.Ping(context.Background()))
 }
 
+// InTxBatch begins the transaction with its first batch: what the batch and
+// later statements write commits together, and a failure rolls all of it
+// back.
+func TestInTxBatch(t *testing.T) {
+	t.Parallel()
+	st, _ := newStore(t)
+	ctx := context.Background()
+	var pid, inTx uint32
+	err := st.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+		first.Queue(`INSERT INTO effects (note) VALUES ('first')`)
+		first.Queue(`SELECT pg_backend_pid()`).QueryRow(func(row pgx.Row) error { return row.Scan(&pid) })
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+			return err
+		}
+		// The same transaction: the session's own backend, inside a block.
+		require.NoError(t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&inTx))
+		require.Equal(t, byte('T'), tx.Conn().PgConn().TxStatus())
+		_, err := tx.Exec(ctx, `INSERT INTO effects (note) VALUES ('later')`)
+		return err
+	})
+	require.NoError(t, err)
+	require.Equal(t, pid, inTx)
+	require.Equal(t, 2, countEffects(t, st))
+
+	err = st.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+		first.Queue(`INSERT INTO effects (note) VALUES ('rolled back')`)
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+			return err
+		}
+		return errors.New("changed my mind")
+	})
+	require.EqualError(t, err, "changed my mind")
+	require.Equal(t, 2, countEffects(t, st), "rolled back")
+
+	// Nothing sent: nothing began, nothing to commit.
+	require.NoError(t, st.InTxBatch(ctx, func(pgx.Tx, *pgx.Batch) error { return nil }))
+	// Another batch before the first is refused.
+	err = st.InTxBatch(ctx, func(tx pgx.Tx, _ *pgx.Batch) error {
+		other := &pgx.Batch{}
+		other.Queue(`SELECT 1`)
+		return tx.SendBatch(ctx, other).Close()
+	})
+	require.ErrorContains(t, err, "first batch")
+	require.NoError(t, st.Pool.Ping(ctx), "no connection was left behind")
+	require.Zero(t, st.Pool.Stat().AcquiredConns())
+}
+
+// InTxBatch retries as InTx does: the first batch losing its connection runs
+// the whole function again.
+func TestInTxBatchRetriesLostConnection(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	ctx := context.Background()
+	calls := 0
+	err := st.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+		calls++
+		first.Queue(`INSERT INTO effects (note) VALUES ('once')`)
+		if calls == 1 {
+			first.Queue(`SELECT pg_terminate_backend(pg_backend_pid())`)
+		}
+		return tx.SendBatch(ctx, first).Close()
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, calls)
+	require.Equal(t, 1, countEffects(t, st))
+	require.Len(t, *retries, 1)
+	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
+	require.Zero(t, st.Pool.Stat().AcquiredConns())
+}
+
 // TestInTxRetriesConnectionKilledFromOutside: the backend is terminated by
 // another session while the transaction is open; the commit fails and the
 // whole transaction runs again.

@@ -170,26 +170,37 @@ type result struct {
 func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]result, error) {
 	topic := w.cfg.Names.Commands
 	var results []result
-	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
 		results = results[:0]
-		// After an assignment the stored offsets are read, once, each row
-		// locked in its own round trip, all in partition order (every
-		// transaction locks offset rows in that order).
+		first.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
+			var xid int64
+			err := row.Scan(&xid)
+			*xids = append(*xids, xid)
+			return err
+		})
+		// After an assignment the stored offsets are read, once, their rows
+		// locked in partition order (every transaction locks offset rows in
+		// that order), in the first round trip; the rest follows in a second.
 		lockAll := slices.ContainsFunc(parts, func(pt *part) bool { return pt.p.expected == unknownOffset })
 		locked := make([]int64, len(parts))
-		for i, pt := range parts {
-			if !lockAll {
-				locked[i] = pt.p.expected
-				continue
+		pb := first
+		if lockAll {
+			for i, pt := range parts {
+				store.QueueLockOffset(first, w.cfg.Group, topic, pt.p.id, &locked[i])
 			}
-			stored, err := store.LockOffset(ctx, tx, w.cfg.Group, topic, pt.p.id)
-			if err != nil {
+			if err := tx.SendBatch(ctx, first).Close(); err != nil {
 				return err
 			}
-			if pt.p.expected != unknownOffset && stored != pt.p.expected {
-				return &store.OffsetMovedError{Topic: topic, Partition: pt.p.id, From: pt.p.expected}
+			for i, pt := range parts {
+				if pt.p.expected != unknownOffset && locked[i] != pt.p.expected {
+					return &store.OffsetMovedError{Topic: topic, Partition: pt.p.id, From: pt.p.expected}
+				}
 			}
-			locked[i] = stored
+			pb = &pgx.Batch{}
+		} else {
+			for i, pt := range parts {
+				locked[i] = pt.p.expected
+			}
 		}
 		type todo struct {
 			pt         *part
@@ -200,13 +211,6 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 			rejections []*topics.Rejection
 		}
 		batch := handlers.NewBatch(tx, w.env(parts[0].p.id))
-		first := &pgx.Batch{}
-		first.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
-			var xid int64
-			err := row.Scan(&xid)
-			*xids = append(*xids, xid)
-			return err
-		})
 		var todos []todo
 		var ids []string
 		for i, pt := range parts {
@@ -223,7 +227,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 				continue
 			}
 			pt.next = recs[len(recs)-1].Offset + 1
-			store.QueueAdvanceOffset(first, w.cfg.Group, topic, pt.p.id, stored, pt.next)
+			store.QueueAdvanceOffset(pb, w.cfg.Group, topic, pt.p.id, stored, pt.next)
 			t := todo{pt: pt, view: batch.For(pt.p.id), records: recs, polled: polled,
 				cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
 			for i, r := range recs {
@@ -241,11 +245,12 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 			todos = append(todos, t)
 		}
 		if len(todos) == 0 {
-			return nil
+			return nil // when nothing was sent, nothing began
 		}
-		// One round trip: the offsets, the stored outcomes, and the common
-		// cases of the commands that may go ahead of the rest.
-		batch.QueuePrefetch(first, ids)
+		// One round trip (with BEGIN, but after an assignment): the offsets,
+		// the stored outcomes, and the common cases of the commands that may
+		// go ahead of the rest.
+		batch.QueuePrefetch(pb, ids)
 		valid, partitions := make([]topics.Command, 0, len(ids)), make([]int32, 0, len(ids))
 		for _, t := range todos {
 			for i, c := range t.cmds {
@@ -254,8 +259,8 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 				}
 			}
 		}
-		batch.QueueAtOnce(first, valid, partitions)
-		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+		batch.QueueAtOnce(pb, valid, partitions)
+		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
 			return err
 		}
 		for _, t := range todos {

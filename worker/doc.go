@@ -12,10 +12,11 @@
 // a batch retried after a lost connection cannot apply twice), skips offsets
 // already applied, and applies the handlers in order; the outbox, history
 // and outcome rows of all partitions are written together, each outbox row
-// under its own partition. Its round trips: BEGIN; the offsets, the outcome
+// under its own partition. Its round trips: BEGIN, the offsets, the outcome
 // prefetch and the common cases (one set-based statement per operation)
-// together; the general path's statements, if any; the
-// outbox/history/outcome writes; COMMIT. Offset rows are locked in partition
+// together (store.InTxBatch; after an assignment the stored offsets are read
+// and locked first, in a round trip of their own); the general path's
+// statements, if any; the outbox/history/outcome writes; COMMIT. Offset rows are locked in partition
 // order, before any lock row, as every other writer does.
 //
 // After the commit each partition's relay is woken in process and its expiry
