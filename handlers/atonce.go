@@ -47,44 +47,39 @@ const grantAtOnceSQL = `
 	WHERE l.status IN ('released', 'expired') AND l.waiter_count = 0
 	RETURNING holder_request_id, ` + lockCols
 
-// The release finds each row by its primary key (the LATERAL subquery, kept
-// apart by OFFSET 0) and updates it by ctid, with the ctids also given as an
-// array so that the planner fetches exactly those rows (a TID scan). Joined
-// plainly, or even by ctid alone, the planner may scan every held lock
-// through the partial index and compare it with each element, when its
-// statistics say few are held. A row updated by another transaction in
-// between has a new ctid and is left to the general path.
-const releaseAtOnceSQL = `
+// The holder's release and extend of a lease in force change rows found by
+// primary key (the LATERAL subquery, kept apart by OFFSET 0) and updated by
+// ctid, with the ctids also given as an array so that the planner fetches
+// exactly those rows (a TID scan). Joined plainly, or even by ctid alone,
+// the planner may scan every held lock through the partial index and
+// compare it with each element, when its statistics say few are held. A row
+// updated by another transaction in between has a new ctid and is left to
+// the general path.
+var (
+	releaseAtOnceSQL = holderAtOnceSQL(`status = 'released'`, `AND l.waiter_count = 0`)
+	extendAtOnceSQL  = holderAtOnceSQL(`expires_at = l.expires_at + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE l.lease_duration END),
+		extension_count = l.extension_count + 1`, ``)
+)
+
+// holderAtOnceSQL is the statement that sets set on each lease in force of
+// an element's owner (and token, when given) where cond holds too. Its
+// arrays: namespaces, names, owners, tokens, request_ids, extensions
+// (m.ext; 0 or none: the lease's own duration).
+func holderAtOnceSQL(set, cond string) string {
+	return `
 	WITH m AS (
-		SELECT u.own, u.tok, u.req, k.tid
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[]) AS u(ns, nm, own, tok, req),
+		SELECT u.own, u.tok, u.req, u.ext, k.tid
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::float8[]) AS u(ns, nm, own, tok, req, ext),
 			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
 	)
-	UPDATE locks l SET status = 'released', updated_at = clock_timestamp()
+	UPDATE locks l SET ` + set + `, updated_at = clock_timestamp()
 	FROM m
 	WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid
-		AND l.status = 'acquired' AND l.owner_id = m.own AND l.waiter_count = 0
+		AND l.status = 'acquired' AND l.owner_id = m.own ` + cond + `
 		AND l.expires_at > clock_timestamp() AND (m.tok IS NULL OR l.fencing_token = m.tok)
 		AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
-	RETURNING m.req, ` + lockCols + `
-`
-
-// The holder's extend of a lease in force finds its rows as the release does.
-const extendAtOnceSQL = `
-	WITH m AS (
-		SELECT u.own, u.tok, u.ext, u.req, k.tid
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::float8[], $6::text[]) AS u(ns, nm, own, tok, ext, req),
-			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
-	)
-	UPDATE locks l SET expires_at = l.expires_at + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE l.lease_duration END),
-		extension_count = l.extension_count + 1, updated_at = clock_timestamp()
-	FROM m
-	WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid
-		AND l.status = 'acquired' AND l.owner_id = m.own
-		AND l.expires_at > clock_timestamp() AND (m.tok IS NULL OR l.fencing_token = m.tok)
-		AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($6)))
-	RETURNING m.req, ` + lockCols + `
-`
+	RETURNING m.req, ` + lockCols
+}
 
 // atOnceSet is the arguments of the common-case statements of some commands.
 type atOnceSet struct {
@@ -94,14 +89,24 @@ type atOnceSet struct {
 		metadata                            []*string
 		partition                           []int32
 	}
-	releases struct {
-		ns, name, owner, requestID []string
-		token                      []*int64
-	}
-	extends struct {
-		ns, name, owner, requestID []string
-		token                      []*int64
-		extension                  []float64 // 0: the lease's own duration
+	releases, extends holderArgs
+}
+
+// holderArgs is the arrays of holderAtOnceSQL.
+type holderArgs struct {
+	ns, name, owner, requestID []string
+	token                      []*int64
+	extension                  []float64
+}
+
+func (h *holderArgs) add(c topics.Command) {
+	h.ns, h.name, h.owner = append(h.ns, c.Namespace), append(h.name, c.LockName), append(h.owner, c.OwnerID)
+	h.requestID, h.token, h.extension = append(h.requestID, c.RequestID), append(h.token, c.FencingToken), append(h.extension, c.ExtensionDuration)
+}
+
+func (h *holderArgs) queue(pb *pgx.Batch, sql string, read func(pgx.Rows) error) {
+	if len(h.ns) > 0 {
+		pb.Queue(sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension).Query(read)
 	}
 }
 
@@ -121,14 +126,10 @@ func (s *atOnceSet) add(a *applier) bool {
 		g.lease, g.metadata, g.partition = append(g.lease, a.lease()), append(g.metadata, meta), append(g.partition, a.env.Partition)
 		return true
 	case topics.OpRelease:
-		r := &s.releases
-		r.ns, r.name, r.owner = append(r.ns, c.Namespace), append(r.name, c.LockName), append(r.owner, c.OwnerID)
-		r.requestID, r.token = append(r.requestID, c.RequestID), append(r.token, c.FencingToken)
+		s.releases.add(c)
 		return true
 	case topics.OpExtend:
-		e := &s.extends
-		e.ns, e.name, e.owner = append(e.ns, c.Namespace), append(e.name, c.LockName), append(e.owner, c.OwnerID)
-		e.requestID, e.token, e.extension = append(e.requestID, c.RequestID), append(e.token, c.FencingToken), append(e.extension, c.ExtensionDuration)
+		s.extends.add(c)
 		return true
 	}
 	return false
@@ -157,12 +158,8 @@ func (s *atOnceSet) queue(pb *pgx.Batch, got func(requestID string, r *lockRow))
 	if g := &s.grants; len(g.ns) > 0 {
 		pb.Queue(grantAtOnceSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition).Query(read(topics.OpAcquire))
 	}
-	if r := &s.releases; len(r.ns) > 0 {
-		pb.Queue(releaseAtOnceSQL, r.ns, r.name, r.owner, r.token, r.requestID).Query(read(topics.OpRelease))
-	}
-	if e := &s.extends; len(e.ns) > 0 {
-		pb.Queue(extendAtOnceSQL, e.ns, e.name, e.owner, e.token, e.extension, e.requestID).Query(read(topics.OpExtend))
-	}
+	s.releases.queue(pb, releaseAtOnceSQL, read(topics.OpRelease))
+	s.extends.queue(pb, extendAtOnceSQL, read(topics.OpExtend))
 }
 
 // atOnce runs the command's common case, or takes its result when the batch
