@@ -224,6 +224,23 @@ func (b *Batch) remember(requestID string, p *pending) {
 // notify lock from commit to WAL flush, which serialized every committing
 // batch and capped them at about 350 per second on the test machine).
 func (b *Batch) Flush(ctx context.Context) error {
+	batch := &pgx.Batch{}
+	if err := b.QueueFlush(batch); err != nil {
+		return err
+	}
+	if batch.Len() == 0 {
+		return nil
+	}
+	if err := b.tx.SendBatch(ctx, batch).Close(); err != nil {
+		return fmt.Errorf("writing outbox and history: %w", err)
+	}
+	return nil
+}
+
+// QueueFlush is Flush for a caller that sends the writes itself, on batch
+// (store.InTxBatch's last batch, which travels with COMMIT). The buffers are
+// emptied: the writes belong to batch now.
+func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	now := time.Now()
 	encoded := map[*pending][]byte{}
 	encode := func(p *pending) ([]byte, error) {
@@ -241,7 +258,6 @@ func (b *Batch) Flush(ctx context.Context) error {
 		encoded[p] = v
 		return v, err
 	}
-	batch := &pgx.Batch{}
 	if n := len(b.outbox); n > 0 {
 		parts, topicsCol, keys, values, headers := make([]int32, n), make([]string, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		for i, r := range b.outbox {
@@ -278,12 +294,6 @@ func (b *Batch) Flush(ctx context.Context) error {
 			SELECT * FROM unnest($1::text[], $2::bytea[])
 			ON CONFLICT (request_id) DO UPDATE SET outcome = EXCLUDED.outcome, processed_at = clock_timestamp()`,
 			ids, values)
-	}
-	if batch.Len() == 0 {
-		return nil
-	}
-	if err := b.tx.SendBatch(ctx, batch).Close(); err != nil {
-		return fmt.Errorf("writing outbox and history: %w", err)
 	}
 	b.outbox, b.history, b.outcomes = nil, nil, map[string]*pending{}
 	return nil

@@ -114,12 +114,14 @@ func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.retry(ctx, func() error { return s.tryTx(ctx, fn) })
 }
 
-// InTxBatch is InTx for a transaction whose first statements go as one
-// batch: fn queues them on first and sends it through tx before anything
-// else, and BEGIN travels with them (pgx.Batch.BeginTx), saving the round
-// trip InTx spends on it. A transaction fn sends nothing through is never
-// begun. Retries are as InTx's.
-func (s *Store) InTxBatch(ctx context.Context, fn func(tx pgx.Tx, first *pgx.Batch) error) error {
+// InTxBatch is InTx for a transaction that spends no round trip of its own
+// on BEGIN or COMMIT: fn queues its first statements on first and sends it
+// through tx before anything else (BEGIN travels with it,
+// pgx.Batch.BeginTx), and queues its last statements on last without
+// sending them: they travel with COMMIT. A transaction whose fn sends
+// nothing and leaves last empty is never begun; one that only fills last
+// is one round trip. Retries are as InTx's.
+func (s *Store) InTxBatch(ctx context.Context, fn func(tx pgx.Tx, first, last *pgx.Batch) error) error {
 	return s.retry(ctx, func() error { return s.tryTxBatch(ctx, fn) })
 }
 
@@ -157,15 +159,26 @@ func (s *Store) tryTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.finish(ctx, tx, fn(tx))
 }
 
-func (s *Store) tryTxBatch(ctx context.Context, fn func(pgx.Tx, *pgx.Batch) error) error {
-	first := &pgx.Batch{}
-	first.BeginTx(pgx.TxOptions{})
-	tx := &batchTx{pool: s.Pool, first: first}
-	err := fn(tx, first)
-	if tx.Tx == nil {
+func (s *Store) tryTxBatch(ctx context.Context, fn func(pgx.Tx, *pgx.Batch, *pgx.Batch) error) error {
+	// The connection is held here rather than by a pool transaction:
+	// COMMIT goes inside a batch, which pgx.Tx's Commit knows nothing of.
+	// Release destroys a connection left inside a transaction.
+	c, err := s.Pool.Acquire(ctx)
+	if err != nil {
 		return translate(err)
 	}
-	return s.finish(ctx, tx, err)
+	defer c.Release()
+	first, last := &pgx.Batch{}, &pgx.Batch{}
+	first.BeginTx(pgx.TxOptions{})
+	tx := &batchTx{conn: c.Conn(), first: first}
+	if err = fn(tx, first, last); err == nil {
+		err = tx.commit(ctx, last)
+	}
+	if err != nil && tx.Tx != nil && c.Conn().PgConn().TxStatus() != 'I' {
+		// Roll back even when ctx is done, so the connection goes back clean.
+		_ = tx.Tx.Rollback(context.WithoutCancel(ctx))
+	}
+	return translate(err)
 }
 
 // finish commits tx, or rolls it back when fn failed with err.
@@ -180,10 +193,10 @@ func (s *Store) finish(ctx context.Context, tx pgx.Tx, err error) error {
 
 // batchTx is InTxBatch's transaction: it begins when its first batch is
 // sent, and is then the begun transaction (pgx.Tx's methods before that are
-// a programming error).
+// a programming error; Commit and Rollback are InTxBatch's business).
 type batchTx struct {
 	pgx.Tx
-	pool  *pgxpool.Pool
+	conn  *pgx.Conn
 	first *pgx.Batch
 }
 
@@ -194,9 +207,29 @@ func (t *batchTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 	if b != t.first {
 		return pgx.FailedBatchResults(b, errors.New("store: the first batch of InTxBatch must be sent first"))
 	}
-	br := t.pool.SendBatch(ctx, b)
+	br := t.conn.SendBatch(ctx, b)
 	t.Tx = br.Tx()
 	return br
+}
+
+// commit sends last with COMMIT; before anything was sent, first goes with
+// them, and with nothing at all to send nothing began.
+func (t *batchTx) commit(ctx context.Context, last *pgx.Batch) error {
+	b := last
+	if t.Tx == nil {
+		if last.Len() == 0 {
+			return nil
+		}
+		t.first.QueuedQueries = append(t.first.QueuedQueries, last.QueuedQueries...)
+		b = t.first
+	}
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() == "ROLLBACK" { // the transaction had failed
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+	return t.SendBatch(ctx, b).Close()
 }
 
 // Backoff is the delay before retry number attempt (1-based): base doubled per

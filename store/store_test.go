@@ -225,7 +225,7 @@ func TestInTxBatch(t *testing.T) {
 	st, _ := newStore(t)
 	ctx := context.Background()
 	var pid, inTx uint32
-	err := st.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+	err := st.InTxBatch(ctx, func(tx pgx.Tx, first, _ *pgx.Batch) error {
 		first.Queue(`INSERT INTO effects (note) VALUES ('first')`)
 		first.Queue(`SELECT pg_backend_pid()`).QueryRow(func(row pgx.Row) error { return row.Scan(&pid) })
 		if err := tx.SendBatch(ctx, first).Close(); err != nil {
@@ -241,7 +241,7 @@ func TestInTxBatch(t *testing.T) {
 	require.Equal(t, pid, inTx)
 	require.Equal(t, 2, countEffects(t, st))
 
-	err = st.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+	err = st.InTxBatch(ctx, func(tx pgx.Tx, first, _ *pgx.Batch) error {
 		first.Queue(`INSERT INTO effects (note) VALUES ('rolled back')`)
 		if err := tx.SendBatch(ctx, first).Close(); err != nil {
 			return err
@@ -252,15 +252,100 @@ func TestInTxBatch(t *testing.T) {
 	require.Equal(t, 2, countEffects(t, st), "rolled back")
 
 	// Nothing sent: nothing began, nothing to commit.
-	require.NoError(t, st.InTxBatch(ctx, func(pgx.Tx, *pgx.Batch) error { return nil }))
+	require.NoError(t, st.InTxBatch(ctx, func(pgx.Tx, *pgx.Batch, *pgx.Batch) error { return nil }))
 	// Another batch before the first is refused.
-	err = st.InTxBatch(ctx, func(tx pgx.Tx, _ *pgx.Batch) error {
+	err = st.InTxBatch(ctx, func(tx pgx.Tx, _, _ *pgx.Batch) error {
 		other := &pgx.Batch{}
 		other.Queue(`SELECT 1`)
 		return tx.SendBatch(ctx, other).Close()
 	})
 	require.ErrorContains(t, err, "first batch")
 	require.NoError(t, st.Pool.Ping(ctx), "no connection was left behind")
+	require.Zero(t, st.Pool.Stat().AcquiredConns())
+}
+
+// InTxBatch's last batch travels with COMMIT: its statements commit with the
+// rest, a failing one rolls everything back (COMMIT is not reached), and a
+// transaction that only fills last is one batch of BEGIN, statements and
+// COMMIT. The connection always goes back outside a transaction.
+func TestInTxBatchLast(t *testing.T) {
+	t.Parallel()
+	st, _ := newStore(t)
+	ctx := context.Background()
+	var lastID int64
+	err := st.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+		first.Queue(`INSERT INTO effects (note) VALUES ('first')`)
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+			return err
+		}
+		last.Queue(`INSERT INTO effects (note) VALUES ('last') RETURNING id`).QueryRow(func(row pgx.Row) error { return row.Scan(&lastID) })
+		return nil
+	})
+	require.NoError(t, err)
+	require.NotZero(t, lastID, "the last batch's results are read")
+	require.Equal(t, 2, countEffects(t, st))
+
+	err = st.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+		first.Queue(`INSERT INTO effects (note) VALUES ('rolled back')`)
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+			return err
+		}
+		last.Queue(`INSERT INTO effects (note) VALUES ('rolled back too')`)
+		last.Queue(`SELECT 1/0`)
+		return nil
+	})
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "22012", pgErr.Code)
+	require.ErrorIs(t, err, store.ErrInvalidData)
+	require.Equal(t, 2, countEffects(t, st), "the failed last batch rolled the whole transaction back")
+
+	err = st.InTxBatch(ctx, func(_ pgx.Tx, _, last *pgx.Batch) error {
+		last.Queue(`INSERT INTO effects (note) VALUES ('only last')`)
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 3, countEffects(t, st))
+
+	// fn failing after the last batch was filled: nothing of it is sent.
+	err = st.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+		first.Queue(`INSERT INTO effects (note) VALUES ('not kept')`)
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+			return err
+		}
+		last.Queue(`INSERT INTO effects (note) VALUES ('never sent')`)
+		return errors.New("changed my mind")
+	})
+	require.EqualError(t, err, "changed my mind")
+	require.Equal(t, 3, countEffects(t, st))
+	require.Zero(t, st.Pool.Stat().AcquiredConns())
+}
+
+// A connection lost while the last batch and COMMIT are on their way is
+// retried like any other: the whole function runs again (the caller's
+// guards make a second run of committed work harmless; here nothing
+// committed).
+func TestInTxBatchLastLosesConnection(t *testing.T) {
+	t.Parallel()
+	st, retries := newStore(t)
+	ctx := context.Background()
+	calls := 0
+	err := st.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+		calls++
+		first.Queue(`INSERT INTO effects (note) VALUES ('once')`)
+		if err := tx.SendBatch(ctx, first).Close(); err != nil {
+			return err
+		}
+		if calls == 1 {
+			last.Queue(`SELECT pg_terminate_backend(pg_backend_pid())`)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, calls)
+	require.Equal(t, 1, countEffects(t, st))
+	require.Len(t, *retries, 1)
+	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
 	require.Zero(t, st.Pool.Stat().AcquiredConns())
 }
 
@@ -271,7 +356,7 @@ func TestInTxBatchRetriesLostConnection(t *testing.T) {
 	st, retries := newStore(t)
 	ctx := context.Background()
 	calls := 0
-	err := st.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+	err := st.InTxBatch(ctx, func(tx pgx.Tx, first, _ *pgx.Batch) error {
 		calls++
 		first.Queue(`INSERT INTO effects (note) VALUES ('once')`)
 		if calls == 1 {

@@ -170,7 +170,7 @@ type result struct {
 func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]result, error) {
 	topic := w.cfg.Names.Commands
 	var results []result
-	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first *pgx.Batch) error {
+	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
 		results = results[:0]
 		first.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
 			var xid int64
@@ -280,7 +280,8 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 				t.pt.due = earliest(t.pt.due, dueBy(c, evs))
 			}
 		}
-		return batch.Flush(ctx)
+		// The outbox, history and outcomes travel with COMMIT.
+		return batch.QueueFlush(last)
 	})
 	return results, err
 }
