@@ -15,10 +15,12 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// reply is one event read from the reply topic, with when it was read.
+// reply is one event read from the reply topic, with when it was read and
+// when the relay produced it (the record's timestamp, set by its producer).
 type reply struct {
-	ev topics.Event
-	at time.Time
+	ev       topics.Event
+	at       time.Time
+	produced time.Time
 }
 
 // driver talks to lockworker the way any requester does: raw command records
@@ -93,7 +95,7 @@ func (d *driver) consume(ctx context.Context) {
 				return
 			}
 			d.received.Add(1)
-			d.dispatch(reply{ev: ev, at: now})
+			d.dispatch(reply{ev: ev, at: now, produced: r.Timestamp})
 		})
 	}
 }
@@ -218,7 +220,7 @@ func watchFromEnd(ctx context.Context, brokers []string, topic string, fn func(r
 			now := time.Now()
 			fs.EachRecord(func(r *kgo.Record) {
 				if ev, err := topics.DecodeEvent(r.Value); err == nil {
-					fn(reply{ev: ev, at: now})
+					fn(reply{ev: ev, at: now, produced: r.Timestamp})
 				}
 			})
 		}

@@ -171,6 +171,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		d("release", l.Release)
 		d("all", l.All)
 		d("  of which worker poll->commit", l.Worker)
+		d("  leg send -> transaction start", l.ToTx)
+		d("  leg tx start -> relay produce", l.InTx)
+		d("  leg relay produce -> read", l.FromRelay)
 	}
 	if c := r.Contention; c != nil {
 		p("\n3 contention: %d waiters on one lock, %d granted, fair (grant order = queue order): %v (%d in order)%s\n", c.Waiters, c.Granted, c.Fair, c.InOrder,

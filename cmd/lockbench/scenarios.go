@@ -239,6 +239,15 @@ type LatencyResult struct {
 	// record to its transaction's commit. The rest of All is Kafka, the
 	// relay and the queueing before the poll.
 	Worker dist `json:"worker_poll_to_commit"`
+	// The path of every answer in three legs, by the clocks of one machine:
+	// ToTx is from the intended send time to the worker's transaction
+	// start (the event's occurred_at: producing, the broker, the worker's
+	// fetch and its applier's queue); InTx from there to the relay producing
+	// the answer (the record's timestamp: the transaction, its commit, the
+	// relay's wake and read); FromRelay from there to lockbench reading it.
+	ToTx      dist `json:"leg_send_to_transaction"`
+	InTx      dist `json:"leg_transaction_to_relay_produce"`
+	FromRelay dist `json:"leg_relay_produce_to_read"`
 }
 
 func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
@@ -247,6 +256,7 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	n -= n % 2
 	res := LatencyResult{Rate: cfg.Rate, Seconds: cfg.LatencyDuration.Seconds(), Sent: n}
 	acq, rel, all, wrk := newHist(), newHist(), newHist(), newHist()
+	toTx, inTx, fromRelay := newHist(), newHist(), newHist()
 	var answered, unexpected atomic.Int64
 	interval := time.Second / time.Duration(cfg.Rate)
 	start := time.Now().Add(50 * time.Millisecond)
@@ -275,6 +285,11 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 			if r.ev.DurationMS != nil {
 				wrk.add(time.Duration(*r.ev.DurationMS * float64(time.Millisecond)))
 			}
+			if tx := r.ev.OccurredAt.Time; !tx.IsZero() && !r.produced.IsZero() {
+				toTx.add(tx.Sub(intended))
+				inTx.add(r.produced.Sub(tx))
+				fromRelay.add(r.at.Sub(r.produced))
+			}
 			answered.Add(1)
 			if r.ev.Type != want {
 				unexpected.Add(1)
@@ -293,6 +308,7 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	res.Missing = int64(n) - res.Answered
 	res.SendLagMaxMS = ms(lagMax)
 	res.Acquire, res.Release, res.All, res.Worker = acq.dist(), rel.dist(), all.dist(), wrk.dist()
+	res.ToTx, res.InTx, res.FromRelay = toTx.dist(), inTx.dist(), fromRelay.dist()
 	return res, nil
 }
 
