@@ -13,11 +13,16 @@
 // is there when it starts, so rows left by a previous owner go out too.
 // [Relay.DrainOnce] publishes what is there now, for tests and shutdown.
 //
+// A pass is one round trip to PostgreSQL: it deletes the rows the previous
+// pass got acknowledged and selects the next batch, in one implicit
+// transaction. When no pass is due next (no wake-up came meanwhile), or the
+// partition stops, the acknowledged rows are deleted at once, so published
+// rows do not wait in the table for the next poll.
+//
 // Each partition's passes are its own, but their queries are shared: passes
-// that select (or delete) while another pass's SELECT (DELETE) runs are
-// served together by the next one, so a commit that wakes the relays of
-// many partitions costs one SELECT and one DELETE, not one of each per
-// partition (merge.go).
+// that select (or delete) while another pass's query runs are served
+// together by the next one, so a commit that wakes the relays of many
+// partitions costs one query, not one per partition (merge.go).
 //
 // # Records
 //

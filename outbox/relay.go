@@ -64,8 +64,9 @@ type Config struct {
 	// Logger gets failures, parking and reconnects. Default: no logs.
 	Logger zerolog.Logger
 	// OnPublished, when set, is told after each batch how many rows were
-	// acknowledged and deleted, and the age of the oldest of them (for
-	// metrics). It runs on the partition's goroutine: keep it quick.
+	// acknowledged, and the age of the oldest of them (for metrics); they
+	// are deleted with the next pass's query or when the partition rests.
+	// It runs on the partition's goroutine: keep it quick.
 	OnPublished func(n int, oldest time.Duration)
 }
 
@@ -301,6 +302,20 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		return res
 	}
 	defer p.release()
+	// Acknowledged rows are deleted by the next pass's SELECT; unless one
+	// is due at once (a wake-up came meanwhile), they are deleted now, so
+	// the table holds no published rows while the partition rests or after
+	// it stops.
+	defer func() {
+		if len(p.wake) > 0 && !force && ctx.Err() == nil {
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
+		defer cancel()
+		if err := r.deleteAcked(dctx, p); err != nil && res.dbErr == nil {
+			res.dbErr = err
+		}
+	}()
 	if !p.loaded {
 		if err := r.loadParked(ctx, p); err != nil {
 			res.dbErr = err
@@ -383,13 +398,10 @@ func (r *Relay) loadParked(ctx context.Context, p *partition) error {
 	return nil
 }
 
-// pass selects one batch and publishes it, run by run.
+// pass deletes the rows acknowledged before, selects one batch and
+// publishes it, run by run; what it got acknowledged is deleted by the next
+// pass's query or when drain ends.
 func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time) (res passResult) {
-	if err := r.deleteAcked(ctx, p); err != nil {
-		res.dbErr = err
-		return res
-	}
-
 	now := time.Now()
 	exTopics, exUntil := []string{}, []time.Time{}
 	for t, b := range p.blocked {
@@ -406,11 +418,12 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 		}
 		exTopics, exUntil = append(exTopics, t), append(exUntil, u)
 	}
-	rows, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil})
+	rows, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil, acked: p.acked})
 	if err != nil {
 		res.dbErr = err
 		return res
 	}
+	p.acked = p.acked[:0]
 	res.more = len(rows) == r.cfg.BatchSize
 	selectedAt := time.Now()
 
@@ -480,13 +493,6 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 		failedSinceSuccess = true
 	}
 
-	// Delete even when ctx is done: the rows were acknowledged, and
-	// keeping them would publish them again.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := r.deleteAcked(dctx, p); err != nil && res.dbErr == nil {
-		res.dbErr = err
-	}
 	if res.published > 0 && r.cfg.OnPublished != nil {
 		r.cfg.OnPublished(res.published, oldest)
 	}
@@ -550,27 +556,34 @@ func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
 
 // selectReq asks for a partition's next rows up to upTo, but for the
 // excluded topics, each with the time its exclusion ends (compared with the
-// database clock that also set parked_until).
+// database clock that also set parked_until), after deleting the acked rows.
 type selectReq struct {
 	partition int32
 	upTo      int64
 	exTopics  []string
 	exUntil   []time.Time
+	acked     []int64
 }
 
-// selectRows selects the next batch of each request's partition, in id order.
+// selectRows deletes the acknowledged rows and selects the next batch of
+// each request's partition, in id order, in one round trip.
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var exParts []int32
 	var exTopics []string
 	var exUntil []time.Time
+	var acked []int64
 	for i, q := range reqs {
 		parts[i], upTos[i] = q.partition, q.upTo
 		for k := range q.exTopics {
 			exParts, exTopics, exUntil = append(exParts, q.partition), append(exTopics, q.exTopics[k]), append(exUntil, q.exUntil[k])
 		}
+		acked = append(acked, q.acked...)
 	}
-	rows, err := r.cfg.Pool.Query(ctx, `
+	b := &pgx.Batch{}
+	queueDelete(b, acked)
+	byPart := make(map[int32][]row, len(reqs))
+	b.Queue(`
 		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, extract(epoch FROM clock_timestamp() - o.created_at)::float8
 		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
 		LATERAL (
@@ -580,21 +593,19 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, erro
 			  AND topic NOT IN (SELECT x.t FROM unnest($3::int[], $4::text[], $5::timestamptz[]) AS x(p, t, u) WHERE x.p = q.p AND x.u > now())
 			ORDER BY id
 			LIMIT $6) o
-		ORDER BY o.id`, parts, upTos, exParts, exTopics, exUntil, r.cfg.BatchSize)
-	if err != nil {
-		return nil, fmt.Errorf("selecting outbox rows of partitions %v: %w", parts, err)
-	}
-	byPart := make(map[int32][]row, len(reqs))
-	var p int32
-	var x row
-	var age float64
-	_, err = pgx.ForEachRow(rows, []any{&p, &x.id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
-		x.age = time.Duration(age * float64(time.Second))
-		byPart[p] = append(byPart[p], x)
-		x = row{} // the scanned slices now belong to byPart
-		return nil
+		ORDER BY o.id`, parts, upTos, exParts, exTopics, exUntil, r.cfg.BatchSize).Query(func(rows pgx.Rows) error {
+		var p int32
+		var x row
+		var age float64
+		_, err := pgx.ForEachRow(rows, []any{&p, &x.id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
+			x.age = time.Duration(age * float64(time.Second))
+			byPart[p] = append(byPart[p], x)
+			x = row{} // the scanned slices now belong to byPart
+			return nil
+		})
+		return err
 	})
-	if err != nil {
+	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("selecting outbox rows of partitions %v: %w", parts, err)
 	}
 	out := make([][]row, len(reqs))
@@ -616,21 +627,29 @@ func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
 	return nil
 }
 
-// deleteRows deletes rows without waiting for the WAL flush: a delete lost
-// in a crash only publishes its rows again, which at-least-once delivery
-// allows, and the relay stops queueing behind fsync.
 func (r *Relay) deleteRows(ctx context.Context, reqs [][]int64) ([]struct{}, error) {
 	var ids []int64
 	for _, q := range reqs {
 		ids = append(ids, q...)
 	}
-	b := &pgx.Batch{} // one implicit transaction: SET LOCAL lasts until its commit
-	b.Queue(`SET LOCAL synchronous_commit = off`)
-	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
+	b := &pgx.Batch{}
+	queueDelete(b, ids)
 	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
 	return make([]struct{}, len(reqs)), nil
+}
+
+// queueDelete queues the deletion of rows, if any, without waiting for the
+// WAL flush: a delete lost in a crash only publishes its rows again, which
+// at-least-once delivery allows, and the relay stops queueing behind fsync.
+// The batch is one implicit transaction, so SET LOCAL lasts until its end.
+func queueDelete(b *pgx.Batch, ids []int64) {
+	if len(ids) == 0 {
+		return
+	}
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
 }
 
 // publish sends one run of rows of one topic in one call.

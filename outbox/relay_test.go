@@ -313,6 +313,49 @@ func TestWakeWakesRelay(t *testing.T) {
 	assert.Equal(t, 0, count(t, st, "true"))
 }
 
+// hook runs a function before each Publish of the publisher it wraps.
+type hook struct {
+	message.Publisher
+	before func()
+}
+
+func (h hook) Publish(topic string, msgs ...*message.Message) error {
+	h.before()
+	return h.Publisher.Publish(topic, msgs...)
+}
+
+// TestAckedRowsDeletedByNextPass: rows acknowledged while the next pass is
+// already due (a commit woke the relay during the publish) are deleted by
+// that pass's query, before it selects: nothing is published twice, and the
+// table is empty once the relay rests.
+func TestAckedRowsDeletedByNextPass(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(2)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	var relay *outbox.Relay
+	var published atomic.Int64
+	wrapped := hook{Publisher: pub, before: func() {
+		// Every publish but the last commits one more row and wakes the
+		// relay, as a worker batch committing meanwhile does.
+		if n := published.Add(1); n < 5 {
+			insert(t, st, p, rec{topic, "k", fmt.Sprintf("v%d", n+1), fmt.Sprintf("e%d", n+1)})
+			relay.Wake(p)
+		}
+	}}
+	relay = newRelay(t, st, wrapped, func(cfg *outbox.Config) { cfg.PollInterval = time.Minute })
+	insert(t, st, p, rec{topic, "k", "v1", "e1"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return len(pub.acked()) >= 5 && count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond)
+	want := []string{"v1", "v2", "v3", "v4", "v5"}
+	assert.Equal(t, want, values(consume(t, c.ListenAddrs(), topic, 5)))
+	for i, w := range want {
+		want[i] = topic + "/" + w
+	}
+	assert.Equal(t, want, pub.acked(), "each row published once")
+}
+
 // TestParksUnwritableTopic: a topic Kafka refuses is parked after
 // MaxAttempts while another topic's rows flow; its newer rows wait behind the
 // parked ones, also for a relay that takes the partition over; once
