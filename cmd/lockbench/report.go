@@ -155,8 +155,7 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		if tp.Batches > 0 {
 			p("  worker: %d batches, %.1f records per batch, %.2f ms per batch transaction\n", tp.Batches, tp.MeanBatch, tp.MeanBatchMS)
 		}
-		c := tp.CPU
-		p("  CPU over the window: worker %.1f s, lockbench process %.1f s, PostgreSQL %.1f s; machine busy %.0f%%\n", c.WorkerCPU, c.LockbenchCPU, c.PostgresCPU, c.MachineBusyPct)
+		printCPU(w, tp.CPU)
 		if tp.SQL != nil {
 			printSQL(w, tp.SQL)
 		}
@@ -174,6 +173,7 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		d("  leg send -> transaction start", l.ToTx)
 		d("  leg tx start -> relay produce", l.InTx)
 		d("  leg relay produce -> read", l.FromRelay)
+		printCPU(w, l.CPU)
 	}
 	if c := r.Contention; c != nil {
 		p("\n3 contention: %d waiters on one lock, %d granted, fair (grant order = queue order): %v (%d in order)%s\n", c.Waiters, c.Granted, c.Fair, c.InOrder,
@@ -219,4 +219,8 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		p("\nnote: %s", n)
 	}
 	p("\n")
+}
+
+func printCPU(w io.Writer, c cpuUse) {
+	fmt.Fprintf(w, "  CPU over the window: worker %.1f s, lockbench process %.1f s, PostgreSQL %.1f s; machine busy %.0f%%\n", c.WorkerCPU, c.LockbenchCPU, c.PostgresCPU, c.MachineBusyPct)
 }

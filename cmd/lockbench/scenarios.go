@@ -248,6 +248,9 @@ type LatencyResult struct {
 	ToTx      dist `json:"leg_send_to_transaction"`
 	InTx      dist `json:"leg_transaction_to_relay_produce"`
 	FromRelay dist `json:"leg_relay_produce_to_read"`
+	// CPU is from the first send to the last answer: how busy the fixed
+	// rate keeps the machine, hence how much the answers queue for a core.
+	CPU cpuUse `json:"cpu"`
 }
 
 func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
@@ -261,6 +264,8 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	interval := time.Second / time.Duration(cfg.Rate)
 	start := time.Now().Add(50 * time.Millisecond)
 	var lagMax time.Duration
+	time.Sleep(time.Until(start))
+	cpu0 := takeCPU(b.t.proc)
 	for k := 0; k < n && ctx.Err() == nil; k++ {
 		intended := start.Add(time.Duration(k) * interval)
 		if d := time.Until(intended); d > 0 {
@@ -304,6 +309,7 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	for answered.Load() < int64(n) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
+	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc))
 	res.Answered, res.Unexpected = answered.Load(), unexpected.Load()
 	res.Missing = int64(n) - res.Answered
 	res.SendLagMaxMS = ms(lagMax)
