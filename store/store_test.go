@@ -877,3 +877,19 @@ func advanceOffset(ctx context.Context, tx pgx.Tx, group, topic string, partitio
 	store.QueueAdvanceOffset(b, group, topic, partition, from, to)
 	return tx.SendBatch(ctx, b).Close()
 }
+
+// Connections plan each prepared statement once (see Open), unless the
+// connection string says otherwise.
+func TestOpenPrefersGenericPlans(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	mode := func(st *store.Store) string {
+		var m string
+		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&m))
+		return m
+	}
+	require.Equal(t, "force_generic_plan", mode(sc.Open(t, store.Config{})))
+	sc.URL += "&plan_cache_mode=auto"
+	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
+}
