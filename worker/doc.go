@@ -1,7 +1,7 @@
 // Package worker is the consumer-group member that applies lock commands.
 //
 // The poll loop hands each poll's records to the appliers (Config.Appliers,
-// default 2; each owned partition is given to one of them, evenly, for as
+// default 1; each owned partition is given to one of them, evenly, for as
 // long as it is owned). An applier takes everything queued for it since its
 // last transaction and applies it in ONE PostgreSQL transaction, whatever
 // the partitions: batches grow with the load instead of transactions

@@ -188,12 +188,14 @@ func TestExactlyOnceAcrossWorkerCrash(t *testing.T) {
 		t.Skip("long")
 	}
 	e := e2e.New(t)
-	opts := func(name string) e2e.WorkerOpts {
-		return e2e.WorkerOpts{Name: name, SessionTimeout: 1500 * time.Millisecond, Static: true}
+	// The workers differ in how many transactions they run at once, so
+	// partitions move between one applier and several.
+	opts := func(name string, appliers int) e2e.WorkerOpts {
+		return e2e.WorkerOpts{Name: name, SessionTimeout: 1500 * time.Millisecond, Static: true, Appliers: appliers}
 	}
-	w1 := e.StartWorker(opts("w1"))
-	e.StartWorker(opts("w2"))
-	e.StartWorker(opts("w3"))
+	w1 := e.StartWorker(opts("w1", 3))
+	e.StartWorker(opts("w2", 1))
+	e.StartWorker(opts("w3", 2))
 	replies := []string{"locks.replies.eo0", "locks.replies.eo1", "locks.replies.eo2", "locks.replies.eo3"}
 	watch := e.Watch(replies...)
 	const locks, rounds = 500, 10
@@ -201,7 +203,7 @@ func TestExactlyOnceAcrossWorkerCrash(t *testing.T) {
 	watch.WaitFor(t, time.Minute, "some progress", func(rs []e2e.Received) bool { return len(rs) >= 2000 })
 	w1.Kill()
 	watch.WaitFor(t, time.Minute, "progress after the crash", func(rs []e2e.Received) bool { return len(rs) >= 5000 })
-	e.StartWorker(opts("w4"))
+	e.StartWorker(opts("w4", 2))
 	checkExactlyOnce(t, e, watch, ids, locks, rounds)
 }
 
@@ -209,7 +211,7 @@ func TestExactlyOnceAcrossWorkerCrash(t *testing.T) {
 // under load; batches are retried, nothing lost or doubled.
 func TestDatabaseConnectionKilled(t *testing.T) {
 	e := e2e.New(t)
-	e.StartWorker(e2e.WorkerOpts{Name: "victim"})
+	e.StartWorker(e2e.WorkerOpts{Name: "victim", Appliers: 2})
 	replies := []string{"locks.replies.kill"}
 	watch := e.Watch(replies...)
 	const locks, rounds = 100, 10

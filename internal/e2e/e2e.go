@@ -68,7 +68,9 @@ type WorkerOpts struct {
 	// Static makes the worker a static group member, so Kill leaves no
 	// trace in the group until its session times out.
 	Static bool
-	Logger *zerolog.Logger
+	// Appliers is worker.Config.Appliers (0: its default).
+	Appliers int
+	Logger   *zerolog.Logger
 }
 
 // StartWorker starts a worker on its own pool (application_name = Name, so a
@@ -97,7 +99,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	}
 	w, err := worker.New(worker.Config{
 		KafkaOpts: wopts, Group: e.Group, Names: e.Names, Store: st, Relay: relay, Instance: o.Name,
-		SessionTimeout: o.SessionTimeout, Logger: log,
+		SessionTimeout: o.SessionTimeout, Appliers: o.Appliers, Logger: log,
 	})
 	require.NoError(t, err)
 	require.NoError(t, w.EnsureTopics(context.Background()))
