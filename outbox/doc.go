@@ -15,9 +15,10 @@
 //
 // A pass is one round trip to PostgreSQL: it deletes the rows the previous
 // pass got acknowledged and selects the next batch, in one implicit
-// transaction. When no pass is due next (no wake-up came meanwhile), or the
-// partition stops, the acknowledged rows are deleted at once, so published
-// rows do not wait in the table for the next poll.
+// transaction. Acknowledged rows wait for that next pass up to
+// Config.DeleteDelay (100 ms), then are deleted on their own, as they are
+// when the partition stops: under load deleting costs no round trip, and
+// published rows do not wait in the table for the next poll.
 //
 // Each partition's passes are its own, but their queries are shared: passes
 // that select (or delete) while another pass's query runs are served

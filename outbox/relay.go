@@ -58,6 +58,12 @@ type Config struct {
 	// at one Kafka round trip per run (reply and lifecycle rows interleave,
 	// so runs are short: several times slower).
 	OrderAcrossTopics bool
+	// DeleteDelay is how long acknowledged rows may wait for the next
+	// pass, whose query deletes them in the same round trip as it selects,
+	// before they are deleted on their own. Under load the next pass comes
+	// first, so deleting costs no round trip; an idle partition's rows go
+	// after this delay. Default 100 ms. Backlog counts such rows meanwhile.
+	DeleteDelay time.Duration
 	// RetryBase and RetryMax shape every backoff: after failed publishes,
 	// database errors and listen reconnects. Defaults 100 ms and 5 s.
 	RetryBase, RetryMax time.Duration
@@ -149,6 +155,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 30 * time.Second
+	}
+	if cfg.DeleteDelay <= 0 {
+		cfg.DeleteDelay = 100 * time.Millisecond
 	}
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = 100 * time.Millisecond
@@ -246,6 +255,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	for {
 		res := r.drain(ctx, p, math.MaxInt64, false)
 		if ctx.Err() != nil {
+			r.deleteNow(ctx, p)
 			return nil
 		}
 		wait, wake := r.cfg.PollInterval, p.wake
@@ -259,15 +269,56 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 		if d, ok := p.nextRetry(time.Now()); ok && d < wait {
 			wait = d
 		}
-		timer := time.NewTimer(wait)
+		r.rest(ctx, p, wait, wake)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// rest waits for a wake-up or for wait to pass. Rows acknowledged before
+// are deleted by the next pass; if none comes within DeleteDelay, or ctx
+// ends, they are deleted here.
+func (r *Relay) rest(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	var linger <-chan time.Time
+	if p.acquire(ctx) {
+		if len(p.acked) > 0 && r.cfg.DeleteDelay < wait {
+			lt := time.NewTimer(r.cfg.DeleteDelay)
+			defer lt.Stop()
+			linger = lt.C
+		}
+		p.release()
+	}
+	for {
 		select {
 		case <-ctx.Done():
-			timer.Stop()
-			return nil
+			r.deleteNow(ctx, p)
+			return
+		case <-linger:
+			linger = nil
+			r.deleteNow(ctx, p)
 		case <-wake:
+			return
 		case <-timer.C:
+			return
 		}
-		timer.Stop()
+	}
+}
+
+// deleteNow deletes the partition's acknowledged rows, even when ctx is
+// done: keeping them would publish them again. A failure leaves them for
+// the next pass.
+func (r *Relay) deleteNow(ctx context.Context, p *partition) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
+	defer cancel()
+	if !p.acquire(dctx) {
+		return
+	}
+	defer p.release()
+	if err := r.deleteAcked(dctx, p); err != nil {
+		r.log.Warn().Err(err).Int32("partition", p.id).Msg("outbox: deleting published rows failed; the next pass deletes them")
 	}
 }
 
@@ -302,12 +353,10 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		return res
 	}
 	defer p.release()
-	// Acknowledged rows are deleted by the next pass's SELECT; unless one
-	// is due at once (a wake-up came meanwhile), they are deleted now, so
-	// the table holds no published rows while the partition rests or after
-	// it stops.
+	// Acknowledged rows are deleted by the next pass's query (or by Run
+	// when none comes soon); DrainOnce has no next pass.
 	defer func() {
-		if len(p.wake) > 0 && !force && ctx.Err() == nil {
+		if !force {
 			return
 		}
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -310,7 +311,7 @@ func TestWakeWakesRelay(t *testing.T) {
 	relay.Wake(p)
 	require.Eventually(t, delivered(3), 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, []string{"v1", "v2", "v3"}, values(consume(t, c.ListenAddrs(), topic, 3)))
-	assert.Equal(t, 0, count(t, st, "true"))
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond, "published rows are deleted")
 }
 
 // hook runs a function before each Publish of the publisher it wraps.
@@ -354,6 +355,32 @@ func TestAckedRowsDeletedByNextPass(t *testing.T) {
 		want[i] = topic + "/" + w
 	}
 	assert.Equal(t, want, pub.acked(), "each row published once")
+}
+
+// TestAckedRowsDeletedWhenResting: with no pass coming, acknowledged rows
+// are deleted after DeleteDelay, and, whatever the delay, when Run stops.
+func TestAckedRowsDeletedWhenResting(t *testing.T) {
+	t.Parallel()
+	const topic = "locks.lock.released.v1"
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	for _, tc := range []struct {
+		p     int32
+		delay time.Duration
+	}{{p: 3, delay: 50 * time.Millisecond}, {p: 4, delay: time.Hour}} {
+		relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval, cfg.DeleteDelay = time.Minute, tc.delay })
+		insert(t, st, tc.p, rec{topic, "k", fmt.Sprint("r", tc.p), fmt.Sprint("e", tc.p)})
+		stop := start(t, func(ctx context.Context) error { return relay.Run(ctx, tc.p) })
+		require.Eventually(t, func() bool { return slices.Contains(pub.acked(), fmt.Sprint(topic, "/r", tc.p)) }, 10*time.Second, 10*time.Millisecond)
+		if tc.delay < time.Minute {
+			require.Eventually(t, func() bool { return count(t, st, "source_partition = $1", tc.p) == 0 }, 10*time.Second, 10*time.Millisecond)
+			stop()
+			continue
+		}
+		stop()
+		assert.Equal(t, 0, count(t, st, "source_partition = $1", tc.p), "stopping deletes what was acknowledged")
+	}
 }
 
 // TestParksUnwritableTopic: a topic Kafka refuses is parked after
