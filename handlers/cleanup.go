@@ -3,6 +3,8 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/omninode/lockworker/topics"
@@ -49,6 +51,58 @@ type sweepFilter struct {
 	limit           int
 }
 
+// statements are the sweep's two statements, ending leases and deleting
+// idle rows (idleArgs is nil without maxAge), with their arguments. Each
+// filter shape has statements of its own, with only the conditions in use,
+// so that their plans read by index: a generic plan (see store.Open) cannot
+// drop "$1 IS NULL OR namespace = $1" and would scan every lock.
+func (f sweepFilter) statements() (endSQL string, endArgs []any, idleSQL string, idleArgs []any) {
+	match, args := f.match()
+	n := len(args)
+	endSQL = fmt.Sprintf(`
+		UPDATE locks SET status = 'expired', updated_at = clock_timestamp()
+		WHERE (namespace, lock_name) IN (
+			SELECT namespace, lock_name FROM locks
+			WHERE status = 'acquired' AND expires_at <= clock_timestamp() AND %s
+			LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
+		RETURNING `+lockCols, match, n+1)
+	endArgs = append(slices.Clip(args), f.limit)
+	idleSQL = fmt.Sprintf(`
+		DELETE FROM locks WHERE (namespace, lock_name) IN (
+			SELECT namespace, lock_name FROM locks
+			WHERE status IN ('released', 'expired') AND waiter_count = 0
+				AND updated_at < clock_timestamp() - make_interval(secs => $%d) AND %s
+			LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
+		RETURNING namespace, lock_name, clock_timestamp()`, n+1, match, n+2)
+	if f.maxAge != nil {
+		idleArgs = append(slices.Clip(args), *f.maxAge, f.limit)
+	}
+	return endSQL, endArgs, idleSQL, idleArgs
+}
+
+// match is the filter's condition on locks, with its arguments as $1...
+func (f sweepFilter) match() (string, []any) {
+	var conds []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, len(args)))
+	}
+	if f.namespace != nil {
+		add("namespace = $%d::text", *f.namespace)
+	}
+	if f.name != nil {
+		add("lock_name = $%d::text", *f.name)
+	}
+	if f.partition != nil {
+		add("source_partition = $%d::int", *f.partition)
+	}
+	if len(conds) == 0 {
+		return "true", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
 // MaxSweep bounds what the expiry scheduler and the periodic cleanup do in one
 // transaction (they go on in the next), so a backlog of ended leases after
 // an outage never makes one huge transaction. A cleanup command is one
@@ -59,14 +113,8 @@ const MaxSweep = 1000
 // returning the keys of the locks it touched and the database time. Rows that
 // another transaction has locked are skipped: that transaction settles them.
 func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time, error) {
-	const match = `($1::text IS NULL OR namespace = $1) AND ($2::text IS NULL OR lock_name = $2) AND ($3::int IS NULL OR source_partition = $3)`
-	rows, err := a.tx.Query(ctx, `
-		UPDATE locks SET status = 'expired', updated_at = clock_timestamp()
-		WHERE (namespace, lock_name) IN (
-			SELECT namespace, lock_name FROM locks
-			WHERE status = 'acquired' AND expires_at <= clock_timestamp() AND `+match+`
-			LIMIT nullif($4::int, 0) FOR UPDATE SKIP LOCKED)
-		RETURNING `+lockCols, f.namespace, f.name, f.partition, f.limit)
+	endSQL, endArgs, idleSQL, idleArgs := f.statements()
+	rows, err := a.tx.Query(ctx, endSQL, endArgs...)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
 	}
@@ -95,13 +143,7 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
 		return names, now, err
 	}
-	rows, err = a.tx.Query(ctx, `
-		DELETE FROM locks WHERE (namespace, lock_name) IN (
-			SELECT namespace, lock_name FROM locks
-			WHERE status IN ('released', 'expired') AND waiter_count = 0
-				AND updated_at < clock_timestamp() - make_interval(secs => $4) AND `+match+`
-			LIMIT nullif($5::int, 0) FOR UPDATE SKIP LOCKED)
-		RETURNING namespace, lock_name, clock_timestamp()`, f.namespace, f.name, f.partition, *f.maxAge, f.limit)
+	rows, err = a.tx.Query(ctx, idleSQL, idleArgs...)
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 	}

@@ -1,0 +1,98 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+)
+
+// The worker's connections plan each statement once, generically (see
+// store.Open). For every filter shape the sweeps use (the expiry scheduler
+// and periodic cleanup by partition, cleanup commands by namespace or one
+// lock), the generic plan reads locks as the plan made for the very values
+// does: the same scans on the same indexes with the same index conditions.
+// ("$1 IS NULL OR namespace = $1" would fail this: only a custom plan can
+// drop the half that does not apply.)
+func TestSweepGenericPlansMatchCustom(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	ctx := context.Background()
+	pc, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	conn := pc.Hijack() // its settings and statements are not the pool's
+	defer conn.Close(ctx)
+	// Without sequential scans the planner shows which index conditions
+	// it can use even on the test's empty table.
+	_, err = conn.Exec(ctx, `SET enable_seqscan = off`)
+	require.NoError(t, err)
+
+	ns, name, partition, maxAge := "tenant", "job", int32(3), 3600.0
+	shapes := []struct {
+		name string
+		f    sweepFilter
+	}{
+		{"expiry scheduler", sweepFilter{partition: &partition, limit: MaxSweep}},
+		{"periodic cleanup", sweepFilter{partition: &partition, maxAge: &maxAge, limit: MaxSweep}},
+		{"cleanup namespace", sweepFilter{namespace: &ns, maxAge: &maxAge}},
+		{"cleanup one lock", sweepFilter{namespace: &ns, name: &name, maxAge: &maxAge}},
+	}
+	k := 0
+	for _, shape := range shapes {
+		endSQL, endArgs, idleSQL, idleArgs := shape.f.statements()
+		for _, s := range []struct {
+			sql  string
+			args []any
+		}{{endSQL, endArgs}, {idleSQL, idleArgs}} {
+			if s.args == nil {
+				continue
+			}
+			k++
+			generic := scans(t, conn, "force_generic_plan", k, s.sql, s.args)
+			custom := scans(t, conn, "force_custom_plan", k, s.sql, s.args)
+			require.Equal(t, custom, generic, "%s:\n%s", shape.name, s.sql)
+			require.Contains(t, generic, "->  Index Scan using locks_pkey on locks", shape.name) // the rows updated or deleted, by key
+		}
+	}
+}
+
+var (
+	planParam = regexp.MustCompile(`\$\d+|'[^']*'::\w+|\b\d+\b`)
+	planCost  = regexp.MustCompile(`\s*\(cost=.*\)$`)
+)
+
+// scans plans sql under mode and returns its scan and index condition
+// lines, parameters and constants replaced by "?".
+func scans(t *testing.T, conn *pgx.Conn, mode string, k int, sql string, args []any) []string {
+	t.Helper()
+	ctx := context.Background()
+	stmt := fmt.Sprintf("sweep_%s_%d", mode, k)
+	_, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, fmt.Sprintf("PREPARE %s AS %s", stmt, sql))
+	require.NoError(t, err)
+	lits := make([]string, len(args))
+	for i, a := range args {
+		if v, ok := a.(string); ok {
+			a = "'" + v + "'"
+		}
+		lits[i] = fmt.Sprint(a)
+	}
+	rows, err := conn.Query(ctx, fmt.Sprintf("EXPLAIN EXECUTE %s(%s)", stmt, strings.Join(lits, ", ")))
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	var out []string
+	for _, l := range lines {
+		if strings.Contains(l, "Scan") || strings.Contains(l, "Cond:") {
+			out = append(out, planParam.ReplaceAllString(planCost.ReplaceAllString(strings.TrimSpace(l), ""), "?"))
+		}
+	}
+	return out
+}
