@@ -30,5 +30,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err := m.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrating: %w", translate(err))
 	}
+	// tern ends with RESET ALL: set the connection up again before it goes
+	// back to the pool (see preferGenericPlans).
+	if after := s.Pool.Config().AfterConnect; after != nil {
+		if err := after(ctx, conn.Conn()); err != nil {
+			conn.Hijack().Close(ctx)
+			return fmt.Errorf("migrating: setting the connection up again: %w", translate(err))
+		}
+	}
 	return nil
 }

@@ -889,7 +889,10 @@ func TestOpenPrefersGenericPlans(t *testing.T) {
 		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&m))
 		return m
 	}
-	require.Equal(t, "force_generic_plan", mode(sc.Open(t, store.Config{})))
+	st := sc.Open(t, store.Config{MaxConns: 1})
+	require.Equal(t, "force_generic_plan", mode(st))
+	require.NoError(t, st.Migrate(ctx))
+	require.Equal(t, "force_generic_plan", mode(st), "also on the connection the migrations ran on (tern resets it)")
 	sc.URL += "&plan_cache_mode=auto"
 	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
 }
