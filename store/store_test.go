@@ -321,55 +321,39 @@ func TestInTxBatchLast(t *testing.T) {
 	require.Zero(t, st.Pool.Stat().AcquiredConns())
 }
 
-// A connection lost while the last batch and COMMIT are on their way is
-// retried like any other: the whole function runs again (the caller's
-// guards make a second run of committed work harmless; here nothing
-// committed).
-func TestInTxBatchLastLosesConnection(t *testing.T) {
-	t.Parallel()
-	st, retries := newStore(t)
-	ctx := context.Background()
-	calls := 0
-	err := st.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
-		calls++
-		first.Queue(`INSERT INTO effects (note) VALUES ('once')`)
-		if err := tx.SendBatch(ctx, first).Close(); err != nil {
-			return err
-		}
-		if calls == 1 {
-			last.Queue(`SELECT pg_terminate_backend(pg_backend_pid())`)
-		}
-		return nil
-	})
-	require.NoError(t, err)
-	require.Equal(t, 2, calls)
-	require.Equal(t, 1, countEffects(t, st))
-	require.Len(t, *retries, 1)
-	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
-	require.Zero(t, st.Pool.Stat().AcquiredConns())
-}
-
-// InTxBatch retries as InTx does: the first batch losing its connection runs
-// the whole function again.
+// InTxBatch retries as InTx does: a connection lost with the first batch,
+// or with the last batch and COMMIT, runs the whole function again (the
+// caller's guards make a second run of committed work harmless; here
+// nothing committed).
 func TestInTxBatchRetriesLostConnection(t *testing.T) {
-	t.Parallel()
-	st, retries := newStore(t)
-	ctx := context.Background()
-	calls := 0
-	err := st.InTxBatch(ctx, func(tx pgx.Tx, first, _ *pgx.Batch) error {
-		calls++
-		first.Queue(`INSERT INTO effects (note) VALUES ('once')`)
-		if calls == 1 {
-			first.Queue(`SELECT pg_terminate_backend(pg_backend_pid())`)
-		}
-		return tx.SendBatch(ctx, first).Close()
-	})
-	require.NoError(t, err)
-	require.Equal(t, 2, calls)
-	require.Equal(t, 1, countEffects(t, st))
-	require.Len(t, *retries, 1)
-	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
-	require.Zero(t, st.Pool.Stat().AcquiredConns())
+	for _, where := range []string{"first", "last"} {
+		t.Run(where, func(t *testing.T) {
+			t.Parallel()
+			st, retries := newStore(t)
+			ctx := context.Background()
+			calls := 0
+			err := st.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+				calls++
+				first.Queue(`INSERT INTO effects (note) VALUES ('once')`)
+				if calls == 1 && where == "first" {
+					first.Queue(`SELECT pg_terminate_backend(pg_backend_pid())`)
+				}
+				if err := tx.SendBatch(ctx, first).Close(); err != nil {
+					return err
+				}
+				if calls == 1 && where == "last" {
+					last.Queue(`SELECT pg_terminate_backend(pg_backend_pid())`)
+				}
+				return nil
+			})
+			require.NoError(t, err)
+			require.Equal(t, 2, calls)
+			require.Equal(t, 1, countEffects(t, st))
+			require.Len(t, *retries, 1)
+			require.ErrorIs(t, (*retries)[0], store.ErrTransient)
+			require.Zero(t, st.Pool.Stat().AcquiredConns())
+		})
+	}
 }
 
 // TestInTxRetriesConnectionKilledFromOutside: the backend is terminated by
