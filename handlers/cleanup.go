@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -55,16 +57,25 @@ type sweepFilter struct {
 // idle rows (idleArgs is nil without maxAge), with their arguments. Each
 // filter shape has statements of its own, with only the conditions in use,
 // so that their plans read by index: a generic plan (see store.Open) cannot
-// drop "$1 IS NULL OR namespace = $1" and would scan every lock.
+// drop "$1 IS NULL OR namespace = $1" and would scan every lock. Leases end
+// by expires_at <= statement_timestamp(), which (unlike clock_timestamp())
+// bounds the scan of a partition's held locks; those due during the
+// statement wait for the next sweep. A cleanup command's namespace holds an
+// unknown share of the locks, which a generic plan puts at one over the
+// number of namespaces and then scans the table when there are few: these
+// rare statements go by the simple protocol, planned for their values.
 func (f sweepFilter) statements() (endSQL string, endArgs []any, idleSQL string, idleArgs []any) {
 	match, args := f.match()
 	n := len(args)
+	if f.partition == nil {
+		args = append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
+	}
 	endSQL = fmt.Sprintf(`
 		UPDATE locks SET status = 'expired', updated_at = clock_timestamp()
 		WHERE (namespace, lock_name) IN (
 			SELECT namespace, lock_name FROM locks
-			WHERE status = 'acquired' AND expires_at <= clock_timestamp() AND %s
-			LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
+			WHERE status = 'acquired' AND expires_at <= statement_timestamp() AND %s
+			ORDER BY expires_at LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
 		RETURNING `+lockCols, match, n+1)
 	endArgs = append(slices.Clip(args), f.limit)
 	idleSQL = fmt.Sprintf(`
