@@ -615,7 +615,11 @@ type selectReq struct {
 }
 
 // selectRows deletes the acknowledged rows and selects the next batch of
-// each request's partition, in id order, in one round trip.
+// each request's partition, in id order, in one round trip. The row
+// comparison and order make outbox_partition serve the whole condition: with
+// "id <= up" the planner walked the primary key and filtered by partition,
+// reading every other partition's rows (a backlog, parked rows) on each
+// wake-up of an empty one.
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var exParts []int32
@@ -637,10 +641,10 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, erro
 		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
 		LATERAL (
 			SELECT id, topic, key, value, headers, created_at FROM outbox
-			WHERE source_partition = q.p AND id <= q.up
+			WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up)
 			  AND (parked_until IS NULL OR parked_until <= now())
 			  AND topic NOT IN (SELECT x.t FROM unnest($3::int[], $4::text[], $5::timestamptz[]) AS x(p, t, u) WHERE x.p = q.p AND x.u > now())
-			ORDER BY id
+			ORDER BY source_partition, id
 			LIMIT $6) o
 		ORDER BY o.id`, parts, upTos, exParts, exTopics, exUntil, r.cfg.BatchSize).Query(func(rows pgx.Rows) error {
 		var p int32
