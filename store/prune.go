@@ -15,10 +15,17 @@ func (s *Store) Prune(ctx context.Context, requestRetention, eventsRetention tim
 		sql string
 		age time.Duration
 	}{
-		{`DELETE FROM processed_requests WHERE request_id IN (
-			SELECT request_id FROM processed_requests WHERE processed_at < clock_timestamp() - make_interval(secs => $1::float8) LIMIT $2)`, requestRetention},
-		{`DELETE FROM lock_events WHERE id IN (
-			SELECT id FROM lock_events WHERE occurred_at < clock_timestamp() - make_interval(secs => $1::float8) LIMIT $2)`, eventsRetention},
+		// The oldest rows first, by the age index: statement_timestamp(),
+		// unlike clock_timestamp(), can bound an index scan, and = ANY of
+		// an array keeps the outer delete on the primary key. (IN (SELECT
+		// ...) with clock_timestamp() scanned the whole table twice on
+		// every call, also when nothing was due.)
+		{`DELETE FROM processed_requests WHERE request_id = ANY (ARRAY(
+			SELECT request_id FROM processed_requests WHERE processed_at < statement_timestamp() - make_interval(secs => $1::float8)
+			ORDER BY processed_at LIMIT $2))`, requestRetention},
+		{`DELETE FROM lock_events WHERE id = ANY (ARRAY(
+			SELECT id FROM lock_events WHERE occurred_at < statement_timestamp() - make_interval(secs => $1::float8)
+			ORDER BY occurred_at LIMIT $2))`, eventsRetention},
 	} {
 		tag, err := s.Pool.Exec(ctx, q.sql, q.age.Seconds(), limit)
 		if err != nil {

@@ -814,6 +814,9 @@ func TestPrune(t *testing.T) {
 	n, err := st.Prune(ctx, 24*time.Hour, 7*24*time.Hour, 1)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), n, "at most limit rows of each")
+	var oldest int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM processed_requests WHERE request_id = 'old-2'`).Scan(&oldest))
+	require.Zero(t, oldest, "the oldest first")
 	n, err = st.Prune(ctx, 24*time.Hour, 7*24*time.Hour, 100)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n)
