@@ -58,9 +58,10 @@ type sweepFilter struct {
 // filter shape has statements of its own, with only the conditions in use,
 // so that their plans read by index: a generic plan (see store.Open) cannot
 // drop "$1 IS NULL OR namespace = $1" and would scan every lock. Leases end
-// by expires_at <= statement_timestamp(), which (unlike clock_timestamp())
-// bounds the scan of a partition's held locks; those due during the
-// statement wait for the next sweep. A cleanup command's namespace holds an
+// by expires_at and idle rows go by updated_at, each compared with
+// statement_timestamp(), which (unlike clock_timestamp()) bounds the index
+// scan of the partition's rows; those due during the statement wait for the
+// next sweep. A cleanup command's namespace holds an
 // unknown share of the locks, which a generic plan puts at one over the
 // number of namespaces and then scans the table when there are few: these
 // rare statements go by the simple protocol, planned for their values.
@@ -82,8 +83,8 @@ func (f sweepFilter) statements() (endSQL string, endArgs []any, idleSQL string,
 		DELETE FROM locks WHERE (namespace, lock_name) IN (
 			SELECT namespace, lock_name FROM locks
 			WHERE status IN ('released', 'expired') AND waiter_count = 0
-				AND updated_at < clock_timestamp() - make_interval(secs => $%d) AND %s
-			LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
+				AND updated_at < statement_timestamp() - make_interval(secs => $%d) AND %s
+			ORDER BY updated_at LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
 		RETURNING namespace, lock_name, clock_timestamp()`, n+1, match, n+2)
 	if f.maxAge != nil {
 		idleArgs = append(slices.Clip(args), *f.maxAge, f.limit)

@@ -60,12 +60,15 @@ func TestSweepGenericPlansMatchCustom(t *testing.T) {
 			custom := scans(t, conn, "force_custom_plan", k, s.sql, s.args)
 			require.Equal(t, custom, generic, "%s:\n%s", shape.name, s.sql)
 			require.Contains(t, generic, "->  Index Scan using locks_pkey on locks", shape.name) // the rows updated or deleted, by key
+			if shape.f.partition != nil {                                                        // the scheduler's and periodic cleanup's rows, by partition and time
+				require.Regexp(t, `Index Cond: \(\(source_partition = \?\) AND \((expires_at <=|updated_at <) \(?statement_timestamp\(\)`, strings.Join(generic, "\n"), shape.name)
+			}
 		}
 	}
 }
 
 var (
-	planParam = regexp.MustCompile(`\$\d+|'[^']*'::\w+|\b\d+\b`)
+	planParam = regexp.MustCompile(`make_interval\([^()]*\)|\$\d+|'[^']*'::\w+|\b\d+\b`)
 	planCost  = regexp.MustCompile(`\s*\(cost=.*\)$`)
 )
 
