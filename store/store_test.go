@@ -174,12 +174,17 @@ func TestInTxRetriesRealSerializationConflict(t *testing.T) {
 	require.NoError(t, <-errs)
 	require.NoError(t, <-errs)
 	require.Equal(t, 2, countEffects(t, st))
-	require.Equal(t, int32(3), attempts.Load(), "one of the two ran again")
-	require.Len(t, *retries, 1)
-	require.ErrorIs(t, (*retries)[0], store.ErrTransient)
-	var pgErr *pgconn.PgError
-	require.ErrorAs(t, (*retries)[0], &pgErr)
-	require.Equal(t, "40001", pgErr.Code)
+	// PostgreSQL fails one of them with 40001, or in some interleavings
+	// both, which then run again; every failure was retried.
+	n := attempts.Load()
+	require.GreaterOrEqual(t, n, int32(3), "one of the two ran again")
+	require.Len(t, *retries, int(n)-2)
+	for _, err := range *retries {
+		require.ErrorIs(t, err, store.ErrTransient)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "40001", pgErr.Code)
+	}
 	// The retry saw the other's row.
 	var notes []string
 	rows, err := st.Pool.Query(context.Background(), `SELECT note FROM effects ORDER BY id`)
