@@ -210,25 +210,26 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 					ids[k] = c.RequestID
 				}
 				start := time.Now()
-				// As the worker's applyTx: the offset is read once, then
-				// locked and advanced in the first round trip with the
-				// prefetch and the common cases sent ahead.
+				// As the worker's applyTx: the offset is read once (in a
+				// round trip of its own, with BEGIN), then locked and
+				// advanced in the first round trip with BEGIN, the prefetch
+				// and the common cases sent ahead; the writes go with COMMIT.
 				var next int64
-				err := st.InTx(ctx, func(tx pgx.Tx) error {
-					stored := expected
+				err := st.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+					stored, pb := expected, first
 					if stored == -2 {
-						var err error
-						if stored, err = store.LockOffset(ctx, tx, "lockbench-ceiling", run, int32(g)); err != nil {
+						store.QueueLockOffset(first, "lockbench-ceiling", run, int32(g), &stored)
+						if err := tx.SendBatch(ctx, first).Close(); err != nil {
 							return err
 						}
+						pb = &pgx.Batch{}
 					}
 					next = max(stored, 0) + int64(len(cmds))
 					batch := handlers.NewBatch(tx, env)
-					first := &pgx.Batch{}
-					store.QueueAdvanceOffset(first, "lockbench-ceiling", run, int32(g), stored, next)
-					batch.QueuePrefetch(first, ids)
-					batch.QueueAtOnce(first, cmds, nil)
-					if err := tx.SendBatch(ctx, first).Close(); err != nil {
+					store.QueueAdvanceOffset(pb, "lockbench-ceiling", run, int32(g), stored, next)
+					batch.QueuePrefetch(pb, ids)
+					batch.QueueAtOnce(pb, cmds, nil)
+					if err := tx.SendBatch(ctx, pb).Close(); err != nil {
 						return err
 					}
 					for _, c := range cmds {
@@ -236,7 +237,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 							return err
 						}
 					}
-					return batch.Flush(ctx)
+					return batch.QueueFlush(last)
 				})
 				if err == nil {
 					expected = next
