@@ -307,17 +307,16 @@ func (r *Relay) rest(ctx context.Context, p *partition, wait time.Duration, wake
 	}
 }
 
-// deleteNow deletes the partition's acknowledged rows, even when ctx is
-// done: keeping them would publish them again. A failure leaves them for
-// the next pass.
+// deleteNow takes the partition's lock, even when ctx is done, and deletes
+// its acknowledged rows. A failure leaves them for the next pass.
 func (r *Relay) deleteNow(ctx context.Context, p *partition) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
 	defer cancel()
-	if !p.acquire(dctx) {
+	if !p.acquire(lctx) {
 		return
 	}
 	defer p.release()
-	if err := r.deleteAcked(dctx, p); err != nil {
+	if err := r.deleteAcked(ctx, p); err != nil {
 		r.log.Warn().Err(err).Int32("partition", p.id).Msg("outbox: deleting published rows failed; the next pass deletes them")
 	}
 }
@@ -356,13 +355,10 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 	// Acknowledged rows are deleted by the next pass's query (or by Run
 	// when none comes soon); DrainOnce has no next pass.
 	defer func() {
-		if !force {
-			return
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
-		defer cancel()
-		if err := r.deleteAcked(dctx, p); err != nil && res.dbErr == nil {
-			res.dbErr = err
+		if force {
+			if err := r.deleteAcked(ctx, p); err != nil && res.dbErr == nil {
+				res.dbErr = err
+			}
 		}
 	}()
 	if !p.loaded {
@@ -673,7 +669,11 @@ func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
 	if len(p.acked) == 0 {
 		return nil
 	}
-	if _, err := r.deletes.do(ctx, p.acked); err != nil {
+	// Even when ctx is done: the rows were acknowledged, and keeping them
+	// would publish them again.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
+	defer cancel()
+	if _, err := r.deletes.do(dctx, p.acked); err != nil {
 		return fmt.Errorf("deleting %d published outbox rows of partition %d: %w", len(p.acked), p.id, err)
 	}
 	p.acked = p.acked[:0]
