@@ -72,13 +72,8 @@ func TestAcquire(t *testing.T) {
 		// Asking again with a new request_id: the new request takes the
 		// owner's place, and the first gets its final answer, lock.withdrawn.
 		second := h.acquire("a", "bob", wait(30))
-		evs := h.apply(second)
-		require.Len(t, evs, 2)
+		evs := h.requeue(second, b.RequestID, 1) // an owner already waiting keeps its place
 		require.Equal(t, topics.TypeWithdrawn, evs[0].Type)
-		require.Equal(t, b.RequestID, evs[0].RequestID)
-		require.Equal(t, topics.TypeQueued, evs[1].Type)
-		require.Equal(t, second.RequestID, evs[1].RequestID)
-		require.Equal(t, 1, evs[1].QueuePosition, "an owner already waiting keeps its place")
 		require.Equal(t, int64(2), h.scalar(`SELECT waiter_count FROM locks WHERE lock_name = 'a'`))
 		require.Equal(t, second.RequestID, h.scalarText(`SELECT request_id FROM lock_waiters WHERE owner_id = 'bob'`))
 		require.Equal(t, []string{"locks.replies.bob lock.queued", "locks.replies.carol lock.queued",
@@ -354,6 +349,20 @@ func TestAcquireErrors(t *testing.T) {
 	}
 }
 
+// requeue applies an owner's new acquire while its earlier request oldID
+// waits: it answers oldID (the first event, for the caller to judge), then
+// queues the new request at position.
+func (h *harness) requeue(c topics.Command, oldID string, position int) []topics.Event {
+	h.t.Helper()
+	evs := h.apply(c)
+	require.Len(h.t, evs, 2)
+	require.Equal(h.t, oldID, evs[0].RequestID)
+	require.Equal(h.t, topics.TypeQueued, evs[1].Type)
+	require.Equal(h.t, c.RequestID, evs[1].RequestID)
+	require.Equal(h.t, position, evs[1].QueuePosition)
+	return evs
+}
+
 // An owner whose wait ended, but was not answered yet (the scheduler looks
 // within 1 s), asks again with a new request_id: the ended wait is answered
 // LOCK_TIMEOUT then, and the new request queues and is later granted, so
@@ -367,14 +376,9 @@ func TestAcquireAgainAfterWaitEnded(t *testing.T) {
 
 	h.clearOutbox()
 	second := h.acquire("a", "bob", wait(30))
-	evs := h.apply(second)
-	require.Len(t, evs, 2)
+	evs := h.requeue(second, first.RequestID, 1)
 	require.Equal(t, topics.TypeRejected, evs[0].Type)
 	require.Equal(t, topics.CodeLockTimeout, evs[0].ErrorCode)
-	require.Equal(t, first.RequestID, evs[0].RequestID)
-	require.Equal(t, topics.TypeQueued, evs[1].Type)
-	require.Equal(t, second.RequestID, evs[1].RequestID)
-	require.Equal(t, 1, evs[1].QueuePosition)
 	require.Equal(t, int64(1), h.scalar(`SELECT waiter_count FROM locks WHERE lock_name = 'a'`))
 
 	// alice releases: the second request is granted, to its reply_to.
