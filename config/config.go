@@ -48,6 +48,12 @@ type Config struct {
 	// RelayMaxAttempts (RELAY_MAX_ATTEMPTS, default 5, 1..1000) is how many
 	// times the relay tries a topic before parking its rows in the database.
 	RelayMaxAttempts int
+	// DeadLetterMaxBytes (DEAD_LETTER_MAX_BYTES, default 65536, 1024..900000)
+	// bounds a dead-letter copy: the record's key, value and headers
+	// together. A larger record's copy is cut (headers say what and how big
+	// it was), so the copy fits the broker's record limit (Kafka's default is
+	// about 1 MB) whatever a producer sent.
+	DeadLetterMaxBytes int
 	// RequestRetention (REQUEST_RETENTION, default 86400 s, 60..31536000) is
 	// how long a request_id's outcome is kept for idempotency. Under a minute
 	// would defeat producer retries, hence the floor.
@@ -209,6 +215,7 @@ func Default() Config {
 			AutoCreateReplyTopics: true,
 		},
 		RelayMaxAttempts:    5,
+		DeadLetterMaxBytes:  64 << 10,
 		RequestRetention:    24 * time.Hour,
 		LockEventsRetention: 7 * 24 * time.Hour,
 		HTTPAddr:            ":8062",

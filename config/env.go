@@ -63,6 +63,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.boolean("AUTO_CREATE_REPLY_TOPICS", &t.AutoCreateReplyTopics)
 
 	p.integer("RELAY_MAX_ATTEMPTS", &c.RelayMaxAttempts, 1, 1000)
+	p.integer("DEAD_LETTER_MAX_BYTES", &c.DeadLetterMaxBytes, 1024, 900000)
 	p.seconds("REQUEST_RETENTION", &c.RequestRetention, 60, 365*86400)
 	p.seconds("LOCK_EVENTS_RETENTION", &c.LockEventsRetention, 60, 10*365*86400)
 

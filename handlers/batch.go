@@ -44,7 +44,9 @@ type buffers struct {
 }
 
 // pending is an event waiting to be encoded at Flush, when its duration_ms
-// (poll to commit) is known. raw is set for bytes stored earlier.
+// (poll to commit) is known; or, when ev is nil, bytes written as they are
+// (an outcome stored earlier, a dead-letter copy: raw may then be nil, a
+// tombstone's value).
 type pending struct {
 	ev       *topics.Event
 	polledAt time.Time
@@ -52,10 +54,11 @@ type pending struct {
 }
 
 type outboxRow struct {
-	partition  int32
-	topic, key string
-	p          *pending
-	headers    []topics.Header
+	partition int32
+	topic     string
+	key       []byte // nil: a record without a key
+	p         *pending
+	headers   []topics.Header
 }
 
 type historyRow struct {
@@ -157,9 +160,10 @@ func (b *Batch) Reject(r *topics.Rejection, polledAt time.Time) topics.Event {
 	return ev
 }
 
-// Publish queues a raw record (a dead-letter copy, say) in the outbox.
+// Publish queues a raw record (a dead-letter copy, say) in the outbox. A nil
+// key or value is published as null.
 func (b *Batch) Publish(topic string, key, value []byte, headers []topics.Header) {
-	b.queue(topic, string(key), &pending{raw: value}, headers)
+	b.queue(topic, key, &pending{raw: value}, headers)
 }
 
 func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*pending, error) {
@@ -191,7 +195,7 @@ func (b *Batch) resend(c topics.Command, prev *pending) ([]topics.Event, error) 
 		}
 	}
 	if c.ReplyTo != "" {
-		b.queue(c.ReplyTo, c.Key(), prev, topics.EventHeaders(ev, b.env.Source))
+		b.queue(c.ReplyTo, []byte(c.Key()), prev, topics.EventHeaders(ev, b.env.Source))
 	}
 	return []topics.Event{ev}, nil
 }
@@ -201,11 +205,11 @@ func (b *Batch) emit(topic, key string, p *pending) {
 	if topic == "" {
 		return
 	}
-	b.queue(topic, key, p, topics.EventHeaders(*p.ev, b.env.Source))
+	b.queue(topic, []byte(key), p, topics.EventHeaders(*p.ev, b.env.Source))
 }
 
 // queue adds an outbox row under the batch's partition.
-func (b *Batch) queue(topic, key string, p *pending, headers []topics.Header) {
+func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Header) {
 	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: key, p: p, headers: headers})
 }
 
@@ -244,7 +248,7 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	now := time.Now()
 	encoded := map[*pending][]byte{}
 	encode := func(p *pending) ([]byte, error) {
-		if p.raw != nil {
+		if p.ev == nil {
 			return p.raw, nil
 		}
 		if v, ok := encoded[p]; ok {
@@ -265,7 +269,7 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 			if err != nil {
 				return fmt.Errorf("encoding event: %w", err)
 			}
-			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, []byte(r.key), v, EncodeHeaders(nil, r.headers)
+			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, EncodeHeaders(nil, r.headers)
 		}
 		// unnest keeps the arrays' order, so outbox ids follow emit order.
 		batch.Queue(`INSERT INTO outbox (source_partition, topic, key, value, headers)

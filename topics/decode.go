@@ -19,7 +19,12 @@ import (
 // and the version must be judged before any other field's type.
 func Decode(value []byte, replyPrefix string) (Command, error) {
 	var c Command
-	if len(value) > MaxRecordBytes {
+	switch {
+	case value == nil:
+		return c, reject(c, CodeInvalidRequest, "record value is null (a Kafka tombstone); a command is a JSON object")
+	case len(value) == 0:
+		return c, reject(c, CodeInvalidRequest, "record value is empty; a command is a JSON object")
+	case len(value) > MaxRecordBytes:
 		return c, reject(c, CodeInvalidRequest, "record value is %d bytes, over the limit of %d", len(value), MaxRecordBytes)
 	}
 	trimmed := bytes.TrimLeft(value, " \t\r\n")

@@ -22,6 +22,13 @@ const (
 	HeaderSourceTopic     = "source_topic"
 	HeaderSourcePartition = "source_partition"
 	HeaderSourceOffset    = "source_offset"
+	// Dead-letter copies cut to fit (see the design document, "Bad input"):
+	// HeaderTruncated lists what was cut ("key", "value", "headers",
+	// comma-separated), and the others give the original's sizes.
+	HeaderTruncated           = "truncated"
+	HeaderOriginalKeySize     = "original_key_size"
+	HeaderOriginalValueSize   = "original_value_size"
+	HeaderOriginalHeaderCount = "original_header_count"
 )
 
 // EventHeaders returns the CloudEvents binary-mode headers of an event.

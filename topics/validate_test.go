@@ -179,6 +179,28 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// A record without a value (a Kafka tombstone) or with an empty one is
+// refused like any other record that is not a command.
+func TestDecodeRejectsNullAndEmptyValues(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		value []byte
+		msg   string
+	}{
+		{"null value", nil, "record value is null (a Kafka tombstone)"},
+		{"empty value", []byte{}, "record value is empty"},
+		{"only spaces", []byte(" \n\t"), "not a JSON object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(tc.value, prefix)
+			var r *Rejection
+			require.ErrorAs(t, err, &r)
+			require.Equal(t, CodeInvalidRequest, r.Code)
+			require.Contains(t, r.Message, tc.msg)
+		})
+	}
+}
+
 func TestRejectionKeepsReplyTo(t *testing.T) {
 	_, err := Decode([]byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":"x","reply_to":"locks.replies.me"}`), prefix)
 	var r *Rejection

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/handlers"
@@ -58,9 +59,10 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 	}()
 	parts := group(segs)
 	var xids []int64 // every attempt's transaction id, to tell a lost COMMIT from a takeover
+	poison := quarantine{}
 	start := time.Now()
 	for attempt := 1; len(parts) > 0; {
-		results, err := w.applyTx(ctx, parts, &xids)
+		results, err := w.applyTx(ctx, parts, &xids, poison, false)
 		if err == nil {
 			w.committed(parts, results, time.Since(start))
 			return
@@ -73,6 +75,13 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			var rest []*part
 			if rest, err = w.settleMoved(ctx, parts, moved, xids); err == nil {
 				parts = rest
+				continue
+			}
+		}
+		if refusedData(err) {
+			// A command PostgreSQL refuses fails every retry of its batch:
+			// find it, and answer it as invalid instead of applying it.
+			if err = w.findPoison(ctx, parts, poison); err == nil {
 				continue
 			}
 		}
@@ -151,6 +160,103 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 	return rest, nil
 }
 
+// quarantine holds the records of a batch that PostgreSQL refused to apply
+// (see findPoison), with the rejection each is answered with instead.
+type quarantine map[recordID]*topics.Rejection
+
+type recordID struct {
+	partition int32
+	offset    int64
+}
+
+// refusedData reports whether err is PostgreSQL refusing the data of a
+// statement (SQLSTATE classes 22 and 23): the same commands fail the same
+// way on every retry, unlike a lost connection or a stopped server.
+func refusedData(err error) bool {
+	return errors.Is(err, store.ErrInvalidData) || errors.Is(err, store.ErrConstraint)
+}
+
+// errProbed ends a probe transaction that succeeded (and so rolls it back).
+var errProbed = errors.New("probe succeeded")
+
+// findPoison finds the record that makes the batch fail with data
+// PostgreSQL refuses and quarantines it: it is answered INVALID_REQUEST and
+// dead-lettered like a record that failed validation, so it no longer stops
+// its partition. Validation refuses what PostgreSQL is known to refuse, so
+// this is the net for what it does not know. It looks for the shortest
+// failing prefix of the batch (in the order the batch applies its records)
+// by bisection, each probe a transaction rolled back: the last record of
+// that prefix is the one whose effects PostgreSQL refuses, given the records
+// before it. A failure of another kind is returned (the batch is retried as
+// usual).
+func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine) error {
+	type at struct{ part, rec int }
+	var order []at
+	for i, pt := range parts {
+		for k := range pt.records {
+			order = append(order, at{i, k})
+		}
+	}
+	prefix := func(n int) []*part {
+		var sub []*part
+		for i, pt := range parts {
+			take := 0
+			for _, o := range order[:n] {
+				if o.part == i {
+					take++
+				}
+			}
+			if take > 0 {
+				sub = append(sub, &part{p: pt.p, segments: pt.segments, records: pt.records[:take], polled: pt.polled[:take]})
+			}
+		}
+		return sub
+	}
+	var cause error
+	lo, hi := 1, len(order) // the whole batch fails
+	for lo < hi {
+		mid := (lo + hi) / 2
+		var scratch []int64
+		_, err := w.applyTx(ctx, prefix(mid), &scratch, poison, true)
+		switch {
+		case errors.Is(err, errProbed):
+			lo = mid + 1
+		case refusedData(err):
+			hi, cause = mid, err
+		default:
+			return err
+		}
+	}
+	if cause == nil { // the whole batch was the shortest: say why it failed
+		var scratch []int64
+		if _, cause = w.applyTx(ctx, prefix(hi), &scratch, poison, true); !refusedData(cause) {
+			return cause
+		}
+	}
+	o := order[hi-1]
+	pt := parts[o.part]
+	r := pt.records[o.rec]
+	if poison[recordID{pt.p.id, r.Offset}] != nil {
+		return cause // even its rejection fails: not the command's doing
+	}
+	c, _ := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix) // it decoded, or it could not have failed
+	poison[recordID{pt.p.id, r.Offset}] = &topics.Rejection{Code: topics.CodeInvalidRequest,
+		Message: "PostgreSQL refused to apply the command: " + pgMessage(cause), Command: c}
+	w.log.Error().Err(cause).Int32("partition", pt.p.id).Int64("offset", r.Offset).
+		Msg("PostgreSQL refused a command: answering it INVALID_REQUEST and copying it to the dead-letter topic")
+	return nil
+}
+
+// pgMessage is PostgreSQL's own message of err, for a requester: the rest
+// of the chain names our statements.
+func pgMessage(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Message + " (SQLSTATE " + pgErr.Code + ")"
+	}
+	return err.Error()
+}
+
 // result is what one record did, for metrics after commit.
 type result struct {
 	op, outcome string
@@ -166,8 +272,10 @@ type result struct {
 // transient failures. Per partition it advances the offset row only from
 // the offset this worker expects, skips records already applied, and applies
 // the handlers in order; the outbox, history and outcomes of all of them are
-// written together.
-func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]result, error) {
+// written together. Quarantined records are answered as invalid. A probe
+// sends everything but COMMIT and rolls back, failing with errProbed when
+// all of it was accepted.
+func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, poison quarantine, probe bool) ([]result, error) {
 	topic := w.cfg.Names.Commands
 	var results []result
 	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
@@ -231,6 +339,10 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 			t := todo{pt: pt, view: batch.For(pt.p.id), records: recs, polled: polled,
 				cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
 			for i, r := range recs {
+				if rej := poison[recordID{pt.p.id, r.Offset}]; rej != nil {
+					t.rejections[i] = rej
+					continue
+				}
 				c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
 				if err != nil {
 					t.rejections[i] = err.(*topics.Rejection)
@@ -267,7 +379,8 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 			for i, r := range t.records {
 				if rej := t.rejections[i]; rej != nil {
 					t.view.Reject(rej, t.polled[i])
-					t.view.Publish(w.cfg.Names.DeadLetter, r.Key, r.Value, deadLetterHeaders(r, rej))
+					key, value, headers := deadLetter(r, rej.Error(), w.cfg.DeadLetterMaxBytes)
+					t.view.Publish(w.cfg.Names.DeadLetter, key, value, headers)
 					results = append(results, result{op: rej.Command.Operation, outcome: rej.Code, rejected: rej, partition: t.pt.p.id, offset: r.Offset, polledAt: t.polled[i]})
 					continue
 				}
@@ -281,7 +394,13 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64) ([]r
 			}
 		}
 		// The outbox, history and outcomes travel with COMMIT.
-		return batch.QueueFlush(last)
+		if err := batch.QueueFlush(last); err != nil || !probe {
+			return err
+		}
+		if err := tx.SendBatch(ctx, last).Close(); err != nil {
+			return err
+		}
+		return errProbed
 	})
 	return results, err
 }
@@ -330,19 +449,6 @@ func outcome(requestID string, evs []topics.Event) string {
 		}
 	}
 	return "ok"
-}
-
-func deadLetterHeaders(r *kgo.Record, rej *topics.Rejection) []topics.Header {
-	h := []topics.Header{
-		{Key: topics.HeaderError, Value: []byte(rej.Error())},
-		{Key: topics.HeaderSourceTopic, Value: []byte(r.Topic)},
-		{Key: topics.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		{Key: topics.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-	}
-	for _, x := range r.Headers {
-		h = append(h, topics.Header{Key: x.Key, Value: x.Value})
-	}
-	return h
 }
 
 func (w *Worker) env(partition int32) handlers.Env {

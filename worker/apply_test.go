@@ -24,7 +24,7 @@ type nopRelay struct{}
 func (nopRelay) Run(ctx context.Context, _ int32) error { <-ctx.Done(); return nil }
 func (nopRelay) Wake(int32)                             {}
 
-func newApplier(t *testing.T) (*Worker, *store.Store) {
+func newApplier(t testing.TB) (*Worker, *store.Store) {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, topics.DefaultNames().Commands))
 	require.NoError(t, err)
@@ -86,13 +86,13 @@ func TestRetryFindsBatchCommitted(t *testing.T) {
 	apply(w, seg(t, p0, 0, "first0"), seg(t, p1, 0, "first1"))
 	parts := group([]segment{seg(t, p0, 1, "a", "b"), seg(t, p1, 1, "c")})
 	var xids []int64
-	_, err := w.applyTx(ctx, parts, &xids) // commits; suppose its answer was lost
+	_, err := w.applyTx(ctx, parts, &xids, nil, false) // commits; suppose its answer was lost
 	require.NoError(t, err)
 	require.Len(t, xids, 1)
 	require.EqualValues(t, 3, storedOffset(t, st, 0))
 
 	// InTx's retry: the same records, the same expected offsets.
-	_, err = w.applyTx(ctx, parts, &xids)
+	_, err = w.applyTx(ctx, parts, &xids, nil, false)
 	var moved *store.OffsetMovedError
 	require.ErrorAs(t, err, &moved)
 	rest, err := w.settleMoved(ctx, parts, moved, xids)

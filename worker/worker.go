@@ -54,6 +54,12 @@ type Config struct {
 	// applier while its transaction runs (so a batch is at most about twice
 	// it). Default 1000.
 	MaxPollRecords int
+	// DeadLetterMaxBytes bounds a dead-letter copy: the record's key, value
+	// and headers together (the worker adds up to 1 KiB of its own headers).
+	// Past it the copy is cut, with headers saying what was cut and the
+	// original sizes, so that it fits the broker's record limit whatever a
+	// producer sent. Default DefaultDeadLetterMaxBytes (64 KiB).
+	DeadLetterMaxBytes int
 	// Appliers is how many transactions of commands run at once. Each
 	// serves some of the owned partitions (spread evenly as they are
 	// assigned) and applies all their records polled since its last
@@ -137,6 +143,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.Appliers <= 0 {
 		cfg.Appliers = DefaultAppliers
+	}
+	if cfg.DeadLetterMaxBytes <= 0 {
+		cfg.DeadLetterMaxBytes = DefaultDeadLetterMaxBytes
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}

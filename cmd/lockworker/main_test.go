@@ -221,3 +221,44 @@ func TestKcat(t *testing.T) {
 	require.Contains(t, reply, `"request_id":"kcat-1"`)
 	require.Contains(t, reply, "ce_type=lock.acquired")
 }
+
+// TestKcatTombstone: the record the faults issue found crashing every
+// replica, a null value produced by kcat, is copied to the dead-letter
+// topic as a null value with the worker's headers, and the partition goes
+// on: the next command with the same key is answered.
+func TestKcatTombstone(t *testing.T) {
+	if _, err := exec.LookPath("kcat"); err != nil {
+		t.Fatal("kcat is not installed: apt-get install kcat (.ci/run installs it)")
+	}
+	sch := testdb.NewSchema(t)
+	addr := freeAddr(t)
+	start(t, sch.URL, addr, t.TempDir())
+	produce := func(in string, args ...string) {
+		cmd := exec.Command("kcat", append([]string{"-b", addr, "-P", "-t", "locks.commands", "-K", "|"}, args...)...)
+		cmd.Stdin = strings.NewReader(in)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	produce("tomb|\n", "-Z") // -Z: an empty value is sent as NULL
+	produce(`tomb|{"request_id":"after-tomb","operation":"acquire","lock_name":"tomb","owner_id":"me","reply_to":"locks.replies.kcat-tomb"}` + "\n")
+	consume := func(topic, format string) string {
+		out, err := exec.Command("kcat", "-b", addr, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", format).CombinedOutput()
+		if err != nil {
+			return ""
+		}
+		return string(out)
+	}
+	var reply, dlq string
+	require.Eventually(t, func() bool {
+		reply = consume("locks.replies.kcat-tomb", "%s\n")
+		return strings.Contains(reply, `"request_id":"after-tomb"`)
+	}, 30*time.Second, 200*time.Millisecond, "the command after the tombstone is answered: %s", reply)
+	require.Contains(t, reply, `"type":"lock.acquired"`)
+	require.Eventually(t, func() bool {
+		dlq = consume("locks.commands.dlq", "key=%k size=%S headers=%h\n")
+		return strings.Contains(dlq, "key=tomb")
+	}, 30*time.Second, 200*time.Millisecond, "the tombstone is dead-lettered: %s", dlq)
+	require.Contains(t, dlq, "size=-1", "a null value stays null")
+	require.Contains(t, dlq, "error=INVALID_REQUEST: record value is null (a Kafka tombstone)")
+	require.Contains(t, dlq, "source_topic=locks.commands")
+}

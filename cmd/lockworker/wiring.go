@@ -141,7 +141,8 @@ func (m *Main) Run(ctx context.Context) error {
 		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
-		Logger: log.With().Str("component", "worker").Logger(), Metrics: mets,
+		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
+		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
 	})
 	if err != nil {
 		return err

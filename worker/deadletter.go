@@ -1,0 +1,74 @@
+package worker
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// DefaultDeadLetterMaxBytes is Config.DeadLetterMaxBytes's default: a copy
+// holds any record within the contract's 64 KiB limit whole.
+const DefaultDeadLetterMaxBytes = 64 << 10
+
+// deadLetterHeaderBytes bounds the headers the worker itself adds to a
+// copy (the error, truncated to a few hundred bytes, and the source): the
+// copy is at most Config.DeadLetterMaxBytes plus this.
+const deadLetterHeaderBytes = 1 << 10
+
+// deadLetter is the dead-letter copy of a record that could not be applied:
+// its key, value and headers, cut so that together they take at most limit
+// bytes, and then the headers that say why and where it came from (and what
+// was cut). Whatever a producer sent, the copy fits within a broker's
+// limits: the record's own headers get at most a quarter of limit (whole
+// headers, in order), its key at most a quarter, its value the rest. A nil
+// key or value stays nil. The worker's headers come last, so where a
+// producer's header has the same name, the relay (whose records carry one
+// header per name) keeps the worker's.
+func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs []topics.Header) {
+	var cut []string
+	headerBytes, kept := 0, 0
+	for _, h := range r.Headers {
+		n := len(h.Key) + len(h.Value)
+		if headerBytes+n > limit/4 {
+			break
+		}
+		headerBytes += n
+		kept++
+	}
+	hs = make([]topics.Header, 0, kept+8)
+	for _, h := range r.Headers[:kept] {
+		hs = append(hs, topics.Header{Key: h.Key, Value: h.Value})
+	}
+	if kept < len(r.Headers) {
+		cut = append(cut, "headers")
+	}
+	key = r.Key
+	if len(key) > limit/4 {
+		key, cut = key[:limit/4], append(cut, "key")
+	}
+	value = r.Value
+	if room := limit - headerBytes - len(key); len(value) > room {
+		value, cut = value[:room], append(cut, "value")
+	}
+	if len(reason) > deadLetterHeaderBytes/2 {
+		reason = reason[:deadLetterHeaderBytes/2]
+	}
+	hs = append(hs,
+		topics.Header{Key: topics.HeaderError, Value: []byte(reason)},
+		topics.Header{Key: topics.HeaderSourceTopic, Value: []byte(r.Topic)},
+		topics.Header{Key: topics.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+		topics.Header{Key: topics.HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+	)
+	if len(cut) > 0 {
+		hs = append(hs,
+			topics.Header{Key: topics.HeaderTruncated, Value: []byte(strings.Join(cut, ","))},
+			topics.Header{Key: topics.HeaderOriginalKeySize, Value: []byte(strconv.Itoa(len(r.Key)))},
+			topics.Header{Key: topics.HeaderOriginalValueSize, Value: []byte(strconv.Itoa(len(r.Value)))},
+			topics.Header{Key: topics.HeaderOriginalHeaderCount, Value: []byte(strconv.Itoa(len(r.Headers)))},
+		)
+	}
+	return key, value, hs
+}

@@ -1,0 +1,250 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// outboxRow is an outbox row as the relay would publish it.
+type outboxRow struct {
+	id           int64
+	topic        string
+	key, value   []byte
+	headers      []topics.Header
+	valueWasNull bool
+}
+
+func (r outboxRow) header(k string) (string, bool) {
+	v, ok := "", false
+	for _, h := range r.headers { // the last wins, as in the relay's records
+		if h.Key == k {
+			v, ok = string(h.Value), true
+		}
+	}
+	return v, ok
+}
+
+// size is what the copy takes of a record: key, value and headers.
+func (r outboxRow) size() int {
+	n := len(r.key) + len(r.value)
+	for _, h := range r.headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+func outboxRows(t testing.TB, st *store.Store, topic string, after int64) []outboxRow {
+	t.Helper()
+	rows, err := st.Pool.Query(context.Background(), `SELECT id, topic, key, value, headers, value IS NULL FROM outbox WHERE topic = $1 AND id > $2 ORDER BY id`, topic, after)
+	require.NoError(t, err)
+	var out []outboxRow
+	var raw []byte
+	var r outboxRow
+	_, err = pgx.ForEachRow(rows, []any{&r.id, &r.topic, &r.key, &r.value, &raw, &r.valueWasNull}, func() error {
+		hs, err := handlers.DecodeHeaders(raw)
+		if err != nil {
+			return err
+		}
+		r.headers = hs
+		out = append(out, r)
+		r = outboxRow{}
+		return nil
+	})
+	require.NoError(t, err)
+	return out
+}
+
+func command(t testing.TB, c topics.Command) []byte {
+	v, err := c.Encode()
+	require.NoError(t, err)
+	return v
+}
+
+// Records that are not commands, whatever their key, value, headers or
+// size, are answered where possible, copied to the dead-letter topic within
+// its bound, and do not stop the partition: the command after them is
+// applied in the same batch.
+func TestPoisonRecordsAreDeadLettered(t *testing.T) {
+	w, st := newApplier(t)
+	p := w.newPartition(w.hard, 3)
+	topic := topics.DefaultNames().Commands
+	dlq := topics.DefaultNames().DeadLetter
+	huge := bytes.Repeat([]byte("x"), 1_000_000)
+	rec := func(off int64, key, value []byte, hs ...kgo.RecordHeader) *kgo.Record {
+		return &kgo.Record{Topic: topic, Partition: 3, Offset: off, Key: key, Value: value, Headers: hs}
+	}
+	recs := []*kgo.Record{
+		rec(0, []byte("k"), nil),   // a tombstone
+		rec(1, nil, nil),           // no key, no value
+		rec(2, []byte{}, []byte{}), // empty key and value
+		rec(3, []byte{0xff, 0}, []byte{0, 1, 0xfe}, // binary, with a header claiming to be ours
+			kgo.RecordHeader{Key: topics.HeaderError, Value: []byte("forged")}, kgo.RecordHeader{Key: "bin", Value: []byte{0, 0xff}}),
+		rec(4, bytes.Repeat([]byte("k"), 100_000), huge, kgo.RecordHeader{Key: "big", Value: bytes.Repeat([]byte("h"), 50_000)}),
+		rec(5, []byte("ok"), command(t, topics.Command{RequestID: "after", Operation: topics.OpAcquire, LockName: "ok", OwnerID: "o",
+			ReplyTo: "locks.replies.poison"})),
+	}
+	apply(w, segment{p: p, records: recs, polledAt: time.Now()})
+	require.EqualValues(t, 6, storedOffset(t, st, 3), "every record consumed")
+	require.EqualValues(t, 1, acquisitions(t, st, "ok"), "the command after them applied")
+
+	copies := outboxRows(t, st, dlq, 0)
+	require.Len(t, copies, 5)
+	for i, c := range copies {
+		off, _ := c.header(topics.HeaderSourceOffset)
+		require.Equal(t, strconv.Itoa(i), off)
+		part, _ := c.header(topics.HeaderSourcePartition)
+		require.Equal(t, "3", part)
+		src, _ := c.header(topics.HeaderSourceTopic)
+		require.Equal(t, topic, src)
+		msg, _ := c.header(topics.HeaderError)
+		require.True(t, strings.HasPrefix(msg, topics.CodeInvalidRequest+": "), "the worker's error header wins: %q", msg)
+		require.LessOrEqual(t, c.size(), DefaultDeadLetterMaxBytes+deadLetterHeaderBytes, "copy %d fits its bound", i)
+	}
+	// Null stays null, empty stays empty.
+	require.Nil(t, copies[0].value)
+	require.True(t, copies[0].valueWasNull)
+	require.Equal(t, []byte("k"), copies[0].key)
+	msg, _ := copies[0].header(topics.HeaderError)
+	require.Contains(t, msg, "tombstone")
+	require.Nil(t, copies[1].key)
+	require.True(t, copies[1].valueWasNull)
+	require.NotNil(t, copies[2].key)
+	require.False(t, copies[2].valueWasNull)
+	require.Equal(t, []byte{0, 1, 0xfe}, copies[3].value)
+	require.Contains(t, copies[3].headers, topics.Header{Key: "bin", Value: []byte{0, 0xff}})
+	_, cut := copies[3].header(topics.HeaderTruncated)
+	require.False(t, cut)
+	// The huge record is cut, and says so.
+	big := copies[4]
+	what, _ := big.header(topics.HeaderTruncated)
+	require.Equal(t, "headers,key,value", what)
+	for k, want := range map[string]string{topics.HeaderOriginalValueSize: "1000000", topics.HeaderOriginalKeySize: "100000",
+		topics.HeaderOriginalHeaderCount: "1"} {
+		got, _ := big.header(k)
+		require.Equal(t, want, got, k)
+	}
+	require.Equal(t, DefaultDeadLetterMaxBytes/4, len(big.key))
+	require.True(t, bytes.HasPrefix(huge, big.value))
+	require.Equal(t, DefaultDeadLetterMaxBytes-DefaultDeadLetterMaxBytes/4, len(big.value))
+}
+
+// A command that passes validation but that PostgreSQL refuses (here a
+// constraint the test adds) fails its batch on every retry; the worker
+// finds it, answers it INVALID_REQUEST and dead-letters it, and applies the
+// rest of the batch, before and after it, in the same partitions.
+func TestCommandPostgreSQLRefusesIsQuarantined(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%')`)
+	require.NoError(t, err)
+	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
+	reply := "locks.replies.q"
+	acq := func(p int32, off int64, lock string) *kgo.Record {
+		return &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: p, Offset: off, Key: []byte(lock),
+			Value: command(t, topics.Command{RequestID: "q-" + lock, Operation: topics.OpAcquire, LockName: lock, OwnerID: "o", ReplyTo: reply})}
+	}
+	apply(w,
+		segment{p: p0, records: []*kgo.Record{acq(0, 0, "a"), acq(0, 1, "poison-1"), acq(0, 2, "b")}, polledAt: time.Now()},
+		segment{p: p1, records: []*kgo.Record{acq(1, 0, "c"), acq(1, 1, "poison-2"), acq(1, 2, "d")}, polledAt: time.Now()},
+	)
+	require.EqualValues(t, 3, storedOffset(t, st, 0))
+	require.EqualValues(t, 3, storedOffset(t, st, 1))
+	for _, lock := range []string{"a", "b", "c", "d"} {
+		require.EqualValues(t, 1, acquisitions(t, st, lock), lock)
+	}
+	answers := map[string]topics.Event{}
+	for _, r := range outboxRows(t, st, reply, 0) {
+		var ev topics.Event
+		require.NoError(t, json.Unmarshal(r.value, &ev))
+		answers[ev.RequestID] = ev
+	}
+	for _, id := range []string{"q-poison-1", "q-poison-2"} {
+		ev := answers[id]
+		require.Equal(t, topics.TypeRejected, ev.Type, id)
+		require.Equal(t, topics.CodeInvalidRequest, ev.ErrorCode)
+		require.Contains(t, ev.ErrorMessage, "PostgreSQL refused to apply the command")
+		require.Contains(t, ev.ErrorMessage, "23514")
+	}
+	require.Equal(t, topics.TypeAcquired, answers["q-d"].Type)
+	copies := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, copies, 2)
+	var n int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM processed_requests WHERE request_id LIKE 'q-poison%'`).Scan(&n))
+	require.Zero(t, n, "a refused command stores no outcome: sent again, it is judged again")
+}
+
+// FuzzApplyRecord drives any record (key, value, headers) through the
+// worker's applier into a real PostgreSQL transaction: the transaction
+// commits, the partition's offset moves past the record, and a dead-letter
+// copy stays within its bound. `go test` runs the seeds; `go test -fuzz
+// FuzzApplyRecord ./worker` explores.
+func FuzzApplyRecord(f *testing.F) {
+	valid := func(c topics.Command) []byte { return command(f, c) }
+	seeds := []struct {
+		key, value       []byte
+		nilKey, nilValue bool
+		headerKey        string
+		headerValue      []byte
+		repeatValue      int
+	}{
+		{key: []byte("k"), nilValue: true},
+		{nilKey: true, nilValue: true},
+		{key: []byte{}, value: []byte{}},
+		{key: []byte("x"), value: []byte("x"), repeatValue: 1_000_000},
+		{key: []byte{0xff}, value: []byte{0xfe, 0, 0xff}, headerKey: "error", headerValue: []byte{0}},
+		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"})},
+		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpRelease, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"})},
+		{key: []byte("a"), value: []byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"\u0000"}}`)},
+		{key: []byte("a"), value: []byte(`{"operation":"cleanup","lock_name":"*","max_age_seconds":0}`)},
+		{key: []byte("a"), value: []byte(`{"v":2,"operation":"steal"}`), headerKey: "", headerValue: nil},
+		{key: []byte("a"), value: []byte(`{"operation":"acquire","lock_name":"` + strings.Repeat("é", 200) + `","owner_id":"o"}`)},
+	}
+	for _, s := range seeds {
+		v := s.value
+		if s.repeatValue > 0 {
+			v = bytes.Repeat(v, s.repeatValue)
+		}
+		f.Add(s.key, v, s.nilKey, s.nilValue, s.headerKey, s.headerValue)
+	}
+	w, st := newApplier(f)
+	p := w.newPartition(w.hard, 0)
+	var next, lastOutbox int64
+	topic, dlq := topics.DefaultNames().Commands, topics.DefaultNames().DeadLetter
+	f.Fuzz(func(t *testing.T, key, value []byte, nilKey, nilValue bool, headerKey string, headerValue []byte) {
+		if nilKey {
+			key = nil
+		}
+		if nilValue {
+			value = nil
+		}
+		r := &kgo.Record{Topic: topic, Partition: 0, Offset: next, Key: key, Value: value}
+		if headerKey != "" || headerValue != nil {
+			r.Headers = []kgo.RecordHeader{{Key: headerKey, Value: headerValue}}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		p.pending.Add(1)
+		w.applySegments(ctx, []segment{{p: p, records: []*kgo.Record{r}, polledAt: time.Now()}})
+		require.NoError(t, ctx.Err(), "the record was applied or refused within 30 s")
+		next++
+		require.Equal(t, next, p.expected, "the partition moved past the record")
+		require.Equal(t, next, storedOffset(t, st, 0))
+		for _, c := range outboxRows(t, st, dlq, lastOutbox) {
+			require.LessOrEqual(t, c.size(), DefaultDeadLetterMaxBytes+deadLetterHeaderBytes)
+		}
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&lastOutbox))
+	})
+}
