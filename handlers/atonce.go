@@ -81,85 +81,108 @@ func holderAtOnceSQL(set, cond string) string {
 	RETURNING m.req, ` + lockCols
 }
 
-// atOnceSet is the arguments of the common-case statements of some commands.
-type atOnceSet struct {
-	grants struct {
-		ns, name, owner, replyTo, requestID []string
-		lease                               []float64
-		metadata                            []*string
-		partition                           []int32
-	}
-	releases, extends holderArgs
+// commonCase is the one-statement common case of an operation (see the
+// operations table): a set-based statement with one array element per
+// command.
+type commonCase interface {
+	// add adds a command as the statement's next element.
+	add(a *applier)
+	// queue queues the statement on pb when any command was added; each
+	// row it changes is given to got with its command's request_id.
+	queue(pb *pgx.Batch, got func(requestID string, r *lockRow))
 }
 
-// holderArgs is the arrays of holderAtOnceSQL.
+// atOnceSet is the common-case statements of some commands, by operation.
+type atOnceSet map[string]commonCase
+
+// add adds the command to its operation's common case; false when the
+// operation has none.
+func (s atOnceSet) add(a *applier) bool {
+	if a.op.atOnce == nil {
+		return false
+	}
+	cc := s[a.cmd.Operation]
+	if cc == nil {
+		cc = a.op.atOnce()
+		s[a.cmd.Operation] = cc
+	}
+	cc.add(a)
+	return true
+}
+
+// queue queues the statements on pb, in the order of topics.Operations.
+func (s atOnceSet) queue(pb *pgx.Batch, got func(requestID string, r *lockRow)) {
+	for _, op := range topics.Operations {
+		if cc := s[op.Name]; cc != nil {
+			cc.queue(pb, got)
+		}
+	}
+}
+
+// grantArgs is the arrays of grantAtOnceSQL.
+type grantArgs struct {
+	ns, name, owner, replyTo, requestID []string
+	lease                               []float64
+	metadata                            []*string
+	partition                           []int32
+}
+
+func (g *grantArgs) add(a *applier) {
+	c := a.cmd
+	var meta *string
+	if m := metadata(c.OwnerMetadata); m != nil {
+		v := string(m)
+		meta = &v
+	}
+	g.ns, g.name, g.owner = append(g.ns, c.Namespace), append(g.name, c.LockName), append(g.owner, c.OwnerID)
+	g.replyTo, g.requestID = append(g.replyTo, c.ReplyTo), append(g.requestID, c.RequestID)
+	g.lease, g.metadata, g.partition = append(g.lease, a.lease()), append(g.metadata, meta), append(g.partition, a.env.Partition)
+}
+
+func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *lockRow)) {
+	if len(g.ns) > 0 {
+		pb.Queue(grantAtOnceSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition).
+			Query(readChanged(topics.OpAcquire, got))
+	}
+}
+
+// holderArgs is the arrays of holderAtOnceSQL, for its statement sql.
 type holderArgs struct {
+	sql, op                    string
 	ns, name, owner, requestID []string
 	token                      []*int64
 	extension                  []float64
 }
 
-func (h *holderArgs) add(c topics.Command) {
+func (h *holderArgs) add(a *applier) {
+	c := a.cmd
 	h.ns, h.name, h.owner = append(h.ns, c.Namespace), append(h.name, c.LockName), append(h.owner, c.OwnerID)
 	h.requestID, h.token, h.extension = append(h.requestID, c.RequestID), append(h.token, c.FencingToken), append(h.extension, c.ExtensionDuration)
 }
 
-func (h *holderArgs) queue(pb *pgx.Batch, sql string, read func(pgx.Rows) error) {
+func (h *holderArgs) queue(pb *pgx.Batch, got func(string, *lockRow)) {
 	if len(h.ns) > 0 {
-		pb.Queue(sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension).Query(read)
+		pb.Queue(h.sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension).Query(readChanged(h.op, got))
 	}
 }
 
-// add adds the command's common case; false when it has none.
-func (s *atOnceSet) add(a *applier) bool {
-	c := a.cmd
-	switch c.Operation {
-	case topics.OpAcquire:
-		g := &s.grants
-		var meta *string
-		if m := metadata(c.OwnerMetadata); m != nil {
-			v := string(m)
-			meta = &v
-		}
-		g.ns, g.name, g.owner = append(g.ns, c.Namespace), append(g.name, c.LockName), append(g.owner, c.OwnerID)
-		g.replyTo, g.requestID = append(g.replyTo, c.ReplyTo), append(g.requestID, c.RequestID)
-		g.lease, g.metadata, g.partition = append(g.lease, a.lease()), append(g.metadata, meta), append(g.partition, a.env.Partition)
-		return true
-	case topics.OpRelease:
-		s.releases.add(c)
-		return true
-	case topics.OpExtend:
-		s.extends.add(c)
-		return true
-	}
-	return false
-}
-
-// queue queues the statements on pb; each row they change is given to got
-// with the request_id it was changed for.
-func (s *atOnceSet) queue(pb *pgx.Batch, got func(requestID string, r *lockRow)) {
-	read := func(op string) func(pgx.Rows) error {
-		return func(rows pgx.Rows) error {
-			defer rows.Close()
-			for rows.Next() {
-				var id string
-				var r lockRow
-				if err := rows.Scan(append([]any{&id}, r.dest()...)...); err != nil {
-					return fmt.Errorf("%s in one statement: %w", op, err)
-				}
-				got(id, &r)
-			}
-			if err := rows.Err(); err != nil {
+// readChanged reads the rows a common-case statement of op changed.
+func readChanged(op string, got func(string, *lockRow)) func(pgx.Rows) error {
+	return func(rows pgx.Rows) error {
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var r lockRow
+			if err := rows.Scan(append([]any{&id}, r.dest()...)...); err != nil {
 				return fmt.Errorf("%s in one statement: %w", op, err)
 			}
-			return nil
+			got(id, &r)
 		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("%s in one statement: %w", op, err)
+		}
+		return nil
 	}
-	if g := &s.grants; len(g.ns) > 0 {
-		pb.Queue(grantAtOnceSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition).Query(read(topics.OpAcquire))
-	}
-	s.releases.queue(pb, releaseAtOnceSQL, read(topics.OpRelease))
-	s.extends.queue(pb, extendAtOnceSQL, read(topics.OpExtend))
 }
 
 // atOnce runs the command's common case, or takes its result when the batch
@@ -169,7 +192,7 @@ func (a *applier) atOnce(ctx context.Context) (*lockRow, error) {
 		delete(a.ahead, a.cmd.RequestID)
 		return r, nil
 	}
-	var set atOnceSet
+	set := atOnceSet{}
 	if !set.add(a) {
 		return nil, nil
 	}
@@ -190,11 +213,12 @@ func (a *applier) atOnce(ctx context.Context) (*lockRow, error) {
 // them; partitions[i] is the commands partition of cmds[i] (nil: the
 // batch's). Apply then uses their results. pb's Close returns their errors.
 func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []int32) {
-	var set atOnceSet
+	set := atOnceSet{}
 	locks := make(map[string]bool, len(cmds))
 	ids := make(map[string]bool, len(cmds))
 	for i, c := range cmds {
-		if c.Operation == topics.OpCleanup {
+		op := operations[c.Operation]
+		if op.barrier {
 			break
 		}
 		key := c.Key()
@@ -203,7 +227,7 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 		if !first || c.RequestID == "" {
 			continue
 		}
-		a := &applier{Batch: b, cmd: c}
+		a := &applier{Batch: b, cmd: c, op: op}
 		if partitions != nil {
 			a.Batch = b.For(partitions[i])
 		}

@@ -126,23 +126,12 @@ func (b *Batch) Apply(ctx context.Context, c topics.Command, polledAt time.Time)
 			return b.resend(c, prev)
 		}
 	}
-	a := &applier{Batch: b, cmd: c, polledAt: polledAt}
-	var err error
-	switch c.Operation {
-	case topics.OpAcquire:
-		err = a.acquire(ctx)
-	case topics.OpRelease:
-		err = a.release(ctx)
-	case topics.OpExtend:
-		err = a.extend(ctx)
-	case topics.OpQuery:
-		err = a.query(ctx)
-	case topics.OpCleanup:
-		err = a.cleanup(ctx)
-	default:
+	op, ok := operations[c.Operation]
+	if !ok {
 		return nil, fmt.Errorf("applying %q: unknown operation", c.Operation)
 	}
-	if err != nil {
+	a := &applier{Batch: b, cmd: c, op: op, polledAt: polledAt}
+	if err := op.apply(a, ctx); err != nil {
 		return nil, fmt.Errorf("applying %s of lock %q: %w", c.Operation, c.Key(), err)
 	}
 	return a.caused, nil

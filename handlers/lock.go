@@ -88,6 +88,7 @@ func (r *lockRow) info() *topics.LockInfo {
 type applier struct {
 	*Batch
 	cmd      topics.Command
+	op       operation // cmd's row of operations
 	polledAt time.Time
 	caused   []topics.Event
 }

@@ -163,9 +163,8 @@ func (m *Metrics) Published(n int, oldest time.Duration) {
 // anything outside the contract's values is "other", so a producer cannot
 // create series at will.
 var (
-	operations = []string{topics.OpAcquire, topics.OpRelease, topics.OpExtend, topics.OpQuery, topics.OpCleanup}
-	results    = []string{"ok", resultQueued, topics.CodeLockHeld, topics.CodeLockTimeout, topics.CodeNotOwner,
-		topics.CodeNotHeld, topics.CodeTokenMismatch, topics.CodeInvalidRequest, topics.CodeUnsupportedVersion}
+	operations = topics.OperationNames()
+	results    = append([]string{"ok", resultQueued}, topics.ErrorCodes...)
 )
 
 // resultQueued is the result of an acquire answered lock.queued.

@@ -35,14 +35,14 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	if !json.Valid(trimmed) {
 		return c, reject(c, CodeInvalidRequest, "not a valid command: %v", json.Unmarshal(trimmed, new(json.RawMessage)))
 	}
-	var raw [numFields][]byte
+	var raw [len(fields)][]byte
 	splitObject(trimmed, &raw)
 	// Every field is read before any is judged, so a rejection still carries
 	// request_id, operation and reply_to when they could be read.
 	problem := c.read(&raw)
 	// A later version may have changed any other field, so it decides first.
 	if c.V > 1 {
-		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks 1)", truncate(string(raw[fieldV])))
+		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks 1)", truncate(string(raw[fieldIndex["v"]])))
 	}
 	if problem != "" {
 		return c, reject(c, CodeInvalidRequest, "%s", problem)
@@ -51,39 +51,19 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 		return c, err
 	}
 	// Validate reads 0 as "absent, use the default"; only Decode can tell
-	// that a 0 was written, and the contract's range starts at 0.1.
-	if c.Operation == OpAcquire && present(raw[fieldLeaseDuration]) && c.LeaseDuration == 0 {
-		return c, reject(c, CodeInvalidRequest, "lease_duration %s is outside %g..%d seconds", truncate(string(raw[fieldLeaseDuration])), MinLeaseSeconds, MaxLeaseSeconds)
-	}
-	if c.Operation == OpExtend && present(raw[fieldExtensionDuration]) && c.ExtensionDuration == 0 {
-		return c, reject(c, CodeInvalidRequest, "extension_duration %s is outside %g..%d seconds", truncate(string(raw[fieldExtensionDuration])), MinLeaseSeconds, MaxLeaseSeconds)
+	// that a 0 was written.
+	op, _ := LookupOperation(c.Operation)
+	for _, name := range op.Fields {
+		i := fieldIndex[name]
+		if f := fields[i]; f.positive && present(raw[i]) && *f.at(&c).(*float64) == 0 {
+			return c, reject(c, CodeInvalidRequest, "%s %s is outside %g..%d seconds", f.name, truncate(string(raw[i])), MinLeaseSeconds, MaxLeaseSeconds)
+		}
 	}
 	return c, nil
 }
 
-// The command's fields, in the order of Command.
-const (
-	fieldV = iota
-	fieldRequestID
-	fieldOperation
-	fieldNamespace
-	fieldLockName
-	fieldOwnerID
-	fieldLeaseDuration
-	fieldWaitTimeout
-	fieldOwnerMetadata
-	fieldExtensionDuration
-	fieldFencingToken
-	fieldMaxAgeSeconds
-	fieldReplyTo
-	numFields
-)
-
-var fieldNames = [numFields]string{"v", "request_id", "operation", "namespace", "lock_name", "owner_id", "lease_duration",
-	"wait_timeout", "owner_metadata", "extension_duration", "fencing_token", "max_age_seconds", "reply_to"}
-
-// fieldOf returns the field a key names exactly, or -1 for an unknown key
-// (ignored, as the contract says).
+// fieldOf returns the row of fields a key names exactly, or -1 for an
+// unknown key (ignored, as the contract says).
 func fieldOf(key []byte) int {
 	if bytes.IndexByte(key, '\\') >= 0 {
 		// "lock\u005fname" is lock_name in JSON; rare, so it may allocate.
@@ -93,33 +73,8 @@ func fieldOf(key []byte) int {
 		}
 		key = []byte(s)
 	}
-	switch string(key) {
-	case "v":
-		return fieldV
-	case "request_id":
-		return fieldRequestID
-	case "operation":
-		return fieldOperation
-	case "namespace":
-		return fieldNamespace
-	case "lock_name":
-		return fieldLockName
-	case "owner_id":
-		return fieldOwnerID
-	case "lease_duration":
-		return fieldLeaseDuration
-	case "wait_timeout":
-		return fieldWaitTimeout
-	case "owner_metadata":
-		return fieldOwnerMetadata
-	case "extension_duration":
-		return fieldExtensionDuration
-	case "fencing_token":
-		return fieldFencingToken
-	case "max_age_seconds":
-		return fieldMaxAgeSeconds
-	case "reply_to":
-		return fieldReplyTo
+	if i, ok := fieldIndex[string(key)]; ok {
+		return i
 	}
 	return -1
 }
@@ -129,37 +84,40 @@ func fieldOf(key []byte) int {
 func present(v []byte) bool { return v != nil && string(v) != "null" }
 
 // read fills c from the raw values of its fields. It returns why the first
-// unreadable field (in field order) could not be read, or "".
-func (c *Command) read(raw *[numFields][]byte) string {
+// unreadable field (in the order of fields) could not be read, or "".
+func (c *Command) read(raw *[len(fields)][]byte) string {
 	problem := ""
-	note := func(f int, format string, args ...any) {
+	note := func(f field, format string, args ...any) {
 		if problem == "" {
-			problem = fieldNames[f] + " " + fmt.Sprintf(format, args...)
+			problem = f.name + " " + fmt.Sprintf(format, args...)
 		}
 	}
-	for f, v := range raw {
-		if f == fieldOwnerMetadata && v != nil {
-			// Copied as it is (null too, as encoding/json did); Validate judges it.
-			c.OwnerMetadata = bytes.Clone(v)
+	for i, v := range raw {
+		f := fields[i]
+		if f.kind == kindJSON {
+			if v != nil {
+				// Copied as it is (null too, as encoding/json did); Validate judges it.
+				*f.at(c).(*json.RawMessage) = bytes.Clone(v)
+			}
 			continue
 		}
 		if !present(v) {
 			continue
 		}
-		switch f {
-		case fieldV:
+		switch f.kind {
+		case kindVersion:
 			n, err := strconv.Atoi(string(v))
 			switch {
 			case err == nil:
-				c.V = n
+				*f.at(c).(*int) = n
 			case isInteger(v) && v[0] != '-':
-				c.V = math.MaxInt // past int's range, still a version above 1
+				*f.at(c).(*int) = math.MaxInt // past int's range, still a version above 1
 			case isInteger(v):
 				note(f, "must be 1, got %s", truncate(string(v)))
 			default:
 				note(f, "must be an integer, got %s", truncate(string(v)))
 			}
-		case fieldRequestID, fieldOperation, fieldNamespace, fieldLockName, fieldOwnerID, fieldReplyTo:
+		case kindText:
 			if v[0] != '"' {
 				note(f, "must be a string, got %s", truncate(string(v)))
 				continue
@@ -171,8 +129,8 @@ func (c *Command) read(raw *[numFields][]byte) string {
 				note(f, "is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
 				continue
 			}
-			*c.stringField(f) = s
-		case fieldLeaseDuration, fieldWaitTimeout, fieldExtensionDuration, fieldMaxAgeSeconds:
+			*f.at(c).(*string) = s
+		case kindSeconds, kindOptionalSeconds:
 			if !isNumber(v) {
 				note(f, "must be a number of seconds, got %s", truncate(string(v)))
 				continue
@@ -182,48 +140,27 @@ func (c *Command) read(raw *[numFields][]byte) string {
 				note(f, "%s is out of range", truncate(string(v)))
 				continue
 			}
-			switch f {
-			case fieldLeaseDuration:
-				c.LeaseDuration = x
-			case fieldWaitTimeout:
-				c.WaitTimeout = x
-			case fieldExtensionDuration:
-				c.ExtensionDuration = x
-			default:
-				c.MaxAgeSeconds = &x
+			if f.kind == kindSeconds {
+				*f.at(c).(*float64) = x
+			} else {
+				*f.at(c).(**float64) = &x
 			}
-		case fieldFencingToken:
+		case kindToken:
 			n, err := strconv.ParseInt(string(v), 10, 64)
 			if err != nil || !isInteger(v) {
 				note(f, "must be a 64-bit integer, got %s", truncate(string(v)))
 				continue
 			}
-			c.FencingToken = &n
+			*f.at(c).(**int64) = &n
 		}
 	}
 	return problem
 }
 
-func (c *Command) stringField(f int) *string {
-	switch f {
-	case fieldRequestID:
-		return &c.RequestID
-	case fieldOperation:
-		return &c.Operation
-	case fieldNamespace:
-		return &c.Namespace
-	case fieldLockName:
-		return &c.LockName
-	case fieldOwnerID:
-		return &c.OwnerID
-	}
-	return &c.ReplyTo
-}
-
 // splitObject stores the raw value of each known key of the JSON object b in
 // raw; a repeated key keeps its last value, as with encoding/json. b must be
 // valid JSON (json.Valid), so the scan needs no bounds or syntax checks.
-func splitObject(b []byte, raw *[numFields][]byte) {
+func splitObject(b []byte, raw *[len(fields)][]byte) {
 	i := skipSpace(b, 1)
 	if b[i] == '}' {
 		return

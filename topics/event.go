@@ -32,6 +32,10 @@ const (
 	CodeUnsupportedVersion = "UNSUPPORTED_VERSION"
 )
 
+// ErrorCodes is every error code of lock.rejected.
+var ErrorCodes = []string{CodeLockHeld, CodeLockTimeout, CodeNotOwner, CodeNotHeld, CodeTokenMismatch,
+	CodeInvalidRequest, CodeUnsupportedVersion}
+
 // Lock statuses of LockInfo.
 const (
 	StatusAcquired = "acquired"

@@ -1,8 +1,6 @@
 package topics
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode"
@@ -20,9 +18,10 @@ type Rejection struct {
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
 
-// Validate checks a command against every limit of the contract. A zero
-// lease_duration or extension_duration reads as "not given" here; Decode also
-// refuses one written explicitly.
+// Validate checks a command against every limit of the contract: the
+// fields every command has, then the operation's own (topics.Operations),
+// then owner_id. A zero lease_duration or extension_duration reads as "not
+// given" here; Decode also refuses one written explicitly.
 func Validate(c Command, replyPrefix string) error {
 	if c.V > 1 {
 		return reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks 1)", c.V)
@@ -30,83 +29,33 @@ func Validate(c Command, replyPrefix string) error {
 	if c.V < 0 {
 		return reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
 	}
-	bad := func(format string, args ...any) error { return reject(c, CodeInvalidRequest, format, args...) }
-	if c.ReplyTo != "" && !ValidReplyTo(c.ReplyTo, replyPrefix) {
-		return bad("reply_to %q is not a topic name under %q", truncate(c.ReplyTo), replyPrefix)
+	bad := func(problem string) error { return reject(c, CodeInvalidRequest, "%s", problem) }
+	for _, f := range fields {
+		if f.common && f.check != nil {
+			if p := f.check(c, replyPrefix); p != "" {
+				return bad(p)
+			}
+		}
 	}
-	if len(c.RequestID) > MaxRequestIDBytes {
-		return bad("request_id is %d bytes, over the limit of %d", len(c.RequestID), MaxRequestIDBytes)
-	}
-	if !storable(c.RequestID) {
-		return bad("request_id must be UTF-8 without NUL characters")
-	}
-	if len(c.Namespace) > MaxNamespaceBytes {
-		return bad("namespace is %d bytes, over the limit of %d", len(c.Namespace), MaxNamespaceBytes)
-	}
-	if c.Namespace != "" && !printable(c.Namespace) {
-		return bad("namespace must be printable UTF-8")
-	}
+	op, known := LookupOperation(c.Operation)
 	switch {
-	case c.LockName == "":
-		return bad("lock_name is required")
-	case len(c.LockName) > MaxLockNameBytes:
-		return bad("lock_name is %d bytes, over the limit of %d", len(c.LockName), MaxLockNameBytes)
-	case !printable(c.LockName):
-		return bad("lock_name must be printable UTF-8")
-	}
-	needsOwner := false
-	switch c.Operation {
-	case OpAcquire:
-		needsOwner = true
-		if c.LeaseDuration != 0 && !inRange(c.LeaseDuration, MinLeaseSeconds, MaxLeaseSeconds) {
-			return bad("lease_duration %g is outside %g..%d seconds", c.LeaseDuration, MinLeaseSeconds, MaxLeaseSeconds)
-		}
-		if !inRange(c.WaitTimeout, 0, MaxWaitSeconds) {
-			return bad("wait_timeout %g is outside 0..%d seconds", c.WaitTimeout, MaxWaitSeconds)
-		}
-		if len(c.OwnerMetadata) > 0 {
-			if len(c.OwnerMetadata) > MaxOwnerMetadataBytes {
-				return bad("owner_metadata is %d bytes, over the limit of %d", len(c.OwnerMetadata), MaxOwnerMetadataBytes)
-			}
-			// Decode passes valid JSON, but a Go caller may pass anything.
-			m := bytes.TrimSpace(c.OwnerMetadata)
-			if len(m) == 0 || m[0] != '{' && string(m) != "null" || !json.Valid(m) {
-				return bad("owner_metadata must be a JSON object")
-			}
-			if p := metadataProblem(m); p != "" {
-				return bad("owner_metadata %s", p)
-			}
-		}
-	case OpRelease:
-		needsOwner = true
-	case OpExtend:
-		needsOwner = true
-		if c.ExtensionDuration != 0 && !inRange(c.ExtensionDuration, MinLeaseSeconds, MaxLeaseSeconds) {
-			return bad("extension_duration %g is outside %g..%d seconds", c.ExtensionDuration, MinLeaseSeconds, MaxLeaseSeconds)
-		}
-	case OpQuery:
-	case OpCleanup:
-		if c.MaxAgeSeconds != nil && !inRange(*c.MaxAgeSeconds, 0, MaxMaxAgeSeconds) {
-			return bad("max_age_seconds %g is outside 0..%d", *c.MaxAgeSeconds, MaxMaxAgeSeconds)
-		}
-	case "":
+	case c.Operation == "":
 		return bad("operation is required")
-	default:
-		return bad("unknown operation %q (want acquire, release, extend, query or cleanup)", truncate(c.Operation))
+	case !known:
+		return bad(fmt.Sprintf("unknown operation %q (want %s)", truncate(c.Operation), operationList()))
 	}
-	if c.LockName == CleanupAll && c.Operation != OpCleanup {
-		return bad("lock_name %q is only for cleanup", CleanupAll)
-	}
-	if needsOwner {
-		switch {
-		case c.OwnerID == "":
-			return bad("owner_id is required for %s", c.Operation)
-		case len(c.OwnerID) > MaxOwnerIDBytes:
-			return bad("owner_id is %d bytes, over the limit of %d", len(c.OwnerID), MaxOwnerIDBytes)
+	for _, name := range op.Fields {
+		if f := fields[fieldIndex[name]]; f.check != nil {
+			if p := f.check(c, replyPrefix); p != "" {
+				return bad(p)
+			}
 		}
 	}
-	if !storable(c.OwnerID) {
-		return bad("owner_id must be UTF-8 without NUL characters")
+	if c.LockName == CleanupAll && !op.AllLocks {
+		return bad(fmt.Sprintf("lock_name %q is only for cleanup", CleanupAll))
+	}
+	if p := checkOwner(c, op); p != "" {
+		return bad(p)
 	}
 	return nil
 }

@@ -1,0 +1,166 @@
+package topics
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// field is one field of a Command: how Decode reads it and how Validate
+// judges it. A new field of the contract is one row of fields (and its
+// member of Command); an operation that reads it lists it in its
+// Operation.Fields.
+type field struct {
+	name string
+	kind fieldKind
+	// at points at the field's member of c: *int (kindVersion), *string
+	// (kindText), *float64 (kindSeconds), **float64 (kindOptionalSeconds),
+	// **int64 (kindToken) or *json.RawMessage (kindJSON).
+	at func(c *Command) any
+	// common: every command's field, judged whatever the operation; the
+	// others only for the operations that list them.
+	common bool
+	// check judges the field's value: why it is refused, or "". nil: any
+	// value that reads is fine. A 0 reads as "not given" here, as it does
+	// for a Go caller.
+	check func(c Command, replyPrefix string) string
+	// positive: only an absent field means the default; an explicit 0 (or
+	// -0) is refused, as outside MinLeaseSeconds..MaxLeaseSeconds.
+	positive bool
+}
+
+// fieldKind is how a field's JSON value is read.
+type fieldKind int
+
+const (
+	kindVersion         fieldKind = iota // an integer
+	kindText                             // a string of valid UTF-8
+	kindSeconds                          // a number
+	kindOptionalSeconds                  // a number, absent distinct from 0
+	kindToken                            // a 64-bit integer, absent distinct from 0
+	kindJSON                             // any JSON value, kept as written
+)
+
+// fields is every field of a Command, in the order Decode reports the first
+// unreadable one.
+var fields = [...]field{
+	{name: "v", kind: kindVersion, at: func(c *Command) any { return &c.V }, common: true},
+	{name: "request_id", kind: kindText, at: func(c *Command) any { return &c.RequestID }, common: true, check: checkRequestID},
+	{name: "operation", kind: kindText, at: func(c *Command) any { return &c.Operation }, common: true},
+	{name: "namespace", kind: kindText, at: func(c *Command) any { return &c.Namespace }, common: true, check: checkNamespace},
+	{name: "lock_name", kind: kindText, at: func(c *Command) any { return &c.LockName }, common: true, check: checkLockName},
+	{name: "owner_id", kind: kindText, at: func(c *Command) any { return &c.OwnerID }, common: true}, // see checkOwner
+	{name: "lease_duration", kind: kindSeconds, at: func(c *Command) any { return &c.LeaseDuration }, positive: true,
+		check: func(c Command, _ string) string {
+			return secondsProblem("lease_duration", c.LeaseDuration, MinLeaseSeconds, MaxLeaseSeconds, true)
+		}},
+	{name: "wait_timeout", kind: kindSeconds, at: func(c *Command) any { return &c.WaitTimeout },
+		check: func(c Command, _ string) string {
+			return secondsProblem("wait_timeout", c.WaitTimeout, 0, MaxWaitSeconds, false)
+		}},
+	{name: "owner_metadata", kind: kindJSON, at: func(c *Command) any { return &c.OwnerMetadata }, check: checkMetadata},
+	{name: "extension_duration", kind: kindSeconds, at: func(c *Command) any { return &c.ExtensionDuration }, positive: true,
+		check: func(c Command, _ string) string {
+			return secondsProblem("extension_duration", c.ExtensionDuration, MinLeaseSeconds, MaxLeaseSeconds, true)
+		}},
+	{name: "fencing_token", kind: kindToken, at: func(c *Command) any { return &c.FencingToken }},
+	{name: "max_age_seconds", kind: kindOptionalSeconds, at: func(c *Command) any { return &c.MaxAgeSeconds },
+		check: func(c Command, _ string) string {
+			if c.MaxAgeSeconds != nil && !inRange(*c.MaxAgeSeconds, 0, MaxMaxAgeSeconds) {
+				return fmt.Sprintf("max_age_seconds %g is outside 0..%d", *c.MaxAgeSeconds, MaxMaxAgeSeconds)
+			}
+			return ""
+		}},
+	{name: "reply_to", kind: kindText, at: func(c *Command) any { return &c.ReplyTo }, common: true,
+		check: func(c Command, replyPrefix string) string {
+			if c.ReplyTo != "" && !ValidReplyTo(c.ReplyTo, replyPrefix) {
+				return fmt.Sprintf("reply_to %q is not a topic name under %q", truncate(c.ReplyTo), replyPrefix)
+			}
+			return ""
+		}},
+}
+
+// fieldIndex finds a row of fields by name.
+var fieldIndex = func() map[string]int {
+	m := make(map[string]int, len(fields))
+	for i, f := range fields {
+		m[f.name] = i
+	}
+	return m
+}()
+
+func checkRequestID(c Command, _ string) string {
+	switch {
+	case len(c.RequestID) > MaxRequestIDBytes:
+		return fmt.Sprintf("request_id is %d bytes, over the limit of %d", len(c.RequestID), MaxRequestIDBytes)
+	case !storable(c.RequestID):
+		return "request_id must be UTF-8 without NUL characters"
+	}
+	return ""
+}
+
+func checkNamespace(c Command, _ string) string {
+	switch {
+	case len(c.Namespace) > MaxNamespaceBytes:
+		return fmt.Sprintf("namespace is %d bytes, over the limit of %d", len(c.Namespace), MaxNamespaceBytes)
+	case c.Namespace != "" && !printable(c.Namespace):
+		return "namespace must be printable UTF-8"
+	}
+	return ""
+}
+
+func checkLockName(c Command, _ string) string {
+	switch {
+	case c.LockName == "":
+		return "lock_name is required"
+	case len(c.LockName) > MaxLockNameBytes:
+		return fmt.Sprintf("lock_name is %d bytes, over the limit of %d", len(c.LockName), MaxLockNameBytes)
+	case !printable(c.LockName):
+		return "lock_name must be printable UTF-8"
+	}
+	return ""
+}
+
+// checkOwner judges owner_id once the operation is known: required (and
+// bounded) where the operation needs an owner, storable always.
+func checkOwner(c Command, op Operation) string {
+	if op.NeedsOwner {
+		switch {
+		case c.OwnerID == "":
+			return "owner_id is required for " + c.Operation
+		case len(c.OwnerID) > MaxOwnerIDBytes:
+			return fmt.Sprintf("owner_id is %d bytes, over the limit of %d", len(c.OwnerID), MaxOwnerIDBytes)
+		}
+	}
+	if !storable(c.OwnerID) {
+		return "owner_id must be UTF-8 without NUL characters"
+	}
+	return ""
+}
+
+func checkMetadata(c Command, _ string) string {
+	if len(c.OwnerMetadata) == 0 {
+		return ""
+	}
+	if len(c.OwnerMetadata) > MaxOwnerMetadataBytes {
+		return fmt.Sprintf("owner_metadata is %d bytes, over the limit of %d", len(c.OwnerMetadata), MaxOwnerMetadataBytes)
+	}
+	// Decode passes valid JSON, but a Go caller may pass anything.
+	m := bytes.TrimSpace(c.OwnerMetadata)
+	if len(m) == 0 || m[0] != '{' && string(m) != "null" || !json.Valid(m) {
+		return "owner_metadata must be a JSON object"
+	}
+	if p := metadataProblem(m); p != "" {
+		return "owner_metadata " + p
+	}
+	return ""
+}
+
+// secondsProblem judges a duration in seconds; 0 means "not given" when
+// zeroIsDefault.
+func secondsProblem(name string, v, lo, hi float64, zeroIsDefault bool) string {
+	if (v != 0 || !zeroIsDefault) && !inRange(v, lo, hi) {
+		return fmt.Sprintf("%s %g is outside %g..%g seconds", name, v, lo, hi)
+	}
+	return ""
+}

@@ -1,0 +1,69 @@
+package topics
+
+import "strings"
+
+// Operation is one operation of the contract, as producers, the worker and
+// the SDK all see it: the table every list of operations is read from. The
+// worker's handlers table (package handlers) adds how each is applied.
+type Operation struct {
+	// Name is the command's operation field.
+	Name string
+	// Fields are the command fields it reads besides those of every command
+	// (v, request_id, operation, namespace, lock_name, owner_id, reply_to):
+	// Validate judges them only for it.
+	Fields []string
+	// NeedsOwner: owner_id is required.
+	NeedsOwner bool
+	// AllLocks: lock_name may be CleanupAll ("*").
+	AllLocks bool
+	// Answers are the event types of its final answer, Interim those that
+	// may come before it (a queued acquire's lock.queued).
+	Answers, Interim []string
+	// Summary says what it does, for people.
+	Summary string
+}
+
+// Operations is every operation of the contract, in the order people read
+// them.
+var Operations = []Operation{
+	{Name: OpAcquire, Fields: []string{"lease_duration", "wait_timeout", "owner_metadata"}, NeedsOwner: true,
+		Answers: []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
+		Summary: "take the lock, renew it for its holder, or wait in its FIFO queue"},
+	{Name: OpRelease, Fields: []string{"fencing_token"}, NeedsOwner: true,
+		Answers: []string{TypeReleased, TypeWithdrawn, TypeRejected},
+		Summary: "end the holder's lease (the next waiter is granted), or withdraw a waiting owner"},
+	{Name: OpExtend, Fields: []string{"extension_duration", "fencing_token"}, NeedsOwner: true,
+		Answers: []string{TypeExtended, TypeRejected},
+		Summary: "lengthen the holder's lease from its current expiry"},
+	{Name: OpQuery,
+		Answers: []string{TypeStatus},
+		Summary: "report the lock without changing it"},
+	{Name: OpCleanup, Fields: []string{"max_age_seconds"}, AllLocks: true,
+		Answers: []string{TypeCleaned},
+		Summary: "end ended leases and delete idle released or expired rows, of one lock or all of a namespace"},
+}
+
+// LookupOperation returns the operation named name.
+func LookupOperation(name string) (Operation, bool) {
+	for _, op := range Operations {
+		if op.Name == name {
+			return op, true
+		}
+	}
+	return Operation{}, false
+}
+
+// OperationNames lists the names of Operations.
+func OperationNames() []string {
+	names := make([]string, len(Operations))
+	for i, op := range Operations {
+		names[i] = op.Name
+	}
+	return names
+}
+
+// operationList is "acquire, release, extend, query or cleanup".
+func operationList() string {
+	names := OperationNames()
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
