@@ -275,126 +275,33 @@ type result struct {
 // written together. Quarantined records are answered as invalid. A probe
 // sends everything but COMMIT and rolls back, failing with errProbed when
 // all of it was accepted.
+//
+// Its round trips: the first carries BEGIN, the offsets (locked and read
+// first, in a round trip of their own, after an assignment), the stored
+// outcomes and the common cases; then the general path's statements, if
+// any; the last carries the outbox, history and outcome writes with COMMIT.
 func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, poison quarantine, probe bool) ([]result, error) {
-	topic := w.cfg.Names.Commands
-	var results []result
+	var t *txn
 	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
-		results = results[:0]
-		first.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
-			var xid int64
-			err := row.Scan(&xid)
-			*xids = append(*xids, xid)
+		t = &txn{w: w, tx: tx, batch: handlers.NewBatch(tx, w.env(parts[0].p.id))}
+		queueXactID(first, xids)
+		pb, stored, err := t.offsets(ctx, parts, first)
+		if err != nil {
 			return err
-		})
-		// After an assignment the stored offsets are read, once, their rows
-		// locked in partition order (every transaction locks offset rows in
-		// that order), in the first round trip; the rest follows in a second.
-		lockAll := slices.ContainsFunc(parts, func(pt *part) bool { return pt.p.expected == unknownOffset })
-		locked := make([]int64, len(parts))
-		pb := first
-		if lockAll {
-			for i, pt := range parts {
-				store.QueueLockOffset(first, w.cfg.Group, topic, pt.p.id, &locked[i])
-			}
-			if err := tx.SendBatch(ctx, first).Close(); err != nil {
-				return err
-			}
-			for i, pt := range parts {
-				if pt.p.expected != unknownOffset && locked[i] != pt.p.expected {
-					return &store.OffsetMovedError{Topic: topic, Partition: pt.p.id, From: pt.p.expected}
-				}
-			}
-			pb = &pgx.Batch{}
-		} else {
-			for i, pt := range parts {
-				locked[i] = pt.p.expected
-			}
 		}
-		type todo struct {
-			pt         *part
-			view       *handlers.Batch
-			records    []*kgo.Record
-			polled     []time.Time
-			cmds       []topics.Command
-			rejections []*topics.Rejection
-		}
-		batch := handlers.NewBatch(tx, w.env(parts[0].p.id))
-		var todos []todo
-		var ids []string
-		for i, pt := range parts {
-			pt.due = time.Time{}
-			stored := locked[i]
-			// Records below the stored offset were applied already: before
-			// this worker got the partition, or redelivered (a fetch reset).
-			recs, polled := pt.records, pt.polled
-			for len(recs) > 0 && stored >= 0 && recs[0].Offset < stored {
-				recs, polled = recs[1:], polled[1:]
-			}
-			pt.next = stored
-			if len(recs) == 0 {
-				continue
-			}
-			pt.next = recs[len(recs)-1].Offset + 1
-			store.QueueAdvanceOffset(pb, w.cfg.Group, topic, pt.p.id, stored, pt.next)
-			t := todo{pt: pt, view: batch.For(pt.p.id), records: recs, polled: polled,
-				cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
-			for i, r := range recs {
-				if rej := poison[recordID{pt.p.id, r.Offset}]; rej != nil {
-					t.rejections[i] = rej
-					continue
-				}
-				c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
-				if err != nil {
-					t.rejections[i] = err.(*topics.Rejection)
-					continue
-				}
-				if c.RequestID == "" {
-					c.RequestID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
-				}
-				t.cmds[i] = c
-				ids = append(ids, c.RequestID)
-			}
-			todos = append(todos, t)
-		}
-		if len(todos) == 0 {
+		t.decode(parts, stored, poison, pb)
+		if len(t.todos) == 0 {
 			return nil // when nothing was sent, nothing began
 		}
-		// One round trip (with BEGIN, but after an assignment): the offsets,
-		// the stored outcomes, and the common cases of the commands that may
-		// go ahead of the rest.
-		batch.QueuePrefetch(pb, ids)
-		valid, partitions := make([]topics.Command, 0, len(ids)), make([]int32, 0, len(ids))
-		for _, t := range todos {
-			for i, c := range t.cmds {
-				if t.rejections[i] == nil {
-					valid, partitions = append(valid, c), append(partitions, t.pt.p.id)
-				}
-			}
-		}
-		batch.QueueAtOnce(pb, valid, partitions)
+		t.prefetch(pb)
 		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
 			return err
 		}
-		for _, t := range todos {
-			for i, r := range t.records {
-				if rej := t.rejections[i]; rej != nil {
-					t.view.Reject(rej, t.polled[i])
-					key, value, headers := deadLetter(r, rej.Error(), w.cfg.DeadLetterMaxBytes)
-					t.view.Publish(w.cfg.Names.DeadLetter, key, value, headers)
-					results = append(results, result{op: rej.Command.Operation, outcome: rej.Code, rejected: rej, partition: t.pt.p.id, offset: r.Offset, polledAt: t.polled[i]})
-					continue
-				}
-				c := t.cmds[i]
-				evs, err := t.view.Apply(ctx, c, t.polled[i])
-				if err != nil {
-					return err
-				}
-				results = append(results, result{op: c.Operation, outcome: outcome(c.RequestID, evs), partition: t.pt.p.id, polledAt: t.polled[i], requestID: c.RequestID, events: evs})
-				t.pt.due = earliest(t.pt.due, dueBy(c, evs))
-			}
+		if err := t.apply(ctx); err != nil {
+			return err
 		}
 		// The outbox, history and outcomes travel with COMMIT.
-		if err := batch.QueueFlush(last); err != nil || !probe {
+		if err := t.batch.QueueFlush(last); err != nil || !probe {
 			return err
 		}
 		if err := tx.SendBatch(ctx, last).Close(); err != nil {
@@ -402,7 +309,154 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		}
 		return errProbed
 	})
-	return results, err
+	if t == nil {
+		return nil, err
+	}
+	return t.results, err
+}
+
+// txn is one attempt of a batch's transaction.
+type txn struct {
+	w       *Worker
+	tx      pgx.Tx
+	batch   *handlers.Batch
+	todos   []todo
+	ids     []string // the request_ids of the valid commands
+	results []result
+}
+
+// todo is what a transaction does for one partition.
+type todo struct {
+	pt         *part
+	view       *handlers.Batch // the batch, writing under pt's partition
+	records    []*kgo.Record   // not applied before
+	polled     []time.Time
+	cmds       []topics.Command    // by record; zero where rejected
+	rejections []*topics.Rejection // by record; nil where valid
+}
+
+// queueXactID notes the transaction's id, so that a retry can ask whether
+// this attempt committed after all (settleMoved).
+func queueXactID(b *pgx.Batch, xids *[]int64) {
+	b.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
+		var xid int64
+		err := row.Scan(&xid)
+		*xids = append(*xids, xid)
+		return err
+	})
+}
+
+// offsets returns each part's stored offset and the batch to queue the
+// rest of the first round trip on. While every partition's offset is known
+// from its last batch, the offset rows are locked by advancing them (in
+// decode) and nothing is sent here. After an assignment they are read and
+// locked first, in partition order as every transaction locks them, in a
+// round trip of their own.
+func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pgx.Batch, []int64, error) {
+	w := t.w
+	topic := w.cfg.Names.Commands
+	stored := make([]int64, len(parts))
+	if !slices.ContainsFunc(parts, func(pt *part) bool { return pt.p.expected == unknownOffset }) {
+		for i, pt := range parts {
+			stored[i] = pt.p.expected
+		}
+		return first, stored, nil
+	}
+	for i, pt := range parts {
+		store.QueueLockOffset(first, w.cfg.Group, topic, pt.p.id, &stored[i])
+	}
+	if err := t.tx.SendBatch(ctx, first).Close(); err != nil {
+		return nil, nil, err
+	}
+	for i, pt := range parts {
+		if pt.p.expected != unknownOffset && stored[i] != pt.p.expected {
+			return nil, nil, &store.OffsetMovedError{Topic: topic, Partition: pt.p.id, From: pt.p.expected}
+		}
+	}
+	return &pgx.Batch{}, stored, nil
+}
+
+// decode skips each part's records below its stored offset (applied
+// already: before this worker got the partition, or redelivered), queues
+// the move of its offset past the rest, and decodes them: invalid or
+// quarantined records get their rejection, valid commands without a
+// request_id get topic/partition/offset.
+func (t *txn) decode(parts []*part, stored []int64, poison quarantine, pb *pgx.Batch) {
+	w := t.w
+	for i, pt := range parts {
+		pt.due = time.Time{}
+		recs, polled := pt.records, pt.polled
+		for len(recs) > 0 && stored[i] >= 0 && recs[0].Offset < stored[i] {
+			recs, polled = recs[1:], polled[1:]
+		}
+		pt.next = stored[i]
+		if len(recs) == 0 {
+			continue
+		}
+		pt.next = recs[len(recs)-1].Offset + 1
+		store.QueueAdvanceOffset(pb, w.cfg.Group, w.cfg.Names.Commands, pt.p.id, stored[i], pt.next)
+		td := todo{pt: pt, view: t.batch.For(pt.p.id), records: recs, polled: polled,
+			cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
+		for k, r := range recs {
+			if rej := poison[recordID{pt.p.id, r.Offset}]; rej != nil {
+				td.rejections[k] = rej
+				continue
+			}
+			c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
+			if err != nil {
+				td.rejections[k] = err.(*topics.Rejection)
+				continue
+			}
+			if c.RequestID == "" {
+				c.RequestID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+			}
+			td.cmds[k] = c
+			t.ids = append(t.ids, c.RequestID)
+		}
+		t.todos = append(t.todos, td)
+	}
+}
+
+// prefetch queues the stored outcomes of the commands' request_ids and the
+// common cases of the commands that may go ahead of the rest.
+func (t *txn) prefetch(pb *pgx.Batch) {
+	t.batch.QueuePrefetch(pb, t.ids)
+	valid, partitions := make([]topics.Command, 0, len(t.ids)), make([]int32, 0, len(t.ids))
+	for _, td := range t.todos {
+		for k, c := range td.cmds {
+			if td.rejections[k] == nil {
+				valid, partitions = append(valid, c), append(partitions, td.pt.p.id)
+			}
+		}
+	}
+	t.batch.QueueAtOnce(pb, valid, partitions)
+}
+
+// apply answers each rejected record (and copies it to the dead-letter
+// topic) and applies each valid command, in order.
+func (t *txn) apply(ctx context.Context) error {
+	w := t.w
+	for _, td := range t.todos {
+		for k, r := range td.records {
+			if rej := td.rejections[k]; rej != nil {
+				td.view.Reject(rej, td.polled[k])
+				key, value, headers := deadLetter(r, rej.Error(), w.cfg.DeadLetterMaxBytes)
+				td.view.Publish(w.cfg.Names.DeadLetter, key, value, headers)
+				t.results = append(t.results, result{op: rej.Command.Operation, outcome: rej.Code, rejected: rej,
+					partition: td.pt.p.id, offset: r.Offset, polledAt: td.polled[k]})
+				continue
+			}
+			c := td.cmds[k]
+			evs, err := td.view.Apply(ctx, c, td.polled[k])
+			if err != nil {
+				return err
+			}
+			t.results = append(t.results, result{op: c.Operation, outcome: outcome(c.RequestID, evs), partition: td.pt.p.id,
+				polledAt: td.polled[k], requestID: c.RequestID, events: evs})
+			td.pt.due = earliest(td.pt.due, dueBy(c, evs))
+		}
+	}
+	return nil
 }
 
 // committed does what follows a commit: the partitions' relays and
