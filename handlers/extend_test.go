@@ -52,14 +52,7 @@ func TestExtend(t *testing.T) {
 }
 
 func TestExtendErrors(t *testing.T) {
-	cases := []struct {
-		name   string
-		setup  func(h *harness) topics.Command
-		code   string
-		status string
-		owner  string
-		routes []string // nil: only the rejection to the extender
-	}{
+	cases := []refusalCase{
 		{
 			name: "after the lease ended: NOT_HELD, status expired",
 			setup: func(h *harness) topics.Command {
@@ -111,38 +104,28 @@ func TestExtendErrors(t *testing.T) {
 			code: topics.CodeNotHeld, status: topics.StatusReleased, owner: "alice",
 		},
 	}
-	h := newHarness(t)
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h.reset()
-			cmd := tc.setup(h)
-			h.clearOutbox()
-			var expiresBefore *time.Time
-			if h.scalar(`SELECT count(*) FROM locks`) > 0 {
-				v := h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`)
-				expiresBefore = &v
-			}
-			waiters := h.scalar(`SELECT count(*) FROM lock_waiters`)
-			ev := h.one(cmd)
-			require.Equal(t, topics.TypeRejected, ev.Type)
-			require.Equal(t, tc.code, ev.ErrorCode)
-			require.Equal(t, tc.status, ev.LockInfo.Status)
-			require.Equal(t, tc.owner, ev.LockInfo.OwnerID)
-			routes := tc.routes
-			if routes == nil {
-				routes = []string{cmd.ReplyTo + " lock.rejected"}
-			}
-			require.Equal(t, routes, h.routes())
-			require.Zero(t, h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.extended'`))
-			if expiresBefore != nil {
-				require.Equal(t, *expiresBefore, h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`), "expires_at unchanged")
-				require.Zero(t, h.scalar(`SELECT extension_count FROM locks WHERE lock_name = 'a'`))
-			} else {
-				require.Zero(t, h.scalar(`SELECT count(*) FROM locks`), "an extend creates no row")
-			}
-			require.Equal(t, waiters, h.scalar(`SELECT count(*) FROM lock_waiters`))
-		})
+	type state struct {
+		expires *time.Time // nil: no row
+		waiters int64
 	}
+	runRefusals(t, cases, func(h *harness) state {
+		var st state
+		if h.scalar(`SELECT count(*) FROM locks`) > 0 {
+			v := h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`)
+			st.expires = &v
+		}
+		st.waiters = h.scalar(`SELECT count(*) FROM lock_waiters`)
+		return st
+	}, func(t *testing.T, h *harness, _ refusalCase, before state) {
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.extended'`))
+		if before.expires != nil {
+			require.Equal(t, *before.expires, h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`), "expires_at unchanged")
+			require.Zero(t, h.scalar(`SELECT extension_count FROM locks WHERE lock_name = 'a'`))
+		} else {
+			require.Zero(t, h.scalar(`SELECT count(*) FROM locks`), "an extend creates no row")
+		}
+		require.Equal(t, before.waiters, h.scalar(`SELECT count(*) FROM lock_waiters`))
+	})
 }
 
 // TestExtendKeepsLeaseAlive: an extended short lease outlives its first

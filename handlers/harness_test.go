@@ -160,7 +160,7 @@ func (h *harness) clearOutbox() {
 	require.NoError(h.t, err)
 }
 
-// topicsOf lists "topic type" of each outbox row.
+// routes lists "topic type" of each outbox row.
 func (h *harness) routes() []string {
 	var out []string
 	for _, r := range h.outbox() {
@@ -217,8 +217,6 @@ func (h *harness) timeOf(sql string, args ...any) time.Time {
 	return v.UTC()
 }
 
-// snapshot returns the rows of the lock tables (and the stored outcomes) as
-// JSON text, to show that something changed nothing.
 // resend applies cmd again and checks it is answered with its stored
 // outcome, the event want, to its reply_to only, and that nothing changed.
 func (h *harness) resend(cmd topics.Command, want topics.Event) topics.Event {
@@ -234,6 +232,8 @@ func (h *harness) resend(cmd topics.Command, want topics.Event) topics.Event {
 	return again[0]
 }
 
+// snapshot returns the rows of the lock tables (and the stored outcomes) as
+// JSON text, to show that something changed nothing.
 func (h *harness) snapshot() string {
 	h.t.Helper()
 	var s string
@@ -299,4 +299,53 @@ func (h *harness) reset() {
 	h.t.Helper()
 	_, err := h.st.Pool.Exec(context.Background(), `TRUNCATE lock_waiters, locks, lock_events, outbox, processed_requests`)
 	require.NoError(h.t, err)
+}
+
+// refusalCase is one way a holder's command (release, extend) is refused.
+type refusalCase struct {
+	name string
+	// setup prepares lock "a" and returns the command to send.
+	setup  func(h *harness) topics.Command
+	code   string
+	status string
+	owner  string // lock_info.owner_id of the answer
+	// routes the command writes; nil: only the rejection to its sender.
+	routes []string
+	// stillHeldBy: the holder the row must still have afterwards ("": none).
+	stillHeldBy string
+}
+
+// runRefusals runs each case on a reset harness: the command is answered
+// lock.rejected with the case's code, lock status and owner, to the case's
+// routes, and stored as its outcome; check then looks at what the command
+// left, given the state before it (read by before).
+func runRefusals[B any](t *testing.T, cases []refusalCase, before func(h *harness) B, check func(t *testing.T, h *harness, tc refusalCase, before B)) {
+	h := newHarness(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h.reset()
+			cmd := tc.setup(h)
+			h.clearOutbox()
+			b := before(h)
+			ev := h.one(cmd)
+			require.Equal(t, topics.TypeRejected, ev.Type)
+			require.False(t, ev.Success)
+			require.Equal(t, tc.code, ev.ErrorCode)
+			require.NotEmpty(t, ev.ErrorMessage)
+			require.Equal(t, cmd.RequestID, ev.RequestID)
+			require.Equal(t, "a", ev.LockInfo.LockName)
+			require.Equal(t, tc.status, ev.LockInfo.Status)
+			require.Equal(t, tc.owner, ev.LockInfo.OwnerID)
+			routes := tc.routes
+			if routes == nil {
+				routes = []string{cmd.ReplyTo + " lock.rejected"}
+			}
+			require.Equal(t, routes, h.routes())
+			require.Equal(t, tc.code, h.outcome(cmd.RequestID).ErrorCode)
+			if tc.stillHeldBy != "" {
+				require.Equal(t, tc.stillHeldBy+" acquired", h.scalarText(`SELECT owner_id || ' ' || status FROM locks WHERE lock_name = 'a'`))
+			}
+			check(t, h, tc, b)
+		})
+	}
 }

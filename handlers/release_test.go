@@ -41,18 +41,7 @@ func TestRelease(t *testing.T) {
 // TestReleaseErrors: every refusal answers only the releaser, and a refused
 // release leaves the holder holding.
 func TestReleaseErrors(t *testing.T) {
-	cases := []struct {
-		name string
-		// setup prepares lock "a" and returns the release to send.
-		setup  func(h *harness) topics.Command
-		code   string
-		status string
-		owner  string // lock_info.owner_id of the answer
-		// routes the release writes; nil: only the rejection to the releaser.
-		routes []string
-		// stillHeldBy: the holder the row must still have afterwards ("" : none).
-		stillHeldBy string
-	}{
+	cases := []refusalCase{
 		{
 			name: "another owner: NOT_OWNER",
 			setup: func(h *harness) topics.Command {
@@ -123,38 +112,16 @@ func TestReleaseErrors(t *testing.T) {
 			routes: []string{"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired", "locks.replies.bob lock.rejected"},
 		},
 	}
-	h := newHarness(t)
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h.reset()
-			cmd := tc.setup(h)
-			h.clearOutbox()
-			before := h.scalar(`SELECT count(*) FROM lock_events WHERE type IN ('lock.released', 'lock.acquired')`)
-			ev := h.one(cmd)
-			require.Equal(t, topics.TypeRejected, ev.Type)
-			require.False(t, ev.Success)
-			require.Equal(t, tc.code, ev.ErrorCode)
-			require.NotEmpty(t, ev.ErrorMessage)
-			require.Equal(t, cmd.RequestID, ev.RequestID)
-			require.Equal(t, "a", ev.LockInfo.LockName)
-			require.Equal(t, tc.status, ev.LockInfo.Status)
-			require.Equal(t, tc.owner, ev.LockInfo.OwnerID)
-			routes := tc.routes
-			if routes == nil {
-				routes = []string{cmd.ReplyTo + " lock.rejected"}
-			}
-			require.Equal(t, routes, h.routes())
-			require.Equal(t, before, h.scalar(`SELECT count(*) FROM lock_events WHERE type IN ('lock.released', 'lock.acquired')`),
-				"a refused release neither releases nor grants")
-			require.Equal(t, tc.code, h.outcome(cmd.RequestID).ErrorCode)
-			if tc.stillHeldBy != "" {
-				require.Equal(t, tc.stillHeldBy+" acquired", h.scalarText(`SELECT owner_id || ' ' || status FROM locks WHERE lock_name = 'a'`))
-			}
-			if tc.status == topics.StatusFree {
-				require.Zero(t, h.scalar(`SELECT count(*) FROM locks`), "a release creates no row")
-			}
-		})
-	}
+	type counts struct{ releasesAndGrants int64 }
+	runRefusals(t, cases, func(h *harness) counts {
+		return counts{h.scalar(`SELECT count(*) FROM lock_events WHERE type IN ('lock.released', 'lock.acquired')`)}
+	}, func(t *testing.T, h *harness, tc refusalCase, before counts) {
+		require.Equal(t, before.releasesAndGrants, h.scalar(`SELECT count(*) FROM lock_events WHERE type IN ('lock.released', 'lock.acquired')`),
+			"a refused release neither releases nor grants")
+		if tc.status == topics.StatusFree {
+			require.Zero(t, h.scalar(`SELECT count(*) FROM locks`), "a release creates no row")
+		}
+	})
 }
 
 func TestReleaseWithCorrectTokenAfterMismatch(t *testing.T) {
