@@ -183,17 +183,25 @@ func (h *harness) waitPast(t time.Time) {
 // expireDue runs the expiry step for partition 0 and returns how much it ended.
 func (h *harness) expireDue() int {
 	h.t.Helper()
+	n, _ := h.expireDueEvents()
+	return n
+}
+
+// expireDueEvents is expireDue, also returning the events it caused.
+func (h *harness) expireDueEvents() (int, []topics.Event) {
+	h.t.Helper()
 	var n int
+	var evs []topics.Event
 	err := h.st.InTx(context.Background(), func(tx pgx.Tx) error {
 		b := handlers.NewBatch(tx, h.env)
 		var err error
-		if n, _, err = b.ExpireDue(context.Background()); err != nil {
+		if n, evs, err = b.ExpireDue(context.Background()); err != nil {
 			return err
 		}
 		return b.Flush(context.Background())
 	})
 	require.NoError(h.t, err)
-	return n
+	return n, evs
 }
 
 func (h *harness) scalar(sql string, args ...any) int64 {
