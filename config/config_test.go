@@ -64,7 +64,12 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, zerolog.InfoLevel, c.LogLevel)
 	assert.Equal(t, "json", c.LogFormat)
 	assert.True(t, strings.HasSuffix(c.InstanceID, "-"+strconv.Itoa(os.Getpid())), c.InstanceID)
-	assert.Equal(t, EmbeddedConfig{Addr: "127.0.0.1:9092", Dir: ".data/kafka"}, c.Embedded)
+	assert.Equal(t, 6*time.Second, c.Kafka.SessionTimeout)
+	assert.Equal(t, 250*time.Millisecond, c.Kafka.HeartbeatInterval)
+	assert.Equal(t, "classic", c.Kafka.GroupProtocol)
+	assert.False(t, c.Kafka.StaticMembership)
+	assert.Empty(t, c.Kafka.GroupInstanceID)
+	assert.Equal(t, EmbeddedConfig{Addr: "127.0.0.1:9092", Dir: ".data/kafka", MinSessionTimeout: 6 * time.Second}, c.Embedded)
 	assert.Equal(t, "postgres://postgres@127.0.0.1:5432/lockworker", c.PostgresURL())
 	assert.NoError(t, c.Validate())
 }
@@ -91,6 +96,18 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093,,k3"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"k1:9092", "k2:9093", "k3"} }},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"[::1]:9092"} }},
 		{map[string]string{"KAFKA_CONSUMER_GROUP": "lw-dev"}, func(c *Config) { c.Kafka.ConsumerGroup = "lw-dev" }},
+		{map[string]string{"KAFKA_SESSION_TIMEOUT": "10", "KAFKA_HEARTBEAT_INTERVAL": "1"}, func(c *Config) {
+			c.Kafka.SessionTimeout, c.Kafka.HeartbeatInterval = 10*time.Second, time.Second
+		}},
+		{map[string]string{"KAFKA_GROUP_PROTOCOL": "Consumer"}, func(c *Config) { c.Kafka.GroupProtocol = "consumer" }},
+		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "true", "INSTANCE_ID": "lockworker-0"}, func(c *Config) {
+			c.Kafka.StaticMembership, c.Kafka.GroupInstanceID, c.InstanceID = true, "lockworker-0", "lockworker-0"
+		}},
+		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "true"}, func(c *Config) {
+			host, _ := os.Hostname() // stable across restarts, unlike the default INSTANCE_ID
+			c.Kafka.StaticMembership, c.Kafka.GroupInstanceID = true, host
+		}},
+		{map[string]string{"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "0.5"}, func(c *Config) { c.Embedded.MinSessionTimeout = 500 * time.Millisecond }},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_TLS_ENABLED": "true", "KAFKA_TLS_CA_FILE": "/ca.pem", "KAFKA_TLS_CERT_FILE": "/c.pem", "KAFKA_TLS_KEY_FILE": "/k.pem", "KAFKA_TLS_INSECURE_SKIP_VERIFY": "1"}, func(c *Config) {
 			c.Kafka.BootstrapServers = []string{"k:9092"}
 			c.Kafka.TLS = TLSConfig{Enabled: true, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem", InsecureSkipVerify: true}
@@ -176,6 +193,12 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_PASSWORD: is required with KAFKA_SASL_MECHANISM`},
 		{map[string]string{"KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_MECHANISM: is required with`},
 		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}, `KAFKA_SASL_MECHANISM: needs KAFKA_BOOTSTRAP_SERVERS`},
+		{map[string]string{"KAFKA_SESSION_TIMEOUT": "0.5"}, `KAFKA_SESSION_TIMEOUT: "0.5" is out of range 1..300 seconds`},
+		{map[string]string{"KAFKA_SESSION_TIMEOUT": "2", "KAFKA_HEARTBEAT_INTERVAL": "1"}, `KAFKA_HEARTBEAT_INTERVAL: "1s" must be positive and less than a third of KAFKA_SESSION_TIMEOUT (2s)`},
+		{map[string]string{"KAFKA_HEARTBEAT_INTERVAL": "0"}, `KAFKA_HEARTBEAT_INTERVAL: "0" is out of range 0.01..60 seconds`},
+		{map[string]string{"KAFKA_GROUP_PROTOCOL": "share"}, `KAFKA_GROUP_PROTOCOL: "share" is not classic or consumer`},
+		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "sometimes"}, `KAFKA_STATIC_MEMBERSHIP: "sometimes" is not a boolean`},
+		{map[string]string{"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "0"}, `EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT: "0" is out of range 0.1..300 seconds`},
 		{map[string]string{"DATABASE_URL": "mysql://root:hunter2@db/x"}, `DATABASE_URL: is neither a postgres:// URL nor a key=value connection string`},
 	}
 	for _, tc := range cases {
@@ -305,7 +328,7 @@ func TestRedaction(t *testing.T) {
 
 	t.Run("Redacted names every variable", func(t *testing.T) {
 		r := Default().Redacted()
-		assert.Len(t, r, 38)
+		assert.Len(t, r, 44)
 		assert.Equal(t, 30.0, r["DEFAULT_LEASE_DURATION"])
 		assert.Equal(t, "info", r["LOG_LEVEL"])
 	})

@@ -7,11 +7,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/embedded"
@@ -95,7 +98,8 @@ func (m *Main) Run(ctx context.Context) error {
 
 	if cfg.EmbeddedKafka() {
 		// The worker creates its topics below, as it does on real Kafka.
-		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir, Logger: log})
+		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir,
+			MinSessionTimeout: cfg.Embedded.MinSessionTimeout, Logger: log})
 		if err != nil {
 			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
 		}
@@ -138,7 +142,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	w, err := worker.New(worker.Config{
-		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
+		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
@@ -153,6 +157,10 @@ func (m *Main) Run(ctx context.Context) error {
 		// The first request to Kafka: say what to check.
 		return fmt.Errorf("talking to Kafka at %v (check KAFKA_BOOTSTRAP_SERVERS, KAFKA_TLS_* and KAFKA_SASL_*): %w",
 			cfg.Kafka.BootstrapServers, err)
+	}
+
+	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
+		setGroupConfigs(ctx, w.Client(), cfg, log)
 	}
 
 	if err := m.serveHTTP(httpapi.Config{
@@ -200,4 +208,43 @@ func (m *Main) serveHTTP(cfg httpapi.Config) error {
 		<-done
 	})
 	return nil
+}
+
+// setGroupConfigs gives a consumer-protocol (KIP-848) group its session
+// timeout and heartbeat: under KIP-848 they are the group's configs, not the
+// client's. Brokers bound them (Apache Kafka: group.consumer.min.session.
+// timeout.ms, 45 s by default) or may not allow the change; lockworker then
+// runs with what the broker has and says so, since refusing to start would
+// turn a slower failover into no service at all.
+func setGroupConfigs(ctx context.Context, cl *kgo.Client, cfg config.Config, log zerolog.Logger) {
+	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	res := kmsg.NewIncrementalAlterConfigsRequestResource()
+	res.ResourceType = kmsg.ConfigResourceTypeGroupConfig
+	res.ResourceName = cfg.Kafka.ConsumerGroup
+	want := cfg.GroupConfigs()
+	for name, v := range want {
+		c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+		c.Name = name
+		c.Value = kmsg.StringPtr(v)
+		c.Op = kmsg.IncrementalAlterConfigOpSet
+		res.Configs = append(res.Configs, c)
+	}
+	req.Resources = append(req.Resources, res)
+	resp, err := req.RequestWith(ctx, cl)
+	if err == nil {
+		for _, r := range resp.Resources {
+			if err = kerr.ErrorForCode(r.ErrorCode); err != nil {
+				if r.ErrorMessage != nil {
+					err = fmt.Errorf("%w: %s", err, *r.ErrorMessage)
+				}
+				break
+			}
+		}
+	}
+	if err != nil {
+		log.Warn().Err(err).Interface("wanted", want).Str("group", cfg.Kafka.ConsumerGroup).
+			Msg("KAFKA_GROUP_PROTOCOL=consumer: the broker did not take the group's session timeout and heartbeat; failover takes the broker's group.consumer.session.timeout.ms (45 s by default) — lower the broker's group.consumer.min.session.timeout.ms, or use KAFKA_GROUP_PROTOCOL=classic")
+		return
+	}
+	log.Info().Interface("configs", want).Str("group", cfg.Kafka.ConsumerGroup).Msg("set the consumer group's session timeout and heartbeat")
 }
