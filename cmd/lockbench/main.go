@@ -20,6 +20,11 @@
 //     reaches.
 //  7. resources: the worker's peak RSS and CPU seconds per 1,000 commands.
 //
+// Scenario failover (not part of "all"; make bench-failover) runs three
+// lockworker processes on a cmd/devkafka process under load on every
+// partition, SIGKILLs one, SIGTERMs one and rolls all three, and prints the
+// worst and p99 time to answer per fault and the unanswered count.
+//
 // By default it creates a fresh schema in database "lockbench" of the local
 // PostgreSQL and an embedded kfake broker on a free port, and removes both
 // at the end.
@@ -99,6 +104,8 @@ type Config struct {
 	// RelayConcurrentTopics is the in-process relay's default; false sets
 	// its OrderAcrossTopics.
 	RelayConcurrentTopics bool `json:"relay_concurrent_topics"`
+
+	Failover FailoverConfig `json:"failover"`
 }
 
 // DefaultConfig is `make bench`: a few minutes on a 2-core machine.
@@ -110,6 +117,7 @@ func DefaultConfig() Config {
 		Waiters: 100, Leases: 10000, Lease: time.Second,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
+		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3},
 	}
 }
 
@@ -121,6 +129,7 @@ func (c *Config) quick() {
 	c.Waiters, c.Leases = 10, 200
 	c.CleanupSizes = []int{100, 1000}
 	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
+	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls = 2, 2, 1
 }
 
 func (c *Config) wants(name string) bool { return slices.Contains(c.Scenarios, name) }
@@ -132,11 +141,15 @@ func parseScenarios(s string) ([]string, error) {
 	var out []string
 	for _, x := range strings.Split(s, ",") {
 		x = strings.TrimSpace(x)
+		if x == failoverScenario {
+			out = append(out, x)
+			continue
+		}
 		if n, err := strconv.Atoi(x); err == nil && n >= 1 && n <= len(scenarioNames) {
 			x = scenarioNames[n-1]
 		}
 		if !slices.Contains(scenarioNames, x) {
-			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s, or 1-7)", x, strings.Join(scenarioNames, ","))
+			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s, or 1-7, or failover)", x, strings.Join(scenarioNames, ","))
 		}
 		out = append(out, x)
 	}
@@ -178,6 +191,14 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.SDK, "sdk", true, "throughput: also run it through the client SDK (package client)")
 	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (false: outbox.Config.OrderAcrossTopics)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the worker's warnings to stderr")
+	fs.StringVar(&cfg.Failover.DevkafkaBin, "devkafka-bin", "", "failover: the cmd/devkafka binary")
+	kills := fs.Int("failover-kills", 0, "failover: SIGKILLs of one replica (default 10, quick 2)")
+	terms := fs.Int("failover-terms", 0, "failover: SIGTERMs of one replica (default 10, quick 2)")
+	rolls := fs.Int("failover-rolls", 0, "failover: rolling restarts of all three (default 3, quick 1)")
+	fs.BoolVar(&cfg.Failover.Static, "failover-static", false, "failover: replicas with KAFKA_STATIC_MEMBERSHIP=true")
+	fs.DurationVar(&cfg.Failover.SessionTimeout, "failover-session-timeout", 0, "failover: replicas' KAFKA_SESSION_TIMEOUT (default lockworker's)")
+	fs.DurationVar(&cfg.Failover.Heartbeat, "failover-heartbeat", 0, "failover: replicas' KAFKA_HEARTBEAT_INTERVAL (default lockworker's)")
+	fs.StringVar(&cfg.Failover.LogFile, "failover-log", "", "failover: write the replicas' logs to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -203,6 +224,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setIf(&cfg.Rate, *rate)
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.Leases, *leases)
+	setIf(&cfg.Failover.Kills, *kills)
+	setIf(&cfg.Failover.Terms, *terms)
+	setIf(&cfg.Failover.Rolls, *rolls)
 	setIf(&cfg.CeilingBatch, *ceilBatch)
 	setIf(&cfg.CeilingAppliers, cfg.Appliers)
 	setDur(&cfg.Duration, *duration)
@@ -266,6 +290,27 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		log = zerolog.New(stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	}
 	rep := newReport(cfg)
+	if cfg.wants(failoverScenario) {
+		logw, closeLog, err := replicaLog(cfg, stderr)
+		if err != nil {
+			return nil, err
+		}
+		progress("failover: 3 replicas, %d SIGKILLs, %d SIGTERMs, %d rolling restarts", cfg.Failover.Kills, cfg.Failover.Terms, cfg.Failover.Rolls)
+		f, err := failover(ctx, cfg, progress, logw)
+		closeLog()
+		rep.Failover = f
+		if f != nil {
+			rep.failoverGoals(f)
+		}
+		if err != nil {
+			return rep, fmt.Errorf("failover: %w", err)
+		}
+		if len(cfg.Scenarios) == 1 {
+			rep.Mode = "child processes"
+			rep.finish(cfg)
+			return rep, nil
+		}
+	}
 	progress("starting the target")
 	t, err := startTarget(ctx, cfg, log)
 	if err != nil {

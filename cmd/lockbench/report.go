@@ -32,6 +32,7 @@ type Report struct {
 	// same batching.
 	CeilingFraction float64         `json:"ceiling_fraction,omitempty"`
 	Resources       *ResourceResult `json:"resources,omitempty"`
+	Failover        *FailoverResult `json:"failover,omitempty"`
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
@@ -214,6 +215,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 			p(" %s %.0f MiB;", m.After, m.MiB)
 		}
 		p("\n")
+	}
+	if r.Failover != nil {
+		r.Failover.print(p)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)
