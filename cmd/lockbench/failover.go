@@ -127,26 +127,43 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	settle := session + 4*time.Second // a crash's partitions are back within session + 2 s, goal
 	time.Sleep(3 * time.Second)       // warm
 
+	// Each phase's windows: from a second before each fault (commands in
+	// flight when it struck count too) to the next fault. Their stats are
+	// taken once every command is answered.
+	type phaseRun struct {
+		fault   string
+		times   int
+		windows []chaos.Window
+	}
+	var runs []phaseRun
 	phase := func(fault string, times int, each func(i int) error) error {
-		var st chaos.Stats
-		var worst, p99 time.Duration
+		pr := phaseRun{fault: fault, times: times}
+		defer func() { runs = append(runs, pr) }()
 		for i := range times {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			from := time.Now().Add(-time.Second) // commands in flight when it struck count too
+			w := chaos.Window{From: time.Now().Add(-time.Second)}
 			if err := each(i); err != nil {
 				return fmt.Errorf("%s %d: %w", fault, i+1, err)
 			}
-			s := load.Stats(from, time.Now())
-			st.Commands += s.Commands
-			st.Unanswered += s.Unanswered
-			worst, p99 = max(worst, s.Worst), max(p99, s.P99)
-			progress("failover: %s %d/%d: %d commands, worst %.0f ms, p99 %.0f ms, unanswered %d", fault, i+1, times, s.Commands, ms(s.Worst), ms(s.P99), s.Unanswered)
+			w.To = time.Now()
+			pr.windows = append(pr.windows, w)
+			s := load.Stats(w)
+			progress("failover: %s %d/%d: %d commands, worst answered so far %.0f ms", fault, i+1, times, s.Commands, ms(s.Worst))
 		}
-		res.Phases = append(res.Phases, FailoverPhase{Fault: fault, Times: times, Commands: st.Commands, Unanswered: st.Unanswered,
-			WorstMS: ms(worst), P99MS: ms(p99)})
 		return nil
+	}
+	finish := func() {
+		load.Stop(2 * settle)
+		stopped = true
+		for _, pr := range runs {
+			s := load.Stats(pr.windows...)
+			res.Phases = append(res.Phases, FailoverPhase{Fault: pr.fault, Times: pr.times, Commands: s.Commands,
+				Unanswered: s.Unanswered, WorstMS: ms(s.Worst), P99MS: ms(s.P99)})
+		}
+		all := load.Stats()
+		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
 	}
 	restart := func(r *chaos.Replica) error {
 		if err := r.Start(); err != nil {
@@ -167,6 +184,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		time.Sleep(settle)
 		return nil
 	}); err != nil {
+		finish()
 		return res, err
 	}
 	killTo := time.Now()
@@ -182,6 +200,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		time.Sleep(3 * time.Second)
 		return nil
 	}); err != nil {
+		finish()
 		return res, err
 	}
 	if err := phase("rolling restart of all three", fc.Rolls, func(int) error {
@@ -197,16 +216,14 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		time.Sleep(2 * time.Second)
 		return nil
 	}); err != nil {
+		finish()
 		return res, err
 	}
 
 	progress("failover: waiting for the last answers")
-	load.Stop(2 * settle)
-	stopped = true
-	x := load.Expiries(killFrom, killTo)
+	finish()
+	x := load.Expiries(chaos.Window{From: killFrom, To: killTo})
 	res.Orphaned, res.ExpiredAfterMS = x.Orphaned, ms(x.AfterTakeover)
-	all := load.Stats(time.Time{}, time.Now())
-	res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
 	if err := chaos.Check(load.History()); err != nil {
 		res.ContractViolation = err.Error()
 	}

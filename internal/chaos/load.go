@@ -274,14 +274,20 @@ type Stats struct {
 	Worst, P99 time.Duration
 }
 
-// Stats covers the commands first sent in [from, to).
-func (l *Load) Stats(from, to time.Time) Stats {
+// Window is a span of time, From inclusive, To exclusive.
+type Window struct{ From, To time.Time }
+
+func (w Window) has(t time.Time) bool { return !t.Before(w.From) && t.Before(w.To) }
+
+// Stats covers the commands first sent in any of the windows (all commands
+// when none is given). A command still in flight counts as unanswered.
+func (l *Load) Stats(ws ...Window) Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var s Stats
 	var took []time.Duration
 	for _, q := range l.order {
-		if q.sent.Before(from) || !q.sent.Before(to) {
+		if len(ws) > 0 && !slices.ContainsFunc(ws, func(w Window) bool { return w.has(q.sent) }) {
 			continue
 		}
 		s.Commands++
@@ -320,8 +326,8 @@ type Expiries struct {
 	Late, AfterTakeover time.Duration
 }
 
-// Expiries covers the leases that ended in [from, to).
-func (l *Load) Expiries(from, to time.Time) Expiries {
+// Expiries covers the leases that ended in w.
+func (l *Load) Expiries(w Window) Expiries {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	byPart := map[string][]time.Time{} // partition prefix of the lock name -> event times
@@ -344,7 +350,7 @@ func (l *Load) Expiries(from, to time.Time) Expiries {
 		}
 		seen[ev.EventID] = true
 		end := li.ExpiresAt.Time
-		if end.Before(from) || !end.Before(to) {
+		if !w.has(end) {
 			continue
 		}
 		x.Count++
