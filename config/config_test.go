@@ -328,7 +328,7 @@ func TestRedaction(t *testing.T) {
 
 	t.Run("Redacted names every variable", func(t *testing.T) {
 		r := Default().Redacted()
-		assert.Len(t, r, 44)
+		assert.Len(t, r, 43)
 		assert.Equal(t, 30.0, r["DEFAULT_LEASE_DURATION"])
 		assert.Equal(t, "info", r["LOG_LEVEL"])
 	})

@@ -46,7 +46,6 @@ func (c Config) Redacted() map[string]any {
 		"KAFKA_HEARTBEAT_INTERVAL":           k.HeartbeatInterval.Seconds(),
 		"KAFKA_GROUP_PROTOCOL":               k.GroupProtocol,
 		"KAFKA_STATIC_MEMBERSHIP":            k.StaticMembership,
-		"group.instance.id":                  k.GroupInstanceID,
 		"KAFKA_TLS_ENABLED":                  k.TLS.Enabled,
 		"KAFKA_TLS_CA_FILE":                  k.TLS.CAFile,
 		"KAFKA_TLS_CERT_FILE":                k.TLS.CertFile,

@@ -138,7 +138,11 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	var runs []phaseRun
 	phase := func(fault string, times int, each func(i int) error) error {
 		pr := phaseRun{fault: fault, times: times}
-		defer func() { runs = append(runs, pr) }()
+		defer func() {
+			if times > 0 {
+				runs = append(runs, pr)
+			}
+		}()
 		for i := range times {
 			if ctx.Err() != nil {
 				return ctx.Err()

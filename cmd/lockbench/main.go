@@ -192,9 +192,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (false: outbox.Config.OrderAcrossTopics)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the worker's warnings to stderr")
 	fs.StringVar(&cfg.Failover.DevkafkaBin, "devkafka-bin", "", "failover: the cmd/devkafka binary")
-	kills := fs.Int("failover-kills", 0, "failover: SIGKILLs of one replica (default 10, quick 2)")
-	terms := fs.Int("failover-terms", 0, "failover: SIGTERMs of one replica (default 10, quick 2)")
-	rolls := fs.Int("failover-rolls", 0, "failover: rolling restarts of all three (default 3, quick 1)")
+	kills := fs.Int("failover-kills", -1, "failover: SIGKILLs of one replica (default 10, quick 2)")
+	terms := fs.Int("failover-terms", -1, "failover: SIGTERMs of one replica (default 10, quick 2)")
+	rolls := fs.Int("failover-rolls", -1, "failover: rolling restarts of all three (default 3, quick 1)")
 	fs.BoolVar(&cfg.Failover.Static, "failover-static", false, "failover: replicas with KAFKA_STATIC_MEMBERSHIP=true")
 	fs.DurationVar(&cfg.Failover.SessionTimeout, "failover-session-timeout", 0, "failover: replicas' KAFKA_SESSION_TIMEOUT (default lockworker's)")
 	fs.DurationVar(&cfg.Failover.Heartbeat, "failover-heartbeat", 0, "failover: replicas' KAFKA_HEARTBEAT_INTERVAL (default lockworker's)")
@@ -224,9 +224,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setIf(&cfg.Rate, *rate)
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.Leases, *leases)
-	setIf(&cfg.Failover.Kills, *kills)
-	setIf(&cfg.Failover.Terms, *terms)
-	setIf(&cfg.Failover.Rolls, *rolls)
+	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls} {
+		if v >= 0 { // 0 skips that fault
+			*dst = v
+		}
+	}
 	setIf(&cfg.CeilingBatch, *ceilBatch)
 	setIf(&cfg.CeilingAppliers, cfg.Appliers)
 	setDur(&cfg.Duration, *duration)
