@@ -65,7 +65,7 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, "json", c.LogFormat)
 	assert.True(t, strings.HasSuffix(c.InstanceID, "-"+strconv.Itoa(os.Getpid())), c.InstanceID)
 	assert.Equal(t, 6*time.Second, c.Kafka.SessionTimeout)
-	assert.Equal(t, 250*time.Millisecond, c.Kafka.HeartbeatInterval)
+	assert.Equal(t, 100*time.Millisecond, c.Kafka.HeartbeatInterval)
 	assert.Equal(t, "classic", c.Kafka.GroupProtocol)
 	assert.False(t, c.Kafka.StaticMembership)
 	assert.Empty(t, c.Kafka.GroupInstanceID)
