@@ -76,4 +76,7 @@ func TestParseScenarios(t *testing.T) {
 	s, err = parseScenarios("all")
 	require.NoError(t, err)
 	require.Equal(t, scenarioNames, s)
+	s, err = parseScenarios("failover")
+	require.NoError(t, err)
+	require.Equal(t, []string{"failover"}, s, "failover runs only when named")
 }
