@@ -169,11 +169,22 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		all := load.Stats()
 		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
 	}
+	// restart starts a replica again, as a supervisor would when it exits
+	// at start (PostgreSQL out of connections on a shared machine).
 	restart := func(r *chaos.Replica) error {
-		if err := r.Start(); err != nil {
-			return err
+		var err error
+		for range 5 {
+			if err = r.Start(); err != nil {
+				return err
+			}
+			if err = ready(r); err == nil {
+				return nil
+			}
+			progress("failover: %v; starting it again", err)
+			_ = r.Kill()
+			time.Sleep(time.Second)
 		}
-		return ready(r)
+		return err
 	}
 	killFrom := time.Now()
 	if err := phase("SIGKILL one of three", fc.Kills, func(i int) error {
