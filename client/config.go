@@ -8,7 +8,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -117,7 +116,7 @@ func defaultBrokers() []string {
 		}
 	}
 	if len(bs) == 0 {
-		bs = []string{config.DefaultEmbeddedAddr}
+		bs = []string{topics.DevelopmentBroker}
 	}
 	return bs
 }

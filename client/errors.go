@@ -27,6 +27,10 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrUnsupportedVersion: the worker does not speak the command's version.
 	ErrUnsupportedVersion = errors.New("unsupported command version")
+	// ErrRequestIDConflict: the request_id was used before with another
+	// reply_to. The SDK makes a new request_id per call, so it means two
+	// requesters share ids.
+	ErrRequestIDConflict = errors.New("request_id used by another requester")
 )
 
 // Errors of the client itself.
@@ -57,6 +61,7 @@ var codeErrors = map[string]error{
 	topics.CodeTokenMismatch:      ErrTokenMismatch,
 	topics.CodeInvalidRequest:     ErrInvalidRequest,
 	topics.CodeUnsupportedVersion: ErrUnsupportedVersion,
+	topics.CodeRequestIDConflict:  ErrRequestIDConflict,
 }
 
 // Error is a command refused by lockworker (a lock.rejected reply) or, for

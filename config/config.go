@@ -10,8 +10,9 @@
 // MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD and the
 // password inside DATABASE_URL, and FromEnv's errors never echo them.
 //
-// The package is a leaf (it does not import topics or store) so every command
-// can load configuration without pulling in the rest of the service.
+// Of the service's packages it imports only topics (topic-name rules and the
+// contract's defaults), so every command can load configuration without
+// pulling in the rest of the service.
 package config
 
 import (
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // Config is lockworker's whole configuration. Build it with Default or
@@ -32,6 +35,10 @@ type Config struct {
 	// DefaultLeaseDuration (DEFAULT_LEASE_DURATION, default 30 s, 0.1..86400)
 	// is the lease of an acquire that gives no lease_duration.
 	DefaultLeaseDuration time.Duration
+	// RequireFencingToken (REQUIRE_FENCING_TOKEN, default false): refuse a
+	// release or extend without fencing_token (INVALID_REQUEST), so an owner
+	// id alone, which events and /locks show, cannot end or keep a lease.
+	RequireFencingToken bool
 	// CleanupInterval (CLEANUP_INTERVAL, default 60 s, 0.1..86400) is how often
 	// old released/expired rows, outcomes and history are deleted.
 	CleanupInterval time.Duration
@@ -182,7 +189,7 @@ type EmbeddedConfig struct {
 
 // Defaults that other packages may want to name.
 const (
-	DefaultEmbeddedAddr = "127.0.0.1:9092"
+	DefaultEmbeddedAddr = topics.DevelopmentBroker
 	DefaultEmbeddedDir  = ".data/kafka"
 )
 
@@ -198,7 +205,7 @@ func Default() Config {
 			MinConns: 1,
 			MaxConns: 10,
 		},
-		DefaultLeaseDuration: 30 * time.Second,
+		DefaultLeaseDuration: topics.DefaultLeaseDuration,
 		CleanupInterval:      60 * time.Second,
 		AcquireRetryDelay:    100 * time.Millisecond,
 		Kafka: KafkaConfig{

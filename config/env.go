@@ -34,6 +34,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.int32("POSTGRES_MAX_CONNECTIONS", &pg.MaxConns, 1, 1000)
 
 	p.seconds("DEFAULT_LEASE_DURATION", &c.DefaultLeaseDuration, 0.1, 86400)
+	p.boolean("REQUIRE_FENCING_TOKEN", &c.RequireFencingToken)
 	p.seconds("CLEANUP_INTERVAL", &c.CleanupInterval, 0.1, 86400)
 	p.seconds("ACQUIRE_RETRY_DELAY", &c.AcquireRetryDelay, 0.001, 5)
 

@@ -38,6 +38,7 @@ func (c Config) Redacted() map[string]any {
 		"POSTGRES_MIN_CONNECTIONS":       pg.MinConns,
 		"POSTGRES_MAX_CONNECTIONS":       pg.MaxConns,
 		"DEFAULT_LEASE_DURATION":         c.DefaultLeaseDuration.Seconds(),
+		"REQUIRE_FENCING_TOKEN":          c.RequireFencingToken,
 		"CLEANUP_INTERVAL":               c.CleanupInterval.Seconds(),
 		"ACQUIRE_RETRY_DELAY":            c.AcquireRetryDelay.Seconds(),
 		"KAFKA_BOOTSTRAP_SERVERS":        strings.Join(k.BootstrapServers, ","),

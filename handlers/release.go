@@ -65,10 +65,14 @@ func (a *applier) release(ctx context.Context) error {
 	return nil
 }
 
-// released answers the release of r, just marked released.
+// released answers the release of r, just marked released. A holder
+// released from another reply_to is told on its own.
 func (a *applier) released(r *lockRow) {
 	p := a.event(topics.TypeReleased, r)
 	a.reply(p)
+	if r.replyTo != a.cmd.ReplyTo {
+		a.emit(r.replyTo, a.cmd.Key(), p)
+	}
 	a.emit(a.env.Names.Released, a.cmd.Key(), p)
 	a.recordHistory(p.ev)
 }
@@ -77,11 +81,11 @@ func (a *applier) released(r *lockRow) {
 // waiting acquire's stored outcome becomes the withdrawal, so a retry of it
 // does not queue again.
 func (a *applier) withdraw(ctx context.Context, r *lockRow) (bool, error) {
-	var requestID string
+	var requestID, replyTo string
 	err := a.tx.QueryRow(ctx, `
-		WITH w AS (DELETE FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3 RETURNING request_id),
+		WITH w AS (DELETE FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3 RETURNING request_id, reply_to),
 		n AS (UPDATE locks SET waiter_count = waiter_count - 1 WHERE namespace = $1 AND lock_name = $2 AND EXISTS (SELECT FROM w))
-		SELECT request_id FROM w`, r.namespace, r.name, a.cmd.OwnerID).Scan(&requestID)
+		SELECT request_id, coalesce(reply_to, '') FROM w`, r.namespace, r.name, a.cmd.OwnerID).Scan(&requestID, &replyTo)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return false, nil
@@ -91,6 +95,6 @@ func (a *applier) withdraw(ctx context.Context, r *lockRow) (bool, error) {
 	r.waiters--
 	p := a.event(topics.TypeWithdrawn, r)
 	a.reply(p)
-	a.remember(requestID, p)
+	a.remember(requestID, replyTo, p)
 	return true, nil
 }

@@ -265,3 +265,33 @@ func filterRoutes(routes []string, types ...string) []string {
 	}
 	return out
 }
+
+// The holder learns that its lease ended on its own reply topic, whoever
+// sent the release and wherever its answer goes (the common case and the
+// general path alike).
+func TestReleaseFromElsewhereTellsTheHolder(t *testing.T) {
+	h := newHarness(t)
+	for _, waiter := range []bool{false, true} { // a waiter takes the general path
+		h.one(h.acquire("a", "alice"))
+		if waiter {
+			h.one(h.acquire("a", "bob", wait(30)))
+		}
+		h.clearOutbox()
+		ev := h.one(h.release("a", "alice", func(c *topics.Command) { c.ReplyTo = "locks.replies.mallory" }))
+		require.Equal(t, topics.TypeReleased, ev.Type)
+		routes := h.routes()
+		require.Subset(t, routes, []string{"locks.replies.mallory lock.released", "locks.replies.alice lock.released",
+			"locks.lock.released.v1 lock.released"}, "waiter %v", waiter)
+		h.clearOutbox()
+		// Without a reply_to of its own, the release is still told to the holder.
+		h.one(h.acquire("a", "carol"))
+		if waiter {
+			h.one(h.release("a", "bob"))
+			h.one(h.acquire("a", "carol"))
+		}
+		h.clearOutbox()
+		h.one(h.release("a", "carol", func(c *topics.Command) { c.ReplyTo = "" }))
+		require.Contains(t, h.routes(), "locks.replies.carol lock.released")
+		h.reset()
+	}
+}

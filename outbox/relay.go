@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -65,7 +64,8 @@ type Config struct {
 	// after this delay. Default 100 ms. Backlog counts such rows meanwhile.
 	DeleteDelay time.Duration
 	// RetryBase and RetryMax shape every backoff: after failed publishes,
-	// database errors and listen reconnects. Defaults 100 ms and 5 s.
+	// database errors and listen reconnects. Defaults store.DefaultRetryBase
+	// (100 ms) and store.DefaultRetryMax (5 s).
 	RetryBase, RetryMax time.Duration
 	// Logger gets failures, parking and reconnects. Default: no logs.
 	Logger zerolog.Logger
@@ -160,10 +160,10 @@ func New(cfg Config) (*Relay, error) {
 		cfg.DeleteDelay = 100 * time.Millisecond
 	}
 	if cfg.RetryBase <= 0 {
-		cfg.RetryBase = 100 * time.Millisecond
+		cfg.RetryBase = store.DefaultRetryBase
 	}
 	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = 5 * time.Second
+		cfg.RetryMax = store.DefaultRetryMax
 	}
 	r := &Relay{
 		cfg:   cfg,
@@ -735,7 +735,7 @@ func (r *Relay) publish(ctx context.Context, topic string, run []row) error {
 }
 
 func (r *Relay) message(x row) (*message.Message, error) {
-	hs, err := handlers.DecodeHeaders(x.headers)
+	hs, err := topics.DecodeHeaders(x.headers)
 	if err != nil {
 		return nil, fmt.Errorf("%w: row %d: headers: %v", errBadRow, x.id, err)
 	}

@@ -30,11 +30,14 @@ const (
 	CodeTokenMismatch      = "TOKEN_MISMATCH"
 	CodeInvalidRequest     = "INVALID_REQUEST"
 	CodeUnsupportedVersion = "UNSUPPORTED_VERSION"
+	// CodeRequestIDConflict: the request_id was already used with another
+	// reply_to; the stored outcome is not disclosed.
+	CodeRequestIDConflict = "REQUEST_ID_CONFLICT"
 )
 
 // ErrorCodes is every error code of lock.rejected.
 var ErrorCodes = []string{CodeLockHeld, CodeLockTimeout, CodeNotOwner, CodeNotHeld, CodeTokenMismatch,
-	CodeInvalidRequest, CodeUnsupportedVersion}
+	CodeInvalidRequest, CodeUnsupportedVersion, CodeRequestIDConflict}
 
 // Lock statuses of LockInfo.
 const (

@@ -407,6 +407,10 @@ func (t *txn) decode(parts []*part, stored []int64, poison quarantine, pb *pgx.B
 				td.rejections[k] = err.(*topics.Rejection)
 				continue
 			}
+			if rej := w.admit(c); rej != nil {
+				td.rejections[k] = rej
+				continue
+			}
 			if c.RequestID == "" {
 				c.RequestID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
 			}
@@ -415,6 +419,17 @@ func (t *txn) decode(parts []*part, stored []int64, poison quarantine, pb *pgx.B
 		}
 		t.todos = append(t.todos, td)
 	}
+}
+
+// admit applies the deployment's own rules to a valid command: a refusal
+// here is answered and dead-lettered like a command that broke the
+// contract.
+func (w *Worker) admit(c topics.Command) *topics.Rejection {
+	if w.cfg.RequireFencingToken && c.FencingToken == nil && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
+		return &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
+			Message: "fencing_token is required for " + c.Operation + " (REQUIRE_FENCING_TOKEN)"}
+	}
+	return nil
 }
 
 // prefetch queues the stored outcomes of the commands' request_ids and the

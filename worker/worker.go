@@ -41,8 +41,12 @@ type Config struct {
 	Store *store.Store
 	// Relay publishes the outbox of each owned partition.
 	Relay Relay
-	// DefaultLease applies to acquires without lease_duration. Default 30 s.
+	// DefaultLease applies to acquires without lease_duration. Default
+	// topics.DefaultLeaseDuration.
 	DefaultLease time.Duration
+	// RequireFencingToken refuses a release or extend without
+	// fencing_token (INVALID_REQUEST). Default false.
+	RequireFencingToken bool
 	// Instance names this worker in ce_source ("lockworker/<instance>").
 	Instance string
 	// CleanupInterval is how often old rows are deleted. Default 60 s.
@@ -127,7 +131,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg.CommandsPartitions = 16
 	}
 	if cfg.DefaultLease <= 0 {
-		cfg.DefaultLease = 30 * time.Second
+		cfg.DefaultLease = topics.DefaultLeaseDuration
 	}
 	if cfg.CleanupInterval <= 0 {
 		cfg.CleanupInterval = time.Minute

@@ -16,6 +16,7 @@ import (
 	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/embedded"
 	"github.com/omninode/lockworker/httpapi"
+	"github.com/omninode/lockworker/internal/kafkalog"
 	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -108,7 +109,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kopts = append(kopts, kgo.WithLogger(kafkaLogger{log.With().Str("component", "kafka").Logger()}))
+	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))
 
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
@@ -139,7 +140,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	w, err := worker.New(worker.Config{
 		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
-		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, Instance: cfg.InstanceID,
+		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
 		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
