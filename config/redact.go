@@ -60,6 +60,7 @@ func (c Config) Redacted() map[string]any {
 		"REPLY_TOPIC_PREFIX":             t.ReplyPrefix,
 		"AUTO_CREATE_REPLY_TOPICS":       t.AutoCreateReplyTopics,
 		"RELAY_MAX_ATTEMPTS":             c.RelayMaxAttempts,
+		"DEAD_LETTER_MAX_BYTES":          c.DeadLetterMaxBytes,
 		"REQUEST_RETENTION":              c.RequestRetention.Seconds(),
 		"LOCK_EVENTS_RETENTION":          c.LockEventsRetention.Seconds(),
 		"HTTP_ADDR":                      c.HTTPAddr,
