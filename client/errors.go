@@ -31,6 +31,14 @@ var (
 	// reply_to. The SDK makes a new request_id per call, so it means two
 	// requesters share ids.
 	ErrRequestIDConflict = errors.New("request_id used by another requester")
+	// ErrUnauthenticated: the workers require a token and this one was
+	// missing or not valid. The worker cannot answer such a command (its
+	// reply_to is not trusted): the client fails with it when it knows the
+	// token to be unusable, and otherwise sees ErrNoReply.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden: the token does not allow the command (its namespace, or
+	// a reply topic not the requester's own).
+	ErrForbidden = errors.New("forbidden")
 )
 
 // Errors of the client itself.
@@ -62,6 +70,8 @@ var codeErrors = map[string]error{
 	topics.CodeInvalidRequest:     ErrInvalidRequest,
 	topics.CodeUnsupportedVersion: ErrUnsupportedVersion,
 	topics.CodeRequestIDConflict:  ErrRequestIDConflict,
+	topics.CodeUnauthenticated:    ErrUnauthenticated,
+	topics.CodeForbidden:          ErrForbidden,
 }
 
 // Error is a command refused by lockworker (a lock.rejected reply) or, for

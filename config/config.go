@@ -39,6 +39,12 @@ type Config struct {
 	// release or extend without fencing_token (INVALID_REQUEST), so an owner
 	// id alone, which events and /locks show, cannot end or keep a lease.
 	RequireFencingToken bool
+	// Auth is requester authentication; off by default.
+	Auth AuthConfig
+	// InspectToken (INSPECT_TOKEN, default empty: open) is the bearer token
+	// that /locks/* and /health/locks require when set; the liveness and
+	// readiness probes stay open. A secret: never logged.
+	InspectToken string
 	// CleanupInterval (CLEANUP_INTERVAL, default 60 s, 0.1..86400) is how often
 	// old released/expired rows, outcomes and history are deleted.
 	CleanupInterval time.Duration
@@ -108,6 +114,24 @@ type PostgresConfig struct {
 	MinConns int32
 	// MaxConns (POSTGRES_MAX_CONNECTIONS, default 10, 1..1000).
 	MaxConns int32
+}
+
+// AuthConfig is requester authentication: every command carries a JWT in
+// its authorization header, whose subject is the requester (see the design
+// document, "Requesters").
+type AuthConfig struct {
+	// Required (AUTH_REQUIRED, default false) refuses every command without
+	// a valid token (UNAUTHENTICATED, dead-lettered only).
+	Required bool
+	// Keys (AUTH_KEYS) is a PEM public key file, or a directory of *.pem
+	// files (Ed25519, RSA, ECDSA), re-read when they change.
+	Keys string
+	// HMACKeyFile (AUTH_HMAC_KEY_FILE) holds a shared secret of at least 32
+	// bytes (HS256/384/512), for small installs.
+	HMACKeyFile string
+	// Audience and Issuer (AUTH_AUDIENCE, AUTH_ISSUER, default empty: not
+	// checked) must be the token's aud and iss when set.
+	Audience, Issuer string
 }
 
 // KafkaConfig is how lockworker reaches Kafka.

@@ -38,8 +38,8 @@ type Batch struct {
 type buffers struct {
 	outbox   []outboxRow
 	history  []historyRow
-	outcomes map[string]*stored // request_id -> stored outcome to write
-	known    map[string]*stored // request_id -> outcome already stored or written in this batch; nil: known to be new
+	outcomes map[string]*stored  // request_id -> stored outcome to write
+	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
 	ahead    map[string]*lockRow // request_id -> row its common case changed, sent ahead (QueueAtOnce); nil: did not apply
 }
 

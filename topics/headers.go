@@ -29,7 +29,15 @@ const (
 	HeaderOriginalKeySize     = "original_key_size"
 	HeaderOriginalValueSize   = "original_value_size"
 	HeaderOriginalHeaderCount = "original_header_count"
+	// HeaderAuthorization carries a command's requester token ("Bearer
+	// <JWT>") when the workers require authentication. Dead-letter copies
+	// carry it as RedactedToken: a valid token must not be replayable from
+	// there.
+	HeaderAuthorization = "authorization"
 )
+
+// RedactedToken replaces a token in dead-letter copies.
+const RedactedToken = "(redacted)"
 
 // EventHeaders returns the CloudEvents binary-mode headers of an event.
 // source is "lockworker/<instance>".

@@ -407,8 +407,8 @@ func (t *txn) decode(parts []*part, stored []int64, poison quarantine, pb *pgx.B
 				td.rejections[k] = err.(*topics.Rejection)
 				continue
 			}
-			if rej := w.admit(c); rej != nil {
-				td.rejections[k] = rej
+			if c, err = w.admit(c, r); err != nil {
+				td.rejections[k] = err.(*topics.Rejection)
 				continue
 			}
 			if c.RequestID == "" {
@@ -419,17 +419,6 @@ func (t *txn) decode(parts []*part, stored []int64, poison quarantine, pb *pgx.B
 		}
 		t.todos = append(t.todos, td)
 	}
-}
-
-// admit applies the deployment's own rules to a valid command: a refusal
-// here is answered and dead-lettered like a command that broke the
-// contract.
-func (w *Worker) admit(c topics.Command) *topics.Rejection {
-	if w.cfg.RequireFencingToken && c.FencingToken == nil && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
-		return &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
-			Message: "fencing_token is required for " + c.Operation + " (REQUIRE_FENCING_TOKEN)"}
-	}
-	return nil
 }
 
 // prefetch queues the stored outcomes of the commands' request_ids and the

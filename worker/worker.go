@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -47,6 +48,9 @@ type Config struct {
 	// RequireFencingToken refuses a release or extend without
 	// fencing_token (INVALID_REQUEST). Default false.
 	RequireFencingToken bool
+	// Auth, when set, requires every command to carry a requester token it
+	// accepts (see admit). Default nil: no authentication.
+	Auth *auth.Verifier
 	// Instance names this worker in ce_source ("lockworker/<instance>").
 	Instance string
 	// CleanupInterval is how often old rows are deleted. Default 60 s.

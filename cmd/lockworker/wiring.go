@@ -16,6 +16,7 @@ import (
 	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/embedded"
 	"github.com/omninode/lockworker/httpapi"
+	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/kafkalog"
 	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/outbox"
@@ -138,9 +139,27 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
+	var verifier *auth.Verifier
+	if cfg.Auth.Required {
+		alog := log.With().Str("component", "auth").Logger()
+		verifier, err = auth.NewVerifier(auth.Config{KeysPath: cfg.Auth.Keys, HMACKeyFile: cfg.Auth.HMACKeyFile,
+			Audience: cfg.Auth.Audience, Issuer: cfg.Auth.Issuer,
+			OnReload: func(keys int, err error) {
+				if err != nil {
+					alog.Error().Err(err).Int("keys", keys).Msg("reloading the verification keys failed; the keys read before stay in force")
+					return
+				}
+				alog.Info().Int("keys", keys).Msg("verification keys reloaded")
+			}})
+		if err != nil {
+			return fmt.Errorf("AUTH_REQUIRED: %w", err)
+		}
+		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
+	}
+
 	w, err := worker.New(worker.Config{
 		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
-		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Instance: cfg.InstanceID,
+		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
 		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
