@@ -23,10 +23,9 @@ const (
 	HeaderSourceTopic     = "source_topic"
 	HeaderSourcePartition = "source_partition"
 	HeaderSourceOffset    = "source_offset"
-	// Dead-letter copies cut to fit (docs/design.md, "Invalid records and the
-	// dead-letter topic"):
-	// HeaderTruncated lists what was cut ("key", "value", "headers",
-	// comma-separated), and the others give the original's sizes.
+	// Dead-letter copies cut to fit: HeaderTruncated lists what was cut
+	// ("key", "value", "headers", comma-separated), and the others give the
+	// original's sizes.
 	HeaderTruncated           = "truncated"
 	HeaderOriginalKeySize     = "original_key_size"
 	HeaderOriginalValueSize   = "original_value_size"
