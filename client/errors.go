@@ -8,8 +8,8 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// Sentinels for every error code of lock.rejected (DESIGN.md "Event"). An
-// *Error with that code matches them with errors.Is.
+// Sentinels for every error code of lock.rejected (docs/design.md "Error
+// codes"). An *Error with that code matches them with errors.Is.
 var (
 	// ErrLockHeld: another owner holds the lock and the acquire did not wait.
 	ErrLockHeld = errors.New("lock held by another owner")

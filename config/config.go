@@ -1,5 +1,5 @@
-// Package config holds every setting of lockworker (DESIGN.md "Configuration"
-// and "Topics") and reads them from the environment.
+// Package config holds every setting of lockworker (docs/design.md,
+// "Configuration" and "Topics") and reads them from the environment.
 //
 // Names are those of the original Python node where they exist, so its users
 // can keep their deployment files. Durations are seconds in the environment
@@ -177,7 +177,7 @@ type SASLConfig struct {
 	Password string
 }
 
-// TopicsConfig names lockworker's topics (DESIGN.md "Topics").
+// TopicsConfig names lockworker's topics (docs/design.md "Topics").
 type TopicsConfig struct {
 	// Commands (KAFKA_TOPIC_COMMANDS, default locks.commands).
 	Commands string
@@ -217,7 +217,8 @@ const (
 	DefaultEmbeddedDir  = ".data/kafka"
 )
 
-// Default returns the configuration with every default of DESIGN.md.
+// Default returns the configuration with every default of docs/design.md
+// ("Configuration").
 // InstanceID is derived from the host name and process id.
 func Default() Config {
 	return Config{

@@ -1,7 +1,7 @@
 // Package embedded runs lockworker's development Kafka broker: franz-go's
 // kfake, in process, speaking the Kafka protocol so any client (franz-go,
 // librdkafka/kcat, Java) can use it. lockworker starts it when
-// KAFKA_BOOTSTRAP_SERVERS is unset (DESIGN.md "Embedded broker").
+// KAFKA_BOOTSTRAP_SERVERS is unset (docs/design.md "Embedded broker").
 //
 // It is for development only: one broker, no replication, no TLS, no
 // authentication, and retention is not enforced unless a topic sets

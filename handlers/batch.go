@@ -240,10 +240,9 @@ func (b *Batch) remember(requestID, replyTo string, p *pending) {
 }
 
 // Flush writes the buffered outbox rows, history and outcomes in one round
-// trip. Waking the relay is the caller's business, after commit (the worker
-// does it in process: a NOTIFY here would take PostgreSQL's database-wide
-// notify lock from commit to WAL flush, which serialized every committing
-// batch and capped them at about 350 per second on the test machine).
+// trip. Waking the relay is the caller's business, after commit and in
+// process: a NOTIFY here would serialize every committing transaction on
+// PostgreSQL's database-wide notify lock (docs/performance.md).
 func (b *Batch) Flush(ctx context.Context) error {
 	batch := &pgx.Batch{}
 	if err := b.QueueFlush(batch); err != nil {

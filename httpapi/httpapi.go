@@ -1,6 +1,6 @@
-// Package httpapi is lockworker's HTTP side (DESIGN.md "HTTP"): health
-// checks, Prometheus metrics, the original node's metrics summary and lock
-// inspection. Every answer is JSON with stable snake_case fields, except
+// Package httpapi is lockworker's HTTP side (docs/design.md "HTTP
+// endpoints"): health checks, Prometheus metrics, the original node's
+// metrics summary and lock inspection. Every answer is JSON with stable snake_case fields, except
 // /metrics (Prometheus text). Every check runs under Config.CheckTimeout, so
 // a hung database or broker makes a health check fail fast, never hang.
 package httpapi

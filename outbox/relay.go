@@ -612,10 +612,8 @@ type selectReq struct {
 
 // selectRows deletes the acknowledged rows and selects the next batch of
 // each request's partition, in id order, in one round trip. The row
-// comparison and order make outbox_partition serve the whole condition: with
-// "id <= up" the planner walked the primary key and filtered by partition,
-// reading every other partition's rows (a backlog, parked rows) on each
-// wake-up of an empty one.
+// comparison and order make outbox_partition serve the whole condition, so
+// a partition never reads another's rows (docs/performance.md).
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var exParts []int32

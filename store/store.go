@@ -79,14 +79,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return &Store{Pool: pool, cfg: cfg}, nil
 }
 
-// preferGenericPlans makes a connection plan each prepared statement once.
-// PostgreSQL's default (plan_cache_mode auto) keeps planning the worker's
-// set-based statements anew on every execution, because a custom plan,
-// which knows the length of each array parameter, always looks cheaper than
-// the generic one: at small batches (1,000 commands/s) that planning was a
-// quarter of PostgreSQL's CPU per transaction. The statements are written to
-// read by index whatever the estimates, and batches of 500 run as fast with
-// generic plans. A plan_cache_mode given in the connection string wins
+// preferGenericPlans makes a connection plan each prepared statement once:
+// under plan_cache_mode auto PostgreSQL re-plans the set-based statements on
+// every execution, a large share of its CPU at small batches
+// (docs/performance.md). So every statement must read by index under its
+// generic plan. A plan_cache_mode given in the connection string wins
 // (sent at startup instead; a pgbouncer in front must allow it through
 // ignore_startup_parameters).
 func preferGenericPlans(ctx context.Context, c *pgx.Conn) error {

@@ -2,7 +2,7 @@ package topics
 
 import "time"
 
-// Limits of the contract ("Command" table of DESIGN.md).
+// Limits of the contract (the "Commands" table of docs/design.md).
 const (
 	MaxRecordBytes        = 64 << 10
 	MaxRequestIDBytes     = 128

@@ -82,12 +82,10 @@ type Config struct {
 	Metrics Metrics
 }
 
-// DefaultAppliers is Config.Appliers's default. On the 2-core test machine,
-// since BEGIN and COMMIT travel with the statements, one applier reaches
-// the throughput of two with a fifth less PostgreSQL CPU (its batches are
-// twice as big), which at 1,000 commands/s leaves more of the machine to
-// the rest; with one round trip more per transaction two had done better.
-// More cores for PostgreSQL may want more.
+// DefaultAppliers is Config.Appliers's default: one applier makes the
+// biggest batches, so the same throughput costs PostgreSQL the least CPU;
+// more overlap commits, which more cores for PostgreSQL may repay
+// (measurements: docs/performance.md).
 const DefaultAppliers = 1
 
 // Metrics receives the worker's measurements; every method must be cheap.
