@@ -77,9 +77,9 @@ func (a *applier) released(r *lockRow) {
 	a.recordHistory(p.ev)
 }
 
-// withdraw takes the command's owner out of the queue, if it waits there. The
-// waiting acquire's stored outcome becomes the withdrawal, so a retry of it
-// does not queue again.
+// withdraw takes the command's owner out of the queue, if it waits there.
+// The release and the waiting acquire are each answered lock.withdrawn; the
+// acquire's is its stored outcome, so a retry of it does not queue again.
 func (a *applier) withdraw(ctx context.Context, r *lockRow) (bool, error) {
 	var requestID, replyTo string
 	err := a.tx.QueryRow(ctx, `
@@ -93,8 +93,15 @@ func (a *applier) withdraw(ctx context.Context, r *lockRow) (bool, error) {
 		return false, fmt.Errorf("withdrawing %q: %w", a.cmd.OwnerID, err)
 	}
 	r.waiters--
-	p := a.event(topics.TypeWithdrawn, r)
-	a.reply(p)
+	a.reply(a.event(topics.TypeWithdrawn, r))
+	// The waiting acquire gets its own final answer, as when an acquire
+	// takes its place (requeue): the process waiting on it may not be the
+	// one that sent the release.
+	ev := topics.NewEvent(topics.TypeWithdrawn, topics.OpAcquire, requestID, r.now)
+	ev.LockInfo = r.info()
+	p := &pending{ev: &ev}
+	a.emit(replyTo, a.cmd.Key(), p)
 	a.remember(requestID, replyTo, p)
+	a.caused = append(a.caused, ev)
 	return true, nil
 }

@@ -191,17 +191,23 @@ func TestReleaseWithdrawsWaiter(t *testing.T) {
 	require.True(t, ev.Success)
 	require.Equal(t, rel.RequestID, ev.RequestID)
 	require.Equal(t, "alice", ev.LockInfo.OwnerID, "the holder is untouched")
-	require.Equal(t, []string{"locks.replies.bob lock.withdrawn"}, h.routes())
+	require.Equal(t, []string{"locks.replies.bob lock.withdrawn", "locks.replies.bob lock.withdrawn"}, h.routes())
+	out := h.outbox()
+	require.Equal(t, rel.RequestID, out[0].Event.RequestID)
+	require.Equal(t, bob.RequestID, out[1].Event.RequestID, "the waiting acquire gets its own final answer")
+	require.Equal(t, topics.OpAcquire, out[1].Event.Operation)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = 'bob'`))
 	require.Equal(t, int64(2), h.scalar(`SELECT waiter_count FROM locks WHERE lock_name = 'a'`))
-	require.Equal(t, topics.TypeWithdrawn, h.outcome(bob.RequestID).Type, "the queued acquire's outcome is now the withdrawal")
+	withdrawn := h.outcome(bob.RequestID)
+	require.Equal(t, topics.TypeWithdrawn, withdrawn.Type, "the queued acquire's outcome is now the withdrawal")
+	require.Equal(t, bob.RequestID, withdrawn.RequestID)
 
 	// The queued acquire retried changes nothing: it does not queue again,
 	// and its answer is the withdrawal again.
 	again := h.apply(bob)
 	require.Len(t, again, 1)
 	require.Equal(t, topics.TypeWithdrawn, again[0].Type)
-	require.Equal(t, ev.EventID, again[0].EventID)
+	require.Equal(t, out[1].Event.EventID, again[0].EventID)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = 'bob'`))
 
 	// Withdrawn once, bob is neither holder nor waiter.
