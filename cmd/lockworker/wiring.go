@@ -177,7 +177,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	if err := m.serveHTTP(httpapi.Config{
 		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(),
-		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Logger: log.With().Str("component", "http").Logger(),
+		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	}); err != nil {
 		return err
 	}
