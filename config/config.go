@@ -199,6 +199,11 @@ type TopicsConfig struct {
 	// AutoCreateReplyTopics (AUTO_CREATE_REPLY_TOPICS, default true): create a
 	// reply_to topic the first time an event must go there.
 	AutoCreateReplyTopics bool
+	// MaxReplyTopics (MAX_REPLY_TOPICS, default 1000, 1..1000000) bounds the
+	// topics under ReplyPrefix that commands can make lockworker create; a
+	// command naming a missing reply topic beyond it is refused FORBIDDEN in
+	// the dead-letter topic.
+	MaxReplyTopics int
 }
 
 // EmbeddedConfig is the development broker (package embedded).
@@ -245,6 +250,7 @@ func Default() Config {
 			CommandsPartitions:    16,
 			ReplyPrefix:           "locks.replies.",
 			AutoCreateReplyTopics: true,
+			MaxReplyTopics:        1000,
 		},
 		RelayMaxAttempts:    5,
 		DeadLetterMaxBytes:  64 << 10,

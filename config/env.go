@@ -68,6 +68,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, 10000)
 	p.str("REPLY_TOPIC_PREFIX", &t.ReplyPrefix)
 	p.boolean("AUTO_CREATE_REPLY_TOPICS", &t.AutoCreateReplyTopics)
+	p.integer("MAX_REPLY_TOPICS", &t.MaxReplyTopics, 1, 1000000)
 
 	p.integer("RELAY_MAX_ATTEMPTS", &c.RelayMaxAttempts, 1, 1000)
 	p.integer("DEAD_LETTER_MAX_BYTES", &c.DeadLetterMaxBytes, 1024, 900000)

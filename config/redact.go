@@ -65,6 +65,7 @@ func (c Config) Redacted() map[string]any {
 		"COMMANDS_PARTITIONS":            t.CommandsPartitions,
 		"REPLY_TOPIC_PREFIX":             t.ReplyPrefix,
 		"AUTO_CREATE_REPLY_TOPICS":       t.AutoCreateReplyTopics,
+		"MAX_REPLY_TOPICS":               t.MaxReplyTopics,
 		"RELAY_MAX_ATTEMPTS":             c.RelayMaxAttempts,
 		"DEAD_LETTER_MAX_BYTES":          c.DeadLetterMaxBytes,
 		"REQUEST_RETENTION":              c.RequestRetention.Seconds(),

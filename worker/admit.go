@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -25,7 +26,11 @@ import (
 //     release, extend or wait as that owner. An owner_id that already
 //     carries the requester's own scope keeps it, so one read back from an
 //     event can be sent again.
-func (w *Worker) admit(c topics.Command, r *kgo.Record) (topics.Command, error) {
+//
+// A reply_to that names a topic that does not exist must stay within
+// MaxReplyTopics (see replyTopics), and is refused FORBIDDEN otherwise,
+// answered only in the dead-letter topic.
+func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
 	if w.cfg.Auth != nil {
 		token, err := recordToken(r)
 		var who auth.Requester
@@ -52,6 +57,15 @@ func (w *Worker) admit(c topics.Command, r *kgo.Record) (topics.Command, error) 
 				return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
 					Message: fmt.Sprintf("owner_id scoped by the requester (%q + ':') must be at most %d bytes", who.Name, topics.MaxOwnerIDBytes)}
 			}
+		}
+	}
+	if c.ReplyTo != "" && w.replies != nil {
+		if ok, n := w.replies.allow(ctx, c.ReplyTo); !ok {
+			topic := c.ReplyTo
+			c.ReplyTo = "" // it cannot be answered there
+			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: fmt.Sprintf(
+				"reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
+				topic, n, w.replies.max, w.replies.create)}
 		}
 	}
 	if w.cfg.RequireFencingToken && c.FencingToken == nil && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {

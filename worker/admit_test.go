@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/auth"
@@ -160,4 +162,34 @@ func TestAuthenticatedRequesters(t *testing.T) {
 	require.Equal(t, topics.TypeExtended, last(aliceTopic).Type)
 	send(topics.Command{RequestID: "a3", Operation: topics.OpRelease, LockName: "a", OwnerID: "worker-1", ReplyTo: aliceTopic}, as(alice))
 	require.Equal(t, topics.TypeReleased, last(aliceTopic).Type)
+}
+
+// Reply topics are bounded: commands naming new reply topics beyond
+// MaxReplyTopics are refused in the dead-letter topic, and change nothing.
+func TestReplyTopicsAreBounded(t *testing.T) {
+	for _, create := range []bool{true, false} {
+		w, st := newApplier(t)
+		w.replies = &replyTopics{adm: kadm.NewClient(w.cl), prefix: w.cfg.Names.ReplyPrefix, max: 3, create: create, known: map[string]bool{}}
+		p := w.newPartition(w.hard, 0)
+		var recs []*kgo.Record
+		for i := range 6 {
+			c := topics.Command{RequestID: fmt.Sprint("r", i), Operation: topics.OpAcquire, LockName: fmt.Sprint("l", i), OwnerID: "o",
+				ReplyTo: fmt.Sprint("locks.replies.t", i%5)}
+			recs = append(recs, &kgo.Record{Topic: w.cfg.Names.Commands, Offset: int64(i), Key: []byte(c.LockName), Value: command(t, c)})
+		}
+		apply(w, segment{p: p, records: recs, polledAt: time.Now()})
+		var granted int
+		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks`).Scan(&granted))
+		dlq := outboxRows(t, st, w.cfg.Names.DeadLetter, 0)
+		if !create {
+			require.Zero(t, granted, "no reply topic exists and none may be created")
+			require.Len(t, dlq, 6)
+			continue
+		}
+		require.Equal(t, 4, granted, "t0, t1, t2 and t0 again")
+		require.Len(t, dlq, 2, "t3 and t4 refused")
+		msg, _ := dlq[0].header(topics.HeaderError)
+		require.Contains(t, msg, topics.CodeForbidden+`: reply topic "locks.replies.t3" does not exist and may not be created`)
+		require.Empty(t, outboxRows(t, st, "locks.replies.t3", 0), "nothing answered to a refused reply topic")
+	}
 }

@@ -51,6 +51,13 @@ type Config struct {
 	// Auth, when set, requires every command to carry a requester token it
 	// accepts (see admit). Default nil: no authentication.
 	Auth *auth.Verifier
+	// MaxReplyTopics, when above 0, bounds the topics under the reply
+	// prefix that commands may make the relay create: a reply_to naming a
+	// missing topic beyond it is refused (FORBIDDEN, dead-lettered). With
+	// CreateReplyTopics false, only existing reply topics are accepted.
+	// Default 0: not checked.
+	MaxReplyTopics    int
+	CreateReplyTopics bool
 	// Instance names this worker in ce_source ("lockworker/<instance>").
 	Instance string
 	// CleanupInterval is how often old rows are deleted. Default 60 s.
@@ -104,9 +111,10 @@ type Metrics interface {
 
 // Worker is one member of the lockworker consumer group.
 type Worker struct {
-	cfg Config
-	log zerolog.Logger
-	cl  *kgo.Client
+	cfg     Config
+	log     zerolog.Logger
+	cl      *kgo.Client
+	replies *replyTopics // nil: reply topics not bounded
 
 	lanes []*queue // one per applier
 	mu    sync.Mutex
@@ -181,6 +189,10 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
 	w.cl = cl
+	if cfg.MaxReplyTopics > 0 {
+		w.replies = &replyTopics{adm: kadm.NewClient(cl), prefix: cfg.Names.ReplyPrefix, max: cfg.MaxReplyTopics,
+			create: cfg.CreateReplyTopics, known: map[string]bool{}}
+	}
 	return w, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	sdk "github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/config"
@@ -81,4 +84,51 @@ func TestAuthenticatedService(t *testing.T) {
 
 	require.NoError(t, lease.Extend(ctx, time.Minute), "the holder's own commands still work")
 	require.NoError(t, lease.Release(ctx))
+}
+
+// TestReplyTopicsBounded: the abuse of the security review, 20 commands
+// each naming a new reply topic, creates MAX_REPLY_TOPICS topics and no
+// more; the rest are refused in the dead-letter topic.
+func TestReplyTopicsBounded(t *testing.T) {
+	addr := freeAddr(t)
+	sch := testdb.NewSchema(t)
+	startWith(t, sch.URL, func(c *config.Config) {
+		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
+		c.Topics.MaxReplyTopics = 5
+	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("locks.commands"),
+		kgo.ConsumeTopics("locks.commands.dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 20 {
+		c := topics.Command{RequestID: fmt.Sprint("flood-", i), Operation: topics.OpQuery, LockName: "x", ReplyTo: fmt.Sprint("locks.replies.flood-", i)}
+		v, err := c.Encode()
+		require.NoError(t, err)
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Key: []byte("x"), Value: v}).FirstErr())
+	}
+	refused := 0
+	for refused < 15 {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "waiting for 15 dead-letter copies, got %d", refused)
+		fs.EachRecord(func(r *kgo.Record) {
+			for _, h := range r.Headers {
+				if h.Key == topics.HeaderError && strings.Contains(string(h.Value), "may not be created") {
+					refused++
+				}
+			}
+		})
+	}
+	adm := kadm.NewClient(cl)
+	require.Eventually(t, func() bool { // the five allowed ones are created as their replies go out
+		listed, err := adm.ListTopics(ctx)
+		n := 0
+		for _, name := range listed.Names() {
+			if strings.HasPrefix(name, "locks.replies.") {
+				n++
+			}
+		}
+		return err == nil && n == 5
+	}, 30*time.Second, 100*time.Millisecond)
 }

@@ -159,7 +159,8 @@ func (m *Main) Run(ctx context.Context) error {
 
 	w, err := worker.New(worker.Config{
 		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
-		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier, Instance: cfg.InstanceID,
+		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
+		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
 		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
