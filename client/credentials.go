@@ -28,6 +28,7 @@ const SignedTokenTTL = 5 * time.Minute
 // authentication.
 type credentials struct {
 	static string
+	claims jwt.RegisteredClaims // of static, read unverified
 	key    any // a private key or an HMAC secret, to sign tokens
 	method jwt.SigningMethod
 	sub    string
@@ -55,7 +56,14 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	case token != "" && keyFile != "":
 		return nil, errors.New("credentials: give a token or a signing key, not both")
 	case token != "":
-		return &credentials{static: strings.TrimPrefix(token, "Bearer ")}, nil
+		c := &credentials{static: strings.TrimPrefix(token, "Bearer ")}
+		// Unverified on purpose: only the workers can judge the token; the
+		// client reads it to learn its requester and to fail fast once it
+		// has expired.
+		if _, _, err := jwt.NewParser().ParseUnverified(c.static, &c.claims); err != nil {
+			return nil, fmt.Errorf("%w: the token is not a JWT: %v", ErrUnauthenticated, err)
+		}
+		return c, nil
 	case keyFile == "":
 		return &credentials{}, nil
 	}
@@ -99,23 +107,15 @@ func signingKey(b []byte) (any, jwt.SigningMethod, error) {
 }
 
 // subject is the requester a static token names, or "".
-func (c *credentials) subject() string {
-	if c.static == "" {
-		return ""
-	}
-	var claims jwt.RegisteredClaims
-	// Unverified on purpose: only the workers can judge the token; the
-	// client only needs to know which reply topic its answers come on.
-	if _, _, err := jwt.NewParser().ParseUnverified(c.static, &claims); err != nil {
-		return ""
-	}
-	return claims.Subject
-}
+func (c *credentials) subject() string { return c.claims.Subject }
 
 // token is the value of the authorization header, or "".
 func (c *credentials) token() (string, error) {
 	switch {
 	case c.static != "":
+		if exp := c.claims.ExpiresAt; exp != nil && time.Now().After(exp.Time) {
+			return "", fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, exp.Time.Format(time.RFC3339))
+		}
 		return "Bearer " + c.static, nil
 	case c.key == nil:
 		return "", nil

@@ -50,6 +50,16 @@ func TestCredentials(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "Bearer "+static, tok)
 
+	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "old",
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}).SignedString([]byte("k"))
+	require.NoError(t, err)
+	c, err = loadCredentials(Config{Token: expired})
+	require.NoError(t, err)
+	_, err = c.token()
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	_, err = loadCredentials(Config{Token: "not a jwt"})
+	require.ErrorIs(t, err, ErrUnauthenticated)
+
 	_, err = loadCredentials(Config{Token: static, SigningKeyFile: secret})
 	require.ErrorContains(t, err, "not both")
 	short := filepath.Join(dir, "short")

@@ -31,10 +31,10 @@ var (
 	// reply_to. The SDK makes a new request_id per call, so it means two
 	// requesters share ids.
 	ErrRequestIDConflict = errors.New("request_id used by another requester")
-	// ErrUnauthenticated: the workers require a token and this one was
-	// missing or not valid. The worker cannot answer such a command (its
-	// reply_to is not trusted): the client fails with it when it knows the
-	// token to be unusable, and otherwise sees ErrNoReply.
+	// ErrUnauthenticated: the token is unusable. The client fails with it
+	// before sending when the token is not a JWT or has expired; a token
+	// the workers refuse otherwise gets no answer (they cannot trust its
+	// reply_to), so the command ends with ErrNoReply.
 	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden: the token does not allow the command (its namespace, or
 	// a reply topic not the requester's own).
