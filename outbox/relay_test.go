@@ -456,26 +456,35 @@ func parksUnwritableTopic(t *testing.T, concurrent bool) {
 	assert.Zero(t, oldest)
 }
 
-// TestParkableErrors pins down what the publisher returns for a topic that
-// does not exist and cannot be created, and for a broker that is gone.
-func TestParkableErrors(t *testing.T) {
+// TestClassify pins down what the publisher returns for a topic that does
+// not exist and cannot be created, for a record too large, and for a broker
+// that is gone.
+func TestClassify(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t) // kfake creates no topics by itself
+	c := newCluster(t, kfake.SeedTopics(1, "locks.replies.big")) // kfake creates no other topics
 	pub := newPublisher(t, c.ListenAddrs(), false)
+	classify := func(err error) string {
+		kind, reason := outbox.Classify(err)
+		return fmt.Sprint(kind, " ", reason)
+	}
 	err := pub.Publish("locks.replies.missing", message.NewMessage("u", []byte("v")))
 	require.Error(t, err)
-	assert.True(t, outbox.Parkable(err), "missing topic: %v", err)
+	assert.Equal(t, fmt.Sprint(outbox.TopicRefused, " UNKNOWN_TOPIC_OR_PARTITION"), classify(err), "missing topic: %v", err)
 
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.CreateTopics}, Err: kerr.TopicAuthorizationFailed, Count: -1})
 	creator := newPublisher(t, c.ListenAddrs(), true)
 	err = creator.Publish("locks.replies.new", message.NewMessage("u", []byte("v")))
 	require.Error(t, err)
-	assert.True(t, outbox.Parkable(err), "creation refused: %v", err)
+	assert.Equal(t, fmt.Sprint(outbox.TopicRefused, " TOPIC_AUTHORIZATION_FAILED"), classify(err), "creation refused: %v", err)
+
+	err = pub.Publish("locks.replies.big", message.NewMessage("u", make([]byte, 2_000_000)))
+	require.Error(t, err)
+	assert.Equal(t, fmt.Sprint(outbox.RecordRefused, " MESSAGE_TOO_LARGE"), classify(err), "too large: %v", err)
 
 	c.Close()
 	err = pub.Publish("locks.replies.missing", message.NewMessage("u", []byte("v")))
 	require.Error(t, err)
-	assert.False(t, outbox.Parkable(err), "broker gone: %v", err)
+	assert.Equal(t, fmt.Sprint(outbox.KafkaAway, " "), classify(err), "broker gone: %v", err)
 }
 
 func freePort(t *testing.T) int {
