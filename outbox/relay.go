@@ -39,9 +39,11 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
 	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
-	// Default 5.
+	// Default 5. A record Kafka refuses for good is parked at its first
+	// refusal, whatever this says.
 	MaxAttempts int
-	// ParkFor is how long parked rows wait before the next try. Default 10 min.
+	// ParkFor is how long the rows of a topic that cannot be written stay
+	// parked before the next try. Default 10 min.
 	ParkFor time.Duration
 	// PublishTimeout is the messages' context deadline: kgo fails records
 	// past it when it safely can, which an idempotent client cannot do for
