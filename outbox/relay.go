@@ -479,7 +479,7 @@ type passState struct {
 	selectedAt         time.Time
 	oldest             time.Duration   // age of the oldest acknowledged row
 	failed             map[string]bool // topics that failed in this pass
-	failedSinceSuccess bool            // the last unit settled failed
+	failedSinceSuccess bool            // a unit failed (Kafka away) since the last success
 }
 
 // selectBatch deletes the acknowledged rows and selects the partition's
@@ -607,6 +607,7 @@ func (ps *passState) ack(p *partition, rows []row) {
 func (r *Relay) setAside(ctx context.Context, p *partition, u unit, cause error, ps *passState) (rest []row, err, dbErr error) {
 	tried := u.rows
 	var perr *kafkapubsub.PublishError
+	// Total: only an error about this very call says which rows failed.
 	if errors.As(cause, &perr) && perr.Total == len(u.rows) {
 		tried = make([]row, 0, len(perr.Failed))
 		failed := map[int]bool{}

@@ -568,6 +568,45 @@ func TestRefusedBatchProbedAlone(t *testing.T) {
 	assert.Equal(t, 0, count(t, st, "true"), "nothing parked")
 }
 
+// TestParksUnreadableHeaders: a row whose headers cannot be decoded can
+// never become a record: it is parked at once and its topic goes on.
+func TestParksUnreadableHeaders(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.released.v1", int32(8)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, nil)
+	insert(t, st, p, rec{topic, "k", "v1", "e1"})
+	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox (source_partition, topic, value, headers) VALUES ($1, $2, 'bad', '\x0000000561'::bytea)`, p, topic)
+	require.NoError(t, err)
+	insert(t, st, p, rec{topic, "k", "v2", "e2"})
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
+	assert.Equal(t, 1, count(t, st, "value = 'bad' AND park_reason = 'UNREADABLE_HEADERS' AND parked_until = 'infinity'"))
+	assert.Equal(t, 1, count(t, st, "true"))
+}
+
+// TestTransientErrorRetried: an error that says nothing about the record
+// or the topic (here UNKNOWN_SERVER_ERROR) is retried after a backoff,
+// neither counted nor parked.
+func TestTransientErrorRetried(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(9)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.UnknownServerError, Count: 2})
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, nil)
+	insert(t, st, p, rec{topic, "k", "v1", "e1"}, rec{topic, "k", "v2", "e2"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, pub.failures.Load(), int64(1), "the fault was met")
+	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
+}
+
 // TestClassify pins down what the publisher returns for a topic that does
 // not exist and cannot be created, for a record too large, and for a broker
 // that is gone.
