@@ -103,5 +103,4 @@
 // Database errors back the loop off the same way; rows acknowledged but not
 // yet deleted are deleted before anything else is selected, so a database
 // blip does not publish them twice.
-
 package outbox
