@@ -201,6 +201,27 @@ func TestBadRequests(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 }
 
+// TestHealthDegraded: parked outbox rows make /health degraded, still
+// ready (200), with their count (TestHungDatabase: a failed check wins).
+func TestHealthDegraded(t *testing.T) {
+	e := newEnv(t, nil)
+	_, err := e.st.Pool.Exec(context.Background(), `
+		INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason) VALUES
+			(0, 'locks.commands.dlq', 'big', 'infinity', 'MESSAGE_TOO_LARGE'),
+			(1, 'locks.replies.x', 'r', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED'),
+			(1, 'locks.replies.x', 'r', now() - interval '1 minute', 'TOPIC_AUTHORIZATION_FAILED'),
+			(1, 'locks.replies.y', 'r', NULL, NULL)`)
+	require.NoError(t, err)
+	var h Health
+	code, body := e.get("/health", &h)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "degraded", h.Status)
+	require.True(t, h.Ready)
+	require.NotNil(t, h.OutboxParked)
+	require.EqualValues(t, 2, *h.OutboxParked, "a park that ended does not count")
+	require.Contains(t, body, `"outbox_parked":2`)
+}
+
 // TestHungDatabase: a database that stops answering makes every check fail
 // within its timeout, /metrics still answers without the database gauges,
 // and all is well again once it answers.
@@ -209,8 +230,10 @@ func TestHungDatabase(t *testing.T) {
 	var h Health
 	code, body := e.get("/health", &h)
 	require.Equal(t, http.StatusOK, code, body)
+	none := int64(0)
 	require.Equal(t, Health{Status: "ok", Live: true, Ready: true, Instance: "test", Uptime: h.Uptime, Partitions: []int32{1, 2},
-		Checks: map[string]Check{"postgres": {Status: "ok", LatencyMS: h.Checks["postgres"].LatencyMS}, "kafka": {Status: "ok", LatencyMS: h.Checks["kafka"].LatencyMS}}}, h)
+		Checks:       map[string]Check{"postgres": {Status: "ok", LatencyMS: h.Checks["postgres"].LatencyMS}, "kafka": {Status: "ok", LatencyMS: h.Checks["kafka"].LatencyMS}},
+		OutboxParked: &none}, h)
 	var kh KafkaHealth
 	code, _ = e.get("/health/kafka", &kh)
 	require.Equal(t, http.StatusOK, code)
@@ -236,9 +259,11 @@ func TestHungDatabase(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, LocksHealth{Status: "unavailable", Error: failed.Error}, failed, "no counts when they could not be read")
 	require.NotContains(t, body, "held_locks")
+	h = Health{}
 	code, body = e.get("/health", &h)
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, "unavailable", h.Status)
+	require.Nil(t, h.OutboxParked, "no count when it could not be read")
 	require.Equal(t, "unavailable", h.Checks["postgres"].Status)
 	require.Equal(t, "ok", h.Checks["kafka"].Status, body)
 	start := time.Now()

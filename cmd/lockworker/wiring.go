@@ -134,7 +134,7 @@ func (m *Main) Run(ctx context.Context) error {
 	m.onClose(pubClient.Close)
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts,
-		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published})
+		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
 	if err != nil {
 		return err
 	}
