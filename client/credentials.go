@@ -29,7 +29,7 @@ const SignedTokenTTL = 5 * time.Minute
 type credentials struct {
 	static string
 	claims jwt.RegisteredClaims // of static, read unverified
-	key    any // a private key or an HMAC secret, to sign tokens
+	key    any                  // a private key or an HMAC secret, to sign tokens
 	method jwt.SigningMethod
 	sub    string
 

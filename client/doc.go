@@ -38,4 +38,8 @@
 // NewSubscriber gives the lifecycle topics (lock.acquired, lock.released,
 // lock.expired) as a watermill message.Subscriber, for message.Router
 // handlers.
+//
+// # Exported names
+//
+// Every exported name is the SDK's public API.
 package client

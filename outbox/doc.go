@@ -103,4 +103,10 @@
 // Database errors back the loop off the same way; rows acknowledged but not
 // yet deleted are deleted before anything else is selected, so a database
 // blip does not publish them twice.
+//
+// # Exported names
+//
+// Relay, Config, NewKafkaPublisher, Classify and its Failure kinds are for
+// cmd/lockworker's wiring; Backlog and Parked for the metrics and health
+// endpoints. All are for this module only.
 package outbox

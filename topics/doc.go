@@ -5,4 +5,10 @@
 //
 // The contract itself is docs/design.md ("Topics", "Commands", "Events");
 // field names and limits here follow it exactly.
+//
+// # Exported names
+//
+// Everything here is the wire contract, usable by any Go producer or
+// consumer, except EncodeHeaders and DecodeHeaders: the outbox's storage
+// format of headers, for the worker and relay of this module only.
 package topics

@@ -42,4 +42,10 @@
 // while a poll's records are being handed out (BlockRebalanceOnPoll); a
 // revoked partition is let go once the records polled before are applied
 // (or dropped, as above).
+//
+// # Exported names
+//
+// Worker, Config and the Relay and Metrics interfaces are for
+// cmd/lockworker's wiring, lockbench and this module's tests only: the
+// service's API is the Kafka contract, not this package.
 package worker
