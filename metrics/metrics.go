@@ -50,6 +50,7 @@ type Metrics struct {
 	published    prometheus.Counter
 	publishLag   prometheus.Histogram
 
+	vacuum       vacuumMetrics
 	events       *eventTracker
 	queryTimeout time.Duration
 }
@@ -113,6 +114,7 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "outbox_publish_latency_seconds", Buckets: latencyBuckets,
 			Help: "Per published batch: age of its oldest row when Kafka acknowledged it (commit to publish).",
 		}),
+		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),
 	}
 	m.Registry.MustRegister(
@@ -120,6 +122,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
 		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag,
+		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	if cfg.Pool != nil {
 		m.Registry.MustRegister(&dbCollector{pool: cfg.Pool, timeout: cfg.QueryTimeout})
