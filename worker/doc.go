@@ -42,4 +42,7 @@
 // while a poll's records are being handed out (BlockRebalanceOnPoll); a
 // revoked partition is let go once the records polled before are applied
 // (or dropped, as above).
+//
+// Beside the worker, the Vacuumer (started by cmd/lockworker) keeps the hot
+// tables vacuumed where autovacuum does not, one replica at a time.
 package worker
