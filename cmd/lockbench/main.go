@@ -25,7 +25,8 @@
 //   - soak: a closed loop of 32 clients on 64 locks for 10 minutes against
 //     the database as it is (autovacuum on or off); throughput and p99 per
 //     minute, and the last minute's over the first's (issue 11: hours of
-//     load must not wear the worker down). --vacuum=false turns the
+//     load must not wear the worker down). With --worker-bin it reads the
+//     worker's /metrics every 15 s, as monitoring would. --vacuum=false turns the
 //     worker's vacuum loop off, for comparison.
 //
 // By default it creates a fresh schema in database "lockbench" of the local
@@ -104,6 +105,9 @@ type Config struct {
 	SoakWindow   time.Duration `json:"soak_window_ns"`
 	SoakClients  int           `json:"soak_clients"`
 	SoakLocks    int           `json:"soak_locks"`
+	// SoakScrape is how often the soak reads the child's /metrics, as
+	// Prometheus would (0: never).
+	SoakScrape time.Duration `json:"soak_scrape_ns"`
 	// Vacuum runs the worker's vacuum loop (VACUUM_ENABLED).
 	Vacuum bool `json:"worker_vacuum"`
 
@@ -129,7 +133,7 @@ func DefaultConfig() Config {
 		Waiters: 100, Leases: 10000, Lease: time.Second,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
-		SoakDuration: 10 * time.Minute, SoakWindow: time.Minute, SoakClients: 32, SoakLocks: 64, Vacuum: true,
+		SoakDuration: 10 * time.Minute, SoakWindow: time.Minute, SoakClients: 32, SoakLocks: 64, SoakScrape: 15 * time.Second, Vacuum: true,
 	}
 }
 
@@ -194,6 +198,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
 	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
 	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
+	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
 	fs.BoolVar(&cfg.Vacuum, "vacuum", cfg.Vacuum, "run the worker's vacuum loop (VACUUM_ENABLED); false to measure without it")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")
 	fs.StringVar(&cfg.JSONOut, "json-out", "", "also write the JSON report to this file")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,8 +27,12 @@ type SoakResult struct {
 	Vacuum bool `json:"worker_vacuum"`
 	// Settings are the server's autovacuum settings.
 	Settings store.VacuumSettings `json:"postgres"`
-	Errors   int64                `json:"errors"`
-	Windows  []SoakWindow         `json:"windows"`
+	// Scrapes of the worker's /metrics (--soak-scrape) and how long the
+	// slowest took.
+	Scrapes     int          `json:"metrics_scrapes"`
+	ScrapeMaxMS float64      `json:"metrics_scrape_max_ms"`
+	Errors      int64        `json:"errors"`
+	Windows     []SoakWindow `json:"windows"`
 	// ThroughputRatio and P99Ratio are the last window's over the first's.
 	ThroughputRatio float64 `json:"throughput_ratio_last_first"`
 	P99Ratio        float64 `json:"p99_ratio_last_first"`
@@ -112,6 +117,13 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	t0 := time.Now()
 	start.Store(&t0)
 	e0 := errs.Load()
+	if b.t.httpAddr != "" && cfg.SoakScrape > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.scrape(lctx, "http://"+b.t.httpAddr+"/metrics", cfg.SoakScrape, &res)
+		}()
+	}
 	for w := range n {
 		end := t0.Add(time.Duration(w+1) * cfg.SoakWindow)
 		select {
@@ -150,6 +162,36 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	return res, nil
 }
 
+// scrape reads url every interval until ctx is done, as Prometheus would
+// (the worker's database gauges are read at scrape time), into res.
+func (b *bench) scrape(ctx context.Context, url string, interval time.Duration, res *SoakResult) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.progress("soak: scraping %s: %v", url, err)
+			}
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		res.Scrapes++
+		res.ScrapeMaxMS = max(res.ScrapeMaxMS, ms(time.Since(start)))
+	}
+}
+
 // soakGoals are issue 11's: the last window within 20 % of the first.
 func (r *Report) soakGoals() {
 	s := r.Soak
@@ -162,8 +204,8 @@ func (r *Report) soakGoals() {
 
 func (s *SoakResult) print(w io.Writer, window time.Duration) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("\nsoak: %d clients on %d locks for %.0f s; worker vacuum loop %v; PostgreSQL autovacuum %v, track_counts %v; %d errors\n",
-		s.Clients, s.Locks, s.Seconds, s.Vacuum, s.Settings.Autovacuum, s.Settings.TrackCounts, s.Errors)
+	p("\nsoak: %d clients on %d locks for %.0f s; worker vacuum loop %v; PostgreSQL autovacuum %v, track_counts %v; %d errors; %d scrapes of /metrics, slowest %.0f ms\n",
+		s.Clients, s.Locks, s.Seconds, s.Vacuum, s.Settings.Autovacuum, s.Settings.TrackCounts, s.Errors, s.Scrapes, s.ScrapeMaxMS)
 	p("  %-8s %12s %9s %9s %9s   %s\n", "until", "commands/s", "p50 ms", "p99 ms", "max ms", "dead rows at the end")
 	for _, x := range s.Windows {
 		p("  %6.0f s %12s %9.2f %9.2f %9.1f   locks %d, outbox %d, consumer_offsets %d, processed_requests %d\n",

@@ -41,6 +41,8 @@ type target struct {
 	metrics *batchMetrics // in-process only
 	proc    procSource    // what scenario 7 measures
 	sql     *sqlTracer    // in-process with --sql-stats
+	// httpAddr is the child process's HTTP_ADDR (health and metrics).
+	httpAddr string
 
 	closers []func()
 }
@@ -227,6 +229,7 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 	}
 	httpAddr := l.Addr().String()
 	l.Close()
+	t.httpAddr = httpAddr
 	cmd := exec.Command(cfg.WorkerBin)
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+t.dbURL,
