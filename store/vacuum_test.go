@@ -78,9 +78,23 @@ func TestVacuumClearsDeadRows(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ran)
 	for _, table := range []string{"locks", "outbox", "consumer_offsets"} {
-		s := waitStats(t, st, table, func(s store.TableStats) bool { return s.LastVacuum != nil })
-		require.Zero(t, s.DeadRows, "%s after VACUUM", table)
+		waitStats(t, st, table, func(s store.TableStats) bool { return s.LastVacuum != nil })
 	}
+	// A snapshot older than the churn (another test's transaction in the
+	// same database) keeps its dead rows until it ends: vacuum again until
+	// they are gone.
+	require.Eventually(t, func() bool {
+		_, err := st.Vacuum(context.Background(), store.HotTables)
+		require.NoError(t, err)
+		stats, err := st.ReadTableStats(context.Background())
+		require.NoError(t, err)
+		for _, s := range stats {
+			if s.DeadRows > 0 {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 100*time.Millisecond)
 }
 
 func TestVacuumQuotesNames(t *testing.T) {

@@ -99,7 +99,7 @@ func TestVacuumerVacuumsChurn(t *testing.T) {
 		s := v.Status()
 		return s.Runs > 0 && slices.Contains(s.LastTables, "locks")
 	}, 10*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool { return deadRows(t, st, "locks") < 1000 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return deadRows(t, st, "locks") < 1000 }, 30*time.Second, 20*time.Millisecond)
 	s := v.Status()
 	require.True(t, s.Enabled)
 	require.NotNil(t, s.Settings)
