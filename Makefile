@@ -3,12 +3,15 @@
 #            2-core machine), with the worker as a child process so its RSS
 #            and CPU are its own, then the Go micro-benchmarks.
 # make bench-quick is the CI-speed smoke run of every scenario.
+# make bench-soak runs the soak scenario: 10 minutes of steady load against
+#            the local PostgreSQL as it is; BENCH_FLAGS="--vacuum=false"
+#            measures it without the worker's vacuum loop.
 
 GO ?= go
 BIN := bin
 BENCH_FLAGS ?=
 
-.PHONY: test bench bench-quick microbench build-bench
+.PHONY: test bench bench-quick bench-soak microbench build-bench
 
 test:
 	$(GO) test -timeout 30m ./...
@@ -24,6 +27,9 @@ bench: build-bench
 
 bench-quick: build-bench
 	$(BIN)/lockbench --quick --worker-bin $(BIN)/lockworker $(BENCH_FLAGS)
+
+bench-soak: build-bench
+	$(BIN)/lockbench --scenario soak --worker-bin $(BIN)/lockworker --json-out $(BIN)/lockbench-soak.json $(BENCH_FLAGS)
 
 microbench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./topics ./handlers ./outbox

@@ -75,6 +75,22 @@ type Config struct {
 	// 60..315360000) is how long the lock_events history is kept.
 	LockEventsRetention time.Duration
 
+	// VacuumEnabled (VACUUM_ENABLED, default true) runs the worker's vacuum
+	// loop over its hot tables (locks, lock_waiters, outbox,
+	// consumer_offsets, processed_requests): where autovacuum is off, or
+	// past VacuumDeadRows where it runs, the worker vacuums them itself, so
+	// hours of load do not bloat them (README "Table bloat"). Turn it off
+	// where autovacuum is on and tuned and the DBA wants it alone.
+	VacuumEnabled bool
+	// VacuumInterval (VACUUM_INTERVAL, default 2 s, 0.1..3600) is how often
+	// the loop reads the hot tables' dead rows.
+	VacuumInterval time.Duration
+	// VacuumDeadRows (VACUUM_DEAD_ROWS, default 10000, 100..1000000000) is
+	// the dead rows of a hot table past which the worker vacuums it even
+	// while autovacuum runs. With autovacuum off it vacuums sooner: once a
+	// table's dead rows pass its live rows (and 1,000).
+	VacuumDeadRows int
+
 	// HTTPAddr (HTTP_ADDR, default ":8062") is the health and metrics listener.
 	HTTPAddr string
 	// LogLevel (LOG_LEVEL, default info): trace, debug, info, warn, error,
@@ -256,6 +272,9 @@ func Default() Config {
 		DeadLetterMaxBytes:  64 << 10,
 		RequestRetention:    24 * time.Hour,
 		LockEventsRetention: 7 * 24 * time.Hour,
+		VacuumEnabled:       true,
+		VacuumInterval:      2 * time.Second,
+		VacuumDeadRows:      10000,
 		HTTPAddr:            ":8062",
 		LogLevel:            zerolog.InfoLevel,
 		LogFormat:           "json",

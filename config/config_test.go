@@ -58,6 +58,9 @@ func TestDefaults(t *testing.T) {
 		AutoCreateReplyTopics: true,
 	}, c.Topics)
 	assert.Equal(t, 5, c.RelayMaxAttempts)
+	assert.True(t, c.VacuumEnabled)
+	assert.Equal(t, 2*time.Second, c.VacuumInterval)
+	assert.Equal(t, 10000, c.VacuumDeadRows)
 	assert.Equal(t, 24*time.Hour, c.RequestRetention)
 	assert.Equal(t, 7*24*time.Hour, c.LockEventsRetention)
 	assert.Equal(t, ":8062", c.HTTPAddr)
@@ -88,6 +91,9 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"DEFAULT_LEASE_DURATION": " 2.5 "}, func(c *Config) { c.DefaultLeaseDuration = 2500 * time.Millisecond }},
 		{map[string]string{"CLEANUP_INTERVAL": "120"}, func(c *Config) { c.CleanupInterval = 2 * time.Minute }},
 		{map[string]string{"ACQUIRE_RETRY_DELAY": "0.25"}, func(c *Config) { c.AcquireRetryDelay = 250 * time.Millisecond }},
+		{map[string]string{"VACUUM_ENABLED": "false", "VACUUM_INTERVAL": "0.5", "VACUUM_DEAD_ROWS": "500"}, func(c *Config) {
+			c.VacuumEnabled, c.VacuumInterval, c.VacuumDeadRows = false, 500*time.Millisecond, 500
+		}},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093,,k3"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"k1:9092", "k2:9093", "k3"} }},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"[::1]:9092"} }},
 		{map[string]string{"KAFKA_CONSUMER_GROUP": "lw-dev"}, func(c *Config) { c.Kafka.ConsumerGroup = "lw-dev" }},
@@ -158,6 +164,9 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"RELAY_MAX_ATTEMPTS": "2.5"}, `RELAY_MAX_ATTEMPTS: "2.5" is not an integer`},
 		{map[string]string{"DEAD_LETTER_MAX_BYTES": "1000000"}, `DEAD_LETTER_MAX_BYTES: "1000000" is out of range 1024..900000`},
 		{map[string]string{"AUTO_CREATE_REPLY_TOPICS": "maybe"}, `AUTO_CREATE_REPLY_TOPICS: "maybe" is not a boolean`},
+		{map[string]string{"VACUUM_ENABLED": "sometimes"}, `VACUUM_ENABLED: "sometimes" is not a boolean`},
+		{map[string]string{"VACUUM_INTERVAL": "0"}, `VACUUM_INTERVAL: "0" is out of range 0.1..3600 seconds`},
+		{map[string]string{"VACUUM_DEAD_ROWS": "10"}, `VACUUM_DEAD_ROWS: "10" is out of range 100..1000000000`},
 		{map[string]string{"LOG_LEVEL": "loud"}, `LOG_LEVEL: "loud" is not one of`},
 		{map[string]string{"LOG_FORMAT": "xml"}, `LOG_FORMAT: "xml" is not json or console`},
 		{map[string]string{"HTTP_ADDR": "8062"}, `HTTP_ADDR: "8062" is not host:port`},

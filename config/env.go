@@ -75,6 +75,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.seconds("REQUEST_RETENTION", &c.RequestRetention, 60, 365*86400)
 	p.seconds("LOCK_EVENTS_RETENTION", &c.LockEventsRetention, 60, 10*365*86400)
 
+	p.boolean("VACUUM_ENABLED", &c.VacuumEnabled)
+	p.seconds("VACUUM_INTERVAL", &c.VacuumInterval, 0.1, 3600)
+	p.integer("VACUUM_DEAD_ROWS", &c.VacuumDeadRows, 100, 1000000000)
+
 	p.str("HTTP_ADDR", &c.HTTPAddr)
 	if v := strings.TrimSpace(getenv("LOG_LEVEL")); v != "" {
 		if lvl, ok := parseLevel(v); ok {

@@ -32,6 +32,7 @@ type Report struct {
 	// same batching.
 	CeilingFraction float64         `json:"ceiling_fraction,omitempty"`
 	Resources       *ResourceResult `json:"resources,omitempty"`
+	Soak            *SoakResult     `json:"soak,omitempty"`
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
@@ -121,6 +122,7 @@ func (r *Report) finish(cfg *Config) {
 			r.Goals[len(r.Goals)-1].What += " (whole lockbench process)"
 		}
 	}
+	r.soakGoals()
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
 }
@@ -214,6 +216,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 			p(" %s %.0f MiB;", m.After, m.MiB)
 		}
 		p("\n")
+	}
+	if r.Soak != nil {
+		r.Soak.print(w, cfg.SoakWindow)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)

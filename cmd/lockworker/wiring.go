@@ -170,6 +170,13 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.onClose(w.Close)
 	mets.WatchLag(w.Lag)
+	vac, err := worker.NewVacuumer(worker.VacuumConfig{
+		Store: st, Enabled: cfg.VacuumEnabled, Interval: cfg.VacuumInterval, DeadRows: int64(cfg.VacuumDeadRows),
+		Logger: log.With().Str("component", "vacuum").Logger(), Metrics: mets,
+	})
+	if err != nil {
+		return err
+	}
 	if err := w.EnsureTopics(ctx); err != nil {
 		// The first request to Kafka: say what to check.
 		return fmt.Errorf("talking to Kafka at %v (check KAFKA_BOOTSTRAP_SERVERS, KAFKA_TLS_* and KAFKA_SASL_*): %w",
@@ -177,11 +184,17 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	if err := m.serveHTTP(httpapi.Config{
-		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(),
+		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	}); err != nil {
 		return err
 	}
+
+	// The vacuum loop stops with the worker's drain, before the pool closes.
+	vctx, stopVacuum := context.WithCancel(ctx)
+	vacuumed := make(chan struct{})
+	go func() { defer close(vacuumed); vac.Run(vctx) }()
+	defer func() { stopVacuum(); <-vacuumed }()
 
 	close(m.Ready)
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
