@@ -56,6 +56,7 @@ func TestDefaults(t *testing.T) {
 		CommandsPartitions:    16,
 		ReplyPrefix:           "locks.replies.",
 		AutoCreateReplyTopics: true,
+		MaxReplyTopics:        1000,
 	}, c.Topics)
 	assert.Equal(t, 5, c.RelayMaxAttempts)
 	assert.True(t, c.VacuumEnabled)
