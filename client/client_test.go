@@ -549,3 +549,27 @@ func TestSubscriberFromEnd(t *testing.T) {
 		}
 	}
 }
+
+// A lease the worker ended before the client knew (an operator released it)
+// is refused on Release with ErrNotHeld and is lost from then on: a second
+// Release returns the loss without asking the worker again.
+func TestReleaseOfLeaseEndedBehindItsBack(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("ended-behind")
+	c, admin := newClient(t, "ended-behind"), newClient(t, "ended-behind-admin")
+	l, err := c.Acquire(ctx, lock, client.WithLease(time.Minute), client.WithoutKeepAlive())
+	require.NoError(t, err)
+	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: lock, OwnerID: l.Owner})
+	require.NoError(t, err)
+
+	err = l.Release(ctx)
+	assert.ErrorIs(t, err, client.ErrNotHeld)
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("a refused release leaves the lease lost")
+	}
+	err = l.Release(ctx)
+	assert.ErrorIs(t, err, client.ErrLeaseLost)
+	assert.ErrorIs(t, err, client.ErrNotHeld, "the loss names the refusal")
+}

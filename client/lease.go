@@ -175,8 +175,10 @@ func (l *Lease) deadlinePassed() {
 // waiter have the lock. Context is cancelled first, so work under the lock
 // stops before another owner can start. A lease already known lost (Lost
 // closed) returns its loss at once, an error wrapping ErrLeaseLost, and
-// sends nothing: the lock is no longer this lease's to release, and the
-// brokers may be down. Release after Release is a no-op.
+// sends nothing: the brokers may be down, and the worker frees the lock by
+// the lease's expiry anyway. A lease the worker ended before the client knew
+// gives an error wrapping ErrNotHeld, and is then lost. Release after
+// Release is a no-op.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	ended := l.err
