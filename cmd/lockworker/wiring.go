@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,16 +96,22 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")
 	names := m.names()
 
+	// Which brokers and why, in the log and in the first connection error:
+	// KAFKA_BOOTSTRAP_SERVERS exported for an SDK program also turns the
+	// embedded broker off here.
+	chosenBy := "from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off"
 	if cfg.EmbeddedKafka() {
+		chosenBy = "the embedded broker, started because KAFKA_BOOTSTRAP_SERVERS is unset"
 		// The worker creates its topics below, as it does on real Kafka.
 		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir, Logger: log})
 		if err != nil {
-			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
+			return fmt.Errorf("starting the embedded Kafka broker on EMBEDDED_KAFKA_ADDR %s (KAFKA_BOOTSTRAP_SERVERS is unset): %w", cfg.Embedded.Addr, err)
 		}
 		m.onClose(b.Close)
 		m.Embedded = b
 		cfg.Kafka.BootstrapServers = []string{b.Addr()}
 	}
+	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Msg("using Kafka at " + strings.Join(cfg.Kafka.BootstrapServers, ",") + ": " + chosenBy)
 	m.Brokers = cfg.Kafka.BootstrapServers
 	kopts, err := cfg.KafkaOpts()
 	if err != nil {
@@ -179,8 +186,8 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	if err := w.EnsureTopics(ctx); err != nil {
 		// The first request to Kafka: say what to check.
-		return fmt.Errorf("talking to Kafka at %v (check KAFKA_BOOTSTRAP_SERVERS, KAFKA_TLS_* and KAFKA_SASL_*): %w",
-			cfg.Kafka.BootstrapServers, err)
+		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
+			cfg.Kafka.BootstrapServers, chosenBy, err)
 	}
 
 	if err := m.serveHTTP(httpapi.Config{
