@@ -6,12 +6,15 @@
 # make bench-failover runs lockbench's failover scenario: three lockworker
 #            processes on a devkafka process, SIGKILL one (10 times), SIGTERM
 #            one (10 times), roll all three (3 times), under load (~5 min).
+# make bench-soak runs the soak scenario: 10 minutes of steady load against
+#            the local PostgreSQL as it is; BENCH_FLAGS="--vacuum=false"
+#            measures it without the worker's vacuum loop.
 
 GO ?= go
 BIN := bin
 BENCH_FLAGS ?=
 
-.PHONY: test bench bench-quick bench-failover microbench build-bench
+.PHONY: test bench bench-quick bench-failover bench-soak microbench build-bench
 
 test:
 	$(GO) test -timeout 30m ./...
@@ -32,6 +35,9 @@ bench-quick: build-bench
 bench-failover: build-bench
 	$(BIN)/lockbench --scenario failover --worker-bin $(BIN)/lockworker --devkafka-bin $(BIN)/devkafka \
 		--failover-log $(BIN)/failover-replicas.log --json-out $(BIN)/lockbench-failover.json $(BENCH_FLAGS)
+
+bench-soak: build-bench
+	$(BIN)/lockbench --scenario soak --worker-bin $(BIN)/lockworker --json-out $(BIN)/lockbench-soak.json $(BENCH_FLAGS)
 
 microbench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./topics ./handlers ./outbox

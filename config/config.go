@@ -1,5 +1,5 @@
-// Package config holds every setting of lockworker (DESIGN.md "Configuration"
-// and "Topics") and reads them from the environment.
+// Package config holds every setting of lockworker (docs/design.md,
+// "Configuration" and "Topics") and reads them from the environment.
 //
 // Names are those of the original Python node where they exist, so its users
 // can keep their deployment files. Durations are seconds in the environment
@@ -10,8 +10,9 @@
 // MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD and the
 // password inside DATABASE_URL, and FromEnv's errors never echo them.
 //
-// The package is a leaf (it does not import topics or store) so every command
-// can load configuration without pulling in the rest of the service.
+// Of the service's packages it imports only topics (topic-name rules and the
+// contract's defaults), so every command can load configuration without
+// pulling in the rest of the service.
 package config
 
 import (
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // Config is lockworker's whole configuration. Build it with Default or
@@ -32,6 +35,16 @@ type Config struct {
 	// DefaultLeaseDuration (DEFAULT_LEASE_DURATION, default 30 s, 0.1..86400)
 	// is the lease of an acquire that gives no lease_duration.
 	DefaultLeaseDuration time.Duration
+	// RequireFencingToken (REQUIRE_FENCING_TOKEN, default false): refuse a
+	// release or extend without fencing_token (INVALID_REQUEST), so an owner
+	// id alone, which events and /locks show, cannot end or keep a lease.
+	RequireFencingToken bool
+	// Auth is requester authentication; off by default.
+	Auth AuthConfig
+	// InspectToken (INSPECT_TOKEN, default empty: open) is the bearer token
+	// that /locks/* and /health/locks require when set; the liveness and
+	// readiness probes stay open. A secret: never logged.
+	InspectToken string
 	// CleanupInterval (CLEANUP_INTERVAL, default 60 s, 0.1..86400) is how often
 	// old released/expired rows, outcomes and history are deleted.
 	CleanupInterval time.Duration
@@ -61,6 +74,22 @@ type Config struct {
 	// LockEventsRetention (LOCK_EVENTS_RETENTION, default 604800 s,
 	// 60..315360000) is how long the lock_events history is kept.
 	LockEventsRetention time.Duration
+
+	// VacuumEnabled (VACUUM_ENABLED, default true) runs the worker's vacuum
+	// loop over its hot tables (locks, lock_waiters, outbox,
+	// consumer_offsets, processed_requests): where autovacuum is off, or
+	// past VacuumDeadRows where it runs, the worker vacuums them itself, so
+	// hours of load do not bloat them (README "Table bloat"). Turn it off
+	// where autovacuum is on and tuned and the DBA wants it alone.
+	VacuumEnabled bool
+	// VacuumInterval (VACUUM_INTERVAL, default 2 s, 0.1..3600) is how often
+	// the loop reads the hot tables' dead rows.
+	VacuumInterval time.Duration
+	// VacuumDeadRows (VACUUM_DEAD_ROWS, default 10000, 100..1000000000) is
+	// the dead rows of a hot table past which the worker vacuums it even
+	// while autovacuum runs. With autovacuum off it vacuums sooner: once a
+	// table's dead rows pass its live rows (and 1,000).
+	VacuumDeadRows int
 
 	// HTTPAddr (HTTP_ADDR, default ":8062") is the health and metrics listener.
 	HTTPAddr string
@@ -101,6 +130,24 @@ type PostgresConfig struct {
 	MinConns int32
 	// MaxConns (POSTGRES_MAX_CONNECTIONS, default 10, 1..1000).
 	MaxConns int32
+}
+
+// AuthConfig is requester authentication: every command carries a JWT in
+// its authorization header, whose subject is the requester (see the design
+// document, "Requesters").
+type AuthConfig struct {
+	// Required (AUTH_REQUIRED, default false) refuses every command without
+	// a valid token (UNAUTHENTICATED, dead-lettered only).
+	Required bool
+	// Keys (AUTH_KEYS) is a PEM public key file, or a directory of *.pem
+	// files (Ed25519, RSA, ECDSA), re-read when they change.
+	Keys string
+	// HMACKeyFile (AUTH_HMAC_KEY_FILE) holds a shared secret of at least 32
+	// bytes (HS256/384/512), for small installs.
+	HMACKeyFile string
+	// Audience and Issuer (AUTH_AUDIENCE, AUTH_ISSUER, default empty: not
+	// checked) must be the token's aud and iss when set.
+	Audience, Issuer string
 }
 
 // KafkaConfig is how lockworker reaches Kafka.
@@ -188,7 +235,7 @@ type SASLConfig struct {
 	Password string
 }
 
-// TopicsConfig names lockworker's topics (DESIGN.md "Topics").
+// TopicsConfig names lockworker's topics (docs/design.md "Topics").
 type TopicsConfig struct {
 	// Commands (KAFKA_TOPIC_COMMANDS, default locks.commands).
 	Commands string
@@ -210,6 +257,11 @@ type TopicsConfig struct {
 	// AutoCreateReplyTopics (AUTO_CREATE_REPLY_TOPICS, default true): create a
 	// reply_to topic the first time an event must go there.
 	AutoCreateReplyTopics bool
+	// MaxReplyTopics (MAX_REPLY_TOPICS, default 1000, 1..1000000) bounds the
+	// topics under ReplyPrefix that commands can make lockworker create; a
+	// command naming a missing reply topic beyond it is refused FORBIDDEN in
+	// the dead-letter topic.
+	MaxReplyTopics int
 }
 
 // EmbeddedConfig is the development broker (package embedded).
@@ -228,7 +280,7 @@ type EmbeddedConfig struct {
 
 // Defaults that other packages may want to name.
 const (
-	DefaultEmbeddedAddr = "127.0.0.1:9092"
+	DefaultEmbeddedAddr = topics.DevelopmentBroker
 	DefaultEmbeddedDir  = ".data/kafka"
 
 	GroupProtocolClassic  = "classic"
@@ -238,7 +290,8 @@ const (
 	ApacheMinSessionTimeout = 6 * time.Second
 )
 
-// Default returns the configuration with every default of DESIGN.md.
+// Default returns the configuration with every default of docs/design.md
+// ("Configuration").
 // InstanceID is derived from the host name and process id.
 func Default() Config {
 	return Config{
@@ -250,7 +303,7 @@ func Default() Config {
 			MinConns: 1,
 			MaxConns: 10,
 		},
-		DefaultLeaseDuration: 30 * time.Second,
+		DefaultLeaseDuration: topics.DefaultLeaseDuration,
 		CleanupInterval:      60 * time.Second,
 		AcquireRetryDelay:    100 * time.Millisecond,
 		Kafka: KafkaConfig{
@@ -268,11 +321,15 @@ func Default() Config {
 			CommandsPartitions:    16,
 			ReplyPrefix:           "locks.replies.",
 			AutoCreateReplyTopics: true,
+			MaxReplyTopics:        1000,
 		},
 		RelayMaxAttempts:    5,
 		DeadLetterMaxBytes:  64 << 10,
 		RequestRetention:    24 * time.Hour,
 		LockEventsRetention: 7 * 24 * time.Hour,
+		VacuumEnabled:       true,
+		VacuumInterval:      2 * time.Second,
+		VacuumDeadRows:      10000,
 		HTTPAddr:            ":8062",
 		LogLevel:            zerolog.InfoLevel,
 		LogFormat:           "json",

@@ -56,8 +56,12 @@ func TestDefaults(t *testing.T) {
 		CommandsPartitions:    16,
 		ReplyPrefix:           "locks.replies.",
 		AutoCreateReplyTopics: true,
+		MaxReplyTopics:        1000,
 	}, c.Topics)
 	assert.Equal(t, 5, c.RelayMaxAttempts)
+	assert.True(t, c.VacuumEnabled)
+	assert.Equal(t, 2*time.Second, c.VacuumInterval)
+	assert.Equal(t, 10000, c.VacuumDeadRows)
 	assert.Equal(t, 24*time.Hour, c.RequestRetention)
 	assert.Equal(t, 7*24*time.Hour, c.LockEventsRetention)
 	assert.Equal(t, ":8062", c.HTTPAddr)
@@ -93,6 +97,9 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"DEFAULT_LEASE_DURATION": " 2.5 "}, func(c *Config) { c.DefaultLeaseDuration = 2500 * time.Millisecond }},
 		{map[string]string{"CLEANUP_INTERVAL": "120"}, func(c *Config) { c.CleanupInterval = 2 * time.Minute }},
 		{map[string]string{"ACQUIRE_RETRY_DELAY": "0.25"}, func(c *Config) { c.AcquireRetryDelay = 250 * time.Millisecond }},
+		{map[string]string{"VACUUM_ENABLED": "false", "VACUUM_INTERVAL": "0.5", "VACUUM_DEAD_ROWS": "500"}, func(c *Config) {
+			c.VacuumEnabled, c.VacuumInterval, c.VacuumDeadRows = false, 500*time.Millisecond, 500
+		}},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093,,k3"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"k1:9092", "k2:9093", "k3"} }},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"[::1]:9092"} }},
 		{map[string]string{"KAFKA_CONSUMER_GROUP": "lw-dev"}, func(c *Config) { c.Kafka.ConsumerGroup = "lw-dev" }},
@@ -175,6 +182,9 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"RELAY_MAX_ATTEMPTS": "2.5"}, `RELAY_MAX_ATTEMPTS: "2.5" is not an integer`},
 		{map[string]string{"DEAD_LETTER_MAX_BYTES": "1000000"}, `DEAD_LETTER_MAX_BYTES: "1000000" is out of range 1024..900000`},
 		{map[string]string{"AUTO_CREATE_REPLY_TOPICS": "maybe"}, `AUTO_CREATE_REPLY_TOPICS: "maybe" is not a boolean`},
+		{map[string]string{"VACUUM_ENABLED": "sometimes"}, `VACUUM_ENABLED: "sometimes" is not a boolean`},
+		{map[string]string{"VACUUM_INTERVAL": "0"}, `VACUUM_INTERVAL: "0" is out of range 0.1..3600 seconds`},
+		{map[string]string{"VACUUM_DEAD_ROWS": "10"}, `VACUUM_DEAD_ROWS: "10" is out of range 100..1000000000`},
 		{map[string]string{"LOG_LEVEL": "loud"}, `LOG_LEVEL: "loud" is not one of`},
 		{map[string]string{"LOG_FORMAT": "xml"}, `LOG_FORMAT: "xml" is not json or console`},
 		{map[string]string{"HTTP_ADDR": "8062"}, `HTTP_ADDR: "8062" is not host:port`},
@@ -280,6 +290,7 @@ func TestRedaction(t *testing.T) {
 		{"DATABASE_URL key=value", map[string]string{"DATABASE_URL": "host=db password=" + urlSecret + " dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		{"DATABASE_URL key=value quoted", map[string]string{"DATABASE_URL": "host=db password='" + urlSecret + " \\' x' dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		{"KAFKA_SASL_PASSWORD", map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": saslSecret}, saslSecret, ""},
+		{"INSPECT_TOKEN", map[string]string{"INSPECT_TOKEN": "inspect-hunter2"}, "inspect-hunter2", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -307,7 +318,7 @@ func TestRedaction(t *testing.T) {
 			}
 			for name, out := range outputs {
 				if name == "PostgresURL()" {
-					if tc.name != "KAFKA_SASL_PASSWORD" {
+					if strings.HasPrefix(tc.name, "POSTGRES") || strings.HasPrefix(tc.name, "DATABASE") {
 						assert.Contains(t, out, tc.secret, "PostgresURL must keep the password")
 					}
 					continue
@@ -328,7 +339,13 @@ func TestRedaction(t *testing.T) {
 
 	t.Run("Redacted names every variable", func(t *testing.T) {
 		r := Default().Redacted()
-		assert.Len(t, r, 43)
+		asked := map[string]bool{}
+		_, err := FromEnv(func(name string) string { asked[name] = true; return "" })
+		require.NoError(t, err)
+		for name := range asked {
+			assert.Contains(t, r, name, "FromEnv reads it, Redacted must show it")
+		}
+		assert.Len(t, r, len(asked))
 		assert.Equal(t, 30.0, r["DEFAULT_LEASE_DURATION"])
 		assert.Equal(t, "info", r["LOG_LEVEL"])
 	})
@@ -449,4 +466,14 @@ func writeTestCA(t *testing.T, dir string) (string, *tls.Config) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	require.NoError(t, err)
 	return caFile, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+}
+
+func TestAuthSettings(t *testing.T) {
+	c, err := FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/etc/lockworker/keys", "AUTH_AUDIENCE": "lockworker"}))
+	require.NoError(t, err)
+	assert.Equal(t, AuthConfig{Required: true, Keys: "/etc/lockworker/keys", Audience: "lockworker"}, c.Auth)
+	_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true"}))
+	require.ErrorContains(t, err, "AUTH_REQUIRED: needs AUTH_KEYS or AUTH_HMAC_KEY_FILE")
+	_, err = FromEnv(env(map[string]string{"AUTH_KEYS": "/k"}))
+	require.ErrorContains(t, err, `AUTH_KEYS: "/k" is set but AUTH_REQUIRED is not true`)
 }

@@ -33,6 +33,7 @@ type Report struct {
 	CeilingFraction float64         `json:"ceiling_fraction,omitempty"`
 	Resources       *ResourceResult `json:"resources,omitempty"`
 	Failover        *FailoverResult `json:"failover,omitempty"`
+	Soak            *SoakResult     `json:"soak,omitempty"`
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
@@ -122,6 +123,7 @@ func (r *Report) finish(cfg *Config) {
 			r.Goals[len(r.Goals)-1].What += " (whole lockbench process)"
 		}
 	}
+	r.soakGoals()
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
 }
@@ -218,6 +220,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	}
 	if r.Failover != nil {
 		r.Failover.print(p)
+	}
+	if r.Soak != nil {
+		r.Soak.print(w, cfg.SoakWindow)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)

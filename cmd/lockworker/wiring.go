@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/embedded"
 	"github.com/omninode/lockworker/httpapi"
+	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/kafkalog"
 	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -96,23 +99,29 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")
 	names := m.names()
 
+	// Which brokers and why, in the log and in the first connection error:
+	// KAFKA_BOOTSTRAP_SERVERS exported for an SDK program also turns the
+	// embedded broker off here.
+	chosenBy := "from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off"
 	if cfg.EmbeddedKafka() {
+		chosenBy = "the embedded broker, started because KAFKA_BOOTSTRAP_SERVERS is unset"
 		// The worker creates its topics below, as it does on real Kafka.
 		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir,
 			MinSessionTimeout: cfg.Embedded.MinSessionTimeout, Logger: log})
 		if err != nil {
-			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
+			return fmt.Errorf("starting the embedded Kafka broker on EMBEDDED_KAFKA_ADDR %s (KAFKA_BOOTSTRAP_SERVERS is unset): %w", cfg.Embedded.Addr, err)
 		}
 		m.onClose(b.Close)
 		m.Embedded = b
 		cfg.Kafka.BootstrapServers = []string{b.Addr()}
 	}
+	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Msg("using Kafka at " + strings.Join(cfg.Kafka.BootstrapServers, ",") + ": " + chosenBy)
 	m.Brokers = cfg.Kafka.BootstrapServers
 	kopts, err := cfg.KafkaOpts()
 	if err != nil {
 		return err
 	}
-	kopts = append(kopts, kgo.WithLogger(kafkaLogger{log.With().Str("component", "kafka").Logger()}))
+	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))
 
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
@@ -136,14 +145,33 @@ func (m *Main) Run(ctx context.Context) error {
 	m.onClose(pubClient.Close)
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts,
-		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published})
+		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
 	if err != nil {
 		return err
 	}
 
+	var verifier *auth.Verifier
+	if cfg.Auth.Required {
+		alog := log.With().Str("component", "auth").Logger()
+		verifier, err = auth.NewVerifier(auth.Config{KeysPath: cfg.Auth.Keys, HMACKeyFile: cfg.Auth.HMACKeyFile,
+			Audience: cfg.Auth.Audience, Issuer: cfg.Auth.Issuer,
+			OnReload: func(keys int, err error) {
+				if err != nil {
+					alog.Error().Err(err).Int("keys", keys).Msg("reloading the verification keys failed; the keys read before stay in force")
+					return
+				}
+				alog.Info().Int("keys", keys).Msg("verification keys reloaded")
+			}})
+		if err != nil {
+			return fmt.Errorf("AUTH_REQUIRED: %w", err)
+		}
+		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
+	}
+
 	w, err := worker.New(worker.Config{
 		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
-		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, Instance: cfg.InstanceID,
+		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
+		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
 		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
@@ -153,10 +181,17 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.onClose(w.Close)
 	mets.WatchLag(w.Lag)
+	vac, err := worker.NewVacuumer(worker.VacuumConfig{
+		Store: st, Enabled: cfg.VacuumEnabled, Interval: cfg.VacuumInterval, DeadRows: int64(cfg.VacuumDeadRows),
+		Logger: log.With().Str("component", "vacuum").Logger(), Metrics: mets,
+	})
+	if err != nil {
+		return err
+	}
 	if err := w.EnsureTopics(ctx); err != nil {
 		// The first request to Kafka: say what to check.
-		return fmt.Errorf("talking to Kafka at %v (check KAFKA_BOOTSTRAP_SERVERS, KAFKA_TLS_* and KAFKA_SASL_*): %w",
-			cfg.Kafka.BootstrapServers, err)
+		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
+			cfg.Kafka.BootstrapServers, chosenBy, err)
 	}
 
 	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
@@ -164,11 +199,17 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	if err := m.serveHTTP(httpapi.Config{
-		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(),
-		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Logger: log.With().Str("component", "http").Logger(),
+		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Vacuum: vac.Status,
+		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	}); err != nil {
 		return err
 	}
+
+	// The vacuum loop stops with the worker's drain, before the pool closes.
+	vctx, stopVacuum := context.WithCancel(ctx)
+	vacuumed := make(chan struct{})
+	go func() { defer close(vacuumed); vac.Run(vctx) }()
+	defer func() { stopVacuum(); <-vacuumed }()
 
 	close(m.Ready)
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
