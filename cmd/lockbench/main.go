@@ -19,6 +19,9 @@
 //     so the report says what fraction of the database's limit the pipeline
 //     reaches.
 //  7. resources: the worker's peak RSS and CPU seconds per 1,000 commands.
+//  8. peer: the original node's own design (its table, one statement per
+//     acquire and release) beside lockworker, alternating, with the same
+//     clients and window; every figure as a ratio (issue 17).
 //
 // Not part of "all", by name only:
 //
@@ -64,7 +67,7 @@ import (
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/lockbench?sslmode=disable"
 
 // Scenario names, in the order they run.
-var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources"}
+var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources", "peer"}
 
 // longScenarios run only when named, after the others.
 var longScenarios = []string{"soak", failoverScenario}
@@ -129,6 +132,9 @@ type Config struct {
 	RelayConcurrentTopics bool `json:"relay_concurrent_topics"`
 
 	Failover FailoverConfig `json:"failover"`
+	// PeerRounds is how many times the peer scenario alternates lockworker
+	// and the original design.
+	PeerRounds int `json:"peer_rounds"`
 }
 
 // DefaultConfig is `make bench`: a few minutes on a 2-core machine.
@@ -140,7 +146,7 @@ func DefaultConfig() Config {
 		Waiters: 100, Leases: 10000, Lease: time.Second,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
-		Failover:     FailoverConfig{Kills: 10, Terms: 10, Rolls: 3},
+		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3}, PeerRounds: 3,
 		SoakDuration: 10 * time.Minute, SoakWindow: time.Minute, SoakClients: 32, SoakLocks: 64, SoakScrape: 15 * time.Second, Vacuum: true,
 	}
 }
@@ -155,6 +161,7 @@ func (c *Config) quick() {
 	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
 	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls = 2, 2, 1
 	c.SoakDuration, c.SoakWindow = 30*time.Second, 10*time.Second
+	c.PeerRounds = 1
 }
 
 func (c *Config) wants(name string) bool { return slices.Contains(c.Scenarios, name) }
@@ -170,7 +177,7 @@ func parseScenarios(s string) ([]string, error) {
 			x = scenarioNames[n-1]
 		}
 		if !slices.Contains(scenarioNames, x) && !slices.Contains(longScenarios, x) {
-			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s, or 1-7)", x, strings.Join(append(scenarioNames, longScenarios...), ","))
+			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s, or 1-8)", x, strings.Join(append(scenarioNames, longScenarios...), ","))
 		}
 		out = append(out, x)
 	}
@@ -181,7 +188,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenario", "all", "scenarios to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ",")+" (or 1-7), or "+strings.Join(longScenarios, ",")+" (by name only)")
+	scen := fs.String("scenario", "all", "scenarios to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ",")+" (or 1-8), or "+strings.Join(longScenarios, ",")+" (by name only)")
 	quick := fs.Bool("quick", false, "CI-speed smoke run: small counts and short durations (set before other flags' defaults apply)")
 	brokers := fs.String("brokers", "", "connect to a running lockworker through these Kafka brokers (comma-separated) instead of starting one")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL: where lockbench creates its schemas (default "+DefaultDatabaseURL+"); with --brokers, the running worker's database (seeding for cleanup, the ceiling's schema)")
@@ -205,6 +212,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
 	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
+	fs.IntVar(&cfg.PeerRounds, "peer-rounds", cfg.PeerRounds, "peer: rounds of lockworker then the original design (default 3, quick 1)")
 	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
 	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
 	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
@@ -481,6 +489,17 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	}
 	if cfg.wants("resources") {
 		rep.Resources = b.resources()
+	}
+	if cfg.wants("peer") {
+		if t.adminURL == "" {
+			rep.Notes = append(rep.Notes, "peer skipped: the original design needs --database-url")
+		} else {
+			r, err := b.peer(ctx)
+			rep.Peer = &r
+			if err != nil {
+				return rep, fmt.Errorf("peer: %w", err)
+			}
+		}
 	}
 	if cfg.wants("soak") {
 		progress("soak: %d clients on %d locks for %s (windows of %s), worker vacuum loop %v", cfg.SoakClients, cfg.SoakLocks, cfg.SoakDuration, cfg.SoakWindow, cfg.Vacuum)
