@@ -29,7 +29,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/config"
 )
 
 // root is the repository, seen from this package's directory.

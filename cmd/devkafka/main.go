@@ -21,8 +21,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/omninode/lockworker/config"
-	"github.com/omninode/lockworker/embedded"
+	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/embedded"
 	"github.com/omninode/lockworker/topics"
 )
 

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/config"
 )
 
 // failoverScenario is not part of "all": it needs the lockworker and

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
-	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/topics"
 )
 

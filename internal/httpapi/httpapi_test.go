@@ -17,9 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
-	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 	"github.com/omninode/lockworker/worker"

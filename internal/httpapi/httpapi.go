@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/metrics"
+	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/worker"
 )
 

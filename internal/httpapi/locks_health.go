@@ -4,7 +4,7 @@ import (
 	"context"
 	"net/http"
 
-	"github.com/omninode/lockworker/metrics"
+	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/worker"
 )
 
