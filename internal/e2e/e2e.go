@@ -47,7 +47,7 @@ func New(t testing.TB, opts ...kfake.Opt) *Env {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	sch := testdb.NewSchema(t)
-	st := sch.Open(t, store.Config{MaxConns: 20})
+	st := sch.Open(t, store.Config{MaxConns: 8})
 	require.NoError(t, st.Migrate(context.Background()))
 	return &Env{T: t, Cluster: c, Brokers: c.ListenAddrs(), Schema: sch, Store: st, Names: names, Group: "lockworker"}
 }
@@ -86,7 +86,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	}
 	sch := e.Schema
 	sch.URL += "&application_name=" + o.Name
-	st := sch.Open(t, store.Config{MaxConns: 20})
+	st := sch.Open(t, store.Config{MaxConns: 8})
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
 	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, true)
 	require.NoError(t, err)

@@ -81,7 +81,7 @@ func NewSchema(t testing.TB) Schema {
 func New(t testing.TB) *store.Store {
 	t.Helper()
 	s := NewSchema(t)
-	st := s.Open(t, store.Config{MaxConns: 60})
+	st := s.Open(t, store.Config{MaxConns: 20}) // tests run in parallel packages against one server (max_connections 100)
 	if err := st.Migrate(context.Background()); err != nil {
 		t.Fatalf("migrating: %v", err)
 	}
