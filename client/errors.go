@@ -27,6 +27,11 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrUnsupportedVersion: the worker does not speak the command's version.
 	ErrUnsupportedVersion = errors.New("unsupported command version")
+	// ErrLimitMismatch: the lock's holders and waiters agreed on another
+	// limit (WithLimit).
+	ErrLimitMismatch = errors.New("lock limit mismatch")
+	// ErrModeMismatch: the owner holds the lock in the other mode.
+	ErrModeMismatch = errors.New("lock mode mismatch")
 )
 
 // Errors of the client itself.
@@ -57,6 +62,8 @@ var codeErrors = map[string]error{
 	topics.CodeTokenMismatch:      ErrTokenMismatch,
 	topics.CodeInvalidRequest:     ErrInvalidRequest,
 	topics.CodeUnsupportedVersion: ErrUnsupportedVersion,
+	topics.CodeLimitMismatch:      ErrLimitMismatch,
+	topics.CodeModeMismatch:       ErrModeMismatch,
 }
 
 // Error is a command refused by lockworker (a lock.rejected reply) or, for
