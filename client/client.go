@@ -18,6 +18,7 @@ import (
 // Client sends lock commands for one requester and reads its replies. It is
 // safe for concurrent use. Close it when done.
 type Client struct {
+	creds      *credentials
 	cfg        Config
 	replyTopic string
 	baseOpts   []kgo.Opt // seeds and connection options, for every client built here
@@ -48,8 +49,20 @@ type Client struct {
 // reply to a command sent afterwards can be missed. Errors from reaching
 // Kafka wrap ErrUnreachable.
 func New(ctx context.Context, cfg Config) (*Client, error) {
+	creds, err := loadCredentials(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if sub := creds.subject(); sub != "" {
+		if cfg.Requester != "" && cfg.Requester != sub {
+			return nil, fmt.Errorf("requester %q is not the token's subject %q: the workers answer a requester only on its own reply topic", cfg.Requester, sub)
+		}
+		cfg.Requester = sub
+	}
 	cfg = cfg.withDefaults()
+	creds.sub = cfg.Requester
 	c := &Client{
+		creds:      creds,
 		cfg:        cfg,
 		replyTopic: cfg.Topics.ReplyTopic(cfg.Requester),
 		calls:      make(map[string]chan topics.Event),
@@ -255,6 +268,13 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 		return topics.Event{}, fmt.Errorf("encoding command: %w", err)
 	}
 	rec := &kgo.Record{Topic: c.cfg.Topics.Commands, Key: []byte(cmd.Key()), Value: value}
+	token, err := c.creds.token()
+	if err != nil {
+		return topics.Event{}, err
+	}
+	if token != "" {
+		rec.Headers = []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(token)}}
+	}
 	replies := make(chan topics.Event, 16)
 	c.mu.Lock()
 	c.calls[cmd.RequestID] = replies

@@ -381,3 +381,24 @@ func TestUnreachableAndNoReply(t *testing.T) {
 	assert.ErrorIs(t, err, client.ErrNoReply)
 	assert.ErrorContains(t, err, "sent 5 times")
 }
+
+// A waiting Acquire whose owner is released by another process (lockctl
+// release, an operator) ends with ErrWithdrawn instead of waiting on.
+func TestWithdrawnByAnotherProcess(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("withdrawn-elsewhere")
+	holder, waiter, operator := newClient(t, "wde-holder"), newClient(t, "wde-waiter"), newClient(t, "wde-operator")
+	l, err := holder.Acquire(ctx, lock)
+	require.NoError(t, err)
+	queued, done := make(chan int, 1), make(chan error, 1)
+	go func() {
+		_, err := waiter.Acquire(ctx, lock, client.WithOwner("batch-7"), client.OnQueued(func(p int) { queued <- p }))
+		done <- err
+	}()
+	require.Equal(t, 1, <-queued)
+	ev, err := operator.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: lock, OwnerID: "batch-7"})
+	require.NoError(t, err)
+	require.Equal(t, topics.TypeWithdrawn, ev.Type)
+	require.ErrorIs(t, <-done, client.ErrWithdrawn)
+	require.NoError(t, l.Release(ctx))
+}

@@ -8,7 +8,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -71,6 +70,20 @@ type Config struct {
 	// bounds New's setup. Default 30 s.
 	RequestTimeout time.Duration
 
+	// Token is the requester token every command carries when the workers
+	// require authentication (AUTH_REQUIRED): a JWT whose subject is the
+	// requester. Default: the LOCKWORKER_TOKEN environment variable, else
+	// the contents of the file LOCKWORKER_TOKEN_FILE. Requester defaults
+	// to its subject, and must equal it: the workers answer a requester
+	// only on its own reply topic.
+	Token string
+
+	// SigningKeyFile, instead of Token, is a private key (PEM: Ed25519,
+	// RSA or ECDSA) or a file holding an HMAC secret of at least 32 bytes,
+	// with which the client signs its own tokens (subject Requester, valid
+	// for SignedTokenTTL). Default: LOCKWORKER_SIGNING_KEY_FILE.
+	SigningKeyFile string
+
 	// ReplyTopicPartitions is the partition count of the reply topic when
 	// New creates it. Default 1: one reader takes every partition anyway.
 	ReplyTopicPartitions int32
@@ -117,7 +130,7 @@ func defaultBrokers() []string {
 		}
 	}
 	if len(bs) == 0 {
-		bs = []string{config.DefaultEmbeddedAddr}
+		bs = []string{topics.DevelopmentBroker}
 	}
 	return bs
 }

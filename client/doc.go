@@ -1,6 +1,6 @@
 // Package client is the Go SDK for lockworker's requesters: it takes,
 // keeps and releases distributed locks over lockworker's Kafka contract
-// (DESIGN.md), the way etcd's concurrency package or Curator do over theirs.
+// (docs/design.md), the way etcd's concurrency package or Curator do over theirs.
 //
 //	c, err := client.New(ctx, client.Config{Requester: "billing"})
 //	...
@@ -38,4 +38,8 @@
 // NewSubscriber gives the lifecycle topics (lock.acquired, lock.released,
 // lock.expired) as a watermill message.Subscriber, for message.Router
 // handlers.
+//
+// # Exported names
+//
+// Every exported name is the SDK's public API.
 package client

@@ -8,8 +8,8 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// Sentinels for every error code of lock.rejected (DESIGN.md "Event"). An
-// *Error with that code matches them with errors.Is.
+// Sentinels for every error code of lock.rejected (docs/design.md "Error
+// codes"). An *Error with that code matches them with errors.Is.
 var (
 	// ErrLockHeld: another owner holds the lock and the acquire did not wait.
 	ErrLockHeld = errors.New("lock held by another owner")
@@ -27,6 +27,18 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 	// ErrUnsupportedVersion: the worker does not speak the command's version.
 	ErrUnsupportedVersion = errors.New("unsupported command version")
+	// ErrRequestIDConflict: the request_id was used before with another
+	// reply_to. The SDK makes a new request_id per call, so it means two
+	// requesters share ids.
+	ErrRequestIDConflict = errors.New("request_id used by another requester")
+	// ErrUnauthenticated: the token is unusable. The client fails with it
+	// before sending when the token is not a JWT or has expired; a token
+	// the workers refuse otherwise gets no answer (they cannot trust its
+	// reply_to), so the command ends with ErrNoReply.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden: the token does not allow the command (its namespace, or
+	// a reply topic not the requester's own).
+	ErrForbidden = errors.New("forbidden")
 	// ErrLimitMismatch: the lock's holders and waiters agreed on another
 	// limit (WithLimit).
 	ErrLimitMismatch = errors.New("lock limit mismatch")
@@ -62,6 +74,9 @@ var codeErrors = map[string]error{
 	topics.CodeTokenMismatch:      ErrTokenMismatch,
 	topics.CodeInvalidRequest:     ErrInvalidRequest,
 	topics.CodeUnsupportedVersion: ErrUnsupportedVersion,
+	topics.CodeRequestIDConflict:  ErrRequestIDConflict,
+	topics.CodeUnauthenticated:    ErrUnauthenticated,
+	topics.CodeForbidden:          ErrForbidden,
 	topics.CodeLimitMismatch:      ErrLimitMismatch,
 	topics.CodeModeMismatch:       ErrModeMismatch,
 }

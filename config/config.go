@@ -1,5 +1,5 @@
-// Package config holds every setting of lockworker (DESIGN.md "Configuration"
-// and "Topics") and reads them from the environment.
+// Package config holds every setting of lockworker (docs/design.md,
+// "Configuration" and "Topics") and reads them from the environment.
 //
 // Names are those of the original Python node where they exist, so its users
 // can keep their deployment files. Durations are seconds in the environment
@@ -10,8 +10,9 @@
 // MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD and the
 // password inside DATABASE_URL, and FromEnv's errors never echo them.
 //
-// The package is a leaf (it does not import topics or store) so every command
-// can load configuration without pulling in the rest of the service.
+// Of the service's packages it imports only topics (topic-name rules and the
+// contract's defaults), so every command can load configuration without
+// pulling in the rest of the service.
 package config
 
 import (
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // Config is lockworker's whole configuration. Build it with Default or
@@ -32,6 +35,16 @@ type Config struct {
 	// DefaultLeaseDuration (DEFAULT_LEASE_DURATION, default 30 s, 0.1..86400)
 	// is the lease of an acquire that gives no lease_duration.
 	DefaultLeaseDuration time.Duration
+	// RequireFencingToken (REQUIRE_FENCING_TOKEN, default false): refuse a
+	// release or extend without fencing_token (INVALID_REQUEST), so an owner
+	// id alone, which events and /locks show, cannot end or keep a lease.
+	RequireFencingToken bool
+	// Auth is requester authentication; off by default.
+	Auth AuthConfig
+	// InspectToken (INSPECT_TOKEN, default empty: open) is the bearer token
+	// that /locks/* and /health/locks require when set; the liveness and
+	// readiness probes stay open. A secret: never logged.
+	InspectToken string
 	// CleanupInterval (CLEANUP_INTERVAL, default 60 s, 0.1..86400) is how often
 	// old released/expired rows, outcomes and history are deleted.
 	CleanupInterval time.Duration
@@ -103,6 +116,24 @@ type PostgresConfig struct {
 	MaxConns int32
 }
 
+// AuthConfig is requester authentication: every command carries a JWT in
+// its authorization header, whose subject is the requester (see the design
+// document, "Requesters").
+type AuthConfig struct {
+	// Required (AUTH_REQUIRED, default false) refuses every command without
+	// a valid token (UNAUTHENTICATED, dead-lettered only).
+	Required bool
+	// Keys (AUTH_KEYS) is a PEM public key file, or a directory of *.pem
+	// files (Ed25519, RSA, ECDSA), re-read when they change.
+	Keys string
+	// HMACKeyFile (AUTH_HMAC_KEY_FILE) holds a shared secret of at least 32
+	// bytes (HS256/384/512), for small installs.
+	HMACKeyFile string
+	// Audience and Issuer (AUTH_AUDIENCE, AUTH_ISSUER, default empty: not
+	// checked) must be the token's aud and iss when set.
+	Audience, Issuer string
+}
+
 // KafkaConfig is how lockworker reaches Kafka.
 type KafkaConfig struct {
 	// BootstrapServers (KAFKA_BOOTSTRAP_SERVERS, comma separated host[:port],
@@ -146,7 +177,7 @@ type SASLConfig struct {
 	Password string
 }
 
-// TopicsConfig names lockworker's topics (DESIGN.md "Topics").
+// TopicsConfig names lockworker's topics (docs/design.md "Topics").
 type TopicsConfig struct {
 	// Commands (KAFKA_TOPIC_COMMANDS, default locks.commands).
 	Commands string
@@ -168,6 +199,11 @@ type TopicsConfig struct {
 	// AutoCreateReplyTopics (AUTO_CREATE_REPLY_TOPICS, default true): create a
 	// reply_to topic the first time an event must go there.
 	AutoCreateReplyTopics bool
+	// MaxReplyTopics (MAX_REPLY_TOPICS, default 1000, 1..1000000) bounds the
+	// topics under ReplyPrefix that commands can make lockworker create; a
+	// command naming a missing reply topic beyond it is refused FORBIDDEN in
+	// the dead-letter topic.
+	MaxReplyTopics int
 }
 
 // EmbeddedConfig is the development broker (package embedded).
@@ -182,11 +218,12 @@ type EmbeddedConfig struct {
 
 // Defaults that other packages may want to name.
 const (
-	DefaultEmbeddedAddr = "127.0.0.1:9092"
+	DefaultEmbeddedAddr = topics.DevelopmentBroker
 	DefaultEmbeddedDir  = ".data/kafka"
 )
 
-// Default returns the configuration with every default of DESIGN.md.
+// Default returns the configuration with every default of docs/design.md
+// ("Configuration").
 // InstanceID is derived from the host name and process id.
 func Default() Config {
 	return Config{
@@ -198,7 +235,7 @@ func Default() Config {
 			MinConns: 1,
 			MaxConns: 10,
 		},
-		DefaultLeaseDuration: 30 * time.Second,
+		DefaultLeaseDuration: topics.DefaultLeaseDuration,
 		CleanupInterval:      60 * time.Second,
 		AcquireRetryDelay:    100 * time.Millisecond,
 		Kafka: KafkaConfig{
@@ -213,6 +250,7 @@ func Default() Config {
 			CommandsPartitions:    16,
 			ReplyPrefix:           "locks.replies.",
 			AutoCreateReplyTopics: true,
+			MaxReplyTopics:        1000,
 		},
 		RelayMaxAttempts:    5,
 		DeadLetterMaxBytes:  64 << 10,

@@ -257,6 +257,7 @@ func TestRedaction(t *testing.T) {
 		{"DATABASE_URL key=value", map[string]string{"DATABASE_URL": "host=db password=" + urlSecret + " dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		{"DATABASE_URL key=value quoted", map[string]string{"DATABASE_URL": "host=db password='" + urlSecret + " \\' x' dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		{"KAFKA_SASL_PASSWORD", map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": saslSecret}, saslSecret, ""},
+		{"INSPECT_TOKEN", map[string]string{"INSPECT_TOKEN": "inspect-hunter2"}, "inspect-hunter2", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -284,7 +285,7 @@ func TestRedaction(t *testing.T) {
 			}
 			for name, out := range outputs {
 				if name == "PostgresURL()" {
-					if tc.name != "KAFKA_SASL_PASSWORD" {
+					if strings.HasPrefix(tc.name, "POSTGRES") || strings.HasPrefix(tc.name, "DATABASE") {
 						assert.Contains(t, out, tc.secret, "PostgresURL must keep the password")
 					}
 					continue
@@ -305,7 +306,13 @@ func TestRedaction(t *testing.T) {
 
 	t.Run("Redacted names every variable", func(t *testing.T) {
 		r := Default().Redacted()
-		assert.Len(t, r, 38)
+		asked := map[string]bool{}
+		_, err := FromEnv(func(name string) string { asked[name] = true; return "" })
+		require.NoError(t, err)
+		for name := range asked {
+			assert.Contains(t, r, name, "FromEnv reads it, Redacted must show it")
+		}
+		assert.Len(t, r, len(asked))
 		assert.Equal(t, 30.0, r["DEFAULT_LEASE_DURATION"])
 		assert.Equal(t, "info", r["LOG_LEVEL"])
 	})
@@ -426,4 +433,14 @@ func writeTestCA(t *testing.T, dir string) (string, *tls.Config) {
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	require.NoError(t, err)
 	return caFile, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+}
+
+func TestAuthSettings(t *testing.T) {
+	c, err := FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/etc/lockworker/keys", "AUTH_AUDIENCE": "lockworker"}))
+	require.NoError(t, err)
+	assert.Equal(t, AuthConfig{Required: true, Keys: "/etc/lockworker/keys", Audience: "lockworker"}, c.Auth)
+	_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true"}))
+	require.ErrorContains(t, err, "AUTH_REQUIRED: needs AUTH_KEYS or AUTH_HMAC_KEY_FILE")
+	_, err = FromEnv(env(map[string]string{"AUTH_KEYS": "/k"}))
+	require.ErrorContains(t, err, `AUTH_KEYS: "/k" is set but AUTH_REQUIRED is not true`)
 }

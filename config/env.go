@@ -34,6 +34,13 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.int32("POSTGRES_MAX_CONNECTIONS", &pg.MaxConns, 1, 1000)
 
 	p.seconds("DEFAULT_LEASE_DURATION", &c.DefaultLeaseDuration, 0.1, 86400)
+	p.boolean("REQUIRE_FENCING_TOKEN", &c.RequireFencingToken)
+	p.boolean("AUTH_REQUIRED", &c.Auth.Required)
+	p.str("AUTH_KEYS", &c.Auth.Keys)
+	p.str("AUTH_HMAC_KEY_FILE", &c.Auth.HMACKeyFile)
+	p.str("AUTH_AUDIENCE", &c.Auth.Audience)
+	p.str("AUTH_ISSUER", &c.Auth.Issuer)
+	p.secret("INSPECT_TOKEN", &c.InspectToken)
 	p.seconds("CLEANUP_INTERVAL", &c.CleanupInterval, 0.1, 86400)
 	p.seconds("ACQUIRE_RETRY_DELAY", &c.AcquireRetryDelay, 0.001, 5)
 
@@ -61,6 +68,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, 10000)
 	p.str("REPLY_TOPIC_PREFIX", &t.ReplyPrefix)
 	p.boolean("AUTO_CREATE_REPLY_TOPICS", &t.AutoCreateReplyTopics)
+	p.integer("MAX_REPLY_TOPICS", &t.MaxReplyTopics, 1, 1000000)
 
 	p.integer("RELAY_MAX_ATTEMPTS", &c.RelayMaxAttempts, 1, 1000)
 	p.integer("DEAD_LETTER_MAX_BYTES", &c.DeadLetterMaxBytes, 1024, 900000)
@@ -127,6 +135,19 @@ func (c Config) validate() []error {
 	if pg.MinConns > pg.MaxConns {
 		fail("POSTGRES_MIN_CONNECTIONS", strconv.Itoa(int(pg.MinConns)),
 			"is more than POSTGRES_MAX_CONNECTIONS (%d)", pg.MaxConns)
+	}
+
+	a := c.Auth
+	if a.Required && a.Keys == "" && a.HMACKeyFile == "" {
+		failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS or AUTH_HMAC_KEY_FILE")
+	}
+	if !a.Required {
+		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_HMAC_KEY_FILE", a.HMACKeyFile},
+			{"AUTH_AUDIENCE", a.Audience}, {"AUTH_ISSUER", a.Issuer}} {
+			if f.v != "" {
+				fail(f.name, f.v, "is set but AUTH_REQUIRED is not true")
+			}
+		}
 	}
 
 	k := c.Kafka

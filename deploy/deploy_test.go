@@ -43,7 +43,7 @@ const drainBound = 40 * time.Second
 // credentials are the settings that belong in a Secret, never in a
 // ConfigMap or an image. KAFKA_SASL_USERNAME is not masked in logs, but it is
 // half of a credential and rotates with the password.
-var credentials = []string{"DATABASE_URL", "POSTGRES_PASSWORD", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
+var credentials = []string{"DATABASE_URL", "POSTGRES_PASSWORD", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "INSPECT_TOKEN"}
 
 // goRuntimeVars may appear in a container's environment beside lockworker's
 // settings: they tune the Go runtime, not lockworker.

@@ -1,7 +1,7 @@
 // Package embedded runs lockworker's development Kafka broker: franz-go's
 // kfake, in process, speaking the Kafka protocol so any client (franz-go,
 // librdkafka/kcat, Java) can use it. lockworker starts it when
-// KAFKA_BOOTSTRAP_SERVERS is unset (DESIGN.md "Embedded broker").
+// KAFKA_BOOTSTRAP_SERVERS is unset (docs/design.md "Embedded broker").
 //
 // It is for development only: one broker, no replication, no TLS, no
 // authentication, and retention is not enforced unless a topic sets
@@ -41,6 +41,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/omninode/lockworker/internal/kafkalog"
 )
 
 // Defaults, the same as package config's EMBEDDED_KAFKA_ADDR and
@@ -125,7 +127,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 			return net.Listen(network, o.Addr)
 		}),
 		kfake.DataDir(dir),
-		kfake.WithLogger(kfakeLogger{log}),
+		kfake.WithLogger(kafkalog.Broker(log)),
 	}
 	if o.SyncWrites {
 		kopts = append(kopts, kfake.SyncWrites())
@@ -201,23 +203,4 @@ func (b *Broker) Close() {
 		b.unlock()
 		b.log.Info().Str("dir", b.dir).Msg("embedded Kafka broker stopped")
 	})
-}
-
-// kfakeLogger forwards kfake's logs to zerolog, one level lower for info and
-// debug because kfake logs group membership changes at info.
-type kfakeLogger struct{ log zerolog.Logger }
-
-func (l kfakeLogger) Logf(level kfake.LogLevel, format string, args ...any) {
-	var ev *zerolog.Event
-	switch level {
-	case kfake.LogLevelError:
-		ev = l.log.Error()
-	case kfake.LogLevelWarn:
-		ev = l.log.Warn()
-	case kfake.LogLevelInfo:
-		ev = l.log.Debug()
-	default:
-		ev = l.log.Trace()
-	}
-	ev.Msgf(format, args...)
 }

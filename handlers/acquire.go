@@ -149,7 +149,7 @@ func (a *applier) requeue(ctx context.Context, r *lockRow, lease float64) (bool,
 	ev.LockInfo = r.info()
 	prev := &pending{ev: &ev}
 	a.emit(prevReplyTo, c.Key(), prev)
-	a.remember(prevID, prev)
+	a.remember(prevID, prevReplyTo, prev)
 	a.caused = append(a.caused, ev)
 
 	p := a.event(topics.TypeQueued, r)

@@ -24,9 +24,9 @@ import (
 // operation (QueueAtOnce), in the round trip of its prefetch, before it knows
 // which are duplicates: each element applies only if its request_id is new.
 // A command applied on its own sends arrays of one. The request_ids already
-// stored are read once per statement, by index (= ANY): a NOT EXISTS per
-// element may be planned as a hash anti join over all of processed_requests,
-// a plan PostgreSQL then keeps as the table grows.
+// stored are read once per statement, by index (= ANY), never by a NOT
+// EXISTS per element, which may be planned as a scan of all of
+// processed_requests (docs/performance.md).
 
 const grantAtOnceSQL = `
 	INSERT INTO locks AS l (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at,
@@ -50,11 +50,9 @@ const grantAtOnceSQL = `
 // The holder's release and extend of a lease in force change rows found by
 // primary key (the LATERAL subquery, kept apart by OFFSET 0) and updated by
 // ctid, with the ctids also given as an array so that the planner fetches
-// exactly those rows (a TID scan). Joined plainly, or even by ctid alone,
-// the planner may scan every held lock through the partial index and
-// compare it with each element, when its statistics say few are held. A row
-// updated by another transaction in between has a new ctid and is left to
-// the general path.
+// exactly those rows (a TID scan) whatever its statistics; other joins may
+// scan every held lock (docs/performance.md). A row updated by another
+// transaction in between has a new ctid and is left to the general path.
 var (
 	releaseAtOnceSQL = holderAtOnceSQL(`status = 'released'`, `AND l.waiter_count = 0`)
 	extendAtOnceSQL  = holderAtOnceSQL(`expires_at = l.expires_at + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE l.lease_duration END),

@@ -38,8 +38,8 @@ type Batch struct {
 type buffers struct {
 	outbox   []outboxRow
 	history  []historyRow
-	outcomes map[string]*pending // request_id -> stored outcome to write
-	known    map[string]*pending // request_id -> outcome already stored or written in this batch; nil: known to be new
+	outcomes map[string]*stored  // request_id -> stored outcome to write
+	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
 	ahead    map[string]*lockRow // request_id -> row its common case changed, sent ahead (QueueAtOnce); nil: did not apply
 }
 
@@ -51,6 +51,15 @@ type pending struct {
 	ev       *topics.Event
 	polledAt time.Time
 	raw      []byte
+}
+
+// stored is a request's outcome and the reply_to the request came with: a
+// copy of the request is answered with it only from that reply_to, so a
+// request_id replayed by someone else learns nothing.
+type stored struct {
+	p       *pending
+	replyTo string
+	anyone  bool // stored before the reply_to was kept: any copy gets it
 }
 
 type outboxRow struct {
@@ -70,13 +79,13 @@ type historyRow struct {
 // NewBatch starts a batch in tx.
 func NewBatch(tx pgx.Tx, env Env) *Batch {
 	if env.DefaultLease <= 0 {
-		env.DefaultLease = 30 * time.Second
+		env.DefaultLease = topics.DefaultLeaseDuration
 	}
 	if env.Names.ReplyPrefix == "" {
 		env.Names = topics.DefaultNames()
 	}
 	return &Batch{tx: tx, env: env, buffers: &buffers{
-		outcomes: map[string]*pending{}, known: map[string]*pending{}, ahead: map[string]*lockRow{},
+		outcomes: map[string]*stored{}, known: map[string]*stored{}, ahead: map[string]*lockRow{},
 	}}
 }
 
@@ -95,11 +104,12 @@ func (b *Batch) For(partition int32) *Batch {
 // looked up one by one); it shares a round trip with the transaction's other
 // first statements. pb's Close returns its error.
 func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
-	pb.Queue(`SELECT request_id, outcome FROM processed_requests WHERE request_id = ANY($1)`, requestIDs).Query(func(rows pgx.Rows) error {
+	pb.Queue(`SELECT request_id, outcome, reply_to FROM processed_requests WHERE request_id = ANY($1)`, requestIDs).Query(func(rows pgx.Rows) error {
 		var id string
 		var raw []byte
-		_, err := pgx.ForEachRow(rows, []any{&id, &raw}, func() error {
-			b.known[id] = &pending{raw: raw}
+		var replyTo *string
+		_, err := pgx.ForEachRow(rows, []any{&id, &raw, &replyTo}, func() error {
+			b.known[id] = storedRow(raw, replyTo)
 			return nil
 		})
 		if err != nil {
@@ -123,7 +133,7 @@ func (b *Batch) Apply(ctx context.Context, c topics.Command, polledAt time.Time)
 			return nil, err
 		}
 		if prev != nil {
-			return b.resend(c, prev)
+			return b.resend(c, prev, polledAt)
 		}
 	}
 	op, ok := operations[c.Operation]
@@ -155,25 +165,41 @@ func (b *Batch) Publish(topic string, key, value []byte, headers []topics.Header
 	b.queue(topic, key, &pending{raw: value}, headers)
 }
 
-func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*pending, error) {
-	if p, ok := b.known[requestID]; ok {
-		return p, nil
+func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*stored, error) {
+	if s, ok := b.known[requestID]; ok {
+		return s, nil
 	}
 	var raw []byte
-	err := b.tx.QueryRow(ctx, `SELECT outcome FROM processed_requests WHERE request_id = $1`, requestID).Scan(&raw)
+	var replyTo *string
+	err := b.tx.QueryRow(ctx, `SELECT outcome, reply_to FROM processed_requests WHERE request_id = $1`, requestID).Scan(&raw, &replyTo)
 	if err == pgx.ErrNoRows {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading outcome of request %q: %w", requestID, err)
 	}
-	p := &pending{raw: raw}
-	b.known[requestID] = p
-	return p, nil
+	s := storedRow(raw, replyTo)
+	b.known[requestID] = s
+	return s, nil
 }
 
-// resend sends a stored outcome again to the duplicate's reply_to.
-func (b *Batch) resend(c topics.Command, prev *pending) ([]topics.Event, error) {
+// storedRow is a processed_requests row read back.
+func storedRow(raw []byte, replyTo *string) *stored {
+	if replyTo == nil {
+		return &stored{p: &pending{raw: raw}, anyone: true}
+	}
+	return &stored{p: &pending{raw: raw}, replyTo: *replyTo}
+}
+
+// resend sends a stored outcome again to the duplicate's reply_to; a copy
+// from another reply_to is refused REQUEST_ID_CONFLICT and told nothing of
+// the outcome.
+func (b *Batch) resend(c topics.Command, s *stored, polledAt time.Time) ([]topics.Event, error) {
+	if !s.anyone && s.replyTo != c.ReplyTo {
+		return []topics.Event{b.Reject(&topics.Rejection{Command: c, Code: topics.CodeRequestIDConflict,
+			Message: fmt.Sprintf("request_id %q was already used with another reply_to: send a new request_id", c.RequestID)}, polledAt)}, nil
+	}
+	prev := s.p
 	var ev topics.Event
 	if prev.ev != nil {
 		ev = *prev.ev
@@ -202,20 +228,21 @@ func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Hea
 	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: key, p: p, headers: headers})
 }
 
-// remember stores ev as the outcome of requestID, replacing an earlier one.
-func (b *Batch) remember(requestID string, p *pending) {
+// remember stores p as the outcome of requestID, asked with replyTo,
+// replacing an earlier one.
+func (b *Batch) remember(requestID, replyTo string, p *pending) {
 	if requestID == "" {
 		return
 	}
-	b.outcomes[requestID] = p
-	b.known[requestID] = p
+	s := &stored{p: p, replyTo: replyTo}
+	b.outcomes[requestID] = s
+	b.known[requestID] = s
 }
 
 // Flush writes the buffered outbox rows, history and outcomes in one round
-// trip. Waking the relay is the caller's business, after commit (the worker
-// does it in process: a NOTIFY here would take PostgreSQL's database-wide
-// notify lock from commit to WAL flush, which serialized every committing
-// batch and capped them at about 350 per second on the test machine).
+// trip. Waking the relay is the caller's business, after commit and in
+// process: a NOTIFY here would serialize every committing transaction on
+// PostgreSQL's database-wide notify lock (docs/performance.md).
 func (b *Batch) Flush(ctx context.Context) error {
 	batch := &pgx.Batch{}
 	if err := b.QueueFlush(batch); err != nil {
@@ -258,7 +285,7 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 			if err != nil {
 				return fmt.Errorf("encoding event: %w", err)
 			}
-			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, EncodeHeaders(nil, r.headers)
+			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, topics.EncodeHeaders(nil, r.headers)
 		}
 		// unnest keeps the arrays' order, so outbox ids follow emit order.
 		batch.Queue(`INSERT INTO outbox (source_partition, topic, key, value, headers)
@@ -275,19 +302,19 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 			ids, nss, names, types, owners, tokens, ats)
 	}
 	if n := len(b.outcomes); n > 0 {
-		ids, values := make([]string, 0, n), make([][]byte, 0, n)
-		for id, p := range b.outcomes {
-			v, err := encode(p)
+		ids, values, replyTos := make([]string, 0, n), make([][]byte, 0, n), make([]string, 0, n)
+		for id, s := range b.outcomes {
+			v, err := encode(s.p)
 			if err != nil {
 				return fmt.Errorf("encoding outcome: %w", err)
 			}
-			ids, values = append(ids, id), append(values, v)
+			ids, values, replyTos = append(ids, id), append(values, v), append(replyTos, s.replyTo)
 		}
-		batch.Queue(`INSERT INTO processed_requests (request_id, outcome)
-			SELECT * FROM unnest($1::text[], $2::bytea[])
-			ON CONFLICT (request_id) DO UPDATE SET outcome = EXCLUDED.outcome, processed_at = clock_timestamp()`,
-			ids, values)
+		batch.Queue(`INSERT INTO processed_requests (request_id, outcome, reply_to)
+			SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
+			ON CONFLICT (request_id) DO UPDATE SET outcome = EXCLUDED.outcome, reply_to = EXCLUDED.reply_to, processed_at = clock_timestamp()`,
+			ids, values, replyTos)
 	}
-	b.outbox, b.history, b.outcomes = nil, nil, map[string]*pending{}
+	b.outbox, b.history, b.outcomes = nil, nil, map[string]*stored{}
 	return nil
 }

@@ -56,15 +56,20 @@ func TestIdempotentAcrossTransactions(t *testing.T) {
 		require.Equal(t, first.EventID, out[0].Headers["ce_id"])
 		require.Equal(t, s.cmd.RequestID, out[0].Headers["request_id"])
 
-		// The duplicate's own reply_to gets it; none, nothing.
+		// A copy from another reply_to (someone replaying the request_id)
+		// is refused and learns nothing of the outcome; none, nothing.
 		h.clearOutbox()
 		moved := s.cmd
 		moved.ReplyTo = "locks.replies.elsewhere"
-		require.Equal(t, first.EventID, h.apply(moved)[0].EventID)
-		require.Equal(t, []string{"locks.replies.elsewhere " + s.typ}, h.routes())
+		refused := h.apply(moved)
+		require.Len(t, refused, 1, s.name)
+		require.Equal(t, topics.CodeRequestIDConflict, refused[0].ErrorCode, s.name)
+		require.NotEqual(t, first.EventID, refused[0].EventID)
+		require.Nil(t, refused[0].LockInfo, "%s: the refusal shows no lock", s.name)
+		require.Equal(t, []string{"locks.replies.elsewhere " + topics.TypeRejected}, h.routes())
 		h.clearOutbox()
 		moved.ReplyTo = ""
-		require.Equal(t, first.EventID, h.apply(moved)[0].EventID)
+		require.Equal(t, topics.CodeRequestIDConflict, h.apply(moved)[0].ErrorCode)
 		require.Empty(t, h.routes())
 		require.Equal(t, before, h.snapshot())
 	}
@@ -686,4 +691,19 @@ func TestBatchSpansPartitions(t *testing.T) {
 		{5, "locks.replies.d", []byte("p5-general")}, {5, acquired, []byte("p5-general")},
 	}
 	require.Equal(t, want, got)
+}
+
+// Outcomes stored before the reply_to was kept (migration 005) are answered
+// to any copy, as they were.
+func TestOutcomeStoredWithoutReplyToGoesToAnyCopy(t *testing.T) {
+	h := newHarness(t)
+	cmd := h.acquire("a", "alice")
+	first := h.one(cmd)
+	_, err := h.st.Pool.Exec(context.Background(), `UPDATE processed_requests SET reply_to = NULL`)
+	require.NoError(t, err)
+	h.clearOutbox()
+	cmd.ReplyTo = "locks.replies.elsewhere"
+	again := h.apply(cmd) // a new transaction reads the row back
+	require.Equal(t, first.EventID, again[0].EventID)
+	require.Equal(t, []string{"locks.replies.elsewhere lock.acquired"}, h.routes())
 }

@@ -56,15 +56,13 @@ type sweepFilter struct {
 // statements are the sweep's two statements, ending leases and deleting
 // idle rows (idleArgs is nil without maxAge), with their arguments. Each
 // filter shape has statements of its own, with only the conditions in use,
-// so that their plans read by index: a generic plan (see store.Open) cannot
-// drop "$1 IS NULL OR namespace = $1" and would scan every lock. Leases end
-// by expires_at and idle rows go by updated_at, each compared with
+// so that their generic plans (see store.Open) read by index. Leases end by
+// expires_at and idle rows go by updated_at, each compared with
 // statement_timestamp(), which (unlike clock_timestamp()) bounds the index
-// scan of the partition's rows; those due during the statement wait for the
-// next sweep. A cleanup command's namespace holds an
-// unknown share of the locks, which a generic plan puts at one over the
-// number of namespaces and then scans the table when there are few: these
-// rare statements go by the simple protocol, planned for their values.
+// scan; rows due during the statement wait for the next sweep. A cleanup
+// command's statements (no partition) go by the simple protocol, planned for
+// their values: a namespace's share of the locks is unknown to a generic
+// plan (docs/performance.md).
 func (f sweepFilter) statements() (endSQL string, endArgs []any, idleSQL string, idleArgs []any) {
 	match, args := f.match()
 	n := len(args)

@@ -50,4 +50,9 @@
 //     request_id again re-sends that outcome (same event_id) and changes
 //     nothing. A queued acquire's stored outcome becomes its final answer
 //     (granted, timed out or withdrawn) when that answer comes.
+//
+// # Exported names
+//
+// Batch, Env, NextDue and the constants are for the worker, the HTTP
+// inspection and lockbench of this module only.
 package handlers

@@ -24,10 +24,10 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 		return 0, nil, err
 	}
 	n := len(names)
-	// The oldest deadlines first, by lock_waiters_deadline: a generic plan
-	// of DISTINCT ... LIMIT walked every waiter in lock order instead.
-	// statement_timestamp(), unlike clock_timestamp(), can bound an index
-	// scan; waiters due during the statement wait for the next tick.
+	// The oldest deadlines first, so that lock_waiters_deadline serves the
+	// generic plan; statement_timestamp(), unlike clock_timestamp(), can
+	// bound an index scan; waiters due during the statement wait for the
+	// next tick.
 	rows, err := b.tx.Query(ctx, `
 		SELECT DISTINCT namespace, lock_name FROM (
 			SELECT namespace, lock_name FROM lock_waiters

@@ -87,7 +87,7 @@ func (a *applier) takeWaiters(ctx context.Context, r *lockRow, grant bool) error
 		return err
 	}
 	a.notify(p, next.replyTo)
-	a.remember(next.requestID, p)
+	a.remember(next.requestID, next.replyTo, p)
 	return nil
 }
 
@@ -100,7 +100,7 @@ func (a *applier) timeout(r *lockRow, w grantee) {
 	ev.LockInfo = r.info()
 	p := &pending{ev: &ev}
 	a.emit(w.replyTo, topics.LockKey(r.namespace, r.name), p)
-	a.remember(w.requestID, p)
+	a.remember(w.requestID, w.replyTo, p)
 	a.caused = append(a.caused, ev)
 }
 

@@ -140,7 +140,7 @@ func (h *harness) outbox() []record {
 		var key, value []byte
 		var raw []byte
 		require.NoError(h.t, rows.Scan(&r.Topic, &key, &value, &raw))
-		hdrs, err := handlers.DecodeHeaders(raw)
+		hdrs, err := topics.DecodeHeaders(raw)
 		require.NoError(h.t, err)
 		r.Key = string(key)
 		require.NoError(h.t, json.Unmarshal(value, &r.Event))

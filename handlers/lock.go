@@ -122,7 +122,7 @@ func (a *applier) event(typ string, r *lockRow) *pending {
 // request's outcome.
 func (a *applier) reply(p *pending) {
 	a.emit(a.cmd.ReplyTo, a.cmd.Key(), p)
-	a.remember(a.cmd.RequestID, p)
+	a.remember(a.cmd.RequestID, a.cmd.ReplyTo, p)
 	a.caused = append(a.caused, *p.ev)
 }
 

@@ -65,23 +65,27 @@ func (a *applier) release(ctx context.Context) error {
 	return nil
 }
 
-// released answers the release of r, just marked released.
+// released answers the release of r, just marked released. A holder
+// released from another reply_to is told on its own.
 func (a *applier) released(r *lockRow) {
 	p := a.event(topics.TypeReleased, r)
 	a.reply(p)
+	if r.replyTo != a.cmd.ReplyTo {
+		a.emit(r.replyTo, a.cmd.Key(), p)
+	}
 	a.emit(a.env.Names.Released, a.cmd.Key(), p)
 	a.recordHistory(p.ev)
 }
 
-// withdraw takes the command's owner out of the queue, if it waits there. The
-// waiting acquire's stored outcome becomes the withdrawal, so a retry of it
-// does not queue again.
+// withdraw takes the command's owner out of the queue, if it waits there.
+// The release and the waiting acquire are each answered lock.withdrawn; the
+// acquire's is its stored outcome, so a retry of it does not queue again.
 func (a *applier) withdraw(ctx context.Context, r *lockRow) (bool, error) {
-	var requestID string
+	var requestID, replyTo string
 	err := a.tx.QueryRow(ctx, `
-		WITH w AS (DELETE FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3 RETURNING request_id),
+		WITH w AS (DELETE FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3 RETURNING request_id, reply_to),
 		n AS (UPDATE locks SET waiter_count = waiter_count - 1 WHERE namespace = $1 AND lock_name = $2 AND EXISTS (SELECT FROM w))
-		SELECT request_id FROM w`, r.namespace, r.name, a.cmd.OwnerID).Scan(&requestID)
+		SELECT request_id, coalesce(reply_to, '') FROM w`, r.namespace, r.name, a.cmd.OwnerID).Scan(&requestID, &replyTo)
 	if err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			return false, nil
@@ -89,8 +93,15 @@ func (a *applier) withdraw(ctx context.Context, r *lockRow) (bool, error) {
 		return false, fmt.Errorf("withdrawing %q: %w", a.cmd.OwnerID, err)
 	}
 	r.waiters--
-	p := a.event(topics.TypeWithdrawn, r)
-	a.reply(p)
-	a.remember(requestID, p)
+	a.reply(a.event(topics.TypeWithdrawn, r))
+	// The waiting acquire gets its own final answer, as when an acquire
+	// takes its place (requeue): the process waiting on it may not be the
+	// one that sent the release.
+	ev := topics.NewEvent(topics.TypeWithdrawn, topics.OpAcquire, requestID, r.now)
+	ev.LockInfo = r.info()
+	p := &pending{ev: &ev}
+	a.emit(replyTo, a.cmd.Key(), p)
+	a.remember(requestID, replyTo, p)
+	a.caused = append(a.caused, ev)
 	return true, nil
 }

@@ -191,17 +191,23 @@ func TestReleaseWithdrawsWaiter(t *testing.T) {
 	require.True(t, ev.Success)
 	require.Equal(t, rel.RequestID, ev.RequestID)
 	require.Equal(t, "alice", ev.LockInfo.OwnerID, "the holder is untouched")
-	require.Equal(t, []string{"locks.replies.bob lock.withdrawn"}, h.routes())
+	require.Equal(t, []string{"locks.replies.bob lock.withdrawn", "locks.replies.bob lock.withdrawn"}, h.routes())
+	out := h.outbox()
+	require.Equal(t, rel.RequestID, out[0].Event.RequestID)
+	require.Equal(t, bob.RequestID, out[1].Event.RequestID, "the waiting acquire gets its own final answer")
+	require.Equal(t, topics.OpAcquire, out[1].Event.Operation)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = 'bob'`))
 	require.Equal(t, int64(2), h.scalar(`SELECT waiter_count FROM locks WHERE lock_name = 'a'`))
-	require.Equal(t, topics.TypeWithdrawn, h.outcome(bob.RequestID).Type, "the queued acquire's outcome is now the withdrawal")
+	withdrawn := h.outcome(bob.RequestID)
+	require.Equal(t, topics.TypeWithdrawn, withdrawn.Type, "the queued acquire's outcome is now the withdrawal")
+	require.Equal(t, bob.RequestID, withdrawn.RequestID)
 
 	// The queued acquire retried changes nothing: it does not queue again,
 	// and its answer is the withdrawal again.
 	again := h.apply(bob)
 	require.Len(t, again, 1)
 	require.Equal(t, topics.TypeWithdrawn, again[0].Type)
-	require.Equal(t, ev.EventID, again[0].EventID)
+	require.Equal(t, out[1].Event.EventID, again[0].EventID)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = 'bob'`))
 
 	// Withdrawn once, bob is neither holder nor waiter.
@@ -264,4 +270,34 @@ func filterRoutes(routes []string, types ...string) []string {
 		}
 	}
 	return out
+}
+
+// The holder learns that its lease ended on its own reply topic, whoever
+// sent the release and wherever its answer goes (the common case and the
+// general path alike).
+func TestReleaseFromElsewhereTellsTheHolder(t *testing.T) {
+	h := newHarness(t)
+	for _, waiter := range []bool{false, true} { // a waiter takes the general path
+		h.one(h.acquire("a", "alice"))
+		if waiter {
+			h.one(h.acquire("a", "bob", wait(30)))
+		}
+		h.clearOutbox()
+		ev := h.one(h.release("a", "alice", func(c *topics.Command) { c.ReplyTo = "locks.replies.mallory" }))
+		require.Equal(t, topics.TypeReleased, ev.Type)
+		routes := h.routes()
+		require.Subset(t, routes, []string{"locks.replies.mallory lock.released", "locks.replies.alice lock.released",
+			"locks.lock.released.v1 lock.released"}, "waiter %v", waiter)
+		h.clearOutbox()
+		// Without a reply_to of its own, the release is still told to the holder.
+		h.one(h.acquire("a", "carol"))
+		if waiter {
+			h.one(h.release("a", "bob"))
+			h.one(h.acquire("a", "carol"))
+		}
+		h.clearOutbox()
+		h.one(h.release("a", "carol", func(c *topics.Command) { c.ReplyTo = "" }))
+		require.Contains(t, h.routes(), "locks.replies.carol lock.released")
+		h.reset()
+	}
 }

@@ -1,6 +1,6 @@
-// Package httpapi is lockworker's HTTP side (DESIGN.md "HTTP"): health
-// checks, Prometheus metrics, the original node's metrics summary and lock
-// inspection. Every answer is JSON with stable snake_case fields, except
+// Package httpapi is lockworker's HTTP side (docs/design.md "HTTP
+// endpoints"): health checks, Prometheus metrics, the original node's
+// metrics summary and lock inspection. Every answer is JSON with stable snake_case fields, except
 // /metrics (Prometheus text). Every check runs under Config.CheckTimeout, so
 // a hung database or broker makes a health check fail fast, never hang.
 package httpapi
@@ -38,6 +38,11 @@ type Config struct {
 	Instance, Group string
 	// CheckTimeout bounds each check and database read. Default 2 s.
 	CheckTimeout time.Duration
+	// InspectToken, when set, is the bearer token /locks/* and
+	// /health/locks require; only callers presenting it see owner_metadata
+	// and waiters' request_ids. Default empty: those endpoints are open and
+	// show neither.
+	InspectToken string
 	// Logger gets errors of /metrics collection. Default: none.
 	Logger zerolog.Logger
 }
@@ -61,10 +66,10 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /health/live", s.live)
 	mux.HandleFunc("GET /health/postgres", s.postgresHealth)
 	mux.HandleFunc("GET /health/kafka", s.kafkaHealth)
-	mux.HandleFunc("GET /health/locks", s.locksHealth)
+	mux.HandleFunc("GET /health/locks", s.private(s.locksHealth))
 	mux.HandleFunc("GET /health/metrics", s.summary)
 	// {name...}: lock names may contain "/" (orders/42).
-	mux.HandleFunc("GET /locks/{name...}", s.lock)
+	mux.HandleFunc("GET /locks/{name...}", s.private(s.lock))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{
 		// A database that does not answer drops its gauges from the scrape;
 		// the rest is still served.

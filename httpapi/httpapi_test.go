@@ -29,11 +29,12 @@ type env struct {
 	st    *store.Store
 	srv   *httptest.Server
 	proxy *tcpproxy.Proxy
+	token string // sent as the bearer token when set
 }
 
 // newEnv serves the endpoints over a store reached through a proxy and a
 // kfake broker.
-func newEnv(t *testing.T, stopping <-chan struct{}) *env {
+func newEnv(t *testing.T, stopping <-chan struct{}, configure ...func(*Config)) *env {
 	sch := testdb.NewSchema(t)
 	direct := sch.Open(t, store.Config{})
 	require.NoError(t, direct.Migrate(context.Background()))
@@ -51,8 +52,12 @@ func newEnv(t *testing.T, stopping <-chan struct{}) *env {
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
 
-	h := New(Config{Pool: st.Pool, Kafka: cl, Metrics: metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: 300 * time.Millisecond}), Stopping: stopping,
-		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 300 * time.Millisecond})
+	cfg := Config{Pool: st.Pool, Kafka: cl, Metrics: metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: 300 * time.Millisecond}), Stopping: stopping,
+		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 300 * time.Millisecond}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	h := New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &env{t: t, st: direct, srv: srv, proxy: proxy}
@@ -60,7 +65,12 @@ func newEnv(t *testing.T, stopping <-chan struct{}) *env {
 
 func (e *env) get(path string, v any) (int, string) {
 	e.t.Helper()
-	resp, err := http.Get(e.srv.URL + path)
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	require.NoError(e.t, err)
+	if e.token != "" {
+		req.Header.Set("Authorization", "Bearer "+e.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(e.t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -88,7 +98,8 @@ func (e *env) apply(cmds ...topics.Command) {
 // TestLock: a namespaced lock whose name has a slash, its queue in order,
 // a released lock, and 404 for one without a row.
 func TestLock(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newEnv(t, nil, func(c *Config) { c.InspectToken = "inspect-secret" })
+	e.token = "inspect-secret"
 	e.apply(
 		topics.Command{RequestID: "r1", Operation: "acquire", Namespace: "billing", LockName: "orders/42", OwnerID: "a",
 			LeaseDuration: 60, OwnerMetadata: json.RawMessage(`{"host":"x"}`)},
@@ -127,6 +138,44 @@ func TestLock(t *testing.T) {
 	require.Contains(t, body, `"queue":[]`)
 }
 
+// TestInspectionIsPrivate: with an INSPECT_TOKEN, /locks/* and
+// /health/locks answer 401 without it (probes and /metrics stay open);
+// without one, the lock page leaves out owner_metadata and request_ids.
+func TestInspectionIsPrivate(t *testing.T) {
+	cmds := []topics.Command{
+		{RequestID: "r1", Operation: "acquire", LockName: "l", OwnerID: "a", OwnerMetadata: json.RawMessage(`{"api_key":"hunter2"}`)},
+		{RequestID: "r2", Operation: "acquire", LockName: "l", OwnerID: "b", WaitTimeout: 30},
+	}
+	e := newEnv(t, nil, func(c *Config) { c.InspectToken = "inspect-secret" })
+	e.apply(cmds...)
+	for _, path := range []string{"/locks/l", "/health/locks"} {
+		for _, token := range []string{"", "wrong", "inspect-secre"} {
+			e.token = token
+			code, body := e.get(path, nil)
+			require.Equal(t, http.StatusUnauthorized, code, "%s with %q: %s", path, token, body)
+			require.NotContains(t, body, "hunter2")
+		}
+		e.token = "inspect-secret"
+		code, body := e.get(path, nil)
+		require.Equal(t, http.StatusOK, code, body)
+	}
+	e.token = ""
+	for _, path := range []string{"/health", "/health/live", "/metrics"} {
+		code, body := e.get(path, nil)
+		require.NotEqual(t, http.StatusUnauthorized, code, "%s stays open: %s", path, body)
+	}
+
+	open := newEnv(t, nil)
+	open.apply(cmds...)
+	var v LockView
+	code, body := open.get("/locks/l", &v)
+	require.Equal(t, http.StatusOK, code, body)
+	require.True(t, v.Redacted)
+	require.NotContains(t, body, "hunter2")
+	require.NotContains(t, body, `"r2"`)
+	require.Equal(t, "b", v.Queue[0].OwnerID)
+}
+
 // TestBadRequests: names and namespaces the contract refuses are 400 with
 // the reason; other methods and paths are refused too.
 func TestBadRequests(t *testing.T) {
@@ -152,6 +201,27 @@ func TestBadRequests(t *testing.T) {
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
 }
 
+// TestHealthDegraded: parked outbox rows make /health degraded, still
+// ready (200), with their count (TestHungDatabase: a failed check wins).
+func TestHealthDegraded(t *testing.T) {
+	e := newEnv(t, nil)
+	_, err := e.st.Pool.Exec(context.Background(), `
+		INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason) VALUES
+			(0, 'locks.commands.dlq', 'big', 'infinity', 'MESSAGE_TOO_LARGE'),
+			(1, 'locks.replies.x', 'r', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED'),
+			(1, 'locks.replies.x', 'r', now() - interval '1 minute', 'TOPIC_AUTHORIZATION_FAILED'),
+			(1, 'locks.replies.y', 'r', NULL, NULL)`)
+	require.NoError(t, err)
+	var h Health
+	code, body := e.get("/health", &h)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "degraded", h.Status)
+	require.True(t, h.Ready)
+	require.NotNil(t, h.OutboxParked)
+	require.EqualValues(t, 2, *h.OutboxParked, "a park that ended does not count")
+	require.Contains(t, body, `"outbox_parked":2`)
+}
+
 // TestHungDatabase: a database that stops answering makes every check fail
 // within its timeout, /metrics still answers without the database gauges,
 // and all is well again once it answers.
@@ -160,8 +230,10 @@ func TestHungDatabase(t *testing.T) {
 	var h Health
 	code, body := e.get("/health", &h)
 	require.Equal(t, http.StatusOK, code, body)
+	none := int64(0)
 	require.Equal(t, Health{Status: "ok", Live: true, Ready: true, Instance: "test", Uptime: h.Uptime, Partitions: []int32{1, 2},
-		Checks: map[string]Check{"postgres": {Status: "ok", LatencyMS: h.Checks["postgres"].LatencyMS}, "kafka": {Status: "ok", LatencyMS: h.Checks["kafka"].LatencyMS}}}, h)
+		Checks:       map[string]Check{"postgres": {Status: "ok", LatencyMS: h.Checks["postgres"].LatencyMS}, "kafka": {Status: "ok", LatencyMS: h.Checks["kafka"].LatencyMS}},
+		OutboxParked: &none}, h)
 	var kh KafkaHealth
 	code, _ = e.get("/health/kafka", &kh)
 	require.Equal(t, http.StatusOK, code)
@@ -187,9 +259,11 @@ func TestHungDatabase(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, LocksHealth{Status: "unavailable", Error: failed.Error}, failed, "no counts when they could not be read")
 	require.NotContains(t, body, "held_locks")
+	h = Health{}
 	code, body = e.get("/health", &h)
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Equal(t, "unavailable", h.Status)
+	require.Nil(t, h.OutboxParked, "no count when it could not be read")
 	require.Equal(t, "unavailable", h.Checks["postgres"].Status)
 	require.Equal(t, "ok", h.Checks["kafka"].Status, body)
 	start := time.Now()

@@ -28,13 +28,17 @@ type LockView struct {
 	Queue       []QueuedAcquire `json:"queue"`
 	// CheckedAt is the database time of the reading.
 	CheckedAt topics.Time `json:"checked_at"`
+	// Redacted: owner_metadata and the waiters' request_ids are left out,
+	// for a caller without the INSPECT_TOKEN (people put secrets in
+	// metadata; a request_id lets one replay or withdraw a request).
+	Redacted bool `json:"redacted,omitempty"`
 }
 
 // QueuedAcquire is one waiter.
 type QueuedAcquire struct {
 	Position      int         `json:"position"`
 	OwnerID       string      `json:"owner_id"`
-	RequestID     string      `json:"request_id"`
+	RequestID     string      `json:"request_id,omitempty"`
 	LeaseDuration float64     `json:"lease_duration"`
 	QueuedAt      topics.Time `json:"queued_at"`
 	// Deadline is when the wait ends with LOCK_TIMEOUT.
@@ -72,7 +76,19 @@ func (s *server) lock(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("reading lock %q: %v", q.Key(), err))
 	default:
+		if !s.authorized(r) {
+			v.redact()
+		}
 		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+// redact leaves out what only an authorized caller may see.
+func (v *LockView) redact() {
+	v.Redacted = true
+	v.LockInfo.OwnerMetadata = nil
+	for i := range v.Queue {
+		v.Queue[i].RequestID = ""
 	}
 }
 

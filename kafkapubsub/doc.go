@@ -28,4 +28,9 @@
 // redelivers the same message (after NackRedeliveryDelay). In consumer group
 // mode only acked offsets are committed, so a restart or rebalance may
 // redeliver messages that were delivered but not yet committed.
+//
+// # Exported names
+//
+// Every exported name is public: the package is a watermill adapter for
+// franz-go that stands on its own.
 package kafkapubsub

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -212,4 +213,39 @@ func TestNoGoroutineLeak(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestPublishErrorNamesFailedMessages: a record too large for the client
+// fails alone (the others are written), and the error says which message
+// failed and why, so a caller can retry or set aside just that one.
+func TestPublishErrorNamesFailedMessages(t *testing.T) {
+	c := newCluster(t)
+	const topic = "locks.replies.big"
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers:          c.ListenAddrs(),
+		ClientOpts:       append(testClientOpts(), kgo.ProducerBatchMaxBytes(10_000)),
+		AutoCreateTopics: true,
+		TopicPartitions:  1,
+	}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+
+	msgs := []*message.Message{
+		message.NewMessage("small-1", []byte("a")),
+		message.NewMessage("big", make([]byte, 20_000)),
+		message.NewMessage("small-2", []byte("b")),
+	}
+	err = pub.Publish(topic, msgs...)
+	var perr *kafkapubsub.PublishError
+	require.ErrorAs(t, err, &perr)
+	assert.Equal(t, topic, perr.Topic)
+	assert.Equal(t, 3, perr.Total)
+	require.Len(t, perr.Failed, 1)
+	assert.Equal(t, 1, perr.Failed[0].Index)
+	assert.Equal(t, "big", perr.Failed[0].UUID)
+	assert.ErrorIs(t, perr.Failed[0].Err, kerr.MessageTooLarge)
+	assert.ErrorIs(t, err, kerr.MessageTooLarge, "the error unwraps to each message's")
+	assert.Contains(t, err.Error(), "1 of 3 messages failed")
+
+	require.NoError(t, pub.Publish(topic, msgs[0], msgs[2]))
 }

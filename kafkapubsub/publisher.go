@@ -132,8 +132,9 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 }
 
 // Publish produces msgs to topic and returns once Kafka has acknowledged all
-// of them, or with the first error. On error some messages may have been
-// written; publishing them again can duplicate them.
+// of them. When Kafka failed some of them, the error is a [*PublishError]
+// saying which and why; the others were written, and publishing them again
+// duplicates them.
 //
 // Publish waits as long as kgo retries: with the default of no
 // kgo.RecordDeliveryTimeout it blocks while no broker is reachable, unless
@@ -165,11 +166,63 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	for i, msg := range msgs {
 		records[i] = p.record(topic, msg)
 	}
-	if err := p.client.ProduceSync(context.Background(), records...).FirstErr(); err != nil {
-		return fmt.Errorf("kafkapubsub: publish to %q: %w", topic, err)
+	if err := publishError(topic, msgs, records, p.client.ProduceSync(context.Background(), records...)); err != nil {
+		return err
 	}
 	p.logger.Trace("Published messages", watermill.LogFields{"topic": topic, "count": len(msgs)})
 	return nil
+}
+
+// PublishError is Publish's error when Kafka did not take some of the
+// messages: the caller can tell a record the broker refuses for good (say
+// kerr.MessageTooLarge) from one that failed for now, and retry only what
+// failed. It unwraps to every message's error, so errors.Is and errors.As
+// see them.
+type PublishError struct {
+	Topic string
+	// Total is how many messages the call published.
+	Total int
+	// Failed are the messages not written, in the order of the call.
+	Failed []MessageError
+}
+
+// MessageError is one message Kafka did not take.
+type MessageError struct {
+	// Index is the message's position among Publish's msgs.
+	Index int
+	UUID  string
+	Err   error
+}
+
+func (e *PublishError) Error() string {
+	f := e.Failed[0]
+	return fmt.Sprintf("kafkapubsub: publish to %q: %d of %d messages failed, first %s: %v", e.Topic, len(e.Failed), e.Total, f.UUID, f.Err)
+}
+
+func (e *PublishError) Unwrap() []error {
+	errs := make([]error, len(e.Failed))
+	for i, f := range e.Failed {
+		errs[i] = f.Err
+	}
+	return errs
+}
+
+// publishError is nil when every record was written, else the
+// PublishError. kgo gives the results in the order they completed, not
+// the order of the records.
+func publishError(topic string, msgs []*message.Message, records []*kgo.Record, results kgo.ProduceResults) error {
+	var failed []MessageError
+	for _, res := range results {
+		if res.Err != nil {
+			i := slices.Index(records, res.Record)
+			failed = append(failed, MessageError{Index: i, UUID: msgs[i].UUID, Err: res.Err})
+		}
+	}
+	if len(failed) == 0 {
+		return nil
+	}
+	slices.SortFunc(failed, func(a, b MessageError) int { return a.Index - b.Index })
+	return &PublishError{Topic: topic, Total: len(msgs), Failed: failed}
 }
 
 func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {

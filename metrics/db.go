@@ -25,7 +25,8 @@ type LockStats struct {
 	// OutboxBacklog are events committed but not yet acknowledged by Kafka
 	// (plus, for up to outbox.Config.DeleteDelay, 100 ms, acknowledged ones
 	// waiting for the relay's next query to delete them); OutboxParked of
-	// them wait after repeated failures of their topic.
+	// them are parked: refused for good by Kafka, or of a topic that failed
+	// RELAY_MAX_ATTEMPTS times.
 	OutboxBacklog int64 `json:"outbox_backlog"`
 	OutboxParked  int64 `json:"outbox_parked"`
 	// OldestUnpublishedSeconds is the age of the oldest of them (0 when none).
@@ -64,7 +65,7 @@ var (
 	overdueDesc  = prometheus.NewDesc(Namespace+"_leases_overdue", "Leases past expires_at not ended yet (whole database); the scheduler ends each within 1 s.", nil, nil)
 	waitersDesc  = prometheus.NewDesc(Namespace+"_lock_waiters", "Queued acquires (whole database).", nil, nil)
 	backlogDesc  = prometheus.NewDesc(Namespace+"_outbox_backlog", "Outbox rows not yet acknowledged by Kafka, and acknowledged ones up to 100 ms before their deletion (whole database).", nil, nil)
-	parkedDesc   = prometheus.NewDesc(Namespace+"_outbox_parked", "Outbox rows parked after repeated failures of their topic (whole database).", nil, nil)
+	parkedDesc   = prometheus.NewDesc(Namespace+"_outbox_parked", "Outbox rows parked: refused for good by Kafka, or of a topic that failed RELAY_MAX_ATTEMPTS times (whole database).", nil, nil)
 	oldestDesc   = prometheus.NewDesc(Namespace+"_outbox_oldest_age_seconds", "Age of the oldest outbox row (whole database; 0 when empty).", nil, nil)
 	dbStatsDescs = []*prometheus.Desc{heldDesc, overdueDesc, waitersDesc, backlogDesc, parkedDesc, oldestDesc}
 )

@@ -1,11 +1,12 @@
 // Package metrics measures lockworker for Prometheus (on its own Registry,
 // never the global one) and for the original node's JSON summary.
 //
-// Metrics implements worker.Metrics, and Published fits
-// outbox.Config.OnPublished. Counters and histograms move as the worker
-// commits; gauges describing the database (held locks, waiters, outbox) and
-// the consumer lag are read when Prometheus scrapes, each read bounded by
-// Config.QueryTimeout, so a scrape never hangs on a sick database.
+// Metrics implements worker.Metrics; Published fits
+// outbox.Config.OnPublished and Parked outbox.Config.OnParked. Counters and
+// histograms move as the worker commits; gauges describing the database
+// (held locks, waiters, outbox) and the consumer lag are read when
+// Prometheus scrapes, each read bounded by Config.QueryTimeout, so a scrape
+// never hangs on a sick database.
 package metrics
 
 import (
@@ -49,6 +50,7 @@ type Metrics struct {
 	waitTime     prometheus.Histogram
 	published    prometheus.Counter
 	publishLag   prometheus.Histogram
+	parked       *prometheus.CounterVec
 
 	events       *eventTracker
 	queryTimeout time.Duration
@@ -113,13 +115,17 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "outbox_publish_latency_seconds", Buckets: latencyBuckets,
 			Help: "Per published batch: age of its oldest row when Kafka acknowledged it (commit to publish).",
 		}),
+		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "outbox_rows_parked_total",
+			Help: "Outbox rows parked, by reason: the Kafka error that refused them (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...) or UNREADABLE_HEADERS.",
+		}, []string{"reason"}),
 		events: newEventTracker(),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
-		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag,
+		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked,
 	)
 	if cfg.Pool != nil {
 		m.Registry.MustRegister(&dbCollector{pool: cfg.Pool, timeout: cfg.QueryTimeout})
@@ -157,6 +163,12 @@ func (m *Metrics) DeadLettered(reason string) {
 func (m *Metrics) Published(n int, oldest time.Duration) {
 	m.published.Add(float64(n))
 	m.publishLag.Observe(oldest.Seconds())
+}
+
+// Parked is outbox.Config.OnParked. Its reasons come from outbox.Classify,
+// a fixed set, not from records.
+func (m *Metrics) Parked(reason string, rows int) {
+	m.parked.WithLabelValues(reason).Add(float64(rows))
 }
 
 // Label values come from untrusted records (a rejected command's operation):

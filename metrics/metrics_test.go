@@ -119,6 +119,8 @@ func TestCommandsAndSummary(t *testing.T) {
 	m.DeadLettered("INVALID_REQUEST")
 	m.Batch(10, 50*ms)
 	m.Published(7, 2*time.Second)
+	m.Parked("MESSAGE_TOO_LARGE", 1)
+	m.Parked("MESSAGE_TOO_LARGE", 2)
 
 	require.Equal(t, 2.0, series(t, m, "lockworker_commands_total", "operation", "acquire", "result", "ok").GetCounter().GetValue())
 	require.Equal(t, 1.0, series(t, m, "lockworker_commands_total", "operation", "other", "result", "INVALID_REQUEST").GetCounter().GetValue())
@@ -127,6 +129,7 @@ func TestCommandsAndSummary(t *testing.T) {
 	require.Equal(t, 10.0, series(t, m, "lockworker_batch_records").GetHistogram().GetSampleSum())
 	require.Equal(t, 7.0, series(t, m, "lockworker_outbox_published_total").GetCounter().GetValue())
 	require.Equal(t, 2.0, series(t, m, "lockworker_outbox_publish_latency_seconds").GetHistogram().GetSampleSum())
+	require.Equal(t, 3.0, series(t, m, "lockworker_outbox_rows_parked_total", "reason", "MESSAGE_TOO_LARGE").GetCounter().GetValue())
 
 	s := m.Summary()
 	require.InDelta(t, 25.0, s.AvgAcquireTimeMS, 1e-9)

@@ -2,7 +2,7 @@
 // in the binary and applied at startup by store.Migrate (jackc/tern).
 //
 // Files are named NNN_name.sql and never edited once released: a change to the
-// schema is a new file.
+// schema is a new file. FS is for store.Migrate only.
 package migrations
 
 import "embed"

@@ -49,26 +49,43 @@
 //     all topics: consecutive rows of one topic go in one Publish call, and
 //     the next call starts only after the previous one returned.
 //   - Always, for rows of the same topic: a row is published only after every
-//     earlier row of that topic was acknowledged (the first copy of each
-//     record lands in id order; a retry may repeat a suffix). A failing topic
-//     holds back its own later rows, parked or not, and nothing else.
+//     earlier row of that topic was acknowledged or parked for good (the
+//     first copy of each record lands in id order; a retry may repeat a
+//     suffix). A failing topic holds back its own later rows, parked or
+//     not, and nothing else; a row parked for good holds back nothing.
+//     One exception: when Kafka refuses a record for good, rows of the same
+//     call that it did write may have landed before earlier rows that
+//     failed with it (a broker refuses the whole produce batch) and are
+//     published again alone.
 //   - Rows of other topics overtake the rows of a failing or parked topic.
 //
 // Partitions are independent; ids follow commit order only within one.
 //
 // # Failures
 //
-// A failed Publish is one of two kinds (see [Parkable]):
+// A failed Publish is one of three kinds (see [Classify]); the publisher
+// says which messages failed and why (kafkapubsub.PublishError):
 //
+//   - Kafka refuses the record for good: too large (MESSAGE_TOO_LARGE,
+//     RECORD_LIST_TOO_LARGE, whether the client or the broker refuses it),
+//     invalid (INVALID_RECORD, CORRUPT_MESSAGE, ...), or the row's headers
+//     cannot be decoded (UNREADABLE_HEADERS). The rows Kafka wrote are
+//     acknowledged; each failed row is published again alone, in id order
+//     (a broker refuses a whole produce batch for one record too large, so
+//     only alone does a row show whether it is the culprit), and a row
+//     refused alone is parked at once, for good: parked_until 'infinity',
+//     park_reason the error's name, last_error the message. It is never
+//     tried again and holds nothing back: the rows after it, of its topic
+//     too, go on. An operator inspects and re-drives or deletes it (README
+//     runbook).
 //   - The topic cannot be written: not authorized, does not exist and could
-//     not be created, record refused as too large or invalid. The attempted
-//     rows get attempts+1 and last_error, and the topic is retried after a
-//     backoff (RetryBase doubling up to RetryMax) while other topics flow.
-//     When a row reaches MaxAttempts, every waiting row of that topic in the
-//     partition is parked for ParkFor (database clock); newer rows of the
-//     topic wait behind them unparked, and all are retried, in id order, when
-//     the park ends. One failure after that parks them again. Parked rows are
-//     kept and counted ([Backlog]), never dropped.
+//     not be created. The attempted rows get attempts+1 and last_error, and
+//     the topic is retried after a backoff (RetryBase doubling up to
+//     RetryMax) while other topics flow. When a row reaches MaxAttempts,
+//     every waiting row of that topic in the partition is parked for ParkFor
+//     (database clock; park_reason the error's name); newer rows of the
+//     topic wait behind them unparked, and all are retried, in id order,
+//     when the park ends. One failure after that parks them again.
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else):
 //     never counted, never parked. The topic backs off in memory; two such
 //     failures in a row with no success between them pause the whole
@@ -80,10 +97,16 @@
 //     that call instead, with the same outcome. Run still returns when its
 //     context ends, leaving the call behind; its rows stay in the table.
 //
+// Parked rows are kept and counted ([Backlog], [Parked]), never dropped, and
+// each parking is reported to Config.OnParked.
+//
 // Database errors back the loop off the same way; rows acknowledged but not
 // yet deleted are deleted before anything else is selected, so a database
 // blip does not publish them twice.
 //
-// Known gap: a row Kafka will never take (too large for the topic) holds its
-// topic back for good, retried every ParkFor, until an operator deletes it.
+// # Exported names
+//
+// Relay, Config, NewKafkaPublisher, Classify and its Failure kinds are for
+// cmd/lockworker's wiring; Backlog and Parked for the metrics and health
+// endpoints. All are for this module only.
 package outbox

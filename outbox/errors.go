@@ -6,18 +6,40 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 )
 
-// Parkable reports whether a Publish error means the topic itself cannot be
-// written, so retrying soon will not help and its rows may be parked.
-// Everything else (dial errors, timeouts, a leader moving, a closed
-// publisher) is taken to mean Kafka is unavailable for now: those errors are
-// retried without limit and never park.
+// Failure is what a failed Publish means for its rows.
+type Failure int
+
+const (
+	// KafkaAway: Kafka is unreachable or slow (dial errors, timeouts, a
+	// leader moving, a closed publisher, anything not below). Retried
+	// without limit, never counted, never parked.
+	KafkaAway Failure = iota
+	// TopicRefused: the topic cannot be written (not authorized, does not
+	// exist and could not be created). Counted per row; after MaxAttempts
+	// the topic's rows are parked for ParkFor.
+	TopicRefused
+	// RecordRefused: Kafka will never take this record (too large,
+	// invalid), or the row cannot become a record. The row is parked for
+	// good at once, and the rows after it go on.
+	RecordRefused
+)
+
+// Classify says what err, from Publish, means, and names the reason: the
+// Kafka error's name (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...),
+// UNREADABLE_HEADERS for a row whose headers cannot be decoded, or "" for
+// KafkaAway. For an error covering several records (a
+// *kafkapubsub.PublishError), the first refusal found wins: ask per record
+// when it matters.
 //
 // kgo wraps the last broker error into its record timeout error, so a
-// timeout whose cause was, say, UNKNOWN_TOPIC_OR_PARTITION is parkable too.
-func Parkable(err error) bool {
+// timeout whose cause was, say, UNKNOWN_TOPIC_OR_PARTITION is TopicRefused.
+func Classify(err error) (Failure, string) {
+	if errors.Is(err, errBadRow) {
+		return RecordRefused, reasonBadRow
+	}
 	var ke *kerr.Error
 	if !errors.As(err, &ke) {
-		return false
+		return KafkaAway, ""
 	}
 	switch ke {
 	case kerr.TopicAuthorizationFailed,
@@ -26,12 +48,20 @@ func Parkable(err error) bool {
 		kerr.InvalidTopicException,
 		kerr.PolicyViolation,
 		kerr.InvalidPartitions,
-		kerr.InvalidReplicationFactor,
-		kerr.MessageTooLarge,
+		kerr.InvalidReplicationFactor:
+		return TopicRefused, ke.Message
+	case kerr.MessageTooLarge,
 		kerr.RecordListTooLarge,
 		kerr.InvalidRecord,
-		kerr.CorruptMessage:
-		return true
+		kerr.CorruptMessage,
+		kerr.InvalidTimestamp,
+		kerr.UnsupportedCompressionType:
+		return RecordRefused, ke.Message
 	}
-	return false
+	return KafkaAway, ""
 }
+
+// errBadRow marks a row that can never become a message (corrupt headers).
+var errBadRow = errors.New("outbox row cannot be published")
+
+const reasonBadRow = "UNREADABLE_HEADERS"

@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
-	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -39,9 +39,11 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
 	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
-	// Default 5.
+	// Default 5. A record Kafka refuses for good is parked at its first
+	// refusal, whatever this says.
 	MaxAttempts int
-	// ParkFor is how long parked rows wait before the next try. Default 10 min.
+	// ParkFor is how long the rows of a topic that cannot be written stay
+	// parked before the next try. Default 10 min.
 	ParkFor time.Duration
 	// PublishTimeout is the messages' context deadline: kgo fails records
 	// past it when it safely can, which an idempotent client cannot do for
@@ -65,7 +67,8 @@ type Config struct {
 	// after this delay. Default 100 ms. Backlog counts such rows meanwhile.
 	DeleteDelay time.Duration
 	// RetryBase and RetryMax shape every backoff: after failed publishes,
-	// database errors and listen reconnects. Defaults 100 ms and 5 s.
+	// database errors and listen reconnects. Defaults store.DefaultRetryBase
+	// (100 ms) and store.DefaultRetryMax (5 s).
 	RetryBase, RetryMax time.Duration
 	// Logger gets failures, parking and reconnects. Default: no logs.
 	Logger zerolog.Logger
@@ -74,6 +77,11 @@ type Config struct {
 	// are deleted with the next pass's query or when the partition rests.
 	// It runs on the partition's goroutine: keep it quick.
 	OnPublished func(n int, oldest time.Duration)
+	// OnParked, when set, is told each time rows are parked, how many and
+	// why (Classify's reason: the Kafka error's name or
+	// UNREADABLE_HEADERS), for metrics. It runs on the partition's
+	// goroutine: keep it quick.
+	OnParked func(reason string, rows int)
 }
 
 // Relay publishes outbox rows. One Relay serves every partition of a
@@ -119,10 +127,6 @@ type row struct {
 	age                 time.Duration // at selection
 }
 
-// errBadRow marks a row that can never become a message (corrupt headers):
-// it is handled like a topic that cannot be written.
-var errBadRow = errors.New("outbox row cannot be published")
-
 // maxConcurrentTopics bounds the Publish calls of one partition in flight
 // when topics are published concurrently.
 const maxConcurrentTopics = 16
@@ -160,10 +164,10 @@ func New(cfg Config) (*Relay, error) {
 		cfg.DeleteDelay = 100 * time.Millisecond
 	}
 	if cfg.RetryBase <= 0 {
-		cfg.RetryBase = 100 * time.Millisecond
+		cfg.RetryBase = store.DefaultRetryBase
 	}
 	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = 5 * time.Second
+		cfg.RetryMax = store.DefaultRetryMax
 	}
 	r := &Relay{
 		cfg:   cfg,
@@ -424,11 +428,12 @@ func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
 }
 
 // loadParked reads which topics of the partition are parked, so that their
-// newer, unparked rows keep waiting behind them.
+// newer, unparked rows keep waiting behind them. A row parked for good
+// ('infinity') holds nothing back.
 func (r *Relay) loadParked(ctx context.Context, p *partition) error {
 	rows, err := r.cfg.Pool.Query(ctx, `
 		SELECT topic, max(parked_until) FROM outbox
-		WHERE source_partition = $1 AND parked_until > now()
+		WHERE source_partition = $1 AND parked_until > now() AND parked_until < 'infinity'
 		GROUP BY topic`, p.id)
 	if err != nil {
 		return fmt.Errorf("reading parked topics of partition %d: %w", p.id, err)
@@ -444,9 +449,42 @@ func (r *Relay) loadParked(ctx context.Context, p *partition) error {
 }
 
 // pass deletes the rows acknowledged before, selects one batch and
-// publishes it, run by run; what it got acknowledged is deleted by the next
-// pass's query or when drain ends.
-func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time) (res passResult) {
+// publishes it, in one of two modes (publishInOrder, publishConcurrently);
+// what it got acknowledged is deleted by the next pass's query or when drain
+// ends.
+func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time) passResult {
+	rows, err := r.selectBatch(ctx, p, upTo, since)
+	if err != nil {
+		return passResult{dbErr: err}
+	}
+	ps := &passState{selectedAt: time.Now(), failed: map[string]bool{}}
+	ps.res.more = len(rows) == r.cfg.BatchSize
+	if r.cfg.OrderAcrossTopics {
+		r.publishInOrder(ctx, p, r.units(rows), ps)
+	} else {
+		r.publishConcurrently(ctx, p, r.units(rows), ps)
+	}
+	if ps.res.published > 0 && r.cfg.OnPublished != nil {
+		r.cfg.OnPublished(ps.res.published, ps.oldest)
+	}
+	if ps.res.pubErr == nil && ctx.Err() != nil {
+		ps.res.pubErr = ctx.Err()
+	}
+	return ps.res
+}
+
+// passState is what a pass learns while it settles its units.
+type passState struct {
+	res                passResult
+	selectedAt         time.Time
+	oldest             time.Duration   // age of the oldest acknowledged row
+	failed             map[string]bool // topics that failed in this pass
+	failedSinceSuccess bool            // a unit failed (Kafka away) since the last success
+}
+
+// selectBatch deletes the acknowledged rows and selects the partition's
+// next batch, leaving out the topics that back off or are parked.
+func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) ([]row, error) {
 	now := time.Now()
 	exTopics, exUntil := []string{}, []time.Time{}
 	for t, b := range p.blocked {
@@ -465,86 +503,168 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 	}
 	rows, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil, acked: p.acked})
 	if err != nil {
-		res.dbErr = err
-		return res
+		return nil, err
 	}
 	p.acked = p.acked[:0]
-	res.more = len(rows) == r.cfg.BatchSize
-	selectedAt := time.Now()
+	return rows, nil
+}
 
-	units := r.units(rows)
-	var results []error // topics concurrently: every unit published already
-	if !r.cfg.OrderAcrossTopics {
-		results = r.publishAll(ctx, units)
+// publishInOrder publishes the units one after another (OrderAcrossTopics).
+// A topic that failed skips its later units, which must not overtake the
+// failed rows; the pass stops when ctx ends, the database fails or the
+// partition pauses for Kafka being away.
+func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, ps *passState) {
+	for _, u := range units {
+		if ps.failed[u.topic] {
+			continue
+		}
+		if !r.settle(ctx, p, u, r.publish(ctx, u.topic, u.rows), ps) {
+			return
+		}
 	}
-	skip := map[string]bool{} // topics that failed in this pass
-	var oldest time.Duration
-	failedSinceSuccess := false
+}
+
+// publishConcurrently publishes every unit (one per topic) at once, then
+// settles each: all were sent, so even when one says stop, the others'
+// acknowledgements still count.
+func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []unit, ps *passState) {
+	errs := r.publishAll(ctx, units)
 	for k, u := range units {
-		if skip[u.topic] {
-			continue // its later rows must not overtake the failed ones
-		}
-		var err error
-		if results != nil {
-			err = results[k]
-		} else {
-			err = r.publish(ctx, u.topic, u.rows)
-		}
-		if err == nil {
-			for _, x := range u.rows {
-				p.acked = append(p.acked, x.id)
-				oldest = max(oldest, x.age+time.Since(selectedAt))
-			}
-			res.published += len(u.rows)
-			delete(p.blocked, u.topic)
-			p.kafkaFailures, failedSinceSuccess = 0, false
-			continue
-		}
-		if ctx.Err() != nil {
-			if results == nil {
-				break
-			}
-			continue // later units may have been acknowledged: keep them
-		}
-		skip[u.topic] = true
-		if res.pubErr == nil {
-			res.pubErr = err
-		}
-		if Parkable(err) || errors.Is(err, errBadRow) {
-			if err := r.failed(ctx, p, u.topic, u.rows, err); err != nil {
-				res.dbErr = err
-				break
-			}
-			continue
-		}
-		b := p.blocked[u.topic]
-		b.failures++
-		b.at = time.Now()
-		b.until = b.at.Add(r.backoff(b.failures))
-		p.blocked[u.topic] = b
-		r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
-			Dur("retry_in", b.until.Sub(b.at)).Msg("outbox: Kafka did not take the records; retrying")
-		if failedSinceSuccess && p.pauseUntil.Before(time.Now()) {
-			// Two topics in a row: most likely Kafka itself is away, and
-			// trying every other topic would only wait out more timeouts.
-			p.kafkaFailures++
-			p.pauseUntil = time.Now().Add(r.backoff(p.kafkaFailures))
-			res.more = false
-			r.log.Warn().Int32("partition", p.id).Dur("retry_in", time.Until(p.pauseUntil)).Msg("outbox: Kafka looks unavailable; pausing the partition")
-			if results == nil {
-				break
-			}
-		}
-		failedSinceSuccess = true
+		r.settle(ctx, p, u, errs[k], ps)
 	}
+}
 
-	if res.published > 0 && r.cfg.OnPublished != nil {
-		r.cfg.OnPublished(res.published, oldest)
+// settle accounts one unit's publish: acknowledges its rows, parks the
+// records Kafka refuses for good, or backs its topic off. It returns false
+// when the pass should stop: ctx ended, the database failed, or Kafka
+// looks away and the partition pauses.
+func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState) bool {
+	if err != nil && ctx.Err() == nil {
+		if kind, _ := Classify(err); kind == RecordRefused {
+			var dbErr error
+			u.rows, err, dbErr = r.setAside(ctx, p, u, err, ps)
+			if dbErr != nil {
+				ps.res.dbErr = cmp.Or(ps.res.dbErr, dbErr)
+				return false
+			}
+		}
 	}
-	if res.pubErr == nil && ctx.Err() != nil {
-		res.pubErr = ctx.Err()
+	if err == nil {
+		ps.ack(p, u.rows)
+		delete(p.blocked, u.topic)
+		p.kafkaFailures, ps.failedSinceSuccess = 0, false
+		return true
 	}
-	return res
+	if ctx.Err() != nil {
+		return false
+	}
+	ps.failed[u.topic] = true
+	ps.res.pubErr = cmp.Or(ps.res.pubErr, err)
+	if kind, reason := Classify(err); kind != KafkaAway {
+		if err := r.failed(ctx, p, u.topic, u.rows, err, reason); err != nil {
+			ps.res.dbErr = cmp.Or(ps.res.dbErr, err)
+			return false
+		}
+		return true
+	}
+	b := p.blocked[u.topic]
+	b.failures++
+	b.at = time.Now()
+	b.until = b.at.Add(r.backoff(b.failures))
+	p.blocked[u.topic] = b
+	r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
+		Dur("retry_in", b.until.Sub(b.at)).Msg("outbox: Kafka did not take the records; retrying")
+	if ps.failedSinceSuccess && p.pauseUntil.Before(time.Now()) {
+		// Two topics in a row: most likely Kafka itself is away, and
+		// trying every other topic would only wait out more timeouts.
+		p.kafkaFailures++
+		p.pauseUntil = time.Now().Add(r.backoff(p.kafkaFailures))
+		ps.res.more = false
+		r.log.Warn().Int32("partition", p.id).Dur("retry_in", time.Until(p.pauseUntil)).Msg("outbox: Kafka looks unavailable; pausing the partition")
+		return false
+	}
+	ps.failedSinceSuccess = true
+	return true
+}
+
+// ack counts rows Kafka acknowledged; they are deleted later.
+func (ps *passState) ack(p *partition, rows []row) {
+	for _, x := range rows {
+		p.acked = append(p.acked, x.id)
+		ps.oldest = max(ps.oldest, x.age+time.Since(ps.selectedAt))
+	}
+	ps.res.published += len(rows)
+}
+
+// setAside handles a publish in which Kafka refused some record for good.
+// The rows Kafka wrote are acknowledged. Each row that failed is published
+// again alone, in id order: a broker refuses a whole produce batch for one
+// record too large, so only alone does a row show whether it is the one. A
+// row refused alone is parked for good at once; the rows after it go on.
+// It returns the rows left from the first that failed in another way (a
+// topic refused, Kafka away), with that error, for the caller to account
+// as usual; none and nil when every row was settled.
+func (r *Relay) setAside(ctx context.Context, p *partition, u unit, cause error, ps *passState) (rest []row, err, dbErr error) {
+	tried := u.rows
+	var perr *kafkapubsub.PublishError
+	// Total: only an error about this very call says which rows failed.
+	if errors.As(cause, &perr) && perr.Total == len(u.rows) {
+		tried = make([]row, 0, len(perr.Failed))
+		failed := map[int]bool{}
+		for _, f := range perr.Failed {
+			failed[f.Index] = true
+			tried = append(tried, u.rows[f.Index])
+		}
+		var written []row
+		for i, x := range u.rows {
+			if !failed[i] {
+				written = append(written, x)
+			}
+		}
+		ps.ack(p, written)
+	}
+	for i, x := range tried {
+		err := r.publish(ctx, u.topic, []row{x})
+		if err == nil {
+			ps.ack(p, []row{x})
+			continue
+		}
+		kind, reason := Classify(err)
+		if kind != RecordRefused || ctx.Err() != nil {
+			return tried[i:], err, nil
+		}
+		if err := r.parkRow(ctx, p, u.topic, x, reason, err); err != nil {
+			return nil, nil, err
+		}
+	}
+	return nil, nil, nil
+}
+
+// parkRow parks a row Kafka refuses for good until 'infinity': it is kept
+// (and counted in /health) until an operator re-drives or deletes it, and
+// holds nothing back.
+func (r *Relay) parkRow(ctx context.Context, p *partition, topic string, x row, reason string, cause error) error {
+	_, err := r.cfg.Pool.Exec(ctx, `
+		UPDATE outbox SET parked_until = 'infinity', park_reason = $2, attempts = attempts + 1, last_error = $3
+		WHERE id = $1`, x.id, reason, errorText(cause))
+	if err != nil {
+		return fmt.Errorf("parking outbox row %d of partition %d: %w", x.id, p.id, err)
+	}
+	r.log.Error().Err(cause).Int32("partition", p.id).Str("topic", topic).Int64("row", x.id).Str("reason", reason).
+		Int("value_bytes", len(x.value)).Msg("outbox: Kafka refuses the record for good; row parked, the rows after it go on")
+	if r.cfg.OnParked != nil {
+		r.cfg.OnParked(reason, 1)
+	}
+	return nil
+}
+
+// errorText is an error as stored in last_error, bounded.
+func errorText(err error) string {
+	msg := err.Error()
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	return msg
 }
 
 // unit is rows of one topic published in one call.
@@ -612,10 +732,8 @@ type selectReq struct {
 
 // selectRows deletes the acknowledged rows and selects the next batch of
 // each request's partition, in id order, in one round trip. The row
-// comparison and order make outbox_partition serve the whole condition: with
-// "id <= up" the planner walked the primary key and filtered by partition,
-// reading every other partition's rows (a backlog, parked rows) on each
-// wake-up of an empty one.
+// comparison and order make outbox_partition serve the whole condition, so
+// a partition never reads another's rows (docs/performance.md).
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var exParts []int32
@@ -696,12 +814,15 @@ func (r *Relay) deleteRows(ctx context.Context, reqs [][]int64) ([]struct{}, err
 // queueDelete queues the deletion of rows, if any, without waiting for the
 // WAL flush: a delete lost in a crash only publishes its rows again, which
 // at-least-once delivery allows, and the relay stops queueing behind fsync.
-// The batch is one implicit transaction, so SET LOCAL lasts until its end.
+// The batch is one implicit transaction (one Sync), so a local setting lasts
+// until its end. set_config rather than SET LOCAL: both take effect there,
+// but SET LOCAL outside BEGIN also logs a WARNING in PostgreSQL's log on
+// every batch.
 func queueDelete(b *pgx.Batch, ids []int64) {
 	if len(ids) == 0 {
 		return
 	}
-	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`SELECT set_config('synchronous_commit', 'off', true)`)
 	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
 }
 
@@ -735,7 +856,7 @@ func (r *Relay) publish(ctx context.Context, topic string, run []row) error {
 }
 
 func (r *Relay) message(x row) (*message.Message, error) {
-	hs, err := handlers.DecodeHeaders(x.headers)
+	hs, err := topics.DecodeHeaders(x.headers)
 	if err != nil {
 		return nil, fmt.Errorf("%w: row %d: headers: %v", errBadRow, x.id, err)
 	}
@@ -760,19 +881,15 @@ func (r *Relay) message(x row) (*message.Message, error) {
 
 // failed accounts a publish that failed because the topic cannot be
 // written: one more attempt for the rows tried, then backoff or parking.
-func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []row, cause error) error {
+func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []row, cause error, reason string) error {
 	ids := make([]int64, len(run))
 	for i, x := range run {
 		ids[i] = x.id
 	}
-	msg := cause.Error()
-	if len(msg) > 1000 {
-		msg = msg[:1000]
-	}
 	var attempts int
 	err := r.cfg.Pool.QueryRow(ctx, `
 		WITH u AS (UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1) RETURNING attempts)
-		SELECT coalesce(max(attempts), 0) FROM u`, ids, msg).Scan(&attempts)
+		SELECT coalesce(max(attempts), 0) FROM u`, ids, errorText(cause)).Scan(&attempts)
 	if err != nil {
 		return fmt.Errorf("recording a failed publish of partition %d: %w", p.id, err)
 	}
@@ -784,20 +901,24 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 		return nil
 	}
 	// Park every waiting row of the topic, so /health counts them and they
-	// are all retried together, in id order, when the park ends.
+	// are all retried together, in id order, when the park ends. Rows
+	// parked for good stay as they are.
 	var n int64
 	var until time.Time
 	err = r.cfg.Pool.QueryRow(ctx, `
 		WITH u AS (
-			UPDATE outbox SET parked_until = now() + $3::interval
+			UPDATE outbox SET parked_until = now() + $3::interval, park_reason = $4
 			WHERE source_partition = $1 AND topic = $2 AND (parked_until IS NULL OR parked_until <= now())
 			RETURNING 1)
-		SELECT count(*), now() + $3::interval FROM u`, p.id, topic, r.cfg.ParkFor).Scan(&n, &until)
+		SELECT count(*), now() + $3::interval FROM u`, p.id, topic, r.cfg.ParkFor, reason).Scan(&n, &until)
 	if err != nil {
 		return fmt.Errorf("parking rows of partition %d for %q: %w", p.id, topic, err)
 	}
 	p.parked[topic] = until
 	delete(p.blocked, topic)
-	log.Error().Int64("rows", n).Time("until", until).Msg("outbox: topic cannot be written; rows parked")
+	log.Error().Int64("rows", n).Time("until", until).Str("reason", reason).Msg("outbox: topic cannot be written; rows parked")
+	if r.cfg.OnParked != nil && n > 0 {
+		r.cfg.OnParked(reason, int(n))
+	}
 	return nil
 }

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -456,26 +457,185 @@ func parksUnwritableTopic(t *testing.T, concurrent bool) {
 	assert.Zero(t, oldest)
 }
 
-// TestParkableErrors pins down what the publisher returns for a topic that
-// does not exist and cannot be created, and for a broker that is gone.
-func TestParkableErrors(t *testing.T) {
+// TestParksRecordKafkaRefuses: rows Kafka refuses for good are parked at
+// once, with their reason, and the rows after them on the same partition
+// and topic are published. One is refused by the client (a 1,000,000-byte
+// dead-letter copy, over kgo's 1 MB batch limit: it fails alone), one by the
+// broker (over its message.max.bytes: the broker refuses the whole produce
+// batch, so the relay must find the culprit by publishing rows alone). A
+// relay that takes the partition over does not hold the topic back behind
+// them either.
+func TestParksRecordKafkaRefuses(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t) // kfake creates no topics by itself
+	for _, concurrent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("OrderAcrossTopics=%v", !concurrent), func(t *testing.T) {
+			t.Parallel()
+			parksRecordKafkaRefuses(t, concurrent)
+		})
+	}
+}
+
+func parksRecordKafkaRefuses(t *testing.T, concurrent bool) {
+	const dlq, replies, p = "locks.commands.dlq", "locks.replies.svc", int32(3)
+	c := newCluster(t, kfake.SeedTopics(1, dlq, replies), kfake.BrokerConfigs(map[string]string{"message.max.bytes": "100000"}))
+	st := testdb.New(t)
 	pub := newPublisher(t, c.ListenAddrs(), false)
+	var mu sync.Mutex
+	parkedBy := map[string]int{}
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.OrderAcrossTopics = !concurrent
+		cfg.OnParked = func(reason string, n int) {
+			mu.Lock()
+			defer mu.Unlock()
+			parkedBy[reason] += n
+		}
+	})
+
+	// Random bytes: kgo compresses batches, and zeros would fit.
+	noise := make([]byte, 1_000_000)
+	_, _ = rand.NewChaCha8([32]byte{}).Read(noise)
+	huge, big := string(noise), string(noise[:200_000])
+	insert(t, st, p,
+		rec{dlq, "k", "d1", ""}, rec{replies, "k", "r1", "er1"}, rec{dlq, "k", huge, ""},
+		rec{dlq, "k", "d2", ""}, rec{replies, "k", "r2", "er2"}, rec{dlq, "k", big, ""}, rec{dlq, "k", "d3", ""})
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err, "parking settles the refused rows")
+	assert.Equal(t, 5, n)
+	assert.Equal(t, []string{"d1", "d2", "d3"}, firstSeen(values(consume(t, c.ListenAddrs(), dlq, 3))))
+	assert.Equal(t, []string{"r1", "r2"}, firstSeen(values(consume(t, c.ListenAddrs(), replies, 2))))
+
+	type parked struct {
+		size     int
+		reason   string
+		forGood  bool
+		attempts int
+		lastErr  string
+	}
+	rows, err := st.Pool.Query(context.Background(), `
+		SELECT length(value), park_reason, parked_until = 'infinity', attempts, last_error FROM outbox ORDER BY id`)
+	require.NoError(t, err)
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (parked, error) {
+		var x parked
+		return x, r.Scan(&x.size, &x.reason, &x.forGood, &x.attempts, &x.lastErr)
+	})
+	require.NoError(t, err)
+	require.Len(t, got, 2, "only the refused rows stay")
+	for i, size := range []int{1_000_000, 200_000} {
+		assert.Equal(t, size, got[i].size)
+		assert.Equal(t, "MESSAGE_TOO_LARGE", got[i].reason)
+		assert.True(t, got[i].forGood, "parked for good")
+		assert.Equal(t, 1, got[i].attempts, "parked at the first refusal")
+		assert.Contains(t, got[i].lastErr, "MESSAGE_TOO_LARGE")
+	}
+	mu.Lock()
+	assert.Equal(t, map[string]int{"MESSAGE_TOO_LARGE": 2}, parkedBy)
+	mu.Unlock()
+	_, nParked, _, err := outbox.Backlog(context.Background(), st.Pool)
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, nParked)
+	nParked, err = outbox.Parked(context.Background(), st.Pool)
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, nParked)
+
+	// Rows after them go at once, also through a relay that reads the
+	// partition's parked topics afresh; the parked rows are not tried again.
+	relay2 := newRelay(t, st, pub, nil)
+	start(t, func(ctx context.Context) error { return relay2.Run(ctx, p) })
+	insert(t, st, p, rec{dlq, "k", "d4", ""})
+	relay2.Wake(p)
+	assert.Equal(t, []string{"d1", "d2", "d3", "d4"}, firstSeen(values(consume(t, c.ListenAddrs(), dlq, 4))))
+	require.Eventually(t, func() bool { return count(t, st, "true") == 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 2, count(t, st, "attempts = 1"), "parked rows are not retried")
+}
+
+// TestRefusedBatchProbedAlone: when the broker refuses a whole produce
+// batch as too large, the rows are published again one by one, and those
+// Kafka then takes are not parked.
+func TestRefusedBatchProbedAlone(t *testing.T) {
+	t.Parallel()
+	const dlq, p = "locks.commands.dlq", int32(6)
+	c := newCluster(t, kfake.SeedTopics(1, dlq))
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: dlq, Err: kerr.MessageTooLarge, Count: 1})
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, nil)
+	insert(t, st, p, rec{dlq, "k", "d1", ""}, rec{dlq, "k", "d2", ""}, rec{dlq, "k", "d3", ""})
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	assert.EqualValues(t, 1, pub.failures.Load(), "one refused batch")
+	assert.Equal(t, []string{"d1", "d2", "d3"}, firstSeen(values(consume(t, c.ListenAddrs(), dlq, 3))))
+	assert.Equal(t, 0, count(t, st, "true"), "nothing parked")
+}
+
+// TestParksUnreadableHeaders: a row whose headers cannot be decoded can
+// never become a record: it is parked at once and its topic goes on.
+func TestParksUnreadableHeaders(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.released.v1", int32(8)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, nil)
+	insert(t, st, p, rec{topic, "k", "v1", "e1"})
+	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox (source_partition, topic, value, headers) VALUES ($1, $2, 'bad', '\x0000000561'::bytea)`, p, topic)
+	require.NoError(t, err)
+	insert(t, st, p, rec{topic, "k", "v2", "e2"})
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
+	assert.Equal(t, 1, count(t, st, "value = 'bad' AND park_reason = 'UNREADABLE_HEADERS' AND parked_until = 'infinity'"))
+	assert.Equal(t, 1, count(t, st, "true"))
+}
+
+// TestTransientErrorRetried: an error that says nothing about the record
+// or the topic (here UNKNOWN_SERVER_ERROR) is retried after a backoff,
+// neither counted nor parked.
+func TestTransientErrorRetried(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(9)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.UnknownServerError, Count: 2})
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, nil)
+	insert(t, st, p, rec{topic, "k", "v1", "e1"}, rec{topic, "k", "v2", "e2"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, pub.failures.Load(), int64(1), "the fault was met")
+	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
+}
+
+// TestClassify pins down what the publisher returns for a topic that does
+// not exist and cannot be created, for a record too large, and for a broker
+// that is gone.
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, kfake.SeedTopics(1, "locks.replies.big")) // kfake creates no other topics
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	classify := func(err error) string {
+		kind, reason := outbox.Classify(err)
+		return fmt.Sprint(kind, " ", reason)
+	}
 	err := pub.Publish("locks.replies.missing", message.NewMessage("u", []byte("v")))
 	require.Error(t, err)
-	assert.True(t, outbox.Parkable(err), "missing topic: %v", err)
+	assert.Equal(t, fmt.Sprint(outbox.TopicRefused, " UNKNOWN_TOPIC_OR_PARTITION"), classify(err), "missing topic: %v", err)
 
 	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.CreateTopics}, Err: kerr.TopicAuthorizationFailed, Count: -1})
 	creator := newPublisher(t, c.ListenAddrs(), true)
 	err = creator.Publish("locks.replies.new", message.NewMessage("u", []byte("v")))
 	require.Error(t, err)
-	assert.True(t, outbox.Parkable(err), "creation refused: %v", err)
+	assert.Equal(t, fmt.Sprint(outbox.TopicRefused, " TOPIC_AUTHORIZATION_FAILED"), classify(err), "creation refused: %v", err)
+
+	err = pub.Publish("locks.replies.big", message.NewMessage("u", make([]byte, 2_000_000)))
+	require.Error(t, err)
+	assert.Equal(t, fmt.Sprint(outbox.RecordRefused, " MESSAGE_TOO_LARGE"), classify(err), "too large: %v", err)
 
 	c.Close()
 	err = pub.Publish("locks.replies.missing", message.NewMessage("u", []byte("v")))
 	require.Error(t, err)
-	assert.False(t, outbox.Parkable(err), "broker gone: %v", err)
+	assert.Equal(t, fmt.Sprint(outbox.KafkaAway, " "), classify(err), "broker gone: %v", err)
 }
 
 func freePort(t *testing.T) int {

@@ -4,4 +4,9 @@
 //
 // pgx errors are translated here into the sentinel errors below, so callers
 // decide with errors.Is and never look at SQLSTATE codes.
+//
+// # Exported names
+//
+// Everything here is for the worker, the relay, the maintenance loops,
+// lockbench and the tests of this module only.
 package store

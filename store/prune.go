@@ -17,9 +17,7 @@ func (s *Store) Prune(ctx context.Context, requestRetention, eventsRetention tim
 	}{
 		// The oldest rows first, by the age index: statement_timestamp(),
 		// unlike clock_timestamp(), can bound an index scan, and = ANY of
-		// an array keeps the outer delete on the primary key. (IN (SELECT
-		// ...) with clock_timestamp() scanned the whole table twice on
-		// every call, also when nothing was due.)
+		// an array keeps the outer delete on the primary key.
 		{`DELETE FROM processed_requests WHERE request_id = ANY (ARRAY(
 			SELECT request_id FROM processed_requests WHERE processed_at < statement_timestamp() - make_interval(secs => $1::float8)
 			ORDER BY processed_at LIMIT $2))`, requestRetention},

@@ -12,6 +12,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// Defaults of Config's retry policy.
+const (
+	// DefaultRetryBase is the original node's ACQUIRE_RETRY_DELAY.
+	DefaultRetryBase = 100 * time.Millisecond
+	DefaultRetryMax  = 5 * time.Second
+)
+
 // Config says how to reach PostgreSQL and how to retry.
 type Config struct {
 	// URL is a libpq connection string or URL. Required.
@@ -19,8 +26,8 @@ type Config struct {
 	// MinConns and MaxConns size the pool. Defaults 1 and 10.
 	MinConns, MaxConns int32
 	// RetryBase is the first retry delay of a transient failure; each retry
-	// doubles it, with jitter, up to RetryMax. Defaults 100 ms (the original
-	// node's ACQUIRE_RETRY_DELAY) and 5 s.
+	// doubles it, with jitter, up to RetryMax. Defaults DefaultRetryBase
+	// (100 ms) and DefaultRetryMax (5 s).
 	RetryBase, RetryMax time.Duration
 	// OnRetry, when set, is told of every retry (for logs and metrics).
 	OnRetry func(attempt int, err error, delay time.Duration)
@@ -44,10 +51,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.MinConns = 1
 	}
 	if cfg.RetryBase <= 0 {
-		cfg.RetryBase = 100 * time.Millisecond
+		cfg.RetryBase = DefaultRetryBase
 	}
 	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = 5 * time.Second
+		cfg.RetryMax = DefaultRetryMax
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
@@ -72,14 +79,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	return &Store{Pool: pool, cfg: cfg}, nil
 }
 
-// preferGenericPlans makes a connection plan each prepared statement once.
-// PostgreSQL's default (plan_cache_mode auto) keeps planning the worker's
-// set-based statements anew on every execution, because a custom plan,
-// which knows the length of each array parameter, always looks cheaper than
-// the generic one: at small batches (1,000 commands/s) that planning was a
-// quarter of PostgreSQL's CPU per transaction. The statements are written to
-// read by index whatever the estimates, and batches of 500 run as fast with
-// generic plans. A plan_cache_mode given in the connection string wins
+// preferGenericPlans makes a connection plan each prepared statement once:
+// under plan_cache_mode auto PostgreSQL re-plans the set-based statements on
+// every execution, a large share of its CPU at small batches
+// (docs/performance.md). So every statement must read by index under its
+// generic plan. A plan_cache_mode given in the connection string wins
 // (sent at startup instead; a pgbouncer in front must allow it through
 // ignore_startup_parameters).
 func preferGenericPlans(ctx context.Context, c *pgx.Conn) error {

@@ -18,7 +18,6 @@ import (
 	"github.com/jackc/tern/v2/migrate"
 	"github.com/stretchr/testify/require"
 
-	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/migrations"
 	"github.com/omninode/lockworker/store"
@@ -855,10 +854,10 @@ func TestMigrateKeepsUnpublishedHeaders(t *testing.T) {
 	raws, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
 	require.NoError(t, err)
 	require.Len(t, raws, 2)
-	hs, err := handlers.DecodeHeaders(raws[0])
+	hs, err := topics.DecodeHeaders(raws[0])
 	require.NoError(t, err)
 	require.Equal(t, []topics.Header{{Key: "ce_id", Value: []byte("0193")}, {Key: "bin", Value: []byte{0, 0xff, '\n', 0x80}}, {Key: "empty", Value: []byte{}}}, hs)
-	hs, err = handlers.DecodeHeaders(raws[1])
+	hs, err = topics.DecodeHeaders(raws[1])
 	require.NoError(t, err)
 	require.Empty(t, hs)
 }

@@ -30,6 +30,15 @@ const (
 	CodeTokenMismatch      = "TOKEN_MISMATCH"
 	CodeInvalidRequest     = "INVALID_REQUEST"
 	CodeUnsupportedVersion = "UNSUPPORTED_VERSION"
+	// CodeRequestIDConflict: the request_id was already used with another
+	// reply_to; the stored outcome is not disclosed.
+	CodeRequestIDConflict = "REQUEST_ID_CONFLICT"
+	// CodeUnauthenticated: authentication is required and the command has
+	// no valid token. Only dead-lettered: its reply_to cannot be trusted.
+	CodeUnauthenticated = "UNAUTHENTICATED"
+	// CodeForbidden: the requester may not do this (another requester's
+	// reply topic, a namespace its token does not allow).
+	CodeForbidden = "FORBIDDEN"
 	// CodeLimitMismatch: the acquire's limit is not the one the lock's
 	// holders and waiters agreed on.
 	CodeLimitMismatch = "LIMIT_MISMATCH"
@@ -40,7 +49,8 @@ const (
 
 // ErrorCodes is every error code of lock.rejected.
 var ErrorCodes = []string{CodeLockHeld, CodeLockTimeout, CodeNotOwner, CodeNotHeld, CodeTokenMismatch,
-	CodeInvalidRequest, CodeUnsupportedVersion, CodeLimitMismatch, CodeModeMismatch}
+	CodeInvalidRequest, CodeUnsupportedVersion, CodeRequestIDConflict,
+	CodeUnauthenticated, CodeForbidden, CodeLimitMismatch, CodeModeMismatch}
 
 // Lock statuses of LockInfo.
 const (

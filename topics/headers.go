@@ -9,7 +9,8 @@ type Header struct {
 	Value []byte
 }
 
-// Header names of DESIGN.md.
+// Header names of docs/design.md ("Record headers", and the dead-letter
+// headers of "Invalid records and the dead-letter topic").
 const (
 	HeaderCESpecVersion   = "ce_specversion"
 	HeaderCEID            = "ce_id"
@@ -22,14 +23,22 @@ const (
 	HeaderSourceTopic     = "source_topic"
 	HeaderSourcePartition = "source_partition"
 	HeaderSourceOffset    = "source_offset"
-	// Dead-letter copies cut to fit (see the design document, "Bad input"):
-	// HeaderTruncated lists what was cut ("key", "value", "headers",
-	// comma-separated), and the others give the original's sizes.
+	// Dead-letter copies cut to fit: HeaderTruncated lists what was cut
+	// ("key", "value", "headers", comma-separated), and the others give the
+	// original's sizes.
 	HeaderTruncated           = "truncated"
 	HeaderOriginalKeySize     = "original_key_size"
 	HeaderOriginalValueSize   = "original_value_size"
 	HeaderOriginalHeaderCount = "original_header_count"
+	// HeaderAuthorization carries a command's requester token ("Bearer
+	// <JWT>") when the workers require authentication. Dead-letter copies
+	// carry it as RedactedToken: a valid token must not be replayable from
+	// there.
+	HeaderAuthorization = "authorization"
 )
+
+// RedactedToken replaces a token in dead-letter copies.
+const RedactedToken = "(redacted)"
 
 // EventHeaders returns the CloudEvents binary-mode headers of an event.
 // source is "lockworker/<instance>".

@@ -1,6 +1,8 @@
 package topics
 
-// Limits of the contract ("Command" table of DESIGN.md).
+import "time"
+
+// Limits of the contract (the "Commands" table of docs/design.md).
 const (
 	MaxRecordBytes        = 64 << 10
 	MaxRequestIDBytes     = 128
@@ -20,3 +22,12 @@ const (
 	// CleanupAll is the lock_name of a cleanup over every lock.
 	CleanupAll = "*"
 )
+
+// DefaultLeaseDuration is the lease of an acquire without lease_duration
+// unless the worker's DEFAULT_LEASE_DURATION says otherwise.
+const DefaultLeaseDuration = 30 * time.Second
+
+// DevelopmentBroker is where lockworker's embedded development broker listens
+// by default (EMBEDDED_KAFKA_ADDR), so a client and a worker on one machine
+// find each other without configuration.
+const DevelopmentBroker = "127.0.0.1:9092"

@@ -289,7 +289,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		if err != nil {
 			return err
 		}
-		t.decode(parts, stored, poison, pb)
+		t.decode(ctx, parts, stored, poison, pb)
 		if len(t.todos) == 0 {
 			return nil // when nothing was sent, nothing began
 		}
@@ -381,7 +381,7 @@ func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pg
 // the move of its offset past the rest, and decodes them: invalid or
 // quarantined records get their rejection, valid commands without a
 // request_id get topic/partition/offset.
-func (t *txn) decode(parts []*part, stored []int64, poison quarantine, pb *pgx.Batch) {
+func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison quarantine, pb *pgx.Batch) {
 	w := t.w
 	for i, pt := range parts {
 		pt.due = time.Time{}
@@ -404,6 +404,10 @@ func (t *txn) decode(parts []*part, stored []int64, poison quarantine, pb *pgx.B
 			}
 			c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
 			if err != nil {
+				td.rejections[k] = err.(*topics.Rejection)
+				continue
+			}
+			if c, err = w.admit(ctx, c, r); err != nil {
 				td.rejections[k] = err.(*topics.Rejection)
 				continue
 			}

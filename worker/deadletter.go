@@ -26,7 +26,7 @@ const deadLetterHeaderBytes = 1 << 10
 // headers, in order), its key at most a quarter, its value the rest. A nil
 // key or value stays nil. The worker's headers come last, so where a
 // producer's header has the same name, the relay (whose records carry one
-// header per name) keeps the worker's.
+// header per name) keeps the worker's. A requester token is redacted.
 func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs []topics.Header) {
 	var cut []string
 	headerBytes, kept := 0, 0
@@ -40,6 +40,9 @@ func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs 
 	}
 	hs = make([]topics.Header, 0, kept+8)
 	for _, h := range r.Headers[:kept] {
+		if strings.EqualFold(h.Key, topics.HeaderAuthorization) {
+			h.Value = []byte(topics.RedactedToken)
+		}
 		hs = append(hs, topics.Header{Key: h.Key, Value: h.Value})
 	}
 	if kept < len(r.Headers) {

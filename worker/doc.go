@@ -5,8 +5,8 @@
 // long as it is owned). An applier takes everything queued for it since its
 // last transaction and applies it in ONE PostgreSQL transaction, whatever
 // the partitions: batches grow with the load instead of transactions
-// multiplying with it (per-transaction costs, BEGIN, round trips and the
-// COMMIT's WAL flush, dominated when every partition had its own). Per
+// multiplying with it, so BEGIN, round trips and the COMMIT's WAL flush are
+// paid per batch, not per partition (docs/performance.md). Per
 // partition the transaction advances the offset row, only from the offset
 // this worker expected (a worker that lost the partition cannot commit, and
 // a batch retried after a lost connection cannot apply twice), skips offsets
@@ -17,9 +17,9 @@
 // together (store.InTxBatch; after an assignment the stored offsets are read
 // and locked first, in a round trip of their own); the general path's
 // statements, if any; the outbox/history/outcome writes together with
-// COMMIT (at 1,000 commands/s batches are small, so each round trip saved
-// shows). Offset rows are locked in partition order, before any lock row,
-// as every other writer does.
+// COMMIT. Offset rows are locked in partition order, before any lock row,
+// as every other writer does. The whole design: docs/design.md
+// ("Architecture").
 //
 // After the commit each partition's relay is woken in process and its expiry
 // scheduler when the batch started something due sooner. A retried batch
@@ -42,4 +42,10 @@
 // while a poll's records are being handed out (BlockRebalanceOnPoll); a
 // revoked partition is let go once the records polled before are applied
 // (or dropped, as above).
+//
+// # Exported names
+//
+// Worker, Config and the Relay and Metrics interfaces are for
+// cmd/lockworker's wiring, lockbench and this module's tests only: the
+// service's API is the Kafka contract, not this package.
 package worker

@@ -12,8 +12,8 @@ import (
 )
 
 // maintain runs every CleanupInterval: each owned partition's idle rows are
-// cleaned up (DESIGN.md: old rows deleted every CLEANUP_INTERVAL), and old
-// request outcomes and history are pruned.
+// cleaned up, and old request outcomes and history are pruned
+// (docs/design.md "Maintenance").
 func (w *Worker) maintain(ctx context.Context) {
 	t := time.NewTicker(w.cfg.CleanupInterval)
 	defer t.Stop()

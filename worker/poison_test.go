@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -54,7 +53,7 @@ func outboxRows(t testing.TB, st *store.Store, topic string, after int64) []outb
 	var raw []byte
 	var r outboxRow
 	_, err = pgx.ForEachRow(rows, []any{&r.id, &r.topic, &r.key, &r.value, &raw, &r.valueWasNull}, func() error {
-		hs, err := handlers.DecodeHeaders(raw)
+		hs, err := topics.DecodeHeaders(raw)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -41,8 +42,22 @@ type Config struct {
 	Store *store.Store
 	// Relay publishes the outbox of each owned partition.
 	Relay Relay
-	// DefaultLease applies to acquires without lease_duration. Default 30 s.
+	// DefaultLease applies to acquires without lease_duration. Default
+	// topics.DefaultLeaseDuration.
 	DefaultLease time.Duration
+	// RequireFencingToken refuses a release or extend without
+	// fencing_token (INVALID_REQUEST). Default false.
+	RequireFencingToken bool
+	// Auth, when set, requires every command to carry a requester token it
+	// accepts (see admit). Default nil: no authentication.
+	Auth *auth.Verifier
+	// MaxReplyTopics, when above 0, bounds the topics under the reply
+	// prefix that commands may make the relay create: a reply_to naming a
+	// missing topic beyond it is refused (FORBIDDEN, dead-lettered). With
+	// CreateReplyTopics false, only existing reply topics are accepted.
+	// Default 0: not checked.
+	MaxReplyTopics    int
+	CreateReplyTopics bool
 	// Instance names this worker in ce_source ("lockworker/<instance>").
 	Instance string
 	// CleanupInterval is how often old rows are deleted. Default 60 s.
@@ -74,12 +89,10 @@ type Config struct {
 	Metrics Metrics
 }
 
-// DefaultAppliers is Config.Appliers's default. On the 2-core test machine,
-// since BEGIN and COMMIT travel with the statements, one applier reaches
-// the throughput of two with a fifth less PostgreSQL CPU (its batches are
-// twice as big), which at 1,000 commands/s leaves more of the machine to
-// the rest; with one round trip more per transaction two had done better.
-// More cores for PostgreSQL may want more.
+// DefaultAppliers is Config.Appliers's default: one applier makes the
+// biggest batches, so the same throughput costs PostgreSQL the least CPU;
+// more overlap commits, which more cores for PostgreSQL may repay
+// (measurements: docs/performance.md).
 const DefaultAppliers = 1
 
 // Metrics receives the worker's measurements; every method must be cheap.
@@ -98,9 +111,10 @@ type Metrics interface {
 
 // Worker is one member of the lockworker consumer group.
 type Worker struct {
-	cfg Config
-	log zerolog.Logger
-	cl  *kgo.Client
+	cfg     Config
+	log     zerolog.Logger
+	cl      *kgo.Client
+	replies *replyTopics // nil: reply topics not bounded
 
 	lanes []*queue // one per applier
 	mu    sync.Mutex
@@ -127,7 +141,7 @@ func New(cfg Config) (*Worker, error) {
 		cfg.CommandsPartitions = 16
 	}
 	if cfg.DefaultLease <= 0 {
-		cfg.DefaultLease = 30 * time.Second
+		cfg.DefaultLease = topics.DefaultLeaseDuration
 	}
 	if cfg.CleanupInterval <= 0 {
 		cfg.CleanupInterval = time.Minute
@@ -175,6 +189,10 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
 	w.cl = cl
+	if cfg.MaxReplyTopics > 0 {
+		w.replies = &replyTopics{adm: kadm.NewClient(cl), prefix: cfg.Names.ReplyPrefix, max: cfg.MaxReplyTopics,
+			create: cfg.CreateReplyTopics, known: map[string]bool{}}
+	}
 	return w, nil
 }
 

@@ -27,8 +27,8 @@ const (
 	carol = "locks.replies.carol"
 )
 
-// TestEventRouting observes every row of DESIGN.md's "which events go where"
-// on the real topics.
+// TestEventRouting observes the rows of docs/design.md's "Which events go
+// where" on the real topics.
 func TestEventRouting(t *testing.T) {
 	e := e2e.New(t)
 	e.StartWorker(e2e.WorkerOpts{})

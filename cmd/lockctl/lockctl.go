@@ -43,6 +43,10 @@ flags of every command:
   --namespace NS  --requester NAME (replies on locks.replies.NAME; default lockctl)
   --timeout 10s (how long to wait for an answer)  --json (machine-readable output)
 
+authentication (when the workers require it): LOCKWORKER_TOKEN or
+LOCKWORKER_TOKEN_FILE (a token; its subject is the requester), or
+LOCKWORKER_SIGNING_KEY_FILE (a private key or HMAC secret to sign tokens).
+
 Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable; run: the command's own.
 `
@@ -99,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
 	fs.StringVar(&c.namespace, "namespace", "", "lock namespace")
-	fs.StringVar(&c.requester, "requester", "lockctl", "requester name: replies come on locks.replies.<requester>")
+	fs.StringVar(&c.requester, "requester", "", "requester name: replies come on locks.replies.<requester> (default: the subject of\n$LOCKWORKER_TOKEN or $LOCKWORKER_TOKEN_FILE's token, else lockctl)")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for lockworker's answer (not counting --wait)")
 	fs.BoolVar(&c.json, "json", false, "print events as JSON, one per line")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -182,8 +186,12 @@ func (c *cli) client(ctx context.Context) (*client.Client, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	requester := c.requester
+	if requester == "" && os.Getenv(client.EnvToken) == "" && os.Getenv(client.EnvTokenFile) == "" {
+		requester = "lockctl" // else the token names it
+	}
 	return client.New(ctx, client.Config{
-		Brokers: seeds, KafkaOpts: opts, Requester: c.requester, Topics: c.names(),
+		Brokers: seeds, KafkaOpts: opts, Requester: requester, Topics: c.names(),
 		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: min(c.timeout/3, client.DefaultReplyTimeout),
 	})
 }
@@ -283,7 +291,7 @@ func describe(li *topics.LockInfo) string {
 func (c *cli) precheck(cmd topics.Command) error {
 	cmd.Namespace = c.namespace
 	if cmd.OwnerID == "" && (cmd.Operation == topics.OpAcquire) {
-		cmd.OwnerID = c.requester // stands in for the generated owner
+		cmd.OwnerID = "lockctl" // stands in for the generated owner
 	}
 	if err := topics.Validate(cmd, ""); err != nil {
 		var rej *topics.Rejection

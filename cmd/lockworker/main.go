@@ -16,7 +16,8 @@ import (
 // gcPercent replaces Go's default GOGC of 100. The worker's live heap is
 // small (tens of MiB) and every command allocates, so at 100 the collector
 // runs every few MiB and its work lands in the latency of the commands in
-// flight. GOGC and GOMEMLIMIT in the environment still decide.
+// flight (measurements: docs/performance.md). GOGC and GOMEMLIMIT in the
+// environment still decide.
 const gcPercent = 400
 
 func main() {

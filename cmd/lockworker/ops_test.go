@@ -239,6 +239,7 @@ func checkLockPage(t *testing.T, m *Main, dbURL, ns, name, holder string, token 
 	require.True(t, expires.Equal(v.LockInfo.ExpiresAt.Time), "expires_at %s, database %s", v.LockInfo.ExpiresAt, expires)
 	require.NotNil(t, v.ExpiresInSeconds)
 	require.InDelta(t, time.Until(expires).Seconds(), *v.ExpiresInSeconds, 5)
+	require.True(t, v.Redacted)
 	require.Equal(t, len(queue), v.QueueLength)
 	require.Len(t, dbQueue, len(queue))
 	require.Len(t, v.Queue, len(queue))
@@ -246,7 +247,8 @@ func checkLockPage(t *testing.T, m *Main, dbURL, ns, name, holder string, token 
 		require.Equal(t, i+1, q.Position)
 		require.Equal(t, queue[i], q.OwnerID)
 		require.Equal(t, dbQueue[i].owner, q.OwnerID)
-		require.Equal(t, dbQueue[i].request, q.RequestID)
+		require.NotEmpty(t, dbQueue[i].request)
+		require.Empty(t, q.RequestID, "without an INSPECT_TOKEN request_ids are left out")
 		require.True(t, dbQueue[i].deadline.Equal(q.Deadline.Time))
 	}
 }

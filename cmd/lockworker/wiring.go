@@ -16,6 +16,8 @@ import (
 	"github.com/omninode/lockworker/config"
 	"github.com/omninode/lockworker/embedded"
 	"github.com/omninode/lockworker/httpapi"
+	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/kafkalog"
 	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -108,7 +110,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kopts = append(kopts, kgo.WithLogger(kafkaLogger{log.With().Str("component", "kafka").Logger()}))
+	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))
 
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
@@ -132,14 +134,33 @@ func (m *Main) Run(ctx context.Context) error {
 	m.onClose(pubClient.Close)
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts,
-		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published})
+		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
 	if err != nil {
 		return err
 	}
 
+	var verifier *auth.Verifier
+	if cfg.Auth.Required {
+		alog := log.With().Str("component", "auth").Logger()
+		verifier, err = auth.NewVerifier(auth.Config{KeysPath: cfg.Auth.Keys, HMACKeyFile: cfg.Auth.HMACKeyFile,
+			Audience: cfg.Auth.Audience, Issuer: cfg.Auth.Issuer,
+			OnReload: func(keys int, err error) {
+				if err != nil {
+					alog.Error().Err(err).Int("keys", keys).Msg("reloading the verification keys failed; the keys read before stay in force")
+					return
+				}
+				alog.Info().Int("keys", keys).Msg("verification keys reloaded")
+			}})
+		if err != nil {
+			return fmt.Errorf("AUTH_REQUIRED: %w", err)
+		}
+		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
+	}
+
 	w, err := worker.New(worker.Config{
 		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
-		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, Instance: cfg.InstanceID,
+		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
+		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
 		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
@@ -157,7 +178,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	if err := m.serveHTTP(httpapi.Config{
 		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(),
-		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Logger: log.With().Str("component", "http").Logger(),
+		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	}); err != nil {
 		return err
 	}

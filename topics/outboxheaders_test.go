@@ -1,11 +1,10 @@
-package handlers_test
+package topics_test
 
 import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -15,7 +14,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 		{{Key: "ce_id", Value: []byte("0193")}},
 		{{Key: "", Value: nil}, {Key: "binary", Value: []byte{0, 0xff, '\n', 0x80}}, {Key: "ce_type", Value: []byte("lock.acquired")}},
 	} {
-		got, err := handlers.DecodeHeaders(handlers.EncodeHeaders(nil, hs))
+		got, err := topics.DecodeHeaders(topics.EncodeHeaders(nil, hs))
 		require.NoError(t, err)
 		require.Equal(t, len(hs), len(got))
 		for i := range hs {
@@ -26,9 +25,9 @@ func TestHeadersRoundTrip(t *testing.T) {
 }
 
 func TestHeadersCorrupt(t *testing.T) {
-	good := handlers.EncodeHeaders(nil, []topics.Header{{Key: "k", Value: []byte("value")}})
+	good := topics.EncodeHeaders(nil, []topics.Header{{Key: "k", Value: []byte("value")}})
 	for _, b := range [][]byte{good[:3], good[:6], good[:len(good)-1], {0xff, 0xff, 0xff, 0xff, 'k'}} {
-		_, err := handlers.DecodeHeaders(b)
+		_, err := topics.DecodeHeaders(b)
 		require.ErrorContains(t, err, "corrupt headers")
 	}
 }

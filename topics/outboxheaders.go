@@ -1,18 +1,16 @@
-package handlers
+package topics
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-
-	"github.com/omninode/lockworker/topics"
 )
 
 // EncodeHeaders appends to dst how outbox.headers stores a record's headers:
 // for each, its key and its value as a 4-byte big-endian length followed by
 // the bytes (the form migration 002 writes in SQL). Cheaper to write and
 // read than JSON, for the database and for the relay.
-func EncodeHeaders(dst []byte, hs []topics.Header) []byte {
+func EncodeHeaders(dst []byte, hs []Header) []byte {
 	for _, h := range hs {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(h.Key)))
 		dst = append(dst, h.Key...)
@@ -26,8 +24,8 @@ func EncodeHeaders(dst []byte, hs []topics.Header) []byte {
 var errCorruptHeaders = errors.New("corrupt headers")
 
 // DecodeHeaders reads what EncodeHeaders wrote.
-func DecodeHeaders(b []byte) ([]topics.Header, error) {
-	var hs []topics.Header
+func DecodeHeaders(b []byte) ([]Header, error) {
+	var hs []Header
 	field := func() ([]byte, error) {
 		if len(b) < 4 {
 			return nil, errCorruptHeaders
@@ -49,7 +47,7 @@ func DecodeHeaders(b []byte) ([]topics.Header, error) {
 		if err != nil {
 			return nil, fmt.Errorf("header %d (%q): value: %w", len(hs), k, err)
 		}
-		hs = append(hs, topics.Header{Key: string(k), Value: v})
+		hs = append(hs, Header{Key: string(k), Value: v})
 	}
 	return hs, nil
 }

@@ -1,0 +1,137 @@
+package client
+
+import (
+	"crypto"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Environment variables of Config's credentials.
+const (
+	EnvToken          = "LOCKWORKER_TOKEN"
+	EnvTokenFile      = "LOCKWORKER_TOKEN_FILE"
+	EnvSigningKeyFile = "LOCKWORKER_SIGNING_KEY_FILE"
+)
+
+// SignedTokenTTL is the lifetime of the tokens a client signs itself
+// (Config.SigningKeyFile); it signs a new one a minute before the last one
+// ends.
+const SignedTokenTTL = 5 * time.Minute
+
+// credentials give the token each command carries, or "" without
+// authentication.
+type credentials struct {
+	static string
+	claims jwt.RegisteredClaims // of static, read unverified
+	key    any                  // a private key or an HMAC secret, to sign tokens
+	method jwt.SigningMethod
+	sub    string
+
+	mu     sync.Mutex
+	signed string
+	until  time.Time
+}
+
+// loadCredentials reads Config's Token or SigningKeyFile (or their
+// environment variables). sub is the requester a signed token names.
+func loadCredentials(cfg Config) (*credentials, error) {
+	token, keyFile := cfg.Token, cfg.SigningKeyFile
+	if token == "" && keyFile == "" {
+		token, keyFile = os.Getenv(EnvToken), os.Getenv(EnvSigningKeyFile)
+		if f := os.Getenv(EnvTokenFile); token == "" && f != "" {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("reading %s: %w", EnvTokenFile, err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+	}
+	switch {
+	case token != "" && keyFile != "":
+		return nil, errors.New("credentials: give a token or a signing key, not both")
+	case token != "":
+		c := &credentials{static: strings.TrimPrefix(token, "Bearer ")}
+		// Unverified on purpose: only the workers can judge the token; the
+		// client reads it to learn its requester and to fail fast once it
+		// has expired.
+		if _, _, err := jwt.NewParser().ParseUnverified(c.static, &c.claims); err != nil {
+			return nil, fmt.Errorf("%w: the token is not a JWT: %v", ErrUnauthenticated, err)
+		}
+		return c, nil
+	case keyFile == "":
+		return &credentials{}, nil
+	}
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the signing key: %w", err)
+	}
+	c := &credentials{}
+	if c.key, c.method, err = signingKey(b); err != nil {
+		return nil, fmt.Errorf("signing key %s: %w", keyFile, err)
+	}
+	return c, nil
+}
+
+// signingKey reads a PEM private key (Ed25519, RSA, ECDSA), or else takes
+// the file as an HMAC secret.
+func signingKey(b []byte) (any, jwt.SigningMethod, error) {
+	if k, err := jwt.ParseEdPrivateKeyFromPEM(b); err == nil {
+		return k.(crypto.Signer), jwt.SigningMethodEdDSA, nil
+	}
+	if k, err := jwt.ParseRSAPrivateKeyFromPEM(b); err == nil {
+		return k, jwt.SigningMethodRS256, nil
+	}
+	if k, err := jwt.ParseECPrivateKeyFromPEM(b); err == nil {
+		switch k.Curve.Params().BitSize {
+		case 384:
+			return k, jwt.SigningMethodES384, nil
+		case 521:
+			return k, jwt.SigningMethodES512, nil
+		}
+		return k, jwt.SigningMethodES256, nil
+	}
+	if strings.Contains(string(b), "-----BEGIN") {
+		return nil, nil, errors.New("a PEM file that is not an Ed25519, RSA or ECDSA private key")
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) < 32 {
+		return nil, nil, errors.New("an HMAC secret must be at least 32 bytes")
+	}
+	return secret, jwt.SigningMethodHS256, nil
+}
+
+// subject is the requester a static token names, or "".
+func (c *credentials) subject() string { return c.claims.Subject }
+
+// token is the value of the authorization header, or "".
+func (c *credentials) token() (string, error) {
+	switch {
+	case c.static != "":
+		if exp := c.claims.ExpiresAt; exp != nil && time.Now().After(exp.Time) {
+			return "", fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, exp.Time.Format(time.RFC3339))
+		}
+		return "Bearer " + c.static, nil
+	case c.key == nil:
+		return "", nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if now.Add(time.Minute).Before(c.until) {
+		return c.signed, nil
+	}
+	until := now.Add(SignedTokenTTL)
+	s, err := jwt.NewWithClaims(c.method, jwt.RegisteredClaims{Subject: c.sub, IssuedAt: jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(until)}).SignedString(c.key)
+	if err != nil {
+		return "", fmt.Errorf("signing a token: %w", err)
+	}
+	c.signed, c.until = "Bearer "+s, until
+	return c.signed, nil
+}

@@ -1,0 +1,73 @@
+package client
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/require"
+)
+
+func TestCredentials(t *testing.T) {
+	for _, v := range []string{EnvToken, EnvTokenFile, EnvSigningKeyFile} {
+		t.Setenv(v, "")
+	}
+	none, err := loadCredentials(Config{})
+	require.NoError(t, err)
+	tok, err := none.token()
+	require.NoError(t, err)
+	require.Empty(t, tok, "no credentials: no header")
+
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)+"\n"), 0o600))
+	c, err := loadCredentials(Config{SigningKeyFile: secret})
+	require.NoError(t, err)
+	c.sub = "billing"
+	first, err := c.token()
+	require.NoError(t, err)
+	again, err := c.token()
+	require.NoError(t, err)
+	require.Equal(t, first, again, "a signed token is reused while it has more than a minute left")
+	var claims jwt.RegisteredClaims
+	_, err = jwt.ParseWithClaims(strings.TrimPrefix(first, "Bearer "), &claims, func(*jwt.Token) (any, error) { return []byte(strings.Repeat("s", 32)), nil })
+	require.NoError(t, err)
+	require.Equal(t, "billing", claims.Subject)
+	require.WithinDuration(t, time.Now().Add(SignedTokenTTL), claims.ExpiresAt.Time, 5*time.Second)
+
+	static, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "reports"}).SignedString([]byte("k"))
+	require.NoError(t, err)
+	tokenFile := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(static+"\n"), 0o600))
+	t.Setenv(EnvTokenFile, tokenFile)
+	c, err = loadCredentials(Config{})
+	require.NoError(t, err)
+	require.Equal(t, "reports", c.subject())
+	tok, err = c.token()
+	require.NoError(t, err)
+	require.Equal(t, "Bearer "+static, tok)
+
+	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "old",
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}).SignedString([]byte("k"))
+	require.NoError(t, err)
+	c, err = loadCredentials(Config{Token: expired})
+	require.NoError(t, err)
+	_, err = c.token()
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	_, err = loadCredentials(Config{Token: "not a jwt"})
+	require.ErrorIs(t, err, ErrUnauthenticated)
+
+	_, err = loadCredentials(Config{Token: static, SigningKeyFile: secret})
+	require.ErrorContains(t, err, "not both")
+	short := filepath.Join(dir, "short")
+	require.NoError(t, os.WriteFile(short, []byte("short"), 0o600))
+	_, err = loadCredentials(Config{SigningKeyFile: short})
+	require.ErrorContains(t, err, "at least 32 bytes")
+	badPEM := filepath.Join(dir, "bad.pem")
+	require.NoError(t, os.WriteFile(badPEM, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o600))
+	_, err = loadCredentials(Config{SigningKeyFile: badPEM})
+	require.ErrorContains(t, err, "not an Ed25519, RSA or ECDSA private key")
+}

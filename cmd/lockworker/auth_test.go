@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	sdk "github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
+)
+
+// keyPair writes an Ed25519 key pair: the public half into the workers'
+// AUTH_KEYS directory, the private half to a file of its own.
+func keyPair(t *testing.T, keysDir, name string) (privateFile string, key ed25519.PrivateKey) {
+	t.Helper()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(keysDir, name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600))
+	der, err = x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	privateFile = filepath.Join(t.TempDir(), name+".key")
+	require.NoError(t, os.WriteFile(privateFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+	return privateFile, key
+}
+
+// TestAuthenticatedService runs the real wiring with AUTH_REQUIRED and the
+// SDK on both sides of it: a requester that signs its own tokens, one given
+// a token, and one without any.
+func TestAuthenticatedService(t *testing.T) {
+	keys := t.TempDir()
+	aliceKey, _ := keyPair(t, keys, "alice")
+	_, issuer := keyPair(t, keys, "issuer")
+	addr := freeAddr(t)
+	sch := testdb.NewSchema(t)
+	startWith(t, sch.URL, func(c *config.Config) {
+		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
+		c.Auth = config.AuthConfig{Required: true, Keys: keys}
+	})
+	t.Setenv(sdk.EnvToken, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	alice, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "alice", SigningKeyFile: aliceKey})
+	require.NoError(t, err)
+	defer alice.Close()
+	lease, err := alice.Acquire(ctx, "doc")
+	require.NoError(t, err)
+	require.Equal(t, "alice:"+strings.TrimPrefix(lease.Owner, "alice:"), lease.Owner, "owners are scoped by requester")
+
+	token, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.RegisteredClaims{Subject: "mallory",
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}).SignedString(issuer)
+	require.NoError(t, err)
+	mallory, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Token: token})
+	require.NoError(t, err)
+	defer mallory.Close()
+	require.Equal(t, "locks.replies.mallory", mallory.ReplyTopic(), "the requester is the token's subject")
+	_, err = mallory.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: "doc", OwnerID: lease.Owner})
+	require.ErrorIs(t, err, sdk.ErrNotOwner)
+	_, err = sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Token: token, Requester: "alice"})
+	require.ErrorContains(t, err, "not the token's subject")
+
+	anon, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "anon", RequestTimeout: 2 * time.Second, ReplyTimeout: time.Second})
+	require.NoError(t, err)
+	defer anon.Close()
+	_, err = anon.Query(ctx, "doc")
+	require.ErrorIs(t, err, sdk.ErrNoReply, "an unauthenticated command is only dead-lettered")
+
+	require.NoError(t, lease.Extend(ctx, time.Minute), "the holder's own commands still work")
+	require.NoError(t, lease.Release(ctx))
+}
+
+// TestReplyTopicsBounded: the abuse of the security review, 20 commands
+// each naming a new reply topic, creates MAX_REPLY_TOPICS topics and no
+// more; the rest are refused in the dead-letter topic.
+func TestReplyTopicsBounded(t *testing.T) {
+	addr := freeAddr(t)
+	sch := testdb.NewSchema(t)
+	startWith(t, sch.URL, func(c *config.Config) {
+		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
+		c.Topics.MaxReplyTopics = 5
+	})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("locks.commands"),
+		kgo.ConsumeTopics("locks.commands.dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 20 {
+		c := topics.Command{RequestID: fmt.Sprint("flood-", i), Operation: topics.OpQuery, LockName: "x", ReplyTo: fmt.Sprint("locks.replies.flood-", i)}
+		v, err := c.Encode()
+		require.NoError(t, err)
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Key: []byte("x"), Value: v}).FirstErr())
+	}
+	refused := 0
+	for refused < 15 {
+		fs := cl.PollFetches(ctx)
+		require.NoError(t, ctx.Err(), "waiting for 15 dead-letter copies, got %d", refused)
+		fs.EachRecord(func(r *kgo.Record) {
+			for _, h := range r.Headers {
+				if h.Key == topics.HeaderError && strings.Contains(string(h.Value), "may not be created") {
+					refused++
+				}
+			}
+		})
+	}
+	adm := kadm.NewClient(cl)
+	require.Eventually(t, func() bool { // the five allowed ones are created as their replies go out
+		listed, err := adm.ListTopics(ctx)
+		n := 0
+		for _, name := range listed.Names() {
+			if strings.HasPrefix(name, "locks.replies.") {
+				n++
+			}
+		}
+		return err == nil && n == 5
+	}, 30*time.Second, 100*time.Millisecond)
+}

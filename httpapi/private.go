@@ -1,0 +1,29 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"strings"
+)
+
+// authorized reports whether the request presents Config.InspectToken as a
+// bearer token (never, when none is configured).
+func (s *server) authorized(r *http.Request) bool {
+	want := s.cfg.InspectToken
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return want != "" && ok && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// private guards an inspection endpoint: with Config.InspectToken set, a
+// request without it is answered 401. Probes (/health, /health/live) and
+// /metrics are never guarded.
+func (s *server) private(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.InspectToken != "" && !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="lockworker"`)
+			writeError(w, http.StatusUnauthorized, "this endpoint needs the INSPECT_TOKEN as a bearer token")
+			return
+		}
+		h(w, r)
+	}
+}

@@ -1,0 +1,93 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/topics"
+)
+
+// admit applies the deployment's own rules to a valid command and returns
+// it as the handlers must see it, or a *topics.Rejection, answered and
+// dead-lettered like a command that broke the contract.
+//
+// With authentication (Config.Auth), the record's token names the
+// requester, and:
+//   - without a valid token the command is UNAUTHENTICATED, and answered
+//     only in the dead-letter topic: its reply_to is not to be trusted;
+//   - reply_to may only be the requester's own reply topic, and the
+//     namespace one its token allows (FORBIDDEN otherwise);
+//   - owner_id is scoped by the requester: "<requester>:<owner_id>" is the
+//     owner the handlers see and events show, so no other requester can
+//     release, extend or wait as that owner. An owner_id that already
+//     carries the requester's own scope keeps it, so one read back from an
+//     event can be sent again.
+//
+// A reply_to that names a topic that does not exist must stay within
+// MaxReplyTopics (see replyTopics), and is refused FORBIDDEN otherwise,
+// answered only in the dead-letter topic.
+func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
+	if w.cfg.Auth != nil {
+		token, err := recordToken(r)
+		var who auth.Requester
+		if err == nil {
+			who, err = w.cfg.Auth.Verify(token)
+		}
+		if err != nil {
+			c.ReplyTo = "" // not to be trusted
+			return c, &topics.Rejection{Command: c, Code: topics.CodeUnauthenticated, Message: err.Error()}
+		}
+		own := w.cfg.Names.ReplyTopic(who.Name)
+		if c.ReplyTo != "" && c.ReplyTo != own {
+			c.ReplyTo = own
+			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
+				Message: fmt.Sprintf("requester %q may only use its own reply topic %q", who.Name, own)}
+		}
+		if !who.MayUse(c.Namespace) {
+			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
+				Message: fmt.Sprintf("requester %q may not use namespace %q", who.Name, c.Namespace)}
+		}
+		if c.OwnerID != "" && !strings.HasPrefix(c.OwnerID, who.Name+":") {
+			c.OwnerID = who.Name + ":" + c.OwnerID
+			if len(c.OwnerID) > topics.MaxOwnerIDBytes {
+				return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
+					Message: fmt.Sprintf("owner_id scoped by the requester (%q + ':') must be at most %d bytes", who.Name, topics.MaxOwnerIDBytes)}
+			}
+		}
+	}
+	if c.ReplyTo != "" && w.replies != nil {
+		if ok, n := w.replies.allow(ctx, c.ReplyTo); !ok {
+			topic := c.ReplyTo
+			c.ReplyTo = "" // it cannot be answered there
+			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: fmt.Sprintf(
+				"reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
+				topic, n, w.replies.max, w.replies.create)}
+		}
+	}
+	if w.cfg.RequireFencingToken && c.FencingToken == nil && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
+		return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
+			Message: "fencing_token is required for " + c.Operation + " (REQUIRE_FENCING_TOKEN)"}
+	}
+	return c, nil
+}
+
+// recordToken is the record's one authorization header.
+func recordToken(r *kgo.Record) (string, error) {
+	token, n := "", 0
+	for _, h := range r.Headers {
+		if strings.EqualFold(h.Key, topics.HeaderAuthorization) {
+			token, n = string(h.Value), n+1
+		}
+	}
+	switch n {
+	case 0:
+		return "", fmt.Errorf("%w: no %s header", auth.ErrUnauthenticated, topics.HeaderAuthorization)
+	case 1:
+		return token, nil
+	}
+	return "", fmt.Errorf("%w: %d %s headers", auth.ErrUnauthenticated, n, topics.HeaderAuthorization)
+}

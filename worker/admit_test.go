@@ -1,0 +1,195 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// With RequireFencingToken, an owner id alone can neither end nor keep a
+// lease: release and extend without fencing_token are refused and change
+// nothing; with the holder's token they apply.
+func TestRequireFencingToken(t *testing.T) {
+	w, st := newApplier(t)
+	w.cfg.RequireFencingToken = true
+	p := w.newPartition(w.hard, 0)
+	reply := "locks.replies.fenced"
+	off := int64(0)
+	send := func(c topics.Command) {
+		c.LockName, c.OwnerID, c.ReplyTo, c.RequestID = "a", "alice", reply, "r-"+c.Operation+time.Now().String()
+		r := &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: 0, Offset: off, Key: []byte("a"), Value: command(t, c)}
+		off++
+		apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
+	}
+	last := func() topics.Event {
+		rows := outboxRows(t, st, reply, 0)
+		var ev topics.Event
+		require.NoError(t, json.Unmarshal(rows[len(rows)-1].value, &ev))
+		return ev
+	}
+	send(topics.Command{Operation: topics.OpAcquire})
+	tok := last().LockInfo.FencingToken
+	for _, op := range []string{topics.OpRelease, topics.OpExtend} {
+		send(topics.Command{Operation: op})
+		ev := last()
+		require.Equal(t, topics.CodeInvalidRequest, ev.ErrorCode, op)
+		require.Contains(t, ev.ErrorMessage, "fencing_token is required")
+	}
+	var status string
+	var extensions int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT status, extension_count FROM locks WHERE lock_name = 'a'`).Scan(&status, &extensions))
+	require.Equal(t, "acquired", status)
+	require.Zero(t, extensions)
+	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 2, "refusals are dead-lettered")
+
+	send(topics.Command{Operation: topics.OpRelease, FencingToken: &tok})
+	require.Equal(t, topics.TypeReleased, last().Type)
+}
+
+// authWorker is an applier that requires tokens signed with an HMAC secret;
+// token signs one for a requester.
+func authWorker(t *testing.T) (*Worker, *store.Store, func(sub string, namespaces ...string) string) {
+	t.Helper()
+	w, st := newApplier(t)
+	secret := []byte(strings.Repeat("s", 32))
+	f := filepath.Join(t.TempDir(), "hmac")
+	require.NoError(t, os.WriteFile(f, secret, 0o600))
+	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: f})
+	require.NoError(t, err)
+	w.cfg.Auth = v
+	return w, st, func(sub string, namespaces ...string) string {
+		c := auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: sub, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Minute))},
+			Namespaces: namespaces}
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+		require.NoError(t, err)
+		return "Bearer " + s
+	}
+}
+
+// With authentication, owner_id is no longer a credential: the abuses of
+// a shared lock service each fail, and change nothing.
+func TestAuthenticatedRequesters(t *testing.T) {
+	w, st, token := authWorker(t)
+	p := w.newPartition(w.hard, 0)
+	names := topics.DefaultNames()
+	off := int64(0)
+	send := func(c topics.Command, hs ...kgo.RecordHeader) {
+		r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: off, Key: []byte(c.Key()), Value: command(t, c), Headers: hs}
+		off++
+		apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
+	}
+	as := func(tok string) kgo.RecordHeader {
+		return kgo.RecordHeader{Key: topics.HeaderAuthorization, Value: []byte(tok)}
+	}
+	replies := func(topic string) []topics.Event {
+		var evs []topics.Event
+		for _, row := range outboxRows(t, st, topic, 0) {
+			var ev topics.Event
+			require.NoError(t, json.Unmarshal(row.value, &ev))
+			evs = append(evs, ev)
+		}
+		return evs
+	}
+	last := func(topic string) topics.Event {
+		evs := replies(topic)
+		require.NotEmpty(t, evs, topic)
+		return evs[len(evs)-1]
+	}
+	holder := func() (owner, status string) {
+		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT owner_id, status FROM locks WHERE lock_name = 'a'`).Scan(&owner, &status))
+		return owner, status
+	}
+	alice, mallory := token("alice"), token("mallory", "public")
+	aliceTopic, malloryTopic := names.ReplyTopic("alice"), names.ReplyTopic("mallory")
+
+	send(topics.Command{RequestID: "a1", Operation: topics.OpAcquire, LockName: "a", OwnerID: "worker-1", ReplyTo: aliceTopic}, as(alice))
+	got := last(aliceTopic)
+	require.Equal(t, topics.TypeAcquired, got.Type)
+	require.Equal(t, "alice:worker-1", got.LockInfo.OwnerID, "owners are scoped by requester")
+
+	// No token, a forged one, two of them: refused, only dead-lettered.
+	dlqBefore := len(outboxRows(t, st, names.DeadLetter, 0))
+	rel := topics.Command{RequestID: "m1", Operation: topics.OpRelease, LockName: "a", OwnerID: "worker-1", ReplyTo: aliceTopic}
+	send(rel)
+	send(rel, as("Bearer not.a.token"))
+	send(rel, as(alice), as(alice))
+	dlq := outboxRows(t, st, names.DeadLetter, 0)[dlqBefore:]
+	require.Len(t, dlq, 3)
+	for _, row := range dlq {
+		msg, _ := row.header(topics.HeaderError)
+		require.True(t, strings.HasPrefix(msg, topics.CodeUnauthenticated+": "), msg)
+		if tok, ok := row.header(topics.HeaderAuthorization); ok {
+			require.Equal(t, topics.RedactedToken, tok, "no token is replayable from the dead-letter topic")
+		}
+	}
+	require.Len(t, replies(aliceTopic), 1, "nothing answered to the reply_to of an unauthenticated command")
+
+	// Mallory, with her own token: alice's owner id is not hers to use, nor
+	// alice's reply topic, nor a namespace her token does not list.
+	send(topics.Command{RequestID: "m2", Operation: topics.OpRelease, LockName: "a", OwnerID: "worker-1", ReplyTo: malloryTopic}, as(mallory))
+	require.Equal(t, topics.CodeForbidden, last(malloryTopic).ErrorCode, "namespace \"\" is not in her token")
+	mallory = token("mallory")
+	send(topics.Command{RequestID: "m3", Operation: topics.OpRelease, LockName: "a", OwnerID: "worker-1", ReplyTo: malloryTopic}, as(mallory))
+	require.Equal(t, topics.CodeNotOwner, last(malloryTopic).ErrorCode)
+	send(topics.Command{RequestID: "m4", Operation: topics.OpExtend, LockName: "a", OwnerID: "alice:worker-1", ReplyTo: malloryTopic}, as(mallory))
+	require.Equal(t, topics.CodeNotOwner, last(malloryTopic).ErrorCode, "a scoped owner id read from an event does not help")
+	send(topics.Command{RequestID: "m5", Operation: topics.OpRelease, LockName: "a", OwnerID: "worker-1", ReplyTo: aliceTopic}, as(mallory))
+	forbidden := last(malloryTopic)
+	require.Equal(t, topics.CodeForbidden, forbidden.ErrorCode, "answered on her own topic, not alice's")
+	send(topics.Command{RequestID: "a1", Operation: topics.OpAcquire, LockName: "a", OwnerID: "worker-1", ReplyTo: malloryTopic}, as(mallory))
+	require.Equal(t, topics.CodeRequestIDConflict, last(malloryTopic).ErrorCode, "alice's stored outcome is not hers")
+	require.Len(t, replies(aliceTopic), 1, "alice was written nothing")
+	owner, status := holder()
+	require.Equal(t, "alice:worker-1", owner)
+	require.Equal(t, "acquired", status)
+
+	// Alice releases with the owner id as she sent it, or as events show it.
+	send(topics.Command{RequestID: "a2", Operation: topics.OpExtend, LockName: "a", OwnerID: "alice:worker-1", ReplyTo: aliceTopic}, as(alice))
+	require.Equal(t, topics.TypeExtended, last(aliceTopic).Type)
+	send(topics.Command{RequestID: "a3", Operation: topics.OpRelease, LockName: "a", OwnerID: "worker-1", ReplyTo: aliceTopic}, as(alice))
+	require.Equal(t, topics.TypeReleased, last(aliceTopic).Type)
+}
+
+// Reply topics are bounded: commands naming new reply topics beyond
+// MaxReplyTopics are refused in the dead-letter topic, and change nothing.
+func TestReplyTopicsAreBounded(t *testing.T) {
+	for _, create := range []bool{true, false} {
+		w, st := newApplier(t)
+		w.replies = &replyTopics{adm: kadm.NewClient(w.cl), prefix: w.cfg.Names.ReplyPrefix, max: 3, create: create, known: map[string]bool{}}
+		p := w.newPartition(w.hard, 0)
+		var recs []*kgo.Record
+		for i := range 6 {
+			c := topics.Command{RequestID: fmt.Sprint("r", i), Operation: topics.OpAcquire, LockName: fmt.Sprint("l", i), OwnerID: "o",
+				ReplyTo: fmt.Sprint("locks.replies.t", i%5)}
+			recs = append(recs, &kgo.Record{Topic: w.cfg.Names.Commands, Offset: int64(i), Key: []byte(c.LockName), Value: command(t, c)})
+		}
+		apply(w, segment{p: p, records: recs, polledAt: time.Now()})
+		var granted int
+		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks`).Scan(&granted))
+		dlq := outboxRows(t, st, w.cfg.Names.DeadLetter, 0)
+		if !create {
+			require.Zero(t, granted, "no reply topic exists and none may be created")
+			require.Len(t, dlq, 6)
+			continue
+		}
+		require.Equal(t, 4, granted, "t0, t1, t2 and t0 again")
+		require.Len(t, dlq, 2, "t3 and t4 refused")
+		msg, _ := dlq[0].header(topics.HeaderError)
+		require.Contains(t, msg, topics.CodeForbidden+`: reply topic "locks.replies.t3" does not exist and may not be created`)
+		require.Empty(t, outboxRows(t, st, "locks.replies.t3", 0), "nothing answered to a refused reply topic")
+	}
+}
