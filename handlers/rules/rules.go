@@ -86,17 +86,19 @@ type Waiter struct {
 type Lock struct {
 	Limit   int
 	Holders []Holder // by token
-	// Head is the first live waiters (deadline after Now), in order. When
-	// HandOff grants all of them and more may follow, it sets Short: load
-	// the next ones into Head and call HandOff again.
+	// Head is the first live waiters (deadline after Now), in order; the
+	// rest are loaded by More when Head runs out.
 	Head []Waiter
+	// More returns the live waiters after the one of ID after, in order,
+	// as many as the caller likes (none: Head held them all). Nil: Head
+	// holds every live waiter.
+	More func(after int64) []Waiter
 	// Due is every waiter whose deadline has passed, in order.
 	Due []Waiter
 	// Mine is the command owner's waiter, if it waits, with its Position.
 	Mine *Waiter
 	// Waiting counts every waiter, live and due.
 	Waiting int
-	Short   bool
 	// Ended is the lease that ended last, and how (Released or Expired):
 	// what the lock shows when nobody holds it.
 	Ended       *Holder
@@ -107,6 +109,11 @@ type Lock struct {
 	Now time.Time
 	// NextToken hands out a new fencing token (the database's sequence).
 	NextToken func() int64
+
+	// last is the ID of the last waiter taken from or loaded into Head;
+	// withdrawn the owner's waiter the command took off the queue (More
+	// still sees it).
+	last, withdrawn int64
 }
 
 // Status is what lock_info calls the state of the lease an event is about.
@@ -263,31 +270,51 @@ func (l *Lock) end(h Holder, s Status) {
 // compatible with its holders, in order, stopping at the first that is not.
 // When it can grant (or the lock has neither holders nor live waiters), it
 // first answers every waiter whose deadline has passed, so none of them is
-// granted. See Lock.Short.
+// granted.
 func (l *Lock) HandOff() []Effect {
-	l.Short = false
 	if l.Waiting == 0 {
 		return nil
 	}
+	l.fill()
 	open := len(l.Head) > 0 && l.compatible(l.Head[0].Mode) || len(l.Head) == 0 && len(l.Holders) == 0
 	if !open {
 		return nil
 	}
 	effs := l.TimeOut()
-	for len(l.Head) > 0 && l.compatible(l.Head[0].Mode) {
+	for l.fill(); len(l.Head) > 0 && l.compatible(l.Head[0].Mode); l.fill() {
 		w := l.Head[0]
 		l.Head = l.Head[1:]
+		l.last = w.ID
 		l.Waiting--
+		l.leave(w)
 		effs = append(effs, l.grant(w.Owner, w.Mode, w.Lease, w.Metadata, w.ReplyTo, w.RequestID, w.Partition, w))
 	}
-	l.Short = len(l.Head) == 0 && l.Waiting > 0 && l.compatibleWithNext()
 	return effs
 }
 
-// compatibleWithNext reports whether the next waiter beyond Head might be
-// granted: the lock has room for someone.
-func (l *Lock) compatibleWithNext() bool {
-	return l.compatible(Shared) || l.compatible(Exclusive)
+// fill loads the next live waiters into an empty Head, as this command
+// left them: the owner's waiter as the command changed it, or not at all
+// when the command withdrew it.
+func (l *Lock) fill() {
+	if l.More == nil {
+		return
+	}
+	for len(l.Head) == 0 && l.live() > 0 {
+		ws := l.More(l.last)
+		if len(ws) == 0 {
+			return
+		}
+		for _, w := range ws {
+			l.last = w.ID
+			switch {
+			case w.ID == l.withdrawn:
+			case l.Mine != nil && w.ID == l.Mine.ID:
+				l.Head = append(l.Head, *l.Mine)
+			default:
+				l.Head = append(l.Head, w)
+			}
+		}
+	}
 }
 
 // TimeOut answers every waiter whose deadline has passed (LOCK_TIMEOUT).
@@ -295,15 +322,22 @@ func (l *Lock) TimeOut() []Effect {
 	var effs []Effect
 	for _, w := range l.Due {
 		l.Waiting--
-		if l.Mine != nil && l.Mine.ID == w.ID {
-			l.Mine = nil
-		} else if l.Mine != nil && w.ID < l.Mine.ID {
-			l.Mine.Position--
-		}
+		l.leave(w)
 		effs = append(effs, Effect{Kind: Timeout, Waiter: w, Info: l.Info()})
 	}
 	l.Due = nil
 	return effs
+}
+
+// leave keeps Mine true when w leaves the queue.
+func (l *Lock) leave(w Waiter) {
+	switch {
+	case l.Mine == nil:
+	case l.Mine.ID == w.ID:
+		l.Mine = nil
+	case w.ID < l.Mine.ID:
+		l.Mine.Position--
+	}
 }
 
 func (l *Lock) grant(owner string, mode Mode, lease float64, meta []byte, replyTo, requestID string, partition int32, from Waiter) Effect {
@@ -360,12 +394,13 @@ func (l *Lock) Acquire(r Request) []Effect {
 			}
 		}
 		effs = append(effs, Effect{Kind: Requeue, Waiter: w, Prev: prev, Position: w.Position, Info: l.Info()})
+		// A waiter asking again in the other mode may be compatible now.
 		return append(effs, l.HandOff()...)
 	}
 	l.Waiting++
 	w.Position = l.Waiting
 	l.Mine = &w
-	if len(l.Head) == l.Waiting-1 {
+	if len(l.Head) == l.Waiting-1 && l.More == nil {
 		l.Head = append(l.Head, w) // the queue was all loaded: it still is
 	}
 	return append(effs, Effect{Kind: Queue, Waiter: w, Position: w.Position, Info: l.Info()})
@@ -447,6 +482,7 @@ func (l *Lock) notHolder(owner, key string, ended []string) Effect {
 func (l *Lock) withdraw(w Waiter) {
 	l.Waiting--
 	l.Mine = nil
+	l.withdrawn = w.ID
 	l.Head = slices.DeleteFunc(l.Head, func(x Waiter) bool { return x.ID == w.ID })
 	l.Due = slices.DeleteFunc(l.Due, func(x Waiter) bool { return x.ID == w.ID })
 }

@@ -24,20 +24,23 @@ type model struct {
 	acquisitions int64
 	now          time.Time
 	token, id    int64
+	page         int
 }
 
 func newModel(t *testing.T) *model {
 	return &model{t: t, limit: 1, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
-// lock is the state as a transaction of owner's command loads it.
+// lock is the state as a transaction of owner's command loads it: the
+// first page live waiters in Head (0: all), the next ones by More.
 func (m *model) lock(owner string) *Lock {
 	l := &Lock{Limit: m.limit, Holders: slices.Clone(m.holders), Waiting: len(m.queue), Ended: m.ended,
 		EndedStatus: m.endedStatus, Acquisitions: m.acquisitions, Now: m.now,
 		NextToken: func() int64 { m.token++; return m.token }}
+	var live []Waiter
 	for i, w := range m.queue {
 		if w.Deadline.After(m.now) {
-			l.Head = append(l.Head, w)
+			live = append(live, w)
 		} else {
 			l.Due = append(l.Due, w)
 		}
@@ -47,21 +50,44 @@ func (m *model) lock(owner string) *Lock {
 			l.Mine = &mine
 		}
 	}
+	l.Head = live
+	if m.page > 0 {
+		l.Head = live[:min(m.page, len(live))]
+		l.More = func(after int64) []Waiter {
+			i := slices.IndexFunc(live, func(w Waiter) bool { return w.ID > after })
+			if i < 0 {
+				return nil
+			}
+			return live[i:min(i+m.page, len(live))]
+		}
+	}
 	return l
 }
 
-// save keeps what the rules left of l.
-func (m *model) save(l *Lock) {
-	require.False(m.t, l.Short, "the whole queue was loaded")
+// save writes what the rules decided, as the handlers do: the lock's own
+// state from l, the queue by the effects.
+func (m *model) save(l *Lock, effs []Effect) {
 	m.limit, m.holders, m.ended, m.endedStatus, m.acquisitions = l.Limit, l.Holders, l.Ended, l.EndedStatus, l.Acquisitions
-	m.queue = append(slices.Clone(l.Due), l.Head...)
-	for i := range m.queue {
-		if m.queue[i].ID == 0 { // queued by this call
+	for _, e := range effs {
+		switch e.Kind {
+		case Grant, Timeout, Withdraw:
+			if e.Waiter.ID != 0 {
+				i := slices.IndexFunc(m.queue, func(w Waiter) bool { return w.ID == e.Waiter.ID })
+				require.GreaterOrEqual(m.t, i, 0, "%v waits", e.Waiter)
+				m.queue = slices.Delete(m.queue, i, i+1)
+			}
+		case Queue:
 			m.id++
-			m.queue[i].ID = m.id
+			w := e.Waiter
+			w.ID = m.id
+			m.queue = append(m.queue, w)
+			require.Equal(m.t, len(m.queue), e.Position)
+		case Requeue:
+			i := slices.IndexFunc(m.queue, func(w Waiter) bool { return w.ID == e.Prev.ID })
+			require.Equal(m.t, i+1, e.Position)
+			m.queue[i] = e.Waiter
 		}
 	}
-	slices.SortFunc(m.queue, func(a, b Waiter) int { return int(a.ID - b.ID) })
 	require.Len(m.t, m.queue, l.Waiting, "Waiting counts the queue")
 	m.check()
 }
@@ -105,28 +131,28 @@ func (m *model) expiredHolder() bool {
 func (m *model) acquire(owner string, mode Mode, limit int, lease, wait float64) []Effect {
 	l := m.lock(owner)
 	effs := l.Acquire(Request{Owner: owner, Mode: mode, Limit: limit, Lease: lease, Wait: wait, RequestID: "req-" + owner, Key: "/k"})
-	m.save(l)
+	m.save(l, effs)
 	return effs
 }
 
 func (m *model) release(owner string, token *int64) []Effect {
 	l := m.lock(owner)
 	effs := l.Release(owner, "/k", token)
-	m.save(l)
+	m.save(l, effs)
 	return effs
 }
 
 func (m *model) extend(owner string, token *int64, by float64) []Effect {
 	l := m.lock(owner)
 	effs := l.Extend(owner, "/k", token, by)
-	m.save(l)
+	m.save(l, effs)
 	return effs
 }
 
 func (m *model) expire() []Effect {
 	l := m.lock("")
 	effs := l.Expire()
-	m.save(l)
+	m.save(l, effs)
 	return effs
 }
 
@@ -332,7 +358,8 @@ func TestWaitersWithdrawTimeOutAndRequeue(t *testing.T) {
 }
 
 // TestRandomSequencesKeepTheInvariants drives random commands with random
-// modes and limits through the rules; model.check asserts after each that
+// modes and limits through the rules, with the queue loaded whole or a few
+// waiters at a time; model.check asserts after each that
 // a semaphore never has more holders than its limit, a writer holds alone
 // and no waiter at the head is left waiting when it could hold.
 func TestRandomSequencesKeepTheInvariants(t *testing.T) {
@@ -340,6 +367,7 @@ func TestRandomSequencesKeepTheInvariants(t *testing.T) {
 	for seed := uint64(1); seed <= 200; seed++ {
 		r := rand.New(rand.NewPCG(seed, 7))
 		m := newModel(t)
+		m.page = r.IntN(4) // Head of 1 to 3 waiters and the rest by More, or all
 		limit := 1 + r.IntN(3)
 		grants := 0
 		for range 200 {
