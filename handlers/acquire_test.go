@@ -271,7 +271,7 @@ func TestAcquireErrors(t *testing.T) {
 			cmd := tc.setup(h)
 			key := topics.LockKey(cmd.Namespace, cmd.LockName)
 			holder := func() string {
-				return h.scalarText(`SELECT owner_id || ' ' || fencing_token FROM ` + v1Locks + ` WHERE namespace = $1 AND lock_name = $2`, cmd.Namespace, cmd.LockName)
+				return h.scalarText(`SELECT owner_id || ' ' || fencing_token FROM `+v1Locks+` WHERE namespace = $1 AND lock_name = $2`, cmd.Namespace, cmd.LockName)
 			}
 			before := holder()
 			var token int64

@@ -361,7 +361,7 @@ func runRefusals[B any](t *testing.T, cases []refusalCase, before func(h *harnes
 			require.Equal(t, routes, h.routes())
 			require.Equal(t, tc.code, h.outcome(cmd.RequestID).ErrorCode)
 			if tc.stillHeldBy != "" {
-				require.Equal(t, tc.stillHeldBy+" acquired", h.scalarText(`SELECT owner_id || ' ' || status FROM ` + v1Locks + ` WHERE lock_name = 'a'`))
+				require.Equal(t, tc.stillHeldBy+" acquired", h.scalarText(`SELECT owner_id || ' ' || status FROM `+v1Locks+` WHERE lock_name = 'a'`))
 			}
 			check(t, h, tc, b)
 		})

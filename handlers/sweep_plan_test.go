@@ -63,7 +63,7 @@ func TestSweepGenericPlansMatchCustom(t *testing.T) {
 			if shape.f.partition == nil || s.by == "->  Index Scan using locks_pkey on locks" {
 				require.Contains(t, strings.Join(generic, "\n"), s.by, shape.name)
 			}
-			if shape.f.partition != nil {                                                        // the scheduler's and periodic cleanup's rows, by partition and time
+			if shape.f.partition != nil { // the scheduler's and periodic cleanup's rows, by partition and time
 				require.Regexp(t, `Index Cond: \(\(source_partition = \?\) AND \((expires_at <=|updated_at <) \(?statement_timestamp\(\)`, strings.Join(generic, "\n"), shape.name)
 			}
 		}
