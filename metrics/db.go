@@ -14,7 +14,8 @@ import (
 // LockStats describes the whole database (every worker's locks), by the
 // database clock.
 type LockStats struct {
-	// HeldLocks are leases in force.
+	// HeldLocks are leases in force: one per holder (a shared lock or a
+	// semaphore may have several).
 	HeldLocks int64 `json:"held_locks"`
 	// LeasesOverdue have passed expires_at but were not ended yet: the expiry
 	// scheduler ends each within a second, so a number that stays up means
@@ -33,16 +34,16 @@ type LockStats struct {
 	OldestUnpublishedSeconds float64 `json:"oldest_unpublished_age_seconds"`
 }
 
-// ReadLockStats counts held locks, waiters and the outbox. Held locks are
-// read from the partial index of held rows; the other counts scan their
-// (normally small) tables, so bound ctx.
+// ReadLockStats counts leases (a shared lock or a semaphore has one per
+// holder), waiters and the outbox. The counts scan their (normally small)
+// tables, so bound ctx.
 func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 	var s LockStats
 	err := pool.QueryRow(ctx, `
 		SELECT count(*) FILTER (WHERE expires_at > clock_timestamp()),
 		       count(*) FILTER (WHERE expires_at <= clock_timestamp()),
 		       (SELECT count(*) FROM lock_waiters)
-		FROM locks WHERE status = 'acquired'`).Scan(&s.HeldLocks, &s.LeasesOverdue, &s.Waiters)
+		FROM lock_holders`).Scan(&s.HeldLocks, &s.LeasesOverdue, &s.Waiters)
 	if err != nil {
 		return LockStats{}, fmt.Errorf("counting held locks and waiters: %w", err)
 	}
