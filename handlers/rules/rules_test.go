@@ -11,84 +11,25 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// model is one lock's whole state in memory, as the database would hold it:
-// each call loads all of it into a Lock (every live waiter in Head), asks
-// the rules and keeps what they leave.
+// model is a Memory with a clock and tokens, checking the invariants after
+// every decision.
 type model struct {
-	t            *testing.T
-	limit        int
-	holders      []Holder
-	queue        []Waiter // by ID
-	ended        *Holder
-	endedStatus  Status
-	acquisitions int64
-	now          time.Time
-	token, id    int64
-	page         int
+	*Memory
+	t     *testing.T
+	now   time.Time
+	token int64
 }
 
 func newModel(t *testing.T) *model {
-	return &model{t: t, limit: 1, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return &model{Memory: NewMemory(), t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
-// lock is the state as a transaction of owner's command loads it: the
-// first page live waiters in Head (0: all), the next ones by More.
 func (m *model) lock(owner string) *Lock {
-	l := &Lock{Limit: m.limit, Holders: slices.Clone(m.holders), Waiting: len(m.queue), Ended: m.ended,
-		EndedStatus: m.endedStatus, Acquisitions: m.acquisitions, Now: m.now,
-		NextToken: func() int64 { m.token++; return m.token }}
-	var live []Waiter
-	for i, w := range m.queue {
-		if w.Deadline.After(m.now) {
-			live = append(live, w)
-		} else {
-			l.Due = append(l.Due, w)
-		}
-		if w.Owner == owner {
-			mine := w
-			mine.Position = i + 1
-			l.Mine = &mine
-		}
-	}
-	l.Head = live
-	if m.page > 0 {
-		l.Head = live[:min(m.page, len(live))]
-		l.More = func(after int64) []Waiter {
-			i := slices.IndexFunc(live, func(w Waiter) bool { return w.ID > after })
-			if i < 0 {
-				return nil
-			}
-			return live[i:min(i+m.page, len(live))]
-		}
-	}
-	return l
+	return m.Lock(owner, m.now, func() int64 { m.token++; return m.token })
 }
 
-// save writes what the rules decided, as the handlers do: the lock's own
-// state from l, the queue by the effects.
 func (m *model) save(l *Lock, effs []Effect) {
-	m.limit, m.holders, m.ended, m.endedStatus, m.acquisitions = l.Limit, l.Holders, l.Ended, l.EndedStatus, l.Acquisitions
-	for _, e := range effs {
-		switch e.Kind {
-		case Grant, Timeout, Withdraw:
-			if e.Waiter.ID != 0 {
-				i := slices.IndexFunc(m.queue, func(w Waiter) bool { return w.ID == e.Waiter.ID })
-				require.GreaterOrEqual(m.t, i, 0, "%v waits", e.Waiter)
-				m.queue = slices.Delete(m.queue, i, i+1)
-			}
-		case Queue:
-			m.id++
-			w := e.Waiter
-			w.ID = m.id
-			m.queue = append(m.queue, w)
-			require.Equal(m.t, len(m.queue), e.Position)
-		case Requeue:
-			i := slices.IndexFunc(m.queue, func(w Waiter) bool { return w.ID == e.Prev.ID })
-			require.Equal(m.t, i+1, e.Position)
-			m.queue[i] = e.Waiter
-		}
-	}
-	require.Len(m.t, m.queue, l.Waiting, "Waiting counts the queue")
+	require.NoError(m.t, m.Save(l, effs))
 	m.check()
 }
 
@@ -99,33 +40,33 @@ func (m *model) check() {
 	t := m.t
 	exclusive := 0
 	owners := map[string]bool{}
-	for _, h := range m.holders {
+	for _, h := range m.Holders {
 		if h.Mode == Exclusive {
 			exclusive++
 		}
 		require.False(t, owners[h.Owner], "%s holds twice", h.Owner)
 		owners[h.Owner] = true
 	}
-	require.LessOrEqual(t, len(m.holders), max(m.limit, len(m.holders)-exclusive), "holders: %v", m.holders)
-	require.LessOrEqual(t, exclusive, m.limit)
-	if exclusive > 0 && m.limit == 1 {
-		require.Len(t, m.holders, 1, "a writer holds alone")
+	require.LessOrEqual(t, len(m.Holders), max(m.Limit, len(m.Holders)-exclusive), "holders: %v", m.Holders)
+	require.LessOrEqual(t, exclusive, m.Limit)
+	if exclusive > 0 && m.Limit == 1 {
+		require.Len(t, m.Holders, 1, "a writer holds alone")
 	}
-	for _, w := range m.queue {
+	for _, w := range m.Queue {
 		require.False(t, owners[w.Owner], "%s holds and waits", w.Owner)
 		owners[w.Owner] = true
 	}
-	live := slices.IndexFunc(m.queue, func(w Waiter) bool { return w.Deadline.After(m.now) })
+	live := slices.IndexFunc(m.Queue, func(w Waiter) bool { return w.Deadline.After(m.now) })
 	if live >= 0 && !m.expiredHolder() {
 		l := m.lock("")
-		require.False(t, l.compatible(m.queue[live].Mode), "first live waiter %v left waiting beside %v", m.queue[live], m.holders)
+		require.False(t, l.compatible(m.Queue[live].Mode), "first live waiter %v left waiting beside %v", m.Queue[live], m.Holders)
 	}
 }
 
 // expiredHolder reports whether a lease has run out unsettled (its place
 // frees only when something looks at the lock).
 func (m *model) expiredHolder() bool {
-	return slices.ContainsFunc(m.holders, func(h Holder) bool { return !h.ExpiresAt.After(m.now) })
+	return slices.ContainsFunc(m.Holders, func(h Holder) bool { return !h.ExpiresAt.After(m.now) })
 }
 
 func (m *model) acquire(owner string, mode Mode, limit int, lease, wait float64) []Effect {
@@ -268,7 +209,7 @@ func TestSemaphoreNeverExceedsItsLimit(t *testing.T) {
 	m.advance(26 * time.Second)
 	// a and c ended, d still holds: e takes one of the two free places.
 	require.Equal(t, "expire a, expire c, grant e", kinds(m.expire()))
-	require.Len(t, m.holders, 2)
+	require.Len(t, m.Holders, 2)
 	require.Equal(t, "grant f", kinds(m.acquire("f", Exclusive, 3, 30, 0)))
 	require.Equal(t, 3, m.lock("").Info().Holders)
 }
@@ -297,7 +238,7 @@ func TestMismatches(t *testing.T) {
 	m.release("a", nil)
 	// Nobody holds or waits: the next acquire sets the limit.
 	require.Equal(t, "grant b", kinds(m.acquire("b", Exclusive, 2, 30, 0)))
-	require.Equal(t, 2, m.limit)
+	require.Equal(t, 2, m.Limit)
 
 	m = newModel(t)
 	m.acquire("r", Shared, 1, 30, 0)
@@ -310,7 +251,7 @@ func TestHolderCommands(t *testing.T) {
 	m := newModel(t)
 	m.acquire("r1", Shared, 1, 30, 0)
 	m.acquire("r2", Shared, 1, 30, 0)
-	tok := m.holders[0].Token
+	tok := m.Holders[0].Token
 	wrong := tok + 100
 	require.Equal(t, "refuse TOKEN_MISMATCH", kinds(m.release("r1", &wrong)))
 	require.Equal(t, "refuse TOKEN_MISMATCH", kinds(m.extend("r1", &wrong, 0)))
@@ -320,7 +261,7 @@ func TestHolderCommands(t *testing.T) {
 	require.Equal(t, m.now.Add(35*time.Second), effs[0].Holder.ExpiresAt)
 	require.EqualValues(t, 1, effs[0].Holder.Extensions)
 	require.Equal(t, "extend r2", kinds(m.extend("r2", nil, 0)))
-	require.Equal(t, m.now.Add(60*time.Second), m.holders[1].ExpiresAt, "by its own lease")
+	require.Equal(t, m.now.Add(60*time.Second), m.Holders[1].ExpiresAt, "by its own lease")
 	require.Equal(t, "release r1", kinds(m.release("r1", &tok)))
 	m.advance(61 * time.Second)
 	require.Equal(t, "expire r2, refuse NOT_HELD", kinds(m.extend("r2", nil, 0)))
@@ -367,7 +308,7 @@ func TestRandomSequencesKeepTheInvariants(t *testing.T) {
 	for seed := uint64(1); seed <= 200; seed++ {
 		r := rand.New(rand.NewPCG(seed, 7))
 		m := newModel(t)
-		m.page = r.IntN(4) // Head of 1 to 3 waiters and the rest by More, or all
+		m.Page = r.IntN(4) // Head of 1 to 3 waiters and the rest by More, or all
 		limit := 1 + r.IntN(3)
 		grants := 0
 		for range 200 {
@@ -400,6 +341,6 @@ func TestRandomSequencesKeepTheInvariants(t *testing.T) {
 				}
 			}
 		}
-		require.EqualValues(t, grants, m.acquisitions, "seed %d", seed)
+		require.EqualValues(t, grants, m.Acquisitions, "seed %d", seed)
 	}
 }
