@@ -140,7 +140,7 @@ type atOnceSet map[string]commonCase
 // add adds the command to its operation's common case; false when the
 // operation has none.
 func (s atOnceSet) add(a *applier) bool {
-	if a.op.atOnce == nil {
+	if a.op.atOnce == nil || a.generalOnly {
 		return false
 	}
 	cc := s[a.cmd.Operation]

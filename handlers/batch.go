@@ -41,6 +41,9 @@ type buffers struct {
 	outcomes map[string]*stored  // request_id -> stored outcome to write
 	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
 	ahead    map[string]*changed // request_id -> what its common case changed, sent ahead (QueueAtOnce); nil: did not apply
+	// generalOnly makes every command take the general path (the
+	// differential test's, see export_test.go).
+	generalOnly bool
 }
 
 // pending is an event waiting to be encoded at Flush, when its duration_ms
