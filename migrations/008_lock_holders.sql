@@ -8,7 +8,8 @@
 -- Workers of the previous version cannot run beside this schema: they read
 -- and write the holder columns of locks that this migration moves. Stop them
 -- all before the first worker of this version starts (it migrates); one
--- started afterwards stops at start (tern refuses to migrate down).
+-- started afterwards stops at start ("current version 8 is outside the
+-- valid versions": tern knows no later schema than its own files).
 
 CREATE TABLE lock_holders (
     namespace        text        NOT NULL,
