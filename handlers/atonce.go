@@ -11,7 +11,9 @@ import (
 )
 
 // The common cases take one statement: an acquire of a lock that nobody
-// holds or waits for (new, released or expired; any mode and limit), a
+// holds or waits for (new, released or expired; any mode and limit) or
+// that its holders let it join (a reader beside readers, a free place of a
+// semaphore) with nobody waiting (two statements then, one for each), a
 // holder's release of its lease in force when nobody waits, and a holder's
 // extend of its lease in force, both when no lease of the lock has run out
 // (the general path would settle it first). The statement applies only in
@@ -55,6 +57,41 @@ const grantAtOnceSQL = `
 		FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name
 		RETURNING *)
 	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
+	FROM l JOIN h USING (namespace, lock_name)`
+
+// joinAtOnceSQL, after grantAtOnceSQL on the same arrays, adds a holder to
+// a lock held in a compatible way that nobody waits for: a reader beside
+// readers, or a semaphore holder where a place is free, with the lock's
+// limit, when the owner does not hold it already and no lease of the lock
+// has run out. The row is updated by the ctid its snapshot read (see
+// holderAtOnceSQL), so the holders that snapshot read are the row's.
+const joinAtOnceSQL = `
+	WITH u AS (
+		SELECT u.*, k.tid
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[])
+				AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim),
+			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
+		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
+	l AS (
+		UPDATE locks l SET holder_count = l.holder_count + 1, shared_count = l.shared_count + (u.mode = 'shared')::int,
+			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp()
+		FROM u
+		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM u)) AND l.ctid = u.tid
+			AND l.holder_count > 0 AND l.waiter_count = 0 AND l.lock_limit = u.lim
+			AND CASE WHEN u.mode = 'shared' THEN l.shared_count = l.holder_count
+				ELSE l.shared_count = 0 AND l.holder_count < l.lock_limit END
+			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
+				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp()))
+		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at,
+			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, nextval('fencing_tokens') AS token),
+	h AS (
+		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
+			owner_metadata, reply_to, request_id, source_partition)
+		SELECT l.namespace, l.lock_name, l.own, l.mode, l.token, l.updated_at, l.updated_at + make_interval(secs => l.lease), l.lease,
+			l.meta::jsonb, nullif(l.reply, ''), l.req, l.part
+		FROM l
+		RETURNING *)
+	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
 
 // changedHolderCols are holderCols of a common case's holder row h.
@@ -161,7 +198,7 @@ func (s atOnceSet) queue(pb *pgx.Batch, got func(requestID string, c *changed)) 
 	}
 }
 
-// grantArgs is the arrays of grantAtOnceSQL.
+// grantArgs is the arrays of grantAtOnceSQL and joinAtOnceSQL.
 type grantArgs struct {
 	ns, name, owner, replyTo, requestID, mode []string
 	lease                                     []float64
@@ -184,8 +221,10 @@ func (g *grantArgs) add(a *applier) {
 
 func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(g.ns) > 0 {
-		pb.Queue(grantAtOnceSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit).
-			Query(readChanged(topics.OpAcquire, got))
+		for _, sql := range []string{grantAtOnceSQL, joinAtOnceSQL} {
+			pb.Queue(sql, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit).
+				Query(readChanged(topics.OpAcquire, got))
+		}
 	}
 }
 

@@ -21,18 +21,31 @@ import (
 // and limits (a mutex, a read/write lock and a semaphore of 3, with a
 // wrong mode or limit now and then), batched at random, through the
 // general path alone, through the common cases sent ahead and through them
-// inline, each on its own schema, and through rules.Memory; all four must
+// inline, each on a schema of its own, and through rules.Memory; all four must
 // give the same events. Leases and waits end only when the test ends them
 // (in the database and in the model alike), then the expiry step runs.
 func TestDifferential(t *testing.T) {
 	const seeds, steps = 8, 80
 	h := newHarness(t)
+	paths := []string{"general", "ahead", "inline"}
+	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
 	for seed := uint64(1); seed <= seeds; seed++ {
 		script := diffScript(rand.New(rand.NewPCG(seed, 14)), steps)
 		want := modelRun(script)
-		for _, path := range []string{"general", "ahead", "inline"} {
-			got := h.fresh().dbRun(script, path)
-			require.Equal(t, strings.Join(want, "\n"), strings.Join(got, "\n"), "seed %d, %s path", seed, path)
+		for _, path := range paths {
+			schemas[path].reset()
+			got := schemas[path].dbRun(script, path)
+			for i := range max(len(want), len(got)) {
+				w, g := "(none)", "(none)"
+				if i < len(want) {
+					w = want[i]
+				}
+				if i < len(got) {
+					g = got[i]
+				}
+				require.Equal(t, w, g, "seed %d, %s path, event %d; the model's events before it:\n%s", seed, path, i,
+					strings.Join(want[max(0, i-8):i], "\n"))
+			}
 		}
 	}
 }
