@@ -194,7 +194,7 @@ func (a *applier) waiters(ctx context.Context, s *lockState, owner string) error
 			CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END
 		FROM lock_waiters w
 		WHERE namespace = $1 AND lock_name = $2 AND (deadline <= $3 OR id IN (SELECT id FROM head) OR owner_id = $4)
-		ORDER BY id`, r.namespace, r.name, r.now, owner, min(r.limit, topics.MaxLimit)+headPage)
+		ORDER BY id`, r.namespace, r.name, r.now, owner, r.limit+headPage)
 	if err != nil {
 		return fmt.Errorf("reading waiters: %w", err)
 	}
@@ -232,7 +232,7 @@ func (a *applier) waiters(ctx context.Context, s *lockState, owner string) error
 func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]rules.Waiter, error) {
 	rows, err := a.tx.Query(ctx, `SELECT `+waiterCols+` FROM lock_waiters
 		WHERE namespace = $1 AND lock_name = $2 AND id > $3 AND deadline > $4 ORDER BY id LIMIT $5`,
-		r.namespace, r.name, after, r.now, min(r.limit, topics.MaxLimit)+headPage)
+		r.namespace, r.name, after, r.now, r.limit+headPage)
 	if err != nil {
 		return nil, fmt.Errorf("reading waiters: %w", err)
 	}
@@ -393,28 +393,36 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 	if !changed {
 		return nil
 	}
+	queueLockRow(pb, r, l, partition, leases)
+	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
+		return fmt.Errorf("writing lock %q: %w", topics.LockKey(r.namespace, r.name), err)
+	}
+	return nil
+}
+
+// queueLockRow queues the update of the locks row to what l is now. The
+// grantee's partition (nil: no grant) becomes the row's; leases says a
+// lease changed, which is what updated_at records (cleanup deletes the
+// rows idle since max_age_seconds).
+func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, leases bool) {
 	status, shared := r.status, 0
 	for _, h := range l.Holders {
 		if h.Mode == rules.Shared {
 			shared++
 		}
 	}
-	ended := rules.Holder{}
 	if len(l.Holders) > 0 {
 		status = topics.StatusAcquired
 	} else if l.Ended != nil {
 		status = string(l.EndedStatus)
 	}
-	if l.Ended != nil {
-		ended = *l.Ended
-	}
+	var ended rules.Holder
 	var endedOwner, endedMode *string
 	var endedAt, endedUntil *time.Time
-	if ended.Owner != "" {
+	if l.Ended != nil {
+		ended = *l.Ended
 		endedOwner, endedMode, endedAt, endedUntil = &ended.Owner, (*string)(&ended.Mode), &ended.AcquiredAt, &ended.ExpiresAt
 	}
-	// updated_at says when a lease last changed: cleanup deletes the rows
-	// idle since max_age_seconds.
 	pb.Queue(`UPDATE locks SET status = $3, lock_limit = $4, holder_count = $5, shared_count = $6, waiter_count = $7,
 			acquisition_count = $8, ended_owner_id = $9, ended_mode = $10, ended_fencing_token = nullif($11, 0), ended_acquired_at = $12,
 			ended_expires_at = $13, ended_lease_duration = $14, ended_owner_metadata = $15, ended_extension_count = $16,
@@ -423,11 +431,6 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		r.namespace, r.name, status, l.Limit, len(l.Holders), shared, l.Waiting, l.Acquisitions,
 		endedOwner, endedMode, ended.Token, endedAt, endedUntil, ended.Lease, metadata(ended.Metadata), ended.Extensions,
 		partition, leases, r.now)
-	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
-		return fmt.Errorf("writing lock %q: %w", topics.LockKey(r.namespace, r.name), err)
-	}
-	r.status = status
-	return nil
 }
 
 // released answers the release of a lease. A holder released from another
