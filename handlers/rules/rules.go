@@ -2,8 +2,11 @@
 // lock (its limit, its holders, its queue and the database's time), what a
 // command or the passing of time does to it. The handlers load a lock's
 // state, ask these functions, and write what they decide; nothing here
-// touches a database, so every rule is written once, in Go, and tested on
-// its own (the one-statement common cases in SQL are checked against it).
+// touches a database (the callbacks Lock.NextToken and Lock.More do, for
+// the handlers), so every rule is written once, in Go, and tested on its
+// own. Memory holds a lock's whole state in memory: the reference model
+// that the handlers' differential test checks their database paths, the
+// one-statement common cases included, against.
 //
 // # The model
 //
@@ -28,6 +31,10 @@
 // passes its expiry; a wait ends at its deadline. Ended leases and waits
 // are settled (lock.expired, LOCK_TIMEOUT) by whatever looks at the lock
 // first: a command, the expiry scheduler or cleanup.
+//
+// # Exported names
+//
+// Everything here is for the handlers package of this module and its tests.
 package rules
 
 import (
