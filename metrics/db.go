@@ -62,7 +62,7 @@ type dbCollector struct {
 }
 
 var (
-	heldDesc     = prometheus.NewDesc(Namespace+"_locks_held", "Leases in force (whole database).", nil, nil)
+	heldDesc     = prometheus.NewDesc(Namespace+"_locks_held", "Leases in force, one per holder (whole database).", nil, nil)
 	overdueDesc  = prometheus.NewDesc(Namespace+"_leases_overdue", "Leases past expires_at not ended yet (whole database); the scheduler ends each within 1 s.", nil, nil)
 	waitersDesc  = prometheus.NewDesc(Namespace+"_lock_waiters", "Queued acquires (whole database).", nil, nil)
 	backlogDesc  = prometheus.NewDesc(Namespace+"_outbox_backlog", "Outbox rows not yet acknowledged by Kafka, and acknowledged ones up to 100 ms before their deletion (whole database).", nil, nil)
