@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -221,7 +222,12 @@ func (g *grantArgs) add(a *applier) {
 
 func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(g.ns) > 0 {
-		for _, sql := range []string{grantAtOnceSQL, joinAtOnceSQL} {
+		sqls := []string{grantAtOnceSQL}
+		// An exclusive acquire of limit 1 (every v1 acquire) never joins.
+		if slices.Contains(g.mode, string(rules.Shared)) || slices.ContainsFunc(g.limit, func(n int32) bool { return n > 1 }) {
+			sqls = append(sqls, joinAtOnceSQL)
+		}
+		for _, sql := range sqls {
 			pb.Queue(sql, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit).
 				Query(readChanged(topics.OpAcquire, got))
 		}
