@@ -109,10 +109,10 @@ const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h
 // settle it first) and, for a release, nobody waits.
 var (
 	releaseAtOnceSQL = holderAtOnceSQL(`status = CASE WHEN l.holder_count = 1 THEN 'released' ELSE 'acquired' END,
-		holder_count = l.holder_count - 1, shared_count = l.shared_count - (o.mode = 'shared')::int,
+		holder_count = l.holder_count - 1, shared_count = l.shared_count - (m.o_mode = 'shared')::int,
 		(ended_owner_id, ended_mode, ended_fencing_token, ended_acquired_at, ended_expires_at, ended_lease_duration,
 			ended_owner_metadata, ended_extension_count) =
-			(o.owner_id, o.mode, o.fencing_token, o.acquired_at, o.expires_at, o.lease_duration, o.owner_metadata, o.extension_count),`,
+			(m.own, m.o_mode, m.o_token, m.o_acquired, m.o_expires, m.o_lease, m.o_meta, m.o_ext),`,
 		`AND l.waiter_count = 0`,
 		`DELETE FROM lock_holders h USING l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
 	extendAtOnceSQL = holderAtOnceSQL(``, ``,
@@ -122,7 +122,8 @@ var (
 )
 
 // holderAtOnceSQL is the statement that sets set (assignments, each with
-// a comma after it) and updated_at on the locks row of each
+// a comma after it; m.o_* are the holder's columns) and updated_at on the
+// locks row of each
 // element whose owner holds a lease in force (with the token, when given)
 // where cond holds too, then changes the holder's row by change (a
 // statement on lock_holders h using l, the updated rows). Its arrays:
@@ -131,16 +132,17 @@ var (
 func holderAtOnceSQL(set, cond, change string) string {
 	return `
 	WITH m AS (
-		SELECT u.own, u.tok, u.req, u.ext, k.tid
+		SELECT u.own, u.tok, u.req, u.ext, k.tid, o.mode AS o_mode, o.fencing_token AS o_token, o.acquired_at AS o_acquired,
+			o.expires_at AS o_expires, o.lease_duration AS o_lease, o.owner_metadata AS o_meta, o.extension_count AS o_ext
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::float8[]) AS u(ns, nm, own, tok, req, ext),
-			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
+			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k,
+			LATERAL (SELECT o.* FROM lock_holders o WHERE o.namespace = u.ns AND o.lock_name = u.nm AND o.owner_id = u.own
+				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok) OFFSET 0) o
 	),
 	l AS (
 		UPDATE locks l SET ` + set + ` updated_at = clock_timestamp()
-		FROM m, lock_holders o
-		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid
-			AND o.namespace = l.namespace AND o.lock_name = l.lock_name AND o.owner_id = m.own
-			AND o.expires_at > clock_timestamp() AND (m.tok IS NULL OR o.fencing_token = m.tok) ` + cond + `
+		FROM m
+		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
 				AND x.expires_at <= clock_timestamp())
 			AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
