@@ -112,18 +112,21 @@ var (
 		holder_count = l.holder_count - 1, shared_count = l.shared_count - (m.o_mode = 'shared')::int,
 		(ended_owner_id, ended_mode, ended_fencing_token, ended_acquired_at, ended_expires_at, ended_lease_duration,
 			ended_owner_metadata, ended_extension_count) =
-			(m.own, m.o_mode, m.o_token, m.o_acquired, m.o_expires, m.o_lease, m.o_meta, m.o_ext),`,
+			(m.own, m.o_mode, m.o_token, m.o_acquired, m.o_expires, m.o_lease, m.o_meta, m.o_ext),
+		updated_at = clock_timestamp()`,
 		`AND l.waiter_count = 0`,
 		`DELETE FROM lock_holders h USING l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
-	extendAtOnceSQL = holderAtOnceSQL(``, ``,
+	// An extend leaves updated_at (only a lock nobody holds is ever idle)
+	// and so every indexed column: a HOT update, which still gives the row
+	// the new ctid that keeps other statements off it.
+	extendAtOnceSQL = holderAtOnceSQL(`holder_count = l.holder_count`, ``,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
 		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
 )
 
-// holderAtOnceSQL is the statement that sets set (assignments, each with
-// a comma after it; m.o_* are the holder's columns) and updated_at on the
-// locks row of each
+// holderAtOnceSQL is the statement that sets set (assignments; m.o_* are
+// the holder's columns) on the locks row of each
 // element whose owner holds a lease in force (with the token, when given)
 // where cond holds too, then changes the holder's row by change (a
 // statement on lock_holders h using l, the updated rows). Its arrays:
@@ -140,7 +143,7 @@ func holderAtOnceSQL(set, cond, change string) string {
 				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok) OFFSET 0) o
 	),
 	l AS (
-		UPDATE locks l SET ` + set + ` updated_at = clock_timestamp()
+		UPDATE locks l SET ` + set + `
 		FROM m
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name

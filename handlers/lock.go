@@ -376,8 +376,7 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		case rules.Extend:
 			pb.Queue(`UPDATE lock_holders SET expires_at = $4, extension_count = $5 WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
 				r.namespace, r.name, h.Owner, h.ExpiresAt, h.Extensions)
-			leases = true
-			a.extended(r, e.Info)
+			a.extended(r, e.Info) // updated_at stays: only a lock nobody holds is ever idle
 		case rules.Refuse:
 			p := a.event(topics.TypeRejected, r, e.Info)
 			p.ev.ErrorCode, p.ev.ErrorMessage = e.Code, e.Message
