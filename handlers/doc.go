@@ -10,7 +10,8 @@
 // command owner's waiter, asks the rules and writes their effects (lock.go).
 //
 // The common cases take one statement (atonce.go): an acquire of a lock
-// nobody holds or waits for, a holder's release of its lease in force when
+// nobody holds or waits for, or that it may join (a reader beside readers,
+// a free place of a semaphore) with nobody waiting, a holder's release of its lease in force when
 // nobody waits, and a holder's extend of its lease in force, both when no
 // lease of the lock has run out. The statement applies only in that case;
 // otherwise it changes nothing and the general path handles the command.
