@@ -3,12 +3,18 @@
 #            2-core machine), with the worker as a child process so its RSS
 #            and CPU are its own, then the Go micro-benchmarks.
 # make bench-quick is the CI-speed smoke run of every scenario.
+# make bench-failover runs lockbench's failover scenario: three lockworker
+#            processes on a devkafka process, SIGKILL one (10 times), SIGTERM
+#            one (10 times), roll all three (3 times), under load (~5 min).
+# make bench-soak runs the soak scenario: 10 minutes of steady load against
+#            the local PostgreSQL as it is; BENCH_FLAGS="--vacuum=false"
+#            measures it without the worker's vacuum loop.
 
 GO ?= go
 BIN := bin
 BENCH_FLAGS ?=
 
-.PHONY: test bench bench-quick microbench build-bench
+.PHONY: test bench bench-quick bench-failover bench-soak microbench build-bench
 
 test:
 	$(GO) test -timeout 30m ./...
@@ -17,6 +23,7 @@ build-bench:
 	mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/lockworker ./cmd/lockworker
 	$(GO) build -o $(BIN)/lockbench ./cmd/lockbench
+	$(GO) build -o $(BIN)/devkafka ./cmd/devkafka
 
 bench: build-bench
 	$(BIN)/lockbench --worker-bin $(BIN)/lockworker --json-out $(BIN)/lockbench.json $(BENCH_FLAGS)
@@ -24,6 +31,13 @@ bench: build-bench
 
 bench-quick: build-bench
 	$(BIN)/lockbench --quick --worker-bin $(BIN)/lockworker $(BENCH_FLAGS)
+
+bench-failover: build-bench
+	$(BIN)/lockbench --scenario failover --worker-bin $(BIN)/lockworker --devkafka-bin $(BIN)/devkafka \
+		--failover-log $(BIN)/failover-replicas.log --json-out $(BIN)/lockbench-failover.json $(BENCH_FLAGS)
+
+bench-soak: build-bench
+	$(BIN)/lockbench --scenario soak --worker-bin $(BIN)/lockworker --json-out $(BIN)/lockbench-soak.json $(BENCH_FLAGS)
 
 microbench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./topics ./handlers ./outbox

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/client"
@@ -140,7 +142,51 @@ func TestLeaseLostWithoutKeepAlive(t *testing.T) {
 		return r.Event.LockInfo != nil && r.Event.LockInfo.LockName == "lost" && r.Event.LockInfo.FencingToken == l.Token
 	})
 	err = l.Release(ctx)
-	assert.ErrorIs(t, err, client.ErrNotHeld)
+	assert.ErrorIs(t, err, client.ErrLeaseLost, "Release of a lost lease returns the loss")
+}
+
+// Release of a lease known lost returns the loss at once, without sending a
+// command that would wait the whole request timeout on brokers that are down.
+func TestReleaseOfLostLeaseReturnsAtOnce(t *testing.T) {
+	ctx := ctxT(t)
+	e := e2e.New(t)
+	e.StartWorker(e2e.WorkerOpts{Name: "release-lost"})
+	outage := e2e.NewOutage(t, e.Cluster)
+	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "release-lost", ReplyTimeout: 500 * time.Millisecond, RequestTimeout: 20 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	commands := e.Watch(e.Names.Commands)
+	l, err := c.Acquire(ctx, "release-lost", client.WithLease(time.Second))
+	require.NoError(t, err)
+
+	outage.Down(true) // keep-alives stop reaching the worker: the lease runs out
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Lost did not fire with the brokers down")
+	}
+	start := time.Now()
+	err = l.Release(ctx)
+	took := time.Since(start)
+	assert.ErrorIs(t, err, client.ErrLeaseLost)
+	assert.ErrorContains(t, err, "without a confirmed extension", "the cause is the loss itself")
+	assert.Less(t, took, 100*time.Millisecond, "Release of a lost lease must not wait for the brokers")
+	t.Logf("Release of the lost lease took %s: %v", took, err)
+
+	outage.Down(false)
+	info, err := c.Query(ctx, "release-lost") // after the outage: nothing was sent meanwhile
+	require.NoError(t, err)
+	// Expired, or still acquired for a moment: the client's deadline errs
+	// early, the worker's expiry counts from when it applied the acquire.
+	assert.NotEqual(t, client.StatusReleased, info.Status, "no release was applied")
+	assert.Equal(t, l.Token, info.Token)
+	// Commands of one lock share a partition: everything sent before the
+	// query has been read once the query has.
+	for _, r := range commands.WaitFor(t, 10*time.Second, "the query", func(rs []e2e.Received) bool {
+		return slices.ContainsFunc(rs, func(r e2e.Received) bool { return r.Event.Operation == topics.OpQuery })
+	}) {
+		assert.NotEqual(t, topics.OpRelease, r.Event.Operation, "no release was sent for the lost lease")
+	}
 }
 
 // Keep-alive holds a lease well past its duration, keeping its expiry about
@@ -169,10 +215,10 @@ func TestKeepAlive(t *testing.T) {
 	}
 	info, err := c.Query(ctx, "keepalive")
 	require.NoError(t, err)
-	assert.Equal(t, topics.StatusAcquired, info.Status)
-	assert.Equal(t, l.Token, info.FencingToken)
-	assert.GreaterOrEqual(t, info.ExtensionCount, int64(3))
-	assert.Less(t, time.Until(info.ExpiresAt.Time), 2*lease, "keep-alive keeps the expiry about one lease ahead, not drifting")
+	assert.Equal(t, client.StatusAcquired, info.Status)
+	assert.Equal(t, l.Token, info.Token)
+	assert.GreaterOrEqual(t, info.Extensions, int64(3))
+	assert.Less(t, time.Until(info.ExpiresAt), 2*lease, "keep-alive keeps the expiry about one lease ahead, not drifting")
 	require.NoError(t, l.Release(ctx))
 	assert.ErrorIs(t, context.Cause(l.Context()), client.ErrReleased)
 }
@@ -356,8 +402,8 @@ func TestWithLockReleasesAndReturnsFnError(t *testing.T) {
 	assert.ErrorIs(t, err, boom)
 	info, err := c.Query(ctx, "withlock")
 	require.NoError(t, err)
-	assert.Equal(t, topics.StatusReleased, info.Status)
-	assert.Equal(t, token, info.FencingToken)
+	assert.Equal(t, client.StatusReleased, info.Status)
+	assert.Equal(t, token, info.Token)
 }
 
 func TestUnreachableAndNoReply(t *testing.T) {
@@ -401,4 +447,136 @@ func TestWithdrawnByAnotherProcess(t *testing.T) {
 	require.Equal(t, topics.TypeWithdrawn, ev.Type)
 	require.ErrorIs(t, <-done, client.ErrWithdrawn)
 	require.NoError(t, l.Release(ctx))
+}
+
+// Query returns typed fields: a Status, time.Time and time.Duration values,
+// and the wire form in Info.
+func TestQueryTyped(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "query-typed")
+	lock := uniq("query-typed")
+	before := time.Now()
+	l, err := c.Acquire(ctx, lock, client.WithOwner("qt-1"), client.WithLease(time.Minute),
+		client.WithMetadata(map[string]string{"job": "7"}), client.WithoutKeepAlive())
+	require.NoError(t, err)
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	assert.Equal(t, client.StatusAcquired, st.Status)
+	assert.Equal(t, lock, st.Name)
+	assert.Equal(t, "qt-1", st.Owner)
+	assert.Equal(t, l.Token, st.Token)
+	assert.Equal(t, time.Minute, st.LeaseDuration)
+	assert.WithinDuration(t, before, st.AcquiredAt, 5*time.Second, "the worker's clock, close to ours")
+	assert.Equal(t, time.Minute, st.ExpiresAt.Sub(st.AcquiredAt))
+	assert.Equal(t, int64(1), st.Acquisitions)
+	assert.JSONEq(t, `{"job":"7"}`, string(st.Metadata))
+	assert.Equal(t, topics.StatusAcquired, st.Info.Status, "the wire form is kept")
+
+	require.NoError(t, l.Release(ctx))
+	st, err = c.Query(ctx, lock)
+	require.NoError(t, err)
+	assert.Equal(t, client.StatusReleased, st.Status)
+
+	st, err = c.Query(ctx, uniq("never-held"))
+	require.NoError(t, err)
+	assert.Equal(t, client.StatusFree, st.Status)
+	assert.True(t, st.AcquiredAt.IsZero() && st.ExpiresAt.IsZero(), "times the worker did not give are zero")
+}
+
+// NewSubscriber and Client.Subscriber fail like New when no broker answers:
+// with ErrUnreachable and the cause, within the context's deadline.
+func TestSubscriberUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	sub, err := client.NewSubscriber(ctx, client.SubscriberConfig{Brokers: []string{"127.0.0.1:1"}})
+	assert.Nil(t, sub)
+	assert.ErrorIs(t, err, client.ErrUnreachable)
+	assert.ErrorContains(t, err, "connection refused", "the cause is kept")
+	assert.ErrorContains(t, err, "127.0.0.1:1")
+	assert.Less(t, time.Since(start), 5*time.Second)
+
+	// A broker of its own (no worker needed), so the outage leaves the
+	// shared worker alone.
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer cluster.Close()
+	outage := e2e.NewOutage(t, cluster)
+	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "subscriber-unreachable"})
+	require.NoError(t, err)
+	defer c.Close()
+	outage.Down(true)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Second)
+	defer cancel2()
+	_, err = c.Subscriber(ctx2)
+	assert.ErrorIs(t, err, client.ErrUnreachable)
+}
+
+// Client.Subscriber(FromEnd()) delivers only events published after it
+// started: none of the lock's earlier history.
+func TestSubscriberFromEnd(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "from-end")
+	old, fresh := uniq("from-end-old"), uniq("from-end-new")
+	l, err := c.Acquire(ctx, old)
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
+	// The old acquire's event is on the topic before the subscription starts.
+	env.Watch(env.Names.Acquired).WaitEvent(t, "the old lock.acquired", func(r e2e.Received) bool {
+		return r.Event.LockInfo != nil && r.Event.LockInfo.LockName == old
+	})
+
+	sub, err := c.Subscriber(ctx, client.FromEnd())
+	require.NoError(t, err)
+	defer sub.Close()
+	msgs, err := sub.Subscribe(ctx, c.Topics().Acquired)
+	require.NoError(t, err)
+	// The end is looked up a moment after Subscribe returns: take the new
+	// lock until its event arrives.
+	got := make(chan string, 1)
+	go func() {
+		for msg := range msgs {
+			ev, err := client.DecodeMessage(msg)
+			msg.Ack()
+			if err == nil && (ev.LockInfo.LockName == old || ev.LockInfo.LockName == fresh) {
+				got <- ev.LockInfo.LockName
+				return
+			}
+		}
+	}()
+	for {
+		l, err := c.Acquire(ctx, fresh)
+		require.NoError(t, err)
+		require.NoError(t, l.Release(ctx))
+		select {
+		case name := <-got:
+			assert.Equal(t, fresh, name, "the first event seen is a new one, not the retained history")
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// A lease the worker ended before the client knew (an operator released it)
+// is refused on Release with ErrNotHeld and is lost from then on: a second
+// Release returns the loss without asking the worker again.
+func TestReleaseOfLeaseEndedBehindItsBack(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("ended-behind")
+	c, admin := newClient(t, "ended-behind"), newClient(t, "ended-behind-admin")
+	l, err := c.Acquire(ctx, lock, client.WithLease(time.Minute), client.WithoutKeepAlive())
+	require.NoError(t, err)
+	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: lock, OwnerID: l.Owner})
+	require.NoError(t, err)
+
+	err = l.Release(ctx)
+	assert.ErrorIs(t, err, client.ErrNotHeld)
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("a refused release leaves the lease lost")
+	}
+	err = l.Release(ctx)
+	assert.ErrorIs(t, err, client.ErrLeaseLost)
+	assert.ErrorIs(t, err, client.ErrNotHeld, "the loss names the refusal")
 }

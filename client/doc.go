@@ -27,7 +27,21 @@
 // every release and extension carries its fencing token as a guard. When the
 // lease is lost (the worker reports lock.expired for it or refuses an
 // extension, or its expiry passes unconfirmed) Lease.Lost is closed and
-// Lease.Context cancelled, so work under the lock can stop.
+// Lease.Context cancelled, so work under the lock can stop. Release of a lost
+// lease returns the loss (ErrLeaseLost) at once, without sending anything.
+// By hand, as in the README:
+//
+//	lease, err := c.Acquire(ctx, "orders/42", client.WithWait(10*time.Second))
+//	if errors.Is(err, client.ErrLockTimeout) {
+//		return fmt.Errorf("order 42 is busy: %w", err)
+//	}
+//	if err != nil {
+//		return err
+//	}
+//	err = charge(lease.Context(), lease.Token)
+//	return errors.Join(err, lease.Release(ctx))
+//
+// Query returns a LockState with a typed Status and time.Time fields.
 //
 // An acquire that is given up (its context ends while it waits) sends a
 // release for its owner, which withdraws it from the queue, so the worker
@@ -37,7 +51,14 @@
 //
 // NewSubscriber gives the lifecycle topics (lock.acquired, lock.released,
 // lock.expired) as a watermill message.Subscriber, for message.Router
-// handlers.
+// handlers; Client.Subscriber does on the client's brokers, with options
+// (FromEnd). Like New, both fail with ErrUnreachable when no broker answers.
+//
+// # Examples
+//
+// The Example functions of example_test.go run against a real lockworker in
+// the package's tests; ExampleClient_Acquire is the README's example.
+// `go doc -http` shows them (text `go doc` prints none).
 //
 // # Exported names
 //

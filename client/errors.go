@@ -57,7 +57,10 @@ var (
 	// for its owner that this call did not send.
 	ErrWithdrawn = errors.New("acquire withdrawn from the queue")
 	// ErrNoReply: a command was sent (and re-sent) but no reply came before
-	// the request timeout. The brokers are reachable; no lockworker answered.
+	// the request timeout. Either no lockworker answered, or the brokers
+	// stopped answering after New reached them (the producer keeps retrying
+	// an unreachable broker until the request timeout): the command may or
+	// may not have been applied.
 	ErrNoReply = errors.New("no reply from lockworker")
 	// ErrUnreachable: the brokers could not be reached, or refused the
 	// command.

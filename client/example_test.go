@@ -41,6 +41,131 @@ func Example() {
 	// released: lease released
 }
 
+// The README's example: take a lock, waiting in its queue for at most 10 s,
+// work under it, and release it. Release returns ErrLeaseLost at once if the
+// lease was lost meanwhile, so the caller learns that the work may have
+// overlapped another holder's.
+func ExampleClient_Acquire() {
+	charge := func(ctx context.Context, token int64) error {
+		fmt.Println("charging order 42 with a fencing token:", token > 0)
+		return ctx.Err()
+	}
+	chargeOrder := func(ctx context.Context) error {
+		c, err := client.New(ctx, client.Config{Requester: "billing"}) // brokers: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+
+		// Wait up to 10 s in the lock's FIFO queue; the lease keeps itself alive.
+		lease, err := c.Acquire(ctx, "orders/42", client.WithWait(10*time.Second), client.WithLease(30*time.Second))
+		if errors.Is(err, client.ErrLockTimeout) {
+			return fmt.Errorf("order 42 is busy: %w", err) // someone else held it all along
+		}
+		if err != nil {
+			return err
+		}
+		// lease.Context() is cancelled if the lease is lost (<-lease.Lost()):
+		// pass it to the work, and lease.Token to what the lock guards.
+		err = charge(lease.Context(), lease.Token)
+		return errors.Join(err, lease.Release(ctx))
+	}
+
+	if err := chargeOrder(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// charging order 42 with a fencing token: true
+}
+
+// Typed results: Status constants and time.Time fields; Info keeps the wire
+// form.
+func ExampleClient_Query_held() {
+	ctx := context.Background()
+	c, err := client.New(ctx, client.Config{Requester: "ops"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	lease, err := c.Acquire(ctx, "report-42", client.WithOwner("ops-1"), client.WithLease(time.Minute))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lease.Release(ctx)
+	st, err := c.Query(ctx, "report-42")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(st.Status == client.StatusAcquired, st.Owner, st.Token == lease.Token, st.LeaseDuration)
+	fmt.Println("expires about a minute after it was acquired:", st.ExpiresAt.Sub(st.AcquiredAt) == time.Minute)
+	// Output:
+	// true ops-1 true 1m0s
+	// expires about a minute after it was acquired: true
+}
+
+// Lifecycle events on this client's brokers, from the earliest retained
+// (FromEnd for new ones only). The topics hold every lock's events.
+func ExampleClient_Subscriber() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Requester: "tailer"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.Subscriber(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	msgs, err := sub.Subscribe(ctx, c.Topics().Acquired)
+	if err != nil {
+		log.Fatal(err)
+	}
+	lease, err := c.Acquire(ctx, "tailed", client.WithOwner("tailer-1"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lease.Release(ctx)
+	for msg := range msgs {
+		ev, err := client.DecodeMessage(msg)
+		msg.Ack()
+		if err == nil && ev.LockInfo.LockName == "tailed" {
+			fmt.Println(ev.Type, "by", ev.LockInfo.OwnerID)
+			break
+		}
+	}
+	// Output:
+	// lock.acquired by tailer-1
+}
+
+// Only events published after the subscription starts. The end is looked up
+// a moment after Subscribe returns, so an event published at once may be
+// missed: for a lock's whole history, subscribe from the beginning.
+func ExampleFromEnd() {
+	ctx := context.Background()
+	c, err := client.New(ctx, client.Config{Requester: "dashboard"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	sub, err := c.Subscriber(ctx, client.FromEnd())
+	if err != nil {
+		log.Fatal(err) // wraps client.ErrUnreachable when no broker answers
+	}
+	defer sub.Close()
+	msgs, err := sub.Subscribe(ctx, c.Topics().Expired)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for msg := range msgs {
+		if ev, err := client.DecodeMessage(msg); err == nil {
+			fmt.Println("expired:", ev.LockInfo.LockName, "held by", ev.LockInfo.OwnerID)
+		}
+		msg.Ack()
+	}
+}
+
 func ExampleClient_TryAcquire() {
 	ctx := context.Background()
 	c, err := client.New(ctx, client.Config{Requester: "reports"})
@@ -84,7 +209,7 @@ func ExampleWithLock() {
 		log.Fatal(err)
 	}
 	var md map[string]string
-	if err := json.Unmarshal(info.OwnerMetadata, &md); err != nil {
+	if err := json.Unmarshal(info.Metadata, &md); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("afterwards:", info.Status, md)
@@ -125,7 +250,7 @@ func ExampleClient_Query() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(info.LockName, info.Status)
+	fmt.Println(info.Name, info.Status)
 	// Output:
 	// never-taken free
 }
@@ -160,7 +285,7 @@ func ExampleClient_Cleanup() {
 func ExampleNewSubscriber() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sub, err := client.NewSubscriber(client.SubscriberConfig{})
+	sub, err := client.NewSubscriber(ctx, client.SubscriberConfig{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -173,15 +173,22 @@ func (l *Lease) deadlinePassed() {
 
 // Release ends the lease (guarded by its fencing token) and lets the next
 // waiter have the lock. Context is cancelled first, so work under the lock
-// stops before another owner can start. A lease that had already ended
-// gives an error wrapping ErrNotHeld. Release after Release is a no-op.
+// stops before another owner can start. A lease already known lost (Lost
+// closed) returns its loss at once, an error wrapping ErrLeaseLost, and
+// sends nothing: the brokers may be down, and the worker frees the lock by
+// the lease's expiry anyway. A lease the worker ended before the client knew
+// gives an error wrapping ErrNotHeld, and is then lost. Release after
+// Release is a no-op.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
-	if errors.Is(l.err, ErrReleased) {
-		l.mu.Unlock()
-		return nil
-	}
+	ended := l.err
 	l.mu.Unlock()
+	switch {
+	case errors.Is(ended, ErrReleased):
+		return nil
+	case ended != nil:
+		return fmt.Errorf("releasing lock %q: %w", l.key(), ended)
+	}
 	l.cancel(ErrReleased)
 	cmd := l.command(topics.OpRelease)
 	ev, err := l.send(ctx, cmd)

@@ -2,24 +2,81 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/omninode/lockworker/topics"
 )
 
-// Query returns the lock as the worker sees it: status free when nobody ever
-// held it (or its row was cleaned up), expired for a lease past its end even
-// before the worker has ended it.
-func (c *Client) Query(ctx context.Context, name string) (topics.LockInfo, error) {
+// Status is a lock's state as Query reports it.
+type Status string
+
+// The statuses of a lock (the contract's lock_info.status).
+const (
+	// StatusFree: nobody ever held the lock, or its row was cleaned up.
+	StatusFree Status = topics.StatusFree
+	// StatusAcquired: an owner holds the lock.
+	StatusAcquired Status = topics.StatusAcquired
+	// StatusReleased: the last lease was released.
+	StatusReleased Status = topics.StatusReleased
+	// StatusExpired: the last lease ran out.
+	StatusExpired Status = topics.StatusExpired
+)
+
+// LockState is a lock as Query returns it. Times are by the worker's clock;
+// a zero time is one the worker did not give.
+type LockState struct {
+	Namespace string
+	Name      string
+	Status    Status
+	// Owner is the holder, or the last one when the lock is not acquired.
+	Owner string
+	// Token is the fencing token of the current or last lease.
+	Token int64
+	// AcquiredAt is when the current or last lease was granted.
+	AcquiredAt time.Time
+	// ExpiresAt is when the current lease ends (or the last one ended).
+	ExpiresAt time.Time
+	// LeaseDuration is the lease's duration, the keep-alive target.
+	LeaseDuration time.Duration
+	// Acquisitions and Extensions count the lock's grants and extensions.
+	Acquisitions int64
+	Extensions   int64
+	// Metadata is the owner_metadata of the current or last lease.
+	Metadata json.RawMessage
+	// Info is the same lock in the contract's wire form (lock_info of the
+	// lock.status reply), for those who pass it on as JSON.
+	Info topics.LockInfo
+}
+
+func lockState(li topics.LockInfo) LockState {
+	s := LockState{
+		Namespace: li.Namespace, Name: li.LockName, Status: Status(li.Status), Owner: li.OwnerID, Token: li.FencingToken,
+		LeaseDuration: seconds(li.LeaseDuration), Acquisitions: li.AcquisitionCount, Extensions: li.ExtensionCount,
+		Metadata: li.OwnerMetadata, Info: li,
+	}
+	if li.AcquiredAt != nil {
+		s.AcquiredAt = li.AcquiredAt.Time
+	}
+	if li.ExpiresAt != nil {
+		s.ExpiresAt = li.ExpiresAt.Time
+	}
+	return s
+}
+
+// Query returns the lock as the worker sees it: StatusFree when nobody ever
+// held it (or its row was cleaned up), StatusExpired for a lease past its
+// end even before the worker has ended it.
+func (c *Client) Query(ctx context.Context, name string) (LockState, error) {
 	ev, err := c.Do(ctx, c.command(topics.OpQuery, name))
 	if err != nil {
-		return topics.LockInfo{}, fmt.Errorf("querying lock %q: %w", name, err)
+		return LockState{}, fmt.Errorf("querying lock %q: %w", name, err)
 	}
 	if ev.LockInfo == nil {
-		return topics.LockInfo{}, fmt.Errorf("querying lock %q: %s without lock_info", name, ev.Type)
+		return LockState{}, fmt.Errorf("querying lock %q: %s without lock_info", name, ev.Type)
 	}
-	return *ev.LockInfo, nil
+	return lockState(*ev.LockInfo), nil
 }
 
 // CleanupResult is what a cleanup did.

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -35,9 +37,17 @@ type SubscriberConfig struct {
 // is one event (DecodeMessage reads it), keyed by lock key (metadata
 // kafkapubsub.DefaultKeyMetadata), with the CloudEvents headers as metadata.
 // Delivery is at least once: dedupe on the event_id when it matters.
-func NewSubscriber(cfg SubscriberConfig) (*kafkapubsub.Subscriber, error) {
+//
+// Like New, it reaches the brokers before it returns (within ctx, or
+// DefaultRequestTimeout when ctx has no deadline): brokers it cannot reach
+// give an error wrapping ErrUnreachable, where a subscription would
+// otherwise wait for them silently.
+func NewSubscriber(ctx context.Context, cfg SubscriberConfig) (*kafkapubsub.Subscriber, error) {
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = defaultBrokers()
+	}
+	if err := ping(ctx, append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)); err != nil {
+		return nil, fmt.Errorf("creating lifecycle subscriber: %w: %v: %w", ErrUnreachable, cfg.Brokers, err)
 	}
 	s, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{
 		Brokers:       cfg.Brokers,
@@ -51,14 +61,45 @@ func NewSubscriber(cfg SubscriberConfig) (*kafkapubsub.Subscriber, error) {
 	return s, nil
 }
 
+// ping checks that a client with opts reaches a broker.
+func ping(ctx context.Context, opts []kgo.Opt) error {
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
+		defer cancel()
+	}
+	if err := cl.Ping(ctx); err != nil {
+		return errors.Join(err, ctx.Err())
+	}
+	return nil
+}
+
+// SubscribeOption tunes Client.Subscriber.
+type SubscribeOption func(*SubscriberConfig)
+
+// FromEnd starts the subscription at the end of the topics: only events
+// published after it starts. Default: from the earliest retained.
+func FromEnd() SubscribeOption {
+	return func(cfg *SubscriberConfig) { cfg.FromEnd = true }
+}
+
 // Subscriber is NewSubscriber on this client's brokers and connection
 // options.
-func (c *Client) Subscriber(fromEnd bool) (*kafkapubsub.Subscriber, error) {
+func (c *Client) Subscriber(ctx context.Context, opts ...SubscribeOption) (*kafkapubsub.Subscriber, error) {
 	brokers := c.cfg.Brokers
 	if len(brokers) == 0 {
 		brokers, _ = c.prod.OptValue(kgo.SeedBrokers).([]string)
 	}
-	return NewSubscriber(SubscriberConfig{Brokers: brokers, KafkaOpts: c.baseOpts, FromEnd: fromEnd})
+	cfg := SubscriberConfig{Brokers: brokers, KafkaOpts: c.baseOpts}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	return NewSubscriber(ctx, cfg)
 }
 
 // DecodeMessage reads the lockworker event a lifecycle message carries.

@@ -29,7 +29,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/config"
 )
 
 // root is the repository, seen from this package's directory.
@@ -346,7 +346,7 @@ func TestKubernetes(t *testing.T) {
 		// ConfigMap's comment gives.
 		raw, err := os.ReadFile(filepath.Join(dir, cm.file))
 		require.NoError(t, err)
-		omitted := []string{"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DATABASE", "POSTGRES_USER", "POSTGRES_PASSWORD", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_KAFKA_DIR"}
+		omitted := []string{"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DATABASE", "POSTGRES_USER", "POSTGRES_PASSWORD", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_KAFKA_DIR", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT"}
 		for name := range knownSettings(t) {
 			if _, ok := env[name]; ok {
 				assert.NotContains(t, omitted, name)

@@ -62,7 +62,7 @@ func TestRequireFencingToken(t *testing.T) {
 
 // authWorker is an applier that requires tokens signed with an HMAC secret;
 // token signs one for a requester.
-func authWorker(t *testing.T) (*Worker, *store.Store, func(sub string, namespaces ...string) string) {
+func authWorker(t testing.TB) (*Worker, *store.Store, func(sub string, namespaces ...string) string) {
 	t.Helper()
 	w, st := newApplier(t)
 	secret := []byte(strings.Repeat("s", 32))

@@ -43,6 +43,9 @@
 // revoked partition is let go once the records polled before are applied
 // (or dropped, as above).
 //
+// Beside the worker, the Vacuumer (started by cmd/lockworker) keeps the hot
+// tables vacuumed where autovacuum does not, one replica at a time.
+//
 // # Exported names
 //
 // Worker, Config and the Relay and Metrics interfaces are for

@@ -210,6 +210,10 @@ func FuzzApplyRecord(f *testing.F) {
 		{key: []byte("a"), value: []byte(`{"operation":"cleanup","lock_name":"*","max_age_seconds":0}`)},
 		{key: []byte("a"), value: []byte(`{"v":2,"operation":"steal"}`), headerKey: "", headerValue: nil},
 		{key: []byte("a"), value: []byte(`{"operation":"acquire","lock_name":"` + strings.Repeat("é", 200) + `","owner_id":"o"}`)},
+		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
+			headerKey: topics.HeaderAuthorization, headerValue: []byte("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJmIn0.")},
+		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpQuery, LockName: "a", ReplyTo: "locks.replies.f"}),
+			headerKey: "Authorization", headerValue: bytes.Repeat([]byte("A"), 10_000)},
 	}
 	for _, s := range seeds {
 		v := s.value
@@ -218,11 +222,20 @@ func FuzzApplyRecord(f *testing.F) {
 		}
 		f.Add(s.key, v, s.nilKey, s.nilValue, s.headerKey, s.headerValue)
 	}
-	w, st := newApplier(f)
+	w, st, token := authWorker(f)
+	verifier := w.cfg.Auth
+	f.Add([]byte("a"), valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
+		false, false, topics.HeaderAuthorization, []byte(token("f")))
 	p := w.newPartition(w.hard, 0)
 	var next, lastOutbox int64
 	topic, dlq := topics.DefaultNames().Commands, topics.DefaultNames().DeadLetter
 	f.Fuzz(func(t *testing.T, key, value []byte, nilKey, nilValue bool, headerKey string, headerValue []byte) {
+		// Authentication on for inputs with a header, off for the rest:
+		// both admission paths see every kind of record.
+		w.cfg.Auth = nil
+		if headerKey != "" {
+			w.cfg.Auth = verifier
+		}
 		if nilKey {
 			key = nil
 		}
@@ -243,6 +256,11 @@ func FuzzApplyRecord(f *testing.F) {
 		require.Equal(t, next, storedOffset(t, st, 0))
 		for _, c := range outboxRows(t, st, dlq, lastOutbox) {
 			require.LessOrEqual(t, c.size(), DefaultDeadLetterMaxBytes+deadLetterHeaderBytes)
+			for _, h := range c.headers {
+				if strings.EqualFold(h.Key, topics.HeaderAuthorization) {
+					require.Equal(t, topics.RedactedToken, string(h.Value), "no token reaches the dead-letter topic")
+				}
+			}
 		}
 		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&lastOutbox))
 	})

@@ -83,6 +83,11 @@ type Config struct {
 	Appliers int
 	// SessionTimeout of the group member. Default 45 s (franz-go's).
 	SessionTimeout time.Duration
+	// GroupInstanceID, when set, makes the worker a static group member
+	// (group.instance.id). Kill leaves it in the group, so a restart within
+	// the session timeout gets its partitions back; Close leaves the group
+	// with it, so a clean stop hands its partitions over at once.
+	GroupInstanceID string
 	// Logger receives the worker's logs. Default: none.
 	Logger zerolog.Logger
 	// Metrics, when set, is told what the worker does.
@@ -184,6 +189,9 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
 	}
+	if cfg.GroupInstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.GroupInstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
@@ -217,6 +225,7 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 // applied, the partitions' schedulers and relays stop. Close then leaves the
 // group; Kill instead forces a stop at any time.
 func (w *Worker) Run(ctx context.Context) error {
+	var ctxErr error
 	go w.maintain(ctx)
 	var appliers sync.WaitGroup
 	for _, q := range w.lanes {
@@ -229,9 +238,19 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.cl.AllowRebalance()
 			break
 		}
+		var fatal error
 		fetches.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, kerr.InvalidSessionTimeout) {
+				fatal = err
+			}
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
 		})
+		if fatal != nil {
+			// Retrying cannot help: the broker's bounds are its config.
+			w.cl.AllowRebalance()
+			ctxErr = fmt.Errorf("%w (group.min.session.timeout.ms..group.max.session.timeout.ms of the broker; set KAFKA_SESSION_TIMEOUT within them): %w", ErrSessionTimeout, fatal)
+			break
+		}
 		polled := time.Now()
 		segs := make([][]segment, len(w.lanes))
 		w.mu.Lock()
@@ -256,8 +275,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	appliers.Wait()
 	w.stopAll()
-	return nil
+	return ctxErr
 }
+
+// ErrSessionTimeout is Run's error when the broker refuses the group
+// session timeout (kerr.InvalidSessionTimeout): it is outside the broker's
+// group.min/max.session.timeout.ms.
+var ErrSessionTimeout = errors.New("the broker refused the consumer group session timeout")
 
 // Close leaves the group and closes the client. Call it after Run returns.
 func (w *Worker) Close() {
@@ -266,7 +290,32 @@ func (w *Worker) Close() {
 	if err := w.cl.LeaveGroupContext(ctx); err != nil {
 		w.log.Warn().Err(err).Msg("leaving the consumer group")
 	}
+	if w.cfg.GroupInstanceID != "" {
+		w.leaveStatic(ctx)
+	}
 	w.cl.Close()
+}
+
+// leaveStatic removes this static member from the group. kgo does not (its
+// LeaveGroup keeps a static member for a quick restart), so without it a
+// clean stop would leave the partitions unanswered for a session timeout.
+// With the consumer (KIP-848) protocol kgo's leave is a temporary one
+// (member epoch -2) and the classic LeaveGroup does not apply; the
+// partitions then move at the session timeout.
+func (w *Worker) leaveStatic(ctx context.Context) {
+	resp, err := kadm.NewClient(w.cl).LeaveGroup(ctx,
+		kadm.LeaveGroup(w.cfg.Group).InstanceIDs(w.cfg.GroupInstanceID).Reason("lockworker stopping"))
+	if err == nil {
+		err = resp.Error()
+	}
+	if errors.Is(err, kerr.UnknownMemberID) {
+		err = nil // kgo left already (it does after a cooperative revoke)
+	}
+	if err != nil {
+		w.log.Warn().Err(err).Str("instance", w.cfg.GroupInstanceID).Msg("leaving the consumer group as a static member; its partitions move at the session timeout")
+		return
+	}
+	w.log.Info().Str("instance", w.cfg.GroupInstanceID).Msg("left the consumer group as a static member")
 }
 
 // Kill stops at once, as a crash would: in-flight batches are rolled back and

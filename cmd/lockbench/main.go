@@ -19,6 +19,23 @@
 //     so the report says what fraction of the database's limit the pipeline
 //     reaches.
 //  7. resources: the worker's peak RSS and CPU seconds per 1,000 commands.
+//  8. peer: the original node's own design (its table, one statement per
+//     acquire and release) beside lockworker, alternating, with the same
+//     clients and window; every figure as a ratio (issue 17).
+//
+// Not part of "all", by name only:
+//
+//   - soak: a closed loop of 32 clients on 64 locks for 10 minutes against
+//     the database as it is (autovacuum on or off); throughput and p99 per
+//     minute, and the last minute's over the first's (issue 11: hours of
+//     load must not wear the worker down). With --worker-bin it reads the
+//     worker's /metrics every 15 s, as monitoring would. --vacuum=false turns the
+//     worker's vacuum loop off, for comparison.
+//
+//   - failover: three lockworker processes on a cmd/devkafka process under
+//     load on every partition; SIGKILL one, SIGTERM one, roll all three;
+//     the worst and p99 time to answer per fault and the unanswered count
+//     (make bench-failover).
 //
 // By default it creates a fresh schema in database "lockbench" of the local
 // PostgreSQL and an embedded kfake broker on a free port, and removes both
@@ -28,6 +45,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,7 +67,10 @@ import (
 const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/lockbench?sslmode=disable"
 
 // Scenario names, in the order they run.
-var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources"}
+var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources", "peer"}
+
+// longScenarios run only when named, after the others.
+var longScenarios = []string{"soak", failoverScenario}
 
 // Config is every knob of a run.
 type Config struct {
@@ -88,6 +109,16 @@ type Config struct {
 	CeilingBatch    int           `json:"ceiling_batch"`
 	CeilingBigBatch int           `json:"ceiling_big_batch"`
 
+	SoakDuration time.Duration `json:"soak_duration_ns"`
+	SoakWindow   time.Duration `json:"soak_window_ns"`
+	SoakClients  int           `json:"soak_clients"`
+	SoakLocks    int           `json:"soak_locks"`
+	// SoakScrape is how often the soak reads the child's /metrics, as
+	// Prometheus would (0: never).
+	SoakScrape time.Duration `json:"soak_scrape_ns"`
+	// Vacuum runs the worker's vacuum loop (VACUUM_ENABLED).
+	Vacuum bool `json:"worker_vacuum"`
+
 	JSON       bool   `json:"-"`
 	JSONOut    string `json:"-"`
 	CPUProfile string `json:"-"`
@@ -99,6 +130,11 @@ type Config struct {
 	// RelayConcurrentTopics is the in-process relay's default; false sets
 	// its OrderAcrossTopics.
 	RelayConcurrentTopics bool `json:"relay_concurrent_topics"`
+
+	Failover FailoverConfig `json:"failover"`
+	// PeerRounds is how many times the peer scenario alternates lockworker
+	// and the original design.
+	PeerRounds int `json:"peer_rounds"`
 }
 
 // DefaultConfig is `make bench`: a few minutes on a 2-core machine.
@@ -110,6 +146,8 @@ func DefaultConfig() Config {
 		Waiters: 100, Leases: 10000, Lease: time.Second,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
+		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3}, PeerRounds: 3,
+		SoakDuration: 10 * time.Minute, SoakWindow: time.Minute, SoakClients: 32, SoakLocks: 64, SoakScrape: 15 * time.Second, Vacuum: true,
 	}
 }
 
@@ -121,6 +159,9 @@ func (c *Config) quick() {
 	c.Waiters, c.Leases = 10, 200
 	c.CleanupSizes = []int{100, 1000}
 	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
+	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls = 2, 2, 1
+	c.SoakDuration, c.SoakWindow = 30*time.Second, 10*time.Second
+	c.PeerRounds = 1
 }
 
 func (c *Config) wants(name string) bool { return slices.Contains(c.Scenarios, name) }
@@ -135,8 +176,8 @@ func parseScenarios(s string) ([]string, error) {
 		if n, err := strconv.Atoi(x); err == nil && n >= 1 && n <= len(scenarioNames) {
 			x = scenarioNames[n-1]
 		}
-		if !slices.Contains(scenarioNames, x) {
-			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s, or 1-7)", x, strings.Join(scenarioNames, ","))
+		if !slices.Contains(scenarioNames, x) && !slices.Contains(longScenarios, x) {
+			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s, or 1-8)", x, strings.Join(append(scenarioNames, longScenarios...), ","))
 		}
 		out = append(out, x)
 	}
@@ -147,7 +188,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	scen := fs.String("scenario", "all", "scenarios to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ",")+" (or 1-7)")
+	scen := fs.String("scenario", "all", "scenarios to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ",")+" (or 1-8), or "+strings.Join(longScenarios, ",")+" (by name only)")
 	quick := fs.Bool("quick", false, "CI-speed smoke run: small counts and short durations (set before other flags' defaults apply)")
 	brokers := fs.String("brokers", "", "connect to a running lockworker through these Kafka brokers (comma-separated) instead of starting one")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL: where lockbench creates its schemas (default "+DefaultDatabaseURL+"); with --brokers, the running worker's database (seeding for cleanup, the ceiling's schema)")
@@ -169,6 +210,13 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&cfg.CleanupEndedMax, "cleanup-ended-max", cfg.CleanupEndedMax, "cleanup: measure ended leases (two events each for the relay) only up to this many locks")
 	ceilDur := fs.Duration("ceiling-duration", 0, "ceiling: duration of each run (default 10s, quick 2s)")
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
+	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
+	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
+	fs.IntVar(&cfg.PeerRounds, "peer-rounds", cfg.PeerRounds, "peer: rounds of lockworker then the original design (default 3, quick 1)")
+	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
+	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
+	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
+	fs.BoolVar(&cfg.Vacuum, "vacuum", cfg.Vacuum, "run the worker's vacuum loop (VACUUM_ENABLED); false to measure without it")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")
 	fs.StringVar(&cfg.JSONOut, "json-out", "", "also write the JSON report to this file")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput window (in-process mode)")
@@ -178,6 +226,14 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.SDK, "sdk", true, "throughput: also run it through the client SDK (package client)")
 	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (false: outbox.Config.OrderAcrossTopics)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the worker's warnings to stderr")
+	fs.StringVar(&cfg.Failover.DevkafkaBin, "devkafka-bin", "", "failover: the cmd/devkafka binary")
+	kills := fs.Int("failover-kills", -1, "failover: SIGKILLs of one replica (default 10, quick 2)")
+	terms := fs.Int("failover-terms", -1, "failover: SIGTERMs of one replica (default 10, quick 2)")
+	rolls := fs.Int("failover-rolls", -1, "failover: rolling restarts of all three (default 3, quick 1)")
+	fs.BoolVar(&cfg.Failover.Static, "failover-static", false, "failover: replicas with KAFKA_STATIC_MEMBERSHIP=true")
+	fs.DurationVar(&cfg.Failover.SessionTimeout, "failover-session-timeout", 0, "failover: replicas' KAFKA_SESSION_TIMEOUT (default lockworker's)")
+	fs.DurationVar(&cfg.Failover.Heartbeat, "failover-heartbeat", 0, "failover: replicas' KAFKA_HEARTBEAT_INTERVAL (default lockworker's)")
+	fs.StringVar(&cfg.Failover.LogFile, "failover-log", "", "failover: write the replicas' logs to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -203,6 +259,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setIf(&cfg.Rate, *rate)
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.Leases, *leases)
+	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls} {
+		if v >= 0 { // 0 skips that fault
+			*dst = v
+		}
+	}
 	setIf(&cfg.CeilingBatch, *ceilBatch)
 	setIf(&cfg.CeilingAppliers, cfg.Appliers)
 	setDur(&cfg.Duration, *duration)
@@ -210,6 +271,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setDur(&cfg.LatencyDuration, *latDur)
 	setDur(&cfg.Lease, *lease)
 	setDur(&cfg.CeilingDuration, *ceilDur)
+	setDur(&cfg.SoakDuration, *soakDur)
+	setDur(&cfg.SoakWindow, *soakWin)
+	if cfg.SoakClients < 1 || cfg.SoakLocks < 1 || cfg.SoakWindow > cfg.SoakDuration {
+		return nil, errors.New("--soak-clients and --soak-locks must be positive, --soak-window at most --soak-duration")
+	}
 	if *sizes != "" {
 		cfg.CleanupSizes = nil
 		for _, s := range strings.Split(*sizes, ",") {
@@ -266,6 +332,27 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		log = zerolog.New(stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	}
 	rep := newReport(cfg)
+	if cfg.wants(failoverScenario) {
+		logw, closeLog, err := replicaLog(cfg, stderr)
+		if err != nil {
+			return nil, err
+		}
+		progress("failover: 3 replicas, %d SIGKILLs, %d SIGTERMs, %d rolling restarts", cfg.Failover.Kills, cfg.Failover.Terms, cfg.Failover.Rolls)
+		f, err := failover(ctx, cfg, progress, logw)
+		closeLog()
+		rep.Failover = f
+		if f != nil {
+			rep.failoverGoals(f)
+		}
+		if err != nil {
+			return rep, fmt.Errorf("failover: %w", err)
+		}
+		if len(cfg.Scenarios) == 1 {
+			rep.Mode = "child processes"
+			rep.finish(cfg)
+			return rep, nil
+		}
+	}
 	progress("starting the target")
 	t, err := startTarget(ctx, cfg, log)
 	if err != nil {
@@ -402,6 +489,25 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	}
 	if cfg.wants("resources") {
 		rep.Resources = b.resources()
+	}
+	if cfg.wants("peer") {
+		if t.adminURL == "" {
+			rep.Notes = append(rep.Notes, "peer skipped: the original design needs --database-url")
+		} else {
+			r, err := b.peer(ctx)
+			rep.Peer = &r
+			if err != nil {
+				return rep, fmt.Errorf("peer: %w", err)
+			}
+		}
+	}
+	if cfg.wants("soak") {
+		progress("soak: %d clients on %d locks for %s (windows of %s), worker vacuum loop %v", cfg.SoakClients, cfg.SoakLocks, cfg.SoakDuration, cfg.SoakWindow, cfg.Vacuum)
+		r, err := b.soak(ctx)
+		rep.Soak = &r
+		if err != nil {
+			return rep, fmt.Errorf("soak: %w", err)
+		}
 	}
 	rep.finish(cfg)
 	return rep, nil

@@ -76,4 +76,43 @@ func TestParseScenarios(t *testing.T) {
 	s, err = parseScenarios("all")
 	require.NoError(t, err)
 	require.Equal(t, scenarioNames, s)
+	require.NotContains(t, s, "soak", "the soak runs only when named")
+	s, err = parseScenarios("soak")
+	require.NoError(t, err)
+	require.Equal(t, []string{"soak"}, s)
+	s, err = parseScenarios("failover")
+	require.NoError(t, err)
+	require.Equal(t, []string{"failover"}, s, "failover runs only when named")
+}
+
+// TestSoakSmoke runs the soak for a few seconds in windows of one, with
+// the worker's vacuum loop: it reports every window, the ratios and the
+// dead rows, and prints its table. It never asserts speed.
+func TestSoakSmoke(t *testing.T) {
+	cfg, err := parseFlags([]string{"--scenario", "soak", "--broker-memory", "--soak-duration", "3s", "--soak-window", "1s",
+		"--soak-clients", "4", "--soak-locks", "8", "--warmup", "500ms"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	cfg.DatabaseURL = testdb.URL()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := run(ctx, cfg, &progress)
+	t.Log(progress.String())
+	require.NoError(t, err)
+	require.Nil(t, rep.Throughput, "only the soak ran")
+	s := rep.Soak
+	require.NotNil(t, s)
+	require.True(t, s.Vacuum)
+	require.Len(t, s.Windows, 3)
+	for _, w := range s.Windows {
+		require.Positive(t, w.Commands)
+		require.Contains(t, w.DeadRows, "locks")
+	}
+	require.Zero(t, s.Errors)
+	require.Positive(t, s.ThroughputRatio)
+	require.Positive(t, s.P99Ratio)
+	var table bytes.Buffer
+	rep.print(&table, cfg)
+	require.Contains(t, table.String(), "soak: 4 clients on 8 locks")
+	require.Contains(t, table.String(), "throughput last window / first")
 }

@@ -32,6 +32,9 @@ type Report struct {
 	// same batching.
 	CeilingFraction float64         `json:"ceiling_fraction,omitempty"`
 	Resources       *ResourceResult `json:"resources,omitempty"`
+	Failover        *FailoverResult `json:"failover,omitempty"`
+	Soak            *SoakResult     `json:"soak,omitempty"`
+	Peer            *PeerResult     `json:"peer,omitempty"`
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
@@ -87,9 +90,6 @@ func (r *Report) finish(cfg *Config) {
 	if tp := r.Throughput; tp != nil && len(r.Ceiling) > 0 && r.Ceiling[0].PerSecond > 0 {
 		r.CeilingFraction = tp.PerSecond / r.Ceiling[0].PerSecond
 	}
-	if tp := r.Throughput; tp != nil {
-		r.goal("1 throughput", "commands/s end to end", ">= 20,000", tp.PerSecond, "", tp.PerSecond >= 20000, true)
-	}
 	if l := r.Latency; l != nil {
 		for _, x := range []struct {
 			op string
@@ -121,6 +121,8 @@ func (r *Report) finish(cfg *Config) {
 			r.Goals[len(r.Goals)-1].What += " (whole lockbench process)"
 		}
 	}
+	r.soakGoals()
+	r.peerGoals()
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
 }
@@ -214,6 +216,15 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 			p(" %s %.0f MiB;", m.After, m.MiB)
 		}
 		p("\n")
+	}
+	if r.Failover != nil {
+		r.Failover.print(p)
+	}
+	if r.Soak != nil {
+		r.Soak.print(w, cfg.SoakWindow)
+	}
+	if r.Peer != nil {
+		r.Peer.print(w)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)

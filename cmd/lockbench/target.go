@@ -18,7 +18,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/embedded"
+	"github.com/omninode/lockworker/internal/embedded"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -41,6 +41,8 @@ type target struct {
 	metrics *batchMetrics // in-process only
 	proc    procSource    // what scenario 7 measures
 	sql     *sqlTracer    // in-process with --sql-stats
+	// httpAddr is the child process's HTTP_ADDR (health and metrics).
+	httpAddr string
 
 	closers []func()
 }
@@ -202,10 +204,17 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 		w.Close()
 		return err
 	}
+	vac, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: cfg.Vacuum, Logger: log})
+	if err != nil {
+		w.Close()
+		return err
+	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	rdone := make(chan struct{})
 	go func() { defer close(rdone); _ = w.Run(rctx) }()
-	t.closers = append(t.closers, func() { rcancel(); <-rdone; w.Close() })
+	vdone := make(chan struct{})
+	go func() { defer close(vdone); vac.Run(rctx) }()
+	t.closers = append(t.closers, func() { rcancel(); <-rdone; <-vdone; w.Close() })
 	t.proc = selfProc{}
 	return nil
 }
@@ -220,6 +229,7 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 	}
 	httpAddr := l.Addr().String()
 	l.Close()
+	t.httpAddr = httpAddr
 	cmd := exec.Command(cfg.WorkerBin)
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+t.dbURL,
@@ -228,6 +238,7 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 		"LOG_LEVEL=warn",
 		"INSTANCE_ID=lockbench-child",
 		"HTTP_ADDR="+httpAddr,
+		"VACUUM_ENABLED="+fmt.Sprint(cfg.Vacuum),
 	)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {

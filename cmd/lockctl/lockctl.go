@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
-	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -25,6 +25,10 @@ const (
 	exitRefused     = 1
 	exitUsage       = 2
 	exitUnreachable = 3
+	// exitLeaseLost is run's when the lease was lost while the command ran:
+	// distinct from a refusal and from the common failure code 1 of the
+	// command itself.
+	exitLeaseLost = 4
 )
 
 const usage = `usage: lockctl COMMAND [flags]
@@ -48,7 +52,9 @@ LOCKWORKER_TOKEN_FILE (a token; its subject is the requester), or
 LOCKWORKER_SIGNING_KEY_FILE (a private key or HMAC secret to sign tokens).
 
 Run "lockctl COMMAND -h" for a command's flags.
-exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable; run: the command's own.
+exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own
+exit code (128+N if signal N ended it) once it started, except 4 when the
+lease was lost while it ran (it was stopped; lockctl says so on stderr).
 `
 
 // usageError is a mistake in the command line: exit code 2.

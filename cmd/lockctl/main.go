@@ -16,9 +16,12 @@
 // environment variables lockworker reads. Durations are Go durations ("30s",
 // "2m") or plain seconds ("30", "0.5"), as in the contract.
 //
-// Exit codes: 0 ok; 1 refused (lock held, not the owner, wait timed out,
-// lease lost); 2 usage or invalid input; 3 Kafka or lockworker unreachable.
-// `run` exits with its command's exit code (128+N if a signal N ended it).
+// Exit codes: 0 ok; 1 refused (lock held, not the owner, wait timed out);
+// 2 usage or invalid input; 3 Kafka or lockworker unreachable. Once its
+// command started, `run` exits with the command's exit code (128+N if a
+// signal N ended it), except 4 when the lease was lost while the command ran:
+// lockctl then stopped the command, and the loss takes precedence over
+// whatever code the command exited with.
 package main
 
 import (

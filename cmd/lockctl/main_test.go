@@ -191,7 +191,7 @@ func TestRunPassesExitCodeAndReleases(t *testing.T) {
 }
 
 // When the lease is lost (here: released behind run's back, as an operator
-// breaking a stuck lock would), run stops the command and exits 1.
+// breaking a stuck lock would), run stops the command and exits 4.
 func TestRunStopsCommandWhenLeaseLost(t *testing.T) {
 	const lock = "ctl-run-lost"
 	_, stderr, wait := start(context.Background(), "run", "--lock", lock, "--owner", "runner", "--lease", "1", "--", "sleep", "60")
@@ -200,10 +200,31 @@ func TestRunStopsCommandWhenLeaseLost(t *testing.T) {
 	require.Equal(t, exitOK, r.code, r.stderr)
 	started := time.Now()
 	r = wait()
-	assert.Equal(t, exitRefused, r.code)
+	assert.Equal(t, exitLeaseLost, r.code)
+	assert.Equal(t, 4, r.code, "the documented code of a lost lease")
 	assert.Contains(t, r.stderr, "lease lost")
-	assert.Contains(t, r.stderr, "stopped sleep (signal terminated)")
+	assert.Contains(t, r.stderr, "stopped sleep (signal terminated); exit code 4")
 	assert.Less(t, time.Since(started), 5*time.Second)
+}
+
+// The loss of the lease takes precedence over the command's own exit code:
+// a command that exits 0 when stopped still makes run exit 4, while a
+// command that fails on its own with 1 under a held lease gives 1, not a
+// refusal.
+func TestRunLeaseLostTakesPrecedence(t *testing.T) {
+	const lock = "ctl-run-lost-precedence"
+	stdout, _, wait := start(context.Background(), "run", "--lock", lock, "--owner", "trapper", "--lease", "1", "--",
+		"sh", "-c", `trap 'exit 0' TERM; echo ready; sleep 60 & wait`)
+	eventually(t, "the command to trap SIGTERM", func() bool { return strings.Contains(stdout.String(), "ready") })
+	r := lockctl(t, "release", "--lock", lock, "--owner", "trapper")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	r = wait()
+	assert.Equal(t, exitLeaseLost, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "stopped sh (exit code 0); exit code 4")
+
+	r = lockctl(t, "run", "--lock", lock, "--", "sh", "-c", "exit 1")
+	assert.Equal(t, 1, r.code, r.stderr)
+	assert.NotContains(t, r.stderr, "lease lost")
 }
 
 // A lost lease stops everything the command started, not only its first
@@ -222,7 +243,7 @@ func TestRunStopsTheWholeCommand(t *testing.T) {
 	r := lockctl(t, "release", "--lock", lock, "--owner", "grouper")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	r = wait()
-	assert.Equal(t, exitRefused, r.code, r.stderr)
+	assert.Equal(t, exitLeaseLost, r.code, r.stderr)
 	eventually(t, "the grandchild to be gone", func() bool {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		return err != nil || strings.Contains(string(stat), ") Z ") // gone, or a zombie nobody reaped yet

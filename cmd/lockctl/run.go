@@ -50,8 +50,10 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		code, runErr := c.runCommand(ctx, l, *grace, args)
 
 		if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
-			fmt.Fprintf(c.stderr, "lockctl: %v; stopped %s (%s)\n", lost, args[0], describeExit(code, runErr))
-			return exitErr{exitRefused}
+			// The command was stopped (or ended on its own as the lease
+			// ran out): the loss decides the exit code, not the command.
+			fmt.Fprintf(c.stderr, "lockctl: %v; stopped %s (%s); exit code %d\n", lost, args[0], describeExit(code, runErr), exitLeaseLost)
+			return exitErr{exitLeaseLost}
 		}
 		// Release even if lockctl was interrupted: the lock must not
 		// outlive the command.

@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
@@ -29,12 +26,9 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		if err != nil {
 			return err
 		}
-		// The subscriber would wait for a broker forever: say at once
-		// when there is none.
-		if err := ping(ctx, opts, c.timeout); err != nil {
-			return fmt.Errorf("%w: %v: %w", client.ErrUnreachable, seeds, err)
-		}
-		sub, err := client.NewSubscriber(client.SubscriberConfig{Brokers: seeds, KafkaOpts: opts, FromEnd: !*fromBeginning})
+		pctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		sub, err := client.NewSubscriber(pctx, client.SubscriberConfig{Brokers: seeds, KafkaOpts: opts, FromEnd: !*fromBeginning})
 		if err != nil {
 			return err
 		}
@@ -94,18 +88,4 @@ func (c *cli) printWatched(ev topics.Event, msg *message.Message) {
 		}
 	}
 	fmt.Fprintln(c.stdout, b.String())
-}
-
-func ping(ctx context.Context, opts []kgo.Opt, timeout time.Duration) error {
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := cl.Ping(ctx); err != nil {
-		return errors.Join(err, ctx.Err())
-	}
-	return nil
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	sdk "github.com/omninode/lockworker/client"
-	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )

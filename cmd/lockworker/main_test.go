@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/config"
+	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"

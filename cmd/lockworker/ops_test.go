@@ -18,10 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/httpapi"
+	"github.com/omninode/lockworker/internal/httpapi"
+	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
-	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/topics"
 )
 

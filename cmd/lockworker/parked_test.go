@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/httpapi"
+	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/testdb"
 )
 

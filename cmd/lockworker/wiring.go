@@ -7,18 +7,22 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/omninode/lockworker/config"
-	"github.com/omninode/lockworker/embedded"
-	"github.com/omninode/lockworker/httpapi"
 	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/embedded"
+	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/kafkalog"
-	"github.com/omninode/lockworker/metrics"
+	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -95,16 +99,23 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")
 	names := m.names()
 
+	// Which brokers and why, in the log and in the first connection error:
+	// KAFKA_BOOTSTRAP_SERVERS exported for an SDK program also turns the
+	// embedded broker off here.
+	chosenBy := "from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off"
 	if cfg.EmbeddedKafka() {
+		chosenBy = "the embedded broker, started because KAFKA_BOOTSTRAP_SERVERS is unset"
 		// The worker creates its topics below, as it does on real Kafka.
-		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir, Logger: log})
+		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir,
+			MinSessionTimeout: cfg.Embedded.MinSessionTimeout, Logger: log})
 		if err != nil {
-			return fmt.Errorf("starting the embedded Kafka broker: %w", err)
+			return fmt.Errorf("starting the embedded Kafka broker on EMBEDDED_KAFKA_ADDR %s (KAFKA_BOOTSTRAP_SERVERS is unset): %w", cfg.Embedded.Addr, err)
 		}
 		m.onClose(b.Close)
 		m.Embedded = b
 		cfg.Kafka.BootstrapServers = []string{b.Addr()}
 	}
+	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Msg("using Kafka at " + strings.Join(cfg.Kafka.BootstrapServers, ",") + ": " + chosenBy)
 	m.Brokers = cfg.Kafka.BootstrapServers
 	kopts, err := cfg.KafkaOpts()
 	if err != nil {
@@ -158,7 +169,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	w, err := worker.New(worker.Config{
-		KafkaOpts: kopts, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
+		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
 		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
@@ -170,18 +181,35 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.onClose(w.Close)
 	mets.WatchLag(w.Lag)
+	vac, err := worker.NewVacuumer(worker.VacuumConfig{
+		Store: st, Enabled: cfg.VacuumEnabled, Interval: cfg.VacuumInterval, DeadRows: int64(cfg.VacuumDeadRows),
+		Logger: log.With().Str("component", "vacuum").Logger(), Metrics: mets,
+	})
+	if err != nil {
+		return err
+	}
 	if err := w.EnsureTopics(ctx); err != nil {
 		// The first request to Kafka: say what to check.
-		return fmt.Errorf("talking to Kafka at %v (check KAFKA_BOOTSTRAP_SERVERS, KAFKA_TLS_* and KAFKA_SASL_*): %w",
-			cfg.Kafka.BootstrapServers, err)
+		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
+			cfg.Kafka.BootstrapServers, chosenBy, err)
+	}
+
+	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
+		setGroupConfigs(ctx, w.Client(), cfg, log)
 	}
 
 	if err := m.serveHTTP(httpapi.Config{
-		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(),
+		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	}); err != nil {
 		return err
 	}
+
+	// The vacuum loop stops with the worker's drain, before the pool closes.
+	vctx, stopVacuum := context.WithCancel(ctx)
+	vacuumed := make(chan struct{})
+	go func() { defer close(vacuumed); vac.Run(vctx) }()
+	defer func() { stopVacuum(); <-vacuumed }()
 
 	close(m.Ready)
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
@@ -221,4 +249,43 @@ func (m *Main) serveHTTP(cfg httpapi.Config) error {
 		<-done
 	})
 	return nil
+}
+
+// setGroupConfigs gives a consumer-protocol (KIP-848) group its session
+// timeout and heartbeat: under KIP-848 they are the group's configs, not the
+// client's. Brokers bound them (Apache Kafka: group.consumer.min.session.
+// timeout.ms, 45 s by default) or may not allow the change; lockworker then
+// runs with what the broker has and says so, since refusing to start would
+// turn a slower failover into no service at all.
+func setGroupConfigs(ctx context.Context, cl *kgo.Client, cfg config.Config, log zerolog.Logger) {
+	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
+	res := kmsg.NewIncrementalAlterConfigsRequestResource()
+	res.ResourceType = kmsg.ConfigResourceTypeGroupConfig
+	res.ResourceName = cfg.Kafka.ConsumerGroup
+	want := cfg.GroupConfigs()
+	for name, v := range want {
+		c := kmsg.NewIncrementalAlterConfigsRequestResourceConfig()
+		c.Name = name
+		c.Value = kmsg.StringPtr(v)
+		c.Op = kmsg.IncrementalAlterConfigOpSet
+		res.Configs = append(res.Configs, c)
+	}
+	req.Resources = append(req.Resources, res)
+	resp, err := req.RequestWith(ctx, cl)
+	if err == nil {
+		for _, r := range resp.Resources {
+			if err = kerr.ErrorForCode(r.ErrorCode); err != nil {
+				if r.ErrorMessage != nil {
+					err = fmt.Errorf("%w: %s", err, *r.ErrorMessage)
+				}
+				break
+			}
+		}
+	}
+	if err != nil {
+		log.Warn().Err(err).Interface("wanted", want).Str("group", cfg.Kafka.ConsumerGroup).
+			Msg("KAFKA_GROUP_PROTOCOL=consumer: the broker did not take the group's session timeout and heartbeat; failover takes the broker's group.consumer.session.timeout.ms (45 s by default) — lower the broker's group.consumer.min.session.timeout.ms, or use KAFKA_GROUP_PROTOCOL=classic")
+		return
+	}
+	log.Info().Interface("configs", want).Str("group", cfg.Kafka.ConsumerGroup).Msg("set the consumer group's session timeout and heartbeat")
 }

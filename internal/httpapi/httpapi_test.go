@@ -17,11 +17,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
-	"github.com/omninode/lockworker/metrics"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
 )
 
 type env struct {
@@ -52,8 +53,17 @@ func newEnv(t *testing.T, stopping <-chan struct{}, configure ...func(*Config)) 
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
 
+	// The vacuum loop reads the database directly, as the worker's own pool
+	// would: its state is served whatever the proxy does.
+	vac, err := worker.NewVacuumer(worker.VacuumConfig{Store: direct, Enabled: true, Interval: 50 * time.Millisecond})
+	require.NoError(t, err)
+	vctx, stopVacuum := context.WithCancel(context.Background())
+	vacuumed := make(chan struct{})
+	go func() { defer close(vacuumed); vac.Run(vctx) }()
+	t.Cleanup(func() { stopVacuum(); <-vacuumed })
+
 	cfg := Config{Pool: st.Pool, Kafka: cl, Metrics: metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: 300 * time.Millisecond}), Stopping: stopping,
-		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 300 * time.Millisecond}
+		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 300 * time.Millisecond, Vacuum: vac.Status}
 	for _, c := range configure {
 		c(&cfg)
 	}
@@ -257,7 +267,8 @@ func TestHungDatabase(t *testing.T) {
 	var failed LocksHealth
 	code, body = e.get("/health/locks", &failed)
 	require.Equal(t, http.StatusServiceUnavailable, code)
-	require.Equal(t, LocksHealth{Status: "unavailable", Error: failed.Error}, failed, "no counts when they could not be read")
+	require.NotNil(t, failed.Vacuum, "the vacuum loop's state is the process's own")
+	require.Equal(t, LocksHealth{Status: "unavailable", Error: failed.Error, Vacuum: failed.Vacuum}, failed, "no counts when they could not be read")
 	require.NotContains(t, body, "held_locks")
 	h = Health{}
 	code, body = e.get("/health", &h)
@@ -295,4 +306,25 @@ func TestDraining(t *testing.T) {
 	require.Equal(t, "draining", h.Status)
 	require.True(t, h.Live)
 	require.False(t, h.Ready)
+}
+
+// TestLocksHealthVacuum: /health/locks carries the vacuum loop's state: on
+// or off, the server's autovacuum settings, the bound, the last run and the
+// hot tables' dead rows.
+func TestLocksHealthVacuum(t *testing.T) {
+	e := newEnv(t, nil)
+	var lh LocksHealth
+	require.Eventually(t, func() bool {
+		lh = LocksHealth{}
+		code, _ := e.get("/health/locks", &lh)
+		return code == http.StatusOK && lh.Vacuum != nil && len(lh.Vacuum.Tables) == len(store.HotTables)
+	}, 10*time.Second, 50*time.Millisecond)
+	require.True(t, lh.Vacuum.Enabled)
+	require.NotNil(t, lh.Vacuum.Settings)
+	require.Equal(t, int64(10000), lh.Vacuum.DeadRowsBound)
+	_, body := e.get("/health/locks", nil)
+	for _, field := range []string{`"vacuum":{"enabled":true`, `"settings":{"autovacuum":`, `"track_counts":`, `"dead_rows_bound":10000`,
+		`"last_run":`, `"runs":`, `"tables":[{"table":"locks","live_rows":`, `"dead_rows":`, `"last_vacuum":`, `"last_autovacuum":`} {
+		require.Contains(t, body, field)
+	}
 }

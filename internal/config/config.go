@@ -75,6 +75,22 @@ type Config struct {
 	// 60..315360000) is how long the lock_events history is kept.
 	LockEventsRetention time.Duration
 
+	// VacuumEnabled (VACUUM_ENABLED, default true) runs the worker's vacuum
+	// loop over its hot tables (locks, lock_waiters, outbox,
+	// consumer_offsets, processed_requests): where autovacuum is off, or
+	// past VacuumDeadRows where it runs, the worker vacuums them itself, so
+	// hours of load do not bloat them (README "Table bloat"). Turn it off
+	// where autovacuum is on and tuned and the DBA wants it alone.
+	VacuumEnabled bool
+	// VacuumInterval (VACUUM_INTERVAL, default 2 s, 0.1..3600) is how often
+	// the loop reads the hot tables' dead rows.
+	VacuumInterval time.Duration
+	// VacuumDeadRows (VACUUM_DEAD_ROWS, default 10000, 100..1000000000) is
+	// the dead rows of a hot table past which the worker vacuums it even
+	// while autovacuum runs. With autovacuum off it vacuums sooner: once a
+	// table's dead rows pass its live rows (and 1,000).
+	VacuumDeadRows int
+
 	// HTTPAddr (HTTP_ADDR, default ":8062") is the health and metrics listener.
 	HTTPAddr string
 	// LogLevel (LOG_LEVEL, default info): trace, debug, info, warn, error,
@@ -142,6 +158,48 @@ type KafkaConfig struct {
 	BootstrapServers []string
 	// ConsumerGroup (KAFKA_CONSUMER_GROUP, default lockworker).
 	ConsumerGroup string
+
+	// Failover (README "Failover"). A crashed replica's partitions stay
+	// unanswered until the group notices: about SessionTimeout +
+	// HeartbeatInterval with the classic protocol.
+
+	// SessionTimeout (KAFKA_SESSION_TIMEOUT, default 6 s, 1..300, more than
+	// 3 x KAFKA_HEARTBEAT_INTERVAL) is how long the group waits for a silent
+	// member before giving its partitions to the others. 6 s is Apache
+	// Kafka's classic group.min.session.timeout.ms, the shortest a default
+	// broker accepts (a shorter one is refused at join: worker's
+	// ErrSessionTimeout); longer rides out longer GC or VM pauses without a
+	// false failover.
+	SessionTimeout time.Duration
+	// HeartbeatInterval (KAFKA_HEARTBEAT_INTERVAL, default 0.1 s,
+	// 0.01..60) is how often a member heartbeats. The members learn of a
+	// rebalance at their next heartbeat, once per round (a cooperative
+	// handover takes two), so it adds to every failover: lockbench's
+	// failover scenario measured the worst SIGTERM handover at 712 ms with
+	// 0.1 s and 1,753 ms with 0.25 s. Ten small requests a second per member
+	// cost the broker nothing measurable.
+	HeartbeatInterval time.Duration
+	// GroupProtocol (KAFKA_GROUP_PROTOCOL, default classic): classic (the
+	// client-driven join/sync protocol, any Kafka) or consumer (KIP-848,
+	// Kafka 4.0+: the broker assigns partitions and the session timeout and
+	// heartbeat are the group's settings, consumer.session.timeout.ms and
+	// consumer.heartbeat.interval.ms, which lockworker sets through the admin
+	// API where the broker allows it and warns where it does not). classic
+	// is the default because its timeout is the client's own, so the bound
+	// above holds on any broker.
+	GroupProtocol string
+	// StaticMembership (KAFKA_STATIC_MEMBERSHIP, default false) joins as a
+	// static member (group.instance.id = GroupInstanceID): a replica that
+	// restarts within the session timeout gets its partitions back without
+	// a rebalance of the others. A clean stop (SIGTERM) still leaves the
+	// group at once, so its partitions move within a second.
+	StaticMembership bool
+	// GroupInstanceID is the static member's group.instance.id: INSTANCE_ID
+	// when set, else the host name (the pod name in Kubernetes), which
+	// unlike the default INSTANCE_ID survives a restart. Set by FromEnv when
+	// StaticMembership is on.
+	GroupInstanceID string
+
 	// TLS secures connections to the brokers.
 	TLS TLSConfig
 	// SASL authenticates to the brokers.
@@ -214,12 +272,22 @@ type EmbeddedConfig struct {
 	// Dir (EMBEDDED_KAFKA_DIR, default ".data/kafka", relative to the working
 	// directory) keeps its topics and records across restarts.
 	Dir string
+	// MinSessionTimeout (EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT, default 6 s,
+	// 0.1..300) is the broker's group.min.session.timeout.ms: 6 s like
+	// Apache Kafka, so what works here works there.
+	MinSessionTimeout time.Duration
 }
 
 // Defaults that other packages may want to name.
 const (
 	DefaultEmbeddedAddr = topics.DevelopmentBroker
 	DefaultEmbeddedDir  = ".data/kafka"
+
+	GroupProtocolClassic  = "classic"
+	GroupProtocolConsumer = "consumer"
+	// ApacheMinSessionTimeout is Apache Kafka's default
+	// group.min.session.timeout.ms.
+	ApacheMinSessionTimeout = 6 * time.Second
 )
 
 // Default returns the configuration with every default of docs/design.md
@@ -239,7 +307,10 @@ func Default() Config {
 		CleanupInterval:      60 * time.Second,
 		AcquireRetryDelay:    100 * time.Millisecond,
 		Kafka: KafkaConfig{
-			ConsumerGroup: "lockworker",
+			ConsumerGroup:     "lockworker",
+			SessionTimeout:    ApacheMinSessionTimeout,
+			HeartbeatInterval: 100 * time.Millisecond,
+			GroupProtocol:     GroupProtocolClassic,
 		},
 		Topics: TopicsConfig{
 			Commands:              "locks.commands",
@@ -256,23 +327,31 @@ func Default() Config {
 		DeadLetterMaxBytes:  64 << 10,
 		RequestRetention:    24 * time.Hour,
 		LockEventsRetention: 7 * 24 * time.Hour,
+		VacuumEnabled:       true,
+		VacuumInterval:      2 * time.Second,
+		VacuumDeadRows:      10000,
 		HTTPAddr:            ":8062",
 		LogLevel:            zerolog.InfoLevel,
 		LogFormat:           "json",
 		InstanceID:          defaultInstanceID(),
 		Embedded: EmbeddedConfig{
-			Addr: DefaultEmbeddedAddr,
-			Dir:  DefaultEmbeddedDir,
+			Addr:              DefaultEmbeddedAddr,
+			Dir:               DefaultEmbeddedDir,
+			MinSessionTimeout: ApacheMinSessionTimeout,
 		},
 	}
 }
 
 func defaultInstanceID() string {
+	return hostname() + "-" + strconv.Itoa(os.Getpid())
+}
+
+func hostname() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "lockworker"
 	}
-	return host + "-" + strconv.Itoa(os.Getpid())
+	return host
 }
 
 // EmbeddedKafka reports whether lockworker must start the embedded broker:

@@ -15,7 +15,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/metrics"
+	"github.com/omninode/lockworker/internal/metrics"
+	"github.com/omninode/lockworker/worker"
 )
 
 // Config is what the endpoints look at. Fields without a default are
@@ -34,6 +35,9 @@ type Config struct {
 	// Stopping, once closed, makes /health answer 503 "draining": the
 	// process is finishing its batches and leaving the group. Default: never.
 	Stopping <-chan struct{}
+	// Vacuum, when set, is the vacuum loop's state for /health/locks
+	// (worker.Vacuumer.Status).
+	Vacuum func() worker.VacuumStatus
 	// Instance and Group name this process in /health and /health/kafka.
 	Instance, Group string
 	// CheckTimeout bounds each check and database read. Default 2 s.

@@ -4,8 +4,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
@@ -28,7 +31,7 @@ func (c Config) KafkaOpts() ([]kgo.Opt, error) {
 	if len(seeds) == 0 {
 		seeds = []string{c.Embedded.Addr}
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(seeds...)}
+	opts := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.RetryBackoffFn(retryBackoff)}
 	if c.Kafka.TLS.Enabled {
 		tc, err := c.Kafka.TLS.build()
 		if err != nil {
@@ -44,6 +47,50 @@ func (c Config) KafkaOpts() ([]kgo.Opt, error) {
 		opts = append(opts, kgo.SASL(m))
 	}
 	return opts, nil
+}
+
+// MaxRetryBackoff caps the wait between retries of a Kafka request. kgo's
+// default grows to 5 s, so a broker back after a restart was reached up to
+// 12 s later; at 1 s it is reached within about a second.
+const MaxRetryBackoff = time.Second
+
+// retryBackoff is kgo's default (250 ms doubling, ±20 % jitter) capped at
+// MaxRetryBackoff.
+func retryBackoff(fails int) time.Duration {
+	d := 250 * time.Millisecond
+	if fails > 1 {
+		d <<= min(fails-1, 3)
+	}
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return min(d, MaxRetryBackoff)
+}
+
+// GroupOpts are the consumer-group options of KAFKA_SESSION_TIMEOUT,
+// KAFKA_HEARTBEAT_INTERVAL and KAFKA_GROUP_PROTOCOL, to append to a group
+// consumer's options (after its own balancer). group.instance.id is not among
+// them: the worker sets it, because leaving on a clean stop needs it.
+//
+// With the consumer protocol the session timeout and heartbeat are the
+// group's (see GroupConfigs); kgo ignores its own then. The sticky balancer
+// selects the broker's "uniform" assignor, and is what the client falls back
+// to (eagerly) if the broker turns out not to speak KIP-848.
+func (c Config) GroupOpts() []kgo.Opt {
+	k := c.Kafka
+	opts := []kgo.Opt{kgo.SessionTimeout(k.SessionTimeout), kgo.HeartbeatInterval(k.HeartbeatInterval)}
+	if k.GroupProtocol == GroupProtocolConsumer {
+		opts = append(opts, kgo.Balancers(kgo.StickyBalancer()), kgo.ServerSideBalancer())
+	}
+	return opts
+}
+
+// GroupConfigs are the per-group broker configs that carry
+// KAFKA_SESSION_TIMEOUT and KAFKA_HEARTBEAT_INTERVAL under the consumer
+// (KIP-848) protocol, in milliseconds as Kafka wants them.
+func (c Config) GroupConfigs() map[string]string {
+	return map[string]string{
+		"consumer.session.timeout.ms":    strconv.FormatInt(c.Kafka.SessionTimeout.Milliseconds(), 10),
+		"consumer.heartbeat.interval.ms": strconv.FormatInt(c.Kafka.HeartbeatInterval.Milliseconds(), 10),
+	}
 }
 
 func (t TLSConfig) build() (*tls.Config, error) {

@@ -52,6 +52,7 @@ type Metrics struct {
 	publishLag   prometheus.Histogram
 	parked       *prometheus.CounterVec
 
+	vacuum       vacuumMetrics
 	events       *eventTracker
 	queryTimeout time.Duration
 }
@@ -119,6 +120,7 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "outbox_rows_parked_total",
 			Help: "Outbox rows parked, by reason: the Kafka error that refused them (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...) or UNREADABLE_HEADERS.",
 		}, []string{"reason"}),
+		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),
 	}
 	m.Registry.MustRegister(
@@ -126,6 +128,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
 		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked,
+		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	if cfg.Pool != nil {
 		m.Registry.MustRegister(&dbCollector{pool: cfg.Pool, timeout: cfg.QueryTimeout})

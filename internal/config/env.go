@@ -49,6 +49,18 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		k.BootstrapServers = p.brokers("KAFKA_BOOTSTRAP_SERVERS", v)
 	}
 	p.str("KAFKA_CONSUMER_GROUP", &k.ConsumerGroup)
+	p.seconds("KAFKA_SESSION_TIMEOUT", &k.SessionTimeout, 1, 300)
+	p.seconds("KAFKA_HEARTBEAT_INTERVAL", &k.HeartbeatInterval, 0.01, 60)
+	if v := strings.TrimSpace(getenv("KAFKA_GROUP_PROTOCOL")); v != "" {
+		k.GroupProtocol = strings.ToLower(v)
+	}
+	p.boolean("KAFKA_STATIC_MEMBERSHIP", &k.StaticMembership)
+	if k.StaticMembership {
+		k.GroupInstanceID = strings.TrimSpace(getenv("INSTANCE_ID"))
+		if k.GroupInstanceID == "" {
+			k.GroupInstanceID = hostname()
+		}
+	}
 	p.boolean("KAFKA_TLS_ENABLED", &k.TLS.Enabled)
 	p.str("KAFKA_TLS_CA_FILE", &k.TLS.CAFile)
 	p.str("KAFKA_TLS_CERT_FILE", &k.TLS.CertFile)
@@ -75,6 +87,10 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.seconds("REQUEST_RETENTION", &c.RequestRetention, 60, 365*86400)
 	p.seconds("LOCK_EVENTS_RETENTION", &c.LockEventsRetention, 60, 10*365*86400)
 
+	p.boolean("VACUUM_ENABLED", &c.VacuumEnabled)
+	p.seconds("VACUUM_INTERVAL", &c.VacuumInterval, 0.1, 3600)
+	p.integer("VACUUM_DEAD_ROWS", &c.VacuumDeadRows, 100, 1000000000)
+
 	p.str("HTTP_ADDR", &c.HTTPAddr)
 	if v := strings.TrimSpace(getenv("LOG_LEVEL")); v != "" {
 		if lvl, ok := parseLevel(v); ok {
@@ -94,6 +110,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.str("INSTANCE_ID", &c.InstanceID)
 	p.str("EMBEDDED_KAFKA_ADDR", &c.Embedded.Addr)
 	p.str("EMBEDDED_KAFKA_DIR", &c.Embedded.Dir)
+	p.seconds("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", &c.Embedded.MinSessionTimeout, 0.1, 300)
 
 	p.errs = append(p.errs, c.validate()...)
 	if err := errors.Join(p.errs...); err != nil {
@@ -153,6 +170,21 @@ func (c Config) validate() []error {
 	k := c.Kafka
 	if k.ConsumerGroup == "" {
 		failNoValue("KAFKA_CONSUMER_GROUP", "is empty")
+	}
+	if k.SessionTimeout < time.Second {
+		fail("KAFKA_SESSION_TIMEOUT", k.SessionTimeout.String(), "is less than 1 s")
+	}
+	if k.HeartbeatInterval <= 0 || 3*k.HeartbeatInterval >= k.SessionTimeout {
+		// Kafka's own advice: heartbeat at most a third of the session, so
+		// one lost heartbeat does not end it.
+		fail("KAFKA_HEARTBEAT_INTERVAL", k.HeartbeatInterval.String(),
+			"must be positive and less than a third of KAFKA_SESSION_TIMEOUT (%s)", k.SessionTimeout)
+	}
+	if k.GroupProtocol != GroupProtocolClassic && k.GroupProtocol != GroupProtocolConsumer {
+		fail("KAFKA_GROUP_PROTOCOL", k.GroupProtocol, "is not classic or consumer")
+	}
+	if k.StaticMembership && !validInstanceID(k.GroupInstanceID) {
+		fail("KAFKA_STATIC_MEMBERSHIP", k.GroupInstanceID, "needs a group.instance.id (INSTANCE_ID, else the host name) of 1..255 printable ASCII characters without spaces")
 	}
 	if !k.TLS.Enabled {
 		for _, f := range []struct{ name, v string }{
@@ -231,7 +263,7 @@ func (c Config) validate() []error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		fail("LOG_FORMAT", c.LogFormat, "is not json or console")
 	}
-	if c.InstanceID == "" || len(c.InstanceID) > 255 || strings.IndexFunc(c.InstanceID, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+	if !validInstanceID(c.InstanceID) {
 		fail("INSTANCE_ID", c.InstanceID, "must be 1..255 printable ASCII characters without spaces")
 	}
 	if !validHostPort(c.Embedded.Addr) {
@@ -240,7 +272,14 @@ func (c Config) validate() []error {
 	if c.Embedded.Dir == "" {
 		failNoValue("EMBEDDED_KAFKA_DIR", "is empty")
 	}
+	if c.Embedded.MinSessionTimeout <= 0 {
+		fail("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", c.Embedded.MinSessionTimeout.String(), "is not positive")
+	}
 	return errs
+}
+
+func validInstanceID(s string) bool {
+	return s != "" && len(s) <= 255 && strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) < 0
 }
 
 // parser reads variables through getenv and collects every error, so one run

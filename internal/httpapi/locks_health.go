@@ -4,7 +4,8 @@ import (
 	"context"
 	"net/http"
 
-	"github.com/omninode/lockworker/metrics"
+	"github.com/omninode/lockworker/internal/metrics"
+	"github.com/omninode/lockworker/worker"
 )
 
 // LocksHealth is /health/locks: the whole database's locks and outbox.
@@ -13,17 +14,25 @@ type LocksHealth struct {
 	// LockStats is absent when they could not be read.
 	*metrics.LockStats
 	Error string `json:"error,omitempty"`
+	// Vacuum is what the worker's vacuum loop saw and did (README "Table
+	// bloat"); absent when no loop was wired in.
+	Vacuum *worker.VacuumStatus `json:"vacuum,omitempty"`
 }
 
 func (s *server) locksHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CheckTimeout)
 	defer cancel()
+	var vacuum *worker.VacuumStatus
+	if s.cfg.Vacuum != nil {
+		v := s.cfg.Vacuum()
+		vacuum = &v
+	}
 	stats, err := metrics.ReadLockStats(ctx, s.cfg.Pool)
 	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, LocksHealth{Status: statusUnavailable, Error: err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, LocksHealth{Status: statusUnavailable, Error: err.Error(), Vacuum: vacuum})
 		return
 	}
-	writeJSON(w, http.StatusOK, LocksHealth{Status: statusOK, LockStats: &stats})
+	writeJSON(w, http.StatusOK, LocksHealth{Status: statusOK, LockStats: &stats, Vacuum: vacuum})
 }
 
 // summary is /health/metrics: the original node's metrics summary.

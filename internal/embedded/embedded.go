@@ -37,6 +37,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -70,6 +71,10 @@ type Options struct {
 	// SyncWrites fsyncs every produced batch (kfake.SyncWrites), so records
 	// survive a machine crash too, not only a killed process. Slow.
 	SyncWrites bool
+	// MinSessionTimeout is the broker's group.min.session.timeout.ms
+	// (kfake.GroupMinSessionTimeout; default 6 s, Apache Kafka's), so a
+	// group session timeout real Kafka refuses is refused here too.
+	MinSessionTimeout time.Duration
 	// Logger receives the development-only warning and kfake's own logs
 	// (its errors and warnings as such, its info as debug, its debug as
 	// trace). The zero value logs nothing.
@@ -131,6 +136,9 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	}
 	if o.SyncWrites {
 		kopts = append(kopts, kfake.SyncWrites())
+	}
+	if o.MinSessionTimeout > 0 {
+		kopts = append(kopts, kfake.GroupMinSessionTimeout(o.MinSessionTimeout))
 	}
 	cluster, err := kfake.NewCluster(kopts...)
 	if err != nil {

@@ -56,15 +56,24 @@ func TestDefaults(t *testing.T) {
 		CommandsPartitions:    16,
 		ReplyPrefix:           "locks.replies.",
 		AutoCreateReplyTopics: true,
+		MaxReplyTopics:        1000,
 	}, c.Topics)
 	assert.Equal(t, 5, c.RelayMaxAttempts)
+	assert.True(t, c.VacuumEnabled)
+	assert.Equal(t, 2*time.Second, c.VacuumInterval)
+	assert.Equal(t, 10000, c.VacuumDeadRows)
 	assert.Equal(t, 24*time.Hour, c.RequestRetention)
 	assert.Equal(t, 7*24*time.Hour, c.LockEventsRetention)
 	assert.Equal(t, ":8062", c.HTTPAddr)
 	assert.Equal(t, zerolog.InfoLevel, c.LogLevel)
 	assert.Equal(t, "json", c.LogFormat)
 	assert.True(t, strings.HasSuffix(c.InstanceID, "-"+strconv.Itoa(os.Getpid())), c.InstanceID)
-	assert.Equal(t, EmbeddedConfig{Addr: "127.0.0.1:9092", Dir: ".data/kafka"}, c.Embedded)
+	assert.Equal(t, 6*time.Second, c.Kafka.SessionTimeout)
+	assert.Equal(t, 100*time.Millisecond, c.Kafka.HeartbeatInterval)
+	assert.Equal(t, "classic", c.Kafka.GroupProtocol)
+	assert.False(t, c.Kafka.StaticMembership)
+	assert.Empty(t, c.Kafka.GroupInstanceID)
+	assert.Equal(t, EmbeddedConfig{Addr: "127.0.0.1:9092", Dir: ".data/kafka", MinSessionTimeout: 6 * time.Second}, c.Embedded)
 	assert.Equal(t, "postgres://postgres@127.0.0.1:5432/lockworker", c.PostgresURL())
 	assert.NoError(t, c.Validate())
 }
@@ -88,9 +97,24 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"DEFAULT_LEASE_DURATION": " 2.5 "}, func(c *Config) { c.DefaultLeaseDuration = 2500 * time.Millisecond }},
 		{map[string]string{"CLEANUP_INTERVAL": "120"}, func(c *Config) { c.CleanupInterval = 2 * time.Minute }},
 		{map[string]string{"ACQUIRE_RETRY_DELAY": "0.25"}, func(c *Config) { c.AcquireRetryDelay = 250 * time.Millisecond }},
+		{map[string]string{"VACUUM_ENABLED": "false", "VACUUM_INTERVAL": "0.5", "VACUUM_DEAD_ROWS": "500"}, func(c *Config) {
+			c.VacuumEnabled, c.VacuumInterval, c.VacuumDeadRows = false, 500*time.Millisecond, 500
+		}},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:9092, k2:9093,,k3"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"k1:9092", "k2:9093", "k3"} }},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "[::1]:9092"}, func(c *Config) { c.Kafka.BootstrapServers = []string{"[::1]:9092"} }},
 		{map[string]string{"KAFKA_CONSUMER_GROUP": "lw-dev"}, func(c *Config) { c.Kafka.ConsumerGroup = "lw-dev" }},
+		{map[string]string{"KAFKA_SESSION_TIMEOUT": "10", "KAFKA_HEARTBEAT_INTERVAL": "1"}, func(c *Config) {
+			c.Kafka.SessionTimeout, c.Kafka.HeartbeatInterval = 10*time.Second, time.Second
+		}},
+		{map[string]string{"KAFKA_GROUP_PROTOCOL": "Consumer"}, func(c *Config) { c.Kafka.GroupProtocol = "consumer" }},
+		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "true", "INSTANCE_ID": "lockworker-0"}, func(c *Config) {
+			c.Kafka.StaticMembership, c.Kafka.GroupInstanceID, c.InstanceID = true, "lockworker-0", "lockworker-0"
+		}},
+		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "true"}, func(c *Config) {
+			host, _ := os.Hostname() // stable across restarts, unlike the default INSTANCE_ID
+			c.Kafka.StaticMembership, c.Kafka.GroupInstanceID = true, host
+		}},
+		{map[string]string{"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "0.5"}, func(c *Config) { c.Embedded.MinSessionTimeout = 500 * time.Millisecond }},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_TLS_ENABLED": "true", "KAFKA_TLS_CA_FILE": "/ca.pem", "KAFKA_TLS_CERT_FILE": "/c.pem", "KAFKA_TLS_KEY_FILE": "/k.pem", "KAFKA_TLS_INSECURE_SKIP_VERIFY": "1"}, func(c *Config) {
 			c.Kafka.BootstrapServers = []string{"k:9092"}
 			c.Kafka.TLS = TLSConfig{Enabled: true, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem", InsecureSkipVerify: true}
@@ -158,6 +182,9 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"RELAY_MAX_ATTEMPTS": "2.5"}, `RELAY_MAX_ATTEMPTS: "2.5" is not an integer`},
 		{map[string]string{"DEAD_LETTER_MAX_BYTES": "1000000"}, `DEAD_LETTER_MAX_BYTES: "1000000" is out of range 1024..900000`},
 		{map[string]string{"AUTO_CREATE_REPLY_TOPICS": "maybe"}, `AUTO_CREATE_REPLY_TOPICS: "maybe" is not a boolean`},
+		{map[string]string{"VACUUM_ENABLED": "sometimes"}, `VACUUM_ENABLED: "sometimes" is not a boolean`},
+		{map[string]string{"VACUUM_INTERVAL": "0"}, `VACUUM_INTERVAL: "0" is out of range 0.1..3600 seconds`},
+		{map[string]string{"VACUUM_DEAD_ROWS": "10"}, `VACUUM_DEAD_ROWS: "10" is out of range 100..1000000000`},
 		{map[string]string{"LOG_LEVEL": "loud"}, `LOG_LEVEL: "loud" is not one of`},
 		{map[string]string{"LOG_FORMAT": "xml"}, `LOG_FORMAT: "xml" is not json or console`},
 		{map[string]string{"HTTP_ADDR": "8062"}, `HTTP_ADDR: "8062" is not host:port`},
@@ -176,6 +203,12 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_PASSWORD: is required with KAFKA_SASL_MECHANISM`},
 		{map[string]string{"KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_MECHANISM: is required with`},
 		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}, `KAFKA_SASL_MECHANISM: needs KAFKA_BOOTSTRAP_SERVERS`},
+		{map[string]string{"KAFKA_SESSION_TIMEOUT": "0.5"}, `KAFKA_SESSION_TIMEOUT: "0.5" is out of range 1..300 seconds`},
+		{map[string]string{"KAFKA_SESSION_TIMEOUT": "2", "KAFKA_HEARTBEAT_INTERVAL": "1"}, `KAFKA_HEARTBEAT_INTERVAL: "1s" must be positive and less than a third of KAFKA_SESSION_TIMEOUT (2s)`},
+		{map[string]string{"KAFKA_HEARTBEAT_INTERVAL": "0"}, `KAFKA_HEARTBEAT_INTERVAL: "0" is out of range 0.01..60 seconds`},
+		{map[string]string{"KAFKA_GROUP_PROTOCOL": "share"}, `KAFKA_GROUP_PROTOCOL: "share" is not classic or consumer`},
+		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "sometimes"}, `KAFKA_STATIC_MEMBERSHIP: "sometimes" is not a boolean`},
+		{map[string]string{"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "0"}, `EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT: "0" is out of range 0.1..300 seconds`},
 		{map[string]string{"DATABASE_URL": "mysql://root:hunter2@db/x"}, `DATABASE_URL: is neither a postgres:// URL nor a key=value connection string`},
 	}
 	for _, tc := range cases {

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/config"
+)
+
+// failoverScenario is not part of "all": it needs the lockworker and
+// devkafka binaries and runs its own replicas (make bench-failover).
+const failoverScenario = "failover"
+
+// FailoverConfig shapes the failover scenario.
+type FailoverConfig struct {
+	DevkafkaBin string `json:"devkafka_bin"`
+	// Kills and Terms are how many times one replica is SIGKILLed and
+	// SIGTERMed; Rolls how many rolling restarts of all three.
+	Kills int `json:"kills"`
+	Terms int `json:"terms"`
+	Rolls int `json:"rolls"`
+	// Static runs the replicas with KAFKA_STATIC_MEMBERSHIP.
+	Static bool `json:"static"`
+	// SessionTimeout and Heartbeat are the replicas' KAFKA_SESSION_TIMEOUT and
+	// KAFKA_HEARTBEAT_INTERVAL (0: lockworker's defaults).
+	SessionTimeout time.Duration `json:"session_timeout_ns"`
+	Heartbeat      time.Duration `json:"heartbeat_ns"`
+	// LogFile receives the replicas' logs.
+	LogFile string `json:"-"`
+}
+
+// FailoverPhase is what one kind of fault cost.
+type FailoverPhase struct {
+	Fault      string  `json:"fault"`
+	Times      int     `json:"times"`
+	Commands   int     `json:"commands"`
+	Unanswered int     `json:"unanswered"`
+	WorstMS    float64 `json:"worst_ms"`
+	P99MS      float64 `json:"p99_ms"`
+}
+
+// FailoverResult is the failover scenario.
+type FailoverResult struct {
+	Replicas         int             `json:"replicas"`
+	Partitions       int             `json:"partitions"`
+	SessionTimeoutMS float64         `json:"session_timeout_ms"`
+	HeartbeatMS      float64         `json:"heartbeat_ms"`
+	Static           bool            `json:"static"`
+	Phases           []FailoverPhase `json:"phases"`
+	// Expired leases: those that ended while their partition had no owner,
+	// and the worst time from the takeover to their lock.expired.
+	Orphaned          int     `json:"orphaned_leases"`
+	ExpiredAfterMS    float64 `json:"expired_after_takeover_ms"`
+	Commands          int     `json:"commands"`
+	Unanswered        int     `json:"unanswered"`
+	Resends           int     `json:"resends"`
+	ContractViolation string  `json:"contract_violation,omitempty"`
+}
+
+// failover runs three lockworker processes on a devkafka process under
+// steady load on every partition and SIGKILLs one, SIGTERMs one, and rolls
+// all three, measuring how long each command waited for its answer.
+func failover(ctx context.Context, cfg *Config, progress func(string, ...any), logw io.Writer) (*FailoverResult, error) {
+	fc := cfg.Failover
+	if cfg.WorkerBin == "" || fc.DevkafkaBin == "" {
+		return nil, errors.New("the failover scenario needs --worker-bin and --devkafka-bin (make bench-failover builds them)")
+	}
+	kc := config.Default().Kafka
+	session, heartbeat := kc.SessionTimeout, kc.HeartbeatInterval
+	if fc.SessionTimeout > 0 {
+		session = fc.SessionTimeout
+	}
+	if fc.Heartbeat > 0 {
+		heartbeat = fc.Heartbeat
+	}
+	const partitions = 16
+	url, drop, err := newSchema(ctx, cfg.DatabaseURL, "lockbench_failover", cfg.Keep)
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	broker, err := chaos.StartBroker(ctx, fc.DevkafkaBin, partitions, config.ApacheMinSessionTimeout)
+	if err != nil {
+		return nil, err
+	}
+	defer broker.Close()
+	env := []string{
+		"DATABASE_URL=" + url, "KAFKA_BOOTSTRAP_SERVERS=" + broker.Addr, "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info",
+		fmt.Sprintf("KAFKA_SESSION_TIMEOUT=%g", session.Seconds()), fmt.Sprintf("KAFKA_HEARTBEAT_INTERVAL=%g", heartbeat.Seconds()),
+		fmt.Sprintf("KAFKA_STATIC_MEMBERSHIP=%v", fc.Static), fmt.Sprintf("POSTGRES_MAX_CONNECTIONS=%d", cfg.PGMaxConns),
+	}
+	replicas := make([]*chaos.Replica, 3)
+	for i := range replicas {
+		replicas[i] = chaos.NewReplica(fmt.Sprintf("lockworker-%d", i), cfg.WorkerBin, env, logw)
+		if err := replicas[i].Start(); err != nil {
+			return nil, err
+		}
+		defer func() { _ = replicas[i].Kill() }()
+		if err := replicas[i].Ready(ctx); err != nil { // one at a time: the first migrates
+			return nil, err
+		}
+	}
+	ready := func(r *chaos.Replica) error {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		return r.Ready(rctx)
+	}
+
+	load, err := chaos.StartLoad(ctx, chaos.LoadConfig{Brokers: []string{broker.Addr}, Partitions: partitions, LocksPerPartition: 2})
+	if err != nil {
+		return nil, err
+	}
+	res := &FailoverResult{Replicas: len(replicas), Partitions: partitions, Static: fc.Static,
+		SessionTimeoutMS: ms(session), HeartbeatMS: ms(heartbeat)}
+	stopped := false
+	defer func() {
+		if !stopped {
+			load.Stop(0)
+		}
+	}()
+	settle := session + 4*time.Second // a crash's partitions are back within session + 2 s, goal
+	time.Sleep(3 * time.Second)       // warm
+
+	// Each phase's windows: from a second before each fault (commands in
+	// flight when it struck count too) to the next fault. Their stats are
+	// taken once every command is answered.
+	type phaseRun struct {
+		fault   string
+		times   int
+		windows []chaos.Window
+	}
+	var runs []phaseRun
+	phase := func(fault string, times int, each func(i int) error) error {
+		pr := phaseRun{fault: fault, times: times}
+		defer func() {
+			if times > 0 {
+				runs = append(runs, pr)
+			}
+		}()
+		for i := range times {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			w := chaos.Window{From: time.Now().Add(-time.Second)}
+			if err := each(i); err != nil {
+				return fmt.Errorf("%s %d: %w", fault, i+1, err)
+			}
+			w.To = time.Now()
+			pr.windows = append(pr.windows, w)
+			s := load.Stats(w)
+			progress("failover: %s %d/%d: %d commands, worst answered so far %.0f ms", fault, i+1, times, s.Commands, ms(s.Worst))
+		}
+		return nil
+	}
+	finish := func() {
+		load.Stop(2 * settle)
+		stopped = true
+		for _, pr := range runs {
+			s := load.Stats(pr.windows...)
+			res.Phases = append(res.Phases, FailoverPhase{Fault: pr.fault, Times: pr.times, Commands: s.Commands,
+				Unanswered: s.Unanswered, WorstMS: ms(s.Worst), P99MS: ms(s.P99)})
+		}
+		all := load.Stats()
+		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
+	}
+	// restart starts a replica again, as a supervisor would when it exits
+	// at start (PostgreSQL out of connections on a shared machine).
+	restart := func(r *chaos.Replica) error {
+		var err error
+		for range 5 {
+			if err = r.Start(); err != nil {
+				return err
+			}
+			if err = ready(r); err == nil {
+				return nil
+			}
+			progress("failover: %v; starting it again", err)
+			_ = r.Kill()
+			time.Sleep(time.Second)
+		}
+		return err
+	}
+	killFrom := time.Now()
+	if err := phase("SIGKILL one of three", fc.Kills, func(i int) error {
+		r := replicas[i%len(replicas)]
+		if err := r.Kill(); err != nil {
+			return err
+		}
+		time.Sleep(time.Second)
+		if err := restart(r); err != nil {
+			return err
+		}
+		time.Sleep(settle)
+		return nil
+	}); err != nil {
+		finish()
+		return res, err
+	}
+	killTo := time.Now()
+	if err := phase("SIGTERM one of three", fc.Terms, func(i int) error {
+		r := replicas[i%len(replicas)]
+		if err := r.Term(30 * time.Second); err != nil {
+			return err
+		}
+		time.Sleep(time.Second)
+		if err := restart(r); err != nil {
+			return err
+		}
+		time.Sleep(3 * time.Second)
+		return nil
+	}); err != nil {
+		finish()
+		return res, err
+	}
+	if err := phase("rolling restart of all three", fc.Rolls, func(int) error {
+		for _, r := range replicas {
+			if err := r.Term(30 * time.Second); err != nil {
+				return err
+			}
+			if err := restart(r); err != nil {
+				return err
+			}
+			time.Sleep(2 * time.Second)
+		}
+		time.Sleep(2 * time.Second)
+		return nil
+	}); err != nil {
+		finish()
+		return res, err
+	}
+
+	progress("failover: waiting for the last answers")
+	finish()
+	x := load.Expiries(chaos.Window{From: killFrom, To: killTo})
+	res.Orphaned, res.ExpiredAfterMS = x.Orphaned, ms(x.AfterTakeover)
+	if err := chaos.Check(load.History()); err != nil {
+		res.ContractViolation = err.Error()
+	}
+	return res, nil
+}
+
+// failoverGoals are the goals of issue 11 for the failover scenario.
+func (r *Report) failoverGoals(f *FailoverResult) {
+	limit := f.SessionTimeoutMS + 2000
+	for _, p := range f.Phases {
+		switch {
+		case strings.HasPrefix(p.Fault, "SIGKILL"):
+			r.goal("failover", "SIGKILL: worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limit)), p.WorstMS, " ms", p.WorstMS <= limit && p.Unanswered == 0, p.Commands > 0)
+		case strings.HasPrefix(p.Fault, "SIGTERM"):
+			r.goal("failover", "SIGTERM: worst time to answer", "<= 1,000 ms", p.WorstMS, " ms", p.WorstMS <= 1000 && p.Unanswered == 0, p.Commands > 0)
+		default:
+			r.goal("failover", "rolling restart: worst time to answer", "<= 8,000 ms", p.WorstMS, " ms", p.WorstMS <= 8000 && p.Unanswered == 0, p.Commands > 0)
+		}
+	}
+	r.goal("failover", "lock.expired after takeover (orphaned leases)", "<= 1,000 ms", f.ExpiredAfterMS, " ms", f.ExpiredAfterMS <= 1000, f.Orphaned > 0)
+	r.goal("failover", "unanswered commands", "0", float64(f.Unanswered), fmt.Sprintf(" of %s", fmtNum(float64(f.Commands))), f.Unanswered == 0, true)
+	r.goal("failover", "contract (no double holder, tokens rise, one answer)", "kept", 0, "", f.ContractViolation == "", true)
+	r.Goals[len(r.Goals)-1].Measured = map[bool]string{true: "kept", false: "BROKEN"}[f.ContractViolation == ""]
+}
+
+func (f *FailoverResult) print(p func(string, ...any)) {
+	p("\nfailover: %d replicas (child processes) on a devkafka process, %d partitions; session timeout %.0f ms, heartbeat %.0f ms, static membership %v\n",
+		f.Replicas, f.Partitions, f.SessionTimeoutMS, f.HeartbeatMS, f.Static)
+	p("  %-30s %6s %10s %11s %10s %10s\n", "fault", "times", "commands", "unanswered", "worst ms", "p99 ms")
+	for _, x := range f.Phases {
+		p("  %-30s %6d %10d %11d %10.0f %10.0f\n", x.Fault, x.Times, x.Commands, x.Unanswered, x.WorstMS, x.P99MS)
+	}
+	p("  leases that ended while their partition had no owner: %d; worst lock.expired after takeover %.0f ms\n", f.Orphaned, f.ExpiredAfterMS)
+	p("  all: %d commands, %d unanswered, %d resends\n", f.Commands, f.Unanswered, f.Resends)
+	if f.ContractViolation != "" {
+		p("  CONTRACT BROKEN:\n%s\n", f.ContractViolation)
+	}
+}
+
+// replicaLog is where the replicas' logs go: a file beside the JSON report
+// when asked for (-v: stderr), else nowhere.
+func replicaLog(cfg *Config, stderr io.Writer) (io.Writer, func(), error) {
+	if cfg.Verbose {
+		return stderr, func() {}, nil
+	}
+	if cfg.Failover.LogFile == "" {
+		return io.Discard, func() {}, nil
+	}
+	f, err := os.Create(cfg.Failover.LogFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { _ = f.Close() }, nil
+}

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// The peer scenario runs the original node's own design beside lockworker:
+// its table (its README's schema, ../shared/reference), one autocommitted
+// statement per acquire and per release, ownership checked on release.
+// Each round measures lockworker's closed loop (scenario 1's raw records)
+// and then the peer's, with the same clients, warm-up and window, so the
+// figures compare as ratios within one run on one noisy machine.
+
+// peerDDL is the original node's table and indexes.
+const peerDDL = `
+CREATE TABLE distributed_locks (
+    lock_id VARCHAR(255) PRIMARY KEY,
+    owner_id VARCHAR(255) NOT NULL,
+    acquired_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    lease_duration REAL NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    metadata JSONB DEFAULT '{}',
+    status VARCHAR(50) DEFAULT 'acquired',
+    acquisition_count INT DEFAULT 1,
+    extension_count INT DEFAULT 0,
+    created_at TIMESTAMPTZ DEFAULT NOW(),
+    updated_at TIMESTAMPTZ DEFAULT NOW()
+);
+CREATE INDEX idx_distributed_locks_expires_at ON distributed_locks(expires_at);
+CREATE INDEX idx_distributed_locks_owner_id ON distributed_locks(owner_id);
+CREATE INDEX idx_distributed_locks_status ON distributed_locks(status);`
+
+// peerAcquire takes a free, released or expired lock, or renews its own, in
+// one statement; no row back means another owner holds it. Times are epoch milliseconds, as
+// the original stores them.
+const peerAcquire = `
+INSERT INTO distributed_locks AS l (lock_id, owner_id, acquired_at, expires_at, lease_duration, heartbeat_at, metadata, status)
+VALUES ($1, $2, $3, $3 + ($4 * 1000)::bigint, $4, $3, '{}', 'acquired')
+ON CONFLICT (lock_id) DO UPDATE SET owner_id = EXCLUDED.owner_id, acquired_at = EXCLUDED.acquired_at,
+    expires_at = EXCLUDED.expires_at, lease_duration = EXCLUDED.lease_duration, heartbeat_at = EXCLUDED.heartbeat_at,
+    status = 'acquired', acquisition_count = l.acquisition_count + 1, extension_count = 0, updated_at = NOW()
+WHERE l.status <> 'acquired' OR l.expires_at < EXCLUDED.acquired_at OR l.owner_id = EXCLUDED.owner_id
+RETURNING acquisition_count`
+
+// peerRelease ends the owner's own lease.
+const peerRelease = `
+UPDATE distributed_locks SET status = 'released', updated_at = NOW()
+WHERE lock_id = $1 AND owner_id = $2 AND status = 'acquired'`
+
+var errPeerHeld = errors.New("held by another owner")
+
+// PeerRound is one round: lockworker, then the original design.
+type PeerRound struct {
+	Lockworker ThroughputResult `json:"lockworker"`
+	Original   ThroughputResult `json:"original"`
+	// Ratio is lockworker's commands/s over the original's; P50Ratio its
+	// acquire p50 over the original's.
+	Ratio    float64 `json:"throughput_ratio"`
+	P50Ratio float64 `json:"acquire_p50_ratio"`
+}
+
+// PeerResult is the peer scenario.
+type PeerResult struct {
+	Clients int         `json:"clients"`
+	Rounds  []PeerRound `json:"rounds"`
+	// Light is the original design with one client in a closed loop: its
+	// latency at light load, beside scenario 2's.
+	Light ThroughputResult `json:"light"`
+}
+
+// peerCycler is scenario 1's closed loop on the original design; locks are
+// named by round, as a run cut off between acquire and release leaves its
+// locks held.
+func (b *bench) peerCycler(pool *pgxpool.Pool, round int) cycler {
+	return func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
+		lock, owner := b.rid("peer", round, c), fmt.Sprintf("peer-owner-%d", c)
+		start := time.Now()
+		var n int
+		if err := pool.QueryRow(ctx, peerAcquire, lock, owner, start.UnixMilli(), 60.0).Scan(&n); err != nil {
+			return 0, 0, 0, fmt.Errorf("acquire %s: %w", lock, errors.Join(errPeerHeld, err))
+		}
+		acq := time.Since(start)
+		start = time.Now()
+		tag, err := pool.Exec(ctx, peerRelease, lock, owner)
+		switch {
+		case err != nil:
+			return acq, 0, 1, fmt.Errorf("release %s: %w", lock, err)
+		case tag.RowsAffected() != 1:
+			return acq, 0, 1, fmt.Errorf("release %s: not held by %s", lock, owner)
+		}
+		return acq, time.Since(start), 2, nil
+	}
+}
+
+// peer runs cfg.PeerRounds rounds at cfg.Clients, then the original design
+// alone with one client.
+func (b *bench) peer(ctx context.Context) (PeerResult, error) {
+	res := PeerResult{Clients: b.cfg.Clients}
+	url, drop, err := newSchema(ctx, b.t.adminURL, "lockbench_peer", b.cfg.Keep)
+	if err != nil {
+		return res, err
+	}
+	defer drop()
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return res, err
+	}
+	pcfg.MaxConns = int32(b.cfg.PGMaxConns)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return res, err
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, peerDDL); err != nil {
+		return res, fmt.Errorf("creating the original design's table: %w", err)
+	}
+	for round := range b.cfg.PeerRounds {
+		b.progress("peer round %d of %d: lockworker, then the original design, %d clients", round+1, b.cfg.PeerRounds, b.cfg.Clients)
+		var r PeerRound
+		if r.Lockworker, err = b.throughput(ctx, "lockworker", b.rawCycler(30*time.Second), false); err != nil {
+			return res, err
+		}
+		b.quiesce(ctx, time.Minute)
+		if r.Original, err = b.throughput(ctx, "original design", b.peerCycler(pool, round), false); err != nil {
+			return res, err
+		}
+		if r.Original.PerSecond > 0 {
+			r.Ratio = r.Lockworker.PerSecond / r.Original.PerSecond
+		}
+		if r.Original.Acquire.P50 > 0 {
+			r.P50Ratio = r.Lockworker.Acquire.P50 / r.Original.Acquire.P50
+		}
+		res.Rounds = append(res.Rounds, r)
+	}
+	one := *b
+	cfg := *b.cfg
+	cfg.Clients = 1
+	one.cfg = &cfg
+	res.Light, err = one.throughput(ctx, "original design, 1 client", one.peerCycler(pool, -1), false)
+	return res, err
+}
+
+// peerGoals are issue 17's ratio goals.
+func (r *Report) peerGoals() {
+	p := r.Peer
+	if p == nil || len(p.Rounds) == 0 {
+		return
+	}
+	worst, worstP50 := p.Rounds[0].Ratio, p.Rounds[0].P50Ratio
+	for _, x := range p.Rounds[1:] {
+		worst, worstP50 = min(worst, x.Ratio), max(worstP50, x.P50Ratio)
+	}
+	want := 1.0
+	if p.Clients >= 256 {
+		want = 2
+	}
+	r.goal("peer", fmt.Sprintf("throughput / original design's, %d clients, worst round", p.Clients), fmt.Sprintf(">= %.0fx", want), worst, "x", worst >= want, true)
+	if p.Clients < 256 {
+		r.goal("peer", fmt.Sprintf("acquire p50 / original design's, %d clients, worst round", p.Clients), "<= 2x", worstP50, "x", worstP50 <= 2, true)
+	}
+	if l := r.Latency; l != nil && l.Acquire.N > 0 {
+		r.goal("peer", fmt.Sprintf("light load: acquire p50 at %d/s (original design, 1 client: %.2f ms)", l.Rate, p.Light.Acquire.P50), "<= 1.5 ms", l.Acquire.P50, " ms", l.Acquire.P50 <= 1.5, true)
+		r.goal("peer", fmt.Sprintf("light load: acquire p99 at %d/s", l.Rate), "<= 5 ms", l.Acquire.P99, " ms", l.Acquire.P99 <= 5, true)
+	}
+}
+
+func (p *PeerResult) print(w io.Writer) {
+	fmt.Fprintf(w, "\npeer: lockworker beside the original design (one statement per acquire and release), %d clients, alternating\n", p.Clients)
+	for i, x := range p.Rounds {
+		fmt.Fprintf(w, "  round %d  lockworker %8s cmd/s  acquire p50 %7.2f ms | original %8s cmd/s  acquire p50 %7.2f ms | ratio %.2fx, p50 %.2fx | errors %d, %d\n",
+			i+1, fmtNum(x.Lockworker.PerSecond), x.Lockworker.Acquire.P50, fmtNum(x.Original.PerSecond), x.Original.Acquire.P50, x.Ratio, x.P50Ratio,
+			x.Lockworker.Errors, x.Original.Errors)
+	}
+	fmt.Fprintf(w, "  original design, 1 client: %s cmd/s, acquire p50 %.2f ms, p99 %.2f ms\n", fmtNum(p.Light.PerSecond), p.Light.Acquire.P50, p.Light.Acquire.P99)
+}

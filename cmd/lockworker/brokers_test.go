@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+)
+
+// The worker says which broker it uses and why: KAFKA_BOOTSTRAP_SERVERS,
+// exported for an SDK program, turns the embedded broker off, and the first
+// connection error names the variable.
+func TestSaysWhichBrokerAndWhy(t *testing.T) {
+	sch := testdb.NewSchema(t)
+	logs := &lockedBuffer{}
+	m := NewMain()
+	m.Logger = zerolog.New(logs)
+	m.Config.Postgres.URL = sch.URL
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	nobody := freeAddr(t)
+	m.Config.Kafka.BootstrapServers = []string{nobody}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err := m.Run(ctx)
+	m.Close()
+	require.Error(t, err)
+	t.Logf("error: %v", err)
+	assert.ErrorContains(t, err, "talking to Kafka at ["+nobody+"] (from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off")
+	assert.Contains(t, logs.String(), "using Kafka at "+nobody+": from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off")
+
+	logs = &lockedBuffer{}
+	m = NewMain()
+	m.Logger = zerolog.New(logs)
+	m.Config.Postgres.URL = sch.URL
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.Config.Embedded.Addr, m.Config.Embedded.Dir = freeAddr(t), t.TempDir()
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("lockworker did not start: %v", err)
+	}
+	cancel()
+	require.NoError(t, <-done)
+	m.Close()
+	assert.Contains(t, logs.String(), "using Kafka at "+m.Config.Embedded.Addr+": the embedded broker, started because KAFKA_BOOTSTRAP_SERVERS is unset")
+}

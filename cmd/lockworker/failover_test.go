@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+// TestSessionTimeoutRefused: a session timeout below the broker's
+// group.min.session.timeout.ms (the embedded broker's is Apache Kafka's 6 s)
+// stops the service with ErrSessionTimeout instead of retrying forever.
+func TestSessionTimeoutRefused(t *testing.T) {
+	m := NewMain()
+	m.Config.Postgres.URL = testdb.NewSchema(t).URL
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.Config.Embedded.Addr, m.Config.Embedded.Dir = "127.0.0.1:0", t.TempDir()
+	m.Config.Kafka.SessionTimeout = 2 * time.Second
+	require.NoError(t, m.Config.Validate())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := m.Run(ctx)
+	m.Close()
+	require.ErrorIs(t, err, worker.ErrSessionTimeout)
+	require.ErrorContains(t, err, "KAFKA_SESSION_TIMEOUT")
+}
+
+// TestStaticMemberLeavesOnStop: a static member that stops cleanly leaves
+// the group at once, so its partitions move long before its (here 30 s)
+// session timeout would have let them.
+func TestStaticMemberLeavesOnStop(t *testing.T) {
+	names := topics.DefaultNames()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands),
+		kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.DeadLetter))
+	require.NoError(t, err)
+	defer c.Close()
+	url := testdb.NewSchema(t).URL
+	static := func(name string) func(*config.Config) {
+		return func(cfg *config.Config) {
+			cfg.Kafka.BootstrapServers = c.ListenAddrs()
+			cfg.Kafka.SessionTimeout = 30 * time.Second
+			cfg.Kafka.StaticMembership, cfg.Kafka.GroupInstanceID, cfg.InstanceID = true, name, name
+		}
+	}
+	_, stopA := startWith(t, url, static("a"))
+	startWith(t, url, static("b"))
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	members := func() []string {
+		gs, err := adm.DescribeGroups(context.Background(), "lockworker")
+		require.NoError(t, err)
+		var ids []string
+		for _, m := range gs["lockworker"].Members {
+			if m.InstanceID != nil {
+				ids = append(ids, *m.InstanceID)
+			}
+		}
+		return ids
+	}
+	require.Eventually(t, func() bool { return len(members()) == 2 }, 30*time.Second, 50*time.Millisecond)
+
+	stopped := time.Now()
+	stopA()
+	require.Eventually(t, func() bool {
+		ms := members()
+		return len(ms) == 1 && ms[0] == "b"
+	}, 5*time.Second, 20*time.Millisecond, "a left the group on its clean stop")
+	t.Logf("a was out of the group %s after its stop began", time.Since(stopped).Round(time.Millisecond))
+}

@@ -1,0 +1,110 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+)
+
+// Build compiles lockworker and devkafka into dir (the Go build cache makes
+// it quick after the first time) and returns their paths.
+func Build(t testing.TB, dir string) (lockworker, devkafka string) {
+	t.Helper()
+	lockworker, devkafka = filepath.Join(dir, "lockworker"), filepath.Join(dir, "devkafka")
+	for bin, pkg := range map[string]string{lockworker: "../../cmd/lockworker", devkafka: "../../cmd/devkafka"} {
+		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+		require.NoError(t, err, "go build %s: %s", pkg, out)
+	}
+	return lockworker, devkafka
+}
+
+// lockedBuffer collects the replicas' logs, shown when the test fails.
+type lockedBuffer struct {
+	mu sync.Mutex
+	sb strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sb.Write(p)
+}
+
+// TestChaos runs three lockworker processes on one devkafka process,
+// SIGKILLs (and now and then SIGTERMs) one every few seconds and restarts
+// it, under load on every partition, and checks the replies: no lock held
+// twice, fencing tokens rising in grant order, every command answered
+// exactly once.
+func TestChaos(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes for about a minute")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lockworker, devkafka := Build(t, t.TempDir())
+	const session = 3 * time.Second // short, so the test sees many failovers in its time
+	broker, err := StartBroker(ctx, devkafka, 16, time.Second)
+	require.NoError(t, err)
+	defer broker.Close()
+	schema := testdb.NewSchema(t)
+
+	logs := &lockedBuffer{}
+	env := []string{
+		"DATABASE_URL=" + schema.URL, "KAFKA_BOOTSTRAP_SERVERS=" + broker.Addr, "HTTP_ADDR=127.0.0.1:0",
+		fmt.Sprintf("KAFKA_SESSION_TIMEOUT=%g", session.Seconds()), "LOG_LEVEL=info", "POSTGRES_MAX_CONNECTIONS=5",
+	}
+	var replicas []*Replica
+	for i := range 3 {
+		r := NewReplica(fmt.Sprintf("w%d", i), lockworker, env, logs)
+		require.NoError(t, r.Start())
+		require.NoError(t, r.Ready(ctx)) // one at a time: the first migrates the schema
+		replicas = append(replicas, r)
+	}
+	defer func() {
+		for _, r := range replicas {
+			_ = r.Kill()
+		}
+		if t.Failed() {
+			t.Logf("replica logs:\n%s", lastLines(logs.sb.String(), 200))
+		}
+	}()
+
+	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Lease: 500 * time.Millisecond})
+	require.NoError(t, err)
+	kills, terms := 0, 0
+	for round := range 8 {
+		time.Sleep(2 * time.Second)
+		r := replicas[rand.N(len(replicas))]
+		if round%4 == 3 {
+			require.NoError(t, r.Term(10*time.Second))
+			terms++
+		} else {
+			require.NoError(t, r.Kill())
+			kills++
+		}
+		time.Sleep(time.Second)
+		require.NoError(t, r.Start())
+	}
+	load.Stop(4 * session)
+	h := load.History()
+	st := load.Stats()
+	t.Logf("%d SIGKILLs, %d SIGTERMs; %d commands (%d resends), %d replies; worst answer %s, p99 %s, unanswered %d",
+		kills, terms, st.Commands, load.Resends(), len(h.Replies), st.Worst, st.P99, st.Unanswered)
+	require.Greater(t, st.Commands, 200, "too little load to mean anything")
+	require.NoError(t, Check(h))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

@@ -1,0 +1,77 @@
+package chaos
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// TestCheck feeds Check crafted histories: a clean one, and one per kind of
+// violation it must catch.
+func TestCheck(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	info := func(owner string, token int64, acquired, expires int) *topics.LockInfo {
+		return &topics.LockInfo{LockName: "L", OwnerID: owner, FencingToken: token,
+			AcquiredAt: topics.NewTimePtr(at(acquired)), ExpiresAt: topics.NewTimePtr(at(expires))}
+	}
+	ev := func(id, typ, rid string, occurred int, li *topics.LockInfo) topics.Event {
+		e := topics.NewEvent(typ, "x", rid, at(occurred))
+		e.EventID, e.LockInfo = id, li
+		return e
+	}
+	rejected := func(id, rid string) topics.Event {
+		e := ev(id, topics.TypeRejected, rid, 0, nil)
+		e.ErrorCode = "LOCK_HELD"
+		return e
+	}
+	// a holds L (token 1) 0..1000 and releases at 500; b gets token 2 at 600
+	// and its lease expires at 1600; c extends nothing, is refused.
+	clean := History{
+		Sent: []string{"r1", "r2", "r3", "r4"},
+		Replies: []topics.Event{
+			ev("e1", topics.TypeAcquired, "r1", 0, info("a", 1, 0, 1000)),
+			ev("e2", topics.TypeReleased, "r2", 500, info("a", 1, 0, 1000)),
+			ev("e3", topics.TypeAcquired, "r3", 600, info("b", 2, 600, 1600)),
+			ev("e3", topics.TypeAcquired, "r3", 600, info("b", 2, 600, 1600)), // redelivered: same event
+			rejected("e4", "r4"),
+			ev("e5", topics.TypeExpired, "", 1700, info("b", 2, 600, 1600)),
+		},
+	}
+	require.NoError(t, Check(clean))
+
+	cases := []struct {
+		name string
+		edit func(h *History)
+		want string
+	}{
+		{"unanswered", func(h *History) { h.Sent = append(h.Sent, "r5") }, "request r5 never answered"},
+		{"answered twice", func(h *History) { h.Replies = append(h.Replies, rejected("e9", "r4")) }, "request r4 answered twice"},
+		{"overlap after release", func(h *History) {
+			h.Replies[2] = ev("e3", topics.TypeAcquired, "r3", 400, info("b", 2, 400, 1400)) // before a's release at 500
+		}, "lock /L held twice: b (token 2)"},
+		{"overlap with an extended lease", func(h *History) {
+			h.Replies[1] = ev("e2", topics.TypeExtended, "r2", 500, info("a", 1, 0, 2000)) // a now holds until 2000
+		}, "held twice"},
+		{"token falls", func(h *History) {
+			h.Replies[2] = ev("e3", topics.TypeAcquired, "r3", 600, info("b", 1, 600, 1600))
+		}, "held by a and by b"},
+		{"token falls in grant order", func(h *History) {
+			h.Replies[0] = ev("e1", topics.TypeAcquired, "r1", 0, info("a", 3, 0, 1000))
+			h.Replies[1] = ev("e2", topics.TypeReleased, "r2", 500, info("a", 3, 0, 1000))
+		}, "tokens must rise in grant order"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := History{Sent: append([]string(nil), clean.Sent...), Replies: append([]topics.Event(nil), clean.Replies...)}
+			tc.edit(&h)
+			err := Check(h)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}

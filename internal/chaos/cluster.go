@@ -1,0 +1,183 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Broker is a cmd/devkafka process.
+type Broker struct {
+	Addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartBroker runs the devkafka binary on a free port with the commands
+// topic of the given partitions and waits until it listens.
+func StartBroker(ctx context.Context, bin string, partitions int, minSession time.Duration) (*Broker, error) {
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-partitions", fmt.Sprint(partitions),
+		"-min-session-timeout", minSession.String())
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	b := &Broker{cmd: cmd, done: make(chan struct{})}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "devkafka listening on "); ok {
+				addr <- a
+			}
+		}
+	}()
+	go func() { _ = cmd.Wait(); close(b.done) }()
+	select {
+	case b.Addr = <-addr:
+		return b, nil
+	case <-b.done:
+		return nil, fmt.Errorf("%s exited before listening", bin)
+	case <-ctx.Done():
+		b.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// Close stops the broker.
+func (b *Broker) Close() {
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		_ = b.cmd.Process.Kill()
+		<-b.done
+	}
+}
+
+// Replica is one lockworker process slot: started, killed and restarted
+// with the same environment (so the same INSTANCE_ID).
+type Replica struct {
+	Name string
+	bin  string
+	env  []string
+	logw io.Writer
+
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	done  chan struct{}
+	ready chan struct{}
+}
+
+// NewReplica prepares a replica; env is added to the process's environment
+// (INSTANCE_ID=name is set). Its logs go to logw (nil: discarded).
+func NewReplica(name, bin string, env []string, logw io.Writer) *Replica {
+	if logw == nil {
+		logw = io.Discard
+	}
+	return &Replica{Name: name, bin: bin, env: append(append(os.Environ(), env...), "INSTANCE_ID="+name), logw: logw}
+}
+
+// Start runs the process; Ready tells when it consumes.
+func (r *Replica) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		return fmt.Errorf("replica %s is running", r.Name)
+	}
+	cmd := exec.Command(r.bin)
+	cmd.Env = r.env
+	errp, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting replica %s: %w", r.Name, err)
+	}
+	done, ready := make(chan struct{}), make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(errp)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		once := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, "lockworker is consuming") {
+				once.Do(func() { close(ready) })
+			}
+			fmt.Fprintf(r.logw, "%s %s\n", r.Name, line)
+		}
+		_ = cmd.Wait()
+		close(done)
+	}()
+	r.cmd, r.done, r.ready = cmd, done, ready
+	return nil
+}
+
+// Ready waits until the replica logged that it consumes.
+func (r *Replica) Ready(ctx context.Context) error {
+	r.mu.Lock()
+	ready, done := r.ready, r.done
+	r.mu.Unlock()
+	if ready == nil {
+		return fmt.Errorf("replica %s is not running", r.Name)
+	}
+	select {
+	case <-ready:
+		return nil
+	case <-done:
+		return fmt.Errorf("replica %s exited before it was ready", r.Name)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Running reports whether the process runs.
+func (r *Replica) Running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd != nil
+}
+
+// Kill sends SIGKILL (a crash) and waits for the process to be gone.
+func (r *Replica) Kill() error { return r.stop(syscall.SIGKILL, 0) }
+
+// Term sends SIGTERM (a clean stop) and waits up to grace for the process
+// to exit before killing it; an exit after grace is an error.
+func (r *Replica) Term(grace time.Duration) error { return r.stop(syscall.SIGTERM, grace) }
+
+func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
+	r.mu.Lock()
+	cmd, done := r.cmd, r.done
+	r.cmd, r.ready = nil, nil
+	r.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signalling replica %s: %w", r.Name, err)
+	}
+	if grace == 0 {
+		<-done
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-done
+		return errors.New("replica " + r.Name + " did not stop within " + grace.String())
+	}
+}

@@ -1,0 +1,370 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// LoadConfig shapes a Load. Zero fields take the defaults in brackets.
+type LoadConfig struct {
+	Brokers []string
+	// Commands is the commands topic [locks.commands] and Partitions its
+	// partition count [16]; every partition gets LocksPerPartition locks [2].
+	Commands          string
+	Partitions        int
+	LocksPerPartition int
+	// Contenders compete for each lock [2], each with its own owner_id.
+	Contenders int
+	// Lease of every acquire [1 s]. A holder keeps it Hold [20 ms] and
+	// releases it, except one grant in AbandonEvery [10], left to expire.
+	Lease, Hold  time.Duration
+	AbandonEvery int
+	// Pause after a refused acquire [50 ms].
+	Pause time.Duration
+	// Resend an unanswered command (same request_id) every Resend [2 s], as
+	// a requester would.
+	Resend time.Duration
+	// ReplyTopic [locks.replies.chaos-<random>].
+	ReplyTopic string
+}
+
+func (c *LoadConfig) defaults() {
+	def := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	defd := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	if c.Commands == "" {
+		c.Commands = topics.DefaultNames().Commands
+	}
+	def(&c.Partitions, 16)
+	def(&c.LocksPerPartition, 2)
+	def(&c.Contenders, 2)
+	def(&c.AbandonEvery, 10)
+	defd(&c.Lease, time.Second)
+	defd(&c.Hold, 20*time.Millisecond)
+	defd(&c.Pause, 50*time.Millisecond)
+	defd(&c.Resend, 2*time.Second)
+	if c.ReplyTopic == "" {
+		c.ReplyTopic = fmt.Sprintf("locks.replies.chaos-%08x", rand.Uint32())
+	}
+}
+
+// request is one command as its requester saw it.
+type request struct {
+	id        string
+	partition int
+	sent      time.Time // first send
+	answered  time.Time // first answer (zero: none yet)
+	done      chan struct{}
+}
+
+// Load drives lock traffic on every partition and records what it sees.
+type Load struct {
+	cfg  LoadConfig
+	prod *kgo.Client
+	cons *kgo.Client
+
+	mu       sync.Mutex
+	reqs     map[string]*request
+	order    []*request
+	replies  []topics.Event
+	resends  int
+	stopping bool
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartLoad creates the reply topic and starts the contenders.
+func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
+	cfg.defaults()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.DefaultProduceTopic(cfg.Commands),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(0))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := kadm.NewClient(prod).CreateTopic(ctx, 4, -1, nil, cfg.ReplyTopic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		prod.Close()
+		return nil, fmt.Errorf("creating reply topic %s: %w", cfg.ReplyTopic, err)
+	}
+	cons, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ConsumeTopics(cfg.ReplyTopic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		prod.Close()
+		return nil, err
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	l := &Load{cfg: cfg, prod: prod, cons: cons, reqs: map[string]*request{}, cancel: cancel}
+	l.wg.Go(func() { l.consume(lctx) })
+	for p := range cfg.Partitions {
+		for i := range cfg.LocksPerPartition {
+			lock := fmt.Sprintf("p%03d-l%d", p, i)
+			for c := range cfg.Contenders {
+				owner := fmt.Sprintf("%s-o%d", lock, c)
+				l.wg.Go(func() { l.contend(lctx, p, lock, owner) })
+			}
+		}
+	}
+	return l, nil
+}
+
+func (l *Load) consume(ctx context.Context) {
+	for {
+		fs := l.cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		now := time.Now()
+		fs.EachRecord(func(r *kgo.Record) {
+			var ev topics.Event
+			if json.Unmarshal(r.Value, &ev) != nil {
+				return
+			}
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.replies = append(l.replies, ev)
+			if q := l.reqs[ev.RequestID]; q != nil && ev.Type != topics.TypeQueued && q.answered.IsZero() {
+				q.answered = now
+				close(q.done)
+			}
+		})
+	}
+}
+
+// contend is one owner's loop on one lock.
+func (l *Load) contend(ctx context.Context, partition int, lock, owner string) {
+	grants := 0
+	for n := 0; ctx.Err() == nil; n++ {
+		ev, ok := l.call(ctx, partition, topics.Command{Operation: "acquire", LockName: lock, OwnerID: owner,
+			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n)})
+		if !ok {
+			return
+		}
+		if ev.Type != topics.TypeAcquired {
+			sleep(ctx, l.cfg.Pause+rand.N(l.cfg.Pause))
+			continue
+		}
+		grants++
+		if grants%l.cfg.AbandonEvery == 0 {
+			sleep(ctx, l.cfg.Lease+l.cfg.Pause) // left to expire
+			continue
+		}
+		sleep(ctx, l.cfg.Hold)
+		if _, ok := l.call(ctx, partition, topics.Command{Operation: "release", LockName: lock, OwnerID: owner,
+			RequestID: fmt.Sprintf("%s-%d-rel", owner, n)}); !ok {
+			return
+		}
+	}
+}
+
+// call sends c until it is answered; false when the load stops first.
+func (l *Load) call(ctx context.Context, partition int, c topics.Command) (topics.Event, bool) {
+	c.ReplyTo = l.cfg.ReplyTopic
+	v, err := c.Encode()
+	if err != nil {
+		panic(err) // a Command always encodes
+	}
+	q := &request{id: c.RequestID, partition: partition, sent: time.Now(), done: make(chan struct{})}
+	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		return topics.Event{}, false
+	}
+	l.reqs[q.id] = q
+	l.order = append(l.order, q)
+	l.mu.Unlock()
+	for {
+		l.prod.Produce(ctx, &kgo.Record{Key: []byte(c.Key()), Value: v, Partition: int32(partition)}, nil)
+		select {
+		case <-q.done:
+			return l.answer(q.id), true
+		case <-ctx.Done():
+			return topics.Event{}, false
+		case <-time.After(l.cfg.Resend):
+			l.mu.Lock()
+			l.resends++
+			l.mu.Unlock()
+		}
+	}
+}
+
+func (l *Load) answer(id string) topics.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.replies) - 1; i >= 0; i-- {
+		if ev := l.replies[i]; ev.RequestID == id && ev.Type != topics.TypeQueued {
+			return ev
+		}
+	}
+	return topics.Event{}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// Stop sends no new command, waits up to settle for the ones in flight to
+// be answered (resending them), then stops.
+func (l *Load) Stop(settle time.Duration) {
+	l.mu.Lock()
+	l.stopping = true
+	var open []*request
+	for _, q := range l.order {
+		if q.answered.IsZero() {
+			open = append(open, q)
+		}
+	}
+	l.mu.Unlock()
+	deadline := time.After(settle)
+wait:
+	for _, q := range open {
+		select {
+		case <-q.done:
+		case <-deadline:
+			break wait
+		}
+	}
+	l.cancel()
+	l.wg.Wait()
+	l.prod.Close()
+	l.cons.Close()
+}
+
+// History is what the load saw, for Check.
+func (l *Load) History() History {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h := History{Replies: slices.Clone(l.replies)}
+	for _, q := range l.order {
+		h.Sent = append(h.Sent, q.id)
+	}
+	return h
+}
+
+// Stats of the commands first sent in a window.
+type Stats struct {
+	Commands, Unanswered int
+	// Worst and P99 time from a command's first send to its first answer.
+	Worst, P99 time.Duration
+}
+
+// Window is a span of time, From inclusive, To exclusive.
+type Window struct{ From, To time.Time }
+
+func (w Window) has(t time.Time) bool { return !t.Before(w.From) && t.Before(w.To) }
+
+// Stats covers the commands first sent in any of the windows (all commands
+// when none is given). A command still in flight counts as unanswered.
+func (l *Load) Stats(ws ...Window) Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var s Stats
+	var took []time.Duration
+	for _, q := range l.order {
+		if len(ws) > 0 && !slices.ContainsFunc(ws, func(w Window) bool { return w.has(q.sent) }) {
+			continue
+		}
+		s.Commands++
+		if q.answered.IsZero() {
+			s.Unanswered++
+			continue
+		}
+		took = append(took, q.answered.Sub(q.sent))
+	}
+	if len(took) > 0 {
+		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+		s.Worst = took[len(took)-1]
+		s.P99 = took[(len(took)*99)/100]
+		if (len(took)*99)/100 >= len(took) {
+			s.P99 = s.Worst
+		}
+	}
+	return s
+}
+
+// Resends is how many times a command was sent again for want of an answer.
+func (l *Load) Resends() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.resends
+}
+
+// Expiries measures the lock.expired events of leases that ended in
+// [from, to): Late is the worst time from a lease's end to its lock.expired
+// (database time); AfterTakeover, over the leases that ended while their
+// partition had no owner (expired more than a second late), the worst time
+// from the partition's first event after the lease ended (its new owner at
+// work) to the lock.expired.
+type Expiries struct {
+	Count, Orphaned     int
+	Late, AfterTakeover time.Duration
+}
+
+// Expiries covers the leases that ended in w.
+func (l *Load) Expiries(w Window) Expiries {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	byPart := map[string][]time.Time{} // partition prefix of the lock name -> event times
+	for _, ev := range l.replies {
+		// Expiries are left out: the anchor is the new owner answering commands.
+		if ev.LockInfo != nil && len(ev.LockInfo.LockName) >= 4 && ev.Type != topics.TypeExpired {
+			p := ev.LockInfo.LockName[:4]
+			byPart[p] = append(byPart[p], ev.OccurredAt.Time)
+		}
+	}
+	for _, ts := range byPart {
+		sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	}
+	var x Expiries
+	seen := map[string]bool{}
+	for _, ev := range l.replies {
+		li := ev.LockInfo
+		if ev.Type != topics.TypeExpired || li == nil || li.ExpiresAt == nil || seen[ev.EventID] {
+			continue
+		}
+		seen[ev.EventID] = true
+		end := li.ExpiresAt.Time
+		if !w.has(end) {
+			continue
+		}
+		x.Count++
+		late := ev.OccurredAt.Sub(end)
+		x.Late = max(x.Late, late)
+		if late <= time.Second || len(li.LockName) < 4 {
+			continue
+		}
+		x.Orphaned++
+		ts := byPart[li.LockName[:4]]
+		i := sort.Search(len(ts), func(i int) bool { return !ts[i].Before(end) })
+		if i < len(ts) {
+			x.AfterTakeover = max(x.AfterTakeover, ev.OccurredAt.Sub(ts[i]))
+		}
+	}
+	return x
+}

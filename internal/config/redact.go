@@ -1,0 +1,139 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/rs/zerolog"
+)
+
+// masked replaces a secret that is set; an empty secret stays empty so a
+// reader can tell "no password" from "hidden password".
+const masked = "***"
+
+func mask(s string) string {
+	if s == "" {
+		return ""
+	}
+	return masked
+}
+
+// Redacted returns every setting keyed by its environment variable, secrets
+// masked, durations in seconds: safe to log or serve on a debug endpoint.
+func (c Config) Redacted() map[string]any {
+	pg, k, t := c.Postgres, c.Kafka, c.Topics
+	databaseURL := ""
+	if pg.URL != "" {
+		databaseURL = redactDatabaseURL(pg.URL)
+	}
+	return map[string]any{
+		"DATABASE_URL":                       databaseURL,
+		"POSTGRES_HOST":                      pg.Host,
+		"POSTGRES_PORT":                      pg.Port,
+		"POSTGRES_DATABASE":                  pg.Database,
+		"POSTGRES_USER":                      pg.User,
+		"POSTGRES_PASSWORD":                  mask(pg.Password),
+		"POSTGRES_MIN_CONNECTIONS":           pg.MinConns,
+		"POSTGRES_MAX_CONNECTIONS":           pg.MaxConns,
+		"DEFAULT_LEASE_DURATION":             c.DefaultLeaseDuration.Seconds(),
+		"REQUIRE_FENCING_TOKEN":              c.RequireFencingToken,
+		"AUTH_REQUIRED":                      c.Auth.Required,
+		"AUTH_KEYS":                          c.Auth.Keys,
+		"AUTH_HMAC_KEY_FILE":                 c.Auth.HMACKeyFile,
+		"AUTH_AUDIENCE":                      c.Auth.Audience,
+		"AUTH_ISSUER":                        c.Auth.Issuer,
+		"INSPECT_TOKEN":                      mask(c.InspectToken),
+		"CLEANUP_INTERVAL":                   c.CleanupInterval.Seconds(),
+		"ACQUIRE_RETRY_DELAY":                c.AcquireRetryDelay.Seconds(),
+		"KAFKA_BOOTSTRAP_SERVERS":            strings.Join(k.BootstrapServers, ","),
+		"KAFKA_CONSUMER_GROUP":               k.ConsumerGroup,
+		"KAFKA_SESSION_TIMEOUT":              k.SessionTimeout.Seconds(),
+		"KAFKA_HEARTBEAT_INTERVAL":           k.HeartbeatInterval.Seconds(),
+		"KAFKA_GROUP_PROTOCOL":               k.GroupProtocol,
+		"KAFKA_STATIC_MEMBERSHIP":            k.StaticMembership,
+		"KAFKA_TLS_ENABLED":                  k.TLS.Enabled,
+		"KAFKA_TLS_CA_FILE":                  k.TLS.CAFile,
+		"KAFKA_TLS_CERT_FILE":                k.TLS.CertFile,
+		"KAFKA_TLS_KEY_FILE":                 k.TLS.KeyFile,
+		"KAFKA_TLS_INSECURE_SKIP_VERIFY":     k.TLS.InsecureSkipVerify,
+		"KAFKA_SASL_MECHANISM":               k.SASL.Mechanism,
+		"KAFKA_SASL_USERNAME":                k.SASL.Username,
+		"KAFKA_SASL_PASSWORD":                mask(k.SASL.Password),
+		"KAFKA_TOPIC_COMMANDS":               t.Commands,
+		"KAFKA_TOPIC_LOCK_ACQUIRED":          t.LockAcquired,
+		"KAFKA_TOPIC_LOCK_RELEASED":          t.LockReleased,
+		"KAFKA_TOPIC_LOCK_EXPIRED":           t.LockExpired,
+		"KAFKA_TOPIC_DEAD_LETTER":            t.DeadLetter,
+		"COMMANDS_PARTITIONS":                t.CommandsPartitions,
+		"REPLY_TOPIC_PREFIX":                 t.ReplyPrefix,
+		"AUTO_CREATE_REPLY_TOPICS":           t.AutoCreateReplyTopics,
+		"MAX_REPLY_TOPICS":                   t.MaxReplyTopics,
+		"RELAY_MAX_ATTEMPTS":                 c.RelayMaxAttempts,
+		"DEAD_LETTER_MAX_BYTES":              c.DeadLetterMaxBytes,
+		"REQUEST_RETENTION":                  c.RequestRetention.Seconds(),
+		"LOCK_EVENTS_RETENTION":              c.LockEventsRetention.Seconds(),
+		"VACUUM_ENABLED":                     c.VacuumEnabled,
+		"VACUUM_INTERVAL":                    c.VacuumInterval.Seconds(),
+		"VACUUM_DEAD_ROWS":                   c.VacuumDeadRows,
+		"HTTP_ADDR":                          c.HTTPAddr,
+		"LOG_LEVEL":                          c.LogLevel.String(),
+		"LOG_FORMAT":                         c.LogFormat,
+		"INSTANCE_ID":                        c.InstanceID,
+		"EMBEDDED_KAFKA_ADDR":                c.Embedded.Addr,
+		"EMBEDDED_KAFKA_DIR":                 c.Embedded.Dir,
+		"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": c.Embedded.MinSessionTimeout.Seconds(),
+	}
+}
+
+// MarshalZerologObject logs the redacted settings:
+// log.Info().Object("config", cfg).Msg("starting").
+func (c Config) MarshalZerologObject(e *zerolog.Event) {
+	m := c.Redacted()
+	for _, k := range sortedKeys(m) {
+		switch v := m[k].(type) {
+		case string:
+			e.Str(k, v)
+		case int:
+			e.Int(k, v)
+		case int32:
+			e.Int32(k, v)
+		case bool:
+			e.Bool(k, v)
+		case float64:
+			e.Float64(k, v)
+		default:
+			e.Interface(k, v)
+		}
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func formatRedacted(name string, m map[string]any) string {
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteByte('{')
+	for i, k := range sortedKeys(m) {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(k)
+		b.WriteByte('=')
+		if s, ok := m[k].(string); ok {
+			b.WriteString(strconv.Quote(s))
+		} else {
+			fmt.Fprint(&b, m[k])
+		}
+	}
+	b.WriteByte('}')
+	return b.String()
+}

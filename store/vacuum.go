@@ -1,0 +1,121 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// HotTables are the tables every command rewrites: their dead row versions
+// pile up fastest, and their statements slow down as they bloat (README
+// "Table bloat"). Migration 007 gives them their autovacuum settings.
+var HotTables = []string{"locks", "lock_waiters", "outbox", "consumer_offsets", "processed_requests"}
+
+// TableStats is what PostgreSQL's statistics say of one table of the
+// worker's schema (pg_stat_user_tables).
+type TableStats struct {
+	Table    string `json:"table"`
+	LiveRows int64  `json:"live_rows"`
+	DeadRows int64  `json:"dead_rows"`
+	// LastVacuum and LastAutovacuum are nil when the table was never
+	// vacuumed that way.
+	LastVacuum     *time.Time `json:"last_vacuum"`
+	LastAutovacuum *time.Time `json:"last_autovacuum"`
+}
+
+// VacuumSettings are the server settings autovacuum depends on.
+type VacuumSettings struct {
+	// Autovacuum is the autovacuum setting; autovacuum runs only when
+	// TrackCounts is on too.
+	Autovacuum bool `json:"autovacuum"`
+	// TrackCounts off leaves n_dead_tup at zero: dead rows cannot be counted.
+	TrackCounts bool `json:"track_counts"`
+}
+
+// Runs reports whether autovacuum vacuums anything at all.
+func (s VacuumSettings) Runs() bool { return s.Autovacuum && s.TrackCounts }
+
+// ReadVacuumSettings reads autovacuum and track_counts. They can change
+// with a configuration reload, so callers read them again now and then.
+func (s *Store) ReadVacuumSettings(ctx context.Context) (VacuumSettings, error) {
+	var v VacuumSettings
+	err := s.Pool.QueryRow(ctx, `SELECT current_setting('autovacuum')::bool, current_setting('track_counts')::bool`).
+		Scan(&v.Autovacuum, &v.TrackCounts)
+	if err != nil {
+		return VacuumSettings{}, fmt.Errorf("reading the autovacuum settings: %w", translate(err))
+	}
+	return v, nil
+}
+
+// ReadTableStats returns the statistics of the hot tables of the worker's
+// schema (the first schema of its search_path), in HotTables' order. The
+// counts lag the writes by up to a second (backends report them in batches).
+func (s *Store) ReadTableStats(ctx context.Context) ([]TableStats, error) {
+	rows, err := s.Pool.Query(ctx, `
+		SELECT relname::text, n_live_tup, n_dead_tup, last_vacuum, last_autovacuum
+		FROM pg_stat_user_tables
+		WHERE schemaname = current_schema() AND relname = ANY ($1::text[])
+		ORDER BY array_position($1::text[], relname::text)`, HotTables)
+	if err != nil {
+		return nil, fmt.Errorf("reading table statistics: %w", translate(err))
+	}
+	stats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TableStats, error) {
+		var t TableStats
+		err := r.Scan(&t.Table, &t.LiveRows, &t.DeadRows, &t.LastVacuum, &t.LastAutovacuum)
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading table statistics: %w", translate(err))
+	}
+	return stats, nil
+}
+
+// VacuumLockClass is the first key of the advisory lock Vacuum holds while
+// it vacuums (pg_locks: locktype advisory, classid VacuumLockClass); the
+// second is hashtext of the schema, so workers of different schemas in one
+// database do not wait for each other.
+const VacuumLockClass = 0x4c57_5643 // "LWVC"
+
+// Vacuum runs VACUUM on tables of the worker's schema, unless another
+// worker on the same schema is vacuuming: then it does nothing and returns
+// false. Only one replica vacuums at a time, since two VACUUMs of a table
+// would only queue behind each other. SKIP_LOCKED passes over a table that
+// another VACUUM (autovacuum's, or an operator's) holds, instead of waiting.
+//
+// VACUUM cannot run inside a transaction, so it runs on a plain connection
+// of the pool, and table names cannot be parameters, so they are quoted.
+func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
+	if len(tables) == 0 {
+		return true, nil
+	}
+	c, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("vacuuming: %w", translate(err))
+	}
+	defer c.Release()
+	var got bool
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, VacuumLockClass).Scan(&got); err != nil {
+		return false, fmt.Errorf("vacuuming: taking the vacuum lock: %w", translate(err))
+	}
+	if !got {
+		return false, nil
+	}
+	quoted := make([]string, len(tables))
+	for i, t := range tables {
+		quoted[i] = pgx.Identifier{t}.Sanitize()
+	}
+	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED) "+strings.Join(quoted, ", "))
+	if err == nil {
+		_, err = c.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, VacuumLockClass)
+	}
+	if err != nil {
+		// Closing the session is the sure way to release the lock, whatever
+		// state a cancelled VACUUM left the connection in.
+		_ = c.Hijack().Close(context.WithoutCancel(ctx))
+		return true, fmt.Errorf("vacuuming %s: %w", strings.Join(tables, ", "), translate(err))
+	}
+	return true, nil
+}

@@ -1,0 +1,248 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/omninode/lockworker/store"
+)
+
+// VacuumConfig configures a Vacuumer. Fields without a default are required.
+type VacuumConfig struct {
+	Store *store.Store
+	// Enabled runs the loop; false only checks and logs the autovacuum
+	// settings at start.
+	Enabled bool
+	// Interval between passes. Default 2 s.
+	Interval time.Duration
+	// DeadRows is the bound of a hot table's dead rows past which the
+	// worker vacuums it even while autovacuum runs (autovacuum has fallen
+	// behind). Default 10,000.
+	DeadRows int64
+	Logger   zerolog.Logger
+	// Metrics, when set, is told of every pass.
+	Metrics VacuumMetrics
+}
+
+// VacuumMetrics receives the Vacuumer's measurements; metrics.Metrics
+// implements it.
+type VacuumMetrics interface {
+	// TableDeadRows is a hot table's dead rows, read every pass.
+	TableDeadRows(table string, n int64)
+	// VacuumRun is told of every VACUUM the loop decided on: result is
+	// "done", "busy" (another replica was vacuuming) or "failed".
+	VacuumRun(result string)
+}
+
+// Vacuum results, VacuumMetrics.VacuumRun's result.
+const (
+	VacuumDone   = "done"
+	VacuumBusy   = "busy"
+	VacuumFailed = "failed"
+)
+
+// vacuumMinDead is the fewest dead rows worth a VACUUM of its own while
+// autovacuum is off: below it, a pass costs more than the dead rows do.
+const vacuumMinDead = 1000
+
+// VacuumStatus is what the loop knows, for /health/locks.
+type VacuumStatus struct {
+	// Enabled is VACUUM_ENABLED.
+	Enabled bool `json:"enabled"`
+	// Settings are the server's autovacuum settings at the last pass (at
+	// start when disabled); nil until read.
+	Settings *store.VacuumSettings `json:"settings,omitempty"`
+	// DeadRowsBound is VACUUM_DEAD_ROWS.
+	DeadRowsBound int64 `json:"dead_rows_bound"`
+	// LastRun is the end of the worker's last VACUUM, LastTables what it
+	// vacuumed and LastDurationMS how long it took; Runs counts them (this
+	// process only).
+	LastRun        *time.Time `json:"last_run"`
+	LastTables     []string   `json:"last_tables,omitempty"`
+	LastDurationMS float64    `json:"last_duration_ms"`
+	Runs           int64      `json:"runs"`
+	// Tables are the hot tables' statistics at the last pass.
+	Tables []store.TableStats `json:"tables,omitempty"`
+	// Error is the last pass's failure, empty when it succeeded.
+	Error string `json:"error,omitempty"`
+}
+
+// Vacuumer keeps the hot tables (store.HotTables) vacuumed where
+// PostgreSQL does not: every Interval it reads their dead rows and vacuums
+// those past the bound. With autovacuum off the bound is the table's live
+// rows (at least vacuumMinDead), as autovacuum's own scale factor would
+// do, or DeadRows, whichever is lower; with autovacuum on, the worker only
+// steps in past DeadRows. Replicas take turns through store.Vacuum's
+// advisory lock.
+type Vacuumer struct {
+	cfg VacuumConfig
+	log zerolog.Logger
+
+	mu     sync.Mutex
+	status VacuumStatus
+	// logged remembers the last settings logged, so the log says when they
+	// change, not every pass.
+	logged *store.VacuumSettings
+}
+
+// NewVacuumer returns a Vacuumer; Run starts it.
+func NewVacuumer(cfg VacuumConfig) (*Vacuumer, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("worker: VacuumConfig.Store is required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 2 * time.Second
+	}
+	if cfg.DeadRows <= 0 {
+		cfg.DeadRows = 10000
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
+	return &Vacuumer{cfg: cfg, log: cfg.Logger,
+		status: VacuumStatus{Enabled: cfg.Enabled, DeadRowsBound: cfg.DeadRows}}, nil
+}
+
+// Status returns a copy of what the loop knows.
+func (v *Vacuumer) Status() VacuumStatus {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s := v.status
+	s.LastTables = append([]string(nil), s.LastTables...)
+	s.Tables = append([]store.TableStats(nil), s.Tables...)
+	return s
+}
+
+// Run checks the autovacuum settings and logs them; when enabled, it then
+// runs a pass every Interval until ctx is done. A failed pass is logged and
+// the next one tries again.
+func (v *Vacuumer) Run(ctx context.Context) {
+	if !v.cfg.Enabled {
+		set, err := v.cfg.Store.ReadVacuumSettings(ctx)
+		if err != nil {
+			v.log.Warn().Err(err).Msg("checking whether autovacuum runs")
+			return
+		}
+		v.mu.Lock()
+		v.status.Settings = &set
+		v.mu.Unlock()
+		ev := v.log.Info()
+		if !set.Runs() {
+			ev = v.log.Warn()
+		}
+		ev.Bool("autovacuum", set.Autovacuum).Bool("track_counts", set.TrackCounts).
+			Msg("the worker's vacuum loop is off (VACUUM_ENABLED=false): the hot tables are vacuumed only by autovacuum or an operator")
+		return
+	}
+	t := time.NewTicker(v.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := v.pass(ctx); err != nil && ctx.Err() == nil {
+			v.log.Warn().Err(err).Msg("vacuum pass")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pass reads the settings and statistics, and vacuums the tables due.
+func (v *Vacuumer) pass(ctx context.Context) (err error) {
+	defer func() {
+		v.mu.Lock()
+		v.status.Error = ""
+		if err != nil {
+			v.status.Error = err.Error()
+		}
+		v.mu.Unlock()
+	}()
+	set, err := v.cfg.Store.ReadVacuumSettings(ctx)
+	if err != nil {
+		return err
+	}
+	v.logSettings(set)
+	stats, err := v.cfg.Store.ReadTableStats(ctx)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.status.Settings, v.status.Tables = &set, stats
+	v.mu.Unlock()
+	var due []string
+	for _, t := range stats {
+		v.cfg.Metrics.TableDeadRows(t.Table, t.DeadRows)
+		if v.due(set, t) {
+			due = append(due, t.Table)
+		}
+	}
+	if len(due) == 0 {
+		return nil
+	}
+	start := time.Now()
+	ran, err := v.cfg.Store.Vacuum(ctx, due)
+	took := time.Since(start)
+	switch {
+	case err != nil:
+		v.cfg.Metrics.VacuumRun(VacuumFailed)
+		return err
+	case !ran:
+		v.cfg.Metrics.VacuumRun(VacuumBusy)
+		v.log.Debug().Strs("tables", due).Msg("another replica is vacuuming; skipped")
+		return nil
+	}
+	v.cfg.Metrics.VacuumRun(VacuumDone)
+	end := time.Now()
+	v.mu.Lock()
+	v.status.LastRun, v.status.LastTables, v.status.LastDurationMS = &end, due, float64(took)/float64(time.Millisecond)
+	v.status.Runs++
+	v.mu.Unlock()
+	ev := v.log.Debug()
+	if set.Runs() { // autovacuum has fallen behind: worth an operator's look
+		ev = v.log.Info()
+	}
+	dead := zerolog.Dict()
+	for _, t := range stats {
+		dead.Int64(t.Table, t.DeadRows)
+	}
+	ev.Strs("tables", due).Dict("dead_rows", dead).Dur("took", took).Bool("autovacuum", set.Runs()).Msg("vacuumed hot tables")
+	return nil
+}
+
+// due reports whether table t is to be vacuumed now.
+func (v *Vacuumer) due(set store.VacuumSettings, t store.TableStats) bool {
+	if !set.TrackCounts {
+		// No dead rows are counted: vacuum every pass (the visibility map
+		// makes a pass over a clean table cheap).
+		return true
+	}
+	if set.Autovacuum {
+		return t.DeadRows >= v.cfg.DeadRows
+	}
+	return t.DeadRows >= min(v.cfg.DeadRows, max(t.LiveRows, vacuumMinDead))
+}
+
+// logSettings logs the settings at the first pass and whenever they change.
+func (v *Vacuumer) logSettings(set store.VacuumSettings) {
+	if v.logged != nil && *v.logged == set {
+		return
+	}
+	v.logged = &set
+	ev := v.log.Info().Bool("autovacuum", set.Autovacuum).Bool("track_counts", set.TrackCounts).Int64("dead_rows_bound", v.cfg.DeadRows)
+	switch {
+	case !set.TrackCounts:
+		ev.Msg("track_counts is off: dead rows cannot be counted; the worker vacuums its hot tables every pass")
+	case !set.Autovacuum:
+		ev.Msg("autovacuum is off: the worker vacuums its hot tables itself")
+	default:
+		ev.Msg("autovacuum runs: the worker vacuums a hot table only past the dead rows bound")
+	}
+}
+
+func (noMetrics) TableDeadRows(string, int64) {}
+func (noMetrics) VacuumRun(string)            {}

@@ -1,0 +1,172 @@
+package worker_test
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/worker"
+)
+
+// vacuumRecorder is a worker.VacuumMetrics that keeps what it is told.
+type vacuumRecorder struct {
+	mu   sync.Mutex
+	dead map[string]int64
+	runs map[string]int
+}
+
+func (r *vacuumRecorder) TableDeadRows(table string, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dead == nil {
+		r.dead = map[string]int64{}
+	}
+	r.dead[table] = max(r.dead[table], n)
+}
+
+func (r *vacuumRecorder) VacuumRun(result string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.runs == nil {
+		r.runs = map[string]int{}
+	}
+	r.runs[result]++
+}
+
+func (r *vacuumRecorder) snapshot() (map[string]int64, map[string]int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.dead), maps.Clone(r.runs)
+}
+
+// churnLocks leaves 64*rounds dead row versions in locks, as acquires and
+// releases do, and waits until the statistics count them.
+func churnLocks(t *testing.T, st *store.Store, rounds int) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := st.Pool.Exec(ctx, `INSERT INTO locks (lock_name, status, source_partition) SELECT 'churn-' || i, 'released', 0 FROM generate_series(1, 64) i`)
+	require.NoError(t, err)
+	for range rounds {
+		_, err := st.Pool.Exec(ctx, `UPDATE locks SET updated_at = clock_timestamp(), acquisition_count = acquisition_count + 1`)
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return deadRows(t, st, "locks") >= int64(64*rounds) }, 10*time.Second, 20*time.Millisecond)
+}
+
+func deadRows(t *testing.T, st *store.Store, table string) int64 {
+	t.Helper()
+	stats, err := st.ReadTableStats(context.Background())
+	require.NoError(t, err)
+	for _, s := range stats {
+		if s.Table == table {
+			return s.DeadRows
+		}
+	}
+	t.Fatalf("no statistics of %s", table)
+	return 0
+}
+
+// startVacuumer runs v until the test ends and returns a channel closed
+// when Run has returned.
+func startVacuumer(t *testing.T, v *worker.Vacuumer) <-chan struct{} {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); v.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return done
+}
+
+// TestVacuumerVacuumsChurn: dead rows left by churn are vacuumed away,
+// whether autovacuum runs on this server or not (past DeadRows it steps in
+// either way), and the loop says so in its status and metrics.
+func TestVacuumerVacuumsChurn(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	churnLocks(t, st, 40) // 2,560 dead rows
+	rec := &vacuumRecorder{}
+	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: true, Interval: 20 * time.Millisecond, DeadRows: 1000, Metrics: rec})
+	require.NoError(t, err)
+	startVacuumer(t, v)
+
+	require.Eventually(t, func() bool {
+		s := v.Status()
+		return s.Runs > 0 && slices.Contains(s.LastTables, "locks")
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return deadRows(t, st, "locks") < 1000 }, 30*time.Second, 20*time.Millisecond)
+	s := v.Status()
+	require.True(t, s.Enabled)
+	require.NotNil(t, s.Settings)
+	require.NotNil(t, s.LastRun)
+	require.Equal(t, int64(1000), s.DeadRowsBound)
+	require.Len(t, s.Tables, len(store.HotTables))
+	require.Empty(t, s.Error)
+	dead, runs := rec.snapshot()
+	require.GreaterOrEqual(t, dead["locks"], int64(2560))
+	require.Positive(t, runs[worker.VacuumDone])
+	require.Zero(t, runs[worker.VacuumFailed])
+}
+
+// TestVacuumerTakesTurns: while another replica vacuums the schema (holds
+// the vacuum lock), the loop does not vacuum, counts the pass as busy, and
+// vacuums once the other is done.
+func TestVacuumerTakesTurns(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	churnLocks(t, st, 40)
+	other, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer other.Release()
+	_, err = other.Exec(ctx, `SELECT pg_advisory_lock($1, hashtext(current_schema()))`, store.VacuumLockClass)
+	require.NoError(t, err)
+
+	rec := &vacuumRecorder{}
+	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: true, Interval: 20 * time.Millisecond, DeadRows: 1000, Metrics: rec})
+	require.NoError(t, err)
+	startVacuumer(t, v)
+	require.Eventually(t, func() bool {
+		_, runs := rec.snapshot()
+		return runs[worker.VacuumBusy] >= 3
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Zero(t, v.Status().Runs)
+	require.GreaterOrEqual(t, deadRows(t, st, "locks"), int64(2560), "nothing vacuumed while the other replica was")
+
+	_, err = other.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, store.VacuumLockClass)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return v.Status().Runs > 0 }, 10*time.Second, 20*time.Millisecond)
+}
+
+// TestVacuumerDisabled: with VACUUM_ENABLED=false the loop checks the
+// settings, says so, and vacuums nothing however many dead rows pile up.
+func TestVacuumerDisabled(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	churnLocks(t, st, 40)
+	rec := &vacuumRecorder{}
+	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: false, Interval: 10 * time.Millisecond, DeadRows: 100, Metrics: rec})
+	require.NoError(t, err)
+	select {
+	case <-startVacuumer(t, v):
+	case <-time.After(10 * time.Second):
+		t.Fatal("a disabled Vacuumer's Run did not return")
+	}
+	s := v.Status()
+	require.False(t, s.Enabled)
+	require.NotNil(t, s.Settings, "the settings are still checked and reported")
+	require.Zero(t, s.Runs)
+	dead, runs := rec.snapshot()
+	require.Empty(t, dead)
+	require.Empty(t, runs)
+	var vacuums int64
+	require.NoError(t, st.Pool.QueryRow(context.Background(),
+		`SELECT sum(vacuum_count) FROM pg_stat_user_tables WHERE schemaname = current_schema()`).Scan(&vacuums))
+	require.Zero(t, vacuums)
+	require.GreaterOrEqual(t, deadRows(t, st, "locks"), int64(2560))
+}
