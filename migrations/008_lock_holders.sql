@@ -33,6 +33,14 @@ CREATE TABLE lock_holders (
 );
 -- The expiry scheduler finds a partition's next ending lease here.
 CREATE INDEX lock_holders_expiry ON lock_holders (source_partition, expires_at);
+-- A hot table, as locks (migration 007): a row per grant, deleted at its end.
+ALTER TABLE lock_holders SET (
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0,
+    autovacuum_analyze_threshold = 5000,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
         owner_metadata, extension_count, reply_to, request_id, source_partition)
