@@ -155,7 +155,9 @@ func directCleanup(ctx context.Context, st *store.Store, kind, ns string, n int)
 	}
 	// Keep the direct schema small for the next case.
 	if _, err = st.Pool.Exec(ctx, `TRUNCATE outbox, lock_events, processed_requests`); err == nil {
-		_, err = st.Pool.Exec(ctx, `DELETE FROM lock_holders WHERE namespace = $1; DELETE FROM locks WHERE namespace = $1`, ns)
+		if _, err = st.Pool.Exec(ctx, `DELETE FROM lock_holders WHERE namespace = $1`, ns); err == nil {
+			_, err = st.Pool.Exec(ctx, `DELETE FROM locks WHERE namespace = $1`, ns)
+		}
 	}
 	return took, err
 }
@@ -268,6 +270,6 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 
 // truncateDirect empties the direct schema's lock tables between runs.
 func truncateDirect(ctx context.Context, st *store.Store) error {
-	_, err := st.Pool.Exec(ctx, `TRUNCATE lock_waiters, locks, lock_events, outbox, processed_requests, consumer_offsets`)
+	_, err := st.Pool.Exec(ctx, `TRUNCATE lock_holders, lock_waiters, locks, lock_events, outbox, processed_requests, consumer_offsets`)
 	return err
 }
