@@ -39,6 +39,11 @@ var (
 	// ErrForbidden: the token does not allow the command (its namespace, or
 	// a reply topic not the requester's own).
 	ErrForbidden = errors.New("forbidden")
+	// ErrLimitMismatch: the lock's holders and waiters agreed on another
+	// limit (WithLimit).
+	ErrLimitMismatch = errors.New("lock limit mismatch")
+	// ErrModeMismatch: the owner holds the lock in the other mode.
+	ErrModeMismatch = errors.New("lock mode mismatch")
 )
 
 // Errors of the client itself.
@@ -75,6 +80,8 @@ var codeErrors = map[string]error{
 	topics.CodeRequestIDConflict:  ErrRequestIDConflict,
 	topics.CodeUnauthenticated:    ErrUnauthenticated,
 	topics.CodeForbidden:          ErrForbidden,
+	topics.CodeLimitMismatch:      ErrLimitMismatch,
+	topics.CodeModeMismatch:       ErrModeMismatch,
 }
 
 // Error is a command refused by lockworker (a lock.rejected reply) or, for

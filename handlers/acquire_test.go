@@ -248,7 +248,7 @@ func TestAcquireErrors(t *testing.T) {
 			setup: bobWaitsOnAlice(1),
 			answer: func(h *harness, cmd topics.Command) {
 				deadline := waitOut(h, cmd)
-				expires := h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`)
+				expires := h.timeOf(`SELECT expires_at FROM ` + v1Locks + ` WHERE lock_name = 'a'`)
 				require.True(h.t, deadline.Before(expires), "the wait must end before the lease for this case")
 				h.waitPast(expires)
 				require.Positive(h.t, h.expireDue())
@@ -271,7 +271,7 @@ func TestAcquireErrors(t *testing.T) {
 			cmd := tc.setup(h)
 			key := topics.LockKey(cmd.Namespace, cmd.LockName)
 			holder := func() string {
-				return h.scalarText(`SELECT owner_id || ' ' || fencing_token FROM locks WHERE namespace = $1 AND lock_name = $2`, cmd.Namespace, cmd.LockName)
+				return h.scalarText(`SELECT owner_id || ' ' || fencing_token FROM `+v1Locks+` WHERE namespace = $1 AND lock_name = $2`, cmd.Namespace, cmd.LockName)
 			}
 			before := holder()
 			var token int64
@@ -384,7 +384,7 @@ func TestAcquireAgainAfterWaitEnded(t *testing.T) {
 	// alice releases: the second request is granted, to its reply_to.
 	h.clearOutbox()
 	h.apply(h.release("a", "alice"))
-	granted := h.scalarText(`SELECT holder_request_id FROM locks WHERE lock_name = 'a'`)
+	granted := h.scalarText(`SELECT holder_request_id FROM ` + v1Locks + ` WHERE lock_name = 'a'`)
 	require.Equal(t, second.RequestID, granted)
 	require.Contains(t, h.routes(), "locks.replies.bob lock.acquired")
 }

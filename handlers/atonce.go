@@ -3,18 +3,23 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/omninode/lockworker/handlers/rules"
 	"github.com/omninode/lockworker/topics"
 )
 
-// The common cases take one statement: an acquire of a lock that is new, or
-// released or expired with nobody waiting, the holder's release of a lease
-// in force that nobody waits for, and the holder's extend of a lease in
-// force. The statement applies only in that
-// case and returns the row; otherwise it changes nothing and the general path
-// decides. Updating an existing row takes its token and times after the row
+// The common cases take one statement: an acquire of a lock that nobody
+// holds or waits for (new, released or expired; any mode and limit) or
+// that its holders let it join (a reader beside readers, a free place of a
+// semaphore) with nobody waiting (two statements then, one for each), a
+// holder's release of its lease in force when nobody waits, and a holder's
+// extend of its lease in force, both when no lease of the lock has run out
+// (the general path would settle it first). The statement applies only in
+// that case and returns what it changed; otherwise it changes nothing and
+// the general path decides (handlers/rules). Updating an existing row takes its token and times after the row
 // lock, like the general path; creating a row takes them before a possible
 // wait on a racing insert of the same lock, so such a lease starts a little
 // early.
@@ -28,24 +33,71 @@ import (
 // EXISTS per element, which may be planned as a scan of all of
 // processed_requests (docs/performance.md).
 
+// A lock's holders change only with its locks row (holder_count, ended_*,
+// updated_at), so a statement that updates the row read in its snapshot
+// reads that row's holders as they are.
+
 const grantAtOnceSQL = `
-	INSERT INTO locks AS l (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at,
-		lease_duration, owner_metadata, acquisition_count, reply_to, holder_request_id, source_partition, updated_at)
-	SELECT u.ns, u.nm, 'acquired', u.own, nextval('fencing_tokens'), t.now, t.now + make_interval(secs => u.lease),
-		u.lease, u.meta::jsonb, 1, nullif(u.reply, ''), u.req, u.part, t.now
-	FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[])
-			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, ord),
-		(SELECT clock_timestamp() AS now) t
-	WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))
-	ORDER BY u.ord
-	ON CONFLICT (namespace, lock_name) DO UPDATE SET
-		status = 'acquired', owner_id = EXCLUDED.owner_id, fencing_token = nextval('fencing_tokens'),
-		(acquired_at, expires_at, updated_at) = (SELECT n, n + make_interval(secs => EXCLUDED.lease_duration), n FROM (SELECT clock_timestamp() AS n) t),
-		lease_duration = EXCLUDED.lease_duration, owner_metadata = EXCLUDED.owner_metadata,
-		acquisition_count = l.acquisition_count + 1, extension_count = 0, reply_to = EXCLUDED.reply_to,
-		holder_request_id = EXCLUDED.holder_request_id, source_partition = EXCLUDED.source_partition
-	WHERE l.status IN ('released', 'expired') AND l.waiter_count = 0
-	RETURNING holder_request_id, ` + lockCols
+	WITH u AS (
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[])
+			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, ord)
+		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
+	l AS (
+		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at)
+		SELECT u.ns, u.nm, 'acquired', u.lim, 1, (u.mode = 'shared')::int, 1, u.part, clock_timestamp() FROM u ORDER BY u.ord
+		ON CONFLICT (namespace, lock_name) DO UPDATE SET
+			status = 'acquired', lock_limit = EXCLUDED.lock_limit, holder_count = 1, shared_count = EXCLUDED.shared_count,
+			acquisition_count = l.acquisition_count + 1, source_partition = EXCLUDED.source_partition, updated_at = clock_timestamp()
+		WHERE l.holder_count = 0 AND l.waiter_count = 0
+		RETURNING namespace, lock_name, lock_limit, acquisition_count, updated_at, nextval('fencing_tokens') AS token),
+	h AS (
+		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
+			owner_metadata, reply_to, request_id, source_partition)
+		SELECT l.namespace, l.lock_name, u.own, u.mode, l.token, l.updated_at, l.updated_at + make_interval(secs => u.lease), u.lease,
+			u.meta::jsonb, nullif(u.reply, ''), u.req, u.part
+		FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name
+		RETURNING *)
+	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
+	FROM l JOIN h USING (namespace, lock_name)`
+
+// joinAtOnceSQL, after grantAtOnceSQL on the same arrays, adds a holder to
+// a lock held in a compatible way that nobody waits for: a reader beside
+// readers, or a semaphore holder where a place is free, with the lock's
+// limit, when the owner does not hold it already and no lease of the lock
+// has run out. The row is updated by the ctid its snapshot read (see
+// holderAtOnceSQL), so the holders that snapshot read are the row's.
+const joinAtOnceSQL = `
+	WITH u AS (
+		SELECT u.*, k.tid
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[])
+				AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim),
+			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
+		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
+	l AS (
+		UPDATE locks l SET holder_count = l.holder_count + 1, shared_count = l.shared_count + (u.mode = 'shared')::int,
+			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp()
+		FROM u
+		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM u)) AND l.ctid = u.tid
+			AND l.holder_count > 0 AND l.waiter_count = 0 AND l.lock_limit = u.lim
+			AND CASE WHEN u.mode = 'shared' THEN l.shared_count = l.holder_count
+				ELSE l.shared_count = 0 AND l.holder_count < l.lock_limit END
+			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
+				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp()))
+		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at,
+			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, nextval('fencing_tokens') AS token),
+	h AS (
+		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
+			owner_metadata, reply_to, request_id, source_partition)
+		SELECT l.namespace, l.lock_name, l.own, l.mode, l.token, l.updated_at, l.updated_at + make_interval(secs => l.lease), l.lease,
+			l.meta::jsonb, nullif(l.reply, ''), l.req, l.part
+		FROM l
+		RETURNING *)
+	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
+	FROM l JOIN h USING (namespace, lock_name)`
+
+// changedHolderCols are holderCols of a common case's holder row h.
+const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h.expires_at, h.lease_duration, h.owner_metadata,
+	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition`
 
 // The holder's release and extend of a lease in force change rows found by
 // primary key (the LATERAL subquery, kept apart by OFFSET 0) and updated by
@@ -53,30 +105,65 @@ const grantAtOnceSQL = `
 // exactly those rows (a TID scan) whatever its statistics; other joins may
 // scan every held lock (docs/performance.md). A row updated by another
 // transaction in between has a new ctid and is left to the general path.
+// They apply when no lease of the lock has run out (the general path would
+// settle it first) and, for a release, nobody waits.
 var (
-	releaseAtOnceSQL = holderAtOnceSQL(`status = 'released'`, `AND l.waiter_count = 0`)
-	extendAtOnceSQL  = holderAtOnceSQL(`expires_at = l.expires_at + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE l.lease_duration END),
-		extension_count = l.extension_count + 1`, ``)
+	releaseAtOnceSQL = holderAtOnceSQL(`status = CASE WHEN l.holder_count = 1 THEN 'released' ELSE 'acquired' END,
+		holder_count = l.holder_count - 1, shared_count = l.shared_count - (m.o_mode = 'shared')::int,
+		(ended_owner_id, ended_mode, ended_fencing_token, ended_acquired_at, ended_expires_at, ended_lease_duration,
+			ended_owner_metadata, ended_extension_count) =
+			(m.own, m.o_mode, m.o_token, m.o_acquired, m.o_expires, m.o_lease, m.o_meta, m.o_ext),
+		updated_at = clock_timestamp()`,
+		`AND l.waiter_count = 0`,
+		`DELETE FROM lock_holders h USING l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
+	// An extend leaves updated_at (only a lock nobody holds is ever idle)
+	// and so every indexed column: a HOT update, which still gives the row
+	// the new ctid that keeps other statements off it.
+	extendAtOnceSQL = holderAtOnceSQL(`holder_count = l.holder_count`, ``,
+		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
+			extension_count = h.extension_count + 1
+		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
 )
 
-// holderAtOnceSQL is the statement that sets set on each lease in force of
-// an element's owner (and token, when given) where cond holds too. Its
-// arrays: namespaces, names, owners, tokens, request_ids, extensions
-// (m.ext; 0 or none: the lease's own duration).
-func holderAtOnceSQL(set, cond string) string {
+// holderAtOnceSQL is the statement that sets set (assignments; m.o_* are
+// the holder's columns) on the locks row of each
+// element whose owner holds a lease in force (with the token, when given)
+// where cond holds too, then changes the holder's row by change (a
+// statement on lock_holders h using l, the updated rows). Its arrays:
+// namespaces, names, owners, tokens, request_ids, extensions (0 or none:
+// the lease's own duration).
+func holderAtOnceSQL(set, cond, change string) string {
 	return `
 	WITH m AS (
-		SELECT u.own, u.tok, u.req, u.ext, k.tid
+		SELECT u.own, u.tok, u.req, u.ext, k.tid, o.mode AS o_mode, o.fencing_token AS o_token, o.acquired_at AS o_acquired,
+			o.expires_at AS o_expires, o.lease_duration AS o_lease, o.owner_metadata AS o_meta, o.extension_count AS o_ext
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::float8[]) AS u(ns, nm, own, tok, req, ext),
-			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
-	)
-	UPDATE locks l SET ` + set + `, updated_at = clock_timestamp()
-	FROM m
-	WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid
-		AND l.status = 'acquired' AND l.owner_id = m.own ` + cond + `
-		AND l.expires_at > clock_timestamp() AND (m.tok IS NULL OR l.fencing_token = m.tok)
-		AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
-	RETURNING m.req, ` + lockCols
+			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k,
+			LATERAL (SELECT o.* FROM lock_holders o WHERE o.namespace = u.ns AND o.lock_name = u.nm AND o.owner_id = u.own
+				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok) OFFSET 0) o
+	),
+	l AS (
+		UPDATE locks l SET ` + set + `
+		FROM m
+		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
+			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
+				AND x.expires_at <= clock_timestamp())
+			AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
+		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, m.own, m.ext, m.req, clock_timestamp() AS now),
+	h AS (` + change + `)
+	SELECT l.req, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.now, ` + changedHolderCols + `
+	FROM l JOIN h USING (namespace, lock_name)`
+}
+
+// changed is a lock and the holder a common case changed.
+type changed struct {
+	row    *lockRow
+	holder rules.Holder
+}
+
+// info is lock_info of the event about the holder.
+func (c *changed) info(s rules.Status) rules.Info {
+	return rules.Info{Holder: c.holder, Status: s, Acquisitions: c.row.acquisitions, Limit: c.row.limit, Holders: c.row.holders}
 }
 
 // commonCase is the one-statement common case of an operation (see the
@@ -87,7 +174,7 @@ type commonCase interface {
 	add(a *applier)
 	// queue queues the statement on pb when any command was added; each
 	// row it changes is given to got with its command's request_id.
-	queue(pb *pgx.Batch, got func(requestID string, r *lockRow))
+	queue(pb *pgx.Batch, got func(requestID string, c *changed))
 }
 
 // atOnceSet is the common-case statements of some commands, by operation.
@@ -96,7 +183,7 @@ type atOnceSet map[string]commonCase
 // add adds the command to its operation's common case; false when the
 // operation has none.
 func (s atOnceSet) add(a *applier) bool {
-	if a.op.atOnce == nil {
+	if a.op.atOnce == nil || a.generalOnly {
 		return false
 	}
 	cc := s[a.cmd.Operation]
@@ -109,7 +196,7 @@ func (s atOnceSet) add(a *applier) bool {
 }
 
 // queue queues the statements on pb, in the order of topics.Operations.
-func (s atOnceSet) queue(pb *pgx.Batch, got func(requestID string, r *lockRow)) {
+func (s atOnceSet) queue(pb *pgx.Batch, got func(requestID string, c *changed)) {
 	for _, op := range topics.Operations {
 		if cc := s[op.Name]; cc != nil {
 			cc.queue(pb, got)
@@ -117,12 +204,12 @@ func (s atOnceSet) queue(pb *pgx.Batch, got func(requestID string, r *lockRow)) 
 	}
 }
 
-// grantArgs is the arrays of grantAtOnceSQL.
+// grantArgs is the arrays of grantAtOnceSQL and joinAtOnceSQL.
 type grantArgs struct {
-	ns, name, owner, replyTo, requestID []string
-	lease                               []float64
-	metadata                            []*string
-	partition                           []int32
+	ns, name, owner, replyTo, requestID, mode []string
+	lease                                     []float64
+	metadata                                  []*string
+	partition, limit                          []int32
 }
 
 func (g *grantArgs) add(a *applier) {
@@ -135,12 +222,20 @@ func (g *grantArgs) add(a *applier) {
 	g.ns, g.name, g.owner = append(g.ns, c.Namespace), append(g.name, c.LockName), append(g.owner, c.OwnerID)
 	g.replyTo, g.requestID = append(g.replyTo, c.ReplyTo), append(g.requestID, c.RequestID)
 	g.lease, g.metadata, g.partition = append(g.lease, a.lease()), append(g.metadata, meta), append(g.partition, a.env.Partition)
+	g.mode, g.limit = append(g.mode, string(mode(c.Mode))), append(g.limit, int32(max(c.Limit, 1)))
 }
 
-func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *lockRow)) {
+func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(g.ns) > 0 {
-		pb.Queue(grantAtOnceSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition).
-			Query(readChanged(topics.OpAcquire, got))
+		sqls := []string{grantAtOnceSQL}
+		// An exclusive acquire of limit 1 (every v1 acquire) never joins.
+		if slices.Contains(g.mode, string(rules.Shared)) || slices.ContainsFunc(g.limit, func(n int32) bool { return n > 1 }) {
+			sqls = append(sqls, joinAtOnceSQL)
+		}
+		for _, sql := range sqls {
+			pb.Queue(sql, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit).
+				Query(readChanged(topics.OpAcquire, got))
+		}
 	}
 }
 
@@ -158,23 +253,25 @@ func (h *holderArgs) add(a *applier) {
 	h.requestID, h.token, h.extension = append(h.requestID, c.RequestID), append(h.token, c.FencingToken), append(h.extension, c.ExtensionDuration)
 }
 
-func (h *holderArgs) queue(pb *pgx.Batch, got func(string, *lockRow)) {
+func (h *holderArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(h.ns) > 0 {
 		pb.Queue(h.sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension).Query(readChanged(h.op, got))
 	}
 }
 
 // readChanged reads the rows a common-case statement of op changed.
-func readChanged(op string, got func(string, *lockRow)) func(pgx.Rows) error {
+func readChanged(op string, got func(string, *changed)) func(pgx.Rows) error {
 	return func(rows pgx.Rows) error {
 		defer rows.Close()
 		for rows.Next() {
 			var id string
-			var r lockRow
-			if err := rows.Scan(append([]any{&id}, r.dest()...)...); err != nil {
+			c := &changed{row: &lockRow{}}
+			r := c.row
+			dest := append([]any{&id, &r.namespace, &r.name, &r.limit, &r.holders, &r.acquisitions, &r.now}, holderDest(&c.holder)...)
+			if err := rows.Scan(dest...); err != nil {
 				return fmt.Errorf("%s in one statement: %w", op, err)
 			}
-			got(id, &r)
+			got(id, c)
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("%s in one statement: %w", op, err)
@@ -184,8 +281,8 @@ func readChanged(op string, got func(string, *lockRow)) func(pgx.Rows) error {
 }
 
 // atOnce runs the command's common case, or takes its result when the batch
-// sent it ahead, and returns the row it changed (nil: not the common case).
-func (a *applier) atOnce(ctx context.Context) (*lockRow, error) {
+// sent it ahead, and returns what it changed (nil: not the common case).
+func (a *applier) atOnce(ctx context.Context) (*changed, error) {
 	if r, ok := a.ahead[a.cmd.RequestID]; ok {
 		delete(a.ahead, a.cmd.RequestID)
 		return r, nil
@@ -194,13 +291,13 @@ func (a *applier) atOnce(ctx context.Context) (*lockRow, error) {
 	if !set.add(a) {
 		return nil, nil
 	}
-	var changed *lockRow
+	var ch *changed
 	pb := &pgx.Batch{}
-	set.queue(pb, func(_ string, r *lockRow) { changed = r })
+	set.queue(pb, func(_ string, c *changed) { ch = c })
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return nil, err
 	}
-	return changed, nil
+	return ch, nil
 }
 
 // QueueAtOnce queues on pb the common cases of the commands that can go ahead
@@ -233,5 +330,5 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 			b.ahead[c.RequestID] = nil
 		}
 	}
-	set.queue(pb, func(id string, r *lockRow) { b.ahead[id] = r })
+	set.queue(pb, func(id string, c *changed) { b.ahead[id] = c })
 }

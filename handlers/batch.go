@@ -40,7 +40,10 @@ type buffers struct {
 	history  []historyRow
 	outcomes map[string]*stored  // request_id -> stored outcome to write
 	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
-	ahead    map[string]*lockRow // request_id -> row its common case changed, sent ahead (QueueAtOnce); nil: did not apply
+	ahead    map[string]*changed // request_id -> what its common case changed, sent ahead (QueueAtOnce); nil: did not apply
+	// generalOnly makes every command take the general path (the
+	// differential test's, see export_test.go).
+	generalOnly bool
 }
 
 // pending is an event waiting to be encoded at Flush, when its duration_ms
@@ -85,7 +88,7 @@ func NewBatch(tx pgx.Tx, env Env) *Batch {
 		env.Names = topics.DefaultNames()
 	}
 	return &Batch{tx: tx, env: env, buffers: &buffers{
-		outcomes: map[string]*stored{}, known: map[string]*stored{}, ahead: map[string]*lockRow{},
+		outcomes: map[string]*stored{}, known: map[string]*stored{}, ahead: map[string]*changed{},
 	}}
 }
 

@@ -289,7 +289,7 @@ func (h *harness) result(evs []topics.Event) runResult {
 	}
 	res.routes = h.routes()
 	rows, err := h.st.Pool.Query(h.t.Context(), `SELECT namespace, lock_name, coalesce(owner_id, ''), status, acquisition_count,
-		extension_count, waiter_count, coalesce(fencing_token, 0) FROM locks ORDER BY namespace, lock_name`)
+		extension_count, waiter_count, coalesce(fencing_token, 0) FROM `+v1Locks+` ORDER BY namespace, lock_name`)
 	require.NoError(h.t, err)
 	for rows.Next() {
 		var ns, name, owner, status string

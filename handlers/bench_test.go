@@ -123,3 +123,42 @@ func applyAsWorker(b *testing.B, st *store.Store, env handlers.Env, cmds []topic
 	}
 	*expected = next
 }
+
+// holdersRun numbers BenchmarkHolders' rounds, so request_ids stay new.
+var holdersRun int
+
+// BenchmarkHolders: 100 owners acquire, then release, in batches of 100,
+// either one lock each in exclusive mode (the common cases) or one lock
+// together in shared mode (the target: at most twice the cost per
+// command of the exclusive case).
+func BenchmarkHolders(b *testing.B) {
+	st := testdb.New(b)
+	env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/bench"}
+	const size = 100
+	reply := "locks.replies.bench"
+	for _, mode := range []string{topics.ModeExclusive, topics.ModeShared} {
+		b.Run("mode="+mode, func(b *testing.B) {
+			var expected int64 = -2
+			partition := int32(len(mode))
+			for b.Loop() {
+				for _, op := range []string{topics.OpAcquire, topics.OpRelease} {
+					cmds := make([]topics.Command, size)
+					for k := range size {
+						lock := fmt.Sprintf("x-%d", k)
+						if mode == topics.ModeShared {
+							lock = "shared"
+						}
+						cmds[k] = topics.Command{RequestID: fmt.Sprintf("%s-%s-%d-%d", mode, op, holdersRun, k), Operation: op, LockName: lock,
+							OwnerID: fmt.Sprintf("o-%d", k), ReplyTo: reply}
+						if op == topics.OpAcquire {
+							cmds[k].Mode, cmds[k].LeaseDuration = mode, 60
+						}
+					}
+					applyAsWorker(b, st, env, cmds, &expected, partition)
+				}
+				holdersRun++
+			}
+			b.ReportMetric(float64(2*size*b.N)/b.Elapsed().Seconds(), "cmds/s")
+		})
+	}
+}

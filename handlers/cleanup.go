@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -53,11 +54,11 @@ type sweepFilter struct {
 	limit           int
 }
 
-// statements are the sweep's two statements, ending leases and deleting
-// idle rows (idleArgs is nil without maxAge), with their arguments. Each
+// statements are the sweep's two statements, finding ended leases and
+// deleting idle rows (idleArgs is nil without maxAge), with their arguments. Each
 // filter shape has statements of its own, with only the conditions in use,
 // so that their generic plans (see store.Open) read by index. Leases end by
-// expires_at and idle rows go by updated_at, each compared with
+// lock_holders.expires_at and idle rows go by updated_at, each compared with
 // statement_timestamp(), which (unlike clock_timestamp()) bounds the index
 // scan; rows due during the statement wait for the next sweep. A cleanup
 // command's statements (no partition) go by the simple protocol, planned for
@@ -70,17 +71,14 @@ func (f sweepFilter) statements() (endSQL string, endArgs []any, idleSQL string,
 		args = append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
 	}
 	endSQL = fmt.Sprintf(`
-		UPDATE locks SET status = 'expired', updated_at = clock_timestamp()
-		WHERE (namespace, lock_name) IN (
-			SELECT namespace, lock_name FROM locks
-			WHERE status = 'acquired' AND expires_at <= statement_timestamp() AND %s
-			ORDER BY expires_at LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
-		RETURNING `+lockCols, match, n+1)
+		SELECT namespace, lock_name FROM lock_holders
+		WHERE expires_at <= statement_timestamp() AND %s
+		ORDER BY expires_at LIMIT nullif($%d::int, 0)`, match, n+1)
 	endArgs = append(slices.Clip(args), f.limit)
 	idleSQL = fmt.Sprintf(`
 		DELETE FROM locks WHERE (namespace, lock_name) IN (
 			SELECT namespace, lock_name FROM locks
-			WHERE status IN ('released', 'expired') AND waiter_count = 0
+			WHERE status IN ('released', 'expired') AND waiter_count = 0 AND holder_count = 0
 				AND updated_at < statement_timestamp() - make_interval(secs => $%d) AND %s
 			ORDER BY updated_at LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
 		RETURNING namespace, lock_name, clock_timestamp()`, n+1, match, n+2)
@@ -120,31 +118,46 @@ func (f sweepFilter) match() (string, []any) {
 const MaxSweep = 1000
 
 // sweep ends the ended leases the filter selects and deletes its idle rows,
-// returning the keys of the locks it touched and the database time. Rows that
-// another transaction has locked are skipped: that transaction settles them.
+// returning the keys of the locks it touched and the database time. Locks
+// that another transaction has locked are skipped: that transaction
+// settles them.
 func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time, error) {
 	endSQL, endArgs, idleSQL, idleArgs := f.statements()
 	rows, err := a.tx.Query(ctx, endSQL, endArgs...)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
+		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
-	var ended []*lockRow
-	for rows.Next() {
-		r, err := scanLock(rows)
-		if err != nil {
-			rows.Close()
-			return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
+	var due []lockKey
+	var k lockKey
+	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error {
+		if !slices.Contains(due, k) {
+			due = append(due, k)
 		}
-		ended = append(ended, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
+		return nil
+	}); err != nil {
+		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
 	var names []string
-	for _, r := range ended {
-		names = append(names, topics.LockKey(r.namespace, r.name))
-		a.expired(r)
-		if err := a.grantNext(ctx, r); err != nil {
+	for _, k := range due {
+		var r lockRow
+		err := a.tx.QueryRow(ctx, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED`,
+			k.ns, k.name).Scan(r.dest()...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("locking lock row: %w", err)
+		}
+		r.scanned()
+		s, err := a.loadRest(ctx, &r, "")
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		effs, ended := s.l.Settle()
+		if len(ended) > 0 {
+			names = append(names, topics.LockKey(k.ns, k.name))
+		}
+		if err := a.apply(ctx, s, effs); err != nil {
 			return nil, time.Time{}, err
 		}
 	}

@@ -13,7 +13,7 @@ import (
 func (h *harness) lockStates() []string {
 	h.t.Helper()
 	var out []string
-	rows, err := h.st.Pool.Query(h.t.Context(), `SELECT lock_name || ' ' || coalesce(owner_id, '') || ' ' || status || ' ' || waiter_count FROM locks ORDER BY namespace, lock_name`)
+	rows, err := h.st.Pool.Query(h.t.Context(), `SELECT lock_name || ' ' || coalesce(owner_id, '') || ' ' || status || ' ' || waiter_count FROM `+v1Locks+` ORDER BY namespace, lock_name`)
 	require.NoError(h.t, err)
 	defer rows.Close()
 	for rows.Next() {

@@ -4,28 +4,39 @@
 // request outcomes and writes them in a few statements when it is flushed, so
 // N commands cost a few round trips more than one.
 //
-// The common cases take one statement (atonce.go): an acquire of a lock that
-// is new, or released or expired with nobody waiting, the holder's release
-// of a lease in force that nobody waits for, and the holder's extend of a
-// lease in force. The statement applies
-// only in that case; otherwise it changes nothing and the general path, which
-// locks the row and decides in Go, handles the command. QueueAtOnce sends the
-// common cases of a whole batch ahead in one round trip, one set-based
-// statement per operation (the first command of each lock, up to the first
-// cleanup), so per-lock order is kept. A batch may span commands partitions
-// (Batch.For): each command's rows are written under its own.
+// Every decision is made by the lock model in handlers/rules, pure functions
+// over one lock's state: the general path locks the lock's row, loads its
+// holders, the head of its queue, its waiters past their deadline and the
+// command owner's waiter, asks the rules and writes their effects (lock.go).
 //
-// # States of a lock row
+// The common cases take one statement (atonce.go): an acquire of a lock
+// nobody holds or waits for, or that it may join (a reader beside readers,
+// a free place of a semaphore) with nobody waiting, a holder's release of its lease in force when
+// nobody waits, and a holder's extend of its lease in force, both when no
+// lease of the lock has run out. The statement applies only in that case;
+// otherwise it changes nothing and the general path handles the command.
+// QueueAtOnce sends the common cases of a whole batch ahead in one round
+// trip, one set-based statement per operation (the first command of each
+// lock, up to the first cleanup), so per-lock order is kept. A batch may
+// span commands partitions (Batch.For): each command's rows are written
+// under its own. TestDifferential checks that both paths and the rules'
+// in-memory model give the same events.
 //
-//	(no row) --acquire--> acquired --release--> released
-//	                      acquired --lease ends (expiry, or seen by any command)--> expired
+// # States of a lock
+//
+// A locks row holds what concerns the whole lock (limit, counts, the lease
+// that ended last); each lease is a lock_holders row.
+//
+//	(no row) --acquire--> acquired (holders >= 1)
+//	acquired --the last holder releases--> released
+//	acquired --the last lease ends (expiry, or seen by any command)--> expired
 //	released|expired --acquire, or a waiter's turn--> acquired (new fencing token)
 //	released|expired --idle longer than max_age, no waiters--> (row deleted)
 //
-// A lease is held while status is acquired and the database time is before
-// expires_at. Every decision uses the database's clock: the statement that
-// locks the row also returns clock_timestamp(), taken after the row lock is
-// granted, so one holder's release always comes before the next grant in time.
+// A lease is held while the database time is before its expires_at. Every
+// decision uses the database's clock: the statement that locks the row also
+// returns clock_timestamp(), taken after the row lock is granted, so one
+// holder's release always comes before the next grant in time.
 //
 // # Why each rule
 //
@@ -34,11 +45,13 @@
 //     resource guarded by tokens can reject a stale holder even after the
 //     lock's row was cleaned up. (Across locks they are unique but follow the
 //     order of nextval, not of commands.)
-//   - An ended lease is "settled" (lock.expired, next waiter granted) by
+//   - An ended lease is "settled" (lock.expired, next waiters granted) by
 //     whichever transaction sees it first: a command on the lock, the expiry
 //     scheduler or cleanup. No command ever acts on a lease that has ended.
-//   - Waiters are served in FIFO order of their arrival; a waiter whose
-//     deadline has passed is answered LOCK_TIMEOUT instead of being granted.
+//   - Waiters are served in strict FIFO order of their arrival (a waiter is
+//     granted only when compatible with every holder and no earlier waiter
+//     waits, so readers never starve a writer); a waiter whose deadline has
+//     passed is answered LOCK_TIMEOUT instead of being granted.
 //   - A release from an owner still waiting withdraws its place, so a requester
 //     that gave up is never granted a lock nobody waits for.
 //   - An owner is in a lock's queue at most once. Asking again with a new

@@ -36,41 +36,38 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("finding timed-out waiters: %w", err)
 	}
-	type key struct{ ns, name string }
-	var locks []key
-	var k key
+	var locks []lockKey
+	var k lockKey
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
 		return 0, nil, fmt.Errorf("finding timed-out waiters: %w", err)
 	}
 	for _, k := range locks {
-		r, err := b.lockForUpdate(ctx, k.ns, k.name)
+		s, err := a.loadLock(ctx, k.ns, k.name, "", false)
 		if err != nil {
 			return 0, nil, err
 		}
 		before := len(a.caused)
-		if _, err := a.settle(ctx, r); err != nil {
+		if err := a.apply(ctx, s, s.l.Expire()); err != nil {
 			return 0, nil, err
-		}
-		if r.held() && r.waiters > 0 {
-			if err := a.takeWaiters(ctx, r, false); err != nil {
-				return 0, nil, err
-			}
 		}
 		n += len(a.caused) - before
 	}
 	return n, a.caused, nil
 }
 
+// lockKey names a lock.
+type lockKey struct{ ns, name string }
+
 // NextDue returns when the partition next has a lease or a waiter to end and
 // how long that is from now by the database's clock (negative: overdue), or
-// ok false when it has none. It reads only the partial indexes.
+// ok false when it has none. It reads only the indexes by partition and time.
 func NextDue(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, partition int32) (at time.Time, in time.Duration, ok bool, err error) {
 	var t *time.Time
 	var secs *float64
 	err = q.QueryRow(ctx, `SELECT due, extract(epoch FROM due - clock_timestamp())::float8 FROM (SELECT least(
-		(SELECT min(expires_at) FROM locks WHERE source_partition = $1 AND status = 'acquired'),
+		(SELECT min(expires_at) FROM lock_holders WHERE source_partition = $1),
 		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1)) AS due) d`, partition).Scan(&t, &secs)
 	if err != nil || t == nil {
 		return time.Time{}, 0, false, err

@@ -268,11 +268,13 @@ func TestNextDue(t *testing.T) {
 func TestExpireDueIsBounded(t *testing.T) {
 	h := newHarness(t)
 	_, err := h.st.Pool.Exec(context.Background(), `
-		INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration,
-			acquisition_count, source_partition, updated_at)
-		SELECT '', 'backlog-' || i, 'acquired', 'gone', nextval('fencing_tokens'), now() - interval '2 minutes',
-			now() - interval '1 minute', 60, 1, 0, now() - interval '2 minutes'
-		FROM generate_series(1, $1::int) i`, handlers.MaxSweep*2+7)
+		WITH l AS (
+			INSERT INTO locks (namespace, lock_name, status, holder_count, acquisition_count, source_partition, updated_at)
+			SELECT '', 'backlog-' || i, 'acquired', 1, 1, 0, now() - interval '2 minutes' FROM generate_series(1, $1::int) i
+			RETURNING lock_name)
+		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition)
+		SELECT '', lock_name, 'gone', 'exclusive', nextval('fencing_tokens'), now() - interval '2 minutes', now() - interval '1 minute', 60, 0
+		FROM l`, handlers.MaxSweep*2+7)
 	require.NoError(t, err)
 	require.Equal(t, handlers.MaxSweep, h.expireDue())
 	require.Equal(t, handlers.MaxSweep, h.expireDue())

@@ -38,8 +38,8 @@ func TestExtend(t *testing.T) {
 		require.Equal(t, int64(2), ev.LockInfo.ExtensionCount)
 		require.Equal(t, li.ExpiresAt.Add(12500*time.Millisecond), ev.LockInfo.ExpiresAt.Time)
 		require.Equal(t, 10.0, ev.LockInfo.LeaseDuration, "lease_duration is the acquire's")
-		require.Equal(t, "2 acquired", h.scalarText(`SELECT extension_count || ' ' || status FROM locks WHERE lock_name = 'a'`))
-		require.Equal(t, ev.LockInfo.ExpiresAt.Time, h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`))
+		require.Equal(t, "2 acquired", h.scalarText(`SELECT extension_count || ' ' || status FROM `+v1Locks+` WHERE lock_name = 'a'`))
+		require.Equal(t, ev.LockInfo.ExpiresAt.Time, h.timeOf(`SELECT expires_at FROM `+v1Locks+` WHERE lock_name = 'a'`))
 		require.Equal(t, []string{"lock.acquired alice", "lock.extended alice", "lock.extended alice"}, h.history("a"))
 	})
 
@@ -111,7 +111,7 @@ func TestExtendErrors(t *testing.T) {
 	runRefusals(t, cases, func(h *harness) state {
 		var st state
 		if h.scalar(`SELECT count(*) FROM locks`) > 0 {
-			v := h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`)
+			v := h.timeOf(`SELECT expires_at FROM ` + v1Locks + ` WHERE lock_name = 'a'`)
 			st.expires = &v
 		}
 		st.waiters = h.scalar(`SELECT count(*) FROM lock_waiters`)
@@ -119,8 +119,8 @@ func TestExtendErrors(t *testing.T) {
 	}, func(t *testing.T, h *harness, _ refusalCase, before state) {
 		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.extended'`))
 		if before.expires != nil {
-			require.Equal(t, *before.expires, h.timeOf(`SELECT expires_at FROM locks WHERE lock_name = 'a'`), "expires_at unchanged")
-			require.Zero(t, h.scalar(`SELECT extension_count FROM locks WHERE lock_name = 'a'`))
+			require.Equal(t, *before.expires, h.timeOf(`SELECT expires_at FROM `+v1Locks+` WHERE lock_name = 'a'`), "expires_at unchanged")
+			require.Zero(t, h.scalar(`SELECT extension_count FROM `+v1Locks+` WHERE lock_name = 'a'`))
 		} else {
 			require.Zero(t, h.scalar(`SELECT count(*) FROM locks`), "an extend creates no row")
 		}

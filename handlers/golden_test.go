@@ -174,10 +174,11 @@ func goldenRun(h *harness, r *rand.Rand, steps int) []string {
 	return trace
 }
 
-// forceLeaseEnd makes the lease of lock, if any, end now by database time.
+// forceLeaseEnd makes the leases of lock, if any (one: v1 commands), end
+// now by database time.
 func (h *harness) forceLeaseEnd(lock string) {
-	_, err := h.st.Pool.Exec(h.t.Context(), `UPDATE locks SET expires_at = clock_timestamp() - interval '1 millisecond'
-		WHERE namespace = '' AND lock_name = $1 AND status = 'acquired'`, lock)
+	_, err := h.st.Pool.Exec(h.t.Context(), `UPDATE lock_holders SET expires_at = clock_timestamp() - interval '1 millisecond'
+		WHERE namespace = '' AND lock_name = $1`, lock)
 	require.NoError(h.t, err)
 }
 

@@ -67,10 +67,10 @@ func TestGrantCarriesTheWaitersAcquire(t *testing.T) {
 	require.Equal(t, 30.0, g.LockInfo.LeaseDuration, "the default lease")
 	require.Empty(t, g.LockInfo.OwnerMetadata, "alice's metadata is not bob's")
 	require.Zero(t, g.LockInfo.ExtensionCount)
-	require.Equal(t, bob.RequestID+" "+bob.ReplyTo, h.scalarText(`SELECT holder_request_id || ' ' || reply_to FROM locks`))
+	require.Equal(t, bob.RequestID+" "+bob.ReplyTo, h.scalarText(`SELECT holder_request_id || ' ' || reply_to FROM `+v1Locks))
 
 	// bob's lease ending is told to bob's reply_to, from his acquire.
-	_, err := h.st.Pool.Exec(t.Context(), `UPDATE locks SET expires_at = clock_timestamp()`)
+	_, err := h.st.Pool.Exec(t.Context(), `UPDATE lock_holders SET expires_at = clock_timestamp()`)
 	require.NoError(t, err)
 	h.clearOutbox()
 	require.Equal(t, 1, h.expireDue())
@@ -110,5 +110,5 @@ func TestGrantedLeaseWatchedByWaitersPartition(t *testing.T) {
 	require.False(t, ok)
 	at, ok := h.nextDue(2)
 	require.True(t, ok)
-	require.Equal(t, h.timeOf(`SELECT expires_at FROM locks`), at)
+	require.Equal(t, h.timeOf(`SELECT expires_at FROM `+v1Locks), at)
 }

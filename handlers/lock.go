@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/omninode/lockworker/handlers/rules"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -17,69 +18,71 @@ import (
 type lockRow struct {
 	namespace, name string
 	status          string
-	owner           string
-	token           int64
-	acquiredAt      *time.Time
-	expiresAt       *time.Time
-	lease           float64
-	metadata        []byte
-	acquisitions    int64
-	extensions      int64
-	replyTo         string
-	holderRequestID string
+	limit           int
+	holders         int
 	waiters         int
-	now             time.Time
+	acquisitions    int64
+	// ended is the lease that ended last (Owner "": none).
+	ended              rules.Holder
+	endedAt, endedTill *time.Time
+	now                time.Time
 }
 
-const lockCols = `namespace, lock_name, status, coalesce(owner_id, ''), coalesce(fencing_token, 0),
-	acquired_at, expires_at, coalesce(lease_duration, 0), owner_metadata, acquisition_count,
-	extension_count, coalesce(reply_to, ''), coalesce(holder_request_id, ''), waiter_count, clock_timestamp()`
+const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count,
+	coalesce(ended_owner_id, ''), coalesce(ended_mode, 'exclusive'), coalesce(ended_fencing_token, 0),
+	ended_acquired_at, ended_expires_at, coalesce(ended_lease_duration, 0),
+	ended_owner_metadata, ended_extension_count, clock_timestamp()`
 
-func scanLock(row pgx.Row) (*lockRow, error) {
-	var r lockRow
-	if err := row.Scan(r.dest()...); err != nil {
-		return nil, err
-	}
-	return &r, nil
-}
-
-// dest is where lockCols are scanned to.
+// dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {
-	return []any{&r.namespace, &r.name, &r.status, &r.owner, &r.token, &r.acquiredAt, &r.expiresAt,
-		&r.lease, &r.metadata, &r.acquisitions, &r.extensions, &r.replyTo, &r.holderRequestID, &r.waiters, &r.now}
+	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions,
+		&r.ended.Owner, &r.ended.Mode, &r.ended.Token, &r.endedAt, &r.endedTill, &r.ended.Lease,
+		&r.ended.Metadata, &r.ended.Extensions, &r.now}
 }
 
-// held reports whether a lease is in force at the row's database time.
-func (r *lockRow) held() bool {
-	return r.status == topics.StatusAcquired && r.expiresAt != nil && r.expiresAt.After(r.now)
+// scanned completes a row scanned to dest.
+func (r *lockRow) scanned() {
+	if r.endedAt != nil {
+		r.ended.AcquiredAt = *r.endedAt
+	}
+	if r.endedTill != nil {
+		r.ended.ExpiresAt = *r.endedTill
+	}
 }
 
-// ended reports whether a lease has run out but nobody has said so yet.
-func (r *lockRow) ended() bool {
-	return r.status == topics.StatusAcquired && !r.held()
+const holderCols = `owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, owner_metadata,
+	extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition`
+
+func holderDest(h *rules.Holder) []any {
+	return []any{&h.Owner, &h.Mode, &h.Token, &h.AcquiredAt, &h.ExpiresAt, &h.Lease, &h.Metadata,
+		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition}
 }
 
-// info is the row as the contract's lock_info, with status as of r.now.
-func (r *lockRow) info() *topics.LockInfo {
+const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition`
+
+func waiterDest(w *rules.Waiter) []any {
+	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition}
+}
+
+// info is the contract's lock_info of the lock, showing in.
+func (r *lockRow) info(in rules.Info) *topics.LockInfo {
+	h := in.Holder
 	li := &topics.LockInfo{
 		Namespace:        r.namespace,
 		LockName:         r.name,
-		OwnerID:          r.owner,
-		Status:           r.status,
-		FencingToken:     r.token,
-		LeaseDuration:    r.lease,
-		AcquisitionCount: r.acquisitions,
-		ExtensionCount:   r.extensions,
-		OwnerMetadata:    r.metadata,
+		OwnerID:          h.Owner,
+		Status:           string(in.Status),
+		FencingToken:     h.Token,
+		LeaseDuration:    h.Lease,
+		AcquisitionCount: in.Acquisitions,
+		ExtensionCount:   h.Extensions,
+		OwnerMetadata:    h.Metadata,
+		Limit:            in.Limit,
 	}
-	if r.ended() {
-		li.Status = topics.StatusExpired
-	}
-	if r.acquiredAt != nil {
-		li.AcquiredAt = topics.NewTimePtr(*r.acquiredAt)
-	}
-	if r.expiresAt != nil {
-		li.ExpiresAt = topics.NewTimePtr(*r.expiresAt)
+	if h.Owner != "" {
+		li.Mode = string(h.Mode)
+		li.AcquiredAt = topics.NewTimePtr(h.AcquiredAt)
+		li.ExpiresAt = topics.NewTimePtr(h.ExpiresAt)
 	}
 	return li
 }
@@ -93,28 +96,158 @@ type applier struct {
 	caused   []topics.Event
 }
 
-// lockForUpdate locks an existing row. When there is none it returns a row of
-// status free, which exists only in memory.
-func (b *Batch) lockForUpdate(ctx context.Context, ns, name string) (*lockRow, error) {
-	return b.readLock(ctx, ns, name, " FOR UPDATE")
+// headPage is how many live waiters beyond the lock's limit a transaction
+// reads with the lock (the rest page in when a hand-off reaches them): a
+// hand-off grants at most limit exclusive waiters, or a run of shared ones.
+const headPage = 16
+
+// lockState is a lock as a transaction loaded it for the rules.
+type lockState struct {
+	row *lockRow
+	l   *rules.Lock
+	// err is the first error of the rules' callbacks (NextToken, More).
+	err error
 }
 
-func (b *Batch) readLock(ctx context.Context, ns, name, suffix string) (*lockRow, error) {
-	r, err := scanLock(b.tx.QueryRow(ctx, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2`+suffix, ns, name))
+// loadLock locks the lock's row (creating it when create is set) and loads
+// what the rules decide from: its holders, the head of its queue, its
+// waiters past their deadline and owner's waiter. Without a row, the lock
+// is free and exists only in memory.
+func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create bool) (*lockState, error) {
+	var r lockRow
+	var err error
+	if create {
+		// Create the row if missing and lock it, in one statement: racing
+		// acquirers of a new lock all wait here for the first one's commit.
+		err = a.tx.QueryRow(ctx, `
+			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
+			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
+			RETURNING `+lockCols, ns, name, a.env.Partition).Scan(r.dest()...)
+	} else {
+		err = a.tx.QueryRow(ctx, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`, ns, name).Scan(r.dest()...)
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		r = &lockRow{namespace: ns, name: name, status: topics.StatusFree}
-		err = b.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now)
+		r = lockRow{namespace: ns, name: name, status: topics.StatusFree, limit: 1}
+		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading lock row: %w", err)
 	}
-	return r, nil
+	r.scanned()
+	return a.loadRest(ctx, &r, owner)
 }
 
-// event starts an event of the current command about r.
-func (a *applier) event(typ string, r *lockRow) *pending {
+// loadRest loads the holders and waiters of r.
+func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string) (*lockState, error) {
+	s := &lockState{row: r}
+	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
+	s.l = l
+	// The lease that ended last shows only while nobody holds the lock (and
+	// only a lease this command ends can make it so).
+	if r.ended.Owner != "" && r.holders == 0 {
+		l.Ended, l.EndedStatus = &r.ended, rules.Status(r.status)
+	}
+	if r.holders > 0 {
+		hs, err := a.holders(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		l.Holders = hs
+	}
+	if r.waiters > 0 {
+		if err := a.waiters(ctx, s, owner); err != nil {
+			return nil, err
+		}
+	}
+	l.NextToken = func() int64 {
+		var t int64
+		if err := a.tx.QueryRow(ctx, `SELECT nextval('fencing_tokens')`).Scan(&t); err != nil && s.err == nil {
+			s.err = fmt.Errorf("taking a fencing token: %w", err)
+		}
+		return t
+	}
+	return s, nil
+}
+
+func (a *applier) holders(ctx context.Context, r *lockRow) ([]rules.Holder, error) {
+	rows, err := a.tx.Query(ctx, `SELECT `+holderCols+` FROM lock_holders WHERE namespace = $1 AND lock_name = $2 ORDER BY fencing_token`,
+		r.namespace, r.name)
+	if err != nil {
+		return nil, fmt.Errorf("reading holders: %w", err)
+	}
+	var hs []rules.Holder
+	var h rules.Holder
+	if _, err := pgx.ForEachRow(rows, holderDest(&h), func() error { hs = append(hs, h); return nil }); err != nil {
+		return nil, fmt.Errorf("reading holders: %w", err)
+	}
+	return hs, nil
+}
+
+// waiters loads the head of the queue, the waiters past their deadline and
+// owner's waiter with its place, in one statement.
+func (a *applier) waiters(ctx context.Context, s *lockState, owner string) error {
+	r, l := s.row, s.l
+	rows, err := a.tx.Query(ctx, `
+		WITH head AS (
+			SELECT id FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5)
+		SELECT `+waiterCols+`, deadline <= $3, id IN (SELECT id FROM head),
+			CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END
+		FROM lock_waiters w
+		WHERE namespace = $1 AND lock_name = $2 AND (deadline <= $3 OR id IN (SELECT id FROM head) OR owner_id = $4)
+		ORDER BY id`, r.namespace, r.name, r.now, owner, r.limit+headPage)
+	if err != nil {
+		return fmt.Errorf("reading waiters: %w", err)
+	}
+	var w rules.Waiter
+	var due, head bool
+	var position *int
+	_, err = pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &position), func() error {
+		switch {
+		case due:
+			l.Due = append(l.Due, w)
+		case head:
+			l.Head = append(l.Head, w)
+		}
+		if position != nil {
+			mine := w
+			mine.Position = *position
+			l.Mine = &mine
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading waiters: %w", err)
+	}
+	l.More = func(after int64) []rules.Waiter {
+		ws, err := a.moreWaiters(ctx, r, after)
+		if err != nil && s.err == nil {
+			s.err = err
+		}
+		return ws
+	}
+	return nil
+}
+
+// moreWaiters reads the live waiters after the one of ID after.
+func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]rules.Waiter, error) {
+	rows, err := a.tx.Query(ctx, `SELECT `+waiterCols+` FROM lock_waiters
+		WHERE namespace = $1 AND lock_name = $2 AND id > $3 AND deadline > $4 ORDER BY id LIMIT $5`,
+		r.namespace, r.name, after, r.now, r.limit+headPage)
+	if err != nil {
+		return nil, fmt.Errorf("reading waiters: %w", err)
+	}
+	var ws []rules.Waiter
+	var w rules.Waiter
+	if _, err := pgx.ForEachRow(rows, waiterDest(&w), func() error { ws = append(ws, w); return nil }); err != nil {
+		return nil, fmt.Errorf("reading waiters: %w", err)
+	}
+	return ws, nil
+}
+
+// event starts an event of the current command showing in.
+func (a *applier) event(typ string, r *lockRow, in rules.Info) *pending {
 	ev := topics.NewEvent(typ, a.cmd.Operation, a.cmd.RequestID, r.now)
-	ev.LockInfo = r.info()
+	ev.LockInfo = r.info(in)
 	return &pending{ev: &ev, polledAt: a.polledAt}
 }
 
@@ -124,17 +257,6 @@ func (a *applier) reply(p *pending) {
 	a.emit(a.cmd.ReplyTo, a.cmd.Key(), p)
 	a.remember(a.cmd.RequestID, a.cmd.ReplyTo, p)
 	a.caused = append(a.caused, *p.ev)
-}
-
-// reject answers the command with lock.rejected.
-func (a *applier) reject(code, msg string, r *lockRow) {
-	p := a.event(topics.TypeRejected, r)
-	p.ev.ErrorCode, p.ev.ErrorMessage = code, msg
-	if code == topics.CodeLockHeld {
-		s := math.Round(r.expiresAt.Sub(r.now).Seconds()*1000) / 1000
-		p.ev.RetryAfterSeconds = &s
-	}
-	a.reply(p)
 }
 
 // notify sends an event that is not the command's own answer (an expiry, a
@@ -155,32 +277,184 @@ func (a *applier) recordHistory(ev *topics.Event) {
 	})
 }
 
-// settle ends a lease that has run out (lock.expired to its holder and the
-// lifecycle topic) and hands a free lock to its next live waiter. It returns
-// the owner whose lease it ended, or "".
-func (a *applier) settle(ctx context.Context, r *lockRow) (endedOwner string, err error) {
-	if r.ended() {
-		endedOwner = r.owner
-		if _, err := a.tx.Exec(ctx, `UPDATE locks SET status = 'expired', updated_at = $3 WHERE namespace = $1 AND lock_name = $2`,
-			r.namespace, r.name, r.now); err != nil {
-			return "", fmt.Errorf("expiring lease: %w", err)
-		}
-		a.expired(r)
+// answer sends the event of another request than the command's (a waiter's
+// final answer) to its reply_to and stores it as that request's outcome.
+func (a *applier) answer(typ, op, requestID, replyTo string, r *lockRow, in rules.Info, mod func(*topics.Event)) *pending {
+	ev := topics.NewEvent(typ, op, requestID, r.now)
+	ev.LockInfo = r.info(in)
+	if mod != nil {
+		mod(&ev)
 	}
-	if !r.held() {
-		if err := a.grantNext(ctx, r); err != nil {
-			return "", err
-		}
-	}
-	return endedOwner, nil
+	p := &pending{ev: &ev}
+	a.emit(replyTo, topics.LockKey(r.namespace, r.name), p)
+	a.remember(requestID, replyTo, p)
+	a.caused = append(a.caused, ev)
+	return p
 }
 
-// expired emits lock.expired for a lease whose row was just marked expired.
-func (a *applier) expired(r *lockRow) {
-	r.status = topics.StatusExpired
-	ev := topics.NewEvent(topics.TypeExpired, topics.OpExpire, "", r.now)
-	ev.LockInfo = r.info()
-	p := &pending{ev: &ev}
-	a.notify(p, r.replyTo)
+// apply writes what the rules decided (effs, in order) and sends their
+// events: one round trip for the writes, whatever their number.
+func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) error {
+	if s.err != nil {
+		return s.err
+	}
+	r, l := s.row, s.l
+	pb := &pgx.Batch{}
+	changed, leases := false, false
+	var partition *int32
+	for _, e := range effs {
+		h, w := e.Holder, e.Waiter
+		switch e.Kind {
+		case rules.Grant:
+			if w.ID != 0 {
+				pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
+			}
+			pb.Queue(`INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at,
+					lease_duration, owner_metadata, reply_to, request_id, source_partition)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12)`,
+				r.namespace, r.name, h.Owner, h.Mode, h.Token, h.AcquiredAt, h.ExpiresAt, h.Lease, metadata(h.Metadata),
+				h.ReplyTo, h.RequestID, h.Partition)
+			partition = &h.Partition
+			leases = true
+			ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, h.RequestID, r.now)
+			ev.LockInfo = r.info(e.Info)
+			p := &pending{ev: &ev}
+			a.recordHistory(p.ev)
+			if w.ID == 0 {
+				p.polledAt = a.polledAt
+				a.reply(p)
+				a.emit(a.env.Names.Acquired, a.cmd.Key(), p)
+			} else {
+				a.notify(p, w.ReplyTo)
+				a.remember(w.RequestID, w.ReplyTo, p)
+			}
+		case rules.Renew:
+			pb.Queue(`UPDATE lock_holders SET expires_at = $4, reply_to = nullif($5, '') WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
+				r.namespace, r.name, h.Owner, h.ExpiresAt, h.ReplyTo)
+			leases = true
+			a.reply(a.event(topics.TypeAcquired, r, e.Info))
+		case rules.Queue:
+			pb.Queue(`INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, owner_metadata, reply_to, deadline, source_partition)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10)`,
+				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition)
+			p := a.event(topics.TypeQueued, r, e.Info)
+			p.ev.QueuePosition = e.Position
+			a.reply(p)
+		case rules.Requeue:
+			pb.Queue(`UPDATE lock_waiters SET mode = $2, request_id = $3, lease_duration = $4, owner_metadata = $5, reply_to = nullif($6, ''),
+					deadline = $7, source_partition = $8 WHERE id = $1`,
+				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition)
+			a.answer(topics.TypeWithdrawn, topics.OpAcquire, e.Prev.RequestID, e.Prev.ReplyTo, r, e.Info, nil)
+			p := a.event(topics.TypeQueued, r, e.Info)
+			p.ev.QueuePosition = e.Position
+			a.reply(p)
+		case rules.Withdraw:
+			pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
+			a.reply(a.event(topics.TypeWithdrawn, r, e.Info))
+			// The waiting acquire gets its own final answer, as when an
+			// acquire takes its place (requeue): the process waiting on it
+			// may not be the one that sent the release.
+			a.answer(topics.TypeWithdrawn, topics.OpAcquire, w.RequestID, w.ReplyTo, r, e.Info, nil)
+		case rules.Timeout:
+			pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
+			a.answer(topics.TypeRejected, topics.OpAcquire, w.RequestID, w.ReplyTo, r, e.Info, func(ev *topics.Event) {
+				ev.ErrorCode = topics.CodeLockTimeout
+				ev.ErrorMessage = "wait_timeout passed before the lock became free"
+			})
+		case rules.Expire, rules.Release:
+			pb.Queue(`DELETE FROM lock_holders WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`, r.namespace, r.name, h.Owner)
+			leases = true
+			if e.Kind == rules.Expire {
+				ev := topics.NewEvent(topics.TypeExpired, topics.OpExpire, "", r.now)
+				ev.LockInfo = r.info(e.Info)
+				p := &pending{ev: &ev}
+				a.notify(p, h.ReplyTo)
+				a.recordHistory(p.ev)
+			} else {
+				a.released(r, e.Info, h.ReplyTo)
+			}
+		case rules.Extend:
+			pb.Queue(`UPDATE lock_holders SET expires_at = $4, extension_count = $5 WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
+				r.namespace, r.name, h.Owner, h.ExpiresAt, h.Extensions)
+			a.extended(r, e.Info) // updated_at stays: only a lock nobody holds is ever idle
+		case rules.Refuse:
+			p := a.event(topics.TypeRejected, r, e.Info)
+			p.ev.ErrorCode, p.ev.ErrorMessage = e.Code, e.Message
+			if e.Code == topics.CodeLockHeld {
+				s := math.Round(e.RetryAfter.Seconds()*1000) / 1000
+				p.ev.RetryAfterSeconds = &s
+			}
+			a.reply(p)
+			continue
+		}
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	queueLockRow(pb, r, l, partition, leases)
+	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
+		return fmt.Errorf("writing lock %q: %w", topics.LockKey(r.namespace, r.name), err)
+	}
+	return nil
+}
+
+// queueLockRow queues the update of the locks row to what l is now. The
+// grantee's partition (nil: no grant) becomes the row's; leases says a
+// lease changed, which is what updated_at records (cleanup deletes the
+// rows idle since max_age_seconds).
+func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, leases bool) {
+	status, shared := r.status, 0
+	for _, h := range l.Holders {
+		if h.Mode == rules.Shared {
+			shared++
+		}
+	}
+	if len(l.Holders) > 0 {
+		status = topics.StatusAcquired
+	} else if l.Ended != nil {
+		status = string(l.EndedStatus)
+	}
+	var ended rules.Holder
+	var endedOwner, endedMode *string
+	var endedAt, endedUntil *time.Time
+	if l.Ended != nil {
+		ended = *l.Ended
+		endedOwner, endedMode, endedAt, endedUntil = &ended.Owner, (*string)(&ended.Mode), &ended.AcquiredAt, &ended.ExpiresAt
+	}
+	pb.Queue(`UPDATE locks SET status = $3, lock_limit = $4, holder_count = $5, shared_count = $6, waiter_count = $7,
+			acquisition_count = $8, ended_owner_id = $9, ended_mode = $10, ended_fencing_token = nullif($11, 0), ended_acquired_at = $12,
+			ended_expires_at = $13, ended_lease_duration = $14, ended_owner_metadata = $15, ended_extension_count = $16,
+			source_partition = coalesce($17, source_partition), updated_at = CASE WHEN $18 THEN $19::timestamptz ELSE updated_at END
+		WHERE namespace = $1 AND lock_name = $2`,
+		r.namespace, r.name, status, l.Limit, len(l.Holders), shared, l.Waiting, l.Acquisitions,
+		endedOwner, endedMode, ended.Token, endedAt, endedUntil, ended.Lease, metadata(ended.Metadata), ended.Extensions,
+		partition, leases, r.now)
+}
+
+// released answers the release of a lease. A holder released from another
+// reply_to is told on its own.
+func (a *applier) released(r *lockRow, in rules.Info, holderReplyTo string) {
+	p := a.event(topics.TypeReleased, r, in)
+	a.reply(p)
+	if holderReplyTo != a.cmd.ReplyTo {
+		a.emit(holderReplyTo, a.cmd.Key(), p)
+	}
+	a.emit(a.env.Names.Released, a.cmd.Key(), p)
 	a.recordHistory(p.ev)
+}
+
+// extended answers the extend of a lease.
+func (a *applier) extended(r *lockRow, in rules.Info) {
+	p := a.event(topics.TypeExtended, r, in)
+	a.reply(p)
+	a.recordHistory(p.ev)
+}
+
+// metadata stores an absent or null owner_metadata as SQL NULL.
+func metadata(m []byte) []byte {
+	if len(m) == 0 || string(m) == "null" {
+		return nil
+	}
+	return m
 }

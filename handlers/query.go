@@ -2,17 +2,55 @@ package handlers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers/rules"
 	"github.com/omninode/lockworker/topics"
 )
 
-// query reports a lock without changing it: free when there is no row, and
-// expired for a lease past expires_at even before anyone has ended it.
+// query reports a lock without changing it: free when there is no row, a
+// lease past expires_at as expired even before anyone has ended it, and
+// every holder (the first topics.MaxHoldersShown).
 func (a *applier) query(ctx context.Context) error {
-	r, err := a.readLock(ctx, a.cmd.Namespace, a.cmd.LockName, "")
-	if err != nil {
-		return err
+	r := &lockRow{namespace: a.cmd.Namespace, name: a.cmd.LockName, status: topics.StatusFree, limit: 1}
+	err := a.tx.QueryRow(ctx, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2`, r.namespace, r.name).Scan(r.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now)
 	}
-	a.reply(a.event(topics.TypeStatus, r))
+	if err != nil {
+		return fmt.Errorf("reading lock row: %w", err)
+	}
+	r.scanned()
+	l := &rules.Lock{Limit: r.limit, Acquisitions: r.acquisitions, Now: r.now}
+	if r.ended.Owner != "" && r.holders == 0 {
+		l.Ended, l.EndedStatus = &r.ended, rules.Status(r.status)
+	}
+	if r.holders > 0 {
+		if l.Holders, err = a.holders(ctx, r); err != nil {
+			return err
+		}
+	}
+	p := a.event(topics.TypeStatus, r, l.Info())
+	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), holderList(l)
+	a.reply(p)
 	return nil
+}
+
+// holderList is lock_info.holders: the first topics.MaxHoldersShown
+// holders in grant order, each expired when past its expiry.
+func holderList(l *rules.Lock) []topics.Holder {
+	var hs []topics.Holder
+	for _, h := range l.Holders[:min(len(l.Holders), topics.MaxHoldersShown)] {
+		status := topics.StatusAcquired
+		if !h.ExpiresAt.After(l.Now) {
+			status = topics.StatusExpired
+		}
+		hs = append(hs, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token,
+			AcquiredAt: topics.NewTime(h.AcquiredAt), ExpiresAt: topics.NewTime(h.ExpiresAt), LeaseDuration: h.Lease,
+			ExtensionCount: h.Extensions, OwnerMetadata: h.Metadata})
+	}
+	return hs
 }

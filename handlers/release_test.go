@@ -168,7 +168,7 @@ func TestReleaseGrantsNextWaiter(t *testing.T) {
 	require.Equal(t, granted.EventID, out[2].Event.EventID)
 	require.Equal(t, bob.RequestID, out[2].Headers["request_id"])
 	require.Equal(t, []string{"lock.acquired alice", "lock.released alice", "lock.acquired bob"}, h.history("a"))
-	require.Equal(t, "bob acquired 0", h.scalarText(`SELECT owner_id || ' ' || status || ' ' || waiter_count FROM locks WHERE lock_name = 'a'`))
+	require.Equal(t, "bob acquired 0", h.scalarText(`SELECT owner_id || ' ' || status || ' ' || waiter_count FROM `+v1Locks+` WHERE lock_name = 'a'`))
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters`))
 	require.Equal(t, granted.EventID, h.outcome(bob.RequestID).EventID, "the waiter's stored outcome is now its grant")
 
@@ -254,7 +254,7 @@ func TestReleaseByWaiterWhenLeaseEnded(t *testing.T) {
 	require.Contains(t, h.routes(), "locks.replies.bob lock.withdrawn")
 	require.NotContains(t, h.routes(), "locks.lock.released.v1 lock.released")
 	require.Equal(t, []string{"lock.acquired alice", "lock.expired alice", "lock.acquired carol"}, h.history("a"), "bob is never granted")
-	require.Equal(t, "carol acquired 0", h.scalarText(`SELECT owner_id || ' ' || status || ' ' || waiter_count FROM locks WHERE lock_name = 'a'`))
+	require.Equal(t, "carol acquired 0", h.scalarText(`SELECT owner_id || ' ' || status || ' ' || waiter_count FROM `+v1Locks+` WHERE lock_name = 'a'`))
 	require.Equal(t, topics.TypeWithdrawn, h.outcome(bob.RequestID).Type)
 	require.Equal(t, topics.TypeAcquired, h.outcome(carol.RequestID).Type)
 }

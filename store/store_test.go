@@ -25,7 +25,7 @@ import (
 )
 
 // schemaTables are the tables the migrations create.
-var schemaTables = []string{"consumer_offsets", "lock_events", "lock_waiters", "locks", "lockworker_schema_version", "outbox", "processed_requests"}
+var schemaTables = []string{"consumer_offsets", "lock_events", "lock_holders", "lock_waiters", "locks", "lockworker_schema_version", "outbox", "processed_requests"}
 
 // requireSchema checks that the store's schema holds each table once and the
 // version table says every migration file was applied.
@@ -860,6 +860,48 @@ func TestMigrateKeepsUnpublishedHeaders(t *testing.T) {
 	hs, err = topics.DecodeHeaders(raws[1])
 	require.NoError(t, err)
 	require.Empty(t, hs)
+}
+
+// TestMigrateKeepsLeasesAndWaiters: migration 008 moves every lease in
+// force into lock_holders as it was (owner, token, times, metadata, counts,
+// reply_to, request, partition), keeps the lease that ended last of a
+// released lock and every waiter's place (in exclusive mode).
+func TestMigrateKeepsLeasesAndWaiters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.NewSchema(t).Open(t, store.Config{})
+	conn, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
+	require.NoError(t, err)
+	require.NoError(t, m.LoadMigrations(migrations.FS))
+	require.NoError(t, m.MigrateTo(ctx, 7))
+	conn.Release()
+	_, err = st.Pool.Exec(ctx, `
+		INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration, owner_metadata,
+			acquisition_count, extension_count, reply_to, holder_request_id, waiter_count, source_partition) VALUES
+			('ns', 'held', 'acquired', 'alice', 17, '2026-01-01 00:00:00Z', '2026-01-01 00:01:00Z', 60, '{"k": 1}', 3, 2,
+				'locks.replies.alice', 'r-1', 1, 5),
+			('ns', 'done', 'released', 'bob', 12, '2026-01-01 00:00:00Z', '2026-01-01 00:00:30Z', 30, NULL, 1, 0, 'locks.replies.bob', 'r-0', 0, 2);
+		INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition)
+			VALUES ('ns', 'held', 'carol', 'r-2', 30, '2026-01-01 00:02:00Z', 6)`)
+	require.NoError(t, err)
+
+	require.NoError(t, st.Migrate(ctx))
+	var holder string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT concat_ws(' ', lock_name, owner_id, mode, fencing_token, acquired_at = '2026-01-01 00:00:00Z',
+		expires_at = '2026-01-01 00:01:00Z', lease_duration, owner_metadata, extension_count, reply_to, request_id, source_partition)
+		FROM lock_holders`).Scan(&holder))
+	require.Equal(t, `held alice exclusive 17 t t 60 {"k": 1} 2 locks.replies.alice r-1 5`, holder)
+	rows, err := st.Pool.Query(ctx, `SELECT concat_ws(' ', lock_name, status, lock_limit, holder_count, shared_count, waiter_count, acquisition_count,
+		coalesce(ended_owner_id, '-'), coalesce(ended_mode, '-'), coalesce(ended_fencing_token, 0)) FROM locks ORDER BY lock_name`)
+	require.NoError(t, err)
+	locks, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"done released 1 0 0 0 1 bob exclusive 12", "held acquired 1 1 0 1 3 - - 0"}, locks)
+	var waiter string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT owner_id || ' ' || mode FROM lock_waiters`).Scan(&waiter))
+	require.Equal(t, "carol exclusive", waiter)
 }
 
 // advanceOffset sends store.QueueAdvanceOffset on its own.

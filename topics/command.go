@@ -33,12 +33,24 @@ type Command struct {
 	OwnerMetadata json.RawMessage `json:"owner_metadata,omitempty"`
 	// ExtensionDuration of an extend; 0: the lock's lease_duration.
 	ExtensionDuration float64 `json:"extension_duration,omitempty"`
+	// Mode of an acquire: ModeExclusive (""), or ModeShared for a read lock.
+	Mode string `json:"mode,omitempty"`
+	// Limit of an acquire: how many exclusive holders the lock admits at
+	// once (a counting semaphore); 0: 1. Every holder and waiter of a lock
+	// agrees on it.
+	Limit int `json:"limit,omitempty"`
 	// FencingToken, when given, must equal the holder's token.
 	FencingToken *int64 `json:"fencing_token,omitempty"`
 	// MaxAgeSeconds of a cleanup; nil: DefaultMaxAgeSeconds.
 	MaxAgeSeconds *float64 `json:"max_age_seconds,omitempty"`
 	ReplyTo       string   `json:"reply_to,omitempty"`
 }
+
+// Modes of an acquire.
+const (
+	ModeExclusive = "exclusive"
+	ModeShared    = "shared"
+)
 
 // Key is the record key for this command's lock.
 func (c Command) Key() string { return LockKey(c.Namespace, c.LockName) }

@@ -55,8 +55,8 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	op, _ := LookupOperation(c.Operation)
 	for _, name := range op.Fields {
 		i := fieldIndex[name]
-		if f := fields[i]; f.positive && present(raw[i]) && *f.at(&c).(*float64) == 0 {
-			return c, reject(c, CodeInvalidRequest, "%s %s is outside %g..%d seconds", f.name, truncate(string(raw[i])), MinLeaseSeconds, MaxLeaseSeconds)
+		if f := fields[i]; f.positive && present(raw[i]) && f.zero(&c) {
+			return c, reject(c, CodeInvalidRequest, "%s %s is outside %s", f.name, truncate(string(raw[i])), f.rng)
 		}
 	}
 	return c, nil
@@ -145,6 +145,13 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 			} else {
 				*f.at(c).(**float64) = &x
 			}
+		case kindCount:
+			n, err := strconv.Atoi(string(v))
+			if err != nil || !isInteger(v) {
+				note(f, "must be an integer, got %s", truncate(string(v)))
+				continue
+			}
+			*f.at(c).(*int) = n
 		case kindToken:
 			n, err := strconv.ParseInt(string(v), 10, 64)
 			if err != nil || !isInteger(v) {

@@ -39,12 +39,18 @@ const (
 	// CodeForbidden: the requester may not do this (another requester's
 	// reply topic, a namespace its token does not allow).
 	CodeForbidden = "FORBIDDEN"
+	// CodeLimitMismatch: the acquire's limit is not the one the lock's
+	// holders and waiters agreed on.
+	CodeLimitMismatch = "LIMIT_MISMATCH"
+	// CodeModeMismatch: the owner holds the lock in the other mode (an
+	// upgrade or downgrade is a release and a new acquire).
+	CodeModeMismatch = "MODE_MISMATCH"
 )
 
 // ErrorCodes is every error code of lock.rejected.
 var ErrorCodes = []string{CodeLockHeld, CodeLockTimeout, CodeNotOwner, CodeNotHeld, CodeTokenMismatch,
 	CodeInvalidRequest, CodeUnsupportedVersion, CodeRequestIDConflict,
-	CodeUnauthenticated, CodeForbidden}
+	CodeUnauthenticated, CodeForbidden, CodeLimitMismatch, CodeModeMismatch}
 
 // Lock statuses of LockInfo.
 const (
@@ -90,6 +96,30 @@ type LockInfo struct {
 	AcquisitionCount int64           `json:"acquisition_count"`
 	ExtensionCount   int64           `json:"extension_count"`
 	OwnerMetadata    json.RawMessage `json:"owner_metadata,omitempty"`
+	// Mode is the lease's (exclusive or shared); Limit the lock's.
+	Mode  string `json:"mode,omitempty"`
+	Limit int    `json:"limit,omitempty"`
+	// HolderCount and Holders come with lock.status (query and
+	// inspection): every lease of the lock, the first MaxHoldersShown in
+	// grant order.
+	HolderCount int      `json:"holder_count,omitempty"`
+	Holders     []Holder `json:"holders,omitempty"`
+}
+
+// MaxHoldersShown bounds LockInfo.Holders.
+const MaxHoldersShown = 1000
+
+// Holder is one lease of a lock, as lock.status lists them.
+type Holder struct {
+	OwnerID        string          `json:"owner_id"`
+	Mode           string          `json:"mode"`
+	Status         string          `json:"status"` // acquired, or expired when past expires_at and not ended yet
+	FencingToken   int64           `json:"fencing_token"`
+	AcquiredAt     Time            `json:"acquired_at"`
+	ExpiresAt      Time            `json:"expires_at"`
+	LeaseDuration  float64         `json:"lease_duration"`
+	ExtensionCount int64           `json:"extension_count"`
+	OwnerMetadata  json.RawMessage `json:"owner_metadata,omitempty"`
 }
 
 // NewEvent returns an event of the given type with a fresh event_id.

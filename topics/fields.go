@@ -13,7 +13,7 @@ import (
 type field struct {
 	name string
 	kind fieldKind
-	// at points at the field's member of c: *int (kindVersion), *string
+	// at points at the field's member of c: *int (kindVersion, kindCount), *string
 	// (kindText), *float64 (kindSeconds), **float64 (kindOptionalSeconds),
 	// **int64 (kindToken) or *json.RawMessage (kindJSON).
 	at func(c *Command) any
@@ -25,8 +25,9 @@ type field struct {
 	// for a Go caller.
 	check func(c Command, replyPrefix string) string
 	// positive: only an absent field means the default; an explicit 0 (or
-	// -0) is refused, as outside MinLeaseSeconds..MaxLeaseSeconds.
+	// -0) is refused, as outside rng.
 	positive bool
+	rng      string
 }
 
 // fieldKind is how a field's JSON value is read.
@@ -38,6 +39,7 @@ const (
 	kindSeconds                          // a number
 	kindOptionalSeconds                  // a number, absent distinct from 0
 	kindToken                            // a 64-bit integer, absent distinct from 0
+	kindCount                            // an integer
 	kindJSON                             // any JSON value, kept as written
 )
 
@@ -50,7 +52,7 @@ var fields = [...]field{
 	{name: "namespace", kind: kindText, at: func(c *Command) any { return &c.Namespace }, common: true, check: checkNamespace},
 	{name: "lock_name", kind: kindText, at: func(c *Command) any { return &c.LockName }, common: true, check: checkLockName},
 	{name: "owner_id", kind: kindText, at: func(c *Command) any { return &c.OwnerID }, common: true}, // see checkOwner
-	{name: "lease_duration", kind: kindSeconds, at: func(c *Command) any { return &c.LeaseDuration }, positive: true,
+	{name: "lease_duration", kind: kindSeconds, at: func(c *Command) any { return &c.LeaseDuration }, positive: true, rng: leaseRange,
 		check: func(c Command, _ string) string {
 			return secondsProblem("lease_duration", c.LeaseDuration, MinLeaseSeconds, MaxLeaseSeconds, true)
 		}},
@@ -59,11 +61,30 @@ var fields = [...]field{
 			return secondsProblem("wait_timeout", c.WaitTimeout, 0, MaxWaitSeconds, false)
 		}},
 	{name: "owner_metadata", kind: kindJSON, at: func(c *Command) any { return &c.OwnerMetadata }, check: checkMetadata},
-	{name: "extension_duration", kind: kindSeconds, at: func(c *Command) any { return &c.ExtensionDuration }, positive: true,
+	{name: "extension_duration", kind: kindSeconds, at: func(c *Command) any { return &c.ExtensionDuration }, positive: true, rng: leaseRange,
 		check: func(c Command, _ string) string {
 			return secondsProblem("extension_duration", c.ExtensionDuration, MinLeaseSeconds, MaxLeaseSeconds, true)
 		}},
 	{name: "fencing_token", kind: kindToken, at: func(c *Command) any { return &c.FencingToken }},
+	{name: "mode", kind: kindText, at: func(c *Command) any { return &c.Mode },
+		check: func(c Command, _ string) string {
+			if c.Mode != "" && c.Mode != ModeExclusive && c.Mode != ModeShared {
+				return fmt.Sprintf("mode %q is not %s or %s", truncate(c.Mode), ModeExclusive, ModeShared)
+			}
+			return ""
+		}},
+	{name: "limit", kind: kindCount, at: func(c *Command) any { return &c.Limit }, positive: true, rng: limitRange,
+		check: func(c Command, _ string) string {
+			switch {
+			case c.Limit != 0 && (c.Limit < 1 || c.Limit > MaxLimit):
+				return fmt.Sprintf("limit %d is outside %s", c.Limit, limitRange)
+			case c.Limit > 1 && c.Mode == ModeShared:
+				// A read/write lock admits any number of readers; a limit
+				// counts a semaphore's exclusive holders.
+				return "limit is for exclusive holders (a counting semaphore): mode shared takes none"
+			}
+			return ""
+		}},
 	{name: "max_age_seconds", kind: kindOptionalSeconds, at: func(c *Command) any { return &c.MaxAgeSeconds },
 		check: func(c Command, _ string) string {
 			if c.MaxAgeSeconds != nil && !inRange(*c.MaxAgeSeconds, 0, MaxMaxAgeSeconds) {
@@ -79,6 +100,24 @@ var fields = [...]field{
 			return ""
 		}},
 }
+
+// zero reports whether the field's member of c is 0 (kindSeconds or
+// kindCount).
+func (f field) zero(c *Command) bool {
+	switch p := f.at(c).(type) {
+	case *float64:
+		return *p == 0
+	case *int:
+		return *p == 0
+	}
+	return false
+}
+
+// Ranges of the positive fields, for their messages.
+var (
+	leaseRange = fmt.Sprintf("%g..%d seconds", MinLeaseSeconds, MaxLeaseSeconds)
+	limitRange = fmt.Sprintf("1..%d", MaxLimit)
+)
 
 // fieldIndex finds a row of fields by name.
 var fieldIndex = func() map[string]int {

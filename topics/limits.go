@@ -14,6 +14,8 @@ const (
 	MaxLeaseSeconds       = 86400
 	MaxWaitSeconds        = 3600
 	DefaultMaxAgeSeconds  = 3600
+	// MaxLimit bounds an acquire's limit (the holders of a semaphore).
+	MaxLimit = 10000
 	// MaxMaxAgeSeconds bounds cleanup's max_age_seconds (ten years), so every
 	// input has a bound; the contract names only the default.
 	MaxMaxAgeSeconds = 10 * 365 * 86400

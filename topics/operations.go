@@ -26,9 +26,9 @@ type Operation struct {
 // Operations is every operation of the contract, in the order people read
 // them.
 var Operations = []Operation{
-	{Name: OpAcquire, Fields: []string{"lease_duration", "wait_timeout", "owner_metadata"}, NeedsOwner: true,
+	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata"}, NeedsOwner: true,
 		Answers: []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
-		Summary: "take the lock, renew it for its holder, or wait in its FIFO queue"},
+		Summary: "take the lock (exclusive, shared, or one of a semaphore's places), renew it for its holder, or wait in its FIFO queue"},
 	{Name: OpRelease, Fields: []string{"fencing_token"}, NeedsOwner: true,
 		Answers: []string{TypeReleased, TypeWithdrawn, TypeRejected},
 		Summary: "end the holder's lease (the next waiter is granted), or withdraw a waiting owner"},

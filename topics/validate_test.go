@@ -33,6 +33,10 @@ func TestDecodeAccepts(t *testing.T) {
 		{"miscased V is an unknown field", `{"V":2,"operation":"query","lock_name":"a"}`},
 		{"surrogate pair and escapes in metadata", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"e":"\ud83d\ude00","b":"\\u0000","n":[1e308,-1e-300,0e-999]}}`},
 		{"escaped backslash before u0000 in a name", `{"operation":"query","lock_name":"a\\u0000"}`},
+		{"shared", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"shared"}`},
+		{"shared with limit 1", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"shared","limit":1}`},
+		{"exclusive semaphore at the top", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"exclusive","limit":10000}`},
+		{"mode and limit on an operation that ignores them", `{"operation":"release","lock_name":"a","owner_id":"o","mode":"sideways","limit":0}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -64,6 +68,8 @@ func TestDecodeReads(t *testing.T) {
 			Command{Operation: OpAcquire, LockName: "a", OwnerID: "o"}},
 		{"numbers", `{"v":1,"operation":"cleanup","lock_name":"*","max_age_seconds":5e0,"fencing_token":-0}`,
 			Command{V: 1, Operation: OpCleanup, LockName: "*", MaxAgeSeconds: &f, FencingToken: new(int64)}},
+		{"mode and limit", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"shared","limit":1}`,
+			Command{Operation: OpAcquire, LockName: "a", OwnerID: "o", Mode: ModeShared, Limit: 1}},
 		{"metadata kept as written", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata": { "k" : [1, 2] } }`,
 			Command{Operation: OpAcquire, LockName: "a", OwnerID: "o", OwnerMetadata: []byte(`{ "k" : [1, 2] }`)}},
 	}
@@ -109,6 +115,13 @@ func TestDecodeRejects(t *testing.T) {
 		{"metadata too large", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"` + long(4096) + `"}}`, CodeInvalidRequest, "owner_metadata is"},
 		{"extension too long", `{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":90000}`, CodeInvalidRequest, "extension_duration"},
 		{"max age negative", `{"operation":"cleanup","lock_name":"*","max_age_seconds":-1}`, CodeInvalidRequest, "max_age_seconds"},
+		{"unknown mode", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"read"}`, CodeInvalidRequest, "mode \"read\" is not exclusive or shared"},
+		{"mode not a string", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":1}`, CodeInvalidRequest, "mode"},
+		{"explicit limit 0", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":0}`, CodeInvalidRequest, "limit 0 is outside"},
+		{"limit too large", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":10001}`, CodeInvalidRequest, "limit 10001 is outside"},
+		{"negative limit", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":-2}`, CodeInvalidRequest, "limit -2 is outside"},
+		{"limit not an integer", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":2.5}`, CodeInvalidRequest, "limit must be an integer"},
+		{"shared semaphore", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"shared","limit":2}`, CodeInvalidRequest, "mode shared takes none"},
 		{"reply outside prefix", `{"operation":"query","lock_name":"a","reply_to":"locks.commands"}`, CodeInvalidRequest, "reply_to"},
 		{"reply bad chars", `{"operation":"query","lock_name":"a","reply_to":"locks.replies.a b"}`, CodeInvalidRequest, "reply_to"},
 		{"reply is the bare prefix", `{"operation":"query","lock_name":"a","reply_to":"locks.replies."}`, CodeInvalidRequest, "reply_to"},

@@ -51,7 +51,7 @@ func TestRequireFencingToken(t *testing.T) {
 	}
 	var status string
 	var extensions int
-	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT status, extension_count FROM locks WHERE lock_name = 'a'`).Scan(&status, &extensions))
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT l.status, h.extension_count FROM locks l JOIN lock_holders h USING (namespace, lock_name) WHERE lock_name = 'a'`).Scan(&status, &extensions))
 	require.Equal(t, "acquired", status)
 	require.Zero(t, extensions)
 	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 2, "refusals are dead-lettered")
@@ -110,7 +110,7 @@ func TestAuthenticatedRequesters(t *testing.T) {
 		return evs[len(evs)-1]
 	}
 	holder := func() (owner, status string) {
-		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT owner_id, status FROM locks WHERE lock_name = 'a'`).Scan(&owner, &status))
+		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT coalesce(h.owner_id, l.ended_owner_id), l.status FROM locks l LEFT JOIN lock_holders h USING (namespace, lock_name) WHERE lock_name = 'a'`).Scan(&owner, &status))
 		return owner, status
 	}
 	alice, mallory := token("alice"), token("mallory", "public")

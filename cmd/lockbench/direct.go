@@ -49,23 +49,27 @@ func seed(ctx context.Context, st *store.Store, kind, namespace string, n int, r
 	var sql string
 	switch kind {
 	case kindIdle:
-		sql = `INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration,
-				acquisition_count, source_partition, updated_at)
-			SELECT $1, 'c' || i, 'expired', 'cleanup-owner', nextval('fencing_tokens'), now() - interval '3 hours',
+		sql = `INSERT INTO locks (namespace, lock_name, status, ended_owner_id, ended_mode, ended_fencing_token, ended_acquired_at,
+				ended_expires_at, ended_lease_duration, acquisition_count, source_partition, updated_at)
+			SELECT $1, 'c' || i, 'expired', 'cleanup-owner', 'exclusive', nextval('fencing_tokens'), now() - interval '3 hours',
 				now() - interval '2 hours', 3600, 1, -1, now() - interval '2 hours'
 			FROM generate_series(1, $2::int) i WHERE $3::text IS NOT NULL`
 	default:
-		sql = `INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration,
-				acquisition_count, reply_to, source_partition, updated_at)
-			SELECT $1, 'c' || i, 'acquired', 'cleanup-owner', nextval('fencing_tokens'), now() - interval '2 minutes',
-				now() - interval '1 minute', 60, 1, $3, -1, now() - interval '2 minutes'
-			FROM generate_series(1, $2::int) i`
+		sql = `WITH l AS (
+				INSERT INTO locks (namespace, lock_name, status, holder_count, acquisition_count, source_partition, updated_at)
+				SELECT $1, 'c' || i, 'acquired', 1, 1, -1, now() - interval '2 minutes' FROM generate_series(1, $2::int) i
+				RETURNING namespace, lock_name)
+			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
+				reply_to, source_partition)
+			SELECT namespace, lock_name, 'cleanup-owner', 'exclusive', nextval('fencing_tokens'), now() - interval '2 minutes',
+				now() - interval '1 minute', 60, $3, -1
+			FROM l`
 	}
 	_, err := st.Pool.Exec(ctx, sql, namespace, n, replyTo)
 	if err != nil {
 		return fmt.Errorf("seeding %d locks: %w", n, err)
 	}
-	_, err = st.Pool.Exec(ctx, `ANALYZE locks`)
+	_, err = st.Pool.Exec(ctx, `ANALYZE locks, lock_holders`)
 	return err
 }
 
@@ -151,7 +155,9 @@ func directCleanup(ctx context.Context, st *store.Store, kind, ns string, n int)
 	}
 	// Keep the direct schema small for the next case.
 	if _, err = st.Pool.Exec(ctx, `TRUNCATE outbox, lock_events, processed_requests`); err == nil {
-		_, err = st.Pool.Exec(ctx, `DELETE FROM locks WHERE namespace = $1`, ns)
+		if _, err = st.Pool.Exec(ctx, `DELETE FROM lock_holders WHERE namespace = $1`, ns); err == nil {
+			_, err = st.Pool.Exec(ctx, `DELETE FROM locks WHERE namespace = $1`, ns)
+		}
 	}
 	return took, err
 }
@@ -264,6 +270,6 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 
 // truncateDirect empties the direct schema's lock tables between runs.
 func truncateDirect(ctx context.Context, st *store.Store) error {
-	_, err := st.Pool.Exec(ctx, `TRUNCATE lock_waiters, locks, lock_events, outbox, processed_requests, consumer_offsets`)
+	_, err := st.Pool.Exec(ctx, `TRUNCATE lock_holders, lock_waiters, locks, lock_events, outbox, processed_requests, consumer_offsets`)
 	return err
 }

@@ -204,7 +204,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	require.Equal(t, http.StatusNotFound, code)
 }
 
-// checkLockPage compares /locks/{name} with the locks and lock_waiters rows.
+// checkLockPage compares /locks/{name} with the lock_holders and lock_waiters rows.
 func checkLockPage(t *testing.T, m *Main, dbURL, ns, name, holder string, token int64, queue []string) {
 	t.Helper()
 	ctx := context.Background()
@@ -214,7 +214,7 @@ func checkLockPage(t *testing.T, m *Main, dbURL, ns, name, holder string, token 
 	var owner string
 	var dbToken int64
 	var expires time.Time
-	require.NoError(t, conn.QueryRow(ctx, `SELECT owner_id, fencing_token, expires_at FROM locks WHERE namespace = $1 AND lock_name = $2`,
+	require.NoError(t, conn.QueryRow(ctx, `SELECT owner_id, fencing_token, expires_at FROM lock_holders WHERE namespace = $1 AND lock_name = $2`,
 		ns, name).Scan(&owner, &dbToken, &expires))
 	rows, err := conn.Query(ctx, `SELECT owner_id, request_id, deadline FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 ORDER BY id`, ns, name)
 	require.NoError(t, err)

@@ -16,9 +16,10 @@ import (
 // LockView is /locks/{name}: a lock as the query operation sees it, with its
 // queue.
 type LockView struct {
-	// LockInfo is the contract's lock_info, as lock.status gives it: holder
-	// (owner_id), fencing_token, acquired_at, expires_at, status (expired
-	// for a lease past expires_at not yet ended).
+	// LockInfo is the contract's lock_info, as lock.status gives it: the
+	// newest holder (owner_id, mode, fencing_token, acquired_at,
+	// expires_at), status (expired for a lease past expires_at not yet
+	// ended), the lock's limit, holder_count and every holder (holders).
 	LockInfo *topics.LockInfo `json:"lock_info"`
 	// ExpiresInSeconds is the time left of a lease in force.
 	ExpiresInSeconds *float64 `json:"expires_in_seconds,omitempty"`
@@ -38,6 +39,7 @@ type LockView struct {
 type QueuedAcquire struct {
 	Position      int         `json:"position"`
 	OwnerID       string      `json:"owner_id"`
+	Mode          string      `json:"mode"`
 	RequestID     string      `json:"request_id,omitempty"`
 	LeaseDuration float64     `json:"lease_duration"`
 	QueuedAt      topics.Time `json:"queued_at"`
@@ -87,6 +89,9 @@ func (s *server) lock(w http.ResponseWriter, r *http.Request) {
 func (v *LockView) redact() {
 	v.Redacted = true
 	v.LockInfo.OwnerMetadata = nil
+	for i := range v.LockInfo.Holders {
+		v.LockInfo.Holders[i].OwnerMetadata = nil
+	}
 	for i := range v.Queue {
 		v.Queue[i].RequestID = ""
 	}
@@ -113,14 +118,14 @@ func readLock(ctx context.Context, tx pgx.Tx, q topics.Command) (LockView, error
 		v.ExpiresInSeconds = &left
 	}
 	rows, err := tx.Query(ctx, `
-		SELECT owner_id, request_id, lease_duration, enqueued_at, deadline, count(*) OVER ()
+		SELECT owner_id, mode, request_id, lease_duration, enqueued_at, deadline, count(*) OVER ()
 		FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 ORDER BY id LIMIT $3`, q.Namespace, q.LockName, MaxQueueShown)
 	if err != nil {
 		return LockView{}, fmt.Errorf("reading the queue of %q: %w", q.Key(), err)
 	}
 	var w QueuedAcquire
 	var queued, deadline time.Time
-	_, err = pgx.ForEachRow(rows, []any{&w.OwnerID, &w.RequestID, &w.LeaseDuration, &queued, &deadline, &v.QueueLength}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&w.OwnerID, &w.Mode, &w.RequestID, &w.LeaseDuration, &queued, &deadline, &v.QueueLength}, func() error {
 		w.Position, w.QueuedAt, w.Deadline = len(v.Queue)+1, topics.NewTime(queued), topics.NewTime(deadline)
 		v.Queue = append(v.Queue, w)
 		return nil

@@ -14,7 +14,8 @@ import (
 // LockStats describes the whole database (every worker's locks), by the
 // database clock.
 type LockStats struct {
-	// HeldLocks are leases in force.
+	// HeldLocks are leases in force: one per holder (a shared lock or a
+	// semaphore may have several).
 	HeldLocks int64 `json:"held_locks"`
 	// LeasesOverdue have passed expires_at but were not ended yet: the expiry
 	// scheduler ends each within a second, so a number that stays up means
@@ -33,16 +34,16 @@ type LockStats struct {
 	OldestUnpublishedSeconds float64 `json:"oldest_unpublished_age_seconds"`
 }
 
-// ReadLockStats counts held locks, waiters and the outbox. Held locks are
-// read from the partial index of held rows; the other counts scan their
-// (normally small) tables, so bound ctx.
+// ReadLockStats counts leases (a shared lock or a semaphore has one per
+// holder), waiters and the outbox. The counts scan their (normally small)
+// tables, so bound ctx.
 func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 	var s LockStats
 	err := pool.QueryRow(ctx, `
 		SELECT count(*) FILTER (WHERE expires_at > clock_timestamp()),
 		       count(*) FILTER (WHERE expires_at <= clock_timestamp()),
 		       (SELECT count(*) FROM lock_waiters)
-		FROM locks WHERE status = 'acquired'`).Scan(&s.HeldLocks, &s.LeasesOverdue, &s.Waiters)
+		FROM lock_holders`).Scan(&s.HeldLocks, &s.LeasesOverdue, &s.Waiters)
 	if err != nil {
 		return LockStats{}, fmt.Errorf("counting held locks and waiters: %w", err)
 	}
@@ -61,7 +62,7 @@ type dbCollector struct {
 }
 
 var (
-	heldDesc     = prometheus.NewDesc(Namespace+"_locks_held", "Leases in force (whole database).", nil, nil)
+	heldDesc     = prometheus.NewDesc(Namespace+"_locks_held", "Leases in force, one per holder (whole database).", nil, nil)
 	overdueDesc  = prometheus.NewDesc(Namespace+"_leases_overdue", "Leases past expires_at not ended yet (whole database); the scheduler ends each within 1 s.", nil, nil)
 	waitersDesc  = prometheus.NewDesc(Namespace+"_lock_waiters", "Queued acquires (whole database).", nil, nil)
 	backlogDesc  = prometheus.NewDesc(Namespace+"_outbox_backlog", "Outbox rows not yet acknowledged by Kafka, and acknowledged ones up to 100 ms before their deletion (whole database).", nil, nil)

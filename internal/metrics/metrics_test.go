@@ -146,10 +146,11 @@ func TestDatabaseGauges(t *testing.T) {
 	st := testdb.New(t)
 	ctx := context.Background()
 	_, err := st.Pool.Exec(ctx, `
-		INSERT INTO locks (lock_name, status, owner_id, fencing_token, acquired_at, expires_at, source_partition, waiter_count) VALUES
-			('held', 'acquired', 'a', 1, now(), now() + interval '1 hour', 0, 1),
-			('overdue', 'acquired', 'a', 2, now() - interval '1 hour', now() - interval '1 minute', 0, 0),
-			('gone', 'released', 'a', 3, now(), now() + interval '1 hour', 0, 0);
+		INSERT INTO locks (lock_name, status, holder_count, source_partition, waiter_count) VALUES
+			('held', 'acquired', 1, 0, 1), ('overdue', 'acquired', 1, 0, 0), ('gone', 'released', 0, 0, 0);
+		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition) VALUES
+			('', 'held', 'a', 'exclusive', 1, now(), now() + interval '1 hour', 3600, 0),
+			('', 'overdue', 'a', 'exclusive', 2, now() - interval '1 hour', now() - interval '1 minute', 3540, 0);
 		INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition)
 			VALUES ('', 'held', 'b', 'r', 30, now() + interval '1 minute', 0);
 		INSERT INTO outbox (source_partition, topic, value, created_at) VALUES (0, 't', 'x', now() - interval '10 seconds');

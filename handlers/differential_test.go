@@ -1,0 +1,393 @@
+package handlers_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/handlers/rules"
+	"github.com/omninode/lockworker/topics"
+)
+
+// TestDifferential drives seeded random sequences of commands with modes
+// and limits (a mutex, a read/write lock and a semaphore of 3, with a
+// wrong mode or limit now and then), batched at random, through the
+// general path alone, through the common cases sent ahead and through them
+// inline, each on a schema of its own, and through rules.Memory; all four must
+// give the same events. Leases and waits end only when the test ends them
+// (in the database and in the model alike), then the expiry step runs.
+func TestDifferential(t *testing.T) {
+	const seeds, steps = 8, 80
+	h := newHarness(t)
+	paths := []string{"general", "ahead", "inline"}
+	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
+	for seed := uint64(1); seed <= seeds; seed++ {
+		script := diffScript(rand.New(rand.NewPCG(seed, 14)), steps)
+		want := modelRun(script)
+		for _, path := range paths {
+			schemas[path].reset()
+			got := schemas[path].dbRun(script, path)
+			for i := range max(len(want), len(got)) {
+				w, g := "(none)", "(none)"
+				if i < len(want) {
+					w = want[i]
+				}
+				if i < len(got) {
+					g = got[i]
+				}
+				require.Equal(t, w, g, "seed %d, %s path, event %d; the model's events before it:\n%s", seed, path, i,
+					strings.Join(want[max(0, i-8):i], "\n"))
+			}
+		}
+	}
+}
+
+// diffStep is one step of a script: a batch of commands, or the end of a
+// lease (the holder-th holder of lock by token, modulo their number) or of
+// the first wait of lock, followed by the expiry step.
+type diffStep struct {
+	cmds      []diffCmd
+	endLease  string
+	holder    int
+	endWait   string
+	expiryRun bool
+}
+
+// diffCmd is a command; guard says which fencing_token a release or extend
+// gives: none, the owner's own (as its last grant said) or a wrong one.
+type diffCmd struct {
+	c     topics.Command
+	guard int
+}
+
+var diffLocks = map[string]struct {
+	limit  int
+	shared bool
+}{"mutex": {1, false}, "rw": {1, true}, "sem": {3, false}}
+
+func diffScript(r *rand.Rand, steps int) []diffStep {
+	locks := []string{"mutex", "rw", "sem"}
+	owners := []string{"o1", "o2", "o3", "o4", "o5"}
+	seq := 0
+	var script []diffStep
+	for range steps {
+		lock := locks[r.IntN(len(locks))]
+		switch n := r.IntN(100); {
+		case n < 8:
+			script = append(script, diffStep{endLease: lock, holder: r.IntN(3), expiryRun: true})
+			continue
+		case n < 12:
+			script = append(script, diffStep{endWait: lock, expiryRun: true})
+			continue
+		}
+		var step diffStep
+		for range 1 + r.IntN(3) {
+			lock := locks[r.IntN(len(locks))]
+			owner := owners[r.IntN(len(owners))]
+			seq++
+			c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
+			guard := 0
+			switch n := r.IntN(100); {
+			case n < 45:
+				c.Operation = topics.OpAcquire
+				kind := diffLocks[lock]
+				if kind.limit > 1 || r.IntN(2) == 1 { // limit-1 locks also without limit, as v1
+					c.Limit = kind.limit
+				}
+				if kind.shared && r.IntN(2) == 0 {
+					c.Mode = topics.ModeShared
+				}
+				if r.IntN(15) == 0 { // the wrong limit
+					c.Limit, c.Mode = 2, ""
+				}
+				if r.IntN(2) == 0 {
+					c.WaitTimeout = 120
+				}
+				if r.IntN(2) == 0 {
+					c.LeaseDuration = 60
+				}
+			case n < 70:
+				c.Operation, guard = topics.OpRelease, r.IntN(3)
+			case n < 85:
+				c.Operation, guard = topics.OpExtend, r.IntN(3)
+				if r.IntN(2) == 0 {
+					c.ExtensionDuration = 5
+				}
+			default:
+				c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
+			}
+			step.cmds = append(step.cmds, diffCmd{c: c, guard: guard})
+		}
+		script = append(script, step)
+	}
+	return script
+}
+
+// diffTracker renders events, each fencing token as its rank among the
+// tokens of its lock (the common cases sent ahead take tokens before the
+// commands of other locks earlier in the batch), and keeps each owner's
+// token for the guards.
+type diffTracker struct {
+	ranks map[string][]int64 // lock -> tokens in order of appearance
+	last  map[string]int64   // lock/owner -> token of its last grant
+	lines []string
+}
+
+func newTracker() *diffTracker {
+	return &diffTracker{ranks: map[string][]int64{}, last: map[string]int64{}}
+}
+
+func (d *diffTracker) rank(lock string, tok int64) int {
+	if tok == 0 {
+		return 0
+	}
+	if !slices.Contains(d.ranks[lock], tok) {
+		d.ranks[lock] = append(d.ranks[lock], tok)
+	}
+	return slices.Index(d.ranks[lock], tok) + 1
+}
+
+// guarded sets the command's fencing_token as its guard says.
+func (d *diffTracker) guarded(dc diffCmd) topics.Command {
+	c := dc.c
+	switch dc.guard {
+	case 1:
+		if tok, ok := d.last[c.LockName+"/"+c.OwnerID]; ok {
+			c.FencingToken = &tok
+		}
+	case 2:
+		wrong := int64(-1)
+		c.FencingToken = &wrong
+	}
+	return c
+}
+
+func (d *diffTracker) note(ev topics.Event) {
+	s := fmt.Sprintf("%s %s req=%s code=%s pos=%d", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition)
+	if ev.RetryAfterSeconds != nil {
+		s += " retry_after"
+	}
+	if li := ev.LockInfo; li != nil {
+		if ev.Type == topics.TypeAcquired {
+			d.last[li.LockName+"/"+li.OwnerID] = li.FencingToken
+		}
+		s += fmt.Sprintf(" %s owner=%s status=%s mode=%s limit=%d token#%d acq=%d ext=%d lease=%g",
+			li.LockName, li.OwnerID, li.Status, li.Mode, li.Limit, d.rank(li.LockName, li.FencingToken), li.AcquisitionCount,
+			li.ExtensionCount, li.LeaseDuration)
+		if ev.Type == topics.TypeStatus {
+			s += fmt.Sprintf(" holders=%d", li.HolderCount)
+			for _, h := range li.Holders {
+				s += fmt.Sprintf(" %s/%s/%s/#%d", h.OwnerID, h.Mode, h.Status, d.rank(li.LockName, h.FencingToken))
+			}
+		}
+	}
+	d.lines = append(d.lines, s)
+}
+
+// dbRun runs the script on h's schema by path: "general" (no common
+// case), "ahead" (common cases sent ahead, as the worker does) or "inline".
+func (h *harness) dbRun(script []diffStep, path string) []string {
+	d := newTracker()
+	ctx := context.Background()
+	for _, step := range script {
+		switch {
+		case step.endLease != "":
+			var owners []string
+			rows, err := h.st.Pool.Query(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1 ORDER BY fencing_token`, step.endLease)
+			require.NoError(h.t, err)
+			owners, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			require.NoError(h.t, err)
+			if len(owners) > 0 {
+				_, err := h.st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = clock_timestamp() - interval '1 millisecond'
+					WHERE lock_name = $1 AND owner_id = $2`, step.endLease, owners[step.holder%len(owners)])
+				require.NoError(h.t, err)
+			}
+		case step.endWait != "":
+			h.forceWaitEnd(step.endWait)
+		}
+		if step.expiryRun {
+			_, evs := h.expireDueEvents()
+			for _, ev := range evs {
+				d.note(ev)
+			}
+			continue
+		}
+		cmds := make([]topics.Command, len(step.cmds))
+		for i, dc := range step.cmds {
+			cmds[i] = d.guarded(dc)
+		}
+		err := h.st.InTx(ctx, func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, h.env)
+			switch path {
+			case "general":
+				handlers.GeneralPathOnly(b)
+			case "ahead":
+				pb := &pgx.Batch{}
+				b.QueueAtOnce(pb, cmds, nil)
+				if err := tx.SendBatch(ctx, pb).Close(); err != nil {
+					return err
+				}
+			}
+			for _, c := range cmds {
+				evs, err := b.Apply(ctx, c, time.Now())
+				if err != nil {
+					return err
+				}
+				for _, ev := range evs {
+					d.note(ev)
+				}
+			}
+			return b.Flush(ctx)
+		})
+		require.NoError(h.t, err)
+	}
+	return d.lines
+}
+
+// modelRun runs the script on rules.Memory, rendering the effects as the
+// handlers send them.
+func modelRun(script []diffStep) []string {
+	d := newTracker()
+	mem := map[string]*rules.Memory{}
+	for name := range diffLocks {
+		mem[name] = rules.NewMemory()
+	}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var token int64
+	next := func() int64 { token++; return token }
+	decide := func(name, owner string, c *topics.Command, decide func(l *rules.Lock) []rules.Effect) {
+		m := mem[name]
+		l := m.Lock(owner, now, next)
+		effs := decide(l)
+		if err := m.Save(l, effs); err != nil {
+			panic(err)
+		}
+		for _, ev := range modelEvents(name, c, effs) {
+			d.note(ev)
+		}
+	}
+	for _, step := range script {
+		now = now.Add(time.Millisecond)
+		switch {
+		case step.endLease != "":
+			if hs := mem[step.endLease].Holders; len(hs) > 0 {
+				hs[step.holder%len(hs)].ExpiresAt = now.Add(-time.Millisecond)
+			}
+		case step.endWait != "":
+			if q := mem[step.endWait].Queue; len(q) > 0 {
+				q[0].Deadline = now.Add(-time.Millisecond)
+			}
+		}
+		if step.expiryRun {
+			// The expiry step: leases first, then waits.
+			for _, name := range []string{"mutex", "rw", "sem"} {
+				if slices.ContainsFunc(mem[name].Holders, func(h rules.Holder) bool { return !h.ExpiresAt.After(now) }) {
+					decide(name, "", nil, func(l *rules.Lock) []rules.Effect { effs, _ := l.Settle(); return effs })
+				}
+			}
+			for _, name := range []string{"mutex", "rw", "sem"} {
+				if slices.ContainsFunc(mem[name].Queue, func(w rules.Waiter) bool { return !w.Deadline.After(now) }) {
+					decide(name, "", nil, (*rules.Lock).Expire)
+				}
+			}
+			continue
+		}
+		for _, dc := range step.cmds {
+			c := d.guarded(dc)
+			switch c.Operation {
+			case topics.OpAcquire:
+				r := rules.Request{Owner: c.OwnerID, Mode: rules.Exclusive, Limit: max(c.Limit, 1), Lease: c.LeaseDuration,
+					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key()}
+				if c.Mode == topics.ModeShared {
+					r.Mode = rules.Shared
+				}
+				if r.Lease == 0 {
+					r.Lease = topics.DefaultLeaseDuration.Seconds()
+				}
+				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect { return l.Acquire(r) })
+			case topics.OpRelease:
+				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect { return l.Release(c.OwnerID, c.Key(), c.FencingToken) })
+			case topics.OpExtend:
+				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
+					return l.Extend(c.OwnerID, c.Key(), c.FencingToken, c.ExtensionDuration)
+				})
+			case topics.OpQuery:
+				m := mem[c.LockName]
+				l := m.Lock("", now, next)
+				ev := modelEvent(topics.TypeStatus, c.Operation, c.RequestID, c.LockName, l.Info())
+				ev.LockInfo.HolderCount = len(l.Holders)
+				for _, h := range l.Holders {
+					status := topics.StatusAcquired
+					if !h.ExpiresAt.After(now) {
+						status = topics.StatusExpired
+					}
+					ev.LockInfo.Holders = append(ev.LockInfo.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token})
+				}
+				d.note(ev)
+			}
+		}
+	}
+	return d.lines
+}
+
+// modelEvents are the events the handlers send for effs of command c (nil:
+// the expiry step), in order.
+func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.Event {
+	var evs []topics.Event
+	own := func(typ string, in rules.Info) *topics.Event {
+		evs = append(evs, modelEvent(typ, c.Operation, c.RequestID, lock, in))
+		return &evs[len(evs)-1]
+	}
+	for _, e := range effs {
+		switch e.Kind {
+		case rules.Grant:
+			evs = append(evs, modelEvent(topics.TypeAcquired, topics.OpAcquire, e.Holder.RequestID, lock, e.Info))
+		case rules.Renew:
+			own(topics.TypeAcquired, e.Info)
+		case rules.Queue:
+			own(topics.TypeQueued, e.Info).QueuePosition = e.Position
+		case rules.Requeue:
+			evs = append(evs, modelEvent(topics.TypeWithdrawn, topics.OpAcquire, e.Prev.RequestID, lock, e.Info))
+			own(topics.TypeQueued, e.Info).QueuePosition = e.Position
+		case rules.Withdraw:
+			own(topics.TypeWithdrawn, e.Info)
+			evs = append(evs, modelEvent(topics.TypeWithdrawn, topics.OpAcquire, e.Waiter.RequestID, lock, e.Info))
+		case rules.Timeout:
+			ev := modelEvent(topics.TypeRejected, topics.OpAcquire, e.Waiter.RequestID, lock, e.Info)
+			ev.ErrorCode = topics.CodeLockTimeout
+			evs = append(evs, ev)
+		case rules.Expire:
+			evs = append(evs, modelEvent(topics.TypeExpired, topics.OpExpire, "", lock, e.Info))
+		case rules.Release:
+			own(topics.TypeReleased, e.Info)
+		case rules.Extend:
+			own(topics.TypeExtended, e.Info)
+		case rules.Refuse:
+			ev := own(topics.TypeRejected, e.Info)
+			ev.ErrorCode = e.Code
+			if e.Code == topics.CodeLockHeld {
+				s := e.RetryAfter.Seconds()
+				ev.RetryAfterSeconds = &s
+			}
+		}
+	}
+	return evs
+}
+
+func modelEvent(typ, op, requestID, lock string, in rules.Info) topics.Event {
+	h := in.Holder
+	li := &topics.LockInfo{LockName: lock, OwnerID: h.Owner, Status: string(in.Status), FencingToken: h.Token,
+		LeaseDuration: h.Lease, AcquisitionCount: in.Acquisitions, ExtensionCount: h.Extensions, Limit: in.Limit}
+	if h.Owner != "" {
+		li.Mode = string(h.Mode)
+	}
+	return topics.Event{Type: typ, Operation: op, RequestID: requestID, LockInfo: li}
+}

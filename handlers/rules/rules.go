@@ -1,0 +1,529 @@
+// Package rules is the lock model as pure functions: given the state of one
+// lock (its limit, its holders, its queue and the database's time), what a
+// command or the passing of time does to it. The handlers load a lock's
+// state, ask these functions, and write what they decide; nothing here
+// touches a database (the callbacks Lock.NextToken and Lock.More do, for
+// the handlers), so every rule is written once, in Go, and tested on its
+// own. Memory holds a lock's whole state in memory: the reference model
+// that the handlers' differential test checks their database paths, the
+// one-statement common cases included, against.
+//
+// # The model
+//
+// A lock has a limit L (1 unless an acquire asks for more) and holders,
+// each with its own owner, mode, fencing token and lease. A holder in
+// exclusive mode takes one of the L places: with L = 1 it is a mutex's
+// holder or a read/write lock's writer, with L > 1 one of a counting
+// semaphore's holders. Holders in shared mode (read locks, L = 1 only) take
+// no place but exclude exclusive ones: any number of shared holders
+// together, or up to L exclusive ones. So a request is compatible with the
+// holders when, exclusive, there are fewer than L of them, or, shared, none
+// of them is exclusive.
+//
+// Waiters queue in FIFO order and are served strictly in it: a waiter is
+// granted only when it is compatible with every holder and no earlier
+// waiter still waits, so a writer waiting behind readers is never starved
+// by later readers. When holders leave, the compatible waiters at the head
+// of the queue are granted together (a run of readers, or as many
+// semaphore holders as there are free places).
+//
+// A lease ends when its holder releases it or when the database's time
+// passes its expiry; a wait ends at its deadline. Ended leases and waits
+// are settled (lock.expired, LOCK_TIMEOUT) by whatever looks at the lock
+// first: a command, the expiry scheduler or cleanup.
+//
+// # Exported names
+//
+// Everything here is for the handlers package of this module and its tests.
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Mode is how a holder holds a lock.
+type Mode string
+
+// Modes.
+const (
+	Exclusive Mode = "exclusive"
+	Shared    Mode = "shared"
+)
+
+// Holder is one lease of a lock: in force, or ended by time and not yet
+// settled.
+type Holder struct {
+	Owner      string
+	Mode       Mode
+	Token      int64
+	AcquiredAt time.Time
+	ExpiresAt  time.Time
+	Lease      float64 // seconds, the acquire's lease_duration
+	Metadata   []byte
+	Extensions int64
+	ReplyTo    string
+	RequestID  string
+	// Partition is the commands partition whose expiry scheduler watches
+	// the lease.
+	Partition int32
+}
+
+// Waiter is a queued acquire.
+type Waiter struct {
+	ID        int64 // queue order: lower first
+	Owner     string
+	Mode      Mode
+	RequestID string
+	Lease     float64
+	Metadata  []byte
+	ReplyTo   string
+	Deadline  time.Time
+	Partition int32
+	// Position is the waiter's place in the whole queue (1 = next), for
+	// Lock.Mine only.
+	Position int
+}
+
+// Lock is one lock's state as a transaction sees it. The queue may be
+// long, so the caller loads only what a decision can need: the first live
+// waiters (Head), every waiter whose deadline has passed (Due) and the
+// command owner's own waiter (Mine); Waiting counts them all.
+type Lock struct {
+	Limit   int
+	Holders []Holder // by token
+	// Head is the first live waiters (deadline after Now), in order; the
+	// rest are loaded by More when Head runs out.
+	Head []Waiter
+	// More returns the live waiters after the one of ID after, in order,
+	// as many as the caller likes (none: Head held them all). Nil: Head
+	// holds every live waiter.
+	More func(after int64) []Waiter
+	// Due is every waiter whose deadline has passed, in order.
+	Due []Waiter
+	// Mine is the command owner's waiter, if it waits, with its Position.
+	Mine *Waiter
+	// Waiting counts every waiter, live and due.
+	Waiting int
+	// Ended is the lease that ended last, and how (Released or Expired):
+	// what the lock shows when nobody holds it.
+	Ended       *Holder
+	EndedStatus Status
+	// Acquisitions counts the grants of the lock so far.
+	Acquisitions int64
+	// Now is the database's time, which decides every expiry.
+	Now time.Time
+	// NextToken hands out a new fencing token (the database's sequence).
+	NextToken func() int64
+
+	// last is the ID of the last waiter taken from or loaded into Head;
+	// withdrawn the owner's waiter the command took off the queue (More
+	// still sees it).
+	last, withdrawn int64
+}
+
+// Status is what lock_info calls the state of the lease an event is about.
+type Status string
+
+// Statuses.
+const (
+	Acquired Status = "acquired"
+	Released Status = "released"
+	Expired  Status = "expired"
+	Free     Status = "free"
+)
+
+// Kind is what an Effect does.
+type Kind int
+
+// Kinds of effects.
+const (
+	// Grant makes Holder a holder: the command's owner (Waiter zero) or the
+	// waiter Waiter, taken off the queue.
+	Grant Kind = iota + 1
+	// Renew: the command's owner held the lock already; Holder is its lease
+	// with the later expiry.
+	Renew
+	// Queue puts the command in the queue as Waiter, at Position.
+	Queue
+	// Requeue gives the place of the owner's waiting request Prev to the
+	// command, Waiter, at Position: Prev is answered lock.withdrawn.
+	Requeue
+	// Withdraw takes the command's owner, Waiter, off the queue.
+	Withdraw
+	// Timeout ends the wait of Waiter: LOCK_TIMEOUT.
+	Timeout
+	// Expire ends Holder's lease, past its expiry.
+	Expire
+	// Release ends the command owner's lease, Holder.
+	Release
+	// Extend lengthens the command owner's lease, Holder.
+	Extend
+	// Refuse answers the command lock.rejected with Code.
+	Refuse
+)
+
+// Effect is one thing a decision does, in the order it happens. Info is
+// the lock as the effect's event shows it: the holder it is about, or for
+// effects not about a holder the lock as it is at that moment.
+type Effect struct {
+	Kind       Kind
+	Holder     Holder
+	Waiter     Waiter
+	Prev       Waiter
+	Position   int
+	Code       string
+	Message    string
+	RetryAfter time.Duration
+	Info       Info
+}
+
+// Info is what lock_info shows: a lease (Holder zero when the lock is free)
+// and its status, and the lock's counts at that moment.
+type Info struct {
+	Holder       Holder
+	Status       Status
+	Acquisitions int64
+	Limit        int
+	Holders      int
+}
+
+// Error codes the rules answer with (those of the contract).
+const (
+	CodeLockHeld      = "LOCK_HELD"
+	CodeNotOwner      = "NOT_OWNER"
+	CodeNotHeld       = "NOT_HELD"
+	CodeTokenMismatch = "TOKEN_MISMATCH"
+	CodeLimitMismatch = "LIMIT_MISMATCH"
+	CodeModeMismatch  = "MODE_MISMATCH"
+)
+
+// Request is an acquire.
+type Request struct {
+	Owner     string
+	Mode      Mode
+	Limit     int
+	Lease     float64
+	Wait      float64 // seconds; 0: refuse at once rather than wait
+	Metadata  []byte
+	ReplyTo   string
+	RequestID string
+	Partition int32
+	Key       string // the lock key, for messages
+}
+
+// holder returns the index of owner's lease, or -1.
+func (l *Lock) holder(owner string) int {
+	return slices.IndexFunc(l.Holders, func(h Holder) bool { return h.Owner == owner })
+}
+
+// compatible reports whether a request of mode could hold the lock beside
+// its holders.
+func (l *Lock) compatible(mode Mode) bool {
+	if mode == Shared {
+		return !slices.ContainsFunc(l.Holders, func(h Holder) bool { return h.Mode == Exclusive })
+	}
+	return len(l.Holders) < l.Limit
+}
+
+// Info is the lock as it is now: its newest lease in force, or the lease
+// that ended last, or free. A lease past its expiry shows as expired.
+func (l *Lock) Info() Info {
+	in := Info{Acquisitions: l.Acquisitions, Limit: l.Limit, Holders: len(l.Holders), Status: Free}
+	switch {
+	case len(l.Holders) > 0:
+		in.Holder = l.Holders[len(l.Holders)-1]
+		in.Status = Acquired
+		if !in.Holder.ExpiresAt.After(l.Now) {
+			in.Status = Expired
+		}
+	case l.Ended != nil:
+		in.Holder, in.Status = *l.Ended, l.EndedStatus
+	}
+	return in
+}
+
+// about is Info for an effect about h.
+func (l *Lock) about(h Holder, s Status) Info {
+	in := l.Info()
+	in.Holder, in.Status = h, s
+	return in
+}
+
+// Settle ends every lease past its expiry (lock.expired, in token order)
+// and hands the lock to its waiters if that frees it for them. It returns
+// the owners whose leases it ended.
+func (l *Lock) Settle() (effs []Effect, ended []string) {
+	for i := 0; i < len(l.Holders); {
+		h := l.Holders[i]
+		if h.ExpiresAt.After(l.Now) {
+			i++
+			continue
+		}
+		l.Holders = slices.Delete(l.Holders, i, i+1)
+		l.end(h, Expired)
+		effs = append(effs, Effect{Kind: Expire, Holder: h, Info: l.about(h, Expired)})
+		ended = append(ended, h.Owner)
+	}
+	return append(effs, l.HandOff()...), ended
+}
+
+func (l *Lock) end(h Holder, s Status) {
+	l.Ended, l.EndedStatus = &h, s
+}
+
+// HandOff grants the lock to the waiters at the head of the queue that are
+// compatible with its holders, in order, stopping at the first that is not.
+// When it can grant (or the lock has neither holders nor live waiters), it
+// first answers every waiter whose deadline has passed, so none of them is
+// granted.
+func (l *Lock) HandOff() []Effect {
+	if l.Waiting == 0 {
+		return nil
+	}
+	l.fill()
+	open := len(l.Head) > 0 && l.compatible(l.Head[0].Mode) || len(l.Head) == 0 && len(l.Holders) == 0
+	if !open {
+		return nil
+	}
+	effs := l.TimeOut()
+	for l.fill(); len(l.Head) > 0 && l.compatible(l.Head[0].Mode); l.fill() {
+		w := l.Head[0]
+		l.Head = l.Head[1:]
+		l.last = w.ID
+		l.Waiting--
+		l.leave(w)
+		effs = append(effs, l.grant(w.Owner, w.Mode, w.Lease, w.Metadata, w.ReplyTo, w.RequestID, w.Partition, w))
+	}
+	return effs
+}
+
+// fill loads the next live waiters into an empty Head, as this command
+// left them: the owner's waiter as the command changed it, or not at all
+// when the command withdrew it.
+func (l *Lock) fill() {
+	if l.More == nil {
+		return
+	}
+	for len(l.Head) == 0 && l.live() > 0 {
+		ws := l.More(l.last)
+		if len(ws) == 0 {
+			return
+		}
+		for _, w := range ws {
+			l.last = w.ID
+			switch {
+			case w.ID == l.withdrawn:
+			case l.Mine != nil && w.ID == l.Mine.ID:
+				l.Head = append(l.Head, *l.Mine)
+			default:
+				l.Head = append(l.Head, w)
+			}
+		}
+	}
+}
+
+// TimeOut answers every waiter whose deadline has passed (LOCK_TIMEOUT).
+func (l *Lock) TimeOut() []Effect {
+	var effs []Effect
+	for _, w := range l.Due {
+		l.Waiting--
+		l.leave(w)
+		effs = append(effs, Effect{Kind: Timeout, Waiter: w, Info: l.Info()})
+	}
+	l.Due = nil
+	return effs
+}
+
+// leave keeps Mine true when w leaves the queue.
+func (l *Lock) leave(w Waiter) {
+	switch {
+	case l.Mine == nil:
+	case l.Mine.ID == w.ID:
+		l.Mine = nil
+	case w.ID < l.Mine.ID:
+		l.Mine.Position--
+	}
+}
+
+func (l *Lock) grant(owner string, mode Mode, lease float64, meta []byte, replyTo, requestID string, partition int32, from Waiter) Effect {
+	h := Holder{Owner: owner, Mode: mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(lease)),
+		Lease: lease, Metadata: meta, ReplyTo: replyTo, RequestID: requestID, Partition: partition}
+	l.Holders = append(l.Holders, h)
+	l.Acquisitions++
+	return Effect{Kind: Grant, Holder: h, Waiter: from, Info: l.about(h, Acquired)}
+}
+
+// Acquire decides an acquire, after settling the lock: renew the owner's
+// lease, grant, refuse, or queue.
+func (l *Lock) Acquire(r Request) []Effect {
+	effs, _ := l.Settle()
+	if i := l.holder(r.Owner); i >= 0 {
+		h := &l.Holders[i]
+		switch {
+		case h.Mode != r.Mode:
+			return append(effs, l.refuse(CodeModeMismatch, fmt.Sprintf("%q holds lock %q in %s mode", r.Owner, r.Key, h.Mode)))
+		case r.Limit != l.Limit:
+			return append(effs, l.limitMismatch(r))
+		}
+		if until := l.Now.Add(seconds(r.Lease)); until.After(h.ExpiresAt) {
+			h.ExpiresAt = until
+		}
+		if r.ReplyTo != "" {
+			h.ReplyTo = r.ReplyTo
+		}
+		return append(effs, Effect{Kind: Renew, Holder: *h, Info: l.about(*h, Acquired)})
+	}
+	if (len(l.Holders) > 0 || l.Waiting > 0) && r.Limit != l.Limit {
+		return append(effs, l.limitMismatch(r))
+	}
+	if len(l.Head) == 0 && l.live() == 0 && l.compatible(r.Mode) {
+		if len(l.Holders) == 0 {
+			l.Limit = r.Limit
+		}
+		effs = append(effs, l.TimeOut()...)
+		return append(effs, l.grant(r.Owner, r.Mode, r.Lease, r.Metadata, r.ReplyTo, r.RequestID, r.Partition, Waiter{}))
+	}
+	if r.Wait == 0 {
+		return append(effs, l.lockHeld(r))
+	}
+	effs = append(effs, l.TimeOut()...)
+	w := Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
+		ReplyTo: r.ReplyTo, Deadline: l.Now.Add(seconds(r.Wait)), Partition: r.Partition}
+	if l.Mine != nil {
+		prev := *l.Mine
+		w.ID, w.Position = prev.ID, prev.Position
+		l.Mine = &w
+		for i := range l.Head {
+			if l.Head[i].ID == w.ID {
+				l.Head[i] = w
+			}
+		}
+		effs = append(effs, Effect{Kind: Requeue, Waiter: w, Prev: prev, Position: w.Position, Info: l.Info()})
+		// A waiter asking again in the other mode may be compatible now.
+		return append(effs, l.HandOff()...)
+	}
+	l.Waiting++
+	w.Position = l.Waiting
+	l.Mine = &w
+	if len(l.Head) == l.Waiting-1 && l.More == nil {
+		l.Head = append(l.Head, w) // the queue was all loaded: it still is
+	}
+	return append(effs, Effect{Kind: Queue, Waiter: w, Position: w.Position, Info: l.Info()})
+}
+
+// live counts the waiters whose deadline has not passed.
+func (l *Lock) live() int { return l.Waiting - len(l.Due) }
+
+func (l *Lock) limitMismatch(r Request) Effect {
+	return l.refuse(CodeLimitMismatch, fmt.Sprintf("lock %q has limit %d, the acquire asked for %d", r.Key, l.Limit, r.Limit))
+}
+
+// lockHeld refuses an acquire that would have to wait: RetryAfter is how
+// long until the leases now in its way end (unless extended).
+func (l *Lock) lockHeld(r Request) Effect {
+	owner := l.Info().Holder.Owner
+	e := l.refuse(CodeLockHeld, fmt.Sprintf("lock %q is held by %q", r.Key, owner))
+	var ends []time.Time
+	for _, h := range l.Holders {
+		if r.Mode == Exclusive || h.Mode == Exclusive {
+			ends = append(ends, h.ExpiresAt)
+		}
+	}
+	slices.SortFunc(ends, func(a, b time.Time) int { return a.Compare(b) })
+	// Exclusive: until all but Limit-1 of them have ended (the last one
+	// for a mutex); shared, or behind waiters: until the last has.
+	k := len(ends) - 1
+	if r.Mode == Exclusive && l.live() == 0 {
+		k = len(ends) - l.Limit
+	}
+	if k >= 0 && k < len(ends) {
+		e.RetryAfter = ends[k].Sub(l.Now)
+	}
+	return e
+}
+
+func (l *Lock) refuse(code, msg string) Effect {
+	return Effect{Kind: Refuse, Code: code, Message: msg, Info: l.Info()}
+}
+
+// Release decides a release by owner (guarded by token when given): an
+// owner still waiting leaves the queue, before any ended lease is settled
+// (settling must not grant the lock to the owner giving it up); a holder's
+// lease ends and the lock goes to the next waiters.
+func (l *Lock) Release(owner, key string, token *int64) []Effect {
+	if l.Mine != nil {
+		w := *l.Mine
+		l.withdraw(w)
+		effs := []Effect{{Kind: Withdraw, Waiter: w, Info: l.Info()}}
+		more, _ := l.Settle()
+		return append(effs, more...)
+	}
+	effs, ended := l.Settle()
+	i := l.holder(owner)
+	switch {
+	case i >= 0 && token != nil && *token != l.Holders[i].Token:
+		return append(effs, l.refuse(CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *token)))
+	case i >= 0:
+		h := l.Holders[i]
+		l.Holders = slices.Delete(l.Holders, i, i+1)
+		l.end(h, Released)
+		effs = append(effs, Effect{Kind: Release, Holder: h, Info: l.about(h, Released)})
+		return append(effs, l.HandOff()...)
+	}
+	return append(effs, l.notHolder(owner, key, ended))
+}
+
+// notHolder refuses a holder's command from an owner that holds nothing.
+func (l *Lock) notHolder(owner, key string, ended []string) Effect {
+	switch {
+	case slices.Contains(ended, owner):
+		return l.refuse(CodeNotHeld, "the lease had already expired")
+	case len(l.Holders) > 0:
+		return l.refuse(CodeNotOwner, fmt.Sprintf("lock %q is held by another owner", key))
+	}
+	return l.refuse(CodeNotHeld, fmt.Sprintf("lock %q is not held", key))
+}
+
+func (l *Lock) withdraw(w Waiter) {
+	l.Waiting--
+	l.Mine = nil
+	l.withdrawn = w.ID
+	l.Head = slices.DeleteFunc(l.Head, func(x Waiter) bool { return x.ID == w.ID })
+	l.Due = slices.DeleteFunc(l.Due, func(x Waiter) bool { return x.ID == w.ID })
+}
+
+// Extend decides an extend by owner (guarded by token when given): its
+// lease, still in force, ends by seconds later (0: by its lease_duration).
+func (l *Lock) Extend(owner, key string, token *int64, by float64) []Effect {
+	effs, ended := l.Settle()
+	i := l.holder(owner)
+	switch {
+	case i < 0:
+		return append(effs, l.notHolder(owner, key, ended))
+	case token != nil && *token != l.Holders[i].Token:
+		return append(effs, l.refuse(CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *token)))
+	}
+	h := &l.Holders[i]
+	if by == 0 {
+		by = h.Lease
+	}
+	h.ExpiresAt = h.ExpiresAt.Add(seconds(by))
+	h.Extensions++
+	return append(effs, Effect{Kind: Extend, Holder: *h, Info: l.about(*h, Acquired)})
+}
+
+// Expire is the expiry step for one lock: leases past their expiry end,
+// the lock goes to the next waiters, and the waits past their deadline
+// end.
+func (l *Lock) Expire() []Effect {
+	effs, _ := l.Settle()
+	return append(effs, l.TimeOut()...)
+}
+
+// seconds converts the contract's seconds to a Duration, to the
+// microsecond, as PostgreSQL's make_interval does.
+func seconds(s float64) time.Duration {
+	return time.Duration(s*1e6) * time.Microsecond
+}

@@ -1,0 +1,346 @@
+package rules
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// model is a Memory with a clock and tokens, checking the invariants after
+// every decision.
+type model struct {
+	*Memory
+	t     *testing.T
+	now   time.Time
+	token int64
+}
+
+func newModel(t *testing.T) *model {
+	return &model{Memory: NewMemory(), t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (m *model) lock(owner string) *Lock {
+	return m.Lock(owner, m.now, func() int64 { m.token++; return m.token })
+}
+
+func (m *model) save(l *Lock, effs []Effect) {
+	require.NoError(m.t, m.Save(l, effs))
+	m.check()
+}
+
+// check asserts the invariants of every state: never more holders than the
+// model allows, an owner holds or waits once, and strict FIFO leaves no
+// live waiter at the head that could hold the lock.
+func (m *model) check() {
+	t := m.t
+	exclusive := 0
+	owners := map[string]bool{}
+	for _, h := range m.Holders {
+		if h.Mode == Exclusive {
+			exclusive++
+		}
+		require.False(t, owners[h.Owner], "%s holds twice", h.Owner)
+		owners[h.Owner] = true
+	}
+	require.LessOrEqual(t, len(m.Holders), max(m.Limit, len(m.Holders)-exclusive), "holders: %v", m.Holders)
+	require.LessOrEqual(t, exclusive, m.Limit)
+	if exclusive > 0 && m.Limit == 1 {
+		require.Len(t, m.Holders, 1, "a writer holds alone")
+	}
+	for _, w := range m.Queue {
+		require.False(t, owners[w.Owner], "%s holds and waits", w.Owner)
+		owners[w.Owner] = true
+	}
+	live := slices.IndexFunc(m.Queue, func(w Waiter) bool { return w.Deadline.After(m.now) })
+	if live >= 0 && !m.expiredHolder() {
+		l := m.lock("")
+		require.False(t, l.compatible(m.Queue[live].Mode), "first live waiter %v left waiting beside %v", m.Queue[live], m.Holders)
+	}
+}
+
+// expiredHolder reports whether a lease has run out unsettled (its place
+// frees only when something looks at the lock).
+func (m *model) expiredHolder() bool {
+	return slices.ContainsFunc(m.Holders, func(h Holder) bool { return !h.ExpiresAt.After(m.now) })
+}
+
+func (m *model) acquire(owner string, mode Mode, limit int, lease, wait float64) []Effect {
+	l := m.lock(owner)
+	effs := l.Acquire(Request{Owner: owner, Mode: mode, Limit: limit, Lease: lease, Wait: wait, RequestID: "req-" + owner, Key: "/k"})
+	m.save(l, effs)
+	return effs
+}
+
+func (m *model) release(owner string, token *int64) []Effect {
+	l := m.lock(owner)
+	effs := l.Release(owner, "/k", token)
+	m.save(l, effs)
+	return effs
+}
+
+func (m *model) extend(owner string, token *int64, by float64) []Effect {
+	l := m.lock(owner)
+	effs := l.Extend(owner, "/k", token, by)
+	m.save(l, effs)
+	return effs
+}
+
+func (m *model) expire() []Effect {
+	l := m.lock("")
+	effs := l.Expire()
+	m.save(l, effs)
+	return effs
+}
+
+func (m *model) advance(d time.Duration) { m.now = m.now.Add(d) }
+
+// kinds renders effects as "kind owner" (or "kind code"), in order.
+func kinds(effs []Effect) string {
+	var s []string
+	for _, e := range effs {
+		switch e.Kind {
+		case Grant, Renew, Expire, Release, Extend:
+			s = append(s, fmt.Sprintf("%s %s", kindName[e.Kind], e.Holder.Owner))
+		case Queue, Requeue, Withdraw, Timeout:
+			s = append(s, fmt.Sprintf("%s %s", kindName[e.Kind], e.Waiter.Owner))
+		case Refuse:
+			s = append(s, "refuse "+e.Code)
+		}
+	}
+	return strings.Join(s, ", ")
+}
+
+var kindName = map[Kind]string{Grant: "grant", Renew: "renew", Queue: "queue", Requeue: "requeue", Withdraw: "withdraw",
+	Timeout: "timeout", Expire: "expire", Release: "release", Extend: "extend", Refuse: "refuse"}
+
+func TestReadersShareWriterWaits(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant r1", kinds(m.acquire("r1", Shared, 1, 30, 0)))
+	require.Equal(t, "grant r2", kinds(m.acquire("r2", Shared, 1, 30, 0)))
+	require.Equal(t, "refuse LOCK_HELD", kinds(m.acquire("w", Exclusive, 1, 30, 0)))
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
+	// A later reader is compatible with the readers but waits behind the
+	// writer: strict FIFO, so the writer is not starved.
+	effs := m.acquire("r3", Shared, 1, 30, 60)
+	require.Equal(t, "queue r3", kinds(effs))
+	require.Equal(t, 2, effs[0].Position)
+	require.Equal(t, "refuse LOCK_HELD", kinds(m.acquire("r4", Shared, 1, 30, 0)))
+	require.Equal(t, "release r1", kinds(m.release("r1", nil)))
+	require.Equal(t, "release r2, grant w", kinds(m.release("r2", nil)))
+	require.Equal(t, "refuse LOCK_HELD", kinds(m.acquire("r4", Shared, 1, 30, 0)))
+	require.Equal(t, "release w, grant r3", kinds(m.release("w", nil)))
+	require.Equal(t, "grant r4", kinds(m.acquire("r4", Shared, 1, 30, 0)))
+}
+
+func TestWriterHoldsAlone(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant w", kinds(m.acquire("w", Exclusive, 1, 30, 0)))
+	require.Equal(t, "refuse LOCK_HELD", kinds(m.acquire("r", Shared, 1, 30, 0)))
+	require.Equal(t, "refuse LOCK_HELD", kinds(m.acquire("w2", Exclusive, 1, 30, 0)))
+	require.Equal(t, "renew w", kinds(m.acquire("w", Exclusive, 1, 30, 0)))
+}
+
+func TestReleaseHandsOffToEveryReaderAtTheHead(t *testing.T) {
+	m := newModel(t)
+	m.acquire("w", Exclusive, 1, 30, 0)
+	for _, o := range []string{"r1", "r2", "r3"} {
+		m.acquire(o, Shared, 1, 30, 60)
+	}
+	m.acquire("w2", Exclusive, 1, 30, 60)
+	m.acquire("r4", Shared, 1, 30, 60)
+	effs := m.release("w", nil)
+	require.Equal(t, "release w, grant r1, grant r2, grant r3", kinds(effs))
+	tokens := map[int64]bool{}
+	for _, e := range effs[1:] {
+		require.Equal(t, Shared, e.Holder.Mode)
+		tokens[e.Holder.Token] = true
+		require.Equal(t, e.Holder, e.Info.Holder, "each grant's lock_info is about its holder")
+	}
+	require.Len(t, tokens, 3, "each reader has its own fencing token")
+	require.Equal(t, 3, effs[3].Info.Holders)
+	require.Equal(t, "release r1", kinds(m.release("r1", nil)))
+	require.Equal(t, "release r2", kinds(m.release("r2", nil)))
+	require.Equal(t, "release r3, grant w2", kinds(m.release("r3", nil)))
+	require.Equal(t, "release w2, grant r4", kinds(m.release("w2", nil)))
+}
+
+func TestReaderExpiryLetsWriterInWhenTheLastReaderIsGone(t *testing.T) {
+	m := newModel(t)
+	m.acquire("r1", Shared, 1, 10, 0)
+	m.acquire("r2", Shared, 1, 20, 0)
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
+	m.advance(15 * time.Second)
+	require.Equal(t, "expire r1", kinds(m.expire()))
+	m.advance(10 * time.Second)
+	effs := m.expire()
+	require.Equal(t, "expire r2, grant w", kinds(effs))
+	require.Equal(t, Expired, effs[0].Info.Status)
+	require.Equal(t, "r2", effs[0].Info.Holder.Owner)
+	// A command sees the same: the writer's release settles nothing more.
+	require.Equal(t, "release w", kinds(m.release("w", nil)))
+}
+
+func TestReaderExpirySettledByACommand(t *testing.T) {
+	m := newModel(t)
+	m.acquire("r1", Shared, 1, 10, 0)
+	m.acquire("w", Exclusive, 1, 30, 60)
+	m.advance(11 * time.Second)
+	// The writer asks again: the reader's ended lease is settled first,
+	// which grants the writer its place, and the command renews it (as v1).
+	require.Equal(t, "expire r1, grant w, renew w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
+	require.Equal(t, "refuse NOT_OWNER", kinds(m.release("r1", nil)), "the writer holds now")
+}
+
+func TestSemaphoreNeverExceedsItsLimit(t *testing.T) {
+	m := newModel(t)
+	for _, o := range []string{"a", "b", "c"} {
+		require.Equal(t, "grant "+o, kinds(m.acquire(o, Exclusive, 3, 30, 0)))
+	}
+	require.Equal(t, "refuse LOCK_HELD", kinds(m.acquire("d", Exclusive, 3, 30, 0)))
+	require.Equal(t, "queue d", kinds(m.acquire("d", Exclusive, 3, 30, 60)))
+	require.Equal(t, "queue e", kinds(m.acquire("e", Exclusive, 3, 30, 60)))
+	m.advance(5 * time.Second)
+	require.Equal(t, "release b, grant d", kinds(m.release("b", nil)))
+	m.advance(26 * time.Second)
+	// a and c ended, d still holds: e takes one of the two free places.
+	require.Equal(t, "expire a, expire c, grant e", kinds(m.expire()))
+	require.Len(t, m.Holders, 2)
+	require.Equal(t, "grant f", kinds(m.acquire("f", Exclusive, 3, 30, 0)))
+	require.Equal(t, 3, m.lock("").Info().Holders)
+}
+
+func TestSemaphoreRetryAfterIsTheFirstPlaceToFree(t *testing.T) {
+	m := newModel(t)
+	m.acquire("a", Exclusive, 2, 20, 0)
+	m.acquire("b", Exclusive, 2, 10, 0)
+	effs := m.acquire("c", Exclusive, 2, 30, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Equal(t, 10*time.Second, effs[0].RetryAfter)
+
+	m = newModel(t)
+	m.acquire("w", Exclusive, 1, 12, 0)
+	effs = m.acquire("x", Exclusive, 1, 30, 0)
+	require.Equal(t, 12*time.Second, effs[0].RetryAfter, "a mutex: the holder's expiry, as in v1")
+}
+
+func TestMismatches(t *testing.T) {
+	m := newModel(t)
+	m.acquire("a", Exclusive, 3, 30, 0)
+	require.Equal(t, "refuse LIMIT_MISMATCH", kinds(m.acquire("b", Exclusive, 2, 30, 0)))
+	require.Equal(t, "refuse LIMIT_MISMATCH", kinds(m.acquire("b", Exclusive, 1, 30, 60)))
+	require.Equal(t, "refuse LIMIT_MISMATCH", kinds(m.acquire("a", Exclusive, 2, 30, 0)), "the holder too")
+	require.Equal(t, "refuse MODE_MISMATCH", kinds(m.acquire("a", Shared, 3, 30, 0)))
+	m.release("a", nil)
+	// Nobody holds or waits: the next acquire sets the limit.
+	require.Equal(t, "grant b", kinds(m.acquire("b", Exclusive, 2, 30, 0)))
+	require.Equal(t, 2, m.Limit)
+
+	m = newModel(t)
+	m.acquire("r", Shared, 1, 30, 0)
+	require.Equal(t, "refuse MODE_MISMATCH", kinds(m.acquire("r", Exclusive, 1, 30, 0)), "no upgrade in place")
+	m.acquire("w", Exclusive, 1, 30, 60)
+	require.Equal(t, "refuse LIMIT_MISMATCH", kinds(m.acquire("x", Exclusive, 2, 30, 60)), "waiters agree on the limit too")
+}
+
+func TestHolderCommands(t *testing.T) {
+	m := newModel(t)
+	m.acquire("r1", Shared, 1, 30, 0)
+	m.acquire("r2", Shared, 1, 30, 0)
+	tok := m.Holders[0].Token
+	wrong := tok + 100
+	require.Equal(t, "refuse TOKEN_MISMATCH", kinds(m.release("r1", &wrong)))
+	require.Equal(t, "refuse TOKEN_MISMATCH", kinds(m.extend("r1", &wrong, 0)))
+	require.Equal(t, "refuse NOT_OWNER", kinds(m.release("x", nil)))
+	effs := m.extend("r1", &tok, 5)
+	require.Equal(t, "extend r1", kinds(effs))
+	require.Equal(t, m.now.Add(35*time.Second), effs[0].Holder.ExpiresAt)
+	require.EqualValues(t, 1, effs[0].Holder.Extensions)
+	require.Equal(t, "extend r2", kinds(m.extend("r2", nil, 0)))
+	require.Equal(t, m.now.Add(60*time.Second), m.Holders[1].ExpiresAt, "by its own lease")
+	require.Equal(t, "release r1", kinds(m.release("r1", &tok)))
+	m.advance(61 * time.Second)
+	require.Equal(t, "expire r2, refuse NOT_HELD", kinds(m.extend("r2", nil, 0)))
+	require.Equal(t, "refuse NOT_HELD", kinds(m.release("r2", nil)))
+	info := m.lock("").Info()
+	require.Equal(t, Expired, info.Status)
+	require.Equal(t, "r2", info.Holder.Owner, "a free lock shows the lease that ended last")
+}
+
+func TestWaitersWithdrawTimeOutAndRequeue(t *testing.T) {
+	m := newModel(t)
+	m.acquire("w", Exclusive, 1, 30, 0)
+	m.acquire("a", Shared, 1, 30, 10)
+	m.acquire("b", Shared, 1, 30, 60)
+	require.Equal(t, "withdraw b", kinds(m.release("b", nil)))
+	m.acquire("b", Shared, 1, 30, 60)
+	effs := m.acquire("b", Shared, 1, 30, 60)
+	require.Equal(t, "requeue b", kinds(effs))
+	require.Equal(t, 2, effs[0].Position)
+	m.advance(11 * time.Second)
+	require.Equal(t, "timeout a", kinds(m.expire()))
+	require.Equal(t, "release w, grant b", kinds(m.release("w", nil)))
+
+	// A wait that ended is answered before the owner queues anew.
+	m = newModel(t)
+	m.acquire("w", Exclusive, 1, 60, 0)
+	m.acquire("a", Exclusive, 1, 30, 10)
+	m.advance(11 * time.Second)
+	effs = m.acquire("a", Exclusive, 1, 30, 10)
+	require.Equal(t, "timeout a, queue a", kinds(effs))
+	require.Equal(t, 1, effs[1].Position)
+	// A released lock is not granted to a waiter whose wait ended.
+	m.advance(11 * time.Second)
+	require.Equal(t, "release w, timeout a", kinds(m.release("w", nil)))
+}
+
+// TestRandomSequencesKeepTheInvariants drives random commands with random
+// modes and limits through the rules, with the queue loaded whole or a few
+// waiters at a time; model.check asserts after each that
+// a semaphore never has more holders than its limit, a writer holds alone
+// and no waiter at the head is left waiting when it could hold.
+func TestRandomSequencesKeepTheInvariants(t *testing.T) {
+	owners := []string{"o1", "o2", "o3", "o4", "o5", "o6"}
+	for seed := uint64(1); seed <= 200; seed++ {
+		r := rand.New(rand.NewPCG(seed, 7))
+		m := newModel(t)
+		m.Page = r.IntN(4) // Head of 1 to 3 waiters and the rest by More, or all
+		limit := 1 + r.IntN(3)
+		grants := 0
+		for range 200 {
+			o := owners[r.IntN(len(owners))]
+			mode := Exclusive
+			if limit == 1 && r.IntN(2) == 0 {
+				mode = Shared
+			}
+			var effs []Effect
+			switch n := r.IntN(100); {
+			case n < 40:
+				l := limit
+				if r.IntN(20) == 0 {
+					l = 1 + r.IntN(3)
+				}
+				effs = m.acquire(o, mode, l, float64(1+r.IntN(20)), float64(r.IntN(3)*10))
+			case n < 65:
+				effs = m.release(o, nil)
+			case n < 75:
+				effs = m.extend(o, nil, float64(r.IntN(5)))
+			case n < 85:
+				effs = m.expire()
+			default:
+				m.advance(time.Duration(r.IntN(8000)) * time.Millisecond)
+			}
+			for _, e := range effs {
+				if e.Kind == Grant {
+					grants++
+					require.Equal(t, e.Holder, e.Info.Holder)
+				}
+			}
+		}
+		require.EqualValues(t, grants, m.Acquisitions, "seed %d", seed)
+	}
+}
