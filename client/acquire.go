@@ -26,6 +26,32 @@ type acquireOptions struct {
 	metaErr        error
 	keepAlive      bool
 	onQueued       func(position int)
+	mode           Mode
+	limit          int
+}
+
+// Mode is how an acquire holds a lock.
+type Mode string
+
+// Modes. Exclusive is the default: one holder (or one of a semaphore's
+// Limit holders). Shared is a read lock: any number of shared holders
+// together, never beside an exclusive one; waiters are served strictly in
+// order, so a waiting writer is not starved by later readers.
+const (
+	Exclusive Mode = topics.ModeExclusive
+	Shared    Mode = topics.ModeShared
+)
+
+// WithMode sets the mode of the acquire. Default Exclusive.
+func WithMode(m Mode) AcquireOption {
+	return func(o *acquireOptions) { o.mode = m }
+}
+
+// WithLimit makes the lock a counting semaphore of n exclusive holders
+// (1 .. 10,000). Every holder and waiter of a lock must ask for the same
+// limit (else ErrLimitMismatch); a shared acquire takes no limit. Default 1.
+func WithLimit(n int) AcquireOption {
+	return func(o *acquireOptions) { o.limit = n }
 }
 
 // WithLease sets the lease duration (0.1 s .. 24 h). Default:
@@ -129,6 +155,12 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	// an invalid tiny positive value after float rounding.
 	cmd.WaitTimeout = o.wait.Truncate(time.Millisecond).Seconds()
 	cmd.OwnerMetadata = o.metadata
+	if o.mode != Exclusive {
+		cmd.Mode = string(o.mode)
+	}
+	if o.limit > 1 {
+		cmd.Limit = o.limit
+	}
 	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}
@@ -197,6 +229,16 @@ func (c *Client) abandon(acq topics.Command) {
 // lost, and releases the lock when fn returns. If the lease was lost while
 // fn ran, the error wraps ErrLeaseLost (and fn's error, if any).
 func WithLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...AcquireOption) error {
+	return withLock(ctx, c, name, fn, opts)
+}
+
+// WithRLock is WithLock holding the lock in shared mode (a read lock):
+// readers run fn together, never beside a writer (WithLock).
+func WithRLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts ...AcquireOption) error {
+	return withLock(ctx, c, name, fn, append(opts, WithMode(Shared)))
+}
+
+func withLock(ctx context.Context, c *Client, name string, fn func(ctx context.Context, l *Lease) error, opts []AcquireOption) error {
 	l, err := c.Acquire(ctx, name, opts...)
 	if err != nil {
 		return err

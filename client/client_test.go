@@ -580,3 +580,64 @@ func TestReleaseOfLeaseEndedBehindItsBack(t *testing.T) {
 	assert.ErrorIs(t, err, client.ErrLeaseLost)
 	assert.ErrorIs(t, err, client.ErrNotHeld, "the loss names the refusal")
 }
+
+// Read/write locks and semaphores through the SDK: readers hold together,
+// a writer waits for the last of them and is served before a later reader;
+// a semaphore of 2 admits two holders, and a different limit is refused.
+func TestSharedLocksAndSemaphores(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "modes")
+	lock := uniq("rw")
+	r1, err := c.TryAcquire(ctx, lock, client.WithMode(client.Shared))
+	require.NoError(t, err)
+	r2, err := c.TryAcquire(ctx, lock, client.WithMode(client.Shared))
+	require.NoError(t, err, "readers hold together")
+	require.Equal(t, topics.ModeShared, r2.Info().Mode)
+	_, err = c.TryAcquire(ctx, lock)
+	require.ErrorIs(t, err, client.ErrLockHeld, "no writer beside readers")
+
+	writer, late := make(chan *client.Lease, 1), make(chan *client.Lease, 1)
+	queued := make(chan int, 2)
+	go func() {
+		l, err := c.Acquire(ctx, lock, client.OnQueued(func(p int) { queued <- p }))
+		assert.NoError(t, err)
+		writer <- l
+	}()
+	require.Equal(t, 1, <-queued)
+	go func() {
+		l, err := c.Acquire(ctx, lock, client.WithMode(client.Shared), client.OnQueued(func(p int) { queued <- p }))
+		assert.NoError(t, err)
+		late <- l
+	}()
+	require.Equal(t, 2, <-queued, "a later reader queues behind the waiting writer")
+	require.NoError(t, r1.Release(ctx))
+	select {
+	case <-writer:
+		t.Fatal("the writer was granted beside a reader")
+	default:
+	}
+	require.NoError(t, r2.Release(ctx))
+	w := <-writer
+	require.NoError(t, w.Release(ctx))
+	require.NoError(t, (<-late).Release(ctx))
+
+	sem := uniq("sem")
+	a, err := c.TryAcquire(ctx, sem, client.WithLimit(2))
+	require.NoError(t, err)
+	b, err := c.TryAcquire(ctx, sem, client.WithLimit(2))
+	require.NoError(t, err)
+	_, err = c.TryAcquire(ctx, sem, client.WithLimit(2))
+	require.ErrorIs(t, err, client.ErrLockHeld, "a semaphore of 2 has 2 holders at most")
+	_, err = c.TryAcquire(ctx, sem, client.WithLimit(3))
+	require.ErrorIs(t, err, client.ErrLimitMismatch)
+	require.NoError(t, a.Release(ctx))
+	require.NoError(t, b.Release(ctx))
+
+	ran := 0
+	require.NoError(t, client.WithRLock(ctx, c, lock, func(ctx context.Context, l *client.Lease) error {
+		ran++
+		require.Equal(t, topics.ModeShared, l.Info().Mode)
+		return nil
+	}))
+	require.Equal(t, 1, ran)
+}

@@ -15,6 +15,8 @@ import (
 type acquireSpec struct {
 	lock, owner, metadata *string
 	lease, wait           seconds
+	shared                *bool
+	limit                 *int
 }
 
 func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec {
@@ -22,6 +24,8 @@ func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec 
 		lock:     fs.String("lock", "", "lock name (required)"),
 		owner:    fs.String("owner", "", "owner id (default: <requester>-<random>)"),
 		metadata: fs.String("metadata", "", "owner_metadata, a JSON object"),
+		shared:   fs.Bool("shared", false, "hold the lock in shared mode (a read lock: readers together, never beside a writer)"),
+		limit:    fs.Int("limit", 0, "make the lock a counting semaphore of N holders (every holder must give the same N)"),
 	}
 	fs.Var(&a.lease, "lease", leaseHelp)
 	fs.Var(&a.wait, "wait", waitHelp)
@@ -35,11 +39,16 @@ func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
 	if err != nil {
 		return nil, err
 	}
+	mode := client.Exclusive
+	if *a.shared {
+		mode = client.Shared
+	}
 	if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *a.lock, OwnerID: *a.owner,
-		LeaseDuration: a.lease.d.Seconds(), WaitTimeout: a.wait.d.Seconds(), OwnerMetadata: []byte(*a.metadata)}); err != nil {
+		LeaseDuration: a.lease.d.Seconds(), WaitTimeout: a.wait.d.Seconds(), OwnerMetadata: []byte(*a.metadata),
+		Mode: string(mode), Limit: *a.limit}); err != nil {
 		return nil, err
 	}
-	opts = append(opts, client.WithLease(a.lease.d), client.WithWait(a.wait.d))
+	opts = append(opts, client.WithLease(a.lease.d), client.WithWait(a.wait.d), client.WithMode(mode), client.WithLimit(*a.limit))
 	if *a.owner != "" {
 		opts = append(opts, client.WithOwner(*a.owner))
 	}

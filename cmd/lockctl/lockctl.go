@@ -34,12 +34,12 @@ const (
 const usage = `usage: lockctl COMMAND [flags]
 
 commands:
-  acquire --lock NAME [--owner ID] [--lease 30s] [--wait 0] [--metadata JSON]
+  acquire --lock NAME [--owner ID] [--lease 30s] [--wait 0] [--metadata JSON] [--shared | --limit N]
   release --lock NAME --owner ID [--token N]
   extend  --lock NAME --owner ID [--by DURATION] [--token N]
   query   --lock NAME
   cleanup [--lock NAME|*] [--max-age DURATION]
-  run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
+  run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N] -- COMMAND [ARGS...]
   watch   [--lock NAME] [--from-beginning]
 
 flags of every command:

@@ -315,3 +315,30 @@ func TestWatchPrintsLines(t *testing.T) {
 
 func fmtSscanf(s, format string, v *int64) (int, error) { return fmt.Sscanf(s, format, v) }
 func itoa(v int64) string                               { return strconv.FormatInt(v, 10) }
+
+// Read locks and semaphores from the command line: --shared holders share,
+// a writer is refused beside them; --limit makes a semaphore; both together
+// is a usage error before anything is sent.
+func TestSharedAndLimitFlags(t *testing.T) {
+	const rw, sem = "ctl-rw", "ctl-sem"
+	for _, owner := range []string{"r1", "r2"} {
+		r := lockctl(t, "acquire", "--lock", rw, "--owner", owner, "--shared")
+		require.Equal(t, exitOK, r.code, r.stderr)
+	}
+	r := lockctl(t, "acquire", "--lock", rw, "--owner", "w")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "LOCK_HELD")
+
+	for _, owner := range []string{"s1", "s2"} {
+		r := lockctl(t, "acquire", "--lock", sem, "--owner", owner, "--limit", "2")
+		require.Equal(t, exitOK, r.code, r.stderr)
+	}
+	r = lockctl(t, "acquire", "--lock", sem, "--owner", "s3", "--limit", "2")
+	assert.Equal(t, exitRefused, r.code)
+	r = lockctl(t, "acquire", "--lock", sem, "--owner", "s3", "--limit", "5")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "LIMIT_MISMATCH")
+
+	r = lockctl(t, "acquire", "--lock", "ctl-both", "--shared", "--limit", "2")
+	assert.Equal(t, exitUsage, r.code, r.stderr)
+}
