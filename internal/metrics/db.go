@@ -17,6 +17,8 @@ type LockStats struct {
 	// HeldLocks are leases in force: one per holder (a shared lock or a
 	// semaphore may have several).
 	HeldLocks int64 `json:"held_locks"`
+	// HeldShared are the shared (read) ones among them.
+	HeldShared int64 `json:"held_shared"`
 	// LeasesOverdue have passed expires_at but were not ended yet: the expiry
 	// scheduler ends each within a second, so a number that stays up means
 	// a partition's scheduler is stuck or its partition has no owner.
@@ -41,9 +43,10 @@ func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 	var s LockStats
 	err := pool.QueryRow(ctx, `
 		SELECT count(*) FILTER (WHERE expires_at > clock_timestamp()),
+		       count(*) FILTER (WHERE expires_at > clock_timestamp() AND mode = 'shared'),
 		       count(*) FILTER (WHERE expires_at <= clock_timestamp()),
 		       (SELECT count(*) FROM lock_waiters)
-		FROM lock_holders`).Scan(&s.HeldLocks, &s.LeasesOverdue, &s.Waiters)
+		FROM lock_holders`).Scan(&s.HeldLocks, &s.HeldShared, &s.LeasesOverdue, &s.Waiters)
 	if err != nil {
 		return LockStats{}, fmt.Errorf("counting held locks and waiters: %w", err)
 	}
@@ -63,12 +66,13 @@ type dbCollector struct {
 
 var (
 	heldDesc     = prometheus.NewDesc(Namespace+"_locks_held", "Leases in force, one per holder (whole database).", nil, nil)
+	byModeDesc   = prometheus.NewDesc(Namespace+"_locks_held_by_mode", "Leases in force by mode: shared (read locks) or exclusive (mutexes, writers, semaphore holders) (whole database).", []string{"mode"}, nil)
 	overdueDesc  = prometheus.NewDesc(Namespace+"_leases_overdue", "Leases past expires_at not ended yet (whole database); the scheduler ends each within 1 s.", nil, nil)
 	waitersDesc  = prometheus.NewDesc(Namespace+"_lock_waiters", "Queued acquires (whole database).", nil, nil)
 	backlogDesc  = prometheus.NewDesc(Namespace+"_outbox_backlog", "Outbox rows not yet acknowledged by Kafka, and acknowledged ones up to 100 ms before their deletion (whole database).", nil, nil)
 	parkedDesc   = prometheus.NewDesc(Namespace+"_outbox_parked", "Outbox rows parked: refused for good by Kafka, or of a topic that failed RELAY_MAX_ATTEMPTS times (whole database).", nil, nil)
 	oldestDesc   = prometheus.NewDesc(Namespace+"_outbox_oldest_age_seconds", "Age of the oldest outbox row (whole database; 0 when empty).", nil, nil)
-	dbStatsDescs = []*prometheus.Desc{heldDesc, overdueDesc, waitersDesc, backlogDesc, parkedDesc, oldestDesc}
+	dbStatsDescs = []*prometheus.Desc{heldDesc, byModeDesc, overdueDesc, waitersDesc, backlogDesc, parkedDesc, oldestDesc}
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -96,4 +100,6 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, g.v)
 	}
+	ch <- prometheus.MustNewConstMetric(byModeDesc, prometheus.GaugeValue, float64(s.HeldShared), "shared")
+	ch <- prometheus.MustNewConstMetric(byModeDesc, prometheus.GaugeValue, float64(s.HeldLocks-s.HeldShared), "exclusive")
 }
