@@ -25,6 +25,10 @@
 //
 // Not part of "all", by name only:
 //
+//   - modes: exclusive locks, one shared (read) lock and one semaphore, the
+//     same clients and window alternating: what a shared command costs
+//     beside an exclusive one (issue 14: at most twice).
+//
 //   - soak: a closed loop of 32 clients on 64 locks for 10 minutes against
 //     the database as it is (autovacuum on or off); throughput and p99 per
 //     minute, and the last minute's over the first's (issue 11: hours of
@@ -70,7 +74,7 @@ const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/lockbench?sslmode
 var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources", "peer"}
 
 // longScenarios run only when named, after the others.
-var longScenarios = []string{"soak", failoverScenario}
+var longScenarios = []string{"soak", failoverScenario, "modes"}
 
 // Config is every knob of a run.
 type Config struct {
@@ -212,7 +216,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
 	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
-	fs.IntVar(&cfg.PeerRounds, "peer-rounds", cfg.PeerRounds, "peer: rounds of lockworker then the original design (default 3, quick 1)")
+	fs.IntVar(&cfg.PeerRounds, "peer-rounds", cfg.PeerRounds, "peer and modes: rounds of alternation (default 3, quick 1)")
 	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
 	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
 	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
@@ -489,6 +493,13 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	}
 	if cfg.wants("resources") {
 		rep.Resources = b.resources()
+	}
+	if cfg.wants("modes") {
+		r, err := b.modes(ctx)
+		rep.Modes = &r
+		if err != nil {
+			return rep, fmt.Errorf("modes: %w", err)
+		}
 	}
 	if cfg.wants("peer") {
 		if t.adminURL == "" {

@@ -116,3 +116,27 @@ func TestSoakSmoke(t *testing.T) {
 	require.Contains(t, table.String(), "soak: 4 clients on 8 locks")
 	require.Contains(t, table.String(), "throughput last window / first")
 }
+
+// TestModesSmoke runs the modes scenario briefly: exclusive, shared and
+// semaphore rounds all complete without errors and report a cost ratio.
+func TestModesSmoke(t *testing.T) {
+	cfg, err := parseFlags([]string{"--scenario", "modes", "--broker-memory", "--quick", "--clients", "8", "--duration", "1s", "--warmup", "300ms"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	cfg.DatabaseURL = testdb.URL()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := run(ctx, cfg, &progress)
+	t.Log(progress.String())
+	require.NoError(t, err)
+	require.NotNil(t, rep.Modes)
+	require.Len(t, rep.Modes.Rounds, 1)
+	r := rep.Modes.Rounds[0]
+	for _, x := range []ThroughputResult{r.Exclusive, r.Shared, r.Semaphore} {
+		require.Positive(t, x.Commands, x.Via)
+		require.Zero(t, x.Errors, x.Via)
+	}
+	var table bytes.Buffer
+	rep.print(&table, cfg)
+	require.Contains(t, table.String(), "shared / exclusive CPU per command")
+}

@@ -139,10 +139,9 @@ func (b *bench) peer(ctx context.Context) (PeerResult, error) {
 		}
 		res.Rounds = append(res.Rounds, r)
 	}
-	one := *b
 	cfg := *b.cfg
 	cfg.Clients = 1
-	one.cfg = &cfg
+	one := &bench{cfg: &cfg, t: b.t, d: b.d, run: b.run, rep: b.rep, progress: b.progress}
 	res.Light, err = one.throughput(ctx, "original design, 1 client", one.peerCycler(pool, -1), false)
 	return res, err
 }

@@ -35,6 +35,7 @@ type Report struct {
 	Failover        *FailoverResult `json:"failover,omitempty"`
 	Soak            *SoakResult     `json:"soak,omitempty"`
 	Peer            *PeerResult     `json:"peer,omitempty"`
+	Modes           *ModesResult    `json:"modes,omitempty"`
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
@@ -123,6 +124,7 @@ func (r *Report) finish(cfg *Config) {
 	}
 	r.soakGoals()
 	r.peerGoals()
+	r.modesGoals()
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
 }
@@ -225,6 +227,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	}
 	if r.Peer != nil {
 		r.Peer.print(w)
+	}
+	if r.Modes != nil {
+		r.Modes.print(w)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)

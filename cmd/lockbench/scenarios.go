@@ -24,6 +24,7 @@ type bench struct {
 	// progress is where "running scenario N" lines go (stderr).
 	progress func(format string, args ...any)
 	rss      []rssMark
+	cyclers  atomic.Int64 // numbers each cycler, so no two share a request_id
 }
 
 func (b *bench) rid(parts ...any) string {
@@ -79,13 +80,35 @@ type ThroughputResult struct {
 // commands completed.
 type cycler func(ctx context.Context, client, i int) (acq, rel time.Duration, done int, err error)
 
-func (b *bench) rawCycler(timeout time.Duration) cycler {
+func (b *bench) rawCycler(timeout time.Duration) cycler { return b.shapedCycler(timeout, lockShape{}) }
+
+// lockShape says which lock each virtual client takes, and how.
+type lockShape struct {
+	// lock, when set, is the one lock every client takes; else each client
+	// takes its own.
+	lock  string
+	mode  string
+	limit int
+	wait  float64 // seconds in the queue
+}
+
+// shapedCycler is rawCycler for any lock shape.
+func (b *bench) shapedCycler(timeout time.Duration, shape lockShape) cycler {
+	gen := b.cyclers.Add(1)
 	return func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
-		lock := b.rid("tp", "raw", c)
+		lock := shape.lock
+		if lock == "" {
+			lock = b.rid("tp", "raw", c)
+		}
 		owner := fmt.Sprintf("tp-owner-%d", c)
 		var took [2]time.Duration
 		for k, op := range []string{topics.OpAcquire, topics.OpRelease} {
-			cmd := topics.Command{RequestID: b.rid("tp", c, i, op[:1]), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60}
+			// A request_id used again would be answered from its stored
+			// outcome without any lock work.
+			cmd := topics.Command{RequestID: b.rid("tp", gen, c, i, op[:1]), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60}
+			if op == topics.OpAcquire {
+				cmd.Mode, cmd.Limit, cmd.WaitTimeout = shape.mode, shape.limit, shape.wait
+			}
 			start := time.Now()
 			r, err := b.d.call(ctx, cmd, timeout)
 			if err != nil {

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// The modes scenario (issue 14) measures what the lock model's modes cost
+// per command beside plain mutexes, with the same clients and window,
+// alternating: exclusive (each client its own lock), shared (every client
+// a read lock on one lock) and a semaphore (every client on one lock of
+// limit ModesLimit, waiting its turn).
+
+// ModesRound is one round of the three shapes.
+type ModesRound struct {
+	Exclusive ThroughputResult `json:"exclusive"`
+	Shared    ThroughputResult `json:"shared"`
+	Semaphore ThroughputResult `json:"semaphore"`
+	// SharedCost is the CPU (worker, broker and PostgreSQL) per shared
+	// command over the CPU per exclusive command.
+	SharedCost float64 `json:"shared_cost_ratio"`
+}
+
+// ModesResult is the modes scenario.
+type ModesResult struct {
+	Clients int          `json:"clients"`
+	Limit   int          `json:"semaphore_limit"`
+	Rounds  []ModesRound `json:"rounds"`
+}
+
+// modesLimit is the semaphore's size.
+const modesLimit = 10
+
+func (b *bench) modes(ctx context.Context) (ModesResult, error) {
+	res := ModesResult{Clients: b.cfg.Clients, Limit: modesLimit}
+	for round := range b.cfg.PeerRounds {
+		b.progress("modes round %d of %d: exclusive, shared, semaphore of %d; %d clients", round+1, b.cfg.PeerRounds, modesLimit, b.cfg.Clients)
+		var r ModesRound
+		var err error
+		shapes := []struct {
+			dst   *ThroughputResult
+			via   string
+			shape lockShape
+		}{
+			{&r.Exclusive, "exclusive", lockShape{}},
+			{&r.Shared, "shared", lockShape{lock: b.rid("modes", "shared", round), mode: topics.ModeShared}},
+			{&r.Semaphore, fmt.Sprintf("semaphore of %d", modesLimit), lockShape{lock: b.rid("modes", "sem", round), limit: modesLimit, wait: 30}},
+		}
+		for _, s := range shapes {
+			if *s.dst, err = b.throughput(ctx, s.via, b.shapedCycler(30*time.Second, s.shape), false); err != nil {
+				return res, err
+			}
+			b.quiesce(ctx, time.Minute)
+		}
+		if ex, sh := cpuPerCommand(r.Exclusive), cpuPerCommand(r.Shared); ex > 0 {
+			r.SharedCost = sh / ex
+		}
+		res.Rounds = append(res.Rounds, r)
+	}
+	return res, nil
+}
+
+// cpuPerCommand is the worker's, broker's and PostgreSQL's CPU seconds per
+// command in a throughput window.
+func cpuPerCommand(t ThroughputResult) float64 {
+	if t.Commands == 0 {
+		return 0
+	}
+	return (t.CPU.WorkerCPU + t.CPU.PostgresCPU) / float64(t.Commands)
+}
+
+func (r *Report) modesGoals() {
+	m := r.Modes
+	if m == nil || len(m.Rounds) == 0 {
+		return
+	}
+	worst := m.Rounds[0].SharedCost
+	for _, x := range m.Rounds[1:] {
+		worst = max(worst, x.SharedCost)
+	}
+	r.goal("modes", fmt.Sprintf("CPU per shared command / per exclusive, %d holders, worst round", m.Clients), "<= 2x", worst, "x", worst <= 2, worst > 0)
+}
+
+func (m *ModesResult) print(w io.Writer) {
+	fmt.Fprintf(w, "\nmodes: %d clients acquiring and releasing; CPU ms per command (worker, broker, PostgreSQL)\n", m.Clients)
+	for i, x := range m.Rounds {
+		for _, t := range []ThroughputResult{x.Exclusive, x.Shared, x.Semaphore} {
+			fmt.Fprintf(w, "  round %d  %-16s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %.3f ms/cmd  errors %d\n",
+				i+1, t.Via, fmtNum(t.PerSecond), t.Acquire.P50, t.Acquire.P99, cpuPerCommand(t)*1000, t.Errors)
+		}
+		fmt.Fprintf(w, "  round %d  shared / exclusive CPU per command: %.2fx\n", i+1, x.SharedCost)
+	}
+}
