@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
 )
 
 // Build compiles lockworker and devkafka into dir (the Go build cache makes
@@ -42,8 +43,9 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 
 // TestChaos runs three lockworker processes on one devkafka process,
 // SIGKILLs (and now and then SIGTERMs) one every few seconds and restarts
-// it, under load on every partition, and checks the replies: no lock held
-// twice, fencing tokens rising in grant order, every command answered
+// it, under load on every partition (mutexes, semaphores of 2 and
+// read/write locks), and checks the replies: no lock held beyond its mode
+// and limit, fencing tokens rising in grant order, every command answered
 // exactly once.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
@@ -79,7 +81,8 @@ func TestChaos(t *testing.T) {
 		}
 	}()
 
-	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Lease: 500 * time.Millisecond})
+	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Contenders: 3,
+		Lease: 500 * time.Millisecond, Modes: true})
 	require.NoError(t, err)
 	kills, terms := 0, 0
 	for round := range 8 {
@@ -101,6 +104,20 @@ func TestChaos(t *testing.T) {
 	t.Logf("%d SIGKILLs, %d SIGTERMs; %d commands (%d resends), %d replies; worst answer %s, p99 %s, unanswered %d",
 		kills, terms, st.Commands, load.Resends(), len(h.Replies), st.Worst, st.P99, st.Unanswered)
 	require.Greater(t, st.Commands, 200, "too little load to mean anything")
+	var shared, semaphore int
+	for _, ev := range h.Replies {
+		if ev.Type == topics.TypeAcquired && ev.LockInfo != nil {
+			if ev.LockInfo.Mode == topics.ModeShared {
+				shared++
+			}
+			if ev.LockInfo.Limit == 2 {
+				semaphore++
+			}
+		}
+	}
+	t.Logf("grants: %d shared, %d in semaphores of 2", shared, semaphore)
+	require.Positive(t, shared, "read locks were granted")
+	require.Positive(t, semaphore, "semaphores were granted")
 	require.NoError(t, Check(h))
 }
 

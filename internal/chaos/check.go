@@ -3,6 +3,8 @@
 // from the replies alone that no fault broke the lock contract:
 //
 //   - no two holders of a lock overlap (by database time, the one clock),
+//     except as its mode and limit allow: shared holders together, never
+//     beside an exclusive one, and at most limit exclusive holders,
 //   - fencing tokens rise in grant order,
 //   - every command is answered, and exactly once: every reply to a
 //     request_id, resends included, is the same event.
@@ -14,6 +16,7 @@ package chaos
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -33,10 +36,12 @@ const maxViolations = 20
 
 // lease is one grant of a lock (one fencing token) as the replies tell it.
 type lease struct {
-	token int64
-	owner string
-	start time.Time
-	end   time.Time // min(latest expires_at, release time)
+	token  int64
+	owner  string
+	shared bool
+	limit  int
+	start  time.Time
+	end    time.Time // min(latest expires_at, release time)
 }
 
 // Check returns an error listing every violation of the contract it finds
@@ -103,6 +108,7 @@ func Check(h History) error {
 				continue
 			}
 			l := get(li)
+			l.shared, l.limit = li.Mode == topics.ModeShared, max(li.Limit, 1)
 			if l.owner != li.OwnerID {
 				fail("lock %s token %d held by %s and by %s", li.LockName, li.FencingToken, l.owner, li.OwnerID)
 			}
@@ -128,19 +134,51 @@ func Check(h History) error {
 			}
 			return ls[i].token < ls[j].token
 		})
-		for i := 1; i < len(ls); i++ {
-			prev, cur := ls[i-1], ls[i]
-			if cur.token <= prev.token {
+		var active []*lease // leases in force when cur starts
+		for i, cur := range ls {
+			if i > 0 && cur.token <= ls[i-1].token {
+				prev := ls[i-1]
 				fail("lock %s: token %d (%s, granted %s) after token %d (%s, granted %s): tokens must rise in grant order",
 					key, cur.token, cur.owner, stamp(cur.start), prev.token, prev.owner, stamp(prev.start))
 			}
-			if cur.start.Before(prev.end) {
-				fail("lock %s held twice: %s (token %d) from %s while %s (token %d) held it until %s",
-					key, cur.owner, cur.token, stamp(cur.start), prev.owner, prev.token, stamp(prev.end))
+			active = slices.DeleteFunc(active, func(a *lease) bool { return !cur.start.Before(a.end) })
+			if other, exclusives := conflict(cur, active); other != nil {
+				if cur.limit > 1 && !cur.shared && !other.shared {
+					fail("lock %s over its limit %d: %s (token %d) from %s beside %d exclusive holders, %s (token %d) until %s among them",
+						key, cur.limit, cur.owner, cur.token, stamp(cur.start), exclusives, other.owner, other.token, stamp(other.end))
+				} else {
+					fail("lock %s held twice: %s (token %d) from %s while %s (token %d) held it until %s",
+						key, cur.owner, cur.token, stamp(cur.start), other.owner, other.token, stamp(other.end))
+				}
 			}
+			active = append(active, cur)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// conflict returns a lease in force that cur may not hold beside, and how
+// many exclusive leases are in force: a shared lease conflicts with an
+// exclusive one; an exclusive one with a shared one, or with limit others.
+func conflict(cur *lease, active []*lease) (*lease, int) {
+	var exclusive, shared *lease
+	n := 0
+	for _, a := range active {
+		if a.shared {
+			shared = a
+		} else {
+			exclusive, n = a, n+1
+		}
+	}
+	switch {
+	case cur.shared && exclusive != nil:
+		return exclusive, n
+	case !cur.shared && shared != nil:
+		return shared, n
+	case !cur.shared && n >= cur.limit:
+		return exclusive, n
+	}
+	return nil, n
 }
 
 func stamp(t time.Time) string { return t.Format("15:04:05.000000") }

@@ -65,6 +65,35 @@ func TestCheck(t *testing.T) {
 			h.Replies[1] = ev("e2", topics.TypeReleased, "r2", 500, info("a", 3, 0, 1000))
 		}, "tokens must rise in grant order"},
 	}
+	// A read/write lock R and a semaphore S of 2, within their rules: two
+	// readers together, then a writer; two holders of S at once.
+	modes := func(lock, mode string, limit int, owner string, token int64, acquired, expires int) *topics.LockInfo {
+		li := info(owner, token, acquired, expires)
+		li.LockName, li.Mode, li.Limit = lock, mode, limit
+		return li
+	}
+	modal := History{Sent: []string{"m1", "m2", "m3", "m4", "m5"}, Replies: []topics.Event{
+		ev("m1", topics.TypeAcquired, "m1", 0, modes("R", topics.ModeShared, 1, "r1", 10, 0, 1000)),
+		ev("m2", topics.TypeAcquired, "m2", 100, modes("R", topics.ModeShared, 1, "r2", 11, 100, 1000)),
+		ev("m3", topics.TypeAcquired, "m3", 1000, modes("R", topics.ModeExclusive, 1, "w", 12, 1000, 2000)),
+		ev("m4", topics.TypeAcquired, "m4", 0, modes("S", topics.ModeExclusive, 2, "s1", 20, 0, 1000)),
+		ev("m5", topics.TypeAcquired, "m5", 10, modes("S", topics.ModeExclusive, 2, "s2", 21, 10, 1000)),
+	}}
+	require.NoError(t, Check(modal))
+	for name, tc := range map[string]struct {
+		extra topics.Event
+		want  string
+	}{
+		"writer beside readers":    {ev("m6", topics.TypeAcquired, "m6", 500, modes("R", topics.ModeExclusive, 1, "w2", 13, 500, 900)), "lock /R held twice: w2"},
+		"reader beside a writer":   {ev("m6", topics.TypeAcquired, "m6", 1500, modes("R", topics.ModeShared, 1, "r3", 13, 1500, 1900)), "lock /R held twice: r3"},
+		"semaphore over its limit": {ev("m6", topics.TypeAcquired, "m6", 20, modes("S", topics.ModeExclusive, 2, "s3", 22, 20, 900)), "lock /S over its limit 2: s3"},
+	} {
+		h := History{Sent: append(append([]string(nil), modal.Sent...), "m6"), Replies: append(append([]topics.Event(nil), modal.Replies...), tc.extra)}
+		err := Check(h)
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), tc.want, name)
+	}
+
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := History{Sent: append([]string(nil), clean.Sent...), Replies: append([]topics.Event(nil), clean.Replies...)}

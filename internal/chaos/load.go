@@ -39,6 +39,29 @@ type LoadConfig struct {
 	Resend time.Duration
 	// ReplyTopic [locks.replies.chaos-<random>].
 	ReplyTopic string
+	// Modes makes every third lock a semaphore of 2 and every third a
+	// read/write lock whose first contender writes and the others read;
+	// the rest stay mutexes. Default false: mutexes only.
+	Modes bool
+}
+
+// shape is how a contender acquires: its mode and the lock's limit.
+type shape struct {
+	mode  string
+	limit int
+}
+
+// shapeOf is the shape of contender c on the k-th lock.
+func (c *LoadConfig) shapeOf(k, contender int) shape {
+	switch {
+	case !c.Modes || k%3 == 0:
+		return shape{}
+	case k%3 == 1:
+		return shape{limit: 2}
+	case contender == 0:
+		return shape{mode: topics.ModeExclusive}
+	}
+	return shape{mode: topics.ModeShared}
 }
 
 func (c *LoadConfig) defaults() {
@@ -123,8 +146,8 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 		for i := range cfg.LocksPerPartition {
 			lock := fmt.Sprintf("p%03d-l%d", p, i)
 			for c := range cfg.Contenders {
-				owner := fmt.Sprintf("%s-o%d", lock, c)
-				l.wg.Go(func() { l.contend(lctx, p, lock, owner) })
+				owner, sh := fmt.Sprintf("%s-o%d", lock, c), cfg.shapeOf(p*cfg.LocksPerPartition+i, c)
+				l.wg.Go(func() { l.contend(lctx, p, lock, owner, sh) })
 			}
 		}
 	}
@@ -155,11 +178,11 @@ func (l *Load) consume(ctx context.Context) {
 }
 
 // contend is one owner's loop on one lock.
-func (l *Load) contend(ctx context.Context, partition int, lock, owner string) {
+func (l *Load) contend(ctx context.Context, partition int, lock, owner string, sh shape) {
 	grants := 0
 	for n := 0; ctx.Err() == nil; n++ {
 		ev, ok := l.call(ctx, partition, topics.Command{Operation: "acquire", LockName: lock, OwnerID: owner,
-			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n)})
+			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n), Mode: sh.mode, Limit: sh.limit})
 		if !ok {
 			return
 		}
