@@ -288,6 +288,18 @@ func describe(li *topics.LockInfo) string {
 	if len(li.OwnerMetadata) > 0 {
 		fmt.Fprintf(&b, " metadata=%s", li.OwnerMetadata)
 	}
+	if li.Mode == topics.ModeShared {
+		b.WriteString(" mode=shared")
+	}
+	if li.Limit > 1 {
+		fmt.Fprintf(&b, " limit=%d", li.Limit)
+	}
+	if li.HolderCount > 1 { // a query of a shared lock or a semaphore: every holder
+		fmt.Fprintf(&b, " holders=%d", li.HolderCount)
+		for _, h := range li.Holders {
+			fmt.Fprintf(&b, "\n  %s %s token=%d expires=%s", h.OwnerID, h.Mode, h.FencingToken, h.ExpiresAt.Format(topics.TimeLayout))
+		}
+	}
 	return b.String()
 }
 

@@ -328,6 +328,10 @@ func TestSharedAndLimitFlags(t *testing.T) {
 	r := lockctl(t, "acquire", "--lock", rw, "--owner", "w")
 	assert.Equal(t, exitRefused, r.code)
 	assert.Contains(t, r.stderr, "LOCK_HELD")
+	r = lockctl(t, "query", "--lock", rw)
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "mode=shared holders=2\n  r1 shared token=")
+	assert.Contains(t, r.stdout, "\n  r2 shared token=")
 
 	for _, owner := range []string{"s1", "s2"} {
 		r := lockctl(t, "acquire", "--lock", sem, "--owner", owner, "--limit", "2")
