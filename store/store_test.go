@@ -829,21 +829,30 @@ func TestPrune(t *testing.T) {
 	require.Equal(t, "new lock.released", left)
 }
 
+// migratedTo opens a fresh schema migrated up to version, for the rows a
+// test writes in an older schema before Migrate takes it further.
+func migratedTo(t *testing.T, version int32) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	st := testdb.NewSchema(t).Open(t, store.Config{})
+	conn, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
+	require.NoError(t, err)
+	require.NoError(t, m.LoadMigrations(migrations.FS))
+	require.NoError(t, m.MigrateTo(ctx, version))
+	return st
+}
+
 // TestMigrateKeepsUnpublishedHeaders: outbox rows written before migration
 // 002 (headers as jsonb, values base64) keep their headers, binary values
 // included, in the bytea form the relay reads.
 func TestMigrateKeepsUnpublishedHeaders(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := testdb.NewSchema(t).Open(t, store.Config{})
-	conn, err := st.Pool.Acquire(ctx)
-	require.NoError(t, err)
-	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
-	require.NoError(t, err)
-	require.NoError(t, m.LoadMigrations(migrations.FS))
-	require.NoError(t, m.MigrateTo(ctx, 1))
-	conn.Release()
-	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, key, value, headers) VALUES
+	st := migratedTo(t, 1)
+	_, err := st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, key, value, headers) VALUES
 		(0, 't', 'k', 'v1', '[{"k":"ce_id","v":"MDE5Mw=="},{"k":"bin","v":"AP8KgA=="},{"k":"empty","v":null}]'),
 		(0, 't', 'k', 'v2', '[]')`)
 	require.NoError(t, err)
@@ -869,15 +878,8 @@ func TestMigrateKeepsUnpublishedHeaders(t *testing.T) {
 func TestMigrateKeepsLeasesAndWaiters(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := testdb.NewSchema(t).Open(t, store.Config{})
-	conn, err := st.Pool.Acquire(ctx)
-	require.NoError(t, err)
-	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
-	require.NoError(t, err)
-	require.NoError(t, m.LoadMigrations(migrations.FS))
-	require.NoError(t, m.MigrateTo(ctx, 7))
-	conn.Release()
-	_, err = st.Pool.Exec(ctx, `
+	st := migratedTo(t, 7)
+	_, err := st.Pool.Exec(ctx, `
 		INSERT INTO locks (namespace, lock_name, status, owner_id, fencing_token, acquired_at, expires_at, lease_duration, owner_metadata,
 			acquisition_count, extension_count, reply_to, holder_request_id, waiter_count, source_partition) VALUES
 			('ns', 'held', 'acquired', 'alice', 17, '2026-01-01 00:00:00Z', '2026-01-01 00:01:00Z', 60, '{"k": 1}', 3, 2,

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -68,7 +69,7 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 				topic, n, w.replies.max, w.replies.create)}
 		}
 	}
-	if w.cfg.RequireFencingToken && c.FencingToken == nil && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
+	if op, _ := topics.LookupOperation(c.Operation); w.cfg.RequireFencingToken && c.FencingToken == nil && slices.Contains(op.Fields, "fencing_token") {
 		return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
 			Message: "fencing_token is required for " + c.Operation + " (REQUIRE_FENCING_TOKEN)"}
 	}

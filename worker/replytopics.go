@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,7 +42,7 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 		cancel()
 		if err == nil {
 			for _, name := range listed.Names() {
-				if len(name) > len(rt.prefix) && name[:len(rt.prefix)] == rt.prefix {
+				if len(name) > len(rt.prefix) && strings.HasPrefix(name, rt.prefix) {
 					rt.known[name] = true
 				}
 			}

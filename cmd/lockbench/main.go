@@ -136,9 +136,9 @@ type Config struct {
 	RelayConcurrentTopics bool `json:"relay_concurrent_topics"`
 
 	Failover FailoverConfig `json:"failover"`
-	// PeerRounds is how many times the peer scenario alternates lockworker
-	// and the original design.
-	PeerRounds int `json:"peer_rounds"`
+	// Rounds is how many times the peer and modes scenarios alternate
+	// what they compare.
+	Rounds int `json:"rounds"`
 }
 
 // DefaultConfig is `make bench`: a few minutes on a 2-core machine.
@@ -150,7 +150,7 @@ func DefaultConfig() Config {
 		Waiters: 100, Leases: 10000, Lease: time.Second,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
-		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3}, PeerRounds: 3,
+		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3}, Rounds: 3,
 		SoakDuration: 10 * time.Minute, SoakWindow: time.Minute, SoakClients: 32, SoakLocks: 64, SoakScrape: 15 * time.Second, Vacuum: true,
 	}
 }
@@ -165,7 +165,7 @@ func (c *Config) quick() {
 	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
 	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls = 2, 2, 1
 	c.SoakDuration, c.SoakWindow = 30*time.Second, 10*time.Second
-	c.PeerRounds = 1
+	c.Rounds = 1
 }
 
 func (c *Config) wants(name string) bool { return slices.Contains(c.Scenarios, name) }
@@ -216,7 +216,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
 	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
-	fs.IntVar(&cfg.PeerRounds, "peer-rounds", cfg.PeerRounds, "peer and modes: rounds of alternation (default 3, quick 1)")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "peer and modes: rounds of alternation (default 3, quick 1)")
 	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
 	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
 	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")

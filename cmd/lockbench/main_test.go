@@ -67,6 +67,22 @@ func TestSmoke(t *testing.T) {
 	require.True(t, strings.HasPrefix(string(b), "{"))
 }
 
+// runFlags runs lockbench with these flags against the test database, for
+// at most two minutes, and returns its report.
+func runFlags(t *testing.T, args ...string) (*Report, *Config) {
+	t.Helper()
+	cfg, err := parseFlags(args, &bytes.Buffer{})
+	require.NoError(t, err)
+	cfg.DatabaseURL = testdb.URL()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := run(ctx, cfg, &progress)
+	t.Log(progress.String())
+	require.NoError(t, err)
+	return rep, cfg
+}
+
 func TestParseScenarios(t *testing.T) {
 	s, err := parseScenarios("1,latency, 6")
 	require.NoError(t, err)
@@ -89,16 +105,8 @@ func TestParseScenarios(t *testing.T) {
 // the worker's vacuum loop: it reports every window, the ratios and the
 // dead rows, and prints its table. It never asserts speed.
 func TestSoakSmoke(t *testing.T) {
-	cfg, err := parseFlags([]string{"--scenario", "soak", "--broker-memory", "--soak-duration", "3s", "--soak-window", "1s",
-		"--soak-clients", "4", "--soak-locks", "8", "--warmup", "500ms"}, &bytes.Buffer{})
-	require.NoError(t, err)
-	cfg.DatabaseURL = testdb.URL()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var progress bytes.Buffer
-	rep, err := run(ctx, cfg, &progress)
-	t.Log(progress.String())
-	require.NoError(t, err)
+	rep, cfg := runFlags(t, "--scenario", "soak", "--broker-memory", "--soak-duration", "3s", "--soak-window", "1s",
+		"--soak-clients", "4", "--soak-locks", "8", "--warmup", "500ms")
 	require.Nil(t, rep.Throughput, "only the soak ran")
 	s := rep.Soak
 	require.NotNil(t, s)
@@ -120,15 +128,7 @@ func TestSoakSmoke(t *testing.T) {
 // TestModesSmoke runs the modes scenario briefly: exclusive, shared and
 // semaphore rounds all complete without errors and report a cost ratio.
 func TestModesSmoke(t *testing.T) {
-	cfg, err := parseFlags([]string{"--scenario", "modes", "--broker-memory", "--quick", "--clients", "8", "--duration", "1s", "--warmup", "300ms"}, &bytes.Buffer{})
-	require.NoError(t, err)
-	cfg.DatabaseURL = testdb.URL()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var progress bytes.Buffer
-	rep, err := run(ctx, cfg, &progress)
-	t.Log(progress.String())
-	require.NoError(t, err)
+	rep, cfg := runFlags(t, "--scenario", "modes", "--broker-memory", "--quick", "--clients", "8", "--duration", "1s", "--warmup", "300ms")
 	require.NotNil(t, rep.Modes)
 	require.Len(t, rep.Modes.Rounds, 1)
 	r := rep.Modes.Rounds[0]

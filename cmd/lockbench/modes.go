@@ -37,8 +37,8 @@ const modesLimit = 10
 
 func (b *bench) modes(ctx context.Context) (ModesResult, error) {
 	res := ModesResult{Clients: b.cfg.Clients, Limit: modesLimit}
-	for round := range b.cfg.PeerRounds {
-		b.progress("modes round %d of %d: exclusive, shared, semaphore of %d; %d clients", round+1, b.cfg.PeerRounds, modesLimit, b.cfg.Clients)
+	for round := range b.cfg.Rounds {
+		b.progress("modes round %d of %d: exclusive, shared, semaphore of %d; %d clients", round+1, b.cfg.Rounds, modesLimit, b.cfg.Clients)
 		var r ModesRound
 		var err error
 		shapes := []struct {

@@ -99,7 +99,7 @@ func (b *bench) peerCycler(pool *pgxpool.Pool, round int) cycler {
 	}
 }
 
-// peer runs cfg.PeerRounds rounds at cfg.Clients, then the original design
+// peer runs cfg.Rounds rounds at cfg.Clients, then the original design
 // alone with one client.
 func (b *bench) peer(ctx context.Context) (PeerResult, error) {
 	res := PeerResult{Clients: b.cfg.Clients}
@@ -121,8 +121,8 @@ func (b *bench) peer(ctx context.Context) (PeerResult, error) {
 	if _, err := pool.Exec(ctx, peerDDL); err != nil {
 		return res, fmt.Errorf("creating the original design's table: %w", err)
 	}
-	for round := range b.cfg.PeerRounds {
-		b.progress("peer round %d of %d: lockworker, then the original design, %d clients", round+1, b.cfg.PeerRounds, b.cfg.Clients)
+	for round := range b.cfg.Rounds {
+		b.progress("peer round %d of %d: lockworker, then the original design, %d clients", round+1, b.cfg.Rounds, b.cfg.Clients)
 		var r PeerRound
 		if r.Lockworker, err = b.throughput(ctx, "lockworker", b.rawCycler(30*time.Second), false); err != nil {
 			return res, err

@@ -160,7 +160,11 @@ func (v *Verifier) current() ([]jwt.VerificationKey, []string) {
 		return v.keys, v.methods
 	}
 	v.checked = time.Now()
-	stamp, err := v.stampNow()
+	files, err := v.files()
+	var stamp string
+	if err == nil {
+		stamp, err = stampOf(files)
+	}
 	if err == nil && stamp == v.stamp {
 		return v.keys, v.methods
 	}
@@ -198,11 +202,8 @@ func (v *Verifier) files() ([]string, error) {
 	return files, nil
 }
 
-func (v *Verifier) stampNow() (string, error) {
-	files, err := v.files()
-	if err != nil {
-		return "", err
-	}
+// stampOf is the key files' names, sizes and times: it changes when they do.
+func stampOf(files []string) (string, error) {
 	var b strings.Builder
 	for _, f := range files {
 		fi, err := os.Stat(f)
@@ -216,10 +217,13 @@ func (v *Verifier) stampNow() (string, error) {
 
 // load reads every key and the methods they verify.
 func (v *Verifier) load() (keys []jwt.VerificationKey, methods []string, stamp string, err error) {
-	if stamp, err = v.stampNow(); err != nil {
+	files, err := v.files()
+	if err != nil {
 		return nil, nil, "", err
 	}
-	files, _ := v.files()
+	if stamp, err = stampOf(files); err != nil {
+		return nil, nil, "", err
+	}
 	known := map[string]bool{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
