@@ -20,6 +20,7 @@ func (a *applier) acquire(ctx context.Context) error {
 			a.recordHistory(p.ev)
 			a.reply(p)
 			a.emit(a.env.Names.Acquired, c.Key(), p)
+			return a.changedState(ctx, ch, true)
 		}
 		return err
 	}

@@ -43,13 +43,14 @@ const grantAtOnceSQL = `
 			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, ord)
 		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
 	l AS (
-		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at)
-		SELECT u.ns, u.nm, 'acquired', u.lim, 1, (u.mode = 'shared')::int, 1, u.part, clock_timestamp() FROM u ORDER BY u.ord
+		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at, revision)
+		SELECT u.ns, u.nm, 'acquired', u.lim, 1, (u.mode = 'shared')::int, 1, u.part, clock_timestamp(), 1 FROM u ORDER BY u.ord
 		ON CONFLICT (namespace, lock_name) DO UPDATE SET
 			status = 'acquired', lock_limit = EXCLUDED.lock_limit, holder_count = 1, shared_count = EXCLUDED.shared_count,
-			acquisition_count = l.acquisition_count + 1, source_partition = EXCLUDED.source_partition, updated_at = clock_timestamp()
+			acquisition_count = l.acquisition_count + 1, source_partition = EXCLUDED.source_partition, updated_at = clock_timestamp(),
+			revision = l.revision + 1
 		WHERE l.holder_count = 0 AND l.waiter_count = 0
-		RETURNING namespace, lock_name, lock_limit, acquisition_count, updated_at, nextval('fencing_tokens') AS token),
+		RETURNING namespace, lock_name, lock_limit, acquisition_count, revision, updated_at, nextval('fencing_tokens') AS token),
 	h AS (
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
 			owner_metadata, reply_to, request_id, source_partition)
@@ -57,7 +58,7 @@ const grantAtOnceSQL = `
 			u.meta::jsonb, nullif(u.reply, ''), u.req, u.part
 		FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name
 		RETURNING *)
-	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
+	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
 
 // joinAtOnceSQL, after grantAtOnceSQL on the same arrays, adds a holder to
@@ -75,7 +76,8 @@ const joinAtOnceSQL = `
 		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
 	l AS (
 		UPDATE locks l SET holder_count = l.holder_count + 1, shared_count = l.shared_count + (u.mode = 'shared')::int,
-			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp()
+			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp(),
+			revision = l.revision + 1
 		FROM u
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM u)) AND l.ctid = u.tid
 			AND l.holder_count > 0 AND l.waiter_count = 0 AND l.lock_limit = u.lim
@@ -83,7 +85,7 @@ const joinAtOnceSQL = `
 				ELSE l.shared_count = 0 AND l.holder_count < l.lock_limit END
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
 				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp()))
-		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at,
+		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.updated_at,
 			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, nextval('fencing_tokens') AS token),
 	h AS (
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
@@ -92,7 +94,7 @@ const joinAtOnceSQL = `
 			l.meta::jsonb, nullif(l.reply, ''), l.req, l.part
 		FROM l
 		RETURNING *)
-	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
+	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
 
 // changedHolderCols are holderCols of a common case's holder row h.
@@ -143,15 +145,16 @@ func holderAtOnceSQL(set, cond, change string) string {
 				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok) OFFSET 0) o
 	),
 	l AS (
-		UPDATE locks l SET ` + set + `
+		UPDATE locks l SET revision = l.revision + 1, ` + set + `
 		FROM m
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
 				AND x.expires_at <= clock_timestamp())
 			AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
-		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, m.own, m.ext, m.req, clock_timestamp() AS now),
+		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count,
+			m.own, m.ext, m.req, clock_timestamp() AS now),
 	h AS (` + change + `)
-	SELECT l.req, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.now, ` + changedHolderCols + `
+	SELECT l.req, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count, l.now, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
 }
 
@@ -267,7 +270,8 @@ func readChanged(op string, got func(string, *changed)) func(pgx.Rows) error {
 			var id string
 			c := &changed{row: &lockRow{}}
 			r := c.row
-			dest := append([]any{&id, &r.namespace, &r.name, &r.limit, &r.holders, &r.acquisitions, &r.now}, holderDest(&c.holder)...)
+			dest := append([]any{&id, &r.namespace, &r.name, &r.limit, &r.holders, &r.acquisitions, &r.revision, &r.waiters, &r.now},
+				holderDest(&c.holder)...)
 			if err := rows.Scan(dest...); err != nil {
 				return fmt.Errorf("%s in one statement: %w", op, err)
 			}

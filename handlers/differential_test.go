@@ -131,14 +131,29 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 	return script
 }
 
-// diffTracker renders events, each fencing token as its rank among the
-// tokens of its lock (the common cases sent ahead take tokens before the
-// commands of other locks earlier in the batch), and keeps each owner's
-// token for the guards.
+// diffTracker renders events, then at the end of each step the lock
+// states published in it, each fencing token as its rank among the tokens
+// of its lock (the common cases sent ahead take tokens before the commands
+// of other locks earlier in the batch), and keeps each owner's token for
+// the guards.
 type diffTracker struct {
-	ranks map[string][]int64 // lock -> tokens in order of appearance
-	last  map[string]int64   // lock/owner -> token of its last grant
-	lines []string
+	ranks  map[string][]int64 // lock -> tokens in order of appearance
+	last   map[string]int64   // lock/owner -> token of its last grant
+	lines  []string
+	states []topics.LockState // of the current step
+}
+
+// noteStates renders the step's lock states.
+func (d *diffTracker) noteStates() {
+	for _, st := range d.states {
+		s := fmt.Sprintf("state %s rev=%d status=%s limit=%d acq=%d waiters=%d holders=%d", st.LockName, st.Revision, st.Status,
+			st.Limit, st.AcquisitionCount, st.WaiterCount, st.HolderCount)
+		for _, h := range st.Holders {
+			s += fmt.Sprintf(" %s/%s/#%d", h.OwnerID, h.Mode, d.rank(st.LockName, h.FencingToken))
+		}
+		d.lines = append(d.lines, s)
+	}
+	d.states = nil
 }
 
 func newTracker() *diffTracker {
@@ -179,9 +194,9 @@ func (d *diffTracker) note(ev topics.Event) {
 		if ev.Type == topics.TypeAcquired {
 			d.last[li.LockName+"/"+li.OwnerID] = li.FencingToken
 		}
-		s += fmt.Sprintf(" %s owner=%s status=%s mode=%s limit=%d token#%d acq=%d ext=%d lease=%g",
+		s += fmt.Sprintf(" %s owner=%s status=%s mode=%s limit=%d token#%d acq=%d ext=%d lease=%g rev=%d",
 			li.LockName, li.OwnerID, li.Status, li.Mode, li.Limit, d.rank(li.LockName, li.FencingToken), li.AcquisitionCount,
-			li.ExtensionCount, li.LeaseDuration)
+			li.ExtensionCount, li.LeaseDuration, li.Revision)
 		if ev.Type == topics.TypeStatus {
 			s += fmt.Sprintf(" holders=%d", li.HolderCount)
 			for _, h := range li.Holders {
@@ -218,6 +233,7 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			for _, ev := range evs {
 				d.note(ev)
 			}
+			h.stepStates(d)
 			continue
 		}
 		cmds := make([]topics.Command, len(step.cmds))
@@ -248,8 +264,19 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			return b.Flush(ctx)
 		})
 		require.NoError(h.t, err)
+		h.stepStates(d)
 	}
 	return d.lines
+}
+
+// stepStates notes the lock states the step published and clears the
+// outbox for the next.
+func (h *harness) stepStates(d *diffTracker) {
+	for _, r := range h.states() {
+		d.states = append(d.states, *r.State)
+	}
+	d.noteStates()
+	h.clearOutbox()
 }
 
 // modelRun runs the script on rules.Memory, rendering the effects as the
@@ -257,6 +284,7 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 func modelRun(script []diffStep) []string {
 	d := newTracker()
 	mem := map[string]*rules.Memory{}
+	revs := map[string]int64{}
 	for name := range diffLocks {
 		mem[name] = rules.NewMemory()
 	}
@@ -270,8 +298,16 @@ func modelRun(script []diffStep) []string {
 		if err := m.Save(l, effs); err != nil {
 			panic(err)
 		}
+		changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse })
+		if changed {
+			revs[name]++
+		}
 		for _, ev := range modelEvents(name, c, effs) {
+			ev.LockInfo.Revision = revs[name]
 			d.note(ev)
+		}
+		if changed {
+			d.states = append(d.states, modelState(name, revs[name], m))
 		}
 	}
 	for _, step := range script {
@@ -298,6 +334,7 @@ func modelRun(script []diffStep) []string {
 					decide(name, "", nil, (*rules.Lock).Expire)
 				}
 			}
+			d.noteStates()
 			continue
 		}
 		for _, dc := range step.cmds {
@@ -323,6 +360,7 @@ func modelRun(script []diffStep) []string {
 				m := mem[c.LockName]
 				l := m.Lock("", now, next)
 				ev := modelEvent(topics.TypeStatus, c.Operation, c.RequestID, c.LockName, l.Info())
+				ev.LockInfo.Revision = revs[c.LockName]
 				ev.LockInfo.HolderCount = len(l.Holders)
 				for _, h := range l.Holders {
 					status := topics.StatusAcquired
@@ -334,6 +372,7 @@ func modelRun(script []diffStep) []string {
 				d.note(ev)
 			}
 		}
+		d.noteStates()
 	}
 	return d.lines
 }
@@ -390,4 +429,20 @@ func modelEvent(typ, op, requestID, lock string, in rules.Info) topics.Event {
 		li.Mode = string(h.Mode)
 	}
 	return topics.Event{Type: typ, Operation: op, RequestID: requestID, LockInfo: li}
+}
+
+// modelState is the lock state the handlers publish for m at revision rev.
+func modelState(name string, rev int64, m *rules.Memory) topics.LockState {
+	st := topics.LockState{LockName: name, Revision: rev, Status: topics.StatusFree, Limit: m.Limit,
+		HolderCount: len(m.Holders), WaiterCount: len(m.Queue), AcquisitionCount: m.Acquisitions}
+	switch {
+	case len(m.Holders) > 0:
+		st.Status = topics.StatusAcquired
+	case m.Ended != nil:
+		st.Status = string(m.EndedStatus)
+	}
+	for _, h := range m.Holders {
+		st.Holders = append(st.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), FencingToken: h.Token})
+	}
+	return st
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,20 +23,26 @@ type lockRow struct {
 	holders         int
 	waiters         int
 	acquisitions    int64
+	// revision counts the lock's changes (topics.LockState.Revision); a
+	// change adds one before its events are made.
+	revision int64
+	// partition is the commands partition of the lock's last grant (its
+	// key's).
+	partition int32
 	// ended is the lease that ended last (Owner "": none).
 	ended              rules.Holder
 	endedAt, endedTill *time.Time
 	now                time.Time
 }
 
-const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count,
+const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count, revision, source_partition,
 	coalesce(ended_owner_id, ''), coalesce(ended_mode, 'exclusive'), coalesce(ended_fencing_token, 0),
 	ended_acquired_at, ended_expires_at, coalesce(ended_lease_duration, 0),
 	ended_owner_metadata, ended_extension_count, clock_timestamp()`
 
 // dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {
-	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions,
+	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions, &r.revision, &r.partition,
 		&r.ended.Owner, &r.ended.Mode, &r.ended.Token, &r.endedAt, &r.endedTill, &r.ended.Lease,
 		&r.ended.Metadata, &r.ended.Extensions, &r.now}
 }
@@ -78,6 +85,7 @@ func (r *lockRow) info(in rules.Info) *topics.LockInfo {
 		ExtensionCount:   h.Extensions,
 		OwnerMetadata:    h.Metadata,
 		Limit:            in.Limit,
+		Revision:         r.revision,
 	}
 	if h.Owner != "" {
 		li.Mode = string(h.Mode)
@@ -299,8 +307,12 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		return s.err
 	}
 	r, l := s.row, s.l
+	changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse })
+	if changed {
+		r.revision++
+	}
 	pb := &pgx.Batch{}
-	changed, leases := false, false
+	leases := false
 	var partition *int32
 	for _, e := range effs {
 		h, w := e.Holder, e.Waiter
@@ -385,14 +397,13 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				p.ev.RetryAfterSeconds = &s
 			}
 			a.reply(p)
-			continue
 		}
-		changed = true
 	}
 	if !changed {
 		return nil
 	}
 	queueLockRow(pb, r, l, partition, leases)
+	a.state(r, l, lockStatus(r, l))
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return fmt.Errorf("writing lock %q: %w", topics.LockKey(r.namespace, r.name), err)
 	}
@@ -404,16 +415,11 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 // lease changed, which is what updated_at records (cleanup deletes the
 // rows idle since max_age_seconds).
 func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, leases bool) {
-	status, shared := r.status, 0
+	status, shared := lockStatus(r, l), 0
 	for _, h := range l.Holders {
 		if h.Mode == rules.Shared {
 			shared++
 		}
-	}
-	if len(l.Holders) > 0 {
-		status = topics.StatusAcquired
-	} else if l.Ended != nil {
-		status = string(l.EndedStatus)
 	}
 	var ended rules.Holder
 	var endedOwner, endedMode *string
@@ -425,11 +431,23 @@ func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, le
 	pb.Queue(`UPDATE locks SET status = $3, lock_limit = $4, holder_count = $5, shared_count = $6, waiter_count = $7,
 			acquisition_count = $8, ended_owner_id = $9, ended_mode = $10, ended_fencing_token = nullif($11, 0), ended_acquired_at = $12,
 			ended_expires_at = $13, ended_lease_duration = $14, ended_owner_metadata = $15, ended_extension_count = $16,
-			source_partition = coalesce($17, source_partition), updated_at = CASE WHEN $18 THEN $19::timestamptz ELSE updated_at END
+			source_partition = coalesce($17, source_partition), updated_at = CASE WHEN $18 THEN $19::timestamptz ELSE updated_at END,
+			revision = $20
 		WHERE namespace = $1 AND lock_name = $2`,
 		r.namespace, r.name, status, l.Limit, len(l.Holders), shared, l.Waiting, l.Acquisitions,
 		endedOwner, endedMode, ended.Token, endedAt, endedUntil, ended.Lease, metadata(ended.Metadata), ended.Extensions,
-		partition, leases, r.now)
+		partition, leases, r.now, r.revision)
+}
+
+// lockStatus is the locks row's status once l is written.
+func lockStatus(r *lockRow, l *rules.Lock) string {
+	switch {
+	case len(l.Holders) > 0:
+		return topics.StatusAcquired
+	case l.Ended != nil:
+		return string(l.EndedStatus)
+	}
+	return r.status
 }
 
 // released answers the release of a lease. A holder released from another

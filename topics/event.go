@@ -99,6 +99,10 @@ type LockInfo struct {
 	// Mode is the lease's (exclusive or shared); Limit the lock's.
 	Mode  string `json:"mode,omitempty"`
 	Limit int    `json:"limit,omitempty"`
+	// Revision is the lock's revision after the change the event is about
+	// (for lock.status and rejections, the lock's current one): see
+	// LockState.Revision.
+	Revision int64 `json:"revision"`
 	// HolderCount and Holders come with lock.status (query and
 	// inspection): every lease of the lock, the first MaxHoldersShown in
 	// grant order.

@@ -10,6 +10,10 @@ type Names struct {
 	Acquired string
 	Released string
 	Expired  string
+	// State is the compacted lock state topic: a LockState per committed
+	// change of a lock, keyed by LockKey. Default "locks.state.v1"; ""
+	// publishes none.
+	State string
 	// DeadLetter receives copies of records that could not be applied.
 	// Default "locks.commands.dlq".
 	DeadLetter string
@@ -26,6 +30,7 @@ func DefaultNames() Names {
 		Acquired:    "locks.lock.acquired.v1",
 		Released:    "locks.lock.released.v1",
 		Expired:     "locks.lock.expired.v1",
+		State:       "locks.state.v1",
 		DeadLetter:  "locks.commands.dlq",
 		ReplyPrefix: "locks.replies.",
 	}

@@ -164,13 +164,7 @@ func exitCode(err error) int {
 }
 
 // names are the topics of the environment (KAFKA_TOPIC_*, REPLY_TOPIC_PREFIX).
-func (c *cli) names() topics.Names {
-	t := c.cfg.Topics
-	return topics.Names{
-		Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
-		DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix,
-	}
-}
+func (c *cli) names() topics.Names { return c.cfg.Topics.Names() }
 
 // kafka returns the seed brokers and the client options (seeds, TLS, SASL).
 func (c *cli) kafka() ([]string, []kgo.Opt, error) {

@@ -86,11 +86,7 @@ func (m *Main) Close() {
 	}
 }
 
-func (m *Main) names() topics.Names {
-	t := m.Config.Topics
-	return topics.Names{Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
-		DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
-}
+func (m *Main) names() topics.Names { return m.Config.Topics.Names() }
 
 // Run starts the service and blocks until ctx is done and it has drained.
 func (m *Main) Run(ctx context.Context) error {

@@ -53,6 +53,7 @@ func TestDefaults(t *testing.T) {
 		LockReleased:          "locks.lock.released.v1",
 		LockExpired:           "locks.lock.expired.v1",
 		DeadLetter:            "locks.commands.dlq",
+		LockState:             "locks.state.v1",
 		CommandsPartitions:    16,
 		ReplyPrefix:           "locks.replies.",
 		AutoCreateReplyTopics: true,

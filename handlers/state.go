@@ -1,0 +1,70 @@
+package handlers
+
+import (
+	"context"
+
+	"github.com/omninode/lockworker/handlers/rules"
+	"github.com/omninode/lockworker/topics"
+)
+
+// stateHeaders are the headers of every lock state record.
+var stateHeaders = []topics.Header{{Key: topics.HeaderContentType, Value: []byte("application/json")}}
+
+// state publishes the lock as the current change leaves it (r's revision,
+// l's holders and queue) to the lock state topic, after the change's
+// events: the relay sends a key's rows in outbox order, which for one lock
+// is commit order (its row lock orders the transactions that change it).
+func (a *applier) state(r *lockRow, l *rules.Lock, status string) {
+	topic := a.env.Names.State
+	if topic == "" {
+		return
+	}
+	op := a.cmd.Operation
+	if op == "" {
+		op = topics.OpExpire // the expiry scheduler's change
+	}
+	hs := holderList(l)
+	if hs == nil {
+		hs = []topics.Holder{}
+	}
+	st := &topics.LockState{
+		Namespace: r.namespace, LockName: r.name, Revision: r.revision, Status: status, Limit: l.Limit,
+		HolderCount: len(l.Holders), Holders: hs, WaiterCount: l.Waiting, AcquisitionCount: l.Acquisitions,
+		Operation: op, ChangedAt: topics.NewTime(r.now),
+	}
+	a.queue(topic, []byte(topics.LockKey(r.namespace, r.name)), &pending{state: st}, stateHeaders)
+}
+
+// deleted publishes the tombstone of a lock whose row cleanup deleted,
+// under the lock's partition (see sweep).
+func (a *applier) deleted(ns, name string, partition int32) {
+	if topic := a.env.Names.State; topic != "" {
+		a.For(partition).queue(topic, []byte(topics.LockKey(ns, name)), &pending{}, stateHeaders)
+	}
+}
+
+// changedState publishes the state a common case left its lock in; held
+// says whether the command's owner still holds it. Other holders, when
+// there are any, are read back: the transaction sees its own writes.
+func (a *applier) changedState(ctx context.Context, ch *changed, held bool) error {
+	if a.env.Names.State == "" {
+		return nil
+	}
+	r := ch.row
+	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
+	status := topics.StatusAcquired
+	switch {
+	case r.holders == 0:
+		status = topics.StatusReleased
+	case r.holders == 1 && held:
+		l.Holders = []rules.Holder{ch.holder}
+	default:
+		hs, err := a.holders(ctx, r)
+		if err != nil {
+			return err
+		}
+		l.Holders = hs
+	}
+	a.state(r, l, status)
+	return nil
+}
