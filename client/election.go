@@ -113,7 +113,9 @@ type electionMetadata struct {
 // wrapping ErrInvalidRequest comes at once. opts may set WithLease (the
 // leader's lease, renewed every third of it: a leader whose process dies
 // is replaced within that lease), WithOwner and OnQueued; the others shape
-// a lock an election does not use, and are refused.
+// a lock an election does not use, and are refused. A campaign WithOwner
+// of the owner that leads already (a restarted process with a stable owner
+// id) resumes its leadership: the same Token, and the Value it led with.
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	o := e.c.acquireOptions(opts)
 	switch {
@@ -148,7 +150,8 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 		}
 		l, err := e.c.acquire(ctx, e.name, o)
 		if err == nil {
-			return &Leadership{Lease: l, Value: value}, nil
+			// The value stored with the lease: a renewal keeps the old one.
+			return &Leadership{Lease: l, Value: leaderOf(l.Info()).Value}, nil
 		}
 		if errors.Is(err, ErrLockTimeout) && ctx.Err() == nil {
 			continue // an hour in line: queue again

@@ -244,6 +244,17 @@ func TestElectionUnhappyPaths(t *testing.T) {
 		}
 	})
 
+	t.Run("campaign of the leading owner resumes", func(t *testing.T) {
+		l, err := e.Campaign(ctx, "first", client.WithOwner("stable-owner"))
+		require.NoError(t, err)
+		again, err := e.Campaign(ctx, "second", client.WithOwner("stable-owner"))
+		require.NoError(t, err)
+		assert.Equal(t, l.Token, again.Token, "the same leadership")
+		assert.Equal(t, "first", again.Value, "a renewal keeps the value it led with")
+		require.NoError(t, again.Resign(ctx))
+		assert.ErrorIs(t, l.Resign(ctx), client.ErrNotHeld, "both handles were the one leadership")
+	})
+
 	t.Run("bad name", func(t *testing.T) {
 		_, err := client.NewElection(cl, "").Campaign(ctx, "x")
 		assert.ErrorIs(t, err, client.ErrInvalidRequest)
