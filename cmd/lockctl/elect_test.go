@@ -28,6 +28,11 @@ func TestElectUsageErrors(t *testing.T) {
 		assert.Equal(t, exitUsage, code, "lockctl %q: stderr %s", args, errOut.String())
 		assert.NotEmpty(t, errOut.String(), "lockctl %q says why", args)
 	}
+	var out, errOut syncBuffer
+	code := run(context.Background(), []string{"elect", "--brokers", "127.0.0.1:1", "--timeout", "2s", "--name", "x", "--", "true"}, &out, &errOut)
+	assert.Equal(t, exitUnreachable, code, errOut.String())
+	assert.Contains(t, errOut.String(), "unreachable")
+
 	r := lockctl(t, "elect", "--name", "ctl-elect-big", "--value", strings.Repeat("v", 5000), "--", "true")
 	assert.Equal(t, exitUsage, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "over the contract's limit of 4096")
