@@ -50,7 +50,8 @@ func (e *Election) key() string { return topics.LockKey(e.c.cfg.Namespace, e.nam
 // one, as after an operator released the lock).
 type Leadership struct {
 	*Lease
-	// Value is the value the leader campaigned with.
+	// Value is the leader's value as stored with its lease: what it
+	// campaigned with (a resumed leadership keeps its first value).
 	Value string
 }
 
