@@ -54,6 +54,17 @@
 // handlers; Client.Subscriber does on the client's brokers, with options
 // (FromEnd). Like New, both fail with ErrUnreachable when no broker answers.
 //
+// # Leader election
+//
+// NewElection gives etcd's concurrency.Election on a lock named after the
+// election: Campaign waits in line until it leads and returns a Leadership
+// (its Lease: fencing Token, Lost, Context, kept alive) with Resign; Leader
+// says who leads now (ErrNoLeader when nobody does); Observe reports each
+// new leader in fencing-token order, from the lifecycle topic. The leader's
+// value is its lease's owner_metadata, {"value": ...}. docs/design.md
+// ("Leader election") gives the convention, for requesters in other
+// languages.
+//
 // # Examples
 //
 // The Example functions of example_test.go run against a real lockworker in

@@ -25,9 +25,9 @@ const (
 	exitRefused     = 1
 	exitUsage       = 2
 	exitUnreachable = 3
-	// exitLeaseLost is run's when the lease was lost while the command ran:
-	// distinct from a refusal and from the common failure code 1 of the
-	// command itself.
+	// exitLeaseLost is run's when the lease was lost while the command ran,
+	// and elect's when the leadership was: distinct from a refusal and from
+	// the common failure code 1 of the command itself.
 	exitLeaseLost = 4
 )
 
@@ -41,6 +41,7 @@ commands:
   cleanup [--lock NAME|*] [--max-age DURATION]
   run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N] -- COMMAND [ARGS...]
   watch   [--lock NAME] [--from-beginning]
+  elect   --name NAME [--value V] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 
 flags of every command:
   --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
@@ -55,6 +56,8 @@ Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own
 exit code (128+N if signal N ended it) once it started, except 4 when the
 lease was lost while it ran (it was stopped; lockctl says so on stderr).
+elect: campaigns until it leads (1 if interrupted first), then as run, 4
+when the leadership was lost.
 `
 
 // usageError is a mistake in the command line: exit code 2.
@@ -100,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		do = c.runFlags(fs)
 	case "watch":
 		do = c.watchFlags(fs)
+	case "elect":
+		do = c.electFlags(fs)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -46,7 +46,9 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 // it, under load on every partition (mutexes, semaphores of 2 and
 // read/write locks), and checks the replies: no lock held beyond its mode
 // and limit, fencing tokens rising in grant order, every command answered
-// exactly once.
+// exactly once. Meanwhile three SDK candidates take turns leading an
+// election (resigning, or dying and being replaced), and never lead two at
+// a time, judged by their terms and fencing tokens (CheckTerms).
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes for about a minute")
@@ -84,6 +86,7 @@ func TestChaos(t *testing.T) {
 	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Contenders: 3,
 		Lease: 500 * time.Millisecond, Modes: true})
 	require.NoError(t, err)
+	election := StartElection(ElectionConfig{Brokers: []string{broker.Addr}})
 	kills, terms := 0, 0
 	for round := range 8 {
 		time.Sleep(2 * time.Second)
@@ -99,6 +102,7 @@ func TestChaos(t *testing.T) {
 		require.NoError(t, r.Start())
 	}
 	load.Stop(4 * session)
+	election.Stop()
 	h := load.History()
 	st := load.Stats()
 	t.Logf("%d SIGKILLs, %d SIGTERMs; %d commands (%d resends), %d replies; worst answer %s, p99 %s, unanswered %d",
@@ -119,6 +123,17 @@ func TestChaos(t *testing.T) {
 	require.Positive(t, shared, "read locks were granted")
 	require.Positive(t, semaphore, "semaphores were granted")
 	require.NoError(t, Check(h))
+
+	leaders, writes, campaignErrs := election.Terms()
+	how := map[string]int{}
+	for _, tm := range leaders {
+		how[tm.How]++
+	}
+	t.Logf("election: %d terms %v, %d fenced writes, %d campaigns failed and were retried %v",
+		len(leaders), how, len(writes), len(campaignErrs), campaignErrs)
+	require.GreaterOrEqual(t, len(leaders), 5, "the leadership moved too little to mean anything")
+	require.Positive(t, how["died"], "some leaders died")
+	require.NoError(t, CheckTerms(leaders, writes))
 }
 
 func lastLines(s string, n int) string {

@@ -7,7 +7,11 @@
 //     beside an exclusive one, and at most limit exclusive holders,
 //   - fencing tokens rise in grant order,
 //   - every command is answered, and exactly once: every reply to a
-//     request_id, resends included, is the same event.
+//     request_id, resends included, is the same event,
+//   - election candidates (Election, through the SDK) never lead two at a
+//     time: terms do not overlap, fencing tokens rise from leader to
+//     leader, and a fenced resource never sees a token go back
+//     (CheckTerms).
 //
 // The chaos test (TestChaos) runs in the normal test suite; lockbench's
 // failover scenario uses the same Cluster and Load to measure failover.
