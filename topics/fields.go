@@ -148,6 +148,10 @@ func checkNamespace(c Command, _ string) string {
 	return ""
 }
 
+// CheckLockName says what is wrong with a lock name ("": nothing), as a
+// command's lock_name is judged.
+func CheckLockName(name string) string { return checkLockName(Command{LockName: name}, "") }
+
 func checkLockName(c Command, _ string) string {
 	switch {
 	case c.LockName == "":
