@@ -43,6 +43,9 @@ type LockRevision struct {
 	Operation string
 	// ChangedAt is the database's time of the change.
 	ChangedAt time.Time
+	// Record is the same in the contract's wire form (zero for a
+	// tombstone), for those who pass it on as JSON.
+	Record topics.LockState
 }
 
 // Holder is one lease of a lock.
@@ -69,7 +72,7 @@ func lockRevision(key string, value []byte) (LockRevision, error) {
 	r := LockRevision{
 		Namespace: st.Namespace, Name: st.LockName, Revision: st.Revision, Status: Status(st.Status), Limit: st.Limit,
 		HolderCount: st.HolderCount, Waiters: st.WaiterCount, Acquisitions: st.AcquisitionCount, Operation: st.Operation,
-		ChangedAt: st.ChangedAt.Time,
+		ChangedAt: st.ChangedAt.Time, Record: st,
 	}
 	for _, h := range st.Holders {
 		r.Holders = append(r.Holders, Holder{Owner: h.OwnerID, Mode: Mode(h.Mode), Token: h.FencingToken, AcquiredAt: h.AcquiredAt.Time,

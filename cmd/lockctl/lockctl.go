@@ -40,7 +40,8 @@ commands:
   query   --lock NAME
   cleanup [--lock NAME|*] [--max-age DURATION]
   run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N] -- COMMAND [ARGS...]
-  watch   [--lock NAME] [--from-beginning]
+  watch   [--from-beginning]  (lifecycle events)  |  watch --lock NAME  (its state now, then each revision)
+  locks   [--all]  (the table of locks, from the lock state topic)
   elect   --name NAME [--value V] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 
 flags of every command:
@@ -103,6 +104,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		do = c.runFlags(fs)
 	case "watch":
 		do = c.watchFlags(fs)
+	case "locks":
+		do = c.locksFlags(fs)
 	case "elect":
 		do = c.electFlags(fs)
 	case "help", "-h", "-help", "--help":
