@@ -124,6 +124,16 @@ func TestChaos(t *testing.T) {
 	require.Positive(t, semaphore, "semaphores were granted")
 	require.NoError(t, Check(h))
 
+	// The lock state topic read from its start is the database's locks,
+	// once the relays have published the last changes (leases still end).
+	var diff error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if diff = CompareTable(ctx, []string{broker.Addr}, schema.URL); diff == nil {
+			break
+		}
+	}
+	require.NoError(t, diff, "the lock state topic against the database")
+
 	leaders, writes, campaignErrs := election.Terms()
 	how := map[string]int{}
 	for _, tm := range leaders {
