@@ -77,7 +77,7 @@ func TestRevisionsAcrossBrokerRestart(t *testing.T) {
 	broker.Kill()
 	require.NoError(t, broker.Restart(ctx))
 
-	d := handOff(b, "d") // 4 (d queued), 5 (b released, d granted)
+	d := handOff(b, "d")               // 4 (d queued), 5 (b released, d granted)
 	require.NoError(t, d.Release(ctx)) // 6
 	require.Equal(t, []int64{1, 3, 5}, grants, "a grant's revision is the change that made it")
 
