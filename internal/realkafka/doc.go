@@ -9,11 +9,16 @@
 //     LOCK_HELD rejection, queueing and withdrawal, extend, query, a release
 //     granting the waiter, expiry, cleanup, dead-lettering, a repeated
 //     request_id) on real topics, replies and lifecycle alike;
+//   - state topic: the broker keeps the lock state topic lockworker created
+//     as a compacted table (cleanup.policy=compact), a partition per
+//     commands partition;
 //   - sdk: client.New, Acquire, TryAcquire's ErrLockHeld, a waiter granted
-//     on Release, Query, and both grants read back through
-//     Client.Subscriber;
+//     on Release, Query, both grants read back through Client.Subscriber,
+//     Watch delivering every revision once and in order, and Locks (the
+//     table) ending where Watch did;
 //   - lockctl: the built binary's acquire, its exit code 1 and LOCK_HELD for
-//     a second owner, query, release and watch;
+//     a second owner, query and release, with `watch --lock` printing each
+//     revision meanwhile and `locks` the lock's last state;
 //   - failover: a second lockworker joins the group, and under load
 //     (chaos.StartLoad) the first is SIGKILLed: the survivor takes its
 //     partitions after the real session timeout (6 s, Apache Kafka's

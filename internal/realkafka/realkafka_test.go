@@ -42,6 +42,7 @@ func TestRealKafka(t *testing.T) {
 		// the database.
 		e2e.EventRouting(t, &e2e.Env{T: t, Brokers: s.brokers, Names: s.names, Group: s.group}, w1.Name)
 	})
+	t.Run("state topic", func(t *testing.T) { testStateTopic(ctx, t, s) })
 	t.Run("sdk", func(t *testing.T) { testSDK(ctx, t, s) })
 	t.Run("lockctl", func(t *testing.T) { testLockctl(ctx, t, s) })
 	t.Run("failover", func(t *testing.T) { testFailover(ctx, t, s, w1) })
@@ -98,7 +99,7 @@ func setUp(ctx context.Context, t *testing.T) *suite {
 // a suffix, so that runs on one cluster do not read each other's records.
 func (s *suite) ownNames(suffix string) {
 	n := &s.names
-	for _, name := range []*string{&n.Commands, &n.Acquired, &n.Released, &n.Expired, &n.DeadLetter} {
+	for _, name := range []*string{&n.Commands, &n.Acquired, &n.Released, &n.Expired, &n.State, &n.DeadLetter} {
 		*name += "." + suffix
 	}
 	n.ReplyPrefix += suffix + "."
@@ -114,7 +115,7 @@ func (s *suite) env() []string {
 		"KAFKA_CONSUMER_GROUP=" + s.group, fmt.Sprintf("COMMANDS_PARTITIONS=%d", partitions),
 		"KAFKA_TOPIC_COMMANDS=" + n.Commands, "KAFKA_TOPIC_LOCK_ACQUIRED=" + n.Acquired,
 		"KAFKA_TOPIC_LOCK_RELEASED=" + n.Released, "KAFKA_TOPIC_LOCK_EXPIRED=" + n.Expired,
-		"KAFKA_TOPIC_DEAD_LETTER=" + n.DeadLetter, "REPLY_TOPIC_PREFIX=" + n.ReplyPrefix,
+		"KAFKA_TOPIC_LOCK_STATE=" + n.State, "KAFKA_TOPIC_DEAD_LETTER=" + n.DeadLetter, "REPLY_TOPIC_PREFIX=" + n.ReplyPrefix,
 		"HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info", "POSTGRES_MAX_CONNECTIONS=5",
 	}
 }

@@ -12,8 +12,9 @@ import (
 
 // testSDK takes a lock with the SDK, is refused it by a second client, which
 // then waits for it and is granted it on release; Query reports the new
-// holder, and the lifecycle topic, read through Client.Subscriber, has both
-// grants.
+// holder, the lifecycle topic, read through Client.Subscriber, has both
+// grants, Watch saw every revision once and in order, and Locks, the table
+// read from the compacted lock state topic, ends where Watch did.
 func testSDK(ctx context.Context, t *testing.T, s *suite) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -31,6 +32,27 @@ func testSDK(ctx context.Context, t *testing.T, s *suite) {
 	t.Cleanup(func() { _ = sub.Close() })
 	acquired, err := sub.Subscribe(ctx, s.names.Acquired)
 	require.NoError(t, err)
+	revs, err := a.Watch(ctx, lock)
+	require.NoError(t, err)
+	select {
+	case lr := <-revs:
+		require.Zero(t, lr.Revision, "an unused lock is revision 0")
+	case <-ctx.Done():
+		t.Fatal("Watch delivered nothing")
+	}
+	// Revisions up to the second release, read while the test goes on
+	// (Watch holds its reading back for a slow receiver).
+	watched := make(chan []client.LockRevision, 1)
+	go func() {
+		var seen []client.LockRevision
+		for lr := range revs {
+			seen = append(seen, lr)
+			if lr.Status == client.StatusReleased && lr.Acquisitions == 2 {
+				break
+			}
+		}
+		watched <- seen
+	}()
 
 	first, err := a.Acquire(ctx, lock, client.WithLease(10*time.Second))
 	require.NoError(t, err)
@@ -88,4 +110,26 @@ func testSDK(ctx context.Context, t *testing.T, s *suite) {
 		}
 	}
 	require.NoError(t, second.Release(ctx))
+
+	var seen []client.LockRevision
+	select {
+	case seen = <-watched:
+	case <-ctx.Done():
+		t.Fatal("Watch did not deliver the second release")
+	}
+	for i, lr := range seen {
+		require.Equal(t, int64(i+1), lr.Revision, "every revision once, in order: %+v", seen)
+	}
+	last := seen[len(seen)-1]
+	table, err := b.Locks(ctx)
+	require.NoError(t, err)
+	var row *client.LockRevision
+	for i := range table {
+		if table[i].Name == lock {
+			row = &table[i]
+		}
+	}
+	require.NotNil(t, row, "the lock table has %s", lock)
+	require.Equal(t, last.Revision, row.Revision)
+	require.Equal(t, client.StatusReleased, row.Status)
 }
