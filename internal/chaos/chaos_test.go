@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,18 +14,6 @@ import (
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )
-
-// Build compiles lockworker and devkafka into dir (the Go build cache makes
-// it quick after the first time) and returns their paths.
-func Build(t testing.TB, dir string) (lockworker, devkafka string) {
-	t.Helper()
-	lockworker, devkafka = filepath.Join(dir, "lockworker"), filepath.Join(dir, "devkafka")
-	for bin, pkg := range map[string]string{lockworker: "../../cmd/lockworker", devkafka: "../../cmd/devkafka"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", pkg, out)
-	}
-	return lockworker, devkafka
-}
 
 // lockedBuffer collects the replicas' logs, shown when the test fails.
 type lockedBuffer struct {
@@ -55,7 +41,9 @@ func TestChaos(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	lockworker, devkafka := Build(t, t.TempDir())
+	bins, err := Build(context.Background(), t.TempDir(), "lockworker", "devkafka")
+	require.NoError(t, err)
+	lockworker, devkafka := bins[0], bins[1]
 	const session = 3 * time.Second // short, so the test sees many failovers in its time
 	broker, err := StartBroker(ctx, devkafka, 16, time.Second)
 	require.NoError(t, err)
