@@ -22,7 +22,9 @@ func TestRevisionsAcrossBrokerRestart(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	lockworker, devkafka := Build(t, t.TempDir())
+	bins, err := Build(ctx, t.TempDir(), "lockworker", "devkafka")
+	require.NoError(t, err)
+	lockworker, devkafka := bins[0], bins[1]
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := l.Addr().String()
