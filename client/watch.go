@@ -39,7 +39,8 @@ type LockRevision struct {
 	Waiters      int
 	Acquisitions int64
 	// Operation made the change ("acquire", "release", "extend", "cleanup",
-	// or "expire" for the expiry scheduler).
+	// "expire" for the expiry scheduler, "first_state" after the upgrade to
+	// revisions).
 	Operation string
 	// ChangedAt is the database's time of the change.
 	ChangedAt time.Time

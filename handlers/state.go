@@ -2,6 +2,9 @@ package handlers
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/omninode/lockworker/handlers/rules"
 	"github.com/omninode/lockworker/topics"
@@ -67,4 +70,39 @@ func (a *applier) changedState(ctx context.Context, ch *changed, held bool) erro
 	}
 	a.state(r, l, status)
 	return nil
+}
+
+// OpFirstState is the operation of the first state record of a lock that
+// existed before revisions did (migration 009).
+const OpFirstState = "first_state"
+
+// PublishFirstStates gives at most limit locks without a revision (rows
+// from before migration 009) their first and publishes their state, each
+// under its own partition, and returns how many it did. Rows another
+// transaction holds are skipped: replicas starting together share them.
+func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) {
+	rows, err := b.tx.Query(ctx, `SELECT `+lockCols+` FROM locks WHERE revision = 0 LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	if err != nil {
+		return 0, fmt.Errorf("finding locks without a revision: %w", err)
+	}
+	var rs []lockRow
+	var r lockRow
+	if _, err := pgx.ForEachRow(rows, r.dest(), func() error { rs = append(rs, r); return nil }); err != nil {
+		return 0, fmt.Errorf("finding locks without a revision: %w", err)
+	}
+	for i := range rs {
+		r := &rs[i]
+		r.scanned()
+		a := &applier{Batch: b.For(r.partition), cmd: topics.Command{Operation: OpFirstState}}
+		s, err := a.loadRest(ctx, r, "")
+		if err != nil {
+			return 0, err
+		}
+		r.revision = 1
+		if _, err := b.tx.Exec(ctx, `UPDATE locks SET revision = 1 WHERE namespace = $1 AND lock_name = $2`, r.namespace, r.name); err != nil {
+			return 0, fmt.Errorf("giving lock %q its first revision: %w", topics.LockKey(r.namespace, r.name), err)
+		}
+		a.state(r, s.l, r.status)
+	}
+	return len(rs), nil
 }

@@ -1,10 +1,15 @@
 package handlers_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -88,4 +93,45 @@ func TestLockStateRevisions(t *testing.T) {
 			{Key: "x"}, // cleanup's tombstone
 		}, got, "ahead %v", ahead)
 	}
+}
+
+// Locks from before revisions (revision 0) get their first with their
+// state, once; their next change is revision 2.
+func TestPublishFirstStates(t *testing.T) {
+	h := newHarness(t)
+	h.apply(h.acquire("old", "a", lease(60)), h.acquire("old", "b", wait(60)), h.acquire("gone", "c"))
+	h.apply(h.release("gone", "c"))
+	_, err := h.st.Pool.Exec(context.Background(), `UPDATE locks SET revision = 0`)
+	require.NoError(t, err)
+	h.clearOutbox()
+	first := func() int {
+		var n int
+		require.NoError(t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, h.env)
+			var err error
+			if n, err = b.PublishFirstStates(context.Background(), 1); err != nil {
+				return err
+			}
+			return b.Flush(context.Background())
+		}))
+		return n
+	}
+	require.Equal(t, 1, first(), "one page of one")
+	require.Equal(t, 1, first())
+	require.Equal(t, 0, first(), "every lock has a revision now")
+	got := map[string]string{}
+	for _, s := range h.states() {
+		st := s.State
+		var hs []string
+		for _, x := range st.Holders {
+			hs = append(hs, x.OwnerID)
+		}
+		got[s.Key] = fmt.Sprintf("rev=%d %s %v waiters=%d by=%s", st.Revision, st.Status, hs, st.WaiterCount, st.Operation)
+	}
+	require.Equal(t, map[string]string{
+		"old":  "rev=1 acquired [a] waiters=1 by=first_state",
+		"gone": "rev=1 released [] waiters=0 by=first_state",
+	}, got)
+	ev := h.one(h.release("old", "a"))
+	require.Equal(t, int64(2), ev.LockInfo.Revision)
 }

@@ -31,7 +31,8 @@ type LockState struct {
 	WaiterCount      int   `json:"waiter_count"`
 	AcquisitionCount int64 `json:"acquisition_count"`
 	// Operation is what made the change: a command's operation, or
-	// "expire" for the expiry scheduler's.
+	// "expire" for the expiry scheduler's, or "first_state" for a lock's first
+	// record after the upgrade to revisions (migration 009).
 	Operation string `json:"operation"`
 	// ChangedAt is the database's time of the change.
 	ChangedAt Time `json:"changed_at"`

@@ -190,6 +190,12 @@ func (m *Main) Run(ctx context.Context) error {
 			cfg.Kafka.BootstrapServers, chosenBy, err)
 	}
 
+	if n, err := w.PublishFirstStates(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info().Int("locks", n).Str("topic", names.State).Msg("published the first state of the locks from before revisions")
+	}
+
 	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
 		setGroupConfigs(ctx, w.Client(), cfg, log)
 	}
