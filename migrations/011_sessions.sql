@@ -22,6 +22,8 @@ CREATE INDEX sessions_expiry ON sessions (source_partition, expires_at);
 ALTER TABLE sessions SET (
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0,
+    autovacuum_analyze_threshold = 5000,
     autovacuum_vacuum_cost_delay = 0
 );
 
