@@ -89,7 +89,9 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
-	s.TTL = seconds(ev.SessionInfo.TTL)
+	// The owner as the worker sees it: scoped by the requester under
+	// authentication, as events show it.
+	s.Owner, s.TTL = ev.SessionInfo.OwnerID, seconds(ev.SessionInfo.TTL)
 	s.mu.Lock()
 	s.update(ev, sent)
 	s.timer = time.AfterFunc(time.Until(s.deadline), s.deadlinePassed)
