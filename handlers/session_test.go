@@ -1,11 +1,14 @@
 package handlers_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -223,4 +226,66 @@ func TestSessionCloseAfterExpiry(t *testing.T) {
 		"locks.replies.alice session.expired", "locks.replies.alice lock.rejected",
 	}, h.routes())
 	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+}
+
+// TestSessionEndRacesAcquires: a session's close races batches that
+// acquire in the session and lock other locks in the opposite order (a
+// deadlock, retried, is fair): when all have committed, the session has no
+// lease and no wait left, and every acquire in it was either granted and
+// then released by the close, withdrawn by it, or refused.
+func TestSessionEndRacesAcquires(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("w", "bob")).Type)
+	for round := range 6 {
+		id := fmt.Sprintf("s%d", round)
+		require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, id, "alice", ttl(60))).Type)
+		var batches [][]topics.Command
+		var mine []topics.Command
+		for i := range 6 {
+			a, b := fmt.Sprintf("l%d", i%4), fmt.Sprintf("l%d", (i+1)%4)
+			if i%2 == 1 {
+				a, b = b, a
+			}
+			acq := h.acquire(a, "alice", inSession(id), wait(60))
+			wantW := h.acquire("w", "alice", inSession(id), wait(60))
+			batches = append(batches, []topics.Command{h.acquire(b, fmt.Sprintf("carol-%d", i), wait(60)), acq, wantW})
+			mine = append(mine, acq, wantW)
+		}
+		closeCmd := h.session(topics.OpSessionClose, id, "alice")
+		batches = append(batches[:3], append([][]topics.Command{{closeCmd}}, batches[3:]...)...)
+
+		errs := make(chan error, len(batches))
+		for _, cmds := range batches {
+			go func() {
+				errs <- h.st.InTx(t.Context(), func(tx pgx.Tx) error {
+					b := handlers.NewBatch(tx, h.env)
+					for _, c := range cmds {
+						if _, err := b.Apply(t.Context(), c, time.Now()); err != nil {
+							return err
+						}
+					}
+					return b.Flush(t.Context())
+				})
+			}()
+		}
+		for range batches {
+			require.NoError(t, <-errs)
+		}
+		require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id IS NOT NULL OR owner_id = 'alice'`))
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE session_id IS NOT NULL OR owner_id = 'alice'`))
+		require.Zero(t, h.scalar(`SELECT count(*) FROM locks l WHERE holder_count <> (SELECT count(*) FROM lock_holders h
+			WHERE (h.namespace, h.lock_name) = (l.namespace, l.lock_name)) OR waiter_count <> (SELECT count(*) FROM lock_waiters w
+			WHERE (w.namespace, w.lock_name) = (l.namespace, l.lock_name))`), "the counts agree with the rows")
+		for _, c := range mine {
+			ev := h.outcome(c.RequestID)
+			switch ev.Type {
+			case topics.TypeAcquired, topics.TypeWithdrawn:
+			case topics.TypeRejected:
+				require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+			default:
+				t.Fatalf("round %d: %s answered %s", round, c.LockName, ev.Type)
+			}
+		}
+	}
 }
