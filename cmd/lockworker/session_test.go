@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +118,92 @@ func TestSessionAuthenticated(t *testing.T) {
 	}
 	require.NoError(t, s.Close(ctx))
 	require.ErrorIs(t, l.Err(), sdk.ErrReleased)
+}
+
+// ownerEnv tells a copy of this test binary to be the session's owner
+// process of TestSessionOwnerSIGKILL, on these brokers.
+const ownerEnv = "LOCKWORKER_TEST_SESSION_OWNER"
+
+// TestSessionOwnerSIGKILL: a process holding locks in a session is
+// SIGKILLed: within ttl + 1 s every one of its locks is granted to the next
+// waiter, by the worker alone (nothing tells it the owner died).
+func TestSessionOwnerSIGKILL(t *testing.T) {
+	if os.Getenv(ownerEnv) != "" {
+		t.Skip("the owner process runs TestSessionOwnerProcess only")
+	}
+	addr := freeAddr(t)
+	start(t, testdb.NewSchema(t).URL, addr, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	owner := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSessionOwnerProcess$", "-test.v")
+	owner.Env = append(os.Environ(), ownerEnv+"="+addr)
+	out, err := owner.StdoutPipe()
+	require.NoError(t, err)
+	owner.Stderr = os.Stderr
+	require.NoError(t, owner.Start())
+	defer owner.Process.Kill()
+	lines := bufio.NewScanner(out)
+	var ttl time.Duration
+	for ttl == 0 && lines.Scan() {
+		fmt.Sscanf(lines.Text(), "OWNER READY %d", &ttl)
+	}
+	require.NotZero(t, ttl, "the owner process never said it holds the locks")
+	go func() {
+		for lines.Scan() { // keep the pipe drained
+		}
+	}()
+
+	next, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "next"})
+	require.NoError(t, err)
+	defer next.Close()
+	granted := make(chan *sdk.Lease, len(ownerLocks))
+	for _, lock := range ownerLocks {
+		queued := make(chan int, 1)
+		go func() {
+			l, err := next.Acquire(ctx, lock, sdk.OnQueued(func(p int) { queued <- p }))
+			if err == nil {
+				granted <- l
+			}
+		}()
+		select {
+		case <-queued:
+		case l := <-granted:
+			t.Fatalf("%s granted while its owner lives", l.Name)
+		}
+	}
+
+	killed := time.Now()
+	require.NoError(t, owner.Process.Kill()) // SIGKILL
+	_ = owner.Wait()
+	for range ownerLocks {
+		select {
+		case l := <-granted:
+			t.Logf("%s granted %s after the SIGKILL (ttl %s)", l.Name, time.Since(killed).Round(time.Millisecond), ttl)
+		case <-time.After(ttl + time.Second - time.Since(killed)):
+			t.Fatal("a lock of the killed owner was not granted within ttl + 1 s")
+		}
+	}
+}
+
+var ownerLocks = []string{"proc-1", "proc-2", "proc-3"}
+
+// TestSessionOwnerProcess is the owner process of TestSessionOwnerSIGKILL:
+// it opens a session, takes the locks in it, says so and waits to be killed.
+func TestSessionOwnerProcess(t *testing.T) {
+	addr := os.Getenv(ownerEnv)
+	if addr == "" {
+		t.Skip("run by TestSessionOwnerSIGKILL")
+	}
+	ctx := context.Background()
+	c, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "owner"})
+	require.NoError(t, err)
+	const ttl = 2 * time.Second
+	s, err := c.NewSession(ctx, ttl)
+	require.NoError(t, err)
+	for _, lock := range ownerLocks {
+		_, err := c.Acquire(ctx, lock, sdk.WithSession(s))
+		require.NoError(t, err)
+	}
+	fmt.Printf("OWNER READY %d\n", ttl)
+	select {}
 }
