@@ -239,7 +239,7 @@ func (c *Client) route(ev topics.Event) {
 	c.routeSession(ev)
 }
 
-// reason is ", reason" when the event gives one.
+// reason is " (reason)" when the event gives one.
 func reason(ev topics.Event) string {
 	if ev.Reason == "" {
 		return ""

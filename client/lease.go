@@ -16,8 +16,9 @@ import (
 // earlier lease of the same lock (and unique across locks): pass it to the
 // resources the lock guards so they can refuse a stale holder.
 //
-// Unless acquired WithoutKeepAlive, the lease extends itself every third of
-// its duration until Release. It is lost when the worker says it ended
+// Unless acquired WithoutKeepAlive or WithSession, the lease extends itself
+// every third of its duration until Release. A lease acquired WithSession
+// is kept alive by its session instead, and lost when the session is. It is lost when the worker says it ended
 // (lock.expired, or an extension refused), or when its expiry passes without
 // a confirmed extension (the broker or worker unreachable); Lost is then
 // closed and Context cancelled.
