@@ -28,7 +28,8 @@
 // semaphore holders as there are free places).
 //
 // A lease ends when its holder releases it or when the database's time
-// passes its expiry; a wait ends at its deadline. Ended leases and waits
+// passes its expiry, or, for a lease of a session, when the session ends
+// (EndSession); a wait ends at its deadline, or with its session. Ended leases and waits
 // are settled (lock.expired, LOCK_TIMEOUT) by whatever looks at the lock
 // first: a command, the expiry scheduler or cleanup.
 //
