@@ -28,6 +28,7 @@ type acquireOptions struct {
 	onQueued       func(position int)
 	mode           Mode
 	limit          int
+	session        *Session
 }
 
 // Mode is how an acquire holds a lock.
@@ -160,6 +161,12 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	}
 	if o.limit > 1 {
 		cmd.Limit = o.limit
+	}
+	if o.session != nil {
+		if err := o.session.Err(); err != nil {
+			return nil, fmt.Errorf("acquiring lock %q in session %q: %w", name, o.session.ID, err)
+		}
+		cmd.SessionID = o.session.ID
 	}
 	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)

@@ -99,7 +99,7 @@ const joinAtOnceSQL = `
 
 // changedHolderCols are holderCols of a common case's holder row h.
 const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h.expires_at, h.lease_duration, h.owner_metadata,
-	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition`
+	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition, coalesce(h.session_id, '')`
 
 // The holder's release and extend of a lease in force change rows found by
 // primary key (the LATERAL subquery, kept apart by OFFSET 0) and updated by
@@ -186,7 +186,8 @@ type atOnceSet map[string]commonCase
 // add adds the command to its operation's common case; false when the
 // operation has none.
 func (s atOnceSet) add(a *applier) bool {
-	if a.op.atOnce == nil || a.generalOnly {
+	// An acquire with a session checks the session first (session.go).
+	if a.op.atOnce == nil || a.generalOnly || a.cmd.SessionID != "" {
 		return false
 	}
 	cc := s[a.cmd.Operation]

@@ -19,7 +19,9 @@ import (
 
 // TestDifferential drives seeded random sequences of commands with modes
 // and limits (a mutex, a read/write lock and a semaphore of 3, with a
-// wrong mode or limit now and then), batched at random, through the
+// wrong mode or limit now and then) and sessions (o1's and o2's acquires
+// now and then in their session, which is closed and reopened, or expires,
+// at random), batched at random, through the
 // general path alone, through the common cases sent ahead and through them
 // inline, each on a schema of its own, and through rules.Memory; all four must
 // give the same events. Leases and waits end only when the test ends them
@@ -29,9 +31,17 @@ func TestDifferential(t *testing.T) {
 	h := newHarness(t)
 	paths := []string{"general", "ahead", "inline"}
 	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
+	seen := map[string]int{}
 	for seed := uint64(1); seed <= seeds; seed++ {
 		script := diffScript(rand.New(rand.NewPCG(seed, 14)), steps)
 		want := modelRun(script)
+		for _, line := range want {
+			for _, what := range diffCoverage {
+				if strings.Contains(line, what[0]) && strings.Contains(line, what[1]) {
+					seen[what[0]+" "+what[1]]++
+				}
+			}
+		}
 		for _, path := range paths {
 			schemas[path].reset()
 			got := schemas[path].dbRun(script, path)
@@ -48,6 +58,19 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
+	for _, what := range diffCoverage {
+		require.Positive(t, seen[what[0]+" "+what[1]], "the scripts never give %q", what)
+	}
+}
+
+// diffCoverage are events the scripts must give for the test to cover
+// sessions: lines with both strings.
+var diffCoverage = [][2]string{
+	{"lock.released session_close", "reason=session_closed"}, {"lock.expired expire", "reason=session_expired"},
+	{"lock.withdrawn acquire", "reason=session_closed"}, {"lock.withdrawn acquire", "reason=session_expired"},
+	{"lock.rejected acquire", "code=SESSION_NOT_FOUND"}, {"lock.rejected extend", "code=SESSION_BOUND"},
+	{"lock.rejected session_close", "code=SESSION_NOT_FOUND"}, {"lock.rejected session_open", "code=SESSION_EXISTS"},
+	{"session.opened", ""}, {"session.closed", ""}, {"session.expired", ""},
 }
 
 // diffStep is one step of a script: a batch of commands, or the end of a
@@ -59,7 +82,12 @@ type diffStep struct {
 	holder    int
 	endWait   string
 	expiryRun bool
+	// endSession: the session's expiry passes (before the expiry step).
+	endSession string
 }
+
+// diffSessions are the sessions of the script, by owner.
+var diffSessions = map[string]string{"o1": "s-o1", "o2": "s-o2"}
 
 // diffCmd is a command; guard says which fencing_token a release or extend
 // gives: none, the owner's own (as its last grant said) or a wrong one.
@@ -87,6 +115,25 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 		case n < 12:
 			script = append(script, diffStep{endWait: lock, expiryRun: true})
 			continue
+		case n < 14:
+			script = append(script, diffStep{endSession: diffSessions[owners[r.IntN(2)]], expiryRun: true})
+			continue
+		case n < 17:
+			// Close the session and open it again, or only open it (each
+			// refused when the session is not open, or open).
+			owner := owners[r.IntN(2)]
+			ops := []string{topics.OpSessionClose, topics.OpSessionOpen}
+			if r.IntN(3) == 0 {
+				ops = ops[1:]
+			}
+			var step diffStep
+			for _, op := range ops {
+				seq++
+				step.cmds = append(step.cmds, diffCmd{c: topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op,
+					SessionID: diffSessions[owner], OwnerID: owner, TTL: 3600, ReplyTo: "locks.replies." + owner}})
+			}
+			script = append(script, step)
+			continue
 		}
 		var step diffStep
 		for range 1 + r.IntN(3) {
@@ -113,6 +160,9 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 				}
 				if r.IntN(2) == 0 {
 					c.LeaseDuration = 60
+				}
+				if id, ok := diffSessions[owner]; ok && r.IntN(3) == 0 {
+					c.SessionID = id
 				}
 			case n < 70:
 				c.Operation, guard = topics.OpRelease, r.IntN(3)
@@ -186,7 +236,7 @@ func (d *diffTracker) guarded(dc diffCmd) topics.Command {
 }
 
 func (d *diffTracker) note(ev topics.Event) {
-	s := fmt.Sprintf("%s %s req=%s code=%s pos=%d", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition)
+	s := fmt.Sprintf("%s %s req=%s code=%s pos=%d reason=%s", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition, ev.Reason)
 	if ev.RetryAfterSeconds != nil {
 		s += " retry_after"
 	}
@@ -212,11 +262,20 @@ func (d *diffTracker) note(ev topics.Event) {
 func (h *harness) dbRun(script []diffStep, path string) []string {
 	d := newTracker()
 	ctx := context.Background()
+	for owner, id := range diffSessions {
+		_, err := h.st.Pool.Exec(ctx, `INSERT INTO sessions (id, owner_id, ttl, expires_at, source_partition)
+			VALUES ($1, $2, 3600, clock_timestamp() + interval '1 hour', 0)`, id, owner)
+		require.NoError(h.t, err)
+	}
 	for _, step := range script {
 		switch {
+		case step.endSession != "":
+			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = clock_timestamp() - interval '1 millisecond' WHERE id = $1`, step.endSession)
+			require.NoError(h.t, err)
 		case step.endLease != "":
 			var owners []string
-			rows, err := h.st.Pool.Query(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1 ORDER BY fencing_token`, step.endLease)
+			// A session's lease has no expiry of its own.
+			rows, err := h.st.Pool.Query(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1 AND session_id IS NULL ORDER BY fencing_token`, step.endLease)
 			require.NoError(h.t, err)
 			owners, err = pgx.CollectRows(rows, pgx.RowTo[string])
 			require.NoError(h.t, err)
@@ -310,12 +369,42 @@ func modelRun(script []diffStep) []string {
 			d.states = append(d.states, modelState(name, revs[name], m))
 		}
 	}
+	open := map[string]bool{}
+	for _, id := range diffSessions {
+		open[id] = true
+	}
+	// endSession ends session id of owner for reason, on the locks it holds
+	// or waits for, in key order.
+	endSession := func(id, owner, reason string) {
+		delete(open, id)
+		for _, name := range []string{"mutex", "rw", "sem"} {
+			m := mem[name]
+			if slices.ContainsFunc(m.Holders, func(h rules.Holder) bool { return h.Session == id }) ||
+				slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return w.Session == id }) {
+				decide(name, owner, nil, func(l *rules.Lock) []rules.Effect { return l.EndSession(id, reason) })
+			}
+		}
+	}
+	sessionOwner := func(id string) string {
+		for owner, s := range diffSessions {
+			if s == id {
+				return owner
+			}
+		}
+		return ""
+	}
 	for _, step := range script {
 		now = now.Add(time.Millisecond)
 		switch {
 		case step.endLease != "":
-			if hs := mem[step.endLease].Holders; len(hs) > 0 {
-				hs[step.holder%len(hs)].ExpiresAt = now.Add(-time.Millisecond)
+			var own []int // the leases with an expiry of their own
+			for i, h := range mem[step.endLease].Holders {
+				if h.Session == "" {
+					own = append(own, i)
+				}
+			}
+			if len(own) > 0 {
+				mem[step.endLease].Holders[own[step.holder%len(own)]].ExpiresAt = now.Add(-time.Millisecond)
 			}
 		case step.endWait != "":
 			if q := mem[step.endWait].Queue; len(q) > 0 {
@@ -323,7 +412,11 @@ func modelRun(script []diffStep) []string {
 			}
 		}
 		if step.expiryRun {
-			// The expiry step: leases first, then waits.
+			// The expiry step: sessions first, then leases, then waits.
+			if id := step.endSession; open[id] {
+				endSession(id, sessionOwner(id), rules.ReasonSessionExpired)
+				d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire})
+			}
 			for _, name := range []string{"mutex", "rw", "sem"} {
 				if slices.ContainsFunc(mem[name].Holders, func(h rules.Holder) bool { return !h.ExpiresAt.After(now) }) {
 					decide(name, "", nil, func(l *rules.Lock) []rules.Effect { effs, _ := l.Settle(); return effs })
@@ -340,9 +433,30 @@ func modelRun(script []diffStep) []string {
 		for _, dc := range step.cmds {
 			c := d.guarded(dc)
 			switch c.Operation {
+			case topics.OpSessionClose:
+				if !open[c.SessionID] {
+					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionNotFound})
+					continue
+				}
+				endSession(c.SessionID, c.OwnerID, rules.ReasonSessionClosed)
+				d.note(topics.Event{Type: topics.TypeSessionClosed, Operation: c.Operation, RequestID: c.RequestID})
+			case topics.OpSessionOpen:
+				if open[c.SessionID] {
+					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionExists})
+					continue
+				}
+				open[c.SessionID] = true
+				d.note(topics.Event{Type: topics.TypeSessionOpened, Operation: c.Operation, RequestID: c.RequestID})
 			case topics.OpAcquire:
 				r := rules.Request{Owner: c.OwnerID, Mode: rules.Exclusive, Limit: max(c.Limit, 1), Lease: c.LeaseDuration,
-					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key()}
+					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), Session: c.SessionID,
+					SessionExpires: now.Add(time.Hour)}
+				if c.SessionID != "" && !open[c.SessionID] {
+					decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
+						return []rules.Effect{{Kind: rules.Refuse, Code: topics.CodeSessionNotFound, Info: l.Info()}}
+					})
+					continue
+				}
 				if c.Mode == topics.ModeShared {
 					r.Mode = rules.Shared
 				}
@@ -364,7 +478,7 @@ func modelRun(script []diffStep) []string {
 				ev.LockInfo.HolderCount = len(l.Holders)
 				for _, h := range l.Holders {
 					status := topics.StatusAcquired
-					if !h.ExpiresAt.After(now) {
+					if !h.Live(now) {
 						status = topics.StatusExpired
 					}
 					ev.LockInfo.Holders = append(ev.LockInfo.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token})
@@ -405,6 +519,18 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 			evs = append(evs, ev)
 		case rules.Expire:
 			evs = append(evs, modelEvent(topics.TypeExpired, topics.OpExpire, "", lock, e.Info))
+		case rules.Lose:
+			typ, op := topics.TypeExpired, topics.OpExpire
+			if e.Reason == rules.ReasonSessionClosed {
+				typ, op = topics.TypeReleased, topics.OpSessionClose
+			}
+			ev := modelEvent(typ, op, "", lock, e.Info)
+			ev.Reason = e.Reason
+			evs = append(evs, ev)
+		case rules.Drop:
+			ev := modelEvent(topics.TypeWithdrawn, topics.OpAcquire, e.Waiter.RequestID, lock, e.Info)
+			ev.Reason = e.Reason
+			evs = append(evs, ev)
 		case rules.Release:
 			own(topics.TypeReleased, e.Info)
 		case rules.Extend:

@@ -11,19 +11,24 @@ import (
 )
 
 // ExpireDue is the expiry step of one partition, run by its scheduler: it ends
-// the leases watched by this batch's partition that are past expires_at
+// the sessions watched by this batch's partition that are past their expiry
+// (session.go), the leases it watches that are past expires_at
 // (lock.expired, next waiter granted) and answers its waiters past their
 // deadline with LOCK_TIMEOUT, at most MaxSweep of each. It returns how many
-// leases and waiters it ended, and the events it caused (for metrics; the
-// outbox has them already).
+// sessions, leases and waiters it ended, and the events it caused (for
+// metrics; the outbox has them already).
 func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	a := &applier{Batch: b}
 	p := b.env.Partition
+	sessions, err := a.endDueSessions(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
 	names, _, err := a.sweep(ctx, sweepFilter{partition: &p, limit: MaxSweep})
 	if err != nil {
 		return 0, nil, err
 	}
-	n := len(names)
+	n := sessions + len(names)
 	// The oldest deadlines first, so that lock_waiters_deadline serves the
 	// generic plan; statement_timestamp(), unlike clock_timestamp(), can
 	// bound an index scan; waiters due during the statement wait for the
@@ -58,7 +63,7 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 // lockKey names a lock.
 type lockKey struct{ ns, name string }
 
-// NextDue returns when the partition next has a lease or a waiter to end and
+// NextDue returns when the partition next has a session, a lease or a waiter to end and
 // how long that is from now by the database's clock (negative: overdue), or
 // ok false when it has none. It reads only the indexes by partition and time.
 func NextDue(ctx context.Context, q interface {
@@ -68,7 +73,8 @@ func NextDue(ctx context.Context, q interface {
 	var secs *float64
 	err = q.QueryRow(ctx, `SELECT due, extract(epoch FROM due - clock_timestamp())::float8 FROM (SELECT least(
 		(SELECT min(expires_at) FROM lock_holders WHERE source_partition = $1),
-		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1)) AS due) d`, partition).Scan(&t, &secs)
+		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1),
+		(SELECT min(expires_at) FROM sessions WHERE source_partition = $1)) AS due) d`, partition).Scan(&t, &secs)
 	if err != nil || t == nil {
 		return time.Time{}, 0, false, err
 	}

@@ -357,7 +357,7 @@ const v1Locks = `(SELECT l.namespace, l.lock_name, l.status, l.waiter_count, l.a
 // can serve several cases in turn.
 func (h *harness) reset() {
 	h.t.Helper()
-	_, err := h.st.Pool.Exec(context.Background(), `TRUNCATE lock_holders, lock_waiters, locks, lock_events, outbox, processed_requests`)
+	_, err := h.st.Pool.Exec(context.Background(), `TRUNCATE lock_holders, lock_waiters, locks, lock_events, outbox, processed_requests, sessions`)
 	require.NoError(h.t, err)
 }
 

@@ -57,18 +57,21 @@ func (r *lockRow) scanned() {
 	}
 }
 
-const holderCols = `owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, owner_metadata,
-	extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition`
+// holderCols: a session's lease shows its session's expiry (sessionExpiry).
+const holderCols = `owner_id, mode, fencing_token, acquired_at, coalesce(expires_at, ` + sessionExpiry + `, acquired_at), lease_duration,
+	owner_metadata, extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition, coalesce(session_id, '')`
 
 func holderDest(h *rules.Holder) []any {
 	return []any{&h.Owner, &h.Mode, &h.Token, &h.AcquiredAt, &h.ExpiresAt, &h.Lease, &h.Metadata,
-		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition}
+		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition, &h.Session}
 }
 
-const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition`
+const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition,
+	coalesce(session_id, ''), CASE WHEN session_id IS NULL THEN deadline ELSE coalesce(` + sessionExpiry + `, deadline) END`
 
 func waiterDest(w *rules.Waiter) []any {
-	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition}
+	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition,
+		&w.Session, &w.SessionExpires}
 }
 
 // info is the contract's lock_info of the lock, showing in.
@@ -86,6 +89,7 @@ func (r *lockRow) info(in rules.Info) *topics.LockInfo {
 		OwnerMetadata:    h.Metadata,
 		Limit:            in.Limit,
 		Revision:         r.revision,
+		SessionID:        h.Session,
 	}
 	if h.Owner != "" {
 		li.Mode = string(h.Mode)
@@ -322,10 +326,10 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
 			}
 			pb.Queue(`INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at,
-					lease_duration, owner_metadata, reply_to, request_id, source_partition)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12)`,
-				r.namespace, r.name, h.Owner, h.Mode, h.Token, h.AcquiredAt, h.ExpiresAt, h.Lease, metadata(h.Metadata),
-				h.ReplyTo, h.RequestID, h.Partition)
+					lease_duration, owner_metadata, reply_to, request_id, source_partition, session_id)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12, nullif($13, ''))`,
+				r.namespace, r.name, h.Owner, h.Mode, h.Token, h.AcquiredAt, ownExpiry(h), h.Lease, metadata(h.Metadata),
+				h.ReplyTo, h.RequestID, h.Partition, h.Session)
 			partition = &h.Partition
 			leases = true
 			ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, h.RequestID, r.now)
@@ -341,21 +345,23 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				a.remember(w.RequestID, w.ReplyTo, p)
 			}
 		case rules.Renew:
-			pb.Queue(`UPDATE lock_holders SET expires_at = $4, reply_to = nullif($5, '') WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
-				r.namespace, r.name, h.Owner, h.ExpiresAt, h.ReplyTo)
+			pb.Queue(`UPDATE lock_holders SET expires_at = $4, reply_to = nullif($5, ''), session_id = nullif($6, '')
+				WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
+				r.namespace, r.name, h.Owner, ownExpiry(h), h.ReplyTo, h.Session)
 			leases = true
 			a.reply(a.event(topics.TypeAcquired, r, e.Info))
 		case rules.Queue:
-			pb.Queue(`INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, owner_metadata, reply_to, deadline, source_partition)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10)`,
-				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition)
+			pb.Queue(`INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, owner_metadata, reply_to, deadline,
+					source_partition, session_id)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, nullif($11, ''))`,
+				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
 			a.reply(p)
 		case rules.Requeue:
 			pb.Queue(`UPDATE lock_waiters SET mode = $2, request_id = $3, lease_duration = $4, owner_metadata = $5, reply_to = nullif($6, ''),
-					deadline = $7, source_partition = $8 WHERE id = $1`,
-				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition)
+					deadline = $7, source_partition = $8, session_id = nullif($9, '') WHERE id = $1`,
+				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session)
 			a.answer(topics.TypeWithdrawn, topics.OpAcquire, e.Prev.RequestID, e.Prev.ReplyTo, r, e.Info, nil)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
@@ -373,6 +379,13 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				ev.ErrorCode = topics.CodeLockTimeout
 				ev.ErrorMessage = "wait_timeout passed before the lock became free"
 			})
+		case rules.Lose:
+			pb.Queue(`DELETE FROM lock_holders WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`, r.namespace, r.name, h.Owner)
+			leases = true
+			a.lost(r, e)
+		case rules.Drop:
+			pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
+			a.dropped(r, e)
 		case rules.Expire, rules.Release:
 			pb.Queue(`DELETE FROM lock_holders WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`, r.namespace, r.name, h.Owner)
 			leases = true

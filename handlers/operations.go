@@ -29,4 +29,8 @@ var operations = map[string]operation{
 	topics.OpExtend:  {apply: (*applier).extend, atOnce: func() commonCase { return &holderArgs{sql: extendAtOnceSQL, op: topics.OpExtend} }},
 	topics.OpQuery:   {apply: (*applier).query},
 	topics.OpCleanup: {apply: (*applier).cleanup, barrier: true},
+
+	topics.OpSessionOpen:      {apply: (*applier).sessionOpen},
+	topics.OpSessionKeepAlive: {apply: (*applier).sessionKeepAlive},
+	topics.OpSessionClose:     {apply: (*applier).sessionClose},
 }

@@ -92,6 +92,11 @@ var fields = [...]field{
 			}
 			return ""
 		}},
+	{name: "session_id", kind: kindText, at: func(c *Command) any { return &c.SessionID }, check: checkSessionID},
+	{name: "ttl", kind: kindSeconds, at: func(c *Command) any { return &c.TTL }, positive: true, rng: ttlRange,
+		check: func(c Command, _ string) string {
+			return secondsProblem("ttl", c.TTL, MinSessionTTLSeconds, MaxSessionTTLSeconds, true)
+		}},
 	{name: "reply_to", kind: kindText, at: func(c *Command) any { return &c.ReplyTo }, common: true,
 		check: func(c Command, replyPrefix string) string {
 			if c.ReplyTo != "" && !ValidReplyTo(c.ReplyTo, replyPrefix) {
@@ -117,6 +122,7 @@ func (f field) zero(c *Command) bool {
 var (
 	leaseRange = fmt.Sprintf("%g..%d seconds", MinLeaseSeconds, MaxLeaseSeconds)
 	limitRange = fmt.Sprintf("1..%d", MaxLimit)
+	ttlRange   = fmt.Sprintf("%d..%d seconds", MinSessionTTLSeconds, MaxSessionTTLSeconds)
 )
 
 // fieldIndex finds a row of fields by name.
@@ -155,6 +161,9 @@ func CheckLockName(name string) string { return checkLockName(Command{LockName: 
 func checkLockName(c Command, _ string) string {
 	switch {
 	case c.LockName == "":
+		if op, _ := LookupOperation(c.Operation); op.Session {
+			return "" // a session command names no lock
+		}
 		return "lock_name is required"
 	case len(c.LockName) > MaxLockNameBytes:
 		return fmt.Sprintf("lock_name is %d bytes, over the limit of %d", len(c.LockName), MaxLockNameBytes)
@@ -177,6 +186,18 @@ func checkOwner(c Command, op Operation) string {
 	}
 	if !storable(c.OwnerID) {
 		return "owner_id must be UTF-8 without NUL characters"
+	}
+	return ""
+}
+
+// checkSessionID judges a session_id where one is given; a session
+// command's need of one is judged by Validate.
+func checkSessionID(c Command, _ string) string {
+	switch {
+	case len(c.SessionID) > MaxSessionIDBytes:
+		return fmt.Sprintf("session_id is %d bytes, over the limit of %d", len(c.SessionID), MaxSessionIDBytes)
+	case !printable(c.SessionID):
+		return "session_id must be printable UTF-8"
 	}
 	return ""
 }

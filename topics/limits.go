@@ -19,6 +19,13 @@ const (
 	// MaxMaxAgeSeconds bounds cleanup's max_age_seconds (ten years), so every
 	// input has a bound; the contract names only the default.
 	MaxMaxAgeSeconds = 10 * 365 * 86400
+	// MaxSessionIDBytes bounds a session_id.
+	MaxSessionIDBytes = 128
+	// MinSessionTTLSeconds and MaxSessionTTLSeconds bound a session's ttl;
+	// DefaultSessionTTLSeconds is the ttl of a session_open without one.
+	MinSessionTTLSeconds     = 1
+	MaxSessionTTLSeconds     = 3600
+	DefaultSessionTTLSeconds = 10
 	// CleanupAll is the lock_name of a cleanup over every lock.
 	CleanupAll = "*"
 )

@@ -62,6 +62,9 @@ func LockKey(namespace, lockName string) string {
 	return namespace + "/" + lockName
 }
 
+// SessionKey is the record key of a session's commands and events.
+func SessionKey(sessionID string) string { return "session:" + sessionID }
+
 // ValidTopicName reports whether s is a legal Kafka topic name.
 func ValidTopicName(s string) bool {
 	if s == "" || len(s) > 249 || s == "." || s == ".." {

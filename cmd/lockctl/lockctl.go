@@ -281,6 +281,9 @@ func describe(li *topics.LockInfo) string {
 	if li.OwnerID != "" && li.Status != topics.StatusFree {
 		fmt.Fprintf(&b, " owner=%s token=%d", li.OwnerID, li.FencingToken)
 	}
+	if li.SessionID != "" {
+		fmt.Fprintf(&b, " session=%s", li.SessionID)
+	}
 	if li.ExpiresAt != nil && li.Status == topics.StatusAcquired {
 		fmt.Fprintf(&b, " expires=%s (in %s)", li.ExpiresAt.Format(topics.TimeLayout), time.Until(li.ExpiresAt.Time).Round(100*time.Millisecond))
 	}
@@ -300,6 +303,9 @@ func describe(li *topics.LockInfo) string {
 		fmt.Fprintf(&b, " holders=%d", li.HolderCount)
 		for _, h := range li.Holders {
 			fmt.Fprintf(&b, "\n  %s %s token=%d expires=%s", h.OwnerID, h.Mode, h.FencingToken, h.ExpiresAt.Format(topics.TimeLayout))
+			if h.SessionID != "" {
+				fmt.Fprintf(&b, " session=%s", h.SessionID)
+			}
 		}
 	}
 	return b.String()

@@ -28,7 +28,8 @@
 // semaphore holders as there are free places).
 //
 // A lease ends when its holder releases it or when the database's time
-// passes its expiry; a wait ends at its deadline. Ended leases and waits
+// passes its expiry, or, for a lease of a session, when the session ends
+// (EndSession); a wait ends at its deadline, or with its session. Ended leases and waits
 // are settled (lock.expired, LOCK_TIMEOUT) by whatever looks at the lock
 // first: a command, the expiry scheduler or cleanup.
 //
@@ -68,6 +69,10 @@ type Holder struct {
 	// Partition is the commands partition whose expiry scheduler watches
 	// the lease.
 	Partition int32
+	// Session, when set, keeps the lease alive: it has no expiry of its own
+	// and ends with the session (EndSession) or by its release; ExpiresAt
+	// is then the session's, for lock_info only.
+	Session string
 }
 
 // Waiter is a queued acquire.
@@ -81,6 +86,10 @@ type Waiter struct {
 	ReplyTo   string
 	Deadline  time.Time
 	Partition int32
+	// Session is the session the wait ends with, and SessionExpires that
+	// session's expiry (what a grant's lease shows).
+	Session        string
+	SessionExpires time.Time
 	// Position is the waiter's place in the whole queue (1 = next), for
 	// Lock.Mine only.
 	Position int
@@ -162,6 +171,11 @@ const (
 	Extend
 	// Refuse answers the command lock.rejected with Code.
 	Refuse
+	// Lose ends Holder's lease because its session ended (Reason; Info's
+	// status is released for a closed session, expired for an expired one).
+	Lose
+	// Drop takes Waiter off the queue because its session ended (Reason).
+	Drop
 )
 
 // Effect is one thing a decision does, in the order it happens. Info is
@@ -176,7 +190,9 @@ type Effect struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration
-	Info       Info
+	// Reason is why a session's end did Lose or Drop.
+	Reason string
+	Info   Info
 }
 
 // Info is what lock_info shows: a lease (Holder zero when the lock is free)
@@ -197,6 +213,7 @@ const (
 	CodeTokenMismatch = "TOKEN_MISMATCH"
 	CodeLimitMismatch = "LIMIT_MISMATCH"
 	CodeModeMismatch  = "MODE_MISMATCH"
+	CodeSessionBound  = "SESSION_BOUND"
 )
 
 // Request is an acquire.
@@ -211,6 +228,10 @@ type Request struct {
 	RequestID string
 	Partition int32
 	Key       string // the lock key, for messages
+	// Session ties the lease and the wait to a live session, which expires
+	// at SessionExpires (checked by the caller).
+	Session        string
+	SessionExpires time.Time
 }
 
 // holder returns the index of owner's lease, or -1.
@@ -235,7 +256,7 @@ func (l *Lock) Info() Info {
 	case len(l.Holders) > 0:
 		in.Holder = l.Holders[len(l.Holders)-1]
 		in.Status = Acquired
-		if !in.Holder.ExpiresAt.After(l.Now) {
+		if !in.Holder.Live(l.Now) {
 			in.Status = Expired
 		}
 	case l.Ended != nil:
@@ -257,7 +278,7 @@ func (l *Lock) about(h Holder, s Status) Info {
 func (l *Lock) Settle() (effs []Effect, ended []string) {
 	for i := 0; i < len(l.Holders); {
 		h := l.Holders[i]
-		if h.ExpiresAt.After(l.Now) {
+		if h.Live(l.Now) {
 			i++
 			continue
 		}
@@ -268,6 +289,10 @@ func (l *Lock) Settle() (effs []Effect, ended []string) {
 	}
 	return append(effs, l.HandOff()...), ended
 }
+
+// Live reports whether the lease is in force at now: a session's lease is
+// until its session ends, whatever the time.
+func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.ExpiresAt.After(now) }
 
 func (l *Lock) end(h Holder, s Status) {
 	l.Ended, l.EndedStatus = &h, s
@@ -294,7 +319,7 @@ func (l *Lock) HandOff() []Effect {
 		l.last = w.ID
 		l.Waiting--
 		l.leave(w)
-		effs = append(effs, l.grant(w.Owner, w.Mode, w.Lease, w.Metadata, w.ReplyTo, w.RequestID, w.Partition, w))
+		effs = append(effs, l.grant(w))
 	}
 	return effs
 }
@@ -347,12 +372,20 @@ func (l *Lock) leave(w Waiter) {
 	}
 }
 
-func (l *Lock) grant(owner string, mode Mode, lease float64, meta []byte, replyTo, requestID string, partition int32, from Waiter) Effect {
-	h := Holder{Owner: owner, Mode: mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(lease)),
-		Lease: lease, Metadata: meta, ReplyTo: replyTo, RequestID: requestID, Partition: partition}
+// grant makes w a holder: a waiter taken off the queue, or (ID 0) the
+// command's owner.
+func (l *Lock) grant(w Waiter) Effect {
+	h := Holder{Owner: w.Owner, Mode: w.Mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(w.Lease)),
+		Lease: w.Lease, Metadata: w.Metadata, ReplyTo: w.ReplyTo, RequestID: w.RequestID, Partition: w.Partition, Session: w.Session}
+	if w.Session != "" {
+		h.ExpiresAt = w.SessionExpires
+	}
 	l.Holders = append(l.Holders, h)
 	l.Acquisitions++
-	return Effect{Kind: Grant, Holder: h, Waiter: from, Info: l.about(h, Acquired)}
+	if w.ID == 0 {
+		w = Waiter{}
+	}
+	return Effect{Kind: Grant, Holder: h, Waiter: w, Info: l.about(h, Acquired)}
 }
 
 // Acquire decides an acquire, after settling the lock: renew the owner's
@@ -367,7 +400,14 @@ func (l *Lock) Acquire(r Request) []Effect {
 		case r.Limit != l.Limit:
 			return append(effs, l.limitMismatch(r))
 		}
-		if until := l.Now.Add(seconds(r.Lease)); until.After(h.ExpiresAt) {
+		switch until := l.Now.Add(seconds(r.Lease)); {
+		case r.Session != "":
+			// The latest acquire decides what keeps the lease: its session.
+			h.Session, h.ExpiresAt = r.Session, r.SessionExpires
+		case h.Session != "":
+			// Or its own lease, from now.
+			h.Session, h.ExpiresAt = "", until
+		case until.After(h.ExpiresAt):
 			h.ExpiresAt = until
 		}
 		if r.ReplyTo != "" {
@@ -383,14 +423,13 @@ func (l *Lock) Acquire(r Request) []Effect {
 			l.Limit = r.Limit
 		}
 		effs = append(effs, l.TimeOut()...)
-		return append(effs, l.grant(r.Owner, r.Mode, r.Lease, r.Metadata, r.ReplyTo, r.RequestID, r.Partition, Waiter{}))
+		return append(effs, l.grant(r.waiter(l.Now)))
 	}
 	if r.Wait == 0 {
 		return append(effs, l.lockHeld(r))
 	}
 	effs = append(effs, l.TimeOut()...)
-	w := Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
-		ReplyTo: r.ReplyTo, Deadline: l.Now.Add(seconds(r.Wait)), Partition: r.Partition}
+	w := r.waiter(l.Now)
 	if l.Mine != nil {
 		prev := *l.Mine
 		w.ID, w.Position = prev.ID, prev.Position
@@ -411,6 +450,12 @@ func (l *Lock) Acquire(r Request) []Effect {
 		l.Head = append(l.Head, w) // the queue was all loaded: it still is
 	}
 	return append(effs, Effect{Kind: Queue, Waiter: w, Position: w.Position, Info: l.Info()})
+}
+
+// waiter is the acquire as a waiter that would queue at now.
+func (r Request) waiter(now time.Time) Waiter {
+	return Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
+		ReplyTo: r.ReplyTo, Deadline: now.Add(seconds(r.Wait)), Partition: r.Partition, Session: r.Session, SessionExpires: r.SessionExpires}
 }
 
 // live counts the waiters whose deadline has not passed.
@@ -504,6 +549,9 @@ func (l *Lock) Extend(owner, key string, token *int64, by float64) []Effect {
 		return append(effs, l.notHolder(owner, key, ended))
 	case token != nil && *token != l.Holders[i].Token:
 		return append(effs, l.refuse(CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *token)))
+	case l.Holders[i].Session != "":
+		return append(effs, l.refuse(CodeSessionBound, fmt.Sprintf("the lease of lock %q is kept alive by session %q: keep the session alive instead",
+			key, l.Holders[i].Session)))
 	}
 	h := &l.Holders[i]
 	if by == 0 {
