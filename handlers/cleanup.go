@@ -149,11 +149,7 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 			return nil, time.Time{}, fmt.Errorf("locking lock row: %w", err)
 		}
 		r.scanned()
-		// What the sweep does to a lock is written under the lock's
-		// partition, whose relay publishes its other changes: a partition's
-		// rows go out in id order, and the lock's row lock makes that its
-		// commit order.
-		la := &applier{Batch: a.Batch.For(r.partition), cmd: a.cmd, op: a.op, polledAt: a.polledAt}
+		la := a.forLock(&r)
 		s, err := la.loadRest(ctx, &r, "")
 		if err != nil {
 			return nil, time.Time{}, err

@@ -256,6 +256,16 @@ func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]r
 	return ws, nil
 }
 
+// forLock is the applier of the current command for what it does to a lock
+// of another partition than the command's (a cleanup's sweep, a session's
+// end): written under the lock's partition, whose relay publishes the
+// lock's other changes, so that the lock's records keep their order (a
+// partition's rows go out in id order, and the lock's row lock makes that
+// its commit order). Its caused events are the caller's to collect.
+func (a *applier) forLock(r *lockRow) *applier {
+	return &applier{Batch: a.Batch.For(r.partition), cmd: a.cmd, op: a.op, polledAt: a.polledAt}
+}
+
 // event starts an event of the current command showing in.
 func (a *applier) event(typ string, r *lockRow, in rules.Info) *pending {
 	ev := topics.NewEvent(typ, a.cmd.Operation, a.cmd.RequestID, r.now)

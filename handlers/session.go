@@ -232,7 +232,10 @@ func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string
 				in.Waits++
 			}
 		}
-		if err := a.apply(ctx, st, effs); err != nil {
+		la := a.forLock(st.row)
+		err = la.apply(ctx, st, effs)
+		a.caused = append(a.caused, la.caused...)
+		if err != nil {
 			return err
 		}
 	}
