@@ -283,9 +283,16 @@ func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]r
 // end): written under the lock's partition, whose relay publishes the
 // lock's other changes, so that the lock's records keep their order (a
 // partition's rows go out in id order, and the lock's row lock makes that
-// its commit order). Its caused events are the caller's to collect.
+// its commit order). Its caused events are the caller's to collect. A row
+// of no partition (negative: written by a tool, such as lockbench's seeds,
+// never by a grant) has no relay: what the command does to it stays under
+// the command's partition.
 func (a *applier) forLock(r *lockRow) *applier {
-	return &applier{Batch: a.Batch.For(r.partition), cmd: a.cmd, op: a.op, polledAt: a.polledAt}
+	b := a.Batch
+	if r.partition >= 0 {
+		b = b.For(r.partition)
+	}
+	return &applier{Batch: b, cmd: a.cmd, op: a.op, polledAt: a.polledAt}
 }
 
 // event starts an event of the current command showing in.

@@ -42,7 +42,7 @@ func (a *applier) state(r *lockRow, l *rules.Lock, status string) {
 // under the lock's partition (see sweep).
 func (a *applier) deleted(ns, name string, partition int32) {
 	if topic := a.env.Names.State; topic != "" {
-		a.For(partition).queue(topic, []byte(topics.LockKey(ns, name)), &pending{}, stateHeaders)
+		a.forLock(&lockRow{partition: partition}).queue(topic, []byte(topics.LockKey(ns, name)), &pending{}, stateHeaders)
 	}
 }
 

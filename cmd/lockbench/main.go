@@ -211,7 +211,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	leases := fs.Int("leases", 0, "expiry: leases (default 10000, quick 200)")
 	lease := fs.Duration("lease", 0, "expiry: lease duration (default 1s)")
 	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
-	fs.IntVar(&cfg.CleanupEndedMax, "cleanup-ended-max", cfg.CleanupEndedMax, "cleanup: measure ended leases (two events each for the relay) only up to this many locks")
+	fs.IntVar(&cfg.CleanupEndedMax, "cleanup-ended-max", cfg.CleanupEndedMax, "cleanup: measure ended leases (three records each for the relay) only up to this many locks")
 	ceilDur := fs.Duration("ceiling-duration", 0, "ceiling: duration of each run (default 10s, quick 2s)")
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
 	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
