@@ -32,7 +32,7 @@ type LockRevision struct {
 	Status Status
 	Limit  int
 	// Holders are the leases in grant order (the first
-	// topics.MaxHoldersShown of HolderCount).
+	// topics.MaxStateHolders of HolderCount).
 	Holders     []Holder
 	HolderCount int
 	// Waiters counts the queued acquires.

@@ -148,7 +148,7 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 		pb.Queue(`SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`, ns, name).QueryRow(scan)
 	}
 	hs := []rules.Holder{}
-	queueHolders(pb, ns, name, &hs)
+	queueHolders(pb, ns, name, 0, &hs)
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return nil, err
 	}
@@ -200,14 +200,15 @@ func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []r
 func (a *applier) holders(ctx context.Context, r *lockRow) ([]rules.Holder, error) {
 	var hs []rules.Holder
 	pb := &pgx.Batch{}
-	queueHolders(pb, r.namespace, r.name, &hs)
+	queueHolders(pb, r.namespace, r.name, 0, &hs)
 	return hs, a.tx.SendBatch(ctx, pb).Close()
 }
 
-// queueHolders queues on pb the read of a lock's holders, in grant order,
-// appended to *hs.
-func queueHolders(pb *pgx.Batch, ns, name string, hs *[]rules.Holder) {
-	pb.Queue(`SELECT `+holderCols+` FROM lock_holders WHERE namespace = $1 AND lock_name = $2 ORDER BY fencing_token`, ns, name).
+// queueHolders queues on pb the read of a lock's first limit holders (0:
+// all), in grant order, appended to *hs.
+func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder) {
+	pb.Queue(`SELECT `+holderCols+` FROM lock_holders WHERE namespace = $1 AND lock_name = $2 ORDER BY fencing_token
+		LIMIT nullif($3::int, 0)`, ns, name, limit).
 		Query(func(rows pgx.Rows) error {
 			var h rules.Holder
 			if _, err := pgx.ForEachRow(rows, holderDest(&h), func() error { *hs = append(*hs, h); return nil }); err != nil {
@@ -455,7 +456,7 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		return nil
 	}
 	queueLockRow(pb, r, l, partition, leases)
-	a.state(r, l, lockStatus(r, l))
+	a.state(r, l, len(l.Holders), lockStatus(r, l))
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return fmt.Errorf("writing lock %q: %w", topics.LockKey(r.namespace, r.name), err)
 	}

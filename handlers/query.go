@@ -34,16 +34,16 @@ func (a *applier) query(ctx context.Context) error {
 		}
 	}
 	p := a.event(topics.TypeStatus, r, l.Info())
-	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), holderList(l)
+	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), holderList(l, topics.MaxHoldersShown)
 	a.reply(p)
 	return nil
 }
 
-// holderList is lock_info.holders: the first topics.MaxHoldersShown
-// holders in grant order, each expired when past its expiry.
-func holderList(l *rules.Lock) []topics.Holder {
+// holderList is lock_info.holders: the first max holders in grant order,
+// each expired when past its expiry.
+func holderList(l *rules.Lock, max int) []topics.Holder {
 	var hs []topics.Holder
-	for _, h := range l.Holders[:min(len(l.Holders), topics.MaxHoldersShown)] {
+	for _, h := range l.Holders[:min(len(l.Holders), max)] {
 		status := topics.StatusAcquired
 		if !h.Live(l.Now) {
 			status = topics.StatusExpired

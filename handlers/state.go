@@ -14,10 +14,11 @@ import (
 var stateHeaders = []topics.Header{{Key: topics.HeaderContentType, Value: []byte("application/json")}}
 
 // state publishes the lock as the current change leaves it (r's revision,
-// l's holders and queue) to the lock state topic, after the change's
+// its holders, of which l holds at least the first topics.MaxStateHolders,
+// and l's queue) to the lock state topic, after the change's
 // events: the relay sends a key's rows in outbox order, which for one lock
 // is commit order (its row lock orders the transactions that change it).
-func (a *applier) state(r *lockRow, l *rules.Lock, status string) {
+func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) {
 	topic := a.env.Names.State
 	if topic == "" {
 		return
@@ -26,13 +27,13 @@ func (a *applier) state(r *lockRow, l *rules.Lock, status string) {
 	if op == "" {
 		op = topics.OpExpire // the expiry scheduler's change
 	}
-	hs := holderList(l)
+	hs := holderList(l, topics.MaxStateHolders)
 	if hs == nil {
 		hs = []topics.Holder{}
 	}
 	st := &topics.LockState{
 		Namespace: r.namespace, LockName: r.name, Revision: r.revision, Status: status, Limit: l.Limit,
-		HolderCount: len(l.Holders), Holders: hs, WaiterCount: l.Waiting, AcquisitionCount: l.Acquisitions,
+		HolderCount: holders, Holders: hs, WaiterCount: l.Waiting, AcquisitionCount: l.Acquisitions,
 		Operation: op, ChangedAt: topics.NewTime(r.now),
 	}
 	a.queue(topic, []byte(topics.LockKey(r.namespace, r.name)), &pending{state: st}, stateHeaders)
@@ -62,13 +63,13 @@ func (a *applier) changedState(ctx context.Context, ch *changed, held bool) erro
 	case r.holders == 1 && held:
 		l.Holders = []rules.Holder{ch.holder}
 	default:
-		hs, err := a.holders(ctx, r)
-		if err != nil {
+		pb := &pgx.Batch{}
+		queueHolders(pb, r.namespace, r.name, topics.MaxStateHolders, &l.Holders)
+		if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 			return err
 		}
-		l.Holders = hs
 	}
-	a.state(r, l, status)
+	a.state(r, l, r.holders, status)
 	return nil
 }
 
@@ -102,7 +103,7 @@ func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) 
 		if _, err := b.tx.Exec(ctx, `UPDATE locks SET revision = 1 WHERE namespace = $1 AND lock_name = $2`, r.namespace, r.name); err != nil {
 			return 0, fmt.Errorf("giving lock %q its first revision: %w", topics.LockKey(r.namespace, r.name), err)
 		}
-		a.state(r, s.l, r.status)
+		a.state(r, s.l, len(s.l.Holders), r.status)
 	}
 	return len(rs), nil
 }

@@ -135,3 +135,23 @@ func TestPublishFirstStates(t *testing.T) {
 	ev := h.one(h.release("old", "a"))
 	require.Equal(t, int64(2), ev.LockInfo.Revision)
 }
+
+// A lock state lists the first topics.MaxStateHolders holders and counts
+// them all, on the common case and the general path alike.
+func TestLockStateHoldersBounded(t *testing.T) {
+	h := newHarness(t)
+	n := topics.MaxStateHolders + 4
+	for i := range n {
+		h.apply(h.acquire("wide", fmt.Sprintf("r%02d", i), shared))
+	}
+	h.apply(h.acquire("wide", "writer", wait(60))) // general path: queued behind the readers
+	states := h.states()
+	require.Len(t, states, n+1)
+	for i, s := range states {
+		count := min(i+1, n)
+		require.Equal(t, count, s.State.HolderCount, "state %d", i)
+		require.Len(t, s.State.Holders, min(count, topics.MaxStateHolders), "state %d", i)
+		require.Equal(t, "r00", s.State.Holders[0].OwnerID, "grant order")
+	}
+	require.Equal(t, 1, states[n].State.WaiterCount)
+}

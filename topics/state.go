@@ -5,6 +5,11 @@ import (
 	"fmt"
 )
 
+// MaxStateHolders bounds LockState.Holders: a record per change that
+// listed every reader of a widely shared lock would cost each change in
+// proportion to the readers (query lists up to MaxHoldersShown).
+const MaxStateHolders = 16
+
 // LockState is the value of a lock's record on the lock state topic
 // (Names.State): the whole lock after one committed change, keyed by
 // LockKey. A tombstone (no value) follows the cleanup that deletes the
@@ -24,7 +29,7 @@ type LockState struct {
 	Status string `json:"status"`
 	Limit  int    `json:"limit"`
 	// HolderCount counts the leases; Holders lists them in grant order
-	// (the first MaxHoldersShown).
+	// (the first MaxStateHolders).
 	HolderCount int      `json:"holder_count"`
 	Holders     []Holder `json:"holders"`
 	// WaiterCount counts the queued acquires.
