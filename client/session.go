@@ -238,7 +238,6 @@ func (s *Session) command(op string) topics.Command {
 	return cmd
 }
 
-
 // keepAliveLoop keeps the session alive every third of its TTL until it
 // ends or the client closes. A refused keep-alive loses the session; one
 // without an answer is tried again at the next tick, until the deadline
