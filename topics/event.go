@@ -16,6 +16,7 @@ const (
 	TypeReleased  = "lock.released"
 	TypeExtended  = "lock.extended"
 	TypeExpired   = "lock.expired"
+	TypeRevoked   = "lock.revoked"
 	TypeStatus    = "lock.status"
 	TypeCleaned   = "lock.cleaned"
 	TypeRejected  = "lock.rejected"
@@ -45,18 +46,22 @@ const (
 	// CodeModeMismatch: the owner holds the lock in the other mode (an
 	// upgrade or downgrade is a release and a new acquire).
 	CodeModeMismatch = "MODE_MISMATCH"
+	// CodeMaxHoldExceeded: an extend or renewal would carry the lease past
+	// its acquired_at + max_hold.
+	CodeMaxHoldExceeded = "MAX_HOLD_EXCEEDED"
 )
 
 // ErrorCodes is every error code of lock.rejected.
 var ErrorCodes = []string{CodeLockHeld, CodeLockTimeout, CodeNotOwner, CodeNotHeld, CodeTokenMismatch,
 	CodeInvalidRequest, CodeUnsupportedVersion, CodeRequestIDConflict,
-	CodeUnauthenticated, CodeForbidden, CodeLimitMismatch, CodeModeMismatch}
+	CodeUnauthenticated, CodeForbidden, CodeLimitMismatch, CodeModeMismatch, CodeMaxHoldExceeded}
 
 // Lock statuses of LockInfo.
 const (
 	StatusAcquired = "acquired"
 	StatusReleased = "released"
 	StatusExpired  = "expired"
+	StatusRevoked  = "revoked"
 	StatusFree     = "free"
 )
 
@@ -74,8 +79,13 @@ type Event struct {
 	RetryAfterSeconds *float64  `json:"retry_after_seconds,omitempty"`
 	LockInfo          *LockInfo `json:"lock_info,omitempty"`
 	// QueuePosition comes with lock.queued: 1 is next in line.
-	QueuePosition    int      `json:"queue_position,omitempty"`
-	CleanedCount     *int     `json:"cleaned_count,omitempty"`
+	QueuePosition int  `json:"queue_position,omitempty"`
+	CleanedCount  *int `json:"cleaned_count,omitempty"`
+	// Reason comes with lock.revoked: the revoke's reason.
+	Reason string `json:"reason,omitempty"`
+	// RevokedCount comes with the revoker's own lock.revoked: the leases it
+	// ended.
+	RevokedCount     int      `json:"revoked_count,omitempty"`
 	CleanedLockNames []string `json:"cleaned_lock_names,omitempty"`
 	// DurationMS is the time from the record being polled to its
 	// transaction's commit; absent on events no command caused.
@@ -104,6 +114,9 @@ type LockInfo struct {
 	// grant order.
 	HolderCount int      `json:"holder_count,omitempty"`
 	Holders     []Holder `json:"holders,omitempty"`
+	// DelayUntil comes with lock.status while the lock is in a lock-delay:
+	// it grants nothing before then.
+	DelayUntil *Time `json:"delay_until,omitempty"`
 }
 
 // MaxHoldersShown bounds LockInfo.Holders.

@@ -92,6 +92,26 @@ var fields = [...]field{
 			}
 			return ""
 		}},
+	{name: "lock_delay", kind: kindSeconds, at: func(c *Command) any { return &c.LockDelay },
+		check: func(c Command, _ string) string {
+			return secondsProblem("lock_delay", c.LockDelay, 0, MaxLockDelaySeconds, false)
+		}},
+	{name: "max_hold", kind: kindSeconds, at: func(c *Command) any { return &c.MaxHold },
+		check: func(c Command, _ string) string {
+			return secondsProblem("max_hold", c.MaxHold, MinLeaseSeconds, MaxMaxHoldSeconds, true)
+		}},
+	{name: "reason", kind: kindText, at: func(c *Command) any { return &c.Reason },
+		check: func(c Command, _ string) string {
+			switch {
+			case c.Reason == "":
+				return "reason is required for " + c.Operation
+			case len(c.Reason) > MaxReasonBytes:
+				return fmt.Sprintf("reason is %d bytes, over the limit of %d", len(c.Reason), MaxReasonBytes)
+			case !storable(c.Reason):
+				return "reason must be UTF-8 without NUL characters"
+			}
+			return ""
+		}},
 	{name: "reply_to", kind: kindText, at: func(c *Command) any { return &c.ReplyTo }, common: true,
 		check: func(c Command, replyPrefix string) string {
 			if c.ReplyTo != "" && !ValidReplyTo(c.ReplyTo, replyPrefix) {

@@ -10,6 +10,9 @@ type Names struct {
 	Acquired string
 	Released string
 	Expired  string
+	// Revoked is the lifecycle topic of lock.revoked. Default
+	// "locks.lock.revoked.v1".
+	Revoked string
 	// DeadLetter receives copies of records that could not be applied.
 	// Default "locks.commands.dlq".
 	DeadLetter string
@@ -26,6 +29,7 @@ func DefaultNames() Names {
 		Acquired:    "locks.lock.acquired.v1",
 		Released:    "locks.lock.released.v1",
 		Expired:     "locks.lock.expired.v1",
+		Revoked:     "locks.lock.revoked.v1",
 		DeadLetter:  "locks.commands.dlq",
 		ReplyPrefix: "locks.replies.",
 	}
@@ -44,6 +48,8 @@ func (n Names) Lifecycle(eventType string) string {
 		return n.Released
 	case TypeExpired:
 		return n.Expired
+	case TypeRevoked:
+		return n.Revoked
 	}
 	return ""
 }

@@ -26,7 +26,7 @@ type Operation struct {
 // Operations is every operation of the contract, in the order people read
 // them.
 var Operations = []Operation{
-	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata"}, NeedsOwner: true,
+	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata", "lock_delay", "max_hold"}, NeedsOwner: true,
 		Answers: []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
 		Summary: "take the lock (exclusive, shared, or one of a semaphore's places), renew it for its holder, or wait in its FIFO queue"},
 	{Name: OpRelease, Fields: []string{"fencing_token"}, NeedsOwner: true,
@@ -35,6 +35,9 @@ var Operations = []Operation{
 	{Name: OpExtend, Fields: []string{"extension_duration", "fencing_token"}, NeedsOwner: true,
 		Answers: []string{TypeExtended, TypeRejected},
 		Summary: "lengthen the holder's lease from its current expiry"},
+	{Name: OpRevoke, Fields: []string{"reason"},
+		Answers: []string{TypeRevoked, TypeRejected},
+		Summary: "end the lock's leases, or owner_id's, with a reason (an administrative operation): each holder is told, waiters are granted"},
 	{Name: OpQuery,
 		Answers: []string{TypeStatus},
 		Summary: "report the lock without changing it"},

@@ -68,6 +68,10 @@ type Holder struct {
 	// Partition is the commands partition whose expiry scheduler watches
 	// the lease.
 	Partition int32
+	// LockDelay (seconds, 0: none) keeps the lock from granting for that
+	// long after the lease ends otherwise than by its holder's release;
+	// MaxHold (seconds, 0: none) caps the lease at AcquiredAt + MaxHold.
+	LockDelay, MaxHold float64
 }
 
 // Waiter is a queued acquire.
@@ -81,6 +85,8 @@ type Waiter struct {
 	ReplyTo   string
 	Deadline  time.Time
 	Partition int32
+	// LockDelay and MaxHold are the acquire's, for its lease.
+	LockDelay, MaxHold float64
 	// Position is the waiter's place in the whole queue (1 = next), for
 	// Lock.Mine only.
 	Position int
@@ -112,6 +118,9 @@ type Lock struct {
 	EndedStatus Status
 	// Acquisitions counts the grants of the lock so far.
 	Acquisitions int64
+	// DelayUntil, when not zero, is the end of the lock's lock-delay: it
+	// grants nothing before then. Settle clears a delay that has passed.
+	DelayUntil time.Time
 	// Now is the database's time, which decides every expiry.
 	Now time.Time
 	// NextToken hands out a new fencing token (the database's sequence).
@@ -131,7 +140,9 @@ const (
 	Acquired Status = "acquired"
 	Released Status = "released"
 	Expired  Status = "expired"
-	Free     Status = "free"
+	// Revoked: the lease was ended by a revoke.
+	Revoked Status = "revoked"
+	Free    Status = "free"
 )
 
 // Kind is what an Effect does.
@@ -162,6 +173,8 @@ const (
 	Extend
 	// Refuse answers the command lock.rejected with Code.
 	Refuse
+	// Revoke ends Holder's lease by a revoke.
+	Revoke
 )
 
 // Effect is one thing a decision does, in the order it happens. Info is
@@ -197,6 +210,7 @@ const (
 	CodeTokenMismatch = "TOKEN_MISMATCH"
 	CodeLimitMismatch = "LIMIT_MISMATCH"
 	CodeModeMismatch  = "MODE_MISMATCH"
+	CodeMaxHold       = "MAX_HOLD_EXCEEDED"
 )
 
 // Request is an acquire.
@@ -211,6 +225,16 @@ type Request struct {
 	RequestID string
 	Partition int32
 	Key       string // the lock key, for messages
+	// LockDelay and MaxHold are the lease's if granted (see Holder);
+	// Lease is at most MaxHold.
+	LockDelay, MaxHold float64
+}
+
+// waiter is the request as a place in the queue from now, or (ID 0) as
+// what a grant at once takes.
+func (r Request) waiter(now time.Time) Waiter {
+	return Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
+		ReplyTo: r.ReplyTo, Deadline: now.Add(seconds(r.Wait)), Partition: r.Partition, LockDelay: r.LockDelay, MaxHold: r.MaxHold}
 }
 
 // holder returns the index of owner's lease, or -1.
@@ -254,32 +278,53 @@ func (l *Lock) about(h Holder, s Status) Info {
 // Settle ends every lease past its expiry (lock.expired, in token order)
 // and hands the lock to its waiters if that frees it for them. It returns
 // the owners whose leases it ended.
+// A lock-delay that has passed is cleared first.
 func (l *Lock) Settle() (effs []Effect, ended []string) {
+	l.delayed()
 	for i := 0; i < len(l.Holders); {
-		h := l.Holders[i]
-		if h.ExpiresAt.After(l.Now) {
+		if l.Holders[i].ExpiresAt.After(l.Now) {
 			i++
 			continue
 		}
-		l.Holders = slices.Delete(l.Holders, i, i+1)
-		l.end(h, Expired)
+		h := l.EndLease(i, Expired)
 		effs = append(effs, Effect{Kind: Expire, Holder: h, Info: l.about(h, Expired)})
 		ended = append(ended, h.Owner)
 	}
 	return append(effs, l.HandOff()...), ended
 }
 
-func (l *Lock) end(h Holder, s Status) {
+// EndLease ends the lease of Holders[i], which ended as s, and returns it:
+// it becomes the lease that ended last. Every end but its holder's own
+// release (Released) starts the lease's lock-delay, if it has one: an
+// expiry, a revoke, and any other end a holder did not ask for.
+func (l *Lock) EndLease(i int, s Status) Holder {
+	h := l.Holders[i]
+	l.Holders = slices.Delete(l.Holders, i, i+1)
 	l.Ended, l.EndedStatus = &h, s
+	if s != Released && h.LockDelay > 0 {
+		if until := l.Now.Add(seconds(h.LockDelay)); until.After(l.DelayUntil) {
+			l.DelayUntil = until
+		}
+	}
+	return h
+}
+
+// delayed reports whether the lock is in a lock-delay now, clearing one
+// that has passed.
+func (l *Lock) delayed() bool {
+	if !l.DelayUntil.IsZero() && !l.DelayUntil.After(l.Now) {
+		l.DelayUntil = time.Time{}
+	}
+	return !l.DelayUntil.IsZero()
 }
 
 // HandOff grants the lock to the waiters at the head of the queue that are
 // compatible with its holders, in order, stopping at the first that is not.
 // When it can grant (or the lock has neither holders nor live waiters), it
 // first answers every waiter whose deadline has passed, so none of them is
-// granted.
+// granted. In a lock-delay it grants nothing.
 func (l *Lock) HandOff() []Effect {
-	if l.Waiting == 0 {
+	if l.Waiting == 0 || l.delayed() {
 		return nil
 	}
 	l.fill()
@@ -294,7 +339,7 @@ func (l *Lock) HandOff() []Effect {
 		l.last = w.ID
 		l.Waiting--
 		l.leave(w)
-		effs = append(effs, l.grant(w.Owner, w.Mode, w.Lease, w.Metadata, w.ReplyTo, w.RequestID, w.Partition, w))
+		effs = append(effs, l.grant(w))
 	}
 	return effs
 }
@@ -347,12 +392,32 @@ func (l *Lock) leave(w Waiter) {
 	}
 }
 
-func (l *Lock) grant(owner string, mode Mode, lease float64, meta []byte, replyTo, requestID string, partition int32, from Waiter) Effect {
-	h := Holder{Owner: owner, Mode: mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(lease)),
-		Lease: lease, Metadata: meta, ReplyTo: replyTo, RequestID: requestID, Partition: partition}
+// grant makes w a holder: a waiter taken off the queue, or (ID 0) the
+// command's owner.
+func (l *Lock) grant(w Waiter) Effect {
+	h := Holder{Owner: w.Owner, Mode: w.Mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(w.Lease)),
+		Lease: w.Lease, Metadata: w.Metadata, ReplyTo: w.ReplyTo, RequestID: w.RequestID, Partition: w.Partition,
+		LockDelay: w.LockDelay, MaxHold: w.MaxHold}
 	l.Holders = append(l.Holders, h)
 	l.Acquisitions++
-	return Effect{Kind: Grant, Holder: h, Waiter: from, Info: l.about(h, Acquired)}
+	e := Effect{Kind: Grant, Holder: h, Info: l.about(h, Acquired)}
+	if w.ID != 0 {
+		e.Waiter = w
+	}
+	return e
+}
+
+// capped refuses to carry h's lease to until when that is past its max_hold.
+func (l *Lock) capped(h Holder, until time.Time, key string) (Effect, bool) {
+	if h.MaxHold == 0 {
+		return Effect{}, false
+	}
+	end := h.AcquiredAt.Add(seconds(h.MaxHold))
+	if !until.After(end) {
+		return Effect{}, false
+	}
+	return l.refuse(CodeMaxHold, fmt.Sprintf("the lease of lock %q would end at %s, past acquired_at + max_hold (%gs) = %s",
+		key, until.UTC().Format(time.RFC3339Nano), h.MaxHold, end.UTC().Format(time.RFC3339Nano))), true
 }
 
 // Acquire decides an acquire, after settling the lock: renew the owner's
@@ -368,6 +433,9 @@ func (l *Lock) Acquire(r Request) []Effect {
 			return append(effs, l.limitMismatch(r))
 		}
 		if until := l.Now.Add(seconds(r.Lease)); until.After(h.ExpiresAt) {
+			if e, ok := l.capped(*h, until, r.Key); ok {
+				return append(effs, e)
+			}
 			h.ExpiresAt = until
 		}
 		if r.ReplyTo != "" {
@@ -378,19 +446,18 @@ func (l *Lock) Acquire(r Request) []Effect {
 	if (len(l.Holders) > 0 || l.Waiting > 0) && r.Limit != l.Limit {
 		return append(effs, l.limitMismatch(r))
 	}
-	if len(l.Head) == 0 && l.live() == 0 && l.compatible(r.Mode) {
+	if len(l.Head) == 0 && l.live() == 0 && l.compatible(r.Mode) && !l.delayed() {
 		if len(l.Holders) == 0 {
 			l.Limit = r.Limit
 		}
 		effs = append(effs, l.TimeOut()...)
-		return append(effs, l.grant(r.Owner, r.Mode, r.Lease, r.Metadata, r.ReplyTo, r.RequestID, r.Partition, Waiter{}))
+		return append(effs, l.grant(r.waiter(l.Now)))
 	}
 	if r.Wait == 0 {
 		return append(effs, l.lockHeld(r))
 	}
 	effs = append(effs, l.TimeOut()...)
-	w := Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
-		ReplyTo: r.ReplyTo, Deadline: l.Now.Add(seconds(r.Wait)), Partition: r.Partition}
+	w := r.waiter(l.Now)
 	if l.Mine != nil {
 		prev := *l.Mine
 		w.ID, w.Position = prev.ID, prev.Position
@@ -441,6 +508,11 @@ func (l *Lock) lockHeld(r Request) Effect {
 	if k >= 0 && k < len(ends) {
 		e.RetryAfter = ends[k].Sub(l.Now)
 	}
+	if l.delayed() {
+		e.Message = fmt.Sprintf("lock %q grants nothing until %s: the lock-delay of a lease that ended without its holder's release",
+			r.Key, l.DelayUntil.UTC().Format(time.RFC3339Nano))
+		e.RetryAfter = max(e.RetryAfter, l.DelayUntil.Sub(l.Now))
+	}
 	return e
 }
 
@@ -466,9 +538,7 @@ func (l *Lock) Release(owner, key string, token *int64) []Effect {
 	case i >= 0 && token != nil && *token != l.Holders[i].Token:
 		return append(effs, l.refuse(CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *token)))
 	case i >= 0:
-		h := l.Holders[i]
-		l.Holders = slices.Delete(l.Holders, i, i+1)
-		l.end(h, Released)
+		h := l.EndLease(i, Released)
 		effs = append(effs, Effect{Kind: Release, Holder: h, Info: l.about(h, Released)})
 		return append(effs, l.HandOff()...)
 	}
@@ -508,6 +578,9 @@ func (l *Lock) Extend(owner, key string, token *int64, by float64) []Effect {
 	h := &l.Holders[i]
 	if by == 0 {
 		by = h.Lease
+	}
+	if e, ok := l.capped(*h, h.ExpiresAt.Add(seconds(by)), key); ok {
+		return append(effs, e)
 	}
 	h.ExpiresAt = h.ExpiresAt.Add(seconds(by))
 	h.Extensions++
