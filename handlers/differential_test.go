@@ -19,11 +19,13 @@ import (
 
 // TestDifferential drives seeded random sequences of commands with modes
 // and limits (a mutex, a read/write lock and a semaphore of 3, with a
-// wrong mode or limit now and then), batched at random, through the
+// wrong mode or limit now and then), lock-delays, max_hold caps and
+// revokes, batched at random, through the
 // general path alone, through the common cases sent ahead and through them
 // inline, each on a schema of its own, and through rules.Memory; all four must
-// give the same events. Leases and waits end only when the test ends them
-// (in the database and in the model alike), then the expiry step runs.
+// give the same events. Leases, waits and lock-delays end only when the
+// test ends them (in the database and in the model alike), then the expiry
+// step runs.
 func TestDifferential(t *testing.T) {
 	const seeds, steps = 8, 80
 	h := newHarness(t)
@@ -51,13 +53,14 @@ func TestDifferential(t *testing.T) {
 }
 
 // diffStep is one step of a script: a batch of commands, or the end of a
-// lease (the holder-th holder of lock by token, modulo their number) or of
-// the first wait of lock, followed by the expiry step.
+// lease (the holder-th holder of lock by token, modulo their number), of
+// the first wait of lock or of its lock-delay, followed by the expiry step.
 type diffStep struct {
 	cmds      []diffCmd
 	endLease  string
 	holder    int
 	endWait   string
+	endDelay  string
 	expiryRun bool
 }
 
@@ -87,6 +90,9 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 		case n < 12:
 			script = append(script, diffStep{endWait: lock, expiryRun: true})
 			continue
+		case n < 15:
+			script = append(script, diffStep{endDelay: lock, expiryRun: true})
+			continue
 		}
 		var step diffStep
 		for range 1 + r.IntN(3) {
@@ -114,12 +120,26 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 				if r.IntN(2) == 0 {
 					c.LeaseDuration = 60
 				}
-			case n < 70:
+				// A delay that outlasts the run unless the test ends it; a
+				// cap that a few extensions reach, and no renewal within
+				// the run (which would depend on the clock).
+				if r.IntN(3) == 0 {
+					c.LockDelay = 60
+				}
+				if r.IntN(2) == 0 {
+					c.MaxHold = 65
+				}
+			case n < 66:
 				c.Operation, guard = topics.OpRelease, r.IntN(3)
-			case n < 85:
+			case n < 81:
 				c.Operation, guard = topics.OpExtend, r.IntN(3)
 				if r.IntN(2) == 0 {
 					c.ExtensionDuration = 5
+				}
+			case n < 87:
+				c.Operation, c.ReplyTo, c.Reason = topics.OpRevoke, "locks.replies.admin", "test"
+				if r.IntN(2) == 0 {
+					c.OwnerID = ""
 				}
 			default:
 				c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
@@ -175,6 +195,12 @@ func (d *diffTracker) note(ev topics.Event) {
 	if ev.RetryAfterSeconds != nil {
 		s += " retry_after"
 	}
+	if strings.Contains(ev.ErrorMessage, "lock-delay") {
+		s += " delayed"
+	}
+	if ev.Type == topics.TypeRevoked {
+		s += fmt.Sprintf(" reason=%s revoked=%d", ev.Reason, ev.RevokedCount)
+	}
 	if li := ev.LockInfo; li != nil {
 		if ev.Type == topics.TypeAcquired {
 			d.last[li.LockName+"/"+li.OwnerID] = li.FencingToken
@@ -212,6 +238,10 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			}
 		case step.endWait != "":
 			h.forceWaitEnd(step.endWait)
+		case step.endDelay != "":
+			_, err := h.st.Pool.Exec(ctx, `UPDATE locks SET delay_until = clock_timestamp() - interval '1 millisecond'
+				WHERE lock_name = $1 AND delay_until IS NOT NULL`, step.endDelay)
+			require.NoError(h.t, err)
 		}
 		if step.expiryRun {
 			_, evs := h.expireDueEvents()
@@ -285,16 +315,22 @@ func modelRun(script []diffStep) []string {
 			if q := mem[step.endWait].Queue; len(q) > 0 {
 				q[0].Deadline = now.Add(-time.Millisecond)
 			}
+		case step.endDelay != "":
+			if m := mem[step.endDelay]; !m.DelayUntil.IsZero() {
+				m.DelayUntil = now.Add(-time.Millisecond)
+			}
 		}
 		if step.expiryRun {
-			// The expiry step: leases first, then waits.
+			// The expiry step: leases first, then waits and lock-delays.
 			for _, name := range []string{"mutex", "rw", "sem"} {
 				if slices.ContainsFunc(mem[name].Holders, func(h rules.Holder) bool { return !h.ExpiresAt.After(now) }) {
 					decide(name, "", nil, func(l *rules.Lock) []rules.Effect { effs, _ := l.Settle(); return effs })
 				}
 			}
 			for _, name := range []string{"mutex", "rw", "sem"} {
-				if slices.ContainsFunc(mem[name].Queue, func(w rules.Waiter) bool { return !w.Deadline.After(now) }) {
+				m := mem[name]
+				if slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return !w.Deadline.After(now) }) ||
+					!m.DelayUntil.IsZero() && !m.DelayUntil.After(now) {
 					decide(name, "", nil, (*rules.Lock).Expire)
 				}
 			}
@@ -305,7 +341,7 @@ func modelRun(script []diffStep) []string {
 			switch c.Operation {
 			case topics.OpAcquire:
 				r := rules.Request{Owner: c.OwnerID, Mode: rules.Exclusive, Limit: max(c.Limit, 1), Lease: c.LeaseDuration,
-					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key()}
+					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), LockDelay: c.LockDelay, MaxHold: c.MaxHold}
 				if c.Mode == topics.ModeShared {
 					r.Mode = rules.Shared
 				}
@@ -319,6 +355,8 @@ func modelRun(script []diffStep) []string {
 				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
 					return l.Extend(c.OwnerID, c.Key(), c.FencingToken, c.ExtensionDuration)
 				})
+			case topics.OpRevoke:
+				decide(c.LockName, "", &c, func(l *rules.Lock) []rules.Effect { return l.Revoke(c.OwnerID, c.Key()) })
 			case topics.OpQuery:
 				m := mem[c.LockName]
 				l := m.Lock("", now, next)
@@ -346,6 +384,7 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 		evs = append(evs, modelEvent(typ, c.Operation, c.RequestID, lock, in))
 		return &evs[len(evs)-1]
 	}
+	revoked, last := 0, rules.Info{}
 	for _, e := range effs {
 		switch e.Kind {
 		case rules.Grant:
@@ -370,14 +409,23 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 			own(topics.TypeReleased, e.Info)
 		case rules.Extend:
 			own(topics.TypeExtended, e.Info)
+		case rules.Revoke:
+			ev := modelEvent(topics.TypeRevoked, topics.OpRevoke, c.RequestID, lock, e.Info)
+			ev.Reason = c.Reason
+			evs = append(evs, ev)
+			revoked, last = revoked+1, e.Info
 		case rules.Refuse:
 			ev := own(topics.TypeRejected, e.Info)
-			ev.ErrorCode = e.Code
+			ev.ErrorCode, ev.ErrorMessage = e.Code, e.Message
 			if e.Code == topics.CodeLockHeld {
 				s := e.RetryAfter.Seconds()
 				ev.RetryAfterSeconds = &s
 			}
 		}
+	}
+	if revoked > 0 { // the revoker's own answer
+		ev := own(topics.TypeRevoked, last)
+		ev.Reason, ev.RevokedCount = c.Reason, revoked
 	}
 	return evs
 }

@@ -26,18 +26,34 @@ type lockRow struct {
 	ended              rules.Holder
 	endedAt, endedTill *time.Time
 	now                time.Time
+	// delayUntil is the end of the lock's lock-delay (nil: none).
+	delayUntil *time.Time
 }
 
 const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count,
 	coalesce(ended_owner_id, ''), coalesce(ended_mode, 'exclusive'), coalesce(ended_fencing_token, 0),
 	ended_acquired_at, ended_expires_at, coalesce(ended_lease_duration, 0),
-	ended_owner_metadata, ended_extension_count, clock_timestamp()`
+	ended_owner_metadata, ended_extension_count, clock_timestamp(), delay_until`
 
 // dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {
 	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions,
 		&r.ended.Owner, &r.ended.Mode, &r.ended.Token, &r.endedAt, &r.endedTill, &r.ended.Lease,
-		&r.ended.Metadata, &r.ended.Extensions, &r.now}
+		&r.ended.Metadata, &r.ended.Extensions, &r.now, &r.delayUntil}
+}
+
+// lock is the rules' view of the row alone: its limit, counts, the lease
+// that ended last (shown only while nobody holds the lock: only a lease
+// this command ends can make it so) and its lock-delay.
+func (r *lockRow) lock() *rules.Lock {
+	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
+	if r.ended.Owner != "" && r.holders == 0 {
+		l.Ended, l.EndedStatus = &r.ended, rules.Status(r.status)
+	}
+	if r.delayUntil != nil {
+		l.DelayUntil = *r.delayUntil
+	}
+	return l
 }
 
 // scanned completes a row scanned to dest.
@@ -51,17 +67,19 @@ func (r *lockRow) scanned() {
 }
 
 const holderCols = `owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, owner_metadata,
-	extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition`
+	extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition, lock_delay, max_hold`
 
 func holderDest(h *rules.Holder) []any {
 	return []any{&h.Owner, &h.Mode, &h.Token, &h.AcquiredAt, &h.ExpiresAt, &h.Lease, &h.Metadata,
-		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition}
+		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition, &h.LockDelay, &h.MaxHold}
 }
 
-const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition`
+const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition,
+	lock_delay, max_hold`
 
 func waiterDest(w *rules.Waiter) []any {
-	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition}
+	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition,
+		&w.LockDelay, &w.MaxHold}
 }
 
 // info is the contract's lock_info of the lock, showing in.
@@ -139,14 +157,8 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 
 // loadRest loads the holders and waiters of r.
 func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string) (*lockState, error) {
-	s := &lockState{row: r}
-	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
-	s.l = l
-	// The lease that ended last shows only while nobody holds the lock (and
-	// only a lease this command ends can make it so).
-	if r.ended.Owner != "" && r.holders == 0 {
-		l.Ended, l.EndedStatus = &r.ended, rules.Status(r.status)
-	}
+	l := r.lock()
+	s := &lockState{row: r, l: l}
 	if r.holders > 0 {
 		hs, err := a.holders(ctx, r)
 		if err != nil {
@@ -310,10 +322,10 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
 			}
 			pb.Queue(`INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at,
-					lease_duration, owner_metadata, reply_to, request_id, source_partition)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12)`,
+					lease_duration, owner_metadata, reply_to, request_id, source_partition, lock_delay, max_hold)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12, $13, $14)`,
 				r.namespace, r.name, h.Owner, h.Mode, h.Token, h.AcquiredAt, h.ExpiresAt, h.Lease, metadata(h.Metadata),
-				h.ReplyTo, h.RequestID, h.Partition)
+				h.ReplyTo, h.RequestID, h.Partition, h.LockDelay, h.MaxHold)
 			partition = &h.Partition
 			leases = true
 			ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, h.RequestID, r.now)
@@ -334,16 +346,18 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 			leases = true
 			a.reply(a.event(topics.TypeAcquired, r, e.Info))
 		case rules.Queue:
-			pb.Queue(`INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, owner_metadata, reply_to, deadline, source_partition)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10)`,
-				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition)
+			pb.Queue(`INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, owner_metadata, reply_to, deadline,
+					source_partition, lock_delay, max_hold)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, $11, $12)`,
+				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition,
+				w.LockDelay, w.MaxHold)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
 			a.reply(p)
 		case rules.Requeue:
 			pb.Queue(`UPDATE lock_waiters SET mode = $2, request_id = $3, lease_duration = $4, owner_metadata = $5, reply_to = nullif($6, ''),
-					deadline = $7, source_partition = $8 WHERE id = $1`,
-				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition)
+					deadline = $7, source_partition = $8, lock_delay = $9, max_hold = $10 WHERE id = $1`,
+				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.LockDelay, w.MaxHold)
 			a.answer(topics.TypeWithdrawn, topics.OpAcquire, e.Prev.RequestID, e.Prev.ReplyTo, r, e.Info, nil)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
@@ -361,17 +375,20 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				ev.ErrorCode = topics.CodeLockTimeout
 				ev.ErrorMessage = "wait_timeout passed before the lock became free"
 			})
-		case rules.Expire, rules.Release:
+		case rules.Expire, rules.Release, rules.Revoke:
 			pb.Queue(`DELETE FROM lock_holders WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`, r.namespace, r.name, h.Owner)
 			leases = true
-			if e.Kind == rules.Expire {
+			switch e.Kind {
+			case rules.Expire:
 				ev := topics.NewEvent(topics.TypeExpired, topics.OpExpire, "", r.now)
 				ev.LockInfo = r.info(e.Info)
 				p := &pending{ev: &ev}
 				a.notify(p, h.ReplyTo)
 				a.recordHistory(p.ev)
-			} else {
+			case rules.Release:
 				a.released(r, e.Info, h.ReplyTo)
+			default:
+				a.revoked(r, e.Info, h.ReplyTo)
 			}
 		case rules.Extend:
 			pb.Queue(`UPDATE lock_holders SET expires_at = $4, extension_count = $5 WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
@@ -389,7 +406,8 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		}
 		changed = true
 	}
-	if !changed {
+	// A lock-delay that started, or passed and was cleared, is a change too.
+	if !changed && (r.delayUntil == nil) == l.DelayUntil.IsZero() {
 		return nil
 	}
 	queueLockRow(pb, r, l, partition, leases)
@@ -415,6 +433,10 @@ func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, le
 	} else if l.Ended != nil {
 		status = string(l.EndedStatus)
 	}
+	var delayUntil *time.Time
+	if !l.DelayUntil.IsZero() {
+		delayUntil = &l.DelayUntil
+	}
 	var ended rules.Holder
 	var endedOwner, endedMode *string
 	var endedAt, endedUntil *time.Time
@@ -425,11 +447,12 @@ func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, le
 	pb.Queue(`UPDATE locks SET status = $3, lock_limit = $4, holder_count = $5, shared_count = $6, waiter_count = $7,
 			acquisition_count = $8, ended_owner_id = $9, ended_mode = $10, ended_fencing_token = nullif($11, 0), ended_acquired_at = $12,
 			ended_expires_at = $13, ended_lease_duration = $14, ended_owner_metadata = $15, ended_extension_count = $16,
-			source_partition = coalesce($17, source_partition), updated_at = CASE WHEN $18 THEN $19::timestamptz ELSE updated_at END
+			source_partition = coalesce($17, source_partition), updated_at = CASE WHEN $18 THEN $19::timestamptz ELSE updated_at END,
+			delay_until = $20
 		WHERE namespace = $1 AND lock_name = $2`,
 		r.namespace, r.name, status, l.Limit, len(l.Holders), shared, l.Waiting, l.Acquisitions,
 		endedOwner, endedMode, ended.Token, endedAt, endedUntil, ended.Lease, metadata(ended.Metadata), ended.Extensions,
-		partition, leases, r.now)
+		partition, leases, r.now, delayUntil)
 }
 
 // released answers the release of a lease. A holder released from another
