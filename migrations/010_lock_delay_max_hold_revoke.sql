@@ -20,7 +20,5 @@ CREATE INDEX locks_delay_by_partition ON locks (source_partition, delay_until) W
 -- 'revoked': the last lease ended by a revoke. Such rows are idle rows too.
 ALTER TABLE locks DROP CONSTRAINT locks_status_check;
 ALTER TABLE locks ADD CONSTRAINT locks_status_check CHECK (status IN ('free', 'acquired', 'released', 'expired', 'revoked'));
-DROP INDEX locks_ended_idle;
-CREATE INDEX locks_ended_idle ON locks (updated_at) WHERE status IN ('released', 'expired', 'revoked');
 DROP INDEX locks_ended_idle_by_partition;
 CREATE INDEX locks_ended_idle_by_partition ON locks (source_partition, updated_at) WHERE status IN ('released', 'expired', 'revoked');
