@@ -410,7 +410,7 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 		case rules.Extend:
 			own(topics.TypeExtended, e.Info)
 		case rules.Revoke:
-			ev := modelEvent(topics.TypeRevoked, topics.OpRevoke, c.RequestID, lock, e.Info)
+			ev := modelEvent(topics.TypeRevoked, topics.OpRevoke, "", lock, e.Info)
 			ev.Reason = c.Reason
 			evs = append(evs, ev)
 			revoked, last = revoked+1, e.Info
