@@ -44,6 +44,9 @@ var (
 	ErrLimitMismatch = errors.New("lock limit mismatch")
 	// ErrModeMismatch: the owner holds the lock in the other mode.
 	ErrModeMismatch = errors.New("lock mode mismatch")
+	// ErrMaxHoldExceeded: an extension (or renewal) would carry the lease
+	// past its grant + max_hold (WithMaxHold). The lease is still held.
+	ErrMaxHoldExceeded = errors.New("max_hold exceeded")
 )
 
 // Errors of the client itself.
@@ -53,6 +56,9 @@ var (
 	ErrLeaseLost = errors.New("lease lost")
 	// ErrReleased is the cause of a lease's Context after Release.
 	ErrReleased = errors.New("lease released")
+	// ErrRevoked: an administrator revoked the lease (lock.revoked); the
+	// lost lease's error wraps it and ErrLeaseLost.
+	ErrRevoked = errors.New("lease revoked")
 	// ErrWithdrawn: a waiting acquire was taken out of the queue by a release
 	// for its owner that this call did not send.
 	ErrWithdrawn = errors.New("acquire withdrawn from the queue")
@@ -82,6 +88,7 @@ var codeErrors = map[string]error{
 	topics.CodeForbidden:          ErrForbidden,
 	topics.CodeLimitMismatch:      ErrLimitMismatch,
 	topics.CodeModeMismatch:       ErrModeMismatch,
+	topics.CodeMaxHoldExceeded:    ErrMaxHoldExceeded,
 }
 
 // Error is a command refused by lockworker (a lock.rejected reply) or, for

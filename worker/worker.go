@@ -208,7 +208,7 @@ func New(cfg Config) (*Worker, error) {
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
 	n := w.cfg.Names
-	want := map[string]int32{n.Commands: w.cfg.CommandsPartitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.DeadLetter: 1}
+	want := map[string]int32{n.Commands: w.cfg.CommandsPartitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.Revoked: 1, n.DeadLetter: 1}
 	for topic, parts := range want {
 		resp, err := adm.CreateTopic(ctx, parts, -1, nil, topic)
 		if err == nil {

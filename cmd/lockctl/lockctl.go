@@ -168,7 +168,7 @@ func (c *cli) names() topics.Names {
 	t := c.cfg.Topics
 	return topics.Names{
 		Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
-		DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix,
+		Revoked: t.LockRevoked, DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix,
 	}
 }
 

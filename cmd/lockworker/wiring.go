@@ -89,7 +89,7 @@ func (m *Main) Close() {
 func (m *Main) names() topics.Names {
 	t := m.Config.Topics
 	return topics.Names{Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
-		DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
+		Revoked: t.LockRevoked, DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
 }
 
 // Run starts the service and blocks until ctx is done and it has drained.

@@ -239,12 +239,15 @@ type SASLConfig struct {
 type TopicsConfig struct {
 	// Commands (KAFKA_TOPIC_COMMANDS, default locks.commands).
 	Commands string
-	// LockAcquired, LockReleased, LockExpired (KAFKA_TOPIC_LOCK_ACQUIRED,
-	// KAFKA_TOPIC_LOCK_RELEASED, KAFKA_TOPIC_LOCK_EXPIRED, defaults
-	// locks.lock.acquired.v1, locks.lock.released.v1, locks.lock.expired.v1).
+	// LockAcquired, LockReleased, LockExpired, LockRevoked
+	// (KAFKA_TOPIC_LOCK_ACQUIRED, KAFKA_TOPIC_LOCK_RELEASED,
+	// KAFKA_TOPIC_LOCK_EXPIRED, KAFKA_TOPIC_LOCK_REVOKED, defaults
+	// locks.lock.acquired.v1, locks.lock.released.v1, locks.lock.expired.v1,
+	// locks.lock.revoked.v1).
 	LockAcquired string
 	LockReleased string
 	LockExpired  string
+	LockRevoked  string
 	// DeadLetter (KAFKA_TOPIC_DEAD_LETTER, default locks.commands.dlq).
 	DeadLetter string
 	// CommandsPartitions (COMMANDS_PARTITIONS, default 16, 1..10000) is used
@@ -317,6 +320,7 @@ func Default() Config {
 			LockAcquired:          "locks.lock.acquired.v1",
 			LockReleased:          "locks.lock.released.v1",
 			LockExpired:           "locks.lock.expired.v1",
+			LockRevoked:           "locks.lock.revoked.v1",
 			DeadLetter:            "locks.commands.dlq",
 			CommandsPartitions:    16,
 			ReplyPrefix:           "locks.replies.",
