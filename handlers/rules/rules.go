@@ -27,10 +27,18 @@
 // of the queue are granted together (a run of readers, or as many
 // semaphore holders as there are free places).
 //
-// A lease ends when its holder releases it or when the database's time
-// passes its expiry; a wait ends at its deadline. Ended leases and waits
-// are settled (lock.expired, LOCK_TIMEOUT) by whatever looks at the lock
-// first: a command, the expiry scheduler or cleanup.
+// A lease ends when its holder releases it, when the database's time
+// passes its expiry, or when it is revoked; a wait ends at its deadline.
+// Ended leases and waits are settled (lock.expired, LOCK_TIMEOUT) by
+// whatever looks at the lock first: a command, the expiry scheduler or
+// cleanup.
+//
+// A lease may carry a lock-delay and a cap on its hold time (max_hold).
+// Every end of a lease but its holder's own release starts its lock-delay
+// (Lock.EndLease): the lock then grants nothing, to new acquires or to
+// waiters, until the delay passes, so that a holder that lost its lease
+// unawares cannot meet the next one. No extension or renewal carries a
+// lease past its acquired_at + max_hold (MAX_HOLD_EXCEEDED).
 //
 // # Exported names
 //
@@ -276,9 +284,9 @@ func (l *Lock) about(h Holder, s Status) Info {
 }
 
 // Settle ends every lease past its expiry (lock.expired, in token order)
-// and hands the lock to its waiters if that frees it for them. It returns
-// the owners whose leases it ended.
-// A lock-delay that has passed is cleared first.
+// and hands the lock to its waiters if that frees it for them, clearing
+// first a lock-delay that has passed. It returns the owners whose leases
+// it ended.
 func (l *Lock) Settle() (effs []Effect, ended []string) {
 	l.delayed()
 	for i := 0; i < len(l.Holders); {
