@@ -181,15 +181,14 @@ func checkLockName(c Command, _ string) string {
 }
 
 // checkOwner judges owner_id once the operation is known: required (and
-// bounded) where the operation needs an owner, storable always.
+// bounded) where the operation needs an owner, bounded where it may name
+// one, storable always.
 func checkOwner(c Command, op Operation) string {
-	if op.NeedsOwner {
-		switch {
-		case c.OwnerID == "":
-			return "owner_id is required for " + c.Operation
-		case len(c.OwnerID) > MaxOwnerIDBytes:
-			return fmt.Sprintf("owner_id is %d bytes, over the limit of %d", len(c.OwnerID), MaxOwnerIDBytes)
-		}
+	switch {
+	case op.NeedsOwner && c.OwnerID == "":
+		return "owner_id is required for " + c.Operation
+	case (op.NeedsOwner || op.OwnerOptional) && len(c.OwnerID) > MaxOwnerIDBytes:
+		return fmt.Sprintf("owner_id is %d bytes, over the limit of %d", len(c.OwnerID), MaxOwnerIDBytes)
 	}
 	if !storable(c.OwnerID) {
 		return "owner_id must be UTF-8 without NUL characters"

@@ -12,8 +12,9 @@ type Operation struct {
 	// (v, request_id, operation, namespace, lock_name, owner_id, reply_to):
 	// Validate judges them only for it.
 	Fields []string
-	// NeedsOwner: owner_id is required.
-	NeedsOwner bool
+	// NeedsOwner: owner_id is required. OwnerOptional: it may be given,
+	// and is then bounded as a required one.
+	NeedsOwner, OwnerOptional bool
 	// AllLocks: lock_name may be CleanupAll ("*").
 	AllLocks bool
 	// Answers are the event types of its final answer, Interim those that
@@ -35,7 +36,7 @@ var Operations = []Operation{
 	{Name: OpExtend, Fields: []string{"extension_duration", "fencing_token"}, NeedsOwner: true,
 		Answers: []string{TypeExtended, TypeRejected},
 		Summary: "lengthen the holder's lease from its current expiry"},
-	{Name: OpRevoke, Fields: []string{"reason"},
+	{Name: OpRevoke, Fields: []string{"reason"}, OwnerOptional: true,
 		Answers: []string{TypeRevoked, TypeRejected},
 		Summary: "end the lock's leases, or owner_id's, with a reason (an administrative operation): each holder is told, waiters are granted"},
 	{Name: OpQuery,
