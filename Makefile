@@ -1,4 +1,8 @@
 # make test  runs the test suite exactly as CI does.
+# make test-realkafka runs internal/realkafka on Apache Kafka and PostgreSQL
+#            in Docker containers (testcontainers-go, a few minutes; the first
+#            run pulls the images). It needs a Docker daemon: without one it
+#            skips and says why.
 # make bench runs lockbench's default configuration (a few minutes on the
 #            2-core machine), with the worker as a child process so its RSS
 #            and CPU are its own, then the Go micro-benchmarks.
@@ -14,10 +18,13 @@ GO ?= go
 BIN := bin
 BENCH_FLAGS ?=
 
-.PHONY: test bench bench-quick bench-failover bench-soak microbench build-bench
+.PHONY: test test-realkafka bench bench-quick bench-failover bench-soak microbench build-bench
 
 test:
 	$(GO) test -timeout 30m ./...
+
+test-realkafka:
+	$(GO) test -count=1 -v -timeout 20m ./internal/realkafka/
 
 build-bench:
 	mkdir -p $(BIN)

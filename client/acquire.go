@@ -28,6 +28,7 @@ type acquireOptions struct {
 	onQueued       func(position int)
 	mode           Mode
 	limit          int
+	session        *Session
 	lockDelay      time.Duration
 	maxHold        time.Duration
 }
@@ -182,6 +183,12 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		cmd.Limit = o.limit
 	}
 	cmd.LockDelay, cmd.MaxHold = o.lockDelay.Seconds(), o.maxHold.Seconds()
+	if o.session != nil {
+		if err := o.session.Err(); err != nil {
+			return nil, fmt.Errorf("acquiring lock %q in session %q: %w", name, o.session.ID, err)
+		}
+		cmd.SessionID = o.session.ID
+	}
 	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}

@@ -37,6 +37,8 @@ type Client struct {
 	closed bool
 	calls  map[string]chan topics.Event // by request_id
 	leases map[int64]*Lease             // held leases by fencing token
+	// sessions are the open sessions by session_id.
+	sessions map[string]*Session
 	// expired are fencing tokens of lock.expired events that found no
 	// lease yet (the grant's reply may still be on its way to Acquire):
 	// newLease checks them. A ring, so it stays bounded.
@@ -67,6 +69,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		replyTopic: cfg.Topics.ReplyTopic(cfg.Requester),
 		calls:      make(map[string]chan topics.Event),
 		leases:     make(map[int64]*Lease),
+		sessions:   make(map[string]*Session),
 		expired:    make(map[int64]bool),
 		readDone:   make(chan struct{}),
 	}
@@ -216,7 +219,9 @@ func (c *Client) route(ev topics.Event) {
 	c.mu.Lock()
 	ch := c.calls[ev.RequestID]
 	var l *Lease
-	ended := ev.Type == topics.TypeExpired || ev.Type == topics.TypeRevoked
+	// A lease ends by its expiry, by a revoke, or with its session
+	// (released when another process closed it).
+	ended := ev.Type == topics.TypeExpired || ev.Type == topics.TypeRevoked || ev.Type == topics.TypeReleased && ev.Reason != ""
 	if ended && ev.LockInfo != nil {
 		if l = c.leases[ev.LockInfo.FencingToken]; l == nil {
 			c.rememberExpired(ev.LockInfo.FencingToken)
@@ -234,8 +239,17 @@ func (c *Client) route(ev topics.Event) {
 	case ev.Type == topics.TypeRevoked:
 		l.lose(fmt.Errorf("%w: %w: lock.revoked at %s: %s", ErrLeaseLost, ErrRevoked, ev.OccurredAt.Format(time.RFC3339Nano), ev.Reason))
 	default:
-		l.lose(fmt.Errorf("%w: lock.expired: the lease of %q ended at %s", ErrLeaseLost, l.key(), ev.OccurredAt.Format(time.RFC3339Nano)))
+		l.lose(fmt.Errorf("%w: %s: the lease of %q ended at %s%s", ErrLeaseLost, ev.Type, l.key(), ev.OccurredAt.Format(time.RFC3339Nano), reason(ev)))
 	}
+	c.routeSession(ev)
+}
+
+// reason is " (reason)" when the event gives one.
+func reason(ev topics.Event) string {
+	if ev.Reason == "" {
+		return ""
+	}
+	return " (" + ev.Reason + ")"
 }
 
 // maxExpired bounds the tokens remembered by rememberExpired.

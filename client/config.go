@@ -47,8 +47,9 @@ type Config struct {
 	Requester string
 
 	// Topics names the commands topic (Commands) and reply prefix
-	// (ReplyPrefix) the workers use, and the lifecycle topics for
-	// Subscriber. Empty fields take topics.DefaultNames().
+	// (ReplyPrefix) the workers use, the lifecycle topics for Subscriber
+	// and the lock state topic (State) for Watch and Locks. Empty fields
+	// take topics.DefaultNames().
 	Topics topics.Names
 
 	// Namespace of every lock this client touches. Default "" (none).
@@ -107,6 +108,7 @@ func (cfg Config) withDefaults() Config {
 	fill(&cfg.Topics.Released, def.Released)
 	fill(&cfg.Topics.Expired, def.Expired)
 	fill(&cfg.Topics.DeadLetter, def.DeadLetter)
+	fill(&cfg.Topics.State, def.State)
 	fill(&cfg.Topics.ReplyPrefix, def.ReplyPrefix)
 	if cfg.ReplyTimeout <= 0 {
 		cfg.ReplyTimeout = DefaultReplyTimeout

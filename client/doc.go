@@ -54,12 +54,38 @@
 // release for its owner, which withdraws it from the queue, so the worker
 // never grants a lock nobody waits for.
 //
+// # Sessions
+//
+// A Session is one keep-alive for many locks, as an etcd lease or a Consul
+// session: NewSession opens it, Acquire WithSession takes a lock in it
+// (without a keep-alive of its own), Session.Close releases every lock and
+// withdraws every wait of the session at once, and Session.Lost (and each
+// lease's Lost) closes when the session is lost. If the process dies, the
+// worker frees all its locks within the session's TTL + 1 s.
+//
+//	s, err := c.NewSession(ctx, 10*time.Second)
+//	...
+//	defer s.Close(ctx)
+//	a, err := c.Acquire(ctx, "orders/42", client.WithSession(s))
+//	b, err := c.Acquire(ctx, "orders/43", client.WithSession(s))
+//
 // # Lifecycle events
 //
 // NewSubscriber gives the lifecycle topics (lock.acquired, lock.released,
 // lock.expired, lock.revoked) as a watermill message.Subscriber, for message.Router
 // handlers; Client.Subscriber does on the client's brokers, with options
 // (FromEnd). Like New, both fail with ErrUnreachable when no broker answers.
+//
+// # Leader election
+//
+// NewElection gives etcd's concurrency.Election on a lock named after the
+// election: Campaign waits in line until it leads and returns a Leadership
+// (its Lease: fencing Token, Lost, Context, kept alive) with Resign; Leader
+// says who leads now (ErrNoLeader when nobody does); Observe reports each
+// new leader in fencing-token order, from the lifecycle topic. The leader's
+// value is its lease's owner_metadata, {"value": ...}. docs/design.md
+// ("Leader election") gives the convention, for requesters in other
+// languages.
 //
 // # Examples
 //

@@ -47,6 +47,14 @@ var (
 	// ErrMaxHoldExceeded: an extension (or renewal) would carry the lease
 	// past its grant + max_hold (WithMaxHold). The lease is still held.
 	ErrMaxHoldExceeded = errors.New("max_hold exceeded")
+	// ErrSessionNotFound: the session is not open (never opened, closed,
+	// or expired).
+	ErrSessionNotFound = errors.New("session not found")
+	// ErrSessionExists: a session with that id is open already.
+	ErrSessionExists = errors.New("session exists")
+	// ErrSessionBound: the lease is kept alive by its session, not by
+	// extensions.
+	ErrSessionBound = errors.New("lease kept alive by its session")
 )
 
 // Errors of the client itself.
@@ -54,11 +62,18 @@ var (
 	// ErrLeaseLost is the cause of a lost lease: its Lost channel is closed
 	// and its Context cancelled with an error wrapping it.
 	ErrLeaseLost = errors.New("lease lost")
-	// ErrReleased is the cause of a lease's Context after Release.
+	// ErrReleased is the cause of a lease's Context after Release (or
+	// Session.Close of its session).
 	ErrReleased = errors.New("lease released")
 	// ErrRevoked: an administrator revoked the lease (lock.revoked); the
 	// lost lease's error wraps it and ErrLeaseLost.
 	ErrRevoked = errors.New("lease revoked")
+	// ErrSessionLost is the cause of a lost session: its Lost channel is
+	// closed and its Context cancelled with an error wrapping it; each of
+	// its leases is lost with an error wrapping both it and ErrLeaseLost.
+	ErrSessionLost = errors.New("session lost")
+	// ErrSessionClosed is the cause of a session's Context after Close.
+	ErrSessionClosed = errors.New("session closed")
 	// ErrWithdrawn: a waiting acquire was taken out of the queue by a release
 	// for its owner that this call did not send.
 	ErrWithdrawn = errors.New("acquire withdrawn from the queue")
@@ -89,6 +104,9 @@ var codeErrors = map[string]error{
 	topics.CodeLimitMismatch:      ErrLimitMismatch,
 	topics.CodeModeMismatch:       ErrModeMismatch,
 	topics.CodeMaxHoldExceeded:    ErrMaxHoldExceeded,
+	topics.CodeSessionNotFound:    ErrSessionNotFound,
+	topics.CodeSessionExists:      ErrSessionExists,
+	topics.CodeSessionBound:       ErrSessionBound,
 }
 
 // Error is a command refused by lockworker (a lock.rejected reply) or, for

@@ -329,3 +329,56 @@ func ExampleNewSubscriber() {
 	// lock.acquired by auditor-1
 	// lock.released by auditor-1
 }
+
+// Leader election: the first candidate leads; the next waits in line until
+// the leader resigns (or, if its process dies, until its lease runs out).
+func ExampleElection() {
+	ctx := context.Background()
+	c, err := client.New(ctx, client.Config{Requester: "scheduler"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	e := client.NewElection(c, "scheduler-leader")
+
+	leader, err := e.Campaign(ctx, "host-a", client.WithLease(10*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	// leader.Context() is cancelled if the leadership is lost; leader.Token
+	// is for whatever the leader acts on.
+	current, err := e.Leader(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("leader:", current.Value, "with its token:", current.Token == leader.Token)
+
+	leaders, err := e.Observe(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("observed:", (<-leaders).Value)
+	next := make(chan *client.Leadership)
+	go func() {
+		l, err := e.Campaign(ctx, "host-b") // another process, in real life
+		if err != nil {
+			log.Fatal(err)
+		}
+		next <- l
+	}()
+	if err := leader.Resign(ctx); err != nil {
+		log.Fatal(err)
+	}
+	successor := <-next
+	fmt.Println("observed:", (<-leaders).Value, "with a greater token:", successor.Token > leader.Token)
+	if err := successor.Resign(ctx); err != nil {
+		log.Fatal(err)
+	}
+	_, err = e.Leader(ctx)
+	fmt.Println("then:", errors.Is(err, client.ErrNoLeader))
+	// Output:
+	// leader: host-a with its token: true
+	// observed: host-a
+	// observed: host-b with a greater token: true
+	// then: true
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -15,8 +16,9 @@ import (
 // earlier lease of the same lock (and unique across locks): pass it to the
 // resources the lock guards so they can refuse a stale holder.
 //
-// Unless acquired WithoutKeepAlive, the lease extends itself every third of
-// its duration until Release. It is lost when the worker says it ended
+// Unless acquired WithoutKeepAlive or WithSession, the lease extends itself
+// every third of its duration until Release. A lease acquired WithSession
+// is kept alive by its session instead, and lost when the session is. It is lost when the worker says it ended
 // (lock.expired, or an extension refused), or when its expiry passes without
 // a confirmed extension (the broker or worker unreachable); Lost is then
 // closed and Context cancelled.
@@ -31,6 +33,7 @@ type Lease struct {
 
 	c         *Client
 	keepAlive bool
+	session   *Session      // what keeps the lease alive instead, if any
 	maxHold   time.Duration // WithMaxHold; 0: none
 	lost      chan struct{}
 	ctx       context.Context
@@ -53,11 +56,15 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
-		c: c, keepAlive: o.keepAlive, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
+		c: c, keepAlive: o.keepAlive, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 	}
 	l.mu.Lock()
 	l.update(ev, sent, anchor)
-	l.timer = time.AfterFunc(time.Until(l.deadline), l.deadlinePassed)
+	wait := time.Until(l.deadline)
+	if l.session != nil {
+		wait = math.MaxInt64 // the session's deadline counts (session.go)
+	}
+	l.timer = time.AfterFunc(wait, l.deadlinePassed)
 	l.mu.Unlock()
 	c.mu.Lock()
 	c.leases[l.Token] = l
@@ -65,6 +72,9 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	c.mu.Unlock()
 	if expired {
 		l.lose(fmt.Errorf("%w: lock.expired: the lease of %q ended before its grant was read", ErrLeaseLost, l.key()))
+	}
+	if l.session != nil && !l.session.add(l) {
+		l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, l.session.Err()))
 	}
 	if l.keepAlive && c.begin() == nil {
 		go l.keepAliveLoop()
@@ -81,6 +91,9 @@ func (l *Lease) update(ev topics.Event, sent, anchor time.Time) {
 	li := ev.LockInfo
 	l.info = *li
 	l.lease = seconds(li.LeaseDuration)
+	if l.session != nil {
+		return // its expires_at is the session's
+	}
 	if li.ExpiresAt != nil {
 		l.deadline = sent.Add(li.ExpiresAt.Sub(anchor))
 	}
@@ -165,6 +178,9 @@ func (l *Lease) end(cause error) bool {
 		delete(l.c.leases, l.Token)
 	}
 	l.c.mu.Unlock()
+	if l.session != nil {
+		l.session.forget(l)
+	}
 	return true
 }
 
@@ -236,6 +252,9 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 }
 
 func (l *Lease) extend(ctx context.Context, d time.Duration) error {
+	if l.session != nil {
+		return &Error{Code: topics.CodeSessionBound, Message: fmt.Sprintf("the lease is kept alive by session %q", l.session.ID)}
+	}
 	cmd := l.command(topics.OpExtend)
 	cmd.ExtensionDuration = d.Seconds()
 	if err := validate(cmd, l.c.cfg.Topics.ReplyPrefix); err != nil {

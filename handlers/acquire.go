@@ -11,6 +11,9 @@ import (
 // the command (rules.Lock.Acquire).
 func (a *applier) acquire(ctx context.Context) error {
 	c := a.cmd
+	if c.SessionID != "" {
+		return a.sessionAcquire(ctx)
+	}
 	if ch, err := a.atOnce(ctx); err != nil || ch != nil {
 		if ch != nil {
 			ch.row.now = ch.holder.AcquiredAt // the grant's own time, as the general path's events have
@@ -20,6 +23,7 @@ func (a *applier) acquire(ctx context.Context) error {
 			a.recordHistory(p.ev)
 			a.reply(p)
 			a.emit(a.env.Names.Acquired, c.Key(), p)
+			return a.changedState(ctx, ch, true)
 		}
 		return err
 	}

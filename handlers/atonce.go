@@ -44,14 +44,14 @@ const grantAtOnceSQL = `
 			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, delay, hold, ord)
 		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
 	l AS (
-		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at)
-		SELECT u.ns, u.nm, 'acquired', u.lim, 1, (u.mode = 'shared')::int, 1, u.part, clock_timestamp() FROM u ORDER BY u.ord
+		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at, revision)
+		SELECT u.ns, u.nm, 'acquired', u.lim, 1, (u.mode = 'shared')::int, 1, u.part, clock_timestamp(), 1 FROM u ORDER BY u.ord
 		ON CONFLICT (namespace, lock_name) DO UPDATE SET
 			status = 'acquired', lock_limit = EXCLUDED.lock_limit, holder_count = 1, shared_count = EXCLUDED.shared_count,
 			acquisition_count = l.acquisition_count + 1, source_partition = EXCLUDED.source_partition, updated_at = clock_timestamp(),
-			delay_until = NULL
+			revision = l.revision + 1, delay_until = NULL
 		WHERE l.holder_count = 0 AND l.waiter_count = 0 AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
-		RETURNING namespace, lock_name, lock_limit, acquisition_count, updated_at, nextval('fencing_tokens') AS token),
+		RETURNING namespace, lock_name, lock_limit, acquisition_count, revision, updated_at, nextval('fencing_tokens') AS token),
 	h AS (
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
 			owner_metadata, reply_to, request_id, source_partition, lock_delay, max_hold)
@@ -59,7 +59,7 @@ const grantAtOnceSQL = `
 			u.meta::jsonb, nullif(u.reply, ''), u.req, u.part, u.delay, u.hold
 		FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name
 		RETURNING *)
-	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
+	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
 
 // joinAtOnceSQL, after grantAtOnceSQL on the same arrays, adds a holder to
@@ -78,7 +78,8 @@ const joinAtOnceSQL = `
 		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
 	l AS (
 		UPDATE locks l SET holder_count = l.holder_count + 1, shared_count = l.shared_count + (u.mode = 'shared')::int,
-			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp()
+			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp(),
+			revision = l.revision + 1
 		FROM u
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM u)) AND l.ctid = u.tid
 			AND l.holder_count > 0 AND l.waiter_count = 0 AND l.lock_limit = u.lim AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
@@ -86,7 +87,7 @@ const joinAtOnceSQL = `
 				ELSE l.shared_count = 0 AND l.holder_count < l.lock_limit END
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
 				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp()))
-		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at,
+		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.updated_at,
 			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, u.delay, u.hold, nextval('fencing_tokens') AS token),
 	h AS (
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
@@ -95,12 +96,13 @@ const joinAtOnceSQL = `
 			l.meta::jsonb, nullif(l.reply, ''), l.req, l.part, l.delay, l.hold
 		FROM l
 		RETURNING *)
-	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.updated_at, ` + changedHolderCols + `
+	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
 
 // changedHolderCols are holderCols of a common case's holder row h.
 const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h.expires_at, h.lease_duration, h.owner_metadata,
-	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition, h.lock_delay, h.max_hold`
+	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition, coalesce(h.session_id, ''),
+	h.lock_delay, h.max_hold`
 
 // The holder's release and extend of a lease in force change rows found by
 // primary key (the LATERAL subquery, kept apart by OFFSET 0) and updated by
@@ -109,7 +111,8 @@ const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h
 // scan every held lock (docs/performance.md). A row updated by another
 // transaction in between has a new ctid and is left to the general path.
 // They apply when no lease of the lock has run out (the general path would
-// settle it first) and, for a release, nobody waits.
+// settle it first), the lock is in no lock-delay (the general path's state
+// record shows it) and, for a release, nobody waits.
 var (
 	releaseAtOnceSQL = holderAtOnceSQL(`status = CASE WHEN l.holder_count = 1 THEN 'released' ELSE 'acquired' END,
 		holder_count = l.holder_count - 1, shared_count = l.shared_count - (m.o_mode = 'shared')::int,
@@ -150,15 +153,17 @@ func holderAtOnceSQL(set, cond, change string) string {
 				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok) OFFSET 0) o
 	),
 	l AS (
-		UPDATE locks l SET ` + set + `
+		UPDATE locks l SET revision = l.revision + 1, ` + set + `
 		FROM m
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
 				AND x.expires_at <= clock_timestamp())
+			AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
 			AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
-		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, m.own, m.ext, m.req, clock_timestamp() AS now),
+		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count,
+			m.own, m.ext, m.req, clock_timestamp() AS now),
 	h AS (` + change + `)
-	SELECT l.req, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.now, ` + changedHolderCols + `
+	SELECT l.req, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count, l.now, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
 }
 
@@ -190,7 +195,8 @@ type atOnceSet map[string]commonCase
 // add adds the command to its operation's common case; false when the
 // operation has none.
 func (s atOnceSet) add(a *applier) bool {
-	if a.op.atOnce == nil || a.generalOnly {
+	// An acquire with a session checks the session first (session.go).
+	if a.op.atOnce == nil || a.generalOnly || a.cmd.SessionID != "" {
 		return false
 	}
 	cc := s[a.cmd.Operation]
@@ -275,7 +281,8 @@ func readChanged(op string, got func(string, *changed)) func(pgx.Rows) error {
 			var id string
 			c := &changed{row: &lockRow{}}
 			r := c.row
-			dest := append([]any{&id, &r.namespace, &r.name, &r.limit, &r.holders, &r.acquisitions, &r.now}, holderDest(&c.holder)...)
+			dest := append([]any{&id, &r.namespace, &r.name, &r.limit, &r.holders, &r.acquisitions, &r.revision, &r.waiters, &r.now},
+				holderDest(&c.holder)...)
 			if err := rows.Scan(dest...); err != nil {
 				return fmt.Errorf("%s in one statement: %w", op, err)
 			}

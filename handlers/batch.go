@@ -47,11 +47,12 @@ type buffers struct {
 }
 
 // pending is an event waiting to be encoded at Flush, when its duration_ms
-// (poll to commit) is known; or, when ev is nil, bytes written as they are
-// (an outcome stored earlier, a dead-letter copy: raw may then be nil, a
-// tombstone's value).
+// (poll to commit) is known; or a lock state record's value (state); or,
+// when neither is set, bytes written as they are (an outcome stored
+// earlier, a dead-letter copy: raw may then be nil, a tombstone's value).
 type pending struct {
 	ev       *topics.Event
+	state    *topics.LockState
 	polledAt time.Time
 	raw      []byte
 }
@@ -267,6 +268,9 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	now := time.Now()
 	encoded := map[*pending][]byte{}
 	encode := func(p *pending) ([]byte, error) {
+		if p.state != nil {
+			return p.state.Encode()
+		}
 		if p.ev == nil {
 			return p.raw, nil
 		}

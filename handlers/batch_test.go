@@ -673,7 +673,8 @@ func TestBatchSpansPartitions(t *testing.T) {
 	require.NoError(t, h.st.Pool.QueryRow(ctx, `SELECT source_partition FROM lock_waiters WHERE owner_id = 'c'`).Scan(&waiterPartition))
 	require.EqualValues(t, 3, waiterPartition)
 
-	// Every outbox row is its command's partition's, in command order.
+	// Every outbox row is its command's partition's, in command order; each
+	// change's lock state follows its events.
 	rows, err = h.st.Pool.Query(ctx, `SELECT source_partition, topic, key FROM outbox ORDER BY id`)
 	require.NoError(t, err)
 	type outboxRow struct {
@@ -683,12 +684,12 @@ func TestBatchSpansPartitions(t *testing.T) {
 	}
 	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[outboxRow])
 	require.NoError(t, err)
-	acquired := h.env.Names.Acquired
+	acquired, state := h.env.Names.Acquired, h.env.Names.State
 	want := []outboxRow{
-		{3, "locks.replies.a", []byte("p3-ahead")}, {3, acquired, []byte("p3-ahead")},
-		{5, "locks.replies.b", []byte("p5-ahead")}, {5, acquired, []byte("p5-ahead")},
-		{3, "locks.replies.c", []byte("p3-ahead")},
-		{5, "locks.replies.d", []byte("p5-general")}, {5, acquired, []byte("p5-general")},
+		{3, "locks.replies.a", []byte("p3-ahead")}, {3, acquired, []byte("p3-ahead")}, {3, state, []byte("p3-ahead")},
+		{5, "locks.replies.b", []byte("p5-ahead")}, {5, acquired, []byte("p5-ahead")}, {5, state, []byte("p5-ahead")},
+		{3, "locks.replies.c", []byte("p3-ahead")}, {3, state, []byte("p3-ahead")},
+		{5, "locks.replies.d", []byte("p5-general")}, {5, acquired, []byte("p5-general")}, {5, state, []byte("p5-general")},
 	}
 	require.Equal(t, want, got)
 }

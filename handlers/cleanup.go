@@ -82,7 +82,7 @@ func (f sweepFilter) statements() (endSQL string, endArgs []any, idleSQL string,
 				AND (delay_until IS NULL OR delay_until <= statement_timestamp())
 				AND updated_at < statement_timestamp() - make_interval(secs => $%d) AND %s
 			ORDER BY updated_at LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
-		RETURNING namespace, lock_name, clock_timestamp()`, n+1, match, n+2)
+		RETURNING namespace, lock_name, source_partition, clock_timestamp()`, n+1, match, n+2)
 	if f.maxAge != nil {
 		idleArgs = append(slices.Clip(args), *f.maxAge, f.limit)
 	}
@@ -150,7 +150,8 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 			return nil, time.Time{}, fmt.Errorf("locking lock row: %w", err)
 		}
 		r.scanned()
-		s, err := a.loadRest(ctx, &r, "")
+		la := a.forLock(&r)
+		s, err := la.loadRest(ctx, &r, "")
 		if err != nil {
 			return nil, time.Time{}, err
 		}
@@ -158,9 +159,10 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		if len(ended) > 0 {
 			names = append(names, topics.LockKey(k.ns, k.name))
 		}
-		if err := a.apply(ctx, s, effs); err != nil {
+		if err := la.apply(ctx, s, effs); err != nil {
 			return nil, time.Time{}, err
 		}
+		a.caused = append(a.caused, la.caused...)
 	}
 	var now time.Time
 	if f.maxAge == nil {
@@ -177,11 +179,13 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		seen[n] = true
 	}
 	var ns, name string
+	var partition int32
 	for rows.Next() {
-		if err := rows.Scan(&ns, &name, &now); err != nil {
+		if err := rows.Scan(&ns, &name, &partition, &now); err != nil {
 			rows.Close()
 			return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 		}
+		a.deleted(ns, name, partition)
 		if key := topics.LockKey(ns, name); !seen[key] {
 			names = append(names, key)
 		}

@@ -19,21 +19,31 @@ import (
 
 // TestDifferential drives seeded random sequences of commands with modes
 // and limits (a mutex, a read/write lock and a semaphore of 3, with a
-// wrong mode or limit now and then), lock-delays, max_hold caps and
-// revokes, batched at random, through the
+// wrong mode or limit now and then), sessions (o1's and o2's acquires
+// now and then in their session, which is closed and reopened, or expires,
+// at random), lock-delays, max_hold caps and revokes, batched at random,
+// through the
 // general path alone, through the common cases sent ahead and through them
 // inline, each on a schema of its own, and through rules.Memory; all four must
 // give the same events. Leases, waits and lock-delays end only when the
 // test ends them (in the database and in the model alike), then the expiry
 // step runs.
 func TestDifferential(t *testing.T) {
-	const seeds, steps = 8, 80
+	const seeds, steps = 12, 80
 	h := newHarness(t)
 	paths := []string{"general", "ahead", "inline"}
 	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
+	seen := map[string]int{}
 	for seed := uint64(1); seed <= seeds; seed++ {
 		script := diffScript(rand.New(rand.NewPCG(seed, 14)), steps)
 		want := modelRun(script)
+		for _, line := range want {
+			for _, what := range diffCoverage {
+				if strings.Contains(line, what[0]) && strings.Contains(line, what[1]) {
+					seen[what[0]+" "+what[1]]++
+				}
+			}
+		}
 		for _, path := range paths {
 			schemas[path].reset()
 			got := schemas[path].dbRun(script, path)
@@ -50,6 +60,22 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
+	for _, what := range diffCoverage {
+		require.Positive(t, seen[what[0]+" "+what[1]], "the scripts never give %q", what)
+	}
+}
+
+// diffCoverage are events the scripts must give for the test to cover
+// sessions, lock-delays, max_hold and revokes: lines with both strings.
+var diffCoverage = [][2]string{
+	{"lock.released session_close", "reason=session_closed"}, {"lock.expired expire", "reason=session_expired"},
+	{"lock.withdrawn acquire", "reason=session_closed"}, {"lock.withdrawn acquire", "reason=session_expired"},
+	{"lock.rejected acquire", "code=SESSION_NOT_FOUND"}, {"lock.rejected extend", "code=SESSION_BOUND"},
+	{"lock.rejected session_close", "code=SESSION_NOT_FOUND"}, {"lock.rejected session_open", "code=SESSION_EXISTS"},
+	{"session.opened", ""}, {"session.closed", ""}, {"session.expired", ""},
+	{"lock.rejected acquire", " delayed "}, {"state ", "delayed=true"}, {"lock.rejected extend", "code=MAX_HOLD_EXCEEDED"},
+	{"lock.revoked revoke req= ", "reason=test"}, {"lock.revoked revoke req=req-", "revoked=1"}, {"lock.revoked revoke req=req-", "revoked=2"},
+	{"lock.rejected revoke", "code=NOT_HELD"},
 }
 
 // diffStep is one step of a script: a batch of commands, or the end of a
@@ -62,7 +88,12 @@ type diffStep struct {
 	endWait   string
 	endDelay  string
 	expiryRun bool
+	// endSession: the session's expiry passes (before the expiry step).
+	endSession string
 }
+
+// diffSessions are the sessions of the script, by owner.
+var diffSessions = map[string]string{"o1": "s-o1", "o2": "s-o2"}
 
 // diffCmd is a command; guard says which fencing_token a release or extend
 // gives: none, the owner's own (as its last grant said) or a wrong one.
@@ -90,7 +121,26 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 		case n < 12:
 			script = append(script, diffStep{endWait: lock, expiryRun: true})
 			continue
-		case n < 15:
+		case n < 14:
+			script = append(script, diffStep{endSession: diffSessions[owners[r.IntN(2)]], expiryRun: true})
+			continue
+		case n < 17:
+			// Close the session and open it again, or only open it (each
+			// refused when the session is not open, or open).
+			owner := owners[r.IntN(2)]
+			ops := []string{topics.OpSessionClose, topics.OpSessionOpen}
+			if r.IntN(3) == 0 {
+				ops = ops[1:]
+			}
+			var step diffStep
+			for _, op := range ops {
+				seq++
+				step.cmds = append(step.cmds, diffCmd{c: topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op,
+					SessionID: diffSessions[owner], OwnerID: owner, TTL: 3600, ReplyTo: "locks.replies." + owner}})
+			}
+			script = append(script, step)
+			continue
+		case n < 19:
 			script = append(script, diffStep{endDelay: lock, expiryRun: true})
 			continue
 		}
@@ -120,13 +170,17 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 				if r.IntN(2) == 0 {
 					c.LeaseDuration = 60
 				}
+				if id, ok := diffSessions[owner]; ok && r.IntN(3) == 0 {
+					c.SessionID = id
+				}
 				// A delay that outlasts the run unless the test ends it; a
-				// cap that a few extensions reach, and no renewal within
-				// the run (which would depend on the clock).
-				if r.IntN(3) == 0 {
+				// cap (on a lease of its own) that a few extensions reach,
+				// and no renewal within the run (which would depend on the
+				// clock).
+				if r.IntN(6) == 0 {
 					c.LockDelay = 60
 				}
-				if r.IntN(2) == 0 {
+				if c.SessionID == "" && r.IntN(2) == 0 {
 					c.MaxHold = 65
 				}
 			case n < 66:
@@ -136,7 +190,7 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 				if r.IntN(2) == 0 {
 					c.ExtensionDuration = 5
 				}
-			case n < 87:
+			case n < 85:
 				c.Operation, c.ReplyTo, c.Reason = topics.OpRevoke, "locks.replies.admin", "test"
 				if r.IntN(2) == 0 {
 					c.OwnerID = ""
@@ -151,14 +205,29 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 	return script
 }
 
-// diffTracker renders events, each fencing token as its rank among the
-// tokens of its lock (the common cases sent ahead take tokens before the
-// commands of other locks earlier in the batch), and keeps each owner's
-// token for the guards.
+// diffTracker renders events, then at the end of each step the lock
+// states published in it, each fencing token as its rank among the tokens
+// of its lock (the common cases sent ahead take tokens before the commands
+// of other locks earlier in the batch), and keeps each owner's token for
+// the guards.
 type diffTracker struct {
-	ranks map[string][]int64 // lock -> tokens in order of appearance
-	last  map[string]int64   // lock/owner -> token of its last grant
-	lines []string
+	ranks  map[string][]int64 // lock -> tokens in order of appearance
+	last   map[string]int64   // lock/owner -> token of its last grant
+	lines  []string
+	states []topics.LockState // of the current step
+}
+
+// noteStates renders the step's lock states.
+func (d *diffTracker) noteStates() {
+	for _, st := range d.states {
+		s := fmt.Sprintf("state %s rev=%d status=%s limit=%d acq=%d waiters=%d holders=%d delayed=%v", st.LockName, st.Revision, st.Status,
+			st.Limit, st.AcquisitionCount, st.WaiterCount, st.HolderCount, st.DelayUntil != nil)
+		for _, h := range st.Holders {
+			s += fmt.Sprintf(" %s/%s/#%d", h.OwnerID, h.Mode, d.rank(st.LockName, h.FencingToken))
+		}
+		d.lines = append(d.lines, s)
+	}
+	d.states = nil
 }
 
 func newTracker() *diffTracker {
@@ -191,23 +260,23 @@ func (d *diffTracker) guarded(dc diffCmd) topics.Command {
 }
 
 func (d *diffTracker) note(ev topics.Event) {
-	s := fmt.Sprintf("%s %s req=%s code=%s pos=%d", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition)
+	s := fmt.Sprintf("%s %s req=%s code=%s pos=%d reason=%s", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition, ev.Reason)
 	if ev.RetryAfterSeconds != nil {
 		s += " retry_after"
 	}
 	if strings.Contains(ev.ErrorMessage, "lock-delay") {
 		s += " delayed"
 	}
-	if ev.Type == topics.TypeRevoked {
-		s += fmt.Sprintf(" reason=%s revoked=%d", ev.Reason, ev.RevokedCount)
+	if ev.RevokedCount > 0 {
+		s += fmt.Sprintf(" revoked=%d", ev.RevokedCount)
 	}
 	if li := ev.LockInfo; li != nil {
 		if ev.Type == topics.TypeAcquired {
 			d.last[li.LockName+"/"+li.OwnerID] = li.FencingToken
 		}
-		s += fmt.Sprintf(" %s owner=%s status=%s mode=%s limit=%d token#%d acq=%d ext=%d lease=%g",
+		s += fmt.Sprintf(" %s owner=%s status=%s mode=%s limit=%d token#%d acq=%d ext=%d lease=%g rev=%d",
 			li.LockName, li.OwnerID, li.Status, li.Mode, li.Limit, d.rank(li.LockName, li.FencingToken), li.AcquisitionCount,
-			li.ExtensionCount, li.LeaseDuration)
+			li.ExtensionCount, li.LeaseDuration, li.Revision)
 		if ev.Type == topics.TypeStatus {
 			s += fmt.Sprintf(" holders=%d", li.HolderCount)
 			for _, h := range li.Holders {
@@ -223,11 +292,20 @@ func (d *diffTracker) note(ev topics.Event) {
 func (h *harness) dbRun(script []diffStep, path string) []string {
 	d := newTracker()
 	ctx := context.Background()
+	for owner, id := range diffSessions {
+		_, err := h.st.Pool.Exec(ctx, `INSERT INTO sessions (id, owner_id, ttl, expires_at, source_partition)
+			VALUES ($1, $2, 3600, clock_timestamp() + interval '1 hour', 0)`, id, owner)
+		require.NoError(h.t, err)
+	}
 	for _, step := range script {
 		switch {
+		case step.endSession != "":
+			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = clock_timestamp() - interval '1 millisecond' WHERE id = $1`, step.endSession)
+			require.NoError(h.t, err)
 		case step.endLease != "":
 			var owners []string
-			rows, err := h.st.Pool.Query(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1 ORDER BY fencing_token`, step.endLease)
+			// A session's lease has no expiry of its own.
+			rows, err := h.st.Pool.Query(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1 AND session_id IS NULL ORDER BY fencing_token`, step.endLease)
 			require.NoError(h.t, err)
 			owners, err = pgx.CollectRows(rows, pgx.RowTo[string])
 			require.NoError(h.t, err)
@@ -248,6 +326,7 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			for _, ev := range evs {
 				d.note(ev)
 			}
+			h.stepStates(d)
 			continue
 		}
 		cmds := make([]topics.Command, len(step.cmds))
@@ -278,8 +357,19 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			return b.Flush(ctx)
 		})
 		require.NoError(h.t, err)
+		h.stepStates(d)
 	}
 	return d.lines
+}
+
+// stepStates notes the lock states the step published and clears the
+// outbox for the next.
+func (h *harness) stepStates(d *diffTracker) {
+	for _, r := range h.states() {
+		d.states = append(d.states, *r.State)
+	}
+	d.noteStates()
+	h.clearOutbox()
 }
 
 // modelRun runs the script on rules.Memory, rendering the effects as the
@@ -287,6 +377,7 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 func modelRun(script []diffStep) []string {
 	d := newTracker()
 	mem := map[string]*rules.Memory{}
+	revs := map[string]int64{}
 	for name := range diffLocks {
 		mem[name] = rules.NewMemory()
 	}
@@ -297,19 +388,61 @@ func modelRun(script []diffStep) []string {
 		m := mem[name]
 		l := m.Lock(owner, now, next)
 		effs := decide(l)
+		delayed := !m.DelayUntil.IsZero()
 		if err := m.Save(l, effs); err != nil {
 			panic(err)
 		}
+		// As the handlers' apply: a lock-delay that started or ended is a
+		// change too.
+		changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse }) ||
+			delayed != !m.DelayUntil.IsZero()
+		if changed {
+			revs[name]++
+		}
 		for _, ev := range modelEvents(name, c, effs) {
+			ev.LockInfo.Revision = revs[name]
 			d.note(ev)
 		}
+		if changed {
+			d.states = append(d.states, modelState(name, revs[name], m))
+		}
+	}
+	open := map[string]bool{}
+	for _, id := range diffSessions {
+		open[id] = true
+	}
+	// endSession ends session id of owner for reason, on the locks it holds
+	// or waits for, in key order.
+	endSession := func(id, owner, reason string) {
+		delete(open, id)
+		for _, name := range []string{"mutex", "rw", "sem"} {
+			m := mem[name]
+			if slices.ContainsFunc(m.Holders, func(h rules.Holder) bool { return h.Session == id }) ||
+				slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return w.Session == id }) {
+				decide(name, owner, nil, func(l *rules.Lock) []rules.Effect { return l.EndSession(id, reason) })
+			}
+		}
+	}
+	sessionOwner := func(id string) string {
+		for owner, s := range diffSessions {
+			if s == id {
+				return owner
+			}
+		}
+		return ""
 	}
 	for _, step := range script {
 		now = now.Add(time.Millisecond)
 		switch {
 		case step.endLease != "":
-			if hs := mem[step.endLease].Holders; len(hs) > 0 {
-				hs[step.holder%len(hs)].ExpiresAt = now.Add(-time.Millisecond)
+			var own []int // the leases with an expiry of their own
+			for i, h := range mem[step.endLease].Holders {
+				if h.Session == "" {
+					own = append(own, i)
+				}
+			}
+			if len(own) > 0 {
+				mem[step.endLease].Holders[own[step.holder%len(own)]].ExpiresAt = now.Add(-time.Millisecond)
 			}
 		case step.endWait != "":
 			if q := mem[step.endWait].Queue; len(q) > 0 {
@@ -321,7 +454,12 @@ func modelRun(script []diffStep) []string {
 			}
 		}
 		if step.expiryRun {
-			// The expiry step: leases first, then waits and lock-delays.
+			// The expiry step: sessions first, then leases, then waits and
+			// lock-delays.
+			if id := step.endSession; open[id] {
+				endSession(id, sessionOwner(id), rules.ReasonSessionExpired)
+				d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire})
+			}
 			for _, name := range []string{"mutex", "rw", "sem"} {
 				if slices.ContainsFunc(mem[name].Holders, func(h rules.Holder) bool { return !h.ExpiresAt.After(now) }) {
 					decide(name, "", nil, func(l *rules.Lock) []rules.Effect { effs, _ := l.Settle(); return effs })
@@ -334,14 +472,36 @@ func modelRun(script []diffStep) []string {
 					decide(name, "", nil, (*rules.Lock).Expire)
 				}
 			}
+			d.noteStates()
 			continue
 		}
 		for _, dc := range step.cmds {
 			c := d.guarded(dc)
 			switch c.Operation {
+			case topics.OpSessionClose:
+				if !open[c.SessionID] {
+					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionNotFound})
+					continue
+				}
+				endSession(c.SessionID, c.OwnerID, rules.ReasonSessionClosed)
+				d.note(topics.Event{Type: topics.TypeSessionClosed, Operation: c.Operation, RequestID: c.RequestID})
+			case topics.OpSessionOpen:
+				if open[c.SessionID] {
+					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionExists})
+					continue
+				}
+				open[c.SessionID] = true
+				d.note(topics.Event{Type: topics.TypeSessionOpened, Operation: c.Operation, RequestID: c.RequestID})
 			case topics.OpAcquire:
 				r := rules.Request{Owner: c.OwnerID, Mode: rules.Exclusive, Limit: max(c.Limit, 1), Lease: c.LeaseDuration,
-					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), LockDelay: c.LockDelay, MaxHold: c.MaxHold}
+					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), Session: c.SessionID,
+					SessionExpires: now.Add(time.Hour), LockDelay: c.LockDelay, MaxHold: c.MaxHold}
+				if c.SessionID != "" && !open[c.SessionID] {
+					decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
+						return []rules.Effect{{Kind: rules.Refuse, Code: topics.CodeSessionNotFound, Info: l.Info()}}
+					})
+					continue
+				}
 				if c.Mode == topics.ModeShared {
 					r.Mode = rules.Shared
 				}
@@ -361,10 +521,11 @@ func modelRun(script []diffStep) []string {
 				m := mem[c.LockName]
 				l := m.Lock("", now, next)
 				ev := modelEvent(topics.TypeStatus, c.Operation, c.RequestID, c.LockName, l.Info())
+				ev.LockInfo.Revision = revs[c.LockName]
 				ev.LockInfo.HolderCount = len(l.Holders)
 				for _, h := range l.Holders {
 					status := topics.StatusAcquired
-					if !h.ExpiresAt.After(now) {
+					if !h.Live(now) {
 						status = topics.StatusExpired
 					}
 					ev.LockInfo.Holders = append(ev.LockInfo.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token})
@@ -372,6 +533,7 @@ func modelRun(script []diffStep) []string {
 				d.note(ev)
 			}
 		}
+		d.noteStates()
 	}
 	return d.lines
 }
@@ -405,6 +567,18 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 			evs = append(evs, ev)
 		case rules.Expire:
 			evs = append(evs, modelEvent(topics.TypeExpired, topics.OpExpire, "", lock, e.Info))
+		case rules.Lose:
+			typ, op := topics.TypeExpired, topics.OpExpire
+			if e.Reason == rules.ReasonSessionClosed {
+				typ, op = topics.TypeReleased, topics.OpSessionClose
+			}
+			ev := modelEvent(typ, op, "", lock, e.Info)
+			ev.Reason = e.Reason
+			evs = append(evs, ev)
+		case rules.Drop:
+			ev := modelEvent(topics.TypeWithdrawn, topics.OpAcquire, e.Waiter.RequestID, lock, e.Info)
+			ev.Reason = e.Reason
+			evs = append(evs, ev)
 		case rules.Release:
 			own(topics.TypeReleased, e.Info)
 		case rules.Extend:
@@ -438,4 +612,23 @@ func modelEvent(typ, op, requestID, lock string, in rules.Info) topics.Event {
 		li.Mode = string(h.Mode)
 	}
 	return topics.Event{Type: typ, Operation: op, RequestID: requestID, LockInfo: li}
+}
+
+// modelState is the lock state the handlers publish for m at revision rev.
+func modelState(name string, rev int64, m *rules.Memory) topics.LockState {
+	st := topics.LockState{LockName: name, Revision: rev, Status: topics.StatusFree, Limit: m.Limit,
+		HolderCount: len(m.Holders), WaiterCount: len(m.Queue), AcquisitionCount: m.Acquisitions}
+	switch {
+	case len(m.Holders) > 0:
+		st.Status = topics.StatusAcquired
+	case m.Ended != nil:
+		st.Status = string(m.EndedStatus)
+	}
+	for _, h := range m.Holders {
+		st.Holders = append(st.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), FencingToken: h.Token})
+	}
+	if !m.DelayUntil.IsZero() { // every decision clears a delay that has passed
+		st.DelayUntil = &topics.Time{Time: m.DelayUntil}
+	}
+	return st
 }

@@ -11,20 +11,25 @@ import (
 )
 
 // ExpireDue is the expiry step of one partition, run by its scheduler: it ends
-// the leases watched by this batch's partition that are past expires_at
+// the sessions watched by this batch's partition that are past their expiry
+// (session.go), the leases it watches that are past expires_at
 // (lock.expired, next waiter granted), answers its waiters past their
-// deadline with LOCK_TIMEOUT and ends the lock-delays of its locks that have
-// passed (the waiters granted), at most MaxSweep of each. It returns how many
-// leases and waiters it ended, and the events it caused (for metrics; the
-// outbox has them already).
+// deadline with LOCK_TIMEOUT and ends the lock-delays of its locks that
+// have passed (the waiters granted), at most MaxSweep of each. It returns
+// how many sessions, leases and waiters it ended, and the events it caused
+// (for metrics; the outbox has them already).
 func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	a := &applier{Batch: b}
 	p := b.env.Partition
+	sessions, err := a.endDueSessions(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
 	names, _, err := a.sweep(ctx, sweepFilter{partition: &p, limit: MaxSweep})
 	if err != nil {
 		return 0, nil, err
 	}
-	n := len(names)
+	n := sessions + len(names)
 	// The oldest deadlines and delays first, so that lock_waiters_deadline
 	// and locks_delay_by_partition serve the generic plan;
 	// statement_timestamp(), unlike clock_timestamp(), can bound an index
@@ -63,9 +68,10 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 // lockKey names a lock.
 type lockKey struct{ ns, name string }
 
-// NextDue returns when the partition next has a lease, a waiter or a
-// lock-delay to end and how long that is from now by the database's clock
-// (negative: overdue), or ok false when it has none. It reads only the indexes by partition and time.
+// NextDue returns when the partition next has a session, a lease, a waiter
+// or a lock-delay to end and how long that is from now by the database's
+// clock (negative: overdue), or ok false when it has none. It reads only the
+// indexes by partition and time.
 func NextDue(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, partition int32) (at time.Time, in time.Duration, ok bool, err error) {
@@ -74,6 +80,7 @@ func NextDue(ctx context.Context, q interface {
 	err = q.QueryRow(ctx, `SELECT due, extract(epoch FROM due - clock_timestamp())::float8 FROM (SELECT least(
 		(SELECT min(expires_at) FROM lock_holders WHERE source_partition = $1),
 		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1),
+		(SELECT min(expires_at) FROM sessions WHERE source_partition = $1),
 		(SELECT min(delay_until) FROM locks WHERE source_partition = $1 AND delay_until IS NOT NULL)) AS due) d`, partition).Scan(&t, &secs)
 	if err != nil || t == nil {
 		return time.Time{}, 0, false, err

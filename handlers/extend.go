@@ -14,6 +14,7 @@ func (a *applier) extend(ctx context.Context) error {
 	if ch, err := a.atOnce(ctx); err != nil || ch != nil {
 		if ch != nil {
 			a.extended(ch.row, ch.info(rules.Acquired))
+			return a.changedState(ctx, ch, true)
 		}
 		return err
 	}

@@ -129,28 +129,70 @@ type record struct {
 	Headers    map[string]string
 }
 
-// outbox returns the outbox rows in id order.
+// outbox returns the outbox rows of events in id order (the lock state
+// topic's rows are states').
 func (h *harness) outbox() []record {
 	h.t.Helper()
-	rows, err := h.st.Pool.Query(context.Background(), `SELECT topic, key, value, headers FROM outbox ORDER BY id`)
-	require.NoError(h.t, err)
 	var out []record
-	for rows.Next() {
-		var r record
-		var key, value []byte
-		var raw []byte
-		require.NoError(h.t, rows.Scan(&r.Topic, &key, &value, &raw))
+	for _, r := range h.rows(`topic <> $1`) {
+		var rec record
+		require.NoError(h.t, json.Unmarshal(r.value, &rec.Event))
+		rec.Topic, rec.Key, rec.Headers = r.topic, r.key, r.headers
+		out = append(out, rec)
+	}
+	return out
+}
+
+// stateRecord is one outbox row of the lock state topic.
+type stateRecord struct {
+	Key   string
+	State *topics.LockState // nil: a tombstone
+}
+
+// states returns the outbox rows of the lock state topic in id order.
+func (h *harness) states() []stateRecord {
+	h.t.Helper()
+	var out []stateRecord
+	for _, r := range h.rows(`topic = $1`) {
+		rec := stateRecord{Key: r.key}
+		if r.value != nil {
+			st, err := topics.DecodeLockState(r.value)
+			require.NoError(h.t, err)
+			rec.State = &st
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+type rawRow struct {
+	topic, key string
+	value      []byte
+	headers    map[string]string
+}
+
+// rows reads the outbox rows where cond holds ($1 is the state topic).
+func (h *harness) rows(cond string) []rawRow {
+	h.t.Helper()
+	rows, err := h.st.Pool.Query(context.Background(), `SELECT topic, key, value, headers FROM outbox WHERE `+cond+` ORDER BY id`,
+		h.env.Names.State)
+	require.NoError(h.t, err)
+	var out []rawRow
+	var r rawRow
+	var key, raw []byte
+	_, err = pgx.ForEachRow(rows, []any{&r.topic, &key, &r.value, &raw}, func() error {
 		hdrs, err := topics.DecodeHeaders(raw)
-		require.NoError(h.t, err)
-		r.Key = string(key)
-		require.NoError(h.t, json.Unmarshal(value, &r.Event))
-		r.Headers = map[string]string{}
+		if err != nil {
+			return err
+		}
+		r.key, r.headers = string(key), map[string]string{}
 		for _, x := range hdrs {
-			r.Headers[x.Key] = string(x.Value)
+			r.headers[x.Key] = string(x.Value)
 		}
 		out = append(out, r)
-	}
-	require.NoError(h.t, rows.Err())
+		return nil
+	})
+	require.NoError(h.t, err)
 	return out
 }
 
@@ -315,7 +357,7 @@ const v1Locks = `(SELECT l.namespace, l.lock_name, l.status, l.waiter_count, l.a
 // can serve several cases in turn.
 func (h *harness) reset() {
 	h.t.Helper()
-	_, err := h.st.Pool.Exec(context.Background(), `TRUNCATE lock_holders, lock_waiters, locks, lock_events, outbox, processed_requests`)
+	_, err := h.st.Pool.Exec(context.Background(), `TRUNCATE lock_holders, lock_waiters, locks, lock_events, outbox, processed_requests, sessions`)
 	require.NoError(h.t, err)
 }
 

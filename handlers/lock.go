@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +23,12 @@ type lockRow struct {
 	holders         int
 	waiters         int
 	acquisitions    int64
+	// revision counts the lock's changes (topics.LockState.Revision); a
+	// change adds one before its events are made.
+	revision int64
+	// partition is the commands partition of the lock's last grant (its
+	// key's).
+	partition int32
 	// ended is the lease that ended last (Owner "": none).
 	ended              rules.Holder
 	endedAt, endedTill *time.Time
@@ -30,14 +37,14 @@ type lockRow struct {
 	delayUntil *time.Time
 }
 
-const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count,
+const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count, revision, source_partition,
 	coalesce(ended_owner_id, ''), coalesce(ended_mode, 'exclusive'), coalesce(ended_fencing_token, 0),
 	ended_acquired_at, ended_expires_at, coalesce(ended_lease_duration, 0),
 	ended_owner_metadata, ended_extension_count, clock_timestamp(), delay_until`
 
 // dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {
-	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions,
+	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions, &r.revision, &r.partition,
 		&r.ended.Owner, &r.ended.Mode, &r.ended.Token, &r.endedAt, &r.endedTill, &r.ended.Lease,
 		&r.ended.Metadata, &r.ended.Extensions, &r.now, &r.delayUntil}
 }
@@ -66,20 +73,22 @@ func (r *lockRow) scanned() {
 	}
 }
 
-const holderCols = `owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, owner_metadata,
-	extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition, lock_delay, max_hold`
+// holderCols: a session's lease shows its session's expiry (sessionExpiry).
+const holderCols = `owner_id, mode, fencing_token, acquired_at, coalesce(expires_at, ` + sessionExpiry + `, acquired_at), lease_duration,
+	owner_metadata, extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition, coalesce(session_id, ''),
+	lock_delay, max_hold`
 
 func holderDest(h *rules.Holder) []any {
 	return []any{&h.Owner, &h.Mode, &h.Token, &h.AcquiredAt, &h.ExpiresAt, &h.Lease, &h.Metadata,
-		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition, &h.LockDelay, &h.MaxHold}
+		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition, &h.Session, &h.LockDelay, &h.MaxHold}
 }
 
 const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition,
-	lock_delay, max_hold`
+	coalesce(session_id, ''), CASE WHEN session_id IS NULL THEN deadline ELSE coalesce(` + sessionExpiry + `, deadline) END, lock_delay, max_hold`
 
 func waiterDest(w *rules.Waiter) []any {
 	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition,
-		&w.LockDelay, &w.MaxHold}
+		&w.Session, &w.SessionExpires, &w.LockDelay, &w.MaxHold}
 }
 
 // info is the contract's lock_info of the lock, showing in.
@@ -96,6 +105,8 @@ func (r *lockRow) info(in rules.Info) *topics.LockInfo {
 		ExtensionCount:   h.Extensions,
 		OwnerMetadata:    h.Metadata,
 		Limit:            in.Limit,
+		Revision:         r.revision,
+		SessionID:        h.Session,
 	}
 	if h.Owner != "" {
 		li.Mode = string(h.Mode)
@@ -256,6 +267,16 @@ func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]r
 	return ws, nil
 }
 
+// forLock is the applier of the current command for what it does to a lock
+// of another partition than the command's (a cleanup's sweep, a session's
+// end): written under the lock's partition, whose relay publishes the
+// lock's other changes, so that the lock's records keep their order (a
+// partition's rows go out in id order, and the lock's row lock makes that
+// its commit order). Its caused events are the caller's to collect.
+func (a *applier) forLock(r *lockRow) *applier {
+	return &applier{Batch: a.Batch.For(r.partition), cmd: a.cmd, op: a.op, polledAt: a.polledAt}
+}
+
 // event starts an event of the current command showing in.
 func (a *applier) event(typ string, r *lockRow, in rules.Info) *pending {
 	ev := topics.NewEvent(typ, a.cmd.Operation, a.cmd.RequestID, r.now)
@@ -311,8 +332,14 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		return s.err
 	}
 	r, l := s.row, s.l
+	// A lock-delay that started, or passed and was cleared, is a change too.
+	changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse }) ||
+		(r.delayUntil == nil) != l.DelayUntil.IsZero()
+	if changed {
+		r.revision++
+	}
 	pb := &pgx.Batch{}
-	changed, leases := false, false
+	leases := false
 	var partition *int32
 	for _, e := range effs {
 		h, w := e.Holder, e.Waiter
@@ -322,10 +349,10 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
 			}
 			pb.Queue(`INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at,
-					lease_duration, owner_metadata, reply_to, request_id, source_partition, lock_delay, max_hold)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12, $13, $14)`,
-				r.namespace, r.name, h.Owner, h.Mode, h.Token, h.AcquiredAt, h.ExpiresAt, h.Lease, metadata(h.Metadata),
-				h.ReplyTo, h.RequestID, h.Partition, h.LockDelay, h.MaxHold)
+					lease_duration, owner_metadata, reply_to, request_id, source_partition, session_id, lock_delay, max_hold)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12, nullif($13, ''), $14, $15)`,
+				r.namespace, r.name, h.Owner, h.Mode, h.Token, h.AcquiredAt, ownExpiry(h), h.Lease, metadata(h.Metadata),
+				h.ReplyTo, h.RequestID, h.Partition, h.Session, h.LockDelay, h.MaxHold)
 			partition = &h.Partition
 			leases = true
 			ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, h.RequestID, r.now)
@@ -341,23 +368,24 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				a.remember(w.RequestID, w.ReplyTo, p)
 			}
 		case rules.Renew:
-			pb.Queue(`UPDATE lock_holders SET expires_at = $4, reply_to = nullif($5, '') WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
-				r.namespace, r.name, h.Owner, h.ExpiresAt, h.ReplyTo)
+			pb.Queue(`UPDATE lock_holders SET expires_at = $4, reply_to = nullif($5, ''), session_id = nullif($6, '')
+				WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
+				r.namespace, r.name, h.Owner, ownExpiry(h), h.ReplyTo, h.Session)
 			leases = true
 			a.reply(a.event(topics.TypeAcquired, r, e.Info))
 		case rules.Queue:
 			pb.Queue(`INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, owner_metadata, reply_to, deadline,
-					source_partition, lock_delay, max_hold)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, $11, $12)`,
-				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition,
+					source_partition, session_id, lock_delay, max_hold)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, nullif($11, ''), $12, $13)`,
+				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session,
 				w.LockDelay, w.MaxHold)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
 			a.reply(p)
 		case rules.Requeue:
 			pb.Queue(`UPDATE lock_waiters SET mode = $2, request_id = $3, lease_duration = $4, owner_metadata = $5, reply_to = nullif($6, ''),
-					deadline = $7, source_partition = $8, lock_delay = $9, max_hold = $10 WHERE id = $1`,
-				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.LockDelay, w.MaxHold)
+					deadline = $7, source_partition = $8, session_id = nullif($9, ''), lock_delay = $10, max_hold = $11 WHERE id = $1`,
+				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session, w.LockDelay, w.MaxHold)
 			a.answer(topics.TypeWithdrawn, topics.OpAcquire, e.Prev.RequestID, e.Prev.ReplyTo, r, e.Info, nil)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
@@ -375,6 +403,13 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				ev.ErrorCode = topics.CodeLockTimeout
 				ev.ErrorMessage = "wait_timeout passed before the lock became free"
 			})
+		case rules.Lose:
+			pb.Queue(`DELETE FROM lock_holders WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`, r.namespace, r.name, h.Owner)
+			leases = true
+			a.lost(r, e)
+		case rules.Drop:
+			pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
+			a.dropped(r, e)
 		case rules.Expire, rules.Release, rules.Revoke:
 			pb.Queue(`DELETE FROM lock_holders WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`, r.namespace, r.name, h.Owner)
 			leases = true
@@ -402,15 +437,13 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				p.ev.RetryAfterSeconds = &s
 			}
 			a.reply(p)
-			continue
 		}
-		changed = true
 	}
-	// A lock-delay that started, or passed and was cleared, is a change too.
-	if !changed && (r.delayUntil == nil) == l.DelayUntil.IsZero() {
+	if !changed {
 		return nil
 	}
 	queueLockRow(pb, r, l, partition, leases)
+	a.state(r, l, lockStatus(r, l))
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return fmt.Errorf("writing lock %q: %w", topics.LockKey(r.namespace, r.name), err)
 	}
@@ -422,16 +455,11 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 // lease changed, which is what updated_at records (cleanup deletes the
 // rows idle since max_age_seconds).
 func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, leases bool) {
-	status, shared := r.status, 0
+	status, shared := lockStatus(r, l), 0
 	for _, h := range l.Holders {
 		if h.Mode == rules.Shared {
 			shared++
 		}
-	}
-	if len(l.Holders) > 0 {
-		status = topics.StatusAcquired
-	} else if l.Ended != nil {
-		status = string(l.EndedStatus)
 	}
 	var delayUntil *time.Time
 	if !l.DelayUntil.IsZero() {
@@ -448,11 +476,22 @@ func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, le
 			acquisition_count = $8, ended_owner_id = $9, ended_mode = $10, ended_fencing_token = nullif($11, 0), ended_acquired_at = $12,
 			ended_expires_at = $13, ended_lease_duration = $14, ended_owner_metadata = $15, ended_extension_count = $16,
 			source_partition = coalesce($17, source_partition), updated_at = CASE WHEN $18 THEN $19::timestamptz ELSE updated_at END,
-			delay_until = $20
+			revision = $20, delay_until = $21
 		WHERE namespace = $1 AND lock_name = $2`,
 		r.namespace, r.name, status, l.Limit, len(l.Holders), shared, l.Waiting, l.Acquisitions,
 		endedOwner, endedMode, ended.Token, endedAt, endedUntil, ended.Lease, metadata(ended.Metadata), ended.Extensions,
-		partition, leases, r.now, delayUntil)
+		partition, leases, r.now, r.revision, delayUntil)
+}
+
+// lockStatus is the locks row's status once l is written.
+func lockStatus(r *lockRow, l *rules.Lock) string {
+	switch {
+	case len(l.Holders) > 0:
+		return topics.StatusAcquired
+	case l.Ended != nil:
+		return string(l.EndedStatus)
+	}
+	return r.status
 }
 
 // released answers the release of a lease. A holder released from another

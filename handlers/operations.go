@@ -30,4 +30,8 @@ var operations = map[string]operation{
 	topics.OpRevoke:  {apply: (*applier).revoke},
 	topics.OpQuery:   {apply: (*applier).query},
 	topics.OpCleanup: {apply: (*applier).cleanup, barrier: true},
+
+	topics.OpSessionOpen:      {apply: (*applier).sessionOpen},
+	topics.OpSessionKeepAlive: {apply: (*applier).sessionKeepAlive},
+	topics.OpSessionClose:     {apply: (*applier).sessionClose},
 }

@@ -45,12 +45,12 @@ func holderList(l *rules.Lock) []topics.Holder {
 	var hs []topics.Holder
 	for _, h := range l.Holders[:min(len(l.Holders), topics.MaxHoldersShown)] {
 		status := topics.StatusAcquired
-		if !h.ExpiresAt.After(l.Now) {
+		if !h.Live(l.Now) {
 			status = topics.StatusExpired
 		}
 		hs = append(hs, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token,
 			AcquiredAt: topics.NewTime(h.AcquiredAt), ExpiresAt: topics.NewTime(h.ExpiresAt), LeaseDuration: h.Lease,
-			ExtensionCount: h.Extensions, OwnerMetadata: h.Metadata})
+			ExtensionCount: h.Extensions, OwnerMetadata: h.Metadata, SessionID: h.Session})
 	}
 	return hs
 }

@@ -12,8 +12,8 @@ import (
 // HotTables are the tables every command rewrites: their dead row versions
 // pile up fastest, and their statements slow down as they bloat (README
 // "Table bloat"). Migration 007 gives them their autovacuum settings (008
-// to lock_holders).
-var HotTables = []string{"locks", "lock_holders", "lock_waiters", "outbox", "consumer_offsets", "processed_requests"}
+// to lock_holders, 011 to sessions, rewritten by every keep-alive).
+var HotTables = []string{"locks", "lock_holders", "lock_waiters", "outbox", "consumer_offsets", "processed_requests", "sessions"}
 
 // TableStats is what PostgreSQL's statistics say of one table of the
 // worker's schema (pg_stat_user_tables).

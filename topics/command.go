@@ -10,6 +10,10 @@ const (
 	OpQuery   = "query"
 	OpCleanup = "cleanup"
 	OpRevoke  = "revoke"
+	// Sessions (docs/design.md "Sessions"): open one, keep it alive, close it.
+	OpSessionOpen      = "session_open"
+	OpSessionKeepAlive = "session_keepalive"
+	OpSessionClose     = "session_close"
 	// OpExpire is the operation of events no command asked for: a lease the
 	// worker ended, or a waiter whose deadline passed.
 	OpExpire = "expire"
@@ -53,6 +57,12 @@ type Command struct {
 	// MaxAgeSeconds of a cleanup; nil: DefaultMaxAgeSeconds.
 	MaxAgeSeconds *float64 `json:"max_age_seconds,omitempty"`
 	ReplyTo       string   `json:"reply_to,omitempty"`
+	// SessionID names the session of a session command, or the session an
+	// acquire ties its lease and wait to.
+	SessionID string `json:"session_id,omitempty"`
+	// TTL of a session_open: how long the session lives without a
+	// keep-alive, in seconds; 0: DefaultSessionTTLSeconds.
+	TTL float64 `json:"ttl,omitempty"`
 }
 
 // Modes of an acquire.
@@ -61,8 +71,15 @@ const (
 	ModeShared    = "shared"
 )
 
-// Key is the record key for this command's lock.
-func (c Command) Key() string { return LockKey(c.Namespace, c.LockName) }
+// Key is the record key for this command's lock, or for a session command
+// (which names no lock) its session's: all of a session's commands reach
+// one partition.
+func (c Command) Key() string {
+	if c.LockName == "" && c.SessionID != "" {
+		return SessionKey(c.SessionID)
+	}
+	return LockKey(c.Namespace, c.LockName)
+}
 
 // Encode returns the command's JSON record value.
 func (c Command) Encode() ([]byte, error) { return json.Marshal(c) }

@@ -20,6 +20,20 @@ const (
 	TypeStatus    = "lock.status"
 	TypeCleaned   = "lock.cleaned"
 	TypeRejected  = "lock.rejected"
+	// Session events (docs/design.md "Sessions"): the answers to the
+	// session commands, and session.expired to the session's reply_to when
+	// it missed its ttl.
+	TypeSessionOpened    = "session.opened"
+	TypeSessionKeptAlive = "session.kept_alive"
+	TypeSessionClosed    = "session.closed"
+	TypeSessionExpired   = "session.expired"
+)
+
+// Reasons an event gives (Event.Reason) for a lease or wait that ended with
+// its session rather than by its own command or expiry.
+const (
+	ReasonSessionClosed  = "session_closed"
+	ReasonSessionExpired = "session_expired"
 )
 
 // Error codes of lock.rejected.
@@ -49,12 +63,20 @@ const (
 	// CodeMaxHoldExceeded: an extend or renewal would carry the lease past
 	// its acquired_at + max_hold.
 	CodeMaxHoldExceeded = "MAX_HOLD_EXCEEDED"
+	// CodeSessionNotFound: the session_id names no live session (never
+	// opened, closed, or past its expiry).
+	CodeSessionNotFound = "SESSION_NOT_FOUND"
+	// CodeSessionExists: a session_open of a session_id that is in use.
+	CodeSessionExists = "SESSION_EXISTS"
+	// CodeSessionBound: an extend of a lease its session keeps alive.
+	CodeSessionBound = "SESSION_BOUND"
 )
 
 // ErrorCodes is every error code of lock.rejected.
 var ErrorCodes = []string{CodeLockHeld, CodeLockTimeout, CodeNotOwner, CodeNotHeld, CodeTokenMismatch,
 	CodeInvalidRequest, CodeUnsupportedVersion, CodeRequestIDConflict,
-	CodeUnauthenticated, CodeForbidden, CodeLimitMismatch, CodeModeMismatch, CodeMaxHoldExceeded}
+	CodeUnauthenticated, CodeForbidden, CodeLimitMismatch, CodeModeMismatch,
+	CodeSessionNotFound, CodeSessionExists, CodeSessionBound, CodeMaxHoldExceeded}
 
 // Lock statuses of LockInfo.
 const (
@@ -81,12 +103,16 @@ type Event struct {
 	// QueuePosition comes with lock.queued: 1 is next in line.
 	QueuePosition int  `json:"queue_position,omitempty"`
 	CleanedCount  *int `json:"cleaned_count,omitempty"`
-	// Reason comes with lock.revoked: the revoke's reason.
-	Reason string `json:"reason,omitempty"`
 	// RevokedCount comes with the revoker's own lock.revoked: the leases it
 	// ended.
 	RevokedCount     int      `json:"revoked_count,omitempty"`
 	CleanedLockNames []string `json:"cleaned_lock_names,omitempty"`
+	// Reason says why a lease or wait ended when its session ended it
+	// (ReasonSessionClosed, ReasonSessionExpired), on lock.released,
+	// lock.expired and lock.withdrawn; on lock.revoked, the revoke's reason.
+	Reason string `json:"reason,omitempty"`
+	// SessionInfo comes with the session events.
+	SessionInfo *SessionInfo `json:"session_info,omitempty"`
 	// DurationMS is the time from the record being polled to its
 	// transaction's commit; absent on events no command caused.
 	DurationMS *float64 `json:"duration_ms,omitempty"`
@@ -109,14 +135,35 @@ type LockInfo struct {
 	// Mode is the lease's (exclusive or shared); Limit the lock's.
 	Mode  string `json:"mode,omitempty"`
 	Limit int    `json:"limit,omitempty"`
+	// Revision is the lock's revision after the change the event is about
+	// (for lock.status and rejections, the lock's current one): see
+	// LockState.Revision.
+	Revision int64 `json:"revision"`
 	// HolderCount and Holders come with lock.status (query and
 	// inspection): every lease of the lock, the first MaxHoldersShown in
 	// grant order.
 	HolderCount int      `json:"holder_count,omitempty"`
 	Holders     []Holder `json:"holders,omitempty"`
+	// SessionID is the session the lease is tied to; ExpiresAt is then
+	// the session's expiry as of the event.
+	SessionID string `json:"session_id,omitempty"`
 	// DelayUntil comes with lock.status while the lock is in a lock-delay:
 	// it grants nothing before then.
 	DelayUntil *Time `json:"delay_until,omitempty"`
+}
+
+// SessionInfo describes a session as a session event saw it.
+type SessionInfo struct {
+	SessionID string  `json:"session_id"`
+	OwnerID   string  `json:"owner_id"`
+	TTL       float64 `json:"ttl"`
+	// ExpiresAt is when the session ends without another keep-alive (for
+	// session.closed and session.expired: when it was to end).
+	ExpiresAt Time `json:"expires_at"`
+	// Leases and Waits count what the session's end released and
+	// withdrew (session.closed, session.expired).
+	Leases int `json:"leases,omitempty"`
+	Waits  int `json:"waits,omitempty"`
 }
 
 // MaxHoldersShown bounds LockInfo.Holders.
@@ -133,6 +180,7 @@ type Holder struct {
 	LeaseDuration  float64         `json:"lease_duration"`
 	ExtensionCount int64           `json:"extension_count"`
 	OwnerMetadata  json.RawMessage `json:"owner_metadata,omitempty"`
+	SessionID      string          `json:"session_id,omitempty"`
 }
 
 // NewEvent returns an event of the given type with a fresh event_id.

@@ -98,6 +98,10 @@ var fields = [...]field{
 		}},
 	{name: "max_hold", kind: kindSeconds, at: func(c *Command) any { return &c.MaxHold },
 		check: func(c Command, _ string) string {
+			if c.MaxHold != 0 && c.SessionID != "" {
+				// A session's lease has no expiry of its own to cap.
+				return "max_hold is for a lease of its own: a session's lease ends with its session"
+			}
 			return secondsProblem("max_hold", c.MaxHold, MinLeaseSeconds, MaxMaxHoldSeconds, true)
 		}},
 	{name: "reason", kind: kindText, at: func(c *Command) any { return &c.Reason },
@@ -111,6 +115,11 @@ var fields = [...]field{
 				return "reason must be UTF-8 without NUL characters"
 			}
 			return ""
+		}},
+	{name: "session_id", kind: kindText, at: func(c *Command) any { return &c.SessionID }, check: checkSessionID},
+	{name: "ttl", kind: kindSeconds, at: func(c *Command) any { return &c.TTL }, positive: true, rng: ttlRange,
+		check: func(c Command, _ string) string {
+			return secondsProblem("ttl", c.TTL, MinSessionTTLSeconds, MaxSessionTTLSeconds, true)
 		}},
 	{name: "reply_to", kind: kindText, at: func(c *Command) any { return &c.ReplyTo }, common: true,
 		check: func(c Command, replyPrefix string) string {
@@ -137,6 +146,7 @@ func (f field) zero(c *Command) bool {
 var (
 	leaseRange = fmt.Sprintf("%g..%d seconds", MinLeaseSeconds, MaxLeaseSeconds)
 	limitRange = fmt.Sprintf("1..%d", MaxLimit)
+	ttlRange   = fmt.Sprintf("%d..%d seconds", MinSessionTTLSeconds, MaxSessionTTLSeconds)
 )
 
 // fieldIndex finds a row of fields by name.
@@ -168,9 +178,16 @@ func checkNamespace(c Command, _ string) string {
 	return ""
 }
 
+// CheckLockName says what is wrong with a lock name ("": nothing), as a
+// command's lock_name is judged.
+func CheckLockName(name string) string { return checkLockName(Command{LockName: name}, "") }
+
 func checkLockName(c Command, _ string) string {
 	switch {
 	case c.LockName == "":
+		if op, _ := LookupOperation(c.Operation); op.Session {
+			return "" // a session command names no lock
+		}
 		return "lock_name is required"
 	case len(c.LockName) > MaxLockNameBytes:
 		return fmt.Sprintf("lock_name is %d bytes, over the limit of %d", len(c.LockName), MaxLockNameBytes)
@@ -192,6 +209,18 @@ func checkOwner(c Command, op Operation) string {
 	}
 	if !storable(c.OwnerID) {
 		return "owner_id must be UTF-8 without NUL characters"
+	}
+	return ""
+}
+
+// checkSessionID judges a session_id where one is given; a session
+// command's need of one is judged by Validate.
+func checkSessionID(c Command, _ string) string {
+	switch {
+	case len(c.SessionID) > MaxSessionIDBytes:
+		return fmt.Sprintf("session_id is %d bytes, over the limit of %d", len(c.SessionID), MaxSessionIDBytes)
+	case !printable(c.SessionID):
+		return "session_id must be printable UTF-8"
 	}
 	return ""
 }

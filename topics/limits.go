@@ -25,6 +25,13 @@ const (
 	MaxMaxHoldSeconds = 7 * 86400
 	// MaxReasonBytes bounds a revoke's reason.
 	MaxReasonBytes = 1024
+	// MaxSessionIDBytes bounds a session_id.
+	MaxSessionIDBytes = 128
+	// MinSessionTTLSeconds and MaxSessionTTLSeconds bound a session's ttl;
+	// DefaultSessionTTLSeconds is the ttl of a session_open without one.
+	MinSessionTTLSeconds     = 1
+	MaxSessionTTLSeconds     = 3600
+	DefaultSessionTTLSeconds = 10
 	// CleanupAll is the lock_name of a cleanup over every lock.
 	CleanupAll = "*"
 )

@@ -13,6 +13,10 @@ type Names struct {
 	// Revoked is the lifecycle topic of lock.revoked. Default
 	// "locks.lock.revoked.v1".
 	Revoked string
+	// State is the compacted lock state topic: a LockState per committed
+	// change of a lock, keyed by LockKey. Default "locks.state.v1"; ""
+	// publishes none.
+	State string
 	// DeadLetter receives copies of records that could not be applied.
 	// Default "locks.commands.dlq".
 	DeadLetter string
@@ -30,6 +34,7 @@ func DefaultNames() Names {
 		Released:    "locks.lock.released.v1",
 		Expired:     "locks.lock.expired.v1",
 		Revoked:     "locks.lock.revoked.v1",
+		State:       "locks.state.v1",
 		DeadLetter:  "locks.commands.dlq",
 		ReplyPrefix: "locks.replies.",
 	}
@@ -62,6 +67,9 @@ func LockKey(namespace, lockName string) string {
 	}
 	return namespace + "/" + lockName
 }
+
+// SessionKey is the record key of a session's commands and events.
+func SessionKey(sessionID string) string { return "session:" + sessionID }
 
 // ValidTopicName reports whether s is a legal Kafka topic name.
 func ValidTopicName(s string) bool {

@@ -17,6 +17,9 @@ type Operation struct {
 	NeedsOwner, OwnerOptional bool
 	// AllLocks: lock_name may be CleanupAll ("*").
 	AllLocks bool
+	// Session: a session command, which names a session (session_id,
+	// required) and no lock (lock_name absent).
+	Session bool
 	// Answers are the event types of its final answer, Interim those that
 	// may come before it (a queued acquire's lock.queued).
 	Answers, Interim []string
@@ -27,8 +30,9 @@ type Operation struct {
 // Operations is every operation of the contract, in the order people read
 // them.
 var Operations = []Operation{
-	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata", "lock_delay", "max_hold"}, NeedsOwner: true,
-		Answers: []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
+	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata", "session_id", "lock_delay", "max_hold"},
+		NeedsOwner: true,
+		Answers:    []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
 		Summary: "take the lock (exclusive, shared, or one of a semaphore's places), renew it for its holder, or wait in its FIFO queue"},
 	{Name: OpRelease, Fields: []string{"fencing_token"}, NeedsOwner: true,
 		Answers: []string{TypeReleased, TypeWithdrawn, TypeRejected},
@@ -45,6 +49,15 @@ var Operations = []Operation{
 	{Name: OpCleanup, Fields: []string{"max_age_seconds"}, AllLocks: true,
 		Answers: []string{TypeCleaned},
 		Summary: "end ended leases and delete idle released or expired rows, of one lock or all of a namespace"},
+	{Name: OpSessionOpen, Fields: []string{"session_id", "ttl"}, NeedsOwner: true, Session: true,
+		Answers: []string{TypeSessionOpened, TypeRejected},
+		Summary: "open a session: one keep-alive for every lease and wait acquired with its session_id"},
+	{Name: OpSessionKeepAlive, Fields: []string{"session_id"}, NeedsOwner: true, Session: true,
+		Answers: []string{TypeSessionKeptAlive, TypeRejected},
+		Summary: "keep the session alive for another ttl from now"},
+	{Name: OpSessionClose, Fields: []string{"session_id"}, NeedsOwner: true, Session: true,
+		Answers: []string{TypeSessionClosed, TypeRejected},
+		Summary: "close the session: release every lease and withdraw every wait it has, in one transaction"},
 }
 
 // LookupOperation returns the operation named name.

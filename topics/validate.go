@@ -51,6 +51,12 @@ func Validate(c Command, replyPrefix string) error {
 			}
 		}
 	}
+	switch {
+	case op.Session && c.SessionID == "":
+		return bad("session_id is required for " + c.Operation)
+	case op.Session && c.LockName != "":
+		return bad(c.Operation + " names a session, not a lock: lock_name must be absent")
+	}
 	if c.LockName == CleanupAll && !op.AllLocks {
 		return bad(fmt.Sprintf("lock_name %q is only for cleanup", CleanupAll))
 	}

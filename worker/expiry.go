@@ -76,8 +76,9 @@ func (p *partition) wakeScheduler(due time.Time) {
 	}
 }
 
-// dueBy is when the earliest lease or wait that a command's events started
-// ends: a grant's expires_at, a queued acquire's deadline (zero: none).
+// dueBy is when the earliest lease, wait or session that a command's events
+// started ends: a grant's expires_at, a queued acquire's deadline, a
+// session's expiry (zero: none).
 func dueBy(c topics.Command, evs []topics.Event) time.Time {
 	var due time.Time
 	for _, ev := range evs {
@@ -86,6 +87,8 @@ func dueBy(c topics.Command, evs []topics.Event) time.Time {
 			due = earliest(due, ev.LockInfo.ExpiresAt.Time)
 		case ev.Type == topics.TypeQueued && ev.RequestID == c.RequestID:
 			due = earliest(due, ev.OccurredAt.Add(time.Duration(c.WaitTimeout*float64(time.Second))))
+		case ev.SessionInfo != nil && (ev.Type == topics.TypeSessionOpened || ev.Type == topics.TypeSessionKeptAlive):
+			due = earliest(due, ev.SessionInfo.ExpiresAt.Time)
 		}
 	}
 	return due

@@ -209,8 +209,17 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
 	n := w.cfg.Names
 	want := map[string]int32{n.Commands: w.cfg.CommandsPartitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.Revoked: 1, n.DeadLetter: 1}
+	if n.State != "" {
+		want[n.State] = w.cfg.CommandsPartitions
+	}
+	compact := "compact"
 	for topic, parts := range want {
-		resp, err := adm.CreateTopic(ctx, parts, -1, nil, topic)
+		var configs map[string]*string
+		if topic == n.State {
+			// A table: compaction keeps each lock's last state.
+			configs = map[string]*string{"cleanup.policy": &compact}
+		}
+		resp, err := adm.CreateTopic(ctx, parts, -1, configs, topic)
 		if err == nil {
 			err = resp.Err
 		}

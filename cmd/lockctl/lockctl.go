@@ -25,9 +25,9 @@ const (
 	exitRefused     = 1
 	exitUsage       = 2
 	exitUnreachable = 3
-	// exitLeaseLost is run's when the lease was lost while the command ran:
-	// distinct from a refusal and from the common failure code 1 of the
-	// command itself.
+	// exitLeaseLost is run's when the lease was lost while the command ran,
+	// and elect's when the leadership was: distinct from a refusal and from
+	// the common failure code 1 of the command itself.
 	exitLeaseLost = 4
 )
 
@@ -43,7 +43,9 @@ commands:
   revoke  --lock NAME [--owner ID] --reason TEXT   (an administrative operation)
   run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N]
           [--lock-delay 0] [--max-hold DURATION] -- COMMAND [ARGS...]
-  watch   [--lock NAME] [--from-beginning]
+  watch   [--from-beginning]  (lifecycle events)  |  watch --lock NAME  (its state now, then each revision)
+  locks   [--all]  (the table of locks, from the lock state topic)
+  elect   --name NAME [--value V] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 
 flags of every command:
   --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
@@ -58,6 +60,8 @@ Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own
 exit code (128+N if signal N ended it) once it started, except 4 when the
 lease was lost while it ran (it was stopped; lockctl says so on stderr).
+elect: campaigns until it leads (1 if interrupted first), then as run, 4
+when the leadership was lost.
 `
 
 // usageError is a mistake in the command line: exit code 2.
@@ -105,6 +109,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		do = c.runFlags(fs)
 	case "watch":
 		do = c.watchFlags(fs)
+	case "locks":
+		do = c.locksFlags(fs)
+	case "elect":
+		do = c.electFlags(fs)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -169,13 +177,7 @@ func exitCode(err error) int {
 }
 
 // names are the topics of the environment (KAFKA_TOPIC_*, REPLY_TOPIC_PREFIX).
-func (c *cli) names() topics.Names {
-	t := c.cfg.Topics
-	return topics.Names{
-		Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
-		Revoked: t.LockRevoked, DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix,
-	}
-}
+func (c *cli) names() topics.Names { return c.cfg.Topics.Names() }
 
 // kafka returns the seed brokers and the client options (seeds, TLS, SASL).
 func (c *cli) kafka() ([]string, []kgo.Opt, error) {
@@ -284,6 +286,9 @@ func describe(li *topics.LockInfo) string {
 	if li.OwnerID != "" && li.Status != topics.StatusFree {
 		fmt.Fprintf(&b, " owner=%s token=%d", li.OwnerID, li.FencingToken)
 	}
+	if li.SessionID != "" {
+		fmt.Fprintf(&b, " session=%s", li.SessionID)
+	}
 	if li.ExpiresAt != nil && li.Status == topics.StatusAcquired {
 		fmt.Fprintf(&b, " expires=%s (in %s)", li.ExpiresAt.Format(topics.TimeLayout), time.Until(li.ExpiresAt.Time).Round(100*time.Millisecond))
 	}
@@ -303,6 +308,9 @@ func describe(li *topics.LockInfo) string {
 		fmt.Fprintf(&b, " holders=%d", li.HolderCount)
 		for _, h := range li.Holders {
 			fmt.Fprintf(&b, "\n  %s %s token=%d expires=%s", h.OwnerID, h.Mode, h.FencingToken, h.ExpiresAt.Format(topics.TimeLayout))
+			if h.SessionID != "" {
+				fmt.Fprintf(&b, " session=%s", h.SessionID)
+			}
 		}
 	}
 	return b.String()

@@ -1,6 +1,6 @@
 // Command lockctl is lockworker's command line for people and scripts: take,
 // release, extend, inspect and clean up locks, run a command while holding a
-// lock, and watch lock events live.
+// lock or while leader of an election, and watch lock events live.
 //
 //	lockctl acquire --lock NAME [--owner ID] [--lease 30s] [--wait 0] [--metadata JSON]
 //	lockctl release --lock NAME --owner ID [--token N]
@@ -9,6 +9,7 @@
 //	lockctl cleanup [--lock NAME|*] [--max-age DURATION]
 //	lockctl run     --lock NAME [--wait 30s] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 //	lockctl watch   [--lock NAME] [--from-beginning]
+//	lockctl elect   --name NAME [--value V] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 //
 // Every command takes --brokers (default: KAFKA_BOOTSTRAP_SERVERS, else
 // lockworker's embedded broker at 127.0.0.1:9092), --namespace, --requester,
@@ -21,7 +22,9 @@
 // command started, `run` exits with the command's exit code (128+N if a
 // signal N ended it), except 4 when the lease was lost while the command ran:
 // lockctl then stopped the command, and the loss takes precedence over
-// whatever code the command exited with.
+// whatever code the command exited with. `elect` campaigns until it is the
+// leader (exit 1 if interrupted first), then runs its command as `run` does:
+// 4 when the leadership was lost while the command ran.
 package main
 
 import (

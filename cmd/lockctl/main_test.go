@@ -293,24 +293,45 @@ func TestWatchPrintsLines(t *testing.T) {
 	lock := fmt.Sprintf("ctl-watch-%d", time.Now().UnixNano()) // --from-beginning: not an earlier run's
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	stdout, _, wait := start(ctx, "watch", "--lock", lock, "--from-beginning")
+	events, _, waitEvents := start(ctx, "watch", "--from-beginning")
+	revisions, _, waitRevisions := start(ctx, "watch", "--lock", lock)
+	eventually(t, "the lock's state before its first change", func() bool {
+		return strings.Contains(revisions.String(), lock+" rev=0 free")
+	})
 	r := lockctl(t, "acquire", "--lock", lock, "--owner", "watched")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	r = lockctl(t, "release", "--lock", lock, "--owner", "watched")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	lockctl(t, "acquire", "--lock", "ctl-watch-other", "--owner", "unwatched")
 	eventually(t, "acquired and released lines", func() bool {
-		out := stdout.String()
-		return strings.Contains(out, "lock.released") && strings.Contains(out, "lock.acquired")
+		out := events.String()
+		return strings.Contains(out, lock+" owner=watched") && strings.Count(out, lock+" ") == 2 && strings.Contains(revisions.String(), "rev=2")
 	})
 	stop()
-	res := wait()
+	res := waitEvents()
 	assert.Equal(t, exitOK, res.code, res.stderr)
-	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
-	assert.Len(t, lines, 2, res.stdout)
-	for _, l := range lines {
+	var mine []string
+	for _, l := range strings.Split(strings.TrimSpace(res.stdout), "\n") {
+		if strings.Contains(l, " "+lock+" ") {
+			mine = append(mine, l)
+		}
+	}
+	require.Len(t, mine, 2, res.stdout)
+	for _, l := range mine {
 		assert.Regexp(t, `^\d{4}-\d\d-\d\dT\S+Z lock\.(acquired|released) +`+lock+` owner=watched token=\d+`, l)
 	}
+	res = waitRevisions()
+	assert.Equal(t, exitOK, res.code, res.stderr)
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	require.Len(t, lines, 3, res.stdout)
+	assert.Equal(t, lock+" rev=0 free", lines[0])
+	assert.Regexp(t, `^\S+Z `+lock+` rev=1 acquired by=acquire holder=watched/exclusive/token=\d+/expires=\S+Z$`, lines[1])
+	assert.Regexp(t, `^\S+Z `+lock+` rev=2 released by=release$`, lines[2])
+
+	r = lockctl(t, "locks")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Regexp(t, `(?m)^\S+Z `+lock+` rev=2 released by=release$`, r.stdout, "locks lists the table")
+	r = lockctl(t, "watch", "--lock", lock, "--from-beginning")
+	assert.Equal(t, exitUsage, r.code)
 }
 
 func fmtSscanf(s, format string, v *int64) (int, error) { return fmt.Sscanf(s, format, v) }

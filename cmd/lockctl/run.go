@@ -47,32 +47,40 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d, expires %s, kept alive); running %s\n",
 				topics.LockKey(l.Namespace, l.Name), l.Owner, l.Token, l.ExpiresAt().Format(topics.TimeLayout), strings.Join(args, " "))
 		}
-		code, runErr := c.runCommand(ctx, l, *grace, args)
-
-		if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
-			// The command was stopped (or ended on its own as the lease
-			// ran out): the loss decides the exit code, not the command.
-			fmt.Fprintf(c.stderr, "lockctl: %v; stopped %s (%s); exit code %d\n", lost, args[0], describeExit(code, runErr), exitLeaseLost)
-			return exitErr{exitLeaseLost}
-		}
-		// Release even if lockctl was interrupted: the lock must not
-		// outlive the command.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
-		defer cancel()
-		if err := l.Release(rctx); err != nil {
-			fmt.Fprintf(c.stderr, "lockctl: %v\n", err)
-		}
-		if runErr != nil {
-			fmt.Fprintf(c.stderr, "lockctl: %v\n", runErr)
-		}
-		return exitErr{code}
+		return c.runHolding(ctx, l, *grace, args)
 	}
+}
+
+// runHolding runs args while l is held (see runCommand), then releases it.
+// It returns the command's exit code, or exitLeaseLost when the lease was
+// lost meanwhile. env is added to the command's environment.
+func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env ...string) error {
+	code, runErr := c.runCommand(ctx, l, grace, args, env)
+
+	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
+		// The command was stopped (or ended on its own as the lease
+		// ran out): the loss decides the exit code, not the command.
+		fmt.Fprintf(c.stderr, "lockctl: %v; stopped %s (%s); exit code %d\n", lost, args[0], describeExit(code, runErr), exitLeaseLost)
+		return exitErr{exitLeaseLost}
+	}
+	// Release even if lockctl was interrupted: the lock must not
+	// outlive the command.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	if err := l.Release(rctx); err != nil {
+		fmt.Fprintf(c.stderr, "lockctl: %v\n", err)
+	}
+	if runErr != nil {
+		fmt.Fprintf(c.stderr, "lockctl: %v\n", runErr)
+	}
+	return exitErr{code}
 }
 
 // runCommand runs args until it exits, or until the lease is lost or ctx
 // ends (a signal to lockctl): then it sends SIGTERM and, after grace,
-// SIGKILL. It returns the exit code to pass on.
-func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string) (int, error) {
+// SIGKILL. It returns the exit code to pass on. env is added to the
+// command's environment.
+func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string) (int, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.Context(), cancel)
@@ -86,6 +94,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		"LOCKCTL_OWNER="+l.Owner,
 		"LOCKCTL_FENCING_TOKEN="+strconv.FormatInt(l.Token, 10),
 	)
+	cmd.Env = append(cmd.Env, env...)
 	// The command gets a process group of its own, so stopping it stops
 	// everything it started (a shell script's children too). Not when stdin
 	// is a terminal: a background group reading it would stop on SIGTTIN,

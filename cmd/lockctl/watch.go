@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"strings"
@@ -14,13 +15,19 @@ import (
 )
 
 // watchFlags is `lockctl watch`: follow the lifecycle topics, one line per
-// event, until interrupted.
+// event, or with --lock one lock's revisions, until interrupted.
 func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	lock := fs.String("lock", "", "only this lock (with --namespace, if given)")
-	fromBeginning := fs.Bool("from-beginning", false, "start at the oldest retained events instead of new ones only")
+	lock := fs.String("lock", "", "only this lock (with --namespace, if given): its state now, then each revision, from the lock state topic")
+	fromBeginning := fs.Bool("from-beginning", false, "start at the oldest retained events instead of new ones only (not with --lock)")
 	return func(ctx context.Context, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
+		}
+		if *lock != "" {
+			if *fromBeginning {
+				return usageError{"--from-beginning does not apply with --lock: a lock's watch starts from its state now"}
+			}
+			return c.watchLock(ctx, *lock)
 		}
 		seeds, opts, err := c.kafka()
 		if err != nil {
@@ -63,6 +70,89 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			fmt.Fprintf(c.stderr, "lockctl: watching %s (Ctrl-C to stop)\n", strings.Join(lifecycle, ", "))
 		}
 		wg.Wait() // the subscriptions end with ctx
+		return nil
+	}
+}
+
+// watchLock prints the lock's revisions as client.Watch delivers them.
+func (c *cli) watchLock(ctx context.Context, lock string) error {
+	cl, err := c.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	revs, err := cl.Watch(ctx, lock) // its setup is bounded by the client's request timeout
+	if err != nil {
+		return err
+	}
+	if !c.json {
+		fmt.Fprintf(c.stderr, "lockctl: watching %s on %s (Ctrl-C to stop)\n", topics.LockKey(c.namespace, lock), c.names().State)
+	}
+	for lr := range revs {
+		c.printRevision(lr)
+	}
+	return nil
+}
+
+// printRevision prints one lock state: a line, or its record as JSON.
+func (c *cli) printRevision(lr client.LockRevision) {
+	if c.json {
+		b, _ := json.Marshal(lr.Record)
+		if lr.Deleted {
+			b, _ = json.Marshal(map[string]any{"namespace": lr.Namespace, "lock_name": lr.Name, "deleted": true})
+		}
+		fmt.Fprintln(c.stdout, string(b))
+		return
+	}
+	key := topics.LockKey(lr.Namespace, lr.Name)
+	if lr.Deleted {
+		fmt.Fprintf(c.stdout, "%s deleted by cleanup\n", key)
+		return
+	}
+	var b strings.Builder
+	if !lr.ChangedAt.IsZero() {
+		fmt.Fprintf(&b, "%s ", lr.ChangedAt.Format(topics.TimeLayout))
+	}
+	fmt.Fprintf(&b, "%s rev=%d %s", key, lr.Revision, lr.Status)
+	if lr.Operation != "" {
+		fmt.Fprintf(&b, " by=%s", lr.Operation)
+	}
+	if lr.Limit > 1 {
+		fmt.Fprintf(&b, " limit=%d", lr.Limit)
+	}
+	for _, h := range lr.Holders {
+		fmt.Fprintf(&b, " holder=%s/%s/token=%d/expires=%s", h.Owner, h.Mode, h.Token, h.ExpiresAt.Format(topics.TimeLayout))
+	}
+	if lr.Waiters > 0 {
+		fmt.Fprintf(&b, " waiters=%d", lr.Waiters)
+	}
+	fmt.Fprintln(c.stdout, b.String())
+}
+
+// locksFlags is `lockctl locks`: the table of locks, read from the lock
+// state topic.
+func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	all := fs.Bool("all", false, "every namespace (default: --namespace's locks only)")
+	return func(ctx context.Context, args []string) error {
+		if err := noArgs(args); err != nil {
+			return err
+		}
+		cl, err := c.client(ctx)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		lctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		table, err := cl.Locks(lctx)
+		if err != nil {
+			return err
+		}
+		for _, lr := range table {
+			if *all || lr.Namespace == c.namespace {
+				c.printRevision(lr)
+			}
+		}
 		return nil
 	}
 }

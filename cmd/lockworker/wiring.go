@@ -86,11 +86,7 @@ func (m *Main) Close() {
 	}
 }
 
-func (m *Main) names() topics.Names {
-	t := m.Config.Topics
-	return topics.Names{Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
-		Revoked: t.LockRevoked, DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
-}
+func (m *Main) names() topics.Names { return m.Config.Topics.Names() }
 
 // Run starts the service and blocks until ctx is done and it has drained.
 func (m *Main) Run(ctx context.Context) error {
@@ -192,6 +188,12 @@ func (m *Main) Run(ctx context.Context) error {
 		// The first request to Kafka: say what to check.
 		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
 			cfg.Kafka.BootstrapServers, chosenBy, err)
+	}
+
+	if n, err := w.PublishFirstStates(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		log.Info().Int("locks", n).Str("topic", names.State).Msg("published the first state of the locks from before revisions")
 	}
 
 	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {

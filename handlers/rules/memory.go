@@ -70,7 +70,7 @@ func (m *Memory) Save(l *Lock, effs []Effect) error {
 	find := func(id int64) int { return slices.IndexFunc(m.Queue, func(w Waiter) bool { return w.ID == id }) }
 	for _, e := range effs {
 		switch e.Kind {
-		case Grant, Timeout, Withdraw:
+		case Grant, Timeout, Withdraw, Drop:
 			if e.Waiter.ID == 0 {
 				continue
 			}

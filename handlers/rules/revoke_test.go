@@ -83,3 +83,32 @@ func TestRevokeEndsLeasesStartsDelayAndHandsOff(t *testing.T) {
 	m.advance(2 * time.Second)
 	require.Equal(t, "grant y", kinds(m.expire()))
 }
+
+// A session that expires starts its leases' lock-delays (the holder did not
+// let go); one that is closed does not (it did), as a release.
+func TestLockDelayAfterSessionLossNotAfterClose(t *testing.T) {
+	for _, reason := range []string{ReasonSessionExpired, ReasonSessionClosed} {
+		m := newModel(t)
+		l := m.lock("a")
+		effs := l.Acquire(Request{Owner: "a", Mode: Exclusive, Limit: 1, Lease: 1, RequestID: "req-a", Key: "/k",
+			Session: "s", SessionExpires: m.now.Add(time.Hour), LockDelay: 5})
+		m.save(l, effs)
+		require.Equal(t, "queue w", kinds(m.acquireWith("w", 10, 60, 0, 0)))
+		if reason == ReasonSessionExpired {
+			require.Equal(t, "lose a", kinds(m.endSession("s", "a", reason)), "w waits for the lock-delay")
+			m.advance(5 * time.Second)
+			require.Equal(t, "grant w", kinds(m.expire()))
+		} else {
+			require.Equal(t, "lose a, grant w", kinds(m.endSession("s", "a", reason)))
+		}
+	}
+}
+
+// A lease with a max_hold cannot be handed to a session, which would keep
+// it alive past any cap.
+func TestMaxHoldLeaseNotKeptBySession(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant a", kinds(m.acquireWith("a", 10, 0, 0, 60)))
+	require.Equal(t, "refuse MAX_HOLD_EXCEEDED", kinds(m.acquireIn("s", "a", Exclusive, 0)))
+	require.Empty(t, m.Holders[0].Session)
+}

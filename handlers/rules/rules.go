@@ -28,17 +28,19 @@
 // semaphore holders as there are free places).
 //
 // A lease ends when its holder releases it, when the database's time
-// passes its expiry, or when it is revoked; a wait ends at its deadline.
-// Ended leases and waits are settled (lock.expired, LOCK_TIMEOUT) by
-// whatever looks at the lock first: a command, the expiry scheduler or
-// cleanup.
+// passes its expiry, when it is revoked, or, for a lease of a session,
+// when the session ends (EndSession); a wait ends at its deadline, or with
+// its session. Ended leases and waits are settled (lock.expired,
+// LOCK_TIMEOUT) by whatever looks at the lock first: a command, the expiry
+// scheduler or cleanup.
 //
 // A lease may carry a lock-delay and a cap on its hold time (max_hold).
-// Every end of a lease but its holder's own release starts its lock-delay
-// (Lock.EndLease): the lock then grants nothing, to new acquires or to
-// waiters, until the delay passes, so that a holder that lost its lease
-// unawares cannot meet the next one. No extension or renewal carries a
-// lease past its acquired_at + max_hold (MAX_HOLD_EXCEEDED).
+// Every end of a lease but its holder's own release (or its session's
+// close) starts its lock-delay (Lock.EndLease): the lock then grants
+// nothing, to new acquires or to waiters, until the delay passes, so that a
+// holder that lost its lease unawares cannot meet the next one. No
+// extension or renewal carries a lease past its acquired_at + max_hold
+// (MAX_HOLD_EXCEEDED).
 //
 // # Exported names
 //
@@ -76,6 +78,10 @@ type Holder struct {
 	// Partition is the commands partition whose expiry scheduler watches
 	// the lease.
 	Partition int32
+	// Session, when set, keeps the lease alive: it has no expiry of its own
+	// and ends with the session (EndSession) or by its release; ExpiresAt
+	// is then the session's, for lock_info only.
+	Session string
 	// LockDelay (seconds, 0: none) keeps the lock from granting for that
 	// long after the lease ends otherwise than by its holder's release;
 	// MaxHold (seconds, 0: none) caps the lease at AcquiredAt + MaxHold.
@@ -93,6 +99,10 @@ type Waiter struct {
 	ReplyTo   string
 	Deadline  time.Time
 	Partition int32
+	// Session is the session the wait ends with, and SessionExpires that
+	// session's expiry (what a grant's lease shows).
+	Session        string
+	SessionExpires time.Time
 	// LockDelay and MaxHold are the acquire's, for its lease.
 	LockDelay, MaxHold float64
 	// Position is the waiter's place in the whole queue (1 = next), for
@@ -183,6 +193,11 @@ const (
 	Refuse
 	// Revoke ends Holder's lease by a revoke.
 	Revoke
+	// Lose ends Holder's lease because its session ended (Reason; Info's
+	// status is released for a closed session, expired for an expired one).
+	Lose
+	// Drop takes Waiter off the queue because its session ended (Reason).
+	Drop
 )
 
 // Effect is one thing a decision does, in the order it happens. Info is
@@ -197,7 +212,9 @@ type Effect struct {
 	Code       string
 	Message    string
 	RetryAfter time.Duration
-	Info       Info
+	// Reason is why a session's end did Lose or Drop.
+	Reason string
+	Info   Info
 }
 
 // Info is what lock_info shows: a lease (Holder zero when the lock is free)
@@ -219,6 +236,7 @@ const (
 	CodeLimitMismatch = "LIMIT_MISMATCH"
 	CodeModeMismatch  = "MODE_MISMATCH"
 	CodeMaxHold       = "MAX_HOLD_EXCEEDED"
+	CodeSessionBound  = "SESSION_BOUND"
 )
 
 // Request is an acquire.
@@ -233,16 +251,13 @@ type Request struct {
 	RequestID string
 	Partition int32
 	Key       string // the lock key, for messages
+	// Session ties the lease and the wait to a live session, which expires
+	// at SessionExpires (checked by the caller).
+	Session        string
+	SessionExpires time.Time
 	// LockDelay and MaxHold are the lease's if granted (see Holder);
 	// Lease is at most MaxHold.
 	LockDelay, MaxHold float64
-}
-
-// waiter is the request as a place in the queue from now, or (ID 0) as
-// what a grant at once takes.
-func (r Request) waiter(now time.Time) Waiter {
-	return Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
-		ReplyTo: r.ReplyTo, Deadline: now.Add(seconds(r.Wait)), Partition: r.Partition, LockDelay: r.LockDelay, MaxHold: r.MaxHold}
 }
 
 // holder returns the index of owner's lease, or -1.
@@ -267,7 +282,7 @@ func (l *Lock) Info() Info {
 	case len(l.Holders) > 0:
 		in.Holder = l.Holders[len(l.Holders)-1]
 		in.Status = Acquired
-		if !in.Holder.ExpiresAt.After(l.Now) {
+		if !in.Holder.Live(l.Now) {
 			in.Status = Expired
 		}
 	case l.Ended != nil:
@@ -290,7 +305,7 @@ func (l *Lock) about(h Holder, s Status) Info {
 func (l *Lock) Settle() (effs []Effect, ended []string) {
 	l.delayed()
 	for i := 0; i < len(l.Holders); {
-		if l.Holders[i].ExpiresAt.After(l.Now) {
+		if l.Holders[i].Live(l.Now) {
 			i++
 			continue
 		}
@@ -300,6 +315,10 @@ func (l *Lock) Settle() (effs []Effect, ended []string) {
 	}
 	return append(effs, l.HandOff()...), ended
 }
+
+// Live reports whether the lease is in force at now: a session's lease is
+// until its session ends, whatever the time.
+func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.ExpiresAt.After(now) }
 
 // EndLease ends the lease of Holders[i], which ended as s, and returns it:
 // it becomes the lease that ended last. Every end but its holder's own
@@ -404,15 +423,17 @@ func (l *Lock) leave(w Waiter) {
 // command's owner.
 func (l *Lock) grant(w Waiter) Effect {
 	h := Holder{Owner: w.Owner, Mode: w.Mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(w.Lease)),
-		Lease: w.Lease, Metadata: w.Metadata, ReplyTo: w.ReplyTo, RequestID: w.RequestID, Partition: w.Partition,
+		Lease: w.Lease, Metadata: w.Metadata, ReplyTo: w.ReplyTo, RequestID: w.RequestID, Partition: w.Partition, Session: w.Session,
 		LockDelay: w.LockDelay, MaxHold: w.MaxHold}
+	if w.Session != "" {
+		h.ExpiresAt = w.SessionExpires
+	}
 	l.Holders = append(l.Holders, h)
 	l.Acquisitions++
-	e := Effect{Kind: Grant, Holder: h, Info: l.about(h, Acquired)}
-	if w.ID != 0 {
-		e.Waiter = w
+	if w.ID == 0 {
+		w = Waiter{}
 	}
-	return e
+	return Effect{Kind: Grant, Holder: h, Waiter: w, Info: l.about(h, Acquired)}
 }
 
 // capped refuses to carry h's lease to until when that is past its max_hold.
@@ -440,7 +461,17 @@ func (l *Lock) Acquire(r Request) []Effect {
 		case r.Limit != l.Limit:
 			return append(effs, l.limitMismatch(r))
 		}
-		if until := l.Now.Add(seconds(r.Lease)); until.After(h.ExpiresAt) {
+		switch until := l.Now.Add(seconds(r.Lease)); {
+		case r.Session != "" && h.MaxHold > 0:
+			// The session would keep it alive past any cap.
+			return append(effs, l.refuse(CodeMaxHold, fmt.Sprintf("the lease of lock %q has a max_hold: no session may keep it alive", r.Key)))
+		case r.Session != "":
+			// The latest acquire decides what keeps the lease: its session.
+			h.Session, h.ExpiresAt = r.Session, r.SessionExpires
+		case h.Session != "":
+			// Or its own lease, from now.
+			h.Session, h.ExpiresAt = "", until
+		case until.After(h.ExpiresAt):
 			if e, ok := l.capped(*h, until, r.Key); ok {
 				return append(effs, e)
 			}
@@ -486,6 +517,13 @@ func (l *Lock) Acquire(r Request) []Effect {
 		l.Head = append(l.Head, w) // the queue was all loaded: it still is
 	}
 	return append(effs, Effect{Kind: Queue, Waiter: w, Position: w.Position, Info: l.Info()})
+}
+
+// waiter is the acquire as a waiter that would queue at now.
+func (r Request) waiter(now time.Time) Waiter {
+	return Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
+		ReplyTo: r.ReplyTo, Deadline: now.Add(seconds(r.Wait)), Partition: r.Partition, Session: r.Session, SessionExpires: r.SessionExpires,
+		LockDelay: r.LockDelay, MaxHold: r.MaxHold}
 }
 
 // live counts the waiters whose deadline has not passed.
@@ -582,6 +620,9 @@ func (l *Lock) Extend(owner, key string, token *int64, by float64) []Effect {
 		return append(effs, l.notHolder(owner, key, ended))
 	case token != nil && *token != l.Holders[i].Token:
 		return append(effs, l.refuse(CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *token)))
+	case l.Holders[i].Session != "":
+		return append(effs, l.refuse(CodeSessionBound, fmt.Sprintf("the lease of lock %q is kept alive by session %q: keep the session alive instead",
+			key, l.Holders[i].Session)))
 	}
 	h := &l.Holders[i]
 	if by == 0 {

@@ -66,7 +66,7 @@ func (m *model) check() {
 // expiredHolder reports whether a lease has run out unsettled (its place
 // frees only when something looks at the lock).
 func (m *model) expiredHolder() bool {
-	return slices.ContainsFunc(m.Holders, func(h Holder) bool { return !h.ExpiresAt.After(m.now) })
+	return slices.ContainsFunc(m.Holders, func(h Holder) bool { return !h.Live(m.now) })
 }
 
 func (m *model) acquire(owner string, mode Mode, limit int, lease, wait float64) []Effect {
@@ -104,9 +104,9 @@ func kinds(effs []Effect) string {
 	var s []string
 	for _, e := range effs {
 		switch e.Kind {
-		case Grant, Renew, Expire, Release, Extend, Revoke:
+		case Grant, Renew, Expire, Release, Extend, Revoke, Lose:
 			s = append(s, fmt.Sprintf("%s %s", kindName[e.Kind], e.Holder.Owner))
-		case Queue, Requeue, Withdraw, Timeout:
+		case Queue, Requeue, Withdraw, Timeout, Drop:
 			s = append(s, fmt.Sprintf("%s %s", kindName[e.Kind], e.Waiter.Owner))
 		case Refuse:
 			s = append(s, "refuse "+e.Code)
@@ -116,7 +116,7 @@ func kinds(effs []Effect) string {
 }
 
 var kindName = map[Kind]string{Grant: "grant", Renew: "renew", Queue: "queue", Requeue: "requeue", Withdraw: "withdraw",
-	Timeout: "timeout", Expire: "expire", Release: "release", Extend: "extend", Refuse: "refuse", Revoke: "revoke"}
+	Timeout: "timeout", Expire: "expire", Release: "release", Extend: "extend", Refuse: "refuse", Revoke: "revoke", Lose: "lose", Drop: "drop"}
 
 func TestReadersShareWriterWaits(t *testing.T) {
 	m := newModel(t)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,18 +14,6 @@ import (
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )
-
-// Build compiles lockworker and devkafka into dir (the Go build cache makes
-// it quick after the first time) and returns their paths.
-func Build(t testing.TB, dir string) (lockworker, devkafka string) {
-	t.Helper()
-	lockworker, devkafka = filepath.Join(dir, "lockworker"), filepath.Join(dir, "devkafka")
-	for bin, pkg := range map[string]string{lockworker: "../../cmd/lockworker", devkafka: "../../cmd/devkafka"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-		require.NoError(t, err, "go build %s: %s", pkg, out)
-	}
-	return lockworker, devkafka
-}
 
 // lockedBuffer collects the replicas' logs, shown when the test fails.
 type lockedBuffer struct {
@@ -46,14 +32,18 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 // it, under load on every partition (mutexes, semaphores of 2 and
 // read/write locks), and checks the replies: no lock held beyond its mode
 // and limit, fencing tokens rising in grant order, every command answered
-// exactly once.
+// exactly once. Meanwhile three SDK candidates take turns leading an
+// election (resigning, or dying and being replaced), and never lead two at
+// a time, judged by their terms and fencing tokens (CheckTerms).
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes for about a minute")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	lockworker, devkafka := Build(t, t.TempDir())
+	bins, err := Build(context.Background(), t.TempDir(), "lockworker", "devkafka")
+	require.NoError(t, err)
+	lockworker, devkafka := bins[0], bins[1]
 	const session = 3 * time.Second // short, so the test sees many failovers in its time
 	broker, err := StartBroker(ctx, devkafka, 16, time.Second)
 	require.NoError(t, err)
@@ -84,6 +74,7 @@ func TestChaos(t *testing.T) {
 	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Contenders: 3,
 		Lease: 500 * time.Millisecond, Modes: true})
 	require.NoError(t, err)
+	election := StartElection(ElectionConfig{Brokers: []string{broker.Addr}})
 	kills, terms := 0, 0
 	for round := range 8 {
 		time.Sleep(2 * time.Second)
@@ -99,6 +90,7 @@ func TestChaos(t *testing.T) {
 		require.NoError(t, r.Start())
 	}
 	load.Stop(4 * session)
+	election.Stop()
 	h := load.History()
 	st := load.Stats()
 	t.Logf("%d SIGKILLs, %d SIGTERMs; %d commands (%d resends), %d replies; worst answer %s, p99 %s, unanswered %d",
@@ -119,6 +111,27 @@ func TestChaos(t *testing.T) {
 	require.Positive(t, shared, "read locks were granted")
 	require.Positive(t, semaphore, "semaphores were granted")
 	require.NoError(t, Check(h))
+
+	// The lock state topic read from its start is the database's locks,
+	// once the relays have published the last changes (leases still end).
+	var diff error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if diff = CompareTable(ctx, []string{broker.Addr}, schema.URL); diff == nil {
+			break
+		}
+	}
+	require.NoError(t, diff, "the lock state topic against the database")
+
+	leaders, writes, campaignErrs := election.Terms()
+	how := map[string]int{}
+	for _, tm := range leaders {
+		how[tm.How]++
+	}
+	t.Logf("election: %d terms %v, %d fenced writes, %d campaigns failed and were retried %v",
+		len(leaders), how, len(writes), len(campaignErrs), campaignErrs)
+	require.GreaterOrEqual(t, len(leaders), 5, "the leadership moved too little to mean anything")
+	require.Positive(t, how["died"], "some leaders died")
+	require.NoError(t, CheckTerms(leaders, writes))
 }
 
 func lastLines(s string, n int) string {

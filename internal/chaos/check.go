@@ -7,7 +7,11 @@
 //     beside an exclusive one, and at most limit exclusive holders,
 //   - fencing tokens rise in grant order,
 //   - every command is answered, and exactly once: every reply to a
-//     request_id, resends included, is the same event.
+//     request_id, resends included, is the same event,
+//   - election candidates (Election, through the SDK) never lead two at a
+//     time: terms do not overlap, fencing tokens rise from leader to
+//     leader, and a fenced resource never sees a token go back
+//     (CheckTerms).
 //
 // The chaos test (TestChaos) runs in the normal test suite; lockbench's
 // failover scenario uses the same Cluster and Load to measure failover.
@@ -16,6 +20,7 @@ package chaos
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -121,6 +126,7 @@ func Check(h History) error {
 		}
 	}
 
+	checkRevisions(h, fail)
 	for key, byToken := range locks {
 		ls := make([]*lease, 0, len(byToken))
 		for _, l := range byToken {
@@ -182,3 +188,51 @@ func conflict(cur *lease, active []*lease) (*lease, int) {
 }
 
 func stamp(t time.Time) string { return t.Format("15:04:05.000000") }
+
+// checkRevisions checks the lock revisions the replies carry (histories
+// without them are skipped): a lock's grants never fall in revision as
+// tokens rise, and a lease ends at a later revision than it began.
+func checkRevisions(h History, fail func(string, ...any)) {
+	type span struct{ granted, ended int64 }
+	locks := map[string]map[int64]*span{}
+	for _, ev := range h.Replies {
+		li := ev.LockInfo
+		if li == nil || li.Revision == 0 || li.FencingToken == 0 || !ev.Success {
+			continue
+		}
+		key := li.Namespace + "/" + li.LockName
+		if locks[key] == nil {
+			locks[key] = map[int64]*span{}
+		}
+		s := locks[key][li.FencingToken]
+		if s == nil {
+			s = &span{}
+			locks[key][li.FencingToken] = s
+		}
+		switch ev.Type {
+		case topics.TypeAcquired: // a renewal comes later: the grant is the first
+			if s.granted == 0 || li.Revision < s.granted {
+				s.granted = li.Revision
+			}
+		case topics.TypeReleased, topics.TypeExpired:
+			s.ended = li.Revision
+		}
+	}
+	for key, spans := range locks {
+		tokens := slices.Sorted(maps.Keys(spans))
+		var prev int64
+		for _, tok := range tokens {
+			s := spans[tok]
+			if s.granted == 0 {
+				continue
+			}
+			if s.granted < prev { // equal: granted together, by one change
+				fail("lock %s: token %d granted at revision %d, before the grant of an earlier token (revision %d)", key, tok, s.granted, prev)
+			}
+			if s.ended != 0 && s.ended <= s.granted {
+				fail("lock %s: token %d ended at revision %d, not after its grant at %d", key, tok, s.ended, s.granted)
+			}
+			prev = s.granted
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -44,11 +45,12 @@ func TestCheck(t *testing.T) {
 	}
 	require.NoError(t, Check(clean))
 
-	cases := []struct {
+	type checkCase struct {
 		name string
 		edit func(h *History)
 		want string
-	}{
+	}
+	cases := []checkCase{
 		{"unanswered", func(h *History) { h.Sent = append(h.Sent, "r5") }, "request r5 never answered"},
 		{"answered twice", func(h *History) { h.Replies = append(h.Replies, rejected("e9", "r4")) }, "request r4 answered twice"},
 		{"overlap after release", func(h *History) {
@@ -94,6 +96,24 @@ func TestCheck(t *testing.T) {
 		assert.Contains(t, err.Error(), tc.want, name)
 	}
 
+	// With revisions: a grant at 1, its release at 2, the next grant at 2
+	// (the same change), its expiry at 3.
+	revised := func(h *History, revs ...int64) {
+		for i, r := range revs {
+			if li := h.Replies[i].LockInfo; li != nil {
+				c := *li
+				c.Revision = r
+				h.Replies[i].LockInfo = &c
+			}
+		}
+	}
+	withRevs := History{Sent: clean.Sent, Replies: slices.Clone(clean.Replies)}
+	revised(&withRevs, 1, 2, 2, 2, 0, 3)
+	require.NoError(t, Check(withRevs))
+	cases = append(cases,
+		checkCase{"revision falls as tokens rise", func(h *History) { revised(h, 3, 4, 2, 2, 0, 5) }, "token 2 granted at revision 2, before"},
+		checkCase{"lease ends at its grant's revision", func(h *History) { revised(h, 1, 1, 2, 2, 0, 3) }, "token 1 ended at revision 1"},
+	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h := History{Sent: append([]string(nil), clean.Sent...), Replies: append([]topics.Event(nil), clean.Replies...)}

@@ -17,6 +17,8 @@ import (
 // Broker is a cmd/devkafka process.
 type Broker struct {
 	Addr string
+	args []string
+	bin  string
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -24,17 +26,31 @@ type Broker struct {
 // StartBroker runs the devkafka binary on a free port with the commands
 // topic of the given partitions and waits until it listens.
 func StartBroker(ctx context.Context, bin string, partitions int, minSession time.Duration) (*Broker, error) {
-	cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-partitions", fmt.Sprint(partitions),
-		"-min-session-timeout", minSession.String())
+	return StartBrokerAt(ctx, bin, "127.0.0.1:0", "", partitions, minSession)
+}
+
+// StartBrokerAt is StartBroker on addr with its data in dir ("": a
+// temporary directory of its own), so that Restart finds what it wrote.
+func StartBrokerAt(ctx context.Context, bin, addr, dir string, partitions int, minSession time.Duration) (*Broker, error) {
+	b := &Broker{bin: bin, args: []string{"-addr", addr, "-partitions", fmt.Sprint(partitions),
+		"-min-session-timeout", minSession.String()}}
+	if dir != "" {
+		b.args = append(b.args, "-dir", dir)
+	}
+	return b, b.start(ctx)
+}
+
+func (b *Broker) start(ctx context.Context) error {
+	cmd := exec.Command(b.bin, b.args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return fmt.Errorf("starting %s: %w", b.bin, err)
 	}
-	b := &Broker{cmd: cmd, done: make(chan struct{})}
+	b.cmd, b.done = cmd, make(chan struct{})
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -44,17 +60,28 @@ func StartBroker(ctx context.Context, bin string, partitions int, minSession tim
 			}
 		}
 	}()
-	go func() { _ = cmd.Wait(); close(b.done) }()
+	done := b.done
+	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case b.Addr = <-addr:
-		return b, nil
-	case <-b.done:
-		return nil, fmt.Errorf("%s exited before listening", bin)
+		return nil
+	case <-done:
+		return fmt.Errorf("%s exited before listening", b.bin)
 	case <-ctx.Done():
 		b.Close()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 }
+
+// Kill SIGKILLs the broker; Restart starts it again with the same
+// arguments (on the address it had: give StartBrokerAt a fixed one).
+func (b *Broker) Kill() {
+	_ = b.cmd.Process.Kill()
+	<-b.done
+}
+
+// Restart starts a killed or closed broker again.
+func (b *Broker) Restart(ctx context.Context) error { return b.start(ctx) }
 
 // Close stops the broker.
 func (b *Broker) Close() {

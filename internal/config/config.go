@@ -250,6 +250,10 @@ type TopicsConfig struct {
 	LockRevoked  string
 	// DeadLetter (KAFKA_TOPIC_DEAD_LETTER, default locks.commands.dlq).
 	DeadLetter string
+	// LockState (KAFKA_TOPIC_LOCK_STATE, default locks.state.v1) is the
+	// compacted lock state topic, created with cleanup.policy=compact and
+	// COMMANDS_PARTITIONS partitions.
+	LockState string
 	// CommandsPartitions (COMMANDS_PARTITIONS, default 16, 1..10000) is used
 	// only when lockworker creates the commands topic.
 	CommandsPartitions int32
@@ -322,6 +326,7 @@ func Default() Config {
 			LockExpired:           "locks.lock.expired.v1",
 			LockRevoked:           "locks.lock.revoked.v1",
 			DeadLetter:            "locks.commands.dlq",
+			LockState:             "locks.state.v1",
 			CommandsPartitions:    16,
 			ReplyPrefix:           "locks.replies.",
 			AutoCreateReplyTopics: true,
@@ -386,3 +391,9 @@ func (s SASLConfig) String() string {
 
 // GoString is String for %#v.
 func (s SASLConfig) GoString() string { return s.String() }
+
+// Names is the topics as the worker and the SDK name them.
+func (t TopicsConfig) Names() topics.Names {
+	return topics.Names{Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
+		Revoked: t.LockRevoked, State: t.LockState, DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
+}

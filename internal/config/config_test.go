@@ -54,6 +54,7 @@ func TestDefaults(t *testing.T) {
 		LockExpired:           "locks.lock.expired.v1",
 		LockRevoked:           "locks.lock.revoked.v1",
 		DeadLetter:            "locks.commands.dlq",
+		LockState:             "locks.state.v1",
 		CommandsPartitions:    16,
 		ReplyPrefix:           "locks.replies.",
 		AutoCreateReplyTopics: true,

@@ -78,6 +78,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.str("KAFKA_TOPIC_LOCK_EXPIRED", &t.LockExpired)
 	p.str("KAFKA_TOPIC_LOCK_REVOKED", &t.LockRevoked)
 	p.str("KAFKA_TOPIC_DEAD_LETTER", &t.DeadLetter)
+	p.str("KAFKA_TOPIC_LOCK_STATE", &t.LockState)
 	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, 10000)
 	p.str("REPLY_TOPIC_PREFIX", &t.ReplyPrefix)
 	p.boolean("AUTO_CREATE_REPLY_TOPICS", &t.AutoCreateReplyTopics)
@@ -238,6 +239,7 @@ func (c Config) validate() []error {
 		{"KAFKA_TOPIC_LOCK_EXPIRED", t.LockExpired},
 		{"KAFKA_TOPIC_LOCK_REVOKED", t.LockRevoked},
 		{"KAFKA_TOPIC_DEAD_LETTER", t.DeadLetter},
+		{"KAFKA_TOPIC_LOCK_STATE", t.LockState},
 	}
 	seen := map[string]string{}
 	for _, n := range named {

@@ -1,0 +1,307 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// ErrNoLeader: the election has no leader (nobody holds its lock).
+var ErrNoLeader = errors.New("election has no leader")
+
+// Election is a leader election among the processes that campaign on one
+// name, in the shape of etcd's concurrency.Election. It is nothing but a
+// lock: the election Name is the exclusive lock Name in the client's
+// Namespace, the leader is its holder, and the leader's value travels as
+// the lease's owner_metadata, the JSON object {"value": "<value>"}. So
+// `lockctl query --lock NAME` shows the leader, and a campaign waits in
+// the lock's FIFO queue: candidates become leader in the order they
+// campaigned. Each leadership's fencing token is greater than every earlier
+// one's, which is what a resource guarded by the leader should check.
+//
+// An Election holds no state of its own: any number of goroutines may
+// campaign, observe or ask for the leader through one.
+type Election struct {
+	c    *Client
+	name string
+}
+
+// NewElection returns the election name of c's Namespace.
+func NewElection(c *Client, name string) *Election {
+	return &Election{c: c, name: name}
+}
+
+// Name is the election's name, which is also its lock's.
+func (e *Election) Name() string { return e.name }
+
+func (e *Election) key() string { return topics.LockKey(e.c.cfg.Namespace, e.name) }
+
+// Leadership is a won campaign: the Lease of the election's lock, kept alive
+// until Resign. Its Token is the leadership's fencing token; Lost is closed
+// and Context cancelled when the leadership is lost (the lease expired
+// because keep-alives stopped reaching the worker, or the worker refused
+// one, as after an operator released the lock).
+type Leadership struct {
+	*Lease
+	// Value is the leader's value as stored with its lease: what it
+	// campaigned with (a resumed leadership keeps its first value).
+	Value string
+}
+
+// Resign gives up the leadership, so the next candidate in line becomes
+// leader. Like Lease.Release: Resign after Resign is a no-op, and a
+// leadership already lost returns its loss (ErrLeaseLost) at once.
+func (l *Leadership) Resign(ctx context.Context) error {
+	if err := l.Release(ctx); err != nil {
+		return fmt.Errorf("resigning from election %q: %w", l.key(), err)
+	}
+	return nil
+}
+
+// Leader is the leader of an election as the worker reported it.
+type Leader struct {
+	Namespace string
+	Name      string
+	// Value is what the leader campaigned with ("" for a holder of the lock
+	// that did not campaign).
+	Value string
+	// Owner is the owner_id holding the election's lock.
+	Owner string
+	// Token is the leadership's fencing token.
+	Token int64
+	// AcquiredAt is when it became leader; ExpiresAt when its lease ends
+	// unless extended, as of the report (the worker's clock).
+	AcquiredAt time.Time
+	ExpiresAt  time.Time
+}
+
+func leaderOf(li topics.LockInfo) Leader {
+	ld := Leader{Namespace: li.Namespace, Name: li.LockName, Owner: li.OwnerID, Token: li.FencingToken}
+	var md electionMetadata
+	if json.Unmarshal(li.OwnerMetadata, &md) == nil {
+		ld.Value = md.Value
+	}
+	if li.AcquiredAt != nil {
+		ld.AcquiredAt = li.AcquiredAt.Time
+	}
+	if li.ExpiresAt != nil {
+		ld.ExpiresAt = li.ExpiresAt.Time
+	}
+	return ld
+}
+
+// electionMetadata is the owner_metadata of a leader's lease.
+type electionMetadata struct {
+	Value string `json:"value"`
+}
+
+// Campaign waits until this caller is the leader, then returns its
+// Leadership. It waits in the election lock's queue for as long as ctx
+// allows, with no limit of its own: a wait that reaches the contract's
+// maximum (an hour) is renewed. When ctx ends first, the campaign is
+// withdrawn from the queue (so it can never be granted the leadership
+// later) and the error wraps ctx's cause.
+//
+// The value must fit the contract's 4 KiB bound of owner_metadata once
+// encoded ({"value": ...}, about 4,080 bytes of plain text), else an error
+// wrapping ErrInvalidRequest comes at once. opts may set WithLease (the
+// leader's lease, renewed every third of it: a leader whose process dies
+// is replaced within that lease), WithOwner and OnQueued; the others shape
+// a lock an election does not use, and are refused. A campaign WithOwner
+// of the owner that leads already (a restarted process with a stable owner
+// id) resumes its leadership: the same Token, and the Value it led with.
+func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
+	o := e.c.acquireOptions(opts)
+	switch {
+	case o.mode != "" && o.mode != Exclusive, o.limit > 1:
+		return nil, e.invalid("a leadership is an exclusive lock: WithMode and WithLimit do not apply")
+	case o.metadata != nil || o.metaErr != nil:
+		return nil, e.invalid("the leader's value is the lease's owner_metadata: WithMetadata does not apply")
+	case !o.keepAlive:
+		return nil, e.invalid("a leadership is kept alive until Resign: WithoutKeepAlive does not apply")
+	case o.waitSet:
+		return nil, e.invalid("a campaign waits as long as its context allows: WithWait does not apply")
+	}
+	md, err := json.Marshal(electionMetadata{Value: value})
+	if err != nil {
+		return nil, fmt.Errorf("campaigning in election %q: encoding the value: %w", e.key(), err)
+	}
+	if len(md) > topics.MaxOwnerMetadataBytes {
+		return nil, e.invalid(fmt.Sprintf("the value is %d bytes, %d as owner_metadata, over the contract's limit of %d",
+			len(value), len(md), topics.MaxOwnerMetadataBytes))
+	}
+	o.metadata = md
+	for {
+		o.wait = time.Duration(topics.MaxWaitSeconds) * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			o.wait = min(o.wait, time.Until(dl))
+		}
+		if o.wait < time.Millisecond {
+			// A wait of 0 would be a try, refused at once while someone
+			// leads: the deadline has come.
+			<-ctx.Done()
+			return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), context.Cause(ctx))
+		}
+		l, err := e.c.acquire(ctx, e.name, o)
+		if err == nil {
+			// The value stored with the lease: a renewal keeps the old one.
+			return &Leadership{Lease: l, Value: leaderOf(l.Info()).Value}, nil
+		}
+		if errors.Is(err, ErrLockTimeout) && ctx.Err() == nil {
+			continue // an hour in line: queue again
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), context.Cause(ctx))
+		}
+		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
+	}
+}
+
+func (e *Election) invalid(msg string) error {
+	return fmt.Errorf("campaigning in election %q: %w", e.key(), &Error{Code: topics.CodeInvalidRequest, Message: msg})
+}
+
+// Leader returns the current leader, or ErrNoLeader when nobody leads (the
+// last leader resigned, or its lease ran out even if the worker has not
+// ended it yet).
+func (e *Election) Leader(ctx context.Context) (Leader, error) {
+	st, err := e.c.Query(ctx, e.name)
+	if err != nil {
+		return Leader{}, fmt.Errorf("asking for the leader of election %q: %w", e.key(), err)
+	}
+	if st.Status != StatusAcquired {
+		return Leader{}, fmt.Errorf("election %q: %w (its lock is %s)", e.key(), ErrNoLeader, st.Status)
+	}
+	return leaderOf(st.Info), nil
+}
+
+// Observe reports the election's leaders: the current one first (if any),
+// then each new one, from the lock.acquired events of the lifecycle topic
+// (Config.Topics.Acquired). Leaders come in fencing-token order, each once:
+// a grant whose event arrives after a newer one's is skipped, since it is
+// no longer the leader. Only the newest leader is kept for a slow receiver,
+// which may so skip leaders that came and went. A vacancy is not reported
+// (Leader tells it); a leadership that ends is followed by its successor's
+// report. The channel is closed when ctx ends or the client closes.
+//
+// Observe reads the topic from its end as of the call, after which it
+// asks for the current leader, so no leader elected meanwhile is missed.
+// Errors reaching Kafka or the worker wrap ErrUnreachable or ErrNoReply.
+func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
+	if err := e.c.begin(); err != nil {
+		return nil, fmt.Errorf("observing election %q: %w", e.key(), err)
+	}
+	cons, current, err := e.startObserving(ctx)
+	if err != nil {
+		e.c.ops.Done()
+		return nil, fmt.Errorf("observing election %q: %w", e.key(), err)
+	}
+	out := make(chan Leader)
+	go e.observe(ctx, cons, current, out)
+	return out, nil
+}
+
+// startObserving positions a reader at the end of the acquired topic, then
+// queries the leader: every grant after the query is at or past the reader.
+func (e *Election) startObserving(ctx context.Context) (*kgo.Client, *Leader, error) {
+	topic := e.c.cfg.Topics.Acquired
+	qctx, cancel := e.c.opContext(ctx)
+	defer cancel()
+	if _, ok := qctx.Deadline(); !ok {
+		var cancelSetup context.CancelFunc
+		qctx, cancelSetup = context.WithTimeout(qctx, e.c.cfg.RequestTimeout)
+		defer cancelSetup()
+	}
+	ends, err := kadm.NewClient(e.c.prod).ListEndOffsets(qctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err == nil && len(ends[topic]) == 0 {
+		err = fmt.Errorf("topic %q has no partitions", topic)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: listing the end offsets of %q: %w", ErrUnreachable, topic, errors.Join(err, context.Cause(qctx)))
+	}
+	offsets := make(map[int32]kgo.Offset)
+	ends.Each(func(o kadm.ListedOffset) { offsets[o.Partition] = kgo.NewOffset().At(o.Offset) })
+	var current *Leader
+	ld, err := e.Leader(qctx)
+	switch {
+	case err == nil:
+		current = &ld
+	case !errors.Is(err, ErrNoLeader):
+		return nil, nil, err
+	}
+	cons, err := kgo.NewClient(append(e.c.baseOpts,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(time.Second))...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
+	}
+	return cons, current, nil
+}
+
+// observe feeds out until ctx ends or the client closes. It keeps the newest
+// leader not yet delivered, so reading never waits for the receiver.
+func (e *Election) observe(ctx context.Context, cons *kgo.Client, pending *Leader, out chan<- Leader) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(e.c.closing, cancel)
+	found, readDone := make(chan Leader), make(chan struct{})
+	defer func() {
+		stop()
+		cancel()
+		<-readDone
+		close(out)
+		e.c.ops.Done()
+	}()
+	var newest int64 // token of the newest leader seen
+	if pending != nil {
+		newest = pending.Token
+	}
+	go func() {
+		defer close(readDone)
+		defer cons.Close()
+		for {
+			fs := cons.PollFetches(ctx)
+			if ctx.Err() != nil || fs.IsClientClosed() {
+				return
+			}
+			// Fetch errors are retried by kgo.
+			fs.EachRecord(func(r *kgo.Record) {
+				ev, err := topics.DecodeEvent(r.Value)
+				li := ev.LockInfo
+				if err != nil || ev.Type != topics.TypeAcquired || li == nil ||
+					li.LockName != e.name || li.Namespace != e.c.cfg.Namespace {
+					return
+				}
+				select {
+				case found <- leaderOf(*li):
+				case <-ctx.Done():
+				}
+			})
+		}
+	}()
+	for {
+		var send chan<- Leader
+		var next Leader
+		if pending != nil {
+			send, next = out, *pending
+		}
+		select {
+		case send <- next:
+			pending = nil
+		case ld := <-found:
+			if ld.Token > newest {
+				newest, pending = ld.Token, &ld
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,309 @@
+package client_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/topics"
+)
+
+// observed collects what Observe delivers.
+type observed struct {
+	mu      sync.Mutex
+	leaders []client.Leader
+	more    chan struct{}
+	done    chan struct{}
+}
+
+func observe(t *testing.T, ctx context.Context, e *client.Election) *observed {
+	t.Helper()
+	ch, err := e.Observe(ctx)
+	require.NoError(t, err)
+	o := &observed{more: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(o.done)
+		for ld := range ch {
+			o.mu.Lock()
+			o.leaders = append(o.leaders, ld)
+			o.mu.Unlock()
+			select {
+			case o.more <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return o
+}
+
+// waitToken waits until the leader of token has been observed, and returns
+// every leader observed so far.
+func (o *observed) waitToken(t *testing.T, token int64) []client.Leader {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		o.mu.Lock()
+		got := append([]client.Leader(nil), o.leaders...)
+		o.mu.Unlock()
+		for _, ld := range got {
+			if ld.Token == token {
+				return got
+			}
+		}
+		select {
+		case <-o.more:
+		case <-deadline:
+			t.Fatalf("leader of token %d not observed; got %+v", token, got)
+		}
+	}
+}
+
+// term is one leadership as its holder saw it.
+type term struct {
+	who        string
+	token      int64
+	start, end time.Time
+}
+
+// Three candidates: the leadership moves when the leader resigns, when its
+// process dies (its client closes without resigning: the lease runs out),
+// and is lost when its lease is ended behind its back. Judged by fencing
+// tokens: each leader's token is greater than the one before, and no term
+// starts before the previous one ended. Observe reports each leader once,
+// in token order, with its value.
+func TestElectionLeadershipMoves(t *testing.T) {
+	ctx := ctxT(t)
+	name := uniq("election-moves")
+	const lease = time.Second
+	a, b, c := newClient(t, "elect-a"), newClient(t, "elect-b"), newClient(t, "elect-c")
+	observer := newClient(t, "elect-observer")
+	watched := client.NewElection(observer, name)
+	obs := observe(t, ctx, watched)
+
+	la, err := client.NewElection(a, name).Campaign(ctx, "a", client.WithLease(lease))
+	require.NoError(t, err)
+	terms := []term{{who: "a", token: la.Token, start: time.Now()}}
+	ld, err := watched.Leader(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "a", ld.Value)
+	assert.Equal(t, la.Token, ld.Token)
+	assert.Equal(t, la.Owner, ld.Owner)
+	assert.Equal(t, name, ld.Name)
+
+	campaign := func(cl *client.Client, value string) (<-chan *client.Leadership, int) {
+		queued := make(chan int, 1)
+		won := make(chan *client.Leadership, 1)
+		go func() {
+			l, err := client.NewElection(cl, name).Campaign(ctx, value, client.WithLease(lease),
+				client.OnQueued(func(p int) { queued <- p }))
+			assert.NoError(t, err)
+			won <- l
+		}()
+		return won, <-queued
+	}
+	wonB, posB := campaign(b, "b")
+	wonC, posC := campaign(c, "c")
+	assert.Equal(t, []int{1, 2}, []int{posB, posC}, "candidates wait in line")
+	obs.waitToken(t, la.Token)
+
+	// The leader resigns: the next in line leads.
+	terms[0].end = time.Now()
+	require.NoError(t, la.Resign(ctx))
+	lb := <-wonB
+	require.NotNil(t, lb)
+	terms = append(terms, term{who: "b", token: lb.Token, start: time.Now()})
+	obs.waitToken(t, lb.Token)
+
+	// b's process dies: nothing resigns or extends, the lease runs out.
+	bLost := make(chan time.Time, 1)
+	go func() { <-lb.Lost(); bLost <- time.Now() }()
+	died := time.Now()
+	require.NoError(t, b.Close())
+	lc := <-wonC
+	require.NotNil(t, lc)
+	terms = append(terms, term{who: "c", token: lc.Token, start: time.Now()})
+	took := time.Since(died)
+	t.Logf("c leads %s after b died (lease %s)", took.Round(time.Millisecond), lease)
+	assert.Less(t, took, lease+time.Second, "a dead leader is replaced within its lease + 1 s")
+	terms[1].end = <-bLost
+	obs.waitToken(t, lc.Token)
+
+	// c's lease is ended behind its back (an operator breaking it): c learns
+	// it lost the leadership at its next keep-alive, and nobody leads.
+	_, err = observer.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: name, OwnerID: lc.Owner})
+	require.NoError(t, err)
+	select {
+	case <-lc.Lost():
+	case <-time.After(lease + time.Second):
+		t.Fatal("the leader did not learn of its loss")
+	}
+	terms[2].end = time.Now()
+	assert.ErrorIs(t, lc.Context().Err(), context.Canceled)
+	assert.ErrorIs(t, lc.Resign(ctx), client.ErrLeaseLost, "resigning a lost leadership returns the loss")
+	_, err = watched.Leader(ctx)
+	assert.ErrorIs(t, err, client.ErrNoLeader)
+
+	for i := 1; i < len(terms); i++ {
+		prev, cur := terms[i-1], terms[i]
+		assert.Greater(t, cur.token, prev.token, "%s's token after %s's", cur.who, prev.who)
+		assert.False(t, cur.start.Before(prev.end), "%s led from %s, before %s's term ended at %s", cur.who, cur.start, prev.who, prev.end)
+	}
+	got := obs.waitToken(t, lc.Token)
+	var values []string
+	for i, ld := range got {
+		values = append(values, ld.Value)
+		if i > 0 {
+			assert.Greater(t, ld.Token, got[i-1].Token, "observed in token order")
+		}
+	}
+	assert.Equal(t, []string{"a", "b", "c"}, values, "each leader observed once")
+}
+
+// A grant whose lifecycle event arrives after a newer one's (a late or
+// redelivered record) is never reported after the newer leader.
+func TestElectionObserveSkipsStaleGrant(t *testing.T) {
+	ctx := ctxT(t)
+	name := uniq("election-stale")
+	cl := newClient(t, "elect-stale")
+	e := client.NewElection(cl, name)
+	first, err := e.Campaign(ctx, "first")
+	require.NoError(t, err)
+	obs := observe(t, ctx, e)
+	obs.waitToken(t, first.Token)
+
+	// An older grant of the same election, delivered late.
+	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
+	ev.Success = true
+	ev.LockInfo = &topics.LockInfo{LockName: name, OwnerID: "ghost", Status: topics.StatusAcquired,
+		FencingToken: first.Token - 1, OwnerMetadata: []byte(`{"value":"ghost"}`)}
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	require.NoError(t, env.Producer().ProduceSync(ctx, &kgo.Record{Topic: env.Names.Acquired, Key: []byte(name), Value: v}).FirstErr())
+
+	require.NoError(t, first.Resign(ctx))
+	second, err := e.Campaign(ctx, "second")
+	require.NoError(t, err)
+	defer second.Resign(ctx)
+	got := obs.waitToken(t, second.Token)
+	require.Len(t, got, 2, "%+v", got)
+	assert.Equal(t, []string{"first", "second"}, []string{got[0].Value, got[1].Value}, "the stale grant is skipped")
+}
+
+// Bad input and the unhappy paths of a campaign.
+func TestElectionUnhappyPaths(t *testing.T) {
+	ctx := ctxT(t)
+	cl := newClient(t, "elect-unhappy")
+	name := uniq("election-unhappy")
+	e := client.NewElection(cl, name)
+
+	t.Run("no leader yet", func(t *testing.T) {
+		_, err := e.Leader(ctx)
+		assert.ErrorIs(t, err, client.ErrNoLeader)
+		assert.ErrorContains(t, err, "its lock is free")
+	})
+
+	t.Run("value too large", func(t *testing.T) {
+		start := time.Now()
+		_, err := e.Campaign(ctx, strings.Repeat("x", 4096))
+		assert.ErrorIs(t, err, client.ErrInvalidRequest)
+		assert.ErrorContains(t, err, "the value is 4096 bytes, 4108 as owner_metadata, over the contract's limit of 4096")
+		assert.Less(t, time.Since(start), time.Second, "refused without a round trip")
+		// Escaping counts: 2,100 quotes are 4,200 bytes of JSON.
+		_, err = e.Campaign(ctx, strings.Repeat(`"`, 2100))
+		assert.ErrorIs(t, err, client.ErrInvalidRequest)
+	})
+
+	t.Run("value of the largest size", func(t *testing.T) {
+		value := strings.Repeat("v", topics.MaxOwnerMetadataBytes-len(`{"value":""}`))
+		l, err := e.Campaign(ctx, value)
+		require.NoError(t, err)
+		ld, err := e.Leader(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, value, ld.Value)
+		require.NoError(t, l.Resign(ctx))
+		require.NoError(t, l.Resign(ctx), "resigning twice is a no-op")
+		assert.ErrorIs(t, context.Cause(l.Context()), client.ErrReleased)
+		_, err = e.Leader(ctx)
+		assert.ErrorIs(t, err, client.ErrNoLeader)
+		assert.ErrorContains(t, err, "its lock is released")
+	})
+
+	t.Run("options that do not apply", func(t *testing.T) {
+		for _, opt := range []client.AcquireOption{client.WithMode(client.Shared), client.WithLimit(2),
+			client.WithMetadata(map[string]int{"k": 1}), client.WithoutKeepAlive(), client.WithWait(time.Second)} {
+			_, err := e.Campaign(ctx, "x", opt)
+			assert.ErrorIs(t, err, client.ErrInvalidRequest)
+			assert.ErrorContains(t, err, "not apply")
+		}
+	})
+
+	t.Run("campaign of the leading owner resumes", func(t *testing.T) {
+		l, err := e.Campaign(ctx, "first", client.WithOwner("stable-owner"))
+		require.NoError(t, err)
+		again, err := e.Campaign(ctx, "second", client.WithOwner("stable-owner"))
+		require.NoError(t, err)
+		assert.Equal(t, l.Token, again.Token, "the same leadership")
+		assert.Equal(t, "first", again.Value, "a renewal keeps the value it led with")
+		require.NoError(t, again.Resign(ctx))
+		assert.ErrorIs(t, l.Resign(ctx), client.ErrNotHeld, "both handles were the one leadership")
+	})
+
+	t.Run("bad name", func(t *testing.T) {
+		_, err := client.NewElection(cl, "").Campaign(ctx, "x")
+		assert.ErrorIs(t, err, client.ErrInvalidRequest)
+	})
+
+	t.Run("context ends while campaigning", func(t *testing.T) {
+		leader, err := e.Campaign(ctx, "leader")
+		require.NoError(t, err)
+		other := newClient(t, "elect-unhappy-other")
+		cctx, cancel := context.WithCancel(ctx)
+		queued, done := make(chan int, 1), make(chan error, 1)
+		go func() {
+			_, err := client.NewElection(other, name).Campaign(cctx, "quitter", client.OnQueued(func(p int) { queued <- p }))
+			done <- err
+		}()
+		require.Equal(t, 1, <-queued)
+		cancel()
+		err = <-done
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.ErrorContains(t, err, "campaigning in election")
+
+		// A deadline ends a campaign the same way.
+		dctx, dcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer dcancel()
+		start := time.Now()
+		_, err = client.NewElection(other, name).Campaign(dctx, "impatient")
+		assert.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Less(t, time.Since(start), 2*time.Second)
+
+		// The quitters were withdrawn: once the leader resigns, nobody leads.
+		require.NoError(t, leader.Resign(ctx))
+		_, err = e.Leader(ctx)
+		assert.ErrorIs(t, err, client.ErrNoLeader)
+	})
+
+	t.Run("observe ends with its context and with the client", func(t *testing.T) {
+		octx, cancel := context.WithCancel(ctx)
+		ch, err := e.Observe(octx)
+		require.NoError(t, err)
+		cancel()
+		for range ch { // drained until closed
+		}
+		closing := newClient(t, "elect-unhappy-closing")
+		ch, err = client.NewElection(closing, name).Observe(ctx)
+		require.NoError(t, err)
+		require.NoError(t, closing.Close())
+		for range ch {
+		}
+		_, err = client.NewElection(closing, name).Observe(ctx)
+		assert.ErrorIs(t, err, client.ErrClosed)
+	})
+}

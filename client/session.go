@@ -1,0 +1,307 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// Session is one liveness signal for many locks, like an etcd lease or a
+// Consul session: the leases acquired WithSession have no keep-alive of
+// their own; the session's keep-alive (every third of its TTL) keeps them
+// all. When the session ends, the worker releases every lease it holds and
+// withdraws every acquire it waits with, in one transaction, and grants the
+// locks to their next waiters: at Close, or when TTL passes without a
+// keep-alive (the process died, or lost the brokers).
+//
+// Client.Close stops the keep-alive without closing the session: its
+// leases then end at its expiry, as if the process had been killed.
+type Session struct {
+	// ID is the session_id, Owner the owner_id of the session and of every
+	// lease acquired in it.
+	ID    string
+	Owner string
+	// TTL is how long the session lives without a keep-alive.
+	TTL time.Duration
+
+	c      *Client
+	lost   chan struct{}
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu       sync.Mutex
+	expires  time.Time // the worker's expires_at, as of the last answer
+	deadline time.Time // local estimate of expires, which errs early
+	timer    *time.Timer
+	err      error // why the session ended
+	leases   map[*Lease]bool
+}
+
+// SessionOption tunes NewSession.
+type SessionOption func(*Session)
+
+// WithSessionOwner sets the owner_id of the session and of its leases.
+// Default: "<requester>-<random>", a new one per session.
+func WithSessionOwner(id string) SessionOption {
+	return func(s *Session) { s.Owner = id }
+}
+
+// WithSessionID sets the session_id. Default: a new UUID.
+func WithSessionID(id string) SessionOption {
+	return func(s *Session) { s.ID = id }
+}
+
+// NewSession opens a session that lives ttl (1 s .. 1 h; 0: the worker's
+// default of 10 s) past each keep-alive, and keeps it alive until Close
+// or the client closes. Errors wrap ErrSessionExists for an ID in use.
+func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...SessionOption) (*Session, error) {
+	ctx2, cancel := context.WithCancelCause(context.Background())
+	s := &Session{ID: newRequestID(), TTL: ttl, c: c, lost: make(chan struct{}), ctx: ctx2, cancel: cancel, leases: map[*Lease]bool{}}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.Owner == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		s.Owner = c.cfg.Requester + "-" + hex.EncodeToString(b[:])
+	}
+	cmd := s.command(topics.OpSessionOpen)
+	cmd.TTL = ttl.Seconds()
+	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
+		cancel(err)
+		return nil, fmt.Errorf("opening session: %w", err)
+	}
+	sent := time.Now()
+	ev, err := s.send(ctx, cmd)
+	if err == nil && ev.Type == topics.TypeRejected {
+		err = rejection(ev)
+	}
+	if err == nil && ev.SessionInfo == nil {
+		err = fmt.Errorf("%s without session_info", ev.Type)
+	}
+	if err != nil {
+		cancel(err)
+		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
+	}
+	// The owner as the worker sees it: scoped by the requester under
+	// authentication, as events show it.
+	s.Owner, s.TTL = ev.SessionInfo.OwnerID, seconds(ev.SessionInfo.TTL)
+	s.mu.Lock()
+	s.update(ev, sent)
+	s.timer = time.AfterFunc(time.Until(s.deadline), s.deadlinePassed)
+	s.mu.Unlock()
+	c.mu.Lock()
+	c.sessions[s.ID] = s
+	c.mu.Unlock()
+	if c.begin() == nil {
+		go s.keepAliveLoop()
+	}
+	return s, nil
+}
+
+// update records an answer that confirmed the session until
+// session_info.expires_at: locally, that is its remaining time by the
+// worker's clock from when the command was sent. s.mu is held.
+func (s *Session) update(ev topics.Event, sent time.Time) {
+	s.expires = ev.SessionInfo.ExpiresAt.Time
+	s.deadline = sent.Add(s.expires.Sub(ev.OccurredAt.Time))
+	if s.timer != nil {
+		s.timer.Reset(time.Until(s.deadline))
+	}
+}
+
+// Lost is closed when the session is known lost: the worker ended it
+// (session.expired, or session.closed by another process of its owner),
+// refused a keep-alive, or its expiry passed without a confirmed
+// keep-alive. Every lease of the session is then lost too. It is
+// not closed by Close.
+func (s *Session) Lost() <-chan struct{} { return s.lost }
+
+// Context is cancelled when the session is lost or closed: context.Cause
+// wraps ErrSessionLost, or is ErrSessionClosed.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Err is nil while the session is open, then why it ended.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// ExpiresAt is when the session ends without another keep-alive, by the
+// worker's clock, as of the last keep-alive.
+func (s *Session) ExpiresAt() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.expires
+}
+
+// Close closes the session: the worker releases every lease it holds and
+// withdraws every acquire it waits with. The leases' Contexts are
+// cancelled first (with ErrReleased), so work under them stops before
+// another owner starts. A session already lost returns its loss at once.
+// If the close gets no answer, the session ends at its expiry anyway (its
+// keep-alive has stopped). Close after Close is a no-op.
+func (s *Session) Close(ctx context.Context) error {
+	leases, ended := s.finish(ErrSessionClosed)
+	switch {
+	case errors.Is(ended, ErrSessionClosed):
+		return nil
+	case ended != nil:
+		return fmt.Errorf("closing session %q: %w", s.ID, ended)
+	}
+	for _, l := range leases {
+		l.end(ErrReleased)
+	}
+	ev, err := s.send(ctx, s.command(topics.OpSessionClose))
+	if err == nil && ev.Type == topics.TypeRejected {
+		err = rejection(ev)
+	}
+	if err != nil {
+		return fmt.Errorf("closing session %q: %w", s.ID, err)
+	}
+	return nil
+}
+
+// lose ends the session as lost, and every lease in it; the first cause
+// wins.
+func (s *Session) lose(cause error) {
+	leases, ended := s.finish(cause)
+	if ended != nil {
+		return
+	}
+	close(s.lost)
+	for _, l := range leases {
+		l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, cause))
+	}
+}
+
+// finish records why the session ended, once, and returns its leases; or
+// why it had ended already.
+func (s *Session) finish(cause error) ([]*Lease, error) {
+	s.mu.Lock()
+	if s.err != nil {
+		defer s.mu.Unlock()
+		return nil, s.err
+	}
+	s.err = cause
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	leases := make([]*Lease, 0, len(s.leases))
+	for l := range s.leases {
+		leases = append(leases, l)
+	}
+	s.mu.Unlock()
+	s.cancel(cause)
+	s.c.mu.Lock()
+	if s.c.sessions[s.ID] == s {
+		delete(s.c.sessions, s.ID)
+	}
+	s.c.mu.Unlock()
+	return leases, nil
+}
+
+// add registers a lease acquired in the session; false when the session
+// has ended (the lease is then lost).
+func (s *Session) add(l *Lease) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return false
+	}
+	s.leases[l] = true
+	return true
+}
+
+// forget drops a lease that ended.
+func (s *Session) forget(l *Lease) {
+	s.mu.Lock()
+	delete(s.leases, l)
+	s.mu.Unlock()
+}
+
+func (s *Session) deadlinePassed() {
+	s.lose(fmt.Errorf("%w: session %q reached its expiry without a confirmed keep-alive", ErrSessionLost, s.ID))
+}
+
+// command is a session command of this session.
+func (s *Session) command(op string) topics.Command {
+	cmd := s.c.command(op, "")
+	cmd.SessionID, cmd.OwnerID = s.ID, s.Owner
+	return cmd
+}
+
+func (s *Session) send(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+	if err := s.c.begin(); err != nil {
+		return topics.Event{}, err
+	}
+	defer s.c.ops.Done()
+	ctx, cancel := s.c.opContext(ctx)
+	defer cancel()
+	return s.c.exchange(ctx, cmd, firstReply)
+}
+
+// keepAliveLoop keeps the session alive every third of its TTL until it
+// ends or the client closes. A refused keep-alive loses the session; one
+// without an answer is tried again at the next tick, until the deadline
+// timer declares the session lost.
+func (s *Session) keepAliveLoop() {
+	defer s.c.ops.Done()
+	t := time.NewTicker(s.TTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			return
+		case <-s.c.closing.Done():
+			return
+		}
+		s.mu.Lock()
+		deadline := s.deadline
+		s.mu.Unlock()
+		ctx, cancel := context.WithDeadline(s.ctx, deadline)
+		sent := time.Now()
+		ev, err := s.send(ctx, s.command(topics.OpSessionKeepAlive))
+		cancel()
+		switch {
+		case err != nil:
+		case ev.Type == topics.TypeRejected:
+			s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, rejection(ev)))
+		case ev.SessionInfo != nil:
+			s.mu.Lock()
+			if s.err == nil {
+				s.update(ev, sent)
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// WithSession acquires the lock in session s: the lease has no keep-alive
+// of its own (its lease duration is ignored) and ends when s ends, or at
+// its Release. The owner is the session's.
+func WithSession(s *Session) AcquireOption {
+	return func(o *acquireOptions) { o.session, o.owner, o.keepAlive = s, s.Owner, false }
+}
+
+// routeSession gives a session.expired, or a session.closed this session
+// did not send (its Close ends it first), to its session. c.mu is not held.
+func (c *Client) routeSession(ev topics.Event) {
+	if ev.Type != topics.TypeSessionExpired && ev.Type != topics.TypeSessionClosed || ev.SessionInfo == nil {
+		return
+	}
+	c.mu.Lock()
+	s := c.sessions[ev.SessionInfo.SessionID]
+	c.mu.Unlock()
+	if s != nil && s.Owner == ev.SessionInfo.OwnerID {
+		s.lose(fmt.Errorf("%w: %s: session %q ended at %s", ErrSessionLost, ev.Type, s.ID, ev.OccurredAt.Format(time.RFC3339Nano)))
+	}
+}

@@ -1,0 +1,187 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/topics"
+)
+
+// waiters queues cl for each lock and returns the channels of their grants:
+// it returns once every acquire is queued.
+func waiters(t *testing.T, ctx context.Context, cl *client.Client, locks []string) []chan *client.Lease {
+	t.Helper()
+	var grants []chan *client.Lease
+	for _, lock := range locks {
+		queued, granted := make(chan int, 1), make(chan *client.Lease, 1)
+		go func() {
+			l, err := cl.Acquire(ctx, lock, client.OnQueued(func(p int) { queued <- p }))
+			if err != nil {
+				t.Errorf("acquiring %s: %v", lock, err)
+			}
+			granted <- l
+		}()
+		select {
+		case <-queued:
+		case <-ctx.Done():
+			t.Fatalf("%s never queued", lock)
+		}
+		grants = append(grants, granted)
+	}
+	return grants
+}
+
+// The owner of a session dies (its client stops without closing the
+// session, so no keep-alive comes): within ttl + 1 s of its last keep-alive
+// every lock it held is granted to the next waiter, and the session and its
+// leases know they are lost once their deadline passes.
+func TestSessionOwnerDiesLocksFreeWithinTTL(t *testing.T) {
+	ctx := ctxT(t)
+	const ttl = 2 * time.Second
+	owner, next := newClient(t, "sess-dead"), newClient(t, "sess-next")
+	s, err := owner.NewSession(ctx, ttl)
+	require.NoError(t, err)
+	require.Equal(t, ttl, s.TTL)
+	locks := []string{uniq("sess-a"), uniq("sess-b"), uniq("sess-c")}
+	var leases []*client.Lease
+	for _, lock := range locks {
+		// A short lease: a session's lease has no expiry of its own.
+		l, err := owner.Acquire(ctx, lock, client.WithSession(s), client.WithLease(200*time.Millisecond))
+		require.NoError(t, err)
+		require.Equal(t, s.ID, l.Info().SessionID)
+		leases = append(leases, l)
+	}
+	grants := waiters(t, ctx, next, locks)
+	// Outlive the leases' own durations and the session's first expiry:
+	// the keep-alive holds them all.
+	first := s.ExpiresAt()
+	require.Eventually(t, func() bool { return s.ExpiresAt().After(first.Add(ttl)) }, 3*ttl, 10*time.Millisecond)
+	for i, l := range leases {
+		require.NoError(t, l.Err())
+		st, err := next.Query(ctx, locks[i])
+		require.NoError(t, err)
+		require.Equal(t, client.StatusAcquired, st.Status)
+		require.Equal(t, s.Owner, st.Owner)
+		require.Equal(t, s.ID, st.Info.SessionID)
+	}
+
+	killed := time.Now()
+	require.NoError(t, owner.Close()) // no keep-alive from now on, no close
+	for i, g := range grants {
+		select {
+		case l := <-g:
+			require.NotNil(t, l)
+			require.Greater(t, l.Token, leases[i].Token)
+			require.LessOrEqual(t, time.Since(killed), ttl+time.Second, "%s granted late", locks[i])
+			require.NoError(t, l.Release(ctx))
+		case <-time.After(ttl + time.Second - time.Since(killed)):
+			t.Fatalf("%s not granted within ttl + 1 s of the owner's death", locks[i])
+		}
+	}
+	<-s.Lost()
+	require.ErrorIs(t, s.Err(), client.ErrSessionLost)
+	for _, l := range leases {
+		<-l.Lost()
+		require.ErrorIs(t, l.Err(), client.ErrLeaseLost)
+		require.ErrorIs(t, l.Err(), client.ErrSessionLost)
+	}
+}
+
+// Close releases every lease and withdraws every wait of the session in one
+// step; the next waiters are granted; the leases end released, not lost.
+func TestSessionClose(t *testing.T) {
+	ctx := ctxT(t)
+	owner, next, other := newClient(t, "sess-close"), newClient(t, "sess-close-next"), newClient(t, "sess-close-other")
+	s, err := owner.NewSession(ctx, 10*time.Second)
+	require.NoError(t, err)
+	a, b, held := uniq("close-a"), uniq("close-b"), uniq("close-held")
+	la, err := owner.Acquire(ctx, a, client.WithSession(s))
+	require.NoError(t, err)
+	lb, err := owner.Acquire(ctx, b, client.WithSession(s), client.WithMode(client.Shared))
+	require.NoError(t, err)
+	require.ErrorIs(t, la.Extend(ctx, 0), client.ErrSessionBound, "nothing to extend")
+	// The session also waits for a lock another holds.
+	lh, err := other.Acquire(ctx, held)
+	require.NoError(t, err)
+	waited := make(chan error, 1)
+	queued := make(chan int, 1)
+	go func() {
+		_, err := owner.Acquire(ctx, held, client.WithSession(s), client.OnQueued(func(p int) { queued <- p }))
+		waited <- err
+	}()
+	<-queued
+	grants := waiters(t, ctx, next, []string{a, b})
+
+	require.NoError(t, s.Close(ctx))
+	require.ErrorIs(t, context.Cause(s.Context()), client.ErrSessionClosed)
+	for _, g := range grants {
+		require.NotNil(t, <-g)
+	}
+	require.ErrorIs(t, <-waited, client.ErrWithdrawn)
+	for _, l := range []*client.Lease{la, lb} {
+		require.ErrorIs(t, l.Err(), client.ErrReleased)
+		require.ErrorIs(t, context.Cause(l.Context()), client.ErrReleased)
+		select {
+		case <-l.Lost():
+			t.Fatal("a closed session's leases are released, not lost")
+		default:
+		}
+	}
+	select {
+	case <-s.Lost():
+		t.Fatal("Close does not lose the session")
+	default:
+	}
+	require.NoError(t, s.Close(ctx), "Close after Close")
+	_, err = owner.Acquire(ctx, uniq("close-after"), client.WithSession(s))
+	require.ErrorIs(t, err, client.ErrSessionClosed)
+	require.NoError(t, lh.Release(ctx))
+}
+
+// A session ended by someone else (here its owner_id closing it from
+// another client) is lost, and so is each of its leases.
+func TestSessionLost(t *testing.T) {
+	ctx := ctxT(t)
+	owner, other := newClient(t, "sess-lost"), newClient(t, "sess-lost-other")
+	s, err := owner.NewSession(ctx, 10*time.Second, client.WithSessionOwner("shared-owner"))
+	require.NoError(t, err)
+	l, err := owner.Acquire(ctx, uniq("lost-a"), client.WithSession(s))
+	require.NoError(t, err)
+
+	ev, err := other.Do(ctx, topics.Command{Operation: topics.OpSessionClose, SessionID: s.ID, OwnerID: "shared-owner"})
+	require.NoError(t, err)
+	require.Equal(t, topics.TypeSessionClosed, ev.Type)
+	require.Equal(t, 1, ev.SessionInfo.Leases)
+	<-s.Lost()
+	require.ErrorIs(t, s.Err(), client.ErrSessionLost)
+	<-l.Lost()
+	require.ErrorIs(t, l.Err(), client.ErrLeaseLost)
+	require.ErrorIs(t, s.Close(ctx), client.ErrSessionLost, "Close of a lost session returns its loss")
+}
+
+func TestSessionRefusals(t *testing.T) {
+	ctx := ctxT(t)
+	c, other := newClient(t, "sess-refuse"), newClient(t, "sess-refuse-other")
+	id := uniq("sess-id")
+	s, err := c.NewSession(ctx, 0, client.WithSessionID(id))
+	require.NoError(t, err)
+	require.Equal(t, time.Duration(topics.DefaultSessionTTLSeconds)*time.Second, s.TTL)
+	_, err = other.NewSession(ctx, time.Second, client.WithSessionID(id))
+	require.ErrorIs(t, err, client.ErrSessionExists)
+	_, err = c.NewSession(ctx, 500*time.Millisecond)
+	var e *client.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, topics.CodeInvalidRequest, e.Code)
+	require.Contains(t, e.Message, "ttl")
+	_, err = other.Acquire(ctx, uniq("refuse-a"), client.WithSession(s), client.WithOwner("someone-else"))
+	require.ErrorIs(t, err, client.ErrNotOwner)
+	ev, err := other.Do(ctx, topics.Command{Operation: topics.OpAcquire, LockName: uniq("refuse-b"), OwnerID: "o", SessionID: "no-such-session"})
+	require.ErrorIs(t, err, client.ErrSessionNotFound)
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+	require.NoError(t, s.Close(ctx))
+	require.ErrorIs(t, s.Err(), client.ErrSessionClosed)
+}

@@ -1,0 +1,306 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// LockRevision is a lock as one committed change left it: a record of the
+// lock state topic (Config.Topics.State, default locks.state.v1).
+type LockRevision struct {
+	Namespace string
+	Name      string
+	// Revision counts the lock's changes; the events a change caused carry
+	// it in their lock_info. 0: the lock has no state (never used, or
+	// cleaned up: Deleted).
+	Revision int64
+	// Deleted says cleanup removed the lock (a tombstone); it is free, and
+	// its next change is revision 1 again.
+	Deleted bool
+	// Status is StatusAcquired while anyone holds the lock, else how the
+	// last lease ended, or StatusFree.
+	Status Status
+	Limit  int
+	// Holders are the leases in grant order (the first
+	// topics.MaxHoldersShown of HolderCount).
+	Holders     []Holder
+	HolderCount int
+	// Waiters counts the queued acquires.
+	Waiters      int
+	Acquisitions int64
+	// Operation made the change ("acquire", "release", "extend", "cleanup",
+	// "expire" for the expiry scheduler, "first_state" after the upgrade to
+	// revisions).
+	Operation string
+	// ChangedAt is the database's time of the change.
+	ChangedAt time.Time
+	// Record is the same in the contract's wire form (zero for a
+	// tombstone), for those who pass it on as JSON.
+	Record topics.LockState
+}
+
+// Holder is one lease of a lock.
+type Holder struct {
+	Owner         string
+	Mode          Mode
+	Token         int64
+	AcquiredAt    time.Time
+	ExpiresAt     time.Time
+	LeaseDuration time.Duration
+	Extensions    int64
+	Metadata      json.RawMessage
+}
+
+func lockRevision(key string, value []byte) (LockRevision, error) {
+	if value == nil {
+		ns, name := splitKey(key)
+		return LockRevision{Namespace: ns, Name: name, Deleted: true, Status: StatusFree, Limit: 1}, nil
+	}
+	st, err := topics.DecodeLockState(value)
+	if err != nil {
+		return LockRevision{}, err
+	}
+	r := LockRevision{
+		Namespace: st.Namespace, Name: st.LockName, Revision: st.Revision, Status: Status(st.Status), Limit: st.Limit,
+		HolderCount: st.HolderCount, Waiters: st.WaiterCount, Acquisitions: st.AcquisitionCount, Operation: st.Operation,
+		ChangedAt: st.ChangedAt.Time, Record: st,
+	}
+	for _, h := range st.Holders {
+		r.Holders = append(r.Holders, Holder{Owner: h.OwnerID, Mode: Mode(h.Mode), Token: h.FencingToken, AcquiredAt: h.AcquiredAt.Time,
+			ExpiresAt: h.ExpiresAt.Time, LeaseDuration: seconds(h.LeaseDuration), Extensions: h.ExtensionCount, Metadata: h.OwnerMetadata})
+	}
+	return r, nil
+}
+
+// splitKey is the inverse of topics.LockKey for a key without a value to
+// say which: the namespace is what comes before the first "/" only when
+// the key has one (a lock name may hold "/" too: a tombstone's name is then
+// ambiguous, and Watch, which knows the name, does not use it).
+func splitKey(key string) (ns, name string) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '/' {
+			return key[:i], key[i+1:]
+		}
+	}
+	return "", key
+}
+
+// stateReader reads partitions of the state topic: from their start up to
+// the end offsets listed when it was made (the table as it was then), then
+// on.
+type stateReader struct {
+	cons *kgo.Client
+	// left counts, per partition, the records before the listed end.
+	end map[int32]int64
+}
+
+// readState lists the state topic's partitions (only those parts picks,
+// given their number; nil: all) and starts reading them from the start.
+func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*stateReader, error) {
+	topic := c.cfg.Topics.State
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancelSetup context.CancelFunc
+		ctx, cancelSetup = context.WithTimeout(ctx, c.cfg.RequestTimeout)
+		defer cancelSetup()
+	}
+	adm := kadm.NewClient(c.prod)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err == nil && len(ends[topic]) == 0 {
+		err = fmt.Errorf("topic %q does not exist (the workers create it at start)", topic)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing the end offsets of %q: %w", ErrUnreachable, topic, errors.Join(err, context.Cause(ctx)))
+	}
+	starts, err := adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", ErrUnreachable, topic, errors.Join(err, context.Cause(ctx)))
+	}
+	want := parts(len(ends[topic]))
+	r := &stateReader{end: map[int32]int64{}}
+	offsets := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if want == nil || slices.Contains(want, o.Partition) {
+			offsets[o.Partition] = kgo.NewOffset().AtStart()
+			if s, ok := starts.Lookup(topic, o.Partition); !ok || s.Offset < o.Offset {
+				r.end[o.Partition] = o.Offset
+			}
+		}
+	})
+	r.cons, err = kgo.NewClient(append(c.baseOpts,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(200*time.Millisecond))...)
+	if err != nil {
+		return nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
+	}
+	return r, nil
+}
+
+// caughtUp says whether every partition was read up to its listed end.
+func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
+
+// poll reads the next records, giving each to f with whether the table was
+// read up to the listed ends before it.
+func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live bool)) error {
+	fs := r.cons.PollFetches(ctx)
+	if fs.IsClientClosed() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Fetch errors are retried by kgo.
+	fs.EachRecord(func(rec *kgo.Record) {
+		live := r.caughtUp()
+		if end, ok := r.end[rec.Partition]; ok && rec.Offset+1 >= end {
+			delete(r.end, rec.Partition)
+		}
+		f(rec, live)
+	})
+	return nil
+}
+
+// Locks returns the table of locks: the last state of every lock on the
+// lock state topic, read from its start, without the locks cleanup removed,
+// sorted by namespace and name. It reads the topic, not the database: a
+// lock is there from its first change (see docs/design.md "Lock state
+// topic").
+func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
+	if err := c.begin(); err != nil {
+		return nil, fmt.Errorf("reading the lock table: %w", err)
+	}
+	defer c.ops.Done()
+	r, err := c.readState(ctx, func(int) []int32 { return nil })
+	if err != nil {
+		return nil, fmt.Errorf("reading the lock table: %w", err)
+	}
+	defer r.cons.Close()
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
+	table := map[string]LockRevision{}
+	var bad error
+	for !r.caughtUp() {
+		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
+			lr, err := lockRevision(string(rec.Key), rec.Value)
+			switch {
+			case err != nil:
+				bad = fmt.Errorf("record %d of partition %d: %w", rec.Offset, rec.Partition, err)
+			case lr.Deleted:
+				delete(table, string(rec.Key))
+			default:
+				table[string(rec.Key)] = lr
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reading the lock table: %w", errors.Join(err, context.Cause(ctx)))
+		}
+	}
+	if bad != nil {
+		return nil, fmt.Errorf("reading the lock table: %w", bad)
+	}
+	out := make([]LockRevision, 0, len(table))
+	for _, lr := range table {
+		out = append(out, lr)
+	}
+	slices.SortFunc(out, func(a, b LockRevision) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+// Watch delivers the lock name (in the client's namespace) as it is now,
+// then each change of it, in revision order, each once: a revision a
+// record repeats (the relay publishes at least once) is dropped. A lock
+// that has no state yet is delivered as revision 0, free; Deleted marks
+// cleanup's removal, after which revisions start again at 1. The channel
+// closes when ctx ends or the client closes; a slow receiver holds the
+// reading back (nothing is skipped).
+//
+// Watch reads the lock's partition of the lock state topic from its start
+// (compaction keeps it to about one record per lock) and then follows it,
+// so it needs no worker and survives broker restarts like any consumer.
+func (c *Client) Watch(ctx context.Context, name string) (<-chan LockRevision, error) {
+	key := topics.LockKey(c.cfg.Namespace, name)
+	if msg := topics.CheckLockName(name); msg != "" {
+		return nil, fmt.Errorf("watching lock %q: %w", key, &Error{Code: topics.CodeInvalidRequest, Message: msg})
+	}
+	if err := c.begin(); err != nil {
+		return nil, fmt.Errorf("watching lock %q: %w", key, err)
+	}
+	topic := c.cfg.Topics.State
+	r, err := c.readState(ctx, func(n int) []int32 {
+		// The workers' producer partitions by key as Kafka's default does.
+		return []int32{int32(kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: []byte(key)}, n))}
+	})
+	if err != nil {
+		c.ops.Done()
+		return nil, fmt.Errorf("watching lock %q: %w", key, err)
+	}
+	out := make(chan LockRevision)
+	go c.watch(ctx, r, key, name, out)
+	return out, nil
+}
+
+func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, out chan<- LockRevision) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.closing, cancel)
+	defer func() {
+		stop()
+		cancel()
+		r.cons.Close()
+		close(out)
+		c.ops.Done()
+	}()
+	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1}
+	delivered := false
+	deliver := func(lr LockRevision) bool {
+		select {
+		case out <- lr:
+			delivered = true
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for ctx.Err() == nil {
+		if !delivered && r.caughtUp() && !deliver(current) {
+			return
+		}
+		err := r.poll(ctx, func(rec *kgo.Record, live bool) {
+			if live && !delivered && !deliver(current) || string(rec.Key) != key {
+				return
+			}
+			lr, err := lockRevision(key, rec.Value)
+			if err != nil {
+				return // not a state record: nothing the workers wrote
+			}
+			lr.Namespace, lr.Name = c.cfg.Namespace, name
+			if !lr.Deleted && lr.Revision <= current.Revision || lr.Deleted && current.Deleted {
+				return // a record published again
+			}
+			current = lr
+			if live {
+				deliver(lr)
+			}
+		})
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package client_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/client"
+)
+
+// next receives the next revision Watch delivers.
+func next(t *testing.T, ch <-chan client.LockRevision) client.LockRevision {
+	t.Helper()
+	select {
+	case lr, ok := <-ch:
+		require.True(t, ok, "watch ended")
+		return lr
+	case <-time.After(20 * time.Second):
+		t.Fatal("no revision within 20 s")
+	}
+	return client.LockRevision{}
+}
+
+func owners(lr client.LockRevision) []string {
+	var out []string
+	for _, h := range lr.Holders {
+		out = append(out, h.Owner)
+	}
+	return out
+}
+
+// Watch delivers the lock as it is, then every change once, in revision
+// order, across a hand-off; a watch started later starts from the
+// current state, read back from the lock state topic; Locks lists it.
+func TestWatch(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "watcher")
+	lock := uniq("watched")
+
+	ch, err := c.Watch(ctx, lock)
+	require.NoError(t, err)
+	first := next(t, ch)
+	require.Equal(t, int64(0), first.Revision, "a lock never used has no state yet")
+	require.Equal(t, client.StatusFree, first.Status)
+	require.Equal(t, lock, first.Name)
+
+	a, err := c.TryAcquire(ctx, lock, client.WithOwner("a"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, int64(1), a.Info().Revision)
+	queued := make(chan int, 1)
+	granted := make(chan *client.Lease, 1)
+	go func() {
+		l, err := c.Acquire(ctx, lock, client.WithOwner("b"), client.WithoutKeepAlive(), client.WithLease(time.Minute),
+			client.OnQueued(func(p int) { queued <- p }))
+		if err == nil {
+			granted <- l
+		}
+	}()
+	<-queued
+	require.NoError(t, a.Release(ctx))
+	b := <-granted
+	require.Equal(t, int64(3), b.Info().Revision, "the release and the grant it caused are one change")
+	require.NoError(t, b.Release(ctx))
+
+	type view struct {
+		Rev     int64
+		Status  client.Status
+		Holders []string
+		Waiters int
+		Op      string
+	}
+	var got []view
+	for range 4 {
+		lr := next(t, ch)
+		got = append(got, view{lr.Revision, lr.Status, owners(lr), lr.Waiters, lr.Operation})
+	}
+	require.Equal(t, []view{
+		{1, client.StatusAcquired, []string{"a"}, 0, "acquire"},
+		{2, client.StatusAcquired, []string{"a"}, 1, "acquire"},
+		{3, client.StatusAcquired, []string{"b"}, 0, "release"},
+		{4, client.StatusReleased, nil, 0, "release"},
+	}, got)
+
+	later, err := c.Watch(ctx, lock)
+	require.NoError(t, err)
+	now := next(t, later)
+	require.Equal(t, int64(4), now.Revision, "a new watch starts from the state the topic holds")
+	require.Equal(t, client.StatusReleased, now.Status)
+
+	table, err := c.Locks(ctx)
+	require.NoError(t, err)
+	var found *client.LockRevision
+	for i := range table {
+		if table[i].Name == lock {
+			found = &table[i]
+		}
+	}
+	require.NotNil(t, found, "Locks lists the lock")
+	require.Equal(t, int64(4), found.Revision)
+
+	_, err = c.Watch(ctx, "")
+	require.ErrorIs(t, err, client.ErrInvalidRequest)
+
+	// The watch ends with its context.
+	wctx, cancel := context.WithCancel(ctx)
+	ended, err := c.Watch(wctx, lock)
+	require.NoError(t, err)
+	next(t, ended)
+	cancel()
+	for range ended {
+	}
+}

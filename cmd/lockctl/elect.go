@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/topics"
+)
+
+// electFlags is `lockctl elect`: campaign in an election and run a command
+// while leader (client.Election: the election is the exclusive lock of its
+// name).
+func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	name := fs.String("name", "", "election name (required): the lock of that name in --namespace")
+	value := fs.String("value", "", "the leader's value, shown to anyone asking who leads (its lock's owner_metadata)")
+	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
+	var lease seconds
+	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\nis replaced within it (default: the worker's, 30s)")
+	grace := fs.Duration("grace", 10*time.Second, "after SIGTERM, how long COMMAND may take to exit before SIGKILL")
+	return func(ctx context.Context, args []string) error {
+		if err := requireFlag("name", *name); err != nil {
+			return err
+		}
+		if len(args) == 0 {
+			return usageError{"no COMMAND given: lockctl elect --name NAME -- COMMAND [ARGS...]"}
+		}
+		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
+			LeaseDuration: lease.d.Seconds()}); err != nil {
+			return err
+		}
+		opts := []client.AcquireOption{client.WithLease(lease.d), client.OnQueued(func(p int) {
+			if !c.json {
+				fmt.Fprintf(c.stderr, "lockctl: campaigning in %s, number %d in line\n", topics.LockKey(c.namespace, *name), p)
+			}
+		})}
+		if *owner != "" {
+			opts = append(opts, client.WithOwner(*owner))
+		}
+		cl, err := c.client(ctx)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		l, err := client.NewElection(cl, *name).Campaign(ctx, *value, opts...)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return errors.New("interrupted before winning the election")
+			}
+			return c.refused(err)
+		}
+		if !c.json {
+			fmt.Fprintf(c.stderr, "lockctl: leader of %s as %s (token %d, value %q); running %s\n",
+				topics.LockKey(l.Namespace, l.Name), l.Owner, l.Token, l.Value, strings.Join(args, " "))
+		}
+		// Resigning is releasing the lease: runHolding does it when the
+		// command ends.
+		return c.runHolding(ctx, l.Lease, *grace, args, "LOCKCTL_ELECTION_VALUE="+l.Value)
+	}
+}

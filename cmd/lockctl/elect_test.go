@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestElectUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"elect", "--", "true"},
+		{"elect", "--name", "x"},
+		{"elect", "--name", "bad\x01name", "--", "true"},
+		{"elect", "--name", "x", "--lease", "1ms", "--", "true"},
+	} {
+		var out, errOut syncBuffer
+		code := run(context.Background(), args, &out, &errOut)
+		assert.Equal(t, exitUsage, code, "lockctl %q: stderr %s", args, errOut.String())
+		assert.NotEmpty(t, errOut.String(), "lockctl %q says why", args)
+	}
+	var out, errOut syncBuffer
+	code := run(context.Background(), []string{"elect", "--brokers", "127.0.0.1:1", "--timeout", "2s", "--name", "x", "--", "true"}, &out, &errOut)
+	assert.Equal(t, exitUnreachable, code, errOut.String())
+	assert.Contains(t, errOut.String(), "unreachable")
+
+	r := lockctl(t, "elect", "--name", "ctl-elect-big", "--value", strings.Repeat("v", 5000), "--", "true")
+	assert.Equal(t, exitUsage, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "over the contract's limit of 4096")
+}
+
+// Two candidates take turns: each runs its command as leader, with its value
+// and a fencing token greater than the previous leader's; elect passes the
+// command's exit code on and resigns when it ends.
+func TestElectRunsWhileLeader(t *testing.T) {
+	const name = "ctl-elect-turns"
+	log := filepath.Join(t.TempDir(), "log")
+	script := `echo "start $LOCKCTL_ELECTION_VALUE $LOCKCTL_FENCING_TOKEN" >> "$1"; sleep 0.3; echo "end $LOCKCTL_ELECTION_VALUE" >> "$1"; exit $2`
+	_, _, wait1 := start(context.Background(), "elect", "--name", name, "--value", "one", "--", "sh", "-c", script, "sh", log, "0")
+	_, _, wait2 := start(context.Background(), "elect", "--name", name, "--value", "two", "--", "sh", "-c", script, "sh", log, "7")
+	r1, r2 := wait1(), wait2()
+	require.Equal(t, exitOK, r1.code, r1.stderr)
+	require.Equal(t, 7, r2.code, r2.stderr)
+	assert.Contains(t, r1.stderr, `value "one"`)
+	b, err := os.ReadFile(log)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	require.Len(t, lines, 4, string(b))
+	var first, second string
+	var t1, t2 int64
+	_, err = fmt.Sscanf(lines[0], "start %s %d", &first, &t1)
+	require.NoError(t, err)
+	_, err = fmt.Sscanf(lines[2], "start %s %d", &second, &t2)
+	require.NoError(t, err)
+	assert.Equal(t, "end "+first, lines[1], "one leader at a time")
+	assert.Equal(t, "end "+second, lines[3])
+	assert.ElementsMatch(t, []string{"one", "two"}, []string{first, second})
+	assert.Less(t, t1, t2, "fencing tokens grow")
+	r := lockctl(t, "query", "--lock", name)
+	assert.Contains(t, r.stdout, name+" released", "the last leader resigned")
+}
+
+// A leader whose lease is ended behind its back stops its command and exits
+// 4; a campaign interrupted before it wins exits 1 and leaves the queue.
+func TestElectLostAndInterrupted(t *testing.T) {
+	const name = "ctl-elect-lost"
+	_, stderr, wait := start(context.Background(), "elect", "--name", name, "--owner", "leader", "--value", "v", "--lease", "1", "--", "sleep", "60")
+	eventually(t, "elect to lead", func() bool { return strings.Contains(stderr.String(), "leader of "+name+" as leader") })
+	r := lockctl(t, "query", "--lock", name)
+	assert.Regexp(t, `metadata=\{"value": ?"v"\}`, r.stdout, "the value is the lock's owner_metadata")
+
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	_, stderr2, wait2 := start(ctx, "elect", "--name", name, "--owner", "follower", "--", "true")
+	eventually(t, "the second candidate to queue", func() bool { return strings.Contains(stderr2.String(), "number 1 in line") })
+	interrupt()
+	r2 := wait2()
+	assert.Equal(t, exitRefused, r2.code, r2.stderr)
+	assert.Contains(t, r2.stderr, "interrupted before winning the election")
+
+	r = lockctl(t, "release", "--lock", name, "--owner", "leader")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	r = wait()
+	assert.Equal(t, exitLeaseLost, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "stopped sleep (signal terminated); exit code 4")
+	r = lockctl(t, "query", "--lock", name)
+	assert.Contains(t, r.stdout, name+" released owner=leader", "the interrupted candidate was never granted")
+}
+
+// A leader process SIGKILLed: the next candidate leads within the lease + 1 s.
+func TestElectLeaderKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds lockctl")
+	}
+	const name = "ctl-elect-killed"
+	const lease = time.Second
+	bin := filepath.Join(t.TempDir(), "lockctl")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	var errOut syncBuffer
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	leader := exec.Command(bin, "elect", "--brokers", env.Brokers[0], "--name", name, "--value", "doomed", "--lease", "1",
+		"--", "sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)
+	leader.Stderr = &errOut
+	require.NoError(t, leader.Start())
+	eventually(t, "the process to lead", func() bool { return strings.Contains(errOut.String(), "leader of "+name) })
+	eventually(t, "its command to start", func() bool { b, _ := os.ReadFile(pidFile); return len(b) > 0 })
+	b, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	orphan, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	// The dead leader's command outlives it (nobody is left to stop it).
+	defer syscall.Kill(orphan, syscall.SIGKILL)
+
+	_, stderr, wait := start(context.Background(), "elect", "--name", name, "--value", "heir", "--", "true")
+	eventually(t, "the heir to queue", func() bool { return strings.Contains(stderr.String(), "number 1 in line") })
+	killed := time.Now()
+	require.NoError(t, leader.Process.Kill())
+	// Not leader.Wait: it would wait for the orphan, which holds stderr.
+	_, _ = leader.Process.Wait()
+	eventually(t, "the heir to lead", func() bool { return strings.Contains(stderr.String(), `value "heir"`) })
+	took := time.Since(killed)
+	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s)", took.Round(time.Millisecond), lease)
+	assert.Less(t, took, lease+time.Second)
+	r := wait()
+	assert.Equal(t, exitOK, r.code, r.stderr)
+}

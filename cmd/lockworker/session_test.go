@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	sdk "github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
+)
+
+// TestSessionSurvivesRestart: a session and its leases outlive a restart
+// of the worker (its partitions move to the new one); the keep-alives go on
+// to the new worker, whose expiry scheduler then ends the session when its
+// owner dies, within ttl + 1 s, and grants the locks to their waiters.
+func TestSessionSurvivesRestart(t *testing.T) {
+	sch := testdb.NewSchema(t)
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "locks.commands"))
+	require.NoError(t, err)
+	t.Cleanup(kafka.Close)
+	brokers := kafka.ListenAddrs()
+	external := func(c *config.Config) { c.Kafka.BootstrapServers = brokers }
+	_, stop := startWith(t, sch.URL, external)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	owner, err := sdk.New(ctx, sdk.Config{Brokers: brokers, Requester: "owner"})
+	require.NoError(t, err)
+	defer owner.Close()
+	next, err := sdk.New(ctx, sdk.Config{Brokers: brokers, Requester: "next"})
+	require.NoError(t, err)
+	defer next.Close()
+	const ttl = 5 * time.Second
+	s, err := owner.NewSession(ctx, ttl)
+	require.NoError(t, err)
+	locks := []string{"job-1", "job-2", "job-3", "job-4"}
+	for _, lock := range locks {
+		_, err := owner.Acquire(ctx, lock, sdk.WithSession(s))
+		require.NoError(t, err)
+	}
+	granted := make(chan string, len(locks))
+	for _, lock := range locks {
+		queued := make(chan int, 1)
+		go func() {
+			l, err := next.Acquire(ctx, lock, sdk.OnQueued(func(p int) { queued <- p }))
+			if err == nil {
+				granted <- l.Name
+			}
+		}()
+		<-queued
+	}
+
+	stop()
+	startWith(t, sch.URL, external)
+	first := s.ExpiresAt()
+	require.Eventually(t, func() bool { return s.ExpiresAt().After(first.Add(time.Second)) }, 2*ttl, 20*time.Millisecond,
+		"the new worker keeps the session alive")
+	require.NoError(t, s.Err())
+	require.Empty(t, granted, "the session's locks are still held")
+
+	killed := time.Now()
+	require.NoError(t, owner.Close()) // the owner dies: no close, no keep-alive
+	for range locks {
+		select {
+		case <-granted:
+		case <-time.After(ttl + time.Second - time.Since(killed)):
+			t.Fatal("a lock of the dead owner's session was not granted within ttl + 1 s")
+		}
+	}
+}
+
+// TestSessionAuthenticated: a session's owner is scoped by its requester,
+// like a lock's; another requester can neither close it nor acquire in it.
+func TestSessionAuthenticated(t *testing.T) {
+	keys := t.TempDir()
+	aliceKey, _ := keyPair(t, keys, "alice")
+	malloryKey, _ := keyPair(t, keys, "mallory")
+	addr := freeAddr(t)
+	startWith(t, testdb.NewSchema(t).URL, func(c *config.Config) {
+		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
+		c.Auth = config.AuthConfig{Required: true, Keys: keys}
+	})
+	t.Setenv(sdk.EnvToken, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	alice, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "alice", SigningKeyFile: aliceKey})
+	require.NoError(t, err)
+	defer alice.Close()
+	mallory, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "mallory", SigningKeyFile: malloryKey})
+	require.NoError(t, err)
+	defer mallory.Close()
+
+	s, err := alice.NewSession(ctx, 10*time.Second, sdk.WithSessionOwner("worker-1"))
+	require.NoError(t, err)
+	require.Equal(t, "alice:worker-1", s.Owner, "owners are scoped by requester")
+	l, err := alice.Acquire(ctx, "doc", sdk.WithSession(s))
+	require.NoError(t, err)
+	require.Equal(t, s.Owner, l.Owner)
+
+	for _, cmd := range []topics.Command{
+		{Operation: topics.OpSessionClose, SessionID: s.ID, OwnerID: s.Owner},
+		{Operation: topics.OpSessionKeepAlive, SessionID: s.ID, OwnerID: "worker-1"},
+		{Operation: topics.OpAcquire, LockName: "other", SessionID: s.ID, OwnerID: s.Owner},
+	} {
+		ev, err := mallory.Do(ctx, cmd)
+		require.ErrorIs(t, err, sdk.ErrNotOwner, cmd.Operation)
+		require.True(t, strings.Contains(ev.ErrorMessage, "another owner"), ev.ErrorMessage)
+	}
+	require.NoError(t, s.Close(ctx))
+	require.ErrorIs(t, l.Err(), sdk.ErrReleased)
+}
+
+// ownerEnv tells a copy of this test binary to be the session's owner
+// process of TestSessionOwnerSIGKILL, on these brokers.
+const ownerEnv = "LOCKWORKER_TEST_SESSION_OWNER"
+
+// TestSessionOwnerSIGKILL: a process holding locks in a session is
+// SIGKILLed: within ttl + 1 s every one of its locks is granted to the next
+// waiter, by the worker alone (nothing tells it the owner died).
+func TestSessionOwnerSIGKILL(t *testing.T) {
+	if os.Getenv(ownerEnv) != "" {
+		t.Skip("the owner process runs TestSessionOwnerProcess only")
+	}
+	addr := freeAddr(t)
+	start(t, testdb.NewSchema(t).URL, addr, t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	owner := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSessionOwnerProcess$", "-test.v")
+	owner.Env = append(os.Environ(), ownerEnv+"="+addr)
+	out, err := owner.StdoutPipe()
+	require.NoError(t, err)
+	owner.Stderr = os.Stderr
+	require.NoError(t, owner.Start())
+	defer owner.Process.Kill()
+	lines := bufio.NewScanner(out)
+	var ttl time.Duration
+	for ttl == 0 && lines.Scan() {
+		fmt.Sscanf(lines.Text(), "OWNER READY %d", &ttl)
+	}
+	require.NotZero(t, ttl, "the owner process never said it holds the locks")
+	go func() {
+		for lines.Scan() { // keep the pipe drained
+		}
+	}()
+
+	next, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "next"})
+	require.NoError(t, err)
+	defer next.Close()
+	granted := make(chan *sdk.Lease, len(ownerLocks))
+	for _, lock := range ownerLocks {
+		queued := make(chan int, 1)
+		go func() {
+			l, err := next.Acquire(ctx, lock, sdk.OnQueued(func(p int) { queued <- p }))
+			if err == nil {
+				granted <- l
+			}
+		}()
+		select {
+		case <-queued:
+		case l := <-granted:
+			t.Fatalf("%s granted while its owner lives", l.Name)
+		}
+	}
+
+	killed := time.Now()
+	require.NoError(t, owner.Process.Kill()) // SIGKILL
+	_ = owner.Wait()
+	for range ownerLocks {
+		select {
+		case l := <-granted:
+			t.Logf("%s granted %s after the SIGKILL (ttl %s)", l.Name, time.Since(killed).Round(time.Millisecond), ttl)
+		case <-time.After(ttl + time.Second - time.Since(killed)):
+			t.Fatal("a lock of the killed owner was not granted within ttl + 1 s")
+		}
+	}
+}
+
+var ownerLocks = []string{"proc-1", "proc-2", "proc-3"}
+
+// TestSessionOwnerProcess is the owner process of TestSessionOwnerSIGKILL:
+// it opens a session, takes the locks in it, says so and waits to be killed.
+func TestSessionOwnerProcess(t *testing.T) {
+	addr := os.Getenv(ownerEnv)
+	if addr == "" {
+		t.Skip("run by TestSessionOwnerSIGKILL")
+	}
+	ctx := context.Background()
+	c, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "owner"})
+	require.NoError(t, err)
+	const ttl = 2 * time.Second
+	s, err := c.NewSession(ctx, ttl)
+	require.NoError(t, err)
+	for _, lock := range ownerLocks {
+		_, err := c.Acquire(ctx, lock, sdk.WithSession(s))
+		require.NoError(t, err)
+	}
+	fmt.Printf("OWNER READY %d\n", ttl)
+	select {}
+}

@@ -1,0 +1,77 @@
+package rules
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// acquireIn is an acquire in session id (which expires in an hour).
+func (m *model) acquireIn(id, owner string, mode Mode, wait float64) []Effect {
+	l := m.lock(owner)
+	effs := l.Acquire(Request{Owner: owner, Mode: mode, Limit: 1, Lease: 1, Wait: wait, RequestID: "req-" + owner, Key: "/k",
+		Session: id, SessionExpires: m.now.Add(time.Hour)})
+	m.save(l, effs)
+	return effs
+}
+
+func (m *model) endSession(id, owner, reason string) []Effect {
+	l := m.lock(owner)
+	effs := l.EndSession(id, reason)
+	m.save(l, effs)
+	return effs
+}
+
+func TestSessionLeaseOutlivesItsDuration(t *testing.T) {
+	m := newModel(t)
+	effs := m.acquireIn("s1", "o", Exclusive, 0)
+	require.Equal(t, "grant o", kinds(effs))
+	require.Equal(t, "s1", effs[0].Holder.Session)
+	require.Equal(t, m.now.Add(time.Hour), effs[0].Holder.ExpiresAt, "shows the session's expiry")
+	m.advance(2 * time.Hour) // past its lease and the expiry it showed
+	require.Empty(t, kinds(m.expire()), "only the session's end ends it")
+	require.Equal(t, Acquired, m.lock("").Info().Status)
+	require.Equal(t, "refuse SESSION_BOUND", kinds(m.extend("o", nil, 0)))
+	// A renewal without the session gives the lease its own expiry.
+	effs = m.acquire("o", Exclusive, 1, 30, 0)
+	require.Equal(t, "renew o", kinds(effs))
+	require.Empty(t, effs[0].Holder.Session)
+	require.Equal(t, m.now.Add(30*time.Second), effs[0].Holder.ExpiresAt)
+	require.Equal(t, "renew o", kinds(m.acquireIn("s2", "o", Exclusive, 0)))
+	require.Equal(t, "s2", m.Holders[0].Session)
+	require.Empty(t, kinds(m.endSession("s1", "o", ReasonSessionClosed)), "no longer s1's")
+	effs = m.endSession("s2", "o", ReasonSessionExpired)
+	require.Equal(t, "lose o", kinds(effs))
+	require.Equal(t, ReasonSessionExpired, effs[0].Reason)
+	require.Equal(t, Expired, effs[0].Info.Status)
+	require.Equal(t, Expired, m.EndedStatus)
+}
+
+func TestEndSessionHandsOff(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant r1", kinds(m.acquireIn("s1", "r1", Shared, 0)))
+	require.Equal(t, "grant r2", kinds(m.acquire("r2", Shared, 1, 30, 0)))
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
+	effs := m.endSession("s1", "r1", ReasonSessionClosed)
+	require.Equal(t, "lose r1", kinds(effs), "the writer waits for r2")
+	require.Equal(t, Released, effs[0].Info.Status)
+	require.Equal(t, ReasonSessionClosed, effs[0].Reason)
+	require.Equal(t, "release r2, grant w", kinds(m.release("r2", nil)))
+}
+
+// The session's wait is withdrawn before anything is handed off, so the
+// end never grants the session a lock; another session's wait of the same
+// owner stays.
+func TestEndSessionWithdrawsItsWait(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant h", kinds(m.acquire("h", Exclusive, 1, 1, 0)))
+	require.Equal(t, "queue o", kinds(m.acquireIn("s1", "o", Exclusive, 60)))
+	require.Equal(t, "queue p", kinds(m.acquire("p", Exclusive, 1, 30, 60)))
+	require.Empty(t, kinds(m.endSession("s2", "o", ReasonSessionClosed)))
+	m.advance(2 * time.Second) // h's lease has run out: the end settles it
+	effs := m.endSession("s1", "o", ReasonSessionExpired)
+	require.Equal(t, "drop o, expire h, grant p", kinds(effs))
+	require.Equal(t, ReasonSessionExpired, effs[0].Reason)
+	require.Empty(t, m.Queue)
+}

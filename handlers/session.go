@@ -1,0 +1,313 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers/rules"
+	"github.com/omninode/lockworker/topics"
+)
+
+// Sessions (docs/design.md "Sessions"). A session is a sessions row, kept
+// alive by its own commands, which its record key (its id) sends to one
+// commands partition: that partition's expiry scheduler ends it. Its
+// leases (lock_holders rows with its session_id and no expires_at of their
+// own) and waits live on the partitions of their locks; its end, by
+// session_close or by the scheduler, deletes the row first and then locks
+// every lock it holds or waits for, sorted by key, in the same
+// transaction, so that no acquire can add to it meanwhile: an acquire takes
+// a key-share lock on the row (which keep-alives, updating no key, never
+// wait for) and finds it gone once the end commits.
+
+// sessionExpiry is the expiry of the session of the lock_holders or
+// lock_waiters row it is read with (its session_id; sessions has no column
+// of that name, so the name is the outer row's).
+const sessionExpiry = `(SELECT s.expires_at FROM sessions s WHERE s.id = session_id)`
+
+// ownExpiry is what lock_holders.expires_at stores for h: nothing for a
+// session's lease, which ends with its session.
+func ownExpiry(h rules.Holder) *time.Time {
+	if h.Session != "" {
+		return nil
+	}
+	return &h.ExpiresAt
+}
+
+// session is a sessions row, with the database time it was read at.
+type session struct {
+	id, owner, replyTo string
+	ttl                float64
+	expiresAt, now     time.Time
+}
+
+const sessionCols = `id, owner_id, ttl, expires_at, coalesce(reply_to, ''), clock_timestamp()`
+
+// renewedCols are sessionCols of a session just given a new expiry from
+// clock_timestamp(): the time is that one.
+const renewedCols = `id, owner_id, ttl, expires_at, coalesce(reply_to, ''), expires_at - make_interval(secs => ttl)`
+
+func (s *session) dest() []any {
+	return []any{&s.id, &s.owner, &s.ttl, &s.expiresAt, &s.replyTo, &s.now}
+}
+
+func (s *session) info() *topics.SessionInfo {
+	return &topics.SessionInfo{SessionID: s.id, OwnerID: s.owner, TTL: s.ttl, ExpiresAt: topics.NewTime(s.expiresAt)}
+}
+
+// readSession reads the command's session, locked with lock ("FOR UPDATE"
+// and the like); nil when there is no such row.
+func (a *applier) readSession(ctx context.Context, lock string) (*session, error) {
+	var s session
+	err := a.tx.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1 `+lock, a.cmd.SessionID).Scan(s.dest()...)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading session %q: %w", a.cmd.SessionID, err)
+	}
+	return &s, nil
+}
+
+// sessionProblem is why the command may not use session s: missing or past
+// its expiry (SESSION_NOT_FOUND), or another owner's (NOT_OWNER).
+func (a *applier) sessionProblem(s *session) (code, msg string) {
+	switch {
+	case s == nil:
+		return topics.CodeSessionNotFound, fmt.Sprintf("session %q is not open (never opened, closed, or expired)", a.cmd.SessionID)
+	case !s.expiresAt.After(s.now):
+		return topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+	case s.owner != a.cmd.OwnerID:
+		return topics.CodeNotOwner, fmt.Sprintf("session %q belongs to another owner", s.id)
+	}
+	return "", ""
+}
+
+// sessionEvent starts an event of the current command about a session.
+func (a *applier) sessionEvent(typ string, s *session, now time.Time) *pending {
+	ev := topics.NewEvent(typ, a.cmd.Operation, a.cmd.RequestID, now)
+	if s != nil {
+		ev.SessionInfo = s.info()
+	}
+	return &pending{ev: &ev, polledAt: a.polledAt}
+}
+
+// refuseSession answers a session command lock.rejected.
+func (a *applier) refuseSession(ctx context.Context, s *session, code, msg string) error {
+	now := time.Time{}
+	if s != nil {
+		now = s.now
+	} else if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now); err != nil {
+		return fmt.Errorf("reading the time: %w", err)
+	}
+	p := a.sessionEvent(topics.TypeRejected, nil, now)
+	p.ev.ErrorCode, p.ev.ErrorMessage = code, msg
+	a.reply(p)
+	return nil
+}
+
+// sessionOpen opens a session of the command's owner for ttl (default
+// topics.DefaultSessionTTLSeconds). A session_id in use is refused.
+func (a *applier) sessionOpen(ctx context.Context) error {
+	c := a.cmd
+	ttl := c.TTL
+	if ttl == 0 {
+		ttl = topics.DefaultSessionTTLSeconds
+	}
+	var s session
+	err := a.tx.QueryRow(ctx, `
+		INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
+		VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $3), nullif($4, ''), $5)
+		ON CONFLICT (id) DO NOTHING
+		RETURNING `+renewedCols, c.SessionID, c.OwnerID, ttl, c.ReplyTo, a.env.Partition).Scan(s.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return a.refuseSession(ctx, nil, topics.CodeSessionExists,
+			fmt.Sprintf("session %q is in use: open a session with a new session_id", c.SessionID))
+	}
+	if err != nil {
+		return fmt.Errorf("opening session %q: %w", c.SessionID, err)
+	}
+	a.reply(a.sessionEvent(topics.TypeSessionOpened, &s, s.now))
+	return nil
+}
+
+// sessionKeepAlive keeps the owner's live session alive for its ttl from
+// now. The partition that sees it watches the session from then on.
+func (a *applier) sessionKeepAlive(ctx context.Context) error {
+	s, err := a.readSession(ctx, `FOR NO KEY UPDATE`)
+	if err != nil {
+		return err
+	}
+	if code, msg := a.sessionProblem(s); code != "" {
+		return a.refuseSession(ctx, s, code, msg)
+	}
+	err = a.tx.QueryRow(ctx, `UPDATE sessions SET expires_at = clock_timestamp() + make_interval(secs => ttl), source_partition = $2
+		WHERE id = $1 RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
+	if err != nil {
+		return fmt.Errorf("keeping session %q alive: %w", s.id, err)
+	}
+	a.reply(a.sessionEvent(topics.TypeSessionKeptAlive, s, s.now))
+	return nil
+}
+
+// sessionClose closes the owner's live session: every lease it holds is
+// released and every wait withdrawn (endSession). A session past its
+// expiry is ended as expired and the close refused SESSION_NOT_FOUND.
+func (a *applier) sessionClose(ctx context.Context) error {
+	s, err := a.readSession(ctx, `FOR UPDATE`)
+	if err != nil {
+		return err
+	}
+	code, msg := a.sessionProblem(s)
+	switch {
+	case code == topics.CodeSessionNotFound && s != nil:
+		if err := a.endSession(ctx, s, rules.ReasonSessionExpired); err != nil {
+			return err
+		}
+		fallthrough
+	case code != "":
+		return a.refuseSession(ctx, s, code, msg)
+	}
+	p := a.sessionEvent(topics.TypeSessionClosed, s, s.now)
+	if err := a.endSessionLocks(ctx, s, rules.ReasonSessionClosed, p.ev.SessionInfo); err != nil {
+		return err
+	}
+	a.reply(p)
+	if s.replyTo != "" && s.replyTo != a.cmd.ReplyTo {
+		a.emit(s.replyTo, topics.SessionKey(s.id), p)
+	}
+	return nil
+}
+
+// endSession ends the session s, locked by the caller, as expired:
+// session.expired goes to the session's reply_to.
+func (a *applier) endSession(ctx context.Context, s *session, reason string) error {
+	ev := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", s.now)
+	ev.SessionInfo = s.info()
+	if err := a.endSessionLocks(ctx, s, reason, ev.SessionInfo); err != nil {
+		return err
+	}
+	if s.replyTo != "" {
+		a.emit(s.replyTo, topics.SessionKey(s.id), &pending{ev: &ev})
+	}
+	a.caused = append(a.caused, ev)
+	return nil
+}
+
+// endSessionLocks deletes the session's row, then ends its leases and
+// waits on every lock, the locks taken in key order, and counts them in
+// in.
+func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string, in *topics.SessionInfo) error {
+	if _, err := a.tx.Exec(ctx, `DELETE FROM sessions WHERE id = $1`, s.id); err != nil {
+		return fmt.Errorf("ending session %q: %w", s.id, err)
+	}
+	// After the delete: an acquire that held the row meanwhile has
+	// committed, and this statement sees its lease or wait.
+	rows, err := a.tx.Query(ctx, `
+		SELECT namespace, lock_name FROM lock_holders WHERE session_id = $1
+		UNION SELECT namespace, lock_name FROM lock_waiters WHERE session_id = $1
+		ORDER BY 1, 2`, s.id)
+	if err != nil {
+		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
+	}
+	var locks []lockKey
+	var k lockKey
+	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
+		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
+	}
+	for _, k := range locks {
+		st, err := a.loadLock(ctx, k.ns, k.name, s.owner, false)
+		if err != nil {
+			return err
+		}
+		effs := st.l.EndSession(s.id, reason)
+		for _, e := range effs {
+			switch e.Kind {
+			case rules.Lose:
+				in.Leases++
+			case rules.Drop:
+				in.Waits++
+			}
+		}
+		la := a.forLock(st.row)
+		err = la.apply(ctx, st, effs)
+		a.caused = append(a.caused, la.caused...)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// endDueSessions ends the partition's sessions past their expiry (at most
+// MaxSweep), skipping those another transaction holds (a keep-alive, or a
+// close). It returns how many it ended.
+func (a *applier) endDueSessions(ctx context.Context) (int, error) {
+	rows, err := a.tx.Query(ctx, `SELECT `+sessionCols+` FROM sessions
+		WHERE source_partition = $1 AND expires_at <= statement_timestamp()
+		ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`, a.env.Partition, MaxSweep)
+	if err != nil {
+		return 0, fmt.Errorf("finding expired sessions: %w", err)
+	}
+	var due []*session
+	var s session
+	if _, err := pgx.ForEachRow(rows, s.dest(), func() error { c := s; due = append(due, &c); return nil }); err != nil {
+		return 0, fmt.Errorf("finding expired sessions: %w", err)
+	}
+	for _, s := range due {
+		if err := a.endSession(ctx, s, rules.ReasonSessionExpired); err != nil {
+			return 0, err
+		}
+	}
+	return len(due), nil
+}
+
+// sessionAcquire is an acquire with a session_id: the session must be the
+// owner's and live; the lease it grants and the wait it queues end with
+// the session.
+func (a *applier) sessionAcquire(ctx context.Context) error {
+	c := a.cmd
+	s, err := a.readSession(ctx, `FOR KEY SHARE`)
+	if err != nil {
+		return err
+	}
+	if code, msg := a.sessionProblem(s); code != "" {
+		st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, false)
+		if err != nil {
+			return err
+		}
+		return a.apply(ctx, st, []rules.Effect{{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}})
+	}
+	st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, true)
+	if err != nil {
+		return err
+	}
+	r := a.request()
+	r.Session, r.SessionExpires = s.id, s.expiresAt
+	return a.apply(ctx, st, st.l.Acquire(r))
+}
+
+// lost tells a holder that its session's end ended its lease: on its
+// reply_to and the lifecycle topic, lock.released for a closed session,
+// lock.expired for an expired one, with the reason.
+func (a *applier) lost(r *lockRow, e rules.Effect) {
+	typ, op := topics.TypeExpired, topics.OpExpire
+	if e.Info.Status == rules.Released {
+		typ, op = topics.TypeReleased, topics.OpSessionClose
+	}
+	ev := topics.NewEvent(typ, op, "", r.now)
+	ev.LockInfo = r.info(e.Info)
+	ev.Reason = e.Reason
+	p := &pending{ev: &ev}
+	a.notify(p, e.Holder.ReplyTo)
+	a.recordHistory(p.ev)
+}
+
+// dropped answers a waiting acquire that its session's end withdrew it.
+func (a *applier) dropped(r *lockRow, e rules.Effect) {
+	a.answer(topics.TypeWithdrawn, topics.OpAcquire, e.Waiter.RequestID, e.Waiter.ReplyTo, r, e.Info,
+		func(ev *topics.Event) { ev.Reason = e.Reason })
+}

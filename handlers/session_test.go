@@ -1,0 +1,291 @@
+package handlers_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/topics"
+)
+
+func (h *harness) session(op, id, owner string, mods ...func(*topics.Command)) topics.Command {
+	c := topics.Command{RequestID: h.id(), Operation: op, SessionID: id, OwnerID: owner, ReplyTo: "locks.replies." + owner}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+func ttl(s float64) func(*topics.Command)       { return func(c *topics.Command) { c.TTL = s } }
+func inSession(id string) func(*topics.Command) { return func(c *topics.Command) { c.SessionID = id } }
+
+func TestSessionOpenKeepAlive(t *testing.T) {
+	h := newHarness(t)
+	open := h.session(topics.OpSessionOpen, "s1", "alice", ttl(5))
+	ev := h.one(open)
+	require.Equal(t, topics.TypeSessionOpened, ev.Type, ev.ErrorMessage)
+	require.Equal(t, "s1", ev.SessionInfo.SessionID)
+	require.Equal(t, "alice", ev.SessionInfo.OwnerID)
+	require.Equal(t, 5.0, ev.SessionInfo.TTL)
+	require.Equal(t, ev.OccurredAt.Add(5*time.Second), ev.SessionInfo.ExpiresAt.Time)
+	require.Equal(t, []string{"locks.replies.alice session.opened"}, h.routes())
+	h.resend(open, ev)
+	at, ok := h.nextDue(0)
+	require.True(t, ok)
+	require.Equal(t, ev.SessionInfo.ExpiresAt.Time, at, "the partition's scheduler watches the session")
+
+	ka := h.one(h.session(topics.OpSessionKeepAlive, "s1", "alice"))
+	require.Equal(t, topics.TypeSessionKeptAlive, ka.Type, ka.ErrorMessage)
+	require.Equal(t, ka.OccurredAt.Add(5*time.Second), ka.SessionInfo.ExpiresAt.Time)
+	require.True(t, ka.SessionInfo.ExpiresAt.After(ev.SessionInfo.ExpiresAt.Time))
+
+	for _, tc := range []struct {
+		name string
+		cmd  topics.Command
+		code string
+	}{
+		{"open in use", h.session(topics.OpSessionOpen, "s1", "alice"), topics.CodeSessionExists},
+		{"open in use by another", h.session(topics.OpSessionOpen, "s1", "bob"), topics.CodeSessionExists},
+		{"keep-alive by another owner", h.session(topics.OpSessionKeepAlive, "s1", "bob"), topics.CodeNotOwner},
+		{"close by another owner", h.session(topics.OpSessionClose, "s1", "bob"), topics.CodeNotOwner},
+		{"keep-alive of none", h.session(topics.OpSessionKeepAlive, "nope", "alice"), topics.CodeSessionNotFound},
+		{"close of none", h.session(topics.OpSessionClose, "nope", "alice"), topics.CodeSessionNotFound},
+		{"acquire in none", h.acquire("a", "alice", inSession("nope")), topics.CodeSessionNotFound},
+		{"acquire in another's", h.acquire("a", "bob", inSession("s1")), topics.CodeNotOwner},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.clearOutbox()
+			ev := h.one(tc.cmd)
+			require.Equal(t, topics.TypeRejected, ev.Type)
+			require.Equal(t, tc.code, ev.ErrorCode)
+			require.NotEmpty(t, ev.ErrorMessage)
+			require.Equal(t, []string{tc.cmd.ReplyTo + " lock.rejected"}, h.routes())
+			require.Equal(t, tc.code, h.outcome(tc.cmd.RequestID).ErrorCode)
+		})
+	}
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM sessions`))
+	require.Zero(t, h.scalar(`SELECT count(*) FROM locks`), "a refused acquire creates no lock")
+}
+
+// A session's leases have no expiry of their own: they outlive their
+// lease_duration, refuse extends, show the session, and release as usual.
+func TestSessionLease(t *testing.T) {
+	h := newHarness(t)
+	open := h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60)))
+	acq := h.one(h.acquire("a", "alice", inSession("s1"), lease(0.1)))
+	require.Equal(t, topics.TypeAcquired, acq.Type, acq.ErrorMessage)
+	require.Equal(t, "s1", acq.LockInfo.SessionID)
+	require.Equal(t, open.SessionInfo.ExpiresAt, *acq.LockInfo.ExpiresAt, "a session's lease shows the session's expiry")
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id = 's1' AND expires_at IS NULL`))
+
+	h.waitPast(acq.OccurredAt.Add(200 * time.Millisecond))
+	require.Zero(t, h.expireDue(), "the lease_duration does not end a session's lease")
+	q := h.one(h.query("a"))
+	require.Equal(t, topics.StatusAcquired, q.LockInfo.Status)
+	require.Equal(t, "s1", q.LockInfo.Holders[0].SessionID)
+	require.Equal(t, topics.StatusAcquired, q.LockInfo.Holders[0].Status)
+
+	ext := h.one(h.extend("a", "alice"))
+	require.Equal(t, topics.CodeSessionBound, ext.ErrorCode)
+
+	held := h.one(h.acquire("a", "bob"))
+	require.Equal(t, topics.CodeLockHeld, held.ErrorCode)
+	require.NotNil(t, held.RetryAfterSeconds)
+	require.Greater(t, *held.RetryAfterSeconds, 50.0, "until the session's expiry")
+
+	// Acquiring again without the session gives the lease its own expiry.
+	again := h.one(h.acquire("a", "alice", lease(30)))
+	require.Equal(t, topics.TypeAcquired, again.Type)
+	require.Empty(t, again.LockInfo.SessionID)
+	require.Equal(t, again.OccurredAt.Add(30*time.Second), again.LockInfo.ExpiresAt.Time)
+	again = h.one(h.acquire("a", "alice", inSession("s1")))
+	require.Equal(t, "s1", again.LockInfo.SessionID)
+	require.Equal(t, acq.LockInfo.FencingToken, again.LockInfo.FencingToken, "a renewal keeps the lease")
+
+	rel := h.one(h.release("a", "alice"))
+	require.Equal(t, topics.TypeReleased, rel.Type)
+	require.Equal(t, "s1", rel.LockInfo.SessionID)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+}
+
+// sessionScene opens alice's session s1 (ttl seconds) in which she holds
+// a (bob waits for it) and c shared beside carol, and waits for b (held
+// by bob); dave waits for b after her.
+func sessionScene(h *harness, ttlSeconds float64) topics.Command {
+	h.t.Helper()
+	require.Equal(h.t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(ttlSeconds))).Type)
+	shared := func(c *topics.Command) { c.Mode = topics.ModeShared }
+	for _, c := range []topics.Command{
+		h.acquire("a", "alice", inSession("s1")),
+		h.acquire("c", "carol", shared),
+		h.acquire("c", "alice", inSession("s1"), shared),
+		h.acquire("b", "bob"),
+	} {
+		require.Equal(h.t, topics.TypeAcquired, h.one(c).Type, c)
+	}
+	waitB := h.acquire("b", "alice", inSession("s1"), wait(60))
+	for _, c := range []topics.Command{h.acquire("a", "bob", wait(60)), waitB, h.acquire("b", "dave", wait(60))} {
+		require.Equal(h.t, topics.TypeQueued, h.one(c).Type, c)
+	}
+	return waitB
+}
+
+func TestSessionCloseEndsEverything(t *testing.T) {
+	h := newHarness(t)
+	waitB := sessionScene(h, 60)
+	h.clearOutbox()
+	closeCmd := h.session(topics.OpSessionClose, "s1", "alice")
+	evs := h.apply(closeCmd)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.released", "locks.lock.released.v1 lock.released", // a
+		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired", // a to bob
+		"locks.replies.alice lock.withdrawn",                                        // the wait for b
+		"locks.replies.alice lock.released", "locks.lock.released.v1 lock.released", // c; carol still holds it
+		"locks.replies.alice session.closed",
+	}, h.routes(), "locks in key order, one transaction")
+	for _, ev := range find(evs, topics.TypeReleased) {
+		require.Equal(t, topics.ReasonSessionClosed, ev.Reason)
+		require.Equal(t, topics.OpSessionClose, ev.Operation)
+		require.Empty(t, ev.RequestID, "not the close's answer")
+		require.Equal(t, "alice", ev.LockInfo.OwnerID)
+		require.Equal(t, topics.StatusReleased, ev.LockInfo.Status)
+	}
+	w := find(evs, topics.TypeWithdrawn)[0]
+	require.Equal(t, waitB.RequestID, w.RequestID)
+	require.Equal(t, topics.ReasonSessionClosed, w.Reason)
+	require.Equal(t, w.EventID, h.outcome(waitB.RequestID).EventID, "the wait's final answer")
+	closed := find(evs, topics.TypeSessionClosed)[0]
+	require.Equal(t, closeCmd.RequestID, closed.RequestID)
+	require.Equal(t, 2, closed.SessionInfo.Leases)
+	require.Equal(t, 1, closed.SessionInfo.Waits)
+
+	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id IS NOT NULL`))
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE session_id IS NOT NULL`))
+	require.Equal(t, []string{"lock.acquired alice", "lock.released alice", "lock.acquired bob"}, h.history("a"))
+	require.Equal(t, "bob", h.one(h.query("a")).LockInfo.OwnerID)
+	require.Equal(t, "carol", h.one(h.query("c")).LockInfo.OwnerID)
+	h.resend(closeCmd, closed)
+	require.Equal(t, topics.CodeSessionNotFound, h.one(h.acquire("d", "alice", inSession("s1"))).ErrorCode)
+	require.Equal(t, topics.CodeSessionNotFound, h.one(h.session(topics.OpSessionClose, "s1", "alice")).ErrorCode)
+}
+
+func TestSessionExpiryEndsEverything(t *testing.T) {
+	h := newHarness(t)
+	sessionScene(h, 1)
+	at, ok := h.nextDue(0)
+	require.True(t, ok)
+	expires := h.timeOf(`SELECT expires_at FROM sessions WHERE id = 's1'`)
+	require.Equal(t, expires, at)
+
+	require.Zero(t, h.expireDue(), "nothing is due before the session's expiry")
+	h.waitPast(expires)
+	require.Equal(t, topics.CodeSessionNotFound, h.one(h.session(topics.OpSessionKeepAlive, "s1", "alice")).ErrorCode,
+		"a keep-alive after the expiry does not revive the session")
+	h.clearOutbox()
+	n, evs := h.expireDueEvents()
+	require.Equal(t, 1, n)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+		"locks.replies.alice lock.withdrawn",
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice session.expired",
+	}, h.routes())
+	for _, ev := range find(evs, topics.TypeExpired) {
+		require.Equal(t, topics.ReasonSessionExpired, ev.Reason)
+		require.Equal(t, topics.OpExpire, ev.Operation)
+		require.Equal(t, topics.StatusExpired, ev.LockInfo.Status)
+	}
+	exp := find(evs, topics.TypeSessionExpired)[0]
+	require.Equal(t, "s1", exp.SessionInfo.SessionID)
+	require.Equal(t, 2, exp.SessionInfo.Leases)
+	require.Equal(t, 1, exp.SessionInfo.Waits)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+	_, ok = h.nextDue(0)
+	require.True(t, ok, "bob's lease and the waits are still watched")
+	require.Zero(t, h.expireDue())
+}
+
+// A close after the session's expiry, before the scheduler saw it, ends it
+// as expired and is refused.
+func TestSessionCloseAfterExpiry(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(1))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
+	h.waitPast(h.timeOf(`SELECT expires_at FROM sessions WHERE id = 's1'`))
+	h.clearOutbox()
+	ev := h.one(h.session(topics.OpSessionClose, "s1", "alice"))
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice session.expired", "locks.replies.alice lock.rejected",
+	}, h.routes())
+	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+}
+
+// TestSessionEndRacesAcquires: a session's close races batches that
+// acquire in the session and lock other locks in the opposite order (a
+// deadlock, retried, is fair): when all have committed, the session has no
+// lease and no wait left, and every acquire in it was either granted and
+// then released by the close, withdrawn by it, or refused.
+func TestSessionEndRacesAcquires(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("w", "bob")).Type)
+	for round := range 6 {
+		id := fmt.Sprintf("s%d", round)
+		require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, id, "alice", ttl(60))).Type)
+		var batches [][]topics.Command
+		var mine []topics.Command
+		for i := range 6 {
+			a, b := fmt.Sprintf("l%d", i%4), fmt.Sprintf("l%d", (i+1)%4)
+			if i%2 == 1 {
+				a, b = b, a
+			}
+			acq := h.acquire(a, "alice", inSession(id), wait(60))
+			wantW := h.acquire("w", "alice", inSession(id), wait(60))
+			batches = append(batches, []topics.Command{h.acquire(b, fmt.Sprintf("carol-%d", i), wait(60)), acq, wantW})
+			mine = append(mine, acq, wantW)
+		}
+		closeCmd := h.session(topics.OpSessionClose, id, "alice")
+		batches = append(batches[:3], append([][]topics.Command{{closeCmd}}, batches[3:]...)...)
+
+		errs := make(chan error, len(batches))
+		for _, cmds := range batches {
+			go func() {
+				errs <- h.st.InTx(t.Context(), func(tx pgx.Tx) error {
+					b := handlers.NewBatch(tx, h.env)
+					for _, c := range cmds {
+						if _, err := b.Apply(t.Context(), c, time.Now()); err != nil {
+							return err
+						}
+					}
+					return b.Flush(t.Context())
+				})
+			}()
+		}
+		for range batches {
+			require.NoError(t, <-errs)
+		}
+		require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id IS NOT NULL OR owner_id = 'alice'`))
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters WHERE session_id IS NOT NULL OR owner_id = 'alice'`))
+		require.Zero(t, h.scalar(`SELECT count(*) FROM locks l WHERE holder_count <> (SELECT count(*) FROM lock_holders h
+			WHERE (h.namespace, h.lock_name) = (l.namespace, l.lock_name)) OR waiter_count <> (SELECT count(*) FROM lock_waiters w
+			WHERE (w.namespace, w.lock_name) = (l.namespace, l.lock_name))`), "the counts agree with the rows")
+		for _, c := range mine {
+			ev := h.outcome(c.RequestID)
+			switch ev.Type {
+			case topics.TypeAcquired, topics.TypeWithdrawn:
+			case topics.TypeRejected:
+				require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+			default:
+				t.Fatalf("round %d: %s answered %s", round, c.LockName, ev.Type)
+			}
+		}
+	}
+}

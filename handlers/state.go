@@ -1,0 +1,111 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers/rules"
+	"github.com/omninode/lockworker/topics"
+)
+
+// stateHeaders are the headers of every lock state record.
+var stateHeaders = []topics.Header{{Key: topics.HeaderContentType, Value: []byte("application/json")}}
+
+// state publishes the lock as the current change leaves it (r's revision,
+// l's holders and queue) to the lock state topic, after the change's
+// events: the relay sends a key's rows in outbox order, which for one lock
+// is commit order (its row lock orders the transactions that change it).
+func (a *applier) state(r *lockRow, l *rules.Lock, status string) {
+	topic := a.env.Names.State
+	if topic == "" {
+		return
+	}
+	op := a.cmd.Operation
+	if op == "" {
+		op = topics.OpExpire // the expiry scheduler's change
+	}
+	hs := holderList(l)
+	if hs == nil {
+		hs = []topics.Holder{}
+	}
+	st := &topics.LockState{
+		Namespace: r.namespace, LockName: r.name, Revision: r.revision, Status: status, Limit: l.Limit,
+		HolderCount: len(l.Holders), Holders: hs, WaiterCount: l.Waiting, AcquisitionCount: l.Acquisitions,
+		Operation: op, ChangedAt: topics.NewTime(r.now),
+	}
+	if l.DelayUntil.After(r.now) {
+		st.DelayUntil = topics.NewTimePtr(l.DelayUntil)
+	}
+	a.queue(topic, []byte(topics.LockKey(r.namespace, r.name)), &pending{state: st}, stateHeaders)
+}
+
+// deleted publishes the tombstone of a lock whose row cleanup deleted,
+// under the lock's partition (see sweep).
+func (a *applier) deleted(ns, name string, partition int32) {
+	if topic := a.env.Names.State; topic != "" {
+		a.For(partition).queue(topic, []byte(topics.LockKey(ns, name)), &pending{}, stateHeaders)
+	}
+}
+
+// changedState publishes the state a common case left its lock in; held
+// says whether the command's owner still holds it. Other holders, when
+// there are any, are read back: the transaction sees its own writes.
+func (a *applier) changedState(ctx context.Context, ch *changed, held bool) error {
+	if a.env.Names.State == "" {
+		return nil
+	}
+	r := ch.row
+	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
+	status := topics.StatusAcquired
+	switch {
+	case r.holders == 0:
+		status = topics.StatusReleased
+	case r.holders == 1 && held:
+		l.Holders = []rules.Holder{ch.holder}
+	default:
+		hs, err := a.holders(ctx, r)
+		if err != nil {
+			return err
+		}
+		l.Holders = hs
+	}
+	a.state(r, l, status)
+	return nil
+}
+
+// OpFirstState is the operation of the first state record of a lock that
+// existed before revisions did (migration 009).
+const OpFirstState = "first_state"
+
+// PublishFirstStates gives at most limit locks without a revision (rows
+// from before migration 009) their first and publishes their state, each
+// under its own partition, and returns how many it did. Rows another
+// transaction holds are skipped: replicas starting together share them.
+func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) {
+	rows, err := b.tx.Query(ctx, `SELECT `+lockCols+` FROM locks WHERE revision = 0 LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+	if err != nil {
+		return 0, fmt.Errorf("finding locks without a revision: %w", err)
+	}
+	var rs []lockRow
+	var r lockRow
+	if _, err := pgx.ForEachRow(rows, r.dest(), func() error { rs = append(rs, r); return nil }); err != nil {
+		return 0, fmt.Errorf("finding locks without a revision: %w", err)
+	}
+	for i := range rs {
+		r := &rs[i]
+		r.scanned()
+		a := &applier{Batch: b.For(r.partition), cmd: topics.Command{Operation: OpFirstState}}
+		s, err := a.loadRest(ctx, r, "")
+		if err != nil {
+			return 0, err
+		}
+		r.revision = 1
+		if _, err := b.tx.Exec(ctx, `UPDATE locks SET revision = 1 WHERE namespace = $1 AND lock_name = $2`, r.namespace, r.name); err != nil {
+			return 0, fmt.Errorf("giving lock %q its first revision: %w", topics.LockKey(r.namespace, r.name), err)
+		}
+		a.state(r, s.l, r.status)
+	}
+	return len(rs), nil
+}

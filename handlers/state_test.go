@@ -1,0 +1,137 @@
+package handlers_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/topics"
+)
+
+// Every change of a lock adds one to its revision, which its events carry,
+// and publishes the lock's whole state after it to the lock state topic;
+// answers that change nothing carry the current revision and publish none;
+// cleanup's deletion publishes a tombstone. Both the common cases (sent
+// ahead or inline) and the general path.
+func TestLockStateRevisions(t *testing.T) {
+	h := newHarness(t)
+	for _, ahead := range []bool{true, false} {
+		h := h.fresh()
+		apply := h.applyInline
+		if ahead {
+			apply = h.apply
+		}
+		revs := map[string]int64{} // request_id+type -> revision of lock x
+		note := func(evs []topics.Event) {
+			for _, ev := range evs {
+				if li := ev.LockInfo; li != nil && li.LockName == "x" {
+					revs[ev.RequestID+" "+ev.Type] = li.Revision
+				}
+			}
+		}
+		a, b, c := h.acquire("x", "a", lease(60)), h.acquire("x", "b", wait(60)), h.acquire("x", "c")
+		note(apply(a))
+		note(apply(b))
+		note(apply(c))
+		ext := h.extend("x", "a")
+		note(apply(ext))
+		q := h.query("x")
+		note(apply(q))
+		rel := h.release("x", "a")
+		note(apply(rel))
+		h.forceLeaseEnd("x")
+		_, evs := h.expireDueEvents()
+		note(evs)
+		require.Equal(t, map[string]int64{
+			a.RequestID + " lock.acquired": 1, b.RequestID + " lock.queued": 2, c.RequestID + " lock.rejected": 2,
+			ext.RequestID + " lock.extended": 3, q.RequestID + " lock.status": 3,
+			rel.RequestID + " lock.released": 4, b.RequestID + " lock.acquired": 4, " lock.expired": 5,
+		}, revs, "ahead %v", ahead)
+
+		// Readers join, one leaves: the state lists the holders of the moment.
+		r1, r2 := h.acquire("y", "r1", shared), h.acquire("y", "r2", shared)
+		apply(r1)
+		apply(r2)
+		apply(h.release("y", "r1"))
+		h.waitPast(h.timeOf(`SELECT max(updated_at) FROM locks`))
+		apply(h.cleanup("x", maxAge(0)))
+
+		type view struct {
+			Key      string
+			Revision int64
+			Status   string
+			Holders  []string
+			Waiters  int
+			Op       string
+		}
+		var got []view
+		for _, s := range h.states() {
+			v := view{Key: s.Key}
+			if st := s.State; st != nil {
+				require.Equal(t, st.HolderCount, len(st.Holders))
+				v.Revision, v.Status, v.Waiters, v.Op = st.Revision, st.Status, st.WaiterCount, st.Operation
+				for _, x := range st.Holders {
+					v.Holders = append(v.Holders, x.OwnerID+"/"+x.Mode)
+				}
+			}
+			got = append(got, v)
+		}
+		require.Equal(t, []view{
+			{"x", 1, "acquired", []string{"a/exclusive"}, 0, "acquire"},
+			{"x", 2, "acquired", []string{"a/exclusive"}, 1, "acquire"},
+			{"x", 3, "acquired", []string{"a/exclusive"}, 1, "extend"},
+			{"x", 4, "acquired", []string{"b/exclusive"}, 0, "release"},
+			{"x", 5, "expired", nil, 0, "expire"},
+			{"y", 1, "acquired", []string{"r1/shared"}, 0, "acquire"},
+			{"y", 2, "acquired", []string{"r1/shared", "r2/shared"}, 0, "acquire"},
+			{"y", 3, "acquired", []string{"r2/shared"}, 0, "release"},
+			{Key: "x"}, // cleanup's tombstone
+		}, got, "ahead %v", ahead)
+	}
+}
+
+// Locks from before revisions (revision 0) get their first with their
+// state, once; their next change is revision 2.
+func TestPublishFirstStates(t *testing.T) {
+	h := newHarness(t)
+	h.apply(h.acquire("old", "a", lease(60)), h.acquire("old", "b", wait(60)), h.acquire("gone", "c"))
+	h.apply(h.release("gone", "c"))
+	_, err := h.st.Pool.Exec(context.Background(), `UPDATE locks SET revision = 0`)
+	require.NoError(t, err)
+	h.clearOutbox()
+	first := func() int {
+		var n int
+		require.NoError(t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, h.env)
+			var err error
+			if n, err = b.PublishFirstStates(context.Background(), 1); err != nil {
+				return err
+			}
+			return b.Flush(context.Background())
+		}))
+		return n
+	}
+	require.Equal(t, 1, first(), "one page of one")
+	require.Equal(t, 1, first())
+	require.Equal(t, 0, first(), "every lock has a revision now")
+	got := map[string]string{}
+	for _, s := range h.states() {
+		st := s.State
+		var hs []string
+		for _, x := range st.Holders {
+			hs = append(hs, x.OwnerID)
+		}
+		got[s.Key] = fmt.Sprintf("rev=%d %s %v waiters=%d by=%s", st.Revision, st.Status, hs, st.WaiterCount, st.Operation)
+	}
+	require.Equal(t, map[string]string{
+		"old":  "rev=1 acquired [a] waiters=1 by=first_state",
+		"gone": "rev=1 released [] waiters=0 by=first_state",
+	}, got)
+	ev := h.one(h.release("old", "a"))
+	require.Equal(t, int64(2), ev.LockInfo.Revision)
+}

@@ -1,0 +1,97 @@
+package chaos
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/testdb"
+)
+
+// One lock's revisions, across two hand-offs with a SIGKILL and restart of
+// the broker (real processes) between them: the replies carry them in
+// order, and a watch that ran through the restart saw each exactly once,
+// in order.
+func TestRevisionsAcrossBrokerRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bins, err := Build(ctx, t.TempDir(), "lockworker", "devkafka")
+	require.NoError(t, err)
+	lockworker, devkafka := bins[0], bins[1]
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	broker, err := StartBrokerAt(ctx, devkafka, addr, t.TempDir(), 4, time.Second)
+	require.NoError(t, err)
+	defer broker.Close()
+	logs := &lockedBuffer{}
+	w := NewReplica("w0", lockworker, []string{"DATABASE_URL=" + testdb.NewSchema(t).URL, "KAFKA_BOOTSTRAP_SERVERS=" + addr,
+		"HTTP_ADDR=127.0.0.1:0", "KAFKA_SESSION_TIMEOUT=3", "POSTGRES_MAX_CONNECTIONS=5"}, logs)
+	require.NoError(t, w.Start())
+	defer func() {
+		_ = w.Kill()
+		if t.Failed() {
+			t.Logf("replica logs:\n%s", lastLines(logs.sb.String(), 100))
+		}
+	}()
+	require.NoError(t, w.Ready(ctx))
+
+	c, err := client.New(ctx, client.Config{Brokers: []string{addr}, Requester: "revisions"})
+	require.NoError(t, err)
+	defer c.Close()
+	const lock = "handed-off"
+	revs, err := c.Watch(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, int64(0), (<-revs).Revision)
+
+	var grants []int64 // the revisions the grants carried, in the order they came
+	opts := []client.AcquireOption{client.WithoutKeepAlive(), client.WithLease(time.Minute)}
+	handOff := func(from *client.Lease, to string) *client.Lease {
+		queued, granted := make(chan int, 1), make(chan *client.Lease, 1)
+		go func() {
+			l, err := c.Acquire(ctx, lock, append(opts, client.WithOwner(to), client.WithWait(time.Minute),
+				client.OnQueued(func(p int) { queued <- p }))...)
+			if err == nil {
+				granted <- l
+			}
+			close(granted)
+		}()
+		<-queued
+		require.NoError(t, from.Release(ctx))
+		next := <-granted
+		require.NotNil(t, next, "%s was not granted", to)
+		grants = append(grants, next.Info().Revision)
+		return next
+	}
+	a, err := c.TryAcquire(ctx, lock, append(opts, client.WithOwner("a"))...)
+	require.NoError(t, err)
+	grants = append(grants, a.Info().Revision)
+	b := handOff(a, "b") // revisions 1 (a), 2 (b queued), 3 (a released, b granted)
+
+	broker.Kill()
+	require.NoError(t, broker.Restart(ctx))
+
+	d := handOff(b, "d")               // 4 (d queued), 5 (b released, d granted)
+	require.NoError(t, d.Release(ctx)) // 6
+	require.Equal(t, []int64{1, 3, 5}, grants, "a grant's revision is the change that made it")
+
+	var seen []int64
+	for len(seen) == 0 || seen[len(seen)-1] < 6 {
+		select {
+		case r, ok := <-revs:
+			require.True(t, ok, "the watch ended")
+			seen = append(seen, r.Revision)
+		case <-ctx.Done():
+			t.Fatalf("the watch saw %v, then nothing", seen)
+		}
+	}
+	require.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seen, "each revision once, in order, across the restart")
+}
