@@ -227,7 +227,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.cancel(ErrReleased)
 	cmd := l.command(topics.OpRelease)
-	ev, err := l.send(ctx, cmd)
+	ev, err := l.c.send(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
 	}
@@ -261,7 +261,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	sent := time.Now()
-	ev, err := l.send(ctx, cmd)
+	ev, err := l.c.send(ctx, cmd)
 	if err != nil {
 		return err
 	}
@@ -292,14 +292,15 @@ func (l *Lease) command(op string) topics.Command {
 	return cmd
 }
 
-func (l *Lease) send(ctx context.Context, cmd topics.Command) (topics.Event, error) {
-	if err := l.c.begin(); err != nil {
+// send sends a command that needs no wait and returns its first answer.
+func (c *Client) send(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+	if err := c.begin(); err != nil {
 		return topics.Event{}, err
 	}
-	defer l.c.ops.Done()
-	ctx, cancel := l.c.opContext(ctx)
+	defer c.ops.Done()
+	ctx, cancel := c.opContext(ctx)
 	defer cancel()
-	return l.c.exchange(ctx, cmd, firstReply)
+	return c.exchange(ctx, cmd, firstReply)
 }
 
 // keepAliveLoop extends the lease every third of its duration, by as much as

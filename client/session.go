@@ -78,7 +78,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		return nil, fmt.Errorf("opening session: %w", err)
 	}
 	sent := time.Now()
-	ev, err := s.send(ctx, cmd)
+	ev, err := s.c.send(ctx, cmd)
 	if err == nil && ev.Type == topics.TypeRejected {
 		err = rejection(ev)
 	}
@@ -159,7 +159,7 @@ func (s *Session) Close(ctx context.Context) error {
 	for _, l := range leases {
 		l.end(ErrReleased)
 	}
-	ev, err := s.send(ctx, s.command(topics.OpSessionClose))
+	ev, err := s.c.send(ctx, s.command(topics.OpSessionClose))
 	if err == nil && ev.Type == topics.TypeRejected {
 		err = rejection(ev)
 	}
@@ -238,15 +238,6 @@ func (s *Session) command(op string) topics.Command {
 	return cmd
 }
 
-func (s *Session) send(ctx context.Context, cmd topics.Command) (topics.Event, error) {
-	if err := s.c.begin(); err != nil {
-		return topics.Event{}, err
-	}
-	defer s.c.ops.Done()
-	ctx, cancel := s.c.opContext(ctx)
-	defer cancel()
-	return s.c.exchange(ctx, cmd, firstReply)
-}
 
 // keepAliveLoop keeps the session alive every third of its TTL until it
 // ends or the client closes. A refused keep-alive loses the session; one
@@ -269,7 +260,7 @@ func (s *Session) keepAliveLoop() {
 		s.mu.Unlock()
 		ctx, cancel := context.WithDeadline(s.ctx, deadline)
 		sent := time.Now()
-		ev, err := s.send(ctx, s.command(topics.OpSessionKeepAlive))
+		ev, err := s.c.send(ctx, s.command(topics.OpSessionKeepAlive))
 		cancel()
 		switch {
 		case err != nil:

@@ -151,7 +151,7 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		}
 		r.scanned()
 		la := a.forLock(&r)
-		s, err := la.loadRest(ctx, &r, "")
+		s, err := la.loadRest(ctx, &r, "", nil)
 		if err != nil {
 			return nil, time.Time{}, err
 		}

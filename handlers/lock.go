@@ -141,40 +141,55 @@ type lockState struct {
 // loadLock locks the lock's row (creating it when create is set) and loads
 // what the rules decide from: its holders, the head of its queue, its
 // waiters past their deadline and owner's waiter. Without a row, the lock
-// is free and exists only in memory.
+// is free and exists only in memory. The row and its holders take one
+// round trip: the statements of a pipeline run in order, so the holders
+// are read under the row lock.
 func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create bool) (*lockState, error) {
 	var r lockRow
-	var err error
+	var rowErr error
+	scan := func(row pgx.Row) error {
+		if rowErr = row.Scan(r.dest()...); rowErr != nil && !errors.Is(rowErr, pgx.ErrNoRows) {
+			return fmt.Errorf("reading lock row: %w", rowErr)
+		}
+		return nil
+	}
+	pb := &pgx.Batch{}
 	if create {
 		// Create the row if missing and lock it, in one statement: racing
 		// acquirers of a new lock all wait here for the first one's commit.
-		err = a.tx.QueryRow(ctx, `
+		pb.Queue(`
 			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
 			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
-			RETURNING `+lockCols, ns, name, a.env.Partition).Scan(r.dest()...)
+			RETURNING `+lockCols, ns, name, a.env.Partition).QueryRow(scan)
 	} else {
-		err = a.tx.QueryRow(ctx, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`, ns, name).Scan(r.dest()...)
+		pb.Queue(`SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`, ns, name).QueryRow(scan)
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
+	hs := []rules.Holder{}
+	queueHolders(pb, ns, name, &hs)
+	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
+		return nil, err
+	}
+	if errors.Is(rowErr, pgx.ErrNoRows) {
 		r = lockRow{namespace: ns, name: name, status: topics.StatusFree, limit: 1}
-		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading lock row: %w", err)
+		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now); err != nil {
+			return nil, fmt.Errorf("reading the time: %w", err)
+		}
 	}
 	r.scanned()
-	return a.loadRest(ctx, &r, owner)
+	return a.loadRest(ctx, &r, owner, hs)
 }
 
-// loadRest loads the holders and waiters of r.
-func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string) (*lockState, error) {
+// loadRest loads the waiters of r and, unless given (nil), its holders.
+func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []rules.Holder) (*lockState, error) {
 	l := r.lock()
 	s := &lockState{row: r, l: l}
-	if r.holders > 0 {
-		hs, err := a.holders(ctx, r)
-		if err != nil {
+	if hs == nil && r.holders > 0 {
+		var err error
+		if hs, err = a.holders(ctx, r); err != nil {
 			return nil, err
 		}
+	}
+	if len(hs) > 0 {
 		l.Holders = hs
 	}
 	if r.waiters > 0 {
@@ -192,18 +207,25 @@ func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string) (*lock
 	return s, nil
 }
 
+// holders reads the lock's holders in grant order.
 func (a *applier) holders(ctx context.Context, r *lockRow) ([]rules.Holder, error) {
-	rows, err := a.tx.Query(ctx, `SELECT `+holderCols+` FROM lock_holders WHERE namespace = $1 AND lock_name = $2 ORDER BY fencing_token`,
-		r.namespace, r.name)
-	if err != nil {
-		return nil, fmt.Errorf("reading holders: %w", err)
-	}
 	var hs []rules.Holder
-	var h rules.Holder
-	if _, err := pgx.ForEachRow(rows, holderDest(&h), func() error { hs = append(hs, h); return nil }); err != nil {
-		return nil, fmt.Errorf("reading holders: %w", err)
-	}
-	return hs, nil
+	pb := &pgx.Batch{}
+	queueHolders(pb, r.namespace, r.name, &hs)
+	return hs, a.tx.SendBatch(ctx, pb).Close()
+}
+
+// queueHolders queues on pb the read of a lock's holders, in grant order,
+// appended to *hs.
+func queueHolders(pb *pgx.Batch, ns, name string, hs *[]rules.Holder) {
+	pb.Queue(`SELECT `+holderCols+` FROM lock_holders WHERE namespace = $1 AND lock_name = $2 ORDER BY fencing_token`, ns, name).
+		Query(func(rows pgx.Rows) error {
+			var h rules.Holder
+			if _, err := pgx.ForEachRow(rows, holderDest(&h), func() error { *hs = append(*hs, h); return nil }); err != nil {
+				return fmt.Errorf("reading holders: %w", err)
+			}
+			return nil
+		})
 }
 
 // waiters loads the head of the queue, the waiters past their deadline and

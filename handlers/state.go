@@ -97,7 +97,7 @@ func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) 
 		r := &rs[i]
 		r.scanned()
 		a := &applier{Batch: b.For(r.partition), cmd: topics.Command{Operation: OpFirstState}}
-		s, err := a.loadRest(ctx, r, "")
+		s, err := a.loadRest(ctx, r, "", nil)
 		if err != nil {
 			return 0, err
 		}
