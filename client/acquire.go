@@ -29,6 +29,8 @@ type acquireOptions struct {
 	mode           Mode
 	limit          int
 	session        *Session
+	lockDelay      time.Duration
+	maxHold        time.Duration
 }
 
 // Mode is how an acquire holds a lock.
@@ -53,6 +55,24 @@ func WithMode(m Mode) AcquireOption {
 // limit (else ErrLimitMismatch); a shared acquire takes no limit. Default 1.
 func WithLimit(n int) AcquireOption {
 	return func(o *acquireOptions) { o.limit = n }
+}
+
+// WithLockDelay sets the lease's lock-delay (0 .. 60 s): when the lease
+// ends otherwise than by Release (it ran out, or was revoked), the worker
+// grants the lock to nobody for d, so that late writes of a holder that
+// lost its lease unawares cannot meet the next holder's. Waiters stay
+// queued meanwhile. Default 0: none.
+func WithLockDelay(d time.Duration) AcquireOption {
+	return func(o *acquireOptions) { o.lockDelay = d }
+}
+
+// WithMaxHold caps the lease's total hold time (0.1 s .. 7 days): no
+// extension carries it past its grant + d, and a lease duration above d is
+// cut to d. The keep-alive extends it up to the cap, then lets it end (the
+// lease is lost, with ErrMaxHoldExceeded); Extend past the cap returns
+// ErrMaxHoldExceeded and the lease is kept. Default 0: no cap.
+func WithMaxHold(d time.Duration) AcquireOption {
+	return func(o *acquireOptions) { o.maxHold = d }
 }
 
 // WithLease sets the lease duration (0.1 s .. 24 h). Default:
@@ -162,6 +182,7 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	if o.limit > 1 {
 		cmd.Limit = o.limit
 	}
+	cmd.LockDelay, cmd.MaxHold = o.lockDelay.Seconds(), o.maxHold.Seconds()
 	if o.session != nil {
 		if err := o.session.Err(); err != nil {
 			return nil, fmt.Errorf("acquiring lock %q in session %q: %w", name, o.session.ID, err)

@@ -195,7 +195,7 @@ func (c *Client) begin() error {
 }
 
 // read routes every reply to the call waiting for its request_id, and every
-// lock.expired to the lease it ends.
+// lock.expired or lock.revoked to the lease it ends.
 func (c *Client) read(ctx context.Context) {
 	defer close(c.readDone)
 	for {
@@ -219,9 +219,10 @@ func (c *Client) route(ev topics.Event) {
 	c.mu.Lock()
 	ch := c.calls[ev.RequestID]
 	var l *Lease
-	// A lease ends by its expiry, or with its session (released when
-	// another process closed it).
-	if (ev.Type == topics.TypeExpired || ev.Type == topics.TypeReleased && ev.Reason != "") && ev.LockInfo != nil {
+	// A lease ends by its expiry, by a revoke, or with its session
+	// (released when another process closed it).
+	ended := ev.Type == topics.TypeExpired || ev.Type == topics.TypeRevoked || ev.Type == topics.TypeReleased && ev.Reason != ""
+	if ended && ev.LockInfo != nil {
 		if l = c.leases[ev.LockInfo.FencingToken]; l == nil {
 			c.rememberExpired(ev.LockInfo.FencingToken)
 		}
@@ -233,7 +234,11 @@ func (c *Client) route(ev topics.Event) {
 		default: // a duplicate beyond what any call needs
 		}
 	}
-	if l != nil && l.Owner == ev.LockInfo.OwnerID {
+	switch {
+	case l == nil || l.Owner != ev.LockInfo.OwnerID:
+	case ev.Type == topics.TypeRevoked:
+		l.lose(fmt.Errorf("%w: %w: lock.revoked at %s: %s", ErrLeaseLost, ErrRevoked, ev.OccurredAt.Format(time.RFC3339Nano), ev.Reason))
+	default:
 		l.lose(fmt.Errorf("%w: %s: the lease of %q ended at %s%s", ErrLeaseLost, ev.Type, l.key(), ev.OccurredAt.Format(time.RFC3339Nano), reason(ev)))
 	}
 	c.routeSession(ev)

@@ -25,8 +25,8 @@
 // of the contract has a sentinel (ErrLockHeld, ErrLockTimeout, ...) that
 // errors.Is matches. The Lease extends itself every third of its duration;
 // every release and extension carries its fencing token as a guard. When the
-// lease is lost (the worker reports lock.expired for it or refuses an
-// extension, or its expiry passes unconfirmed) Lease.Lost is closed and
+// lease is lost (the worker reports lock.expired or lock.revoked for it or
+// refuses an extension, or its expiry passes unconfirmed) Lease.Lost is closed and
 // Lease.Context cancelled, so work under the lock can stop. Release of a lost
 // lease returns the loss (ErrLeaseLost) at once, without sending anything.
 // By hand, as in the README:
@@ -42,6 +42,13 @@
 //	return errors.Join(err, lease.Release(ctx))
 //
 // Query returns a LockState with a typed Status and time.Time fields.
+//
+// WithLockDelay keeps the lock from the next holder for a while after a
+// lease ends without its Release (Chubby's and Consul's lock-delay), so a
+// holder that lost its lease unawares cannot overlap the next one;
+// WithMaxHold caps a lease's total hold time, keep-alive included. Revoke
+// (an administrative operation) ends other owners' leases; a revoked Lease
+// is lost with ErrRevoked.
 //
 // An acquire that is given up (its context ends while it waits) sends a
 // release for its owner, which withdraws it from the queue, so the worker
@@ -65,7 +72,7 @@
 // # Lifecycle events
 //
 // NewSubscriber gives the lifecycle topics (lock.acquired, lock.released,
-// lock.expired) as a watermill message.Subscriber, for message.Router
+// lock.expired, lock.revoked) as a watermill message.Subscriber, for message.Router
 // handlers; Client.Subscriber does on the client's brokers, with options
 // (FromEnd). Like New, both fail with ErrUnreachable when no broker answers.
 //

@@ -44,6 +44,9 @@ var (
 	ErrLimitMismatch = errors.New("lock limit mismatch")
 	// ErrModeMismatch: the owner holds the lock in the other mode.
 	ErrModeMismatch = errors.New("lock mode mismatch")
+	// ErrMaxHoldExceeded: an extension (or renewal) would carry the lease
+	// past its grant + max_hold (WithMaxHold). The lease is still held.
+	ErrMaxHoldExceeded = errors.New("max_hold exceeded")
 	// ErrSessionNotFound: the session is not open (never opened, closed,
 	// or expired).
 	ErrSessionNotFound = errors.New("session not found")
@@ -62,6 +65,9 @@ var (
 	// ErrReleased is the cause of a lease's Context after Release (or
 	// Session.Close of its session).
 	ErrReleased = errors.New("lease released")
+	// ErrRevoked: an administrator revoked the lease (lock.revoked); the
+	// lost lease's error wraps it and ErrLeaseLost.
+	ErrRevoked = errors.New("lease revoked")
 	// ErrSessionLost is the cause of a lost session: its Lost channel is
 	// closed and its Context cancelled with an error wrapping it; each of
 	// its leases is lost with an error wrapping both it and ErrLeaseLost.
@@ -97,6 +103,7 @@ var codeErrors = map[string]error{
 	topics.CodeForbidden:          ErrForbidden,
 	topics.CodeLimitMismatch:      ErrLimitMismatch,
 	topics.CodeModeMismatch:       ErrModeMismatch,
+	topics.CodeMaxHoldExceeded:    ErrMaxHoldExceeded,
 	topics.CodeSessionNotFound:    ErrSessionNotFound,
 	topics.CodeSessionExists:      ErrSessionExists,
 	topics.CodeSessionBound:       ErrSessionBound,

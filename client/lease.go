@@ -33,7 +33,8 @@ type Lease struct {
 
 	c         *Client
 	keepAlive bool
-	session   *Session // what keeps the lease alive instead, if any
+	session   *Session      // what keeps the lease alive instead, if any
+	maxHold   time.Duration // WithMaxHold; 0: none
 	lost      chan struct{}
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
@@ -55,7 +56,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
-		c: c, keepAlive: o.keepAlive, session: o.session, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
+		c: c, keepAlive: o.keepAlive, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 	}
 	l.mu.Lock()
 	l.update(ev, sent, anchor)
@@ -184,7 +185,26 @@ func (l *Lease) end(cause error) bool {
 }
 
 func (l *Lease) deadlinePassed() {
+	l.mu.Lock()
+	capped := l.maxHold > 0 && l.capRoom() < minExtension
+	l.mu.Unlock()
+	if capped {
+		l.lose(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
+		return
+	}
 	l.lose(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
+}
+
+// minExtension is the contract's smallest extension_duration.
+const minExtension = time.Duration(topics.MinLeaseSeconds * float64(time.Second))
+
+// capRoom is how much the lease may still be extended under its max_hold,
+// by the worker's clock (its acquired_at and expires_at). l.mu is held.
+func (l *Lease) capRoom() time.Duration {
+	if l.info.AcquiredAt == nil || l.info.ExpiresAt == nil {
+		return 0
+	}
+	return l.info.AcquiredAt.Add(l.maxHold).Sub(l.info.ExpiresAt.Time)
 }
 
 // Release ends the lease (guarded by its fencing token) and lets the next
@@ -222,7 +242,8 @@ func (l *Lease) Release(ctx context.Context) error {
 
 // Extend lengthens the lease by d from its current expiry (the contract's
 // extension_duration; 0: the lease's own duration). A refusal means the lease
-// is gone: it is then lost.
+// is gone: it is then lost; except ErrMaxHoldExceeded (past WithMaxHold),
+// which leaves it held until its current expiry.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -246,7 +267,9 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	}
 	if ev.Type == topics.TypeRejected {
 		e := rejection(ev)
-		l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
+		if !errors.Is(e, ErrMaxHoldExceeded) {
+			l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
+		}
 		return e
 	}
 	if ev.LockInfo != nil {
@@ -283,7 +306,8 @@ func (c *Client) send(ctx context.Context, cmd topics.Command) (topics.Event, er
 // keepAliveLoop extends the lease every third of its duration, by as much as
 // brings its end back to a full lease_duration from now. Extending by a
 // fixed amount instead would let the expiry drift away from now when ticks
-// come early or late. It stops when the lease ends or the client closes.
+// come early or late. It stops when the lease ends or the client closes,
+// or when the lease reached its max_hold (it then ends at its expiry).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
 	for {
@@ -301,11 +325,17 @@ func (l *Lease) keepAliveLoop() {
 			return
 		}
 		l.mu.Lock()
-		deadline, lease := l.deadline, l.lease
+		deadline, lease, room := l.deadline, l.lease, l.capRoom()
 		l.mu.Unlock()
 		ext := lease - time.Until(deadline)
-		ext = max(ext, time.Duration(topics.MinLeaseSeconds*float64(time.Second)))
+		ext = max(ext, minExtension)
 		ext = min(ext, time.Duration(topics.MaxLeaseSeconds)*time.Second)
+		if l.maxHold > 0 {
+			if room < minExtension {
+				return
+			}
+			ext = min(ext, room)
+		}
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)

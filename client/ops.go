@@ -22,6 +22,8 @@ const (
 	StatusReleased Status = topics.StatusReleased
 	// StatusExpired: the last lease ran out.
 	StatusExpired Status = topics.StatusExpired
+	// StatusRevoked: the last lease was revoked.
+	StatusRevoked Status = topics.StatusRevoked
 )
 
 // LockState is a lock as Query returns it. Times are by the worker's clock;
@@ -107,6 +109,23 @@ func (c *Client) Cleanup(ctx context.Context, name string, maxAge time.Duration)
 		r.Count = *ev.CleanedCount
 	}
 	return r, nil
+}
+
+// Revoke ends the leases of lock name, or only owner's when owner is not
+// "" (an owner_id as events show it), with reason, which each holder is
+// told (lock.revoked: an SDK holder's lease is lost with ErrRevoked). The
+// next waiters are granted, unless a revoked lease's lock-delay holds them.
+// It returns how many leases it ended; none held: ErrNotHeld. Where the
+// workers require authentication, only a requester whose token has the
+// admin claim may revoke (else ErrForbidden).
+func (c *Client) Revoke(ctx context.Context, name, owner, reason string) (int, error) {
+	cmd := c.command(topics.OpRevoke, name)
+	cmd.OwnerID, cmd.Reason = owner, reason
+	ev, err := c.Do(ctx, cmd)
+	if err != nil {
+		return 0, fmt.Errorf("revoking lock %q: %w", name, err)
+	}
+	return ev.RevokedCount, nil
 }
 
 // Do sends any command and returns its final reply: the way to release or

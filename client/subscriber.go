@@ -32,7 +32,7 @@ type SubscriberConfig struct {
 }
 
 // NewSubscriber returns a watermill Subscriber for lockworker's lifecycle
-// topics (topics.Names Acquired, Released, Expired): subscribe to one of
+// topics (topics.Names Acquired, Released, Expired, Revoked): subscribe to one of
 // them, or give it to a message.Router with handlers per topic. Each message
 // is one event (DecodeMessage reads it), keyed by lock key (metadata
 // kafkapubsub.DefaultKeyMetadata), with the CloudEvents headers as metadata.

@@ -608,7 +608,7 @@ func TestCompose(t *testing.T) {
 		script := strings.Join(append(append([]string{}, initSvc.Entrypoint...), initSvc.Command...), " ")
 		cfg := checkEnv(t, "docker-compose.yml service "+replicas[0].Name, composeEnv(t, replicas[0]))
 		tp := cfg.Topics
-		for _, topic := range []string{tp.Commands, tp.LockAcquired, tp.LockReleased, tp.LockExpired, tp.DeadLetter} {
+		for _, topic := range []string{tp.Commands, tp.LockAcquired, tp.LockReleased, tp.LockExpired, tp.LockRevoked, tp.DeadLetter} {
 			assert.Regexp(t, `(^|[\s"])`+regexp.QuoteMeta(topic)+`([\s";]|$)`, script, "kafka-init must create %s", topic)
 		}
 		assert.Regexp(t, `--topic `+regexp.QuoteMeta(tp.Commands)+` --partitions `+strconv.Itoa(int(tp.CommandsPartitions))+`\b`, script,

@@ -38,7 +38,8 @@ func (a *applier) acquire(ctx context.Context) error {
 func (a *applier) request() rules.Request {
 	c := a.cmd
 	return rules.Request{Owner: c.OwnerID, Mode: mode(c.Mode), Limit: max(c.Limit, 1), Lease: a.lease(), Wait: c.WaitTimeout,
-		Metadata: metadata(c.OwnerMetadata), ReplyTo: c.ReplyTo, RequestID: c.RequestID, Partition: a.env.Partition, Key: c.Key()}
+		Metadata: metadata(c.OwnerMetadata), ReplyTo: c.ReplyTo, RequestID: c.RequestID, Partition: a.env.Partition, Key: c.Key(),
+		LockDelay: c.LockDelay, MaxHold: c.MaxHold}
 }
 
 // mode is an acquire's mode: exclusive unless it says shared.
@@ -49,10 +50,15 @@ func mode(m string) rules.Mode {
 	return rules.Exclusive
 }
 
-// lease is the acquire's lease_duration, or the default.
+// lease is the acquire's lease_duration, or the default, at most its
+// max_hold: no lease runs past acquired_at + max_hold.
 func (a *applier) lease() float64 {
-	if a.cmd.LeaseDuration == 0 {
-		return a.env.DefaultLease.Seconds()
+	lease := a.cmd.LeaseDuration
+	if lease == 0 {
+		lease = a.env.DefaultLease.Seconds()
 	}
-	return a.cmd.LeaseDuration
+	if a.cmd.MaxHold > 0 {
+		lease = min(lease, a.cmd.MaxHold)
+	}
+	return lease
 }

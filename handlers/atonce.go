@@ -39,8 +39,9 @@ import (
 
 const grantAtOnceSQL = `
 	WITH u AS (
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[])
-			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, ord)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[],
+				$11::float8[], $12::float8[])
+			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, delay, hold, ord)
 		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
 	l AS (
 		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at, revision)
@@ -48,14 +49,14 @@ const grantAtOnceSQL = `
 		ON CONFLICT (namespace, lock_name) DO UPDATE SET
 			status = 'acquired', lock_limit = EXCLUDED.lock_limit, holder_count = 1, shared_count = EXCLUDED.shared_count,
 			acquisition_count = l.acquisition_count + 1, source_partition = EXCLUDED.source_partition, updated_at = clock_timestamp(),
-			revision = l.revision + 1
-		WHERE l.holder_count = 0 AND l.waiter_count = 0
+			revision = l.revision + 1, delay_until = NULL
+		WHERE l.holder_count = 0 AND l.waiter_count = 0 AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
 		RETURNING namespace, lock_name, lock_limit, acquisition_count, revision, updated_at, nextval('fencing_tokens') AS token),
 	h AS (
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
-			owner_metadata, reply_to, request_id, source_partition)
+			owner_metadata, reply_to, request_id, source_partition, lock_delay, max_hold)
 		SELECT l.namespace, l.lock_name, u.own, u.mode, l.token, l.updated_at, l.updated_at + make_interval(secs => u.lease), u.lease,
-			u.meta::jsonb, nullif(u.reply, ''), u.req, u.part
+			u.meta::jsonb, nullif(u.reply, ''), u.req, u.part, u.delay, u.hold
 		FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name
 		RETURNING *)
 	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
@@ -70,8 +71,9 @@ const grantAtOnceSQL = `
 const joinAtOnceSQL = `
 	WITH u AS (
 		SELECT u.*, k.tid
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[])
-				AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim),
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[],
+				$11::float8[], $12::float8[])
+				AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, delay, hold),
 			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
 		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
 	l AS (
@@ -80,18 +82,18 @@ const joinAtOnceSQL = `
 			revision = l.revision + 1
 		FROM u
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM u)) AND l.ctid = u.tid
-			AND l.holder_count > 0 AND l.waiter_count = 0 AND l.lock_limit = u.lim
+			AND l.holder_count > 0 AND l.waiter_count = 0 AND l.lock_limit = u.lim AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
 			AND CASE WHEN u.mode = 'shared' THEN l.shared_count = l.holder_count
 				ELSE l.shared_count = 0 AND l.holder_count < l.lock_limit END
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
 				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp()))
 		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.updated_at,
-			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, nextval('fencing_tokens') AS token),
+			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, u.delay, u.hold, nextval('fencing_tokens') AS token),
 	h AS (
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
-			owner_metadata, reply_to, request_id, source_partition)
+			owner_metadata, reply_to, request_id, source_partition, lock_delay, max_hold)
 		SELECT l.namespace, l.lock_name, l.own, l.mode, l.token, l.updated_at, l.updated_at + make_interval(secs => l.lease), l.lease,
-			l.meta::jsonb, nullif(l.reply, ''), l.req, l.part
+			l.meta::jsonb, nullif(l.reply, ''), l.req, l.part, l.delay, l.hold
 		FROM l
 		RETURNING *)
 	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
@@ -99,7 +101,8 @@ const joinAtOnceSQL = `
 
 // changedHolderCols are holderCols of a common case's holder row h.
 const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h.expires_at, h.lease_duration, h.owner_metadata,
-	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition, coalesce(h.session_id, '')`
+	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition, coalesce(h.session_id, ''),
+	h.lock_delay, h.max_hold`
 
 // The holder's release and extend of a lease in force change rows found by
 // primary key (the LATERAL subquery, kept apart by OFFSET 0) and updated by
@@ -108,7 +111,8 @@ const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h
 // scan every held lock (docs/performance.md). A row updated by another
 // transaction in between has a new ctid and is left to the general path.
 // They apply when no lease of the lock has run out (the general path would
-// settle it first) and, for a release, nobody waits.
+// settle it first), the lock is in no lock-delay (the general path's state
+// record shows it) and, for a release, nobody waits.
 var (
 	releaseAtOnceSQL = holderAtOnceSQL(`status = CASE WHEN l.holder_count = 1 THEN 'released' ELSE 'acquired' END,
 		holder_count = l.holder_count - 1, shared_count = l.shared_count - (m.o_mode = 'shared')::int,
@@ -121,7 +125,10 @@ var (
 	// An extend leaves updated_at (only a lock nobody holds is ever idle)
 	// and so every indexed column: a HOT update, which still gives the row
 	// the new ctid that keeps other statements off it.
-	extendAtOnceSQL = holderAtOnceSQL(`holder_count = l.holder_count`, ``,
+	// An extend past the lease's max_hold is refused by the general path.
+	extendAtOnceSQL = holderAtOnceSQL(`holder_count = l.holder_count`,
+		`AND (m.o_max_hold = 0 OR m.o_expires + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE m.o_lease END)
+			<= m.o_acquired + make_interval(secs => m.o_max_hold))`,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
 		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
@@ -138,7 +145,8 @@ func holderAtOnceSQL(set, cond, change string) string {
 	return `
 	WITH m AS (
 		SELECT u.own, u.tok, u.req, u.ext, k.tid, o.mode AS o_mode, o.fencing_token AS o_token, o.acquired_at AS o_acquired,
-			o.expires_at AS o_expires, o.lease_duration AS o_lease, o.owner_metadata AS o_meta, o.extension_count AS o_ext
+			o.expires_at AS o_expires, o.lease_duration AS o_lease, o.owner_metadata AS o_meta, o.extension_count AS o_ext,
+			o.max_hold AS o_max_hold
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::float8[]) AS u(ns, nm, own, tok, req, ext),
 			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k,
 			LATERAL (SELECT o.* FROM lock_holders o WHERE o.namespace = u.ns AND o.lock_name = u.nm AND o.owner_id = u.own
@@ -150,6 +158,7 @@ func holderAtOnceSQL(set, cond, change string) string {
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
 				AND x.expires_at <= clock_timestamp())
+			AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
 			AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
 		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count,
 			m.own, m.ext, m.req, clock_timestamp() AS now),
@@ -211,7 +220,7 @@ func (s atOnceSet) queue(pb *pgx.Batch, got func(requestID string, c *changed)) 
 // grantArgs is the arrays of grantAtOnceSQL and joinAtOnceSQL.
 type grantArgs struct {
 	ns, name, owner, replyTo, requestID, mode []string
-	lease                                     []float64
+	lease, lockDelay, maxHold                 []float64
 	metadata                                  []*string
 	partition, limit                          []int32
 }
@@ -227,6 +236,7 @@ func (g *grantArgs) add(a *applier) {
 	g.replyTo, g.requestID = append(g.replyTo, c.ReplyTo), append(g.requestID, c.RequestID)
 	g.lease, g.metadata, g.partition = append(g.lease, a.lease()), append(g.metadata, meta), append(g.partition, a.env.Partition)
 	g.mode, g.limit = append(g.mode, string(mode(c.Mode))), append(g.limit, int32(max(c.Limit, 1)))
+	g.lockDelay, g.maxHold = append(g.lockDelay, c.LockDelay), append(g.maxHold, c.MaxHold)
 }
 
 func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
@@ -237,7 +247,7 @@ func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
 			sqls = append(sqls, joinAtOnceSQL)
 		}
 		for _, sql := range sqls {
-			pb.Queue(sql, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit).
+			pb.Queue(sql, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit, g.lockDelay, g.maxHold).
 				Query(readChanged(topics.OpAcquire, got))
 		}
 	}

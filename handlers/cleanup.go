@@ -78,7 +78,8 @@ func (f sweepFilter) statements() (endSQL string, endArgs []any, idleSQL string,
 	idleSQL = fmt.Sprintf(`
 		DELETE FROM locks WHERE (namespace, lock_name) IN (
 			SELECT namespace, lock_name FROM locks
-			WHERE status IN ('released', 'expired') AND waiter_count = 0 AND holder_count = 0
+			WHERE status IN ('released', 'expired', 'revoked') AND waiter_count = 0 AND holder_count = 0
+				AND (delay_until IS NULL OR delay_until <= statement_timestamp())
 				AND updated_at < statement_timestamp() - make_interval(secs => $%d) AND %s
 			ORDER BY updated_at LIMIT nullif($%d::int, 0) FOR UPDATE SKIP LOCKED)
 		RETURNING namespace, lock_name, source_partition, clock_timestamp()`, n+1, match, n+2)

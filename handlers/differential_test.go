@@ -19,15 +19,17 @@ import (
 
 // TestDifferential drives seeded random sequences of commands with modes
 // and limits (a mutex, a read/write lock and a semaphore of 3, with a
-// wrong mode or limit now and then) and sessions (o1's and o2's acquires
+// wrong mode or limit now and then), sessions (o1's and o2's acquires
 // now and then in their session, which is closed and reopened, or expires,
-// at random), batched at random, through the
+// at random), lock-delays, max_hold caps and revokes, batched at random,
+// through the
 // general path alone, through the common cases sent ahead and through them
 // inline, each on a schema of its own, and through rules.Memory; all four must
-// give the same events. Leases and waits end only when the test ends them
-// (in the database and in the model alike), then the expiry step runs.
+// give the same events. Leases, waits and lock-delays end only when the
+// test ends them (in the database and in the model alike), then the expiry
+// step runs.
 func TestDifferential(t *testing.T) {
-	const seeds, steps = 8, 80
+	const seeds, steps = 12, 80
 	h := newHarness(t)
 	paths := []string{"general", "ahead", "inline"}
 	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
@@ -64,23 +66,27 @@ func TestDifferential(t *testing.T) {
 }
 
 // diffCoverage are events the scripts must give for the test to cover
-// sessions: lines with both strings.
+// sessions, lock-delays, max_hold and revokes: lines with both strings.
 var diffCoverage = [][2]string{
 	{"lock.released session_close", "reason=session_closed"}, {"lock.expired expire", "reason=session_expired"},
 	{"lock.withdrawn acquire", "reason=session_closed"}, {"lock.withdrawn acquire", "reason=session_expired"},
 	{"lock.rejected acquire", "code=SESSION_NOT_FOUND"}, {"lock.rejected extend", "code=SESSION_BOUND"},
 	{"lock.rejected session_close", "code=SESSION_NOT_FOUND"}, {"lock.rejected session_open", "code=SESSION_EXISTS"},
 	{"session.opened", ""}, {"session.closed", ""}, {"session.expired", ""},
+	{"lock.rejected acquire", " delayed "}, {"state ", "delayed=true"}, {"lock.rejected extend", "code=MAX_HOLD_EXCEEDED"},
+	{"lock.revoked revoke req= ", "reason=test"}, {"lock.revoked revoke req=req-", "revoked=1"}, {"lock.revoked revoke req=req-", "revoked=2"},
+	{"lock.rejected revoke", "code=NOT_HELD"},
 }
 
 // diffStep is one step of a script: a batch of commands, or the end of a
-// lease (the holder-th holder of lock by token, modulo their number) or of
-// the first wait of lock, followed by the expiry step.
+// lease (the holder-th holder of lock by token, modulo their number), of
+// the first wait of lock or of its lock-delay, followed by the expiry step.
 type diffStep struct {
 	cmds      []diffCmd
 	endLease  string
 	holder    int
 	endWait   string
+	endDelay  string
 	expiryRun bool
 	// endSession: the session's expiry passes (before the expiry step).
 	endSession string
@@ -134,6 +140,9 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 			}
 			script = append(script, step)
 			continue
+		case n < 19:
+			script = append(script, diffStep{endDelay: lock, expiryRun: true})
+			continue
 		}
 		var step diffStep
 		for range 1 + r.IntN(3) {
@@ -164,12 +173,27 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 				if id, ok := diffSessions[owner]; ok && r.IntN(3) == 0 {
 					c.SessionID = id
 				}
-			case n < 70:
+				// A delay that outlasts the run unless the test ends it; a
+				// cap (on a lease of its own) that a few extensions reach,
+				// and no renewal within the run (which would depend on the
+				// clock).
+				if r.IntN(6) == 0 {
+					c.LockDelay = 60
+				}
+				if c.SessionID == "" && r.IntN(2) == 0 {
+					c.MaxHold = 65
+				}
+			case n < 66:
 				c.Operation, guard = topics.OpRelease, r.IntN(3)
-			case n < 85:
+			case n < 81:
 				c.Operation, guard = topics.OpExtend, r.IntN(3)
 				if r.IntN(2) == 0 {
 					c.ExtensionDuration = 5
+				}
+			case n < 85:
+				c.Operation, c.ReplyTo, c.Reason = topics.OpRevoke, "locks.replies.admin", "test"
+				if r.IntN(2) == 0 {
+					c.OwnerID = ""
 				}
 			default:
 				c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
@@ -196,8 +220,8 @@ type diffTracker struct {
 // noteStates renders the step's lock states.
 func (d *diffTracker) noteStates() {
 	for _, st := range d.states {
-		s := fmt.Sprintf("state %s rev=%d status=%s limit=%d acq=%d waiters=%d holders=%d", st.LockName, st.Revision, st.Status,
-			st.Limit, st.AcquisitionCount, st.WaiterCount, st.HolderCount)
+		s := fmt.Sprintf("state %s rev=%d status=%s limit=%d acq=%d waiters=%d holders=%d delayed=%v", st.LockName, st.Revision, st.Status,
+			st.Limit, st.AcquisitionCount, st.WaiterCount, st.HolderCount, st.DelayUntil != nil)
 		for _, h := range st.Holders {
 			s += fmt.Sprintf(" %s/%s/#%d", h.OwnerID, h.Mode, d.rank(st.LockName, h.FencingToken))
 		}
@@ -239,6 +263,12 @@ func (d *diffTracker) note(ev topics.Event) {
 	s := fmt.Sprintf("%s %s req=%s code=%s pos=%d reason=%s", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition, ev.Reason)
 	if ev.RetryAfterSeconds != nil {
 		s += " retry_after"
+	}
+	if strings.Contains(ev.ErrorMessage, "lock-delay") {
+		s += " delayed"
+	}
+	if ev.RevokedCount > 0 {
+		s += fmt.Sprintf(" revoked=%d", ev.RevokedCount)
 	}
 	if li := ev.LockInfo; li != nil {
 		if ev.Type == topics.TypeAcquired {
@@ -286,6 +316,10 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			}
 		case step.endWait != "":
 			h.forceWaitEnd(step.endWait)
+		case step.endDelay != "":
+			_, err := h.st.Pool.Exec(ctx, `UPDATE locks SET delay_until = clock_timestamp() - interval '1 millisecond'
+				WHERE lock_name = $1 AND delay_until IS NOT NULL`, step.endDelay)
+			require.NoError(h.t, err)
 		}
 		if step.expiryRun {
 			_, evs := h.expireDueEvents()
@@ -354,10 +388,14 @@ func modelRun(script []diffStep) []string {
 		m := mem[name]
 		l := m.Lock(owner, now, next)
 		effs := decide(l)
+		delayed := !m.DelayUntil.IsZero()
 		if err := m.Save(l, effs); err != nil {
 			panic(err)
 		}
-		changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse })
+		// As the handlers' apply: a lock-delay that started or ended is a
+		// change too.
+		changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse }) ||
+			delayed != !m.DelayUntil.IsZero()
 		if changed {
 			revs[name]++
 		}
@@ -410,9 +448,14 @@ func modelRun(script []diffStep) []string {
 			if q := mem[step.endWait].Queue; len(q) > 0 {
 				q[0].Deadline = now.Add(-time.Millisecond)
 			}
+		case step.endDelay != "":
+			if m := mem[step.endDelay]; !m.DelayUntil.IsZero() {
+				m.DelayUntil = now.Add(-time.Millisecond)
+			}
 		}
 		if step.expiryRun {
-			// The expiry step: sessions first, then leases, then waits.
+			// The expiry step: sessions first, then leases, then waits and
+			// lock-delays.
 			if id := step.endSession; open[id] {
 				endSession(id, sessionOwner(id), rules.ReasonSessionExpired)
 				d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire})
@@ -423,7 +466,9 @@ func modelRun(script []diffStep) []string {
 				}
 			}
 			for _, name := range []string{"mutex", "rw", "sem"} {
-				if slices.ContainsFunc(mem[name].Queue, func(w rules.Waiter) bool { return !w.Deadline.After(now) }) {
+				m := mem[name]
+				if slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return !w.Deadline.After(now) }) ||
+					!m.DelayUntil.IsZero() && !m.DelayUntil.After(now) {
 					decide(name, "", nil, (*rules.Lock).Expire)
 				}
 			}
@@ -450,7 +495,7 @@ func modelRun(script []diffStep) []string {
 			case topics.OpAcquire:
 				r := rules.Request{Owner: c.OwnerID, Mode: rules.Exclusive, Limit: max(c.Limit, 1), Lease: c.LeaseDuration,
 					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), Session: c.SessionID,
-					SessionExpires: now.Add(time.Hour)}
+					SessionExpires: now.Add(time.Hour), LockDelay: c.LockDelay, MaxHold: c.MaxHold}
 				if c.SessionID != "" && !open[c.SessionID] {
 					decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
 						return []rules.Effect{{Kind: rules.Refuse, Code: topics.CodeSessionNotFound, Info: l.Info()}}
@@ -470,6 +515,8 @@ func modelRun(script []diffStep) []string {
 				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
 					return l.Extend(c.OwnerID, c.Key(), c.FencingToken, c.ExtensionDuration)
 				})
+			case topics.OpRevoke:
+				decide(c.LockName, "", &c, func(l *rules.Lock) []rules.Effect { return l.Revoke(c.OwnerID, c.Key()) })
 			case topics.OpQuery:
 				m := mem[c.LockName]
 				l := m.Lock("", now, next)
@@ -499,6 +546,7 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 		evs = append(evs, modelEvent(typ, c.Operation, c.RequestID, lock, in))
 		return &evs[len(evs)-1]
 	}
+	revoked, last := 0, rules.Info{}
 	for _, e := range effs {
 		switch e.Kind {
 		case rules.Grant:
@@ -535,14 +583,23 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 			own(topics.TypeReleased, e.Info)
 		case rules.Extend:
 			own(topics.TypeExtended, e.Info)
+		case rules.Revoke:
+			ev := modelEvent(topics.TypeRevoked, topics.OpRevoke, "", lock, e.Info)
+			ev.Reason = c.Reason
+			evs = append(evs, ev)
+			revoked, last = revoked+1, e.Info
 		case rules.Refuse:
 			ev := own(topics.TypeRejected, e.Info)
-			ev.ErrorCode = e.Code
+			ev.ErrorCode, ev.ErrorMessage = e.Code, e.Message
 			if e.Code == topics.CodeLockHeld {
 				s := e.RetryAfter.Seconds()
 				ev.RetryAfterSeconds = &s
 			}
 		}
+	}
+	if revoked > 0 { // the revoker's own answer
+		ev := own(topics.TypeRevoked, last)
+		ev.Reason, ev.RevokedCount = c.Reason, revoked
 	}
 	return evs
 }
@@ -569,6 +626,9 @@ func modelState(name string, rev int64, m *rules.Memory) topics.LockState {
 	}
 	for _, h := range m.Holders {
 		st.Holders = append(st.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), FencingToken: h.Token})
+	}
+	if !m.DelayUntil.IsZero() { // every decision clears a delay that has passed
+		st.DelayUntil = &topics.Time{Time: m.DelayUntil}
 	}
 	return st
 }

@@ -30,8 +30,14 @@
 //	(no row) --acquire--> acquired (holders >= 1)
 //	acquired --the last holder releases--> released
 //	acquired --the last lease ends (expiry, or seen by any command)--> expired
-//	released|expired --acquire, or a waiter's turn--> acquired (new fencing token)
-//	released|expired --idle longer than max_age, no waiters--> (row deleted)
+//	acquired --a revoke ends the last lease--> revoked
+//	released|expired|revoked --acquire, or a waiter's turn--> acquired (new fencing token)
+//	released|expired|revoked --idle longer than max_age, no waiters--> (row deleted)
+//
+// A lease with a lock_delay that ends by expiry or revoke sets the row's
+// delay_until: no grant before it (the common cases check it too); the
+// scheduler of the row's partition hands the lock to its waiters when it
+// passes (ExpireDue, NextDue).
 //
 // A lease is held while the database time is before its expires_at. Every
 // decision uses the database's clock: the statement that locks the row also

@@ -13,10 +13,11 @@ import (
 // ExpireDue is the expiry step of one partition, run by its scheduler: it ends
 // the sessions watched by this batch's partition that are past their expiry
 // (session.go), the leases it watches that are past expires_at
-// (lock.expired, next waiter granted) and answers its waiters past their
-// deadline with LOCK_TIMEOUT, at most MaxSweep of each. It returns how many
-// sessions, leases and waiters it ended, and the events it caused (for
-// metrics; the outbox has them already).
+// (lock.expired, next waiter granted), answers its waiters past their
+// deadline with LOCK_TIMEOUT and ends the lock-delays of its locks that
+// have passed (the waiters granted), at most MaxSweep of each. It returns
+// how many sessions, leases and waiters it ended, and the events it caused
+// (for metrics; the outbox has them already).
 func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	a := &applier{Batch: b}
 	p := b.env.Partition
@@ -29,22 +30,26 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 		return 0, nil, err
 	}
 	n := sessions + len(names)
-	// The oldest deadlines first, so that lock_waiters_deadline serves the
-	// generic plan; statement_timestamp(), unlike clock_timestamp(), can
-	// bound an index scan; waiters due during the statement wait for the
-	// next tick.
+	// The oldest deadlines and delays first, so that lock_waiters_deadline
+	// and locks_delay_by_partition serve the generic plan;
+	// statement_timestamp(), unlike clock_timestamp(), can bound an index
+	// scan; what falls due during the statement waits for the next tick.
 	rows, err := b.tx.Query(ctx, `
 		SELECT DISTINCT namespace, lock_name FROM (
-			SELECT namespace, lock_name FROM lock_waiters
+			(SELECT namespace, lock_name FROM lock_waiters
 			WHERE source_partition = $1 AND deadline <= statement_timestamp()
-			ORDER BY deadline LIMIT $2) w`, p, MaxSweep)
+			ORDER BY deadline LIMIT $2)
+			UNION ALL
+			(SELECT namespace, lock_name FROM locks
+			WHERE source_partition = $1 AND delay_until <= statement_timestamp()
+			ORDER BY delay_until LIMIT $2)) w`, p, MaxSweep)
 	if err != nil {
-		return 0, nil, fmt.Errorf("finding timed-out waiters: %w", err)
+		return 0, nil, fmt.Errorf("finding timed-out waiters and lock-delays: %w", err)
 	}
 	var locks []lockKey
 	var k lockKey
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
-		return 0, nil, fmt.Errorf("finding timed-out waiters: %w", err)
+		return 0, nil, fmt.Errorf("finding timed-out waiters and lock-delays: %w", err)
 	}
 	for _, k := range locks {
 		s, err := a.loadLock(ctx, k.ns, k.name, "", false)
@@ -63,9 +68,10 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 // lockKey names a lock.
 type lockKey struct{ ns, name string }
 
-// NextDue returns when the partition next has a session, a lease or a waiter to end and
-// how long that is from now by the database's clock (negative: overdue), or
-// ok false when it has none. It reads only the indexes by partition and time.
+// NextDue returns when the partition next has a session, a lease, a waiter
+// or a lock-delay to end and how long that is from now by the database's
+// clock (negative: overdue), or ok false when it has none. It reads only the
+// indexes by partition and time.
 func NextDue(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, partition int32) (at time.Time, in time.Duration, ok bool, err error) {
@@ -74,7 +80,8 @@ func NextDue(ctx context.Context, q interface {
 	err = q.QueryRow(ctx, `SELECT due, extract(epoch FROM due - clock_timestamp())::float8 FROM (SELECT least(
 		(SELECT min(expires_at) FROM lock_holders WHERE source_partition = $1),
 		(SELECT min(deadline) FROM lock_waiters WHERE source_partition = $1),
-		(SELECT min(expires_at) FROM sessions WHERE source_partition = $1)) AS due) d`, partition).Scan(&t, &secs)
+		(SELECT min(expires_at) FROM sessions WHERE source_partition = $1),
+		(SELECT min(delay_until) FROM locks WHERE source_partition = $1 AND delay_until IS NOT NULL)) AS due) d`, partition).Scan(&t, &secs)
 	if err != nil || t == nil {
 		return time.Time{}, 0, false, err
 	}

@@ -33,18 +33,34 @@ type lockRow struct {
 	ended              rules.Holder
 	endedAt, endedTill *time.Time
 	now                time.Time
+	// delayUntil is the end of the lock's lock-delay (nil: none).
+	delayUntil *time.Time
 }
 
 const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count, revision, source_partition,
 	coalesce(ended_owner_id, ''), coalesce(ended_mode, 'exclusive'), coalesce(ended_fencing_token, 0),
 	ended_acquired_at, ended_expires_at, coalesce(ended_lease_duration, 0),
-	ended_owner_metadata, ended_extension_count, clock_timestamp()`
+	ended_owner_metadata, ended_extension_count, clock_timestamp(), delay_until`
 
 // dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {
 	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions, &r.revision, &r.partition,
 		&r.ended.Owner, &r.ended.Mode, &r.ended.Token, &r.endedAt, &r.endedTill, &r.ended.Lease,
-		&r.ended.Metadata, &r.ended.Extensions, &r.now}
+		&r.ended.Metadata, &r.ended.Extensions, &r.now, &r.delayUntil}
+}
+
+// lock is the rules' view of the row alone: its limit, counts, the lease
+// that ended last (shown only while nobody holds the lock: only a lease
+// this command ends can make it so) and its lock-delay.
+func (r *lockRow) lock() *rules.Lock {
+	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
+	if r.ended.Owner != "" && r.holders == 0 {
+		l.Ended, l.EndedStatus = &r.ended, rules.Status(r.status)
+	}
+	if r.delayUntil != nil {
+		l.DelayUntil = *r.delayUntil
+	}
+	return l
 }
 
 // scanned completes a row scanned to dest.
@@ -59,19 +75,20 @@ func (r *lockRow) scanned() {
 
 // holderCols: a session's lease shows its session's expiry (sessionExpiry).
 const holderCols = `owner_id, mode, fencing_token, acquired_at, coalesce(expires_at, ` + sessionExpiry + `, acquired_at), lease_duration,
-	owner_metadata, extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition, coalesce(session_id, '')`
+	owner_metadata, extension_count, coalesce(reply_to, ''), coalesce(request_id, ''), source_partition, coalesce(session_id, ''),
+	lock_delay, max_hold`
 
 func holderDest(h *rules.Holder) []any {
 	return []any{&h.Owner, &h.Mode, &h.Token, &h.AcquiredAt, &h.ExpiresAt, &h.Lease, &h.Metadata,
-		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition, &h.Session}
+		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition, &h.Session, &h.LockDelay, &h.MaxHold}
 }
 
 const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition,
-	coalesce(session_id, ''), CASE WHEN session_id IS NULL THEN deadline ELSE coalesce(` + sessionExpiry + `, deadline) END`
+	coalesce(session_id, ''), CASE WHEN session_id IS NULL THEN deadline ELSE coalesce(` + sessionExpiry + `, deadline) END, lock_delay, max_hold`
 
 func waiterDest(w *rules.Waiter) []any {
 	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition,
-		&w.Session, &w.SessionExpires}
+		&w.Session, &w.SessionExpires, &w.LockDelay, &w.MaxHold}
 }
 
 // info is the contract's lock_info of the lock, showing in.
@@ -164,14 +181,8 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 
 // loadRest loads the waiters of r and, unless given (nil), its holders.
 func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []rules.Holder) (*lockState, error) {
-	s := &lockState{row: r}
-	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
-	s.l = l
-	// The lease that ended last shows only while nobody holds the lock (and
-	// only a lease this command ends can make it so).
-	if r.ended.Owner != "" && r.holders == 0 {
-		l.Ended, l.EndedStatus = &r.ended, rules.Status(r.status)
-	}
+	l := r.lock()
+	s := &lockState{row: r, l: l}
 	if hs == nil && r.holders > 0 {
 		var err error
 		if hs, err = a.holders(ctx, r); err != nil {
@@ -351,7 +362,9 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		return s.err
 	}
 	r, l := s.row, s.l
-	changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse })
+	// A lock-delay that started, or passed and was cleared, is a change too.
+	changed := slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind != rules.Refuse }) ||
+		(r.delayUntil == nil) != l.DelayUntil.IsZero()
 	if changed {
 		r.revision++
 	}
@@ -366,10 +379,10 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 				pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
 			}
 			pb.Queue(`INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at,
-					lease_duration, owner_metadata, reply_to, request_id, source_partition, session_id)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12, nullif($13, ''))`,
+					lease_duration, owner_metadata, reply_to, request_id, source_partition, session_id, lock_delay, max_hold)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, nullif($10, ''), nullif($11, ''), $12, nullif($13, ''), $14, $15)`,
 				r.namespace, r.name, h.Owner, h.Mode, h.Token, h.AcquiredAt, ownExpiry(h), h.Lease, metadata(h.Metadata),
-				h.ReplyTo, h.RequestID, h.Partition, h.Session)
+				h.ReplyTo, h.RequestID, h.Partition, h.Session, h.LockDelay, h.MaxHold)
 			partition = &h.Partition
 			leases = true
 			ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, h.RequestID, r.now)
@@ -392,16 +405,17 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 			a.reply(a.event(topics.TypeAcquired, r, e.Info))
 		case rules.Queue:
 			pb.Queue(`INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, owner_metadata, reply_to, deadline,
-					source_partition, session_id)
-				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, nullif($11, ''))`,
-				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session)
+					source_partition, session_id, lock_delay, max_hold)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, nullif($8, ''), $9, $10, nullif($11, ''), $12, $13)`,
+				r.namespace, r.name, w.Owner, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session,
+				w.LockDelay, w.MaxHold)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
 			a.reply(p)
 		case rules.Requeue:
 			pb.Queue(`UPDATE lock_waiters SET mode = $2, request_id = $3, lease_duration = $4, owner_metadata = $5, reply_to = nullif($6, ''),
-					deadline = $7, source_partition = $8, session_id = nullif($9, '') WHERE id = $1`,
-				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session)
+					deadline = $7, source_partition = $8, session_id = nullif($9, ''), lock_delay = $10, max_hold = $11 WHERE id = $1`,
+				w.ID, w.Mode, w.RequestID, w.Lease, metadata(w.Metadata), w.ReplyTo, w.Deadline, w.Partition, w.Session, w.LockDelay, w.MaxHold)
 			a.answer(topics.TypeWithdrawn, topics.OpAcquire, e.Prev.RequestID, e.Prev.ReplyTo, r, e.Info, nil)
 			p := a.event(topics.TypeQueued, r, e.Info)
 			p.ev.QueuePosition = e.Position
@@ -426,17 +440,20 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 		case rules.Drop:
 			pb.Queue(`DELETE FROM lock_waiters WHERE id = $1`, w.ID)
 			a.dropped(r, e)
-		case rules.Expire, rules.Release:
+		case rules.Expire, rules.Release, rules.Revoke:
 			pb.Queue(`DELETE FROM lock_holders WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`, r.namespace, r.name, h.Owner)
 			leases = true
-			if e.Kind == rules.Expire {
+			switch e.Kind {
+			case rules.Expire:
 				ev := topics.NewEvent(topics.TypeExpired, topics.OpExpire, "", r.now)
 				ev.LockInfo = r.info(e.Info)
 				p := &pending{ev: &ev}
 				a.notify(p, h.ReplyTo)
 				a.recordHistory(p.ev)
-			} else {
+			case rules.Release:
 				a.released(r, e.Info, h.ReplyTo)
+			default:
+				a.revoked(r, e.Info, h.ReplyTo)
 			}
 		case rules.Extend:
 			pb.Queue(`UPDATE lock_holders SET expires_at = $4, extension_count = $5 WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,
@@ -474,6 +491,10 @@ func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, le
 			shared++
 		}
 	}
+	var delayUntil *time.Time
+	if !l.DelayUntil.IsZero() {
+		delayUntil = &l.DelayUntil
+	}
 	var ended rules.Holder
 	var endedOwner, endedMode *string
 	var endedAt, endedUntil *time.Time
@@ -485,11 +506,11 @@ func queueLockRow(pb *pgx.Batch, r *lockRow, l *rules.Lock, partition *int32, le
 			acquisition_count = $8, ended_owner_id = $9, ended_mode = $10, ended_fencing_token = nullif($11, 0), ended_acquired_at = $12,
 			ended_expires_at = $13, ended_lease_duration = $14, ended_owner_metadata = $15, ended_extension_count = $16,
 			source_partition = coalesce($17, source_partition), updated_at = CASE WHEN $18 THEN $19::timestamptz ELSE updated_at END,
-			revision = $20
+			revision = $20, delay_until = $21
 		WHERE namespace = $1 AND lock_name = $2`,
 		r.namespace, r.name, status, l.Limit, len(l.Holders), shared, l.Waiting, l.Acquisitions,
 		endedOwner, endedMode, ended.Token, endedAt, endedUntil, ended.Lease, metadata(ended.Metadata), ended.Extensions,
-		partition, leases, r.now, r.revision)
+		partition, leases, r.now, r.revision, delayUntil)
 }
 
 // lockStatus is the locks row's status once l is written.

@@ -27,6 +27,7 @@ var operations = map[string]operation{
 	topics.OpAcquire: {apply: (*applier).acquire, atOnce: func() commonCase { return &grantArgs{} }},
 	topics.OpRelease: {apply: (*applier).release, atOnce: func() commonCase { return &holderArgs{sql: releaseAtOnceSQL, op: topics.OpRelease} }},
 	topics.OpExtend:  {apply: (*applier).extend, atOnce: func() commonCase { return &holderArgs{sql: extendAtOnceSQL, op: topics.OpExtend} }},
+	topics.OpRevoke:  {apply: (*applier).revoke},
 	topics.OpQuery:   {apply: (*applier).query},
 	topics.OpCleanup: {apply: (*applier).cleanup, barrier: true},
 

@@ -24,10 +24,7 @@ func (a *applier) query(ctx context.Context) error {
 		return fmt.Errorf("reading lock row: %w", err)
 	}
 	r.scanned()
-	l := &rules.Lock{Limit: r.limit, Acquisitions: r.acquisitions, Now: r.now}
-	if r.ended.Owner != "" && r.holders == 0 {
-		l.Ended, l.EndedStatus = &r.ended, rules.Status(r.status)
-	}
+	l := r.lock()
 	if r.holders > 0 {
 		if l.Holders, err = a.holders(ctx, r); err != nil {
 			return err
@@ -35,6 +32,9 @@ func (a *applier) query(ctx context.Context) error {
 	}
 	p := a.event(topics.TypeStatus, r, l.Info())
 	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), holderList(l, topics.MaxHoldersShown)
+	if l.DelayUntil.After(l.Now) {
+		p.ev.LockInfo.DelayUntil = topics.NewTimePtr(l.DelayUntil)
+	}
 	a.reply(p)
 	return nil
 }

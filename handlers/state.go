@@ -36,6 +36,9 @@ func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) {
 		HolderCount: holders, Holders: hs, WaiterCount: l.Waiting, AcquisitionCount: l.Acquisitions,
 		Operation: op, ChangedAt: topics.NewTime(r.now),
 	}
+	if l.DelayUntil.After(r.now) {
+		st.DelayUntil = topics.NewTimePtr(l.DelayUntil)
+	}
 	a.queue(topic, []byte(topics.LockKey(r.namespace, r.name)), &pending{state: st}, stateHeaders)
 }
 

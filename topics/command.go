@@ -9,6 +9,7 @@ const (
 	OpExtend  = "extend"
 	OpQuery   = "query"
 	OpCleanup = "cleanup"
+	OpRevoke  = "revoke"
 	// Sessions (docs/design.md "Sessions"): open one, keep it alive, close it.
 	OpSessionOpen      = "session_open"
 	OpSessionKeepAlive = "session_keepalive"
@@ -45,6 +46,14 @@ type Command struct {
 	Limit int `json:"limit,omitempty"`
 	// FencingToken, when given, must equal the holder's token.
 	FencingToken *int64 `json:"fencing_token,omitempty"`
+	// LockDelay of an acquire: seconds the lock grants nothing after the
+	// lease ends otherwise than by its holder's release; 0: none.
+	LockDelay float64 `json:"lock_delay,omitempty"`
+	// MaxHold of an acquire: the lease never runs past acquired_at +
+	// MaxHold seconds; 0: no cap.
+	MaxHold float64 `json:"max_hold,omitempty"`
+	// Reason of a revoke, told to each holder it ends.
+	Reason string `json:"reason,omitempty"`
 	// MaxAgeSeconds of a cleanup; nil: DefaultMaxAgeSeconds.
 	MaxAgeSeconds *float64 `json:"max_age_seconds,omitempty"`
 	ReplyTo       string   `json:"reply_to,omitempty"`

@@ -16,6 +16,7 @@ const (
 	TypeReleased  = "lock.released"
 	TypeExtended  = "lock.extended"
 	TypeExpired   = "lock.expired"
+	TypeRevoked   = "lock.revoked"
 	TypeStatus    = "lock.status"
 	TypeCleaned   = "lock.cleaned"
 	TypeRejected  = "lock.rejected"
@@ -59,6 +60,9 @@ const (
 	// CodeModeMismatch: the owner holds the lock in the other mode (an
 	// upgrade or downgrade is a release and a new acquire).
 	CodeModeMismatch = "MODE_MISMATCH"
+	// CodeMaxHoldExceeded: an extend or renewal would carry the lease past
+	// its acquired_at + max_hold.
+	CodeMaxHoldExceeded = "MAX_HOLD_EXCEEDED"
 	// CodeSessionNotFound: the session_id names no live session (never
 	// opened, closed, or past its expiry).
 	CodeSessionNotFound = "SESSION_NOT_FOUND"
@@ -72,13 +76,14 @@ const (
 var ErrorCodes = []string{CodeLockHeld, CodeLockTimeout, CodeNotOwner, CodeNotHeld, CodeTokenMismatch,
 	CodeInvalidRequest, CodeUnsupportedVersion, CodeRequestIDConflict,
 	CodeUnauthenticated, CodeForbidden, CodeLimitMismatch, CodeModeMismatch,
-	CodeSessionNotFound, CodeSessionExists, CodeSessionBound}
+	CodeSessionNotFound, CodeSessionExists, CodeSessionBound, CodeMaxHoldExceeded}
 
 // Lock statuses of LockInfo.
 const (
 	StatusAcquired = "acquired"
 	StatusReleased = "released"
 	StatusExpired  = "expired"
+	StatusRevoked  = "revoked"
 	StatusFree     = "free"
 )
 
@@ -96,12 +101,15 @@ type Event struct {
 	RetryAfterSeconds *float64  `json:"retry_after_seconds,omitempty"`
 	LockInfo          *LockInfo `json:"lock_info,omitempty"`
 	// QueuePosition comes with lock.queued: 1 is next in line.
-	QueuePosition    int      `json:"queue_position,omitempty"`
-	CleanedCount     *int     `json:"cleaned_count,omitempty"`
+	QueuePosition int  `json:"queue_position,omitempty"`
+	CleanedCount  *int `json:"cleaned_count,omitempty"`
+	// RevokedCount comes with the revoker's own lock.revoked: the leases it
+	// ended.
+	RevokedCount     int      `json:"revoked_count,omitempty"`
 	CleanedLockNames []string `json:"cleaned_lock_names,omitempty"`
 	// Reason says why a lease or wait ended when its session ended it
 	// (ReasonSessionClosed, ReasonSessionExpired), on lock.released,
-	// lock.expired and lock.withdrawn.
+	// lock.expired and lock.withdrawn; on lock.revoked, the revoke's reason.
 	Reason string `json:"reason,omitempty"`
 	// SessionInfo comes with the session events.
 	SessionInfo *SessionInfo `json:"session_info,omitempty"`
@@ -139,6 +147,9 @@ type LockInfo struct {
 	// SessionID is the session the lease is tied to; ExpiresAt is then
 	// the session's expiry as of the event.
 	SessionID string `json:"session_id,omitempty"`
+	// DelayUntil comes with lock.status while the lock is in a lock-delay:
+	// it grants nothing before then.
+	DelayUntil *Time `json:"delay_until,omitempty"`
 }
 
 // SessionInfo describes a session as a session event saw it.

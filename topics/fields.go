@@ -92,6 +92,30 @@ var fields = [...]field{
 			}
 			return ""
 		}},
+	{name: "lock_delay", kind: kindSeconds, at: func(c *Command) any { return &c.LockDelay },
+		check: func(c Command, _ string) string {
+			return secondsProblem("lock_delay", c.LockDelay, 0, MaxLockDelaySeconds, false)
+		}},
+	{name: "max_hold", kind: kindSeconds, at: func(c *Command) any { return &c.MaxHold },
+		check: func(c Command, _ string) string {
+			if c.MaxHold != 0 && c.SessionID != "" {
+				// A session's lease has no expiry of its own to cap.
+				return "max_hold is for a lease of its own: a session's lease ends with its session"
+			}
+			return secondsProblem("max_hold", c.MaxHold, MinLeaseSeconds, MaxMaxHoldSeconds, true)
+		}},
+	{name: "reason", kind: kindText, at: func(c *Command) any { return &c.Reason },
+		check: func(c Command, _ string) string {
+			switch {
+			case c.Reason == "":
+				return "reason is required for " + c.Operation
+			case len(c.Reason) > MaxReasonBytes:
+				return fmt.Sprintf("reason is %d bytes, over the limit of %d", len(c.Reason), MaxReasonBytes)
+			case !storable(c.Reason):
+				return "reason must be UTF-8 without NUL characters"
+			}
+			return ""
+		}},
 	{name: "session_id", kind: kindText, at: func(c *Command) any { return &c.SessionID }, check: checkSessionID},
 	{name: "ttl", kind: kindSeconds, at: func(c *Command) any { return &c.TTL }, positive: true, rng: ttlRange,
 		check: func(c Command, _ string) string {
@@ -174,15 +198,14 @@ func checkLockName(c Command, _ string) string {
 }
 
 // checkOwner judges owner_id once the operation is known: required (and
-// bounded) where the operation needs an owner, storable always.
+// bounded) where the operation needs an owner, bounded where it may name
+// one, storable always.
 func checkOwner(c Command, op Operation) string {
-	if op.NeedsOwner {
-		switch {
-		case c.OwnerID == "":
-			return "owner_id is required for " + c.Operation
-		case len(c.OwnerID) > MaxOwnerIDBytes:
-			return fmt.Sprintf("owner_id is %d bytes, over the limit of %d", len(c.OwnerID), MaxOwnerIDBytes)
-		}
+	switch {
+	case op.NeedsOwner && c.OwnerID == "":
+		return "owner_id is required for " + c.Operation
+	case (op.NeedsOwner || op.OwnerOptional) && len(c.OwnerID) > MaxOwnerIDBytes:
+		return fmt.Sprintf("owner_id is %d bytes, over the limit of %d", len(c.OwnerID), MaxOwnerIDBytes)
 	}
 	if !storable(c.OwnerID) {
 		return "owner_id must be UTF-8 without NUL characters"

@@ -19,6 +19,12 @@ const (
 	// MaxMaxAgeSeconds bounds cleanup's max_age_seconds (ten years), so every
 	// input has a bound; the contract names only the default.
 	MaxMaxAgeSeconds = 10 * 365 * 86400
+	// MaxLockDelaySeconds bounds an acquire's lock_delay (Consul's bound).
+	MaxLockDelaySeconds = 60
+	// MaxMaxHoldSeconds bounds an acquire's max_hold (a week).
+	MaxMaxHoldSeconds = 7 * 86400
+	// MaxReasonBytes bounds a revoke's reason.
+	MaxReasonBytes = 1024
 	// MaxSessionIDBytes bounds a session_id.
 	MaxSessionIDBytes = 128
 	// MinSessionTTLSeconds and MaxSessionTTLSeconds bound a session's ttl;

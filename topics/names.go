@@ -10,6 +10,9 @@ type Names struct {
 	Acquired string
 	Released string
 	Expired  string
+	// Revoked is the lifecycle topic of lock.revoked. Default
+	// "locks.lock.revoked.v1".
+	Revoked string
 	// State is the compacted lock state topic: a LockState per committed
 	// change of a lock, keyed by LockKey. Default "locks.state.v1"; ""
 	// publishes none.
@@ -30,6 +33,7 @@ func DefaultNames() Names {
 		Acquired:    "locks.lock.acquired.v1",
 		Released:    "locks.lock.released.v1",
 		Expired:     "locks.lock.expired.v1",
+		Revoked:     "locks.lock.revoked.v1",
 		State:       "locks.state.v1",
 		DeadLetter:  "locks.commands.dlq",
 		ReplyPrefix: "locks.replies.",
@@ -49,6 +53,8 @@ func (n Names) Lifecycle(eventType string) string {
 		return n.Released
 	case TypeExpired:
 		return n.Expired
+	case TypeRevoked:
+		return n.Revoked
 	}
 	return ""
 }

@@ -12,8 +12,9 @@ type Operation struct {
 	// (v, request_id, operation, namespace, lock_name, owner_id, reply_to):
 	// Validate judges them only for it.
 	Fields []string
-	// NeedsOwner: owner_id is required.
-	NeedsOwner bool
+	// NeedsOwner: owner_id is required. OwnerOptional: it may be given,
+	// and is then bounded as a required one.
+	NeedsOwner, OwnerOptional bool
 	// AllLocks: lock_name may be CleanupAll ("*").
 	AllLocks bool
 	// Session: a session command, which names a session (session_id,
@@ -29,8 +30,9 @@ type Operation struct {
 // Operations is every operation of the contract, in the order people read
 // them.
 var Operations = []Operation{
-	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata", "session_id"}, NeedsOwner: true,
-		Answers: []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
+	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata", "session_id", "lock_delay", "max_hold"},
+		NeedsOwner: true,
+		Answers:    []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
 		Summary: "take the lock (exclusive, shared, or one of a semaphore's places), renew it for its holder, or wait in its FIFO queue"},
 	{Name: OpRelease, Fields: []string{"fencing_token"}, NeedsOwner: true,
 		Answers: []string{TypeReleased, TypeWithdrawn, TypeRejected},
@@ -38,6 +40,9 @@ var Operations = []Operation{
 	{Name: OpExtend, Fields: []string{"extension_duration", "fencing_token"}, NeedsOwner: true,
 		Answers: []string{TypeExtended, TypeRejected},
 		Summary: "lengthen the holder's lease from its current expiry"},
+	{Name: OpRevoke, Fields: []string{"reason"}, OwnerOptional: true,
+		Answers: []string{TypeRevoked, TypeRejected},
+		Summary: "end the lock's leases, or owner_id's, with a reason (an administrative operation): each holder is told, waiters are granted"},
 	{Name: OpQuery,
 		Answers: []string{TypeStatus},
 		Summary: "report the lock without changing it"},

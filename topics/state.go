@@ -25,7 +25,7 @@ type LockState struct {
 	// it.
 	Revision int64 `json:"revision"`
 	// Status is acquired while anyone holds the lock, else how the last
-	// lease ended (released, expired), or free.
+	// lease ended (released, expired, revoked), or free.
 	Status string `json:"status"`
 	Limit  int    `json:"limit"`
 	// HolderCount counts the leases; Holders lists them in grant order
@@ -41,6 +41,9 @@ type LockState struct {
 	Operation string `json:"operation"`
 	// ChangedAt is the database's time of the change.
 	ChangedAt Time `json:"changed_at"`
+	// DelayUntil is the end of the lock's lock-delay, while it is in one:
+	// it grants nothing before then.
+	DelayUntil *Time `json:"delay_until,omitempty"`
 }
 
 // Encode returns the record value of s.

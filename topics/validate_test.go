@@ -263,6 +263,11 @@ func TestValidate(t *testing.T) {
 		f(&c)
 		return c
 	}
+	revoke := func(f func(*Command)) Command {
+		c := Command{Operation: OpRevoke, LockName: "a", Reason: "why"}
+		f(&c)
+		return c
+	}
 	cases := []struct {
 		name      string
 		cmd       Command
@@ -287,6 +292,19 @@ func TestValidate(t *testing.T) {
 		{"lease NaN", acq(func(c *Command) { c.LeaseDuration = math.NaN() }), CodeInvalidRequest, "lease_duration NaN"},
 		{"wait NaN", acq(func(c *Command) { c.WaitTimeout = math.NaN() }), CodeInvalidRequest, "wait_timeout NaN"},
 		{"version 2", acq(func(c *Command) { c.V = 2 }), CodeUnsupportedVersion, "version 2"},
+		{"lock_delay at its bound", acq(func(c *Command) { c.LockDelay = MaxLockDelaySeconds }), "", ""},
+		{"lock_delay over", acq(func(c *Command) { c.LockDelay = 60.5 }), CodeInvalidRequest, "lock_delay 60.5 is outside 0..60 seconds"},
+		{"lock_delay negative", acq(func(c *Command) { c.LockDelay = -1 }), CodeInvalidRequest, "lock_delay -1 is outside"},
+		{"max_hold", acq(func(c *Command) { c.MaxHold = 3600 }), "", ""},
+		{"max_hold tiny", acq(func(c *Command) { c.MaxHold = 0.01 }), CodeInvalidRequest, "max_hold 0.01 is outside 0.1..604800 seconds"},
+		{"max_hold NaN", acq(func(c *Command) { c.MaxHold = math.NaN() }), CodeInvalidRequest, "max_hold NaN"},
+		{"revoke", revoke(func(c *Command) {}), "", ""},
+		{"revoke one owner", revoke(func(c *Command) { c.OwnerID = "o" }), "", ""},
+		{"revoke without reason", revoke(func(c *Command) { c.Reason = "" }), CodeInvalidRequest, "reason is required for revoke"},
+		{"revoke reason too long", revoke(func(c *Command) { c.Reason = strings.Repeat("r", MaxReasonBytes+1) }), CodeInvalidRequest, "reason is 1025 bytes"},
+		{"revoke reason with NUL", revoke(func(c *Command) { c.Reason = "\x00" }), CodeInvalidRequest, "reason must be UTF-8 without NUL"},
+		{"revoke owner too long", revoke(func(c *Command) { c.OwnerID = strings.Repeat("o", MaxOwnerIDBytes+1) }), CodeInvalidRequest, "owner_id is 256 bytes"},
+		{"revoke of every lock", revoke(func(c *Command) { c.LockName = CleanupAll }), CodeInvalidRequest, "only for cleanup"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

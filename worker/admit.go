@@ -26,7 +26,10 @@ import (
 //     owner the handlers see and events show, so no other requester can
 //     release, extend or wait as that owner. An owner_id that already
 //     carries the requester's own scope keeps it, so one read back from an
-//     event can be sent again.
+//     event can be sent again;
+//   - revoke is administrative: only a requester whose token has the admin
+//     claim may send it (FORBIDDEN otherwise), and its owner_id names a
+//     holder as events show it (any requester's), so it is not scoped.
 //
 // A reply_to that names a topic that does not exist must stay within
 // MaxReplyTopics (see replyTopics), and is refused FORBIDDEN otherwise,
@@ -52,7 +55,11 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
 				Message: fmt.Sprintf("requester %q may not use namespace %q", who.Name, c.Namespace)}
 		}
-		if c.OwnerID != "" && !strings.HasPrefix(c.OwnerID, who.Name+":") {
+		if c.Operation == topics.OpRevoke && !who.Admin {
+			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
+				Message: fmt.Sprintf("requester %q may not revoke: its token has no admin claim", who.Name)}
+		}
+		if c.OwnerID != "" && c.Operation != topics.OpRevoke && !strings.HasPrefix(c.OwnerID, who.Name+":") {
 			c.OwnerID = who.Name + ":" + c.OwnerID
 			if len(c.OwnerID) > topics.MaxOwnerIDBytes {
 				return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,

@@ -208,7 +208,7 @@ func New(cfg Config) (*Worker, error) {
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
 	n := w.cfg.Names
-	want := map[string]int32{n.Commands: w.cfg.CommandsPartitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.DeadLetter: 1}
+	want := map[string]int32{n.Commands: w.cfg.CommandsPartitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.Revoked: 1, n.DeadLetter: 1}
 	if n.State != "" {
 		want[n.State] = w.cfg.CommandsPartitions
 	}

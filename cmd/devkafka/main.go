@@ -57,7 +57,7 @@ func run(addr, dir string, partitions int32, minSession time.Duration, verbose b
 	defer stop()
 	b, err := embedded.Start(ctx, embedded.Options{
 		Addr: addr, Dir: dir, MinSessionTimeout: minSession, Logger: log,
-		Topics: map[string]int32{n.Commands: partitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.DeadLetter: 1, n.State: partitions},
+		Topics: map[string]int32{n.Commands: partitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.Revoked: 1, n.DeadLetter: 1, n.State: partitions},
 	})
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 type acquireSpec struct {
 	lock, owner, metadata *string
 	lease, wait           seconds
+	lockDelay, maxHold    seconds
 	shared                *bool
 	limit                 *int
 }
@@ -29,6 +30,8 @@ func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec 
 	}
 	fs.Var(&a.lease, "lease", leaseHelp)
 	fs.Var(&a.wait, "wait", waitHelp)
+	fs.Var(&a.lockDelay, "lock-delay", "after the lease ends otherwise than by a release (expiry, revoke), grant the lock to nobody\nfor this long (0..60s; default 0: none)")
+	fs.Var(&a.maxHold, "max-hold", "cap on the lease's total hold time: no extension carries it past its grant + this (default: none)")
 	return a
 }
 
@@ -45,10 +48,11 @@ func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
 	}
 	if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *a.lock, OwnerID: *a.owner,
 		LeaseDuration: a.lease.d.Seconds(), WaitTimeout: a.wait.d.Seconds(), OwnerMetadata: []byte(*a.metadata),
-		Mode: string(mode), Limit: *a.limit}); err != nil {
+		Mode: string(mode), Limit: *a.limit, LockDelay: a.lockDelay.d.Seconds(), MaxHold: a.maxHold.d.Seconds()}); err != nil {
 		return nil, err
 	}
-	opts = append(opts, client.WithLease(a.lease.d), client.WithWait(a.wait.d), client.WithMode(mode), client.WithLimit(*a.limit))
+	opts = append(opts, client.WithLease(a.lease.d), client.WithWait(a.wait.d), client.WithMode(mode), client.WithLimit(*a.limit),
+		client.WithLockDelay(a.lockDelay.d), client.WithMaxHold(a.maxHold.d))
 	if *a.owner != "" {
 		opts = append(opts, client.WithOwner(*a.owner))
 	}
@@ -121,6 +125,21 @@ func (c *cli) extendFlags(fs *flag.FlagSet) func(context.Context, []string) erro
 			cmd.FencingToken = token
 		}
 		return c.do(ctx, cmd, func(ev topics.Event) string { return "extended " + describe(ev.LockInfo) })
+	}
+}
+
+func (c *cli) revokeFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	lock := fs.String("lock", "", "lock name (required)")
+	owner := fs.String("owner", "", "revoke only this owner's lease, as events show it (default: every lease of the lock)")
+	reason := fs.String("reason", "", "why, told to each holder (required)")
+	return func(ctx context.Context, args []string) error {
+		if err := errors.Join(requireFlag("lock", *lock), requireFlag("reason", *reason), noArgs(args)); err != nil {
+			return err
+		}
+		cmd := topics.Command{Operation: topics.OpRevoke, LockName: *lock, OwnerID: *owner, Reason: *reason}
+		return c.do(ctx, cmd, func(ev topics.Event) string {
+			return fmt.Sprintf("revoked %d lease(s) of %s: last %s", ev.RevokedCount, topics.LockKey(c.namespace, *lock), describe(ev.LockInfo))
+		})
 	}
 }
 

@@ -35,11 +35,14 @@ const usage = `usage: lockctl COMMAND [flags]
 
 commands:
   acquire --lock NAME [--owner ID] [--lease 30s] [--wait 0] [--metadata JSON] [--shared | --limit N]
+          [--lock-delay 0] [--max-hold DURATION]
   release --lock NAME --owner ID [--token N]
   extend  --lock NAME --owner ID [--by DURATION] [--token N]
   query   --lock NAME
   cleanup [--lock NAME|*] [--max-age DURATION]
-  run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N] -- COMMAND [ARGS...]
+  revoke  --lock NAME [--owner ID] --reason TEXT   (an administrative operation)
+  run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N]
+          [--lock-delay 0] [--max-hold DURATION] -- COMMAND [ARGS...]
   watch   [--from-beginning]  (lifecycle events)  |  watch --lock NAME  (its state now, then each revision)
   locks   [--all]  (the table of locks, from the lock state topic)
   elect   --name NAME [--value V] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
@@ -100,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		do = c.queryFlags(fs)
 	case "cleanup":
 		do = c.cleanupFlags(fs)
+	case "revoke":
+		do = c.revokeFlags(fs)
 	case "run":
 		do = c.runFlags(fs)
 	case "watch":

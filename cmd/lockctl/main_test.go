@@ -367,3 +367,30 @@ func TestSharedAndLimitFlags(t *testing.T) {
 	r = lockctl(t, "acquire", "--lock", "ctl-both", "--shared", "--limit", "2")
 	assert.Equal(t, exitUsage, r.code, r.stderr)
 }
+
+func TestLockDelayMaxHoldAndRevoke(t *testing.T) {
+	const lock = "ctl-revoke"
+	r := lockctl(t, "acquire", "--lock", lock, "--owner", "a", "--lease", "30s", "--lock-delay", "60", "--max-hold", "40s")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	r = lockctl(t, "extend", "--lock", lock, "--owner", "a", "--by", "20s")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "MAX_HOLD_EXCEEDED")
+	r = lockctl(t, "extend", "--lock", lock, "--owner", "a", "--by", "10s")
+	assert.Equal(t, exitOK, r.code, "up to the cap: %s", r.stderr)
+
+	r = lockctl(t, "revoke", "--lock", lock)
+	assert.Equal(t, exitUsage, r.code, "a reason is required")
+	r = lockctl(t, "revoke", "--lock", lock, "--reason", "stuck batch")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "revoked 1 lease(s) of "+lock+": last "+lock+" revoked owner=a")
+	r = lockctl(t, "acquire", "--lock", lock, "--owner", "b")
+	assert.Equal(t, exitRefused, r.code, "the revoked lease's lock-delay holds the lock")
+	assert.Contains(t, r.stderr, "lock-delay")
+	r = lockctl(t, "revoke", "--lock", lock, "--reason", "again")
+	assert.Equal(t, exitRefused, r.code)
+	assert.Contains(t, r.stderr, "NOT_HELD")
+
+	r = lockctl(t, "acquire", "--lock", "ctl-delay-bound", "--lock-delay", "61")
+	assert.Equal(t, exitUsage, r.code, r.stderr)
+	assert.Contains(t, r.stderr, "lock_delay 61 is outside 0..60 seconds")
+}

@@ -45,7 +45,8 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			mu sync.Mutex
 			wg sync.WaitGroup
 		)
-		for _, topic := range []string{names.Acquired, names.Released, names.Expired} {
+		lifecycle := []string{names.Acquired, names.Released, names.Expired, names.Revoked}
+		for _, topic := range lifecycle {
 			msgs, err := sub.Subscribe(ctx, topic)
 			if err != nil {
 				return fmt.Errorf("subscribing to %s: %w", topic, err)
@@ -66,7 +67,7 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			}()
 		}
 		if !c.json {
-			fmt.Fprintf(c.stderr, "lockctl: watching %s, %s, %s (Ctrl-C to stop)\n", names.Acquired, names.Released, names.Expired)
+			fmt.Fprintf(c.stderr, "lockctl: watching %s (Ctrl-C to stop)\n", strings.Join(lifecycle, ", "))
 		}
 		wg.Wait() // the subscriptions end with ctx
 		return nil
@@ -176,6 +177,9 @@ func (c *cli) printWatched(ev topics.Event, msg *message.Message) {
 		if ev.Type == topics.TypeAcquired && li.ExpiresAt != nil {
 			fmt.Fprintf(&b, " expires=%s", li.ExpiresAt.Format(topics.TimeLayout))
 		}
+	}
+	if ev.Reason != "" {
+		fmt.Fprintf(&b, " reason=%q", ev.Reason)
 	}
 	fmt.Fprintln(c.stdout, b.String())
 }

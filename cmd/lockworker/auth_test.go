@@ -82,8 +82,33 @@ func TestAuthenticatedService(t *testing.T) {
 	_, err = anon.Query(ctx, "doc")
 	require.ErrorIs(t, err, sdk.ErrNoReply, "an unauthenticated command is only dead-lettered")
 
+	// Revoke is administrative: without the admin claim it is FORBIDDEN.
+	_, err = mallory.Revoke(ctx, "doc", lease.Owner, "mine now")
+	require.ErrorIs(t, err, sdk.ErrForbidden)
+	require.NoError(t, lease.Err(), "the lease is untouched")
+
 	require.NoError(t, lease.Extend(ctx, time.Minute), "the holder's own commands still work")
 	require.NoError(t, lease.Release(ctx))
+
+	// With it, the owner_id names any requester's holder (not scoped by the
+	// revoker), and the holder is told.
+	rootToken, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": "root", "admin": true,
+		"exp": time.Now().Add(time.Hour).Unix()}).SignedString(issuer)
+	require.NoError(t, err)
+	root, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Token: rootToken})
+	require.NoError(t, err)
+	defer root.Close()
+	held, err := alice.Acquire(ctx, "doc")
+	require.NoError(t, err)
+	n, err := root.Revoke(ctx, "doc", held.Owner, "maintenance")
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	select {
+	case <-held.Lost():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder was not told of the revoke")
+	}
+	require.ErrorIs(t, held.Err(), sdk.ErrRevoked)
 }
 
 // TestReplyTopicsBounded: the abuse of the security review, 20 commands

@@ -19,6 +19,7 @@ type Memory struct {
 	Ended        *Holder
 	EndedStatus  Status
 	Acquisitions int64
+	DelayUntil   time.Time
 	// Page is how many live waiters Lock puts in Head, the rest coming by
 	// More (0: all of them in Head).
 	Page   int
@@ -32,7 +33,7 @@ func NewMemory() *Memory { return &Memory{Limit: 1} }
 // from nextToken.
 func (m *Memory) Lock(owner string, now time.Time, nextToken func() int64) *Lock {
 	l := &Lock{Limit: m.Limit, Holders: slices.Clone(m.Holders), Waiting: len(m.Queue), Ended: m.Ended,
-		EndedStatus: m.EndedStatus, Acquisitions: m.Acquisitions, Now: now, NextToken: nextToken}
+		EndedStatus: m.EndedStatus, Acquisitions: m.Acquisitions, DelayUntil: m.DelayUntil, Now: now, NextToken: nextToken}
 	var live []Waiter
 	for i, w := range m.Queue {
 		if w.Deadline.After(now) {
@@ -65,6 +66,7 @@ func (m *Memory) Lock(owner string, now time.Time, nextToken func() int64) *Lock
 // (a position that is not the waiter's place, say).
 func (m *Memory) Save(l *Lock, effs []Effect) error {
 	m.Limit, m.Holders, m.Ended, m.EndedStatus, m.Acquisitions = l.Limit, l.Holders, l.Ended, l.EndedStatus, l.Acquisitions
+	m.DelayUntil = l.DelayUntil
 	find := func(id int64) int { return slices.IndexFunc(m.Queue, func(w Waiter) bool { return w.ID == id }) }
 	for _, e := range effs {
 		switch e.Kind {

@@ -27,11 +27,20 @@
 // of the queue are granted together (a run of readers, or as many
 // semaphore holders as there are free places).
 //
-// A lease ends when its holder releases it or when the database's time
-// passes its expiry, or, for a lease of a session, when the session ends
-// (EndSession); a wait ends at its deadline, or with its session. Ended leases and waits
-// are settled (lock.expired, LOCK_TIMEOUT) by whatever looks at the lock
-// first: a command, the expiry scheduler or cleanup.
+// A lease ends when its holder releases it, when the database's time
+// passes its expiry, when it is revoked, or, for a lease of a session,
+// when the session ends (EndSession); a wait ends at its deadline, or with
+// its session. Ended leases and waits are settled (lock.expired,
+// LOCK_TIMEOUT) by whatever looks at the lock first: a command, the expiry
+// scheduler or cleanup.
+//
+// A lease may carry a lock-delay and a cap on its hold time (max_hold).
+// Every end of a lease but its holder's own release (or its session's
+// close) starts its lock-delay (Lock.EndLease): the lock then grants
+// nothing, to new acquires or to waiters, until the delay passes, so that a
+// holder that lost its lease unawares cannot meet the next one. No
+// extension or renewal carries a lease past its acquired_at + max_hold
+// (MAX_HOLD_EXCEEDED).
 //
 // # Exported names
 //
@@ -73,6 +82,10 @@ type Holder struct {
 	// and ends with the session (EndSession) or by its release; ExpiresAt
 	// is then the session's, for lock_info only.
 	Session string
+	// LockDelay (seconds, 0: none) keeps the lock from granting for that
+	// long after the lease ends otherwise than by its holder's release;
+	// MaxHold (seconds, 0: none) caps the lease at AcquiredAt + MaxHold.
+	LockDelay, MaxHold float64
 }
 
 // Waiter is a queued acquire.
@@ -90,6 +103,8 @@ type Waiter struct {
 	// session's expiry (what a grant's lease shows).
 	Session        string
 	SessionExpires time.Time
+	// LockDelay and MaxHold are the acquire's, for its lease.
+	LockDelay, MaxHold float64
 	// Position is the waiter's place in the whole queue (1 = next), for
 	// Lock.Mine only.
 	Position int
@@ -121,6 +136,9 @@ type Lock struct {
 	EndedStatus Status
 	// Acquisitions counts the grants of the lock so far.
 	Acquisitions int64
+	// DelayUntil, when not zero, is the end of the lock's lock-delay: it
+	// grants nothing before then. Settle clears a delay that has passed.
+	DelayUntil time.Time
 	// Now is the database's time, which decides every expiry.
 	Now time.Time
 	// NextToken hands out a new fencing token (the database's sequence).
@@ -140,7 +158,9 @@ const (
 	Acquired Status = "acquired"
 	Released Status = "released"
 	Expired  Status = "expired"
-	Free     Status = "free"
+	// Revoked: the lease was ended by a revoke.
+	Revoked Status = "revoked"
+	Free    Status = "free"
 )
 
 // Kind is what an Effect does.
@@ -171,6 +191,8 @@ const (
 	Extend
 	// Refuse answers the command lock.rejected with Code.
 	Refuse
+	// Revoke ends Holder's lease by a revoke.
+	Revoke
 	// Lose ends Holder's lease because its session ended (Reason; Info's
 	// status is released for a closed session, expired for an expired one).
 	Lose
@@ -213,6 +235,7 @@ const (
 	CodeTokenMismatch = "TOKEN_MISMATCH"
 	CodeLimitMismatch = "LIMIT_MISMATCH"
 	CodeModeMismatch  = "MODE_MISMATCH"
+	CodeMaxHold       = "MAX_HOLD_EXCEEDED"
 	CodeSessionBound  = "SESSION_BOUND"
 )
 
@@ -232,6 +255,9 @@ type Request struct {
 	// at SessionExpires (checked by the caller).
 	Session        string
 	SessionExpires time.Time
+	// LockDelay and MaxHold are the lease's if granted (see Holder);
+	// Lease is at most MaxHold.
+	LockDelay, MaxHold float64
 }
 
 // holder returns the index of owner's lease, or -1.
@@ -273,17 +299,17 @@ func (l *Lock) about(h Holder, s Status) Info {
 }
 
 // Settle ends every lease past its expiry (lock.expired, in token order)
-// and hands the lock to its waiters if that frees it for them. It returns
-// the owners whose leases it ended.
+// and hands the lock to its waiters if that frees it for them, clearing
+// first a lock-delay that has passed. It returns the owners whose leases
+// it ended.
 func (l *Lock) Settle() (effs []Effect, ended []string) {
+	l.delayed()
 	for i := 0; i < len(l.Holders); {
-		h := l.Holders[i]
-		if h.Live(l.Now) {
+		if l.Holders[i].Live(l.Now) {
 			i++
 			continue
 		}
-		l.Holders = slices.Delete(l.Holders, i, i+1)
-		l.end(h, Expired)
+		h := l.EndLease(i, Expired)
 		effs = append(effs, Effect{Kind: Expire, Holder: h, Info: l.about(h, Expired)})
 		ended = append(ended, h.Owner)
 	}
@@ -294,17 +320,38 @@ func (l *Lock) Settle() (effs []Effect, ended []string) {
 // until its session ends, whatever the time.
 func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.ExpiresAt.After(now) }
 
-func (l *Lock) end(h Holder, s Status) {
+// EndLease ends the lease of Holders[i], which ended as s, and returns it:
+// it becomes the lease that ended last. Every end but its holder's own
+// release (Released) starts the lease's lock-delay, if it has one: an
+// expiry, a revoke, and any other end a holder did not ask for.
+func (l *Lock) EndLease(i int, s Status) Holder {
+	h := l.Holders[i]
+	l.Holders = slices.Delete(l.Holders, i, i+1)
 	l.Ended, l.EndedStatus = &h, s
+	if s != Released && h.LockDelay > 0 {
+		if until := l.Now.Add(seconds(h.LockDelay)); until.After(l.DelayUntil) {
+			l.DelayUntil = until
+		}
+	}
+	return h
+}
+
+// delayed reports whether the lock is in a lock-delay now, clearing one
+// that has passed.
+func (l *Lock) delayed() bool {
+	if !l.DelayUntil.IsZero() && !l.DelayUntil.After(l.Now) {
+		l.DelayUntil = time.Time{}
+	}
+	return !l.DelayUntil.IsZero()
 }
 
 // HandOff grants the lock to the waiters at the head of the queue that are
 // compatible with its holders, in order, stopping at the first that is not.
 // When it can grant (or the lock has neither holders nor live waiters), it
 // first answers every waiter whose deadline has passed, so none of them is
-// granted.
+// granted. In a lock-delay it grants nothing.
 func (l *Lock) HandOff() []Effect {
-	if l.Waiting == 0 {
+	if l.Waiting == 0 || l.delayed() {
 		return nil
 	}
 	l.fill()
@@ -376,7 +423,8 @@ func (l *Lock) leave(w Waiter) {
 // command's owner.
 func (l *Lock) grant(w Waiter) Effect {
 	h := Holder{Owner: w.Owner, Mode: w.Mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(w.Lease)),
-		Lease: w.Lease, Metadata: w.Metadata, ReplyTo: w.ReplyTo, RequestID: w.RequestID, Partition: w.Partition, Session: w.Session}
+		Lease: w.Lease, Metadata: w.Metadata, ReplyTo: w.ReplyTo, RequestID: w.RequestID, Partition: w.Partition, Session: w.Session,
+		LockDelay: w.LockDelay, MaxHold: w.MaxHold}
 	if w.Session != "" {
 		h.ExpiresAt = w.SessionExpires
 	}
@@ -386,6 +434,19 @@ func (l *Lock) grant(w Waiter) Effect {
 		w = Waiter{}
 	}
 	return Effect{Kind: Grant, Holder: h, Waiter: w, Info: l.about(h, Acquired)}
+}
+
+// capped refuses to carry h's lease to until when that is past its max_hold.
+func (l *Lock) capped(h Holder, until time.Time, key string) (Effect, bool) {
+	if h.MaxHold == 0 {
+		return Effect{}, false
+	}
+	end := h.AcquiredAt.Add(seconds(h.MaxHold))
+	if !until.After(end) {
+		return Effect{}, false
+	}
+	return l.refuse(CodeMaxHold, fmt.Sprintf("the lease of lock %q would end at %s, past acquired_at + max_hold (%gs) = %s",
+		key, until.UTC().Format(time.RFC3339Nano), h.MaxHold, end.UTC().Format(time.RFC3339Nano))), true
 }
 
 // Acquire decides an acquire, after settling the lock: renew the owner's
@@ -401,6 +462,9 @@ func (l *Lock) Acquire(r Request) []Effect {
 			return append(effs, l.limitMismatch(r))
 		}
 		switch until := l.Now.Add(seconds(r.Lease)); {
+		case r.Session != "" && h.MaxHold > 0:
+			// The session would keep it alive past any cap.
+			return append(effs, l.refuse(CodeMaxHold, fmt.Sprintf("the lease of lock %q has a max_hold: no session may keep it alive", r.Key)))
 		case r.Session != "":
 			// The latest acquire decides what keeps the lease: its session.
 			h.Session, h.ExpiresAt = r.Session, r.SessionExpires
@@ -408,6 +472,9 @@ func (l *Lock) Acquire(r Request) []Effect {
 			// Or its own lease, from now.
 			h.Session, h.ExpiresAt = "", until
 		case until.After(h.ExpiresAt):
+			if e, ok := l.capped(*h, until, r.Key); ok {
+				return append(effs, e)
+			}
 			h.ExpiresAt = until
 		}
 		if r.ReplyTo != "" {
@@ -418,7 +485,7 @@ func (l *Lock) Acquire(r Request) []Effect {
 	if (len(l.Holders) > 0 || l.Waiting > 0) && r.Limit != l.Limit {
 		return append(effs, l.limitMismatch(r))
 	}
-	if len(l.Head) == 0 && l.live() == 0 && l.compatible(r.Mode) {
+	if len(l.Head) == 0 && l.live() == 0 && l.compatible(r.Mode) && !l.delayed() {
 		if len(l.Holders) == 0 {
 			l.Limit = r.Limit
 		}
@@ -455,7 +522,8 @@ func (l *Lock) Acquire(r Request) []Effect {
 // waiter is the acquire as a waiter that would queue at now.
 func (r Request) waiter(now time.Time) Waiter {
 	return Waiter{Owner: r.Owner, Mode: r.Mode, RequestID: r.RequestID, Lease: r.Lease, Metadata: r.Metadata,
-		ReplyTo: r.ReplyTo, Deadline: now.Add(seconds(r.Wait)), Partition: r.Partition, Session: r.Session, SessionExpires: r.SessionExpires}
+		ReplyTo: r.ReplyTo, Deadline: now.Add(seconds(r.Wait)), Partition: r.Partition, Session: r.Session, SessionExpires: r.SessionExpires,
+		LockDelay: r.LockDelay, MaxHold: r.MaxHold}
 }
 
 // live counts the waiters whose deadline has not passed.
@@ -486,6 +554,11 @@ func (l *Lock) lockHeld(r Request) Effect {
 	if k >= 0 && k < len(ends) {
 		e.RetryAfter = ends[k].Sub(l.Now)
 	}
+	if l.delayed() {
+		e.Message = fmt.Sprintf("lock %q grants nothing until %s: the lock-delay of a lease that ended without its holder's release",
+			r.Key, l.DelayUntil.UTC().Format(time.RFC3339Nano))
+		e.RetryAfter = max(e.RetryAfter, l.DelayUntil.Sub(l.Now))
+	}
 	return e
 }
 
@@ -511,9 +584,7 @@ func (l *Lock) Release(owner, key string, token *int64) []Effect {
 	case i >= 0 && token != nil && *token != l.Holders[i].Token:
 		return append(effs, l.refuse(CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *token)))
 	case i >= 0:
-		h := l.Holders[i]
-		l.Holders = slices.Delete(l.Holders, i, i+1)
-		l.end(h, Released)
+		h := l.EndLease(i, Released)
 		effs = append(effs, Effect{Kind: Release, Holder: h, Info: l.about(h, Released)})
 		return append(effs, l.HandOff()...)
 	}
@@ -556,6 +627,9 @@ func (l *Lock) Extend(owner, key string, token *int64, by float64) []Effect {
 	h := &l.Holders[i]
 	if by == 0 {
 		by = h.Lease
+	}
+	if e, ok := l.capped(*h, h.ExpiresAt.Add(seconds(by)), key); ok {
+		return append(effs, e)
 	}
 	h.ExpiresAt = h.ExpiresAt.Add(seconds(by))
 	h.Extensions++

@@ -57,7 +57,7 @@ func (m *model) check() {
 		owners[w.Owner] = true
 	}
 	live := slices.IndexFunc(m.Queue, func(w Waiter) bool { return w.Deadline.After(m.now) })
-	if live >= 0 && !m.expiredHolder() {
+	if live >= 0 && !m.expiredHolder() && !m.DelayUntil.After(m.now) {
 		l := m.lock("")
 		require.False(t, l.compatible(m.Queue[live].Mode), "first live waiter %v left waiting beside %v", m.Queue[live], m.Holders)
 	}
@@ -104,7 +104,7 @@ func kinds(effs []Effect) string {
 	var s []string
 	for _, e := range effs {
 		switch e.Kind {
-		case Grant, Renew, Expire, Release, Extend, Lose:
+		case Grant, Renew, Expire, Release, Extend, Revoke, Lose:
 			s = append(s, fmt.Sprintf("%s %s", kindName[e.Kind], e.Holder.Owner))
 		case Queue, Requeue, Withdraw, Timeout, Drop:
 			s = append(s, fmt.Sprintf("%s %s", kindName[e.Kind], e.Waiter.Owner))
@@ -116,7 +116,7 @@ func kinds(effs []Effect) string {
 }
 
 var kindName = map[Kind]string{Grant: "grant", Renew: "renew", Queue: "queue", Requeue: "requeue", Withdraw: "withdraw",
-	Timeout: "timeout", Expire: "expire", Release: "release", Extend: "extend", Refuse: "refuse", Lose: "lose", Drop: "drop"}
+	Timeout: "timeout", Expire: "expire", Release: "release", Extend: "extend", Refuse: "refuse", Revoke: "revoke", Lose: "lose", Drop: "drop"}
 
 func TestReadersShareWriterWaits(t *testing.T) {
 	m := newModel(t)

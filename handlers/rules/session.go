@@ -1,7 +1,5 @@
 package rules
 
-import "slices"
-
 // Reasons of Lose and Drop (the contract's event reason).
 const (
 	ReasonSessionClosed  = "session_closed"
@@ -28,13 +26,13 @@ func (l *Lock) EndSession(id, reason string) []Effect {
 		status = Released
 	}
 	for i := 0; i < len(l.Holders); {
-		h := l.Holders[i]
-		if h.Session != id {
+		if l.Holders[i].Session != id {
 			i++
 			continue
 		}
-		l.Holders = slices.Delete(l.Holders, i, i+1)
-		l.end(h, status)
+		// A closed session ends its leases as their holder's release; an
+		// expired one starts their lock-delays.
+		h := l.EndLease(i, status)
 		effs = append(effs, Effect{Kind: Lose, Holder: h, Reason: reason, Info: l.about(h, status)})
 	}
 	return append(effs, l.HandOff()...)

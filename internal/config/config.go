@@ -239,12 +239,15 @@ type SASLConfig struct {
 type TopicsConfig struct {
 	// Commands (KAFKA_TOPIC_COMMANDS, default locks.commands).
 	Commands string
-	// LockAcquired, LockReleased, LockExpired (KAFKA_TOPIC_LOCK_ACQUIRED,
-	// KAFKA_TOPIC_LOCK_RELEASED, KAFKA_TOPIC_LOCK_EXPIRED, defaults
-	// locks.lock.acquired.v1, locks.lock.released.v1, locks.lock.expired.v1).
+	// LockAcquired, LockReleased, LockExpired, LockRevoked
+	// (KAFKA_TOPIC_LOCK_ACQUIRED, KAFKA_TOPIC_LOCK_RELEASED,
+	// KAFKA_TOPIC_LOCK_EXPIRED, KAFKA_TOPIC_LOCK_REVOKED, defaults
+	// locks.lock.acquired.v1, locks.lock.released.v1, locks.lock.expired.v1,
+	// locks.lock.revoked.v1).
 	LockAcquired string
 	LockReleased string
 	LockExpired  string
+	LockRevoked  string
 	// DeadLetter (KAFKA_TOPIC_DEAD_LETTER, default locks.commands.dlq).
 	DeadLetter string
 	// LockState (KAFKA_TOPIC_LOCK_STATE, default locks.state.v1) is the
@@ -321,6 +324,7 @@ func Default() Config {
 			LockAcquired:          "locks.lock.acquired.v1",
 			LockReleased:          "locks.lock.released.v1",
 			LockExpired:           "locks.lock.expired.v1",
+			LockRevoked:           "locks.lock.revoked.v1",
 			DeadLetter:            "locks.commands.dlq",
 			LockState:             "locks.state.v1",
 			CommandsPartitions:    16,
@@ -391,5 +395,5 @@ func (s SASLConfig) GoString() string { return s.String() }
 // Names is the topics as the worker and the SDK name them.
 func (t TopicsConfig) Names() topics.Names {
 	return topics.Names{Commands: t.Commands, Acquired: t.LockAcquired, Released: t.LockReleased, Expired: t.LockExpired,
-		State: t.LockState, DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
+		Revoked: t.LockRevoked, State: t.LockState, DeadLetter: t.DeadLetter, ReplyPrefix: t.ReplyPrefix}
 }

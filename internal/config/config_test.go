@@ -52,6 +52,7 @@ func TestDefaults(t *testing.T) {
 		LockAcquired:          "locks.lock.acquired.v1",
 		LockReleased:          "locks.lock.released.v1",
 		LockExpired:           "locks.lock.expired.v1",
+		LockRevoked:           "locks.lock.revoked.v1",
 		DeadLetter:            "locks.commands.dlq",
 		LockState:             "locks.state.v1",
 		CommandsPartitions:    16,

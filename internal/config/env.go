@@ -76,6 +76,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.str("KAFKA_TOPIC_LOCK_ACQUIRED", &t.LockAcquired)
 	p.str("KAFKA_TOPIC_LOCK_RELEASED", &t.LockReleased)
 	p.str("KAFKA_TOPIC_LOCK_EXPIRED", &t.LockExpired)
+	p.str("KAFKA_TOPIC_LOCK_REVOKED", &t.LockRevoked)
 	p.str("KAFKA_TOPIC_DEAD_LETTER", &t.DeadLetter)
 	p.str("KAFKA_TOPIC_LOCK_STATE", &t.LockState)
 	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, 10000)
@@ -236,6 +237,7 @@ func (c Config) validate() []error {
 		{"KAFKA_TOPIC_LOCK_ACQUIRED", t.LockAcquired},
 		{"KAFKA_TOPIC_LOCK_RELEASED", t.LockReleased},
 		{"KAFKA_TOPIC_LOCK_EXPIRED", t.LockExpired},
+		{"KAFKA_TOPIC_LOCK_REVOKED", t.LockRevoked},
 		{"KAFKA_TOPIC_DEAD_LETTER", t.DeadLetter},
 		{"KAFKA_TOPIC_LOCK_STATE", t.LockState},
 	}

@@ -65,6 +65,7 @@ func (c Config) Redacted() map[string]any {
 		"KAFKA_TOPIC_LOCK_ACQUIRED":          t.LockAcquired,
 		"KAFKA_TOPIC_LOCK_RELEASED":          t.LockReleased,
 		"KAFKA_TOPIC_LOCK_EXPIRED":           t.LockExpired,
+		"KAFKA_TOPIC_LOCK_REVOKED":           t.LockRevoked,
 		"KAFKA_TOPIC_DEAD_LETTER":            t.DeadLetter,
 		"KAFKA_TOPIC_LOCK_STATE":             t.LockState,
 		"COMMANDS_PARTITIONS":                t.CommandsPartitions,

@@ -19,7 +19,7 @@ import (
 func EventRouting(t testing.TB, e *Env, instance string) {
 	n := e.Names
 	alice, bob, carol := n.ReplyTopic("alice"), n.ReplyTopic("bob"), n.ReplyTopic("carol")
-	w := e.Watch(alice, bob, carol, n.Acquired, n.Released, n.Expired, n.DeadLetter)
+	w := e.Watch(alice, bob, carol, n.Acquired, n.Released, n.Expired, n.Revoked, n.DeadLetter)
 	p := e.Producer()
 	lease := func(s float64) func(*topics.Command) { return func(c *topics.Command) { c.LeaseDuration = s } }
 	wait := func(s float64) func(*topics.Command) { return func(c *topics.Command) { c.WaitTimeout = s } }
@@ -77,6 +77,21 @@ func EventRouting(t testing.TB, e *Env, instance string) {
 	require.GreaterOrEqual(t, late, time.Duration(0))
 	require.Less(t, late, time.Second, "lock.expired %s after expires_at", late)
 	require.Equal(t, topics.OpExpire, exp.Event.Operation)
+
+	// revoke: the revoker's answer with the count; the holder's reply_to and
+	// the lifecycle topic get lock.revoked, without the revoker's request_id.
+	rv := command("revoke", "a6", "L", "", alice)
+	rv.Reason = "ops"
+	e.Send(p, rv)
+	ans := w.WaitEvent(t, "a6 revoked", ByRequest(alice, "a6", topics.TypeRevoked))
+	require.Equal(t, 1, ans.Event.RevokedCount)
+	told := w.WaitEvent(t, "bob told", func(r Received) bool {
+		return r.Record.Topic == bob && r.Event.Type == topics.TypeRevoked && r.Event.LockInfo.LockName == "L"
+	})
+	require.Empty(t, told.Event.RequestID)
+	require.Equal(t, "ops", told.Event.Reason)
+	require.Equal(t, topics.StatusRevoked, told.Event.LockInfo.Status)
+	w.WaitEvent(t, "lifecycle revoked", func(r Received) bool { return r.Record.Topic == n.Revoked && r.Event.EventID == told.Event.EventID })
 
 	// cleanup answers with lock.cleaned.
 	e.Send(p, topics.Command{RequestID: "a5", Operation: "cleanup", LockName: "*", ReplyTo: alice})

@@ -41,7 +41,7 @@ func New(t testing.TB, opts ...kfake.Opt) *Env {
 	c, err := kfake.NewCluster(append([]kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.SeedTopics(16, names.Commands),
-		kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.DeadLetter),
+		kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.Revoked, names.DeadLetter),
 		kfake.GroupMinSessionTimeout(100 * time.Millisecond),
 	}, opts...)...)
 	require.NoError(t, err)

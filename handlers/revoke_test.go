@@ -1,0 +1,192 @@
+package handlers_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+func lockDelay(s float64) func(*topics.Command) { return func(c *topics.Command) { c.LockDelay = s } }
+func maxHold(s float64) func(*topics.Command)   { return func(c *topics.Command) { c.MaxHold = s } }
+
+func (h *harness) revoke(lock, owner, reason string) topics.Command {
+	return topics.Command{RequestID: h.id(), Operation: topics.OpRevoke, LockName: lock, OwnerID: owner, Reason: reason,
+		ReplyTo: "locks.replies.admin"}
+}
+
+// delayUntil reads a lock's delay_until (zero: none).
+func (h *harness) delayUntil(lock string) time.Time {
+	h.t.Helper()
+	var t *time.Time
+	require.NoError(h.t, h.st.Pool.QueryRow(h.t.Context(), `SELECT delay_until FROM locks WHERE lock_name = $1`, lock).Scan(&t))
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// TestLockDelayAfterExpiryNotAfterRelease: a lease with a lock_delay that
+// runs out keeps the lock from every grant (waiters, the common cases, a
+// reader joining readers) until the delay passes, then the scheduler hands
+// it to the waiters; a released one does not.
+func TestLockDelayAfterExpiryNotAfterRelease(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("a", "alice", lease(0.2), lockDelay(1)))
+	bob := h.acquire("a", "bob", wait(30))
+	require.Equal(t, topics.TypeQueued, h.one(bob).Type)
+	h.one(h.acquire("b", "alice", lease(0.2), lockDelay(1)))
+	last := h.one(h.acquire("rw", "r1", lease(0.2), lockDelay(1), shared))
+	h.one(h.acquire("rw", "r2", lease(30), shared))
+
+	h.waitPast(last.LockInfo.ExpiresAt.Time)
+	h.clearOutbox()
+	require.Equal(t, 3, h.expireDue())
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.r1 lock.expired", "locks.lock.expired.v1 lock.expired",
+	}, h.routes(), "bob stays queued")
+	until := h.delayUntil("a")
+	require.False(t, until.IsZero())
+	at, ok := h.nextDue(0)
+	require.True(t, ok)
+	require.False(t, at.After(until), "the scheduler looks again when the delay ends")
+
+	// Every way to the lock is shut: the general path, a grant at once and
+	// a reader joining a reader at once, sent ahead or inline.
+	for _, apply := range []func(...topics.Command) []topics.Event{h.apply, h.applyInline} {
+		for _, c := range []topics.Command{h.acquire("a", "carol"), h.acquire("b", "carol"), h.acquire("rw", "r3", shared)} {
+			evs := apply(c)
+			require.Len(t, evs, 1)
+			ev := evs[0]
+			require.Equal(t, topics.CodeLockHeld, ev.ErrorCode, c.LockName)
+			require.Contains(t, ev.ErrorMessage, "lock-delay")
+			require.NotNil(t, ev.RetryAfterSeconds)
+			require.Greater(t, *ev.RetryAfterSeconds, 0.0)
+			require.LessOrEqual(t, *ev.RetryAfterSeconds, 1.0)
+		}
+	}
+	st := h.one(h.query("b"))
+	require.NotNil(t, st.LockInfo.DelayUntil)
+	require.Equal(t, h.delayUntil("b"), st.LockInfo.DelayUntil.Time)
+	cl := h.one(h.cleanup("b", maxAge(0)))
+	require.Zero(t, *cl.CleanedCount, "a row in its lock-delay is not idle")
+
+	h.waitPast(h.delayUntil("rw")) // the last to start
+	h.clearOutbox()
+	require.Equal(t, 1, h.expireDue())
+	require.Equal(t, []string{"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired"}, h.routes())
+	require.True(t, h.delayUntil("a").IsZero())
+	require.True(t, h.delayUntil("b").IsZero(), "a delay that passed is cleared, waiters or not")
+	require.True(t, h.delayUntil("rw").IsZero())
+	_, ok = h.nextDue(0)
+	require.True(t, ok, "r2's lease")
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("rw", "r3", shared)).Type)
+
+	// A release starts no delay: the next acquire is granted at once.
+	h.one(h.release("a", "bob"))
+	h.one(h.acquire("a", "dave", lockDelay(1)))
+	require.Equal(t, topics.TypeReleased, h.one(h.release("a", "dave")).Type)
+	require.True(t, h.delayUntil("a").IsZero())
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "erin")).Type)
+}
+
+// TestMaxHold: extensions (at once or not) and renewals cannot carry a lease
+// past acquired_at + max_hold; a lease_duration above it is cut to it; a
+// waiter's max_hold holds for the lease it is granted.
+func TestMaxHold(t *testing.T) {
+	h := newHarness(t)
+	acq := h.one(h.acquire("a", "alice", lease(10), maxHold(25)))
+	require.Equal(t, 10.0, acq.LockInfo.LeaseDuration)
+	ext := h.one(h.extend("a", "alice", extendBy(10)))
+	require.Equal(t, topics.TypeExtended, ext.Type)
+	ext = h.one(h.extend("a", "alice", extendBy(5)))
+	require.Equal(t, topics.TypeExtended, ext.Type, "to the cap itself")
+	require.Equal(t, acq.LockInfo.AcquiredAt.Add(25*time.Second), ext.LockInfo.ExpiresAt.Time)
+	for _, apply := range []func(...topics.Command) []topics.Event{h.apply, h.applyInline} {
+		evs := apply(h.extend("a", "alice", extendBy(0.1)))
+		require.Len(t, evs, 1)
+		require.Equal(t, topics.CodeMaxHoldExceeded, evs[0].ErrorCode)
+		require.Contains(t, evs[0].ErrorMessage, "max_hold")
+		require.Equal(t, "alice", evs[0].LockInfo.OwnerID)
+	}
+	require.Equal(t, ext.LockInfo.ExpiresAt.Time, h.timeOf(`SELECT expires_at FROM lock_holders WHERE lock_name = 'a'`), "unchanged")
+	require.Equal(t, topics.CodeMaxHoldExceeded, h.one(h.acquire("a", "alice", lease(30))).ErrorCode, "a renewal is capped too")
+
+	capped := h.one(h.acquire("b", "alice", lease(60), maxHold(20)))
+	require.Equal(t, 20.0, capped.LockInfo.LeaseDuration)
+	require.Equal(t, capped.LockInfo.AcquiredAt.Add(20*time.Second), capped.LockInfo.ExpiresAt.Time)
+	require.Equal(t, topics.CodeMaxHoldExceeded, h.one(h.extend("b", "alice")).ErrorCode)
+
+	h.one(h.acquire("c", "alice"))
+	h.one(h.acquire("c", "bob", wait(30), lease(10), maxHold(12)))
+	h.one(h.release("c", "alice"))
+	require.Equal(t, topics.TypeExtended, h.one(h.extend("c", "bob", extendBy(2))).Type)
+	require.Equal(t, topics.CodeMaxHoldExceeded, h.one(h.extend("c", "bob", extendBy(1))).ErrorCode)
+}
+
+// TestRevoke: the revoker is answered, each holder told on its reply topic
+// and the lifecycle topic, the history keeps it, and the next waiter is
+// granted; a revoke that ends nothing is NOT_HELD.
+func TestRevoke(t *testing.T) {
+	h := newHarness(t)
+	acq := h.one(h.acquire("a", "alice"))
+	bob := h.acquire("a", "bob", wait(30))
+	h.one(bob)
+	h.clearOutbox()
+
+	cmd := h.revoke("a", "", "maintenance")
+	evs := h.apply(cmd)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.revoked", "locks.lock.revoked.v1 lock.revoked",
+		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+		"locks.replies.admin lock.revoked",
+	}, h.routes())
+	told := h.outbox()[0].Event
+	require.Equal(t, topics.OpRevoke, told.Operation)
+	require.Empty(t, told.RequestID, "only the revoker's answer has it")
+	require.Equal(t, "maintenance", told.Reason)
+	require.Equal(t, "alice", told.LockInfo.OwnerID)
+	require.Equal(t, topics.StatusRevoked, told.LockInfo.Status)
+	require.Equal(t, acq.LockInfo.FencingToken, told.LockInfo.FencingToken)
+	require.Zero(t, told.RevokedCount)
+
+	ans := evs[len(evs)-1]
+	require.Equal(t, topics.TypeRevoked, ans.Type)
+	require.True(t, ans.Success)
+	require.Equal(t, cmd.RequestID, ans.RequestID)
+	require.Equal(t, 1, ans.RevokedCount)
+	require.Equal(t, "maintenance", ans.Reason)
+	require.Equal(t, "alice", ans.LockInfo.OwnerID)
+	require.NotNil(t, h.outbox()[4].Event.DurationMS, "the revoker's own answer")
+	require.Equal(t, []string{"lock.acquired alice", "lock.revoked alice", "lock.acquired bob"}, h.history("a"))
+	h.resend(cmd, ans)
+
+	// One owner's lease of several, then all the rest.
+	h.one(h.acquire("rw", "r1", shared))
+	h.one(h.acquire("rw", "r2", shared))
+	h.one(h.acquire("rw", "r3", shared))
+	require.Equal(t, topics.CodeNotHeld, h.one(h.revoke("rw", "nobody", "x")).ErrorCode)
+	require.Equal(t, 1, h.one(h.revoke("rw", "r2", "x")).RevokedCount)
+	all := h.one(h.revoke("rw", "", "x"))
+	require.Equal(t, 2, all.RevokedCount)
+	require.Equal(t, "r3", all.LockInfo.OwnerID, "the last lease it ended")
+	require.Equal(t, "revoked", h.scalarText(`SELECT status FROM locks WHERE lock_name = 'rw'`))
+	st := h.one(h.query("rw"))
+	require.Equal(t, topics.StatusRevoked, st.LockInfo.Status)
+	require.Equal(t, topics.CodeNotHeld, h.one(h.revoke("rw", "", "x")).ErrorCode)
+	require.Equal(t, topics.CodeNotHeld, h.one(h.revoke("none", "", "x")).ErrorCode)
+	cl := h.one(h.cleanup("rw", maxAge(0)))
+	require.Equal(t, 1, *cl.CleanedCount, "a revoked row is idle like a released one")
+
+	// A revoked lease with a lock_delay keeps the waiters queued.
+	h.one(h.acquire("d", "alice", lockDelay(60)))
+	h.one(h.acquire("d", "bob", wait(30)))
+	h.clearOutbox()
+	h.one(h.revoke("d", "alice", "stuck"))
+	require.Equal(t, []string{"locks.replies.alice lock.revoked", "locks.lock.revoked.v1 lock.revoked", "locks.replies.admin lock.revoked"}, h.routes())
+	require.False(t, h.delayUntil("d").IsZero())
+}

@@ -1,0 +1,114 @@
+package rules
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// acquireWith is acquire with a lock-delay and a max_hold.
+func (m *model) acquireWith(owner string, lease, wait, lockDelay, maxHold float64) []Effect {
+	l := m.lock(owner)
+	effs := l.Acquire(Request{Owner: owner, Mode: Exclusive, Limit: 1, Lease: lease, Wait: wait, RequestID: "req-" + owner,
+		Key: "/k", LockDelay: lockDelay, MaxHold: maxHold})
+	m.save(l, effs)
+	return effs
+}
+
+func (m *model) revoke(owner string) []Effect {
+	l := m.lock("")
+	effs := l.Revoke(owner, "/k")
+	m.save(l, effs)
+	return effs
+}
+
+func TestLockDelayAfterExpiryNotAfterRelease(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant a", kinds(m.acquireWith("a", 10, 0, 5, 0)))
+	require.Equal(t, "queue w", kinds(m.acquireWith("w", 10, 60, 0, 0)))
+	m.advance(10 * time.Second)
+	// The lease ran out: the waiter stays queued through the delay.
+	require.Equal(t, "expire a", kinds(m.expire()))
+	require.Equal(t, m.now.Add(5*time.Second), m.DelayUntil)
+	effs := m.acquireWith("b", 10, 0, 0, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Equal(t, 5*time.Second, effs[0].RetryAfter)
+	require.Contains(t, effs[0].Message, "lock-delay")
+	m.advance(5 * time.Second)
+	require.Equal(t, "grant w", kinds(m.expire()))
+	require.True(t, m.DelayUntil.IsZero())
+
+	// A release starts no delay.
+	require.Equal(t, "release w", kinds(m.release("w", nil)))
+	require.Equal(t, "grant c", kinds(m.acquireWith("c", 10, 0, 5, 0)))
+	require.Equal(t, "release c", kinds(m.release("c", nil)))
+	require.Equal(t, "grant d", kinds(m.acquireWith("d", 10, 0, 0, 0)))
+}
+
+func TestMaxHoldCapsExtendsAndRenewals(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant a", kinds(m.acquireWith("a", 10, 0, 0, 25)))
+	require.Equal(t, "extend a", kinds(m.extend("a", nil, 10))) // to 20
+	require.Equal(t, "extend a", kinds(m.extend("a", nil, 5)))  // to 25: the cap itself
+	require.Equal(t, "refuse MAX_HOLD_EXCEEDED", kinds(m.extend("a", nil, 0.1)))
+	m.advance(20 * time.Second)
+	// A renewal carries the lease to now + lease: 30 s, past the cap.
+	require.Equal(t, "refuse MAX_HOLD_EXCEEDED", kinds(m.acquireWith("a", 10, 0, 0, 0)))
+	require.Equal(t, "renew a", kinds(m.acquireWith("a", 5, 0, 0, 0)))
+	require.Equal(t, m.now.Add(5*time.Second), m.Holders[0].ExpiresAt)
+}
+
+func TestRevokeEndsLeasesStartsDelayAndHandsOff(t *testing.T) {
+	m := newModel(t)
+	l := m.lock("")
+	require.Equal(t, "refuse NOT_HELD", kinds(l.Revoke("", "/k")))
+	require.Equal(t, "grant r1", kinds(m.acquire("r1", Shared, 1, 30, 0)))
+	require.Equal(t, "grant r2", kinds(m.acquire("r2", Shared, 1, 30, 0)))
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
+	require.Equal(t, "refuse NOT_HELD", kinds(m.revoke("w")))
+	require.Equal(t, "revoke r1", kinds(m.revoke("r1")))
+	effs := m.revoke("")
+	require.Equal(t, "revoke r2, grant w", kinds(effs))
+	require.Equal(t, Revoked, effs[0].Info.Status)
+	require.Equal(t, Revoked, m.EndedStatus)
+
+	require.Equal(t, "queue x", kinds(m.acquire("x", Exclusive, 1, 30, 60)))
+	require.Equal(t, "revoke w, grant x", kinds(m.revoke("")), "w had no lock-delay")
+	// A revoked lease with a lock-delay keeps the waiters queued.
+	m.Holders[0].LockDelay = 2
+	require.Equal(t, "queue y", kinds(m.acquire("y", Exclusive, 1, 30, 60)))
+	require.Equal(t, "revoke x", kinds(m.revoke("x")))
+	require.Equal(t, "", kinds(m.expire()))
+	m.advance(2 * time.Second)
+	require.Equal(t, "grant y", kinds(m.expire()))
+}
+
+// A session that expires starts its leases' lock-delays (the holder did not
+// let go); one that is closed does not (it did), as a release.
+func TestLockDelayAfterSessionLossNotAfterClose(t *testing.T) {
+	for _, reason := range []string{ReasonSessionExpired, ReasonSessionClosed} {
+		m := newModel(t)
+		l := m.lock("a")
+		effs := l.Acquire(Request{Owner: "a", Mode: Exclusive, Limit: 1, Lease: 1, RequestID: "req-a", Key: "/k",
+			Session: "s", SessionExpires: m.now.Add(time.Hour), LockDelay: 5})
+		m.save(l, effs)
+		require.Equal(t, "queue w", kinds(m.acquireWith("w", 10, 60, 0, 0)))
+		if reason == ReasonSessionExpired {
+			require.Equal(t, "lose a", kinds(m.endSession("s", "a", reason)), "w waits for the lock-delay")
+			m.advance(5 * time.Second)
+			require.Equal(t, "grant w", kinds(m.expire()))
+		} else {
+			require.Equal(t, "lose a, grant w", kinds(m.endSession("s", "a", reason)))
+		}
+	}
+}
+
+// A lease with a max_hold cannot be handed to a session, which would keep
+// it alive past any cap.
+func TestMaxHoldLeaseNotKeptBySession(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant a", kinds(m.acquireWith("a", 10, 0, 0, 60)))
+	require.Equal(t, "refuse MAX_HOLD_EXCEEDED", kinds(m.acquireIn("s", "a", Exclusive, 0)))
+	require.Empty(t, m.Holders[0].Session)
+}
