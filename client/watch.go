@@ -44,6 +44,9 @@ type LockRevision struct {
 	Operation string
 	// ChangedAt is the database's time of the change.
 	ChangedAt time.Time
+	// DelayUntil is the end of the lock's lock-delay while it is in one
+	// (WithLockDelay): nothing is granted before it. Zero: none.
+	DelayUntil time.Time
 	// Record is the same in the contract's wire form (zero for a
 	// tombstone), for those who pass it on as JSON.
 	Record topics.LockState
@@ -74,6 +77,9 @@ func lockRevision(key string, value []byte) (LockRevision, error) {
 		Namespace: st.Namespace, Name: st.LockName, Revision: st.Revision, Status: Status(st.Status), Limit: st.Limit,
 		HolderCount: st.HolderCount, Waiters: st.WaiterCount, Acquisitions: st.AcquisitionCount, Operation: st.Operation,
 		ChangedAt: st.ChangedAt.Time, Record: st,
+	}
+	if st.DelayUntil != nil {
+		r.DelayUntil = st.DelayUntil.Time
 	}
 	for _, h := range st.Holders {
 		r.Holders = append(r.Holders, Holder{Owner: h.OwnerID, Mode: Mode(h.Mode), Token: h.FencingToken, AcquiredAt: h.AcquiredAt.Time,

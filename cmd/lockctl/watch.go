@@ -126,6 +126,9 @@ func (c *cli) printRevision(lr client.LockRevision) {
 	if lr.Waiters > 0 {
 		fmt.Fprintf(&b, " waiters=%d", lr.Waiters)
 	}
+	if !lr.DelayUntil.IsZero() {
+		fmt.Fprintf(&b, " delay_until=%s", lr.DelayUntil.Format(topics.TimeLayout))
+	}
 	fmt.Fprintln(c.stdout, b.String())
 }
 
