@@ -188,7 +188,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 	var firstErr error
 	var errOnce sync.Once
 	deadline := time.Now().Add(dur)
-	cpu0 := takeCPU(nil)
+	cpu0 := takeCPU(nil, nil)
 	var wg sync.WaitGroup
 	for g := range appliers {
 		wg.Add(1)
@@ -260,7 +260,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 		}()
 	}
 	wg.Wait()
-	res.CPU = cpuBetween(cpu0, takeCPU(nil))
+	res.CPU = cpuBetween(cpu0, takeCPU(nil, nil))
 	res.Seconds = res.CPU.Seconds
 	res.Commands = done.Load()
 	res.PerSecond = float64(res.Commands) / res.Seconds

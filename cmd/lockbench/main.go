@@ -85,6 +85,7 @@ type Config struct {
 	DatabaseURL  string   `json:"-"`
 	WorkerBin    string   `json:"worker_bin,omitempty"`
 	BrokerMemory bool     `json:"broker_memory"`
+	BrokerBin    string   `json:"broker_bin,omitempty"`
 	Keep         bool     `json:"-"`
 
 	PGMaxConns      int   `json:"pg_max_conns"`
@@ -198,6 +199,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL: where lockbench creates its schemas (default "+DefaultDatabaseURL+"); with --brokers, the running worker's database (seeding for cleanup, the ceiling's schema)")
 	fs.StringVar(&cfg.WorkerBin, "worker-bin", "", "run this lockworker binary as a child process instead of in process (scenario 7 then measures the worker alone)")
 	fs.BoolVar(&cfg.BrokerMemory, "broker-memory", false, "in-memory kfake broker instead of the embedded broker with a data directory")
+	fs.StringVar(&cfg.BrokerBin, "broker-bin", "", "run this devkafka binary as the broker, a process of its own, so that its CPU is measured apart from the worker's and lockbench's")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the schemas lockbench created")
 	pgConns := fs.Int("pg-max-conns", cfg.PGMaxConns, "worker's pool size (POSTGRES_MAX_CONNECTIONS), also used by the ceiling")
 	fs.IntVar(&cfg.MaxPollRecords, "max-poll-records", 0, "in-process worker's MaxPollRecords (0: the worker's default)")

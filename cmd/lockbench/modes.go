@@ -65,12 +65,14 @@ func (b *bench) modes(ctx context.Context) (ModesResult, error) {
 }
 
 // cpuPerCommand is the worker's, broker's and PostgreSQL's CPU seconds per
-// command in a throughput window.
+// command in a throughput window. The broker's counts only when it runs as
+// its own process (--broker-bin); otherwise it is in lockbench's process
+// (child worker) or the worker's (in process).
 func cpuPerCommand(t ThroughputResult) float64 {
 	if t.Commands == 0 {
 		return 0
 	}
-	return (t.CPU.WorkerCPU + t.CPU.PostgresCPU) / float64(t.Commands)
+	return (t.CPU.WorkerCPU + t.CPU.BrokerCPU + t.CPU.PostgresCPU) / float64(t.Commands)
 }
 
 func (r *Report) modesGoals() {

@@ -117,20 +117,26 @@ func postgresCPU() (time.Duration, int) {
 	return total, n
 }
 
-// cpuSnapshot reads the CPU of the worker, of lockbench and of PostgreSQL.
+// cpuSnapshot reads the CPU of the worker, of a broker process, of
+// lockbench and of PostgreSQL.
 type cpuSnapshot struct {
-	at                time.Time
-	worker, self, pg  time.Duration
-	workerOK, selfOK  bool
-	machineBusy, idle uint64 // /proc/stat jiffies
+	at                       time.Time
+	worker, broker, self, pg time.Duration
+	workerOK, selfOK         bool
+	machineBusy, idle        uint64 // /proc/stat jiffies
 }
 
-func takeCPU(p procSource) cpuSnapshot {
+// takeCPU reads the worker's CPU from p and a broker process's from broker
+// (nil: none, or not measured apart).
+func takeCPU(p, broker procSource) cpuSnapshot {
 	s := cpuSnapshot{at: time.Now()}
 	if p != nil {
 		if c, err := p.cpu(); err == nil {
 			s.worker, s.workerOK = c, true
 		}
+	}
+	if broker != nil {
+		s.broker, _ = broker.cpu()
 	}
 	if c, err := (selfProc{}).cpu(); err == nil {
 		s.self, s.selfOK = c, true
@@ -163,6 +169,7 @@ func machineJiffies() (busy, idle uint64) {
 type cpuUse struct {
 	Seconds        float64 `json:"wall_seconds"`
 	WorkerCPU      float64 `json:"worker_cpu_seconds"`
+	BrokerCPU      float64 `json:"broker_cpu_seconds,omitempty"` // with --broker-bin only
 	LockbenchCPU   float64 `json:"lockbench_process_cpu_seconds"`
 	PostgresCPU    float64 `json:"postgres_cpu_seconds"`
 	MachineBusyPct float64 `json:"machine_busy_percent"`
@@ -172,6 +179,7 @@ func cpuBetween(a, b cpuSnapshot) cpuUse {
 	u := cpuUse{
 		Seconds:      b.at.Sub(a.at).Seconds(),
 		WorkerCPU:    (b.worker - a.worker).Seconds(),
+		BrokerCPU:    (b.broker - a.broker).Seconds(),
 		LockbenchCPU: (b.self - a.self).Seconds(),
 		PostgresCPU:  (b.pg - a.pg).Seconds(),
 	}

@@ -238,5 +238,10 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 }
 
 func printCPU(w io.Writer, c cpuUse) {
-	fmt.Fprintf(w, "  CPU over the window: worker %.1f s, lockbench process %.1f s, PostgreSQL %.1f s; machine busy %.0f%%\n", c.WorkerCPU, c.LockbenchCPU, c.PostgresCPU, c.MachineBusyPct)
+	broker := ""
+	if c.BrokerCPU > 0 {
+		broker = fmt.Sprintf("broker process %.1f s, ", c.BrokerCPU)
+	}
+	fmt.Fprintf(w, "  CPU over the window: worker %.1f s, %slockbench process %.1f s, PostgreSQL %.1f s; machine busy %.0f%%\n",
+		c.WorkerCPU, broker, c.LockbenchCPU, c.PostgresCPU, c.MachineBusyPct)
 }

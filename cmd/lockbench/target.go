@@ -18,6 +18,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/embedded"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -40,7 +42,9 @@ type target struct {
 
 	metrics *batchMetrics // in-process only
 	proc    procSource    // what scenario 7 measures
-	sql     *sqlTracer    // in-process with --sql-stats
+	// brokerProc is the broker's process when it runs as one (--broker-bin).
+	brokerProc procSource
+	sql        *sqlTracer // in-process with --sql-stats
 	// httpAddr is the child process's HTTP_ADDR (health and metrics).
 	httpAddr string
 
@@ -125,14 +129,22 @@ func (t *target) startLocal(ctx context.Context, cfg *Config, log zerolog.Logger
 	t.closers = append(t.closers, drop)
 	t.dbURL = url
 
-	if cfg.BrokerMemory {
+	switch {
+	case cfg.BrokerBin != "":
+		b, err := chaos.StartBroker(ctx, cfg.BrokerBin, 16, config.ApacheMinSessionTimeout)
+		if err != nil {
+			return err
+		}
+		t.closers = append(t.closers, b.Close)
+		t.brokers, t.brokerProc = []string{b.Addr}, pidProc{b.Pid()}
+	case cfg.BrokerMemory:
 		c, err := kfakeCluster()
 		if err != nil {
 			return err
 		}
 		t.closers = append(t.closers, c.Close)
 		t.brokers = c.ListenAddrs()
-	} else {
+	default:
 		dir, err := os.MkdirTemp("", "lockbench-kafka-")
 		if err != nil {
 			return err

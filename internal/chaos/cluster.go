@@ -83,6 +83,9 @@ func (b *Broker) Kill() {
 // Restart starts a killed or closed broker again.
 func (b *Broker) Restart(ctx context.Context) error { return b.start(ctx) }
 
+// Pid is the broker process's id.
+func (b *Broker) Pid() int { return b.cmd.Process.Pid }
+
 // Close stops the broker.
 func (b *Broker) Close() {
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
