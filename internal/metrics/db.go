@@ -15,7 +15,8 @@ import (
 // database clock.
 type LockStats struct {
 	// HeldLocks are leases in force: one per holder (a shared lock or a
-	// semaphore may have several).
+	// semaphore may have several). A lease of a session is in force while
+	// its session is.
 	HeldLocks int64 `json:"held_locks"`
 	// HeldShared are the shared (read) ones among them.
 	HeldShared int64 `json:"held_shared"`
@@ -25,6 +26,8 @@ type LockStats struct {
 	LeasesOverdue int64 `json:"leases_overdue"`
 	// Waiters are queued acquires.
 	Waiters int64 `json:"waiters"`
+	// Sessions are the open sessions.
+	Sessions int64 `json:"sessions"`
 	// OutboxBacklog are events committed but not yet acknowledged by Kafka
 	// (plus, for up to outbox.Config.DeleteDelay, 100 ms, acknowledged ones
 	// waiting for the relay's next query to delete them); OutboxParked of
@@ -42,13 +45,14 @@ type LockStats struct {
 func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 	var s LockStats
 	err := pool.QueryRow(ctx, `
-		SELECT count(*) FILTER (WHERE expires_at > clock_timestamp()),
-		       count(*) FILTER (WHERE expires_at > clock_timestamp() AND mode = 'shared'),
+		SELECT count(*) FILTER (WHERE expires_at > clock_timestamp() OR session_id IS NOT NULL),
+		       count(*) FILTER (WHERE (expires_at > clock_timestamp() OR session_id IS NOT NULL) AND mode = 'shared'),
 		       count(*) FILTER (WHERE expires_at <= clock_timestamp()),
-		       (SELECT count(*) FROM lock_waiters)
-		FROM lock_holders`).Scan(&s.HeldLocks, &s.HeldShared, &s.LeasesOverdue, &s.Waiters)
+		       (SELECT count(*) FROM lock_waiters),
+		       (SELECT count(*) FROM sessions)
+		FROM lock_holders`).Scan(&s.HeldLocks, &s.HeldShared, &s.LeasesOverdue, &s.Waiters, &s.Sessions)
 	if err != nil {
-		return LockStats{}, fmt.Errorf("counting held locks and waiters: %w", err)
+		return LockStats{}, fmt.Errorf("counting held locks, waiters and sessions: %w", err)
 	}
 	var oldest time.Duration
 	if s.OutboxBacklog, s.OutboxParked, oldest, err = outbox.Backlog(ctx, pool); err != nil {
@@ -69,10 +73,11 @@ var (
 	byModeDesc   = prometheus.NewDesc(Namespace+"_locks_held_by_mode", "Leases in force by mode: shared (read locks) or exclusive (mutexes, writers, semaphore holders) (whole database).", []string{"mode"}, nil)
 	overdueDesc  = prometheus.NewDesc(Namespace+"_leases_overdue", "Leases past expires_at not ended yet (whole database); the scheduler ends each within 1 s.", nil, nil)
 	waitersDesc  = prometheus.NewDesc(Namespace+"_lock_waiters", "Queued acquires (whole database).", nil, nil)
+	sessionsDesc = prometheus.NewDesc(Namespace+"_sessions", "Open sessions (whole database).", nil, nil)
 	backlogDesc  = prometheus.NewDesc(Namespace+"_outbox_backlog", "Outbox rows not yet acknowledged by Kafka, and acknowledged ones up to 100 ms before their deletion (whole database).", nil, nil)
 	parkedDesc   = prometheus.NewDesc(Namespace+"_outbox_parked", "Outbox rows parked: refused for good by Kafka, or of a topic that failed RELAY_MAX_ATTEMPTS times (whole database).", nil, nil)
 	oldestDesc   = prometheus.NewDesc(Namespace+"_outbox_oldest_age_seconds", "Age of the oldest outbox row (whole database; 0 when empty).", nil, nil)
-	dbStatsDescs = []*prometheus.Desc{heldDesc, byModeDesc, overdueDesc, waitersDesc, backlogDesc, parkedDesc, oldestDesc}
+	dbStatsDescs = []*prometheus.Desc{heldDesc, byModeDesc, overdueDesc, waitersDesc, sessionsDesc, backlogDesc, parkedDesc, oldestDesc}
 )
 
 func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -96,6 +101,7 @@ func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
 		v float64
 	}{
 		{heldDesc, float64(s.HeldLocks)}, {overdueDesc, float64(s.LeasesOverdue)}, {waitersDesc, float64(s.Waiters)},
+		{sessionsDesc, float64(s.Sessions)},
 		{backlogDesc, float64(s.OutboxBacklog)}, {parkedDesc, float64(s.OutboxParked)}, {oldestDesc, s.OldestUnpublishedSeconds},
 	} {
 		ch <- prometheus.MustNewConstMetric(g.d, prometheus.GaugeValue, g.v)
