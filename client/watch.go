@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -93,10 +94,8 @@ func lockRevision(key string, value []byte) (LockRevision, error) {
 // the key has one (a lock name may hold "/" too: a tombstone's name is then
 // ambiguous, and Watch, which knows the name, does not use it).
 func splitKey(key string) (ns, name string) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '/' {
-			return key[:i], key[i+1:]
-		}
+	if ns, name, ok := strings.Cut(key, "/"); ok {
+		return ns, name
 	}
 	return "", key
 }
@@ -106,7 +105,7 @@ func splitKey(key string) (ns, name string) {
 // on.
 type stateReader struct {
 	cons *kgo.Client
-	// left counts, per partition, the records before the listed end.
+	// end is, per partition not read up to it yet, its listed end offset.
 	end map[int32]int64
 }
 
@@ -273,23 +272,30 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 		close(out)
 		c.ops.Done()
 	}()
-	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1}
-	delivered := false
-	deliver := func(lr LockRevision) bool {
+	send := func(lr LockRevision) bool {
 		select {
 		case out <- lr:
-			delivered = true
 			return true
 		case <-ctx.Done():
 			return false
 		}
 	}
+	// current is the lock's last state read; until the partition was read
+	// up to its listed end it is only kept, then sent once, first.
+	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1}
+	sentCurrent := false
+	sendCurrent := func() bool {
+		if !sentCurrent {
+			sentCurrent = send(current)
+		}
+		return sentCurrent
+	}
 	for ctx.Err() == nil {
-		if !delivered && r.caughtUp() && !deliver(current) {
+		if r.caughtUp() && !sendCurrent() {
 			return
 		}
 		err := r.poll(ctx, func(rec *kgo.Record, live bool) {
-			if live && !delivered && !deliver(current) || string(rec.Key) != key {
+			if live && !sendCurrent() || string(rec.Key) != key {
 				return
 			}
 			lr, err := lockRevision(key, rec.Value)
@@ -302,7 +308,7 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 			}
 			current = lr
 			if live {
-				deliver(lr)
+				send(lr)
 			}
 		})
 		if err != nil {

@@ -150,7 +150,7 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 			return nil, time.Time{}, fmt.Errorf("locking lock row: %w", err)
 		}
 		r.scanned()
-		la := a.forLock(&r)
+		la := a.forLock(r.partition)
 		s, err := la.loadRest(ctx, &r, "", nil)
 		if err != nil {
 			return nil, time.Time{}, err

@@ -185,7 +185,7 @@ func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []r
 	s := &lockState{row: r, l: l}
 	if hs == nil && r.holders > 0 {
 		var err error
-		if hs, err = a.holders(ctx, r); err != nil {
+		if hs, err = a.holders(ctx, r, 0); err != nil {
 			return nil, err
 		}
 	}
@@ -207,11 +207,11 @@ func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []r
 	return s, nil
 }
 
-// holders reads the lock's holders in grant order.
-func (a *applier) holders(ctx context.Context, r *lockRow) ([]rules.Holder, error) {
+// holders reads the lock's first limit holders (0: all) in grant order.
+func (a *applier) holders(ctx context.Context, r *lockRow, limit int) ([]rules.Holder, error) {
 	var hs []rules.Holder
 	pb := &pgx.Batch{}
-	queueHolders(pb, r.namespace, r.name, 0, &hs)
+	queueHolders(pb, r.namespace, r.name, limit, &hs)
 	return hs, a.tx.SendBatch(ctx, pb).Close()
 }
 
@@ -292,17 +292,17 @@ func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]r
 
 // forLock is the applier of the current command for what it does to a lock
 // of another partition than the command's (a cleanup's sweep, a session's
-// end): written under the lock's partition, whose relay publishes the
+// end): written under partition, the lock's, whose relay publishes the
 // lock's other changes, so that the lock's records keep their order (a
 // partition's rows go out in id order, and the lock's row lock makes that
 // its commit order). Its caused events are the caller's to collect. A row
 // of no partition (negative: written by a tool, such as lockbench's seeds,
 // never by a grant) has no relay: what the command does to it stays under
 // the command's partition.
-func (a *applier) forLock(r *lockRow) *applier {
+func (a *applier) forLock(partition int32) *applier {
 	b := a.Batch
-	if r.partition >= 0 {
-		b = b.For(r.partition)
+	if partition >= 0 {
+		b = b.For(partition)
 	}
 	return &applier{Batch: b, cmd: a.cmd, op: a.op, polledAt: a.polledAt}
 }

@@ -232,7 +232,7 @@ func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string
 				in.Waits++
 			}
 		}
-		la := a.forLock(st.row)
+		la := a.forLock(st.row.partition)
 		err = la.apply(ctx, st, effs)
 		a.caused = append(a.caused, la.caused...)
 		if err != nil {

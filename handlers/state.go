@@ -46,7 +46,7 @@ func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) {
 // under the lock's partition (see sweep).
 func (a *applier) deleted(ns, name string, partition int32) {
 	if topic := a.env.Names.State; topic != "" {
-		a.forLock(&lockRow{partition: partition}).queue(topic, []byte(topics.LockKey(ns, name)), &pending{}, stateHeaders)
+		a.forLock(partition).queue(topic, []byte(topics.LockKey(ns, name)), &pending{}, stateHeaders)
 	}
 }
 
@@ -66,9 +66,8 @@ func (a *applier) changedState(ctx context.Context, ch *changed, held bool) erro
 	case r.holders == 1 && held:
 		l.Holders = []rules.Holder{ch.holder}
 	default:
-		pb := &pgx.Batch{}
-		queueHolders(pb, r.namespace, r.name, topics.MaxStateHolders, &l.Holders)
-		if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
+		var err error
+		if l.Holders, err = a.holders(ctx, r, topics.MaxStateHolders); err != nil {
 			return err
 		}
 	}
