@@ -20,7 +20,6 @@ import (
 
 	sdk "github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/config"
-	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -47,12 +46,7 @@ func TestAuthenticatedService(t *testing.T) {
 	keys := t.TempDir()
 	aliceKey, _ := keyPair(t, keys, "alice")
 	_, issuer := keyPair(t, keys, "issuer")
-	addr := freeAddr(t)
-	sch := testdb.NewSchema(t)
-	startWith(t, sch.URL, func(c *config.Config) {
-		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
-		c.Auth = config.AuthConfig{Required: true, Keys: keys}
-	})
+	addr := startEmbedded(t, func(c *config.Config) { c.Auth = config.AuthConfig{Required: true, Keys: keys} })
 	t.Setenv(sdk.EnvToken, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -115,12 +109,7 @@ func TestAuthenticatedService(t *testing.T) {
 // each naming a new reply topic, creates MAX_REPLY_TOPICS topics and no
 // more; the rest are refused in the dead-letter topic.
 func TestReplyTopicsBounded(t *testing.T) {
-	addr := freeAddr(t)
-	sch := testdb.NewSchema(t)
-	startWith(t, sch.URL, func(c *config.Config) {
-		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
-		c.Topics.MaxReplyTopics = 5
-	})
+	addr := startEmbedded(t, func(c *config.Config) { c.Topics.MaxReplyTopics = 5 })
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.DefaultProduceTopic("locks.commands"),
 		kgo.ConsumeTopics("locks.commands.dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(t, err)

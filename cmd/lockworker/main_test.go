@@ -33,6 +33,28 @@ func start(t *testing.T, dbURL, addr, dir string) (*Main, func()) {
 	return startWith(t, dbURL, func(c *config.Config) { c.Embedded.Addr, c.Embedded.Dir = addr, dir })
 }
 
+// startEmbedded runs the real service wiring on a fresh schema and an
+// embedded broker of its own, with what configure adds, and returns the
+// broker's address.
+func startEmbedded(t *testing.T, configure func(*config.Config)) string {
+	addr := freeAddr(t)
+	startWith(t, testdb.NewSchema(t).URL, func(c *config.Config) {
+		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
+		configure(c)
+	})
+	return addr
+}
+
+// externalKafka starts a kfake broker of the test's own, which outlives the
+// workers started on it with the option it returns.
+func externalKafka(t *testing.T) (*kfake.Cluster, func(*config.Config)) {
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "locks.commands"))
+	require.NoError(t, err)
+	t.Cleanup(kafka.Close)
+	brokers := kafka.ListenAddrs()
+	return kafka, func(c *config.Config) { c.Kafka.BootstrapServers = brokers }
+}
+
 // startWith runs the real service wiring on the configuration that
 // configure leaves.
 func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, func()) {
@@ -170,11 +192,8 @@ func TestRestartKeepsState(t *testing.T) {
 // PostgreSQL are delivered first and the new commands are applied after them.
 func TestRestartDeliversWhatWasLeft(t *testing.T) {
 	sch := testdb.NewSchema(t)
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "locks.commands"))
-	require.NoError(t, err)
-	t.Cleanup(kafka.Close)
+	kafka, external := externalKafka(t)
 	brokers := kafka.ListenAddrs()
-	external := func(c *config.Config) { c.Kafka.BootstrapServers = brokers }
 	outage := e2e.NewOutage(t, kafka, "locks.commands")
 	_, stop := startWith(t, sch.URL, external)
 

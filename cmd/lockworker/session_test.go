@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	sdk "github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/config"
@@ -25,11 +24,8 @@ import (
 // owner dies, within ttl + 1 s, and grants the locks to their waiters.
 func TestSessionSurvivesRestart(t *testing.T) {
 	sch := testdb.NewSchema(t)
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "locks.commands"))
-	require.NoError(t, err)
-	t.Cleanup(kafka.Close)
+	kafka, external := externalKafka(t)
 	brokers := kafka.ListenAddrs()
-	external := func(c *config.Config) { c.Kafka.BootstrapServers = brokers }
 	_, stop := startWith(t, sch.URL, external)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -85,11 +81,7 @@ func TestSessionAuthenticated(t *testing.T) {
 	keys := t.TempDir()
 	aliceKey, _ := keyPair(t, keys, "alice")
 	malloryKey, _ := keyPair(t, keys, "mallory")
-	addr := freeAddr(t)
-	startWith(t, testdb.NewSchema(t).URL, func(c *config.Config) {
-		c.Embedded.Addr, c.Embedded.Dir = addr, t.TempDir()
-		c.Auth = config.AuthConfig{Required: true, Keys: keys}
-	})
+	addr := startEmbedded(t, func(c *config.Config) { c.Auth = config.AuthConfig{Required: true, Keys: keys} })
 	t.Setenv(sdk.EnvToken, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
