@@ -82,7 +82,7 @@
 // election: Campaign waits in line until it leads and returns a Leadership
 // (its Lease: fencing Token, Lost, Context, kept alive) with Resign; Leader
 // says who leads now (ErrNoLeader when nobody does); Observe reports each
-// new leader in fencing-token order, from the lifecycle topic. The leader's
+// new leader in fencing-token order, from the lock state topic. The leader's
 // value is its lease's owner_metadata, {"value": ...}. docs/design.md
 // ("Leader election") gives the convention, for requesters in other
 // languages.

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -83,11 +80,8 @@ type Leader struct {
 }
 
 func leaderOf(li topics.LockInfo) Leader {
-	ld := Leader{Namespace: li.Namespace, Name: li.LockName, Owner: li.OwnerID, Token: li.FencingToken}
-	var md electionMetadata
-	if json.Unmarshal(li.OwnerMetadata, &md) == nil {
-		ld.Value = md.Value
-	}
+	ld := Leader{Namespace: li.Namespace, Name: li.LockName, Owner: li.OwnerID, Token: li.FencingToken,
+		Value: leaderValue(li.OwnerMetadata)}
 	if li.AcquiredAt != nil {
 		ld.AcquiredAt = li.AcquiredAt.Time
 	}
@@ -95,6 +89,16 @@ func leaderOf(li topics.LockInfo) Leader {
 		ld.ExpiresAt = li.ExpiresAt.Time
 	}
 	return ld
+}
+
+// leaderValue is the value a leader campaigned with, from its lease's
+// owner_metadata ("" when it did not campaign).
+func leaderValue(md json.RawMessage) string {
+	var v electionMetadata
+	if json.Unmarshal(md, &v) != nil {
+		return ""
+	}
+	return v.Value
 }
 
 // electionMetadata is the owner_metadata of a leader's lease.
@@ -183,110 +187,29 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 }
 
 // Observe reports the election's leaders: the current one first (if any),
-// then each new one, from the lock.acquired events of the lifecycle topic
-// (Config.Topics.Acquired). Leaders come in fencing-token order, each once:
-// a grant whose event arrives after a newer one's is skipped, since it is
-// no longer the leader. Only the newest leader is kept for a slow receiver,
-// which may so skip leaders that came and went. A vacancy is not reported
-// (Leader tells it); a leadership that ends is followed by its successor's
-// report. The channel is closed when ctx ends or the client closes.
-//
-// Observe reads the topic from its end as of the call, after which it
-// asks for the current leader, so no leader elected meanwhile is missed.
-// Errors reaching Kafka or the worker wrap ErrUnreachable or ErrNoReply.
+// then each new one, from the election lock's revisions on the lock state
+// topic (Watch). Each leader comes once, in fencing-token order. Only the
+// newest leader is kept for a slow receiver, which may so skip leaders that
+// came and went. A vacancy is not reported (Leader tells it); a leadership
+// that ends is followed by its successor's report. The channel is closed
+// when ctx ends or the client closes. Errors reaching Kafka wrap
+// ErrUnreachable.
 func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
-	if err := e.c.begin(); err != nil {
-		return nil, fmt.Errorf("observing election %q: %w", e.key(), err)
-	}
-	cons, current, err := e.startObserving(ctx)
+	states, err := e.c.Watch(ctx, e.name)
 	if err != nil {
-		e.c.ops.Done()
 		return nil, fmt.Errorf("observing election %q: %w", e.key(), err)
 	}
 	out := make(chan Leader)
-	go e.observe(ctx, cons, current, out)
+	go observe(states, out)
 	return out, nil
 }
 
-// startObserving positions a reader at the end of the acquired topic, then
-// queries the leader: every grant after the query is at or past the reader.
-func (e *Election) startObserving(ctx context.Context) (*kgo.Client, *Leader, error) {
-	topic := e.c.cfg.Topics.Acquired
-	qctx, cancel := e.c.opContext(ctx)
-	defer cancel()
-	if _, ok := qctx.Deadline(); !ok {
-		var cancelSetup context.CancelFunc
-		qctx, cancelSetup = context.WithTimeout(qctx, e.c.cfg.RequestTimeout)
-		defer cancelSetup()
-	}
-	ends, err := kadm.NewClient(e.c.prod).ListEndOffsets(qctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err == nil && len(ends[topic]) == 0 {
-		err = fmt.Errorf("topic %q has no partitions", topic)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: listing the end offsets of %q: %w", ErrUnreachable, topic, errors.Join(err, context.Cause(qctx)))
-	}
-	offsets := make(map[int32]kgo.Offset)
-	ends.Each(func(o kadm.ListedOffset) { offsets[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	var current *Leader
-	ld, err := e.Leader(qctx)
-	switch {
-	case err == nil:
-		current = &ld
-	case !errors.Is(err, ErrNoLeader):
-		return nil, nil, err
-	}
-	cons, err := kgo.NewClient(append(e.c.baseOpts,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(time.Second))...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
-	}
-	return cons, current, nil
-}
-
-// observe feeds out until ctx ends or the client closes. It keeps the newest
-// leader not yet delivered, so reading never waits for the receiver.
-func (e *Election) observe(ctx context.Context, cons *kgo.Client, pending *Leader, out chan<- Leader) {
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(e.c.closing, cancel)
-	found, readDone := make(chan Leader), make(chan struct{})
-	defer func() {
-		stop()
-		cancel()
-		<-readDone
-		close(out)
-		e.c.ops.Done()
-	}()
+// observe feeds out until states closes. It keeps the newest leader not yet
+// delivered, so reading never waits for the receiver.
+func observe(states <-chan LockRevision, out chan<- Leader) {
+	defer close(out)
+	var pending *Leader
 	var newest int64 // token of the newest leader seen
-	if pending != nil {
-		newest = pending.Token
-	}
-	go func() {
-		defer close(readDone)
-		defer cons.Close()
-		for {
-			fs := cons.PollFetches(ctx)
-			if ctx.Err() != nil || fs.IsClientClosed() {
-				return
-			}
-			// Fetch errors are retried by kgo.
-			fs.EachRecord(func(r *kgo.Record) {
-				ev, err := topics.DecodeEvent(r.Value)
-				li := ev.LockInfo
-				if err != nil || ev.Type != topics.TypeAcquired || li == nil ||
-					li.LockName != e.name || li.Namespace != e.c.cfg.Namespace {
-					return
-				}
-				select {
-				case found <- leaderOf(*li):
-				case <-ctx.Done():
-				}
-			})
-		}
-	}()
 	for {
 		var send chan<- Leader
 		var next Leader
@@ -296,12 +219,17 @@ func (e *Election) observe(ctx context.Context, cons *kgo.Client, pending *Leade
 		select {
 		case send <- next:
 			pending = nil
-		case ld := <-found:
-			if ld.Token > newest {
-				newest, pending = ld.Token, &ld
+		case lr, ok := <-states:
+			if !ok {
+				return
 			}
-		case <-ctx.Done():
-			return
+			if lr.Status != StatusAcquired || len(lr.Holders) == 0 || lr.Holders[0].Token <= newest {
+				continue
+			}
+			h := lr.Holders[0]
+			ld := Leader{Namespace: lr.Namespace, Name: lr.Name, Value: leaderValue(h.Metadata), Owner: h.Owner, Token: h.Token,
+				AcquiredAt: h.AcquiredAt, ExpiresAt: h.ExpiresAt}
+			newest, pending = h.Token, &ld
 		}
 	}
 }

@@ -166,8 +166,9 @@ func TestElectionLeadershipMoves(t *testing.T) {
 	assert.Equal(t, []string{"a", "b", "c"}, values, "each leader observed once")
 }
 
-// A grant whose lifecycle event arrives after a newer one's (a late or
-// redelivered record) is never reported after the newer leader.
+// A stale grant (an older token's lifecycle event arriving late, as a
+// redelivered record would) is never reported: Observe follows the lock's
+// revisions, and drops any leader at or below the newest token it reported.
 func TestElectionObserveSkipsStaleGrant(t *testing.T) {
 	ctx := ctxT(t)
 	name := uniq("election-stale")
