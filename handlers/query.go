@@ -39,11 +39,11 @@ func (a *applier) query(ctx context.Context) error {
 	return nil
 }
 
-// holderList is lock_info.holders: the first max holders in grant order,
-// each expired when past its expiry.
-func holderList(l *rules.Lock, max int) []topics.Holder {
+// holderList is lock_info.holders: the first limit holders in grant
+// order, each expired when past its expiry.
+func holderList(l *rules.Lock, limit int) []topics.Holder {
 	var hs []topics.Holder
-	for _, h := range l.Holders[:min(len(l.Holders), max)] {
+	for _, h := range l.Holders[:min(len(l.Holders), limit)] {
 		status := topics.StatusAcquired
 		if !h.Live(l.Now) {
 			status = topics.StatusExpired
