@@ -223,6 +223,13 @@ func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string
 		if err != nil {
 			return err
 		}
+		// Its leases end at the session's expiry, which their rows could not
+		// read from the row deleted above (holderCols).
+		for i := range st.l.Holders {
+			if st.l.Holders[i].Session == s.id {
+				st.l.Holders[i].ExpiresAt = s.expiresAt
+			}
+		}
 		effs := st.l.EndSession(s.id, reason)
 		for _, e := range effs {
 			switch e.Kind {
