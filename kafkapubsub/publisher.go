@@ -141,36 +141,77 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 // the messages' contexts are canceled (kgo honours the context of the first
 // record of each batch).
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
-	if topic == "" {
-		return errors.New("kafkapubsub: empty topic")
-	}
+	return p.PublishTopics(TopicMessages{Topic: topic, Messages: msgs})[0]
+}
+
+// TopicMessages are one topic's messages for [Publisher.PublishTopics].
+type TopicMessages struct {
+	Topic    string
+	Messages []*message.Message
+}
+
+// PublishTopics publishes several topics' messages in one call and returns
+// once Kafka has acknowledged all of them: errs[i] is what Publish would
+// have returned for batches[i]. One call lets the client put them all in
+// the same produce requests: an idempotent client keeps one request in
+// flight per broker, so concurrent Publish calls for different topics
+// would otherwise wait for each other's acknowledgement.
+func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
+	errs = make([]error, len(batches))
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return ErrClosed
+		for i := range errs {
+			errs[i] = ErrClosed
+		}
+		return errs
 	}
 	p.inFlight.Add(1)
 	p.mu.Unlock()
 	defer p.inFlight.Done()
 
-	if len(msgs) == 0 {
-		return nil
-	}
-	if p.topics != nil {
-		if err := p.topics.ensure(msgs[0].Context(), topic); err != nil {
-			return err
+	type at struct{ batch, msg int }
+	var records []*kgo.Record
+	where := map[*kgo.Record]at{}
+	for i, b := range batches {
+		switch {
+		case b.Topic == "":
+			errs[i] = errors.New("kafkapubsub: empty topic")
+			continue
+		case len(b.Messages) == 0:
+			continue
+		}
+		if p.topics != nil {
+			if err := p.topics.ensure(b.Messages[0].Context(), b.Topic); err != nil {
+				errs[i] = err
+				continue
+			}
+		}
+		for k, msg := range b.Messages {
+			r := p.record(b.Topic, msg)
+			where[r] = at{i, k}
+			records = append(records, r)
 		}
 	}
-
-	records := make([]*kgo.Record, len(msgs))
-	for i, msg := range msgs {
-		records[i] = p.record(topic, msg)
+	if len(records) == 0 {
+		return errs
 	}
-	if err := publishError(topic, msgs, records, p.client.ProduceSync(context.Background(), records...)); err != nil {
-		return err
+	failed := make([][]MessageError, len(batches))
+	for _, res := range p.client.ProduceSync(context.Background(), records...) {
+		if res.Err != nil {
+			w := where[res.Record]
+			failed[w.batch] = append(failed[w.batch], MessageError{Index: w.msg, UUID: batches[w.batch].Messages[w.msg].UUID, Err: res.Err})
+		}
 	}
-	p.logger.Trace("Published messages", watermill.LogFields{"topic": topic, "count": len(msgs)})
-	return nil
+	for i, f := range failed {
+		if len(f) > 0 {
+			// kgo gives the results in the order they completed.
+			slices.SortFunc(f, func(a, b MessageError) int { return a.Index - b.Index })
+			errs[i] = &PublishError{Topic: batches[i].Topic, Total: len(batches[i].Messages), Failed: f}
+		}
+	}
+	p.logger.Trace("Published messages", watermill.LogFields{"topics": len(batches), "count": len(records)})
+	return errs
 }
 
 // PublishError is Publish's error when Kafka did not take some of the
@@ -205,24 +246,6 @@ func (e *PublishError) Unwrap() []error {
 		errs[i] = f.Err
 	}
 	return errs
-}
-
-// publishError is nil when every record was written, else the
-// PublishError. kgo gives the results in the order they completed, not
-// the order of the records.
-func publishError(topic string, msgs []*message.Message, records []*kgo.Record, results kgo.ProduceResults) error {
-	var failed []MessageError
-	for _, res := range results {
-		if res.Err != nil {
-			i := slices.Index(records, res.Record)
-			failed = append(failed, MessageError{Index: i, UUID: msgs[i].UUID, Err: res.Err})
-		}
-	}
-	if len(failed) == 0 {
-		return nil
-	}
-	slices.SortFunc(failed, func(a, b MessageError) int { return a.Index - b.Index })
-	return &PublishError{Topic: topic, Total: len(msgs), Failed: failed}
 }
 
 func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {

@@ -701,10 +701,37 @@ func (r *Relay) units(rows []row) []unit {
 	return out
 }
 
-// publishAll publishes the units at once, at most maxConcurrentTopics calls
-// at a time, and returns each one's error.
+// publishAll publishes the units at once and returns each one's error: in
+// one call when the publisher takes several topics (kafkapubsub's does),
+// else at most maxConcurrentTopics calls at a time.
 func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
 	errs := make([]error, len(units))
+	if tp, ok := r.cfg.Publisher.(topicsPublisher); ok {
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		defer cancel()
+		var batches []kafkapubsub.TopicMessages
+		var of []int // unit of each batch
+		for k, u := range units {
+			msgs, err := r.messages(pctx, u.rows)
+			if err != nil {
+				errs[k] = err
+				continue
+			}
+			batches, of = append(batches, kafkapubsub.TopicMessages{Topic: u.topic, Messages: msgs}), append(of, k)
+		}
+		if len(batches) == 0 {
+			return errs
+		}
+		got, err := await(ctx, func() []error { return tp.PublishTopics(batches...) })
+		for i, k := range of {
+			if err != nil {
+				errs[k] = err
+			} else {
+				errs[k] = got[i]
+			}
+		}
+		return errs
+	}
 	sem := make(chan struct{}, maxConcurrentTopics)
 	var wg sync.WaitGroup
 	for k, u := range units {
@@ -717,6 +744,14 @@ func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// topicsPublisher is a publisher that takes several topics in one call
+// (kafkapubsub.Publisher): an idempotent Kafka client keeps one produce
+// request in flight per broker, so a pass's topics published in separate
+// calls would wait for each other's acknowledgements.
+type topicsPublisher interface {
+	PublishTopics(batches ...kafkapubsub.TopicMessages) []error
 }
 
 // selectReq asks for a partition's next rows up to upTo, but for the
@@ -830,28 +865,44 @@ func queueDelete(b *pgx.Batch, ids []int64) {
 func (r *Relay) publish(ctx context.Context, topic string, run []row) error {
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
+	msgs, err := r.messages(pctx, run)
+	if err != nil {
+		return err
+	}
+	perr, err := await(ctx, func() error { return r.cfg.Publisher.Publish(topic, msgs...) })
+	return cmp.Or(err, perr)
+}
+
+// messages are the rows as messages whose context is ctx.
+func (r *Relay) messages(ctx context.Context, run []row) ([]*message.Message, error) {
 	msgs := make([]*message.Message, len(run))
 	for i, x := range run {
 		m, err := r.message(x)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		m.SetContext(pctx)
+		m.SetContext(ctx)
 		msgs[i] = m
 	}
-	// An idempotent kgo client never gives up on a request that got no
-	// answer (it cannot know whether it was written), whatever the
-	// timeouts: Publish then returns only when a broker answers. That is
-	// the pause we want while Kafka is away, but Run must still end on
-	// revocation, so the call is left behind when ctx ends. Its rows stay
-	// and are published again later: a duplicate, never a loss.
-	done := make(chan error, 1)
-	go func() { done <- r.cfg.Publisher.Publish(topic, msgs...) }()
+	return msgs, nil
+}
+
+// await runs a publishing call and returns its result, or ctx's error
+// when ctx ends first. An idempotent kgo client never gives up on a
+// request that got no answer (it cannot know whether it was written),
+// whatever the timeouts: a publish then returns only when a broker
+// answers. That is the pause we want while Kafka is away, but Run must
+// still end on revocation, so the call is left behind when ctx ends. Its
+// rows stay and are published again later: a duplicate, never a loss.
+func await[T any](ctx context.Context, call func() T) (T, error) {
+	done := make(chan T, 1)
+	go func() { done <- call() }()
 	select {
-	case err := <-done:
-		return err
+	case v := <-done:
+		return v, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 
