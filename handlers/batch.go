@@ -3,10 +3,12 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -37,6 +39,7 @@ type Batch struct {
 // buffers are shared by a Batch and its views.
 type buffers struct {
 	outbox   []outboxRow
+	written  []outbox.Row // what the last flush wrote to the outbox, ids set once it ran
 	history  []historyRow
 	outcomes map[string]*stored  // request_id -> stored outcome to write
 	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
@@ -266,6 +269,7 @@ func (b *Batch) Flush(ctx context.Context) error {
 // emptied: the writes belong to batch now.
 func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	now := time.Now()
+	b.written = nil
 	encoded := map[*pending][]byte{}
 	encode := func(p *pending) ([]byte, error) {
 		if p.state != nil {
@@ -287,17 +291,36 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	}
 	if n := len(b.outbox); n > 0 {
 		parts, topicsCol, keys, values, headers := make([]int32, n), make([]string, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
+		written := make([]outbox.Row, n)
 		for i, r := range b.outbox {
 			v, err := encode(r.p)
 			if err != nil {
 				return fmt.Errorf("encoding event: %w", err)
 			}
 			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, topics.EncodeHeaders(nil, r.headers)
+			written[i] = outbox.Row{Partition: r.partition, Topic: r.topic, Key: r.key, Value: v, Headers: headers[i]}
 		}
-		// unnest keeps the arrays' order, so outbox ids follow emit order.
+		b.written = written
+		// unnest keeps the arrays' order, and each row takes the next id
+		// as it is inserted, so outbox ids follow emit order: sorted, the
+		// ids returned are the rows' in order.
 		batch.Queue(`INSERT INTO outbox (source_partition, topic, key, value, headers)
-			SELECT * FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])`,
-			parts, topicsCol, keys, values, headers)
+			SELECT * FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])
+			RETURNING id`,
+			parts, topicsCol, keys, values, headers).Query(func(rows pgx.Rows) error {
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			if err != nil {
+				return fmt.Errorf("writing the outbox: %w", err)
+			}
+			if len(ids) != len(written) {
+				return fmt.Errorf("writing the outbox: %d rows inserted, %d returned", len(written), len(ids))
+			}
+			slices.Sort(ids)
+			for i := range written {
+				written[i].ID = ids[i]
+			}
+			return nil
+		})
 	}
 	if n := len(b.history); n > 0 {
 		ids, nss, names, types, owners, tokens, ats := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]int64, n), make([]time.Time, n)
@@ -325,3 +348,8 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	b.outbox, b.history, b.outcomes = nil, nil, map[string]*stored{}
 	return nil
 }
+
+// Written returns the outbox rows the last Flush (or QueueFlush, once its
+// batch ran) wrote, with their ids, in id order: for the relay, after
+// commit (outbox.Slot.Fill).
+func (b *Batch) Written() []outbox.Row { return b.written }

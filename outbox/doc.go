@@ -5,25 +5,31 @@
 // # Running it
 //
 // A worker calls [Relay.Run] once per owned commands partition (cancel its
-// context on revocation) and [Relay.Wake] after each commit that wrote outbox
-// rows for the partition. Every writer of a partition's rows is the worker
-// that owns the partition, so waking in process reaches the relay without a
-// round trip through PostgreSQL (LISTEN/NOTIFY serialized commits; see
-// handlers.Batch.Flush). Run also looks every PollInterval, and drains what
-// is there when it starts, so rows left by a previous owner go out too.
-// [Relay.DrainOnce] publishes what is there now, for tests and shutdown.
+// context on revocation). Every transaction that writes outbox rows for a
+// partition takes a [Slot] with [Relay.Reserve] after its last lock and
+// before COMMIT, and resolves it after: [Slot.Fill] with the rows it
+// committed, or [Slot.Dirty] when it failed or cannot tell. Run publishes
+// the filled slots' rows from memory, in slot order, without reading them
+// back; the table is their durable copy (handoff.go has the rules, and
+// docs/design.md "The outbox and the relay" the marks other replicas leave).
+// Run reads the table when it starts (rows left by a previous owner), every
+// PollInterval (the fallback), at a dirty slot, after [Relay.Wake], while a
+// topic backs off or is parked, and after a failed publish.
+// [Relay.DrainOnce] reads and publishes what is there now, for tests and
+// shutdown. Waking happens in process: LISTEN/NOTIFY serialized commits
+// (see handlers.Batch.Flush).
 //
-// A pass is one round trip to PostgreSQL: it deletes the rows the previous
-// pass got acknowledged and selects the next batch, in one implicit
-// transaction. Acknowledged rows wait for that next pass up to
-// Config.DeleteDelay (100 ms), then are deleted on their own, as they are
-// when the partition stops: under load deleting costs no round trip, and
-// published rows do not wait in the table for the next poll.
+// A pass that reads the table is one round trip to PostgreSQL: it deletes
+// the rows the previous passes got acknowledged and the partition's marks,
+// and selects the next batch, in one implicit transaction. Acknowledged rows
+// wait for that pass up to Config.DeleteDelay (100 ms), then are deleted in
+// bulk on their own, as they are when the partition stops: published rows
+// do not wait in the table for the next poll.
 //
 // Each partition's passes are its own, but their queries are shared: passes
 // that select (or delete) while another pass's query runs are served
-// together by the next one, so a commit that wakes the relays of many
-// partitions costs one query, not one per partition (merge.go).
+// together by the next one, so reads of many partitions at once cost one
+// query, not one per partition (merge.go).
 //
 // # Records
 //

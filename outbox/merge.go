@@ -8,8 +8,8 @@ import (
 )
 
 // merger runs concurrent calls of one query as one: calls that arrive while
-// it runs are run together next, by one of their callers. A commit that
-// wakes the relays of many partitions then costs one SELECT and one DELETE,
+// it runs are run together next, by one of their callers. Relays of many
+// partitions reading the table at once then cost one SELECT and one DELETE,
 // not one of each per partition; a lone call runs at once, as before.
 type merger[Req, Res any] struct {
 	// run answers reqs in order; an error answers all of them.

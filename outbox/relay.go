@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -34,8 +35,9 @@ type Config struct {
 	KeyMetadata string
 	// BatchSize is how many rows one query selects. Default 500.
 	BatchSize int
-	// PollInterval is how often a partition looks for rows when nothing
-	// woke it: the fallback for rows no Wake announced. Default 1 s.
+	// PollInterval is how often a partition reads the table even when
+	// everything was handed over: the fallback for rows no slot or Wake
+	// announced. Default 1 s.
 	PollInterval time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
 	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
@@ -110,8 +112,24 @@ type partition struct {
 	parked        map[string]time.Time // topic -> parked_until, database clock
 	blocked       map[string]block     // topic -> in-memory retry backoff
 	acked         []int64              // acknowledged by Kafka, not yet deleted
+	ackedAt       time.Time            // when acked became non-empty
 	kafkaFailures int                  // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
+	lastRead      time.Time // when a pass last read the table
+
+	// readTable asks the next pass to read the table rather than publish
+	// only the rows handed over: set by Wake, when Run starts, and after
+	// a failure.
+	readTable atomic.Bool
+
+	// The hand-off queue (handoff.go), guarded by hmu: writers reserve
+	// and resolve slots while a pass runs.
+	hmu       sync.Mutex
+	running   bool // Run is running: slots may be reserved
+	seq       uint64
+	slots     []*Slot
+	filter    map[int64]bool // ids read from the table, left out of slots up to filterSeq
+	filterSeq uint64
 }
 
 // block holds a topic back after a failed publish until its backoff ends.
@@ -206,13 +224,15 @@ func (r *Relay) part(id int32) *partition {
 	return p
 }
 
-// Wake makes the partition's Run look for rows now. It never blocks, and
-// does nothing for a partition this relay never ran.
+// Wake makes the partition's Run read the table for rows now: for writers
+// that commit rows without a slot (see Reserve). It never blocks, and does
+// nothing for a partition this relay never ran.
 func (r *Relay) Wake(partition int32) {
 	r.mu.Lock()
 	p := r.parts[partition]
 	r.mu.Unlock()
 	if p != nil {
+		p.readTable.Store(true)
 		p.signal()
 	}
 }
@@ -253,7 +273,10 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.loaded = false
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
+	p.readTable.Store(true)
+	p.startHandoff()
 	p.release()
+	defer p.stopHandoff()
 
 	dbFailures := 0
 	for {
@@ -378,9 +401,32 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 	} else if time.Now().Before(p.pauseUntil) {
 		return res
 	}
+	handed, dirty := p.takeSlots()
+	if !force && !dirty && !r.mustRead(p) {
+		// Only rows handed over since the last pass: no query.
+		if len(handed) > 0 {
+			res = r.publishRows(ctx, p, handed, false)
+		}
+		if res.pubErr != nil {
+			p.readTable.Store(true) // the failed rows are in the table
+		}
+		if len(p.acked) > 0 && (len(p.acked) >= r.cfg.BatchSize || time.Since(p.ackedAt) >= r.cfg.DeleteDelay) {
+			res.dbErr = r.deleteAcked(ctx, p)
+		}
+		return res
+	}
+	// The table holds the handed rows too: they were committed.
+	p.readTable.Store(false) // a Wake from now on asks again
+	p.lastRead = time.Now()
+	defer func() {
+		if res.dbErr != nil || res.pubErr != nil || res.more {
+			p.readTable.Store(true)
+		}
+	}()
 	for {
 		pr := r.pass(ctx, p, upTo, since)
 		res.published += pr.published
+		res.more = pr.more
 		if res.pubErr == nil {
 			res.pubErr = pr.pubErr
 		}
@@ -392,6 +438,15 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 			return res
 		}
 	}
+}
+
+// mustRead says whether the next pass reads the table: when asked to, when
+// topics back off or are parked (their rows wait in the table, and newer
+// rows of theirs behind them), and every PollInterval, for rows committed
+// by writers that reserved no slot and sent no Wake (another replica's
+// cleanup or session end, writing for a lock of this partition).
+func (r *Relay) mustRead(p *partition) bool {
+	return p.readTable.Load() || len(p.blocked) > 0 || len(p.parked) > 0 || time.Since(p.lastRead) >= r.cfg.PollInterval
 }
 
 // acquire takes the partition's lock, or gives up when ctx is done.
@@ -448,17 +503,24 @@ func (r *Relay) loadParked(ctx context.Context, p *partition) error {
 	return nil
 }
 
-// pass deletes the rows acknowledged before, selects one batch and
-// publishes it, in one of two modes (publishInOrder, publishConcurrently);
-// what it got acknowledged is deleted by the next pass's query or when drain
-// ends.
+// pass deletes the rows acknowledged before, selects one batch of the
+// table and publishes it; what it got acknowledged is deleted by the next
+// pass's query or when drain ends.
 func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time) passResult {
 	rows, err := r.selectBatch(ctx, p, upTo, since)
 	if err != nil {
 		return passResult{dbErr: err}
 	}
+	p.selected(rows)
+	return r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize)
+}
+
+// publishRows publishes rows of the partition, in id order, in one of two
+// modes (publishInOrder, publishConcurrently); what Kafka acknowledged is
+// deleted later. more says the table holds more.
+func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more bool) passResult {
 	ps := &passState{selectedAt: time.Now(), failed: map[string]bool{}}
-	ps.res.more = len(rows) == r.cfg.BatchSize
+	ps.res.more = more
 	if r.cfg.OrderAcrossTopics {
 		r.publishInOrder(ctx, p, r.units(rows), ps)
 	} else {
@@ -589,6 +651,9 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 
 // ack counts rows Kafka acknowledged; they are deleted later.
 func (ps *passState) ack(p *partition, rows []row) {
+	if len(p.acked) == 0 {
+		p.ackedAt = time.Now()
+	}
 	for _, x := range rows {
 		p.acked = append(p.acked, x.id)
 		ps.oldest = max(ps.oldest, x.age+time.Since(ps.selectedAt))
@@ -784,6 +849,9 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, erro
 	}
 	b := &pgx.Batch{}
 	queueDelete(b, acked)
+	// Marks are read with the rows they announce: the SELECT after this
+	// DELETE sees every row committed before it.
+	b.Queue(`DELETE FROM outbox_marks WHERE source_partition = ANY($1)`, parts)
 	byPart := make(map[int32][]row, len(reqs))
 	b.Queue(`
 		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, extract(epoch FROM clock_timestamp() - o.created_at)::float8

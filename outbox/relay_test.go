@@ -76,6 +76,25 @@ func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
+// PublishTopics is the call the relay makes for topics published together
+// (kafkapubsub.Publisher's), recorded like Publish.
+func (r *recorder) PublishTopics(batches ...kafkapubsub.TopicMessages) []error {
+	r.calls.Add(1)
+	errs := r.Publisher.(*kafkapubsub.Publisher).PublishTopics(batches...)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, b := range batches {
+		if errs[i] != nil {
+			r.failures.Add(1)
+			continue
+		}
+		for _, m := range b.Messages {
+			r.sent = append(r.sent, b.Topic+"/"+string(m.Payload))
+		}
+	}
+	return errs
+}
+
 func (r *recorder) acked() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()

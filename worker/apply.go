@@ -282,6 +282,7 @@ type result struct {
 // any; the last carries the outbox, history and outcome writes with COMMIT.
 func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, poison quarantine, probe bool) ([]result, error) {
 	var t *txn
+	var hs []*handoff // one per attempt that got to COMMIT
 	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
 		t = &txn{w: w, tx: tx, batch: handlers.NewBatch(tx, w.env(parts[0].p.id))}
 		queueXactID(first, xids)
@@ -301,8 +302,12 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 			return err
 		}
 		// The outbox, history and outcomes travel with COMMIT.
-		if err := t.batch.QueueFlush(last); err != nil || !probe {
+		if err := t.batch.QueueFlush(last); err != nil {
 			return err
+		}
+		if !probe {
+			hs = append(hs, w.reserve(t.batch.Written(), last))
+			return nil
 		}
 		if err := tx.SendBatch(ctx, last).Close(); err != nil {
 			return err
@@ -312,6 +317,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 	if t == nil {
 		return nil, err
 	}
+	settle(hs, err, t.batch.Written)
 	return t.results, err
 }
 
@@ -463,12 +469,11 @@ func (t *txn) apply(ctx context.Context) error {
 	return nil
 }
 
-// committed does what follows a commit: the partitions' relays and
-// schedulers are woken and the metrics told.
+// committed does what follows a commit (the relays were handed the rows
+// in applyTx): the partitions' schedulers are woken and the metrics told.
 func (w *Worker) committed(parts []*part, results []result, took time.Duration) {
 	for _, pt := range parts {
 		pt.p.expected = pt.next
-		w.cfg.Relay.Wake(pt.p.id)
 		pt.p.wakeScheduler(pt.due)
 		// Group offsets are only for lag tooling (committed in the
 		// background); PostgreSQL is the truth.

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -22,7 +23,7 @@ import (
 type nopRelay struct{}
 
 func (nopRelay) Run(ctx context.Context, _ int32) error { <-ctx.Done(); return nil }
-func (nopRelay) Wake(int32)                             {}
+func (nopRelay) Reserve(int32) *outbox.Slot             { return nil }
 
 func newApplier(t testing.TB) (*Worker, *store.Store) {
 	t.Helper()

@@ -21,8 +21,10 @@
 // as every other writer does. The whole design: docs/design.md
 // ("Architecture").
 //
-// After the commit each partition's relay is woken in process and its expiry
-// scheduler when the batch started something due sooner. A retried batch
+// Before COMMIT the batch takes a slot in the relay queue of each partition
+// it writes outbox rows for (handoff.go); after the commit it hands them the
+// rows, and wakes each partition's expiry scheduler when the batch started
+// something due sooner. A retried batch
 // whose offset guard fails asks PostgreSQL whether one of its earlier
 // attempts committed (pg_xact_status of their transaction ids: a COMMIT
 // whose answer was lost); if so it is done. Otherwise the partition is owned

@@ -118,23 +118,20 @@ func (p *partition) expireDue(ctx context.Context) (int, error) {
 	w := p.w
 	var n int
 	var caused []topics.Event
-	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+	err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
-			return err
+			return nil, err
 		}
 		b := handlers.NewBatch(tx, w.env(p.id))
 		var err error
-		if n, caused, err = b.ExpireDue(ctx); err != nil {
-			return err
-		}
-		return b.Flush(ctx)
+		n, caused, err = b.ExpireDue(ctx)
+		return b, err
 	})
 	if err != nil {
 		return 0, err
 	}
 	if n > 0 {
 		w.cfg.Metrics.Events("", caused)
-		w.cfg.Relay.Wake(p.id)
 	}
 	return n, nil
 }

@@ -18,13 +18,11 @@ func (w *Worker) PublishFirstStates(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		var n int
-		err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+		err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
 			b := handlers.NewBatch(tx, w.env(0))
 			var err error
-			if n, err = b.PublishFirstStates(ctx, page); err != nil {
-				return err
-			}
-			return b.Flush(ctx)
+			n, err = b.PublishFirstStates(ctx, page)
+			return b, err
 		})
 		if err != nil {
 			return total, fmt.Errorf("publishing the first lock states: %w", err)

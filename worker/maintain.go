@@ -57,21 +57,18 @@ func (w *Worker) maintain(ctx context.Context) {
 func (w *Worker) cleanupPartition(ctx context.Context, id int32) (int, error) {
 	var n int
 	var caused []topics.Event
-	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+	err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
-			return err
+			return nil, err
 		}
 		b := handlers.NewBatch(tx, w.env(id))
 		var err error
-		if n, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds); err != nil {
-			return err
-		}
-		return b.Flush(ctx)
+		n, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds)
+		return b, err
 	})
 	if err != nil {
 		return 0, err
 	}
 	w.cfg.Metrics.Events("", caused)
-	w.cfg.Relay.Wake(id)
 	return n, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -22,8 +23,10 @@ import (
 type Relay interface {
 	// Run publishes the partition's rows until ctx is done.
 	Run(ctx context.Context, partition int32) error
-	// Wake tells Run new rows were committed for the partition.
-	Wake(partition int32)
+	// Reserve takes a committing transaction's place in the queue of
+	// rows handed to the partition's Run (see handoff), or returns nil
+	// when Run does not run here.
+	Reserve(partition int32) *outbox.Slot
 }
 
 // Config configures a Worker. Fields without a default are required.

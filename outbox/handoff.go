@@ -1,0 +1,152 @@
+package outbox
+
+import "slices"
+
+// Row is an outbox row as its writer inserted it, handed to the relay after
+// commit (see [Relay.Reserve]).
+type Row struct {
+	ID                  int64
+	Partition           int32
+	Topic               string
+	Key, Value, Headers []byte
+}
+
+// Slot is a transaction's place in a partition's hand-off queue: the relay
+// publishes what the slots hold in the order they were reserved, and waits
+// at a slot not resolved yet. A writer reserves after its transaction took
+// every lock it needs and before it sends COMMIT, so of two transactions
+// that touch the same lock the first to commit holds the earlier slot, and
+// records of a key keep the order of the commits. Resolve every slot, once:
+// Fill after a commit, Dirty otherwise. A nil Slot does nothing.
+type Slot struct {
+	p     *partition
+	seq   uint64
+	state slotState
+	rows  []row
+}
+
+type slotState uint8
+
+const (
+	slotPending slotState = iota
+	slotRows              // filled: publish these rows
+	slotDirty             // read the table instead
+)
+
+// Reserve takes the next slot of a partition this relay runs. It returns
+// nil when the relay does not run the partition: another replica may own
+// it, so the writer must leave a mark in outbox_marks in its transaction
+// (whose owner then reads the table before publishing what it is handed).
+func (r *Relay) Reserve(partition int32) *Slot {
+	r.mu.Lock()
+	p := r.parts[partition]
+	r.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if !p.running {
+		return nil
+	}
+	p.seq++
+	s := &Slot{p: p, seq: p.seq}
+	p.slots = append(p.slots, s)
+	return s
+}
+
+// Fill resolves the slot with the rows its transaction committed for the
+// partition, in id order (rows of other partitions are left out).
+func (s *Slot) Fill(rows []Row) {
+	if s == nil {
+		return
+	}
+	mine := make([]row, 0, len(rows))
+	for _, x := range rows {
+		if x.Partition == s.p.id {
+			mine = append(mine, row{id: x.ID, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers})
+		}
+	}
+	slices.SortFunc(mine, func(a, b row) int { return int(a.id - b.id) })
+	s.resolve(slotRows, mine)
+}
+
+// Dirty resolves the slot without rows: when the relay reaches it, it reads
+// the table, which holds whatever the transaction committed (nothing, if it
+// rolled back). For a commit whose outcome is unknown, and for writers that
+// do not hand their rows over.
+func (s *Slot) Dirty() {
+	if s == nil {
+		return
+	}
+	s.resolve(slotDirty, nil)
+}
+
+func (s *Slot) resolve(st slotState, rows []row) {
+	p := s.p
+	p.hmu.Lock()
+	if s.state == slotPending {
+		s.state, s.rows = st, rows
+	}
+	p.hmu.Unlock()
+	p.signal()
+}
+
+// startHandoff opens the queue when Run starts; what was reserved before is
+// in the table, which Run reads first.
+func (p *partition) startHandoff() {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	p.running, p.slots, p.filter = true, nil, nil
+}
+
+// stopHandoff closes the queue when Run ends: the rows are in the table for
+// the partition's next owner.
+func (p *partition) stopHandoff() {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	p.running, p.slots, p.filter = false, nil, nil
+}
+
+// takeSlots removes the resolved slots at the head of the queue and returns
+// their rows, less those a read of the table already took, and whether one
+// of them was dirty.
+func (p *partition) takeSlots() (rows []row, dirty bool) {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	n := 0
+	for ; n < len(p.slots) && p.slots[n].state != slotPending; n++ {
+		s := p.slots[n]
+		dirty = dirty || s.state == slotDirty
+		for _, x := range s.rows {
+			if s.seq > p.filterSeq || !p.filter[x.id] {
+				rows = append(rows, x)
+			}
+		}
+	}
+	p.slots = slices.Delete(p.slots, 0, n)
+	if len(p.slots) == 0 || p.slots[0].seq > p.filterSeq {
+		p.filter = nil
+	}
+	return rows, dirty
+}
+
+// selected notes rows a read of the table took. A slot reserved before the
+// read returned may belong to a transaction that committed before the
+// read's snapshot: its rows are left out when it is taken. A slot reserved
+// after belongs to a transaction that sends COMMIT after, so none of its
+// rows can be among them.
+func (p *partition) selected(rows []row) {
+	p.hmu.Lock()
+	defer p.hmu.Unlock()
+	if len(p.slots) == 0 {
+		return
+	}
+	if p.filter == nil {
+		p.filter = map[int64]bool{}
+	}
+	for _, x := range rows {
+		p.filter[x.id] = true
+	}
+	p.filterSeq = p.seq
+}

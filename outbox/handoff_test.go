@@ -1,0 +1,122 @@
+package outbox_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
+)
+
+// write commits rows the way a worker does, and returns them with their
+// ids for the hand-off.
+func write(t *testing.T, st *store.Store, partition int32, rows ...rec) []outbox.Row {
+	t.Helper()
+	var b *handlers.Batch
+	err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+		b = handlers.NewBatch(tx, handlers.Env{Partition: partition})
+		for _, r := range rows {
+			b.Publish(r.topic, []byte(r.key), []byte(r.value), headersOf(r))
+		}
+		return b.Flush(context.Background())
+	})
+	require.NoError(t, err)
+	written := b.Written()
+	require.Len(t, written, len(rows))
+	require.True(t, slices.IsSortedFunc(written, func(a, b outbox.Row) int { return int(a.ID - b.ID) }), "ids in emit order")
+	return written
+}
+
+// TestHandoff: with the poll far away, the relay publishes the rows it is
+// handed in the order the slots were reserved (a slot not resolved yet
+// holds the later ones back), reads the table for a dirty slot, and does
+// not publish again what a read of the table already took.
+func TestHandoff(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(3)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval = time.Hour })
+	require.Nil(t, relay.Reserve(p), "no slot for a partition the relay does not run")
+	insert(t, st, p, rec{topic, "k", "t0", "e0"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	delivered := func(want ...string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return len(pub.acked()) >= len(want) }, 10*time.Second, 5*time.Millisecond)
+		assert.Equal(t, want, firstSeen(pub.acked()))
+	}
+	at := func(v ...string) []string {
+		out := make([]string, len(v))
+		for i, x := range v {
+			out[i] = topic + "/" + x
+		}
+		return out
+	}
+
+	delivered(at("t0")...) // Run reads the table when it starts
+
+	// Handed rows go out without a read of the table: this one is not in it.
+	relay.Reserve(p).Fill([]outbox.Row{{ID: 1 << 40, Partition: p, Topic: topic, Key: []byte("k"), Value: []byte("h0")}})
+	delivered(at("t0", "h0")...)
+
+	// Two commits in slot order; the second is handed first and waits.
+	s2, s3 := relay.Reserve(p), relay.Reserve(p)
+	r2 := write(t, st, p, rec{topic, "k", "h1", "e1"}, rec{topic, "k", "h2", "e2"})
+	r3 := write(t, st, p, rec{topic, "k", "h3", "e3"})
+	s3.Fill(r3)
+	s2.Fill(append(r2, outbox.Row{ID: 1, Partition: p + 1, Topic: topic, Value: []byte("other")}))
+	delivered(at("t0", "h0", "h1", "h2", "h3")...)
+
+	// A dirty slot: the relay reads the table, which holds rows nobody
+	// handed over, and publishes the rows of later slots only after them.
+	s4, s5 := relay.Reserve(p), relay.Reserve(p)
+	write(t, st, p, rec{topic, "k", "t1", "e4"})
+	r5 := write(t, st, p, rec{topic, "k", "h5", "e5"})
+	s5.Fill(r5)
+	s4.Dirty()
+	delivered(at("t0", "h0", "h1", "h2", "h3", "t1", "h5")...)
+
+	// A slot still open while the table is read: rows the read took are
+	// not published again when the slot is filled.
+	s6 := relay.Reserve(p)
+	r6 := write(t, st, p, rec{topic, "k", "h6", "e6"})
+	relay.Wake(p)
+	delivered(at("t0", "h0", "h1", "h2", "h3", "t1", "h5", "h6")...)
+	s6.Fill(r6)
+	relay.Reserve(p).Fill(write(t, st, p, rec{topic, "k", "h7", "e7"}))
+	delivered(at("t0", "h0", "h1", "h2", "h3", "t1", "h5", "h6", "h7")...)
+	assert.Len(t, pub.acked(), 9, "nothing published twice")
+	assert.Equal(t, []string{"t0", "h0", "h1", "h2", "h3", "t1", "h5", "h6", "h7"}, values(consume(t, c.ListenAddrs(), topic, 9)))
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond,
+		"published rows are deleted")
+}
+
+// TestReadingTheTableDeletesMarks: a read of the table takes the marks of
+// its partition, which other replicas' writers left with their rows.
+func TestReadingTheTableDeletesMarks(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(4)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, nil)
+	insert(t, st, p, rec{topic, "k", "v", "e"})
+	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox_marks (source_partition) VALUES ($1), ($1), ($2)`, p, p+1)
+	require.NoError(t, err)
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n)
+	var left []int32
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT array_agg(source_partition) FROM outbox_marks`).Scan(&left))
+	assert.Equal(t, []int32{p + 1}, left, "only the partition read loses its marks")
+}

@@ -1,0 +1,113 @@
+package worker
+
+import (
+	"context"
+	"maps"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/outbox"
+)
+
+// handoff is one transaction's places in the relays' queues (outbox.Slot)
+// for the partitions it writes outbox rows for. Every writer of outbox rows
+// takes them after its last lock and before COMMIT, so that the relay of a
+// partition publishes what it is handed in commit order without reading
+// the table back. A partition no relay of this process runs may be owned by
+// another replica, whose relay is not told: the transaction leaves a mark
+// there (outbox_marks), and the owner's next transaction writing for that
+// partition finds it and has its relay read the table first, so the rows
+// written here go out before anything that followed them on the same lock.
+type handoff struct {
+	slots  map[int32]*outbox.Slot
+	marked map[int32]bool // partitions another replica wrote for: read the table
+}
+
+// reserve takes a slot for each partition the rows are for, and queues on
+// b the marks for the partitions no relay here runs and the read of the
+// marks other replicas left for the others. Negative partitions (rows
+// written by tools, which no relay publishes) are left alone.
+func (w *Worker) reserve(rows []outbox.Row, b *pgx.Batch) *handoff {
+	h := &handoff{slots: map[int32]*outbox.Slot{}, marked: map[int32]bool{}}
+	var foreign []int32
+	for _, x := range rows {
+		if _, ok := h.slots[x.Partition]; ok || x.Partition < 0 || slices.Contains(foreign, x.Partition) {
+			continue
+		}
+		if s := w.cfg.Relay.Reserve(x.Partition); s != nil {
+			h.slots[x.Partition] = s
+		} else {
+			foreign = append(foreign, x.Partition)
+		}
+	}
+	if len(foreign) > 0 {
+		b.Queue(`INSERT INTO outbox_marks (source_partition) SELECT unnest($1::int[])`, foreign)
+	}
+	if len(h.slots) > 0 {
+		b.Queue(`SELECT DISTINCT source_partition FROM outbox_marks WHERE source_partition = ANY($1)`,
+			slices.Collect(maps.Keys(h.slots))).Query(func(rows pgx.Rows) error {
+			var p int32
+			_, err := pgx.ForEachRow(rows, []any{&p}, func() error { h.marked[p] = true; return nil })
+			return err
+		})
+	}
+	return h
+}
+
+// committed hands the committed rows to the relays; a partition another
+// replica marked is read from the table instead.
+func (h *handoff) committed(rows []outbox.Row) {
+	for p, s := range h.slots {
+		if h.marked[p] {
+			s.Dirty()
+		} else {
+			s.Fill(rows)
+		}
+	}
+}
+
+// abandon resolves the slots of an attempt that did not commit, or may
+// have (a COMMIT without an answer): the relays read the table.
+func (h *handoff) abandon() {
+	for _, s := range h.slots {
+		s.Dirty()
+	}
+}
+
+// settle resolves every attempt's slots once the transaction is over: the
+// last attempt's are handed its rows when it committed (err nil), all
+// others read the table.
+func settle(hs []*handoff, err error, written func() []outbox.Row) {
+	for i, h := range hs {
+		if err == nil && i == len(hs)-1 {
+			h.committed(written())
+		} else {
+			h.abandon()
+		}
+	}
+}
+
+// writeTx runs a transaction that writes outbox rows through the batch fn
+// returns (after taking its locks), flushes the batch, and hands the rows
+// to the relays (store.InTx retries it whole on transient failures).
+func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batch, error)) error {
+	var hs []*handoff
+	var b *handlers.Batch
+	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		if b, err = fn(tx); err != nil {
+			return err
+		}
+		last := &pgx.Batch{}
+		if err := b.QueueFlush(last); err != nil {
+			return err
+		}
+		h := w.reserve(b.Written(), last)
+		hs = append(hs, h)
+		return tx.SendBatch(ctx, last).Close()
+	})
+	settle(hs, err, func() []outbox.Row { return b.Written() })
+	return err
+}
