@@ -249,3 +249,51 @@ func TestPublishErrorNamesFailedMessages(t *testing.T) {
 
 	require.NoError(t, pub.Publish(topic, msgs[0], msgs[2]))
 }
+
+// TestPublishTopicsReportsEachTopic: several topics in one call; each gets
+// its own error, indexed within its own messages, and a failing topic
+// (here one message too large, and an empty topic name) does not fail the
+// others.
+func TestPublishTopicsReportsEachTopic(t *testing.T) {
+	c := newCluster(t)
+	const a, b = "locks.replies.a", "locks.replies.b"
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers:          c.ListenAddrs(),
+		ClientOpts:       append(testClientOpts(), kgo.ProducerBatchMaxBytes(10_000)),
+		AutoCreateTopics: true,
+		TopicPartitions:  1,
+	}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+
+	errs := pub.PublishTopics(
+		kafkapubsub.TopicMessages{Topic: a, Messages: []*message.Message{message.NewMessage("a1", []byte("a1")), message.NewMessage("a2", []byte("a2"))}},
+		kafkapubsub.TopicMessages{Topic: b, Messages: []*message.Message{message.NewMessage("b1", []byte("b1")), message.NewMessage("big", make([]byte, 20_000))}},
+		kafkapubsub.TopicMessages{Topic: "", Messages: []*message.Message{message.NewMessage("x", nil)}},
+		kafkapubsub.TopicMessages{Topic: a},
+	)
+	require.Len(t, errs, 4)
+	assert.NoError(t, errs[0])
+	var perr *kafkapubsub.PublishError
+	require.ErrorAs(t, errs[1], &perr)
+	assert.Equal(t, b, perr.Topic)
+	assert.Equal(t, 2, perr.Total)
+	require.Len(t, perr.Failed, 1)
+	assert.Equal(t, 1, perr.Failed[0].Index)
+	assert.Equal(t, "big", perr.Failed[0].UUID)
+	assert.ErrorIs(t, errs[1], kerr.MessageTooLarge)
+	assert.ErrorContains(t, errs[2], "empty topic")
+	assert.NoError(t, errs[3], "no messages, nothing to do")
+
+	cl, err := kgo.NewClient(append(testClientOpts(), kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(a, b),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
+	require.NoError(t, err)
+	defer cl.Close()
+	got := map[string][]string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for len(got[a])+len(got[b]) < 3 && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { got[r.Topic] = append(got[r.Topic], string(r.Value)) })
+	}
+	assert.Equal(t, map[string][]string{a: {"a1", "a2"}, b: {"b1"}}, got)
+}
