@@ -230,8 +230,11 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 }
 
 // Watch delivers the lock name (in the client's namespace) as it is now,
-// then each change of it, in revision order, each once: a revision a
-// record repeats (the relay publishes at least once) is dropped. A lock
+// then each transaction's change of it, in revision order, each once: a
+// revision a record repeats (the relay publishes at least once) is
+// dropped. When one transaction of the worker changed the lock several
+// times (commands applied in one batch), only the last revision shows, so
+// revisions may advance by more than one. A lock
 // that has no state yet is delivered as revision 0, free; Deleted marks
 // cleanup's removal, after which revisions start again at 1. The channel
 // closes when ctx ends or the client closes; a slow receiver holds the

@@ -270,6 +270,7 @@ func (b *Batch) Flush(ctx context.Context) error {
 func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	now := time.Now()
 	b.written = nil
+	b.outbox = b.lastStates()
 	encoded := map[*pending][]byte{}
 	encode := func(p *pending) ([]byte, error) {
 		if p.state != nil {
@@ -347,6 +348,39 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	}
 	b.outbox, b.history, b.outcomes = nil, nil, map[string]*stored{}
 	return nil
+}
+
+// lastStates is the outbox without the lock state records that a later
+// one of the same lock supersedes: the state topic gets one record per lock
+// per transaction, the last, in its place after the lock's events. A lock
+// that many commands of one batch change (readers joining one by one) then
+// costs one record, not one per command; a Watch sees the transaction's
+// last revision.
+func (b *Batch) lastStates() []outboxRow {
+	topic := b.env.Names.State
+	if topic == "" {
+		return b.outbox
+	}
+	type at struct {
+		partition int32
+		key       string
+	}
+	last := map[at]int{}
+	for i, r := range b.outbox {
+		if r.topic == topic {
+			last[at{r.partition, string(r.key)}] = i
+		}
+	}
+	if len(last) == 0 {
+		return b.outbox
+	}
+	kept := b.outbox[:0:0]
+	for i, r := range b.outbox {
+		if r.topic != topic || last[at{r.partition, string(r.key)}] == i {
+			kept = append(kept, r)
+		}
+	}
+	return kept
 }
 
 // Written returns the outbox rows the last Flush (or QueueFlush, once its

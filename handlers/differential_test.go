@@ -217,6 +217,18 @@ type diffTracker struct {
 	states []topics.LockState // of the current step
 }
 
+// lastStates keeps, as the handlers publish them, one state per lock of
+// the step's transaction: its last, where that one was.
+func (d *diffTracker) lastStates() {
+	var kept []topics.LockState
+	for i, st := range d.states {
+		if !slices.ContainsFunc(d.states[i+1:], func(x topics.LockState) bool { return x.LockName == st.LockName }) {
+			kept = append(kept, st)
+		}
+	}
+	d.states = kept
+}
+
 // noteStates renders the step's lock states.
 func (d *diffTracker) noteStates() {
 	for _, st := range d.states {
@@ -472,6 +484,7 @@ func modelRun(script []diffStep) []string {
 					decide(name, "", nil, (*rules.Lock).Expire)
 				}
 			}
+			d.lastStates()
 			d.noteStates()
 			continue
 		}
@@ -533,6 +546,7 @@ func modelRun(script []diffStep) []string {
 				d.note(ev)
 			}
 		}
+		d.lastStates()
 		d.noteStates()
 	}
 	return d.lines

@@ -43,7 +43,7 @@ commands:
   revoke  --lock NAME [--owner ID] --reason TEXT   (an administrative operation)
   run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N]
           [--lock-delay 0] [--max-hold DURATION] -- COMMAND [ARGS...]
-  watch   [--from-beginning]  (lifecycle events)  |  watch --lock NAME  (its state now, then each revision)
+  watch   [--from-beginning]  (lifecycle events)  |  watch --lock NAME  (its state now, then each change)
   locks   [--all]  (the table of locks, from the lock state topic)
   elect   --name NAME [--value V] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 

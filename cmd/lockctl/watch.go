@@ -17,7 +17,7 @@ import (
 // watchFlags is `lockctl watch`: follow the lifecycle topics, one line per
 // event, or with --lock one lock's revisions, until interrupted.
 func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	lock := fs.String("lock", "", "only this lock (with --namespace, if given): its state now, then each revision, from the lock state topic")
+	lock := fs.String("lock", "", "only this lock (with --namespace, if given): its state now, then each change (a transaction's last revision), from the lock state topic")
 	fromBeginning := fs.Bool("from-beginning", false, "start at the oldest retained events instead of new ones only (not with --lock)")
 	return func(ctx context.Context, args []string) error {
 		if err := noArgs(args); err != nil {
