@@ -111,7 +111,7 @@ func TestReadingTheTableDeletesMarks(t *testing.T) {
 	pub := newPublisher(t, c.ListenAddrs(), false)
 	relay := newRelay(t, st, pub, nil)
 	insert(t, st, p, rec{topic, "k", "v", "e"})
-	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox_marks (source_partition) VALUES ($1), ($1), ($2)`, p, p+1)
+	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox_marks (source_partition) VALUES ($1), ($2)`, p, p+1)
 	require.NoError(t, err)
 	n, err := relay.DrainOnce(context.Background(), p)
 	require.NoError(t, err)

@@ -43,7 +43,10 @@ func (w *Worker) reserve(rows []outbox.Row, b *pgx.Batch) *handoff {
 		}
 	}
 	if len(foreign) > 0 {
-		b.Queue(`INSERT INTO outbox_marks (source_partition) SELECT unnest($1::int[])`, foreign)
+		// In partition order, as every writer of marks takes their locks.
+		slices.Sort(foreign)
+		b.Queue(`INSERT INTO outbox_marks (source_partition) SELECT unnest($1::int[])
+			ON CONFLICT (source_partition) DO UPDATE SET marked_at = now()`, foreign)
 	}
 	if len(h.slots) > 0 {
 		b.Queue(`SELECT DISTINCT source_partition FROM outbox_marks WHERE source_partition = ANY($1)`,
