@@ -23,7 +23,8 @@ func (a *applier) acquire(ctx context.Context) error {
 			a.recordHistory(p.ev)
 			a.reply(p)
 			a.emit(a.env.Names.Acquired, c.Key(), p)
-			return a.changedState(ctx, ch, true)
+			a.changedState(ch, true)
+			return nil
 		}
 		return err
 	}

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -44,6 +45,7 @@ type buffers struct {
 	outcomes map[string]*stored  // request_id -> stored outcome to write
 	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
 	ahead    map[string]*changed // request_id -> what its common case changed, sent ahead (QueueAtOnce); nil: did not apply
+	unread   []unreadState       // lock states whose holders ReadStates reads
 	// generalOnly makes every command take the general path (the
 	// differential test's, see export_test.go).
 	generalOnly bool
@@ -251,6 +253,9 @@ func (b *Batch) remember(requestID, replyTo string, p *pending) {
 // process: a NOTIFY here would serialize every committing transaction on
 // PostgreSQL's database-wide notify lock (docs/performance.md).
 func (b *Batch) Flush(ctx context.Context) error {
+	if err := b.ReadStates(ctx); err != nil {
+		return err
+	}
 	batch := &pgx.Batch{}
 	if err := b.QueueFlush(batch); err != nil {
 		return err
@@ -268,6 +273,9 @@ func (b *Batch) Flush(ctx context.Context) error {
 // (store.InTxBatch's last batch, which travels with COMMIT). The buffers are
 // emptied: the writes belong to batch now.
 func (b *Batch) QueueFlush(batch *pgx.Batch) error {
+	if len(b.unread) > 0 {
+		return errors.New("handlers: QueueFlush before ReadStates: lock states without their holders")
+	}
 	now := time.Now()
 	b.written = nil
 	b.outbox = b.lastStates()

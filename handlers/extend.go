@@ -14,7 +14,8 @@ func (a *applier) extend(ctx context.Context) error {
 	if ch, err := a.atOnce(ctx); err != nil || ch != nil {
 		if ch != nil {
 			a.extended(ch.row, ch.info(rules.Acquired))
-			return a.changedState(ctx, ch, true)
+			a.changedState(ch, true)
+			return nil
 		}
 		return err
 	}

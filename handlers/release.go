@@ -13,7 +13,8 @@ func (a *applier) release(ctx context.Context) error {
 	if ch, err := a.atOnce(ctx); err != nil || ch != nil {
 		if ch != nil {
 			a.released(ch.row, ch.info(rules.Released), ch.holder.ReplyTo)
-			return a.changedState(ctx, ch, false)
+			a.changedState(ch, false)
+			return nil
 		}
 		return err
 	}

@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -18,10 +19,11 @@ var stateHeaders = []topics.Header{{Key: topics.HeaderContentType, Value: []byte
 // and l's queue) to the lock state topic, after the change's
 // events: the relay sends a key's rows in outbox order, which for one lock
 // is commit order (its row lock orders the transactions that change it).
-func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) {
+// It returns the record (nil without a state topic).
+func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) *topics.LockState {
 	topic := a.env.Names.State
 	if topic == "" {
-		return
+		return nil
 	}
 	op := a.cmd.Operation
 	if op == "" {
@@ -40,6 +42,7 @@ func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) {
 		st.DelayUntil = topics.NewTimePtr(l.DelayUntil)
 	}
 	a.queue(topic, []byte(topics.LockKey(r.namespace, r.name)), &pending{state: st}, stateHeaders)
+	return st
 }
 
 // deleted publishes the tombstone of a lock whose row cleanup deleted,
@@ -51,11 +54,14 @@ func (a *applier) deleted(ns, name string, partition int32) {
 }
 
 // changedState publishes the state a common case left its lock in; held
-// says whether the command's owner still holds it. Other holders, when
-// there are any, are read back: the transaction sees its own writes.
-func (a *applier) changedState(ctx context.Context, ch *changed, held bool) error {
+// says whether the command's owner still holds it. When others hold it
+// too, their list is left for ReadStates, which reads it once per lock at
+// the end of the transaction: only the transaction's last record of a lock
+// is published (lastStates), and by then the lock's holders are what that
+// last change left (the transaction sees its own writes).
+func (a *applier) changedState(ch *changed, held bool) {
 	if a.env.Names.State == "" {
-		return nil
+		return
 	}
 	r := ch.row
 	l := &rules.Lock{Limit: r.limit, Waiting: r.waiters, Acquisitions: r.acquisitions, Now: r.now}
@@ -65,13 +71,53 @@ func (a *applier) changedState(ctx context.Context, ch *changed, held bool) erro
 		status = topics.StatusReleased
 	case r.holders == 1 && held:
 		l.Holders = []rules.Holder{ch.holder}
-	default:
-		var err error
-		if l.Holders, err = a.holders(ctx, r, topics.MaxStateHolders); err != nil {
-			return err
+	}
+	st := a.state(r, l, r.holders, status)
+	if r.holders > len(l.Holders) {
+		a.unread = append(a.unread, unreadState{st: st, namespace: r.namespace, name: r.name, now: r.now})
+	}
+}
+
+// unreadState is a lock state record whose holders are still to be read.
+type unreadState struct {
+	st              *topics.LockState
+	namespace, name string
+	now             time.Time
+}
+
+// ReadStates reads, in one round trip, the holders of the lock state
+// records the common cases left without them (changedState) that the
+// transaction publishes. Flush calls it; a caller of QueueFlush calls it
+// first.
+func (b *Batch) ReadStates(ctx context.Context) error {
+	if len(b.unread) == 0 {
+		return nil
+	}
+	b.outbox = b.lastStates()
+	published := map[*topics.LockState]bool{}
+	for _, r := range b.outbox {
+		if r.p.state != nil {
+			published[r.p.state] = true
 		}
 	}
-	a.state(r, l, r.holders, status)
+	pb := &pgx.Batch{}
+	read := make([][]rules.Holder, len(b.unread))
+	for i, u := range b.unread {
+		if published[u.st] {
+			queueHolders(pb, u.namespace, u.name, topics.MaxStateHolders, &read[i])
+		}
+	}
+	if pb.Len() > 0 {
+		if err := b.tx.SendBatch(ctx, pb).Close(); err != nil {
+			return fmt.Errorf("reading the holders of lock states: %w", err)
+		}
+	}
+	for i, u := range b.unread {
+		if hs := holderList(&rules.Lock{Holders: read[i], Now: u.now}, topics.MaxStateHolders); hs != nil {
+			u.st.Holders = hs
+		}
+	}
+	b.unread = nil
 	return nil
 }
 

@@ -302,6 +302,9 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 			return err
 		}
 		// The outbox, history and outcomes travel with COMMIT.
+		if err := t.batch.ReadStates(ctx); err != nil {
+			return err
+		}
 		if err := t.batch.QueueFlush(last); err != nil {
 			return err
 		}

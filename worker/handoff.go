@@ -103,6 +103,9 @@ func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batc
 		if b, err = fn(tx); err != nil {
 			return err
 		}
+		if err := b.ReadStates(ctx); err != nil {
+			return err
+		}
 		last := &pgx.Batch{}
 		if err := b.QueueFlush(last); err != nil {
 			return err
