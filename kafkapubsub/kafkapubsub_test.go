@@ -215,12 +215,10 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 }
 
-// TestPublishErrorNamesFailedMessages: a record too large for the client
-// fails alone (the others are written), and the error says which message
-// failed and why, so a caller can retry or set aside just that one.
-func TestPublishErrorNamesFailedMessages(t *testing.T) {
-	c := newCluster(t)
-	const topic = "locks.replies.big"
+// smallBatchPublisher creates topics itself and refuses a record over
+// 10,000 bytes (kgo.ProducerBatchMaxBytes), for the failure tests.
+func smallBatchPublisher(t *testing.T, c *kfake.Cluster) *kafkapubsub.Publisher {
+	t.Helper()
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
 		Brokers:          c.ListenAddrs(),
 		ClientOpts:       append(testClientOpts(), kgo.ProducerBatchMaxBytes(10_000)),
@@ -228,14 +226,24 @@ func TestPublishErrorNamesFailedMessages(t *testing.T) {
 		TopicPartitions:  1,
 	}, nil)
 	require.NoError(t, err)
-	defer pub.Close()
+	t.Cleanup(func() { _ = pub.Close() })
+	return pub
+}
+
+// TestPublishErrorNamesFailedMessages: a record too large for the client
+// fails alone (the others are written), and the error says which message
+// failed and why, so a caller can retry or set aside just that one.
+func TestPublishErrorNamesFailedMessages(t *testing.T) {
+	c := newCluster(t)
+	const topic = "locks.replies.big"
+	pub := smallBatchPublisher(t, c)
 
 	msgs := []*message.Message{
 		message.NewMessage("small-1", []byte("a")),
 		message.NewMessage("big", make([]byte, 20_000)),
 		message.NewMessage("small-2", []byte("b")),
 	}
-	err = pub.Publish(topic, msgs...)
+	err := pub.Publish(topic, msgs...)
 	var perr *kafkapubsub.PublishError
 	require.ErrorAs(t, err, &perr)
 	assert.Equal(t, topic, perr.Topic)
@@ -257,14 +265,7 @@ func TestPublishErrorNamesFailedMessages(t *testing.T) {
 func TestPublishTopicsReportsEachTopic(t *testing.T) {
 	c := newCluster(t)
 	const a, b = "locks.replies.a", "locks.replies.b"
-	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
-		Brokers:          c.ListenAddrs(),
-		ClientOpts:       append(testClientOpts(), kgo.ProducerBatchMaxBytes(10_000)),
-		AutoCreateTopics: true,
-		TopicPartitions:  1,
-	}, nil)
-	require.NoError(t, err)
-	defer pub.Close()
+	pub := smallBatchPublisher(t, c)
 
 	errs := pub.PublishTopics(
 		kafkapubsub.TopicMessages{Topic: a, Messages: []*message.Message{message.NewMessage("a1", []byte("a1")), message.NewMessage("a2", []byte("a2"))}},
