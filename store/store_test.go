@@ -542,7 +542,7 @@ func TestInTxDoesNotRetryOtherErrors(t *testing.T) {
 
 // TestInTxRetriesRealDeadlock: two transactions lock two rows in opposite
 // order; PostgreSQL aborts one with 40P01 (after deadlock_timeout) and InTx
-// runs it again, after the other committed.
+// runs it again, until both committed.
 func TestInTxRetriesRealDeadlock(t *testing.T) {
 	t.Parallel()
 	st, retries := newStore(t)
@@ -585,9 +585,14 @@ func TestInTxRetriesRealDeadlock(t *testing.T) {
 	require.NoError(t, <-errs)
 	require.NoError(t, <-errs)
 
-	require.ElementsMatch(t, []int32{1, 2}, []int32{calls[0].Load(), calls[1].Load()}, "one of the two ran again")
-	require.Len(t, *retries, 1)
-	requireClass(t, (*retries)[0], store.ErrTransient, "40P01")
+	// Usually one of the two runs again once; on a loaded machine the retry
+	// can lock its first row before the other took its second, and the two
+	// deadlock again: every extra run is a retry of a deadlock.
+	require.NotEmpty(t, *retries, "one of the two ran again")
+	require.Len(t, *retries, int(calls[0].Load()+calls[1].Load())-2, "each extra run is a retry")
+	for _, err := range *retries {
+		requireClass(t, err, store.ErrTransient, "40P01")
+	}
 	require.Equal(t, int64(4), scalar(t, st, `SELECT sum(n) FROM pair`), "each transaction's update applied once, to both rows")
 }
 
