@@ -68,14 +68,29 @@ const grantAtOnceSQL = `
 // limit, when the owner does not hold it already and no lease of the lock
 // has run out. The row is updated by the ctid its snapshot read (see
 // holderAtOnceSQL), so the holders that snapshot read are the row's.
-const joinAtOnceSQL = `
+var joinAtOnceSQL = joinSQL("", "", "")
+
+// joinAfterSQL is joinAtOnceSQL for a reader (or semaphore holder) that
+// follows another acquire of its lock in the batch, sent ahead in the same
+// round trip, after it: its two more arrays name that acquire's owner and
+// request_id, and it applies only if that acquire did (its holder row is
+// there). So when the one before falls to the general path, this one does
+// too, and a lock's commands keep their order.
+var joinAfterSQL = joinSQL(`, $13::text[], $14::text[]`, `, prev_own, prev_req`, `
+			AND EXISTS (SELECT FROM lock_holders p WHERE p.namespace = u.ns AND p.lock_name = u.nm
+				AND p.owner_id = u.prev_own AND p.request_id = u.prev_req)`)
+
+// joinSQL is the join statement with more arrays, their columns and a
+// condition on them.
+func joinSQL(arrays, columns, guard string) string {
+	return `
 	WITH u AS (
 		SELECT u.*, k.tid
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[],
-				$11::float8[], $12::float8[])
-				AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, delay, hold),
+				$11::float8[], $12::float8[]` + arrays + `)
+				AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, delay, hold` + columns + `),
 			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k
-		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
+		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))` + guard + `),
 	l AS (
 		UPDATE locks l SET holder_count = l.holder_count + 1, shared_count = l.shared_count + (u.mode = 'shared')::int,
 			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp(),
@@ -98,6 +113,7 @@ const joinAtOnceSQL = `
 		RETURNING *)
 	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
 	FROM l JOIN h USING (namespace, lock_name)`
+}
 
 // changedHolderCols are holderCols of a common case's holder row h.
 const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h.expires_at, h.lease_duration, h.owner_metadata,
@@ -319,12 +335,22 @@ func (a *applier) atOnce(ctx context.Context) (*changed, error) {
 // of the rest of the batch, in one statement per operation: acquires,
 // releases and extends that are the first command of their lock and the first with their
 // request_id, before the first cleanup (which must see the commands before
-// it, and only those). cmds must be the commands in the order Apply will see
-// them; partitions[i] is the commands partition of cmds[i] (nil: the
-// batch's). Apply then uses their results. pb's Close returns their errors.
+// it, and only those). Readers (and semaphore holders) that follow such an
+// acquire of their lock, each only acquires before them, go ahead too, a
+// statement per place in that row (joinAfterSQL). cmds must be the commands
+// in the order Apply will see them; partitions[i] is the commands partition
+// of cmds[i] (nil: the batch's). Apply then uses their results. pb's Close
+// returns their errors.
 func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []int32) {
 	set := atOnceSet{}
-	locks := make(map[string]bool, len(cmds))
+	var after []*joinAfter // after[k]: the acquires with k+1 acquires of their lock ahead of them
+	// ahead counts a lock's acquires sent ahead so far, all its commands
+	// until then (0 once another command came); prev is its last command.
+	type lockRun struct {
+		ahead int
+		prev  topics.Command
+	}
+	locks := make(map[string]*lockRun, len(cmds))
 	ids := make(map[string]bool, len(cmds))
 	for i, c := range cmds {
 		op := operations[c.Operation]
@@ -332,18 +358,64 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 			break
 		}
 		key := c.Key()
-		first := !locks[key] && !ids[c.RequestID]
-		locks[key], ids[c.RequestID] = true, true
-		if !first || c.RequestID == "" {
-			continue
-		}
+		run, seen := locks[key]
+		fresh := !ids[c.RequestID] && c.RequestID != ""
+		ids[c.RequestID] = true
 		a := &applier{Batch: b, cmd: c, op: op}
 		if partitions != nil {
 			a.Batch = b.For(partitions[i])
 		}
-		if set.add(a) {
+		switch {
+		case !seen:
+			run = &lockRun{}
+			locks[key] = run
+			if fresh && set.add(a) {
+				b.ahead[c.RequestID] = nil
+				if c.Operation == topics.OpAcquire {
+					run.ahead = 1
+				}
+			}
+		case run.ahead > 0 && fresh && mayJoin(a):
+			if len(after) < run.ahead {
+				after = append(after, &joinAfter{})
+			}
+			after[run.ahead-1].add(a, run.prev)
 			b.ahead[c.RequestID] = nil
+			run.ahead++
+		default:
+			run.ahead = 0
 		}
+		run.prev = c
 	}
-	set.queue(pb, func(id string, c *changed) { b.ahead[id] = c })
+	got := func(id string, c *changed) { b.ahead[id] = c }
+	set.queue(pb, got)
+	for _, j := range after {
+		j.queue(pb, got)
+	}
+}
+
+// mayJoin says whether an acquire could join holders in one statement: a
+// reader, or a place in a semaphore (an exclusive acquire of limit 1 never
+// joins), without a session (see atOnceSet.add).
+func mayJoin(a *applier) bool {
+	c := a.cmd
+	return c.Operation == topics.OpAcquire && !a.generalOnly && c.SessionID == "" &&
+		(mode(c.Mode) == rules.Shared || c.Limit > 1)
+}
+
+// joinAfter is the arrays of joinAfterSQL.
+type joinAfter struct {
+	grantArgs
+	prevOwner, prevRequestID []string
+}
+
+func (j *joinAfter) add(a *applier, prev topics.Command) {
+	j.grantArgs.add(a)
+	j.prevOwner, j.prevRequestID = append(j.prevOwner, prev.OwnerID), append(j.prevRequestID, prev.RequestID)
+}
+
+func (j *joinAfter) queue(pb *pgx.Batch, got func(string, *changed)) {
+	g := &j.grantArgs
+	pb.Queue(joinAfterSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit,
+		g.lockDelay, g.maxHold, j.prevOwner, j.prevRequestID).Query(readChanged(topics.OpAcquire, got))
 }
