@@ -407,11 +407,11 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		if len(handed) > 0 {
 			res = r.publishRows(ctx, p, handed, false)
 		}
-		if res.pubErr != nil {
-			p.readTable.Store(true) // the failed rows are in the table
-		}
 		if len(p.acked) > 0 && (len(p.acked) >= r.cfg.BatchSize || time.Since(p.ackedAt) >= r.cfg.DeleteDelay) {
-			res.dbErr = r.deleteAcked(ctx, p)
+			res.dbErr = cmp.Or(res.dbErr, r.deleteAcked(ctx, p))
+		}
+		if res.pubErr != nil || res.dbErr != nil {
+			p.readTable.Store(true) // what failed is in the table
 		}
 		return res
 	}
