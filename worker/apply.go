@@ -283,7 +283,9 @@ type result struct {
 func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, poison quarantine, probe bool) ([]result, error) {
 	var t *txn
 	var hs []*handoff // one per attempt that got to COMMIT
+	var h *handoff    // the current attempt's
 	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+		h = nil
 		t = &txn{w: w, tx: tx, batch: handlers.NewBatch(tx, w.env(parts[0].p.id))}
 		queueXactID(first, xids)
 		pb, stored, err := t.offsets(ctx, parts, first)
@@ -309,7 +311,8 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 			return err
 		}
 		if !probe {
-			hs = append(hs, w.reserve(t.batch.Written(), last))
+			h = w.reserve(t.batch.Written(), last)
+			hs = append(hs, h)
 			return nil
 		}
 		if err := tx.SendBatch(ctx, last).Close(); err != nil {
@@ -320,7 +323,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 	if t == nil {
 		return nil, err
 	}
-	settle(hs, err, t.batch.Written)
+	settle(hs, h, err, t.batch.Written)
 	return t.results, err
 }
 

@@ -79,12 +79,14 @@ func (h *handoff) abandon() {
 	}
 }
 
-// settle resolves every attempt's slots once the transaction is over: the
-// last attempt's are handed its rows when it committed (err nil), all
-// others read the table.
-func settle(hs []*handoff, err error, written func() []outbox.Row) {
-	for i, h := range hs {
-		if err == nil && i == len(hs)-1 {
+// settle resolves every attempt's slots once the transaction is over: those
+// of last, the final attempt's (nil when it reserved none), are handed its
+// rows when it committed (err nil); all others read the table, as an
+// earlier attempt may have committed after all (a COMMIT without an
+// answer).
+func settle(hs []*handoff, last *handoff, err error, written func() []outbox.Row) {
+	for _, h := range hs {
+		if err == nil && h == last {
 			h.committed(written())
 		} else {
 			h.abandon()
@@ -97,8 +99,10 @@ func settle(hs []*handoff, err error, written func() []outbox.Row) {
 // to the relays (store.InTx retries it whole on transient failures).
 func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batch, error)) error {
 	var hs []*handoff
+	var h *handoff // the current attempt's
 	var b *handlers.Batch
 	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+		h = nil
 		var err error
 		if b, err = fn(tx); err != nil {
 			return err
@@ -110,10 +114,10 @@ func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batc
 		if err := b.QueueFlush(last); err != nil {
 			return err
 		}
-		h := w.reserve(b.Written(), last)
+		h = w.reserve(b.Written(), last)
 		hs = append(hs, h)
 		return tx.SendBatch(ctx, last).Close()
 	})
-	settle(hs, err, func() []outbox.Row { return b.Written() })
+	settle(hs, h, err, func() []outbox.Row { return b.Written() })
 	return err
 }
