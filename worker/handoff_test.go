@@ -22,7 +22,8 @@ import (
 // replica's mark on its partition has the relay read the table, so the
 // other replica's rows go out before its own (which the relay would
 // otherwise publish from memory at once, and the other's only at the next
-// poll: an hour here).
+// poll: an hour here). Last, an attempt whose COMMIT went unanswered has
+// the relay read the table.
 func TestHandoffMarks(t *testing.T) {
 	const topic, mine, theirs = "locks.lock.acquired.v1", int32(1), int32(2)
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
@@ -88,4 +89,15 @@ func TestHandoffMarks(t *testing.T) {
 	write(mine, "after")
 	assert.Equal(t, []string{"first", "foreign", "after"}, published(3))
 	assert.Zero(t, marks(mine), "the read took the mark")
+
+	// Two attempts of one transaction: the first's COMMIT took effect
+	// without an answer, and the retry, finding its records applied, had
+	// nothing to write and reserved nothing. The first attempt's slot must
+	// have the relay read the table, not take the retry's (empty) rows.
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, key, value, headers) VALUES ($1, $2, 'k', 'committed-unanswered', '')`, mine, topic)
+	require.NoError(t, err)
+	b := &pgx.Batch{}
+	first := w.reserve([]outbox.Row{{Partition: mine}}, b)
+	settle([]*handoff{first}, nil, nil, func() []outbox.Row { return nil })
+	assert.Equal(t, []string{"first", "foreign", "after", "committed-unanswered"}, published(4))
 }
