@@ -172,7 +172,7 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 
 	type at struct{ batch, msg int }
 	var records []*kgo.Record
-	where := map[*kgo.Record]at{}
+	var where []at // of each record
 	for i, b := range batches {
 		switch {
 		case b.Topic == "":
@@ -188,9 +188,7 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 			}
 		}
 		for k, msg := range b.Messages {
-			r := p.record(b.Topic, msg)
-			where[r] = at{i, k}
-			records = append(records, r)
+			records, where = append(records, p.record(b.Topic, msg)), append(where, at{i, k})
 		}
 	}
 	if len(records) == 0 {
@@ -199,13 +197,13 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	failed := make([][]MessageError, len(batches))
 	for _, res := range p.client.ProduceSync(context.Background(), records...) {
 		if res.Err != nil {
-			w := where[res.Record]
+			// kgo gives the results in the order they completed.
+			w := where[slices.Index(records, res.Record)]
 			failed[w.batch] = append(failed[w.batch], MessageError{Index: w.msg, UUID: batches[w.batch].Messages[w.msg].UUID, Err: res.Err})
 		}
 	}
 	for i, f := range failed {
 		if len(f) > 0 {
-			// kgo gives the results in the order they completed.
 			slices.SortFunc(f, func(a, b MessageError) int { return a.Index - b.Index })
 			errs[i] = &PublishError{Topic: batches[i].Topic, Total: len(batches[i].Messages), Failed: f}
 		}
