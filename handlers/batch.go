@@ -45,6 +45,7 @@ type buffers struct {
 	outcomes map[string]*stored  // request_id -> stored outcome to write
 	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
 	ahead    map[string]*changed // request_id -> what its common case changed, sent ahead (QueueAtOnce); nil: did not apply
+	states   map[stateRow]int    // index in outbox of each lock's last state record
 	unread   []unreadState       // lock states whose holders ReadStates reads
 	// generalOnly makes every command take the general path (the
 	// differential test's, see export_test.go).
@@ -72,11 +73,18 @@ type stored struct {
 }
 
 type outboxRow struct {
+	partition  int32
+	topic      string
+	key        []byte // nil: a record without a key
+	p          *pending
+	headers    []topics.Header
+	superseded bool // a lock state record a later one of the lock replaces (queueState)
+}
+
+// stateRow names a lock's state records in one partition's stream.
+type stateRow struct {
 	partition int32
-	topic     string
-	key       []byte // nil: a record without a key
-	p         *pending
-	headers   []topics.Header
+	key       string
 }
 
 type historyRow struct {
@@ -94,7 +102,7 @@ func NewBatch(tx pgx.Tx, env Env) *Batch {
 		env.Names = topics.DefaultNames()
 	}
 	return &Batch{tx: tx, env: env, buffers: &buffers{
-		outcomes: map[string]*stored{}, known: map[string]*stored{}, ahead: map[string]*changed{},
+		outcomes: map[string]*stored{}, known: map[string]*stored{}, ahead: map[string]*changed{}, states: map[stateRow]int{},
 	}}
 }
 
@@ -237,6 +245,22 @@ func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Hea
 	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: key, p: p, headers: headers})
 }
 
+// queueState queues a lock state record (or, with neither state nor raw
+// set, a tombstone) and marks the lock's earlier record of this
+// transaction superseded: the state topic gets one record per lock per
+// transaction, the last, in its place after the lock's events. A lock that
+// many commands of one batch change (readers joining one by one) then
+// costs one record, not one per command; a Watch sees the transaction's
+// last revision.
+func (b *Batch) queueState(key string, p *pending) {
+	k := stateRow{b.env.Partition, key}
+	if i, ok := b.states[k]; ok {
+		b.outbox[i].superseded = true
+	}
+	b.states[k] = len(b.outbox)
+	b.queue(b.env.Names.State, []byte(key), p, stateHeaders)
+}
+
 // remember stores p as the outcome of requestID, asked with replyTo,
 // replacing an earlier one.
 func (b *Batch) remember(requestID, replyTo string, p *pending) {
@@ -278,7 +302,7 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 	}
 	now := time.Now()
 	b.written = nil
-	b.outbox = b.lastStates()
+	b.outbox = slices.DeleteFunc(b.outbox, func(r outboxRow) bool { return r.superseded })
 	encoded := map[*pending][]byte{}
 	encode := func(p *pending) ([]byte, error) {
 		if p.state != nil {
@@ -354,41 +378,8 @@ func (b *Batch) QueueFlush(batch *pgx.Batch) error {
 			ON CONFLICT (request_id) DO UPDATE SET outcome = EXCLUDED.outcome, reply_to = EXCLUDED.reply_to, processed_at = clock_timestamp()`,
 			ids, values, replyTos)
 	}
-	b.outbox, b.history, b.outcomes = nil, nil, map[string]*stored{}
+	b.outbox, b.history, b.outcomes, b.states = nil, nil, map[string]*stored{}, map[stateRow]int{}
 	return nil
-}
-
-// lastStates is the outbox without the lock state records that a later
-// one of the same lock supersedes: the state topic gets one record per lock
-// per transaction, the last, in its place after the lock's events. A lock
-// that many commands of one batch change (readers joining one by one) then
-// costs one record, not one per command; a Watch sees the transaction's
-// last revision.
-func (b *Batch) lastStates() []outboxRow {
-	topic := b.env.Names.State
-	if topic == "" {
-		return b.outbox
-	}
-	type at struct {
-		partition int32
-		key       string
-	}
-	last := map[at]int{}
-	for i, r := range b.outbox {
-		if r.topic == topic {
-			last[at{r.partition, string(r.key)}] = i
-		}
-	}
-	if len(last) == 0 {
-		return b.outbox
-	}
-	kept := b.outbox[:0:0]
-	for i, r := range b.outbox {
-		if r.topic != topic || last[at{r.partition, string(r.key)}] == i {
-			kept = append(kept, r)
-		}
-	}
-	return kept
 }
 
 // Written returns the outbox rows the last Flush (or QueueFlush, once its

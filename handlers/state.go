@@ -21,8 +21,7 @@ var stateHeaders = []topics.Header{{Key: topics.HeaderContentType, Value: []byte
 // is commit order (its row lock orders the transactions that change it).
 // It returns the record (nil without a state topic).
 func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) *topics.LockState {
-	topic := a.env.Names.State
-	if topic == "" {
+	if a.env.Names.State == "" {
 		return nil
 	}
 	op := a.cmd.Operation
@@ -41,15 +40,15 @@ func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) *
 	if l.DelayUntil.After(r.now) {
 		st.DelayUntil = topics.NewTimePtr(l.DelayUntil)
 	}
-	a.queue(topic, []byte(topics.LockKey(r.namespace, r.name)), &pending{state: st}, stateHeaders)
+	a.queueState(topics.LockKey(r.namespace, r.name), &pending{state: st})
 	return st
 }
 
 // deleted publishes the tombstone of a lock whose row cleanup deleted,
 // under the lock's partition (see sweep).
 func (a *applier) deleted(ns, name string, partition int32) {
-	if topic := a.env.Names.State; topic != "" {
-		a.forLock(partition).queue(topic, []byte(topics.LockKey(ns, name)), &pending{}, stateHeaders)
+	if a.env.Names.State != "" {
+		a.forLock(partition).queueState(topics.LockKey(ns, name), &pending{})
 	}
 }
 
@@ -57,7 +56,7 @@ func (a *applier) deleted(ns, name string, partition int32) {
 // says whether the command's owner still holds it. When others hold it
 // too, their list is left for ReadStates, which reads it once per lock at
 // the end of the transaction: only the transaction's last record of a lock
-// is published (lastStates), and by then the lock's holders are what that
+// is published (queueState), and by then the lock's holders are what that
 // last change left (the transaction sees its own writes).
 func (a *applier) changedState(ch *changed, held bool) {
 	if a.env.Names.State == "" {
@@ -93,10 +92,9 @@ func (b *Batch) ReadStates(ctx context.Context) error {
 	if len(b.unread) == 0 {
 		return nil
 	}
-	b.outbox = b.lastStates()
 	published := map[*topics.LockState]bool{}
 	for _, r := range b.outbox {
-		if r.p.state != nil {
+		if r.p.state != nil && !r.superseded {
 			published[r.p.state] = true
 		}
 	}
