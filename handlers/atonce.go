@@ -211,8 +211,7 @@ type atOnceSet map[string]commonCase
 // add adds the command to its operation's common case; false when the
 // operation has none.
 func (s atOnceSet) add(a *applier) bool {
-	// An acquire with a session checks the session first (session.go).
-	if a.op.atOnce == nil || a.generalOnly || a.cmd.SessionID != "" {
+	if !a.hasCommonCase() {
 		return false
 	}
 	cc := s[a.cmd.Operation]
@@ -394,13 +393,19 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 	}
 }
 
+// hasCommonCase says whether the command's operation has a one-statement
+// common case it may take. An acquire with a session checks the session
+// first (session.go).
+func (a *applier) hasCommonCase() bool {
+	return a.op.atOnce != nil && !a.generalOnly && a.cmd.SessionID == ""
+}
+
 // mayJoin says whether an acquire could join holders in one statement: a
 // reader, or a place in a semaphore (an exclusive acquire of limit 1 never
-// joins), without a session (see atOnceSet.add).
+// joins).
 func mayJoin(a *applier) bool {
 	c := a.cmd
-	return c.Operation == topics.OpAcquire && !a.generalOnly && c.SessionID == "" &&
-		(mode(c.Mode) == rules.Shared || c.Limit > 1)
+	return c.Operation == topics.OpAcquire && a.hasCommonCase() && (mode(c.Mode) == rules.Shared || c.Limit > 1)
 }
 
 // joinAfter is the arrays of joinAfterSQL.
