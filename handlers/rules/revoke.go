@@ -2,12 +2,14 @@ package rules
 
 import "fmt"
 
-// Revoke decides a revoke: after settling the lock, it ends every lease of
-// the lock, or only owner's when owner is not "", as Revoked (so each
-// starts its lock-delay, if it has one), then hands the lock to its waiters
-// as a release does. With nothing to end it refuses NOT_HELD.
+// Revoke decides a revoke: after ending the leases past their expiry, it
+// ends every lease of the lock, or only owner's when owner is not "", as
+// Revoked (so each starts its lock-delay, if it has one), then hands the
+// lock to its waiters once, as a release does: a waiter granted by a
+// hand-off before the revoke would have been revoked in the same breath.
+// With nothing to end it refuses NOT_HELD.
 func (l *Lock) Revoke(owner, key string) []Effect {
-	effs, _ := l.Settle()
+	effs, _ := l.settleExpired()
 	n := len(effs)
 	for i := 0; i < len(l.Holders); {
 		if owner != "" && l.Holders[i].Owner != owner {
@@ -17,9 +19,11 @@ func (l *Lock) Revoke(owner, key string) []Effect {
 		h := l.EndLease(i, Revoked)
 		effs = append(effs, Effect{Kind: Revoke, Holder: h, Info: l.about(h, Revoked)})
 	}
+	revoked := len(effs) > n
+	effs = append(effs, l.HandOff()...)
 	switch {
-	case len(effs) > n:
-		return append(effs, l.HandOff()...)
+	case revoked:
+		return effs
 	case owner != "":
 		return append(effs, l.refuse(CodeNotHeld, fmt.Sprintf("%q does not hold lock %q", owner, key)))
 	}

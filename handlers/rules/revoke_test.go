@@ -112,3 +112,15 @@ func TestMaxHoldLeaseNotKeptBySession(t *testing.T) {
 	require.Equal(t, "refuse MAX_HOLD_EXCEEDED", kinds(m.acquireIn("s", "a", Exclusive, 0)))
 	require.Empty(t, m.Holders[0].Session)
 }
+
+// A revoke of a lock whose only lease ran out (not yet swept) ends that
+// lease and hands the lock to the waiter once: the waiter keeps its grant,
+// and the revoke, which found nothing in force, is refused NOT_HELD.
+func TestRevokeDoesNotRevokeTheWaiterItGrants(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant a", kinds(m.acquireWith("a", 10, 0, 0, 0)))
+	require.Equal(t, "queue w", kinds(m.acquireWith("w", 10, 60, 0, 0)))
+	m.advance(11 * time.Second)
+	require.Equal(t, "expire a, grant w, refuse NOT_HELD", kinds(m.revoke("")))
+	require.Equal(t, "revoke w", kinds(m.revoke("")), "w holds the lock")
+}

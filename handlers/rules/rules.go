@@ -303,6 +303,12 @@ func (l *Lock) about(h Holder, s Status) Info {
 // first a lock-delay that has passed. It returns the owners whose leases
 // it ended.
 func (l *Lock) Settle() (effs []Effect, ended []string) {
+	effs, ended = l.settleExpired()
+	return append(effs, l.HandOff()...), ended
+}
+
+// settleExpired is Settle without the hand-off.
+func (l *Lock) settleExpired() (effs []Effect, ended []string) {
 	l.delayed()
 	for i := 0; i < len(l.Holders); {
 		if l.Holders[i].Live(l.Now) {
@@ -313,7 +319,7 @@ func (l *Lock) Settle() (effs []Effect, ended []string) {
 		effs = append(effs, Effect{Kind: Expire, Holder: h, Info: l.about(h, Expired)})
 		ended = append(ended, h.Owner)
 	}
-	return append(effs, l.HandOff()...), ended
+	return effs, ended
 }
 
 // Live reports whether the lease is in force at now: a session's lease is
