@@ -185,7 +185,7 @@ func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []r
 	s := &lockState{row: r, l: l}
 	if hs == nil && r.holders > 0 {
 		var err error
-		if hs, err = a.holders(ctx, r, 0); err != nil {
+		if hs, err = a.holders(ctx, r); err != nil {
 			return nil, err
 		}
 	}
@@ -207,11 +207,11 @@ func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []r
 	return s, nil
 }
 
-// holders reads the lock's first limit holders (0: all) in grant order.
-func (a *applier) holders(ctx context.Context, r *lockRow, limit int) ([]rules.Holder, error) {
+// holders reads all the lock's holders in grant order.
+func (a *applier) holders(ctx context.Context, r *lockRow) ([]rules.Holder, error) {
 	var hs []rules.Holder
 	pb := &pgx.Batch{}
-	queueHolders(pb, r.namespace, r.name, limit, &hs)
+	queueHolders(pb, r.namespace, r.name, 0, &hs)
 	return hs, a.tx.SendBatch(ctx, pb).Close()
 }
 
@@ -320,6 +320,20 @@ func (a *applier) reply(p *pending) {
 	a.emit(a.cmd.ReplyTo, a.cmd.Key(), p)
 	a.remember(a.cmd.RequestID, a.cmd.ReplyTo, p)
 	a.caused = append(a.caused, *p.ev)
+}
+
+// ended tells a holder that its lease ended without its asking (it ran out,
+// was revoked, or its session ended): typ for operation op, with the
+// reason, on its reply_to and the lifecycle topic, and in the history. The
+// event has no request_id, as the lease's end is nobody's answer: only the
+// revoker's own answer carries the revoke's, so a requester that revokes a
+// lease it holds itself still finds its answer by request_id.
+func (a *applier) ended(r *lockRow, typ, op, reason string, in rules.Info, holderReplyTo string) {
+	ev := topics.NewEvent(typ, op, "", r.now)
+	ev.LockInfo, ev.Reason = r.info(in), reason
+	p := &pending{ev: &ev}
+	a.notify(p, holderReplyTo)
+	a.recordHistory(p.ev)
 }
 
 // notify sends an event that is not the command's own answer (an expiry, a
@@ -445,15 +459,11 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 			leases = true
 			switch e.Kind {
 			case rules.Expire:
-				ev := topics.NewEvent(topics.TypeExpired, topics.OpExpire, "", r.now)
-				ev.LockInfo = r.info(e.Info)
-				p := &pending{ev: &ev}
-				a.notify(p, h.ReplyTo)
-				a.recordHistory(p.ev)
+				a.ended(r, topics.TypeExpired, topics.OpExpire, "", e.Info, h.ReplyTo)
 			case rules.Release:
 				a.released(r, e.Info, h.ReplyTo)
 			default:
-				a.revoked(r, e.Info, h.ReplyTo)
+				a.ended(r, topics.TypeRevoked, topics.OpRevoke, a.cmd.Reason, e.Info, h.ReplyTo)
 			}
 		case rules.Extend:
 			pb.Queue(`UPDATE lock_holders SET expires_at = $4, extension_count = $5 WHERE namespace = $1 AND lock_name = $2 AND owner_id = $3`,

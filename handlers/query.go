@@ -26,7 +26,7 @@ func (a *applier) query(ctx context.Context) error {
 	r.scanned()
 	l := r.lock()
 	if r.holders > 0 {
-		if l.Holders, err = a.holders(ctx, r, 0); err != nil {
+		if l.Holders, err = a.holders(ctx, r); err != nil {
 			return err
 		}
 	}

@@ -38,16 +38,3 @@ func (a *applier) revoke(ctx context.Context) error {
 	a.reply(p)
 	return nil
 }
-
-// revoked tells a holder that the command revoked its lease, on its own
-// reply_to and the lifecycle topic, and records it in the history. The
-// event has no request_id, as a lock.expired has none: only the revoker's
-// answer does, so a requester that revokes a lease it holds itself still
-// finds its answer by request_id.
-func (a *applier) revoked(r *lockRow, in rules.Info, holderReplyTo string) {
-	ev := topics.NewEvent(topics.TypeRevoked, topics.OpRevoke, "", r.now)
-	ev.LockInfo, ev.Reason = r.info(in), a.cmd.Reason
-	p := &pending{ev: &ev}
-	a.notify(p, holderReplyTo)
-	a.recordHistory(p.ev)
-}

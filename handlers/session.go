@@ -305,12 +305,7 @@ func (a *applier) lost(r *lockRow, e rules.Effect) {
 	if e.Info.Status == rules.Released {
 		typ, op = topics.TypeReleased, topics.OpSessionClose
 	}
-	ev := topics.NewEvent(typ, op, "", r.now)
-	ev.LockInfo = r.info(e.Info)
-	ev.Reason = e.Reason
-	p := &pending{ev: &ev}
-	a.notify(p, e.Holder.ReplyTo)
-	a.recordHistory(p.ev)
+	a.ended(r, typ, op, e.Reason, e.Info, e.Holder.ReplyTo)
 }
 
 // dropped answers a waiting acquire that its session's end withdrew it.
