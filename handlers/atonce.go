@@ -37,7 +37,7 @@ import (
 // updated_at), so a statement that updates the row read in its snapshot
 // reads that row's holders as they are.
 
-const grantAtOnceSQL = `
+var grantAtOnceSQL = `
 	WITH u AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[],
 				$11::float8[], $12::float8[])
@@ -51,16 +51,9 @@ const grantAtOnceSQL = `
 			acquisition_count = l.acquisition_count + 1, source_partition = EXCLUDED.source_partition, updated_at = clock_timestamp(),
 			revision = l.revision + 1, delay_until = NULL
 		WHERE l.holder_count = 0 AND l.waiter_count = 0 AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
-		RETURNING namespace, lock_name, lock_limit, acquisition_count, revision, updated_at, nextval('fencing_tokens') AS token),
-	h AS (
-		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
-			owner_metadata, reply_to, request_id, source_partition, lock_delay, max_hold)
-		SELECT l.namespace, l.lock_name, u.own, u.mode, l.token, l.updated_at, l.updated_at + make_interval(secs => u.lease), u.lease,
-			u.meta::jsonb, nullif(u.reply, ''), u.req, u.part, u.delay, u.hold
-		FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name
-		RETURNING *)
-	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, 1, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
-	FROM l JOIN h USING (namespace, lock_name)`
+		RETURNING namespace, lock_name, lock_limit, holder_count, acquisition_count, revision, updated_at, nextval('fencing_tokens') AS token),
+	v AS (SELECT ` + grantedCols("u") + ` FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name),
+	` + insertGrantedSQL
 
 // joinAtOnceSQL, after grantAtOnceSQL on the same arrays, adds a holder to
 // a lock held in a compatible way that nobody waits for: a reader beside
@@ -104,21 +97,46 @@ func joinSQL(arrays, columns, guard string) string {
 				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp()))
 		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.updated_at,
 			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, u.delay, u.hold, nextval('fencing_tokens') AS token),
-	h AS (
-		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration,
-			owner_metadata, reply_to, request_id, source_partition, lock_delay, max_hold)
-		SELECT l.namespace, l.lock_name, l.own, l.mode, l.token, l.updated_at, l.updated_at + make_interval(secs => l.lease), l.lease,
-			l.meta::jsonb, nullif(l.reply, ''), l.req, l.part, l.delay, l.hold
-		FROM l
-		RETURNING *)
-	SELECT h.request_id, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, 0, l.updated_at, ` + changedHolderCols + `
-	FROM l JOIN h USING (namespace, lock_name)`
+	v AS (SELECT ` + grantedCols("l") + ` FROM l),
+	` + insertGrantedSQL
 }
+
+// grantedCols are the columns of the holder rows that l (a statement's
+// changed locks rows with their new token) grants, with the element's own
+// columns (owner, lease, ...) from x, and the lock's.
+func grantedCols(x string) string {
+	return `l.namespace, l.lock_name, ` + x + `.own AS owner_id, ` + x + `.mode, l.token AS fencing_token, l.updated_at AS acquired_at,
+		l.updated_at + make_interval(secs => ` + x + `.lease) AS expires_at, ` + x + `.lease AS lease_duration, ` + x + `.meta::jsonb AS owner_metadata,
+		0 AS extension_count, nullif(` + x + `.reply, '') AS reply_to, ` + x + `.req AS request_id, ` + x + `.part AS source_partition,
+		NULL::text AS session_id, ` + x + `.delay AS lock_delay, ` + x + `.hold AS max_hold,
+		l.lock_limit, l.holder_count, l.acquisition_count, l.revision`
+}
+
+// insertGrantedSQL inserts the holder rows of v (grantedCols) and returns
+// them, read from v: what it inserted. Returning the inserted rows with
+// their lock's columns would take a join of two CTEs, which the generic
+// plan (each CTE estimated at a row or two) makes a nested loop reading one
+// CTE again for every row of the other: quadratic in the batch
+// (docs/performance.md).
+const insertGrantedSQL = `h AS (INSERT INTO lock_holders (` + grantedHolderCols + `) SELECT ` + grantedHolderCols + ` FROM v)
+	SELECT h.request_id, h.namespace, h.lock_name, h.lock_limit, h.holder_count, h.acquisition_count, h.revision, 0, h.acquired_at, ` + changedHolderCols + `
+	FROM v h`
+
+// grantedHolderCols are lock_holders' columns that a grant sets.
+const grantedHolderCols = `namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, owner_metadata,
+	extension_count, reply_to, request_id, source_partition, session_id, lock_delay, max_hold`
 
 // changedHolderCols are holderCols of a common case's holder row h.
 const changedHolderCols = `h.owner_id, h.mode, h.fencing_token, h.acquired_at, h.expires_at, h.lease_duration, h.owner_metadata,
 	h.extension_count, coalesce(h.reply_to, ''), coalesce(h.request_id, ''), h.source_partition, coalesce(h.session_id, ''),
 	h.lock_delay, h.max_hold`
+
+// lockOfHolder is the RETURNING of a holder's row changed using l, the
+// locks rows changed: the holder with its lock's columns, so the result is
+// read from the holder rows alone, not from a join of two CTEs (see
+// insertGrantedSQL).
+const lockOfHolder = `h.*, l.req AS l_req, l.lock_limit AS l_limit, l.holder_count AS l_holders, l.acquisition_count AS l_acquisitions,
+	l.revision AS l_revision, l.waiter_count AS l_waiters, l.now AS l_now`
 
 // The holder's release and extend of a lease in force change rows found by
 // primary key (the LATERAL subquery, kept apart by OFFSET 0) and updated by
@@ -137,7 +155,7 @@ var (
 			(m.own, m.o_mode, m.o_token, m.o_acquired, m.o_expires, m.o_lease, m.o_meta, m.o_ext),
 		updated_at = clock_timestamp()`,
 		`AND l.waiter_count = 0`,
-		`DELETE FROM lock_holders h USING l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
+		`DELETE FROM lock_holders h USING l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder)
 	// An extend leaves updated_at (only a lock nobody holds is ever idle)
 	// and so every indexed column: a HOT update, which still gives the row
 	// the new ctid that keeps other statements off it.
@@ -147,14 +165,14 @@ var (
 			<= m.o_acquired + make_interval(secs => m.o_max_hold))`,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
-		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING h.*`)
+		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder)
 )
 
 // holderAtOnceSQL is the statement that sets set (assignments; m.o_* are
-// the holder's columns) on the locks row of each
-// element whose owner holds a lease in force (with the token, when given)
-// where cond holds too, then changes the holder's row by change (a
-// statement on lock_holders h using l, the updated rows). Its arrays:
+// the holder's columns) on the locks row of each element whose owner holds
+// a lease in force (with the token, when given) where cond holds too, then
+// changes the holder's row by change (a statement on lock_holders h using
+// l, the updated rows, returning lockOfHolder). Its arrays:
 // namespaces, names, owners, tokens, request_ids, extensions (0 or none:
 // the lease's own duration).
 func holderAtOnceSQL(set, cond, change string) string {
@@ -179,8 +197,8 @@ func holderAtOnceSQL(set, cond, change string) string {
 		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count,
 			m.own, m.ext, m.req, clock_timestamp() AS now),
 	h AS (` + change + `)
-	SELECT l.req, l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count, l.now, ` + changedHolderCols + `
-	FROM l JOIN h USING (namespace, lock_name)`
+	SELECT h.l_req, h.namespace, h.lock_name, h.l_limit, h.l_holders, h.l_acquisitions, h.l_revision, h.l_waiters, h.l_now, ` + changedHolderCols + `
+	FROM h`
 }
 
 // changed is a lock and the holder a common case changed.
