@@ -36,6 +36,11 @@
 //     worker's /metrics every 15 s, as monitoring would. --vacuum=false turns the
 //     worker's vacuum loop off, for comparison.
 //
+//   - builds: one lockworker binary (--worker-bin) against another
+//     (--baseline-bin), scenario 1's closed loop alternating, each on a
+//     target of its own: every figure as a ratio (issue 17: every change
+//     measured against the build before it).
+//
 //   - failover: three lockworker processes on a cmd/devkafka process under
 //     load on every partition; SIGKILL one, SIGTERM one, roll all three;
 //     the worst and p99 time to answer per fault and the unanswered count
@@ -74,19 +79,24 @@ const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/lockbench?sslmode
 var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources", "peer"}
 
 // longScenarios run only when named, after the others.
-var longScenarios = []string{"soak", failoverScenario, "modes"}
+var longScenarios = []string{"soak", failoverScenario, "modes", buildsScenario}
+
+// buildsScenario compares two worker binaries (builds.go).
+const buildsScenario = "builds"
 
 // Config is every knob of a run.
 type Config struct {
 	Scenarios []string `json:"scenarios"`
 	Quick     bool     `json:"quick"`
 
-	Brokers      []string `json:"brokers,omitempty"`
-	DatabaseURL  string   `json:"-"`
-	WorkerBin    string   `json:"worker_bin,omitempty"`
-	BrokerMemory bool     `json:"broker_memory"`
-	BrokerBin    string   `json:"broker_bin,omitempty"`
-	Keep         bool     `json:"-"`
+	Brokers     []string `json:"brokers,omitempty"`
+	DatabaseURL string   `json:"-"`
+	WorkerBin   string   `json:"worker_bin,omitempty"`
+	// BaselineBin is the builds scenario's other worker binary.
+	BaselineBin  string `json:"baseline_bin,omitempty"`
+	BrokerMemory bool   `json:"broker_memory"`
+	BrokerBin    string `json:"broker_bin,omitempty"`
+	Keep         bool   `json:"-"`
 
 	PGMaxConns      int   `json:"pg_max_conns"`
 	MaxPollRecords  int   `json:"max_poll_records"`
@@ -137,7 +147,7 @@ type Config struct {
 	RelayConcurrentTopics bool `json:"relay_concurrent_topics"`
 
 	Failover FailoverConfig `json:"failover"`
-	// Rounds is how many times the peer and modes scenarios alternate
+	// Rounds is how many times the peer, modes and builds scenarios alternate
 	// what they compare.
 	Rounds int `json:"rounds"`
 }
@@ -197,7 +207,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	quick := fs.Bool("quick", false, "CI-speed smoke run: small counts and short durations (set before other flags' defaults apply)")
 	brokers := fs.String("brokers", "", "connect to a running lockworker through these Kafka brokers (comma-separated) instead of starting one")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL: where lockbench creates its schemas (default "+DefaultDatabaseURL+"); with --brokers, the running worker's database (seeding for cleanup, the ceiling's schema)")
-	fs.StringVar(&cfg.WorkerBin, "worker-bin", "", "run this lockworker binary as a child process instead of in process (scenario 7 then measures the worker alone)")
+	fs.StringVar(&cfg.WorkerBin, "worker-bin", "", "run this lockworker binary as a child process instead of in process (scenario 7 then measures the worker alone); builds: the candidate")
+	fs.StringVar(&cfg.BaselineBin, "baseline-bin", "", "builds: the lockworker binary the candidate (--worker-bin) is measured against, alternating")
 	fs.BoolVar(&cfg.BrokerMemory, "broker-memory", false, "in-memory kfake broker instead of the embedded broker with a data directory")
 	fs.StringVar(&cfg.BrokerBin, "broker-bin", "", "run this devkafka binary as the broker, a process of its own, so that its CPU is measured apart from the worker's and lockbench's")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the schemas lockbench created")
@@ -218,7 +229,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
 	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
-	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "peer and modes: rounds of alternation (default 3, quick 1)")
+	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "peer, modes and builds: rounds of alternation (default 3, quick 1)")
 	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
 	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
 	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
@@ -292,6 +303,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 			cfg.CleanupSizes = append(cfg.CleanupSizes, n)
 		}
 	}
+	if cfg.wants(buildsScenario) && (cfg.WorkerBin == "" || cfg.BaselineBin == "" || *brokers != "") {
+		return nil, errors.New("--scenario builds runs two worker binaries of its own: it needs --worker-bin and --baseline-bin, and no --brokers")
+	}
 	if *brokers != "" {
 		cfg.Brokers = strings.Split(*brokers, ",")
 	} else if cfg.DatabaseURL == "" {
@@ -359,26 +373,24 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			return rep, nil
 		}
 	}
-	progress("starting the target")
-	t, err := startTarget(ctx, cfg, log)
+	if cfg.wants(buildsScenario) {
+		r, err := builds(ctx, cfg, log, progress)
+		rep.Builds = r
+		if err != nil {
+			return rep, fmt.Errorf("builds: %w", err)
+		}
+		if len(cfg.Scenarios) == 1 {
+			rep.Mode = "child processes"
+			rep.finish(cfg)
+			return rep, nil
+		}
+	}
+	b, stop, err := connect(ctx, cfg, rep, log, progress)
 	if err != nil {
 		return nil, err
 	}
-	defer t.close()
-	rep.Mode, rep.Brokers = t.mode, t.brokers
-	if t.st != nil {
-		_ = t.st.Pool.QueryRow(ctx, `SELECT split_part(version(), ' ', 1) || ' ' || split_part(version(), ' ', 2)`).Scan(&rep.Machine.PostgreSQL)
-	}
-	run := fmt.Sprintf("lb%06x", time.Now().UnixNano()&0xffffff)
-	d, err := newDriver(ctx, t.brokers, t.names, t.names.ReplyTopic("lockbench-"+run), cfg.ReplyPartitions)
-	if err != nil {
-		return nil, err
-	}
-	defer d.close()
-	if err := waitReady(ctx, d, run, 90*time.Second); err != nil {
-		return nil, err
-	}
-	b := &bench{cfg: cfg, t: t, d: d, run: run, rep: rep, progress: progress}
+	defer stop()
+	t, run := b.t, b.run
 	b.markRSS("start")
 
 	var direct *store.Store
@@ -524,6 +536,36 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	}
 	rep.finish(cfg)
 	return rep, nil
+}
+
+// connect starts the target cfg describes and a driver on it, waits until
+// the worker answers, and returns the bench to run scenarios with; stop
+// stops them.
+func connect(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, progress func(string, ...any)) (_ *bench, stop func(), err error) {
+	progress("starting the target")
+	t, err := startTarget(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			t.close()
+		}
+	}()
+	rep.Mode, rep.Brokers = t.mode, t.brokers
+	if t.st != nil {
+		_ = t.st.Pool.QueryRow(ctx, `SELECT split_part(version(), ' ', 1) || ' ' || split_part(version(), ' ', 2)`).Scan(&rep.Machine.PostgreSQL)
+	}
+	run := fmt.Sprintf("lb%06x", time.Now().UnixNano()&0xffffff)
+	d, err := newDriver(ctx, t.brokers, t.names, t.names.ReplyTopic("lockbench-"+run), cfg.ReplyPartitions)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := waitReady(ctx, d, run, 90*time.Second); err != nil {
+		d.close()
+		return nil, nil, err
+	}
+	return &bench{cfg: cfg, t: t, d: d, run: run, rep: rep, progress: progress}, func() { d.close(); t.close() }, nil
 }
 
 // ResourceResult is scenario 7.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/chaos"
 	"github.com/omninode/lockworker/internal/testdb"
 )
 
@@ -139,4 +140,35 @@ func TestModesSmoke(t *testing.T) {
 	var table bytes.Buffer
 	rep.print(&table, cfg)
 	require.Contains(t, table.String(), "shared / exclusive CPU per command")
+}
+
+// TestBuildsSmoke compares the worker with itself for a round: each build
+// runs on a target of its own, and the round reports both and the ratios.
+// It never asserts speed.
+func TestBuildsSmoke(t *testing.T) {
+	t.Parallel()
+	bins, err := chaos.Build(context.Background(), t.TempDir(), "lockworker")
+	require.NoError(t, err)
+	rep, cfg := runFlags(t, "--scenario", "builds", "--worker-bin", bins[0], "--baseline-bin", bins[0], "--broker-memory", "--quick",
+		"--clients", "4", "--duration", "1s", "--warmup", "300ms")
+	require.Nil(t, rep.Throughput, "only the builds ran")
+	require.NotNil(t, rep.Builds)
+	require.Len(t, rep.Builds.Rounds, 1)
+	r := rep.Builds.Rounds[0]
+	for _, x := range []ThroughputResult{r.Baseline, r.Candidate} {
+		require.Positive(t, x.Commands)
+		require.Zero(t, x.Errors)
+		require.Positive(t, x.CPU.WorkerCPU, "the child's CPU is measured")
+	}
+	require.Positive(t, r.Ratio)
+	require.Positive(t, r.P50Ratio)
+	require.Positive(t, r.CPURatio)
+	var table bytes.Buffer
+	rep.print(&table, cfg)
+	require.Contains(t, table.String(), "candidate / baseline: throughput")
+}
+
+func TestBuildsNeedsTwoBinaries(t *testing.T) {
+	_, err := parseFlags([]string{"--scenario", "builds", "--worker-bin", "/bin/true"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "--baseline-bin")
 }

@@ -36,6 +36,7 @@ type Report struct {
 	Soak            *SoakResult     `json:"soak,omitempty"`
 	Peer            *PeerResult     `json:"peer,omitempty"`
 	Modes           *ModesResult    `json:"modes,omitempty"`
+	Builds          *BuildsResult   `json:"builds,omitempty"`
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
@@ -230,6 +231,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	}
 	if r.Modes != nil {
 		r.Modes.print(w)
+	}
+	if r.Builds != nil {
+		r.Builds.print(w)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)

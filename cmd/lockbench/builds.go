@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// The builds scenario measures one lockworker binary against another, as
+// issue 17 asks of every change: scenario 1's closed loop on raw records,
+// --rounds rounds, each running the baseline (--baseline-bin) and then the
+// candidate (--worker-bin), each on a target of its own (a fresh schema
+// and broker, the worker as a child process). On a noisy machine only
+// ratios within one run say anything; alternating keeps a slow minute from
+// landing on one build alone.
+
+// BuildsRound is one round: the baseline, then the candidate.
+type BuildsRound struct {
+	Baseline  ThroughputResult `json:"baseline"`
+	Candidate ThroughputResult `json:"candidate"`
+	// Ratio is the candidate's commands/s over the baseline's, P50Ratio
+	// its acquire p50 over the baseline's, CPURatio its CPU per command
+	// (worker, broker, PostgreSQL) over the baseline's.
+	Ratio    float64 `json:"throughput_ratio"`
+	P50Ratio float64 `json:"acquire_p50_ratio"`
+	CPURatio float64 `json:"cpu_per_command_ratio"`
+}
+
+// BuildsResult is the builds scenario.
+type BuildsResult struct {
+	Baseline  string        `json:"baseline_bin"`
+	Candidate string        `json:"candidate_bin"`
+	Clients   int           `json:"clients"`
+	Rounds    []BuildsRound `json:"rounds"`
+}
+
+func builds(ctx context.Context, cfg *Config, log zerolog.Logger, progress func(string, ...any)) (*BuildsResult, error) {
+	res := &BuildsResult{Baseline: cfg.BaselineBin, Candidate: cfg.WorkerBin, Clients: cfg.Clients}
+	for round := range cfg.Rounds {
+		var r BuildsRound
+		for _, s := range []struct {
+			bin string
+			dst *ThroughputResult
+		}{{cfg.BaselineBin, &r.Baseline}, {cfg.WorkerBin, &r.Candidate}} {
+			progress("builds round %d of %d: %s, %d clients, %s warm-up, %s measured", round+1, cfg.Rounds, s.bin, cfg.Clients, cfg.Warmup, cfg.Duration)
+			c := *cfg
+			c.WorkerBin = s.bin
+			var err error
+			if *s.dst, err = throughputOf(ctx, &c, log, progress); err != nil {
+				return res, fmt.Errorf("%s: %w", s.bin, err)
+			}
+		}
+		if r.Baseline.PerSecond > 0 {
+			r.Ratio = r.Candidate.PerSecond / r.Baseline.PerSecond
+		}
+		if r.Baseline.Acquire.P50 > 0 {
+			r.P50Ratio = r.Candidate.Acquire.P50 / r.Baseline.Acquire.P50
+		}
+		if c := cpuPerCommand(r.Baseline); c > 0 {
+			r.CPURatio = cpuPerCommand(r.Candidate) / c
+		}
+		res.Rounds = append(res.Rounds, r)
+	}
+	return res, nil
+}
+
+// throughputOf starts a target as cfg says, runs scenario 1's closed loop
+// on raw records against it and stops it.
+func throughputOf(ctx context.Context, cfg *Config, log zerolog.Logger, progress func(string, ...any)) (ThroughputResult, error) {
+	b, stop, err := connect(ctx, cfg, newReport(cfg), log, progress)
+	if err != nil {
+		return ThroughputResult{}, err
+	}
+	defer stop()
+	return b.throughput(ctx, filepath.Base(cfg.WorkerBin), b.rawCycler(30*time.Second), false)
+}
+
+func (r *BuildsResult) print(w io.Writer) {
+	fmt.Fprintf(w, "\nbuilds: candidate %s against baseline %s, %d clients, alternating; CPU ms per command (worker, broker, PostgreSQL)\n",
+		r.Candidate, r.Baseline, r.Clients)
+	for i, x := range r.Rounds {
+		for _, t := range []struct {
+			name string
+			r    ThroughputResult
+		}{{"baseline", x.Baseline}, {"candidate", x.Candidate}} {
+			fmt.Fprintf(w, "  round %d  %-9s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %.3f ms/cmd  errors %d\n",
+				i+1, t.name, fmtNum(t.r.PerSecond), t.r.Acquire.P50, t.r.Acquire.P99, cpuPerCommand(t.r)*1000, t.r.Errors)
+		}
+		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %.2fx, CPU per command %.2fx\n", i+1, x.Ratio, x.P50Ratio, x.CPURatio)
+	}
+}
