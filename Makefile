@@ -13,12 +13,16 @@
 # make bench-soak runs the soak scenario: 10 minutes of steady load against
 #            the local PostgreSQL as it is; BENCH_FLAGS="--vacuum=false"
 #            measures it without the worker's vacuum loop.
+# make bench-builds BASE=<git revision> measures this checkout's worker
+#            against the one built from BASE: lockbench's builds scenario,
+#            alternating rounds of the throughput scenario, each figure as a
+#            ratio (BENCH_FLAGS="--clients 16 --rounds 5", say).
 
 GO ?= go
 BIN := bin
 BENCH_FLAGS ?=
 
-.PHONY: test test-realkafka bench bench-quick bench-failover bench-soak microbench build-bench
+.PHONY: test test-realkafka bench bench-quick bench-failover bench-soak bench-builds microbench build-bench
 
 test:
 	$(GO) test -timeout 30m ./...
@@ -45,6 +49,14 @@ bench-failover: build-bench
 
 bench-soak: build-bench
 	$(BIN)/lockbench --scenario soak --worker-bin $(BIN)/lockworker --json-out $(BIN)/lockbench-soak.json $(BENCH_FLAGS)
+
+bench-builds: build-bench
+	@test -n "$(BASE)" || { echo "bench-builds: set BASE to the git revision to compare with"; exit 1; }
+	rm -rf $(BIN)/base-src && mkdir -p $(BIN)/base-src
+	git archive $(BASE) | tar -x -C $(BIN)/base-src
+	cd $(BIN)/base-src && $(GO) build -o ../lockworker-base ./cmd/lockworker
+	$(BIN)/lockbench --scenario builds --baseline-bin $(BIN)/lockworker-base --worker-bin $(BIN)/lockworker \
+		--broker-bin $(BIN)/devkafka --json-out $(BIN)/lockbench-builds.json $(BENCH_FLAGS)
 
 microbench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./topics ./handlers ./outbox
