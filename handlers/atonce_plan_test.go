@@ -9,8 +9,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
-
-	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // The common cases' statements read each of their CTEs once, whatever the
@@ -21,13 +19,9 @@ import (
 // statement quadratic in its commands (docs/performance.md).
 func TestAtOnceReadsEachCTEOnce(t *testing.T) {
 	t.Parallel()
-	st := testdb.New(t)
 	ctx := context.Background()
-	pc, err := st.Pool.Acquire(ctx)
-	require.NoError(t, err)
-	conn := pc.Hijack() // its settings and statements are not the pool's
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`)
+	conn := planConn(t)
+	_, err := conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`)
 	require.NoError(t, err)
 
 	const n = 8

@@ -24,15 +24,11 @@ import (
 // to be.
 func TestSweepGenericPlansMatchCustom(t *testing.T) {
 	t.Parallel()
-	st := testdb.New(t)
 	ctx := context.Background()
-	pc, err := st.Pool.Acquire(ctx)
-	require.NoError(t, err)
-	conn := pc.Hijack() // its settings and statements are not the pool's
-	defer conn.Close(ctx)
+	conn := planConn(t)
 	// Without sequential scans the planner shows which index conditions
 	// it can use even on the test's empty table.
-	_, err = conn.Exec(ctx, `SET enable_seqscan = off`)
+	_, err := conn.Exec(ctx, `SET enable_seqscan = off`)
 	require.NoError(t, err)
 
 	ns, name, partition, maxAge := "tenant", "job", int32(3), 3600.0
@@ -71,6 +67,17 @@ func TestSweepGenericPlansMatchCustom(t *testing.T) {
 			}
 		}
 	}
+}
+
+// planConn is a connection of its own to a fresh test schema, for
+// settings and prepared statements the pool's connections must not get.
+func planConn(t *testing.T) *pgx.Conn {
+	t.Helper()
+	pc, err := testdb.New(t).Pool.Acquire(context.Background())
+	require.NoError(t, err)
+	conn := pc.Hijack()
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
 }
 
 var (
