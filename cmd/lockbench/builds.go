@@ -12,13 +12,13 @@ import (
 
 // The builds scenario measures one lockworker binary against another, as
 // issue 17 asks of every change: scenario 1's closed loop on raw records,
-// --rounds rounds, each running the baseline (--baseline-bin) and then the
-// candidate (--worker-bin), each on a target of its own (a fresh schema
-// and broker, the worker as a child process). On a noisy machine only
-// ratios within one run say anything; alternating keeps a slow minute from
-// landing on one build alone.
+// --rounds rounds, each running the baseline (--baseline-bin) and the
+// candidate (--worker-bin), first one then the other, each on a target of
+// its own (a fresh schema and broker, the worker as a child process). On
+// a noisy machine only ratios within one run say anything; alternating
+// keeps a slow minute from landing on one build alone.
 
-// BuildsRound is one round: the baseline, then the candidate.
+// BuildsRound is one round of the two builds.
 type BuildsRound struct {
 	Baseline  ThroughputResult `json:"baseline"`
 	Candidate ThroughputResult `json:"candidate"`
@@ -38,19 +38,26 @@ type BuildsResult struct {
 	Rounds    []BuildsRound `json:"rounds"`
 }
 
-func builds(ctx context.Context, cfg *Config, log zerolog.Logger, progress func(string, ...any)) (*BuildsResult, error) {
+func builds(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, progress func(string, ...any)) (*BuildsResult, error) {
 	res := &BuildsResult{Baseline: cfg.BaselineBin, Candidate: cfg.WorkerBin, Clients: cfg.Clients}
 	for round := range cfg.Rounds {
 		var r BuildsRound
-		for _, s := range []struct {
+		runs := []struct {
 			bin string
 			dst *ThroughputResult
-		}{{cfg.BaselineBin, &r.Baseline}, {cfg.WorkerBin, &r.Candidate}} {
+		}{{cfg.BaselineBin, &r.Baseline}, {cfg.WorkerBin, &r.Candidate}}
+		if round%2 == 1 {
+			// Each build goes first as often as the other: the run
+			// before leaves work behind (a dropped schema, a checkpoint).
+			runs[0], runs[1] = runs[1], runs[0]
+		}
+		for _, s := range runs {
 			progress("builds round %d of %d: %s, %d clients, %s warm-up, %s measured", round+1, cfg.Rounds, s.bin, cfg.Clients, cfg.Warmup, cfg.Duration)
 			c := *cfg
 			c.WorkerBin = s.bin
 			var err error
-			if *s.dst, err = throughputOf(ctx, &c, log, progress); err != nil {
+			if *s.dst, err = throughputOf(ctx, &c, rep, log, progress); err != nil {
+				res.Rounds = append(res.Rounds, r) // what the round measured
 				return res, fmt.Errorf("%s: %w", s.bin, err)
 			}
 		}
@@ -69,9 +76,10 @@ func builds(ctx context.Context, cfg *Config, log zerolog.Logger, progress func(
 }
 
 // throughputOf starts a target as cfg says, runs scenario 1's closed loop
-// on raw records against it and stops it.
-func throughputOf(ctx context.Context, cfg *Config, log zerolog.Logger, progress func(string, ...any)) (ThroughputResult, error) {
-	b, stop, err := connect(ctx, cfg, newReport(cfg), log, progress)
+// on raw records against it and stops it. rep learns the target's broker
+// and PostgreSQL version.
+func throughputOf(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, progress func(string, ...any)) (ThroughputResult, error) {
+	b, stop, err := connect(ctx, cfg, rep, log, progress)
 	if err != nil {
 		return ThroughputResult{}, err
 	}

@@ -229,7 +229,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
 	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
-	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "peer, modes and builds: rounds of alternation (default 3, quick 1)")
+	rounds := fs.Int("rounds", 0, "peer, modes and builds: rounds of alternation (default 3, quick 1)")
 	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
 	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
 	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
@@ -273,6 +273,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		}
 	}
 	setIf(&cfg.Clients, *clients)
+	setIf(&cfg.Rounds, *rounds)
 	setIf(&cfg.Rate, *rate)
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.Leases, *leases)
@@ -374,7 +375,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		}
 	}
 	if cfg.wants(buildsScenario) {
-		r, err := builds(ctx, cfg, log, progress)
+		r, err := builds(ctx, cfg, rep, log, progress)
 		rep.Builds = r
 		if err != nil {
 			return rep, fmt.Errorf("builds: %w", err)
@@ -387,7 +388,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	}
 	b, stop, err := connect(ctx, cfg, rep, log, progress)
 	if err != nil {
-		return nil, err
+		return rep, err
 	}
 	defer stop()
 	t, run := b.t, b.run
