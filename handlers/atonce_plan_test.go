@@ -53,6 +53,7 @@ func TestAtOnceReadsEachCTEOnce(t *testing.T) {
 		{"grant", grantAtOnceSQL, grant("x", "alice", "exclusive")},
 		{"grant shared", grantAtOnceSQL, grant("s", "alice", "shared")},
 		{"join", joinAtOnceSQL, grant("s", "bob", "shared")},
+		{"join after", joinAfterSQL, append(grant("s", "carol", "shared"), grant("s", "bob", "shared")[2], grant("s", "bob", "shared")[6])},
 		{"extend", extendAtOnceSQL, holder("x", "alice", "extend")},
 		{"release", releaseAtOnceSQL, holder("x", "alice", "release")},
 	} {
