@@ -148,14 +148,14 @@ const lockOfHolder = `h.*, l.req AS l_req, l.lock_limit AS l_limit, l.holder_cou
 // settle it first), the lock is in no lock-delay (the general path's state
 // record shows it) and, for a release, nobody waits.
 var (
-	releaseAtOnceSQL = holderAtOnceSQL(`status = CASE WHEN l.holder_count = 1 THEN 'released' ELSE 'acquired' END,
-		holder_count = l.holder_count - 1, shared_count = l.shared_count - (m.o_mode = 'shared')::int,
-		(ended_owner_id, ended_mode, ended_fencing_token, ended_acquired_at, ended_expires_at, ended_lease_duration,
-			ended_owner_metadata, ended_extension_count) =
-			(m.own, m.o_mode, m.o_token, m.o_acquired, m.o_expires, m.o_lease, m.o_meta, m.o_ext),
-		updated_at = clock_timestamp()`,
-		`AND l.waiter_count = 0`,
-		`DELETE FROM lock_holders h USING l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder)
+	releaseAtOnceSQL = releaseSQL(false)
+	// releaseAfterSQL is releaseAtOnceSQL for a holder's release that
+	// follows its own acquire of the lock in the batch, sent ahead in the
+	// same round trip after it: it applies only to the lease that acquire
+	// was granted (the holder row carries its request_id, a seventh
+	// array). So when the acquire falls to the general path (or renews an
+	// earlier lease there), so does the release, after it.
+	releaseAfterSQL = releaseSQL(true)
 	// An extend leaves updated_at (only a lock nobody holds is ever idle)
 	// and so every indexed column: a HOT update, which still gives the row
 	// the new ctid that keeps other statements off it.
@@ -165,8 +165,20 @@ var (
 			<= m.o_acquired + make_interval(secs => m.o_max_hold))`,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
-		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder)
+		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder, false)
 )
+
+// releaseSQL is the release's holderAtOnceSQL.
+func releaseSQL(after bool) string {
+	return holderAtOnceSQL(`status = CASE WHEN l.holder_count = 1 THEN 'released' ELSE 'acquired' END,
+		holder_count = l.holder_count - 1, shared_count = l.shared_count - (m.o_mode = 'shared')::int,
+		(ended_owner_id, ended_mode, ended_fencing_token, ended_acquired_at, ended_expires_at, ended_lease_duration,
+			ended_owner_metadata, ended_extension_count) =
+			(m.own, m.o_mode, m.o_token, m.o_acquired, m.o_expires, m.o_lease, m.o_meta, m.o_ext),
+		updated_at = clock_timestamp()`,
+		`AND l.waiter_count = 0`,
+		`DELETE FROM lock_holders h USING l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder, after)
+}
 
 // holderAtOnceSQL is the statement that sets set (assignments; m.o_* are
 // the holder's columns) on the locks row of each element whose owner holds
@@ -174,17 +186,22 @@ var (
 // changes the holder's row by change (a statement on lock_holders h using
 // l, the updated rows, returning lockOfHolder). Its arrays:
 // namespaces, names, owners, tokens, request_ids, extensions (0 or none:
-// the lease's own duration).
-func holderAtOnceSQL(set, cond, change string) string {
+// the lease's own duration) and, after, the request_ids the leases must
+// have been granted to.
+func holderAtOnceSQL(set, cond, change string, after bool) string {
+	arrays, columns, guard := "", "", ""
+	if after {
+		arrays, columns, guard = `, $7::text[]`, `, prev`, ` AND o.request_id = u.prev`
+	}
 	return `
 	WITH m AS (
 		SELECT u.own, u.tok, u.req, u.ext, k.tid, o.mode AS o_mode, o.fencing_token AS o_token, o.acquired_at AS o_acquired,
 			o.expires_at AS o_expires, o.lease_duration AS o_lease, o.owner_metadata AS o_meta, o.extension_count AS o_ext,
 			o.max_hold AS o_max_hold
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::float8[]) AS u(ns, nm, own, tok, req, ext),
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::float8[]` + arrays + `) AS u(ns, nm, own, tok, req, ext` + columns + `),
 			LATERAL (SELECT k.ctid AS tid FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm OFFSET 0) k,
 			LATERAL (SELECT o.* FROM lock_holders o WHERE o.namespace = u.ns AND o.lock_name = u.nm AND o.owner_id = u.own
-				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok) OFFSET 0) o
+				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok)` + guard + ` OFFSET 0) o
 	),
 	l AS (
 		UPDATE locks l SET revision = l.revision + 1, ` + set + `
@@ -361,6 +378,7 @@ func (a *applier) atOnce(ctx context.Context) (*changed, error) {
 func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []int32) {
 	set := atOnceSet{}
 	var after []*joinAfter // after[k]: the acquires with k+1 acquires of their lock ahead of them
+	released := &holderAfter{holderArgs: holderArgs{sql: releaseAfterSQL, op: topics.OpRelease}}
 	// ahead counts a lock's acquires sent ahead so far, all its commands
 	// until then (0 once another command came); prev is its last command.
 	type lockRun struct {
@@ -399,6 +417,10 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 			after[run.ahead-1].add(a, run.prev)
 			b.ahead[c.RequestID] = nil
 			run.ahead++
+		case run.ahead > 0 && fresh && c.Operation == topics.OpRelease && c.OwnerID == run.prev.OwnerID && a.hasCommonCase():
+			released.add(a, run.prev)
+			b.ahead[c.RequestID] = nil
+			run.ahead = 0
 		default:
 			run.ahead = 0
 		}
@@ -409,6 +431,7 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 	for _, j := range after {
 		j.queue(pb, got)
 	}
+	released.queue(pb, got)
 }
 
 // hasCommonCase says whether the command's operation has a one-statement
@@ -424,6 +447,23 @@ func (a *applier) hasCommonCase() bool {
 func mayJoin(a *applier) bool {
 	c := a.cmd
 	return c.Operation == topics.OpAcquire && a.hasCommonCase() && (mode(c.Mode) == rules.Shared || c.Limit > 1)
+}
+
+// holderAfter is the arrays of releaseAfterSQL.
+type holderAfter struct {
+	holderArgs
+	prevRequestID []string
+}
+
+func (h *holderAfter) add(a *applier, prev topics.Command) {
+	h.holderArgs.add(a)
+	h.prevRequestID = append(h.prevRequestID, prev.RequestID)
+}
+
+func (h *holderAfter) queue(pb *pgx.Batch, got func(string, *changed)) {
+	if len(h.ns) > 0 {
+		pb.Queue(h.sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension, h.prevRequestID).Query(readChanged(h.op, got))
+	}
 }
 
 // joinAfter is the arrays of joinAfterSQL.

@@ -709,3 +709,59 @@ func TestOutcomeStoredWithoutReplyToGoesToAnyCopy(t *testing.T) {
 	require.Equal(t, first.EventID, again[0].EventID)
 	require.Equal(t, []string{"locks.replies.elsewhere lock.acquired"}, h.routes())
 }
+
+// A holder's release that follows its acquire of the lock in one batch goes
+// ahead with it (releaseAfterSQL) only when that acquire was granted there;
+// otherwise it waits for the acquire's general path. Whatever the case, the
+// batch does what the commands do one at a time.
+func TestReleaseAfterAcquireInOneBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before func(h *harness) []topics.Command // applied first, one batch
+		batch  func(h *harness) []topics.Command
+	}{
+		{"free lock", nil, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x"), h.release("a", "x"), h.acquire("a", "y")}
+		}},
+		{"the owner holds it already", func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x")}
+		}, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x"), h.release("a", "x"), h.acquire("a", "y")}
+		}},
+		{"another holds it", func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "y")}
+		}, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x", wait(30)), h.release("a", "x"), h.release("a", "y")}
+		}},
+		{"readers", nil, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x", shared), h.acquire("a", "y", shared), h.release("a", "y"), h.acquire("a", "z")}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			batched := newHarness(t)
+			single := batched.fresh()
+			var before, script []topics.Command
+			if tc.before != nil {
+				before = tc.before(batched)
+			}
+			script = tc.batch(batched)
+			var evs []topics.Event
+			if len(before) > 0 {
+				batched.apply(before...)
+				for _, c := range before {
+					evs = append(evs, single.applyInline(c)...)
+				}
+			}
+			one := batched.result(batched.apply(script...))
+			evs = evs[:0]
+			for _, c := range script {
+				evs = append(evs, single.applyInline(c)...)
+			}
+			each := single.result(evs)
+			require.Equal(t, each.events, one.events)
+			require.Equal(t, each.locks, one.locks)
+			require.Equal(t, each.waiters, one.waiters)
+			require.Equal(t, each.history, one.history)
+		})
+	}
+}
