@@ -162,7 +162,8 @@ func TestBuildsSmoke(t *testing.T) {
 	}
 	require.Positive(t, r.Ratio)
 	require.Positive(t, r.P50Ratio)
-	require.Positive(t, r.CPURatio)
+	// Not the CPU ratio: PostgreSQL's CPU is its processes' sum, which
+	// falls when other tests' backends exit during a one-second window.
 	var table bytes.Buffer
 	rep.print(&table, cfg)
 	require.Contains(t, table.String(), "candidate / baseline: throughput")
