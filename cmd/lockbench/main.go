@@ -36,6 +36,10 @@
 //     worker's /metrics every 15 s, as monitoring would. --vacuum=false turns the
 //     worker's vacuum loop off, for comparison.
 //
+//   - burst: an acquire and a release of each of 10,000 locks sent at
+//     once: how long the worker takes to answer them all, draining them as
+//     it drains a backlog after an outage.
+//
 //   - builds: one lockworker binary (--worker-bin) against another
 //     (--baseline-bin), scenario 1's closed loop alternating, each on a
 //     target of its own: every figure as a ratio (issue 17: every change
@@ -79,7 +83,7 @@ const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/lockbench?sslmode
 var scenarioNames = []string{"throughput", "latency", "contention", "expiry", "cleanup", "ceiling", "resources", "peer"}
 
 // longScenarios run only when named, after the others.
-var longScenarios = []string{"soak", failoverScenario, "modes", buildsScenario}
+var longScenarios = []string{"soak", failoverScenario, "modes", buildsScenario, "burst"}
 
 // buildsScenario compares two worker binaries (builds.go).
 const buildsScenario = "builds"
@@ -111,6 +115,8 @@ type Config struct {
 	LatencyDuration time.Duration `json:"latency_duration_ns"`
 
 	Waiters int `json:"waiters"`
+
+	BurstLocks int `json:"burst_locks"`
 
 	Leases int           `json:"leases"`
 	Lease  time.Duration `json:"lease_ns"`
@@ -158,7 +164,7 @@ func DefaultConfig() Config {
 		Scenarios: scenarioNames, SDK: true, PGMaxConns: 10, ReplyPartitions: 4,
 		Clients: 256, Warmup: 3 * time.Second, Duration: 15 * time.Second,
 		Rate: 1000, LatencyDuration: 10 * time.Second,
-		Waiters: 100, Leases: 10000, Lease: time.Second,
+		Waiters: 100, Leases: 10000, Lease: time.Second, BurstLocks: 10000,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
 		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3}, Rounds: 3,
@@ -171,7 +177,7 @@ func (c *Config) quick() {
 	c.Quick = true
 	c.Clients, c.Warmup, c.Duration = 32, time.Second, 3*time.Second
 	c.Rate, c.LatencyDuration = 200, 2*time.Second
-	c.Waiters, c.Leases = 10, 200
+	c.Waiters, c.Leases, c.BurstLocks = 10, 200, 200
 	c.CleanupSizes = []int{100, 1000}
 	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
 	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls = 2, 2, 1
@@ -221,6 +227,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	rate := fs.Int("rate", 0, "latency: commands per second (default 1000, quick 200)")
 	latDur := fs.Duration("latency-duration", 0, "latency: how long to send (default 10s, quick 2s)")
 	waiters := fs.Int("waiters", 0, "contention: clients waiting on the lock (default 100, quick 10)")
+	burstLocks := fs.Int("burst-locks", 0, "burst: locks acquired and released, two commands each, all sent at once (default 10000, quick 200)")
 	leases := fs.Int("leases", 0, "expiry: leases (default 10000, quick 200)")
 	lease := fs.Duration("lease", 0, "expiry: lease duration (default 1s)")
 	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
@@ -276,6 +283,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setIf(&cfg.Rounds, *rounds)
 	setIf(&cfg.Rate, *rate)
 	setIf(&cfg.Waiters, *waiters)
+	setIf(&cfg.BurstLocks, *burstLocks)
 	setIf(&cfg.Leases, *leases)
 	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls} {
 		if v >= 0 { // 0 skips that fault
@@ -508,6 +516,16 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	}
 	if cfg.wants("resources") {
 		rep.Resources = b.resources()
+	}
+	if cfg.wants("burst") {
+		progress("burst: acquire and release of %d locks sent at once", cfg.BurstLocks)
+		r, err := b.burst(ctx)
+		rep.Burst = &r
+		b.markRSS("burst")
+		if err != nil {
+			return rep, err
+		}
+		b.quiesce(ctx, time.Minute)
 	}
 	if cfg.wants("modes") {
 		r, err := b.modes(ctx)

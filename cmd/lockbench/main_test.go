@@ -173,3 +173,18 @@ func TestBuildsNeedsTwoBinaries(t *testing.T) {
 	_, err := parseFlags([]string{"--scenario", "builds", "--worker-bin", "/bin/true"}, &bytes.Buffer{})
 	require.ErrorContains(t, err, "--baseline-bin")
 }
+
+// TestBurstSmoke sends a small burst: every command is answered as it
+// should be. It never asserts speed.
+func TestBurstSmoke(t *testing.T) {
+	rep, cfg := runFlags(t, "--scenario", "burst", "--broker-memory", "--quick", "--burst-locks", "50")
+	b := rep.Burst
+	require.NotNil(t, b)
+	require.Equal(t, 100, b.Commands)
+	require.Equal(t, int64(100), b.Answered)
+	require.Zero(t, b.Unexpected)
+	require.Positive(t, b.PerSecond)
+	var table bytes.Buffer
+	rep.print(&table, cfg)
+	require.Contains(t, table.String(), "burst: 100 commands")
+}

@@ -37,6 +37,7 @@ type Report struct {
 	Peer            *PeerResult     `json:"peer,omitempty"`
 	Modes           *ModesResult    `json:"modes,omitempty"`
 	Builds          *BuildsResult   `json:"builds,omitempty"`
+	Burst           *BurstResult    `json:"burst,omitempty"`
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
@@ -234,6 +235,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	}
 	if r.Builds != nil {
 		r.Builds.print(w)
+	}
+	if r.Burst != nil {
+		r.Burst.print(w)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)

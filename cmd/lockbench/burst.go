@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// The burst scenario produces, as fast as the producer goes, an acquire and
+// then a release of each of many locks (one owner per lock, so a lock's two
+// commands are adjacent in its partition) and measures how long the worker
+// takes to answer them all. The records pile up faster than the worker
+// applies them, so it drains them as it drains a backlog after an outage or
+// a restart: a thousand commands (MaxPollRecords) per transaction.
+
+// BurstResult is the burst scenario.
+type BurstResult struct {
+	Locks    int   `json:"locks"`
+	Commands int   `json:"commands"`
+	Answered int64 `json:"answered"`
+	// Unexpected counts answers that were not lock.acquired or
+	// lock.released.
+	Unexpected int64 `json:"unexpected"`
+	// Seconds is from the first send to the last answer; PerSecond the
+	// commands answered over it.
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"commands_per_second"`
+	// Latency is each command's, send to answer read.
+	Latency dist   `json:"latency"`
+	CPU     cpuUse `json:"cpu"`
+}
+
+func (b *bench) burst(ctx context.Context) (BurstResult, error) {
+	n := b.cfg.BurstLocks
+	res := BurstResult{Locks: n, Commands: 2 * n}
+	lat := newHist()
+	var answered, unexpected atomic.Int64
+	var last atomic.Int64 // unix ns of the last answer
+	done := make(chan struct{})
+	cmds := make([]topics.Command, 0, 2*n)
+	for i := range n {
+		lock, owner := b.rid("burst", i), fmt.Sprintf("burst-owner-%d", i)
+		for _, op := range []string{topics.OpAcquire, topics.OpRelease} {
+			cmds = append(cmds, topics.Command{RequestID: b.rid("burst", i, op[:1]), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60})
+		}
+	}
+	sent := make([]atomic.Int64, len(cmds)) // unix ns
+	for k, c := range cmds {
+		want := topics.TypeAcquired
+		if c.Operation == topics.OpRelease {
+			want = topics.TypeReleased
+		}
+		b.d.on(c.RequestID, func(r reply) bool {
+			if r.ev.Type == topics.TypeQueued {
+				return false
+			}
+			lat.add(r.at.Sub(time.Unix(0, sent[k].Load())))
+			if r.ev.Type != want {
+				unexpected.Add(1)
+			}
+			last.Store(r.at.UnixNano())
+			if answered.Add(1) == int64(len(cmds)) {
+				close(done)
+			}
+			return true
+		})
+	}
+	cpu0 := takeCPU(b.t.proc, b.t.brokerProc)
+	start := time.Now()
+	for k, c := range cmds {
+		sent[k].Store(time.Now().UnixNano())
+		if err := b.d.send(ctx, c); err != nil {
+			return res, err
+		}
+	}
+	timeout := time.Minute + time.Duration(n)*time.Millisecond
+	select {
+	case <-done:
+	case <-time.After(timeout):
+	case <-ctx.Done():
+	}
+	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc, b.t.brokerProc))
+	for _, c := range cmds {
+		b.d.forget(c.RequestID)
+	}
+	res.Answered, res.Unexpected, res.Latency = answered.Load(), unexpected.Load(), lat.dist()
+	if l := last.Load(); l > 0 {
+		res.Seconds = time.Unix(0, l).Sub(start).Seconds()
+		res.PerSecond = float64(res.Answered) / res.Seconds
+	}
+	if res.Answered < int64(len(cmds)) {
+		return res, fmt.Errorf("burst: %d of %d commands answered within %s", res.Answered, len(cmds), timeout)
+	}
+	return res, nil
+}
+
+func (r *BurstResult) print(w io.Writer) {
+	fmt.Fprintf(w, "\nburst: %d commands (acquire and release of %d locks) sent at once: %d answered in %.2f s, %s commands/s, %d unexpected\n",
+		r.Commands, r.Locks, r.Answered, r.Seconds, fmtNum(r.PerSecond), r.Unexpected)
+	fmt.Fprintf(w, "  send -> answer                   n=%-6d p50 %8.2f  p95 %8.2f  p99 %8.2f  max %8.2f ms\n",
+		r.Latency.N, r.Latency.P50, r.Latency.P95, r.Latency.P99, r.Latency.Max)
+	printCPU(w, r.CPU)
+}
