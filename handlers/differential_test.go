@@ -29,7 +29,7 @@ import (
 // test ends them (in the database and in the model alike), then the expiry
 // step runs.
 func TestDifferential(t *testing.T) {
-	const seeds, steps = 12, 80
+	const seeds, steps = 16, 80
 	h := newHarness(t)
 	paths := []string{"general", "ahead", "inline"}
 	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
@@ -112,6 +112,62 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 	owners := []string{"o1", "o2", "o3", "o4", "o5"}
 	seq := 0
 	var script []diffStep
+	// next is a command on lock by owner: an acquire (of the lock's kind,
+	// sometimes wrong), a release or an extend (with no token, the owner's
+	// own or a wrong one), a revoke or a query.
+	next := func(lock, owner string) diffCmd {
+		seq++
+		c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
+		guard := 0
+		switch n := r.IntN(100); {
+		case n < 45:
+			c.Operation = topics.OpAcquire
+			kind := diffLocks[lock]
+			if kind.limit > 1 || r.IntN(2) == 1 { // limit-1 locks also without limit, as v1
+				c.Limit = kind.limit
+			}
+			if kind.shared && r.IntN(2) == 0 {
+				c.Mode = topics.ModeShared
+			}
+			if r.IntN(15) == 0 { // the wrong limit
+				c.Limit, c.Mode = 2, ""
+			}
+			if r.IntN(2) == 0 {
+				c.WaitTimeout = 120
+			}
+			if r.IntN(2) == 0 {
+				c.LeaseDuration = 60
+			}
+			if id, ok := diffSessions[owner]; ok && r.IntN(3) == 0 {
+				c.SessionID = id
+			}
+			// A delay that outlasts the run unless the test ends it; a
+			// cap (on a lease of its own) that a few extensions reach,
+			// and no renewal within the run (which would depend on the
+			// clock).
+			if r.IntN(6) == 0 {
+				c.LockDelay = 60
+			}
+			if c.SessionID == "" && r.IntN(2) == 0 {
+				c.MaxHold = 65
+			}
+		case n < 66:
+			c.Operation, guard = topics.OpRelease, r.IntN(3)
+		case n < 81:
+			c.Operation, guard = topics.OpExtend, r.IntN(3)
+			if r.IntN(2) == 0 {
+				c.ExtensionDuration = 5
+			}
+		case n < 85:
+			c.Operation, c.ReplyTo, c.Reason = topics.OpRevoke, "locks.replies.admin", "test"
+			if r.IntN(2) == 0 {
+				c.OwnerID = ""
+			}
+		default:
+			c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
+		}
+		return diffCmd{c: c, guard: guard}
+	}
 	for range steps {
 		lock := locks[r.IntN(len(locks))]
 		switch n := r.IntN(100); {
@@ -145,60 +201,23 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 			continue
 		}
 		var step diffStep
-		for range 1 + r.IntN(3) {
-			lock := locks[r.IntN(len(locks))]
-			owner := owners[r.IntN(len(owners))]
-			seq++
-			c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
-			guard := 0
-			switch n := r.IntN(100); {
-			case n < 45:
-				c.Operation = topics.OpAcquire
-				kind := diffLocks[lock]
-				if kind.limit > 1 || r.IntN(2) == 1 { // limit-1 locks also without limit, as v1
-					c.Limit = kind.limit
+		if n := r.IntN(100); n < 15 {
+			// A run of one lock's commands in one batch, by one or two
+			// owners: the commands that follow another of their lock.
+			lock, pair := locks[r.IntN(len(locks))], []string{owners[r.IntN(len(owners))], owners[r.IntN(len(owners))]}
+			for range 2 + r.IntN(5) {
+				dc := next(lock, pair[r.IntN(2)])
+				if dc.guard == 1 {
+					// No requester knows the token of a grant in its own
+					// batch: its answer has not been sent.
+					dc.guard = 0
 				}
-				if kind.shared && r.IntN(2) == 0 {
-					c.Mode = topics.ModeShared
-				}
-				if r.IntN(15) == 0 { // the wrong limit
-					c.Limit, c.Mode = 2, ""
-				}
-				if r.IntN(2) == 0 {
-					c.WaitTimeout = 120
-				}
-				if r.IntN(2) == 0 {
-					c.LeaseDuration = 60
-				}
-				if id, ok := diffSessions[owner]; ok && r.IntN(3) == 0 {
-					c.SessionID = id
-				}
-				// A delay that outlasts the run unless the test ends it; a
-				// cap (on a lease of its own) that a few extensions reach,
-				// and no renewal within the run (which would depend on the
-				// clock).
-				if r.IntN(6) == 0 {
-					c.LockDelay = 60
-				}
-				if c.SessionID == "" && r.IntN(2) == 0 {
-					c.MaxHold = 65
-				}
-			case n < 66:
-				c.Operation, guard = topics.OpRelease, r.IntN(3)
-			case n < 81:
-				c.Operation, guard = topics.OpExtend, r.IntN(3)
-				if r.IntN(2) == 0 {
-					c.ExtensionDuration = 5
-				}
-			case n < 85:
-				c.Operation, c.ReplyTo, c.Reason = topics.OpRevoke, "locks.replies.admin", "test"
-				if r.IntN(2) == 0 {
-					c.OwnerID = ""
-				}
-			default:
-				c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
+				step.cmds = append(step.cmds, dc)
 			}
-			step.cmds = append(step.cmds, diffCmd{c: c, guard: guard})
+		} else {
+			for range 1 + r.IntN(3) {
+				step.cmds = append(step.cmds, next(locks[r.IntN(len(locks))], owners[r.IntN(len(owners))]))
+			}
 		}
 		script = append(script, step)
 	}
