@@ -150,23 +150,34 @@ const lockOfHolder = `h.*, l.req AS l_req, l.lock_limit AS l_limit, l.holder_cou
 var (
 	releaseAtOnceSQL = releaseSQL(false)
 	// releaseAfterSQL is releaseAtOnceSQL for a holder's release that
-	// follows its own acquire of the lock in the batch, sent ahead in the
-	// same round trip after it: it applies only to the lease that acquire
-	// was granted (the holder row carries its request_id, a seventh
-	// array). So when the acquire falls to the general path (or renews an
-	// earlier lease there), so does the release, after it.
+	// follows its own acquire of the lock in the batch (and its extends
+	// after it), sent ahead in the same round trip after them: it applies
+	// only to the lease that acquire was granted (the holder row carries
+	// its request_id, a seventh array) when it has been extended as often
+	// as the extends before it (an eighth). So when any command before it
+	// does not apply (falls to the general path, renews an earlier lease
+	// there), neither does the release, which follows it there in order.
 	releaseAfterSQL = releaseSQL(true)
 	// An extend leaves updated_at (only a lock nobody holds is ever idle)
 	// and so every indexed column: a HOT update, which still gives the row
 	// the new ctid that keeps other statements off it.
 	// An extend past the lease's max_hold is refused by the general path.
-	extendAtOnceSQL = holderAtOnceSQL(`holder_count = l.holder_count`,
+	extendAtOnceSQL = extendSQL(false)
+	// extendAfterSQL is extendAtOnceSQL for an extend that follows its
+	// holder's acquire of the lock in the batch (and the holder's extends
+	// after it), guarded as releaseAfterSQL.
+	extendAfterSQL = extendSQL(true)
+)
+
+// extendSQL is the extend's holderAtOnceSQL.
+func extendSQL(after bool) string {
+	return holderAtOnceSQL(`holder_count = l.holder_count`,
 		`AND (m.o_max_hold = 0 OR m.o_expires + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE m.o_lease END)
 			<= m.o_acquired + make_interval(secs => m.o_max_hold))`,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
-		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder, false)
-)
+		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder, after)
+}
 
 // releaseSQL is the release's holderAtOnceSQL.
 func releaseSQL(after bool) string {
@@ -187,11 +198,11 @@ func releaseSQL(after bool) string {
 // l, the updated rows, returning lockOfHolder). Its arrays:
 // namespaces, names, owners, tokens, request_ids, extensions (0 or none:
 // the lease's own duration) and, after, the request_ids the leases must
-// have been granted to.
+// have been granted to and the extensions they must show.
 func holderAtOnceSQL(set, cond, change string, after bool) string {
 	arrays, columns, guard := "", "", ""
 	if after {
-		arrays, columns, guard = `, $7::text[]`, `, prev`, ` AND o.request_id = u.prev`
+		arrays, columns, guard = `, $7::text[], $8::int[]`, `, prev, exts`, ` AND o.request_id = u.prev AND o.extension_count = u.exts`
 	}
 	return `
 	WITH m AS (
@@ -377,13 +388,17 @@ func (a *applier) atOnce(ctx context.Context) (*changed, error) {
 // returns their errors.
 func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []int32) {
 	set := atOnceSet{}
-	var after []*joinAfter // after[k]: the acquires with k+1 acquires of their lock ahead of them
-	released := &holderAfter{holderArgs: holderArgs{sql: releaseAfterSQL, op: topics.OpRelease}}
-	// ahead counts a lock's acquires sent ahead so far, all its commands
-	// until then (0 once another command came); prev is its last command.
+	var waves []*wave // waves[k-1]: the commands k after the first of their lock's run
+	// A lock's run is its commands sent ahead so far, all of its commands
+	// until then: pos is the last one's place (0: the first; -1: the run
+	// ended, the rest go the general path), acquires whether all were
+	// acquires, prev the last, lease the lease whose holder's extends
+	// and release may follow.
 	type lockRun struct {
-		ahead int
-		prev  topics.Command
+		pos      int
+		acquires bool
+		prev     topics.Command
+		lease    *leaseRun
 	}
 	locks := make(map[string]*lockRun, len(cmds))
 	ids := make(map[string]bool, len(cmds))
@@ -400,38 +415,50 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 		if partitions != nil {
 			a.Batch = b.For(partitions[i])
 		}
-		switch {
-		case !seen:
-			run = &lockRun{}
+		if !seen {
+			run = &lockRun{pos: -1}
 			locks[key] = run
 			if fresh && set.add(a) {
 				b.ahead[c.RequestID] = nil
-				if c.Operation == topics.OpAcquire {
-					run.ahead = 1
+				run.pos, run.acquires, run.prev = 0, c.Operation == topics.OpAcquire, c
+				if run.acquires {
+					run.lease = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}
 				}
 			}
-		case run.ahead > 0 && fresh && mayJoin(a):
-			if len(after) < run.ahead {
-				after = append(after, &joinAfter{})
-			}
-			after[run.ahead-1].add(a, run.prev)
-			b.ahead[c.RequestID] = nil
-			run.ahead++
-		case run.ahead > 0 && fresh && c.Operation == topics.OpRelease && c.OwnerID == run.prev.OwnerID && a.hasCommonCase():
-			released.add(a, run.prev)
-			b.ahead[c.RequestID] = nil
-			run.ahead = 0
-		default:
-			run.ahead = 0
+			continue
 		}
+		if run.pos < 0 || !fresh {
+			run.pos = -1
+			continue
+		}
+		if len(waves) <= run.pos {
+			waves = append(waves, newWave())
+		}
+		w := waves[run.pos]
+		switch l := run.lease; {
+		case run.acquires && mayJoin(a):
+			w.joins.add(a, run.prev)
+			run.lease = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}
+		case l != nil && c.OwnerID == l.owner && a.hasCommonCase() && c.Operation == topics.OpExtend:
+			w.extends.add(a, l)
+			l.extensions++
+			run.acquires = false
+		case l != nil && c.OwnerID == l.owner && a.hasCommonCase() && c.Operation == topics.OpRelease:
+			w.releases.add(a, l)
+			run.lease, run.acquires = nil, false
+		default:
+			run.pos = -1
+			continue
+		}
+		b.ahead[c.RequestID] = nil
+		run.pos++
 		run.prev = c
 	}
 	got := func(id string, c *changed) { b.ahead[id] = c }
 	set.queue(pb, got)
-	for _, j := range after {
-		j.queue(pb, got)
+	for _, w := range waves {
+		w.queue(pb, got)
 	}
-	released.queue(pb, got)
 }
 
 // hasCommonCase says whether the command's operation has a one-statement
@@ -449,21 +476,50 @@ func mayJoin(a *applier) bool {
 	return c.Operation == topics.OpAcquire && a.hasCommonCase() && (mode(c.Mode) == rules.Shared || c.Limit > 1)
 }
 
-// holderAfter is the arrays of releaseAfterSQL.
+// holderAfter is the arrays of releaseAfterSQL or extendAfterSQL.
 type holderAfter struct {
 	holderArgs
-	prevRequestID []string
+	grantedTo  []string // the request_id of the acquire the lease was granted to
+	extensions []int32  // the extends of the lease before the command
 }
 
-func (h *holderAfter) add(a *applier, prev topics.Command) {
+func (h *holderAfter) add(a *applier, lease *leaseRun) {
 	h.holderArgs.add(a)
-	h.prevRequestID = append(h.prevRequestID, prev.RequestID)
+	h.grantedTo, h.extensions = append(h.grantedTo, lease.requestID), append(h.extensions, lease.extensions)
 }
 
 func (h *holderAfter) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(h.ns) > 0 {
-		pb.Queue(h.sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension, h.prevRequestID).Query(readChanged(h.op, got))
+		pb.Queue(h.sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension, h.grantedTo, h.extensions).Query(readChanged(h.op, got))
 	}
+}
+
+// leaseRun is a lease granted in the batch's first round trip, while the
+// commands after its acquire are its holder's extends: what the lease
+// must show for the holder's next command to apply.
+type leaseRun struct {
+	owner, requestID string
+	extensions       int32
+}
+
+// wave is the statements for the commands that are the k-th after the
+// first of their lock's run (see QueueAtOnce).
+type wave struct {
+	joins             joinAfter
+	releases, extends holderAfter
+}
+
+func newWave() *wave {
+	return &wave{releases: holderAfter{holderArgs: holderArgs{sql: releaseAfterSQL, op: topics.OpRelease}},
+		extends: holderAfter{holderArgs: holderArgs{sql: extendAfterSQL, op: topics.OpExtend}}}
+}
+
+func (w *wave) queue(pb *pgx.Batch, got func(string, *changed)) {
+	if len(w.joins.ns) > 0 {
+		w.joins.queue(pb, got)
+	}
+	w.releases.queue(pb, got)
+	w.extends.queue(pb, got)
 }
 
 // joinAfter is the arrays of joinAfterSQL.

@@ -44,6 +44,15 @@ func TestAtOnceReadsEachCTEOnce(t *testing.T) {
 		}
 		return []any{h.ns, h.name, h.owner, h.token, h.requestID, h.extension}
 	}
+	// after adds the arrays of the statements for a command after its
+	// holder's acquire (prefix-owner-i) and extends.
+	after := func(args []any, prefix, owner string, extensions int32) []any {
+		granted, exts := make([]string, n), make([]int32, n)
+		for i := range n {
+			granted[i], exts[i] = fmt.Sprintf("%s-%s-%d", prefix, owner, i), extensions
+		}
+		return append(args, granted, exts)
+	}
 	loops := regexp.MustCompile(`CTE Scan on (\w+).*loops=(\d+)`)
 	for k, s := range []struct {
 		name string
@@ -55,7 +64,9 @@ func TestAtOnceReadsEachCTEOnce(t *testing.T) {
 		{"join", joinAtOnceSQL, grant("s", "bob", "shared")},
 		{"join after", joinAfterSQL, append(grant("s", "carol", "shared"), grant("s", "bob", "shared")[2], grant("s", "bob", "shared")[6])},
 		{"extend", extendAtOnceSQL, holder("x", "alice", "extend")},
-		{"release", releaseAtOnceSQL, holder("x", "alice", "release")},
+		{"extend after", extendAfterSQL, after(holder("x", "alice", "extend-after"), "x", "alice", 1)},
+		{"release after", releaseAfterSQL, after(holder("x", "alice", "release"), "x", "alice", 2)},
+		{"release", releaseAtOnceSQL, holder("s", "carol", "release")},
 	} {
 		stmt := fmt.Sprintf("atonce_%d", k)
 		_, err := conn.Exec(ctx, fmt.Sprintf("PREPARE %s AS %s", stmt, s.sql))

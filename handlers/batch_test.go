@@ -710,11 +710,13 @@ func TestOutcomeStoredWithoutReplyToGoesToAnyCopy(t *testing.T) {
 	require.Equal(t, []string{"locks.replies.elsewhere lock.acquired"}, h.routes())
 }
 
-// A holder's release that follows its acquire of the lock in one batch goes
-// ahead with it (releaseAfterSQL) only when that acquire was granted there;
-// otherwise it waits for the acquire's general path. Whatever the case, the
-// batch does what the commands do one at a time.
-func TestReleaseAfterAcquireInOneBatch(t *testing.T) {
+// A holder's extends and release that follow its acquire of the lock in one
+// batch go ahead with it (extendAfterSQL, releaseAfterSQL) only while every
+// command before them applied there: the lease must be the one that acquire
+// was granted, extended as often as the extends before. Otherwise they wait
+// for the general path, in order. Whatever the case, the batch does what
+// the commands do one at a time.
+func TestHolderCommandsAfterAcquireInOneBatch(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		before func(h *harness) []topics.Command // applied first, one batch
@@ -735,6 +737,18 @@ func TestReleaseAfterAcquireInOneBatch(t *testing.T) {
 		}},
 		{"readers", nil, func(h *harness) []topics.Command {
 			return []topics.Command{h.acquire("a", "x", shared), h.acquire("a", "y", shared), h.release("a", "y"), h.acquire("a", "z")}
+		}},
+		{"extends, then the release", nil, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x"), h.extend("a", "x", extendBy(5)), h.extend("a", "x"), h.release("a", "x")}
+		}},
+		{"an extend refused past max_hold, then the release", nil, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x", lease(60), maxHold(65)), h.extend("a", "x"), h.release("a", "x")}
+		}},
+		{"an extend refused, a smaller one, the release", nil, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x", lease(60), maxHold(65)), h.extend("a", "x"), h.extend("a", "x", extendBy(2)), h.release("a", "x")}
+		}},
+		{"another owner's extend between", nil, func(h *harness) []topics.Command {
+			return []topics.Command{h.acquire("a", "x"), h.extend("a", "y"), h.release("a", "x")}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
