@@ -10,20 +10,21 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// The burst scenario produces, as fast as the producer goes, an acquire and
-// then a release of each of many locks (one owner per lock, so a lock's two
-// commands are adjacent in its partition) and measures how long the worker
-// takes to answer them all. The records pile up faster than the worker
+// The burst scenario produces, as fast as the producer goes, an acquire,
+// --burst-extends keep-alives and a release of each of many locks (one
+// owner per lock, so a lock's commands are adjacent in its partition) and
+// measures how long the worker takes to answer them all. The records pile up faster than the worker
 // applies them, so it drains them as it drains a backlog after an outage or
 // a restart: a thousand commands (MaxPollRecords) per transaction.
 
 // BurstResult is the burst scenario.
 type BurstResult struct {
 	Locks    int   `json:"locks"`
+	Extends  int   `json:"extends_per_lock"`
 	Commands int   `json:"commands"`
 	Answered int64 `json:"answered"`
-	// Unexpected counts answers that were not lock.acquired or
-	// lock.released.
+	// Unexpected counts answers that were not lock.acquired,
+	// lock.extended or lock.released.
 	Unexpected int64 `json:"unexpected"`
 	// Seconds is from the first send to the last answer; PerSecond the
 	// commands answered over it.
@@ -36,24 +37,26 @@ type BurstResult struct {
 
 func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 	n := b.cfg.BurstLocks
-	res := BurstResult{Locks: n, Commands: 2 * n}
+	ops := []string{topics.OpAcquire}
+	for range b.cfg.BurstExtends {
+		ops = append(ops, topics.OpExtend)
+	}
+	ops = append(ops, topics.OpRelease)
+	res := BurstResult{Locks: n, Extends: b.cfg.BurstExtends, Commands: len(ops) * n}
 	lat := newHist()
 	var answered, unexpected atomic.Int64
 	var last atomic.Int64 // unix ns of the last answer
 	done := make(chan struct{})
-	cmds := make([]topics.Command, 0, 2*n)
+	cmds := make([]topics.Command, 0, res.Commands)
 	for i := range n {
 		lock, owner := b.rid("burst", i), fmt.Sprintf("burst-owner-%d", i)
-		for _, op := range []string{topics.OpAcquire, topics.OpRelease} {
-			cmds = append(cmds, topics.Command{RequestID: b.rid("burst", i, op[:1]), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60})
+		for k, op := range ops {
+			cmds = append(cmds, topics.Command{RequestID: b.rid("burst", i, k), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60})
 		}
 	}
 	sent := make([]atomic.Int64, len(cmds)) // unix ns
 	for k, c := range cmds {
-		want := topics.TypeAcquired
-		if c.Operation == topics.OpRelease {
-			want = topics.TypeReleased
-		}
+		want := map[string]string{topics.OpAcquire: topics.TypeAcquired, topics.OpExtend: topics.TypeExtended, topics.OpRelease: topics.TypeReleased}[c.Operation]
 		b.d.on(c.RequestID, func(r reply) bool {
 			if r.ev.Type == topics.TypeQueued {
 				return false
@@ -99,8 +102,8 @@ func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 }
 
 func (r *BurstResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nburst: %d commands (acquire and release of %d locks) sent at once: %d answered in %.2f s, %s commands/s, %d unexpected\n",
-		r.Commands, r.Locks, r.Answered, r.Seconds, fmtNum(r.PerSecond), r.Unexpected)
+	fmt.Fprintf(w, "\nburst: %d commands (acquire, %d extends and release of %d locks) sent at once: %d answered in %.2f s, %s commands/s, %d unexpected\n",
+		r.Commands, r.Extends, r.Locks, r.Answered, r.Seconds, fmtNum(r.PerSecond), r.Unexpected)
 	fmt.Fprintf(w, "  send -> answer                   n=%-6d p50 %8.2f  p95 %8.2f  p99 %8.2f  max %8.2f ms\n",
 		r.Latency.N, r.Latency.P50, r.Latency.P95, r.Latency.P99, r.Latency.Max)
 	printCPU(w, r.CPU)

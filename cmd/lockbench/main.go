@@ -36,8 +36,8 @@
 //     worker's /metrics every 15 s, as monitoring would. --vacuum=false turns the
 //     worker's vacuum loop off, for comparison.
 //
-//   - burst: an acquire and a release of each of 10,000 locks sent at
-//     once: how long the worker takes to answer them all, draining them as
+//   - burst: an acquire and a release (with --burst-extends keep-alives
+//     between) of each of 10,000 locks sent at once: how long the worker takes to answer them all, draining them as
 //     it drains a backlog after an outage.
 //
 //   - builds: one lockworker binary (--worker-bin) against another
@@ -116,7 +116,8 @@ type Config struct {
 
 	Waiters int `json:"waiters"`
 
-	BurstLocks int `json:"burst_locks"`
+	BurstLocks   int `json:"burst_locks"`
+	BurstExtends int `json:"burst_extends"`
 
 	Leases int           `json:"leases"`
 	Lease  time.Duration `json:"lease_ns"`
@@ -227,7 +228,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	rate := fs.Int("rate", 0, "latency: commands per second (default 1000, quick 200)")
 	latDur := fs.Duration("latency-duration", 0, "latency: how long to send (default 10s, quick 2s)")
 	waiters := fs.Int("waiters", 0, "contention: clients waiting on the lock (default 100, quick 10)")
-	burstLocks := fs.Int("burst-locks", 0, "burst: locks acquired and released, two commands each, all sent at once (default 10000, quick 200)")
+	burstLocks := fs.Int("burst-locks", 0, "burst: locks acquired and released, all their commands sent at once (default 10000, quick 200)")
+	fs.IntVar(&cfg.BurstExtends, "burst-extends", 0, "burst: keep-alives (extends) of each lease between its acquire and its release")
 	leases := fs.Int("leases", 0, "expiry: leases (default 10000, quick 200)")
 	lease := fs.Duration("lease", 0, "expiry: lease duration (default 1s)")
 	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
@@ -518,7 +520,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		rep.Resources = b.resources()
 	}
 	if cfg.wants("burst") {
-		progress("burst: acquire and release of %d locks sent at once", cfg.BurstLocks)
+		progress("burst: acquire, %d extends and release of %d locks sent at once", cfg.BurstExtends, cfg.BurstLocks)
 		r, err := b.burst(ctx)
 		rep.Burst = &r
 		b.markRSS("burst")

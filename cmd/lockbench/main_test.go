@@ -177,14 +177,14 @@ func TestBuildsNeedsTwoBinaries(t *testing.T) {
 // TestBurstSmoke sends a small burst: every command is answered as it
 // should be. It never asserts speed.
 func TestBurstSmoke(t *testing.T) {
-	rep, cfg := runFlags(t, "--scenario", "burst", "--broker-memory", "--quick", "--burst-locks", "50")
+	rep, cfg := runFlags(t, "--scenario", "burst", "--broker-memory", "--quick", "--burst-locks", "50", "--burst-extends", "2")
 	b := rep.Burst
 	require.NotNil(t, b)
-	require.Equal(t, 100, b.Commands)
-	require.Equal(t, int64(100), b.Answered)
+	require.Equal(t, 200, b.Commands)
+	require.Equal(t, int64(200), b.Answered)
 	require.Zero(t, b.Unexpected)
 	require.Positive(t, b.PerSecond)
 	var table bytes.Buffer
 	rep.print(&table, cfg)
-	require.Contains(t, table.String(), "burst: 100 commands")
+	require.Contains(t, table.String(), "burst: 200 commands")
 }
