@@ -152,9 +152,10 @@ var (
 	// releaseAfterSQL is releaseAtOnceSQL for a holder's release that
 	// follows its own acquire of the lock in the batch (and its extends
 	// after it), sent ahead in the same round trip after them: it applies
-	// only to the lease that acquire was granted (the holder row carries
-	// its request_id, a seventh array) when it has been extended as often
-	// as the extends before it (an eighth). So when any command before it
+	// only to the lease that acquire was granted in this transaction (the
+	// holder row carries its request_id, a seventh array, and this
+	// transaction's xmin) when it has been extended as often as the extends
+	// before it (an eighth). So when any command before it
 	// does not apply (falls to the general path, renews an earlier lease
 	// there), neither does the release, which follows it there in order.
 	releaseAfterSQL = releaseSQL(true)
@@ -202,7 +203,11 @@ func releaseSQL(after bool) string {
 func holderAtOnceSQL(set, cond, change string, after bool) string {
 	arrays, columns, guard := "", "", ""
 	if after {
-		arrays, columns, guard = `, $7::text[], $8::int[]`, `, prev, exts`, ` AND o.request_id = u.prev AND o.extension_count = u.exts`
+		// Written in this transaction: by this batch's grant and extends,
+		// not a lease granted to the same request_id before (a repeated
+		// acquire, or one whose stored outcome was pruned).
+		arrays, columns, guard = `, $7::text[], $8::int[]`, `, prev, exts`,
+			` AND o.request_id = u.prev AND o.extension_count = u.exts AND o.xmin = pg_current_xact_id()::xid`
 	}
 	return `
 	WITH m AS (

@@ -23,6 +23,11 @@ func TestAtOnceReadsEachCTEOnce(t *testing.T) {
 	conn := planConn(t)
 	_, err := conn.Exec(ctx, `SET plan_cache_mode = force_generic_plan`)
 	require.NoError(t, err)
+	// One transaction, as a batch's: the statements for the commands after
+	// an acquire apply only to leases written in it.
+	_, err = conn.Exec(ctx, `BEGIN`)
+	require.NoError(t, err)
+	defer conn.Exec(ctx, `ROLLBACK`)
 
 	const n = 8
 	grant := func(prefix, owner, mode string) []any {

@@ -717,57 +717,79 @@ func TestOutcomeStoredWithoutReplyToGoesToAnyCopy(t *testing.T) {
 // for the general path, in order. Whatever the case, the batch does what
 // the commands do one at a time.
 func TestHolderCommandsAfterAcquireInOneBatch(t *testing.T) {
+	cmds := func(c ...topics.Command) []topics.Command { return c }
 	for _, tc := range []struct {
-		name   string
-		before func(h *harness) []topics.Command // applied first, one batch
-		batch  func(h *harness) []topics.Command
+		name string
+		// script gives the batch before (applied first) and the batch.
+		script func(h *harness) (before, batch []topics.Command)
+		// prune deletes the stored outcomes of the batch before.
+		prune bool
 	}{
-		{"free lock", nil, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x"), h.release("a", "x"), h.acquire("a", "y")}
+		{name: "free lock", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x"), h.release("a", "x"), h.acquire("a", "y"))
 		}},
-		{"the owner holds it already", func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x")}
-		}, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x"), h.release("a", "x"), h.acquire("a", "y")}
+		{name: "the owner holds it already", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return cmds(h.acquire("a", "x")), cmds(h.acquire("a", "x"), h.release("a", "x"), h.acquire("a", "y"))
 		}},
-		{"another holds it", func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "y")}
-		}, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x", wait(30)), h.release("a", "x"), h.release("a", "y")}
+		{name: "another holds it", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return cmds(h.acquire("a", "y")), cmds(h.acquire("a", "x", wait(30)), h.release("a", "x"), h.release("a", "y"))
 		}},
-		{"readers", nil, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x", shared), h.acquire("a", "y", shared), h.release("a", "y"), h.acquire("a", "z")}
+		{name: "readers", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x", shared), h.acquire("a", "y", shared), h.release("a", "y"), h.acquire("a", "z"))
 		}},
-		{"extends, then the release", nil, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x"), h.extend("a", "x", extendBy(5)), h.extend("a", "x"), h.release("a", "x")}
+		{name: "extends, then the release", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x"), h.extend("a", "x", extendBy(5)), h.extend("a", "x"), h.release("a", "x"))
 		}},
-		{"an extend refused past max_hold, then the release", nil, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x", lease(60), maxHold(65)), h.extend("a", "x"), h.release("a", "x")}
+		{name: "an extend refused past max_hold, then the release", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x", lease(60), maxHold(65)), h.extend("a", "x"), h.release("a", "x"))
 		}},
-		{"an extend refused, a smaller one, the release", nil, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x", lease(60), maxHold(65)), h.extend("a", "x"), h.extend("a", "x", extendBy(2)), h.release("a", "x")}
+		{name: "an extend refused, a smaller one, the release", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x", lease(60), maxHold(65)), h.extend("a", "x"), h.extend("a", "x", extendBy(2)), h.release("a", "x"))
 		}},
-		{"another owner's extend between", nil, func(h *harness) []topics.Command {
-			return []topics.Command{h.acquire("a", "x"), h.extend("a", "y"), h.release("a", "x")}
+		{name: "another owner's extend between", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x"), h.extend("a", "y"), h.release("a", "x"))
+		}},
+		// A repeated acquire is not granted again: the lease its request_id
+		// was granted before is not this batch's.
+		{name: "a repeated acquire, its lease extended before", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			acq := h.acquire("a", "x")
+			return cmds(acq, h.extend("a", "x")), cmds(acq, h.extend("a", "x"), h.release("a", "x"))
+		}},
+		{name: "a repeated acquire, extends in either order", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			acq := h.acquire("a", "x")
+			return cmds(acq, h.extend("a", "x")), cmds(acq, h.extend("a", "x"), h.extend("a", "x", extendBy(7)))
+		}},
+		{name: "a repeated acquire, a wrong token, then more", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			acq := h.acquire("a", "x")
+			return cmds(acq, h.extend("a", "x"), h.extend("a", "x")), cmds(acq, h.extend("a", "x", token(999)), h.extend("a", "x"), h.release("a", "x"))
+		}},
+		{name: "repeated readers", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			x, y := h.acquire("a", "x", shared), h.acquire("a", "y", shared)
+			return cmds(x, y, h.extend("a", "y")), cmds(x, y, h.extend("a", "y"), h.release("a", "y"))
+		}},
+		{name: "an acquire whose stored outcome was pruned", prune: true, script: func(h *harness) ([]topics.Command, []topics.Command) {
+			acq := h.acquire("a", "x")
+			return cmds(acq), cmds(acq, h.extend("a", "x"), h.release("a", "x"))
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			batched := newHarness(t)
 			single := batched.fresh()
-			var before, script []topics.Command
-			if tc.before != nil {
-				before = tc.before(batched)
-			}
-			script = tc.batch(batched)
-			var evs []topics.Event
+			before, script := tc.script(batched)
 			if len(before) > 0 {
 				batched.apply(before...)
 				for _, c := range before {
-					evs = append(evs, single.applyInline(c)...)
+					single.applyInline(c)
+				}
+			}
+			if tc.prune {
+				for _, h := range []*harness{batched, single} {
+					_, err := h.st.Pool.Exec(context.Background(), `DELETE FROM processed_requests`)
+					require.NoError(t, err)
 				}
 			}
 			one := batched.result(batched.apply(script...))
-			evs = evs[:0]
+			var evs []topics.Event
 			for _, c := range script {
 				evs = append(evs, single.applyInline(c)...)
 			}
