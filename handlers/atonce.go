@@ -67,11 +67,12 @@ var joinAtOnceSQL = joinSQL("", "", "")
 // follows another acquire of its lock in the batch, sent ahead in the same
 // round trip, after it: its two more arrays name that acquire's owner and
 // request_id, and it applies only if that acquire did (its holder row is
-// there). So when the one before falls to the general path, this one does
+// there, written in this transaction: not a lease that request_id was
+// granted before). So when the one before falls to the general path, this one does
 // too, and a lock's commands keep their order.
 var joinAfterSQL = joinSQL(`, $13::text[], $14::text[]`, `, prev_own, prev_req`, `
 			AND EXISTS (SELECT FROM lock_holders p WHERE p.namespace = u.ns AND p.lock_name = u.nm
-				AND p.owner_id = u.prev_own AND p.request_id = u.prev_req)`)
+				AND p.owner_id = u.prev_own AND p.request_id = u.prev_req AND p.xmin = pg_current_xact_id()::xid)`)
 
 // joinSQL is the join statement with more arrays, their columns and a
 // condition on them.

@@ -771,6 +771,10 @@ func TestHolderCommandsAfterAcquireInOneBatch(t *testing.T) {
 			acq := h.acquire("a", "x")
 			return cmds(acq), cmds(acq, h.extend("a", "x"), h.release("a", "x"))
 		}},
+		{name: "a reader after a renewal whose stored outcome was pruned", prune: true, script: func(h *harness) ([]topics.Command, []topics.Command) {
+			acq := h.acquire("a", "x", shared)
+			return cmds(acq), cmds(acq, h.acquire("a", "y", shared))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			batched := newHarness(t)
