@@ -54,6 +54,40 @@ func BenchmarkBatch(b *testing.B) {
 	}
 }
 
+// BenchmarkBatchPairs: batches in which each lock is acquired and then
+// released by its holder, as a backlog holds them after an outage: the
+// release goes ahead after its acquire (releaseAfterSQL).
+func BenchmarkBatchPairs(b *testing.B) {
+	st := testdb.New(b)
+	env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/bench"}
+	ctx := context.Background()
+	for _, size := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("commands=%d", size), func(b *testing.B) {
+			b.ReportAllocs()
+			reply := "locks.replies.bench"
+			i := 0
+			var expected int64 = -2
+			for b.Loop() {
+				cmds := make([]topics.Command, 0, size)
+				for k := range size / 2 {
+					lock := fmt.Sprintf("pair-%d-%d-%d", size, i, k)
+					cmds = append(cmds,
+						topics.Command{RequestID: lock + "-a", Operation: topics.OpAcquire, LockName: lock, OwnerID: "bench", LeaseDuration: 60, ReplyTo: reply},
+						topics.Command{RequestID: lock + "-r", Operation: topics.OpRelease, LockName: lock, OwnerID: "bench", ReplyTo: reply})
+				}
+				applyAsWorker(b, st, env, cmds, &expected, int32(size)+1)
+				i++
+			}
+			b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "cmds/s")
+			b.StopTimer()
+			if _, err := st.Pool.Exec(ctx, `TRUNCATE outbox`); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		})
+	}
+}
+
 // BenchmarkBatchExtend: batches of extends of held leases, the keep-alives
 // of clients holding locks (the SDK extends every third of a lease).
 func BenchmarkBatchExtend(b *testing.B) {
