@@ -37,23 +37,45 @@ import (
 // updated_at), so a statement that updates the row read in its snapshot
 // reads that row's holders as they are.
 
-var grantAtOnceSQL = `
+var (
+	grantAtOnceSQL = grantSQL(false)
+	// grantAfterSQL is grantAtOnceSQL for an acquire that follows a
+	// release of its lock sent ahead in the batch, after it: its 13th array
+	// names the releasing owner, and it applies only if that release did
+	// (the lock's row was last written in this transaction, by a release
+	// of that owner's lease). It never creates the row.
+	grantAfterSQL = grantSQL(true)
+)
+
+// grantSQL is the grant statement; after adds the releasing owners' array.
+func grantSQL(after bool) string {
+	arrays, columns, released := "", "", "NULL::text"
+	if after {
+		arrays, columns, released = `, $13::text[]`, `, released`, "u.released"
+	}
+	// The proposed row carries the releasing owner as ended_owner_id, for
+	// the conflict's condition; an existing row keeps its own.
+	return `
 	WITH u AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $10::int[],
-				$11::float8[], $12::float8[])
-			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, delay, hold, ord)
-		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))),
+				$11::float8[], $12::float8[]` + arrays + `)
+			WITH ORDINALITY AS u(ns, nm, own, lease, meta, reply, req, part, mode, lim, delay, hold` + columns + `, ord)
+		WHERE u.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($7)))
+			AND (` + released + ` IS NULL OR EXISTS (SELECT FROM locks k WHERE k.namespace = u.ns AND k.lock_name = u.nm))),
 	l AS (
-		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at, revision)
-		SELECT u.ns, u.nm, 'acquired', u.lim, 1, (u.mode = 'shared')::int, 1, u.part, clock_timestamp(), 1 FROM u ORDER BY u.ord
+		INSERT INTO locks AS l (namespace, lock_name, status, lock_limit, holder_count, shared_count, acquisition_count, source_partition, updated_at, revision,
+			ended_owner_id)
+		SELECT u.ns, u.nm, 'acquired', u.lim, 1, (u.mode = 'shared')::int, 1, u.part, clock_timestamp(), 1, ` + released + ` FROM u ORDER BY u.ord
 		ON CONFLICT (namespace, lock_name) DO UPDATE SET
 			status = 'acquired', lock_limit = EXCLUDED.lock_limit, holder_count = 1, shared_count = EXCLUDED.shared_count,
 			acquisition_count = l.acquisition_count + 1, source_partition = EXCLUDED.source_partition, updated_at = clock_timestamp(),
 			revision = l.revision + 1, delay_until = NULL
 		WHERE l.holder_count = 0 AND l.waiter_count = 0 AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
+			AND (EXCLUDED.ended_owner_id IS NULL OR (l.xmin = pg_current_xact_id()::xid AND l.ended_owner_id = EXCLUDED.ended_owner_id))
 		RETURNING namespace, lock_name, lock_limit, holder_count, acquisition_count, revision, updated_at, nextval('fencing_tokens') AS token),
 	v AS (SELECT ` + grantedCols("u") + ` FROM l JOIN u ON u.ns = l.namespace AND u.nm = l.lock_name),
 	` + insertGrantedSQL
+}
 
 // joinAtOnceSQL, after grantAtOnceSQL on the same arrays, adds a holder to
 // a lock held in a compatible way that nobody waits for: a reader beside
@@ -399,12 +421,15 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 	// until then: pos is the last one's place (0: the first; -1: the run
 	// ended, the rest go the general path), acquires whether all were
 	// acquires, prev the last, lease the lease whose holder's extends
-	// and release may follow.
+	// and release may follow, released the owner whose release was the
+	// last (an acquire may follow it), acquired each owner's acquires.
 	type lockRun struct {
 		pos      int
 		acquires bool
 		prev     topics.Command
 		lease    *leaseRun
+		released string
+		acquired map[string]int
 	}
 	locks := make(map[string]*lockRun, len(cmds))
 	ids := make(map[string]bool, len(cmds))
@@ -426,9 +451,13 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 			locks[key] = run
 			if fresh && set.add(a) {
 				b.ahead[c.RequestID] = nil
-				run.pos, run.acquires, run.prev = 0, c.Operation == topics.OpAcquire, c
-				if run.acquires {
+				run.pos, run.acquires, run.prev, run.acquired = 0, c.Operation == topics.OpAcquire, c, map[string]int{}
+				switch c.Operation {
+				case topics.OpAcquire:
 					run.lease = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}
+					run.acquired[c.OwnerID]++
+				case topics.OpRelease:
+					run.released = c.OwnerID
 				}
 			}
 			continue
@@ -445,13 +474,22 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 		case run.acquires && mayJoin(a):
 			w.joins.add(a, run.prev)
 			run.lease = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}
+			run.acquired[c.OwnerID]++
 		case l != nil && c.OwnerID == l.owner && a.hasCommonCase() && c.Operation == topics.OpExtend:
 			w.extends.add(a, l)
 			l.extensions++
 			run.acquires = false
 		case l != nil && c.OwnerID == l.owner && a.hasCommonCase() && c.Operation == topics.OpRelease:
 			w.releases.add(a, l)
-			run.lease, run.acquires = nil, false
+			run.lease, run.acquires, run.released = nil, false, c.OwnerID
+		// The row names the owner whose lease ended last, not the lease:
+		// with two acquires of that owner in the run, it would not say
+		// whether the second one's release applied.
+		case run.released != "" && run.acquired[run.released] <= 1 && c.Operation == topics.OpAcquire && a.hasCommonCase():
+			w.grants.add(a)
+			w.grants.released = append(w.grants.released, run.released)
+			run.lease, run.acquires, run.released = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}, false, ""
+			run.acquired[c.OwnerID]++
 		default:
 			run.pos = -1
 			continue
@@ -508,10 +546,24 @@ type leaseRun struct {
 	extensions       int32
 }
 
+// grantAfter is the arrays of grantAfterSQL.
+type grantAfter struct {
+	grantArgs
+	released []string
+}
+
+func (g *grantAfter) queue(pb *pgx.Batch, got func(string, *changed)) {
+	if len(g.ns) > 0 {
+		pb.Queue(grantAfterSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit,
+			g.lockDelay, g.maxHold, g.released).Query(readChanged(topics.OpAcquire, got))
+	}
+}
+
 // wave is the statements for the commands that are the k-th after the
 // first of their lock's run (see QueueAtOnce).
 type wave struct {
 	joins             joinAfter
+	grants            grantAfter
 	releases, extends holderAfter
 }
 
@@ -524,6 +576,7 @@ func (w *wave) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(w.joins.ns) > 0 {
 		w.joins.queue(pb, got)
 	}
+	w.grants.queue(pb, got)
 	w.releases.queue(pb, got)
 	w.extends.queue(pb, got)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,6 +72,7 @@ func TestAtOnceReadsEachCTEOnce(t *testing.T) {
 		{"extend", extendAtOnceSQL, holder("x", "alice", "extend")},
 		{"extend after", extendAfterSQL, after(holder("x", "alice", "extend-after"), "x", "alice", 1)},
 		{"release after", releaseAfterSQL, after(holder("x", "alice", "release"), "x", "alice", 2)},
+		{"grant after", grantAfterSQL, append(grant("x", "dave", "exclusive"), slices.Repeat([]string{"alice"}, n))},
 		{"release", releaseAtOnceSQL, holder("s", "carol", "release")},
 	} {
 		stmt := fmt.Sprintf("atonce_%d", k)

@@ -771,6 +771,23 @@ func TestHolderCommandsAfterAcquireInOneBatch(t *testing.T) {
 			acq := h.acquire("a", "x")
 			return cmds(acq), cmds(acq, h.extend("a", "x"), h.release("a", "x"))
 		}},
+		{name: "hand-overs: acquires after releases", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x"), h.release("a", "x"), h.acquire("a", "y"), h.extend("a", "y"), h.release("a", "y"),
+				h.acquire("a", "z", shared), h.release("a", "z"), h.acquire("a", "x"))
+		}},
+		{name: "an acquire after a release that did not apply", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return cmds(h.acquire("a", "w")), cmds(h.release("a", "x"), h.acquire("a", "y"), h.release("a", "w"), h.acquire("a", "z"))
+		}},
+		{name: "an acquire after a release, the lock new", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.release("a", "x"), h.acquire("a", "y"))
+		}},
+		{name: "an acquire after the release of a repeated acquire", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			old := h.acquire("a", "x")
+			return cmds(old, h.release("a", "x")), cmds(h.acquire("a", "x"), h.release("a", "x"), old, h.release("a", "x"), h.acquire("a", "z"))
+		}},
+		{name: "an acquire after a release with a wrong token", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			return nil, cmds(h.acquire("a", "x"), h.release("a", "x", token(999)), h.acquire("a", "y"), h.release("a", "x"), h.acquire("a", "y"))
+		}},
 		{name: "a reader after a renewal whose stored outcome was pruned", prune: true, script: func(h *harness) ([]topics.Command, []topics.Command) {
 			acq := h.acquire("a", "x", shared)
 			return cmds(acq), cmds(acq, h.acquire("a", "y", shared))
