@@ -11,16 +11,17 @@ import (
 )
 
 // The burst scenario produces, as fast as the producer goes, an acquire,
-// --burst-extends keep-alives and a release of each of many locks (one
-// owner per lock, so a lock's commands are adjacent in its partition) and
-// measures how long the worker takes to answer them all. The records pile up faster than the worker
+// --burst-extends keep-alives and a release of each of many locks, by each
+// of --burst-owners owners in turn (a lock's commands are adjacent in its
+// partition), and measures how long the worker takes to answer them all. The records pile up faster than the worker
 // applies them, so it drains them as it drains a backlog after an outage or
 // a restart: a thousand commands (MaxPollRecords) per transaction.
 
 // BurstResult is the burst scenario.
 type BurstResult struct {
 	Locks    int   `json:"locks"`
-	Extends  int   `json:"extends_per_lock"`
+	Extends  int   `json:"extends_per_lease"`
+	Owners   int   `json:"owners_per_lock"`
 	Commands int   `json:"commands"`
 	Answered int64 `json:"answered"`
 	// Unexpected counts answers that were not lock.acquired,
@@ -42,16 +43,20 @@ func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 		ops = append(ops, topics.OpExtend)
 	}
 	ops = append(ops, topics.OpRelease)
-	res := BurstResult{Locks: n, Extends: b.cfg.BurstExtends, Commands: len(ops) * n}
+	owners := max(b.cfg.BurstOwners, 1)
+	res := BurstResult{Locks: n, Extends: b.cfg.BurstExtends, Owners: owners, Commands: len(ops) * owners * n}
 	lat := newHist()
 	var answered, unexpected atomic.Int64
 	var last atomic.Int64 // unix ns of the last answer
 	done := make(chan struct{})
 	cmds := make([]topics.Command, 0, res.Commands)
 	for i := range n {
-		lock, owner := b.rid("burst", i), fmt.Sprintf("burst-owner-%d", i)
-		for k, op := range ops {
-			cmds = append(cmds, topics.Command{RequestID: b.rid("burst", i, k), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60})
+		lock := b.rid("burst", i)
+		for o := range owners {
+			owner := fmt.Sprintf("burst-owner-%d-%d", i, o)
+			for k, op := range ops {
+				cmds = append(cmds, topics.Command{RequestID: b.rid("burst", i, o, k), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60})
+			}
 		}
 	}
 	sent := make([]atomic.Int64, len(cmds)) // unix ns
@@ -102,8 +107,8 @@ func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 }
 
 func (r *BurstResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nburst: %d commands (acquire, %d extends and release of %d locks) sent at once: %d answered in %.2f s, %s commands/s, %d unexpected\n",
-		r.Commands, r.Extends, r.Locks, r.Answered, r.Seconds, fmtNum(r.PerSecond), r.Unexpected)
+	fmt.Fprintf(w, "\nburst: %d commands (acquire, %d extends and release of %d locks by %d owners each in turn) sent at once: %d answered in %.2f s, %s commands/s, %d unexpected\n",
+		r.Commands, r.Extends, r.Locks, r.Owners, r.Answered, r.Seconds, fmtNum(r.PerSecond), r.Unexpected)
 	fmt.Fprintf(w, "  send -> answer                   n=%-6d p50 %8.2f  p95 %8.2f  p99 %8.2f  max %8.2f ms\n",
 		r.Latency.N, r.Latency.P50, r.Latency.P95, r.Latency.P99, r.Latency.Max)
 	printCPU(w, r.CPU)

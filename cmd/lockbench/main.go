@@ -37,7 +37,8 @@
 //     worker's vacuum loop off, for comparison.
 //
 //   - burst: an acquire and a release (with --burst-extends keep-alives
-//     between) of each of 10,000 locks sent at once: how long the worker takes to answer them all, draining them as
+//     between; by --burst-owners owners in turn) of each of 10,000 locks
+//     sent at once: how long the worker takes to answer them all, draining them as
 //     it drains a backlog after an outage.
 //
 //   - builds: one lockworker binary (--worker-bin) against another
@@ -118,6 +119,7 @@ type Config struct {
 
 	BurstLocks   int `json:"burst_locks"`
 	BurstExtends int `json:"burst_extends"`
+	BurstOwners  int `json:"burst_owners"`
 
 	Leases int           `json:"leases"`
 	Lease  time.Duration `json:"lease_ns"`
@@ -230,6 +232,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	waiters := fs.Int("waiters", 0, "contention: clients waiting on the lock (default 100, quick 10)")
 	burstLocks := fs.Int("burst-locks", 0, "burst: locks acquired and released, all their commands sent at once (default 10000, quick 200)")
 	fs.IntVar(&cfg.BurstExtends, "burst-extends", 0, "burst: keep-alives (extends) of each lease between its acquire and its release")
+	fs.IntVar(&cfg.BurstOwners, "burst-owners", 1, "burst: owners taking each lock in turn, each an acquire, its extends and a release")
 	leases := fs.Int("leases", 0, "expiry: leases (default 10000, quick 200)")
 	lease := fs.Duration("lease", 0, "expiry: lease duration (default 1s)")
 	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
@@ -520,7 +523,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		rep.Resources = b.resources()
 	}
 	if cfg.wants("burst") {
-		progress("burst: acquire, %d extends and release of %d locks sent at once", cfg.BurstExtends, cfg.BurstLocks)
+		progress("burst: acquire, %d extends and release of %d locks by %d owners in turn, sent at once", cfg.BurstExtends, cfg.BurstLocks, cfg.BurstOwners)
 		r, err := b.burst(ctx)
 		rep.Burst = &r
 		b.markRSS("burst")

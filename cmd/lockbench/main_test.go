@@ -177,7 +177,7 @@ func TestBuildsNeedsTwoBinaries(t *testing.T) {
 // TestBurstSmoke sends a small burst: every command is answered as it
 // should be. It never asserts speed.
 func TestBurstSmoke(t *testing.T) {
-	rep, cfg := runFlags(t, "--scenario", "burst", "--broker-memory", "--quick", "--burst-locks", "50", "--burst-extends", "2")
+	rep, cfg := runFlags(t, "--scenario", "burst", "--broker-memory", "--quick", "--burst-locks", "25", "--burst-extends", "2", "--burst-owners", "2")
 	b := rep.Burst
 	require.NotNil(t, b)
 	require.Equal(t, 200, b.Commands)
