@@ -457,7 +457,10 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 					run.lease = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}
 					run.acquired[c.OwnerID]++
 				case topics.OpRelease:
+					// The lease it ends counts as one of the owner's
+					// acquires (see the hand-over below).
 					run.released = c.OwnerID
+					run.acquired[c.OwnerID]++
 				}
 			}
 			continue

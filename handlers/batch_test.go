@@ -785,6 +785,10 @@ func TestHolderCommandsAfterAcquireInOneBatch(t *testing.T) {
 			old := h.acquire("a", "x")
 			return cmds(old, h.release("a", "x")), cmds(h.acquire("a", "x"), h.release("a", "x"), old, h.release("a", "x"), h.acquire("a", "z"))
 		}},
+		{name: "an older lease released, its owner's repeated acquire and release, another's acquire", script: func(h *harness) ([]topics.Command, []topics.Command) {
+			old := h.acquire("a", "x")
+			return cmds(old), cmds(h.release("a", "x"), old, h.release("a", "x"), h.acquire("a", "z"))
+		}},
 		{name: "an acquire after a release with a wrong token", script: func(h *harness) ([]topics.Command, []topics.Command) {
 			return nil, cmds(h.acquire("a", "x"), h.release("a", "x", token(999)), h.acquire("a", "y"), h.release("a", "x"), h.acquire("a", "y"))
 		}},
