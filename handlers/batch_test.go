@@ -331,11 +331,7 @@ func TestBatchEquivalence(t *testing.T) {
 	}
 	each := single.result(evs)
 
-	require.Equal(t, each.events, one.events)
-	require.Equal(t, each.routes, one.routes)
-	require.Equal(t, each.locks, one.locks)
-	require.Equal(t, each.waiters, one.waiters)
-	require.Equal(t, each.history, one.history)
+	requireSameRun(t, each, one)
 
 	// And the script did what it says (so the comparison is not of two
 	// identical failures).
@@ -356,6 +352,17 @@ func TestBatchEquivalence(t *testing.T) {
 	for _, code := range []string{topics.CodeLockHeld, topics.CodeNotOwner, topics.CodeNotHeld, topics.CodeTokenMismatch} {
 		require.Contains(t, strings.Join(one.events, "\n"), "code="+code)
 	}
+}
+
+// requireSameRun requires a batch's run to match the same commands' run
+// one at a time: events, their routes, locks, waiters and history.
+func requireSameRun(t *testing.T, each, one runResult) {
+	t.Helper()
+	require.Equal(t, each.events, one.events)
+	require.Equal(t, each.routes, one.routes)
+	require.Equal(t, each.locks, one.locks)
+	require.Equal(t, each.waiters, one.waiters)
+	require.Equal(t, each.history, one.history)
 }
 
 // TestRejectBadCommands: records that fail decoding or validation are
@@ -818,11 +825,7 @@ func TestHolderCommandsAfterAcquireInOneBatch(t *testing.T) {
 			for _, c := range script {
 				evs = append(evs, single.applyInline(c)...)
 			}
-			each := single.result(evs)
-			require.Equal(t, each.events, one.events)
-			require.Equal(t, each.locks, one.locks)
-			require.Equal(t, each.waiters, one.waiters)
-			require.Equal(t, each.history, one.history)
+			requireSameRun(t, single.result(evs), one)
 		})
 	}
 }

@@ -23,7 +23,6 @@ import (
 func BenchmarkBatch(b *testing.B) {
 	st := testdb.New(b)
 	env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/bench"}
-	ctx := context.Background()
 	for _, size := range []int{2, 16, 100, 1000} {
 		b.Run(fmt.Sprintf("commands=%d", size), func(b *testing.B) {
 			b.ReportAllocs()
@@ -43,15 +42,20 @@ func BenchmarkBatch(b *testing.B) {
 				applyAsWorker(b, st, env, cmds, &expected, int32(size))
 				i++
 			}
-			b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "cmds/s")
-			b.StopTimer()
-			// The relay would have published and deleted these.
-			if _, err := st.Pool.Exec(ctx, `TRUNCATE outbox`); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
+			batchesDone(b, st, size)
 		})
 	}
+}
+
+// batchesDone reports a batch benchmark's commands/s and empties the
+// outbox, which the relay would have published and deleted.
+func batchesDone(b *testing.B, st *store.Store, size int) {
+	b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "cmds/s")
+	b.StopTimer()
+	if _, err := st.Pool.Exec(context.Background(), `TRUNCATE outbox`); err != nil {
+		b.Fatal(err)
+	}
+	b.StartTimer()
 }
 
 // BenchmarkBatchPairs: batches in which each lock is acquired and then
@@ -60,7 +64,6 @@ func BenchmarkBatch(b *testing.B) {
 func BenchmarkBatchPairs(b *testing.B) {
 	st := testdb.New(b)
 	env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/bench"}
-	ctx := context.Background()
 	for _, size := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("commands=%d", size), func(b *testing.B) {
 			b.ReportAllocs()
@@ -78,12 +81,7 @@ func BenchmarkBatchPairs(b *testing.B) {
 				applyAsWorker(b, st, env, cmds, &expected, int32(size)+1)
 				i++
 			}
-			b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "cmds/s")
-			b.StopTimer()
-			if _, err := st.Pool.Exec(ctx, `TRUNCATE outbox`); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
+			batchesDone(b, st, size)
 		})
 	}
 }
