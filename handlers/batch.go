@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -46,7 +45,7 @@ type buffers struct {
 	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
 	ahead    map[string]*changed // request_id -> what its common case changed, sent ahead (QueueAtOnce); nil: did not apply
 	states   map[stateRow]int    // index in outbox of each lock's last state record
-	unread   []unreadState       // lock states whose holders ReadStates reads
+	unread   []unreadState       // lock states whose holders readStates reads
 	// generalOnly makes every command take the general path (the
 	// differential test's, see export_test.go).
 	generalOnly bool
@@ -277,11 +276,8 @@ func (b *Batch) remember(requestID, replyTo string, p *pending) {
 // process: a NOTIFY here would serialize every committing transaction on
 // PostgreSQL's database-wide notify lock (docs/performance.md).
 func (b *Batch) Flush(ctx context.Context) error {
-	if err := b.ReadStates(ctx); err != nil {
-		return err
-	}
 	batch := &pgx.Batch{}
-	if err := b.QueueFlush(batch); err != nil {
+	if err := b.QueueFlush(ctx, batch); err != nil {
 		return err
 	}
 	if batch.Len() == 0 {
@@ -294,11 +290,13 @@ func (b *Batch) Flush(ctx context.Context) error {
 }
 
 // QueueFlush is Flush for a caller that sends the writes itself, on batch
-// (store.InTxBatch's last batch, which travels with COMMIT). The buffers are
-// emptied: the writes belong to batch now.
-func (b *Batch) QueueFlush(batch *pgx.Batch) error {
-	if len(b.unread) > 0 {
-		return errors.New("handlers: QueueFlush before ReadStates: lock states without their holders")
+// (store.InTxBatch's last batch, which travels with COMMIT). It first reads
+// the holders the lock state records still lack (readStates), a round trip
+// when there are any. The buffers are emptied: the writes belong to batch
+// now.
+func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
+	if err := b.readStates(ctx); err != nil {
+		return err
 	}
 	now := time.Now()
 	b.written = nil

@@ -54,7 +54,7 @@ func (a *applier) deleted(ns, name string, partition int32) {
 
 // changedState publishes the state a common case left its lock in; held
 // says whether the command's owner still holds it. When others hold it
-// too, their list is left for ReadStates, which reads it once per lock at
+// too, their list is left for readStates, which reads it once per lock at
 // the end of the transaction: only the transaction's last record of a lock
 // is published (queueState), and by then the lock's holders are what that
 // last change left (the transaction sees its own writes).
@@ -84,11 +84,10 @@ type unreadState struct {
 	now             time.Time
 }
 
-// ReadStates reads, in one round trip, the holders of the lock state
+// readStates reads, in one round trip, the holders of the lock state
 // records the common cases left without them (changedState) that the
-// transaction publishes. Flush calls it; a caller of QueueFlush calls it
-// first.
-func (b *Batch) ReadStates(ctx context.Context) error {
+// transaction publishes (QueueFlush).
+func (b *Batch) readStates(ctx context.Context) error {
 	if len(b.unread) == 0 {
 		return nil
 	}

@@ -304,10 +304,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 			return err
 		}
 		// The outbox, history and outcomes travel with COMMIT.
-		if err := t.batch.ReadStates(ctx); err != nil {
-			return err
-		}
-		if err := t.batch.QueueFlush(last); err != nil {
+		if err := t.batch.QueueFlush(ctx, last); err != nil {
 			return err
 		}
 		if !probe {

@@ -107,11 +107,8 @@ func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batc
 		if b, err = fn(tx); err != nil {
 			return err
 		}
-		if err := b.ReadStates(ctx); err != nil {
-			return err
-		}
 		last := &pgx.Batch{}
-		if err := b.QueueFlush(last); err != nil {
+		if err := b.QueueFlush(ctx, last); err != nil {
 			return err
 		}
 		h = w.reserve(b.Written(), last)

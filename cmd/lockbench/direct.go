@@ -243,7 +243,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 							return err
 						}
 					}
-					return batch.QueueFlush(last)
+					return batch.QueueFlush(ctx, last)
 				})
 				if err == nil {
 					expected = next
