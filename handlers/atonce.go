@@ -336,10 +336,15 @@ func (g *grantArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
 			sqls = append(sqls, joinAtOnceSQL)
 		}
 		for _, sql := range sqls {
-			pb.Queue(sql, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit, g.lockDelay, g.maxHold).
-				Query(readChanged(topics.OpAcquire, got))
+			pb.Queue(sql, g.args()...).Query(readChanged(topics.OpAcquire, got))
 		}
 	}
+}
+
+// args are the statement's arrays, then more.
+func (g *grantArgs) args(more ...any) []any {
+	return append([]any{g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit,
+		g.lockDelay, g.maxHold}, more...)
 }
 
 // holderArgs is the arrays of holderAtOnceSQL, for its statement sql.
@@ -358,8 +363,13 @@ func (h *holderArgs) add(a *applier) {
 
 func (h *holderArgs) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(h.ns) > 0 {
-		pb.Queue(h.sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension).Query(readChanged(h.op, got))
+		pb.Queue(h.sql, h.args()...).Query(readChanged(h.op, got))
 	}
+}
+
+// args are the statement's arrays, then more.
+func (h *holderArgs) args(more ...any) []any {
+	return append([]any{h.ns, h.name, h.owner, h.token, h.requestID, h.extension}, more...)
 }
 
 // readChanged reads the rows a common-case statement of op changed.
@@ -405,32 +415,22 @@ func (a *applier) atOnce(ctx context.Context) (*changed, error) {
 }
 
 // QueueAtOnce queues on pb the common cases of the commands that can go ahead
-// of the rest of the batch, in one statement per operation: acquires,
-// releases and extends that are the first command of their lock and the first with their
-// request_id, before the first cleanup (which must see the commands before
-// it, and only those). Readers (and semaphore holders) that follow such an
-// acquire of their lock, each only acquires before them, go ahead too, a
-// statement per place in that row (joinAfterSQL). cmds must be the commands
-// in the order Apply will see them; partitions[i] is the commands partition
-// of cmds[i] (nil: the batch's). Apply then uses their results. pb's Close
-// returns their errors.
+// of the rest of the batch, before the first cleanup (which must see the
+// commands before it, and only those): acquires, releases and extends that
+// are the first command of their lock, in one statement per operation; and
+// after them, in "waves" (a statement per kind and place in the lock's run),
+// the commands that follow: readers (and semaphore holders) after acquires
+// (joinAfterSQL), the holder's extends and release after its acquire
+// (extendAfterSQL, releaseAfterSQL) and an acquire after a release
+// (grantAfterSQL), each applying only if every command of its lock before
+// it did. A lock's run ends at its first command that is not sent, and a
+// request_id seen before in the batch ends it too. cmds must be the
+// commands in the order Apply will see them; partitions[i] is the commands
+// partition of cmds[i] (nil: the batch's). Apply then uses their results.
+// pb's Close returns their errors.
 func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []int32) {
 	set := atOnceSet{}
 	var waves []*wave // waves[k-1]: the commands k after the first of their lock's run
-	// A lock's run is its commands sent ahead so far, all of its commands
-	// until then: pos is the last one's place (0: the first; -1: the run
-	// ended, the rest go the general path), acquires whether all were
-	// acquires, prev the last, lease the lease whose holder's extends
-	// and release may follow, released the owner whose release was the
-	// last (an acquire may follow it), acquired each owner's acquires.
-	type lockRun struct {
-		pos      int
-		acquires bool
-		prev     topics.Command
-		lease    *leaseRun
-		released string
-		acquired map[string]int
-	}
 	locks := make(map[string]*lockRun, len(cmds))
 	ids := make(map[string]bool, len(cmds))
 	for i, c := range cmds {
@@ -448,19 +448,20 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 		}
 		if !seen {
 			run = &lockRun{pos: -1}
+			run.acquirers = run.buf[:0]
 			locks[key] = run
 			if fresh && set.add(a) {
 				b.ahead[c.RequestID] = nil
-				run.pos, run.acquires, run.prev, run.acquired = 0, c.Operation == topics.OpAcquire, c, map[string]int{}
+				run.pos, run.acquires, run.prev = 0, c.Operation == topics.OpAcquire, c
 				switch c.Operation {
 				case topics.OpAcquire:
 					run.lease = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}
-					run.acquired[c.OwnerID]++
+					run.acquirers = append(run.acquirers, c.OwnerID)
 				case topics.OpRelease:
 					// The lease it ends counts as one of the owner's
 					// acquires (see the hand-over below).
 					run.released = c.OwnerID
-					run.acquired[c.OwnerID]++
+					run.acquirers = append(run.acquirers, c.OwnerID)
 				}
 			}
 			continue
@@ -477,7 +478,7 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 		case run.acquires && mayJoin(a):
 			w.joins.add(a, run.prev)
 			run.lease = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}
-			run.acquired[c.OwnerID]++
+			run.acquirers = append(run.acquirers, c.OwnerID)
 		case l != nil && c.OwnerID == l.owner && a.hasCommonCase() && c.Operation == topics.OpExtend:
 			w.extends.add(a, l)
 			l.extensions++
@@ -488,11 +489,11 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 		// The row names the owner whose lease ended last, not the lease:
 		// with two acquires of that owner in the run, it would not say
 		// whether the second one's release applied.
-		case run.released != "" && run.acquired[run.released] <= 1 && c.Operation == topics.OpAcquire && a.hasCommonCase():
+		case run.released != "" && run.acquisitions(run.released) <= 1 && c.Operation == topics.OpAcquire && a.hasCommonCase():
 			w.grants.add(a)
 			w.grants.released = append(w.grants.released, run.released)
 			run.lease, run.acquires, run.released = &leaseRun{owner: c.OwnerID, requestID: c.RequestID}, false, ""
-			run.acquired[c.OwnerID]++
+			run.acquirers = append(run.acquirers, c.OwnerID)
 		default:
 			run.pos = -1
 			continue
@@ -506,6 +507,33 @@ func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []i
 	for _, w := range waves {
 		w.queue(pb, got)
 	}
+}
+
+// lockRun is a lock's run in QueueAtOnce: its commands sent ahead so far,
+// all of its commands until then. pos is the last one's place (0: the
+// first; -1: the run ended, the rest go the general path), acquires
+// whether all were acquires, prev the last, lease the lease whose holder's
+// extends and release may follow, released the owner whose release was the
+// last (an acquire may follow it), acquirers the owners of its acquires.
+type lockRun struct {
+	pos       int
+	acquires  bool
+	prev      topics.Command
+	lease     *leaseRun
+	released  string
+	acquirers []string
+	buf       [2]string // acquirers' first, within the run's allocation
+}
+
+// acquisitions counts owner's acquires in the run.
+func (r *lockRun) acquisitions(owner string) int {
+	n := 0
+	for _, o := range r.acquirers {
+		if o == owner {
+			n++
+		}
+	}
+	return n
 }
 
 // hasCommonCase says whether the command's operation has a one-statement
@@ -537,7 +565,7 @@ func (h *holderAfter) add(a *applier, lease *leaseRun) {
 
 func (h *holderAfter) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(h.ns) > 0 {
-		pb.Queue(h.sql, h.ns, h.name, h.owner, h.token, h.requestID, h.extension, h.grantedTo, h.extensions).Query(readChanged(h.op, got))
+		pb.Queue(h.sql, h.args(h.grantedTo, h.extensions)...).Query(readChanged(h.op, got))
 	}
 }
 
@@ -557,8 +585,7 @@ type grantAfter struct {
 
 func (g *grantAfter) queue(pb *pgx.Batch, got func(string, *changed)) {
 	if len(g.ns) > 0 {
-		pb.Queue(grantAfterSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit,
-			g.lockDelay, g.maxHold, g.released).Query(readChanged(topics.OpAcquire, got))
+		pb.Queue(grantAfterSQL, g.args(g.released)...).Query(readChanged(topics.OpAcquire, got))
 	}
 }
 
@@ -576,9 +603,7 @@ func newWave() *wave {
 }
 
 func (w *wave) queue(pb *pgx.Batch, got func(string, *changed)) {
-	if len(w.joins.ns) > 0 {
-		w.joins.queue(pb, got)
-	}
+	w.joins.queue(pb, got)
 	w.grants.queue(pb, got)
 	w.releases.queue(pb, got)
 	w.extends.queue(pb, got)
@@ -596,7 +621,7 @@ func (j *joinAfter) add(a *applier, prev topics.Command) {
 }
 
 func (j *joinAfter) queue(pb *pgx.Batch, got func(string, *changed)) {
-	g := &j.grantArgs
-	pb.Queue(joinAfterSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit,
-		g.lockDelay, g.maxHold, j.prevOwner, j.prevRequestID).Query(readChanged(topics.OpAcquire, got))
+	if len(j.ns) > 0 {
+		pb.Queue(joinAfterSQL, j.args(j.prevOwner, j.prevRequestID)...).Query(readChanged(topics.OpAcquire, got))
+	}
 }
