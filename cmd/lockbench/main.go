@@ -150,6 +150,8 @@ type Config struct {
 	SQLStats   bool   `json:"sql_stats"`
 	PGSample   bool   `json:"pg_sample"`
 	Verbose    bool   `json:"-"`
+	// ServeFloor makes this process a floor (floor.go) instead of a run.
+	ServeFloor string `json:"-"`
 	SDK        bool   `json:"sdk"`
 	// RelayConcurrentTopics is the in-process relay's default; false sets
 	// its OrderAcrossTopics.
@@ -216,8 +218,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	quick := fs.Bool("quick", false, "CI-speed smoke run: small counts and short durations (set before other flags' defaults apply)")
 	brokers := fs.String("brokers", "", "connect to a running lockworker through these Kafka brokers (comma-separated) instead of starting one")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL: where lockbench creates its schemas (default "+DefaultDatabaseURL+"); with --brokers, the running worker's database (seeding for cleanup, the ceiling's schema)")
-	fs.StringVar(&cfg.WorkerBin, "worker-bin", "", "run this lockworker binary as a child process instead of in process (scenario 7 then measures the worker alone); builds: the candidate")
-	fs.StringVar(&cfg.BaselineBin, "baseline-bin", "", "builds: the lockworker binary the candidate (--worker-bin) is measured against, alternating")
+	fs.StringVar(&cfg.WorkerBin, "worker-bin", "", "run this lockworker binary as a child process instead of in process (scenario 7 then measures the worker alone); builds: the candidate; floor:kafka, floor:commit or floor:outbox runs a floor instead, the least any service with this API does (floor.go)")
+	fs.StringVar(&cfg.BaselineBin, "baseline-bin", "", "builds: the lockworker binary (or floor:MODE) the candidate (--worker-bin) is measured against, alternating")
+	fs.StringVar(&cfg.ServeFloor, "serve-floor", "", "internal: serve as the floor of this mode (what lockbench starts for --worker-bin floor:MODE)")
 	fs.BoolVar(&cfg.BrokerMemory, "broker-memory", false, "in-memory kfake broker instead of the embedded broker with a data directory")
 	fs.StringVar(&cfg.BrokerBin, "broker-bin", "", "run this devkafka binary as the broker, a process of its own, so that its CPU is measured apart from the worker's and lockbench's")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the schemas lockbench created")
@@ -317,6 +320,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 			cfg.CleanupSizes = append(cfg.CleanupSizes, n)
 		}
 	}
+	if err := checkFloor(cfg.WorkerBin, cfg.BaselineBin); err != nil {
+		return nil, err
+	}
 	if cfg.wants(buildsScenario) && (cfg.WorkerBin == "" || cfg.BaselineBin == "" || *brokers != "") {
 		return nil, errors.New("--scenario builds runs two worker binaries of its own: it needs --worker-bin and --baseline-bin, and no --brokers")
 	}
@@ -335,6 +341,13 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
+	if cfg.ServeFloor != "" {
+		if err := serveFloor(ctx, cfg.ServeFloor); err != nil {
+			fmt.Fprintln(os.Stderr, "lockbench: floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := run(ctx, cfg, os.Stderr)
 	if rep != nil {
 		if cfg.JSON {

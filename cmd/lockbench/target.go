@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -242,7 +241,15 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 	httpAddr := l.Addr().String()
 	l.Close()
 	t.httpAddr = httpAddr
-	cmd := exec.Command(cfg.WorkerBin)
+	name, args, ready := cfg.WorkerBin, []string(nil), migratedSQL
+	if mode := floorMode(cfg.WorkerBin); mode != "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		name, args, ready = exe, []string{"--serve-floor", mode}, floorReady
+	}
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+t.dbURL,
 		"KAFKA_BOOTSTRAP_SERVERS="+strings.Join(t.brokers, ","),
@@ -276,27 +283,31 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 	for {
 		select {
 		case <-exited:
-			return errors.New("the lockworker child process exited during start")
+			return fmt.Errorf("the child process (%s) exited during start", cfg.WorkerBin)
 		default:
 		}
-		if migrated(ctx, t.dbURL) {
+		if migrated(ctx, t.dbURL, ready) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return errors.New("the lockworker child process did not migrate its schema within 60 s")
+			return fmt.Errorf("the child process (%s) did not create its schema within 60 s", cfg.WorkerBin)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func migrated(ctx context.Context, url string) bool {
+// migratedSQL says lockworker's schema is there.
+const migratedSQL = `SELECT to_regclass('consumer_offsets') IS NOT NULL AND to_regclass('locks') IS NOT NULL`
+
+// migrated runs ready, a query of one boolean, on url.
+func migrated(ctx context.Context, url, ready string) bool {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return false
 	}
 	defer conn.Close(ctx)
 	var ok bool
-	err = conn.QueryRow(ctx, `SELECT to_regclass('consumer_offsets') IS NOT NULL AND to_regclass('locks') IS NOT NULL`).Scan(&ok)
+	err = conn.QueryRow(ctx, ready).Scan(&ok)
 	return err == nil && ok
 }
 

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestMain lets the test binary serve as a floor: lockbench starts itself
+// (os.Executable) for --worker-bin floor:MODE, and in a test that is this
+// binary.
+func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == "--serve-floor" {
+		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		err := serveFloor(ctx, os.Args[2])
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "floor:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestFloorSmoke measures lockworker's floors against each other as builds:
+// each answers every command as the closed loop expects.
+func TestFloorSmoke(t *testing.T) {
+	t.Parallel()
+	rep, cfg := runFlags(t, "--scenario", "builds", "--baseline-bin", "floor:kafka", "--worker-bin", "floor:outbox", "--broker-memory", "--quick",
+		"--clients", "4", "--duration", "1s", "--warmup", "300ms")
+	require.NotNil(t, rep.Builds)
+	require.Len(t, rep.Builds.Rounds, 1)
+	r := rep.Builds.Rounds[0]
+	for _, x := range []ThroughputResult{r.Baseline, r.Candidate} {
+		require.Positive(t, x.Commands)
+		require.Zero(t, x.Errors)
+		require.Positive(t, x.CPU.WorkerCPU, "the floor's CPU is measured as a worker's")
+	}
+	var table bytes.Buffer
+	rep.print(&table, cfg)
+	require.Contains(t, table.String(), "candidate floor:outbox against baseline floor:kafka")
+}
+
+func TestFloorModes(t *testing.T) {
+	_, err := parseFlags([]string{"--scenario", "peer", "--worker-bin", "floor:fast"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "kafka, commit, outbox")
+	_, err = parseFlags([]string{"--scenario", "builds", "--worker-bin", "/bin/true", "--baseline-bin", "floor:none"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `"floor:none"`)
+}
