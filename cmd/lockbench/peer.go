@@ -58,6 +58,7 @@ var errPeerHeld = errors.New("held by another owner")
 
 // PeerRound is one round: lockworker, then the original design.
 type PeerRound struct {
+	// Lockworker is the target's round: lockworker, or a floor.
 	Lockworker ThroughputResult `json:"lockworker"`
 	Original   ThroughputResult `json:"original"`
 	// Ratio is lockworker's commands/s over the original's; P50Ratio its
@@ -68,6 +69,9 @@ type PeerRound struct {
 
 // PeerResult is the peer scenario.
 type PeerResult struct {
+	// Target is what ran beside the original design: lockworker, or a
+	// floor (floor.go).
+	Target  string      `json:"target"`
 	Clients int         `json:"clients"`
 	Rounds  []PeerRound `json:"rounds"`
 	// Light is the original design with one client in a closed loop: its
@@ -102,7 +106,10 @@ func (b *bench) peerCycler(pool *pgxpool.Pool, round int) cycler {
 // peer runs cfg.Rounds rounds at cfg.Clients, then the original design
 // alone with one client.
 func (b *bench) peer(ctx context.Context) (PeerResult, error) {
-	res := PeerResult{Clients: b.cfg.Clients}
+	res := PeerResult{Target: "lockworker", Clients: b.cfg.Clients}
+	if floorMode(b.cfg.WorkerBin) != "" {
+		res.Target = b.cfg.WorkerBin
+	}
 	url, drop, err := newSchema(ctx, b.t.adminURL, "lockbench_peer", b.cfg.Keep)
 	if err != nil {
 		return res, err
@@ -122,9 +129,9 @@ func (b *bench) peer(ctx context.Context) (PeerResult, error) {
 		return res, fmt.Errorf("creating the original design's table: %w", err)
 	}
 	for round := range b.cfg.Rounds {
-		b.progress("peer round %d of %d: lockworker, then the original design, %d clients", round+1, b.cfg.Rounds, b.cfg.Clients)
+		b.progress("peer round %d of %d: %s, then the original design, %d clients", round+1, b.cfg.Rounds, res.Target, b.cfg.Clients)
 		var r PeerRound
-		if r.Lockworker, err = b.throughput(ctx, "lockworker", b.rawCycler(30*time.Second), false); err != nil {
+		if r.Lockworker, err = b.throughput(ctx, res.Target, b.rawCycler(30*time.Second), false); err != nil {
 			return res, err
 		}
 		b.quiesce(ctx, time.Minute)
@@ -180,10 +187,10 @@ func (r *Report) peerGoals() {
 }
 
 func (p *PeerResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\npeer: lockworker beside the original design (one statement per acquire and release), %d clients, alternating\n", p.Clients)
+	fmt.Fprintf(w, "\npeer: %s beside the original design (one statement per acquire and release), %d clients, alternating\n", p.Target, p.Clients)
 	for i, x := range p.Rounds {
-		fmt.Fprintf(w, "  round %d  lockworker %8s cmd/s  acquire p50 %7.2f ms | original %8s cmd/s  acquire p50 %7.2f ms | ratio %.2fx, p50 %.2fx | errors %d, %d\n",
-			i+1, fmtNum(x.Lockworker.PerSecond), x.Lockworker.Acquire.P50, fmtNum(x.Original.PerSecond), x.Original.Acquire.P50, x.Ratio, x.P50Ratio,
+		fmt.Fprintf(w, "  round %d  %s %8s cmd/s  acquire p50 %7.2f ms | original %8s cmd/s  acquire p50 %7.2f ms | ratio %.2fx, p50 %.2fx | errors %d, %d\n",
+			i+1, p.Target, fmtNum(x.Lockworker.PerSecond), x.Lockworker.Acquire.P50, fmtNum(x.Original.PerSecond), x.Original.Acquire.P50, x.Ratio, x.P50Ratio,
 			x.Lockworker.Errors, x.Original.Errors)
 	}
 	fmt.Fprintf(w, "  original design, 1 client: %s cmd/s, acquire p50 %.2f ms, p99 %.2f ms\n", fmtNum(p.Light.PerSecond), p.Light.Acquire.P50, p.Light.Acquire.P99)
