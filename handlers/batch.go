@@ -24,6 +24,10 @@ type Env struct {
 	// rows are written under it, and locks granted here are watched by its
 	// expiry scheduler.
 	Partition int32
+	// PlainEvents stores events (outbox rows, outcomes) as versions before
+	// topics.CompactEvent did, which cannot read the compacted form: for a
+	// rolling upgrade from them. Default false: compacted.
+	PlainEvents bool
 }
 
 // Batch applies commands inside one transaction and buffers what they write
@@ -77,6 +81,7 @@ type outboxRow struct {
 	key        []byte // nil: a record without a key
 	p          *pending
 	headers    []topics.Header
+	event      bool // headers are EventHeaders of p's event: stored as topics.EncodeEventHeaders
 	superseded bool // a lock state record a later one of the lock replaces (queueState)
 }
 
@@ -125,8 +130,9 @@ func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
 		var raw []byte
 		var replyTo *string
 		_, err := pgx.ForEachRow(rows, []any{&id, &raw, &replyTo}, func() error {
-			b.known[id] = storedRow(raw, replyTo)
-			return nil
+			s, err := storedRow(id, raw, replyTo)
+			b.known[id] = s
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("reading processed requests: %w", err)
@@ -194,17 +200,25 @@ func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*stored, e
 	if err != nil {
 		return nil, fmt.Errorf("reading outcome of request %q: %w", requestID, err)
 	}
-	s := storedRow(raw, replyTo)
+	s, err := storedRow(requestID, raw, replyTo)
+	if err != nil {
+		return nil, err
+	}
 	b.known[requestID] = s
 	return s, nil
 }
 
-// storedRow is a processed_requests row read back.
-func storedRow(raw []byte, replyTo *string) *stored {
-	if replyTo == nil {
-		return &stored{p: &pending{raw: raw}, anyone: true}
+// storedRow is a processed_requests row read back, its outcome expanded
+// (topics.ExpandEvent).
+func storedRow(requestID string, raw []byte, replyTo *string) (*stored, error) {
+	v, err := topics.ExpandEvent(raw)
+	if err != nil {
+		return nil, fmt.Errorf("stored outcome of request %q: %w", requestID, err)
 	}
-	return &stored{p: &pending{raw: raw}, replyTo: *replyTo}
+	if replyTo == nil {
+		return &stored{p: &pending{raw: v}, anyone: true}, nil
+	}
+	return &stored{p: &pending{raw: v}, replyTo: *replyTo}, nil
 }
 
 // resend sends a stored outcome again to the duplicate's reply_to; a copy
@@ -226,7 +240,7 @@ func (b *Batch) resend(c topics.Command, s *stored, polledAt time.Time) ([]topic
 		}
 	}
 	if c.ReplyTo != "" {
-		b.queue(c.ReplyTo, []byte(c.Key()), prev, topics.EventHeaders(ev, b.env.Source))
+		b.queueEvent(c.ReplyTo, []byte(c.Key()), prev, ev)
 	}
 	return []topics.Event{ev}, nil
 }
@@ -236,7 +250,13 @@ func (b *Batch) emit(topic, key string, p *pending) {
 	if topic == "" {
 		return
 	}
-	b.queue(topic, []byte(key), p, topics.EventHeaders(*p.ev, b.env.Source))
+	b.queueEvent(topic, []byte(key), p, *p.ev)
+}
+
+// queueEvent queues p, whose value is the event ev, with ev's headers.
+func (b *Batch) queueEvent(topic string, key []byte, p *pending, ev topics.Event) {
+	b.queue(topic, key, p, topics.EventHeaders(ev, b.env.Source))
+	b.outbox[len(b.outbox)-1].event = true
 }
 
 // queue adds an outbox row under the batch's partition.
@@ -320,6 +340,20 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 		encoded[p] = v
 		return v, err
 	}
+	// An event's stored form, once per event: its reply, its lifecycle
+	// record and its outcome hold the same one.
+	compacted := map[*pending][]byte{}
+	compact := func(p *pending, v []byte) []byte {
+		if b.env.PlainEvents {
+			return v
+		}
+		c, ok := compacted[p]
+		if !ok {
+			c = topics.CompactEvent(nil, v)
+			compacted[p] = c
+		}
+		return c
+	}
 	if n := len(b.outbox); n > 0 {
 		parts, topicsCol, keys, values, headers := make([]int32, n), make([]string, n), make([][]byte, n), make([][]byte, n), make([][]byte, n)
 		written := make([]outbox.Row, n)
@@ -328,8 +362,12 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 			if err != nil {
 				return fmt.Errorf("encoding event: %w", err)
 			}
-			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, topics.EncodeHeaders(nil, r.headers)
-			written[i] = outbox.Row{Partition: r.partition, Topic: r.topic, Key: r.key, Value: v, Headers: headers[i]}
+			hs := topics.EncodeHeaders(nil, r.headers)
+			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, hs
+			if r.event && !b.env.PlainEvents {
+				values[i], headers[i] = compact(r.p, v), topics.EncodeEventHeaders(nil, b.env.Source)
+			}
+			written[i] = outbox.Row{Partition: r.partition, Topic: r.topic, Key: r.key, Value: v, Headers: hs}
 		}
 		b.written = written
 		// unnest keeps the arrays' order, and each row takes the next id
@@ -369,7 +407,7 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 			if err != nil {
 				return fmt.Errorf("encoding outcome: %w", err)
 			}
-			ids, values, replyTos = append(ids, id), append(values, v), append(replyTos, s.replyTo)
+			ids, values, replyTos = append(ids, id), append(values, compact(s.p, v)), append(replyTos, s.replyTo)
 		}
 		batch.Queue(`INSERT INTO processed_requests (request_id, outcome, reply_to)
 			SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])

@@ -1,9 +1,11 @@
 package handlers_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -65,10 +68,41 @@ func (h *harness) run(ahead bool, cmds []topics.Command) []topics.Event {
 			}
 			out = append(out, evs...)
 		}
-		return b.Flush(context.Background())
+		if err := b.Flush(context.Background()); err != nil {
+			return err
+		}
+		return storedHeaders(tx, b.Written())
 	})
 	require.NoError(h.t, err)
 	return out
+}
+
+// storedHeaders checks that the outbox rows written, read back from the
+// table (as the relay reads them after a crash), are the records the relay
+// was handed in memory: an event's row stores the event compacted and only
+// its source as headers (topics.EncodeEventHeaders).
+func storedHeaders(tx pgx.Tx, written []outbox.Row) error {
+	for _, w := range written {
+		var col, value []byte
+		if err := tx.QueryRow(context.Background(), `SELECT headers, value FROM outbox WHERE id = $1`, w.ID).Scan(&col, &value); err != nil {
+			return err
+		}
+		v, stored, err := topics.DecodeOutboxRow(value, col)
+		if err != nil {
+			return fmt.Errorf("row %d (%s): %w", w.ID, w.Topic, err)
+		}
+		handed, err := topics.DecodeHeaders(w.Headers)
+		if err != nil {
+			return err
+		}
+		if !slices.EqualFunc(handed, stored, func(a, b topics.Header) bool { return a.Key == b.Key && bytes.Equal(a.Value, b.Value) }) {
+			return fmt.Errorf("row %d (%s): headers read back %q, handed to the relay %q", w.ID, w.Topic, stored, handed)
+		}
+		if !bytes.Equal(v, w.Value) {
+			return fmt.Errorf("row %d (%s): value read back %q, handed to the relay %q", w.ID, w.Topic, v, w.Value)
+		}
+	}
+	return nil
 }
 
 // one applies one command and returns its own answer: the first event whose
@@ -181,10 +215,11 @@ func (h *harness) rows(cond string) []rawRow {
 	var r rawRow
 	var key, raw []byte
 	_, err = pgx.ForEachRow(rows, []any{&r.topic, &key, &r.value, &raw}, func() error {
-		hdrs, err := topics.DecodeHeaders(raw)
+		value, hdrs, err := topics.DecodeOutboxRow(r.value, raw)
 		if err != nil {
 			return err
 		}
+		r.value = value
 		r.key, r.headers = string(key), map[string]string{}
 		for _, x := range hdrs {
 			r.headers[x.Key] = string(x.Value)
@@ -301,7 +336,9 @@ func (h *harness) outcome(requestID string) topics.Event {
 	h.t.Helper()
 	var raw []byte
 	require.NoError(h.t, h.st.Pool.QueryRow(context.Background(), `SELECT outcome FROM processed_requests WHERE request_id = $1`, requestID).Scan(&raw))
-	ev, err := topics.DecodeEvent(raw)
+	v, err := topics.ExpandEvent(raw)
+	require.NoError(h.t, err)
+	ev, err := topics.DecodeEvent(v)
 	require.NoError(h.t, err)
 	return ev
 }

@@ -975,9 +975,9 @@ func await[T any](ctx context.Context, call func() T) (T, error) {
 }
 
 func (r *Relay) message(x row) (*message.Message, error) {
-	hs, err := topics.DecodeHeaders(x.headers)
+	value, hs, err := topics.DecodeOutboxRow(x.value, x.headers)
 	if err != nil {
-		return nil, fmt.Errorf("%w: row %d: headers: %v", errBadRow, x.id, err)
+		return nil, fmt.Errorf("%w: row %d: %v", errBadRow, x.id, err)
 	}
 	md := make(message.Metadata, len(hs)+1)
 	var id string
@@ -993,7 +993,7 @@ func (r *Relay) message(x row) (*message.Message, error) {
 	if id == "" {
 		id = watermill.NewUUID()
 	}
-	m := message.NewMessage(id, x.value)
+	m := message.NewMessage(id, value)
 	m.Metadata = md
 	return m, nil
 }

@@ -599,13 +599,51 @@ func TestParksUnreadableHeaders(t *testing.T) {
 	insert(t, st, p, rec{topic, "k", "v1", "e1"})
 	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox (source_partition, topic, value, headers) VALUES ($1, $2, 'bad', '\x0000000561'::bytea)`, p, topic)
 	require.NoError(t, err)
+	// Headers to be derived from a value that is no event, or no
+	// compacted event.
+	for _, v := range []string{"bad", "\x01bad"} {
+		_, err = st.Pool.Exec(context.Background(), `INSERT INTO outbox (source_partition, topic, value, headers) VALUES ($1, $2, $3, $4)`,
+			p, topic, []byte(v), topics.EncodeEventHeaders(nil, "lockworker/x"))
+		require.NoError(t, err)
+	}
 	insert(t, st, p, rec{topic, "k", "v2", "e2"})
 	n, err := relay.DrainOnce(context.Background(), p)
 	require.NoError(t, err)
 	assert.Equal(t, 2, n)
 	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
-	assert.Equal(t, 1, count(t, st, "value = 'bad' AND park_reason = 'UNREADABLE_HEADERS' AND parked_until = 'infinity'"))
-	assert.Equal(t, 1, count(t, st, "true"))
+	assert.Equal(t, 3, count(t, st, "value LIKE '%bad' AND park_reason = 'UNREADABLE_HEADERS' AND parked_until = 'infinity'"))
+	assert.Equal(t, 3, count(t, st, "true"))
+}
+
+// TestEventRowExpanded: an event's row stores the event compacted and only
+// its source as headers (topics.EncodeEventHeaders); read back from the
+// table, as after a crash, its record is the event with its CloudEvents
+// headers.
+func TestEventRowExpanded(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(10)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	relay := newRelay(t, st, newPublisher(t, c.ListenAddrs(), false), nil)
+	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "req-1", time.Now())
+	ev.LockInfo = &topics.LockInfo{LockName: "a", OwnerID: "o", Status: "acquired", FencingToken: 7}
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(context.Background(), `INSERT INTO outbox (source_partition, topic, key, value, headers) VALUES ($1, $2, 'a', $3, $4)`,
+		p, topic, topics.CompactEvent(nil, v), topics.EncodeEventHeaders(nil, "lockworker/x"))
+	require.NoError(t, err)
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	rec := consume(t, c.ListenAddrs(), topic, 1)[0]
+	require.Equal(t, string(v), string(rec.Value), "the event, expanded")
+	got := map[string]string{}
+	for _, h := range rec.Headers {
+		got[h.Key] = string(h.Value)
+	}
+	for _, h := range topics.EventHeaders(ev, "lockworker/x") {
+		require.Equal(t, string(h.Value), got[h.Key], h.Key)
+	}
 }
 
 // TestTransientErrorRetried: an error that says nothing about the record

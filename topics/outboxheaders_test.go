@@ -2,6 +2,7 @@ package topics_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -29,5 +30,38 @@ func TestHeadersCorrupt(t *testing.T) {
 	for _, b := range [][]byte{good[:3], good[:6], good[:len(good)-1], {0xff, 0xff, 0xff, 0xff, 'k'}} {
 		_, err := topics.DecodeHeaders(b)
 		require.ErrorContains(t, err, "corrupt headers")
+	}
+}
+
+// An event's row stores the event compacted and only the source as
+// headers; read back, it is the event with EventHeaders of it.
+func TestEventRowRoundTrip(t *testing.T) {
+	ev := topics.NewEvent(topics.TypeReleased, topics.OpRelease, "req-9", time.Now())
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	got, hs, err := topics.DecodeOutboxRow(topics.CompactEvent(nil, v), topics.EncodeEventHeaders(nil, "lockworker/a"))
+	require.NoError(t, err)
+	require.Equal(t, string(v), string(got))
+	require.Equal(t, topics.EventHeaders(ev, "lockworker/a"), hs)
+	// An event stored plain (before compaction) reads the same.
+	got, hs, err = topics.DecodeOutboxRow(v, topics.EncodeEventHeaders(nil, "lockworker/a"))
+	require.NoError(t, err)
+	require.Equal(t, string(v), string(got))
+	require.Equal(t, topics.EventHeaders(ev, "lockworker/a"), hs)
+	// Any other row is its value and headers as written, whatever the
+	// value's first byte.
+	raw := []byte{0x01, 0xff, 'x'}
+	h := []topics.Header{{Key: "k", Value: []byte("v")}}
+	got, hs, err = topics.DecodeOutboxRow(raw, topics.EncodeHeaders(nil, h))
+	require.NoError(t, err)
+	require.Equal(t, raw, got)
+	require.Equal(t, h, hs)
+	got, hs, err = topics.DecodeOutboxRow(nil, nil)
+	require.NoError(t, err)
+	require.Nil(t, got)
+	require.Empty(t, hs)
+	for _, bad := range [][]byte{[]byte("not an event"), {0x01, 'x'}, topics.CompactEvent(nil, []byte("not an event"))} {
+		_, _, err = topics.DecodeOutboxRow(bad, topics.EncodeEventHeaders(nil, "lockworker/a"))
+		require.Error(t, err, "%q", bad)
 	}
 }

@@ -53,11 +53,11 @@ func outboxRows(t testing.TB, st *store.Store, topic string, after int64) []outb
 	var raw []byte
 	var r outboxRow
 	_, err = pgx.ForEachRow(rows, []any{&r.id, &r.topic, &r.key, &r.value, &raw, &r.valueWasNull}, func() error {
-		hs, err := topics.DecodeHeaders(raw)
+		v, hs, err := topics.DecodeOutboxRow(r.value, raw)
 		if err != nil {
 			return err
 		}
-		r.headers = hs
+		r.value, r.headers = v, hs
 		out = append(out, r)
 		r = outboxRow{}
 		return nil

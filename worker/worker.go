@@ -51,6 +51,9 @@ type Config struct {
 	// RequireFencingToken refuses a release or extend without
 	// fencing_token (INVALID_REQUEST). Default false.
 	RequireFencingToken bool
+	// PlainEvents stores events plain instead of compacted
+	// (handlers.Env.PlainEvents). Default false.
+	PlainEvents bool
 	// Auth, when set, requires every command to carry a requester token it
 	// accepts (see admit). Default nil: no authentication.
 	Auth *auth.Verifier

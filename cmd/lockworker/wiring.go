@@ -169,8 +169,8 @@ func (m *Main) Run(ctx context.Context) error {
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
 		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention,
-		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes,
-		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
+		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes, PlainEvents: !cfg.CompactStoredEvents,
+		Logger: log.With().Str("component", "worker").Logger(), Metrics: mets,
 	})
 	if err != nil {
 		return err

@@ -74,6 +74,13 @@ type Config struct {
 	// LockEventsRetention (LOCK_EVENTS_RETENTION, default 604800 s,
 	// 60..315360000) is how long the lock_events history is kept.
 	LockEventsRetention time.Duration
+	// CompactStoredEvents (COMPACT_STORED_EVENTS, default true) stores the
+	// events waiting in the outbox and the requests' outcomes compacted
+	// (docs/design.md, "outbox"): a fifth of the bytes. Versions before it
+	// cannot read them: during a rolling upgrade from such a version set it
+	// false until no replica of that version runs. Every version since
+	// reads both forms.
+	CompactStoredEvents bool
 
 	// VacuumEnabled (VACUUM_ENABLED, default true) runs the worker's vacuum
 	// loop over its hot tables (locks, lock_waiters, outbox,
@@ -336,6 +343,7 @@ func Default() Config {
 		DeadLetterMaxBytes:  64 << 10,
 		RequestRetention:    24 * time.Hour,
 		LockEventsRetention: 7 * 24 * time.Hour,
+		CompactStoredEvents: true,
 		VacuumEnabled:       true,
 		VacuumInterval:      2 * time.Second,
 		VacuumDeadRows:      10000,

@@ -62,6 +62,7 @@ func TestDefaults(t *testing.T) {
 	}, c.Topics)
 	assert.Equal(t, 5, c.RelayMaxAttempts)
 	assert.True(t, c.VacuumEnabled)
+	assert.True(t, c.CompactStoredEvents)
 	assert.Equal(t, 2*time.Second, c.VacuumInterval)
 	assert.Equal(t, 10000, c.VacuumDeadRows)
 	assert.Equal(t, 24*time.Hour, c.RequestRetention)
@@ -98,6 +99,7 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"DEFAULT_LEASE_DURATION": "0.1"}, func(c *Config) { c.DefaultLeaseDuration = 100 * time.Millisecond }},
 		{map[string]string{"DEFAULT_LEASE_DURATION": " 2.5 "}, func(c *Config) { c.DefaultLeaseDuration = 2500 * time.Millisecond }},
 		{map[string]string{"CLEANUP_INTERVAL": "120"}, func(c *Config) { c.CleanupInterval = 2 * time.Minute }},
+		{map[string]string{"COMPACT_STORED_EVENTS": "false"}, func(c *Config) { c.CompactStoredEvents = false }},
 		{map[string]string{"ACQUIRE_RETRY_DELAY": "0.25"}, func(c *Config) { c.AcquireRetryDelay = 250 * time.Millisecond }},
 		{map[string]string{"VACUUM_ENABLED": "false", "VACUUM_INTERVAL": "0.5", "VACUUM_DEAD_ROWS": "500"}, func(c *Config) {
 			c.VacuumEnabled, c.VacuumInterval, c.VacuumDeadRows = false, 500*time.Millisecond, 500

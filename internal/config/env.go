@@ -88,6 +88,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.integer("DEAD_LETTER_MAX_BYTES", &c.DeadLetterMaxBytes, 1024, 900000)
 	p.seconds("REQUEST_RETENTION", &c.RequestRetention, 60, 365*86400)
 	p.seconds("LOCK_EVENTS_RETENTION", &c.LockEventsRetention, 60, 10*365*86400)
+	p.boolean("COMPACT_STORED_EVENTS", &c.CompactStoredEvents)
 
 	p.boolean("VACUUM_ENABLED", &c.VacuumEnabled)
 	p.seconds("VACUUM_INTERVAL", &c.VacuumInterval, 0.1, 3600)

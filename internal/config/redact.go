@@ -76,6 +76,7 @@ func (c Config) Redacted() map[string]any {
 		"DEAD_LETTER_MAX_BYTES":              c.DeadLetterMaxBytes,
 		"REQUEST_RETENTION":                  c.RequestRetention.Seconds(),
 		"LOCK_EVENTS_RETENTION":              c.LockEventsRetention.Seconds(),
+		"COMPACT_STORED_EVENTS":              c.CompactStoredEvents,
 		"VACUUM_ENABLED":                     c.VacuumEnabled,
 		"VACUUM_INTERVAL":                    c.VacuumInterval.Seconds(),
 		"VACUUM_DEAD_ROWS":                   c.VacuumDeadRows,

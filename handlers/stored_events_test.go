@@ -1,0 +1,52 @@
+package handlers_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Events are stored compacted (topics.CompactEvent) unless PlainEvents, and
+// either form is read: an outcome stored plain by an earlier version, or
+// with PlainEvents during a rolling upgrade, is answered again as it was.
+func TestStoredEventsForms(t *testing.T) {
+	h := newHarness(t)
+	forms := func() (outbox, outcomes []string) {
+		t.Helper()
+		rows, err := h.st.Pool.Query(context.Background(), `SELECT substr(headers, 1, 1)::text || substr(value, 1, 1)::text FROM outbox
+			WHERE topic <> $1 ORDER BY id`, h.env.Names.State)
+		require.NoError(t, err)
+		for rows.Next() {
+			var s string
+			require.NoError(t, rows.Scan(&s))
+			outbox = append(outbox, s)
+		}
+		require.NoError(t, rows.Err())
+		rows, err = h.st.Pool.Query(context.Background(), `SELECT substr(outcome, 1, 1)::text FROM processed_requests ORDER BY request_id`)
+		require.NoError(t, err)
+		for rows.Next() {
+			var s string
+			require.NoError(t, rows.Scan(&s))
+			outcomes = append(outcomes, s)
+		}
+		require.NoError(t, rows.Err())
+		return outbox, outcomes
+	}
+
+	h.env.PlainEvents = true
+	plain := h.acquire("a", "alice")
+	ev := h.one(plain)
+	rows, outcomes := forms()
+	require.Equal(t, []string{`\x00\x7b`, `\x00\x7b`}, rows, "the reply and the lifecycle record: headers as EncodeHeaders writes them, the value JSON")
+	require.Equal(t, []string{`\x7b`}, outcomes)
+
+	h.env.PlainEvents = false
+	h.resend(plain, ev)
+	h.clearOutbox()
+	h.one(h.release("a", "alice"))
+	rows, outcomes = forms()
+	require.Equal(t, []string{`\x01\x01`, `\x01\x01`}, rows, "compacted, headers derived")
+	require.Equal(t, []string{`\x7b`, `\x01`}, outcomes, "the earlier outcome as it was, the new one compacted")
+	h.resend(plain, ev)
+}

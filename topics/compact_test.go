@@ -1,0 +1,44 @@
+package topics_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+func TestCompactEvent(t *testing.T) {
+	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "req-1", time.Now())
+	at := topics.NewTime(time.Now())
+	ev.LockInfo = &topics.LockInfo{LockName: "orders/42", OwnerID: "svc-a", Status: "acquired", FencingToken: 981, AcquiredAt: &at, ExpiresAt: &at,
+		LeaseDuration: 30, AcquisitionCount: 7, Mode: "exclusive", Limit: 1}
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	c := topics.CompactEvent(nil, v)
+	require.Less(t, len(c), len(v)/3, "an event takes a fraction of its size")
+	got, err := topics.ExpandEvent(c)
+	require.NoError(t, err)
+	require.Equal(t, string(v), string(got))
+	// Plain events (stored by earlier versions) read as they are.
+	got, err = topics.ExpandEvent(v)
+	require.NoError(t, err)
+	require.Equal(t, string(v), string(got))
+	// Large ones too.
+	ev.ErrorMessage = strings.Repeat("x", 100_000)
+	v, err = ev.Encode()
+	require.NoError(t, err)
+	got, err = topics.ExpandEvent(topics.CompactEvent(nil, v))
+	require.NoError(t, err)
+	require.Equal(t, string(v), string(got))
+}
+
+func TestExpandEventCorrupt(t *testing.T) {
+	c := topics.CompactEvent(nil, []byte(`{"v":1}`))
+	for _, b := range [][]byte{{0x01}, {0x01, 0x28, 0xb5}, c[:len(c)-1], append([]byte{0x01}, "garbage"...)} {
+		_, err := topics.ExpandEvent(b)
+		require.ErrorContains(t, err, "corrupt stored event", "%q", b)
+	}
+}
