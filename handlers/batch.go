@@ -24,9 +24,10 @@ type Env struct {
 	// rows are written under it, and locks granted here are watched by its
 	// expiry scheduler.
 	Partition int32
-	// PlainEvents stores events (outbox rows, outcomes) as versions before
-	// topics.CompactEvent did, which cannot read the compacted form: for a
-	// rolling upgrade from them. Default false: compacted.
+	// PlainEvents stores events and lock states (outbox rows, outcomes) as
+	// versions before topics.CompactEvent did, which cannot read the
+	// compacted form: for a rolling upgrade from them. Default false:
+	// compacted.
 	PlainEvents bool
 }
 
@@ -82,6 +83,7 @@ type outboxRow struct {
 	p          *pending
 	headers    []topics.Header
 	event      bool // headers are EventHeaders of p's event: stored as topics.EncodeEventHeaders
+	state      bool // a lock state record (not a tombstone): stored as topics.EncodeLockStateHeaders
 	superseded bool // a lock state record a later one of the lock replaces (queueState)
 }
 
@@ -277,7 +279,8 @@ func (b *Batch) queueState(key string, p *pending) {
 		b.outbox[i].superseded = true
 	}
 	b.states[k] = len(b.outbox)
-	b.queue(b.env.Names.State, []byte(key), p, stateHeaders)
+	b.queue(b.env.Names.State, []byte(key), p, topics.LockStateHeaders())
+	b.outbox[len(b.outbox)-1].state = p.state != nil
 }
 
 // remember stores p as the outcome of requestID, asked with replyTo,
@@ -364,8 +367,12 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 			}
 			hs := topics.EncodeHeaders(nil, r.headers)
 			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, hs
-			if r.event && !b.env.PlainEvents {
+			switch {
+			case b.env.PlainEvents:
+			case r.event:
 				values[i], headers[i] = compact(r.p, v), topics.EncodeEventHeaders(nil, b.env.Source)
+			case r.state:
+				values[i], headers[i] = topics.CompactLockState(nil, v), topics.EncodeLockStateHeaders(nil)
 			}
 			written[i] = outbox.Row{Partition: r.partition, Topic: r.topic, Key: r.key, Value: v, Headers: hs}
 		}

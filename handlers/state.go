@@ -11,9 +11,6 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// stateHeaders are the headers of every lock state record.
-var stateHeaders = []topics.Header{{Key: topics.HeaderContentType, Value: []byte("application/json")}}
-
 // state publishes the lock as the current change leaves it (r's revision,
 // its holders, of which l holds at least the first topics.MaxStateHolders,
 // and l's queue) to the lock state topic, after the change's

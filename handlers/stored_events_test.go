@@ -7,15 +7,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Events are stored compacted (topics.CompactEvent) unless PlainEvents, and
-// either form is read: an outcome stored plain by an earlier version, or
+// Events and lock states are stored compacted (topics.CompactEvent,
+// CompactLockState) unless PlainEvents, and either form is read: an outcome stored plain by an earlier version, or
 // with PlainEvents during a rolling upgrade, is answered again as it was.
 func TestStoredEventsForms(t *testing.T) {
 	h := newHarness(t)
+	// The first bytes of the outbox rows' headers and values, events' then
+	// lock states', and of the outcomes.
 	forms := func() (outbox, outcomes []string) {
 		t.Helper()
 		rows, err := h.st.Pool.Query(context.Background(), `SELECT substr(headers, 1, 1)::text || substr(value, 1, 1)::text FROM outbox
-			WHERE topic <> $1 ORDER BY id`, h.env.Names.State)
+			ORDER BY topic = $1, id`, h.env.Names.State)
 		require.NoError(t, err)
 		for rows.Next() {
 			var s string
@@ -38,7 +40,8 @@ func TestStoredEventsForms(t *testing.T) {
 	plain := h.acquire("a", "alice")
 	ev := h.one(plain)
 	rows, outcomes := forms()
-	require.Equal(t, []string{`\x00\x7b`, `\x00\x7b`}, rows, "the reply and the lifecycle record: headers as EncodeHeaders writes them, the value JSON")
+	require.Equal(t, []string{`\x00\x7b`, `\x00\x7b`, `\x00\x7b`}, rows,
+		"the reply, the lifecycle record and the lock state: headers as EncodeHeaders writes them, the value JSON")
 	require.Equal(t, []string{`\x7b`}, outcomes)
 
 	h.env.PlainEvents = false
@@ -46,7 +49,7 @@ func TestStoredEventsForms(t *testing.T) {
 	h.clearOutbox()
 	h.one(h.release("a", "alice"))
 	rows, outcomes = forms()
-	require.Equal(t, []string{`\x01\x01`, `\x01\x01`}, rows, "compacted, headers derived")
+	require.Equal(t, []string{`\x01\x01`, `\x01\x01`, `\x02\x02`}, rows, "compacted, headers derived")
 	require.Equal(t, []string{`\x7b`, `\x01`}, outcomes, "the earlier outcome as it was, the new one compacted")
 	h.resend(plain, ev)
 }

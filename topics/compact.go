@@ -7,24 +7,27 @@ import (
 	"github.com/klauspost/compress/s2"
 )
 
-// Events are stored compressed where they wait or are kept: an event row of
-// the outbox (EncodeEventHeaders) and a request's outcome in
-// processed_requests. S2 (Snappy's successor) against a dictionary made
+// Events and lock states are stored compressed where they wait or are kept:
+// an event's or a lock state's row of the outbox (EncodeEventHeaders,
+// EncodeLockStateHeaders) and a request's outcome in processed_requests. S2 (Snappy's successor) against a dictionary made
 // of events takes a 490-byte event to about 80 bytes in about 2 µs, and
 // every byte stored costs PostgreSQL twice, in the table and in its WAL:
 // for each command it stored an event three times, the largest part of
 // its writes (docs/performance.md). The relay is handed the plain rows in memory;
 // only a row read back from the table is expanded.
 
-// compactForm starts a compacted event: an S2 block against eventDict. An
-// event's JSON starts with '{', so a stored value of either form tells
-// which it is.
-const compactForm = 0x01
+// compactEventForm starts a compacted event: an S2 block against
+// eventDict; compactStateForm a compacted lock state, against stateDict.
+// JSON starts with '{', so a stored value of either form tells which it is.
+const (
+	compactEventForm = 0x01
+	compactStateForm = 0x02
+)
 
-// eventDict is the compression dictionary: events with the fields the
-// contract's events usually carry. It is part of the stored form: never
-// change it. Another dictionary takes another first byte and keeps this
-// one for reading what was stored with it.
+// eventDict and stateDict are the compression dictionaries: events, and
+// lock state records, with the fields they usually carry. They are part of
+// the stored form: never change them. Another dictionary takes another
+// first byte and keeps these for reading what was stored with them.
 const (
 	eventDict = `{"v":1,"event_id":"01a23c9b-d530-7132-bcaa-f5f09ee3e655","type":"lock.acquired","request_id":"",` +
 		`"operation":"acquire","success":true,"lock_info":{"namespace":"","lock_name":"","owner_id":"","status":"acquired",` +
@@ -33,45 +36,76 @@ const (
 		`"duration_ms":0.5,"occurred_at":"2026-12-03T15:52:55.343923Z"}` +
 		`{"v":1,"type":"lock.released","operation":"release","success":false,"error_code":"NOT_HELD","error_message":"",` +
 		`"type":"lock.extended","operation":"extend","type":"lock.queued","queue_position":1,"type":"lock.rejected","status":"released"}`
+	stateDict = `{"v":1,"namespace":"","lock_name":"","revision":2,"status":"acquired","limit":1,"holder_count":1,"holders":[` +
+		`{"owner_id":"","mode":"exclusive","status":"acquired","fencing_token":1,"acquired_at":"2026-12-03T15:52:55.343923Z",` +
+		`"expires_at":"2026-12-03T15:52:55.343923Z","lease_duration":30,"extension_count":0}],"waiter_count":0,` +
+		`"acquisition_count":1,"operation":"acquire","changed_at":"2026-12-03T15:52:55.343923Z"}` +
+		`{"v":1,"revision":3,"status":"released","limit":1,"holder_count":0,"holders":[],"waiter_count":0,"operation":"release",` +
+		`"mode":"shared","operation":"extend","status":"expired","operation":"expire","delay_until":"`
 	// maxExpanded bounds an expanded event: far above any event the
 	// contract's limits allow, so a corrupt row cannot take the memory.
 	maxExpanded = 4 << 20
 )
 
-// eventDictionary is eventDict's S2 dictionary, built the same way always:
-// explicitly, from its first byte.
-var eventDictionary = func() *s2.Dict {
-	d := s2.MakeDictManual([]byte(eventDict), 0)
+// The dictionaries of eventDict and stateDict, built the same way always:
+// explicitly, from their first byte.
+var (
+	eventDictionary = makeDict(eventDict)
+	stateDictionary = makeDict(stateDict)
+)
+
+func makeDict(s string) *s2.Dict {
+	d := s2.MakeDictManual([]byte(s), 0)
 	if d == nil {
-		panic("topics: the event dictionary is not a valid S2 dictionary")
+		panic("topics: a compaction dictionary is not a valid S2 dictionary")
 	}
 	return d
-}()
+}
 
 // CompactEvent appends the stored form of value, an encoded event, to dst.
 // Safe for concurrent use.
 func CompactEvent(dst, value []byte) []byte {
-	return append(append(dst, compactForm), eventDictionary.Encode(nil, value)...)
+	return append(append(dst, compactEventForm), eventDictionary.Encode(nil, value)...)
 }
 
-// errCorruptEvent is a stored event that does not expand.
-var errCorruptEvent = errors.New("corrupt stored event")
+// CompactLockState appends the stored form of value, an encoded lock
+// state, to dst. Safe for concurrent use.
+func CompactLockState(dst, value []byte) []byte {
+	return append(append(dst, compactStateForm), stateDictionary.Encode(nil, value)...)
+}
+
+// errCorruptEvent is a stored event or lock state that does not expand.
+var errCorruptEvent = errors.New("corrupt stored record")
 
 // ExpandEvent returns the event a stored value holds: CompactEvent's form
 // expanded, and an event stored plain (as earlier versions did) as it is.
 // Safe for concurrent use.
 func ExpandEvent(b []byte) ([]byte, error) {
-	if len(b) == 0 || b[0] != compactForm {
+	if len(b) == 0 || b[0] != compactEventForm {
 		return b, nil
 	}
-	n, err := s2.DecodedLen(b[1:])
+	return expand(eventDictionary, b[1:])
+}
+
+// ExpandLockState returns the lock state a stored value holds:
+// CompactLockState's form expanded, and one stored plain as it is.
+func ExpandLockState(b []byte) ([]byte, error) {
+	if len(b) == 0 || b[0] != compactStateForm {
+		return b, nil
+	}
+	return expand(stateDictionary, b[1:])
+}
+
+// expand decodes an S2 block against d, bounded by maxExpanded.
+func expand(d *s2.Dict, block []byte) ([]byte, error) {
+	n, err := s2.DecodedLen(block)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", errCorruptEvent, err)
 	case n == 0 || n > maxExpanded:
 		return nil, fmt.Errorf("%w: %d bytes", errCorruptEvent, n)
 	}
-	v, err := eventDictionary.Decode(nil, b[1:])
+	v, err := d.Decode(nil, block)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errCorruptEvent, err)
 	}

@@ -39,6 +39,23 @@ func TestExpandEventCorrupt(t *testing.T) {
 	c := topics.CompactEvent(nil, []byte(`{"v":1}`))
 	for _, b := range [][]byte{{0x01}, {0x01, 0x28, 0xb5}, c[:len(c)-1], append([]byte{0x01}, "garbage"...)} {
 		_, err := topics.ExpandEvent(b)
-		require.ErrorContains(t, err, "corrupt stored event", "%q", b)
+		require.ErrorContains(t, err, "corrupt stored record", "%q", b)
 	}
+}
+
+func TestCompactLockState(t *testing.T) {
+	at := topics.NewTime(time.Now())
+	st := topics.LockState{LockName: "orders/42", Revision: 9, Status: "acquired", Limit: 1, HolderCount: 1, AcquisitionCount: 3,
+		Holders:   []topics.Holder{{OwnerID: "svc-a", Mode: "exclusive", Status: "acquired", FencingToken: 981, AcquiredAt: at, ExpiresAt: at, LeaseDuration: 30}},
+		Operation: "acquire", ChangedAt: at}
+	v, err := st.Encode()
+	require.NoError(t, err)
+	c := topics.CompactLockState(nil, v)
+	require.Less(t, len(c), len(v)/3, "a lock state takes a fraction of its size")
+	got, err := topics.ExpandLockState(c)
+	require.NoError(t, err)
+	require.Equal(t, string(v), string(got))
+	got, err = topics.ExpandLockState(v)
+	require.NoError(t, err)
+	require.Equal(t, string(v), string(got), "stored plain, read as it is")
 }

@@ -20,14 +20,29 @@ func EncodeHeaders(dst []byte, hs []Header) []byte {
 	return dst
 }
 
-// eventHeadersForm starts the headers column of an event's row: the column
+// eventHeadersForm starts the headers column of an event's row, and
+// stateHeadersForm is the column of a lock state's row (its value
+// CompactLockState of it, its headers LockStateHeaders). For an event the
+// column
 // stores only the event's source, and the value the event in
 // CompactEvent's form; the record is the event, expanded, with
 // EventHeaders of it and that source. Events' rows are most of the outbox,
 // and they take about 100 bytes instead of 750 (compact.go).
 // EncodeHeaders' form never starts with this byte: it starts with a key's
 // length, 4 bytes big-endian, and no key is 16 MiB long.
-const eventHeadersForm = 0x01
+const (
+	eventHeadersForm = 0x01
+	stateHeadersForm = 0x02
+)
+
+// LockStateHeaders are the headers of every lock state record.
+func LockStateHeaders() []Header {
+	return []Header{{Key: HeaderContentType, Value: []byte("application/json")}}
+}
+
+// EncodeLockStateHeaders appends the headers column of a lock state's row
+// whose value is CompactLockState of the state.
+func EncodeLockStateHeaders(dst []byte) []byte { return append(dst, stateHeadersForm) }
 
 // EncodeEventHeaders appends the headers column of an event's row (see
 // eventHeadersForm): the row's value is CompactEvent of an event e, whose
@@ -37,10 +52,17 @@ func EncodeEventHeaders(dst []byte, source string) []byte {
 }
 
 // DecodeOutboxRow returns the record an outbox row's value and headers
-// columns hold: an event's row (EncodeEventHeaders) expanded, any other as
-// EncodeHeaders wrote it.
+// columns hold: an event's row (EncodeEventHeaders) or a lock state's
+// (EncodeLockStateHeaders) expanded, any other as EncodeHeaders wrote it.
 func DecodeOutboxRow(value, headers []byte) ([]byte, []Header, error) {
-	if len(headers) == 0 || headers[0] != eventHeadersForm {
+	switch {
+	case len(headers) == 1 && headers[0] == stateHeadersForm:
+		v, err := ExpandLockState(value)
+		if err != nil {
+			return nil, nil, err
+		}
+		return v, LockStateHeaders(), nil
+	case len(headers) == 0 || headers[0] != eventHeadersForm:
 		hs, err := DecodeHeaders(headers)
 		return value, hs, err
 	}

@@ -60,6 +60,15 @@ func TestEventRowRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, got)
 	require.Empty(t, hs)
+	// A lock state's row.
+	st, err := topics.LockState{LockName: "a", Status: "released", Revision: 4}.Encode()
+	require.NoError(t, err)
+	got, hs, err = topics.DecodeOutboxRow(topics.CompactLockState(nil, st), topics.EncodeLockStateHeaders(nil))
+	require.NoError(t, err)
+	require.Equal(t, string(st), string(got))
+	require.Equal(t, topics.LockStateHeaders(), hs)
+	_, _, err = topics.DecodeOutboxRow([]byte{0x02, 0xff}, topics.EncodeLockStateHeaders(nil))
+	require.ErrorContains(t, err, "corrupt stored record")
 	for _, bad := range [][]byte{[]byte("not an event"), {0x01, 'x'}, topics.CompactEvent(nil, []byte("not an event"))} {
 		_, _, err = topics.DecodeOutboxRow(bad, topics.EncodeEventHeaders(nil, "lockworker/a"))
 		require.Error(t, err, "%q", bad)

@@ -32,8 +32,9 @@ import (
 //     answers.
 //   - outbox: commit, and in the same transaction the outbox rows
 //     lockworker writes per command (its reply, the lifecycle record and
-//     the lock's state record, each carrying the event), deleted in bulk
-//     once published.
+//     the lock's state record, each carrying the event compacted as
+//     lockworker stores it, topics.CompactEvent), deleted in bulk once
+//     published.
 //
 // lockbench runs itself as the child process for a floor (--serve-floor).
 var floorModes = []string{"kafka", "commit", "outbox"}
@@ -171,7 +172,7 @@ func floorCommit(ctx context.Context, pool *pgxpool.Pool, offsets map[int32]int6
 	if outbox && len(recs) > 0 {
 		parts, tops, keys, values, headers := make([]int32, len(recs)), make([]string, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs))
 		for i, r := range recs {
-			parts[i], tops[i], keys[i], values[i], headers[i] = r.Partition, r.Topic, r.Key, r.Value, []byte{}
+			parts[i], tops[i], keys[i], values[i], headers[i] = r.Partition, r.Topic, r.Key, topics.CompactEvent(nil, r.Value), []byte{}
 		}
 		b.Queue(`INSERT INTO floor_outbox (source_partition, topic, key, value, headers)
 			SELECT * FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])`, parts, tops, keys, values, headers)

@@ -75,11 +75,11 @@ type Config struct {
 	// 60..315360000) is how long the lock_events history is kept.
 	LockEventsRetention time.Duration
 	// CompactStoredEvents (COMPACT_STORED_EVENTS, default true) stores the
-	// events waiting in the outbox and the requests' outcomes compacted
-	// (docs/design.md, "outbox"): a fifth of the bytes. Versions before it
-	// cannot read them: during a rolling upgrade from such a version set it
-	// false until no replica of that version runs. Every version since
-	// reads both forms.
+	// events and lock states waiting in the outbox and the requests'
+	// outcomes compacted (docs/design.md, "outbox"): a fifth of the bytes.
+	// Versions before it cannot read them: during a rolling upgrade from
+	// such a version set it false until no replica of that version runs.
+	// Every version since reads both forms.
 	CompactStoredEvents bool
 
 	// VacuumEnabled (VACUUM_ENABLED, default true) runs the worker's vacuum
