@@ -75,7 +75,7 @@
 //   - Kafka refuses the record for good: too large (MESSAGE_TOO_LARGE,
 //     RECORD_LIST_TOO_LARGE, whether the client or the broker refuses it),
 //     invalid (INVALID_RECORD, CORRUPT_MESSAGE, ...), or the row's headers
-//     cannot be decoded (UNREADABLE_HEADERS). The rows Kafka wrote are
+//     (or compacted value) cannot be decoded (UNREADABLE_HEADERS). The rows Kafka wrote are
 //     acknowledged; each failed row is published again alone, in id order
 //     (a broker refuses a whole produce batch for one record too large, so
 //     only alone does a row show whether it is the culprit), and a row

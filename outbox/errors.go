@@ -26,7 +26,8 @@ const (
 
 // Classify says what err, from Publish, means, and names the reason: the
 // Kafka error's name (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...),
-// UNREADABLE_HEADERS for a row whose headers cannot be decoded, or "" for
+// UNREADABLE_HEADERS for a row whose headers (or compacted value) cannot
+// be decoded, or "" for
 // KafkaAway. For an error covering several records (a
 // *kafkapubsub.PublishError), the first refusal found wins: ask per record
 // when it matters.

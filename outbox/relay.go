@@ -715,8 +715,12 @@ func (r *Relay) parkRow(ctx context.Context, p *partition, topic string, x row, 
 	if err != nil {
 		return fmt.Errorf("parking outbox row %d of partition %d: %w", x.id, p.id, err)
 	}
+	size := len(x.value) // the record's, not the stored form's
+	if v, _, err := topics.DecodeOutboxRow(x.value, x.headers); err == nil {
+		size = len(v)
+	}
 	r.log.Error().Err(cause).Int32("partition", p.id).Str("topic", topic).Int64("row", x.id).Str("reason", reason).
-		Int("value_bytes", len(x.value)).Msg("outbox: Kafka refuses the record for good; row parked, the rows after it go on")
+		Int("value_bytes", size).Msg("outbox: Kafka refuses the record for good; row parked, the rows after it go on")
 	if r.cfg.OnParked != nil {
 		r.cfg.OnParked(reason, 1)
 	}

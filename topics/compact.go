@@ -42,9 +42,12 @@ const (
 		`"acquisition_count":1,"operation":"acquire","changed_at":"2026-12-03T15:52:55.343923Z"}` +
 		`{"v":1,"revision":3,"status":"released","limit":1,"holder_count":0,"holders":[],"waiter_count":0,"operation":"release",` +
 		`"mode":"shared","operation":"extend","status":"expired","operation":"expire","delay_until":"`
-	// maxExpanded bounds an expanded event: far above any event the
-	// contract's limits allow, so a corrupt row cannot take the memory.
-	maxExpanded = 4 << 20
+	// maxCompacted is the largest value compacted; a larger one (a status
+	// listing many holders with large metadata: the contract allows tens
+	// of megabytes) is stored plain, which either reader takes as it is.
+	// It bounds what a stored value may expand to, so a corrupt row cannot
+	// take the memory.
+	maxCompacted = 1 << 20
 )
 
 // The dictionaries of eventDict and stateDict, built the same way always:
@@ -62,16 +65,23 @@ func makeDict(s string) *s2.Dict {
 	return d
 }
 
-// CompactEvent appends the stored form of value, an encoded event, to dst.
-// Safe for concurrent use.
+// CompactEvent appends the stored form of value, an encoded event, to dst:
+// compacted, or plain above maxCompacted. Safe for concurrent use.
 func CompactEvent(dst, value []byte) []byte {
-	return append(append(dst, compactEventForm), eventDictionary.Encode(nil, value)...)
+	return compact(dst, compactEventForm, eventDictionary, value)
 }
 
 // CompactLockState appends the stored form of value, an encoded lock
-// state, to dst. Safe for concurrent use.
+// state, to dst, as CompactEvent does. Safe for concurrent use.
 func CompactLockState(dst, value []byte) []byte {
-	return append(append(dst, compactStateForm), stateDictionary.Encode(nil, value)...)
+	return compact(dst, compactStateForm, stateDictionary, value)
+}
+
+func compact(dst []byte, form byte, d *s2.Dict, value []byte) []byte {
+	if len(value) > maxCompacted {
+		return append(dst, value...)
+	}
+	return append(append(dst, form), d.Encode(nil, value)...)
 }
 
 // errCorruptEvent is a stored event or lock state that does not expand.
@@ -96,13 +106,13 @@ func ExpandLockState(b []byte) ([]byte, error) {
 	return expand(stateDictionary, b[1:])
 }
 
-// expand decodes an S2 block against d, bounded by maxExpanded.
+// expand decodes an S2 block against d, bounded by maxCompacted.
 func expand(d *s2.Dict, block []byte) ([]byte, error) {
 	n, err := s2.DecodedLen(block)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", errCorruptEvent, err)
-	case n == 0 || n > maxExpanded:
+	case n == 0 || n > maxCompacted:
 		return nil, fmt.Errorf("%w: %d bytes", errCorruptEvent, n)
 	}
 	v, err := d.Decode(nil, block)

@@ -26,13 +26,18 @@ func TestCompactEvent(t *testing.T) {
 	got, err = topics.ExpandEvent(v)
 	require.NoError(t, err)
 	require.Equal(t, string(v), string(got))
-	// Large ones too.
-	ev.ErrorMessage = strings.Repeat("x", 100_000)
-	v, err = ev.Encode()
-	require.NoError(t, err)
-	got, err = topics.ExpandEvent(topics.CompactEvent(nil, v))
-	require.NoError(t, err)
-	require.Equal(t, string(v), string(got))
+	// Large ones too; past a megabyte (a status of many holders with
+	// large metadata) they are stored plain.
+	for _, n := range []int{100_000, 1 << 20, 5 << 20} {
+		ev.ErrorMessage = strings.Repeat("<", n)
+		v, err = ev.Encode()
+		require.NoError(t, err)
+		c = topics.CompactEvent(nil, v)
+		got, err = topics.ExpandEvent(c)
+		require.NoError(t, err)
+		require.Equal(t, string(v), string(got), n)
+		require.Equal(t, len(v) > 1<<20, string(c) == string(v), "plain past a megabyte: %d", n)
+	}
 }
 
 func TestExpandEventCorrupt(t *testing.T) {

@@ -79,7 +79,9 @@ type Config struct {
 	// outcomes compacted (docs/design.md, "outbox"): a fifth of the bytes.
 	// Versions before it cannot read them: during a rolling upgrade from
 	// such a version set it false until no replica of that version runs.
-	// Every version since reads both forms.
+	// Every version since reads both forms. To go back to such a version,
+	// set it false and wait until the outbox is empty and RequestRetention
+	// has passed.
 	CompactStoredEvents bool
 
 	// VacuumEnabled (VACUUM_ENABLED, default true) runs the worker's vacuum
