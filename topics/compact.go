@@ -9,11 +9,12 @@ import (
 
 // Events and lock states are stored compressed where they wait or are kept:
 // an event's or a lock state's row of the outbox (EncodeEventHeaders,
-// EncodeLockStateHeaders) and a request's outcome in processed_requests. S2 (Snappy's successor) against a dictionary made
-// of events takes a 490-byte event to about 80 bytes in about 2 µs, and
-// every byte stored costs PostgreSQL twice, in the table and in its WAL:
-// for each command it stored an event three times, the largest part of
-// its writes (docs/performance.md). The relay is handed the plain rows in memory;
+// EncodeLockStateHeaders) and a request's outcome in processed_requests.
+// S2 (Snappy's successor) against a dictionary of such records takes a
+// 480-byte event to 80–150 bytes in 1–2 µs, and every byte stored costs
+// PostgreSQL twice, in the table and in its WAL: for each command it stored
+// an event three times, the largest part of its writes
+// (docs/performance.md). The relay is handed the plain rows in memory;
 // only a row read back from the table is expanded.
 
 // compactEventForm starts a compacted event: an S2 block against

@@ -35,17 +35,7 @@ func TestFloorSmoke(t *testing.T) {
 	t.Parallel()
 	rep, cfg := runFlags(t, "--scenario", "builds", "--baseline-bin", "floor:kafka", "--worker-bin", "floor:outbox", "--broker-memory", "--quick",
 		"--clients", "4", "--duration", "1s", "--warmup", "300ms")
-	require.NotNil(t, rep.Builds)
-	require.Len(t, rep.Builds.Rounds, 1)
-	r := rep.Builds.Rounds[0]
-	for _, x := range []ThroughputResult{r.Baseline, r.Candidate} {
-		require.Positive(t, x.Commands)
-		require.Zero(t, x.Errors)
-		require.Positive(t, x.CPU.WorkerCPU, "the floor's CPU is measured as a worker's")
-	}
-	var table bytes.Buffer
-	rep.print(&table, cfg)
-	require.Contains(t, table.String(), "candidate floor:outbox against baseline floor:kafka")
+	requireBuildsRound(t, rep, cfg, "candidate floor:outbox against baseline floor:kafka")
 }
 
 func TestFloorModes(t *testing.T) {

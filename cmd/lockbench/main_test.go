@@ -152,6 +152,14 @@ func TestBuildsSmoke(t *testing.T) {
 	rep, cfg := runFlags(t, "--scenario", "builds", "--worker-bin", bins[0], "--baseline-bin", bins[0], "--broker-memory", "--quick",
 		"--clients", "4", "--duration", "1s", "--warmup", "300ms")
 	require.Nil(t, rep.Throughput, "only the builds ran")
+	requireBuildsRound(t, rep, cfg, "candidate / baseline: throughput")
+}
+
+// requireBuildsRound checks a builds run of one round: both child
+// processes answered every command and were measured, and the table says
+// want.
+func requireBuildsRound(t *testing.T, rep *Report, cfg *Config, want string) {
+	t.Helper()
 	require.NotNil(t, rep.Builds)
 	require.Len(t, rep.Builds.Rounds, 1)
 	r := rep.Builds.Rounds[0]
@@ -166,7 +174,7 @@ func TestBuildsSmoke(t *testing.T) {
 	// falls when other tests' backends exit during a one-second window.
 	var table bytes.Buffer
 	rep.print(&table, cfg)
-	require.Contains(t, table.String(), "candidate / baseline: throughput")
+	require.Contains(t, table.String(), want)
 }
 
 func TestBuildsNeedsTwoBinaries(t *testing.T) {

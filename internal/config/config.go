@@ -76,7 +76,8 @@ type Config struct {
 	LockEventsRetention time.Duration
 	// CompactStoredEvents (COMPACT_STORED_EVENTS, default true) stores the
 	// events and lock states waiting in the outbox and the requests'
-	// outcomes compacted (docs/design.md, "outbox"): a fifth of the bytes.
+	// outcomes compacted (docs/design.md, "outbox"): a fifth to a third of
+	// the bytes.
 	// Versions before it cannot read them: during a rolling upgrade from
 	// such a version set it false until no replica of that version runs.
 	// Every version since reads both forms. To go back to such a version,
