@@ -82,10 +82,18 @@ type outboxRow struct {
 	key        []byte // nil: a record without a key
 	p          *pending
 	headers    []topics.Header
-	event      bool // headers are EventHeaders of p's event: stored as topics.EncodeEventHeaders
-	state      bool // a lock state record (not a tombstone): stored as topics.EncodeLockStateHeaders
+	form       rowForm
 	superseded bool // a lock state record a later one of the lock replaces (queueState)
 }
+
+// rowForm is how an outbox row is stored, unless Env.PlainEvents.
+type rowForm uint8
+
+const (
+	asWritten   rowForm = iota // headers as topics.EncodeHeaders writes them, the value as it is
+	asEvent                    // an event with its EventHeaders: topics.EncodeEventHeaders, CompactEvent
+	asLockState                // a lock state (not a tombstone): topics.EncodeLockStateHeaders, CompactLockState
+)
 
 // stateRow names a lock's state records in one partition's stream.
 type stateRow struct {
@@ -258,7 +266,7 @@ func (b *Batch) emit(topic, key string, p *pending) {
 // queueEvent queues p, whose value is the event ev, with ev's headers.
 func (b *Batch) queueEvent(topic string, key []byte, p *pending, ev topics.Event) {
 	b.queue(topic, key, p, topics.EventHeaders(ev, b.env.Source))
-	b.outbox[len(b.outbox)-1].event = true
+	b.outbox[len(b.outbox)-1].form = asEvent
 }
 
 // queue adds an outbox row under the batch's partition.
@@ -280,7 +288,9 @@ func (b *Batch) queueState(key string, p *pending) {
 	}
 	b.states[k] = len(b.outbox)
 	b.queue(b.env.Names.State, []byte(key), p, topics.LockStateHeaders())
-	b.outbox[len(b.outbox)-1].state = p.state != nil
+	if p.state != nil {
+		b.outbox[len(b.outbox)-1].form = asLockState
+	}
 }
 
 // remember stores p as the outcome of requestID, asked with replyTo,
@@ -347,9 +357,6 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 	// record and its outcome hold the same one.
 	compacted := map[*pending][]byte{}
 	compact := func(p *pending, v []byte) []byte {
-		if b.env.PlainEvents {
-			return v
-		}
 		c, ok := compacted[p]
 		if !ok {
 			c = topics.CompactEvent(nil, v)
@@ -369,9 +376,9 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 			parts[i], topicsCol[i], keys[i], values[i], headers[i] = r.partition, r.topic, r.key, v, hs
 			switch {
 			case b.env.PlainEvents:
-			case r.event:
+			case r.form == asEvent:
 				values[i], headers[i] = compact(r.p, v), topics.EncodeEventHeaders(nil, b.env.Source)
-			case r.state:
+			case r.form == asLockState:
 				values[i], headers[i] = topics.CompactLockState(nil, v), topics.EncodeLockStateHeaders(nil)
 			}
 			written[i] = outbox.Row{Partition: r.partition, Topic: r.topic, Key: r.key, Value: v, Headers: hs}
@@ -414,7 +421,10 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 			if err != nil {
 				return fmt.Errorf("encoding outcome: %w", err)
 			}
-			ids, values, replyTos = append(ids, id), append(values, compact(s.p, v)), append(replyTos, s.replyTo)
+			if !b.env.PlainEvents {
+				v = compact(s.p, v)
+			}
+			ids, values, replyTos = append(ids, id), append(values, v), append(replyTos, s.replyTo)
 		}
 		batch.Queue(`INSERT INTO processed_requests (request_id, outcome, reply_to)
 			SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])

@@ -346,7 +346,13 @@ func (h *harness) outcome(requestID string) topics.Event {
 // history lists "type owner" of a lock's lock_events rows in order.
 func (h *harness) history(lock string) []string {
 	h.t.Helper()
-	rows, err := h.st.Pool.Query(context.Background(), `SELECT type || ' ' || owner_id FROM lock_events WHERE lock_name = $1 ORDER BY occurred_at, id`, lock)
+	return h.texts(`SELECT type || ' ' || owner_id FROM lock_events WHERE lock_name = $1 ORDER BY occurred_at, id`, lock)
+}
+
+// texts returns the one text column of sql's rows.
+func (h *harness) texts(sql string, args ...any) []string {
+	h.t.Helper()
+	rows, err := h.st.Pool.Query(context.Background(), sql, args...)
 	require.NoError(h.t, err)
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(h.t, err)

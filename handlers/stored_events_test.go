@@ -1,39 +1,23 @@
 package handlers_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
 
 // Events and lock states are stored compacted (topics.CompactEvent,
-// CompactLockState) unless PlainEvents, and either form is read: an outcome stored plain by an earlier version, or
-// with PlainEvents during a rolling upgrade, is answered again as it was.
+// CompactLockState) unless PlainEvents, and either form is read: an outcome
+// stored plain by an earlier version, or with PlainEvents during a rolling
+// upgrade, is answered again as it was.
 func TestStoredEventsForms(t *testing.T) {
 	h := newHarness(t)
 	// The first bytes of the outbox rows' headers and values, events' then
 	// lock states', and of the outcomes.
 	forms := func() (outbox, outcomes []string) {
 		t.Helper()
-		rows, err := h.st.Pool.Query(context.Background(), `SELECT substr(headers, 1, 1)::text || substr(value, 1, 1)::text FROM outbox
-			ORDER BY topic = $1, id`, h.env.Names.State)
-		require.NoError(t, err)
-		for rows.Next() {
-			var s string
-			require.NoError(t, rows.Scan(&s))
-			outbox = append(outbox, s)
-		}
-		require.NoError(t, rows.Err())
-		rows, err = h.st.Pool.Query(context.Background(), `SELECT substr(outcome, 1, 1)::text FROM processed_requests ORDER BY request_id`)
-		require.NoError(t, err)
-		for rows.Next() {
-			var s string
-			require.NoError(t, rows.Scan(&s))
-			outcomes = append(outcomes, s)
-		}
-		require.NoError(t, rows.Err())
-		return outbox, outcomes
+		return h.texts(`SELECT substr(headers, 1, 1)::text || substr(value, 1, 1)::text FROM outbox ORDER BY topic = $1, id`, h.env.Names.State),
+			h.texts(`SELECT substr(outcome, 1, 1)::text FROM processed_requests ORDER BY request_id`)
 	}
 
 	h.env.PlainEvents = true

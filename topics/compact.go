@@ -85,40 +85,34 @@ func compact(dst []byte, form byte, d *s2.Dict, value []byte) []byte {
 	return append(append(dst, form), d.Encode(nil, value)...)
 }
 
-// errCorruptEvent is a stored event or lock state that does not expand.
-var errCorruptEvent = errors.New("corrupt stored record")
+// errCorruptRecord is a stored event or lock state that does not expand.
+var errCorruptRecord = errors.New("corrupt stored record")
 
 // ExpandEvent returns the event a stored value holds: CompactEvent's form
 // expanded, and an event stored plain (as earlier versions did) as it is.
 // Safe for concurrent use.
-func ExpandEvent(b []byte) ([]byte, error) {
-	if len(b) == 0 || b[0] != compactEventForm {
-		return b, nil
-	}
-	return expand(eventDictionary, b[1:])
-}
+func ExpandEvent(b []byte) ([]byte, error) { return expand(b, compactEventForm, eventDictionary) }
 
 // ExpandLockState returns the lock state a stored value holds:
 // CompactLockState's form expanded, and one stored plain as it is.
-func ExpandLockState(b []byte) ([]byte, error) {
-	if len(b) == 0 || b[0] != compactStateForm {
+func ExpandLockState(b []byte) ([]byte, error) { return expand(b, compactStateForm, stateDictionary) }
+
+// expand returns b expanded if it starts with form (an S2 block against d
+// follows), bounded by maxCompacted; else b as it is.
+func expand(b []byte, form byte, d *s2.Dict) ([]byte, error) {
+	if len(b) == 0 || b[0] != form {
 		return b, nil
 	}
-	return expand(stateDictionary, b[1:])
-}
-
-// expand decodes an S2 block against d, bounded by maxCompacted.
-func expand(d *s2.Dict, block []byte) ([]byte, error) {
-	n, err := s2.DecodedLen(block)
+	n, err := s2.DecodedLen(b[1:])
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%w: %v", errCorruptEvent, err)
+		return nil, fmt.Errorf("%w: %v", errCorruptRecord, err)
 	case n == 0 || n > maxCompacted:
-		return nil, fmt.Errorf("%w: %d bytes", errCorruptEvent, n)
+		return nil, fmt.Errorf("%w: %d bytes", errCorruptRecord, n)
 	}
-	v, err := d.Decode(nil, block)
+	v, err := d.Decode(nil, b[1:])
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errCorruptEvent, err)
+		return nil, fmt.Errorf("%w: %v", errCorruptRecord, err)
 	}
 	return v, nil
 }

@@ -20,16 +20,15 @@ func EncodeHeaders(dst []byte, hs []Header) []byte {
 	return dst
 }
 
-// eventHeadersForm starts the headers column of an event's row, and
-// stateHeadersForm is the column of a lock state's row (its value
-// CompactLockState of it, its headers LockStateHeaders). For an event the
-// column
+// eventHeadersForm starts the headers column of an event's row: the column
 // stores only the event's source, and the value the event in
-// CompactEvent's form; the record is the event, expanded, with
-// EventHeaders of it and that source. Events' rows are most of the outbox,
-// and they take about 100 bytes instead of 750 (compact.go).
-// EncodeHeaders' form never starts with this byte: it starts with a key's
-// length, 4 bytes big-endian, and no key is 16 MiB long.
+// CompactEvent's form; the record is the event, expanded, with EventHeaders
+// of it and that source. stateHeadersForm is the whole column of a lock
+// state's row: its value is CompactLockState of the state, its headers
+// LockStateHeaders. Such rows are most of the outbox, and take 100–200
+// bytes instead of 750 (compact.go). EncodeHeaders' form never starts with
+// either byte: it starts with a key's length, 4 bytes big-endian, and no
+// key is 16 MiB long.
 const (
 	eventHeadersForm = 0x01
 	stateHeadersForm = 0x02
