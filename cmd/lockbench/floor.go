@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -116,6 +115,7 @@ func serveFloor(ctx context.Context, mode string) error {
 			return nil
 		}
 		var recs []*kgo.Record
+		var parts []int32 // of each record's command, for its outbox row
 		var ids []string
 		offsets := map[int32]int64{}
 		now := time.Now()
@@ -125,23 +125,29 @@ func serveFloor(ctx context.Context, mode string) error {
 			if err != nil || c.ReplyTo == "" {
 				return
 			}
-			typ := map[string]string{topics.OpAcquire: topics.TypeAcquired, topics.OpRelease: topics.TypeReleased}[c.Operation]
-			ev := topics.NewEvent(cmp.Or(typ, topics.TypeRejected), c.Operation, c.RequestID, now)
+			typ := topics.TypeRejected
+			switch c.Operation {
+			case topics.OpAcquire:
+				typ = topics.TypeAcquired
+			case topics.OpRelease:
+				typ = topics.TypeReleased
+			}
+			ev := topics.NewEvent(typ, c.Operation, c.RequestID, now)
 			ev.LockInfo = &topics.LockInfo{Namespace: c.Namespace, LockName: c.LockName, OwnerID: c.OwnerID, Status: "acquired"}
 			v, err := ev.Encode()
 			if err != nil {
 				return
 			}
 			key := []byte(c.Key())
-			recs = append(recs, &kgo.Record{Topic: c.ReplyTo, Key: key, Value: v, Partition: r.Partition})
+			recs, parts = append(recs, &kgo.Record{Topic: c.ReplyTo, Key: key, Value: v}), append(parts, r.Partition)
 			ids = append(ids, c.RequestID)
-			if mode == "outbox" && typ != "" {
-				recs = append(recs, &kgo.Record{Topic: names.Lifecycle(typ), Key: key, Value: v, Partition: r.Partition},
-					&kgo.Record{Topic: names.State, Key: key, Value: v, Partition: r.Partition})
+			if mode == "outbox" && typ != topics.TypeRejected {
+				recs = append(recs, &kgo.Record{Topic: names.Lifecycle(typ), Key: key, Value: v}, &kgo.Record{Topic: names.State, Key: key, Value: v})
+				parts = append(parts, r.Partition, r.Partition)
 			}
 		})
 		if mode != "kafka" && len(offsets) > 0 {
-			if err := floorCommit(ctx, pool, offsets, ids, mode == "outbox", recs); err != nil {
+			if err := floorCommit(ctx, pool, offsets, ids, mode == "outbox", recs, parts); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -149,7 +155,6 @@ func serveFloor(ctx context.Context, mode string) error {
 			}
 		}
 		for _, r := range recs {
-			r.Partition = 0 // it was the command's, for the outbox row
 			cl.Produce(ctx, r, nil)
 		}
 		if mode == "outbox" && len(recs) > 0 {
@@ -162,7 +167,7 @@ func serveFloor(ctx context.Context, mode string) error {
 }
 
 // floorCommit writes a poll in one transaction of one round trip.
-func floorCommit(ctx context.Context, pool *pgxpool.Pool, offsets map[int32]int64, ids []string, outbox bool, recs []*kgo.Record) error {
+func floorCommit(ctx context.Context, pool *pgxpool.Pool, offsets map[int32]int64, ids []string, outbox bool, recs []*kgo.Record, parts []int32) error {
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	for p, o := range offsets {
@@ -170,9 +175,9 @@ func floorCommit(ctx context.Context, pool *pgxpool.Pool, offsets map[int32]int6
 	}
 	b.Queue(`INSERT INTO floor_log (request_id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING`, ids)
 	if outbox && len(recs) > 0 {
-		parts, tops, keys, values, headers := make([]int32, len(recs)), make([]string, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs))
+		tops, keys, values, headers := make([]string, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs))
 		for i, r := range recs {
-			parts[i], tops[i], keys[i], values[i], headers[i] = r.Partition, r.Topic, r.Key, topics.CompactEvent(nil, r.Value), []byte{}
+			tops[i], keys[i], values[i], headers[i] = r.Topic, r.Key, topics.CompactEvent(nil, r.Value), []byte{}
 		}
 		b.Queue(`INSERT INTO floor_outbox (source_partition, topic, key, value, headers)
 			SELECT * FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])`, parts, tops, keys, values, headers)
