@@ -164,6 +164,13 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
 	}
 
+	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
+		// Before the worker's client joins: the broker arms a member's
+		// session with the group's timeout at each heartbeat, so a crash
+		// before the first heartbeat after a later change would still wait
+		// out the broker's default (45 s).
+		setGroupConfigs(ctx, pubClient, cfg, log)
+	}
 	w, err := worker.New(worker.Config{
 		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
@@ -194,10 +201,6 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	} else if n > 0 {
 		log.Info().Int("locks", n).Str("topic", names.State).Msg("published the first state of the locks from before revisions")
-	}
-
-	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
-		setGroupConfigs(ctx, w.Client(), cfg, log)
 	}
 
 	if err := m.serveHTTP(httpapi.Config{
