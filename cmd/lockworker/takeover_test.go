@@ -22,34 +22,47 @@ import (
 )
 
 // replicaEnv tells a copy of this test binary to be the replica that
-// TestGroupProtocolConsumer SIGKILLs: "brokers database-url".
-const replicaEnv = "LOCKWORKER_TEST_CONSUMER_REPLICA"
+// TestTakeover SIGKILLs: "protocol brokers database-url".
+const replicaEnv = "LOCKWORKER_TEST_TAKEOVER_REPLICA"
 
-// consumerProtocol configures a replica for the consumer (KIP-848) group
-// protocol on brokers, with a 3 s session.
-func consumerProtocol(name string, brokers []string) func(*config.Config) {
+// takeoverSession is the replicas' session timeout in TestTakeover.
+const takeoverSession = 3 * time.Second
+
+// replicaOn configures a replica of TestTakeover: the group protocol, the
+// brokers, a short session.
+func replicaOn(name, protocol string, brokers []string) func(*config.Config) {
 	return func(c *config.Config) {
 		c.Kafka.BootstrapServers = brokers
-		c.Kafka.GroupProtocol = config.GroupProtocolConsumer
-		c.Kafka.SessionTimeout, c.Kafka.HeartbeatInterval = 3*time.Second, 100*time.Millisecond
+		c.Kafka.GroupProtocol = protocol
+		c.Kafka.SessionTimeout, c.Kafka.HeartbeatInterval = takeoverSession, 100*time.Millisecond
 		c.InstanceID = name
 	}
 }
 
-// TestGroupProtocolConsumer: with KAFKA_GROUP_PROTOCOL=consumer the
+// TestTakeover, with each group protocol (KAFKA_GROUP_PROTOCOL): three
 // replicas share the partitions; one stopped cleanly hands its partitions
-// over at once; one SIGKILLed hands them over within the session timeout
-// lockworker set on the group; every command is answered, those sent while
-// the killed replica's partitions had no owner included.
-func TestGroupProtocolConsumer(t *testing.T) {
+// over at once; one SIGKILLed has its partitions answered again within the
+// session timeout (the group's, which lockworker sets under KIP-848) and a
+// fraction of a second (fetchMaxWait: the survivor's own partitions are
+// idle then); every command is answered, those sent while the killed
+// replica's partitions had no owner included.
+func TestTakeover(t *testing.T) {
 	if os.Getenv(replicaEnv) != "" {
-		t.Skip("the replica process runs TestGroupProtocolConsumerReplica only")
+		t.Skip("the replica process runs TestTakeoverReplica only")
 	}
+	for _, protocol := range []string{config.GroupProtocolClassic, config.GroupProtocolConsumer} {
+		t.Run(protocol, func(t *testing.T) { takeover(t, protocol) })
+	}
+}
+
+func takeover(t *testing.T, protocol string) {
 	names := topics.DefaultNames()
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands),
 		kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.Revoked, names.DeadLetter),
-		// kfake takes a member's heartbeat interval from this broker
-		// config only; Apache Kafka takes the group's, which lockworker sets.
+		kfake.GroupMinSessionTimeout(time.Second),
+		// kfake takes a KIP-848 member's heartbeat interval from this
+		// broker config only; Apache Kafka takes the group's, which
+		// lockworker sets.
 		kfake.BrokerConfigs(map[string]string{"group.consumer.heartbeat.interval.ms": "100"}))
 	require.NoError(t, err)
 	t.Cleanup(kafka.Close)
@@ -58,8 +71,8 @@ func TestGroupProtocolConsumer(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	killed := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestGroupProtocolConsumerReplica$", "-test.v")
-	killed.Env = append(os.Environ(), replicaEnv+"="+strings.Join(brokers, ",")+" "+url)
+	killed := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestTakeoverReplica$", "-test.v")
+	killed.Env = append(os.Environ(), replicaEnv+"="+protocol+" "+strings.Join(brokers, ",")+" "+url)
 	out, err := killed.StdoutPipe()
 	require.NoError(t, err)
 	killed.Stderr = os.Stderr
@@ -76,8 +89,8 @@ func TestGroupProtocolConsumer(t *testing.T) {
 		}
 	}()
 	a := &Main{HTTPAddr: addr}
-	b, _ := startWith(t, url, consumerProtocol("b", brokers))
-	c, stopC := startWith(t, url, consumerProtocol("c", brokers))
+	b, _ := startWith(t, url, replicaOn("b", protocol, brokers))
+	c, stopC := startWith(t, url, replicaOn("c", protocol, brokers))
 
 	owned := func(ms ...*Main) [][]int32 {
 		var all [][]int32
@@ -103,10 +116,10 @@ func TestGroupProtocolConsumer(t *testing.T) {
 	require.Eventually(t, func() bool { return shared(a, b, c) }, 30*time.Second, 50*time.Millisecond,
 		"the three replicas share the 16 partitions: %v", owned(a, b, c))
 
-	cl := newClient(t, brokers[0], "locks.replies.kip848")
+	cl := newClient(t, brokers[0], "locks.replies.takeover")
 	locks := make([]string, 48) // over most of the 16 partitions
 	for i := range locks {
-		locks[i] = fmt.Sprint("kip848-", i)
+		locks[i] = fmt.Sprint("takeover-", i)
 	}
 	// round sends op for every lock and waits for all the answers, which
 	// come in any order (the reply topic has several partitions).
@@ -146,22 +159,22 @@ func TestGroupProtocolConsumer(t *testing.T) {
 	round(topics.OpAcquire, topics.TypeAcquired, 2) // a's share waits for b
 	require.Eventually(t, func() bool { return len(owned(b)[0]) == 16 }, 10*time.Second, 20*time.Millisecond)
 	took := time.Since(died)
-	t.Logf("b answered everything %s after a was killed (session timeout 3 s)", took.Round(time.Millisecond))
-	// The session timeout lockworker set on the group, not the broker's
-	// default (45 s), and no wait for b's fetch in flight (fetchMaxWait).
-	require.Less(t, took, 3*time.Second+2*time.Second, "a's partitions are served again soon after the group's session timeout")
+	t.Logf("b answered everything %s after a was killed (session timeout %s)", took.Round(time.Millisecond), takeoverSession)
+	// Not the broker's default session (45 s under KIP-848), and no wait
+	// for b's fetch in flight (up to 5 s before fetchMaxWait).
+	require.Less(t, took, takeoverSession+1500*time.Millisecond, "a's partitions are served again soon after the session timeout")
 	round(topics.OpRelease, topics.TypeReleased, 2)
 }
 
-// TestGroupProtocolConsumerReplica is the replica TestGroupProtocolConsumer
-// kills: it runs the service, says where its HTTP server listens and waits.
-func TestGroupProtocolConsumerReplica(t *testing.T) {
-	env := os.Getenv(replicaEnv)
-	if env == "" {
-		t.Skip("run by TestGroupProtocolConsumer")
+// TestTakeoverReplica is the replica TestTakeover kills: it runs the
+// service, says where its HTTP server listens and waits.
+func TestTakeoverReplica(t *testing.T) {
+	env := strings.Fields(os.Getenv(replicaEnv))
+	if len(env) != 3 {
+		t.Skip("run by TestTakeover")
 	}
-	brokers, url, _ := strings.Cut(env, " ")
-	m, _ := startWith(t, url, consumerProtocol("a", strings.Split(brokers, ",")))
+	protocol, brokers, url := env[0], env[1], env[2]
+	m, _ := startWith(t, url, replicaOn("a", protocol, strings.Split(brokers, ",")))
 	fmt.Printf("REPLICA READY %s\n", m.HTTPAddr)
 	select {}
 }
