@@ -140,9 +140,8 @@ func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
 		var raw []byte
 		var replyTo *string
 		_, err := pgx.ForEachRow(rows, []any{&id, &raw, &replyTo}, func() error {
-			s, err := storedRow(id, raw, replyTo)
-			b.known[id] = s
-			return err
+			b.known[id] = storedRow(raw, replyTo)
+			return nil
 		})
 		if err != nil {
 			return fmt.Errorf("reading processed requests: %w", err)
@@ -210,25 +209,23 @@ func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*stored, e
 	if err != nil {
 		return nil, fmt.Errorf("reading outcome of request %q: %w", requestID, err)
 	}
-	s, err := storedRow(requestID, raw, replyTo)
-	if err != nil {
-		return nil, err
-	}
+	s := storedRow(raw, replyTo)
 	b.known[requestID] = s
 	return s, nil
 }
 
 // storedRow is a processed_requests row read back, its outcome expanded
-// (topics.ExpandEvent).
-func storedRow(requestID string, raw []byte, replyTo *string) (*stored, error) {
+// (topics.ExpandEvent); one that cannot be expanded is kept as nil, which
+// resend refuses as it refuses any outcome it cannot decode.
+func storedRow(raw []byte, replyTo *string) *stored {
 	v, err := topics.ExpandEvent(raw)
 	if err != nil {
-		return nil, fmt.Errorf("stored outcome of request %q: %w", requestID, err)
+		v = nil
 	}
 	if replyTo == nil {
-		return &stored{p: &pending{raw: v}, anyone: true}, nil
+		return &stored{p: &pending{raw: v}, anyone: true}
 	}
-	return &stored{p: &pending{raw: v}, replyTo: *replyTo}, nil
+	return &stored{p: &pending{raw: v}, replyTo: *replyTo}
 }
 
 // resend sends a stored outcome again to the duplicate's reply_to; a copy
@@ -246,7 +243,11 @@ func (b *Batch) resend(c topics.Command, s *stored, polledAt time.Time) ([]topic
 	} else {
 		var err error
 		if ev, err = topics.DecodeEvent(prev.raw); err != nil {
-			return nil, fmt.Errorf("stored outcome of request %q: %w", c.RequestID, err)
+			// Damaged in the database (lockworker writes none it cannot
+			// read): refused, rather than failing the batch on every retry
+			// until the outcome is pruned.
+			return []topics.Event{b.Reject(&topics.Rejection{Command: c, Code: topics.CodeRequestIDConflict,
+				Message: fmt.Sprintf("request_id %q was applied before, but its stored outcome cannot be read back: send a new request_id", c.RequestID)}, polledAt)}, nil
 		}
 	}
 	if c.ReplyTo != "" {

@@ -265,3 +265,53 @@ func FuzzApplyRecord(f *testing.F) {
 		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&lastOutbox))
 	})
 }
+
+// A stored outcome damaged in the database (lockworker writes none it cannot
+// read back) does not stop its partition: a copy of its request is refused
+// REQUEST_ID_CONFLICT and the batch, with the command after it, commits,
+// where it used to fail on every retry until the outcome was pruned.
+func TestUnreadableOutcomeRefused(t *testing.T) {
+	for _, damage := range []struct{ name, sql string }{
+		{"compact form cut", `UPDATE processed_requests SET outcome = substr(outcome, 1, 5)`},
+		{"plain form not JSON", `UPDATE processed_requests SET outcome = '{"event_id": '::bytea`},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			w, st := newApplier(t)
+			p := w.newPartition(w.hard, 3)
+			reply := "locks.replies.damaged"
+			rec := func(off int64, id, lock string) *kgo.Record {
+				return &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: 3, Offset: off, Key: []byte(lock),
+					Value: command(t, topics.Command{RequestID: id, Operation: topics.OpAcquire, LockName: lock, OwnerID: "o", ReplyTo: reply})}
+			}
+			apply(w, segment{p: p, records: []*kgo.Record{rec(0, "first", "x")}, polledAt: time.Now()})
+			_, err := st.Pool.Exec(context.Background(), damage.sql)
+			require.NoError(t, err)
+
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				apply(w, segment{p: p, records: []*kgo.Record{rec(1, "first", "x"), rec(2, "next", "y")}, polledAt: time.Now()})
+			}()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the batch with the damaged outcome's request did not commit")
+			}
+			require.EqualValues(t, 3, storedOffset(t, st, 3))
+			require.EqualValues(t, 1, acquisitions(t, st, "x"), "the copy applied nothing")
+			require.EqualValues(t, 1, acquisitions(t, st, "y"), "the command after it applied")
+			var answers []topics.Event
+			for _, r := range outboxRows(t, st, reply, 0) {
+				ev, err := topics.DecodeEvent(r.value)
+				require.NoError(t, err)
+				answers = append(answers, ev)
+			}
+			require.Len(t, answers, 3)
+			require.Equal(t, "first", answers[1].RequestID)
+			require.Equal(t, topics.TypeRejected, answers[1].Type)
+			require.Equal(t, topics.CodeRequestIDConflict, answers[1].ErrorCode)
+			require.Contains(t, answers[1].ErrorMessage, "cannot be read back")
+			require.Equal(t, topics.TypeAcquired, answers[2].Type)
+		})
+	}
+}
