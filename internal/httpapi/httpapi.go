@@ -74,6 +74,7 @@ func New(cfg Config) http.Handler {
 	mux.HandleFunc("GET /health/metrics", s.summary)
 	// {name...}: lock names may contain "/" (orders/42).
 	mux.HandleFunc("GET /locks/{name...}", s.private(s.lock))
+	mux.HandleFunc("GET /sessions/{id...}", s.private(s.session))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{
 		// A database that does not answer drops its gauges from the scrape;
 		// the rest is still served.
