@@ -104,8 +104,9 @@ type Config struct {
 // fetch in flight when partitions are added to the assignment: a replica
 // that takes over a dead one's partitions fetched nothing from them until
 // its idle fetch for its own partitions returned, after up to kgo's default
-// 5 s on top of the session timeout. An idle worker now sends two fetches
-// a second, which costs a broker nothing worth counting.
+// 5 s on top of the session timeout. An idle worker now sends each broker
+// it fetches from two fetches a second (the Java consumer's default), which
+// costs a broker nothing worth counting.
 const fetchMaxWait = 500 * time.Millisecond
 
 // DefaultAppliers is Config.Appliers's default: one applier makes the

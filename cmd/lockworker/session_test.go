@@ -153,7 +153,8 @@ func TestSessionOwnerSIGKILL(t *testing.T) {
 	start(t, testdb.NewSchema(t).URL, addr, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	owner := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSessionOwnerProcess$", "-test.v")
+	owner := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSessionOwnerProcess$", "-test.v",
+		"-test.timeout=3m") // ends on its own should this process die without killing it
 	owner.Env = append(os.Environ(), ownerEnv+"="+addr)
 	out, err := owner.StdoutPipe()
 	require.NoError(t, err)

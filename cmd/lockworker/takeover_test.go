@@ -71,7 +71,8 @@ func takeover(t *testing.T, protocol string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	killed := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestTakeoverReplica$", "-test.v")
+	killed := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestTakeoverReplica$", "-test.v",
+		"-test.timeout=3m") // ends on its own should this process die without killing it
 	killed.Env = append(os.Environ(), replicaEnv+"="+protocol+" "+strings.Join(brokers, ",")+" "+url)
 	out, err := killed.StdoutPipe()
 	require.NoError(t, err)
@@ -150,7 +151,9 @@ func takeover(t *testing.T, protocol string) {
 	stopC()
 	require.Eventually(t, func() bool { return shared(a, b) }, 10*time.Second, 20*time.Millisecond,
 		"a and b take c's partitions: %v", owned(a, b))
-	t.Logf("c's partitions moved %s after its stop began", time.Since(stopped).Round(time.Millisecond))
+	moved := time.Since(stopped)
+	t.Logf("c's partitions moved %s after its stop began", moved.Round(time.Millisecond))
+	require.Less(t, moved, takeoverSession, "a clean stop hands over without waiting for the session timeout")
 	round(topics.OpRelease, topics.TypeReleased, 1)
 
 	require.NoError(t, killed.Process.Kill()) // SIGKILL

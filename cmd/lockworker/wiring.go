@@ -192,7 +192,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	if err := w.EnsureTopics(ctx); err != nil {
-		// The first request to Kafka: say what to check.
+		// The first request to Kafka that must succeed: say what to check.
 		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
 			cfg.Kafka.BootstrapServers, chosenBy, err)
 	}
@@ -277,19 +277,24 @@ func setGroupConfigs(ctx context.Context, cl *kgo.Client, cfg config.Config, log
 	}
 	req.Resources = append(req.Resources, res)
 	resp, err := req.RequestWith(ctx, cl)
-	if err == nil {
-		for _, r := range resp.Resources {
-			if err = kerr.ErrorForCode(r.ErrorCode); err != nil {
-				if r.ErrorMessage != nil {
-					err = fmt.Errorf("%w: %s", err, *r.ErrorMessage)
-				}
-				break
+	if err != nil {
+		// Not the broker's answer: Kafka is not reached yet, which the
+		// first request that must succeed (EnsureTopics) reports.
+		log.Warn().Err(err).Interface("wanted", want).Str("group", cfg.Kafka.ConsumerGroup).
+			Msg("KAFKA_GROUP_PROTOCOL=consumer: could not ask Kafka to set the group's session timeout and heartbeat; the group keeps the broker's")
+		return
+	}
+	for _, r := range resp.Resources {
+		if err = kerr.ErrorForCode(r.ErrorCode); err != nil {
+			if r.ErrorMessage != nil {
+				err = fmt.Errorf("%w: %s", err, *r.ErrorMessage)
 			}
+			break
 		}
 	}
 	if err != nil {
 		log.Warn().Err(err).Interface("wanted", want).Str("group", cfg.Kafka.ConsumerGroup).
-			Msg("KAFKA_GROUP_PROTOCOL=consumer: the broker did not take the group's session timeout and heartbeat; failover takes the broker's group.consumer.session.timeout.ms (45 s by default) — lower the broker's group.consumer.min.session.timeout.ms, or use KAFKA_GROUP_PROTOCOL=classic")
+			Msg("KAFKA_GROUP_PROTOCOL=consumer: the broker did not take the group's session timeout and heartbeat; failover takes the broker's group.consumer.session.timeout.ms (45 s by default) — lower the broker's group.consumer.min.session.timeout.ms and group.consumer.min.heartbeat.interval.ms, grant ALTER_CONFIGS on the group, or use KAFKA_GROUP_PROTOCOL=classic")
 		return
 	}
 	log.Info().Interface("configs", want).Str("group", cfg.Kafka.ConsumerGroup).Msg("set the consumer group's session timeout and heartbeat")
