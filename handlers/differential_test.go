@@ -21,7 +21,10 @@ import (
 // and limits (a mutex, a read/write lock and a semaphore of 3, with a
 // wrong mode or limit now and then), sessions (o1's and o2's acquires
 // now and then in their session, which is closed and reopened, or expires,
-// at random), lock-delays, max_hold caps and revokes, batched at random,
+// at random), lock-delays, max_hold caps, revokes and copies of earlier
+// commands (a producer's retry: answered with the stored outcome from the
+// same reply_to, refused from another, in the batch of the original or a
+// later one), batched at random,
 // through the
 // general path alone, through the common cases sent ahead and through them
 // inline, each on a schema of its own, and through rules.Memory; all four must
@@ -75,7 +78,7 @@ var diffCoverage = [][2]string{
 	{"session.opened", ""}, {"session.closed", ""}, {"session.expired", ""},
 	{"lock.rejected acquire", " delayed "}, {"state ", "delayed=true"}, {"lock.rejected extend", "code=MAX_HOLD_EXCEEDED"},
 	{"lock.revoked revoke req= ", "reason=test"}, {"lock.revoked revoke req=req-", "revoked=1"}, {"lock.revoked revoke req=req-", "revoked=2"},
-	{"lock.rejected revoke", "code=NOT_HELD"},
+	{"lock.rejected revoke", "code=NOT_HELD"}, {"lock.rejected", "code=REQUEST_ID_CONFLICT"},
 }
 
 // diffStep is one step of a script: a batch of commands, or the end of a
@@ -112,10 +115,10 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 	owners := []string{"o1", "o2", "o3", "o4", "o5"}
 	seq := 0
 	var script []diffStep
-	// next is a command on lock by owner: an acquire (of the lock's kind,
+	// fresh is a command on lock by owner: an acquire (of the lock's kind,
 	// sometimes wrong), a release or an extend (with no token, the owner's
 	// own or a wrong one), a revoke or a query.
-	next := func(lock, owner string) diffCmd {
+	fresh := func(lock, owner string) diffCmd {
 		seq++
 		c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), LockName: lock, OwnerID: owner, ReplyTo: "locks.replies." + owner}
 		guard := 0
@@ -167,6 +170,21 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 			c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
 		}
 		return diffCmd{c: c, guard: guard}
+	}
+	// next is fresh, or now and then a copy of an earlier command (a
+	// producer's retry), from another reply_to a third of the time.
+	var issued []diffCmd
+	next := func(lock, owner string) diffCmd {
+		if len(issued) > 0 && r.IntN(12) == 0 {
+			dc := issued[r.IntN(len(issued))]
+			if r.IntN(3) == 0 {
+				dc.c.ReplyTo = "locks.replies.replayer"
+			}
+			return dc
+		}
+		dc := fresh(lock, owner)
+		issued = append(issued, dc)
+		return dc
 	}
 	for range steps {
 		lock := locks[r.IntN(len(locks))]
@@ -234,6 +252,9 @@ type diffTracker struct {
 	last   map[string]int64   // lock/owner -> token of its last grant
 	lines  []string
 	states []topics.LockState // of the current step
+	// outcomes are the requests' last answers, as the handlers store them
+	// (the model answers a repeated request_id with it).
+	outcomes map[string]topics.Event
 }
 
 // lastStates keeps, as the handlers publish them, one state per lock of
@@ -262,7 +283,7 @@ func (d *diffTracker) noteStates() {
 }
 
 func newTracker() *diffTracker {
-	return &diffTracker{ranks: map[string][]int64{}, last: map[string]int64{}}
+	return &diffTracker{ranks: map[string][]int64{}, last: map[string]int64{}, outcomes: map[string]topics.Event{}}
 }
 
 func (d *diffTracker) rank(lock string, tok int64) int {
@@ -291,6 +312,9 @@ func (d *diffTracker) guarded(dc diffCmd) topics.Command {
 }
 
 func (d *diffTracker) note(ev topics.Event) {
+	if ev.RequestID != "" && ev.ErrorCode != topics.CodeRequestIDConflict {
+		d.outcomes[ev.RequestID] = ev
+	}
 	s := fmt.Sprintf("%s %s req=%s code=%s pos=%d reason=%s", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.QueuePosition, ev.Reason)
 	if ev.RetryAfterSeconds != nil {
 		s += " retry_after"
@@ -438,6 +462,7 @@ func modelRun(script []diffStep) []string {
 			d.states = append(d.states, modelState(name, revs[name], m))
 		}
 	}
+	firstReplyTo := map[string]string{}
 	open := map[string]bool{}
 	for _, id := range diffSessions {
 		open[id] = true
@@ -507,8 +532,25 @@ func modelRun(script []diffStep) []string {
 			d.noteStates()
 			continue
 		}
-		for _, dc := range step.cmds {
-			c := d.guarded(dc)
+		// Tokens as the requesters know them before the batch, as dbRun
+		// gives them: no requester knows a grant of its own batch.
+		cmds := make([]topics.Command, len(step.cmds))
+		for i, dc := range step.cmds {
+			cmds[i] = d.guarded(dc)
+		}
+		for _, c := range cmds {
+			// A request_id applied before is answered with its stored
+			// outcome from its own reply_to, refused from another, and
+			// changes nothing.
+			if prev, ok := d.outcomes[c.RequestID]; ok {
+				if c.ReplyTo == firstReplyTo[c.RequestID] {
+					d.note(prev)
+				} else {
+					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeRequestIDConflict})
+				}
+				continue
+			}
+			firstReplyTo[c.RequestID] = c.ReplyTo
 			switch c.Operation {
 			case topics.OpSessionClose:
 				if !open[c.SessionID] {
