@@ -56,19 +56,11 @@ var errNoLock = errors.New("no such lock")
 // a row, else the lock and its queue read in one snapshot.
 func (s *server) lock(w http.ResponseWriter, r *http.Request) {
 	q := topics.Command{Operation: topics.OpQuery, Namespace: r.URL.Query().Get("namespace"), LockName: r.PathValue("name")}
-	if err := topics.Validate(q, ""); err != nil {
-		var rej *topics.Rejection
-		if errors.As(err, &rej) {
-			err = errors.New(rej.Message)
-		}
-		writeError(w, http.StatusBadRequest, err.Error())
+	if refused(w, q) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CheckTimeout)
-	defer cancel()
 	var v LockView
-	err := pgx.BeginTxFunc(ctx, s.cfg.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
+	err := s.snapshot(r.Context(), func(ctx context.Context, tx pgx.Tx) (err error) {
 		v, err = readLock(ctx, tx, q)
 		return err
 	})
@@ -134,4 +126,28 @@ func readLock(ctx context.Context, tx pgx.Tx, q topics.Command) (LockView, error
 		return LockView{}, fmt.Errorf("reading the queue of %q: %w", q.Key(), err)
 	}
 	return v, nil
+}
+
+// refused answers 400 with the contract's reason when it refuses c, the
+// command a path names (a lock, a session), and reports whether it did.
+func refused(w http.ResponseWriter, c topics.Command) bool {
+	err := topics.Validate(c, "")
+	if err == nil {
+		return false
+	}
+	var rej *topics.Rejection
+	if errors.As(err, &rej) {
+		err = errors.New(rej.Message)
+	}
+	writeError(w, http.StatusBadRequest, err.Error())
+	return true
+}
+
+// snapshot runs read in one read-only transaction that sees one snapshot,
+// bounded by Config.CheckTimeout.
+func (s *server) snapshot(ctx context.Context, read func(context.Context, pgx.Tx) error) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
+	defer cancel()
+	return pgx.BeginTxFunc(ctx, s.cfg.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+		func(tx pgx.Tx) error { return read(ctx, tx) })
 }

@@ -66,19 +66,11 @@ var errNoSession = errors.New("no such session")
 func (s *server) session(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	// The contract's bounds on session_id, as a keep-alive would meet them.
-	if err := topics.Validate(topics.Command{Operation: topics.OpSessionKeepAlive, SessionID: id, OwnerID: "-"}, ""); err != nil {
-		var rej *topics.Rejection
-		if errors.As(err, &rej) {
-			err = errors.New(rej.Message)
-		}
-		writeError(w, http.StatusBadRequest, err.Error())
+	if refused(w, topics.Command{Operation: topics.OpSessionKeepAlive, SessionID: id, OwnerID: "-"}) {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.CheckTimeout)
-	defer cancel()
 	var v SessionView
-	err := pgx.BeginTxFunc(ctx, s.cfg.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		var err error
+	err := s.snapshot(r.Context(), func(ctx context.Context, tx pgx.Tx) (err error) {
 		v, err = readSession(ctx, tx, id)
 		return err
 	})
