@@ -26,7 +26,7 @@ import (
 )
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	srv   *httptest.Server
 	proxy *tcpproxy.Proxy
@@ -35,7 +35,7 @@ type env struct {
 
 // newEnv serves the endpoints over a store reached through a proxy and a
 // kfake broker.
-func newEnv(t *testing.T, stopping <-chan struct{}, configure ...func(*Config)) *env {
+func newEnv(t testing.TB, stopping <-chan struct{}, configure ...func(*Config)) *env {
 	sch := testdb.NewSchema(t)
 	direct := sch.Open(t, store.Config{})
 	require.NoError(t, direct.Migrate(context.Background()))
