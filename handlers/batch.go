@@ -24,6 +24,9 @@ type Env struct {
 	// rows are written under it, and locks granted here are watched by its
 	// expiry scheduler.
 	Partition int32
+	// NoHistory writes no lock_events rows (LOCK_EVENTS_RETENTION=0).
+	// Default false: every grant and end of a lease is recorded.
+	NoHistory bool
 	// PlainEvents stores events and lock states (outbox rows, outcomes) as
 	// versions before topics.CompactEvent did, which cannot read the
 	// compacted form: for a rolling upgrade from them. Default false:

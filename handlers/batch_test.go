@@ -829,3 +829,22 @@ func TestHolderCommandsAfterAcquireInOneBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestNoHistory: with Env.NoHistory (LOCK_EVENTS_RETENTION=0) grants and
+// ends write no lock_events rows; the events, their records and the
+// outcomes are as with the history.
+func TestNoHistory(t *testing.T) {
+	with := newHarness(t)
+	without := with.fresh()
+	without.env.NoHistory = true
+	for _, h := range []*harness{with, without} {
+		h.one(h.acquire("a", "alice"))
+		h.one(h.acquire("a", "bob", func(c *topics.Command) { c.WaitTimeout = 60 }))
+		h.one(h.release("a", "alice"))
+	}
+	require.Equal(t, []string{"lock.acquired alice", "lock.released alice", "lock.acquired bob"}, with.history("a"))
+	require.Empty(t, without.history("a"))
+	require.Equal(t, with.routes(), without.routes())
+	require.Equal(t, with.lockStates(), without.lockStates())
+	require.Equal(t, with.scalar(`SELECT count(*) FROM processed_requests`), without.scalar(`SELECT count(*) FROM processed_requests`))
+}

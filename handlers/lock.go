@@ -347,6 +347,9 @@ func (a *applier) notify(p *pending, replyTo string) {
 
 // recordHistory appends the event to lock_events.
 func (a *applier) recordHistory(ev *topics.Event) {
+	if a.env.NoHistory {
+		return
+	}
 	li := ev.LockInfo
 	a.history = append(a.history, historyRow{
 		eventID: ev.EventID, namespace: li.Namespace, lockName: li.LockName,

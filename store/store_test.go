@@ -832,6 +832,12 @@ func TestPrune(t *testing.T) {
 	var left string
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT (SELECT string_agg(request_id, ',') FROM processed_requests) || ' ' || (SELECT string_agg(type, ',') FROM lock_events)`).Scan(&left))
 	require.Equal(t, "new lock.released", left)
+
+	// A retention of 0 (LOCK_EVENTS_RETENTION=0: no history) prunes the
+	// whole history left from before.
+	n, err = st.Prune(ctx, 24*time.Hour, 0, 100)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n)
 }
 
 // migratedTo opens a fresh schema migrated up to version, for the rows a

@@ -519,5 +519,5 @@ func outcome(requestID string, evs []topics.Event) string {
 
 func (w *Worker) env(partition int32) handlers.Env {
 	return handlers.Env{Names: w.cfg.Names, DefaultLease: w.cfg.DefaultLease, Source: "lockworker/" + w.cfg.Instance, Partition: partition,
-		PlainEvents: w.cfg.PlainEvents}
+		PlainEvents: w.cfg.PlainEvents, NoHistory: w.cfg.NoHistory}
 }

@@ -71,6 +71,10 @@ type Config struct {
 	// RequestRetention and EventsRetention bound processed_requests and
 	// lock_events. Defaults 24 h and 7 days.
 	RequestRetention, EventsRetention time.Duration
+	// NoHistory writes no lock_events rows (handlers.Env.NoHistory) and
+	// prunes the ones left from before whatever EventsRetention says.
+	// Default false.
+	NoHistory bool
 	// MaxPollRecords bounds one poll, and the records waiting for an
 	// applier while its transaction runs (so a batch is at most about twice
 	// it). Default 1000.
@@ -169,7 +173,10 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.RequestRetention <= 0 {
 		cfg.RequestRetention = 24 * time.Hour
 	}
-	if cfg.EventsRetention <= 0 {
+	switch {
+	case cfg.NoHistory:
+		cfg.EventsRetention = 0
+	case cfg.EventsRetention <= 0:
 		cfg.EventsRetention = 7 * 24 * time.Hour
 	}
 	if cfg.MaxPollRecords <= 0 {

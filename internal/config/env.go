@@ -87,7 +87,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.integer("RELAY_MAX_ATTEMPTS", &c.RelayMaxAttempts, 1, 1000)
 	p.integer("DEAD_LETTER_MAX_BYTES", &c.DeadLetterMaxBytes, 1024, 900000)
 	p.seconds("REQUEST_RETENTION", &c.RequestRetention, 60, 365*86400)
-	p.seconds("LOCK_EVENTS_RETENTION", &c.LockEventsRetention, 60, 10*365*86400)
+	p.seconds("LOCK_EVENTS_RETENTION", &c.LockEventsRetention, 0, 10*365*86400)
 	p.boolean("COMPACT_STORED_EVENTS", &c.CompactStoredEvents)
 
 	p.boolean("VACUUM_ENABLED", &c.VacuumEnabled)
@@ -168,6 +168,10 @@ func (c Config) validate() []error {
 				fail(f.name, f.v, "is set but AUTH_REQUIRED is not true")
 			}
 		}
+	}
+
+	if d := c.LockEventsRetention; d > 0 && d < time.Minute {
+		fail("LOCK_EVENTS_RETENTION", d.String(), "must be 0 (no history) or at least 60 s")
 	}
 
 	k := c.Kafka
