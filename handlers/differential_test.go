@@ -209,8 +209,9 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 			var step diffStep
 			for _, op := range ops {
 				seq++
-				step.cmds = append(step.cmds, diffCmd{c: topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op,
-					SessionID: diffSessions[owner], OwnerID: owner, TTL: 3600, ReplyTo: "locks.replies." + owner}})
+				dc := diffCmd{c: topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op,
+					SessionID: diffSessions[owner], OwnerID: owner, TTL: 3600, ReplyTo: "locks.replies." + owner}}
+				step.cmds, issued = append(step.cmds, dc), append(issued, dc)
 			}
 			script = append(script, step)
 			continue

@@ -519,5 +519,9 @@ func outcome(requestID string, evs []topics.Event) string {
 
 func (w *Worker) env(partition int32) handlers.Env {
 	return handlers.Env{Names: w.cfg.Names, DefaultLease: w.cfg.DefaultLease, Source: "lockworker/" + w.cfg.Instance, Partition: partition,
-		PlainEvents: w.cfg.PlainEvents, NoHistory: w.cfg.NoHistory}
+		PlainEvents: w.cfg.PlainEvents, NoHistory: w.cfg.NoHistory,
+		OnUnreadableOutcome: func(requestID string) {
+			w.log.Error().Str("request_id", requestID).Int32("partition", partition).
+				Msg("a stored outcome cannot be read back (damaged in the database): the request's copy is refused REQUEST_ID_CONFLICT")
+		}}
 }

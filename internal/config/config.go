@@ -74,7 +74,8 @@ type Config struct {
 	// LockEventsRetention (LOCK_EVENTS_RETENTION, default 604800 s, 0 or
 	// 60..315360000) is how long the lock_events history is kept. 0 keeps
 	// none: no row is written (the lifecycle topics are then the only
-	// history) and the rows left from before are pruned.
+	// history, without the extends) and the rows left from before are
+	// pruned.
 	LockEventsRetention time.Duration
 	// CompactStoredEvents (COMPACT_STORED_EVENTS, default true) stores the
 	// events and lock states waiting in the outbox and the requests'

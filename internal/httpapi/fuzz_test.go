@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -13,62 +14,92 @@ import (
 )
 
 // FuzzInspection sends any lock name, namespace, session id and bearer
-// token to the inspection endpoints over a real PostgreSQL: each answer is
-// 200, 400, 401 or 404 with a JSON body, and owner_metadata shows only to
-// the INSPECT_TOKEN's bearer. `go test` runs the seeds; `go test -fuzz
+// token to /locks and /sessions over a real PostgreSQL, the name escaped as
+// the README tells clients to: each answer is 200, 400, 401 or 404 with a
+// JSON body (no redirect, no dropped connection); a server with an
+// INSPECT_TOKEN answers 401 to any other token, and a server without one
+// never shows owner_metadata. `go test` runs the seeds; `go test -fuzz
 // FuzzInspection ./internal/httpapi` explores.
 func FuzzInspection(f *testing.F) {
 	const secret = "hunter2"
-	e := newEnv(f, nil, func(c *Config) { c.InspectToken = "inspect-secret" })
-	e.apply(
-		topics.Command{RequestID: "r1", Operation: topics.OpSessionOpen, SessionID: "s/1", OwnerID: "a", TTL: 60},
-		topics.Command{RequestID: "r2", Operation: topics.OpAcquire, Namespace: "ns", LockName: "a/b", OwnerID: "a", SessionID: "s/1",
+	cmds := []topics.Command{
+		{RequestID: "r1", Operation: topics.OpSessionOpen, SessionID: "s/1", OwnerID: "a", TTL: 60},
+		{RequestID: "r2", Operation: topics.OpAcquire, Namespace: "ns", LockName: "a/b", OwnerID: "a", SessionID: "s/1",
 			OwnerMetadata: json.RawMessage(`{"key":"` + secret + `"}`)},
-	)
-	for _, seed := range []struct{ path, namespace, token string }{
-		{"/locks/a/b", "ns", "inspect-secret"},
-		{"/locks/a/b", "ns", ""},
-		{"/locks/a%2Fb", "ns", "inspect-secret"},
-		{"/locks/", "", "inspect-secret"},
-		{"/locks/*", "", "inspect-secret"},
-		{"/locks/\x00", "\xff", "inspect-secret"},
-		{"/locks/" + strings.Repeat("x", 300), "", "inspect-secret"},
-		{"/sessions/s/1", "", "inspect-secret"},
-		{"/sessions/s%2F1", "", "wrong"},
-		{"/sessions/", "", "inspect-secret"},
-		{"/sessions/" + strings.Repeat("s", 129), "", "inspect-secret"},
-		{"/sessions/%ZZ", "", "inspect-secret"},
-		{"/health/locks", "", "inspect-secret\r\nX: y"},
-	} {
-		f.Add(seed.path, seed.namespace, seed.token)
 	}
-	f.Fuzz(func(t *testing.T, path, namespace, token string) {
-		u, err := url.Parse(e.srv.URL)
-		require.NoError(t, err)
-		for _, prefix := range []string{"/locks/", "/sessions/"} {
-			u.RawPath, u.Path = "", prefix+strings.TrimPrefix(strings.TrimPrefix(path, "/locks/"), "/sessions/")
-			u.RawQuery = url.Values{"namespace": {namespace}}.Encode()
-			req, err := http.NewRequest(http.MethodGet, u.String(), nil)
-			if err != nil {
-				return // not a request a client can send
-			}
-			if token != "" {
-				req.Header.Set("Authorization", "Bearer "+token)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return // net/http refuses to send it (a header with a line break, say)
-			}
-			var body map[string]any
-			decodeErr := json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			require.Contains(t, []int{http.StatusOK, http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}, resp.StatusCode,
-				"%s with token %q", u, token)
-			require.NoError(t, decodeErr, "%s answers JSON", u)
-			if token != "inspect-secret" {
-				raw, _ := json.Marshal(body)
-				require.NotContains(t, string(raw), secret, "%s with token %q", u, token)
+	private := newEnv(f, nil, func(c *Config) { c.InspectToken = "inspect-secret" })
+	private.apply(cmds...)
+	open := newEnv(f, nil)
+	open.apply(cmds...)
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, seed := range []struct{ name, namespace, token string }{
+		{"a/b", "ns", "inspect-secret"},
+		{"a/b", "ns", ""},
+		{"s/1", "", "inspect-secret"},
+		{"", "", "inspect-secret"},
+		{"*", "", "inspect-secret"},
+		{"\x00", "\xff", "inspect-secret"},
+		{"a//b", "", "inspect-secret"},
+		{"a/../b", "", "wrong"},
+		{"..", "..", "inspect-secret"},
+		{"%ZZ", "%", "inspect-secret"},
+		{strings.Repeat("x", 300), "", "inspect-secret"},
+	} {
+		f.Add(seed.name, seed.namespace, seed.token)
+	}
+	f.Fuzz(func(t *testing.T, name, namespace, token string) {
+		if !validHeaderValue(token) {
+			return // no client can send it
+		}
+		for _, e := range []*env{private, open} {
+			for _, prefix := range []string{"/locks/", "/sessions/"} {
+				req, err := http.NewRequest(http.MethodGet, e.srv.URL+prefix+escapeName(name)+"?"+url.Values{"namespace": {namespace}}.Encode(), nil)
+				require.NoError(t, err)
+				if token != "" {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				resp, err := client.Do(req)
+				require.NoError(t, err, "%s", req.URL)
+				var body map[string]any
+				decodeErr := json.NewDecoder(resp.Body).Decode(&body)
+				resp.Body.Close()
+				require.Contains(t, []int{http.StatusOK, http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound}, resp.StatusCode,
+					"%s with token %q", req.URL, token)
+				require.NoError(t, decodeErr, "%s answers JSON", req.URL)
+				if e == private && token != "inspect-secret" {
+					require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s with token %q", req.URL, token)
+				}
+				if e == open {
+					raw, err := json.Marshal(body)
+					require.NoError(t, err)
+					require.NotContains(t, string(raw), secret, "%s", req.URL)
+				}
 			}
 		}
 	})
+}
+
+// escapeName escapes a lock name or session id for a path, as the README
+// tells clients to: each segment, or the whole with its slashes and dots
+// when it has a segment the server would clean away (empty, "." or "..").
+func escapeName(name string) string {
+	segs := strings.Split(name, "/")
+	if slices.ContainsFunc(segs, func(s string) bool { return s == "." || s == ".." || s == "" && len(segs) > 1 }) {
+		return strings.ReplaceAll(url.PathEscape(name), ".", "%2E")
+	}
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	return strings.Join(segs, "/")
+}
+
+// validHeaderValue is whether net/http sends v as a header value (RFC 7230
+// field content: no control characters but tab).
+func validHeaderValue(v string) bool {
+	for i := range len(v) {
+		if b := v[i]; b < ' ' && b != '\t' || b == 0x7f {
+			return false
+		}
+	}
+	return true
 }
