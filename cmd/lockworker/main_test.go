@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -86,6 +88,35 @@ func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Mai
 	}
 	t.Cleanup(stop)
 	return m, stop
+}
+
+// reexec runs this test binary again as a child process that runs only
+// test, with env (NAME=value) added, and returns it (killed at the test's
+// end) with what follows ready on the first line of its output that starts
+// with it ("" if none did); the rest of its output is drained.
+func reexec(t *testing.T, ctx context.Context, test, env, ready string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.v",
+		"-test.timeout=3m") // ends on its own should this process die without killing it
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	lines := bufio.NewScanner(out)
+	said := ""
+	for lines.Scan() {
+		if rest, ok := strings.CutPrefix(lines.Text(), ready); ok {
+			said = rest
+			break
+		}
+	}
+	go func() {
+		for lines.Scan() { // keep the pipe drained
+		}
+	}()
+	return cmd, said
 }
 
 // client produces commands and reads one reply topic from its start.

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -153,24 +151,10 @@ func TestSessionOwnerSIGKILL(t *testing.T) {
 	start(t, testdb.NewSchema(t).URL, addr, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	owner := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSessionOwnerProcess$", "-test.v",
-		"-test.timeout=3m") // ends on its own should this process die without killing it
-	owner.Env = append(os.Environ(), ownerEnv+"="+addr)
-	out, err := owner.StdoutPipe()
-	require.NoError(t, err)
-	owner.Stderr = os.Stderr
-	require.NoError(t, owner.Start())
-	defer owner.Process.Kill()
-	lines := bufio.NewScanner(out)
+	owner, ready := reexec(t, ctx, "TestSessionOwnerProcess", ownerEnv+"="+addr, "OWNER READY ")
 	var ttl time.Duration
-	for ttl == 0 && lines.Scan() {
-		fmt.Sscanf(lines.Text(), "OWNER READY %d", &ttl)
-	}
+	fmt.Sscanf(ready, "%d", &ttl)
 	require.NotZero(t, ttl, "the owner process never said it holds the locks")
-	go func() {
-		for lines.Scan() { // keep the pipe drained
-		}
-	}()
 
 	next, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "next"})
 	require.NoError(t, err)

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -71,24 +69,8 @@ func takeover(t *testing.T, protocol string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	killed := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestTakeoverReplica$", "-test.v",
-		"-test.timeout=3m") // ends on its own should this process die without killing it
-	killed.Env = append(os.Environ(), replicaEnv+"="+protocol+" "+strings.Join(brokers, ",")+" "+url)
-	out, err := killed.StdoutPipe()
-	require.NoError(t, err)
-	killed.Stderr = os.Stderr
-	require.NoError(t, killed.Start())
-	defer killed.Process.Kill()
-	lines := bufio.NewScanner(out)
-	var addr string
-	for addr == "" && lines.Scan() {
-		fmt.Sscanf(lines.Text(), "REPLICA READY %s", &addr)
-	}
+	killed, addr := reexec(t, ctx, "TestTakeoverReplica", replicaEnv+"="+protocol+" "+strings.Join(brokers, ",")+" "+url, "REPLICA READY ")
 	require.NotEmpty(t, addr, "the replica process never said it runs")
-	go func() {
-		for lines.Scan() { // keep the pipe drained
-		}
-	}()
 	a := &Main{HTTPAddr: addr}
 	b, _ := startWith(t, url, replicaOn("b", protocol, brokers))
 	c, stopC := startWith(t, url, replicaOn("c", protocol, brokers))
