@@ -25,9 +25,10 @@ type Env struct {
 	// expiry scheduler.
 	Partition int32
 	// OnUnreadableOutcome, when set, is told of each request whose stored
-	// outcome cannot be read back (damaged in the database), as its copy
-	// is refused: for the operator's log. Default nil.
-	OnUnreadableOutcome func(requestID string)
+	// outcome cannot be read back (damaged in the database), and the
+	// commands partition of its copy, as the copy is refused: for the
+	// operator's log. Default nil.
+	OnUnreadableOutcome func(requestID string, partition int32)
 	// NoHistory writes no lock_events rows (LOCK_EVENTS_RETENTION=0).
 	// Default false: every grant and end of a lease is recorded.
 	NoHistory bool
@@ -254,7 +255,7 @@ func (b *Batch) resend(c topics.Command, s *stored, polledAt time.Time) ([]topic
 			// read): refused, rather than failing the batch on every retry
 			// until the outcome is pruned.
 			if b.env.OnUnreadableOutcome != nil {
-				b.env.OnUnreadableOutcome(c.RequestID)
+				b.env.OnUnreadableOutcome(c.RequestID, b.env.Partition)
 			}
 			return []topics.Event{b.Reject(&topics.Rejection{Command: c, Code: topics.CodeRequestIDConflict,
 				Message: fmt.Sprintf("request_id %q was applied before, but its stored outcome cannot be read back: send a new request_id", c.RequestID)}, polledAt)}, nil

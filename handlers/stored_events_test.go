@@ -48,7 +48,7 @@ func TestStoredEventsForms(t *testing.T) {
 func TestUnreadableOutcome(t *testing.T) {
 	h := newHarness(t)
 	var told []string
-	h.env.OnUnreadableOutcome = func(id string) { told = append(told, id) }
+	h.env.OnUnreadableOutcome = func(id string, _ int32) { told = append(told, id) }
 	first := h.acquire("a", "alice")
 	h.one(first)
 	_, err := h.st.Pool.Exec(context.Background(), `UPDATE processed_requests SET outcome = substr(outcome, 1, 5)`)

@@ -519,9 +519,12 @@ func outcome(requestID string, evs []topics.Event) string {
 
 func (w *Worker) env(partition int32) handlers.Env {
 	return handlers.Env{Names: w.cfg.Names, DefaultLease: w.cfg.DefaultLease, Source: "lockworker/" + w.cfg.Instance, Partition: partition,
-		PlainEvents: w.cfg.PlainEvents, NoHistory: w.cfg.NoHistory,
-		OnUnreadableOutcome: func(requestID string) {
-			w.log.Error().Str("request_id", requestID).Int32("partition", partition).
-				Msg("a stored outcome cannot be read back (damaged in the database): the request's copy is refused REQUEST_ID_CONFLICT")
-		}}
+		PlainEvents: w.cfg.PlainEvents, NoHistory: w.cfg.NoHistory, OnUnreadableOutcome: w.unreadableOutcome}
+}
+
+// unreadableOutcome logs a stored outcome damaged in the database
+// (handlers.Env.OnUnreadableOutcome).
+func (w *Worker) unreadableOutcome(requestID string, partition int32) {
+	w.log.Error().Str("request_id", requestID).Int32("partition", partition).
+		Msg("a stored outcome cannot be read back (damaged in the database): the request's copy is refused REQUEST_ID_CONFLICT")
 }
