@@ -17,23 +17,15 @@ func TestCompactEvent(t *testing.T) {
 		LeaseDuration: 30, AcquisitionCount: 7, Mode: "exclusive", Limit: 1}
 	v, err := ev.Encode()
 	require.NoError(t, err)
-	c := topics.CompactEvent(nil, v)
-	require.Less(t, len(c), len(v)/3, "an event takes a fraction of its size")
-	got, err := topics.ExpandEvent(c)
-	require.NoError(t, err)
-	require.Equal(t, string(v), string(got))
-	// Plain events (stored by earlier versions) read as they are.
-	got, err = topics.ExpandEvent(v)
-	require.NoError(t, err)
-	require.Equal(t, string(v), string(got))
+	requireCompacts(t, topics.CompactEvent, topics.ExpandEvent, v)
 	// Large ones too; past a megabyte (a status of many holders with
 	// large metadata) they are stored plain.
 	for _, n := range []int{100_000, 1 << 20, 5 << 20} {
 		ev.ErrorMessage = strings.Repeat("<", n)
 		v, err = ev.Encode()
 		require.NoError(t, err)
-		c = topics.CompactEvent(nil, v)
-		got, err = topics.ExpandEvent(c)
+		c := topics.CompactEvent(nil, v)
+		got, err := topics.ExpandEvent(c)
 		require.NoError(t, err)
 		require.Equal(t, string(v), string(got), n)
 		require.Equal(t, len(v) > 1<<20, string(c) == string(v), "plain past a megabyte: %d", n)
@@ -55,12 +47,20 @@ func TestCompactLockState(t *testing.T) {
 		Operation: "acquire", ChangedAt: at}
 	v, err := st.Encode()
 	require.NoError(t, err)
-	c := topics.CompactLockState(nil, v)
-	require.Less(t, len(c), len(v)/3, "a lock state takes a fraction of its size")
-	got, err := topics.ExpandLockState(c)
+	requireCompacts(t, topics.CompactLockState, topics.ExpandLockState, v)
+}
+
+// requireCompacts checks that compact takes v to under a third of its
+// size and expand gives it back, and that expand takes v stored plain (as
+// earlier versions did) as it is.
+func requireCompacts(t *testing.T, compact func(dst, v []byte) []byte, expand func([]byte) ([]byte, error), v []byte) {
+	t.Helper()
+	c := compact(nil, v)
+	require.Less(t, len(c), len(v)/3, "a record takes a fraction of its size")
+	got, err := expand(c)
 	require.NoError(t, err)
 	require.Equal(t, string(v), string(got))
-	got, err = topics.ExpandLockState(v)
+	got, err = expand(v)
 	require.NoError(t, err)
 	require.Equal(t, string(v), string(got), "stored plain, read as it is")
 }
