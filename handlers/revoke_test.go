@@ -190,3 +190,24 @@ func TestRevoke(t *testing.T) {
 	require.Equal(t, []string{"locks.replies.alice lock.revoked", "locks.lock.revoked.v1 lock.revoked", "locks.replies.admin lock.revoked"}, h.routes())
 	require.False(t, h.delayUntil("d").IsZero())
 }
+
+// The first waiter of a lock in its lock-delay, with no holder left, sets
+// the lock's limit: a later acquire with another limit is refused, and the
+// mutex waiter holds the lock alone when the delay ends. The limit of the
+// revoked semaphore it replaced must not let two exclusive holders in.
+func TestLockDelaySetsLimitOfFirstWaiter(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("s", "a", limit(3), lockDelay(0.5))).Type)
+	require.Equal(t, 1, h.one(h.revoke("s", "", "x")).RevokedCount)
+	until := h.delayUntil("s")
+	require.False(t, until.IsZero())
+
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("s", "m", wait(30))).Type) // a mutex: limit 1
+	sem := h.one(h.acquire("s", "b", limit(3), wait(30)))
+	require.Equal(t, topics.CodeLimitMismatch, sem.ErrorCode, "got %s", sem.Type)
+
+	h.waitPast(until)
+	h.expireDue()
+	require.Equal(t, []string{"m exclusive"}, h.texts(`SELECT owner_id || ' ' || mode FROM lock_holders WHERE lock_name = 's'`))
+	require.EqualValues(t, 1, h.scalar(`SELECT lock_limit FROM locks WHERE lock_name = 's'`))
+}

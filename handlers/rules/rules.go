@@ -516,6 +516,11 @@ func (l *Lock) Acquire(r Request) []Effect {
 		// A waiter asking again in the other mode may be compatible now.
 		return append(effs, l.HandOff()...)
 	}
+	if len(l.Holders) == 0 && l.Waiting == 0 {
+		// The first waiter of a free lock (in its lock-delay) sets the
+		// limit every later holder and waiter must agree with.
+		l.Limit = r.Limit
+	}
 	l.Waiting++
 	w.Position = l.Waiting
 	l.Mine = &w
