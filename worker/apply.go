@@ -219,7 +219,9 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		var scratch []int64
 		_, err := w.applyTx(ctx, prefix(mid), &scratch, poison, true)
 		switch {
-		case errors.Is(err, errProbed):
+		case err == nil || errors.Is(err, errProbed):
+			// nil: the prefix holds only records applied before (a
+			// redelivery), so nothing was sent.
 			lo = mid + 1
 		case refusedData(err):
 			hi, cause = mid, err
@@ -230,6 +232,11 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 	if cause == nil { // the whole batch was the shortest: say why it failed
 		var scratch []int64
 		if _, cause = w.applyTx(ctx, prefix(hi), &scratch, poison, true); !refusedData(cause) {
+			if cause == nil || errors.Is(cause, errProbed) {
+				// nil means found: the batch is retried at once. It is
+				// retried as a failure instead, with its backoff.
+				cause = errors.New("finding the command PostgreSQL refuses: the whole batch was accepted when probed again")
+			}
 			return cause
 		}
 	}

@@ -185,6 +185,29 @@ func TestCommandPostgreSQLRefusesIsQuarantined(t *testing.T) {
 	require.Zero(t, n, "a refused command stores no outcome: sent again, it is judged again")
 }
 
+// A refused command behind records applied before (a partition taken over
+// and polled again from an older offset) is quarantined like any other: the
+// search does not take a prefix of only those records for the culprit,
+// which made the batch retry at once, for ever.
+func TestCommandPostgreSQLRefusesAfterRedelivery(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%')`)
+	require.NoError(t, err)
+	apply(w, seg(t, w.newPartition(w.hard, 0), 0, "a", "b", "c", "d"))
+	require.EqualValues(t, 4, storedOffset(t, st, 0))
+
+	// A new owner does not know the offset, and gets records 0..4.
+	p := w.newPartition(w.hard, 0)
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	p.pending.Add(1)
+	w.applySegments(tctx, []segment{{p: p, records: records(t, 0, 0, "a", "b", "c", "d", "poison"), polledAt: time.Now()}})
+	require.NoError(t, tctx.Err(), "the batch was never applied")
+	require.EqualValues(t, 5, storedOffset(t, st, 0), "the refused record is dead-lettered and the partition moves on")
+	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 1)
+}
+
 // FuzzApplyRecord drives any record (key, value, headers) through the
 // worker's applier into a real PostgreSQL transaction: the transaction
 // commits, the partition's offset moves past the record, and a dead-letter
