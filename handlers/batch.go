@@ -56,6 +56,7 @@ type buffers struct {
 	history  []historyRow
 	outcomes map[string]*stored  // request_id -> stored outcome to write
 	known    map[string]*stored  // request_id -> outcome already stored or written in this batch; nil: known to be new
+	unstored map[string]bool     // request_ids read as having no stored outcome, and not written since
 	ahead    map[string]*changed // request_id -> what its common case changed, sent ahead (QueueAtOnce); nil: did not apply
 	states   map[stateRow]int    // index in outbox of each lock's last state record
 	unread   []unreadState       // lock states whose holders readStates reads
@@ -124,7 +125,7 @@ func NewBatch(tx pgx.Tx, env Env) *Batch {
 		env.Names = topics.DefaultNames()
 	}
 	return &Batch{tx: tx, env: env, buffers: &buffers{
-		outcomes: map[string]*stored{}, known: map[string]*stored{}, ahead: map[string]*changed{}, states: map[stateRow]int{},
+		outcomes: map[string]*stored{}, known: map[string]*stored{}, unstored: map[string]bool{}, ahead: map[string]*changed{}, states: map[stateRow]int{},
 	}}
 }
 
@@ -157,6 +158,7 @@ func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
 		for _, id := range requestIDs {
 			if _, ok := b.known[id]; !ok {
 				b.known[id] = nil // known to be new
+				b.unstored[id] = true
 			}
 		}
 		return nil
@@ -212,6 +214,7 @@ func (b *Batch) storedOutcome(ctx context.Context, requestID string) (*stored, e
 	var replyTo *string
 	err := b.tx.QueryRow(ctx, `SELECT outcome, reply_to FROM processed_requests WHERE request_id = $1`, requestID).Scan(&raw, &replyTo)
 	if err == pgx.ErrNoRows {
+		b.unstored[requestID] = true
 		return nil, nil
 	}
 	if err != nil {
@@ -426,8 +429,15 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::timestamptz[])`,
 			ids, nss, names, types, owners, tokens, ats)
 	}
-	if n := len(b.outcomes); n > 0 {
-		ids, values, replyTos := make([]string, 0, n), make([][]byte, 0, n), make([]string, 0, n)
+	if len(b.outcomes) > 0 {
+		// A request read as new is inserted without ON CONFLICT: when
+		// another transaction applied the same request_id meanwhile (a copy
+		// on another partition), the insert waits for it and then fails,
+		// store.ErrTransient, and the retry answers the copy from the
+		// stored outcome instead of applying it twice. Outcomes of
+		// requests from earlier transactions (a queued acquire granted
+		// now) replace theirs.
+		var fresh, later outcomeRows
 		for id, s := range b.outcomes {
 			v, err := encode(s.p)
 			if err != nil {
@@ -436,15 +446,37 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 			if !b.env.PlainEvents {
 				v = compact(s.p, v)
 			}
-			ids, values, replyTos = append(ids, id), append(values, v), append(replyTos, s.replyTo)
+			if b.unstored[id] {
+				fresh.add(id, v, s.replyTo)
+				delete(b.unstored, id)
+			} else {
+				later.add(id, v, s.replyTo)
+			}
 		}
-		batch.Queue(`INSERT INTO processed_requests (request_id, outcome, reply_to)
-			SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
-			ON CONFLICT (request_id) DO UPDATE SET outcome = EXCLUDED.outcome, reply_to = EXCLUDED.reply_to, processed_at = clock_timestamp()`,
-			ids, values, replyTos)
+		if len(fresh.ids) > 0 {
+			batch.Queue(`INSERT INTO processed_requests (request_id, outcome, reply_to)
+				SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])`,
+				fresh.ids, fresh.values, fresh.replyTos)
+		}
+		if len(later.ids) > 0 {
+			batch.Queue(`INSERT INTO processed_requests (request_id, outcome, reply_to)
+				SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[])
+				ON CONFLICT (request_id) DO UPDATE SET outcome = EXCLUDED.outcome, reply_to = EXCLUDED.reply_to, processed_at = clock_timestamp()`,
+				later.ids, later.values, later.replyTos)
+		}
 	}
 	b.outbox, b.history, b.outcomes, b.states = nil, nil, map[string]*stored{}, map[stateRow]int{}
 	return nil
+}
+
+// outcomeRows are processed_requests rows to write, as columns.
+type outcomeRows struct {
+	ids, replyTos []string
+	values        [][]byte
+}
+
+func (o *outcomeRows) add(id string, value []byte, replyTo string) {
+	o.ids, o.values, o.replyTos = append(o.ids, id), append(o.values, value), append(o.replyTos, replyTo)
 }
 
 // Written returns the outbox rows the last Flush (or QueueFlush, once its

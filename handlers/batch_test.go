@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/handlers"
@@ -140,6 +141,60 @@ func TestIdempotentWithPrefetch(t *testing.T) {
 	require.Equal(t, evs[1].EventID, evs[2].EventID)
 	require.Equal(t, int64(1), h.scalar(`SELECT acquisition_count FROM locks WHERE lock_name = 'b'`))
 	require.Equal(t, int64(1), h.scalar(`SELECT acquisition_count FROM locks WHERE lock_name = 'a'`))
+}
+
+// TestIdempotentAcrossConcurrentTransactions: copies of one request_id
+// applied by two transactions at once (copies on two partitions, owned by
+// two replicas or appliers; "with any content, is not applied") take effect
+// once: the second waits for the first's outcome row, fails when it
+// commits, and its retry answers from the stored outcome.
+func TestIdempotentAcrossConcurrentTransactions(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	first := h.acquire("a", "o")
+	second := first
+	second.LockName = "b" // the same request_id, with other content
+
+	tx1, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx1.Rollback(context.WithoutCancel(ctx))
+	b1 := handlers.NewBatch(tx1, h.env)
+	evs, err := b1.Apply(ctx, first, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, topics.TypeAcquired, evs[0].Type)
+	require.NoError(t, b1.Flush(ctx)) // written, not committed
+
+	pid := make(chan uint32, 1)
+	done := make(chan []topics.Event, 1)
+	go func() {
+		var got []topics.Event
+		err := h.st.InTx(ctx, func(tx pgx.Tx) error {
+			select {
+			case pid <- tx.Conn().PgConn().PID():
+			default:
+			}
+			env := h.env
+			env.Partition = 1
+			b2 := handlers.NewBatch(tx, env)
+			var err error
+			if got, err = b2.Apply(ctx, second, time.Now()); err != nil {
+				return err
+			}
+			return b2.Flush(ctx)
+		})
+		assert.NoError(t, err)
+		done <- got
+	}()
+	waiting := <-pid
+	require.Eventually(t, func() bool {
+		return h.scalar(`SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'`, waiting) == 1
+	}, 10*time.Second, 5*time.Millisecond, "the second transaction waits for the first's outcome row")
+	require.NoError(t, tx1.Commit(ctx))
+
+	got := <-done
+	require.Len(t, got, 1)
+	require.Equal(t, evs[0].EventID, got[0].EventID, "the copy is answered with the stored outcome")
+	require.Equal(t, []string{"a"}, h.texts(`SELECT lock_name FROM lock_holders ORDER BY lock_name`), "applied once")
 }
 
 // TestQueuedAcquireRetriedAfterGrant: a queued acquire's request_id, retried

@@ -15,8 +15,11 @@ var (
 	// ErrTransient marks a failure that a retry of the whole transaction can
 	// cure: serialization failure (40001), deadlock (40P01), a lost or
 	// terminated connection, a server shutting down or out of connection
-	// slots. InTx retries these itself. A connection lost during COMMIT is
-	// transient too, though the transaction may have committed: see InTx.
+	// slots; and a request_id's outcome inserted by a concurrent transaction
+	// (a unique violation on processed_requests' key: the retry finds the
+	// request applied and answers it from that outcome). InTx retries these
+	// itself. A connection lost during COMMIT is transient too, though the
+	// transaction may have committed: see InTx.
 	ErrTransient = errors.New("transient database error")
 	// ErrInvalidData means PostgreSQL refused a value (SQLSTATE class 22,
 	// data exception: division by zero, invalid text or JSON, a number out of
@@ -106,6 +109,8 @@ func transient(err error) bool {
 			"57P01", "57P02", "57P03", // admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now
 			"53300": // too many connections
 			return true
+		case "23505": // unique violation
+			return pgErr.ConstraintName == "processed_requests_pkey"
 		}
 		return strings.HasPrefix(pgErr.Code, "08") // connection exception class
 	}
