@@ -40,7 +40,7 @@ func (a *applier) request() rules.Request {
 	c := a.cmd
 	return rules.Request{Owner: c.OwnerID, Mode: mode(c.Mode), Limit: max(c.Limit, 1), Lease: a.lease(), Wait: c.WaitTimeout,
 		Metadata: metadata(c.OwnerMetadata), ReplyTo: c.ReplyTo, RequestID: c.RequestID, Partition: a.env.Partition, Key: c.Key(),
-		LockDelay: c.LockDelay, MaxHold: c.MaxHold}
+		LockDelay: c.LockDelay, MaxHold: c.MaxHold, TokenOnly: a.env.RequireFencingToken}
 }
 
 // mode is an acquire's mode: exclusive unless it says shared.

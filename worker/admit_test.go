@@ -22,7 +22,9 @@ import (
 
 // With RequireFencingToken, an owner id alone can neither end nor keep a
 // lease: release and extend without fencing_token are refused and change
-// nothing; with the holder's token they apply.
+// nothing, and so is the owner's renewal by acquire, which would keep the
+// lease (and move its reply_to) without the token; with the holder's token
+// release and extend apply.
 func TestRequireFencingToken(t *testing.T) {
 	w, st := newApplier(t)
 	w.cfg.RequireFencingToken = true
@@ -30,16 +32,24 @@ func TestRequireFencingToken(t *testing.T) {
 	reply := "locks.replies.fenced"
 	off := int64(0)
 	send := func(c topics.Command) {
-		c.LockName, c.OwnerID, c.ReplyTo, c.RequestID = "a", "alice", reply, "r-"+c.Operation+time.Now().String()
+		c.LockName, c.OwnerID, c.RequestID = "a", "alice", "r-"+c.Operation+time.Now().String()
+		if c.ReplyTo == "" {
+			c.ReplyTo = reply
+		}
 		r := &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: 0, Offset: off, Key: []byte("a"), Value: command(t, c)}
 		off++
 		apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
 	}
-	last := func() topics.Event {
+	lastOn := func(reply string) topics.Event {
 		rows := outboxRows(t, st, reply, 0)
 		var ev topics.Event
 		require.NoError(t, json.Unmarshal(rows[len(rows)-1].value, &ev))
 		return ev
+	}
+	last := func() topics.Event { return lastOn(reply) }
+	lease := func() (expires time.Time, replyTo string) {
+		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT expires_at, reply_to FROM lock_holders WHERE lock_name = 'a'`).Scan(&expires, &replyTo))
+		return expires, replyTo
 	}
 	send(topics.Command{Operation: topics.OpAcquire})
 	tok := last().LockInfo.FencingToken
@@ -55,6 +65,19 @@ func TestRequireFencingToken(t *testing.T) {
 	require.Equal(t, "acquired", status)
 	require.Zero(t, extensions)
 	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 2, "refusals are dead-lettered")
+
+	expires, replyTo := lease()
+	send(topics.Command{Operation: topics.OpAcquire, LeaseDuration: 86400, ReplyTo: "locks.replies.mallory"})
+	ev := lastOn("locks.replies.mallory")
+	require.Equal(t, topics.CodeInvalidRequest, ev.ErrorCode)
+	require.Contains(t, ev.ErrorMessage, "REQUIRE_FENCING_TOKEN")
+	e2, r2 := lease()
+	require.Equal(t, expires, e2, "the lease is not kept by a renewal")
+	require.Equal(t, replyTo, r2)
+	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 2, "a refused renewal is a valid command: not dead-lettered")
+
+	send(topics.Command{Operation: topics.OpExtend, FencingToken: &tok})
+	require.Equal(t, topics.TypeExtended, last().Type)
 
 	send(topics.Command{Operation: topics.OpRelease, FencingToken: &tok})
 	require.Equal(t, topics.TypeReleased, last().Type)

@@ -49,7 +49,8 @@ type Config struct {
 	// topics.DefaultLeaseDuration.
 	DefaultLease time.Duration
 	// RequireFencingToken refuses a release or extend without
-	// fencing_token (INVALID_REQUEST). Default false.
+	// fencing_token, and an acquire renewing its owner's lease
+	// (INVALID_REQUEST). Default false.
 	RequireFencingToken bool
 	// PlainEvents stores events plain instead of compacted
 	// (handlers.Env.PlainEvents). Default false.

@@ -237,6 +237,9 @@ const (
 	CodeModeMismatch  = "MODE_MISMATCH"
 	CodeMaxHold       = "MAX_HOLD_EXCEEDED"
 	CodeSessionBound  = "SESSION_BOUND"
+	// CodeInvalidRequest answers a renewal that the deployment's
+	// REQUIRE_FENCING_TOKEN forbids (Request.TokenOnly).
+	CodeInvalidRequest = "INVALID_REQUEST"
 )
 
 // Request is an acquire.
@@ -258,6 +261,10 @@ type Request struct {
 	// LockDelay and MaxHold are the lease's if granted (see Holder);
 	// Lease is at most MaxHold.
 	LockDelay, MaxHold float64
+	// TokenOnly refuses the owner's renewal of a lease it holds: under
+	// REQUIRE_FENCING_TOKEN only the lease's fencing_token keeps it
+	// (extend), so an owner_id alone, which events show, cannot.
+	TokenOnly bool
 }
 
 // holder returns the index of owner's lease, or -1.
@@ -462,6 +469,9 @@ func (l *Lock) Acquire(r Request) []Effect {
 	if i := l.holder(r.Owner); i >= 0 {
 		h := &l.Holders[i]
 		switch {
+		case r.TokenOnly:
+			return append(effs, l.refuse(CodeInvalidRequest, fmt.Sprintf(
+				"%q holds lock %q already: under REQUIRE_FENCING_TOKEN a lease is kept only with its fencing_token (extend), not renewed by an acquire", r.Owner, r.Key)))
 		case h.Mode != r.Mode:
 			return append(effs, l.refuse(CodeModeMismatch, fmt.Sprintf("%q holds lock %q in %s mode", r.Owner, r.Key, h.Mode)))
 		case r.Limit != l.Limit:

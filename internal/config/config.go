@@ -36,8 +36,9 @@ type Config struct {
 	// is the lease of an acquire that gives no lease_duration.
 	DefaultLeaseDuration time.Duration
 	// RequireFencingToken (REQUIRE_FENCING_TOKEN, default false): refuse a
-	// release or extend without fencing_token (INVALID_REQUEST), so an owner
-	// id alone, which events and /locks show, cannot end or keep a lease.
+	// release or extend without fencing_token, and an acquire renewing its
+	// owner's lease (INVALID_REQUEST), so an owner id alone, which events
+	// and /locks show, cannot end or keep a lease.
 	RequireFencingToken bool
 	// Auth is requester authentication; off by default.
 	Auth AuthConfig
