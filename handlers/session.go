@@ -110,7 +110,10 @@ func (a *applier) refuseSession(ctx context.Context, s *session, code, msg strin
 }
 
 // sessionOpen opens a session of the command's owner for ttl (default
-// topics.DefaultSessionTTLSeconds). A session_id in use is refused.
+// topics.DefaultSessionTTLSeconds). A session_id in use is refused; one
+// past its expiry that its partition's scheduler has not ended yet is ended
+// here as expired, then opened again, as keep-alive and acquire already
+// call it not found.
 func (a *applier) sessionOpen(ctx context.Context) error {
 	c := a.cmd
 	ttl := c.TTL
@@ -118,11 +121,29 @@ func (a *applier) sessionOpen(ctx context.Context) error {
 		ttl = topics.DefaultSessionTTLSeconds
 	}
 	var s session
-	err := a.tx.QueryRow(ctx, `
-		INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
-		VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $3), nullif($4, ''), $5)
-		ON CONFLICT (id) DO NOTHING
-		RETURNING `+renewedCols, c.SessionID, c.OwnerID, ttl, c.ReplyTo, a.env.Partition).Scan(s.dest()...)
+	open := func() error {
+		return a.tx.QueryRow(ctx, `
+			INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
+			VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $3), nullif($4, ''), $5)
+			ON CONFLICT (id) DO NOTHING
+			RETURNING `+renewedCols, c.SessionID, c.OwnerID, ttl, c.ReplyTo, a.env.Partition).Scan(s.dest()...)
+	}
+	err := open()
+	if errors.Is(err, pgx.ErrNoRows) {
+		old, rerr := a.readSession(ctx, `FOR UPDATE`)
+		if rerr != nil {
+			return rerr
+		}
+		switch {
+		case old == nil: // ended meanwhile
+			err = open()
+		case !old.expiresAt.After(old.now):
+			if err := a.endSession(ctx, old, rules.ReasonSessionExpired); err != nil {
+				return err
+			}
+			err = open()
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return a.refuseSession(ctx, nil, topics.CodeSessionExists,
 			fmt.Sprintf("session %q is in use: open a session with a new session_id", c.SessionID))

@@ -228,6 +228,27 @@ func TestSessionCloseAfterExpiry(t *testing.T) {
 	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
 }
 
+// An open of a session_id past its expiry, before the scheduler saw it,
+// ends the old session as expired (its lease too) and opens the id again,
+// as the contract lets an expired id be opened again; a live one is
+// SESSION_EXISTS.
+func TestSessionOpenAfterExpiry(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(1))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
+	require.Equal(t, topics.CodeSessionExists, h.one(h.session(topics.OpSessionOpen, "s1", "bob")).ErrorCode)
+	h.waitPast(h.timeOf(`SELECT expires_at FROM sessions WHERE id = 's1'`))
+	h.clearOutbox()
+	ev := h.one(h.session(topics.OpSessionOpen, "s1", "bob"))
+	require.Equal(t, topics.TypeSessionOpened, ev.Type, "got %s", ev.ErrorCode)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice session.expired", "locks.replies.bob session.opened",
+	}, h.routes())
+	require.Equal(t, "bob", h.scalarText(`SELECT owner_id FROM sessions WHERE id = 's1'`))
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+}
+
 // TestSessionEndRacesAcquires: a session's close races batches that
 // acquire in the session and lock other locks in the opposite order (a
 // deadlock, retried, is fair): when all have committed, the session has no
