@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -323,11 +324,15 @@ func hex4(h []byte) rune {
 // or returns "". Such a value fails its transaction on every retry, so it
 // must be refused here: invalid UTF-8 (SQLSTATE 22021), \u0000 (22P05), a
 // lone surrogate escape (22P02), and numbers whose exponent numeric cannot
-// hold (1e131072, 1e-16384, even 0e-99999: 22003).
+// hold (1e131072, 1e-16384, even 0e-99999: 22003). It also holds m to
+// MaxOwnerMetadataBytes as jsonb keeps it: numeric writes numbers out in
+// full (1e-999 is 1,001 characters), so a few kilobytes sent could fill
+// every event and status of the lock with a megabyte.
 func metadataProblem(m []byte) string {
 	if !utf8.Valid(m) {
 		return "is not valid UTF-8"
 	}
+	stored := len(m)
 	for i := 0; i < len(m); {
 		switch c := m[i]; {
 		case c == '"':
@@ -353,12 +358,41 @@ func metadataProblem(m []byte) string {
 			if !metadataNumberOK(m[i:j]) {
 				return fmt.Sprintf("holds the number %s, which is out of range", truncate(string(m[i:j])))
 			}
+			stored += numericLen(m[i:j]) - (j - i)
 			i = j
 		default:
 			i++
 		}
 	}
+	if stored > MaxOwnerMetadataBytes {
+		return fmt.Sprintf("is %d bytes with its numbers written out in full, as PostgreSQL stores them (1e3 as 1000), over the limit of %d", stored, MaxOwnerMetadataBytes)
+	}
 	return ""
+}
+
+// numericLen is at most how long PostgreSQL's numeric writes the JSON
+// number n (valid, its exponent under 1000): its integer digits moved by
+// the exponent, and the fraction's.
+func numericLen(n []byte) int {
+	exp := 0
+	if e := bytes.IndexAny(n, "eE"); e >= 0 {
+		exp, _ = strconv.Atoi(strings.TrimPrefix(string(n[e+1:]), "+"))
+		n = n[:e]
+	}
+	size := 0
+	if n[0] == '-' {
+		size, n = 1, n[1:]
+	}
+	whole, frac, _ := bytes.Cut(n, []byte("."))
+	if len(bytes.Trim(n, "0.")) == 0 {
+		size++ // zero: one integer digit, whatever the exponent
+	} else {
+		size += max(1, len(whole)+exp)
+	}
+	if f := len(frac) - exp; f > 0 {
+		size += 1 + f
+	}
+	return size
 }
 
 // metadataNumberOK holds numbers to a float64's range, which every JSON

@@ -148,6 +148,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"metadata reversed surrogates", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"\ude00\ud83d"}}`, CodeInvalidRequest, "owner_metadata holds a lone UTF-16 surrogate"},
 		{"metadata number past numeric", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":1e131072}}`, CodeInvalidRequest, "owner_metadata holds the number 1e131072"},
 		{"metadata zero with a huge exponent", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":[0e-99999]}}`, CodeInvalidRequest, "owner_metadata holds the number 0e-99999"},
+		{"metadata numbers written out past the limit", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":[` +
+			strings.TrimSuffix(strings.Repeat("0e-999,", 10), ",") + `]}}`, CodeInvalidRequest, "owner_metadata is 10027 bytes with its numbers written out in full"},
 		{"metadata number past float64", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":-1e309}}`, CodeInvalidRequest, "owner_metadata holds the number -1e309"},
 
 		// The version decides first.
@@ -344,4 +346,20 @@ func rejected(t *testing.T, value, code string) *Rejection {
 	require.ErrorAs(t, err, &r)
 	require.Equal(t, code, r.Code)
 	return r
+}
+
+// numericLen is at least the length of PostgreSQL's text for the number
+// (the lengths below are jsonb's own), and equal to it but for zeros' signs
+// and leading zeros moved by a positive exponent.
+func TestNumericLen(t *testing.T) {
+	for n, pg := range map[string]int{
+		"123": 3, "-7": 2, "1.000": 5, "9.99e-2": 6, "0e3": 1, "100e-2": 4, "2.5E+1": 2, "1e3": 4, "1.50e3": 4,
+		"1.5e-3": 6, "-12.345e1": 7, "0e-5": 7, "0.0": 3, "1E+2": 3, "123.456": 7, "5e-1": 3, "12e-1": 3,
+		"1e308": 309, "-1e-300": 303, "0e-999": 1001,
+	} {
+		require.Equal(t, pg, numericLen([]byte(n)), n)
+	}
+	for n, pg := range map[string]int{"0.001e2": 3, "-0.0": 3, "-0": 1} {
+		require.GreaterOrEqual(t, numericLen([]byte(n)), pg, n)
+	}
 }
