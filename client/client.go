@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,14 +37,17 @@ type Client struct {
 	mu     sync.Mutex
 	closed bool
 	calls  map[string]chan topics.Event // by request_id
-	leases map[int64]*Lease             // held leases by fencing token
+	// leases are the held leases by fencing token: more than one when an
+	// owner acquired a lock it held already (a renewal), each with a Lease.
+	leases map[int64][]*Lease
 	// sessions are the open sessions by session_id.
 	sessions map[string]*Session
-	// expired are fencing tokens of lock.expired events that found no
-	// lease yet (the grant's reply may still be on its way to Acquire):
-	// newLease checks them. A ring, so it stays bounded.
-	expired    map[int64]bool
-	expiredLog []int64
+	// ended are the events that end a lease (lock.expired, lock.revoked,
+	// lock.released) that found no lease yet, by fencing token: the grant's
+	// reply may still be on its way to Acquire. newLease checks them. A
+	// ring, so it stays bounded.
+	ended    map[int64]topics.Event
+	endedLog []int64
 }
 
 // New connects to Kafka, creates the reply topic when missing and starts
@@ -68,9 +72,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:        cfg,
 		replyTopic: cfg.Topics.ReplyTopic(cfg.Requester),
 		calls:      make(map[string]chan topics.Event),
-		leases:     make(map[int64]*Lease),
+		leases:     make(map[int64][]*Lease),
 		sessions:   make(map[string]*Session),
-		expired:    make(map[int64]bool),
+		ended:      make(map[int64]topics.Event),
 		readDone:   make(chan struct{}),
 	}
 	if !topics.ValidReplyTo(c.replyTopic, cfg.Topics.ReplyPrefix) {
@@ -195,7 +199,7 @@ func (c *Client) begin() error {
 }
 
 // read routes every reply to the call waiting for its request_id, and every
-// lock.expired or lock.revoked to the lease it ends.
+// lock.expired, lock.revoked or lock.released to the leases it may end.
 func (c *Client) read(ctx context.Context) {
 	defer close(c.readDone)
 	for {
@@ -218,13 +222,14 @@ func (c *Client) read(ctx context.Context) {
 func (c *Client) route(ev topics.Event) {
 	c.mu.Lock()
 	ch := c.calls[ev.RequestID]
-	var l *Lease
-	// A lease ends by its expiry, by a revoke, or with its session
-	// (released when another process closed it).
-	ended := ev.Type == topics.TypeExpired || ev.Type == topics.TypeRevoked || ev.Type == topics.TypeReleased && ev.Reason != ""
-	if ended && ev.LockInfo != nil {
-		if l = c.leases[ev.LockInfo.FencingToken]; l == nil {
-			c.rememberExpired(ev.LockInfo.FencingToken)
+	var leases []*Lease
+	// A lease ends by its expiry, a revoke, a release it did not send
+	// itself (an operator's, another requester's), or with its session.
+	ends := ev.Type == topics.TypeExpired || ev.Type == topics.TypeRevoked || ev.Type == topics.TypeReleased
+	if ends && ev.LockInfo != nil {
+		// A copy: a lease that ends removes itself from c.leases.
+		if leases = slices.Clone(c.leases[ev.LockInfo.FencingToken]); leases == nil {
+			c.rememberEnded(ev)
 		}
 	}
 	c.mu.Unlock()
@@ -234,39 +239,30 @@ func (c *Client) route(ev topics.Event) {
 		default: // a duplicate beyond what any call needs
 		}
 	}
-	switch {
-	case l == nil || l.Owner != ev.LockInfo.OwnerID:
-	case ev.Type == topics.TypeRevoked:
-		l.lose(fmt.Errorf("%w: %w: lock.revoked at %s: %s", ErrLeaseLost, ErrRevoked, ev.OccurredAt.Format(time.RFC3339Nano), ev.Reason))
-	default:
-		l.lose(fmt.Errorf("%w: %s: the lease of %q ended at %s%s", ErrLeaseLost, ev.Type, l.key(), ev.OccurredAt.Format(time.RFC3339Nano), reason(ev)))
+	for _, l := range leases {
+		if err := l.endedBy(ev); err != nil {
+			l.lose(err)
+		}
 	}
 	c.routeSession(ev)
 }
 
-// reason is " (reason)" when the event gives one.
-func reason(ev topics.Event) string {
-	if ev.Reason == "" {
-		return ""
-	}
-	return " (" + ev.Reason + ")"
-}
+// maxEnded bounds the events remembered by rememberEnded.
+const maxEnded = 1024
 
-// maxExpired bounds the tokens remembered by rememberExpired.
-const maxExpired = 1024
-
-// rememberExpired keeps a token whose lock.expired came before its lease was
-// registered. c.mu is held.
-func (c *Client) rememberExpired(token int64) {
-	if c.expired[token] {
+// rememberEnded keeps an event that ends a lease not registered yet. c.mu
+// is held.
+func (c *Client) rememberEnded(ev topics.Event) {
+	token := ev.LockInfo.FencingToken
+	if _, ok := c.ended[token]; ok {
 		return
 	}
-	if len(c.expiredLog) == maxExpired {
-		delete(c.expired, c.expiredLog[0])
-		c.expiredLog = c.expiredLog[1:]
+	if len(c.endedLog) == maxEnded {
+		delete(c.ended, c.endedLog[0])
+		c.endedLog = c.endedLog[1:]
 	}
-	c.expired[token] = true
-	c.expiredLog = append(c.expiredLog, token)
+	c.ended[token] = ev
+	c.endedLog = append(c.endedLog, token)
 }
 
 func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }

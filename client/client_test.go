@@ -224,16 +224,18 @@ func TestKeepAlive(t *testing.T) {
 }
 
 // When the worker refuses a keep-alive (someone released the lock in the
-// holder's name, as an operator breaking a stuck lock would), the lease is
-// lost at once, well before its expiry.
+// holder's name, as an operator breaking a stuck lock would, and the
+// holder's lock.released was lost in transit), the lease is lost at once,
+// well before its expiry.
 func TestKeepAliveRefused(t *testing.T) {
 	ctx := ctxT(t)
-	c := newClient(t, "keepalive-refused")
-	const lease = 3 * time.Second
+	c, admin := newClient(t, "keepalive-refused"), newClient(t, "keepalive-admin")
+	// Long enough that no keep-alive's answer is the produce dropped.
+	const lease = 6 * time.Second
 	l, err := c.Acquire(ctx, "keepalive-refused", client.WithLease(lease))
 	require.NoError(t, err)
 
-	admin := newClient(t, "keepalive-admin")
+	dropped := dropNextProduce(t, c.ReplyTopic())
 	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: "keepalive-refused", OwnerID: l.Owner})
 	require.NoError(t, err)
 	select {
@@ -241,30 +243,25 @@ func TestKeepAliveRefused(t *testing.T) {
 	case <-time.After(lease):
 		t.Fatal("Lost did not fire after the lock was released behind the holder's back")
 	}
+	require.EqualValues(t, 1, dropped.Load(), "the holder's lock.released was dropped")
 	assert.ErrorIs(t, l.Err(), client.ErrNotHeld, "the refusal is the cause")
 	assert.ErrorIs(t, context.Cause(l.Context()), client.ErrLeaseLost)
 }
 
-// The relay's first produce to the reply topic is answered with success but
-// not stored: the reply is lost in transit. The client sends the acquire
-// again with the same request_id; the worker answers from its stored outcome
-// and takes the lock once.
-func TestLostReplyIsRetriedOnce(t *testing.T) {
-	ctx := ctxT(t)
-	lock := uniq("lost-reply")
-	commands := env.Watch(env.Names.Commands)
-	c := newClient(t, "lost-reply", func(cfg *client.Config) { cfg.ReplyTimeout = 500 * time.Millisecond })
-	reply := c.ReplyTopic()
-	details, err := kadm.NewClient(env.Producer()).ListTopics(ctx, reply)
+// dropNextProduce makes the broker answer the next produce to topic with
+// success without storing it: what was sent there is lost in transit. It
+// returns how many produces were dropped so far (0 or 1).
+func dropNextProduce(t *testing.T, topic string) *atomic.Int32 {
+	t.Helper()
+	details, err := kadm.NewClient(env.Producer()).ListTopics(ctxT(t), topic)
 	require.NoError(t, err)
-	replyID := details[reply].ID
-
+	id := details[topic].ID
 	var dropped atomic.Int32
 	env.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		req := kr.(*kmsg.ProduceRequest)
 		ours := false
 		for _, tp := range req.Topics {
-			ours = ours || tp.Topic == reply || tp.TopicID == replyID
+			ours = ours || tp.Topic == topic || tp.TopicID == id
 		}
 		if !ours || dropped.Load() > 0 {
 			return nil, nil, false
@@ -284,6 +281,19 @@ func TestLostReplyIsRetriedOnce(t *testing.T) {
 		}
 		return resp, nil, true
 	})
+	return &dropped
+}
+
+// The relay's first produce to the reply topic is answered with success but
+// not stored: the reply is lost in transit. The client sends the acquire
+// again with the same request_id; the worker answers from its stored outcome
+// and takes the lock once.
+func TestLostReplyIsRetriedOnce(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("lost-reply")
+	commands := env.Watch(env.Names.Commands)
+	c := newClient(t, "lost-reply", func(cfg *client.Config) { cfg.ReplyTimeout = 500 * time.Millisecond })
+	dropped := dropNextProduce(t, c.ReplyTopic())
 
 	start := time.Now()
 	l, err := c.Acquire(ctx, lock, client.WithoutKeepAlive())
@@ -557,17 +567,52 @@ func TestSubscriberFromEnd(t *testing.T) {
 	}
 }
 
-// A lease the worker ended before the client knew (an operator released it)
-// is refused on Release with ErrNotHeld and is lost from then on: a second
-// Release returns the loss without asking the worker again.
+// A lease released by another requester (an operator, lockctl) is told on
+// the holder's reply topic (lock.released): it is lost before the next owner
+// can rely on the lock, and Release returns the loss without asking the
+// worker. A lease's own Release is no loss.
+func TestLeaseReleasedByAnotherRequesterIsLost(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("released-behind")
+	c, admin, next := newClient(t, "released-behind"), newClient(t, "released-behind-admin"), newClient(t, "released-behind-next")
+	l, err := c.Acquire(ctx, lock, client.WithLease(time.Minute))
+	require.NoError(t, err)
+	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: lock, OwnerID: l.Owner})
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("lease %d not lost 5 s after another requester released it: Err=%v", l.Token, l.Err())
+	}
+	assert.ErrorIs(t, l.Err(), client.ErrLeaseLost)
+	assert.ErrorContains(t, l.Err(), "released")
+	assert.ErrorIs(t, l.Release(ctx), client.ErrLeaseLost)
+
+	l2, err := next.TryAcquire(ctx, lock)
+	require.NoError(t, err)
+	require.NoError(t, l2.Release(ctx))
+	assert.ErrorIs(t, l2.Err(), client.ErrReleased)
+	select {
+	case <-l2.Lost():
+		t.Fatal("a lease's own release lost it")
+	default:
+	}
+}
+
+// A lease the worker ended before the client knew (an operator released
+// it, and the holder's lock.released was lost in transit) is refused on
+// Release with ErrNotHeld and is lost from then on: a second Release
+// returns the loss without asking the worker again.
 func TestReleaseOfLeaseEndedBehindItsBack(t *testing.T) {
 	ctx := ctxT(t)
 	lock := uniq("ended-behind")
 	c, admin := newClient(t, "ended-behind"), newClient(t, "ended-behind-admin")
 	l, err := c.Acquire(ctx, lock, client.WithLease(time.Minute), client.WithoutKeepAlive())
 	require.NoError(t, err)
+	dropped := dropNextProduce(t, c.ReplyTopic())
 	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: lock, OwnerID: l.Owner})
 	require.NoError(t, err)
+	require.EqualValues(t, 1, dropped.Load(), "the holder's lock.released was dropped")
 
 	err = l.Release(ctx)
 	assert.ErrorIs(t, err, client.ErrNotHeld)
@@ -640,4 +685,41 @@ func TestSharedLocksAndSemaphores(t *testing.T) {
 		return nil
 	}))
 	require.Equal(t, 1, ran)
+}
+
+// Keep-alives, releases, sessions and Close together, for -race and for
+// goroutines left behind.
+func TestCloseUnderLoad(t *testing.T) {
+	ctx := ctxT(t)
+	c := newClient(t, "close-load", func(cfg *client.Config) { cfg.ReplyTimeout = 300 * time.Millisecond })
+	s, err := c.NewSession(ctx, time.Second)
+	require.NoError(t, err)
+	base := uniq("close-load")
+	done := make(chan struct{})
+	for i := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for j := 0; ; j++ {
+				opts := []client.AcquireOption{client.WithLease(300 * time.Millisecond), client.WithWait(time.Second)}
+				if i%2 == 0 {
+					opts = append(opts, client.WithSession(s))
+				}
+				l, err := c.Acquire(ctx, fmt.Sprintf("%s-%d", base, j%3), opts...)
+				if errors.Is(err, client.ErrClosed) {
+					return
+				}
+				if err != nil {
+					continue
+				}
+				time.Sleep(150 * time.Millisecond)
+				_ = l.Extend(ctx, 0)
+				_ = l.Release(ctx)
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	require.NoError(t, c.Close())
+	for range 8 {
+		<-done
+	}
 }

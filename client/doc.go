@@ -25,9 +25,10 @@
 // of the contract has a sentinel (ErrLockHeld, ErrLockTimeout, ...) that
 // errors.Is matches. The Lease extends itself every third of its duration;
 // every release and extension carries its fencing token as a guard. When the
-// lease is lost (the worker reports lock.expired or lock.revoked for it or
-// refuses an extension, or its expiry passes unconfirmed) Lease.Lost is closed and
-// Lease.Context cancelled, so work under the lock can stop. Release of a lost
+// lease is lost (the worker reports lock.expired or lock.revoked for it, or
+// lock.released by a release it did not send, or refuses an extension, or
+// its expiry passes unconfirmed) Lease.Lost is closed and Lease.Context
+// cancelled, so work under the lock can stop. Release of a lost
 // lease returns the loss (ErrLeaseLost) at once, without sending anything.
 // By hand, as in the README:
 //

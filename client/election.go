@@ -43,8 +43,8 @@ func (e *Election) key() string { return topics.LockKey(e.c.cfg.Namespace, e.nam
 // Leadership is a won campaign: the Lease of the election's lock, kept alive
 // until Resign. Its Token is the leadership's fencing token; Lost is closed
 // and Context cancelled when the leadership is lost (the lease expired
-// because keep-alives stopped reaching the worker, or the worker refused
-// one, as after an operator released the lock).
+// because keep-alives stopped reaching the worker, the worker refused one,
+// or an operator released or revoked the lock).
 type Leadership struct {
 	*Lease
 	// Value is the leader's value as stored with its lease: what it

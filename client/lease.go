@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,10 +19,13 @@ import (
 //
 // Unless acquired WithoutKeepAlive or WithSession, the lease extends itself
 // every third of its duration until Release. A lease acquired WithSession
-// is kept alive by its session instead, and lost when the session is. It is lost when the worker says it ended
-// (lock.expired, or an extension refused), or when its expiry passes without
+// is kept alive by its session instead, and lost when the session is. It is
+// lost when the worker says it ended (lock.expired, lock.revoked, a
+// lock.released that does not answer its own Release, as when an operator
+// released it, or an extension refused), or when its expiry passes without
 // a confirmed extension (the broker or worker unreachable); Lost is then
-// closed and Context cancelled.
+// closed and Context cancelled. Every Lease of one fencing token (an owner
+// that acquired a lock it held already) hears of its end.
 type Lease struct {
 	// Name and Namespace identify the lock.
 	Name      string
@@ -46,6 +50,9 @@ type Lease struct {
 	deadline time.Time     // local estimate of the end of the lease
 	timer    *time.Timer   // fires at deadline
 	err      error         // why the lease ended
+	// releases are the request_ids of Release's commands: their answer,
+	// lock.released, is no loss.
+	releases map[string]bool
 }
 
 // newLease registers the lease ev granted. sent is when its acquire was first
@@ -57,6 +64,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
 		c: c, keepAlive: o.keepAlive, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
+		releases: map[string]bool{},
 	}
 	l.mu.Lock()
 	l.update(ev, sent, anchor)
@@ -67,11 +75,13 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	l.timer = time.AfterFunc(wait, l.deadlinePassed)
 	l.mu.Unlock()
 	c.mu.Lock()
-	c.leases[l.Token] = l
-	expired := c.expired[l.Token]
+	c.leases[l.Token] = append(c.leases[l.Token], l)
+	ended, read := c.ended[l.Token]
 	c.mu.Unlock()
-	if expired {
-		l.lose(fmt.Errorf("%w: lock.expired: the lease of %q ended before its grant was read", ErrLeaseLost, l.key()))
+	if read {
+		if err := l.endedBy(ended); err != nil {
+			l.lose(fmt.Errorf("%w (read before the grant)", err))
+		}
 	}
 	if l.session != nil && !l.session.add(l) {
 		l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, l.session.Err()))
@@ -174,7 +184,9 @@ func (l *Lease) end(cause error) bool {
 	l.mu.Unlock()
 	l.cancel(cause)
 	l.c.mu.Lock()
-	if l.c.leases[l.Token] == l {
+	if ls := slices.DeleteFunc(l.c.leases[l.Token], func(o *Lease) bool { return o == l }); len(ls) > 0 {
+		l.c.leases[l.Token] = ls
+	} else {
 		delete(l.c.leases, l.Token)
 	}
 	l.c.mu.Unlock()
@@ -182,6 +194,38 @@ func (l *Lease) end(cause error) bool {
 		l.session.forget(l)
 	}
 	return true
+}
+
+// endedBy is why ev, an event about the lease's fencing token, ends the
+// lease; nil when it does not: it is the answer to the lease's own Release,
+// or about another owner.
+func (l *Lease) endedBy(ev topics.Event) error {
+	if ev.LockInfo == nil || ev.LockInfo.OwnerID != l.Owner {
+		return nil
+	}
+	at := ev.OccurredAt.Format(time.RFC3339Nano)
+	switch ev.Type {
+	case topics.TypeRevoked:
+		return fmt.Errorf("%w: %w: lock.revoked at %s: %s", ErrLeaseLost, ErrRevoked, at, ev.Reason)
+	case topics.TypeExpired, topics.TypeReleased:
+		if ev.Reason == topics.ReasonSessionClosed || ev.Reason == topics.ReasonSessionExpired {
+			// session.closed or session.expired follows, to the session.
+			return fmt.Errorf("%w: %w: %s: the lease of %q ended with its session at %s (%s)",
+				ErrLeaseLost, ErrSessionLost, ev.Type, l.key(), at, ev.Reason)
+		}
+		if ev.Type == topics.TypeExpired {
+			return fmt.Errorf("%w: lock.expired: the lease of %q ended at %s", ErrLeaseLost, l.key(), at)
+		}
+		l.mu.Lock()
+		own := l.releases[ev.RequestID]
+		l.mu.Unlock()
+		if own {
+			return nil
+		}
+		return fmt.Errorf("%w: lock.released: the lease of %q was released at %s by another request (%s)",
+			ErrLeaseLost, l.key(), at, ev.RequestID)
+	}
+	return nil
 }
 
 func (l *Lease) deadlinePassed() {
@@ -227,6 +271,9 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.cancel(ErrReleased)
 	cmd := l.command(topics.OpRelease)
+	l.mu.Lock()
+	l.releases[cmd.RequestID] = true
+	l.mu.Unlock()
 	ev, err := l.c.send(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)

@@ -10,30 +10,71 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// TestExpiredBeforeLeaseRegistered: a lock.expired read before Acquire has
-// registered the lease it ends (the grant's reply and the expiry arrive back
-// to back) still makes the lease lost at once.
-func TestExpiredBeforeLeaseRegistered(t *testing.T) {
-	c := &Client{leases: map[int64]*Lease{}, expired: map[int64]bool{}}
-	now := time.Now()
-	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 7, Status: topics.StatusAcquired,
-		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
-	c.route(topics.Event{Type: topics.TypeExpired, LockInfo: info, OccurredAt: topics.Time{Time: now}})
-	granted := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-	l := c.newLease(granted, acquireOptions{}, now, now)
-	select {
-	case <-l.Lost():
-	default:
-		t.Fatal("the lease is not lost")
+// TestEndedBeforeLeaseRegistered: a lock.expired or lock.revoked read
+// before Acquire has registered the lease it ends (the grant's reply and the
+// end arrive back to back) still makes the lease lost at once, with the
+// error that event gives.
+func TestEndedBeforeLeaseRegistered(t *testing.T) {
+	for _, tc := range []struct {
+		typ  string
+		want error
+	}{{topics.TypeExpired, ErrLeaseLost}, {topics.TypeRevoked, ErrRevoked}} {
+		t.Run(tc.typ, func(t *testing.T) {
+			c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+			now := time.Now()
+			info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 7, Status: topics.StatusAcquired,
+				AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
+			c.route(topics.Event{Type: tc.typ, LockInfo: info, OccurredAt: topics.Time{Time: now}})
+			granted := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
+			l := c.newLease(granted, acquireOptions{}, now, now)
+			select {
+			case <-l.Lost():
+			default:
+				t.Fatal("the lease is not lost")
+			}
+			require.ErrorIs(t, context.Cause(l.Context()), ErrLeaseLost)
+			require.ErrorIs(t, l.Err(), tc.want)
+		})
 	}
-	require.ErrorIs(t, context.Cause(l.Context()), ErrLeaseLost)
+}
+
+// TestEveryLeaseOfATokenEnds: two Leases of one fencing token (an owner
+// acquired a lock it held already) both hear of its end, and a lease's own
+// release ends only the other as lost.
+func TestEveryLeaseOfATokenEnds(t *testing.T) {
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	now := time.Now()
+	info := func(token int64) *topics.LockInfo {
+		return &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: token, Status: topics.StatusAcquired,
+			AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
+	}
+	grant := func(token int64) *Lease {
+		return c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info(token), OccurredAt: topics.Time{Time: now}},
+			acquireOptions{}, now, now)
+	}
+	first, renewed := grant(9), grant(9)
+	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info(9), OccurredAt: topics.Time{Time: now}, Reason: "test"})
+	for _, l := range []*Lease{first, renewed} {
+		require.ErrorIs(t, l.Err(), ErrRevoked)
+	}
+	require.Empty(t, c.leases)
+
+	mine, other := grant(10), grant(10)
+	mine.mu.Lock()
+	mine.releases["r-1"] = true // as Release does before sending
+	mine.mu.Unlock()
+	c.route(topics.Event{Type: topics.TypeReleased, RequestID: "r-1", LockInfo: info(10), OccurredAt: topics.Time{Time: now}})
+	require.NoError(t, mine.Err(), "the answer to its own release")
+	require.ErrorIs(t, other.Err(), ErrLeaseLost)
+	mine.end(ErrReleased)
+	require.Empty(t, c.leases)
 }
 
 // TestQueuedGrantDeadlineErrsEarly: for a grant after waiting, the local
 // deadline counts from the send and the worker's time of lock.queued, so it
 // comes no later than the lease's real end.
 func TestQueuedGrantDeadlineErrsEarly(t *testing.T) {
-	c := &Client{leases: map[int64]*Lease{}, expired: map[int64]bool{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
 	sent := time.Now().Add(-12 * time.Second) // queued 12 s ago, granted 2 s ago, read now
 	queuedAt := sent.Add(5 * time.Millisecond)
 	grantedAt := sent.Add(10 * time.Second)

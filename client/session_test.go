@@ -169,6 +169,8 @@ func TestSessionLost(t *testing.T) {
 	require.ErrorIs(t, s.Err(), client.ErrSessionLost)
 	<-l.Lost()
 	require.ErrorIs(t, l.Err(), client.ErrLeaseLost)
+	// Its lock.released (session_closed) comes before session.closed.
+	require.ErrorIs(t, l.Err(), client.ErrSessionLost)
 	require.ErrorIs(t, s.Close(ctx), client.ErrSessionLost, "Close of a lost session returns its loss")
 }
 
