@@ -22,6 +22,9 @@ type acquireOptions struct {
 	owner   string
 	// generatedOwner: the owner is this call's own, so it holds nothing yet.
 	generatedOwner bool
+	// dedicatedOwner: the owner is a session's or a campaign's, so it holds
+	// the lock only by a lease of this client.
+	dedicatedOwner bool
 	metadata       json.RawMessage
 	metaErr        error
 	keepAlive      bool
@@ -91,7 +94,7 @@ func WithWait(d time.Duration) AcquireOption {
 // WithOwner sets the owner_id. Default: "<requester>-<random>", a new one
 // per call, so two acquires in one process never share a lease.
 func WithOwner(id string) AcquireOption {
-	return func(o *acquireOptions) { o.owner = id }
+	return func(o *acquireOptions) { o.owner, o.dedicatedOwner = id, false }
 }
 
 // WithMetadata attaches owner_metadata: v is encoded as JSON and must be an
@@ -121,10 +124,11 @@ func OnQueued(fn func(position int)) AcquireOption {
 // timeout passes (ErrLockTimeout), or ctx ends. An acquire that is given up
 // (ctx ended, client closed, no reply) sends a release for its owner, which
 // withdraws it from the queue, or releases the lock if it was granted
-// meanwhile, so the worker never holds a lock for nobody. With an owner
-// given WithOwner, that release is sent only once the acquire was seen
-// queued: the owner might hold the lock already, and a release would end
-// that lease.
+// meanwhile, so the worker never holds a lock for nobody. The exception is
+// an owner given WithOwner: the release is then sent only once the acquire
+// was seen queued, as the owner might hold the lock already, and a release
+// would end that lease. An acquire WithSession is withdrawn unless a lease
+// of this client holds the lock for the session's owner already (a renewal).
 //
 // The returned Lease is kept alive until Release unless WithoutKeepAlive.
 func (c *Client) Acquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {
@@ -212,8 +216,9 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	if err != nil {
 		// The command may have been applied: take it back, unless its owner
 		// may hold the lock already (an owner given WithOwner that was not
-		// seen queued): a release for it would end that lease.
-		if o.generatedOwner || !queuedAt.IsZero() {
+		// seen queued, a session's or campaign's owner holding it by a lease
+		// of this client): a release for it would end that lease.
+		if o.generatedOwner || !queuedAt.IsZero() || o.dedicatedOwner && !c.holds(cmd.Namespace, name, o.owner) {
 			c.abandon(cmd)
 		}
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -263,6 +264,25 @@ func (c *Client) rememberEnded(ev topics.Event) {
 	}
 	c.ended[token] = ev
 	c.endedLog = append(c.endedLog, token)
+}
+
+// holds reports whether a lease of this client holds the lock name of
+// namespace ns for owner (as sent, or as the worker scopes it).
+func (c *Client) holds(ns, name, owner string) bool {
+	scoped := owner
+	if sub := c.creds.subject(); sub != "" && !strings.HasPrefix(owner, sub+":") {
+		scoped = sub + ":" + owner
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ls := range c.leases {
+		for _, l := range ls {
+			if l.Name == name && l.Namespace == ns && (l.Owner == owner || l.Owner == scoped) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func newRequestID() string { return uuid.Must(uuid.NewV7()).String() }

@@ -687,6 +687,37 @@ func TestSharedLocksAndSemaphores(t *testing.T) {
 	require.Equal(t, 1, ran)
 }
 
+// givenUpBeforeReply runs an acquire with a ctx cancelled once its command is
+// on the commands topic, while no worker runs; then starts a worker and
+// fails if the lock was granted after its caller gave up (held for nobody,
+// with no Lease to release it). setup runs with a worker up (it may open a
+// session) and returns the acquire.
+func givenUpBeforeReply(t *testing.T, requester string, setup func(c *client.Client, lock string) func(context.Context) error) {
+	e := e2e.New(t)
+	w := e.StartWorker(e2e.WorkerOpts{Name: requester + "-w1"})
+	c, err := client.New(ctxT(t), client.Config{Brokers: e.Brokers, Requester: requester, ReplyTimeout: 20 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	lock := uniq(requester)
+	commands := e.Watch(e.Names.Commands)
+	run := setup(c, lock)
+	w.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	commands.WaitEvent(t, "the acquire on the commands topic", func(r e2e.Received) bool {
+		return r.Event.Operation == topics.OpAcquire && string(r.Record.Key) == lock
+	})
+	cancel()
+	// A withdrawing release waits for its answer: a worker must be up.
+	e.StartWorker(e2e.WorkerOpts{Name: requester + "-w2"})
+	require.ErrorIs(t, <-done, context.Canceled)
+	// Keyed by the lock, the query is applied after the acquire.
+	st, err := c.Query(ctxT(t), lock)
+	require.NoError(t, err)
+	assert.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q after its caller gave up", st.Owner)
+}
+
 // Keep-alives, releases, sessions and Close together, for -race and for
 // goroutines left behind.
 func TestCloseUnderLoad(t *testing.T) {

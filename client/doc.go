@@ -53,7 +53,9 @@
 //
 // An acquire that is given up (its context ends while it waits) sends a
 // release for its owner, which withdraws it from the queue, so the worker
-// never grants a lock nobody waits for.
+// never grants a lock nobody waits for. The one exception is an acquire
+// WithOwner given up before it was seen queued: its owner may hold the lock
+// already, and the release would end that lease (see Acquire).
 //
 // # Sessions
 //

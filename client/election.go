@@ -111,7 +111,10 @@ type electionMetadata struct {
 // allows, with no limit of its own: a wait that reaches the contract's
 // maximum (an hour) is renewed. When ctx ends first, the campaign is
 // withdrawn from the queue (so it can never be granted the leadership
-// later) and the error wraps ctx's cause.
+// later) and the error wraps ctx's cause. A campaign's owner, even one
+// given WithOwner, is taken to be the campaign's alone: it is withdrawn
+// unless a Leadership of this client holds the lock for that owner, so a
+// campaign given up while resuming a leadership of another process ends it.
 //
 // The value must fit the contract's 4 KiB bound of owner_metadata once
 // encoded ({"value": ...}, about 4,080 bytes of plain text), else an error
@@ -142,6 +145,7 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 			len(value), len(md), topics.MaxOwnerMetadataBytes))
 	}
 	o.metadata = md
+	o.dedicatedOwner = true
 	for {
 		o.wait = time.Duration(topics.MaxWaitSeconds) * time.Second
 		if dl, ok := ctx.Deadline(); ok {

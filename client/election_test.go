@@ -314,3 +314,14 @@ func TestElectionUnhappyPaths(t *testing.T) {
 		assert.ErrorIs(t, err, client.ErrClosed)
 	})
 }
+
+// A campaign WithOwner given up before any reply is withdrawn, as for a
+// generated owner: it can never be granted the leadership later.
+func TestCampaignWithOwnerGivenUpBeforeReplyIsWithdrawn(t *testing.T) {
+	givenUpBeforeReply(t, "elect-given-up", func(c *client.Client, lock string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := client.NewElection(c, lock).Campaign(ctx, "v", client.WithOwner("candidate"))
+			return err
+		}
+	})
+}

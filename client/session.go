@@ -279,7 +279,9 @@ func (s *Session) keepAliveLoop() {
 // of its own (its lease duration is ignored) and ends when s ends, or at
 // its Release. The owner is the session's.
 func WithSession(s *Session) AcquireOption {
-	return func(o *acquireOptions) { o.session, o.owner, o.keepAlive = s, s.Owner, false }
+	return func(o *acquireOptions) {
+		o.session, o.owner, o.keepAlive, o.dedicatedOwner = s, s.Owner, false, true
+	}
 }
 
 // routeSession gives a session.expired, or a session.closed this session

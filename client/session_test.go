@@ -174,6 +174,44 @@ func TestSessionLost(t *testing.T) {
 	require.ErrorIs(t, s.Close(ctx), client.ErrSessionLost, "Close of a lost session returns its loss")
 }
 
+// An acquire in a session given up before any reply (the owner is the
+// session's, not the call's own) is withdrawn: the worker does not grant
+// the lock to the session, which would hold it with no Lease to release it.
+func TestSessionAcquireGivenUpBeforeReplyIsWithdrawn(t *testing.T) {
+	givenUpBeforeReply(t, "sess-given-up", func(c *client.Client, lock string) func(context.Context) error {
+		s, err := c.NewSession(ctxT(t), 30*time.Second)
+		require.NoError(t, err)
+		return func(ctx context.Context) error {
+			_, err := c.Acquire(ctx, lock, client.WithSession(s))
+			return err
+		}
+	})
+}
+
+// A renewal in a session given up is not withdrawn: the release would end
+// the session's lease.
+func TestSessionRenewalGivenUpKeepsTheLease(t *testing.T) {
+	ctx := ctxT(t)
+	c, other := newClient(t, "sess-renewal"), newClient(t, "sess-renewal-other")
+	s, err := c.NewSession(ctx, 10*time.Second)
+	require.NoError(t, err)
+	lock := uniq("sess-renewal")
+	l, err := c.Acquire(ctx, lock, client.WithSession(s))
+	require.NoError(t, err)
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.Acquire(gone, lock, client.WithSession(s))
+	require.ErrorIs(t, err, context.Canceled)
+	// Another client's query: kgo fails the records buffered behind one
+	// whose ctx ended, so c's next command could fail with it.
+	st, err := other.Query(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, st.Status)
+	require.Equal(t, l.Token, st.Token)
+	require.NoError(t, l.Err())
+	require.NoError(t, s.Close(ctx))
+}
+
 func TestSessionRefusals(t *testing.T) {
 	ctx := ctxT(t)
 	c, other := newClient(t, "sess-refuse"), newClient(t, "sess-refuse-other")
