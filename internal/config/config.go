@@ -7,8 +7,10 @@
 // variable means "unset": the default applies.
 //
 // Config never leaks secrets through formatting: String, GoString, Redacted and
-// MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD and the
-// password inside DATABASE_URL, and FromEnv's errors never echo them.
+// MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD,
+// INSPECT_TOKEN and the password and sslpassword inside DATABASE_URL, and
+// FromEnv's errors never echo them. User names are not secrets: they are
+// logged, which helps tell a wrong user from a wrong password.
 //
 // Of the service's packages it imports only topics (topic-name rules and the
 // contract's defaults), so every command can load configuration without
@@ -125,8 +127,10 @@ type Config struct {
 // for connecting; MinConns and MaxConns apply either way (pool settings are
 // not part of the URL, so plain pgx.Connect accepts it too).
 type PostgresConfig struct {
-	// URL (DATABASE_URL, default empty): a postgres:// URL or a key=value
-	// connection string. When set, Host..Password are ignored.
+	// URL (DATABASE_URL, default empty): a postgres:// or postgresql:// URL,
+	// else a key=value connection string (the prefix decides, as in pgx).
+	// When set, Host..Password are ignored. Printed with its password and
+	// sslpassword masked.
 	URL string
 	// Host (POSTGRES_HOST, default 127.0.0.1).
 	Host string
@@ -243,8 +247,8 @@ type SASLConfig struct {
 	// SCRAM-SHA-256 or SCRAM-SHA-512 (case-insensitive in the environment,
 	// stored upper case).
 	Mechanism string
-	// Username (KAFKA_SASL_USERNAME) and Password (KAFKA_SASL_PASSWORD, never
-	// printed); both required with a Mechanism.
+	// Username (KAFKA_SASL_USERNAME, logged like POSTGRES_USER) and Password
+	// (KAFKA_SASL_PASSWORD, never printed); both required with a Mechanism.
 	Username string
 	Password string
 }

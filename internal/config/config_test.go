@@ -282,6 +282,52 @@ func TestPostgresURL(t *testing.T) {
 	}
 }
 
+// TestDatabaseURLSplitAsPgxSplitsIt holds DATABASE_URL's checks and
+// redaction to pgx's own parser: what pgx accepts is accepted, and the
+// password pgx reads is what Redacted masks.
+func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
+	t.Setenv("PGPASSWORD", "")
+	t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
+	for _, dsn := range []string{
+		// "://" inside a key=value string is a value, not a scheme.
+		"host=db user=u dbname=x password=a://s3cr3t",
+		`host=db password=abc\ s3cr3t`,
+		`host=db password='a b\' s3cr3t' dbname=x`,
+		"host=db password=   s3cr3t dbname=x",
+		"host=db password='s3cr3t'dbname=x",
+		"postgres://app:1?s3cr3t#@db/x",
+		"postgresql://h1:5432,h2:5433/x?password=s3cr3t",
+		"postgres://[::1]:5432/x?password=s3cr3t&",
+	} {
+		pc, err := pgconn.ParseConfig(dsn)
+		require.NoError(t, err, "pgx refuses %s", dsn)
+		c, err := FromEnv(env(map[string]string{"DATABASE_URL": dsn}))
+		require.NoError(t, err, "pgx accepts %s", dsn)
+		assert.Contains(t, pc.Password, "s3cr3t", dsn)
+		assert.NotContains(t, c.Redacted()["DATABASE_URL"], "s3cr3t", dsn)
+	}
+	for _, dsn := range []string{
+		"host=db password='s3cr3t",
+		"host=db password=s3cr3t dangling",
+		"postgres://db/x?password",
+		"postgres://db/x?password=a=s3cr3t",
+		"postgres://[::1/x",
+		"mysql://root:s3cr3t@db/x",
+	} {
+		_, err := pgconn.ParseConfig(dsn)
+		require.Error(t, err, "pgx accepts %s", dsn)
+		_, err = FromEnv(env(map[string]string{"DATABASE_URL": dsn}))
+		require.ErrorContains(t, err, "DATABASE_URL: is neither a postgres:// URL nor a key=value connection string", dsn)
+		assert.NotContains(t, err.Error(), "s3cr3t")
+	}
+	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?"}))
+	require.NoError(t, err, "an empty query")
+	// pgx takes "jdbc:postgresql://db/x?user" for a runtime parameter's
+	// name; it is a URL of the wrong scheme.
+	_, err = FromEnv(env(map[string]string{"DATABASE_URL": "jdbc:postgresql://db/x?user=u&password=s3cr3t"}))
+	require.ErrorContains(t, err, "DATABASE_URL: is neither")
+}
+
 func TestRedaction(t *testing.T) {
 	const pgSecret, urlSecret, saslSecret = "pg-hunter2", "url-hunter2", "sasl-hunter2"
 	cases := []struct {
@@ -292,9 +338,22 @@ func TestRedaction(t *testing.T) {
 	}{
 		{"POSTGRES_PASSWORD", map[string]string{"POSTGRES_PASSWORD": pgSecret}, pgSecret, ""},
 		{"DATABASE_URL userinfo", map[string]string{"DATABASE_URL": "postgres://app:" + urlSecret + "@db:5432/x?sslmode=require"}, urlSecret, "postgres://app:***@db:5432/x?sslmode=require"},
-		{"DATABASE_URL query", map[string]string{"DATABASE_URL": "postgresql://db/x?user=app&password=" + urlSecret}, urlSecret, "postgresql://db/x?password=***&user=app"},
+		{"DATABASE_URL query", map[string]string{"DATABASE_URL": "postgresql://db/x?user=app&password=" + urlSecret}, urlSecret, "postgresql://db/x?user=app&password=***"},
+		// sslpassword decrypts the client key; pgx reads it from the query
+		// and from a keyword.
+		{"DATABASE_URL sslpassword query", map[string]string{"DATABASE_URL": "postgres://u@db:5432/x?sslmode=verify-full&sslkey=/k.pem&sslpassword=" + urlSecret}, urlSecret, "postgres://u@db:5432/x?sslmode=verify-full&sslkey=/k.pem&sslpassword=***"},
+		{"DATABASE_URL key=value sslpassword", map[string]string{"DATABASE_URL": "host=db user=u dbname=x sslkey=/k.pem sslpassword=" + urlSecret}, urlSecret, "host=db user=u dbname=x sslkey=/k.pem sslpassword=***"},
+		// pgx decodes a query key before matching it.
+		{"DATABASE_URL escaped query key", map[string]string{"DATABASE_URL": "postgres://db/x?pass%77ord=" + urlSecret}, urlSecret, "postgres://db/x?pass%77ord=***"},
+		// pgx ends the userinfo at the first '@' before a '/': '?' and '#'
+		// belong to the password, not to a query or fragment.
+		{"DATABASE_URL userinfo with ? and #", map[string]string{"DATABASE_URL": "postgres://app:1?" + urlSecret + "#@db/x"}, urlSecret, "postgres://app:***@db/x"},
 		{"DATABASE_URL key=value", map[string]string{"DATABASE_URL": "host=db password=" + urlSecret + " dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		{"DATABASE_URL key=value quoted", map[string]string{"DATABASE_URL": "host=db password='" + urlSecret + " \\' x' dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
+		// A backslash escapes a space into an unquoted value.
+		{"DATABASE_URL key=value escaped space", map[string]string{"DATABASE_URL": `host=db password=abc\ ` + urlSecret + ` dbname=x`}, urlSecret, "host=db password=*** dbname=x"},
+		// The value starts after the spaces that follow '='.
+		{"DATABASE_URL key=value spaces after =", map[string]string{"DATABASE_URL": "host=db password = " + urlSecret + " dbname=x"}, urlSecret, "host=db password = *** dbname=x"},
 		{"KAFKA_SASL_PASSWORD", map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": saslSecret}, saslSecret, ""},
 		{"INSPECT_TOKEN", map[string]string{"INSPECT_TOKEN": "inspect-hunter2"}, "inspect-hunter2", ""},
 	}
@@ -334,6 +393,15 @@ func TestRedaction(t *testing.T) {
 			assert.Contains(t, zl.String(), `"POSTGRES_HOST":"127.0.0.1"`)
 		})
 	}
+
+	t.Run("the SASL user name is logged", func(t *testing.T) {
+		// A name, not a secret, as POSTGRES_USER: read trimmed and shown.
+		c, err := FromEnv(env(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": " svc ", "KAFKA_SASL_PASSWORD": "pw"}))
+		require.NoError(t, err)
+		assert.Equal(t, "svc", c.Kafka.SASL.Username)
+		assert.Equal(t, "svc", c.Redacted()["KAFKA_SASL_USERNAME"])
+		assert.Equal(t, "***", c.Redacted()["KAFKA_SASL_PASSWORD"])
+	})
 
 	t.Run("masked values are visible as set", func(t *testing.T) {
 		c, err := FromEnv(env(map[string]string{"POSTGRES_PASSWORD": "x"}))

@@ -6,7 +6,6 @@ import (
 	"github.com/omninode/lockworker/topics"
 	"math"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -68,7 +67,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.boolean("KAFKA_TLS_INSECURE_SKIP_VERIFY", &k.TLS.InsecureSkipVerify)
 	p.str("KAFKA_SASL_MECHANISM", &k.SASL.Mechanism)
 	k.SASL.Mechanism = strings.ToUpper(k.SASL.Mechanism)
-	p.secret("KAFKA_SASL_USERNAME", &k.SASL.Username)
+	p.str("KAFKA_SASL_USERNAME", &k.SASL.Username)
 	p.secret("KAFKA_SASL_PASSWORD", &k.SASL.Password)
 
 	t := &c.Topics
@@ -140,9 +139,8 @@ func (c Config) validate() []error {
 
 	pg := c.Postgres
 	if pg.URL != "" {
-		if !validPostgresURL(pg.URL) {
-			// The value may hold a password, so it is not shown.
-			failNoValue("DATABASE_URL", "is neither a postgres:// URL nor a key=value connection string (value not shown: it may hold a password)")
+		if err := checkConnString(pg.URL); err != nil {
+			failNoValue("DATABASE_URL", "%v", err)
 		}
 	} else {
 		if pg.Host == "" {
@@ -428,14 +426,4 @@ func parseLevel(s string) (zerolog.Level, bool) {
 		return zerolog.Disabled, true
 	}
 	return 0, false
-}
-
-// validPostgresURL accepts what pgx accepts at the shape level: a
-// postgres:// or postgresql:// URL, or a key=value connection string.
-func validPostgresURL(s string) bool {
-	if strings.Contains(s, "://") {
-		u, err := url.Parse(s)
-		return err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql")
-	}
-	return strings.Contains(s, "=")
 }

@@ -1,9 +1,10 @@
 package config
 
 import (
+	"errors"
 	"net"
 	"net/url"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -49,30 +50,221 @@ func (p PostgresConfig) redactedURL() string {
 	return unescapeMask(p.buildURL(mask(p.Password)))
 }
 
-// dsnPassword matches password=... in a key=value connection string, quoted
-// ('a b', with \' escapes) or not.
-var dsnPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:\\.|[^'\\])*'|\S*)`)
+// The connection string is split as pgx (v5, after libpq) splits it, so
+// that redaction masks exactly the values pgx reads as secrets, and
+// validation refuses what pgx would refuse when connecting.
 
-// redactDatabaseURL masks the password of a DATABASE_URL in every place pgx
-// reads one: the userinfo, a password query parameter, or a password=
-// keyword.
-func redactDatabaseURL(s string) string {
-	if !strings.Contains(s, "://") {
-		return dsnPassword.ReplaceAllString(s, "${1}"+masked)
+// isURLConnString is pgx's own test: only these prefixes make a URL; anything
+// else, "://" or not, is a key=value string.
+func isURLConnString(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// secretKey reports whether pgx reads the value of key as a secret: the
+// password, and sslpassword, which decrypts the client key. Case is ignored
+// so that a near miss (sent to the server as a runtime parameter) is
+// masked too.
+func secretKey(key string) bool {
+	return strings.EqualFold(key, "password") || strings.EqualFold(key, "sslpassword")
+}
+
+// errConnString never quotes the string: it may hold a password.
+var errConnString = errors.New("is neither a postgres:// URL nor a key=value connection string (value not shown: it may hold a password)")
+
+// checkConnString checks the string's shape as pgx does before connecting
+// (a bad percent-escape or an unreadable file still fails only then).
+func checkConnString(s string) error {
+	if isURLConnString(s) {
+		_, err := splitURL(s)
+		return err
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		// Cannot tell where the password is; hide everything.
-		return "(unparsable URL hidden)"
+	pairs, err := splitKeywordValue(s)
+	if err != nil || len(pairs) == 0 {
+		return errConnString
 	}
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), masked)
+	if slices.ContainsFunc(pairs, func(p keyValue) bool { return strings.Contains(p.key, "://") }) {
+		// pgx would send the "jdbc:postgresql://db/x?user" of
+		// "jdbc:postgresql://db/x?user=u" as a parameter and connect to
+		// its defaults: it is a URL of the wrong scheme.
+		return errConnString
+	}
+	return nil
+}
+
+// keyValue is one setting of a key=value string: s[start:end] is its value
+// as written (quotes and backslashes included).
+type keyValue struct {
+	key        string
+	start, end int
+}
+
+// spaces are the white space of libpq's connection strings.
+const spaces = " \t\n\v\f\r"
+
+func isSpace(c byte) bool { return strings.IndexByte(spaces, c) >= 0 }
+
+func skipSpaces(s string, i int) int {
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	return i
+}
+
+// splitKeywordValue splits a key=value string as pgx's
+// parseKeywordValueSettings does: a value is quoted ('a b', \' and \\
+// escaped) or runs to the next unescaped white space, and a backslash
+// escapes the next character either way.
+func splitKeywordValue(s string) ([]keyValue, error) {
+	var pairs []keyValue
+	for i := skipSpaces(s, 0); i < len(s); {
+		eq := strings.IndexByte(s[i:], '=')
+		if eq < 0 {
+			return nil, errConnString
+		}
+		key := strings.TrimRight(s[i:i+eq], spaces)
+		if key == "" || strings.ContainsAny(key, spaces) {
+			return nil, errConnString
+		}
+		start := skipSpaces(s, i+eq+1)
+		end := start
+		if end < len(s) && s[end] == '\'' {
+			for end++; end < len(s) && s[end] != '\''; end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			if end >= len(s) {
+				return nil, errConnString // unterminated quote
+			}
+			end++
+		} else {
+			for ; end < len(s) && !isSpace(s[end]); end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			end = min(end, len(s)) // a trailing backslash ends the string
+		}
+		pairs = append(pairs, keyValue{key: key, start: start, end: end})
+		i = skipSpaces(s, end)
+	}
+	return pairs, nil
+}
+
+// urlParts locates the secrets of a postgres:// URL: s[userinfo] is the
+// user:password before '@' (empty when absent) and s[query:] the query
+// (query is len(s) when absent).
+type urlParts struct {
+	userinfo [2]int
+	query    int
+}
+
+// splitURL follows pgx's parseURLSettings, which differs from net/url: the
+// userinfo ends at the first '@' before any '/' (so '?' and '#' may be in a
+// password unescaped), a host list may follow, and the query starts at the
+// first '?' after them.
+func splitURL(s string) (urlParts, error) {
+	i := strings.Index(s, "://") + len("://")
+	parts := urlParts{userinfo: [2]int{i, i}, query: len(s)}
+	if at := strings.IndexAny(s[i:], "@/"); at >= 0 && s[i+at] == '@' {
+		parts.userinfo[1] = i + at
+		i += at + 1
+	}
+	for {
+		if i < len(s) && s[i] == '[' {
+			end := strings.IndexByte(s[i:], ']')
+			if end < 0 {
+				return urlParts{}, errConnString
+			}
+			i += end + 1
+		} else {
+			i += indexOrLen(s[i:], ":/?,")
+		}
+		if i < len(s) && s[i] == ':' {
+			i++
+			i += indexOrLen(s[i:], "/?,")
+		}
+		if i >= len(s) || s[i] != ',' {
+			break
+		}
+		i++
+	}
+	if i < len(s) && s[i] == '/' {
+		i += indexOrLen(s[i:], "?")
+	}
+	if i < len(s) && s[i] == '?' {
+		parts.query = i + 1
+		for params := s[i+1:]; params != ""; {
+			var pair string
+			pair, params, _ = strings.Cut(params, "&")
+			if strings.Count(pair, "=") != 1 {
+				return urlParts{}, errConnString
+			}
 		}
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", masked)
-		u.RawQuery = q.Encode()
+	return parts, nil
+}
+
+func indexOrLen(s, chars string) int {
+	if i := strings.IndexAny(s, chars); i >= 0 {
+		return i
 	}
-	return unescapeMask(u.String())
+	return len(s)
+}
+
+// redactDatabaseURL masks every secret of a DATABASE_URL where pgx reads
+// one: the URL's userinfo password, a password or sslpassword query
+// parameter, or a password or sslpassword keyword.
+func redactDatabaseURL(s string) string {
+	if !isURLConnString(s) {
+		pairs, err := splitKeywordValue(s)
+		if err != nil {
+			// Cannot tell where the password ends; hide everything.
+			return "(invalid connection string hidden)"
+		}
+		var b strings.Builder
+		last := 0
+		for _, p := range pairs {
+			if secretKey(p.key) && p.end > p.start {
+				b.WriteString(s[last:p.start])
+				b.WriteString(masked)
+				last = p.end
+			}
+		}
+		b.WriteString(s[last:])
+		return b.String()
+	}
+	parts, err := splitURL(s)
+	if err != nil {
+		return "(invalid connection string hidden)"
+	}
+	var b strings.Builder
+	userinfo := s[parts.userinfo[0]:parts.userinfo[1]]
+	b.WriteString(s[:parts.userinfo[0]])
+	if user, password, ok := strings.Cut(userinfo, ":"); ok && password != "" {
+		userinfo = user + ":" + masked
+	}
+	b.WriteString(userinfo)
+	b.WriteString(s[parts.userinfo[1]:parts.query])
+	if parts.query < len(s) {
+		pairs := strings.Split(s[parts.query:], "&")
+		for i, pair := range pairs {
+			// pgx decodes the key first: pass%77ord is a password too.
+			if key, value, _ := strings.Cut(pair, "="); value != "" && secretKey(lenientUnescape(key)) {
+				pairs[i] = key + "=" + masked
+			}
+		}
+		b.WriteString(strings.Join(pairs, "&"))
+	}
+	return b.String()
+}
+
+// lenientUnescape decodes a URL query key as pgx does before matching it,
+// without failing: a bad escape stays as written.
+func lenientUnescape(s string) string {
+	s = strings.Trim(s, " ")
+	if u, err := url.PathUnescape(s); err == nil {
+		return u
+	}
+	return s
 }
