@@ -107,7 +107,8 @@ type Config struct {
 	// table's dead rows pass its live rows (and 1,000).
 	VacuumDeadRows int
 
-	// HTTPAddr (HTTP_ADDR, default ":8062") is the health and metrics listener.
+	// HTTPAddr (HTTP_ADDR, default ":8062", [host]:port with a numeric port
+	// of 0..65535; 0 picks a free port) is the health and metrics listener.
 	HTTPAddr string
 	// LogLevel (LOG_LEVEL, default info): trace, debug, info, warn, error,
 	// fatal, panic or disabled.
@@ -171,7 +172,7 @@ type AuthConfig struct {
 // KafkaConfig is how lockworker reaches Kafka.
 type KafkaConfig struct {
 	// BootstrapServers (KAFKA_BOOTSTRAP_SERVERS, comma separated host[:port],
-	// default empty). Empty: lockworker starts the embedded development
+	// port 1..65535, default empty). Empty: lockworker starts the embedded development
 	// broker (see Config.Embedded).
 	BootstrapServers []string
 	// ConsumerGroup (KAFKA_CONSUMER_GROUP, default lockworker).
@@ -291,8 +292,8 @@ type TopicsConfig struct {
 
 // EmbeddedConfig is the development broker (package embedded).
 type EmbeddedConfig struct {
-	// Addr (EMBEDDED_KAFKA_ADDR, default 127.0.0.1:9092) is where it listens
-	// and what it advertises to clients.
+	// Addr (EMBEDDED_KAFKA_ADDR, default 127.0.0.1:9092, port 0..65535) is
+	// where it listens and what it advertises to clients.
 	Addr string
 	// Dir (EMBEDDED_KAFKA_DIR, default ".data/kafka", relative to the working
 	// directory) keeps its topics and records across restarts.

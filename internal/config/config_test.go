@@ -146,6 +146,8 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"LOCK_EVENTS_RETENTION": "86400"}, func(c *Config) { c.LockEventsRetention = 24 * time.Hour }},
 		{map[string]string{"LOCK_EVENTS_RETENTION": "0"}, func(c *Config) { c.LockEventsRetention = 0 }},
 		{map[string]string{"HTTP_ADDR": "127.0.0.1:9000"}, func(c *Config) { c.HTTPAddr = "127.0.0.1:9000" }},
+		{map[string]string{"HTTP_ADDR": "127.0.0.1:0"}, func(c *Config) { c.HTTPAddr = "127.0.0.1:0" }}, // a free port
+		{map[string]string{"HTTP_ADDR": "[::1]:65535"}, func(c *Config) { c.HTTPAddr = "[::1]:65535" }},
 		{map[string]string{"LOG_LEVEL": "DEBUG"}, func(c *Config) { c.LogLevel = zerolog.DebugLevel }},
 		{map[string]string{"LOG_LEVEL": "warning"}, func(c *Config) { c.LogLevel = zerolog.WarnLevel }},
 		{map[string]string{"LOG_FORMAT": "Console"}, func(c *Config) { c.LogFormat = "console" }},
@@ -195,6 +197,13 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"LOG_FORMAT": "xml"}, `LOG_FORMAT: "xml" is not json or console`},
 		{map[string]string{"HTTP_ADDR": "8062"}, `HTTP_ADDR: "8062" is not host:port`},
 		{map[string]string{"EMBEDDED_KAFKA_ADDR": "localhost"}, `EMBEDDED_KAFKA_ADDR: "localhost" is not host:port`},
+		// Every bad port is refused at start, not when first used.
+		{map[string]string{"HTTP_ADDR": ":99999"}, `HTTP_ADDR: ":99999" is not host:port with a port of 0..65535`},
+		{map[string]string{"HTTP_ADDR": ":http"}, `HTTP_ADDR: ":http" is not host:port`},
+		{map[string]string{"HTTP_ADDR": "127.0.0.1:-1"}, `HTTP_ADDR: "127.0.0.1:-1" is not host:port`},
+		{map[string]string{"EMBEDDED_KAFKA_ADDR": "127.0.0.1:65536"}, `EMBEDDED_KAFKA_ADDR: "127.0.0.1:65536" is not host:port`},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "kafka:0"}, `KAFKA_BOOTSTRAP_SERVERS: "kafka:0" has "kafka:0", which is not host[:port] with a port of 1..65535`},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:9092,k2:70000"}, `has "k2:70000", which is not host[:port]`},
 		{map[string]string{"INSTANCE_ID": "a b"}, `INSTANCE_ID: "a b" must be 1..255 printable ASCII`},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:90x2"}, `KAFKA_BOOTSTRAP_SERVERS: "k1:90x2" has "k1:90x2", which is not host[:port]`},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": " , "}, `KAFKA_BOOTSTRAP_SERVERS: "," lists no broker`},

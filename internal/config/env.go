@@ -264,8 +264,10 @@ func (c Config) validate() []error {
 		fail("COMMANDS_PARTITIONS", strconv.Itoa(int(t.CommandsPartitions)), "is less than 1")
 	}
 
-	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
-		fail("HTTP_ADDR", c.HTTPAddr, "is not host:port (e.g. :8062)")
+	// Port 0 listens on a free port (Manager.HTTPAddr says which): tests
+	// use it. The host may be empty: every interface.
+	if host, _, err := net.SplitHostPort(c.HTTPAddr); err != nil || strings.ContainsAny(host, " /") || !validPort(c.HTTPAddr, 0) {
+		fail("HTTP_ADDR", c.HTTPAddr, "is not host:port with a port of 0..65535 (e.g. :8062)")
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		fail("LOG_FORMAT", c.LogFormat, "is not json or console")
@@ -273,8 +275,8 @@ func (c Config) validate() []error {
 	if !validInstanceID(c.InstanceID) {
 		fail("INSTANCE_ID", c.InstanceID, "must be 1..255 printable ASCII characters without spaces")
 	}
-	if !validHostPort(c.Embedded.Addr) {
-		fail("EMBEDDED_KAFKA_ADDR", c.Embedded.Addr, "is not host:port (e.g. 127.0.0.1:9092)")
+	if !validHostPort(c.Embedded.Addr, 0) {
+		fail("EMBEDDED_KAFKA_ADDR", c.Embedded.Addr, "is not host:port with a port of 0..65535 (e.g. 127.0.0.1:9092)")
 	}
 	if c.Embedded.Dir == "" {
 		failNoValue("EMBEDDED_KAFKA_DIR", "is empty")
@@ -385,8 +387,8 @@ func (p *parser) brokers(name, v string) []string {
 		if !strings.Contains(b, ":") || (strings.HasPrefix(b, "[") && strings.HasSuffix(b, "]")) {
 			hp = net.JoinHostPort(strings.Trim(b, "[]"), "9092")
 		}
-		if !validHostPort(hp) {
-			p.fail(name, v, fmt.Sprintf("has %q, which is not host[:port]", b))
+		if !validHostPort(hp, 1) {
+			p.fail(name, v, fmt.Sprintf("has %q, which is not host[:port] with a port of 1..65535", b))
 			return nil
 		}
 		out = append(out, b)
@@ -397,13 +399,22 @@ func (p *parser) brokers(name, v string) []string {
 	return out
 }
 
-func validHostPort(s string) bool {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || host == "" || strings.ContainsAny(host, " /") {
+// validHostPort reports whether s is host:port with a host and a port
+// number of minPort..65535.
+func validHostPort(s string, minPort int) bool {
+	host, _, err := net.SplitHostPort(s)
+	return err == nil && host != "" && !strings.ContainsAny(host, " /") && validPort(s, minPort)
+}
+
+// validPort reports whether s's port is a number of minPort..65535: a
+// service name ("http") would not survive as a URL's port.
+func validPort(s string, minPort int) bool {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
 		return false
 	}
 	n, err := strconv.Atoi(port)
-	return err == nil && n >= 0 && n <= 65535
+	return err == nil && n >= minPort && n <= 65535
 }
 
 func parseLevel(s string) (zerolog.Level, bool) {
