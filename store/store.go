@@ -23,8 +23,11 @@ const (
 type Config struct {
 	// URL is a libpq connection string or URL. Required.
 	URL string
-	// MinConns and MaxConns size the pool. Defaults 1 and 10.
-	MinConns, MaxConns int32
+	// MinConns is the connections the pool keeps open even when idle
+	// (POSTGRES_MIN_CONNECTIONS); 0, the default, keeps none.
+	MinConns int32
+	// MaxConns bounds the pool. Default 10.
+	MaxConns int32
 	// RetryBase is the first retry delay of a transient failure; each retry
 	// doubles it, with jitter, up to RetryMax. Defaults DefaultRetryBase
 	// (100 ms) and DefaultRetryMax (5 s).
@@ -46,9 +49,6 @@ type Store struct {
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 10
-	}
-	if cfg.MinConns <= 0 {
-		cfg.MinConns = 1
 	}
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = DefaultRetryBase

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/tern/v2/migrate"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/migrations"
 	"github.com/omninode/lockworker/store"
@@ -941,4 +942,22 @@ func TestOpenPrefersGenericPlans(t *testing.T) {
 	require.Equal(t, "force_generic_plan", mode(st), "also on the connection the migrations ran on (tern resets it)")
 	sc.URL += "&plan_cache_mode=auto"
 	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
+}
+
+// POSTGRES_MIN_CONNECTIONS reaches the pool as set, 0 (keep no idle
+// connection) included.
+func TestOpenKeepsMinConnsAsConfigured(t *testing.T) {
+	t.Parallel()
+	sc := testdb.NewSchema(t)
+	for _, v := range []string{"0", "2"} {
+		cfg, err := config.FromEnv(func(k string) string {
+			if k == "POSTGRES_MIN_CONNECTIONS" {
+				return v
+			}
+			return ""
+		})
+		require.NoError(t, err)
+		st := sc.Open(t, store.Config{MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns})
+		require.Equal(t, cfg.Postgres.MinConns, st.Pool.Config().MinConns, "POSTGRES_MIN_CONNECTIONS=%s", v)
+	}
 }

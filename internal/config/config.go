@@ -145,7 +145,7 @@ type PostgresConfig struct {
 	Password string
 	// MinConns (POSTGRES_MIN_CONNECTIONS, default 1, 0..1000, <= MaxConns):
 	// connections the pool keeps open, so the first batch after idle does not
-	// pay for a connect.
+	// pay for a connect; 0 keeps none.
 	MinConns int32
 	// MaxConns (POSTGRES_MAX_CONNECTIONS, default 10, 1..1000).
 	MaxConns int32
