@@ -7,11 +7,13 @@ import (
 )
 
 // authorized reports whether the request presents Config.InspectToken as a
-// bearer token (never, when none is configured).
+// bearer token (never, when none is configured). The scheme is
+// case-insensitive and may be followed by several spaces (RFC 7235).
 func (s *server) authorized(r *http.Request) bool {
 	want := s.cfg.InspectToken
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return want != "" && ok && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	got = strings.TrimLeft(got, " ")
+	return want != "" && ok && strings.EqualFold(scheme, "Bearer") && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 // private guards an inspection endpoint: with Config.InspectToken set, a
