@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -297,4 +298,66 @@ func TestPublishTopicsReportsEachTopic(t *testing.T) {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { got[r.Topic] = append(got[r.Topic], string(r.Value)) })
 	}
 	assert.Equal(t, map[string][]string{a: {"a1", "a2"}, b: {"b1"}}, got)
+}
+
+// TestPublishCreatesADeletedTopicAgain: with AutoCreateTopics, a topic
+// deleted after the publisher created it (a requester's reply topic, cleaned
+// up and used again) is created again: the publish that finds it missing
+// fails UNKNOWN_TOPIC_OR_PARTITION, the next one creates it and succeeds.
+func TestPublishCreatesADeletedTopicAgain(t *testing.T) {
+	c := newCluster(t)
+	const topic = "locks.replies.job"
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers:          c.ListenAddrs(),
+		ClientOpts:       append(testClientOpts(), kgo.RecordDeliveryTimeout(5*time.Second)),
+		AutoCreateTopics: true,
+		TopicPartitions:  1,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	require.NoError(t, pub.Publish(topic, message.NewMessage("1", []byte("a"))))
+
+	adm, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer adm.Close()
+	_, err = kadm.NewClient(adm).DeleteTopics(context.Background(), topic)
+	require.NoError(t, err)
+
+	err = pub.Publish(topic, message.NewMessage("2", []byte("b")))
+	require.ErrorIs(t, err, kerr.UnknownTopicOrPartition, "the publisher's client still knew the deleted topic")
+	require.NoError(t, pub.Publish(topic, message.NewMessage("3", []byte("c"))), "the topic is created again")
+}
+
+// TestPublishFollowsATopicCreatedAgainElsewhere: without AutoCreateTopics,
+// a topic deleted and created again by someone else is written again after
+// one failed Publish: kgo would fail it under its old topic ID for the life
+// of the client unless it is purged.
+func TestPublishFollowsATopicCreatedAgainElsewhere(t *testing.T) {
+	c := newCluster(t)
+	const topic = "locks.replies.job"
+	adm, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer adm.Close()
+	admin := kadm.NewClient(adm)
+	create := func() {
+		t.Helper()
+		_, err := admin.CreateTopic(context.Background(), 1, 1, nil, topic)
+		require.NoError(t, err)
+	}
+	create()
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers:    c.ListenAddrs(),
+		ClientOpts: append(testClientOpts(), kgo.RecordDeliveryTimeout(5*time.Second)),
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	require.NoError(t, pub.Publish(topic, message.NewMessage("1", []byte("a"))))
+
+	_, err = admin.DeleteTopics(context.Background(), topic)
+	require.NoError(t, err)
+	create()
+
+	err = pub.Publish(topic, message.NewMessage("2", []byte("b")))
+	require.ErrorIs(t, err, kerr.UnknownTopicID, "the publisher's client held the old topic ID")
+	require.NoError(t, pub.Publish(topic, message.NewMessage("3", []byte("c"))), "the new topic is written")
 }

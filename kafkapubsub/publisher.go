@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -62,8 +63,9 @@ type PublisherConfig struct {
 	// brokers create topics themselves). Creation needs the CREATE
 	// permission; without it every Publish to a new topic fails, so leave
 	// this off when topics are provisioned elsewhere. A success is
-	// remembered for the life of the publisher, a failure is retried on the
-	// next Publish.
+	// remembered until a Publish to the topic fails because it was deleted
+	// since (UNKNOWN_TOPIC_OR_PARTITION or UNKNOWN_TOPIC_ID), so the next
+	// Publish creates it again; a failure is retried on the next Publish.
 	AutoCreateTopics bool
 
 	// TopicPartitions is the partition count of topics created by
@@ -206,10 +208,26 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 		if len(f) > 0 {
 			slices.SortFunc(f, func(a, b MessageError) int { return a.Index - b.Index })
 			errs[i] = &PublishError{Topic: batches[i].Topic, Total: len(batches[i].Messages), Failed: f}
+			if errors.Is(errs[i], kerr.UnknownTopicOrPartition) || errors.Is(errs[i], kerr.UnknownTopicID) {
+				p.forgetTopic(batches[i].Topic)
+			}
 		}
 	}
 	p.logger.Trace("Published messages", watermill.LogFields{"topics": len(batches), "count": len(records)})
 	return errs
+}
+
+// forgetTopic is told that topic was deleted, and maybe created again
+// since: kgo keeps failing it under its old topic ID until it is purged
+// (UNKNOWN_TOPIC_ID), and the topic creator believes it exists. The next
+// Publish then learns the topic afresh, creating it when AutoCreateTopics.
+// Records of the topic another Publish has in flight fail (kgo's "topic
+// purged while buffered"); they would have failed on the missing topic too.
+func (p *Publisher) forgetTopic(topic string) {
+	p.client.PurgeTopicsFromProducing(topic)
+	if p.topics != nil {
+		p.topics.forget(topic)
+	}
 }
 
 // PublishError is Publish's error when Kafka did not take some of the

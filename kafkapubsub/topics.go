@@ -11,7 +11,9 @@ import (
 )
 
 // topicCreator creates topics at most once per topic while creation
-// succeeds, so publishing to a known topic costs no admin request.
+// succeeds, so publishing to a known topic costs no admin request. A topic
+// deleted since is forgotten when a publish finds it missing (forget), so
+// the next publish creates it again.
 type topicCreator struct {
 	admin             *kadm.Client
 	partitions        int32
@@ -70,6 +72,20 @@ func (tc *topicCreator) ensure(ctx context.Context, topic string) error {
 	}
 	close(c.done)
 	return c.err
+}
+
+// forget drops a created topic, so the next ensure creates it again. One
+// whose creation is in flight is kept: that creation is the one to wait for.
+func (tc *topicCreator) forget(topic string) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if c, ok := tc.pending[topic]; ok {
+		select {
+		case <-c.done:
+			delete(tc.pending, topic)
+		default:
+		}
+	}
 }
 
 func (tc *topicCreator) create(ctx context.Context, topic string) error {
