@@ -25,7 +25,9 @@ import (
 const MaxTokenBytes = 8 << 10
 
 // MaxSubjectBytes bounds a requester name, so that its reply topic
-// (REPLY_TOPIC_PREFIX + name) stays within Kafka's 249 characters.
+// (REPLY_TOPIC_PREFIX + name) stays within Kafka's 249 characters: with
+// AUTH_REQUIRED, config refuses a REPLY_TOPIC_PREFIX over 249 - 200 = 49
+// bytes (its maxRequesterBytes is this constant).
 const MaxSubjectBytes = 200
 
 // ErrUnauthenticated is a command without a token the worker accepts.

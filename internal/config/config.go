@@ -276,9 +276,11 @@ type TopicsConfig struct {
 	// CommandsPartitions (COMMANDS_PARTITIONS, default 16, 1..10000) is used
 	// only when lockworker creates the commands topic.
 	CommandsPartitions int32
-	// ReplyPrefix (REPLY_TOPIC_PREFIX, default "locks.replies.") bounds every
-	// reply_to. None of the topics above may start with it, or a requester
-	// could make the worker write into them.
+	// ReplyPrefix (REPLY_TOPIC_PREFIX, default "locks.replies.", at most 248
+	// bytes, 49 with Auth.Required so that it and a requester name of up to
+	// 200 bytes make a topic name) bounds every reply_to. None of the topics
+	// above may start with it, or a requester could make the worker write
+	// into them.
 	ReplyPrefix string
 	// AutoCreateReplyTopics (AUTO_CREATE_REPLY_TOPICS, default true): create a
 	// reply_to topic the first time an event must go there.

@@ -26,6 +26,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/topics"
 )
 
 // env turns a map into a getenv.
@@ -559,4 +562,25 @@ func TestAuthSettings(t *testing.T) {
 	require.ErrorContains(t, err, "AUTH_REQUIRED: needs AUTH_KEYS or AUTH_HMAC_KEY_FILE")
 	_, err = FromEnv(env(map[string]string{"AUTH_KEYS": "/k"}))
 	require.ErrorContains(t, err, `AUTH_KEYS: "/k" is set but AUTH_REQUIRED is not true`)
+}
+
+// With AUTH_REQUIRED a requester's only reply topic is REPLY_TOPIC_PREFIX +
+// its token's sub: a prefix too long for the longest sub is refused at
+// start, not found out token by token.
+func TestReplyPrefixLeavesRoomForTheRequester(t *testing.T) {
+	require.Equal(t, auth.MaxSubjectBytes, maxRequesterBytes)
+	longest := strings.Repeat("p", 249-auth.MaxSubjectBytes-1) + "."
+	tooLong := "p" + longest
+	withAuth := map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/k", "REPLY_TOPIC_PREFIX": longest}
+
+	c, err := FromEnv(env(withAuth))
+	require.NoError(t, err)
+	require.True(t, topics.ValidTopicName(c.Topics.ReplyPrefix+strings.Repeat("s", auth.MaxSubjectBytes)))
+
+	withAuth["REPLY_TOPIC_PREFIX"] = tooLong
+	_, err = FromEnv(env(withAuth))
+	require.ErrorContains(t, err, `REPLY_TOPIC_PREFIX: "`+tooLong+`" is longer than 49 bytes: with AUTH_REQUIRED`)
+
+	_, err = FromEnv(env(map[string]string{"REPLY_TOPIC_PREFIX": tooLong}))
+	require.NoError(t, err, "without AUTH_REQUIRED a reply_to is any topic under the prefix")
 }

@@ -259,6 +259,11 @@ func (c Config) validate() []error {
 	}
 	if t.ReplyPrefix == "" || len(t.ReplyPrefix) >= 249 || !topics.ValidTopicName(t.ReplyPrefix+"x") {
 		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is not a non-empty prefix of valid Kafka topic names")
+	} else if a.Required && len(t.ReplyPrefix)+maxRequesterBytes > 249 {
+		// Refused here rather than token by token: every requester with a
+		// long enough name would otherwise have no usable reply topic.
+		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is longer than %d bytes: with AUTH_REQUIRED a reply topic is the prefix and the token's sub (up to %d bytes), at most 249 bytes in all",
+			249-maxRequesterBytes, maxRequesterBytes)
 	}
 	if t.CommandsPartitions < 1 {
 		fail("COMMANDS_PARTITIONS", strconv.Itoa(int(t.CommandsPartitions)), "is less than 1")
@@ -286,6 +291,10 @@ func (c Config) validate() []error {
 	}
 	return errs
 }
+
+// maxRequesterBytes is auth.MaxSubjectBytes, the longest requester name
+// (config does not import auth, which pulls in the JWT library).
+const maxRequesterBytes = 200
 
 func validInstanceID(s string) bool {
 	return s != "" && len(s) <= 255 && strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) < 0
