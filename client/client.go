@@ -324,7 +324,13 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 	send := func() {
 		// The record is copied: kgo owns a record until its promise runs.
 		r := *rec
-		c.prod.Produce(ctx, &r, func(_ *kgo.Record, err error) {
+		// Not the caller's ctx: when a buffered record's context ends, kgo
+		// fails every record buffered for its partition, other calls'
+		// commands too. A call given up returns without its record, which
+		// is sent (and withdrawn, see abandon) or fails by itself.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+		c.prod.Produce(pctx, &r, func(_ *kgo.Record, err error) {
+			cancel()
 			if err != nil {
 				select {
 				case produceErr <- err:

@@ -15,7 +15,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/client"
@@ -753,4 +755,75 @@ func TestCloseUnderLoad(t *testing.T) {
 	for range 8 {
 		<-done
 	}
+}
+
+// A call given up while its command waits in the producer's buffer (Kafka
+// refusing the partition for now) does not fail the commands of other calls
+// buffered behind it: kgo fails every record buffered for a partition when
+// one record's context ends, so the caller's ctx is not the record's.
+func TestGivenUpCommandDoesNotFailOthers(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("buffered")
+	c := newClient(t, "buffered", func(cfg *client.Config) {
+		// Retried at once after each refusal, rather than at kgo's 5 s.
+		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.MetadataMinAge(10*time.Millisecond))
+	})
+	_, err := c.Query(ctx, lock) // the client knows the topic
+	require.NoError(t, err)
+
+	details, err := kadm.NewClient(env.Producer()).ListTopics(ctx, env.Names.Commands)
+	require.NoError(t, err)
+	id := details[env.Names.Commands].ID
+	var refused atomic.Int32
+	var hold atomic.Bool
+	hold.Store(true)
+	defer hold.Store(false)
+	env.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		if !hold.Load() {
+			env.Cluster.DropControl()
+			return nil, nil, false
+		}
+		req := kr.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		ours := false
+		for _, tp := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+			ours = ours || tp.Topic == env.Names.Commands || tp.TopicID == id
+			for _, p := range tp.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = p.Partition, kerr.NotLeaderForPartition.Code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		if !ours || len(req.Topics) != 1 {
+			return nil, nil, false
+		}
+		env.Cluster.KeepControl()
+		refused.Add(1)
+		return resp, nil, true
+	})
+
+	gaveUp, cancel := context.WithCancel(ctx)
+	acquired := make(chan error, 1)
+	go func() {
+		l, err := c.Acquire(gaveUp, lock)
+		if err == nil {
+			l.Release(ctx)
+		}
+		acquired <- err
+	}()
+	require.Eventually(t, func() bool { return refused.Load() > 0 }, 10*time.Second, time.Millisecond, "the acquire is refused for now")
+	queried := make(chan error, 1)
+	go func() {
+		_, err := c.Query(ctx, lock)
+		queried <- err
+	}()
+	n := refused.Load()
+	require.Eventually(t, func() bool { return refused.Load() > n+1 }, 10*time.Second, time.Millisecond, "both wait in the buffer")
+	cancel()
+	hold.Store(false)
+	require.NoError(t, <-queried, "the query behind the given-up acquire is answered")
+	require.ErrorIs(t, <-acquired, context.Canceled)
 }
