@@ -155,9 +155,8 @@ type TopicMessages struct {
 // PublishTopics publishes several topics' messages in one call and returns
 // once Kafka has acknowledged all of them: errs[i] is what Publish would
 // have returned for batches[i]. One call lets the client put them all in
-// the same produce requests: an idempotent client keeps one request in
-// flight per broker, so concurrent Publish calls for different topics
-// would otherwise wait for each other's acknowledgement.
+// the same produce requests, where concurrent Publish calls would each send
+// their own (an idempotent client keeps up to five in flight per broker).
 func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	errs = make([]error, len(batches))
 	p.mu.Lock()
