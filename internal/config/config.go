@@ -40,7 +40,8 @@ type Config struct {
 	// RequireFencingToken (REQUIRE_FENCING_TOKEN, default false): refuse a
 	// release or extend without fencing_token, and an acquire renewing its
 	// owner's lease (INVALID_REQUEST), so an owner id alone, which events
-	// and /locks show, cannot end or keep a lease.
+	// and /locks show, cannot end or keep a lease held outside a session
+	// (a session's id and owner keep it alive or close it).
 	RequireFencingToken bool
 	// Auth is requester authentication; off by default.
 	Auth AuthConfig
