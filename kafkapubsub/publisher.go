@@ -93,6 +93,8 @@ type Publisher struct {
 	closed   bool
 	inFlight sync.WaitGroup
 	close    sync.Once
+	// purges counts each topic's purges (forgetTopic), under mu.
+	purges map[string]uint64
 }
 
 var _ message.Publisher = (*Publisher)(nil)
@@ -174,6 +176,7 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	type at struct{ batch, msg int }
 	var records []*kgo.Record
 	var where []at // of each record
+	purges := p.purgeCounts(batches)
 	for i, b := range batches {
 		switch {
 		case b.Topic == "":
@@ -208,12 +211,24 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 			slices.SortFunc(f, func(a, b MessageError) int { return a.Index - b.Index })
 			errs[i] = &PublishError{Topic: batches[i].Topic, Total: len(batches[i].Messages), Failed: f}
 			if errors.Is(errs[i], kerr.UnknownTopicOrPartition) || errors.Is(errs[i], kerr.UnknownTopicID) {
-				p.forgetTopic(batches[i].Topic)
+				p.forgetTopic(batches[i].Topic, purges[i])
 			}
 		}
 	}
 	p.logger.Trace("Published messages", watermill.LogFields{"topics": len(batches), "count": len(records)})
 	return errs
+}
+
+// purgeCounts are the batches' topics' purge counts before they are
+// produced, for forgetTopic.
+func (p *Publisher) purgeCounts(batches []TopicMessages) []uint64 {
+	counts := make([]uint64, len(batches))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, b := range batches {
+		counts[i] = p.purges[b.Topic]
+	}
+	return counts
 }
 
 // forgetTopic is told that topic was deleted, and maybe created again
@@ -222,7 +237,22 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 // Publish then learns the topic afresh, creating it when AutoCreateTopics.
 // Records of the topic another Publish has in flight fail (kgo's "topic
 // purged while buffered"); they would have failed on the missing topic too.
-func (p *Publisher) forgetTopic(topic string) {
+//
+// Only the first of the Publish calls that failed on one deletion purges
+// (purged: the topic's purge count when the failed call began): a purge
+// after another call has created the topic again and written to it would
+// restart the idempotent producer's sequence numbers there, and the broker
+// would acknowledge the next batch as a duplicate without writing it.
+func (p *Publisher) forgetTopic(topic string, purged uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.purges[topic] != purged {
+		return // purged since this call began
+	}
+	if p.purges == nil {
+		p.purges = map[string]uint64{}
+	}
+	p.purges[topic]++
 	p.client.PurgeTopicsFromProducing(topic)
 	if p.topics != nil {
 		p.topics.forget(topic)
