@@ -34,7 +34,7 @@ func TestLateFailureDoesNotPurgeALiveTopic(t *testing.T) {
 	_, err = kadm.NewClient(adm).DeleteTopics(context.Background(), topic)
 	require.NoError(t, err)
 
-	late := p.purgeCounts([]TopicMessages{{Topic: topic}})[0] // a Publish that began now
+	late := p.purgeCounts([]TopicMessages{{Topic: topic}})[0]                                                    // a Publish that began now
 	require.ErrorIs(t, p.Publish(topic, message.NewMessage("2", []byte("fails"))), kerr.UnknownTopicOrPartition) // purges
 	require.NoError(t, p.Publish(topic, message.NewMessage("3", []byte("first"))), "created again")
 	p.forgetTopic(topic, late) // the late one's failure, on the same deletion
