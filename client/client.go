@@ -229,9 +229,10 @@ func (c *Client) route(ev topics.Event) {
 	ends := ev.Type == topics.TypeExpired || ev.Type == topics.TypeRevoked || ev.Type == topics.TypeReleased
 	if ends && ev.LockInfo != nil {
 		// A copy: a lease that ends removes itself from c.leases.
-		if leases = slices.Clone(c.leases[ev.LockInfo.FencingToken]); leases == nil {
-			c.rememberEnded(ev)
-		}
+		leases = slices.Clone(c.leases[ev.LockInfo.FencingToken])
+		// Remembered even so: another Lease of the token (a renewal's)
+		// may register after this event was read.
+		c.rememberEnded(ev)
 	}
 	c.mu.Unlock()
 	if ch != nil && ev.RequestID != "" {

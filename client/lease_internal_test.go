@@ -89,3 +89,22 @@ func TestQueuedGrantDeadlineErrsEarly(t *testing.T) {
 	require.False(t, deadline.After(info.ExpiresAt.Time), "deadline %s after the lease's end %s", deadline, info.ExpiresAt.Time)
 	require.WithinDuration(t, info.ExpiresAt.Time, deadline, 10*time.Millisecond)
 }
+
+// TestEndReadBeforeARenewalRegisters: lease A holds token 11; the same
+// owner's renewal (lock.acquired, token 11) is read, then lock.revoked for
+// token 11, before the renewal's Acquire registers its Lease. The revoke ends
+// the lock after the renewal, so the renewal's Lease must be lost too.
+func TestEndReadBeforeARenewalRegisters(t *testing.T) {
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	now := time.Now()
+	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 11, Status: topics.StatusAcquired,
+		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
+	grant := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
+	first := c.newLease(grant, acquireOptions{}, now, now)
+	// the renewal's grant was read (handed to its Acquire), then:
+	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info, OccurredAt: topics.Time{Time: now}, Reason: "ops"})
+	require.ErrorIs(t, first.Err(), ErrRevoked)
+	renewed := c.newLease(grant, acquireOptions{}, now, now) // Acquire registers it now
+	defer renewed.lose(ErrReleased)
+	require.ErrorIs(t, renewed.Err(), ErrRevoked, "the renewal's lease is believed held after the revoke")
+}
