@@ -324,6 +324,10 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 		"postgres://db/x?password",
 		"postgres://db/x?password=a=s3cr3t",
 		"postgres://[::1/x",
+		// A '/' in an unescaped password ends pgx's userinfo: "app" is a
+		// host and "pa" its port.
+		"postgres://app:pa/s3cr3t@db.internal:5432/locks",
+		"postgres://db:0/x",
 		"mysql://root:s3cr3t@db/x",
 	} {
 		_, err := pgconn.ParseConfig(dsn)
@@ -360,6 +364,9 @@ func TestRedaction(t *testing.T) {
 		// pgx ends the userinfo at the first '@' before a '/': '?' and '#'
 		// belong to the password, not to a query or fragment.
 		{"DATABASE_URL userinfo with ? and #", map[string]string{"DATABASE_URL": "postgres://app:1?" + urlSecret + "#@db/x"}, urlSecret, "postgres://app:***@db/x"},
+		// pgx ends the userinfo at the first '@': the rest of a password
+		// with an unescaped '@' reads as a host, masked too.
+		{"DATABASE_URL userinfo with @", map[string]string{"DATABASE_URL": "postgres://app:1@" + urlSecret + "@db/x"}, urlSecret, "postgres://app:***@db/x"},
 		{"DATABASE_URL key=value", map[string]string{"DATABASE_URL": "host=db password=" + urlSecret + " dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		{"DATABASE_URL key=value quoted", map[string]string{"DATABASE_URL": "host=db password='" + urlSecret + " \\' x' dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		// A backslash escapes a space into an unquoted value.

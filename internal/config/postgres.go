@@ -182,7 +182,13 @@ func splitURL(s string) (urlParts, error) {
 		}
 		if i < len(s) && s[i] == ':' {
 			i++
-			i += indexOrLen(s[i:], "/?,")
+			end := i + indexOrLen(s[i:], "/?,")
+			// pgx refuses the URL then; a '/' in an unescaped password
+			// ends the userinfo early and lands its rest here.
+			if port, err := strconv.ParseUint(s[i:end], 10, 16); end > i && (err != nil || port == 0) {
+				return urlParts{}, errConnString
+			}
+			i = end
 		}
 		if i >= len(s) || s[i] != ',' {
 			break
@@ -239,6 +245,11 @@ func redactDatabaseURL(s string) string {
 		return "(invalid connection string hidden)"
 	}
 	var b strings.Builder
+	// An unescaped '@' in a password ends pgx's userinfo early: mask up to
+	// the hosts' last '@' too.
+	if at := strings.LastIndexByte(s[parts.userinfo[1]:parts.query], '@'); parts.userinfo[1] > parts.userinfo[0] && at >= 0 {
+		parts.userinfo[1] += at
+	}
 	userinfo := s[parts.userinfo[0]:parts.userinfo[1]]
 	b.WriteString(s[:parts.userinfo[0]])
 	if user, password, ok := strings.Cut(userinfo, ":"); ok && password != "" {
