@@ -1,6 +1,8 @@
 package handlers_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -103,4 +105,26 @@ func TestQuery(t *testing.T) {
 		require.Empty(t, h.routes())
 		require.Equal(t, ev.EventID, h.outcome(cmd.RequestID).EventID)
 	})
+}
+
+// A status lists as many holders as fit in topics.MaxHoldersBytes, so that
+// a semaphore of many holders with large owner_metadata is still answered
+// within Kafka's default 1 MiB record; holder_count counts them all.
+func TestQueryHoldersFitARecord(t *testing.T) {
+	h := newHarness(t)
+	meta := []byte(`{"k":"` + strings.Repeat("x", topics.MaxOwnerMetadataBytes-10) + `"}`)
+	const n = 300
+	cmds := make([]topics.Command, n)
+	for i := range cmds {
+		cmds[i] = h.acquire("sem", fmt.Sprintf("o%03d", i), limit(n), func(c *topics.Command) { c.OwnerMetadata = meta })
+	}
+	h.apply(cmds...)
+	ev := h.one(h.query("sem"))
+	require.Equal(t, n, ev.LockInfo.HolderCount)
+	require.Less(t, len(ev.LockInfo.Holders), n)
+	require.Greater(t, len(ev.LockInfo.Holders), 100)
+	require.Equal(t, "o000", ev.LockInfo.Holders[0].OwnerID, "the first in grant order")
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	require.Less(t, len(v), 1<<20, "fits Kafka's default record size")
 }

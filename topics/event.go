@@ -141,7 +141,7 @@ type LockInfo struct {
 	Revision int64 `json:"revision"`
 	// HolderCount and Holders come with lock.status (query and
 	// inspection): every lease of the lock, the first MaxHoldersShown in
-	// grant order.
+	// grant order, within MaxHoldersBytes.
 	HolderCount int      `json:"holder_count,omitempty"`
 	Holders     []Holder `json:"holders,omitempty"`
 	// SessionID is the session the lease is tied to; ExpiresAt is then
@@ -168,6 +168,19 @@ type SessionInfo struct {
 
 // MaxHoldersShown bounds LockInfo.Holders.
 const MaxHoldersShown = 1000
+
+// MaxHoldersBytes bounds LockInfo.Holders by size too (each holder counted
+// as HolderBytes says): a status of 1,000 holders with 4 KiB of
+// owner_metadata each would be 4 MB, which Kafka's default 1 MiB record
+// refuses, and the query would never be answered.
+const MaxHoldersBytes = 640 << 10
+
+// HolderBytes is at least the size of h in JSON, for MaxHoldersBytes: its
+// fixed fields take under 400 bytes, and an id's character at most six
+// escaped (\u003c).
+func HolderBytes(h Holder) int {
+	return 400 + 6*len(h.OwnerID) + len(h.OwnerMetadata) + 6*len(h.SessionID)
+}
 
 // Holder is one lease of a lock, as lock.status lists them.
 type Holder struct {
