@@ -446,7 +446,25 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 // by writers that reserved no slot and sent no Wake (another replica's
 // cleanup or session end, writing for a lock of this partition).
 func (r *Relay) mustRead(p *partition) bool {
-	return p.readTable.Load() || len(p.blocked) > 0 || len(p.parked) > 0 || time.Since(p.lastRead) >= r.cfg.PollInterval
+	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(time.Now()) || time.Since(p.lastRead) >= r.cfg.PollInterval
+}
+
+// parkSlack is how long after its end a park still makes every pass read
+// the table: the end is by the database's clock, which may lag this one,
+// and the passes after it (one each PollInterval at least) publish the
+// rows it held before newer rows of their topic go from memory. The entry
+// stays longer (selectBatch) only to bound the map.
+const parkSlack = time.Minute
+
+// parkedAt says whether a park of the partition may still hold rows back
+// at now.
+func (p *partition) parkedAt(now time.Time) bool {
+	for _, until := range p.parked {
+		if until.Add(parkSlack).After(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // acquire takes the partition's lock, or gives up when ctx is done.
