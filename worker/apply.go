@@ -99,7 +99,13 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			return
 		case <-time.After(delay):
 		}
-		parts = slices.DeleteFunc(parts, func(pt *part) bool { return pt.p.letGo() })
+		parts = slices.DeleteFunc(parts, func(pt *part) bool {
+			if pt.p.letGo() {
+				pt.p.dropped.Store(true)
+				return true
+			}
+			return false
+		})
 	}
 }
 
@@ -109,7 +115,7 @@ func group(segs []segment) []*part {
 	byID := map[int32]*part{}
 	var parts []*part
 	for _, s := range segs {
-		if s.p.ctx.Err() != nil {
+		if s.p.stopped() {
 			continue
 		}
 		pt := byID[s.p.id]

@@ -183,3 +183,31 @@ func TestFailingBatchLetsRevokedPartitionGo(t *testing.T) {
 	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events_away RENAME TO lock_events`)
 	require.NoError(t, err)
 }
+
+// A later segment of a partition dropped from a failing batch (polled
+// before the revoke, queued behind the batch) is dropped too, even once the
+// failure is cured: applied, it would move the stored offset past the
+// dropped records, and the next owner would never apply them.
+func TestDroppedPartitionsLaterSegmentsAreDropped(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	p0 := w.newPartition(w.hard, 0)
+	apply(w, seg(t, p0, 0, "a"))
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
+	require.NoError(t, err)
+
+	first, later := seg(t, p0, 1, "b"), seg(t, p0, 2, "c")
+	p0.pending.Add(2)
+	done := make(chan struct{})
+	go func() { defer close(done); w.applySegments(ctx, []segment{first}) }()
+	p0.revoking.Store(true)
+	<-done // first dropped
+	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events_away RENAME TO lock_events`) // cured
+	require.NoError(t, err)
+	w.applySegments(ctx, []segment{later}) // the applier's next take
+	p0.pending.Wait()
+	require.EqualValues(t, 1, storedOffset(t, st, 0), "both are left to the next owner")
+	var n int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE lock_name IN ('b', 'c')`).Scan(&n))
+	require.Zero(t, n)
+}

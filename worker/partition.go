@@ -24,6 +24,10 @@ type partition struct {
 	// revoking is set when the partition is being revoked: a batch failing
 	// over and over drops it instead of holding the rebalance.
 	revoking atomic.Bool
+	// dropped is set when a failing batch dropped its records: its later
+	// segments, queued behind, are dropped too, for applying them would
+	// move the stored offset past the dropped records.
+	dropped atomic.Bool
 	// sleepsUntil is when the expiry scheduler will look again (unix ns), 0
 	// while it is awake.
 	sleepsUntil atomic.Int64
@@ -54,3 +58,7 @@ func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 // letGo reports whether the partition's records may be dropped from a
 // failing batch: it is stopped or being revoked.
 func (p *partition) letGo() bool { return p.ctx.Err() != nil || p.revoking.Load() }
+
+// stopped reports whether the partition's records are no longer applied:
+// it was let go, found owned elsewhere, or dropped from a failing batch.
+func (p *partition) stopped() bool { return p.ctx.Err() != nil || p.dropped.Load() }
