@@ -201,7 +201,7 @@ func TestDroppedPartitionsLaterSegmentsAreDropped(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); w.applySegments(ctx, []segment{first}) }()
 	p0.revoking.Store(true)
-	<-done // first dropped
+	<-done                                                                           // first dropped
 	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events_away RENAME TO lock_events`) // cured
 	require.NoError(t, err)
 	w.applySegments(ctx, []segment{later}) // the applier's next take
