@@ -46,7 +46,7 @@ func TestHandoff(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, topic))
 	st := testdb.New(t)
 	pub := newPublisher(t, c.ListenAddrs(), false)
-	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval = time.Hour })
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval, cfg.TakeoverReads = time.Hour, -1 })
 	require.Nil(t, relay.Reserve(p), "no slot for a partition the relay does not run")
 	insert(t, st, p, rec{topic, "k", "t0", "e0"})
 	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
@@ -119,4 +119,31 @@ func TestReadingTheTableDeletesMarks(t *testing.T) {
 	var left []int32
 	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT array_agg(source_partition) FROM outbox_marks`).Scan(&left))
 	assert.Equal(t, []int32{p + 1}, left, "only the partition read loses its marks")
+}
+
+// A slot reserved while Run #1 ran, whose transaction commits after Run #1
+// stopped and Run #2 (the next owner, here or on another replica) made its
+// first read of the table: its writer left no mark (it had a slot), and its
+// rows are only in the table. A later transaction's rows on the same key,
+// handed over, do not go first: passes read the table for a while after a
+// run starts.
+func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
+	const topic, p = "locks.lock.acquired.v1", int32(5)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval = time.Hour })
+	stop1 := start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	var old *outbox.Slot // a writer (cleanup, expiry, another partition's batch) about to COMMIT
+	require.Eventually(t, func() bool { old = relay.Reserve(p); return old != nil }, 10*time.Second, time.Millisecond)
+	stop1() // partition revoked
+
+	insert(t, st, p, rec{topic, "k", "t0", "e0"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) }) // re-assigned
+	require.Eventually(t, func() bool { return len(pub.acked()) >= 1 }, 10*time.Second, 5*time.Millisecond)
+
+	old.Fill(write(t, st, p, rec{topic, "k", "old", "e1"})) // its COMMIT lands now
+	relay.Reserve(p).Fill(write(t, st, p, rec{topic, "k", "new", "e2"}))
+	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 3 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, []string{topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
 }

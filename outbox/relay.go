@@ -39,6 +39,15 @@ type Config struct {
 	// everything was handed over: the fallback for rows no slot or Wake
 	// announced. Default 1 s.
 	PollInterval time.Duration
+	// TakeoverReads is how long after Run starts every pass reads the
+	// table instead of publishing only the rows handed over. Writers that
+	// reserved a slot of the partition's previous run (here, or on the
+	// replica that owned it) and commit after this run's first read left
+	// no mark: their rows are only in the table, and the rows of a later
+	// transaction on the same lock, handed over, must not go first. Their
+	// commits were in flight at the takeover, so they land within this.
+	// Default 5 s; negative: none.
+	TakeoverReads time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
 	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
 	// Default 5. A record Kafka refuses for good is parked at its first
@@ -116,6 +125,7 @@ type partition struct {
 	kafkaFailures int                  // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
+	startedAt     time.Time // when Run started
 
 	// readTable asks the next pass to read the table rather than publish
 	// only the rows handed over: set by Wake, when Run starts, and after
@@ -168,6 +178,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
+	}
+	if cfg.TakeoverReads == 0 {
+		cfg.TakeoverReads = 5 * time.Second
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 5
@@ -273,6 +286,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.loaded = false
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
+	p.startedAt = time.Now()
 	p.readTable.Store(true)
 	p.startHandoff()
 	p.release()
@@ -446,7 +460,9 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 // by writers that reserved no slot and sent no Wake (another replica's
 // cleanup or session end, writing for a lock of this partition).
 func (r *Relay) mustRead(p *partition) bool {
-	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(time.Now()) || time.Since(p.lastRead) >= r.cfg.PollInterval
+	now := time.Now()
+	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(now) || now.Sub(p.lastRead) >= r.cfg.PollInterval ||
+		now.Sub(p.startedAt) < r.cfg.TakeoverReads
 }
 
 // parkSlack is how long after its end a park still makes every pass read
