@@ -299,10 +299,12 @@ func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Hea
 // transaction, the last, in its place after the lock's events. A lock that
 // many commands of one batch change (readers joining one by one) then
 // costs one record, not one per command; a Watch sees the transaction's
-// last revision.
+// last revision. A tombstone stays before a state that follows it (the
+// lock deleted, then created again at revision 1): without it a reader
+// would take revision 1 for an old one.
 func (b *Batch) queueState(key string, p *pending) {
 	k := stateRow{b.env.Partition, key}
-	if i, ok := b.states[k]; ok {
+	if i, ok := b.states[k]; ok && (p.state == nil || b.outbox[i].p.state != nil) {
 		b.outbox[i].superseded = true
 	}
 	b.states[k] = len(b.outbox)

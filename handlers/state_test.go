@@ -155,3 +155,26 @@ func TestLockStateHoldersBounded(t *testing.T) {
 	}
 	require.Equal(t, 1, states[n].State.WaiterCount)
 }
+
+// A lock cleaned up and taken again in one transaction publishes its
+// tombstone, then its state at revision 1: with only the state, a reader
+// keeping the greatest revision seen would drop it and every change after
+// it until the revision passed the old one.
+func TestStateTombstoneBeforeRecreation(t *testing.T) {
+	h := newHarness(t)
+	h.apply(h.acquire("z", "a", lease(60)))
+	h.apply(h.extend("z", "a"))
+	h.apply(h.release("z", "a")) // revision 3
+	h.waitPast(h.timeOf(`SELECT max(updated_at) FROM locks`))
+	h.clearOutbox()
+	h.apply(h.cleanup("z", maxAge(0)), h.acquire("z", "b", lease(60)))
+	var got []string
+	for _, s := range h.states() {
+		if s.State == nil {
+			got = append(got, s.Key+" tombstone")
+		} else {
+			got = append(got, fmt.Sprintf("%s revision %d %s", s.Key, s.State.Revision, s.State.Status))
+		}
+	}
+	require.Equal(t, []string{"z tombstone", "z revision 1 acquired"}, got)
+}
