@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -69,4 +70,33 @@ func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]int
 		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
 	}
 	return out, nil
+}
+
+// CheckTopicID records id as the topic ID of a group's topic, and says
+// whether the topic was created again since its offsets were stored: it
+// then forgets them (the new topic numbers its records from 0 again) and
+// returns the ID they were stored under. The first call for a topic only
+// records the ID.
+func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recreated bool, was string, err error) {
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		recreated, was = false, ""
+		err := tx.QueryRow(ctx, `SELECT topic_id FROM consumer_topics WHERE group_id = $1 AND topic = $2 FOR UPDATE`, group, topic).Scan(&was)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			_, err = tx.Exec(ctx, `INSERT INTO consumer_topics (group_id, topic, topic_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, group, topic, id)
+			return err
+		case err != nil || was == id:
+			return err
+		}
+		recreated = true
+		if _, err := tx.Exec(ctx, `DELETE FROM consumer_offsets WHERE group_id = $1 AND topic = $2`, group, topic); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE consumer_topics SET topic_id = $3 WHERE group_id = $1 AND topic = $2`, group, topic, id)
+		return err
+	})
+	if err != nil {
+		return false, "", fmt.Errorf("checking the topic ID of %s: %w", topic, translate(err))
+	}
+	return recreated, was, nil
 }

@@ -749,6 +749,41 @@ func TestOpenErrorsDoNotShowPassword(t *testing.T) {
 	}
 }
 
+// A topic's ID is recorded on first sight; another ID means the topic was
+// created again, and its stored offsets (not another topic's) are
+// forgotten.
+func TestCheckTopicID(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	ctx := context.Background()
+	const group, topic = "lockworker", "locks.commands"
+	_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES
+		($1, $2, 3, 7), ($1, 'other', 3, 9)`, group, topic)
+	require.NoError(t, err)
+	for _, id := range []string{"id-1", "id-1"} {
+		recreated, _, err := st.CheckTopicID(ctx, group, topic, id)
+		require.NoError(t, err)
+		require.False(t, recreated)
+	}
+	require.Len(t, offsets(t, st, group, topic), 1)
+	recreated, was, err := st.CheckTopicID(ctx, group, topic, "id-2")
+	require.NoError(t, err)
+	require.True(t, recreated)
+	require.Equal(t, "id-1", was)
+	require.Empty(t, offsets(t, st, group, topic))
+	require.Len(t, offsets(t, st, group, "other"), 1)
+	recreated, _, err = st.CheckTopicID(ctx, group, topic, "id-2")
+	require.NoError(t, err)
+	require.False(t, recreated)
+}
+
+func offsets(t *testing.T, st *store.Store, group, topic string) map[int32]int64 {
+	t.Helper()
+	o, err := st.Offsets(context.Background(), group, topic)
+	require.NoError(t, err)
+	return o
+}
+
 func TestOffsets(t *testing.T) {
 	t.Parallel()
 	st := testdb.New(t)

@@ -425,7 +425,11 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 // resumeFromStore starts each assigned partition at the offset PostgreSQL
 // says is next, the source of truth; Kafka's committed offset is ignored.
 func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+	topic := w.cfg.Names.Commands
+	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
+		return nil, err
+	}
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -439,6 +443,32 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 		}
 	}
 	return offsets, nil
+}
+
+// checkTopicID forgets the stored offsets of a commands topic that was
+// deleted and created again (store.CheckTopicID): the new topic numbers
+// its records from 0, and the old offsets would skip them as applied.
+// Without a topic ID (Kafka before 2.8) it checks nothing.
+func (w *Worker) checkTopicID(ctx context.Context, adm *kadm.Client) error {
+	topic := w.cfg.Names.Commands
+	details, err := adm.ListTopics(ctx, topic)
+	if err == nil {
+		err = details[topic].Err
+	}
+	if err != nil {
+		w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
+		return nil
+	}
+	id := details[topic].ID
+	if id == (kadm.TopicID{}) {
+		return nil
+	}
+	recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, id.String())
+	if recreated {
+		w.log.Warn().Str("topic", topic).Str("topic_id", id.String()).Str("was", was).
+			Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
+	}
+	return err
 }
 
 func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
