@@ -120,8 +120,9 @@ type electionMetadata struct {
 // encoded ({"value": ...}, about 4,080 bytes of plain text), else an error
 // wrapping ErrInvalidRequest comes at once. opts may set WithLease (the
 // leader's lease, renewed every third of it: a leader whose process dies
-// is replaced within that lease), WithOwner and OnQueued; the others shape
-// a lock an election does not use, and are refused. A campaign WithOwner
+// is replaced within that lease), WithOwner, OnQueued and WithLockDelay (a
+// leader that lost its lease without resigning cannot overlap the next
+// one); the others shape a lock an election does not use, and are refused. A campaign WithOwner
 // of the owner that leads already (a restarted process with a stable owner
 // id) resumes its leadership: the same Token, and the Value it led with.
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
@@ -131,8 +132,12 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 		return nil, e.invalid("a leadership is an exclusive lock: WithMode and WithLimit do not apply")
 	case o.metadata != nil || o.metaErr != nil:
 		return nil, e.invalid("the leader's value is the lease's owner_metadata: WithMetadata does not apply")
+	case o.session != nil:
+		return nil, e.invalid("a leadership is kept alive by its own lease: WithSession does not apply")
 	case !o.keepAlive:
 		return nil, e.invalid("a leadership is kept alive until Resign: WithoutKeepAlive does not apply")
+	case o.maxHold > 0:
+		return nil, e.invalid("a leadership is kept until Resign: WithMaxHold does not apply")
 	case o.waitSet:
 		return nil, e.invalid("a campaign waits as long as its context allows: WithWait does not apply")
 	}

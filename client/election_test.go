@@ -238,11 +238,18 @@ func TestElectionUnhappyPaths(t *testing.T) {
 
 	t.Run("options that do not apply", func(t *testing.T) {
 		for _, opt := range []client.AcquireOption{client.WithMode(client.Shared), client.WithLimit(2),
-			client.WithMetadata(map[string]int{"k": 1}), client.WithoutKeepAlive(), client.WithWait(time.Second)} {
+			client.WithMetadata(map[string]int{"k": 1}), client.WithoutKeepAlive(), client.WithWait(time.Second),
+			client.WithMaxHold(time.Second)} {
 			_, err := e.Campaign(ctx, "x", opt)
 			assert.ErrorIs(t, err, client.ErrInvalidRequest)
 			assert.ErrorContains(t, err, "not apply")
 		}
+		s, err := cl.NewSession(ctx, 10*time.Second)
+		require.NoError(t, err)
+		defer s.Close(ctx)
+		_, err = e.Campaign(ctx, "x", client.WithSession(s))
+		assert.ErrorIs(t, err, client.ErrInvalidRequest)
+		assert.ErrorContains(t, err, "WithSession does not apply")
 	})
 
 	t.Run("campaign of the leading owner resumes", func(t *testing.T) {
