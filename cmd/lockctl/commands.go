@@ -82,8 +82,12 @@ func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) err
 			return c.refused(err)
 		}
 		c.printEvent(l.Granted(), func(ev topics.Event) string {
-			return fmt.Sprintf("acquired %s\nrelease with: lockctl release --lock %s --owner %s --token %d",
-				describe(ev.LockInfo), shellQuote(*a.lock), shellQuote(l.Owner), l.Token)
+			ns := ""
+			if c.namespace != "" {
+				ns = "--namespace " + shellQuote(c.namespace) + " "
+			}
+			return fmt.Sprintf("acquired %s\nrelease with: lockctl release %s--lock %s --owner %s --token %d",
+				describe(ev.LockInfo), ns, shellQuote(*a.lock), shellQuote(l.Owner), l.Token)
 		})
 		return nil
 	}

@@ -394,3 +394,14 @@ func TestLockDelayMaxHoldAndRevoke(t *testing.T) {
 	assert.Equal(t, exitUsage, r.code, r.stderr)
 	assert.Contains(t, r.stderr, "lock_delay 61 is outside 0..60 seconds")
 }
+
+// The release command acquire prints runs as printed, namespace included.
+func TestAcquirePrintsARunnableRelease(t *testing.T) {
+	r := lockctl(t, "acquire", "--namespace", "billing", "--lock", "ctl-hint", "--owner", "carol")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	_, hint, ok := strings.Cut(r.stdout, "release with: lockctl ")
+	require.True(t, ok, r.stdout)
+	r = lockctl(t, strings.Fields(hint)...)
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "released billing/ctl-hint")
+}
