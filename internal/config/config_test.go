@@ -182,7 +182,7 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"DEFAULT_LEASE_DURATION": "86401"}, `DEFAULT_LEASE_DURATION: "86401" is out of range`},
 		{map[string]string{"CLEANUP_INTERVAL": "-1"}, `CLEANUP_INTERVAL: "-1" is out of range`},
 		{map[string]string{"ACQUIRE_RETRY_DELAY": "6"}, `ACQUIRE_RETRY_DELAY: "6" is out of range 0.001..5 seconds`},
-		{map[string]string{"REQUEST_RETENTION": "10"}, `REQUEST_RETENTION: "10" is out of range`},
+		{map[string]string{"REQUEST_RETENTION": "10"}, `REQUEST_RETENTION: "10" is out of range 60..31536000 seconds`},
 		{map[string]string{"LOCK_EVENTS_RETENTION": "x"}, `LOCK_EVENTS_RETENTION: "x" is not a number of seconds`},
 		{map[string]string{"LOCK_EVENTS_RETENTION": "30"}, `LOCK_EVENTS_RETENTION: "30s" must be 0 (no history) or at least 60 s`},
 		{map[string]string{"POSTGRES_PORT": "54x"}, `POSTGRES_PORT: "54x" is not an integer`},

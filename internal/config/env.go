@@ -361,7 +361,7 @@ func (p *parser) seconds(name string, dst *time.Duration, lo, hi float64) {
 	case err != nil || math.IsNaN(f) || math.IsInf(f, 0):
 		p.fail(name, v, "is not a number of seconds")
 	case f < lo || f > hi:
-		p.fail(name, v, fmt.Sprintf("is out of range %g..%g seconds", lo, hi))
+		p.fail(name, v, "is out of range "+strconv.FormatFloat(lo, 'f', -1, 64)+".."+strconv.FormatFloat(hi, 'f', -1, 64)+" seconds")
 	default:
 		// Rounded: 0.1*1e9 is not exactly 1e8 in binary floating point.
 		*dst = time.Duration(math.Round(f * float64(time.Second)))
