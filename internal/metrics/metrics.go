@@ -130,6 +130,17 @@ func New(cfg Config) *Metrics {
 		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked,
 		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
+	// The series alerts take rate() of start at 0, so that the first event
+	// raises them: a series born at 1 shows no increase.
+	for _, code := range []string{topics.CodeInvalidRequest, topics.CodeUnsupportedVersion, topics.CodeUnauthenticated, topics.CodeForbidden} {
+		m.deadLettered.WithLabelValues(code)
+	}
+	for _, reason := range []string{"MESSAGE_TOO_LARGE", "TOPIC_AUTHORIZATION_FAILED", "UNKNOWN_TOPIC_OR_PARTITION", "UNREADABLE_HEADERS"} {
+		m.parked.WithLabelValues(reason)
+	}
+	for _, result := range vacuumResults {
+		m.vacuum.vacuumRuns.WithLabelValues(result)
+	}
 	if cfg.Pool != nil {
 		m.Registry.MustRegister(&dbCollector{pool: cfg.Pool, timeout: cfg.QueryTimeout})
 	}

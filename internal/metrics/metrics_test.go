@@ -187,3 +187,18 @@ func TestDatabaseGauges(t *testing.T) {
 	absent(t, m, "lockworker_locks_held")
 	series(t, m, "lockworker_consumer_lag", "partition", "3")
 }
+
+// The counters the README's alerts take rate() of exist at 0 before their
+// first event, so that the first one shows as an increase.
+func TestAlertedCountersStartAtZero(t *testing.T) {
+	m := New(Config{})
+	for name, labels := range map[string][]string{
+		"lockworker_dead_lettered_total":      {"reason", "INVALID_REQUEST"},
+		"lockworker_outbox_rows_parked_total": {"reason", "MESSAGE_TOO_LARGE"},
+		"lockworker_vacuum_runs_total":        {"result", "failed"},
+	} {
+		s := series(t, m, name, labels...)
+		require.NotNil(t, s, name)
+		require.Zero(t, s.GetCounter().GetValue(), name)
+	}
+}
