@@ -65,6 +65,10 @@ var errNoSession = errors.New("no such session")
 // its locks read in one snapshot.
 func (s *server) session(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	if id == "" {
+		writeError(w, http.StatusBadRequest, "a session id is required: GET /sessions/{id}")
+		return
+	}
 	// The contract's bounds on session_id, as a keep-alive would meet them.
 	if refused(w, topics.Command{Operation: topics.OpSessionKeepAlive, SessionID: id, OwnerID: "-"}) {
 		return

@@ -63,6 +63,9 @@ func TestSession(t *testing.T) {
 	code, body = e.get("/sessions/"+strings.Repeat("s", topics.MaxSessionIDBytes+1), &eb)
 	require.Equal(t, http.StatusBadRequest, code, body)
 	require.Contains(t, eb.Error, "session_id is 129 bytes")
+	code, body = e.get("/sessions/", &eb)
+	require.Equal(t, http.StatusBadRequest, code, body)
+	require.Equal(t, "a session id is required: GET /sessions/{id}", eb.Error)
 	e.token = ""
 	code, _ = e.get("/sessions/never", nil)
 	require.Equal(t, http.StatusUnauthorized, code)
