@@ -46,7 +46,8 @@ type Config struct {
 	// no mark: their rows are only in the table, and the rows of a later
 	// transaction on the same lock, handed over, must not go first. Their
 	// commits were in flight at the takeover, so they land within this.
-	// Default 5 s; negative: none.
+	// Default 1 s (a COMMIT in flight takes milliseconds; the table read on
+	// every pass costs throughput while it lasts); negative: none.
 	TakeoverReads time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
 	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
@@ -180,7 +181,7 @@ func New(cfg Config) (*Relay, error) {
 		cfg.PollInterval = time.Second
 	}
 	if cfg.TakeoverReads == 0 {
-		cfg.TakeoverReads = 5 * time.Second
+		cfg.TakeoverReads = time.Second
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 5
