@@ -163,32 +163,11 @@ func TestMovedPartitionStopsAlone(t *testing.T) {
 // A batch that keeps failing for a reason a retry cannot cure is retried
 // with backoff; a partition being revoked is dropped from it, so the
 // rebalance does not wait for the cure, and its records stay unapplied for
-// the next owner, who starts from the stored offset.
+// the next owner, who starts from the stored offset. A later segment of it
+// (polled before the revoke, queued behind the batch) is dropped too, even
+// once the failure is cured: applied, it would move the stored offset past
+// the dropped records, and the next owner would never apply them.
 func TestFailingBatchLetsRevokedPartitionGo(t *testing.T) {
-	ctx := context.Background()
-	w, st := newApplier(t)
-	p0 := w.newPartition(w.hard, 0)
-	apply(w, seg(t, p0, 0, "a"))
-	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
-	require.NoError(t, err)
-
-	s := seg(t, p0, 1, "b")
-	p0.pending.Add(1)
-	done := make(chan struct{})
-	go func() { defer close(done); w.applySegments(ctx, []segment{s}) }()
-	p0.revoking.Store(true) // as revoked does, before it waits
-	p0.pending.Wait()       // returns once the failing batch drops the partition
-	<-done
-	require.EqualValues(t, 1, storedOffset(t, st, 0), "the record was not applied")
-	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events_away RENAME TO lock_events`)
-	require.NoError(t, err)
-}
-
-// A later segment of a partition dropped from a failing batch (polled
-// before the revoke, queued behind the batch) is dropped too, even once the
-// failure is cured: applied, it would move the stored offset past the
-// dropped records, and the next owner would never apply them.
-func TestDroppedPartitionsLaterSegmentsAreDropped(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
 	p0 := w.newPartition(w.hard, 0)
@@ -200,8 +179,10 @@ func TestDroppedPartitionsLaterSegmentsAreDropped(t *testing.T) {
 	p0.pending.Add(2)
 	done := make(chan struct{})
 	go func() { defer close(done); w.applySegments(ctx, []segment{first}) }()
-	p0.revoking.Store(true)
-	<-done                                                                           // first dropped
+	p0.revoking.Store(true) // as revoked does, before it waits
+	<-done                  // returns once the failing batch drops the partition
+	require.EqualValues(t, 1, storedOffset(t, st, 0), "the record was not applied")
+
 	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events_away RENAME TO lock_events`) // cured
 	require.NoError(t, err)
 	w.applySegments(ctx, []segment{later}) // the applier's next take
