@@ -225,9 +225,7 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		var scratch []int64
 		_, err := w.applyTx(ctx, prefix(mid), &scratch, poison, true)
 		switch {
-		case err == nil || errors.Is(err, errProbed):
-			// nil: the prefix holds only records applied before (a
-			// redelivery), so nothing was sent.
+		case errors.Is(err, errProbed):
 			lo = mid + 1
 		case refusedData(err):
 			hi, cause = mid, err
@@ -238,11 +236,6 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 	if cause == nil { // the whole batch was the shortest: say why it failed
 		var scratch []int64
 		if _, cause = w.applyTx(ctx, prefix(hi), &scratch, poison, true); !refusedData(cause) {
-			if cause == nil || errors.Is(cause, errProbed) {
-				// nil means found: the batch is retried at once. It is
-				// retried as a failure instead, with its backoff.
-				cause = errors.New("finding the command PostgreSQL refuses: the whole batch was accepted when probed again")
-			}
 			return cause
 		}
 	}
@@ -307,6 +300,9 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		}
 		t.decode(ctx, parts, stored, poison, pb)
 		if len(t.todos) == 0 {
+			if probe {
+				return errProbed // only records applied before: nothing to refuse
+			}
 			return nil // when nothing was sent, nothing began
 		}
 		t.prefetch(pb)
