@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -271,8 +270,8 @@ func (c *Client) rememberEnded(ev topics.Event) {
 // namespace ns for owner (as sent, or as the worker scopes it).
 func (c *Client) holds(ns, name, owner string) bool {
 	scoped := owner
-	if sub := c.creds.subject(); sub != "" && !strings.HasPrefix(owner, sub+":") {
-		scoped = sub + ":" + owner
+	if sub := c.creds.subject(); sub != "" {
+		scoped = topics.ScopedOwner(sub, owner)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

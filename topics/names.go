@@ -1,5 +1,7 @@
 package topics
 
+import "strings"
+
 // Names holds the topic names lockworker uses. Every field is configurable;
 // DefaultNames gives the contract's defaults.
 type Names struct {
@@ -57,6 +59,16 @@ func (n Names) Lifecycle(eventType string) string {
 		return n.Revoked
 	}
 	return ""
+}
+
+// ScopedOwner is owner as the worker sees it under authentication: scoped
+// by the requester, "<requester>:<owner>", unless it carries that scope
+// already (an owner_id read back from an event and sent again).
+func ScopedOwner(requester, owner string) string {
+	if strings.HasPrefix(owner, requester+":") {
+		return owner
+	}
+	return requester + ":" + owner
 }
 
 // LockKey is the record key of a lock's commands and events: lock_name, or

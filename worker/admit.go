@@ -59,8 +59,8 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
 				Message: fmt.Sprintf("requester %q may not revoke: its token has no admin claim", who.Name)}
 		}
-		if c.OwnerID != "" && c.Operation != topics.OpRevoke && !strings.HasPrefix(c.OwnerID, who.Name+":") {
-			c.OwnerID = who.Name + ":" + c.OwnerID
+		if scoped := topics.ScopedOwner(who.Name, c.OwnerID); c.OwnerID != "" && c.Operation != topics.OpRevoke && scoped != c.OwnerID {
+			c.OwnerID = scoped
 			if len(c.OwnerID) > topics.MaxOwnerIDBytes {
 				return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
 					Message: fmt.Sprintf("owner_id scoped by the requester (%q + ':') must be at most %d bytes", who.Name, topics.MaxOwnerIDBytes)}
