@@ -21,6 +21,10 @@ type TableStats struct {
 	Table    string `json:"table"`
 	LiveRows int64  `json:"live_rows"`
 	DeadRows int64  `json:"dead_rows"`
+	// StatsRows is the rows the planner's statistics count (pg_class
+	// reltuples, set by the last ANALYZE or VACUUM); -1 when the table was
+	// never analyzed or vacuumed.
+	StatsRows int64 `json:"stats_rows"`
 	// LastVacuum and LastAutovacuum are nil when the table was never
 	// vacuumed that way.
 	LastVacuum     *time.Time `json:"last_vacuum"`
@@ -56,16 +60,16 @@ func (s *Store) ReadVacuumSettings(ctx context.Context) (VacuumSettings, error) 
 // counts lag the writes by up to a second (backends report them in batches).
 func (s *Store) ReadTableStats(ctx context.Context) ([]TableStats, error) {
 	rows, err := s.Pool.Query(ctx, `
-		SELECT relname::text, n_live_tup, n_dead_tup, last_vacuum, last_autovacuum
-		FROM pg_stat_user_tables
-		WHERE schemaname = current_schema() AND relname = ANY ($1::text[])
-		ORDER BY array_position($1::text[], relname::text)`, HotTables)
+		SELECT s.relname::text, s.n_live_tup, s.n_dead_tup, c.reltuples::bigint, s.last_vacuum, s.last_autovacuum
+		FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+		WHERE s.schemaname = current_schema() AND s.relname = ANY ($1::text[])
+		ORDER BY array_position($1::text[], s.relname::text)`, HotTables)
 	if err != nil {
 		return nil, fmt.Errorf("reading table statistics: %w", translate(err))
 	}
 	stats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TableStats, error) {
 		var t TableStats
-		err := r.Scan(&t.Table, &t.LiveRows, &t.DeadRows, &t.LastVacuum, &t.LastAutovacuum)
+		err := r.Scan(&t.Table, &t.LiveRows, &t.DeadRows, &t.StatsRows, &t.LastVacuum, &t.LastAutovacuum)
 		return t, err
 	})
 	if err != nil {
@@ -104,11 +108,7 @@ func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 	if !got {
 		return false, nil
 	}
-	quoted := make([]string, len(tables))
-	for i, t := range tables {
-		quoted[i] = pgx.Identifier{t}.Sanitize()
-	}
-	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED) "+strings.Join(quoted, ", "))
+	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED) "+quoteTables(tables))
 	if err == nil {
 		_, err = c.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, VacuumLockClass)
 	}
@@ -119,4 +119,31 @@ func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 		return true, fmt.Errorf("vacuuming %s: %w", strings.Join(tables, ", "), translate(err))
 	}
 	return true, nil
+}
+
+// Analyze runs ANALYZE on tables of the worker's schema, passing over a
+// table that another ANALYZE or VACUUM holds (SKIP_LOCKED) instead of
+// waiting. New statistics make PostgreSQL plan every cached statement on
+// those tables again: a generic plan made while a table was nearly empty (a
+// sequential scan of processed_requests, say) is not kept as it grows.
+// Two replicas analyzing at once cost only a duplicate sample, so there is
+// no turn-taking as with Vacuum.
+func (s *Store) Analyze(ctx context.Context, tables []string) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	if _, err := s.Pool.Exec(ctx, "ANALYZE (SKIP_LOCKED) "+quoteTables(tables)); err != nil {
+		return fmt.Errorf("analyzing %s: %w", strings.Join(tables, ", "), translate(err))
+	}
+	return nil
+}
+
+// quoteTables lists table names for VACUUM or ANALYZE, which take no
+// parameters, each quoted as an identifier.
+func quoteTables(tables []string) string {
+	quoted := make([]string, len(tables))
+	for i, t := range tables {
+		quoted[i] = pgx.Identifier{t}.Sanitize()
+	}
+	return strings.Join(quoted, ", ")
 }

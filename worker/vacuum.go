@@ -49,6 +49,12 @@ const (
 // autovacuum is off: below it, a pass costs more than the dead rows do.
 const vacuumMinDead = 1000
 
+// analyzeMinRows is the fewest live rows for which the loop analyzes a table
+// that has grown past twice what its statistics count. Below about 2,000
+// rows PostgreSQL's generic plan of the prefetch is a sequential scan
+// anyway, and scanning a table that small costs little.
+const analyzeMinRows = 1000
+
 // VacuumStatus is what the loop knows, for /health/locks.
 type VacuumStatus struct {
 	// Enabled is VACUUM_ENABLED.
@@ -65,6 +71,10 @@ type VacuumStatus struct {
 	LastTables     []string   `json:"last_tables,omitempty"`
 	LastDurationMS float64    `json:"last_duration_ms"`
 	Runs           int64      `json:"runs"`
+	// LastAnalyzed is what the loop last analyzed because it had grown past
+	// its statistics, and Analyzes counts those ANALYZEs (this process only).
+	LastAnalyzed []string `json:"last_analyzed,omitempty"`
+	Analyzes     int64    `json:"analyzes"`
 	// Tables are the hot tables' statistics at the last pass.
 	Tables []store.TableStats `json:"tables,omitempty"`
 	// Error is the last pass's failure, empty when it succeeded.
@@ -78,6 +88,18 @@ type VacuumStatus struct {
 // do, or DeadRows, whichever is lower; with autovacuum on, the worker only
 // steps in past DeadRows. Replicas take turns through store.Vacuum's
 // advisory lock.
+//
+// It also analyzes a hot table whose live rows have grown past twice what
+// its statistics count (and past analyzeMinRows), whether autovacuum runs
+// or not. Why: every pooled connection keeps its prepared statements'
+// generic plans, chosen once from the statistics of the moment. On a new
+// schema they are made while processed_requests is nearly empty, so the
+// prefetch's plan is a sequential scan; it stays one as the table grows by
+// thousands of rows a second, until an ANALYZE makes PostgreSQL plan again.
+// Autovacuum analyzes at most once a minute (autovacuum_naptime), and never
+// where it is off; in lockbench such a plan halved the throughput of a run.
+// Growth by doubling keeps the ANALYZEs few: a handful while a table fills,
+// none once its size is steady.
 type Vacuumer struct {
 	cfg VacuumConfig
 	log zerolog.Logger
@@ -113,6 +135,7 @@ func (v *Vacuumer) Status() VacuumStatus {
 	defer v.mu.Unlock()
 	s := v.status
 	s.LastTables = append([]string(nil), s.LastTables...)
+	s.LastAnalyzed = append([]string(nil), s.LastAnalyzed...)
 	s.Tables = append([]store.TableStats(nil), s.Tables...)
 	return s
 }
@@ -174,12 +197,18 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	v.mu.Lock()
 	v.status.Settings, v.status.Tables = &set, stats
 	v.mu.Unlock()
-	var due []string
+	var due, grown []string
 	for _, t := range stats {
 		v.cfg.Metrics.TableDeadRows(t.Table, t.DeadRows)
 		if v.due(set, t) {
 			due = append(due, t.Table)
 		}
+		if t.LiveRows >= analyzeMinRows && t.LiveRows >= 2*t.StatsRows {
+			grown = append(grown, t.Table)
+		}
+	}
+	if err := v.analyze(ctx, grown); err != nil {
+		return err
 	}
 	if len(due) == 0 {
 		return nil
@@ -211,6 +240,23 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 		dead.Int64(t.Table, t.DeadRows)
 	}
 	ev.Strs("tables", due).Dict("dead_rows", dead).Dur("took", took).Bool("autovacuum", set.Runs()).Msg("vacuumed hot tables")
+	return nil
+}
+
+// analyze analyzes the tables grown past their statistics.
+func (v *Vacuumer) analyze(ctx context.Context, tables []string) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	start := time.Now()
+	if err := v.cfg.Store.Analyze(ctx, tables); err != nil {
+		return err
+	}
+	v.mu.Lock()
+	v.status.LastAnalyzed = tables
+	v.status.Analyzes++
+	v.mu.Unlock()
+	v.log.Debug().Strs("tables", tables).Dur("took", time.Since(start)).Msg("analyzed hot tables grown past their statistics")
 	return nil
 }
 

@@ -2,12 +2,15 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
@@ -169,4 +172,91 @@ func TestVacuumerDisabled(t *testing.T) {
 		`SELECT sum(vacuum_count) FROM pg_stat_user_tables WHERE schemaname = current_schema()`).Scan(&vacuums))
 	require.Zero(t, vacuums)
 	require.GreaterOrEqual(t, deadRows(t, st, "locks"), int64(2560))
+}
+
+// TestVacuumerAnalyzesGrownTables: a connection's generic plan of the
+// prefetch, made while processed_requests held a few hundred rows (as in a
+// new schema's first second), is a sequential scan;
+// once the table has grown, the loop analyzes it and the same prepared
+// statement is planned again, by its primary key.
+func TestVacuumerAnalyzesGrownTables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	// Autovacuum would analyze the table at its own time and race the loop.
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE processed_requests SET (autovacuum_enabled = false)`)
+	require.NoError(t, err)
+	fill := func(n int) {
+		// Outcomes of the size the worker stores, inserted by a session of
+		// its own: a backend reports its counts when it exits, where an idle
+		// one may wait ten seconds.
+		conn, err := pgx.ConnectConfig(ctx, st.Pool.Config().ConnConfig.Copy())
+		require.NoError(t, err)
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, `INSERT INTO processed_requests (request_id, outcome, reply_to)
+			SELECT gen_random_uuid()::text, decode(repeat('ab', 120), 'hex'), 'lock.replies.client-1' FROM generate_series(1, $1::int)`, n)
+		require.NoError(t, err)
+	}
+	fill(300)
+	c, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer c.Release()
+	_, err = c.Conn().Prepare(ctx, "prefetch", `SELECT request_id, outcome, reply_to FROM processed_requests WHERE request_id = ANY($1)`)
+	require.NoError(t, err)
+	ids := make([]string, 100)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("absent-%d", i)
+	}
+	for range 6 { // PostgreSQL settles on a generic plan after five custom ones
+		_, err := c.Exec(ctx, "prefetch", ids)
+		require.NoError(t, err)
+	}
+	plan := func() string {
+		rows, err := c.Query(ctx, `EXPLAIN EXECUTE prefetch('{absent-1}')`)
+		require.NoError(t, err)
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return strings.Join(lines, "\n")
+	}
+	require.Contains(t, plan(), "Seq Scan", "the premise: the generic plan made on a small table")
+
+	fill(4700)
+	waitLiveRows(t, st, "processed_requests", 5000)
+	require.Contains(t, plan(), "Seq Scan", "the plan is kept as the table grows")
+
+	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: true, Interval: 20 * time.Millisecond})
+	require.NoError(t, err)
+	startVacuumer(t, v)
+	require.Eventually(t, func() bool {
+		s := v.Status()
+		return s.Analyzes > 0 && slices.Contains(s.LastAnalyzed, "processed_requests")
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Contains(t, plan(), "Index", "planned again from the new statistics")
+	stats, err := st.ReadTableStats(ctx)
+	require.NoError(t, err)
+	for _, s := range stats {
+		if s.Table == "processed_requests" {
+			require.InDelta(t, 5000, s.StatsRows, 500)
+		}
+	}
+	// Passes that find the statistics current analyze nothing (one more
+	// may have begun before the first ANALYZE's statistics were read).
+	analyzes := v.Status().Analyzes
+	require.Never(t, func() bool { return v.Status().Analyzes > analyzes+1 }, 300*time.Millisecond, 20*time.Millisecond)
+}
+
+// waitLiveRows waits until the statistics count at least n live rows in
+// table (backends report them up to a second late).
+func waitLiveRows(t *testing.T, st *store.Store, table string, n int64) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		stats, err := st.ReadTableStats(context.Background())
+		require.NoError(t, err)
+		for _, s := range stats {
+			if s.Table == table {
+				return s.LiveRows >= n
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond)
 }
