@@ -99,7 +99,10 @@ type VacuumStatus struct {
 // Autovacuum analyzes at most once a minute (autovacuum_naptime), and never
 // where it is off; in lockbench such a plan halved the throughput of a run.
 // Growth by doubling keeps the ANALYZEs few: a handful while a table fills,
-// none once its size is steady.
+// none once its size is steady. A table due for a VACUUM is not analyzed:
+// VACUUM counts its rows for the planner as well (the queue tables, outbox
+// above all, whose size swings between passes, are vacuumed nearly every
+// pass under load and would otherwise be analyzed every few).
 type Vacuumer struct {
 	cfg VacuumConfig
 	log zerolog.Logger
@@ -200,11 +203,11 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	var due, grown []string
 	for _, t := range stats {
 		v.cfg.Metrics.TableDeadRows(t.Table, t.DeadRows)
-		if v.due(set, t) {
+		switch {
+		case v.due(set, t):
 			due = append(due, t.Table)
-		}
-		if t.LiveRows >= analyzeMinRows && t.LiveRows >= 2*t.StatsRows {
-			grown = append(grown, t.Table)
+		case t.LiveRows >= analyzeMinRows && t.LiveRows >= 2*t.StatsRows:
+			grown = append(grown, t.Table) // a VACUUM would count its rows too
 		}
 	}
 	if err := v.analyze(ctx, grown); err != nil {
