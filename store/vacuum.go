@@ -22,8 +22,8 @@ type TableStats struct {
 	LiveRows int64  `json:"live_rows"`
 	DeadRows int64  `json:"dead_rows"`
 	// StatsRows is the rows the planner's statistics count (pg_class
-	// reltuples, set by the last ANALYZE or VACUUM); -1 when the table was
-	// never analyzed or vacuumed.
+	// reltuples, set by the last VACUUM or ANALYZE); -1 when the table was
+	// never vacuumed or analyzed.
 	StatsRows int64 `json:"stats_rows"`
 	// LastVacuum and LastAutovacuum are nil when the table was never
 	// vacuumed that way.
@@ -121,25 +121,8 @@ func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 	return true, nil
 }
 
-// Analyze runs ANALYZE on tables of the worker's schema, passing over a
-// table that another ANALYZE or VACUUM holds (SKIP_LOCKED) instead of
-// waiting. New statistics make PostgreSQL plan every cached statement on
-// those tables again: a generic plan made while a table was nearly empty (a
-// sequential scan of processed_requests, say) is not kept as it grows.
-// Two replicas analyzing at once cost only a duplicate sample, so there is
-// no turn-taking as with Vacuum.
-func (s *Store) Analyze(ctx context.Context, tables []string) error {
-	if len(tables) == 0 {
-		return nil
-	}
-	if _, err := s.Pool.Exec(ctx, "ANALYZE (SKIP_LOCKED) "+quoteTables(tables)); err != nil {
-		return fmt.Errorf("analyzing %s: %w", strings.Join(tables, ", "), translate(err))
-	}
-	return nil
-}
-
-// quoteTables lists table names for VACUUM or ANALYZE, which take no
-// parameters, each quoted as an identifier.
+// quoteTables lists table names for VACUUM, which takes no parameters,
+// each quoted as an identifier.
 func quoteTables(tables []string) string {
 	quoted := make([]string, len(tables))
 	for i, t := range tables {

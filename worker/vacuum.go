@@ -49,11 +49,11 @@ const (
 // autovacuum is off: below it, a pass costs more than the dead rows do.
 const vacuumMinDead = 1000
 
-// analyzeMinRows is the fewest live rows for which the loop analyzes a table
+// grownMinRows is the fewest live rows for which the loop vacuums a table
 // that has grown past twice what its statistics count. Below about 2,000
 // rows PostgreSQL's generic plan of the prefetch is a sequential scan
 // anyway, and scanning a table that small costs little.
-const analyzeMinRows = 1000
+const grownMinRows = 1000
 
 // VacuumStatus is what the loop knows, for /health/locks.
 type VacuumStatus struct {
@@ -71,10 +71,6 @@ type VacuumStatus struct {
 	LastTables     []string   `json:"last_tables,omitempty"`
 	LastDurationMS float64    `json:"last_duration_ms"`
 	Runs           int64      `json:"runs"`
-	// LastAnalyzed is what the loop last analyzed because it had grown past
-	// its statistics, and Analyzes counts those ANALYZEs (this process only).
-	LastAnalyzed []string `json:"last_analyzed,omitempty"`
-	Analyzes     int64    `json:"analyzes"`
 	// Tables are the hot tables' statistics at the last pass.
 	Tables []store.TableStats `json:"tables,omitempty"`
 	// Error is the last pass's failure, empty when it succeeded.
@@ -89,20 +85,21 @@ type VacuumStatus struct {
 // steps in past DeadRows. Replicas take turns through store.Vacuum's
 // advisory lock.
 //
-// It also analyzes a hot table whose live rows have grown past twice what
-// its statistics count (and past analyzeMinRows), whether autovacuum runs
-// or not. Why: every pooled connection keeps its prepared statements'
-// generic plans, chosen once from the statistics of the moment. On a new
-// schema they are made while processed_requests is nearly empty, so the
-// prefetch's plan is a sequential scan; it stays one as the table grows by
-// thousands of rows a second, until an ANALYZE makes PostgreSQL plan again.
-// Autovacuum analyzes at most once a minute (autovacuum_naptime), and never
-// where it is off; in lockbench such a plan halved the throughput of a run.
-// Growth by doubling keeps the ANALYZEs few: a handful while a table fills,
-// none once its size is steady. A table due for a VACUUM is not analyzed:
-// VACUUM counts its rows for the planner as well (the queue tables, outbox
-// above all, whose size swings between passes, are vacuumed nearly every
-// pass under load and would otherwise be analyzed every few).
+// It also vacuums a hot table whose live rows have grown past twice what
+// its statistics count (pg_class.reltuples, and past grownMinRows), whether
+// autovacuum runs or not, for the plans. Every pooled connection keeps its
+// prepared statements' generic plans, chosen once from the statistics of
+// the moment. On a new schema they are made while processed_requests is
+// nearly empty, so the prefetch's plan is a sequential scan; it stays one
+// as the table grows by thousands of rows a second, until new statistics
+// make PostgreSQL plan again. Autovacuum looks at most once a minute
+// (autovacuum_naptime), and never where it is off; in lockbench such a
+// plan halved the throughput of a run. A VACUUM counts the rows for the
+// planner as an ANALYZE does, but reads only the pages not yet all-visible
+// (the new ones, in an insert-only table) and sorts nothing: an ANALYZE
+// of processed_requests took 150-300 ms of PostgreSQL's CPU here. Growth
+// by doubling keeps these VACUUMs few: a handful while a table fills, none
+// once its size is steady.
 type Vacuumer struct {
 	cfg VacuumConfig
 	log zerolog.Logger
@@ -138,7 +135,6 @@ func (v *Vacuumer) Status() VacuumStatus {
 	defer v.mu.Unlock()
 	s := v.status
 	s.LastTables = append([]string(nil), s.LastTables...)
-	s.LastAnalyzed = append([]string(nil), s.LastAnalyzed...)
 	s.Tables = append([]store.TableStats(nil), s.Tables...)
 	return s
 }
@@ -200,18 +196,12 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	v.mu.Lock()
 	v.status.Settings, v.status.Tables = &set, stats
 	v.mu.Unlock()
-	var due, grown []string
+	var due []string
 	for _, t := range stats {
 		v.cfg.Metrics.TableDeadRows(t.Table, t.DeadRows)
-		switch {
-		case v.due(set, t):
+		if v.due(set, t) || t.LiveRows >= grownMinRows && t.LiveRows >= 2*t.StatsRows {
 			due = append(due, t.Table)
-		case t.LiveRows >= analyzeMinRows && t.LiveRows >= 2*t.StatsRows:
-			grown = append(grown, t.Table) // a VACUUM would count its rows too
 		}
-	}
-	if err := v.analyze(ctx, grown); err != nil {
-		return err
 	}
 	if len(due) == 0 {
 		return nil
@@ -243,23 +233,6 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 		dead.Int64(t.Table, t.DeadRows)
 	}
 	ev.Strs("tables", due).Dict("dead_rows", dead).Dur("took", took).Bool("autovacuum", set.Runs()).Msg("vacuumed hot tables")
-	return nil
-}
-
-// analyze analyzes the tables grown past their statistics.
-func (v *Vacuumer) analyze(ctx context.Context, tables []string) error {
-	if len(tables) == 0 {
-		return nil
-	}
-	start := time.Now()
-	if err := v.cfg.Store.Analyze(ctx, tables); err != nil {
-		return err
-	}
-	v.mu.Lock()
-	v.status.LastAnalyzed = tables
-	v.status.Analyzes++
-	v.mu.Unlock()
-	v.log.Debug().Strs("tables", tables).Dur("took", time.Since(start)).Msg("analyzed hot tables grown past their statistics")
 	return nil
 }
 
