@@ -65,15 +65,21 @@ func churnLocks(t *testing.T, st *store.Store, rounds int) {
 
 func deadRows(t *testing.T, st *store.Store, table string) int64 {
 	t.Helper()
+	return tableStats(t, st, table).DeadRows
+}
+
+// tableStats returns what the statistics say of one hot table now.
+func tableStats(t *testing.T, st *store.Store, table string) store.TableStats {
+	t.Helper()
 	stats, err := st.ReadTableStats(context.Background())
 	require.NoError(t, err)
 	for _, s := range stats {
 		if s.Table == table {
-			return s.DeadRows
+			return s
 		}
 	}
 	t.Fatalf("no statistics of %s", table)
-	return 0
+	return store.TableStats{}
 }
 
 // startVacuumer runs v until the test ends and returns a channel closed
@@ -98,10 +104,7 @@ func TestVacuumerVacuumsChurn(t *testing.T) {
 	require.NoError(t, err)
 	startVacuumer(t, v)
 
-	require.Eventually(t, func() bool {
-		s := v.Status()
-		return s.Runs > 0 && slices.Contains(s.LastTables, "locks")
-	}, 10*time.Second, 20*time.Millisecond)
+	waitVacuumed(t, v, "locks")
 	require.Eventually(t, func() bool { return deadRows(t, st, "locks") < 1000 }, 30*time.Second, 20*time.Millisecond)
 	s := v.Status()
 	require.True(t, s.Enabled)
@@ -227,36 +230,27 @@ func TestVacuumerVacuumsGrownTables(t *testing.T) {
 	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: true, Interval: 20 * time.Millisecond})
 	require.NoError(t, err)
 	startVacuumer(t, v)
-	require.Eventually(t, func() bool {
-		s := v.Status()
-		return s.Runs > 0 && slices.Contains(s.LastTables, "processed_requests")
-	}, 10*time.Second, 20*time.Millisecond)
+	waitVacuumed(t, v, "processed_requests")
 	require.Contains(t, plan(), "Index", "planned again from the new statistics")
-	stats, err := st.ReadTableStats(ctx)
-	require.NoError(t, err)
-	for _, s := range stats {
-		if s.Table == "processed_requests" {
-			require.InDelta(t, 5000, s.StatsRows, 500)
-		}
-	}
+	require.InDelta(t, 5000, tableStats(t, st, "processed_requests").StatsRows, 500)
 	// Passes that find the statistics current leave it alone (one more
 	// may have begun before the first VACUUM's statistics were read).
 	runs := v.Status().Runs
 	require.Never(t, func() bool { return v.Status().Runs > runs+1 }, 300*time.Millisecond, 20*time.Millisecond)
 }
 
+// waitVacuumed waits until v's last VACUUM took table.
+func waitVacuumed(t *testing.T, v *worker.Vacuumer, table string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s := v.Status()
+		return s.Runs > 0 && slices.Contains(s.LastTables, table)
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
 // waitLiveRows waits until the statistics count at least n live rows in
 // table (backends report them up to a second late).
 func waitLiveRows(t *testing.T, st *store.Store, table string, n int64) {
 	t.Helper()
-	require.Eventually(t, func() bool {
-		stats, err := st.ReadTableStats(context.Background())
-		require.NoError(t, err)
-		for _, s := range stats {
-			if s.Table == table {
-				return s.LiveRows >= n
-			}
-		}
-		return false
-	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return tableStats(t, st, table).LiveRows >= n }, 10*time.Second, 20*time.Millisecond)
 }
