@@ -2,44 +2,68 @@ package outbox
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
 )
 
-// The relay's DELETE of published rows is planned by the primary key, also
-// in the generic plan a connection caches while the outbox holds a few rows
-// (where PostgreSQL's own choice is a sequential scan, which the outbox's
-// dead rows make slower with every pass until the next VACUUM).
-func TestDeletePlannedByPrimaryKey(t *testing.T) {
+// The relay's statements are planned by their indexes, also in the generic
+// plans a connection caches while the outbox holds a few rows (where
+// PostgreSQL's own choice is a sequential scan, which the queue's dead rows
+// make slower with every pass until the next VACUUM).
+func TestRelayPlansByIndex(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st := testdb.New(t)
 	var ids []int64
 	require.NoError(t, st.Pool.QueryRow(ctx, `WITH n AS (INSERT INTO outbox (source_partition, topic, value)
 		SELECT 0, 't', '\x00' FROM generate_series(1, 300) RETURNING id) SELECT array_agg(id) FROM n`).Scan(&ids))
-	c, err := st.Pool.Acquire(ctx)
+	cfg := st.Pool.Config().Copy()
+	cfg.MinConns, cfg.MaxConns = 0, 1 // one session: its prepared statements are the ones checked
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	r := &Relay{cfg: Config{Pool: pool, BatchSize: 10}}
+	for i := range 8 { // PostgreSQL settles on a generic plan after five custom ones
+		_, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, acked: ids[i*10 : i*10+10]}})
+		require.NoError(t, err)
+		_, err = r.deleteRows(ctx, [][]int64{ids[100+i*10 : 100+i*10+10]})
+		require.NoError(t, err)
+	}
+
+	c, err := pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer c.Release()
-	for i := range 8 { // PostgreSQL settles on a generic plan after five custom ones
-		b := &pgx.Batch{}
-		queueDelete(b, ids[i*10:i*10+10])
-		require.NoError(t, c.SendBatch(ctx, b).Close())
+	rows, err := c.Query(ctx, `SELECT name, generic_plans, statement, array_to_string(ARRAY(SELECT 'NULL::' || t::text FROM unnest(parameter_types) t), ', ')
+		FROM pg_prepared_statements WHERE statement ~ 'FROM outbox' AND statement !~ 'pg_prepared_statements'`)
+	require.NoError(t, err)
+	type stmt struct {
+		name    string
+		generic int64
+		sql     string
+		nulls   string
 	}
-	var name string
-	var generic int64
-	require.NoError(t, c.QueryRow(ctx, `SELECT name, generic_plans FROM pg_prepared_statements WHERE statement LIKE 'DELETE FROM outbox %'`).Scan(&name, &generic))
-	require.Positive(t, generic, "the cached generic plan is the one checked")
-	rows, err := c.Query(ctx, `EXPLAIN EXECUTE `+pgx.Identifier{name}.Sanitize()+`('{1}')`, pgx.QueryExecModeSimpleProtocol)
+	stmts, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stmt, error) {
+		var s stmt
+		return s, r.Scan(&s.name, &s.generic, &s.sql, &s.nulls)
+	})
 	require.NoError(t, err)
-	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	require.Contains(t, strings.Join(plan, "\n"), "Index Scan on outbox_pkey")
+	require.Len(t, stmts, 3, "the DELETE of rows, of marks, and the SELECT")
+	for _, s := range stmts {
+		require.Positive(t, s.generic, "the cached generic plan is the one checked: %s", s.sql)
+		rows, err := c.Query(ctx, `EXPLAIN EXECUTE `+pgx.Identifier{s.name}.Sanitize()+`(`+s.nulls+`)`, pgx.QueryExecModeSimpleProtocol)
+		require.NoError(t, err)
+		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.NotContains(t, strings.Join(plan, "\n"), "Seq Scan", "%s\n%s", s.sql, strings.Join(plan, "\n"))
+	}
 	var remaining int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&remaining))
-	require.Equal(t, 300-80, remaining)
+	require.Equal(t, 300-160, remaining)
 }

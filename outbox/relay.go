@@ -887,6 +887,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, erro
 		acked = append(acked, q.acked...)
 	}
 	b := &pgx.Batch{}
+	queueSettings(b)
 	queueDelete(b, acked)
 	// Marks are read with the rows they announce: the SELECT after this
 	// DELETE sees every row committed before it.
@@ -946,6 +947,7 @@ func (r *Relay) deleteRows(ctx context.Context, reqs [][]int64) ([]struct{}, err
 		ids = append(ids, q...)
 	}
 	b := &pgx.Batch{}
+	queueSettings(b)
 	queueDelete(b, ids)
 	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
@@ -953,29 +955,35 @@ func (r *Relay) deleteRows(ctx context.Context, reqs [][]int64) ([]struct{}, err
 	return make([]struct{}, len(reqs)), nil
 }
 
-// queueDelete queues the deletion of rows, if any, without waiting for the
-// WAL flush: a delete lost in a crash only publishes its rows again, which
-// at-least-once delivery allows, and the relay stops queueing behind fsync.
-// The batch is one implicit transaction (one Sync), so a local setting lasts
+// queueSettings queues what each of the relay's batches starts with. A
+// batch is one implicit transaction (one Sync), so a local setting lasts
 // until its end. set_config rather than SET LOCAL: both take effect there,
 // but SET LOCAL outside BEGIN also logs a WARNING in PostgreSQL's log on
 // every batch.
 //
-// Sequential scans are off for the same span, so that the DELETE is planned
-// by the primary key. The outbox is a queue: its statistics, counted by the
-// VACUUM that just emptied it of dead rows, always call it a few rows, so
-// the generic plan each connection caches for this DELETE was a sequential
-// scan, through every row deleted since that VACUUM (0.7 ms a call against
-// 0.3 by the key at 16 lockbench clients, tens of ms behind a backlog). A
-// cached plan keeps the settings it was made under, and this statement runs
-// only here. The statements after it in selectRows' batch read outbox and
-// outbox_marks by index anyway.
-func queueDelete(b *pgx.Batch, ids []int64) {
-	if len(ids) == 0 {
-		return
-	}
+// The relay's writes (deletes of published rows and of marks) do not wait
+// for the WAL flush: a delete lost in a crash only publishes its rows
+// again, which at-least-once delivery allows, or makes a pass read the
+// table, and the relay stops queueing behind fsync.
+//
+// Sequential scans are off, so that every statement is planned by its index
+// (outbox_pkey, outbox_partition, outbox_marks_pkey). The outbox and its
+// marks are queues: their statistics, counted by the VACUUM that just
+// emptied them of dead rows, always call them a few rows, so the generic
+// plan each connection caches was a sequential scan, through every row
+// deleted until the next VACUUM (the DELETE of published rows: 0.7 ms a
+// call against 0.3 by the key at 16 lockbench clients, tens of ms behind a
+// backlog). A cached plan keeps the settings it was made under, and these
+// statements run only in these batches.
+func queueSettings(b *pgx.Batch) {
 	b.Queue(`SELECT set_config('synchronous_commit', 'off', true), set_config('enable_seqscan', 'off', true)`)
-	b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
+}
+
+// queueDelete queues the deletion of rows, if any, after queueSettings.
+func queueDelete(b *pgx.Batch, ids []int64) {
+	if len(ids) > 0 {
+		b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
+	}
 }
 
 // publish sends one run of rows of one topic in one call.
