@@ -186,8 +186,13 @@ func TestVacuumerVacuumsGrownTables(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st := testdb.New(t)
+	set, err := st.ReadVacuumSettings(ctx)
+	require.NoError(t, err)
+	if !set.TrackCounts {
+		t.Skip("track_counts is off on this server: the loop vacuums every table every pass, grown or not")
+	}
 	// Autovacuum would count the rows at its own time and race the loop.
-	_, err := st.Pool.Exec(ctx, `ALTER TABLE processed_requests SET (autovacuum_enabled = false)`)
+	_, err = st.Pool.Exec(ctx, `ALTER TABLE processed_requests SET (autovacuum_enabled = false)`)
 	require.NoError(t, err)
 	fill := func(n int) {
 		// Outcomes of the size the worker stores, inserted by a session of
