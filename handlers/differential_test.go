@@ -30,18 +30,45 @@ import (
 // inline, each on a schema of its own, and through rules.Memory; all four must
 // give the same events. Leases, waits and lock-delays end only when the
 // test ends them (in the database and in the model alike), then the expiry
-// step runs.
+// step runs. The scripts run as deployed by default, and others under
+// REQUIRE_FENCING_TOKEN: the holder's renewal by acquire is refused
+// (modelRun) and leaves its lease as it was (harness.unrenewed); a release
+// or extend without fencing_token is refused by the worker before the
+// handlers, so those scripts send none (diffScript).
 func TestDifferential(t *testing.T) {
-	const seeds, steps = 16, 80
-	h := newHarness(t)
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		fenced   bool
+		seeds    uint64
+		stream   uint64 // of the seeds' generators
+		coverage [][2]string
+	}{
+		{"default", false, 16, 14, diffCoverage},
+		// Fewer seeds: the default runs cover the rest of the rules.
+		{"REQUIRE_FENCING_TOKEN", true, 8, 15, diffFencedCoverage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.env.RequireFencingToken = tc.fenced
+			diffRuns(t, h, tc.fenced, tc.seeds, tc.stream, tc.coverage)
+		})
+	}
+}
+
+// diffRuns runs the scripts of seeds 1..seeds through the three paths, on
+// h's schema and two fresh ones with h's Env, and through the model, and
+// checks that the scripts gave each event of coverage.
+func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, coverage [][2]string) {
+	const steps = 80
 	paths := []string{"general", "ahead", "inline"}
 	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
-	seen := map[string]int{}
+	seen, renewals := map[string]int{}, map[string]int{}
 	for seed := uint64(1); seed <= seeds; seed++ {
-		script := diffScript(rand.New(rand.NewPCG(seed, 14)), steps)
-		want := modelRun(script)
+		script := diffScript(rand.New(rand.NewPCG(seed, stream)), steps, fenced)
+		want := modelRun(script, fenced, renewals)
 		for _, line := range want {
-			for _, what := range diffCoverage {
+			for _, what := range coverage {
 				if strings.Contains(line, what[0]) && strings.Contains(line, what[1]) {
 					seen[what[0]+" "+what[1]]++
 				}
@@ -63,8 +90,13 @@ func TestDifferential(t *testing.T) {
 			}
 		}
 	}
-	for _, what := range diffCoverage {
+	for _, what := range coverage {
 		require.Positive(t, seen[what[0]+" "+what[1]], "the scripts never give %q", what)
+	}
+	if fenced {
+		for _, kind := range diffRenewals {
+			require.Positive(t, renewals[kind], "the scripts never give the acquire by a holder: %s", kind)
+		}
 	}
 }
 
@@ -81,13 +113,33 @@ var diffCoverage = [][2]string{
 	{"lock.rejected revoke", "code=NOT_HELD"}, {"lock.rejected", "code=REQUEST_ID_CONFLICT"},
 }
 
+// diffFencedCoverage are the events the scripts under REQUIRE_FENCING_TOKEN
+// must give: refused renewals, releases and extends by the token, and
+// wrong tokens refused.
+var diffFencedCoverage = [][2]string{
+	{"lock.rejected acquire", "code=INVALID_REQUEST"}, {"lock.released release", ""}, {"lock.extended extend", ""},
+	{"lock.rejected release", "code=TOKEN_MISMATCH"}, {"lock.rejected extend", "code=TOKEN_MISMATCH"},
+	{"lock.expired expire", "reason=session_expired"}, {"lock.revoked revoke req=req-", "revoked=1"},
+	{"lock.rejected", "code=REQUEST_ID_CONFLICT"},
+}
+
+// diffRenewals are the kinds of renewal the model refuses under
+// REQUIRE_FENCING_TOKEN, which the scripts must each give (see modelRun),
+// and the acquire of an owner whose lease has ended unsettled, granted
+// anew.
+var diffRenewals = []string{"plain", "session lease", "with session_id", "other mode", "other limit", "max_hold", "ended lease"}
+
 // diffStep is one step of a script: a batch of commands, or the end of a
 // lease (the holder-th holder of lock by token, modulo their number), of
-// the first wait of lock or of its lock-delay, followed by the expiry step.
+// the first wait of lock or of its lock-delay, followed by the expiry step
+// (or by the batch, see endOwner).
 type diffStep struct {
-	cmds      []diffCmd
-	endLease  string
-	holder    int
+	cmds     []diffCmd
+	endLease string
+	holder   int
+	// endOwner: the lease of lock endLease to end is this owner's, if it
+	// holds one of its own, and the batch follows.
+	endOwner  string
 	endWait   string
 	endDelay  string
 	expiryRun bool
@@ -99,7 +151,8 @@ type diffStep struct {
 var diffSessions = map[string]string{"o1": "s-o1", "o2": "s-o2"}
 
 // diffCmd is a command; guard says which fencing_token a release or extend
-// gives: none, the owner's own (as its last grant said) or a wrong one.
+// gives: none (0), the owner's own (1, as its last grant said) or a wrong
+// one (2).
 type diffCmd struct {
 	c     topics.Command
 	guard int
@@ -110,11 +163,18 @@ var diffLocks = map[string]struct {
 	shared bool
 }{"mutex": {1, false}, "rw": {1, true}, "sem": {3, false}}
 
-func diffScript(r *rand.Rand, steps int) []diffStep {
+// diffScript is a script of steps. fenced: for a run under
+// REQUIRE_FENCING_TOKEN, whose worker refuses a release or extend without
+// fencing_token before the handlers see it (worker/admit.go, tested by
+// worker.TestRequireFencingToken): such scripts hold only commands that pass
+// it, each release and extend with a token (see diffTracker.guarded), as a
+// requester sends them.
+func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 	locks := []string{"mutex", "rw", "sem"}
 	owners := []string{"o1", "o2", "o3", "o4", "o5"}
 	seq := 0
 	var script []diffStep
+	acquirer := map[string]string{} // lock -> owner of its last acquire
 	// fresh is a command on lock by owner: an acquire (of the lock's kind,
 	// sometimes wrong), a release or an extend (with no token, the owner's
 	// own or a wrong one), a revoke or a query.
@@ -125,6 +185,7 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 		switch n := r.IntN(100); {
 		case n < 45:
 			c.Operation = topics.OpAcquire
+			acquirer[lock] = owner
 			kind := diffLocks[lock]
 			if kind.limit > 1 || r.IntN(2) == 1 { // limit-1 locks also without limit, as v1
 				c.Limit = kind.limit
@@ -169,6 +230,9 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 		default:
 			c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
 		}
+		if fenced && guard == 0 && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
+			guard = 1 // admission would refuse it without a token
+		}
 		return diffCmd{c: c, guard: guard}
 	}
 	// next is fresh, or now and then a copy of an earlier command (a
@@ -189,6 +253,24 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 	for range steps {
 		lock := locks[r.IntN(len(locks))]
 		switch n := r.IntN(100); {
+		case n < 8 && fenced && r.IntN(2) == 0:
+			// Under REQUIRE_FENCING_TOKEN, half the time: an owner's lease
+			// ends, without the expiry step, and the owner acquires the
+			// lock again, which settles it first: a new grant, not a
+			// renewal. (In this step, so that the expiry step never has
+			// several locks to settle: their order is the sweep's.) The
+			// owner that asked for the lock last, likely to hold it.
+			owner, ok := acquirer[lock]
+			if !ok {
+				continue
+			}
+			dc := fresh(lock, owner)
+			for dc.c.Operation != topics.OpAcquire {
+				dc = fresh(lock, owner)
+			}
+			issued = append(issued, dc)
+			script = append(script, diffStep{endLease: lock, endOwner: owner, cmds: []diffCmd{dc}})
+			continue
 		case n < 8:
 			script = append(script, diffStep{endLease: lock, holder: r.IntN(3), expiryRun: true})
 			continue
@@ -226,9 +308,11 @@ func diffScript(r *rand.Rand, steps int) []diffStep {
 			lock, pair := locks[r.IntN(len(locks))], []string{owners[r.IntN(len(owners))], owners[r.IntN(len(owners))]}
 			for range 2 + r.IntN(5) {
 				dc := next(lock, pair[r.IntN(2)])
-				if dc.guard == 1 {
+				if dc.guard == 1 && !fenced {
 					// No requester knows the token of a grant in its own
-					// batch: its answer has not been sent.
+					// batch: its answer has not been sent. (Under
+					// REQUIRE_FENCING_TOKEN it sends the last it knows,
+					// from before the batch, which guarded gives.)
 					dc.guard = 0
 				}
 				step.cmds = append(step.cmds, dc)
@@ -256,6 +340,8 @@ type diffTracker struct {
 	// outcomes are the requests' last answers, as the handlers store them
 	// (the model answers a repeated request_id with it).
 	outcomes map[string]topics.Event
+	// fenced: the run is under REQUIRE_FENCING_TOKEN (see guarded).
+	fenced bool
 }
 
 // lastStates keeps, as the handlers publish them, one state per lock of
@@ -283,8 +369,8 @@ func (d *diffTracker) noteStates() {
 	d.states = nil
 }
 
-func newTracker() *diffTracker {
-	return &diffTracker{ranks: map[string][]int64{}, last: map[string]int64{}, outcomes: map[string]topics.Event{}}
+func newTracker(fenced bool) *diffTracker {
+	return &diffTracker{ranks: map[string][]int64{}, last: map[string]int64{}, outcomes: map[string]topics.Event{}, fenced: fenced}
 }
 
 func (d *diffTracker) rank(lock string, tok int64) int {
@@ -297,17 +383,22 @@ func (d *diffTracker) rank(lock string, tok int64) int {
 	return slices.Index(d.ranks[lock], tok) + 1
 }
 
-// guarded sets the command's fencing_token as its guard says.
+// guarded sets the command's fencing_token as its guard says. Under
+// REQUIRE_FENCING_TOKEN an owner that was never granted the lock sends a
+// wrong one: without one the worker would refuse the command before the
+// handlers (see diffScript).
 func (d *diffTracker) guarded(dc diffCmd) topics.Command {
 	c := dc.c
-	switch dc.guard {
-	case 1:
-		if tok, ok := d.last[c.LockName+"/"+c.OwnerID]; ok {
-			c.FencingToken = &tok
-		}
-	case 2:
+	tok, known := d.last[c.LockName+"/"+c.OwnerID]
+	switch {
+	case dc.guard == 1 && known:
+		c.FencingToken = &tok
+	case dc.guard == 2, dc.guard == 1 && d.fenced:
 		wrong := int64(-1)
 		c.FencingToken = &wrong
+	}
+	if d.fenced && c.FencingToken == nil && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
+		panic(fmt.Sprintf("%s %s without fencing_token under REQUIRE_FENCING_TOKEN", c.Operation, c.RequestID))
 	}
 	return c
 }
@@ -345,8 +436,10 @@ func (d *diffTracker) note(ev topics.Event) {
 
 // dbRun runs the script on h's schema by path: "general" (no common
 // case), "ahead" (common cases sent ahead, as the worker does) or "inline".
+// Under REQUIRE_FENCING_TOKEN it also checks each batch against its
+// leases (see unrenewed).
 func (h *harness) dbRun(script []diffStep, path string) []string {
-	d := newTracker()
+	d := newTracker(h.env.RequireFencingToken)
 	ctx := context.Background()
 	for owner, id := range diffSessions {
 		_, err := h.st.Pool.Exec(ctx, `INSERT INTO sessions (id, owner_id, ttl, expires_at, source_partition)
@@ -361,7 +454,8 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 		case step.endLease != "":
 			var owners []string
 			// A session's lease has no expiry of its own.
-			rows, err := h.st.Pool.Query(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1 AND session_id IS NULL ORDER BY fencing_token`, step.endLease)
+			rows, err := h.st.Pool.Query(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1 AND session_id IS NULL
+				AND ($2 = '' OR owner_id = $2) ORDER BY fencing_token`, step.endLease, step.endOwner)
 			require.NoError(h.t, err)
 			owners, err = pgx.CollectRows(rows, pgx.RowTo[string])
 			require.NoError(h.t, err)
@@ -389,6 +483,10 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 		for i, dc := range step.cmds {
 			cmds[i] = d.guarded(dc)
 		}
+		var before map[int64]diffLease
+		if d.fenced {
+			before = h.leases()
+		}
 		err := h.st.InTx(ctx, func(tx pgx.Tx) error {
 			b := handlers.NewBatch(tx, h.env)
 			switch path {
@@ -413,9 +511,60 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			return b.Flush(ctx)
 		})
 		require.NoError(h.t, err)
+		if d.fenced {
+			h.unrenewed(before, cmds)
+		}
 		h.stepStates(d)
 	}
 	return d.lines
+}
+
+// diffLease is what a renewal changes of a lease (and an extend its
+// expiry), as its lock_holders row has it.
+type diffLease struct {
+	owner, expires, replyTo, session string
+	extensions                       int
+}
+
+// leases are the leases of the locks, by fencing token.
+func (h *harness) leases() map[int64]diffLease {
+	rows, err := h.st.Pool.Query(context.Background(), `SELECT fencing_token, owner_id, coalesce(expires_at::text, '-'),
+		coalesce(reply_to, '-'), coalesce(session_id, '-'), extension_count FROM lock_holders`)
+	require.NoError(h.t, err)
+	leases := map[int64]diffLease{}
+	var tok int64
+	var l diffLease
+	_, err = pgx.ForEachRow(rows, []any{&tok, &l.owner, &l.expires, &l.replyTo, &l.session, &l.extensions}, func() error {
+		leases[tok] = l
+		return nil
+	})
+	require.NoError(h.t, err)
+	return leases
+}
+
+// unrenewed checks that the batch cmds, under REQUIRE_FENCING_TOKEN,
+// renewed no lease in force before it (before: leases()), in the database
+// itself, beyond the events the model checks: a lease that is still there
+// keeps its reply_to and its session (or none), and its expiry unless
+// extended. An acquire by its holder cannot keep it, only an extend with
+// its token.
+func (h *harness) unrenewed(before map[int64]diffLease, cmds []topics.Command) {
+	var batch []string
+	for _, c := range cmds {
+		batch = append(batch, fmt.Sprintf("%s %s %s/%s session=%q", c.RequestID, c.Operation, c.LockName, c.OwnerID, c.SessionID))
+	}
+	for tok, now := range h.leases() {
+		was, ok := before[tok]
+		if !ok {
+			continue
+		}
+		msg := fmt.Sprintf("lease (token %d) of %s after the batch %v", tok, was.owner, batch)
+		require.Equal(h.t, was.replyTo, now.replyTo, msg)
+		require.Equal(h.t, was.session, now.session, msg)
+		if now.extensions == was.extensions {
+			require.Equal(h.t, was.expires, now.expires, msg)
+		}
+	}
 }
 
 // stepStates notes the lock states the step published and clears the
@@ -429,9 +578,10 @@ func (h *harness) stepStates(d *diffTracker) {
 }
 
 // modelRun runs the script on rules.Memory, rendering the effects as the
-// handlers send them.
-func modelRun(script []diffStep) []string {
-	d := newTracker()
+// handlers send them; fenced: under REQUIRE_FENCING_TOKEN, counting the
+// renewals it refuses in renewals by kind (diffRenewals).
+func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string {
+	d := newTracker(fenced)
 	mem := map[string]*rules.Memory{}
 	revs := map[string]int64{}
 	for name := range diffLocks {
@@ -494,7 +644,7 @@ func modelRun(script []diffStep) []string {
 		case step.endLease != "":
 			var own []int // the leases with an expiry of their own
 			for i, h := range mem[step.endLease].Holders {
-				if h.Session == "" {
+				if h.Session == "" && (step.endOwner == "" || h.Owner == step.endOwner) {
 					own = append(own, i)
 				}
 			}
@@ -583,7 +733,45 @@ func modelRun(script []diffStep) []string {
 				if r.Lease == 0 {
 					r.Lease = topics.DefaultLeaseDuration.Seconds()
 				}
-				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect { return l.Acquire(r) })
+				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
+					// Under REQUIRE_FENCING_TOKEN, as docs/design.md has it
+					// (Semantics, Acquire; Events): the holder's acquire of
+					// its lease, a renewal, is INVALID_REQUEST and the lease
+					// stays as it was (its expiry, reply_to and session: see
+					// harness.unrenewed); the lock is settled first, as for
+					// any command. Decided here, not by
+					// rules.Request.TokenOnly, so that the rules' refusal is
+					// checked against the contract too. The contract does
+					// not say which refusal comes first when the renewal
+					// would be refused anyway (the other mode, limit, a
+					// max_hold): the code answers INVALID_REQUEST, and so
+					// does the model.
+					if !fenced {
+						return l.Acquire(r)
+					}
+					// Its lease in force after settling: the settling may
+					// end it, or hand the owner the lock it waited for (then
+					// this acquire renews that grant).
+					mine := func(h rules.Holder) bool { return h.Owner == c.OwnerID }
+					ended := slices.ContainsFunc(l.Holders, mine)
+					effs, _ := l.Settle()
+					i := slices.IndexFunc(l.Holders, mine)
+					if i < 0 {
+						if ended {
+							renewals["ended lease"]++
+						}
+						return append(effs, l.Acquire(r)...) // its own settling finds nothing more
+					}
+					h := l.Holders[i]
+					for kind, is := range map[string]bool{"plain": h.Session == "" && r.Session == "" && h.Mode == r.Mode && r.Limit == l.Limit,
+						"session lease": h.Session != "", "with session_id": r.Session != "", "other mode": h.Mode != r.Mode,
+						"other limit": r.Limit != l.Limit, "max_hold": h.MaxHold > 0} {
+						if is {
+							renewals[kind]++
+						}
+					}
+					return append(effs, rules.Effect{Kind: rules.Refuse, Code: topics.CodeInvalidRequest, Info: l.Info()})
+				})
 			case topics.OpRelease:
 				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect { return l.Release(c.OwnerID, c.Key(), c.FencingToken) })
 			case topics.OpExtend:
