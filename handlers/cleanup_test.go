@@ -146,9 +146,10 @@ func TestCleanupOneLock(t *testing.T) {
 	h := newHarness(t)
 	x := h.one(h.acquire("x", "xena", lease(0.2)))
 	y := h.one(h.acquire("y", "yuri", lease(0.2)))
-	h.one(h.acquire("x", "zed", ns("other"), lease(0.2)))
+	z := h.one(h.acquire("x", "zed", ns("other"), lease(0.2)))
 	h.waitPast(x.LockInfo.ExpiresAt.Time)
 	h.waitPast(y.LockInfo.ExpiresAt.Time)
+	h.waitPast(z.LockInfo.ExpiresAt.Time) // acquired last, it may end last
 	h.clearOutbox()
 
 	ev := h.one(h.cleanup("x", maxAge(3600)))
