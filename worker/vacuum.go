@@ -94,9 +94,9 @@ type VacuumStatus struct {
 //
 // It also vacuums a hot table whose live rows have grown past twice what
 // its statistics count (pg_class.reltuples; within grownMinRows and
-// grownMaxStats), whether autovacuum runs or not, for the plans. Every pooled connection keeps its
-// prepared statements' generic plans, chosen once from the statistics of
-// the moment. On a new schema they are made while processed_requests is
+// grownMaxStats), whether autovacuum runs or not, for the plans. Every
+// pooled connection keeps its prepared statements' generic plans, chosen
+// once from the statistics of the moment. On a new schema they are made while processed_requests is
 // nearly empty, so the prefetch's plan is a sequential scan; it stays one
 // as the table grows by thousands of rows a second, until new statistics
 // make PostgreSQL plan again. Autovacuum looks at most once a minute
