@@ -108,7 +108,11 @@ func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 	if !got {
 		return false, nil
 	}
-	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED) "+quoteTables(tables))
+	quoted := make([]string, len(tables))
+	for i, t := range tables {
+		quoted[i] = pgx.Identifier{t}.Sanitize()
+	}
+	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED) "+strings.Join(quoted, ", "))
 	if err == nil {
 		_, err = c.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, VacuumLockClass)
 	}
@@ -119,14 +123,4 @@ func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 		return true, fmt.Errorf("vacuuming %s: %w", strings.Join(tables, ", "), translate(err))
 	}
 	return true, nil
-}
-
-// quoteTables lists table names for VACUUM, which takes no parameters,
-// each quoted as an identifier.
-func quoteTables(tables []string) string {
-	quoted := make([]string, len(tables))
-	for i, t := range tables {
-		quoted[i] = pgx.Identifier{t}.Sanitize()
-	}
-	return strings.Join(quoted, ", ")
 }
