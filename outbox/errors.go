@@ -36,7 +36,7 @@ const (
 // timeout whose cause was, say, UNKNOWN_TOPIC_OR_PARTITION is TopicRefused.
 func Classify(err error) (Failure, string) {
 	if errors.Is(err, errBadRow) {
-		return RecordRefused, reasonBadRow
+		return RecordRefused, ReasonBadRow
 	}
 	var ke *kerr.Error
 	if !errors.As(err, &ke) {
@@ -65,4 +65,6 @@ func Classify(err error) (Failure, string) {
 // errBadRow marks a row that can never become a message (corrupt headers).
 var errBadRow = errors.New("outbox row cannot be published")
 
-const reasonBadRow = "UNREADABLE_HEADERS"
+// ReasonBadRow is Classify's reason for a row that can never become a
+// record.
+const ReasonBadRow = "UNREADABLE_HEADERS"

@@ -16,7 +16,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kerr"
 
+	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -135,7 +137,7 @@ func New(cfg Config) *Metrics {
 	for _, code := range []string{topics.CodeInvalidRequest, topics.CodeUnsupportedVersion, topics.CodeUnauthenticated, topics.CodeForbidden} {
 		m.deadLettered.WithLabelValues(code)
 	}
-	for _, reason := range []string{"MESSAGE_TOO_LARGE", "TOPIC_AUTHORIZATION_FAILED", "UNKNOWN_TOPIC_OR_PARTITION", "UNREADABLE_HEADERS"} {
+	for _, reason := range []string{kerr.MessageTooLarge.Message, kerr.TopicAuthorizationFailed.Message, kerr.UnknownTopicOrPartition.Message, outbox.ReasonBadRow} {
 		m.parked.WithLabelValues(reason)
 	}
 	for _, result := range vacuumResults {
