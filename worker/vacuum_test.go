@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -219,13 +218,7 @@ func TestVacuumerVacuumsGrownTables(t *testing.T) {
 		_, err := c.Exec(ctx, "prefetch", ids)
 		require.NoError(t, err)
 	}
-	plan := func() string {
-		rows, err := c.Query(ctx, `EXPLAIN EXECUTE prefetch('{absent-1}')`)
-		require.NoError(t, err)
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return strings.Join(lines, "\n")
-	}
+	plan := func() string { return testdb.CachedPlan(t, c.Conn(), "prefetch") }
 	require.Contains(t, plan(), "Seq Scan", "the premise: the generic plan made on a small table")
 
 	fill(4700)
