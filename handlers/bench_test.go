@@ -136,7 +136,7 @@ func applyAsWorker(b *testing.B, st *store.Store, env handlers.Env, cmds []topic
 		next = max(stored, 0) + int64(len(cmds))
 		batch := handlers.NewBatch(tx, env)
 		first := &pgx.Batch{}
-		store.QueueAdvanceOffset(first, "bench", "commands", partition, stored, next)
+		store.QueueAdvanceOffset(first, "bench", "commands", partition, stored, next, -1)
 		batch.QueuePrefetch(first, ids)
 		batch.QueueAtOnce(first, cmds, nil)
 		if err := tx.SendBatch(ctx, first).Close(); err != nil {

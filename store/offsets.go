@@ -43,12 +43,14 @@ func QueueLockOffset(b *pgx.Batch, group, topic string, partition int32, next *i
 // `from` to `to`, so it shares a round trip with other statements; b's Close
 // fails with an *OffsetMovedError when the stored offset is not `from`. Updating
 // the row also locks it: a batch whose offsets are known can lock and advance
-// in one statement at its start, which LockOffset would otherwise do.
-func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from, to int64) {
+// in one statement at its start, which LockOffset would otherwise do. epoch
+// is the Kafka leader epoch of the record at to-1 (-1: not known), with
+// which the partition is resumed (Position).
+func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from, to int64, epoch int32) {
 	b.Queue(`
-		UPDATE consumer_offsets SET next_offset = $5, updated_at = clock_timestamp()
+		UPDATE consumer_offsets SET next_offset = $5, leader_epoch = $6, updated_at = clock_timestamp()
 		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
-		group, topic, partition, from, to).Exec(func(tag pgconn.CommandTag) error {
+		group, topic, partition, from, to, epoch).Exec(func(tag pgconn.CommandTag) error {
 		if tag.RowsAffected() != 1 {
 			return &OffsetMovedError{Topic: topic, Partition: partition, From: from}
 		}
@@ -56,20 +58,48 @@ func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from
 	})
 }
 
-// Offsets returns the stored next offsets of a group's topic, by partition.
-func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]int64, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0`, group, topic)
+// Position is where a partition's consumption stands: the next offset to
+// apply and the Kafka leader epoch of the record before it (-1: not known).
+type Position struct {
+	Next  int64
+	Epoch int32
+}
+
+// Offsets returns the stored positions of a group's topic, by partition.
+func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]Position, error) {
+	rows, err := s.Pool.Query(ctx, `SELECT partition, next_offset, leader_epoch FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0`, group, topic)
 	if err != nil {
 		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
 	}
-	out := map[int32]int64{}
+	out := map[int32]Position{}
 	var p int32
-	var o int64
-	_, err = pgx.ForEachRow(rows, []any{&p, &o}, func() error { out[p] = o; return nil })
+	var pos Position
+	_, err = pgx.ForEachRow(rows, []any{&p, &pos.Next, &pos.Epoch}, func() error { out[p] = pos; return nil })
 	if err != nil {
 		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
 	}
 	return out, nil
+}
+
+// RewindOffset moves a partition's next offset back to `to` (with the leader
+// epoch of the record before it) when the Kafka log no longer holds the
+// records applied from `to` on: the broker lost them, and the records it
+// numbers from `to` now are new. Only a stored offset above `to` moves, and,
+// when from is not -1, only from `from`, the offset the caller's last batch
+// left: a replica that lost the partition meanwhile moves nothing. It
+// returns the offset that was stored, or -1 when nothing moved.
+func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition int32, from, to int64, epoch int32) (int64, error) {
+	var was int64 = -1
+	err := s.Pool.QueryRow(ctx, `
+		UPDATE consumer_offsets c SET next_offset = $5, leader_epoch = $6, updated_at = clock_timestamp()
+		FROM consumer_offsets old
+		WHERE c.group_id = $1 AND c.topic = $2 AND c.partition = $3 AND c.next_offset > $5 AND ($4 = -1 OR c.next_offset = $4)
+		  AND old.group_id = c.group_id AND old.topic = c.topic AND old.partition = c.partition
+		RETURNING old.next_offset`, group, topic, partition, from, to, epoch).Scan(&was)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return -1, fmt.Errorf("rewinding offset of %s/%d to %d: %w", topic, partition, to, translate(err))
+	}
+	return was, nil
 }
 
 // CheckTopicID records id as the topic ID of a group's topic, and says

@@ -62,7 +62,7 @@ func TestMigrateTwice(t *testing.T) {
 	requireSchema(t, st)
 	offsets, err := st.Offsets(context.Background(), "g", "t")
 	require.NoError(t, err)
-	require.Equal(t, map[int32]int64{0: 42}, offsets, "a second Migrate keeps the data")
+	require.Equal(t, map[int32]store.Position{0: {Next: 42, Epoch: -1}}, offsets, "a second Migrate keeps the data")
 }
 
 func TestMigrateConcurrently(t *testing.T) {
@@ -777,7 +777,7 @@ func TestCheckTopicID(t *testing.T) {
 	require.False(t, recreated)
 }
 
-func offsets(t *testing.T, st *store.Store, group, topic string) map[int32]int64 {
+func offsets(t *testing.T, st *store.Store, group, topic string) map[int32]store.Position {
 	t.Helper()
 	o, err := st.Offsets(context.Background(), group, topic)
 	require.NoError(t, err)
@@ -809,12 +809,31 @@ func TestOffsets(t *testing.T) {
 	}))
 	offsets, err = st.Offsets(ctx, group, topic)
 	require.NoError(t, err)
-	require.Equal(t, map[int32]int64{3: 10}, offsets)
+	require.Equal(t, map[int32]store.Position{3: {Next: 10, Epoch: 7}}, offsets)
 
 	// A worker that expects an older offset may not commit.
 	err = inTx(func(tx pgx.Tx) error { return advanceOffset(ctx, tx, group, topic, 3, 7, 12) })
 	require.ErrorIs(t, err, store.ErrOffsetMoved)
 	require.NotErrorIs(t, err, store.ErrTransient)
+
+	// A rewind (the Kafka log lost records) moves only from the offset the
+	// caller's last batch left, and only back.
+	was, err := st.RewindOffset(ctx, group, topic, 3, 12, 4, 3)
+	require.NoError(t, err)
+	require.Equal(t, int64(-1), was, "another replica's offset")
+	was, err = st.RewindOffset(ctx, group, topic, 3, 10, 4, 3)
+	require.NoError(t, err)
+	require.Equal(t, int64(10), was)
+	offsets, err = st.Offsets(ctx, group, topic)
+	require.NoError(t, err)
+	require.Equal(t, map[int32]store.Position{3: {Next: 4, Epoch: 3}}, offsets)
+	was, err = st.RewindOffset(ctx, group, topic, 3, -1, 6, 5)
+	require.NoError(t, err)
+	require.Equal(t, int64(-1), was, "never forward")
+	was, err = st.RewindOffset(ctx, group, topic, 3, -1, 2, 1)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), was)
+	require.NoError(t, inTx(func(tx pgx.Tx) error { return advanceOffset(ctx, tx, group, topic, 3, 2, 10) }))
 	offsets, err = st.Offsets(ctx, "other-group", topic)
 	require.NoError(t, err)
 	require.Empty(t, offsets)
@@ -956,7 +975,7 @@ func TestMigrateKeepsLeasesAndWaiters(t *testing.T) {
 // advanceOffset sends store.QueueAdvanceOffset on its own.
 func advanceOffset(ctx context.Context, tx pgx.Tx, group, topic string, partition int32, from, to int64) error {
 	b := &pgx.Batch{}
-	store.QueueAdvanceOffset(b, group, topic, partition, from, to)
+	store.QueueAdvanceOffset(b, group, topic, partition, from, to, 7)
 	return tx.SendBatch(ctx, b).Close()
 }
 

@@ -412,7 +412,7 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 			continue
 		}
 		pt.next = recs[len(recs)-1].Offset + 1
-		store.QueueAdvanceOffset(pb, w.cfg.Group, w.cfg.Names.Commands, pt.p.id, stored[i], pt.next)
+		store.QueueAdvanceOffset(pb, w.cfg.Group, w.cfg.Names.Commands, pt.p.id, stored[i], pt.next, recs[len(recs)-1].LeaderEpoch)
 		td := todo{pt: pt, view: t.batch.For(pt.p.id), records: recs, polled: polled,
 			cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
 		for k, r := range recs {

@@ -55,7 +55,7 @@ func storedOffset(t *testing.T, st *store.Store, p int32) int64 {
 	t.Helper()
 	offs, err := st.Offsets(context.Background(), "lockworker", topics.DefaultNames().Commands)
 	require.NoError(t, err)
-	return offs[p]
+	return offs[p].Next
 }
 
 func acquisitions(t *testing.T, st *store.Store, lock string) (n int64) {

@@ -232,7 +232,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 					}
 					next = max(stored, 0) + int64(len(cmds))
 					batch := handlers.NewBatch(tx, env)
-					store.QueueAdvanceOffset(pb, "lockbench-ceiling", run, int32(g), stored, next)
+					store.QueueAdvanceOffset(pb, "lockbench-ceiling", run, int32(g), stored, next, -1)
 					batch.QueuePrefetch(pb, ids)
 					batch.QueueAtOnce(pb, cmds, nil)
 					if err := tx.SendBatch(ctx, pb).Close(); err != nil {

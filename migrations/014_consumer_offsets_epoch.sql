@@ -1,0 +1,8 @@
+-- The Kafka leader epoch of the last record applied from each partition
+-- (docs/design.md "Exactly-once effect"). A replica resumes a partition at
+-- its stored offset with this epoch, so the Kafka client can ask the broker
+-- whether the log still holds what was applied (KIP-320): a broker that lost
+-- records (an unclean leader election, an embedded broker's unsynced tail)
+-- numbers new records from an offset already applied, and without the check
+-- they would be skipped as applied. -1: not known (stored before this).
+ALTER TABLE consumer_offsets ADD COLUMN leader_epoch integer NOT NULL DEFAULT -1;
