@@ -132,6 +132,9 @@ type Metrics interface {
 	// empty for what the expiry scheduler and the periodic cleanup caused.
 	Events(requestID string, evs []topics.Event)
 	DeadLettered(reason string)
+	// DataLoss is told when the commands topic lost records the worker had
+	// read (Worker.dataLost).
+	DataLoss()
 }
 
 // Worker is one member of the lockworker consumer group.
@@ -204,7 +207,12 @@ func New(cfg Config) (*Worker, error) {
 		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(fetchMaxWait),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Where a broker lost records at a point it cannot name, a minute of
+		// records is read again (their request_ids answer them from their
+		// stored outcomes) rather than the log from its start (records
+		// older than REQUEST_RETENTION would be applied twice) or from its
+		// end (new records would be skipped); see dataLost.
+		kgo.ConsumeResetOffset(kgo.RewindOffset(time.Minute)),
 		kgo.AdjustFetchOffsetsFn(w.resumeFromStore),
 		kgo.OnPartitionsAssigned(w.assigned),
 		kgo.OnPartitionsRevoked(w.revoked),
@@ -276,6 +284,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			if errors.Is(err, kerr.InvalidSessionTimeout) {
 				fatal = err
 			}
+			if lost, ok := errors.AsType[*kgo.ErrDataLoss](err); ok && t == w.cfg.Names.Commands {
+				w.dataLost(ctx, lost)
+				return
+			}
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
 		})
 		if fatal != nil {
@@ -309,6 +321,46 @@ func (w *Worker) Run(ctx context.Context) error {
 	appliers.Wait()
 	w.stopAll()
 	return ctxErr
+}
+
+// dataLost handles a commands partition whose log lost records the worker
+// had read (an unclean leader election, a broker restarted without its
+// unsynced tail): the client has moved to lost.ResetTo, and the records
+// numbered from there now are new, not the ones applied under those
+// offsets. Once the records polled before are applied, the stored offset
+// moves back to ResetTo so that they are applied, not skipped as applied;
+// records read again that had been applied carry their request_id and get
+// their stored outcome. Where the loss began could not be located, the
+// client resumes a minute of records back (ConsumeResetOffset).
+func (w *Worker) dataLost(ctx context.Context, lost *kgo.ErrDataLoss) {
+	w.cfg.Metrics.DataLoss()
+	w.mu.Lock()
+	p := w.parts[lost.Partition]
+	w.mu.Unlock()
+	logged := w.log.Error().Err(lost).Int32("partition", lost.Partition).Int64("reset_to", lost.ResetTo)
+	if p == nil || p.stopped() {
+		logged.Msg("the commands topic lost records of a partition not owned here")
+		return
+	}
+	p.pending.Wait() // the applier is done with the partition's earlier records
+	from := p.expected
+	if from == unknownOffset {
+		from = -1
+	}
+	was, err := w.cfg.Store.RewindOffset(ctx, w.cfg.Group, w.cfg.Names.Commands, p.id, from, lost.ResetTo, lost.ResetToEpoch)
+	if err != nil {
+		// Applying on would skip the new records: give the partition up,
+		// and its next owner finds the loss when it resumes.
+		logged.AnErr("rewind_error", err).Msg("the commands topic lost records; the stored offset could not be moved back, so the partition is let go")
+		p.cancel()
+		return
+	}
+	p.expected = unknownOffset // the next batch reads the stored offset again
+	if was < 0 {
+		logged.Msg("the commands topic lost records, none of them applied here: nothing to apply again")
+		return
+	}
+	logged.Int64("stored_was", was).Msg("the commands topic lost records: the records now under the lost offsets are applied as new")
 }
 
 // ErrSessionTimeout is Run's error when the broker refuses the group
@@ -404,8 +456,8 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 		if !ok {
 			continue
 		}
-		next, ok := stored[p]
-		if !ok {
+		next := stored[p].Next
+		if _, ok := stored[p]; !ok {
 			if starts == nil {
 				if starts, err = adm.ListStartOffsets(ctx, topic); err == nil {
 					err = starts.Error()
@@ -435,8 +487,10 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 	}
 	for _, parts := range offsets {
 		for p := range parts {
-			if next, ok := stored[p]; ok {
-				parts[p] = kgo.NewOffset().At(next)
+			if pos, ok := stored[p]; ok {
+				// With the epoch, the client first asks the broker whether
+				// its log still holds the records applied (dataLost).
+				parts[p] = kgo.NewOffset().At(pos.Next).WithEpoch(pos.Epoch)
 			} else {
 				parts[p] = kgo.NewOffset().AtStart()
 			}
@@ -538,3 +592,4 @@ func (noMetrics) Batch(int, time.Duration)              {}
 func (noMetrics) Command(string, string, time.Duration) {}
 func (noMetrics) Events(string, []topics.Event)         {}
 func (noMetrics) DeadLettered(string)                   {}
+func (noMetrics) DataLoss()                             {}

@@ -346,6 +346,7 @@ func (m *batchMetrics) Batch(records int, took time.Duration) {
 func (m *batchMetrics) Command(string, string, time.Duration) {}
 func (m *batchMetrics) Events(string, []topics.Event)         {}
 func (m *batchMetrics) DeadLettered(string)                   {}
+func (m *batchMetrics) DataLoss()                             {}
 
 func (m *batchMetrics) snapshot() (batches, records int64, took time.Duration) {
 	m.mu.Lock()

@@ -53,6 +53,7 @@ type Metrics struct {
 	published    prometheus.Counter
 	publishLag   prometheus.Histogram
 	parked       *prometheus.CounterVec
+	dataLoss     prometheus.Counter
 
 	vacuum       vacuumMetrics
 	events       *eventTracker
@@ -122,6 +123,10 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "outbox_rows_parked_total",
 			Help: "Outbox rows parked, by reason: the Kafka error that refused them (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...) or UNREADABLE_HEADERS.",
 		}, []string{"reason"}),
+		dataLoss: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "kafka_data_loss_total",
+			Help: "Times the commands topic was found to have lost records the worker had read (an unclean leader election, a broker restarted without its unsynced tail); the records numbered anew under the lost offsets are applied.",
+		}),
 		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),
 	}
@@ -129,7 +134,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
-		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked,
+		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked, m.dataLoss,
 		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	// The series alerts take rate() of start at 0, so that the first event
@@ -174,6 +179,9 @@ func (m *Metrics) Command(operation, result string, took time.Duration) {
 func (m *Metrics) DeadLettered(reason string) {
 	m.deadLettered.WithLabelValues(label(reason, results)).Inc()
 }
+
+// DataLoss implements worker.Metrics.
+func (m *Metrics) DataLoss() { m.dataLoss.Inc() }
 
 // Published is outbox.Config.OnPublished.
 func (m *Metrics) Published(n int, oldest time.Duration) {
