@@ -1,0 +1,249 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
+)
+
+// The audit of issue 17: on 100,000 held locks, 100,000 stored outcomes,
+// 10,000 sessions and 2,000 waiters, every statement a batch of every operation sends, and the
+// expiry scheduler's and the periodic cleanup's, reads by index under the
+// generic plans the worker's connections use (store.Open): none scans one
+// of the big tables, and none reads more than a few hundred pages. A
+// statement that read every lock would pass on lockbench's fresh tables and
+// on the other tests' few rows; here it reads 1,000+ pages. auto_explain
+// hands each plan to the test as a notice, with the buffers it read.
+func TestPlansOnLargeTables(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 100,000 locks")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	const held, waiting = 100_000, 2_000
+	fillLarge(t, st.Pool, held, waiting)
+
+	cfg := st.Pool.Config().ConnConfig.Copy()
+	var mu sync.Mutex
+	var plans []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if strings.HasPrefix(n.Message, "duration:") {
+			mu.Lock()
+			plans = append(plans, n.Message)
+			mu.Unlock()
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	for _, set := range []string{
+		`LOAD 'auto_explain'`, // contrib, shipped with PostgreSQL; needs a superuser, as the tests' database user is
+		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`, `SET auto_explain.log_buffers = on`,
+		`SET auto_explain.log_timing = off`, `SET auto_explain.log_level = notice`, `SET client_min_messages = notice`,
+		`SET plan_cache_mode = force_generic_plan`,
+	} {
+		_, err := conn.Exec(ctx, set)
+		require.NoError(t, err, "%s (auto_explain is in PostgreSQL's contrib: install it, or point TEST_DATABASE_URL at a server that has it)", set)
+	}
+
+	env := Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: 3}
+	reply := "locks.replies.audit"
+	cmd := func(op, id, lock, owner string) topics.Command {
+		return topics.Command{Operation: op, RequestID: "audit-" + id, LockName: lock, OwnerID: owner, ReplyTo: reply}
+	}
+	token := func(lock string) *int64 {
+		var tok int64
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT fencing_token FROM lock_holders WHERE lock_name = $1`, lock).Scan(&tok))
+		return &tok
+	}
+	queued := cmd(topics.OpAcquire, "queued", "held-11", "late")
+	queued.WaitTimeout = 30
+	shared := cmd(topics.OpAcquire, "shared", "fresh-shared", "reader")
+	shared.Mode = "shared"
+	sem := cmd(topics.OpAcquire, "sem", "fresh-sem", "worker-1")
+	sem.Limit = 3
+	extend := cmd(topics.OpExtend, "extend", "held-21", "owner-21")
+	extend.ExtensionDuration = 30
+	extend.FencingToken = token("held-21")
+	release := cmd(topics.OpRelease, "release", "held-5", "owner-5") // held-5 has a waiter: a hand-off
+	release.FencingToken = token("held-5")
+	maxAge := 0.0
+	cleanupNS := cmd(topics.OpCleanup, "cleanup", "", "")
+	cleanupNS.Namespace, cleanupNS.MaxAgeSeconds = "tenant", &maxAge
+	cleanupOne := cmd(topics.OpCleanup, "cleanup-one", "held-31", "")
+	cleanupOne.MaxAgeSeconds = &maxAge
+	revoke := cmd(topics.OpRevoke, "revoke", "held-41", "")
+	revoke.Reason = "audit"
+	open := cmd(topics.OpSessionOpen, "session-open", "", "session-owner")
+	open.SessionID, open.TTL = "audit-session", 10
+	inSession := cmd(topics.OpAcquire, "in-session", "fresh-session", "session-owner")
+	inSession.SessionID = "audit-session"
+	keepAlive := cmd(topics.OpSessionKeepAlive, "session-keepalive", "", "session-owner")
+	keepAlive.SessionID = "audit-session"
+	closeSession := cmd(topics.OpSessionClose, "session-close", "", "session-owner")
+	closeSession.SessionID = "audit-session"
+	batches := [][]topics.Command{
+		{ // the common cases, sent ahead
+			cmd(topics.OpAcquire, "free", "fresh-1", "alice"), shared, sem,
+			cmd(topics.OpAcquire, "renew", "held-1", "owner-1"),
+			cmd(topics.OpRelease, "release-common", "held-2", "owner-2"), extend,
+		},
+		{ // the general path
+			cmd(topics.OpAcquire, "held", "held-3", "bob"), queued, release,
+			cmd(topics.OpRelease, "withdraw", "held-6", "waiter-6"),
+			cmd(topics.OpQuery, "query", "held-7", ""), revoke, cleanupOne, cleanupNS,
+			cmd(topics.OpRelease, "not-held", "held-8", "nobody"),
+		},
+		{open, inSession, keepAlive, closeSession},
+		{cmd(topics.OpAcquire, "free", "fresh-1", "alice")}, // a repeated request_id: its stored outcome
+	}
+	for _, cmds := range batches {
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		b := NewBatch(tx, env)
+		pb := &pgx.Batch{}
+		ids := make([]string, len(cmds))
+		for i, c := range cmds {
+			ids[i] = c.RequestID
+		}
+		b.QueuePrefetch(pb, ids)
+		b.QueueAtOnce(pb, cmds, nil)
+		require.NoError(t, tx.SendBatch(ctx, pb).Close())
+		for _, c := range cmds {
+			_, err := b.Apply(ctx, c, time.Now())
+			require.NoError(t, err, c.RequestID)
+		}
+		require.NoError(t, b.Flush(ctx))
+		require.NoError(t, tx.Commit(ctx))
+	}
+	// The expiry scheduler's and the periodic cleanup's statements.
+	_, err = st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = now() - interval '1 s' WHERE lock_name IN ('held-17', 'held-33')`)
+	require.NoError(t, err)
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	b := NewBatch(tx, Env{Names: env.Names, DefaultLease: env.DefaultLease, Source: env.Source, Partition: 1})
+	ended, _, err := b.ExpireDue(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, ended)
+	_, _, err = b.CleanupIdle(ctx, 3600)
+	require.NoError(t, err)
+	_, _, _, err = NextDue(ctx, tx, 1)
+	require.NoError(t, err)
+	require.NoError(t, b.Flush(ctx))
+	require.NoError(t, tx.Commit(ctx))
+
+	mu.Lock()
+	defer mu.Unlock()
+	seq := regexp.MustCompile(`Seq Scan on (locks|lock_holders|lock_waiters|processed_requests|lock_events|sessions)\b`)
+	buffers := regexp.MustCompile(`Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`)
+	text := regexp.MustCompile(`(?s)Query Text: (.*?)\n(\S)`)
+	var report []string
+	for _, p := range plans {
+		sql := "?"
+		if m := text.FindStringSubmatch(p); m != nil {
+			sql = strings.Join(strings.Fields(m[1]), " ")
+		}
+		if strings.HasPrefix(sql, "SET ") || strings.HasPrefix(sql, "LOAD ") || sql == "begin" || sql == "commit" {
+			continue
+		}
+		pages := 0
+		if m := buffers.FindStringSubmatch(p); m != nil { // the top node's: the statement's
+			hit, _ := strconv.Atoi(m[1])
+			read, _ := strconv.Atoi(m[2])
+			pages = hit + read
+		}
+		report = append(report, fmt.Sprintf("%6d pages  %.110s", pages, sql))
+		require.False(t, seq.MatchString(p), "a statement scans a big table:\n%s", p)
+		require.Less(t, pages, 500, "a statement reads %d pages:\n%s", pages, p)
+	}
+	slices.Sort(report)
+	slices.Reverse(report)
+	t.Logf("%d statements on %d held locks, %d waiters; most pages read first:\n%s", len(report), held, waiting, strings.Join(report, "\n"))
+	require.Greater(t, len(report), 20, "auto_explain reported the batches' statements")
+}
+
+// fillLarge gives the schema `held` locks held by one owner each (held-N by
+// owner-N, in partitions 0-15), as many stored outcomes, and a waiter on
+// each of the first `waiting` locks (waiter-N), written by the grant
+// statement itself and by copies of one real waiter, then analyzed.
+func fillLarge(t *testing.T, pool interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, held, waiting int) {
+	t.Helper()
+	ctx := context.Background()
+	const chunk = 10_000
+	for from := 0; from < held; from += chunk {
+		g := &grantArgs{}
+		for i := from; i < min(from+chunk, held); i++ {
+			ns := ""
+			if i%10 == 0 {
+				ns = "tenant"
+			}
+			g.ns, g.name, g.owner = append(g.ns, ns), append(g.name, fmt.Sprintf("held-%d", i)), append(g.owner, fmt.Sprintf("owner-%d", i))
+			g.replyTo, g.requestID = append(g.replyTo, "locks.replies.fill"), append(g.requestID, fmt.Sprintf("fill-%d", i))
+			g.lease, g.metadata, g.partition = append(g.lease, 3600), append(g.metadata, nil), append(g.partition, int32(i%16))
+			g.mode, g.limit = append(g.mode, "exclusive"), append(g.limit, 1)
+			g.lockDelay, g.maxHold = append(g.lockDelay, 0), append(g.maxHold, 0)
+		}
+		rows, err := pool.Query(ctx, grantAtOnceSQL, g.ns, g.name, g.owner, g.lease, g.metadata, g.replyTo, g.requestID, g.partition, g.mode, g.limit, g.lockDelay, g.maxHold)
+		require.NoError(t, err)
+		rows.Close()
+		require.NoError(t, rows.Err())
+	}
+	_, err := pool.Exec(ctx, `INSERT INTO processed_requests (request_id, outcome, reply_to)
+		SELECT 'fill-' || g, '\x00'::bytea, 'locks.replies.fill' FROM generate_series(0, $1 - 1) g`, held)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
+		SELECT 'fill-session-' || g, 'session-owner-' || g, 60, now() + interval '1 hour', 'locks.replies.fill', g % 16 FROM generate_series(0, $1 / 10 - 1) g`, held)
+	require.NoError(t, err)
+	// One real waiter (the worker's own statement writes it), copied onto
+	// the other locks with every other column as it is.
+	_, err = pool.Exec(ctx, `INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition, reply_to)
+		VALUES ('', 'held-1', 'waiter-1', 'wait-1', 30, now() + interval '1 hour', 1, 'locks.replies.fill')`)
+	require.NoError(t, err)
+	var cols []string
+	rows, err := pool.Query(ctx, `SELECT column_name FROM information_schema.columns
+		WHERE table_schema = current_schema() AND table_name = 'lock_waiters' AND column_name <> 'id' ORDER BY ordinal_position`)
+	require.NoError(t, err)
+	cols, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	sel := make([]string, len(cols))
+	for i, c := range cols {
+		switch c {
+		case "namespace":
+			sel[i] = `CASE WHEN g % 10 = 0 THEN 'tenant' ELSE '' END`
+		case "lock_name":
+			sel[i] = `'held-' || g`
+		case "owner_id":
+			sel[i] = `'waiter-' || g`
+		case "request_id":
+			sel[i] = `'wait-' || g`
+		case "source_partition":
+			sel[i] = `g % 16`
+		default:
+			sel[i] = pgx.Identifier{c}.Sanitize()
+		}
+	}
+	_, err = pool.Exec(ctx, fmt.Sprintf(`INSERT INTO lock_waiters (%s) SELECT %s FROM lock_waiters, generate_series(2, $1 - 1) g WHERE lock_name = 'held-1'`,
+		strings.Join(cols, ", "), strings.Join(sel, ", ")), waiting)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE locks SET waiter_count = 1 WHERE lock_name IN (SELECT lock_name FROM lock_waiters)`)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `ANALYZE`)
+	require.NoError(t, err)
+}
