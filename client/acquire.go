@@ -124,11 +124,15 @@ func OnQueued(fn func(position int)) AcquireOption {
 // timeout passes (ErrLockTimeout), or ctx ends. An acquire that is given up
 // (ctx ended, client closed, no reply) sends a release for its owner, which
 // withdraws it from the queue, or releases the lock if it was granted
-// meanwhile, so the worker never holds a lock for nobody. The exception is
-// an owner given WithOwner: the release is then sent only once the acquire
-// was seen queued, as the owner might hold the lock already, and a release
-// would end that lease. An acquire WithSession is withdrawn unless a lease
-// of this client holds the lock for the session's owner already (a renewal).
+// meanwhile, so the worker never holds a lock for nobody. Exceptions, where
+// the release could end a lease of the same owner: an owner given WithOwner
+// is withdrawn only once the acquire was seen queued, as the owner might
+// hold the lock already; no release is sent while a lease of this client
+// holds the lock for the owner (the acquire was a renewal, as of a session's
+// lock); and while other acquires of the lock by the same owner are in
+// flight in this client (two in one session, say), the release waits for
+// them, as one may have been granted the lock already: the last of them to
+// end sends it, unless it ended with a Lease.
 //
 // The returned Lease is kept alive until Release unless WithoutKeepAlive.
 func (c *Client) Acquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {
@@ -198,9 +202,23 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	}
 	octx, cancel := c.opContext(ctx)
 	defer cancel()
+	key := c.startAcquire(cmd)
+	l, withdraw, err := c.exchangeAcquire(octx, cmd, o)
+	if c.endAcquire(key, l != nil, withdraw) {
+		c.abandon(cmd)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
+	return l, nil
+}
+
+// exchangeAcquire sends the acquire cmd and returns the Lease it was granted;
+// or, when it was given up, whether it is to be withdrawn.
+func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acquireOptions) (*Lease, bool, error) {
 	sent := time.Now()
 	var queuedAt time.Time // the worker's time of lock.queued, if it came
-	ev, err := c.exchange(octx, cmd, func(ev topics.Event) (bool, time.Duration) {
+	ev, err := c.exchange(ctx, cmd, func(ev topics.Event) (bool, time.Duration) {
 		if ev.Type != topics.TypeQueued {
 			return true, 0
 		}
@@ -214,19 +232,16 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		return false, o.wait + time.Second
 	})
 	if err != nil {
-		// The command may have been applied: take it back, unless its owner
-		// may hold the lock already (an owner given WithOwner that was not
-		// seen queued, a session's or campaign's owner holding it by a lease
-		// of this client): a release for it would end that lease.
-		if o.generatedOwner || !queuedAt.IsZero() || o.dedicatedOwner && !c.holds(cmd.Namespace, name, o.owner) {
-			c.abandon(cmd)
-		}
-		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+		// The command may have been applied: take it back (endAcquire says
+		// when), unless its owner was given WithOwner and not seen queued,
+		// so it may hold the lock already, by another process's lease that
+		// a release would end.
+		return nil, o.generatedOwner || o.dedicatedOwner || !queuedAt.IsZero(), err
 	}
 	switch ev.Type {
 	case topics.TypeAcquired:
 		if ev.LockInfo == nil {
-			return nil, fmt.Errorf("acquiring lock %q: lock.acquired without lock_info", name)
+			return nil, false, errors.New("lock.acquired without lock_info")
 		}
 		// A grant after waiting was decided long after the send: the lease's
 		// time is measured from the first reply, lock.queued.
@@ -234,13 +249,56 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		if !queuedAt.IsZero() {
 			anchor = queuedAt
 		}
-		return c.newLease(ev, o, sent, anchor), nil
+		return c.newLease(ev, o, sent, anchor), false, nil
 	case topics.TypeRejected:
-		return nil, fmt.Errorf("acquiring lock %q: %w", name, rejection(ev))
+		return nil, false, rejection(ev)
 	case topics.TypeWithdrawn:
-		return nil, fmt.Errorf("acquiring lock %q: %w", name, ErrWithdrawn)
+		return nil, false, ErrWithdrawn
 	}
-	return nil, fmt.Errorf("acquiring lock %q: unexpected reply %s", name, ev.Type)
+	return nil, false, fmt.Errorf("unexpected reply %s", ev.Type)
+}
+
+// acquiring counts the acquires of one lock by one owner in flight in this
+// client.
+type acquiring struct {
+	n int
+	// withdraw: one of them was given up, and its release waits for the
+	// others (see endAcquire).
+	withdraw bool
+}
+
+// startAcquire counts the acquire cmd in flight until endAcquire.
+func (c *Client) startAcquire(cmd topics.Command) acquireKey {
+	k := c.acquireKey(cmd.Namespace, cmd.LockName, cmd.OwnerID)
+	c.mu.Lock()
+	a := c.acquiring[k]
+	a.n++
+	c.acquiring[k] = a
+	c.mu.Unlock()
+	return k
+}
+
+// endAcquire ends an acquire of k started by startAcquire, that got a Lease
+// (leased) or not, and was given up to be withdrawn (withdraw) or not. It
+// reports whether to send the release that withdraws it. The worker keeps
+// one place per lock and owner, which every acquire of the owner takes
+// over (a renewal, or taking a waiter's place): while another acquire of
+// k is in flight, a release would take away what that one may have been
+// granted already, unseen. So the last of them decides: a release is sent
+// if one of them was to be withdrawn, the last got no Lease, and no Lease
+// of this client holds the lock for the owner.
+func (c *Client) endAcquire(k acquireKey, leased, withdraw bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.acquiring[k]
+	a.n--
+	a.withdraw = a.withdraw || withdraw
+	if a.n > 0 {
+		c.acquiring[k] = a
+		return false
+	}
+	delete(c.acquiring, k)
+	return a.withdraw && !leased && !c.holds(k)
 }
 
 // abandon withdraws an acquire nobody waits for any more: a release for its

@@ -42,6 +42,9 @@ type Client struct {
 	leases map[int64][]*Lease
 	// sessions are the open sessions by session_id.
 	sessions map[string]*Session
+	// acquiring are the acquires in flight by lock and owner (see
+	// endAcquire).
+	acquiring map[acquireKey]acquiring
 	// ended are the events that end a lease (lock.expired, lock.revoked,
 	// lock.released) that found no lease yet, by fencing token: the grant's
 	// reply may still be on its way to Acquire. newLease checks them. A
@@ -74,6 +77,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		calls:      make(map[string]chan topics.Event),
 		leases:     make(map[int64][]*Lease),
 		sessions:   make(map[string]*Session),
+		acquiring:  make(map[acquireKey]acquiring),
 		ended:      make(map[int64]topics.Event),
 		readDone:   make(chan struct{}),
 	}
@@ -266,18 +270,24 @@ func (c *Client) rememberEnded(ev topics.Event) {
 	c.endedLog = append(c.endedLog, token)
 }
 
-// holds reports whether a lease of this client holds the lock name of
-// namespace ns for owner (as sent, or as the worker scopes it).
-func (c *Client) holds(ns, name, owner string) bool {
-	scoped := owner
+// acquireKey is a lock and an owner as the worker sees it (scoped by the
+// requester under authentication): the worker keeps one place, in the
+// queue or as holder, per key.
+type acquireKey struct{ ns, name, owner string }
+
+func (c *Client) acquireKey(ns, name, owner string) acquireKey {
 	if sub := c.creds.subject(); sub != "" {
-		scoped = topics.ScopedOwner(sub, owner)
+		owner = topics.ScopedOwner(sub, owner)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	return acquireKey{ns, name, owner}
+}
+
+// holds reports whether a lease of this client holds the lock of k for its
+// owner. c.mu is held.
+func (c *Client) holds(k acquireKey) bool {
 	for _, ls := range c.leases {
 		for _, l := range ls {
-			if l.Name == name && l.Namespace == ns && (l.Owner == owner || l.Owner == scoped) {
+			if l.Name == k.name && l.Namespace == k.ns && c.acquireKey(l.Namespace, l.Name, l.Owner) == k {
 				return true
 			}
 		}

@@ -720,6 +720,72 @@ func givenUpBeforeReply(t *testing.T, requester string, setup func(c *client.Cli
 	assert.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q after its caller gave up", st.Owner)
 }
 
+// waitAcquires waits until n acquires of lock by owner are on the commands
+// topic that commands watches.
+func waitAcquires(t *testing.T, commands *e2e.Watcher, lock, owner string, n int) {
+	t.Helper()
+	commands.WaitFor(t, 20*time.Second, fmt.Sprintf("%d acquires of %s by %s on the commands topic", n, lock, owner), func(rs []e2e.Received) bool {
+		got := 0
+		for _, r := range rs {
+			var cmd topics.Command
+			if json.Unmarshal(r.Record.Value, &cmd) == nil && cmd.Operation == topics.OpAcquire && cmd.LockName == lock && cmd.OwnerID == owner {
+				got++
+			}
+		}
+		return got == n
+	})
+}
+
+// Two acquires WithOwner of one owner in one client, of a lock another
+// holds: the first, queued, is given up once the second is on its way.
+// Applied, the second takes the first's place in the queue; the first's
+// withdrawal waits for it, and it is granted the lock when the holder
+// releases it. Sent at once, the withdrawal would withdraw the second.
+func TestWithOwnerGivenUpBesideAnotherWaitsForIt(t *testing.T) {
+	ctx := ctxT(t)
+	e := e2e.New(t)
+	w := e.StartWorker(e2e.WorkerOpts{Name: "owner-twice-w1"})
+	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "owner-twice", ReplyTimeout: 20 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	holder, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "owner-twice-holder"})
+	require.NoError(t, err)
+	t.Cleanup(func() { holder.Close() })
+	lock := uniq("owner-twice")
+	held, err := holder.Acquire(ctx, lock)
+	require.NoError(t, err)
+
+	gone, cancel := context.WithCancel(ctx)
+	queued, first := make(chan int, 1), make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(gone, lock, client.WithOwner("twice"), client.OnQueued(func(p int) { queued <- p }))
+		first <- err
+	}()
+	require.Equal(t, 1, <-queued)
+	commands := e.Watch(e.Names.Commands)
+	w.Stop()
+	var second *client.Lease
+	var secondErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		second, secondErr = c.Acquire(ctx, lock, client.WithOwner("twice"))
+	}()
+	waitAcquires(t, commands, lock, "twice", 2)
+	cancel()
+	// A withdrawing release waits for its answer: a worker must be up.
+	e.StartWorker(e2e.WorkerOpts{Name: "owner-twice-w2"})
+	require.ErrorIs(t, <-first, context.Canceled)
+	require.NoError(t, held.Release(ctx))
+	<-done
+	require.NoError(t, secondErr)
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, st.Status)
+	require.Equal(t, second.Token, st.Token)
+	require.NoError(t, second.Release(ctx))
+}
+
 // Keep-alives, releases, sessions and Close together, for -race and for
 // goroutines left behind.
 func TestCloseUnderLoad(t *testing.T) {

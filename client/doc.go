@@ -53,9 +53,12 @@
 //
 // An acquire that is given up (its context ends while it waits) sends a
 // release for its owner, which withdraws it from the queue, so the worker
-// never grants a lock nobody waits for. The one exception is an acquire
-// WithOwner given up before it was seen queued: its owner may hold the lock
-// already, and the release would end that lease (see Acquire).
+// never grants a lock nobody waits for. The exceptions are where the
+// release could end a lease of the same owner (see Acquire): an acquire
+// WithOwner given up before it was seen queued, one whose owner holds the
+// lock by a lease of this client (a renewal), and one given up while
+// another acquire of the lock by the same owner is in flight in this client,
+// whose release waits for the last of them.
 //
 // # Sessions
 //

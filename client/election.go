@@ -115,6 +115,8 @@ type electionMetadata struct {
 // given WithOwner, is taken to be the campaign's alone: it is withdrawn
 // unless a Leadership of this client holds the lock for that owner, so a
 // campaign given up while resuming a leadership of another process ends it.
+// While another campaign (or acquire) of that owner is in flight in this
+// client, the withdrawal waits for it, as Acquire's does.
 //
 // The value must fit the contract's 4 KiB bound of owner_metadata once
 // encoded ({"value": ...}, about 4,080 bytes of plain text), else an error

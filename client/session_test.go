@@ -234,3 +234,100 @@ func TestSessionRefusals(t *testing.T) {
 	require.NoError(t, s.Close(ctx))
 	require.ErrorIs(t, s.Err(), client.ErrSessionClosed)
 }
+
+// twoAcquires is what acquireTwiceGiveUpOne did: two acquires of lock in
+// session s of c; the second was given up.
+type twoAcquires struct {
+	e                   *e2e.Env
+	c                   *client.Client
+	s                   *client.Session
+	lock                string
+	first               *client.Lease
+	firstErr, secondErr error
+}
+
+// acquireTwiceGiveUpOne sends two acquires of one lock in one session while
+// no worker runs, gives up the second once both are on the commands topic,
+// then starts a worker and waits for both to end. setup runs first, with a
+// worker up (it may have another client take the lock).
+func acquireTwiceGiveUpOne(t *testing.T, requester string, setup func(e *e2e.Env, lock string)) twoAcquires {
+	ctx := ctxT(t)
+	e := e2e.New(t)
+	w := e.StartWorker(e2e.WorkerOpts{Name: requester + "-w1"})
+	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: requester, ReplyTimeout: 20 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	lock := uniq(requester)
+	setup(e, lock)
+	commands := e.Watch(e.Names.Commands)
+	w.Stop()
+	r := twoAcquires{e: e, c: c, s: s, lock: lock}
+	first := make(chan struct{})
+	go func() {
+		defer close(first)
+		r.first, r.firstErr = c.Acquire(ctx, lock, client.WithSession(s))
+	}()
+	waitAcquires(t, commands, lock, s.Owner, 1)
+	gone, cancel := context.WithCancel(ctx)
+	second := make(chan struct{})
+	go func() {
+		defer close(second)
+		_, r.secondErr = c.Acquire(gone, lock, client.WithSession(s))
+	}()
+	waitAcquires(t, commands, lock, s.Owner, 2)
+	cancel()
+	// A withdrawing release waits for its answer: a worker must be up.
+	e.StartWorker(e2e.WorkerOpts{Name: requester + "-w2"})
+	<-second
+	<-first
+	return r
+}
+
+// Two acquires of a free lock in one session; the second is given up before
+// any reply. The worker grants the first and takes the second for its
+// renewal: the second's withdrawal, sent then, would end the lease the first
+// is about to get. It waits for the first, which ends with a Lease, so none
+// is sent.
+func TestSessionAcquireGivenUpBesideAGrantKeepsTheLease(t *testing.T) {
+	ctx := ctxT(t)
+	r := acquireTwiceGiveUpOne(t, "sess-twice-free", func(*e2e.Env, string) {})
+	require.ErrorIs(t, r.secondErr, context.Canceled)
+	require.NoError(t, r.firstErr)
+	// Keyed by the lock, the query is applied after any release the
+	// given-up acquire sent.
+	st, err := r.c.Query(ctx, r.lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, st.Status)
+	require.Equal(t, r.s.Owner, st.Owner)
+	require.Equal(t, r.first.Token, st.Token)
+	require.NoError(t, r.first.Err())
+	require.NoError(t, r.first.Release(ctx))
+}
+
+// Two acquires in one session of a lock another holds; the second is given
+// up before any reply. Applied, it takes the first's place in the queue, so
+// the first ends withdrawn: the last of the two, it sends the second's
+// withdrawal, and the session is never granted the lock.
+func TestSessionAcquireGivenUpBesideAWithdrawnOneIsWithdrawn(t *testing.T) {
+	ctx := ctxT(t)
+	var held *client.Lease
+	r := acquireTwiceGiveUpOne(t, "sess-twice-held", func(e *e2e.Env, lock string) {
+		other, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "sess-twice-holder"})
+		require.NoError(t, err)
+		t.Cleanup(func() { other.Close() })
+		held, err = other.Acquire(ctx, lock)
+		require.NoError(t, err)
+	})
+	require.ErrorIs(t, r.secondErr, context.Canceled)
+	require.ErrorIs(t, r.firstErr, client.ErrWithdrawn)
+	require.NoError(t, held.Release(ctx))
+	st, err := r.c.Query(ctx, r.lock)
+	require.NoError(t, err)
+	require.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q after its callers ended", st.Owner)
+	var grants int
+	require.NoError(t, r.e.Store.Pool.QueryRow(ctx,
+		`SELECT count(*) FROM lock_events WHERE lock_name = $1 AND owner_id = $2`, r.lock, r.s.Owner).Scan(&grants))
+	require.Zero(t, grants, "the session was never granted the lock")
+}
