@@ -736,6 +736,39 @@ func waitAcquires(t *testing.T, commands *e2e.Watcher, lock, owner string, n int
 	})
 }
 
+// An acquire of a generated owner given up before any reply is withdrawn.
+func TestAcquireGivenUpBeforeReplyIsWithdrawn(t *testing.T) {
+	givenUpBeforeReply(t, "given-up", func(c *client.Client, lock string) func(context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := c.Acquire(ctx, lock)
+			return err
+		}
+	})
+}
+
+// An acquire WithOwner given up before it was seen queued is not withdrawn:
+// its owner may hold the lock already, here by another client's lease,
+// which the release would end.
+func TestWithOwnerRenewalGivenUpKeepsTheLease(t *testing.T) {
+	ctx := ctxT(t)
+	holder, c := newClient(t, "owner-renewal-holder"), newClient(t, "owner-renewal")
+	lock := uniq("owner-renewal")
+	l, err := holder.Acquire(ctx, lock, client.WithOwner("shared-owner"))
+	require.NoError(t, err)
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.Acquire(gone, lock, client.WithOwner("shared-owner"))
+	require.ErrorIs(t, err, context.Canceled)
+	// Keyed by the lock, c's query is applied after its acquire, and after
+	// any release the acquire sent.
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, st.Status)
+	require.Equal(t, l.Token, st.Token)
+	require.NoError(t, l.Err())
+	require.NoError(t, l.Release(ctx))
+}
+
 // Two acquires WithOwner of one owner in one client, of a lock another
 // holds: the first, queued, is given up once the second is on its way.
 // Applied, the second takes the first's place in the queue; the first's
