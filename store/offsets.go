@@ -48,7 +48,7 @@ func QueueLockOffset(b *pgx.Batch, group, topic string, partition int32, next *i
 // which the partition is resumed (Position).
 func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from, to int64, epoch int32) {
 	b.Queue(`
-		UPDATE consumer_offsets SET next_offset = $5, leader_epoch = $6, updated_at = clock_timestamp()
+		UPDATE consumer_offsets SET next_offset = $5, leader_epoch = $6, leader_epoch_offset = $5, updated_at = clock_timestamp()
 		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4`,
 		group, topic, partition, from, to, epoch).Exec(func(tag pgconn.CommandTag) error {
 		if tag.RowsAffected() != 1 {
@@ -67,7 +67,9 @@ type Position struct {
 
 // Offsets returns the stored positions of a group's topic, by partition.
 func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]Position, error) {
-	rows, err := s.Pool.Query(ctx, `SELECT partition, next_offset, leader_epoch FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0`, group, topic)
+	rows, err := s.Pool.Query(ctx, `
+		SELECT partition, next_offset, CASE WHEN leader_epoch_offset = next_offset THEN leader_epoch ELSE -1 END
+		FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0`, group, topic)
 	if err != nil {
 		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
 	}
@@ -81,25 +83,21 @@ func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]Pos
 	return out, nil
 }
 
-// RewindOffset moves a partition's next offset back to `to` (with the leader
-// epoch of the record before it) when the Kafka log no longer holds the
-// records applied from `to` on: the broker lost them, and the records it
-// numbers from `to` now are new. Only a stored offset above `to` moves, and,
-// when from is not -1, only from `from`, the offset the caller's last batch
-// left: a replica that lost the partition meanwhile moves nothing. It
-// returns the offset that was stored, or -1 when nothing moved.
-func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition int32, from, to int64, epoch int32) (int64, error) {
-	var was int64 = -1
-	err := s.Pool.QueryRow(ctx, `
-		UPDATE consumer_offsets c SET next_offset = $5, leader_epoch = $6, updated_at = clock_timestamp()
-		FROM consumer_offsets old
-		WHERE c.group_id = $1 AND c.topic = $2 AND c.partition = $3 AND c.next_offset > $5 AND ($4 = -1 OR c.next_offset = $4)
-		  AND old.group_id = c.group_id AND old.topic = c.topic AND old.partition = c.partition
-		RETURNING old.next_offset`, group, topic, partition, from, to, epoch).Scan(&was)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return -1, fmt.Errorf("rewinding offset of %s/%d to %d: %w", topic, partition, to, translate(err))
+// RewindOffset moves a partition's next offset from `from` back to `to`,
+// with the leader epoch of the record before `to` (-1: not known), when the
+// Kafka log no longer holds the records applied from `to` on: the broker
+// lost them, and the records it numbers from `to` now are new. It reports
+// false, moving nothing, when the stored offset is no longer `from`: another
+// replica applied records of the partition meanwhile.
+func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition int32, from, to int64, epoch int32) (bool, error) {
+	tag, err := s.Pool.Exec(ctx, `
+		UPDATE consumer_offsets SET next_offset = $5, leader_epoch = $6, leader_epoch_offset = $5, updated_at = clock_timestamp()
+		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4 AND $5 < $4`,
+		group, topic, partition, from, to, epoch)
+	if err != nil {
+		return false, fmt.Errorf("rewinding offset of %s/%d from %d to %d: %w", topic, partition, from, to, translate(err))
 	}
-	return was, nil
+	return tag.RowsAffected() == 1, nil
 }
 
 // CheckTopicID records id as the topic ID of a group's topic, and says

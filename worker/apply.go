@@ -30,6 +30,10 @@ func (w *Worker) applyLoop(ctx context.Context, q *queue) {
 		if !ok {
 			return
 		}
+		if segs[0].lost != nil {
+			w.lostRecords(ctx, segs[0])
+			continue
+		}
 		w.applySegments(ctx, segs)
 	}
 }

@@ -1,17 +1,21 @@
 package worker
 
 import (
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// segment is one poll's records of one owned partition.
+// segment is one poll's records of one owned partition, or, with lost set
+// and no records, the news that the partition's log lost records (the
+// applier handles it between the records polled before and after).
 type segment struct {
 	p        *partition
 	records  []*kgo.Record
 	polledAt time.Time
+	lost     *kgo.ErrDataLoss
 }
 
 // queue hands polled records from the poll loop to an applier. The applier
@@ -54,8 +58,8 @@ func (q *queue) submit(segs []segment) bool {
 	return true
 }
 
-// take waits for pending segments and takes them all; ok is false once the
-// queue is closed and empty.
+// take waits for pending segments and takes them all, up to a loss: a loss
+// is taken alone; ok is false once the queue is closed and empty.
 func (q *queue) take() (segs []segment, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -65,7 +69,17 @@ func (q *queue) take() (segs []segment, ok bool) {
 	if len(q.pending) == 0 {
 		return nil, false
 	}
-	segs, q.pending, q.records = q.pending, nil, 0
+	n := slices.IndexFunc(q.pending, func(s segment) bool { return s.lost != nil })
+	switch n {
+	case -1:
+		n = len(q.pending)
+	case 0:
+		n = 1
+	}
+	segs, q.pending = q.pending[:n:n], q.pending[n:]
+	for _, s := range segs {
+		q.records -= len(s.records)
+	}
 	q.cond.Broadcast()
 	return segs, true
 }

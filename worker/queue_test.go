@@ -20,6 +20,27 @@ func TestQueueMergesPolls(t *testing.T) {
 	require.Len(t, got, 2)
 }
 
+// A loss reported for a partition is taken alone, between what came before
+// and after it, so the applier handles it between those records; the
+// records taken leave room for more.
+func TestQueueTakesALossAlone(t *testing.T) {
+	q := newQueue(10)
+	lost := segment{lost: &kgo.ErrDataLoss{}}
+	require.True(t, q.submit(append(segs(3), lost)))
+	require.True(t, q.submit(segs(4)))
+	for _, want := range [][]int{{3}, {-1}, {4}} {
+		got, ok := q.take()
+		require.True(t, ok)
+		require.Len(t, got, len(want))
+		if want[0] < 0 {
+			require.NotNil(t, got[0].lost)
+		} else {
+			require.Len(t, got[0].records, want[0])
+		}
+	}
+	require.Zero(t, q.records)
+}
+
 // submit blocks while the queue holds limit records, until the applier
 // takes them.
 func TestQueueBackpressure(t *testing.T) {

@@ -132,8 +132,8 @@ type Metrics interface {
 	// empty for what the expiry scheduler and the periodic cleanup caused.
 	Events(requestID string, evs []topics.Event)
 	DeadLettered(reason string)
-	// DataLoss is told when the commands topic lost records the worker had
-	// read (Worker.dataLost).
+	// DataLoss is told when the commands topic lost records the group had
+	// applied, and the stored offset was moved back (worker/dataloss.go).
 	DataLoss()
 }
 
@@ -142,7 +142,8 @@ type Worker struct {
 	cfg     Config
 	log     zerolog.Logger
 	cl      *kgo.Client
-	replies *replyTopics // nil: reply topics not bounded
+	clSet   chan struct{} // closed once cl is set
+	replies *replyTopics  // nil: reply topics not bounded
 
 	lanes []*queue // one per applier
 	mu    sync.Mutex
@@ -195,7 +196,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}}
+	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, clSet: make(chan struct{})}
 	for range cfg.Appliers {
 		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
 	}
@@ -207,12 +208,10 @@ func New(cfg Config) (*Worker, error) {
 		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(fetchMaxWait),
-		// Where a broker lost records at a point it cannot name, a minute of
-		// records is read again (their request_ids answer them from their
-		// stored outcomes) rather than the log from its start (records
-		// older than REQUEST_RETENTION would be applied twice) or from its
-		// end (new records would be skipped); see dataLost.
-		kgo.ConsumeResetOffset(kgo.RewindOffset(time.Minute)),
+		// Also where a broker lost records at a point it cannot name: the
+		// client then resumes no later than where the records lost began,
+		// and the worker skips those it applied (lostRecords).
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.AdjustFetchOffsetsFn(w.resumeFromStore),
 		kgo.OnPartitionsAssigned(w.assigned),
 		kgo.OnPartitionsRevoked(w.revoked),
@@ -229,6 +228,7 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
 	w.cl = cl
+	close(w.clSet)
 	if cfg.MaxReplyTopics > 0 {
 		w.replies = &replyTopics{adm: kadm.NewClient(cl), prefix: cfg.Names.ReplyPrefix, max: cfg.MaxReplyTopics,
 			create: cfg.CreateReplyTopics, known: map[string]bool{}}
@@ -280,12 +280,14 @@ func (w *Worker) Run(ctx context.Context) error {
 			break
 		}
 		var fatal error
+		var losses []*kgo.ErrDataLoss
 		fetches.EachError(func(t string, p int32, err error) {
 			if errors.Is(err, kerr.InvalidSessionTimeout) {
 				fatal = err
 			}
 			if lost, ok := errors.AsType[*kgo.ErrDataLoss](err); ok && t == w.cfg.Names.Commands {
-				w.dataLost(ctx, lost)
+				w.log.Warn().Err(err).Int32("partition", p).Msg("the commands topic lost records; checking what this replica applied")
+				losses = append(losses, lost)
 				return
 			}
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
@@ -299,6 +301,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		polled := time.Now()
 		segs := make([][]segment, len(w.lanes))
 		w.mu.Lock()
+		// A loss goes first: it is found before the records read after it.
+		for _, lost := range losses {
+			if p := w.parts[lost.Partition]; p != nil && !p.stopped() {
+				p.pending.Add(1)
+				segs[p.lane] = append(segs[p.lane], segment{p: p, lost: lost})
+			}
+		}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if p := w.parts[fp.Partition]; p != nil && len(fp.Records) > 0 {
 				p.pending.Add(1) // under w.mu: revoked sees it before it waits
@@ -321,46 +330,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	appliers.Wait()
 	w.stopAll()
 	return ctxErr
-}
-
-// dataLost handles a commands partition whose log lost records the worker
-// had read (an unclean leader election, a broker restarted without its
-// unsynced tail): the client has moved to lost.ResetTo, and the records
-// numbered from there now are new, not the ones applied under those
-// offsets. Once the records polled before are applied, the stored offset
-// moves back to ResetTo so that they are applied, not skipped as applied;
-// records read again that had been applied carry their request_id and get
-// their stored outcome. Where the loss began could not be located, the
-// client resumes a minute of records back (ConsumeResetOffset).
-func (w *Worker) dataLost(ctx context.Context, lost *kgo.ErrDataLoss) {
-	w.cfg.Metrics.DataLoss()
-	w.mu.Lock()
-	p := w.parts[lost.Partition]
-	w.mu.Unlock()
-	logged := w.log.Error().Err(lost).Int32("partition", lost.Partition).Int64("reset_to", lost.ResetTo)
-	if p == nil || p.stopped() {
-		logged.Msg("the commands topic lost records of a partition not owned here")
-		return
-	}
-	p.pending.Wait() // the applier is done with the partition's earlier records
-	from := p.expected
-	if from == unknownOffset {
-		from = -1
-	}
-	was, err := w.cfg.Store.RewindOffset(ctx, w.cfg.Group, w.cfg.Names.Commands, p.id, from, lost.ResetTo, lost.ResetToEpoch)
-	if err != nil {
-		// Applying on would skip the new records: give the partition up,
-		// and its next owner finds the loss when it resumes.
-		logged.AnErr("rewind_error", err).Msg("the commands topic lost records; the stored offset could not be moved back, so the partition is let go")
-		p.cancel()
-		return
-	}
-	p.expected = unknownOffset // the next batch reads the stored offset again
-	if was < 0 {
-		logged.Msg("the commands topic lost records, none of them applied here: nothing to apply again")
-		return
-	}
-	logged.Int64("stored_was", was).Msg("the commands topic lost records: the records now under the lost offsets are applied as new")
 }
 
 // ErrSessionTimeout is Run's error when the broker refuses the group
@@ -477,6 +446,11 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 // resumeFromStore starts each assigned partition at the offset PostgreSQL
 // says is next, the source of truth; Kafka's committed offset is ignored.
 func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	select {
+	case <-w.clSet: // the client joins the group before New has stored it
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	topic := w.cfg.Names.Commands
 	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
 		return nil, err
@@ -485,11 +459,12 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 	if err != nil {
 		return nil, err
 	}
+	w.checkLogEnds(ctx, offsets[topic], stored)
 	for _, parts := range offsets {
 		for p := range parts {
 			if pos, ok := stored[p]; ok {
 				// With the epoch, the client first asks the broker whether
-				// its log still holds the records applied (dataLost).
+				// its log still holds the records applied (lostRecords).
 				parts[p] = kgo.NewOffset().At(pos.Next).WithEpoch(pos.Epoch)
 			} else {
 				parts[p] = kgo.NewOffset().AtStart()

@@ -125,7 +125,7 @@ func New(cfg Config) *Metrics {
 		}, []string{"reason"}),
 		dataLoss: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "kafka_data_loss_total",
-			Help: "Times the commands topic was found to have lost records the worker had read (an unclean leader election, a broker restarted without its unsynced tail); the records numbered anew under the lost offsets are applied.",
+			Help: "Times the commands topic was found to have lost records the group had applied (an unclean leader election, a broker restarted without its unsynced tail) and the stored offset was moved back, so that the records numbered anew under the lost offsets are applied.",
 		}),
 		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),

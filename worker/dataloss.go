@@ -1,0 +1,169 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/store"
+)
+
+// Kafka can lose records a replica applied (an unclean leader election, a
+// broker restarted without its unsynced tail) and number new ones under
+// their offsets; a replica that went on from its stored offset would skip
+// those as applied. So the stored offset moves back to where the log still
+// holds what was applied, and the records from there are applied: those
+// applied before have their request_ids' stored outcomes, the rest are new.
+// It is checked when a partition is resumed (resumeFromStore: a log that
+// ends below the stored offset) and when the Kafka client reports a loss
+// while consuming (kgo.ErrDataLoss, handled by the partition's applier
+// between the records polled before and after it: lostRecords).
+
+// errTakenOver is rewind's error when the stored offset moved meanwhile:
+// another replica applied records of the partition.
+var errTakenOver = errors.New("the stored offset moved: another replica owns the partition")
+
+// lostRecords handles a loss kgo reported on partition s.p, after the
+// records polled before it were applied. It is retried until done or the
+// partition is let go; its next owner checks again when it resumes.
+func (w *Worker) lostRecords(ctx context.Context, s segment) {
+	defer s.p.pending.Done()
+	p := s.p
+	for attempt := 1; !p.letGo(); attempt++ {
+		err := w.rewindLost(ctx, p)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		delay := store.Backoff(time.Second, time.Minute, attempt)
+		w.log.Error().Err(err).Int32("partition", p.id).Dur("retry_in", delay).Msg("checking what the commands topic lost failed")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+	if err != nil {
+		return err
+	}
+	pos, ok := stored[p.id]
+	if !ok {
+		return nil // nothing applied, nothing to apply again
+	}
+	if p.expected != unknownOffset && pos.Next != p.expected {
+		err = errTakenOver
+	} else {
+		pos, err = w.rewind(ctx, p.id, pos)
+	}
+	if errors.Is(err, errTakenOver) {
+		w.log.Warn().Int32("partition", p.id).Msg("partition offset moved: another worker owns it now; stopping")
+		p.cancel()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p.expected = pos.Next
+	return nil
+}
+
+// rewind moves partition p's stored offset, pos, back to where the log
+// still holds what was applied (locateLoss), and returns where it stands.
+func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position) (store.Position, error) {
+	to, located, err := w.locateLoss(ctx, p, pos)
+	if err != nil || to.Next >= pos.Next {
+		if err == nil {
+			w.log.Info().Int32("partition", p).Int64("stored", pos.Next).Msg("the commands topic holds every record applied here")
+		}
+		return pos, err
+	}
+	moved, err := w.cfg.Store.RewindOffset(ctx, w.cfg.Group, w.cfg.Names.Commands, p, pos.Next, to.Next, to.Epoch)
+	switch {
+	case err != nil:
+		return pos, err
+	case !moved:
+		return pos, errTakenOver
+	}
+	w.cfg.Metrics.DataLoss()
+	w.log.Error().Int32("partition", p).Int64("stored_was", pos.Next).Int64("resumed_at", to.Next).Bool("located", located).
+		Msg("the commands topic lost records this group applied: the records it numbers anew from resumed_at are applied")
+	return to, nil
+}
+
+// locateLoss returns where partition p's log stops holding the records
+// applied up to pos, never past pos: where the log that pos's leader epoch
+// wrote ends now (KIP-320's OffsetForLeaderEpoch), located; or, where the
+// broker does not know that epoch or pos has none, where the log ends, not
+// located: records after the loss and below that end cannot be told from
+// records applied before it, and are skipped rather than risk applying a
+// command twice.
+func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (store.Position, bool, error) {
+	topic := w.cfg.Names.Commands
+	adm := kadm.NewClient(w.cl)
+	if pos.Epoch >= 0 {
+		var req kadm.OffsetForLeaderEpochRequest
+		req.Add(topic, p, pos.Epoch)
+		resp, err := adm.OffsetForLeaderEpoch(ctx, req)
+		if err != nil {
+			return pos, false, fmt.Errorf("asking where epoch %d of %s/%d ends: %w", pos.Epoch, topic, p, err)
+		}
+		r := resp[topic][p]
+		if r.Err != nil {
+			return pos, false, fmt.Errorf("asking where epoch %d of %s/%d ends: %w", pos.Epoch, topic, p, r.Err)
+		}
+		if r.EndOffset >= 0 && r.LeaderEpoch >= 0 {
+			if r.EndOffset >= pos.Next {
+				return pos, true, nil
+			}
+			return store.Position{Next: r.EndOffset, Epoch: r.LeaderEpoch}, true, nil
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return pos, false, fmt.Errorf("listing the end offsets of %s: %w", topic, err)
+	}
+	end, ok := ends.Lookup(topic, p)
+	if !ok || end.Offset >= pos.Next {
+		return pos, false, nil
+	}
+	return store.Position{Next: end.Offset, Epoch: -1}, false, nil
+}
+
+// checkLogEnds finds, before the assigned partitions are resumed, those
+// whose log ends below their stored offset, and moves them back (rewind):
+// the Kafka client would start them at the log start and skip every record
+// up to the stored offset as applied. stored is updated.
+func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) {
+	topic := w.cfg.Names.Commands
+	ends, err := kadm.NewClient(w.cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		w.log.Warn().Err(err).Msg("listing the commands topic's end offsets; partitions resumed without checking them")
+		return
+	}
+	for p := range assigned {
+		pos, ok := stored[p]
+		end, found := ends.Lookup(topic, p)
+		if !ok || !found || end.Offset >= pos.Next {
+			continue
+		}
+		to, err := w.rewind(ctx, p, pos)
+		if err != nil {
+			w.log.Warn().Err(err).Int32("partition", p).Msg("the commands topic ends below the stored offset, which was not moved back")
+			continue
+		}
+		stored[p] = to
+	}
+}

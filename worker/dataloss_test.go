@@ -1,0 +1,135 @@
+package worker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/topics"
+)
+
+// A running worker told by the broker that its log lost records
+// (OFFSET_OUT_OF_RANGE past the log end while consuming, then an
+// OffsetForLeaderEpoch answer that the epoch of the last record applied
+// ends one record earlier) moves the stored offset back to there, once a
+// first attempt that PostgreSQL refuses is retried, and applies the records
+// from there: the one read again had been applied, so it is answered from
+// its stored outcome (the same event again) and not applied twice; the
+// partition goes on. The broker here lost nothing: only its answers say so,
+// which is all a worker can see.
+func TestRunningWorkerRewindsLostRecords(t *testing.T) {
+	e := e2e.New(t)
+	ctx := context.Background()
+	reply := "locks.replies.lost"
+	watch := e.Watch(reply)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(e.Names.Commands),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	defer cl.Close()
+	const partition = 5
+	send := func(c topics.Command) {
+		t.Helper()
+		r := &kgo.Record{Key: []byte(c.LockName), Partition: partition, Value: mustEncode(t, c)}
+		require.NoError(t, cl.ProduceSync(ctx, r).FirstErr())
+	}
+	extend := func(id string) topics.Command {
+		return cmd("extend", id, "x", "o1", reply, func(c *topics.Command) { c.ExtensionDuration = 10 })
+	}
+	e.StartWorker(e2e.WorkerOpts{Name: "w"})
+	send(cmd("acquire", "lost-acquire", "x", "o1", reply, func(c *topics.Command) { c.LeaseDuration = 300 }))
+	send(extend("lost-extend-1"))
+	send(extend("lost-extend-2")) // offset 2, the one the broker will call lost
+	watch.WaitEvent(t, "the last extend applied", e2e.ByRequest(reply, "lost-extend-2", topics.TypeExtended))
+
+	// The first rewind fails; its retry goes through.
+	_, err = e.Store.Pool.Exec(ctx, `
+		CREATE SEQUENCE rewinds;
+		CREATE FUNCTION fail_first_rewind() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.next_offset < OLD.next_offset AND nextval('rewinds') = 1 THEN
+				RAISE EXCEPTION 'the first rewind fails';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER fail_first_rewind BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION fail_first_rewind()`)
+	require.NoError(t, err)
+
+	details, err := kadm.NewClient(cl).ListTopics(ctx, e.Names.Commands)
+	require.NoError(t, err)
+	id := [16]byte(details[e.Names.Commands].ID)
+	ours := func(topic string, topicID [16]byte, p int32) bool {
+		return (topic == e.Names.Commands || topicID == id) && p == partition
+	}
+	// Every OffsetForLeaderEpoch of the partition: its epoch ends at 2.
+	e.Cluster.ControlKey(int16(kmsg.OffsetForLeaderEpoch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		e.Cluster.KeepControl()
+		req := kr.(*kmsg.OffsetForLeaderEpochRequest)
+		if len(req.Topics) != 1 || len(req.Topics[0].Partitions) != 1 || !ours(req.Topics[0].Topic, [16]byte{}, req.Topics[0].Partitions[0].Partition) {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+		rt := kmsg.NewOffsetForLeaderEpochResponseTopic()
+		rt.Topic = req.Topics[0].Topic
+		rp := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+		rp.Partition, rp.LeaderEpoch, rp.EndOffset = partition, req.Topics[0].Partitions[0].LeaderEpoch, 2
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	// The next fetch at offset 3: past the log end.
+	e.Cluster.ControlKey(int16(kmsg.Fetch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.FetchRequest)
+		hit := false
+		for _, rt := range req.Topics {
+			for _, rp := range rt.Partitions {
+				hit = hit || ours(rt.Topic, rt.TopicID, rp.Partition) && rp.FetchOffset == 3
+			}
+		}
+		if !hit {
+			e.Cluster.KeepControl()
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewFetchResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewFetchResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.HighWatermark, sp.LastStableOffset = rp.FetchOffset, rp.FetchOffset
+				if ours(rt.Topic, rt.TopicID, rp.Partition) {
+					sp.ErrorCode = kerr.OffsetOutOfRange.Code
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+
+	// The record read again is answered from its stored outcome: the same
+	// event a second time.
+	watch.WaitFor(t, 20*time.Second, "lost-extend-2 answered again", func(rs []e2e.Received) bool {
+		var seen []string
+		for _, r := range rs {
+			if e2e.ByRequest(reply, "lost-extend-2", topics.TypeExtended)(r) {
+				seen = append(seen, r.Event.EventID)
+			}
+		}
+		return len(seen) == 2 && seen[0] == seen[1]
+	})
+	send(extend("lost-extend-3"))
+	watch.WaitEvent(t, "the partition goes on", e2e.ByRequest(reply, "lost-extend-3", topics.TypeExtended))
+	var extensions, rewinds int64
+	require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT extension_count FROM lock_holders WHERE lock_name = 'x'`).Scan(&extensions))
+	require.Equal(t, int64(3), extensions, "each extend applied once")
+	require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT last_value FROM rewinds`).Scan(&rewinds))
+	require.Equal(t, int64(2), rewinds, "the failed rewind was retried, once")
+}
