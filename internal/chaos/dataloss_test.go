@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/client"
-	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // A broker that comes back without records the worker had applied (an
@@ -27,29 +25,10 @@ func TestCommandsLostByTheBroker(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bins, err := Build(ctx, t.TempDir(), "lockworker", "devkafka")
-	require.NoError(t, err)
-	lockworker, devkafka := bins[0], bins[1]
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	dir, snapshot := t.TempDir(), t.TempDir()
 	// One partition, so the records after the loss take the lost offsets.
-	broker, err := StartBrokerAt(ctx, devkafka, addr, dir, 1, time.Second)
-	require.NoError(t, err)
-	defer broker.Close()
-	logs := &lockedBuffer{}
-	w := NewReplica("w0", lockworker, []string{"DATABASE_URL=" + testdb.NewSchema(t).URL, "KAFKA_BOOTSTRAP_SERVERS=" + addr,
-		"HTTP_ADDR=127.0.0.1:0", "KAFKA_SESSION_TIMEOUT=3", "POSTGRES_MAX_CONNECTIONS=5"}, logs)
-	require.NoError(t, w.Start())
-	defer func() {
-		_ = w.Kill()
-		if t.Failed() {
-			t.Logf("replica logs:\n%s", lastLines(logs.sb.String(), 100))
-		}
-	}()
-	require.NoError(t, w.Ready(ctx))
+	s := startSingle(t, ctx, 1)
+	broker, addr, dir, w := s.broker, s.addr, s.dir, s.replica
+	snapshot := t.TempDir()
 
 	// Each phase's client is new: its reply topic loses records too. It
 	// sends each command once: a resend, a new record, would be applied
@@ -78,7 +57,7 @@ func TestCommandsLostByTheBroker(t *testing.T) {
 		t.Helper()
 		require.NoError(t, broker.Restart(ctx))
 	}
-	losses := func() int { return strings.Count(logs.sb.String(), "the commands topic lost records") }
+	losses := func() int { return strings.Count(s.logs.sb.String(), "the commands topic lost records") }
 
 	for _, phase := range []struct {
 		name           string

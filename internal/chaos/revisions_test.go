@@ -2,14 +2,12 @@ package chaos
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/client"
-	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // One lock's revisions, across two hand-offs with a SIGKILL and restart of
@@ -22,27 +20,8 @@ func TestRevisionsAcrossBrokerRestart(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	bins, err := Build(ctx, t.TempDir(), "lockworker", "devkafka")
-	require.NoError(t, err)
-	lockworker, devkafka := bins[0], bins[1]
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	broker, err := StartBrokerAt(ctx, devkafka, addr, t.TempDir(), 4, time.Second)
-	require.NoError(t, err)
-	defer broker.Close()
-	logs := &lockedBuffer{}
-	w := NewReplica("w0", lockworker, []string{"DATABASE_URL=" + testdb.NewSchema(t).URL, "KAFKA_BOOTSTRAP_SERVERS=" + addr,
-		"HTTP_ADDR=127.0.0.1:0", "KAFKA_SESSION_TIMEOUT=3", "POSTGRES_MAX_CONNECTIONS=5"}, logs)
-	require.NoError(t, w.Start())
-	defer func() {
-		_ = w.Kill()
-		if t.Failed() {
-			t.Logf("replica logs:\n%s", lastLines(logs.sb.String(), 100))
-		}
-	}()
-	require.NoError(t, w.Ready(ctx))
+	s := startSingle(t, ctx, 4)
+	broker, addr := s.broker, s.addr
 
 	c, err := client.New(ctx, client.Config{Brokers: []string{addr}, Requester: "revisions"})
 	require.NoError(t, err)
