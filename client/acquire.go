@@ -203,10 +203,16 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	octx, cancel := c.opContext(ctx)
 	defer cancel()
 	key := c.startAcquire(cmd)
+	var l *Lease
+	// Until exchangeAcquire returns (an OnQueued callback may panic), the
+	// acquire counts as given up.
+	withdraw := o.generatedOwner || o.dedicatedOwner
+	defer func() {
+		if c.endAcquire(key, l != nil, withdraw) {
+			c.abandon(cmd)
+		}
+	}()
 	l, withdraw, err := c.exchangeAcquire(octx, cmd, o)
-	if c.endAcquire(key, l != nil, withdraw) {
-		c.abandon(cmd)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}

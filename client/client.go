@@ -283,11 +283,11 @@ func (c *Client) acquireKey(ns, name, owner string) acquireKey {
 }
 
 // holds reports whether a lease of this client holds the lock of k for its
-// owner. c.mu is held.
+// owner, not being released or lost. c.mu is held.
 func (c *Client) holds(k acquireKey) bool {
 	for _, ls := range c.leases {
 		for _, l := range ls {
-			if l.Name == k.name && l.Namespace == k.ns && c.acquireKey(l.Namespace, l.Name, l.Owner) == k {
+			if l.Name == k.name && l.Namespace == k.ns && c.acquireKey(l.Namespace, l.Name, l.Owner) == k && l.ctx.Err() == nil {
 				return true
 			}
 		}

@@ -331,3 +331,79 @@ func TestSessionAcquireGivenUpBesideAWithdrawnOneIsWithdrawn(t *testing.T) {
 		`SELECT count(*) FROM lock_events WHERE lock_name = $1 AND owner_id = $2`, r.lock, r.s.Owner).Scan(&grants))
 	require.Zero(t, grants, "the session was never granted the lock")
 }
+
+// An OnQueued callback that panics (its caller recovers, as an HTTP server
+// does) does not leave its acquire counted in flight: a later acquire of
+// the same session and lock, given up, is still withdrawn, so the session
+// is not granted the lock when the holder releases it.
+func TestSessionAcquireAfterAPanickedOneIsWithdrawn(t *testing.T) {
+	ctx := ctxT(t)
+	holder, c := newClient(t, "sess-panic-holder"), newClient(t, "sess-panic")
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	lock := uniq("sess-panic")
+	held, err := holder.Acquire(ctx, lock)
+	require.NoError(t, err)
+	func() {
+		defer func() { require.NotNil(t, recover()) }()
+		_, _ = c.Acquire(ctx, lock, client.WithSession(s), client.OnQueued(func(int) { panic("the caller's callback") }))
+	}()
+	gone, cancel := context.WithCancel(ctx)
+	queued := make(chan int, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(gone, lock, client.WithSession(s), client.OnQueued(func(p int) { queued <- p }))
+		done <- err
+	}()
+	<-queued
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled) // its withdrawal was answered before it returned
+	require.NoError(t, held.Release(ctx))
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q after its callers ended", st.Owner)
+	require.NoError(t, s.Close(ctx))
+}
+
+// A lease whose Release is on its way no longer counts as held: an acquire
+// of the same session and lock applied after that release, and given up,
+// is withdrawn, not left to be granted to the session for nobody.
+func TestSessionAcquireGivenUpBesideAReleaseIsWithdrawn(t *testing.T) {
+	ctx := ctxT(t)
+	e := e2e.New(t)
+	w := e.StartWorker(e2e.WorkerOpts{Name: "sess-releasing-w1"})
+	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "sess-releasing", ReplyTimeout: 20 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	lock := uniq("sess-releasing")
+	l, err := c.Acquire(ctx, lock, client.WithSession(s))
+	require.NoError(t, err)
+	commands := e.Watch(e.Names.Commands)
+	w.Stop() // the release and the acquire wait in Kafka, in order
+	released := make(chan error, 1)
+	go func() { released <- l.Release(ctx) }()
+	commands.WaitFor(t, 20*time.Second, "the release", func(rs []e2e.Received) bool {
+		for _, r := range rs {
+			if r.Event.Operation == "release" {
+				return true
+			}
+		}
+		return false
+	})
+	gone, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Acquire(gone, lock, client.WithSession(s))
+		done <- err
+	}()
+	waitAcquires(t, commands, lock, s.Owner, 2) // the first one's, and this one
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	e.StartWorker(e2e.WorkerOpts{Name: "sess-releasing-w2"})
+	require.NoError(t, <-released)
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q (token %d, released %d) after its caller gave up", st.Owner, st.Token, l.Token)
+}
