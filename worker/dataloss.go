@@ -71,6 +71,10 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
 		return err
 	}
 	p.expected = pos.Next
+	// The client resumed at its own reset point (the log start, or where
+	// its epoch check said): it moves to the stored offset, so that it
+	// does not read again the records decode would skip.
+	p.seek.Store(&pos)
 	return nil
 }
 
@@ -114,7 +118,10 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 		if err != nil {
 			return pos, false, fmt.Errorf("asking where epoch %d of %s/%d ends: %w", pos.Epoch, topic, p, err)
 		}
-		r := resp[topic][p]
+		r, ok := resp[topic][p]
+		if !ok {
+			return pos, false, fmt.Errorf("asking where epoch %d of %s/%d ends: no answer for the partition", pos.Epoch, topic, p)
+		}
 		if r.Err != nil {
 			return pos, false, fmt.Errorf("asking where epoch %d of %s/%d ends: %w", pos.Epoch, topic, p, r.Err)
 		}
@@ -141,17 +148,17 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 
 // checkLogEnds finds, before the assigned partitions are resumed, those
 // whose log ends below their stored offset, and moves them back (rewind):
-// the Kafka client would start them at the log start and skip every record
-// up to the stored offset as applied. stored is updated.
-func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) {
+// the Kafka client would start them at the log start (or its end) and skip
+// every record up to the stored offset as applied. stored is updated. An
+// error fails the assignment, which the client then tries again.
+func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) error {
 	topic := w.cfg.Names.Commands
 	ends, err := kadm.NewClient(w.cl).ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
 	}
 	if err != nil {
-		w.log.Warn().Err(err).Msg("listing the commands topic's end offsets; partitions resumed without checking them")
-		return
+		return fmt.Errorf("listing the end offsets of %s: %w", topic, err)
 	}
 	for p := range assigned {
 		pos, ok := stored[p]
@@ -161,9 +168,29 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 		}
 		to, err := w.rewind(ctx, p, pos)
 		if err != nil {
-			w.log.Warn().Err(err).Int32("partition", p).Msg("the commands topic ends below the stored offset, which was not moved back")
-			continue
+			return fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
 		}
 		stored[p] = to
+	}
+	return nil
+}
+
+// seekRewound moves the client of each partition rewound since the last
+// poll to its stored offset; from the poll loop, before it allows a
+// rebalance, as kgo asks of SetOffsets.
+func (w *Worker) seekRewound() {
+	var to map[int32]kgo.EpochOffset
+	w.mu.Lock()
+	for id, p := range w.parts {
+		if pos := p.seek.Swap(nil); pos != nil {
+			if to == nil {
+				to = map[int32]kgo.EpochOffset{}
+			}
+			to[id] = kgo.EpochOffset{Epoch: pos.Epoch, Offset: pos.Next}
+		}
+	}
+	w.mu.Unlock()
+	if to != nil {
+		w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: to})
 	}
 }

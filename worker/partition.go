@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+
+	"github.com/omninode/lockworker/store"
 )
 
 // unknownOffset is a partition's expected offset before its first batch
@@ -36,6 +38,9 @@ type partition struct {
 	// first batch; only the applier uses it.
 	expected int64
 	lane     int // the applier of its records, fixed while owned
+	// seek is where the client is to fetch from after the applier moved the
+	// stored offset back (lostRecords); the poll loop moves it there.
+	seek atomic.Pointer[store.Position]
 }
 
 // newPartition starts a partition's scheduler and relay under parent (the

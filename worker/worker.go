@@ -322,6 +322,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				}
 			}
 		}
+		w.seekRewound()
 		w.cl.AllowRebalance()
 	}
 	for _, q := range w.lanes {
@@ -459,7 +460,9 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 	if err != nil {
 		return nil, err
 	}
-	w.checkLogEnds(ctx, offsets[topic], stored)
+	if err := w.checkLogEnds(ctx, offsets[topic], stored); err != nil {
+		return nil, err
+	}
 	for _, parts := range offsets {
 		for p := range parts {
 			if pos, ok := stored[p]; ok {
