@@ -133,3 +133,74 @@ func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 	require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT last_value FROM rewinds`).Scan(&rewinds))
 	require.Equal(t, int64(2), rewinds, "the failed rewind was retried, once")
 }
+
+// A worker resuming a partition whose stored offset is past the log's end,
+// with no epoch beside it (moved last by an earlier version), moves it back
+// to the log's end before fetching, so the next record, numbered there, is
+// applied; when listing the end offsets fails, the assignment fails and is
+// tried again rather than resumed unchecked.
+func TestResumeMovesBackAnOffsetPastTheLogEnd(t *testing.T) {
+	e := e2e.New(t)
+	ctx := context.Background()
+	reply := "locks.replies.past-end"
+	watch := e.Watch(reply)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(e.Names.Commands),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	defer cl.Close()
+	const partition = 5
+	send := func(c topics.Command) {
+		t.Helper()
+		r := &kgo.Record{Key: []byte(c.LockName), Partition: partition, Value: mustEncode(t, c)}
+		require.NoError(t, cl.ProduceSync(ctx, r).FirstErr())
+	}
+	w := e.StartWorker(e2e.WorkerOpts{Name: "w1"})
+	for _, lock := range []string{"a", "b", "c"} {
+		send(cmd("acquire", "past-end-"+lock, lock, "o1", reply))
+	}
+	watch.WaitEvent(t, "the third applied", e2e.ByRequest(reply, "past-end-c", topics.TypeAcquired))
+	w.Stop()
+	// Records 3..5 were applied and lost; an earlier version stored 6.
+	_, err = e.Store.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 6 WHERE partition = $1`, partition)
+	require.NoError(t, err)
+
+	failed := make(chan struct{})
+	e.Cluster.ControlKey(int16(kmsg.ListOffsets), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.ListOffsetsRequest)
+		select {
+		case <-failed:
+			return nil, nil, false
+		default:
+		}
+		if len(req.Topics) == 0 || req.Topics[0].Topic != e.Names.Commands {
+			e.Cluster.KeepControl()
+			return nil, nil, false
+		}
+		close(failed)
+		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewListOffsetsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewListOffsetsResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.PolicyViolation.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	w = e.StartWorker(e2e.WorkerOpts{Name: "w2"})
+	<-failed
+	require.Eventually(t, func() bool { return storedNext(t, w, partition) == 3 }, 30*time.Second, 10*time.Millisecond,
+		"the stored offset moved back to the log's end")
+	send(cmd("acquire", "past-end-new", "n", "o1", reply))
+	watch.WaitEvent(t, "the record at the lost offset applied", e2e.ByRequest(reply, "past-end-new", topics.TypeAcquired))
+}
+
+func storedNext(t *testing.T, w *e2e.Worker, partition int32) int64 {
+	t.Helper()
+	offs, err := w.Store.Offsets(context.Background(), "lockworker", topics.DefaultNames().Commands)
+	require.NoError(t, err)
+	return offs[partition].Next
+}
