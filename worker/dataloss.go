@@ -75,6 +75,7 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
 	// its epoch check said): it moves to the stored offset, so that it
 	// does not read again the records decode would skip.
 	p.seek.Store(&pos)
+	w.seeks.Store(true)
 	return nil
 }
 
@@ -179,6 +180,9 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 // poll to its stored offset; from the poll loop, before it allows a
 // rebalance, as kgo asks of SetOffsets.
 func (w *Worker) seekRewound() {
+	if !w.seeks.Swap(false) {
+		return
+	}
 	var to map[int32]kgo.EpochOffset
 	w.mu.Lock()
 	for id, p := range w.parts {

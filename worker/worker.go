@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -148,6 +149,7 @@ type Worker struct {
 	lanes []*queue // one per applier
 	mu    sync.Mutex
 	parts map[int32]*partition
+	seeks atomic.Bool // a partition's seek is set (seekRewound)
 	wg    sync.WaitGroup
 	// hard is the parent of every partition's context. Run's context only
 	// starts a drain; Kill cancels hard, abandoning in-flight batches.
