@@ -132,7 +132,8 @@ func OnQueued(fn func(position int)) AcquireOption {
 // lock); and while other acquires of the lock by the same owner are in
 // flight in this client (two in one session, say), the release waits for
 // them, as one may have been granted the lock already: the last of them to
-// end sends it, unless it ended with a Lease.
+// end sends it, unless it ended with a Lease. An acquire of that lock and
+// owner started meanwhile waits until the release is answered.
 //
 // The returned Lease is kept alive until Release unless WithoutKeepAlive.
 func (c *Client) Acquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {
@@ -202,7 +203,10 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	}
 	octx, cancel := c.opContext(ctx)
 	defer cancel()
-	key := c.startAcquire(cmd)
+	key, err := c.startAcquire(octx, cmd)
+	if err != nil {
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
 	var l *Lease
 	// Until exchangeAcquire returns (an OnQueued callback may panic), the
 	// acquire counts as given up.
@@ -210,9 +214,10 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	defer func() {
 		if c.endAcquire(key, l != nil, withdraw) {
 			c.abandon(cmd)
+			c.withdrawn(key)
 		}
 	}()
-	l, withdraw, err := c.exchangeAcquire(octx, cmd, o)
+	l, withdraw, err = c.exchangeAcquire(octx, cmd, o)
 	if err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}
@@ -271,17 +276,32 @@ type acquiring struct {
 	// withdraw: one of them was given up, and its release waits for the
 	// others (see endAcquire).
 	withdraw bool
+	// releasing is set while that release is on its way, and closed when
+	// it was answered (or timed out): a new acquire of the key waits for it.
+	releasing chan struct{}
 }
 
-// startAcquire counts the acquire cmd in flight until endAcquire.
-func (c *Client) startAcquire(cmd topics.Command) acquireKey {
+// startAcquire counts the acquire cmd in flight until endAcquire. While a
+// release owed for its lock and owner is on its way, it waits for it (or
+// for ctx): sent after it, the acquire cannot be withdrawn by it.
+func (c *Client) startAcquire(ctx context.Context, cmd topics.Command) (acquireKey, error) {
 	k := c.acquireKey(cmd.Namespace, cmd.LockName, cmd.OwnerID)
 	c.mu.Lock()
+	for c.acquiring[k].releasing != nil {
+		releasing := c.acquiring[k].releasing
+		c.mu.Unlock()
+		select {
+		case <-releasing:
+		case <-ctx.Done():
+			return k, context.Cause(ctx)
+		}
+		c.mu.Lock()
+	}
 	a := c.acquiring[k]
 	a.n++
 	c.acquiring[k] = a
 	c.mu.Unlock()
-	return k
+	return k, nil
 }
 
 // endAcquire ends an acquire of k started by startAcquire, that got a Lease
@@ -303,8 +323,22 @@ func (c *Client) endAcquire(k acquireKey, leased, withdraw bool) bool {
 		c.acquiring[k] = a
 		return false
 	}
+	if a.withdraw && !leased && !c.holds(k) {
+		c.acquiring[k] = acquiring{releasing: make(chan struct{})}
+		return true
+	}
 	delete(c.acquiring, k)
-	return a.withdraw && !leased && !c.holds(k)
+	return false
+}
+
+// withdrawn ends the release endAcquire owed for k: the acquires of k
+// waiting for it start.
+func (c *Client) withdrawn(k acquireKey) {
+	c.mu.Lock()
+	releasing := c.acquiring[k].releasing
+	delete(c.acquiring, k)
+	c.mu.Unlock()
+	close(releasing)
 }
 
 // abandon withdraws an acquire nobody waits for any more: a release for its
