@@ -29,7 +29,9 @@ var errTakenOver = errors.New("the stored offset moved: another replica owns the
 
 // lostRecords handles a loss kgo reported on partition s.p, after the
 // records polled before it were applied. It is retried until done or the
-// partition is let go; its next owner checks again when it resumes.
+// partition is let go; its next owner checks again when it resumes. The
+// retries hold the partition's applier, so they come at most 5 s apart:
+// what fails is most likely the broker, in the middle of its election.
 func (w *Worker) lostRecords(ctx context.Context, s segment) {
 	defer s.p.pending.Done()
 	p := s.p
@@ -38,10 +40,12 @@ func (w *Worker) lostRecords(ctx context.Context, s segment) {
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		delay := store.Backoff(time.Second, time.Minute, attempt)
+		delay := store.Backoff(250*time.Millisecond, 5*time.Second, attempt)
 		w.log.Error().Err(err).Int32("partition", p.id).Dur("retry_in", delay).Msg("checking what the commands topic lost failed")
 		select {
 		case <-ctx.Done():
+			return
+		case <-p.ctx.Done():
 			return
 		case <-time.After(delay):
 		}
