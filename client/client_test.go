@@ -755,18 +755,25 @@ func TestWithOwnerRenewalGivenUpKeepsTheLease(t *testing.T) {
 	lock := uniq("owner-renewal")
 	l, err := holder.Acquire(ctx, lock, client.WithOwner("shared-owner"))
 	require.NoError(t, err)
+	givenUpKeeps(t, c, l, client.WithOwner("shared-owner"))
+	require.NoError(t, l.Release(ctx))
+}
+
+// givenUpKeeps gives up an acquire by c of l's lock, with opts, before any
+// reply, and checks that l still holds the lock. Keyed by the lock, c's
+// query is applied after that acquire, and after any release it sent.
+func givenUpKeeps(t *testing.T, c *client.Client, l *client.Lease, opts ...client.AcquireOption) {
+	t.Helper()
+	ctx := ctxT(t)
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	_, err = c.Acquire(gone, lock, client.WithOwner("shared-owner"))
+	_, err := c.Acquire(gone, l.Name, opts...)
 	require.ErrorIs(t, err, context.Canceled)
-	// Keyed by the lock, c's query is applied after its acquire, and after
-	// any release the acquire sent.
-	st, err := c.Query(ctx, lock)
+	st, err := c.Query(ctx, l.Name)
 	require.NoError(t, err)
 	require.Equal(t, client.StatusAcquired, st.Status)
 	require.Equal(t, l.Token, st.Token)
 	require.NoError(t, l.Err())
-	require.NoError(t, l.Release(ctx))
 }
 
 // Two acquires WithOwner of one owner in one client, of a lock another

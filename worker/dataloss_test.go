@@ -29,16 +29,8 @@ func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 	ctx := context.Background()
 	reply := "locks.replies.lost"
 	watch := e.Watch(reply)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(e.Names.Commands),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	require.NoError(t, err)
-	defer cl.Close()
 	const partition = 5
-	send := func(c topics.Command) {
-		t.Helper()
-		r := &kgo.Record{Key: []byte(c.LockName), Partition: partition, Value: mustEncode(t, c)}
-		require.NoError(t, cl.ProduceSync(ctx, r).FirstErr())
-	}
+	send := sendTo(t, e, partition)
 	extend := func(id string) topics.Command {
 		return cmd("extend", id, "x", "o1", reply, func(c *topics.Command) { c.ExtensionDuration = 10 })
 	}
@@ -49,7 +41,7 @@ func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 	watch.WaitEvent(t, "the last extend applied", e2e.ByRequest(reply, "lost-extend-2", topics.TypeExtended))
 
 	// The first rewind fails; its retry goes through.
-	_, err = e.Store.Pool.Exec(ctx, `
+	_, err := e.Store.Pool.Exec(ctx, `
 		CREATE SEQUENCE rewinds;
 		CREATE FUNCTION fail_first_rewind() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
@@ -61,7 +53,7 @@ func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 		CREATE TRIGGER fail_first_rewind BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION fail_first_rewind()`)
 	require.NoError(t, err)
 
-	details, err := kadm.NewClient(cl).ListTopics(ctx, e.Names.Commands)
+	details, err := kadm.NewClient(e.Producer()).ListTopics(ctx, e.Names.Commands)
 	require.NoError(t, err)
 	id := [16]byte(details[e.Names.Commands].ID)
 	ours := func(topic string, topicID [16]byte, p int32) bool {
@@ -144,16 +136,8 @@ func TestResumeMovesBackAnOffsetPastTheLogEnd(t *testing.T) {
 	ctx := context.Background()
 	reply := "locks.replies.past-end"
 	watch := e.Watch(reply)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(e.Names.Commands),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	require.NoError(t, err)
-	defer cl.Close()
 	const partition = 5
-	send := func(c topics.Command) {
-		t.Helper()
-		r := &kgo.Record{Key: []byte(c.LockName), Partition: partition, Value: mustEncode(t, c)}
-		require.NoError(t, cl.ProduceSync(ctx, r).FirstErr())
-	}
+	send := sendTo(t, e, partition)
 	w := e.StartWorker(e2e.WorkerOpts{Name: "w1"})
 	for _, lock := range []string{"a", "b", "c"} {
 		send(cmd("acquire", "past-end-"+lock, lock, "o1", reply))
@@ -161,7 +145,7 @@ func TestResumeMovesBackAnOffsetPastTheLogEnd(t *testing.T) {
 	watch.WaitEvent(t, "the third applied", e2e.ByRequest(reply, "past-end-c", topics.TypeAcquired))
 	w.Stop()
 	// Records 3..5 were applied and lost; an earlier version stored 6.
-	_, err = e.Store.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 6 WHERE partition = $1`, partition)
+	_, err := e.Store.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 6 WHERE partition = $1`, partition)
 	require.NoError(t, err)
 
 	failed := make(chan struct{})
@@ -203,4 +187,18 @@ func storedNext(t *testing.T, w *e2e.Worker, partition int32) int64 {
 	offs, err := w.Store.Offsets(context.Background(), "lockworker", topics.DefaultNames().Commands)
 	require.NoError(t, err)
 	return offs[partition].Next
+}
+
+// sendTo returns a func that produces commands to one partition of e's
+// commands topic, each keyed by its lock.
+func sendTo(t *testing.T, e *e2e.Env, partition int32) func(topics.Command) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(e.Names.Commands),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return func(c topics.Command) {
+		t.Helper()
+		r := &kgo.Record{Key: []byte(c.LockName), Partition: partition, Value: mustEncode(t, c)}
+		require.NoError(t, cl.ProduceSync(context.Background(), r).FirstErr())
+	}
 }
