@@ -203,9 +203,14 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	}
 	octx, cancel := c.opContext(ctx)
 	defer cancel()
-	key, err := c.startAcquire(octx, cmd)
+	key, waited, err := c.startAcquire(octx, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
+	if dl, ok := ctx.Deadline(); ok && waited && cmd.WaitTimeout > 0 {
+		// The wait for a withdrawal took from ctx's time: the worker is not
+		// to keep the acquire queued past it.
+		cmd.WaitTimeout = min(cmd.WaitTimeout, max(time.Until(dl), time.Millisecond).Truncate(time.Millisecond).Seconds())
 	}
 	var l *Lease
 	// Until exchangeAcquire returns (an OnQueued callback may panic), the
@@ -213,8 +218,8 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	withdraw := o.generatedOwner || o.dedicatedOwner
 	defer func() {
 		if c.endAcquire(key, l != nil, withdraw) {
+			defer c.withdrawn(key) // even if abandon panics: others wait for it
 			c.abandon(cmd)
-			c.withdrawn(key)
 		}
 	}()
 	l, withdraw, err = c.exchangeAcquire(octx, cmd, o)
@@ -283,17 +288,19 @@ type acquiring struct {
 
 // startAcquire counts the acquire cmd in flight until endAcquire. While a
 // release owed for its lock and owner is on its way, it waits for it (or
-// for ctx): sent after it, the acquire cannot be withdrawn by it.
-func (c *Client) startAcquire(ctx context.Context, cmd topics.Command) (acquireKey, error) {
-	k := c.acquireKey(cmd.Namespace, cmd.LockName, cmd.OwnerID)
+// for ctx), and says so: sent after it, the acquire cannot be withdrawn by
+// it.
+func (c *Client) startAcquire(ctx context.Context, cmd topics.Command) (k acquireKey, waited bool, err error) {
+	k = c.acquireKey(cmd.Namespace, cmd.LockName, cmd.OwnerID)
 	c.mu.Lock()
 	for c.acquiring[k].releasing != nil {
 		releasing := c.acquiring[k].releasing
 		c.mu.Unlock()
 		select {
 		case <-releasing:
+			waited = true
 		case <-ctx.Done():
-			return k, context.Cause(ctx)
+			return k, true, context.Cause(ctx)
 		}
 		c.mu.Lock()
 	}
@@ -301,7 +308,7 @@ func (c *Client) startAcquire(ctx context.Context, cmd topics.Command) (acquireK
 	a.n++
 	c.acquiring[k] = a
 	c.mu.Unlock()
-	return k, nil
+	return k, waited, nil
 }
 
 // endAcquire ends an acquire of k started by startAcquire, that got a Lease

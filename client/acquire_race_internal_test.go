@@ -22,8 +22,9 @@ func TestGivenUpAcquireWaitsForItsOwnersOthers(t *testing.T) {
 		leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}, acquiring: map[acquireKey]acquiring{}}
 	cmd := topics.Command{Namespace: "ns", LockName: "job", OwnerID: "me"}
 	start := func(cmd topics.Command) acquireKey {
-		k, err := c.startAcquire(context.Background(), cmd)
+		k, waited, err := c.startAcquire(context.Background(), cmd)
 		require.NoError(t, err)
+		require.False(t, waited)
 		return k
 	}
 
@@ -66,18 +67,19 @@ func TestGivenUpAcquireWaitsForItsOwnersOthers(t *testing.T) {
 func TestAcquireWaitsForItsOwnersWithdrawal(t *testing.T) {
 	c := &Client{creds: &credentials{}, leases: map[int64][]*Lease{}, acquiring: map[acquireKey]acquiring{}}
 	cmd := topics.Command{LockName: "job", OwnerID: "me"}
-	k, err := c.startAcquire(context.Background(), cmd)
+	k, _, err := c.startAcquire(context.Background(), cmd)
 	require.NoError(t, err)
 	require.True(t, c.endAcquire(k, false, true))
 
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = c.startAcquire(gone, cmd)
+	_, _, err = c.startAcquire(gone, cmd)
 	require.ErrorIs(t, err, context.Canceled, "its caller gave up waiting")
 	started := make(chan struct{})
 	go func() {
-		_, err := c.startAcquire(context.Background(), cmd)
+		_, waited, err := c.startAcquire(context.Background(), cmd)
 		assert.NoError(t, err)
+		assert.True(t, waited)
 		close(started)
 	}()
 	select {
