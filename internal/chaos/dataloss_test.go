@@ -57,7 +57,9 @@ func TestCommandsLostByTheBroker(t *testing.T) {
 		t.Helper()
 		require.NoError(t, broker.Restart(ctx))
 	}
-	losses := func() int { return strings.Count(s.logs.sb.String(), "the commands topic lost records this group applied") }
+	losses := func() int {
+		return strings.Count(s.logs.sb.String(), "the commands topic lost records this group applied")
+	}
 
 	for _, phase := range []struct {
 		name           string
