@@ -164,10 +164,16 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 			rest = append(rest, pt)
 			continue
 		}
-		w.log.Warn().Int32("partition", pt.p.id).Msg("partition offset moved: another worker owns it now; stopping")
-		pt.p.cancel()
+		w.takenOver(pt.p)
 	}
 	return rest, nil
+}
+
+// takenOver stops partition p, found owned by another worker: its stored
+// offset moved past the one this worker expects.
+func (w *Worker) takenOver(p *partition) {
+	w.log.Warn().Int32("partition", p.id).Msg("partition offset moved: another worker owns it now; stopping")
+	p.cancel()
 }
 
 // quarantine holds the records of a batch that PostgreSQL refused to apply

@@ -67,8 +67,7 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
 		pos, err = w.rewind(ctx, p.id, pos)
 	}
 	if errors.Is(err, errTakenOver) {
-		w.log.Warn().Int32("partition", p.id).Msg("partition offset moved: another worker owns it now; stopping")
-		p.cancel()
+		w.takenOver(p)
 		return nil
 	}
 	if err != nil {
@@ -137,12 +136,9 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 			return store.Position{Next: r.EndOffset, Epoch: r.LeaderEpoch}, true, nil
 		}
 	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := w.logEnds(ctx)
 	if err != nil {
-		return pos, false, fmt.Errorf("listing the end offsets of %s: %w", topic, err)
+		return pos, false, err
 	}
 	end, ok := ends.Lookup(topic, p)
 	if !ok || end.Offset >= pos.Next {
@@ -158,12 +154,9 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // error fails the assignment, which the client then tries again.
 func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) error {
 	topic := w.cfg.Names.Commands
-	ends, err := kadm.NewClient(w.cl).ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := w.logEnds(ctx)
 	if err != nil {
-		return fmt.Errorf("listing the end offsets of %s: %w", topic, err)
+		return err
 	}
 	for p := range assigned {
 		pos, ok := stored[p]

@@ -411,12 +411,9 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 	}
 	topic := w.cfg.Names.Commands
 	adm := kadm.NewClient(w.cl)
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := w.logEnds(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+		return nil, err
 	}
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
 	if err != nil {
@@ -428,8 +425,9 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 		if !ok {
 			continue
 		}
-		next := stored[p].Next
-		if _, ok := stored[p]; !ok {
+		pos, ok := stored[p]
+		next := pos.Next
+		if !ok {
 			if starts == nil {
 				if starts, err = adm.ListStartOffsets(ctx, topic); err == nil {
 					err = starts.Error()
@@ -444,6 +442,19 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 		lag[p] = max(0, end.Offset-next)
 	}
 	return lag, nil
+}
+
+// logEnds lists the end offsets of the commands topic's partitions.
+func (w *Worker) logEnds(ctx context.Context) (kadm.ListedOffsets, error) {
+	topic := w.cfg.Names.Commands
+	ends, err := kadm.NewClient(w.cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing the end offsets of %s: %w", topic, err)
+	}
+	return ends, nil
 }
 
 // resumeFromStore starts each assigned partition at the offset PostgreSQL
