@@ -287,7 +287,7 @@ func (c *Client) acquireKey(ns, name, owner string) acquireKey {
 func (c *Client) holds(k acquireKey) bool {
 	for _, ls := range c.leases {
 		for _, l := range ls {
-			if l.Name == k.name && l.Namespace == k.ns && c.acquireKey(l.Namespace, l.Name, l.Owner) == k && l.ctx.Err() == nil {
+			if c.acquireKey(l.Namespace, l.Name, l.Owner) == k && l.ctx.Err() == nil {
 				return true
 			}
 		}

@@ -114,8 +114,8 @@ type electionMetadata struct {
 // later) and the error wraps ctx's cause. A campaign's owner, even one
 // given WithOwner, is taken to be the campaign's alone: it is withdrawn
 // unless a lease of this client (a Leadership's, or an Acquire's of that
-// owner) holds the lock for that owner, so a
-// campaign given up while resuming a leadership of another process ends it.
+// owner) holds the lock for that owner, so a campaign given up while
+// resuming a leadership of another process ends it.
 // While another campaign (or acquire) of that owner is in flight in this
 // client, the withdrawal waits for it, as Acquire's does.
 //

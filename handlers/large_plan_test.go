@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
@@ -135,7 +136,9 @@ func TestPlansOnLargeTables(t *testing.T) {
 	require.NoError(t, err)
 	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
-	b := NewBatch(tx, Env{Names: env.Names, DefaultLease: env.DefaultLease, Source: env.Source, Partition: 1})
+	sweeps := env
+	sweeps.Partition = 1 // held-17 and held-33's
+	b := NewBatch(tx, sweeps)
 	ended, _, err := b.ExpireDue(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 2, ended)
@@ -177,13 +180,11 @@ func TestPlansOnLargeTables(t *testing.T) {
 }
 
 // fillLarge gives the schema `held` locks held by one owner each (held-N by
-// owner-N, in partitions 0-15), as many stored outcomes, and a waiter on
-// each of the first `waiting` locks (waiter-N), written by the grant
-// statement itself and by copies of one real waiter, then analyzed.
-func fillLarge(t *testing.T, pool interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, held, waiting int) {
+// owner-N, in partitions 0-15; every tenth in namespace tenant), written by
+// the grant statement itself; as many stored outcomes; a tenth as many
+// sessions; and a waiter on each of the first `waiting` locks (waiter-N),
+// copies of one; then analyzes it.
+func fillLarge(t *testing.T, pool *pgxpool.Pool, held, waiting int) {
 	t.Helper()
 	ctx := context.Background()
 	const chunk = 10_000
@@ -211,8 +212,8 @@ func fillLarge(t *testing.T, pool interface {
 	_, err = pool.Exec(ctx, `INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
 		SELECT 'fill-session-' || g, 'session-owner-' || g, 60, now() + interval '1 hour', 'locks.replies.fill', g % 16 FROM generate_series(0, $1 / 10 - 1) g`, held)
 	require.NoError(t, err)
-	// One real waiter (the worker's own statement writes it), copied onto
-	// the other locks with every other column as it is.
+	// One waiter, copied onto the other locks with every column not named
+	// here as it is, whatever columns later migrations add.
 	_, err = pool.Exec(ctx, `INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition, reply_to)
 		VALUES ('', 'held-1', 'waiter-1', 'wait-1', 30, now() + interval '1 hour', 1, 'locks.replies.fill')`)
 	require.NoError(t, err)
