@@ -96,10 +96,10 @@ type VacuumStatus struct {
 // its statistics count (pg_class.reltuples; within grownMinRows and
 // grownMaxStats), whether autovacuum runs or not, for the plans. Every
 // pooled connection keeps its prepared statements' generic plans, chosen
-// once from the statistics of the moment. On a new schema they are made while processed_requests is
-// nearly empty, so the prefetch's plan is a sequential scan; it stays one
-// as the table grows by thousands of rows a second, until new statistics
-// make PostgreSQL plan again. Autovacuum looks at most once a minute
+// once from the statistics of the moment. On a new schema they are made
+// while processed_requests is nearly empty, so the prefetch's plan is a
+// sequential scan; it stays one as the table grows by thousands of rows a
+// second, until new statistics make PostgreSQL plan again. Autovacuum looks at most once a minute
 // (autovacuum_naptime), and never where it is off; in lockbench such a
 // plan halved the throughput of a run. A VACUUM updates the row and page
 // counts plans are costed from (not the column statistics an ANALYZE
