@@ -31,7 +31,9 @@ func (w *Worker) applyLoop(ctx context.Context, q *queue) {
 			return
 		}
 		if segs[0].lost != nil {
-			w.lostRecords(ctx, segs[0])
+			// Beside the applier, which goes on with other partitions: the
+			// broker may not answer for this one for a while.
+			w.wg.Go(func() { w.lostRecords(ctx, segs[0]) })
 			continue
 		}
 		w.applySegments(ctx, segs)

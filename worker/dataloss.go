@@ -28,10 +28,11 @@ import (
 var errTakenOver = errors.New("the stored offset moved: another replica owns the partition")
 
 // lostRecords handles a loss kgo reported on partition s.p, after the
-// records polled before it were applied. It is retried until done or the
-// partition is let go; its next owner checks again when it resumes. The
-// retries hold the partition's applier, so they come at most 5 s apart:
-// what fails is most likely the broker, in the middle of its election.
+// records polled before it were applied; the partition's records polled
+// meanwhile are dropped (losing). It is retried until done or the partition
+// is let go (its next owner checks again when it resumes), at most 5 s
+// apart: what fails is most likely the broker, in the middle of its
+// election, and a revoke waits for the retry to end.
 func (w *Worker) lostRecords(ctx context.Context, s segment) {
 	defer s.p.pending.Done()
 	p := s.p
@@ -59,7 +60,10 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
 	}
 	pos, ok := stored[p.id]
 	if !ok {
-		return nil // nothing applied, nothing to apply again
+		// Nothing applied: the client fetches from the log's start (an
+		// offset below it resumes there), reading again what was dropped.
+		w.seekTo(p, store.Position{Next: 0, Epoch: -1})
+		return nil
 	}
 	if p.expected != unknownOffset && pos.Next != p.expected {
 		err = errTakenOver
@@ -76,10 +80,18 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
 	p.expected = pos.Next
 	// The client resumed at its own reset point (the log start, or where
 	// its epoch check said): it moves to the stored offset, so that it
-	// does not read again the records decode would skip.
+	// neither reads again the records decode would skip nor misses those
+	// dropped since the loss.
+	w.seekTo(p, pos)
+	return nil
+}
+
+// seekTo has the poll loop move the client of partition p to pos
+// (seekRewound), waking it if no records arrive.
+func (w *Worker) seekTo(p *partition, pos store.Position) {
 	p.seek.Store(&pos)
 	w.seeks.Store(true)
-	return nil
+	(*w.wakePoll.Load())()
 }
 
 // rewind moves partition p's stored offset, pos, back to where the log
@@ -175,7 +187,8 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 
 // seekRewound moves the client of each partition rewound since the last
 // poll to its stored offset; from the poll loop, before it allows a
-// rebalance, as kgo asks of SetOffsets.
+// rebalance, as kgo asks of SetOffsets. SetOffsets drops what the client
+// fetched before, so the partition's next records come from there.
 func (w *Worker) seekRewound() {
 	if !w.seeks.Swap(false) {
 		return
@@ -188,6 +201,7 @@ func (w *Worker) seekRewound() {
 				to = map[int32]kgo.EpochOffset{}
 			}
 			to[id] = kgo.EpochOffset{Epoch: pos.Epoch, Offset: pos.Next}
+			p.losing = false
 		}
 	}
 	w.mu.Unlock()

@@ -18,12 +18,12 @@ import (
 // A running worker told by the broker that its log lost records
 // (OFFSET_OUT_OF_RANGE past the log end while consuming, then an
 // OffsetForLeaderEpoch answer that the epoch of the last record applied
-// ends one record earlier) moves the stored offset back to there, once a
-// first attempt that PostgreSQL refuses is retried, and applies the records
-// from there: the one read again had been applied, so it is answered from
-// its stored outcome (the same event again) and not applied twice; the
-// partition goes on. The broker here lost nothing: only its answers say so,
-// which is all a worker can see.
+// ends one record earlier) moves the stored offset back to there, retrying
+// while PostgreSQL refuses, and applies the records from there: the one read
+// again had been applied, so it is answered from its stored outcome (the
+// same event again) and not applied twice; one sent while the rewind failed
+// is applied once. Meanwhile the worker's other partitions go on. The broker
+// here lost nothing: only its answers say so, which is all a worker can see.
 func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 	e := e2e.New(t)
 	ctx := context.Background()
@@ -40,18 +40,24 @@ func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 	send(extend("lost-extend-2")) // offset 2, the one the broker will call lost
 	watch.WaitEvent(t, "the last extend applied", e2e.ByRequest(reply, "lost-extend-2", topics.TypeExtended))
 
-	// The first rewind fails; its retry goes through.
+	// Rewinds fail while rewinds_fail has a row.
 	_, err := e.Store.Pool.Exec(ctx, `
 		CREATE SEQUENCE rewinds;
-		CREATE FUNCTION fail_first_rewind() RETURNS trigger LANGUAGE plpgsql AS $$
+		CREATE TABLE rewinds_fail (at timestamptz);
+		INSERT INTO rewinds_fail VALUES (now());
+		CREATE FUNCTION fail_rewinds() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
-			IF NEW.next_offset < OLD.next_offset AND nextval('rewinds') = 1 THEN
-				RAISE EXCEPTION 'the first rewind fails';
+			IF NEW.next_offset < OLD.next_offset AND nextval('rewinds') > 0 AND EXISTS (SELECT FROM rewinds_fail) THEN
+				RAISE EXCEPTION 'the rewind fails';
 			END IF;
 			RETURN NEW;
 		END $$;
-		CREATE TRIGGER fail_first_rewind BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION fail_first_rewind()`)
+		CREATE TRIGGER fail_rewinds BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION fail_rewinds()`)
 	require.NoError(t, err)
+	rewinds := func() (n int64) {
+		require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM rewinds`).Scan(&n))
+		return n
+	}
 
 	details, err := kadm.NewClient(e.Producer()).ListTopics(ctx, e.Names.Commands)
 	require.NoError(t, err)
@@ -106,6 +112,13 @@ func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 		return resp, nil, true
 	})
 
+	require.Eventually(t, func() bool { return rewinds() >= 2 }, 20*time.Second, 10*time.Millisecond, "the rewind failed and was retried")
+	send(extend("lost-extend-3"))
+	sendTo(t, e, partition-1)(cmd("acquire", "beside-the-loss", "y", "o1", reply))
+	watch.WaitEvent(t, "another partition goes on while the rewind fails", e2e.ByRequest(reply, "beside-the-loss", topics.TypeAcquired))
+	_, err = e.Store.Pool.Exec(ctx, `DELETE FROM rewinds_fail`)
+	require.NoError(t, err)
+
 	// The record read again is answered from its stored outcome: the same
 	// event a second time.
 	watch.WaitFor(t, 20*time.Second, "lost-extend-2 answered again", func(rs []e2e.Received) bool {
@@ -117,13 +130,19 @@ func TestRunningWorkerRewindsLostRecords(t *testing.T) {
 		}
 		return len(seen) == 2 && seen[0] == seen[1]
 	})
-	send(extend("lost-extend-3"))
-	watch.WaitEvent(t, "the partition goes on", e2e.ByRequest(reply, "lost-extend-3", topics.TypeExtended))
-	var extensions, rewinds int64
+	watch.WaitEvent(t, "the one sent during the rewind applied", e2e.ByRequest(reply, "lost-extend-3", topics.TypeExtended))
+	send(extend("lost-extend-4"))
+	watch.WaitEvent(t, "the partition goes on", e2e.ByRequest(reply, "lost-extend-4", topics.TypeExtended))
+	var extensions int64
 	require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT extension_count FROM lock_holders WHERE lock_name = 'x'`).Scan(&extensions))
-	require.Equal(t, int64(3), extensions, "each extend applied once")
-	require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT last_value FROM rewinds`).Scan(&rewinds))
-	require.Equal(t, int64(2), rewinds, "the failed rewind was retried, once")
+	require.Equal(t, int64(4), extensions, "each extend applied once")
+	answers := 0
+	for _, r := range watch.All() {
+		if e2e.ByRequest(reply, "lost-extend-3", topics.TypeExtended)(r) {
+			answers++
+		}
+	}
+	require.Equal(t, 1, answers, "the one sent during the rewind answered once")
 }
 
 // A worker resuming a partition whose stored offset is past the log's end,

@@ -41,6 +41,11 @@ type partition struct {
 	// seek is where the client is to fetch from after the applier moved the
 	// stored offset back (lostRecords); the poll loop moves it there.
 	seek atomic.Pointer[store.Position]
+	// losing is set, under w.mu by the poll loop, from a loss of the
+	// partition's records until the client fetches from the stored offset
+	// again (seekRewound): what is polled meanwhile comes from the client's
+	// own reset point, so it is dropped, to be read again from there.
+	losing bool
 }
 
 // newPartition starts a partition's scheduler and relay under parent (the

@@ -150,7 +150,10 @@ type Worker struct {
 	mu    sync.Mutex
 	parts map[int32]*partition
 	seeks atomic.Bool // a partition's seek is set (seekRewound)
-	wg    sync.WaitGroup
+	// wakePoll ends the poll in progress, so that a seek set while no
+	// records arrive is made (seekTo).
+	wakePoll atomic.Pointer[context.CancelFunc]
+	wg       sync.WaitGroup
 	// hard is the parent of every partition's context. Run's context only
 	// starts a drain; Kill cancels hard, abandoning in-flight batches.
 	hard     context.Context
@@ -274,16 +277,26 @@ func (w *Worker) Run(ctx context.Context) error {
 	for _, q := range w.lanes {
 		appliers.Go(func() { w.applyLoop(w.hard, q) })
 	}
+	pollCtx, wake := context.WithCancel(ctx)
+	w.wakePoll.Store(&wake)
+	defer func() { (*w.wakePoll.Load())() }()
 	for {
-		fetches := w.cl.PollRecords(ctx, w.cfg.MaxPollRecords)
+		fetches := w.cl.PollRecords(pollCtx, w.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			// Leaving the group waits for rebalances to be allowed again.
 			w.cl.AllowRebalance()
 			break
 		}
+		if pollCtx.Err() != nil { // woken by seekTo
+			pollCtx, wake = context.WithCancel(ctx)
+			w.wakePoll.Store(&wake)
+		}
 		var fatal error
 		var losses []*kgo.ErrDataLoss
 		fetches.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, context.Canceled) {
+				return // the poll woken
+			}
 			if errors.Is(err, kerr.InvalidSessionTimeout) {
 				fatal = err
 			}
@@ -304,14 +317,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		segs := make([][]segment, len(w.lanes))
 		w.mu.Lock()
 		// A loss goes first: it is found before the records read after it.
+		// One being handled covers a later one: it asks the broker afresh.
 		for _, lost := range losses {
-			if p := w.parts[lost.Partition]; p != nil && !p.stopped() {
+			if p := w.parts[lost.Partition]; p != nil && !p.stopped() && !p.losing {
+				p.losing = true
 				p.pending.Add(1)
 				segs[p.lane] = append(segs[p.lane], segment{p: p, lost: lost})
 			}
 		}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if p := w.parts[fp.Partition]; p != nil && len(fp.Records) > 0 {
+			if p := w.parts[fp.Partition]; p != nil && !p.losing && len(fp.Records) > 0 {
 				p.pending.Add(1) // under w.mu: revoked sees it before it waits
 				segs[p.lane] = append(segs[p.lane], segment{p: p, records: fp.Records, polledAt: polled})
 			}
