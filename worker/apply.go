@@ -33,7 +33,7 @@ func (w *Worker) applyLoop(ctx context.Context, q *queue) {
 		if segs[0].lost != nil {
 			// Beside the applier, which goes on with other partitions: the
 			// broker may not answer for this one for a while.
-			w.wg.Go(func() { w.lostRecords(ctx, segs[0]) })
+			w.wg.Go(func() { w.lostRecords(segs[0]) })
 			continue
 		}
 		w.applySegments(ctx, segs)

@@ -181,8 +181,8 @@ func TestFailingBatchLetsRevokedPartitionGo(t *testing.T) {
 	p0.pending.Add(2)
 	done := make(chan struct{})
 	go func() { defer close(done); w.applySegments(ctx, []segment{first}) }()
-	p0.revoking.Store(true) // as revoked does, before it waits
-	<-done                  // returns once the failing batch drops the partition
+	p0.revoke() // as revoked does, before it waits
+	<-done      // returns once the failing batch drops the partition
 	require.EqualValues(t, 1, storedOffset(t, st, 0), "the record was not applied")
 
 	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events_away RENAME TO lock_events`) // cured

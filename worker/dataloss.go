@@ -20,8 +20,8 @@ import (
 // applied before have their request_ids' stored outcomes, the rest are new.
 // It is checked when a partition is resumed (resumeFromStore: a log that
 // ends below the stored offset) and when the Kafka client reports a loss
-// while consuming (kgo.ErrDataLoss, handled by the partition's applier
-// between the records polled before and after it: lostRecords).
+// while consuming (kgo.ErrDataLoss: lostRecords, beside the applier once
+// the records polled before it are applied).
 
 // errTakenOver is rewind's error when the stored offset moved meanwhile:
 // another replica applied records of the partition.
@@ -30,13 +30,14 @@ var errTakenOver = errors.New("the stored offset moved: another replica owns the
 // lostRecords handles a loss kgo reported on partition s.p, after the
 // records polled before it were applied; the partition's records polled
 // meanwhile are dropped (losing). It is retried until done or the partition
-// is let go (its next owner checks again when it resumes), at most 5 s
-// apart: what fails is most likely the broker, in the middle of its
-// election, and a revoke waits for the retry to end.
-func (w *Worker) lostRecords(ctx context.Context, s segment) {
+// is let go or revoked (its next owner checks again when it resumes), at
+// most 5 s apart: what fails is most likely the broker, in the middle of
+// its election.
+func (w *Worker) lostRecords(s segment) {
 	defer s.p.pending.Done()
 	p := s.p
-	for attempt := 1; !p.letGo(); attempt++ {
+	ctx := p.revoking
+	for attempt := 1; ; attempt++ {
 		err := w.rewindLost(ctx, p)
 		if err == nil || ctx.Err() != nil {
 			return
@@ -45,8 +46,6 @@ func (w *Worker) lostRecords(ctx context.Context, s segment) {
 		w.log.Error().Err(err).Int32("partition", p.id).Dur("retry_in", delay).Msg("checking what the commands topic lost failed")
 		select {
 		case <-ctx.Done():
-			return
-		case <-p.ctx.Done():
 			return
 		case <-time.After(delay):
 		}
@@ -185,18 +184,25 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 	return nil
 }
 
-// seekRewound moves the client of each partition rewound since the last
-// poll to its stored offset; from the poll loop, before it allows a
-// rebalance, as kgo asks of SetOffsets. SetOffsets drops what the client
-// fetched before, so the partition's next records come from there.
-func (w *Worker) seekRewound() {
+// seekRewound takes the seeks set since the last poll (seekTo), under w.mu
+// by the poll loop, which makes them (SetOffsets, before it allows a
+// rebalance, as kgo asks; it drops what the client fetched before, so the
+// partition's next records come from there). A partition that lost records
+// again meanwhile is checked again instead, in segs: the seek may be above
+// the log's new end, where kgo would resume at the log's start unasked.
+func (w *Worker) seekRewound(segs [][]segment) map[int32]kgo.EpochOffset {
 	if !w.seeks.Swap(false) {
-		return
+		return nil
 	}
 	var to map[int32]kgo.EpochOffset
-	w.mu.Lock()
 	for id, p := range w.parts {
-		if pos := p.seek.Swap(nil); pos != nil {
+		pos := p.seek.Swap(nil)
+		switch {
+		case pos == nil:
+		case p.lossAgain != nil:
+			queueLoss(segs, p, p.lossAgain)
+			p.lossAgain = nil
+		default:
 			if to == nil {
 				to = map[int32]kgo.EpochOffset{}
 			}
@@ -204,8 +210,28 @@ func (w *Worker) seekRewound() {
 			p.losing = false
 		}
 	}
-	w.mu.Unlock()
-	if to != nil {
-		w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: to})
+	return to
+}
+
+// queueLosses adds the losses the client reported to segs, under w.mu by
+// the poll loop; one reported while a check of the partition runs is kept
+// for seekRewound.
+func (w *Worker) queueLosses(segs [][]segment, losses []*kgo.ErrDataLoss) {
+	for _, lost := range losses {
+		switch p := w.parts[lost.Partition]; {
+		case p == nil || p.stopped():
+		case p.losing:
+			p.lossAgain = lost
+		default:
+			queueLoss(segs, p, lost)
+		}
 	}
+}
+
+// queueLoss adds the news of partition p's loss to segs; p's records are
+// dropped until the seek its check sets.
+func queueLoss(segs [][]segment, p *partition, lost *kgo.ErrDataLoss) {
+	p.losing = true
+	p.pending.Add(1)
+	segs[p.lane] = append(segs[p.lane], segment{p: p, lost: lost})
 }

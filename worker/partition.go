@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/omninode/lockworker/store"
 )
 
@@ -23,9 +25,11 @@ type partition struct {
 	// pending counts the segments submitted and not yet applied or dropped:
 	// a revoked partition is let go once it is zero.
 	pending sync.WaitGroup
-	// revoking is set when the partition is being revoked: a batch failing
-	// over and over drops it instead of holding the rebalance.
-	revoking atomic.Bool
+	// revoking ends when the partition is being revoked or let go: a batch
+	// failing over and over drops it, and a loss's check stops, instead of
+	// holding the rebalance.
+	revoking context.Context
+	revoke   context.CancelFunc
 	// dropped is set when a failing batch dropped its records: its later
 	// segments, queued behind, are dropped too, for applying them would
 	// move the stored offset past the dropped records.
@@ -46,6 +50,10 @@ type partition struct {
 	// again (seekRewound): what is polled meanwhile comes from the client's
 	// own reset point, so it is dropped, to be read again from there.
 	losing bool
+	// lossAgain is another loss the client reported while losing (under
+	// w.mu, poll loop): the check running may have asked the broker before
+	// it, so its seek is not made and the partition is checked again.
+	lossAgain *kgo.ErrDataLoss
 }
 
 // newPartition starts a partition's scheduler and relay under parent (the
@@ -54,6 +62,7 @@ type partition struct {
 func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 	ctx, cancel := context.WithCancel(parent)
 	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset}
+	p.revoking, p.revoke = context.WithCancel(ctx)
 	w.wg.Add(2)
 	go func() { defer w.wg.Done(); p.scheduleExpiry(ctx) }()
 	go func() {
@@ -67,7 +76,7 @@ func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 
 // letGo reports whether the partition's records may be dropped from a
 // failing batch: it is stopped or being revoked.
-func (p *partition) letGo() bool { return p.ctx.Err() != nil || p.revoking.Load() }
+func (p *partition) letGo() bool { return p.revoking.Err() != nil }
 
 // stopped reports whether the partition's records are no longer applied:
 // it was let go, found owned elsewhere, or dropped from a failing batch.

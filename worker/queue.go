@@ -9,8 +9,8 @@ import (
 )
 
 // segment is one poll's records of one owned partition, or, with lost set
-// and no records, the news that the partition's log lost records (the
-// applier handles it between the records polled before and after).
+// and no records, the news that the partition's log lost records (handled
+// once the records polled before it are applied: lostRecords).
 type segment struct {
 	p        *partition
 	records  []*kgo.Record

@@ -273,23 +273,27 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 func (w *Worker) Run(ctx context.Context) error {
 	var ctxErr error
 	go w.maintain(ctx)
+	var pollCtx context.Context
+	renewPoll := func() {
+		c, wake := context.WithCancel(ctx)
+		pollCtx = c
+		w.wakePoll.Store(&wake)
+	}
+	renewPoll()
+	defer func() { (*w.wakePoll.Load())() }()
 	var appliers sync.WaitGroup
 	for _, q := range w.lanes {
 		appliers.Go(func() { w.applyLoop(w.hard, q) })
 	}
-	pollCtx, wake := context.WithCancel(ctx)
-	w.wakePoll.Store(&wake)
-	defer func() { (*w.wakePoll.Load())() }()
 	for {
+		if pollCtx.Err() != nil { // woken by seekTo
+			renewPoll()
+		}
 		fetches := w.cl.PollRecords(pollCtx, w.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			// Leaving the group waits for rebalances to be allowed again.
 			w.cl.AllowRebalance()
 			break
-		}
-		if pollCtx.Err() != nil { // woken by seekTo
-			pollCtx, wake = context.WithCancel(ctx)
-			w.wakePoll.Store(&wake)
 		}
 		var fatal error
 		var losses []*kgo.ErrDataLoss
@@ -317,20 +321,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		segs := make([][]segment, len(w.lanes))
 		w.mu.Lock()
 		// A loss goes first: it is found before the records read after it.
-		// One being handled covers a later one: it asks the broker afresh.
-		for _, lost := range losses {
-			if p := w.parts[lost.Partition]; p != nil && !p.stopped() && !p.losing {
-				p.losing = true
-				p.pending.Add(1)
-				segs[p.lane] = append(segs[p.lane], segment{p: p, lost: lost})
-			}
-		}
+		w.queueLosses(segs, losses)
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if p := w.parts[fp.Partition]; p != nil && !p.losing && len(fp.Records) > 0 {
 				p.pending.Add(1) // under w.mu: revoked sees it before it waits
 				segs[p.lane] = append(segs[p.lane], segment{p: p, records: fp.Records, polledAt: polled})
 			}
 		})
+		seeks := w.seekRewound(segs)
 		w.mu.Unlock()
 		for lane, s := range segs {
 			if len(s) > 0 && !w.lanes[lane].submit(s) {
@@ -339,7 +337,9 @@ func (w *Worker) Run(ctx context.Context) error {
 				}
 			}
 		}
-		w.seekRewound()
+		if seeks != nil {
+			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: seeks})
+		}
 		w.cl.AllowRebalance()
 	}
 	for _, q := range w.lanes {
@@ -571,7 +571,7 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 	}
 	w.mu.Unlock()
 	for _, part := range stopping {
-		part.revoking.Store(true)
+		part.revoke()
 	}
 	for _, part := range stopping {
 		part.pending.Wait()
