@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/omninode/lockworker/handlers/rules"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -129,40 +130,20 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
 	var due []lockKey
+	seen := map[lockKey]bool{}
 	var k lockKey
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error {
-		if !slices.Contains(due, k) {
+		if !seen[k] {
+			seen[k] = true
 			due = append(due, k)
 		}
 		return nil
 	}); err != nil {
 		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
-	var names []string
-	for _, k := range due {
-		var r lockRow
-		err := a.tx.QueryRow(ctx, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED`,
-			k.ns, k.name).Scan(r.dest()...)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return nil, time.Time{}, fmt.Errorf("locking lock row: %w", err)
-		}
-		r.scanned()
-		la := a.forLock(r.partition)
-		s, err := la.loadRest(ctx, &r, "", nil)
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-		effs, ended := s.l.Settle()
-		if len(ended) > 0 {
-			names = append(names, topics.LockKey(k.ns, k.name))
-		}
-		if err := la.apply(ctx, s, effs); err != nil {
-			return nil, time.Time{}, err
-		}
-		a.caused = append(a.caused, la.caused...)
+	names, err := a.settleDue(ctx, due)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
 	var now time.Time
 	if f.maxAge == nil {
@@ -174,9 +155,9 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 	}
 	// A row whose lease this sweep just ended may be deleted too: name it once.
-	seen := make(map[string]bool, len(names))
+	named := make(map[string]bool, len(names))
 	for _, n := range names {
-		seen[n] = true
+		named[n] = true
 	}
 	var ns, name string
 	var partition int32
@@ -186,7 +167,7 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 			return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 		}
 		a.deleted(ns, name, partition)
-		if key := topics.LockKey(ns, name); !seen[key] {
+		if key := topics.LockKey(ns, name); !named[key] {
 			names = append(names, key)
 		}
 	}
@@ -197,4 +178,67 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
 	}
 	return names, now, err
+}
+
+// settleDue ends the ended leases of the due locks (waiters granted) and
+// returns the keys of those whose leases ended. It takes three round trips
+// for them all, not three per lock (rows and holders, each lock's waiters
+// where it has any, the writes): a sweep ends up to MaxSweep leases that
+// fell due together. The statements of a pipeline run in order, so each
+// lock's holders are read under its row lock; a row another transaction
+// has locked is skipped (that transaction settles it), its holders read and
+// left.
+func (a *applier) settleDue(ctx context.Context, due []lockKey) ([]string, error) {
+	rows := make([]lockRow, len(due))
+	found := make([]bool, len(due))
+	holders := make([][]rules.Holder, len(due))
+	pb := &pgx.Batch{}
+	for i, k := range due {
+		pb.Queue(`SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED`, k.ns, k.name).
+			QueryRow(func(row pgx.Row) error {
+				err := row.Scan(rows[i].dest()...)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return nil
+				}
+				found[i] = err == nil
+				if err != nil {
+					return fmt.Errorf("locking lock row: %w", err)
+				}
+				return nil
+			})
+		holders[i] = []rules.Holder{}
+		queueHolders(pb, k.ns, k.name, 0, &holders[i])
+	}
+	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
+		return nil, err
+	}
+	var names []string
+	writes := &pgx.Batch{}
+	for i, k := range due {
+		if !found[i] {
+			continue
+		}
+		r := &rows[i]
+		r.scanned()
+		la := a.forLock(r.partition)
+		la.writes = writes
+		s, err := la.loadRest(ctx, r, "", holders[i])
+		if err != nil {
+			return nil, err
+		}
+		effs, ended := s.l.Settle()
+		if len(ended) > 0 {
+			names = append(names, topics.LockKey(k.ns, k.name))
+		}
+		if err := la.apply(ctx, s, effs); err != nil {
+			return nil, err
+		}
+		a.caused = append(a.caused, la.caused...)
+	}
+	if writes.Len() > 0 {
+		if err := a.tx.SendBatch(ctx, writes).Close(); err != nil {
+			return nil, fmt.Errorf("writing the locks whose leases ended: %w", err)
+		}
+	}
+	return names, nil
 }

@@ -96,6 +96,40 @@ func TestExpireDueWithoutWaiters(t *testing.T) {
 	require.Equal(t, []string{"locks.replies.dan lock.acquired", "locks.lock.acquired.v1 lock.acquired"}, h.routes())
 }
 
+// One sweep settles many locks at once (their rows and holders read in one
+// round trip, their writes sent in one): a lock whose row another
+// transaction has locked is skipped, to be settled once it is free, and the
+// others end, a waiter granted among them.
+func TestExpireDueSkipsLockedRows(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	var last topics.Event
+	for _, lock := range []string{"a", "b", "c", "d"} {
+		last = h.one(h.acquire(lock, "alice", lease(0.2)))
+	}
+	h.one(h.acquire("c", "bob", wait(30)))
+	h.waitPast(last.LockInfo.ExpiresAt.Time)
+	other, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer other.Rollback(context.WithoutCancel(ctx)) // a failed test leaves nothing locked
+	_, err = other.Exec(ctx, `SELECT 1 FROM locks WHERE lock_name = 'b' FOR UPDATE`)
+	require.NoError(t, err)
+
+	h.clearOutbox()
+	require.Equal(t, 3, h.expireDue())
+	require.Equal(t, []string{"a alice expired 0", "b alice acquired 0", "c bob acquired 0", "d alice expired 0"}, h.lockStates())
+	require.ElementsMatch(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+	}, h.routes())
+
+	require.NoError(t, other.Rollback(ctx))
+	require.Equal(t, 1, h.expireDue())
+	require.Equal(t, "b alice expired 0", h.lockStates()[1])
+}
+
 // TestExpireDueOnlyItsPartition: the scheduler of another partition leaves
 // a lease it does not watch alone.
 func TestExpireDueOnlyItsPartition(t *testing.T) {

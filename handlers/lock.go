@@ -123,6 +123,9 @@ type applier struct {
 	op       operation // cmd's row of operations
 	polledAt time.Time
 	caused   []topics.Event
+	// writes, when set, takes apply's writes for the caller to send, with
+	// other locks' (settleDue); nil: apply sends them.
+	writes *pgx.Batch
 }
 
 // headPage is how many live waiters beyond the lock's limit a transaction
@@ -385,7 +388,10 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 	if changed {
 		r.revision++
 	}
-	pb := &pgx.Batch{}
+	pb := a.writes
+	if pb == nil {
+		pb = &pgx.Batch{}
+	}
 	leases := false
 	var partition *int32
 	for _, e := range effs {
@@ -487,6 +493,9 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 	}
 	queueLockRow(pb, r, l, partition, leases)
 	a.state(r, l, len(l.Holders), lockStatus(r, l))
+	if a.writes != nil {
+		return nil
+	}
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return fmt.Errorf("writing lock %q: %w", topics.LockKey(r.namespace, r.name), err)
 	}
