@@ -141,9 +141,13 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 	}); err != nil {
 		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
-	names, err := a.settleDue(ctx, due)
-	if err != nil {
-		return nil, time.Time{}, err
+	var names []string
+	for chunk := range slices.Chunk(due, MaxSweep) {
+		ended, err := a.settleDue(ctx, chunk)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		names = append(names, ended...)
 	}
 	var now time.Time
 	if f.maxAge == nil {
@@ -181,13 +185,15 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 }
 
 // settleDue ends the ended leases of the due locks (waiters granted) and
-// returns the keys of those whose leases ended. It takes three round trips
-// for them all, not three per lock (rows and holders, each lock's waiters
-// where it has any, the writes): a sweep ends up to MaxSweep leases that
-// fell due together. The statements of a pipeline run in order, so each
-// lock's holders are read under its row lock; a row another transaction
-// has locked is skipped (that transaction settles it), its holders read and
-// left.
+// returns the keys of those whose leases ended. The rows and holders of
+// them all take one round trip and their writes another, not one each per
+// lock (a sweep ends up to MaxSweep leases that fell due together; a
+// cleanup command calls it per MaxSweep, to bound what it holds); what
+// remains per lock is the read of its waiters, where it has any, and a
+// fencing token per grant. The statements of a pipeline run in order, so
+// each lock's holders are read under its row lock; a row another
+// transaction has locked is skipped (that transaction settles it), its
+// holders read and left.
 func (a *applier) settleDue(ctx context.Context, due []lockKey) ([]string, error) {
 	rows := make([]lockRow, len(due))
 	found := make([]bool, len(due))
@@ -210,7 +216,7 @@ func (a *applier) settleDue(ctx context.Context, due []lockKey) ([]string, error
 		queueHolders(pb, k.ns, k.name, 0, &holders[i])
 	}
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the locks whose leases ended: %w", err)
 	}
 	var names []string
 	writes := &pgx.Batch{}

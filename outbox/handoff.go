@@ -21,19 +21,9 @@ type Row struct {
 type Slot struct {
 	p     *partition
 	seq   uint64
-	max   int // Fill hands over at most this many rows (maxHanded)
 	state slotState
 	rows  []row
 }
-
-// maxHanded is how many of the relay's batches (Config.BatchSize) one
-// slot may be handed: a transaction that wrote more for the partition (a
-// cleanup deleting 100,000 locks, one tombstone each) has its rows read
-// from the table in batches instead. Published at once, each handed row
-// costs about 1.6 KB of messages and records besides itself, so 100,000
-// rows took 165 MB of live heap; an ordinary transaction (at most a poll's
-// 1,000 commands, a few rows each) stays below.
-const maxHanded = 10
 
 type slotState uint8
 
@@ -60,29 +50,18 @@ func (r *Relay) Reserve(partition int32) *Slot {
 		return nil
 	}
 	p.seq++
-	s := &Slot{p: p, seq: p.seq, max: maxHanded * r.cfg.BatchSize}
+	s := &Slot{p: p, seq: p.seq}
 	p.slots = append(p.slots, s)
 	return s
 }
 
 // Fill resolves the slot with the rows its transaction committed for the
-// partition, in id order (rows of other partitions are left out); more
-// than maxHanded batches of them resolve it Dirty.
+// partition, in id order (rows of other partitions are left out).
 func (s *Slot) Fill(rows []Row) {
 	if s == nil {
 		return
 	}
-	n := 0
-	for _, x := range rows {
-		if x.Partition == s.p.id {
-			n++
-		}
-	}
-	if n > s.max {
-		s.Dirty()
-		return
-	}
-	mine := make([]row, 0, n)
+	mine := make([]row, 0, len(rows))
 	for _, x := range rows {
 		if x.Partition == s.p.id {
 			mine = append(mine, row{id: x.ID, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers})

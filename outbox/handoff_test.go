@@ -149,11 +149,10 @@ func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
 	require.Equal(t, []string{topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
 }
 
-// TestLargeSlotReadsTheTable: a slot handed more than ten batches of rows
-// (a cleanup's tombstones) is read from the table a batch at a time, as a
-// dirty one, rather than published from memory all at once; up to ten
-// batches are handed over.
-func TestLargeSlotReadsTheTable(t *testing.T) {
+// TestLargeSlotIsPublishedInParts: the rows handed over by a transaction
+// that wrote many for the partition (a cleanup's tombstones) are published
+// from memory ten batches at a time, in order, rather than all at once.
+func TestLargeSlotIsPublishedInParts(t *testing.T) {
 	t.Parallel()
 	const topic, p, batch = "locks.lock.acquired.v1", int32(6), 2
 	c := newCluster(t, kfake.SeedTopics(1, topic))
@@ -164,30 +163,21 @@ func TestLargeSlotReadsTheTable(t *testing.T) {
 	})
 	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
 	require.Eventually(t, func() bool { s := relay.Reserve(p); s.Dirty(); return s != nil }, 10*time.Second, time.Millisecond)
-	slot := func(n int) (table, handed []string) {
-		rs := make([]rec, n)
-		for i := range rs {
-			rs[i] = rec{topic, "k", fmt.Sprintf("t%d-%d", n, i), ""}
-			table = append(table, topic+"/"+rs[i].value)
-		}
-		s := relay.Reserve(p)
-		written := write(t, st, p, rs...)
-		for i := range written {
-			written[i].Value = []byte(fmt.Sprintf("h%d-%d", n, i)) // not what the table holds
-			handed = append(handed, topic+"/"+string(written[i].Value))
-		}
-		s.Fill(written)
-		return table, handed
-	}
-	delivered := func(want []string) {
-		t.Helper()
-		require.Eventually(t, func() bool { return len(pub.acked()) >= len(want) }, 10*time.Second, 5*time.Millisecond)
-		assert.Equal(t, want, firstSeen(pub.acked()))
-	}
-	_, handed := slot(10 * batch)
-	delivered(handed)
 	calls := pub.calls.Load()
-	table, _ := slot(10*batch + 1)
-	delivered(append(handed, table...))
-	assert.GreaterOrEqual(t, pub.calls.Load()-calls, int64(11), "read and published a batch at a time")
+
+	rs := make([]rec, 25*batch)
+	for i := range rs {
+		rs[i] = rec{topic, "k", fmt.Sprintf("t%d", i), ""}
+	}
+	s := relay.Reserve(p)
+	written := write(t, st, p, rs...)
+	var handed []string
+	for i := range written {
+		written[i].Value = []byte(fmt.Sprintf("h%d", i)) // not what the table holds
+		handed = append(handed, topic+"/"+string(written[i].Value))
+	}
+	s.Fill(written)
+	require.Eventually(t, func() bool { return len(pub.acked()) >= len(handed) }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, handed, firstSeen(pub.acked()), "from memory, in order")
+	assert.Equal(t, int64(3), pub.calls.Load()-calls, "ten batches at a time")
 }

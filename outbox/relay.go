@@ -418,9 +418,17 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 	}
 	handed, dirty := p.takeSlots()
 	if !force && !dirty && !r.mustRead(p) {
-		// Only rows handed over since the last pass: no query.
-		if len(handed) > 0 {
-			res = r.publishRows(ctx, p, handed, false)
+		// Only rows handed over since the last pass: no query. A large
+		// transaction's (a cleanup's tombstones) go a few batches at a
+		// time: each row costs about 1.6 KB of messages and records while
+		// it is published, so 100,000 at once took 165 MB. A failure stops
+		// the rest, which must not overtake it: the table has them.
+		for len(handed) > 0 && res.pubErr == nil && res.dbErr == nil {
+			n := min(len(handed), handedBatches*r.cfg.BatchSize)
+			pr := r.publishRows(ctx, p, handed[:n], false)
+			res.published += pr.published
+			res.pubErr, res.dbErr = pr.pubErr, pr.dbErr
+			handed = handed[n:]
 		}
 		if len(p.acked) > 0 && (len(p.acked) >= r.cfg.BatchSize || time.Since(p.ackedAt) >= r.cfg.DeleteDelay) {
 			res.dbErr = cmp.Or(res.dbErr, r.deleteAcked(ctx, p))
@@ -465,6 +473,10 @@ func (r *Relay) mustRead(p *partition) bool {
 	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(now) || now.Sub(p.lastRead) >= r.cfg.PollInterval ||
 		now.Sub(p.startedAt) < r.cfg.TakeoverReads
 }
+
+// handedBatches is how many of Config.BatchSize rows handed over one
+// publish takes at most.
+const handedBatches = 10
 
 // parkSlack is how long after its end a park still makes every pass read
 // the table: the end is by the database's clock, which may lag this one,
