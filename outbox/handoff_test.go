@@ -161,8 +161,10 @@ func TestLargeSlotIsPublishedInParts(t *testing.T) {
 	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
 		cfg.PollInterval, cfg.TakeoverReads, cfg.BatchSize = time.Hour, -1, batch
 	})
+	insert(t, st, p, rec{topic, "k", "start", ""})
 	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
-	require.Eventually(t, func() bool { s := relay.Reserve(p); s.Dirty(); return s != nil }, 10*time.Second, time.Millisecond)
+	// Run's first read of the table is done: none reads the rows below.
+	require.Eventually(t, func() bool { return len(pub.acked()) == 1 }, 10*time.Second, 5*time.Millisecond)
 	calls := pub.calls.Load()
 
 	rs := make([]rec, 25*batch)
@@ -171,7 +173,7 @@ func TestLargeSlotIsPublishedInParts(t *testing.T) {
 	}
 	s := relay.Reserve(p)
 	written := write(t, st, p, rs...)
-	var handed []string
+	handed := []string{topic + "/start"}
 	for i := range written {
 		written[i].Value = []byte(fmt.Sprintf("h%d", i)) // not what the table holds
 		handed = append(handed, topic+"/"+string(written[i].Value))

@@ -420,9 +420,9 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 	if !force && !dirty && !r.mustRead(p) {
 		// Only rows handed over since the last pass: no query. A large
 		// transaction's (a cleanup's tombstones) go a few batches at a
-		// time: each row costs about 1.6 KB of messages and records while
-		// it is published, so 100,000 at once took 165 MB. A failure stops
-		// the rest, which must not overtake it: the table has them.
+		// time, as the messages and records of a publish cost several
+		// times the rows (docs/performance.md). A failure stops the rest,
+		// which must not overtake it: the table has them.
 		for len(handed) > 0 && res.pubErr == nil && res.dbErr == nil {
 			n := min(len(handed), handedBatches*r.cfg.BatchSize)
 			pr := r.publishRows(ctx, p, handed[:n], false)

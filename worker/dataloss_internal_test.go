@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -72,10 +73,12 @@ func TestRevokeEndsLossCheck(t *testing.T) {
 
 	p.pending.Add(1)
 	go w.lostRecords(segment{p: p, lost: &kgo.ErrDataLoss{}})
-	for waiting := 0; waiting == 0; {
+	require.Eventually(t, func() bool {
+		var waiting int
 		require.NoError(t, st.Pool.QueryRow(ctx,
 			`SELECT count(*) FROM pg_locks WHERE relation = 'consumer_offsets'::regclass AND NOT granted`).Scan(&waiting))
-	}
+		return waiting > 0
+	}, 10*time.Second, 5*time.Millisecond, "the check waits for the table")
 	p.revoke()
 	p.pending.Wait() // as revoked does
 }

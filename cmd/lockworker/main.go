@@ -20,12 +20,10 @@ import (
 // environment still decide.
 const gcPercent = 400
 
-// memoryLimit is the soft memory limit set when GOMEMLIMIT is not. At GOGC
+// memoryLimit is the soft memory limit set when GOMEMLIMIT is not: at GOGC
 // 400 the heap may grow to five times what was live at the last
-// collection: a large transaction holds tens of MiB for a moment (a
-// cleanup deleting 100,000 locks, about 55 MiB), and without a limit the
-// garbage after it grew the heap to 200-300 MiB. Ordinary work stays far
-// below (under 100 MiB of RSS through lockbench's throughput); a live heap
+// collection, and a large transaction (a cleanup of many locks) holds tens
+// of MiB for a moment (measurements: docs/performance.md). A live heap
 // above it costs collector CPU, which the runtime caps, while it lasts.
 const memoryLimit = 150 << 20
 
