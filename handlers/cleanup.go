@@ -2,7 +2,6 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -190,30 +189,17 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 // lock (a sweep ends up to MaxSweep leases that fell due together; a
 // cleanup command calls it per MaxSweep, to bound what it holds); what
 // remains per lock is the read of its waiters, where it has any, and a
-// fencing token per grant. The statements of a pipeline run in order, so
-// each lock's holders are read under its row lock; a row another
-// transaction has locked is skipped (that transaction settles it), its
-// holders read and left.
+// fencing token per grant. A row another transaction has locked is
+// skipped (that transaction settles it), its holders read and left.
 func (a *applier) settleDue(ctx context.Context, due []lockKey) ([]string, error) {
 	rows := make([]lockRow, len(due))
 	found := make([]bool, len(due))
 	holders := make([][]rules.Holder, len(due))
 	pb := &pgx.Batch{}
 	for i, k := range due {
-		pb.Queue(`SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED`, k.ns, k.name).
-			QueryRow(func(row pgx.Row) error {
-				err := row.Scan(rows[i].dest()...)
-				if errors.Is(err, pgx.ErrNoRows) {
-					return nil
-				}
-				found[i] = err == nil
-				if err != nil {
-					return fmt.Errorf("locking lock row: %w", err)
-				}
-				return nil
-			})
 		holders[i] = []rules.Holder{}
-		queueHolders(pb, k.ns, k.name, 0, &holders[i])
+		queueLock(pb, &rows[i], &found[i], &holders[i], k.ns, k.name,
+			`SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED`)
 	}
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return nil, fmt.Errorf("reading the locks whose leases ended: %w", err)

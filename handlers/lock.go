@@ -149,30 +149,23 @@ type lockState struct {
 // are read under the row lock.
 func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create bool) (*lockState, error) {
 	var r lockRow
-	var rowErr error
-	scan := func(row pgx.Row) error {
-		if rowErr = row.Scan(r.dest()...); rowErr != nil && !errors.Is(rowErr, pgx.ErrNoRows) {
-			return fmt.Errorf("reading lock row: %w", rowErr)
-		}
-		return nil
-	}
+	var found bool
+	hs := []rules.Holder{}
 	pb := &pgx.Batch{}
 	if create {
 		// Create the row if missing and lock it, in one statement: racing
 		// acquirers of a new lock all wait here for the first one's commit.
-		pb.Queue(`
+		queueLock(pb, &r, &found, &hs, ns, name, `
 			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
 			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
-			RETURNING `+lockCols, ns, name, a.env.Partition).QueryRow(scan)
+			RETURNING `+lockCols, a.env.Partition)
 	} else {
-		pb.Queue(`SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`, ns, name).QueryRow(scan)
+		queueLock(pb, &r, &found, &hs, ns, name, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`)
 	}
-	hs := []rules.Holder{}
-	queueHolders(pb, ns, name, 0, &hs)
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return nil, err
 	}
-	if errors.Is(rowErr, pgx.ErrNoRows) {
+	if !found {
 		r = lockRow{namespace: ns, name: name, status: topics.StatusFree, limit: 1}
 		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now); err != nil {
 			return nil, fmt.Errorf("reading the time: %w", err)
@@ -216,6 +209,26 @@ func (a *applier) holders(ctx context.Context, r *lockRow) ([]rules.Holder, erro
 	pb := &pgx.Batch{}
 	queueHolders(pb, r.namespace, r.name, 0, &hs)
 	return hs, a.tx.SendBatch(ctx, pb).Close()
+}
+
+// queueLock queues on pb the read of lock ns/name's row into r by rowSQL
+// (its $1 and $2 the lock's key, then args), found telling whether there
+// was one, then the read of all its holders into *hs. The statements of a
+// pipeline run in order, so the holders are read under the row lock that
+// rowSQL takes.
+func queueLock(pb *pgx.Batch, r *lockRow, found *bool, hs *[]rules.Holder, ns, name, rowSQL string, args ...any) {
+	pb.Queue(rowSQL, append([]any{ns, name}, args...)...).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(r.dest()...)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading lock row: %w", err)
+		}
+		*found = true
+		return nil
+	})
+	queueHolders(pb, ns, name, 0, hs)
 }
 
 // queueHolders queues on pb the read of a lock's first limit holders (0:
