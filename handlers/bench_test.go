@@ -194,3 +194,75 @@ func BenchmarkHolders(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkExpireDue: the expiry step ending what fell due together, 1,000
+// locks' worth (MaxSweep), seeded in SQL before each transaction: leases
+// past expires_at, waiters past their deadline (LOCK_TIMEOUT, the lock held
+// on), and one session that held all of them.
+func BenchmarkExpireDue(b *testing.B) {
+	st := testdb.New(b)
+	env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/bench"}
+	ctx := context.Background()
+	const size = handlers.MaxSweep
+	seeds := []struct{ name, sql string }{
+		{"leases", `
+			WITH l AS (
+				INSERT INTO locks (namespace, lock_name, status, holder_count, acquisition_count, source_partition)
+				SELECT '', $2 || i, 'acquired', 1, 1, 0 FROM generate_series(1, $1::int) i RETURNING lock_name)
+			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition)
+			SELECT '', lock_name, 'gone', 'exclusive', nextval('fencing_tokens'), now() - interval '1 minute', now() - interval '1 second', 60, 0 FROM l`},
+		{"timeouts", `
+			WITH l AS (
+				INSERT INTO locks (namespace, lock_name, status, holder_count, waiter_count, acquisition_count, source_partition)
+				SELECT '', $2 || i, 'acquired', 1, 1, 1, 0 FROM generate_series(1, $1::int) i RETURNING lock_name),
+			h AS (
+				INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition)
+				SELECT '', lock_name, 'holder', 'exclusive', nextval('fencing_tokens'), now(), now() + interval '1 hour', 3600, 0 FROM l)
+			INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, reply_to, deadline, source_partition)
+			SELECT '', lock_name, 'waiter', 'w-' || lock_name, 60, 'locks.replies.bench', now() - interval '1 second', 0 FROM l`},
+		{"session", `
+			WITH s AS (
+				INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
+				VALUES ($2, 'holder', 10, now() - interval '1 second', 'locks.replies.bench', 0)),
+			l AS (
+				INSERT INTO locks (namespace, lock_name, status, holder_count, acquisition_count, source_partition)
+				SELECT '', $2 || i, 'acquired', 1, 1, 0 FROM generate_series(1, $1::int) i RETURNING lock_name)
+			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, lease_duration, source_partition, session_id)
+			SELECT '', lock_name, 'holder', 'exclusive', nextval('fencing_tokens'), now(), 10, 0, $2 FROM l`},
+	}
+	for _, seed := range seeds {
+		b.Run(seed.name+"=1000", func(b *testing.B) {
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				if _, err := st.Pool.Exec(ctx, seed.sql, size, fmt.Sprintf("%s-%d-", seed.name, i)); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := st.InTx(ctx, func(tx pgx.Tx) error {
+					batch := handlers.NewBatch(tx, env)
+					if _, _, err := batch.ExpireDue(ctx); err != nil {
+						return err
+					}
+					return batch.Flush(ctx)
+				}); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			b.StopTimer()
+			var left int64
+			if err := st.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM lock_holders WHERE owner_id = 'gone' OR session_id IS NOT NULL)
+				+ (SELECT count(*) FROM lock_waiters)`).Scan(&left); err != nil {
+				b.Fatal(err)
+			}
+			if left != 0 {
+				b.Fatalf("%d holders or waiters left due", left)
+			}
+			if _, err := st.Pool.Exec(ctx, `TRUNCATE outbox, lock_events, lock_holders, lock_waiters, locks, sessions`); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "locks/s")
+		})
+	}
+}

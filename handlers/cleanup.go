@@ -141,12 +141,16 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
 	var names []string
-	for chunk := range slices.Chunk(due, MaxSweep) {
-		ended, err := a.settleDue(ctx, chunk)
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-		names = append(names, ended...)
+	err = a.settleLocks(ctx, due, "", lockRowSkipSQL,
+		func(k lockKey, s *lockState) []rules.Effect {
+			effs, ended := s.l.Settle()
+			if len(ended) > 0 {
+				names = append(names, topics.LockKey(k.ns, k.name))
+			}
+			return effs
+		})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
 	}
 	var now time.Time
 	if f.maxAge == nil {
@@ -181,56 +185,4 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
 	}
 	return names, now, err
-}
-
-// settleDue ends the ended leases of the due locks (waiters granted) and
-// returns the keys of those whose leases ended. The rows and holders of
-// them all take one round trip and their writes another, not one each per
-// lock (a sweep ends up to MaxSweep leases that fell due together; a
-// cleanup command calls it per MaxSweep, to bound what it holds); what
-// remains per lock is the read of its waiters, where it has any, and a
-// fencing token per grant. A row another transaction has locked is
-// skipped (that transaction settles it), its holders read and left.
-func (a *applier) settleDue(ctx context.Context, due []lockKey) ([]string, error) {
-	rows := make([]lockRow, len(due))
-	found := make([]bool, len(due))
-	holders := make([][]rules.Holder, len(due))
-	pb := &pgx.Batch{}
-	for i, k := range due {
-		holders[i] = []rules.Holder{}
-		queueLock(pb, &rows[i], &found[i], &holders[i], k.ns, k.name,
-			`SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED`)
-	}
-	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
-		return nil, fmt.Errorf("reading the locks whose leases ended: %w", err)
-	}
-	var names []string
-	writes := &pgx.Batch{}
-	for i, k := range due {
-		if !found[i] {
-			continue
-		}
-		r := &rows[i]
-		r.scanned()
-		la := a.forLock(r.partition)
-		la.writes = writes
-		s, err := la.loadRest(ctx, r, "", holders[i])
-		if err != nil {
-			return nil, err
-		}
-		effs, ended := s.l.Settle()
-		if len(ended) > 0 {
-			names = append(names, topics.LockKey(k.ns, k.name))
-		}
-		if err := la.apply(ctx, s, effs); err != nil {
-			return nil, err
-		}
-		a.caused = append(a.caused, la.caused...)
-	}
-	if writes.Len() > 0 {
-		if err := a.tx.SendBatch(ctx, writes).Close(); err != nil {
-			return nil, fmt.Errorf("writing the locks whose leases ended: %w", err)
-		}
-	}
-	return names, nil
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/omninode/lockworker/handlers/rules"
+
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -34,6 +36,7 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	// and locks_delay_by_partition serve the generic plan;
 	// statement_timestamp(), unlike clock_timestamp(), can bound an index
 	// scan; what falls due during the statement waits for the next tick.
+	// The locks are then taken in key order, as a session's end takes them.
 	rows, err := b.tx.Query(ctx, `
 		SELECT DISTINCT namespace, lock_name FROM (
 			(SELECT namespace, lock_name FROM lock_waiters
@@ -42,7 +45,8 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 			UNION ALL
 			(SELECT namespace, lock_name FROM locks
 			WHERE source_partition = $1 AND delay_until <= statement_timestamp()
-			ORDER BY delay_until LIMIT $2)) w`, p, MaxSweep)
+			ORDER BY delay_until LIMIT $2)) w
+		ORDER BY 1, 2`, p, MaxSweep)
 	if err != nil {
 		return 0, nil, fmt.Errorf("finding timed-out waiters and lock-delays: %w", err)
 	}
@@ -51,17 +55,13 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
 		return 0, nil, fmt.Errorf("finding timed-out waiters and lock-delays: %w", err)
 	}
-	for _, k := range locks {
-		s, err := a.loadLock(ctx, k.ns, k.name, "", false)
-		if err != nil {
-			return 0, nil, err
-		}
-		before := len(a.caused)
-		if err := a.apply(ctx, s, s.l.Expire()); err != nil {
-			return 0, nil, err
-		}
-		n += len(a.caused) - before
+	before := len(a.caused)
+	err = a.settleLocks(ctx, locks, "", lockRowSQL,
+		func(_ lockKey, s *lockState) []rules.Effect { return s.l.Expire() })
+	if err != nil {
+		return 0, nil, fmt.Errorf("timing out waiters and ending lock-delays: %w", err)
 	}
+	n += len(a.caused) - before
 	return n, a.caused, nil
 }
 

@@ -316,3 +316,50 @@ func TestExpireDueIsBounded(t *testing.T) {
 	require.Zero(t, h.expireDue())
 	require.Equal(t, int64(2*handlers.MaxSweep+7), h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.expired'`))
 }
+
+// TestTimedOutWaiterWritesUnderTheLocksPartition: a waiter times out on the
+// scheduler of its own partition, but what that does to the lock goes under
+// the lock's partition, whose relay publishes the lock's other changes, so
+// that its records keep their order.
+func TestTimedOutWaiterWritesUnderTheLocksPartition(t *testing.T) {
+	h := newHarness(t)
+	p3 := *h
+	p3.env.Partition = 3
+	require.Equal(t, topics.TypeAcquired, p3.one(h.acquire("a", "alice")).Type)
+	bob := h.acquire("a", "bob", wait(0.2))
+	require.Equal(t, topics.TypeQueued, h.one(bob).Type)
+	h.waitPast(h.timeOf(`SELECT deadline FROM lock_waiters`))
+
+	h.clearOutbox()
+	require.Zero(t, p3.expireDue(), "the waiter is watched by its own partition's scheduler")
+	require.Equal(t, 1, h.expireDue())
+	require.Equal(t, topics.CodeLockTimeout, h.outcome(bob.RequestID).ErrorCode)
+	require.Equal(t, []string{"3 locks.replies.bob", "3 " + h.env.Names.State},
+		h.texts(`SELECT source_partition || ' ' || topic FROM outbox ORDER BY id`))
+}
+
+// TestSessionEndOfManyLocks: a session that held more locks than one
+// pipeline takes (MaxSweep) ends all its leases, each once.
+func TestSessionEndOfManyLocks(t *testing.T) {
+	h := newHarness(t)
+	n := handlers.MaxSweep + 5
+	_, err := h.st.Pool.Exec(context.Background(), `
+		WITH s AS (
+			INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
+			VALUES ('s1', 'alice', 10, now() - interval '1 second', 'locks.replies.alice', 0)),
+		l AS (
+			INSERT INTO locks (namespace, lock_name, status, holder_count, acquisition_count, source_partition)
+			SELECT '', 'many-' || i, 'acquired', 1, 1, i % 2 FROM generate_series(1, $1::int) i RETURNING lock_name, source_partition)
+		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, lease_duration, source_partition, session_id, reply_to)
+		SELECT '', lock_name, 'alice', 'exclusive', nextval('fencing_tokens'), now(), 10, source_partition, 's1', 'locks.replies.alice' FROM l`, n)
+	require.NoError(t, err)
+	_, evs := h.expireDueEvents()
+	exp := find(evs, topics.TypeSessionExpired)
+	require.Len(t, exp, 1)
+	require.Equal(t, n, exp[0].SessionInfo.Leases)
+	require.Len(t, find(evs, topics.TypeExpired), n)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+	require.Equal(t, int64(n), h.scalar(`SELECT count(*) FROM locks WHERE status = 'expired' AND holder_count = 0`))
+	require.Equal(t, int64(n), h.scalar(`SELECT count(*) FROM outbox o JOIN locks l ON o.key = convert_to(l.lock_name, 'UTF8')
+		WHERE o.topic = $1 AND o.source_partition = l.source_partition`, h.env.Names.Expired), "each under its lock's partition")
+}

@@ -42,6 +42,14 @@ const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter
 	ended_acquired_at, ended_expires_at, coalesce(ended_lease_duration, 0),
 	ended_owner_metadata, ended_extension_count, clock_timestamp(), delay_until`
 
+// lockRowSQL locks a lock's row ($1 and $2 its key) and reads it;
+// lockRowSkipSQL skips a row another transaction holds (that transaction
+// settles the lock).
+const (
+	lockRowSQL     = `SELECT ` + lockCols + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`
+	lockRowSkipSQL = lockRowSQL + ` SKIP LOCKED`
+)
+
 // dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {
 	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions, &r.revision, &r.partition,
@@ -144,54 +152,117 @@ type lockState struct {
 // loadLock locks the lock's row (creating it when create is set) and loads
 // what the rules decide from: its holders, the head of its queue, its
 // waiters past their deadline and owner's waiter. Without a row, the lock
-// is free and exists only in memory. The row and its holders take one
-// round trip: the statements of a pipeline run in order, so the holders
-// are read under the row lock.
+// is free and exists only in memory.
 func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create bool) (*lockState, error) {
-	var r lockRow
-	var found bool
-	hs := []rules.Holder{}
-	pb := &pgx.Batch{}
+	key := []lockKey{{ns, name}}
+	var states []*lockState
+	var err error
 	if create {
 		// Create the row if missing and lock it, in one statement: racing
 		// acquirers of a new lock all wait here for the first one's commit.
-		queueLock(pb, &r, &found, &hs, ns, name, `
+		states, err = a.loadLocks(ctx, key, owner, `
 			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
 			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
 			RETURNING `+lockCols, a.env.Partition)
 	} else {
-		queueLock(pb, &r, &found, &hs, ns, name, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`)
+		states, err = a.loadLocks(ctx, key, owner, lockRowSQL)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if states[0] != nil {
+		return states[0], nil
+	}
+	r := &lockRow{namespace: ns, name: name, status: topics.StatusFree, limit: 1}
+	if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now); err != nil {
+		return nil, fmt.Errorf("reading the time: %w", err)
+	}
+	r.scanned()
+	return a.newLockState(ctx, r, nil), nil
+}
+
+// loadLocks locks the rows of the locks keys, in that order, by rowSQL
+// (its $1 and $2 a lock's key, then args) and loads what the rules decide
+// from, as loadLock does; a key without a row (or skipped, by SKIP LOCKED)
+// has none. The rows and holders of all the locks take one round trip (the
+// statements of a pipeline run in order, so each lock's holders are read
+// under its row lock), and the waiters of those that have any one more.
+func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, args ...any) ([]*lockState, error) {
+	rows := make([]lockRow, len(keys))
+	found := make([]bool, len(keys))
+	holders := make([][]rules.Holder, len(keys))
+	pb := &pgx.Batch{}
+	for i, k := range keys {
+		queueLock(pb, &rows[i], &found[i], &holders[i], k.ns, k.name, rowSQL, args...)
 	}
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return nil, err
 	}
-	if !found {
-		r = lockRow{namespace: ns, name: name, status: topics.StatusFree, limit: 1}
-		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now); err != nil {
-			return nil, fmt.Errorf("reading the time: %w", err)
+	states := make([]*lockState, len(keys))
+	pb = &pgx.Batch{}
+	for i := range keys {
+		if !found[i] {
+			continue
+		}
+		r := &rows[i]
+		r.scanned()
+		states[i] = a.newLockState(ctx, r, holders[i])
+		if r.waiters > 0 {
+			a.queueWaiters(ctx, pb, states[i], owner)
 		}
 	}
-	r.scanned()
-	return a.loadRest(ctx, &r, owner, hs)
+	if pb.Len() > 0 {
+		if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
+			return nil, err
+		}
+	}
+	return states, nil
 }
 
-// loadRest loads the waiters of r and, unless given (nil), its holders.
-func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []rules.Holder) (*lockState, error) {
+// settleLocks decides, for many locks at once, what happens to each:
+// it locks the rows of keys by rowSQL and loads them as loadLocks does,
+// lets decide choose each loaded lock's effects and writes them under the
+// lock's own partition (forLock), collecting their events in a.caused.
+// The writes of all the locks take one round trip more, so a sweep or a
+// session's end costs a few round trips, not a few per lock; what remains
+// per lock is a fencing token per grant and a page of waiters per hand-off
+// beyond the head read. Keys go MaxSweep at a time, to bound what one
+// pipeline holds.
+func (a *applier) settleLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, decide func(lockKey, *lockState) []rules.Effect) error {
+	for chunk := range slices.Chunk(keys, MaxSweep) {
+		states, err := a.loadLocks(ctx, chunk, owner, rowSQL)
+		if err != nil {
+			return fmt.Errorf("reading locks: %w", err)
+		}
+		writes := &pgx.Batch{}
+		for i, s := range states {
+			if s == nil {
+				continue
+			}
+			la := a.forLock(s.row.partition)
+			la.writes = writes
+			err := la.apply(ctx, s, decide(chunk[i], s))
+			a.caused = append(a.caused, la.caused...)
+			if err != nil {
+				return err
+			}
+		}
+		if writes.Len() > 0 {
+			if err := a.tx.SendBatch(ctx, writes).Close(); err != nil {
+				return fmt.Errorf("writing locks: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// newLockState is the lock of row r with its holders hs, drawing fencing
+// tokens in the transaction.
+func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holder) *lockState {
 	l := r.lock()
 	s := &lockState{row: r, l: l}
-	if hs == nil && r.holders > 0 {
-		var err error
-		if hs, err = a.holders(ctx, r); err != nil {
-			return nil, err
-		}
-	}
 	if len(hs) > 0 {
 		l.Holders = hs
-	}
-	if r.waiters > 0 {
-		if err := a.waiters(ctx, s, owner); err != nil {
-			return nil, err
-		}
 	}
 	l.NextToken = func() int64 {
 		var t int64
@@ -200,7 +271,7 @@ func (a *applier) loadRest(ctx context.Context, r *lockRow, owner string, hs []r
 		}
 		return t
 	}
-	return s, nil
+	return s
 }
 
 // holders reads all the lock's holders in grant order.
@@ -245,41 +316,40 @@ func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder)
 		})
 }
 
-// waiters loads the head of the queue, the waiters past their deadline and
-// owner's waiter with its place, in one statement.
-func (a *applier) waiters(ctx context.Context, s *lockState, owner string) error {
+// queueWaiters queues on pb the read of the head of s's queue, its waiters
+// past their deadline and owner's waiter with its place, in one statement.
+func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string) {
 	r, l := s.row, s.l
-	rows, err := a.tx.Query(ctx, `
+	pb.Queue(`
 		WITH head AS (
 			SELECT id FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5)
 		SELECT `+waiterCols+`, deadline <= $3, id IN (SELECT id FROM head),
 			CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END
 		FROM lock_waiters w
 		WHERE namespace = $1 AND lock_name = $2 AND (deadline <= $3 OR id IN (SELECT id FROM head) OR owner_id = $4)
-		ORDER BY id`, r.namespace, r.name, r.now, owner, r.limit+headPage)
-	if err != nil {
-		return fmt.Errorf("reading waiters: %w", err)
-	}
-	var w rules.Waiter
-	var due, head bool
-	var position *int
-	_, err = pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &position), func() error {
-		switch {
-		case due:
-			l.Due = append(l.Due, w)
-		case head:
-			l.Head = append(l.Head, w)
-		}
-		if position != nil {
-			mine := w
-			mine.Position = *position
-			l.Mine = &mine
+		ORDER BY id`, r.namespace, r.name, r.now, owner, r.limit+headPage).Query(func(rows pgx.Rows) error {
+		var w rules.Waiter
+		var due, head bool
+		var position *int
+		_, err := pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &position), func() error {
+			switch {
+			case due:
+				l.Due = append(l.Due, w)
+			case head:
+				l.Head = append(l.Head, w)
+			}
+			if position != nil {
+				mine := w
+				mine.Position = *position
+				l.Mine = &mine
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reading waiters: %w", err)
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("reading waiters: %w", err)
-	}
 	l.More = func(after int64) []rules.Waiter {
 		ws, err := a.moreWaiters(ctx, r, after)
 		if err != nil && s.err == nil {
@@ -287,7 +357,6 @@ func (a *applier) waiters(ctx context.Context, s *lockState, owner string) error
 		}
 		return ws
 	}
-	return nil
 }
 
 // moreWaiters reads the live waiters after the one of ID after.

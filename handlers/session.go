@@ -239,33 +239,28 @@ func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
 		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
 	}
-	for _, k := range locks {
-		st, err := a.loadLock(ctx, k.ns, k.name, s.owner, false)
-		if err != nil {
-			return err
-		}
-		// Its leases end at the session's expiry, which their rows could not
-		// read from the row deleted above (holderCols).
-		for i := range st.l.Holders {
-			if st.l.Holders[i].Session == s.id {
-				st.l.Holders[i].ExpiresAt = s.expiresAt
+	err = a.settleLocks(ctx, locks, s.owner, lockRowSQL,
+		func(_ lockKey, st *lockState) []rules.Effect {
+			// Its leases end at the session's expiry, which their rows could
+			// not read from the row deleted above (holderCols).
+			for i := range st.l.Holders {
+				if st.l.Holders[i].Session == s.id {
+					st.l.Holders[i].ExpiresAt = s.expiresAt
+				}
 			}
-		}
-		effs := st.l.EndSession(s.id, reason)
-		for _, e := range effs {
-			switch e.Kind {
-			case rules.Lose:
-				in.Leases++
-			case rules.Drop:
-				in.Waits++
+			effs := st.l.EndSession(s.id, reason)
+			for _, e := range effs {
+				switch e.Kind {
+				case rules.Lose:
+					in.Leases++
+				case rules.Drop:
+					in.Waits++
+				}
 			}
-		}
-		la := a.forLock(st.row.partition)
-		err = la.apply(ctx, st, effs)
-		a.caused = append(a.caused, la.caused...)
-		if err != nil {
-			return err
-		}
+			return effs
+		})
+	if err != nil {
+		return fmt.Errorf("ending session %q: %w", s.id, err)
 	}
 	return nil
 }

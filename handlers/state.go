@@ -137,15 +137,17 @@ func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) 
 		r := &rs[i]
 		r.scanned()
 		a := &applier{Batch: b.For(r.partition), cmd: topics.Command{Operation: OpFirstState}}
-		s, err := a.loadRest(ctx, r, "", nil)
-		if err != nil {
-			return 0, err
+		l := r.lock()
+		if r.holders > 0 {
+			if l.Holders, err = a.holders(ctx, r); err != nil {
+				return 0, err
+			}
 		}
 		r.revision = 1
 		if _, err := b.tx.Exec(ctx, `UPDATE locks SET revision = 1 WHERE namespace = $1 AND lock_name = $2`, r.namespace, r.name); err != nil {
 			return 0, fmt.Errorf("giving lock %q its first revision: %w", topics.LockKey(r.namespace, r.name), err)
 		}
-		a.state(r, s.l, len(s.l.Holders), r.status)
+		a.state(r, l, len(l.Holders), r.status)
 	}
 	return len(rs), nil
 }
