@@ -259,7 +259,7 @@ func BenchmarkExpireDue(b *testing.B) {
 			if left != 0 {
 				b.Fatalf("%d holders or waiters left due", left)
 			}
-			if _, err := st.Pool.Exec(ctx, `TRUNCATE outbox, lock_events, lock_holders, lock_waiters, locks, sessions`); err != nil {
+			if _, err := st.Pool.Exec(ctx, `TRUNCATE outbox, lock_events, processed_requests, lock_holders, lock_waiters, locks, sessions`); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "locks/s")

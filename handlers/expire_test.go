@@ -317,15 +317,19 @@ func TestExpireDueIsBounded(t *testing.T) {
 	require.Equal(t, int64(2*handlers.MaxSweep+7), h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.expired'`))
 }
 
-// TestTimedOutWaiterWritesUnderTheLocksPartition: a waiter times out on the
-// scheduler of its own partition, but what that does to the lock goes under
-// the lock's partition, whose relay publishes the lock's other changes, so
-// that its records keep their order.
-func TestTimedOutWaiterWritesUnderTheLocksPartition(t *testing.T) {
+// TestTimedOutWaiterWritesUnderItsPartition: a waiter of another partition
+// than its lock's (a producer not keying by lock key, or partitions added)
+// times out on its own partition's scheduler, and what that writes goes
+// under that partition, after its lock.queued: the requester hears them in
+// order, without waiting for the relay of the lock's partition, which
+// another replica may run. A lease's end, by contrast, follows the lock's
+// partition.
+func TestTimedOutWaiterWritesUnderItsPartition(t *testing.T) {
 	h := newHarness(t)
 	p3 := *h
 	p3.env.Partition = 3
-	require.Equal(t, topics.TypeAcquired, p3.one(h.acquire("a", "alice")).Type)
+	alice := h.acquire("a", "alice", lease(0.5))
+	require.Equal(t, topics.TypeAcquired, p3.one(alice).Type)
 	bob := h.acquire("a", "bob", wait(0.2))
 	require.Equal(t, topics.TypeQueued, h.one(bob).Type)
 	h.waitPast(h.timeOf(`SELECT deadline FROM lock_waiters`))
@@ -334,7 +338,13 @@ func TestTimedOutWaiterWritesUnderTheLocksPartition(t *testing.T) {
 	require.Zero(t, p3.expireDue(), "the waiter is watched by its own partition's scheduler")
 	require.Equal(t, 1, h.expireDue())
 	require.Equal(t, topics.CodeLockTimeout, h.outcome(bob.RequestID).ErrorCode)
-	require.Equal(t, []string{"3 locks.replies.bob", "3 " + h.env.Names.State},
+	require.Equal(t, []string{"0 locks.replies.bob", "0 " + h.env.Names.State},
+		h.texts(`SELECT source_partition || ' ' || topic FROM outbox ORDER BY id`))
+
+	h.waitPast(h.timeOf(`SELECT expires_at FROM lock_holders`))
+	h.clearOutbox()
+	require.Equal(t, 1, p3.expireDue())
+	require.Equal(t, []string{"3 locks.replies.alice", "3 " + h.env.Names.Expired, "3 " + h.env.Names.State},
 		h.texts(`SELECT source_partition || ' ' || topic FROM outbox ORDER BY id`))
 }
 

@@ -132,7 +132,7 @@ type applier struct {
 	polledAt time.Time
 	caused   []topics.Event
 	// writes, when set, takes apply's writes for the caller to send, with
-	// other locks' (settleDue); nil: apply sends them.
+	// other locks' (settleLocks); nil: apply sends them.
 	writes *pgx.Batch
 }
 
@@ -219,16 +219,29 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner, rowSQL s
 	return states, nil
 }
 
+// writeUnder is the partition settleLocks writes a lock's changes under.
+type writeUnder bool
+
+const (
+	// lockPartition is the lock's own (forLock): what a sweep or a
+	// session's end does to a lock follows the lock's other changes.
+	lockPartition writeUnder = false
+	// ownPartition is the applier's: a waiter's timeout follows its
+	// lock.queued, written under the waiter's partition, whose scheduler
+	// finds it, and needs no other replica's relay to be heard.
+	ownPartition writeUnder = true
+)
+
 // settleLocks decides, for many locks at once, what happens to each:
-// it locks the rows of keys by rowSQL and loads them as loadLocks does,
-// lets decide choose each loaded lock's effects and writes them under the
-// lock's own partition (forLock), collecting their events in a.caused.
-// The writes of all the locks take one round trip more, so a sweep or a
-// session's end costs a few round trips, not a few per lock; what remains
-// per lock is a fencing token per grant and a page of waiters per hand-off
-// beyond the head read. Keys go MaxSweep at a time, to bound what one
-// pipeline holds.
-func (a *applier) settleLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, decide func(lockKey, *lockState) []rules.Effect) error {
+// it locks the rows of keys (distinct) by rowSQL and loads them as
+// loadLocks does, lets decide choose each loaded lock's effects and writes
+// them under the partition under says, collecting their events in
+// a.caused. The writes of all the locks take one round trip more, so a
+// sweep or a session's end costs a few round trips, not a few per lock;
+// what remains per lock is a fencing token per grant and a page of waiters
+// per hand-off beyond the head read. Keys go MaxSweep at a time, to bound
+// what one pipeline holds.
+func (a *applier) settleLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, under writeUnder, decide func(lockKey, *lockState) []rules.Effect) error {
 	for chunk := range slices.Chunk(keys, MaxSweep) {
 		states, err := a.loadLocks(ctx, chunk, owner, rowSQL)
 		if err != nil {
@@ -239,7 +252,11 @@ func (a *applier) settleLocks(ctx context.Context, keys []lockKey, owner, rowSQL
 			if s == nil {
 				continue
 			}
-			la := a.forLock(s.row.partition)
+			p := s.row.partition
+			if under == ownPartition {
+				p = a.env.Partition
+			}
+			la := a.forLock(p)
 			la.writes = writes
 			err := la.apply(ctx, s, decide(chunk[i], s))
 			a.caused = append(a.caused, la.caused...)

@@ -239,7 +239,7 @@ func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
 		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
 	}
-	err = a.settleLocks(ctx, locks, s.owner, lockRowSQL,
+	err = a.settleLocks(ctx, locks, s.owner, lockRowSQL, lockPartition,
 		func(_ lockKey, st *lockState) []rules.Effect {
 			// Its leases end at the session's expiry, which their rows could
 			// not read from the row deleted above (holderCols).
