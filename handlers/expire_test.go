@@ -373,3 +373,34 @@ func TestSessionEndOfManyLocks(t *testing.T) {
 	require.Equal(t, int64(n), h.scalar(`SELECT count(*) FROM outbox o JOIN locks l ON o.key = convert_to(l.lock_name, 'UTF8')
 		WHERE o.topic = $1 AND o.source_partition = l.source_partition`, h.env.Names.Expired), "each under its lock's partition")
 }
+
+// TestExpireDueHandsOffManyLocks: leases of several locks ending together are
+// settled in one pipeline, their writes sent together after every lock is
+// decided; each lock's next waiter is granted with a token of its own,
+// greater than the lease it follows, and its queue moves on.
+func TestExpireDueHandsOffManyLocks(t *testing.T) {
+	h := newHarness(t)
+	locks := []string{"m1", "m2", "m3"}
+	held := map[string]int64{}
+	for _, l := range locks {
+		held[l] = h.one(h.acquire(l, "alice", lease(0.3))).LockInfo.FencingToken
+		for _, w := range []string{"bob", "carol"} {
+			require.Equal(t, topics.TypeQueued, h.one(h.acquire(l, w, wait(60), lease(60))).Type)
+		}
+	}
+	h.waitPast(h.timeOf(`SELECT max(expires_at) FROM lock_holders WHERE owner_id = 'alice'`))
+	n, evs := h.expireDueEvents()
+	require.Equal(t, len(locks), n)
+	granted := find(evs, topics.TypeAcquired)
+	require.Len(t, granted, len(locks))
+	tokens := map[int64]bool{}
+	for _, g := range granted {
+		require.Equal(t, "bob", g.LockInfo.OwnerID)
+		require.Greater(t, g.LockInfo.FencingToken, held[g.LockInfo.LockName])
+		tokens[g.LockInfo.FencingToken] = true
+	}
+	require.Len(t, tokens, len(locks), "a token per grant")
+	require.Len(t, find(evs, topics.TypeExpired), len(locks))
+	require.Equal(t, []string{"m1 bob acquired 1", "m2 bob acquired 1", "m3 bob acquired 1"}, h.lockStates())
+	require.Equal(t, int64(len(locks)), h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = 'carol'`))
+}
