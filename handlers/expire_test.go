@@ -328,7 +328,7 @@ func TestTimedOutWaiterWritesUnderItsPartition(t *testing.T) {
 	h := newHarness(t)
 	p3 := *h
 	p3.env.Partition = 3
-	alice := h.acquire("a", "alice", lease(0.5))
+	alice := h.acquire("a", "alice", lease(2)) // outlives bob's wait, even on a slow machine
 	require.Equal(t, topics.TypeAcquired, p3.one(alice).Type)
 	bob := h.acquire("a", "bob", wait(0.2))
 	require.Equal(t, topics.TypeQueued, h.one(bob).Type)
