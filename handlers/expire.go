@@ -37,7 +37,8 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	// statement_timestamp(), unlike clock_timestamp(), can bound an index
 	// scan; what falls due during the statement waits for the next tick.
 	// The locks are then taken in key order, as a session's end takes them,
-	// and written under this partition, the waiters' (ownPartition).
+	// and written under this partition, the one whose waiters or
+	// lock-delays fell due (ownPartition).
 	rows, err := b.tx.Query(ctx, `
 		SELECT DISTINCT namespace, lock_name FROM (
 			(SELECT namespace, lock_name FROM lock_waiters

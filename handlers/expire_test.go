@@ -323,7 +323,7 @@ func TestExpireDueIsBounded(t *testing.T) {
 // under that partition, after its lock.queued: the requester hears them in
 // order, without waiting for the relay of the lock's partition, which
 // another replica may run. A lease's end, by contrast, follows the lock's
-// partition.
+// partition, even where the lease's scheduler is another's.
 func TestTimedOutWaiterWritesUnderItsPartition(t *testing.T) {
 	h := newHarness(t)
 	p3 := *h
@@ -341,10 +341,14 @@ func TestTimedOutWaiterWritesUnderItsPartition(t *testing.T) {
 	require.Equal(t, []string{"0 locks.replies.bob", "0 " + h.env.Names.State},
 		h.texts(`SELECT source_partition || ' ' || topic FROM outbox ORDER BY id`))
 
+	// The lock's last change moved to partition 5 (as a grant there would);
+	// alice's lease is still watched by partition 3's scheduler.
+	_, err := h.st.Pool.Exec(context.Background(), `UPDATE locks SET source_partition = 5`)
+	require.NoError(t, err)
 	h.waitPast(h.timeOf(`SELECT expires_at FROM lock_holders`))
 	h.clearOutbox()
 	require.Equal(t, 1, p3.expireDue())
-	require.Equal(t, []string{"3 locks.replies.alice", "3 " + h.env.Names.Expired, "3 " + h.env.Names.State},
+	require.Equal(t, []string{"5 locks.replies.alice", "5 " + h.env.Names.Expired, "5 " + h.env.Names.State},
 		h.texts(`SELECT source_partition || ' ' || topic FROM outbox ORDER BY id`))
 }
 
@@ -383,7 +387,7 @@ func TestExpireDueHandsOffManyLocks(t *testing.T) {
 	locks := []string{"m1", "m2", "m3"}
 	held := map[string]int64{}
 	for _, l := range locks {
-		held[l] = h.one(h.acquire(l, "alice", lease(0.3))).LockInfo.FencingToken
+		held[l] = h.one(h.acquire(l, "alice", lease(2))).LockInfo.FencingToken // outlives the queueing
 		for _, w := range []string{"bob", "carol"} {
 			require.Equal(t, topics.TypeQueued, h.one(h.acquire(l, w, wait(60), lease(60))).Type)
 		}

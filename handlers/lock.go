@@ -226,9 +226,11 @@ const (
 	// lockPartition is the lock's own (forLock): what a sweep or a
 	// session's end does to a lock follows the lock's other changes.
 	lockPartition writeUnder = false
-	// ownPartition is the applier's: a waiter's timeout follows its
-	// lock.queued, written under the waiter's partition, whose scheduler
-	// finds it, and needs no other replica's relay to be heard.
+	// ownPartition is the applier's, the partition whose scheduler
+	// reached the lock: a waiter's timeout follows its lock.queued,
+	// written under the waiter's partition, and needs no other replica's
+	// relay to be heard (whatever else Expire settles on that lock goes
+	// with it).
 	ownPartition writeUnder = true
 )
 
@@ -393,14 +395,14 @@ func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]r
 }
 
 // forLock is the applier of the current command for what it does to a lock
-// of another partition than the command's (a cleanup's sweep, a session's
-// end): written under partition, the lock's, whose relay publishes the
-// lock's other changes, so that the lock's records keep their order (a
-// partition's rows go out in id order, and the lock's row lock makes that
-// its commit order). Its caused events are the caller's to collect. A row
-// of no partition (negative: written by a tool, such as lockbench's seeds,
-// never by a grant) has no relay: what the command does to it stays under
-// the command's partition.
+// under partition: for a cleanup's sweep or a session's end the lock's own,
+// often another than the command's, whose relay publishes the lock's other
+// changes, so that the lock's records keep their order (a partition's rows
+// go out in id order, and the lock's row lock makes that its commit
+// order); for settleLocks with ownPartition the command's own. Its caused
+// events are the caller's to collect. A row of no partition (negative:
+// written by a tool, such as lockbench's seeds, never by a grant) has no
+// relay: what the command does to it stays under the command's partition.
 func (a *applier) forLock(partition int32) *applier {
 	b := a.Batch
 	if partition >= 0 {

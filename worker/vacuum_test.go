@@ -193,10 +193,13 @@ func TestVacuumerVacuumsGrownTables(t *testing.T) {
 	var plan func() string
 	for attempt := 1; ; attempt++ {
 		var kept bool
-		st, plan, kept = grownWithSmallPlan(t)
+		var release func()
+		st, plan, release, kept = grownWithSmallPlan(t)
 		if kept {
 			break
 		}
+		release()
+		st.Close()
 		require.Less(t, attempt, 3, "the cached plan was replanned before the vacuumer ran, %d times", attempt)
 		t.Logf("attempt %d: the cached plan was replanned as the table grew, by an invalidation not the test's; starting over", attempt)
 	}
@@ -216,8 +219,9 @@ func TestVacuumerVacuumsGrownTables(t *testing.T) {
 // grownWithSmallPlan makes a schema whose processed_requests holds 300
 // rows, gives a connection a generic plan of the worker's prefetch on it,
 // grows the table to 5,000 rows and returns the store, the plan as that
-// connection has it cached now, and whether it was kept (a sequential scan).
-func grownWithSmallPlan(t *testing.T) (*store.Store, func() string, bool) {
+// connection has it cached now, the connection's release, and whether the
+// plan was kept (a sequential scan).
+func grownWithSmallPlan(t *testing.T) (*store.Store, func() string, func(), bool) {
 	t.Helper()
 	ctx := context.Background()
 	st := testdb.New(t)
@@ -243,7 +247,8 @@ func grownWithSmallPlan(t *testing.T) (*store.Store, func() string, bool) {
 	fill(300)
 	c, err := st.Pool.Acquire(ctx)
 	require.NoError(t, err)
-	t.Cleanup(c.Release)
+	release := sync.OnceFunc(c.Release) // before the pool's close, however the test ends
+	t.Cleanup(release)
 	_, err = c.Conn().Prepare(ctx, "prefetch", `SELECT request_id, outcome, reply_to FROM processed_requests WHERE request_id = ANY($1)`)
 	require.NoError(t, err)
 	ids := make([]string, 100)
@@ -259,7 +264,7 @@ func grownWithSmallPlan(t *testing.T) (*store.Store, func() string, bool) {
 
 	fill(4700)
 	waitLiveRows(t, st, "processed_requests", 5000)
-	return st, plan, strings.Contains(plan(), "Seq Scan")
+	return st, plan, release, strings.Contains(plan(), "Seq Scan")
 }
 
 // waitVacuumed waits until v's last VACUUM took table.
