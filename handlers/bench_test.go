@@ -198,7 +198,8 @@ func BenchmarkHolders(b *testing.B) {
 // BenchmarkExpireDue: the expiry step ending what fell due together, 1,000
 // locks' worth (MaxSweep), seeded in SQL before each transaction: leases
 // past expires_at, waiters past their deadline (LOCK_TIMEOUT, the lock held
-// on), and one session that held all of them.
+// on), one session that held all of them, and as many sessions of one lock
+// each.
 func BenchmarkExpireDue(b *testing.B) {
 	st := testdb.New(b)
 	env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/bench"}
@@ -229,6 +230,16 @@ func BenchmarkExpireDue(b *testing.B) {
 				SELECT '', $2 || i, 'acquired', 1, 1, 0 FROM generate_series(1, $1::int) i RETURNING lock_name)
 			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, lease_duration, source_partition, session_id)
 			SELECT '', lock_name, 'holder', 'exclusive', nextval('fencing_tokens'), now(), 10, 0, $2 FROM l`},
+		{"sessions", `
+			WITH s AS (
+				INSERT INTO sessions (id, owner_id, ttl, expires_at, reply_to, source_partition)
+				SELECT $2 || i, 'holder', 10, now() - interval '1 second', 'locks.replies.bench', 0 FROM generate_series(1, $1::int) i
+				RETURNING id),
+			l AS (
+				INSERT INTO locks (namespace, lock_name, status, holder_count, acquisition_count, source_partition)
+				SELECT '', id, 'acquired', 1, 1, 0 FROM s RETURNING lock_name)
+			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, lease_duration, source_partition, session_id)
+			SELECT '', lock_name, 'holder', 'exclusive', nextval('fencing_tokens'), now(), 10, 0, lock_name FROM l`},
 	}
 	for _, seed := range seeds {
 		b.Run(seed.name+"=1000", func(b *testing.B) {
