@@ -155,18 +155,17 @@ type lockState struct {
 // is free and exists only in memory.
 func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create bool) (*lockState, error) {
 	key := []lockKey{{ns, name}}
-	owners := func(lockKey) string { return owner }
 	var states []*lockState
 	var err error
 	if create {
 		// Create the row if missing and lock it, in one statement: racing
 		// acquirers of a new lock all wait here for the first one's commit.
-		states, err = a.loadLocks(ctx, key, owners, `
+		states, err = a.loadLocks(ctx, key, owner, `
 			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
 			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
 			RETURNING `+lockCols, a.env.Partition)
 	} else {
-		states, err = a.loadLocks(ctx, key, owners, lockRowSQL)
+		states, err = a.loadLocks(ctx, key, owner, lockRowSQL)
 	}
 	if err != nil {
 		return nil, err
@@ -184,12 +183,11 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 
 // loadLocks locks the rows of the locks keys, in that order, by rowSQL
 // (its $1 and $2 a lock's key, then args) and loads what the rules decide
-// from, as loadLock does, each lock's own waiter that of the owner owners
-// names for it (nil: none); a key without a row (or skipped, by SKIP
-// LOCKED) has none. The rows and holders of all the locks take one round trip (the
+// from, as loadLock does; a key without a row (or skipped, by SKIP LOCKED)
+// has none. The rows and holders of all the locks take one round trip (the
 // statements of a pipeline run in order, so each lock's holders are read
 // under its row lock), and the waiters of those that have any one more.
-func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owners func(lockKey) string, rowSQL string, args ...any) ([]*lockState, error) {
+func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, args ...any) ([]*lockState, error) {
 	rows := make([]lockRow, len(keys))
 	found := make([]bool, len(keys))
 	holders := make([][]rules.Holder, len(keys))
@@ -210,10 +208,6 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owners func(loc
 		r.scanned()
 		states[i] = a.newLockState(ctx, r, holders[i])
 		if r.waiters > 0 {
-			owner := ""
-			if owners != nil {
-				owner = owners(keys[i])
-			}
 			a.queueWaiters(ctx, pb, states[i], owner)
 		}
 	}
@@ -242,16 +236,16 @@ const (
 
 // settleLocks decides, for many locks at once, what happens to each:
 // it locks the rows of keys (distinct) by rowSQL and loads them as
-// loadLocks does (with owners), lets decide choose each loaded lock's effects and writes
+// loadLocks does, lets decide choose each loaded lock's effects and writes
 // them under the partition under says, collecting their events in
 // a.caused. The writes of all the locks take one round trip more, so a
 // sweep or a session's end costs a few round trips, not a few per lock;
 // what remains per lock is a fencing token per grant and a page of waiters
 // per hand-off beyond the head read. Keys go MaxSweep at a time, to bound
 // what one pipeline holds.
-func (a *applier) settleLocks(ctx context.Context, keys []lockKey, owners func(lockKey) string, rowSQL string, under writeUnder, decide func(lockKey, *lockState) []rules.Effect) error {
+func (a *applier) settleLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, under writeUnder, decide func(lockKey, *lockState) []rules.Effect) error {
 	for chunk := range slices.Chunk(keys, MaxSweep) {
-		states, err := a.loadLocks(ctx, chunk, owners, rowSQL)
+		states, err := a.loadLocks(ctx, chunk, owner, rowSQL)
 		if err != nil {
 			return fmt.Errorf("reading locks: %w", err)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -139,7 +138,7 @@ func (a *applier) sessionOpen(ctx context.Context) error {
 		case old == nil: // ended meanwhile
 			err = open()
 		case !old.expiresAt.After(old.now):
-			if err := a.endExpired(ctx, []*session{old}); err != nil {
+			if err := a.endSession(ctx, old, rules.ReasonSessionExpired); err != nil {
 				return err
 			}
 			err = open()
@@ -186,7 +185,7 @@ func (a *applier) sessionClose(ctx context.Context) error {
 	code, msg := a.sessionProblem(s)
 	switch {
 	case code == topics.CodeSessionNotFound && s != nil:
-		if err := a.endExpired(ctx, []*session{s}); err != nil {
+		if err := a.endSession(ctx, s, rules.ReasonSessionExpired); err != nil {
 			return err
 		}
 		fallthrough
@@ -194,7 +193,7 @@ func (a *applier) sessionClose(ctx context.Context) error {
 		return a.refuseSession(ctx, s, code, msg)
 	}
 	p := a.sessionEvent(topics.TypeSessionClosed, s, s.now)
-	if err := a.endSessions(ctx, []*session{s}, rules.ReasonSessionClosed, []*topics.SessionInfo{p.ev.SessionInfo}); err != nil {
+	if err := a.endSessionLocks(ctx, s, rules.ReasonSessionClosed, p.ev.SessionInfo); err != nil {
 		return err
 	}
 	a.reply(p)
@@ -204,76 +203,44 @@ func (a *applier) sessionClose(ctx context.Context) error {
 	return nil
 }
 
-// endExpired ends the sessions ss, locked by the caller, as expired:
-// session.expired goes to each session's reply_to, after the events of its
-// locks.
-func (a *applier) endExpired(ctx context.Context, ss []*session) error {
-	evs := make([]topics.Event, len(ss))
-	infos := make([]*topics.SessionInfo, len(ss))
-	for i, s := range ss {
-		evs[i] = topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", s.now)
-		evs[i].SessionInfo = s.info()
-		infos[i] = evs[i].SessionInfo
-	}
-	if err := a.endSessions(ctx, ss, rules.ReasonSessionExpired, infos); err != nil {
+// endSession ends the session s, locked by the caller, as expired:
+// session.expired goes to the session's reply_to.
+func (a *applier) endSession(ctx context.Context, s *session, reason string) error {
+	ev := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", s.now)
+	ev.SessionInfo = s.info()
+	if err := a.endSessionLocks(ctx, s, reason, ev.SessionInfo); err != nil {
 		return err
 	}
-	for i, s := range ss {
-		if s.replyTo != "" {
-			a.emit(s.replyTo, topics.SessionKey(s.id), &pending{ev: &evs[i]})
-		}
-		a.caused = append(a.caused, evs[i])
+	if s.replyTo != "" {
+		a.emit(s.replyTo, topics.SessionKey(s.id), &pending{ev: &ev})
 	}
+	a.caused = append(a.caused, ev)
 	return nil
 }
 
-// endSessions deletes the rows of the sessions ss, locked by the caller,
-// then ends their leases and waits on every lock, counting them in infos
-// (ss[i]'s in infos[i]). Their locks are settled together (settleLocks),
-// taken in key order, in rounds where each lock ends one session's leases
-// and waits (a lock's load reads one owner's waiter); a lock that several
-// of them reach is in as many rounds.
-func (a *applier) endSessions(ctx context.Context, ss []*session, reason string, infos []*topics.SessionInfo) error {
-	ids := make([]string, len(ss))
-	of := make(map[string]int, len(ss))
-	for i, s := range ss {
-		ids[i], of[s.id] = s.id, i
+// endSessionLocks deletes the session's row, then ends its leases and
+// waits on every lock, the locks taken in key order, and counts them in
+// in.
+func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string, in *topics.SessionInfo) error {
+	if _, err := a.tx.Exec(ctx, `DELETE FROM sessions WHERE id = $1`, s.id); err != nil {
+		return fmt.Errorf("ending session %q: %w", s.id, err)
 	}
-	if _, err := a.tx.Exec(ctx, `DELETE FROM sessions WHERE id = ANY($1)`, ids); err != nil {
-		return fmt.Errorf("ending %s: %w", sessionsNamed(ids), err)
-	}
-	// After the delete: an acquire that held a row meanwhile has committed,
-	// and this statement sees its lease or wait.
+	// After the delete: an acquire that held the row meanwhile has
+	// committed, and this statement sees its lease or wait.
 	rows, err := a.tx.Query(ctx, `
-		SELECT session_id, namespace, lock_name FROM lock_holders WHERE session_id = ANY($1)
-		UNION SELECT session_id, namespace, lock_name FROM lock_waiters WHERE session_id = ANY($1)
-		ORDER BY 2, 3, 1`, ids)
+		SELECT namespace, lock_name FROM lock_holders WHERE session_id = $1
+		UNION SELECT namespace, lock_name FROM lock_waiters WHERE session_id = $1
+		ORDER BY 1, 2`, s.id)
 	if err != nil {
-		return fmt.Errorf("finding the locks of %s: %w", sessionsNamed(ids), err)
+		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
 	}
-	type round struct {
-		keys []lockKey
-		by   map[lockKey]int // the session whose end the lock settles
-	}
-	var rounds []*round
-	var id string
+	var locks []lockKey
 	var k lockKey
-	_, err = pgx.ForEachRow(rows, []any{&id, &k.ns, &k.name}, func() error {
-		i := slices.IndexFunc(rounds, func(r *round) bool { _, taken := r.by[k]; return !taken })
-		if i < 0 {
-			rounds, i = append(rounds, &round{by: map[lockKey]int{}}), len(rounds)
-		}
-		rounds[i].keys = append(rounds[i].keys, k)
-		rounds[i].by[k] = of[id]
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("finding the locks of %s: %w", sessionsNamed(ids), err)
+	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
+		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
 	}
-	for _, r := range rounds {
-		owners := func(k lockKey) string { return ss[r.by[k]].owner }
-		err := a.settleLocks(ctx, r.keys, owners, lockRowSQL, lockPartition, func(k lockKey, st *lockState) []rules.Effect {
-			s, in := ss[r.by[k]], infos[r.by[k]]
+	err = a.settleLocks(ctx, locks, s.owner, lockRowSQL, lockPartition,
+		func(_ lockKey, st *lockState) []rules.Effect {
 			// Its leases end at the session's expiry, which their rows could
 			// not read from the row deleted above (holderCols).
 			for i := range st.l.Holders {
@@ -292,19 +259,10 @@ func (a *applier) endSessions(ctx context.Context, ss []*session, reason string,
 			}
 			return effs
 		})
-		if err != nil {
-			return fmt.Errorf("ending %s: %w", sessionsNamed(ids), err)
-		}
+	if err != nil {
+		return fmt.Errorf("ending session %q: %w", s.id, err)
 	}
 	return nil
-}
-
-// sessionsNamed names the sessions of ids in an error, the first of many.
-func sessionsNamed(ids []string) string {
-	if len(ids) == 1 {
-		return fmt.Sprintf("session %q", ids[0])
-	}
-	return fmt.Sprintf("%d sessions (the first %q)", len(ids), ids[0])
 }
 
 // endDueSessions ends the partition's sessions past their expiry (at most
@@ -322,10 +280,12 @@ func (a *applier) endDueSessions(ctx context.Context) (int, error) {
 	if _, err := pgx.ForEachRow(rows, s.dest(), func() error { c := s; due = append(due, &c); return nil }); err != nil {
 		return 0, fmt.Errorf("finding expired sessions: %w", err)
 	}
-	if len(due) == 0 {
-		return 0, nil
+	for _, s := range due {
+		if err := a.endSession(ctx, s, rules.ReasonSessionExpired); err != nil {
+			return 0, err
+		}
 	}
-	return len(due), a.endExpired(ctx, due)
+	return len(due), nil
 }
 
 // sessionAcquire is an acquire with a session_id: the session must be the

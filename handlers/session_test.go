@@ -2,7 +2,6 @@ package handlers_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -309,53 +308,5 @@ func TestSessionEndRacesAcquires(t *testing.T) {
 				t.Fatalf("round %d: %s answered %s", round, c.LockName, ev.Type)
 			}
 		}
-	}
-}
-
-// TestDueSessionsSharingLocks: sessions that fall due together are ended in
-// one pass, their locks settled together; a lock that two of them reach is
-// settled once per session, in the order the sessions' ends take it: here
-// carol's lease ends first and hands the lock to dave's wait, which dave's
-// session's end then ends in turn. Every lease and wait of both ends, and
-// each session.expired follows its locks' events.
-func TestDueSessionsSharingLocks(t *testing.T) {
-	h := newHarness(t)
-	for id, owner := range map[string]string{"s1": "carol", "s2": "dave"} {
-		require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, id, owner, ttl(1))).Type)
-	}
-	for _, c := range []topics.Command{
-		h.acquire("x", "carol", inSession("s1")),
-		h.acquire("y", "dave", inSession("s2")),
-		h.acquire("z", "carol", inSession("s1")),
-	} {
-		require.Equal(t, topics.TypeAcquired, h.one(c).Type, c)
-	}
-	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "dave", inSession("s2"), wait(60))).Type)
-	h.waitPast(h.timeOf(`SELECT max(expires_at) FROM sessions`))
-
-	h.clearOutbox()
-	n, evs := h.expireDueEvents()
-	require.Equal(t, 2, n)
-	infos := map[string]*topics.SessionInfo{}
-	for _, ev := range find(evs, topics.TypeSessionExpired) {
-		infos[ev.SessionInfo.SessionID] = ev.SessionInfo
-	}
-	require.Equal(t, 2, infos["s1"].Leases)
-	require.Zero(t, infos["s1"].Waits)
-	require.Equal(t, 2, infos["s2"].Leases, "y, and x handed to its wait by s1's end")
-	require.Zero(t, infos["s2"].Waits)
-	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
-	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
-	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_waiters`))
-	require.Equal(t, []string{"x dave expired 0", "y dave expired 0", "z carol expired 0"}, h.lockStates(), "x went to dave, then ended with his session")
-	for _, owner := range []string{"carol", "dave"} {
-		var mine []string
-		for _, r := range h.routes() {
-			if strings.HasPrefix(r, "locks.replies."+owner+" ") {
-				mine = append(mine, strings.TrimPrefix(r, "locks.replies."+owner+" "))
-			}
-		}
-		require.NotEmpty(t, mine)
-		require.Equal(t, topics.TypeSessionExpired, mine[len(mine)-1], "%s hears its session's end last: %v", owner, mine)
 	}
 }
