@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/omninode/lockworker/handlers/rules"
-
 	"github.com/omninode/lockworker/topics"
 )
 
