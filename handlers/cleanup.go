@@ -141,7 +141,7 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
 	var names []string
-	err = a.settleLocks(ctx, due, "", lockRowSkipSQL, lockPartition,
+	err = a.settleLocks(ctx, due, nil, lockRowSkipSQL, lockPartition,
 		func(k lockKey, s *lockState) []rules.Effect {
 			effs, ended := s.l.Settle()
 			if len(ended) > 0 {

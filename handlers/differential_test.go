@@ -108,6 +108,7 @@ var diffCoverage = [][2]string{
 	{"lock.rejected acquire", "code=SESSION_NOT_FOUND"}, {"lock.rejected extend", "code=SESSION_BOUND"},
 	{"lock.rejected session_close", "code=SESSION_NOT_FOUND"}, {"lock.rejected session_open", "code=SESSION_EXISTS"},
 	{"session.opened", ""}, {"session.closed", ""}, {"session.expired", ""},
+	{"session.closed", "leases=1"}, {"session.expired", "leases=1"}, {"session.expired", "waits=1"},
 	{"lock.rejected acquire", " delayed "}, {"state ", "delayed=true"}, {"lock.rejected extend", "code=MAX_HOLD_EXCEEDED"},
 	{"lock.revoked revoke req= ", "reason=test"}, {"lock.revoked revoke req=req-", "revoked=1"}, {"lock.revoked revoke req=req-", "revoked=2"},
 	{"lock.rejected revoke", "code=NOT_HELD"}, {"lock.rejected", "code=REQUEST_ID_CONFLICT"},
@@ -143,8 +144,9 @@ type diffStep struct {
 	endWait   string
 	endDelay  string
 	expiryRun bool
-	// endSession: the session's expiry passes (before the expiry step).
-	endSession string
+	// endSessions: the sessions' expiry passes (before the expiry step,
+	// which ends them together).
+	endSessions []string
 }
 
 // diffSessions are the sessions of the script, by owner.
@@ -278,7 +280,25 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			script = append(script, diffStep{endWait: lock, expiryRun: true})
 			continue
 		case n < 14:
-			script = append(script, diffStep{endSession: diffSessions[owners[r.IntN(2)]], expiryRun: true})
+			ids := []string{diffSessions[owners[r.IntN(2)]]}
+			if r.IntN(2) == 0 {
+				// Both together, most often after both asked for one lock
+				// in their sessions (refused when one is closed): one
+				// holds where the other waits.
+				ids = []string{diffSessions["o1"], diffSessions["o2"]}
+				if r.IntN(3) > 0 {
+					var step diffStep
+					for _, owner := range owners[:2] {
+						seq++
+						dc := diffCmd{c: topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: topics.OpAcquire, LockName: lock,
+							OwnerID: owner, ReplyTo: "locks.replies." + owner, Limit: diffLocks[lock].limit, WaitTimeout: 120,
+							SessionID: diffSessions[owner]}}
+						step.cmds, issued = append(step.cmds, dc), append(issued, dc)
+					}
+					script = append(script, step)
+				}
+			}
+			script = append(script, diffStep{endSessions: ids, expiryRun: true})
 			continue
 		case n < 17:
 			// Close the session and open it again, or only open it (each
@@ -417,6 +437,9 @@ func (d *diffTracker) note(ev topics.Event) {
 	if ev.RevokedCount > 0 {
 		s += fmt.Sprintf(" revoked=%d", ev.RevokedCount)
 	}
+	if si := ev.SessionInfo; si != nil && (ev.Type == topics.TypeSessionClosed || ev.Type == topics.TypeSessionExpired) {
+		s += fmt.Sprintf(" session=%s leases=%d waits=%d", si.SessionID, si.Leases, si.Waits)
+	}
 	if li := ev.LockInfo; li != nil {
 		if ev.Type == topics.TypeAcquired {
 			d.last[li.LockName+"/"+li.OwnerID] = li.FencingToken
@@ -448,8 +471,10 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 	}
 	for _, step := range script {
 		switch {
-		case step.endSession != "":
-			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = clock_timestamp() - interval '1 millisecond' WHERE id = $1`, step.endSession)
+		case len(step.endSessions) > 0:
+			// In the step's order: the scheduler ends them by expiry.
+			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = clock_timestamp() - interval '1 millisecond' * (10 - array_position($1, id))
+				WHERE id = ANY($1)`, step.endSessions)
 			require.NoError(h.t, err)
 		case step.endLease != "":
 			var owners []string
@@ -618,25 +643,34 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 	for _, id := range diffSessions {
 		open[id] = true
 	}
-	// endSession ends session id of owner for reason, on the locks it holds
-	// or waits for, in key order.
-	endSession := func(id, owner, reason string) {
-		delete(open, id)
+	// endSessions ends the sessions ids together for reason, on the locks
+	// they hold or wait for, in key order, and returns each one's counts.
+	endSessions := func(ids []string, reason string) []*topics.SessionInfo {
+		infos := make([]*topics.SessionInfo, len(ids))
+		for i, id := range ids {
+			delete(open, id)
+			infos[i] = &topics.SessionInfo{SessionID: id}
+		}
+		in := func(id string) bool { return slices.Contains(ids, id) }
 		for _, name := range []string{"mutex", "rw", "sem"} {
 			m := mem[name]
-			if slices.ContainsFunc(m.Holders, func(h rules.Holder) bool { return h.Session == id }) ||
-				slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return w.Session == id }) {
-				decide(name, owner, nil, func(l *rules.Lock) []rules.Effect { return l.EndSession(id, reason) })
+			if slices.ContainsFunc(m.Holders, func(h rules.Holder) bool { return in(h.Session) }) ||
+				slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return in(w.Session) }) {
+				decide(name, "", nil, func(l *rules.Lock) []rules.Effect {
+					effs := l.EndSessions(ids, m.SessionWaits(ids...), reason)
+					for _, e := range effs {
+						switch e.Kind {
+						case rules.Lose:
+							infos[slices.Index(ids, e.Holder.Session)].Leases++
+						case rules.Drop:
+							infos[slices.Index(ids, e.Waiter.Session)].Waits++
+						}
+					}
+					return effs
+				})
 			}
 		}
-	}
-	sessionOwner := func(id string) string {
-		for owner, s := range diffSessions {
-			if s == id {
-				return owner
-			}
-		}
-		return ""
+		return infos
 	}
 	for _, step := range script {
 		now = now.Add(time.Millisecond)
@@ -663,9 +697,11 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 		if step.expiryRun {
 			// The expiry step: sessions first, then leases, then waits and
 			// lock-delays.
-			if id := step.endSession; open[id] {
-				endSession(id, sessionOwner(id), rules.ReasonSessionExpired)
-				d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire})
+			due := slices.DeleteFunc(slices.Clone(step.endSessions), func(id string) bool { return !open[id] })
+			if len(due) > 0 {
+				for _, in := range endSessions(due, rules.ReasonSessionExpired) {
+					d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire, SessionInfo: in})
+				}
 			}
 			for _, name := range []string{"mutex", "rw", "sem"} {
 				if slices.ContainsFunc(mem[name].Holders, func(h rules.Holder) bool { return !h.ExpiresAt.After(now) }) {
@@ -708,8 +744,8 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionNotFound})
 					continue
 				}
-				endSession(c.SessionID, c.OwnerID, rules.ReasonSessionClosed)
-				d.note(topics.Event{Type: topics.TypeSessionClosed, Operation: c.Operation, RequestID: c.RequestID})
+				in := endSessions([]string{c.SessionID}, rules.ReasonSessionClosed)[0]
+				d.note(topics.Event{Type: topics.TypeSessionClosed, Operation: c.Operation, RequestID: c.RequestID, SessionInfo: in})
 			case topics.OpSessionOpen:
 				if open[c.SessionID] {
 					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionExists})

@@ -67,9 +67,10 @@
 //     every queued request gets exactly one final answer.
 //   - A lease or wait acquired in a session (session.go) has no expiry of
 //     its own: it ends with the session, and the session's end (a close, or
-//     its expiry seen by its partition's scheduler) ends all of them in one
-//     transaction, locks in key order, through the rules (EndSession) and
-//     apply like every other change.
+//     its expiry seen by its partition's scheduler, which ends the sessions
+//     due together at once) ends all of them in one transaction, locks in
+//     key order, through the rules (EndSessions) and apply like every other
+//     change.
 //   - Every valid command's outcome is stored under its request_id; the same
 //     request_id again re-sends that outcome (same event_id) and changes
 //     nothing. A queued acquire's stored outcome becomes its final answer

@@ -57,7 +57,7 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 		return 0, nil, fmt.Errorf("finding timed-out waiters and lock-delays: %w", err)
 	}
 	before := len(a.caused)
-	err = a.settleLocks(ctx, locks, "", lockRowSQL, ownPartition,
+	err = a.settleLocks(ctx, locks, nil, lockRowSQL, ownPartition,
 		func(_ lockKey, s *lockState) []rules.Effect { return s.l.Expire() })
 	if err != nil {
 		return 0, nil, fmt.Errorf("timing out waiters and ending lock-delays: %w", err)

@@ -145,6 +145,9 @@ const headPage = 16
 type lockState struct {
 	row *lockRow
 	l   *rules.Lock
+	// ending is the waits of the sessions the load was for (loadLocks),
+	// wherever they are in the queue.
+	ending []rules.Waiter
 	// err is the first error of the rules' callbacks (NextToken, More).
 	err error
 }
@@ -160,12 +163,12 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 	if create {
 		// Create the row if missing and lock it, in one statement: racing
 		// acquirers of a new lock all wait here for the first one's commit.
-		states, err = a.loadLocks(ctx, key, owner, `
+		states, err = a.loadLocks(ctx, key, owner, nil, `
 			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
 			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
 			RETURNING `+lockCols, a.env.Partition)
 	} else {
-		states, err = a.loadLocks(ctx, key, owner, lockRowSQL)
+		states, err = a.loadLocks(ctx, key, owner, nil, lockRowSQL)
 	}
 	if err != nil {
 		return nil, err
@@ -184,10 +187,13 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 // loadLocks locks the rows of the locks keys, in that order, by rowSQL
 // (its $1 and $2 a lock's key, then args) and loads what the rules decide
 // from, as loadLock does; a key without a row (or skipped, by SKIP LOCKED)
-// has none. The rows and holders of all the locks take one round trip (the
-// statements of a pipeline run in order, so each lock's holders are read
-// under its row lock), and the waiters of those that have any one more.
-func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, args ...any) ([]*lockState, error) {
+// has none; the waits of each lock's sessions (nil: none) are loaded too,
+// as lockState.ending. The rows and holders of all the locks take one
+// round trip (the statements of a pipeline run in order, so each lock's
+// holders are read under its row lock), and the waiters of those that have
+// any one more.
+func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, sessions map[lockKey][]string, rowSQL string,
+	args ...any) ([]*lockState, error) {
 	rows := make([]lockRow, len(keys))
 	found := make([]bool, len(keys))
 	holders := make([][]rules.Holder, len(keys))
@@ -208,7 +214,7 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner, rowSQL s
 		r.scanned()
 		states[i] = a.newLockState(ctx, r, holders[i])
 		if r.waiters > 0 {
-			a.queueWaiters(ctx, pb, states[i], owner)
+			a.queueWaiters(ctx, pb, states[i], owner, sessions[keys[i]])
 		}
 	}
 	if pb.Len() > 0 {
@@ -235,17 +241,18 @@ const (
 )
 
 // settleLocks decides, for many locks at once, what happens to each:
-// it locks the rows of keys (distinct) by rowSQL and loads them as
-// loadLocks does, lets decide choose each loaded lock's effects and writes
-// them under the partition under says, collecting their events in
-// a.caused. The writes of all the locks take one round trip more, so a
+// it locks the rows of keys (distinct) by rowSQL and loads them, with the
+// waits of their sessions, as loadLocks does, lets decide choose each
+// loaded lock's effects and writes them under the partition under says,
+// collecting their events in a.caused. The writes of all the locks take one round trip more, so a
 // sweep or a session's end costs a few round trips, not a few per lock;
 // what remains per lock is a fencing token per grant and a page of waiters
 // per hand-off beyond the head read. Keys go MaxSweep at a time, to bound
 // what one pipeline holds.
-func (a *applier) settleLocks(ctx context.Context, keys []lockKey, owner, rowSQL string, under writeUnder, decide func(lockKey, *lockState) []rules.Effect) error {
+func (a *applier) settleLocks(ctx context.Context, keys []lockKey, sessions map[lockKey][]string, rowSQL string, under writeUnder,
+	decide func(lockKey, *lockState) []rules.Effect) error {
 	for chunk := range slices.Chunk(keys, MaxSweep) {
-		states, err := a.loadLocks(ctx, chunk, owner, rowSQL)
+		states, err := a.loadLocks(ctx, chunk, "", sessions, rowSQL)
 		if err != nil {
 			return fmt.Errorf("reading locks: %w", err)
 		}
@@ -336,21 +343,26 @@ func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder)
 }
 
 // queueWaiters queues on pb the read of the head of s's queue, its waiters
-// past their deadline and owner's waiter with its place, in one statement.
-func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string) {
+// past their deadline, owner's waiter with its place and the waits of
+// sessions, in one statement.
+func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string, sessions []string) {
 	r, l := s.row, s.l
 	pb.Queue(`
 		WITH head AS (
 			SELECT id FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5)
 		SELECT `+waiterCols+`, deadline <= $3, id IN (SELECT id FROM head),
-			CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END
+			CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END,
+			coalesce(session_id = ANY($6), false)
 		FROM lock_waiters w
-		WHERE namespace = $1 AND lock_name = $2 AND (deadline <= $3 OR id IN (SELECT id FROM head) OR owner_id = $4)
-		ORDER BY id`, r.namespace, r.name, r.now, owner, r.limit+headPage).Query(func(rows pgx.Rows) error {
+		WHERE namespace = $1 AND lock_name = $2 AND (deadline <= $3 OR id IN (SELECT id FROM head) OR owner_id = $4 OR session_id = ANY($6))
+		ORDER BY id`, r.namespace, r.name, r.now, owner, r.limit+headPage, sessions).Query(func(rows pgx.Rows) error {
 		var w rules.Waiter
-		var due, head bool
+		var due, head, ending bool
 		var position *int
-		_, err := pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &position), func() error {
+		_, err := pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &position, &ending), func() error {
+			if ending {
+				s.ending = append(s.ending, w)
+			}
 			switch {
 			case due:
 				l.Due = append(l.Due, w)

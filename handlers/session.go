@@ -138,7 +138,7 @@ func (a *applier) sessionOpen(ctx context.Context) error {
 		case old == nil: // ended meanwhile
 			err = open()
 		case !old.expiresAt.After(old.now):
-			if err := a.endSession(ctx, old, rules.ReasonSessionExpired); err != nil {
+			if err := a.endSession(ctx, old); err != nil {
 				return err
 			}
 			err = open()
@@ -175,7 +175,7 @@ func (a *applier) sessionKeepAlive(ctx context.Context) error {
 }
 
 // sessionClose closes the owner's live session: every lease it holds is
-// released and every wait withdrawn (endSession). A session past its
+// released and every wait withdrawn (endSessions). A session past its
 // expiry is ended as expired and the close refused SESSION_NOT_FOUND.
 func (a *applier) sessionClose(ctx context.Context) error {
 	s, err := a.readSession(ctx, `FOR UPDATE`)
@@ -185,7 +185,7 @@ func (a *applier) sessionClose(ctx context.Context) error {
 	code, msg := a.sessionProblem(s)
 	switch {
 	case code == topics.CodeSessionNotFound && s != nil:
-		if err := a.endSession(ctx, s, rules.ReasonSessionExpired); err != nil {
+		if err := a.endSession(ctx, s); err != nil {
 			return err
 		}
 		fallthrough
@@ -193,7 +193,7 @@ func (a *applier) sessionClose(ctx context.Context) error {
 		return a.refuseSession(ctx, s, code, msg)
 	}
 	p := a.sessionEvent(topics.TypeSessionClosed, s, s.now)
-	if err := a.endSessionLocks(ctx, s, rules.ReasonSessionClosed, p.ev.SessionInfo); err != nil {
+	if err := a.endSessions(ctx, []*session{s}, rules.ReasonSessionClosed, []*topics.SessionInfo{p.ev.SessionInfo}); err != nil {
 		return err
 	}
 	a.reply(p)
@@ -203,71 +203,108 @@ func (a *applier) sessionClose(ctx context.Context) error {
 	return nil
 }
 
-// endSession ends the session s, locked by the caller, as expired:
-// session.expired goes to the session's reply_to.
-func (a *applier) endSession(ctx context.Context, s *session, reason string) error {
-	ev := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", s.now)
-	ev.SessionInfo = s.info()
-	if err := a.endSessionLocks(ctx, s, reason, ev.SessionInfo); err != nil {
+// endSession ends the session s, locked by the caller, as expired.
+func (a *applier) endSession(ctx context.Context, s *session) error {
+	return a.expireSessions(ctx, []*session{s})
+}
+
+// expireSessions ends the sessions ss, locked by the caller, as expired:
+// session.expired goes to each one's reply_to.
+func (a *applier) expireSessions(ctx context.Context, ss []*session) error {
+	infos := make([]*topics.SessionInfo, len(ss))
+	for i, s := range ss {
+		infos[i] = s.info()
+	}
+	if err := a.endSessions(ctx, ss, rules.ReasonSessionExpired, infos); err != nil {
 		return err
 	}
-	if s.replyTo != "" {
-		a.emit(s.replyTo, topics.SessionKey(s.id), &pending{ev: &ev})
+	for i, s := range ss {
+		ev := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", s.now)
+		ev.SessionInfo = infos[i]
+		if s.replyTo != "" {
+			a.emit(s.replyTo, topics.SessionKey(s.id), &pending{ev: &ev})
+		}
+		a.caused = append(a.caused, ev)
 	}
-	a.caused = append(a.caused, ev)
 	return nil
 }
 
-// endSessionLocks deletes the session's row, then ends its leases and
-// waits on every lock, the locks taken in key order, and counts them in
-// in.
-func (a *applier) endSessionLocks(ctx context.Context, s *session, reason string, in *topics.SessionInfo) error {
-	if _, err := a.tx.Exec(ctx, `DELETE FROM sessions WHERE id = $1`, s.id); err != nil {
-		return fmt.Errorf("ending session %q: %w", s.id, err)
+// sessionLocksSQL finds the locks of the sessions $1 (text[]), in key
+// order, and which of the sessions each has, by the indexes on session_id.
+const sessionLocksSQL = `
+	SELECT namespace, lock_name, session_id FROM lock_holders WHERE session_id = ANY($1)
+	UNION SELECT namespace, lock_name, session_id FROM lock_waiters WHERE session_id = ANY($1)
+	ORDER BY 1, 2`
+
+// endSessions deletes the rows of the sessions ss, then ends their leases
+// and waits on every lock, the locks taken in key order, each lock once
+// for all of them (rules.Lock.EndSessions), and counts them in infos (one
+// per session).
+func (a *applier) endSessions(ctx context.Context, ss []*session, reason string, infos []*topics.SessionInfo) error {
+	ids := make([]string, len(ss))
+	at := make(map[string]int, len(ss))
+	for i, s := range ss {
+		ids[i], at[s.id] = s.id, i
 	}
-	// After the delete: an acquire that held the row meanwhile has
+	if _, err := a.tx.Exec(ctx, `DELETE FROM sessions WHERE id = ANY($1)`, ids); err != nil {
+		return fmt.Errorf("ending sessions %q: %w", ids, err)
+	}
+	// After the delete: an acquire that held a row meanwhile has
 	// committed, and this statement sees its lease or wait.
-	rows, err := a.tx.Query(ctx, `
-		SELECT namespace, lock_name FROM lock_holders WHERE session_id = $1
-		UNION SELECT namespace, lock_name FROM lock_waiters WHERE session_id = $1
-		ORDER BY 1, 2`, s.id)
+	rows, err := a.tx.Query(ctx, sessionLocksSQL, ids)
 	if err != nil {
-		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
+		return fmt.Errorf("finding the locks of sessions %q: %w", ids, err)
 	}
+	// on is the sessions each lock has: the lock's load reads their waits
+	// (only theirs: an array of every session per lock would grow as their
+	// square), and no other session's can appear, since an acquire in one
+	// holds its row (sessionAcquire) and the rows are gone.
 	var locks []lockKey
+	on := map[lockKey][]string{}
 	var k lockKey
-	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error { locks = append(locks, k); return nil }); err != nil {
-		return fmt.Errorf("finding the locks of session %q: %w", s.id, err)
+	var id string
+	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name, &id}, func() error {
+		if len(locks) == 0 || locks[len(locks)-1] != k {
+			locks = append(locks, k)
+		}
+		on[k] = append(on[k], id)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("finding the locks of sessions %q: %w", ids, err)
 	}
-	err = a.settleLocks(ctx, locks, s.owner, lockRowSQL, lockPartition,
-		func(_ lockKey, st *lockState) []rules.Effect {
-			// Its leases end at the session's expiry, which their rows could
-			// not read from the row deleted above (holderCols).
+	err = a.settleLocks(ctx, locks, on, lockRowSQL, lockPartition,
+		func(k lockKey, st *lockState) []rules.Effect {
+			// Their leases end at their session's expiry, which their rows
+			// could not read from the rows deleted above (holderCols).
 			for i := range st.l.Holders {
-				if st.l.Holders[i].Session == s.id {
-					st.l.Holders[i].ExpiresAt = s.expiresAt
+				if j, ok := at[st.l.Holders[i].Session]; ok {
+					st.l.Holders[i].ExpiresAt = ss[j].expiresAt
 				}
 			}
-			effs := st.l.EndSession(s.id, reason)
+			effs := st.l.EndSessions(on[k], st.ending, reason)
 			for _, e := range effs {
 				switch e.Kind {
 				case rules.Lose:
-					in.Leases++
+					infos[at[e.Holder.Session]].Leases++
 				case rules.Drop:
-					in.Waits++
+					// A hand-off may also drop the wait of a session past
+					// its expiry that is not one of these (rules.HandOff).
+					if j, ok := at[e.Waiter.Session]; ok {
+						infos[j].Waits++
+					}
 				}
 			}
 			return effs
 		})
 	if err != nil {
-		return fmt.Errorf("ending session %q: %w", s.id, err)
+		return fmt.Errorf("ending sessions %q: %w", ids, err)
 	}
 	return nil
 }
 
 // endDueSessions ends the partition's sessions past their expiry (at most
-// MaxSweep), skipping those another transaction holds (a keep-alive, or a
-// close). It returns how many it ended.
+// MaxSweep) together, skipping those another transaction holds (a
+// keep-alive, or a close). It returns how many it ended.
 func (a *applier) endDueSessions(ctx context.Context) (int, error) {
 	rows, err := a.tx.Query(ctx, `SELECT `+sessionCols+` FROM sessions
 		WHERE source_partition = $1 AND expires_at <= statement_timestamp()
@@ -280,12 +317,10 @@ func (a *applier) endDueSessions(ctx context.Context) (int, error) {
 	if _, err := pgx.ForEachRow(rows, s.dest(), func() error { c := s; due = append(due, &c); return nil }); err != nil {
 		return 0, fmt.Errorf("finding expired sessions: %w", err)
 	}
-	for _, s := range due {
-		if err := a.endSession(ctx, s, rules.ReasonSessionExpired); err != nil {
-			return 0, err
-		}
+	if len(due) == 0 {
+		return 0, nil
 	}
-	return len(due), nil
+	return len(due), a.expireSessions(ctx, due)
 }
 
 // sessionAcquire is an acquire with a session_id: the session must be the

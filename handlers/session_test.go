@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -307,6 +308,56 @@ func TestSessionEndRacesAcquires(t *testing.T) {
 			default:
 				t.Fatalf("round %d: %s answered %s", round, c.LockName, ev.Type)
 			}
+		}
+	}
+}
+
+// TestDueSessionsSharingLocks: sessions that fall due together end
+// together, each lock once for all of them: dave's wait on x, where
+// carol's session holds, is withdrawn before her lease ends, so x goes to
+// erin, not to dave's dying session. Each session.expired counts its own
+// leases and waits and follows its locks' events.
+func TestDueSessionsSharingLocks(t *testing.T) {
+	h := newHarness(t)
+	for id, owner := range map[string]string{"s1": "carol", "s2": "dave"} {
+		require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, id, owner, ttl(1))).Type)
+	}
+	for _, c := range []topics.Command{
+		h.acquire("x", "carol", inSession("s1")),
+		h.acquire("y", "dave", inSession("s2")),
+		h.acquire("z", "carol", inSession("s1")),
+	} {
+		require.Equal(t, topics.TypeAcquired, h.one(c).Type, c)
+	}
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "dave", inSession("s2"), wait(60))).Type)
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "erin", wait(60), lease(60))).Type)
+	h.waitPast(h.timeOf(`SELECT max(expires_at) FROM sessions`))
+
+	h.clearOutbox()
+	n, evs := h.expireDueEvents()
+	require.Equal(t, 2, n)
+	infos := map[string]*topics.SessionInfo{}
+	for _, ev := range find(evs, topics.TypeSessionExpired) {
+		infos[ev.SessionInfo.SessionID] = ev.SessionInfo
+	}
+	require.Equal(t, 2, infos["s1"].Leases)
+	require.Zero(t, infos["s1"].Waits)
+	require.Equal(t, 1, infos["s2"].Leases)
+	require.Equal(t, 1, infos["s2"].Waits)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+	require.Equal(t, []string{"x erin acquired 0", "y dave expired 0", "z carol expired 0"}, h.lockStates())
+	require.Len(t, find(evs, topics.TypeAcquired), 1, "x granted once, to erin")
+	for _, owner := range []string{"carol", "dave"} {
+		var mine []string
+		for _, r := range h.routes() {
+			if strings.HasPrefix(r, "locks.replies."+owner+" ") {
+				mine = append(mine, strings.TrimPrefix(r, "locks.replies."+owner+" "))
+			}
+		}
+		require.NotEmpty(t, mine)
+		require.Equal(t, topics.TypeSessionExpired, mine[len(mine)-1], "%s hears its session's end last: %v", owner, mine)
+		if owner == "dave" {
+			require.Contains(t, mine, topics.TypeWithdrawn, "dave's wait on x is withdrawn")
 		}
 	}
 }

@@ -117,3 +117,18 @@ func scans(t *testing.T, conn *pgx.Conn, mode string, k int, sql string, args []
 	}
 	return out
 }
+
+// A session's end, or many sessions' ending together, finds their locks by
+// the session_id indexes under the generic plan, whatever the number of
+// sessions: never by a scan of every lease and wait.
+func TestSessionLocksPlan(t *testing.T) {
+	t.Parallel()
+	conn := planConn(t)
+	_, err := conn.Exec(context.Background(), `SET enable_seqscan = off`)
+	require.NoError(t, err)
+	for k, ids := range []string{"{s1}", "{s1,s2,s3}"} {
+		plan := strings.Join(scans(t, conn, "force_generic_plan", 100+k, sessionLocksSQL, []any{ids}), "\n")
+		require.Contains(t, plan, "lock_holders_session", plan)
+		require.Contains(t, plan, "lock_waiters_session", plan)
+	}
+}

@@ -61,6 +61,18 @@ func (m *Memory) Lock(owner string, now time.Time, nextToken func() int64) *Lock
 	return l
 }
 
+// SessionWaits is the waits of the sessions ids, as their end loads them
+// (Lock.EndSessions).
+func (m *Memory) SessionWaits(ids ...string) []Waiter {
+	var ws []Waiter
+	for _, w := range m.Queue {
+		if slices.Contains(ids, w.Session) {
+			ws = append(ws, w)
+		}
+	}
+	return ws
+}
+
 // Save keeps the decision effs that l made: the lock's own state from l,
 // the queue by the effects. It reports effects that do not fit the queue
 // (a position that is not the waiter's place, say).

@@ -29,7 +29,7 @@
 //
 // A lease ends when its holder releases it, when the database's time
 // passes its expiry, when it is revoked, or, for a lease of a session,
-// when the session ends (EndSession); a wait ends at its deadline, or with
+// when the session ends (EndSessions); a wait ends at its deadline, or with
 // its session. Ended leases and waits are settled (lock.expired,
 // LOCK_TIMEOUT) by whatever looks at the lock first: a command, the expiry
 // scheduler or cleanup.
@@ -79,7 +79,7 @@ type Holder struct {
 	// the lease.
 	Partition int32
 	// Session, when set, keeps the lease alive: it has no expiry of its own
-	// and ends with the session (EndSession) or by its release; ExpiresAt
+	// and ends with the session (EndSessions) or by its release; ExpiresAt
 	// is then the session's, for lock_info only.
 	Session string
 	// LockDelay (seconds, 0: none) keeps the lock from granting for that
@@ -145,9 +145,10 @@ type Lock struct {
 	NextToken func() int64
 
 	// last is the ID of the last waiter taken from or loaded into Head;
-	// withdrawn the owner's waiter the command took off the queue (More
-	// still sees it).
-	last, withdrawn int64
+	// withdrawn the waiters the decision took off the queue (More still
+	// sees them): the owner's, or the waits of ending sessions.
+	last      int64
+	withdrawn []int64
 }
 
 // Status is what lock_info calls the state of the lease an event is about.
@@ -384,9 +385,9 @@ func (l *Lock) HandOff() []Effect {
 	return effs
 }
 
-// fill loads the next live waiters into an empty Head, as this command
-// left them: the owner's waiter as the command changed it, or not at all
-// when the command withdrew it.
+// fill loads the next live waiters into an empty Head, as this decision
+// left them: the owner's waiter as the command changed it, and none it
+// withdrew (the owner's, or the waits of ending sessions).
 func (l *Lock) fill() {
 	if l.More == nil {
 		return
@@ -399,7 +400,7 @@ func (l *Lock) fill() {
 		for _, w := range ws {
 			l.last = w.ID
 			switch {
-			case w.ID == l.withdrawn:
+			case slices.Contains(l.withdrawn, w.ID):
 			case l.Mine != nil && w.ID == l.Mine.ID:
 				l.Head = append(l.Head, *l.Mine)
 			default:
@@ -623,10 +624,11 @@ func (l *Lock) notHolder(owner, key string, ended []string) Effect {
 	return l.refuse(CodeNotHeld, fmt.Sprintf("lock %q is not held", key))
 }
 
+// withdraw takes w, wherever it waits, off the queue.
 func (l *Lock) withdraw(w Waiter) {
 	l.Waiting--
-	l.Mine = nil
-	l.withdrawn = w.ID
+	l.leave(w)
+	l.withdrawn = append(l.withdrawn, w.ID)
 	l.Head = slices.DeleteFunc(l.Head, func(x Waiter) bool { return x.ID == w.ID })
 	l.Due = slices.DeleteFunc(l.Due, func(x Waiter) bool { return x.ID == w.ID })
 }

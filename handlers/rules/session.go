@@ -1,21 +1,24 @@
 package rules
 
+import "slices"
+
 // Reasons of Lose and Drop (the contract's event reason).
 const (
 	ReasonSessionClosed  = "session_closed"
 	ReasonSessionExpired = "session_expired"
 )
 
-// EndSession ends what session id has on the lock, for reason: its wait
-// first (Drop: the hand-off that follows must not grant it), every lease
-// past its expiry (as any command settles them), then its leases (Lose,
-// in token order), and the lock goes to the next waiters. The session's
-// wait is Mine: the caller loads the lock for the session's owner, who
-// waits at most once per lock (perhaps for another session, or none).
-func (l *Lock) EndSession(id, reason string) []Effect {
+// EndSessions ends what the sessions ids have on the lock, for reason:
+// their waits first (waits, which the caller loads by session: Drop, so
+// that the hand-off that follows grants none of them), every lease past
+// its expiry (as any command settles them), then their leases (Lose, in
+// token order), and the lock goes to the next waiters. Ending sessions
+// together on one lock is what keeps one's end from handing the lock to
+// another's wait: a scheduler ends the sessions that fall due together,
+// and a session of an owner may wait where another session holds.
+func (l *Lock) EndSessions(ids []string, waits []Waiter, reason string) []Effect {
 	var effs []Effect
-	if l.Mine != nil && l.Mine.Session == id {
-		w := *l.Mine
+	for _, w := range waits {
 		l.withdraw(w)
 		effs = append(effs, Effect{Kind: Drop, Waiter: w, Reason: reason, Info: l.Info()})
 	}
@@ -26,7 +29,7 @@ func (l *Lock) EndSession(id, reason string) []Effect {
 		status = Released
 	}
 	for i := 0; i < len(l.Holders); {
-		if l.Holders[i].Session != id {
+		if !slices.Contains(ids, l.Holders[i].Session) {
 			i++
 			continue
 		}

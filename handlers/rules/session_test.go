@@ -17,8 +17,13 @@ func (m *model) acquireIn(id, owner string, mode Mode, wait float64) []Effect {
 }
 
 func (m *model) endSession(id, owner, reason string) []Effect {
+	return m.endSessions(owner, reason, id)
+}
+
+// endSessions ends the sessions ids together, the lock loaded for owner.
+func (m *model) endSessions(owner, reason string, ids ...string) []Effect {
 	l := m.lock(owner)
-	effs := l.EndSession(id, reason)
+	effs := l.EndSessions(ids, m.SessionWaits(ids...), reason)
 	m.save(l, effs)
 	return effs
 }
@@ -73,5 +78,21 @@ func TestEndSessionWithdrawsItsWait(t *testing.T) {
 	effs := m.endSession("s1", "o", ReasonSessionExpired)
 	require.Equal(t, "drop o, expire h, grant p", kinds(effs))
 	require.Equal(t, ReasonSessionExpired, effs[0].Reason)
+	require.Empty(t, m.Queue)
+}
+
+// Sessions that end together on one lock: the waiting one's wait is
+// dropped before the holding one's lease ends, so the lock goes past both
+// to the next live waiter.
+func TestEndSessionsTogether(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant a", kinds(m.acquireIn("s1", "a", Exclusive, 0)))
+	require.Equal(t, "queue b", kinds(m.acquireIn("s2", "b", Exclusive, 60)))
+	require.Equal(t, "queue p", kinds(m.acquire("p", Exclusive, 1, 30, 60)))
+	effs := m.endSessions("", ReasonSessionExpired, "s1", "s2")
+	require.Equal(t, "drop b, lose a, grant p", kinds(effs))
+	require.Equal(t, "s2", effs[0].Waiter.Session)
+	require.Equal(t, "s1", effs[1].Holder.Session)
+	require.Equal(t, []string{"p"}, []string{m.Holders[0].Owner})
 	require.Empty(t, m.Queue)
 }
