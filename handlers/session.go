@@ -246,14 +246,18 @@ func (a *applier) endSessions(ctx context.Context, ss []*session, reason string,
 	for i, s := range ss {
 		ids[i], at[s.id] = s.id, i
 	}
+	what := fmt.Sprintf("session %q", ids[0]) // for errors, bounded
+	if len(ids) > 1 {
+		what = fmt.Sprintf("%d sessions", len(ids))
+	}
 	if _, err := a.tx.Exec(ctx, `DELETE FROM sessions WHERE id = ANY($1)`, ids); err != nil {
-		return fmt.Errorf("ending sessions %q: %w", ids, err)
+		return fmt.Errorf("ending %s: %w", what, err)
 	}
 	// After the delete: an acquire that held a row meanwhile has
 	// committed, and this statement sees its lease or wait.
 	rows, err := a.tx.Query(ctx, sessionLocksSQL, ids)
 	if err != nil {
-		return fmt.Errorf("finding the locks of sessions %q: %w", ids, err)
+		return fmt.Errorf("finding the locks of %s: %w", what, err)
 	}
 	// on is the sessions each lock has: the lock's load reads their waits
 	// (only theirs: an array of every session per lock would grow as their
@@ -270,7 +274,7 @@ func (a *applier) endSessions(ctx context.Context, ss []*session, reason string,
 		on[k] = append(on[k], id)
 		return nil
 	}); err != nil {
-		return fmt.Errorf("finding the locks of sessions %q: %w", ids, err)
+		return fmt.Errorf("finding the locks of %s: %w", what, err)
 	}
 	err = a.settleLocks(ctx, locks, on, lockRowSQL, lockPartition,
 		func(k lockKey, st *lockState) []rules.Effect {
@@ -297,7 +301,7 @@ func (a *applier) endSessions(ctx context.Context, ss []*session, reason string,
 			return effs
 		})
 	if err != nil {
-		return fmt.Errorf("ending sessions %q: %w", ids, err)
+		return fmt.Errorf("ending %s: %w", what, err)
 	}
 	return nil
 }
