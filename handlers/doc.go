@@ -70,7 +70,9 @@
 //     its expiry seen by its partition's scheduler, which ends the sessions
 //     due together at once) ends all of them in one transaction, locks in
 //     key order, through the rules (EndSessions) and apply like every other
-//     change.
+//     change. A session past its expiry is never granted a lease: a
+//     hand-off withdraws its wait instead, after a share lock on its row
+//     has waited out a keep-alive in flight (rules.Lock.SessionExpiry).
 //   - Every valid command's outcome is stored under its request_id; the same
 //     request_id again re-sends that outcome (same event_id) and changes
 //     nothing. A queued acquire's stored outcome becomes its final answer

@@ -91,8 +91,10 @@ func holderDest(h *rules.Holder) []any {
 		&h.Extensions, &h.ReplyTo, &h.RequestID, &h.Partition, &h.Session, &h.LockDelay, &h.MaxHold}
 }
 
+// waiterCols: a wait whose session's row is gone shows it long expired,
+// so that a hand-off asks (rules.Lock.SessionExpiry) rather than grant it.
 const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition,
-	coalesce(session_id, ''), CASE WHEN session_id IS NULL THEN deadline ELSE coalesce(` + sessionExpiry + `, deadline) END, lock_delay, max_hold`
+	coalesce(session_id, ''), CASE WHEN session_id IS NULL THEN deadline ELSE coalesce(` + sessionExpiry + `, 'epoch') END, lock_delay, max_hold`
 
 func waiterDest(w *rules.Waiter) []any {
 	return []any{&w.ID, &w.Owner, &w.Mode, &w.RequestID, &w.Lease, &w.Metadata, &w.ReplyTo, &w.Deadline, &w.Partition,
@@ -296,6 +298,20 @@ func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holde
 			s.err = fmt.Errorf("taking a fencing token: %w", err)
 		}
 		return t
+	}
+	// FOR SHARE waits for a keep-alive or an end of the session in flight
+	// and reads the row as it left it; it then keeps both off until this
+	// transaction ends, as an acquire's key-share lock does not.
+	l.SessionExpiry = func(id string) (time.Time, bool) {
+		var t time.Time
+		err := a.tx.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = $1 FOR SHARE`, id).Scan(&t)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return time.Time{}, false
+		case err != nil && s.err == nil:
+			s.err = fmt.Errorf("reading session %q: %w", id, err)
+		}
+		return t, err == nil
 	}
 	return s
 }

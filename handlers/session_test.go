@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -360,4 +361,93 @@ func TestDueSessionsSharingLocks(t *testing.T) {
 			require.Contains(t, mine, topics.TypeWithdrawn, "dave's wait on x is withdrawn")
 		}
 	}
+}
+
+// TestHandOffSkipsAnExpiredSessionsWait: a release hands the lock past a
+// wait whose session has expired but not yet been ended (its scheduler is
+// another partition's, or has not ticked): the wait is withdrawn with
+// reason session_expired, the next waiter granted, and the session's end
+// later finds nothing of it there.
+func TestHandOffSkipsAnExpiredSessionsWait(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(1))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("x", "carol", lease(60))).Type)
+	daves := h.acquire("x", "dave", inSession("s1"), wait(60))
+	require.Equal(t, topics.TypeQueued, h.one(daves).Type)
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "erin", wait(60), lease(60))).Type)
+	h.waitPast(h.timeOf(`SELECT expires_at FROM sessions`))
+
+	h.clearOutbox()
+	evs := h.apply(h.release("x", "carol"))
+	withdrawn := find(evs, topics.TypeWithdrawn)
+	require.Len(t, withdrawn, 1)
+	require.Equal(t, daves.RequestID, withdrawn[0].RequestID)
+	require.Equal(t, "session_expired", withdrawn[0].Reason)
+	require.Contains(t, h.routes(), "locks.replies.dave lock.withdrawn")
+	require.Equal(t, "erin", find(evs, topics.TypeAcquired)[0].LockInfo.OwnerID)
+	require.Equal(t, []string{"x erin acquired 0"}, h.lockStates())
+
+	n, evs := h.expireDueEvents()
+	require.Equal(t, 1, n)
+	ended := find(evs, topics.TypeSessionExpired)
+	require.Len(t, ended, 1)
+	require.Zero(t, ended[0].SessionInfo.Waits, "the hand-off withdrew it")
+}
+
+// TestHandOffWaitsForAKeepAliveInFlight: a keep-alive that found the
+// session live may commit after its old expiry has passed. A hand-off
+// reaching the session's wait meanwhile waits for it, then grants the
+// wait with the session's new expiry, rather than withdraw the wait of a
+// session that lives on.
+func TestHandOffWaitsForAKeepAliveInFlight(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("x", "carol", lease(60))).Type)
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "dave", inSession("s1"), wait(60))).Type)
+	// Its expiry near, its keep-alive's a minute on.
+	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '1 second' RETURNING expires_at`)
+
+	keep, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer keep.Rollback(context.WithoutCancel(ctx))
+	kb := handlers.NewBatch(keep, h.env)
+	evs, err := kb.Apply(ctx, h.session(topics.OpSessionKeepAlive, "s1", "dave"), time.Now())
+	require.NoError(t, err)
+	require.Equal(t, topics.TypeSessionKeptAlive, evs[0].Type)
+	require.NoError(t, kb.Flush(ctx))
+	h.waitPast(old)
+
+	type result struct {
+		evs []topics.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.err = h.st.InTx(ctx, func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, h.env)
+			evs, err := b.Apply(ctx, h.release("x", "carol"), time.Now())
+			if err != nil {
+				return err
+			}
+			r.evs = evs
+			return b.Flush(ctx)
+		})
+		done <- r
+	}()
+	require.Eventually(t, func() bool {
+		return h.scalar(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+			AND query LIKE '%FROM sessions WHERE id = $1 FOR SHARE%'`) > 0
+	}, 10*time.Second, 5*time.Millisecond, "the release waits for the keep-alive")
+	require.NoError(t, keep.Commit(ctx))
+
+	r := <-done
+	require.NoError(t, r.err)
+	require.Empty(t, find(r.evs, topics.TypeWithdrawn))
+	granted := find(r.evs, topics.TypeAcquired)
+	require.Len(t, granted, 1)
+	require.Equal(t, "dave", granted[0].LockInfo.OwnerID)
+	require.True(t, granted[0].LockInfo.ExpiresAt.Time.After(old), "the lease shows the renewed expiry")
+	require.Equal(t, []string{"x dave acquired 0"}, h.lockStates())
 }

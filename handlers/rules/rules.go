@@ -30,7 +30,8 @@
 // A lease ends when its holder releases it, when the database's time
 // passes its expiry, when it is revoked, or, for a lease of a session,
 // when the session ends (EndSessions); a wait ends at its deadline, or with
-// its session. Ended leases and waits are settled (lock.expired,
+// its session (or, once the session is past its expiry, at a hand-off that
+// reaches it: HandOff). Ended leases and waits are settled (lock.expired,
 // LOCK_TIMEOUT) by whatever looks at the lock first: a command, the expiry
 // scheduler or cleanup.
 //
@@ -143,6 +144,12 @@ type Lock struct {
 	Now time.Time
 	// NextToken hands out a new fencing token (the database's sequence).
 	NextToken func() int64
+	// SessionExpiry, asked only about the waiter a hand-off would grant
+	// when its session looks past its expiry, returns that session's
+	// expiry as it stands once no keep-alive or end of it is in flight
+	// (false: the session has ended). Nil: the waiters' SessionExpires is
+	// the truth.
+	SessionExpiry func(id string) (time.Time, bool)
 
 	// last is the ID of the last waiter taken from or loaded into Head;
 	// withdrawn the waiters the decision took off the queue (More still
@@ -363,7 +370,8 @@ func (l *Lock) delayed() bool {
 // compatible with its holders, in order, stopping at the first that is not.
 // When it can grant (or the lock has neither holders nor live waiters), it
 // first answers every waiter whose deadline has passed, so none of them is
-// granted. In a lock-delay it grants nothing.
+// granted, and on its way drops the waits of sessions past their expiry
+// (Drop, session_expired: sessionLive). In a lock-delay it grants nothing.
 func (l *Lock) HandOff() []Effect {
 	if l.Waiting == 0 || l.delayed() {
 		return nil
@@ -380,9 +388,31 @@ func (l *Lock) HandOff() []Effect {
 		l.last = w.ID
 		l.Waiting--
 		l.leave(w)
+		if !l.sessionLive(&w) {
+			effs = append(effs, Effect{Kind: Drop, Waiter: w, Reason: ReasonSessionExpired, Info: l.Info()})
+			continue
+		}
 		effs = append(effs, l.grant(w))
 	}
 	return effs
+}
+
+// sessionLive reports whether w's session, if it waits in one, may still
+// be granted a lease, bringing w's SessionExpires up to date. A session
+// past its expiry that its scheduler has not ended yet (another
+// partition's, or before its tick) is never granted one, as an acquire in
+// it is refused: its wait is dropped instead. It is asked again, since a
+// keep-alive that found it live may commit after its old expiry.
+func (l *Lock) sessionLive(w *Waiter) bool {
+	if w.Session == "" || w.SessionExpires.After(l.Now) {
+		return true
+	}
+	if l.SessionExpiry == nil {
+		return false
+	}
+	exp, ok := l.SessionExpiry(w.Session)
+	w.SessionExpires = exp
+	return ok && exp.After(l.Now)
 }
 
 // fill loads the next live waiters into an empty Head, as this decision

@@ -96,3 +96,47 @@ func TestEndSessionsTogether(t *testing.T) {
 	require.Equal(t, []string{"p"}, []string{m.Holders[0].Owner})
 	require.Empty(t, m.Queue)
 }
+
+// A hand-off never grants a wait whose session is past its expiry but not
+// yet ended by its scheduler: it drops it (lock.withdrawn, session_expired)
+// and goes on to the next waiter; asked again, a session a keep-alive has
+// renewed meanwhile is granted, its lease showing the new expiry.
+func TestHandOffAndAnExpiredSessionsWait(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		renewed bool
+		want    string
+	}{
+		{"ended", false, "release h, drop o, grant p"},
+		{"renewed meanwhile", true, "release h, grant o"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(t)
+			require.Equal(t, "grant h", kinds(m.acquire("h", Exclusive, 1, 3*3600, 0)))
+			require.Equal(t, "queue o", kinds(m.acquireIn("s1", "o", Exclusive, 4*3600)))
+			require.Equal(t, "queue p", kinds(m.acquire("p", Exclusive, 1, 30, 4*3600)))
+			m.advance(2 * time.Hour) // s1's expiry (an hour) has passed; h's lease has not
+			l := m.lock("h")
+			var asked []string
+			l.SessionExpiry = func(id string) (time.Time, bool) {
+				asked = append(asked, id)
+				if tc.renewed {
+					return m.now.Add(time.Minute), true
+				}
+				return m.now.Add(-time.Hour), true
+			}
+			effs := l.Release("h", "/k", nil)
+			m.save(l, effs)
+			require.Equal(t, tc.want, kinds(effs))
+			require.Equal(t, []string{"s1"}, asked)
+			if tc.renewed {
+				require.Equal(t, m.now.Add(time.Minute), effs[1].Holder.ExpiresAt)
+				return
+			}
+			require.Equal(t, ReasonSessionExpired, effs[1].Reason)
+			require.Empty(t, m.Queue)
+			// Its session's end then finds nothing of it on the lock.
+			require.Empty(t, kinds(m.endSession("s1", "o", ReasonSessionExpired)))
+		})
+	}
+}
