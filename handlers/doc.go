@@ -71,8 +71,9 @@
 //     due together at once) ends all of them in one transaction, locks in
 //     key order, through the rules (EndSessions) and apply like every other
 //     change. A session past its expiry is never granted a lease: a
-//     hand-off withdraws its wait instead, after a share lock on its row
-//     has waited out a keep-alive in flight (rules.Lock.SessionExpiry).
+//     hand-off withdraws its wait instead, unless a keep-alive or end of
+//     it is in flight (rules.Lock.SessionLive), and an acquire in it is
+//     refused.
 //   - Every valid command's outcome is stored under its request_id; the same
 //     request_id again re-sends that outcome (same event_id) and changes
 //     nothing. A queued acquire's stored outcome becomes its final answer

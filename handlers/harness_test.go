@@ -118,6 +118,42 @@ func (h *harness) one(c topics.Command) topics.Event {
 	return topics.Event{}
 }
 
+// applyAside applies c in a transaction of its own in the background (for
+// a command that waits for another transaction's lock) and sends its own
+// answer, or a zero Event when it failed.
+func (h *harness) applyAside(c topics.Command) <-chan topics.Event {
+	done := make(chan topics.Event, 1)
+	go func() {
+		var answer topics.Event
+		ctx := h.t.Context()
+		_ = h.st.InTx(ctx, func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, h.env)
+			evs, err := b.Apply(ctx, c, time.Now())
+			if err != nil {
+				return err
+			}
+			for _, ev := range evs {
+				if ev.RequestID == c.RequestID {
+					answer = ev
+					break
+				}
+			}
+			return b.Flush(ctx)
+		})
+		done <- answer
+	}()
+	return done
+}
+
+// waitBlockedBy waits until a transaction waits for a lock that the
+// backend pid holds.
+func (h *harness) waitBlockedBy(pid int64) {
+	h.t.Helper()
+	require.Eventually(h.t, func() bool {
+		return h.scalar(`SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid) > 0
+	}, 10*time.Second, 5*time.Millisecond, "nothing waits for backend %d", pid)
+}
+
 func (h *harness) id() string { h.seq++; return fmt.Sprintf("req-%d", h.seq) }
 
 func (h *harness) acquire(lock, owner string, mods ...func(*topics.Command)) topics.Command {

@@ -92,7 +92,7 @@ func holderDest(h *rules.Holder) []any {
 }
 
 // waiterCols: a wait whose session's row is gone shows it long expired,
-// so that a hand-off asks (rules.Lock.SessionExpiry) rather than grant it.
+// so that a hand-off asks (rules.Lock.SessionLive) rather than grant it.
 const waiterCols = `id, owner_id, mode, request_id, lease_duration, owner_metadata, coalesce(reply_to, ''), deadline, source_partition,
 	coalesce(session_id, ''), CASE WHEN session_id IS NULL THEN deadline ELSE coalesce(` + sessionExpiry + `, 'epoch') END, lock_delay, max_hold`
 
@@ -299,19 +299,28 @@ func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holde
 		}
 		return t
 	}
-	// FOR SHARE waits for a keep-alive or an end of the session in flight
-	// and reads the row as it left it; it then keeps both off until this
-	// transaction ends, as an acquire's key-share lock does not.
-	l.SessionExpiry = func(id string) (time.Time, bool) {
+	// The session's row locked FOR SHARE keeps a keep-alive and an end of
+	// it off until this transaction ends. One in flight holds the row
+	// already: it is not waited for (an end would wait for this
+	// transaction's lock rows in turn), and the session counts as live,
+	// as it was before its row was locked; the keep-alive renews it, or
+	// the end ends what is granted.
+	l.SessionLive = func(id string) (time.Time, bool) {
 		var t time.Time
-		err := a.tx.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = $1 FOR SHARE`, id).Scan(&t)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return time.Time{}, false
-		case err != nil && s.err == nil:
+		var live bool
+		err := a.tx.QueryRow(ctx, `SELECT expires_at, expires_at > clock_timestamp() FROM sessions WHERE id = $1 FOR SHARE SKIP LOCKED`,
+			id).Scan(&t, &live)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = a.tx.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = $1`, id).Scan(&t)
+			live = err == nil
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = nil // ended
+			}
+		}
+		if err != nil && s.err == nil {
 			s.err = fmt.Errorf("reading session %q: %w", id, err)
 		}
-		return t, err == nil
+		return t, live && err == nil
 	}
 	return s
 }

@@ -165,8 +165,13 @@ func (a *applier) sessionKeepAlive(ctx context.Context) error {
 	if code, msg := a.sessionProblem(s); code != "" {
 		return a.refuseSession(ctx, s, code, msg)
 	}
+	// The expiry again, now the row is locked: the read's clock was taken
+	// before its wait for the row (a hand-off's share lock, say).
 	err = a.tx.QueryRow(ctx, `UPDATE sessions SET expires_at = clock_timestamp() + make_interval(secs => ttl), source_partition = $2
-		WHERE id = $1 RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
+		WHERE id = $1 AND expires_at > clock_timestamp() RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return a.refuseSession(ctx, s, topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id))
+	}
 	if err != nil {
 		return fmt.Errorf("keeping session %q alive: %w", s.id, err)
 	}
@@ -336,16 +341,17 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if code, msg := a.sessionProblem(s); code != "" {
-		st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, false)
-		if err != nil {
-			return err
-		}
-		return a.apply(ctx, st, []rules.Effect{{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}})
-	}
-	st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, true)
+	code, msg := a.sessionProblem(s)
+	st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, code == "")
 	if err != nil {
 		return err
+	}
+	if code == "" && !s.expiresAt.After(st.l.Now) {
+		// It expired while the lock's row was waited for.
+		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+	}
+	if code != "" {
+		return a.apply(ctx, st, []rules.Effect{{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}})
 	}
 	r := a.request()
 	r.Session, r.SessionExpires = s.id, s.expiresAt

@@ -394,60 +394,122 @@ func TestHandOffSkipsAnExpiredSessionsWait(t *testing.T) {
 	require.Zero(t, ended[0].SessionInfo.Waits, "the hand-off withdrew it")
 }
 
-// TestHandOffWaitsForAKeepAliveInFlight: a keep-alive that found the
-// session live may commit after its old expiry has passed. A hand-off
-// reaching the session's wait meanwhile waits for it, then grants the
-// wait with the session's new expiry, rather than withdraw the wait of a
-// session that lives on.
-func TestHandOffWaitsForAKeepAliveInFlight(t *testing.T) {
+// TestHandOffAndASessionInFlight: a hand-off reaching the wait of a
+// session past its expiry whose keep-alive or end is in flight (its row
+// locked) never waits for it, since an end would wait for the hand-off's
+// lock in turn: it grants the wait, and what is in flight settles it. A
+// keep-alive that found the session live renews it, and the lease lives
+// on; an end ends the lease.
+func TestHandOffAndASessionInFlight(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// hold locks the session's row in tx, as what is in flight does.
+		hold func(h *harness, tx pgx.Tx)
+	}{
+		{"keep-alive", func(h *harness, tx pgx.Tx) {
+			evs, err := handlers.NewBatch(tx, h.env).Apply(h.t.Context(), h.session(topics.OpSessionKeepAlive, "s1", "dave"), time.Now())
+			require.NoError(h.t, err)
+			require.Equal(h.t, topics.TypeSessionKeptAlive, evs[0].Type)
+		}},
+		{"end", func(h *harness, tx pgx.Tx) {
+			// An end deletes the row first, then locks the session's locks.
+			_, err := tx.Exec(h.t.Context(), `DELETE FROM sessions WHERE id = 's1'`)
+			require.NoError(h.t, err)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			ctx := t.Context()
+			require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
+			require.Equal(t, topics.TypeAcquired, h.one(h.acquire("x", "carol", lease(60))).Type)
+			require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "dave", inSession("s1"), wait(60))).Type)
+			// Its expiry near; a keep-alive's a minute on.
+			old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`)
+
+			held, err := h.st.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer held.Rollback(context.WithoutCancel(ctx))
+			tc.hold(h, held)
+			h.waitPast(old)
+
+			evs := h.apply(h.release("x", "carol")) // does not wait for held
+			require.Empty(t, find(evs, topics.TypeWithdrawn))
+			granted := find(evs, topics.TypeAcquired)
+			require.Len(t, granted, 1)
+			require.Equal(t, "dave", granted[0].LockInfo.OwnerID)
+
+			if tc.name == "keep-alive" {
+				require.NoError(t, held.Commit(ctx))
+				n, _ := h.expireDueEvents()
+				require.Zero(t, n, "the session lives on")
+				require.Equal(t, []string{"x dave acquired 0"}, h.lockStates())
+				return
+			}
+			require.NoError(t, held.Rollback(ctx))
+			// The end, as the scheduler then runs it, ends the lease.
+			n, evs := h.expireDueEvents()
+			require.Equal(t, 1, n)
+			require.Equal(t, 1, find(evs, topics.TypeSessionExpired)[0].SessionInfo.Leases)
+			require.Equal(t, []string{"x dave expired 0"}, h.lockStates())
+		})
+	}
+}
+
+// TestKeepAliveAfterAWaitPastExpiry: a keep-alive that waits for the
+// session's row (a hand-off's share lock) until the session's expiry has
+// passed is refused, as one sent after the expiry is: the expiry is checked
+// again once the row is locked.
+func TestKeepAliveAfterAWaitPastExpiry(t *testing.T) {
 	h := newHarness(t)
 	ctx := t.Context()
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
-	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("x", "carol", lease(60))).Type)
-	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "dave", inSession("s1"), wait(60))).Type)
-	// Its expiry near, its keep-alive's a minute on.
 	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '1 second' RETURNING expires_at`)
 
-	keep, err := h.st.Pool.Begin(ctx)
+	share, err := h.st.Pool.Begin(ctx)
 	require.NoError(t, err)
-	defer keep.Rollback(context.WithoutCancel(ctx))
-	kb := handlers.NewBatch(keep, h.env)
-	evs, err := kb.Apply(ctx, h.session(topics.OpSessionKeepAlive, "s1", "dave"), time.Now())
+	defer share.Rollback(context.WithoutCancel(ctx))
+	var pid int64
+	require.NoError(t, share.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = share.Exec(ctx, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`)
 	require.NoError(t, err)
-	require.Equal(t, topics.TypeSessionKeptAlive, evs[0].Type)
-	require.NoError(t, kb.Flush(ctx))
+
+	done := h.applyAside(h.session(topics.OpSessionKeepAlive, "s1", "dave"))
+	h.waitBlockedBy(pid)
 	h.waitPast(old)
+	require.NoError(t, share.Commit(ctx))
 
-	type result struct {
-		evs []topics.Event
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		r.err = h.st.InTx(ctx, func(tx pgx.Tx) error {
-			b := handlers.NewBatch(tx, h.env)
-			evs, err := b.Apply(ctx, h.release("x", "carol"), time.Now())
-			if err != nil {
-				return err
-			}
-			r.evs = evs
-			return b.Flush(ctx)
-		})
-		done <- r
-	}()
-	require.Eventually(t, func() bool {
-		return h.scalar(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
-			AND query LIKE '%FROM sessions WHERE id = $1 FOR SHARE%'`) > 0
-	}, 10*time.Second, 5*time.Millisecond, "the release waits for the keep-alive")
-	require.NoError(t, keep.Commit(ctx))
+	ev := <-done
+	require.Equal(t, topics.TypeRejected, ev.Type)
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+}
 
-	r := <-done
-	require.NoError(t, r.err)
-	require.Empty(t, find(r.evs, topics.TypeWithdrawn))
-	granted := find(r.evs, topics.TypeAcquired)
-	require.Len(t, granted, 1)
-	require.Equal(t, "dave", granted[0].LockInfo.OwnerID)
-	require.True(t, granted[0].LockInfo.ExpiresAt.Time.After(old), "the lease shows the renewed expiry")
-	require.Equal(t, []string{"x dave acquired 0"}, h.lockStates())
+// TestSessionAcquireAfterAWaitPastExpiry: an acquire in a session that
+// waits for the lock's row until the session's expiry has passed is
+// refused SESSION_NOT_FOUND, not granted a lease of a session past its
+// expiry.
+func TestSessionAcquireAfterAWaitPastExpiry(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("y", "dave", inSession("s1"))).Type) // the lock's row exists
+	require.Equal(t, topics.TypeReleased, h.one(h.release("y", "dave")).Type)
+	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '1 second' RETURNING expires_at`)
+
+	row, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer row.Rollback(context.WithoutCancel(ctx))
+	var pid int64
+	require.NoError(t, row.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = row.Exec(ctx, `SELECT FROM locks WHERE lock_name = 'y' FOR UPDATE`)
+	require.NoError(t, err)
+
+	done := h.applyAside(h.acquire("y", "dave", inSession("s1")))
+	h.waitBlockedBy(pid)
+	h.waitPast(old)
+	require.NoError(t, row.Commit(ctx))
+
+	ev := <-done
+	require.Equal(t, topics.TypeRejected, ev.Type)
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
 }

@@ -144,12 +144,14 @@ type Lock struct {
 	Now time.Time
 	// NextToken hands out a new fencing token (the database's sequence).
 	NextToken func() int64
-	// SessionExpiry, asked only about the waiter a hand-off would grant
-	// when its session looks past its expiry, returns that session's
-	// expiry as it stands once no keep-alive or end of it is in flight
-	// (false: the session has ended). Nil: the waiters' SessionExpires is
-	// the truth.
-	SessionExpiry func(id string) (time.Time, bool)
+	// SessionLive, asked only about a waiter a hand-off would grant whose
+	// session looks past its expiry, tells whether that session may still
+	// be granted a lease, with its expiry as it stands: false when it has
+	// ended or is past its expiry with nothing in flight that could renew
+	// it; true when it was renewed meanwhile, or when a keep-alive or an
+	// end of it is in flight (which then settles what is granted). Nil:
+	// the waiters' SessionExpires is the truth.
+	SessionLive func(id string) (expires time.Time, live bool)
 
 	// last is the ID of the last waiter taken from or loaded into Head;
 	// withdrawn the waiters the decision took off the queue (More still
@@ -401,18 +403,21 @@ func (l *Lock) HandOff() []Effect {
 // be granted a lease, bringing w's SessionExpires up to date. A session
 // past its expiry that its scheduler has not ended yet (another
 // partition's, or before its tick) is never granted one, as an acquire in
-// it is refused: its wait is dropped instead. It is asked again, since a
-// keep-alive that found it live may commit after its old expiry.
+// it is refused: its wait is dropped instead. The session is asked again
+// (SessionLive), since a keep-alive that found it live may have committed
+// after its old expiry.
 func (l *Lock) sessionLive(w *Waiter) bool {
 	if w.Session == "" || w.SessionExpires.After(l.Now) {
 		return true
 	}
-	if l.SessionExpiry == nil {
+	if l.SessionLive == nil {
 		return false
 	}
-	exp, ok := l.SessionExpiry(w.Session)
-	w.SessionExpires = exp
-	return ok && exp.After(l.Now)
+	exp, live := l.SessionLive(w.Session)
+	if live {
+		w.SessionExpires = exp
+	}
+	return live
 }
 
 // fill loads the next live waiters into an empty Head, as this decision

@@ -99,16 +99,20 @@ func TestEndSessionsTogether(t *testing.T) {
 
 // A hand-off never grants a wait whose session is past its expiry but not
 // yet ended by its scheduler: it drops it (lock.withdrawn, session_expired)
-// and goes on to the next waiter; asked again, a session a keep-alive has
-// renewed meanwhile is granted, its lease showing the new expiry.
+// and goes on to the next waiter. Asked again, a session a keep-alive has
+// renewed meanwhile is granted, its lease showing the new expiry, and so
+// is one whose keep-alive or end is in flight (which settles it).
 func TestHandOffAndAnExpiredSessionsWait(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		renewed bool
+		expires time.Duration // from now, as SessionLive reads it
+		live    bool
 		want    string
 	}{
-		{"ended", false, "release h, drop o, grant p"},
-		{"renewed meanwhile", true, "release h, grant o"},
+		{"ended", -time.Hour, false, "release h, drop o, grant p"},
+		{"gone", 0, false, "release h, drop o, grant p"},
+		{"renewed meanwhile", time.Minute, true, "release h, grant o"},
+		{"in flight", -time.Hour, true, "release h, grant o"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newModel(t)
@@ -118,19 +122,19 @@ func TestHandOffAndAnExpiredSessionsWait(t *testing.T) {
 			m.advance(2 * time.Hour) // s1's expiry (an hour) has passed; h's lease has not
 			l := m.lock("h")
 			var asked []string
-			l.SessionExpiry = func(id string) (time.Time, bool) {
+			l.SessionLive = func(id string) (time.Time, bool) {
 				asked = append(asked, id)
-				if tc.renewed {
-					return m.now.Add(time.Minute), true
+				if tc.name == "gone" {
+					return time.Time{}, false
 				}
-				return m.now.Add(-time.Hour), true
+				return m.now.Add(tc.expires), tc.live
 			}
 			effs := l.Release("h", "/k", nil)
 			m.save(l, effs)
 			require.Equal(t, tc.want, kinds(effs))
 			require.Equal(t, []string{"s1"}, asked)
-			if tc.renewed {
-				require.Equal(t, m.now.Add(time.Minute), effs[1].Holder.ExpiresAt)
+			if tc.live {
+				require.Equal(t, m.now.Add(tc.expires), effs[1].Holder.ExpiresAt)
 				return
 			}
 			require.Equal(t, ReasonSessionExpired, effs[1].Reason)
