@@ -63,10 +63,10 @@ func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, cover
 	const steps = 80
 	paths := []string{"general", "ahead", "inline"}
 	schemas := map[string]*harness{"general": h, "ahead": h.fresh(), "inline": h.fresh()}
-	seen, renewals := map[string]int{}, map[string]int{}
+	seen, cases := map[string]int{}, map[string]int{}
 	for seed := uint64(1); seed <= seeds; seed++ {
 		script := diffScript(rand.New(rand.NewPCG(seed, stream)), steps, fenced)
-		want := modelRun(script, fenced, renewals)
+		want := modelRun(script, fenced, cases)
 		for _, line := range want {
 			for _, what := range coverage {
 				if strings.Contains(line, what[0]) && strings.Contains(line, what[1]) {
@@ -95,8 +95,12 @@ func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, cover
 	}
 	if fenced {
 		for _, kind := range diffRenewals {
-			require.Positive(t, renewals[kind], "the scripts never give the acquire by a holder: %s", kind)
+			require.Positive(t, cases[kind], "the scripts never give the acquire by a holder: %s", kind)
 		}
+		return
+	}
+	for _, kind := range diffSessionCases {
+		require.Positive(t, cases[kind], "the scripts never give: %s", kind)
 	}
 }
 
@@ -128,6 +132,13 @@ var diffFencedCoverage = [][2]string{
 // REQUIRE_FENCING_TOKEN, which the scripts must each give (see modelRun),
 // and the acquire of an owner whose lease has ended unsettled, granted
 // anew.
+// diffSessionCases are the cases of sessions past their expiry that the
+// default scripts must give.
+var diffSessionCases = []string{
+	"sessions ending together: one waits where another holds",
+	"a hand-off withdraws the wait of a session past its expiry",
+}
+
 var diffRenewals = []string{"plain", "session lease", "with session_id", "other mode", "other limit", "max_hold", "ended lease"}
 
 // diffStep is one step of a script: a batch of commands, or the end of a
@@ -147,6 +158,11 @@ type diffStep struct {
 	// endSessions: the sessions' expiry passes (before the expiry step,
 	// which ends them together).
 	endSessions []string
+	// lapse: the session's expiry passes, and the steps that follow meet
+	// it past its expiry until an expiry step ends it (or its close or
+	// open does): acquires in it are refused, and hand-offs withdraw its
+	// waits.
+	lapse string
 }
 
 // diffSessions are the sessions of the script, by owner.
@@ -278,6 +294,35 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			continue
 		case n < 12:
 			script = append(script, diffStep{endWait: lock, expiryRun: true})
+			continue
+		case n < 14 && r.IntN(3) == 0:
+			// Most often after the session waits for a lock that o3
+			// holds, and o3 releases it past the session's expiry.
+			owner := owners[r.IntN(2)]
+			if r.IntN(3) > 0 {
+				cmd := func(op, owner string, mod func(*topics.Command)) diffCmd {
+					seq++
+					c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op, LockName: lock, OwnerID: owner,
+						ReplyTo: "locks.replies." + owner}
+					if op == topics.OpAcquire {
+						c.Limit, c.LeaseDuration = diffLocks[lock].limit, 60
+					}
+					if mod != nil {
+						mod(&c)
+					}
+					dc := diffCmd{c: c}
+					if op == topics.OpRelease {
+						dc.guard = 1 // its own token, as REQUIRE_FENCING_TOKEN asks
+					}
+					issued = append(issued, dc)
+					return dc
+				}
+				script = append(script, diffStep{cmds: []diffCmd{cmd(topics.OpAcquire, "o3", nil),
+					cmd(topics.OpAcquire, owner, func(c *topics.Command) { c.SessionID, c.WaitTimeout = diffSessions[owner], 120 })}})
+				script = append(script, diffStep{lapse: diffSessions[owner]}, diffStep{cmds: []diffCmd{cmd(topics.OpRelease, "o3", nil)}})
+				continue
+			}
+			script = append(script, diffStep{lapse: diffSessions[owner]})
 			continue
 		case n < 14:
 			ids := []string{diffSessions[owners[r.IntN(2)]]}
@@ -469,8 +514,16 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			VALUES ($1, $2, 3600, clock_timestamp() + interval '1 hour', 0)`, id, owner)
 		require.NoError(h.t, err)
 	}
+	lapses := 0
 	for _, step := range script {
 		switch {
+		case step.lapse != "":
+			// Long past, in the order of the lapses: the scheduler ends
+			// sessions by expiry, these before those of endSessions.
+			lapses++
+			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = timestamptz '2000-01-01Z' + make_interval(secs => $2) WHERE id = $1`,
+				step.lapse, lapses)
+			require.NoError(h.t, err)
 		case len(step.endSessions) > 0:
 			// In the step's order: the scheduler ends them by expiry.
 			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = clock_timestamp() - interval '1 millisecond' * (10 - array_position($1, id))
@@ -604,8 +657,9 @@ func (h *harness) stepStates(d *diffTracker) {
 
 // modelRun runs the script on rules.Memory, rendering the effects as the
 // handlers send them; fenced: under REQUIRE_FENCING_TOKEN, counting the
-// renewals it refuses in renewals by kind (diffRenewals).
-func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string {
+// renewals it refuses in cases by kind (diffRenewals), and the sessions'
+// cases it meets (diffSessionCases).
+func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 	d := newTracker(fenced)
 	mem := map[string]*rules.Memory{}
 	revs := map[string]int64{}
@@ -615,10 +669,14 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var token int64
 	next := func() int64 { token++; return token }
+	var lapsed []string // sessions past their expiry, not yet ended, in order
 	decide := func(name, owner string, c *topics.Command, decide func(l *rules.Lock) []rules.Effect) {
 		m := mem[name]
 		l := m.Lock(owner, now, next)
 		effs := decide(l)
+		if slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind == rules.Drop && slices.Contains(lapsed, e.Waiter.Session) }) {
+			cases["a hand-off withdraws the wait of a session past its expiry"]++
+		}
 		delayed := !m.DelayUntil.IsZero()
 		if err := m.Save(l, effs); err != nil {
 			panic(err)
@@ -649,6 +707,7 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 		infos := make([]*topics.SessionInfo, len(ids))
 		for i, id := range ids {
 			delete(open, id)
+			lapsed = slices.DeleteFunc(lapsed, func(l string) bool { return l == id })
 			infos[i] = &topics.SessionInfo{SessionID: id}
 		}
 		in := func(id string) bool { return slices.Contains(ids, id) }
@@ -658,13 +717,19 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 				slices.ContainsFunc(m.Queue, func(w rules.Waiter) bool { return in(w.Session) }) {
 				decide(name, "", nil, func(l *rules.Lock) []rules.Effect {
 					effs := l.EndSessions(ids, m.SessionWaits(ids...), reason)
+					var dropped, lost []string
 					for _, e := range effs {
-						switch e.Kind {
-						case rules.Lose:
+						switch {
+						case e.Kind == rules.Lose:
 							infos[slices.Index(ids, e.Holder.Session)].Leases++
-						case rules.Drop:
+							lost = append(lost, e.Holder.Session)
+						case e.Kind == rules.Drop && in(e.Waiter.Session):
 							infos[slices.Index(ids, e.Waiter.Session)].Waits++
+							dropped = append(dropped, e.Waiter.Session)
 						}
+					}
+					if slices.ContainsFunc(dropped, func(id string) bool { return len(lost) > 0 && !slices.Contains(lost, id) }) {
+						cases["sessions ending together: one waits where another holds"]++
 					}
 					return effs
 				})
@@ -693,11 +758,21 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 			if m := mem[step.endDelay]; !m.DelayUntil.IsZero() {
 				m.DelayUntil = now.Add(-time.Millisecond)
 			}
+		case step.lapse != "" && open[step.lapse]:
+			delete(open, step.lapse)
+			lapsed = append(lapsed, step.lapse)
+			for _, m := range mem {
+				for i := range m.Queue {
+					if m.Queue[i].Session == step.lapse {
+						m.Queue[i].SessionExpires = now.Add(-time.Millisecond)
+					}
+				}
+			}
 		}
 		if step.expiryRun {
 			// The expiry step: sessions first, then leases, then waits and
 			// lock-delays.
-			due := slices.DeleteFunc(slices.Clone(step.endSessions), func(id string) bool { return !open[id] })
+			due := append(slices.Clone(lapsed), slices.DeleteFunc(slices.Clone(step.endSessions), func(id string) bool { return !open[id] })...)
 			if len(due) > 0 {
 				for _, in := range endSessions(due, rules.ReasonSessionExpired) {
 					d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire, SessionInfo: in})
@@ -740,6 +815,10 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 			firstReplyTo[c.RequestID] = c.ReplyTo
 			switch c.Operation {
 			case topics.OpSessionClose:
+				if slices.Contains(lapsed, c.SessionID) { // ended as expired, then refused
+					in := endSessions([]string{c.SessionID}, rules.ReasonSessionExpired)[0]
+					d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire, SessionInfo: in})
+				}
 				if !open[c.SessionID] {
 					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionNotFound})
 					continue
@@ -747,6 +826,10 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 				in := endSessions([]string{c.SessionID}, rules.ReasonSessionClosed)[0]
 				d.note(topics.Event{Type: topics.TypeSessionClosed, Operation: c.Operation, RequestID: c.RequestID, SessionInfo: in})
 			case topics.OpSessionOpen:
+				if slices.Contains(lapsed, c.SessionID) { // ended as expired, then opened again
+					in := endSessions([]string{c.SessionID}, rules.ReasonSessionExpired)[0]
+					d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire, SessionInfo: in})
+				}
 				if open[c.SessionID] {
 					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionExists})
 					continue
@@ -794,7 +877,7 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 					i := slices.IndexFunc(l.Holders, mine)
 					if i < 0 {
 						if ended {
-							renewals["ended lease"]++
+							cases["ended lease"]++
 						}
 						return append(effs, l.Acquire(r)...) // its own settling finds nothing more
 					}
@@ -803,7 +886,7 @@ func modelRun(script []diffStep, fenced bool, renewals map[string]int) []string 
 						"session lease": h.Session != "", "with session_id": r.Session != "", "other mode": h.Mode != r.Mode,
 						"other limit": r.Limit != l.Limit, "max_hold": h.MaxHold > 0} {
 						if is {
-							renewals[kind]++
+							cases[kind]++
 						}
 					}
 					return append(effs, rules.Effect{Kind: rules.Refuse, Code: topics.CodeInvalidRequest, Info: l.Info()})
