@@ -119,14 +119,18 @@ func (h *harness) one(c topics.Command) topics.Event {
 }
 
 // applyAside applies c in a transaction of its own in the background (for
-// a command that waits for another transaction's lock) and sends its own
-// answer, or a zero Event when it failed.
-func (h *harness) applyAside(c topics.Command) <-chan topics.Event {
-	done := make(chan topics.Event, 1)
+// a command that waits for another transaction's lock); answer waits for
+// its own answer.
+func (h *harness) applyAside(c topics.Command) (answer func() topics.Event) {
+	type result struct {
+		ev  topics.Event
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
-		var answer topics.Event
+		var r result
 		ctx := h.t.Context()
-		_ = h.st.InTx(ctx, func(tx pgx.Tx) error {
+		r.err = h.st.InTx(ctx, func(tx pgx.Tx) error {
 			b := handlers.NewBatch(tx, h.env)
 			evs, err := b.Apply(ctx, c, time.Now())
 			if err != nil {
@@ -134,15 +138,25 @@ func (h *harness) applyAside(c topics.Command) <-chan topics.Event {
 			}
 			for _, ev := range evs {
 				if ev.RequestID == c.RequestID {
-					answer = ev
-					break
+					r.ev = ev
 				}
 			}
 			return b.Flush(ctx)
 		})
-		done <- answer
+		done <- r
 	}()
-	return done
+	return func() topics.Event {
+		h.t.Helper()
+		select {
+		case r := <-done:
+			require.NoError(h.t, r.err)
+			require.Equal(h.t, c.RequestID, r.ev.RequestID, "no answer to %s", c.Operation)
+			return r.ev
+		case <-time.After(30 * time.Second):
+			h.t.Fatalf("%s not applied in 30 s", c.Operation)
+			return topics.Event{}
+		}
+	}
 }
 
 // waitBlockedBy waits until a transaction waits for a lock that the

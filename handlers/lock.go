@@ -300,11 +300,12 @@ func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holde
 		return t
 	}
 	// The session's row locked FOR SHARE keeps a keep-alive and an end of
-	// it off until this transaction ends. One in flight holds the row
-	// already: it is not waited for (an end would wait for this
-	// transaction's lock rows in turn), and the session counts as live,
-	// as it was before its row was locked; the keep-alive renews it, or
-	// the end ends what is granted.
+	// it off until this transaction ends. A command of the session or its
+	// end in flight holds the row already: it is not waited for (an end
+	// would wait for this transaction's lock rows in turn), and the
+	// session counts as live, as it was before; a keep-alive that found it
+	// live renews it, and one that finds it expired, a close, an open or
+	// an end ends it, with what is granted here.
 	l.SessionLive = func(id string) (time.Time, bool) {
 		var t time.Time
 		var live bool

@@ -156,27 +156,37 @@ func (a *applier) sessionOpen(ctx context.Context) error {
 }
 
 // sessionKeepAlive keeps the owner's live session alive for its ttl from
-// now. The partition that sees it watches the session from then on.
+// now. The partition that sees it watches the session from then on. A
+// session past its expiry is ended as expired and the keep-alive refused
+// SESSION_NOT_FOUND, as a close does: the row it locks to refuse is then
+// the end's, so a hand-off that meets the row locked meanwhile (and grants
+// its wait, rules.Lock.SessionLive) has that lease ended with it.
 func (a *applier) sessionKeepAlive(ctx context.Context) error {
 	s, err := a.readSession(ctx, `FOR NO KEY UPDATE`)
 	if err != nil {
 		return err
 	}
-	if code, msg := a.sessionProblem(s); code != "" {
-		return a.refuseSession(ctx, s, code, msg)
+	code, msg := a.sessionProblem(s)
+	if code == "" {
+		// The expiry again, now the row is locked: the read's clock was
+		// taken before its wait for the row (a hand-off's share lock, say).
+		err = a.tx.QueryRow(ctx, `UPDATE sessions SET expires_at = clock_timestamp() + make_interval(secs => ttl), source_partition = $2
+			WHERE id = $1 AND expires_at > clock_timestamp() RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
+		switch {
+		case err == nil:
+			a.reply(a.sessionEvent(topics.TypeSessionKeptAlive, s, s.now))
+			return nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("keeping session %q alive: %w", s.id, err)
+		}
+		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
 	}
-	// The expiry again, now the row is locked: the read's clock was taken
-	// before its wait for the row (a hand-off's share lock, say).
-	err = a.tx.QueryRow(ctx, `UPDATE sessions SET expires_at = clock_timestamp() + make_interval(secs => ttl), source_partition = $2
-		WHERE id = $1 AND expires_at > clock_timestamp() RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return a.refuseSession(ctx, s, topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id))
+	if code == topics.CodeSessionNotFound && s != nil {
+		if err := a.endSession(ctx, s); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("keeping session %q alive: %w", s.id, err)
-	}
-	a.reply(a.sessionEvent(topics.TypeSessionKeptAlive, s, s.now))
-	return nil
+	return a.refuseSession(ctx, s, code, msg)
 }
 
 // sessionClose closes the owner's live session: every lease it holds is

@@ -186,8 +186,6 @@ func TestSessionExpiryEndsEverything(t *testing.T) {
 
 	require.Zero(t, h.expireDue(), "nothing is due before the session's expiry")
 	h.waitPast(expires)
-	require.Equal(t, topics.CodeSessionNotFound, h.one(h.session(topics.OpSessionKeepAlive, "s1", "alice")).ErrorCode,
-		"a keep-alive after the expiry does not revive the session")
 	h.clearOutbox()
 	n, evs := h.expireDueEvents()
 	require.Equal(t, 1, n)
@@ -215,6 +213,33 @@ func TestSessionExpiryEndsEverything(t *testing.T) {
 
 // A close after the session's expiry, before the scheduler saw it, ends it
 // as expired and is refused.
+// TestKeepAliveAfterExpiry: a keep-alive after the session's expiry does
+// not revive it: it ends it as expired, as the scheduler would (and as a
+// close or an open does), and is refused SESSION_NOT_FOUND.
+func TestKeepAliveAfterExpiry(t *testing.T) {
+	h := newHarness(t)
+	sessionScene(h, 1)
+	h.waitPast(h.timeOf(`SELECT expires_at FROM sessions WHERE id = 's1'`))
+	h.clearOutbox()
+	keep := h.session(topics.OpSessionKeepAlive, "s1", "alice")
+	evs := h.apply(keep)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+		"locks.replies.alice lock.withdrawn",
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice session.expired",
+		"locks.replies.alice lock.rejected",
+	}, h.routes())
+	refused := find(evs, topics.TypeRejected)
+	require.Len(t, refused, 1)
+	require.Equal(t, keep.RequestID, refused[0].RequestID)
+	require.Equal(t, topics.CodeSessionNotFound, refused[0].ErrorCode)
+	require.Equal(t, 2, find(evs, topics.TypeSessionExpired)[0].SessionInfo.Leases)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+	require.Zero(t, h.expireDue(), "nothing left for the scheduler")
+}
+
 func TestSessionCloseAfterExpiry(t *testing.T) {
 	h := newHarness(t)
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(1))).Type)
@@ -370,12 +395,12 @@ func TestDueSessionsSharingLocks(t *testing.T) {
 // later finds nothing of it there.
 func TestHandOffSkipsAnExpiredSessionsWait(t *testing.T) {
 	h := newHarness(t)
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(1))).Type)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
 	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("x", "carol", lease(60))).Type)
 	daves := h.acquire("x", "dave", inSession("s1"), wait(60))
 	require.Equal(t, topics.TypeQueued, h.one(daves).Type)
 	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "erin", wait(60), lease(60))).Type)
-	h.waitPast(h.timeOf(`SELECT expires_at FROM sessions`))
+	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() RETURNING expires_at`))
 
 	h.clearOutbox()
 	evs := h.apply(h.release("x", "carol"))
@@ -463,7 +488,8 @@ func TestKeepAliveAfterAWaitPastExpiry(t *testing.T) {
 	h := newHarness(t)
 	ctx := t.Context()
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
-	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '1 second' RETURNING expires_at`)
+	// Its expiry near, with room for what comes before it.
+	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`)
 
 	share, err := h.st.Pool.Begin(ctx)
 	require.NoError(t, err)
@@ -473,14 +499,15 @@ func TestKeepAliveAfterAWaitPastExpiry(t *testing.T) {
 	_, err = share.Exec(ctx, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`)
 	require.NoError(t, err)
 
-	done := h.applyAside(h.session(topics.OpSessionKeepAlive, "s1", "dave"))
+	answer := h.applyAside(h.session(topics.OpSessionKeepAlive, "s1", "dave"))
 	h.waitBlockedBy(pid)
 	h.waitPast(old)
 	require.NoError(t, share.Commit(ctx))
 
-	ev := <-done
+	ev := answer()
 	require.Equal(t, topics.TypeRejected, ev.Type)
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`), "and ended it")
 }
 
 // TestSessionAcquireAfterAWaitPastExpiry: an acquire in a session that
@@ -493,7 +520,8 @@ func TestSessionAcquireAfterAWaitPastExpiry(t *testing.T) {
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
 	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("y", "dave", inSession("s1"))).Type) // the lock's row exists
 	require.Equal(t, topics.TypeReleased, h.one(h.release("y", "dave")).Type)
-	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '1 second' RETURNING expires_at`)
+	// Its expiry near, with room for what comes before it.
+	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`)
 
 	row, err := h.st.Pool.Begin(ctx)
 	require.NoError(t, err)
@@ -503,12 +531,12 @@ func TestSessionAcquireAfterAWaitPastExpiry(t *testing.T) {
 	_, err = row.Exec(ctx, `SELECT FROM locks WHERE lock_name = 'y' FOR UPDATE`)
 	require.NoError(t, err)
 
-	done := h.applyAside(h.acquire("y", "dave", inSession("s1")))
+	answer := h.applyAside(h.acquire("y", "dave", inSession("s1")))
 	h.waitBlockedBy(pid)
 	h.waitPast(old)
 	require.NoError(t, row.Commit(ctx))
 
-	ev := <-done
+	ev := answer()
 	require.Equal(t, topics.TypeRejected, ev.Type)
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))

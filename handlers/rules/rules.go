@@ -148,8 +148,8 @@ type Lock struct {
 	// session looks past its expiry, tells whether that session may still
 	// be granted a lease, with its expiry as it stands: false when it has
 	// ended or is past its expiry with nothing in flight that could renew
-	// it; true when it was renewed meanwhile, or when a keep-alive or an
-	// end of it is in flight (which then settles what is granted). Nil:
+	// it; true when it was renewed meanwhile, or when a command of it or
+	// its end is in flight (which then settles what is granted). Nil:
 	// the waiters' SessionExpires is the truth.
 	SessionLive func(id string) (expires time.Time, live bool)
 
