@@ -180,6 +180,10 @@ func (a *applier) sessionKeepAlive(ctx context.Context) error {
 			return fmt.Errorf("keeping session %q alive: %w", s.id, err)
 		}
 		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+		// Its end and answer happen now, not at the read.
+		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&s.now); err != nil {
+			return fmt.Errorf("reading the time: %w", err)
+		}
 	}
 	if code == topics.CodeSessionNotFound && s != nil {
 		if err := a.endSession(ctx, s); err != nil {
@@ -359,6 +363,10 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 	if code == "" && !s.expiresAt.After(st.l.Now) {
 		// It expired while the lock's row was waited for.
 		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+		// Its end and answer happen now, not at the read.
+		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&s.now); err != nil {
+			return fmt.Errorf("reading the time: %w", err)
+		}
 	}
 	if code != "" {
 		return a.apply(ctx, st, []rules.Effect{{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}})
