@@ -3,6 +3,7 @@ package handlers_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -176,6 +177,16 @@ func TestSessionCloseEndsEverything(t *testing.T) {
 	require.Equal(t, topics.CodeSessionNotFound, h.one(h.session(topics.OpSessionClose, "s1", "alice")).ErrorCode)
 }
 
+// sceneExpiryRoutes are where the end of sessionScene's session as
+// expired sends its events, in order.
+var sceneExpiryRoutes = []string{
+	"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+	"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+	"locks.replies.alice lock.withdrawn",
+	"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+	"locks.replies.alice session.expired",
+}
+
 func TestSessionExpiryEndsEverything(t *testing.T) {
 	h := newHarness(t)
 	sessionScene(h, 1)
@@ -189,13 +200,7 @@ func TestSessionExpiryEndsEverything(t *testing.T) {
 	h.clearOutbox()
 	n, evs := h.expireDueEvents()
 	require.Equal(t, 1, n)
-	require.Equal(t, []string{
-		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
-		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
-		"locks.replies.alice lock.withdrawn",
-		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
-		"locks.replies.alice session.expired",
-	}, h.routes())
+	require.Equal(t, sceneExpiryRoutes, h.routes())
 	for _, ev := range find(evs, topics.TypeExpired) {
 		require.Equal(t, topics.ReasonSessionExpired, ev.Reason)
 		require.Equal(t, topics.OpExpire, ev.Operation)
@@ -221,14 +226,7 @@ func TestKeepAliveAfterExpiry(t *testing.T) {
 	h.clearOutbox()
 	keep := h.session(topics.OpSessionKeepAlive, "s1", "alice")
 	evs := h.apply(keep)
-	require.Equal(t, []string{
-		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
-		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
-		"locks.replies.alice lock.withdrawn",
-		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
-		"locks.replies.alice session.expired",
-		"locks.replies.alice lock.rejected",
-	}, h.routes())
+	require.Equal(t, append(slices.Clone(sceneExpiryRoutes), "locks.replies.alice lock.rejected"), h.routes())
 	refused := find(evs, topics.TypeRejected)
 	require.Len(t, refused, 1)
 	require.Equal(t, keep.RequestID, refused[0].RequestID)
@@ -486,25 +484,8 @@ func TestHandOffAndASessionInFlight(t *testing.T) {
 // again once the row is locked.
 func TestKeepAliveAfterAWaitPastExpiry(t *testing.T) {
 	h := newHarness(t)
-	ctx := t.Context()
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
-	// Its expiry near, with room for what comes before it.
-	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`)
-
-	share, err := h.st.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer share.Rollback(context.WithoutCancel(ctx))
-	var pid int64
-	require.NoError(t, share.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-	_, err = share.Exec(ctx, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`)
-	require.NoError(t, err)
-
-	answer := h.applyAside(h.session(topics.OpSessionKeepAlive, "s1", "dave"))
-	h.waitBlockedBy(pid)
-	h.waitPast(old)
-	require.NoError(t, share.Commit(ctx))
-
-	ev := answer()
+	ev := h.waitingPastExpiry(`SELECT FROM sessions WHERE id = 's1' FOR SHARE`, h.session(topics.OpSessionKeepAlive, "s1", "dave"))
 	require.Equal(t, topics.TypeRejected, ev.Type)
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`), "and ended it")
@@ -516,28 +497,34 @@ func TestKeepAliveAfterAWaitPastExpiry(t *testing.T) {
 // expiry.
 func TestSessionAcquireAfterAWaitPastExpiry(t *testing.T) {
 	h := newHarness(t)
-	ctx := t.Context()
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
 	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("y", "dave", inSession("s1"))).Type) // the lock's row exists
 	require.Equal(t, topics.TypeReleased, h.one(h.release("y", "dave")).Type)
-	// Its expiry near, with room for what comes before it.
-	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`)
-
-	row, err := h.st.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer row.Rollback(context.WithoutCancel(ctx))
-	var pid int64
-	require.NoError(t, row.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
-	_, err = row.Exec(ctx, `SELECT FROM locks WHERE lock_name = 'y' FOR UPDATE`)
-	require.NoError(t, err)
-
-	answer := h.applyAside(h.acquire("y", "dave", inSession("s1")))
-	h.waitBlockedBy(pid)
-	h.waitPast(old)
-	require.NoError(t, row.Commit(ctx))
-
-	ev := answer()
+	ev := h.waitingPastExpiry(`SELECT FROM locks WHERE lock_name = 'y' FOR UPDATE`, h.acquire("y", "dave", inSession("s1")))
 	require.Equal(t, topics.TypeRejected, ev.Type)
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+}
+
+// waitingPastExpiry brings the session's expiry near, has c wait for the
+// row lock that lockSQL takes in another transaction until that expiry has
+// passed, and returns c's answer.
+func (h *harness) waitingPastExpiry(lockSQL string, c topics.Command) topics.Event {
+	h.t.Helper()
+	ctx := h.t.Context()
+	// Near, with room for what comes before it.
+	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`)
+	holder, err := h.st.Pool.Begin(ctx)
+	require.NoError(h.t, err)
+	defer holder.Rollback(context.WithoutCancel(ctx))
+	var pid int64
+	require.NoError(h.t, holder.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = holder.Exec(ctx, lockSQL)
+	require.NoError(h.t, err)
+
+	answer := h.applyAside(c)
+	h.waitBlockedBy(pid)
+	h.waitPast(old)
+	require.NoError(h.t, holder.Commit(ctx))
+	return answer()
 }
