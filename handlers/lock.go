@@ -246,11 +246,11 @@ const (
 // it locks the rows of keys (distinct) by rowSQL and loads them, with the
 // waits of their sessions, as loadLocks does, lets decide choose each
 // loaded lock's effects and writes them under the partition under says,
-// collecting their events in a.caused. The writes of all the locks take one round trip more, so a
-// sweep or a session's end costs a few round trips, not a few per lock;
-// what remains per lock is a fencing token per grant and a page of waiters
-// per hand-off beyond the head read. Keys go MaxSweep at a time, to bound
-// what one pipeline holds.
+// collecting their events in a.caused. The writes of all the locks take
+// one round trip more, so a sweep or a session's end costs a few round
+// trips, not a few per lock; what remains per lock is a fencing token per
+// grant and a page of waiters per hand-off beyond the head read. Keys go
+// MaxSweep at a time, to bound what one pipeline holds.
 func (a *applier) settleLocks(ctx context.Context, keys []lockKey, sessions map[lockKey][]string, rowSQL string, under writeUnder,
 	decide func(lockKey, *lockState) []rules.Effect) error {
 	for chunk := range slices.Chunk(keys, MaxSweep) {
