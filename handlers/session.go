@@ -95,8 +95,17 @@ func (a *applier) sessionEvent(typ string, s *session, now time.Time) *pending {
 	return &pending{ev: &ev, polledAt: a.polledAt}
 }
 
-// refuseSession answers a session command lock.rejected.
+// refuseSession answers a session command lock.rejected. A session refused
+// as not found whose row is still there (past its expiry, before its
+// scheduler) is ended as expired first, as the scheduler would: the
+// command holds its row, so a hand-off that met it locked meanwhile has
+// its grant ended with it (rules.Lock.SessionLive).
 func (a *applier) refuseSession(ctx context.Context, s *session, code, msg string) error {
+	if code == topics.CodeSessionNotFound && s != nil {
+		if err := a.endSession(ctx, s); err != nil {
+			return err
+		}
+	}
 	now := time.Time{}
 	if s != nil {
 		now = s.now
@@ -158,39 +167,31 @@ func (a *applier) sessionOpen(ctx context.Context) error {
 // sessionKeepAlive keeps the owner's live session alive for its ttl from
 // now. The partition that sees it watches the session from then on. A
 // session past its expiry is ended as expired and the keep-alive refused
-// SESSION_NOT_FOUND, as a close does: the row it locks to refuse is then
-// the end's, so a hand-off that meets the row locked meanwhile (and grants
-// its wait, rules.Lock.SessionLive) has that lease ended with it.
+// SESSION_NOT_FOUND, as a close does (refuseSession).
 func (a *applier) sessionKeepAlive(ctx context.Context) error {
 	s, err := a.readSession(ctx, `FOR NO KEY UPDATE`)
 	if err != nil {
 		return err
 	}
-	code, msg := a.sessionProblem(s)
-	if code == "" {
-		// The expiry again, now the row is locked: the read's clock was
-		// taken before its wait for the row (a hand-off's share lock, say).
-		err = a.tx.QueryRow(ctx, `UPDATE sessions SET expires_at = clock_timestamp() + make_interval(secs => ttl), source_partition = $2
-			WHERE id = $1 AND expires_at > clock_timestamp() RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
-		switch {
-		case err == nil:
-			a.reply(a.sessionEvent(topics.TypeSessionKeptAlive, s, s.now))
-			return nil
-		case !errors.Is(err, pgx.ErrNoRows):
-			return fmt.Errorf("keeping session %q alive: %w", s.id, err)
-		}
-		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+	if code, msg := a.sessionProblem(s); code != "" {
+		return a.refuseSession(ctx, s, code, msg)
+	}
+	// The expiry again, now the row is locked: the read's clock was taken
+	// before its wait for the row (a hand-off's share lock, say).
+	err = a.tx.QueryRow(ctx, `UPDATE sessions SET expires_at = clock_timestamp() + make_interval(secs => ttl), source_partition = $2
+		WHERE id = $1 AND expires_at > clock_timestamp() RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
+	if errors.Is(err, pgx.ErrNoRows) {
 		// Its end and answer happen now, not at the read.
 		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&s.now); err != nil {
 			return fmt.Errorf("reading the time: %w", err)
 		}
+		return a.refuseSession(ctx, s, topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id))
 	}
-	if code == topics.CodeSessionNotFound && s != nil {
-		if err := a.endSession(ctx, s); err != nil {
-			return err
-		}
+	if err != nil {
+		return fmt.Errorf("keeping session %q alive: %w", s.id, err)
 	}
-	return a.refuseSession(ctx, s, code, msg)
+	a.reply(a.sessionEvent(topics.TypeSessionKeptAlive, s, s.now))
+	return nil
 }
 
 // sessionClose closes the owner's live session: every lease it holds is
@@ -201,14 +202,7 @@ func (a *applier) sessionClose(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	code, msg := a.sessionProblem(s)
-	switch {
-	case code == topics.CodeSessionNotFound && s != nil:
-		if err := a.endSession(ctx, s); err != nil {
-			return err
-		}
-		fallthrough
-	case code != "":
+	if code, msg := a.sessionProblem(s); code != "" {
 		return a.refuseSession(ctx, s, code, msg)
 	}
 	p := a.sessionEvent(topics.TypeSessionClosed, s, s.now)
