@@ -61,7 +61,13 @@ func (s *Slot) Fill(rows []Row) {
 	if s == nil {
 		return
 	}
-	mine := make([]row, 0, len(rows))
+	n := 0
+	for _, x := range rows {
+		if x.Partition == s.p.id {
+			n++
+		}
+	}
+	mine := make([]row, 0, n)
 	for _, x := range rows {
 		if x.Partition == s.p.id {
 			mine = append(mine, row{id: x.ID, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers})
