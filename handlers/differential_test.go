@@ -268,6 +268,26 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		issued = append(issued, dc)
 		return dc
 	}
+	// planned is a command a step sets up on purpose, where fresh draws
+	// one: an acquire of the lock's limit, a release with its owner's
+	// token (as REQUIRE_FENCING_TOKEN asks), changed by mod.
+	planned := func(op, lock, owner string, mod func(*topics.Command)) diffCmd {
+		seq++
+		c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op, LockName: lock, OwnerID: owner,
+			ReplyTo: "locks.replies." + owner}
+		if op == topics.OpAcquire {
+			c.Limit = diffLocks[lock].limit
+		}
+		if mod != nil {
+			mod(&c)
+		}
+		dc := diffCmd{c: c}
+		if op == topics.OpRelease {
+			dc.guard = 1
+		}
+		issued = append(issued, dc)
+		return dc
+	}
 	for range steps {
 		lock := locks[r.IntN(len(locks))]
 		switch n := r.IntN(100); {
@@ -300,26 +320,12 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			// holds, and o3 releases it past the session's expiry.
 			owner := owners[r.IntN(2)]
 			if r.IntN(3) > 0 {
-				cmd := func(op, owner string, mod func(*topics.Command)) diffCmd {
-					seq++
-					c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op, LockName: lock, OwnerID: owner,
-						ReplyTo: "locks.replies." + owner}
-					if op == topics.OpAcquire {
-						c.Limit, c.LeaseDuration = diffLocks[lock].limit, 60
-					}
-					if mod != nil {
-						mod(&c)
-					}
-					dc := diffCmd{c: c}
-					if op == topics.OpRelease {
-						dc.guard = 1 // its own token, as REQUIRE_FENCING_TOKEN asks
-					}
-					issued = append(issued, dc)
-					return dc
-				}
-				script = append(script, diffStep{cmds: []diffCmd{cmd(topics.OpAcquire, "o3", nil),
-					cmd(topics.OpAcquire, owner, func(c *topics.Command) { c.SessionID, c.WaitTimeout = diffSessions[owner], 120 })}})
-				script = append(script, diffStep{lapse: diffSessions[owner]}, diffStep{cmds: []diffCmd{cmd(topics.OpRelease, "o3", nil)}})
+				script = append(script, diffStep{cmds: []diffCmd{
+					planned(topics.OpAcquire, lock, "o3", func(c *topics.Command) { c.LeaseDuration = 60 }),
+					planned(topics.OpAcquire, lock, owner, func(c *topics.Command) {
+						c.LeaseDuration, c.SessionID, c.WaitTimeout = 60, diffSessions[owner], 120
+					})}})
+				script = append(script, diffStep{lapse: diffSessions[owner]}, diffStep{cmds: []diffCmd{planned(topics.OpRelease, lock, "o3", nil)}})
 				continue
 			}
 			script = append(script, diffStep{lapse: diffSessions[owner]})
@@ -334,11 +340,9 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 				if r.IntN(3) > 0 {
 					var step diffStep
 					for _, owner := range owners[:2] {
-						seq++
-						dc := diffCmd{c: topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: topics.OpAcquire, LockName: lock,
-							OwnerID: owner, ReplyTo: "locks.replies." + owner, Limit: diffLocks[lock].limit, WaitTimeout: 120,
-							SessionID: diffSessions[owner]}}
-						step.cmds, issued = append(step.cmds, dc), append(issued, dc)
+						step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owner, func(c *topics.Command) {
+							c.WaitTimeout, c.SessionID = 120, diffSessions[owner]
+						}))
 					}
 					script = append(script, step)
 				}
