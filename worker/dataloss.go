@@ -93,6 +93,12 @@ func (w *Worker) seekTo(p *partition, pos store.Position) {
 	(*w.wakePoll.Load())()
 }
 
+// rewindTimeout bounds the move of a stored offset back (rewind), which a
+// revoke does not cancel. It is one UPDATE of one row, which waits at most
+// for a batch of a replica that took the partition over; only PostgreSQL
+// down makes a rebalance wait for it this long.
+const rewindTimeout = 5 * time.Second
+
 // rewind moves partition p's stored offset, pos, back to where the log
 // still holds what was applied (locateLoss), and returns where it stands.
 func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position) (store.Position, error) {
@@ -103,7 +109,14 @@ func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position) (store
 		}
 		return pos, err
 	}
-	moved, err := w.cfg.Store.RewindOffset(ctx, w.cfg.Group, w.cfg.Names.Commands, p, pos.Next, to.Next, to.Epoch)
+	// Once decided, the move is made and reported even if the partition is
+	// revoked meanwhile: a move committed under a cancelled context would
+	// be neither logged nor counted, and the next owner, finding the offset
+	// already back, would have nothing to report either. It is conditional
+	// on the offset read, so a replica that took over since is not undone.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rewindTimeout)
+	defer cancel()
+	moved, err := w.cfg.Store.RewindOffset(mctx, w.cfg.Group, w.cfg.Names.Commands, p, pos.Next, to.Next, to.Epoch)
 	switch {
 	case err != nil:
 		return pos, err
