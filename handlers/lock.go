@@ -37,24 +37,34 @@ type lockRow struct {
 	delayUntil *time.Time
 }
 
-const lockCols = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count, revision, source_partition,
+// lockFields are a lock row's columns as lockRow holds them; lockCols adds
+// the time, for a statement that reads rows it does not wait for or that
+// it changes itself (RETURNING is computed after the wait).
+const (
+	lockFields = `namespace, lock_name, status, lock_limit, holder_count, waiter_count, acquisition_count, revision, source_partition,
 	coalesce(ended_owner_id, ''), coalesce(ended_mode, 'exclusive'), coalesce(ended_fencing_token, 0),
 	ended_acquired_at, ended_expires_at, coalesce(ended_lease_duration, 0),
-	ended_owner_metadata, ended_extension_count, clock_timestamp(), delay_until`
+	ended_owner_metadata, ended_extension_count, delay_until`
+	lockCols = lockFields + `, clock_timestamp()`
+)
 
 // lockRowSQL locks a lock's row ($1 and $2 its key) and reads it;
 // lockRowSkipSQL skips a row another transaction holds (that transaction
-// settles the lock).
+// settles the lock). The time is read outside the locking subquery: a
+// SELECT ... FOR UPDATE computes its columns before it waits for the row,
+// and computes them again after only if the transaction waited for changed
+// the row, so one that merely locked it (a refused command) would leave the
+// time of before the wait.
 const (
-	lockRowSQL     = `SELECT ` + lockCols + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`
-	lockRowSkipSQL = lockRowSQL + ` SKIP LOCKED`
+	lockRowSQL     = `SELECT l.*, clock_timestamp() FROM (SELECT ` + lockFields + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE) l`
+	lockRowSkipSQL = `SELECT l.*, clock_timestamp() FROM (SELECT ` + lockFields + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED) l`
 )
 
 // dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {
 	return []any{&r.namespace, &r.name, &r.status, &r.limit, &r.holders, &r.waiters, &r.acquisitions, &r.revision, &r.partition,
 		&r.ended.Owner, &r.ended.Mode, &r.ended.Token, &r.endedAt, &r.endedTill, &r.ended.Lease,
-		&r.ended.Metadata, &r.ended.Extensions, &r.now, &r.delayUntil}
+		&r.ended.Metadata, &r.ended.Extensions, &r.delayUntil, &r.now}
 }
 
 // lock is the rules' view of the row alone: its limit, counts, the lease

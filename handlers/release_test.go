@@ -301,3 +301,25 @@ func TestReleaseFromElsewhereTellsTheHolder(t *testing.T) {
 		h.reset()
 	}
 }
+
+// TestReleaseAfterAWaitPastExpiry: a release that waits for the lock's row
+// (locked by a transaction that changes nothing, as a refused command
+// does) until the lease's expiry has passed finds the lease ended: it is
+// settled as expired, the waiter granted, and the release refused
+// NOT_HELD. The time it is judged by is read once the row is locked.
+func TestReleaseAfterAWaitPastExpiry(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("x", "alice", lease(60))).Type)
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("x", "bob", wait(60))).Type)
+	h.clearOutbox()
+	ev := h.waitingPast(`UPDATE lock_holders SET expires_at = clock_timestamp() + interval '3 seconds' WHERE lock_name = 'x' RETURNING expires_at`,
+		`SELECT FROM locks WHERE lock_name = 'x' FOR UPDATE`, h.release("x", "alice"))
+	require.Equal(t, topics.TypeRejected, ev.Type)
+	require.Equal(t, topics.CodeNotHeld, ev.ErrorCode)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired",
+		"locks.replies.alice lock.rejected",
+	}, h.routes())
+	require.Equal(t, "bob", h.scalarText(`SELECT owner_id FROM lock_holders WHERE lock_name = 'x'`))
+}

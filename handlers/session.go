@@ -44,11 +44,14 @@ type session struct {
 	expiresAt, now     time.Time
 }
 
-const sessionCols = `id, owner_id, ttl, expires_at, coalesce(reply_to, ''), clock_timestamp()`
-
-// renewedCols are sessionCols of a session just given a new expiry from
-// clock_timestamp(): the time is that one.
-const renewedCols = `id, owner_id, ttl, expires_at, coalesce(reply_to, ''), expires_at - make_interval(secs => ttl)`
+// sessionCols are a sessions row's columns and the time; renewedCols those
+// of a session just given a new expiry from clock_timestamp(), the time
+// being that one.
+const (
+	sessionFields = `id, owner_id, ttl, expires_at, coalesce(reply_to, '')`
+	sessionCols   = sessionFields + `, clock_timestamp()`
+	renewedCols   = sessionFields + `, expires_at - make_interval(secs => ttl)`
+)
 
 func (s *session) dest() []any {
 	return []any{&s.id, &s.owner, &s.ttl, &s.expiresAt, &s.replyTo, &s.now}
@@ -59,10 +62,12 @@ func (s *session) info() *topics.SessionInfo {
 }
 
 // readSession reads the command's session, locked with lock ("FOR UPDATE"
-// and the like); nil when there is no such row.
+// and the like); nil when there is no such row. Its time is read once the
+// row is locked, outside the locking subquery, as lockRowSQL does.
 func (a *applier) readSession(ctx context.Context, lock string) (*session, error) {
 	var s session
-	err := a.tx.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1 `+lock, a.cmd.SessionID).Scan(s.dest()...)
+	err := a.tx.QueryRow(ctx, `SELECT s.*, clock_timestamp() FROM (SELECT `+sessionFields+` FROM sessions WHERE id = $1 `+lock+`) s`,
+		a.cmd.SessionID).Scan(s.dest()...)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, nil
@@ -176,17 +181,8 @@ func (a *applier) sessionKeepAlive(ctx context.Context) error {
 	if code, msg := a.sessionProblem(s); code != "" {
 		return a.refuseSession(ctx, s, code, msg)
 	}
-	// The expiry again, now the row is locked: the read's clock was taken
-	// before its wait for the row (a hand-off's share lock, say).
 	err = a.tx.QueryRow(ctx, `UPDATE sessions SET expires_at = clock_timestamp() + make_interval(secs => ttl), source_partition = $2
-		WHERE id = $1 AND expires_at > clock_timestamp() RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Its end and answer happen now, not at the read.
-		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&s.now); err != nil {
-			return fmt.Errorf("reading the time: %w", err)
-		}
-		return a.refuseSession(ctx, s, topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id))
-	}
+		WHERE id = $1 RETURNING `+renewedCols, s.id, a.env.Partition).Scan(s.dest()...)
 	if err != nil {
 		return fmt.Errorf("keeping session %q alive: %w", s.id, err)
 	}
@@ -357,10 +353,6 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 	if code == "" && !s.expiresAt.After(st.l.Now) {
 		// It expired while the lock's row was waited for.
 		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
-		// Its end and answer happen now, not at the read.
-		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&s.now); err != nil {
-			return fmt.Errorf("reading the time: %w", err)
-		}
 	}
 	if code != "" {
 		return a.apply(ctx, st, []rules.Effect{{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}})

@@ -240,9 +240,9 @@ func TestKeepAliveAfterExpiry(t *testing.T) {
 // as expired and is refused.
 func TestSessionCloseAfterExpiry(t *testing.T) {
 	h := newHarness(t)
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(1))).Type)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60))).Type)
 	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
-	h.waitPast(h.timeOf(`SELECT expires_at FROM sessions WHERE id = 's1'`))
+	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's1' RETURNING expires_at`))
 	h.clearOutbox()
 	ev := h.one(h.session(topics.OpSessionClose, "s1", "alice"))
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
@@ -259,10 +259,10 @@ func TestSessionCloseAfterExpiry(t *testing.T) {
 // SESSION_EXISTS.
 func TestSessionOpenAfterExpiry(t *testing.T) {
 	h := newHarness(t)
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(1))).Type)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60))).Type)
 	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
 	require.Equal(t, topics.CodeSessionExists, h.one(h.session(topics.OpSessionOpen, "s1", "bob")).ErrorCode)
-	h.waitPast(h.timeOf(`SELECT expires_at FROM sessions WHERE id = 's1'`))
+	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's1' RETURNING expires_at`))
 	h.clearOutbox()
 	ev := h.one(h.session(topics.OpSessionOpen, "s1", "bob"))
 	require.Equal(t, topics.TypeSessionOpened, ev.Type, "got %s", ev.ErrorCode)
@@ -485,10 +485,39 @@ func TestHandOffAndASessionInFlight(t *testing.T) {
 func TestKeepAliveAfterAWaitPastExpiry(t *testing.T) {
 	h := newHarness(t)
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
-	ev := h.waitingPastExpiry(`SELECT FROM sessions WHERE id = 's1' FOR SHARE`, h.session(topics.OpSessionKeepAlive, "s1", "dave"))
+	ev := h.waitingPast(sessionNear, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`, h.session(topics.OpSessionKeepAlive, "s1", "dave"))
 	require.Equal(t, topics.TypeRejected, ev.Type)
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`), "and ended it")
+}
+
+// TestSessionCloseAfterAWaitPastExpiry: a close that waits for the
+// session's row until its expiry has passed ends it as expired and is
+// refused, as one sent after the expiry is: the time it is judged by is
+// read once the row is locked.
+func TestSessionCloseAfterAWaitPastExpiry(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
+	h.clearOutbox()
+	ev := h.waitingPast(sessionNear, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`, h.session(topics.OpSessionClose, "s1", "alice"))
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+	require.Equal(t, []string{
+		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+		"locks.replies.alice session.expired", "locks.replies.alice lock.rejected",
+	}, h.routes())
+	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+}
+
+// TestSessionOpenAfterAWaitPastExpiry: an open of a session_id that waits
+// for the session's row until its expiry has passed ends the old session
+// as expired and opens the id again, not SESSION_EXISTS.
+func TestSessionOpenAfterAWaitPastExpiry(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60))).Type)
+	ev := h.waitingPast(sessionNear, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`, h.session(topics.OpSessionOpen, "s1", "bob"))
+	require.Equal(t, topics.TypeSessionOpened, ev.Type, "got %s", ev.ErrorCode)
+	require.Equal(t, "bob", h.scalarText(`SELECT owner_id FROM sessions WHERE id = 's1'`))
 }
 
 // TestSessionAcquireAfterAWaitPastExpiry: an acquire in a session that
@@ -500,20 +529,23 @@ func TestSessionAcquireAfterAWaitPastExpiry(t *testing.T) {
 	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
 	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("y", "dave", inSession("s1"))).Type) // the lock's row exists
 	require.Equal(t, topics.TypeReleased, h.one(h.release("y", "dave")).Type)
-	ev := h.waitingPastExpiry(`SELECT FROM locks WHERE lock_name = 'y' FOR UPDATE`, h.acquire("y", "dave", inSession("s1")))
+	ev := h.waitingPast(sessionNear, `SELECT FROM locks WHERE lock_name = 'y' FOR UPDATE`, h.acquire("y", "dave", inSession("s1")))
 	require.Equal(t, topics.TypeRejected, ev.Type)
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
 }
 
-// waitingPastExpiry brings the session's expiry near, has c wait for the
-// row lock that lockSQL takes in another transaction until that expiry has
-// passed, and returns c's answer.
-func (h *harness) waitingPastExpiry(lockSQL string, c topics.Command) topics.Event {
+// sessionNear brings the sessions' expiry near (waitingPast), with room
+// for what comes before it.
+const sessionNear = `UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`
+
+// waitingPast brings an expiry near (nearSQL, returning it), has c wait for
+// the row lock that lockSQL takes in another transaction, without changing
+// the row, until that expiry has passed, and returns c's answer.
+func (h *harness) waitingPast(nearSQL, lockSQL string, c topics.Command) topics.Event {
 	h.t.Helper()
 	ctx := h.t.Context()
-	// Near, with room for what comes before it.
-	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`)
+	old := h.timeOf(nearSQL)
 	holder, err := h.st.Pool.Begin(ctx)
 	require.NoError(h.t, err)
 	defer holder.Rollback(context.WithoutCancel(ctx))
