@@ -54,6 +54,7 @@ type Config struct {
 type server struct {
 	cfg     Config
 	started time.Time
+	db      chan struct{} // withDB's slots
 }
 
 // New returns the handler of every endpoint.
@@ -64,7 +65,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Partitions == nil {
 		cfg.Partitions = func() []int32 { return nil }
 	}
-	s := &server{cfg: cfg, started: time.Now()}
+	s := &server{cfg: cfg, started: time.Now(), db: make(chan struct{}, dbSlots)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/live", s.live)
@@ -81,6 +82,9 @@ func New(cfg Config) http.Handler {
 		ErrorHandling: promhttp.ContinueOnError,
 		ErrorLog:      promLogger{cfg.Logger},
 		Timeout:       2 * cfg.CheckTimeout,
+		// Each scrape reads PostgreSQL (the database gauges): one at a
+		// time, as withDB bounds the other endpoints; another gets 503.
+		MaxRequestsInFlight: 1,
 	}))
 	return mux
 }

@@ -7,11 +7,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -327,4 +331,56 @@ func TestLocksHealthVacuum(t *testing.T) {
 		`"last_run":`, `"runs":`, `"tables":[{"table":"locks","live_rows":`, `"dead_rows":`, `"last_vacuum":`, `"last_autovacuum":`} {
 		require.Contains(t, body, field)
 	}
+}
+
+// TestDatabaseReadsAreBounded: however many requests come at once, at most
+// dbSlots of them (and one scrape) hold connections of the worker's pool;
+// the rest answer 503 when their check's time is up without taking one, so
+// the HTTP port cannot take the connections the worker's batches need.
+func TestDatabaseReadsAreBounded(t *testing.T) {
+	var pool *pgxpool.Pool
+	e := newEnv(t, nil, func(c *Config) { pool = c.Pool })
+	e.proxy.Hang()
+	var most atomic.Int32
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := pool.Stat().AcquiredConns(); n > most.Load() {
+				most.Store(n)
+			}
+			runtime.Gosched()
+		}
+	}()
+	paths := []string{"/locks/x", "/health/postgres", "/health/locks", "/health", "/metrics"}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	waited := 0
+	for i := range 12 {
+		wg.Go(func() {
+			path := paths[i%len(paths)]
+			code, body := e.get(path, nil)
+			if path == "/metrics" {
+				return // 200 without the database gauges, or 503: another scrape runs
+			}
+			require.Equal(t, http.StatusServiceUnavailable, code, "%s: %s", path, body)
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Contains(body, "PostgreSQL reads HTTP requests may run at once") {
+				waited++
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	require.LessOrEqual(t, most.Load(), int32(dbSlots+1))
+	require.Positive(t, waited, "requests beyond the slots waited for one")
+	e.proxy.Restore()
 }

@@ -27,7 +27,11 @@ func (s *server) locksHealth(w http.ResponseWriter, r *http.Request) {
 		v := s.cfg.Vacuum()
 		vacuum = &v
 	}
-	stats, err := metrics.ReadLockStats(ctx, s.cfg.Pool)
+	var stats metrics.LockStats
+	err := s.withDB(ctx, func(ctx context.Context) (err error) {
+		stats, err = metrics.ReadLockStats(ctx, s.cfg.Pool)
+		return err
+	})
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, LocksHealth{Status: statusUnavailable, Error: err.Error(), Vacuum: vacuum})
 		return
