@@ -9,6 +9,7 @@ package auth
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -204,17 +205,21 @@ func (v *Verifier) files() ([]string, error) {
 	return files, nil
 }
 
-// stampOf is the key files' names, sizes and times: it changes when they do.
+// stampOf is a hash of the key files' names and contents: it changes when
+// they do, also for a key replaced by one of the same size with its
+// modification time kept (cp -p, rsync -a, a restored archive), which a
+// stamp of sizes and times would miss. Key files are small.
 func stampOf(files []string) (string, error) {
-	var b strings.Builder
+	h := sha256.New()
 	for _, f := range files {
-		fi, err := os.Stat(f)
+		b, err := os.ReadFile(f)
 		if err != nil {
 			return "", err
 		}
-		fmt.Fprintf(&b, "%s %d %d\n", f, fi.Size(), fi.ModTime().UnixNano())
+		fmt.Fprintf(h, "%s %d\n", f, len(b))
+		h.Write(b)
 	}
-	return b.String(), nil
+	return string(h.Sum(nil)), nil
 }
 
 // load reads every key and the methods they verify.

@@ -149,3 +149,33 @@ func TestKeysReloadOnChange(t *testing.T) {
 	require.NoError(t, err, "a broken file keeps the keys in force")
 	require.ErrorContains(t, <-reloads, "3.pem")
 }
+
+// A key replaced by one of the same size with its modification time kept
+// (cp -p, rsync -a) is reloaded: the reload looks at the contents.
+func TestKeyReplacedKeepingItsTime(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k.pem")
+	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, path, pub1)
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	reloads := make(chan error, 10)
+	v, err := NewVerifier(Config{KeysPath: dir, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
+	require.NoError(t, err)
+	tok1 := sign(t, jwt.SigningMethodEdDSA, key1, claims("a", time.Minute))
+	_, err = v.Verify(tok1)
+	require.NoError(t, err)
+
+	pub2, key2, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, path, pub2)
+	require.NoError(t, os.Chtimes(path, fi.ModTime(), fi.ModTime()))
+	after, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, fi.Size(), after.Size(), "Ed25519 public keys in PEM are all one size")
+
+	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, key2, claims("b", time.Minute)))
+	require.NoError(t, err, "the new key is in force")
+	require.NoError(t, <-reloads)
+	_, err = v.Verify(tok1)
+	require.ErrorIs(t, err, ErrUnauthenticated, "the replaced key is not")
+}
