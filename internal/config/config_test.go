@@ -256,6 +256,16 @@ func TestErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "REPLY_TOPIC_PREFIX")
 		assert.Contains(t, err.Error(), "POSTGRES_MIN_CONNECTIONS")
 	})
+
+	t.Run("an INSPECT_TOKEN no header can carry", func(t *testing.T) {
+		for _, token := range []string{"s3cret\n", " s3cret", "s3 cret", "s3cr\u00e9t"} {
+			_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": token}))
+			require.ErrorContains(t, err, "INSPECT_TOKEN: may hold only visible ASCII", "%q", token)
+			assert.NotContains(t, err.Error(), "s3", "the secret is not repeated")
+		}
+		_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": "Zm9v-YmFy_~+/="}))
+		require.NoError(t, err)
+	})
 }
 
 func TestPostgresURL(t *testing.T) {

@@ -268,6 +268,12 @@ func (c Config) validate() []error {
 	if t.CommandsPartitions < 1 {
 		fail("COMMANDS_PARTITIONS", strconv.Itoa(int(t.CommandsPartitions)), "is less than 1")
 	}
+	// A bearer token travels in a header, which carries no white space at
+	// its ends (HTTP trims it) and no control bytes: such a token could
+	// never be presented, and every inspection would be refused.
+	if strings.ContainsFunc(c.InspectToken, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		failNoValue("INSPECT_TOKEN", "may hold only visible ASCII characters, no spaces (a trailing newline from a secret file?)")
+	}
 
 	// Port 0 listens on a free port (Manager.HTTPAddr says which): tests
 	// use it. The host may be empty: every interface.
