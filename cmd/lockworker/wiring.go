@@ -92,7 +92,15 @@ func (m *Main) names() topics.Names { return m.Config.Topics.Names() }
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	log := m.Logger
+	// ParseFlags validated it; a Config built in code is held to the same
+	// rules.
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")
+	if strings.EqualFold(cfg.Kafka.SASL.Mechanism, "PLAIN") && !cfg.Kafka.TLS.Enabled {
+		log.Warn().Msg("KAFKA_SASL_MECHANISM=PLAIN without KAFKA_TLS_ENABLED: the SASL password crosses the network as is")
+	}
 	names := m.names()
 
 	// Which brokers and why, in the log and in the first connection error:
@@ -182,7 +190,8 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.onClose(w.Close)
+	leave := sync.OnceFunc(w.Close)
+	m.onClose(leave)
 	mets.WatchLag(w.Lag)
 	vac, err := worker.NewVacuumer(worker.VacuumConfig{
 		Store: st, Enabled: cfg.VacuumEnabled, Interval: cfg.VacuumInterval, DeadRows: int64(cfg.VacuumDeadRows),
@@ -209,6 +218,9 @@ func (m *Main) Run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	// Again, to run first: the group is left at once, not after the HTTP
+	// server's requests in flight.
+	m.onClose(leave)
 
 	// The vacuum loop stops with the worker's drain, before the pool closes.
 	vctx, stopVacuum := context.WithCancel(ctx)
