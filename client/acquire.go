@@ -232,6 +232,11 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 // exchangeAcquire sends the acquire cmd and returns the Lease it was granted;
 // or, when it was given up, whether it is to be withdrawn.
 func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acquireOptions) (*Lease, bool, error) {
+	if ctx.Err() != nil {
+		// Not sent, so nothing to withdraw: an acquire given up before its
+		// send could be granted a lease nobody tracks.
+		return nil, false, context.Cause(ctx)
+	}
 	sent := time.Now()
 	var queuedAt time.Time // the worker's time of lock.queued, if it came
 	ev, err := c.exchange(ctx, cmd, func(ev topics.Event) (bool, time.Duration) {
@@ -381,18 +386,29 @@ func withLock(ctx context.Context, c *Client, name string, fn func(ctx context.C
 	if err != nil {
 		return err
 	}
+	// Released even when ctx has ended, or fn panics: the lock should not
+	// outlive fn, nor its keep-alive go on renewing it.
+	release := func() error {
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
+		defer rcancel()
+		return l.Release(rctx)
+	}
+	returned := false
+	defer func() {
+		if !returned {
+			_ = release()
+		}
+	}()
 	lctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	stop := context.AfterFunc(l.Context(), func() { cancel(context.Cause(l.Context())) })
+	defer stop()
 	fnErr := fn(lctx, l)
-	stop()
-	cancel(nil)
+	returned = true
 	if lost := l.lostErr(); lost != nil {
 		return errors.Join(fnErr, lost)
 	}
-	// Release even when ctx has ended: the lock should not outlive fn.
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
-	defer rcancel()
-	if err := l.Release(rctx); err != nil {
+	if err := release(); err != nil {
 		return errors.Join(fnErr, err)
 	}
 	return fnErr

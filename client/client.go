@@ -246,7 +246,7 @@ func (c *Client) route(ev topics.Event) {
 	}
 	for _, l := range leases {
 		if err := l.endedBy(ev); err != nil {
-			l.lose(err)
+			l.finish(err)
 		}
 	}
 	c.routeSession(ev)

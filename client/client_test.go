@@ -933,3 +933,71 @@ func TestGivenUpCommandDoesNotFailOthers(t *testing.T) {
 	require.NoError(t, <-queried, "the query behind the given-up acquire is answered")
 	require.ErrorIs(t, <-acquired, context.Canceled)
 }
+
+// A Release that gave up before its answer (its ctx ended, the answer was
+// lost) is sent again, with its request_id, by the next Release: the
+// worker answers it from the outcome it stored, so the lease ends
+// released, not lost, and no second release is applied.
+func TestReleaseAfterAReleaseThatGaveUp(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("release-gave-up")
+	c := newClient(t, "release-gave-up")
+	l, err := c.Acquire(ctx, lock, client.WithLease(time.Minute), client.WithoutKeepAlive())
+	require.NoError(t, err)
+	dropped := dropNextProduce(t, c.ReplyTopic())
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, l.Release(short), context.DeadlineExceeded)
+	require.Eventually(t, func() bool { return dropped.Load() == 1 }, 10*time.Second, 5*time.Millisecond, "its answer was dropped")
+
+	require.NoError(t, l.Release(ctx))
+	require.ErrorIs(t, l.Err(), client.ErrReleased)
+	select {
+	case <-l.Lost():
+		t.Fatal("a released lease is not lost")
+	default:
+	}
+	info, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusReleased, info.Status)
+}
+
+// WithLock releases the lock when fn panics, and the keep-alive stops.
+func TestWithLockReleasesWhenFnPanics(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("withlock-panic")
+	c := newClient(t, "withlock-panic")
+	var l *client.Lease
+	func() {
+		defer func() { require.Equal(t, "boom", recover()) }()
+		_ = client.WithLock(ctx, c, lock, func(_ context.Context, held *client.Lease) error {
+			l = held
+			panic("boom")
+		})
+	}()
+	require.ErrorIs(t, l.Err(), client.ErrReleased)
+	info, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusReleased, info.Status)
+}
+
+// An acquire whose context ended before it was sent sends nothing: no
+// lease is granted that nobody tracks (an owner given WithOwner is not
+// withdrawn, so it would be held for its whole lease).
+func TestAcquireWithAnEndedContextSendsNothing(t *testing.T) {
+	ctx := ctxT(t)
+	lock := uniq("ended-ctx")
+	c := newClient(t, "ended-ctx")
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err := c.Acquire(ended, lock, client.WithOwner("svc"))
+	require.ErrorIs(t, err, context.Canceled)
+	info, err := c.Query(ctx, lock) // after the acquire, had it been sent: same key, same partition
+	require.NoError(t, err)
+	require.Equal(t, client.StatusFree, info.Status)
+}
+
+// Config.Topics left empty takes every default name, lock.revoked's too.
+func TestTopicsDefaulted(t *testing.T) {
+	require.Equal(t, topics.DefaultNames(), newClient(t, "topics").Topics())
+}

@@ -107,6 +107,7 @@ func (cfg Config) withDefaults() Config {
 	fill(&cfg.Topics.Acquired, def.Acquired)
 	fill(&cfg.Topics.Released, def.Released)
 	fill(&cfg.Topics.Expired, def.Expired)
+	fill(&cfg.Topics.Revoked, def.Revoked)
 	fill(&cfg.Topics.DeadLetter, def.DeadLetter)
 	fill(&cfg.Topics.State, def.State)
 	fill(&cfg.Topics.ReplyPrefix, def.ReplyPrefix)

@@ -50,9 +50,10 @@ type Lease struct {
 	deadline time.Time     // local estimate of the end of the lease
 	timer    *time.Timer   // fires at deadline
 	err      error         // why the lease ended
-	// releases are the request_ids of Release's commands: their answer,
-	// lock.released, is no loss.
-	releases map[string]bool
+	// release is Release's command, sent again (same request_id) by a
+	// Release after one that got no answer; its answer, lock.released, is
+	// no loss, even when it comes after Release gave up.
+	release *topics.Command
 }
 
 // newLease registers the lease ev granted. sent is when its acquire was first
@@ -64,7 +65,6 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
 		c: c, keepAlive: o.keepAlive, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
-		releases: map[string]bool{},
 	}
 	l.mu.Lock()
 	l.update(ev, sent, anchor)
@@ -80,7 +80,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	c.mu.Unlock()
 	if read {
 		if err := l.endedBy(ended); err != nil {
-			l.lose(fmt.Errorf("%w (read before the grant)", err))
+			l.finish(fmt.Errorf("%w (read before the grant)", err))
 		}
 	}
 	if l.session != nil && !l.session.add(l) {
@@ -196,9 +196,20 @@ func (l *Lease) end(cause error) bool {
 	return true
 }
 
+// finish ends the lease for cause, from endedBy: released, when its own
+// Release's answer (ErrReleased), else lost.
+func (l *Lease) finish(cause error) {
+	if errors.Is(cause, ErrReleased) {
+		l.end(cause)
+		return
+	}
+	l.lose(cause)
+}
+
 // endedBy is why ev, an event about the lease's fencing token, ends the
-// lease; nil when it does not: it is the answer to the lease's own Release,
-// or about another owner.
+// lease: ErrReleased when it answers the lease's own Release (which may
+// have given up waiting for it), an error wrapping ErrLeaseLost otherwise;
+// nil when it does not end it (it is about another owner).
 func (l *Lease) endedBy(ev topics.Event) error {
 	if ev.LockInfo == nil || ev.LockInfo.OwnerID != l.Owner {
 		return nil
@@ -217,10 +228,10 @@ func (l *Lease) endedBy(ev topics.Event) error {
 			return fmt.Errorf("%w: lock.expired: the lease of %q ended at %s", ErrLeaseLost, l.key(), at)
 		}
 		l.mu.Lock()
-		own := l.releases[ev.RequestID]
+		own := l.release != nil && l.release.RequestID == ev.RequestID
 		l.mu.Unlock()
 		if own {
-			return nil
+			return ErrReleased
 		}
 		return fmt.Errorf("%w: lock.released: the lease of %q was released at %s by another request (%s)",
 			ErrLeaseLost, l.key(), at, ev.RequestID)
@@ -229,6 +240,12 @@ func (l *Lease) endedBy(ev topics.Event) error {
 }
 
 func (l *Lease) deadlinePassed() {
+	if errors.Is(context.Cause(l.ctx), ErrReleased) {
+		// Released without an answer (Release returned why): the lease
+		// ran out, which is what the release was for. Lost stays open.
+		l.end(ErrReleased)
+		return
+	}
 	l.mu.Lock()
 	capped := l.maxHold > 0 && l.capRoom() < minExtension
 	l.mu.Unlock()
@@ -258,10 +275,19 @@ func (l *Lease) capRoom() time.Duration {
 // sends nothing: the brokers may be down, and the worker frees the lock by
 // the lease's expiry anyway. A lease the worker ended before the client knew
 // gives an error wrapping ErrNotHeld, and is then lost. Release after
-// Release is a no-op.
+// Release is a no-op; after one that returned an error (ctx ended, no
+// answer), it sends the same command again, which the worker applies once:
+// its answer says whether the release took effect. A release whose answer
+// comes after Release returned ends the lease as released, as does the
+// lease's expiry then.
 func (l *Lease) Release(ctx context.Context) error {
 	l.mu.Lock()
 	ended := l.err
+	if ended == nil && l.release == nil {
+		cmd := l.command(topics.OpRelease)
+		l.release = &cmd
+	}
+	cmd := l.release
 	l.mu.Unlock()
 	switch {
 	case errors.Is(ended, ErrReleased):
@@ -270,11 +296,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), ended)
 	}
 	l.cancel(ErrReleased)
-	cmd := l.command(topics.OpRelease)
-	l.mu.Lock()
-	l.releases[cmd.RequestID] = true
-	l.mu.Unlock()
-	ev, err := l.c.send(ctx, cmd)
+	ev, err := l.c.send(ctx, *cmd)
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
 	}
@@ -306,6 +328,12 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	cmd.ExtensionDuration = d.Seconds()
 	if err := validate(cmd, l.c.cfg.Topics.ReplyPrefix); err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		// Not sent: an extension nobody waits for (the keep-alive's, past
+		// the lease's local deadline) would keep a lease the client
+		// counts as lost.
+		return context.Cause(ctx)
 	}
 	sent := time.Now()
 	ev, err := l.c.send(ctx, cmd)

@@ -61,12 +61,17 @@ func TestEveryLeaseOfATokenEnds(t *testing.T) {
 
 	mine, other := grant(10), grant(10)
 	mine.mu.Lock()
-	mine.releases["r-1"] = true // as Release does before sending
+	mine.release = &topics.Command{RequestID: "r-1"} // as Release does before sending
 	mine.mu.Unlock()
 	c.route(topics.Event{Type: topics.TypeReleased, RequestID: "r-1", LockInfo: info(10), OccurredAt: topics.Time{Time: now}})
-	require.NoError(t, mine.Err(), "the answer to its own release")
+	require.ErrorIs(t, mine.Err(), ErrReleased, "the answer to its own release, even one Release gave up on")
+	require.NotErrorIs(t, mine.Err(), ErrLeaseLost)
+	select {
+	case <-mine.Lost():
+		t.Fatal("a released lease is not lost")
+	default:
+	}
 	require.ErrorIs(t, other.Err(), ErrLeaseLost)
-	mine.end(ErrReleased)
 	require.Empty(t, c.leases)
 }
 

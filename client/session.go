@@ -257,6 +257,11 @@ func (s *Session) keepAliveLoop() {
 		s.mu.Lock()
 		deadline := s.deadline
 		s.mu.Unlock()
+		if !time.Now().Before(deadline) {
+			// Too late: a keep-alive applied now would keep a session the
+			// deadline timer counts as lost.
+			continue
+		}
 		ctx, cancel := context.WithDeadline(s.ctx, deadline)
 		sent := time.Now()
 		ev, err := s.c.send(ctx, s.command(topics.OpSessionKeepAlive))
