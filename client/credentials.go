@@ -106,8 +106,15 @@ func signingKey(b []byte) (any, jwt.SigningMethod, error) {
 	return secret, jwt.SigningMethodHS256, nil
 }
 
-// subject is the requester a static token names, or "".
-func (c *credentials) subject() string { return c.claims.Subject }
+// subject is the requester the tokens name: a static token's, or the one a
+// signing key signs for (set by New); "" without credentials. The worker
+// scopes owners by it, so the client's view of an owner must too.
+func (c *credentials) subject() string {
+	if c.key != nil {
+		return c.sub
+	}
+	return c.claims.Subject
+}
 
 // token is the value of the authorization header, or "".
 func (c *credentials) token() (string, error) {

@@ -36,6 +36,8 @@ func TestCredentials(t *testing.T) {
 	_, err = jwt.ParseWithClaims(strings.TrimPrefix(first, "Bearer "), &claims, func(*jwt.Token) (any, error) { return []byte(strings.Repeat("s", 32)), nil })
 	require.NoError(t, err)
 	require.Equal(t, "billing", claims.Subject)
+	require.Equal(t, "billing", c.subject(), "owners are scoped by the requester the key signs for")
+	require.Equal(t, acquireKey{"", "job", "billing:svc"}, (&Client{creds: c}).acquireKey("", "job", "svc"))
 	require.WithinDuration(t, time.Now().Add(SignedTokenTTL), claims.ExpiresAt.Time, 5*time.Second)
 
 	static, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "reports"}).SignedString([]byte("k"))
