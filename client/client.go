@@ -138,13 +138,21 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 	}
 	adm := kadm.NewClient(c.prod)
 	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, -1, nil, c.replyTopic)
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+	// Kafka checks the right to create before whether the topic exists: a
+	// requester that may not create topics may still have its reply topic,
+	// made by an operator.
+	denied := errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.ClusterAuthorizationFailed)
+	if err != nil && !denied && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return nil, fmt.Errorf("%w: creating reply topic %q: %w", ErrUnreachable, c.replyTopic, err)
 	}
+	createErr := err
 	for {
 		ends, err := adm.ListEndOffsets(ctx, c.replyTopic)
 		if err == nil {
 			err = ends.Error()
+		}
+		if denied && errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return nil, fmt.Errorf("%w: reply topic %q does not exist, and creating it was refused: %w", ErrForbidden, c.replyTopic, createErr)
 		}
 		if err == nil && len(ends[c.replyTopic]) > 0 {
 			m := make(map[int32]kgo.Offset)

@@ -37,7 +37,8 @@ var (
 	// reply_to), so the command ends with ErrNoReply.
 	ErrUnauthenticated = errors.New("unauthenticated")
 	// ErrForbidden: the token does not allow the command (its namespace, or
-	// a reply topic not the requester's own).
+	// a reply topic not the requester's own); or, from New, the reply topic
+	// is missing and Kafka refused to create it.
 	ErrForbidden = errors.New("forbidden")
 	// ErrLimitMismatch: the lock's holders and waiters agreed on another
 	// limit (WithLimit).
