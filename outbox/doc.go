@@ -5,7 +5,7 @@
 // # Running it
 //
 // A worker calls [Relay.Run] once per owned commands partition (cancel its
-// context on revocation). Every transaction that writes outbox rows for a
+// context on revocation, and let the partition go once Run has returned). Every transaction that writes outbox rows for a
 // partition takes a [Slot] with [Relay.Reserve] after its last lock and
 // before COMMIT, and resolves it after: [Slot.Fill] with the rows it
 // committed, or [Slot.Dirty] when it failed or cannot tell. Run publishes
@@ -101,7 +101,9 @@
 //     failed (neither RecordDeliveryTimeout nor the context stop it), so
 //     Publish simply blocks until a broker answers: the partition waits in
 //     that call instead, with the same outcome. Run still returns when its
-//     context ends, leaving the call behind; its rows stay in the table.
+//     context ends, after waiting Config.HandOverWait (10 s) for the call
+//     so that the partition's next owner does not publish before it; a call
+//     still unanswered then is left behind, its rows in the table.
 //
 // Parked rows are kept and counted ([Backlog], [Parked]), never dropped, and
 // each parking is reported to Config.OnParked.

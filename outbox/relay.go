@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,15 @@ type Config struct {
 	// Keep it above the client's kgo.RecordDeliveryTimeout, if any, so the
 	// client's error wins.
 	PublishTimeout time.Duration
+	// HandOverWait is how long Run, once its context ended, waits for the
+	// publishes it left behind (a request Kafka has not answered yet)
+	// before it returns: the worker lets the partition go after Run, so its
+	// next owner, which publishes the same rows and later ones, does not
+	// start before them, and a lock's records land in order (the lock
+	// state topic's compaction keeps the last one to land). A publish
+	// still unanswered after it may land after the next owner's records.
+	// Default 10 s; negative: no wait.
+	HandOverWait time.Duration
 	// OrderAcrossTopics trades throughput for order across topics. Default
 	// false: each batch publishes all rows of a topic in one call and the
 	// topics' calls run concurrently; order holds per topic (hence per key)
@@ -127,6 +137,10 @@ type partition struct {
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
 	startedAt     time.Time // when Run started
+
+	// left are the publishes passes left behind when their context ended
+	// (await): Run waits for them before it returns (handOver).
+	left leftBehind
 
 	// readTable asks the next pass to read the table rather than publish
 	// only the rows handed over: set by Wake, when Run starts, and after
@@ -194,6 +208,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.DeleteDelay <= 0 {
 		cfg.DeleteDelay = 100 * time.Millisecond
+	}
+	if cfg.HandOverWait == 0 {
+		cfg.HandOverWait = 10 * time.Second
 	}
 	if cfg.RetryBase <= 0 {
 		cfg.RetryBase = store.DefaultRetryBase
@@ -278,6 +295,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 		return nil
 	}
 	defer func() { <-p.run }()
+	defer r.handOver(p)
 
 	// Another worker may have owned the partition meanwhile and parked
 	// topics: read them again, and forget local backoffs.
@@ -627,7 +645,7 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 		if ps.failed[u.topic] {
 			continue
 		}
-		if !r.settle(ctx, p, u, r.publish(ctx, u.topic, u.rows), ps) {
+		if !r.settle(ctx, p, u, r.publish(ctx, p, u.topic, u.rows), ps) {
 			return
 		}
 	}
@@ -637,7 +655,7 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 // settles each: all were sent, so even when one says stop, the others'
 // acknowledgements still count.
 func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []unit, ps *passState) {
-	errs := r.publishAll(ctx, units)
+	errs := r.publishAll(ctx, p, units)
 	for k, u := range units {
 		r.settle(ctx, p, u, errs[k], ps)
 	}
@@ -736,7 +754,7 @@ func (r *Relay) setAside(ctx context.Context, p *partition, u unit, cause error,
 		ps.ack(p, written)
 	}
 	for i, x := range tried {
-		err := r.publish(ctx, u.topic, []row{x})
+		err := r.publish(ctx, p, u.topic, []row{x})
 		if err == nil {
 			ps.ack(p, []row{x})
 			continue
@@ -820,7 +838,7 @@ func (r *Relay) units(rows []row) []unit {
 // publishAll publishes the units at once and returns each one's error: in
 // one call when the publisher takes several topics (kafkapubsub's does),
 // else at most maxConcurrentTopics calls at a time.
-func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
+func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []error {
 	errs := make([]error, len(units))
 	if tp, ok := r.cfg.Publisher.(topicsPublisher); ok {
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
@@ -838,7 +856,7 @@ func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
 		if len(batches) == 0 {
 			return errs
 		}
-		got, err := await(ctx, func() []error { return tp.PublishTopics(batches...) })
+		got, err := await(ctx, &p.left, func() []error { return tp.PublishTopics(batches...) })
 		for i, k := range of {
 			if err != nil {
 				errs[k] = err
@@ -855,7 +873,7 @@ func (r *Relay) publishAll(ctx context.Context, units []unit) []error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			errs[k] = r.publish(ctx, u.topic, u.rows)
+			errs[k] = r.publish(ctx, p, u.topic, u.rows)
 		}()
 	}
 	wg.Wait()
@@ -999,14 +1017,14 @@ func queueDelete(b *pgx.Batch, ids []int64) {
 }
 
 // publish sends one run of rows of one topic in one call.
-func (r *Relay) publish(ctx context.Context, topic string, run []row) error {
+func (r *Relay) publish(ctx context.Context, p *partition, topic string, run []row) error {
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	msgs, err := r.messages(pctx, run)
 	if err != nil {
 		return err
 	}
-	perr, err := await(ctx, func() error { return r.cfg.Publisher.Publish(topic, msgs...) })
+	perr, err := await(ctx, &p.left, func() error { return r.cfg.Publisher.Publish(topic, msgs...) })
 	return cmp.Or(err, perr)
 }
 
@@ -1029,17 +1047,89 @@ func (r *Relay) messages(ctx context.Context, run []row) ([]*message.Message, er
 // request that got no answer (it cannot know whether it was written),
 // whatever the timeouts: a publish then returns only when a broker
 // answers. That is the pause we want while Kafka is away, but Run must
-// still end on revocation, so the call is left behind when ctx ends. Its
-// rows stay and are published again later: a duplicate, never a loss.
-func await[T any](ctx context.Context, call func() T) (T, error) {
+// still end on revocation, so the call is left behind when ctx ends, in
+// left, which Run waits for a while (handOver). Its rows stay and are
+// published again later: a duplicate, never a loss.
+func await[T any](ctx context.Context, left *leftBehind, call func() T) (T, error) {
 	done := make(chan T, 1)
-	go func() { done <- call() }()
+	finished := make(chan struct{})
+	go func() { done <- call(); close(finished) }()
 	select {
 	case v := <-done:
 		return v, nil
 	case <-ctx.Done():
+		left.add(finished)
 		var zero T
 		return zero, ctx.Err()
+	}
+}
+
+// leftBehind are the publishing calls a partition's passes left behind,
+// each a channel closed when it returns.
+type leftBehind struct {
+	mu    sync.Mutex
+	calls []chan struct{}
+}
+
+func (l *leftBehind) add(finished chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, finished)
+}
+
+func (l *leftBehind) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.calls)
+}
+
+// wait waits until every call left behind has returned, or until d has
+// passed, and reports how many still run (they stay, for the next wait).
+func (l *leftBehind) wait(d time.Duration) int {
+	l.mu.Lock()
+	calls := slices.Clone(l.calls)
+	l.mu.Unlock()
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	running, expired := 0, false
+	for _, c := range calls {
+		if !expired {
+			select {
+			case <-c:
+				continue
+			case <-timeout.C:
+				expired = true
+			}
+		}
+		select {
+		case <-c:
+		default:
+			running++
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = slices.DeleteFunc(l.calls, func(c chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	})
+	return running
+}
+
+// handOver waits, as Run returns, for the publishes its passes left
+// behind, at most HandOverWait (see there).
+func (r *Relay) handOver(p *partition) {
+	if r.cfg.HandOverWait < 0 || p.left.count() == 0 {
+		return
+	}
+	r.log.Info().Int32("partition", p.id).Msg("outbox: waiting for publishes Kafka has not answered before letting the partition go")
+	if n := p.left.wait(r.cfg.HandOverWait); n > 0 {
+		r.log.Warn().Int32("partition", p.id).Int("publishes", n).Dur("waited", r.cfg.HandOverWait).
+			Msg("outbox: publishes Kafka has not answered are left running as the partition is let go: if they land, their records may come after the next owner's")
 	}
 }
 

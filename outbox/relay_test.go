@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -755,19 +757,50 @@ func TestBrokerDownThenBack(t *testing.T) {
 	}
 }
 
-// TestRunEndsWhilePublishHangs: revocation must not wait for Kafka.
+// TestRunEndsWhilePublishHangs: revocation does not wait for Kafka longer
+// than HandOverWait.
 func TestRunEndsWhilePublishHangs(t *testing.T) {
 	t.Parallel()
 	const topic, p = "locks.lock.acquired.v1", int32(4)
 	st := testdb.New(t)
 	hang := &hangingPublisher{started: make(chan struct{}, 10), release: make(chan struct{})}
 	defer close(hang.release)
-	relay := newRelay(t, st, hang, nil)
+	relay := newRelay(t, st, hang, func(c *outbox.Config) { c.HandOverWait = 100 * time.Millisecond })
 	insert(t, st, p, rec{topic, "k", "v", "e"})
 	stop := start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
 	<-hang.started
 	stop() // fails the test if Run does not return
 	assert.Equal(t, 1, count(t, st, "true"), "the row stays for the next owner")
+}
+
+// TestRunWaitsForAPublishLeftBehind: a publish in flight when Run's context
+// ends is waited for before Run returns, so the partition's next owner
+// cannot publish before it (its records would land after the next
+// owner's: the lock state topic's compaction would keep an older state).
+func TestRunWaitsForAPublishLeftBehind(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(4)
+	st := testdb.New(t)
+	hang := &hangingPublisher{started: make(chan struct{}, 10), release: make(chan struct{})}
+	var logs testlog.Buffer
+	relay := newRelay(t, st, hang, func(c *outbox.Config) { c.Logger = zerolog.New(&logs) })
+	insert(t, st, p, rec{topic, "k", "v", "e"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx, p) }()
+	<-hang.started
+	cancel()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "waiting for publishes Kafka has not answered") },
+		10*time.Second, 5*time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("Run returned with its publish still in flight")
+	default:
+	}
+	close(hang.release)
+	require.NoError(t, <-done)
+	require.NotContains(t, logs.String(), "left running")
 }
 
 type hangingPublisher struct {

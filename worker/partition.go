@@ -38,6 +38,8 @@ type partition struct {
 	// while it is awake.
 	sleepsUntil atomic.Int64
 	cancel      context.CancelFunc
+	// finished is closed when its scheduler and relay have returned.
+	finished chan struct{}
 	// expected is the next offset the stored one should be, known after the
 	// first batch; only the applier uses it.
 	expected int64
@@ -61,16 +63,17 @@ type partition struct {
 // applied first, so shutdown drains instead of rolling back.
 func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 	ctx, cancel := context.WithCancel(parent)
-	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset}
+	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset,
+		finished: make(chan struct{})}
 	p.revoking, p.revoke = context.WithCancel(ctx)
-	w.wg.Add(2)
-	go func() { defer w.wg.Done(); p.scheduleExpiry(ctx) }()
-	go func() {
-		defer w.wg.Done()
+	var both sync.WaitGroup
+	both.Go(func() { p.scheduleExpiry(ctx) })
+	both.Go(func() {
 		if err := w.cfg.Relay.Run(ctx, id); err != nil && ctx.Err() == nil {
 			w.log.Error().Err(err).Int32("partition", id).Msg("relay stopped")
 		}
-	}()
+	})
+	w.wg.Go(func() { both.Wait(); close(p.finished) })
 	return p
 }
 

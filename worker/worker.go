@@ -576,6 +576,11 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 	for _, part := range stopping {
 		part.pending.Wait()
 		part.cancel()
+	}
+	// Let go once the relays have returned: a publish they left behind
+	// would otherwise land after the next owner's (outbox.Config.HandOverWait).
+	for _, part := range stopping {
+		<-part.finished
 		w.log.Info().Int32("partition", part.id).Msg("partition revoked")
 	}
 }

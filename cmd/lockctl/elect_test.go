@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
 func TestElectUsageErrors(t *testing.T) {
@@ -23,12 +25,12 @@ func TestElectUsageErrors(t *testing.T) {
 		{"elect", "--name", "bad\x01name", "--", "true"},
 		{"elect", "--name", "x", "--lease", "1ms", "--", "true"},
 	} {
-		var out, errOut syncBuffer
+		var out, errOut testlog.Buffer
 		code := run(context.Background(), args, &out, &errOut)
 		assert.Equal(t, exitUsage, code, "lockctl %q: stderr %s", args, errOut.String())
 		assert.NotEmpty(t, errOut.String(), "lockctl %q says why", args)
 	}
-	var out, errOut syncBuffer
+	var out, errOut testlog.Buffer
 	code := run(context.Background(), []string{"elect", "--brokers", "127.0.0.1:1", "--timeout", "2s", "--name", "x", "--", "true"}, &out, &errOut)
 	assert.Equal(t, exitUnreachable, code, errOut.String())
 	assert.Contains(t, errOut.String(), "unreachable")
@@ -106,7 +108,7 @@ func TestElectLeaderKilled(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "lockctl")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
-	var errOut syncBuffer
+	var errOut testlog.Buffer
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	leader := exec.Command(bin, "elect", "--brokers", env.Brokers[0], "--name", name, "--value", "doomed", "--lease", "1",
 		"--", "sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)

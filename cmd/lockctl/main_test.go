@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -26,24 +25,6 @@ var env *e2e.Env
 
 func TestMain(m *testing.M) {
 	os.Exit(e2e.RunMain(m, func(e *e2e.Env) { env = e }))
-}
-
-// syncBuffer is written by lockctl and a child process while a test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type result struct {
@@ -66,14 +47,14 @@ func lockctl(t *testing.T, args ...string) result {
 }
 
 func lockctlCtx(ctx context.Context, args ...string) result {
-	var out, errOut syncBuffer
+	var out, errOut testlog.Buffer
 	code := run(ctx, withBrokers(args), &out, &errOut)
 	return result{code, out.String(), errOut.String()}
 }
 
 // start runs lockctl in the background; wait returns its result.
-func start(ctx context.Context, args ...string) (stdout, stderr *syncBuffer, wait func() result) {
-	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+func start(ctx context.Context, args ...string) (stdout, stderr *testlog.Buffer, wait func() result) {
+	stdout, stderr = &testlog.Buffer{}, &testlog.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, withBrokers(args), stdout, stderr) }()
 	return stdout, stderr, func() result {
@@ -109,19 +90,19 @@ func TestUsageErrors(t *testing.T) {
 		{"acquire", "--lock", "x", "--metadata", `"a string"`},
 		{"cleanup", "--max-age", "-5"},
 	} {
-		var out, errOut syncBuffer
+		var out, errOut testlog.Buffer
 		code := run(context.Background(), args, &out, &errOut)
 		assert.Equal(t, exitUsage, code, "lockctl %q: stderr %s", args, errOut.String())
 		assert.NotEmpty(t, errOut.String(), "lockctl %q says why", args)
 	}
-	var out, errOut syncBuffer
+	var out, errOut testlog.Buffer
 	assert.Equal(t, exitOK, run(context.Background(), []string{"help"}, &out, &errOut))
 	assert.Contains(t, out.String(), "run     --lock NAME")
 }
 
 func TestUnreachableBroker(t *testing.T) {
 	for _, cmd := range [][]string{{"query", "--lock", "x"}, {"watch"}, {"run", "--lock", "x", "--", "true"}} {
-		var out, errOut syncBuffer
+		var out, errOut testlog.Buffer
 		start := time.Now()
 		code := run(context.Background(), append(cmd[:1:1], append([]string{"--brokers", "127.0.0.1:1", "--timeout", "2s"}, cmd[1:]...)...), &out, &errOut)
 		assert.Equal(t, exitUnreachable, code, "lockctl %q: %s", cmd, errOut.String())

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
 // The worker says which broker it uses and why: KAFKA_BOOTSTRAP_SERVERS,
@@ -17,7 +18,7 @@ import (
 // connection error names the variable.
 func TestSaysWhichBrokerAndWhy(t *testing.T) {
 	sch := testdb.NewSchema(t)
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	m := NewMain()
 	m.Logger = zerolog.New(logs)
 	m.Config.Postgres.URL = sch.URL
@@ -33,7 +34,7 @@ func TestSaysWhichBrokerAndWhy(t *testing.T) {
 	assert.ErrorContains(t, err, "talking to Kafka at ["+nobody+"] (from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off")
 	assert.Contains(t, logs.String(), "using Kafka at "+nobody+": from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off")
 
-	logs = &lockedBuffer{}
+	logs = &testlog.Buffer{}
 	m = NewMain()
 	m.Logger = zerolog.New(logs)
 	m.Config.Postgres.URL = sch.URL

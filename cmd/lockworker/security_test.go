@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -89,24 +88,6 @@ func newSecurityPKI(t *testing.T) securityPKI {
 	}
 }
 
-// lockedBuffer collects the service's log lines from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func randomSecret(t *testing.T, prefix string) string {
 	b := make([]byte, 12)
 	_, err := rand.Read(b)
@@ -131,7 +112,7 @@ func saslMechanism(t *testing.T, mech, user, pass string) sasl.Mechanism {
 // main() starts it, with its log captured.
 type securedService struct {
 	m      *Main
-	logs   *lockedBuffer
+	logs   *testlog.Buffer
 	cancel context.CancelFunc
 	done   chan error
 
@@ -172,7 +153,7 @@ func startSecured(t *testing.T, env map[string]string) *securedService {
 	t.Helper()
 	m := NewMain()
 	require.NoError(t, m.ParseEnv(func(k string) string { return env[k] }))
-	s := &securedService{m: m, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	s := &securedService{m: m, logs: &testlog.Buffer{}, done: make(chan error, 1)}
 	// ParseEnv set a stderr logger with the configured level; keep the level
 	// (debug) and the instance field, write to the buffer.
 	m.Logger = zerolog.New(s.logs).Level(m.Config.LogLevel).With().Timestamp().Str("instance", m.Config.InstanceID).Logger()

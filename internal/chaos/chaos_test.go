@@ -5,27 +5,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 )
-
-// lockedBuffer collects the replicas' logs, shown when the test fails.
-type lockedBuffer struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sb.Write(p)
-}
 
 // TestChaos runs three lockworker processes on one devkafka process,
 // SIGKILLs (and now and then SIGTERMs) one every few seconds and restarts
@@ -50,7 +38,7 @@ func TestChaos(t *testing.T) {
 	defer broker.Close()
 	schema := testdb.NewSchema(t)
 
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	env := []string{
 		"DATABASE_URL=" + schema.URL, "KAFKA_BOOTSTRAP_SERVERS=" + broker.Addr, "HTTP_ADDR=127.0.0.1:0",
 		fmt.Sprintf("KAFKA_SESSION_TIMEOUT=%g", session.Seconds()), "LOG_LEVEL=info", "POSTGRES_MAX_CONNECTIONS=5",
@@ -67,7 +55,7 @@ func TestChaos(t *testing.T) {
 			_ = r.Kill()
 		}
 		if t.Failed() {
-			t.Logf("replica logs:\n%s", lastLines(logs.sb.String(), 200))
+			t.Logf("replica logs:\n%s", lastLines(logs.String(), 200))
 		}
 	}()
 

@@ -58,7 +58,7 @@ func TestCommandsLostByTheBroker(t *testing.T) {
 		require.NoError(t, broker.Restart(ctx))
 	}
 	losses := func() int {
-		return strings.Count(s.logs.sb.String(), "the commands topic lost records this group applied")
+		return strings.Count(s.logs.String(), "the commands topic lost records this group applied")
 	}
 
 	for _, phase := range []struct {

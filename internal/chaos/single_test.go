@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
 // single is one broker process, its data in dir so that a restart finds
@@ -19,7 +20,7 @@ type single struct {
 	addr, dir string
 	broker    *Broker
 	replica   *Replica
-	logs      *lockedBuffer
+	logs      *testlog.Buffer
 }
 
 func startSingle(t *testing.T, ctx context.Context, partitions int) *single {
@@ -28,7 +29,7 @@ func startSingle(t *testing.T, ctx context.Context, partitions int) *single {
 	require.NoError(t, err)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &single{addr: l.Addr().String(), dir: t.TempDir(), logs: &lockedBuffer{}}
+	s := &single{addr: l.Addr().String(), dir: t.TempDir(), logs: &testlog.Buffer{}}
 	require.NoError(t, l.Close())
 	s.broker, err = StartBrokerAt(ctx, bins[1], s.addr, s.dir, partitions, time.Second)
 	require.NoError(t, err)
@@ -39,7 +40,7 @@ func startSingle(t *testing.T, ctx context.Context, partitions int) *single {
 	t.Cleanup(func() {
 		_ = s.replica.Kill()
 		if t.Failed() {
-			t.Logf("replica logs:\n%s", lastLines(s.logs.sb.String(), 100))
+			t.Logf("replica logs:\n%s", lastLines(s.logs.String(), 100))
 		}
 	})
 	require.NoError(t, s.replica.Ready(ctx))
