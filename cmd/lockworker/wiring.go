@@ -142,13 +142,17 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, cfg.Topics.AutoCreateReplyTopics)
+	// The relay's own deadline comes after the client's: kgo's error, which
+	// says why a record failed (a missing topic, say), is what the relay
+	// classifies, not a deadline's.
+	const deliveryTimeout = 30 * time.Second
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, cfg.Topics.AutoCreateReplyTopics)
 	if err != nil {
 		return err
 	}
 	m.onClose(pubClient.Close)
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
-	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts,
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, PublishTimeout: deliveryTimeout + 5*time.Second,
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
 	if err != nil {
 		return err
