@@ -92,7 +92,11 @@ func (s *Slot) resolve(st slotState, rows []row) {
 	p := s.p
 	p.hmu.Lock()
 	if s.state == slotPending {
+		if st == slotRows && p.held > 0 && p.held+len(rows) > p.maxHeld {
+			st, rows = slotDirty, nil
+		}
 		s.state, s.rows = st, rows
+		p.held += len(rows)
 	}
 	p.hmu.Unlock()
 	p.signal()
@@ -103,7 +107,7 @@ func (s *Slot) resolve(st slotState, rows []row) {
 func (p *partition) startHandoff() {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.running, p.slots, p.filter = true, nil, nil
+	p.running, p.slots, p.filter, p.held = true, nil, nil, 0
 }
 
 // stopHandoff closes the queue when Run ends: the rows are in the table for
@@ -111,7 +115,7 @@ func (p *partition) startHandoff() {
 func (p *partition) stopHandoff() {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.running, p.slots, p.filter = false, nil, nil
+	p.running, p.slots, p.filter, p.held = false, nil, nil, 0
 }
 
 // takeSlots removes the resolved slots at the head of the queue and returns
@@ -124,6 +128,7 @@ func (p *partition) takeSlots() (rows []row, dirty bool) {
 	for ; n < len(p.slots) && p.slots[n].state != slotPending; n++ {
 		s := p.slots[n]
 		dirty = dirty || s.state == slotDirty
+		p.held -= len(s.rows)
 		for _, x := range s.rows {
 			if s.seq > p.filterSeq || !p.filter[x.id] {
 				rows = append(rows, x)

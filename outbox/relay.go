@@ -155,6 +155,11 @@ type partition struct {
 	slots     []*Slot
 	filter    map[int64]bool // ids read from the table, left out of slots up to filterSeq
 	filterSeq uint64
+	// held counts the rows of filled slots not taken yet; a slot filled
+	// beyond maxHeld is resolved dirty instead, so a pass stuck in a
+	// publish while commits go on does not hold every row in memory too
+	// (the table has them).
+	held, maxHeld int
 }
 
 // block holds a topic back after a failed publish until its backoff ends.
@@ -249,6 +254,7 @@ func (r *Relay) part(id int32) *partition {
 			lock:    make(chan struct{}, 1),
 			parked:  map[string]time.Time{},
 			blocked: map[string]block{},
+			maxHeld: 2 * handedBatches * r.cfg.BatchSize,
 		}
 		r.parts[id] = p
 	}
