@@ -16,8 +16,8 @@
 // PollInterval (the fallback), at a dirty slot, after [Relay.Wake], while a
 // topic backs off or is parked, and after a failed publish.
 // [Relay.DrainOnce] reads and publishes what is there now, for tests and
-// shutdown. Waking happens in process: LISTEN/NOTIFY serialized commits
-// (see handlers.Batch.Flush).
+// tools. Waking happens in process, never through LISTEN/NOTIFY, which
+// serialized commits (see handlers.Batch.Flush).
 //
 // A pass that reads the table is one round trip to PostgreSQL: it deletes
 // the rows the previous passes got acknowledged and the partition's marks,

@@ -88,11 +88,11 @@ type Config struct {
 	// first, so deleting costs no round trip; an idle partition's rows go
 	// after this delay. Default 100 ms. Backlog counts such rows meanwhile.
 	DeleteDelay time.Duration
-	// RetryBase and RetryMax shape every backoff: after failed publishes,
-	// database errors and listen reconnects. Defaults store.DefaultRetryBase
+	// RetryBase and RetryMax shape every backoff: after failed publishes
+	// and database errors. Defaults store.DefaultRetryBase
 	// (100 ms) and store.DefaultRetryMax (5 s).
 	RetryBase, RetryMax time.Duration
-	// Logger gets failures, parking and reconnects. Default: no logs.
+	// Logger gets failures, parking and hand-overs. Default: no logs.
 	Logger zerolog.Logger
 	// OnPublished, when set, is told after each batch how many rows were
 	// acknowledged, and the age of the oldest of them (for metrics); they
@@ -274,14 +274,6 @@ func (r *Relay) Wake(partition int32) {
 	}
 }
 
-func (r *Relay) wakeAll() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, p := range r.parts {
-		p.signal()
-	}
-}
-
 func (p *partition) signal() {
 	select {
 	case p.wake <- struct{}{}:
@@ -388,7 +380,9 @@ func (r *Relay) deleteNow(ctx context.Context, p *partition) {
 }
 
 // DrainOnce publishes the partition's rows that are there now (not rows
-// committed after it started) and returns how many it published. Unlike
+// committed after it started) and returns how many it published, for
+// tests and tools, where no Run of the partition runs (it takes the
+// partition's marks, as a read of the table does). Unlike
 // Run it does not wait for backoffs: every topic that is not parked gets one
 // try. The error joins the first publish failure and any database error;
 // failures are accounted (attempts, parking) as in Run.
@@ -1186,15 +1180,16 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 	}
 	// Park every waiting row of the topic, so /health counts them and they
 	// are all retried together, in id order, when the park ends. Rows
-	// parked for good stay as they are.
+	// parked for good stay as they are, and rows published already (their
+	// delete pending) are not counted.
 	var n int64
 	var until time.Time
 	err = r.cfg.Pool.QueryRow(ctx, `
 		WITH u AS (
 			UPDATE outbox SET parked_until = now() + $3::interval, park_reason = $4
-			WHERE source_partition = $1 AND topic = $2 AND (parked_until IS NULL OR parked_until <= now())
+			WHERE source_partition = $1 AND topic = $2 AND (parked_until IS NULL OR parked_until <= now()) AND id <> ALL(coalesce($5::bigint[], '{}'))
 			RETURNING 1)
-		SELECT count(*), now() + $3::interval FROM u`, p.id, topic, r.cfg.ParkFor, reason).Scan(&n, &until)
+		SELECT count(*), now() + $3::interval FROM u`, p.id, topic, r.cfg.ParkFor, reason, p.acked).Scan(&n, &until)
 	if err != nil {
 		return fmt.Errorf("parking rows of partition %d for %q: %w", p.id, topic, err)
 	}
