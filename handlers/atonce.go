@@ -540,7 +540,7 @@ func (r *lockRun) acquisitions(owner string) int {
 // common case it may take. An acquire with a session checks the session
 // first (session.go).
 func (a *applier) hasCommonCase() bool {
-	return a.op.atOnce != nil && !a.generalOnly && a.cmd.SessionID == ""
+	return a.op.atOnce != nil && !a.generalOnly && a.cmd.SessionID == "" && !a.waitOnly()
 }
 
 // mayJoin says whether an acquire could join holders in one statement: a

@@ -30,8 +30,9 @@ type Env struct {
 	// operator's log. Default nil.
 	OnUnreadableOutcome func(requestID string, partition int32)
 	// RequireFencingToken refuses an owner's renewal of the lease it holds
-	// (REQUIRE_FENCING_TOKEN; rules.Request.TokenOnly). The worker refuses
-	// a release or extend without the token before the handlers see it.
+	// (REQUIRE_FENCING_TOKEN; rules.Request.TokenOnly), and a release of a
+	// lease without its token, which may only withdraw a wait. The worker
+	// refuses an extend without the token before the handlers see it.
 	RequireFencingToken bool
 	// NoHistory writes no lock_events rows (LOCK_EVENTS_RETENTION=0).
 	// Default false: every grant and end of a lease is recorded.

@@ -119,10 +119,12 @@ var diffCoverage = [][2]string{
 }
 
 // diffFencedCoverage are the events the scripts under REQUIRE_FENCING_TOKEN
-// must give: refused renewals, releases and extends by the token, and
-// wrong tokens refused.
+// must give: refused renewals, releases and extends by the token, wrong
+// tokens refused, and releases without a token that withdraw a wait or are
+// refused for a lease.
 var diffFencedCoverage = [][2]string{
 	{"lock.rejected acquire", "code=INVALID_REQUEST"}, {"lock.released release", ""}, {"lock.extended extend", ""},
+	{"lock.withdrawn release", ""}, {"lock.rejected release", "code=INVALID_REQUEST"},
 	{"lock.rejected release", "code=TOKEN_MISMATCH"}, {"lock.rejected extend", "code=TOKEN_MISMATCH"},
 	{"lock.expired expire", "reason=session_expired"}, {"lock.revoked revoke req=req-", "revoked=1"},
 	{"lock.rejected", "code=REQUEST_ID_CONFLICT"},
@@ -182,11 +184,11 @@ var diffLocks = map[string]struct {
 }{"mutex": {1, false}, "rw": {1, true}, "sem": {3, false}}
 
 // diffScript is a script of steps. fenced: for a run under
-// REQUIRE_FENCING_TOKEN, whose worker refuses a release or extend without
+// REQUIRE_FENCING_TOKEN, whose worker refuses an extend without
 // fencing_token before the handlers see it (worker/admit.go, tested by
 // worker.TestRequireFencingToken): such scripts hold only commands that pass
-// it, each release and extend with a token (see diffTracker.guarded), as a
-// requester sends them.
+// it, each extend with a token (see diffTracker.guarded), as a requester
+// sends them; a release may come without one (it only withdraws a wait).
 func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 	locks := []string{"mutex", "rw", "sem"}
 	owners := []string{"o1", "o2", "o3", "o4", "o5"}
@@ -248,7 +250,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		default:
 			c.Operation, c.OwnerID, c.ReplyTo = topics.OpQuery, "", "locks.replies.q"
 		}
-		if fenced && guard == 0 && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
+		if fenced && guard == 0 && c.Operation == topics.OpExtend {
 			guard = 1 // admission would refuse it without a token
 		}
 		return diffCmd{c: c, guard: guard}
@@ -454,7 +456,7 @@ func (d *diffTracker) rank(lock string, tok int64) int {
 
 // guarded sets the command's fencing_token as its guard says. Under
 // REQUIRE_FENCING_TOKEN an owner that was never granted the lock sends a
-// wrong one: without one the worker would refuse the command before the
+// wrong one: without one the worker would refuse an extend before the
 // handlers (see diffScript).
 func (d *diffTracker) guarded(dc diffCmd) topics.Command {
 	c := dc.c
@@ -466,7 +468,7 @@ func (d *diffTracker) guarded(dc diffCmd) topics.Command {
 		wrong := int64(-1)
 		c.FencingToken = &wrong
 	}
-	if d.fenced && c.FencingToken == nil && (c.Operation == topics.OpRelease || c.Operation == topics.OpExtend) {
+	if d.fenced && c.FencingToken == nil && c.Operation == topics.OpExtend {
 		panic(fmt.Sprintf("%s %s without fencing_token under REQUIRE_FENCING_TOKEN", c.Operation, c.RequestID))
 	}
 	return c
@@ -896,7 +898,9 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 					return append(effs, rules.Effect{Kind: rules.Refuse, Code: topics.CodeInvalidRequest, Info: l.Info()})
 				})
 			case topics.OpRelease:
-				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect { return l.Release(c.OwnerID, c.Key(), c.FencingToken) })
+				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
+					return l.Release(c.OwnerID, c.Key(), c.FencingToken, fenced && c.FencingToken == nil)
+				})
 			case topics.OpExtend:
 				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
 					return l.Extend(c.OwnerID, c.Key(), c.FencingToken, c.ExtensionDuration)

@@ -76,7 +76,11 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 				topic, n, w.replies.max, w.replies.create)}
 		}
 	}
-	if op, _ := topics.LookupOperation(c.Operation); w.cfg.RequireFencingToken && c.FencingToken == nil && slices.Contains(op.Fields, "fencing_token") {
+	// A release without one may still withdraw its owner's wait (the
+	// handler refuses it for a lease): the SDK's withdrawal of an acquire
+	// it gave up on has no token to send.
+	if op, _ := topics.LookupOperation(c.Operation); w.cfg.RequireFencingToken && c.FencingToken == nil &&
+		slices.Contains(op.Fields, "fencing_token") && c.Operation != topics.OpRelease {
 		return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
 			Message: "fencing_token is required for " + c.Operation + " (REQUIRE_FENCING_TOKEN)"}
 	}

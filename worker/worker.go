@@ -49,8 +49,9 @@ type Config struct {
 	// DefaultLease applies to acquires without lease_duration. Default
 	// topics.DefaultLeaseDuration.
 	DefaultLease time.Duration
-	// RequireFencingToken refuses a release or extend without
-	// fencing_token, and an acquire renewing its owner's lease
+	// RequireFencingToken refuses an extend without fencing_token, a
+	// release without it that would end a lease (one that withdraws its
+	// owner's wait is applied), and an acquire renewing its owner's lease
 	// (INVALID_REQUEST). Default false.
 	RequireFencingToken bool
 	// PlainEvents stores events plain instead of compacted

@@ -247,8 +247,9 @@ const (
 	CodeModeMismatch  = "MODE_MISMATCH"
 	CodeMaxHold       = "MAX_HOLD_EXCEEDED"
 	CodeSessionBound  = "SESSION_BOUND"
-	// CodeInvalidRequest answers a renewal that the deployment's
-	// REQUIRE_FENCING_TOKEN forbids (Request.TokenOnly).
+	// CodeInvalidRequest answers a renewal, or a release of a lease
+	// without its token, that the deployment's REQUIRE_FENCING_TOKEN
+	// forbids (Request.TokenOnly, Release's tokenRequired).
 	CodeInvalidRequest = "INVALID_REQUEST"
 )
 
@@ -623,11 +624,12 @@ func (l *Lock) refuse(code, msg string) Effect {
 	return Effect{Kind: Refuse, Code: code, Message: msg, Info: l.Info()}
 }
 
-// Release decides a release by owner (guarded by token when given): an
-// owner still waiting leaves the queue, before any ended lease is settled
-// (settling must not grant the lock to the owner giving it up); a holder's
-// lease ends and the lock goes to the next waiters.
-func (l *Lock) Release(owner, key string, token *int64) []Effect {
+// Release decides a release by owner (guarded by token when given; a
+// lease is not ended without it when tokenRequired): an owner still
+// waiting leaves the queue, before any ended lease is settled (settling
+// must not grant the lock to the owner giving it up); a holder's lease
+// ends and the lock goes to the next waiters.
+func (l *Lock) Release(owner, key string, token *int64, tokenRequired bool) []Effect {
 	if l.Mine != nil {
 		w := *l.Mine
 		l.withdraw(w)
@@ -640,6 +642,9 @@ func (l *Lock) Release(owner, key string, token *int64) []Effect {
 	switch {
 	case i >= 0 && token != nil && *token != l.Holders[i].Token:
 		return append(effs, l.refuse(CodeTokenMismatch, fmt.Sprintf("fencing_token %d is not the holder's", *token)))
+	case i >= 0 && token == nil && tokenRequired:
+		return append(effs, l.refuse(CodeInvalidRequest,
+			"fencing_token is required to release a lease (REQUIRE_FENCING_TOKEN); without it a release only withdraws a wait"))
 	case i >= 0:
 		h := l.EndLease(i, Released)
 		effs = append(effs, Effect{Kind: Release, Holder: h, Info: l.about(h, Released)})

@@ -78,7 +78,7 @@ func (m *model) acquire(owner string, mode Mode, limit int, lease, wait float64)
 
 func (m *model) release(owner string, token *int64) []Effect {
 	l := m.lock(owner)
-	effs := l.Release(owner, "/k", token)
+	effs := l.Release(owner, "/k", token, false)
 	m.save(l, effs)
 	return effs
 }

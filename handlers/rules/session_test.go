@@ -129,7 +129,7 @@ func TestHandOffAndAnExpiredSessionsWait(t *testing.T) {
 				}
 				return m.now.Add(tc.expires), tc.live
 			}
-			effs := l.Release("h", "/k", nil)
+			effs := l.Release("h", "/k", nil, false)
 			m.save(l, effs)
 			require.Equal(t, tc.want, kinds(effs))
 			require.Equal(t, []string{"s1"}, asked)

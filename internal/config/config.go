@@ -37,9 +37,10 @@ type Config struct {
 	// DefaultLeaseDuration (DEFAULT_LEASE_DURATION, default 30 s, 0.1..86400)
 	// is the lease of an acquire that gives no lease_duration.
 	DefaultLeaseDuration time.Duration
-	// RequireFencingToken (REQUIRE_FENCING_TOKEN, default false): refuse a
-	// release or extend without fencing_token, and an acquire renewing its
-	// owner's lease (INVALID_REQUEST), so an owner id alone, which events
+	// RequireFencingToken (REQUIRE_FENCING_TOKEN, default false): refuse an
+	// extend without fencing_token, a release without it that would end a
+	// lease (one withdrawing its owner's wait is applied), and an acquire
+	// renewing its owner's lease (INVALID_REQUEST), so an owner id alone, which events
 	// and /locks show, cannot end or keep a lease held outside a session
 	// (a session's id and owner keep it alive or close it).
 	RequireFencingToken bool
