@@ -321,12 +321,18 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 		return topics.Event{}, fmt.Errorf("encoding command: %w", err)
 	}
 	rec := &kgo.Record{Topic: c.cfg.Topics.Commands, Key: []byte(cmd.Key()), Value: value}
-	token, err := c.creds.token()
-	if err != nil {
-		return topics.Event{}, err
+	// Each send signs anew (a signing key's tokens last SignedTokenTTL, and
+	// a waiting acquire is sent again after its wait): a resend keeps the
+	// last header it had only if signing fails.
+	authorize := func() error {
+		token, err := c.creds.token()
+		if err == nil && token != "" {
+			rec.Headers = []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(token)}}
+		}
+		return err
 	}
-	if token != "" {
-		rec.Headers = []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(token)}}
+	if err := authorize(); err != nil {
+		return topics.Event{}, err
 	}
 	replies := make(chan topics.Event, 16)
 	c.mu.Lock()
@@ -340,6 +346,7 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 
 	produceErr := make(chan error, 1)
 	send := func() {
+		_ = authorize()
 		// The record is copied: kgo owns a record until its promise runs.
 		r := *rec
 		// Not the caller's ctx: when a buffered record's context ends, kgo
