@@ -75,8 +75,10 @@ var (
 	ErrSessionLost = errors.New("session lost")
 	// ErrSessionClosed is the cause of a session's Context after Close.
 	ErrSessionClosed = errors.New("session closed")
-	// ErrWithdrawn: a waiting acquire was taken out of the queue by a release
-	// for its owner that this call did not send.
+	// ErrWithdrawn: a waiting acquire was taken out of the queue by what
+	// this call did not send: a release for its owner, a later acquire of
+	// the same owner taking its place, or the end of the session it waited
+	// in (the session is then lost too: ErrSessionLost).
 	ErrWithdrawn = errors.New("acquire withdrawn from the queue")
 	// ErrNoReply: a command was sent (and re-sent) but no reply came before
 	// the request timeout. Either no lockworker answered, or the brokers

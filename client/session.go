@@ -92,13 +92,15 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	// The owner as the worker sees it: scoped by the requester under
 	// authentication, as events show it.
 	s.Owner, s.TTL = ev.SessionInfo.OwnerID, seconds(ev.SessionInfo.TTL)
+	// Registered before its deadline timer starts: a session lost at once
+	// (its answer came late) is then removed by its end (finish).
+	c.mu.Lock()
+	c.sessions[s.ID] = s
+	c.mu.Unlock()
 	s.mu.Lock()
 	s.update(ev, sent)
 	s.timer = time.AfterFunc(time.Until(s.deadline), s.deadlinePassed)
 	s.mu.Unlock()
-	c.mu.Lock()
-	c.sessions[s.ID] = s
-	c.mu.Unlock()
 	if c.begin() == nil {
 		go s.keepAliveLoop()
 	}
