@@ -1037,33 +1037,3 @@ func TestNewWithoutTheRightToCreateTopics(t *testing.T) {
 	require.ErrorContains(t, err, "TOPIC_AUTHORIZATION_FAILED")
 	require.Less(t, time.Since(start), 5*time.Second, "at once, not at the context's end")
 }
-
-// A keep-alive extension the worker applied but whose answer was lost (the
-// call gave up, ErrNoReply) is sent again at the next tick, with its
-// request_id, instead of a new extension that would stack on it and keep
-// the lock past a full lease from now.
-func TestKeepAliveResendsAnUnansweredExtension(t *testing.T) {
-	ctx := ctxT(t)
-	lock := uniq("unanswered-extend")
-	// One send per call: it gives up at the first ReplyTimeout.
-	c := newClient(t, "unanswered-extend", func(cfg *client.Config) {
-		cfg.ReplyTimeout, cfg.RequestTimeout = time.Second, 300*time.Millisecond
-	})
-	observer := newClient(t, "unanswered-extend-observer")
-	const lease = 6 * time.Second
-	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
-	require.NoError(t, err)
-	defer func() { _ = l.Release(ctx) }()
-	dropped := dropNextProduce(t, c.ReplyTopic()) // the first extension's answer
-
-	var info client.LockState
-	require.Eventually(t, func() bool {
-		info, err = observer.Query(ctx, lock)
-		require.NoError(t, err)
-		return info.Extensions >= 2
-	}, 20*time.Second, 20*time.Millisecond, "the keep-alive goes on")
-	require.EqualValues(t, 1, dropped.Load())
-	require.Nil(t, l.Err())
-	require.LessOrEqual(t, time.Until(info.ExpiresAt), lease+300*time.Millisecond,
-		"a full lease from now, no more: the lost extension was not stacked on")
-}

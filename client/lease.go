@@ -321,46 +321,22 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 }
 
 func (l *Lease) extend(ctx context.Context, d time.Duration) error {
-	x, err := l.extension(d)
-	if err != nil {
-		return err
-	}
-	return l.sendExtension(ctx, x)
-}
-
-// extension is an extend command by d and when it was first sent.
-type extension struct {
-	cmd  topics.Command
-	sent time.Time
-}
-
-func (l *Lease) extension(d time.Duration) (*extension, error) {
 	if l.session != nil {
-		return nil, &Error{Code: topics.CodeSessionBound, Message: fmt.Sprintf("the lease is kept alive by session %q", l.session.ID)}
+		return &Error{Code: topics.CodeSessionBound, Message: fmt.Sprintf("the lease is kept alive by session %q", l.session.ID)}
 	}
 	cmd := l.command(topics.OpExtend)
 	cmd.ExtensionDuration = d.Seconds()
 	if err := validate(cmd, l.c.cfg.Topics.ReplyPrefix); err != nil {
-		return nil, err
+		return err
 	}
-	return &extension{cmd: cmd}, nil
-}
-
-// sendExtension sends x, or sends it again: the worker applies a command
-// once and answers a repeat from its stored outcome, whose expiry then
-// counts from the first send (update), so the estimate still errs early.
-func (l *Lease) sendExtension(ctx context.Context, x *extension) error {
 	if ctx.Err() != nil {
 		// Not sent: an extension nobody waits for (the keep-alive's, past
 		// the lease's local deadline) would keep a lease the client
 		// counts as lost.
 		return context.Cause(ctx)
 	}
-	if x.sent.IsZero() {
-		x.sent = time.Now()
-	}
-	sent := x.sent
-	ev, err := l.c.send(ctx, x.cmd)
+	sent := time.Now()
+	ev, err := l.c.send(ctx, cmd)
 	if err != nil {
 		return err
 	}
@@ -405,13 +381,10 @@ func (c *Client) send(ctx context.Context, cmd topics.Command) (topics.Event, er
 // keepAliveLoop extends the lease every third of its duration, by as much as
 // brings its end back to a full lease_duration from now. Extending by a
 // fixed amount instead would let the expiry drift away from now when ticks
-// come early or late. An extension that got no answer may have been
-// applied, so the next tick sends it again rather than a new one, which
-// would stack on it. It stops when the lease ends or the client closes,
+// come early or late. It stops when the lease ends or the client closes,
 // or when the lease reached its max_hold (it then ends at its expiry).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
-	var unanswered *extension
 	for {
 		l.mu.Lock()
 		interval := l.lease / 3
@@ -438,22 +411,10 @@ func (l *Lease) keepAliveLoop() {
 			}
 			ext = min(ext, room)
 		}
-		x := unanswered
-		if x == nil {
-			var err error
-			if x, err = l.extension(ext.Truncate(time.Millisecond)); err != nil {
-				l.lose(fmt.Errorf("%w: keep-alive: %w", ErrLeaseLost, err))
-				return
-			}
-		}
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
-		err := l.sendExtension(ctx, x)
+		_ = l.extend(ctx, ext.Truncate(time.Millisecond))
 		cancel()
-		unanswered = nil
-		if errors.Is(err, ErrNoReply) || errors.Is(err, ErrUnreachable) {
-			unanswered = x
-		}
 	}
 }

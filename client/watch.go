@@ -286,10 +286,6 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 	// current is the lock's last state read; until the partition was read
 	// up to its listed end it is only kept, then sent once, first.
 	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1}
-	// gone is the time of the last change before the last tombstone: its
-	// records published again after it are not news, and revisions, which
-	// start over after a tombstone, cannot tell them from the next ones.
-	var gone time.Time
 	sentCurrent := false
 	sendCurrent := func() bool {
 		if !sentCurrent {
@@ -310,13 +306,8 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 				return // not a state record: nothing the workers wrote
 			}
 			lr.Namespace, lr.Name = c.cfg.Namespace, name
-			switch {
-			case lr.Deleted && current.Deleted,
-				!lr.Deleted && !current.Deleted && lr.Revision <= current.Revision,
-				!lr.Deleted && current.Deleted && !lr.ChangedAt.After(gone):
+			if !lr.Deleted && lr.Revision <= current.Revision || lr.Deleted && current.Deleted {
 				return // a record published again
-			case lr.Deleted:
-				gone = current.ChangedAt
 			}
 			current = lr
 			if live {

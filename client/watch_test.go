@@ -6,10 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
-	"github.com/omninode/lockworker/topics"
 )
 
 // next receives the next revision Watch delivers.
@@ -112,45 +110,5 @@ func TestWatch(t *testing.T) {
 	next(t, ended)
 	cancel()
 	for range ended {
-	}
-}
-
-// A lock's records published again after its tombstone (the relay
-// publishes at least once, and a retry repeats a suffix) are not delivered
-// again, though the revisions start over after a tombstone; the lock's
-// next life, revision 1 again, is.
-func TestWatchSkipsRecordsRepeatedAfterATombstone(t *testing.T) {
-	ctx := ctxT(t)
-	lock := uniq("watch-repeat")
-	c := newClient(t, "watch-repeat")
-	ch, err := c.Watch(ctx, lock)
-	require.NoError(t, err)
-	require.Equal(t, int64(0), next(t, ch).Revision, "no state yet")
-
-	start := time.Now().Truncate(time.Millisecond)
-	state := func(rev int64, at time.Duration) *kgo.Record {
-		v, err := topics.LockState{LockName: lock, Revision: rev, Status: topics.StatusReleased, Limit: 1, Operation: "release",
-			ChangedAt: topics.NewTime(start.Add(at))}.Encode()
-		require.NoError(t, err)
-		return &kgo.Record{Topic: topics.DefaultNames().State, Key: []byte(lock), Value: v}
-	}
-	tombstone := &kgo.Record{Topic: topics.DefaultNames().State, Key: []byte(lock)}
-	recs := []*kgo.Record{state(1, 0), state(2, time.Second), tombstone,
-		state(2, time.Second), tombstone, // published again
-		state(1, 3*time.Second)} // its next life
-	for _, r := range recs {
-		require.NoError(t, env.Producer().ProduceSync(ctx, r).FirstErr())
-	}
-	for _, want := range []struct {
-		rev     int64
-		deleted bool
-		at      time.Duration
-	}{{1, false, 0}, {2, false, time.Second}, {0, true, 0}, {1, false, 3 * time.Second}} {
-		lr := next(t, ch)
-		require.Equal(t, want.rev, lr.Revision)
-		require.Equal(t, want.deleted, lr.Deleted)
-		if !want.deleted {
-			require.True(t, start.Add(want.at).Equal(lr.ChangedAt), "revision %d changed at %s", lr.Revision, lr.ChangedAt)
-		}
 	}
 }
