@@ -531,8 +531,10 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 				step.lapse, lapses)
 			require.NoError(h.t, err)
 		case len(step.endSessions) > 0:
-			// In the step's order: the scheduler ends them by expiry.
-			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = clock_timestamp() - interval '1 millisecond' * (10 - array_position($1, id))
+			// In the step's order: the scheduler ends them by expiry. One
+			// time for the statement (clock_timestamp() moves from row to
+			// row, by more than the steps apart on a busy machine).
+			_, err := h.st.Pool.Exec(ctx, `UPDATE sessions SET expires_at = statement_timestamp() - interval '1 millisecond' * (10 - array_position($1, id))
 				WHERE id = ANY($1)`, step.endSessions)
 			require.NoError(h.t, err)
 		case step.endLease != "":
