@@ -54,6 +54,9 @@ type Lease struct {
 	// Release after one that got no answer; its answer, lock.released, is
 	// no loss, even when it comes after Release gave up.
 	release *topics.Command
+	// releasing serializes Release calls, which send one command: two
+	// waiting for one request_id at once would take each other's answer.
+	releasing sync.Mutex
 }
 
 // newLease registers the lease ev granted. sent is when its acquire was first
@@ -281,6 +284,8 @@ func (l *Lease) capRoom() time.Duration {
 // comes after Release returned ends the lease as released, as does the
 // lease's expiry then.
 func (l *Lease) Release(ctx context.Context) error {
+	l.releasing.Lock()
+	defer l.releasing.Unlock()
 	l.mu.Lock()
 	ended := l.err
 	if ended == nil && l.release == nil {

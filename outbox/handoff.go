@@ -21,6 +21,7 @@ type Row struct {
 type Slot struct {
 	p     *partition
 	seq   uint64
+	run   uint64 // the partition's run it was taken in
 	state slotState
 	rows  []row
 }
@@ -50,7 +51,7 @@ func (r *Relay) Reserve(partition int32) *Slot {
 		return nil
 	}
 	p.seq++
-	s := &Slot{p: p, seq: p.seq}
+	s := &Slot{p: p, seq: p.seq, run: p.runs}
 	p.slots = append(p.slots, s)
 	return s
 }
@@ -91,12 +92,16 @@ func (s *Slot) Dirty() {
 func (s *Slot) resolve(st slotState, rows []row) {
 	p := s.p
 	p.hmu.Lock()
+	// A slot of an earlier run is in no queue: its rows are not held.
+	queued := s.run == p.runs && p.running
 	if s.state == slotPending {
-		if st == slotRows && p.held > 0 && p.held+len(rows) > p.maxHeld {
+		if st == slotRows && queued && p.held > 0 && p.held+len(rows) > p.maxHeld {
 			st, rows = slotDirty, nil
 		}
 		s.state, s.rows = st, rows
-		p.held += len(rows)
+		if queued {
+			p.held += len(rows)
+		}
 	}
 	p.hmu.Unlock()
 	p.signal()
@@ -108,6 +113,7 @@ func (p *partition) startHandoff() {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
 	p.running, p.slots, p.filter, p.held = true, nil, nil, 0
+	p.runs++
 }
 
 // stopHandoff closes the queue when Run ends: the rows are in the table for

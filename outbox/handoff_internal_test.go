@@ -38,3 +38,24 @@ func TestHandoffHoldsBoundedRows(t *testing.T) {
 	require.Len(t, rows, 3)
 	require.Zero(t, p.held)
 }
+
+// TestSlotOfAnEarlierRunIsNotHeld: a slot taken in an earlier run of the
+// partition (a writer whose commit outlasted a revoke and a new
+// assignment) is in no queue: filling it does not count against the rows
+// the new run holds.
+func TestSlotOfAnEarlierRunIsNotHeld(t *testing.T) {
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3}
+	r := &Relay{parts: map[int32]*partition{1: p}}
+	p.startHandoff()
+	old := r.Reserve(1)
+	p.stopHandoff()
+	p.startHandoff()
+	old.Fill([]Row{{ID: 1, Partition: 1}, {ID: 2, Partition: 1}, {ID: 3, Partition: 1}, {ID: 4, Partition: 1}})
+	require.Zero(t, p.held)
+	s := r.Reserve(1)
+	s.Fill([]Row{{ID: 5, Partition: 1}})
+	require.Equal(t, slotRows, s.state)
+	rows, dirty := p.takeSlots()
+	require.Len(t, rows, 1)
+	require.False(t, dirty)
+}

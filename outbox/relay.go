@@ -160,6 +160,8 @@ type partition struct {
 	// publish while commits go on does not hold every row in memory too
 	// (the table has them).
 	held, maxHeld int
+	runs          uint64 // Runs started, so a slot of an earlier one is told apart
+
 }
 
 // block holds a topic back after a failed publish until its backoff ends.
@@ -304,6 +306,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
 	p.startedAt = time.Now()
+	p.left.reset() // an earlier Run's, if any, were waited for then
 	p.readTable.Store(true)
 	p.startHandoff()
 	p.release()
@@ -1075,6 +1078,12 @@ func (l *leftBehind) add(finished chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls = append(l.calls, finished)
+}
+
+func (l *leftBehind) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = nil
 }
 
 func (l *leftBehind) count() int {

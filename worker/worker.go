@@ -221,7 +221,7 @@ func New(cfg Config) (*Worker, error) {
 		kgo.AdjustFetchOffsetsFn(w.resumeFromStore),
 		kgo.OnPartitionsAssigned(w.assigned),
 		kgo.OnPartitionsRevoked(w.revoked),
-		kgo.OnPartitionsLost(w.revoked),
+		kgo.OnPartitionsLost(w.lost),
 	}, cfg.KafkaOpts...)
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
@@ -562,6 +562,19 @@ func (w *Worker) leastUsedLane() int {
 // (or dropped from a batch that keeps failing: their next owner starts from
 // the stored offset).
 func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	w.letGo(revoked, true)
+}
+
+// lost stops partitions the group took away (this member missed its
+// heartbeats): as revoked, without waiting for their relays, as another
+// member may own them already.
+func (w *Worker) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	w.letGo(lost, false)
+}
+
+// letGo stops the partitions, waiting for their relays to return when
+// handOver is set.
+func (w *Worker) letGo(revoked map[string][]int32, handOver bool) {
 	var stopping []*partition
 	w.mu.Lock()
 	for _, p := range revoked[w.cfg.Names.Commands] {
@@ -581,7 +594,9 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 	// Let go once the relays have returned: a publish they left behind
 	// would otherwise land after the next owner's (outbox.Config.HandOverWait).
 	for _, part := range stopping {
-		<-part.finished
+		if handOver {
+			<-part.finished
+		}
 		w.log.Info().Int32("partition", part.id).Msg("partition revoked")
 	}
 }
