@@ -237,20 +237,36 @@ func TestKeepAliveAfterExpiry(t *testing.T) {
 }
 
 // A close after the session's expiry, before the scheduler saw it, ends it
-// as expired and is refused.
+// as expired and is refused: one sent after the expiry, and one that
+// waited for the session's row while the expiry passed (the time it is
+// judged by is read once the row is locked).
 func TestSessionCloseAfterExpiry(t *testing.T) {
-	h := newHarness(t)
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60))).Type)
-	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
-	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's1' RETURNING expires_at`))
-	h.clearOutbox()
-	ev := h.one(h.session(topics.OpSessionClose, "s1", "alice"))
-	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
-	require.Equal(t, []string{
-		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
-		"locks.replies.alice session.expired", "locks.replies.alice lock.rejected",
-	}, h.routes())
-	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+	for _, tc := range []struct {
+		name  string
+		close func(h *harness, c topics.Command) topics.Event
+	}{
+		{"sent after it", func(h *harness, c topics.Command) topics.Event {
+			h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's1' RETURNING expires_at`))
+			return h.one(c)
+		}},
+		{"waited past it", func(h *harness, c topics.Command) topics.Event {
+			return h.waitingPast(sessionNear, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`, c)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60))).Type)
+			require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
+			h.clearOutbox()
+			ev := tc.close(h, h.session(topics.OpSessionClose, "s1", "alice"))
+			require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+			require.Equal(t, []string{
+				"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
+				"locks.replies.alice session.expired", "locks.replies.alice lock.rejected",
+			}, h.routes())
+			require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
+		})
+	}
 }
 
 // An open of a session_id past its expiry, before the scheduler saw it,
@@ -489,24 +505,6 @@ func TestKeepAliveAfterAWaitPastExpiry(t *testing.T) {
 	require.Equal(t, topics.TypeRejected, ev.Type)
 	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`), "and ended it")
-}
-
-// TestSessionCloseAfterAWaitPastExpiry: a close that waits for the
-// session's row until its expiry has passed ends it as expired and is
-// refused, as one sent after the expiry is: the time it is judged by is
-// read once the row is locked.
-func TestSessionCloseAfterAWaitPastExpiry(t *testing.T) {
-	h := newHarness(t)
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "alice", ttl(60))).Type)
-	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("a", "alice", inSession("s1"))).Type)
-	h.clearOutbox()
-	ev := h.waitingPast(sessionNear, `SELECT FROM sessions WHERE id = 's1' FOR SHARE`, h.session(topics.OpSessionClose, "s1", "alice"))
-	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
-	require.Equal(t, []string{
-		"locks.replies.alice lock.expired", "locks.lock.expired.v1 lock.expired",
-		"locks.replies.alice session.expired", "locks.replies.alice lock.rejected",
-	}, h.routes())
-	require.Zero(t, h.scalar(`SELECT count(*) FROM sessions`))
 }
 
 // TestSessionOpenAfterAWaitPastExpiry: an open of a session_id that waits
