@@ -39,14 +39,14 @@ func TestCleanupAll(t *testing.T) {
 	// ended: a lease past expires_at, nobody waiting.
 	ended := h.one(h.acquire("ended", "bob", lease(0.2)))
 	// ended-w: a lease past expires_at with a waiter.
-	endedW := h.one(h.acquire("ended-w", "carol", lease(0.2)))
+	endedW := h.one(h.acquire("ended-w", "carol", lease(60)))
 	dave := h.acquire("ended-w", "dave", wait(30))
 	h.one(dave)
 	// released: an idle released row.
 	h.one(h.acquire("released", "erin"))
 	h.one(h.release("released", "erin"))
 	h.waitPast(ended.LockInfo.ExpiresAt.Time)
-	h.waitPast(endedW.LockInfo.ExpiresAt.Time)
+	h.endLeases(`owner_id = 'carol'`) // dave queued behind it first
 	h.clearOutbox()
 
 	cmd := h.cleanup(topics.CleanupAll, maxAge(0))

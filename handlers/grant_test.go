@@ -35,10 +35,10 @@ func TestAcquireSettlesEndedLeaseFirst(t *testing.T) {
 // lock; the newcomer finds it held.
 func TestAcquireOfEndedLeaseWithWaiter(t *testing.T) {
 	h := newHarness(t)
-	old := h.one(h.acquire("a", "alice", lease(0.2)))
+	h.one(h.acquire("a", "alice", lease(60)))
 	carol := h.acquire("a", "carol", wait(30))
 	h.one(carol)
-	h.waitPast(old.LockInfo.ExpiresAt.Time)
+	h.endLeases(`owner_id = 'alice'`) // carol queued behind it first
 	h.clearOutbox()
 
 	ev := h.one(h.acquire("a", "dan"))

@@ -307,6 +307,17 @@ func (h *harness) waitPast(t time.Time) {
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
+// endLeases ends the leases of lock_holders matching where now (all at
+// this statement's time) and waits until the database's clock is past
+// that: a test that needs a lease in force during its setup gives it room,
+// then ends it, so a busy machine cannot outrun a short lease meanwhile.
+func (h *harness) endLeases(where string, args ...any) time.Time {
+	h.t.Helper()
+	t := h.timeOf(`UPDATE lock_holders SET expires_at = statement_timestamp() WHERE `+where+` RETURNING expires_at`, args...)
+	h.waitPast(t)
+	return t
+}
+
 // expireDue runs the expiry step for partition 0 and returns how much it ended.
 func (h *harness) expireDue() int {
 	h.t.Helper()

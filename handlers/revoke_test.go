@@ -34,14 +34,14 @@ func (h *harness) delayUntil(lock string) time.Time {
 // it to the waiters; a released one does not.
 func TestLockDelayAfterExpiryNotAfterRelease(t *testing.T) {
 	h := newHarness(t)
-	h.one(h.acquire("a", "alice", lease(0.2), lockDelay(1)))
+	h.one(h.acquire("a", "alice", lease(60), lockDelay(1)))
 	bob := h.acquire("a", "bob", wait(30))
 	require.Equal(t, topics.TypeQueued, h.one(bob).Type)
-	h.one(h.acquire("b", "alice", lease(0.2), lockDelay(1)))
-	last := h.one(h.acquire("rw", "r1", lease(0.2), lockDelay(1), shared))
+	h.one(h.acquire("b", "alice", lease(60), lockDelay(1)))
+	h.one(h.acquire("rw", "r1", lease(60), lockDelay(1), shared))
 	h.one(h.acquire("rw", "r2", lease(30), shared))
 
-	h.waitPast(last.LockInfo.ExpiresAt.Time)
+	h.endLeases(`owner_id IN ('alice', 'r1')`) // bob queued and r2 joined while they held
 	h.clearOutbox()
 	require.Equal(t, 3, h.expireDue())
 	require.Equal(t, []string{
