@@ -151,8 +151,11 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 		if err == nil {
 			err = ends.Error()
 		}
-		if denied && (errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.TopicAuthorizationFailed)) {
-			return nil, fmt.Errorf("%w: reply topic %q does not exist (or may not be read), and creating it was refused: %w", ErrForbidden, c.replyTopic, createErr)
+		switch {
+		case errors.Is(err, kerr.TopicAuthorizationFailed):
+			return nil, fmt.Errorf("%w: reading reply topic %q: %w", ErrForbidden, c.replyTopic, errors.Join(err, createErr))
+		case denied && errors.Is(err, kerr.UnknownTopicOrPartition):
+			return nil, fmt.Errorf("%w: reply topic %q does not exist, and creating it was refused: %w", ErrForbidden, c.replyTopic, createErr)
 		}
 		if err == nil && len(ends[c.replyTopic]) > 0 {
 			m := make(map[int32]kgo.Offset)

@@ -54,9 +54,10 @@ type Lease struct {
 	// Release after one that got no answer; its answer, lock.released, is
 	// no loss, even when it comes after Release gave up.
 	release *topics.Command
-	// releasing serializes Release calls, which send one command: two
-	// waiting for one request_id at once would take each other's answer.
-	releasing sync.Mutex
+	// releasing serializes Release calls (capacity 1), which send one
+	// command: two waiting for one request_id at once would take each
+	// other's answer.
+	releasing chan struct{}
 }
 
 // newLease registers the lease ev granted. sent is when its acquire was first
@@ -68,6 +69,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
 		c: c, keepAlive: o.keepAlive, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
+		releasing: make(chan struct{}, 1),
 	}
 	l.mu.Lock()
 	l.update(ev, sent, anchor)
@@ -284,8 +286,12 @@ func (l *Lease) capRoom() time.Duration {
 // comes after Release returned ends the lease as released, as does the
 // lease's expiry then.
 func (l *Lease) Release(ctx context.Context) error {
-	l.releasing.Lock()
-	defer l.releasing.Unlock()
+	select {
+	case l.releasing <- struct{}{}:
+		defer func() { <-l.releasing }()
+	case <-ctx.Done():
+		return fmt.Errorf("releasing lock %q: waiting for another Release: %w", l.key(), context.Cause(ctx))
+	}
 	l.mu.Lock()
 	ended := l.err
 	if ended == nil && l.release == nil {

@@ -136,7 +136,7 @@ func TestExtendKeepsLeaseAlive(t *testing.T) {
 	ext := h.one(h.extend("a", "alice", extendBy(30)))
 	require.Equal(t, topics.TypeExtended, ext.Type)
 	// Five seconds pass, without waiting for them: the lease's first end
-	// is behind, the extension's 25 s ahead.
+	// is behind it, the extended end 30 s ahead.
 	h.waitPast(h.timeOf(`UPDATE lock_holders SET expires_at = expires_at - interval '5 seconds' WHERE owner_id = 'alice'
 		RETURNING expires_at - interval '30 seconds'`))
 	require.Zero(t, h.expireDue())

@@ -75,7 +75,7 @@ func TestLockDelayAfterExpiryNotAfterRelease(t *testing.T) {
 	cl := h.one(h.cleanup("b", maxAge(0)))
 	require.Zero(t, *cl.CleanedCount, "a row in its lock-delay is not idle")
 
-	h.waitPast(h.delayUntil("rw")) // the last to start
+	h.waitPast(h.delayUntil("rw")) // all three started together
 	h.clearOutbox()
 	require.Equal(t, 1, h.expireDue())
 	require.Equal(t, []string{"locks.replies.bob lock.acquired", "locks.lock.acquired.v1 lock.acquired"}, h.routes())

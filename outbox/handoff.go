@@ -101,6 +101,10 @@ func (s *Slot) resolve(st slotState, rows []row) {
 		s.state, s.rows = st, rows
 		if queued {
 			p.held += len(rows)
+		} else if p.running {
+			// Its rows are in the table only, with no mark: the run reads
+			// them before it publishes a later transaction's from memory.
+			p.readTable.Store(true)
 		}
 	}
 	p.hmu.Unlock()

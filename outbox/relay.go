@@ -306,7 +306,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
 	p.startedAt = time.Now()
-	p.left.reset() // an earlier Run's, if any, were waited for then
+	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
 	p.readTable.Store(true)
 	p.startHandoff()
 	p.release()
@@ -1093,7 +1093,7 @@ func (l *leftBehind) count() int {
 }
 
 // wait waits until every call left behind has returned, or until d has
-// passed, and reports how many still run (they stay, for the next wait).
+// passed, and reports how many still run.
 func (l *leftBehind) wait(d time.Duration) int {
 	l.mu.Lock()
 	calls := slices.Clone(l.calls)
