@@ -360,11 +360,28 @@ func (c *Client) withdrawn(k acquireKey) {
 // the client closes, bounded by ReplyTimeout; a release that gets no answer
 // leaves at most a lease that runs out by itself.
 func (c *Client) abandon(acq topics.Command) {
-	rel := c.command(topics.OpRelease, acq.LockName)
-	rel.Namespace, rel.OwnerID = acq.Namespace, acq.OwnerID
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReplyTimeout)
 	defer cancel()
-	_, _ = c.exchange(ctx, rel, firstReply)
+	release := func(token *int64) (topics.Event, error) {
+		rel := c.command(topics.OpRelease, acq.LockName)
+		rel.Namespace, rel.OwnerID, rel.FencingToken = acq.Namespace, acq.OwnerID, token
+		return c.exchange(ctx, rel, firstReply)
+	}
+	ev, err := release(nil)
+	if err != nil || ev.Type != topics.TypeRejected || ev.ErrorCode != topics.CodeInvalidRequest {
+		return
+	}
+	// Under REQUIRE_FENCING_TOKEN a release without a token only withdraws
+	// a wait: the lease granted meanwhile is released with its token, which
+	// a query tells (the lock's last holder).
+	q := c.command(topics.OpQuery, acq.LockName)
+	q.Namespace = acq.Namespace
+	st, err := c.exchange(ctx, q, firstReply)
+	owner := c.acquireKey(acq.Namespace, acq.LockName, acq.OwnerID).owner
+	if err != nil || st.LockInfo == nil || st.LockInfo.OwnerID != owner || st.LockInfo.Status != topics.StatusAcquired {
+		return
+	}
+	_, _ = release(&st.LockInfo.FencingToken)
 }
 
 // WithLock runs fn while holding the lock name: it acquires it (waiting as

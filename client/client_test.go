@@ -1037,3 +1037,54 @@ func TestNewWithoutTheRightToCreateTopics(t *testing.T) {
 	require.ErrorContains(t, err, "TOPIC_AUTHORIZATION_FAILED")
 	require.Less(t, time.Since(start), 5*time.Second, "at once, not at the context's end")
 }
+
+// Under REQUIRE_FENCING_TOKEN an acquire given up after it was granted (its
+// answer lost) is still released: the SDK's withdrawal, which has no
+// token, only withdraws a wait there and is refused for the lease, so the
+// SDK reads the token with a query and releases with it. Without that the
+// lease would be held for nobody until it ran out.
+func TestGivenUpGrantReleasedUnderRequireFencingToken(t *testing.T) {
+	e := e2e.New(t)
+	e.StartWorker(e2e.WorkerOpts{Name: "fenced", RequireFencingToken: true})
+	ctx := ctxT(t)
+	// Room for the withdrawal's three round trips (ReplyTimeout bounds
+	// them): the relay's producer recovers from the lost record's sequence
+	// gap first, which takes seconds on kfake.
+	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "fenced", ReplyTimeout: 15 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+
+	// The grant's answer is lost: the acquire gives up at its deadline.
+	details, err := kadm.NewClient(e.Producer()).ListTopics(ctx, c.ReplyTopic())
+	require.NoError(t, err)
+	id := details[c.ReplyTopic()].ID
+	var dropped atomic.Int32
+	e.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		req := kr.(*kmsg.ProduceRequest)
+		if !slices.ContainsFunc(req.Topics, func(tp kmsg.ProduceRequestTopic) bool { return tp.Topic == c.ReplyTopic() || tp.TopicID == id }) {
+			return nil, nil, false
+		}
+		dropped.Add(1)
+		e.Cluster.DropControl()
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, tp := range req.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
+			for _, p := range tp.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition = p.Partition
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = c.Acquire(short, "fenced", client.WithLease(time.Minute))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.EqualValues(t, 1, dropped.Load(), "the grant was answered, and its answer lost")
+	info, err := c.Query(ctx, "fenced")
+	require.NoError(t, err)
+	require.Equal(t, client.StatusReleased, info.Status, "released with its token")
+}

@@ -70,7 +70,9 @@ type WorkerOpts struct {
 	Static bool
 	// Appliers is worker.Config.Appliers (0: its default).
 	Appliers int
-	Logger   *zerolog.Logger
+	// RequireFencingToken is worker.Config.RequireFencingToken.
+	RequireFencingToken bool
+	Logger              *zerolog.Logger
 }
 
 // StartWorker starts a worker on its own pool (application_name = Name, so a
@@ -99,7 +101,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	}
 	w, err := worker.New(worker.Config{
 		KafkaOpts: wopts, Group: e.Group, Names: e.Names, Store: st, Relay: relay, Instance: o.Name,
-		SessionTimeout: o.SessionTimeout, Appliers: o.Appliers, Logger: log,
+		SessionTimeout: o.SessionTimeout, Appliers: o.Appliers, RequireFencingToken: o.RequireFencingToken, Logger: log,
 	})
 	require.NoError(t, err)
 	require.NoError(t, w.EnsureTopics(context.Background()))
