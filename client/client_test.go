@@ -237,7 +237,7 @@ func TestKeepAliveRefused(t *testing.T) {
 	l, err := c.Acquire(ctx, "keepalive-refused", client.WithLease(lease))
 	require.NoError(t, err)
 
-	dropped := dropNextProduce(t, c.ReplyTopic())
+	dropped := dropNextProduce(t, env, c.ReplyTopic())
 	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: "keepalive-refused", OwnerID: l.Owner})
 	require.NoError(t, err)
 	select {
@@ -250,16 +250,16 @@ func TestKeepAliveRefused(t *testing.T) {
 	assert.ErrorIs(t, context.Cause(l.Context()), client.ErrLeaseLost)
 }
 
-// dropNextProduce makes the broker answer the next produce to topic with
+// dropNextProduce makes e's broker answer the next produce to topic with
 // success without storing it: what was sent there is lost in transit. It
 // returns how many produces were dropped so far (0 or 1).
-func dropNextProduce(t *testing.T, topic string) *atomic.Int32 {
+func dropNextProduce(t *testing.T, e *e2e.Env, topic string) *atomic.Int32 {
 	t.Helper()
-	details, err := kadm.NewClient(env.Producer()).ListTopics(ctxT(t), topic)
+	details, err := kadm.NewClient(e.Producer()).ListTopics(ctxT(t), topic)
 	require.NoError(t, err)
 	id := details[topic].ID
 	var dropped atomic.Int32
-	env.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+	e.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		req := kr.(*kmsg.ProduceRequest)
 		ours := false
 		for _, tp := range req.Topics {
@@ -269,7 +269,7 @@ func dropNextProduce(t *testing.T, topic string) *atomic.Int32 {
 			return nil, nil, false
 		}
 		dropped.Add(1)
-		env.Cluster.DropControl()
+		e.Cluster.DropControl()
 		resp := req.ResponseKind().(*kmsg.ProduceResponse)
 		for _, tp := range req.Topics {
 			rt := kmsg.NewProduceResponseTopic()
@@ -295,7 +295,7 @@ func TestLostReplyIsRetriedOnce(t *testing.T) {
 	lock := uniq("lost-reply")
 	commands := env.Watch(env.Names.Commands)
 	c := newClient(t, "lost-reply", func(cfg *client.Config) { cfg.ReplyTimeout = 500 * time.Millisecond })
-	dropped := dropNextProduce(t, c.ReplyTopic())
+	dropped := dropNextProduce(t, env, c.ReplyTopic())
 
 	start := time.Now()
 	l, err := c.Acquire(ctx, lock, client.WithoutKeepAlive())
@@ -611,7 +611,7 @@ func TestReleaseOfLeaseEndedBehindItsBack(t *testing.T) {
 	c, admin := newClient(t, "ended-behind"), newClient(t, "ended-behind-admin")
 	l, err := c.Acquire(ctx, lock, client.WithLease(time.Minute), client.WithoutKeepAlive())
 	require.NoError(t, err)
-	dropped := dropNextProduce(t, c.ReplyTopic())
+	dropped := dropNextProduce(t, env, c.ReplyTopic())
 	_, err = admin.Do(ctx, topics.Command{Operation: topics.OpRelease, LockName: lock, OwnerID: l.Owner})
 	require.NoError(t, err)
 	require.EqualValues(t, 1, dropped.Load(), "the holder's lock.released was dropped")
@@ -944,7 +944,7 @@ func TestReleaseAfterAReleaseThatGaveUp(t *testing.T) {
 	c := newClient(t, "release-gave-up")
 	l, err := c.Acquire(ctx, lock, client.WithLease(time.Minute), client.WithoutKeepAlive())
 	require.NoError(t, err)
-	dropped := dropNextProduce(t, c.ReplyTopic())
+	dropped := dropNextProduce(t, env, c.ReplyTopic())
 	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, l.Release(short), context.DeadlineExceeded)
@@ -1055,30 +1055,7 @@ func TestGivenUpGrantReleasedUnderRequireFencingToken(t *testing.T) {
 	t.Cleanup(func() { _ = c.Close() })
 
 	// The grant's answer is lost: the acquire gives up at its deadline.
-	details, err := kadm.NewClient(e.Producer()).ListTopics(ctx, c.ReplyTopic())
-	require.NoError(t, err)
-	id := details[c.ReplyTopic()].ID
-	var dropped atomic.Int32
-	e.Cluster.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		req := kr.(*kmsg.ProduceRequest)
-		if !slices.ContainsFunc(req.Topics, func(tp kmsg.ProduceRequestTopic) bool { return tp.Topic == c.ReplyTopic() || tp.TopicID == id }) {
-			return nil, nil, false
-		}
-		dropped.Add(1)
-		e.Cluster.DropControl()
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		for _, tp := range req.Topics {
-			rt := kmsg.NewProduceResponseTopic()
-			rt.Topic, rt.TopicID = tp.Topic, tp.TopicID
-			for _, p := range tp.Partitions {
-				rp := kmsg.NewProduceResponseTopicPartition()
-				rp.Partition = p.Partition
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
-	})
+	dropped := dropNextProduce(t, e, c.ReplyTopic())
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	_, err = c.Acquire(short, "fenced", client.WithLease(time.Minute))
