@@ -1093,7 +1093,8 @@ func (l *leftBehind) count() int {
 }
 
 // wait waits until every call left behind has returned, or until d has
-// passed, and reports how many still run.
+// passed, and reports how many still run. The next Run starts the list
+// anew (reset).
 func (l *leftBehind) wait(d time.Duration) int {
 	l.mu.Lock()
 	calls := slices.Clone(l.calls)
@@ -1116,16 +1117,6 @@ func (l *leftBehind) wait(d time.Duration) int {
 			running++
 		}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls = slices.DeleteFunc(l.calls, func(c chan struct{}) bool {
-		select {
-		case <-c:
-			return true
-		default:
-			return false
-		}
-	})
 	return running
 }
 
