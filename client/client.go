@@ -349,7 +349,6 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 
 	produceErr := make(chan error, 1)
 	send := func() {
-		_ = authorize()
 		// The record is copied: kgo owns a record until its promise runs.
 		r := *rec
 		// Not the caller's ctx: when a buffered record's context ends, kgo
@@ -402,6 +401,7 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 				continue
 			}
 			attempts++
+			_ = authorize()
 			send()
 			resend = now.Add(c.cfg.ReplyTimeout)
 			timer.Reset(min(c.cfg.ReplyTimeout, giveUp.Sub(now)))
