@@ -46,35 +46,42 @@ func (h *harness) applyInline(cmds ...topics.Command) []topics.Event {
 	return h.run(false, cmds)
 }
 
-// run applies cmds in one transaction as the worker does: with ahead, the
-// common cases go first in one round trip (QueueAtOnce).
+// run applies cmds in one transaction as the worker does (applyTx).
 func (h *harness) run(ahead bool, cmds []topics.Command) []topics.Event {
 	h.t.Helper()
+	out, err := h.applyTx(context.Background(), ahead, cmds)
+	require.NoError(h.t, err)
+	return out
+}
+
+// applyTx applies cmds in one transaction as the worker does: with ahead,
+// the common cases go first in one round trip (QueueAtOnce). It asserts
+// nothing itself, so any goroutine may call it.
+func (h *harness) applyTx(ctx context.Context, ahead bool, cmds []topics.Command) ([]topics.Event, error) {
 	var out []topics.Event
-	err := h.st.InTx(context.Background(), func(tx pgx.Tx) error {
+	err := h.st.InTx(ctx, func(tx pgx.Tx) error {
 		out = nil
 		b := handlers.NewBatch(tx, h.env)
 		if ahead {
 			pb := &pgx.Batch{}
 			b.QueueAtOnce(pb, cmds, nil)
-			if err := tx.SendBatch(context.Background(), pb).Close(); err != nil {
+			if err := tx.SendBatch(ctx, pb).Close(); err != nil {
 				return err
 			}
 		}
 		for _, c := range cmds {
-			evs, err := b.Apply(context.Background(), c, time.Now())
+			evs, err := b.Apply(ctx, c, time.Now())
 			if err != nil {
 				return err
 			}
 			out = append(out, evs...)
 		}
-		if err := b.Flush(context.Background()); err != nil {
+		if err := b.Flush(ctx); err != nil {
 			return err
 		}
 		return storedHeaders(tx, b.Written())
 	})
-	require.NoError(h.t, err)
-	return out
+	return out, err
 }
 
 // storedHeaders checks that the outbox rows written, read back from the
@@ -129,20 +136,13 @@ func (h *harness) applyAside(c topics.Command) (answer func() topics.Event) {
 	done := make(chan result, 1)
 	go func() {
 		var r result
-		ctx := h.t.Context()
-		r.err = h.st.InTx(ctx, func(tx pgx.Tx) error {
-			b := handlers.NewBatch(tx, h.env)
-			evs, err := b.Apply(ctx, c, time.Now())
-			if err != nil {
-				return err
+		var evs []topics.Event
+		evs, r.err = h.applyTx(h.t.Context(), false, []topics.Command{c})
+		for _, ev := range evs {
+			if ev.RequestID == c.RequestID {
+				r.ev = ev
 			}
-			for _, ev := range evs {
-				if ev.RequestID == c.RequestID {
-					r.ev = ev
-				}
-			}
-			return b.Flush(ctx)
-		})
+		}
 		done <- r
 	}()
 	return func() topics.Event {
