@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/auth"
@@ -203,7 +204,7 @@ func TestAuthenticatedRequesters(t *testing.T) {
 func TestReplyTopicsAreBounded(t *testing.T) {
 	for _, create := range []bool{true, false} {
 		w, st := newApplier(t)
-		w.replies = &replyTopics{adm: kadm.NewClient(w.cl), prefix: w.cfg.Names.ReplyPrefix, max: 3, create: create, known: map[string]bool{}}
+		w.replies = &replyTopics{cl: w.cl, prefix: w.cfg.Names.ReplyPrefix, max: 3, create: create, known: map[string]bool{}}
 		p := w.newPartition(w.hard, 0)
 		var recs []*kgo.Record
 		for i := range 6 {
@@ -226,4 +227,52 @@ func TestReplyTopicsAreBounded(t *testing.T) {
 		require.Contains(t, msg, topics.CodeForbidden+`: reply topic "locks.replies.t3" does not exist and may not be created`)
 		require.Empty(t, outboxRows(t, st, "locks.replies.t3", 0), "nothing answered to a refused reply topic")
 	}
+}
+
+// Without AUTO_CREATE_REPLY_TOPICS, a command may name a reply topic its
+// requester created just before producing it (as the SDK's New does), even
+// when the topics were listed a moment before: the client's metadata cache
+// is not asked.
+func TestReplyTopicCreatedJustBeforeItsCommand(t *testing.T) {
+	w, st := newApplier(t)
+	w.replies = &replyTopics{cl: w.cl, prefix: w.cfg.Names.ReplyPrefix, max: 3, known: map[string]bool{}}
+	adm := kadm.NewClient(w.cl)
+	_, err := adm.ListTopics(context.Background()) // fills the client's cache
+	require.NoError(t, err)
+	p := w.newPartition(w.hard, 0)
+	send := func(offset int64, replyTo string) {
+		c := topics.Command{RequestID: fmt.Sprint("r", offset), Operation: topics.OpAcquire, LockName: fmt.Sprint("l", offset), OwnerID: "o", ReplyTo: replyTo}
+		apply(w, segment{p: p, polledAt: time.Now(),
+			records: []*kgo.Record{{Topic: w.cfg.Names.Commands, Offset: offset, Key: []byte(c.LockName), Value: command(t, c)}}})
+	}
+	send(0, "locks.replies.new")
+	require.Len(t, outboxRows(t, st, w.cfg.Names.DeadLetter, 0), 1, "refused: it does not exist")
+
+	_, err = adm.CreateTopic(context.Background(), 1, 1, nil, "locks.replies.new")
+	require.NoError(t, err)
+	send(1, "locks.replies.new")
+	require.Len(t, outboxRows(t, st, "locks.replies.new", 0), 1, "answered")
+	require.Len(t, outboxRows(t, st, w.cfg.Names.DeadLetter, 0), 1, "nothing more refused")
+}
+
+// Kafka's trouble does not refuse commands: where the brokers do not
+// answer, a reply topic not known is allowed as if it existed (its events
+// park where it does not), and the brokers are not asked again at once.
+func TestReplyTopicsUnanswered(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer cl.Close()
+	c.Close() // nothing answers
+	rt := &replyTopics{cl: cl, prefix: "locks.replies.", max: 3, known: map[string]bool{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	ok, _ := rt.allow(ctx, "locks.replies.a")
+	require.True(t, ok)
+	failed := rt.failed
+	require.False(t, failed.IsZero(), "the brokers did not answer")
+	ok, _ = rt.allow(context.Background(), "locks.replies.b")
+	require.True(t, ok)
+	require.Equal(t, failed, rt.failed, "not asked again within a second")
 }

@@ -6,54 +6,96 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // replyTopics bounds the reply topics commands can make the relay create:
 // a command may name a reply topic that exists, or a new one while fewer
-// than max topics exist under the reply prefix. The set of topics is read
-// from the brokers at most once per second, on a miss, and never shrinks
-// in between (a topic allowed here counts at once), so no stream of new
-// reply_to values, however fast, makes more than max.
+// than max topics exist under the reply prefix. A topic not known yet is
+// looked up on its own, so one its requester created just before producing
+// the command is found (the SDK creates its reply topic in New and may
+// send at once); the set of all topics, to count them, is read at most
+// once per second. Both ask the brokers directly: the client's metadata
+// cache, which kadm's listings use, can be seconds old. The set never
+// shrinks in between (a topic allowed here counts at once), so no stream of
+// new reply_to values, however fast, makes more than max.
 type replyTopics struct {
-	adm    *kadm.Client
+	cl     kmsg.Requestor
 	prefix string
 	max    int
 	create bool // AUTO_CREATE_REPLY_TOPICS: without it only existing ones
 
 	mu     sync.Mutex
 	known  map[string]bool
-	listed time.Time
+	listed time.Time // when all topics were last read
+	failed time.Time // when the brokers last failed to answer
 }
 
 // allow reports whether a command may name topic as its reply_to, and how
-// many reply topics there are. A failure to list the topics leaves the set
-// as it was: Kafka's trouble does not refuse commands.
+// many reply topics there are. Kafka's trouble does not refuse commands:
+// for a second after the brokers failed to answer none is asked again, and
+// a topic not known is allowed as if it existed (its events are published,
+// or parked where it does not) or, where topics may be created, as a new
+// one.
 func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if rt.known[topic] {
 		return true, len(rt.known)
 	}
-	if time.Since(rt.listed) >= time.Second {
-		rt.listed = time.Now()
-		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		listed, err := rt.adm.ListTopics(ctx)
-		cancel()
-		if err == nil {
-			for _, name := range listed.Names() {
-				if len(name) > len(rt.prefix) && strings.HasPrefix(name, rt.prefix) {
-					rt.known[name] = true
-				}
-			}
-		}
+	troubled := time.Since(rt.failed) < time.Second
+	if !troubled {
+		troubled = !rt.read(ctx, topic)
 		if rt.known[topic] {
 			return true, len(rt.known)
 		}
 	}
-	if !rt.create || len(rt.known) >= rt.max {
+	if !rt.create {
+		return troubled, len(rt.known)
+	}
+	if !troubled && time.Since(rt.listed) >= time.Second {
+		rt.listed = time.Now()
+		rt.read(ctx) // all of them
+	}
+	if len(rt.known) >= rt.max {
 		return false, len(rt.known)
 	}
 	rt.known[topic] = true
 	return true, len(rt.known)
+}
+
+// read adds the named topics that exist under the prefix, or all of them
+// when none is named, to the set, and reports whether the brokers
+// answered.
+func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
+	req := kmsg.NewPtrMetadataRequest() // AllowAutoTopicCreation false
+	for _, name := range names {
+		t := kmsg.NewMetadataRequestTopic()
+		t.Topic = kmsg.StringPtr(name)
+		req.Topics = append(req.Topics, t)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, rt.cl)
+	if err != nil {
+		rt.failed = time.Now()
+		return false
+	}
+	answered := true
+	for _, t := range resp.Topics {
+		switch {
+		case t.Topic == nil || t.ErrorCode == kerr.UnknownTopicOrPartition.Code:
+		case t.ErrorCode != 0 && t.ErrorCode != kerr.LeaderNotAvailable.Code: // being created: it exists
+			// Not allowed to see it, or the brokers' trouble: only a
+			// topic asked for says whether commands may name it.
+			answered = answered && len(names) == 0
+		case len(*t.Topic) > len(rt.prefix) && strings.HasPrefix(*t.Topic, rt.prefix):
+			rt.known[*t.Topic] = true
+		}
+	}
+	if !answered {
+		rt.failed = time.Now()
+	}
+	return answered
 }
