@@ -14,7 +14,43 @@ import (
 
 // admit applies the deployment's own rules to a valid command and returns
 // it as the handlers must see it, or a *topics.Rejection, answered and
-// dead-lettered like a command that broke the contract.
+// dead-lettered like a command that broke the contract: those of
+// authorize, then REQUIRE_FENCING_TOKEN's.
+func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
+	c, err := w.authorize(ctx, c, r)
+	if err != nil {
+		return c, err
+	}
+	// A release without one may still withdraw its owner's wait (the
+	// handler refuses it for a lease): the SDK's withdrawal of an acquire
+	// it gave up on has no token to send.
+	if op, _ := topics.LookupOperation(c.Operation); w.cfg.RequireFencingToken && c.FencingToken == nil &&
+		slices.Contains(op.Fields, "fencing_token") && c.Operation != topics.OpRelease {
+		return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
+			Message: "fencing_token is required for " + c.Operation + " (REQUIRE_FENCING_TOKEN)"}
+	}
+	return c, nil
+}
+
+// refused puts a record Decode refused through authorize, so that its
+// rejection is answered only where a valid command's would be: a record
+// without a valid token, or naming a reply topic it may not use, is not
+// answered there whatever else is wrong with it. authorize's own refusal
+// replaces Decode's.
+func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Record) *topics.Rejection {
+	c := rej.Command
+	if !topics.ValidReplyTo(c.ReplyTo, w.cfg.Names.ReplyPrefix) {
+		c.ReplyTo = "" // nothing to authorize: it is answered nowhere
+	}
+	c, err := w.authorize(ctx, c, r)
+	if err != nil {
+		return err.(*topics.Rejection)
+	}
+	return &topics.Rejection{Command: c, Code: rej.Code, Message: rej.Message}
+}
+
+// authorize applies the rules that say who sent a command and where it may
+// be answered, to every record before it is answered.
 //
 // With authentication (Config.Auth), the record's token names the
 // requester, and:
@@ -34,7 +70,7 @@ import (
 // A reply_to that names a topic that does not exist must stay within
 // MaxReplyTopics (see replyTopics), and is refused FORBIDDEN otherwise,
 // answered only in the dead-letter topic.
-func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
+func (w *Worker) authorize(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
 	if w.cfg.Auth != nil {
 		token, err := recordToken(r)
 		var who auth.Requester
@@ -75,14 +111,6 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 				"reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
 				topic, n, w.replies.max, w.replies.create)}
 		}
-	}
-	// A release without one may still withdraw its owner's wait (the
-	// handler refuses it for a lease): the SDK's withdrawal of an acquire
-	// it gave up on has no token to send.
-	if op, _ := topics.LookupOperation(c.Operation); w.cfg.RequireFencingToken && c.FencingToken == nil &&
-		slices.Contains(op.Fields, "fencing_token") && c.Operation != topics.OpRelease {
-		return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
-			Message: "fencing_token is required for " + c.Operation + " (REQUIRE_FENCING_TOKEN)"}
 	}
 	return c, nil
 }

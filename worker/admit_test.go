@@ -122,11 +122,12 @@ func TestAuthenticatedRequesters(t *testing.T) {
 	p := w.newPartition(w.hard, 0)
 	names := topics.DefaultNames()
 	off := int64(0)
-	send := func(c topics.Command, hs ...kgo.RecordHeader) {
-		r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: off, Key: []byte(c.Key()), Value: command(t, c), Headers: hs}
+	sendRaw := func(value []byte, hs ...kgo.RecordHeader) {
+		r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: off, Key: []byte("a"), Value: value, Headers: hs}
 		off++
 		apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
 	}
+	send := func(c topics.Command, hs ...kgo.RecordHeader) { sendRaw(command(t, c), hs...) }
 	as := func(tok string) kgo.RecordHeader {
 		return kgo.RecordHeader{Key: topics.HeaderAuthorization, Value: []byte(tok)}
 	}
@@ -172,6 +173,18 @@ func TestAuthenticatedRequesters(t *testing.T) {
 		}
 	}
 	require.Len(t, replies(aliceTopic), 1, "nothing answered to the reply_to of an unauthenticated command")
+
+	// Nor of a record that is not a valid command: a rejection on alice's
+	// topic is as good a forgery as any (her SDK matches it by request_id).
+	bogus := []byte(`{"v":2,"request_id":"a9","reply_to":"` + aliceTopic + `"}`)
+	sendRaw(bogus)
+	sendRaw(bogus, as(mallory))
+	require.Len(t, replies(aliceTopic), 1, "nothing answered to alice's topic for a record alice did not sign")
+	dlq = outboxRows(t, st, names.DeadLetter, 0)[dlqBefore+3:]
+	require.Len(t, dlq, 2)
+	msg, _ := dlq[0].header(topics.HeaderError)
+	require.True(t, strings.HasPrefix(msg, topics.CodeUnauthenticated+": "), msg)
+	require.Equal(t, topics.CodeForbidden, last(malloryTopic).ErrorCode, "answered on her own topic")
 
 	// Mallory, with her own token: alice's owner id is not hers to use, nor
 	// alice's reply topic, nor a namespace her token does not list.
@@ -253,6 +266,12 @@ func TestReplyTopicCreatedJustBeforeItsCommand(t *testing.T) {
 	send(1, "locks.replies.new")
 	require.Len(t, outboxRows(t, st, "locks.replies.new", 0), 1, "answered")
 	require.Len(t, outboxRows(t, st, w.cfg.Names.DeadLetter, 0), 1, "nothing more refused")
+
+	// An invalid record is answered only where a valid one would be.
+	apply(w, segment{p: p, polledAt: time.Now(), records: []*kgo.Record{{Topic: w.cfg.Names.Commands, Offset: 2,
+		Value: []byte(`{"v":2,"request_id":"r2","reply_to":"locks.replies.other"}`)}}})
+	require.Len(t, outboxRows(t, st, w.cfg.Names.DeadLetter, 0), 2)
+	require.Empty(t, outboxRows(t, st, "locks.replies.other", 0))
 }
 
 // Kafka's trouble does not refuse commands: where the brokers do not

@@ -434,7 +434,7 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 			}
 			c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
 			if err != nil {
-				td.rejections[k] = err.(*topics.Rejection)
+				td.rejections[k] = w.refused(ctx, err.(*topics.Rejection), r)
 				continue
 			}
 			if c, err = w.admit(ctx, c, r); err != nil {
