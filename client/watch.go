@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -198,7 +199,11 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	defer r.cons.Close()
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
-	table := map[string]LockRevision{}
+	// By namespace and name, as two locks may share a key ("b" in
+	// namespace "a", "a/b" in the default one): a tombstone, which names
+	// no lock, removes every lock of its key.
+	type lock struct{ ns, name string }
+	table := map[lock]LockRevision{}
 	var bad error
 	for !r.caughtUp() {
 		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
@@ -207,9 +212,9 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			case err != nil:
 				bad = fmt.Errorf("record %d of partition %d: %w", rec.Offset, rec.Partition, err)
 			case lr.Deleted:
-				delete(table, string(rec.Key))
+				maps.DeleteFunc(table, func(l lock, _ LockRevision) bool { return topics.LockKey(l.ns, l.name) == string(rec.Key) })
 			default:
-				table[string(rec.Key)] = lr
+				table[lock{lr.Namespace, lr.Name}] = lr
 			}
 		})
 		if err != nil {
@@ -302,8 +307,8 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 				return
 			}
 			lr, err := lockRevision(key, rec.Value)
-			if err != nil {
-				return // not a state record: nothing the workers wrote
+			if err != nil || !lr.Deleted && (lr.Namespace != c.cfg.Namespace || lr.Name != name) {
+				return // not a state record, or another lock's of the same key
 			}
 			lr.Namespace, lr.Name = c.cfg.Namespace, name
 			if !lr.Deleted && lr.Revision <= current.Revision || lr.Deleted && current.Deleted {

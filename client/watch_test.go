@@ -112,3 +112,36 @@ func TestWatch(t *testing.T) {
 	for range ended {
 	}
 }
+
+// Two locks may share a key on the lock state topic (lock "b" in namespace
+// n, lock "n/b" in the default one): Watch delivers only its own lock's
+// changes, and Locks lists both.
+func TestWatchLocksSharingAKey(t *testing.T) {
+	ctx := ctxT(t)
+	n := uniq("shared-key")
+	inNS := newClient(t, "keys-ns", func(c *client.Config) { c.Namespace = n })
+	plain := newClient(t, "keys-plain")
+	ch, err := plain.Watch(ctx, n+"/b")
+	require.NoError(t, err)
+	require.Equal(t, int64(0), next(t, ch).Revision)
+
+	x, err := inNS.TryAcquire(ctx, "b", client.WithOwner("x"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
+	require.NoError(t, err)
+	y, err := plain.TryAcquire(ctx, n+"/b", client.WithOwner("y"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
+	require.NoError(t, err)
+	lr := next(t, ch)
+	require.Equal(t, []string{"y"}, owners(lr), "not the other lock's holder")
+	require.Equal(t, n+"/b", lr.Name)
+
+	table, err := plain.Locks(ctx)
+	require.NoError(t, err)
+	var got []string
+	for _, l := range table {
+		if l.Namespace == n || l.Name == n+"/b" {
+			got = append(got, l.Namespace+" "+l.Name+" "+owners(l)[0])
+		}
+	}
+	require.Equal(t, []string{" " + n + "/b y", n + " b x"}, got)
+	require.NoError(t, x.Release(ctx))
+	require.NoError(t, y.Release(ctx))
+}

@@ -109,10 +109,11 @@ const (
 	asLockState                // a lock state (not a tombstone): topics.EncodeLockStateHeaders, CompactLockState
 )
 
-// stateRow names a lock's state records in one partition's stream.
+// stateRow names a lock's state records in one partition's stream: by its
+// namespace and name, as two locks may share a key (topics.LockKey).
 type stateRow struct {
-	partition int32
-	key       string
+	partition       int32
+	namespace, name string
 }
 
 type historyRow struct {
@@ -303,13 +304,13 @@ func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Hea
 // last revision. A tombstone stays before a state that follows it (the
 // lock deleted, then created again at revision 1): without it a reader
 // would take revision 1 for an old one.
-func (b *Batch) queueState(key string, p *pending) {
-	k := stateRow{b.env.Partition, key}
+func (b *Batch) queueState(namespace, name string, p *pending) {
+	k := stateRow{b.env.Partition, namespace, name}
 	if i, ok := b.states[k]; ok && (p.state == nil || b.outbox[i].p.state != nil) {
 		b.outbox[i].superseded = true
 	}
 	b.states[k] = len(b.outbox)
-	b.queue(b.env.Names.State, []byte(key), p, topics.LockStateHeaders())
+	b.queue(b.env.Names.State, []byte(topics.LockKey(namespace, name)), p, topics.LockStateHeaders())
 	if p.state != nil {
 		b.outbox[len(b.outbox)-1].form = asLockState
 	}

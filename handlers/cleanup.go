@@ -141,10 +141,12 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
 	}
 	var names []string
+	named := map[lockKey]bool{} // a row whose lease this sweep ends may be deleted too: name it once
 	err = a.settleLocks(ctx, due, nil, lockRowSkipSQL, lockPartition,
 		func(k lockKey, s *lockState) []rules.Effect {
 			effs, ended := s.l.Settle()
 			if len(ended) > 0 {
+				named[k] = true
 				names = append(names, topics.LockKey(k.ns, k.name))
 			}
 			return effs
@@ -161,11 +163,6 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 	}
-	// A row whose lease this sweep just ended may be deleted too: name it once.
-	named := make(map[string]bool, len(names))
-	for _, n := range names {
-		named[n] = true
-	}
 	var ns, name string
 	var partition int32
 	for rows.Next() {
@@ -174,8 +171,8 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 			return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
 		}
 		a.deleted(ns, name, partition)
-		if key := topics.LockKey(ns, name); !named[key] {
-			names = append(names, key)
+		if !named[lockKey{ns, name}] {
+			names = append(names, topics.LockKey(ns, name))
 		}
 	}
 	if err := rows.Err(); err != nil {

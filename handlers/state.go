@@ -37,7 +37,7 @@ func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) *
 	if l.DelayUntil.After(r.now) {
 		st.DelayUntil = topics.NewTimePtr(l.DelayUntil)
 	}
-	a.queueState(topics.LockKey(r.namespace, r.name), &pending{state: st})
+	a.queueState(r.namespace, r.name, &pending{state: st})
 	return st
 }
 
@@ -45,7 +45,7 @@ func (a *applier) state(r *lockRow, l *rules.Lock, holders int, status string) *
 // under the lock's partition (see sweep).
 func (a *applier) deleted(ns, name string, partition int32) {
 	if a.env.Names.State != "" {
-		a.forLock(partition).queueState(topics.LockKey(ns, name), &pending{})
+		a.forLock(partition).queueState(ns, name, &pending{})
 	}
 }
 

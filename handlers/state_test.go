@@ -178,3 +178,17 @@ func TestStateTombstoneBeforeRecreation(t *testing.T) {
 	}
 	require.Equal(t, []string{"z tombstone", "z revision 1 acquired"}, got)
 }
+
+// Two locks may share a key (lock "b" in namespace "a" and lock "a/b" in
+// the default one): a transaction that changes both publishes each one's
+// state, neither standing in for the other's.
+func TestStateOfLocksSharingAKey(t *testing.T) {
+	h := newHarness(t)
+	h.apply(h.acquire("b", "o1", ns("a")), h.acquire("a/b", "o2"))
+	var got []string
+	for _, s := range h.states() {
+		require.NotNil(t, s.State)
+		got = append(got, fmt.Sprintf("%s: %q %q %s", s.Key, s.State.Namespace, s.State.LockName, s.State.Holders[0].OwnerID))
+	}
+	require.Equal(t, []string{`a/b: "a" "b" o1`, `a/b: "" "a/b" o2`}, got)
+}
