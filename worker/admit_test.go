@@ -217,7 +217,7 @@ func TestAuthenticatedRequesters(t *testing.T) {
 func TestReplyTopicsAreBounded(t *testing.T) {
 	for _, create := range []bool{true, false} {
 		w, st := newApplier(t)
-		w.replies = &replyTopics{cl: w.cl, prefix: w.cfg.Names.ReplyPrefix, max: 3, create: create, known: map[string]bool{}}
+		w.replies = newReplyTopics(w.cl, w.cfg.Names.ReplyPrefix, 3, create)
 		p := w.newPartition(w.hard, 0)
 		var recs []*kgo.Record
 		for i := range 6 {
@@ -248,7 +248,7 @@ func TestReplyTopicsAreBounded(t *testing.T) {
 // is not asked.
 func TestReplyTopicCreatedJustBeforeItsCommand(t *testing.T) {
 	w, st := newApplier(t)
-	w.replies = &replyTopics{cl: w.cl, prefix: w.cfg.Names.ReplyPrefix, max: 3, known: map[string]bool{}}
+	w.replies = newReplyTopics(w.cl, w.cfg.Names.ReplyPrefix, 3, false)
 	adm := kadm.NewClient(w.cl)
 	_, err := adm.ListTopics(context.Background()) // fills the client's cache
 	require.NoError(t, err)
@@ -284,7 +284,7 @@ func TestReplyTopicsUnanswered(t *testing.T) {
 	require.NoError(t, err)
 	defer cl.Close()
 	c.Close() // nothing answers
-	rt := &replyTopics{cl: cl, prefix: "locks.replies.", max: 3, known: map[string]bool{}}
+	rt := newReplyTopics(cl, "locks.replies.", 3, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	ok, _ := rt.allow(ctx, "locks.replies.a")
@@ -294,4 +294,30 @@ func TestReplyTopicsUnanswered(t *testing.T) {
 	ok, _ = rt.allow(context.Background(), "locks.replies.b")
 	require.True(t, ok)
 	require.Equal(t, failed, rt.failed, "not asked again within a second")
+}
+
+// The count of reply topics follows the brokers: a topic deleted there no
+// longer counts at the next listing, while one allowed as new counts until
+// the relay has had time to create it.
+func TestReplyTopicsCountFollowsTheBrokers(t *testing.T) {
+	ctx := context.Background()
+	w, _ := newApplier(t)
+	adm := kadm.NewClient(w.cl)
+	_, err := adm.CreateTopics(ctx, 1, 1, nil, "locks.replies.a", "locks.replies.b")
+	require.NoError(t, err)
+	rt := newReplyTopics(w.cl, "locks.replies.", 2, true)
+	ok, n := rt.allow(ctx, "locks.replies.c")
+	require.False(t, ok)
+	require.Equal(t, 2, n)
+
+	_, err = adm.DeleteTopics(ctx, "locks.replies.a")
+	require.NoError(t, err)
+	rt.listed = time.Time{} // as a second later
+	ok, n = rt.allow(ctx, "locks.replies.c")
+	require.True(t, ok, "a's place is free")
+	require.Equal(t, 2, n)
+
+	rt.listed = time.Time{}
+	ok, _ = rt.allow(ctx, "locks.replies.d")
+	require.False(t, ok, "c counts though the brokers do not have it yet")
 }

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -16,10 +17,12 @@ import (
 // looked up on its own, so one its requester created just before producing
 // the command is found (the SDK creates its reply topic in New and may
 // send at once); the set of all topics, to count them, is read at most
-// once per second. Both ask the brokers directly: the client's metadata
-// cache, which kadm's listings use, can be seconds old. The set never
-// shrinks in between (a topic allowed here counts at once), so no stream of
-// new reply_to values, however fast, makes more than max.
+// once per second, and replaces the set, so topics deleted since no longer
+// count. Both ask the brokers directly: the client's metadata cache, which
+// kadm's listings use, can be seconds old. A topic allowed here as new
+// counts at once, and for pendingCreation after even where a listing does
+// not show it yet, so no stream of new reply_to values, however fast, makes
+// more than max through one replica (each replica keeps its own count).
 type replyTopics struct {
 	cl     kmsg.Requestor
 	prefix string
@@ -27,10 +30,18 @@ type replyTopics struct {
 	create bool // AUTO_CREATE_REPLY_TOPICS: without it only existing ones
 
 	mu     sync.Mutex
-	known  map[string]bool
-	listed time.Time // when all topics were last read
-	failed time.Time // when the brokers last failed to answer
+	known  map[string]time.Time // when allowed here as new; zero: seen on the brokers
+	listed time.Time            // when all topics were last read
+	failed time.Time            // when the brokers last failed to answer
 }
+
+func newReplyTopics(cl kmsg.Requestor, prefix string, max int, create bool) *replyTopics {
+	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, known: map[string]time.Time{}}
+}
+
+// pendingCreation is how long a topic allowed as new counts without a
+// listing showing it: the relay creates it when it first publishes there.
+const pendingCreation = time.Minute
 
 // allow reports whether a command may name topic as its reply_to, and how
 // many reply topics there are. Kafka's trouble does not refuse commands:
@@ -41,13 +52,13 @@ type replyTopics struct {
 func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	if rt.known[topic] {
+	if _, ok := rt.known[topic]; ok {
 		return true, len(rt.known)
 	}
 	troubled := time.Since(rt.failed) < time.Second
 	if !troubled {
 		troubled = !rt.read(ctx, topic)
-		if rt.known[topic] {
+		if _, ok := rt.known[topic]; ok {
 			return true, len(rt.known)
 		}
 	}
@@ -61,12 +72,13 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	if len(rt.known) >= rt.max {
 		return false, len(rt.known)
 	}
-	rt.known[topic] = true
+	rt.known[topic] = time.Now()
 	return true, len(rt.known)
 }
 
-// read adds the named topics that exist under the prefix, or all of them
-// when none is named, to the set, and reports whether the brokers
+// read adds the named topics that exist under the prefix to the set, or,
+// when none is named, makes the set the topics under the prefix and those
+// allowed as new within pendingCreation; it reports whether the brokers
 // answered.
 func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
 	req := kmsg.NewPtrMetadataRequest() // AllowAutoTopicCreation false
@@ -75,12 +87,16 @@ func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
 		t.Topic = kmsg.StringPtr(name)
 		req.Topics = append(req.Topics, t)
 	}
+	began := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := req.RequestWith(ctx, rt.cl)
 	if err != nil {
 		rt.failed = time.Now()
 		return false
+	}
+	if len(names) == 0 {
+		maps.DeleteFunc(rt.known, func(_ string, allowed time.Time) bool { return began.Sub(allowed) >= pendingCreation })
 	}
 	answered := true
 	for _, t := range resp.Topics {
@@ -91,7 +107,7 @@ func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
 			// topic asked for says whether commands may name it.
 			answered = answered && len(names) == 0
 		case len(*t.Topic) > len(rt.prefix) && strings.HasPrefix(*t.Topic, rt.prefix):
-			rt.known[*t.Topic] = true
+			rt.known[*t.Topic] = time.Time{}
 		}
 	}
 	if !answered {

@@ -236,8 +236,7 @@ func New(cfg Config) (*Worker, error) {
 	w.cl = cl
 	close(w.clSet)
 	if cfg.MaxReplyTopics > 0 {
-		w.replies = &replyTopics{cl: cl, prefix: cfg.Names.ReplyPrefix, max: cfg.MaxReplyTopics,
-			create: cfg.CreateReplyTopics, known: map[string]bool{}}
+		w.replies = newReplyTopics(cl, cfg.Names.ReplyPrefix, cfg.MaxReplyTopics, cfg.CreateReplyTopics)
 	}
 	return w, nil
 }
