@@ -39,6 +39,18 @@ func TestLockDelayAfterExpiryNotAfterRelease(t *testing.T) {
 	require.Equal(t, "grant w", kinds(m.expire()))
 	require.True(t, m.DelayUntil.IsZero())
 
+	// The delay runs from the lease's end, not from when its expiry is seen
+	// (a replica taking the partition over, seconds later).
+	m.advance(12 * time.Second)
+	require.Equal(t, "expire w", kinds(m.expire()))
+	require.True(t, m.DelayUntil.IsZero(), "w had no lock-delay")
+	require.Equal(t, "grant e", kinds(m.acquireWith("e", 10, 0, 5, 0)))
+	m.advance(13 * time.Second)
+	require.Equal(t, "expire e", kinds(m.expire()))
+	require.Equal(t, m.now.Add(2*time.Second), m.DelayUntil, "ended 3 s ago: 2 s of its 5 left")
+	m.advance(2 * time.Second)
+	require.Equal(t, "grant w", kinds(m.acquireWith("w", 10, 0, 0, 0)))
+
 	// A release starts no delay.
 	require.Equal(t, "release w", kinds(m.release("w", nil)))
 	require.Equal(t, "grant c", kinds(m.acquireWith("c", 10, 0, 5, 0)))

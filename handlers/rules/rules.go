@@ -347,13 +347,19 @@ func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.ExpiresAt
 // EndLease ends the lease of Holders[i], which ended as s, and returns it:
 // it becomes the lease that ended last. Every end but its holder's own
 // release (Released) starts the lease's lock-delay, if it has one: an
-// expiry, a revoke, and any other end a holder did not ask for.
+// expiry, a revoke, and any other end a holder did not ask for. The delay
+// runs from the lease's end: an expired lease's expires_at (or its
+// session's), however late the expiry is seen, else now.
 func (l *Lock) EndLease(i int, s Status) Holder {
 	h := l.Holders[i]
 	l.Holders = slices.Delete(l.Holders, i, i+1)
 	l.Ended, l.EndedStatus = &h, s
 	if s != Released && h.LockDelay > 0 {
-		if until := l.Now.Add(seconds(h.LockDelay)); until.After(l.DelayUntil) {
+		end := l.Now
+		if s == Expired && h.ExpiresAt.Before(end) && h.ExpiresAt.After(h.AcquiredAt) {
+			end = h.ExpiresAt
+		}
+		if until := end.Add(seconds(h.LockDelay)); until.After(l.DelayUntil) {
 			l.DelayUntil = until
 		}
 	}
