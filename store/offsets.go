@@ -103,8 +103,10 @@ func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition
 // CheckTopicID records id as the topic ID of a group's topic, and says
 // whether the topic was created again since its offsets were stored: it
 // then forgets them (the new topic numbers its records from 0 again) and
-// returns the ID they were stored under. The first call for a topic only
-// records the ID.
+// the outcomes of the request_ids generated from the old topic's records
+// ("<topic>/<partition>/<offset>", which the new topic's records would be
+// given again), and returns the ID they were stored under. The first call
+// for a topic only records the ID.
 func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recreated bool, was string, err error) {
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		recreated, was = false, ""
@@ -118,6 +120,9 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recr
 		}
 		recreated = true
 		if _, err := tx.Exec(ctx, `DELETE FROM consumer_offsets WHERE group_id = $1 AND topic = $2`, group, topic); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM processed_requests WHERE starts_with(request_id, $1 || '/')`, topic); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE consumer_topics SET topic_id = $3 WHERE group_id = $1 AND topic = $2`, group, topic, id)

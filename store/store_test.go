@@ -750,8 +750,9 @@ func TestOpenErrorsDoNotShowPassword(t *testing.T) {
 }
 
 // A topic's ID is recorded on first sight; another ID means the topic was
-// created again, and its stored offsets (not another topic's) are
-// forgotten.
+// created again, and its stored offsets and the outcomes of request_ids
+// generated from its records (not another topic's, nor a requester's own
+// ids) are forgotten.
 func TestCheckTopicID(t *testing.T) {
 	t.Parallel()
 	st := testdb.New(t)
@@ -760,18 +761,30 @@ func TestCheckTopicID(t *testing.T) {
 	_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES
 		($1, $2, 3, 7), ($1, 'other', 3, 9)`, group, topic)
 	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO processed_requests (request_id, outcome) VALUES
+		('locks.commands/3/6', '{}'), ('other/3/8', '{}'), ('r-1', '{}'), ('locks.commandsX/1/1', '{}')`)
+	require.NoError(t, err)
+	requests := func() (ids []string) {
+		rows, err := st.Pool.Query(ctx, `SELECT request_id FROM processed_requests ORDER BY request_id`)
+		require.NoError(t, err)
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return ids
+	}
 	for _, id := range []string{"id-1", "id-1"} {
 		recreated, _, err := st.CheckTopicID(ctx, group, topic, id)
 		require.NoError(t, err)
 		require.False(t, recreated)
 	}
 	require.Len(t, offsets(t, st, group, topic), 1)
+	require.Len(t, requests(), 4)
 	recreated, was, err := st.CheckTopicID(ctx, group, topic, "id-2")
 	require.NoError(t, err)
 	require.True(t, recreated)
 	require.Equal(t, "id-1", was)
 	require.Empty(t, offsets(t, st, group, topic))
 	require.Len(t, offsets(t, st, group, "other"), 1)
+	require.Equal(t, []string{"locks.commandsX/1/1", "other/3/8", "r-1"}, requests())
 	recreated, _, err = st.CheckTopicID(ctx, group, topic, "id-2")
 	require.NoError(t, err)
 	require.False(t, recreated)

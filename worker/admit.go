@@ -15,11 +15,19 @@ import (
 // admit applies the deployment's own rules to a valid command and returns
 // it as the handlers must see it, or a *topics.Rejection, answered and
 // dead-lettered like a command that broke the contract: those of
-// authorize, then REQUIRE_FENCING_TOKEN's.
+// authorize, then that request_ids of the form the worker generates are
+// its own, then REQUIRE_FENCING_TOKEN's.
 func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
 	c, err := w.authorize(ctx, c, r)
 	if err != nil {
 		return c, err
+	}
+	// The worker gives a command without a request_id one of this form: a
+	// requester that took it could have another's command answered with
+	// its outcome.
+	if strings.HasPrefix(c.RequestID, w.cfg.Names.Commands+"/") {
+		return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest, Message: fmt.Sprintf(
+			"request_id %q has the form the worker gives commands without one (%s/<partition>/<offset>)", c.RequestID, w.cfg.Names.Commands)}
 	}
 	// A release without one may still withdraw its owner's wait (the
 	// handler refuses it for a lease): the SDK's withdrawal of an acquire

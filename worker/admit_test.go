@@ -321,3 +321,31 @@ func TestReplyTopicsCountFollowsTheBrokers(t *testing.T) {
 	ok, _ = rt.allow(ctx, "locks.replies.d")
 	require.False(t, ok, "c counts though the brokers do not have it yet")
 }
+
+// A request_id of the form the worker gives commands without one is the
+// worker's: a requester that sends one is refused, so it cannot take the
+// id of another's command at that offset and have it answered with its own
+// outcome.
+func TestGeneratedRequestIDsAreTheWorkers(t *testing.T) {
+	w, st := newApplier(t)
+	p := w.newPartition(w.hard, 0)
+	reply := "locks.replies.gen"
+	send := func(offset int64, requestID, owner string) {
+		c := topics.Command{RequestID: requestID, Operation: topics.OpAcquire, LockName: "g", OwnerID: owner, ReplyTo: reply}
+		apply(w, segment{p: p, polledAt: time.Now(),
+			records: []*kgo.Record{{Topic: w.cfg.Names.Commands, Offset: offset, Key: []byte("g"), Value: command(t, c)}}})
+	}
+	send(0, w.cfg.Names.Commands+"/0/1", "mallory")
+	send(1, "", "alice")
+	var evs []topics.Event
+	for _, row := range outboxRows(t, st, reply, 0) {
+		var ev topics.Event
+		require.NoError(t, json.Unmarshal(row.value, &ev))
+		evs = append(evs, ev)
+	}
+	require.Len(t, evs, 2)
+	require.Equal(t, topics.CodeInvalidRequest, evs[0].ErrorCode)
+	require.Equal(t, topics.TypeAcquired, evs[1].Type, "alice's command is applied")
+	require.Equal(t, w.cfg.Names.Commands+"/0/1", evs[1].RequestID)
+	require.Equal(t, "alice", evs[1].LockInfo.OwnerID)
+}
