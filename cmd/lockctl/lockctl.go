@@ -41,11 +41,11 @@ commands:
   query   --lock NAME
   cleanup [--lock NAME|*] [--max-age DURATION]
   revoke  --lock NAME [--owner ID] --reason TEXT   (an administrative operation)
-  run     --lock NAME [--wait 0] [--lease 30s] [--grace 10s] [--shared | --limit N]
-          [--lock-delay 0] [--max-hold DURATION] -- COMMAND [ARGS...]
+  run     --lock NAME [--owner ID] [--wait 0] [--lease 30s] [--grace 10s] [--metadata JSON]
+          [--shared | --limit N] [--lock-delay 0] [--max-hold DURATION] -- COMMAND [ARGS...]
   watch   [--from-beginning]  (lifecycle events)  |  watch --lock NAME  (its state now, then each change)
   locks   [--all]  (the table of locks, from the lock state topic)
-  elect   --name NAME [--value V] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
+  elect   --name NAME [--value V] [--owner ID] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 
 flags of every command:
   --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
