@@ -1,6 +1,7 @@
 // Command healthcheck asks a lockworker for its health and exits 0 when it
-// answers 2xx, 1 otherwise. The container image has no shell or curl, so
-// Docker's HEALTHCHECK runs this.
+// answers 2xx, 1 otherwise (also on bad arguments or HTTP_ADDR: Docker's
+// HEALTHCHECK reserves exit code 2). The container image has no shell or
+// curl, so Docker's HEALTHCHECK runs this.
 //
 //	healthcheck [URL]
 //
@@ -22,7 +23,7 @@ func main() {
 	url, err := target(os.Args[1:], os.Getenv("HTTP_ADDR"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "healthcheck:", err)
-		os.Exit(2)
+		os.Exit(1)
 	}
 	if err := check(url, 4*time.Second); err != nil {
 		fmt.Fprintln(os.Stderr, "healthcheck:", err)

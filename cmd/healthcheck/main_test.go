@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,5 +62,46 @@ func TestCheck(t *testing.T) {
 	srv.Close()
 	if err := check(srv.URL+"/health", time.Second); err == nil {
 		t.Error("a closed port must fail")
+	}
+}
+
+// TestExitCode runs main in a child process: every failure, a bad argument
+// or HTTP_ADDR included, exits 1, never 2 (Docker's HEALTHCHECK reserves it).
+func TestExitCode(t *testing.T) {
+	if args, ok := os.LookupEnv("HEALTHCHECK_TEST_ARGS"); ok {
+		os.Args = append([]string{"healthcheck"}, strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	cases := []struct {
+		name, args, httpAddr string
+		want                 int
+	}{
+		{"healthy", srv.URL + "/health", "", 0},
+		{"unhealthy", srv.URL + "/other", "", 1},
+		{"two arguments", "a b", "", 1},
+		{"HTTP_ADDR not host:port", "", "8062", 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestExitCode$")
+			cmd.Env = append(os.Environ(), "HEALTHCHECK_TEST_ARGS="+tc.args, "HTTP_ADDR="+tc.httpAddr)
+			out, err := cmd.CombinedOutput()
+			code := 0
+			if exit, ok := errors.AsType[*exec.ExitError](err); ok {
+				code = exit.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.want {
+				t.Errorf("exit code %d, want %d: %s", code, tc.want, out)
+			}
+		})
 	}
 }
