@@ -6,21 +6,24 @@
 //	healthcheck [URL]
 //
 // Without a URL it asks http://127.0.0.1:<port>/health, the port taken from
-// HTTP_ADDR (default :8062) as lockworker reads it, so changing HTTP_ADDR in
-// the container's environment moves both.
+// HTTP_ADDR (default :8062) as lockworker reads it (config.HTTPAddrFromEnv),
+// so changing HTTP_ADDR in the container's environment moves both.
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/omninode/lockworker/internal/config"
 )
 
 func main() {
-	url, err := target(os.Args[1:], os.Getenv("HTTP_ADDR"))
+	url, err := target(os.Args[1:], os.Getenv)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "healthcheck:", err)
 		os.Exit(1)
@@ -31,9 +34,9 @@ func main() {
 	}
 }
 
-// target is the URL to ask: the argument, or /health on HTTP_ADDR's port on
-// the loopback interface.
-func target(args []string, httpAddr string) (string, error) {
+// target is the URL to ask: the argument, or /health on HTTP_ADDR's port
+// (read through getenv) on the loopback interface.
+func target(args []string, getenv func(string) string) (string, error) {
 	switch len(args) {
 	case 0:
 	case 1:
@@ -41,12 +44,13 @@ func target(args []string, httpAddr string) (string, error) {
 	default:
 		return "", fmt.Errorf("usage: healthcheck [URL]")
 	}
-	if httpAddr == "" {
-		httpAddr = ":8062"
-	}
-	host, port, err := net.SplitHostPort(httpAddr)
+	httpAddr, err := config.HTTPAddrFromEnv(getenv)
 	if err != nil {
-		return "", fmt.Errorf("HTTP_ADDR %q is not host:port", httpAddr)
+		return "", err
+	}
+	host, port, _ := net.SplitHostPort(httpAddr) // checked by HTTPAddrFromEnv
+	if port == "0" {
+		return "", errors.New("HTTP_ADDR: port 0 listens on a free port, which healthcheck cannot know: give it the URL")
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"

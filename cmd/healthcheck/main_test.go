@@ -24,12 +24,23 @@ func TestTarget(t *testing.T) {
 		{nil, "0.0.0.0:9000", "http://127.0.0.1:9000/health", false},
 		{nil, "[::]:9000", "http://127.0.0.1:9000/health", false},
 		{nil, "10.0.0.5:8062", "http://10.0.0.5:8062/health", false},
+		// Trimmed, and blank is the default, as lockworker reads it.
+		{nil, " :9000\n", "http://127.0.0.1:9000/health", false},
+		{nil, "  ", "http://127.0.0.1:8062/health", false},
 		{nil, "8062", "", true},
+		{nil, ":http", "", true},
+		{nil, ":0", "", true}, // a free port: healthcheck cannot know which
 		{[]string{"http://x:1/health/kafka"}, ":8062", "http://x:1/health/kafka", false},
 		{[]string{"a", "b"}, "", "", true},
 	}
 	for _, tc := range cases {
-		got, err := target(tc.args, tc.httpAddr)
+		getenv := func(name string) string {
+			if name == "HTTP_ADDR" {
+				return tc.httpAddr
+			}
+			return ""
+		}
+		got, err := target(tc.args, getenv)
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("target(%q, %q) = %q, %v; want %q, error %v", tc.args, tc.httpAddr, got, err, tc.want, tc.err)
 		}

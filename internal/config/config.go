@@ -320,6 +320,9 @@ const (
 	ApacheMinSessionTimeout = 6 * time.Second
 )
 
+// DefaultHTTPAddr is HTTP_ADDR's default.
+const DefaultHTTPAddr = ":8062"
+
 // Default returns the configuration with every default of docs/design.md
 // ("Configuration").
 // InstanceID is derived from the host name and process id.
@@ -363,7 +366,7 @@ func Default() Config {
 		VacuumEnabled:       true,
 		VacuumInterval:      2 * time.Second,
 		VacuumDeadRows:      10000,
-		HTTPAddr:            ":8062",
+		HTTPAddr:            DefaultHTTPAddr,
 		LogLevel:            zerolog.InfoLevel,
 		LogFormat:           "json",
 		InstanceID:          defaultInstanceID(),

@@ -275,10 +275,8 @@ func (c Config) validate() []error {
 		failNoValue("INSPECT_TOKEN", "may hold only visible ASCII characters, no spaces (a trailing newline from a secret file?)")
 	}
 
-	// Port 0 listens on a free port (Manager.HTTPAddr says which): tests
-	// use it. The host may be empty: every interface.
-	if host, _, err := net.SplitHostPort(c.HTTPAddr); err != nil || strings.ContainsAny(host, " /") || !validPort(c.HTTPAddr, 0) {
-		fail("HTTP_ADDR", c.HTTPAddr, "is not host:port with a port of 0..65535 (e.g. :8062)")
+	if err := checkHTTPAddr(c.HTTPAddr); err != nil {
+		errs = append(errs, err)
 	}
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		fail("LOG_FORMAT", c.LogFormat, "is not json or console")
@@ -296,6 +294,29 @@ func (c Config) validate() []error {
 		fail("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", c.Embedded.MinSessionTimeout.String(), "is not positive")
 	}
 	return errs
+}
+
+// HTTPAddrFromEnv is HTTP_ADDR as FromEnv reads and checks it (trimmed;
+// DefaultHTTPAddr when unset or blank), without the rest of the
+// configuration: cmd/healthcheck asks the port lockworker listens on.
+func HTTPAddrFromEnv(getenv func(string) string) (string, error) {
+	addr := DefaultHTTPAddr
+	p := &parser{getenv: getenv}
+	p.str("HTTP_ADDR", &addr)
+	if err := checkHTTPAddr(addr); err != nil {
+		return "", err
+	}
+	return addr, nil
+}
+
+// checkHTTPAddr checks HTTP_ADDR. Port 0 listens on a free port
+// (Manager.HTTPAddr says which): tests use it. The host may be empty: every
+// interface.
+func checkHTTPAddr(addr string) error {
+	if host, _, err := net.SplitHostPort(addr); err != nil || strings.ContainsAny(host, " /") || !validPort(addr, 0) {
+		return varError("HTTP_ADDR", addr, "is not host:port with a port of 0..65535 (e.g. :8062)")
+	}
+	return nil
 }
 
 // maxRequesterBytes is auth.MaxSubjectBytes, the longest requester name
