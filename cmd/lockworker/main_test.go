@@ -17,6 +17,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/internal/kcattest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -251,19 +252,17 @@ func TestRestartDeliversWhatWasLeft(t *testing.T) {
 // TestKcat: a client we did not write (librdkafka's kcat) produces a command
 // and reads the reply, as the README shows.
 func TestKcat(t *testing.T) {
-	if _, err := exec.LookPath("kcat"); err != nil {
-		t.Fatal("kcat is not installed: apt-get install kcat (.ci/run installs it)")
-	}
+	kcat := kcattest.Path(t)
 	sch := testdb.NewSchema(t)
 	addr := freeAddr(t)
 	start(t, sch.URL, addr, t.TempDir())
-	produce := exec.Command("kcat", "-b", addr, "-P", "-t", "locks.commands", "-K", "|")
+	produce := exec.Command(kcat, "-b", addr, "-P", "-t", "locks.commands", "-K", "|")
 	produce.Stdin = strings.NewReader(`k1|{"request_id":"kcat-1","operation":"acquire","lock_name":"k1","owner_id":"me","reply_to":"locks.replies.kcat"}` + "\n")
 	out, err := produce.CombinedOutput()
 	require.NoError(t, err, string(out))
 	var reply string
 	require.Eventually(t, func() bool {
-		out, err := exec.Command("kcat", "-b", addr, "-C", "-t", "locks.replies.kcat", "-o", "beginning", "-e", "-q",
+		out, err := exec.Command(kcat, "-b", addr, "-C", "-t", "locks.replies.kcat", "-o", "beginning", "-e", "-q",
 			"-f", "%k %h\n%s\n").CombinedOutput()
 		reply = string(out)
 		return err == nil && strings.Contains(reply, `"type":"lock.acquired"`)
@@ -277,14 +276,12 @@ func TestKcat(t *testing.T) {
 // topic as a null value with the worker's headers, and the partition goes
 // on: the next command with the same key is answered.
 func TestKcatTombstone(t *testing.T) {
-	if _, err := exec.LookPath("kcat"); err != nil {
-		t.Fatal("kcat is not installed: apt-get install kcat (.ci/run installs it)")
-	}
+	kcat := kcattest.Path(t)
 	sch := testdb.NewSchema(t)
 	addr := freeAddr(t)
 	start(t, sch.URL, addr, t.TempDir())
 	produce := func(in string, args ...string) {
-		cmd := exec.Command("kcat", append([]string{"-b", addr, "-P", "-t", "locks.commands", "-K", "|"}, args...)...)
+		cmd := exec.Command(kcat, append([]string{"-b", addr, "-P", "-t", "locks.commands", "-K", "|"}, args...)...)
 		cmd.Stdin = strings.NewReader(in)
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, string(out))
@@ -292,7 +289,7 @@ func TestKcatTombstone(t *testing.T) {
 	produce("tomb|\n", "-Z") // -Z: an empty value is sent as NULL
 	produce(`tomb|{"request_id":"after-tomb","operation":"acquire","lock_name":"tomb","owner_id":"me","reply_to":"locks.replies.kcat-tomb"}` + "\n")
 	consume := func(topic, format string) string {
-		out, err := exec.Command("kcat", "-b", addr, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", format).CombinedOutput()
+		out, err := exec.Command(kcat, "-b", addr, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", format).CombinedOutput()
 		if err != nil {
 			return ""
 		}

@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/kcattest"
 )
 
 func start(t *testing.T, ctx context.Context, dir string, topics map[string]int32, log zerolog.Logger) *Broker {
@@ -214,13 +216,7 @@ func TestAddrInUse(t *testing.T) {
 // TestKcat talks to the broker with kcat (librdkafka), a client that shares
 // no code with kfake or franz-go.
 func TestKcat(t *testing.T) {
-	if os.Getenv("LOCKWORKER_SKIP_KCAT") == "1" {
-		t.Skip("LOCKWORKER_SKIP_KCAT=1")
-	}
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		t.Fatal("kcat is not on PATH: install it (apt-get install kcat) or set LOCKWORKER_SKIP_KCAT=1 to skip this test")
-	}
+	kcat := kcattest.Path(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	b := start(t, ctx, t.TempDir(), map[string]int32{"kcat.test": 3}, zerolog.Nop())
