@@ -17,7 +17,9 @@ import (
 // semaphore) with nobody waiting (two statements then, one for each), a
 // holder's release of its lease in force when nobody waits, and a holder's
 // extend of its lease in force, both when no lease of the lock has run out
-// (the general path would settle it first). The statement applies only in
+// (the general path would settle it first), the extend also when nobody
+// waits or when the lock has no lock-delay (passed or not) and no waiter
+// past its deadline (the general path's settling would hand the lock on). The statement applies only in
 // that case and returns what it changed; otherwise it changes nothing and
 // the general path decides (handlers/rules). Updating an existing row takes its token and times after the row
 // lock, like the general path; creating a row takes them before a possible
@@ -186,6 +188,13 @@ var (
 	// and so every indexed column: a HOT update, which still gives the row
 	// the new ctid that keeps other statements off it.
 	// An extend past the lease's max_hold is refused by the general path.
+	// So is one of a lock with waiters whose lock-delay has passed (the
+	// statement already leaves a lock-delay in force to it) or with a
+	// waiter past its deadline: the general path settles the lock first
+	// and may hand it on (rules.Lock.Extend: Settle, HandOff), which
+	// otherwise only the expiry scheduler's next tick would do. Only then
+	// does the statement read the queue (lock_waiters_fifo, this lock's
+	// waiters).
 	extendAtOnceSQL = extendSQL(false)
 	// extendAfterSQL is extendAtOnceSQL for an extend that follows its
 	// holder's acquire of the lock in the batch (and the holder's extends
@@ -197,7 +206,9 @@ var (
 func extendSQL(after bool) string {
 	return holderAtOnceSQL(`holder_count = l.holder_count`,
 		`AND (m.o_max_hold = 0 OR m.o_expires + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE m.o_lease END)
-			<= m.o_acquired + make_interval(secs => m.o_max_hold))`,
+			<= m.o_acquired + make_interval(secs => m.o_max_hold))
+			AND (l.waiter_count = 0 OR l.delay_until IS NULL AND NOT EXISTS (SELECT FROM lock_waiters w
+				WHERE w.namespace = l.namespace AND w.lock_name = l.lock_name AND w.deadline <= clock_timestamp()))`,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
 		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder, after)

@@ -13,7 +13,9 @@
 // nobody holds or waits for, or that it may join (a reader beside readers,
 // a free place of a semaphore) with nobody waiting, a holder's release of its lease in force when
 // nobody waits, and a holder's extend of its lease in force, both when no
-// lease of the lock has run out. The statement applies only in that case;
+// lease of the lock has run out (and, for the extend of a lock with
+// waiters, when it has no lock-delay and no waiter past its deadline:
+// settling would hand it on). The statement applies only in that case;
 // otherwise it changes nothing and the general path handles the command.
 // QueueAtOnce sends the common cases of a whole batch ahead in one round
 // trip, one set-based statement per operation (the first command of each
