@@ -2,10 +2,8 @@ package handlers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
+	"slices"
 
 	"github.com/omninode/lockworker/handlers/rules"
 	"github.com/omninode/lockworker/topics"
@@ -14,22 +12,50 @@ import (
 // query reports a lock without changing it: free when there is no row, a
 // lease past expires_at as expired even before anyone has ended it, and
 // every holder (the first topics.MaxHoldersShown, within
-// topics.MaxHoldersBytes).
+// topics.MaxHoldersBytes). It locks nothing, so it reads the row and its
+// holders in one statement (queryLockSQL): two statements would read them
+// in two snapshots (READ COMMITTED), and a release committing in between
+// would show the lock at its held revision with no holder.
 func (a *applier) query(ctx context.Context) error {
 	r := &lockRow{namespace: a.cmd.Namespace, name: a.cmd.LockName, status: topics.StatusFree, limit: 1}
-	err := a.tx.QueryRow(ctx, `SELECT `+lockCols+` FROM locks WHERE namespace = $1 AND lock_name = $2`, r.namespace, r.name).Scan(r.dest()...)
-	if errors.Is(err, pgx.ErrNoRows) {
-		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now)
-	}
+	var hs []rules.Holder
+	found := false
+	rows, err := a.tx.Query(ctx, queryLockSQL, r.namespace, r.name)
 	if err != nil {
-		return fmt.Errorf("reading lock row: %w", err)
+		return fmt.Errorf("reading lock: %w", err)
+	}
+	lockDest := r.dest()
+	skip := make([]any, holderColumns) // nil: the column is not scanned
+	for rows.Next() {
+		found = true
+		// A row without a holder (LEFT JOIN) has NULL for every holder
+		// column, owner_id first.
+		if rows.RawValues()[len(lockDest)] == nil {
+			err = rows.Scan(append(slices.Clip(lockDest), skip...)...)
+		} else {
+			var h rules.Holder
+			dest := append(append(slices.Clip(lockDest), holderDest(&h)...), nil) // grant_order
+			if err = rows.Scan(dest...); err == nil {
+				hs = append(hs, h)
+			}
+		}
+		if err != nil {
+			rows.Close()
+			return fmt.Errorf("reading lock: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading lock: %w", err)
+	}
+	if !found {
+		if err := a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now); err != nil {
+			return fmt.Errorf("reading the time: %w", err)
+		}
 	}
 	r.scanned()
 	l := r.lock()
-	if r.holders > 0 {
-		if l.Holders, err = a.holders(ctx, r); err != nil {
-			return err
-		}
+	if len(hs) > 0 {
+		l.Holders = hs
 	}
 	p := a.event(topics.TypeStatus, r, l.Info())
 	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), holderList(l, topics.MaxHoldersShown)
@@ -39,6 +65,20 @@ func (a *applier) query(ctx context.Context) error {
 	a.reply(p)
 	return nil
 }
+
+// queryLockSQL reads a lock's row ($1 and $2 its key; lockCols) with each
+// of its holders (holderCols, in grant order), one result row per holder,
+// or one with NULL holder columns when it has none; no result row when the
+// lock has no row. One statement, so one snapshot: the row and its holders
+// as one commit left them.
+const queryLockSQL = `SELECT l.*, h.* FROM (SELECT ` + lockCols + ` FROM locks WHERE namespace = $1 AND lock_name = $2) l
+	LEFT JOIN LATERAL (SELECT ` + holderCols + `, fencing_token AS grant_order FROM lock_holders
+		WHERE namespace = $1 AND lock_name = $2) h ON true
+	ORDER BY h.grant_order`
+
+// holderColumns is how many columns a holder takes in queryLockSQL's rows:
+// holderCols (holderDest) and grant_order.
+var holderColumns = len(holderDest(&rules.Holder{})) + 1
 
 // holderList is lock_info.holders: the first limit holders in grant
 // order, as many as fit in topics.MaxHoldersBytes, each expired when past

@@ -1,12 +1,15 @@
 package handlers_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -127,4 +130,61 @@ func TestQueryHoldersFitARecord(t *testing.T) {
 	v, err := ev.Encode()
 	require.NoError(t, err)
 	require.Less(t, len(v), 1<<20, "fits Kafka's default record size")
+}
+
+// A query reads the lock's row and its holders as of one moment: a release
+// that commits while the query runs shows either as not yet applied or as
+// applied, never as a lock at its held revision with no holder (status
+// free, no owner). The release's commit is made to fall while the query
+// runs: a third transaction's ACCESS EXCLUSIVE lock on lock_holders,
+// queued behind the release's, stops the query before its first read of
+// lock_holders (taken before that statement's snapshot) until the release
+// has committed.
+func TestQueryReadsRowAndHoldersTogether(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	held := h.one(h.acquire("a", "alice", lease(60)))
+
+	// The release, applied and not committed.
+	release, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer release.Rollback(ctx)
+	var releasePID int64
+	require.NoError(t, release.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&releasePID))
+	b := handlers.NewBatch(release, h.env)
+	evs, err := b.Apply(ctx, h.release("a", "alice"), time.Now())
+	require.NoError(t, err)
+	require.Equal(t, topics.TypeReleased, evs[0].Type)
+	require.NoError(t, b.Flush(ctx))
+	released := evs[0].LockInfo
+
+	// The table lock, queued behind the release's.
+	blocker, err := h.st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer blocker.Release()
+	var blockerPID int64
+	require.NoError(t, blocker.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&blockerPID))
+	_, err = blocker.Exec(ctx, `BEGIN`)
+	require.NoError(t, err)
+	locked := make(chan error, 1)
+	go func() {
+		_, err := blocker.Exec(ctx, `LOCK TABLE lock_holders IN ACCESS EXCLUSIVE MODE`)
+		locked <- err
+	}()
+	h.waitBlockedBy(releasePID)
+
+	// The query, stopped by the table lock.
+	answer := h.applyAside(h.query("a"))
+	h.waitBlockedBy(blockerPID)
+	require.NoError(t, release.Commit(ctx))
+	require.NoError(t, <-locked)
+	_, err = blocker.Exec(ctx, `COMMIT`)
+	require.NoError(t, err)
+
+	li := answer().LockInfo
+	require.Equal(t, topics.StatusReleased, li.Status, "the release committed before the query read lock_holders: its revision %d", li.Revision)
+	require.Equal(t, "alice", li.OwnerID)
+	require.Equal(t, held.LockInfo.FencingToken, li.FencingToken)
+	require.Equal(t, released.Revision, li.Revision)
+	require.Zero(t, li.HolderCount)
 }
