@@ -97,8 +97,14 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 		f := fields[i]
 		if f.kind == kindJSON {
 			if v != nil {
-				// Copied as it is (null too, as encoding/json did); Validate judges it.
+				// Copied as it is (null too, as encoding/json did); Validate
+				// judges it for the operations that read it. Its type is
+				// judged here, for every operation: a JSON object, or null
+				// (absent).
 				*f.at(c).(*json.RawMessage) = bytes.Clone(v)
+				if present(v) && v[0] != '{' {
+					note(f, "must be a JSON object, got %s", truncate(string(v)))
+				}
 			}
 			continue
 		}

@@ -40,7 +40,7 @@ const (
 	kindOptionalSeconds                  // a number, absent distinct from 0
 	kindToken                            // a 64-bit integer, absent distinct from 0
 	kindCount                            // an integer
-	kindJSON                             // any JSON value, kept as written
+	kindJSON                             // a JSON object (or null: absent), kept as written
 )
 
 // fields is every field of a Command, in the order Decode reports the first

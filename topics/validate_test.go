@@ -363,3 +363,37 @@ func TestNumericLen(t *testing.T) {
 		require.GreaterOrEqual(t, numericLen([]byte(n)), pg, n)
 	}
 }
+
+// owner_metadata is a JSON object: one of another type is refused whatever
+// the operation, as any field of the wrong type is (only acquire reads it);
+// null is absent, and an object is ignored by the operations that do not
+// read it.
+func TestDecodeMetadataType(t *testing.T) {
+	base := map[string]string{
+		OpAcquire:          `"operation":"acquire","lock_name":"a","owner_id":"o"`,
+		OpRelease:          `"operation":"release","lock_name":"a","owner_id":"o"`,
+		OpExtend:           `"operation":"extend","lock_name":"a","owner_id":"o"`,
+		OpRevoke:           `"operation":"revoke","lock_name":"a","reason":"r"`,
+		OpQuery:            `"operation":"query","lock_name":"a"`,
+		OpCleanup:          `"operation":"cleanup","lock_name":"a"`,
+		OpSessionOpen:      `"operation":"session_open","session_id":"s","owner_id":"o"`,
+		OpSessionKeepAlive: `"operation":"session_keepalive","session_id":"s","owner_id":"o"`,
+		OpSessionClose:     `"operation":"session_close","session_id":"s","owner_id":"o"`,
+	}
+	require.Len(t, base, len(Operations))
+	for _, op := range OperationNames() {
+		t.Run(op, func(t *testing.T) {
+			_, err := Decode([]byte(`{`+base[op]+`}`), prefix)
+			require.NoError(t, err)
+			for _, m := range []string{`5`, `-1.5`, `"x"`, `""`, `[1]`, `[]`, `true`, `false`} {
+				r := rejected(t, `{`+base[op]+`,"owner_metadata":`+m+`}`, CodeInvalidRequest)
+				require.Equal(t, "owner_metadata must be a JSON object, got "+m, r.Message)
+			}
+			for _, m := range []string{`null`, `{}`, `{"k":[1]}`} {
+				c, err := Decode([]byte(`{`+base[op]+`,"owner_metadata":`+m+`}`), prefix)
+				require.NoError(t, err, m)
+				require.Equal(t, m, string(c.OwnerMetadata), "kept as written")
+			}
+		})
+	}
+}
