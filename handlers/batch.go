@@ -174,7 +174,10 @@ func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
 // Apply applies one valid command (see topics.Validate) and returns the events
 // it caused. polledAt is when the record was polled, for duration_ms.
 func (b *Batch) Apply(ctx context.Context, c topics.Command, polledAt time.Time) ([]topics.Event, error) {
-	if c.RequestID != "" {
+	// A common case sent ahead that applied the command found its
+	// request_id new: that holds, though the prefetch, a statement before
+	// it, may have read an outcome pruning deleted in between.
+	if c.RequestID != "" && b.ahead[c.RequestID] == nil {
 		prev, err := b.storedOutcome(ctx, c.RequestID)
 		if err != nil {
 			return nil, err

@@ -55,7 +55,8 @@ func (h *harness) run(ahead bool, cmds []topics.Command) []topics.Event {
 }
 
 // applyTx applies cmds in one transaction as the worker does: with ahead,
-// the common cases go first in one round trip (QueueAtOnce). It asserts
+// the stored outcomes (QueuePrefetch) and the common cases (QueueAtOnce)
+// go first in one round trip. It asserts
 // nothing itself, so any goroutine may call it.
 func (h *harness) applyTx(ctx context.Context, ahead bool, cmds []topics.Command) ([]topics.Event, error) {
 	var out []topics.Event
@@ -64,6 +65,11 @@ func (h *harness) applyTx(ctx context.Context, ahead bool, cmds []topics.Command
 		b := handlers.NewBatch(tx, h.env)
 		if ahead {
 			pb := &pgx.Batch{}
+			ids := make([]string, 0, len(cmds))
+			for _, c := range cmds {
+				ids = append(ids, c.RequestID)
+			}
+			b.QueuePrefetch(pb, ids)
 			b.QueueAtOnce(pb, cmds, nil)
 			if err := tx.SendBatch(ctx, pb).Close(); err != nil {
 				return err

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/handlers"
@@ -187,4 +188,81 @@ func TestQueryReadsRowAndHoldersTogether(t *testing.T) {
 	require.Equal(t, held.LockInfo.FencingToken, li.FencingToken)
 	require.Equal(t, released.Revision, li.Revision)
 	require.Zero(t, li.HolderCount)
+}
+
+// A command sent ahead whose statement found its request_id new is applied
+// and answered as new, though the prefetch, a statement before it in the
+// same round trip, still read the request's outcome that pruning deleted in
+// between (a replay at REQUEST_RETENTION's age): before, the old outcome
+// was sent again while the statement granted the lock with no event.
+func TestAheadAfterItsOutcomeWasPruned(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	acquire := h.acquire("p", "alice", lease(60))
+	first := h.one(acquire)
+	h.apply(h.release("p", "alice"))
+
+	// The worker's first round trip, on a connection that has its
+	// statements prepared already, as a running worker's have: a statement
+	// not prepared yet would wait below before any of them ran.
+	conn, err := h.st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	ahead := func(c topics.Command) ([]topics.Event, error) {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer tx.Rollback(ctx)
+		b := handlers.NewBatch(tx, h.env)
+		pb := &pgx.Batch{}
+		b.QueuePrefetch(pb, []string{c.RequestID})
+		b.QueueAtOnce(pb, []topics.Command{c}, nil)
+		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
+			return nil, err
+		}
+		evs, err := b.Apply(ctx, c, time.Now())
+		if err == nil {
+			err = b.Flush(ctx)
+		}
+		if err == nil {
+			err = tx.Commit(ctx)
+		}
+		return evs, err
+	}
+	_, err = ahead(h.acquire("warm", "bob", lease(60)))
+	require.NoError(t, err)
+
+	// The statement stops at lock_holders, before its snapshot.
+	blocker, err := h.st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer blocker.Release()
+	var blockerPID int64
+	require.NoError(t, blocker.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&blockerPID))
+	_, err = blocker.Exec(ctx, `BEGIN`)
+	require.NoError(t, err)
+	_, err = blocker.Exec(ctx, `LOCK TABLE lock_holders IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	type result struct {
+		evs []topics.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		evs, err := ahead(acquire)
+		done <- result{evs, err}
+	}()
+	h.waitBlockedBy(blockerPID)
+	_, err = h.st.Pool.Exec(ctx, `DELETE FROM processed_requests WHERE request_id = $1`, acquire.RequestID)
+	require.NoError(t, err)
+	_, err = blocker.Exec(ctx, `COMMIT`)
+	require.NoError(t, err)
+
+	r := <-done
+	require.NoError(t, r.err)
+	require.Len(t, r.evs, 1)
+	ev := r.evs[0]
+	require.Equal(t, topics.TypeAcquired, ev.Type)
+	require.NotEqual(t, first.EventID, ev.EventID, "a new grant, not the old one sent again")
+	require.Equal(t, h.scalar(`SELECT fencing_token FROM lock_holders WHERE lock_name = 'p'`), ev.LockInfo.FencingToken)
 }
