@@ -67,6 +67,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 	var xids []int64 // every attempt's transaction id, to tell a lost COMMIT from a takeover
 	poison := quarantine{}
 	start := time.Now()
+	retriedNow := false // a refusal that did not reproduce was retried at once
 	for attempt := 1; len(parts) > 0; {
 		results, err := w.applyTx(ctx, parts, &xids, poison, false)
 		if err == nil {
@@ -87,19 +88,30 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		if refusedData(err) {
 			// A command PostgreSQL refuses fails every retry of its batch:
 			// find it, and answer it as invalid instead of applying it.
-			if err = w.findPoison(ctx, parts, poison); err == nil {
+			perr := w.findPoison(ctx, parts, poison)
+			switch {
+			case perr == nil:
 				continue
+			case errors.Is(perr, errProbed) && !retriedNow:
+				// The whole batch was accepted when probed: the refusal
+				// came from what another transaction did meanwhile (a row
+				// it wrote or removed), not from a command. Retry at once,
+				// once: a batch refused again without a culprit is retried
+				// below, slowly and loudly, for then something the probe
+				// cannot see refuses it.
+				retriedNow = true
+				w.log.Warn().Err(err).Ints32("partitions", partitionIDs(parts)).
+					Msg("PostgreSQL refused a batch but accepted it when probed: retrying it now")
+				continue
+			case !errors.Is(perr, errProbed):
+				err = perr
 			}
 		}
 		// Transient failures are retried inside InTx; anything else is
 		// retried here, slowly and loudly: skipping the batch would lose it.
 		delay := store.Backoff(time.Second, time.Minute, attempt)
 		attempt++
-		ids := make([]int32, len(parts))
-		for i, pt := range parts {
-			ids[i] = pt.p.id
-		}
-		w.log.Error().Err(err).Ints32("partitions", ids).Dur("retry_in", delay).Msg("applying batch failed")
+		w.log.Error().Err(err).Ints32("partitions", partitionIDs(parts)).Dur("retry_in", delay).Msg("applying batch failed")
 		select {
 		case <-ctx.Done():
 			return
@@ -113,6 +125,14 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			return false
 		})
 	}
+}
+
+func partitionIDs(parts []*part) []int32 {
+	ids := make([]int32, len(parts))
+	for i, pt := range parts {
+		ids[i] = pt.p.id
+	}
+	return ids
 }
 
 // group orders segments by partition, keeping each partition's records in
@@ -205,8 +225,9 @@ var errProbed = errors.New("probe succeeded")
 // failing prefix of the batch (in the order the batch applies its records)
 // by bisection, each probe a transaction rolled back: the last record of
 // that prefix is the one whose effects PostgreSQL refuses, given the records
-// before it. A failure of another kind is returned (the batch is retried as
-// usual).
+// before it. When the whole batch is accepted (the refusal does not
+// reproduce) it returns errProbed; a failure of another kind is returned
+// (the batch is retried as usual).
 func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine) error {
 	type at struct{ part, rec int }
 	var order []at

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -337,4 +339,40 @@ func TestUnreadableOutcomeRefused(t *testing.T) {
 			require.Equal(t, topics.TypeAcquired, answers[2].Type)
 		})
 	}
+}
+
+// A batch PostgreSQL refused once, but whose refusal does not reproduce
+// (here a trigger that refuses only the first time; in production, a row
+// another transaction wrote or removed meanwhile), has no culprit: the
+// search's probe of the whole batch succeeds. The batch is retried at once
+// and applies, without quarantining a command, an error log or a backoff.
+func TestRefusalThatDoesNotReproduceRetriesAtOnce(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	logs := &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	_, err := st.Pool.Exec(ctx, `
+		CREATE SEQUENCE refusals;
+		CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('refusals') = 1 THEN
+				RAISE EXCEPTION 'refused once' USING ERRCODE = 'check_violation';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_once BEFORE INSERT ON locks FOR EACH ROW EXECUTE FUNCTION refuse_once()`)
+	require.NoError(t, err)
+	refusals := func() (n int64) {
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refusals`).Scan(&n))
+		return n
+	}
+
+	p := w.newPartition(w.hard, 0)
+	apply(w, seg(t, p, 0, "a"))
+	require.GreaterOrEqual(t, refusals(), int64(2), "refused once, then probed")
+	require.EqualValues(t, 1, storedOffset(t, st, 0))
+	require.EqualValues(t, 1, acquisitions(t, st, "a"), "applied, not quarantined")
+	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), "nothing dead-lettered")
+	require.NotContains(t, logs.String(), `"level":"error"`, "a refusal that did not reproduce is no failure")
+	require.NotContains(t, logs.String(), "applying batch failed")
 }
