@@ -269,10 +269,17 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 
 // Run consumes until ctx is done, then drains: the records polled are
 // applied, the partitions' schedulers and relays stop. Close then leaves the
-// group; Kill instead forces a stop at any time.
+// group; Kill instead forces a stop at any time. The periodic maintenance
+// runs while Run does: it has returned when Run returns, however Run ends.
 func (w *Worker) Run(ctx context.Context) error {
 	var ctxErr error
-	go w.maintain(ctx)
+	mctx, stopMaintain := context.WithCancel(ctx)
+	var maintaining sync.WaitGroup
+	maintaining.Go(func() { w.maintain(mctx) })
+	defer func() {
+		stopMaintain()
+		maintaining.Wait()
+	}()
 	var pollCtx context.Context
 	renewPoll := func() {
 		c, wake := context.WithCancel(ctx)

@@ -1,0 +1,59 @@
+package worker_test
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+type idleRelay struct{}
+
+func (idleRelay) Run(ctx context.Context, _ int32) error { <-ctx.Done(); return nil }
+func (idleRelay) Reserve(int32) *outbox.Slot             { return nil }
+
+// maintainers counts the goroutines in a worker's periodic maintenance.
+func maintainers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "worker.(*Worker).maintain(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// Run that stops on its own, with its context still live (the broker
+// refused the session timeout), stops the periodic cleanup and pruning
+// before it returns: they would otherwise go on after Close, against a
+// pool the caller closes.
+func TestRunStopsMaintenanceWhenItReturns(t *testing.T) {
+	names := topics.DefaultNames()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands),
+		kfake.GroupMinSessionTimeout(10*time.Second))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	st := testdb.New(t)
+	w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
+		Store: st, Relay: idleRelay{}, SessionTimeout: time.Second})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+
+	before := maintainers()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.ErrorIs(t, w.Run(ctx), worker.ErrSessionTimeout)
+	require.NoError(t, ctx.Err(), "Run stopped on its own")
+	require.Equal(t, before, maintainers(), "the maintenance Run started has returned with it")
+}
