@@ -37,8 +37,9 @@ func (w *Worker) lostRecords(s segment) {
 	defer s.p.pending.Done()
 	p := s.p
 	ctx := p.revoking
+	var sent *rewindMove // the last move sent, whose answer may have been lost
 	for attempt := 1; ; attempt++ {
-		err := w.rewindLost(ctx, p)
+		err := w.rewindLost(ctx, p, &sent)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
@@ -52,7 +53,15 @@ func (w *Worker) lostRecords(s segment) {
 	}
 }
 
-func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
+// rewindLost is one attempt of lostRecords. sent is the move of the stored
+// offset back an earlier attempt sent (nil: none), and is set to the one
+// this attempt sends: a move whose answer was lost (the connection dropped,
+// or rewindTimeout fired, after the server committed it) is found made, the
+// stored offset where it put it, and is taken as this worker's own, not as
+// another replica's. (A replica that took the partition over and moved it
+// to the same offset is told apart as any takeover is: the offset guard of
+// this worker's next batch finds it moved, settleMoved.)
+func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **rewindMove) error {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
 		return err
@@ -64,10 +73,19 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition) error {
 		w.seekTo(p, store.Position{Next: 0, Epoch: -1})
 		return nil
 	}
-	if p.expected != unknownOffset && pos.Next != p.expected {
+	switch m := *sent; {
+	case m != nil && pos.Next == m.to.Next:
+		w.rewound(p.id, *m, true)
+	case p.expected != unknownOffset && pos.Next != p.expected:
 		err = errTakenOver
-	} else {
-		pos, err = w.rewind(ctx, p.id, pos)
+	default:
+		var m *rewindMove
+		if m, err = w.planRewind(ctx, p.id, pos); err == nil && m != nil {
+			*sent = m
+			if err = w.moveBack(ctx, p.id, *m); err == nil {
+				pos = m.to
+			}
+		}
 	}
 	if errors.Is(err, errTakenOver) {
 		w.takenOver(p)
@@ -102,13 +120,41 @@ const rewindTimeout = 5 * time.Second
 // rewind moves partition p's stored offset, pos, back to where the log
 // still holds what was applied (locateLoss), and returns where it stands.
 func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position) (store.Position, error) {
-	to, located, err := w.locateLoss(ctx, p, pos)
-	if err != nil || to.Next >= pos.Next {
-		if err == nil {
-			w.log.Info().Int32("partition", p).Int64("stored", pos.Next).Msg("the commands topic holds every record applied here")
+	m, err := w.planRewind(ctx, p, pos)
+	if err == nil && m != nil {
+		if err = w.moveBack(ctx, p, *m); err == nil {
+			return m.to, nil
 		}
-		return pos, err
 	}
+	return pos, err
+}
+
+// rewindMove is a move of a partition's stored offset back, from the
+// offset read to where the log still holds what was applied.
+type rewindMove struct {
+	from    int64
+	to      store.Position
+	located bool // see locateLoss
+}
+
+// planRewind returns the move of partition p's stored offset, pos, back to
+// where the log still holds what was applied, or nil when it holds all of
+// it.
+func (w *Worker) planRewind(ctx context.Context, p int32, pos store.Position) (*rewindMove, error) {
+	to, located, err := w.locateLoss(ctx, p, pos)
+	if err != nil {
+		return nil, err
+	}
+	if to.Next >= pos.Next {
+		w.log.Info().Int32("partition", p).Int64("stored", pos.Next).Msg("the commands topic holds every record applied here")
+		return nil, nil
+	}
+	return &rewindMove{from: pos.Next, to: to, located: located}, nil
+}
+
+// moveBack makes move m of partition p's stored offset; errTakenOver when
+// the stored offset is no longer m.from.
+func (w *Worker) moveBack(ctx context.Context, p int32, m rewindMove) error {
 	// Once decided, the move is made and reported even if the partition is
 	// revoked meanwhile: a move committed under a cancelled context would
 	// be neither logged nor counted, and the next owner, finding the offset
@@ -116,17 +162,24 @@ func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position) (store
 	// on the offset read, so a replica that took over since is not undone.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rewindTimeout)
 	defer cancel()
-	moved, err := w.cfg.Store.RewindOffset(mctx, w.cfg.Group, w.cfg.Names.Commands, p, pos.Next, to.Next, to.Epoch)
+	moved, err := w.cfg.Store.RewindOffset(mctx, w.cfg.Group, w.cfg.Names.Commands, p, m.from, m.to.Next, m.to.Epoch)
 	switch {
 	case err != nil:
-		return pos, err
+		return err
 	case !moved:
-		return pos, errTakenOver
+		return errTakenOver
 	}
+	w.rewound(p, m, false)
+	return nil
+}
+
+// rewound counts and logs move m of partition p's stored offset, made;
+// answerLost when its answer was lost and a later read found it made.
+func (w *Worker) rewound(p int32, m rewindMove, answerLost bool) {
 	w.cfg.Metrics.DataLoss()
-	w.log.Error().Int32("partition", p).Int64("stored_was", pos.Next).Int64("resumed_at", to.Next).Bool("located", located).
+	w.log.Error().Int32("partition", p).Int64("stored_was", m.from).Int64("resumed_at", m.to.Next).Bool("located", m.located).
+		Bool("answer_lost", answerLost).
 		Msg("the commands topic lost records this group applied: the records it numbers anew from resumed_at are applied")
-	return to, nil
 }
 
 // locateLoss returns where partition p's log stops holding the records

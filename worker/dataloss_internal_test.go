@@ -2,13 +2,22 @@ package worker
 
 import (
 	"context"
+	"net/url"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/tcpproxy"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
 )
 
 // A loss reported while the check of an earlier one runs may come after
@@ -81,4 +90,108 @@ func TestRevokeEndsLossCheck(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond, "the check waits for the table")
 	p.revoke()
 	p.pending.Wait() // as revoked does
+}
+
+type lossCount struct {
+	noMetrics
+	n atomic.Int32
+}
+
+func (m *lossCount) DataLoss() { m.n.Add(1) }
+
+// A rewind that committed but whose answer never came (here the server's
+// answer is held until the rewind's timeout fires; a connection lost after
+// COMMIT is the same) is the worker's own move when the check is retried:
+// the stored offset is where it moved it, not a sign of another replica.
+// The loss is counted and logged once, and the partition goes on from
+// there, instead of being stopped as taken over while Kafka still assigns
+// it here.
+func TestRewindWhoseAnswerWasLost(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	// The broker refuses the group's session timeout, so the worker's client
+	// never joins: the test drives the partition itself, and an assignment
+	// would check its log's end (checkLogEnds) and move the offset first.
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Commands),
+		kfake.GroupMinSessionTimeout(time.Hour))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	sch := testdb.NewSchema(t)
+	direct := sch.Open(t, store.Config{MaxConns: 4})
+	require.NoError(t, direct.Migrate(ctx))
+	u, err := url.Parse(sch.URL)
+	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	behind := sch
+	behind.URL = u.String()
+	st := behind.Open(t, store.Config{MaxConns: 4})
+	logs := &testlog.Buffer{}
+	metrics := &lossCount{}
+	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: st, Relay: nopRelay{},
+		Metrics: metrics, Logger: zerolog.New(logs)})
+	require.NoError(t, err)
+	t.Cleanup(w.cl.Close)
+	t.Cleanup(w.killHard)
+	noWake := context.CancelFunc(func() {})
+	w.wakePoll.Store(&noWake)
+
+	p := w.newPartition(w.hard, 0)
+	apply(w, seg(t, p, 0, "a", "b", "c"))
+	require.EqualValues(t, 3, p.expected)
+
+	// A rewind waits, once it has moved the row, for an advisory lock the
+	// test holds.
+	_, err = direct.Pool.Exec(ctx, `
+		CREATE FUNCTION hold_rewind() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			PERFORM pg_advisory_xact_lock_shared(4242);
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER hold_rewind AFTER UPDATE ON consumer_offsets FOR EACH ROW
+			WHEN (NEW.next_offset < OLD.next_offset) EXECUTE FUNCTION hold_rewind()`)
+	require.NoError(t, err)
+	lock, err := direct.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer lock.Release()
+	_, err = lock.Exec(ctx, `SELECT pg_advisory_lock(4242)`)
+	require.NoError(t, err)
+
+	// The log lost every record (it is empty): the offset moves back to 0.
+	p.pending.Add(1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.lostRecords(segment{p: p, lost: &kgo.ErrDataLoss{Partition: 0}})
+	}()
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, direct.Pool.QueryRow(ctx,
+			`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted`).Scan(&waiting))
+		return waiting > 0
+	}, 20*time.Second, 5*time.Millisecond, "the rewind reached the server; logs: %s", logs)
+	proxy.Hang() // nothing the server says reaches the worker now
+	_, err = lock.Exec(ctx, `SELECT pg_advisory_unlock(4242)`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return storedOffset(t, direct, 0) == 0 }, 20*time.Second, 5*time.Millisecond,
+		"the rewind committed")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "checking what the commands topic lost failed") },
+		2*rewindTimeout, 10*time.Millisecond, "the rewind's answer never came")
+	proxy.Restore()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the check did not end")
+	}
+
+	require.NoError(t, p.ctx.Err(), "the partition is not taken for another replica's")
+	require.EqualValues(t, 0, p.expected)
+	require.Equal(t, &store.Position{Next: 0, Epoch: 0}, p.seek.Load(), "the client is to fetch from where the offset moved")
+	require.EqualValues(t, 1, metrics.n.Load(), "the loss is counted once")
+	require.Equal(t, 1, strings.Count(logs.String(), "the commands topic lost records this group applied"), "and logged once")
+	require.NotContains(t, logs.String(), "another worker owns it now")
+
+	// The partition goes on from there.
+	apply(w, seg(t, p, 0, "d"))
+	require.EqualValues(t, 1, storedOffset(t, direct, 0))
 }
