@@ -24,6 +24,7 @@ type Slot struct {
 	run   uint64 // the partition's run it was taken in
 	state slotState
 	rows  []row
+	bytes int // of rows, counted in the partition's heldBytes
 }
 
 type slotState uint8
@@ -95,12 +96,18 @@ func (s *Slot) resolve(st slotState, rows []row) {
 	// A slot of an earlier run is in no queue: its rows are not held.
 	queued := s.run == p.runs && p.running
 	if s.state == slotPending {
-		if st == slotRows && queued && p.held > 0 && p.held+len(rows) > p.maxHeld {
-			st, rows = slotDirty, nil
+		size := 0
+		for _, x := range rows {
+			size += len(x.key) + len(x.value) + len(x.headers)
+		}
+		if st == slotRows && queued && p.held > 0 && (p.held+len(rows) > p.maxHeld || p.heldBytes+size > p.maxHeldBytes) {
+			st, rows, size = slotDirty, nil, 0
 		}
 		s.state, s.rows = st, rows
 		if queued {
+			s.bytes = size
 			p.held += len(rows)
+			p.heldBytes += size
 		} else if p.running {
 			// Its rows are in the table only, with no mark: the run reads
 			// them before it publishes a later transaction's from memory.
@@ -116,7 +123,7 @@ func (s *Slot) resolve(st slotState, rows []row) {
 func (p *partition) startHandoff() {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.running, p.slots, p.filter, p.held = true, nil, nil, 0
+	p.running, p.slots, p.filter, p.held, p.heldBytes = true, nil, nil, 0, 0
 	p.runs++
 }
 
@@ -125,7 +132,7 @@ func (p *partition) startHandoff() {
 func (p *partition) stopHandoff() {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.running, p.slots, p.filter, p.held = false, nil, nil, 0
+	p.running, p.slots, p.filter, p.held, p.heldBytes = false, nil, nil, 0, 0
 }
 
 // takeSlots removes the resolved slots at the head of the queue and returns
@@ -139,6 +146,7 @@ func (p *partition) takeSlots() (rows []row, dirty bool) {
 		s := p.slots[n]
 		dirty = dirty || s.state == slotDirty
 		p.held -= len(s.rows)
+		p.heldBytes -= s.bytes
 		for _, x := range s.rows {
 			if s.seq > p.filterSeq || !p.filter[x.id] {
 				rows = append(rows, x)

@@ -11,7 +11,7 @@ import (
 // read from the table, so memory does not grow with every commit; the first
 // slot is held whatever its size, and room comes back once slots are taken.
 func TestHandoffHoldsBoundedRows(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
 	id := int64(0)
@@ -45,7 +45,7 @@ func TestHandoffHoldsBoundedRows(t *testing.T) {
 // the new run holds, and has the run read the table, where its rows are,
 // before it publishes later ones from memory.
 func TestSlotOfAnEarlierRunIsNotHeld(t *testing.T) {
-	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3}
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
 	old := r.Reserve(1)
@@ -60,4 +60,50 @@ func TestSlotOfAnEarlierRunIsNotHeld(t *testing.T) {
 	rows, dirty := p.takeSlots()
 	require.Len(t, rows, 1)
 	require.False(t, dirty)
+}
+
+// TestHandoffHoldsBoundedBytes: the bound counts bytes too (key, value and
+// headers), not only rows: dead-letter copies of up to DEAD_LETTER_MAX_BYTES
+// each would otherwise fill memory long before maxHeld rows. Slots filled
+// beyond maxHeldBytes are resolved dirty; the first is held whatever its
+// size; room comes back once slots are taken.
+func TestHandoffHoldsBoundedBytes(t *testing.T) {
+	r := &Relay{cfg: Config{BatchSize: 500}, parts: map[int32]*partition{}}
+	p := r.part(1) // the relay's own bounds
+	p.startHandoff()
+	value := make([]byte, 64<<10) // shared by every row: only the lengths count
+	id := int64(0)
+	fill := func(n int) *Slot {
+		s := r.Reserve(1)
+		rows := make([]Row, n)
+		for i := range rows {
+			id++
+			rows[i] = Row{ID: id, Partition: 1, Topic: "dlq", Key: []byte("k"), Value: value, Headers: []byte("h")}
+		}
+		s.Fill(rows)
+		return s
+	}
+	size := len(value) + 2
+	perSlot := p.maxHeldBytes / size / 4 // four slots fit, a fifth does not
+	require.Less(t, 5*perSlot, p.maxHeld, "far fewer rows than the row bound")
+	var slots []*Slot
+	for range 5 {
+		slots = append(slots, fill(perSlot))
+	}
+	for i, s := range slots[:4] {
+		require.Equal(t, slotRows, s.state, "slot %d fits", i)
+	}
+	require.Equal(t, slotDirty, slots[4].state, "beyond the bytes held: read from the table")
+	require.LessOrEqual(t, p.heldBytes, p.maxHeldBytes)
+	rows, dirty := p.takeSlots()
+	require.Len(t, rows, 4*perSlot)
+	require.True(t, dirty)
+	require.Zero(t, p.heldBytes)
+
+	huge, next := fill(2*p.maxHeldBytes/size), fill(1)
+	require.Equal(t, slotRows, huge.state, "the first slot, however large")
+	require.Equal(t, slotDirty, next.state)
+	rows, _ = p.takeSlots()
+	require.Len(t, rows, 2*p.maxHeldBytes/size)
+	require.Equal(t, slotRows, fill(1).state, "room again")
 }

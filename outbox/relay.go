@@ -155,12 +155,18 @@ type partition struct {
 	slots     []*Slot
 	filter    map[int64]bool // ids read from the table, left out of slots up to filterSeq
 	filterSeq uint64
-	// held counts the rows of filled slots not taken yet; a slot filled
-	// beyond maxHeld is resolved dirty instead, so a pass stuck in a
-	// publish while commits go on does not hold every row in memory too
-	// (the table has them).
-	held, maxHeld int
-	runs          uint64 // Runs started, so a slot of an earlier one is told apart
+	// held counts the rows of filled slots not taken yet, heldBytes their
+	// keys', values' and headers' bytes; a slot filled beyond maxHeld rows
+	// (2*handedBatches*BatchSize: 10,000 by default) or maxHeldBytes
+	// (maxHeldBytes: 32 MiB) is resolved dirty instead, so a pass stuck in
+	// a publish while commits go on does not hold every row in memory too
+	// (the table has them). The bytes matter for large rows: dead-letter
+	// copies of up to DEAD_LETTER_MAX_BYTES each would reach hundreds of
+	// MiB within the row bound. The first slot held is held whatever its
+	// size (its writer holds its rows anyway).
+	held, maxHeld           int
+	heldBytes, maxHeldBytes int
+	runs                    uint64 // Runs started, so a slot of an earlier one is told apart
 
 }
 
@@ -250,13 +256,14 @@ func (r *Relay) part(id int32) *partition {
 	p, ok := r.parts[id]
 	if !ok {
 		p = &partition{
-			id:      id,
-			wake:    make(chan struct{}, 1),
-			run:     make(chan struct{}, 1),
-			lock:    make(chan struct{}, 1),
-			parked:  map[string]time.Time{},
-			blocked: map[string]block{},
-			maxHeld: 2 * handedBatches * r.cfg.BatchSize,
+			id:           id,
+			wake:         make(chan struct{}, 1),
+			run:          make(chan struct{}, 1),
+			lock:         make(chan struct{}, 1),
+			parked:       map[string]time.Time{},
+			blocked:      map[string]block{},
+			maxHeld:      2 * handedBatches * r.cfg.BatchSize,
+			maxHeldBytes: maxHeldBytes,
 		}
 		r.parts[id] = p
 	}
@@ -498,6 +505,10 @@ func (r *Relay) mustRead(p *partition) bool {
 // handedBatches is how many of Config.BatchSize rows handed over one
 // publish takes at most.
 const handedBatches = 10
+
+// maxHeldBytes bounds the bytes (keys, values, headers) of the rows a
+// partition's hand-off queue holds (partition.heldBytes).
+const maxHeldBytes = 32 << 20
 
 // parkSlack is how long after its end a park still makes every pass read
 // the table: the end is by the database's clock, which may lag this one,
