@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,12 +56,16 @@ type part struct {
 // commits or ctx ends. A partition found owned elsewhere is stopped and the
 // rest applied without it; while a failing batch is retried, partitions
 // being revoked are dropped from it (their next owner starts from the stored
-// offset). Every segment's pending count is released at the end, applied or
-// dropped.
+// offset), as soon as they are revoked. Every segment's pending count is
+// released at the end, applied or dropped, or when its partition is dropped:
+// the revoke does not wait for the rest of the batch.
 func (w *Worker) applySegments(ctx context.Context, segs []segment) {
+	released := map[*partition]bool{} // dropped, their segments released
 	defer func() {
 		for _, s := range segs {
-			s.p.pending.Done()
+			if !released[s.p] {
+				s.p.pending.Done()
+			}
 		}
 	}()
 	parts := group(segs)
@@ -109,22 +114,45 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		}
 		// Transient failures are retried inside InTx; anything else is
 		// retried here, slowly and loudly: skipping the batch would lose it.
-		delay := store.Backoff(time.Second, time.Minute, attempt)
+		delay := store.Backoff(w.batchRetryBase, time.Minute, attempt)
 		attempt++
 		w.log.Error().Err(err).Ints32("partitions", partitionIDs(parts)).Dur("retry_in", delay).Msg("applying batch failed")
-		select {
-		case <-ctx.Done():
+		if !w.backOff(ctx, parts, delay) {
 			return
-		case <-time.After(delay):
 		}
 		parts = slices.DeleteFunc(parts, func(pt *part) bool {
-			if pt.p.letGo() {
-				pt.p.dropped.Store(true)
-				return true
+			if !pt.p.letGo() {
+				return false
 			}
-			return false
+			pt.p.dropped.Store(true)
+			released[pt.p] = true
+			for range pt.segments {
+				pt.p.pending.Done()
+			}
+			return true
 		})
 	}
+}
+
+// backOff waits delay before a failing batch is retried, less if one of its
+// partitions is being revoked meanwhile (it is dropped at once); false when
+// ctx ended.
+func (w *Worker) backOff(ctx context.Context, parts []*part, delay time.Duration) bool {
+	revoked := make(chan struct{})
+	var once sync.Once
+	for _, pt := range parts {
+		stop := context.AfterFunc(pt.p.revoking, func() { once.Do(func() { close(revoked) }) })
+		defer stop()
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-revoked:
+	}
+	return true
 }
 
 func partitionIDs(parts []*part) []int32 {

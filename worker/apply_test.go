@@ -3,14 +3,17 @@ package worker
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -193,4 +196,54 @@ func TestFailingBatchLetsRevokedPartitionGo(t *testing.T) {
 	var n int
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE lock_name IN ('b', 'c')`).Scan(&n))
 	require.Zero(t, n)
+}
+
+// A partition revoked while its batch, shared with a partition that is not
+// revoked, keeps failing is let go at once: the backoff between attempts
+// ends for the revoke (here it would last a minute), and the dropped
+// partition's pending count is released when it is dropped, not when the
+// rest of the batch finally commits.
+func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	logs := &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	w.batchRetryBase = time.Minute
+	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
+	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
+	require.NoError(t, err)
+
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	p0.pending.Add(1)
+	p1.pending.Add(1)
+	go func() {
+		defer close(done)
+		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond,
+		"the batch failed and waits to be retried")
+	p0.revoke() // as revoked does, before it waits
+	released := make(chan struct{})
+	go func() { p0.pending.Wait(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the revoked partition is held by the failing batch")
+	}
+	require.True(t, p0.dropped.Load())
+	select {
+	case <-done:
+		t.Fatal("the batch goes on for partition 1")
+	default:
+	}
+	require.NoError(t, p1.ctx.Err())
+
+	cancel() // the hard stop
+	<-done
+	p1.pending.Wait()
+	require.EqualValues(t, 1, storedOffset(t, st, 0))
+	require.EqualValues(t, 1, storedOffset(t, st, 1))
 }

@@ -159,6 +159,9 @@ type Worker struct {
 	// starts a drain; Kill cancels hard, abandoning in-flight batches.
 	hard     context.Context
 	killHard context.CancelFunc
+	// batchRetryBase is the first backoff of a failing batch (applySegments),
+	// doubled up to a minute. One second; tests change it.
+	batchRetryBase time.Duration
 }
 
 // New checks cfg and creates the Kafka client; Run starts consuming.
@@ -202,7 +205,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, clSet: make(chan struct{})}
+	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, clSet: make(chan struct{}), batchRetryBase: time.Second}
 	for range cfg.Appliers {
 		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
 	}
