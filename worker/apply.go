@@ -114,6 +114,12 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		}
 		// Transient failures are retried inside InTx; anything else is
 		// retried here, slowly and loudly: skipping the batch would lose it.
+		// Meanwhile a revoke drops what its applier queued for the
+		// partition (letGo).
+		lane := w.lanes[segs[0].p.lane]
+		if !lane.failing.Swap(true) {
+			defer lane.failing.Store(false)
+		}
 		delay := store.Backoff(w.batchRetryBase, time.Minute, attempt)
 		attempt++
 		w.log.Error().Err(err).Ints32("partitions", partitionIDs(parts)).Dur("retry_in", delay).Msg("applying batch failed")
@@ -129,6 +135,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			for range pt.segments {
 				pt.p.pending.Done()
 			}
+			w.lanes[pt.p.lane].discard(pt.p) // what was polled for it since
 			return true
 		})
 	}

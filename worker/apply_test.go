@@ -202,7 +202,8 @@ func TestFailingBatchLetsRevokedPartitionGo(t *testing.T) {
 // revoked, keeps failing is let go at once: the backoff between attempts
 // ends for the revoke (here it would last a minute), and the dropped
 // partition's pending count is released when it is dropped, not when the
-// rest of the batch finally commits.
+// rest of the batch finally commits, with that of what was polled for it
+// since and queued behind the batch.
 func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
@@ -225,6 +226,9 @@ func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond,
 		"the batch failed and waits to be retried")
+	// What was polled for partition 0 since waits in its applier's queue.
+	p0.pending.Add(1)
+	require.True(t, w.lanes[p0.lane].submit([]segment{seg(t, p0, 2, "e")}))
 	p0.revoke() // as revoked does, before it waits
 	released := make(chan struct{})
 	go func() { p0.pending.Wait(); close(released) }()
@@ -234,6 +238,22 @@ func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 		t.Fatal("the revoked partition is held by the failing batch")
 	}
 	require.True(t, p0.dropped.Load())
+
+	// A partition not in the batch, with records queued behind it, is let
+	// go at once too.
+	p2 := w.newPartition(w.hard, 2)
+	p2.pending.Add(1)
+	require.True(t, w.lanes[p2.lane].submit([]segment{seg(t, p2, 0, "f")}))
+	w.mu.Lock()
+	w.parts[2] = p2
+	w.mu.Unlock()
+	letGone := make(chan struct{})
+	go func() { w.letGo(map[string][]int32{w.cfg.Names.Commands: {2}}, false); close(letGone) }()
+	select {
+	case <-letGone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the revoke waits for what was queued behind the failing batch")
+	}
 	select {
 	case <-done:
 		t.Fatal("the batch goes on for partition 1")

@@ -31,10 +31,10 @@
 // elsewhere: it is stopped and the rest applied. Anything else that fails is
 // retried, with backoff and loudly: the applier's other partitions wait
 // behind it, which keeps their order and loses nothing, but a partition
-// being revoked is dropped from such a batch as soon as it is revoked, so a
-// rebalance does not wait for the cure (its next owner starts from the
-// stored offset), unless the poll loop itself waits for room in the
-// applier's full queue (a known limit, docs/design.md "Failures").
+// being revoked is dropped from such a batch as soon as it is revoked, with
+// what was polled for it since, queued or waiting for room in the queue, so
+// a rebalance does not wait for the cure (its next owner starts from the
+// stored offset).
 //
 // On assignment fetching resumes from the stored offset
 // (kgo.AdjustFetchOffsetsFn); Kafka group offsets are committed in the

@@ -3,6 +3,7 @@ package worker
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -31,6 +32,9 @@ type queue struct {
 	limit   int
 	closed  bool // no more submits
 	stopped bool // the applier is gone: nothing more is taken
+	// failing is set while the applier retries a batch that keeps failing:
+	// a revoke then drops what is queued for its partition (discard).
+	failing atomic.Bool
 }
 
 func newQueue(limit int) *queue {
@@ -39,15 +43,30 @@ func newQueue(limit int) *queue {
 	return q
 }
 
-// submit queues one poll's segments, waiting while the queue is full; false
-// when the queue no longer takes any.
+// submit queues one poll's segments, waiting while the queue is full, and
+// releases (pending.Done) those it does not queue: all of them once the
+// queue no longer takes any (false), and those of a partition dropped from
+// a failing batch (see discard), also while they wait for room.
 func (q *queue) submit(segs []segment) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for q.records >= q.limit && !q.closed && !q.stopped {
+	for {
+		segs = slices.DeleteFunc(segs, func(s segment) bool {
+			if s.p.dropped.Load() {
+				s.p.pending.Done()
+				return true
+			}
+			return false
+		})
+		if q.records < q.limit || q.closed || q.stopped {
+			break
+		}
 		q.cond.Wait()
 	}
 	if q.closed || q.stopped {
+		for _, s := range segs {
+			s.p.pending.Done()
+		}
 		return false
 	}
 	q.pending = append(q.pending, segs...)
@@ -56,6 +75,25 @@ func (q *queue) submit(segs []segment) bool {
 	}
 	q.cond.Broadcast()
 	return true
+}
+
+// discard releases the queued segments of p, a partition dropped while
+// its applier retries a failing batch: a revoke waits for every segment
+// polled for it, and the applier takes them only once that batch commits. Segments waiting to be
+// submitted are released by submit; p.dropped is set before discard, so
+// that no submit queues one after it.
+func (q *queue) discard(p *partition) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pending = slices.DeleteFunc(q.pending, func(s segment) bool {
+		if s.p != p {
+			return false
+		}
+		q.records -= len(s.records)
+		p.pending.Done()
+		return true
+	})
+	q.cond.Broadcast()
 }
 
 // take waits for pending segments and takes them all, up to a loss: a loss

@@ -8,7 +8,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-func segs(n int) []segment { return []segment{{records: make([]*kgo.Record, n)}} }
+// segs is one poll's segment of n records, counted as pending.
+func segs(n int) []segment { return segsOf(&partition{}, n) }
+
+func segsOf(p *partition, n int) []segment {
+	p.pending.Add(1)
+	return []segment{{p: p, records: make([]*kgo.Record, n)}}
+}
 
 // What arrives while the applier works is taken at once, as one batch.
 func TestQueueMergesPolls(t *testing.T) {
@@ -25,7 +31,8 @@ func TestQueueMergesPolls(t *testing.T) {
 // records taken leave room for more.
 func TestQueueTakesALossAlone(t *testing.T) {
 	q := newQueue(10)
-	lost := segment{lost: &kgo.ErrDataLoss{}}
+	lost := segment{p: &partition{}, lost: &kgo.ErrDataLoss{}}
+	lost.p.pending.Add(1)
 	require.True(t, q.submit(append(segs(3), lost)))
 	require.True(t, q.submit(segs(4)))
 	for _, want := range [][]int{{3}, {-1}, {4}} {
@@ -80,4 +87,25 @@ func TestQueueStopReleasesSubmitters(t *testing.T) {
 	left := q.stop()
 	require.False(t, <-released)
 	require.Len(t, left, 1)
+}
+
+// A partition dropped from a failing batch lets go of its segments, queued
+// or waiting for room, so its revoke does not wait for that batch; other
+// partitions' stay.
+func TestQueueDiscardReleasesADroppedPartition(t *testing.T) {
+	q := newQueue(2)
+	p, other := &partition{}, &partition{}
+	require.True(t, q.submit(segsOf(p, 1)))
+	require.True(t, q.submit(segsOf(other, 1))) // full
+	waiting := segsOf(p, 1)
+	submitted := make(chan struct{})
+	go func() { q.submit(waiting); close(submitted) }()
+	p.dropped.Store(true)
+	q.discard(p)
+	p.pending.Wait() // the queued one and the waiting one, released
+	<-submitted
+	got, ok := q.take()
+	require.True(t, ok)
+	require.Len(t, got, 1)
+	require.Same(t, other, got[0].p)
 }

@@ -340,17 +340,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		})
 		seeks := w.seekRewound(segs)
 		w.mu.Unlock()
-		for lane, s := range segs {
-			if len(s) > 0 && !w.lanes[lane].submit(s) {
-				for _, x := range s {
-					x.p.pending.Done()
-				}
-			}
-		}
 		if seeks != nil {
 			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: seeks})
 		}
+		// The segments are counted (pending, under w.mu), so a revoke may
+		// run while submit waits for room behind a batch that keeps
+		// failing: it drops them (letGo, queue.discard).
 		w.cl.AllowRebalance()
+		for lane, s := range segs {
+			if len(s) > 0 {
+				w.lanes[lane].submit(s)
+			}
+		}
 	}
 	for _, q := range w.lanes {
 		q.close()
@@ -595,6 +596,12 @@ func (w *Worker) letGo(revoked map[string][]int32, handOver bool) {
 	w.mu.Unlock()
 	for _, part := range stopping {
 		part.revoke()
+		// Behind a batch that keeps failing, what was polled for it would
+		// wait for the cure: its next owner starts from the stored offset.
+		if q := w.lanes[part.lane]; q.failing.Load() {
+			part.dropped.Store(true)
+			q.discard(part)
+		}
 	}
 	for _, part := range stopping {
 		part.pending.Wait()
