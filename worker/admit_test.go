@@ -258,7 +258,7 @@ func TestReplyTopicCreatedJustBeforeItsCommand(t *testing.T) {
 		apply(w, segment{p: p, polledAt: time.Now(),
 			records: []*kgo.Record{{Topic: w.cfg.Names.Commands, Offset: offset, Key: []byte(c.LockName), Value: command(t, c)}}})
 	}
-	send(0, "locks.replies.new")
+	send(0, "locks.replies.missing")
 	require.Len(t, outboxRows(t, st, w.cfg.Names.DeadLetter, 0), 1, "refused: it does not exist")
 
 	_, err = adm.CreateTopic(context.Background(), 1, 1, nil, "locks.replies.new")
@@ -289,11 +289,31 @@ func TestReplyTopicsUnanswered(t *testing.T) {
 	defer cancel()
 	ok, _ := rt.allow(ctx, "locks.replies.a")
 	require.True(t, ok)
-	failed := rt.failed
-	require.False(t, failed.IsZero(), "the brokers did not answer")
+	require.False(t, rt.failed.IsZero(), "the brokers did not answer")
+	rt.failed = time.Now().Add(time.Hour) // within the second after it, however slow this machine
 	ok, _ = rt.allow(context.Background(), "locks.replies.b")
 	require.True(t, ok)
-	require.Equal(t, failed, rt.failed, "not asked again within a second")
+	require.Equal(t, 1, rt.lookups, "not asked again")
+}
+
+// Commands naming missing reply topics do not each cost a broker round
+// trip: a topic the brokers said is missing is not asked about again for a
+// second, nor more than maxLookups topics in a second.
+func TestReplyTopicLookupsAreBounded(t *testing.T) {
+	ctx := context.Background()
+	w, _ := newApplier(t)
+	rt := newReplyTopics(w.cl, "locks.replies.", 3, false)
+	rt.second = time.Now().Add(time.Hour) // one second throughout, however slow this machine
+	for range 3 {
+		ok, _ := rt.allow(ctx, "locks.replies.gone")
+		require.False(t, ok)
+	}
+	require.Equal(t, 1, rt.lookups, "asked once")
+	for i := range maxLookups + 5 {
+		ok, _ := rt.allow(ctx, fmt.Sprint("locks.replies.x", i))
+		require.False(t, ok)
+	}
+	require.Len(t, rt.missing, maxLookups, "the brokers asked about maxLookups topics")
 }
 
 // The count of reply topics follows the brokers: a topic deleted there no

@@ -16,7 +16,7 @@ import (
 // than max topics exist under the reply prefix. A topic not known yet is
 // looked up on its own, so one its requester created just before producing
 // the command is found (the SDK creates its reply topic in New and may
-// send at once); the set of all topics, to count them, is read at most
+// send at once), within bounds (maxLookups, missingFor); the set of all topics, to count them, is read at most
 // once per second, and replaces the set, so topics deleted since no longer
 // count. Both ask the brokers directly: the client's metadata cache, which
 // kadm's listings use, can be seconds old. A topic allowed here as new
@@ -29,14 +29,28 @@ type replyTopics struct {
 	max    int
 	create bool // AUTO_CREATE_REPLY_TOPICS: without it only existing ones
 
-	mu     sync.Mutex
-	known  map[string]time.Time // when allowed here as new; zero: seen on the brokers
-	listed time.Time            // when all topics were last read
-	failed time.Time            // when the brokers last failed to answer
+	mu      sync.Mutex
+	known   map[string]time.Time // when allowed here as new; zero: seen on the brokers
+	missing map[string]time.Time // when the brokers last said it does not exist
+	listed  time.Time            // when all topics were last read
+	failed  time.Time            // when the brokers last failed to answer
+	second  time.Time            // the second lookups are counted in
+	lookups int                  // topics looked up in it
 }
 
+// Bounds on the lookups of topics not known: a topic the brokers said is
+// missing is not asked about again for missingFor, nor more than
+// maxLookups topics in a second (a stream of commands naming missing
+// topics would otherwise cost a broker round trip each, which every
+// applier waits for), and at most maxMissing answers are kept.
+const (
+	missingFor = time.Second
+	maxLookups = 50
+	maxMissing = 10000
+)
+
 func newReplyTopics(cl kmsg.Requestor, prefix string, max int, create bool) *replyTopics {
-	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, known: map[string]time.Time{}}
+	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, known: map[string]time.Time{}, missing: map[string]time.Time{}}
 }
 
 // pendingCreation is how long a topic allowed as new counts without a
@@ -55,11 +69,19 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	if _, ok := rt.known[topic]; ok {
 		return true, len(rt.known)
 	}
-	troubled := time.Since(rt.failed) < time.Second
-	if !troubled {
+	now := time.Now()
+	troubled := now.Sub(rt.failed) < time.Second
+	if !troubled && now.Sub(rt.missing[topic]) >= missingFor && rt.mayLookUp(now) {
 		troubled = !rt.read(ctx, topic)
 		if _, ok := rt.known[topic]; ok {
+			delete(rt.missing, topic)
 			return true, len(rt.known)
+		}
+		if !troubled {
+			if len(rt.missing) >= maxMissing {
+				clear(rt.missing)
+			}
+			rt.missing[topic] = now
 		}
 	}
 	if !rt.create {
@@ -74,6 +96,16 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	}
 	rt.known[topic] = time.Now()
 	return true, len(rt.known)
+}
+
+// mayLookUp counts a lookup in now's second, and reports whether it is
+// within maxLookups.
+func (rt *replyTopics) mayLookUp(now time.Time) bool {
+	if now.Sub(rt.second) >= time.Second {
+		rt.second, rt.lookups = now, 0
+	}
+	rt.lookups++
+	return rt.lookups <= maxLookups
 }
 
 // read adds the named topics that exist under the prefix to the set, or,
