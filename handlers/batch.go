@@ -176,8 +176,12 @@ func (b *Batch) QueuePrefetch(pb *pgx.Batch, requestIDs []string) {
 func (b *Batch) Apply(ctx context.Context, c topics.Command, polledAt time.Time) ([]topics.Event, error) {
 	// A common case sent ahead that applied the command found its
 	// request_id new: that holds, though the prefetch, a statement before
-	// it, may have read an outcome pruning deleted in between.
-	if c.RequestID != "" && b.ahead[c.RequestID] == nil {
+	// it, may have read an outcome pruning deleted in between; its outcome
+	// is then inserted as new, so a copy applied meanwhile elsewhere still
+	// conflicts (Flush).
+	if c.RequestID != "" && b.ahead[c.RequestID] != nil {
+		b.unstored[c.RequestID] = true
+	} else if c.RequestID != "" {
 		prev, err := b.storedOutcome(ctx, c.RequestID)
 		if err != nil {
 			return nil, err

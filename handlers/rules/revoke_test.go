@@ -50,6 +50,13 @@ func TestLockDelayAfterExpiryNotAfterRelease(t *testing.T) {
 	require.Equal(t, m.now.Add(2*time.Second), m.DelayUntil, "ended 3 s ago: 2 s of its 5 left")
 	m.advance(2 * time.Second)
 	require.Equal(t, "grant w", kinds(m.acquireWith("w", 10, 0, 0, 0)))
+	require.Equal(t, "release w", kinds(m.release("w", nil)))
+	// An expiry seen after the delay would have ended starts none.
+	require.Equal(t, "grant f", kinds(m.acquireWith("f", 10, 0, 5, 0)))
+	m.advance(20 * time.Second)
+	require.Equal(t, "expire f", kinds(m.expire()))
+	require.True(t, m.DelayUntil.IsZero(), "its delay ended 5 s ago")
+	require.Equal(t, "grant w", kinds(m.acquireWith("w", 10, 0, 0, 0)))
 
 	// A release starts no delay.
 	require.Equal(t, "release w", kinds(m.release("w", nil)))

@@ -359,7 +359,7 @@ func (l *Lock) EndLease(i int, s Status) Holder {
 		if s == Expired && h.ExpiresAt.Before(end) && h.ExpiresAt.After(h.AcquiredAt) {
 			end = h.ExpiresAt
 		}
-		if until := end.Add(seconds(h.LockDelay)); until.After(l.DelayUntil) {
+		if until := end.Add(seconds(h.LockDelay)); until.After(l.Now) && until.After(l.DelayUntil) { // not one passed already
 			l.DelayUntil = until
 		}
 	}
