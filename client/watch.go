@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -204,17 +203,26 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// no lock, removes every lock of its key.
 	type lock struct{ ns, name string }
 	table := map[lock]LockRevision{}
+	byKey := map[string][]lock{} // the table's locks of each key
 	var bad error
 	for !r.caughtUp() {
 		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
 			lr, err := lockRevision(string(rec.Key), rec.Value)
+			key := string(rec.Key)
 			switch {
 			case err != nil:
 				bad = fmt.Errorf("record %d of partition %d: %w", rec.Offset, rec.Partition, err)
 			case lr.Deleted:
-				maps.DeleteFunc(table, func(l lock, _ LockRevision) bool { return topics.LockKey(l.ns, l.name) == string(rec.Key) })
+				for _, l := range byKey[key] {
+					delete(table, l)
+				}
+				delete(byKey, key)
 			default:
-				table[lock{lr.Namespace, lr.Name}] = lr
+				l := lock{lr.Namespace, lr.Name}
+				if _, ok := table[l]; !ok {
+					byKey[key] = append(byKey[key], l)
+				}
+				table[l] = lr
 			}
 		})
 		if err != nil {
