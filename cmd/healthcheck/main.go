@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/omninode/lockworker/internal/config"
@@ -49,7 +50,7 @@ func target(args []string, getenv func(string) string) (string, error) {
 		return "", err
 	}
 	host, port, _ := net.SplitHostPort(httpAddr) // checked by HTTPAddrFromEnv
-	if port == "0" {
+	if n, _ := strconv.Atoi(port); n == 0 {
 		return "", errors.New("HTTP_ADDR: port 0 listens on a free port, which healthcheck cannot know: give it the URL")
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
