@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/handlers"
@@ -167,6 +168,21 @@ func (h *harness) applyAside(c topics.Command) (answer func() topics.Event) {
 
 // waitBlockedBy waits until a transaction waits for a lock that the
 // backend pid holds.
+// blocker is a connection in a transaction of its own, to hold locks other
+// transactions then wait for, and its backend's pid (see waitBlockedBy).
+func (h *harness) blocker() (*pgxpool.Conn, int64) {
+	h.t.Helper()
+	ctx := context.Background()
+	c, err := h.st.Pool.Acquire(ctx)
+	require.NoError(h.t, err)
+	h.t.Cleanup(c.Release)
+	var pid int64
+	require.NoError(h.t, c.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = c.Exec(ctx, `BEGIN`)
+	require.NoError(h.t, err)
+	return c, pid
+}
+
 func (h *harness) waitBlockedBy(pid int64) {
 	h.t.Helper()
 	require.Eventually(h.t, func() bool {

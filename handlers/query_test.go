@@ -160,13 +160,7 @@ func TestQueryReadsRowAndHoldersTogether(t *testing.T) {
 	released := evs[0].LockInfo
 
 	// The table lock, queued behind the release's.
-	blocker, err := h.st.Pool.Acquire(ctx)
-	require.NoError(t, err)
-	defer blocker.Release()
-	var blockerPID int64
-	require.NoError(t, blocker.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&blockerPID))
-	_, err = blocker.Exec(ctx, `BEGIN`)
-	require.NoError(t, err)
+	blocker, blockerPID := h.blocker()
 	locked := make(chan error, 1)
 	go func() {
 		_, err := blocker.Exec(ctx, `LOCK TABLE lock_holders IN ACCESS EXCLUSIVE MODE`)
@@ -234,13 +228,7 @@ func TestAheadAfterItsOutcomeWasPruned(t *testing.T) {
 	require.NoError(t, err)
 
 	// The statement stops at lock_holders, before its snapshot.
-	blocker, err := h.st.Pool.Acquire(ctx)
-	require.NoError(t, err)
-	defer blocker.Release()
-	var blockerPID int64
-	require.NoError(t, blocker.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&blockerPID))
-	_, err = blocker.Exec(ctx, `BEGIN`)
-	require.NoError(t, err)
+	blocker, blockerPID := h.blocker()
 	_, err = blocker.Exec(ctx, `LOCK TABLE lock_holders IN ACCESS EXCLUSIVE MODE`)
 	require.NoError(t, err)
 	type result struct {

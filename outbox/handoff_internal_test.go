@@ -14,17 +14,7 @@ func TestHandoffHoldsBoundedRows(t *testing.T) {
 	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
-	id := int64(0)
-	fill := func(n int) *Slot {
-		s := r.Reserve(1)
-		rows := make([]Row, n)
-		for i := range rows {
-			id++
-			rows[i] = Row{ID: id, Partition: 1, Topic: "t"}
-		}
-		s.Fill(rows)
-		return s
-	}
+	fill := filler(r, Row{Partition: 1, Topic: "t"})
 	big, next, over := fill(5), fill(1), fill(1)
 	require.Equal(t, slotRows, big.state, "the first slot, however large")
 	require.Equal(t, slotDirty, next.state)
@@ -72,17 +62,7 @@ func TestHandoffHoldsBoundedBytes(t *testing.T) {
 	p := r.part(1) // the relay's own bounds
 	p.startHandoff()
 	value := make([]byte, 64<<10) // shared by every row: only the lengths count
-	id := int64(0)
-	fill := func(n int) *Slot {
-		s := r.Reserve(1)
-		rows := make([]Row, n)
-		for i := range rows {
-			id++
-			rows[i] = Row{ID: id, Partition: 1, Topic: "dlq", Key: []byte("k"), Value: value, Headers: []byte("h")}
-		}
-		s.Fill(rows)
-		return s
-	}
+	fill := filler(r, Row{Partition: 1, Topic: "dlq", Key: []byte("k"), Value: value, Headers: []byte("h")})
 	size := len(value) + 2
 	perSlot := p.maxHeldBytes / size / 4 // four slots fit, a fifth does not
 	require.Less(t, 5*perSlot, p.maxHeld, "far fewer rows than the row bound")
@@ -106,4 +86,21 @@ func TestHandoffHoldsBoundedBytes(t *testing.T) {
 	rows, _ = p.takeSlots()
 	require.Len(t, rows, 2*p.maxHeldBytes/size)
 	require.Equal(t, slotRows, fill(1).state, "room again")
+}
+
+// filler returns what reserves a slot of row's partition and fills it with
+// n rows like row, numbered on from 1.
+func filler(r *Relay, row Row) func(n int) *Slot {
+	id := int64(0)
+	return func(n int) *Slot {
+		s := r.Reserve(row.Partition)
+		rows := make([]Row, n)
+		for i := range rows {
+			id++
+			rows[i] = row
+			rows[i].ID = id
+		}
+		s.Fill(rows)
+		return s
+	}
 }
