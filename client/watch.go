@@ -208,18 +208,18 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	for !r.caughtUp() {
 		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
 			lr, err := lockRevision(string(rec.Key), rec.Value)
-			key := string(rec.Key)
 			switch {
 			case err != nil:
 				bad = fmt.Errorf("record %d of partition %d: %w", rec.Offset, rec.Partition, err)
 			case lr.Deleted:
-				for _, l := range byKey[key] {
+				for _, l := range byKey[string(rec.Key)] {
 					delete(table, l)
 				}
-				delete(byKey, key)
+				delete(byKey, string(rec.Key))
 			default:
 				l := lock{lr.Namespace, lr.Name}
 				if _, ok := table[l]; !ok {
+					key := topics.LockKey(l.ns, l.name)
 					byKey[key] = append(byKey[key], l)
 				}
 				table[l] = lr

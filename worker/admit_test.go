@@ -297,23 +297,34 @@ func TestReplyTopicsUnanswered(t *testing.T) {
 }
 
 // Commands naming missing reply topics do not each cost a broker round
-// trip: a topic the brokers said is missing is not asked about again for a
-// second, nor more than maxLookups topics in a second.
+// trip: a topic the brokers said is missing is not asked about again for
+// missingFor, nor more than maxLookups topics in a second; beyond that the
+// list of all topics answers, read once a second.
 func TestReplyTopicLookupsAreBounded(t *testing.T) {
 	ctx := context.Background()
 	w, _ := newApplier(t)
 	rt := newReplyTopics(w.cl, "locks.replies.", 3, false)
 	rt.second = time.Now().Add(time.Hour) // one second throughout, however slow this machine
-	for range 3 {
-		ok, _ := rt.allow(ctx, "locks.replies.gone")
-		require.False(t, ok)
-	}
+	ok, _ := rt.allow(ctx, "locks.replies.gone")
+	require.False(t, ok)
+	rt.missing["locks.replies.gone"] = time.Now().Add(time.Hour) // within missingFor of the answer
+	ok, _ = rt.allow(ctx, "locks.replies.gone")
+	require.False(t, ok)
 	require.Equal(t, 1, rt.lookups, "asked once")
-	for i := range maxLookups + 5 {
+	for i := range maxLookups - 1 {
 		ok, _ := rt.allow(ctx, fmt.Sprint("locks.replies.x", i))
 		require.False(t, ok)
 	}
 	require.Len(t, rt.missing, maxLookups, "the brokers asked about maxLookups topics")
+	require.True(t, rt.listed.IsZero(), "no listing yet")
+
+	// Beyond the bound, a topic created meanwhile is found in the listing.
+	_, err := kadm.NewClient(w.cl).CreateTopic(ctx, 1, 1, nil, "locks.replies.late")
+	require.NoError(t, err)
+	ok, _ = rt.allow(ctx, "locks.replies.late")
+	require.True(t, ok)
+	require.Len(t, rt.missing, maxLookups, "not asked about on its own")
+	require.False(t, rt.listed.IsZero())
 }
 
 // The count of reply topics follows the brokers: a topic deleted there no

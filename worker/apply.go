@@ -60,12 +60,14 @@ type part struct {
 // released at the end, applied or dropped, or when its partition is dropped:
 // the revoke does not wait for the rest of the batch.
 func (w *Worker) applySegments(ctx context.Context, segs []segment) {
-	released := map[*partition]bool{} // dropped, their segments released
+	released := map[*partition]int{} // segments released when their partition was dropped
 	defer func() {
 		for _, s := range segs {
-			if !released[s.p] {
-				s.p.pending.Done()
+			if released[s.p] > 0 {
+				released[s.p]--
+				continue
 			}
+			s.p.pending.Done()
 		}
 	}()
 	parts := group(segs)
@@ -114,12 +116,6 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		}
 		// Transient failures are retried inside InTx; anything else is
 		// retried here, slowly and loudly: skipping the batch would lose it.
-		// Meanwhile a revoke drops what its applier queued for the
-		// partition (letGo).
-		lane := w.lanes[segs[0].p.lane]
-		if !lane.failing.Swap(true) {
-			defer lane.failing.Store(false)
-		}
 		delay := store.Backoff(w.batchRetryBase, time.Minute, attempt)
 		attempt++
 		w.log.Error().Err(err).Ints32("partitions", partitionIDs(parts)).Dur("retry_in", delay).Msg("applying batch failed")
@@ -131,7 +127,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 				return false
 			}
 			pt.p.dropped.Store(true)
-			released[pt.p] = true
+			released[pt.p] = pt.segments // group may have left later ones out
 			for range pt.segments {
 				pt.p.pending.Done()
 			}

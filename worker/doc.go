@@ -34,7 +34,8 @@
 // being revoked is dropped from such a batch as soon as it is revoked, with
 // what was polled for it since, queued or waiting for room in the queue, so
 // a rebalance does not wait for the cure (its next owner starts from the
-// stored offset).
+// stored offset). A revoked partition not in that batch, with records
+// queued behind it, still waits (docs/design.md "Failures").
 //
 // On assignment fetching resumes from the stored offset
 // (kgo.AdjustFetchOffsetsFn); Kafka group offsets are committed in the
@@ -43,9 +44,10 @@
 // Beside the appliers, per owned partition, run the expiry scheduler (ends
 // leases and waiters when due, reading only the partial indexes to know
 // when) and the outbox relay. Rebalances are cooperative-sticky and blocked
-// while a poll's records are being handed out (BlockRebalanceOnPoll); a
-// revoked partition is let go once the records polled before are applied
-// (or dropped, as above).
+// while a poll's records are counted (BlockRebalanceOnPoll: each partition's
+// pending count, under w.mu), not while they wait for room in an applier's
+// queue; a revoked partition is let go once the records polled before are
+// applied (or dropped, as above).
 //
 // Beside the worker, the Vacuumer (started by cmd/lockworker) keeps the hot
 // tables vacuumed where autovacuum does not, one replica at a time.

@@ -3,7 +3,6 @@ package worker
 import (
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -32,9 +31,6 @@ type queue struct {
 	limit   int
 	closed  bool // no more submits
 	stopped bool // the applier is gone: nothing more is taken
-	// failing is set while the applier retries a batch that keeps failing:
-	// a revoke then drops what is queued for its partition (discard).
-	failing atomic.Bool
 }
 
 func newQueue(limit int) *queue {
@@ -77,9 +73,10 @@ func (q *queue) submit(segs []segment) bool {
 	return true
 }
 
-// discard releases the queued segments of p, a partition dropped while
-// its applier retries a failing batch: a revoke waits for every segment
-// polled for it, and the applier takes them only once that batch commits. Segments waiting to be
+// discard releases the queued segments of p, a partition the applier
+// dropped from a batch that keeps failing: a revoke waits for every segment
+// polled for it, and the applier would take them only once that batch
+// commits. Only the applier calls it. Segments waiting to be
 // submitted are released by submit; p.dropped is set before discard, so
 // that no submit queues one after it.
 func (q *queue) discard(p *partition) {

@@ -42,10 +42,11 @@ type replyTopics struct {
 // missing is not asked about again for missingFor, nor more than
 // maxLookups topics in a second (a stream of commands naming missing
 // topics would otherwise cost a broker round trip each, which every
-// applier waits for), and at most maxMissing answers are kept.
+// applier waits for): beyond it, the list of all topics, read at most once
+// a second, answers. At most maxMissing answers are kept.
 const (
-	missingFor = time.Second
-	maxLookups = 50
+	missingFor = 100 * time.Millisecond
+	maxLookups = 200
 	maxMissing = 10000
 )
 
@@ -71,31 +72,44 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	}
 	now := time.Now()
 	troubled := now.Sub(rt.failed) < time.Second
-	if !troubled && now.Sub(rt.missing[topic]) >= missingFor && rt.mayLookUp(now) {
-		troubled = !rt.read(ctx, topic)
+	if !troubled && now.Sub(rt.missing[topic]) >= missingFor {
+		if rt.mayLookUp(now) {
+			troubled = !rt.read(ctx, topic)
+			if !troubled {
+				if len(rt.missing) >= maxMissing {
+					clear(rt.missing)
+				}
+				rt.missing[topic] = now
+			}
+		} else {
+			troubled = !rt.list(ctx)
+		}
 		if _, ok := rt.known[topic]; ok {
 			delete(rt.missing, topic)
 			return true, len(rt.known)
-		}
-		if !troubled {
-			if len(rt.missing) >= maxMissing {
-				clear(rt.missing)
-			}
-			rt.missing[topic] = now
 		}
 	}
 	if !rt.create {
 		return troubled, len(rt.known)
 	}
-	if !troubled && time.Since(rt.listed) >= time.Second {
-		rt.listed = time.Now()
-		rt.read(ctx) // all of them
+	if !troubled {
+		rt.list(ctx)
 	}
 	if len(rt.known) >= rt.max {
 		return false, len(rt.known)
 	}
 	rt.known[topic] = time.Now()
 	return true, len(rt.known)
+}
+
+// list reads all topics, at most once a second, and reports whether the
+// brokers answered (true when it was not its time).
+func (rt *replyTopics) list(ctx context.Context) bool {
+	if time.Since(rt.listed) < time.Second {
+		return true
+	}
+	rt.listed = time.Now()
+	return rt.read(ctx)
 }
 
 // mayLookUp counts a lookup in now's second, and reports whether it is

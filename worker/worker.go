@@ -345,7 +345,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		// The segments are counted (pending, under w.mu), so a revoke may
 		// run while submit waits for room behind a batch that keeps
-		// failing: it drops them (letGo, queue.discard).
+		// failing: the applier drops a revoked partition from that batch,
+		// and submit then lets go of its segments (queue.discard).
 		w.cl.AllowRebalance()
 		for lane, s := range segs {
 			if len(s) > 0 {
@@ -596,12 +597,6 @@ func (w *Worker) letGo(revoked map[string][]int32, handOver bool) {
 	w.mu.Unlock()
 	for _, part := range stopping {
 		part.revoke()
-		// Behind a batch that keeps failing, what was polled for it would
-		// wait for the cure: its next owner starts from the stored offset.
-		if q := w.lanes[part.lane]; q.failing.Load() {
-			part.dropped.Store(true)
-			q.discard(part)
-		}
 	}
 	for _, part := range stopping {
 		part.pending.Wait()
