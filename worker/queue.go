@@ -54,6 +54,9 @@ func (q *queue) submit(segs []segment) bool {
 			}
 			return false
 		})
+		if len(segs) == 0 {
+			return true // nothing left to queue
+		}
 		if q.records < q.limit || q.closed || q.stopped {
 			break
 		}
