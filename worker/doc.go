@@ -31,11 +31,12 @@
 // elsewhere: it is stopped and the rest applied. Anything else that fails is
 // retried, with backoff and loudly: the applier's other partitions wait
 // behind it, which keeps their order and loses nothing, but a partition
-// being revoked is dropped from such a batch as soon as it is revoked, with
-// what was polled for it since, queued or waiting for room in the queue, so
-// a rebalance does not wait for the cure (its next owner starts from the
-// stored offset). A revoked partition not in that batch, with records
-// queued behind it, still waits (docs/design.md "Failures").
+// revoked is dropped from such a batch at its next retry, with what was
+// polled for it since, so a rebalance does not wait for the cure (its next
+// owner starts from the stored offset). A known limit: a revoked partition
+// not in that batch, with records queued behind it or held by a poll
+// waiting for room (in any applier's queue), waits for the cure
+// (docs/design.md "Failures").
 //
 // On assignment fetching resumes from the stored offset
 // (kgo.AdjustFetchOffsetsFn); Kafka group offsets are committed in the
