@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -61,12 +62,20 @@ type PublisherConfig struct {
 	// publishes to it, if it does not exist yet. Default false: publishing
 	// to a missing topic fails after kgo's unknown-topic retries (unless the
 	// brokers create topics themselves). Creation needs the CREATE
-	// permission; without it every Publish to a new topic fails, so leave
-	// this off when topics are provisioned elsewhere. A success is
-	// remembered until a Publish to the topic fails because it was deleted
-	// since (UNKNOWN_TOPIC_OR_PARTITION or UNKNOWN_TOPIC_ID), so the next
-	// Publish creates it again; a failure is retried on the next Publish.
+	// permission; where it is refused (Kafka refuses it before it looks
+	// whether the topic exists), Publish produces anyway, so a topic
+	// provisioned elsewhere is written and a missing one fails as without
+	// AutoCreateTopics. A success is remembered until a Publish to the
+	// topic fails because it was deleted since (UNKNOWN_TOPIC_OR_PARTITION
+	// or UNKNOWN_TOPIC_ID), so the next Publish creates it again; a failure
+	// is retried on the next Publish.
 	AutoCreateTopics bool
+
+	// AutoCreatePrefix, when set, limits AutoCreateTopics to topics whose
+	// names start with it: the others are produced to as without it (a
+	// topic that needs its own configuration, such as a compacted one, is
+	// not created again with the broker's defaults after it was deleted).
+	AutoCreatePrefix string
 
 	// TopicPartitions is the partition count of topics created by
 	// AutoCreateTopics. Zero (default) means the broker's num.partitions.
@@ -87,6 +96,7 @@ type Publisher struct {
 	ownsClient  bool
 	keyMetadata string
 	topics      *topicCreator // nil unless AutoCreateTopics
+	autoPrefix  string        // AutoCreatePrefix
 	logger      watermill.LoggerAdapter
 
 	mu       sync.Mutex
@@ -131,6 +141,7 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 
 	if cfg.AutoCreateTopics {
 		p.topics = newTopicCreator(kadm.NewClient(p.client), cfg.TopicPartitions, cfg.TopicReplicationFactor)
+		p.autoPrefix = cfg.AutoCreatePrefix
 	}
 	return p, nil
 }
@@ -185,7 +196,7 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 		case len(b.Messages) == 0:
 			continue
 		}
-		if p.topics != nil {
+		if p.topics != nil && strings.HasPrefix(b.Topic, p.autoPrefix) {
 			if err := p.topics.ensure(b.Messages[0].Context(), b.Topic); err != nil {
 				errs[i] = err
 				continue

@@ -88,10 +88,15 @@ func (tc *topicCreator) forget(topic string) {
 	}
 }
 
+// create creates topic; a refusal to create it (no CREATE permission,
+// which Kafka checks before whether the topic exists) leaves it to the
+// produce: a topic provisioned elsewhere is written.
 func (tc *topicCreator) create(ctx context.Context, topic string) error {
 	_, err := tc.admin.CreateTopic(ctx, tc.partitions, tc.replicationFactor, nil, topic)
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("kafkapubsub: create topic %q: %w", topic, err)
+	switch {
+	case err == nil, errors.Is(err, kerr.TopicAlreadyExists),
+		errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
+		return nil
 	}
-	return nil
+	return fmt.Errorf("kafkapubsub: create topic %q: %w", topic, err)
 }

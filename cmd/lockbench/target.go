@@ -194,7 +194,7 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 		st.Pool = pool
 	}
 	kopts := []kgo.Opt{kgo.SeedBrokers(t.brokers...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, true)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, topics.DefaultNames().ReplyPrefix)
 	if err != nil {
 		return err
 	}

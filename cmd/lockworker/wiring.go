@@ -146,7 +146,11 @@ func (m *Main) Run(ctx context.Context) error {
 	// says why a record failed (a missing topic, say), is what the relay
 	// classifies, not a deadline's.
 	const deliveryTimeout = 30 * time.Second
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, cfg.Topics.AutoCreateReplyTopics)
+	autoCreate := "" // AUTO_CREATE_REPLY_TOPICS: the relay creates reply topics, and no other
+	if cfg.Topics.AutoCreateReplyTopics {
+		autoCreate = cfg.Topics.ReplyPrefix
+	}
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, autoCreate)
 	if err != nil {
 		return err
 	}
