@@ -7,16 +7,20 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -379,4 +383,47 @@ func TestGeneratedRequestIDsAreTheWorkers(t *testing.T) {
 	require.Equal(t, topics.TypeAcquired, evs[1].Type, "alice's command is applied")
 	require.Equal(t, w.cfg.Names.Commands+"/0/1", evs[1].RequestID)
 	require.Equal(t, "alice", evs[1].LockInfo.OwnerID)
+}
+
+// Where Kafka refuses the worker the right to create topics (which it
+// checks before whether a topic exists), topics made beforehand are all
+// EnsureTopics needs, and one missing is named.
+func TestEnsureTopicsWithoutTheRightToCreate(t *testing.T) {
+	ctx := context.Background()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: testdb.New(t), Relay: nopRelay{}})
+	require.NoError(t, err)
+	t.Cleanup(w.cl.Close)
+	t.Cleanup(w.killHard)
+	n := w.cfg.Names
+	adm := kadm.NewClient(w.cl)
+	_, err = adm.CreateTopics(ctx, 1, 1, nil, n.Commands, n.Acquired, n.Released, n.Expired, n.Revoked, n.DeadLetter)
+	require.NoError(t, err)
+	var refusing atomic.Bool
+	refusing.Store(true)
+	c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !refusing.Load() {
+			return nil, nil, false
+		}
+		req := kr.(*kmsg.CreateTopicsRequest)
+		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewCreateTopicsResponseTopic()
+			st.Topic, st.ErrorCode = rt.Topic, kerr.TopicAuthorizationFailed.Code
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	err = w.EnsureTopics(ctx)
+	require.ErrorIs(t, err, kerr.TopicAuthorizationFailed)
+	require.ErrorContains(t, err, fmt.Sprintf("topic %q: creating it was refused", n.State))
+
+	refusing.Store(false)
+	_, err = adm.CreateTopic(ctx, 1, 1, nil, n.State)
+	require.NoError(t, err)
+	refusing.Store(true)
+	require.NoError(t, w.EnsureTopics(ctx), "every topic was made beforehand")
 }

@@ -127,16 +127,10 @@ func (rt *replyTopics) mayLookUp(now time.Time) bool {
 // allowed as new within pendingCreation; it reports whether the brokers
 // answered.
 func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
-	req := kmsg.NewPtrMetadataRequest() // AllowAutoTopicCreation false
-	for _, name := range names {
-		t := kmsg.NewMetadataRequestTopic()
-		t.Topic = kmsg.StringPtr(name)
-		req.Topics = append(req.Topics, t)
-	}
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := req.RequestWith(ctx, rt.cl)
+	resp, err := metadata(ctx, rt.cl, names...)
 	if err != nil {
 		rt.failed = time.Now()
 		return false
@@ -160,4 +154,17 @@ func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
 		rt.failed = time.Now()
 	}
 	return answered
+}
+
+// metadata asks the brokers themselves about the named topics (all of them
+// when none is named), not the client's cache, which kadm's listings answer
+// from and which can be seconds old; it never creates a topic.
+func metadata(ctx context.Context, cl kmsg.Requestor, names ...string) (*kmsg.MetadataResponse, error) {
+	req := kmsg.NewPtrMetadataRequest() // AllowAutoTopicCreation false
+	for _, name := range names {
+		t := kmsg.NewMetadataRequestTopic()
+		t.Topic = kmsg.StringPtr(name)
+		req.Topics = append(req.Topics, t)
+	}
+	return req.RequestWith(ctx, cl)
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -244,7 +245,9 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// EnsureTopics creates the worker's own topics when they are missing.
+// EnsureTopics creates the worker's own topics when they are missing. Where
+// the brokers refuse it the right to create topics, it needs them made
+// beforehand, and fails naming the first that is not.
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
 	n := w.cfg.Names
@@ -263,7 +266,21 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 		if err == nil {
 			err = resp.Err
 		}
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		switch {
+		case err == nil, errors.Is(err, kerr.TopicAlreadyExists):
+		case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
+			// Kafka checks the right to create before whether the topic
+			// exists: one provisioned beforehand is all the worker needs.
+			resp, lerr := metadata(ctx, w.cl, topic)
+			if lerr == nil {
+				for _, t := range resp.Topics {
+					lerr = cmp.Or(lerr, kerr.ErrorForCode(t.ErrorCode))
+				}
+			}
+			if lerr != nil {
+				return fmt.Errorf("topic %q: creating it was refused (%w), and it cannot be found (%w): create it beforehand, or allow CREATE", topic, err, lerr)
+			}
+		default:
 			return fmt.Errorf("creating topic %q: %w", topic, err)
 		}
 	}
