@@ -105,7 +105,8 @@ func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition
 // then forgets them (the new topic numbers its records from 0 again) and
 // the outcomes of the request_ids generated from the old topic's records
 // ("<topic>/<partition>/<offset>", which the new topic's records would be
-// given again), and returns the ID they were stored under. The first call
+// given again; a wait still queued under one is answered under the id and
+// "@<old topic ID>"), and returns the ID they were stored under. The first call
 // for a topic only records the ID.
 func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recreated bool, was string, err error) {
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
@@ -123,6 +124,13 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recr
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM processed_requests WHERE starts_with(request_id, $1 || '/')`, topic); err != nil {
+			return err
+		}
+		// A wait queued under such an id stores its final answer later: it
+		// is stored under the id and the old topic's ID, which no command
+		// of the new topic is given.
+		if _, err := tx.Exec(ctx, `UPDATE lock_waiters SET request_id = request_id || '@' || $2
+			WHERE starts_with(request_id, $1 || '/')`, topic, was); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `UPDATE consumer_topics SET topic_id = $3 WHERE group_id = $1 AND topic = $2`, group, topic, id)

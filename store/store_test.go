@@ -764,6 +764,18 @@ func TestCheckTopicID(t *testing.T) {
 	_, err = st.Pool.Exec(ctx, `INSERT INTO processed_requests (request_id, outcome) VALUES
 		('locks.commands/3/6', '{}'), ('other/3/8', '{}'), ('r-1', '{}'), ('locks.commandsX/1/1', '{}')`)
 	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO locks (namespace, lock_name, status, source_partition) VALUES ('', 'w', 'released', 3);
+		INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition) VALUES
+		('', 'w', 'a', 'locks.commands/3/5', 30, now() + interval '1 hour', 3),
+		('', 'w', 'b', 'r-2', 30, now() + interval '1 hour', 3)`)
+	require.NoError(t, err)
+	waiters := func() (ids []string) {
+		rows, err := st.Pool.Query(ctx, `SELECT request_id FROM lock_waiters ORDER BY owner_id`)
+		require.NoError(t, err)
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return ids
+	}
 	requests := func() (ids []string) {
 		rows, err := st.Pool.Query(ctx, `SELECT request_id FROM processed_requests ORDER BY request_id`)
 		require.NoError(t, err)
@@ -785,6 +797,7 @@ func TestCheckTopicID(t *testing.T) {
 	require.Empty(t, offsets(t, st, group, topic))
 	require.Len(t, offsets(t, st, group, "other"), 1)
 	require.Equal(t, []string{"locks.commandsX/1/1", "other/3/8", "r-1"}, requests())
+	require.Equal(t, []string{"locks.commands/3/5@id-1", "r-2"}, waiters(), "a wait's later answer is stored under no id the new topic gives")
 	recreated, _, err = st.CheckTopicID(ctx, group, topic, "id-2")
 	require.NoError(t, err)
 	require.False(t, recreated)
