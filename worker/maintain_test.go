@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/outbox"
@@ -56,4 +58,30 @@ func TestRunStopsMaintenanceWhenItReturns(t *testing.T) {
 	require.ErrorIs(t, w.Run(ctx), worker.ErrSessionTimeout)
 	require.NoError(t, ctx.Err(), "Run stopped on its own")
 	require.Equal(t, before, maintainers(), "the maintenance Run started has returned with it")
+}
+
+// Kafka refusing the replica its consumer group stops Run with
+// ErrNotAuthorized: retrying cannot help, and a replica that cannot consume
+// must not look healthy.
+func TestRunStopsWhenTheGroupIsRefused(t *testing.T) {
+	names := topics.DefaultNames()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	c.ControlKey(int16(kmsg.JoinGroup), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		resp := kr.(*kmsg.JoinGroupRequest).ResponseKind().(*kmsg.JoinGroupResponse)
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+		return resp, nil, true
+	})
+	w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
+		Store: testdb.New(t), Relay: idleRelay{}})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err = w.Run(ctx)
+	require.ErrorIs(t, err, worker.ErrNotAuthorized)
+	require.ErrorIs(t, err, kerr.GroupAuthorizationFailed)
+	require.NoError(t, ctx.Err(), "Run stopped on its own")
 }

@@ -328,8 +328,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			if errors.Is(err, context.Canceled) {
 				return // the poll woken
 			}
-			if errors.Is(err, kerr.InvalidSessionTimeout) {
-				fatal = err
+			switch {
+			case errors.Is(err, kerr.InvalidSessionTimeout):
+				fatal = fmt.Errorf("%w (group.min.session.timeout.ms..group.max.session.timeout.ms of the broker; set KAFKA_SESSION_TIMEOUT within them): %w", ErrSessionTimeout, err)
+			case errors.Is(err, kerr.GroupAuthorizationFailed),
+				errors.Is(err, kerr.TopicAuthorizationFailed) && (t == "" || t == w.cfg.Names.Commands):
+				fatal = fmt.Errorf("%w (Read on the commands topic %q and the consumer group %q): %w", ErrNotAuthorized, w.cfg.Names.Commands, w.cfg.Group, err)
 			}
 			if lost, ok := errors.AsType[*kgo.ErrDataLoss](err); ok && t == w.cfg.Names.Commands {
 				w.log.Warn().Err(err).Int32("partition", p).Msg("the commands topic lost records; checking what this replica applied")
@@ -339,9 +343,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
 		})
 		if fatal != nil {
-			// Retrying cannot help: the broker's bounds are its config.
+			// Retrying cannot help: the broker's bounds and rights are its
+			// config, and a replica that cannot consume must not look
+			// healthy.
 			w.cl.AllowRebalance()
-			ctxErr = fmt.Errorf("%w (group.min.session.timeout.ms..group.max.session.timeout.ms of the broker; set KAFKA_SESSION_TIMEOUT within them): %w", ErrSessionTimeout, fatal)
+			ctxErr = fatal
 			break
 		}
 		polled := time.Now()
@@ -383,6 +389,12 @@ func (w *Worker) Run(ctx context.Context) error {
 // session timeout (kerr.InvalidSessionTimeout): it is outside the broker's
 // group.min/max.session.timeout.ms.
 var ErrSessionTimeout = errors.New("the broker refused the consumer group session timeout")
+
+// ErrNotAuthorized is Run's error when Kafka refuses this replica the
+// consumer group or the commands topic (kerr.GroupAuthorizationFailed,
+// kerr.TopicAuthorizationFailed): a replica that cannot consume stops
+// rather than retry forever looking healthy.
+var ErrNotAuthorized = errors.New("Kafka refuses this replica the consumer group or the commands topic")
 
 // Close leaves the group and closes the client. Call it after Run returns.
 func (w *Worker) Close() {
