@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Prune deletes request outcomes older than requestRetention and history older
-// than eventsRetention, at most limit rows of each per call, so one call never
+// Prune deletes request outcomes older than requestRetention (but those of
+// acquires still queued) and history older than eventsRetention, at most limit rows of each per call, so one call never
 // holds locks for long. It returns how many rows it deleted.
 func (s *Store) Prune(ctx context.Context, requestRetention, eventsRetention time.Duration, limit int) (int64, error) {
 	var total int64
@@ -17,9 +17,12 @@ func (s *Store) Prune(ctx context.Context, requestRetention, eventsRetention tim
 	}{
 		// The oldest rows first, by the age index: statement_timestamp(),
 		// unlike clock_timestamp(), can bound an index scan, and = ANY of
-		// an array keeps the outer delete on the primary key.
+		// an array keeps the outer delete on the primary key. The outcome
+		// of an acquire still queued is kept (a wait may outlast the
+		// retention): a copy of it would otherwise be applied again.
 		{`DELETE FROM processed_requests WHERE request_id = ANY (ARRAY(
 			SELECT request_id FROM processed_requests WHERE processed_at < statement_timestamp() - make_interval(secs => $1::float8)
+				AND request_id NOT IN (SELECT request_id FROM lock_waiters)
 			ORDER BY processed_at LIMIT $2))`, requestRetention},
 		{`DELETE FROM lock_events WHERE id = ANY (ARRAY(
 			SELECT id FROM lock_events WHERE occurred_at < statement_timestamp() - make_interval(secs => $1::float8)
