@@ -31,7 +31,7 @@ func TestHandoffMarks(t *testing.T) {
 	t.Cleanup(c.Close)
 	st := testdb.New(t)
 	kopts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 10*time.Second, false)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 10*time.Second, "")
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour})
