@@ -43,9 +43,9 @@ func Classify(err error) (Failure, string) {
 		return KafkaAway, ""
 	}
 	switch ke {
-	case kerr.TopicAuthorizationFailed,
-		kerr.ClusterAuthorizationFailed, // creating the topic was refused
-		kerr.UnknownTopicOrPartition,    // missing and not (or not yet) created
+	case kerr.TopicAuthorizationFailed, // writing the topic was refused
+		kerr.ClusterAuthorizationFailed,
+		kerr.UnknownTopicOrPartition, // missing and not (or not yet) created
 		kerr.InvalidTopicException,
 		kerr.PolicyViolation,
 		kerr.InvalidPartitions,

@@ -123,12 +123,21 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recr
 		if _, err := tx.Exec(ctx, `DELETE FROM consumer_offsets WHERE group_id = $1 AND topic = $2`, group, topic); err != nil {
 			return err
 		}
+		// The outcomes of the ids generated from the old topic's records
+		// go. A wait queued under one stores its final answer later: it is
+		// stored under the id and the old topic's ID, which no command of
+		// the new topic is given. The waits' lock rows are locked first, as
+		// every writer of waits does, so a grant or timeout another replica
+		// is making commits before (and the DELETE, which reads after,
+		// takes its outcome too) or reads the new id.
+		if _, err := tx.Exec(ctx, `SELECT FROM locks WHERE (namespace, lock_name) IN (
+				SELECT namespace, lock_name FROM lock_waiters WHERE starts_with(request_id, $1 || '/'))
+			ORDER BY namespace, lock_name FOR UPDATE`, topic); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM processed_requests WHERE starts_with(request_id, $1 || '/')`, topic); err != nil {
 			return err
 		}
-		// A wait queued under such an id stores its final answer later: it
-		// is stored under the id and the old topic's ID, which no command
-		// of the new topic is given.
 		if _, err := tx.Exec(ctx, `UPDATE lock_waiters SET request_id = request_id || '@' || $2
 			WHERE starts_with(request_id, $1 || '/')`, topic, was); err != nil {
 			return err

@@ -112,10 +112,7 @@ func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 	for i, t := range tables {
 		quoted[i] = pgx.Identifier{t}.Sanitize()
 	}
-	// Without truncation: cutting a queue's empty tail pages takes an
-	// ACCESS EXCLUSIVE lock, which PostgreSQL tries for up to 5 s a table
-	// and which every command then waits behind.
-	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED, TRUNCATE false) "+strings.Join(quoted, ", "))
+	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED) "+strings.Join(quoted, ", "))
 	if err == nil {
 		_, err = c.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, VacuumLockClass)
 	}
