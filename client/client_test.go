@@ -1008,31 +1008,24 @@ func TestTopicsDefaulted(t *testing.T) {
 // at once with ErrForbidden.
 func TestNewWithoutTheRightToCreateTopics(t *testing.T) {
 	ctx := ctxT(t)
-	deny := func() {
-		env.Cluster.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-			req := kr.(*kmsg.CreateTopicsRequest)
-			resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
-			for _, rt := range req.Topics {
-				st := kmsg.NewCreateTopicsResponseTopic()
-				st.Topic, st.ErrorCode = rt.Topic, kerr.TopicAuthorizationFailed.Code
-				resp.Topics = append(resp.Topics, st)
-			}
-			return resp, nil, true
-		})
+	deny := func(requester string) {
+		env.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.CreateTopics}, Topic: topics.DefaultNames().ReplyTopic(requester),
+			Err: kerr.TopicAuthorizationFailed, Count: -1})
 	}
 	requester := uniq("no-create")
 	_, err := kadm.NewClient(env.Producer()).CreateTopic(ctx, 1, -1, nil, topics.DefaultNames().ReplyTopic(requester))
 	require.NoError(t, err, "made by an operator")
-	deny()
+	deny(requester)
 	c := newClient(t, requester)
 	lock := uniq("no-create")
 	l, err := c.Acquire(ctx, lock)
 	require.NoError(t, err, "its replies come")
 	require.NoError(t, l.Release(ctx))
 
-	deny()
+	without := uniq("no-create-no-topic")
+	deny(without)
 	start := time.Now()
-	_, err = client.New(ctx, client.Config{Brokers: env.Brokers, Requester: uniq("no-create-no-topic")})
+	_, err = client.New(ctx, client.Config{Brokers: env.Brokers, Requester: without})
 	require.ErrorIs(t, err, client.ErrForbidden)
 	require.ErrorContains(t, err, "TOPIC_AUTHORIZATION_FAILED")
 	require.Less(t, time.Since(start), 5*time.Second, "at once, not at the context's end")

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -401,29 +400,15 @@ func TestEnsureTopicsWithoutTheRightToCreate(t *testing.T) {
 	adm := kadm.NewClient(w.cl)
 	_, err = adm.CreateTopics(ctx, 1, 1, nil, n.Commands, n.Acquired, n.Released, n.Expired, n.Revoked, n.DeadLetter)
 	require.NoError(t, err)
-	var refusing atomic.Bool
-	refusing.Store(true)
-	c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if !refusing.Load() {
-			return nil, nil, false
-		}
-		req := kr.(*kmsg.CreateTopicsRequest)
-		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewCreateTopicsResponseTopic()
-			st.Topic, st.ErrorCode = rt.Topic, kerr.TopicAuthorizationFailed.Code
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	refuse := kfake.Fault{Keys: []kmsg.Key{kmsg.CreateTopics}, Err: kerr.TopicAuthorizationFailed, Count: -1}
+	refused := c.Fault(refuse)
 	err = w.EnsureTopics(ctx)
 	require.ErrorIs(t, err, kerr.TopicAuthorizationFailed)
 	require.ErrorContains(t, err, fmt.Sprintf("topic %q: creating it was refused", n.State))
 
-	refusing.Store(false)
+	refused.Remove()
 	_, err = adm.CreateTopic(ctx, 1, 1, nil, n.State)
 	require.NoError(t, err)
-	refusing.Store(true)
+	c.Fault(refuse)
 	require.NoError(t, w.EnsureTopics(ctx), "every topic was made beforehand")
 }
