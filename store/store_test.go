@@ -769,20 +769,17 @@ func TestCheckTopicID(t *testing.T) {
 		('', 'w', 'a', 'locks.commands/3/5', 30, now() + interval '1 hour', 3),
 		('', 'w', 'b', 'r-2', 30, now() + interval '1 hour', 3)`)
 	require.NoError(t, err)
-	waiters := func() (ids []string) {
-		rows, err := st.Pool.Query(ctx, `SELECT request_id FROM lock_waiters ORDER BY owner_id`)
-		require.NoError(t, err)
-		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return ids
+	ids := func(sql string) func() []string {
+		return func() []string {
+			rows, err := st.Pool.Query(ctx, sql)
+			require.NoError(t, err)
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			require.NoError(t, err)
+			return ids
+		}
 	}
-	requests := func() (ids []string) {
-		rows, err := st.Pool.Query(ctx, `SELECT request_id FROM processed_requests ORDER BY request_id`)
-		require.NoError(t, err)
-		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		require.NoError(t, err)
-		return ids
-	}
+	waiters := ids(`SELECT request_id FROM lock_waiters ORDER BY owner_id`)
+	requests := ids(`SELECT request_id FROM processed_requests ORDER BY request_id`)
 	for _, id := range []string{"id-1", "id-1"} {
 		recreated, _, err := st.CheckTopicID(ctx, group, topic, id)
 		require.NoError(t, err)
