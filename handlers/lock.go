@@ -50,15 +50,22 @@ const (
 
 // lockRowSQL locks a lock's row ($1 and $2 its key) and reads it;
 // lockRowSkipSQL skips a row another transaction holds (that transaction
-// settles the lock). The time is read outside the locking subquery: a
-// SELECT ... FOR UPDATE computes its columns before it waits for the row,
-// and computes them again after only if the transaction waited for changed
-// the row, so one that merely locked it (a refused command) would leave the
-// time of before the wait.
-const (
-	lockRowSQL     = `SELECT l.*, clock_timestamp() FROM (SELECT ` + lockFields + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE) l`
-	lockRowSkipSQL = `SELECT l.*, clock_timestamp() FROM (SELECT ` + lockFields + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE SKIP LOCKED) l`
+// settles the lock). The time is read once the row is locked (timedAfterLock).
+const lockRowLocking = `SELECT ` + lockFields + ` FROM locks WHERE namespace = $1 AND lock_name = $2 FOR UPDATE`
+
+var (
+	lockRowSQL     = timedAfterLock(lockRowLocking)
+	lockRowSkipSQL = timedAfterLock(lockRowLocking + ` SKIP LOCKED`)
 )
+
+// timedAfterLock adds the time to the columns of a locking SELECT, read
+// outside it: a SELECT ... FOR UPDATE computes its columns before it waits
+// for the row, and computes them again after only if the transaction waited
+// for changed the row, so the time read beside them would be from before
+// the wait when that transaction merely locked the row (a refused command).
+func timedAfterLock(locking string) string {
+	return `SELECT r.*, clock_timestamp() FROM (` + locking + `) r`
+}
 
 // dest is where lockCols are scanned to; call scanned after.
 func (r *lockRow) dest() []any {

@@ -63,11 +63,10 @@ func (s *session) info() *topics.SessionInfo {
 
 // readSession reads the command's session, locked with lock ("FOR UPDATE"
 // and the like); nil when there is no such row. Its time is read once the
-// row is locked, outside the locking subquery, as lockRowSQL does.
+// row is locked (timedAfterLock).
 func (a *applier) readSession(ctx context.Context, lock string) (*session, error) {
 	var s session
-	err := a.tx.QueryRow(ctx, `SELECT s.*, clock_timestamp() FROM (SELECT `+sessionFields+` FROM sessions WHERE id = $1 `+lock+`) s`,
-		a.cmd.SessionID).Scan(s.dest()...)
+	err := a.tx.QueryRow(ctx, timedAfterLock(`SELECT `+sessionFields+` FROM sessions WHERE id = $1 `+lock), a.cmd.SessionID).Scan(s.dest()...)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil, nil
