@@ -79,13 +79,7 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **rewindMove
 	case p.expected != unknownOffset && pos.Next != p.expected:
 		err = errTakenOver
 	default:
-		var m *rewindMove
-		if m, err = w.planRewind(ctx, p.id, pos); err == nil && m != nil {
-			*sent = m
-			if err = w.moveBack(ctx, p.id, *m); err == nil {
-				pos = m.to
-			}
-		}
+		pos, err = w.rewind(ctx, p.id, pos, sent)
 	}
 	if errors.Is(err, errTakenOver) {
 		w.takenOver(p)
@@ -119,9 +113,13 @@ const rewindTimeout = 5 * time.Second
 
 // rewind moves partition p's stored offset, pos, back to where the log
 // still holds what was applied (locateLoss), and returns where it stands.
-func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position) (store.Position, error) {
+// sent, when not nil, is set to the move before it is sent (rewindLost).
+func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent **rewindMove) (store.Position, error) {
 	m, err := w.planRewind(ctx, p, pos)
 	if err == nil && m != nil {
+		if sent != nil {
+			*sent = m
+		}
 		if err = w.moveBack(ctx, p, *m); err == nil {
 			return m.to, nil
 		}
@@ -241,7 +239,7 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 		if !ok || !found || end.Offset >= pos.Next {
 			continue
 		}
-		to, err := w.rewind(ctx, p, pos)
+		to, err := w.rewind(ctx, p, pos, nil)
 		if err != nil {
 			return fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
 		}
