@@ -69,14 +69,15 @@ func (s *Slot) Fill(rows []Row) {
 			n++
 		}
 	}
-	mine := make([]row, 0, n)
+	mine, size := make([]row, 0, n), 0
 	for _, x := range rows {
 		if x.Partition == s.p.id {
 			mine = append(mine, row{id: x.ID, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers})
+			size += len(x.Key) + len(x.Value) + len(x.Headers)
 		}
 	}
 	slices.SortFunc(mine, func(a, b row) int { return int(a.id - b.id) })
-	s.resolve(slotRows, mine)
+	s.resolve(slotRows, mine, size)
 }
 
 // Dirty resolves the slot without rows: when the relay reaches it, it reads
@@ -87,19 +88,17 @@ func (s *Slot) Dirty() {
 	if s == nil {
 		return
 	}
-	s.resolve(slotDirty, nil)
+	s.resolve(slotDirty, nil, 0)
 }
 
-func (s *Slot) resolve(st slotState, rows []row) {
+// resolve resolves the slot as st, with rows of size bytes (keys, values,
+// headers).
+func (s *Slot) resolve(st slotState, rows []row, size int) {
 	p := s.p
 	p.hmu.Lock()
 	// A slot of an earlier run is in no queue: its rows are not held.
 	queued := s.run == p.runs && p.running
 	if s.state == slotPending {
-		size := 0
-		for _, x := range rows {
-			size += len(x.key) + len(x.value) + len(x.headers)
-		}
 		if st == slotRows && queued && p.held > 0 && (p.held+len(rows) > p.maxHeld || p.heldBytes+size > p.maxHeldBytes) {
 			st, rows, size = slotDirty, nil, 0
 		}

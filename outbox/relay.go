@@ -167,7 +167,6 @@ type partition struct {
 	held, maxHeld           int
 	heldBytes, maxHeldBytes int
 	runs                    uint64 // Runs started, so a slot of an earlier one is told apart
-
 }
 
 // block holds a topic back after a failed publish until its backoff ends.
@@ -1112,23 +1111,22 @@ func (l *leftBehind) wait(d time.Duration) int {
 	l.mu.Unlock()
 	timeout := time.NewTimer(d)
 	defer timeout.Stop()
-	running, expired := 0, false
-	for _, c := range calls {
-		if !expired {
-			select {
-			case <-c:
-				continue
-			case <-timeout.C:
-				expired = true
-			}
-		}
+	for i, c := range calls {
 		select {
 		case <-c:
-		default:
-			running++
+		case <-timeout.C:
+			running := 0
+			for _, c := range calls[i:] {
+				select {
+				case <-c:
+				default:
+					running++
+				}
+			}
+			return running
 		}
 	}
-	return running
+	return 0
 }
 
 // handOver waits, as Run returns, for the publishes its passes left
