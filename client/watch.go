@@ -198,12 +198,11 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	defer r.cons.Close()
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
-	// By namespace and name, as two locks may share a key ("b" in
-	// namespace "a", "a/b" in the default one): a tombstone, which names
-	// no lock, removes every lock of its key.
+	// By key, then by namespace and name, as two locks may share a key
+	// ("b" in namespace "a", "a/b" in the default one): a tombstone, which
+	// names no lock, removes every lock of its key.
 	type lock struct{ ns, name string }
-	table := map[lock]LockRevision{}
-	byKey := map[string][]lock{} // the table's locks of each key
+	table := map[string]map[lock]LockRevision{}
 	var bad error
 	for !r.caughtUp() {
 		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
@@ -212,17 +211,13 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			case err != nil:
 				bad = fmt.Errorf("record %d of partition %d: %w", rec.Offset, rec.Partition, err)
 			case lr.Deleted:
-				for _, l := range byKey[string(rec.Key)] {
-					delete(table, l)
-				}
-				delete(byKey, string(rec.Key))
+				delete(table, string(rec.Key))
 			default:
-				l := lock{lr.Namespace, lr.Name}
-				if _, ok := table[l]; !ok {
-					key := topics.LockKey(l.ns, l.name)
-					byKey[key] = append(byKey[key], l)
+				key := topics.LockKey(lr.Namespace, lr.Name)
+				if table[key] == nil {
+					table[key] = map[lock]LockRevision{}
 				}
-				table[l] = lr
+				table[key][lock{lr.Namespace, lr.Name}] = lr
 			}
 		})
 		if err != nil {
@@ -233,8 +228,10 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 		return nil, fmt.Errorf("reading the lock table: %w", bad)
 	}
 	out := make([]LockRevision, 0, len(table))
-	for _, lr := range table {
-		out = append(out, lr)
+	for _, locks := range table {
+		for _, lr := range locks {
+			out = append(out, lr)
+		}
 	}
 	slices.SortFunc(out, func(a, b LockRevision) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
