@@ -45,6 +45,14 @@ func newClient(t *testing.T, requester string, mod ...func(*client.Config)) *cli
 	return c
 }
 
+// statusOf queries the lock and returns its status.
+func statusOf(t *testing.T, c *client.Client, lock string) client.Status {
+	t.Helper()
+	info, err := c.Query(ctxT(t), lock)
+	require.NoError(t, err)
+	return info.Status
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -957,9 +965,7 @@ func TestReleaseAfterAReleaseThatGaveUp(t *testing.T) {
 		t.Fatal("a released lease is not lost")
 	default:
 	}
-	info, err := c.Query(ctx, lock)
-	require.NoError(t, err)
-	require.Equal(t, client.StatusReleased, info.Status)
+	require.Equal(t, client.StatusReleased, statusOf(t, c, lock))
 }
 
 // WithLock releases the lock when fn panics, and the keep-alive stops.
@@ -976,9 +982,7 @@ func TestWithLockReleasesWhenFnPanics(t *testing.T) {
 		})
 	}()
 	require.ErrorIs(t, l.Err(), client.ErrReleased)
-	info, err := c.Query(ctx, lock)
-	require.NoError(t, err)
-	require.Equal(t, client.StatusReleased, info.Status)
+	require.Equal(t, client.StatusReleased, statusOf(t, c, lock))
 }
 
 // An acquire whose context ended before it was sent sends nothing: no
@@ -992,9 +996,8 @@ func TestAcquireWithAnEndedContextSendsNothing(t *testing.T) {
 	cancel()
 	_, err := c.Acquire(ended, lock, client.WithOwner("svc"))
 	require.ErrorIs(t, err, context.Canceled)
-	info, err := c.Query(ctx, lock) // after the acquire, had it been sent: same key, same partition
-	require.NoError(t, err)
-	require.Equal(t, client.StatusFree, info.Status)
+	// Queried after the acquire, had it been sent: same key, same partition.
+	require.Equal(t, client.StatusFree, statusOf(t, c, lock))
 }
 
 // Config.Topics left empty takes every default name, lock.revoked's too.
