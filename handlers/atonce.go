@@ -19,12 +19,13 @@ import (
 // extend of its lease in force, both when no lease of the lock has run out
 // (the general path would settle it first), the extend also when nobody
 // waits or when the lock has no lock-delay (passed or not) and no waiter
-// past its deadline (the general path's settling would hand the lock on). The statement applies only in
-// that case and returns what it changed; otherwise it changes nothing and
-// the general path decides (handlers/rules). Updating an existing row takes its token and times after the row
-// lock, like the general path; creating a row takes them before a possible
-// wait on a racing insert of the same lock, so such a lease starts a little
-// early.
+// past its deadline (the general path's settling would hand the lock on).
+// The statement applies only in that case and returns what it changed;
+// otherwise it changes nothing and the general path decides
+// (handlers/rules). Updating an existing row takes its token and times
+// after the row lock, like the general path; creating a row takes them
+// before a possible wait on a racing insert of the same lock, so such a
+// lease starts a little early.
 //
 // The statements take arrays, one element per command, so a batch sends the
 // common cases of all its commands that may go ahead in one statement per

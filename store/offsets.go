@@ -106,8 +106,8 @@ func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition
 // the outcomes of the request_ids generated from the old topic's records
 // ("<topic>/<partition>/<offset>", which the new topic's records would be
 // given again; a wait still queued under one is answered under the id and
-// "@<old topic ID>"), and returns the ID they were stored under. The first call
-// for a topic only records the ID.
+// "@<old topic ID>"), and returns the ID they were stored under. The first
+// call for a topic only records the ID.
 func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recreated bool, was string, err error) {
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		recreated, was = false, ""

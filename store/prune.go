@@ -7,8 +7,9 @@ import (
 )
 
 // Prune deletes request outcomes older than requestRetention (but those of
-// acquires still queued) and history older than eventsRetention, at most limit rows of each per call, so one call never
-// holds locks for long. It returns how many rows it deleted.
+// acquires still queued) and history older than eventsRetention, at most
+// limit rows of each per call, so one call never holds locks for long. It
+// returns how many rows it deleted.
 func (s *Store) Prune(ctx context.Context, requestRetention, eventsRetention time.Duration, limit int) (int64, error) {
 	var total int64
 	for _, q := range []struct {

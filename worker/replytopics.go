@@ -16,13 +16,14 @@ import (
 // than max topics exist under the reply prefix. A topic not known yet is
 // looked up on its own, so one its requester created just before producing
 // the command is found (the SDK creates its reply topic in New and may
-// send at once), within bounds (maxLookups, missingFor); the set of all topics, to count them, is read at most
-// once per second, and replaces the set, so topics deleted since no longer
-// count. Both ask the brokers directly: the client's metadata cache, which
-// kadm's listings use, can be seconds old. A topic allowed here as new
-// counts at once, and for pendingCreation after even where a listing does
-// not show it yet, so no stream of new reply_to values, however fast, makes
-// more than max through one replica (each replica keeps its own count).
+// send at once), within bounds (maxLookups, missingFor); the set of all
+// topics, to count them, is read at most once per second, and replaces the
+// set, so topics deleted since no longer count. Both ask the brokers
+// directly: the client's metadata cache, which kadm's listings use, can be
+// seconds old. A topic allowed here as new counts at once, and for
+// pendingCreation after even where a listing does not show it yet, so no
+// stream of new reply_to values, however fast, makes more than max through
+// one replica (each replica keeps its own count).
 type replyTopics struct {
 	cl     kmsg.Requestor
 	prefix string
@@ -43,20 +44,19 @@ type replyTopics struct {
 // maxLookups topics in a second (a stream of commands naming missing
 // topics would otherwise cost a broker round trip each, which every
 // applier waits for): beyond it, the list of all topics, read at most once
-// a second, answers. At most maxMissing answers are kept.
+// a second, answers. At most maxMissing answers are kept. pendingCreation
+// is how long a topic allowed as new counts without a listing showing it:
+// the relay creates it when it first publishes there.
 const (
-	missingFor = 100 * time.Millisecond
-	maxLookups = 200
-	maxMissing = 10000
+	missingFor      = 100 * time.Millisecond
+	maxLookups      = 200
+	maxMissing      = 10000
+	pendingCreation = time.Minute
 )
 
 func newReplyTopics(cl kmsg.Requestor, prefix string, max int, create bool) *replyTopics {
 	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, known: map[string]time.Time{}, missing: map[string]time.Time{}}
 }
-
-// pendingCreation is how long a topic allowed as new counts without a
-// listing showing it: the relay creates it when it first publishes there.
-const pendingCreation = time.Minute
 
 // allow reports whether a command may name topic as its reply_to, and how
 // many reply topics there are. Kafka's trouble does not refuse commands:
@@ -98,7 +98,7 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	if len(rt.known) >= rt.max {
 		return false, len(rt.known)
 	}
-	rt.known[topic] = time.Now()
+	rt.known[topic] = now
 	return true, len(rt.known)
 }
 
