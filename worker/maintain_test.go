@@ -85,3 +85,46 @@ func TestRunStopsWhenTheGroupIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, kerr.GroupAuthorizationFailed)
 	require.NoError(t, ctx.Err(), "Run stopped on its own")
 }
+
+// A replica joins its consumer group in Run, not in New: one still starting
+// (topics checked, first states published, HTTP served) would otherwise be
+// given partitions it leaves idle until it runs.
+func TestGroupJoinedInRun(t *testing.T) {
+	names := topics.DefaultNames()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	joins := make(chan struct{}, 1)
+	c.ControlKey(int16(kmsg.JoinGroup), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		select {
+		case joins <- struct{}{}:
+		default:
+		}
+		return nil, nil, false
+	})
+	w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
+		Store: testdb.New(t), Relay: idleRelay{}})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Its requests follow the client's first metadata, which a client
+	// consuming the topic joins with.
+	require.NoError(t, w.EnsureTopics(ctx))
+	require.Never(t, func() bool { return len(joins) > 0 }, time.Second, 10*time.Millisecond, "joined before Run")
+
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- w.Run(runCtx) }()
+	select {
+	case <-joins:
+	case err := <-ran:
+		t.Fatalf("Run returned before joining: %v", err)
+	case <-ctx.Done():
+		t.Fatal("Run did not join the group")
+	}
+	require.Eventually(t, func() bool { return len(w.Partitions()) == 16 }, 30*time.Second, 10*time.Millisecond, "Run consumes its partitions")
+	stop()
+	require.NoError(t, <-ran)
+}

@@ -165,7 +165,8 @@ type Worker struct {
 	batchRetryBase time.Duration
 }
 
-// New checks cfg and creates the Kafka client; Run starts consuming.
+// New checks cfg and creates the Kafka client; Run joins the consumer
+// group and consumes.
 func New(cfg Config) (*Worker, error) {
 	if cfg.Store == nil || cfg.Relay == nil {
 		return nil, errors.New("worker: Store and Relay are required")
@@ -212,8 +213,10 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	opts := append([]kgo.Opt{
+		// The group without its topic: the client joins once Run adds it,
+		// so a replica still starting (topics checked, first states
+		// published, HTTP served) takes no partition it would leave idle.
 		kgo.ConsumerGroup(cfg.Group),
-		kgo.ConsumeTopics(cfg.Names.Commands),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
@@ -312,6 +315,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	for _, q := range w.lanes {
 		appliers.Go(func() { w.applyLoop(w.hard, q) })
 	}
+	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
 	for {
 		if pollCtx.Err() != nil { // woken by seekTo
 			renewPoll()
