@@ -36,8 +36,8 @@ type Main struct {
 	Logger zerolog.Logger
 
 	// Ready is closed once everything is wired and the worker is about to
-	// consume (its Kafka client joins the group as soon as it is made, in
-	// worker.New); Brokers then says where Kafka is, and HTTPAddr where the
+	// join its consumer group and consume (worker.Run); Brokers then says
+	// where Kafka is, and HTTPAddr where the
 	// health and metrics endpoints listen (the bound address, so HTTP_ADDR
 	// may be ":0").
 	Ready    chan struct{}
