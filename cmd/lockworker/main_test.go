@@ -61,6 +61,20 @@ func externalKafka(t *testing.T) (*kfake.Cluster, func(*config.Config)) {
 // startWith runs the real service wiring on the configuration that
 // configure leaves.
 func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, func()) {
+	m, done, stop := launch(t, dbURL, configure)
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("lockworker did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("lockworker did not start in 30 s")
+	}
+	return m, stop
+}
+
+// launch starts the real service wiring as startWith does, without waiting
+// for it: done gets Run's error should it return before stop.
+func launch(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, <-chan error, func()) {
 	m := NewMain()
 	m.Logger = zerolog.Nop()
 	m.Config.Postgres.URL = dbURL
@@ -70,13 +84,6 @@ func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Mai
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("lockworker did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("lockworker did not start in 30 s")
-	}
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -88,7 +95,7 @@ func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Mai
 		m.Close()
 	}
 	t.Cleanup(stop)
-	return m, stop
+	return m, done, stop
 }
 
 // reexec runs this test binary again as a child process that runs only

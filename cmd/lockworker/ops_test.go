@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/metrics"
@@ -310,4 +311,53 @@ func TestHealthFollowsPostgres(t *testing.T) {
 	}, 20*time.Second, 50*time.Millisecond)
 	require.Equal(t, "ok", h.Checks["postgres"].Status)
 	a.await("during", topics.TypeAcquired)
+}
+
+// A replica answers its liveness probe from its first moment, and /health
+// says what it waits for until it serves, so a long migration or a slow
+// broker at start is not mistaken for a hung process.
+func TestHealthWhileStarting(t *testing.T) {
+	kafka, external := externalKafka(t)
+	release := make(chan struct{})
+	kafka.ControlKey(int16(kmsg.CreateTopics), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kafka.SleepControl(func() { <-release }) // the first CreateTopics only
+		return nil, nil, false
+	})
+	m, done, _ := launch(t, testdb.NewSchema(t).URL, external)
+	select {
+	case <-m.Serving:
+	case err := <-done:
+		t.Fatalf("lockworker did not start: %v", err)
+	}
+
+	var h httpapi.Health
+	require.Eventually(t, func() bool {
+		code, _ := get(t, m, "/health", &h)
+		require.Equal(t, http.StatusServiceUnavailable, code)
+		return h.Step == "checking the Kafka topics"
+	}, 30*time.Second, 10*time.Millisecond, "the step before it: %q", h.Step)
+	require.Equal(t, "starting", h.Status)
+	require.True(t, h.Live)
+	require.False(t, h.Ready)
+	var live httpapi.Live
+	code, _ := get(t, m, "/health/live", &live)
+	require.Equal(t, http.StatusOK, code)
+	require.True(t, live.Live)
+	code, body := get(t, m, "/locks/a", nil)
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, "starting: checking the Kafka topics")
+
+	close(release)
+	select {
+	case <-m.Ready:
+	case err := <-done:
+		t.Fatalf("lockworker did not start: %v", err)
+	}
+	require.Eventually(t, func() bool {
+		h = httpapi.Health{}
+		code, _ := get(t, m, "/health", &h)
+		return code == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond)
+	require.Equal(t, "ok", h.Status)
+	require.Empty(t, h.Step)
 }

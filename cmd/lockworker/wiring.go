@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -35,24 +36,32 @@ type Main struct {
 	Config config.Config
 	Logger zerolog.Logger
 
+	// Serving is closed once the HTTP endpoints listen, first of all;
+	// HTTPAddr then says where (the bound address, so HTTP_ADDR may be
+	// ":0"). Until Ready they answer as httpapi.Starting does.
+	Serving  chan struct{}
+	HTTPAddr string
 	// Ready is closed once everything is wired and the worker is about to
 	// join its consumer group and consume (worker.Run); Brokers then says
-	// where Kafka is, and HTTPAddr where the
-	// health and metrics endpoints listen (the bound address, so HTTP_ADDR
-	// may be ":0").
-	Ready    chan struct{}
-	Brokers  []string
-	HTTPAddr string
+	// where Kafka is.
+	Ready   chan struct{}
+	Brokers []string
 	// Embedded is the embedded broker, when Run started one.
 	Embedded *embedded.Broker
 
 	mu      sync.Mutex
 	closers []func()
+	// handler serves HTTP: httpapi.Starting's, then httpapi.New's; step
+	// is what Starting's says Run is doing.
+	handler  atomic.Pointer[http.Handler]
+	step     atomic.Pointer[string]
+	stopHTTP func()
 }
 
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
-	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), Ready: make(chan struct{})}
+	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(),
+		Serving: make(chan struct{}), Ready: make(chan struct{})}
 }
 
 // ParseEnv reads the configuration from the environment and sets up logging.
@@ -103,6 +112,11 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Warn().Msg("KAFKA_SASL_MECHANISM=PLAIN without KAFKA_TLS_ENABLED: the SASL password crosses the network as is")
 	}
 	names := m.names()
+	// First, so that a taken HTTP_ADDR fails at once, and probes can tell
+	// a replica migrating or checking its topics from one that hangs.
+	if err := m.listenHTTP(); err != nil {
+		return err
+	}
 
 	// Which brokers and why, in the log and in the first connection error:
 	// KAFKA_BOOTSTRAP_SERVERS exported for an SDK program also turns the
@@ -110,6 +124,7 @@ func (m *Main) Run(ctx context.Context) error {
 	chosenBy := "from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off"
 	if cfg.EmbeddedKafka() {
 		chosenBy = "the embedded broker, started because KAFKA_BOOTSTRAP_SERVERS is unset"
+		m.starting("starting the embedded Kafka broker")
 		// The worker creates its topics below, as it does on real Kafka.
 		b, err := embedded.Start(ctx, embedded.Options{Addr: cfg.Embedded.Addr, Dir: cfg.Embedded.Dir,
 			MinSessionTimeout: cfg.Embedded.MinSessionTimeout, Logger: log})
@@ -128,6 +143,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))
 
+	m.starting("connecting to PostgreSQL")
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
 		RetryBase: cfg.AcquireRetryDelay,
@@ -139,6 +155,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.onClose(st.Close)
+	m.starting("migrating the database")
 	if err := st.Migrate(ctx); err != nil {
 		return err
 	}
@@ -209,24 +226,27 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.starting("checking the Kafka topics")
 	if err := w.EnsureTopics(ctx); err != nil {
 		// The first request to Kafka that must succeed: say what to check.
 		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
 			cfg.Kafka.BootstrapServers, chosenBy, err)
 	}
 
+	m.starting("publishing the first lock states")
 	if n, err := w.PublishFirstStates(ctx); err != nil {
 		return err
 	} else if n > 0 {
 		log.Info().Int("locks", n).Str("topic", names.State).Msg("published the first state of the locks from before revisions")
 	}
 
-	if err := m.serveHTTP(httpapi.Config{
+	var h http.Handler = httpapi.New(httpapi.Config{
 		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
-	}); err != nil {
-		return err
-	}
+	})
+	m.handler.Store(&h)
+	// Again, to run before the pool closes: the endpoints read it.
+	m.onClose(m.stopHTTP)
 	// Again, to run first: the group is left at once, not after the HTTP
 	// server's requests in flight.
 	m.onClose(leave)
@@ -242,16 +262,29 @@ func (m *Main) Run(ctx context.Context) error {
 	return w.Run(ctx)
 }
 
-// serveHTTP serves the health and metrics endpoints on HTTP_ADDR until
-// Close, which lets requests in flight finish. It keeps serving while Run
-// drains, so probes see "draining" rather than a refused connection.
-func (m *Main) serveHTTP(cfg httpapi.Config) error {
+// starting says what Run does now, on the log and on /health until the
+// service is wired.
+func (m *Main) starting(step string) {
+	m.step.Store(&step)
+	m.Logger.Debug().Str("step", step).Msg("starting")
+}
+
+// listenHTTP serves the health and metrics endpoints on HTTP_ADDR until
+// Close, which lets requests in flight finish: httpapi.Starting's until Run
+// installs httpapi.New's. It keeps serving while Run drains, so probes see
+// "draining" rather than a refused connection.
+func (m *Main) listenHTTP() error {
 	ln, err := net.Listen("tcp", m.Config.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listening on HTTP_ADDR %s: %w", m.Config.HTTPAddr, err)
 	}
+	m.starting("starting")
+	h := httpapi.Starting(m.Config.InstanceID, func() string { return *m.step.Load() })
+	m.handler.Store(&h)
 	srv := &http.Server{
-		Handler:           httpapi.New(cfg),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			(*m.handler.Load()).ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -264,8 +297,9 @@ func (m *Main) serveHTTP(cfg httpapi.Config) error {
 		}
 	}()
 	m.HTTPAddr = ln.Addr().String()
+	close(m.Serving)
 	m.Logger.Info().Str("addr", m.HTTPAddr).Msg("serving health and metrics over HTTP")
-	m.onClose(func() {
+	m.stopHTTP = sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
@@ -274,6 +308,7 @@ func (m *Main) serveHTTP(cfg httpapi.Config) error {
 		}
 		<-done
 	})
+	m.onClose(m.stopHTTP)
 	return nil
 }
 

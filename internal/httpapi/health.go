@@ -21,7 +21,8 @@ type Check struct {
 // dependencies answer and it is not draining).
 type Health struct {
 	// Status is ok, degraded (ready, but parked outbox rows wait for an
-	// operator), unavailable (a check failed) or draining.
+	// operator), unavailable (a check failed), draining, or starting (see
+	// Starting).
 	Status     string           `json:"status"`
 	Live       bool             `json:"live"`
 	Ready      bool             `json:"ready"`
@@ -29,6 +30,8 @@ type Health struct {
 	Uptime     float64          `json:"uptime_seconds"`
 	Partitions []int32          `json:"partitions"`
 	Checks     map[string]Check `json:"checks"`
+	// Step is what a starting process is doing; absent once it serves.
+	Step string `json:"step,omitempty"`
 	// OutboxParked counts the parked outbox rows of the whole database
 	// (outbox.Parked); absent when PostgreSQL did not answer.
 	OutboxParked *int64 `json:"outbox_parked,omitempty"`
