@@ -35,7 +35,9 @@ func TestSessionSurvivesRestart(t *testing.T) {
 	next, err := sdk.New(ctx, sdk.Config{Brokers: brokers, Requester: "next"})
 	require.NoError(t, err)
 	defer next.Close()
-	const ttl = 5 * time.Second
+	// Keep-alives come every ttl/3; the restart (drain, migrations behind
+	// other tests', topics, the group's join) must fit in the rest.
+	const ttl = 12 * time.Second
 	s, err := owner.NewSession(ctx, ttl)
 	require.NoError(t, err)
 	locks := []string{"job-1", "job-2", "job-3", "job-4"}

@@ -23,8 +23,10 @@ import (
 // TestTakeover SIGKILLs: "protocol brokers database-url".
 const replicaEnv = "LOCKWORKER_TEST_TAKEOVER_REPLICA"
 
-// takeoverSession is the replicas' session timeout in TestTakeover.
-const takeoverSession = 3 * time.Second
+// takeoverSession is the replicas' session timeout in TestTakeover: Apache
+// Kafka's least, and room enough for a clean stop's hand-over on a busy
+// machine.
+const takeoverSession = 6 * time.Second
 
 // replicaOn configures a replica of TestTakeover: the group protocol, the
 // brokers, a short session.
@@ -42,7 +44,7 @@ func replicaOn(name, protocol string, brokers []string) func(*config.Config) {
 // over at once; one SIGKILLed has its partitions answered again within the
 // session timeout (the group's, which lockworker sets under KIP-848) and a
 // fraction of a second (fetchMaxWait: the survivor's own partitions are
-// idle then); every command is answered, those sent while the killed
+// idle then; checked with 4 s of room for a busy machine); every command is answered, those sent while the killed
 // replica's partitions had no owner included.
 func TestTakeover(t *testing.T) {
 	if os.Getenv(replicaEnv) != "" {
@@ -147,7 +149,7 @@ func takeover(t *testing.T, protocol string) {
 	t.Logf("b answered everything %s after a was killed (session timeout %s)", took.Round(time.Millisecond), takeoverSession)
 	// Not the broker's default session (45 s under KIP-848), and no wait
 	// for b's fetch in flight (up to 5 s before fetchMaxWait).
-	require.Less(t, took, takeoverSession+1500*time.Millisecond, "a's partitions are served again soon after the session timeout")
+	require.Less(t, took, takeoverSession+4*time.Second, "a's partitions are served again soon after the session timeout")
 	round(topics.OpRelease, topics.TypeReleased, 2)
 }
 
