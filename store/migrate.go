@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"io/fs"
 
 	"github.com/jackc/tern/v2/migrate"
 
@@ -14,12 +15,24 @@ const VersionTable = "lockworker_schema_version"
 
 // Migrate applies every pending migration. tern holds a PostgreSQL advisory
 // lock while it migrates, so workers starting at once apply each file once.
+// That lock is one for the whole database, whatever the schema: a schema
+// already at the last migration is left alone without it, so a replica
+// restarting does not wait behind another schema's migration.
 func (s *Store) Migrate(ctx context.Context) error {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", translate(err))
 	}
 	defer conn.Release()
+	last, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil {
+		return fmt.Errorf("loading migrations: %w", err)
+	}
+	var version int
+	// Any error (no version table yet) leaves it to tern.
+	if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil && version == len(last) {
+		return nil
+	}
 	m, err := migrate.NewMigrator(ctx, conn.Conn(), VersionTable)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", translate(err))

@@ -1048,3 +1048,22 @@ func TestOpenKeepsMinConnsAsConfigured(t *testing.T) {
 		require.Equal(t, cfg.Postgres.MinConns, st.Pool.Config().MinConns, "POSTGRES_MIN_CONNECTIONS=%s", v)
 	}
 }
+
+// A schema at the last migration is not migrated again, so it does not wait
+// for tern's advisory lock, one for the whole database, which another
+// schema's migration may hold for long.
+func TestMigrateUpToDateTakesNoLock(t *testing.T) {
+	st := testdb.New(t) // migrated
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, testdb.NewSchema(t).URL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	// tern's lock (its migrate.go): held while this test's Migrate runs.
+	_, err = conn.Exec(ctx, `SELECT pg_advisory_lock(9628173550095224)`)
+	require.NoError(t, err)
+	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(9628173550095224)`) //nolint:errcheck
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, st.Migrate(mctx), "Migrate waited for the lock")
+	requireSchema(t, st)
+}
