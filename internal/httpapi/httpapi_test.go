@@ -66,11 +66,14 @@ func newEnv(t testing.TB, stopping <-chan struct{}, configure ...func(*Config)) 
 	go func() { defer close(vacuumed); vac.Run(vctx) }()
 	t.Cleanup(func() { stopVacuum(); <-vacuumed })
 
-	cfg := Config{Pool: st.Pool, Kafka: cl, Metrics: metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: 300 * time.Millisecond}), Stopping: stopping,
-		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 300 * time.Millisecond, Vacuum: vac.Status}
+	// The default check timeout: a busy machine's reads take their time.
+	// Tests of a hung database shorten it (hung).
+	cfg := Config{Pool: st.Pool, Kafka: cl, Stopping: stopping,
+		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 2 * time.Second, Vacuum: vac.Status}
 	for _, c := range configure {
 		c(&cfg)
 	}
+	cfg.Metrics = metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: cfg.CheckTimeout})
 	h := New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -94,6 +97,9 @@ func (e *env) get(path string, v any) (int, string) {
 	}
 	return resp.StatusCode, string(body)
 }
+
+// hung shortens the checks' timeout, for tests that hang the database.
+func hung(c *Config) { c.CheckTimeout = 300 * time.Millisecond }
 
 // apply runs commands through the state machine, as the worker does.
 func (e *env) apply(cmds ...topics.Command) {
@@ -240,7 +246,7 @@ func TestHealthDegraded(t *testing.T) {
 // within its timeout, /metrics still answers without the database gauges,
 // and all is well again once it answers.
 func TestHungDatabase(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newEnv(t, nil, hung)
 	var h Health
 	code, body := e.get("/health", &h)
 	require.Equal(t, http.StatusOK, code, body)
@@ -339,7 +345,7 @@ func TestLocksHealthVacuum(t *testing.T) {
 // the HTTP port cannot take the connections the worker's batches need.
 func TestDatabaseReadsAreBounded(t *testing.T) {
 	var pool *pgxpool.Pool
-	e := newEnv(t, nil, func(c *Config) { pool = c.Pool })
+	e := newEnv(t, nil, hung, func(c *Config) { pool = c.Pool })
 	e.proxy.Hang()
 	var most atomic.Int32
 	stop := make(chan struct{})
