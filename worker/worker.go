@@ -253,19 +253,13 @@ func New(cfg Config) (*Worker, error) {
 // beforehand, and fails naming the first that is not.
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
-	n := w.cfg.Names
-	want := map[string]int32{n.Commands: w.cfg.CommandsPartitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.Revoked: 1, n.DeadLetter: 1}
-	if n.State != "" {
-		want[n.State] = w.cfg.CommandsPartitions
-	}
-	compact := "compact"
-	for topic, parts := range want {
-		var configs map[string]*string
-		if topic == n.State {
-			// A table: compaction keeps each lock's last state.
-			configs = map[string]*string{"cleanup.policy": &compact}
+	for _, spec := range Topics(w.cfg.Names, w.cfg.CommandsPartitions) {
+		topic := spec.Name
+		configs := make(map[string]*string, len(spec.Configs))
+		for k, v := range spec.Configs {
+			configs[k] = &v
 		}
-		resp, err := adm.CreateTopic(ctx, parts, -1, configs, topic)
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, -1, configs, topic)
 		if err == nil {
 			err = resp.Err
 		}
