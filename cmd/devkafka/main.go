@@ -5,9 +5,14 @@
 //
 //	devkafka -addr 127.0.0.1:0 -partitions 16 -min-session-timeout 6s
 //
-// It prints "devkafka listening on <host:port>" on stdout once the topics
-// exist and runs until SIGINT or SIGTERM. Like the embedded broker it writes
-// without fsync: records survive a killed process, not a host crash.
+// It creates the topics a worker would (worker.Topics: the lock state topic
+// compacted), under the names lockworker reads from the environment
+// (KAFKA_TOPIC_*), with -partitions (default COMMANDS_PARTITIONS, 16) for
+// the commands and lock state topics, so that replicas started on it with
+// another COMMANDS_PARTITIONS still share its count. It prints "devkafka
+// listening on <host:port>" on stdout once the topics exist and runs until
+// SIGINT or SIGTERM. Like the embedded broker it writes without fsync:
+// records survive a killed process, not a host crash.
 package main
 
 import (
@@ -16,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,22 +30,55 @@ import (
 	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/embedded"
 	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
 )
 
 func main() {
+	tc, err := topicsFromEnv(os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "devkafka:", err)
+		os.Exit(2)
+	}
 	addr := flag.String("addr", config.DefaultEmbeddedAddr, "listen and advertised address (port 0: any free port)")
 	dir := flag.String("dir", "", "data directory (default: a new temporary directory, removed at exit)")
-	partitions := flag.Int("partitions", 16, "partitions of the commands topic")
+	partitions := flag.Int("partitions", int(tc.CommandsPartitions), "partitions of the commands and lock state topics (default: COMMANDS_PARTITIONS)")
 	minSession := flag.Duration("min-session-timeout", config.ApacheMinSessionTimeout, "group.min.session.timeout.ms (Apache Kafka's default is 6s)")
 	verbose := flag.Bool("v", false, "log the broker's warnings and errors to stderr")
 	flag.Parse()
-	if err := run(*addr, *dir, int32(*partitions), *minSession, *verbose); err != nil {
+	if err := run(*addr, *dir, tc.Names(), int32(*partitions), *minSession, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "devkafka:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, dir string, partitions int32, minSession time.Duration, verbose bool) error {
+// topicsFromEnv reads the topic settings as lockworker does
+// (KAFKA_TOPIC_*, COMMANDS_PARTITIONS, REPLY_TOPIC_PREFIX), and no other
+// setting: one only lockworker uses cannot stop devkafka.
+func topicsFromEnv(getenv func(string) string) (config.TopicsConfig, error) {
+	cfg, err := config.FromEnv(func(k string) string {
+		if strings.HasPrefix(k, "KAFKA_TOPIC_") || k == "COMMANDS_PARTITIONS" || k == "REPLY_TOPIC_PREFIX" {
+			return getenv(k)
+		}
+		return ""
+	})
+	return cfg.Topics, err
+}
+
+// brokerOptions are the embedded broker's options with the topics a worker
+// of these names and commands partitions needs.
+func brokerOptions(addr, dir string, names topics.Names, partitions int32, minSession time.Duration, log zerolog.Logger) embedded.Options {
+	o := embedded.Options{Addr: addr, Dir: dir, MinSessionTimeout: minSession, Logger: log,
+		Topics: map[string]int32{}, TopicConfigs: map[string]map[string]string{}}
+	for _, t := range worker.Topics(names, partitions) {
+		o.Topics[t.Name] = t.Partitions
+		if t.Configs != nil {
+			o.TopicConfigs[t.Name] = t.Configs
+		}
+	}
+	return o
+}
+
+func run(addr, dir string, names topics.Names, partitions int32, minSession time.Duration, verbose bool) error {
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "devkafka-")
 		if err != nil {
@@ -52,13 +91,9 @@ func run(addr, dir string, partitions int32, minSession time.Duration, verbose b
 	if verbose {
 		log = zerolog.New(os.Stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	}
-	n := topics.DefaultNames()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	b, err := embedded.Start(ctx, embedded.Options{
-		Addr: addr, Dir: dir, MinSessionTimeout: minSession, Logger: log,
-		Topics: map[string]int32{n.Commands: partitions, n.Acquired: 1, n.Released: 1, n.Expired: 1, n.Revoked: 1, n.DeadLetter: 1, n.State: partitions},
-	})
+	b, err := embedded.Start(ctx, brokerOptions(addr, dir, names, partitions, minSession, log))
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,10 @@ type Options struct {
 	// changing the count would move keys between partitions. A mismatch is
 	// logged.
 	Topics map[string]int32
+	// TopicConfigs are the configs a topic of Topics is created with
+	// (cleanup.policy, segment.bytes...); a topic without any gets the
+	// broker's defaults. An existing topic keeps the configs it has.
+	TopicConfigs map[string]map[string]string
 	// SyncWrites fsyncs every produced batch (kfake.SyncWrites), so records
 	// survive a machine crash too, not only a killed process. Slow.
 	SyncWrites bool
@@ -104,6 +108,11 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	for t, p := range o.Topics {
 		if p < 1 {
 			return nil, fmt.Errorf("embedded kafka: topic %q: %d partitions", t, p)
+		}
+	}
+	for t := range o.TopicConfigs {
+		if _, ok := o.Topics[t]; !ok {
+			return nil, fmt.Errorf("embedded kafka: configs for topic %q, which is not in Topics", t)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -154,7 +163,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	// Created here rather than with kfake.SeedTopics: kfake applies seed
 	// topics only to an empty data dir, so a topic added to Topics later
 	// would never appear after the first start.
-	if err := b.createTopics(ctx, o.Topics); err != nil {
+	if err := b.createTopics(ctx, o.Topics, o.TopicConfigs); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -164,7 +173,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	return b, nil
 }
 
-func (b *Broker) createTopics(ctx context.Context, topics map[string]int32) error {
+func (b *Broker) createTopics(ctx context.Context, topics map[string]int32, configs map[string]map[string]string) error {
 	names := make([]string, 0, len(topics))
 	for t := range topics {
 		names = append(names, t)
@@ -175,10 +184,10 @@ func (b *Broker) createTopics(ctx context.Context, topics map[string]int32) erro
 			return err
 		}
 		want := topics[t]
-		err := b.cluster.CreateTopic(t, want, nil)
+		err := b.cluster.CreateTopic(t, want, configs[t])
 		switch {
 		case err == nil:
-			b.log.Info().Str("topic", t).Int32("partitions", want).Msg("created topic")
+			b.log.Info().Str("topic", t).Int32("partitions", want).Interface("configs", configs[t]).Msg("created topic")
 		case errors.Is(err, kerr.TopicAlreadyExists):
 			if have := int32(len(b.cluster.PartitionInfos(t))); have != want {
 				b.log.Warn().Str("topic", t).Int32("partitions", have).Int32("configured", want).

@@ -254,3 +254,44 @@ func TestKcat(t *testing.T) {
 	out := run("", "-C", "-t", "kcat.test", "-o", "beginning", "-e", "-q", "-f", "%k=%s\\n")
 	assert.ElementsMatch(t, []string{"from-kcat-key=from-kcat-value", "from-kgo-k0=from-kgo-v0"}, strings.Fields(out))
 }
+
+// topicConfigs is what the broker says a topic's configs are.
+func topicConfigs(t *testing.T, ctx context.Context, b *Broker, topic string) map[string]string {
+	t.Helper()
+	cl := client(t, b)
+	defer cl.Close()
+	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topic)
+	require.NoError(t, err)
+	rc, err := rcs.On(topic, nil)
+	require.NoError(t, err)
+	require.NoError(t, rc.Err)
+	out := map[string]string{}
+	for _, c := range rc.Configs {
+		out[c.Key] = c.MaybeValue()
+	}
+	return out
+}
+
+// A topic of Options.Topics is created with its Options.TopicConfigs, which
+// survive a restart; configs of a topic not in Topics are refused.
+func TestTopicConfigs(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	opts := Options{Addr: "127.0.0.1:0", Dir: dir, Topics: map[string]int32{"table": 2, "plain": 1},
+		TopicConfigs: map[string]map[string]string{"table": {"cleanup.policy": "compact", "segment.ms": "3600000"}}}
+	b, err := Start(ctx, opts)
+	require.NoError(t, err)
+	have := topicConfigs(t, ctx, b, "table")
+	require.Equal(t, "compact", have["cleanup.policy"])
+	require.Equal(t, "3600000", have["segment.ms"])
+	require.Equal(t, "delete", topicConfigs(t, ctx, b, "plain")["cleanup.policy"])
+	b.Close()
+
+	b = start(t, ctx, dir, nil, zerolog.Nop())
+	require.Equal(t, "compact", topicConfigs(t, ctx, b, "table")["cleanup.policy"])
+	b.Close()
+
+	_, err = Start(ctx, Options{Addr: "127.0.0.1:0", Dir: t.TempDir(), TopicConfigs: map[string]map[string]string{"other": {"cleanup.policy": "compact"}}})
+	require.ErrorContains(t, err, `configs for topic "other", which is not in Topics`)
+}
