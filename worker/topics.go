@@ -1,6 +1,11 @@
 package worker
 
-import "github.com/omninode/lockworker/topics"
+import (
+	"strconv"
+	"time"
+
+	"github.com/omninode/lockworker/topics"
+)
 
 // TopicSpec is a topic the worker needs: its name, and the partitions and
 // configs it is created with when missing.
@@ -12,11 +17,21 @@ type TopicSpec struct {
 	Configs map[string]string
 }
 
-// StateTopicConfigs are the configs the lock state topic is created with:
-// compacted, a table of each lock's last state (docs/design.md "Lock state
-// topic").
+// StateTopicConfigs are the configs the lock state topic is created with
+// (docs/design.md "Lock state topic"): compacted, a table of each lock's
+// last state. Kafka never compacts a partition's active segment, and Watch
+// and lockctl read a partition from its start, so its segments are smaller
+// than Kafka's defaults (1 GiB, rolled after 7 days), as those of Kafka's own
+// compacted topics are (__consumer_offsets: 100 MiB): a segment rolls at
+// 64 MiB or after an hour, whichever comes first. min.cleanable.dirty.ratio
+// keeps Kafka's default (0.5, as its own topics do): rolled segments wait
+// for the cleaner until they are as big as the compacted table.
 func StateTopicConfigs() map[string]string {
-	return map[string]string{"cleanup.policy": "compact"}
+	return map[string]string{
+		"cleanup.policy": "compact",
+		"segment.bytes":  strconv.Itoa(64 << 20),
+		"segment.ms":     strconv.FormatInt(time.Hour.Milliseconds(), 10),
+	}
 }
 
 // Topics are the topics a worker of these names and commands partitions

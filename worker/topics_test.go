@@ -58,6 +58,9 @@ func TestEnsureTopicsCreatesTopics(t *testing.T) {
 			require.Equal(t, v, have[k], "%s: %s", s.Name, k)
 		}
 	}
-	require.Equal(t, "compact", topicConfigs(t, ctx, adm, "custom.state")["cleanup.policy"])
+	state := topicConfigs(t, ctx, adm, "custom.state")
+	require.Equal(t, "compact", state["cleanup.policy"])
+	require.Equal(t, "67108864", state["segment.bytes"], "64 MiB")
+	require.Equal(t, "3600000", state["segment.ms"], "an hour")
 	require.Len(t, listed["custom.state"].Partitions, 4)
 }
