@@ -1,8 +1,14 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -52,4 +58,49 @@ func Topics(names topics.Names, commandsPartitions int32) []TopicSpec {
 		ts = append(ts, TopicSpec{Name: names.State, Partitions: commandsPartitions, Configs: StateTopicConfigs()})
 	}
 	return ts
+}
+
+// checkStateTopic warns when the lock state topic, made before the worker
+// started, is not compacted as the worker would have made it: the worker
+// runs as well, but the table loses what readers of it need. It says
+// nothing where the broker does not say (DescribeConfigs refused by ACLs,
+// which the worker needs for nothing else).
+func (w *Worker) checkStateTopic(ctx context.Context, adm *kadm.Client, topic string) {
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	var rc kadm.ResourceConfig
+	if err == nil {
+		rc, err = rcs.On(topic, nil)
+	}
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		if !errors.Is(err, kerr.TopicAuthorizationFailed) && !errors.Is(err, kerr.ClusterAuthorizationFailed) {
+			w.log.Debug().Err(err).Str("topic", topic).Msg("the lock state topic's configs could not be described; its compaction is not checked")
+		}
+		return
+	}
+	policy := "delete" // Kafka's default
+	for _, c := range rc.Configs {
+		if c.Key == "cleanup.policy" && c.Value != nil {
+			policy = *c.Value
+		}
+	}
+	var compact, del bool
+	for p := range strings.SplitSeq(policy, ",") {
+		switch strings.TrimSpace(p) {
+		case "compact":
+			compact = true
+		case "delete":
+			del = true
+		}
+	}
+	switch {
+	case !compact:
+		w.log.Warn().Str("topic", topic).Str("cleanup.policy", policy).
+			Msg("the lock state topic " + topic + " is not compacted: it lacks cleanup.policy=compact, so it keeps every change until its retention deletes the state of quiet locks, and readers of the table read every change; set cleanup.policy=compact on it (docs/design.md \"Topics\")")
+	case del:
+		w.log.Warn().Str("topic", topic).Str("cleanup.policy", policy).
+			Msg("the lock state topic " + topic + " is deleted as well as compacted (cleanup.policy=" + policy + "): its retention deletes the state of quiet locks from the table; set cleanup.policy=compact on it (docs/design.md \"Topics\")")
+	}
 }

@@ -248,9 +248,11 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// EnsureTopics creates the worker's own topics when they are missing. Where
-// the brokers refuse it the right to create topics, it needs them made
-// beforehand, and fails naming the first that is not.
+// EnsureTopics creates the worker's own topics (Topics) when they are
+// missing. Where the brokers refuse it the right to create topics, it needs
+// them made beforehand, and fails naming the first that is not. A lock state
+// topic made beforehand keeps its configs: it logs a warning when that
+// topic is not compacted (checkStateTopic).
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
 	for _, spec := range Topics(w.cfg.Names, w.cfg.CommandsPartitions) {
@@ -264,7 +266,9 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 			err = resp.Err
 		}
 		switch {
-		case err == nil, errors.Is(err, kerr.TopicAlreadyExists):
+		case err == nil:
+			continue
+		case errors.Is(err, kerr.TopicAlreadyExists):
 		case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
 			// Kafka checks the right to create before whether the topic
 			// exists: one provisioned beforehand is all the worker needs.
@@ -279,6 +283,10 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 			}
 		default:
 			return fmt.Errorf("creating topic %q: %w", topic, err)
+		}
+		if topic == w.cfg.Names.State {
+			// Made before: it keeps the configs it was made with.
+			w.checkStateTopic(ctx, adm, topic)
 		}
 	}
 	return nil
