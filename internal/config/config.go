@@ -272,8 +272,8 @@ type TopicsConfig struct {
 	// DeadLetter (KAFKA_TOPIC_DEAD_LETTER, default locks.commands.dlq).
 	DeadLetter string
 	// LockState (KAFKA_TOPIC_LOCK_STATE, default locks.state.v1) is the
-	// compacted lock state topic, created with cleanup.policy=compact and
-	// COMMANDS_PARTITIONS partitions.
+	// compacted lock state topic, created with COMMANDS_PARTITIONS
+	// partitions and worker.StateTopicConfigs.
 	LockState string
 	// CommandsPartitions (COMMANDS_PARTITIONS, default 16, 1..10000) is used
 	// only when lockworker creates the commands topic.
