@@ -160,19 +160,15 @@ func TestAcquireRace(t *testing.T) {
 // the holder or its token. (INVALID_REQUEST and UNSUPPORTED_VERSION come from
 // decoding, before any handler: TestRejectBadCommands in batch_test.go.)
 func TestAcquireErrors(t *testing.T) {
-	// waitOut waits, by database time, until the acquirer's wait has ended.
+	// waitOut ends the acquirer's wait now, by database time.
 	waitOut := func(h *harness, cmd topics.Command) time.Time {
-		deadline := h.timeOf(`SELECT deadline FROM lock_waiters WHERE owner_id = $1`, cmd.OwnerID)
-		h.waitPast(deadline)
-		return deadline
+		return h.endWaits("owner_id = $1", cmd.OwnerID)
 	}
-	// bobWaitsOnAlice: alice holds "a" for aliceLease seconds; bob's acquire
-	// waits 0.2 s.
-	bobWaitsOnAlice := func(aliceLease float64) func(h *harness) topics.Command {
-		return func(h *harness) topics.Command {
-			h.one(h.acquire("a", "alice", lease(aliceLease)))
-			return h.acquire("a", "bob", wait(0.2))
-		}
+	// bobWaitsOnAlice: alice holds "a"; bob's acquire waits (until waitOut
+	// ends its wait).
+	bobWaitsOnAlice := func(h *harness) topics.Command {
+		h.one(h.acquire("a", "alice", lease(30)))
+		return h.acquire("a", "bob", wait(30))
 	}
 	cases := []struct {
 		name string
@@ -219,7 +215,7 @@ func TestAcquireErrors(t *testing.T) {
 		},
 		{
 			name:  "the wait ends while the lock is held: LOCK_TIMEOUT from the expiry step",
-			setup: bobWaitsOnAlice(30),
+			setup: bobWaitsOnAlice,
 			answer: func(h *harness, cmd topics.Command) {
 				waitOut(h, cmd)
 				require.Equal(h.t, 1, h.expireDue())
@@ -230,7 +226,7 @@ func TestAcquireErrors(t *testing.T) {
 		},
 		{
 			name:  "the holder releases after the wait ended: LOCK_TIMEOUT, the lock is not granted",
-			setup: bobWaitsOnAlice(30),
+			setup: bobWaitsOnAlice,
 			answer: func(h *harness, cmd topics.Command) {
 				waitOut(h, cmd)
 				require.Equal(h.t, topics.TypeReleased, h.one(h.release("a", "alice")).Type)
@@ -245,12 +241,11 @@ func TestAcquireErrors(t *testing.T) {
 		},
 		{
 			name:  "the lease ends after the wait ended: LOCK_TIMEOUT, the expiry grants nobody",
-			setup: bobWaitsOnAlice(1),
+			setup: bobWaitsOnAlice,
 			answer: func(h *harness, cmd topics.Command) {
 				deadline := waitOut(h, cmd)
-				expires := h.timeOf(`SELECT expires_at FROM ` + v1Locks + ` WHERE lock_name = 'a'`)
+				expires := h.endLeases("owner_id = 'alice'")
 				require.True(h.t, deadline.Before(expires), "the wait must end before the lease for this case")
-				h.waitPast(expires)
 				require.Positive(h.t, h.expireDue())
 			},
 			code: topics.CodeLockTimeout, status: topics.StatusExpired,

@@ -340,6 +340,17 @@ func (h *harness) endLeases(where string, args ...any) time.Time {
 	return t
 }
 
+// endWaits ends the waits matched by where (a condition on lock_waiters)
+// now, by the database's clock, and waits until that time has passed. A test
+// queues with a long wait_timeout and ends it here, rather than queueing with
+// a short one, which a slow machine may see end before the test's next step.
+func (h *harness) endWaits(where string, args ...any) time.Time {
+	h.t.Helper()
+	t := h.timeOf(`UPDATE lock_waiters SET deadline = statement_timestamp() WHERE `+where+` RETURNING deadline`, args...)
+	h.waitPast(t)
+	return t
+}
+
 // expireDue runs the expiry step for partition 0 and returns how much it ended.
 func (h *harness) expireDue() int {
 	h.t.Helper()
