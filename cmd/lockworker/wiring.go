@@ -55,6 +55,7 @@ type Main struct {
 	// is what Starting's says Run is doing.
 	handler  atomic.Pointer[http.Handler]
 	step     atomic.Pointer[string]
+	started  time.Time
 	stopHTTP func()
 }
 
@@ -242,7 +243,7 @@ func (m *Main) Run(ctx context.Context) error {
 
 	var h http.Handler = httpapi.New(httpapi.Config{
 		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Vacuum: vac.Status,
-		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
+		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Started: m.started, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	})
 	m.handler.Store(&h)
 	// Again, to run before the pool closes: the endpoints read it.
@@ -279,7 +280,8 @@ func (m *Main) listenHTTP() error {
 		return fmt.Errorf("listening on HTTP_ADDR %s: %w", m.Config.HTTPAddr, err)
 	}
 	m.starting("starting")
-	h := httpapi.Starting(m.Config.InstanceID, func() string { return *m.step.Load() })
+	m.started = time.Now()
+	h := httpapi.Starting(m.Config.InstanceID, m.started, func() string { return *m.step.Load() })
 	m.handler.Store(&h)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

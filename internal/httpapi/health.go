@@ -63,7 +63,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		"kafka": s.cfg.Kafka.Ping,
 	}
 	h := Health{Live: true, Ready: true, Status: statusOK, Instance: s.cfg.Instance,
-		Uptime: time.Since(s.started).Seconds(), Partitions: s.partitions(), Checks: map[string]Check{}}
+		Uptime: time.Since(s.cfg.Started).Seconds(), Partitions: s.partitions(), Checks: map[string]Check{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for name, check := range checks {
@@ -106,7 +106,7 @@ type Live struct {
 // a liveness probe on it restarts a stuck process, not one waiting out a
 // PostgreSQL or Kafka outage (which /health reports as not ready).
 func (s *server) live(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, Live{Status: statusOK, Live: true, Instance: s.cfg.Instance, Uptime: time.Since(s.started).Seconds()})
+	writeJSON(w, http.StatusOK, Live{Status: statusOK, Live: true, Instance: s.cfg.Instance, Uptime: time.Since(s.cfg.Started).Seconds()})
 }
 
 // PostgresHealth is /health/postgres.

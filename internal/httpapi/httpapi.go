@@ -40,6 +40,9 @@ type Config struct {
 	Vacuum func() worker.VacuumStatus
 	// Instance and Group name this process in /health and /health/kafka.
 	Instance, Group string
+	// Started is when the process started, for uptime_seconds. Default:
+	// when New was called.
+	Started time.Time
 	// CheckTimeout bounds each check and database read. Default 2 s.
 	CheckTimeout time.Duration
 	// InspectToken, when set, is the bearer token /locks/* and
@@ -52,9 +55,8 @@ type Config struct {
 }
 
 type server struct {
-	cfg     Config
-	started time.Time
-	db      chan struct{} // withDB's slots
+	cfg Config
+	db  chan struct{} // withDB's slots
 }
 
 // New returns the handler of every endpoint.
@@ -65,7 +67,10 @@ func New(cfg Config) http.Handler {
 	if cfg.Partitions == nil {
 		cfg.Partitions = func() []int32 { return nil }
 	}
-	s := &server{cfg: cfg, started: time.Now(), db: make(chan struct{}, dbSlots)}
+	if cfg.Started.IsZero() {
+		cfg.Started = time.Now()
+	}
+	s := &server{cfg: cfg, db: make(chan struct{}, dbSlots)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/live", s.live)

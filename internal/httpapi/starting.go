@@ -12,9 +12,9 @@ const statusStarting = "starting"
 // database, checking its topics, publishing first states), before New's:
 // /health/live answers 200, so a liveness probe does not restart a replica
 // in a long migration; /health answers 503 "starting" with the step under
-// way, and every other endpoint 503.
-func Starting(instance string, step func() string) http.Handler {
-	started := time.Now()
+// way, and every other endpoint 503. started is when the process started,
+// as Config.Started.
+func Starting(instance string, started time.Time, step func() string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, Live{Status: statusOK, Live: true, Instance: instance, Uptime: time.Since(started).Seconds()})

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -13,7 +14,7 @@ import (
 
 func TestStarting(t *testing.T) {
 	step := "migrating the database"
-	h := httpapi.Starting("w-1", func() string { return step })
+	h := httpapi.Starting("w-1", time.Now().Add(-time.Minute), func() string { return step })
 	serve := func(path string, v any) int {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
@@ -26,6 +27,7 @@ func TestStarting(t *testing.T) {
 	require.Equal(t, http.StatusOK, serve("/health/live", &live))
 	require.True(t, live.Live)
 	require.Equal(t, "w-1", live.Instance)
+	require.GreaterOrEqual(t, live.Uptime, 60.0, "since the process started")
 
 	var health httpapi.Health
 	require.Equal(t, http.StatusServiceUnavailable, serve("/health", &health))
