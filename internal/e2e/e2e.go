@@ -58,8 +58,14 @@ type Worker struct {
 	Store  *store.Store
 	cancel context.CancelFunc
 	done   chan struct{}
+	runErr error // Run's error, once done is closed
 	once   sync.Once
 }
+
+// consumingWait bounds StartWorker's wait for the worker's first partition.
+// Joining takes a rebalance, two for a worker joining others (they give up
+// partitions first, at their next heartbeat): seconds on a loaded machine.
+const consumingWait = 30 * time.Second
 
 // WorkerOpts tune StartWorker.
 type WorkerOpts struct {
@@ -76,7 +82,12 @@ type WorkerOpts struct {
 }
 
 // StartWorker starts a worker on its own pool (application_name = Name, so a
-// test can kill its connections) and waits until it is consuming.
+// test can kill its connections) and waits until it is consuming: until the
+// group has assigned it at least one partition of the commands topic (Run
+// joins the group, so that comes after Run starts). A worker joining others
+// in the group gets its share once they gave it up; with up to 16 workers
+// each gets one. It fails the test when that takes longer than 30 s, or
+// when Run returns first.
 func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	t := e.T
 	if o.Name == "" {
@@ -109,10 +120,29 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	x := &Worker{W: w, Store: st, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(x.done)
-		_ = w.Run(ctx)
+		x.runErr = w.Run(ctx)
 	}()
 	t.Cleanup(x.Stop)
+	x.waitConsuming(t, o.Name)
 	return x
+}
+
+// waitConsuming waits until the worker owns a partition, or fails the test.
+func (x *Worker) waitConsuming(t testing.TB, name string) {
+	t.Helper()
+	deadline := time.NewTimer(consumingWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for len(x.W.Partitions()) == 0 {
+		select {
+		case <-x.done:
+			t.Fatalf("worker %q: Run returned before the group assigned it a partition: %v", name, x.runErr)
+		case <-deadline.C:
+			t.Fatalf("worker %q: no partition of the commands topic assigned within %s of starting it", name, consumingWait)
+		case <-tick.C:
+		}
+	}
 }
 
 // Stop drains and leaves the group, as on SIGTERM.
