@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -122,6 +123,7 @@ func TestElectionLeadershipMoves(t *testing.T) {
 	obs.waitToken(t, lb.Token)
 
 	// b's process dies: nothing resigns or extends, the lease runs out.
+	expired := env.Watch(env.Names.Expired)
 	bLost := make(chan time.Time, 1)
 	go func() { <-lb.Lost(); bLost <- time.Now() }()
 	died := time.Now()
@@ -129,9 +131,20 @@ func TestElectionLeadershipMoves(t *testing.T) {
 	lc := <-wonC
 	require.NotNil(t, lc)
 	terms = append(terms, term{who: "c", token: lc.Token, start: time.Now()})
-	took := time.Since(died)
-	t.Logf("c leads %s after b died (lease %s)", took.Round(time.Millisecond), lease)
-	assert.Less(t, took, lease+time.Second, "a dead leader is replaced within its lease + 1 s")
+	t.Logf("c leads %s after b died (lease %s)", time.Since(died).Round(time.Millisecond), lease)
+	// A dead leader is replaced within its lease + 1 s of its last
+	// keep-alive: judged on the database's clock, from b's expires_at (its
+	// lock.expired tells it) to c's acquired_at. From the wall clock at
+	// Close a keep-alive in flight would add up to a lease. The contract's
+	// 1 s is measured in lockbench; 3 s here leaves room for a loaded
+	// machine (the scheduler's transaction queues behind the applier's).
+	bEnd := expired.WaitEvent(t, "b's lock.expired", func(r e2e.Received) bool {
+		li := r.Event.LockInfo
+		return li != nil && li.LockName == name && li.FencingToken == lb.Token
+	}).Event.LockInfo.ExpiresAt.Time
+	late := lc.Info().AcquiredAt.Time.Sub(bEnd)
+	t.Logf("c granted %s after b's lease ended", late.Round(time.Millisecond))
+	assert.LessOrEqual(t, late, 3*time.Second, "a dead leader is replaced within 1 s of its lease's end (3 s in tests)")
 	terms[1].end = <-bLost
 	obs.waitToken(t, lc.Token)
 
