@@ -27,7 +27,10 @@ func TestLockDelayHonouredAfterExpiryNotAfterRelease(t *testing.T) {
 	gap := lb.Info().AcquiredAt.Sub(la.ExpiresAt())
 	t.Logf("granted %s after the expiry", gap)
 	assert.GreaterOrEqual(t, gap, delay, "the waiter is granted only after the lock-delay")
-	assert.Less(t, gap, delay+2*time.Second, "and the scheduler grants it within a second of its end")
+	// The scheduler grants it within 1 s of the delay's end (measured in
+	// lockbench); 3 s here leaves room for a loaded machine, where its
+	// transaction waits behind the applier's batch and its timer wakes late.
+	assert.Less(t, gap, delay+3*time.Second, "and the scheduler grants it within a second of its end (3 s in tests)")
 	require.NoError(t, lb.Release(ctx))
 
 	lc, err := a.Acquire(ctx, lock, client.WithLockDelay(time.Minute))
