@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -100,14 +99,9 @@ func TestElectLostAndInterrupted(t *testing.T) {
 
 // A leader process SIGKILLed: the next candidate leads within the lease + 1 s.
 func TestElectLeaderKilled(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds lockctl")
-	}
 	const name = "ctl-elect-killed"
 	const lease = time.Second
-	bin := filepath.Join(t.TempDir(), "lockctl")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	bin := buildLockctl(t)
 	var errOut testlog.Buffer
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	leader := exec.Command(bin, "elect", "--brokers", env.Brokers[0], "--name", name, "--value", "doomed", "--lease", "1",
@@ -115,11 +109,7 @@ func TestElectLeaderKilled(t *testing.T) {
 	leader.Stderr = &errOut
 	require.NoError(t, leader.Start())
 	eventually(t, "the process to lead", func() bool { return strings.Contains(errOut.String(), "leader of "+name) })
-	eventually(t, "its command to start", func() bool { b, _ := os.ReadFile(pidFile); return len(b) > 0 })
-	b, err := os.ReadFile(pidFile)
-	require.NoError(t, err)
-	orphan, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	require.NoError(t, err)
+	orphan := readPid(t, "its command", pidFile)
 	// The dead leader's command outlives it (nobody is left to stop it).
 	defer syscall.Kill(orphan, syscall.SIGKILL)
 

@@ -4,15 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/testlog"
@@ -215,20 +219,162 @@ func TestRunStopsTheWholeCommand(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	_, stderr, wait := start(context.Background(), "run", "--lock", lock, "--owner", "grouper", "--lease", "1", "--",
 		"sh", "-c", `sleep 60 & echo $! > "$1"; wait`, "sh", pidFile)
-	eventually(t, "the grandchild to start", func() bool { b, _ := os.ReadFile(pidFile); return len(b) > 0 })
+	pid := readPid(t, "the grandchild", pidFile)
 	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
-	b, err := os.ReadFile(pidFile)
-	require.NoError(t, err)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	require.NoError(t, err)
 	r := lockctl(t, "release", "--lock", lock, "--owner", "grouper")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	r = wait()
 	assert.Equal(t, exitLeaseLost, r.code, r.stderr)
-	eventually(t, "the grandchild to be gone", func() bool {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		return err != nil || strings.Contains(string(stat), ") Z ") // gone, or a zombie nobody reaped yet
-	})
+	eventually(t, "the grandchild to be gone", func() bool { return gone(pid) })
+}
+
+// So does it when lockctl's stdin is its controlling terminal (lockctl run
+// typed at a prompt): there the command's group is the terminal's
+// foreground while it runs.
+func TestRunOnATerminalStopsTheWholeCommand(t *testing.T) {
+	const lock = "ctl-run-tty-group"
+	bin := buildLockctl(t)
+	_, tty, _ := openPTY(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	var stderr testlog.Buffer
+	// A shell leads the terminal's session, in its foreground group, and
+	// runs lockctl there (a shell without job control, as a script's); it
+	// outlives lockctl, as a login shell would. (The end of a session's
+	// leader hangs up its terminal, which ends the foreground group: it
+	// would hide what lockctl left running.)
+	shell := exec.Command("sh", "-c", `"$@"; echo "lockctl exited $?" >&2; exec sleep 60`, "sh", bin, "run",
+		"--brokers", env.Brokers[0], "--lock", lock, "--owner", "tty", "--lease", "1", "--",
+		"sh", "-c", `sleep 60 >/dev/null 2>&1 & echo $! > "$1"; wait`, "sh", pidFile)
+	shell.Stdin, shell.Stderr = tty, &stderr
+	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	require.NoError(t, shell.Start())
+	defer func() { _ = shell.Process.Kill(); _ = shell.Wait() }()
+	pid := readPid(t, "the grandchild", pidFile)
+	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
+	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	pgrp, foreground := procGroups(t, pid)
+	assert.NotEqual(t, shell.Process.Pid, pgrp, "the command has a process group of its own, not lockctl's (the shell's)")
+	assert.Equal(t, pgrp, foreground, "the command's group is the terminal's foreground")
+
+	r := lockctl(t, "release", "--lock", lock, "--owner", "tty")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	eventually(t, "lockctl to exit", func() bool { return strings.Contains(stderr.String(), "lockctl exited") })
+	assert.Contains(t, stderr.String(), "lockctl exited 4", "the lease was lost")
+	eventually(t, "the grandchild to be gone", func() bool { return gone(pid) })
+}
+
+// The command on a terminal is a shell's job: it reads the terminal, Ctrl-Z
+// stops it and lockctl with it (the shell's fg continues both), and Ctrl-C
+// ends it, after which lockctl releases the lock and passes its code on.
+func TestRunOnATerminalIsAJob(t *testing.T) {
+	const lock = "ctl-run-tty-job"
+	bin := buildLockctl(t)
+	user, tty, out := openPTY(t)
+	// bash with job control, as at a prompt, runs lockctl as its job.
+	script := `set -m
+"$0" run --brokers "$1" --lock "$2" -- sh -c 'echo ready; read line; echo "read $line"; exec sleep 60'
+echo "status $?"
+fg
+echo "status $?"`
+	shell := exec.Command("bash", "-c", script, bin, env.Brokers[0], lock)
+	shell.Stdin, shell.Stdout, shell.Stderr = tty, tty, tty // job control needs stderr the terminal too
+	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	require.NoError(t, shell.Start())
+	defer shell.Process.Kill() // should it hang
+	defer func() {
+		if t.Failed() {
+			t.Logf("the terminal showed:\n%s", out.String())
+		}
+	}()
+
+	eventually(t, "the command to start", func() bool { return strings.Contains(out.String(), "ready") })
+	_, err := user.Write([]byte{'Z' & 0x1f}) // Ctrl-Z
+	require.NoError(t, err)
+	eventually(t, "the shell to see its job stopped", func() bool { return strings.Contains(out.String(), "status 148") })
+	r := lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" acquired", "a stopped job keeps its lock (for its lease)")
+
+	_, err = user.Write([]byte("hello\n")) // read by the command, once fg continued it
+	require.NoError(t, err)
+	eventually(t, "the command to read the terminal", func() bool { return strings.Contains(out.String(), "read hello") })
+	_, err = user.Write([]byte{'C' & 0x1f}) // Ctrl-C
+	require.NoError(t, err)
+	eventually(t, "the job to end with 128+SIGINT, the command's code", func() bool { return strings.Contains(out.String(), "status 130") })
+	require.NoError(t, shell.Wait())
+	r = lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" released")
+}
+
+// buildLockctl builds lockctl for a test that needs it as a process of its
+// own.
+func buildLockctl(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds lockctl")
+	}
+	bin := filepath.Join(t.TempDir(), "lockctl")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// openPTY opens a pseudo-terminal: its master, the user's keyboard, the
+// terminal itself, for a process's stdin, and what the terminal shows.
+func openPTY(t *testing.T) (keyboard, tty *os.File, screen *testlog.Buffer) {
+	t.Helper()
+	keyboard, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { keyboard.Close() })
+	require.NoError(t, unix.IoctlSetPointerInt(int(keyboard.Fd()), unix.TIOCSPTLCK, 0)) // unlockpt
+	n, err := unix.IoctlGetUint32(int(keyboard.Fd()), unix.TIOCGPTN)
+	require.NoError(t, err)
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { tty.Close() })
+	screen = &testlog.Buffer{}
+	go func() { _, _ = io.Copy(screen, keyboard) }() // until the master is closed
+	return keyboard, tty, screen
+}
+
+// readPid waits for a process to write its pid to file and returns it.
+func readPid(t *testing.T, what, file string) int {
+	t.Helper()
+	eventually(t, what+" to start", func() bool { b, _ := os.ReadFile(file); return strings.HasSuffix(string(b), "\n") })
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	return pid
+}
+
+// procStat is the fields of /proc/PID/stat after the command name, from its
+// state on, or nil if the process is gone.
+func procStat(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	_, after, _ := strings.Cut(string(b), ") ")
+	return strings.Fields(after)
+}
+
+// gone reports whether the process is gone, or a zombie nobody reaped yet.
+func gone(pid int) bool {
+	st := procStat(pid)
+	return st == nil || st[0] == "Z"
+}
+
+// procGroups returns the process group of the process and the foreground
+// group of its terminal.
+func procGroups(t *testing.T, pid int) (pgrp, foreground int) {
+	t.Helper()
+	st := procStat(pid)
+	require.NotNil(t, st, "process %d is gone", pid)
+	pgrp, err := strconv.Atoi(st[2])
+	require.NoError(t, err)
+	foreground, err = strconv.Atoi(st[5])
+	require.NoError(t, err)
+	return pgrp, foreground
 }
 
 // A command that ignores SIGTERM is killed after the grace period; an

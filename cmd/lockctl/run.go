@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
 )
@@ -77,9 +75,9 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 }
 
 // runCommand runs args until it exits, or until the lease is lost or ctx
-// ends (a signal to lockctl): then it sends SIGTERM and, after grace,
-// SIGKILL. It returns the exit code to pass on. env is added to the
-// command's environment.
+// ends (a signal to lockctl): then it sends the command's process group
+// SIGTERM and, after grace, SIGKILL. It returns the exit code to pass on.
+// env is added to the command's environment.
 func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string) (int, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -96,24 +94,39 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	)
 	cmd.Env = append(cmd.Env, env...)
 	// The command gets a process group of its own, so stopping it stops
-	// everything it started (a shell script's children too). Not when stdin
-	// is a terminal: a background group reading it would stop on SIGTTIN,
-	// and there Ctrl-C reaches the whole foreground group anyway.
-	group := !isTerminal(os.Stdin)
-	if group {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// everything it started (a shell script's children too). When stdin is
+	// lockctl's controlling terminal and lockctl has its foreground, that
+	// group takes the foreground while the command runs, as a shell's job
+	// does: the command reads the terminal, and Ctrl-C reaches it (lockctl
+	// releases the lock once it has exited).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	tty := controllingTerminal(os.Stdin)
+	handed := tty != nil && tty.hasForeground()
+	if handed {
+		cmd.SysProcAttr.Foreground, cmd.SysProcAttr.Ctty = true, tty.fd
 	}
-	signal := func(sig syscall.Signal) error {
-		if group {
-			return syscall.Kill(-cmd.Process.Pid, sig)
-		}
-		return cmd.Process.Signal(sig)
-	}
-	cmd.Cancel = func() error { return signal(syscall.SIGTERM) }
+	group := func(sig syscall.Signal) error { return syscall.Kill(-cmd.Process.Pid, sig) }
+	cmd.Cancel = func() error { return group(syscall.SIGTERM) }
 	cmd.WaitDelay = grace
-	err := cmd.Run()
-	if group && runCtx.Err() != nil {
-		_ = signal(syscall.SIGKILL) // what outlived the grace period or its parent
+	err := cmd.Start()
+	if err != nil && handed && !tty.hasForeground() {
+		_ = tty.give(tty.pgrp) // taken by a child that then failed to exec
+	}
+	if err == nil {
+		followed := make(chan struct{})
+		if tty != nil {
+			go func() { defer close(followed); tty.followStops(cmd.Process.Pid) }()
+		} else {
+			close(followed)
+		}
+		err = cmd.Wait()
+		<-followed
+		if tty != nil {
+			tty.takeBack(cmd.Process.Pid)
+		}
+		if runCtx.Err() != nil {
+			_ = group(syscall.SIGKILL) // what outlived the grace period or its parent
+		}
 	}
 	if cmd.ProcessState == nil {
 		// It never started (not found, not executable): as a shell says.
@@ -132,12 +145,6 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		waitErr = err
 	}
 	return cmd.ProcessState.ExitCode(), waitErr
-}
-
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 func describeExit(code int, err error) string {
