@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
@@ -21,9 +20,9 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
 	var lease seconds
 	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\nis replaced within it (default: the worker's, 30s)")
-	grace := fs.Duration("grace", 10*time.Second, "after SIGTERM, how long COMMAND may take to exit before SIGKILL")
+	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if err := requireFlag("name", *name); err != nil {
+		if err := errors.Join(requireFlag("name", *name), checkGrace(*grace)); err != nil {
 			return err
 		}
 		if len(args) == 0 {

@@ -23,6 +23,7 @@ func TestElectUsageErrors(t *testing.T) {
 		{"elect", "--name", "x"},
 		{"elect", "--name", "bad\x01name", "--", "true"},
 		{"elect", "--name", "x", "--lease", "1ms", "--", "true"},
+		{"elect", "--name", "x", "--grace", "-1s", "--", "true"},
 	} {
 		var out, errOut testlog.Buffer
 		code := run(context.Background(), args, &out, &errOut)

@@ -93,6 +93,7 @@ func TestUsageErrors(t *testing.T) {
 		{"acquire", "--lock", "x", "--metadata", "{not json"},
 		{"acquire", "--lock", "x", "--metadata", `"a string"`},
 		{"cleanup", "--max-age", "-5"},
+		{"run", "--lock", "x", "--grace", "-1s", "--", "true"},
 	} {
 		var out, errOut testlog.Buffer
 		code := run(context.Background(), args, &out, &errOut)
@@ -391,6 +392,31 @@ func TestRunEscalatesToSIGKILL(t *testing.T) {
 	assert.Equal(t, 128+9, r.code, r.stderr)
 	r = lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, "ctl-run-kill released")
+}
+
+// --grace 0: no SIGTERM first, but SIGKILL at once, to the whole command.
+func TestRunGraceZeroKillsAtOnce(t *testing.T) {
+	const lock = "ctl-run-grace0"
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	_, _, wait := start(ctx, "run", "--lock", lock, "--grace", "0", "--",
+		"sh", "-c", `trap "" TERM; sleep 60 & echo $! > "$1"; wait`, "sh", pidFile)
+	pid := readPid(t, "the command, ignoring SIGTERM,", pidFile)
+	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
+	interrupt()
+	done := make(chan result, 1)
+	go func() { done <- wait() }()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("lockctl run --grace 0 still waits for a command ignoring SIGTERM")
+	}
+	assert.Equal(t, 128+9, r.code, r.stderr)
+	eventually(t, "the grandchild to be killed too", func() bool { return gone(pid) })
+	r = lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" released")
 }
 
 // Two runs on one lock take turns: the second waits for the first.

@@ -20,9 +20,9 @@ import (
 func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	a := addAcquireFlags(fs, "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
 		"how long to wait for the lock (default 0: fail at once if held)")
-	grace := fs.Duration("grace", 10*time.Second, "after SIGTERM, how long COMMAND may take to exit before SIGKILL")
+	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if err := requireFlag("lock", *a.lock); err != nil {
+		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(*grace)); err != nil {
 			return err
 		}
 		if len(args) == 0 {
@@ -47,6 +47,18 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		return c.runHolding(ctx, l, *grace, args)
 	}
+}
+
+// addGraceFlag is run's and elect's --grace.
+func addGraceFlag(fs *flag.FlagSet) *time.Duration {
+	return fs.Duration("grace", 10*time.Second, "after SIGTERM, how long COMMAND may take to exit before SIGKILL (0: SIGKILL at once)")
+}
+
+func checkGrace(grace time.Duration) error {
+	if grace < 0 {
+		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace)}
+	}
+	return nil
 }
 
 // runHolding runs args while l is held (see runCommand), then releases it.
@@ -76,8 +88,8 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 
 // runCommand runs args until it exits, or until the lease is lost or ctx
 // ends (a signal to lockctl): then it sends the command's process group
-// SIGTERM and, after grace, SIGKILL. It returns the exit code to pass on.
-// env is added to the command's environment.
+// SIGTERM and, after grace, SIGKILL (at once when grace is 0). It returns
+// the exit code to pass on. env is added to the command's environment.
 func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string) (int, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -108,6 +120,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	group := func(sig syscall.Signal) error { return syscall.Kill(-cmd.Process.Pid, sig) }
 	cmd.Cancel = func() error { return group(syscall.SIGTERM) }
 	cmd.WaitDelay = grace
+	if grace == 0 {
+		cmd.Cancel = func() error { return group(syscall.SIGKILL) }
+		// Only how long Wait reads pipes that a process which left the
+		// group may hold (0 would read them until EOF).
+		cmd.WaitDelay = time.Second
+	}
 	err := cmd.Start()
 	if err != nil && handed && !tty.hasForeground() {
 		_ = tty.give(tty.pgrp) // taken by a child that then failed to exec
