@@ -13,6 +13,7 @@ import (
 
 // acquireSpec is the flags of acquire and run.
 type acquireSpec struct {
+	fs                    *flag.FlagSet
 	lock, owner, metadata *string
 	lease, wait           seconds
 	lockDelay, maxHold    seconds
@@ -22,6 +23,7 @@ type acquireSpec struct {
 
 func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec {
 	a := &acquireSpec{
+		fs:       fs,
 		lock:     fs.String("lock", "", "lock name (required)"),
 		owner:    fs.String("owner", "", "owner id (default: <requester>-<random>)"),
 		metadata: fs.String("metadata", "", "owner_metadata, a JSON object"),
@@ -38,6 +40,9 @@ func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec 
 // options checks the flags as the worker would and returns the acquire's
 // options.
 func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
+	if err := errors.Join(positive("lease", a.lease), positiveCount(a.fs, "limit", *a.limit)); err != nil {
+		return nil, err
+	}
 	opts, err := metadataOpt(*a.metadata)
 	if err != nil {
 		return nil, err
@@ -121,7 +126,7 @@ func (c *cli) extendFlags(fs *flag.FlagSet) func(context.Context, []string) erro
 	var by seconds
 	fs.Var(&by, "by", "added to the current expiry (default: the lock's lease duration)")
 	return func(ctx context.Context, args []string) error {
-		if err := errors.Join(requireFlag("lock", *lock), requireFlag("owner", *owner), noArgs(args)); err != nil {
+		if err := errors.Join(requireFlag("lock", *lock), requireFlag("owner", *owner), positive("by", by), noArgs(args)); err != nil {
 			return err
 		}
 		cmd := topics.Command{Operation: topics.OpExtend, LockName: *lock, OwnerID: *owner, ExtensionDuration: by.d.Seconds()}
@@ -182,6 +187,16 @@ func (c *cli) cleanupFlags(fs *flag.FlagSet) func(context.Context, []string) err
 			return fmt.Sprintf("cleaned %d locks: %s", n, strings.Join(ev.CleanedLockNames, " "))
 		})
 	}
+}
+
+// positiveCount refuses an explicit --name 0 (or less), as positive does.
+func positiveCount(fs *flag.FlagSet, name string, n int) error {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	if set && n <= 0 {
+		return usageError{fmt.Sprintf("--%s %d is not positive (leave it out for the default)", name, n)}
+	}
+	return nil
 }
 
 // do sends one command and prints its reply.

@@ -22,7 +22,7 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\nis replaced within it (default: the worker's, 30s)")
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if err := errors.Join(requireFlag("name", *name), checkGrace(*grace)); err != nil {
+		if err := errors.Join(requireFlag("name", *name), positive("lease", lease), checkGrace(*grace)); err != nil {
 			return err
 		}
 		if len(args) == 0 {

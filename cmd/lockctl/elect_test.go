@@ -24,6 +24,7 @@ func TestElectUsageErrors(t *testing.T) {
 		{"elect", "--name", "bad\x01name", "--", "true"},
 		{"elect", "--name", "x", "--lease", "1ms", "--", "true"},
 		{"elect", "--name", "x", "--grace", "-1s", "--", "true"},
+		{"elect", "--name", "x", "--lease", "0", "--", "true"},
 	} {
 		var out, errOut testlog.Buffer
 		code := run(context.Background(), args, &out, &errOut)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -219,6 +220,12 @@ type seconds struct {
 func (s *seconds) String() string { return s.d.String() }
 func (s *seconds) Set(v string) error {
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return errors.New(`want a duration ("30s", "2m") or a finite number of seconds ("30")`)
+		}
+		if math.Abs(f) > maxSeconds {
+			return fmt.Errorf("%s seconds is out of range (at most %g)", v, maxSeconds)
+		}
 		s.d, s.set = time.Duration(f*float64(time.Second)), true
 		return nil
 	}
@@ -227,6 +234,19 @@ func (s *seconds) Set(v string) error {
 		return errors.New(`want a duration ("30s", "2m") or seconds ("30")`)
 	}
 	s.d, s.set = d, true
+	return nil
+}
+
+// maxSeconds is the longest time.Duration in seconds, rounded down.
+const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
+
+// positive refuses an explicit value <= 0 of a flag whose absence means the
+// worker's default: the contract refuses an explicit 0, and a 0 would go out
+// as absent.
+func positive(name string, s seconds) error {
+	if s.set && s.d <= 0 {
+		return usageError{fmt.Sprintf("--%s %s is not positive (leave it out for the default)", name, s.d)}
+	}
 	return nil
 }
 

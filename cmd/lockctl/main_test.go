@@ -94,6 +94,15 @@ func TestUsageErrors(t *testing.T) {
 		{"acquire", "--lock", "x", "--metadata", `"a string"`},
 		{"cleanup", "--max-age", "-5"},
 		{"run", "--lock", "x", "--grace", "-1s", "--", "true"},
+		// An explicit 0 is refused where leaving the flag out means a default.
+		{"acquire", "--lock", "x", "--lease", "0"},
+		{"acquire", "--lock", "x", "--lease", "0s"},
+		{"acquire", "--lock", "x", "--limit", "0"},
+		{"run", "--lock", "x", "--lease", "-0", "--", "true"},
+		{"extend", "--lock", "x", "--owner", "o", "--by", "0"},
+		{"acquire", "--lock", "x", "--lease", "NaN"},
+		{"acquire", "--lock", "x", "--wait", "Inf"},
+		{"acquire", "--lock", "x", "--max-hold", "1e300"},
 	} {
 		var out, errOut testlog.Buffer
 		code := run(context.Background(), args, &out, &errOut)
