@@ -132,15 +132,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	cfg, err := config.FromEnv(os.Getenv)
+	// --brokers stands for KAFKA_BOOTSTRAP_SERVERS: checked as the variable
+	// is, and it is what the variable's TLS and SASL settings need.
+	getenv, where := os.Getenv, "environment"
+	if c.brokers != "" {
+		getenv = func(name string) string {
+			if name == "KAFKA_BOOTSTRAP_SERVERS" {
+				return c.brokers
+			}
+			return os.Getenv(name)
+		}
+		where = "environment and --brokers"
+	}
+	cfg, err := config.FromEnv(getenv)
 	if err != nil {
-		fmt.Fprintf(stderr, "lockctl: environment: %v\n", err)
+		msg := err.Error()
+		if c.brokers != "" {
+			msg = strings.ReplaceAll(msg, "KAFKA_BOOTSTRAP_SERVERS: ", "--brokers: ")
+		}
+		fmt.Fprintf(stderr, "lockctl: %s: %s\n", where, msg)
 		return exitUsage
 	}
 	c.cfg = cfg
-	if c.brokers != "" {
-		c.cfg.Kafka.BootstrapServers = splitList(c.brokers)
-	}
 	err = do(ctx, fs.Args())
 	code := exitCode(err)
 	if err != nil && !errors.Is(err, errReported) {
@@ -248,16 +261,6 @@ func positive(name string, s seconds) error {
 		return usageError{fmt.Sprintf("--%s %s is not positive (leave it out for the default)", name, s.d)}
 	}
 	return nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func requireFlag(name, v string) error {

@@ -125,6 +125,23 @@ func TestUnreachableBroker(t *testing.T) {
 	}
 }
 
+// --brokers stands for KAFKA_BOOTSTRAP_SERVERS, which the Kafka TLS and
+// SASL settings need, and it is checked as the variable is.
+func TestBrokersFlagStandsForTheVariable(t *testing.T) {
+	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", "")
+	t.Setenv("KAFKA_TLS_ENABLED", "true")
+	var out, errOut testlog.Buffer
+	code := run(context.Background(), []string{"query", "--lock", "x", "--brokers", "127.0.0.1:1", "--timeout", "2s"}, &out, &errOut)
+	assert.Equal(t, exitUnreachable, code, "TLS to the --brokers given: %s", errOut.String())
+	assert.NotContains(t, errOut.String(), "needs KAFKA_BOOTSTRAP_SERVERS")
+
+	t.Setenv("KAFKA_TLS_ENABLED", "")
+	errOut = testlog.Buffer{}
+	code = run(context.Background(), []string{"query", "--lock", "x", "--brokers", "k1:9092,k2:70000"}, &out, &errOut)
+	assert.Equal(t, exitUsage, code, errOut.String())
+	assert.Contains(t, errOut.String(), `--brokers: "k1:9092,k2:70000" has "k2:70000", which is not host[:port]`)
+}
+
 func TestAcquireQueryReleaseExitCodes(t *testing.T) {
 	const lock = "ctl-basic"
 	r := lockctl(t, "acquire", "--lock", lock, "--owner", "alice", "--lease", "60", "--json", "--metadata", `{"job":"backup"}`)
