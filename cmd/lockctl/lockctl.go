@@ -44,7 +44,8 @@ commands:
   revoke  --lock NAME [--owner ID] --reason TEXT   (an administrative operation)
   run     --lock NAME [--owner ID] [--wait 0] [--lease 30s] [--grace 10s] [--metadata JSON]
           [--shared | --limit N] [--lock-delay 0] [--max-hold DURATION] -- COMMAND [ARGS...]
-  watch   [--from-beginning]  (lifecycle events)  |  watch --lock NAME  (its state now, then each change)
+  watch   [--from-beginning]  (lifecycle events; with --namespace, its locks' only)
+  watch   --lock NAME  (its state now, then each change)
   locks   [--all]  (the table of locks, from the lock state topic)
   elect   --name NAME [--value V] [--owner ID] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
 

@@ -10,12 +10,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sys/unix"
 
 	"github.com/omninode/lockworker/internal/e2e"
@@ -511,6 +515,76 @@ func TestWatchPrintsLines(t *testing.T) {
 	assert.Regexp(t, `(?m)^\S+Z `+lock+` rev=2 released by=release$`, r.stdout, "locks lists the table")
 	r = lockctl(t, "watch", "--lock", lock, "--from-beginning")
 	assert.Equal(t, exitUsage, r.code)
+}
+
+// With --namespace, watch prints the events of that namespace's locks only.
+func TestWatchNamespace(t *testing.T) {
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 10) // --from-beginning: not an earlier run's
+	lock, mine, other := "ctl-watch-ns-"+suffix, "ns-a-"+suffix, "ns-b-"+suffix
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	events, _, wait := start(ctx, "watch", "--from-beginning", "--namespace", mine)
+	// The other namespaces' events first: each lifecycle topic has one
+	// partition, so once watch has printed mine it has read theirs.
+	for _, ns := range []string{other, "", mine} {
+		r := lockctl(t, "acquire", "--namespace", ns, "--lock", lock, "--owner", "watched")
+		require.Equal(t, exitOK, r.code, r.stderr)
+		r = lockctl(t, "release", "--namespace", ns, "--lock", lock, "--owner", "watched")
+		require.Equal(t, exitOK, r.code, r.stderr)
+	}
+	eventually(t, "the acquired and released lines of "+mine, func() bool {
+		return strings.Count(events.String(), " "+mine+"/"+lock+" owner=watched") == 2
+	})
+	stop()
+	r := wait()
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 2, r.stdout)
+	assert.Regexp(t, `lock\.acquired +`+mine+"/"+lock+" ", lines[0])
+	assert.Regexp(t, `lock\.released +`+mine+"/"+lock+" ", lines[1])
+	assert.Contains(t, r.stderr, "for the locks of namespace "+mine)
+}
+
+// An error Kafka answers watch's fetches with (here
+// TOPIC_AUTHORIZATION_FAILED, as without the Read ACL) is a warning on
+// stderr, once, instead of silence.
+func TestWatchWarnsOfKafkaErrors(t *testing.T) {
+	names := topics.DefaultNames()
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.Revoked))
+	require.NoError(t, err)
+	defer kafka.Close()
+	var fetches atomic.Int64
+	kafka.ControlKey(int16(kmsg.Fetch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		kafka.KeepControl()
+		fetches.Add(1)
+		req := kr.(*kmsg.FetchRequest)
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewFetchResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewFetchResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var out, errOut testlog.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"watch", "--brokers", kafka.ListenAddrs()[0]}, &out, &errOut) }()
+	eventually(t, "a warning for each lifecycle topic, and fetches refused again after it", func() bool {
+		return strings.Count(errOut.String(), "TOPIC_AUTHORIZATION_FAILED") >= 4 && fetches.Load() >= 12
+	})
+	stop()
+	assert.Equal(t, exitOK, <-done)
+	assert.Empty(t, out.String(), "stdout is for events")
+	for _, topic := range []string{names.Acquired, names.Released, names.Expired, names.Revoked} {
+		assert.Equal(t, 1, strings.Count(errOut.String(), "topic="+topic+"): TOPIC_AUTHORIZATION_FAILED"), "once for %s:\n%s", topic, errOut.String())
+	}
 }
 
 func fmtSscanf(s, format string, v *int64) (int, error) { return fmt.Sscanf(s, format, v) }

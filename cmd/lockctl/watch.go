@@ -5,9 +5,14 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/omninode/lockworker/client"
@@ -19,6 +24,8 @@ import (
 func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	lock := fs.String("lock", "", "only this lock (with --namespace, if given): its state now, then each change (a transaction's last revision), from the lock state topic")
 	fromBeginning := fs.Bool("from-beginning", false, "start at the oldest retained events instead of new ones only (not with --lock)")
+	// Without --lock, --namespace (a flag of every command) keeps the
+	// events of that namespace's locks only.
 	return func(ctx context.Context, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err
@@ -35,7 +42,8 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		}
 		pctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
-		sub, err := client.NewSubscriber(pctx, client.SubscriberConfig{Brokers: seeds, KafkaOpts: opts, FromEnd: !*fromBeginning})
+		sub, err := client.NewSubscriber(pctx, client.SubscriberConfig{Brokers: seeds, KafkaOpts: opts, FromEnd: !*fromBeginning,
+			Logger: newWarnLogger(c.stderr, "lockctl "+c.cmd)})
 		if err != nil {
 			return err
 		}
@@ -57,7 +65,7 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 				for msg := range msgs {
 					ev, err := client.DecodeMessage(msg)
 					msg.Ack()
-					if err != nil || !c.watched(ev, *lock) {
+					if err != nil || !c.watched(ev) {
 						continue
 					}
 					mu.Lock()
@@ -67,7 +75,11 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			}()
 		}
 		if !c.json {
-			fmt.Fprintf(c.stderr, "lockctl: watching %s (Ctrl-C to stop)\n", strings.Join(lifecycle, ", "))
+			of := ""
+			if c.namespace != "" {
+				of = " for the locks of namespace " + c.namespace
+			}
+			fmt.Fprintf(c.stderr, "lockctl: watching %s%s (Ctrl-C to stop)\n", strings.Join(lifecycle, ", "), of)
 		}
 		wg.Wait() // the subscriptions end with ctx
 		return nil
@@ -160,12 +172,65 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	}
 }
 
-func (c *cli) watched(ev topics.Event, lock string) bool {
-	if lock == "" {
-		return true
+// watched reports whether watch prints a lifecycle event: with --namespace,
+// only the events of that namespace's locks.
+func (c *cli) watched(ev topics.Event) bool {
+	return c.namespace == "" || ev.LockInfo != nil && ev.LockInfo.Namespace == c.namespace
+}
+
+// warnLogger is the lifecycle subscriber's logger: it writes its errors
+// (a fetch refused, as TOPIC_AUTHORIZATION_FAILED) to stderr, where watch
+// would otherwise wait in silence; stdout keeps the events alone. A fetch
+// error comes back at each poll: each distinct line is written at most once
+// a minute. The rest (debug, info) is not written.
+type warnLogger struct {
+	w      io.Writer
+	prefix string
+	fields watermill.LogFields
+	mu     *sync.Mutex
+	last   map[string]time.Time // when each line was written
+}
+
+func newWarnLogger(w io.Writer, prefix string) *warnLogger {
+	return &warnLogger{w: w, prefix: prefix, mu: &sync.Mutex{}, last: map[string]time.Time{}}
+}
+
+func (l *warnLogger) Error(msg string, err error, fields watermill.LogFields) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s", l.prefix, msg)
+	all := l.fields.Add(fields)
+	keys := slices.Sorted(maps.Keys(all))
+	sep := " ("
+	for _, k := range keys {
+		if v := fmt.Sprint(all[k]); v != "" {
+			fmt.Fprintf(&b, "%s%s=%s", sep, k, v)
+			sep = " "
+		}
 	}
-	li := ev.LockInfo
-	return li != nil && li.LockName == lock && (c.namespace == "" || li.Namespace == c.namespace)
+	if sep == " " {
+		b.WriteString(")")
+	}
+	if err != nil {
+		fmt.Fprintf(&b, ": %v", err)
+	}
+	line := b.String()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if at, ok := l.last[line]; ok && time.Since(at) < time.Minute {
+		return
+	}
+	l.last[line] = time.Now()
+	fmt.Fprintln(l.w, line)
+}
+
+func (l *warnLogger) Info(string, watermill.LogFields)  {}
+func (l *warnLogger) Debug(string, watermill.LogFields) {}
+func (l *warnLogger) Trace(string, watermill.LogFields) {}
+
+func (l *warnLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	w := *l
+	w.fields = l.fields.Add(fields)
+	return &w
 }
 
 func (c *cli) printWatched(ev topics.Event, msg *message.Message) {
