@@ -329,11 +329,11 @@ func TestTimedOutWaiterWritesUnderItsPartition(t *testing.T) {
 	h := newHarness(t)
 	p3 := *h
 	p3.env.Partition = 3
-	alice := h.acquire("a", "alice", lease(2)) // outlives bob's wait, even on a slow machine
+	alice := h.acquire("a", "alice", lease(30))
 	require.Equal(t, topics.TypeAcquired, p3.one(alice).Type)
-	bob := h.acquire("a", "bob", wait(0.2))
+	bob := h.acquire("a", "bob", wait(30))
 	require.Equal(t, topics.TypeQueued, h.one(bob).Type)
-	h.waitPast(h.timeOf(`SELECT deadline FROM lock_waiters`))
+	h.endWaits("true")
 
 	h.clearOutbox()
 	require.Zero(t, p3.expireDue(), "the waiter is watched by its own partition's scheduler")
@@ -346,7 +346,7 @@ func TestTimedOutWaiterWritesUnderItsPartition(t *testing.T) {
 	// alice's lease is still watched by partition 3's scheduler.
 	_, err := h.st.Pool.Exec(context.Background(), `UPDATE locks SET source_partition = 5`)
 	require.NoError(t, err)
-	h.waitPast(h.timeOf(`SELECT expires_at FROM lock_holders`))
+	h.endLeases("true")
 	h.clearOutbox()
 	require.Equal(t, 1, p3.expireDue())
 	require.Equal(t, []string{"5 locks.replies.alice", "5 " + h.env.Names.Expired, "5 " + h.env.Names.State},

@@ -24,7 +24,7 @@ type TopicSpec struct {
 }
 
 // StateTopicConfigs are the configs the lock state topic is created with
-// (docs/design.md "Lock state topic"): compacted, a table of each lock's
+// (docs/design.md "Topics", Creation): compacted, a table of each lock's
 // last state. Kafka never compacts a partition's active segment, and Watch
 // and lockctl read a partition from its start, so its segments are smaller
 // than Kafka's defaults (1 GiB, rolled after 7 days), as those of Kafka's own

@@ -145,8 +145,7 @@ type Worker struct {
 	cfg     Config
 	log     zerolog.Logger
 	cl      *kgo.Client
-	clSet   chan struct{} // closed once cl is set
-	replies *replyTopics  // nil: reply topics not bounded
+	replies *replyTopics // nil: reply topics not bounded
 
 	lanes []*queue // one per applier
 	mu    sync.Mutex
@@ -207,7 +206,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, clSet: make(chan struct{}), batchRetryBase: time.Second}
+	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, batchRetryBase: time.Second}
 	for range cfg.Appliers {
 		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
 	}
@@ -241,7 +240,6 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
 	w.cl = cl
-	close(w.clSet)
 	if cfg.MaxReplyTopics > 0 {
 		w.replies = newReplyTopics(cl, cfg.Names.ReplyPrefix, cfg.MaxReplyTopics, cfg.CreateReplyTopics)
 	}
@@ -522,11 +520,6 @@ func (w *Worker) logEnds(ctx context.Context) (kadm.ListedOffsets, error) {
 // resumeFromStore starts each assigned partition at the offset PostgreSQL
 // says is next, the source of truth; Kafka's committed offset is ignored.
 func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	select {
-	case <-w.clSet: // the client joins the group before New has stored it
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 	topic := w.cfg.Names.Commands
 	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
 		return nil, err

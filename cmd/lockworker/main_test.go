@@ -61,20 +61,27 @@ func externalKafka(t *testing.T) (*kfake.Cluster, func(*config.Config)) {
 // startWith runs the real service wiring on the configuration that
 // configure leaves.
 func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, func()) {
-	m, done, stop := launch(t, dbURL, configure)
+	m, run, stop := launch(t, dbURL, configure)
 	select {
 	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("lockworker did not start: %v", err)
+	case <-run.done:
+		t.Fatalf("lockworker did not start: %v", run.err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("lockworker did not start in 30 s")
 	}
 	return m, stop
 }
 
+// running is a Run in progress: done is closed when it returns, err is then
+// what it returned.
+type running struct {
+	done chan struct{}
+	err  error
+}
+
 // launch starts the real service wiring as startWith does, without waiting
-// for it: done gets Run's error should it return before stop.
-func launch(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, <-chan error, func()) {
+// for it.
+func launch(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, *running, func()) {
 	m := NewMain()
 	m.Logger = zerolog.Nop()
 	m.Config.Postgres.URL = dbURL
@@ -82,8 +89,8 @@ func launch(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, 
 	m.Config.HTTPAddr = "127.0.0.1:0" // never the default port another lockworker may hold
 	configure(&m.Config)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
+	run := &running{done: make(chan struct{})}
+	go func() { run.err = m.Run(ctx); close(run.done) }()
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -91,11 +98,12 @@ func launch(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, 
 		}
 		stopped = true
 		cancel()
-		require.NoError(t, <-done)
+		<-run.done
 		m.Close()
+		require.NoError(t, run.err)
 	}
 	t.Cleanup(stop)
-	return m, done, stop
+	return m, run, stop
 }
 
 // reexec runs this test binary again as a child process that runs only

@@ -323,11 +323,11 @@ func TestHealthWhileStarting(t *testing.T) {
 		kafka.SleepControl(func() { <-release }) // the first CreateTopics only
 		return nil, nil, false
 	})
-	m, done, _ := launch(t, testdb.NewSchema(t).URL, external)
+	m, run, _ := launch(t, testdb.NewSchema(t).URL, external)
 	select {
 	case <-m.Serving:
-	case err := <-done:
-		t.Fatalf("lockworker did not start: %v", err)
+	case <-run.done:
+		t.Fatalf("lockworker did not start: %v", run.err)
 	}
 
 	var h httpapi.Health
@@ -350,8 +350,8 @@ func TestHealthWhileStarting(t *testing.T) {
 	close(release)
 	select {
 	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("lockworker did not start: %v", err)
+	case <-run.done:
+		t.Fatalf("lockworker did not start: %v", run.err)
 	}
 	require.Eventually(t, func() bool {
 		h = httpapi.Health{}

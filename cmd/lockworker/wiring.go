@@ -165,6 +165,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// says why a record failed (a missing topic, say), is what the relay
 	// classifies, not a deadline's.
 	const deliveryTimeout = 30 * time.Second
+	m.starting("setting up the Kafka clients")
 	autoCreate := "" // AUTO_CREATE_REPLY_TOPICS: the relay creates reply topics, and no other
 	if cfg.Topics.AutoCreateReplyTopics {
 		autoCreate = cfg.Topics.ReplyPrefix
@@ -204,6 +205,7 @@ func (m *Main) Run(ctx context.Context) error {
 		// session with the group's timeout at each heartbeat, so a crash
 		// before the first heartbeat after a later change would still wait
 		// out the broker's default (45 s).
+		m.starting("setting the consumer group's session timeout")
 		setGroupConfigs(ctx, pubClient, cfg, log)
 	}
 	w, err := worker.New(worker.Config{
