@@ -180,7 +180,9 @@ func TestReleaseOfLostLeaseReturnsAtOnce(t *testing.T) {
 	took := time.Since(start)
 	assert.ErrorIs(t, err, client.ErrLeaseLost)
 	assert.ErrorContains(t, err, "without a confirmed extension", "the cause is the loss itself")
-	assert.Less(t, took, 100*time.Millisecond, "Release of a lost lease must not wait for the brokers")
+	// A send would wait for the brokers (up to the request timeout, 30 s)
+	// while they are down; 1 s is room for a busy machine.
+	assert.Less(t, took, time.Second, "Release of a lost lease must not wait for the brokers")
 	t.Logf("Release of the lost lease took %s: %v", took, err)
 
 	outage.Down(false)

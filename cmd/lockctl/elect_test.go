@@ -124,7 +124,9 @@ func TestElectLeaderKilled(t *testing.T) {
 	eventually(t, "the heir to lead", func() bool { return strings.Contains(stderr.String(), `value "heir"`) })
 	took := time.Since(killed)
 	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s)", took.Round(time.Millisecond), lease)
-	assert.Less(t, took, lease+time.Second)
+	// After the lease (which a keep-alive in flight at the kill stretches
+	// by up to a lease), with room for a busy machine.
+	assert.Less(t, took, 2*lease+3*time.Second)
 	r := wait()
 	assert.Equal(t, exitOK, r.code, r.stderr)
 }
