@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/kafkapubsub"
 )
@@ -360,4 +362,50 @@ func TestPublishFollowsATopicCreatedAgainElsewhere(t *testing.T) {
 	err = pub.Publish(topic, message.NewMessage("2", []byte("b")))
 	require.ErrorIs(t, err, kerr.UnknownTopicID, "the publisher's client held the old topic ID")
 	require.NoError(t, pub.Publish(topic, message.NewMessage("3", []byte("c"))), "the new topic is written")
+}
+
+// TestPublishCreatesNewTopicsTogether: the topics one PublishTopics call
+// must create are asked for in one request, not one admin round trip after
+// another, which would hold every topic's messages for them all.
+func TestPublishCreatesNewTopicsTogether(t *testing.T) {
+	c := newCluster(t)
+	var mu sync.Mutex
+	var requests [][]string
+	c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		var names []string
+		for _, rt := range kr.(*kmsg.CreateTopicsRequest).Topics {
+			names = append(names, rt.Topic)
+		}
+		mu.Lock()
+		requests = append(requests, names)
+		mu.Unlock()
+		return nil, nil, false
+	})
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), AutoCreateTopics: true, TopicPartitions: 1,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+
+	msg := func(id string) []*message.Message { return []*message.Message{message.NewMessage(id, []byte(id))} }
+	errs := pub.PublishTopics(
+		kafkapubsub.TopicMessages{Topic: "locks.replies.a", Messages: msg("a")},
+		kafkapubsub.TopicMessages{Topic: "locks.replies.b", Messages: msg("b")},
+		kafkapubsub.TopicMessages{Topic: "locks.replies.a", Messages: msg("a2")},
+	)
+	require.Equal(t, []error{nil, nil, nil}, errs)
+	mu.Lock()
+	require.Equal(t, [][]string{{"locks.replies.a", "locks.replies.b"}}, requests, "one request, each topic once")
+	mu.Unlock()
+
+	// Known now: no request; a new one beside them: a request of its own.
+	errs = pub.PublishTopics(
+		kafkapubsub.TopicMessages{Topic: "locks.replies.b", Messages: msg("b2")},
+		kafkapubsub.TopicMessages{Topic: "locks.replies.c", Messages: msg("c")},
+	)
+	require.Equal(t, []error{nil, nil}, errs)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, [][]string{{"locks.replies.a", "locks.replies.b"}, {"locks.replies.c"}}, requests)
 }

@@ -188,19 +188,32 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	var records []*kgo.Record
 	var where []at // of each record
 	purges := p.purgeCounts(batches)
+	// The topics to create are asked for in one request, under the first
+	// one's message context: one request each, one after another, a call
+	// with many new reply topics would hold every other topic's messages
+	// for as many admin round trips.
+	var create []string
+	var of []int // batches' index of each of create
+	var ctx context.Context
 	for i, b := range batches {
 		switch {
 		case b.Topic == "":
 			errs[i] = errors.New("kafkapubsub: empty topic")
-			continue
-		case len(b.Messages) == 0:
-			continue
-		}
-		if p.topics != nil && strings.HasPrefix(b.Topic, p.autoPrefix) {
-			if err := p.topics.ensure(b.Messages[0].Context(), b.Topic); err != nil {
-				errs[i] = err
-				continue
+		case len(b.Messages) > 0 && p.topics != nil && strings.HasPrefix(b.Topic, p.autoPrefix):
+			create, of = append(create, b.Topic), append(of, i)
+			if ctx == nil {
+				ctx = b.Messages[0].Context()
 			}
+		}
+	}
+	if len(create) > 0 {
+		for k, err := range p.topics.ensure(ctx, create...) {
+			errs[of[k]] = err
+		}
+	}
+	for i, b := range batches {
+		if errs[i] != nil {
+			continue
 		}
 		for k, msg := range b.Messages {
 			records, where = append(records, p.record(b.Topic, msg)), append(where, at{i, k})

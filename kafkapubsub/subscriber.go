@@ -139,7 +139,7 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 // SubscribeInitialize creates topic unless it exists, with TopicPartitions
 // and TopicReplicationFactor. It needs the CREATE permission.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
-	return s.topics.ensure(s.closing, topic)
+	return s.topics.ensure(s.closing, topic)[0]
 }
 
 // Subscribe starts consuming topic with a new client and returns the channel

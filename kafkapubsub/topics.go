@@ -44,34 +44,76 @@ func newTopicCreator(admin *kadm.Client, partitions int32, replicationFactor int
 	}
 }
 
-// ensure creates topic unless it exists. Concurrent callers for the same
-// topic share one request. A failure is not cached, so the next call retries.
-func (tc *topicCreator) ensure(ctx context.Context, topic string) error {
-	tc.mu.Lock()
-	c, ok := tc.pending[topic]
-	if !ok {
-		c = &creation{done: make(chan struct{})}
-		tc.pending[topic] = c
+// ensure creates the topics that do not exist, those not known yet in one
+// request, and returns each topic's error. Concurrent callers for a topic
+// share one request. A failure is not cached, so the next call retries; a
+// caller that shared a request that failed only because its sender's
+// context ended makes its own.
+func (tc *topicCreator) ensure(ctx context.Context, topics ...string) []error {
+	errs := make([]error, len(topics))
+	cs := make([]*creation, len(topics))
+	todo := make([]int, len(topics))
+	for i := range todo {
+		todo[i] = i
 	}
-	tc.mu.Unlock()
-
-	if ok {
-		select {
-		case <-c.done:
-			return c.err
-		case <-ctx.Done():
-			return ctx.Err()
+	for len(todo) > 0 {
+		var mine, theirs []int
+		tc.mu.Lock()
+		for _, i := range todo {
+			c, ok := tc.pending[topics[i]]
+			if !ok {
+				c = &creation{done: make(chan struct{})}
+				tc.pending[topics[i]] = c
+				mine = append(mine, i)
+			} else {
+				theirs = append(theirs, i)
+			}
+			cs[i] = c
+		}
+		tc.mu.Unlock()
+		if len(mine) > 0 {
+			tc.run(ctx, topics, cs, mine)
+		}
+		todo = todo[:0]
+		for _, i := range mine {
+			errs[i] = cs[i].err
+		}
+		for _, i := range theirs {
+			select {
+			case <-cs[i].done:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				continue
+			}
+			err := cs[i].err
+			if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+				todo = append(todo, i)
+				continue
+			}
+			errs[i] = err
 		}
 	}
+	return errs
+}
 
-	c.err = tc.create(ctx, topic)
-	if c.err != nil {
-		tc.mu.Lock()
-		delete(tc.pending, topic)
-		tc.mu.Unlock()
+// run makes the creations of topics[i] for i in mine, which ensure
+// registered, in one request.
+func (tc *topicCreator) run(ctx context.Context, topics []string, cs []*creation, mine []int) {
+	names := make([]string, len(mine))
+	for k, i := range mine {
+		names[k] = topics[i]
 	}
-	close(c.done)
-	return c.err
+	got := tc.create(ctx, names)
+	tc.mu.Lock()
+	for k, i := range mine {
+		if cs[i].err = got[k]; cs[i].err != nil {
+			delete(tc.pending, topics[i])
+		}
+	}
+	tc.mu.Unlock()
+	for _, i := range mine {
+		close(cs[i].done)
+	}
 }
 
 // forget drops a created topic, so the next ensure creates it again. One
@@ -88,15 +130,30 @@ func (tc *topicCreator) forget(topic string) {
 	}
 }
 
-// create creates topic; a refusal to create it (no CREATE permission,
-// which Kafka checks before whether the topic exists) leaves it to the
-// produce: a topic provisioned elsewhere is written.
-func (tc *topicCreator) create(ctx context.Context, topic string) error {
-	_, err := tc.admin.CreateTopic(ctx, tc.partitions, tc.replicationFactor, nil, topic)
-	switch {
-	case err == nil, errors.Is(err, kerr.TopicAlreadyExists),
-		errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
-		return nil
+// create creates topics (distinct) and returns each one's error; a refusal
+// to create one (no CREATE permission, which Kafka checks before whether the
+// topic exists) leaves it to the produce: a topic provisioned elsewhere is
+// written.
+func (tc *topicCreator) create(ctx context.Context, topics []string) []error {
+	resps, reqErr := tc.admin.CreateTopics(ctx, tc.partitions, tc.replicationFactor, nil, topics...)
+	errs := make([]error, len(topics))
+	for i, topic := range topics {
+		err := reqErr
+		if err == nil {
+			r, ok := resps[topic]
+			switch {
+			case !ok:
+				err = errors.New("no answer for the topic")
+			default:
+				err = r.Err
+			}
+		}
+		switch {
+		case err == nil, errors.Is(err, kerr.TopicAlreadyExists),
+			errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
+			continue
+		}
+		errs[i] = fmt.Errorf("kafkapubsub: create topic %q: %w", topic, err)
 	}
-	return fmt.Errorf("kafkapubsub: create topic %q: %w", topic, err)
+	return errs
 }
