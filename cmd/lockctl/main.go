@@ -18,9 +18,10 @@ import (
 )
 
 func main() {
-	// The first SIGINT/SIGTERM cancels ctx: `run` then stops its command
-	// and releases the lock, `watch` stops. A second one kills lockctl.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGINT, SIGTERM or SIGHUP (the terminal or ssh session
+	// gone) cancels ctx: `run` then stops its command and releases the
+	// lock, `watch` stops. A second one kills lockctl.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		<-ctx.Done()
 		stop() // back to the default action for the next signal

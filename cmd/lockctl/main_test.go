@@ -260,8 +260,8 @@ func TestRunStopsTheWholeCommand(t *testing.T) {
 }
 
 // So does it when lockctl's stdin is its controlling terminal (lockctl run
-// typed at a prompt): there the command's group is the terminal's
-// foreground while it runs.
+// typed at a prompt): there the command stays in lockctl's process group,
+// the shell's job, and what it started is found below it.
 func TestRunOnATerminalStopsTheWholeCommand(t *testing.T) {
 	const lock = "ctl-run-tty-group"
 	bin := buildLockctl(t)
@@ -284,8 +284,8 @@ func TestRunOnATerminalStopsTheWholeCommand(t *testing.T) {
 	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
 	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
 	pgrp, foreground := procGroups(t, pid)
-	assert.NotEqual(t, shell.Process.Pid, pgrp, "the command has a process group of its own, not lockctl's (the shell's)")
-	assert.Equal(t, pgrp, foreground, "the command's group is the terminal's foreground")
+	assert.Equal(t, shell.Process.Pid, pgrp, "the command stays in lockctl's group (the shell's: it has no job control)")
+	assert.Equal(t, pgrp, foreground, "the terminal's foreground")
 
 	r := lockctl(t, "release", "--lock", lock, "--owner", "tty")
 	require.Equal(t, exitOK, r.code, r.stderr)
@@ -294,9 +294,10 @@ func TestRunOnATerminalStopsTheWholeCommand(t *testing.T) {
 	eventually(t, "the grandchild to be gone", func() bool { return gone(pid) })
 }
 
-// The command on a terminal is a shell's job: it reads the terminal, Ctrl-Z
-// stops it and lockctl with it (the shell's fg continues both), and Ctrl-C
-// ends it, after which lockctl releases the lock and passes its code on.
+// The command on a terminal is part of the shell's job, lockctl's: it reads
+// the terminal, Ctrl-Z stops it and lockctl with it (the shell's fg
+// continues both), and Ctrl-C ends it, after which lockctl releases the lock
+// and passes its code on.
 func TestRunOnATerminalIsAJob(t *testing.T) {
 	const lock = "ctl-run-tty-job"
 	bin := buildLockctl(t)
@@ -378,9 +379,9 @@ func readPid(t *testing.T, what, file string) int {
 	return pid
 }
 
-// procStat is the fields of /proc/PID/stat after the command name, from its
-// state on, or nil if the process is gone.
-func procStat(pid int) []string {
+// statFields is the fields of /proc/PID/stat after the command name, from
+// its state on, or nil if the process is gone.
+func statFields(pid int) []string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return nil
@@ -391,7 +392,7 @@ func procStat(pid int) []string {
 
 // gone reports whether the process is gone, or a zombie nobody reaped yet.
 func gone(pid int) bool {
-	st := procStat(pid)
+	st := statFields(pid)
 	return st == nil || st[0] == "Z"
 }
 
@@ -399,7 +400,7 @@ func gone(pid int) bool {
 // group of its terminal.
 func procGroups(t *testing.T, pid int) (pgrp, foreground int) {
 	t.Helper()
-	st := procStat(pid)
+	st := statFields(pid)
 	require.NotNil(t, st, "process %d is gone", pid)
 	pgrp, err := strconv.Atoi(st[2])
 	require.NoError(t, err)
@@ -440,7 +441,7 @@ func TestRunGraceZeroKillsAtOnce(t *testing.T) {
 	var r result
 	select {
 	case r = <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(5 * time.Second): // half the default grace
 		t.Fatal("lockctl run --grace 0 still waits for a command ignoring SIGTERM")
 	}
 	assert.Equal(t, 128+9, r.code, r.stderr)
@@ -657,4 +658,30 @@ func TestAcquirePrintsARunnableRelease(t *testing.T) {
 	r = lockctl(t, strings.Fields(hint)...)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Contains(t, r.stdout, "released billing/ctl-hint")
+}
+
+// A hang-up (the terminal or the ssh session gone) stops the command and
+// releases the lock, as SIGINT and SIGTERM do, rather than killing lockctl
+// and leaving the lock to its lease.
+func TestRunReleasesOnHangUp(t *testing.T) {
+	const lock = "ctl-run-hup"
+	bin := buildLockctl(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	var stderr testlog.Buffer
+	cmd := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", lock, "--owner", "hup", "--lease", "60", "--",
+		"sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill() }()
+	pid := readPid(t, "the command", pidFile)
+	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
+	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, stderr.String())
+	assert.Equal(t, 128+int(syscall.SIGTERM), exit.ExitCode(), "the command's code: it was sent SIGTERM")
+	eventually(t, "the command to be gone", func() bool { return gone(pid) })
+	r := lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" released", "released, not left to its lease")
 }

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
@@ -87,7 +91,7 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 }
 
 // runCommand runs args until it exits, or until the lease is lost or ctx
-// ends (a signal to lockctl): then it sends the command's process group
+// ends (a signal to lockctl): then it sends the command and what it started
 // SIGTERM and, after grace, SIGKILL (at once when grace is 0). It returns
 // the exit code to pass on. env is added to the command's environment.
 func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string) (int, error) {
@@ -105,45 +109,64 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		"LOCKCTL_FENCING_TOKEN="+strconv.FormatInt(l.Token, 10),
 	)
 	cmd.Env = append(cmd.Env, env...)
-	// The command gets a process group of its own, so stopping it stops
-	// everything it started (a shell script's children too). When stdin is
-	// lockctl's controlling terminal and lockctl has its foreground, that
-	// group takes the foreground while the command runs, as a shell's job
-	// does: the command reads the terminal, and Ctrl-C reaches it (lockctl
-	// releases the lock once it has exited).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	tty := controllingTerminal(os.Stdin)
-	handed := tty != nil && tty.hasForeground()
-	if handed {
-		cmd.SysProcAttr.Foreground, cmd.SysProcAttr.Ctty = true, tty.fd
+	// Stopping the command stops everything it started (a shell script's
+	// children too). Where stdin is not a terminal the command gets a
+	// process group of its own, signalled whole. On a terminal it stays in
+	// lockctl's group, the shell's job, so that the shell's job control
+	// works as for any command (it reads the terminal; Ctrl-C, Ctrl-Z and a
+	// hang-up reach both): there it and the processes below it, found in
+	// /proc when the stop begins, are signalled one by one.
+	group := !isTerminal(os.Stdin)
+	if group {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
-	group := func(sig syscall.Signal) error { return syscall.Kill(-cmd.Process.Pid, sig) }
-	cmd.Cancel = func() error { return group(syscall.SIGTERM) }
+	var tree struct {
+		sync.Mutex
+		root  process
+		known []process // every process found below root so far
+	}
+	stopAll := func(sig syscall.Signal) error {
+		if group {
+			return syscall.Kill(-cmd.Process.Pid, sig)
+		}
+		tree.Lock()
+		defer tree.Unlock()
+		for _, p := range descendants(tree.root) {
+			if !slices.Contains(tree.known, p) {
+				tree.known = append(tree.known, p)
+			}
+		}
+		err := cmd.Process.Signal(sig)
+		for _, p := range tree.known {
+			p.signal(sig)
+		}
+		return err
+	}
+	kill := syscall.SIGTERM
 	cmd.WaitDelay = grace
 	if grace == 0 {
-		cmd.Cancel = func() error { return group(syscall.SIGKILL) }
+		kill = syscall.SIGKILL
 		// Only how long Wait reads pipes that a process which left the
-		// group may hold (0 would read them until EOF).
+		// command may hold (0 would read them until EOF).
 		cmd.WaitDelay = time.Second
 	}
+	cmd.Cancel = func() error { return stopAll(kill) }
 	err := cmd.Start()
-	if err != nil && handed && !tty.hasForeground() {
-		_ = tty.give(tty.pgrp) // taken by a child that then failed to exec
-	}
 	if err == nil {
-		followed := make(chan struct{})
-		if tty != nil {
-			go func() { defer close(followed); tty.followStops(cmd.Process.Pid) }()
-		} else {
-			close(followed)
+		if _, start, ok := procStat(cmd.Process.Pid); ok {
+			tree.Lock()
+			tree.root = process{cmd.Process.Pid, start}
+			tree.Unlock()
 		}
 		err = cmd.Wait()
-		<-followed
-		if tty != nil {
-			tty.takeBack(cmd.Process.Pid)
-		}
 		if runCtx.Err() != nil {
-			_ = group(syscall.SIGKILL) // what outlived the grace period or its parent
+			// What outlived the grace period or its parent: the command's
+			// own pid may be another's now, so only the processes found
+			// while it ran.
+			tree.Lock()
+			tree.root = process{}
+			tree.Unlock()
+			_ = stopAll(syscall.SIGKILL)
 		}
 	}
 	if cmd.ProcessState == nil {
@@ -163,6 +186,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		waitErr = err
 	}
 	return cmd.ProcessState.ExitCode(), waitErr
+}
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func describeExit(code int, err error) string {
