@@ -409,3 +409,24 @@ func TestPublishCreatesNewTopicsTogether(t *testing.T) {
 	defer mu.Unlock()
 	require.Equal(t, [][]string{{"locks.replies.a", "locks.replies.b"}, {"locks.replies.c"}}, requests)
 }
+
+// A batch whose context has ended does not fail the creation of another's
+// topic in the same call: the request stands for both.
+func TestPublishCreatesTopicsForTheLiveBatches(t *testing.T) {
+	c := newCluster(t)
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), AutoCreateTopics: true, TopicPartitions: 1,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	late := message.NewMessage("late", []byte("late"))
+	late.SetContext(gone)
+	errs := pub.PublishTopics(
+		kafkapubsub.TopicMessages{Topic: "locks.replies.gone", Messages: []*message.Message{late}},
+		kafkapubsub.TopicMessages{Topic: "locks.replies.live", Messages: []*message.Message{message.NewMessage("live", []byte("live"))}},
+	)
+	require.ErrorIs(t, errs[0], context.Canceled)
+	require.NoError(t, errs[1])
+}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -146,6 +147,29 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	return p, nil
 }
 
+// untilAllDone returns a context that ends once the first message's context
+// of every batches[i], i in of, has: the one request that creates their
+// topics stands for each of them.
+func untilAllDone(batches []TopicMessages, of []int) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var left atomic.Int64
+	left.Store(int64(len(of)))
+	stops := make([]func() bool, len(of))
+	for k, i := range of {
+		stops[k] = context.AfterFunc(batches[i].Messages[0].Context(), func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
 // Publish produces msgs to topic and returns once Kafka has acknowledged all
 // of them. When Kafka failed some of them, the error is a [*PublishError]
 // saying which and why; the others were written, and publishing them again
@@ -188,28 +212,25 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	var records []*kgo.Record
 	var where []at // of each record
 	purges := p.purgeCounts(batches)
-	// The topics to create are asked for in one request, under the first
-	// one's message context: one request each, one after another, a call
-	// with many new reply topics would hold every other topic's messages
-	// for as many admin round trips.
+	// The topics to create are asked for in one request: one request each,
+	// one after another, a call with many new reply topics would hold every
+	// other topic's messages for as many admin round trips.
 	var create []string
 	var of []int // batches' index of each of create
-	var ctx context.Context
 	for i, b := range batches {
 		switch {
 		case b.Topic == "":
 			errs[i] = errors.New("kafkapubsub: empty topic")
 		case len(b.Messages) > 0 && p.topics != nil && strings.HasPrefix(b.Topic, p.autoPrefix):
 			create, of = append(create, b.Topic), append(of, i)
-			if ctx == nil {
-				ctx = b.Messages[0].Context()
-			}
 		}
 	}
 	if len(create) > 0 {
+		ctx, cancel := untilAllDone(batches, of)
 		for k, err := range p.topics.ensure(ctx, create...) {
 			errs[of[k]] = err
 		}
+		cancel()
 	}
 	for i, b := range batches {
 		if errs[i] != nil {

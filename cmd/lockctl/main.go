@@ -20,8 +20,13 @@ import (
 func main() {
 	// The first SIGINT, SIGTERM or SIGHUP (the terminal or ssh session
 	// gone) cancels ctx: `run` then stops its command and releases the
-	// lock, `watch` stops. A second one kills lockctl.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// lock, `watch` stops. A second one kills lockctl. A SIGHUP ignored at
+	// start (nohup) stays ignored, for lockctl and its command alike.
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	go func() {
 		<-ctx.Done()
 		stop() // back to the default action for the next signal

@@ -263,35 +263,42 @@ func TestRunStopsTheWholeCommand(t *testing.T) {
 // typed at a prompt): there the command stays in lockctl's process group,
 // the shell's job, and what it started is found below it.
 func TestRunOnATerminalStopsTheWholeCommand(t *testing.T) {
-	const lock = "ctl-run-tty-group"
 	bin := buildLockctl(t)
-	_, tty, _ := openPTY(t)
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	var stderr testlog.Buffer
-	// A shell leads the terminal's session, in its foreground group, and
-	// runs lockctl there (a shell without job control, as a script's); it
-	// outlives lockctl, as a login shell would. (The end of a session's
-	// leader hangs up its terminal, which ends the foreground group: it
-	// would hide what lockctl left running.)
-	shell := exec.Command("sh", "-c", `"$@"; echo "lockctl exited $?" >&2; exec sleep 60`, "sh", bin, "run",
-		"--brokers", env.Brokers[0], "--lock", lock, "--owner", "tty", "--lease", "1", "--",
-		"sh", "-c", `sleep 60 >/dev/null 2>&1 & echo $! > "$1"; wait`, "sh", pidFile)
-	shell.Stdin, shell.Stderr = tty, &stderr
-	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	require.NoError(t, shell.Start())
-	defer func() { _ = shell.Process.Kill(); _ = shell.Wait() }()
-	pid := readPid(t, "the grandchild", pidFile)
-	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
-	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
-	pgrp, foreground := procGroups(t, pid)
-	assert.Equal(t, shell.Process.Pid, pgrp, "the command stays in lockctl's group (the shell's: it has no job control)")
-	assert.Equal(t, pgrp, foreground, "the terminal's foreground")
+	// Typed at the prompt, with stdin the terminal or redirected: the
+	// session has the terminal either way.
+	for name, redirect := range map[string]string{"stdin the terminal": "", "stdin redirected": " </dev/null"} {
+		t.Run(name, func(t *testing.T) {
+			lock := "ctl-run-tty-group-" + strconv.Itoa(len(redirect))
+			_, tty, _ := openPTY(t)
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			var stderr testlog.Buffer
+			// A shell leads the terminal's session, in its foreground
+			// group, and runs lockctl there (a shell without job control,
+			// as a script's); it outlives lockctl, as a login shell would.
+			// (The end of a session's leader hangs up its terminal, which
+			// ends the foreground group: it would hide what lockctl left
+			// running.)
+			shell := exec.Command("sh", "-c", `"$@"`+redirect+`; echo "lockctl exited $?" >&2; exec sleep 60`, "sh", bin, "run",
+				"--brokers", env.Brokers[0], "--lock", lock, "--owner", "tty", "--lease", "1", "--",
+				"sh", "-c", `sleep 60 >/dev/null 2>&1 & echo $! > "$1"; wait`, "sh", pidFile)
+			shell.Stdin, shell.Stderr = tty, &stderr
+			shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+			require.NoError(t, shell.Start())
+			defer func() { _ = shell.Process.Kill(); _ = shell.Wait() }()
+			pid := readPid(t, "the grandchild", pidFile)
+			defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
+			eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+			pgrp, foreground := procGroups(t, pid)
+			assert.Equal(t, shell.Process.Pid, pgrp, "the command stays in lockctl's group (the shell's: it has no job control)")
+			assert.Equal(t, pgrp, foreground, "the terminal's foreground")
 
-	r := lockctl(t, "release", "--lock", lock, "--owner", "tty")
-	require.Equal(t, exitOK, r.code, r.stderr)
-	eventually(t, "lockctl to exit", func() bool { return strings.Contains(stderr.String(), "lockctl exited") })
-	assert.Contains(t, stderr.String(), "lockctl exited 4", "the lease was lost")
-	eventually(t, "the grandchild to be gone", func() bool { return gone(pid) })
+			r := lockctl(t, "release", "--lock", lock, "--owner", "tty")
+			require.Equal(t, exitOK, r.code, r.stderr)
+			eventually(t, "lockctl to exit", func() bool { return strings.Contains(stderr.String(), "lockctl exited") })
+			assert.Contains(t, stderr.String(), "lockctl exited 4", "the lease was lost")
+			eventually(t, "the grandchild to be gone", func() bool { return gone(pid) })
+		})
+	}
 }
 
 // The command on a terminal is part of the shell's job, lockctl's: it reads

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
 )
@@ -110,20 +108,22 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	)
 	cmd.Env = append(cmd.Env, env...)
 	// Stopping the command stops everything it started (a shell script's
-	// children too). Where stdin is not a terminal the command gets a
-	// process group of its own, signalled whole. On a terminal it stays in
-	// lockctl's group, the shell's job, so that the shell's job control
-	// works as for any command (it reads the terminal; Ctrl-C, Ctrl-Z and a
-	// hang-up reach both): there it and the processes below it, found in
-	// /proc when the stop begins, are signalled one by one.
-	group := !isTerminal(os.Stdin)
+	// children too). Without a controlling terminal (cron, systemd, CI) the
+	// command gets a process group of its own, signalled whole. With one it
+	// stays in lockctl's group, the shell's job, so that job control works
+	// as for any command (it reads the terminal, Ctrl-Z stops both): there
+	// the command and what runs below it, found in /proc when the stop
+	// begins and again after the command has exited, are signalled one by
+	// one.
+	group := !hasControllingTerminal()
 	if group {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
 	var tree struct {
 		sync.Mutex
-		root  process
-		known []process // every process found below root so far
+		root   *process  // the command, once seen in /proc
+		reaped bool      // its pid may be another's now
+		known  []process // what was found below it so far
 	}
 	stopAll := func(sig syscall.Signal) error {
 		if group {
@@ -131,9 +131,22 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		tree.Lock()
 		defer tree.Unlock()
-		for _, p := range descendants(tree.root) {
-			if !slices.Contains(tree.known, p) {
-				tree.known = append(tree.known, p)
+		if tree.root == nil && !tree.reaped {
+			if _, start, ok := procStat(cmd.Process.Pid); ok {
+				tree.root = &process{cmd.Process.Pid, start}
+			}
+		}
+		// Below the command, and below what was found before: once the
+		// command is gone, its children have another parent.
+		roots := slices.Clone(tree.known)
+		if tree.root != nil {
+			roots = append(roots, *tree.root)
+		}
+		for _, r := range roots {
+			for _, p := range descendants(r) {
+				if !slices.Contains(tree.known, p) {
+					tree.known = append(tree.known, p)
+				}
 			}
 		}
 		err := cmd.Process.Signal(sig)
@@ -153,18 +166,11 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	cmd.Cancel = func() error { return stopAll(kill) }
 	err := cmd.Start()
 	if err == nil {
-		if _, start, ok := procStat(cmd.Process.Pid); ok {
-			tree.Lock()
-			tree.root = process{cmd.Process.Pid, start}
-			tree.Unlock()
-		}
 		err = cmd.Wait()
 		if runCtx.Err() != nil {
-			// What outlived the grace period or its parent: the command's
-			// own pid may be another's now, so only the processes found
-			// while it ran.
+			// What outlived the grace period or its parent.
 			tree.Lock()
-			tree.root = process{}
+			tree.reaped = true
 			tree.Unlock()
 			_ = stopAll(syscall.SIGKILL)
 		}
@@ -188,10 +194,16 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	return cmd.ProcessState.ExitCode(), waitErr
 }
 
-// isTerminal reports whether f is a terminal.
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+// hasControllingTerminal reports whether lockctl runs in a session with a
+// terminal (typed at a prompt, even with stdin redirected), whose job
+// control the command is then left to.
+func hasControllingTerminal() bool {
+	f, err := os.Open("/dev/tty")
+	if err != nil {
+		return false
+	}
+	_ = f.Close()
+	return true
 }
 
 func describeExit(code int, err error) string {
