@@ -20,11 +20,14 @@ import (
 func main() {
 	// The first SIGINT, SIGTERM or SIGHUP (the terminal or ssh session
 	// gone) cancels ctx: `run` then stops its command and releases the
-	// lock, `watch` stops. A second one kills lockctl. A SIGHUP ignored at
-	// start (nohup) stays ignored, for lockctl and its command alike.
-	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) {
-		sigs = append(sigs, syscall.SIGHUP)
+	// lock, `watch` stops. A second one kills lockctl. A signal ignored at
+	// start (SIGHUP under nohup, SIGINT in a background job of a shell
+	// without job control) stays ignored, for lockctl and its command alike.
+	var sigs []os.Signal
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
+		if !signal.Ignored(sig) {
+			sigs = append(sigs, sig)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	go func() {

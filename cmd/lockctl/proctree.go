@@ -35,16 +35,14 @@ func procStat(pid int) (ppid int, start string, ok bool) {
 	return ppid, f[19], err == nil
 }
 
-// descendants returns root and every process below it now, from /proc
-// (Linux; root alone elsewhere, or once root is gone).
-func descendants(root process) []process {
-	if _, start, ok := procStat(root.pid); !ok || start != root.start {
-		return nil
-	}
+// below returns the processes below each of roots still alive (and those
+// roots), from one reading of /proc (Linux; none elsewhere).
+func below(roots []process) []process {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return []process{root}
+		return nil
 	}
+	alive := map[process]bool{}
 	children := map[int][]process{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -52,12 +50,26 @@ func descendants(root process) []process {
 			continue
 		}
 		if ppid, start, ok := procStat(pid); ok {
-			children[ppid] = append(children[ppid], process{pid, start})
+			p := process{pid, start}
+			alive[p] = true
+			children[ppid] = append(children[ppid], p)
 		}
 	}
-	all := []process{root}
+	var all []process
+	seen := map[process]bool{}
+	for _, r := range roots {
+		if alive[r] && !seen[r] {
+			seen[r] = true
+			all = append(all, r)
+		}
+	}
 	for i := 0; i < len(all); i++ {
-		all = append(all, children[all[i].pid]...)
+		for _, c := range children[all[i].pid] {
+			if !seen[c] {
+				seen[c] = true
+				all = append(all, c)
+			}
+		}
 	}
 	return all
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,9 +120,18 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	var tree struct {
 		sync.Mutex
-		root   *process  // the command, once seen in /proc
-		reaped bool      // its pid may be another's now
-		known  []process // what was found below it so far
+		root  *process         // the command, once seen in /proc
+		known map[process]bool // what was found below it so far
+	}
+	// rootOf takes the command's /proc entry while its pid is surely its
+	// own: Signal(0) succeeds only until Wait has reaped it.
+	rootOf := func() {
+		if tree.root != nil {
+			return
+		}
+		if _, start, ok := procStat(cmd.Process.Pid); ok && cmd.Process.Signal(syscall.Signal(0)) == nil {
+			tree.root = &process{cmd.Process.Pid, start}
+		}
 	}
 	stopAll := func(sig syscall.Signal) error {
 		if group {
@@ -131,26 +139,21 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		tree.Lock()
 		defer tree.Unlock()
-		if tree.root == nil && !tree.reaped {
-			if _, start, ok := procStat(cmd.Process.Pid); ok {
-				tree.root = &process{cmd.Process.Pid, start}
-			}
-		}
-		// Below the command, and below what was found before: once the
-		// command is gone, its children have another parent.
-		roots := slices.Clone(tree.known)
+		rootOf()
+		// Below the command, and below what was found before: once a
+		// process is gone, its children have another parent.
+		var roots []process
 		if tree.root != nil {
 			roots = append(roots, *tree.root)
 		}
-		for _, r := range roots {
-			for _, p := range descendants(r) {
-				if !slices.Contains(tree.known, p) {
-					tree.known = append(tree.known, p)
-				}
-			}
+		for p := range tree.known {
+			roots = append(roots, p)
+		}
+		for _, p := range below(roots) {
+			tree.known[p] = true
 		}
 		err := cmd.Process.Signal(sig)
-		for _, p := range tree.known {
+		for p := range tree.known {
 			p.signal(sig)
 		}
 		return err
@@ -164,15 +167,17 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		cmd.WaitDelay = time.Second
 	}
 	cmd.Cancel = func() error { return stopAll(kill) }
+	tree.known = map[process]bool{}
 	err := cmd.Start()
 	if err == nil {
+		if !group {
+			tree.Lock()
+			rootOf()
+			tree.Unlock()
+		}
 		err = cmd.Wait()
 		if runCtx.Err() != nil {
-			// What outlived the grace period or its parent.
-			tree.Lock()
-			tree.reaped = true
-			tree.Unlock()
-			_ = stopAll(syscall.SIGKILL)
+			_ = stopAll(syscall.SIGKILL) // what outlived the grace period or its parent
 		}
 	}
 	if cmd.ProcessState == nil {
@@ -198,7 +203,8 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 // terminal (typed at a prompt, even with stdin redirected), whose job
 // control the command is then left to.
 func hasControllingTerminal() bool {
-	f, err := os.Open("/dev/tty")
+	// Non-blocking: a serial line without carrier would hold the open.
+	f, err := os.OpenFile("/dev/tty", os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return false
 	}
