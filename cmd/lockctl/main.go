@@ -29,7 +29,10 @@ func main() {
 			sigs = append(sigs, sig)
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
+	ctx, stop := context.Background(), func() {}
+	if len(sigs) > 0 { // none would mean every signal
+		ctx, stop = signal.NotifyContext(ctx, sigs...)
+	}
 	go func() {
 		<-ctx.Done()
 		stop() // back to the default action for the next signal
