@@ -36,8 +36,12 @@ func procStat(pid int) (ppid int, start string, ok bool) {
 }
 
 // below returns the processes below each of roots still alive (and those
-// roots), from one reading of /proc (Linux; none elsewhere).
+// roots), from one reading of /proc (Linux; none elsewhere, nor where /proc
+// is another pid namespace's, whose pids kill would take for others).
 func below(roots []process) []process {
+	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
+		return nil
+	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil

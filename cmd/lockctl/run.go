@@ -129,7 +129,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		if tree.root != nil {
 			return
 		}
-		if _, start, ok := procStat(cmd.Process.Pid); ok && cmd.Process.Signal(syscall.Signal(0)) == nil {
+		if _, start, ok := procStat(cmd.Process.Pid); ok && !errors.Is(cmd.Process.Signal(syscall.Signal(0)), os.ErrProcessDone) {
 			tree.root = &process{cmd.Process.Pid, start}
 		}
 	}
@@ -152,9 +152,11 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		for _, p := range below(roots) {
 			tree.known[p] = true
 		}
-		err := cmd.Process.Signal(sig)
+		err := cmd.Process.Signal(sig) // by its pidfd, which Wait's reap cannot turn into another's pid
 		for p := range tree.known {
-			p.signal(sig)
+			if tree.root == nil || p != *tree.root {
+				p.signal(sig)
+			}
 		}
 		return err
 	}
