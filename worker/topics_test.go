@@ -17,26 +17,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 	"github.com/omninode/lockworker/worker"
 )
-
-// topicConfigs is what the broker says a topic's configs are.
-func topicConfigs(t *testing.T, ctx context.Context, adm *kadm.Client, topic string) map[string]string {
-	t.Helper()
-	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
-	require.NoError(t, err)
-	rc, err := rcs.On(topic, nil)
-	require.NoError(t, err)
-	require.NoError(t, rc.Err)
-	out := map[string]string{}
-	for _, c := range rc.Configs {
-		out[c.Key] = c.MaybeValue()
-	}
-	return out
-}
 
 // EnsureTopics creates each of Topics with its partitions and configs, under
 // the names configured: the lock state topic compacted.
@@ -61,12 +47,12 @@ func TestEnsureTopicsCreatesTopics(t *testing.T) {
 	require.Len(t, specs, 7)
 	for _, s := range specs {
 		require.Len(t, listed[s.Name].Partitions, int(s.Partitions), s.Name)
-		have := topicConfigs(t, ctx, adm, s.Name)
+		have := kafkatest.TopicConfigs(t, ctx, adm, s.Name)
 		for k, v := range s.Configs {
 			require.Equal(t, v, have[k], "%s: %s", s.Name, k)
 		}
 	}
-	state := topicConfigs(t, ctx, adm, "custom.state")
+	state := kafkatest.TopicConfigs(t, ctx, adm, "custom.state")
 	require.Equal(t, "compact", state["cleanup.policy"])
 	require.Equal(t, "67108864", state["segment.bytes"], "64 MiB")
 	require.Equal(t, "3600000", state["segment.ms"], "an hour")

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/embedded"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/worker"
 )
 
@@ -48,15 +49,7 @@ func TestTopicsAreTheWorkers(t *testing.T) {
 	require.Equal(t, want, have)
 	require.Equal(t, 3, have["custom.state"])
 
-	rcs, err := adm.DescribeTopicConfigs(ctx, "custom.state")
-	require.NoError(t, err)
-	rc, err := rcs.On("custom.state", nil)
-	require.NoError(t, err)
-	require.NoError(t, rc.Err)
-	configs := map[string]string{}
-	for _, c := range rc.Configs {
-		configs[c.Key] = c.MaybeValue()
-	}
+	configs := kafkatest.TopicConfigs(t, ctx, adm, "custom.state")
 	require.Equal(t, "compact", configs["cleanup.policy"])
 	for k, v := range worker.StateTopicConfigs() {
 		require.Equal(t, v, configs[k], k)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -561,31 +560,14 @@ func TestWatchWarnsOfKafkaErrors(t *testing.T) {
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.Revoked))
 	require.NoError(t, err)
 	defer kafka.Close()
-	var fetches atomic.Int64
-	kafka.ControlKey(int16(kmsg.Fetch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		kafka.KeepControl()
-		fetches.Add(1)
-		req := kr.(*kmsg.FetchRequest)
-		resp := req.ResponseKind().(*kmsg.FetchResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewFetchResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewFetchResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.TopicAuthorizationFailed.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	refused := kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var out, errOut testlog.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"watch", "--brokers", kafka.ListenAddrs()[0]}, &out, &errOut) }()
 	eventually(t, "a warning for each lifecycle topic, and fetches refused again after it", func() bool {
-		return strings.Count(errOut.String(), "TOPIC_AUTHORIZATION_FAILED") >= 4 && fetches.Load() >= 12
+		return strings.Count(errOut.String(), "TOPIC_AUTHORIZATION_FAILED") >= 4 && refused.Hits() >= 12
 	})
 	stop()
 	assert.Equal(t, exitOK, <-done)

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/kcattest"
 )
 
@@ -260,16 +261,7 @@ func topicConfigs(t *testing.T, ctx context.Context, b *Broker, topic string) ma
 	t.Helper()
 	cl := client(t, b)
 	defer cl.Close()
-	rcs, err := kadm.NewClient(cl).DescribeTopicConfigs(ctx, topic)
-	require.NoError(t, err)
-	rc, err := rcs.On(topic, nil)
-	require.NoError(t, err)
-	require.NoError(t, rc.Err)
-	out := map[string]string{}
-	for _, c := range rc.Configs {
-		out[c.Key] = c.MaybeValue()
-	}
-	return out
+	return kafkatest.TopicConfigs(t, ctx, kadm.NewClient(cl), topic)
 }
 
 // A topic of Options.Topics is created with its Options.TopicConfigs, which

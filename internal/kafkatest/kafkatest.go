@@ -1,0 +1,26 @@
+// Package kafkatest holds what the tests of several packages ask a Kafka
+// broker.
+package kafkatest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+)
+
+// TopicConfigs is what the broker says topic's configs are, by name.
+func TopicConfigs(t testing.TB, ctx context.Context, adm *kadm.Client, topic string) map[string]string {
+	t.Helper()
+	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
+	require.NoError(t, err)
+	rc, err := rcs.On(topic, nil)
+	require.NoError(t, err)
+	require.NoError(t, rc.Err)
+	out := map[string]string{}
+	for _, c := range rc.Configs {
+		out[c.Key] = c.MaybeValue()
+	}
+	return out
+}
