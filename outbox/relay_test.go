@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,7 @@ import (
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/internal/testport"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -701,12 +703,15 @@ func TestClassify(t *testing.T) {
 	assert.Equal(t, fmt.Sprint(outbox.KafkaAway, " "), classify(err), "broker gone: %v", err)
 }
 
+// freePort is a port free now, which the test listens on again after it
+// closed it (testport).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	_, port, err := net.SplitHostPort(testport.Addr(t))
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	n, err := strconv.Atoi(port)
+	require.NoError(t, err)
+	return n
 }
 
 // TestBrokerDownThenBack: while no broker answers, rows stay, are neither

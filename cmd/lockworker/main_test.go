@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -19,16 +18,14 @@ import (
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/kcattest"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testport"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is an address free now, which a test may listen on again after
+// it closed it (testport).
+func freeAddr(t *testing.T) string { return testport.Addr(t) }
 
 // start runs the real service wiring with the embedded broker and returns a
 // stop function that drains it as SIGTERM would.

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/internal/testport"
 )
 
 // single is one broker process, its data in dir so that a restart finds
@@ -27,10 +27,7 @@ func startSingle(t *testing.T, ctx context.Context, partitions int) *single {
 	t.Helper()
 	bins, err := Build(ctx, t.TempDir(), "lockworker", "devkafka")
 	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	s := &single{addr: l.Addr().String(), dir: t.TempDir(), logs: &testlog.Buffer{}}
-	require.NoError(t, l.Close())
+	s := &single{addr: testport.Addr(t), dir: t.TempDir(), logs: &testlog.Buffer{}}
 	s.broker, err = StartBrokerAt(ctx, bins[1], s.addr, s.dir, partitions, time.Second)
 	require.NoError(t, err)
 	t.Cleanup(s.broker.Close)
