@@ -21,6 +21,22 @@ import (
 
 type idleRelay struct{}
 
+// idleWorker makes a worker on c with cfg, its Kafka options, an idle relay
+// and (unless cfg has one) a store of its own filled in, closed when the
+// test ends; it is not run.
+func idleWorker(t *testing.T, c *kfake.Cluster, cfg worker.Config) *worker.Worker {
+	t.Helper()
+	cfg.KafkaOpts = []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	cfg.Relay = idleRelay{}
+	if cfg.Store == nil {
+		cfg.Store = testdb.New(t)
+	}
+	w, err := worker.New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	return w
+}
+
 func (idleRelay) Run(ctx context.Context, _ int32) error { <-ctx.Done(); return nil }
 func (idleRelay) Reserve(int32) *outbox.Slot             { return nil }
 
@@ -47,10 +63,7 @@ func TestRunStopsMaintenanceWhenItReturns(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	st := testdb.New(t)
-	w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
-		Store: st, Relay: idleRelay{}, SessionTimeout: time.Second})
-	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	w := idleWorker(t, c, worker.Config{Names: names, Store: st, SessionTimeout: time.Second})
 
 	before := maintainers()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -74,10 +87,7 @@ func TestRunStopsWhenTheGroupIsRefused(t *testing.T) {
 		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil, true
 	})
-	w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
-		Store: testdb.New(t), Relay: idleRelay{}})
-	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	w := idleWorker(t, c, worker.Config{Names: names})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	err = w.Run(ctx)
@@ -94,36 +104,19 @@ func TestGroupJoinedInRun(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands))
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
-	joins := make(chan struct{}, 1)
-	c.ControlKey(int16(kmsg.JoinGroup), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		select {
-		case joins <- struct{}{}:
-		default:
-		}
-		return nil, nil, false
-	})
-	w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
-		Store: testdb.New(t), Relay: idleRelay{}})
-	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	joins := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.JoinGroup}, Observe: true, Count: -1})
+	w := idleWorker(t, c, worker.Config{Names: names})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// Its requests follow the client's first metadata, which a client
 	// consuming the topic joins with.
 	require.NoError(t, w.EnsureTopics(ctx))
-	require.Never(t, func() bool { return len(joins) > 0 }, time.Second, 10*time.Millisecond, "joined before Run")
+	require.Never(t, func() bool { return joins.Hits() > 0 }, time.Second, 10*time.Millisecond, "joined before Run")
 
 	runCtx, stop := context.WithCancel(ctx)
 	ran := make(chan error, 1)
 	go func() { ran <- w.Run(runCtx) }()
-	select {
-	case <-joins:
-	case err := <-ran:
-		t.Fatalf("Run returned before joining: %v", err)
-	case <-ctx.Done():
-		t.Fatal("Run did not join the group")
-	}
+	require.NoError(t, joins.Wait(ctx, 1), "Run joins the group")
 	require.Eventually(t, func() bool { return len(w.Partitions()) == 16 }, 30*time.Second, 10*time.Millisecond, "Run consumes its partitions")
 	stop()
 	require.NoError(t, <-ran)

@@ -14,11 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/kafkatest"
-	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 	"github.com/omninode/lockworker/worker"
@@ -34,10 +32,7 @@ func TestEnsureTopicsCreatesTopics(t *testing.T) {
 	t.Cleanup(c.Close)
 	names := topics.DefaultNames()
 	names.State = "custom.state"
-	w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
-		CommandsPartitions: 4, Store: testdb.New(t), Relay: idleRelay{}})
-	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	w := idleWorker(t, c, worker.Config{Names: names, CommandsPartitions: 4})
 	require.NoError(t, w.EnsureTopics(ctx))
 
 	adm := kadm.NewClient(w.Client())
@@ -98,10 +93,7 @@ func TestEnsureTopicsWarnsOfAnUncompactedStateTopic(t *testing.T) {
 			t.Cleanup(c.Close)
 			names := topics.DefaultNames()
 			logs := &testlog.Buffer{}
-			w, err := worker.New(worker.Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names,
-				Store: testdb.New(t), Relay: idleRelay{}, Logger: zerolog.New(logs)})
-			require.NoError(t, err)
-			t.Cleanup(w.Close)
+			w := idleWorker(t, c, worker.Config{Names: names, Logger: zerolog.New(logs)})
 
 			adm := kadm.NewClient(w.Client())
 			var configs map[string]*string
