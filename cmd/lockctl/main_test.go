@@ -674,3 +674,34 @@ func TestRunReleasesOnHangUp(t *testing.T) {
 	r := lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, lock+" released", "released, not left to its lease")
 }
+
+// Ctrl-\ at the terminal reaches the command and lockctl alike: lockctl
+// stays, passes the command's code on once it has exited, and releases the
+// lock, rather than die holding it while the command runs on.
+func TestRunOnATerminalOutlivesCtrlBackslash(t *testing.T) {
+	const lock = "ctl-run-tty-quit"
+	bin := buildLockctl(t)
+	user, tty, out := openPTY(t)
+	// bash with job control runs lockctl as the terminal's foreground job.
+	script := `set -m
+"$0" run --brokers "$1" --lock "$2" -- sh -c 'echo ready; exec sleep 60'
+echo "status $?"`
+	shell := exec.Command("bash", "-c", script, bin, env.Brokers[0], lock)
+	shell.Stdin, shell.Stdout, shell.Stderr = tty, tty, tty
+	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	require.NoError(t, shell.Start())
+	defer shell.Process.Kill() // should it hang
+	defer func() {
+		if t.Failed() {
+			t.Logf("the terminal showed:\n%s", out.String())
+		}
+	}()
+
+	eventually(t, "the command to start", func() bool { return strings.Contains(out.String(), "ready") })
+	_, err := user.Write([]byte{0x1c}) // Ctrl-\
+	require.NoError(t, err)
+	eventually(t, "lockctl to end with the command's code, 128+SIGQUIT", func() bool { return strings.Contains(out.String(), "status 131") })
+	require.NoError(t, shell.Wait())
+	r := lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" released")
+}

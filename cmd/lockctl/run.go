@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,6 +171,15 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	cmd.Cancel = func() error { return stopAll(kill) }
 	tree.known = map[process]bool{}
+	if !group {
+		// Ctrl-\ reaches the command from the terminal as well: lockctl
+		// stays, to stop what is left and release the lock once the
+		// command has exited, rather than die holding it. (A command
+		// starts with SIGQUIT's default action whatever lockctl catches.)
+		quit := make(chan os.Signal, 1)
+		signal.Notify(quit, syscall.SIGQUIT)
+		defer signal.Stop(quit)
+	}
 	err := cmd.Start()
 	if err == nil {
 		if !group {
