@@ -684,6 +684,7 @@ func TestRunOnATerminalOutlivesCtrlBackslash(t *testing.T) {
 	user, tty, out := openPTY(t)
 	// bash with job control runs lockctl as the terminal's foreground job.
 	script := `set -m
+ulimit -c 0
 "$0" run --brokers "$1" --lock "$2" -- sh -c 'echo ready; exec sleep 60'
 echo "status $?"`
 	shell := exec.Command("bash", "-c", script, bin, env.Brokers[0], lock)
@@ -701,6 +702,7 @@ echo "status $?"`
 	_, err := user.Write([]byte{0x1c}) // Ctrl-\
 	require.NoError(t, err)
 	eventually(t, "lockctl to end with the command's code, 128+SIGQUIT", func() bool { return strings.Contains(out.String(), "status 131") })
+	assert.Contains(t, out.String(), "lockctl: SIGQUIT: the lock is released once sh has exited")
 	require.NoError(t, shell.Wait())
 	r := lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, lock+" released")

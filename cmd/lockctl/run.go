@@ -67,7 +67,28 @@ func checkGrace(grace time.Duration) error {
 // It returns the command's exit code, or exitLeaseLost when the lease was
 // lost meanwhile. env is added to the command's environment.
 func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env ...string) error {
-	code, runErr := c.runCommand(ctx, l, grace, args, env)
+	terminal := hasControllingTerminal()
+	if terminal {
+		// Ctrl-\ goes to the command's job, lockctl included: lockctl
+		// stays until the command has exited and the lock is released,
+		// rather than die holding it while the command runs on. (A command
+		// starts with SIGQUIT's default action whatever lockctl catches.)
+		quit := make(chan os.Signal, 1)
+		signal.Notify(quit, syscall.SIGQUIT)
+		done := make(chan struct{})
+		defer func() { signal.Stop(quit); close(done) }()
+		go func() {
+			for {
+				select {
+				case <-quit:
+					fmt.Fprintf(c.stderr, "lockctl: SIGQUIT: the lock is released once %s has exited\n", args[0])
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	code, runErr := c.runCommand(ctx, l, grace, args, env, terminal)
 
 	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
 		// The command was stopped (or ended on its own as the lease
@@ -91,8 +112,9 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 // runCommand runs args until it exits, or until the lease is lost or ctx
 // ends (a signal to lockctl): then it sends the command and what it started
 // SIGTERM and, after grace, SIGKILL (at once when grace is 0). It returns
-// the exit code to pass on. env is added to the command's environment.
-func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string) (int, error) {
+// the exit code to pass on. env is added to the command's environment;
+// terminal says lockctl has a controlling terminal (hasControllingTerminal).
+func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string, terminal bool) (int, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.Context(), cancel)
@@ -115,7 +137,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// the command and what runs below it, found in /proc when the stop
 	// begins and again after the command has exited, are signalled one by
 	// one.
-	group := !hasControllingTerminal()
+	group := !terminal
 	if group {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
@@ -171,15 +193,6 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	cmd.Cancel = func() error { return stopAll(kill) }
 	tree.known = map[process]bool{}
-	if !group {
-		// Ctrl-\ reaches the command from the terminal as well: lockctl
-		// stays, to stop what is left and release the lock once the
-		// command has exited, rather than die holding it. (A command
-		// starts with SIGQUIT's default action whatever lockctl catches.)
-		quit := make(chan os.Signal, 1)
-		signal.Notify(quit, syscall.SIGQUIT)
-		defer signal.Stop(quit)
-	}
 	err := cmd.Start()
 	if err == nil {
 		if !group {
