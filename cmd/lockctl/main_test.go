@@ -314,17 +314,7 @@ func TestRunOnATerminalIsAJob(t *testing.T) {
 echo "status $?"
 fg
 echo "status $?"`
-	shell := exec.Command("bash", "-c", script, bin, env.Brokers[0], lock)
-	shell.Stdin, shell.Stdout, shell.Stderr = tty, tty, tty // job control needs stderr the terminal too
-	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	require.NoError(t, shell.Start())
-	defer shell.Process.Kill() // should it hang
-	defer func() {
-		if t.Failed() {
-			t.Logf("the terminal showed:\n%s", out.String())
-		}
-	}()
-
+	shell := startJob(t, script, tty, out, bin, env.Brokers[0], lock)
 	eventually(t, "the command to start", func() bool { return strings.Contains(out.String(), "ready") })
 	_, err := user.Write([]byte{'Z' & 0x1f}) // Ctrl-Z
 	require.NoError(t, err)
@@ -341,6 +331,25 @@ echo "status $?"`
 	require.NoError(t, shell.Wait())
 	r = lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, lock+" released")
+}
+
+// startJob runs script with args in bash, leading a session of its own with
+// tty its terminal (bash's job control needs stdout and stderr on it too),
+// killed should the test end before it; out, the terminal's screen, is
+// logged when the test failed.
+func startJob(t *testing.T, script string, tty *os.File, out *testlog.Buffer, args ...string) *exec.Cmd {
+	t.Helper()
+	shell := exec.Command("bash", append([]string{"-c", script}, args...)...)
+	shell.Stdin, shell.Stdout, shell.Stderr = tty, tty, tty
+	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	require.NoError(t, shell.Start())
+	t.Cleanup(func() {
+		_ = shell.Process.Kill()
+		if t.Failed() {
+			t.Logf("the terminal showed:\n%s", out.String())
+		}
+	})
+	return shell
 }
 
 // buildLockctl builds lockctl for a test that needs it as a process of its
@@ -687,17 +696,7 @@ func TestRunOnATerminalOutlivesCtrlBackslash(t *testing.T) {
 ulimit -c 0
 "$0" run --brokers "$1" --lock "$2" -- sh -c 'echo ready; exec sleep 60'
 echo "status $?"`
-	shell := exec.Command("bash", "-c", script, bin, env.Brokers[0], lock)
-	shell.Stdin, shell.Stdout, shell.Stderr = tty, tty, tty
-	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	require.NoError(t, shell.Start())
-	defer shell.Process.Kill() // should it hang
-	defer func() {
-		if t.Failed() {
-			t.Logf("the terminal showed:\n%s", out.String())
-		}
-	}()
-
+	shell := startJob(t, script, tty, out, bin, env.Brokers[0], lock)
 	eventually(t, "the command to start", func() bool { return strings.Contains(out.String(), "ready") })
 	_, err := user.Write([]byte{0x1c}) // Ctrl-\
 	require.NoError(t, err)
