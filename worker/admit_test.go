@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -281,8 +282,7 @@ func TestReplyTopicCreatedJustBeforeItsCommand(t *testing.T) {
 // answer, a reply topic not known is allowed as if it existed (its events
 // park where it does not), and the brokers are not asked again at once.
 func TestReplyTopicsUnanswered(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
+	c := kafkatest.Cluster(t)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	require.NoError(t, err)
 	defer cl.Close()
@@ -389,9 +389,7 @@ func TestGeneratedRequestIDsAreTheWorkers(t *testing.T) {
 // EnsureTopics needs, and one missing is named.
 func TestEnsureTopicsWithoutTheRightToCreate(t *testing.T) {
 	ctx := context.Background()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := kafkatest.Cluster(t)
 	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: testdb.New(t), Relay: nopRelay{}})
 	require.NoError(t, err)
 	t.Cleanup(w.cl.Close)

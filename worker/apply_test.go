@@ -9,9 +9,9 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/outbox"
@@ -32,9 +32,7 @@ func newApplier(t testing.TB) (*Worker, *store.Store) {
 	t.Helper()
 	// No commands topic: the records here are made up, and a member assigned
 	// its partitions would find them past the empty log's end (checkLogEnds).
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := kafkatest.Cluster(t)
 	st := testdb.New(t)
 	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Relay: nopRelay{}})
 	require.NoError(t, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
@@ -112,10 +113,8 @@ func TestRewindWhoseAnswerWasLost(t *testing.T) {
 	// The broker refuses the group's session timeout, so the worker's client
 	// never joins: the test drives the partition itself, and an assignment
 	// would check its log's end (checkLogEnds) and move the offset first.
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Commands),
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands),
 		kfake.GroupMinSessionTimeout(time.Hour))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
 	sch := testdb.NewSchema(t)
 	direct := sch.Open(t, store.Config{MaxConns: 4})
 	require.NoError(t, direct.Migrate(ctx))

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/topics"
@@ -26,9 +27,7 @@ import (
 // the relay read the table.
 func TestHandoffMarks(t *testing.T) {
 	const topic, mine, theirs = "locks.lock.acquired.v1", int32(1), int32(2)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
 	st := testdb.New(t)
 	kopts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
 	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 10*time.Second, "")

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/topics"
@@ -58,10 +59,8 @@ func maintainers() int {
 // pool the caller closes.
 func TestRunStopsMaintenanceWhenItReturns(t *testing.T) {
 	names := topics.DefaultNames()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands),
+	c := kafkatest.Cluster(t, kfake.SeedTopics(16, names.Commands),
 		kfake.GroupMinSessionTimeout(10*time.Second))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
 	st := testdb.New(t)
 	w := idleWorker(t, c, worker.Config{Names: names, Store: st, SessionTimeout: time.Second})
 
@@ -78,9 +77,7 @@ func TestRunStopsMaintenanceWhenItReturns(t *testing.T) {
 // must not look healthy.
 func TestRunStopsWhenTheGroupIsRefused(t *testing.T) {
 	names := topics.DefaultNames()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := kafkatest.Cluster(t, kfake.SeedTopics(16, names.Commands))
 	c.ControlKey(int16(kmsg.JoinGroup), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		resp := kr.(*kmsg.JoinGroupRequest).ResponseKind().(*kmsg.JoinGroupResponse)
@@ -90,7 +87,7 @@ func TestRunStopsWhenTheGroupIsRefused(t *testing.T) {
 	w := idleWorker(t, c, worker.Config{Names: names})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err = w.Run(ctx)
+	err := w.Run(ctx)
 	require.ErrorIs(t, err, worker.ErrNotAuthorized)
 	require.ErrorIs(t, err, kerr.GroupAuthorizationFailed)
 	require.NoError(t, ctx.Err(), "Run stopped on its own")
@@ -101,9 +98,7 @@ func TestRunStopsWhenTheGroupIsRefused(t *testing.T) {
 // given partitions it leaves idle until it runs.
 func TestGroupJoinedInRun(t *testing.T) {
 	names := topics.DefaultNames()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(16, names.Commands))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := kafkatest.Cluster(t, kfake.SeedTopics(16, names.Commands))
 	joins := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.JoinGroup}, Observe: true, Count: -1})
 	w := idleWorker(t, c, worker.Config{Names: names})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -27,9 +27,7 @@ import (
 func TestEnsureTopicsCreatesTopics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := kafkatest.Cluster(t)
 	names := topics.DefaultNames()
 	names.State = "custom.state"
 	w := idleWorker(t, c, worker.Config{Names: names, CommandsPartitions: 4})
@@ -88,9 +86,7 @@ func TestEnsureTopicsWarnsOfAnUncompactedStateTopic(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			c, err := kfake.NewCluster(kfake.NumBrokers(1))
-			require.NoError(t, err)
-			t.Cleanup(c.Close)
+			c := kafkatest.Cluster(t)
 			names := topics.DefaultNames()
 			logs := &testlog.Buffer{}
 			w := idleWorker(t, c, worker.Config{Names: names, Logger: zerolog.New(logs)})
@@ -100,7 +96,7 @@ func TestEnsureTopicsWarnsOfAnUncompactedStateTopic(t *testing.T) {
 			if tc.policy != "" {
 				configs = map[string]*string{"cleanup.policy": &tc.policy}
 			}
-			_, err = adm.CreateTopic(ctx, 16, -1, configs, names.State)
+			_, err := adm.CreateTopic(ctx, 16, -1, configs, names.State)
 			require.NoError(t, err)
 			if tc.refuseCreate {
 				for _, s := range worker.Topics(names, 16)[:6] {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // TopicConfigs is what the broker says topic's configs are, by name.
@@ -23,4 +24,14 @@ func TopicConfigs(t testing.TB, ctx context.Context, adm *kadm.Client, topic str
 		out[c.Key] = c.MaybeValue()
 	}
 	return out
+}
+
+// Cluster starts a kfake broker with opts (one broker unless they say
+// otherwise), closed when the test ends.
+func Cluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
 }
