@@ -394,17 +394,6 @@ func readPid(t *testing.T, what, file string) int {
 	return pid
 }
 
-// statFields is the fields of /proc/PID/stat after the command name, from
-// its state on, or nil if the process is gone.
-func statFields(pid int) []string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil
-	}
-	_, after, _ := strings.Cut(string(b), ") ")
-	return strings.Fields(after)
-}
-
 // gone reports whether the process is gone, or a zombie nobody reaped yet.
 func gone(pid int) bool {
 	st := statFields(pid)

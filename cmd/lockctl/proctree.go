@@ -14,24 +14,30 @@ type process struct {
 	start string
 }
 
+// statFields is the fields of /proc/PID/stat (Linux) after the command
+// name, from the state (field 3) on; nil where they cannot be read.
+func statFields(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	// The command name, in parentheses, may hold anything: the fields
+	// follow its last ")".
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
 // procStat reads a process's parent and start time from /proc/PID/stat
 // (Linux); ok is false where it cannot.
 func procStat(pid int) (ppid int, start string, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, "", false
-	}
-	// The command name, in parentheses, may hold anything: the fields
-	// follow its last ")", from the state (field 3) on.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, "", false
-	}
-	f := strings.Fields(string(b[i+1:]))
+	f := statFields(pid)
 	if len(f) < 20 {
 		return 0, "", false
 	}
-	ppid, err = strconv.Atoi(f[1])
+	ppid, err := strconv.Atoi(f[1])
 	return ppid, f[19], err == nil
 }
 
