@@ -221,7 +221,7 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 		switch {
 		case b.Topic == "":
 			errs[i] = errors.New("kafkapubsub: empty topic")
-		case len(b.Messages) > 0 && p.topics != nil && strings.HasPrefix(b.Topic, p.autoPrefix):
+		case len(b.Messages) > 0 && p.topics != nil && strings.HasPrefix(b.Topic, p.autoPrefix) && !p.topics.created(b.Topic):
 			create, of = append(create, b.Topic), append(of, i)
 		}
 	}

@@ -116,6 +116,23 @@ func (tc *topicCreator) run(ctx context.Context, topics []string, cs []*creation
 	}
 }
 
+// created reports whether topic was created (or found to exist) already:
+// the common case of a publish, which then asks for nothing.
+func (tc *topicCreator) created(topic string) bool {
+	tc.mu.Lock()
+	c, ok := tc.pending[topic]
+	tc.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case <-c.done:
+		return c.err == nil
+	default:
+		return false
+	}
+}
+
 // forget drops a created topic, so the next ensure creates it again. One
 // whose creation is in flight is kept: that creation is the one to wait for.
 func (tc *topicCreator) forget(topic string) {
