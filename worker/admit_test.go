@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -297,6 +298,43 @@ func TestReplyTopicsUnanswered(t *testing.T) {
 	ok, _ = rt.allow(context.Background(), "locks.replies.b")
 	require.True(t, ok)
 	require.Equal(t, 1, rt.lookups, "not asked again")
+}
+
+// A known reply topic is allowed without waiting for a lookup of another in
+// flight: a slow broker answer holds only the commands naming topics not
+// known.
+func TestKnownReplyTopicDoesNotWaitForALookup(t *testing.T) {
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, "locks.replies.known"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer cl.Close()
+	rt := newReplyTopics(cl, "locks.replies.", 10, false)
+	ok, _ := rt.allow(context.Background(), "locks.replies.known")
+	require.True(t, ok)
+
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		once.Do(func() {
+			close(held)
+			c.SleepControl(func() { <-release })
+		})
+		return nil, nil, false
+	})
+	looked := make(chan bool, 1)
+	go func() { ok, _ := rt.allow(context.Background(), "locks.replies.other"); looked <- ok }()
+	<-held
+	allowed := make(chan bool, 1)
+	go func() { ok, _ := rt.allow(context.Background(), "locks.replies.known"); allowed <- ok }()
+	select {
+	case ok := <-allowed:
+		require.True(t, ok)
+	case <-time.After(4 * time.Second): // the lookup's own deadline is 5 s
+		t.Fatal("the known topic waited for the lookup of another")
+	}
+	close(release)
+	require.False(t, <-looked, "the other topic does not exist")
 }
 
 // Commands naming missing reply topics do not each cost a broker round

@@ -30,7 +30,12 @@ type replyTopics struct {
 	max    int
 	create bool // AUTO_CREATE_REPLY_TOPICS: without it only existing ones
 
+	// mu serializes the lookups of topics not known (and guards the
+	// fields below it); knownMu guards known alone, written only under
+	// mu too, so a known topic is allowed without waiting for a lookup of
+	// another in flight.
 	mu      sync.Mutex
+	knownMu sync.RWMutex
 	known   map[string]time.Time // when allowed here as new; zero: seen on the brokers
 	missing map[string]time.Time // when the brokers last said it does not exist
 	listed  time.Time            // when all topics were last read
@@ -65,9 +70,16 @@ func newReplyTopics(cl kmsg.Requestor, prefix string, max int, create bool) *rep
 // or parked where it does not) or, where topics may be created, as a new
 // one.
 func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
+	rt.knownMu.RLock()
+	_, ok := rt.known[topic]
+	n := len(rt.known)
+	rt.knownMu.RUnlock()
+	if ok {
+		return true, n
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	if _, ok := rt.known[topic]; ok {
+	if _, ok := rt.known[topic]; ok { // looked up meanwhile
 		return true, len(rt.known)
 	}
 	now := time.Now()
@@ -98,7 +110,9 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	if len(rt.known) >= rt.max {
 		return false, len(rt.known)
 	}
+	rt.knownMu.Lock()
 	rt.known[topic] = now
+	rt.knownMu.Unlock()
 	return true, len(rt.known)
 }
 
@@ -135,6 +149,8 @@ func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
 		rt.failed = time.Now()
 		return false
 	}
+	rt.knownMu.Lock()
+	defer rt.knownMu.Unlock()
 	if len(names) == 0 {
 		maps.DeleteFunc(rt.known, func(_ string, allowed time.Time) bool { return began.Sub(allowed) >= pendingCreation })
 	}
