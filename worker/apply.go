@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -141,21 +140,13 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 // partitions is being revoked meanwhile (it is dropped at once); false when
 // ctx ended.
 func (w *Worker) backOff(ctx context.Context, parts []*part, delay time.Duration) bool {
-	revoked := make(chan struct{})
-	var once sync.Once
+	wait, cancel := context.WithTimeout(ctx, delay)
+	defer cancel()
 	for _, pt := range parts {
-		stop := context.AfterFunc(pt.p.revoking, func() { once.Do(func() { close(revoked) }) })
-		defer stop()
+		defer context.AfterFunc(pt.p.revoking, cancel)()
 	}
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-revoked:
-	}
-	return true
+	<-wait.Done()
+	return ctx.Err() == nil
 }
 
 func partitionIDs(parts []*part) []int32 {
