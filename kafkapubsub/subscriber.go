@@ -190,16 +190,23 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // consume polls one record at a time, so that records of a partition that a
 // rebalance takes away are not delivered from a local backlog.
 func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, out chan<- *message.Message, fields watermill.LogFields) {
+	// kgo retries fetch errors itself, and a lasting one (an ACL) comes
+	// back at every poll: each is logged, to be seen, once until it changes
+	// or the partition's records come.
+	logged := map[int32]string{}
 	for {
 		fetches := client.PollRecords(ctx, 1)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return
 		}
-		// kgo retries fetch errors itself; they are reported only to be seen.
 		fetches.EachError(func(topic string, partition int32, err error) {
-			s.logger.Error("Fetch error", err, fields.Add(watermill.LogFields{"partition": partition}))
+			if logged[partition] != err.Error() {
+				logged[partition] = err.Error()
+				s.logger.Error("Fetch error", err, fields.Add(watermill.LogFields{"partition": partition}))
+			}
 		})
 		for _, r := range fetches.Records() {
+			delete(logged, r.Partition)
 			if !s.deliver(ctx, client, r, out) {
 				return
 			}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -179,20 +178,19 @@ func (c *cli) watched(ev topics.Event) bool {
 }
 
 // warnLogger is the lifecycle subscriber's logger: it writes its errors
-// (a fetch refused, as TOPIC_AUTHORIZATION_FAILED) to stderr, where watch
-// would otherwise wait in silence; stdout keeps the events alone. A fetch
-// error comes back at each poll: each distinct line is written at most once
-// a minute. The rest (debug, info) is not written.
+// (a fetch refused, as TOPIC_AUTHORIZATION_FAILED, which the subscriber
+// logs once until it changes) to stderr, where watch would otherwise wait
+// in silence; stdout keeps the events alone. The rest (debug, info) is not
+// written.
 type warnLogger struct {
 	w      io.Writer
 	prefix string
 	fields watermill.LogFields
-	mu     *sync.Mutex
-	last   map[string]time.Time // when each line was written
+	mu     *sync.Mutex // the subscriptions' goroutines write to w
 }
 
 func newWarnLogger(w io.Writer, prefix string) *warnLogger {
-	return &warnLogger{w: w, prefix: prefix, mu: &sync.Mutex{}, last: map[string]time.Time{}}
+	return &warnLogger{w: w, prefix: prefix, mu: &sync.Mutex{}}
 }
 
 func (l *warnLogger) Error(msg string, err error, fields watermill.LogFields) {
@@ -213,14 +211,9 @@ func (l *warnLogger) Error(msg string, err error, fields watermill.LogFields) {
 	if err != nil {
 		fmt.Fprintf(&b, ": %v", err)
 	}
-	line := b.String()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if at, ok := l.last[line]; ok && time.Since(at) < time.Minute {
-		return
-	}
-	l.last[line] = time.Now()
-	fmt.Fprintln(l.w, line)
+	fmt.Fprintln(l.w, b.String())
 }
 
 func (l *warnLogger) Info(string, watermill.LogFields)  {}
