@@ -174,7 +174,7 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	if o.metaErr != nil {
 		return nil, fmt.Errorf("acquiring lock %q: encoding metadata: %w", name, o.metaErr)
 	}
-	if err := c.begin(); err != nil {
+	if err := c.beginCommand(); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}
 	defer c.ops.Done()

@@ -55,8 +55,9 @@ type Client struct {
 
 // New connects to Kafka, creates the reply topic when missing and starts
 // reading it from its end. It returns once the reader is positioned, so no
-// reply to a command sent afterwards can be missed. Errors from reaching
-// Kafka wrap ErrUnreachable.
+// reply to a command sent afterwards can be missed. A Config.ReadOnly client
+// has no reply topic: New only checks that the brokers answer. Errors from
+// reaching Kafka wrap ErrUnreachable.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	creds, err := loadCredentials(cfg)
 	if err != nil {
@@ -109,22 +110,44 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		ctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
 		defer cancel()
 	}
-	offsets, err := c.prepareReplyTopic(ctx)
+	if cfg.ReadOnly {
+		err = c.ping(ctx)
+	} else {
+		c.cons, err = c.replyConsumer(ctx)
+	}
 	if err != nil {
 		c.closeKafka()
 		return nil, err
 	}
+	c.closing, c.close = context.WithCancel(context.Background())
+	if c.cons != nil {
+		var readCtx context.Context
+		readCtx, c.stopRead = context.WithCancel(context.Background())
+		go c.read(readCtx)
+	}
+	return c, nil
+}
+
+// replyConsumer prepares the reply topic and returns its reader,
+// positioned at its end.
+func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, error) {
+	offsets, err := c.prepareReplyTopic(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cons, err := kgo.NewClient(append(c.baseOpts, kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))...)
 	if err != nil {
-		c.closeKafka()
 		return nil, fmt.Errorf("creating reply consumer: %w", err)
 	}
-	c.cons = cons
-	c.closing, c.close = context.WithCancel(context.Background())
-	var readCtx context.Context
-	readCtx, c.stopRead = context.WithCancel(context.Background())
-	go c.read(readCtx)
-	return c, nil
+	return cons, nil
+}
+
+// ping checks that the brokers answer.
+func (c *Client) ping(ctx context.Context) error {
+	if err := c.prod.Ping(ctx); err != nil {
+		return fmt.Errorf("%w: %v: %w", ErrUnreachable, c.cfg.Brokers, err)
+	}
+	return nil
 }
 
 // prepareReplyTopic checks the brokers, creates the reply topic when missing
@@ -133,8 +156,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // makes New's promise hold: every record produced after this returns is at
 // or past them.
 func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kgo.Offset, error) {
-	if err := c.prod.Ping(ctx); err != nil {
-		return nil, fmt.Errorf("%w: %v: %w", ErrUnreachable, c.cfg.Brokers, err)
+	if err := c.ping(ctx); err != nil {
+		return nil, err
 	}
 	adm := kadm.NewClient(c.prod)
 	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, -1, nil, c.replyTopic)
@@ -171,8 +194,14 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 	}
 }
 
-// ReplyTopic is where this client's replies come.
-func (c *Client) ReplyTopic() string { return c.replyTopic }
+// ReplyTopic is where this client's replies come ("" for a read-only
+// client, which has none).
+func (c *Client) ReplyTopic() string {
+	if c.cfg.ReadOnly {
+		return ""
+	}
+	return c.replyTopic
+}
 
 // Topics are the topic names this client uses (Config.Topics with defaults).
 func (c *Client) Topics() topics.Names { return c.cfg.Topics }
@@ -188,9 +217,11 @@ func (c *Client) Close() error {
 		c.mu.Unlock()
 		c.close()
 		c.ops.Wait()
-		c.stopRead()
-		c.cons.Close()
-		<-c.readDone
+		if c.cons != nil { // nil when read-only
+			c.stopRead()
+			c.cons.Close()
+			<-c.readDone
+		}
 		c.closeKafka()
 	})
 	return nil
@@ -200,6 +231,14 @@ func (c *Client) closeKafka() {
 	if c.ownProd {
 		c.prod.Close()
 	}
+}
+
+// beginCommand is begin for an operation that sends commands.
+func (c *Client) beginCommand() error {
+	if c.cfg.ReadOnly {
+		return ErrReadOnly
+	}
+	return c.begin()
 }
 
 // begin registers an operation, so Close waits for it.

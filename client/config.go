@@ -88,6 +88,13 @@ type Config struct {
 	// ReplyTopicPartitions is the partition count of the reply topic when
 	// New creates it. Default 1: one reader takes every partition anyway.
 	ReplyTopicPartitions int32
+
+	// ReadOnly makes a client that only reads the lock state topic (Locks,
+	// Watch): New neither creates nor reads a reply topic, so it needs the
+	// right to read that topic only. Every operation that sends a command
+	// (Acquire, Release, Query, NewSession, Do...) fails with ErrReadOnly.
+	// Default false.
+	ReadOnly bool
 }
 
 func (cfg Config) withDefaults() Config {

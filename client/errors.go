@@ -91,6 +91,9 @@ var (
 	ErrUnreachable = errors.New("kafka unreachable")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("client closed")
+	// ErrReadOnly: a command was asked of a client made with
+	// Config.ReadOnly, which has no reply topic to hear the answer on.
+	ErrReadOnly = errors.New("read-only client: it sends no commands")
 )
 
 var codeErrors = map[string]error{

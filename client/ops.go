@@ -147,7 +147,7 @@ func (c *Client) Do(ctx context.Context, cmd topics.Command) (topics.Event, erro
 	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
 		return topics.Event{}, err
 	}
-	if err := c.begin(); err != nil {
+	if err := c.beginCommand(); err != nil {
 		return topics.Event{}, err
 	}
 	defer c.ops.Done()

@@ -2,12 +2,15 @@ package client_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/topics"
 )
 
 // next receives the next revision Watch delivers.
@@ -144,4 +147,41 @@ func TestWatchLocksSharingAKey(t *testing.T) {
 	require.Equal(t, []string{" " + n + "/b y", n + " b x"}, got)
 	require.NoError(t, x.Release(ctx))
 	require.NoError(t, y.Release(ctx))
+}
+
+// A read-only client watches a lock and lists the table without a reply
+// topic: it asks Kafka nothing about one (a requester that may read the
+// state topic only can use it), and a command fails with ErrReadOnly.
+func TestReadOnly(t *testing.T) {
+	ctx := ctxT(t)
+	requester := uniq("read-only")
+	replies := env.Cluster.Fault(kfake.Fault{Topic: topics.DefaultNames().ReplyTopic(requester), Count: -1, Observe: true})
+	t.Cleanup(replies.Remove)
+	r := newClient(t, requester, func(cfg *client.Config) { cfg.ReadOnly = true })
+	lock := uniq("read-only")
+	ch, err := r.Watch(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusFree, next(t, ch).Status)
+
+	w := newClient(t, uniq("writer"))
+	l, err := w.TryAcquire(ctx, lock, client.WithLease(time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, next(t, ch).Status)
+	require.NoError(t, l.Release(ctx))
+	require.Equal(t, client.StatusReleased, next(t, ch).Status)
+	table, err := r.Locks(ctx)
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(table, func(lr client.LockRevision) bool { return lr.Name == lock }), "Locks lists the lock")
+
+	_, err = r.TryAcquire(ctx, lock)
+	require.ErrorIs(t, err, client.ErrReadOnly)
+	_, err = r.Query(ctx, lock)
+	require.ErrorIs(t, err, client.ErrReadOnly)
+	_, err = r.NewSession(ctx, 0)
+	require.ErrorIs(t, err, client.ErrReadOnly)
+	_, err = r.Do(ctx, topics.Command{Operation: topics.OpQuery, LockName: lock})
+	require.ErrorIs(t, err, client.ErrReadOnly)
+	require.Empty(t, r.ReplyTopic(), "it has none")
+	require.Zero(t, replies.Hits(), "requests about the reply topic")
+	require.NoError(t, r.Close())
 }

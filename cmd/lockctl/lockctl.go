@@ -207,7 +207,15 @@ func (c *cli) kafka() ([]string, []kgo.Opt, error) {
 	return seeds, opts, nil
 }
 
-func (c *cli) client(ctx context.Context) (*client.Client, error) {
+// client is a client that sends commands and hears their answers on its
+// reply topic (created when missing).
+func (c *cli) client(ctx context.Context) (*client.Client, error) { return c.newClient(ctx, false) }
+
+// reader is a client that only reads the lock state topic (locks, watch
+// --lock): it needs no reply topic, nor the right to create one.
+func (c *cli) reader(ctx context.Context) (*client.Client, error) { return c.newClient(ctx, true) }
+
+func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, error) {
 	seeds, opts, err := c.kafka()
 	if err != nil {
 		return nil, err
@@ -221,6 +229,7 @@ func (c *cli) client(ctx context.Context) (*client.Client, error) {
 	return client.New(ctx, client.Config{
 		Brokers: seeds, KafkaOpts: opts, Requester: requester, Topics: c.names(),
 		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: min(c.timeout/3, client.DefaultReplyTimeout),
+		ReadOnly: readOnly,
 	})
 }
 

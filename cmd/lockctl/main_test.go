@@ -481,8 +481,13 @@ func TestWatchPrintsLines(t *testing.T) {
 	lock := fmt.Sprintf("ctl-watch-%d", time.Now().UnixNano()) // --from-beginning: not an earlier run's
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	// watch --lock and locks read the lock state topic only: they make no
+	// reply topic, nor ask Kafka anything about one.
+	reader := fmt.Sprintf("ctl-reader-%d", time.Now().UnixNano())
+	replies := env.Cluster.Fault(kfake.Fault{Topic: topics.DefaultNames().ReplyTopic(reader), Count: -1, Observe: true})
+	defer replies.Remove()
 	events, _, waitEvents := start(ctx, "watch", "--from-beginning")
-	revisions, _, waitRevisions := start(ctx, "watch", "--lock", lock)
+	revisions, _, waitRevisions := start(ctx, "watch", "--lock", lock, "--requester", reader)
 	eventually(t, "the lock's state before its first change", func() bool {
 		return strings.Contains(revisions.String(), lock+" rev=0 free")
 	})
@@ -515,9 +520,10 @@ func TestWatchPrintsLines(t *testing.T) {
 	assert.Regexp(t, `^\S+Z `+lock+` rev=1 acquired by=acquire holder=watched/exclusive/token=\d+/expires=\S+Z$`, lines[1])
 	assert.Regexp(t, `^\S+Z `+lock+` rev=2 released by=release$`, lines[2])
 
-	r = lockctl(t, "locks")
+	r = lockctl(t, "locks", "--requester", reader)
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Regexp(t, `(?m)^\S+Z `+lock+` rev=2 released by=release$`, r.stdout, "locks lists the table")
+	assert.Zero(t, replies.Hits(), "requests about %s's reply topic", reader)
 	r = lockctl(t, "watch", "--lock", lock, "--from-beginning")
 	assert.Equal(t, exitUsage, r.code)
 }

@@ -87,7 +87,7 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 
 // watchLock prints the lock's revisions as client.Watch delivers them.
 func (c *cli) watchLock(ctx context.Context, lock string) error {
-	cl, err := c.client(ctx)
+	cl, err := c.reader(ctx)
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		if err := noArgs(args); err != nil {
 			return err
 		}
-		cl, err := c.client(ctx)
+		cl, err := c.reader(ctx)
 		if err != nil {
 			return err
 		}
