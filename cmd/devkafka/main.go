@@ -68,12 +68,9 @@ func topicsFromEnv(getenv func(string) string) (config.TopicsConfig, error) {
 // of these names and commands partitions needs.
 func brokerOptions(addr, dir string, names topics.Names, partitions int32, minSession time.Duration, log zerolog.Logger) embedded.Options {
 	o := embedded.Options{Addr: addr, Dir: dir, MinSessionTimeout: minSession, Logger: log,
-		Topics: map[string]int32{}, TopicConfigs: map[string]map[string]string{}}
+		Topics: map[string]embedded.Topic{}}
 	for _, t := range worker.Topics(names, partitions) {
-		o.Topics[t.Name] = t.Partitions
-		if t.Configs != nil {
-			o.TopicConfigs[t.Name] = t.Configs
-		}
+		o.Topics[t.Name] = embedded.Topic{Partitions: t.Partitions, Configs: t.Configs}
 	}
 	return o
 }

@@ -63,15 +63,10 @@ type Options struct {
 	// Dir keeps topics, records and group offsets across restarts (default
 	// DefaultDir, relative to the working directory). Created if missing.
 	Dir string
-	// Topics are created with the given partition counts (>= 1) when
-	// missing. An existing topic is left alone, even with another count:
-	// changing the count would move keys between partitions. A mismatch is
-	// logged.
-	Topics map[string]int32
-	// TopicConfigs are the configs a topic of Topics is created with
-	// (cleanup.policy, segment.bytes...); a topic without any gets the
-	// broker's defaults. An existing topic keeps the configs it has.
-	TopicConfigs map[string]map[string]string
+	// Topics, by name, are created when missing. An existing topic is left
+	// alone, even with another partition count (changing the count would
+	// move keys between partitions; a mismatch is logged) or other configs.
+	Topics map[string]Topic
 	// SyncWrites fsyncs every produced batch (kfake.SyncWrites), so records
 	// survive a machine crash too, not only a killed process. Slow.
 	SyncWrites bool
@@ -83,6 +78,15 @@ type Options struct {
 	// (its errors and warnings as such, its info as debug, its debug as
 	// trace). The zero value logs nothing.
 	Logger zerolog.Logger
+}
+
+// Topic is how a topic of Options.Topics is created.
+type Topic struct {
+	// Partitions is its partition count; no default, it must be >= 1.
+	Partitions int32
+	// Configs are the configs it is created with (cleanup.policy,
+	// segment.bytes...); nil: the broker's defaults.
+	Configs map[string]string
 }
 
 // Broker is a running embedded broker.
@@ -105,14 +109,9 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	if o.Dir == "" {
 		o.Dir = DefaultDir
 	}
-	for t, p := range o.Topics {
-		if p < 1 {
-			return nil, fmt.Errorf("embedded kafka: topic %q: %d partitions", t, p)
-		}
-	}
-	for t := range o.TopicConfigs {
-		if _, ok := o.Topics[t]; !ok {
-			return nil, fmt.Errorf("embedded kafka: configs for topic %q, which is not in Topics", t)
+	for name, t := range o.Topics {
+		if t.Partitions < 1 {
+			return nil, fmt.Errorf("embedded kafka: topic %q: %d partitions", name, t.Partitions)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -163,7 +162,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	// Created here rather than with kfake.SeedTopics: kfake applies seed
 	// topics only to an empty data dir, so a topic added to Topics later
 	// would never appear after the first start.
-	if err := b.createTopics(ctx, o.Topics, o.TopicConfigs); err != nil {
+	if err := b.createTopics(ctx, o.Topics); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -173,7 +172,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	return b, nil
 }
 
-func (b *Broker) createTopics(ctx context.Context, topics map[string]int32, configs map[string]map[string]string) error {
+func (b *Broker) createTopics(ctx context.Context, topics map[string]Topic) error {
 	names := make([]string, 0, len(topics))
 	for t := range topics {
 		names = append(names, t)
@@ -183,11 +182,11 @@ func (b *Broker) createTopics(ctx context.Context, topics map[string]int32, conf
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		want := topics[t]
-		err := b.cluster.CreateTopic(t, want, configs[t])
+		want, configs := topics[t].Partitions, topics[t].Configs
+		err := b.cluster.CreateTopic(t, want, configs)
 		switch {
 		case err == nil:
-			b.log.Info().Str("topic", t).Int32("partitions", want).Interface("configs", configs[t]).Msg("created topic")
+			b.log.Info().Str("topic", t).Int32("partitions", want).Interface("configs", configs).Msg("created topic")
 		case errors.Is(err, kerr.TopicAlreadyExists):
 			if have := int32(len(b.cluster.PartitionInfos(t))); have != want {
 				b.log.Warn().Str("topic", t).Int32("partitions", have).Int32("configured", want).
