@@ -171,10 +171,13 @@ func (c *Client) acquireOptions(opts []AcquireOption) acquireOptions {
 }
 
 func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*Lease, error) {
+	if err := c.sends(); err != nil {
+		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
+	}
 	if o.metaErr != nil {
 		return nil, fmt.Errorf("acquiring lock %q: encoding metadata: %w", name, o.metaErr)
 	}
-	if err := c.beginCommand(); err != nil {
+	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}
 	defer c.ops.Done()

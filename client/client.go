@@ -72,17 +72,18 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	creds.sub = cfg.Requester
 	c := &Client{
-		creds:      creds,
-		cfg:        cfg,
-		replyTopic: cfg.Topics.ReplyTopic(cfg.Requester),
-		calls:      make(map[string]chan topics.Event),
-		leases:     make(map[int64][]*Lease),
-		sessions:   make(map[string]*Session),
-		acquiring:  make(map[acquireKey]acquiring),
-		ended:      make(map[int64]topics.Event),
-		readDone:   make(chan struct{}),
+		creds:     creds,
+		cfg:       cfg,
+		calls:     make(map[string]chan topics.Event),
+		leases:    make(map[int64][]*Lease),
+		sessions:  make(map[string]*Session),
+		acquiring: make(map[acquireKey]acquiring),
+		ended:     make(map[int64]topics.Event),
 	}
-	if !topics.ValidReplyTo(c.replyTopic, cfg.Topics.ReplyPrefix) {
+	if !cfg.ReadOnly {
+		c.replyTopic = cfg.Topics.ReplyTopic(cfg.Requester)
+	}
+	if !cfg.ReadOnly && !topics.ValidReplyTo(c.replyTopic, cfg.Topics.ReplyPrefix) {
 		return nil, fmt.Errorf("requester %q: reply topic %q is not a valid topic name", cfg.Requester, c.replyTopic)
 	}
 	if !topics.ValidTopicName(cfg.Topics.Commands) {
@@ -120,7 +121,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.closing, c.close = context.WithCancel(context.Background())
-	if c.cons != nil {
+	if !cfg.ReadOnly {
+		c.readDone = make(chan struct{})
 		var readCtx context.Context
 		readCtx, c.stopRead = context.WithCancel(context.Background())
 		go c.read(readCtx)
@@ -196,12 +198,7 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 
 // ReplyTopic is where this client's replies come ("" for a read-only
 // client, which has none).
-func (c *Client) ReplyTopic() string {
-	if c.cfg.ReadOnly {
-		return ""
-	}
-	return c.replyTopic
-}
+func (c *Client) ReplyTopic() string { return c.replyTopic }
 
 // Topics are the topic names this client uses (Config.Topics with defaults).
 func (c *Client) Topics() topics.Names { return c.cfg.Topics }
@@ -217,7 +214,7 @@ func (c *Client) Close() error {
 		c.mu.Unlock()
 		c.close()
 		c.ops.Wait()
-		if c.cons != nil { // nil when read-only
+		if !c.cfg.ReadOnly {
 			c.stopRead()
 			c.cons.Close()
 			<-c.readDone
@@ -233,12 +230,13 @@ func (c *Client) closeKafka() {
 	}
 }
 
-// beginCommand is begin for an operation that sends commands.
-func (c *Client) beginCommand() error {
+// sends refuses an operation that sends commands on a read-only client,
+// before it validates anything: its error then always wraps ErrReadOnly.
+func (c *Client) sends() error {
 	if c.cfg.ReadOnly {
 		return ErrReadOnly
 	}
-	return c.begin()
+	return nil
 }
 
 // begin registers an operation, so Close waits for it.

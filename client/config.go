@@ -30,11 +30,11 @@ type Config struct {
 	// built from Brokers. Default none. Ignored when Client is set.
 	KafkaOpts []kgo.Opt
 
-	// Client, when set, produces the commands and creates the reply topic,
-	// and its options (Client.Opts) are reused to build the client that reads
-	// replies. It must not consume (no ConsumeTopics, ConsumePartitions or
-	// ConsumerGroup) since the SDK reads its replies without a group. Close
-	// does not close it.
+	// Client, when set, produces the commands and creates the reply topic
+	// (unless ReadOnly), and its options (Client.Opts) are reused to build
+	// the clients that read replies and the lock state topic. It must not
+	// consume (no ConsumeTopics, ConsumePartitions or ConsumerGroup) since
+	// the SDK reads without a group. Close does not close it.
 	Client *kgo.Client
 
 	// Requester names this requester: replies come on
@@ -89,11 +89,14 @@ type Config struct {
 	// New creates it. Default 1: one reader takes every partition anyway.
 	ReplyTopicPartitions int32
 
-	// ReadOnly makes a client that only reads the lock state topic (Locks,
-	// Watch): New neither creates nor reads a reply topic, so it needs the
-	// right to read that topic only. Every operation that sends a command
-	// (Acquire, Release, Query, NewSession, Do...) fails with ErrReadOnly.
-	// Default false.
+	// ReadOnly makes a client that only reads: the lock state topic (Watch,
+	// Locks, Election.Observe) and the lifecycle topics (Subscriber). New
+	// neither creates nor reads a reply topic, so Kafka's Read on the topics
+	// read is the only right it needs; Requester, ReplyTimeout and
+	// ReplyTopicPartitions do not apply (a token or signing key given is
+	// still checked as for any client). Every operation that sends a
+	// command (Acquire, Query, NewSession, Campaign, Leader, Do...) fails
+	// with ErrReadOnly before anything else is checked. Default false.
 	ReadOnly bool
 }
 

@@ -16,7 +16,9 @@
 // to commands by request_id. A command whose reply does not come within
 // Config.ReplyTimeout is sent again with the same request_id: the worker
 // applies a request_id once and answers every copy with the stored outcome,
-// so retries never take a lock twice.
+// so retries never take a lock twice. A client made with Config.ReadOnly
+// only reads the lock state and lifecycle topics: it has no reply topic and
+// sends no commands.
 //
 // # Leases
 //

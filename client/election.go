@@ -129,6 +129,9 @@ type electionMetadata struct {
 // of the owner that leads already (a restarted process with a stable owner
 // id) resumes its leadership: the same Token, and the Value it led with.
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
+	if err := e.c.sends(); err != nil {
+		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
+	}
 	o := e.c.acquireOptions(opts)
 	switch {
 	case o.mode != "" && o.mode != Exclusive, o.limit > 1:

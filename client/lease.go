@@ -380,7 +380,7 @@ func (l *Lease) command(op string) topics.Command {
 
 // send sends a command that needs no wait and returns its first answer.
 func (c *Client) send(ctx context.Context, cmd topics.Command) (topics.Event, error) {
-	if err := c.beginCommand(); err != nil {
+	if err := c.begin(); err != nil {
 		return topics.Event{}, err
 	}
 	defer c.ops.Done()

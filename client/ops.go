@@ -137,6 +137,9 @@ func (c *Client) Revoke(ctx context.Context, name, owner, reason string) (int, e
 // not withdraw an acquire whose ctx ends while it waits. A lock.rejected
 // reply is returned along with its *Error.
 func (c *Client) Do(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+	if err := c.sends(); err != nil {
+		return topics.Event{}, err
+	}
 	if cmd.RequestID == "" {
 		cmd.RequestID = newRequestID()
 	}
@@ -147,7 +150,7 @@ func (c *Client) Do(ctx context.Context, cmd topics.Command) (topics.Event, erro
 	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
 		return topics.Event{}, err
 	}
-	if err := c.beginCommand(); err != nil {
+	if err := c.begin(); err != nil {
 		return topics.Event{}, err
 	}
 	defer c.ops.Done()

@@ -61,6 +61,9 @@ func WithSessionID(id string) SessionOption {
 // default of 10 s) past each keep-alive, and keeps it alive until Close
 // or the client closes. Errors wrap ErrSessionExists for an ID in use.
 func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...SessionOption) (*Session, error) {
+	if err := c.sends(); err != nil {
+		return nil, fmt.Errorf("opening session: %w", err)
+	}
 	ctx2, cancel := context.WithCancelCause(context.Background())
 	s := &Session{ID: newRequestID(), TTL: ttl, c: c, lost: make(chan struct{}), ctx: ctx2, cancel: cancel, leases: map[*Lease]bool{}}
 	for _, o := range opts {

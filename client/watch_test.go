@@ -3,11 +3,13 @@ package client_test
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
@@ -151,37 +153,67 @@ func TestWatchLocksSharingAKey(t *testing.T) {
 
 // A read-only client watches a lock and lists the table without a reply
 // topic: it asks Kafka nothing about one (a requester that may read the
-// state topic only can use it), and a command fails with ErrReadOnly.
+// state topic only can use it), and every command fails with ErrReadOnly,
+// even one that is invalid too, without a record produced.
 func TestReadOnly(t *testing.T) {
 	ctx := ctxT(t)
 	requester := uniq("read-only")
 	replies := env.Cluster.Fault(kfake.Fault{Topic: topics.DefaultNames().ReplyTopic(requester), Count: -1, Observe: true})
 	t.Cleanup(replies.Remove)
-	r := newClient(t, requester, func(cfg *client.Config) { cfg.ReadOnly = true })
+	var produced producedCount
+	kc, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.WithHooks(&produced))
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	r := newClient(t, requester, func(cfg *client.Config) { cfg.ReadOnly, cfg.Client = true, kc })
+	require.Empty(t, r.ReplyTopic(), "it has none")
 	lock := uniq("read-only")
 	ch, err := r.Watch(ctx, lock)
 	require.NoError(t, err)
 	require.Equal(t, client.StatusFree, next(t, ch).Status)
+	leaders, err := client.NewElection(r, lock).Observe(ctx)
+	require.NoError(t, err)
 
 	w := newClient(t, uniq("writer"))
 	l, err := w.TryAcquire(ctx, lock, client.WithLease(time.Minute))
 	require.NoError(t, err)
 	require.Equal(t, client.StatusAcquired, next(t, ch).Status)
+	require.Equal(t, l.Token, (<-leaders).Token, "Observe")
 	require.NoError(t, l.Release(ctx))
 	require.Equal(t, client.StatusReleased, next(t, ch).Status)
 	table, err := r.Locks(ctx)
 	require.NoError(t, err)
 	require.True(t, slices.ContainsFunc(table, func(lr client.LockRevision) bool { return lr.Name == lock }), "Locks lists the lock")
 
-	_, err = r.TryAcquire(ctx, lock)
-	require.ErrorIs(t, err, client.ErrReadOnly)
-	_, err = r.Query(ctx, lock)
-	require.ErrorIs(t, err, client.ErrReadOnly)
-	_, err = r.NewSession(ctx, 0)
-	require.ErrorIs(t, err, client.ErrReadOnly)
-	_, err = r.Do(ctx, topics.Command{Operation: topics.OpQuery, LockName: lock})
-	require.ErrorIs(t, err, client.ErrReadOnly)
-	require.Empty(t, r.ReplyTopic(), "it has none")
+	election := client.NewElection(r, lock)
+	for what, op := range map[string]func() error{
+		"TryAcquire": func() error { _, err := r.TryAcquire(ctx, lock); return err },
+		"WithLock": func() error {
+			return client.WithLock(ctx, r, lock, func(context.Context, *client.Lease) error { return nil })
+		},
+		"Query":   func() error { _, err := r.Query(ctx, lock); return err },
+		"Cleanup": func() error { _, err := r.Cleanup(ctx, lock, 0); return err },
+		"Revoke":  func() error { _, err := r.Revoke(ctx, lock, "someone", "test"); return err },
+		"NewSession over the contract's ttl": func() error {
+			_, err := r.NewSession(ctx, 2*time.Hour)
+			return err
+		},
+		"Do of an unknown operation": func() error {
+			_, err := r.Do(ctx, topics.Command{Operation: "nonsense", LockName: lock})
+			return err
+		},
+		"Campaign": func() error { _, err := election.Campaign(ctx, "v"); return err },
+		"Leader":   func() error { _, err := election.Leader(ctx); return err },
+	} {
+		require.ErrorIs(t, op(), client.ErrReadOnly, what)
+	}
+	require.Zero(t, produced.n.Load(), "records produced")
 	require.Zero(t, replies.Hits(), "requests about the reply topic")
 	require.NoError(t, r.Close())
+	for range ch { // the watch ends with the client
+	}
 }
+
+// producedCount counts the records a kgo client was asked to produce.
+type producedCount struct{ n atomic.Int64 }
+
+func (p *producedCount) OnProduceRecordBuffered(*kgo.Record) { p.n.Add(1) }
