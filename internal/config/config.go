@@ -128,7 +128,8 @@ type Config struct {
 
 // PostgresConfig is the database connection. URL wins over the other fields
 // for connecting; MinConns and MaxConns apply either way (pool settings are
-// not part of the URL, so plain pgx.Connect accepts it too).
+// not part of the URL, so plain pgx.Connect accepts it too, and a URL that
+// sets pool_min_conns or pool_max_conns is refused rather than overridden).
 type PostgresConfig struct {
 	// URL (DATABASE_URL, default empty): a postgres:// or postgresql:// URL,
 	// else a key=value connection string (the prefix decides, as in pgx).

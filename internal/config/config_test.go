@@ -348,6 +348,13 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 	}
 	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?"}))
 	require.NoError(t, err, "an empty query")
+	// A line end left from the file a secret was made of: pgx would
+	// refuse it only when connecting, saying less.
+	_, err = FromEnv(env(map[string]string{"DATABASE_URL": "postgres://u:s3cr3t@db/x\n"}))
+	require.ErrorContains(t, err, "DATABASE_URL: holds a control character")
+	assert.NotContains(t, err.Error(), "s3cr3t")
+	_, err = FromEnv(env(map[string]string{"DATABASE_URL": "host=db password=s3cr3t\n"}))
+	require.NoError(t, err, "white space to pgx in a key=value string")
 	// pgx takes "jdbc:postgresql://db/x?user" for a runtime parameter's
 	// name; it is a URL of the wrong scheme.
 	_, err = FromEnv(env(map[string]string{"DATABASE_URL": "jdbc:postgresql://db/x?user=u&password=s3cr3t"}))
@@ -600,4 +607,22 @@ func TestReplyPrefixLeavesRoomForTheRequester(t *testing.T) {
 
 	_, err = FromEnv(env(map[string]string{"REPLY_TOPIC_PREFIX": tooLong}))
 	require.NoError(t, err, "without AUTH_REQUIRED a reply_to is any topic under the prefix")
+}
+
+// The pool's sizes come from POSTGRES_MIN_CONNECTIONS and
+// POSTGRES_MAX_CONNECTIONS, which store.Open sets whatever the connection
+// string says: a DATABASE_URL that sets them too is refused, not overridden
+// in silence. pgxpool's other settings (pool_max_conn_lifetime...) apply.
+func TestDatabaseURLPoolSizes(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://db/x?sslmode=disable&pool_max_conns=50",
+		"postgres://db/x?pool%5Fmin%5Fconns=2",
+		"host=db dbname=x pool_max_conns=50",
+	} {
+		_, err := FromEnv(env(map[string]string{"DATABASE_URL": dsn}))
+		require.ErrorContains(t, err, "DATABASE_URL: sets pool_m", dsn)
+		require.ErrorContains(t, err, "set POSTGRES_M", dsn)
+	}
+	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?pool_max_conn_lifetime=1h"}))
+	require.NoError(t, err)
 }

@@ -2,9 +2,9 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -74,22 +74,48 @@ var errConnString = errors.New("is neither a postgres:// URL nor a key=value con
 // checkConnString checks the string's shape as pgx does before connecting
 // (a bad percent-escape or an unreadable file still fails only then).
 func checkConnString(s string) error {
+	var keys []string
 	if isURLConnString(s) {
-		_, err := splitURL(s)
-		return err
+		if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			// Go's URL parser, which pgx uses, refuses them.
+			return errors.New("holds a control character, which a URL may not (a line end from the file a secret was made of?); value not shown: it may hold a password")
+		}
+		parts, err := splitURL(s)
+		if err != nil {
+			return err
+		}
+		if parts.query < len(s) {
+			for _, pair := range strings.Split(s[parts.query:], "&") {
+				key, _, _ := strings.Cut(pair, "=")
+				keys = append(keys, lenientUnescape(key))
+			}
+		}
+	} else {
+		pairs, err := splitKeywordValue(s)
+		if err != nil || len(pairs) == 0 {
+			return errConnString
+		}
+		for _, p := range pairs {
+			if strings.Contains(p.key, "://") {
+				// pgx would send the "jdbc:postgresql://db/x?user" of
+				// "jdbc:postgresql://db/x?user=u" as a parameter and
+				// connect to its defaults: it is a URL of the wrong scheme.
+				return errConnString
+			}
+			keys = append(keys, p.key)
+		}
 	}
-	pairs, err := splitKeywordValue(s)
-	if err != nil || len(pairs) == 0 {
-		return errConnString
-	}
-	if slices.ContainsFunc(pairs, func(p keyValue) bool { return strings.Contains(p.key, "://") }) {
-		// pgx would send the "jdbc:postgresql://db/x?user" of
-		// "jdbc:postgresql://db/x?user=u" as a parameter and connect to
-		// its defaults: it is a URL of the wrong scheme.
-		return errConnString
+	for _, k := range keys {
+		if v, ok := poolSettings[k]; ok {
+			return fmt.Errorf("sets %s, which lockworker would override: set %s instead", k, v)
+		}
 	}
 	return nil
 }
+
+// poolSettings are the pool sizes pgxpool reads from a connection string,
+// which lockworker sets from its own variables whatever the string says.
+var poolSettings = map[string]string{"pool_min_conns": "POSTGRES_MIN_CONNECTIONS", "pool_max_conns": "POSTGRES_MAX_CONNECTIONS"}
 
 // keyValue is one setting of a key=value string: s[start:end] is its value
 // as written (quotes and backslashes included).
