@@ -184,9 +184,10 @@ type serviceSpec struct {
 }
 
 type pdbSpec struct {
-	MinAvailable   yaml.Node     `yaml:"minAvailable"`
-	MaxUnavailable yaml.Node     `yaml:"maxUnavailable"`
-	Selector       labelSelector `yaml:"selector"`
+	MinAvailable               yaml.Node     `yaml:"minAvailable"`
+	MaxUnavailable             yaml.Node     `yaml:"maxUnavailable"`
+	Selector                   labelSelector `yaml:"selector"`
+	UnhealthyPodEvictionPolicy string        `yaml:"unhealthyPodEvictionPolicy"`
 }
 
 // readYAMLDocs parses every document of a YAML file into out's element type.
@@ -466,6 +467,9 @@ func TestKubernetes(t *testing.T) {
 		p := decodeSpec[pdbSpec](t, pdb)
 		assert.True(t, selects(p.Selector.MatchLabels, d.Template.Metadata.Labels), "the PDB must select the pods")
 		require.True(t, (p.MinAvailable.Kind == 0) != (p.MaxUnavailable.Kind == 0), "set one of minAvailable, maxUnavailable")
+		// Readiness follows PostgreSQL and Kafka: in their outage every pod
+		// is unready, and only this lets a drain evict them.
+		assert.Equal(t, "AlwaysAllow", p.UnhealthyPodEvictionPolicy)
 		// It must let a drain evict at least one pod of three.
 		if p.MinAvailable.Kind != 0 {
 			n, err := strconv.Atoi(p.MinAvailable.Value)
