@@ -197,8 +197,7 @@ func (s *Store) tryTxBatch(ctx context.Context, fn func(pgx.Tx, *pgx.Batch, *pgx
 		err = tx.commit(ctx, last)
 	}
 	if err != nil && tx.Tx != nil && c.Conn().PgConn().TxStatus() != 'I' {
-		// Roll back even when ctx is done, so the connection goes back clean.
-		_ = tx.Tx.Rollback(context.WithoutCancel(ctx))
+		rollback(ctx, tx.Tx)
 	}
 	return translate(err)
 }
@@ -206,11 +205,22 @@ func (s *Store) tryTxBatch(ctx context.Context, fn func(pgx.Tx, *pgx.Batch, *pgx
 // finish commits tx, or rolls it back when fn failed with err.
 func (s *Store) finish(ctx context.Context, tx pgx.Tx, err error) error {
 	if err != nil {
-		// Roll back even when ctx is done, so the connection goes back clean.
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+		rollback(ctx, tx)
 		return translate(err)
 	}
 	return translate(tx.Commit(ctx))
+}
+
+// RollbackTimeout bounds a rollback. It runs even when ctx is done, so that
+// the connection goes back clean; a connection that stopped answering
+// (half-open: the server's host gone without a reset) is closed at the
+// bound instead of holding its transaction's caller until TCP gives up.
+const RollbackTimeout = 5 * time.Second
+
+func rollback(ctx context.Context, tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), RollbackTimeout)
+	defer cancel()
+	_ = tx.Rollback(ctx)
 }
 
 // batchTx is InTxBatch's transaction: it begins when its first batch is

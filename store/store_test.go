@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/migrations"
 	"github.com/omninode/lockworker/store"
@@ -1066,4 +1067,39 @@ func TestMigrateUpToDateTakesNoLock(t *testing.T) {
 	defer cancel()
 	require.NoError(t, st.Migrate(mctx), "Migrate waited for the lock")
 	requireSchema(t, st)
+}
+
+// A transaction whose connection stops answering while fn fails (the
+// server's host gone without a reset) returns fn's error once the rollback
+// gives up at RollbackTimeout, instead of waiting on the connection for
+// ever: the rollback runs even when ctx is done, so ctx cannot end it.
+func TestRollbackOfAHungConnectionIsBounded(t *testing.T) {
+	t.Parallel()
+	sch := testdb.NewSchema(t)
+	u, err := url.Parse(sch.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	sch.URL = u.String()
+	st := sch.Open(t, store.Config{MaxConns: 1})
+	t.Cleanup(proxy.Restore) // before the store closes (cleanups run last first)
+	failed := errors.New("fn failed")
+	done := make(chan error, 1)
+	go func() {
+		done <- st.InTx(context.Background(), func(tx pgx.Tx) error {
+			if _, err := tx.Exec(context.Background(), `SELECT 1`); err != nil {
+				return err
+			}
+			proxy.Hang()
+			return failed
+		})
+	}()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, failed)
+	case <-time.After(store.RollbackTimeout + 20*time.Second):
+		t.Fatal("InTx still waits on the rollback of a connection that does not answer")
+	}
 }
