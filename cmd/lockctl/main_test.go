@@ -701,3 +701,65 @@ echo "status $?"`
 	r := lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, lock+" released")
 }
+
+// Without a controlling terminal (cron, systemd, CI), where the command has
+// a process group of its own, a SIGQUIT to lockctl is passed on to that
+// group, as Ctrl-\ on a terminal reaches the job: lockctl stays, passes the
+// command's code on once it has exited, and releases the lock, rather than
+// die holding it while the command runs on.
+func TestRunWithoutATerminalPassesSIGQUITOn(t *testing.T) {
+	bin := buildLockctl(t)
+	for _, tc := range []struct {
+		name, lock string
+		// The command: it writes its pid (its group's) to $1 and says
+		// "ready" once it is in the loop SIGQUIT should break.
+		script string
+		code   int
+		stdout []string // what shows the command got SIGQUIT
+	}{{
+		// A child of the command, which it waits for, traps SIGQUIT as
+		// the command does: only a signal to the group reaches both.
+		name: "trapped", lock: "ctl-run-quit-trapped",
+		script: `echo $$ > "$1"; trap 'echo "parent: QUIT"; exit 7' QUIT; sh -c "$2"`,
+		code:   7, stdout: []string{"child: QUIT", "parent: QUIT"},
+	}, {
+		name: "fatal", lock: "ctl-run-quit-fatal",
+		script: `echo $$ > "$1"; ulimit -c 0; echo ready; exec sleep 60`,
+		code:   128 + int(syscall.SIGQUIT),
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			var stdout, stderr testlog.Buffer
+			cmd := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", tc.lock, "--owner", "quit", "--lease", "60", "--",
+				"sh", "-c", tc.script, "sh", pidFile, `trap 'echo "child: QUIT"; exit 5' QUIT; echo ready; while :; do sleep 0.1; done`)
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			cmd.WaitDelay = time.Second                          // should the command outlive lockctl, holding its pipes
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // no controlling terminal
+			require.NoError(t, cmd.Start())
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			defer func() { _ = cmd.Process.Kill(); <-exited }()
+			pid := readPid(t, "the command", pidFile)
+			defer syscall.Kill(-pid, syscall.SIGKILL) // should its group survive
+			eventually(t, "the command to be ready", func() bool { return strings.Contains(stdout.String(), "ready") })
+			require.NoError(t, cmd.Process.Signal(syscall.SIGQUIT))
+			var err error
+			select {
+			case err = <-exited:
+				exited <- err // for the deferred wait
+			case <-time.After(20 * time.Second):
+				t.Fatalf("lockctl still runs after SIGQUIT; stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+			}
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, stderr.String())
+			assert.Equal(t, tc.code, exit.ExitCode(), "the command's code; stderr:\n%s", stderr.String())
+			assert.Contains(t, stderr.String(), "lockctl: SIGQUIT: passed on to sh's process group; the lock is released once sh has exited\n")
+			for _, s := range tc.stdout {
+				assert.Contains(t, stdout.String(), s)
+			}
+			eventually(t, "the command's group to be gone", func() bool { return syscall.Kill(-pid, 0) != nil })
+			r := lockctl(t, "query", "--lock", tc.lock)
+			assert.Contains(t, r.stdout, tc.lock+" released", "released, not left to its lease")
+		})
+	}
+}

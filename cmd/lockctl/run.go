@@ -67,28 +67,39 @@ func checkGrace(grace time.Duration) error {
 // It returns the command's exit code, or exitLeaseLost when the lease was
 // lost meanwhile. env is added to the command's environment.
 func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env ...string) error {
-	terminal := hasControllingTerminal()
-	if terminal {
-		// Ctrl-\ goes to the command's job, lockctl included: lockctl
-		// stays until the command has exited and the lock is released,
-		// rather than die holding it while the command runs on. (A command
-		// starts with SIGQUIT's default action whatever lockctl catches.)
-		quit := make(chan os.Signal, 1)
-		signal.Notify(quit, syscall.SIGQUIT)
-		done := make(chan struct{})
-		defer func() { signal.Stop(quit); close(done) }()
-		go func() {
-			for {
-				select {
-				case <-quit:
-					fmt.Fprintf(c.stderr, "lockctl: SIGQUIT: the lock is released once %s has exited\n", args[0])
-				case <-done:
-					return
-				}
-			}
-		}()
+	// Without a controlling terminal (cron, systemd, CI) the command gets a
+	// process group of its own (runCommand).
+	var group *commandGroup
+	if !hasControllingTerminal() {
+		group = &commandGroup{}
 	}
-	code, runErr := c.runCommand(ctx, l, grace, args, env, terminal)
+	// SIGQUIT does not end lockctl while it holds the lock (Go's default
+	// would dump goroutines and exit 2, leaving the lock to its lease while
+	// the command runs on): lockctl stays until the command has exited and
+	// the lock is released. On a terminal Ctrl-\ reaches the command's job,
+	// lockctl included; without one lockctl passes it on to the command's
+	// group, as the terminal would. (A command starts with SIGQUIT's
+	// default action whatever lockctl catches.)
+	quit := make(chan os.Signal, 1)
+	signal.Notify(quit, syscall.SIGQUIT)
+	done, handled := make(chan struct{}), make(chan struct{})
+	defer func() { signal.Stop(quit); close(done); <-handled }()
+	go func() {
+		defer close(handled)
+		for {
+			select {
+			case <-quit:
+				passed := ""
+				if group != nil && group.quit() {
+					passed = "passed on to " + args[0] + "'s process group; "
+				}
+				fmt.Fprintf(c.stderr, "lockctl: SIGQUIT: %sthe lock is released once %s has exited\n", passed, args[0])
+			case <-done:
+				return
+			}
+		}
+	}()
+	code, runErr := c.runCommand(ctx, l, grace, args, env, group)
 
 	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
 		// The command was stopped (or ended on its own as the lease
@@ -109,12 +120,61 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 	return exitErr{code}
 }
 
+// commandGroup is the command's process group (its own, without a
+// controlling terminal), where lockctl passes SIGQUIT on. It is signalled
+// only until the command is reaped: its id, the command's pid, may then be
+// another's.
+type commandGroup struct {
+	mu      sync.Mutex
+	started bool        // the command has started, or failed to
+	leader  *os.Process // the command, from its start until it has exited
+	pending bool        // a SIGQUIT came before the command started
+}
+
+// quit passes SIGQUIT on to the group, at once or as soon as the command
+// has started; false when the command has exited (or failed to start).
+func (g *commandGroup) quit() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.started {
+		g.pending = true
+		return true
+	}
+	// Elsewhere than Linux (waitExited) the leader is let go only after
+	// Wait: Signal(0) tells a command Wait has reaped, short of a reap
+	// between it and the kill.
+	if g.leader == nil || errors.Is(g.leader.Signal(syscall.Signal(0)), os.ErrProcessDone) {
+		return false
+	}
+	return syscall.Kill(-g.leader.Pid, syscall.SIGQUIT) == nil
+}
+
+// start records the command once started (nil: it failed to start) and
+// passes on a SIGQUIT that came before.
+func (g *commandGroup) start(p *os.Process) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.started, g.leader = true, p
+	if p != nil && g.pending {
+		_ = syscall.Kill(-p.Pid, syscall.SIGQUIT)
+	}
+}
+
+// exited lets the command go: it has exited, not yet reaped.
+func (g *commandGroup) exited() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.leader = nil
+}
+
 // runCommand runs args until it exits, or until the lease is lost or ctx
 // ends (a signal to lockctl): then it sends the command and what it started
 // SIGTERM and, after grace, SIGKILL (at once when grace is 0). It returns
-// the exit code to pass on. env is added to the command's environment;
-// terminal says lockctl has a controlling terminal (hasControllingTerminal).
-func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string, terminal bool) (int, error) {
+// the exit code to pass on. env is added to the command's environment.
+// group is nil when lockctl has a controlling terminal
+// (hasControllingTerminal); otherwise the command gets a process group of
+// its own, which group follows.
+func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string, group *commandGroup) (int, error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.Context(), cancel)
@@ -137,8 +197,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// the command and what runs below it, found in /proc when the stop
 	// begins and again after the command has exited, are signalled one by
 	// one.
-	group := !terminal
-	if group {
+	if group != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
 	var tree struct {
@@ -157,7 +216,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 	}
 	stopAll := func(sig syscall.Signal) error {
-		if group {
+		if group != nil {
 			return syscall.Kill(-cmd.Process.Pid, sig)
 		}
 		tree.Lock()
@@ -194,13 +253,25 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	cmd.Cancel = func() error { return stopAll(kill) }
 	tree.known = map[process]bool{}
 	err := cmd.Start()
+	if group != nil {
+		var started *os.Process
+		if err == nil {
+			started = cmd.Process
+		}
+		group.start(started)
+	}
 	if err == nil {
-		if !group {
+		if group == nil {
 			tree.Lock()
 			rootOf()
 			tree.Unlock()
+		} else if waitExited(cmd.Process.Pid) {
+			group.exited()
 		}
 		err = cmd.Wait()
+		if group != nil {
+			group.exited()
+		}
 		if runCtx.Err() != nil {
 			_ = stopAll(syscall.SIGKILL) // what outlived the grace period or its parent
 		}
