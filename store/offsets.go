@@ -46,8 +46,10 @@ func QueueLockOffset(b *pgx.Batch, group, topic string, partition int32, next *i
 // in one statement at its start, which LockOffset would otherwise do. epoch
 // is the Kafka leader epoch of the record at to-1 (-1: not known), with
 // which the partition is resumed (Position). The check is the client's:
-// queue it on a batch sent before COMMIT (InTxBatch's first), never on one
-// that carries COMMIT, which would commit whatever it found.
+// queue it on a batch that fn sends, and whose Close error it returns,
+// before it returns; never on one that goes with COMMIT (InTxBatch's last,
+// or its first when fn sends nothing), which would commit whatever it
+// found.
 func QueueAdvanceOffset(b *pgx.Batch, group, topic string, partition int32, from, to int64, epoch int32) {
 	b.Queue(`
 		UPDATE consumer_offsets SET next_offset = $5, leader_epoch = $6, leader_epoch_offset = $5, updated_at = clock_timestamp()

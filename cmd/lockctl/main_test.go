@@ -720,7 +720,7 @@ func TestRunWithoutATerminalPassesSIGQUITOn(t *testing.T) {
 		// A child of the command, which it waits for, traps SIGQUIT as
 		// the command does: only a signal to the group reaches both.
 		name: "trapped", lock: "ctl-run-quit-trapped",
-		script: `echo $$ > "$1"; trap 'echo "parent: QUIT"; exit 7' QUIT; sh -c "$2"`,
+		script: `echo $$ > "$1"; ulimit -c 0; trap 'echo "parent: QUIT"; exit 7' QUIT; sh -c "$2"`,
 		code:   7, stdout: []string{"child: QUIT", "parent: QUIT"},
 	}, {
 		name: "fatal", lock: "ctl-run-quit-fatal",

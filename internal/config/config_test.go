@@ -348,8 +348,8 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 	}
 	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?"}))
 	require.NoError(t, err, "an empty query")
-	// A line end left from the file a secret was made of: pgx would
-	// refuse it only when connecting, saying less.
+	// A line end left from the file a secret was made of: pgx would take
+	// it into the database name, and store.Open would create that database.
 	_, err = FromEnv(env(map[string]string{"DATABASE_URL": "postgres://u:s3cr3t@db/x\n"}))
 	require.ErrorContains(t, err, "DATABASE_URL: holds a control character")
 	assert.NotContains(t, err.Error(), "s3cr3t")

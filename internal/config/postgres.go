@@ -72,13 +72,17 @@ func secretKey(key string) bool {
 var errConnString = errors.New("is neither a postgres:// URL nor a key=value connection string (value not shown: it may hold a password)")
 
 // checkConnString checks the string's shape as pgx does before connecting
-// (a bad percent-escape or an unreadable file still fails only then).
+// (a bad percent-escape or an unreadable file still fails only then), and
+// refuses more: a URL's control characters, and the pool sizes lockworker
+// sets itself.
 func checkConnString(s string) error {
 	var keys []string
 	if isURLConnString(s) {
 		if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			// Go's URL parser, which pgx uses, refuses them.
-			return errors.New("holds a control character, which a URL may not (a line end from the file a secret was made of?); value not shown: it may hold a password")
+			// pgx takes them as written: a line end at the end of
+			// "postgres://db/x\n" is part of the database name, which
+			// store.Open would then create.
+			return errors.New("holds a control character (a line end from the file a secret was made of?; percent-encode one that belongs in it); value not shown: it may hold a password")
 		}
 		parts, err := splitURL(s)
 		if err != nil {
