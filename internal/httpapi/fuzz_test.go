@@ -15,11 +15,13 @@ import (
 
 // FuzzInspection sends any lock name, namespace, session id and bearer
 // token to /locks and /sessions over a real PostgreSQL, the name escaped as
-// the README tells clients to: each answer is 200, 400, 401 or 404 with a
-// JSON body (no redirect, no dropped connection); a server with an
-// INSPECT_TOKEN answers 401 to any other token, and a server without one
-// never shows owner_metadata. `go test` runs the seeds; `go test -fuzz
-// FuzzInspection ./internal/httpapi` explores.
+// the README tells clients to, the namespace encoded and followed by any raw
+// query: each answer is 200, 400, 401 or 404 with a JSON body (no redirect,
+// no dropped connection); a server with an INSPECT_TOKEN answers 401 to any
+// other token, and a server without one never shows owner_metadata; a lock
+// is answered about only when the query names one namespace, and about that
+// one. `go test` runs the seeds; `go test -fuzz FuzzInspection
+// ./internal/httpapi` explores.
 func FuzzInspection(f *testing.F) {
 	const secret = "hunter2"
 	cmds := []topics.Command{
@@ -32,28 +34,34 @@ func FuzzInspection(f *testing.F) {
 	open := newEnv(f, nil)
 	open.apply(cmds...)
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	for _, seed := range []struct{ name, namespace, token string }{
-		{"a/b", "ns", "inspect-secret"},
-		{"a/b", "ns", ""},
-		{"s/1", "", "inspect-secret"},
-		{"", "", "inspect-secret"},
-		{"*", "", "inspect-secret"},
-		{"\x00", "\xff", "inspect-secret"},
-		{"a//b", "", "inspect-secret"},
-		{"a/../b", "", "wrong"},
-		{"..", "..", "inspect-secret"},
-		{"%ZZ", "%", "inspect-secret"},
-		{strings.Repeat("x", 300), "", "inspect-secret"},
+	for _, seed := range []struct{ name, namespace, query, token string }{
+		{"a/b", "ns", "", "inspect-secret"},
+		{"a/b", "ns", "", ""},
+		{"s/1", "", "", "inspect-secret"},
+		{"", "", "", "inspect-secret"},
+		{"*", "", "", "inspect-secret"},
+		{"\x00", "\xff", "", "inspect-secret"},
+		{"a//b", "", "", "inspect-secret"},
+		{"a/../b", "", "", "wrong"},
+		{"..", "..", "", "inspect-secret"},
+		{"%ZZ", "%", "", "inspect-secret"},
+		{strings.Repeat("x", 300), "", "", "inspect-secret"},
+		{"a/b", "n", "%73", "inspect-secret"}, // namespace=n%73: ns
+		{"a/b", "", "ns%", "inspect-secret"},
+		{"a/b", "", "n%zz", ""},
+		{"a/b", "ns", "&namespace=ns", "inspect-secret"},
+		{"a/b", "ns", ";x=1", "inspect-secret"},
+		{"a/b", "ns", "&x=%", "inspect-secret"},
 	} {
-		f.Add(seed.name, seed.namespace, seed.token)
+		f.Add(seed.name, seed.namespace, seed.query, seed.token)
 	}
-	f.Fuzz(func(t *testing.T, name, namespace, token string) {
-		if !validHeaderValue(token) {
+	f.Fuzz(func(t *testing.T, name, namespace, query, token string) {
+		if !validHeaderValue(token) || !validQuery(query) {
 			return // no client can send it
 		}
 		for _, e := range []*env{private, open} {
 			for _, prefix := range []string{"/locks/", "/sessions/"} {
-				req, err := http.NewRequest(http.MethodGet, e.srv.URL+prefix+escapeName(name)+"?"+url.Values{"namespace": {namespace}}.Encode(), nil)
+				req, err := http.NewRequest(http.MethodGet, e.srv.URL+prefix+escapeName(name)+"?"+url.Values{"namespace": {namespace}}.Encode()+query, nil)
 				require.NoError(t, err)
 				if token != "" {
 					req.Header.Set("Authorization", "Bearer "+token)
@@ -74,6 +82,16 @@ func FuzzInspection(f *testing.F) {
 					require.NoError(t, err)
 					require.NotContains(t, string(raw), secret, "%s", req.URL)
 				}
+				if prefix == "/locks/" && resp.StatusCode != http.StatusUnauthorized {
+					q, err := url.ParseQuery(req.URL.RawQuery)
+					if err != nil || len(q["namespace"]) != 1 {
+						require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", req.URL)
+					} else if resp.StatusCode == http.StatusOK {
+						info, _ := body["lock_info"].(map[string]any)
+						ns, _ := info["namespace"].(string) // absent: the default
+						require.Equal(t, q.Get("namespace"), ns, "%s", req.URL)
+					}
+				}
 			}
 		}
 	})
@@ -91,6 +109,17 @@ func escapeName(name string) string {
 		segs[i] = url.PathEscape(s)
 	}
 	return strings.Join(segs, "/")
+}
+
+// validQuery is whether a client can send q in a request line: visible
+// ASCII, no fragment.
+func validQuery(q string) bool {
+	for i := range len(q) {
+		if b := q[i]; b <= ' ' || b >= 0x7f || b == '#' {
+			return false
+		}
+	}
+	return true
 }
 
 // validHeaderValue is whether net/http sends v as a header value (RFC 7230

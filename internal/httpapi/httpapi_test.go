@@ -196,10 +196,13 @@ func TestInspectionIsPrivate(t *testing.T) {
 	require.Equal(t, "b", v.Queue[0].OwnerID)
 }
 
-// TestBadRequests: names and namespaces the contract refuses are 400 with
-// the reason; other methods and paths are refused too.
+// TestBadRequests: names and namespaces the contract refuses, and query
+// strings that do not parse or repeat namespace, are 400 with the reason
+// (not an answer about another lock); other methods and paths are refused
+// too.
 func TestBadRequests(t *testing.T) {
 	e := newEnv(t, nil)
+	e.apply(topics.Command{RequestID: "r1", Operation: "acquire", LockName: "orders/42", OwnerID: "a"})
 	for path, reason := range map[string]string{
 		"/locks/":                            "lock_name is required",
 		"/locks/" + strings.Repeat("x", 256): "lock_name is 256 bytes",
@@ -207,6 +210,12 @@ func TestBadRequests(t *testing.T) {
 		"/locks/%2A":     `lock_name "*" is only for cleanup`,
 		"/locks/bell%07": "printable",
 		"/locks/%FF":     "printable",
+		// url.URL.Query drops what it cannot parse: these would be
+		// orders/42 of the default namespace.
+		"/locks/orders%2F42?namespace=bill%ing":              `malformed query string: invalid URL escape "%in"`,
+		"/locks/orders%2F42?namespace=billing;x":             "malformed query string: invalid semicolon separator",
+		"/locks/orders%2F42?namespace=&namespace=billing":    "namespace is given 2 times",
+		"/locks/orders%2F42?namespace=billing&namespace=ops": "namespace is given 2 times",
 	} {
 		var eb errorBody
 		code, body := e.get(path, &eb)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,15 +53,21 @@ const MaxQueueShown = 1000
 
 var errNoLock = errors.New("no such lock")
 
-// lock answers 400 for a name the contract refuses, 404 for a lock without
-// a row, else the lock and its queue read in one snapshot.
+// lock answers 400 for a name the contract refuses or a query string that
+// does not parse or repeats namespace, 404 for a lock without a row, else
+// the lock and its queue read in one snapshot.
 func (s *server) lock(w http.ResponseWriter, r *http.Request) {
-	q := topics.Command{Operation: topics.OpQuery, Namespace: r.URL.Query().Get("namespace"), LockName: r.PathValue("name")}
+	ns, err := queryParam(r, "namespace")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	q := topics.Command{Operation: topics.OpQuery, Namespace: ns, LockName: r.PathValue("name")}
 	if refused(w, q) {
 		return
 	}
 	var v LockView
-	err := s.snapshot(r.Context(), func(ctx context.Context, tx pgx.Tx) (err error) {
+	err = s.snapshot(r.Context(), func(ctx context.Context, tx pgx.Tx) (err error) {
 		v, err = readLock(ctx, tx, q)
 		return err
 	})
@@ -126,6 +133,20 @@ func readLock(ctx context.Context, tx pgx.Tx, q topics.Command) (LockView, error
 		return LockView{}, fmt.Errorf("reading the queue of %q: %w", q.Key(), err)
 	}
 	return v, nil
+}
+
+// queryParam is the query's value of key, empty when absent. A query that
+// does not parse, or gives key more than once, is an error: url.URL.Query
+// would drop the pairs it cannot parse and answer about another lock.
+func queryParam(r *http.Request, key string) (string, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return "", fmt.Errorf("malformed query string: %w", err)
+	}
+	if n := len(q[key]); n > 1 {
+		return "", fmt.Errorf("%s is given %d times: give it once", key, n)
+	}
+	return q.Get(key), nil
 }
 
 // refused answers 400 with the contract's reason when it refuses c, the
