@@ -56,7 +56,8 @@ type Config struct {
 
 type server struct {
 	cfg Config
-	db  chan struct{} // withDB's slots
+	// withDB's slots: the endpoints', and /health's own.
+	db, probeDB chan struct{}
 }
 
 // New returns the handler of every endpoint.
@@ -70,7 +71,7 @@ func New(cfg Config) http.Handler {
 	if cfg.Started.IsZero() {
 		cfg.Started = time.Now()
 	}
-	s := &server{cfg: cfg, db: make(chan struct{}, dbSlots)}
+	s := &server{cfg: cfg, db: make(chan struct{}, dbSlots), probeDB: make(chan struct{}, 1)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/live", s.live)

@@ -352,7 +352,8 @@ func TestLocksHealthVacuum(t *testing.T) {
 }
 
 // TestDatabaseReadsAreBounded: however many requests come at once, at most
-// dbSlots of them (and one scrape) hold connections of the worker's pool;
+// dbSlots of them (and one /health, and one scrape) hold connections of the
+// worker's pool;
 // the rest answer 503 when their check's time is up without taking one, so
 // the HTTP port cannot take the connections the worker's batches need.
 func TestDatabaseReadsAreBounded(t *testing.T) {
@@ -391,29 +392,73 @@ func TestDatabaseReadsAreBounded(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	<-sampled
-	require.LessOrEqual(t, most.Load(), int32(dbSlots+1))
+	require.LessOrEqual(t, most.Load(), int32(dbSlots+2))
 	e.proxy.Restore()
+}
+
+// TestHealthHasItsOwnSlot: inspection requests holding every shared
+// database slot (each waiting for a table the test locks) do not keep
+// /health, the readiness probe, waiting: it reads on a slot of its own.
+func TestHealthHasItsOwnSlot(t *testing.T) {
+	// Checks long enough that the holders keep their slots until the test
+	// lets the table go.
+	e := newEnv(t, nil, func(c *Config) { c.CheckTimeout = time.Minute })
+	ctx := context.Background()
+	tx, err := e.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `LOCK TABLE locks IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	codes := make([]int, dbSlots)
+	var holders sync.WaitGroup
+	for i := range codes {
+		holders.Go(func() { codes[i], _ = e.get("/locks/x", nil) })
+	}
+	held := make(chan struct{})
+	go func() { holders.Wait(); close(held) }()
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, e.st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+			WHERE relation = 'locks'::regclass AND mode = 'AccessShareLock' AND NOT granted`).Scan(&waiting))
+		return waiting == dbSlots
+	}, 30*time.Second, 10*time.Millisecond, "the inspection requests wait for the table, holding the shared slots")
+
+	var h Health
+	code, body := e.get("/health", &h)
+	select {
+	case <-held:
+		t.Fatalf("/health answered only once the holders gave up their slots: %s", body)
+	default:
+	}
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "ok", h.Checks["postgres"].Status)
+
+	require.NoError(t, tx.Rollback(ctx))
+	<-held
+	for _, code := range codes {
+		require.Equal(t, http.StatusNotFound, code, "the holders answer once the table is free")
+	}
 }
 
 // A read beyond the slots waits for one, and gives up with its context
 // without reading. (Which requests of a burst wait depends on when each
 // started: here the slots are held for as long as the test likes.)
 func TestWithDBWaitsForASlot(t *testing.T) {
-	s := &server{db: make(chan struct{}, dbSlots)}
+	slots := make(chan struct{}, dbSlots)
 	release := make(chan struct{})
 	var holding sync.WaitGroup
 	for range dbSlots {
 		holding.Add(1)
 		go func() {
-			_ = s.withDB(context.Background(), func(context.Context) error { holding.Done(); <-release; return nil })
+			_ = withDB(context.Background(), slots, func(context.Context) error { holding.Done(); <-release; return nil })
 		}()
 	}
 	holding.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := s.withDB(ctx, func(context.Context) error { t.Error("read without a slot"); return nil })
+	err := withDB(ctx, slots, func(context.Context) error { t.Error("read without a slot"); return nil })
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.ErrorContains(t, err, "PostgreSQL reads HTTP requests may run at once")
+	require.ErrorContains(t, err, "waiting for a turn to read PostgreSQL behind other HTTP requests")
 	close(release)
-	require.NoError(t, s.withDB(context.Background(), func(context.Context) error { return nil }), "a slot once they are done")
+	require.NoError(t, withDB(context.Background(), slots, func(context.Context) error { return nil }), "a slot once they are done")
 }
