@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -360,4 +362,30 @@ func TestHealthWhileStarting(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond)
 	require.Equal(t, "ok", h.Status)
 	require.Empty(t, h.Step)
+}
+
+// A request that declares a body and never sends it does not hold its
+// connection: net/http reads the body before answering, and the server
+// gives up at HTTPReadTimeout, answers and closes.
+func TestHTTPBodyNeverSent(t *testing.T) {
+	m := NewMain()
+	m.Logger = zerolog.Nop()
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.HTTPReadTimeout = 500 * time.Millisecond
+	require.NoError(t, m.listenHTTP())
+	t.Cleanup(m.Close)
+
+	conn, err := net.Dial("tcp", m.HTTPAddr)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "GET /health/live HTTP/1.1\r\nHost: lockworker\r\nContent-Length: 10\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second))) // far past the server's bound
+	answer, err := io.ReadAll(conn)
+	require.NoError(t, err, "the server closes the connection; it answered %q", answer)
+	require.Contains(t, string(answer), "HTTP/1.1 200 OK\r\n")
+	require.Contains(t, string(answer), "\r\nConnection: close\r\n")
+
+	code, body := get(t, m, "/health/live", nil)
+	require.Equal(t, http.StatusOK, code, "a request without a body is served as before: %s", body)
 }

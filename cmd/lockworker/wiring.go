@@ -41,6 +41,11 @@ type Main struct {
 	// ":0"). Until Ready they answer as httpapi.Starting does.
 	Serving  chan struct{}
 	HTTPAddr string
+	// HTTPReadTimeout bounds reading a request, body included (NewMain:
+	// 10 s). No endpoint reads a body, but net/http reads a declared one
+	// before answering: without a bound, a client that never sends it holds
+	// a goroutine and one of the file descriptors pgx and kgo need too.
+	HTTPReadTimeout time.Duration
 	// Ready is closed once everything is wired and the worker is about to
 	// join its consumer group and consume (worker.Run); Brokers then says
 	// where Kafka is.
@@ -62,7 +67,7 @@ type Main struct {
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
 	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(),
-		Serving: make(chan struct{}), Ready: make(chan struct{})}
+		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second}
 }
 
 // ParseEnv reads the configuration from the environment and sets up logging.
@@ -290,6 +295,7 @@ func (m *Main) listenHTTP() error {
 			(*m.handler.Load()).ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       m.HTTPReadTimeout,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       time.Minute,
 	}
