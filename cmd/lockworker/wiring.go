@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -44,7 +45,10 @@ type Main struct {
 	// HTTPReadTimeout bounds reading a request, body included (NewMain:
 	// 10 s). No endpoint reads a body, but net/http reads a declared one
 	// before answering: without a bound, a client that never sends it holds
-	// a goroutine and one of the file descriptors pgx and kgo need too.
+	// a goroutine and one of the file descriptors pgx and kgo need too. It
+	// must exceed the header timeout plus the longest handler (/metrics, 4
+	// s): net/http cancels the connection's context, every later request's
+	// on it too, when a handler outlasts it (golang/go#70834).
 	HTTPReadTimeout time.Duration
 	// Ready is closed once everything is wired and the worker is about to
 	// join its consumer group and consume (worker.Run); Brokers then says
@@ -298,6 +302,11 @@ func (m *Main) listenHTTP() error {
 		ReadTimeout:       m.HTTPReadTimeout,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       time.Minute,
+		// net/http's own complaints (a query with ';', a bad TLS
+		// handshake...) go to our log, not stderr, and a client cannot
+		// flood it with them.
+		ErrorLog: stdlog.New(m.Logger.With().Str("component", "http").Logger().
+			Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Minute}), "", 0),
 	}
 	done := make(chan struct{})
 	go func() {

@@ -52,7 +52,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		// Counting the parked rows is the PostgreSQL check's round trip
 		// (from a small partial index), so it costs /health nothing more.
 		"postgres": func(ctx context.Context) error {
-			return withDB(ctx, s.probeDB, func(ctx context.Context) error {
+			return s.withProbeDB(ctx, func(ctx context.Context) error {
 				n, err := outbox.Parked(ctx, s.cfg.Pool)
 				if err == nil {
 					parked = &n
@@ -147,7 +147,7 @@ func (s *server) kafkaHealth(w http.ResponseWriter, r *http.Request) {
 // pingPostgres takes a connection from the worker's pool and runs a query
 // on it: a pool whose server is gone answers with an error at once, a hung
 // server at the timeout.
-func (s *server) pingPostgres(ctx context.Context) error { return withDB(ctx, s.db, s.cfg.Pool.Ping) }
+func (s *server) pingPostgres(ctx context.Context) error { return s.withDB(ctx, s.cfg.Pool.Ping) }
 
 func (s *server) run(ctx context.Context, check func(context.Context) error) Check {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)

@@ -169,7 +169,7 @@ func refused(w http.ResponseWriter, c topics.Command) bool {
 func (s *server) snapshot(ctx context.Context, read func(context.Context, pgx.Tx) error) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
 	defer cancel()
-	return withDB(ctx, s.db, func(ctx context.Context) error {
+	return s.withDB(ctx, func(ctx context.Context) error {
 		return pgx.BeginTxFunc(ctx, s.cfg.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
 			func(tx pgx.Tx) error { return read(ctx, tx) })
 	})

@@ -28,7 +28,7 @@ func (s *server) locksHealth(w http.ResponseWriter, r *http.Request) {
 		vacuum = &v
 	}
 	var stats metrics.LockStats
-	err := withDB(ctx, s.db, func(ctx context.Context) (err error) {
+	err := s.withDB(ctx, func(ctx context.Context) (err error) {
 		stats, err = metrics.ReadLockStats(ctx, s.cfg.Pool)
 		return err
 	})
