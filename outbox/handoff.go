@@ -16,7 +16,11 @@ type Row struct {
 // at a slot not resolved yet. A writer reserves after its transaction took
 // every lock it needs and before it sends COMMIT, so of two transactions
 // that touch the same lock the first to commit holds the earlier slot, and
-// records of a key keep the order of the commits. Resolve every slot, once:
+// records of a key keep the order of the commits. Those locks are row
+// locks, which give the transaction its id: a later run of the partition
+// (here or elsewhere) reads the table until every transaction in flight at
+// its start has ended, which a slot of an earlier run may still be waiting
+// for. Resolve every slot, once:
 // Fill after a commit, Dirty otherwise. A nil Slot does nothing.
 type Slot struct {
 	p     *partition
@@ -96,7 +100,8 @@ func (s *Slot) Dirty() {
 func (s *Slot) resolve(st slotState, rows []row, size int) {
 	p := s.p
 	p.hmu.Lock()
-	// A slot of an earlier run is in no queue: its rows are not held.
+	// A slot of an earlier run is in no queue: its rows are not held, and
+	// the run reads them from the table (partition.awaitXmax).
 	queued := s.run == p.runs && p.running
 	if s.state == slotPending {
 		if st == slotRows && queued && p.held > 0 && (p.held+len(rows) > p.maxHeld || p.heldBytes+size > p.maxHeldBytes) {
@@ -107,10 +112,6 @@ func (s *Slot) resolve(st slotState, rows []row, size int) {
 			s.bytes = size
 			p.held += len(rows)
 			p.heldBytes += size
-		} else if p.running {
-			// Its rows are in the table only, with no mark: the run reads
-			// them before it publishes a later transaction's from memory.
-			p.readTable.Store(true)
 		}
 	}
 	p.hmu.Unlock()

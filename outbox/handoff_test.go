@@ -1,6 +1,7 @@
 package outbox_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -47,7 +48,10 @@ func TestHandoff(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, topic))
 	st := testdb.New(t)
 	pub := newPublisher(t, c.ListenAddrs(), false)
-	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval, cfg.TakeoverReads = time.Hour, -1 })
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.PollInterval = time.Hour
+		outbox.NoTakeoverReads(cfg)
+	})
 	require.Nil(t, relay.Reserve(p), "no slot for a partition the relay does not run")
 	insert(t, st, p, rec{topic, "k", "t0", "e0"})
 	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
@@ -122,31 +126,94 @@ func TestReadingTheTableDeletesMarks(t *testing.T) {
 	assert.Equal(t, []int32{p + 1}, left, "only the partition read loses its marks")
 }
 
-// A slot reserved while Run #1 ran, whose transaction commits after Run #1
-// stopped and Run #2 (the next owner, here or on another replica) made its
-// first read of the table: its writer left no mark (it had a slot), and its
-// rows are only in the table. A later transaction's rows on the same key,
-// handed over, do not go first: passes read the table for a while after a
-// run starts.
+// TestSlotOfAStoppedRunKeepsOrder: a writer locks a lock of the
+// partition, takes a slot of the partition's run and sends COMMIT, which
+// PostgreSQL holds (a synchronous standby, an fsync stall) past the revoke
+// and the next run's start and first read. It left no mark (it had a
+// slot), so its rows are only in the table. A later transaction on the
+// same lock waits for its row lock, commits after it and is handed over at
+// once: its rows must not go first, however long the COMMIT took. The
+// next run is another replica's, or this one's again.
 func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
-	const topic, p = "locks.lock.acquired.v1", int32(5)
-	c := newCluster(t, kfake.SeedTopics(1, topic))
-	st := testdb.New(t)
-	pub := newPublisher(t, c.ListenAddrs(), false)
-	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval = time.Hour })
-	stop1 := start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
-	var old *outbox.Slot // a writer (cleanup, expiry, another partition's batch) about to COMMIT
-	require.Eventually(t, func() bool { old = relay.Reserve(p); return old != nil }, 10*time.Second, time.Millisecond)
-	stop1() // partition revoked
+	t.Parallel()
+	for _, other := range []bool{true, false} {
+		t.Run(fmt.Sprintf("other replica %v", other), func(t *testing.T) {
+			t.Parallel()
+			const topic, p = "locks.lock.acquired.v1", int32(5)
+			ctx := context.Background()
+			c := newCluster(t, kfake.SeedTopics(1, topic))
+			st := testdb.New(t)
+			pub := newPublisher(t, c.ListenAddrs(), false)
+			hourly := func(cfg *outbox.Config) { cfg.PollInterval = time.Hour }
+			first := newRelay(t, st, pub, hourly)
+			next := first
+			if other {
+				next = newRelay(t, st, pub, hourly)
+			}
+			_, err := st.Pool.Exec(ctx, `CREATE TABLE lock_row (k text PRIMARY KEY); INSERT INTO lock_row VALUES ('k')`)
+			require.NoError(t, err)
+			const lock = `SELECT 1 FROM lock_row WHERE k = 'k' FOR UPDATE`
+			stop := start(t, func(ctx context.Context) error { return first.Run(ctx, p) })
 
-	insert(t, st, p, rec{topic, "k", "t0", "e0"})
-	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) }) // re-assigned
-	require.Eventually(t, func() bool { return len(pub.acked()) >= 1 }, 10*time.Second, 5*time.Millisecond)
+			old, err := st.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = old.Rollback(ctx) }()
+			_, err = old.Exec(ctx, lock)
+			require.NoError(t, err)
+			var slot *outbox.Slot
+			require.Eventually(t, func() bool { slot = first.Reserve(p); return slot != nil }, 10*time.Second, time.Millisecond)
+			oldRows := writeIn(t, old, p, rec{topic, "k", "old", "e1"})
+			stop() // revoked, the COMMIT held
 
-	old.Fill(write(t, st, p, rec{topic, "k", "old", "e1"})) // its COMMIT lands now
-	relay.Reserve(p).Fill(write(t, st, p, rec{topic, "k", "new", "e2"}))
-	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 3 }, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, []string{topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+			insert(t, st, p, rec{topic, "k", "t0", "e0"})
+			start(t, func(ctx context.Context) error { return next.Run(ctx, p) })
+			require.Eventually(t, func() bool { return len(pub.acked()) >= 1 }, 10*time.Second, 5*time.Millisecond, "the first read")
+
+			later, err := st.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = later.Rollback(ctx) }()
+			pid, done := later.Conn().PgConn().PID(), make(chan error, 1)
+			go func() {
+				if _, err := later.Exec(ctx, lock); err != nil {
+					done <- err
+					return
+				}
+				s := next.Reserve(p)
+				b := handlers.NewBatch(later, handlers.Env{Partition: p})
+				b.Publish(topic, []byte("k"), []byte("new"), headersOf(rec{ceID: "e2"}))
+				err := cmp.Or(b.Flush(ctx), later.Commit(ctx))
+				s.Fill(b.Written())
+				done <- err
+			}()
+			require.Eventually(t, func() bool {
+				var waiting bool
+				require.NoError(t, st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)`, pid).Scan(&waiting))
+				return waiting
+			}, 10*time.Second, 5*time.Millisecond, "the later transaction waits for the lock")
+			// Longer than any guess of how long a COMMIT takes (the reads
+			// after a start used to last 1 s).
+			time.Sleep(2 * time.Second)
+			require.NoError(t, old.Commit(ctx))
+			slot.Fill(oldRows) // a slot of the stopped run: nothing to hand over
+			require.NoError(t, <-done)
+
+			require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
+			next.Wake(p) // what the table still holds goes now, not at the next poll
+			require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 3 }, 10*time.Second, 5*time.Millisecond)
+			require.Equal(t, []string{topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+		})
+	}
+}
+
+// writeIn writes rows in tx, not committed, and returns them with their ids.
+func writeIn(t *testing.T, tx pgx.Tx, partition int32, rows ...rec) []outbox.Row {
+	t.Helper()
+	b := handlers.NewBatch(tx, handlers.Env{Partition: partition})
+	for _, r := range rows {
+		b.Publish(r.topic, []byte(r.key), []byte(r.value), headersOf(r))
+	}
+	require.NoError(t, b.Flush(context.Background()))
+	return b.Written()
 }
 
 // TestLargeSlotIsPublishedInParts: the rows handed over by a transaction
@@ -159,7 +226,8 @@ func TestLargeSlotIsPublishedInParts(t *testing.T) {
 	st := testdb.New(t)
 	pub := newPublisher(t, c.ListenAddrs(), false)
 	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
-		cfg.PollInterval, cfg.TakeoverReads, cfg.BatchSize = time.Hour, -1, batch
+		cfg.PollInterval, cfg.BatchSize = time.Hour, batch
+		outbox.NoTakeoverReads(cfg)
 	})
 	insert(t, st, p, rec{topic, "k", "start", ""})
 	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })

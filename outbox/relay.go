@@ -40,16 +40,6 @@ type Config struct {
 	// everything was handed over: the fallback for rows no slot or Wake
 	// announced. Default 1 s.
 	PollInterval time.Duration
-	// TakeoverReads is how long after Run starts every pass reads the
-	// table instead of publishing only the rows handed over. Writers that
-	// reserved a slot of the partition's previous run (here, or on the
-	// replica that owned it) and commit after this run's first read left
-	// no mark: their rows are only in the table, and the rows of a later
-	// transaction on the same lock, handed over, must not go first. Their
-	// commits were in flight at the takeover, so they land within this.
-	// Default 1 s (a COMMIT in flight takes milliseconds; the table read on
-	// every pass costs throughput while it lasts); negative: none.
-	TakeoverReads time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
 	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
 	// Default 5. A record Kafka refuses for good is parked at its first
@@ -104,6 +94,10 @@ type Config struct {
 	// UNREADABLE_HEADERS), for metrics. It runs on the partition's
 	// goroutine: keep it quick.
 	OnParked func(reason string, rows int)
+
+	// noTakeoverReads: a run publishes what it is handed from its first
+	// read on (tests: export_test.go).
+	noTakeoverReads bool
 }
 
 // Relay publishes outbox rows. One Relay serves every partition of a
@@ -117,7 +111,7 @@ type Relay struct {
 
 	// The partitions' passes select and delete through these, so passes
 	// woken together share their queries.
-	selects *merger[selectReq, []row]
+	selects *merger[selectReq, selected]
 	deletes *merger[[]int64, struct{}]
 }
 
@@ -136,7 +130,16 @@ type partition struct {
 	kafkaFailures int                  // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
-	startedAt     time.Time // when Run started
+	// Transactions in flight when Run starts may hold a slot of an
+	// earlier run (here, or on the replica that owned the partition) and
+	// left no mark: their rows reach the table only, maybe after this
+	// run's first read, and a later transaction's on the same lock,
+	// handed over, must not go first. So passes read the table until
+	// every one of them has ended: the first read notes its snapshot's
+	// xmax (xmaxDue), and passes read until a snapshot's xmin reaches it
+	// (awaitXmax, 0 once reached).
+	xmaxDue   bool
+	awaitXmax int64
 
 	// left are the publishes passes left behind when their context ended
 	// (await): Run waits for them before it returns (handOver).
@@ -206,9 +209,6 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
-	if cfg.TakeoverReads == 0 {
-		cfg.TakeoverReads = time.Second
-	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 5
 	}
@@ -235,7 +235,7 @@ func New(cfg Config) (*Relay, error) {
 		log:   cfg.Logger.With().Str("component", "outbox").Logger(),
 		parts: map[int32]*partition{},
 	}
-	r.selects = &merger[selectReq, []row]{run: r.selectRows, timeout: queryTimeout}
+	r.selects = &merger[selectReq, selected]{run: r.selectRows, timeout: queryTimeout}
 	r.deletes = &merger[[]int64, struct{}]{run: r.deleteRows, timeout: queryTimeout}
 	return r, nil
 }
@@ -311,7 +311,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.loaded = false
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
-	p.startedAt = time.Now()
+	p.xmaxDue, p.awaitXmax = !r.cfg.noTakeoverReads, 0
 	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
 	p.readTable.Store(true)
 	p.startHandoff()
@@ -492,13 +492,15 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 
 // mustRead says whether the next pass reads the table: when asked to, when
 // topics back off or are parked (their rows wait in the table, and newer
-// rows of theirs behind them), and every PollInterval, for rows committed
-// by writers that reserved no slot and sent no Wake (another replica's
-// cleanup or session end, writing for a lock of this partition).
+// rows of theirs behind them), until the transactions in flight when Run
+// started have ended (partition.awaitXmax), and every PollInterval, for
+// rows committed by writers that reserved no slot and sent no Wake
+// (another replica's cleanup or session end, writing for a lock of this
+// partition).
 func (r *Relay) mustRead(p *partition) bool {
 	now := time.Now()
-	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(now) || now.Sub(p.lastRead) >= r.cfg.PollInterval ||
-		now.Sub(p.startedAt) < r.cfg.TakeoverReads
+	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(now) || p.xmaxDue || p.awaitXmax > 0 ||
+		now.Sub(p.lastRead) >= r.cfg.PollInterval
 }
 
 // handedBatches is how many of Config.BatchSize rows handed over one
@@ -641,12 +643,21 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		}
 		exTopics, exUntil = append(exTopics, t), append(exUntil, u)
 	}
-	rows, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil, acked: p.acked})
+	snapshot := p.xmaxDue || p.awaitXmax > 0
+	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil, acked: p.acked, snapshot: snapshot})
 	if err != nil {
 		return nil, err
 	}
 	p.acked = p.acked[:0]
-	return rows, nil
+	if snapshot {
+		if p.xmaxDue {
+			p.xmaxDue, p.awaitXmax = false, res.xmax
+		}
+		if res.xmin >= p.awaitXmax {
+			p.awaitXmax = 0
+		}
+	}
+	return res.rows, nil
 }
 
 // publishInOrder publishes the units one after another (OrderAcrossTopics).
@@ -903,20 +914,28 @@ type topicsPublisher interface {
 
 // selectReq asks for a partition's next rows up to upTo, but for the
 // excluded topics, each with the time its exclusion ends (compared with the
-// database clock that also set parked_until), after deleting the acked rows.
+// database clock that also set parked_until), after deleting the acked rows;
+// with snapshot, for the xmin and xmax of a snapshot taken before the rows'.
 type selectReq struct {
 	partition int32
 	upTo      int64
 	exTopics  []string
 	exUntil   []time.Time
 	acked     []int64
+	snapshot  bool
+}
+
+// selected answers a selectReq.
+type selected struct {
+	rows       []row
+	xmin, xmax int64
 }
 
 // selectRows deletes the acknowledged rows and selects the next batch of
 // each request's partition, in id order, in one round trip. The row
 // comparison and order make outbox_partition serve the whole condition, so
 // a partition never reads another's rows (docs/performance.md).
-func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, error) {
+func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var exParts []int32
 	var exTopics []string
@@ -931,6 +950,14 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, erro
 	}
 	b := &pgx.Batch{}
 	queueSettings(b)
+	var xmin, xmax int64
+	if slices.ContainsFunc(reqs, func(q selectReq) bool { return q.snapshot }) {
+		// Before the SELECT, whose snapshot then holds every transaction
+		// this one says ended; before the deletes, whose own transaction
+		// id would hold xmin back.
+		b.Queue(`SELECT pg_snapshot_xmin(s)::text::int8, pg_snapshot_xmax(s)::text::int8 FROM pg_current_snapshot() s`).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&xmin, &xmax) })
+	}
 	queueDelete(b, acked)
 	// Marks are read with the rows they announce: the SELECT after this
 	// DELETE sees every row committed before it.
@@ -961,9 +988,9 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([][]row, erro
 	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("selecting outbox rows of partitions %v: %w", parts, err)
 	}
-	out := make([][]row, len(reqs))
+	out := make([]selected, len(reqs))
 	for i, q := range reqs {
-		out[i] = byPart[q.partition]
+		out[i] = selected{rows: byPart[q.partition], xmin: xmin, xmax: xmax}
 	}
 	return out, nil
 }
