@@ -8,16 +8,18 @@
 // context on revocation, and let the partition go once Run has returned). Every transaction that writes outbox rows for a
 // partition takes a [Slot] with [Relay.Reserve] after its last lock and
 // before COMMIT, and resolves it after: [Slot.Fill] with the rows it
-// committed, or [Slot.Dirty] when it failed or cannot tell. Run publishes
+// committed, [Slot.Dirty] when it rolled back, or [Slot.Abandon] when it
+// may still commit (a COMMIT without an answer). Run publishes
 // the filled slots' rows from memory, in slot order, without reading them
 // back; the table is their durable copy (handoff.go has the rules, and
 // docs/design.md "The outbox and the relay" the marks other replicas leave).
 // Run reads the table when it starts (rows left by a previous owner), on
-// every pass until every transaction in flight at its start has ended (by
-// PostgreSQL's snapshots: one may hold a slot of the previous run, here or
-// on the previous owner, and left no mark), every PollInterval (the
-// fallback), at a dirty slot, after [Relay.Wake], while a topic backs off
-// or is parked, and after a failed publish.
+// every pass until every transaction in flight at its start, or when a
+// slot was abandoned, has ended (by PostgreSQL's snapshots: one may hold a
+// slot of the previous run, here or on the previous owner, and left no
+// mark, or be the abandoned slot's), every PollInterval (the fallback), at
+// a dirty slot, after [Relay.Wake], while a topic backs off or is parked,
+// and after a failed publish.
 // [Relay.DrainOnce] reads and publishes what is there now, for tests and
 // tools. Waking happens in process, never through LISTEN/NOTIFY, which
 // serialized commits (see handlers.Batch.Flush).

@@ -20,8 +20,9 @@ type Row struct {
 // locks, which give the transaction its id: a later run of the partition
 // (here or elsewhere) reads the table until every transaction in flight at
 // its start has ended, which a slot of an earlier run may still be waiting
-// for. Resolve every slot, once:
-// Fill after a commit, Dirty otherwise. A nil Slot does nothing.
+// for. Resolve every slot, once: Fill after a commit, Dirty after a
+// rollback, Abandon when the transaction may still commit. A nil Slot does
+// nothing.
 type Slot struct {
 	p     *partition
 	seq   uint64
@@ -86,12 +87,26 @@ func (s *Slot) Fill(rows []Row) {
 
 // Dirty resolves the slot without rows: when the relay reaches it, it reads
 // the table, which holds whatever the transaction committed (nothing, if it
-// rolled back). For a commit whose outcome is unknown, and for writers that
-// do not hand their rows over.
+// rolled back). For a transaction that has ended and does not hand its rows
+// over.
 func (s *Slot) Dirty() {
 	if s == nil {
 		return
 	}
+	s.resolve(slotDirty, nil, 0)
+}
+
+// Abandon resolves the slot of a transaction that may still commit: an
+// attempt that failed at or after COMMIT (one without an answer may take
+// effect, even later). It is Dirty, and the relay goes on reading the
+// table until every transaction in flight now has ended, so that rows the
+// attempt commits after the read go out before those of a transaction
+// that waited for its locks.
+func (s *Slot) Abandon() {
+	if s == nil {
+		return
+	}
+	s.p.xmaxDue.Store(true)
 	s.resolve(slotDirty, nil, 0)
 }
 
@@ -101,7 +116,7 @@ func (s *Slot) resolve(st slotState, rows []row, size int) {
 	p := s.p
 	p.hmu.Lock()
 	// A slot of an earlier run is in no queue: its rows are not held, and
-	// the run reads them from the table (partition.awaitXmax).
+	// the run reads them from the table (partition.xmaxDue).
 	queued := s.run == p.runs && p.running
 	if s.state == slotPending {
 		if st == slotRows && queued && p.held > 0 && (p.held+len(rows) > p.maxHeld || p.heldBytes+size > p.maxHeldBytes) {

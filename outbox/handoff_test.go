@@ -205,6 +205,69 @@ func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestAbandonedSlotKeepsOrder: a slot abandoned while its transaction
+// still runs (a COMMIT without an answer, which PostgreSQL has not
+// finished) has the relay read the table, and go on reading it until that
+// transaction has ended: its rows, committed after that read, go out
+// before those of a transaction that waited for its lock, handed over.
+func TestAbandonedSlotKeepsOrder(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(8)
+	ctx := context.Background()
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.PollInterval = time.Hour
+		outbox.NoTakeoverReads(cfg)
+	})
+	_, err := st.Pool.Exec(ctx, `CREATE TABLE lock_row (k text PRIMARY KEY); INSERT INTO lock_row VALUES ('k')`)
+	require.NoError(t, err)
+	const lock = `SELECT 1 FROM lock_row WHERE k = 'k' FOR UPDATE`
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { s := relay.Reserve(p); s.Dirty(); return s != nil }, 10*time.Second, time.Millisecond)
+
+	old, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = old.Rollback(ctx) }()
+	_, err = old.Exec(ctx, lock)
+	require.NoError(t, err)
+	slot := relay.Reserve(p)
+	writeIn(t, old, p, rec{topic, "k", "old", "e1"})
+	insert(t, st, p, rec{topic, "k", "t0", "e0"}) // only a read of the table finds it
+	slot.Abandon()
+	require.Eventually(t, func() bool { return len(pub.acked()) >= 1 }, 10*time.Second, 5*time.Millisecond, "the read for the slot")
+
+	later, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = later.Rollback(ctx) }()
+	pid, done := later.Conn().PgConn().PID(), make(chan error, 1)
+	go func() {
+		if _, err := later.Exec(ctx, lock); err != nil {
+			done <- err
+			return
+		}
+		s := relay.Reserve(p)
+		b := handlers.NewBatch(later, handlers.Env{Partition: p})
+		b.Publish(topic, []byte("k"), []byte("new"), headersOf(rec{ceID: "e2"}))
+		err := cmp.Or(b.Flush(ctx), later.Commit(ctx))
+		s.Fill(b.Written())
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		var waiting bool
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)`, pid).Scan(&waiting))
+		return waiting
+	}, 10*time.Second, 5*time.Millisecond, "the later transaction waits for the lock")
+	require.NoError(t, old.Commit(ctx))
+	require.NoError(t, <-done)
+
+	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
+	relay.Wake(p) // what the table still holds goes now, not at the next poll
+	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 3 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, []string{topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+}
+
 // writeIn writes rows in tx, not committed, and returns them with their ids.
 func writeIn(t *testing.T, tx pgx.Tx, partition int32, rows ...rec) []outbox.Row {
 	t.Helper()

@@ -130,16 +130,7 @@ type partition struct {
 	kafkaFailures int                  // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
-	// Transactions in flight when Run starts may hold a slot of an
-	// earlier run (here, or on the replica that owned the partition) and
-	// left no mark: their rows reach the table only, maybe after this
-	// run's first read, and a later transaction's on the same lock,
-	// handed over, must not go first. So passes read the table until
-	// every one of them has ended: the first read notes its snapshot's
-	// xmax (xmaxDue), and passes read until a snapshot's xmin reaches it
-	// (awaitXmax, 0 once reached).
-	xmaxDue   bool
-	awaitXmax int64
+	awaitXmax     int64     // passes read the table until a snapshot's xmin reaches this (xmaxDue); 0: none
 
 	// left are the publishes passes left behind when their context ended
 	// (await): Run waits for them before it returns (handOver).
@@ -149,6 +140,15 @@ type partition struct {
 	// only the rows handed over: set by Wake, when Run starts, and after
 	// a failure.
 	readTable atomic.Bool
+	// xmaxDue asks passes to read the table until every transaction in
+	// flight now has ended: the next read notes its snapshot's xmax in
+	// awaitXmax. Set when Run starts (a transaction then may hold a slot of
+	// an earlier run, here or on the replica that owned the partition, and
+	// left no mark) and by Slot.Abandon (its transaction may still commit).
+	// Their rows reach the table only, maybe after the read that went past
+	// their slot, and a later transaction's on the same lock, handed over,
+	// must not go first.
+	xmaxDue atomic.Bool
 
 	// The hand-off queue (handoff.go), guarded by hmu: writers reserve
 	// and resolve slots while a pass runs.
@@ -311,7 +311,8 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.loaded = false
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
-	p.xmaxDue, p.awaitXmax = !r.cfg.noTakeoverReads, 0
+	p.xmaxDue.Store(!r.cfg.noTakeoverReads)
+	p.awaitXmax = 0
 	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
 	p.readTable.Store(true)
 	p.startHandoff()
@@ -493,13 +494,13 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 // mustRead says whether the next pass reads the table: when asked to, when
 // topics back off or are parked (their rows wait in the table, and newer
 // rows of theirs behind them), until the transactions in flight when Run
-// started have ended (partition.awaitXmax), and every PollInterval, for
-// rows committed by writers that reserved no slot and sent no Wake
-// (another replica's cleanup or session end, writing for a lock of this
-// partition).
+// started or a slot was abandoned have ended (partition.xmaxDue), and
+// every PollInterval, for rows committed by writers that reserved no slot
+// and sent no Wake (another replica's cleanup or session end, writing for
+// a lock of this partition).
 func (r *Relay) mustRead(p *partition) bool {
 	now := time.Now()
-	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(now) || p.xmaxDue || p.awaitXmax > 0 ||
+	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(now) || p.xmaxDue.Load() || p.awaitXmax > 0 ||
 		now.Sub(p.lastRead) >= r.cfg.PollInterval
 }
 
@@ -643,15 +644,20 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		}
 		exTopics, exUntil = append(exTopics, t), append(exUntil, u)
 	}
-	snapshot := p.xmaxDue || p.awaitXmax > 0
+	// Taken before the query: a snapshot noted must be later than the ask.
+	due := p.xmaxDue.Swap(false)
+	snapshot := due || p.awaitXmax > 0
 	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil, acked: p.acked, snapshot: snapshot})
 	if err != nil {
+		if due {
+			p.xmaxDue.Store(true)
+		}
 		return nil, err
 	}
 	p.acked = p.acked[:0]
 	if snapshot {
-		if p.xmaxDue {
-			p.xmaxDue, p.awaitXmax = false, res.xmax
+		if due {
+			p.awaitXmax = max(p.awaitXmax, res.xmax)
 		}
 		if res.xmin >= p.awaitXmax {
 			p.awaitXmax = 0

@@ -343,9 +343,9 @@ type result struct {
 // any; the last carries the outbox, history and outcome writes with COMMIT.
 func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, poison quarantine, probe bool) ([]result, error) {
 	var t *txn
-	var hs []*handoff // one per attempt that got to COMMIT
-	var h *handoff    // the current attempt's
+	var h *handoff // the current attempt's
 	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
+		h.abandon() // a retry's: the previous attempt failed at or after COMMIT
 		h = nil
 		t = &txn{w: w, tx: tx, batch: handlers.NewBatch(tx, w.env(parts[0].p.id))}
 		queueXactID(first, xids)
@@ -373,7 +373,6 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		}
 		if !probe {
 			h = w.reserve(t.batch.Written(), last)
-			hs = append(hs, h)
 			return nil
 		}
 		if err := tx.SendBatch(ctx, last).Close(); err != nil {
@@ -384,7 +383,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 	if t == nil {
 		return nil, err
 	}
-	settle(hs, h, err, t.batch.Written)
+	h.settle(err, t.batch.Written)
 	return t.results, err
 }
 

@@ -71,26 +71,31 @@ func (h *handoff) committed(rows []outbox.Row) {
 	}
 }
 
-// abandon resolves the slots of an attempt that did not commit, or may
-// have (a COMMIT without an answer): the relays read the table.
+// abandon resolves the slots of an attempt that failed at or after its
+// COMMIT, which may have taken effect without an answer, or still may: the
+// relays read the table until it has ended (outbox.Slot.Abandon). A retry
+// calls it as it starts, not once the transaction is over, as a pending
+// slot holds back every slot taken after it, other transactions' too. Nil
+// does nothing.
 func (h *handoff) abandon() {
+	if h == nil {
+		return
+	}
 	for _, s := range h.slots {
-		s.Dirty()
+		s.Abandon()
 	}
 }
 
-// settle resolves every attempt's slots once the transaction is over: those
-// of last, the final attempt's (nil when it reserved none), are handed its
-// rows when it committed (err nil); all others read the table, as an
-// earlier attempt may have committed after all (a COMMIT without an
-// answer).
-func settle(hs []*handoff, last *handoff, err error, written func() []outbox.Row) {
-	for _, h := range hs {
-		if err == nil && h == last {
-			h.committed(written())
-		} else {
-			h.abandon()
-		}
+// settle resolves the slots of a transaction's last attempt (nil when it
+// reserved none) once the transaction is over: handed its rows when it
+// committed (err nil), else abandoned.
+func (h *handoff) settle(err error, written func() []outbox.Row) {
+	switch {
+	case h == nil:
+	case err == nil:
+		h.committed(written())
+	default:
+		h.abandon()
 	}
 }
 
@@ -98,10 +103,10 @@ func settle(hs []*handoff, last *handoff, err error, written func() []outbox.Row
 // returns (after taking its locks), flushes the batch, and hands the rows
 // to the relays (store.InTx retries it whole on transient failures).
 func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batch, error)) error {
-	var hs []*handoff
 	var h *handoff // the current attempt's
 	var b *handlers.Batch
 	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+		h.abandon() // a retry's: the previous attempt failed at or after COMMIT
 		h = nil
 		var err error
 		if b, err = fn(tx); err != nil {
@@ -112,9 +117,8 @@ func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batc
 			return err
 		}
 		h = w.reserve(b.Written(), last)
-		hs = append(hs, h)
 		return tx.SendBatch(ctx, last).Close()
 	})
-	settle(hs, h, err, func() []outbox.Row { return b.Written() })
+	h.settle(err, func() []outbox.Row { return b.Written() })
 	return err
 }
