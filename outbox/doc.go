@@ -96,7 +96,9 @@
 //     every waiting row of that topic in the partition is parked for ParkFor
 //     (database clock; park_reason the error's name); newer rows of the
 //     topic wait behind them unparked, and all are retried, in id order,
-//     when the park ends. One failure after that parks them again.
+//     when the park ends. One failure after that parks them again. Each read
+//     of the table finds there which topics are parked, so a park an
+//     operator ends (README runbook) is over at the relay's next read.
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else):
 //     never counted, never parked. The topic backs off in memory; two such
 //     failures in a row with no success between them pause the whole

@@ -121,13 +121,15 @@ type partition struct {
 	wake chan struct{} // capacity 1: wake-ups coalesce
 	run  chan struct{} // capacity 1: held by the one Run of this partition
 
-	lock          chan struct{}        // capacity 1: one pass at a time; guards the fields below
-	loaded        bool                 // parked was read from the database
-	parked        map[string]time.Time // topic -> parked_until, database clock
-	blocked       map[string]block     // topic -> in-memory retry backoff
-	acked         []int64              // acknowledged by Kafka, not yet deleted
-	ackedAt       time.Time            // when acked became non-empty
-	kafkaFailures int                  // consecutive pauses for Kafka being unavailable
+	lock chan struct{} // capacity 1: one pass at a time; guards the fields below
+	// parked are the topics whose rows wait behind a park, as the last read
+	// of the table found them (or a park since): the table says, so an
+	// operator's re-drive counts from the next read.
+	parked        map[string]bool
+	blocked       map[string]block // topic -> in-memory retry backoff
+	acked         []int64          // acknowledged by Kafka, not yet deleted
+	ackedAt       time.Time        // when acked became non-empty
+	kafkaFailures int              // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
 	awaitXmax     int64     // passes read the table until a snapshot's xmin reaches this (xmaxDue); 0: none
@@ -188,9 +190,6 @@ type row struct {
 // maxConcurrentTopics bounds the Publish calls of one partition in flight
 // when topics are published concurrently.
 const maxConcurrentTopics = 16
-
-// farFuture stands for "excluded whatever the database clock says".
-var farFuture = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // New returns a relay for cfg.
 func New(cfg Config) (*Relay, error) {
@@ -259,7 +258,7 @@ func (r *Relay) part(id int32) *partition {
 			wake:         make(chan struct{}, 1),
 			run:          make(chan struct{}, 1),
 			lock:         make(chan struct{}, 1),
-			parked:       map[string]time.Time{},
+			parked:       map[string]bool{},
 			blocked:      map[string]block{},
 			maxHeld:      2 * handedBatches * r.cfg.BatchSize,
 			maxHeldBytes: maxHeldBytes,
@@ -303,12 +302,11 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	defer func() { <-p.run }()
 	defer r.handOver(p)
 
-	// Another worker may have owned the partition meanwhile and parked
-	// topics: read them again, and forget local backoffs.
+	// Another worker may have owned the partition meanwhile: forget local
+	// backoffs (the first read finds the parked topics).
 	if !p.acquire(ctx) {
 		return nil
 	}
-	p.loaded = false
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
 	p.xmaxDue.Store(!r.cfg.noTakeoverReads)
@@ -431,13 +429,6 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 			}
 		}
 	}()
-	if !p.loaded {
-		if err := r.loadParked(ctx, p); err != nil {
-			res.dbErr = err
-			return res
-		}
-		p.loaded = true
-	}
 	var since time.Time
 	if force {
 		since = time.Now()
@@ -499,9 +490,8 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 // and sent no Wake (another replica's cleanup or session end, writing for
 // a lock of this partition).
 func (r *Relay) mustRead(p *partition) bool {
-	now := time.Now()
-	return p.readTable.Load() || len(p.blocked) > 0 || p.parkedAt(now) || p.xmaxDue.Load() || p.awaitXmax > 0 ||
-		now.Sub(p.lastRead) >= r.cfg.PollInterval
+	return p.readTable.Load() || len(p.blocked) > 0 || len(p.parked) > 0 || p.xmaxDue.Load() || p.awaitXmax > 0 ||
+		time.Since(p.lastRead) >= r.cfg.PollInterval
 }
 
 // handedBatches is how many of Config.BatchSize rows handed over one
@@ -511,24 +501,6 @@ const handedBatches = 10
 // maxHeldBytes bounds the bytes (keys, values, headers) of the rows a
 // partition's hand-off queue holds (partition.heldBytes).
 const maxHeldBytes = 32 << 20
-
-// parkSlack is how long after its end a park still makes every pass read
-// the table: the end is by the database's clock, which may lag this one,
-// and the passes after it (one each PollInterval at least) publish the
-// rows it held before newer rows of their topic go from memory. The entry
-// stays longer (selectBatch) only to bound the map.
-const parkSlack = time.Minute
-
-// parkedAt says whether a park of the partition may still hold rows back
-// at now.
-func (p *partition) parkedAt(now time.Time) bool {
-	for _, until := range p.parked {
-		if until.Add(parkSlack).After(now) {
-			return true
-		}
-	}
-	return false
-}
 
 // acquire takes the partition's lock, or gives up when ctx is done.
 func (p *partition) acquire(ctx context.Context) bool {
@@ -561,27 +533,6 @@ func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
 		return 0, false
 	}
 	return next.Sub(now), true
-}
-
-// loadParked reads which topics of the partition are parked, so that their
-// newer, unparked rows keep waiting behind them. A row parked for good
-// ('infinity') holds nothing back.
-func (r *Relay) loadParked(ctx context.Context, p *partition) error {
-	rows, err := r.cfg.Pool.Query(ctx, `
-		SELECT topic, max(parked_until) FROM outbox
-		WHERE source_partition = $1 AND parked_until > now() AND parked_until < 'infinity'
-		GROUP BY topic`, p.id)
-	if err != nil {
-		return fmt.Errorf("reading parked topics of partition %d: %w", p.id, err)
-	}
-	parked := map[string]time.Time{}
-	var topic string
-	var until time.Time
-	if _, err := pgx.ForEachRow(rows, []any{&topic, &until}, func() error { parked[topic] = until; return nil }); err != nil {
-		return fmt.Errorf("reading parked topics of partition %d: %w", p.id, err)
-	}
-	p.parked = parked
-	return nil
 }
 
 // pass deletes the rows acknowledged before, selects one batch of the
@@ -626,28 +577,20 @@ type passState struct {
 }
 
 // selectBatch deletes the acknowledged rows and selects the partition's
-// next batch, leaving out the topics that back off or are parked.
+// next batch, leaving out the topics that back off or are parked (the
+// latter found by the query in the table, and noted in p.parked).
 func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) ([]row, error) {
 	now := time.Now()
-	exTopics, exUntil := []string{}, []time.Time{}
+	blocked := []string{}
 	for t, b := range p.blocked {
 		if b.until.After(now) && !b.at.Before(since) {
-			exTopics, exUntil = append(exTopics, t), append(exUntil, farFuture)
+			blocked = append(blocked, t)
 		}
-	}
-	for t, u := range p.parked {
-		// The database compares u with its own clock; an hour of slack
-		// only keeps the map from growing.
-		if u.Before(now.Add(-time.Hour)) {
-			delete(p.parked, t)
-			continue
-		}
-		exTopics, exUntil = append(exTopics, t), append(exUntil, u)
 	}
 	// Taken before the query: a snapshot noted must be later than the ask.
 	due := p.xmaxDue.Swap(false)
 	snapshot := due || p.awaitXmax > 0
-	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, exTopics: exTopics, exUntil: exUntil, acked: p.acked, snapshot: snapshot})
+	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, blocked: blocked, acked: p.acked, snapshot: snapshot})
 	if err != nil {
 		if due {
 			p.xmaxDue.Store(true)
@@ -655,6 +598,10 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		return nil, err
 	}
 	p.acked = p.acked[:0]
+	p.parked = map[string]bool{}
+	for _, t := range res.parked {
+		p.parked[t] = true
+	}
 	if snapshot {
 		if due {
 			p.awaitXmax = max(p.awaitXmax, res.xmax)
@@ -919,21 +866,21 @@ type topicsPublisher interface {
 }
 
 // selectReq asks for a partition's next rows up to upTo, but for the
-// excluded topics, each with the time its exclusion ends (compared with the
-// database clock that also set parked_until), after deleting the acked rows;
-// with snapshot, for the xmin and xmax of a snapshot taken before the rows'.
+// blocked topics' and the parked ones', after deleting the acked rows; with
+// snapshot, for the xmin and xmax of a snapshot taken before the rows'.
 type selectReq struct {
 	partition int32
 	upTo      int64
-	exTopics  []string
-	exUntil   []time.Time
+	blocked   []string
 	acked     []int64
 	snapshot  bool
 }
 
-// selected answers a selectReq.
+// selected answers a selectReq: the rows, and the topics parked, whose
+// rows were left out.
 type selected struct {
 	rows       []row
+	parked     []string
 	xmin, xmax int64
 }
 
@@ -941,16 +888,24 @@ type selected struct {
 // each request's partition, in id order, in one round trip. The row
 // comparison and order make outbox_partition serve the whole condition, so
 // a partition never reads another's rows (docs/performance.md).
+//
+// A topic is parked while a row of it in the partition is parked until a
+// finite time (a row parked for good holds nothing back): its other rows
+// wait behind. The statement finds such topics itself, in the table, with
+// the snapshot it selects by, and reports them (rows with a NULL id): a
+// park an operator ended is over at the next read, and one the read
+// reports held back every row of its topic the read did not take. They
+// are found one index probe each (outbox_parked), not by reading the
+// parked rows.
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
-	var exParts []int32
-	var exTopics []string
-	var exUntil []time.Time
+	var blockedParts []int32
+	var blocked []string
 	var acked []int64
 	for i, q := range reqs {
 		parts[i], upTos[i] = q.partition, q.upTo
-		for k := range q.exTopics {
-			exParts, exTopics, exUntil = append(exParts, q.partition), append(exTopics, q.exTopics[k]), append(exUntil, q.exUntil[k])
+		for _, t := range q.blocked {
+			blockedParts, blocked = append(blockedParts, q.partition), append(blocked, t)
 		}
 		acked = append(acked, q.acked...)
 	}
@@ -969,22 +924,41 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	// DELETE sees every row committed before it.
 	b.Queue(`DELETE FROM outbox_marks WHERE source_partition = ANY($1)`, parts)
 	byPart := make(map[int32][]row, len(reqs))
+	parked := map[int32][]string{}
 	b.Queue(`
+		WITH RECURSIVE pk(p, t) AS (
+			SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until > now() AND parked_until < 'infinity')
+			FROM unnest($1::int[]) AS q(p)
+			UNION ALL
+			SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until > now() AND parked_until < 'infinity')
+			FROM pk WHERE pk.t IS NOT NULL
+		), ex(p, t) AS (
+			SELECT p, t FROM pk WHERE t IS NOT NULL
+			UNION ALL
+			SELECT * FROM unnest($3::int[], $4::text[])
+		)
+		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::float8 FROM pk WHERE t IS NOT NULL
+		UNION ALL
 		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, extract(epoch FROM clock_timestamp() - o.created_at)::float8
 		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
 		LATERAL (
 			SELECT id, topic, key, value, headers, created_at FROM outbox
 			WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up)
 			  AND (parked_until IS NULL OR parked_until <= now())
-			  AND topic NOT IN (SELECT x.t FROM unnest($3::int[], $4::text[], $5::timestamptz[]) AS x(p, t, u) WHERE x.p = q.p AND x.u > now())
+			  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
 			ORDER BY source_partition, id
-			LIMIT $6) o
-		ORDER BY o.id`, parts, upTos, exParts, exTopics, exUntil, r.cfg.BatchSize).Query(func(rows pgx.Rows) error {
+			LIMIT $5) o
+		ORDER BY id`, parts, upTos, blockedParts, blocked, r.cfg.BatchSize).Query(func(rows pgx.Rows) error {
 		var p int32
+		var id *int64
 		var x row
-		var age float64
-		_, err := pgx.ForEachRow(rows, []any{&p, &x.id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
-			x.age = time.Duration(age * float64(time.Second))
+		var age *float64
+		_, err := pgx.ForEachRow(rows, []any{&p, &id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
+			if id == nil {
+				parked[p] = append(parked[p], x.topic)
+				return nil
+			}
+			x.id, x.age = *id, time.Duration(*age*float64(time.Second))
 			byPart[p] = append(byPart[p], x)
 			x = row{} // the scanned slices now belong to byPart
 			return nil
@@ -996,7 +970,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	}
 	out := make([]selected, len(reqs))
 	for i, q := range reqs {
-		out[i] = selected{rows: byPart[q.partition], xmin: xmin, xmax: xmax}
+		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xmax: xmax}
 	}
 	return out, nil
 }
@@ -1235,7 +1209,7 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 	if err != nil {
 		return fmt.Errorf("parking rows of partition %d for %q: %w", p.id, topic, err)
 	}
-	p.parked[topic] = until
+	p.parked[topic] = true
 	delete(p.blocked, topic)
 	log.Error().Int64("rows", n).Time("until", until).Str("reason", reason).Msg("outbox: topic cannot be written; rows parked")
 	if r.cfg.OnParked != nil && n > 0 {

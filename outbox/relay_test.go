@@ -480,6 +480,37 @@ func parksUnwritableTopic(t *testing.T, concurrent bool) {
 	assert.Zero(t, oldest)
 }
 
+// TestReDriveParkedTopic: the README's re-drive of a parked topic (grant
+// the ACL, then clear the park in the table) takes effect at the relay's
+// next read, not when the park it knew of would have ended: the table says
+// what is parked. The topic's rows go in id order, the newer ones that
+// waited behind the parked ones last.
+func TestReDriveParkedTopic(t *testing.T) {
+	t.Parallel()
+	const ok, denied, p = "locks.lock.acquired.v1", "locks.state.denied", int32(2)
+	c := newCluster(t, kfake.SeedTopics(1, ok, denied))
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: denied, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.MaxAttempts, cfg.ParkFor = 2, time.Hour })
+	insert(t, st, p, rec{denied, "k", "d1", "ed1"}, rec{ok, "k", "o1", "eo1"}, rec{denied, "k", "d2", "ed2"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return count(t, st, "parked_until > now()") > 0 }, 10*time.Second, 10*time.Millisecond)
+	insert(t, st, p, rec{denied, "k", "d3", "ed3"}, rec{ok, "k", "o2", "eo2"})
+	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), ok+"/o2") }, 10*time.Second, 10*time.Millisecond)
+
+	fault.Remove()
+	_, err := st.Pool.Exec(context.Background(), `UPDATE outbox SET parked_until = NULL, park_reason = NULL, attempts = 0
+		WHERE topic = $1 AND parked_until < 'infinity'`, denied)
+	require.NoError(t, err)
+	n, err := outbox.Parked(context.Background(), st.Pool)
+	require.NoError(t, err)
+	require.Zero(t, n, "/health's count")
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond,
+		"re-driven rows go at the next read")
+	assert.Equal(t, []string{"d1", "d2", "d3"}, firstSeen(values(consume(t, c.ListenAddrs(), denied, 3))))
+}
+
 // TestParksRecordKafkaRefuses: rows Kafka refuses for good are parked at
 // once, with their reason, and the rows after them on the same partition
 // and topic are published. One is refused by the client (a 1,000,000-byte
