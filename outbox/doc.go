@@ -18,8 +18,11 @@
 // slot was abandoned, has ended (by PostgreSQL's snapshots: one may hold a
 // slot of the previous run, here or on the previous owner, and left no
 // mark, or be the abandoned slot's), every PollInterval (the fallback), at
-// a dirty slot, after [Relay.Wake], while a topic backs off or is parked,
-// and after a failed publish.
+// a dirty slot, after [Relay.Wake], when a topic's backoff ends, and after a
+// failed publish. While a topic backs off or is parked, passes go on
+// publishing the other topics' rows handed over and leave its own in the
+// table, behind its earlier rows, for the read after the backoff or park
+// (the end of a park is found by the PollInterval read).
 // [Relay.DrainOnce] reads and publishes what is there now, for tests and
 // tools. Waking happens in process, never through LISTEN/NOTIFY, which
 // serialized commits (see handlers.Batch.Flush).

@@ -441,7 +441,10 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		// transaction's (a cleanup's tombstones) go a few batches at a
 		// time, as the messages and records of a publish cost several
 		// times the rows (docs/performance.md). A failure stops the rest,
-		// which must not overtake it: the table has them.
+		// which must not overtake it: the table has them. Rows of a
+		// parked or backing-off topic stay there too, behind that topic's
+		// earlier rows, until a read publishes them all.
+		handed = slices.DeleteFunc(handed, p.waits)
 		for len(handed) > 0 && res.pubErr == nil && res.dbErr == nil {
 			n := min(len(handed), handedBatches*r.cfg.BatchSize)
 			pr := r.publishRows(ctx, p, handed[:n], false)
@@ -483,15 +486,37 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 }
 
 // mustRead says whether the next pass reads the table: when asked to, when
-// topics back off or are parked (their rows wait in the table, and newer
-// rows of theirs behind them), until the transactions in flight when Run
-// started or a slot was abandoned have ended (partition.xmaxDue), and
-// every PollInterval, for rows committed by writers that reserved no slot
-// and sent no Wake (another replica's cleanup or session end, writing for
-// a lock of this partition).
+// a topic's backoff has ended (its rows wait in the table, and newer rows
+// of its behind them), until the transactions in flight when Run started
+// or a slot was abandoned have ended (partition.xmaxDue), and every
+// PollInterval, for rows committed by writers that reserved no slot and
+// sent no Wake (another replica's cleanup or session end, writing for a
+// lock of this partition), and for the end of a park (by the database's
+// clock, or an operator's). While a topic is parked or backs off, passes
+// publish the other topics' rows handed over (partition.waits) rather than
+// read the table each time, a query per commit.
 func (r *Relay) mustRead(p *partition) bool {
-	return p.readTable.Load() || len(p.blocked) > 0 || len(p.parked) > 0 || p.xmaxDue.Load() || p.awaitXmax > 0 ||
-		time.Since(p.lastRead) >= r.cfg.PollInterval
+	now := time.Now()
+	return p.readTable.Load() || p.retryDue(now) || p.xmaxDue.Load() || p.awaitXmax > 0 ||
+		now.Sub(p.lastRead) >= r.cfg.PollInterval
+}
+
+// retryDue says whether a topic's backoff has ended by now: a read retries
+// it.
+func (p *partition) retryDue(now time.Time) bool {
+	for _, b := range p.blocked {
+		if !b.until.After(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// waits says whether x's topic is parked or backs off: x stays in the
+// table, where a read takes it after its topic's earlier rows.
+func (p *partition) waits(x row) bool {
+	_, blocked := p.blocked[x.topic]
+	return blocked || p.parked[x.topic]
 }
 
 // handedBatches is how many of Config.BatchSize rows handed over one
