@@ -1,0 +1,12 @@
+-- Each topic's rows of a partition in id order. While a topic of a
+-- partition is parked or backs off, the relay reads that partition topic
+-- by topic (finding its topics one probe each), so it never reads the
+-- waiting topic's rows, a backlog that grows as long as the outage lasts:
+-- a walk of outbox_partition in id order read them all on every read. It
+-- costs every outbox row one more index entry. (The relay finds the parked
+-- topics at every read, by outbox_parked of migration 006, no longer once
+-- at its start.)
+-- Built inside the migration's transaction, without CONCURRENTLY, as
+-- migration 006: the outbox is normally near empty (the build holds its
+-- writers back while it runs).
+CREATE INDEX outbox_topic ON outbox (source_partition, topic, id);
