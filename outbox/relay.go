@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -794,11 +796,17 @@ func (r *Relay) parkRow(ctx context.Context, p *partition, topic string, x row, 
 	return nil
 }
 
-// errorText is an error as stored in last_error, bounded.
+// errorText is an error as stored in last_error, bounded. It is valid
+// UTF-8 without NUL, cut between characters: PostgreSQL refuses any other
+// text (22021), and the row would never be counted or parked.
 func errorText(err error) string {
-	msg := err.Error()
+	msg := strings.ToValidUTF8(strings.ReplaceAll(err.Error(), "\x00", ""), "\uFFFD")
 	if len(msg) > 1000 {
-		msg = msg[:1000]
+		cut := 1000
+		for !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut]
 	}
 	return msg
 }
