@@ -46,10 +46,13 @@
 // One row becomes one record: value = row value, key = row key (a NULL key
 // gives a nil key), headers = the row's headers. Through the watermill
 // publisher the record also carries the publisher's UUID header (set to the
-// row's ce_id header, or a fresh UUID for rows without one, such as
+// row's ce_id header, or a fresh UUID for rows without one, such as most
 // dead-letter copies) and a header named like the key metadata holding the
-// key. Headers with the same name collapse into one (watermill metadata is a
-// map); handlers never write such rows.
+// key. A row's own header of either name (a producer's, which a dead-letter
+// copy keeps) goes out as original_<name>, so that it sets neither. Headers
+// with the same name collapse into one, the last (watermill metadata is a
+// map): only a dead-letter copy has such, its producer's, followed by the
+// worker's own.
 //
 // # Guarantees
 //

@@ -1221,7 +1221,13 @@ func (r *Relay) message(x row) (*message.Message, error) {
 	md := make(message.Metadata, len(hs)+1)
 	var id string
 	for _, h := range hs {
-		md[h.Key] = string(h.Value)
+		k := h.Key
+		if k == r.cfg.KeyMetadata || k == kafkapubsub.UUIDHeader {
+			// A producer's, on a dead-letter copy: under its own name the
+			// publisher would make it the key or a second UUID header.
+			k = "original_" + k
+		}
+		md[k] = string(h.Value)
 		if h.Key == topics.HeaderCEID {
 			id = string(h.Value)
 		}

@@ -314,6 +314,44 @@ func deliversInOrder(t *testing.T, concurrent bool) {
 	assert.Zero(t, n)
 }
 
+// TestCopiedHeadersKeepTheirPlace: a dead-letter copy keeps its
+// producer's headers, which may carry the names the publisher reads its
+// key and message UUID from. They go out renamed: a copy of a record
+// without a key has no key, and the record has one UUID header, the
+// relay's.
+func TestCopiedHeadersKeepTheirPlace(t *testing.T) {
+	t.Parallel()
+	const dlq, p = "locks.commands.dlq", int32(11)
+	c := newCluster(t, kfake.SeedTopics(1, dlq))
+	st := testdb.New(t)
+	relay := newRelay(t, st, newPublisher(t, c.ListenAddrs(), false), nil)
+	err := st.InTx(context.Background(), func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, handlers.Env{Partition: p})
+		b.Publish(dlq, nil, []byte("copy"), []topics.Header{
+			{Key: kafkapubsub.DefaultKeyMetadata, Value: []byte("client-key")},
+			{Key: kafkapubsub.UUIDHeader, Value: []byte("client-uuid")},
+			{Key: topics.HeaderError, Value: []byte("INVALID_REQUEST: no key")},
+		})
+		return b.Flush(context.Background())
+	})
+	require.NoError(t, err)
+	n, err := relay.DrainOnce(context.Background(), p)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	rec := consume(t, c.ListenAddrs(), dlq, 1)[0]
+	assert.Nil(t, rec.Key, "the copied record had none")
+	got := map[string][]string{}
+	for _, h := range rec.Headers {
+		got[h.Key] = append(got[h.Key], string(h.Value))
+	}
+	require.Len(t, got[kafkapubsub.UUIDHeader], 1)
+	assert.NotEqual(t, "client-uuid", got[kafkapubsub.UUIDHeader][0])
+	assert.Empty(t, got[kafkapubsub.DefaultKeyMetadata])
+	assert.Equal(t, []string{"client-key"}, got["original_"+kafkapubsub.DefaultKeyMetadata])
+	assert.Equal(t, []string{"client-uuid"}, got["original_"+kafkapubsub.UUIDHeader])
+	assert.Equal(t, []string{"INVALID_REQUEST: no key"}, got[topics.HeaderError])
+}
+
 // TestWakeWakesRelay: with a 30 s poll interval, only Wake can deliver
 // within the test's patience.
 func TestWakeWakesRelay(t *testing.T) {

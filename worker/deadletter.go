@@ -26,7 +26,8 @@ const deadLetterHeaderBytes = 1 << 10
 // headers, in order), its key at most a quarter, its value the rest. A nil
 // key or value stays nil. The worker's headers come last, so where a
 // producer's header has the same name, the relay (whose records carry one
-// header per name) keeps the worker's. A requester token is redacted.
+// header per name) keeps the worker's; it renames a producer's header named
+// like its key metadata or UUID header. A requester token is redacted.
 func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs []topics.Header) {
 	var cut []string
 	headerBytes, kept := 0, 0
