@@ -43,12 +43,14 @@ type Config struct {
 	// announced. Default 1 s.
 	PollInterval time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
-	// written before the topic's rows are parked (RELAY_MAX_ATTEMPTS).
+	// written before the rows tried are parked, holding the topic's others
+	// back (RELAY_MAX_ATTEMPTS).
 	// Default 5. A record Kafka refuses for good is parked at its first
 	// refusal, whatever this says.
 	MaxAttempts int
-	// ParkFor is how long the rows of a topic that cannot be written stay
-	// parked before the next try. Default 10 min.
+	// ParkFor is how long the rows parked for a topic that cannot be
+	// written (and the topic's others behind them) wait before the next
+	// try, by the database's clock. Default 10 min.
 	ParkFor time.Duration
 	// PublishTimeout is the messages' context deadline: kgo fails records
 	// past it when it safely can, which an idempotent client cannot do for
@@ -488,8 +490,8 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 }
 
 // mustRead says whether the next pass reads the table: when asked to, when
-// a topic's backoff has ended (its rows wait in the table, and newer rows
-// of its behind them), until the transactions in flight when Run started
+// a topic's backoff has ended (its rows wait in the table, the topic's
+// newer ones behind them), until the transactions in flight when Run started
 // or a slot was abandoned have ended (partition.xmaxDue), and every
 // PollInterval, for rows committed by writers that reserved no slot and
 // sent no Wake (another replica's cleanup or session end, writing for a
@@ -924,12 +926,10 @@ type selected struct {
 //
 // A topic is parked while a row of it in the partition is parked until a
 // finite time (a row parked for good holds nothing back): its other rows
-// wait behind. The statement finds such topics itself, in the table, with
-// the snapshot it selects by, and reports them (rows with a NULL id): a
-// park an operator ended is over at the next read, and one the read
-// reports held back every row of its topic the read did not take. They
-// are found one index probe each (outbox_parked), not by reading the
-// parked rows.
+// wait behind. The statement finds such topics in the table, with the
+// snapshot it selects by, one index probe each (outbox_parked), and
+// reports them (rows with a NULL id) for the passes to leave their rows in
+// the table: a park an operator ended is over at the next read.
 //
 // A partition with a topic parked or backing off is read topic by topic
 // instead (outbox_topic): the waiting topic's rows, a backlog that grows
@@ -939,7 +939,8 @@ type selected struct {
 // that gave a full batch gave it all below its last, so the batch is what
 // the walk in id order gives (OrderAcrossTopics holds), at the cost of
 // reading up to a batch per topic. The row comparison, not id <= up, has
-// the planner take outbox_topic for the whole condition.
+// the planner take outbox_topic for the whole condition (with id <= up it
+// walked the primary key).
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var blockedParts []int32
