@@ -29,9 +29,7 @@
 //
 // A pass that reads the table is one round trip to PostgreSQL: it deletes
 // the rows the previous passes got acknowledged and the partition's marks,
-// and selects the next batch, in one implicit transaction. While a topic of
-// the partition is parked or backs off, the batch is taken topic by topic,
-// so the waiting topic's backlog is never read. Acknowledged rows
+// and selects the next batch, in one implicit transaction. Acknowledged rows
 // wait for that pass up to Config.DeleteDelay (100 ms), then are deleted in
 // bulk on their own, as they are when the partition stops: published rows
 // do not wait in the table for the next poll.
@@ -101,14 +99,12 @@
 //     not be created. The attempted rows get attempts+1 and last_error, and
 //     the topic is retried after a backoff (RetryBase doubling up to
 //     RetryMax) while other topics flow. When a row reaches MaxAttempts,
-//     the rows of the publish that failed (the topic's first in the
-//     partition) are parked for ParkFor (database clock; park_reason the
-//     error's name), and with them the topic: its other rows wait behind
-//     them unparked (in the backlog, not counted as parked), and all are
-//     retried, in id order, when the park ends. One failure after that
-//     parks them again. Each read of the table finds there which topics are
-//     parked, so a park an operator ends (README runbook) is over at the
-//     relay's next read.
+//     every waiting row of that topic in the partition is parked for ParkFor
+//     (database clock; park_reason the error's name); newer rows of the
+//     topic wait behind them unparked, and all are retried, in id order,
+//     when the park ends. One failure after that parks them again. Each read
+//     of the table finds there which topics are parked, so a park an
+//     operator ends (README runbook) is over at the relay's next read.
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else):
 //     never counted, never parked. The topic backs off in memory; two such
 //     failures in a row with no success between them pause the whole

@@ -926,21 +926,12 @@ type selected struct {
 //
 // A topic is parked while a row of it in the partition is parked until a
 // finite time (a row parked for good holds nothing back): its other rows
-// wait behind. The statement finds such topics in the table, with the
-// snapshot it selects by, one index probe each (outbox_parked), and
-// reports them (rows with a NULL id) for the passes to leave their rows in
-// the table: a park an operator ended is over at the next read.
-//
-// A partition with a topic parked or backing off is read topic by topic
-// instead (outbox_topic): the waiting topic's rows, a backlog that grows
-// with the outage, are never read, where the walk in id order read them
-// all before the rows after them. Each other topic gives its first rows, a
-// batch at most, and the batch is the first of them in id order: a topic
-// that gave a full batch gave it all below its last, so the batch is what
-// the walk in id order gives (OrderAcrossTopics holds), at the cost of
-// reading up to a batch per topic. The row comparison, not id <= up, has
-// the planner take outbox_topic for the whole condition (with id <= up it
-// walked the primary key).
+// wait behind. The statement finds such topics itself, in the table, with
+// the snapshot it selects by, and reports them (rows with a NULL id): a
+// park an operator ended is over at the next read, and one the read
+// reports held back every row of its topic the read did not take. They
+// are found in outbox_parked, stepping over the partition's rows parked
+// for good (few: records Kafka refuses), not by reading the waiting rows.
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var blockedParts []int32
@@ -970,11 +961,9 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	byPart := make(map[int32][]row, len(reqs))
 	parked := map[int32][]string{}
 	b.Queue(`
-		WITH RECURSIVE q(p, up) AS (
-			SELECT * FROM unnest($1::int[], $2::int8[])
-		), pk(p, t) AS (
+		WITH RECURSIVE pk(p, t) AS (
 			SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until > now() AND parked_until < 'infinity')
-			FROM q
+			FROM unnest($1::int[]) AS q(p)
 			UNION ALL
 			SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until > now() AND parked_until < 'infinity')
 			FROM pk WHERE pk.t IS NOT NULL
@@ -982,37 +971,18 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 			SELECT p, t FROM pk WHERE t IS NOT NULL
 			UNION ALL
 			SELECT * FROM unnest($3::int[], $4::text[])
-		), tp(p, up, t) AS (
-			SELECT q.p, q.up, (SELECT min(topic) FROM outbox WHERE source_partition = q.p)
-			FROM q WHERE q.p IN (SELECT p FROM ex)
-			UNION ALL
-			SELECT tp.p, tp.up, (SELECT min(topic) FROM outbox WHERE source_partition = tp.p AND topic > tp.t)
-			FROM tp WHERE tp.t IS NOT NULL
-		), bt(p, id) AS (
-			SELECT tp.p, o.id
-			FROM tp, LATERAL (
-				SELECT id FROM outbox
-				WHERE source_partition = tp.p AND topic = tp.t AND (topic, id) <= (tp.t, tp.up)
-				  AND (parked_until IS NULL OR parked_until <= now())
-				ORDER BY id
-				LIMIT $5) o
-			WHERE tp.t IS NOT NULL AND (tp.p, tp.t) NOT IN (SELECT p, t FROM ex)
-		), bp(id) AS (
-			SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY p ORDER BY id) AS n FROM bt) x WHERE n <= $5
 		)
 		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::float8 FROM pk WHERE t IS NOT NULL
 		UNION ALL
 		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, extract(epoch FROM clock_timestamp() - o.created_at)::float8
-		FROM q, LATERAL (
+		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
+		LATERAL (
 			SELECT id, topic, key, value, headers, created_at FROM outbox
 			WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up)
 			  AND (parked_until IS NULL OR parked_until <= now())
+			  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
 			ORDER BY source_partition, id
 			LIMIT $5) o
-		WHERE q.p NOT IN (SELECT p FROM ex)
-		UNION ALL
-		SELECT source_partition, id, topic, key, value, headers, extract(epoch FROM clock_timestamp() - created_at)::float8
-		FROM outbox WHERE id = ANY (ARRAY(SELECT id FROM bp))
 		ORDER BY id`, parts, upTos, blockedParts, blocked, r.cfg.BatchSize).Query(func(rows pgx.Rows) error {
 		var p int32
 		var id *int64
@@ -1265,13 +1235,18 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 		log.Warn().Msg("outbox: topic cannot be written; retrying")
 		return nil
 	}
-	// Park the rows tried, the topic's first: the table then holds its
-	// other rows back too (selectRows), without rewriting its backlog.
+	// Park every waiting row of the topic, so /health counts them and they
+	// are all retried together, in id order, when the park ends. Rows
+	// parked for good stay as they are, and rows published already (their
+	// delete pending) are not counted.
 	var n int64
 	var until time.Time
 	err = r.cfg.Pool.QueryRow(ctx, `
-		WITH u AS (UPDATE outbox SET parked_until = now() + $2::interval, park_reason = $3 WHERE id = ANY($1) RETURNING 1)
-		SELECT count(*), now() + $2::interval FROM u`, ids, r.cfg.ParkFor, reason).Scan(&n, &until)
+		WITH u AS (
+			UPDATE outbox SET parked_until = now() + $3::interval, park_reason = $4
+			WHERE source_partition = $1 AND topic = $2 AND (parked_until IS NULL OR parked_until <= now()) AND id <> ALL(coalesce($5::bigint[], '{}'))
+			RETURNING 1)
+		SELECT count(*), now() + $3::interval FROM u`, p.id, topic, r.cfg.ParkFor, reason, p.acked).Scan(&n, &until)
 	if err != nil {
 		return fmt.Errorf("parking rows of partition %d for %q: %w", p.id, topic, err)
 	}
