@@ -16,7 +16,7 @@ const (
 	KafkaAway Failure = iota
 	// TopicRefused: the topic cannot be written (not authorized, does not
 	// exist and could not be created). Counted per row; after MaxAttempts
-	// the rows tried are parked for ParkFor, holding the topic's others back.
+	// the topic's waiting rows are parked for ParkFor.
 	TopicRefused
 	// RecordRefused: Kafka will never take this record (too large,
 	// invalid), or the row cannot become a record. The row is parked for

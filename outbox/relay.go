@@ -43,14 +43,13 @@ type Config struct {
 	// announced. Default 1 s.
 	PollInterval time.Duration
 	// MaxAttempts is how often a row may fail with a topic that cannot be
-	// written before the rows tried are parked, holding the topic's others
-	// back (RELAY_MAX_ATTEMPTS).
+	// written before the topic's waiting rows are parked (RELAY_MAX_ATTEMPTS).
 	// Default 5. A record Kafka refuses for good is parked at its first
 	// refusal, whatever this says.
 	MaxAttempts int
-	// ParkFor is how long the rows parked for a topic that cannot be
-	// written (and the topic's others behind them) wait before the next
-	// try, by the database's clock. Default 10 min.
+	// ParkFor is how long the rows of a topic that cannot be written stay
+	// parked (newer rows of it waiting behind them) before the next try, by
+	// the database's clock. Default 10 min.
 	ParkFor time.Duration
 	// PublishTimeout is the messages' context deadline: kgo fails records
 	// past it when it safely can, which an idempotent client cannot do for
