@@ -14,15 +14,17 @@
 // back; the table is their durable copy (handoff.go has the rules, and
 // docs/design.md "The outbox and the relay" the marks other replicas leave).
 // Run reads the table when it starts (rows left by a previous owner), on
-// every pass until every transaction in flight at its start, or when a
-// slot was abandoned, has ended (by PostgreSQL's snapshots: one may hold a
-// slot of the previous run, here or on the previous owner, and left no
-// mark, or be the abandoned slot's), every PollInterval (the fallback), at
-// a dirty slot, after [Relay.Wake], when a topic's backoff ends, and after a
-// failed publish. While a topic backs off or is parked, passes go on
-// publishing the other topics' rows handed over and leave its own in the
-// table, behind its earlier rows, for the read after the backoff or park
-// (the end of a park is found by the PollInterval read).
+// every pass until every transaction of the server that had an id at its
+// start, or when a slot was abandoned, has ended (one may hold a slot of
+// the previous run, here or on the previous owner, and left no mark, or be
+// the abandoned slot's): the first read takes an id of its own, and the
+// wait ends when a later snapshot's xmin is past it. Run also reads every
+// PollInterval (the fallback), at a dirty slot, after [Relay.Wake], when a
+// topic's backoff ends, and after a failed publish.
+// While a topic backs off or is parked, passes go on publishing the other
+// topics' rows handed over and leave its own in the table, behind its
+// earlier rows, for the read after the backoff or park (the end of a park
+// is found by the PollInterval read).
 // [Relay.DrainOnce] reads and publishes what is there now, for tests and
 // tools. Waking happens in process, never through LISTEN/NOTIFY, which
 // serialized commits (see handlers.Batch.Flush).

@@ -18,11 +18,11 @@ type Row struct {
 // that touch the same lock the first to commit holds the earlier slot, and
 // records of a key keep the order of the commits. Those locks are row
 // locks, which give the transaction its id: a later run of the partition
-// (here or elsewhere) reads the table until every transaction in flight at
-// its start has ended, which a slot of an earlier run may still be waiting
-// for. Resolve every slot, once: Fill after a commit, Dirty after a
-// rollback, Abandon when the transaction may still commit. A nil Slot does
-// nothing.
+// (here or elsewhere) reads the table until every transaction that had an
+// id at its start has ended, so the rows of a slot of an earlier run, its
+// COMMIT held, still go first. Resolve every slot, once: Fill after a
+// commit, Dirty after a rollback, Abandon when the transaction may still
+// commit. A nil Slot does nothing.
 type Slot struct {
 	p     *partition
 	seq   uint64
@@ -99,14 +99,14 @@ func (s *Slot) Dirty() {
 // Abandon resolves the slot of a transaction that may still commit: an
 // attempt that failed at or after COMMIT (one without an answer may take
 // effect, even later). It is Dirty, and the relay goes on reading the
-// table until every transaction in flight now has ended, so that rows the
-// attempt commits after the read go out before those of a transaction
-// that waited for its locks.
+// table until every transaction that has an id now, the attempt's among
+// them, has ended, so that rows the attempt commits after the read go out
+// before those of a transaction that waited for its locks.
 func (s *Slot) Abandon() {
 	if s == nil {
 		return
 	}
-	s.p.xmaxDue.Store(true)
+	s.p.awaitDue.Store(true)
 	s.resolve(slotDirty, nil, 0)
 }
 
@@ -116,7 +116,7 @@ func (s *Slot) resolve(st slotState, rows []row, size int) {
 	p := s.p
 	p.hmu.Lock()
 	// A slot of an earlier run is in no queue: its rows are not held, and
-	// the run reads them from the table (partition.xmaxDue).
+	// the run reads them from the table (partition.awaitDue).
 	queued := s.run == p.runs && p.running
 	if s.state == slotPending {
 		if st == slotRows && queued && p.held > 0 && (p.held+len(rows) > p.maxHeld || p.heldBytes+size > p.maxHeldBytes) {

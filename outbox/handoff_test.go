@@ -134,11 +134,15 @@ func TestReadingTheTableDeletesMarks(t *testing.T) {
 // same lock waits for its row lock, commits after it and is handed over at
 // once: its rows must not go first, however long the COMMIT took. The
 // next run is another replica's, or this one's again.
+//
+// Not parallel, here or in its subtests: no transaction commits between
+// the writer's lock and the next run's first read, as when PostgreSQL
+// holds every COMMIT, so a snapshot's xmax is no later than the writer's
+// xid (which a wait for the transactions that snapshot shows running
+// misses). A commit elsewhere on the server meanwhile still hides that.
 func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
-	t.Parallel()
 	for _, other := range []bool{true, false} {
 		t.Run(fmt.Sprintf("other replica %v", other), func(t *testing.T) {
-			t.Parallel()
 			const topic, p = "locks.lock.acquired.v1", int32(5)
 			ctx := context.Background()
 			c := newCluster(t, kfake.SeedTopics(1, topic))
@@ -153,43 +157,25 @@ func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
 			_, err := st.Pool.Exec(ctx, `CREATE TABLE lock_row (k text PRIMARY KEY); INSERT INTO lock_row VALUES ('k')`)
 			require.NoError(t, err)
 			const lock = `SELECT 1 FROM lock_row WHERE k = 'k' FOR UPDATE`
+			insert(t, st, p, rec{topic, "k", "s0", "e0"})
 			stop := start(t, func(ctx context.Context) error { return first.Run(ctx, p) })
+			settled(t, st, pub, 1)
+			insert(t, st, p, rec{topic, "k", "t0", "e1"}) // only a read of the table finds it
 
 			old, err := st.Pool.Begin(ctx)
 			require.NoError(t, err)
 			defer func() { _ = old.Rollback(ctx) }()
 			_, err = old.Exec(ctx, lock)
 			require.NoError(t, err)
-			var slot *outbox.Slot
-			require.Eventually(t, func() bool { slot = first.Reserve(p); return slot != nil }, 10*time.Second, time.Millisecond)
-			oldRows := writeIn(t, old, p, rec{topic, "k", "old", "e1"})
+			slot := first.Reserve(p)
+			require.NotNil(t, slot)
+			oldRows := writeIn(t, old, p, rec{topic, "k", "old", "e2"})
 			stop() // revoked, the COMMIT held
 
-			insert(t, st, p, rec{topic, "k", "t0", "e0"})
 			start(t, func(ctx context.Context) error { return next.Run(ctx, p) })
-			require.Eventually(t, func() bool { return len(pub.acked()) >= 1 }, 10*time.Second, 5*time.Millisecond, "the first read")
+			require.Eventually(t, func() bool { return len(pub.acked()) >= 2 }, 10*time.Second, 5*time.Millisecond, "the first read")
 
-			later, err := st.Pool.Begin(ctx)
-			require.NoError(t, err)
-			defer func() { _ = later.Rollback(ctx) }()
-			pid, done := later.Conn().PgConn().PID(), make(chan error, 1)
-			go func() {
-				if _, err := later.Exec(ctx, lock); err != nil {
-					done <- err
-					return
-				}
-				s := next.Reserve(p)
-				b := handlers.NewBatch(later, handlers.Env{Partition: p})
-				b.Publish(topic, []byte("k"), []byte("new"), headersOf(rec{ceID: "e2"}))
-				err := cmp.Or(b.Flush(ctx), later.Commit(ctx))
-				s.Fill(b.Written())
-				done <- err
-			}()
-			require.Eventually(t, func() bool {
-				var waiting bool
-				require.NoError(t, st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)`, pid).Scan(&waiting))
-				return waiting
-			}, 10*time.Second, 5*time.Millisecond, "the later transaction waits for the lock")
+			done := lockThenWrite(t, st, next, p, lock, rec{topic, "k", "new", "e3"})
 			// Longer than any guess of how long a COMMIT takes (the reads
 			// after a start used to last 1 s).
 			time.Sleep(2 * time.Second)
@@ -199,8 +185,8 @@ func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
 
 			require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
 			next.Wake(p) // what the table still holds goes now, not at the next poll
-			require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 3 }, 10*time.Second, 5*time.Millisecond)
-			require.Equal(t, []string{topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+			require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 4 }, 10*time.Second, 5*time.Millisecond)
+			require.Equal(t, []string{topic + "/s0", topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
 		})
 	}
 }
@@ -210,8 +196,9 @@ func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
 // finished) has the relay read the table, and go on reading it until that
 // transaction has ended: its rows, committed after that read, go out
 // before those of a transaction that waited for its lock, handed over.
+// Not parallel, as TestSlotOfAStoppedRunKeepsOrder: no commit between the
+// old transaction's lock and the read for the slot.
 func TestAbandonedSlotKeepsOrder(t *testing.T) {
-	t.Parallel()
 	const topic, p = "locks.lock.acquired.v1", int32(8)
 	ctx := context.Background()
 	c := newCluster(t, kfake.SeedTopics(1, topic))
@@ -224,8 +211,10 @@ func TestAbandonedSlotKeepsOrder(t *testing.T) {
 	_, err := st.Pool.Exec(ctx, `CREATE TABLE lock_row (k text PRIMARY KEY); INSERT INTO lock_row VALUES ('k')`)
 	require.NoError(t, err)
 	const lock = `SELECT 1 FROM lock_row WHERE k = 'k' FOR UPDATE`
+	insert(t, st, p, rec{topic, "k", "s0", "e0"})
 	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
-	require.Eventually(t, func() bool { s := relay.Reserve(p); s.Dirty(); return s != nil }, 10*time.Second, time.Millisecond)
+	settled(t, st, pub, 1)
+	insert(t, st, p, rec{topic, "k", "t0", "e1"}) // only a read of the table finds it
 
 	old, err := st.Pool.Begin(ctx)
 	require.NoError(t, err)
@@ -233,39 +222,60 @@ func TestAbandonedSlotKeepsOrder(t *testing.T) {
 	_, err = old.Exec(ctx, lock)
 	require.NoError(t, err)
 	slot := relay.Reserve(p)
-	writeIn(t, old, p, rec{topic, "k", "old", "e1"})
-	insert(t, st, p, rec{topic, "k", "t0", "e0"}) // only a read of the table finds it
+	require.NotNil(t, slot)
+	writeIn(t, old, p, rec{topic, "k", "old", "e2"})
 	slot.Abandon()
-	require.Eventually(t, func() bool { return len(pub.acked()) >= 1 }, 10*time.Second, 5*time.Millisecond, "the read for the slot")
+	require.Eventually(t, func() bool { return len(pub.acked()) >= 2 }, 10*time.Second, 5*time.Millisecond, "the read for the slot")
 
+	done := lockThenWrite(t, st, relay, p, lock, rec{topic, "k", "new", "e3"})
+	require.NoError(t, old.Commit(ctx))
+	require.NoError(t, <-done)
+
+	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
+	relay.Wake(p) // what the table still holds goes now, not at the next poll
+	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 4 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, []string{topic + "/s0", topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+}
+
+// settled waits until the relay has published n rows and deleted them,
+// so that it commits nothing more until woken.
+func settled(t *testing.T, st *store.Store, pub *recorder, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(pub.acked()) >= n }, 10*time.Second, 5*time.Millisecond, "published")
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 5*time.Millisecond, "deleted")
+}
+
+// lockThenWrite starts a transaction that takes lock, which the test holds,
+// then reserves a slot of relay's partition p, writes x, commits and fills
+// the slot. It returns once the transaction waits for the lock; done gets
+// its outcome.
+func lockThenWrite(t *testing.T, st *store.Store, relay *outbox.Relay, p int32, lock string, x rec) (done <-chan error) {
+	t.Helper()
+	ctx := context.Background()
 	later, err := st.Pool.Begin(ctx)
 	require.NoError(t, err)
-	defer func() { _ = later.Rollback(ctx) }()
-	pid, done := later.Conn().PgConn().PID(), make(chan error, 1)
+	pid, result := later.Conn().PgConn().PID(), make(chan error, 1)
 	go func() {
+		// Rolled back here, not by the test, which may give up while Exec
+		// still uses the connection.
+		defer func() { _ = later.Rollback(ctx) }()
 		if _, err := later.Exec(ctx, lock); err != nil {
-			done <- err
+			result <- err
 			return
 		}
 		s := relay.Reserve(p)
 		b := handlers.NewBatch(later, handlers.Env{Partition: p})
-		b.Publish(topic, []byte("k"), []byte("new"), headersOf(rec{ceID: "e2"}))
+		b.Publish(x.topic, []byte(x.key), []byte(x.value), headersOf(x))
 		err := cmp.Or(b.Flush(ctx), later.Commit(ctx))
 		s.Fill(b.Written())
-		done <- err
+		result <- err
 	}()
 	require.Eventually(t, func() bool {
 		var waiting bool
 		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND NOT granted)`, pid).Scan(&waiting))
 		return waiting
 	}, 10*time.Second, 5*time.Millisecond, "the later transaction waits for the lock")
-	require.NoError(t, old.Commit(ctx))
-	require.NoError(t, <-done)
-
-	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
-	relay.Wake(p) // what the table still holds goes now, not at the next poll
-	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 3 }, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, []string{topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+	return result
 }
 
 // writeIn writes rows in tx, not committed, and returns them with their ids.

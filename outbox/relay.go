@@ -135,7 +135,7 @@ type partition struct {
 	kafkaFailures int              // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
-	awaitXmax     int64     // passes read the table until a snapshot's xmin reaches this (xmaxDue); 0: none
+	awaitXmin     int64     // passes read the table until a snapshot's xmin reaches this (awaitDue); 0: none
 
 	// left are the publishes passes left behind when their context ended
 	// (await): Run waits for them before it returns (handOver).
@@ -145,15 +145,19 @@ type partition struct {
 	// only the rows handed over: set by Wake, when Run starts, and after
 	// a failure.
 	readTable atomic.Bool
-	// xmaxDue asks passes to read the table until every transaction in
-	// flight now has ended: the next read notes its snapshot's xmax in
-	// awaitXmax. Set when Run starts (a transaction then may hold a slot of
-	// an earlier run, here or on the replica that owned the partition, and
+	// awaitDue asks passes to read the table until every transaction
+	// that has a transaction id now has ended: the next read takes an id
+	// of its own, later than all of theirs, and awaitXmin is set past it.
+	// Set when Run starts (a transaction then may hold a slot of an
+	// earlier run, here or on the replica that owned the partition, and
 	// left no mark) and by Slot.Abandon (its transaction may still commit).
 	// Their rows reach the table only, maybe after the read that went past
 	// their slot, and a later transaction's on the same lock, handed over,
-	// must not go first.
-	xmaxDue atomic.Bool
+	// must not go first. A snapshot's xmax would not do: it is one past
+	// the last transaction completed, and a writer whose COMMIT PostgreSQL
+	// holds with every later one (a synchronous standby, an fsync stall)
+	// may have an id at or past it, which no snapshot then shows running.
+	awaitDue atomic.Bool
 
 	// The hand-off queue (handoff.go), guarded by hmu: writers reserve
 	// and resolve slots while a pass runs.
@@ -312,8 +316,8 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	}
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
-	p.xmaxDue.Store(!r.cfg.noTakeoverReads)
-	p.awaitXmax = 0
+	p.awaitDue.Store(!r.cfg.noTakeoverReads)
+	p.awaitXmin = 0
 	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
 	p.readTable.Store(true)
 	p.startHandoff()
@@ -491,7 +495,7 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 // mustRead says whether the next pass reads the table: when asked to, when
 // a topic's backoff has ended (its rows wait in the table, the topic's
 // newer ones behind them), until the transactions in flight when Run started
-// or a slot was abandoned have ended (partition.xmaxDue), and every
+// or a slot was abandoned have ended (partition.awaitDue), and every
 // PollInterval, for rows committed by writers that reserved no slot and
 // sent no Wake (another replica's cleanup or session end, writing for a
 // lock of this partition), and for the end of a park (by the database's
@@ -500,7 +504,7 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 // read the table each time, a query per commit.
 func (r *Relay) mustRead(p *partition) bool {
 	now := time.Now()
-	return p.readTable.Load() || p.retryDue(now) || p.xmaxDue.Load() || p.awaitXmax > 0 ||
+	return p.readTable.Load() || p.retryDue(now) || p.awaitDue.Load() || p.awaitXmin > 0 ||
 		now.Sub(p.lastRead) >= r.cfg.PollInterval
 }
 
@@ -615,13 +619,15 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 			blocked = append(blocked, t)
 		}
 	}
-	// Taken before the query: a snapshot noted must be later than the ask.
-	due := p.xmaxDue.Swap(false)
-	snapshot := due || p.awaitXmax > 0
-	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, blocked: blocked, acked: p.acked, snapshot: snapshot})
+	// Taken before the query: the id it takes must be later than the ask.
+	due := p.awaitDue.Swap(false)
+	// A due read's id, the new target, is taken after its snapshot: only
+	// a later read can end the wait.
+	snapshot := !due && p.awaitXmin > 0
+	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, blocked: blocked, acked: p.acked, due: due, snapshot: snapshot})
 	if err != nil {
 		if due {
-			p.xmaxDue.Store(true)
+			p.awaitDue.Store(true)
 		}
 		return nil, err
 	}
@@ -630,13 +636,10 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	for _, t := range res.parked {
 		p.parked[t] = true
 	}
-	if snapshot {
-		if due {
-			p.awaitXmax = max(p.awaitXmax, res.xmax)
-		}
-		if res.xmin >= p.awaitXmax {
-			p.awaitXmax = 0
-		}
+	if due {
+		p.awaitXmin = max(p.awaitXmin, res.xid+1)
+	} else if snapshot && res.xmin >= p.awaitXmin {
+		p.awaitXmin = 0
 	}
 	return res.rows, nil
 }
@@ -901,21 +904,23 @@ type topicsPublisher interface {
 
 // selectReq asks for a partition's next rows up to upTo, but for the
 // blocked topics' and the parked ones', after deleting the acked rows; with
-// snapshot, for the xmin and xmax of a snapshot taken before the rows'.
+// snapshot, for the xmin of a snapshot taken before the rows'; with due,
+// for the id of the query's transaction, taken after that snapshot.
 type selectReq struct {
 	partition int32
 	upTo      int64
 	blocked   []string
 	acked     []int64
 	snapshot  bool
+	due       bool
 }
 
-// selected answers a selectReq: the rows, and the topics parked, whose
-// rows were left out.
+// selected answers a selectReq: the rows, the topics parked, whose rows
+// were left out, and the xmin and transaction id asked for.
 type selected struct {
-	rows       []row
-	parked     []string
-	xmin, xmax int64
+	rows      []row
+	parked    []string
+	xmin, xid int64
 }
 
 // selectRows deletes the acknowledged rows and selects the next batch of
@@ -945,13 +950,21 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	}
 	b := &pgx.Batch{}
 	queueSettings(b)
-	var xmin, xmax int64
+	var xmin, xid int64
 	if slices.ContainsFunc(reqs, func(q selectReq) bool { return q.snapshot }) {
 		// Before the SELECT, whose snapshot then holds every transaction
-		// this one says ended; before the deletes, whose own transaction
-		// id would hold xmin back.
-		b.Queue(`SELECT pg_snapshot_xmin(s)::text::int8, pg_snapshot_xmax(s)::text::int8 FROM pg_current_snapshot() s`).
-			QueryRow(func(row pgx.Row) error { return row.Scan(&xmin, &xmax) })
+		// this one says ended; before the id below and the deletes, which
+		// would hold xmin back.
+		b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8`).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&xmin) })
+	}
+	if slices.ContainsFunc(reqs, func(q selectReq) bool { return q.due }) {
+		// Ids are handed out in order: every transaction that had one
+		// at the ask has a lower one, all ended once a snapshot's xmin
+		// is past it (and this transaction ended). One serves every due
+		// request of the batch.
+		b.Queue(`SELECT pg_current_xact_id()::text::int8`).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&xid) })
 	}
 	queueDelete(b, acked)
 	// Marks are read with the rows they announce: the SELECT after this
@@ -1004,7 +1017,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	}
 	out := make([]selected, len(reqs))
 	for i, q := range reqs {
-		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xmax: xmax}
+		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xid: xid}
 	}
 	return out, nil
 }
