@@ -18,9 +18,10 @@
 // start, or when a slot was abandoned, has ended (one may hold a slot of
 // the previous run, here or on the previous owner, and left no mark, or be
 // the abandoned slot's): the first read takes an id of its own, and the
-// wait ends when a later snapshot's xmin is past it. Run also reads every
-// PollInterval (the fallback), at a dirty slot, after [Relay.Wake], when a
-// topic's backoff ends, and after a failed publish.
+// wait ends when a later snapshot's xmin is past it; a wait longer than
+// 10 s is logged, with the oldest transaction still running. Run also
+// reads every PollInterval (the fallback), at a dirty slot, after
+// [Relay.Wake], when a topic's backoff ends, and after a failed publish.
 // While a topic backs off or is parked, passes go on publishing the other
 // topics' rows handed over and leave its own in the table, behind its
 // earlier rows, for the read after the backoff or park (the end of a park

@@ -3,18 +3,22 @@ package outbox_test
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 )
@@ -235,6 +239,51 @@ func TestAbandonedSlotKeepsOrder(t *testing.T) {
 	relay.Wake(p) // what the table still holds goes now, not at the next poll
 	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 4 }, 10*time.Second, 5*time.Millisecond)
 	require.Equal(t, []string{topic + "/s0", topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+}
+
+// TestLongTableReadsAreLogged: a transaction that had an id when a run
+// started and does not end (an idle session's) keeps every pass reading
+// the table; the relay says so once, with the oldest transaction still
+// running, and again when the reads end.
+func TestLongTableReadsAreLogged(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(9)
+	ctx := context.Background()
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	var logs testlog.Buffer
+	relay := newRelay(t, st, newPublisher(t, c.ListenAddrs(), false), func(cfg *outbox.Config) {
+		cfg.Logger = zerolog.New(&logs)
+		outbox.AwaitWarnAfter(cfg, 200*time.Millisecond)
+	})
+	idle, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = idle.Rollback(ctx) }()
+	var xid int64
+	require.NoError(t, idle.QueryRow(ctx, `SELECT pg_current_xact_id()::text::int8`).Scan(&xid))
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+
+	const warned, ended = "every pass reads the table", "the transactions the table reads waited for have ended"
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), warned) }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // passes every 50 ms, still waiting
+	var warning struct {
+		Level     string `json:"level"`
+		Partition int32  `json:"partition"`
+		Xmin      int64  `json:"xmin"`
+		Target    int64  `json:"target"`
+	}
+	lines := strings.Split(logs.String(), "\n")
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, warned) })
+	require.NoError(t, json.Unmarshal([]byte(lines[i]), &warning))
+	assert.Equal(t, "warn", warning.Level)
+	assert.Equal(t, p, warning.Partition)
+	assert.LessOrEqual(t, warning.Xmin, xid, "the idle transaction, or an older one")
+	assert.Greater(t, warning.Target, xid)
+	assert.Equal(t, 1, strings.Count(logs.String(), warned), "once per wait")
+	assert.NotContains(t, logs.String(), ended)
+
+	require.NoError(t, idle.Commit(ctx))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), ended) }, 10*time.Second, 5*time.Millisecond)
 }
 
 // settled waits until the relay has published n rows and deleted them,

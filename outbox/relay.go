@@ -101,6 +101,9 @@ type Config struct {
 	// noTakeoverReads: a run publishes what it is handed from its first
 	// read on (tests: export_test.go).
 	noTakeoverReads bool
+	// awaitWarnAfter is how long the table reads wait for transactions to
+	// end before the relay says which. Default 10 s; tests shorten it.
+	awaitWarnAfter time.Duration
 }
 
 // Relay publishes outbox rows. One Relay serves every partition of a
@@ -135,7 +138,12 @@ type partition struct {
 	kafkaFailures int              // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
-	awaitXmin     int64     // passes read the table until a snapshot's xmin reaches this (awaitDue); 0: none
+	// Passes read the table until a snapshot's xmin reaches awaitXmin
+	// (awaitDue); 0: none. awaitSince is when that began, awaitWarned
+	// whether it was logged as long.
+	awaitXmin   int64
+	awaitSince  time.Time
+	awaitWarned bool
 
 	// left are the publishes passes left behind when their context ended
 	// (await): Run waits for them before it returns (handOver).
@@ -236,6 +244,9 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = store.DefaultRetryMax
 	}
+	if cfg.awaitWarnAfter <= 0 {
+		cfg.awaitWarnAfter = 10 * time.Second
+	}
 	r := &Relay{
 		cfg:   cfg,
 		log:   cfg.Logger.With().Str("component", "outbox").Logger(),
@@ -317,7 +328,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.blocked = map[string]block{}
 	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
-	p.awaitXmin = 0
+	p.awaitXmin, p.awaitWarned = 0, false
 	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
 	p.readTable.Store(true)
 	p.startHandoff()
@@ -637,11 +648,37 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		p.parked[t] = true
 	}
 	if due {
+		if p.awaitXmin == 0 {
+			p.awaitSince = time.Now()
+		}
 		p.awaitXmin = max(p.awaitXmin, res.xid+1)
-	} else if snapshot && res.xmin >= p.awaitXmin {
-		p.awaitXmin = 0
+	} else if snapshot {
+		r.awaited(p, res.xmin)
 	}
 	return res.rows, nil
+}
+
+// awaited ends the partition's wait when a snapshot's xmin has reached its
+// target, and logs a wait that lasts: every pass reads the table meanwhile,
+// for as long as any transaction of the server that had an id at the ask
+// runs (another database's, an idle one's, a prepared one).
+func (r *Relay) awaited(p *partition, xmin int64) {
+	if xmin >= p.awaitXmin {
+		if p.awaitWarned {
+			r.log.Info().Int32("partition", p.id).Dur("waited", time.Since(p.awaitSince)).
+				Msg("outbox: the transactions the table reads waited for have ended")
+		}
+		p.awaitXmin, p.awaitWarned = 0, false
+		return
+	}
+	if !p.awaitWarned && time.Since(p.awaitSince) >= r.cfg.awaitWarnAfter {
+		p.awaitWarned = true
+		// Below the target, xmin is the oldest transaction still running;
+		// backend_xid is how pg_stat_activity and pg_prepared_xacts show it.
+		r.log.Warn().Int32("partition", p.id).Int64("xmin", xmin).Uint32("backend_xid", uint32(xmin)).
+			Int64("target", p.awaitXmin).Dur("waited", time.Since(p.awaitSince)).
+			Msg("outbox: every pass reads the table until the server's transactions below target have ended; find the oldest still running by backend_xid in pg_stat_activity (column backend_xid) or pg_prepared_xacts (column transaction)")
+	}
 }
 
 // publishInOrder publishes the units one after another (OrderAcrossTopics).
