@@ -187,10 +187,7 @@ func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
 			slot.Fill(oldRows) // a slot of the stopped run: nothing to hand over
 			require.NoError(t, <-done)
 
-			require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
-			next.Wake(p) // what the table still holds goes now, not at the next poll
-			require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 4 }, 10*time.Second, 5*time.Millisecond)
-			require.Equal(t, []string{topic + "/s0", topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+			keptOrder(t, pub, next, p, topic)
 		})
 	}
 }
@@ -235,10 +232,7 @@ func TestAbandonedSlotKeepsOrder(t *testing.T) {
 	require.NoError(t, old.Commit(ctx))
 	require.NoError(t, <-done)
 
-	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
-	relay.Wake(p) // what the table still holds goes now, not at the next poll
-	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 4 }, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, []string{topic + "/s0", topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
+	keptOrder(t, pub, relay, p, topic)
 }
 
 // TestLongTableReadsAreLogged: a transaction that had an id when a run
@@ -284,6 +278,17 @@ func TestLongTableReadsAreLogged(t *testing.T) {
 
 	require.NoError(t, idle.Commit(ctx))
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), ended) }, 10*time.Second, 5*time.Millisecond)
+}
+
+// keptOrder waits for the later transaction's row, has what the table
+// still holds go now rather than at the next poll, and checks that the
+// rows went out in commit order: the old writer's before the later one's.
+func keptOrder(t *testing.T, pub *recorder, relay *outbox.Relay, p int32, topic string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/new") }, 10*time.Second, 5*time.Millisecond)
+	relay.Wake(p)
+	require.Eventually(t, func() bool { return len(firstSeen(pub.acked())) >= 4 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, []string{topic + "/s0", topic + "/t0", topic + "/old", topic + "/new"}, firstSeen(pub.acked()))
 }
 
 // settled waits until the relay has published n rows and deleted them,
