@@ -505,8 +505,8 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 
 // mustRead says whether the next pass reads the table: when asked to, when
 // a topic's backoff has ended (its rows wait in the table, the topic's
-// newer ones behind them), until the transactions in flight when Run started
-// or a slot was abandoned have ended (partition.awaitDue), and every
+// newer ones behind them), until the transactions that had an id when Run
+// started or a slot was abandoned have ended (partition.awaitDue), and every
 // PollInterval, for rows committed by writers that reserved no slot and
 // sent no Wake (another replica's cleanup or session end, writing for a
 // lock of this partition), and for the end of a park (by the database's
@@ -991,8 +991,10 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	if slices.ContainsFunc(reqs, func(q selectReq) bool { return q.snapshot }) {
 		// Before the SELECT, whose snapshot then holds every transaction
 		// this one says ended; before the id below and the deletes, which
-		// would hold xmin back.
-		b.Queue(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8`).
+		// would hold xmin back. Nothing running (xmin = xmax) ends every
+		// wait: after a crash ids may be handed out again below a target.
+		b.Queue(`SELECT CASE WHEN pg_snapshot_xmin(s) = pg_snapshot_xmax(s) THEN 9223372036854775807
+			ELSE pg_snapshot_xmin(s)::text::int8 END FROM pg_current_snapshot() s`).
 			QueryRow(func(row pgx.Row) error { return row.Scan(&xmin) })
 	}
 	if slices.ContainsFunc(reqs, func(q selectReq) bool { return q.due }) {

@@ -101,7 +101,10 @@ func (h *handoff) settle(err error, written func() []outbox.Row) {
 
 // writeTx runs a transaction that writes outbox rows through the batch fn
 // returns (after taking its locks), flushes the batch, and hands the rows
-// to the relays (store.InTx retries it whole on transient failures).
+// to the relays (store.InTx retries it whole on transient failures). An fn
+// whose batch holds rows must have written or locked a row (the
+// transaction then has an id) before it returns: a relay that starts
+// meanwhile waits only for transactions with an id (outbox.Slot).
 func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batch, error)) error {
 	var h *handoff // the current attempt's
 	var b *handlers.Batch
