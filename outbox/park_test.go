@@ -22,12 +22,10 @@ import (
 )
 
 // reads counts the relay's reads of the table (the SELECT of rows in its
-// batches) through a pool's tracer, and keeps the last one's statement.
+// batches) through a pool's tracer.
 type reads struct {
-	mu   sync.Mutex
-	n    int
-	sql  string
-	args []any
+	mu sync.Mutex
+	n  int
 }
 
 func (r *reads) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
@@ -46,7 +44,6 @@ func (r *reads) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatch
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.n++
-	r.sql, r.args = d.SQL, d.Args
 }
 
 func (r *reads) count() int {

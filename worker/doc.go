@@ -25,9 +25,10 @@
 // it writes outbox rows for (handoff.go); after the commit it hands them the
 // rows, and wakes each partition's expiry scheduler when the batch started
 // something due sooner. A retry resolves the slots of the attempt before
-// it as it starts, for the relays to read the table until that attempt's
-// transaction has ended (its COMMIT may have taken effect without an
-// answer), instead of holding back the slots after them. A retried batch
+// it as it starts (after its backoff and once it has a connection), for
+// the relays to read the table until that attempt's transaction has ended
+// (its COMMIT may have taken effect without an answer), instead of holding
+// back the slots after them until the retries end. A retried batch
 // whose offset guard fails asks PostgreSQL whether one of its earlier
 // attempts committed (pg_xact_status of their transaction ids: a COMMIT
 // whose answer was lost); if so it is done. Otherwise the partition is owned

@@ -109,7 +109,7 @@ func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batc
 	var h *handoff // the current attempt's
 	var b *handlers.Batch
 	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
-		h.abandon() // a retry's: the previous attempt failed at or after COMMIT
+		h.abandon() // a retry's: the previous attempt failed after taking its slot
 		h = nil
 		var err error
 		if b, err = fn(tx); err != nil {

@@ -140,8 +140,9 @@ func TestRetryDoesNotHoldTheQueue(t *testing.T) {
 	writeFor(t, w, topic, mine, "second")
 	assert.Equal(t, []string{"first", "second"}, published(2))
 
-	// The first attempt's outbox row fails it at COMMIT (after its slot
-	// was taken), as a deadlock would; the second waits for the test.
+	// The first attempt's outbox row fails it in the batch that goes with
+	// COMMIT (after its slot was taken), as a deadlock would; the second
+	// waits for the test.
 	_, err := st.Pool.Exec(ctx, `
 		CREATE SEQUENCE fail_once;
 		CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
