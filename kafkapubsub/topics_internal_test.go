@@ -4,7 +4,6 @@ import (
 	"context"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
 )
 
 // waitingOnAnother counts the goroutines in ensure that wait for another
@@ -36,16 +37,7 @@ func TestEnsureOutlivesAnotherCallersContext(t *testing.T) {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	defer c.Close()
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	c.ControlKey(int16(kmsg.CreateTopics), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		once.Do(func() {
-			close(held)
-			c.SleepControl(func() { <-release }) // the first request only
-		})
-		return nil, nil, false
-	})
+	held, release := kafkatest.HoldFirst(c, kmsg.CreateTopics)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	require.NoError(t, err)
 	defer cl.Close()
@@ -61,7 +53,7 @@ func TestEnsureOutlivesAnotherCallersContext(t *testing.T) {
 		"the second caller waits on the first's creation")
 	cancel()
 	require.ErrorIs(t, (<-firstDone)[0], context.Canceled)
-	close(release) // the broker answers requests on a connection in order
+	release() // the broker answers requests on a connection in order
 	select {
 	case errs := <-second:
 		require.Equal(t, []error{nil}, errs, "created by a request of its own")

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -312,16 +311,7 @@ func TestKnownReplyTopicDoesNotWaitForALookup(t *testing.T) {
 	ok, _ := rt.allow(context.Background(), "locks.replies.known")
 	require.True(t, ok)
 
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		once.Do(func() {
-			close(held)
-			c.SleepControl(func() { <-release })
-		})
-		return nil, nil, false
-	})
+	held, release := kafkatest.HoldFirst(c, kmsg.Metadata)
 	looked := make(chan bool, 1)
 	go func() { ok, _ := rt.allow(context.Background(), "locks.replies.other"); looked <- ok }()
 	<-held
@@ -333,7 +323,7 @@ func TestKnownReplyTopicDoesNotWaitForALookup(t *testing.T) {
 	case <-time.After(4 * time.Second): // the lookup's own deadline is 5 s
 		t.Fatal("the known topic waited for the lookup of another")
 	}
-	close(release)
+	release()
 	require.False(t, <-looked, "the other topic does not exist")
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/httpapi"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
@@ -320,11 +321,7 @@ func TestHealthFollowsPostgres(t *testing.T) {
 // broker at start is not mistaken for a hung process.
 func TestHealthWhileStarting(t *testing.T) {
 	kafka, external := externalKafka(t)
-	release := make(chan struct{})
-	kafka.ControlKey(int16(kmsg.CreateTopics), func(kmsg.Request) (kmsg.Response, error, bool) {
-		kafka.SleepControl(func() { <-release }) // the first CreateTopics only
-		return nil, nil, false
-	})
+	_, release := kafkatest.HoldFirst(kafka, kmsg.CreateTopics)
 	m, run, _ := launch(t, testdb.NewSchema(t).URL, external)
 	select {
 	case <-m.Serving:
@@ -349,7 +346,7 @@ func TestHealthWhileStarting(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code, body)
 	require.Contains(t, body, "starting: checking the Kafka topics")
 
-	close(release)
+	release()
 	select {
 	case <-m.Ready:
 	case <-run.done:

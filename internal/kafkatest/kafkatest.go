@@ -4,11 +4,13 @@ package kafkatest
 
 import (
 	"context"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TopicConfigs is what the broker says topic's configs are, by name.
@@ -34,4 +36,24 @@ func Cluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return c
+}
+
+// HoldFirst holds c's answer to the first request of key until release is
+// called (kfake answers a connection's requests in order, so the later
+// ones on that connection wait too); held is closed once it is held.
+// release may be called more than once.
+func HoldFirst(c *kfake.Cluster, key kmsg.Key) (held <-chan struct{}, release func()) {
+	h, r := make(chan struct{}), make(chan struct{})
+	// Kept, and acting once: a control runs for each request that comes
+	// while it sleeps, not only the first.
+	var first, released sync.Once
+	c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		first.Do(func() {
+			close(h)
+			c.SleepControl(func() { <-r })
+		})
+		return nil, nil, false
+	})
+	return h, func() { released.Do(func() { close(r) }) }
 }
