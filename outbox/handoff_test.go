@@ -158,28 +158,13 @@ func TestSlotOfAStoppedRunKeepsOrder(t *testing.T) {
 			if other {
 				next = newRelay(t, st, pub, hourly)
 			}
-			_, err := st.Pool.Exec(ctx, `CREATE TABLE lock_row (k text PRIMARY KEY); INSERT INTO lock_row VALUES ('k')`)
-			require.NoError(t, err)
-			const lock = `SELECT 1 FROM lock_row WHERE k = 'k' FOR UPDATE`
-			insert(t, st, p, rec{topic, "k", "s0", "e0"})
-			stop := start(t, func(ctx context.Context) error { return first.Run(ctx, p) })
-			settled(t, st, pub, 1)
-			insert(t, st, p, rec{topic, "k", "t0", "e1"}) // only a read of the table finds it
-
-			old, err := st.Pool.Begin(ctx)
-			require.NoError(t, err)
-			defer func() { _ = old.Rollback(ctx) }()
-			_, err = old.Exec(ctx, lock)
-			require.NoError(t, err)
-			slot := first.Reserve(p)
-			require.NotNil(t, slot)
-			oldRows := writeIn(t, old, p, rec{topic, "k", "old", "e2"})
+			stop, old, slot, oldRows := oldWriter(t, st, pub, first, p, topic)
 			stop() // revoked, the COMMIT held
 
 			start(t, func(ctx context.Context) error { return next.Run(ctx, p) })
 			require.Eventually(t, func() bool { return len(pub.acked()) >= 2 }, 10*time.Second, 5*time.Millisecond, "the first read")
 
-			done := lockThenWrite(t, st, next, p, lock, rec{topic, "k", "new", "e3"})
+			done := lockThenWrite(t, st, next, p, rec{topic, "k", "new", "e3"})
 			// Longer than any guess of how long a COMMIT takes (the reads
 			// after a start used to last 1 s).
 			time.Sleep(2 * time.Second)
@@ -209,26 +194,11 @@ func TestAbandonedSlotKeepsOrder(t *testing.T) {
 		cfg.PollInterval = time.Hour
 		outbox.NoTakeoverReads(cfg)
 	})
-	_, err := st.Pool.Exec(ctx, `CREATE TABLE lock_row (k text PRIMARY KEY); INSERT INTO lock_row VALUES ('k')`)
-	require.NoError(t, err)
-	const lock = `SELECT 1 FROM lock_row WHERE k = 'k' FOR UPDATE`
-	insert(t, st, p, rec{topic, "k", "s0", "e0"})
-	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
-	settled(t, st, pub, 1)
-	insert(t, st, p, rec{topic, "k", "t0", "e1"}) // only a read of the table finds it
-
-	old, err := st.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = old.Rollback(ctx) }()
-	_, err = old.Exec(ctx, lock)
-	require.NoError(t, err)
-	slot := relay.Reserve(p)
-	require.NotNil(t, slot)
-	writeIn(t, old, p, rec{topic, "k", "old", "e2"})
+	_, old, slot, _ := oldWriter(t, st, pub, relay, p, topic)
 	slot.Abandon()
 	require.Eventually(t, func() bool { return len(pub.acked()) >= 2 }, 10*time.Second, 5*time.Millisecond, "the read for the slot")
 
-	done := lockThenWrite(t, st, relay, p, lock, rec{topic, "k", "new", "e3"})
+	done := lockThenWrite(t, st, relay, p, rec{topic, "k", "new", "e3"})
 	require.NoError(t, old.Commit(ctx))
 	require.NoError(t, <-done)
 
@@ -280,6 +250,33 @@ func TestLongTableReadsAreLogged(t *testing.T) {
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), ended) }, 10*time.Second, 5*time.Millisecond)
 }
 
+// lockRow is the row the old writer and the later transaction both lock,
+// as two commands on one lock do.
+const lockRow = `SELECT 1 FROM lock_row WHERE k = 'k' FOR UPDATE`
+
+// oldWriter has relay run p and publish s0, leaves t0 in the table for a
+// read to find, then begins the old writer's transaction: it locks
+// lockRow, reserves a slot of the run and writes its row "old"; its COMMIT
+// is the test's. stop ends the run.
+func oldWriter(t *testing.T, st *store.Store, pub *recorder, relay *outbox.Relay, p int32, topic string) (stop context.CancelFunc, old pgx.Tx, slot *outbox.Slot, rows []outbox.Row) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := st.Pool.Exec(ctx, `CREATE TABLE lock_row (k text PRIMARY KEY); INSERT INTO lock_row VALUES ('k')`)
+	require.NoError(t, err)
+	insert(t, st, p, rec{topic, "k", "s0", "e0"})
+	stop = start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	settled(t, st, pub, 1)
+	insert(t, st, p, rec{topic, "k", "t0", "e1"}) // only a read of the table finds it
+	old, err = st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = old.Rollback(ctx) })
+	_, err = old.Exec(ctx, lockRow)
+	require.NoError(t, err)
+	slot = relay.Reserve(p)
+	require.NotNil(t, slot)
+	return stop, old, slot, writeIn(t, old, p, rec{topic, "k", "old", "e2"})
+}
+
 // keptOrder waits for the later transaction's row, has what the table
 // still holds go now rather than at the next poll, and checks that the
 // rows went out in commit order: the old writer's before the later one's.
@@ -299,11 +296,11 @@ func settled(t *testing.T, st *store.Store, pub *recorder, n int) {
 	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 5*time.Millisecond, "deleted")
 }
 
-// lockThenWrite starts a transaction that takes lock, which the test holds,
+// lockThenWrite starts a transaction that takes lockRow, which the test holds,
 // then reserves a slot of relay's partition p, writes x, commits and fills
 // the slot. It returns once the transaction waits for the lock; done gets
 // its outcome.
-func lockThenWrite(t *testing.T, st *store.Store, relay *outbox.Relay, p int32, lock string, x rec) (done <-chan error) {
+func lockThenWrite(t *testing.T, st *store.Store, relay *outbox.Relay, p int32, x rec) (done <-chan error) {
 	t.Helper()
 	ctx := context.Background()
 	later, err := st.Pool.Begin(ctx)
@@ -313,7 +310,7 @@ func lockThenWrite(t *testing.T, st *store.Store, relay *outbox.Relay, p int32, 
 		// Rolled back here, not by the test, which may give up while Exec
 		// still uses the connection.
 		defer func() { _ = later.Rollback(ctx) }()
-		if _, err := later.Exec(ctx, lock); err != nil {
+		if _, err := later.Exec(ctx, lockRow); err != nil {
 			result <- err
 			return
 		}
