@@ -643,7 +643,7 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		return nil, err
 	}
 	p.acked = p.acked[:0]
-	p.parked = map[string]bool{}
+	clear(p.parked)
 	for _, t := range res.parked {
 		p.parked[t] = true
 	}
