@@ -70,6 +70,10 @@ func start(ctx context.Context, args ...string) (stdout, stderr *testlog.Buffer,
 	}
 }
 
+// commandSaid reports whether a terminal shows a line the command printed,
+// not lockctl's "running sh -c 'echo ready...'", which comes first.
+func commandSaid(terminal, line string) bool { return strings.Contains(terminal, "\n"+line) }
+
 // eventually waits for cond, polling output a test reads (not the lock
 // state, which the tests learn from events).
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -315,7 +319,7 @@ echo "status $?"
 fg
 echo "status $?"`
 	shell := startJob(t, script, tty, out, bin, env.Brokers[0], lock)
-	eventually(t, "the command to start", func() bool { return strings.Contains(out.String(), "ready") })
+	eventually(t, "the command to start", func() bool { return commandSaid(out.String(), "ready") })
 	_, err := user.Write([]byte{'Z' & 0x1f}) // Ctrl-Z
 	require.NoError(t, err)
 	eventually(t, "the shell to see its job stopped", func() bool { return strings.Contains(out.String(), "status 148") })
@@ -692,7 +696,7 @@ ulimit -c 0
 "$0" run --brokers "$1" --lock "$2" -- sh -c 'echo ready; exec sleep 60'
 echo "status $?"`
 	shell := startJob(t, script, tty, out, bin, env.Brokers[0], lock)
-	eventually(t, "the command to start", func() bool { return strings.Contains(out.String(), "ready") })
+	eventually(t, "the command to start", func() bool { return commandSaid(out.String(), "ready") })
 	_, err := user.Write([]byte{0x1c}) // Ctrl-\
 	require.NoError(t, err)
 	eventually(t, "lockctl to end with the command's code, 128+SIGQUIT", func() bool { return strings.Contains(out.String(), "status 131") })
