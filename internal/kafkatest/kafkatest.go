@@ -5,6 +5,7 @@ package kafkatest
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -45,14 +46,17 @@ func Cluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 func HoldFirst(c *kfake.Cluster, key kmsg.Key) (held <-chan struct{}, release func()) {
 	h, r := make(chan struct{}), make(chan struct{})
 	// Kept, and acting once: a control runs for each request that comes
-	// while it sleeps, not only the first.
-	var first, released sync.Once
+	// while it sleeps, not only the first. Not a sync.Once: a later
+	// request's control would wait in Do for the sleeping one, and kfake,
+	// waiting for that control, would never wake the sleeper.
+	var first atomic.Bool
+	var released sync.Once
 	c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		first.Do(func() {
+		if first.CompareAndSwap(false, true) {
 			close(h)
 			c.SleepControl(func() { <-r })
-		})
+		}
 		return nil, nil, false
 	})
 	return h, func() { released.Do(func() { close(r) }) }
