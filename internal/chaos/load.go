@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -94,6 +95,7 @@ func (c *LoadConfig) defaults() {
 // request is one command as its requester saw it.
 type request struct {
 	id        string
+	owner     string // its contender
 	partition int
 	sent      time.Time // first send
 	answered  time.Time // first answer (zero: none yet)
@@ -210,7 +212,7 @@ func (l *Load) call(ctx context.Context, partition int, c topics.Command) (topic
 	if err != nil {
 		panic(err) // a Command always encodes
 	}
-	q := &request{id: c.RequestID, partition: partition, sent: time.Now(), done: make(chan struct{})}
+	q := &request{id: c.RequestID, owner: c.OwnerID, partition: partition, sent: time.Now(), done: make(chan struct{})}
 	l.mu.Lock()
 	if l.stopping {
 		l.mu.Unlock()
@@ -293,8 +295,13 @@ func (l *Load) History() History {
 // Stats of the commands first sent in a window.
 type Stats struct {
 	Commands, Unanswered int
-	// Worst and P99 time from a command's first send to its first answer.
-	Worst, P99 time.Duration
+	// Worst time from a command's first send to its first answer, and how
+	// many answered commands took over a second.
+	Worst      time.Duration
+	OverSecond int
+	// CorrectedP99 is the p99 time to answer corrected for coordinated
+	// omission (see Load.Stats).
+	CorrectedP99 time.Duration
 }
 
 // Window is a span of time, From inclusive, To exclusive.
@@ -302,13 +309,25 @@ type Window struct{ From, To time.Time }
 
 func (w Window) has(t time.Time) bool { return !t.Before(w.From) && t.Before(w.To) }
 
+// statsMax bounds the histogram: a longer wait counts as an hour.
+const statsMax = time.Hour
+
 // Stats covers the commands first sent in any of the windows (all commands
 // when none is given). A command still in flight counts as unanswered.
+//
+// A contender has one command in flight: while its partition has no owner
+// it waits and sends nothing, so a percentile over the commands sent counts
+// a stall once however long it lasts (coordinated omission). CorrectedP99
+// counts what a requester sending at the contender's usual interval (the
+// median time between its sends over the whole load) would have seen: a
+// command that took d adds the waits d-i, d-2i, ... (down to i) of the
+// commands sent every i meanwhile (HdrHistogram's RecordCorrectedValue).
 func (l *Load) Stats(ws ...Window) Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	interval := l.intervals()
+	h := hdrhistogram.New(1, statsMax.Microseconds(), 3)
 	var s Stats
-	var took []time.Duration
 	for _, q := range l.order {
 		if len(ws) > 0 && !slices.ContainsFunc(ws, func(w Window) bool { return w.has(q.sent) }) {
 			continue
@@ -318,17 +337,39 @@ func (l *Load) Stats(ws ...Window) Stats {
 			s.Unanswered++
 			continue
 		}
-		took = append(took, q.answered.Sub(q.sent))
-	}
-	if len(took) > 0 {
-		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-		s.Worst = took[len(took)-1]
-		s.P99 = took[(len(took)*99)/100]
-		if (len(took)*99)/100 >= len(took) {
-			s.P99 = s.Worst
+		took := q.answered.Sub(q.sent)
+		s.Worst = max(s.Worst, took)
+		if took > time.Second {
+			s.OverSecond++
 		}
+		_ = h.RecordCorrectedValue(min(max(took, time.Microsecond), statsMax).Microseconds(), interval[q.owner].Microseconds())
+	}
+	if h.TotalCount() > 0 {
+		s.CorrectedP99 = time.Duration(h.ValueAtQuantile(99)) * time.Microsecond
 	}
 	return s
+}
+
+// intervals is each contender's median time from one first send to the
+// next (none for a contender that sent once).
+func (l *Load) intervals() map[string]time.Duration {
+	sent := map[string][]time.Time{} // a contender's calls follow one another in l.order
+	for _, q := range l.order {
+		sent[q.owner] = append(sent[q.owner], q.sent)
+	}
+	iv := map[string]time.Duration{}
+	for owner, ts := range sent {
+		if len(ts) < 2 {
+			continue
+		}
+		gaps := make([]time.Duration, len(ts)-1)
+		for i := range gaps {
+			gaps[i] = ts[i+1].Sub(ts[i])
+		}
+		slices.Sort(gaps)
+		iv[owner] = gaps[len(gaps)/2]
+	}
+	return iv
 }
 
 // Resends is how many times a command was sent again for want of an answer.
