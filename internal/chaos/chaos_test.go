@@ -35,7 +35,7 @@ func TestChaos(t *testing.T) {
 	const session = 3 * time.Second // short, so the test sees many failovers in its time
 	broker, err := StartBroker(ctx, devkafka, 16, time.Second)
 	require.NoError(t, err)
-	defer broker.Close()
+	t.Cleanup(broker.Close) // after the replicas' cleanups, registered later
 	schema := testdb.NewSchema(t)
 
 	logs := &testlog.Buffer{}
@@ -43,21 +43,19 @@ func TestChaos(t *testing.T) {
 		"DATABASE_URL=" + schema.URL, "KAFKA_BOOTSTRAP_SERVERS=" + broker.Addr, "HTTP_ADDR=127.0.0.1:0",
 		fmt.Sprintf("KAFKA_SESSION_TIMEOUT=%g", session.Seconds()), "LOG_LEVEL=info", "POSTGRES_MAX_CONNECTIONS=5",
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replica logs:\n%s", lastLines(logs.String(), 200))
+		}
+	})
 	var replicas []*Replica
 	for i := range 3 {
 		r := NewReplica(fmt.Sprintf("w%d", i), lockworker, env, logs)
 		require.NoError(t, r.Start())
-		require.NoError(t, r.Ready(ctx)) // one at a time: the first migrates the schema
+		t.Cleanup(func() { _ = r.Kill() }) // even if it or a later one is never ready
+		require.NoError(t, r.Ready(ctx))   // one at a time: the first migrates the schema
 		replicas = append(replicas, r)
 	}
-	defer func() {
-		for _, r := range replicas {
-			_ = r.Kill()
-		}
-		if t.Failed() {
-			t.Logf("replica logs:\n%s", lastLines(logs.String(), 200))
-		}
-	}()
 
 	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Contenders: 3,
 		Lease: 500 * time.Millisecond, Modes: true})
