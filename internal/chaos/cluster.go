@@ -42,6 +42,7 @@ func StartBrokerAt(ctx context.Context, bin, addr, dir string, partitions int, m
 
 func (b *Broker) start(ctx context.Context) error {
 	cmd := exec.Command(b.bin, b.args...)
+	dieWithParent(cmd)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -129,6 +130,7 @@ func (r *Replica) Start() error {
 	}
 	cmd := exec.Command(r.bin)
 	cmd.Env = r.env
+	dieWithParent(cmd)
 	errp, err := cmd.StderrPipe()
 	if err != nil {
 		return err

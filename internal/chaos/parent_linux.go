@@ -1,0 +1,19 @@
+package chaos
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// dieWithParent has the kernel SIGKILL cmd's process when its parent goes,
+// so that a go test that panics on its timeout (skipping the cleanups), or a
+// killed lockbench, leaves no lockworker or devkafka running.
+//
+// The signal comes when the OS thread that started the process exits, not
+// the process (go.dev/issue/27505). The Go runtime ends a thread only when a
+// goroutine locked to it (runtime.LockOSThread) returns without unlocking;
+// no caller of this package starts processes from such a goroutine, so that
+// thread lasts as long as the parent.
+func dieWithParent(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+}
