@@ -41,7 +41,7 @@ func TestChaos(t *testing.T) {
 	logs := &testlog.Buffer{}
 	env := []string{
 		"DATABASE_URL=" + schema.URL, "KAFKA_BOOTSTRAP_SERVERS=" + broker.Addr, "HTTP_ADDR=127.0.0.1:0",
-		fmt.Sprintf("KAFKA_SESSION_TIMEOUT=%g", session.Seconds()), "LOG_LEVEL=info", "POSTGRES_MAX_CONNECTIONS=5",
+		fmt.Sprintf("KAFKA_SESSION_TIMEOUT=%g", session.Seconds()), "POSTGRES_MAX_CONNECTIONS=5",
 	}
 	t.Cleanup(func() {
 		if t.Failed() {

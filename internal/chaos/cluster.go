@@ -114,11 +114,14 @@ type Replica struct {
 
 // NewReplica prepares a replica; env is added to the process's environment
 // (INSTANCE_ID=name is set). Its logs go to logw (nil: discarded).
+// LOG_LEVEL is info unless env sets it, whatever the caller's environment
+// says: Ready waits for an Info line.
 func NewReplica(name, bin string, env []string, logw io.Writer) *Replica {
 	if logw == nil {
 		logw = io.Discard
 	}
-	return &Replica{Name: name, bin: bin, env: append(append(os.Environ(), env...), "INSTANCE_ID="+name), logw: logw}
+	base := append(os.Environ(), "LOG_LEVEL=info") // exec uses the last of duplicate keys
+	return &Replica{Name: name, bin: bin, env: append(append(base, env...), "INSTANCE_ID="+name), logw: logw}
 }
 
 // Start runs the process; Ready tells when it consumes.
