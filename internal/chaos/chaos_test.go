@@ -79,8 +79,8 @@ func TestChaos(t *testing.T) {
 	election.Stop()
 	h := load.History()
 	st := load.Stats()
-	t.Logf("%d SIGKILLs, %d SIGTERMs; %d commands (%d resends), %d replies; worst answer %s, %d over 1 s, corrected p99 %s, unanswered %d",
-		kills, terms, st.Commands, load.Resends(), len(h.Replies), st.Worst, st.OverSecond, st.CorrectedP99, st.Unanswered)
+	t.Logf("%d SIGKILLs, %d SIGTERMs; %d commands (%d resends), %d replies; worst answer %s, p99 %s, %d over 1 s, corrected p99 %s, unanswered %d",
+		kills, terms, st.Commands, load.Resends(), len(h.Replies), st.Worst, st.P99, st.OverSecond, st.CorrectedP99, st.Unanswered)
 	require.Greater(t, st.Commands, 200, "too little load to mean anything")
 	var shared, semaphore int
 	for _, ev := range h.Replies {

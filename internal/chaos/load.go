@@ -295,9 +295,10 @@ func (l *Load) History() History {
 // Stats of the commands first sent in a window.
 type Stats struct {
 	Commands, Unanswered int
-	// Worst time from a command's first send to its first answer, and how
-	// many answered commands took over a second.
-	Worst      time.Duration
+	// Worst and P99 time from a command's first send to its first answer
+	// over the commands sent, and how many answered commands took over a
+	// second.
+	Worst, P99 time.Duration
 	OverSecond int
 	// CorrectedP99 is the p99 time to answer corrected for coordinated
 	// omission (see Load.Stats).
@@ -328,6 +329,7 @@ func (l *Load) Stats(ws ...Window) Stats {
 	interval := l.intervals()
 	h := hdrhistogram.New(1, statsMax.Microseconds(), 3)
 	var s Stats
+	var took []time.Duration
 	for _, q := range l.order {
 		if len(ws) > 0 && !slices.ContainsFunc(ws, func(w Window) bool { return w.has(q.sent) }) {
 			continue
@@ -337,14 +339,16 @@ func (l *Load) Stats(ws ...Window) Stats {
 			s.Unanswered++
 			continue
 		}
-		took := q.answered.Sub(q.sent)
-		s.Worst = max(s.Worst, took)
-		if took > time.Second {
+		d := q.answered.Sub(q.sent)
+		took = append(took, d)
+		if d > time.Second {
 			s.OverSecond++
 		}
-		_ = h.RecordCorrectedValue(min(max(took, time.Microsecond), statsMax).Microseconds(), interval[q.owner].Microseconds())
+		_ = h.RecordCorrectedValue(min(max(d, time.Microsecond), statsMax).Microseconds(), interval[q.owner].Microseconds())
 	}
-	if h.TotalCount() > 0 {
+	if len(took) > 0 {
+		slices.Sort(took)
+		s.Worst, s.P99 = took[len(took)-1], took[len(took)*99/100]
 		s.CorrectedP99 = time.Duration(h.ValueAtQuantile(99)) * time.Microsecond
 	}
 	return s

@@ -10,7 +10,7 @@ import (
 
 // TestStatsCorrectsForTheStall feeds Stats two contenders sending every
 // 100 ms, answered in 10 ms, one of which waits 2 s once: the p99 over the
-// commands sent would be 10 ms; the corrected one counts the 19 commands a
+// commands sent is 10 ms; the corrected one counts the 19 commands a
 // requester sending every 100 ms would have had waiting meanwhile.
 func TestStatsCorrectsForTheStall(t *testing.T) {
 	t0 := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
@@ -39,6 +39,7 @@ func TestStatsCorrectsForTheStall(t *testing.T) {
 	assert.Equal(t, 1, s.Unanswered)
 	assert.Equal(t, 1, s.OverSecond)
 	assert.Equal(t, 2*time.Second, s.Worst)
+	assert.Equal(t, 10*time.Millisecond, s.P99) // the 180th of 181: blind to the stall
 	// 181 answers (180 of 10 ms) and 19 synthetic waits of 100 to 1,900 ms:
 	// the 198th of 200 is 1,800 ms (histogram precision 0.1 %).
 	assert.InDelta(t, 1800*time.Millisecond, s.CorrectedP99, float64(2*time.Millisecond))
@@ -48,5 +49,6 @@ func TestStatsCorrectsForTheStall(t *testing.T) {
 	s = l.Stats(Window{From: at(0), To: at(4000)})
 	assert.Equal(t, 80, s.Commands)
 	assert.Zero(t, s.OverSecond)
+	assert.Equal(t, 10*time.Millisecond, s.P99)
 	assert.InDelta(t, 10*time.Millisecond, s.CorrectedP99, float64(20*time.Microsecond))
 }
