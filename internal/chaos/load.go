@@ -324,13 +324,29 @@ const statsMax = time.Hour
 // command that took d adds the waits d-i, d-2i, ... (down to i) of the
 // commands sent every i meanwhile (HdrHistogram's RecordCorrectedValue).
 func (l *Load) Stats(ws ...Window) Stats {
+	// Copied under the lock, computed outside it: the contenders and the
+	// reply consumer wait on l.mu, and Stats runs while they work.
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	interval := l.intervals()
+	all := make([]sample, len(l.order))
+	for i, q := range l.order {
+		all[i] = sample{owner: q.owner, sent: q.sent, answered: q.answered}
+	}
+	l.mu.Unlock()
+	return stats(all, ws)
+}
+
+// sample is what Stats needs of a request.
+type sample struct {
+	owner          string
+	sent, answered time.Time
+}
+
+func stats(all []sample, ws []Window) Stats {
+	interval := intervals(all)
 	h := hdrhistogram.New(1, statsMax.Microseconds(), 3)
 	var s Stats
 	var took []time.Duration
-	for _, q := range l.order {
+	for _, q := range all {
 		if len(ws) > 0 && !slices.ContainsFunc(ws, func(w Window) bool { return w.has(q.sent) }) {
 			continue
 		}
@@ -356,9 +372,9 @@ func (l *Load) Stats(ws ...Window) Stats {
 
 // intervals is each contender's median time from one first send to the
 // next (none for a contender that sent once).
-func (l *Load) intervals() map[string]time.Duration {
-	sent := map[string][]time.Time{} // a contender's calls follow one another in l.order
-	for _, q := range l.order {
+func intervals(all []sample) map[string]time.Duration {
+	sent := map[string][]time.Time{} // a contender's calls follow one another in all
+	for _, q := range all {
 		sent[q.owner] = append(sent[q.owner], q.sent)
 	}
 	iv := map[string]time.Duration{}
