@@ -319,10 +319,10 @@ const statsMax = time.Hour
 // A contender has one command in flight: while its partition has no owner
 // it waits and sends nothing, so a percentile over the commands sent counts
 // a stall once however long it lasts (coordinated omission). CorrectedP99
-// counts what a requester sending at the contender's usual interval (the
-// median time between its sends over the whole load) would have seen: a
-// command that took d adds the waits d-i, d-2i, ... (down to i) of the
-// commands sent every i meanwhile (HdrHistogram's RecordCorrectedValue).
+// counts what a requester sending at the contender's usual interval i
+// (intervals, over the whole load) would have seen: a command that took d
+// adds the waits d-i, d-2i, ... (down to i) of the commands sent every i
+// meanwhile (HdrHistogram's RecordCorrectedValue).
 func (l *Load) Stats(ws ...Window) Stats {
 	// Copied under the lock, computed outside it: the contenders and the
 	// reply consumer wait on l.mu, and Stats runs while they work.
@@ -370,8 +370,16 @@ func stats(all []sample, ws []Window) Stats {
 	return s
 }
 
-// intervals is each contender's median time from one first send to the
-// next (none for a contender that sent once).
+// intervals is each contender's usual time from one first send to the next
+// (none for a contender that sent once): the mean of its gaps, leaving out
+// those over ten times their median. Its gaps fall in clusters (an answer;
+// an answer and the hold; an answer and the pause after a refusal), so the
+// median alone sits at the edge of two and jumps between them from run to
+// run, and the correction with it; the mean moves only as the mix does. The
+// gaps left out are the stalls (the very waits being corrected for, which
+// commands / active time would count) and the leases left to expire
+// (lockbench: over 1.05 s, beyond ten times any median under 105 ms), rare
+// enough to sway the mean by chance; few gaps fall near the cut.
 func intervals(all []sample) map[string]time.Duration {
 	sent := map[string][]time.Time{} // a contender's calls follow one another in all
 	for _, q := range all {
@@ -387,7 +395,17 @@ func intervals(all []sample) map[string]time.Duration {
 			gaps[i] = ts[i+1].Sub(ts[i])
 		}
 		slices.Sort(gaps)
-		iv[owner] = gaps[len(gaps)/2]
+		limit := 10 * gaps[len(gaps)/2]
+		var sum time.Duration
+		n := 0
+		for _, g := range gaps {
+			if g > limit {
+				break
+			}
+			sum += g
+			n++
+		}
+		iv[owner] = sum / time.Duration(n) // n >= 1: the median itself is kept
 	}
 	return iv
 }

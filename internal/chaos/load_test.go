@@ -52,3 +52,34 @@ func TestStatsCorrectsForTheStall(t *testing.T) {
 	assert.Equal(t, 10*time.Millisecond, s.P99)
 	assert.InDelta(t, 10*time.Millisecond, s.CorrectedP99, float64(20*time.Microsecond))
 }
+
+// TestIntervalsOfClusteredGaps: two contenders whose gaps are 10 and 30 ms
+// in nearly equal numbers (one more of either), plus a lease left to expire
+// (1.05 s) and a stall (6 s). Their medians are 10 and 30 ms; their usual
+// intervals, means without the long gaps, both about 20 ms.
+func TestIntervalsOfClusteredGaps(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
+	var all []sample
+	contender := func(owner string, tens, thirties int) {
+		at := t0
+		all = append(all, sample{owner: owner, sent: at})
+		gaps := []time.Duration{1050 * time.Millisecond, 6 * time.Second}
+		for i := range max(tens, thirties) {
+			if i < tens {
+				gaps = append(gaps, 10*time.Millisecond)
+			}
+			if i < thirties {
+				gaps = append(gaps, 30*time.Millisecond)
+			}
+		}
+		for _, g := range gaps {
+			at = at.Add(g)
+			all = append(all, sample{owner: owner, sent: at})
+		}
+	}
+	contender("low", 53, 50)
+	contender("high", 50, 53)
+	iv := intervals(all)
+	assert.InDelta(t, 20*time.Millisecond, iv["low"], float64(500*time.Microsecond)) // 2,030 ms / 103
+	assert.InDelta(t, 20*time.Millisecond, iv["high"], float64(500*time.Microsecond))
+}
