@@ -321,8 +321,9 @@ const statsMax = time.Hour
 // a stall once however long it lasts (coordinated omission). CorrectedP99
 // counts what a requester sending at the contender's usual interval i
 // (intervals, over the whole load) would have seen: a command that took d
-// adds the waits d-i, d-2i, ... (down to i) of the commands sent every i
-// meanwhile (HdrHistogram's RecordCorrectedValue).
+// adds the waits d-i, d-2i, ... that are at least i of the commands sent
+// every i meanwhile (HdrHistogram's RecordCorrectedValue): nothing when
+// d < 2i, and the last wait, under i, is left out.
 func (l *Load) Stats(ws ...Window) Stats {
 	// Copied under the lock, computed outside it: the contenders and the
 	// reply consumer wait on l.mu, and Stats runs while they work.
