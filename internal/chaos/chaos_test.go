@@ -60,7 +60,11 @@ func TestChaos(t *testing.T) {
 	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Contenders: 3,
 		Lease: 500 * time.Millisecond, Modes: true})
 	require.NoError(t, err)
+	// Stopped before the replicas and the broker go, even if a require
+	// fails below; after the Stops below, these do nothing.
+	t.Cleanup(func() { load.Stop(0) })
 	election := StartElection(ElectionConfig{Brokers: []string{broker.Addr}})
+	t.Cleanup(election.Stop)
 	kills, terms := 0, 0
 	for round := range 8 {
 		time.Sleep(2 * time.Second)

@@ -179,7 +179,8 @@ func (e *Election) fail(err error) {
 	e.errs = append(e.errs, err)
 }
 
-// Stop ends the campaigns and terms and waits for the candidates.
+// Stop ends the campaigns and terms and waits for the candidates; calling
+// it again does nothing more.
 func (e *Election) Stop() {
 	e.cancel()
 	e.wg.Wait()

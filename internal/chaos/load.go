@@ -115,8 +115,9 @@ type Load struct {
 	resends  int
 	stopping bool
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 // StartLoad creates the reply topic and starts the contenders.
@@ -255,8 +256,13 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // Stop sends no new command, waits up to settle for the ones in flight to
-// be answered (resending them), then stops.
+// be answered (resending them), then stops. Only the first call does
+// anything (a later one waits for it to end).
 func (l *Load) Stop(settle time.Duration) {
+	l.stopOnce.Do(func() { l.stop(settle) })
+}
+
+func (l *Load) stop(settle time.Duration) {
 	l.mu.Lock()
 	l.stopping = true
 	var open []*request
