@@ -52,12 +52,13 @@ type part struct {
 }
 
 // applySegments applies segments in one transaction, retried until it
-// commits or ctx ends. A partition found owned elsewhere is stopped and the
-// rest applied without it; while a failing batch is retried, partitions
-// being revoked are dropped from it (their next owner starts from the stored
-// offset), as soon as they are revoked. Every segment's pending count is
-// released at the end, applied or dropped, or when its partition is dropped:
-// the revoke does not wait for the rest of the batch.
+// commits or ctx ends. A partition whose offset another replica moved is
+// restarted (takenOver) and the rest applied without it; while a failing
+// batch is retried, partitions being revoked are dropped from it (their next
+// owner starts from the stored offset), as soon as they are revoked. Every
+// segment's pending count is released at the end, applied or dropped, or
+// when its partition is dropped: the revoke does not wait for the rest of
+// the batch.
 func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 	released := map[*partition]int{} // segments released when their partition was dropped
 	defer func() {
@@ -187,8 +188,8 @@ func group(segs []segment) []*part {
 // one. Either an earlier attempt of this batch committed (its COMMIT's
 // answer was lost and InTx retried): PostgreSQL says one of the attempts'
 // transactions committed, and nil is returned as for success. Or another
-// worker owns that partition now: it is stopped and the other parts are
-// returned to retry.
+// replica moved it: that partition is restarted from the stored offset
+// (takenOver) and the other parts are returned to retry.
 func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, xids []int64) ([]*part, error) {
 	var committed bool
 	err := w.cfg.Store.Pool.QueryRow(ctx, `
@@ -213,11 +214,17 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 	return rest, nil
 }
 
-// takenOver stops partition p, found owned by another worker: its stored
-// offset moved past the one this worker expects.
+// takenOver stops partition p, whose stored offset another replica moved,
+// and restarts it from there (restart). That replica owns the partition
+// now, or lost it and has not learned yet (stalled past its session, it
+// applies what it polled until its client calls lost): only Kafka can tell,
+// so p is not stopped for good while Kafka assigns it here. Either way each
+// offset is applied once: every batch advances the offset row it locked
+// from where it found it.
 func (w *Worker) takenOver(p *partition) {
-	w.log.Warn().Int32("partition", p.id).Msg("partition offset moved: another worker owns it now; stopping")
+	w.log.Warn().Int32("partition", p.id).Msg("partition offset moved by another replica: restarting the partition from the stored offset")
 	p.cancel()
+	w.wg.Go(func() { w.restart(p) })
 }
 
 // quarantine holds the records of a batch that PostgreSQL refused to apply

@@ -38,7 +38,22 @@ func newApplier(t testing.TB) (*Worker, *store.Store) {
 	require.NoError(t, err)
 	t.Cleanup(w.cl.Close)
 	t.Cleanup(w.killHard)
+	noWake := context.CancelFunc(func() {}) // no poll loop to wake (seekTo)
+	w.wakePoll.Store(&noWake)
 	return w, st
+}
+
+// own assigns partition id to w, as the group does.
+func own(w *Worker, id int32) *partition {
+	w.assigned(context.Background(), w.cl, map[string][]int32{w.cfg.Names.Commands: {id}})
+	return owned(w, id)
+}
+
+// owned is w's partition id now.
+func owned(w *Worker, id int32) *partition {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.parts[id]
 }
 
 // records makes acquire records of partition p at offsets from.., one lock each.
@@ -118,11 +133,12 @@ func TestRetryFindsBatchCommitted(t *testing.T) {
 // A zombie: another worker took the partition over and applied the very
 // records this one was about to, so the stored offset is where this batch
 // would have put it. None of this batch's transactions committed, so the
-// partition is stopped, not taken as applied.
-func TestTakeoverToTheSameOffsetStopsPartition(t *testing.T) {
+// batch is not taken as applied: its records are dropped and the partition
+// restarts from the stored offset.
+func TestTakeoverToTheSameOffsetRestartsPartition(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
-	p0 := w.newPartition(w.hard, 0)
+	p0 := own(w, 0)
 	apply(w, seg(t, p0, 0, "a"))
 	require.EqualValues(t, 1, p0.expected)
 	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 3 WHERE partition = 0`) // the other worker
@@ -133,17 +149,18 @@ func TestTakeoverToTheSameOffsetStopsPartition(t *testing.T) {
 	var n int
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE lock_name IN ('x', 'y')`).Scan(&n))
 	require.Zero(t, n, "not applied by this worker")
+	require.Equal(t, &store.Position{Next: 3, Epoch: -1}, restarted(t, w, p0).seek.Load(), "it restarts from the stored offset")
 }
 
 // A partition whose stored offset moved (another worker applied more of it)
-// is stopped without applying its records; the other partitions of the
-// batch are applied.
-func TestMovedPartitionStopsAlone(t *testing.T) {
+// is stopped without applying its records, and restarts from the stored
+// offset; the other partitions of the batch are applied.
+func TestMovedPartitionRestartsAlone(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
-	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
+	p0, p1 := own(w, 0), own(w, 1)
 	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
-	// Another worker owns partition 0 now and went further.
+	// Another worker applied more of partition 0.
 	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 5 WHERE partition = 0`)
 	require.NoError(t, err)
 
@@ -161,6 +178,53 @@ func TestMovedPartitionStopsAlone(t *testing.T) {
 	apply(w, seg(t, p0, 5, "z"))
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE lock_name = 'z'`).Scan(&n))
 	require.Zero(t, n)
+	require.Equal(t, &store.Position{Next: 5, Epoch: -1}, restarted(t, w, p0).seek.Load(), "it restarts from the stored offset")
+	require.Same(t, p1, owned(w, 1))
+}
+
+// restarted waits for old's restart (takenOver) and returns the partition
+// that replaced it, once it has its seek.
+func restarted(t *testing.T, w *Worker, old *partition) *partition {
+	t.Helper()
+	var p *partition
+	require.Eventually(t, func() bool { p = owned(w, old.id); return p != old && p.seek.Load() != nil },
+		10*time.Second, 5*time.Millisecond, "partition %d is restarted", old.id)
+	require.NoError(t, p.ctx.Err())
+	return p
+}
+
+// The stall a failover could leave. The replica that lost the partition,
+// stalled past its session, applied what it had queued as it woke: records
+// 0..2 before this worker's first batch, which finds them applied and writes
+// nothing, then 3..4, which this worker's next batch finds applied. Only
+// Kafka knows which replica owns the partition, and it assigns it here: the
+// partition is not stopped for good but restarted from the stored offset
+// (its records polled before are dropped, the client is to fetch from there),
+// and the records from there are applied once.
+func TestMovedPartitionRestarts(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	p := own(w, 0)
+	_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 3)`,
+		topics.DefaultNames().Commands)
+	require.NoError(t, err)
+	apply(w, seg(t, p, 0, "a", "b", "c"))
+	require.EqualValues(t, 3, p.expected, "found applied")
+	_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 5 WHERE partition = 0`)
+	require.NoError(t, err)
+
+	apply(w, seg(t, p, 3, "d", "e", "f"))
+	require.Error(t, p.ctx.Err(), "this run of the partition is stopped")
+	again := restarted(t, w, p)
+	require.Equal(t, &store.Position{Next: 5, Epoch: -1}, again.seek.Load(), "to be fetched from the stored offset")
+	require.True(t, again.losing, "what is polled before that is dropped")
+	var n int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE lock_name IN ('d', 'e', 'f')`).Scan(&n))
+	require.Zero(t, n)
+
+	apply(w, seg(t, again, 5, "f", "g"))
+	require.EqualValues(t, 7, storedOffset(t, st, 0))
+	require.EqualValues(t, 1, acquisitions(t, st, "f"))
 }
 
 // A batch that keeps failing for a reason a retry cannot cure is retried

@@ -25,32 +25,19 @@ import (
 
 // errTakenOver is rewind's error when the stored offset moved meanwhile:
 // another replica applied records of the partition.
-var errTakenOver = errors.New("the stored offset moved: another replica owns the partition")
+var errTakenOver = errors.New("the stored offset moved: another replica applied records of the partition")
 
 // lostRecords handles a loss kgo reported on partition s.p, after the
 // records polled before it were applied; the partition's records polled
 // meanwhile are dropped (losing). It is retried until done or the partition
-// is let go or revoked (its next owner checks again when it resumes), at
-// most 5 s apart: what fails is most likely the broker, in the middle of
-// its election.
+// is let go, revoked or restarted (its next owner or run checks again when
+// it resumes).
 func (w *Worker) lostRecords(s segment) {
 	defer s.p.pending.Done()
-	p := s.p
-	ctx := p.revoking
 	var sent *rewindMove // the last move sent, whose answer may have been lost
-	for attempt := 1; ; attempt++ {
-		err := w.rewindLost(ctx, p, &sent)
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		delay := store.Backoff(250*time.Millisecond, 5*time.Second, attempt)
-		w.log.Error().Err(err).Int32("partition", p.id).Dur("retry_in", delay).Msg("checking what the commands topic lost failed")
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
-		}
-	}
+	w.retry(s.p.revoking, s.p.id, "checking what the commands topic lost failed", func(ctx context.Context) error {
+		return w.rewindLost(ctx, s.p, &sent)
+	})
 }
 
 // rewindLost is one attempt of lostRecords. sent is the move of the stored
@@ -68,9 +55,8 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **rewindMove
 	}
 	pos, ok := stored[p.id]
 	if !ok {
-		// Nothing applied: the client fetches from the log's start (an
-		// offset below it resumes there), reading again what was dropped.
-		w.seekTo(p, store.Position{Next: 0, Epoch: -1})
+		// Nothing applied: the client reads again what was dropped.
+		w.seekTo(p, fromStart)
 		return nil
 	}
 	switch m := *sent; {
@@ -96,6 +82,25 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **rewindMove
 	w.seekTo(p, pos)
 	return nil
 }
+
+// seekStored has the poll loop move the client of partition p to its
+// stored offset.
+func (w *Worker) seekStored(ctx context.Context, p *partition) error {
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+	if err != nil {
+		return err
+	}
+	pos, ok := stored[p.id]
+	if !ok {
+		pos = fromStart
+	}
+	w.seekTo(p, pos)
+	return nil
+}
+
+// fromStart is where a partition nothing was applied of is fetched from:
+// the log's start (an offset below it resumes there).
+var fromStart = store.Position{Next: 0, Epoch: -1}
 
 // seekTo has the poll loop move the client of partition p to pos
 // (seekRewound), waking it if no records arrive.

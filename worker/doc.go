@@ -8,9 +8,9 @@
 // multiplying with it, so BEGIN, round trips and the COMMIT's WAL flush are
 // paid per batch, not per partition (docs/performance.md). Per
 // partition the transaction advances the offset row, only from the offset
-// this worker expected (a worker that lost the partition cannot commit, and
-// a batch retried after a lost connection cannot apply twice), skips offsets
-// already applied, and applies the handlers in order; the outbox, history
+// this worker expected (each offset is applied once, whichever workers try,
+// and a batch retried after a lost connection cannot apply twice), skips
+// offsets already applied, and applies the handlers in order; the outbox, history
 // and outcome rows of all partitions are written together, each outbox row
 // under its own partition. Its round trips: BEGIN, the offsets, the outcome
 // prefetch and the common cases (one set-based statement per operation)
@@ -31,8 +31,10 @@
 // back the slots after them until the retries end. A retried batch
 // whose offset guard fails asks PostgreSQL whether one of its earlier
 // attempts committed (pg_xact_status of their transaction ids: a COMMIT
-// whose answer was lost); if so it is done. Otherwise the partition is owned
-// elsewhere: it is stopped and the rest applied. Anything else that fails is
+// whose answer was lost); if so it is done. Otherwise another worker moved
+// the offset (its new owner, or a stale one that lost it unawares: only
+// Kafka knows), and while Kafka assigns it here the partition restarts from
+// the stored offset; the rest is applied. Anything else that fails is
 // retried, with backoff and loudly: the applier's other partitions wait
 // behind it, which keeps their order and loses nothing, but a partition
 // revoked is dropped from such a batch at its next retry, with what was

@@ -20,7 +20,7 @@ const unknownOffset = -2
 type partition struct {
 	w    *Worker
 	id   int32
-	ctx  context.Context // ended when the partition is let go or found owned elsewhere
+	ctx  context.Context // ended when the partition is let go or restarted (takenOver)
 	wake chan struct{}   // a batch committed: the next expiry may be sooner
 	// pending counts the segments submitted and not yet applied or dropped:
 	// a revoked partition is let go once it is zero.
@@ -82,5 +82,27 @@ func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 func (p *partition) letGo() bool { return p.revoking.Err() != nil }
 
 // stopped reports whether the partition's records are no longer applied:
-// it was let go, found owned elsewhere, or dropped from a failing batch.
+// it was let go, restarted, or dropped from a failing batch.
 func (p *partition) stopped() bool { return p.ctx.Err() != nil || p.dropped.Load() }
+
+// restart starts partition old, stopped by takenOver, again once its
+// scheduler and relay have returned (the new relay then reads the table
+// first: the other replica's rows go out before this one's next), unless it
+// was let go meanwhile. It fetches from the stored offset: the records
+// polled before that are dropped, for those polled for old were.
+func (w *Worker) restart(old *partition) {
+	<-old.finished
+	w.mu.Lock()
+	if w.parts[old.id] != old || w.hard.Err() != nil {
+		w.mu.Unlock()
+		return
+	}
+	p := w.newPartition(w.hard, old.id)
+	p.lane, p.losing = old.lane, true
+	w.parts[p.id] = p
+	w.mu.Unlock()
+	w.log.Info().Int32("partition", p.id).Msg("partition restarted")
+	w.retry(p.revoking, p.id, "reading the stored offset of a restarted partition failed", func(ctx context.Context) error {
+		return w.seekStored(ctx, p)
+	})
+}

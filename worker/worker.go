@@ -652,6 +652,25 @@ func (w *Worker) stopAll() {
 	w.wg.Wait()
 }
 
+// retry runs attempt until it succeeds or ctx ends, at most 5 s apart,
+// logging each failure as failed: what fails is most likely the broker, in
+// the middle of its election, or PostgreSQL restarting.
+func (w *Worker) retry(ctx context.Context, partition int32, failed string, attempt func(context.Context) error) {
+	for n := 1; ; n++ {
+		err := attempt(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		delay := store.Backoff(250*time.Millisecond, 5*time.Second, n)
+		w.log.Error().Err(err).Int32("partition", partition).Dur("retry_in", delay).Msg(failed)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
 type noMetrics struct{}
 
 func (noMetrics) Batch(int, time.Duration)              {}
