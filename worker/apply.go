@@ -126,12 +126,11 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			if !pt.p.letGo() {
 				return false
 			}
-			pt.p.dropped.Store(true)
+			w.drop(pt.p)                 // with what was polled for it since
 			released[pt.p] = pt.segments // group may have left later ones out
 			for range pt.segments {
 				pt.p.pending.Done()
 			}
-			w.lanes[pt.p.lane].discard(pt.p) // what was polled for it since
 			return true
 		})
 	}

@@ -227,6 +227,53 @@ func TestMovedPartitionRestarts(t *testing.T) {
 	require.EqualValues(t, 1, acquisitions(t, st, "f"))
 }
 
+// A partition the group took away (this worker missed its heartbeats) may
+// be another replica's already, applying from the stored offset: the
+// records queued for it here are dropped, not applied, and lost does not
+// wait for the applier to reach them (here it waits for a row the test
+// holds).
+func TestLostPartitionDropsItsQueue(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	p0, p1 := own(w, 0), own(w, 1)
+	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
+	tx, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE partition = 1 FOR UPDATE`)
+	require.NoError(t, err)
+	q := w.lanes[p0.lane]
+	applied := make(chan struct{})
+	go func() { defer close(applied); w.applyLoop(w.hard, q) }()
+	submit := func(s segment) {
+		s.p.pending.Add(1)
+		require.True(t, q.submit([]segment{s}))
+	}
+	submit(seg(t, p1, 1, "c"))
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, st.Pool.QueryRow(ctx,
+			`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).Scan(&waiting))
+		return waiting > 0
+	}, 10*time.Second, 5*time.Millisecond, "the applier waits for partition 1's row")
+	submit(seg(t, p0, 1, "d"))
+
+	done := make(chan struct{})
+	go func() { defer close(done); w.lost(ctx, w.cl, map[string][]int32{w.cfg.Names.Commands: {0}}) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Error("lost waits for the applier")
+	}
+	require.NoError(t, tx.Rollback(ctx))
+	<-done
+	q.close()
+	<-applied
+	require.EqualValues(t, 1, storedOffset(t, st, 0), "the lost partition's record is not applied")
+	require.EqualValues(t, 2, storedOffset(t, st, 1))
+	require.Nil(t, owned(w, 0))
+}
+
 // A batch that keeps failing for a reason a retry cannot cure is retried
 // with backoff; a partition being revoked is dropped from it, so the
 // rebalance does not wait for the cure, and its records stay unapplied for

@@ -76,12 +76,11 @@ func (q *queue) submit(segs []segment) bool {
 	return true
 }
 
-// discard releases the queued segments of p, a partition the applier
-// dropped from a batch that keeps failing: a revoke waits for every segment
-// polled for it, and the applier would take them only once that batch
-// commits. Only the applier calls it. Segments waiting to be submitted are
-// released by submit; p.dropped is set before discard, so that no submit
-// queues one after it.
+// discard releases the queued segments of p, a partition lost or dropped
+// from a batch that keeps failing (Worker.drop): a revoke waits for every
+// segment polled for it, and the applier would take them only after the
+// batch in hand. Segments waiting to be submitted are released by submit;
+// p.dropped is set before discard, so that no submit queues one after it.
 func (q *queue) discard(p *partition) {
 	q.mu.Lock()
 	defer q.mu.Unlock()

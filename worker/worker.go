@@ -601,22 +601,24 @@ func (w *Worker) leastUsedLane() int {
 // (or dropped from a batch that keeps failing: their next owner starts from
 // the stored offset).
 func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	w.letGo(revoked, true)
+	w.letGo(revoked, false)
 }
 
 // lost stops partitions the group took away (this member missed its
-// heartbeats): as revoked, without waiting for their relays, as another
-// member may own them already.
+// heartbeats): another member may own them already, applying from the
+// stored offset, so the records polled for them are dropped, not applied (a
+// batch in flight may still commit), and their relays are not waited for.
 func (w *Worker) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	w.letGo(lost, false)
+	w.letGo(lost, true)
 }
 
-// letGo stops the partitions, waiting for their relays to return when
-// handOver is set.
-func (w *Worker) letGo(revoked map[string][]int32, handOver bool) {
+// letGo stops the partitions: once their records polled are applied, and
+// their relays have returned; or, when lost, once their records polled are
+// dropped.
+func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 	var stopping []*partition
 	w.mu.Lock()
-	for _, p := range revoked[w.cfg.Names.Commands] {
+	for _, p := range parts[w.cfg.Names.Commands] {
 		if part, ok := w.parts[p]; ok {
 			stopping = append(stopping, part)
 			delete(w.parts, p)
@@ -625,6 +627,9 @@ func (w *Worker) letGo(revoked map[string][]int32, handOver bool) {
 	w.mu.Unlock()
 	for _, part := range stopping {
 		part.revoke()
+		if lost {
+			w.drop(part)
+		}
 	}
 	for _, part := range stopping {
 		part.pending.Wait()
@@ -633,11 +638,18 @@ func (w *Worker) letGo(revoked map[string][]int32, handOver bool) {
 	// Let go once the relays have returned: a publish they left behind
 	// would otherwise land after the next owner's (outbox.Config.HandOverWait).
 	for _, part := range stopping {
-		if handOver {
+		if !lost {
 			<-part.finished
 		}
 		w.log.Info().Int32("partition", part.id).Msg("partition revoked")
 	}
+}
+
+// drop releases the segments queued for p and those submitted later: its
+// records are no longer applied here.
+func (w *Worker) drop(p *partition) {
+	p.dropped.Store(true) // before discard, so that no submit queues one after it
+	w.lanes[p.lane].discard(p)
 }
 
 // stopAll stops every partition; the applier is done.
