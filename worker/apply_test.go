@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/kafkatest"
@@ -32,7 +33,12 @@ func newApplier(t testing.TB) (*Worker, *store.Store) {
 	t.Helper()
 	// No commands topic: the records here are made up, and a member assigned
 	// its partitions would find them past the empty log's end (checkLogEnds).
-	c := kafkatest.Cluster(t)
+	return newApplierOn(t, kafkatest.Cluster(t))
+}
+
+// newApplierOn is newApplier with the broker c.
+func newApplierOn(t testing.TB, c *kfake.Cluster) (*Worker, *store.Store) {
+	t.Helper()
 	st := testdb.New(t)
 	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Store: st, Relay: nopRelay{}})
 	require.NoError(t, err)

@@ -35,7 +35,7 @@ var errTakenOver = errors.New("the stored offset moved: another replica applied 
 func (w *Worker) lostRecords(s segment) {
 	defer s.p.pending.Done()
 	var sent *rewindMove // the last move sent, whose answer may have been lost
-	w.retry(s.p.revoking, s.p.id, "checking what the commands topic lost failed", func(ctx context.Context) error {
+	w.retry(s.p.revoking, s.p.logger(), "checking what the commands topic lost failed", nil, func(ctx context.Context) error {
 		return w.rewindLost(ctx, s.p, &sent)
 	})
 }
@@ -230,8 +230,7 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // checkLogEnds finds, before the assigned partitions are resumed, those
 // whose log ends below their stored offset, and moves them back (rewind):
 // the Kafka client would start them at the log start (or its end) and skip
-// every record up to the stored offset as applied. stored is updated. An
-// error fails the assignment, which the client then tries again.
+// every record up to the stored offset as applied. stored is updated.
 func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) error {
 	topic := w.cfg.Names.Commands
 	ends, err := w.logEnds(ctx)

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/store"
@@ -77,6 +78,11 @@ func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 	return p
 }
 
+// logger is the worker's logger, naming the partition.
+func (p *partition) logger() zerolog.Logger {
+	return p.w.log.With().Int32("partition", p.id).Logger()
+}
+
 // letGo reports whether the partition's records may be dropped from a
 // failing batch: it is stopped or being revoked.
 func (p *partition) letGo() bool { return p.revoking.Err() != nil }
@@ -102,7 +108,7 @@ func (w *Worker) restart(old *partition) {
 	w.parts[p.id] = p
 	w.mu.Unlock()
 	w.log.Info().Int32("partition", p.id).Msg("partition restarted")
-	w.retry(p.revoking, p.id, "reading the stored offset of a restarted partition failed", func(ctx context.Context) error {
+	w.retry(p.revoking, p.logger(), "reading the stored offset of a restarted partition failed", nil, func(ctx context.Context) error {
 		return w.seekStored(ctx, p)
 	})
 }

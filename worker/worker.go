@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -519,16 +521,17 @@ func (w *Worker) logEnds(ctx context.Context) (kadm.ListedOffsets, error) {
 
 // resumeFromStore starts each assigned partition at the offset PostgreSQL
 // says is next, the source of truth; Kafka's committed offset is ignored.
+// An error fails the assignment, which ends the client's group session: it
+// loses every partition of this replica, and the whole group rebalances. So
+// failures that may pass by themselves (transient) are retried here, until
+// the session begins revoking (ctx).
 func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	topic := w.cfg.Names.Commands
-	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
-		return nil, err
-	}
-	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
+	var stored map[int32]store.Position
+	err := w.retry(ctx, w.log, "reading or checking the stored offsets of the assigned partitions failed", transient, func(ctx context.Context) (err error) {
+		stored, err = w.checkStored(ctx, offsets[w.cfg.Names.Commands])
+		return err
+	})
 	if err != nil {
-		return nil, err
-	}
-	if err := w.checkLogEnds(ctx, offsets[topic], stored); err != nil {
 		return nil, err
 	}
 	for _, parts := range offsets {
@@ -543,6 +546,33 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 		}
 	}
 	return offsets, nil
+}
+
+// checkStored returns the stored offsets of the commands topic, checked
+// against the topic's ID (checkTopicID) and, for the assigned partitions,
+// against the log's ends (checkLogEnds).
+func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset) (map[int32]store.Position, error) {
+	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
+		return nil, err
+	}
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+	if err != nil {
+		return nil, err
+	}
+	return stored, w.checkLogEnds(ctx, assigned, stored)
+}
+
+// transient reports whether err, of PostgreSQL or Kafka, may pass by
+// itself: a lost connection, a server restarting, a leader election.
+func transient(err error) bool {
+	if errors.Is(err, store.ErrTransient) {
+		return true
+	}
+	if kerrs, ok := errors.AsType[*kerr.Error](err); ok {
+		return kerrs.Retriable
+	}
+	_, network := errors.AsType[net.Error](err)
+	return network || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // checkTopicID forgets the stored offsets of a commands topic that was
@@ -664,20 +694,22 @@ func (w *Worker) stopAll() {
 	w.wg.Wait()
 }
 
-// retry runs attempt until it succeeds or ctx ends, at most 5 s apart,
-// logging each failure as failed: what fails is most likely the broker, in
-// the middle of its election, or PostgreSQL restarting.
-func (w *Worker) retry(ctx context.Context, partition int32, failed string, attempt func(context.Context) error) {
+// retry runs attempt until it succeeds, fails in a way retriable (nil:
+// every way) does not retry, or ctx ends, at most 5 s apart, logging each
+// failure to log as failed: what fails is most likely the broker, in the
+// middle of its election, or PostgreSQL restarting. It returns the last
+// failure.
+func (w *Worker) retry(ctx context.Context, log zerolog.Logger, failed string, retriable func(error) bool, attempt func(context.Context) error) error {
 	for n := 1; ; n++ {
 		err := attempt(ctx)
-		if err == nil || ctx.Err() != nil {
-			return
+		if err == nil || ctx.Err() != nil || retriable != nil && !retriable(err) {
+			return err
 		}
 		delay := store.Backoff(250*time.Millisecond, 5*time.Second, n)
-		w.log.Error().Err(err).Int32("partition", partition).Dur("retry_in", delay).Msg(failed)
+		log.Error().Err(err).Dur("retry_in", delay).Msg(failed)
 		select {
 		case <-ctx.Done():
-			return
+			return err
 		case <-time.After(delay):
 		}
 	}
