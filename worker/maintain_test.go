@@ -22,12 +22,12 @@ import (
 
 type idleRelay struct{}
 
-// idleWorker makes a worker on c with cfg, its Kafka options, an idle relay
-// and (unless cfg has one) a store of its own filled in, closed when the
-// test ends; it is not run.
+// idleWorker makes a worker on c with cfg, c's brokers before its Kafka
+// options, an idle relay and (unless cfg has one) a store of its own filled
+// in, closed when the test ends; it is not run.
 func idleWorker(t *testing.T, c *kfake.Cluster, cfg worker.Config) *worker.Worker {
 	t.Helper()
-	cfg.KafkaOpts = []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
+	cfg.KafkaOpts = append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, cfg.KafkaOpts...)
 	cfg.Relay = idleRelay{}
 	if cfg.Store == nil {
 		cfg.Store = testdb.New(t)

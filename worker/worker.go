@@ -36,7 +36,7 @@ type Relay interface {
 // Config configures a Worker. Fields without a default are required.
 type Config struct {
 	// KafkaOpts reach the brokers (seeds, TLS, SASL). The worker adds its
-	// consumer-group options.
+	// consumer-group options before them: one set here wins.
 	KafkaOpts []kgo.Opt
 	// Group is the consumer group. Default "lockworker".
 	Group string
@@ -97,7 +97,8 @@ type Config struct {
 	// transaction in one. More overlap one transaction's commit with the
 	// next's work; fewer make bigger batches. Default DefaultAppliers.
 	Appliers int
-	// SessionTimeout of the group member. Default 45 s (franz-go's).
+	// SessionTimeout of the group member, with a heartbeat of a fifth of it
+	// unless KafkaOpts set one. Default 45 s (franz-go's).
 	SessionTimeout time.Duration
 	// GroupInstanceID, when set, makes the worker a static group member
 	// (group.instance.id). Kill leaves it in the group, so a restart within
@@ -213,7 +214,7 @@ func New(cfg Config) (*Worker, error) {
 		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
 	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
-	opts := append([]kgo.Opt{
+	opts := []kgo.Opt{
 		// The group without its topic: the client joins once Run adds it,
 		// so a replica still starting (topics checked, first states
 		// published, HTTP served) takes no partition it would leave idle.
@@ -230,10 +231,11 @@ func New(cfg Config) (*Worker, error) {
 		kgo.OnPartitionsAssigned(w.assigned),
 		kgo.OnPartitionsRevoked(w.revoked),
 		kgo.OnPartitionsLost(w.lost),
-	}, cfg.KafkaOpts...)
+	}
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
 	}
+	opts = append(opts, cfg.KafkaOpts...) // after the worker's: the caller's win
 	if cfg.GroupInstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.GroupInstanceID))
 	}

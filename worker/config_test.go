@@ -1,0 +1,24 @@
+package worker_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/worker"
+)
+
+// Config.SessionTimeout comes with a heartbeat of a fifth of it, unless the
+// caller's Kafka options set their own.
+func TestSessionTimeoutKeepsTheCallersHeartbeat(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	w := idleWorker(t, c, worker.Config{SessionTimeout: 10 * time.Second})
+	require.Equal(t, 2*time.Second, w.Client().OptValue(kgo.HeartbeatInterval))
+
+	w = idleWorker(t, c, worker.Config{SessionTimeout: 10 * time.Second, KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
+	require.Equal(t, 100*time.Millisecond, w.Client().OptValue(kgo.HeartbeatInterval))
+	require.Equal(t, 10*time.Second, w.Client().OptValue(kgo.SessionTimeout))
+}
