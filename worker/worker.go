@@ -439,10 +439,12 @@ func (w *Worker) leaveStatic(ctx context.Context) {
 	w.log.Info().Str("instance", w.cfg.GroupInstanceID).Msg("left the consumer group as a static member")
 }
 
-// Kill stops at once, as a crash would: in-flight batches are rolled back and
-// the group is not told (it notices when the session times out, unless the
-// client is a static member that rejoins). For the second signal, and for
-// tests. Run's context must be cancelled too.
+// Kill stops at once: in-flight batches are rolled back and nothing more is
+// applied. Unlike a crash, the group is told when the member is dynamic
+// (closing the client sends LeaveGroup), so its partitions move at once; a
+// static member is kept until its session times out, as after a crash, and
+// a restart within it gets its partitions back. For the second signal, and
+// for tests. Run's context must be cancelled too.
 func (w *Worker) Kill() {
 	w.killHard()
 	w.cl.Close()
