@@ -2,9 +2,14 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -38,3 +43,64 @@ func TestResumeRetriesTransientFailures(t *testing.T) {
 	_, err = w.resumeFromStore(ctx, assigned())
 	require.ErrorIs(t, err, kerr.PolicyViolation)
 }
+
+// A stale replica that moves the stored offset between resuming's read of
+// it and its move back (checkLogEnds) makes the move find the offset moved
+// (errTakenOver): reading it again is all it takes, so resuming retries
+// instead of failing the assignment.
+func TestResumeRetriesAnOffsetMovedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands))
+	w, st := newApplierOn(t, c)
+	// Stored above the log's end (0): the log lost what was applied.
+	_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 10)`,
+		names.Commands)
+	require.NoError(t, err)
+	var moved atomic.Bool
+	c.ControlKey(int16(kmsg.ListOffsets), func(kmsg.Request) (kmsg.Response, error, bool) {
+		// After the read, before the move back: the stale replica commits.
+		if !moved.Swap(true) {
+			if _, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 12 WHERE partition = 0`); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil, nil, false
+	})
+
+	offsets, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+	require.NoError(t, err)
+	require.True(t, moved.Load())
+	require.Equal(t, kgo.NewOffset().At(0).WithEpoch(-1), offsets[names.Commands][0])
+	require.EqualValues(t, 0, storedOffset(t, st, 0))
+}
+
+// What kgo itself retries is transient: a broker's connection that died
+// under a request, a broker that metadata no longer lists (as while it
+// restarts), a cluster without a controller yet; as is another replica's
+// move of the stored offset.
+func TestTransientCoversKgosRetryableErrors(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	w, _ := newApplierOn(t, c)
+	// kgo's own "unknown broker" error (unexported): no broker has ID -1.
+	_, unknown := w.cl.Broker(-1).Request(context.Background(), kmsg.NewPtrMetadataRequest())
+	require.Error(t, unknown)
+	for _, err := range []error{
+		unknown,
+		&kadm.ShardErrors{Name: "ListOffsets", Errs: []kadm.ShardError{{Err: unknown}}},
+		fmt.Errorf("partition 3: %w", errTakenOver),
+		temporary{},
+		kerr.LeaderNotAvailable,
+		io.ErrUnexpectedEOF,
+	} {
+		require.True(t, transient(err), "%v", err)
+	}
+	for _, err := range []error{kerr.PolicyViolation, errors.New("something else")} {
+		require.False(t, transient(err), "%v", err)
+	}
+}
+
+type temporary struct{}
+
+func (temporary) Error() string   { return "temporary" }
+func (temporary) Temporary() bool { return true }

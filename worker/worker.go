@@ -566,17 +566,44 @@ func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset)
 	return stored, w.checkLogEnds(ctx, assigned, stored)
 }
 
-// transient reports whether err, of PostgreSQL or Kafka, may pass by
-// itself: a lost connection, a server restarting, a leader election.
+// transient reports whether err, of resuming, may pass by itself: a lost
+// connection, a server restarting, a leader election (PostgreSQL's, Kafka's
+// retriable error codes, and what kgo would retry itself: a connection that
+// died under the request, a cluster without a controller yet, a broker that
+// metadata no longer lists), or a stale replica's move of a stored offset
+// between resuming's read and its move back (errTakenOver: reading it
+// again is the cure).
 func transient(err error) bool {
-	if errors.Is(err, store.ErrTransient) {
+	if errors.Is(err, store.ErrTransient) || errors.Is(err, errTakenOver) {
 		return true
 	}
 	if kerrs, ok := errors.AsType[*kerr.Error](err); ok {
 		return kerrs.Retriable
 	}
-	_, network := errors.AsType[net.Error](err)
-	return network || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	_, network := errors.AsType[net.Error](err) // also a refused dial, which kgo's test leaves out
+	return network || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		kgo.IsRetryableBrokerErr(err) || unknownBroker(err)
+}
+
+// unknownBroker reports whether err holds kgo's "unknown broker" error: a
+// request for a broker that metadata no longer lists, as while it restarts,
+// which kgo (v1.22) does not export nor count as retryable, only as worth
+// trying on another broker. A sharded request (kadm's listings of offsets)
+// returns it for the partitions that broker led.
+func unknownBroker(err error) bool {
+	switch e := err.(type) {
+	case nil:
+		return false
+	case interface{ Unwrap() error }:
+		if unknownBroker(e.Unwrap()) {
+			return true
+		}
+	case interface{ Unwrap() []error }:
+		if slices.ContainsFunc(e.Unwrap(), unknownBroker) {
+			return true
+		}
+	}
+	return err.Error() == "unknown broker"
 }
 
 // checkTopicID forgets the stored offsets of a commands topic that was
