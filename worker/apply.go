@@ -214,16 +214,19 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 }
 
 // takenOver stops partition p, whose stored offset another replica moved,
-// and restarts it from there (restart). That replica owns the partition
-// now, or lost it and has not learned yet (stalled past its session, it
-// applies what it polled until its client calls lost): only Kafka can tell,
-// so p is not stopped for good while Kafka assigns it here. Either way each
-// offset is applied once: every batch advances the offset row it locked
-// from where it found it.
+// and restarts it from there (restart), after restartDelay. That replica
+// owns the partition now, or lost it and has not learned yet (stalled past
+// its session, it applies what it polled until its client calls lost):
+// only Kafka can tell, so p is not stopped for good while Kafka assigns it
+// here. Either way each offset is applied once: every batch advances the
+// offset row it locked from where it found it.
 func (w *Worker) takenOver(p *partition) {
-	w.log.Warn().Int32("partition", p.id).Msg("partition offset moved by another replica: restarting the partition from the stored offset")
+	delay := w.restartDelay(p.id, time.Now())
+	w.restarted()
+	w.log.Warn().Int32("partition", p.id).Dur("restart_in", delay).
+		Msg("partition offset moved by another replica: restarting the partition from the stored offset")
 	p.cancel()
-	w.wg.Go(func() { w.restart(p) })
+	w.wg.Go(func() { w.restart(p, delay) })
 }
 
 // quarantine holds the records of a batch that PostgreSQL refused to apply

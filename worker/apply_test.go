@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,6 +187,66 @@ func TestMovedPartitionRestartsAlone(t *testing.T) {
 	require.Zero(t, n)
 	require.Equal(t, &store.Position{Next: 5, Epoch: -1}, restarted(t, w, p0).seek.Load(), "it restarts from the stored offset")
 	require.Same(t, p1, owned(w, 1))
+}
+
+// A partition restarted again soon after its last restart waits first
+// (restartDelay), and each restart is counted: while a stale replica and
+// the owner both apply a partition, each commit of one restarts the other.
+// A restart waiting gives up when the worker stops.
+func TestRepeatedRestartsBackOff(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	var counted atomic.Int32
+	w.restarted = func() { counted.Add(1) }
+	moveTo := func(next int) {
+		_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = $1 WHERE partition = 0`, next)
+		require.NoError(t, err)
+	}
+	p := own(w, 0)
+	apply(w, seg(t, p, 0, "a"))
+	moveTo(3)
+	apply(w, seg(t, p, 1, "b"))
+	p = restarted(t, w, p)
+	require.EqualValues(t, 1, counted.Load())
+
+	apply(w, seg(t, p, 3, "c"))
+	moveTo(6)
+	start := time.Now()
+	apply(w, seg(t, p, 4, "d"))
+	p = restarted(t, w, p)
+	require.GreaterOrEqual(t, time.Since(start), restartFirstDelay, "restarted again at once")
+	require.EqualValues(t, 2, counted.Load())
+
+	apply(w, seg(t, p, 6, "e"))
+	moveTo(9)
+	w.mu.Lock()
+	w.restarts[0] = restartLog{at: time.Now(), delay: restartMaxDelay}
+	w.mu.Unlock()
+	apply(w, seg(t, p, 7, "f")) // restarts in restartMaxDelay
+	stopped := make(chan struct{})
+	go func() { w.stopAll(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(restartMaxDelay / 2):
+		t.Fatal("stopping waited for the restart's delay")
+	}
+	require.Empty(t, w.Partitions(), "not restarted once stopped")
+}
+
+func TestRestartDelay(t *testing.T) {
+	w, _ := newApplier(t)
+	var due time.Time // of the last restart
+	var delays []time.Duration
+	for now := time.Now(); len(delays) < 8; now = due.Add(time.Second) {
+		d := w.restartDelay(0, now)
+		delays, due = append(delays, d), now.Add(d)
+	}
+	ms := time.Millisecond
+	require.Equal(t, []time.Duration{0, 100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 5000 * ms}, delays)
+	require.Zero(t, w.restartDelay(1, due), "per partition")
+	require.Equal(t, 5*time.Second, w.restartDelay(0, due.Add(restartQuiet-time.Millisecond)))
+	due = due.Add(restartQuiet - time.Millisecond + 5*time.Second)
+	require.Zero(t, w.restartDelay(0, due.Add(restartQuiet)), "forgotten after a quiet period")
 }
 
 // restarted waits for old's restart (takenOver) and returns the partition

@@ -34,7 +34,8 @@
 // whose answer was lost); if so it is done. Otherwise another worker moved
 // the offset (its new owner, or a stale one that lost it unawares: only
 // Kafka knows), and while Kafka assigns it here the partition restarts from
-// the stored offset; the rest is applied. Anything else that fails is
+// the stored offset (again within seconds: after a delay growing to 5 s);
+// the rest is applied. Anything else that fails is
 // retried, with backoff and loudly: the applier's other partitions wait
 // behind it, which keeps their order and loses nothing, but a partition
 // revoked is dropped from such a batch at its next retry, with what was

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -93,11 +94,19 @@ func (p *partition) stopped() bool { return p.ctx.Err() != nil || p.dropped.Load
 
 // restart starts partition old, stopped by takenOver, again once its
 // scheduler and relay have returned (the new relay then reads the table
-// first: the other replica's rows go out before this one's next), unless it
-// was let go meanwhile. It fetches from the stored offset: the records
-// polled before that are dropped, for those polled for old were.
-func (w *Worker) restart(old *partition) {
+// first: the other replica's rows go out before this one's next) and delay
+// has passed, unless it was let go meanwhile. It fetches from the stored
+// offset: the records polled before that are dropped, for those polled for
+// old were.
+func (w *Worker) restart(old *partition, delay time.Duration) {
+	wait := time.NewTimer(delay)
+	defer wait.Stop()
 	<-old.finished
+	select {
+	case <-w.halted.Done():
+		return
+	case <-wait.C:
+	}
 	w.mu.Lock()
 	if w.parts[old.id] != old || w.hard.Err() != nil {
 		w.mu.Unlock()
@@ -111,4 +120,36 @@ func (w *Worker) restart(old *partition) {
 	w.retry(p.revoking, p.logger(), "reading the stored offset of a restarted partition failed", nil, func(ctx context.Context) error {
 		return w.seekStored(ctx, p)
 	})
+}
+
+// A partition restarted again soon after its last restart waits first:
+// while two replicas both apply it (a stale one until its client calls the
+// partition lost), each commit of one restarts the other, which drops the
+// records it polled, fetches them again and waits for its relay; the delay
+// keeps that from spinning. It grows from restartFirstDelay, doubling, to
+// restartMaxDelay, and is forgotten after restartQuiet without a restart.
+const (
+	restartFirstDelay = 100 * time.Millisecond
+	restartMaxDelay   = 5 * time.Second
+	restartQuiet      = 10 * time.Second
+)
+
+// restartLog is a partition's last restart.
+type restartLog struct {
+	at    time.Time // when it was due
+	delay time.Duration
+}
+
+// restartDelay returns how long partition id waits before it restarts at
+// now, and notes the restart.
+func (w *Worker) restartDelay(id int32, now time.Time) time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	last := w.restarts[id]
+	delay := time.Duration(0)
+	if !last.at.IsZero() && now.Sub(last.at) < restartQuiet {
+		delay = min(max(2*last.delay, restartFirstDelay), restartMaxDelay)
+	}
+	w.restarts[id] = restartLog{at: now.Add(delay), delay: delay}
+	return delay
 }

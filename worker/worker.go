@@ -143,6 +143,14 @@ type Metrics interface {
 	DataLoss()
 }
 
+// RestartMetrics is told, when Config.Metrics implements it too, of each
+// partition found with its stored offset moved by another replica, and
+// restarted from there (takenOver). Apart from Metrics, so that its other
+// implementations need not change.
+type RestartMetrics interface {
+	PartitionRestarted()
+}
+
 // Worker is one member of the lockworker consumer group.
 type Worker struct {
 	cfg     Config
@@ -165,6 +173,14 @@ type Worker struct {
 	// batchRetryBase is the first backoff of a failing batch (applySegments),
 	// doubled up to a minute. One second; tests change it.
 	batchRetryBase time.Duration
+	// halted ends when the partitions stop for good (stopAll, Kill): a
+	// restart waiting (restartDelay) gives up.
+	halted context.Context
+	halt   context.CancelFunc
+	// restarts is each partition's last restart (takenOver), under mu.
+	restarts map[int32]restartLog
+	// restarted is Config.Metrics's PartitionRestarted, if it has one.
+	restarted func()
 }
 
 // New checks cfg and creates the Kafka client; Run joins the consumer
@@ -209,11 +225,16 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, batchRetryBase: time.Second}
+	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, batchRetryBase: time.Second,
+		restarts: map[int32]restartLog{}, restarted: func() {}}
+	if m, ok := cfg.Metrics.(RestartMetrics); ok {
+		w.restarted = m.PartitionRestarted
+	}
 	for range cfg.Appliers {
 		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
 	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
+	w.halted, w.halt = context.WithCancel(w.hard)
 	opts := []kgo.Opt{
 		// The group without its topic: the client joins once Run adds it,
 		// so a replica still starting (topics checked, first states
@@ -715,6 +736,7 @@ func (w *Worker) drop(p *partition) {
 
 // stopAll stops every partition; the applier is done.
 func (w *Worker) stopAll() {
+	w.halt()
 	w.mu.Lock()
 	all := w.parts
 	w.parts = map[int32]*partition{}
@@ -753,3 +775,4 @@ func (noMetrics) Command(string, string, time.Duration) {}
 func (noMetrics) Events(string, []topics.Event)         {}
 func (noMetrics) DeadLettered(string)                   {}
 func (noMetrics) DataLoss()                             {}
+func (noMetrics) PartitionRestarted()                   {}

@@ -1,7 +1,7 @@
 // Package metrics measures lockworker for Prometheus (on its own Registry,
 // never the global one) and for the original node's JSON summary.
 //
-// Metrics implements worker.Metrics; Published fits
+// Metrics implements worker.Metrics and worker.RestartMetrics; Published fits
 // outbox.Config.OnPublished and Parked outbox.Config.OnParked. Counters and
 // histograms move as the worker commits; gauges describing the database
 // (held locks, waiters, outbox) and the consumer lag are read when
@@ -54,6 +54,7 @@ type Metrics struct {
 	publishLag   prometheus.Histogram
 	parked       *prometheus.CounterVec
 	dataLoss     prometheus.Counter
+	restarts     prometheus.Counter
 
 	vacuum       vacuumMetrics
 	events       *eventTracker
@@ -127,6 +128,10 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "kafka_data_loss_total",
 			Help: "Times the commands topic was found to have lost records the group had applied (an unclean leader election, a broker restarted without its unsynced tail) and the stored offset was moved back, so that the records numbered anew under the lost offsets are applied.",
 		}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "partition_restarts_total",
+			Help: "Times a partition's stored offset was found moved by another replica (its new owner, or a stale one still applying it until its client calls it lost) and the partition restarted from it: its records polled dropped and fetched again.",
+		}),
 		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),
 	}
@@ -134,7 +139,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
-		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked, m.dataLoss,
+		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked, m.dataLoss, m.restarts,
 		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	// The series alerts take rate() of start at 0, so that the first event
@@ -182,6 +187,9 @@ func (m *Metrics) DeadLettered(reason string) {
 
 // DataLoss implements worker.Metrics.
 func (m *Metrics) DataLoss() { m.dataLoss.Inc() }
+
+// PartitionRestarted implements worker.RestartMetrics.
+func (m *Metrics) PartitionRestarted() { m.restarts.Inc() }
 
 // Published is outbox.Config.OnPublished.
 func (m *Metrics) Published(n int, oldest time.Duration) {

@@ -14,7 +14,10 @@ import (
 	"github.com/omninode/lockworker/worker"
 )
 
-var _ worker.Metrics = (*Metrics)(nil)
+var (
+	_ worker.Metrics        = (*Metrics)(nil)
+	_ worker.RestartMetrics = (*Metrics)(nil)
+)
 
 // series returns the gathered series of a metric family with exactly these
 // labels, failing when absent.
@@ -196,6 +199,7 @@ func TestAlertedCountersStartAtZero(t *testing.T) {
 		"lockworker_dead_lettered_total":      {"reason", "INVALID_REQUEST"},
 		"lockworker_outbox_rows_parked_total": {"reason", "MESSAGE_TOO_LARGE"},
 		"lockworker_vacuum_runs_total":        {"result", "failed"},
+		"lockworker_partition_restarts_total": nil,
 	} {
 		s := series(t, m, name, labels...)
 		require.NotNil(t, s, name)
