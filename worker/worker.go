@@ -101,9 +101,10 @@ type Config struct {
 	// unless KafkaOpts set one. Default 45 s (franz-go's).
 	SessionTimeout time.Duration
 	// GroupInstanceID, when set, makes the worker a static group member
-	// (group.instance.id). Kill leaves it in the group, so a restart within
-	// the session timeout gets its partitions back; Close leaves the group
-	// with it, so a clean stop hands its partitions over at once.
+	// (group.instance.id). Kill usually leaves it in the group, so a restart
+	// within the session timeout gets its partitions back (see Kill); Close
+	// leaves the group with it, so a clean stop hands its partitions over at
+	// once.
 	GroupInstanceID string
 	// Logger receives the worker's logs. Default: none.
 	Logger zerolog.Logger
@@ -460,12 +461,20 @@ func (w *Worker) leaveStatic(ctx context.Context) {
 	w.log.Info().Str("instance", w.cfg.GroupInstanceID).Msg("left the consumer group as a static member")
 }
 
-// Kill stops at once: in-flight batches are rolled back and nothing more is
-// applied. Unlike a crash, the group is told when the member is dynamic
-// (closing the client sends LeaveGroup), so its partitions move at once; a
-// static member is kept until its session times out, as after a crash, and
-// a restart within it gets its partitions back. For the second signal, and
-// for tests. Run's context must be cancelled too.
+// Kill stops without draining: in-flight batches are rolled back, the
+// records polled are dropped, and nothing more is applied. It returns once
+// the client is closed, which first revokes the partitions (onRevoked):
+// that waits for the relays, stopped together, each up to
+// outbox.Config.HandOverWait (10 s) for a publish Kafka has not answered,
+// and for the LeaveGroup request if one is sent. Unlike a crash, the group
+// is told when the member is dynamic (closing the client sends LeaveGroup),
+// so its partitions move at once. A static member is kept until its session
+// times out, as after a crash, and a restart within it gets its partitions
+// back; except that kgo sends LeaveGroup for it too when it gave up
+// partitions in a cooperative rebalance and had not rejoined yet (the
+// group would assign them only at that rejoin): its restart then joins as
+// a new member. For tests (cmd/lockworker's second signal exits the
+// process instead). Run's context must be cancelled too.
 func (w *Worker) Kill() {
 	w.killHard()
 	w.cl.Close()
