@@ -55,9 +55,9 @@
 // while a poll's records are counted (BlockRebalanceOnPoll: each partition's
 // pending count, under w.mu), not while they wait for room in an applier's
 // queue; a revoked partition is let go once the records polled before are
-// applied (or dropped, as above); a lost one (the group dropped this worker
-// for missing heartbeats: another may own it already) once they are
-// dropped.
+// applied (or dropped, as above); a lost one (the group session ended in
+// error: missed heartbeats, a fenced instance ID, a failed join, sync or
+// resume; another may own it already) once they are dropped.
 //
 // Beside the worker, the Vacuumer (started by cmd/lockworker) keeps the hot
 // tables vacuumed where autovacuum does not, one replica at a time.

@@ -695,10 +695,15 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 	w.letGo(revoked, false)
 }
 
-// lost stops partitions the group took away (this member missed its
-// heartbeats): another member may own them already, applying from the
-// stored offset, so the records polled for them are dropped, not applied (a
-// batch in flight may still commit), and their relays are not waited for.
+// lost stops the partitions of a group session that ended in error. kgo
+// calls it for any such end, not only missed heartbeats: the coordinator no
+// longer knowing this member or its generation, a fenced instance ID,
+// heartbeats that could not reach the coordinator within their retry
+// timeout, a failed join or sync, an assignment whose resume failed
+// (resumeFromStore). Another member may own them already, applying from
+// the stored offset, so the records polled for them are dropped, not
+// applied (a batch in flight may still commit), and their relays are not
+// waited for.
 func (w *Worker) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	w.letGo(lost, true)
 }
