@@ -21,4 +21,17 @@ func TestSessionTimeoutKeepsTheCallersHeartbeat(t *testing.T) {
 	w = idleWorker(t, c, worker.Config{SessionTimeout: 10 * time.Second, KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
 	require.Equal(t, 100*time.Millisecond, w.Client().OptValue(kgo.HeartbeatInterval))
 	require.Equal(t, 10*time.Second, w.Client().OptValue(kgo.SessionTimeout))
+
+	// The caller's session timeout wins, and the heartbeat follows it (a
+	// fifth of 60 s would be longer than it, which kgo refuses).
+	w = idleWorker(t, c, worker.Config{SessionTimeout: time.Minute, KafkaOpts: []kgo.Opt{kgo.SessionTimeout(5 * time.Second)}})
+	require.Equal(t, 5*time.Second, w.Client().OptValue(kgo.SessionTimeout))
+	require.Equal(t, time.Second, w.Client().OptValue(kgo.HeartbeatInterval))
+}
+
+// GroupInstanceID is applied after the caller's Kafka options: it wins.
+func TestGroupInstanceIDWinsOverKafkaOpts(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	w := idleWorker(t, c, worker.Config{GroupInstanceID: "mine", KafkaOpts: []kgo.Opt{kgo.InstanceID("theirs")}})
+	require.Equal(t, "mine", w.Client().OptValue(kgo.InstanceID))
 }
