@@ -77,7 +77,7 @@ func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 			return true
 		})
 	}
-	cpu0 := takeCPU(b.t.proc, b.t.brokerProc)
+	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	start := time.Now()
 	for k, c := range cmds {
 		sent[k].Store(time.Now().UnixNano())
@@ -91,7 +91,7 @@ func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 	case <-time.After(timeout):
 	case <-ctx.Done():
 	}
-	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc, b.t.brokerProc))
+	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc, b.t.brokerProc, b.t.pg))
 	for _, c := range cmds {
 		b.d.forget(c.RequestID)
 	}

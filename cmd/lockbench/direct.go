@@ -180,7 +180,7 @@ type CeilingResult struct {
 	CPU          cpuUse  `json:"cpu"`
 }
 
-func ceiling(ctx context.Context, st *store.Store, label string, appliers, batchSize int, dur time.Duration, poolConns int, run string) (CeilingResult, error) {
+func ceiling(ctx context.Context, st *store.Store, pg *postmaster, label string, appliers, batchSize int, dur time.Duration, poolConns int, run string) (CeilingResult, error) {
 	res := CeilingResult{Label: label, Transactions: appliers, Batch: batchSize, PoolConns: poolConns}
 	half := max(batchSize/2, 1)
 	var done atomic.Int64
@@ -188,7 +188,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 	var firstErr error
 	var errOnce sync.Once
 	deadline := time.Now().Add(dur)
-	cpu0 := takeCPU(nil, nil)
+	cpu0 := takeCPU(nil, nil, pg)
 	var wg sync.WaitGroup
 	for g := range appliers {
 		wg.Add(1)
@@ -260,7 +260,7 @@ func ceiling(ctx context.Context, st *store.Store, label string, appliers, batch
 		}()
 	}
 	wg.Wait()
-	res.CPU = cpuBetween(cpu0, takeCPU(nil, nil))
+	res.CPU = cpuBetween(cpu0, takeCPU(nil, nil, pg))
 	res.Seconds = res.CPU.Seconds
 	res.Commands = done.Load()
 	res.PerSecond = float64(res.Commands) / res.Seconds

@@ -521,7 +521,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 					label = "large batches"
 				}
 				progress("6 ceiling (%s): %d transactions at once, %d commands per batch, %s", label, cfg.CeilingAppliers, bs, cfg.CeilingDuration)
-				r, err := ceiling(ctx, direct, label, cfg.CeilingAppliers, bs, cfg.CeilingDuration, cfg.PGMaxConns, run)
+				r, err := ceiling(ctx, direct, t.pg, label, cfg.CeilingAppliers, bs, cfg.CeilingDuration, cfg.PGMaxConns, run)
 				if err != nil {
 					return rep, fmt.Errorf("ceiling: %w", err)
 				}
@@ -592,6 +592,13 @@ func connect(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, 
 	rep.Mode, rep.Brokers = t.mode, t.brokers
 	if t.st != nil {
 		_ = t.st.Pool.QueryRow(ctx, `SELECT split_part(version(), ' ', 1) || ' ' || split_part(version(), ' ', 2)`).Scan(&rep.Machine.PostgreSQL)
+		pg, perr := findPostmaster(ctx, t.st.Pool)
+		if perr != nil {
+			rep.note("PostgreSQL CPU not measured: " + perr.Error())
+		}
+		t.pg = pg
+	} else {
+		rep.note("PostgreSQL CPU not measured: no --database-url")
 	}
 	run := fmt.Sprintf("lb%06x", time.Now().UnixNano()&0xffffff)
 	d, err := newDriver(ctx, t.brokers, t.names, t.names.ReplyTopic("lockbench-"+run), cfg.ReplyPartitions)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -49,7 +51,10 @@ func (p pidProc) describe() string {
 	return fmt.Sprintf("child process: the lockworker binary alone (pid %d), /proc/<pid>/stat utime+stime and /proc/<pid>/status VmHWM", p.pid)
 }
 
-func (p pidProc) cpu() (time.Duration, error) { return statCPU(fmt.Sprintf("/proc/%d/stat", p.pid)) }
+func (p pidProc) cpu() (time.Duration, error) {
+	s, err := readStat(fmt.Sprintf("/proc/%d/stat", p.pid))
+	return s.own, err
+}
 
 func (p pidProc) peakRSS() (int64, error) { return vmHWM(fmt.Sprintf("/proc/%d/status", p.pid)) }
 
@@ -73,52 +78,108 @@ func vmHWM(path string) (int64, error) {
 // clockTick is USER_HZ, 100 on every Linux lockbench runs on.
 const clockTick = 100
 
-// statCPU reads utime+stime of /proc/<pid>/stat.
-func statCPU(path string) (time.Duration, error) {
+// procStat is what lockbench reads of /proc/<pid>/stat.
+type procStat struct {
+	comm string
+	ppid int
+	// utime+stime, and cutime+cstime: the CPU of the children it has
+	// waited for.
+	own, children time.Duration
+}
+
+func readStat(path string) (procStat, error) {
 	b, err := os.ReadFile(path)
+	if err != nil {
+		return procStat{}, err
+	}
+	// The command name may hold spaces and parentheses: it runs from the
+	// first '(' to the last ')'.
+	i, j := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if i < 0 || j < i {
+		return procStat{}, fmt.Errorf("unexpected %s", path)
+	}
+	f := strings.Fields(string(b[j+1:]))
+	if len(f) < 15 {
+		return procStat{}, fmt.Errorf("unexpected %s", path)
+	}
+	var n [5]int64
+	for k, x := range []int{1, 11, 12, 13, 14} { // ppid utime stime cutime cstime
+		if n[k], err = strconv.ParseInt(f[x], 10, 64); err != nil {
+			return procStat{}, fmt.Errorf("unexpected %s", path)
+		}
+	}
+	tick := func(t int64) time.Duration { return time.Duration(t) * time.Second / clockTick }
+	return procStat{comm: string(b[i+1 : j]), ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
+}
+
+// postmaster is a PostgreSQL server's process tree: its postmaster and the
+// backends and workers it forks.
+type postmaster struct {
+	proc string // "/proc", or a copy of its layout in tests
+	pid  int
+}
+
+// findPostmaster finds the server of pool's connections on this machine:
+// the parent of a backend's process.
+func findPostmaster(ctx context.Context, pool *pgxpool.Pool) (*postmaster, error) {
+	var backend int
+	if err := pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+		return nil, err
+	}
+	return postmasterOf("/proc", backend)
+}
+
+// postmasterOf is the postmaster of backend, checked by name: a server in
+// another pid namespace (a container, another machine) numbers its
+// processes apart from ours.
+func postmasterOf(proc string, backend int) (*postmaster, error) {
+	s, err := readStat(fmt.Sprintf("%s/%d/stat", proc, backend))
+	if err != nil || s.comm != "postgres" {
+		return nil, fmt.Errorf("backend pid %d is not a postgres process in %s (PostgreSQL on another machine, or in a container?)", backend, proc)
+	}
+	if p, err := readStat(fmt.Sprintf("%s/%d/stat", proc, s.ppid)); err != nil || p.comm != "postgres" {
+		return nil, fmt.Errorf("the parent (pid %d) of backend pid %d is not a postgres process", s.ppid, backend)
+	}
+	return &postmaster{proc: proc, pid: s.ppid}, nil
+}
+
+// cpu is the CPU of the server's tree so far: the postmaster's own and
+// that of the children it has reaped (a backend or worker that exited), plus
+// each live child's. A child's whole CPU moves into the postmaster's
+// children time when it is reaped, so the sum only grows. Every database of
+// the server counts: once reaped, their backends cannot be told apart.
+func (p *postmaster) cpu() (time.Duration, error) {
+	path := fmt.Sprintf("%s/%d/stat", p.proc, p.pid)
+	pm, err := readStat(path)
 	if err != nil {
 		return 0, err
 	}
-	// The command name may hold spaces: fields start after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected %s", path)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected %s", path)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("unexpected %s", path)
-	}
-	return time.Duration(ut+st) * time.Second / clockTick, nil
-}
-
-// postgresCPU sums utime+stime of every process named postgres on this
-// machine (all its backends, including other users' of the same server).
-// Backends that ended meanwhile are not counted, so take it around a load
-// whose connections live through it.
-func postgresCPU() (time.Duration, int) {
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	var total time.Duration
-	n := 0
-	for _, d := range dirs {
-		comm, err := os.ReadFile(d + "/comm")
-		if err != nil || strings.TrimSpace(string(comm)) != "postgres" {
-			continue
+	// A child reaped during the scan counts twice or not at all; the
+	// postmaster's children time changes then: scan again, a few times at
+	// most.
+	for range 5 {
+		before := pm
+		dirs, _ := filepath.Glob(p.proc + "/[0-9]*")
+		var live time.Duration
+		for _, d := range dirs {
+			if s, err := readStat(d + "/stat"); err == nil && s.ppid == p.pid {
+				live += s.own + s.children
+			}
 		}
-		if c, err := statCPU(d + "/stat"); err == nil {
-			total += c
-			n++
+		if pm, err = readStat(path); err != nil {
+			return 0, err
+		}
+		total = pm.own + pm.children + live
+		if pm.children == before.children {
+			break
 		}
 	}
-	return total, n
+	return total, nil
 }
 
 // cpuSnapshot reads the CPU of the worker, of a broker process, of
-// lockbench and of PostgreSQL.
+// lockbench and of PostgreSQL's process tree.
 type cpuSnapshot struct {
 	at                       time.Time
 	worker, broker, self, pg time.Duration
@@ -126,9 +187,10 @@ type cpuSnapshot struct {
 	machineBusy, idle        uint64 // /proc/stat jiffies
 }
 
-// takeCPU reads the worker's CPU from p and a broker process's from broker
-// (nil: none, or not measured apart).
-func takeCPU(p, broker procSource) cpuSnapshot {
+// takeCPU reads the worker's CPU from p, a broker process's from broker
+// (nil: none, or not measured apart) and PostgreSQL's from pg (nil: not on
+// this machine).
+func takeCPU(p, broker procSource, pg *postmaster) cpuSnapshot {
 	s := cpuSnapshot{at: time.Now()}
 	if p != nil {
 		if c, err := p.cpu(); err == nil {
@@ -141,7 +203,9 @@ func takeCPU(p, broker procSource) cpuSnapshot {
 	if c, err := (selfProc{}).cpu(); err == nil {
 		s.self, s.selfOK = c, true
 	}
-	s.pg, _ = postgresCPU()
+	if pg != nil {
+		s.pg, _ = pg.cpu()
+	}
 	s.machineBusy, s.idle = machineJiffies()
 	return s
 }

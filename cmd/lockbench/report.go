@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -65,6 +66,13 @@ func (r *Report) goal(scenario, what, target string, measured float64, unit stri
 		g.Met = &ok
 	}
 	r.Goals = append(r.Goals, g)
+}
+
+// note adds a note once: the builds scenario connects a target per run.
+func (r *Report) note(s string) {
+	if !slices.Contains(r.Notes, s) {
+		r.Notes = append(r.Notes, s)
+	}
 }
 
 func fmtNum(v float64) string {

@@ -190,14 +190,14 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 		b0, r0, t0 = b.t.metrics.snapshot()
 	}
 	c0, e0 := completed.Load(), errs.Load()
-	cpu0 := takeCPU(b.t.proc, b.t.brokerProc)
+	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	measuring.Store(true)
 	select {
 	case <-time.After(cfg.Duration):
 	case <-ctx.Done():
 	}
 	measuring.Store(false)
-	cpu1 := takeCPU(b.t.proc, b.t.brokerProc)
+	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	c1, e1 := completed.Load(), errs.Load()
 	if profile && cfg.CPUProfile != "" {
 		pprof.StopCPUProfile()
@@ -288,7 +288,7 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	start := time.Now().Add(50 * time.Millisecond)
 	var lagMax time.Duration
 	time.Sleep(time.Until(start))
-	cpu0 := takeCPU(b.t.proc, b.t.brokerProc)
+	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	for k := 0; k < n && ctx.Err() == nil; k++ {
 		intended := start.Add(time.Duration(k) * interval)
 		if d := time.Until(intended); d > 0 {
@@ -332,7 +332,7 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	for answered.Load() < int64(n) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc, b.t.brokerProc))
+	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc, b.t.brokerProc, b.t.pg))
 	res.Answered, res.Unexpected = answered.Load(), unexpected.Load()
 	res.Missing = int64(n) - res.Answered
 	res.SendLagMaxMS = ms(lagMax)

@@ -43,7 +43,9 @@ type target struct {
 	proc    procSource    // what scenario 7 measures
 	// brokerProc is the broker's process when it runs as one (--broker-bin).
 	brokerProc procSource
-	sql        *sqlTracer // in-process with --sql-stats
+	// pg is PostgreSQL's process tree, when it runs on this machine.
+	pg  *postmaster
+	sql *sqlTracer // in-process with --sql-stats
 	// httpAddr is the child process's HTTP_ADDR (health and metrics).
 	httpAddr string
 
