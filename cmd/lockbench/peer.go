@@ -170,15 +170,12 @@ func (r *Report) peerGoals() {
 	r.goal("peer", fmt.Sprintf("throughput / original design's, %d clients, worst round", p.Clients), fmt.Sprintf(">= %.0fx", want), worst, "x", worst >= want, true)
 	if p.Clients < 256 {
 		r.goal("peer", fmt.Sprintf("acquire p50 / original design's, %d clients, worst round", p.Clients), "<= 2x", worstP50, "x", worstP50 <= 2, true)
-		// Worker, broker and PostgreSQL each measured alone: the worker as
-		// a child process and the broker as one (--broker-bin).
 		var worstCPU float64
 		for _, x := range p.Rounds {
 			worstCPU = max(worstCPU, cpuPerCommand(x.Lockworker)*1000)
 		}
-		apart := r.Config != nil && r.Config.WorkerBin != "" && r.Config.BrokerBin != ""
 		r.goal("peer", fmt.Sprintf("CPU per command (worker, broker, PostgreSQL), %d clients, worst round", p.Clients), "<= 0.3 ms",
-			worstCPU, " ms", worstCPU <= 0.3, apart)
+			worstCPU, " ms", worstCPU <= 0.3, r.cpuApart())
 	}
 	// Light load is issue 17's open loop of 100 commands/s (--rate 100):
 	// make bench's 1,000/s is not judged by its goals.

@@ -68,6 +68,15 @@ func (r *Report) goal(scenario, what, target string, measured float64, unit stri
 	r.Goals = append(r.Goals, g)
 }
 
+// cpuApart says the worker ran as a child process and the broker as one
+// (--broker-bin): only then is cpuPerCommand the worker's, the broker's and
+// PostgreSQL's CPU and nothing else. In process the worker's figure is
+// lockbench's whole process, its load generator's included; without
+// --broker-bin the broker's is not counted.
+func (r *Report) cpuApart() bool {
+	return r.Config != nil && r.Config.WorkerBin != "" && r.Config.BrokerBin != ""
+}
+
 // note adds a note once: the builds scenario connects a target per run.
 func (r *Report) note(s string) {
 	if !slices.Contains(r.Notes, s) {
