@@ -7,8 +7,9 @@
 //
 //  1. throughput: closed loop, many virtual clients, acquire+release on
 //     distinct locks; commands/s from produced to reply consumed.
-//  2. latency: open loop at a fixed rate; p50/p95/p99/max per operation,
-//     measured from the intended send time (coordinated omission corrected).
+//  2. latency: open loop at a fixed rate, after a warm-up at that rate;
+//     p50/p95/p99/max per operation, measured from the intended send time
+//     (coordinated omission corrected).
 //  3. contention: many clients waiting on one lock: hand-off time from
 //     release to the next holder's lock.acquired, and grant order = queue order.
 //  4. expiry: many short leases: delay from expires_at to lock.expired on the
@@ -229,7 +230,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&cfg.Appliers, "appliers", 0, "in-process worker's Appliers, transactions of commands at once (0: the worker's default)")
 	clients := fs.Int("clients", 0, "throughput: virtual clients (default 256, quick 32)")
 	duration := fs.Duration("duration", 0, "throughput: measured window (default 15s, quick 3s)")
-	warmup := fs.Duration("warmup", 0, "throughput: warm-up before the window (default 3s, quick 1s)")
+	warmup := fs.Duration("warmup", 0, "throughput, latency and soak: warm-up before the measured window, discarded (default 3s, quick 1s)")
 	rate := fs.Int("rate", 0, "latency: commands per second (default 1000, quick 200)")
 	latDur := fs.Duration("latency-duration", 0, "latency: how long to send (default 10s, quick 2s)")
 	waiters := fs.Int("waiters", 0, "contention: clients waiting on the lock (default 100, quick 10)")

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -36,5 +38,26 @@ func TestModesGoalJudgedApart(t *testing.T) {
 			require.Len(t, r.Notes, 1)
 			require.Contains(t, r.Notes[0], "not judged")
 		})
+	}
+}
+
+// TestGoalsShowSampleCount: a percentile in the goals table says how many
+// samples it is of.
+func TestGoalsShowSampleCount(t *testing.T) {
+	cfg := DefaultConfig()
+	r := newReport(&cfg)
+	r.Latency = &LatencyResult{Rate: 100, Sent: 1000, Answered: 1000,
+		Acquire: dist{N: 500, P50: 1.2, P99: 4}, Release: dist{N: 499, P50: 1.1, P99: 3}}
+	r.Contention = &ContentionResult{Waiters: 3, Granted: 3, Fair: true, InOrder: 3, HandOff: dist{N: 3, P50: 2}}
+	r.finish(&cfg)
+	var table bytes.Buffer
+	r.print(&table, &cfg)
+	for _, want := range []string{"1.20 ms n=500", "4.00 ms n=500", "3.00 ms n=499", "2.00 ms n=3"} {
+		require.Contains(t, table.String(), want)
+	}
+	for _, line := range strings.Split(table.String(), "\n") {
+		if strings.Contains(line, "grants in queue order") {
+			require.NotContains(t, line, "n=", "a count, not a percentile")
+		}
 	}
 }

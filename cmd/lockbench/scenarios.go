@@ -246,12 +246,14 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 
 // LatencyResult is scenario 2.
 type LatencyResult struct {
-	Rate       int     `json:"rate_per_second"`
-	Seconds    float64 `json:"seconds"`
-	Sent       int     `json:"sent"`
-	Answered   int64   `json:"answered"`
-	Missing    int64   `json:"missing"`
-	Unexpected int64   `json:"unexpected_answers"`
+	Rate    int     `json:"rate_per_second"`
+	Seconds float64 `json:"seconds"`
+	// WarmupSent commands went first at the same rate, their answers unread.
+	WarmupSent int   `json:"warmup_sent"`
+	Sent       int   `json:"sent"`
+	Answered   int64 `json:"answered"`
+	Missing    int64 `json:"missing"`
+	Unexpected int64 `json:"unexpected_answers"`
 	// SendLagMax is how far the sender fell behind its schedule at worst
 	// (the latencies count from the intended time regardless).
 	SendLagMaxMS float64 `json:"send_lag_max_ms"`
@@ -271,8 +273,9 @@ type LatencyResult struct {
 	ToTx      dist `json:"leg_send_to_transaction"`
 	InTx      dist `json:"leg_transaction_to_relay_produce"`
 	FromRelay dist `json:"leg_relay_produce_to_read"`
-	// CPU is from the first send to the last answer: how busy the fixed
-	// rate keeps the machine, hence how much the answers queue for a core.
+	// CPU is from the first measured send to the last answer: how busy the
+	// fixed rate keeps the machine, hence how much the answers queue for a
+	// core.
 	CPU cpuUse `json:"cpu"`
 }
 
@@ -280,20 +283,28 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	cfg := b.cfg
 	n := int(float64(cfg.Rate) * cfg.LatencyDuration.Seconds())
 	n -= n % 2
-	res := LatencyResult{Rate: cfg.Rate, Seconds: cfg.LatencyDuration.Seconds(), Sent: n}
+	// A fresh worker's first commands prepare its statements and fetch
+	// metadata: --warmup at the same rate goes first, its answers unread.
+	warm := int(float64(cfg.Rate) * cfg.Warmup.Seconds())
+	warm -= warm % 2
+	res := LatencyResult{Rate: cfg.Rate, Seconds: cfg.LatencyDuration.Seconds(), WarmupSent: warm, Sent: n}
 	acq, rel, all, wrk := newHist(), newHist(), newHist(), newHist()
 	toTx, inTx, fromRelay := newHist(), newHist(), newHist()
 	var answered, unexpected atomic.Int64
 	interval := time.Second / time.Duration(cfg.Rate)
 	start := time.Now().Add(50 * time.Millisecond)
 	var lagMax time.Duration
+	var cpu0 cpuSnapshot
 	time.Sleep(time.Until(start))
-	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
-	for k := 0; k < n && ctx.Err() == nil; k++ {
+	for k := 0; k < warm+n && ctx.Err() == nil; k++ {
+		measured := k >= warm
+		if k == warm {
+			cpu0 = takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
+		}
 		intended := start.Add(time.Duration(k) * interval)
 		if d := time.Until(intended); d > 0 {
 			time.Sleep(d)
-		} else {
+		} else if measured {
 			lagMax = max(lagMax, -d)
 		}
 		j := k / 2
@@ -302,6 +313,12 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 			op, want, h = topics.OpRelease, topics.TypeReleased, rel
 		}
 		cmd := topics.Command{RequestID: b.rid("lat", j, op[:1]), Operation: op, LockName: b.rid("lat", j), OwnerID: "lat-owner", LeaseDuration: 60}
+		if !measured {
+			if err := b.d.send(ctx, cmd); err != nil {
+				return res, err
+			}
+			continue
+		}
 		b.d.on(cmd.RequestID, func(r reply) bool {
 			if r.ev.Type == topics.TypeQueued {
 				return false
