@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -38,6 +39,19 @@ type BuildsResult struct {
 	Rounds    []BuildsRound `json:"rounds"`
 }
 
+// inTurn is the order of a round's runs: xs, reversed every other round.
+// The run before leaves work behind (a dropped schema, a checkpoint, the
+// outbox's tail), so over two rounds each run goes before each other run as
+// often as after it.
+func inTurn[T any](xs []T, round int) []T {
+	if round%2 == 0 {
+		return xs
+	}
+	r := slices.Clone(xs)
+	slices.Reverse(r)
+	return r
+}
+
 func builds(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, progress func(string, ...any)) (*BuildsResult, error) {
 	res := &BuildsResult{Baseline: cfg.BaselineBin, Candidate: cfg.WorkerBin, Clients: cfg.Clients}
 	for round := range cfg.Rounds {
@@ -46,12 +60,7 @@ func builds(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, p
 			bin string
 			dst *ThroughputResult
 		}{{cfg.BaselineBin, &r.Baseline}, {cfg.WorkerBin, &r.Candidate}}
-		if round%2 == 1 {
-			// Each build goes first as often as the other: the run
-			// before leaves work behind (a dropped schema, a checkpoint).
-			runs[0], runs[1] = runs[1], runs[0]
-		}
-		for _, s := range runs {
+		for _, s := range inTurn(runs, round) {
 			progress("builds round %d of %d: %s, %d clients, %s warm-up, %s measured", round+1, cfg.Rounds, s.bin, cfg.Clients, cfg.Warmup, cfg.Duration)
 			c := *cfg
 			c.WorkerBin = s.bin

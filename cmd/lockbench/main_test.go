@@ -26,6 +26,7 @@ func TestSmoke(t *testing.T) {
 	cfg.Waiters, cfg.Leases, cfg.Lease = 3, 20, time.Second
 	cfg.CleanupSizes = []int{10}
 	cfg.CeilingDuration, cfg.CeilingBigBatch = 500*time.Millisecond, 20
+	cfg.Rounds = 2 // peer: the second round runs in the other order
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -59,6 +60,12 @@ func TestSmoke(t *testing.T) {
 	}
 	require.NotNil(t, rep.Resources)
 	require.Positive(t, rep.Resources.PeakRSSMiB)
+	require.NotNil(t, rep.Peer)
+	require.Len(t, rep.Peer.Rounds, 2)
+	for _, r := range rep.Peer.Rounds {
+		require.Positive(t, r.Lockworker.Commands)
+		require.Positive(t, r.Original.Commands)
+	}
 
 	var table bytes.Buffer
 	rep.print(&table, cfg)

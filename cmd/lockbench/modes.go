@@ -11,9 +11,10 @@ import (
 
 // The modes scenario (issue 14) measures what the lock model's modes cost
 // per command beside plain mutexes, with the same clients and window,
-// alternating: exclusive (each client its own lock), shared (every client
-// a read lock on one lock) and a semaphore (every client on one lock of
-// limit ModesLimit, waiting its turn).
+// alternating (every other round in reverse order): exclusive (each client
+// its own lock), shared (every client a read lock on one lock) and a
+// semaphore (every client on one lock of limit ModesLimit, waiting its
+// turn).
 
 // ModesRound is one round of the three shapes.
 type ModesRound struct {
@@ -38,10 +39,9 @@ const modesLimit = 10
 func (b *bench) modes(ctx context.Context) (ModesResult, error) {
 	res := ModesResult{Clients: b.cfg.Clients, Limit: modesLimit}
 	for round := range b.cfg.Rounds {
-		b.progress("modes round %d of %d: exclusive, shared, semaphore of %d; %d clients", round+1, b.cfg.Rounds, modesLimit, b.cfg.Clients)
 		var r ModesRound
 		var err error
-		shapes := []struct {
+		shapes := inTurn([]struct {
 			dst   *ThroughputResult
 			via   string
 			shape lockShape
@@ -49,7 +49,8 @@ func (b *bench) modes(ctx context.Context) (ModesResult, error) {
 			{&r.Exclusive, "exclusive", lockShape{}},
 			{&r.Shared, "shared", lockShape{lock: b.rid("modes", "shared", round), mode: topics.ModeShared}},
 			{&r.Semaphore, fmt.Sprintf("semaphore of %d", modesLimit), lockShape{lock: b.rid("modes", "sem", round), limit: modesLimit, wait: 30}},
-		}
+		}, round)
+		b.progress("modes round %d of %d: %s, %s, %s; %d clients", round+1, b.cfg.Rounds, shapes[0].via, shapes[1].via, shapes[2].via, b.cfg.Clients)
 		for _, s := range shapes {
 			if *s.dst, err = b.throughput(ctx, s.via, b.shapedCycler(30*time.Second, s.shape), false); err != nil {
 				return res, err

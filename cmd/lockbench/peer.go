@@ -14,8 +14,9 @@ import (
 // its table (its README's schema, ../shared/reference), one autocommitted
 // statement per acquire and per release, ownership checked on release.
 // Each round measures lockworker's closed loop (scenario 1's raw records)
-// and then the peer's, with the same clients, warm-up and window, so the
-// figures compare as ratios within one run on one noisy machine.
+// and the peer's, each first in every other round (inTurn), with the same
+// clients, warm-up and window, so the figures compare as ratios within one
+// run on one noisy machine.
 
 // peerDDL is the original node's table and indexes.
 const peerDDL = `
@@ -56,7 +57,7 @@ WHERE lock_id = $1 AND owner_id = $2 AND status = 'acquired'`
 
 var errPeerHeld = errors.New("held by another owner")
 
-// PeerRound is one round: lockworker, then the original design.
+// PeerRound is one round: lockworker and the original design.
 type PeerRound struct {
 	// Lockworker is the target's round: lockworker, or a floor.
 	Lockworker ThroughputResult `json:"lockworker"`
@@ -129,14 +130,21 @@ func (b *bench) peer(ctx context.Context) (PeerResult, error) {
 		return res, fmt.Errorf("creating the original design's table: %w", err)
 	}
 	for round := range b.cfg.Rounds {
-		b.progress("peer round %d of %d: %s, then the original design, %d clients", round+1, b.cfg.Rounds, res.Target, b.cfg.Clients)
 		var r PeerRound
-		if r.Lockworker, err = b.throughput(ctx, res.Target, b.rawCycler(30*time.Second), false); err != nil {
-			return res, err
-		}
-		b.quiesce(ctx, time.Minute)
-		if r.Original, err = b.throughput(ctx, "original design", b.peerCycler(pool, round), false); err != nil {
-			return res, err
+		runs := inTurn([]struct {
+			dst   *ThroughputResult
+			via   string
+			cycle cycler
+		}{
+			{&r.Lockworker, res.Target, b.rawCycler(30 * time.Second)},
+			{&r.Original, "original design", b.peerCycler(pool, round)},
+		}, round)
+		b.progress("peer round %d of %d: %s, then %s, %d clients", round+1, b.cfg.Rounds, runs[0].via, runs[1].via, b.cfg.Clients)
+		for _, s := range runs {
+			if *s.dst, err = b.throughput(ctx, s.via, s.cycle, false); err != nil {
+				return res, err
+			}
+			b.quiesce(ctx, time.Minute)
 		}
 		if r.Original.PerSecond > 0 {
 			r.Ratio = r.Lockworker.PerSecond / r.Original.PerSecond
