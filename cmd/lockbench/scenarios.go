@@ -192,9 +192,11 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	c0, e0 := completed.Load(), errs.Load()
 	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	measuring.Store(true)
+	var cut error
 	select {
 	case <-time.After(cfg.Duration):
 	case <-ctx.Done():
+		cut = ctx.Err()
 	}
 	measuring.Store(false)
 	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
@@ -225,6 +227,11 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	}
 	stop()
 	wg.Wait()
+	if cut != nil {
+		// A shorter window's figures would read as the whole window's.
+		return ThroughputResult{Via: via, Clients: cfg.Clients}, fmt.Errorf("%s: the window was cut short after %.1f s of %s: %w",
+			via, cpu1.at.Sub(cpu0.at).Seconds(), cfg.Duration, cut)
+	}
 	res.CPU = cpuBetween(cpu0, cpu1)
 	res.Seconds = res.CPU.Seconds
 	res.Commands = c1 - c0
