@@ -281,21 +281,19 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 	})
 	t.proc = pidProc{pid: cmd.Process.Pid}
 	// The worker migrates its schema; wait for that before anyone seeds it.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	deadline := time.After(60 * time.Second)
+	for !migrated(ctx, t.dbURL, ready) {
 		select {
 		case <-exited:
 			return fmt.Errorf("the child process (%s) exited during start", cfg.WorkerBin)
-		default:
-		}
-		if migrated(ctx, t.dbURL, ready) {
-			return nil
-		}
-		if time.Now().After(deadline) {
+		case <-deadline:
 			return fmt.Errorf("the child process (%s) did not create its schema within 60 s", cfg.WorkerBin)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	return nil
 }
 
 // migratedSQL says lockworker's schema is there.
