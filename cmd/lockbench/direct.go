@@ -260,6 +260,9 @@ func ceiling(ctx context.Context, st *store.Store, pg *postmaster, label string,
 		}()
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil && firstErr == nil {
+		return res, fmt.Errorf("cut short: %w", err) // not the whole run's figures
+	}
 	res.CPU = cpuBetween(cpu0, takeCPU(nil, nil, pg))
 	res.Seconds = res.CPU.Seconds
 	res.Commands = done.Load()

@@ -356,6 +356,9 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 	for answered.Load() < int64(n) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
+	if err := ctx.Err(); err != nil {
+		return res, fmt.Errorf("cut short: %w", err) // not the whole run's figures
+	}
 	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc, b.t.brokerProc, b.t.pg))
 	res.Answered, res.Unexpected = answered.Load(), unexpected.Load()
 	res.Missing = int64(n) - res.Answered
@@ -543,6 +546,7 @@ func (b *bench) expiry(ctx context.Context) (ExpiryResult, error) {
 	case <-got:
 	case <-time.After(cfg.Lease + 60*time.Second):
 	case <-ctx.Done():
+		return res, fmt.Errorf("cut short: %w", ctx.Err()) // not the whole run's figures
 	}
 	mu.Lock()
 	defer mu.Unlock()

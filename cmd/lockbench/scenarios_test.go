@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // TestThroughputCutShort: a window that ends early (a signal) is an error,
@@ -32,4 +37,44 @@ func TestThroughputCutShort(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "cut short")
 	require.Equal(t, ThroughputResult{Via: "fake", Clients: 2}, r)
+}
+
+// cancelAfter cancels a run a while after its progress says want.
+type cancelAfter struct {
+	want   string
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), c.want) {
+		c.once.Do(func() { time.AfterFunc(time.Second, c.cancel) })
+	}
+	return len(p), nil
+}
+
+// TestScenariosCutShort: latency, expiry and ceiling runs that a signal
+// ends are errors, and the report has no figures of theirs.
+func TestScenariosCutShort(t *testing.T) {
+	for _, c := range []struct {
+		progress string
+		flags    []string
+		figures  func(*Report) bool
+	}{
+		{"2 latency", []string{"--scenario", "latency", "--warmup", "300ms", "--latency-duration", "1m"}, func(r *Report) bool { return r.Latency != nil }},
+		{"4 expiry", []string{"--scenario", "expiry", "--leases", "20", "--lease", "1m"}, func(r *Report) bool { return r.Expiry != nil }},
+		{"6 ceiling", []string{"--scenario", "ceiling", "--ceiling-duration", "1m"}, func(r *Report) bool { return len(r.Ceiling) > 0 }},
+	} {
+		t.Run(c.progress, func(t *testing.T) {
+			cfg, err := parseFlags(append([]string{"--quick", "--broker-memory"}, c.flags...), &bytes.Buffer{})
+			require.NoError(t, err)
+			cfg.DatabaseURL = testdb.URL()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			rep, err := run(ctx, cfg, &cancelAfter{want: c.progress, cancel: cancel})
+			require.ErrorIs(t, err, context.Canceled)
+			require.ErrorContains(t, err, "cut short")
+			require.False(t, c.figures(rep))
+		})
+	}
 }
