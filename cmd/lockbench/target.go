@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/embedded"
 	"github.com/omninode/lockworker/outbox"
@@ -262,6 +263,9 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 		"VACUUM_ENABLED="+fmt.Sprint(cfg.Vacuum),
 	)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// A lockbench killed before its closers run takes the worker with it,
+	// as internal/chaos's replicas and brokers.
+	childproc.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", cfg.WorkerBin, err)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/omninode/lockworker/internal/childproc"
 )
 
 // Broker is a cmd/devkafka process.
@@ -42,7 +44,7 @@ func StartBrokerAt(ctx context.Context, bin, addr, dir string, partitions int, m
 
 func (b *Broker) start(ctx context.Context) error {
 	cmd := exec.Command(b.bin, b.args...)
-	dieWithParent(cmd)
+	childproc.DieWithParent(cmd)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -133,7 +135,7 @@ func (r *Replica) Start() error {
 	}
 	cmd := exec.Command(r.bin)
 	cmd.Env = r.env
-	dieWithParent(cmd)
+	childproc.DieWithParent(cmd)
 	errp, err := cmd.StderrPipe()
 	if err != nil {
 		return err
