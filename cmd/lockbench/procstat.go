@@ -75,7 +75,8 @@ func vmHWM(path string) (int64, error) {
 	return 0, fmt.Errorf("no VmHWM in %s", path)
 }
 
-// clockTick is USER_HZ, 100 on every Linux lockbench runs on.
+// clockTick is USER_HZ, 100 on every Linux lockbench runs on. It divides
+// a second evenly, so a tick is exactly time.Second / clockTick.
 const clockTick = 100
 
 // procStat is what lockbench reads of /proc/<pid>/stat.
@@ -108,7 +109,9 @@ func readStat(path string) (procStat, error) {
 			return procStat{}, fmt.Errorf("unexpected %s", path)
 		}
 	}
-	tick := func(t int64) time.Duration { return time.Duration(t) * time.Second / clockTick }
+	// Ticks times a tick: ticks times a second would overflow above 9.2e9
+	// ticks (three years of CPU).
+	tick := func(t int64) time.Duration { return time.Duration(t) * (time.Second / clockTick) }
 	return procStat{comm: string(b[i+1 : j]), ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
 }
 
@@ -117,6 +120,9 @@ func readStat(path string) (procStat, error) {
 type postmaster struct {
 	proc string // "/proc", or a copy of its layout in tests
 	pid  int
+	// afterScan, in tests, runs between the scan of the children and the
+	// postmaster's second reading, where a reap makes a child count twice.
+	afterScan func()
 }
 
 // findPostmaster finds the server of pool's connections on this machine:
@@ -154,10 +160,13 @@ func (p *postmaster) cpu() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	var total time.Duration
-	// A child reaped during the scan counts twice or not at all; the
-	// postmaster's children time changes then: scan again, a few times at
-	// most.
+	total := time.Duration(-1)
+	// The postmaster is read again after its children, so a child reaped
+	// during the scan is never missed: either the scan read it or the
+	// postmaster's children time holds it. It counts twice if both do;
+	// the postmaster's children time changes then: scan again, a few times
+	// at most, and keep the smallest total, the one nearest a scan without
+	// a reap.
 	for range 5 {
 		before := pm
 		dirs, _ := filepath.Glob(p.proc + "/[0-9]*")
@@ -167,10 +176,15 @@ func (p *postmaster) cpu() (time.Duration, error) {
 				live += s.own + s.children
 			}
 		}
+		if p.afterScan != nil {
+			p.afterScan()
+		}
 		if pm, err = readStat(path); err != nil {
 			return 0, err
 		}
-		total = pm.own + pm.children + live
+		if t := pm.own + pm.children + live; total < 0 || t < total {
+			total = t
+		}
 		if pm.children == before.children {
 			break
 		}

@@ -70,3 +70,54 @@ func TestReadStatOddName(t *testing.T) {
 	tick := time.Second / clockTick
 	require.Equal(t, procStat{comm: "my (odd) proc", ppid: 7, own: 15 * tick, children: 9 * tick}, s)
 }
+
+// TestPostmasterCPUReapedDuringScan: a child reaped between the scan of the
+// children and the postmaster's second reading counts twice; when every
+// scan meets a reap, the figure is the smallest of the scans, the least
+// counted twice, never a child missed.
+func TestPostmasterCPUReapedDuringScan(t *testing.T) {
+	p := fakeProc(t.TempDir())
+	p.set(t, 100, "postgres", 1, 50, 20, 0, 0)
+	cpus := []int{10, 30, 20, 40, 50, 60} // children 101-106: utime in ticks
+	for i, c := range cpus {
+		p.set(t, 101+i, "postgres", 100, c, 0, 0, 0)
+	}
+	tick := time.Second / clockTick
+	truth := (50 + 20 + 10 + 30 + 20 + 40 + 50 + 60) * tick
+
+	pm, err := postmasterOf(string(p), 101)
+	require.NoError(t, err)
+	reaped := 0
+	pm.afterScan = func() { // each scan, reap the next child
+		if reaped == len(cpus) {
+			return
+		}
+		p.exit(t, 101+reaped)
+		reaped++
+		sum := 0
+		for _, c := range cpus[:reaped] {
+			sum += c
+		}
+		p.set(t, 100, "postgres", 1, 50, 20, sum, 0)
+	}
+	got, err := pm.cpu()
+	require.NoError(t, err)
+	require.Equal(t, 5, reaped, "a scan with a reap is followed by another, five at most")
+	require.Equal(t, truth+10*tick, got, "the first scan's total counted only child 101 (10 ticks) twice, the fewest")
+
+	// With no reap during the scan, the figure is exact.
+	pm.afterScan = nil
+	got, err = pm.cpu()
+	require.NoError(t, err)
+	require.Equal(t, truth, got)
+}
+
+// TestReadStatManyTicks: ten billion ticks (three years of CPU) do not
+// overflow on the way to a time.Duration.
+func TestReadStatManyTicks(t *testing.T) {
+	p := fakeProc(t.TempDir())
+	p.set(t, 300, "postgres", 1, 10_000_000_000, 0, 0, 0)
+	s, err := readStat(filepath.Join(string(p), "300", "stat"))
+	require.NoError(t, err)
+	require.Equal(t, 100_000_000*time.Second, s.own)
+}
