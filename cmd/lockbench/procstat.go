@@ -86,6 +86,8 @@ type procStat struct {
 	// utime+stime, and cutime+cstime: the CPU of the children it has
 	// waited for.
 	own, children time.Duration
+	// start is when the process started, in clock ticks since boot.
+	start int64
 }
 
 func readStat(path string) (procStat, error) {
@@ -99,12 +101,12 @@ func readStat(path string) (procStat, error) {
 	if i < 0 || j < i {
 		return procStat{}, fmt.Errorf("unexpected %s", path)
 	}
-	f := strings.Fields(string(b[j+1:]))
-	if len(f) < 15 {
+	f := strings.Fields(string(b[j+1:])) // f[0] is field 3, the state
+	if len(f) < 20 {
 		return procStat{}, fmt.Errorf("unexpected %s", path)
 	}
-	var n [5]int64
-	for k, x := range []int{1, 11, 12, 13, 14} { // ppid utime stime cutime cstime
+	var n [6]int64
+	for k, x := range []int{1, 11, 12, 13, 14, 19} { // ppid utime stime cutime cstime starttime
 		if n[k], err = strconv.ParseInt(f[x], 10, 64); err != nil {
 			return procStat{}, fmt.Errorf("unexpected %s", path)
 		}
@@ -112,7 +114,26 @@ func readStat(path string) (procStat, error) {
 	// Ticks times a tick: ticks times a second would overflow above 9.2e9
 	// ticks (three years of CPU).
 	tick := func(t int64) time.Duration { return time.Duration(t) * (time.Second / clockTick) }
-	return procStat{comm: string(b[i+1 : j]), ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
+	return procStat{comm: string(b[i+1 : j]), ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4]), start: n[5]}, nil
+}
+
+// bootTime is the btime line of proc's stat: when the machine booted, in
+// whole seconds (rounded down).
+func bootTime(proc string) (time.Time, error) {
+	b, err := os.ReadFile(proc + "/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
+			if err != nil {
+				break
+			}
+			return time.Unix(sec, 0), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("no btime in %s/stat", proc)
 }
 
 // postmaster is a PostgreSQL server's process tree: its postmaster and the
@@ -129,22 +150,44 @@ type postmaster struct {
 // the parent of a backend's process.
 func findPostmaster(ctx context.Context, pool *pgxpool.Pool) (*postmaster, error) {
 	var backend int
-	if err := pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend); err != nil {
+	var started time.Time
+	if err := pool.QueryRow(ctx, `SELECT pg_backend_pid(), pg_postmaster_start_time()`).Scan(&backend, &started); err != nil {
 		return nil, err
 	}
-	return postmasterOf("/proc", backend)
+	return postmasterOf("/proc", backend, started)
 }
 
-// postmasterOf is the postmaster of backend, checked by name: a server in
-// another pid namespace (a container, another machine) numbers its
-// processes apart from ours.
-func postmasterOf(proc string, backend int) (*postmaster, error) {
+// startSlack is how far the postmaster's start in proc may be from the
+// server's own (pg_postmaster_start_time): btime counts whole seconds, and
+// PostgreSQL takes its time a moment after the process starts.
+const startSlack = 2 * time.Second
+
+// postmasterOf is the postmaster of backend, the pid of one of the server's
+// backends, whose postmaster started at started. A server in another pid
+// namespace (a container, another machine) numbers its processes apart
+// from ours: the backend's pid may be nobody's here, or another process's,
+// even another server's backend. The processes must be postgres, and the
+// parent must have started when the server did.
+//
+// The errors leave the pids out: they go into the report's notes, once
+// however many targets a run starts.
+func postmasterOf(proc string, backend int, started time.Time) (*postmaster, error) {
 	s, err := readStat(fmt.Sprintf("%s/%d/stat", proc, backend))
 	if err != nil || s.comm != "postgres" {
-		return nil, fmt.Errorf("backend pid %d is not a postgres process in %s (PostgreSQL on another machine, or in a container?)", backend, proc)
+		return nil, fmt.Errorf("lockbench's backend is not a postgres process in %s (PostgreSQL on another machine, or in a container?)", proc)
 	}
-	if p, err := readStat(fmt.Sprintf("%s/%d/stat", proc, s.ppid)); err != nil || p.comm != "postgres" {
-		return nil, fmt.Errorf("the parent (pid %d) of backend pid %d is not a postgres process", s.ppid, backend)
+	p, err := readStat(fmt.Sprintf("%s/%d/stat", proc, s.ppid))
+	if err != nil || p.comm != "postgres" {
+		return nil, fmt.Errorf("the parent of lockbench's backend in %s is not a postgres process", proc)
+	}
+	boot, err := bootTime(proc)
+	if err != nil {
+		return nil, err
+	}
+	local := boot.Add(time.Duration(p.start) * (time.Second / clockTick))
+	if d := started.Sub(local); d < -startSlack || d > startSlack {
+		return nil, fmt.Errorf("the postgres process in %s with the pid of lockbench's backend belongs to a server started at another time than this one "+
+			"(pg_postmaster_start_time): another server's (PostgreSQL on another machine, or in a container?)", proc)
 	}
 	return &postmaster{proc: proc, pid: s.ppid}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,8 +19,20 @@ func (p fakeProc) set(t *testing.T, pid int, comm string, ppid int, u, s, cu, cs
 	t.Helper()
 	dir := filepath.Join(string(p), fmt.Sprint(pid))
 	require.NoError(t, os.MkdirAll(dir, 0o755))
-	stat := fmt.Sprintf("%d (%s) S %d 0 0 0 -1 0 0 0 0 0 %d %d %d %d 20 0 1 0 12345 0 0\n", pid, comm, ppid, u, s, cu, cs)
+	stat := fmt.Sprintf("%d (%s) S %d 0 0 0 -1 0 0 0 0 0 %d %d %d %d 20 0 1 0 %d 0 0\n", pid, comm, ppid, u, s, cu, cs, fakeStart)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644))
+}
+
+// fakeStart is when every fakeProc process started, in ticks since boot.
+const fakeStart = 12345
+
+// boot writes the stat file's btime; it returns when the fake processes
+// started.
+func (p fakeProc) boot(t *testing.T, btime int64) time.Time {
+	t.Helper()
+	stat := fmt.Sprintf("cpu  1 2 3 4 5 6 7 8 0 0\nintr 0\nctxt 0\nbtime %d\nprocesses 1\n", btime)
+	require.NoError(t, os.WriteFile(filepath.Join(string(p), "stat"), []byte(stat), 0o644))
+	return time.Unix(btime, 0).Add(fakeStart * time.Second / clockTick)
 }
 
 func (p fakeProc) exit(t *testing.T, pid int) {
@@ -30,6 +43,7 @@ func (p fakeProc) exit(t *testing.T, pid int) {
 // backend that exits and is reaped keeps counting, through the postmaster.
 func TestPostmasterCPU(t *testing.T) {
 	p := fakeProc(t.TempDir())
+	started := p.boot(t, 1_700_000_000)
 	p.set(t, 100, "postgres", 1, 50, 20, 0, 0)     // the postmaster
 	p.set(t, 101, "postgres", 100, 300, 100, 0, 0) // a backend
 	p.set(t, 102, "postgres", 100, 40, 10, 5, 5)   // the archiver, its commands reaped
@@ -38,7 +52,7 @@ func TestPostmasterCPU(t *testing.T) {
 	p.set(t, 300, "my (odd) proc", 101, 999, 999, 0, 0)
 	tick := time.Second / clockTick
 
-	pm, err := postmasterOf(string(p), 101)
+	pm, err := postmasterOf(string(p), 101, started)
 	require.NoError(t, err)
 	require.Equal(t, 100, pm.pid)
 	before, err := pm.cpu()
@@ -53,13 +67,81 @@ func TestPostmasterCPU(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, before+10*tick, after)
 
-	_, err = postmasterOf(string(p), 300)
+	_, err = postmasterOf(string(p), 300, started)
 	require.ErrorContains(t, err, "not a postgres process in")
-	_, err = postmasterOf(string(p), 999)
+	_, err = postmasterOf(string(p), 999, started)
 	require.ErrorContains(t, err, "not a postgres process in")
 	p.set(t, 400, "postgres", 300, 1, 1, 0, 0)
-	_, err = postmasterOf(string(p), 400)
-	require.ErrorContains(t, err, "parent (pid 300)")
+	_, err = postmasterOf(string(p), 400, started)
+	require.ErrorContains(t, err, "parent of lockbench's backend")
+}
+
+// TestPostmasterOfAnotherServer: a backend pid that is a local postgres
+// process's only by chance (the server is in a container or on another
+// machine, and a local server has a backend of that pid) is told apart by
+// when its postmaster started.
+func TestPostmasterOfAnotherServer(t *testing.T) {
+	p := fakeProc(t.TempDir())
+	local := p.boot(t, 1_700_000_000)
+	p.set(t, 100, "postgres", 1, 50, 20, 0, 0)
+	p.set(t, 101, "postgres", 100, 300, 100, 0, 0)
+	for _, c := range []struct {
+		name    string
+		started time.Time
+		same    bool
+	}{
+		{"same start", local, true},
+		// btime is whole seconds, rounded down: the server's own time is
+		// up to a second after the one computed here, and a moment more.
+		{"within the slack, after", local.Add(1500 * time.Millisecond), true},
+		{"within the slack, before", local.Add(-time.Second), true},
+		{"a minute later", local.Add(time.Minute), false},
+		{"a day before", local.Add(-24 * time.Hour), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pm, err := postmasterOf(string(p), 101, c.started)
+			if c.same {
+				require.NoError(t, err)
+				require.Equal(t, 100, pm.pid)
+				return
+			}
+			require.ErrorContains(t, err, "another server's")
+			require.Nil(t, pm)
+		})
+	}
+}
+
+// TestPostmasterOfNoteHasNoPid: the errors, which become the report's
+// notes, read the same for every backend, so that a note is added once
+// however many targets a run connects.
+func TestPostmasterOfNoteHasNoPid(t *testing.T) {
+	p := fakeProc(t.TempDir())
+	started := p.boot(t, 1_700_000_000)
+	p.set(t, 100, "postgres", 1, 0, 0, 0, 0)
+	p.set(t, 200, "postgres", 1, 0, 0, 0, 0)
+	p.set(t, 101, "postgres", 100, 0, 0, 0, 0)
+	p.set(t, 201, "postgres", 200, 0, 0, 0, 0)
+	p.set(t, 300, "bash", 1, 0, 0, 0, 0)
+	p.set(t, 301, "postgres", 300, 0, 0, 0, 0)
+	p.set(t, 400, "sleep", 1, 0, 0, 0, 0)
+	p.set(t, 401, "postgres", 400, 0, 0, 0, 0)
+	for _, pair := range []struct {
+		a, b    int
+		started time.Time
+	}{
+		{998, 999, started},                // nobody's pid here
+		{301, 401, started},                // a postgres whose parent is not
+		{101, 201, started.Add(time.Hour)}, // another server's
+	} {
+		_, ea := postmasterOf(string(p), pair.a, pair.started)
+		_, eb := postmasterOf(string(p), pair.b, pair.started)
+		require.Error(t, ea)
+		require.Equal(t, ea.Error(), eb.Error())
+		msg := strings.ReplaceAll(ea.Error(), string(p), "/proc")
+		for _, pid := range []int{pair.a, pair.b, 100, 200, 300, 400} {
+			require.NotContains(t, msg, fmt.Sprint(pid))
+		}
+	}
 }
 
 func TestReadStatOddName(t *testing.T) {
@@ -68,7 +150,7 @@ func TestReadStatOddName(t *testing.T) {
 	s, err := readStat(filepath.Join(string(p), "300", "stat"))
 	require.NoError(t, err)
 	tick := time.Second / clockTick
-	require.Equal(t, procStat{comm: "my (odd) proc", ppid: 7, own: 15 * tick, children: 9 * tick}, s)
+	require.Equal(t, procStat{comm: "my (odd) proc", ppid: 7, own: 15 * tick, children: 9 * tick, start: fakeStart}, s)
 }
 
 // TestPostmasterCPUReapedDuringScan: a child reaped between the scan of the
@@ -85,7 +167,7 @@ func TestPostmasterCPUReapedDuringScan(t *testing.T) {
 	tick := time.Second / clockTick
 	truth := (50 + 20 + 10 + 30 + 20 + 40 + 50 + 60) * tick
 
-	pm, err := postmasterOf(string(p), 101)
+	pm, err := postmasterOf(string(p), 101, p.boot(t, 1_700_000_000))
 	require.NoError(t, err)
 	reaped := 0
 	pm.afterScan = func() { // each scan, reap the next child
