@@ -25,7 +25,7 @@ type BuildsRound struct {
 	Candidate ThroughputResult `json:"candidate"`
 	// Ratio is the candidate's commands/s over the baseline's, P50Ratio
 	// its acquire p50 over the baseline's, CPURatio its CPU per command
-	// (worker, broker, PostgreSQL) over the baseline's.
+	// (worker, broker, PostgreSQL) over the baseline's (0: not measured).
 	Ratio    float64 `json:"throughput_ratio"`
 	P50Ratio float64 `json:"acquire_p50_ratio"`
 	CPURatio float64 `json:"cpu_per_command_ratio"`
@@ -76,8 +76,10 @@ func builds(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, p
 		if r.Baseline.Acquire.P50 > 0 {
 			r.P50Ratio = r.Candidate.Acquire.P50 / r.Baseline.Acquire.P50
 		}
-		if c := cpuPerCommand(r.Baseline); c > 0 {
-			r.CPURatio = cpuPerCommand(r.Candidate) / c
+		base, baseOK := cpuPerCommand(r.Baseline)
+		cand, candOK := cpuPerCommand(r.Candidate)
+		if baseOK && candOK && base > 0 {
+			r.CPURatio = cand / base
 		}
 		res.Rounds = append(res.Rounds, r)
 	}
@@ -104,9 +106,9 @@ func (r *BuildsResult) print(w io.Writer) {
 			name string
 			r    ThroughputResult
 		}{{"baseline", x.Baseline}, {"candidate", x.Candidate}} {
-			fmt.Fprintf(w, "  round %d  %-9s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %.3f ms/cmd  errors %d\n",
-				i+1, t.name, fmtNum(t.r.PerSecond), t.r.Acquire.P50, t.r.Acquire.P99, cpuPerCommand(t.r)*1000, t.r.Errors)
+			fmt.Fprintf(w, "  round %d  %-9s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d\n",
+				i+1, t.name, fmtNum(t.r.PerSecond), t.r.Acquire.P50, t.r.Acquire.P99, fmtCPUPerCommand(t.r), t.r.Errors)
 		}
-		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %.2fx, CPU per command %.2fx\n", i+1, x.Ratio, x.P50Ratio, x.CPURatio)
+		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %.2fx, CPU per command %s\n", i+1, x.Ratio, x.P50Ratio, fmtRatio(x.CPURatio))
 	}
 }

@@ -601,6 +601,7 @@ func connect(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, 
 	} else {
 		rep.note("PostgreSQL CPU not measured: no --database-url")
 	}
+	rep.postgresFound(t.pg != nil)
 	run := fmt.Sprintf("lb%06x", time.Now().UnixNano()&0xffffff)
 	d, err := newDriver(ctx, t.brokers, t.names, t.names.ReplyTopic("lockbench-"+run), cfg.ReplyPartitions)
 	if err != nil {
@@ -618,8 +619,8 @@ type ResourceResult struct {
 	Measured   string  `json:"measured"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	// CPU per 1,000 commands over scenario 1's window.
-	CPUPer1000   float64 `json:"cpu_seconds_per_1000_commands"`
-	PGCPUPer1000 float64 `json:"postgres_cpu_seconds_per_1000_commands"`
+	CPUPer1000   *float64 `json:"cpu_seconds_per_1000_commands,omitempty"`
+	PGCPUPer1000 *float64 `json:"postgres_cpu_seconds_per_1000_commands,omitempty"`
 	// PeakAfter is the peak RSS (VmHWM, MiB) when each scenario ended.
 	PeakAfter []rssMark `json:"peak_rss_after_each_scenario"`
 }

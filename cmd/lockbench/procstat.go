@@ -236,12 +236,15 @@ func (p *postmaster) cpu() (time.Duration, error) {
 }
 
 // cpuSnapshot reads the CPU of the worker, of a broker process, of
-// lockbench and of PostgreSQL's process tree.
+// lockbench and of PostgreSQL's process tree. A figure whose reading failed,
+// or that has no process, is not OK: it gives no difference.
 type cpuSnapshot struct {
-	at                       time.Time
-	worker, broker, self, pg time.Duration
-	workerOK, selfOK         bool
-	machineBusy, idle        uint64 // /proc/stat jiffies
+	at                               time.Time
+	worker, broker, self, pg         time.Duration
+	workerOK, brokerOK, selfOK, pgOK bool
+	// hasBroker says there is a broker process to read.
+	hasBroker         bool
+	machineBusy, idle uint64 // /proc/stat jiffies
 }
 
 // takeCPU reads the worker's CPU from p, a broker process's from broker
@@ -255,13 +258,18 @@ func takeCPU(p, broker procSource, pg *postmaster) cpuSnapshot {
 		}
 	}
 	if broker != nil {
-		s.broker, _ = broker.cpu()
+		s.hasBroker = true
+		if c, err := broker.cpu(); err == nil {
+			s.broker, s.brokerOK = c, true
+		}
 	}
 	if c, err := (selfProc{}).cpu(); err == nil {
 		s.self, s.selfOK = c, true
 	}
 	if pg != nil {
-		s.pg, _ = pg.cpu()
+		if c, err := pg.cpu(); err == nil {
+			s.pg, s.pgOK = c, true
+		}
 	}
 	s.machineBusy, s.idle = machineJiffies()
 	return s
@@ -286,27 +294,60 @@ func machineJiffies() (busy, idle uint64) {
 	return busy, idle
 }
 
-// cpuUse is what happened between two snapshots.
+// cpuUse is what happened between two snapshots. A CPU figure is nil, and
+// left out of the JSON, when it was not measured: no such process (the
+// broker without --broker-bin, PostgreSQL not found in /proc, the worker
+// elsewhere), or a reading at either end failed.
 type cpuUse struct {
-	Seconds        float64 `json:"wall_seconds"`
-	WorkerCPU      float64 `json:"worker_cpu_seconds"`
-	BrokerCPU      float64 `json:"broker_cpu_seconds,omitempty"` // with --broker-bin only
-	LockbenchCPU   float64 `json:"lockbench_process_cpu_seconds"`
-	PostgresCPU    float64 `json:"postgres_cpu_seconds"`
-	MachineBusyPct float64 `json:"machine_busy_percent"`
+	Seconds        float64  `json:"wall_seconds"`
+	WorkerCPU      *float64 `json:"worker_cpu_seconds,omitempty"`
+	BrokerCPU      *float64 `json:"broker_cpu_seconds,omitempty"` // with --broker-bin only
+	LockbenchCPU   *float64 `json:"lockbench_process_cpu_seconds,omitempty"`
+	PostgresCPU    *float64 `json:"postgres_cpu_seconds,omitempty"`
+	MachineBusyPct float64  `json:"machine_busy_percent"`
+	// brokerLost says a broker process's reading failed: BrokerCPU is
+	// missing, not nothing to count.
+	brokerLost bool
 }
 
 func cpuBetween(a, b cpuSnapshot) cpuUse {
 	u := cpuUse{
 		Seconds:      b.at.Sub(a.at).Seconds(),
-		WorkerCPU:    (b.worker - a.worker).Seconds(),
-		BrokerCPU:    (b.broker - a.broker).Seconds(),
-		LockbenchCPU: (b.self - a.self).Seconds(),
-		PostgresCPU:  (b.pg - a.pg).Seconds(),
+		WorkerCPU:    cpuDiff(a.worker, b.worker, a.workerOK && b.workerOK),
+		BrokerCPU:    cpuDiff(a.broker, b.broker, a.brokerOK && b.brokerOK),
+		LockbenchCPU: cpuDiff(a.self, b.self, a.selfOK && b.selfOK),
+		PostgresCPU:  cpuDiff(a.pg, b.pg, a.pgOK && b.pgOK),
+		brokerLost:   (a.hasBroker || b.hasBroker) && !(a.brokerOK && b.brokerOK),
 	}
 	busy, idle := float64(b.machineBusy-a.machineBusy), float64(b.idle-a.idle)
 	if busy+idle > 0 {
 		u.MachineBusyPct = 100 * busy / (busy + idle)
 	}
 	return u
+}
+
+// cpuDiff is b - a in seconds, or nil unless both readings are ok.
+func cpuDiff(a, b time.Duration, ok bool) *float64 {
+	if !ok {
+		return nil
+	}
+	v := (b - a).Seconds()
+	return &v
+}
+
+// perThousand is v per 1,000 of n, or nil without v.
+func perThousand(v *float64, n int64) *float64 {
+	if v == nil || n == 0 {
+		return nil
+	}
+	x := *v / (float64(n) / 1000)
+	return &x
+}
+
+// fmtCPU formats a CPU figure with format, or "-" when it was not measured.
+func fmtCPU(format string, v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf(format, *v)
 }

@@ -203,3 +203,70 @@ func TestReadStatManyTicks(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 100_000_000*time.Second, s.own)
 }
+
+// TestCPUReadingFailed: a figure whose reading failed at either end of a
+// window is not measured (nil), not a difference from zero.
+func TestCPUReadingFailed(t *testing.T) {
+	p := fakeProc(t.TempDir())
+	p.set(t, 100, "postgres", 1, 50, 20, 0, 0)
+	p.set(t, 101, "postgres", 100, 30, 0, 0, 0)
+	p.set(t, 500, "lockworker", 1, 200, 100, 0, 0)
+	pm, err := postmasterOf(string(p), 101, p.boot(t, 1_700_000_000))
+	require.NoError(t, err)
+	worker := fakeWorker{p, 500}
+
+	a := takeCPU(worker, nil, pm)
+	require.True(t, a.workerOK)
+	require.True(t, a.pgOK)
+	require.False(t, a.brokerOK, "no broker process")
+	require.False(t, cpuBetween(a, a).brokerLost, "no broker process: nothing lost")
+	p.exit(t, 100) // the postmaster's stat cannot be read
+	p.exit(t, 500)
+	b := takeCPU(worker, nil, pm)
+	require.False(t, b.workerOK)
+	require.False(t, b.pgOK)
+	u := cpuBetween(a, b)
+	require.Nil(t, u.WorkerCPU)
+	require.Nil(t, u.PostgresCPU)
+	require.Nil(t, u.BrokerCPU)
+	require.NotNil(t, u.LockbenchCPU, "lockbench's own reading did not fail")
+
+	// A broker process whose reading fails leaves no CPU per command: it
+	// would be the worker's and PostgreSQL's alone.
+	p.set(t, 100, "postgres", 1, 60, 20, 0, 0)
+	p.set(t, 500, "lockworker", 1, 300, 100, 0, 0)
+	p.set(t, 600, "devkafka", 1, 100, 0, 0, 0)
+	broker := fakeWorker{p, 600}
+	c := takeCPU(worker, broker, pm)
+	require.True(t, c.brokerOK)
+	p.exit(t, 600)
+	u = cpuBetween(c, takeCPU(worker, broker, pm))
+	require.NotNil(t, u.WorkerCPU)
+	require.NotNil(t, u.PostgresCPU)
+	require.Nil(t, u.BrokerCPU)
+	_, ok := cpuPerCommand(ThroughputResult{Commands: 100, CPU: u})
+	require.False(t, ok)
+	p.set(t, 600, "devkafka", 1, 200, 0, 0, 0)
+	_, ok = cpuPerCommand(ThroughputResult{Commands: 100, CPU: cpuBetween(c, takeCPU(worker, broker, pm))})
+	require.True(t, ok)
+
+	// Failed at the start, read at the end: still no figure.
+	p.set(t, 100, "postgres", 1, 60, 20, 0, 0)
+	p.set(t, 500, "lockworker", 1, 300, 100, 0, 0)
+	u = cpuBetween(b, takeCPU(worker, nil, pm))
+	require.Nil(t, u.WorkerCPU)
+	require.Nil(t, u.PostgresCPU)
+}
+
+// fakeWorker is a pidProc under a fakeProc.
+type fakeWorker struct {
+	p   fakeProc
+	pid int
+}
+
+func (w fakeWorker) describe() string { return "fake" }
+func (w fakeWorker) cpu() (time.Duration, error) {
+	s, err := readStat(filepath.Join(string(w.p), fmt.Sprint(w.pid), "stat"))
+	return s.own, err
+}
+func (w fakeWorker) peakRSS() (int64, error) { return 0, nil }

@@ -21,6 +21,14 @@ type Report struct {
 		PostgreSQL string `json:"postgresql"`
 	} `json:"machine"`
 	Config *Config `json:"config"`
+	// PostgresCPUMeasured says lockbench found PostgreSQL's server in
+	// /proc for every target it connected, so the figures of CPU count
+	// PostgreSQL's. Without it the goals on CPU that include PostgreSQL's
+	// are not judged.
+	PostgresCPUMeasured bool `json:"postgres_cpu_measured"`
+	// targets is how many targets connect started, for
+	// PostgresCPUMeasured.
+	targets int
 
 	Throughput    *ThroughputResult `json:"throughput,omitempty"`
 	ThroughputSDK *ThroughputResult `json:"throughput_sdk,omitempty"`
@@ -70,13 +78,29 @@ func (r *Report) goal(scenario, what, target string, measured float64, unit stri
 	r.Goals = append(r.Goals, g)
 }
 
-// cpuApart says the worker ran as a child process and the broker as one
-// (--broker-bin): only then is cpuPerCommand the worker's, the broker's and
-// PostgreSQL's CPU and nothing else. In process the worker's figure is
-// lockbench's whole process, its load generator's included; without
-// --broker-bin the broker's is not counted.
-func (r *Report) cpuApart() bool {
-	return r.Config != nil && r.Config.WorkerBin != "" && r.Config.BrokerBin != ""
+// postgresFound records whether findPostmaster found the server of a
+// target just connected: PostgreSQL's CPU is measured only if every
+// target's was found.
+func (r *Report) postgresFound(found bool) {
+	r.PostgresCPUMeasured = found && (r.targets == 0 || r.PostgresCPUMeasured)
+	r.targets++
+}
+
+// cpuUnjudged is why the goals on CPU per command are not judged in this
+// run, or "" when they are: only with the worker a child process, the
+// broker one of its own (--broker-bin) and PostgreSQL's server measured is
+// cpuPerCommand the worker's, the broker's and PostgreSQL's CPU and nothing
+// else.
+func (r *Report) cpuUnjudged() string {
+	switch {
+	case r.Config == nil || r.Config.WorkerBin == "" || r.Config.BrokerBin == "":
+		return "it counts the worker, the broker and PostgreSQL alike only with --worker-bin and --broker-bin " +
+			"(in process the worker's CPU is lockbench's whole process, its load generator's included; " +
+			"without --broker-bin the broker's is not counted)"
+	case !r.PostgresCPUMeasured:
+		return "PostgreSQL's CPU was not measured"
+	}
+	return ""
 }
 
 // pctGoal is goal for a percentile v (ms) of d, with d's sample count.
@@ -234,8 +258,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	if len(r.Ceiling) > 0 {
 		p("\n6 ceiling: the worker's SQL (handlers batch + offset row) straight on PostgreSQL, no Kafka\n")
 		for _, c := range r.Ceiling {
-			p("  %-28s %d transactions at once x %4d commands/batch, pool %d: %s commands/s; CPU PostgreSQL %.1f s, lockbench %.1f s over %.1f s; machine busy %.0f%%\n",
-				c.Label, c.Transactions, c.Batch, c.PoolConns, fmtNum(c.PerSecond), c.CPU.PostgresCPU, c.CPU.LockbenchCPU, c.Seconds, c.CPU.MachineBusyPct)
+			p("  %-28s %d transactions at once x %4d commands/batch, pool %d: %s commands/s; CPU PostgreSQL %s, lockbench %s over %.1f s; machine busy %.0f%%\n",
+				c.Label, c.Transactions, c.Batch, c.PoolConns, fmtNum(c.PerSecond), fmtCPU("%.1f s", c.CPU.PostgresCPU), fmtCPU("%.1f s", c.CPU.LockbenchCPU),
+				c.Seconds, c.CPU.MachineBusyPct)
 			d("  batch transaction", c.BatchTx)
 		}
 		if r.CeilingFraction > 0 {
@@ -243,7 +268,8 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		}
 	}
 	if res := r.Resources; res != nil {
-		p("\n7 resources (%s)\n  peak RSS %.1f MiB; CPU %.3f s per 1,000 commands over scenario 1 (PostgreSQL %.3f s per 1,000)\n", res.Measured, res.PeakRSSMiB, res.CPUPer1000, res.PGCPUPer1000)
+		p("\n7 resources (%s)\n  peak RSS %.1f MiB; CPU %s per 1,000 commands over scenario 1 (PostgreSQL %s per 1,000)\n", res.Measured, res.PeakRSSMiB,
+			fmtCPU("%.3f s", res.CPUPer1000), fmtCPU("%.3f s", res.PGCPUPer1000))
 		p("  peak RSS after:")
 		for _, m := range res.PeakAfter {
 			p(" %s %.0f MiB;", m.After, m.MiB)
@@ -276,9 +302,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 
 func printCPU(w io.Writer, c cpuUse) {
 	broker := ""
-	if c.BrokerCPU > 0 {
-		broker = fmt.Sprintf("broker process %.1f s, ", c.BrokerCPU)
+	if c.BrokerCPU != nil {
+		broker = fmt.Sprintf("broker process %.1f s, ", *c.BrokerCPU)
 	}
-	fmt.Fprintf(w, "  CPU over the window: worker %.1f s, %slockbench process %.1f s, PostgreSQL %.1f s; machine busy %.0f%%\n",
-		c.WorkerCPU, broker, c.LockbenchCPU, c.PostgresCPU, c.MachineBusyPct)
+	fmt.Fprintf(w, "  CPU over the window: worker %s, %slockbench process %s, PostgreSQL %s; machine busy %.0f%%\n",
+		fmtCPU("%.1f s", c.WorkerCPU), broker, fmtCPU("%.1f s", c.LockbenchCPU), fmtCPU("%.1f s", c.PostgresCPU), c.MachineBusyPct)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -13,17 +14,20 @@ import (
 // otherwise it is shown, and a note says why it is not judged.
 func TestModesGoalJudgedApart(t *testing.T) {
 	modes := &ModesResult{Clients: 8, Rounds: []ModesRound{{SharedCost: 1.5}, {SharedCost: 2.5}}}
+	apart := Config{WorkerBin: "lockworker", BrokerBin: "devkafka"}
 	for _, c := range []struct {
 		name   string
 		cfg    Config
+		pg     bool
 		judged bool
 	}{
-		{"in process", Config{}, false},
-		{"child worker, broker in lockbench", Config{WorkerBin: "lockworker"}, false},
-		{"apart", Config{WorkerBin: "lockworker", BrokerBin: "devkafka"}, true},
+		{"in process", Config{}, true, false},
+		{"child worker, broker in lockbench", Config{WorkerBin: "lockworker"}, true, false},
+		{"apart", apart, true, true},
+		{"apart, PostgreSQL not measured", apart, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := &Report{Config: &c.cfg, Modes: modes}
+			r := &Report{Config: &c.cfg, Modes: modes, PostgresCPUMeasured: c.pg}
 			r.modesGoals()
 			require.Len(t, r.Goals, 1)
 			g := r.Goals[0]
@@ -59,5 +63,103 @@ func TestGoalsShowSampleCount(t *testing.T) {
 		if strings.Contains(line, "grants in queue order") {
 			require.NotContains(t, line, "n=", "a count, not a percentile")
 		}
+	}
+}
+
+// cpuWindow is a throughput window of n commands with these CPU seconds
+// (nil: not measured).
+func cpuWindow(n int64, worker, broker, pg *float64) ThroughputResult {
+	return ThroughputResult{Commands: n, PerSecond: float64(n), CPU: cpuUse{Seconds: 1, WorkerCPU: worker, BrokerCPU: broker, PostgresCPU: pg}}
+}
+
+func secs(v float64) *float64 { return &v }
+
+// TestCPUGoalsNeedPostgres: without PostgreSQL's CPU (its server not found
+// in /proc), the goals on CPU that include it are not judged on the worker
+// and the broker alone: the peer's CPU per command and the modes' ratio
+// read "-", a note says why, the figures print "-" and the JSON leaves
+// PostgreSQL's out.
+func TestCPUGoalsNeedPostgres(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.WorkerBin, cfg.BrokerBin, cfg.Clients = "lockworker", "devkafka", 8
+	// 1,000 commands on 0.1 s of worker and broker CPU: 0.1 ms a command,
+	// under the peer's 0.3 ms, were PostgreSQL's not missing.
+	noPG := cpuWindow(1000, secs(0.05), secs(0.05), nil)
+	build := func(pg bool, win ThroughputResult) *Report {
+		r := newReport(&cfg)
+		r.postgresFound(pg)
+		r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Lockworker: win, Original: win, Ratio: 1, P50Ratio: 1}}}
+		var m ModesRound
+		m.Exclusive, m.Shared, m.Semaphore = win, win, win
+		ex, exOK := cpuPerCommand(m.Exclusive)
+		sh, shOK := cpuPerCommand(m.Shared)
+		if exOK && shOK && ex > 0 {
+			m.SharedCost = sh / ex
+		}
+		r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{m}}
+		r.Throughput = &win
+		r.finish(&cfg)
+		return r
+	}
+	cpuGoals := func(r *Report) []Goal {
+		var out []Goal
+		for _, g := range r.Goals {
+			if strings.Contains(g.What, "CPU") {
+				out = append(out, g)
+			}
+		}
+		require.Len(t, out, 2, "peer's and modes'")
+		return out
+	}
+
+	r := build(false, noPG)
+	require.False(t, r.PostgresCPUMeasured)
+	for _, g := range cpuGoals(r) {
+		require.Equal(t, "-", g.Measured, g.What)
+		require.Nil(t, g.Met, g.What)
+	}
+	notes := strings.Join(r.Notes, "\n")
+	require.Contains(t, notes, "peer: the CPU per command is not judged: PostgreSQL's CPU was not measured")
+	require.Contains(t, notes, "modes: the CPU ratio is not judged: PostgreSQL's CPU was not measured")
+	var table bytes.Buffer
+	r.print(&table, &cfg)
+	require.Contains(t, table.String(), "PostgreSQL -;")
+	require.Contains(t, table.String(), "CPU - ms/cmd")
+	require.Contains(t, table.String(), "shared / exclusive CPU per command: -")
+	js, err := json.Marshal(r)
+	require.NoError(t, err)
+	require.NotContains(t, string(js), "postgres_cpu_seconds")
+	require.Contains(t, string(js), `"postgres_cpu_measured":false`)
+
+	// Measured, the same run is judged: 0.1 ms + PostgreSQL's 0.1 ms.
+	r = build(true, cpuWindow(1000, secs(0.05), secs(0.05), secs(0.1)))
+	require.True(t, r.PostgresCPUMeasured)
+	for _, g := range cpuGoals(r) {
+		require.NotNil(t, g.Met, g.What)
+		require.True(t, *g.Met, g.What)
+	}
+	require.Equal(t, "0.20 ms", cpuGoals(r)[0].Measured)
+	require.NotContains(t, strings.Join(r.Notes, "\n"), "not judged")
+}
+
+// TestPostgresFoundEveryTarget: PostgreSQL's CPU counts as measured only
+// if every target's server was found (builds connects one per run).
+func TestPostgresFoundEveryTarget(t *testing.T) {
+	for _, c := range []struct {
+		found []bool
+		want  bool
+	}{
+		{nil, false},
+		{[]bool{true}, true},
+		{[]bool{false}, false},
+		{[]bool{true, true, true}, true},
+		{[]bool{true, false, true}, false},
+		{[]bool{false, true}, false},
+	} {
+		r := &Report{}
+		for _, f := range c.found {
+			r.postgresFound(f)
+		}
+		require.Equal(t, c.want, r.PostgresCPUMeasured, "%v", c.found)
 	}
 }

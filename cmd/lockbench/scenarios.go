@@ -69,8 +69,8 @@ type ThroughputResult struct {
 	MeanBatch    float64       `json:"worker_mean_batch_records,omitempty"`
 	MeanBatchMS  float64       `json:"worker_mean_batch_ms,omitempty"`
 	CPU          cpuUse        `json:"cpu"`
-	WorkerCPUPer float64       `json:"worker_cpu_seconds_per_1000_commands"`
-	PGCPUPer     float64       `json:"postgres_cpu_seconds_per_1000_commands"`
+	WorkerCPUPer *float64      `json:"worker_cpu_seconds_per_1000_commands,omitempty"`
+	PGCPUPer     *float64      `json:"postgres_cpu_seconds_per_1000_commands,omitempty"`
 	SQL          []sqlStat     `json:"sql_statements,omitempty"`
 	Activity     []activityRow `json:"pg_stat_activity,omitempty"`
 }
@@ -237,14 +237,8 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	res.Commands = c1 - c0
 	res.Errors = e1 - e0
 	res.PerSecond = float64(res.Commands) / res.Seconds
-	if res.Commands > 0 {
-		k := float64(res.Commands) / 1000
-		res.WorkerCPUPer = res.CPU.WorkerCPU / k
-		if b.t.proc == nil {
-			res.WorkerCPUPer = 0
-		}
-		res.PGCPUPer = res.CPU.PostgresCPU / k
-	}
+	res.WorkerCPUPer = perThousand(res.CPU.WorkerCPU, res.Commands)
+	res.PGCPUPer = perThousand(res.CPU.PostgresCPU, res.Commands)
 	res.Acquire, res.Release = acq.dist(), rel.dist()
 	return res, nil
 }
