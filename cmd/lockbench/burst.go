@@ -77,12 +77,17 @@ func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 			return true
 		})
 	}
+	defer func() {
+		for _, c := range cmds {
+			b.d.forget(c.RequestID)
+		}
+	}()
 	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	start := time.Now()
 	for k, c := range cmds {
 		sent[k].Store(time.Now().UnixNano())
 		if err := b.d.send(ctx, c); err != nil {
-			return res, err
+			return BurstResult{}, err
 		}
 	}
 	timeout := time.Minute + time.Duration(n)*time.Millisecond
@@ -90,18 +95,18 @@ func (b *bench) burst(ctx context.Context) (BurstResult, error) {
 	case <-done:
 	case <-time.After(timeout):
 	case <-ctx.Done():
+		// What was answered so far would read as the whole burst's.
+		return BurstResult{}, fmt.Errorf("cut short after %.1f s, %d of %d commands answered: %w",
+			time.Since(start).Seconds(), answered.Load(), len(cmds), ctx.Err())
 	}
 	res.CPU = cpuBetween(cpu0, takeCPU(b.t.proc, b.t.brokerProc, b.t.pg))
-	for _, c := range cmds {
-		b.d.forget(c.RequestID)
-	}
 	res.Answered, res.Unexpected, res.Latency = answered.Load(), unexpected.Load(), lat.dist()
 	if l := last.Load(); l > 0 {
 		res.Seconds = time.Unix(0, l).Sub(start).Seconds()
 		res.PerSecond = float64(res.Answered) / res.Seconds
 	}
 	if res.Answered < int64(len(cmds)) {
-		return res, fmt.Errorf("burst: %d of %d commands answered within %s", res.Answered, len(cmds), timeout)
+		return res, fmt.Errorf("%d of %d commands answered within %s", res.Answered, len(cmds), timeout)
 	}
 	return res, nil
 }

@@ -370,8 +370,20 @@ func main() {
 	}
 }
 
-// run runs the scenarios of cfg and returns the report (partial on error).
+// run runs the scenarios of cfg and returns the report, partial on error:
+// the figures and goals of the scenarios that completed. A scenario that
+// fails, or that a signal cuts short, leaves no figures.
 func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
+	rep := newReport(cfg)
+	err := runScenarios(ctx, cfg, rep, stderr)
+	rep.finish(cfg)
+	return rep, err
+}
+
+// runScenarios runs the scenarios of cfg into rep, each result kept only
+// if its scenario completed (the failover's and the builds' are kept on
+// error too: what a fault did, what the rounds measured).
+func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Writer) error {
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(stderr, "lockbench: "+format+"\n", args...)
 	}
@@ -379,11 +391,10 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	if cfg.Verbose {
 		log = zerolog.New(stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	}
-	rep := newReport(cfg)
 	if cfg.wants(failoverScenario) {
 		logw, closeLog, err := replicaLog(cfg, stderr)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		progress("failover: 3 replicas, %d SIGKILLs, %d SIGTERMs, %d rolling restarts", cfg.Failover.Kills, cfg.Failover.Terms, cfg.Failover.Rolls)
 		f, err := failover(ctx, cfg, progress, logw)
@@ -393,29 +404,27 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			rep.failoverGoals(f)
 		}
 		if err != nil {
-			return rep, fmt.Errorf("failover: %w", err)
+			return fmt.Errorf("failover: %w", err)
 		}
 		if len(cfg.Scenarios) == 1 {
 			rep.Mode = "child processes"
-			rep.finish(cfg)
-			return rep, nil
+			return nil
 		}
 	}
 	if cfg.wants(buildsScenario) {
 		r, err := builds(ctx, cfg, rep, log, progress)
 		rep.Builds = r
 		if err != nil {
-			return rep, fmt.Errorf("builds: %w", err)
+			return fmt.Errorf("builds: %w", err)
 		}
 		if len(cfg.Scenarios) == 1 {
 			rep.Mode = "child processes"
-			rep.finish(cfg)
-			return rep, nil
+			return nil
 		}
 	}
 	b, stop, err := connect(ctx, cfg, rep, log, progress)
 	if err != nil {
-		return rep, err
+		return err
 	}
 	defer stop()
 	t, run := b.t, b.run
@@ -425,16 +434,16 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	if (cfg.wants("cleanup") || cfg.wants("ceiling")) && t.adminURL != "" {
 		url, drop, err := newSchema(ctx, t.adminURL, "lockbench_direct", cfg.Keep)
 		if err != nil {
-			return rep, err
+			return err
 		}
 		defer drop()
 		direct, err = store.Open(ctx, store.Config{URL: url, MaxConns: int32(cfg.PGMaxConns)})
 		if err != nil {
-			return rep, err
+			return err
 		}
 		defer direct.Close()
 		if err := direct.Migrate(ctx); err != nil {
-			return rep, err
+			return err
 		}
 	}
 
@@ -442,7 +451,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		progress("1 throughput: %d clients, %s warm-up, %s measured", cfg.Clients, cfg.Warmup, cfg.Duration)
 		r, err := b.throughput(ctx, "raw records", b.rawCycler(30*time.Second), true)
 		if err != nil {
-			return rep, fmt.Errorf("throughput: %w", err)
+			return fmt.Errorf("throughput: %w", err)
 		}
 		rep.Throughput = &r
 		b.markRSS("throughput")
@@ -451,12 +460,12 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			progress("1 throughput through the client SDK: %d clients, %s warm-up, %s measured", cfg.Clients, cfg.Warmup, cfg.Duration)
 			sdk, closeSDK, err := b.sdkCycler(ctx)
 			if err != nil {
-				return rep, fmt.Errorf("client SDK: %w", err)
+				return fmt.Errorf("client SDK: %w", err)
 			}
 			r, err := b.throughput(ctx, "client SDK", sdk, false)
 			closeSDK()
 			if err != nil {
-				return rep, fmt.Errorf("throughput (SDK): %w", err)
+				return fmt.Errorf("throughput (SDK): %w", err)
 			}
 			rep.ThroughputSDK = &r
 			b.quiesce(ctx, time.Minute)
@@ -466,7 +475,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		progress("2 latency: %d commands/s for %s", cfg.Rate, cfg.LatencyDuration)
 		r, err := b.latency(ctx)
 		if err != nil {
-			return rep, fmt.Errorf("latency: %w", err)
+			return fmt.Errorf("latency: %w", err)
 		}
 		rep.Latency = &r
 		b.markRSS("latency")
@@ -476,7 +485,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		progress("3 contention: %d waiters on one lock", cfg.Waiters)
 		r, err := b.contention(ctx)
 		if err != nil {
-			return rep, fmt.Errorf("contention: %w", err)
+			return fmt.Errorf("contention: %w", err)
 		}
 		rep.Contention = &r
 		b.markRSS("contention")
@@ -486,7 +495,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		progress("4 expiry: %d leases of %s", cfg.Leases, cfg.Lease)
 		r, err := b.expiry(ctx)
 		if err != nil {
-			return rep, fmt.Errorf("expiry: %w", err)
+			return fmt.Errorf("expiry: %w", err)
 		}
 		rep.Expiry = &r
 		b.markRSS("expiry")
@@ -498,11 +507,11 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 		} else {
 			progress("5 cleanup: %v locks", cfg.CleanupSizes)
 			r, err := b.cleanup(ctx, direct)
-			rep.Cleanup = r
 			b.markRSS("cleanup")
 			if err != nil {
-				return rep, fmt.Errorf("cleanup: %w", err)
+				return fmt.Errorf("cleanup: %w", err)
 			}
+			rep.Cleanup = r
 		}
 	}
 	if cfg.wants("ceiling") {
@@ -513,6 +522,7 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 			if batch == 0 {
 				batch = max(2, cfg.Clients/cfg.CeilingAppliers)
 			}
+			var runs []CeilingResult
 			for i, bs := range []int{batch, cfg.CeilingBigBatch} {
 				if i == 1 && bs == batch {
 					continue
@@ -524,13 +534,14 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 				progress("6 ceiling (%s): %d transactions at once, %d commands per batch, %s", label, cfg.CeilingAppliers, bs, cfg.CeilingDuration)
 				r, err := ceiling(ctx, direct, t.pg, label, cfg.CeilingAppliers, bs, cfg.CeilingDuration, cfg.PGMaxConns, run)
 				if err != nil {
-					return rep, fmt.Errorf("ceiling: %w", err)
+					return fmt.Errorf("ceiling: %w", err)
 				}
-				rep.Ceiling = append(rep.Ceiling, r)
+				runs = append(runs, r)
 				if err := truncateDirect(ctx, direct); err != nil {
-					return rep, err
+					return err
 				}
 			}
+			rep.Ceiling = runs
 		}
 	}
 	if cfg.wants("resources") {
@@ -539,41 +550,40 @@ func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	if cfg.wants("burst") {
 		progress("burst: acquire, %d extends and release of %d locks by %d owners in turn, sent at once", cfg.BurstExtends, cfg.BurstLocks, cfg.BurstOwners)
 		r, err := b.burst(ctx)
-		rep.Burst = &r
 		b.markRSS("burst")
 		if err != nil {
-			return rep, err
+			return fmt.Errorf("burst: %w", err)
 		}
+		rep.Burst = &r
 		b.quiesce(ctx, time.Minute)
 	}
 	if cfg.wants("modes") {
 		r, err := b.modes(ctx)
-		rep.Modes = &r
 		if err != nil {
-			return rep, fmt.Errorf("modes: %w", err)
+			return fmt.Errorf("modes: %w", err)
 		}
+		rep.Modes = &r
 	}
 	if cfg.wants("peer") {
 		if t.adminURL == "" {
 			rep.Notes = append(rep.Notes, "peer skipped: the original design needs --database-url")
 		} else {
 			r, err := b.peer(ctx)
-			rep.Peer = &r
 			if err != nil {
-				return rep, fmt.Errorf("peer: %w", err)
+				return fmt.Errorf("peer: %w", err)
 			}
+			rep.Peer = &r
 		}
 	}
 	if cfg.wants("soak") {
 		progress("soak: %d clients on %d locks for %s (windows of %s), worker vacuum loop %v", cfg.SoakClients, cfg.SoakLocks, cfg.SoakDuration, cfg.SoakWindow, cfg.Vacuum)
 		r, err := b.soak(ctx)
-		rep.Soak = &r
 		if err != nil {
-			return rep, fmt.Errorf("soak: %w", err)
+			return fmt.Errorf("soak: %w", err)
 		}
+		rep.Soak = &r
 	}
-	rep.finish(cfg)
-	return rep, nil
+	return nil
 }
 
 // connect starts the target cfg describes and a driver on it, waits until

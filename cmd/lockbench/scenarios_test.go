@@ -39,16 +39,24 @@ func TestThroughputCutShort(t *testing.T) {
 	require.Equal(t, ThroughputResult{Via: "fake", Clients: 2}, r)
 }
 
-// cancelAfter cancels a run a while after its progress says want.
+// cancelAfter cancels a run a while after its progress says want, or at
+// once with now.
 type cancelAfter struct {
 	want   string
+	now    bool
 	cancel context.CancelFunc
 	once   sync.Once
 }
 
 func (c *cancelAfter) Write(p []byte) (int, error) {
 	if strings.Contains(string(p), c.want) {
-		c.once.Do(func() { time.AfterFunc(time.Second, c.cancel) })
+		c.once.Do(func() {
+			if c.now {
+				c.cancel()
+				return
+			}
+			time.AfterFunc(time.Second, c.cancel)
+		})
 	}
 	return len(p), nil
 }
@@ -75,6 +83,45 @@ func TestScenariosCutShort(t *testing.T) {
 			require.ErrorIs(t, err, context.Canceled)
 			require.ErrorContains(t, err, "cut short")
 			require.False(t, c.figures(rep))
+		})
+	}
+}
+
+// TestBurstAndSoakCutShort: a burst or a soak that a signal ends is an
+// error wrapping it, not a timeout, and the report keeps no figures of
+// it (not the commands answered so far, not the soak's windows so far),
+// but still the figures and goals of the scenarios that completed before.
+func TestBurstAndSoakCutShort(t *testing.T) {
+	for _, c := range []struct {
+		name, progress string
+		flags          []string
+		figures        func(*Report) bool
+	}{
+		// Cancelled as the burst starts: no answer comes before the
+		// signal, which a timeout of a minute must not be taken for.
+		{"burst", "burst: acquire", []string{"--scenario", "contention,burst", "--burst-locks", "5000"}, func(r *Report) bool { return r.Burst != nil }},
+		// Cancelled as the first of three windows ends.
+		{"soak", "commands/s", []string{"--scenario", "contention,soak", "--soak-duration", "3s", "--soak-window", "1s",
+			"--soak-clients", "4", "--soak-locks", "8", "--warmup", "300ms"}, func(r *Report) bool { return r.Soak != nil }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := parseFlags(append([]string{"--quick", "--broker-memory", "--waiters", "3"}, c.flags...), &bytes.Buffer{})
+			require.NoError(t, err)
+			cfg.DatabaseURL = testdb.URL()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			start := time.Now()
+			rep, err := run(ctx, cfg, &cancelAfter{want: c.progress, now: true, cancel: cancel})
+			require.ErrorIs(t, err, context.Canceled)
+			require.ErrorContains(t, err, c.name+": cut short")
+			require.Less(t, time.Since(start), time.Minute, "the signal ended it, not a timeout")
+			require.False(t, c.figures(rep))
+			require.NotNil(t, rep.Contention, "contention completed before")
+			var goals []string
+			for _, g := range rep.Goals {
+				goals = append(goals, g.Scenario)
+			}
+			require.Contains(t, goals, "3 contention", "the report judges what completed")
 		})
 	}
 }

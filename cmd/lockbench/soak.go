@@ -74,6 +74,13 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
+	// cutShort ends the soak on a signal: its windows so far would read as
+	// the whole soak's.
+	cutShort := func() (SoakResult, error) {
+		stop()
+		wg.Wait()
+		return SoakResult{}, fmt.Errorf("cut short after %d of %d windows: %w", len(res.Windows), n, ctx.Err())
+	}
 	for c := range cfg.SoakClients {
 		wg.Add(1)
 		go func() {
@@ -112,7 +119,7 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	select {
 	case <-time.After(cfg.Warmup):
 	case <-ctx.Done():
-		return res, ctx.Err()
+		return cutShort()
 	}
 	t0 := time.Now()
 	start.Store(&t0)
@@ -129,7 +136,7 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 		select {
 		case <-time.After(time.Until(end)):
 		case <-ctx.Done():
-			return res, ctx.Err()
+			return cutShort()
 		}
 		sw := SoakWindow{EndSeconds: time.Since(t0).Seconds(), Commands: windows[w].commands.Load()}
 		sw.PerSecond = float64(sw.Commands) / cfg.SoakWindow.Seconds()
