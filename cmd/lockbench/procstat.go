@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -86,8 +88,6 @@ type procStat struct {
 	// utime+stime, and cutime+cstime: the CPU of the children it has
 	// waited for.
 	own, children time.Duration
-	// start is when the process started, in clock ticks since boot.
-	start int64
 }
 
 func readStat(path string) (procStat, error) {
@@ -102,11 +102,11 @@ func readStat(path string) (procStat, error) {
 		return procStat{}, fmt.Errorf("unexpected %s", path)
 	}
 	f := strings.Fields(string(b[j+1:])) // f[0] is field 3, the state
-	if len(f) < 20 {
+	if len(f) < 13 {
 		return procStat{}, fmt.Errorf("unexpected %s", path)
 	}
-	var n [6]int64
-	for k, x := range []int{1, 11, 12, 13, 14, 19} { // ppid utime stime cutime cstime starttime
+	var n [5]int64
+	for k, x := range []int{1, 11, 12, 13, 14} { // ppid utime stime cutime cstime
 		if n[k], err = strconv.ParseInt(f[x], 10, 64); err != nil {
 			return procStat{}, fmt.Errorf("unexpected %s", path)
 		}
@@ -114,26 +114,7 @@ func readStat(path string) (procStat, error) {
 	// Ticks times a tick: ticks times a second would overflow above 9.2e9
 	// ticks (three years of CPU).
 	tick := func(t int64) time.Duration { return time.Duration(t) * (time.Second / clockTick) }
-	return procStat{comm: string(b[i+1 : j]), ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4]), start: n[5]}, nil
-}
-
-// bootTime is the btime line of proc's stat: when the machine booted, in
-// whole seconds (rounded down).
-func bootTime(proc string) (time.Time, error) {
-	b, err := os.ReadFile(proc + "/stat")
-	if err != nil {
-		return time.Time{}, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "btime "); ok {
-			sec, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64)
-			if err != nil {
-				break
-			}
-			return time.Unix(sec, 0), nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("no btime in %s/stat", proc)
+	return procStat{comm: string(b[i+1 : j]), ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
 }
 
 // postmaster is a PostgreSQL server's process tree: its postmaster and the
@@ -146,32 +127,67 @@ type postmaster struct {
 	afterScan func()
 }
 
-// findPostmaster finds the server of pool's connections on this machine:
-// the parent of a backend's process.
-func findPostmaster(ctx context.Context, pool *pgxpool.Pool) (*postmaster, error) {
-	var backend int
-	var started time.Time
-	if err := pool.QueryRow(ctx, `SELECT pg_backend_pid(), pg_postmaster_start_time()`).Scan(&backend, &started); err != nil {
-		return nil, err
-	}
-	return postmasterOf("/proc", backend, started)
+// serverProcsQuery returns lockbench's backend and the pids of the
+// server's own background processes, in the server's numbering: its
+// checkpointer, background writer and walwriter, which run as long as the
+// server does (PostgreSQL 10 and later list them in pg_stat_activity, with
+// these backend_type names through 17 at least). A role that is neither a
+// superuser nor a member of pg_read_all_stats sees every row's pid, datid
+// and usesysid but not the backend_type of the sessions of other roles, nor
+// of any background process: for it the processes of the server that have
+// neither a database nor a user are taken instead. Those are the three,
+// the autovacuum launcher and whichever of the archiver, the startup
+// process, the WAL receiver and the WAL summarizer run, all children of the
+// postmaster too.
+const serverProcsQuery = `SELECT pg_backend_pid(), ARRAY(SELECT pid FROM pg_stat_activity
+	WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter')
+		OR (backend_type IS NULL AND datid IS NULL AND usesysid IS NULL AND pid IS NOT NULL)
+	ORDER BY pid)`
+
+// rowQuerier is a pool, a connection or a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// startSlack is how far the postmaster's start in proc may be from the
-// server's own (pg_postmaster_start_time): btime counts whole seconds, and
-// PostgreSQL takes its time a moment after the process starts.
-const startSlack = 2 * time.Second
+// serverProcs runs serverProcsQuery.
+func serverProcs(ctx context.Context, q rowQuerier) (backend int, background []int, err error) {
+	var pids []int32
+	if err := q.QueryRow(ctx, serverProcsQuery).Scan(&backend, &pids); err != nil {
+		return 0, nil, err
+	}
+	for _, p := range pids {
+		background = append(background, int(p))
+	}
+	return backend, background, nil
+}
+
+// findPostmaster finds the server of pool's connections on this machine:
+// the parent of a backend's process, which must be the parent of the
+// server's background processes too.
+func findPostmaster(ctx context.Context, pool *pgxpool.Pool) (*postmaster, error) {
+	backend, background, err := serverProcs(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	return postmasterOf("/proc", backend, background)
+}
 
 // postmasterOf is the postmaster of backend, the pid of one of the server's
-// backends, whose postmaster started at started. A server in another pid
-// namespace (a container, another machine) numbers its processes apart
-// from ours: the backend's pid may be nobody's here, or another process's,
-// even another server's backend. The processes must be postgres, and the
-// parent must have started when the server did.
+// backends, whose background processes (serverProcsQuery) have the pids
+// background. A server in another pid namespace (a container, another
+// machine) numbers its processes apart from ours: the backend's pid may be
+// nobody's here, or another process's, even another server's backend. The
+// processes must be postgres, and the backend's parent must be the parent
+// of each background process as well: a server elsewhere would have to
+// have every one of those pids match a child of the same local postmaster.
+// Nothing here reads a clock, which a step (NTP, a resumed VM) would move.
+// A background process that exits (a crash, an archiver that fails)
+// between the query and the reading here fails the check too: PostgreSQL
+// is then not measured, with a note.
 //
 // The errors leave the pids out: they go into the report's notes, once
 // however many targets a run starts.
-func postmasterOf(proc string, backend int, started time.Time) (*postmaster, error) {
+func postmasterOf(proc string, backend int, background []int) (*postmaster, error) {
 	s, err := readStat(fmt.Sprintf("%s/%d/stat", proc, backend))
 	if err != nil || s.comm != "postgres" {
 		return nil, fmt.Errorf("lockbench's backend is not a postgres process in %s (PostgreSQL on another machine, or in a container?)", proc)
@@ -180,14 +196,15 @@ func postmasterOf(proc string, backend int, started time.Time) (*postmaster, err
 	if err != nil || p.comm != "postgres" {
 		return nil, fmt.Errorf("the parent of lockbench's backend in %s is not a postgres process", proc)
 	}
-	boot, err := bootTime(proc)
-	if err != nil {
-		return nil, err
+	if len(background) == 0 {
+		return nil, errors.New("pg_stat_activity lists none of the server's background processes (checkpointer, background writer, walwriter)")
 	}
-	local := boot.Add(time.Duration(p.start) * (time.Second / clockTick))
-	if d := started.Sub(local); d < -startSlack || d > startSlack {
-		return nil, fmt.Errorf("the postgres process in %s with the pid of lockbench's backend belongs to a server started at another time than this one "+
-			"(pg_postmaster_start_time): another server's (PostgreSQL on another machine, or in a container?)", proc)
+	for _, pid := range background {
+		c, err := readStat(fmt.Sprintf("%s/%d/stat", proc, pid))
+		if err != nil || c.comm != "postgres" || c.ppid != s.ppid {
+			return nil, fmt.Errorf("the server's background processes (pg_stat_activity) are not postgres children of the parent of lockbench's backend in %s: "+
+				"that parent is another server's (PostgreSQL on another machine, or in a container?)", proc)
+		}
 	}
 	return &postmaster{proc: proc, pid: s.ppid}, nil
 }

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // fakeProc lays out /proc/<pid>/stat files under a directory.
@@ -19,20 +24,22 @@ func (p fakeProc) set(t *testing.T, pid int, comm string, ppid int, u, s, cu, cs
 	t.Helper()
 	dir := filepath.Join(string(p), fmt.Sprint(pid))
 	require.NoError(t, os.MkdirAll(dir, 0o755))
-	stat := fmt.Sprintf("%d (%s) S %d 0 0 0 -1 0 0 0 0 0 %d %d %d %d 20 0 1 0 %d 0 0\n", pid, comm, ppid, u, s, cu, cs, fakeStart)
+	stat := fmt.Sprintf("%d (%s) S %d 0 0 0 -1 0 0 0 0 0 %d %d %d %d 20 0 1 0 12345 0 0\n", pid, comm, ppid, u, s, cu, cs)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644))
 }
 
-// fakeStart is when every fakeProc process started, in ticks since boot.
-const fakeStart = 12345
-
-// boot writes the stat file's btime; it returns when the fake processes
-// started.
-func (p fakeProc) boot(t *testing.T, btime int64) time.Time {
+// server lays out a server: a postmaster, its checkpointer, background
+// writer and walwriter (pm+1 to pm+3) and a backend (pm+4). It returns the
+// background pids, as serverProcsQuery would. There is no proc/stat: the
+// check reads no boot time, nor any clock.
+func (p fakeProc) server(t *testing.T, pm int) []int {
 	t.Helper()
-	stat := fmt.Sprintf("cpu  1 2 3 4 5 6 7 8 0 0\nintr 0\nctxt 0\nbtime %d\nprocesses 1\n", btime)
-	require.NoError(t, os.WriteFile(filepath.Join(string(p), "stat"), []byte(stat), 0o644))
-	return time.Unix(btime, 0).Add(fakeStart * time.Second / clockTick)
+	p.set(t, pm, "postgres", 1, 50, 20, 0, 0)
+	for i := 1; i <= 3; i++ {
+		p.set(t, pm+i, "postgres", pm, 1, 1, 0, 0)
+	}
+	p.set(t, pm+4, "postgres", pm, 300, 100, 0, 0)
+	return []int{pm + 1, pm + 2, pm + 3}
 }
 
 func (p fakeProc) exit(t *testing.T, pid int) {
@@ -43,16 +50,19 @@ func (p fakeProc) exit(t *testing.T, pid int) {
 // backend that exits and is reaped keeps counting, through the postmaster.
 func TestPostmasterCPU(t *testing.T) {
 	p := fakeProc(t.TempDir())
-	started := p.boot(t, 1_700_000_000)
 	p.set(t, 100, "postgres", 1, 50, 20, 0, 0)     // the postmaster
 	p.set(t, 101, "postgres", 100, 300, 100, 0, 0) // a backend
 	p.set(t, 102, "postgres", 100, 40, 10, 5, 5)   // the archiver, its commands reaped
+	bg := []int{103, 104, 105}                     // checkpointer, background writer, walwriter
+	for _, pid := range bg {
+		p.set(t, pid, "postgres", 100, 0, 0, 0, 0)
+	}
 	p.set(t, 200, "postgres", 1, 1000, 1000, 9000, 9000)
 	p.set(t, 201, "postgres", 200, 7000, 7000, 0, 0) // another cluster's backend
 	p.set(t, 300, "my (odd) proc", 101, 999, 999, 0, 0)
 	tick := time.Second / clockTick
 
-	pm, err := postmasterOf(string(p), 101, started)
+	pm, err := postmasterOf(string(p), 101, bg)
 	require.NoError(t, err)
 	require.Equal(t, 100, pm.pid)
 	before, err := pm.cpu()
@@ -67,39 +77,46 @@ func TestPostmasterCPU(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, before+10*tick, after)
 
-	_, err = postmasterOf(string(p), 300, started)
+	_, err = postmasterOf(string(p), 300, bg)
 	require.ErrorContains(t, err, "not a postgres process in")
-	_, err = postmasterOf(string(p), 999, started)
+	_, err = postmasterOf(string(p), 999, bg)
 	require.ErrorContains(t, err, "not a postgres process in")
 	p.set(t, 400, "postgres", 300, 1, 1, 0, 0)
-	_, err = postmasterOf(string(p), 400, started)
+	_, err = postmasterOf(string(p), 400, bg)
 	require.ErrorContains(t, err, "parent of lockbench's backend")
 }
 
 // TestPostmasterOfAnotherServer: a backend pid that is a local postgres
 // process's only by chance (the server is in a container or on another
 // machine, and a local server has a backend of that pid) is told apart by
-// when its postmaster started.
+// the server's background processes, which must all be children of the
+// same postmaster as the backend. No clock is read: this fake proc has no
+// stat file, so no boot time.
 func TestPostmasterOfAnotherServer(t *testing.T) {
 	p := fakeProc(t.TempDir())
-	local := p.boot(t, 1_700_000_000)
-	p.set(t, 100, "postgres", 1, 50, 20, 0, 0)
-	p.set(t, 101, "postgres", 100, 300, 100, 0, 0)
+	a := p.server(t, 100)                      // backend 104
+	b := p.server(t, 200)                      // backend 204
+	p.set(t, 105, "postgres", 100, 0, 0, 0, 0) // server 100's autovacuum launcher
+	p.set(t, 106, "sh", 100, 0, 0, 0, 0)       // not postgres, though a child
+	p.set(t, 107, "postgres", 104, 0, 0, 0, 0) // a grandchild
+	p.set(t, 30, "systemd-journal", 1, 0, 0, 0, 0)
 	for _, c := range []struct {
-		name    string
-		started time.Time
-		same    bool
+		name       string
+		background []int
+		same       bool
 	}{
-		{"same start", local, true},
-		// btime is whole seconds, rounded down: the server's own time is
-		// up to a second after the one computed here, and a moment more.
-		{"within the slack, after", local.Add(1500 * time.Millisecond), true},
-		{"within the slack, before", local.Add(-time.Second), true},
-		{"a minute later", local.Add(time.Minute), false},
-		{"a day before", local.Add(-24 * time.Hour), false},
+		{"its own three", a, true},
+		// A role that cannot see backend_type gets every process with
+		// neither a database nor a user.
+		{"a role without pg_read_all_stats", append(slices.Clone(a), 105), true},
+		{"a container's (pids here nobody's or not postgres)", []int{30, 31, 33}, false},
+		{"another local server's", b, false},
+		{"one of another server's", []int{101, 102, 203}, false},
+		{"a child not named postgres", []int{101, 102, 106}, false},
+		{"a grandchild", []int{101, 102, 107}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			pm, err := postmasterOf(string(p), 101, c.started)
+			pm, err := postmasterOf(string(p), 104, c.background)
 			if c.same {
 				require.NoError(t, err)
 				require.Equal(t, 100, pm.pid)
@@ -109,6 +126,8 @@ func TestPostmasterOfAnotherServer(t *testing.T) {
 			require.Nil(t, pm)
 		})
 	}
+	_, err := postmasterOf(string(p), 104, nil)
+	require.ErrorContains(t, err, "lists none of the server's background processes")
 }
 
 // TestPostmasterOfNoteHasNoPid: the errors, which become the report's
@@ -116,29 +135,26 @@ func TestPostmasterOfAnotherServer(t *testing.T) {
 // however many targets a run connects.
 func TestPostmasterOfNoteHasNoPid(t *testing.T) {
 	p := fakeProc(t.TempDir())
-	started := p.boot(t, 1_700_000_000)
-	p.set(t, 100, "postgres", 1, 0, 0, 0, 0)
-	p.set(t, 200, "postgres", 1, 0, 0, 0, 0)
-	p.set(t, 101, "postgres", 100, 0, 0, 0, 0)
-	p.set(t, 201, "postgres", 200, 0, 0, 0, 0)
+	bgA, bgB := p.server(t, 100), p.server(t, 200)
 	p.set(t, 300, "bash", 1, 0, 0, 0, 0)
 	p.set(t, 301, "postgres", 300, 0, 0, 0, 0)
 	p.set(t, 400, "sleep", 1, 0, 0, 0, 0)
 	p.set(t, 401, "postgres", 400, 0, 0, 0, 0)
 	for _, pair := range []struct {
-		a, b    int
-		started time.Time
+		a, b     int
+		bga, bgb []int
 	}{
-		{998, 999, started},                // nobody's pid here
-		{301, 401, started},                // a postgres whose parent is not
-		{101, 201, started.Add(time.Hour)}, // another server's
+		{998, 999, bgA, bgB}, // nobody's pid here
+		{301, 401, bgA, bgB}, // a postgres whose parent is not
+		{104, 204, bgB, bgA}, // another server's
+		{104, 204, nil, nil}, // no background process listed
 	} {
-		_, ea := postmasterOf(string(p), pair.a, pair.started)
-		_, eb := postmasterOf(string(p), pair.b, pair.started)
+		_, ea := postmasterOf(string(p), pair.a, pair.bga)
+		_, eb := postmasterOf(string(p), pair.b, pair.bgb)
 		require.Error(t, ea)
 		require.Equal(t, ea.Error(), eb.Error())
 		msg := strings.ReplaceAll(ea.Error(), string(p), "/proc")
-		for _, pid := range []int{pair.a, pair.b, 100, 200, 300, 400} {
+		for _, pid := range append([]int{pair.a, pair.b, 100, 200, 300, 400}, append(bgA, bgB...)...) {
 			require.NotContains(t, msg, fmt.Sprint(pid))
 		}
 	}
@@ -150,7 +166,7 @@ func TestReadStatOddName(t *testing.T) {
 	s, err := readStat(filepath.Join(string(p), "300", "stat"))
 	require.NoError(t, err)
 	tick := time.Second / clockTick
-	require.Equal(t, procStat{comm: "my (odd) proc", ppid: 7, own: 15 * tick, children: 9 * tick, start: fakeStart}, s)
+	require.Equal(t, procStat{comm: "my (odd) proc", ppid: 7, own: 15 * tick, children: 9 * tick}, s)
 }
 
 // TestPostmasterCPUReapedDuringScan: a child reaped between the scan of the
@@ -167,7 +183,7 @@ func TestPostmasterCPUReapedDuringScan(t *testing.T) {
 	tick := time.Second / clockTick
 	truth := (50 + 20 + 10 + 30 + 20 + 40 + 50 + 60) * tick
 
-	pm, err := postmasterOf(string(p), 101, p.boot(t, 1_700_000_000))
+	pm, err := postmasterOf(string(p), 101, []int{104, 105, 106}) // as if the background processes
 	require.NoError(t, err)
 	reaped := 0
 	pm.afterScan = func() { // each scan, reap the next child
@@ -210,8 +226,9 @@ func TestCPUReadingFailed(t *testing.T) {
 	p := fakeProc(t.TempDir())
 	p.set(t, 100, "postgres", 1, 50, 20, 0, 0)
 	p.set(t, 101, "postgres", 100, 30, 0, 0, 0)
+	p.set(t, 102, "postgres", 100, 0, 0, 0, 0) // the checkpointer
 	p.set(t, 500, "lockworker", 1, 200, 100, 0, 0)
-	pm, err := postmasterOf(string(p), 101, p.boot(t, 1_700_000_000))
+	pm, err := postmasterOf(string(p), 101, []int{102})
 	require.NoError(t, err)
 	worker := fakeWorker{p, 500}
 
@@ -270,3 +287,46 @@ func (w fakeWorker) cpu() (time.Duration, error) {
 	return s.own, err
 }
 func (w fakeWorker) peakRSS() (int64, error) { return 0, nil }
+
+// TestFindPostmasterLive: on the test database's server, when it runs on
+// this machine, serverProcsQuery's background processes are children of
+// the backend's parent, both for the connecting role and for a role that
+// is neither a superuser nor a member of pg_read_all_stats, which sees no
+// backend_type but the background processes' pids. The role is created in
+// a transaction that is rolled back.
+func TestFindPostmasterLive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, testdb.NewSchema(t).URL)
+	require.NoError(t, err)
+	defer pool.Close()
+	pm, err := findPostmaster(ctx, pool)
+	if err != nil {
+		t.Skipf("the test database's server is not found in /proc (not on this machine?): %v", err)
+	}
+	backend, all, err := serverProcs(ctx, pool)
+	require.NoError(t, err)
+	require.NotEmpty(t, all)
+
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	role := fmt.Sprintf("lockbench_probe_%d", time.Now().UnixNano())
+	if _, err := tx.Exec(ctx, "CREATE ROLE "+role+" NOLOGIN"); err != nil {
+		t.Skipf("no role to test with: %v", err)
+	}
+	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+role)
+	require.NoError(t, err)
+	var types []string
+	require.NoError(t, tx.QueryRow(ctx, `SELECT ARRAY(SELECT coalesce(backend_type, '') FROM pg_stat_activity WHERE pid <> pg_backend_pid())`).Scan(&types))
+	for _, ty := range types {
+		require.Empty(t, ty, "the plain role sees no backend_type but its own sessions'")
+	}
+	tb, plain, err := serverProcs(ctx, tx)
+	require.NoError(t, err)
+	require.Equal(t, backend, tb, "one connection")
+	require.NotEmpty(t, plain)
+	pm2, err := postmasterOf("/proc", tb, plain)
+	require.NoError(t, err)
+	require.Equal(t, pm.pid, pm2.pid)
+}
