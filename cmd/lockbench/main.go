@@ -251,7 +251,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
 	fs.BoolVar(&cfg.Vacuum, "vacuum", cfg.Vacuum, "run the worker's vacuum loop (VACUUM_ENABLED); false to measure without it")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")
-	fs.StringVar(&cfg.JSONOut, "json-out", "", "also write the JSON report to this file")
+	fs.StringVar(&cfg.JSONOut, "json-out", "", "also write the JSON report to this file; not written (an earlier run's left as it was) when the run failed before any scenario had a result")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput window (in-process mode)")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocations profile after the throughput window (in-process mode)")
 	fs.BoolVar(&cfg.SQLStats, "sql-stats", false, "time every statement of the in-process worker during the throughput window")
@@ -350,32 +350,50 @@ func main() {
 		return
 	}
 	rep, err := run(ctx, cfg, os.Stderr)
-	if rep != nil {
-		if cfg.JSON {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			_ = enc.Encode(rep)
-		} else {
-			rep.print(os.Stdout, cfg)
-		}
-		if cfg.JSONOut != "" {
-			if b, err := json.MarshalIndent(rep, "", "  "); err == nil {
-				_ = os.WriteFile(cfg.JSONOut, b, 0o644)
-			}
-		}
-	}
+	writeReport(rep, cfg, os.Stdout, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lockbench:", err)
 		os.Exit(1)
 	}
 }
 
+// writeReport prints rep to stdout and, with --json-out, writes it to that
+// file, but only if some scenario has a result: a run that failed before
+// any completed (a bad --failover-log, no database) leaves the file of an
+// earlier run as it was, and says so.
+func writeReport(rep *Report, cfg *Config, stdout, stderr io.Writer) {
+	if cfg.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		rep.print(stdout, cfg)
+	}
+	if cfg.JSONOut == "" {
+		return
+	}
+	if !rep.hasResults() {
+		fmt.Fprintf(stderr, "lockbench: %s not written: no scenario has a result\n", cfg.JSONOut)
+		return
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err == nil {
+		err = os.WriteFile(cfg.JSONOut, b, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "lockbench: --json-out:", err)
+	}
+}
+
 // run runs the scenarios of cfg and returns the report, partial on error:
-// the figures and goals of the scenarios that completed. A scenario that
-// fails, or that a signal cuts short, leaves no figures.
+// the figures and goals of the scenarios that completed, and the error. A
+// scenario that fails, or that a signal cuts short, leaves no figures.
 func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	rep := newReport(cfg)
 	err := runScenarios(ctx, cfg, rep, stderr)
+	if err != nil {
+		rep.Error = err.Error()
+	}
 	rep.finish(cfg)
 	return rep, err
 }

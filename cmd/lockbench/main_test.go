@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,4 +223,64 @@ func TestBurstSmoke(t *testing.T) {
 	var table bytes.Buffer
 	rep.print(&table, cfg)
 	require.Contains(t, table.String(), "burst: 200 commands")
+}
+
+// TestFailedRunKeepsJSONOut: a run that fails before any scenario has a
+// result (here a --failover-log that cannot be created) says why in its
+// report and leaves the --json-out of an earlier run as it was; a run that
+// fails after one has writes the file, with the error.
+func TestFailedRunKeepsJSONOut(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "lockbench.json")
+	require.NoError(t, os.WriteFile(out, []byte("earlier run"), 0o644))
+	cfg, err := parseFlags([]string{"--scenario", "failover", "--failover-log", filepath.Join(dir, "no", "such", "dir.log"), "--json-out", out}, &bytes.Buffer{})
+	require.NoError(t, err)
+	rep, err := run(context.Background(), cfg, &bytes.Buffer{})
+	require.Error(t, err)
+	require.Equal(t, err.Error(), rep.Error)
+	require.False(t, rep.hasResults())
+
+	var stdout, stderr bytes.Buffer
+	writeReport(rep, cfg, &stdout, &stderr)
+	require.Contains(t, stdout.String(), "RUN FAILED: "+err.Error())
+	require.Contains(t, stderr.String(), "not written")
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Equal(t, "earlier run", string(b))
+
+	cfg.JSON = true
+	stdout.Reset()
+	writeReport(rep, cfg, &stdout, &stderr)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &got))
+	require.Equal(t, rep.Error, got["error"], "stdout's JSON has the error")
+
+	rep.Burst = &BurstResult{Commands: 10} // a scenario completed before the error
+	writeReport(rep, cfg, &stdout, &stderr)
+	b, err = os.ReadFile(out)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &got))
+	require.Equal(t, rep.Error, got["error"])
+}
+
+// TestHasResults: every scenario's result in the report counts, so that a
+// result added later is not forgotten by hasResults.
+func TestHasResults(t *testing.T) {
+	notResults := []string{"Brokers", "Config", "Goals", "Notes"}
+	v := reflect.ValueOf(Report{})
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if !f.IsExported() || slices.Contains(notResults, f.Name) || (f.Type.Kind() != reflect.Pointer && f.Type.Kind() != reflect.Slice) {
+			continue
+		}
+		r := &Report{}
+		fv := reflect.ValueOf(r).Elem().Field(i)
+		if f.Type.Kind() == reflect.Pointer {
+			fv.Set(reflect.New(f.Type.Elem()))
+		} else {
+			fv.Set(reflect.MakeSlice(f.Type, 1, 1))
+		}
+		require.True(t, r.hasResults(), f.Name)
+	}
+	require.False(t, (&Report{}).hasResults())
 }

@@ -50,6 +50,16 @@ type Report struct {
 
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
+	// Error is why the run failed: the report has only the scenarios that
+	// completed before it (and what failover or builds measured).
+	Error string `json:"error,omitempty"`
+}
+
+// hasResults says whether some scenario has a result in r.
+func (r *Report) hasResults() bool {
+	return r.Throughput != nil || r.ThroughputSDK != nil || r.Latency != nil || r.Contention != nil || r.Expiry != nil ||
+		len(r.Cleanup) > 0 || len(r.Ceiling) > 0 || r.Resources != nil || r.Failover != nil || r.Soak != nil ||
+		r.Peer != nil || r.Modes != nil || r.Builds != nil || r.Burst != nil
 }
 
 // Goal is one goal of issue 5 and whether this run met it.
@@ -187,6 +197,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		r.Machine.PostgreSQL, r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.Go)
 	if cfg.Quick {
 		p("QUICK MODE: small counts, figures are only a smoke test\n")
+	}
+	if r.Error != "" {
+		p("RUN FAILED: %s\n(only the scenarios that completed before it are reported)\n", r.Error)
 	}
 	p("\n%-13s %-50s %-12s %-24s %s\n", "scenario", "goal", "target", "measured", "met")
 	p("%s\n", strings.Repeat("-", 108))
