@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/omninode/lockworker/topics"
@@ -84,6 +85,29 @@ func cpuPerCommand(t ThroughputResult) (_ float64, ok bool) {
 	return sum / float64(t.Commands), true
 }
 
+// cpuMissing is why cpuPerCommand has no figure for t where every process
+// it counts was measured (cpuUnjudged is ""): no command, or a reading
+// that failed at the start or the end of the window.
+func cpuMissing(t ThroughputResult) string {
+	if t.Commands == 0 {
+		return "no command completed in the window"
+	}
+	var lost []string
+	if t.CPU.WorkerCPU == nil {
+		lost = append(lost, "the worker's")
+	}
+	if t.CPU.brokerLost {
+		lost = append(lost, "the broker process's")
+	}
+	if t.CPU.PostgresCPU == nil {
+		lost = append(lost, "PostgreSQL's")
+	}
+	if len(lost) == 0 {
+		return "no CPU figure"
+	}
+	return "reading " + strings.Join(lost, " and ") + " CPU failed at the start or the end of the window"
+}
+
 // fmtCPUPerCommand is cpuPerCommand in ms, or "-".
 func fmtCPUPerCommand(t ThroughputResult) string {
 	if c, ok := cpuPerCommand(t); ok {
@@ -105,14 +129,21 @@ func (r *Report) modesGoals() {
 	if m == nil || len(m.Rounds) == 0 {
 		return
 	}
-	worst, have := 0.0, true
-	for _, x := range m.Rounds {
+	worst, have, missing := 0.0, true, ""
+	for i, x := range m.Rounds {
 		worst, have = max(worst, x.SharedCost), have && x.SharedCost > 0
+		for _, t := range []ThroughputResult{x.Exclusive, x.Shared} {
+			if _, ok := cpuPerCommand(t); !ok && missing == "" {
+				missing = fmt.Sprintf("round %d, %s: %s", i+1, t.Via, cpuMissing(t))
+			}
+		}
 	}
 	r.goal("modes", fmt.Sprintf("CPU per shared command / per exclusive, %d holders, worst round", m.Clients), "<= 2x", worst, "x", worst <= 2, have)
 	if why := r.cpuUnjudged(); why != "" {
 		r.Goals[len(r.Goals)-1].Met = nil
 		r.note("modes: the CPU ratio is not judged: " + why)
+	} else if !have && missing != "" {
+		r.note("modes: the CPU ratio is not judged: " + missing)
 	}
 }
 

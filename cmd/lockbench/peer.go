@@ -178,16 +178,21 @@ func (r *Report) peerGoals() {
 	r.goal("peer", fmt.Sprintf("throughput / original design's, %d clients, worst round", p.Clients), fmt.Sprintf(">= %.0fx", want), worst, "x", worst >= want, true)
 	if p.Clients < 256 {
 		r.goal("peer", fmt.Sprintf("acquire p50 / original design's, %d clients, worst round", p.Clients), "<= 2x", worstP50, "x", worstP50 <= 2, true)
-		worstCPU, have := 0.0, true
-		for _, x := range p.Rounds {
+		worstCPU, have, missing := 0.0, true, ""
+		for i, x := range p.Rounds {
 			c, ok := cpuPerCommand(x.Lockworker)
 			worstCPU, have = max(worstCPU, c*1000), have && ok
+			if !ok && missing == "" {
+				missing = fmt.Sprintf("round %d: %s", i+1, cpuMissing(x.Lockworker))
+			}
 		}
 		why := r.cpuUnjudged()
 		r.goal("peer", fmt.Sprintf("CPU per command (worker, broker, PostgreSQL), %d clients, worst round", p.Clients), "<= 0.3 ms",
 			worstCPU, " ms", worstCPU <= 0.3, have && why == "")
 		if why != "" {
 			r.note("peer: the CPU per command is not judged: " + why)
+		} else if !have {
+			r.note("peer: the CPU per command is not judged: " + missing)
 		}
 	}
 	// Light load is issue 17's open loop of 100 commands/s (--rate 100):

@@ -314,9 +314,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 }
 
 func printCPU(w io.Writer, c cpuUse) {
-	broker := ""
-	if c.BrokerCPU != nil {
-		broker = fmt.Sprintf("broker process %.1f s, ", *c.BrokerCPU)
+	broker := "" // no broker process: the broker is in lockbench's or the worker's
+	if c.BrokerCPU != nil || c.brokerLost {
+		broker = "broker process " + fmtCPU("%.1f s", c.BrokerCPU) + ", "
 	}
 	fmt.Fprintf(w, "  CPU over the window: worker %s, %slockbench process %s, PostgreSQL %s; machine busy %.0f%%\n",
 		fmtCPU("%.1f s", c.WorkerCPU), broker, fmtCPU("%.1f s", c.LockbenchCPU), fmtCPU("%.1f s", c.PostgresCPU), c.MachineBusyPct)

@@ -163,3 +163,65 @@ func TestPostgresFoundEveryTarget(t *testing.T) {
 		require.Equal(t, c.want, r.PostgresCPUMeasured, "%v", c.found)
 	}
 }
+
+// TestPrintCPUBrokerLost: a broker process whose reading failed prints
+// "-", as every other figure not measured; without a broker process there
+// is no broker figure at all.
+func TestPrintCPUBrokerLost(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cpu  cpuUse
+		want string
+	}{
+		{"measured", cpuUse{WorkerCPU: secs(1), BrokerCPU: secs(1.5)}, "worker 1.0 s, broker process 1.5 s, lockbench process -, PostgreSQL -;"},
+		{"reading failed", cpuUse{WorkerCPU: secs(1), brokerLost: true}, "worker 1.0 s, broker process -, lockbench process -, PostgreSQL -;"},
+		{"no broker process", cpuUse{WorkerCPU: secs(1)}, "worker 1.0 s, lockbench process -, PostgreSQL -;"},
+	} {
+		var b bytes.Buffer
+		printCPU(&b, c.cpu)
+		require.Contains(t, b.String(), c.want, c.name)
+	}
+}
+
+// TestCPUGoalsReadingFailed: with every process measured and PostgreSQL
+// found, a reading that failed in a window leaves the peer's and the
+// modes' CPU goals "-", and a note says which reading, in which round.
+func TestCPUGoalsReadingFailed(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.WorkerBin, cfg.BrokerBin, cfg.Clients = "lockworker", "devkafka", 8
+	ok := cpuWindow(1000, secs(0.05), secs(0.05), secs(0.1))
+	ok.Via = "exclusive"
+	brokerLost := cpuWindow(1000, secs(0.05), nil, secs(0.1))
+	brokerLost.CPU.brokerLost = true
+	for _, c := range []struct {
+		name string
+		win  ThroughputResult
+		want string
+	}{
+		{"PostgreSQL's reading failed", cpuWindow(1000, secs(0.05), secs(0.05), nil), "reading PostgreSQL's CPU failed at the start or the end of the window"},
+		{"the broker's reading failed", brokerLost, "reading the broker process's CPU failed"},
+		{"no command", cpuWindow(0, secs(0.05), secs(0.05), secs(0.1)), "no command completed in the window"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newReport(&cfg)
+			r.postgresFound(true)
+			r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{
+				{Lockworker: ok, Original: ok, Ratio: 1, P50Ratio: 1},
+				{Lockworker: c.win, Original: ok, Ratio: 1, P50Ratio: 1},
+			}}
+			shared := c.win
+			shared.Via = "shared"
+			r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{{Exclusive: ok, Shared: shared, Semaphore: ok}}}
+			r.finish(&cfg)
+			for _, g := range r.Goals {
+				if strings.Contains(g.What, "CPU") {
+					require.Equal(t, "-", g.Measured, g.What)
+					require.Nil(t, g.Met, g.What)
+				}
+			}
+			notes := strings.Join(r.Notes, "\n")
+			require.Contains(t, notes, "peer: the CPU per command is not judged: round 2: "+c.want)
+			require.Contains(t, notes, "modes: the CPU ratio is not judged: round 1, shared: "+c.want)
+		})
+	}
+}
