@@ -20,6 +20,9 @@ import (
 // (the general path would settle it first), the extend also when nobody
 // waits or when the lock has no lock-delay (passed or not) and no waiter
 // past its deadline (the general path's settling would hand the lock on).
+// Every statement but the grant of a lock nobody holds or waits for also
+// leaves alone a lock with a lease of a session (the extend: or a wait),
+// which a session command earlier in the batch may end (see QueueAtOnce).
 // The statement applies only in that case and returns what it changed;
 // otherwise it changes nothing and the general path decides
 // (handlers/rules). Updating an existing row takes its token and times
@@ -84,8 +87,9 @@ func grantSQL(after bool) string {
 // a lock held in a compatible way that nobody waits for: a reader beside
 // readers, or a semaphore holder where a place is free, with the lock's
 // limit, when the owner does not hold it already and no lease of the lock
-// has run out. The row is updated by the ctid its snapshot read (see
-// holderAtOnceSQL), so the holders that snapshot read are the row's.
+// has run out or is a session's (see QueueAtOnce). The row is updated by
+// the ctid its snapshot read (see holderAtOnceSQL), so the holders that
+// snapshot read are the row's.
 var joinAtOnceSQL = joinSQL("", "", "")
 
 // joinAfterSQL is joinAtOnceSQL for a reader (or semaphore holder) that
@@ -120,7 +124,7 @@ func joinSQL(arrays, columns, guard string) string {
 			AND CASE WHEN u.mode = 'shared' THEN l.shared_count = l.holder_count
 				ELSE l.shared_count = 0 AND l.holder_count < l.lock_limit END
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
-				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp()))
+				AND (x.owner_id = u.own OR x.expires_at <= clock_timestamp() OR x.session_id IS NOT NULL))
 		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.updated_at,
 			u.own, u.mode, u.lease, u.meta, u.reply, u.req, u.part, u.delay, u.hold, nextval('fencing_tokens') AS token),
 	v AS (SELECT ` + grantedCols("l") + ` FROM l),
@@ -171,8 +175,9 @@ const lockOfHolder = `h.*, l.req AS l_req, l.lock_limit AS l_limit, l.holder_cou
 // scan every held lock (docs/performance.md). A row updated by another
 // transaction in between has a new ctid and is left to the general path.
 // They apply when no lease of the lock has run out (the general path would
-// settle it first), the lock is in no lock-delay (the general path's state
-// record shows it) and, for a release, nobody waits.
+// settle it first) or is a session's (see QueueAtOnce), the lock is in no
+// lock-delay (the general path's state record shows it) and, for a
+// release, nobody waits.
 var (
 	releaseAtOnceSQL = releaseSQL(false)
 	// releaseAfterSQL is releaseAtOnceSQL for a holder's release that
@@ -193,9 +198,9 @@ var (
 	// statement already leaves a lock-delay in force to it) or with a
 	// waiter past its deadline: the general path settles the lock first
 	// and may hand it on (rules.Lock.Extend: Settle, HandOff), which
-	// otherwise only the expiry scheduler's next tick would do. Only then
-	// does the statement read the queue (lock_waiters_fifo, this lock's
-	// waiters).
+	// otherwise only the expiry scheduler's next tick would do; and one of
+	// a lock a session waits for (see QueueAtOnce). Only then does the
+	// statement read the queue (lock_waiters_fifo, this lock's waiters).
 	extendAtOnceSQL = extendSQL(false)
 	// extendAfterSQL is extendAtOnceSQL for an extend that follows its
 	// holder's acquire of the lock in the batch (and the holder's extends
@@ -209,7 +214,7 @@ func extendSQL(after bool) string {
 		`AND (m.o_max_hold = 0 OR m.o_expires + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE m.o_lease END)
 			<= m.o_acquired + make_interval(secs => m.o_max_hold))
 			AND (l.waiter_count = 0 OR l.delay_until IS NULL AND NOT EXISTS (SELECT FROM lock_waiters w
-				WHERE w.namespace = l.namespace AND w.lock_name = l.lock_name AND w.deadline <= clock_timestamp()))`,
+				WHERE w.namespace = l.namespace AND w.lock_name = l.lock_name AND (w.deadline <= clock_timestamp() OR w.session_id IS NOT NULL)))`,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
 		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder, after)
@@ -259,7 +264,7 @@ func holderAtOnceSQL(set, cond, change string, after bool) string {
 		FROM m
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name
-				AND x.expires_at <= clock_timestamp())
+				AND (x.expires_at <= clock_timestamp() OR x.session_id IS NOT NULL))
 			AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
 			AND m.req <> ALL (ARRAY(SELECT request_id FROM processed_requests WHERE request_id = ANY($5)))
 		RETURNING l.namespace, l.lock_name, l.lock_limit, l.holder_count, l.acquisition_count, l.revision, l.waiter_count,
@@ -440,6 +445,19 @@ func (a *applier) atOnce(ctx context.Context) (*changed, error) {
 // commands in the order Apply will see them; partitions[i] is the commands
 // partition of cmds[i] (nil: the batch's). Apply then uses their results.
 // pb's Close returns their errors.
+//
+// Commands go ahead of the session commands before them too, though a
+// session's end (a close, or a keep-alive or open that finds the session
+// past its expiry: refuseSession) changes every lock the session holds or
+// waits for, whatever their keys. So every statement that may apply to a
+// lock with holders or waiters applies only when none of them is a
+// session's (it reads the lock's holders, or waiters, anyway): the session
+// command then changes nothing of that lock, and no session can join it
+// before (a session's acquire takes the general path, after the row lock
+// the statement took). Keep-alives come often: a barrier at each session
+// command would send much of a busy batch down the general path, a round
+// trip per command; locks held both in sessions and outside them pay
+// instead, rarer.
 func (b *Batch) QueueAtOnce(pb *pgx.Batch, cmds []topics.Command, partitions []int32) {
 	set := atOnceSet{}
 	var waves []*wave // waves[k-1]: the commands k after the first of their lock's run

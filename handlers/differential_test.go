@@ -20,8 +20,9 @@ import (
 // TestDifferential drives seeded random sequences of commands with modes
 // and limits (a mutex, a read/write lock and a semaphore of 3, with a
 // wrong mode or limit now and then), sessions (o1's and o2's acquires
-// now and then in their session, which is closed and reopened, or expires,
-// at random), lock-delays, max_hold caps, revokes and copies of earlier
+// now and then in their session, which is closed and reopened, kept alive,
+// or expires, at random, its commands now and then followed by lock
+// commands in their batch), lock-delays, max_hold caps, revokes and copies of earlier
 // commands (a producer's retry: answered with the stored outcome from the
 // same reply_to, refused from another, in the batch of the original or a
 // later one), batched at random,
@@ -111,6 +112,7 @@ var diffCoverage = [][2]string{
 	{"lock.withdrawn acquire", "reason=session_closed"}, {"lock.withdrawn acquire", "reason=session_expired"},
 	{"lock.rejected acquire", "code=SESSION_NOT_FOUND"}, {"lock.rejected extend", "code=SESSION_BOUND"},
 	{"lock.rejected session_close", "code=SESSION_NOT_FOUND"}, {"lock.rejected session_open", "code=SESSION_EXISTS"},
+	{"session.kept_alive", ""}, {"lock.rejected session_keepalive", "code=SESSION_NOT_FOUND"},
 	{"session.opened", ""}, {"session.closed", ""}, {"session.expired", ""},
 	{"session.closed", "leases=1"}, {"session.expired", "leases=1"}, {"session.expired", "waits=1"},
 	{"lock.rejected acquire", " delayed "}, {"state ", "delayed=true"}, {"lock.rejected extend", "code=MAX_HOLD_EXCEEDED"},
@@ -271,8 +273,8 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		return dc
 	}
 	// planned is a command a step sets up on purpose, where fresh draws
-	// one: an acquire of the lock's limit, a release with its owner's
-	// token (as REQUIRE_FENCING_TOKEN asks), changed by mod.
+	// one: an acquire of the lock's limit, a release or extend with its
+	// owner's token (as REQUIRE_FENCING_TOKEN asks), changed by mod.
 	planned := func(op, lock, owner string, mod func(*topics.Command)) diffCmd {
 		seq++
 		c := topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op, LockName: lock, OwnerID: owner,
@@ -284,7 +286,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			mod(&c)
 		}
 		dc := diffCmd{c: c}
-		if op == topics.OpRelease {
+		if op == topics.OpRelease || op == topics.OpExtend {
 			dc.guard = 1
 		}
 		issued = append(issued, dc)
@@ -352,12 +354,21 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			script = append(script, diffStep{endSessions: ids, expiryRun: true})
 			continue
 		case n < 17:
-			// Close the session and open it again, or only open it (each
-			// refused when the session is not open, or open).
+			// Close the session and open it again, only open it, or keep
+			// it alive (each refused when the session is not open, or
+			// open; past its expiry, each ends it first); half the time
+			// with commands of locks after them in the batch, which must
+			// not go ahead of the session's end: most often, after the
+			// session and another owner took the read/write lock shared or
+			// the semaphore, that owner's release or extend, or a third
+			// one's acquire.
 			owner := owners[r.IntN(2)]
 			ops := []string{topics.OpSessionClose, topics.OpSessionOpen}
-			if r.IntN(3) == 0 {
+			switch r.IntN(4) {
+			case 0:
 				ops = ops[1:]
+			case 1:
+				ops = []string{topics.OpSessionKeepAlive}
 			}
 			var step diffStep
 			for _, op := range ops {
@@ -365,6 +376,31 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 				dc := diffCmd{c: topics.Command{RequestID: fmt.Sprintf("req-%d", seq), Operation: op,
 					SessionID: diffSessions[owner], OwnerID: owner, TTL: 3600, ReplyTo: "locks.replies." + owner}}
 				step.cmds, issued = append(step.cmds, dc), append(issued, dc)
+			}
+			switch r.IntN(4) {
+			case 0:
+				for range 1 + r.IntN(4) {
+					step.cmds = append(step.cmds, next(locks[r.IntN(len(locks))], owners[r.IntN(len(owners))]))
+				}
+			case 1, 2:
+				lock, other := []string{"rw", "sem"}[r.IntN(2)], owners[2+r.IntN(3)]
+				share := func(c *topics.Command) {
+					c.LeaseDuration = 60
+					if lock == "rw" {
+						c.Mode = topics.ModeShared
+					}
+				}
+				script = append(script, diffStep{cmds: []diffCmd{
+					planned(topics.OpAcquire, lock, owner, func(c *topics.Command) { share(c); c.SessionID = diffSessions[owner] }),
+					planned(topics.OpAcquire, lock, other, share)}})
+				switch r.IntN(3) {
+				case 0:
+					step.cmds = append(step.cmds, planned(topics.OpRelease, lock, other, nil))
+				case 1:
+					step.cmds = append(step.cmds, planned(topics.OpExtend, lock, other, nil))
+				default:
+					step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owners[2+r.IntN(3)], share))
+				}
 			}
 			script = append(script, step)
 			continue
@@ -822,13 +858,17 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 			}
 			firstReplyTo[c.RequestID] = c.ReplyTo
 			switch c.Operation {
-			case topics.OpSessionClose:
+			case topics.OpSessionClose, topics.OpSessionKeepAlive:
 				if slices.Contains(lapsed, c.SessionID) { // ended as expired, then refused
 					in := endSessions([]string{c.SessionID}, rules.ReasonSessionExpired)[0]
 					d.note(topics.Event{Type: topics.TypeSessionExpired, Operation: topics.OpExpire, SessionInfo: in})
 				}
 				if !open[c.SessionID] {
 					d.note(topics.Event{Type: topics.TypeRejected, Operation: c.Operation, RequestID: c.RequestID, ErrorCode: topics.CodeSessionNotFound})
+					continue
+				}
+				if c.Operation == topics.OpSessionKeepAlive {
+					d.note(topics.Event{Type: topics.TypeSessionKeptAlive, Operation: c.Operation, RequestID: c.RequestID})
 					continue
 				}
 				in := endSessions([]string{c.SessionID}, rules.ReasonSessionClosed)[0]

@@ -19,7 +19,9 @@
 // otherwise it changes nothing and the general path handles the command.
 // QueueAtOnce sends the common cases of a whole batch ahead in one round
 // trip, one set-based statement per operation (the first command of each
-// lock, up to the first cleanup), so per-lock order is kept. A batch may
+// lock, up to the first cleanup), so per-lock order is kept; a session's
+// end changes locks of any key, so none applies to a lock with a lease or
+// wait of a session, which a session command before it may end. A batch may
 // span commands partitions (Batch.For): each command's rows are written
 // under its own. TestDifferential checks that both paths and the rules'
 // in-memory model give the same events.

@@ -558,3 +558,103 @@ func (h *harness) waitingPast(nearSQL, lockSQL string, c topics.Command) topics.
 	require.NoError(h.t, holder.Commit(ctx))
 	return answer()
 }
+
+// TestSessionCommandThenLockCommandsInOneBatch: a session command that
+// ends a session (a close; a keep-alive or open that finds it past its
+// expiry) changes the locks the session holds or waits for, whatever
+// their keys. A command of such a lock later in the batch must not be
+// sent ahead of it: the batch, common cases sent ahead, gives what the
+// commands give one after another in one transaction (events, their
+// revisions, their order per topic, the one state record per lock, the
+// transaction's last).
+func TestSessionCommandThenLockCommandsInOneBatch(t *testing.T) {
+	// o holds l shared with a lease of its own, q in session s.
+	readers := func(h *harness) {
+		require.Equal(h.t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "q", ttl(60))).Type)
+		require.Equal(h.t, topics.TypeAcquired, h.one(h.acquire("l", "o", shared, lease(60))).Type)
+		require.Equal(h.t, topics.TypeAcquired, h.one(h.acquire("l", "q", shared, inSession("s"))).Type)
+	}
+	expired := func(h *harness) {
+		h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`))
+	}
+	for _, tc := range []struct {
+		name  string
+		batch func(h *harness) []topics.Command
+	}{
+		{"close, then another reader's release", func(h *harness) []topics.Command {
+			readers(h)
+			return []topics.Command{h.session(topics.OpSessionClose, "s", "q"), h.release("l", "o")}
+		}},
+		{"keep-alive past the expiry, then another reader's release", func(h *harness) []topics.Command {
+			readers(h)
+			expired(h)
+			return []topics.Command{h.session(topics.OpSessionKeepAlive, "s", "q"), h.release("l", "o")}
+		}},
+		{"open past the expiry, then another reader's release", func(h *harness) []topics.Command {
+			readers(h)
+			expired(h)
+			return []topics.Command{h.session(topics.OpSessionOpen, "s", "p"), h.release("l", "o")}
+		}},
+		{"close, then a reader joining, its extend and release, a writer", func(h *harness) []topics.Command {
+			readers(h)
+			return []topics.Command{h.session(topics.OpSessionClose, "s", "q"), h.acquire("l", "p", shared), h.extend("l", "p"),
+				h.release("l", "p"), h.release("l", "o"), h.acquire("l", "w")}
+		}},
+		{"close, then an extend of a lock the session waits for", func(h *harness) []topics.Command {
+			require.Equal(h.t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "q", ttl(60))).Type)
+			require.Equal(h.t, topics.TypeAcquired, h.one(h.acquire("l", "o", lease(60))).Type)
+			require.Equal(h.t, topics.TypeQueued, h.one(h.acquire("l", "q", inSession("s"), wait(60))).Type)
+			return []topics.Command{h.session(topics.OpSessionClose, "s", "q"), h.extend("l", "o")}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ahead := newHarness(t)
+			inline := ahead.fresh()
+			var views [2][]string
+			for i, h := range []*harness{ahead, inline} {
+				cmds := tc.batch(h)
+				h.clearOutbox()
+				views[i] = h.batchView(h.run(h == ahead, cmds))
+			}
+			require.Equal(t, views[1], views[0])
+		})
+	}
+	// The first case in full: the close ends q's lease (revision 3), then
+	// o's release (4) the last; the state topic gets revision 4, released.
+	h := newHarness(t)
+	readers(h)
+	h.clearOutbox()
+	evs := h.apply(h.session(topics.OpSessionClose, "s", "q"), h.release("l", "o"))
+	var revs []string
+	for _, ev := range find(evs, topics.TypeReleased) {
+		revs = append(revs, fmt.Sprintf("%s %d", ev.LockInfo.OwnerID, ev.LockInfo.Revision))
+	}
+	require.Equal(t, []string{"q 3", "o 4"}, revs)
+	states := h.states()
+	require.Len(t, states, 1)
+	require.Equal(t, int64(4), states[0].State.Revision)
+	require.Equal(t, topics.StatusReleased, states[0].State.Status)
+}
+
+// batchView renders a batch's events (with their revisions), where they
+// went, in order, and the lock states it published.
+func (h *harness) batchView(evs []topics.Event) []string {
+	h.t.Helper()
+	var out []string
+	for _, ev := range evs {
+		s := fmt.Sprintf("%s %s req=%s code=%s reason=%s", ev.Type, ev.Operation, ev.RequestID, ev.ErrorCode, ev.Reason)
+		if li := ev.LockInfo; li != nil {
+			s += fmt.Sprintf(" %s owner=%s status=%s rev=%d", li.LockName, li.OwnerID, li.Status, li.Revision)
+		}
+		out = append(out, s)
+	}
+	out = append(out, h.routes()...)
+	for _, r := range h.states() {
+		s := fmt.Sprintf("state %s rev=%d status=%s", r.Key, r.State.Revision, r.State.Status)
+		for _, x := range r.State.Holders {
+			s += " " + x.OwnerID + "/" + x.Mode
+		}
+		out = append(out, s)
+	}
+	return out
+}
