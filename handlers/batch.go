@@ -310,11 +310,21 @@ func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Hea
 // costs one record, not one per command; a Watch sees the transaction's
 // last revision. A tombstone stays before a state that follows it (the
 // lock deleted, then created again at revision 1): without it a reader
-// would take revision 1 for an old one.
+// would take revision 1 for an old one. A state of a lower revision than
+// the lock's record before it is dropped, never put in its place: the
+// lock's changes are applied in order, so it would be a stale view (a
+// common case sent ahead of a change it should have followed), and the
+// topic must not go back.
 func (b *Batch) queueState(namespace, name string, p *pending) {
 	k := stateRow{b.env.Partition, namespace, name}
-	if i, ok := b.states[k]; ok && (p.state == nil || b.outbox[i].p.state != nil) {
-		b.outbox[i].superseded = true
+	if i, ok := b.states[k]; ok {
+		prev := b.outbox[i].p.state
+		if p.state != nil && prev != nil && prev.Revision > p.state.Revision {
+			return
+		}
+		if p.state == nil || prev != nil {
+			b.outbox[i].superseded = true
+		}
 	}
 	b.states[k] = len(b.outbox)
 	b.queue(b.env.Names.State, []byte(topics.LockKey(namespace, name)), p, topics.LockStateHeaders())
