@@ -134,16 +134,18 @@ var diffFencedCoverage = [][2]string{
 
 // diffRenewals are the kinds of renewal the model refuses under
 // REQUIRE_FENCING_TOKEN, which the scripts must each give (see modelRun),
-// and the acquire of an owner whose lease has ended unsettled, granted
-// anew.
+// and the acquire of an owner whose lease has ended unsettled (by time, or
+// with its session past its expiry), granted anew.
 // diffSessionCases are the cases of sessions past their expiry that the
 // default scripts must give.
 var diffSessionCases = []string{
 	"sessions ending together: one waits where another holds",
 	"a hand-off withdraws the wait of a session past its expiry",
+	"an acquire ends its owner's lease of a session past its expiry",
 }
 
-var diffRenewals = []string{"plain", "session lease", "with session_id", "other mode", "other limit", "max_hold", "ended lease"}
+var diffRenewals = []string{"plain", "session lease", "with session_id", "other mode", "other limit", "max_hold", "ended lease",
+	"lapsed session lease"}
 
 // diffStep is one step of a script: a batch of commands, or the end of a
 // lease (the holder-th holder of lock by token, modulo their number), of
@@ -721,6 +723,9 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 		if slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind == rules.Drop && slices.Contains(lapsed, e.Waiter.Session) }) {
 			cases["a hand-off withdraws the wait of a session past its expiry"]++
 		}
+		if c != nil && slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind == rules.Lose }) {
+			cases["an acquire ends its owner's lease of a session past its expiry"]++
+		}
 		delayed := !m.DelayUntil.IsZero()
 		if err := m.Save(l, effs); err != nil {
 			panic(err)
@@ -805,10 +810,17 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 		case step.lapse != "" && open[step.lapse]:
 			delete(open, step.lapse)
 			lapsed = append(lapsed, step.lapse)
+			// Its waits and leases show the expiry passed, as the
+			// handlers read it from the session's row.
 			for _, m := range mem {
 				for i := range m.Queue {
 					if m.Queue[i].Session == step.lapse {
 						m.Queue[i].SessionExpires = now.Add(-time.Millisecond)
+					}
+				}
+				for i := range m.Holders {
+					if m.Holders[i].Session == step.lapse {
+						m.Holders[i].ExpiresAt = now.Add(-time.Millisecond)
 					}
 				}
 			}
@@ -918,11 +930,17 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 					}
 					// Its lease in force after settling: the settling may
 					// end it, or hand the owner the lock it waited for (then
-					// this acquire renews that grant).
+					// this acquire renews that grant). A lease of a session
+					// past its expiry is not in force either: the acquire
+					// ends it (docs/design.md, Sessions) and is a new one.
 					mine := func(h rules.Holder) bool { return h.Owner == c.OwnerID }
 					ended := slices.ContainsFunc(l.Holders, mine)
 					effs, _ := l.Settle()
 					i := slices.IndexFunc(l.Holders, mine)
+					if i >= 0 && l.Holders[i].Session != "" && !l.Holders[i].ExpiresAt.After(now) {
+						cases["lapsed session lease"]++
+						return append(effs, l.Acquire(r)...)
+					}
 					if i < 0 {
 						if ended {
 							cases["ended lease"]++

@@ -658,3 +658,48 @@ func (h *harness) batchView(evs []topics.Event) []string {
 	}
 	return out
 }
+
+// TestAcquireAfterItsSessionsExpiry: the holder's acquire without a
+// session, after its session's expiry and before the scheduler ended the
+// session, renews nothing: the session's lease ends as the session's end
+// would (lock.expired, session_expired, its lock-delay from the session's
+// expiry), then the acquire is a new one, refused in that delay or
+// granted a new lease; the session's end later finds no lease of it.
+func TestAcquireAfterItsSessionsExpiry(t *testing.T) {
+	for _, delay := range []float64{10, 0} {
+		t.Run(fmt.Sprintf("lock_delay %g", delay), func(t *testing.T) {
+			h := newHarness(t)
+			require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+			held := h.one(h.acquire("l", "o", inSession("s"), lockDelay(delay)))
+			require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
+			expiry := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`)
+			h.waitPast(expiry)
+			h.clearOutbox()
+
+			again := h.acquire("l", "o", lease(30))
+			evs := h.apply(again)
+			lost := find(evs, topics.TypeExpired)
+			require.Len(t, lost, 1)
+			require.Equal(t, topics.ReasonSessionExpired, lost[0].Reason)
+			require.Equal(t, held.LockInfo.FencingToken, lost[0].LockInfo.FencingToken)
+			answer := evs[len(evs)-1]
+			require.Equal(t, again.RequestID, answer.RequestID)
+			if delay > 0 {
+				require.Equal(t, topics.CodeLockHeld, answer.ErrorCode)
+				require.Equal(t, expiry.Add(10*time.Second), h.delayUntil("l"), "from the session's expiry")
+				require.Equal(t, []string{"locks.replies.o lock.expired", "locks.lock.expired.v1 lock.expired", "locks.replies.o lock.rejected"},
+					h.routes())
+			} else {
+				require.Equal(t, topics.TypeAcquired, answer.Type)
+				require.Greater(t, answer.LockInfo.FencingToken, held.LockInfo.FencingToken, "a new lease")
+				require.Empty(t, answer.LockInfo.SessionID)
+			}
+
+			_, evs = h.expireDueEvents()
+			ended := find(evs, topics.TypeSessionExpired)
+			require.Len(t, ended, 1)
+			require.Zero(t, ended[0].SessionInfo.Leases, "its owner's acquire ended it")
+			require.Empty(t, find(evs, topics.TypeExpired))
+		})
+	}
+}

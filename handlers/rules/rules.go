@@ -29,7 +29,8 @@
 //
 // A lease ends when its holder releases it, when the database's time
 // passes its expiry, when it is revoked, or, for a lease of a session,
-// when the session ends (EndSessions); a wait ends at its deadline, or with
+// when the session ends (EndSessions; or, past the session's expiry, at its
+// owner's acquire: Acquire); a wait ends at its deadline, or with
 // its session (or, once the session is past its expiry, at a hand-off that
 // reaches it: HandOff). Ended leases and waits are settled (lock.expired,
 // LOCK_TIMEOUT) by whatever looks at the lock first: a command, the expiry
@@ -81,7 +82,8 @@ type Holder struct {
 	Partition int32
 	// Session, when set, keeps the lease alive: it has no expiry of its own
 	// and ends with the session (EndSessions) or by its release; ExpiresAt
-	// is then the session's, for lock_info only.
+	// is then the session's as the caller read it, which lock_info shows
+	// and past which no acquire of the owner keeps the lease (Acquire).
 	Session string
 	// LockDelay (seconds, 0: none) keeps the lock from granting for that
 	// long after the lease ends otherwise than by its holder's release;
@@ -204,7 +206,8 @@ const (
 	// Revoke ends Holder's lease by a revoke.
 	Revoke
 	// Lose ends Holder's lease because its session ended (Reason; Info's
-	// status is released for a closed session, expired for an expired one).
+	// status is released for a closed session, expired for an expired one),
+	// or, past the session's expiry, at its owner's acquire.
 	Lose
 	// Drop takes Waiter off the queue because its session ended (Reason).
 	Drop
@@ -509,6 +512,7 @@ func (l *Lock) capped(h Holder, until time.Time, key string) (Effect, bool) {
 // lease, grant, refuse, or queue.
 func (l *Lock) Acquire(r Request) []Effect {
 	effs, _ := l.Settle()
+	effs = append(effs, l.lapsed(r.Owner)...)
 	if i := l.holder(r.Owner); i >= 0 {
 		h := &l.Holders[i]
 		switch {
@@ -581,6 +585,22 @@ func (l *Lock) Acquire(r Request) []Effect {
 		l.Head = append(l.Head, w) // the queue was all loaded: it still is
 	}
 	return append(effs, Effect{Kind: Queue, Waiter: w, Position: w.Position, Info: l.Info()})
+}
+
+// lapsed ends owner's lease when it is a session's whose expiry has passed
+// (its end not seen yet), as that end will (Lose, session_expired, its
+// lock-delay from the session's expiry), and hands the lock on: the
+// session's end then finds nothing of it. Else a renewal would keep, with
+// its own expiry or another session's, a lease that ended with its
+// session, skipping its lock.expired and its lock-delay.
+func (l *Lock) lapsed(owner string) []Effect {
+	i := l.holder(owner)
+	if i < 0 || l.Holders[i].Session == "" || l.Holders[i].ExpiresAt.After(l.Now) {
+		return nil
+	}
+	h := l.EndLease(i, Expired)
+	effs := []Effect{{Kind: Lose, Holder: h, Reason: ReasonSessionExpired, Info: l.about(h, Expired)}}
+	return append(effs, l.HandOff()...)
 }
 
 // waiter is the acquire as a waiter that would queue at now.

@@ -38,7 +38,9 @@ func TestSessionLeaseOutlivesItsDuration(t *testing.T) {
 	require.Empty(t, kinds(m.expire()), "only the session's end ends it")
 	require.Equal(t, Acquired, m.lock("").Info().Status)
 	require.Equal(t, "refuse SESSION_BOUND", kinds(m.extend("o", nil, 0)))
-	// A renewal without the session gives the lease its own expiry.
+	// A renewal without the session, the session kept alive (its holder
+	// shows the expiry the loader reads), gives the lease its own expiry.
+	m.Holders[0].ExpiresAt = m.now.Add(time.Minute)
 	effs = m.acquire("o", Exclusive, 1, 30, 0)
 	require.Equal(t, "renew o", kinds(effs))
 	require.Empty(t, effs[0].Holder.Session)
@@ -141,6 +143,55 @@ func TestHandOffAndAnExpiredSessionsWait(t *testing.T) {
 			require.Empty(t, m.Queue)
 			// Its session's end then finds nothing of it on the lock.
 			require.Empty(t, kinds(m.endSession("s1", "o", ReasonSessionExpired)))
+		})
+	}
+}
+
+// An acquire by the holder of a session's lease after the session's
+// expiry, before its end was seen, renews nothing: the lease ended with
+// the session (lock.expired, session_expired; its lock-delay from the
+// session's expiry), and the acquire is a new one, which that delay may
+// refuse or queue.
+func TestAcquireAfterItsSessionsExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		delay   float64
+		session string // of the acquire
+		wait    float64
+		want    string
+	}{
+		{"without session, lock-delay", 10, "", 0, "lose o, refuse LOCK_HELD"},
+		{"without session, lock-delay, waiting", 10, "", 60, "lose o, queue o"},
+		{"without session", 0, "", 0, "lose o, grant o"},
+		{"in another session", 0, "s2", 0, "lose o, grant o"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(t)
+			expiry := m.now.Add(5 * time.Second)
+			l := m.lock("o")
+			effs := l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 1, Lease: 30, RequestID: "req-o", Key: "/k",
+				Session: "s", SessionExpires: expiry, LockDelay: tc.delay})
+			m.save(l, effs)
+			token := effs[0].Holder.Token
+			m.advance(5500 * time.Millisecond)
+			require.Empty(t, kinds(m.expire()), "only its session's end, or its owner, ends it")
+			l = m.lock("o")
+			effs = l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 1, Lease: 30, Wait: tc.wait, RequestID: "req-o2", Key: "/k",
+				Session: tc.session, SessionExpires: m.now.Add(time.Hour)})
+			m.save(l, effs)
+			require.Equal(t, tc.want, kinds(effs))
+			require.Equal(t, ReasonSessionExpired, effs[0].Reason)
+			require.Equal(t, Expired, effs[0].Info.Status)
+			require.Equal(t, token, effs[0].Info.Holder.Token)
+			switch effs[1].Kind {
+			case Grant:
+				require.Greater(t, effs[1].Holder.Token, token, "a new lease")
+				require.Equal(t, tc.session, effs[1].Holder.Session)
+			case Refuse:
+				require.Equal(t, expiry.Add(10*time.Second), m.DelayUntil, "from the session's expiry")
+				require.Equal(t, 9500*time.Millisecond, effs[1].RetryAfter)
+			}
+			require.Empty(t, kinds(m.endSession("s", "o", ReasonSessionExpired)), "its end finds nothing of it")
 		})
 	}
 }
