@@ -703,3 +703,17 @@ func TestAcquireAfterItsSessionsExpiry(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryAfterPastASessionsExpiry: LOCK_HELD behind a session's lease
+// whose session is past its expiry, before the scheduler ended it, says
+// to retry now (0), not a negative time.
+func TestRetryAfterPastASessionsExpiry(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "o", inSession("s"))).Type)
+	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`))
+	held := h.one(h.acquire("l", "p"))
+	require.Equal(t, topics.CodeLockHeld, held.ErrorCode)
+	require.NotNil(t, held.RetryAfterSeconds)
+	require.Zero(t, *held.RetryAfterSeconds)
+}

@@ -618,7 +618,8 @@ func (l *Lock) limitMismatch(r Request) Effect {
 }
 
 // lockHeld refuses an acquire that would have to wait: RetryAfter is how
-// long until the leases now in its way end (unless extended).
+// long until the leases now in its way end (unless extended), never
+// negative.
 func (l *Lock) lockHeld(r Request) Effect {
 	owner := l.Info().Holder.Owner
 	e := l.refuse(CodeLockHeld, fmt.Sprintf("lock %q is held by %q", r.Key, owner))
@@ -636,7 +637,9 @@ func (l *Lock) lockHeld(r Request) Effect {
 		k = len(ends) - l.Limit
 	}
 	if k >= 0 && k < len(ends) {
-		e.RetryAfter = ends[k].Sub(l.Now)
+		// A session's lease past its session's expiry, its end not seen
+		// yet, still holds: its end is due now.
+		e.RetryAfter = max(ends[k].Sub(l.Now), 0)
 	}
 	if l.delayed() {
 		e.Message = fmt.Sprintf("lock %q grants nothing until %s: the lock-delay of a lease that ended without its holder's release",

@@ -195,3 +195,17 @@ func TestAcquireAfterItsSessionsExpiry(t *testing.T) {
 		})
 	}
 }
+
+// A session's lease past its session's expiry, its end not seen yet,
+// still holds the lock, but LOCK_HELD's RetryAfter is never negative: 0,
+// or the lock-delay's end when that is later.
+func TestRetryAfterPastASessionsExpiry(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant o", kinds(m.acquireIn("s", "o", Exclusive, 0)))
+	m.advance(2 * time.Hour) // an hour past the session's expiry
+	effs := m.acquire("p", Exclusive, 1, 30, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Zero(t, effs[0].RetryAfter)
+	m.DelayUntil = m.now.Add(3 * time.Second)
+	require.Equal(t, 3*time.Second, m.acquire("p", Exclusive, 1, 30, 0)[0].RetryAfter)
+}
