@@ -352,6 +352,15 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 	if code == "" && !s.expiresAt.After(st.l.Now) {
 		// It expired while the lock's row was waited for.
 		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+		if st.row.status == topics.StatusFree {
+			// loadLock created the row for this acquire (free exists only
+			// inside the transaction creating a row): the refusal leaves
+			// none, as when the refusal was known before.
+			if _, err := a.tx.Exec(ctx, `DELETE FROM locks WHERE namespace = $1 AND lock_name = $2 AND status = 'free'`,
+				c.Namespace, c.LockName); err != nil {
+				return fmt.Errorf("deleting the new row of lock %q: %w", c.Key(), err)
+			}
+		}
 	}
 	if code != "" {
 		return a.apply(ctx, st, []rules.Effect{{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}})

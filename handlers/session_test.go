@@ -717,3 +717,30 @@ func TestRetryAfterPastASessionsExpiry(t *testing.T) {
 	require.NotNil(t, held.RetryAfterSeconds)
 	require.Zero(t, *held.RetryAfterSeconds)
 }
+
+// TestSessionAcquireExpiredWhileCreatingTheLock: an acquire in a session
+// whose expiry passes while it creates the lock's row (waiting for another
+// transaction's insert of the same lock, rolled back) is refused
+// SESSION_NOT_FOUND and leaves no row: `free` exists only inside the
+// transaction that creates a row.
+func TestSessionAcquireExpiredWhileCreatingTheLock(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	expiry := h.timeOf(sessionNear)
+	conn, pid := h.blocker()
+	_, err := conn.Exec(ctx, `INSERT INTO locks (namespace, lock_name, status, source_partition) VALUES ('', 'l', 'free', 0)`)
+	require.NoError(t, err)
+	answer := h.applyAside(h.acquire("l", "o", inSession("s")))
+	// Only an acquire that read its session live creates the row, and so
+	// waits for that insert.
+	h.waitBlockedBy(pid)
+	h.waitPast(expiry)
+	_, err = conn.Exec(ctx, `ROLLBACK`)
+	require.NoError(t, err)
+	ev := answer()
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+	require.Equal(t, topics.StatusFree, ev.LockInfo.Status)
+	require.Zero(t, ev.LockInfo.Revision)
+	require.Zero(t, h.scalar(`SELECT count(*) FROM locks`))
+}
