@@ -77,7 +77,9 @@
 //     change. A session past its expiry is never granted a lease: a
 //     hand-off withdraws its wait instead, unless a keep-alive or end of
 //     it is in flight (rules.Lock.SessionLive), and an acquire in it is
-//     refused.
+//     refused. Nor does its lease outlive it: its holder's acquire ends
+//     it, once the session's row, read again after any keep-alive in
+//     flight, still shows the expiry passed (rules.Lock.SessionExpiry).
 //   - Every valid command's outcome is stored under its request_id; the same
 //     request_id again re-sends that outcome (same event_id) and changes
 //     nothing. A queued acquire's stored outcome becomes its final answer

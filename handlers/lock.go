@@ -340,6 +340,26 @@ func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holde
 		}
 		return t, live && err == nil
 	}
+	// An acquire by the holder of a session's lease past its session's
+	// expiry (as holderCols read it) waits for the session's row, unlike
+	// a hand-off: a keep-alive in flight that found the session live
+	// renews it, and its new expiry keeps the lease; an end in flight
+	// must not be answered live (the lease, renewed with an expiry of its
+	// own, would escape it), and deletes the row. An end waits for this
+	// transaction's lock row in turn: PostgreSQL aborts one of the two
+	// (40P01, kept in the error chain), and the whole transaction is
+	// retried, as for any deadlock.
+	l.SessionExpiry = func(id string) (time.Time, bool) {
+		var t time.Time
+		err := a.tx.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = $1 FOR SHARE`, id).Scan(&t)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return t, false // ended
+		}
+		if err != nil && s.err == nil {
+			s.err = fmt.Errorf("reading session %q: %w", id, err)
+		}
+		return t, err == nil
+	}
 	return s
 }
 

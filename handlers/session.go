@@ -21,7 +21,10 @@ import (
 // every lock it holds or waits for, sorted by key, in the same
 // transaction, so that no acquire can add to it meanwhile: an acquire takes
 // a key-share lock on the row (which keep-alives, updating no key, never
-// wait for) and finds it gone once the end commits.
+// wait for) and finds it gone once the end commits. An acquire by the
+// holder of a session's lease that reads the session past its expiry
+// takes a share lock on its row (waiting for a keep-alive in flight)
+// before it ends that lease (rules.Lock.SessionExpiry).
 
 // sessionExpiry is the expiry of the session of the lock_holders or
 // lock_waiters row it is read with (its session_id; sessions has no column

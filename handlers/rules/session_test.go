@@ -209,3 +209,61 @@ func TestRetryAfterPastASessionsExpiry(t *testing.T) {
 	m.DelayUntil = m.now.Add(3 * time.Second)
 	require.Equal(t, 3*time.Second, m.acquire("p", Exclusive, 1, 30, 0)[0].RetryAfter)
 }
+
+// Before it ends the lease of a session that looks past its expiry, an
+// acquire by its holder asks the session again (SessionExpiry): kept
+// alive meanwhile (a keep-alive that found it live committing after the
+// old expiry), the lease is renewed as any other; ended, or still past
+// its expiry, the lease ends (its lock-delay from the expiry read last).
+func TestAcquireAsksAgainAboutItsSessionsExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		expires time.Duration // from the old expiry, as SessionExpiry reads it
+		open    bool
+		want    string
+	}{
+		{"kept alive meanwhile", time.Minute, true, "renew o"},
+		{"ended", 0, false, "lose o, refuse LOCK_HELD"},
+		{"still past its expiry", 200 * time.Millisecond, true, "lose o, refuse LOCK_HELD"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(t)
+			expiry := m.now.Add(5 * time.Second)
+			l := m.lock("o")
+			effs := l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 1, Lease: 30, RequestID: "req-o", Key: "/k",
+				Session: "s", SessionExpires: expiry, LockDelay: 10})
+			m.save(l, effs)
+			token := effs[0].Holder.Token
+			m.advance(5500 * time.Millisecond)
+			l = m.lock("o")
+			var asked []string
+			l.SessionExpiry = func(id string) (time.Time, bool) {
+				asked = append(asked, id)
+				return expiry.Add(tc.expires), tc.open
+			}
+			effs = l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 1, Lease: 30, RequestID: "req-o2", Key: "/k"})
+			m.save(l, effs)
+			require.Equal(t, tc.want, kinds(effs))
+			require.Equal(t, []string{"s"}, asked)
+			if effs[0].Kind == Renew {
+				require.Equal(t, token, effs[0].Holder.Token)
+				require.Empty(t, effs[0].Holder.Session, "a lease of its own now")
+				require.Equal(t, m.now.Add(30*time.Second), effs[0].Holder.ExpiresAt)
+				return
+			}
+			end := expiry
+			if tc.open {
+				end = expiry.Add(tc.expires)
+			}
+			require.Equal(t, end.Add(10*time.Second), m.DelayUntil, "from the session's expiry")
+		})
+	}
+	// A session whose expiry has not passed is not asked about.
+	m := newModel(t)
+	m.acquireIn("s", "o", Exclusive, 0)
+	l := m.lock("o")
+	l.SessionExpiry = func(string) (time.Time, bool) { t.Fatal("asked"); return time.Time{}, false }
+	effs := l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 1, Lease: 30, RequestID: "req-o2", Key: "/k"})
+	m.save(l, effs)
+	require.Equal(t, "renew o", kinds(effs))
+}
