@@ -218,3 +218,34 @@ func TestAcquireDoesNotTakeALeaseFromAnEndInFlight(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionLeasePastItsExpiryKeptByTheEnd: the holder of a session's
+// lease past the session's expiry, before its end: an acquire with that
+// session's own session_id is refused SESSION_NOT_FOUND and leaves the
+// lease to the session's end, and so does one in another owner's session
+// (NOT_OWNER); the holder's release is an ordinary lock.released, with no
+// lock-delay, and the session's end then finds nothing of it.
+func TestSessionLeasePastItsExpiryKeptByTheEnd(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "p1", "p", ttl(60))).Type)
+	held := h.one(h.acquire("l", "o", inSession("s"), lockDelay(10)))
+	require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
+	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`))
+
+	require.Equal(t, topics.CodeSessionNotFound, h.one(h.acquire("l", "o", inSession("s"))).ErrorCode)
+	require.Equal(t, topics.CodeNotOwner, h.one(h.acquire("l", "o", inSession("p1"))).ErrorCode)
+	require.Equal(t, []string{"lock.acquired o"}, h.history("l"), "the lease is left as it was")
+
+	h.clearOutbox()
+	released := h.one(h.release("l", "o"))
+	require.Equal(t, topics.TypeReleased, released.Type, released.ErrorMessage)
+	require.Empty(t, released.Reason)
+	require.Equal(t, held.LockInfo.FencingToken, released.LockInfo.FencingToken)
+	require.True(t, h.delayUntil("l").IsZero(), "no lock-delay")
+	_, evs := h.expireDueEvents()
+	ended := find(evs, topics.TypeSessionExpired)
+	require.Len(t, ended, 1)
+	require.Zero(t, ended[0].SessionInfo.Leases)
+	require.Empty(t, find(evs, topics.TypeExpired))
+}
