@@ -1,24 +1,33 @@
 package handlers
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"testing"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/topics"
 )
 
 // TestQueueStateKeepsTheHigherRevision: a lock's state record of a lower
-// revision than the one before it in the transaction never replaces it;
-// a higher one does.
+// revision than the one before it in the transaction never replaces it,
+// and its drop, which no path should reach, is logged as an error; a
+// higher one replaces it, silently.
 func TestQueueStateKeepsTheHigherRevision(t *testing.T) {
-	b := NewBatch(nil, Env{})
+	var logged bytes.Buffer
+	l := zerolog.New(&logged)
+	defer func(prev *zerolog.Logger) { errorLog = prev }(errorLog)
+	errorLog = &l
+
+	b := NewBatch(nil, Env{Partition: 3})
 	for _, s := range []struct {
 		lock string
 		rev  int64
 	}{{"l", 5}, {"l", 4}, {"m", 1}, {"m", 2}} {
-		b.queueState("", s.lock, &pending{state: &topics.LockState{LockName: s.lock, Revision: s.rev}})
+		b.queueState("ns", s.lock, &pending{state: &topics.LockState{LockName: s.lock, Revision: s.rev}})
 	}
 	var kept []string
 	for _, r := range b.outbox {
@@ -27,4 +36,15 @@ func TestQueueStateKeepsTheHigherRevision(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"l 5", "m 2"}, kept)
+
+	var entry map[string]any
+	dec := json.NewDecoder(&logged)
+	require.NoError(t, dec.Decode(&entry))
+	require.False(t, dec.More(), "one entry: %s", logged.String())
+	require.Equal(t, "error", entry["level"])
+	require.Equal(t, "l", entry["lock_name"])
+	require.Equal(t, "ns", entry["namespace"])
+	require.EqualValues(t, 3, entry["partition"])
+	require.EqualValues(t, 4, entry["revision"])
+	require.EqualValues(t, 5, entry["kept_revision"])
 }
