@@ -79,7 +79,8 @@
 //     it is in flight (rules.Lock.SessionLive), and an acquire in it is
 //     refused. Nor does its lease outlive it: its holder's acquire ends
 //     it, once the session's row, read again after any keep-alive in
-//     flight, still shows the expiry passed (rules.Lock.SessionExpiry).
+//     flight, still shows the expiry passed at the time read after that
+//     wait, which the whole decision takes (rereadLapsedSession).
 //   - Every valid command's outcome is stored under its request_id; the same
 //     request_id again re-sends that outcome (same event_id) and changes
 //     nothing. A queued acquire's stored outcome becomes its final answer

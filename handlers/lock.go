@@ -231,6 +231,9 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, s
 		}
 		r := &rows[i]
 		r.scanned()
+		if err := a.rereadLapsedSession(ctx, r, holders[i], owner); err != nil {
+			return nil, err
+		}
 		states[i] = a.newLockState(ctx, r, holders[i])
 		if r.waiters > 0 {
 			a.queueWaiters(ctx, pb, states[i], owner, sessions[keys[i]])
@@ -242,6 +245,48 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, s
 		}
 	}
 	return states, nil
+}
+
+// rereadLapsedSession reads again, for an acquire by owner, the session of
+// owner's lease among hs when it looks past its expiry (as holderCols read
+// it): rules.Lock.Acquire would end that lease as lapsed. The session's
+// row is locked FOR SHARE, which waits, unlike a hand-off's SessionLive,
+// for a keep-alive in flight (one that found the session live renews it
+// whatever its commit time, and its new expiry, if still ahead, keeps the
+// lease) and for an end in flight (which must not be answered live: the
+// lease, renewed with an expiry of its own, would escape it; it deletes
+// the row, and the lease lapses). An end waits for this transaction's lock
+// row in turn: PostgreSQL aborts one of the two (40P01, kept in the error
+// chain) and the whole transaction is retried, as for any deadlock.
+//
+// The lease shows the expiry read here, and r's time becomes the time read
+// after that wait (timedAfterLock), before the waiters are read with it:
+// the whole decision is taken at that time, as every other one is at the
+// time after its last row wait. A keep-alive may commit after its own new
+// expiry; judged by the time read before the wait, its session would look
+// live and the lease would escape the session's end. Nor is it enough to
+// judge the lapse alone by the later time: Settle and the waiters past
+// their deadline would still be at the earlier one, and a lease lapsed at
+// the later time would show an expiry after the acquired_at of the grant
+// that follows it, its lock-delay running from the earlier time.
+func (a *applier) rereadLapsedSession(ctx context.Context, r *lockRow, hs []rules.Holder, owner string) error {
+	if a.cmd.Operation != topics.OpAcquire || owner == "" {
+		return nil
+	}
+	i := slices.IndexFunc(hs, func(h rules.Holder) bool { return h.Owner == owner })
+	if i < 0 || hs[i].Session == "" || hs[i].ExpiresAt.After(r.now) {
+		return nil
+	}
+	id := hs[i].Session
+	err := a.tx.QueryRow(ctx, timedAfterLock(`SELECT expires_at FROM sessions WHERE id = $1 FOR SHARE`), id).Scan(&hs[i].ExpiresAt, &r.now)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Ended: the lease lapses, showing the expiry read before.
+		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now)
+	}
+	if err != nil {
+		return fmt.Errorf("reading session %q again: %w", id, err)
+	}
+	return nil
 }
 
 // writeUnder is the partition settleLocks writes a lock's changes under.
@@ -339,26 +384,6 @@ func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holde
 			s.err = fmt.Errorf("reading session %q: %w", id, err)
 		}
 		return t, live && err == nil
-	}
-	// An acquire by the holder of a session's lease past its session's
-	// expiry (as holderCols read it) waits for the session's row, unlike
-	// a hand-off: a keep-alive in flight that found the session live
-	// renews it, and its new expiry keeps the lease; an end in flight
-	// must not be answered live (the lease, renewed with an expiry of its
-	// own, would escape it), and deletes the row. An end waits for this
-	// transaction's lock row in turn: PostgreSQL aborts one of the two
-	// (40P01, kept in the error chain), and the whole transaction is
-	// retried, as for any deadlock.
-	l.SessionExpiry = func(id string) (time.Time, bool) {
-		var t time.Time
-		err := a.tx.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = $1 FOR SHARE`, id).Scan(&t)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return t, false // ended
-		}
-		if err != nil && s.err == nil {
-			s.err = fmt.Errorf("reading session %q: %w", id, err)
-		}
-		return t, err == nil
 	}
 	return s
 }

@@ -23,8 +23,9 @@ import (
 // a key-share lock on the row (which keep-alives, updating no key, never
 // wait for) and finds it gone once the end commits. An acquire by the
 // holder of a session's lease that reads the session past its expiry
-// takes a share lock on its row (waiting for a keep-alive in flight)
-// before it ends that lease (rules.Lock.SessionExpiry).
+// takes a share lock on its row (waiting for a keep-alive in flight), and
+// reads the time again after it, before it ends that lease
+// (rereadLapsedSession).
 
 // sessionExpiry is the expiry of the session of the lock_holders or
 // lock_waiters row it is read with (its session_id; sessions has no column

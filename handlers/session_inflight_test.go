@@ -65,36 +65,75 @@ func answerTo(t *testing.T, c topics.Command, evs []topics.Event) topics.Event {
 // session live renews it, even when it commits after the session's old
 // expiry. The holder's acquire without a session_id, in that window, reads
 // the old expiry with the lock's holders; it waits for the keep-alive
-// before it ends the lease as its session's, and, the session kept alive,
-// renews it (same fencing token, an expiry of its own), with no
-// lock.expired and no lock-delay.
+// before it ends the lease as its session's, and decides at the time read
+// after that wait. The session kept alive, it renews the lease (same
+// fencing token, an expiry of its own), with no lock.expired and no
+// lock-delay. The keep-alive committed after its own new expiry, the
+// session is past that one too: the lease ends (lock.expired,
+// session_expired, its lock-delay from the new expiry), though the
+// acquire read its first time before that expiry.
 func TestAcquireWaitsForAKeepAliveInFlight(t *testing.T) {
-	h := newHarness(t)
-	ctx := t.Context()
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
-	held := h.one(h.acquire("l", "o", inSession("s"), lockDelay(10)))
-	require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
-	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '2 seconds' RETURNING expires_at`)
+	for _, late := range []bool{false, true} {
+		name := "committed before its new expiry"
+		if late {
+			name = "committed after its new expiry"
+		}
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			ctx := t.Context()
+			sessionTTL := 60.0
+			if late {
+				sessionTTL = 3 // the acquire reads its first time a second or more before the new expiry
+			}
+			require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(sessionTTL))).Type)
+			held := h.one(h.acquire("l", "o", inSession("s"), lockDelay(10)))
+			require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
+			old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '1 second' RETURNING expires_at`)
 
-	keeper, pid := h.openTx()
-	evs, err := h.applyIn(ctx, keeper, h.session(topics.OpSessionKeepAlive, "s", "o"))
-	require.NoError(t, err)
-	require.Len(t, evs, 1)
-	require.Equal(t, topics.TypeSessionKeptAlive, evs[0].Type, "found live: %s", evs[0].ErrorMessage)
-	h.waitPast(old)
-	h.clearOutbox()
-	again := h.acquire("l", "o", lease(30))
-	answer := h.applyAside(again)
-	h.waitBlockedBy(pid)
-	require.NoError(t, keeper.Commit(ctx))
+			keeper, pid := h.openTx()
+			evs, err := h.applyIn(ctx, keeper, h.session(topics.OpSessionKeepAlive, "s", "o"))
+			require.NoError(t, err)
+			require.Len(t, evs, 1)
+			require.Equal(t, topics.TypeSessionKeptAlive, evs[0].Type, "found live: %s", evs[0].ErrorMessage)
+			var renewed time.Time
+			require.NoError(t, keeper.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = 's'`).Scan(&renewed))
+			h.waitPast(old)
+			h.clearOutbox()
+			again := h.acquire("l", "o", lease(30))
+			answer := h.applyAside(again)
+			h.waitBlockedBy(pid)
+			if late {
+				h.waitPast(renewed)
+			}
+			require.NoError(t, keeper.Commit(ctx))
 
-	ev := answer()
-	require.Equal(t, topics.TypeAcquired, ev.Type, ev.ErrorMessage)
-	require.Equal(t, held.LockInfo.FencingToken, ev.LockInfo.FencingToken, "renewed")
-	require.Empty(t, ev.LockInfo.SessionID, "a lease of its own")
-	require.Equal(t, []string{"locks.replies.o session.kept_alive", "locks.replies.o lock.acquired"}, h.routes(), "no lock.expired")
-	require.True(t, h.delayUntil("l").IsZero(), "no lock-delay")
-	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id IS NULL AND expires_at IS NOT NULL`))
+			ev := answer()
+			if !late {
+				require.Equal(t, topics.TypeAcquired, ev.Type, ev.ErrorMessage)
+				require.Equal(t, held.LockInfo.FencingToken, ev.LockInfo.FencingToken, "renewed")
+				require.Empty(t, ev.LockInfo.SessionID, "a lease of its own")
+				require.Equal(t, []string{"locks.replies.o session.kept_alive", "locks.replies.o lock.acquired"}, h.routes(), "no lock.expired")
+				require.True(t, h.delayUntil("l").IsZero(), "no lock-delay")
+				require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id IS NULL AND expires_at IS NOT NULL`))
+				return
+			}
+			require.Equal(t, topics.TypeRejected, ev.Type)
+			require.Equal(t, topics.CodeLockHeld, ev.ErrorCode, "in the lock-delay: %s", ev.ErrorMessage)
+			var told []topics.Event // the holder's
+			for _, r := range h.outbox() {
+				if r.Topic == "locks.replies.o" {
+					told = append(told, r.Event)
+				}
+			}
+			lost := find(told, topics.TypeExpired)
+			require.Len(t, lost, 1)
+			require.Equal(t, topics.ReasonSessionExpired, lost[0].Reason)
+			require.Equal(t, held.LockInfo.FencingToken, lost[0].LockInfo.FencingToken)
+			require.True(t, renewed.Add(10*time.Second).Equal(h.delayUntil("l")), "lock-delay from the new expiry %v: %v", renewed, h.delayUntil("l"))
+			require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+			require.Equal(t, []string{"lock.acquired o", "lock.expired o"}, h.history("l"))
+		})
+	}
 }
 
 // TestAcquireDoesNotTakeALeaseFromAnEndInFlight: the holder's acquire

@@ -154,13 +154,6 @@ type Lock struct {
 	// its end is in flight (which then settles what is granted). Nil:
 	// the waiters' SessionExpires is the truth.
 	SessionLive func(id string) (expires time.Time, live bool)
-	// SessionExpiry, asked only about the session of the acquiring owner's
-	// lease when that session looks past its expiry (lapsed), reads the
-	// session's expiry again once no command of it is in flight (waiting
-	// for a keep-alive that found it live, which may commit a later
-	// expiry; an end, or a command ending it, deletes it): open is false
-	// when the session has ended. Nil: the holders' ExpiresAt is the truth.
-	SessionExpiry func(id string) (expires time.Time, open bool)
 
 	// last is the ID of the last waiter taken from or loaded into Head;
 	// withdrawn the waiters the decision took off the queue (More still
@@ -599,22 +592,15 @@ func (l *Lock) Acquire(r Request) []Effect {
 // lock-delay from the session's expiry), and hands the lock on: the
 // session's end then finds nothing of it. Else a renewal would keep, with
 // its own expiry or another session's, a lease that ended with its
-// session, skipping its lock.expired and its lock-delay. The session is
-// asked again first (SessionExpiry): a keep-alive that found it live may
-// commit its new expiry after the old one, and the lease then lives on,
-// showing that expiry.
+// session, skipping its lock.expired and its lock-delay. The caller reads
+// such a session's expiry again before it reads Now, once no keep-alive of
+// it is in flight (handlers: rereadLapsedSession): one that found it live
+// may commit its new expiry after the old one, and the lease then lives
+// on, showing that expiry, if Now has not passed it.
 func (l *Lock) lapsed(owner string) []Effect {
 	i := l.holder(owner)
 	if i < 0 || l.Holders[i].Session == "" || l.Holders[i].ExpiresAt.After(l.Now) {
 		return nil
-	}
-	if l.SessionExpiry != nil {
-		if exp, open := l.SessionExpiry(l.Holders[i].Session); open {
-			l.Holders[i].ExpiresAt = exp
-			if exp.After(l.Now) {
-				return nil
-			}
-		}
 	}
 	h := l.EndLease(i, Expired)
 	effs := []Effect{{Kind: Lose, Holder: h, Reason: ReasonSessionExpired, Info: l.about(h, Expired)}}
