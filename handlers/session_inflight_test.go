@@ -15,10 +15,12 @@ import (
 )
 
 // openTx begins a transaction of its own, runs setup in it (SET LOCAL,
-// say) and returns it with its backend's pid (waitBlockedBy): the test
-// applies commands in it (applyIn) and ends it when it likes, so that the
-// row locks they took are held meanwhile, as by a batch still applying its
-// other commands. It is rolled back at the end of the test if still open.
+// say: a test whose setup needs a privilege checks for it first, as
+// needSetDeadlockTimeout does) and returns it with its backend's pid
+// (waitBlockedBy): the test applies commands in it (applyIn) and ends it
+// when it likes, so that the row locks they took are held meanwhile, as
+// by a batch still applying its other commands. It is rolled back at the
+// end of the test if still open.
 func (h *harness) openTx(setup ...string) (pgx.Tx, int64) {
 	h.t.Helper()
 	ctx := context.Background()
@@ -32,6 +34,27 @@ func (h *harness) openTx(setup ...string) (pgx.Tx, int64) {
 	var pid int64
 	require.NoError(h.t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
 	return tx, pid
+}
+
+// needSetDeadlockTimeout skips the test unless its role may SET
+// deadlock_timeout (a superuser-only parameter): a superuser, or on
+// PostgreSQL 15 and later a role granted SET ON PARAMETER deadlock_timeout.
+// What is missing is a privilege of the test role, not the database.
+func (h *harness) needSetDeadlockTimeout() {
+	h.t.Helper()
+	ctx := context.Background()
+	var super bool
+	var version int
+	require.NoError(h.t, h.st.Pool.QueryRow(ctx,
+		`SELECT rolsuper, current_setting('server_version_num')::int FROM pg_roles WHERE rolname = current_user`).Scan(&super, &version))
+	may := super
+	if !may && version >= 150000 {
+		require.NoError(h.t, h.st.Pool.QueryRow(ctx, `SELECT has_parameter_privilege('deadlock_timeout', 'SET')`).Scan(&may))
+	}
+	if !may {
+		h.t.Skip("the test role may not SET deadlock_timeout: it needs to be a superuser " +
+			"or, on PostgreSQL 15 and later, to be granted it (GRANT SET ON PARAMETER deadlock_timeout TO <role>)")
+	}
 }
 
 // applyIn applies cmds in tx as a batch (and flushes it), leaving tx open.
@@ -153,6 +176,7 @@ func TestAcquireDoesNotTakeALeaseFromAnEndInFlight(t *testing.T) {
 	for _, victim := range []string{"acquire", "end"} {
 		t.Run("the "+victim+" aborted", func(t *testing.T) {
 			h := newHarness(t)
+			h.needSetDeadlockTimeout() // SET LOCAL deadlock_timeout, below
 			ctx := t.Context()
 			require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
 			require.Equal(t, topics.TypeAcquired, h.one(h.acquire("k", "o", inSession("s"))).Type)
