@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	zlog "github.com/rs/zerolog/log"
+	"github.com/rs/zerolog"
 
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/topics"
@@ -43,6 +43,9 @@ type Env struct {
 	// compacted form: for a rolling upgrade from them. Default false:
 	// compacted.
 	PlainEvents bool
+	// Log is where the handlers report what no path should reach (a bug
+	// elsewhere); the zero Logger discards.
+	Log zerolog.Logger
 }
 
 // Batch applies commands inside one transaction and buffers what they write
@@ -122,11 +125,6 @@ type historyRow struct {
 	token                                    int64
 	at                                       time.Time
 }
-
-// errorLog reports what no path should reach (a bug elsewhere), for the
-// operator: zerolog's global logger (JSON on stderr, as the worker's own
-// log), the handlers having none of their own. Tests replace it.
-var errorLog = &zlog.Logger
 
 // NewBatch starts a batch in tx.
 func NewBatch(tx pgx.Tx, env Env) *Batch {
@@ -308,10 +306,10 @@ func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Hea
 	b.outbox = append(b.outbox, outboxRow{partition: b.env.Partition, topic: topic, key: key, p: p, headers: headers})
 }
 
-// staleState logs the drop of a lock state record of revision rev after
-// the transaction's record of revision kept.
-func staleState(k stateRow, rev, kept int64) {
-	errorLog.Error().Int32("partition", k.partition).Str("namespace", k.namespace).Str("lock_name", k.name).
+// staleState logs (Env.Log) the drop of a lock state record of revision
+// rev after the transaction's record of revision kept.
+func (b *Batch) staleState(k stateRow, rev, kept int64) {
+	b.env.Log.Error().Int32("partition", k.partition).Str("namespace", k.namespace).Str("lock_name", k.name).
 		Int64("revision", rev).Int64("kept_revision", kept).
 		Msg("dropped a lock state record of a lower revision than the transaction's earlier one: a stale view of the lock (a bug)")
 }
@@ -329,13 +327,13 @@ func staleState(k stateRow, rev, kept int64) {
 // lock's changes are applied in order, so it would be a stale view (a
 // common case sent ahead of a change it should have followed), and the
 // topic must not go back. No path is known to reach that: it is logged as
-// an error, so that a regression is seen.
+// an error (Env.Log), so that a regression is seen.
 func (b *Batch) queueState(namespace, name string, p *pending) {
 	k := stateRow{b.env.Partition, namespace, name}
 	if i, ok := b.states[k]; ok {
 		prev := b.outbox[i].p.state
 		if p.state != nil && prev != nil && prev.Revision > p.state.Revision {
-			staleState(k, p.state.Revision, prev.Revision)
+			b.staleState(k, p.state.Revision, prev.Revision)
 			return
 		}
 		if p.state == nil || prev != nil {

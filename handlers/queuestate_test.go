@@ -14,15 +14,12 @@ import (
 
 // TestQueueStateKeepsTheHigherRevision: a lock's state record of a lower
 // revision than the one before it in the transaction never replaces it,
-// and its drop, which no path should reach, is logged as an error; a
-// higher one replaces it, silently.
+// and its drop, which no path should reach, is logged as an error to
+// Env.Log (the zero Logger discards it); a higher one replaces it,
+// silently.
 func TestQueueStateKeepsTheHigherRevision(t *testing.T) {
 	var logged bytes.Buffer
-	l := zerolog.New(&logged)
-	defer func(prev *zerolog.Logger) { errorLog = prev }(errorLog)
-	errorLog = &l
-
-	b := NewBatch(nil, Env{Partition: 3})
+	b := NewBatch(nil, Env{Partition: 3, Log: zerolog.New(&logged)})
 	for _, s := range []struct {
 		lock string
 		rev  int64
@@ -47,4 +44,10 @@ func TestQueueStateKeepsTheHigherRevision(t *testing.T) {
 	require.EqualValues(t, 3, entry["partition"])
 	require.EqualValues(t, 4, entry["revision"])
 	require.EqualValues(t, 5, entry["kept_revision"])
+
+	// Without a Log, the drop is still made, and logged nowhere.
+	b = NewBatch(nil, Env{})
+	b.queueState("ns", "l", &pending{state: &topics.LockState{LockName: "l", Revision: 5}})
+	b.queueState("ns", "l", &pending{state: &topics.LockState{LockName: "l", Revision: 4}})
+	require.Len(t, b.outbox, 1)
 }
