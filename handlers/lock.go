@@ -153,6 +153,11 @@ type applier struct {
 	// writes, when set, takes apply's writes for the caller to send, with
 	// other locks' (settleLocks); nil: apply sends them.
 	writes *pgx.Batch
+	// refusing is set, before the lock is loaded, for a command already
+	// refused whatever the lock shows (an acquire whose session may not be
+	// used): it reaches no lapse, and loadLocks reads no session again for
+	// it (rereadLapsedSession).
+	refusing bool
 }
 
 // headPage is how many live waiters beyond the lock's limit a transaction
@@ -249,8 +254,13 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, s
 
 // rereadLapsedSession reads again, for an acquire by owner, the session of
 // owner's lease among hs when it looks past its expiry (as holderCols read
-// it): rules.Lock.Acquire would end that lease as lapsed. The session's
-// row is locked FOR SHARE, which waits, unlike a hand-off's SessionLive,
+// it): rules.Lock.Acquire would end that lease as lapsed. Only an acquire
+// that reaches that lapse reads it: one without a session_id, or one whose
+// session passed its check (sessionAcquire) and is not the lease's. One
+// refused for its session (a.refusing), or in the lease's own session
+// (refused when that session is past its expiry), neither waits here nor
+// holds the session's row for the rest of its batch. The session's row is
+// locked FOR SHARE, which waits, unlike a hand-off's SessionLive,
 // for a keep-alive in flight (one that found the session live renews it
 // whatever its commit time, and its new expiry, if still ahead, keeps the
 // lease) and for an end in flight (which must not be answered live: the
@@ -270,11 +280,11 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, s
 // the later time would show an expiry after the acquired_at of the grant
 // that follows it, its lock-delay running from the earlier time.
 func (a *applier) rereadLapsedSession(ctx context.Context, r *lockRow, hs []rules.Holder, owner string) error {
-	if a.cmd.Operation != topics.OpAcquire || owner == "" {
+	if a.cmd.Operation != topics.OpAcquire || owner == "" || a.refusing {
 		return nil
 	}
 	i := slices.IndexFunc(hs, func(h rules.Holder) bool { return h.Owner == owner })
-	if i < 0 || hs[i].Session == "" || hs[i].ExpiresAt.After(r.now) {
+	if i < 0 || hs[i].Session == "" || hs[i].Session == a.cmd.SessionID || hs[i].ExpiresAt.After(r.now) {
 		return nil
 	}
 	id := hs[i].Session

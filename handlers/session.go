@@ -22,10 +22,12 @@ import (
 // transaction, so that no acquire can add to it meanwhile: an acquire takes
 // a key-share lock on the row (which keep-alives, updating no key, never
 // wait for) and finds it gone once the end commits. An acquire by the
-// holder of a session's lease that reads the session past its expiry
-// takes a share lock on its row (waiting for a keep-alive in flight), and
-// reads the time again after it, before it ends that lease
-// (rereadLapsedSession).
+// holder of a session's lease that reads the session past its expiry,
+// and would end that lease (one without a session_id, or in another live
+// session of its owner's), takes a share lock on its row (waiting for a
+// keep-alive in flight), and reads the time again after it, before it
+// ends that lease (rereadLapsedSession); one refused for its session_id,
+// or in that lease's own session, does neither.
 
 // sessionExpiry is the expiry of the session of the lock_holders or
 // lock_waiters row it is read with (its session_id; sessions has no column
@@ -349,6 +351,7 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 		return err
 	}
 	code, msg := a.sessionProblem(s)
+	a.refusing = code != ""
 	st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, code == "")
 	if err != nil {
 		return err

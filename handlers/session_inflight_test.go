@@ -159,6 +159,111 @@ func TestAcquireWaitsForAKeepAliveInFlight(t *testing.T) {
 	}
 }
 
+// TestRefusedSessionAcquireDoesNotWaitForAKeepAlive: the holder's lease
+// in session s looks past s's expiry while a keep-alive of s is in flight
+// (it found s live and holds s's row, its transaction still open). An
+// acquire of that lock refused for its own session, s itself past its
+// expiry (SESSION_NOT_FOUND) or another owner's (NOT_OWNER), never
+// reaches the lease's lapse (rules.Lock.Acquire), so it does not read s
+// again: it completes without waiting for the keep-alive (lock_timeout
+// would abort it), and the lease is left as it was. An acquire in
+// another live session of the holder does reach the lapse: it waits for
+// the keep-alive, then finds s kept alive and renews the lease in its own
+// session.
+func TestRefusedSessionAcquireDoesNotWaitForAKeepAlive(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	for _, s := range []struct{ id, owner string }{{"s", "o"}, {"s2", "o"}, {"p1", "p"}} {
+		require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, s.id, s.owner, ttl(60))).Type)
+	}
+	held := h.one(h.acquire("l", "o", inSession("s")))
+	require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
+	old := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() + interval '1 second' WHERE id = 's' RETURNING expires_at`)
+
+	keeper, pid := h.openTx()
+	evs, err := h.applyIn(ctx, keeper, h.session(topics.OpSessionKeepAlive, "s", "o"))
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.Equal(t, topics.TypeSessionKeptAlive, evs[0].Type, "found live: %s", evs[0].ErrorMessage)
+	h.waitPast(old)
+
+	for _, tc := range []struct{ session, code string }{{"s", topics.CodeSessionNotFound}, {"p1", topics.CodeNotOwner}} {
+		refused := h.acquire("l", "o", inSession(tc.session))
+		tx, _ := h.openTx(`SET LOCAL lock_timeout = '2s'`)
+		evs, err := h.applyIn(ctx, tx, refused)
+		require.NoError(t, err, "in session %s: no wait for the keep-alive", tc.session)
+		require.NoError(t, tx.Commit(ctx))
+		ev := answerTo(t, refused, evs)
+		require.Equal(t, tc.code, ev.ErrorCode, "in session %s: %s", tc.session, ev.ErrorMessage)
+	}
+	require.Equal(t, []string{"lock.acquired o"}, h.history("l"), "the lease is left as it was")
+
+	again := h.acquire("l", "o", inSession("s2"))
+	answer := h.applyAside(again)
+	h.waitBlockedBy(pid)
+	require.NoError(t, keeper.Commit(ctx))
+	ev := answer()
+	require.Equal(t, topics.TypeAcquired, ev.Type, ev.ErrorMessage)
+	require.Equal(t, held.LockInfo.FencingToken, ev.LockInfo.FencingToken, "renewed")
+	require.Equal(t, "s2", ev.LockInfo.SessionID)
+	require.Equal(t, []string{"lock.acquired o"}, h.history("l"), "no lock.expired")
+}
+
+// TestSessionAcquireInTheLeasesSessionDoesNotWaitForAKeepAlive: the
+// holder's acquire in the session of its own lease, which reads the
+// session live, then waits for the lock's row past the session's expiry
+// while a keep-alive of it is in flight, is refused SESSION_NOT_FOUND
+// (the session expired while the row was waited for) without reading the
+// session again: it does not wait for the keep-alive (lock_timeout would
+// abort it), and the lease is left as it was.
+func TestSessionAcquireInTheLeasesSessionDoesNotWaitForAKeepAlive(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	held := h.one(h.acquire("l", "o", inSession("s")))
+	require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
+	old := h.timeOf(sessionNear)
+
+	keeper, _ := h.openTx()
+	evs, err := h.applyIn(ctx, keeper, h.session(topics.OpSessionKeepAlive, "s", "o"))
+	require.NoError(t, err)
+	require.Len(t, evs, 1)
+	require.Equal(t, topics.TypeSessionKeptAlive, evs[0].Type, "found live: %s", evs[0].ErrorMessage)
+	blocker, blockerPID := h.blocker()
+	_, err = blocker.Exec(ctx, `SELECT FROM locks WHERE lock_name = 'l' FOR UPDATE`)
+	require.NoError(t, err)
+
+	// The wait for l's row lasts until just past old (3 s at most).
+	again := h.acquire("l", "o", inSession("s"))
+	tx, _ := h.openTx(`SET LOCAL lock_timeout = '6s'`)
+	type result struct {
+		evs []topics.Event
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		evs, err := h.applyIn(ctx, tx, again)
+		done <- result{evs, err}
+	}()
+	h.waitBlockedBy(blockerPID)
+	h.waitPast(old)
+	_, err = blocker.Exec(ctx, `ROLLBACK`)
+	require.NoError(t, err)
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the acquire not applied in 30 s")
+	}
+	require.NoError(t, r.err, "no wait for the keep-alive")
+	require.NoError(t, tx.Commit(ctx))
+	ev := answerTo(t, again, r.evs)
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode, ev.ErrorMessage)
+	require.NoError(t, keeper.Commit(ctx))
+	require.Equal(t, []string{"lock.acquired o"}, h.history("l"), "the lease is left as it was")
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id = 's'`))
+}
+
 // TestAcquireDoesNotTakeALeaseFromAnEndInFlight: the holder's acquire
 // without a session_id, its session past its expiry, while the session's
 // end is in flight (it deleted the session's row and waits for another
