@@ -290,7 +290,10 @@ func (a *applier) rereadLapsedSession(ctx context.Context, r *lockRow, hs []rule
 	id := hs[i].Session
 	err := a.tx.QueryRow(ctx, timedAfterLock(`SELECT expires_at FROM sessions WHERE id = $1 FOR SHARE`), id).Scan(&hs[i].ExpiresAt, &r.now)
 	if errors.Is(err, pgx.ErrNoRows) {
-		// Ended: the lease lapses, showing the expiry read before.
+		// Ended: the lease lapses, showing the expiry read before
+		// (acquired_at if the row was gone already, holderCols: no end of
+		// the lease, so its lock-delay runs from the time read here,
+		// rules.Lock.EndLease).
 		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&r.now)
 	}
 	if err != nil {

@@ -704,6 +704,43 @@ func TestAcquireAfterItsSessionsExpiry(t *testing.T) {
 	}
 }
 
+// TestAcquireAfterItsSessionsRowIsGone: the holder's acquire without a
+// session_id, its lease's session row deleted (not by that session's end,
+// which would have ended the lease with it), finds no session when it
+// reads the row again (rereadLapsedSession) and decides at the time read
+// then: the lease lapses, as lock.expired (session_expired, same fencing
+// token), showing the expiry read before, which with no session row is
+// the lease's acquired_at (holderCols). That is no end of the lease
+// (rules.Lock.EndLease), so its lock-delay runs from the decision's time;
+// the acquire is then a new one, refused LOCK_HELD in that delay.
+func TestAcquireAfterItsSessionsRowIsGone(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	held := h.one(h.acquire("l", "o", inSession("s"), lockDelay(60)))
+	require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
+	acquiredAt := held.LockInfo.AcquiredAt.UTC()
+	deleted := h.timeOf(`WITH d AS (DELETE FROM sessions WHERE id = 's' RETURNING 1) SELECT clock_timestamp() FROM d`)
+	h.clearOutbox()
+
+	again := h.acquire("l", "o", lease(30))
+	evs := h.apply(again)
+	lost := find(evs, topics.TypeExpired)
+	require.Len(t, lost, 1)
+	require.Equal(t, topics.ReasonSessionExpired, lost[0].Reason)
+	require.Equal(t, held.LockInfo.FencingToken, lost[0].LockInfo.FencingToken)
+	require.True(t, acquiredAt.Equal(lost[0].LockInfo.ExpiresAt.Time), "the expiry read: %v, acquired at %v", lost[0].LockInfo.ExpiresAt, acquiredAt)
+	now := lost[0].OccurredAt.UTC()
+	require.True(t, now.After(deleted), "decided at %v, after the deletion at %v", now, deleted)
+	require.Equal(t, now.Add(60*time.Second), h.delayUntil("l"), "lock-delay from the decision's time")
+	ev := answerTo(t, again, evs)
+	require.Equal(t, topics.CodeLockHeld, ev.ErrorCode, "in the lock-delay: %s", ev.ErrorMessage)
+	require.True(t, now.Equal(ev.OccurredAt.Time))
+	require.Equal(t, []string{"locks.replies.o lock.expired", "locks.lock.expired.v1 lock.expired", "locks.replies.o lock.rejected"},
+		h.routes())
+	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+	require.Equal(t, []string{"lock.acquired o", "lock.expired o"}, h.history("l"))
+}
+
 // TestRetryAfterPastASessionsExpiry: LOCK_HELD behind a session's lease
 // whose session is past its expiry, before the scheduler ended it, says
 // to retry now (0), not a negative time.
