@@ -592,7 +592,7 @@ func outcome(requestID string, evs []topics.Event) string {
 func (w *Worker) env(partition int32) handlers.Env {
 	return handlers.Env{Names: w.cfg.Names, DefaultLease: w.cfg.DefaultLease, Source: "lockworker/" + w.cfg.Instance, Partition: partition,
 		PlainEvents: w.cfg.PlainEvents, NoHistory: w.cfg.NoHistory, RequireFencingToken: w.cfg.RequireFencingToken,
-		OnUnreadableOutcome: w.unreadableOutcome}
+		OnUnreadableOutcome: w.unreadableOutcome, Log: w.log}
 }
 
 // unreadableOutcome logs a stored outcome damaged in the database

@@ -428,3 +428,14 @@ func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 	require.EqualValues(t, 1, storedOffset(t, st, 0))
 	require.EqualValues(t, 1, storedOffset(t, st, 1))
 }
+
+// The handlers report what no path should reach (a stale lock state record
+// dropped) in the worker's log, with its level, format and instance.
+func TestHandlersLogToTheWorkersLog(t *testing.T) {
+	w, _ := newApplier(t)
+	logs := &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	env := w.env(3)
+	env.Log.Error().Msg("from the handlers")
+	require.Contains(t, logs.String(), "from the handlers")
+}
