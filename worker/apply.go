@@ -222,7 +222,6 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 // offset row it locked from where it found it.
 func (w *Worker) takenOver(p *partition) {
 	delay := w.restartDelay(p.id, time.Now())
-	w.restarted()
 	w.log.Warn().Int32("partition", p.id).Dur("restart_in", delay).
 		Msg("partition offset moved by another replica: restarting the partition from the stored offset")
 	p.cancel()

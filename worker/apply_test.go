@@ -192,7 +192,7 @@ func TestMovedPartitionRestartsAlone(t *testing.T) {
 // A partition restarted again soon after its last restart waits first
 // (restartDelay), and each restart is counted: while a stale replica and
 // the owner both apply a partition, each commit of one restarts the other.
-// A restart waiting gives up when the worker stops.
+// A restart waiting gives up when the worker stops, uncounted.
 func TestRepeatedRestartsBackOff(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
@@ -231,6 +231,7 @@ func TestRepeatedRestartsBackOff(t *testing.T) {
 		t.Fatal("stopping waited for the restart's delay")
 	}
 	require.Empty(t, w.Partitions(), "not restarted once stopped")
+	require.EqualValues(t, 2, counted.Load(), "the restart given up is not counted")
 }
 
 func TestRestartDelay(t *testing.T) {

@@ -95,9 +95,10 @@ func (p *partition) stopped() bool { return p.ctx.Err() != nil || p.dropped.Load
 // restart starts partition old, stopped by takenOver, again once its
 // scheduler and relay have returned (the new relay then reads the table
 // first: the other replica's rows go out before this one's next) and delay
-// has passed, unless it was let go meanwhile. It fetches from the stored
-// offset: the records polled before that are dropped, for those polled for
-// old were.
+// has passed, unless it was let go meanwhile; only a restart made is
+// counted (RestartMetrics). It fetches from the stored offset: the records
+// polled before that are dropped (losing), as those polled for old were (the
+// poll loop queues none for a stopped partition).
 func (w *Worker) restart(old *partition, delay time.Duration) {
 	wait := time.NewTimer(delay)
 	defer wait.Stop()
@@ -116,6 +117,7 @@ func (w *Worker) restart(old *partition, delay time.Duration) {
 	p.lane, p.losing = old.lane, true
 	w.parts[p.id] = p
 	w.mu.Unlock()
+	w.restarted()
 	w.log.Info().Int32("partition", p.id).Msg("partition restarted")
 	w.retry(p.revoking, p.logger(), "reading the stored offset of a restarted partition failed", nil, func(ctx context.Context) error {
 		return w.seekStored(ctx, p)

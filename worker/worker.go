@@ -156,8 +156,9 @@ type Metrics interface {
 
 // RestartMetrics is told, when Config.Metrics implements it too, of each
 // partition found with its stored offset moved by another replica, and
-// restarted from there (takenOver). Apart from Metrics, so that its other
-// implementations need not change.
+// restarted from there (takenOver, restart): not of one let go, or stopped
+// for good, before its restart was due. Apart from Metrics, so that its
+// other implementations need not change.
 type RestartMetrics interface {
 	PartitionRestarted()
 }
@@ -422,7 +423,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		// A loss goes first: it is found before the records read after it.
 		w.queueLosses(segs, losses)
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
-			if p := w.parts[fp.Partition]; p != nil && !p.losing && len(fp.Records) > 0 {
+			// A stopped partition waiting to restart (takenOver) stays
+			// in w.parts; its records would only be dropped.
+			if p := w.parts[fp.Partition]; p != nil && !p.losing && !p.stopped() && len(fp.Records) > 0 {
 				p.pending.Add(1) // under w.mu: revoked sees it before it waits
 				segs[p.lane] = append(segs[p.lane], segment{p: p, records: fp.Records, polledAt: polled})
 			}
