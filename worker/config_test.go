@@ -8,11 +8,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/worker"
 )
 
-// Config.SessionTimeout comes with a heartbeat of a fifth of it, unless the
-// caller's Kafka options set their own.
+// Config.SessionTimeout comes with a heartbeat of a fifth of it; the
+// caller's Kafka options, applied after, win over either.
 func TestSessionTimeoutKeepsTheCallersHeartbeat(t *testing.T) {
 	c := kafkatest.Cluster(t)
 	w := idleWorker(t, c, worker.Config{SessionTimeout: 10 * time.Second})
@@ -22,11 +23,18 @@ func TestSessionTimeoutKeepsTheCallersHeartbeat(t *testing.T) {
 	require.Equal(t, 100*time.Millisecond, w.Client().OptValue(kgo.HeartbeatInterval))
 	require.Equal(t, 10*time.Second, w.Client().OptValue(kgo.SessionTimeout))
 
-	// The caller's session timeout wins, and the heartbeat follows it (a
-	// fifth of 60 s would be longer than it, which kgo refuses).
-	w = idleWorker(t, c, worker.Config{SessionTimeout: time.Minute, KafkaOpts: []kgo.Opt{kgo.SessionTimeout(5 * time.Second)}})
+	// The caller's session timeout wins, with the heartbeat they set beside
+	// it.
+	w = idleWorker(t, c, worker.Config{SessionTimeout: time.Minute,
+		KafkaOpts: []kgo.Opt{kgo.SessionTimeout(5 * time.Second), kgo.HeartbeatInterval(time.Second)}})
 	require.Equal(t, 5*time.Second, w.Client().OptValue(kgo.SessionTimeout))
 	require.Equal(t, time.Second, w.Client().OptValue(kgo.HeartbeatInterval))
+
+	// Without it, the heartbeat stays a fifth of 60 s, longer than their
+	// session timeout, which kgo refuses.
+	_, err := worker.New(worker.Config{Store: &store.Store{}, Relay: idleRelay{}, SessionTimeout: time.Minute,
+		KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.SessionTimeout(5 * time.Second)}})
+	require.ErrorContains(t, err, "heartbeat interval")
 }
 
 // GroupInstanceID is applied after the caller's Kafka options: it wins.

@@ -38,12 +38,13 @@ type Config struct {
 	// KafkaOpts reach the brokers (seeds, TLS, SASL). They come after the
 	// worker's own options and SessionTimeout's, so one set here replaces
 	// the worker's (the last of an option wins in kgo): the session timeout
-	// and heartbeat may be set here (cmd/lockworker does); the consumer
-	// group's workings (kgo.ConsumerGroup, Balancers, AutoCommitMarks,
-	// BlockRebalanceOnPoll, ConsumeResetOffset, AdjustFetchOffsetsFn, the
-	// OnPartitions callbacks) must not be. GroupInstanceID comes after
-	// them: it wins over a kgo.InstanceID here (and only it makes Close
-	// remove the static member).
+	// and heartbeat may be set here (cmd/lockworker does; a
+	// kgo.SessionTimeout needs its kgo.HeartbeatInterval beside it, see
+	// SessionTimeout); the consumer group's workings (kgo.ConsumerGroup,
+	// Balancers, AutoCommitMarks, BlockRebalanceOnPoll, ConsumeResetOffset,
+	// AdjustFetchOffsetsFn, the OnPartitions callbacks) must not be.
+	// GroupInstanceID comes after them: it wins over a kgo.InstanceID here
+	// (and only it makes Close remove the static member).
 	KafkaOpts []kgo.Opt
 	// Group is the consumer group. Default "lockworker".
 	Group string
@@ -104,11 +105,13 @@ type Config struct {
 	// transaction in one. More overlap one transaction's commit with the
 	// next's work; fewer make bigger batches. Default DefaultAppliers.
 	Appliers int
-	// SessionTimeout of the group member, unless KafkaOpts set a
-	// kgo.SessionTimeout (it wins). When set, the heartbeat is a fifth of
-	// the session timeout in force, unless KafkaOpts set a
-	// kgo.HeartbeatInterval. Default: KafkaOpts', else franz-go's 45 s with
-	// its 3 s heartbeat.
+	// SessionTimeout of the group member, with a heartbeat of a fifth of it;
+	// a kgo.SessionTimeout or kgo.HeartbeatInterval in KafkaOpts wins over
+	// either. KafkaOpts that set a session timeout must set its heartbeat
+	// too: the heartbeat otherwise stays this field's fifth (or franz-go's
+	// 3 s) whatever their session timeout, and New fails when it is longer
+	// than theirs (kgo.NewClient refuses it). Default: KafkaOpts', else
+	// franz-go's 45 s with its 3 s heartbeat.
 	SessionTimeout time.Duration
 	// GroupInstanceID, when set, makes the worker a static group member
 	// (group.instance.id). Kill usually leaves it in the group, so a restart
@@ -266,14 +269,7 @@ func New(cfg Config) (*Worker, error) {
 		kgo.OnPartitionsLost(w.lost),
 	}
 	if cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout))
-		heartbeat, err := defaultHeartbeat(cfg.SessionTimeout, cfg.KafkaOpts)
-		if err != nil {
-			return nil, fmt.Errorf("creating Kafka client: %w", err)
-		}
-		if heartbeat > 0 {
-			opts = append(opts, kgo.HeartbeatInterval(heartbeat))
-		}
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
 	}
 	opts = append(opts, cfg.KafkaOpts...) // after the worker's: the caller's win
 	if cfg.GroupInstanceID != "" {
@@ -288,25 +284,6 @@ func New(cfg Config) (*Worker, error) {
 		w.replies = newReplyTopics(cl, cfg.Names.ReplyPrefix, cfg.MaxReplyTopics, cfg.CreateReplyTopics)
 	}
 	return w, nil
-}
-
-// defaultHeartbeat returns the heartbeat that goes with Config.SessionTimeout
-// session: a fifth of the session timeout in force once kafkaOpts are
-// applied after it (theirs, if they set one), or 0 when kafkaOpts set a
-// heartbeat of their own. A kgo.Opt says nothing of itself, so a client
-// made with them, after a heartbeat no caller sets (1 ns), is asked; it is
-// closed at once, having sent nothing.
-func defaultHeartbeat(session time.Duration, kafkaOpts []kgo.Opt) (time.Duration, error) {
-	const unset = time.Nanosecond
-	probe, err := kgo.NewClient(append([]kgo.Opt{kgo.SessionTimeout(session), kgo.HeartbeatInterval(unset)}, kafkaOpts...)...)
-	if err != nil {
-		return 0, err
-	}
-	defer probe.Close()
-	if probe.OptValue(kgo.HeartbeatInterval) != unset {
-		return 0, nil
-	}
-	return probe.OptValue(kgo.SessionTimeout).(time.Duration) / 5, nil
 }
 
 // EnsureTopics creates the worker's own topics (Topics) when they are
