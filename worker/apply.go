@@ -216,7 +216,7 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 // takenOver stops partition p, whose stored offset another replica moved,
 // and restarts it from there (restart), after restartDelay. That replica
 // owns the partition now, or lost it and has not learned yet (stalled past
-// its session, it applies what it polled until its client calls lost):
+// its session, it applies what it polled until its client learns it):
 // only Kafka can tell, so p is not stopped for good while Kafka assigns it
 // here. Either way each offset is applied once: every batch advances the
 // offset row it locked from where it found it.

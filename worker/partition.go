@@ -125,8 +125,8 @@ func (w *Worker) restart(old *partition, delay time.Duration) {
 }
 
 // A partition restarted again soon after its last restart waits first:
-// while two replicas both apply it (a stale one until its client calls the
-// partition lost), each commit of one restarts the other, which drops the
+// while two replicas both apply it (a stale one until its client learns it
+// was dropped), each commit of one restarts the other, which drops the
 // records it polled, fetches them again and waits for its relay; the delay
 // keeps that from spinning. It grows from restartFirstDelay, doubling, to
 // restartMaxDelay, and is forgotten after restartQuiet without a restart.

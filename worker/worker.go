@@ -719,7 +719,12 @@ func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]
 // (resumeFromStore). Another member may own them already, applying from
 // the stored offset, so the records polled for them are dropped, not
 // applied (a batch in flight may still commit), and their relays are not
-// waited for.
+// waited for. Heartbeats are not the only way a stale member learns it was
+// dropped: kgo answers an offset commit refused for an unknown member or
+// generation by rejoining, and the partitions the new assignment does not
+// give back are then revoked (revoked: their records polled go to the
+// applier, whose offset guard keeps each applied once, takenOver), not
+// lost.
 func (w *Worker) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	w.letGo(lost, true)
 }
