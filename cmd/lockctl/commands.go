@@ -21,7 +21,9 @@ type acquireSpec struct {
 	limit                 *int
 }
 
-func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec {
+// addAcquireFlags adds the flags of acquire and run; lockDelayDefault says
+// what --lock-delay is when not given.
+func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp, lockDelayDefault string) *acquireSpec {
 	a := &acquireSpec{
 		fs:       fs,
 		lock:     fs.String("lock", "", "lock name (required)"),
@@ -32,9 +34,14 @@ func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp string) *acquireSpec 
 	}
 	fs.Var(&a.lease, "lease", leaseHelp)
 	fs.Var(&a.wait, "wait", waitHelp)
-	fs.Var(&a.lockDelay, "lock-delay", "after the lease ends otherwise than by a release (expiry, revoke), grant the lock to nobody\nfor this long (0..60s; default 0: none)")
+	addLockDelayFlag(fs, &a.lockDelay, lockDelayDefault)
 	fs.Var(&a.maxHold, "max-hold", "cap on the lease's total hold time: no extension carries it past its grant + this (default: none)")
 	return a
+}
+
+// addLockDelayFlag adds --lock-delay, whose default def describes.
+func addLockDelayFlag(fs *flag.FlagSet, d *seconds, def string) {
+	fs.Var(d, "lock-delay", "after the lease ends otherwise than by a release (expiry, revoke), grant the lock to nobody\nfor this long (0..60s; default "+def+")")
 }
 
 // options checks the flags as the worker would and returns the acquire's
@@ -66,7 +73,7 @@ func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
 
 func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	a := addAcquireFlags(fs, "lease duration (default: the worker's, 30s)",
-		"how long to wait in the queue while another owner holds it (default 0: fail at once)")
+		"how long to wait in the queue while another owner holds it (default 0: fail at once)", "0: none")
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("lock", *a.lock), noArgs(args)); err != nil {
 			return err

@@ -20,6 +20,8 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
 	var lease seconds
 	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\nis replaced within it (default: the worker's, 30s)")
+	var lockDelay seconds
+	addLockDelayFlag(fs, &lockDelay, graceLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("name", *name), positive("lease", lease), checkGrace(*grace)); err != nil {
@@ -28,11 +30,12 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		if len(args) == 0 {
 			return usageError{"no COMMAND given: lockctl elect --name NAME -- COMMAND [ARGS...]"}
 		}
+		c.defaultLockDelay(&lockDelay, *grace)
 		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
-			LeaseDuration: lease.d.Seconds()}); err != nil {
+			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds()}); err != nil {
 			return err
 		}
-		opts := []client.AcquireOption{client.WithLease(lease.d), client.OnQueued(func(p int) {
+		opts := []client.AcquireOption{client.WithLease(lease.d), client.WithLockDelay(lockDelay.d), client.OnQueued(func(p int) {
 			if !c.json {
 				fmt.Fprintf(c.stderr, "lockctl: campaigning in %s, number %d in line\n", topics.LockKey(c.namespace, *name), p)
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/topics"
 )
 
 func TestElectUsageErrors(t *testing.T) {
@@ -99,14 +101,15 @@ func TestElectLostAndInterrupted(t *testing.T) {
 	assert.Contains(t, r.stdout, name+" released owner=leader", "the interrupted candidate was never granted")
 }
 
-// A leader process SIGKILLed: the next candidate leads within the lease + 1 s.
+// A leader process SIGKILLed: the next candidate leads once the lease has
+// run out and its lock-delay (--grace by default) has passed.
 func TestElectLeaderKilled(t *testing.T) {
 	const name = "ctl-elect-killed"
-	const lease = time.Second
+	const lease, grace = time.Second, time.Second
 	bin := buildLockctl(t)
 	var errOut testlog.Buffer
 	pidFile := filepath.Join(t.TempDir(), "pid")
-	leader := exec.Command(bin, "elect", "--brokers", env.Brokers[0], "--name", name, "--value", "doomed", "--lease", "1",
+	leader := exec.Command(bin, "elect", "--brokers", env.Brokers[0], "--name", name, "--value", "doomed", "--lease", "1", "--grace", "1s",
 		"--", "sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)
 	leader.Stderr = &errOut
 	require.NoError(t, leader.Start())
@@ -123,10 +126,60 @@ func TestElectLeaderKilled(t *testing.T) {
 	_, _ = leader.Process.Wait()
 	eventually(t, "the heir to lead", func() bool { return strings.Contains(stderr.String(), `value "heir"`) })
 	took := time.Since(killed)
-	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s)", took.Round(time.Millisecond), lease)
+	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s, lock-delay %s)", took.Round(time.Millisecond), lease, grace)
+	// The lock-delay counts from the lease's end, which comes after the kill.
+	assert.GreaterOrEqual(t, took, grace)
 	// After the lease (which a keep-alive in flight at the kill stretches
-	// by up to a lease), with room for a busy machine.
-	assert.Less(t, took, 2*lease+3*time.Second)
+	// by up to a lease) and the lock-delay, with room for a busy machine.
+	assert.Less(t, took, 2*lease+grace+3*time.Second)
 	r := wait()
 	assert.Equal(t, exitOK, r.code, r.stderr)
+}
+
+// run and elect stop COMMAND only once the lease is lost, and COMMAND may
+// take up to --grace to exit: by default the lease's lock-delay is --grace,
+// so that after a revoke (or an expiry) nobody is granted the lock while
+// COMMAND may still run. --lock-delay 0 opts out; a --grace over the
+// contract's 60 s bound gets 60 s, and lockctl says so.
+func TestLockDelayCoversGrace(t *testing.T) {
+	for _, tc := range []struct{ cmd, flag, ready string }{
+		{"run", "--lock", "holding "},
+		{"elect", "--name", "leader of "},
+	} {
+		t.Run(tc.cmd, func(t *testing.T) {
+			// lose runs COMMAND under lock with flags, revokes its lease and
+			// returns lockctl's stderr and the next acquire's result.
+			lose := func(lock string, flags ...string) (string, result) {
+				t.Helper()
+				lock = fmt.Sprintf("%s-%s-%d", lock, tc.cmd, time.Now().UnixNano()) // not an earlier run's, in its lock-delay
+				args := append(append([]string{tc.cmd, tc.flag, lock}, flags...), "--", "sleep", "60")
+				_, stderr, wait := start(context.Background(), args...)
+				eventually(t, tc.cmd+" to hold the lock", func() bool { return strings.Contains(stderr.String(), tc.ready) })
+				r := lockctl(t, "revoke", "--lock", lock, "--reason", "test")
+				require.Equal(t, exitOK, r.code, r.stderr)
+				r = wait()
+				require.Equal(t, exitLeaseLost, r.code, r.stderr)
+				return r.stderr, lockctl(t, "acquire", "--lock", lock, "--owner", "next", "--json")
+			}
+			retryAfter := func(r result) float64 {
+				t.Helper()
+				require.Equal(t, exitRefused, r.code, "the lock-delay holds the lock: %s", r.stderr)
+				require.Contains(t, r.stderr, "lock-delay")
+				var ev topics.Event
+				require.NoError(t, json.Unmarshal([]byte(r.stdout), &ev), r.stdout)
+				require.NotNil(t, ev.RetryAfterSeconds)
+				return *ev.RetryAfterSeconds
+			}
+
+			_, r := lose("ctl-delay-grace", "--grace", "3s")
+			assert.InDelta(t, 3, retryAfter(r), 3, "the lock-delay is --grace")
+
+			_, r = lose("ctl-delay-none", "--grace", "3s", "--lock-delay", "0")
+			assert.Equal(t, exitOK, r.code, "--lock-delay 0: granted at once: %s", r.stderr)
+
+			stderr, r := lose("ctl-delay-capped", "--grace", "90s")
+			assert.Greater(t, retryAfter(r), 50.0, "the contract's longest lock-delay")
+			assert.Contains(t, stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 1m30s")
+		})
+	}
 }

@@ -43,11 +43,12 @@ commands:
   cleanup [--lock NAME|*] [--max-age DURATION]
   revoke  --lock NAME [--owner ID] --reason TEXT   (an administrative operation)
   run     --lock NAME [--owner ID] [--wait 0] [--lease 30s] [--grace 10s] [--metadata JSON]
-          [--shared | --limit N] [--lock-delay 0] [--max-hold DURATION] -- COMMAND [ARGS...]
+          [--shared | --limit N] [--lock-delay GRACE] [--max-hold DURATION] -- COMMAND [ARGS...]
   watch   [--from-beginning]  (lifecycle events; with --namespace, its locks' only)
   watch   --lock NAME  (its state now, then each change)
   locks   [--all]  (the table of locks, from the lock state topic)
-  elect   --name NAME [--value V] [--owner ID] [--lease 30s] [--grace 10s] -- COMMAND [ARGS...]
+  elect   --name NAME [--value V] [--owner ID] [--lease 30s] [--grace 10s] [--lock-delay GRACE]
+          -- COMMAND [ARGS...]
 
 flags of every command:
   --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
@@ -63,7 +64,10 @@ exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own
 exit code (128+N if signal N ended it) once it started, except 4 when the
 lease was lost while it ran (it was stopped; lockctl says so on stderr).
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
-when the leadership was lost.
+when the leadership was lost. run and elect stop COMMAND (SIGTERM, SIGKILL
+after --grace) when the lease is lost; a lease lost by expiry or revoke
+keeps the lock from everyone for --lock-delay, by default --grace (60s at
+most), so that COMMAND is gone before the next holder starts.
 `
 
 // usageError is a mistake in the command line: exit code 2.

@@ -21,7 +21,7 @@ import (
 // runFlags is `lockctl run`: hold a lock while a command runs.
 func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	a := addAcquireFlags(fs, "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
-		"how long to wait for the lock (default 0: fail at once if held)")
+		"how long to wait for the lock (default 0: fail at once if held)", graceLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(*grace)); err != nil {
@@ -30,6 +30,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if len(args) == 0 {
 			return usageError{"no COMMAND given: lockctl run --lock NAME -- COMMAND [ARGS...]"}
 		}
+		c.defaultLockDelay(&a.lockDelay, *grace)
 		opts, err := c.acquireOptions(a)
 		if err != nil {
 			return err
@@ -61,6 +62,29 @@ func checkGrace(grace time.Duration) error {
 		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace)}
 	}
 	return nil
+}
+
+// graceLockDelay is the default of run's and elect's --lock-delay, as its
+// help says it.
+const graceLockDelay = "--grace, at most 60s, so that nobody is granted the lock while\n" +
+	"COMMAND may still be stopping after the lease was lost; with 0 the next holder may start\n" +
+	"while COMMAND stops, for up to --grace. A release (COMMAND exited, lockctl interrupted)\n" +
+	"starts no delay"
+
+// defaultLockDelay sets run's and elect's --lock-delay, when not given, to
+// --grace: COMMAND is stopped only once the lease is lost, and may run for
+// up to grace after that, so the worker must grant nobody else meanwhile
+// (a lease that ran out or was revoked starts the delay; lockctl's release
+// after COMMAND exited does not). The contract allows 60 s at most.
+func (c *cli) defaultLockDelay(d *seconds, grace time.Duration) {
+	if d.set {
+		return
+	}
+	d.d = min(grace, time.Duration(topics.MaxLockDelaySeconds)*time.Second)
+	if grace > d.d {
+		fmt.Fprintf(c.stderr, "lockctl: --lock-delay is %s, the contract's longest, for --grace %s: should the lease be lost, COMMAND may run beside the next holder for up to %s\n",
+			d.d, grace, grace-d.d)
+	}
 }
 
 // runHolding runs args while l is held (see runCommand), then releases it.
