@@ -93,6 +93,13 @@ func WithWait(d time.Duration) AcquireOption {
 
 // WithOwner sets the owner_id. Default: "<requester>-<random>", a new one
 // per call, so two acquires in one process never share a lease.
+//
+// The owner id names the lease, not a process: an acquire (or a Campaign)
+// of an owner that holds the lock already is a renewal, granted at once
+// with the same Token, even while the process that took it lives on (under
+// REQUIRE_FENCING_TOKEN it is refused, ErrInvalidRequest). A stable id
+// means "resume this lease"; never give one id to two live processes, or
+// both hold the lock.
 func WithOwner(id string) AcquireOption {
 	return func(o *acquireOptions) { o.owner, o.dedicatedOwner = id, false }
 }

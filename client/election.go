@@ -127,7 +127,9 @@ type electionMetadata struct {
 // leader that lost its lease without resigning cannot overlap the next
 // one); the others shape a lock an election does not use, and are refused. A campaign WithOwner
 // of the owner that leads already (a restarted process with a stable owner
-// id) resumes its leadership: the same Token, and the Value it led with.
+// id) resumes its leadership at once: the same Token, and the Value it led
+// with, even while the process that led is alive, which then leads too. An
+// owner id must so never be given to two live candidates.
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)

@@ -21,13 +21,18 @@ type acquireSpec struct {
 	limit                 *int
 }
 
+// ownerHelp is --owner's help of acquire and run: the worker takes an
+// acquire of the holder's owner for a renewal.
+const ownerHelp = "owner id (default: <requester>-<random>). An owner that holds the lock already is\n" +
+	"granted it again at once (a renewal, same token): never give one id to two live processes"
+
 // addAcquireFlags adds the flags of acquire and run; lockDelayDefault says
 // what --lock-delay is when not given.
 func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp, lockDelayDefault string) *acquireSpec {
 	a := &acquireSpec{
 		fs:       fs,
 		lock:     fs.String("lock", "", "lock name (required)"),
-		owner:    fs.String("owner", "", "owner id (default: <requester>-<random>)"),
+		owner:    fs.String("owner", "", ownerHelp),
 		metadata: fs.String("metadata", "", "owner_metadata, a JSON object"),
 		shared:   fs.Bool("shared", false, "hold the lock in shared mode (a read lock: readers together, never beside a writer)"),
 		limit:    fs.Int("limit", 0, "make the lock a counting semaphore of N holders (every holder must give the same N)"),

@@ -17,7 +17,9 @@ import (
 func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	name := fs.String("name", "", "election name (required): the lock of that name in --namespace")
 	value := fs.String("value", "", "the leader's value, shown to anyone asking who leads (its lock's owner_metadata)")
-	owner := fs.String("owner", "", "owner id (default: <requester>-<random>)")
+	owner := fs.String("owner", "", "owner id (default: <requester>-<random>). An owner that leads already resumes its\n"+
+		"leadership at once (same token), even while the process leading lives on: never give one\n"+
+		"id to two live processes")
 	var lease seconds
 	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\nis replaced within it (default: the worker's, 30s)")
 	var lockDelay seconds
