@@ -367,15 +367,19 @@ func (c *Client) withdrawn(k acquireKey) {
 // owner takes it out of the queue (lock.withdrawn) or ends the lease it was
 // granted meanwhile. The release goes to the same partition as the acquire
 // (same key), so the worker sees it after the acquire. It runs even while
-// the client closes, bounded by ReplyTimeout; a release that gets no answer
-// leaves at most a lease that runs out by itself.
+// the client closes, each round trip bounded by ReplyTimeout. A lease whose
+// release gets no answer is left to end by itself: at its expiry or, in a
+// session, with the session, which may last as long as the client.
 func (c *Client) abandon(acq topics.Command) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReplyTimeout)
-	defer cancel()
+	exchange := func(cmd topics.Command) (topics.Event, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReplyTimeout)
+		defer cancel()
+		return c.exchange(ctx, cmd, firstReply)
+	}
 	release := func(token *int64) (topics.Event, error) {
 		rel := c.command(topics.OpRelease, acq.LockName)
 		rel.Namespace, rel.OwnerID, rel.FencingToken = acq.Namespace, acq.OwnerID, token
-		return c.exchange(ctx, rel, firstReply)
+		return exchange(rel)
 	}
 	ev, err := release(nil)
 	if err != nil || ev.Type != topics.TypeRejected || ev.ErrorCode != topics.CodeInvalidRequest {
@@ -383,15 +387,22 @@ func (c *Client) abandon(acq topics.Command) {
 	}
 	// Under REQUIRE_FENCING_TOKEN a release without a token only withdraws
 	// a wait: the lease granted meanwhile is released with its token, which
-	// a query tells (the lock's last holder).
+	// a query tells. Not lock_info's, the newest holder's: of a shared lock
+	// or a semaphore, the owner's lease may be any of the holders listed
+	// (the first MaxHoldersShown).
 	q := c.command(topics.OpQuery, acq.LockName)
 	q.Namespace = acq.Namespace
-	st, err := c.exchange(ctx, q, firstReply)
-	owner := c.acquireKey(acq.Namespace, acq.LockName, acq.OwnerID).owner
-	if err != nil || st.LockInfo == nil || st.LockInfo.OwnerID != owner || st.LockInfo.Status != topics.StatusAcquired {
+	st, err := exchange(q)
+	if err != nil || st.LockInfo == nil {
 		return
 	}
-	_, _ = release(&st.LockInfo.FencingToken)
+	owner := c.acquireKey(acq.Namespace, acq.LockName, acq.OwnerID).owner
+	for _, h := range st.LockInfo.Holders {
+		if h.OwnerID == owner && h.Status == topics.StatusAcquired {
+			_, _ = release(&h.FencingToken)
+			return
+		}
+	}
 }
 
 // WithLock runs fn while holding the lock name: it acquires it (waiting as

@@ -265,8 +265,10 @@ func TestKeepAliveRefused(t *testing.T) {
 }
 
 // dropNextProduce makes e's broker answer the next produce to topic with
-// success without storing it: what was sent there is lost in transit. It
-// returns how many produces were dropped so far (0 or 1).
+// success without storing it: what was sent there is lost in transit. The
+// other topics' records of that request are refused with a retriable error,
+// so they are sent again and stored: only topic's are lost. It returns how
+// many produces were dropped so far (0 or 1).
 func dropNextProduce(t *testing.T, e *e2e.Env, topic string) *atomic.Int32 {
 	t.Helper()
 	return dropNextProduceThen(t, e, topic, nil)
@@ -301,6 +303,9 @@ func dropNextProduceThen(t *testing.T, e *e2e.Env, topic string, then func()) *a
 			for _, p := range tp.Partitions {
 				rp := kmsg.NewProduceResponseTopicPartition()
 				rp.Partition = p.Partition
+				if tp.Topic != topic && tp.TopicID != id {
+					rp.ErrorCode = kerr.NotEnoughReplicas.Code
+				}
 				rt.Partitions = append(rt.Partitions, rp)
 			}
 			resp.Topics = append(resp.Topics, rt)
@@ -1057,27 +1062,69 @@ func TestNewWithoutTheRightToCreateTopics(t *testing.T) {
 // answer lost) is still released: the SDK's withdrawal, which has no
 // token, only withdraws a wait there and is refused for the lease, so the
 // SDK reads the token with a query and releases with it. Without that the
-// lease would be held for nobody until it ran out.
+// lease would be held for nobody until it ran out. The query names every
+// holder: of a shared lock, the given-up lease may not be the newest.
 func TestGivenUpGrantReleasedUnderRequireFencingToken(t *testing.T) {
 	e := e2e.New(t)
 	e.StartWorker(e2e.WorkerOpts{Name: "fenced", RequireFencingToken: true})
-	ctx := ctxT(t)
-	// Room for the withdrawal's three round trips (ReplyTimeout bounds
-	// them): the relay's producer recovers from the lost record's sequence
+	// With room for each round trip of the withdrawal (ReplyTimeout bounds
+	// each): the relay's producer recovers from the lost record's sequence
 	// gap first, which takes seconds on kfake.
-	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "fenced", ReplyTimeout: 15 * time.Second})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
+	fenced := func(t *testing.T, requester string) *client.Client {
+		c, err := client.New(ctxT(t), client.Config{Brokers: e.Brokers, Requester: requester, ReplyTimeout: 15 * time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	t.Run("exclusive", func(t *testing.T) {
+		ctx := ctxT(t)
+		c := fenced(t, "fenced")
+		// The grant's answer is lost: the acquire gives up once it is (not
+		// at a fixed deadline, which a loaded machine may reach before the
+		// grant).
+		gone, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		dropped := dropNextProduceThen(t, e, c.ReplyTopic(), cancel)
+		_, err := c.Acquire(gone, "fenced", client.WithLease(time.Minute))
+		require.EqualValues(t, 1, dropped.Load(), "the grant was answered, and its answer lost")
+		require.ErrorIs(t, err, context.Canceled, "given up when its answer was lost")
+		info, err := c.Query(ctx, "fenced")
+		require.NoError(t, err)
+		require.Equal(t, client.StatusReleased, info.Status, "released with its token")
+	})
 
-	// The grant's answer is lost: the acquire gives up once it is (not at
-	// a fixed deadline, which a loaded machine may reach before the grant).
-	gone, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	dropped := dropNextProduceThen(t, e, c.ReplyTopic(), cancel)
-	_, err = c.Acquire(gone, "fenced", client.WithLease(time.Minute))
-	require.EqualValues(t, 1, dropped.Load(), "the grant was answered, and its answer lost")
-	require.ErrorIs(t, err, context.Canceled, "given up when its answer was lost")
-	info, err := c.Query(ctx, "fenced")
-	require.NoError(t, err)
-	require.Equal(t, client.StatusReleased, info.Status, "released with its token")
+	t.Run("shared, granted before another reader", func(t *testing.T) {
+		ctx := ctxT(t)
+		const lock = "fenced-shared"
+		writer, c, other := fenced(t, "fenced-writer"), fenced(t, "fenced-reader"), fenced(t, "fenced-other")
+		w, err := writer.Acquire(ctx, lock, client.WithLease(time.Minute))
+		require.NoError(t, err)
+		// Both readers wait behind the writer, so its release grants them
+		// together: the given-up one first, then the other, the newest.
+		queued := make(chan int, 1)
+		read := func(ctx context.Context, cl *client.Client, done chan<- error) {
+			_, err := cl.Acquire(ctx, lock, client.WithMode(client.Shared), client.WithLease(time.Minute),
+				client.OnQueued(func(p int) { queued <- p }))
+			done <- err
+		}
+		gone, cancel := context.WithCancel(ctx)
+		defer cancel()
+		mine, others := make(chan error, 1), make(chan error, 1)
+		go read(gone, c, mine)
+		require.Equal(t, 1, <-queued)
+		go read(ctx, other, others)
+		require.Equal(t, 2, <-queued)
+		dropped := dropNextProduceThen(t, e, c.ReplyTopic(), cancel) // its next answer is its grant
+		require.NoError(t, w.Release(ctx))
+		require.ErrorIs(t, <-mine, context.Canceled, "given up when its answer was lost")
+		require.EqualValues(t, 1, dropped.Load())
+		require.NoError(t, <-others)
+		info, err := c.Query(ctx, lock)
+		require.NoError(t, err)
+		var holders []string
+		for _, h := range info.Info.Holders {
+			holders = append(holders, h.OwnerID)
+		}
+		require.Len(t, holders, 1, "the given-up lease was released with its token: %v", holders)
+	})
 }
