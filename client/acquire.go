@@ -223,30 +223,34 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		cmd.WaitTimeout = min(cmd.WaitTimeout, max(time.Until(dl), time.Millisecond).Truncate(time.Millisecond).Seconds())
 	}
 	var l *Lease
-	// Until exchangeAcquire returns (an OnQueued callback may panic), the
-	// acquire counts as given up.
-	withdraw := o.generatedOwner || o.dedicatedOwner
+	var withdraw bool // set by exchangeAcquire, also when OnQueued's callback panics
 	defer func() {
 		if c.endAcquire(key, l != nil, withdraw) {
 			defer c.withdrawn(key) // even if abandon panics: others wait for it
 			c.abandon(cmd)
 		}
 	}()
-	l, withdraw, err = c.exchangeAcquire(octx, cmd, o)
+	l, err = c.exchangeAcquire(octx, cmd, o, &withdraw)
 	if err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}
 	return l, nil
 }
 
-// exchangeAcquire sends the acquire cmd and returns the Lease it was granted;
-// or, when it was given up, whether it is to be withdrawn.
-func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acquireOptions) (*Lease, bool, error) {
+// exchangeAcquire sends the acquire cmd and returns the Lease it was granted.
+// *withdraw says, from the moment it changes (an OnQueued callback may
+// panic), whether the acquire, given up then, is to be withdrawn.
+func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acquireOptions, withdraw *bool) (*Lease, error) {
 	if ctx.Err() != nil {
 		// Not sent, so nothing to withdraw: an acquire given up before its
 		// send could be granted a lease nobody tracks.
-		return nil, false, context.Cause(ctx)
+		return nil, context.Cause(ctx)
 	}
+	// Once sent, the command may be applied: it is taken back (endAcquire
+	// says when), unless its owner was given WithOwner and not seen queued,
+	// so it may hold the lock already, by another process's lease that a
+	// release would end.
+	*withdraw = o.generatedOwner || o.dedicatedOwner
 	sent := time.Now()
 	var queuedAt time.Time // the worker's time of lock.queued, if it came
 	ev, err := c.exchange(ctx, cmd, func(ev topics.Event) (bool, time.Duration) {
@@ -256,6 +260,7 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		if queuedAt.IsZero() {
 			queuedAt = ev.OccurredAt.Time
 		}
+		*withdraw = true // queued: the owner holds nothing to end
 		if o.onQueued != nil {
 			o.onQueued(ev.QueuePosition)
 		}
@@ -263,16 +268,13 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		return false, o.wait + time.Second
 	})
 	if err != nil {
-		// The command may have been applied: take it back (endAcquire says
-		// when), unless its owner was given WithOwner and not seen queued,
-		// so it may hold the lock already, by another process's lease that
-		// a release would end.
-		return nil, o.generatedOwner || o.dedicatedOwner || !queuedAt.IsZero(), err
+		return nil, err
 	}
+	*withdraw = false // answered for good
 	switch ev.Type {
 	case topics.TypeAcquired:
 		if ev.LockInfo == nil {
-			return nil, false, errors.New("lock.acquired without lock_info")
+			return nil, errors.New("lock.acquired without lock_info")
 		}
 		// A grant after waiting was decided long after the send: the lease's
 		// time is measured from the first reply, lock.queued.
@@ -280,13 +282,13 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		if !queuedAt.IsZero() {
 			anchor = queuedAt
 		}
-		return c.newLease(ev, o, sent, anchor), false, nil
+		return c.newLease(ev, o, sent, anchor), nil
 	case topics.TypeRejected:
-		return nil, false, rejection(ev)
+		return nil, rejection(ev)
 	case topics.TypeWithdrawn:
-		return nil, false, ErrWithdrawn
+		return nil, ErrWithdrawn
 	}
-	return nil, false, fmt.Errorf("unexpected reply %s", ev.Type)
+	return nil, fmt.Errorf("unexpected reply %s", ev.Type)
 }
 
 // acquiring counts the acquires of one lock by one owner in flight in this

@@ -1128,3 +1128,23 @@ func TestGivenUpGrantReleasedUnderRequireFencingToken(t *testing.T) {
 		require.Len(t, holders, 1, "the given-up lease was released with its token: %v", holders)
 	})
 }
+
+// An OnQueued callback that panics (its caller recovers, as an HTTP server
+// does) gives the acquire up after it was seen queued: one WithOwner is then
+// withdrawn too, so the owner is not granted the lock for nobody when the
+// holder releases it.
+func TestAcquireWithOwnerWhoseOnQueuedPanicsIsWithdrawn(t *testing.T) {
+	ctx := ctxT(t)
+	holder, c := newClient(t, "owner-panic-holder"), newClient(t, "owner-panic")
+	lock := uniq("owner-panic")
+	held, err := holder.Acquire(ctx, lock)
+	require.NoError(t, err)
+	func() {
+		defer func() { require.NotNil(t, recover()) }()
+		_, _ = c.Acquire(ctx, lock, client.WithOwner("svc"), client.OnQueued(func(int) { panic("the caller's callback") }))
+	}()
+	require.NoError(t, held.Release(ctx))
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q after its caller ended", st.Owner)
+}
