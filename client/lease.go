@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"sync"
 	"time"
@@ -48,7 +47,7 @@ type Lease struct {
 	info     topics.LockInfo
 	lease    time.Duration // lease_duration, the keep-alive target
 	deadline time.Time     // local estimate of the end of the lease
-	timer    *time.Timer   // fires at deadline
+	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
 	// release is Release's command, sent again (same request_id) by a
 	// Release after one that got no answer; its answer, lock.released, is
@@ -73,16 +72,20 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	}
 	l.mu.Lock()
 	l.update(ev, sent, anchor)
-	wait := time.Until(l.deadline)
-	if l.session != nil {
-		wait = math.MaxInt64 // the session's deadline counts (session.go)
-	}
-	l.timer = time.AfterFunc(wait, l.deadlinePassed)
 	l.mu.Unlock()
+	// Registered before its deadline timer starts: a lease past its deadline
+	// already (its grant read late) is then removed by its end.
 	c.mu.Lock()
 	c.leases[l.Token] = append(c.leases[l.Token], l)
 	ended, read := c.ended[l.Token]
 	c.mu.Unlock()
+	if l.session == nil { // else the session's deadline counts (session.go)
+		l.mu.Lock()
+		if l.err == nil {
+			l.timer = time.AfterFunc(time.Until(l.deadline), l.deadlinePassed)
+		}
+		l.mu.Unlock()
+	}
 	if read {
 		if err := l.endedBy(ended); err != nil {
 			l.finish(fmt.Errorf("%w (read before the grant)", err))
@@ -185,7 +188,9 @@ func (l *Lease) end(cause error) bool {
 		return false
 	}
 	l.err = cause
-	l.timer.Stop()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
 	l.mu.Unlock()
 	l.cancel(cause)
 	l.c.mu.Lock()

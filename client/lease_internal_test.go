@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,4 +113,33 @@ func TestEndReadBeforeARenewalRegisters(t *testing.T) {
 	renewed := c.newLease(grant, acquireOptions{}, now, now) // Acquire registers it now
 	defer renewed.lose(ErrReleased)
 	require.ErrorIs(t, renewed.Err(), ErrRevoked, "the renewal's lease is believed held after the revoke")
+}
+
+// TestLeasePastItsDeadlineIsNotKept: a lease already past its local deadline
+// when it is registered (its grant read late) is lost at once, and its end
+// removes it from the client's leases: it is registered before its deadline
+// timer starts. Many at once, so that the timers and the registrations race.
+func TestLeasePastItsDeadlineIsNotKept(t *testing.T) {
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	now := time.Now()
+	leases := make(chan *Lease, 5000)
+	var wg sync.WaitGroup
+	for g := range 10 {
+		wg.Go(func() {
+			for i := range cap(leases) / 10 {
+				info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: int64(g*10000 + i), Status: topics.StatusAcquired,
+					AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now), LeaseDuration: 60}
+				leases <- c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+					acquireOptions{}, now, now)
+			}
+		})
+	}
+	wg.Wait()
+	close(leases)
+	for l := range leases {
+		<-l.Lost()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Empty(t, c.leases, "leases ended before they were registered")
 }
