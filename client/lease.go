@@ -284,12 +284,17 @@ func (l *Lease) capRoom() time.Duration {
 // closed) returns its loss at once, an error wrapping ErrLeaseLost, and
 // sends nothing: the brokers may be down, and the worker frees the lock by
 // the lease's expiry anyway. A lease the worker ended before the client knew
-// gives an error wrapping ErrNotHeld, and is then lost. Release after
-// Release is a no-op; after one that returned an error (ctx ended, no
-// answer), it sends the same command again, which the worker applies once:
-// its answer says whether the release took effect. A release whose answer
-// comes after Release returned ends the lease as released, as does the
-// lease's expiry then.
+// is refused, and then lost: the error wraps ErrNotHeld (nobody holds the
+// lock), ErrNotOwner (another owner was granted it since) or
+// ErrTokenMismatch (the same owner holds it under a newer lease, a later
+// acquire's). Release after Release is a no-op; after one that returned an
+// error (ctx ended, no answer), it sends the same command again, which the
+// worker applies once: its answer says whether the release took effect. A
+// release whose answer comes after Release returned ends the lease as
+// released, as does the lease's expiry then: once the local deadline has
+// passed, Release returns nil without sending (the lease ran out, which is
+// what the release was for, though the worker ended it as expired, with
+// its lock-delay if it has one).
 func (l *Lease) Release(ctx context.Context) error {
 	select {
 	case l.releasing <- struct{}{}:

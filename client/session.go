@@ -41,6 +41,13 @@ type Session struct {
 	timer    *time.Timer
 	err      error // why the session ended
 	leases   map[*Lease]bool
+	// closeCmd is Close's command, sent again (same request_id) by a Close
+	// after one that got no answer; closed is set once one was answered.
+	closeCmd *topics.Command
+	closed   bool
+	// closing serializes Close calls (capacity 1), which send one command,
+	// as Lease.releasing does Release calls.
+	closing chan struct{}
 }
 
 // SessionOption tunes NewSession.
@@ -65,7 +72,8 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		return nil, fmt.Errorf("opening session: %w", err)
 	}
 	ctx2, cancel := context.WithCancelCause(context.Background())
-	s := &Session{ID: newRequestID(), TTL: ttl, c: c, lost: make(chan struct{}), ctx: ctx2, cancel: cancel, leases: map[*Lease]bool{}}
+	s := &Session{ID: newRequestID(), TTL: ttl, c: c, lost: make(chan struct{}), ctx: ctx2, cancel: cancel, leases: map[*Lease]bool{},
+		closing: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -151,25 +159,46 @@ func (s *Session) ExpiresAt() time.Time {
 // withdraws every acquire it waits with. The leases' Contexts are
 // cancelled first (with ErrReleased), so work under them stops before
 // another owner starts. A session already lost returns its loss at once.
-// If the close gets no answer, the session ends at its expiry anyway (its
-// keep-alive has stopped). Close after Close is a no-op.
+// The keep-alive stops at the first Close. Close after a Close that was
+// answered is a no-op; after one that returned an error (ctx ended, no
+// answer), it sends the same command again, which the worker applies once:
+// its answer says whether the close took effect. Once the session's expiry
+// has passed, though, Close returns nil without sending: the session has
+// ended by itself, as expired, which is what the close was for.
 func (s *Session) Close(ctx context.Context) error {
+	select {
+	case s.closing <- struct{}{}:
+		defer func() { <-s.closing }()
+	case <-ctx.Done():
+		return fmt.Errorf("closing session %q: waiting for another Close: %w", s.ID, context.Cause(ctx))
+	}
 	leases, ended := s.finish(ErrSessionClosed)
-	switch {
-	case errors.Is(ended, ErrSessionClosed):
-		return nil
-	case ended != nil:
+	if ended != nil && !errors.Is(ended, ErrSessionClosed) {
 		return fmt.Errorf("closing session %q: %w", s.ID, ended)
 	}
 	for _, l := range leases {
 		l.end(ErrReleased)
 	}
-	ev, err := s.c.send(ctx, s.command(topics.OpSessionClose))
-	if err == nil && ev.Type == topics.TypeRejected {
-		err = rejection(ev)
+	s.mu.Lock()
+	again := s.closeCmd != nil
+	if !again {
+		cmd := s.command(topics.OpSessionClose)
+		s.closeCmd = &cmd
 	}
+	cmd, done := *s.closeCmd, s.closed || again && !time.Now().Before(s.deadline)
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	ev, err := s.c.send(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("closing session %q: %w", s.ID, err)
+	}
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	if ev.Type == topics.TypeRejected {
+		return fmt.Errorf("closing session %q: %w", s.ID, rejection(ev))
 	}
 	return nil
 }

@@ -400,3 +400,33 @@ func TestSessionAcquireGivenUpBesideAReleaseIsWithdrawn(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q (token %d, released %d) after its caller gave up", st.Owner, st.Token, l.Token)
 }
+
+// A Close that gave up before its command was applied (here: the command
+// lost in transit) is sent again, with its request_id, by the next Close,
+// which returns only once the worker has closed the session: its locks are
+// free then, not held until the session's TTL runs out.
+func TestSessionCloseAfterACloseThatGaveUp(t *testing.T) {
+	ctx := ctxT(t)
+	e := e2e.New(t)
+	e.StartWorker(e2e.WorkerOpts{Name: "sess-close-again"})
+	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "sess-close-again"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	s, err := c.NewSession(ctx, time.Minute)
+	require.NoError(t, err)
+	lock := uniq("sess-close-again")
+	_, err = c.Acquire(ctx, lock, client.WithSession(s))
+	require.NoError(t, err)
+
+	gone, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dropped := dropNextProduceThen(t, e, e.Names.Commands, cancel)
+	require.ErrorIs(t, s.Close(gone), context.Canceled)
+	require.EqualValues(t, 1, dropped.Load(), "the close was lost")
+
+	require.NoError(t, s.Close(ctx))
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusReleased, st.Status, "the session's lock, after Close returned")
+	require.NoError(t, s.Close(ctx), "Close after Close")
+}
