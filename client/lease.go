@@ -21,8 +21,10 @@ import (
 // is kept alive by its session instead, and lost when the session is. It is
 // lost when the worker says it ended (lock.expired, lock.revoked, a
 // lock.released that does not answer its own Release, as when an operator
-// released it, or an extension refused), or when its expiry passes without
-// a confirmed extension (the broker or worker unreachable); Lost is then
+// released it, or an extension refused), when its keep-alive cannot send an
+// extension because the token (Config.Token) has expired (the error wraps
+// ErrUnauthenticated), or when its expiry passes without a confirmed
+// extension (the broker or worker unreachable); Lost is then
 // closed and Context cancelled. Every Lease of one fencing token (an owner
 // that acquired a lock it held already) hears of its end.
 type Lease struct {
@@ -435,7 +437,12 @@ func (l *Lease) keepAliveLoop() {
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
-		_ = l.extend(ctx, ext.Truncate(time.Millisecond))
+		err := l.extend(ctx, ext.Truncate(time.Millisecond))
 		cancel()
+		if errors.Is(err, ErrUnauthenticated) {
+			// The token expired: no extension can be sent any more, and the
+			// lease is lost for that, not later for want of an answer.
+			l.lose(fmt.Errorf("%w: keep-alive: %w", ErrLeaseLost, err))
+		}
 	}
 }

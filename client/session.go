@@ -131,9 +131,10 @@ func (s *Session) update(ev topics.Event, sent time.Time) {
 
 // Lost is closed when the session is known lost: the worker ended it
 // (session.expired, or session.closed by another process of its owner),
-// refused a keep-alive, or its expiry passed without a confirmed
-// keep-alive. Every lease of the session is then lost too. It is
-// not closed by Close.
+// refused a keep-alive, a keep-alive could not be sent as the token
+// (Config.Token) has expired (ErrUnauthenticated), or its expiry passed
+// without a confirmed keep-alive. Every lease of the session is then lost
+// too. It is not closed by Close.
 func (s *Session) Lost() <-chan struct{} { return s.lost }
 
 // Context is cancelled when the session is lost or closed: context.Cause
@@ -301,6 +302,9 @@ func (s *Session) keepAliveLoop() {
 		ev, err := s.c.send(ctx, s.command(topics.OpSessionKeepAlive))
 		cancel()
 		switch {
+		case errors.Is(err, ErrUnauthenticated):
+			// The token expired: no keep-alive can be sent any more.
+			s.lose(fmt.Errorf("%w: keep-alive: %w", ErrSessionLost, err))
 		case err != nil:
 		case ev.Type == topics.TypeRejected:
 			s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, rejection(ev)))
