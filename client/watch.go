@@ -185,7 +185,9 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 // lock state topic, read from its start, without the locks cleanup removed,
 // sorted by namespace and name. It reads the topic, not the database: a
 // lock is there from its first change (see docs/design.md "Lock state
-// topic").
+// topic"). A record that is no lock's state is skipped, as Watch skips it.
+// Errors reaching Kafka, or reading the topic up to its end before ctx's
+// deadline, wrap ErrUnreachable.
 func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("reading the lock table: %w", err)
@@ -203,13 +205,13 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// names no lock, removes every lock of its key.
 	type lock struct{ ns, name string }
 	table := map[string]map[lock]LockRevision{}
-	var bad error
 	for !r.caughtUp() {
 		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
 			lr, err := lockRevision(string(rec.Key), rec.Value)
 			switch {
 			case err != nil:
-				bad = fmt.Errorf("record %d of partition %d: %w", rec.Offset, rec.Partition, err)
+				// Not a lock's state: skipped, as Watch does, rather than
+				// losing the whole table to it.
 			case lr.Deleted:
 				delete(table, string(rec.Key))
 			default:
@@ -220,12 +222,14 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 				table[key][lock{lr.Namespace, lr.Name}] = lr
 			}
 		})
-		if err != nil {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			// kgo retries a failed fetch until the deadline: the brokers
+			// the setup reached stopped answering (or answered too slowly).
+			return nil, fmt.Errorf("reading the lock table: %w: %q not read up to its end in time: %w", ErrUnreachable, c.cfg.Topics.State, err)
+		case err != nil:
 			return nil, fmt.Errorf("reading the lock table: %w", errors.Join(err, context.Cause(ctx)))
 		}
-	}
-	if bad != nil {
-		return nil, fmt.Errorf("reading the lock table: %w", bad)
 	}
 	out := make([]LockRevision, 0, len(table))
 	for _, locks := range table {

@@ -8,10 +8,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -217,3 +220,35 @@ func TestReadOnly(t *testing.T) {
 type producedCount struct{ n atomic.Int64 }
 
 func (p *producedCount) OnProduceRecordBuffered(*kgo.Record) { p.n.Add(1) }
+
+// Locks skips a record of the lock state topic that is no lock's state, as
+// Watch does; a read that cannot finish (the brokers stop answering fetches
+// once the offsets were listed) fails with ErrUnreachable, as its setup
+// would, not with its context's error alone.
+func TestLocksSkipsBadRecordsAndSaysUnreachable(t *testing.T) {
+	ctx := ctxT(t)
+	state := topics.DefaultNames().State
+	cluster := kafkatest.Cluster(t, kfake.SeedTopics(1, state))
+	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state))
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	job, err := topics.LockState{LockName: "job", Revision: 1, Status: topics.StatusReleased, Limit: 1}.Encode()
+	require.NoError(t, err)
+	require.NoError(t, kc.ProduceSync(ctx, &kgo.Record{Key: []byte("junk"), Value: []byte("not a lock state")},
+		&kgo.Record{Key: []byte("job"), Value: job}).FirstErr())
+	c, err := client.New(ctx, client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+
+	table, err := c.Locks(ctx)
+	require.NoError(t, err)
+	require.Len(t, table, 1)
+	require.Equal(t, "job", table[0].Name)
+
+	cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = c.Locks(short)
+	require.ErrorIs(t, err, client.ErrUnreachable)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+}

@@ -18,10 +18,12 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sys/unix"
 
 	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 )
@@ -130,6 +132,24 @@ func TestUnreachableBroker(t *testing.T) {
 		assert.Contains(t, errOut.String(), "unreachable")
 		assert.Less(t, time.Since(start), 5*time.Second)
 	}
+}
+
+// locks reads the lock state topic from brokers it reached: when they stop
+// answering its fetches, it exits 3 (unreachable) at --timeout, not 1.
+func TestLocksUnreachableAfterSetup(t *testing.T) {
+	state := topics.DefaultNames().State
+	kafka := kafkatest.Cluster(t, kfake.SeedTopics(1, state))
+	kc, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.DefaultProduceTopic(state))
+	require.NoError(t, err)
+	defer kc.Close()
+	job, err := topics.LockState{LockName: "job", Revision: 1, Status: topics.StatusReleased, Limit: 1}.Encode()
+	require.NoError(t, err)
+	require.NoError(t, kc.ProduceSync(context.Background(), &kgo.Record{Key: []byte("job"), Value: job}).FirstErr())
+	kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
+	var out, errOut testlog.Buffer
+	code := run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0], "--timeout", "1s"}, &out, &errOut)
+	assert.Equal(t, exitUnreachable, code, errOut.String())
+	assert.Contains(t, errOut.String(), "unreachable")
 }
 
 // --brokers stands for KAFKA_BOOTSTRAP_SERVERS, which the Kafka TLS and
