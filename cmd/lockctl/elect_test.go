@@ -102,15 +102,17 @@ func TestElectLostAndInterrupted(t *testing.T) {
 }
 
 // A leader process SIGKILLed: the next candidate leads once the lease has
-// run out and its lock-delay (--grace by default) has passed.
+// run out and its lock-delay (--grace plus the reply timeout by default)
+// has passed.
 func TestElectLeaderKilled(t *testing.T) {
 	const name = "ctl-elect-killed"
-	const lease, grace = time.Second, time.Second
+	// --timeout 3s: a reply timeout of 1 s.
+	const lease, grace, delay = time.Second, time.Second, 2 * time.Second
 	bin := buildLockctl(t)
 	var errOut testlog.Buffer
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	leader := exec.Command(bin, "elect", "--brokers", env.Brokers[0], "--name", name, "--value", "doomed", "--lease", "1", "--grace", "1s",
-		"--", "sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)
+		"--timeout", "3s", "--", "sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)
 	leader.Stderr = &errOut
 	require.NoError(t, leader.Start())
 	eventually(t, "the process to lead", func() bool { return strings.Contains(errOut.String(), "leader of "+name) })
@@ -126,20 +128,21 @@ func TestElectLeaderKilled(t *testing.T) {
 	_, _ = leader.Process.Wait()
 	eventually(t, "the heir to lead", func() bool { return strings.Contains(stderr.String(), `value "heir"`) })
 	took := time.Since(killed)
-	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s, lock-delay %s)", took.Round(time.Millisecond), lease, grace)
+	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s, lock-delay %s)", took.Round(time.Millisecond), lease, delay)
 	// The lock-delay counts from the lease's end, which comes after the kill.
-	assert.GreaterOrEqual(t, took, grace)
+	assert.GreaterOrEqual(t, took, delay)
 	// After the lease (which a keep-alive in flight at the kill stretches
 	// by up to a lease) and the lock-delay, with room for a busy machine.
-	assert.Less(t, took, 2*lease+grace+3*time.Second)
+	assert.Less(t, took, 2*lease+delay+3*time.Second)
 	r := wait()
 	assert.Equal(t, exitOK, r.code, r.stderr)
 }
 
-// run and elect stop COMMAND only once the lease is lost, and COMMAND may
-// take up to --grace to exit: by default the lease's lock-delay is --grace,
-// so that after a revoke (or an expiry) nobody is granted the lock while
-// COMMAND may still run. --lock-delay 0 opts out; a --grace over the
+// run and elect stop COMMAND only once they hear the lease is lost, and
+// COMMAND may take up to --grace to exit: by default the lease's lock-delay
+// is --grace plus the reply timeout (the time lock.revoked may take to reach
+// lockctl), so that after a revoke (or an expiry) nobody is granted the lock
+// while COMMAND may still run. --lock-delay 0 opts out; a default over the
 // contract's 60 s bound gets 60 s, and lockctl says so.
 func TestLockDelayCoversGrace(t *testing.T) {
 	for _, tc := range []struct{ cmd, flag, ready string }{
@@ -171,8 +174,11 @@ func TestLockDelayCoversGrace(t *testing.T) {
 				return *ev.RetryAfterSeconds
 			}
 
-			_, r := lose("ctl-delay-grace", "--grace", "3s")
-			assert.InDelta(t, 3, retryAfter(r), 3, "the lock-delay is --grace")
+			// --timeout 15s: a reply timeout of 5 s, the delay 3 s + 5 s.
+			_, r := lose("ctl-delay-grace", "--grace", "3s", "--timeout", "15s")
+			left := retryAfter(r)
+			assert.Greater(t, left, 3.0, "the lock-delay is more than --grace")
+			assert.LessOrEqual(t, left, 8.0, "the lock-delay is --grace + the reply timeout")
 
 			_, r = lose("ctl-delay-none", "--grace", "3s", "--lock-delay", "0")
 			assert.Equal(t, exitOK, r.code, "--lock-delay 0: granted at once: %s", r.stderr)
@@ -181,5 +187,39 @@ func TestLockDelayCoversGrace(t *testing.T) {
 			assert.Greater(t, retryAfter(r), 50.0, "the contract's longest lock-delay")
 			assert.Contains(t, stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 1m30s")
 		})
+	}
+}
+
+// The default --lock-delay of run and elect: --grace plus the reply timeout
+// (a third of --timeout, at most 5 s), at most 60 s, with a warning then;
+// a --lock-delay given is kept.
+func TestDefaultLockDelay(t *testing.T) {
+	for _, tc := range []struct {
+		timeout, grace time.Duration
+		given          *time.Duration
+		want           time.Duration
+		warns          bool
+	}{
+		{timeout: 9 * time.Second, grace: 10 * time.Second, want: 13 * time.Second},
+		{timeout: time.Minute, grace: 10 * time.Second, want: 15 * time.Second},
+		{timeout: 3 * time.Second, grace: 0, want: time.Second},
+		{timeout: 0, grace: time.Second, want: 6 * time.Second}, // the client's default reply timeout
+		{timeout: 9 * time.Second, grace: 58 * time.Second, want: time.Minute, warns: true},
+		{timeout: 9 * time.Second, grace: 10 * time.Second, given: new(time.Duration), want: 0},
+	} {
+		var errOut strings.Builder
+		c := &cli{stderr: &errOut, timeout: tc.timeout}
+		var d seconds
+		if tc.given != nil {
+			d = seconds{*tc.given, true}
+		}
+		c.defaultLockDelay(&d, tc.grace)
+		assert.Equal(t, tc.want, d.d, "--timeout %s --grace %s", tc.timeout, tc.grace)
+		if tc.warns {
+			assert.Contains(t, errOut.String(), "--lock-delay is 1m0s, the contract's longest, for --grace 58s (+ 3s for a revoke to reach lockctl)")
+			assert.Contains(t, errOut.String(), "for up to 1s")
+		} else {
+			assert.Empty(t, errOut.String())
+		}
 	}
 }

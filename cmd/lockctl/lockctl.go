@@ -43,11 +43,11 @@ commands:
   cleanup [--lock NAME|*] [--max-age DURATION]
   revoke  --lock NAME [--owner ID] --reason TEXT   (an administrative operation)
   run     --lock NAME [--owner ID] [--wait 0] [--lease 30s] [--grace 10s] [--metadata JSON]
-          [--shared | --limit N] [--lock-delay GRACE] [--max-hold DURATION] -- COMMAND [ARGS...]
+          [--shared | --limit N] [--lock-delay DURATION] [--max-hold DURATION] -- COMMAND [ARGS...]
   watch   [--from-beginning]  (lifecycle events; with --namespace, its locks' only)
   watch   --lock NAME  (its state now, then each change)
   locks   [--all]  (the table of locks, from the lock state topic)
-  elect   --name NAME [--value V] [--owner ID] [--lease 30s] [--grace 10s] [--lock-delay GRACE]
+  elect   --name NAME [--value V] [--owner ID] [--lease 30s] [--grace 10s] [--lock-delay DURATION]
           -- COMMAND [ARGS...]
 
 flags of every command:
@@ -65,9 +65,12 @@ exit code (128+N if signal N ended it) once it started, except 4 when the
 lease was lost while it ran (it was stopped; lockctl says so on stderr).
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
 when the leadership was lost. run and elect stop COMMAND (SIGTERM, SIGKILL
-after --grace) when the lease is lost; a lease lost by expiry or revoke
-keeps the lock from everyone for --lock-delay, by default --grace (60s at
-most), so that COMMAND is gone before the next holder starts.
+after --grace) when they hear that the lease is lost; a lease lost by
+expiry or revoke keeps the lock from everyone for --lock-delay, by default
+--grace plus the reply timeout (60s at most): enough for COMMAND to be gone
+after an expiry, and after a revoke that reaches lockctl promptly, not
+after one it hears late (cut off from Kafka: see --lock-delay in
+"lockctl run -h").
 `
 
 // usageError is a mistake in the command line: exit code 2.
@@ -232,9 +235,19 @@ func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, err
 	}
 	return client.New(ctx, client.Config{
 		Brokers: seeds, KafkaOpts: opts, Requester: requester, Topics: c.names(),
-		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: min(c.timeout/3, client.DefaultReplyTimeout),
+		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: c.replyTimeout(),
 		ReadOnly: readOnly,
 	})
+}
+
+// replyTimeout is the client's ReplyTimeout: a third of --timeout, at most
+// client.DefaultReplyTimeout (5 s), so that a lost command is sent again
+// within --timeout.
+func (c *cli) replyTimeout() time.Duration {
+	if d := min(c.timeout/3, client.DefaultReplyTimeout); d > 0 {
+		return d
+	}
+	return client.DefaultReplyTimeout // as the client's default
 }
 
 // seconds is a duration flag that also takes plain seconds, the contract's

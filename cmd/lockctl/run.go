@@ -66,24 +66,33 @@ func checkGrace(grace time.Duration) error {
 
 // graceLockDelay is the default of run's and elect's --lock-delay, as its
 // help says it.
-const graceLockDelay = "--grace, at most 60s, so that nobody is granted the lock while\n" +
-	"COMMAND may still be stopping after the lease was lost; with 0 the next holder may start\n" +
-	"while COMMAND stops, for up to --grace. A release (COMMAND exited, lockctl interrupted)\n" +
-	"starts no delay"
+const graceLockDelay = "--grace plus the reply timeout (a third of --timeout, at most 5s), at most\n" +
+	"60s in all. COMMAND is stopped only once lockctl hears that the lease was lost, and may take\n" +
+	"--grace to exit: an expiry, which lockctl's own deadline sees first, is covered; a revoke\n" +
+	"only when lockctl hears of it within the reply timeout. A lockctl cut off from Kafka stops\n" +
+	"COMMAND only at its lease's local deadline, up to --lease after the revoke: covering that\n" +
+	"takes --lock-delay >= --lease + --grace. With 0 the next holder may start while COMMAND\n" +
+	"stops. A release (COMMAND exited, lockctl interrupted) starts no delay"
 
 // defaultLockDelay sets run's and elect's --lock-delay, when not given, to
-// --grace: COMMAND is stopped only once the lease is lost, and may run for
-// up to grace after that, so the worker must grant nobody else meanwhile
-// (a lease that ran out or was revoked starts the delay; lockctl's release
-// after COMMAND exited does not). The contract allows 60 s at most.
+// --grace plus the reply timeout, at most the contract's 60 s. COMMAND is
+// stopped only once the lease is lost, and may run for up to grace after
+// that, so the worker must grant nobody else meanwhile. A lease that ran
+// out is lost by lockctl's local deadline, which errs early: grace covers
+// it. A revoke's delay counts from the revoke's database time, and lockctl
+// stops COMMAND only when lock.revoked reaches it (the relay, then its
+// reply consumer): the reply timeout is lockctl's own bound on an answer's
+// way back, the margin for that. (lockctl's release after COMMAND exited
+// starts no delay.)
 func (c *cli) defaultLockDelay(d *seconds, grace time.Duration) {
 	if d.set {
 		return
 	}
-	d.d = min(grace, time.Duration(topics.MaxLockDelaySeconds)*time.Second)
-	if grace > d.d {
-		fmt.Fprintf(c.stderr, "lockctl: --lock-delay is %s, the contract's longest, for --grace %s: should the lease be lost, COMMAND may run beside the next holder for up to %s\n",
-			d.d, grace, grace-d.d)
+	want := grace + c.replyTimeout()
+	d.d = min(want, time.Duration(topics.MaxLockDelaySeconds)*time.Second)
+	if want > d.d {
+		fmt.Fprintf(c.stderr, "lockctl: --lock-delay is %s, the contract's longest, for --grace %s (+ %s for a revoke to reach lockctl): should the lease be lost, COMMAND may run beside the next holder for up to %s\n",
+			d.d, grace, c.replyTimeout().Round(time.Millisecond), (want - d.d).Round(time.Millisecond))
 	}
 }
 
