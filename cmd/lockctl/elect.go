@@ -21,7 +21,8 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		"leadership at once (same token), even while the process leading lives on: never give one\n"+
 		"id to two live processes")
 	var lease seconds
-	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\nis replaced within it (default: the worker's, 30s)")
+	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\n"+
+		"is replaced once its lease has run out and --lock-delay has passed (default: the worker's, 30s)")
 	var lockDelay seconds
 	addLockDelayFlag(fs, &lockDelay, graceLockDelay)
 	grace := addGraceFlag(fs)

@@ -143,7 +143,8 @@ func TestElectLeaderKilled(t *testing.T) {
 // is --grace plus the reply timeout (the time lock.revoked may take to reach
 // lockctl), so that after a revoke (or an expiry) nobody is granted the lock
 // while COMMAND may still run. --lock-delay 0 opts out; a default over the
-// contract's 60 s bound gets 60 s, and lockctl says so.
+// contract's 60 s bound gets 60 s, and lockctl says so. A reader (run
+// --shared) takes none unless given one.
 func TestLockDelayCoversGrace(t *testing.T) {
 	for _, tc := range []struct{ cmd, flag, ready string }{
 		{"run", "--lock", "holding "},
@@ -182,6 +183,14 @@ func TestLockDelayCoversGrace(t *testing.T) {
 
 			_, r = lose("ctl-delay-none", "--grace", "3s", "--lock-delay", "0")
 			assert.Equal(t, exitOK, r.code, "--lock-delay 0: granted at once: %s", r.stderr)
+
+			if tc.cmd == "run" {
+				// A reader takes no lock-delay unless given one.
+				_, r = lose("ctl-delay-shared", "--shared", "--grace", "3s")
+				assert.Equal(t, exitOK, r.code, "--shared: granted at once: %s", r.stderr)
+				_, r = lose("ctl-delay-shared-given", "--shared", "--grace", "3s", "--lock-delay", "5s")
+				assert.InDelta(t, 5, retryAfter(r), 2, "--shared --lock-delay 5s")
+			}
 
 			stderr, r := lose("ctl-delay-capped", "--grace", "90s")
 			assert.Greater(t, retryAfter(r), 50.0, "the contract's longest lock-delay")

@@ -21,7 +21,7 @@ import (
 // runFlags is `lockctl run`: hold a lock while a command runs.
 func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	a := addAcquireFlags(fs, "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
-		"how long to wait for the lock (default 0: fail at once if held)", graceLockDelay)
+		"how long to wait for the lock (default 0: fail at once if held)", graceLockDelay+sharedLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(*grace)); err != nil {
@@ -30,7 +30,10 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if len(args) == 0 {
 			return usageError{"no COMMAND given: lockctl run --lock NAME -- COMMAND [ARGS...]"}
 		}
-		c.defaultLockDelay(&a.lockDelay, *grace)
+		if !*a.shared {
+			// A reader's default is none: see sharedLockDelay.
+			c.defaultLockDelay(&a.lockDelay, *grace)
+		}
 		opts, err := c.acquireOptions(a)
 		if err != nil {
 			return err
@@ -66,13 +69,24 @@ func checkGrace(grace time.Duration) error {
 
 // graceLockDelay is the default of run's and elect's --lock-delay, as its
 // help says it.
-const graceLockDelay = "--grace plus the reply timeout (a third of --timeout, at most 5s), at most\n" +
-	"60s in all. COMMAND is stopped only once lockctl hears that the lease was lost, and may take\n" +
-	"--grace to exit: an expiry, which lockctl's own deadline sees first, is covered; a revoke\n" +
-	"only when lockctl hears of it within the reply timeout. A lockctl cut off from Kafka stops\n" +
-	"COMMAND only at its lease's local deadline, up to --lease after the revoke: covering that\n" +
-	"takes --lock-delay >= --lease + --grace. With 0 the next holder may start while COMMAND\n" +
-	"stops. A release (COMMAND exited, lockctl interrupted) starts no delay"
+const graceLockDelay = "--grace plus the reply timeout\n" +
+	"(a third of --timeout, at most 5s), at most 60s in all. COMMAND is stopped only once lockctl\n" +
+	"hears that the lease was lost, and may take --grace to exit: an expiry, which lockctl's own\n" +
+	"deadline sees first, is covered; a revoke only when lockctl hears of it within the reply\n" +
+	"timeout. A lockctl cut off from Kafka stops COMMAND only at its lease's local deadline, up to\n" +
+	"--lease after the revoke: covering that takes --lock-delay >= --lease + --grace. With 0 the\n" +
+	"next holder may start while COMMAND stops. A release (COMMAND exited, lockctl interrupted)\n" +
+	"starts no delay"
+
+// sharedLockDelay is what run's --lock-delay help adds for --shared. The
+// worker's lock-delay holds back every new acquire of the lock, readers
+// joining readers too: after one reader's lease ran out, all new readers
+// would wait, though readers never conflict. Only a writer granted next
+// could overlap the reader's COMMAND while it stops, which an explicit
+// --lock-delay covers.
+const sharedLockDelay = ".\nWith --shared the default is 0: the delay would keep all new readers out too, though\n" +
+	"readers never conflict; a writer granted right after a reader's loss may then overlap\n" +
+	"the reader's COMMAND while it stops"
 
 // defaultLockDelay sets run's and elect's --lock-delay, when not given, to
 // --grace plus the reply timeout, at most the contract's 60 s. COMMAND is
