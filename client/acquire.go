@@ -64,7 +64,8 @@ func WithLimit(n int) AcquireOption {
 // ends otherwise than by Release (it ran out, or was revoked), the worker
 // grants the lock to nobody for d, so that late writes of a holder that
 // lost its lease unawares cannot meet the next holder's. Waiters stay
-// queued meanwhile. Default 0: none.
+// queued meanwhile. Default 0: none. A renewal (WithOwner naming the
+// lease's holder) keeps the lease's own lock-delay: d does not apply then.
 func WithLockDelay(d time.Duration) AcquireOption {
 	return func(o *acquireOptions) { o.lockDelay = d }
 }
@@ -97,9 +98,10 @@ func WithWait(d time.Duration) AcquireOption {
 // The owner id names the lease, not a process: an acquire (or a Campaign)
 // of an owner that holds the lock already is a renewal, granted at once
 // with the same Token, even while the process that took it lives on (under
-// REQUIRE_FENCING_TOKEN it is refused, ErrInvalidRequest). A stable id
-// means "resume this lease"; never give one id to two live processes, or
-// both hold the lock.
+// REQUIRE_FENCING_TOKEN it is refused, ErrInvalidRequest), and keeping the
+// lease's lock-delay and max-hold (WithLockDelay, WithMaxHold of the
+// renewal do not apply). A stable id means "resume this lease"; never give
+// one id to two live processes, or both hold the lock.
 func WithOwner(id string) AcquireOption {
 	return func(o *acquireOptions) { o.owner, o.dedicatedOwner = id, false }
 }

@@ -21,14 +21,24 @@ type acquireSpec struct {
 	limit                 *int
 }
 
-// ownerHelp is --owner's help of acquire and run: the worker takes an
-// acquire of the holder's owner for a renewal.
+// ownerHelp is --owner's help of acquire: the worker takes an acquire of
+// the holder's owner for a renewal, which keeps the lease's lock_delay and
+// max_hold (handlers/rules: Acquire).
 const ownerHelp = "owner id (default: <requester>-<random>). An owner that holds the lock already is\n" +
-	"granted it again at once (a renewal, same token): never give one id to two live processes"
+	"granted it again at once (a renewal, same token, keeping that lease's lock-delay and\n" +
+	"max-hold whatever --lock-delay and --max-hold say now): never give one id to two live\n" +
+	"processes"
+
+// resumeHelp ends run's and elect's --owner help: a run resuming after a
+// killed lockctl is granted at once, while the killed one's COMMAND, which
+// nothing stopped, may run on.
+const resumeHelp = ". To resume after a restart, make sure the earlier COMMAND is gone first: a\n" +
+	"lockctl that was killed (SIGKILL, out of memory) stopped nothing, and no lock-delay covers\n" +
+	"what it left running"
 
 // addAcquireFlags adds the flags of acquire and run; lockDelayDefault says
 // what --lock-delay is when not given.
-func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp, lockDelayDefault string) *acquireSpec {
+func addAcquireFlags(fs *flag.FlagSet, ownerHelp, leaseHelp, waitHelp, lockDelayDefault string) *acquireSpec {
 	a := &acquireSpec{
 		fs:       fs,
 		lock:     fs.String("lock", "", "lock name (required)"),
@@ -46,7 +56,10 @@ func addAcquireFlags(fs *flag.FlagSet, leaseHelp, waitHelp, lockDelayDefault str
 
 // addLockDelayFlag adds --lock-delay, whose default def describes.
 func addLockDelayFlag(fs *flag.FlagSet, d *seconds, def string) {
-	fs.Var(d, "lock-delay", "after the lease ends otherwise than by a release (expiry, revoke), grant the lock to nobody\nfor this long (0..60s; default "+def+")")
+	fs.Var(d, "lock-delay", "after the lease ends otherwise than by a release (expiry, revoke), grant the lock to nobody\n"+
+		"for this long (0..60s; default "+def+").\n"+
+		"A renewal (--owner naming the lease's holder) keeps the lease's own lock-delay: this one\n"+
+		"then does not apply")
 }
 
 // options checks the flags as the worker would and returns the acquire's
@@ -77,7 +90,7 @@ func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
 }
 
 func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	a := addAcquireFlags(fs, "lease duration (default: the worker's, 30s)",
+	a := addAcquireFlags(fs, ownerHelp, "lease duration (default: the worker's, 30s)",
 		"how long to wait in the queue while another owner holds it (default 0: fail at once)", "0: none")
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("lock", *a.lock), noArgs(args)); err != nil {

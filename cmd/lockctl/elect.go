@@ -18,8 +18,9 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	name := fs.String("name", "", "election name (required): the lock of that name in --namespace")
 	value := fs.String("value", "", "the leader's value, shown to anyone asking who leads (its lock's owner_metadata)")
 	owner := fs.String("owner", "", "owner id (default: <requester>-<random>). An owner that leads already resumes its\n"+
-		"leadership at once (same token), even while the process leading lives on: never give one\n"+
-		"id to two live processes")
+		"leadership at once (same token, keeping that lease's lock-delay whatever --lock-delay and\n"+
+		"--grace say now), even while the process leading lives on: never give one id to two live\n"+
+		"processes"+resumeHelp)
 	var lease seconds
 	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\n"+
 		"is replaced once its lease has run out and --lock-delay has passed (default: the worker's, 30s)")

@@ -20,7 +20,7 @@ import (
 
 // runFlags is `lockctl run`: hold a lock while a command runs.
 func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	a := addAcquireFlags(fs, "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
+	a := addAcquireFlags(fs, ownerHelp+resumeHelp, "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
 		"how long to wait for the lock (default 0: fail at once if held)", graceLockDelay+sharedLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
@@ -244,6 +244,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// the command and what runs below it, found in /proc when the stop
 	// begins and again after the command has exited, are signalled one by
 	// one.
+	// Nothing ties the command to lockctl's life: a lockctl killed (SIGKILL, the OOM
+	// killer) leaves the command running, orphaned, beside the next holder
+	// (README says so; a parent-death signal is not set yet).
 	if group != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	}
