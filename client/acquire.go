@@ -391,22 +391,35 @@ func (c *Client) abandon(acq topics.Command) {
 	}
 	// Under REQUIRE_FENCING_TOKEN a release without a token only withdraws
 	// a wait: the lease granted meanwhile is released with its token, which
-	// a query tells. Not lock_info's, the newest holder's: of a shared lock
-	// or a semaphore, the owner's lease may be any of the holders listed
-	// (the first MaxHoldersShown).
+	// a query tells. Of a shared lock or a semaphore the owner's lease may
+	// be any of the holders listed; but the list is cut (the first
+	// MaxHoldersShown, within MaxHoldersBytes), and the given-up grant is
+	// the newest, the likeliest cut off: lock_info itself is the newest
+	// holder.
 	q := c.command(topics.OpQuery, acq.LockName)
 	q.Namespace = acq.Namespace
 	st, err := exchange(q)
 	if err != nil || st.LockInfo == nil {
 		return
 	}
-	owner := c.acquireKey(acq.Namespace, acq.LockName, acq.OwnerID).owner
-	for _, h := range st.LockInfo.Holders {
+	if token, ok := ownersToken(st.LockInfo, c.acquireKey(acq.Namespace, acq.LockName, acq.OwnerID).owner); ok {
+		_, _ = release(&token)
+	}
+}
+
+// ownersToken finds owner's lease in a query's lock_info: among its holders
+// or, when the list was cut before it, as lock_info's own, the newest
+// holder.
+func ownersToken(li *topics.LockInfo, owner string) (int64, bool) {
+	for _, h := range li.Holders {
 		if h.OwnerID == owner && h.Status == topics.StatusAcquired {
-			_, _ = release(&h.FencingToken)
-			return
+			return h.FencingToken, true
 		}
 	}
+	if li.OwnerID == owner && li.Status == topics.StatusAcquired {
+		return li.FencingToken, true
+	}
+	return 0, false
 }
 
 // WithLock runs fn while holding the lock name: it acquires it (waiting as
