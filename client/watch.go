@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -51,6 +52,11 @@ type LockRevision struct {
 	// Record is the same in the contract's wire form (zero for a
 	// tombstone), for those who pass it on as JSON.
 	Record topics.LockState
+	// Unreadable, from Watch, says the lock's newest record could not be
+	// decoded (why, naming the record): its state is unknown until its
+	// next readable revision, not the last one read. Every other field
+	// but Namespace and Name is zero then.
+	Unreadable error
 }
 
 // Holder is one lease of a lock.
@@ -88,6 +94,41 @@ func lockRevision(key string, value []byte) (LockRevision, error) {
 	}
 	return r, nil
 }
+
+// readRecord is lockRevision of a record of the lock state topic; its error
+// names the record.
+func readRecord(rec *kgo.Record) (LockRevision, error) {
+	lr, err := lockRevision(string(rec.Key), rec.Value)
+	if err != nil {
+		return lr, fmt.Errorf("record of key %q at partition %d, offset %d: %w", rec.Key, rec.Partition, rec.Offset, err)
+	}
+	return lr, nil
+}
+
+// UnreadableStateError is Locks's error when the newest record of some keys
+// of the lock state topic could not be decoded (a record that is no lock's
+// state, or one of a format this client does not read). Their locks are
+// left out of the table, which Locks returns with the error: a lock whose
+// newest state cannot be read is not shown as its older state.
+type UnreadableStateError struct {
+	Topic string
+	// Keys counts the keys left out (as two locks may share a key, "b" in
+	// namespace "a" and "a/b" in the default one, every lock of each).
+	Keys int
+	// Records counts the records that could not be decoded, including
+	// those a later readable record of their key made up for.
+	Records int
+	// First is why the first key left out (in key order) was: its record's
+	// key, partition and offset and the decoding error.
+	First error
+}
+
+func (e *UnreadableStateError) Error() string {
+	return fmt.Sprintf("%d key(s) of %q left out of the table: their newest record cannot be read (%d unreadable record(s) in all; first: %v)",
+		e.Keys, e.Topic, e.Records, e.First)
+}
+
+func (e *UnreadableStateError) Unwrap() error { return e.First }
 
 // splitKey is the inverse of topics.LockKey for a key without a value to
 // say which: the namespace is what comes before the first "/" only when
@@ -185,9 +226,13 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 // lock state topic, read from its start, without the locks cleanup removed,
 // sorted by namespace and name. It reads the topic, not the database: a
 // lock is there from its first change (see docs/design.md "Lock state
-// topic"). A record that is no lock's state is skipped, as Watch skips it.
-// Errors reaching Kafka, or reading the topic up to its end before ctx's
-// deadline, wrap ErrUnreachable.
+// topic"). A record that cannot be decoded (no lock's state, or a format
+// this client does not read) does not fail the read: the locks of its key
+// are left out of the table until a readable record of that key follows,
+// and when some are left out at the end Locks returns the table of the
+// others with an *UnreadableStateError counting them. Errors reaching
+// Kafka, or reading the topic up to its end before ctx's deadline, wrap
+// ErrUnreachable.
 func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("reading the lock table: %w", err)
@@ -205,22 +250,33 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// names no lock, removes every lock of its key.
 	type lock struct{ ns, name string }
 	table := map[string]map[lock]LockRevision{}
+	// unreadable are the keys whose newest record read could not be
+	// decoded, with why; records counts such records.
+	unreadable := map[string]error{}
+	records := 0
 	for !r.caughtUp() {
 		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
-			lr, err := lockRevision(string(rec.Key), rec.Value)
+			key := string(rec.Key)
+			lr, err := readRecord(rec)
 			switch {
 			case err != nil:
-				// Not a lock's state: skipped, as Watch does, rather than
-				// losing the whole table to it.
+				// The newest state of the key's locks is unknown: they
+				// are left out, not shown as their older state, and
+				// counted rather than losing the whole table to them.
+				delete(table, key)
+				unreadable[key] = err
+				records++
+				return
 			case lr.Deleted:
-				delete(table, string(rec.Key))
+				delete(table, key)
 			default:
-				key := topics.LockKey(lr.Namespace, lr.Name)
-				if table[key] == nil {
-					table[key] = map[lock]LockRevision{}
+				k := topics.LockKey(lr.Namespace, lr.Name)
+				if table[k] == nil {
+					table[k] = map[lock]LockRevision{}
 				}
-				table[key][lock{lr.Namespace, lr.Name}] = lr
+				table[k][lock{lr.Namespace, lr.Name}] = lr
 			}
+			delete(unreadable, key)
 		})
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
@@ -240,6 +296,11 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	slices.SortFunc(out, func(a, b LockRevision) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	if len(unreadable) > 0 {
+		first := slices.Min(slices.Collect(maps.Keys(unreadable)))
+		return out, fmt.Errorf("reading the lock table: %w", &UnreadableStateError{
+			Topic: c.cfg.Topics.State, Keys: len(unreadable), Records: records, First: unreadable[first]})
+	}
 	return out, nil
 }
 
@@ -252,7 +313,10 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 // that has no state yet is delivered as revision 0, free; Deleted marks
 // cleanup's removal, after which revisions start again at 1. The channel
 // closes when ctx ends or the client closes; a slow receiver holds the
-// reading back (nothing is skipped).
+// reading back (nothing is skipped). A record of the lock's key that cannot
+// be decoded is delivered as a LockRevision with Unreadable set (once, until
+// a readable revision follows): the lock's state is unknown then, as Locks
+// leaves such a lock out of its table.
 //
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,
@@ -298,8 +362,11 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 		}
 	}
 	// current is the lock's last state read; until the partition was read
-	// up to its listed end it is only kept, then sent once, first.
+	// up to its listed end it is only kept, then sent once, first. last is
+	// the last readable one, against which records published again are
+	// told apart.
 	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1}
+	last := current
 	sentCurrent := false
 	sendCurrent := func() bool {
 		if !sentCurrent {
@@ -315,14 +382,25 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 			if live && !sendCurrent() || string(rec.Key) != key {
 				return
 			}
-			lr, err := lockRevision(key, rec.Value)
-			if err != nil || !lr.Deleted && (lr.Namespace != c.cfg.Namespace || lr.Name != name) {
-				return // not a state record, or another lock's of the same key
+			lr, err := readRecord(rec)
+			switch {
+			case err != nil:
+				// Its state is unknown now (the record may be another
+				// lock's of the same key, which cannot be told either).
+				if current.Unreadable != nil {
+					return // said already
+				}
+				lr = LockRevision{Unreadable: err}
+			case !lr.Deleted && (lr.Namespace != c.cfg.Namespace || lr.Name != name):
+				return // another lock's of the same key
+			case !lr.Deleted && lr.Revision <= last.Revision || lr.Deleted && last.Deleted:
+				// A record published again, even after an unreadable one:
+				// that may have been newer.
+				return
+			default:
+				last = lr
 			}
 			lr.Namespace, lr.Name = c.cfg.Namespace, name
-			if !lr.Deleted && lr.Revision <= current.Revision || lr.Deleted && current.Deleted {
-				return // a record published again
-			}
 			current = lr
 			if live {
 				send(lr)

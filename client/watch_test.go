@@ -221,34 +221,106 @@ type producedCount struct{ n atomic.Int64 }
 
 func (p *producedCount) OnProduceRecordBuffered(*kgo.Record) { p.n.Add(1) }
 
-// Locks skips a record of the lock state topic that is no lock's state, as
-// Watch does; a read that cannot finish (the brokers stop answering fetches
-// once the offsets were listed) fails with ErrUnreachable, as its setup
-// would, not with its context's error alone.
-func TestLocksSkipsBadRecordsAndSaysUnreachable(t *testing.T) {
-	ctx := ctxT(t)
+// stateTopic is a broker whose lock state topic (one partition) holds
+// recs, and a read-only client of it; produce adds records.
+func stateTopic(t *testing.T, recs ...*kgo.Record) (cluster *kfake.Cluster, c *client.Client, produce func(...*kgo.Record)) {
+	t.Helper()
 	state := topics.DefaultNames().State
-	cluster := kafkatest.Cluster(t, kfake.SeedTopics(1, state))
+	cluster = kafkatest.Cluster(t, kfake.SeedTopics(1, state))
 	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state))
 	require.NoError(t, err)
 	t.Cleanup(kc.Close)
-	job, err := topics.LockState{LockName: "job", Revision: 1, Status: topics.StatusReleased, Limit: 1}.Encode()
-	require.NoError(t, err)
-	require.NoError(t, kc.ProduceSync(ctx, &kgo.Record{Key: []byte("junk"), Value: []byte("not a lock state")},
-		&kgo.Record{Key: []byte("job"), Value: job}).FirstErr())
-	c, err := client.New(ctx, client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
+	produce = func(recs ...*kgo.Record) {
+		t.Helper()
+		require.NoError(t, kc.ProduceSync(ctxT(t), recs...).FirstErr())
+	}
+	if len(recs) > 0 {
+		produce(recs...)
+	}
+	c, err = client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
+	return cluster, c, produce
+}
 
+// stateRecord is a record of the lock state topic: lock's state at rev.
+func stateRecord(t *testing.T, lock string, rev int64) *kgo.Record {
+	t.Helper()
+	b, err := topics.LockState{LockName: lock, Revision: rev, Status: topics.StatusReleased, Limit: 1}.Encode()
+	require.NoError(t, err)
+	return &kgo.Record{Key: []byte(lock), Value: b}
+}
+
+// unreadable is a record of key that no lock state decodes from: here a
+// renamed field, as a format this client does not read would have.
+func unreadable(key string) *kgo.Record {
+	return &kgo.Record{Key: []byte(key), Value: []byte(`{"name": "` + key + `", "revision": 9}`)}
+}
+
+// A record of the lock state topic that cannot be decoded does not fail
+// Locks: the locks of its key are left out (not shown as their older
+// state) unless a readable record of the key follows, and Locks returns
+// the table of the rest with an *UnreadableStateError counting them.
+func TestLocksLeavesOutUnreadableLocks(t *testing.T) {
+	ctx := ctxT(t)
+	_, c, _ := stateTopic(t,
+		stateRecord(t, "gone", 1), unreadable("gone"), // its newest state cannot be read
+		stateRecord(t, "job", 1),
+		unreadable("back"), stateRecord(t, "back", 2), // read again since
+	)
 	table, err := c.Locks(ctx)
+	var ue *client.UnreadableStateError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, 1, ue.Keys)
+	require.Equal(t, 2, ue.Records)
+	require.ErrorContains(t, ue.First, `key "gone"`)
+	require.ErrorContains(t, err, "left out")
+	var names []string
+	for _, lr := range table {
+		names = append(names, lr.Name)
+	}
+	require.Equal(t, []string{"back", "job"}, names, "gone is left out, not shown at revision 1")
+
+	_, clean, _ := stateTopic(t, stateRecord(t, "job", 1))
+	table, err = clean.Locks(ctx)
 	require.NoError(t, err)
 	require.Len(t, table, 1)
-	require.Equal(t, "job", table[0].Name)
+}
 
+// Watch delivers a lock whose newest record cannot be decoded as unknown
+// (Unreadable), once, not as its last readable state, until a newer
+// readable revision comes; a copy of an older one does not count.
+func TestWatchUnreadable(t *testing.T) {
+	ctx := ctxT(t)
+	_, c, produce := stateTopic(t, stateRecord(t, "job", 1), unreadable("job"))
+	ch, err := c.Watch(ctx, "job")
+	require.NoError(t, err)
+	lr := next(t, ch)
+	require.ErrorContains(t, lr.Unreadable, `key "job"`, "the newest state is unknown, not revision 1")
+	require.Equal(t, "job", lr.Name)
+	require.Zero(t, lr.Revision)
+
+	produce(unreadable("job"), stateRecord(t, "job", 1), stateRecord(t, "job", 2))
+	lr = next(t, ch)
+	require.NoError(t, lr.Unreadable, "said once; revision 1 again is a copy")
+	require.Equal(t, int64(2), lr.Revision)
+
+	produce(unreadable("job"))
+	require.Error(t, next(t, ch).Unreadable)
+	produce(stateRecord(t, "job", 3))
+	require.Equal(t, int64(3), next(t, ch).Revision)
+}
+
+// Locks reads the topic from brokers it reached: when they stop answering
+// fetches, it fails with ErrUnreachable, as its setup would, not with its
+// context's error alone.
+func TestLocksSaysUnreachable(t *testing.T) {
+	ctx := ctxT(t)
+	cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
 	cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, err = c.Locks(short)
+	_, err := c.Locks(short)
 	require.ErrorIs(t, err, client.ErrUnreachable)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 }

@@ -152,6 +152,27 @@ func TestLocksUnreachableAfterSetup(t *testing.T) {
 	assert.Contains(t, errOut.String(), "unreachable")
 }
 
+// locks prints the table of the locks it can read and warns on stderr of
+// those left out, whose newest record cannot be decoded (as a renamed field
+// would make every record): not an empty table in silence.
+func TestLocksWarnsOfUnreadableRecords(t *testing.T) {
+	state := topics.DefaultNames().State
+	kafka := kafkatest.Cluster(t, kfake.SeedTopics(1, state))
+	kc, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.DefaultProduceTopic(state))
+	require.NoError(t, err)
+	defer kc.Close()
+	job, err := topics.LockState{LockName: "job", Revision: 1, Status: topics.StatusReleased, Limit: 1}.Encode()
+	require.NoError(t, err)
+	require.NoError(t, kc.ProduceSync(context.Background(), &kgo.Record{Key: []byte("job"), Value: job},
+		&kgo.Record{Key: []byte("other"), Value: []byte(`{"name": "other", "revision": 2}`)}).FirstErr())
+	var out, errOut testlog.Buffer
+	code := run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0]}, &out, &errOut)
+	assert.Equal(t, exitOK, code, errOut.String())
+	assert.Contains(t, out.String(), "job rev=1 released")
+	assert.NotContains(t, out.String(), "other")
+	assert.Contains(t, errOut.String(), "lockctl locks: warning: 1 lock key(s) left out: their newest record of "+state+" is unreadable")
+}
+
 // --brokers stands for KAFKA_BOOTSTRAP_SERVERS, which the Kafka TLS and
 // SASL settings need, and it is checked as the variable is.
 func TestBrokersFlagStandsForTheVariable(t *testing.T) {

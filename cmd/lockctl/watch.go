@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -109,8 +110,11 @@ func (c *cli) watchLock(ctx context.Context, lock string) error {
 func (c *cli) printRevision(lr client.LockRevision) {
 	if c.json {
 		b, _ := json.Marshal(lr.Record)
-		if lr.Deleted {
+		switch {
+		case lr.Deleted:
 			b, _ = json.Marshal(map[string]any{"namespace": lr.Namespace, "lock_name": lr.Name, "deleted": true})
+		case lr.Unreadable != nil:
+			b, _ = json.Marshal(map[string]any{"namespace": lr.Namespace, "lock_name": lr.Name, "unreadable": lr.Unreadable.Error()})
 		}
 		fmt.Fprintln(c.stdout, string(b))
 		return
@@ -118,6 +122,10 @@ func (c *cli) printRevision(lr client.LockRevision) {
 	key := topics.LockKey(lr.Namespace, lr.Name)
 	if lr.Deleted {
 		fmt.Fprintf(c.stdout, "%s deleted by cleanup\n", key)
+		return
+	}
+	if lr.Unreadable != nil {
+		fmt.Fprintf(c.stdout, "%s unknown: its newest record cannot be read: %v\n", key, lr.Unreadable)
 		return
 	}
 	var b strings.Builder
@@ -159,13 +167,21 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		lctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 		table, err := cl.Locks(lctx)
-		if err != nil {
+		var unreadable *client.UnreadableStateError
+		if err != nil && !errors.As(err, &unreadable) {
 			return err
 		}
 		for _, lr := range table {
 			if *all || lr.Namespace == c.namespace {
 				c.printRevision(lr)
 			}
+		}
+		if unreadable != nil {
+			// The table of the rest, and a warning: their locks (of any
+			// namespace: a key that cannot be read names none for sure)
+			// are left out rather than shown stale.
+			fmt.Fprintf(c.stderr, "lockctl %s: warning: %d lock key(s) left out: their newest record of %s is unreadable (%d unreadable record(s) in all; first: %v)\n",
+				c.cmd, unreadable.Keys, unreadable.Topic, unreadable.Records, unreadable.First)
 		}
 		return nil
 	}
