@@ -7,12 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -148,6 +152,51 @@ type stateReader struct {
 	cons *kgo.Client
 	// end is, per partition not read up to it yet, its listed end offset.
 	end map[int32]int64
+	// failed are the errors its connections and fetches met since it last
+	// read a record.
+	failed *fetchErrors
+}
+
+// fetchErrors keeps the errors a reader's client met since its last record
+// read: failed connections and requests (its hooks), and the fetch errors
+// poll sees (kgo retries them all, without returning most).
+type fetchErrors struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *fetchErrors) add(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+// progress says a record was read: the errors before did not persist.
+func (f *fetchErrors) progress() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = nil
+}
+
+// get returns the first error since the last record read, or nil.
+func (f *fetchErrors) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+func (f *fetchErrors) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		f.add(fmt.Errorf("connecting to broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+	}
+}
+
+func (f *fetchErrors) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
+	if err := e2e.Err(); err != nil {
+		f.add(fmt.Errorf("%s request to broker %s: %w", kmsg.NameForKey(key), net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+	}
 }
 
 // readState lists the state topic's partitions (only those parts picks,
@@ -180,7 +229,7 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", ErrUnreachable, topic, errors.Join(err, context.Cause(ctx)))
 	}
 	want := parts(len(ends[topic]))
-	r := &stateReader{end: map[int32]int64{}}
+	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}}
 	offsets := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if want == nil || slices.Contains(want, o.Partition) {
@@ -190,8 +239,11 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 			}
 		}
 	})
-	r.cons, err = kgo.NewClient(append(c.baseOpts,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(200*time.Millisecond))...)
+	// Retryable fetch errors (a partition without a leader) come back to
+	// poll too, which keeps them while they persist; kgo still retries.
+	r.cons, err = kgo.NewClient(append(slices.Clip(c.baseOpts),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))...)
 	if err != nil {
 		return nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
 	}
@@ -202,7 +254,10 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
 
 // poll reads the next records, giving each to f with whether the table was
-// read up to the listed ends before it.
+// read up to the listed ends before it. Fetch errors are kept in r.failed
+// until a record is read (kgo retries them); a poll that got only errors
+// waits a moment before it returns, so that a caller polling again does not
+// spin while they last.
 func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live bool)) error {
 	fs := r.cons.PollFetches(ctx)
 	if fs.IsClientClosed() {
@@ -211,7 +266,18 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// Fetch errors are retried by kgo.
+	if fs.NumRecords() > 0 {
+		r.failed.progress()
+	} else if errs := fs.Errors(); len(errs) > 0 {
+		for _, e := range errs {
+			r.failed.add(fmt.Errorf("fetching partition %d of %q: %w", e.Partition, e.Topic, e.Err))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(fetchErrorPause):
+		}
+	}
 	fs.EachRecord(func(rec *kgo.Record) {
 		live := r.caughtUp()
 		if end, ok := r.end[rec.Partition]; ok && rec.Offset+1 >= end {
@@ -222,6 +288,10 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 	return nil
 }
 
+// fetchErrorPause is how long poll waits after a fetch that got only
+// errors.
+const fetchErrorPause = 100 * time.Millisecond
+
 // Locks returns the table of locks: the last state of every lock on the
 // lock state topic, read from its start, without the locks cleanup removed,
 // sorted by namespace and name. It reads the topic, not the database: a
@@ -230,9 +300,15 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 // this client does not read) does not fail the read: the locks of its key
 // are left out of the table until a readable record of that key follows,
 // and when some are left out at the end Locks returns the table of the
-// others with an *UnreadableStateError counting them. Errors reaching
-// Kafka, or reading the topic up to its end before ctx's deadline, wrap
-// ErrUnreachable.
+// others with an *UnreadableStateError counting them.
+//
+// Errors reaching Kafka wrap ErrUnreachable. So does a read that ctx's
+// deadline cuts off while the brokers fail it (the errors its connections
+// and fetches met since its last record read are joined in); one the
+// deadline cuts off while the brokers answer (a topic too long to read in
+// the time given) returns ctx's error, with its cause (context.Cause). A
+// ctx without a deadline gets a bound: the read fails, wrapping
+// ErrUnreachable, when Config.RequestTimeout passes without a record read.
 func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("reading the lock table: %w", err)
@@ -245,6 +321,18 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	defer r.cons.Close()
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
+	topic := c.cfg.Topics.State
+	// Without a deadline, a read that stalls (the brokers reached at the
+	// setup stopped answering) ends after RequestTimeout without a record.
+	stalled := fmt.Errorf("no record of %q read for %s", topic, c.cfg.RequestTimeout)
+	progress := func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		var stall context.CancelCauseFunc
+		ctx, stall = context.WithCancelCause(ctx)
+		timer := time.AfterFunc(c.cfg.RequestTimeout, func() { stall(stalled) })
+		defer timer.Stop()
+		progress = func() { timer.Reset(c.cfg.RequestTimeout) }
+	}
 	// By key, then by namespace and name, as two locks may share a key
 	// ("b" in namespace "a", "a/b" in the default one): a tombstone, which
 	// names no lock, removes every lock of its key.
@@ -255,7 +343,9 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	unreadable := map[string]error{}
 	records := 0
 	for !r.caughtUp() {
+		read := false
 		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
+			read = true
 			key := string(rec.Key)
 			lr, err := readRecord(rec)
 			switch {
@@ -278,13 +368,11 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			}
 			delete(unreadable, key)
 		})
-		switch {
-		case errors.Is(err, context.DeadlineExceeded):
-			// kgo retries a failed fetch until the deadline: the brokers
-			// the setup reached stopped answering (or answered too slowly).
-			return nil, fmt.Errorf("reading the lock table: %w: %q not read up to its end in time: %w", ErrUnreachable, c.cfg.Topics.State, err)
-		case err != nil:
-			return nil, fmt.Errorf("reading the lock table: %w", errors.Join(err, context.Cause(ctx)))
+		if read {
+			progress()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading the lock table: %w", c.cutOff(ctx, err, r.failed.get(), stalled))
 		}
 	}
 	out := make([]LockRevision, 0, len(table))
@@ -302,6 +390,26 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			Topic: c.cfg.Topics.State, Keys: len(unreadable), Records: records, First: unreadable[first]})
 	}
 	return out, nil
+}
+
+// cutOff is why Locks's read ended early with err (poll's: ctx's error, or
+// ErrClosed): ErrUnreachable when it stalled or its deadline passed while
+// fetches failed (failed, joined in), else ctx's error with its cause.
+func (c *Client) cutOff(ctx context.Context, err, failed, stalled error) error {
+	topic := c.cfg.Topics.State
+	cause := context.Cause(ctx)
+	if cause != nil && cause != err {
+		err = errors.Join(err, cause)
+	}
+	switch {
+	case errors.Is(cause, stalled):
+		return fmt.Errorf("%w: %w", ErrUnreachable, errors.Join(cause, failed))
+	case failed != nil && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %q not read up to its end before the deadline: %w", ErrUnreachable, topic, errors.Join(failed, err))
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%q not read up to its end before the deadline (the brokers answer: a long topic takes longer): %w", topic, err)
+	}
+	return err
 }
 
 // Watch delivers the lock name (in the client's namespace) as it is now,

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -311,16 +312,61 @@ func TestWatchUnreadable(t *testing.T) {
 	require.Equal(t, int64(3), next(t, ch).Revision)
 }
 
-// Locks reads the topic from brokers it reached: when they stop answering
-// fetches, it fails with ErrUnreachable, as its setup would, not with its
-// context's error alone.
-func TestLocksSaysUnreachable(t *testing.T) {
-	ctx := ctxT(t)
-	cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
-	cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
-	short, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	_, err := c.Locks(short)
-	require.ErrorIs(t, err, client.ErrUnreachable)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+// Locks reads the topic from brokers it reached. When they stop answering
+// fetches, it fails with ErrUnreachable, as its setup would, with the fetch
+// errors and ctx's error. When they answer but the read outlasts ctx's
+// deadline, that is the caller's deadline, not an unreachable Kafka: ctx's
+// error and its cause. A ctx without a deadline gets RequestTimeout without
+// a record read, then ErrUnreachable, rather than waiting forever.
+func TestLocksCutOff(t *testing.T) {
+	t.Run("fetches fail", func(t *testing.T) {
+		cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
+		cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
+		short, cancel := context.WithTimeout(ctxT(t), time.Second)
+		defer cancel()
+		_, err := c.Locks(short)
+		require.ErrorIs(t, err, client.ErrUnreachable)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.ErrorIs(t, err, kerr.NotLeaderForPartition)
+	})
+	t.Run("slow brokers", func(t *testing.T) {
+		cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
+		held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
+		defer release()
+		tooLong := errors.New("the table took too long")
+		short, cancel := context.WithDeadlineCause(ctxT(t), time.Now().Add(time.Second), tooLong)
+		defer cancel()
+		_, err := c.Locks(short)
+		<-held
+		require.NotErrorIs(t, err, client.ErrUnreachable)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.ErrorIs(t, err, tooLong, "the deadline's cause")
+	})
+	t.Run("no deadline", func(t *testing.T) {
+		cluster, _, _ := stateTopic(t, stateRecord(t, "job", 1))
+		c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
+		start := time.Now()
+		_, err = c.Locks(context.Background())
+		require.ErrorIs(t, err, client.ErrUnreachable)
+		require.ErrorContains(t, err, "no record of")
+		require.ErrorIs(t, err, kerr.NotLeaderForPartition)
+		require.Less(t, time.Since(start), 10*time.Second)
+	})
+	t.Run("brokers gone", func(t *testing.T) {
+		cluster, _, _ := stateTopic(t, stateRecord(t, "job", 1))
+		c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
+		defer release()
+		go func() { <-held; cluster.Close() }()
+		start := time.Now()
+		_, err = c.Locks(context.Background())
+		require.ErrorIs(t, err, client.ErrUnreachable)
+		require.ErrorContains(t, err, "request to broker", "the failed fetch")
+		require.Less(t, time.Since(start), 10*time.Second)
+	})
 }

@@ -152,6 +152,26 @@ func TestLocksUnreachableAfterSetup(t *testing.T) {
 	assert.Contains(t, errOut.String(), "unreachable")
 }
 
+// locks whose --timeout passes while the brokers answer (a long topic; here
+// a fetch held) exits 1 and says so: it is not unreachable (3).
+func TestLocksSlowerThanTimeout(t *testing.T) {
+	state := topics.DefaultNames().State
+	kafka := kafkatest.Cluster(t, kfake.SeedTopics(1, state))
+	kc, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.DefaultProduceTopic(state))
+	require.NoError(t, err)
+	defer kc.Close()
+	job, err := topics.LockState{LockName: "job", Revision: 1, Status: topics.StatusReleased, Limit: 1}.Encode()
+	require.NoError(t, err)
+	require.NoError(t, kc.ProduceSync(context.Background(), &kgo.Record{Key: []byte("job"), Value: job}).FirstErr())
+	_, release := kafkatest.HoldFirst(kafka, kmsg.Fetch)
+	defer release()
+	var out, errOut testlog.Buffer
+	code := run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0], "--timeout", "1s"}, &out, &errOut)
+	assert.Equal(t, exitRefused, code, errOut.String())
+	assert.Contains(t, errOut.String(), "--timeout 1s passed first")
+	assert.NotContains(t, errOut.String(), "unreachable")
+}
+
 // locks prints the table of the locks it can read and warns on stderr of
 // those left out, whose newest record cannot be decoded (as a renamed field
 // would make every record): not an empty table in silence.

@@ -168,7 +168,13 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		defer cancel()
 		table, err := cl.Locks(lctx)
 		var unreadable *client.UnreadableStateError
-		if err != nil && !errors.As(err, &unreadable) {
+		switch {
+		case err == nil, errors.As(err, &unreadable):
+		case errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, client.ErrUnreachable):
+			// The brokers answer, but the topic took longer than
+			// --timeout to read: exit 1, not 3 (unreachable).
+			return fmt.Errorf("%w; --timeout %s passed first (a longer one reads a longer topic)", err, c.timeout)
+		default:
 			return err
 		}
 		for _, lr := range table {
