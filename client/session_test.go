@@ -439,16 +439,17 @@ func TestSessionCloseAfterACloseThatGaveUp(t *testing.T) {
 func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
 	ctx := ctxT(t)
 	requester := uniq("expiring")
-	// JWT times are whole seconds: it expires within 1 to 2 s.
+	// JWT times are whole seconds: it expires within 3 to 4 s, which New,
+	// Acquire and NewSession must beat on a busy machine.
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: requester,
-		ExpiresAt: jwt.NewNumericDate(time.Now().Add(2 * time.Second))}).SignedString([]byte("the workers here check no token"))
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(4 * time.Second))}).SignedString([]byte("the workers here check no token"))
 	require.NoError(t, err)
 	c := newClient(t, "", func(cfg *client.Config) { cfg.Token = token })
-	// Kept alive every second: the first keep-alive after the expiry comes
-	// well before the deadline of the last one confirmed.
-	l, err := c.Acquire(ctx, uniq("expiring"), client.WithLease(3*time.Second))
+	// Kept alive every 2 s: the first keep-alive after the expiry comes
+	// well before the deadline of the last one confirmed (6 s after it).
+	l, err := c.Acquire(ctx, uniq("expiring"), client.WithLease(6*time.Second))
 	require.NoError(t, err)
-	s, err := c.NewSession(ctx, 3*time.Second)
+	s, err := c.NewSession(ctx, 6*time.Second)
 	require.NoError(t, err)
 	for what, lost := range map[string]<-chan struct{}{"lease": l.Lost(), "session": s.Lost()} {
 		select {
