@@ -30,11 +30,11 @@ const ownerHelp = "owner id (default: <requester>-<random>). An owner that holds
 	"processes"
 
 // resumeHelp ends run's and elect's --owner help: a run resuming after a
-// killed lockctl is granted at once, while the killed one's COMMAND, which
-// nothing stopped, may run on.
-const resumeHelp = ". To resume after a restart, make sure the earlier COMMAND is gone first: a\n" +
-	"lockctl that was killed (SIGKILL, out of memory) stopped nothing, and no lock-delay covers\n" +
-	"what it left running"
+// killed lockctl is granted at once, while what the killed one's COMMAND
+// started (the parent-death signal reaches COMMAND alone) may run on.
+const resumeHelp = ". To resume after a restart, make sure what the earlier COMMAND ran is gone\n" +
+	"first: a lockctl that was killed (SIGKILL, out of memory) stops nothing itself; on Linux\n" +
+	"COMMAND dies with it, not what COMMAND started, and no lock-delay covers what is left"
 
 // addAcquireFlags adds the flags of acquire and run; lockDelayDefault says
 // what --lock-delay is when not given.

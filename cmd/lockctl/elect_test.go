@@ -101,9 +101,9 @@ func TestElectLostAndInterrupted(t *testing.T) {
 	assert.Contains(t, r.stdout, name+" released owner=leader", "the interrupted candidate was never granted")
 }
 
-// A leader process SIGKILLed: the next candidate leads once the lease has
-// run out and its lock-delay (--grace plus the reply timeout by default)
-// has passed.
+// A leader process SIGKILLed: its command dies with it (the parent-death
+// signal), and the next candidate leads once the lease has run out and its
+// lock-delay (--grace plus the reply timeout by default) has passed.
 func TestElectLeaderKilled(t *testing.T) {
 	const name = "ctl-elect-killed"
 	// --timeout 3s: a reply timeout of 1 s.
@@ -116,16 +116,20 @@ func TestElectLeaderKilled(t *testing.T) {
 	leader.Stderr = &errOut
 	require.NoError(t, leader.Start())
 	eventually(t, "the process to lead", func() bool { return strings.Contains(errOut.String(), "leader of "+name) })
-	orphan := readPid(t, "its command", pidFile)
-	// The dead leader's command outlives it (nobody is left to stop it).
-	defer syscall.Kill(orphan, syscall.SIGKILL)
+	command := readPid(t, "its command", pidFile)
+	defer func() {
+		if !gone(command) { // the test failed: what it left
+			_ = syscall.Kill(command, syscall.SIGKILL)
+		}
+	}()
 
 	_, stderr, wait := start(context.Background(), "elect", "--name", name, "--value", "heir", "--", "true")
 	eventually(t, "the heir to queue", func() bool { return strings.Contains(stderr.String(), "number 1 in line") })
 	killed := time.Now()
 	require.NoError(t, leader.Process.Kill())
-	// Not leader.Wait: it would wait for the orphan, which holds stderr.
+	// Not leader.Wait: it would wait for an orphan holding stderr.
 	_, _ = leader.Process.Wait()
+	eventually(t, "its command to die with it", func() bool { return gone(command) })
 	eventually(t, "the heir to lead", func() bool { return strings.Contains(stderr.String(), `value "heir"`) })
 	took := time.Since(killed)
 	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s, lock-delay %s)", took.Round(time.Millisecond), lease, delay)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -244,11 +245,18 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// the command and what runs below it, found in /proc when the stop
 	// begins and again after the command has exited, are signalled one by
 	// one.
-	// Nothing ties the command to lockctl's life: a lockctl killed (SIGKILL, the OOM
-	// killer) leaves the command running, orphaned, beside the next holder
-	// (README says so; a parent-death signal is not set yet).
+	// A lockctl that is killed (SIGKILL, the OOM killer) stops nothing
+	// itself: on Linux the kernel then SIGKILLs the command (its
+	// parent-death signal), so that it does not run on beside the next
+	// holder. That reaches the command alone, not what it started (README
+	// says so). cmd.Start runs on no locked OS thread, whose exit would
+	// send the signal early (childproc).
+	childproc.DieWithParent(cmd)
 	if group != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		cmd.SysProcAttr.Setpgid = true
 	}
 	var tree struct {
 		sync.Mutex
