@@ -153,16 +153,20 @@ type stateReader struct {
 	// end is, per partition not read up to it yet, its listed end offset.
 	end map[int32]int64
 	// failed are the errors its connections and fetches met since it last
-	// read a record.
+	// made progress.
 	failed *fetchErrors
+	// pause is how long poll waits after its next poll with errors only.
+	pause time.Duration
 }
 
-// fetchErrors keeps the errors a reader's client met since its last record
-// read: failed connections and requests (its hooks), and the fetch errors
-// poll sees (kgo retries them all, without returning most).
+// fetchErrors keeps the errors a reader's client met: failed connections
+// and requests (its hooks) since its last record of a partition still to be
+// read up to its listed end, and per such partition the fetch errors poll
+// saw since its last record (kgo retries them all, without returning most).
 type fetchErrors struct {
-	mu  sync.Mutex
-	err error
+	mu    sync.Mutex
+	err   error
+	parts map[int32]error
 }
 
 func (f *fetchErrors) add(err error) {
@@ -173,18 +177,38 @@ func (f *fetchErrors) add(err error) {
 	}
 }
 
-// progress says a record was read: the errors before did not persist.
-func (f *fetchErrors) progress() {
+// addPartition keeps the first fetch error of partition p since its last
+// record read.
+func (f *fetchErrors) addPartition(p int32, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.parts == nil {
+		f.parts = map[int32]error{}
+	}
+	if f.parts[p] == nil {
+		f.parts[p] = err
+	}
+}
+
+// progress says a record of partition p, still to be read up to its end,
+// was read: the connection errors before, and p's fetch errors, did not
+// persist. Other partitions' fetch errors stay.
+func (f *fetchErrors) progress(p int32) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = nil
+	delete(f.parts, p)
 }
 
-// get returns the first error since the last record read, or nil.
+// get returns the errors kept (joined), or nil.
 func (f *fetchErrors) get() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.err
+	errs := []error{f.err}
+	for _, p := range slices.Sorted(maps.Keys(f.parts)) {
+		errs = append(errs, f.parts[p])
+	}
+	return errors.Join(errs...)
 }
 
 func (f *fetchErrors) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
@@ -254,43 +278,60 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
 
 // poll reads the next records, giving each to f with whether the table was
-// read up to the listed ends before it. Fetch errors are kept in r.failed
-// until a record is read (kgo retries them); a poll that got only errors
-// waits a moment before it returns, so that a caller polling again does not
-// spin while they last.
-func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live bool)) error {
+// read up to the listed ends before it, and says whether it made progress:
+// read a record of a partition still to be read up to its end (records of
+// partitions read to their end, new writes, are none). The fetch errors of
+// partitions still to be read are kept in r.failed until a record of their
+// partition is read (kgo retries them); a poll that got only errors waits
+// before it returns, from fetchErrorPause doubling up to maxFetchErrorPause
+// while they last, so that a caller polling again does not spin.
+func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live bool)) (progressed bool, err error) {
 	fs := r.cons.PollFetches(ctx)
 	if fs.IsClientClosed() {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
-	if fs.NumRecords() > 0 {
-		r.failed.progress()
-	} else if errs := fs.Errors(); len(errs) > 0 {
-		for _, e := range errs {
-			r.failed.add(fmt.Errorf("fetching partition %d of %q: %w", e.Partition, e.Topic, e.Err))
+	for _, e := range fs.Errors() {
+		if _, ok := r.end[e.Partition]; ok {
+			r.failed.addPartition(e.Partition, fmt.Errorf("fetching partition %d of %q: %w", e.Partition, e.Topic, e.Err))
+		}
+	}
+	switch {
+	case fs.NumRecords() > 0:
+		r.pause = fetchErrorPause
+	case len(fs.Errors()) > 0:
+		if r.pause == 0 {
+			r.pause = fetchErrorPause
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(fetchErrorPause):
+			return false, ctx.Err()
+		case <-time.After(r.pause):
 		}
+		r.pause = min(2*r.pause, maxFetchErrorPause)
 	}
 	fs.EachRecord(func(rec *kgo.Record) {
 		live := r.caughtUp()
-		if end, ok := r.end[rec.Partition]; ok && rec.Offset+1 >= end {
-			delete(r.end, rec.Partition)
+		if end, ok := r.end[rec.Partition]; ok {
+			progressed = true
+			r.failed.progress(rec.Partition)
+			if rec.Offset+1 >= end {
+				delete(r.end, rec.Partition)
+			}
 		}
 		f(rec, live)
 	})
-	return nil
+	return progressed, nil
 }
 
 // fetchErrorPause is how long poll waits after a fetch that got only
-// errors.
-const fetchErrorPause = 100 * time.Millisecond
+// errors, doubling while they last up to maxFetchErrorPause.
+const (
+	fetchErrorPause    = 100 * time.Millisecond
+	maxFetchErrorPause = time.Second
+)
 
 // Locks returns the table of locks: the last state of every lock on the
 // lock state topic, read from its start, without the locks cleanup removed,
@@ -303,12 +344,14 @@ const fetchErrorPause = 100 * time.Millisecond
 // others with an *UnreadableStateError counting them.
 //
 // Errors reaching Kafka wrap ErrUnreachable. So does a read that ctx's
-// deadline cuts off while the brokers fail it (the errors its connections
-// and fetches met since its last record read are joined in); one the
-// deadline cuts off while the brokers answer (a topic too long to read in
-// the time given) returns ctx's error, with its cause (context.Cause). A
-// ctx without a deadline gets a bound: the read fails, wrapping
-// ErrUnreachable, when Config.RequestTimeout passes without a record read.
+// deadline cuts off while the brokers fail it (the errors are joined in:
+// its connections' since its last progress, a record of a partition still
+// to be read up to its end, and each such partition's fetch errors since
+// its last record); one the deadline cuts off while the brokers answer (a
+// topic too long to read in the time given) returns ctx's error, with its
+// cause (context.Cause). A ctx without a deadline gets a bound: the read
+// fails, wrapping ErrUnreachable, when Config.RequestTimeout passes without
+// progress (new records of partitions read to their end are none).
 func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("reading the lock table: %w", err)
@@ -343,9 +386,7 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	unreadable := map[string]error{}
 	records := 0
 	for !r.caughtUp() {
-		read := false
-		err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
-			read = true
+		progressed, err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
 			key := string(rec.Key)
 			lr, err := readRecord(rec)
 			switch {
@@ -368,7 +409,7 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			}
 			delete(unreadable, key)
 		})
-		if read {
+		if progressed {
 			progress()
 		}
 		if err != nil {
@@ -486,7 +527,7 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 		if r.caughtUp() && !sendCurrent() {
 			return
 		}
-		err := r.poll(ctx, func(rec *kgo.Record, live bool) {
+		_, err := r.poll(ctx, func(rec *kgo.Record, live bool) {
 			if live && !sendCurrent() || string(rec.Key) != key {
 				return
 			}

@@ -226,9 +226,17 @@ func (p *producedCount) OnProduceRecordBuffered(*kgo.Record) { p.n.Add(1) }
 // recs, and a read-only client of it; produce adds records.
 func stateTopic(t *testing.T, recs ...*kgo.Record) (cluster *kfake.Cluster, c *client.Client, produce func(...*kgo.Record)) {
 	t.Helper()
+	return statePartitions(t, 1, recs...)
+}
+
+// statePartitions is stateTopic with n partitions; a record goes to its
+// Partition.
+func statePartitions(t *testing.T, n int32, recs ...*kgo.Record) (cluster *kfake.Cluster, c *client.Client, produce func(...*kgo.Record)) {
+	t.Helper()
 	state := topics.DefaultNames().State
-	cluster = kafkatest.Cluster(t, kfake.SeedTopics(1, state))
-	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state))
+	cluster = kafkatest.Cluster(t, kfake.SeedTopics(n, state))
+	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	require.NoError(t, err)
 	t.Cleanup(kc.Close)
 	produce = func(recs ...*kgo.Record) {
@@ -354,6 +362,37 @@ func TestLocksCutOff(t *testing.T) {
 		require.ErrorContains(t, err, "no record of")
 		require.ErrorIs(t, err, kerr.NotLeaderForPartition)
 		require.Less(t, time.Since(start), 10*time.Second)
+	})
+	t.Run("one partition fails while another gets writes", func(t *testing.T) {
+		// Records of a partition read to its end are no progress, and
+		// do not hide the errors of the partition still to be read.
+		on := func(p int32, r *kgo.Record) *kgo.Record { r.Partition = p; return r }
+		cluster, _, produce := statePartitions(t, 2, on(0, stateRecord(t, "a", 1)), on(1, stateRecord(t, "b", 1)))
+		c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: time.Second})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Partitions: []int32{1}, Err: kerr.NotLeaderForPartition, Count: -1})
+		writes, stop := context.WithCancel(ctxT(t))
+		done := make(chan struct{})
+		defer func() { stop(); <-done }()
+		go func() {
+			defer close(done)
+			for rev := int64(2); writes.Err() == nil; rev++ {
+				produce(on(0, stateRecord(t, "a", rev)))
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		start := time.Now()
+		_, err = c.Locks(context.Background())
+		require.ErrorIs(t, err, client.ErrUnreachable, "without a deadline")
+		require.ErrorIs(t, err, kerr.NotLeaderForPartition)
+		require.Less(t, time.Since(start), 10*time.Second)
+
+		short, cancel := context.WithTimeout(ctxT(t), 2*time.Second)
+		defer cancel()
+		_, err = c.Locks(short)
+		require.ErrorIs(t, err, client.ErrUnreachable, "with a deadline")
+		require.ErrorIs(t, err, kerr.NotLeaderForPartition)
 	})
 	t.Run("brokers gone", func(t *testing.T) {
 		cluster, _, _ := stateTopic(t, stateRecord(t, "job", 1))
