@@ -109,30 +109,86 @@ func readRecord(rec *kgo.Record) (LockRevision, error) {
 	return lr, nil
 }
 
-// UnreadableStateError is Locks's error when the newest record of some keys
-// of the lock state topic could not be decoded (a record that is no lock's
-// state, or one of a format this client does not read). Their locks are
-// left out of the table, which Locks returns with the error: a lock whose
-// newest state cannot be read is not shown as its older state.
+// UnreadableStateError is Locks's error when the newest record of some
+// locks of the lock state topic could not be decoded (a record that is no
+// lock's state, or one of a format this client does not read). Those locks
+// are left out of the table, which Locks returns with the error: a lock
+// whose newest state cannot be read is not shown as its older state. A
+// caller that wants the table anyway uses errors.As, and Locks (or
+// AffectsNamespace) to tell whether its own locks are among them.
 type UnreadableStateError struct {
 	Topic string
-	// Keys counts the keys left out (as two locks may share a key, "b" in
-	// namespace "a" and "a/b" in the default one, every lock of each).
+	// Locks are the locks left out, by key.
+	Locks []UnreadableLock
+	// Keys counts the keys left out.
 	Keys int
 	// Records counts the records that could not be decoded, including
-	// those a later readable record of their key made up for.
+	// those a later readable record of their lock made up for.
 	Records int
-	// First is why the first key left out (in key order) was: its record's
-	// key, partition and offset and the decoding error.
+	// First is why the first lock left out (in key order) was: its
+	// record's key, partition and offset and the decoding error.
 	First error
 }
 
+// UnreadableLock is a lock Locks left out: its newest record, Err, could
+// not be decoded.
+type UnreadableLock struct {
+	Key string
+	// Known says Namespace and Name are the lock's: the record's
+	// namespace and lock_name fields make its key, or the key has no "/"
+	// (a lock of the default namespace). Else the key alone tells: "a/b"
+	// is lock "b" of namespace "a" or lock "a/b" of the default one; the
+	// locks of the key read before the record are left out, and the key
+	// stays listed until a tombstone of it.
+	Known           bool
+	Namespace, Name string
+	Err             error
+}
+
+// InNamespace says whether the lock may be one of namespace ns.
+func (l UnreadableLock) InNamespace(ns string) bool {
+	if l.Known {
+		return l.Namespace == ns
+	}
+	return ns == "" || strings.HasPrefix(l.Key, ns+"/")
+}
+
+// AffectsNamespace says whether a lock left out may be one of namespace
+// ns.
+func (e *UnreadableStateError) AffectsNamespace(ns string) bool {
+	return slices.ContainsFunc(e.Locks, func(l UnreadableLock) bool { return l.InNamespace(ns) })
+}
+
 func (e *UnreadableStateError) Error() string {
-	return fmt.Sprintf("%d key(s) of %q left out of the table: their newest record cannot be read (%d unreadable record(s) in all; first: %v)",
-		e.Keys, e.Topic, e.Records, e.First)
+	keys := make([]string, 0, 3)
+	for _, l := range e.Locks[:min(len(e.Locks), 3)] {
+		keys = append(keys, strconv.Quote(l.Key))
+	}
+	if len(e.Locks) > 3 {
+		keys = append(keys, "...")
+	}
+	return fmt.Sprintf("%d key(s) of %q left out of the table (%s): their newest record cannot be read (%d unreadable record(s) in all; first: %v)",
+		e.Keys, e.Topic, strings.Join(keys, ", "), e.Records, e.First)
 }
 
 func (e *UnreadableStateError) Unwrap() error { return e.First }
+
+// unreadableLock is the lock an undecodable record of key is, as far as
+// it tells.
+func unreadableLock(rec *kgo.Record, err error) UnreadableLock {
+	key := string(rec.Key)
+	l := UnreadableLock{Key: key, Err: err}
+	var id struct {
+		Namespace string `json:"namespace"`
+		LockName  string `json:"lock_name"`
+	}
+	if json.Unmarshal(rec.Value, &id) == nil && id.LockName != "" && topics.LockKey(id.Namespace, id.LockName) == key {
+		l.Known, l.Namespace, l.Name = true, id.Namespace, id.LockName
+	} else if !strings.Contains(key, "/") {
+		l.Known, l.Name = true, key
+	}
+	return l
+}
 
 // splitKey is the inverse of topics.LockKey for a key without a value to
 // say which: the namespace is what comes before the first "/" only when
@@ -338,10 +394,13 @@ const (
 // sorted by namespace and name. It reads the topic, not the database: a
 // lock is there from its first change (see docs/design.md "Lock state
 // topic"). A record that cannot be decoded (no lock's state, or a format
-// this client does not read) does not fail the read: the locks of its key
-// are left out of the table until a readable record of that key follows,
-// and when some are left out at the end Locks returns the table of the
-// others with an *UnreadableStateError counting them.
+// this client does not read) does not fail the read: its lock is left out
+// of the table until a tombstone of its key or a readable record of the
+// same lock follows (a record that does not tell its lock leaves out every
+// lock of its key, until a tombstone), and when some are left out at the
+// end Locks returns the table of the others with an *UnreadableStateError
+// naming them: a caller keeps the table with errors.As, and may check
+// AffectsNamespace for its own namespace. Locks reads every namespace.
 //
 // Errors reaching Kafka wrap ErrUnreachable. So does a read that ctx's
 // deadline cuts off while the brokers fail it (the errors are joined in:
@@ -381,9 +440,10 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// names no lock, removes every lock of its key.
 	type lock struct{ ns, name string }
 	table := map[string]map[lock]LockRevision{}
-	// unreadable are the keys whose newest record read could not be
-	// decoded, with why; records counts such records.
-	unreadable := map[string]error{}
+	// unreadable are, by key, the locks whose newest record read could
+	// not be decoded (lock{} for a record that does not tell which lock of
+	// its key it is); records counts such records.
+	unreadable := map[string]map[lock]UnreadableLock{}
 	records := 0
 	for !r.caughtUp() {
 		progressed, err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
@@ -391,23 +451,38 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			lr, err := readRecord(rec)
 			switch {
 			case err != nil:
-				// The newest state of the key's locks is unknown: they
-				// are left out, not shown as their older state, and
-				// counted rather than losing the whole table to them.
-				delete(table, key)
-				unreadable[key] = err
+				// The newest state of the lock is unknown: it is left
+				// out, not shown as its older state, and counted rather
+				// than losing the whole table to it. A record that does
+				// not tell its lock leaves out every lock of its key.
 				records++
-				return
+				ul := unreadableLock(rec, err)
+				id := lock{}
+				if ul.Known {
+					id = lock{ul.Namespace, ul.Name}
+					delete(table[key], id)
+				} else {
+					delete(table, key)
+				}
+				if unreadable[key] == nil {
+					unreadable[key] = map[lock]UnreadableLock{}
+				}
+				unreadable[key][id] = ul
 			case lr.Deleted:
 				delete(table, key)
+				delete(unreadable, key)
 			default:
+				id := lock{lr.Namespace, lr.Name}
 				k := topics.LockKey(lr.Namespace, lr.Name)
 				if table[k] == nil {
 					table[k] = map[lock]LockRevision{}
 				}
-				table[k][lock{lr.Namespace, lr.Name}] = lr
+				table[k][id] = lr
+				// Only this lock's state is known again, not that of
+				// another lock of the key, nor of a record that did not
+				// tell its lock (until a tombstone of the key).
+				delete(unreadable[k], id)
 			}
-			delete(unreadable, key)
 		})
 		if progressed {
 			progress()
@@ -425,10 +500,20 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	slices.SortFunc(out, func(a, b LockRevision) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	if len(unreadable) > 0 {
-		first := slices.Min(slices.Collect(maps.Keys(unreadable)))
+	var left []UnreadableLock
+	keys := 0
+	for _, locks := range unreadable {
+		if len(locks) > 0 {
+			keys++
+		}
+		left = slices.AppendSeq(left, maps.Values(locks))
+	}
+	if len(left) > 0 {
+		slices.SortFunc(left, func(a, b UnreadableLock) int {
+			return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+		})
 		return out, fmt.Errorf("reading the lock table: %w", &UnreadableStateError{
-			Topic: c.cfg.Topics.State, Keys: len(unreadable), Records: records, First: unreadable[first]})
+			Topic: c.cfg.Topics.State, Locks: left, Keys: keys, Records: records, First: left[0].Err})
 	}
 	return out, nil
 }

@@ -290,10 +290,48 @@ func TestLocksLeavesOutUnreadableLocks(t *testing.T) {
 	}
 	require.Equal(t, []string{"back", "job"}, names, "gone is left out, not shown at revision 1")
 
+	require.Len(t, ue.Locks, 1)
+	require.Equal(t, client.UnreadableLock{Key: "gone", Known: true, Name: "gone", Err: ue.First}, ue.Locks[0])
+	require.True(t, ue.AffectsNamespace(""))
+	require.False(t, ue.AffectsNamespace("other"))
+
 	_, clean, _ := stateTopic(t, stateRecord(t, "job", 1))
 	table, err = clean.Locks(ctx)
 	require.NoError(t, err)
 	require.Len(t, table, 1)
+}
+
+// Locks tells which locks it left out: by the record's namespace and
+// lock_name when they make its key, else by the key alone. A readable
+// record of another lock of the same key does not make up for one.
+func TestLocksNamesUnreadableLocks(t *testing.T) {
+	nsRecord := func(ns, name string, rev int64) *kgo.Record {
+		b, err := topics.LockState{Namespace: ns, LockName: name, Revision: rev, Status: topics.StatusReleased, Limit: 1}.Encode()
+		require.NoError(t, err)
+		return &kgo.Record{Key: []byte(topics.LockKey(ns, name)), Value: b}
+	}
+	_, c, _ := stateTopic(t,
+		nsRecord("a", "b", 1),
+		&kgo.Record{Key: []byte("a/b"), Value: []byte(`{"namespace": "a", "lock_name": "b", "revision": "two"}`)},
+		nsRecord("", "a/b", 1), // another lock of key "a/b"
+		unreadable("x/y"),      // which lock of "x/y" it is, the key does not say
+	)
+	table, err := c.Locks(ctxT(t))
+	var ue *client.UnreadableStateError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, 2, ue.Keys)
+	require.Len(t, ue.Locks, 2)
+	require.Equal(t, client.UnreadableLock{Key: "a/b", Known: true, Namespace: "a", Name: "b", Err: ue.Locks[0].Err}, ue.Locks[0])
+	require.Equal(t, "x/y", ue.Locks[1].Key)
+	require.False(t, ue.Locks[1].Known)
+	require.True(t, ue.AffectsNamespace("a"))
+	require.True(t, ue.AffectsNamespace("x"))
+	require.True(t, ue.AffectsNamespace(""), `"x/y" may be a lock of the default namespace`)
+	require.False(t, ue.AffectsNamespace("other"))
+	require.ErrorContains(t, err, `"a/b", "x/y"`)
+	require.Len(t, table, 1)
+	require.Equal(t, "a/b", table[0].Name)
+	require.Empty(t, table[0].Namespace)
 }
 
 // Watch delivers a lock whose newest record cannot be decoded as unknown

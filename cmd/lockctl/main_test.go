@@ -190,7 +190,13 @@ func TestLocksWarnsOfUnreadableRecords(t *testing.T) {
 	assert.Equal(t, exitOK, code, errOut.String())
 	assert.Contains(t, out.String(), "job rev=1 released")
 	assert.NotContains(t, out.String(), "other")
-	assert.Contains(t, errOut.String(), "lockctl locks: warning: 1 lock key(s) left out: their newest record of "+state+" is unreadable")
+	assert.Contains(t, errOut.String(), "lockctl locks: warning: 1 lock key(s) left out (other): their newest record of "+state+" is unreadable")
+
+	// Only of the namespace shown.
+	out, errOut = testlog.Buffer{}, testlog.Buffer{}
+	code = run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0], "--namespace", "ns"}, &out, &errOut)
+	assert.Equal(t, exitOK, code, errOut.String())
+	assert.NotContains(t, errOut.String(), "warning")
 }
 
 // --brokers stands for KAFKA_BOOTSTRAP_SERVERS, which the Kafka TLS and

@@ -183,11 +183,26 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			}
 		}
 		if unreadable != nil {
-			// The table of the rest, and a warning: their locks (of any
-			// namespace: a key that cannot be read names none for sure)
-			// are left out rather than shown stale.
-			fmt.Fprintf(c.stderr, "lockctl %s: warning: %d lock key(s) left out: their newest record of %s is unreadable (%d unreadable record(s) in all; first: %v)\n",
-				c.cmd, unreadable.Keys, unreadable.Topic, unreadable.Records, unreadable.First)
+			// The table of the rest, and a warning of the locks left out
+			// rather than shown stale: those that may be of the namespace
+			// shown (a key with "/" whose record names no lock may be of
+			// the default namespace too).
+			var keys []string
+			var first error
+			for _, l := range unreadable.Locks {
+				if *all || l.InNamespace(c.namespace) {
+					if first == nil {
+						first = l.Err
+					}
+					if !slices.Contains(keys, l.Key) {
+						keys = append(keys, l.Key)
+					}
+				}
+			}
+			if len(keys) > 0 {
+				fmt.Fprintf(c.stderr, "lockctl %s: warning: %d lock key(s) left out (%s): their newest record of %s is unreadable (first: %v)\n",
+					c.cmd, len(keys), strings.Join(keys, ", "), unreadable.Topic, first)
+			}
 		}
 		return nil
 	}
