@@ -248,8 +248,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	// A lockctl that is killed (SIGKILL, the OOM killer) stops nothing
 	// itself: on Linux the kernel then SIGKILLs the command (its
 	// parent-death signal), so that it does not run on beside the next
-	// holder. That reaches the command alone, not what it started (README
-	// says so). cmd.Start runs on no locked OS thread, whose exit would
+	// holder. That reaches the command alone, not what it started, and the
+	// kernel clears it when the command execs a setuid, setgid or
+	// file-capability binary or changes uid or gid (README says so). cmd.Start runs on no locked OS thread, whose exit would
 	// send the signal early (childproc).
 	childproc.DieWithParent(cmd)
 	if group != nil {
