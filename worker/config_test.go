@@ -43,3 +43,15 @@ func TestGroupInstanceIDWinsOverKafkaOpts(t *testing.T) {
 	w := idleWorker(t, c, worker.Config{GroupInstanceID: "mine", KafkaOpts: []kgo.Opt{kgo.InstanceID("theirs")}})
 	require.Equal(t, "mine", w.Client().OptValue(kgo.InstanceID))
 }
+
+// A fetched batch may decompress to 16 MiB, not kgo's 1 GiB: a batch of
+// about 1 MiB that inflates to a gigabyte must not reach memory. The
+// caller's Kafka options may set another bound.
+func TestDecompressedBatchesAreBounded(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	w := idleWorker(t, c, worker.Config{})
+	require.Equal(t, 16<<20, w.Client().OptValue(kgo.MaxDecompressBatchBytes))
+
+	w = idleWorker(t, c, worker.Config{KafkaOpts: []kgo.Opt{kgo.MaxDecompressBatchBytes(1 << 10)}})
+	require.Equal(t, 1<<10, w.Client().OptValue(kgo.MaxDecompressBatchBytes))
+}

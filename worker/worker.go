@@ -40,7 +40,8 @@ type Config struct {
 	// the worker's (the last of an option wins in kgo): the session timeout
 	// and heartbeat may be set here (cmd/lockworker does; a
 	// kgo.SessionTimeout needs its kgo.HeartbeatInterval beside it, see
-	// SessionTimeout); the consumer group's workings (kgo.ConsumerGroup,
+	// SessionTimeout), and so may kgo.MaxDecompressBatchBytes (maxBatchBytes;
+	// tests lower it); the consumer group's workings (kgo.ConsumerGroup,
 	// Balancers, AutoCommitMarks, BlockRebalanceOnPoll, ConsumeResetOffset,
 	// AdjustFetchOffsetsFn, the OnPartitions callbacks) must not be.
 	// GroupInstanceID comes after them: it wins over a kgo.InstanceID here
@@ -133,6 +134,25 @@ type Config struct {
 // it fetches from two fetches a second (the Java consumer's default), which
 // costs a broker nothing worth counting.
 const fetchMaxWait = 500 * time.Millisecond
+
+// maxBatchBytes bounds what one fetched record batch of the commands topic
+// may decompress to (kgo.MaxDecompressBatchBytes; kgo's own default is
+// 1 GiB). kgo inflates a batch whole, in memory, before it hands out any of
+// its records, so without a bound anyone who may produce to the commands
+// topic could send a batch of about 1 MiB, within the broker's default
+// message.max.bytes, that inflates to a gigabyte and gets every replica
+// OOM-killed in turn. A batch past the bound is skipped unread
+// (skipTooLarge). Commands are at most 64 KiB each (docs/design.md,
+// Commands), and producers close a batch at about 1 MB (kgo's and
+// librdkafka's default batch limit, counted before compression; the
+// broker's 1 MiB default counts it after), so 16 MiB is 16 times what a
+// producer with default settings sends in one batch, 256 commands at the
+// limit: only a batch compressed more than 16-fold from a producer whose
+// batch limit was raised (a Java producer's batch.size counts compressed
+// bytes) reaches it. Inflating costs kgo at most about twice the bound (its
+// buffer grows by doubling) per broker it fetches from at the same time,
+// which the binary's 150 MiB GOMEMLIMIT carries.
+const maxBatchBytes = 16 << 20
 
 // DefaultAppliers is Config.Appliers's default: one applier makes the
 // biggest batches, so the same throughput costs PostgreSQL the least CPU;
@@ -259,6 +279,7 @@ func New(cfg Config) (*Worker, error) {
 		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(fetchMaxWait),
+		kgo.MaxDecompressBatchBytes(maxBatchBytes),
 		// Also where a broker lost records at a point it cannot name: the
 		// client then resumes no later than where the records lost began,
 		// and the worker skips those it applied (lostRecords).
