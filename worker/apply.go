@@ -40,15 +40,18 @@ func (w *Worker) applyLoop(ctx context.Context, q *queue) {
 	}
 }
 
-// part is the records of one partition in one transaction.
+// part is the records of one partition in one transaction, and the batches
+// of it too large to read (queueTooLarge), in offset order.
 type part struct {
 	p        *partition
 	segments int
 	records  []*kgo.Record
 	polled   []time.Time // per record
+	skips    []*kgo.ErrDecompressTooLarge
 	// Set by the transaction:
-	next int64     // the partition's next offset
-	due  time.Time // when the earliest lease or wait it started ends
+	next   int64                        // the partition's next offset
+	due    time.Time                    // when the earliest lease or wait it started ends
+	marked []*kgo.ErrDecompressTooLarge // the skips it dead-lettered
 }
 
 // applySegments applies segments in one transaction, retried until it
@@ -174,6 +177,9 @@ func group(segs []segment) []*part {
 		}
 		pt.segments++
 		pt.records = append(pt.records, s.records...)
+		if s.tooLarge != nil {
+			pt.skips = append(pt.skips, s.tooLarge)
+		}
 		for range s.records {
 			pt.polled = append(pt.polled, s.polledAt)
 		}
@@ -280,6 +286,11 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 			}
 		}
 		return sub
+	}
+	if len(order) == 0 {
+		// Only unreadable batches skipped, no command: nothing to
+		// quarantine. The batch is retried as any other failure.
+		return errors.New("PostgreSQL refused a batch that applies no command, only skips")
 	}
 	var cause error
 	lo, hi := 1, len(order) // the whole batch fails
@@ -408,8 +419,9 @@ type txn struct {
 // todo is what a transaction does for one partition.
 type todo struct {
 	pt         *part
-	view       *handlers.Batch // the batch, writing under pt's partition
-	records    []*kgo.Record   // not applied before
+	view       *handlers.Batch              // the batch, writing under pt's partition
+	records    []*kgo.Record                // not applied before
+	skips      []*kgo.ErrDecompressTooLarge // not skipped before
 	polled     []time.Time
 	cmds       []topics.Command    // by record; zero where rejected
 	rejections []*topics.Rejection // by record; nil where valid
@@ -456,26 +468,39 @@ func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pg
 	return &pgx.Batch{}, stored, nil
 }
 
-// decode skips each part's records below its stored offset (applied
-// already: before this worker got the partition, or redelivered), queues
-// the move of its offset past the rest, and decodes them: invalid or
-// quarantined records get their rejection, valid commands without a
-// request_id get topic/partition/offset.
+// decode skips each part's records and unreadable batches below its stored
+// offset (applied or skipped already: before this worker got the
+// partition, or redelivered), queues the move of its offset past the rest,
+// and decodes the records: invalid or quarantined records get their
+// rejection, valid commands without a request_id get
+// topic/partition/offset.
 func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison quarantine, pb *pgx.Batch) {
 	w := t.w
 	for i, pt := range parts {
-		pt.due = time.Time{}
+		pt.due, pt.marked = time.Time{}, nil
 		recs, polled := pt.records, pt.polled
 		for len(recs) > 0 && stored[i] >= 0 && recs[0].Offset < stored[i] {
 			recs, polled = recs[1:], polled[1:]
 		}
+		skips := unskipped(pt.skips, stored[i])
 		pt.next = stored[i]
-		if len(recs) == 0 {
+		if len(recs) == 0 && len(skips) == 0 {
 			continue
 		}
-		pt.next = recs[len(recs)-1].Offset + 1
-		store.QueueAdvanceOffset(pb, w.cfg.Group, w.cfg.Names.Commands, pt.p.id, stored[i], pt.next, recs[len(recs)-1].LeaderEpoch)
-		td := todo{pt: pt, view: t.batch.For(pt.p.id), records: recs, polled: polled,
+		var epoch int32
+		if len(recs) > 0 {
+			pt.next, epoch = recs[len(recs)-1].Offset+1, recs[len(recs)-1].LeaderEpoch
+		}
+		if last := len(skips) - 1; last >= 0 && skips[last].NextOffset > pt.next {
+			pt.next, epoch = skips[last].NextOffset, skips[last].Epoch
+		}
+		// From where the stored offset is, as for any batch: the records
+		// polled before a skipped batch are applied before it, here or
+		// in an earlier transaction of this applier. (Its first offset
+		// need not be the stored one: offsets that hold no record, as a
+		// transaction's markers, lie between.)
+		store.QueueAdvanceOffset(pb, w.cfg.Group, w.cfg.Names.Commands, pt.p.id, stored[i], pt.next, epoch)
+		td := todo{pt: pt, view: t.batch.For(pt.p.id), records: recs, polled: polled, skips: skips,
 			cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
 		for k, r := range recs {
 			if rej := poison[recordID{pt.p.id, r.Offset}]; rej != nil {
@@ -517,11 +542,17 @@ func (t *txn) prefetch(pb *pgx.Batch) {
 }
 
 // apply answers each rejected record (and copies it to the dead-letter
-// topic) and applies each valid command, in order.
+// topic), applies each valid command and writes the dead-letter marker of
+// each batch skipped unread, in order.
 func (t *txn) apply(ctx context.Context) error {
 	w := t.w
 	for _, td := range t.todos {
+		skips := td.skips
 		for k, r := range td.records {
+			for len(skips) > 0 && skips[0].Offset < r.Offset {
+				t.skip(td, skips[0])
+				skips = skips[1:]
+			}
 			if rej := td.rejections[k]; rej != nil {
 				td.view.Reject(rej, td.polled[k])
 				key, value, headers := deadLetter(r, rej.Error(), w.cfg.DeadLetterMaxBytes)
@@ -539,8 +570,17 @@ func (t *txn) apply(ctx context.Context) error {
 				polledAt: td.polled[k], requestID: c.RequestID, events: evs})
 			td.pt.due = earliest(td.pt.due, dueBy(c, evs))
 		}
+		for _, b := range skips {
+			t.skip(td, b)
+		}
 	}
 	return nil
+}
+
+// skip writes the dead-letter marker of batch b, skipped unread.
+func (t *txn) skip(td todo, b *kgo.ErrDecompressTooLarge) {
+	td.view.Publish(t.w.cfg.Names.DeadLetter, nil, nil, t.w.skipMarker(b))
+	td.pt.marked = append(td.pt.marked, b)
 }
 
 // committed does what follows a commit (the relays were handed the rows
@@ -550,8 +590,18 @@ func (w *Worker) committed(parts []*part, results []result, took time.Duration) 
 		pt.p.expected = pt.next
 		pt.p.wakeScheduler(pt.due)
 		// Group offsets are only for lag tooling (committed in the
-		// background); PostgreSQL is the truth.
-		w.cl.MarkCommitRecords(pt.records[len(pt.records)-1])
+		// background); PostgreSQL is the truth. (Neither mark moves
+		// back.)
+		if len(pt.records) > 0 {
+			w.cl.MarkCommitRecords(pt.records[len(pt.records)-1])
+		}
+		if len(pt.skips) > 0 {
+			b := pt.skips[len(pt.skips)-1]
+			w.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: {pt.p.id: {Epoch: b.Epoch, Offset: b.NextOffset}}})
+		}
+		for _, b := range pt.marked {
+			w.skipped(pt.p, b)
+		}
 	}
 	if len(results) == 0 {
 		return

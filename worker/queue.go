@@ -8,14 +8,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// segment is one poll's records of one owned partition, or, with lost set
+// segment is one poll's records of one owned partition; or, with lost set
 // and no records, the news that the partition's log lost records (handled
-// once the records polled before it are applied: lostRecords).
+// once the records polled before it are applied: lostRecords); or, with
+// tooLarge set and no records, a batch of the partition that decompresses
+// past the bound, skipped unread by the applier, after the records polled
+// before it (queueTooLarge).
 type segment struct {
 	p        *partition
 	records  []*kgo.Record
 	polledAt time.Time
 	lost     *kgo.ErrDataLoss
+	tooLarge *kgo.ErrDecompressTooLarge
 }
 
 // queue hands polled records from the poll loop to an applier. The applier

@@ -142,7 +142,7 @@ const fetchMaxWait = 500 * time.Millisecond
 // topic could send a batch of about 1 MiB, within the broker's default
 // message.max.bytes, that inflates to a gigabyte and gets every replica
 // OOM-killed in turn. A batch past the bound is skipped unread
-// (skipTooLarge). Commands are at most 64 KiB each (docs/design.md,
+// (queueTooLarge). Commands are at most 64 KiB each (docs/design.md,
 // Commands), and producers close a batch at about 1 MB (kgo's and
 // librdkafka's default batch limit, counted before compression; the
 // broker's 1 MiB default counts it after), so 16 MiB is 16 times what a
@@ -192,6 +192,9 @@ type Worker struct {
 	log     zerolog.Logger
 	cl      *kgo.Client
 	replies *replyTopics // nil: reply topics not bounded
+	// batchBound is what a fetched batch may decompress to: maxBatchBytes,
+	// unless Config.KafkaOpts set another.
+	batchBound int
 
 	lanes []*queue // one per applier
 	mu    sync.Mutex
@@ -301,6 +304,7 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
 	w.cl = cl
+	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
 	if cfg.MaxReplyTopics > 0 {
 		w.replies = newReplyTopics(cl, cfg.Names.ReplyPrefix, cfg.MaxReplyTopics, cfg.CreateReplyTopics)
 	}
@@ -389,6 +393,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		var fatal error
 		var losses []*kgo.ErrDataLoss
+		var tooLarge []*kgo.ErrDecompressTooLarge
 		fetches.EachError(func(t string, p int32, err error) {
 			if errors.Is(err, context.Canceled) {
 				return // the poll woken
@@ -403,6 +408,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			if lost, ok := errors.AsType[*kgo.ErrDataLoss](err); ok && t == w.cfg.Names.Commands {
 				w.log.Warn().Err(err).Int32("partition", p).Msg("the commands topic lost records; checking what this replica applied")
 				losses = append(losses, lost)
+				return
+			}
+			if b, ok := errors.AsType[*kgo.ErrDecompressTooLarge](err); ok && t == w.cfg.Names.Commands {
+				tooLarge = append(tooLarge, b) // queueTooLarge
 				return
 			}
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
@@ -428,10 +437,20 @@ func (w *Worker) Run(ctx context.Context) error {
 				segs[p.lane] = append(segs[p.lane], segment{p: p, records: fp.Records, polledAt: polled})
 			}
 		})
+		// A batch too large to read goes behind the records polled before
+		// it; the client is moved past it at once, so the records after it
+		// come behind it too.
+		past := w.queueTooLarge(segs, tooLarge, polled)
 		seeks := w.seekRewound(segs)
 		w.mu.Unlock()
-		if seeks != nil {
-			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: seeks})
+		for p, at := range seeks {
+			if past == nil {
+				past = map[int32]kgo.EpochOffset{}
+			}
+			past[p] = at // a check's seek wins: from there the batch is met again
+		}
+		if past != nil {
+			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: past})
 		}
 		// The segments are counted (pending, under w.mu), so a revoke may
 		// run while submit waits for room behind a batch that keeps

@@ -1,0 +1,99 @@
+package worker
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// A record batch of the commands topic that decompresses past the bound
+// (maxBatchBytes, or a kgo.MaxDecompressBatchBytes in Config.KafkaOpts)
+// cannot be read: kgo hands out none of its records, reports
+// kgo.ErrDecompressTooLarge and fetches nothing more of the partition until
+// it is moved past the batch. Its commands cannot be answered one by one, so
+// the batch is skipped as a whole, in order: the transaction that applies
+// the partition's records polled before it (or a later one of the same
+// applier) moves the stored offset past it, from where that transaction
+// found it, as every batch does, and writes a marker naming its offsets to
+// the dead-letter topic. The client is moved past it at once, so the records
+// after it are polled meanwhile, and queued behind it. A replica that stops
+// before that transaction commits leaves the stored offset before the batch,
+// and its partition's next owner meets the batch and skips it the same way.
+
+// DeadLetterBatchTooLarge is the reason of a dead-letter marker for a batch
+// of the commands topic skipped unread because it decompresses past the
+// bound: the marker's error header starts with it, and Metrics.DeadLettered
+// is told it.
+const DeadLetterBatchTooLarge = "BATCH_TOO_LARGE"
+
+// HeaderSourceLastOffset is a dead-letter marker's header of the last offset
+// of the batch it stands for; source_offset is the batch's first.
+const HeaderSourceLastOffset = "source_last_offset"
+
+// queueTooLarge adds to segs the batches the client could not decompress
+// within the bound, behind the records polled before them, and returns
+// where the client is to fetch their partitions from: past each batch. It
+// runs under w.mu in the poll loop, after the poll's records are added and
+// before seekRewound. A batch of a partition not owned, stopped, or losing
+// (fetched from the client's own reset point until its check's seek) is
+// left alone: fetched again from where its next owner, restart or check
+// resumes, it is reported again there.
+func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressTooLarge, polled time.Time) map[int32]kgo.EpochOffset {
+	var to map[int32]kgo.EpochOffset
+	for _, b := range batches {
+		p := w.parts[b.Partition]
+		if p == nil || p.losing || p.stopped() {
+			continue
+		}
+		p.pending.Add(1) // under w.mu: revoked sees it before it waits
+		segs[p.lane] = append(segs[p.lane], segment{p: p, tooLarge: b, polledAt: polled})
+		if to == nil {
+			to = map[int32]kgo.EpochOffset{}
+		}
+		to[b.Partition] = kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
+		w.log.Warn().Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
+			Int("bound", w.batchBound).
+			Msg("a record batch of the commands topic decompresses past the bound: it is skipped unread once the records before it are applied")
+	}
+	return to
+}
+
+// unskipped returns the batches of skips not below stored (-1: nothing
+// applied), and not already covered by one before them.
+func unskipped(skips []*kgo.ErrDecompressTooLarge, stored int64) []*kgo.ErrDecompressTooLarge {
+	var out []*kgo.ErrDecompressTooLarge
+	for _, b := range skips {
+		if b.NextOffset > stored {
+			out = append(out, b)
+			stored = b.NextOffset
+		}
+	}
+	return out
+}
+
+// skipMarker is the headers of the dead-letter marker of batch b: the
+// reason, and where it was. The marker has no key and no value.
+func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
+	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d bytes: it was skipped unread, and none of its records is answered",
+		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, w.batchBound)
+	return []topics.Header{
+		{Key: topics.HeaderError, Value: []byte(reason)},
+		{Key: topics.HeaderSourceTopic, Value: []byte(b.Topic)},
+		{Key: topics.HeaderSourcePartition, Value: []byte(strconv.Itoa(int(b.Partition)))},
+		{Key: topics.HeaderSourceOffset, Value: []byte(strconv.FormatInt(b.Offset, 10))},
+		{Key: HeaderSourceLastOffset, Value: []byte(strconv.FormatInt(b.NextOffset-1, 10))},
+	}
+}
+
+// skipped logs and counts batch b of partition p, skipped in a transaction
+// that committed.
+func (w *Worker) skipped(p *partition, b *kgo.ErrDecompressTooLarge) {
+	w.cfg.Metrics.DeadLettered(DeadLetterBatchTooLarge)
+	w.log.Error().Int32("partition", p.id).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
+		Int("bound", w.batchBound).
+		Msg("skipped a record batch of the commands topic that decompresses past the bound: its records were not read nor answered; a marker naming its offsets went to the dead-letter topic")
+}

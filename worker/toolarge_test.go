@@ -1,0 +1,287 @@
+package worker
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+)
+
+// skipMetrics counts what the batches skipped unread make the worker say.
+type skipMetrics struct {
+	noMetrics
+	mu        sync.Mutex
+	dead      map[string]int
+	restarted int
+}
+
+func (m *skipMetrics) DeadLettered(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dead[reason]++
+}
+
+func (m *skipMetrics) PartitionRestarted() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.restarted++
+}
+
+func (m *skipMetrics) counts() (dead map[string]int, restarted int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	dead = map[string]int{}
+	for k, v := range m.dead {
+		dead[k] = v
+	}
+	return dead, m.restarted
+}
+
+// runOneCommandsPartition runs a worker on c, with a commands topic of one
+// partition and kafkaOpts after c's brokers, until the test ends, and waits
+// until it owns the partition.
+func runOneCommandsPartition(t *testing.T, c *kfake.Cluster, m Metrics, kafkaOpts ...kgo.Opt) (*Worker, *store.Store) {
+	t.Helper()
+	st := testdb.New(t)
+	w, err := New(Config{KafkaOpts: append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, kafkaOpts...),
+		CommandsPartitions: 1, Store: st, Relay: nopRelay{}, Metrics: m})
+	require.NoError(t, err)
+	require.NoError(t, w.EnsureTopics(context.Background()))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		w.Close()
+	})
+	require.Eventually(t, func() bool { return len(w.Partitions()) == 1 }, 30*time.Second, 10*time.Millisecond,
+		"the worker owns the commands partition")
+	return w, st
+}
+
+// producers returns a client producing plain records to partition 0 of the
+// commands topic, and one producing gzipped batches of what one
+// ProduceSync call sends.
+func producers(t *testing.T, c *kfake.Cluster) (plain, gzipped *kgo.Client) {
+	t.Helper()
+	opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic(topics.DefaultNames().Commands),
+		kgo.RecordPartitioner(kgo.ManualPartitioner())}
+	plain, err := kgo.NewClient(opts...)
+	require.NoError(t, err)
+	t.Cleanup(plain.Close)
+	gzipped, err = kgo.NewClient(append(opts, kgo.ProducerBatchCompression(kgo.GzipCompression()),
+		kgo.ProducerLinger(200*time.Millisecond), kgo.ProducerBatchMaxBytes(32<<20))...)
+	require.NoError(t, err)
+	t.Cleanup(gzipped.Close)
+	return plain, gzipped
+}
+
+// produce sends rs to partition 0 in one ProduceSync call (one batch, when
+// cl lingers) and returns their offsets.
+func produce(t *testing.T, cl *kgo.Client, rs ...*kgo.Record) []int64 {
+	t.Helper()
+	require.NoError(t, cl.ProduceSync(context.Background(), rs...).FirstErr())
+	offs := make([]int64, len(rs))
+	for i, r := range rs {
+		offs[i] = r.Offset
+	}
+	return offs
+}
+
+// acquire is an acquire record answered on reply.
+func acquire(t *testing.T, id, reply string) *kgo.Record {
+	return &kgo.Record{Key: []byte(id), Value: command(t, topics.Command{RequestID: id, Operation: topics.OpAcquire,
+		LockName: id, OwnerID: "o", ReplyTo: reply})}
+}
+
+// zeros is a record whose value is n zero bytes: a gzipped batch of them
+// takes about a thousandth of that.
+func zeros(n int) *kgo.Record { return &kgo.Record{Key: []byte("bomb"), Value: make([]byte, n)} }
+
+// answered returns the request_ids answered on reply, in outbox order.
+func answered(t *testing.T, st *store.Store, reply string) []string {
+	var ids []string
+	for _, r := range outboxRows(t, st, reply, 0) {
+		id, _ := r.header(topics.HeaderRequestID)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// requireMarker checks that row is the dead-letter marker of the batch at
+// offsets first..last of partition 0.
+func requireMarker(t *testing.T, row outboxRow, first, last int64) {
+	t.Helper()
+	require.Nil(t, row.key)
+	require.True(t, row.valueWasNull)
+	for k, want := range map[string]string{
+		topics.HeaderSourceTopic:     topics.DefaultNames().Commands,
+		topics.HeaderSourcePartition: "0",
+		topics.HeaderSourceOffset:    strconv.FormatInt(first, 10),
+		HeaderSourceLastOffset:       strconv.FormatInt(last, 10),
+	} {
+		got, ok := row.header(k)
+		require.True(t, ok, k)
+		require.Equal(t, want, got, k)
+	}
+	msg, _ := row.header(topics.HeaderError)
+	require.True(t, strings.HasPrefix(msg, DeadLetterBatchTooLarge+": "), msg)
+	require.Contains(t, msg, "offsets "+strconv.FormatInt(first, 10)+".."+strconv.FormatInt(last, 10))
+}
+
+// A batch that decompresses past the bound (kgo reports it and fetches the
+// partition no further until it is moved past the batch) is skipped whole:
+// the commands before and after it on the same partition are answered, the
+// stored offset moves past everything, and a marker naming the batch's
+// offsets goes to the dead-letter topic, counted and logged. Nothing else
+// is skipped or dead-lettered.
+func TestBatchTooLargeIsSkipped(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	m := &skipMetrics{dead: map[string]int{}}
+	_, st := runOneCommandsPartition(t, c, m, kgo.MaxDecompressBatchBytes(16<<10))
+	plain, gzipped := producers(t, c)
+	reply := "locks.replies.too-large"
+	before := produce(t, plain, acquire(t, "before-1", reply), acquire(t, "before-2", reply))
+	bomb := produce(t, gzipped, zeros(20<<10), zeros(20<<10), zeros(20<<10))
+	require.Equal(t, []int64{before[1] + 1, before[1] + 2, before[1] + 3}, bomb)
+	after := produce(t, plain, acquire(t, "after-1", reply), acquire(t, "after-2", reply))
+
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[1]+1 }, 30*time.Second, 10*time.Millisecond,
+		"the stored offset passes the batch and the commands after it")
+	require.Equal(t, []string{"before-1", "before-2", "after-1", "after-2"}, answered(t, st, reply))
+	for _, lock := range []string{"before-1", "before-2", "after-1", "after-2"} {
+		require.EqualValues(t, 1, acquisitions(t, st, lock))
+	}
+	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, dlq, 1, "one marker, no copy")
+	requireMarker(t, dlq[0], bomb[0], bomb[2])
+	dead, restarted := m.counts()
+	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
+	require.Zero(t, restarted)
+}
+
+// The same without lowering the bound: a record of zeros past 16 MiB, a
+// batch of about 17 KB, is skipped, and the command after it answered.
+func TestBatchPastTheDefaultBoundIsSkipped(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	_, st := runOneCommandsPartition(t, c, &skipMetrics{dead: map[string]int{}})
+	plain, gzipped := producers(t, c)
+	reply := "locks.replies.too-large-default"
+	bomb := produce(t, gzipped, zeros(maxBatchBytes+1))
+	after := produce(t, plain, acquire(t, "after", reply))
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
+		"the stored offset passes the batch and the command after it")
+	require.Equal(t, []string{"after"}, answered(t, st, reply))
+	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, dlq, 1)
+	requireMarker(t, dlq[0], bomb[0], bomb[0])
+}
+
+// A batch too large to read found while the records before it still wait
+// for their transaction (here held by a lock the test takes on the
+// partition's offset row) is skipped after them, in order: the client is
+// moved past it at once, so the command after it is polled and queued
+// behind it, and nothing moves the stored offset until the records before
+// it are applied; then the batch is skipped and the command after it
+// applied, without the partition being taken for moved by another replica.
+func TestBatchTooLargeIsSkippedAfterTheRecordsBeforeIt(t *testing.T) {
+	ctx := context.Background()
+	c := kafkatest.Cluster(t)
+	m := &skipMetrics{dead: map[string]int{}}
+	w, st := runOneCommandsPartition(t, c, m, kgo.MaxDecompressBatchBytes(16<<10))
+	plain, gzipped := producers(t, c)
+	reply := "locks.replies.too-large-order"
+	first := produce(t, plain, acquire(t, "first", reply))
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == first[0]+1 }, 30*time.Second, 10*time.Millisecond)
+
+	tx, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE partition = 0 FOR UPDATE`)
+	require.NoError(t, err)
+	produce(t, plain, acquire(t, "before", reply))
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, st.Pool.QueryRow(ctx,
+			`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).Scan(&waiting))
+		return waiting > 0
+	}, 10*time.Second, 5*time.Millisecond, "the applier waits for the partition's row with the record before the batch")
+	bomb := produce(t, gzipped, zeros(20<<10), zeros(20<<10))
+	after := produce(t, plain, acquire(t, "after", reply))
+
+	// Queued behind the record in the applier's hands: the skip, then the
+	// command after the batch.
+	q := w.lanes[0]
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		var skip, rec bool
+		for _, s := range q.pending {
+			if s.tooLarge != nil && s.tooLarge.Offset == bomb[0] {
+				skip = true
+			}
+			for _, r := range s.records {
+				rec = rec || r.Offset == after[0] && skip
+			}
+		}
+		return rec
+	}, 30*time.Second, 5*time.Millisecond, "the skip and the command after the batch queued, in order")
+	require.EqualValues(t, first[0]+1, storedOffset(t, st, 0), "nothing applied or skipped ahead of the record before the batch")
+	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0))
+
+	require.NoError(t, tx.Rollback(ctx))
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
+		"the stored offset passes the batch and the command after it")
+	require.Equal(t, []string{"first", "before", "after"}, answered(t, st, reply))
+	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, dlq, 1)
+	requireMarker(t, dlq[0], bomb[0], bomb[1])
+	rows := outboxRows(t, st, reply, 0)
+	require.Less(t, rows[1].id, dlq[0].id, "the marker after the answer before the batch")
+	require.Less(t, dlq[0].id, rows[2].id, "and before the answer after it")
+	dead, restarted := m.counts()
+	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
+	require.Zero(t, restarted, "the partition was not taken for moved")
+}
+
+// Driven directly: a skip queued with the records around it is applied in
+// one transaction, its marker between their answers; a skip the stored
+// offset already passed (redelivered after another replica skipped it) is
+// not dead-lettered again.
+func TestSkipAppliedWithTheRecordsAroundIt(t *testing.T) {
+	w, st := newApplier(t)
+	p := own(w, 2)
+	topic := topics.DefaultNames().Commands
+	skip := &kgo.ErrDecompressTooLarge{Topic: topic, Partition: 2, Offset: 1, NextOffset: 4, Epoch: 0}
+	apply(w, seg(t, p, 0, "a"), segment{p: p, tooLarge: skip, polledAt: time.Now()}, seg(t, p, 4, "b"))
+	require.EqualValues(t, 5, storedOffset(t, st, 2))
+	require.EqualValues(t, 1, acquisitions(t, st, "a"))
+	require.EqualValues(t, 1, acquisitions(t, st, "b"))
+	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, dlq, 1)
+	part, _ := dlq[0].header(topics.HeaderSourcePartition)
+	first, _ := dlq[0].header(topics.HeaderSourceOffset)
+	last, _ := dlq[0].header(HeaderSourceLastOffset)
+	require.Equal(t, []string{"2", "1", "3"}, []string{part, first, last})
+
+	// Redelivered: the records and the skip are below the stored offset.
+	apply(w, seg(t, p, 0, "a"), segment{p: p, tooLarge: skip, polledAt: time.Now()}, seg(t, p, 4, "b"))
+	require.EqualValues(t, 5, storedOffset(t, st, 2))
+	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 1)
+	// A skip alone, as the first thing after them.
+	apply(w, segment{p: p, tooLarge: &kgo.ErrDecompressTooLarge{Topic: topic, Partition: 2, Offset: 5, NextOffset: 9}, polledAt: time.Now()})
+	require.EqualValues(t, 9, storedOffset(t, st, 2))
+	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 2)
+}
