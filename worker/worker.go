@@ -147,11 +147,14 @@ const fetchMaxWait = 500 * time.Millisecond
 // librdkafka's default batch limit, counted before compression; the
 // broker's 1 MiB default counts it after), so 16 MiB is 16 times what a
 // producer with default settings sends in one batch, 256 commands at the
-// limit: only a batch compressed more than 16-fold from a producer whose
-// batch limit was raised (a Java producer's batch.size counts compressed
-// bytes) reaches it. Inflating costs kgo at most about twice the bound (its
-// buffer grows by doubling) per broker it fetches from at the same time,
-// which the binary's 150 MiB GOMEMLIMIT carries.
+// limit: only a batch compressed more than 16-fold from a producer that
+// counts its limit after compression (a Java producer's batch.size, 16 KiB
+// by default; kgo's StreamingCompression) with that limit raised to about
+// 1 MiB reaches it. Inflating a batch costs kgo at most about twice the
+// bound (its buffer grows by doubling) per broker it fetches from at the
+// same time, which the binary's 150 MiB GOMEMLIMIT carries. The bound is
+// per batch: many batches each just under it still inflate one after the
+// other (docs/design.md, Invalid records).
 const maxBatchBytes = 16 << 20
 
 // DefaultAppliers is Config.Appliers's default: one applier makes the
