@@ -258,11 +258,20 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 // partition's next records come from there). A partition that lost records
 // again meanwhile is checked again instead, in segs: the seek may be above
 // the log's new end, where kgo would resume at the log's start unasked.
-func (w *Worker) seekRewound(segs [][]segment) map[int32]kgo.EpochOffset {
+//
+// detours holds, for a partition marked refetch, a seek to make just
+// before: kgo makes a SetOffsets only to another position than the one it
+// holds (the last polled offset + 1 with that record's epoch:
+// applySetOffsets), and only a seek it makes lets a partition it stopped at
+// a batch too large to read be fetched again (assignPartitions clears the
+// cursor's fatal state). The detour, the same offset with another epoch,
+// is always another position than the seek's, so the seek after it is
+// made; nothing is fetched meanwhile that the seek keeps (it drops what
+// was fetched).
+func (w *Worker) seekRewound(segs [][]segment) (to, detours map[int32]kgo.EpochOffset) {
 	if !w.seeks.Swap(false) {
-		return nil
+		return nil, nil
 	}
-	var to map[int32]kgo.EpochOffset
 	for id, p := range w.parts {
 		pos := p.seek.Swap(nil)
 		switch {
@@ -276,9 +285,24 @@ func (w *Worker) seekRewound(segs [][]segment) map[int32]kgo.EpochOffset {
 			}
 			to[id] = kgo.EpochOffset{Epoch: pos.Epoch, Offset: pos.Next}
 			p.losing = false
+			if p.refetch {
+				if detours == nil {
+					detours = map[int32]kgo.EpochOffset{}
+				}
+				detours[id] = kgo.EpochOffset{Epoch: otherEpoch(pos.Epoch), Offset: pos.Next}
+				p.refetch = false
+			}
 		}
 	}
-	return to
+	return to, detours
+}
+
+// otherEpoch is a leader epoch other than e: none (-1), or 0 for none.
+func otherEpoch(e int32) int32 {
+	if e >= 0 {
+		return -1
+	}
+	return 0
 }
 
 // queueLosses adds the losses the client reported to segs, under w.mu by

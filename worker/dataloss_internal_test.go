@@ -36,7 +36,8 @@ func TestLossDuringCheckIsCheckedAgain(t *testing.T) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.queueLosses(segs, losses)
-		return segs, w.seekRewound(segs)
+		seeks, _ := w.seekRewound(segs)
+		return segs, seeks
 	}
 	lossIn := func(segs [][]segment) *kgo.ErrDataLoss {
 		require.Len(t, segs[p.lane], 1)

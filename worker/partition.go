@@ -58,6 +58,12 @@ type partition struct {
 	// w.mu, poll loop): the check running may have asked the broker before
 	// it, so its seek is not made and the partition is checked again.
 	lossAgain *kgo.ErrDataLoss
+	// refetch is set (under w.mu, poll loop) when the client reported a
+	// batch too large to read while the partition was stopped or losing,
+	// which queueTooLarge leaves alone: the client fetches the partition no
+	// further, so its next seek is made even where it is the client's
+	// position already (seekRewound). A restart carries it over.
+	refetch bool
 }
 
 // newPartition starts a partition's scheduler and relay under parent (the
@@ -114,7 +120,7 @@ func (w *Worker) restart(old *partition, delay time.Duration) {
 		return
 	}
 	p := w.newPartition(w.hard, old.id)
-	p.lane, p.losing = old.lane, true
+	p.lane, p.losing, p.refetch = old.lane, true, old.refetch
 	w.parts[p.id] = p
 	w.mu.Unlock()
 	w.restarted()

@@ -41,12 +41,24 @@ const HeaderSourceLastOffset = "source_last_offset"
 // before seekRewound. A batch of a partition not owned, stopped, or losing
 // (fetched from the client's own reset point until its check's seek) is
 // left alone: fetched again from where its next owner, restart or check
-// resumes, it is reported again there.
+// resumes, it is reported again there. A skip is not queued for it: a
+// stopped partition's segments are dropped, and a losing one's check may
+// seek back before the batch, where a skip would move the stored offset
+// past records fetched again (lost). But kgo fetches the partition no
+// further until a seek moves it, and a seek to the position it holds is
+// not made (applySetOffsets: the target equals the last polled offset +1
+// with its epoch, as a restart's stored offset can): a partition still
+// owned is marked refetch, so that its next seek is made whatever the
+// position (seekRewound). One not owned starts afresh when assigned.
 func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressTooLarge, polled time.Time) map[int32]kgo.EpochOffset {
 	var to map[int32]kgo.EpochOffset
 	for _, b := range batches {
 		p := w.parts[b.Partition]
-		if p == nil || p.losing || p.stopped() {
+		if p == nil {
+			continue
+		}
+		if p.losing || p.stopped() {
+			p.refetch = true
 			continue
 		}
 		p.pending.Add(1) // under w.mu: revoked sees it before it waits

@@ -285,3 +285,50 @@ func TestSkipAppliedWithTheRecordsAroundIt(t *testing.T) {
 	require.EqualValues(t, 9, storedOffset(t, st, 2))
 	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 2)
 }
+
+// A batch too large to read that the client reports while the partition is
+// stopped to restart (takenOver) is left alone, and the client fetches the
+// partition no further. The restart's seek, to the stored offset, is here
+// where the client stands (the record polled last + 1, with its epoch), a
+// seek kgo would not make: it is made anyway (refetch), the batch is met
+// again and skipped, and the command after it answered.
+func TestBatchTooLargeMetWhileRestartingIsSkipped(t *testing.T) {
+	ctx := context.Background()
+	c := kafkatest.Cluster(t)
+	m := &skipMetrics{dead: map[string]int{}}
+	w, st := runOneCommandsPartition(t, c, m, kgo.MaxDecompressBatchBytes(16<<10))
+	plain, gzipped := producers(t, c)
+	reply := "locks.replies.too-large-restart"
+	first := produce(t, plain, acquire(t, "first", reply))
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == first[0]+1 }, 30*time.Second, 10*time.Millisecond)
+
+	// Another replica applies the next record first: the stored offset
+	// moves past it, with its epoch (that of the record before, on kfake).
+	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = $1, leader_epoch_offset = $1 WHERE partition = 0`, first[0]+2)
+	require.NoError(t, err)
+	w.mu.Lock()
+	w.restarts[0] = restartLog{at: time.Now(), delay: 1500 * time.Millisecond} // the next restart waits 3s
+	old := w.parts[0]
+	w.mu.Unlock()
+	taken := produce(t, plain, acquire(t, "taken", reply))
+	require.Equal(t, first[0]+1, taken[0])
+	require.Eventually(t, old.stopped, 10*time.Second, 5*time.Millisecond, "the partition is taken for moved")
+	bomb := produce(t, gzipped, zeros(20<<10), zeros(20<<10))
+	require.Equal(t, taken[0]+1, bomb[0], "the batch is at the stored offset")
+	require.Eventually(t, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.parts[0] == old && old.refetch
+	}, 2*time.Second, 5*time.Millisecond, "the batch reported while the partition waits to restart")
+	after := produce(t, plain, acquire(t, "after", reply))
+
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
+		"the stored offset passes the batch and the command after it")
+	require.Equal(t, []string{"first", "after"}, answered(t, st, reply))
+	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, dlq, 1)
+	requireMarker(t, dlq[0], bomb[0], bomb[1])
+	dead, restarted := m.counts()
+	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
+	require.Equal(t, 1, restarted)
+}

@@ -444,8 +444,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		// it; the client is moved past it at once, so the records after it
 		// come behind it too.
 		past := w.queueTooLarge(segs, tooLarge, polled)
-		seeks := w.seekRewound(segs)
+		seeks, detours := w.seekRewound(segs)
 		w.mu.Unlock()
+		if detours != nil {
+			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: detours})
+		}
 		for p, at := range seeks {
 			if past == nil {
 				past = map[int32]kgo.EpochOffset{}
