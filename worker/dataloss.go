@@ -285,6 +285,7 @@ func (w *Worker) seekRewound(segs [][]segment) (to, detours map[int32]kgo.EpochO
 			}
 			to[id] = kgo.EpochOffset{Epoch: pos.Epoch, Offset: pos.Next}
 			p.losing = false
+			voidSkips(segs[p.lane], p) // none: see the poll loop
 			if p.refetch {
 				if detours == nil {
 					detours = map[int32]kgo.EpochOffset{}
@@ -295,6 +296,16 @@ func (w *Worker) seekRewound(segs [][]segment) (to, detours map[int32]kgo.EpochO
 		}
 	}
 	return to, detours
+}
+
+// voidSkips empties the skips of partition p queued in segs (its lane's),
+// which are then applied as segments of no records.
+func voidSkips(segs []segment, p *partition) {
+	for i := range segs {
+		if segs[i].p == p {
+			segs[i].tooLarge = nil
+		}
+	}
 }
 
 // otherEpoch is a leader epoch other than e: none (-1), or 0 for none.

@@ -453,7 +453,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			if past == nil {
 				past = map[int32]kgo.EpochOffset{}
 			}
-			past[p] = at // a check's seek wins: from there the batch is met again
+			// Never one for a partition past has: a seek is set only
+			// while the partition is losing (a loss's check, a
+			// restart), and queueTooLarge skips nothing of a losing
+			// one. Were there both, the skip would move the stored
+			// offset past records fetched again from the seek, lost:
+			// seekRewound voids it, and the seek is made.
+			past[p] = at
 		}
 		if past != nil {
 			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: past})
