@@ -51,7 +51,7 @@ type part struct {
 	// Set by the transaction:
 	next   int64                        // the partition's next offset
 	due    time.Time                    // when the earliest lease or wait it started ends
-	marked []*kgo.ErrDecompressTooLarge // the skips it dead-lettered
+	marked []*kgo.ErrDecompressTooLarge // the skips it dead-letters (set by decode: apply writes each)
 }
 
 // applySegments applies segments in one transaction, retried until it
@@ -477,13 +477,17 @@ func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pg
 func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison quarantine, pb *pgx.Batch) {
 	w := t.w
 	for i, pt := range parts {
-		pt.due, pt.marked = time.Time{}, nil
+		pt.due = time.Time{}
 		recs, polled := pt.records, pt.polled
 		for len(recs) > 0 && stored[i] >= 0 && recs[0].Offset < stored[i] {
 			recs, polled = recs[1:], polled[1:]
 		}
 		skips := unskipped(pt.skips, stored[i])
-		pt.next = stored[i]
+		// Set here, not by apply: an attempt whose offset guard fails
+		// before apply because an earlier attempt committed (its
+		// COMMIT's answer lost) reports what that attempt wrote, which
+		// is these (settleMoved).
+		pt.next, pt.marked = stored[i], skips
 		if len(recs) == 0 && len(skips) == 0 {
 			continue
 		}
@@ -580,7 +584,6 @@ func (t *txn) apply(ctx context.Context) error {
 // skip writes the dead-letter marker of batch b, skipped unread.
 func (t *txn) skip(td todo, b *kgo.ErrDecompressTooLarge) {
 	td.view.Publish(t.w.cfg.Names.DeadLetter, nil, nil, t.w.skipMarker(b))
-	td.pt.marked = append(td.pt.marked, b)
 }
 
 // committed does what follows a commit (the relays were handed the rows

@@ -332,3 +332,31 @@ func TestBatchTooLargeMetWhileRestartingIsSkipped(t *testing.T) {
 	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
 	require.Equal(t, 1, restarted)
 }
+
+// A skip whose transaction committed but whose COMMIT's answer was lost is
+// logged and counted once the retry learns it committed (settleMoved): the
+// retry's offset guard fails before it writes anything.
+func TestSkipFoundCommittedOnRetryIsCounted(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	m := &skipMetrics{dead: map[string]int{}}
+	w.cfg.Metrics = m
+	p := w.newPartition(w.hard, 0)
+	apply(w, seg(t, p, 0, "a"))
+	skip := &kgo.ErrDecompressTooLarge{Topic: topics.DefaultNames().Commands, Partition: 0, Offset: 1, NextOffset: 3}
+	parts := group([]segment{{p: p, tooLarge: skip, polledAt: time.Now()}})
+	var xids []int64
+	_, err := w.applyTx(ctx, parts, &xids, nil, false) // commits; suppose its answer was lost
+	require.NoError(t, err)
+	require.EqualValues(t, 3, storedOffset(t, st, 0))
+
+	_, err = w.applyTx(ctx, parts, &xids, nil, false) // InTx's retry
+	var moved *store.OffsetMovedError
+	require.ErrorAs(t, err, &moved)
+	rest, err := w.settleMoved(ctx, parts, moved, xids)
+	require.NoError(t, err)
+	require.Empty(t, rest)
+	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 1)
+	dead, _ := m.counts()
+	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
+}
