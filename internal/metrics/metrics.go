@@ -94,7 +94,7 @@ func New(cfg Config) *Metrics {
 		}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "dead_lettered_total",
-			Help: "Records copied to the dead-letter topic, by error_code.",
+			Help: "Records copied to the dead-letter topic, by reason: the error code they were answered with, or BATCH_TOO_LARGE for the marker of a commands batch skipped unread (it decompresses past the bound).",
 		}, []string{"reason"}),
 		expired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "expiries_total",
@@ -144,7 +144,7 @@ func New(cfg Config) *Metrics {
 	)
 	// The series alerts take rate() of start at 0, so that the first event
 	// raises them: a series born at 1 shows no increase.
-	for _, code := range []string{topics.CodeInvalidRequest, topics.CodeUnsupportedVersion, topics.CodeUnauthenticated, topics.CodeForbidden} {
+	for _, code := range []string{topics.CodeInvalidRequest, topics.CodeUnsupportedVersion, topics.CodeUnauthenticated, topics.CodeForbidden, reasonBatchTooLarge} {
 		m.deadLettered.WithLabelValues(code)
 	}
 	for _, reason := range []string{kerr.MessageTooLarge.Message, kerr.TopicAuthorizationFailed.Message, kerr.UnknownTopicOrPartition.Message, outbox.ReasonBadRow} {
@@ -182,7 +182,7 @@ func (m *Metrics) Command(operation, result string, took time.Duration) {
 
 // DeadLettered implements worker.Metrics.
 func (m *Metrics) DeadLettered(reason string) {
-	m.deadLettered.WithLabelValues(label(reason, results)).Inc()
+	m.deadLettered.WithLabelValues(label(reason, deadLetterReasons)).Inc()
 }
 
 // DataLoss implements worker.Metrics.
@@ -213,6 +213,15 @@ var (
 
 // resultQueued is the result of an acquire answered lock.queued.
 const resultQueued = "queued"
+
+// deadLetterReasons are the reasons a record goes to the dead-letter topic:
+// an error code it was answered with, or reasonBatchTooLarge.
+var deadLetterReasons = append(append([]string{}, topics.ErrorCodes...), reasonBatchTooLarge)
+
+// reasonBatchTooLarge is worker.DeadLetterBatchTooLarge, the reason of a
+// marker for a batch skipped unread, spelled out so metrics need not import
+// the worker.
+const reasonBatchTooLarge = "BATCH_TOO_LARGE"
 
 func label(v string, allowed []string) string {
 	for _, a := range allowed {

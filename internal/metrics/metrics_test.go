@@ -206,3 +206,15 @@ func TestAlertedCountersStartAtZero(t *testing.T) {
 		require.Zero(t, s.GetCounter().GetValue(), name)
 	}
 }
+
+// A marker for a batch skipped unread is counted under its own reason,
+// which exists at 0 before the first; an unknown reason is "other".
+func TestDeadLetteredBatchTooLarge(t *testing.T) {
+	m := New(Config{})
+	require.Equal(t, worker.DeadLetterBatchTooLarge, reasonBatchTooLarge)
+	require.Zero(t, series(t, m, "lockworker_dead_lettered_total", "reason", worker.DeadLetterBatchTooLarge).GetCounter().GetValue())
+	m.DeadLettered(worker.DeadLetterBatchTooLarge)
+	m.DeadLettered("DROP TABLE")
+	require.Equal(t, 1.0, series(t, m, "lockworker_dead_lettered_total", "reason", worker.DeadLetterBatchTooLarge).GetCounter().GetValue())
+	require.Equal(t, 1.0, series(t, m, "lockworker_dead_lettered_total", "reason", "other").GetCounter().GetValue())
+}
