@@ -31,7 +31,9 @@ import (
 const DeadLetterBatchTooLarge = "BATCH_TOO_LARGE"
 
 // HeaderSourceLastOffset is a dead-letter marker's header of the last offset
-// of the batch it stands for; source_offset is the batch's first.
+// of the batch it stands for; source_offset is the batch's first, except for
+// a compressed message set of the old formats (v0/v1), of which kgo reports
+// only the wrapper's offset, the last inside: both are then that one.
 const HeaderSourceLastOffset = "source_last_offset"
 
 // queueTooLarge adds to segs the batches the client could not decompress

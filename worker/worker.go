@@ -150,11 +150,18 @@ const fetchMaxWait = 500 * time.Millisecond
 // limit: only a batch compressed more than 16-fold from a producer that
 // counts its limit after compression (a Java producer's batch.size, 16 KiB
 // by default; kgo's StreamingCompression) with that limit raised to about
-// 1 MiB reaches it. Inflating a batch costs kgo at most about twice the
+// 1 MiB reaches it. Refusing a batch costs kgo at most about twice the
 // bound (its buffer grows by doubling) per broker it fetches from at the
-// same time, which the binary's 150 MiB GOMEMLIMIT carries. The bound is
-// per batch: many batches each just under it still inflate one after the
-// other (docs/design.md, Invalid records).
+// same time, which the binary's 150 MiB GOMEMLIMIT carries.
+//
+// The bound stops a single batch, no more. kgo inflates every batch of a
+// partition's fetch response before it buffers the response, and the
+// records it hands out point into the inflated buffers, so a response of
+// 1 MiB (kgo's default per partition) made of about 64 gzip batches of
+// 16 KiB, each inflating to just under the bound, holds about 1 GiB at
+// once, and more partitions fetched from the same broker add to it. Only
+// Kafka's ACLs on the commands topic (who may produce to it) protect
+// against many batches under the bound (docs/design.md, Invalid records).
 const maxBatchBytes = 16 << 20
 
 // DefaultAppliers is Config.Appliers's default: one applier makes the
