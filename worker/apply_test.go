@@ -318,12 +318,7 @@ func TestLostPartitionDropsItsQueue(t *testing.T) {
 		require.True(t, q.submit([]segment{s}))
 	}
 	submit(seg(t, p1, 1, "c"))
-	require.Eventually(t, func() bool {
-		var waiting int
-		require.NoError(t, st.Pool.QueryRow(ctx,
-			`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).Scan(&waiting))
-		return waiting > 0
-	}, 10*time.Second, 5*time.Millisecond, "the applier waits for partition 1's row")
+	waitForARowLock(t, st, "the applier waits for partition 1's row")
 	submit(seg(t, p0, 1, "d"))
 
 	done := make(chan struct{})
@@ -439,4 +434,16 @@ func TestHandlersLogToTheWorkersLog(t *testing.T) {
 	env := w.env(3)
 	env.Log.Error().Msg("from the handlers")
 	require.Contains(t, logs.String(), "from the handlers")
+}
+
+// waitForARowLock waits until a transaction on st waits for another's row
+// lock (the applier, for a row a test holds).
+func waitForARowLock(t *testing.T, st *store.Store, what string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, st.Pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).Scan(&waiting))
+		return waiting > 0
+	}, 10*time.Second, 5*time.Millisecond, what)
 }

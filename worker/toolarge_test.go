@@ -212,12 +212,7 @@ func TestBatchTooLargeIsSkippedAfterTheRecordsBeforeIt(t *testing.T) {
 	_, err = tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE partition = 0 FOR UPDATE`)
 	require.NoError(t, err)
 	produce(t, plain, acquire(t, "before", reply))
-	require.Eventually(t, func() bool {
-		var waiting int
-		require.NoError(t, st.Pool.QueryRow(ctx,
-			`SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted`).Scan(&waiting))
-		return waiting > 0
-	}, 10*time.Second, 5*time.Millisecond, "the applier waits for the partition's row with the record before the batch")
+	waitForARowLock(t, st, "the applier waits for the partition's row with the record before the batch")
 	bomb := produce(t, gzipped, zeros(20<<10), zeros(20<<10))
 	after := produce(t, plain, acquire(t, "after", reply))
 
