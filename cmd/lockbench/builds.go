@@ -76,11 +76,7 @@ func builds(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, p
 		if r.Baseline.Acquire.P50 > 0 {
 			r.P50Ratio = r.Candidate.Acquire.P50 / r.Baseline.Acquire.P50
 		}
-		base, baseOK := cpuPerCommand(r.Baseline)
-		cand, candOK := cpuPerCommand(r.Candidate)
-		if baseOK && candOK && base > 0 {
-			r.CPURatio = cand / base
-		}
+		r.CPURatio = cpuRatio(r.Candidate, r.Baseline)
 		res.Rounds = append(res.Rounds, r)
 	}
 	return res, nil

@@ -58,11 +58,7 @@ func (b *bench) modes(ctx context.Context) (ModesResult, error) {
 			}
 			b.quiesce(ctx, time.Minute)
 		}
-		ex, exOK := cpuPerCommand(r.Exclusive)
-		sh, shOK := cpuPerCommand(r.Shared)
-		if exOK && shOK && ex > 0 {
-			r.SharedCost = sh / ex
-		}
+		r.SharedCost = cpuRatio(r.Shared, r.Exclusive)
 		res.Rounds = append(res.Rounds, r)
 	}
 	return res, nil
@@ -83,6 +79,17 @@ func cpuPerCommand(t ThroughputResult) (_ float64, ok bool) {
 		sum += *c.BrokerCPU
 	}
 	return sum / float64(t.Commands), true
+}
+
+// cpuRatio is num's CPU per command over den's; 0 (not measured) when
+// either has no figure.
+func cpuRatio(num, den ThroughputResult) float64 {
+	n, nOK := cpuPerCommand(num)
+	d, dOK := cpuPerCommand(den)
+	if !nOK || !dOK || d <= 0 {
+		return 0
+	}
+	return n / d
 }
 
 // cpuMissing is why cpuPerCommand has no figure for t where every process

@@ -91,11 +91,7 @@ func TestCPUGoalsNeedPostgres(t *testing.T) {
 		r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Lockworker: win, Original: win, Ratio: 1, P50Ratio: 1}}}
 		var m ModesRound
 		m.Exclusive, m.Shared, m.Semaphore = win, win, win
-		ex, exOK := cpuPerCommand(m.Exclusive)
-		sh, shOK := cpuPerCommand(m.Shared)
-		if exOK && shOK && ex > 0 {
-			m.SharedCost = sh / ex
-		}
+		m.SharedCost = cpuRatio(m.Shared, m.Exclusive)
 		r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{m}}
 		r.Throughput = &win
 		r.finish(&cfg)
