@@ -153,11 +153,6 @@ type applier struct {
 	// writes, when set, takes apply's writes for the caller to send, with
 	// other locks' (settleLocks); nil: apply sends them.
 	writes *pgx.Batch
-	// refusing is set, before the lock is loaded, for a command already
-	// refused whatever the lock shows (an acquire whose session may not be
-	// used): it reaches no lapse, and loadLocks reads no session again for
-	// it (rereadLapsedSession).
-	refusing bool
 }
 
 // headPage is how many live waiters beyond the lock's limit a transaction
@@ -176,10 +171,12 @@ type lockState struct {
 	err error
 }
 
-// loadLock locks the lock's row (creating it when create is set) and loads
-// what the rules decide from: its holders, the head of its queue, its
-// waiters past their deadline and owner's waiter. Without a row, the lock
-// is free and exists only in memory.
+// loadLock locks the lock's row and loads what the rules decide from: its
+// holders, the head of its queue, its waiters past their deadline and
+// owner's waiter. Without a row, the lock is free and exists only in
+// memory. create is set for an acquire that may take the lock (not one
+// already refused for its session): the row is created if missing, and
+// owner's lease in a lapsed session is read again (rereadLapsedSession).
 func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create bool) (*lockState, error) {
 	key := []lockKey{{ns, name}}
 	var states []*lockState
@@ -187,12 +184,12 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 	if create {
 		// Create the row if missing and lock it, in one statement: racing
 		// acquirers of a new lock all wait here for the first one's commit.
-		states, err = a.loadLocks(ctx, key, owner, nil, `
+		states, err = a.loadLocks(ctx, key, owner, true, nil, `
 			INSERT INTO locks AS l (namespace, lock_name, status, source_partition) VALUES ($1, $2, 'free', $3)
 			ON CONFLICT (namespace, lock_name) DO UPDATE SET status = l.status
 			RETURNING `+lockCols, a.env.Partition)
 	} else {
-		states, err = a.loadLocks(ctx, key, owner, nil, lockRowSQL)
+		states, err = a.loadLocks(ctx, key, owner, false, nil, lockRowSQL)
 	}
 	if err != nil {
 		return nil, err
@@ -210,13 +207,13 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 
 // loadLocks locks the rows of the locks keys, in that order, by rowSQL
 // (its $1 and $2 a lock's key, then args) and loads what the rules decide
-// from, as loadLock does; a key without a row (or skipped, by SKIP LOCKED)
+// from, as loadLock does (acquiring: its create); a key without a row (or skipped, by SKIP LOCKED)
 // has none; the waits of each lock's sessions (nil: none) are loaded too,
 // as lockState.ending. The rows and holders of all the locks take one
 // round trip (the statements of a pipeline run in order, so each lock's
 // holders are read under its row lock), and the waiters of those that have
 // any one more.
-func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, sessions map[lockKey][]string, rowSQL string,
+func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, acquiring bool, sessions map[lockKey][]string, rowSQL string,
 	args ...any) ([]*lockState, error) {
 	rows := make([]lockRow, len(keys))
 	found := make([]bool, len(keys))
@@ -236,8 +233,10 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, s
 		}
 		r := &rows[i]
 		r.scanned()
-		if err := a.rereadLapsedSession(ctx, r, holders[i], owner); err != nil {
-			return nil, err
+		if acquiring {
+			if err := a.rereadLapsedSession(ctx, r, holders[i], owner); err != nil {
+				return nil, err
+			}
 		}
 		states[i] = a.newLockState(ctx, r, holders[i])
 		if r.waiters > 0 {
@@ -257,10 +256,11 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, s
 // it): rules.Lock.Acquire would end that lease as lapsed. Only an acquire
 // that reaches that lapse reads it: one without a session_id, or one whose
 // session passed its check (sessionAcquire) and is not the lease's. One
-// refused for its session (a.refusing), or in the lease's own session
-// (refused when that session is past its expiry), neither waits here nor
-// holds the session's row for the rest of its batch. The session's row is
-// locked FOR SHARE, which waits, unlike a hand-off's SessionLive,
+// refused for its session (loadLocks is then not acquiring), or in the
+// lease's own session (refused when that session is past its expiry),
+// neither waits here nor holds the session's row for the rest of its batch.
+// The session's row is locked FOR SHARE, which waits, unlike a hand-off's
+// SessionLive,
 // for a keep-alive in flight (one that found the session live renews it
 // whatever its commit time, and its new expiry, if still ahead, keeps the
 // lease) and for an end in flight (which must not be answered live: the
@@ -280,9 +280,6 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, s
 // the later time would show an expiry after the acquired_at of the grant
 // that follows it, its lock-delay running from the earlier time.
 func (a *applier) rereadLapsedSession(ctx context.Context, r *lockRow, hs []rules.Holder, owner string) error {
-	if a.cmd.Operation != topics.OpAcquire || owner == "" || a.refusing {
-		return nil
-	}
 	i := slices.IndexFunc(hs, func(h rules.Holder) bool { return h.Owner == owner })
 	if i < 0 || hs[i].Session == "" || hs[i].Session == a.cmd.SessionID || hs[i].ExpiresAt.After(r.now) {
 		return nil
@@ -329,7 +326,7 @@ const (
 func (a *applier) settleLocks(ctx context.Context, keys []lockKey, sessions map[lockKey][]string, rowSQL string, under writeUnder,
 	decide func(lockKey, *lockState) []rules.Effect) error {
 	for chunk := range slices.Chunk(keys, MaxSweep) {
-		states, err := a.loadLocks(ctx, chunk, "", sessions, rowSQL)
+		states, err := a.loadLocks(ctx, chunk, "", false, sessions, rowSQL)
 		if err != nil {
 			return fmt.Errorf("reading locks: %w", err)
 		}

@@ -351,7 +351,6 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 		return err
 	}
 	code, msg := a.sessionProblem(s)
-	a.refusing = code != ""
 	st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, code == "")
 	if err != nil {
 		return err
