@@ -260,10 +260,9 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, a
 // lease's own session (refused when that session is past its expiry),
 // neither waits here nor holds the session's row for the rest of its batch.
 // The session's row is locked FOR SHARE, which waits, unlike a hand-off's
-// SessionLive,
-// for a keep-alive in flight (one that found the session live renews it
-// whatever its commit time, and its new expiry, if still ahead, keeps the
-// lease) and for an end in flight (which must not be answered live: the
+// SessionLive, for a keep-alive in flight (one that found the session live
+// renews it whatever its commit time, and its new expiry, if still ahead,
+// keeps the lease) and for an end in flight (which must not be answered live: the
 // lease, renewed with an expiry of its own, would escape it; it deletes
 // the row, and the lease lapses). An end waits for this transaction's lock
 // row in turn: PostgreSQL aborts one of the two (40P01, kept in the error
