@@ -27,10 +27,7 @@ import (
 // stay dropped until the second check's seek.
 func TestLossDuringCheckIsCheckedAgain(t *testing.T) {
 	w, _ := newApplier(t)
-	p := w.newPartition(w.hard, 0)
-	w.mu.Lock()
-	w.parts[0] = p
-	w.mu.Unlock()
+	p := own(w, 0)
 	poll := func(losses ...*kgo.ErrDataLoss) ([][]segment, map[int32]kgo.EpochOffset) {
 		segs := make([][]segment, len(w.lanes))
 		w.mu.Lock()
