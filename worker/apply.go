@@ -419,9 +419,8 @@ type txn struct {
 // todo is what a transaction does for one partition.
 type todo struct {
 	pt         *part
-	view       *handlers.Batch              // the batch, writing under pt's partition
-	records    []*kgo.Record                // not applied before
-	skips      []*kgo.ErrDecompressTooLarge // not skipped before
+	view       *handlers.Batch // the batch, writing under pt's partition
+	records    []*kgo.Record   // not applied before
 	polled     []time.Time
 	cmds       []topics.Command    // by record; zero where rejected
 	rejections []*topics.Rejection // by record; nil where valid
@@ -504,7 +503,7 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 		// need not be the stored one: offsets that hold no record, as a
 		// transaction's markers, lie between.)
 		store.QueueAdvanceOffset(pb, w.cfg.Group, w.cfg.Names.Commands, pt.p.id, stored[i], pt.next, epoch)
-		td := todo{pt: pt, view: t.batch.For(pt.p.id), records: recs, polled: polled, skips: skips,
+		td := todo{pt: pt, view: t.batch.For(pt.p.id), records: recs, polled: polled,
 			cmds: make([]topics.Command, len(recs)), rejections: make([]*topics.Rejection, len(recs))}
 		for k, r := range recs {
 			if rej := poison[recordID{pt.p.id, r.Offset}]; rej != nil {
@@ -551,7 +550,7 @@ func (t *txn) prefetch(pb *pgx.Batch) {
 func (t *txn) apply(ctx context.Context) error {
 	w := t.w
 	for _, td := range t.todos {
-		skips := td.skips
+		skips := td.pt.marked
 		for k, r := range td.records {
 			for len(skips) > 0 && skips[0].Offset < r.Offset {
 				t.skip(td, skips[0])
