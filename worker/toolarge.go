@@ -11,8 +11,8 @@ import (
 )
 
 // A record batch of the commands topic that decompresses past the bound
-// (maxBatchBytes, or a kgo.MaxDecompressBatchBytes in Config.KafkaOpts)
-// cannot be read: kgo hands out none of its records, reports
+// (maxBatchRatio times its compressed size, and maxBatchBytes, or a
+// kgo.MaxDecompressBatchBytes in Config.KafkaOpts) cannot be read: kgo hands out none of its records, reports
 // kgo.ErrDecompressTooLarge and fetches nothing more of the partition until
 // it is moved past the batch. Its commands cannot be answered one by one, so
 // the batch is skipped as a whole, in order: the transaction that applies
@@ -70,7 +70,7 @@ func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressToo
 		}
 		to[b.Partition] = kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
 		w.log.Warn().Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
-			Int("bound", w.batchBound).
+			Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
 			Msg("a record batch of the commands topic decompresses past the bound: it is skipped unread once the records before it are applied")
 	}
 	return to
@@ -92,8 +92,8 @@ func unskipped(skips []*kgo.ErrDecompressTooLarge, stored int64) []*kgo.ErrDecom
 // skipMarker is the headers of the dead-letter marker of batch b: the
 // reason, and where it was. The marker has no key and no value.
 func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
-	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d bytes: it was skipped unread, and none of its records is answered",
-		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, w.batchBound)
+	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d times its compressed size or more than %d bytes: it was skipped unread, and none of its records is answered",
+		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, maxBatchRatio, w.batchBound)
 	return []topics.Header{
 		{Key: topics.HeaderError, Value: []byte(reason)},
 		{Key: topics.HeaderSourceTopic, Value: []byte(b.Topic)},
@@ -108,6 +108,6 @@ func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
 func (w *Worker) skipped(p *partition, b *kgo.ErrDecompressTooLarge) {
 	w.cfg.Metrics.DeadLettered(DeadLetterBatchTooLarge)
 	w.log.Error().Int32("partition", p.id).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
-		Int("bound", w.batchBound).
+		Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
 		Msg("skipped a record batch of the commands topic that decompresses past the bound: its records were not read nor answered; a marker naming its offsets went to the dead-letter topic")
 }

@@ -355,3 +355,38 @@ func TestSkipFoundCommittedOnRetryIsCounted(t *testing.T) {
 	dead, _ := m.counts()
 	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
 }
+
+// Batches far under the absolute bound but compressed past maxBatchRatio
+// (a megabyte of zeros gzips to about a kilobyte) are skipped as well,
+// each with its marker: a fetch response of many of them would otherwise
+// inflate to a thousand times its size. A gzipped batch of commands, which
+// compresses about tenfold, is read and answered.
+func TestBatchesCompressedPastTheRatioAreSkipped(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	m := &skipMetrics{dead: map[string]int{}}
+	_, st := runOneCommandsPartition(t, c, m)
+	_, gzipped := producers(t, c)
+	reply := "locks.replies.too-large-ratio"
+	var bombs []int64
+	for range 20 {
+		bombs = append(bombs, produce(t, gzipped, zeros(1<<20))...)
+	}
+	var cmds []*kgo.Record
+	var ids []string
+	for i := range 200 {
+		id := "after-" + strconv.Itoa(i)
+		cmds = append(cmds, acquire(t, id, reply))
+		ids = append(ids, id)
+	}
+	after := produce(t, gzipped, cmds...)
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[len(after)-1]+1 }, 30*time.Second, 10*time.Millisecond,
+		"the stored offset passes the batches and the commands after them")
+	require.Equal(t, ids, answered(t, st, reply))
+	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, dlq, len(bombs), "one marker per batch, no copy")
+	for i, off := range bombs {
+		requireMarker(t, dlq[i], off, off)
+	}
+	dead, _ := m.counts()
+	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: len(bombs)}, dead)
+}

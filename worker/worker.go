@@ -41,7 +41,8 @@ type Config struct {
 	// and heartbeat may be set here (cmd/lockworker does; a
 	// kgo.SessionTimeout needs its kgo.HeartbeatInterval beside it, see
 	// SessionTimeout), and so may kgo.MaxDecompressBatchBytes (maxBatchBytes;
-	// tests lower it); the consumer group's workings (kgo.ConsumerGroup,
+	// tests lower it), kgo.FetchMaxBytes (maxFetchBytes) and
+	// kgo.WithDecompressor (ratioDecompressor: another loses its bounds); the consumer group's workings (kgo.ConsumerGroup,
 	// Balancers, AutoCommitMarks, BlockRebalanceOnPoll, ConsumeResetOffset,
 	// AdjustFetchOffsetsFn, the OnPartitions callbacks) must not be.
 	// GroupInstanceID comes after them: it wins over a kgo.InstanceID here
@@ -150,18 +151,9 @@ const fetchMaxWait = 500 * time.Millisecond
 // limit: only a batch compressed more than 16-fold from a producer that
 // counts its limit after compression (a Java producer's batch.size, 16 KiB
 // by default; kgo's StreamingCompression) with that limit raised to about
-// 1 MiB reaches it. Refusing a batch costs kgo at most about twice the
-// bound (its buffer grows by doubling) per broker it fetches from at the
-// same time, which the binary's 150 MiB GOMEMLIMIT carries.
-//
-// The bound stops a single batch, no more. kgo inflates every batch of a
-// partition's fetch response before it buffers the response, and the
-// records it hands out point into the inflated buffers, so a response of
-// 1 MiB (kgo's default per partition) made of about 64 gzip batches of
-// 16 KiB, each inflating to just under the bound, holds about 1 GiB at
-// once, and more partitions fetched from the same broker add to it. Only
-// Kafka's ACLs on the commands topic (who may produce to it) protect
-// against many batches under the bound (docs/design.md, Invalid records).
+// 1 MiB reaches it. Below it, a batch may decompress to at most
+// maxBatchRatio times its compressed size (ratioDecompressor), which bounds
+// what a fetch response of many small batches inflates to.
 const maxBatchBytes = 16 << 20
 
 // DefaultAppliers is Config.Appliers's default: one applier makes the
@@ -283,6 +275,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	w.halted, w.halt = context.WithCancel(w.hard)
+	unpack := new(ratioDecompressor)
 	opts := []kgo.Opt{
 		// The group without its topic: the client joins once Run adds it,
 		// so a replica still starting (topics checked, first states
@@ -293,6 +286,8 @@ func New(cfg Config) (*Worker, error) {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxWait(fetchMaxWait),
 		kgo.MaxDecompressBatchBytes(maxBatchBytes),
+		kgo.WithDecompressor(unpack),
+		kgo.FetchMaxBytes(maxFetchBytes),
 		// Also where a broker lost records at a point it cannot name: the
 		// client then resumes no later than where the records lost began,
 		// and the worker skips those it applied (lostRecords).
@@ -315,6 +310,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.cl = cl
 	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
+	unpack.max = w.batchBound // before Run: nothing is fetched yet
 	if cfg.MaxReplyTopics > 0 {
 		w.replies = newReplyTopics(cl, cfg.Names.ReplyPrefix, cfg.MaxReplyTopics, cfg.CreateReplyTopics)
 	}

@@ -1,0 +1,176 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// maxBatchRatio bounds what a fetched record batch of the commands topic
+// may decompress to, as a multiple of its compressed size, below the
+// absolute bound (maxBatchBytes). The absolute bound alone stops one batch:
+// kgo inflates every batch of a fetch response before it hands out any of
+// its records, and the records point into the inflated buffers, so a
+// response of many small batches, each just under the bound, would hold
+// thousands of times its size (gzip reaches about 1,000-fold, zstd far
+// more). With the ratio a response inflates to at most maxBatchRatio times
+// its size, and responses are at most maxFetchBytes. Lock commands compress
+// about 5- to 20-fold in batches of a thousand (JSON with a fresh request
+// id each); the same 4 KiB owner_metadata in every command of a zstd batch
+// reaches about 135-fold; 64 leaves room for all but that.
+const maxBatchRatio = 64
+
+// maxFetchBytes bounds a fetch response (kgo.FetchMaxBytes; kgo's own
+// default is 50 MiB), so that with maxBatchRatio one response from one
+// broker inflates to at most 64 MiB. One response of 1 MiB holds thousands
+// of commands, more than an applier takes in one transaction.
+const maxFetchBytes = 1 << 20
+
+// ratioDecompressor decompresses fetched batches as kgo's own decompressor
+// does, with the same libraries, but bounds each batch at maxBatchRatio
+// times its compressed size as well as at max. A batch past either bound
+// is refused with kgo.ErrMaxDecompress, which kgo reports as
+// kgo.ErrDecompressTooLarge, and the worker skips it (queueTooLarge).
+// Output is streamed through the bound, so a refused batch costs at most
+// about twice the bound.
+type ratioDecompressor struct {
+	// max is the absolute bound: the client's kgo.MaxDecompressBatchBytes,
+	// set by New before the client fetches anything.
+	max int
+
+	gzip sync.Pool // *gzip.Reader
+	lz4  sync.Pool // *lz4.Reader
+	zstd sync.Pool // *zstd.Decoder
+}
+
+// Decompress implements kgo.Decompressor.
+func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
+	bound := min(d.max, maxBatchRatio*len(src))
+	switch codec {
+	case kgo.CodecNone:
+		return src, nil
+	case kgo.CodecSnappy:
+		return unsnappy(src, bound)
+	case kgo.CodecGzip:
+		r, _ := d.gzip.Get().(*gzip.Reader)
+		if r == nil {
+			r = new(gzip.Reader)
+		}
+		defer d.gzip.Put(r)
+		if err := r.Reset(bytes.NewReader(src)); err != nil {
+			return nil, err
+		}
+		return readBounded(r, bound)
+	case kgo.CodecLz4:
+		r, _ := d.lz4.Get().(*lz4.Reader)
+		if r == nil {
+			r = lz4.NewReader(nil)
+		}
+		defer d.lz4.Put(r)
+		r.Reset(bytes.NewReader(src))
+		return readBounded(r, bound)
+	case kgo.CodecZstd:
+		r, _ := d.zstd.Get().(*zstd.Decoder)
+		if r == nil {
+			// Synchronous (no goroutines to leak from a pooled decoder),
+			// and its window, which it allocates as the frame declares,
+			// within the absolute bound.
+			var err error
+			if r, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+				zstd.WithDecoderMaxMemory(uint64(d.max))); err != nil {
+				return nil, fmt.Errorf("creating a zstd decoder: %w", err)
+			}
+		}
+		defer d.zstd.Put(r)
+		// A bytes.Reader, unlike a bytes.Buffer, is streamed: the decoder
+		// decodes a bytes.Buffer whole before anything reads it.
+		err := r.Reset(bytes.NewReader(src))
+		var out []byte
+		if err == nil {
+			out, err = readBounded(r, bound)
+		}
+		if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+			// A frame that needs more memory than the bound to decode.
+			err = fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, err)
+		}
+		return out, err
+	default:
+		return nil, fmt.Errorf("unknown compression codec %d", codec)
+	}
+}
+
+// readBounded reads r to its end, refusing more than bound bytes.
+func readBounded(r io.Reader, bound int) ([]byte, error) {
+	var out bytes.Buffer
+	n, err := out.ReadFrom(io.LimitReader(r, int64(bound)+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > int64(bound) {
+		return nil, kgo.ErrMaxDecompress
+	}
+	return out.Bytes(), nil
+}
+
+// xerialPrefix starts a snappy batch the Java client framed (xerial
+// snappy-java's stream: this prefix, a version and a compatible version,
+// then chunks of a big-endian length and a raw snappy block); any other
+// snappy batch is one raw block.
+var xerialPrefix = []byte{130, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
+
+var errXerial = errors.New("malformed xerial snappy framing")
+
+// unsnappy decodes a snappy batch, raw or xerial-framed, once the lengths
+// its blocks declare are found within bound: a block's length is read
+// before it is decoded, and decoding checks it.
+func unsnappy(src []byte, bound int) ([]byte, error) {
+	if len(src) <= 16 || !bytes.HasPrefix(src, xerialPrefix) {
+		n, err := s2.DecodedLen(src)
+		if err != nil {
+			return nil, err
+		}
+		if n > bound {
+			return nil, kgo.ErrMaxDecompress
+		}
+		return s2.Decode(nil, src)
+	}
+	var chunks [][]byte
+	total := 0
+	for rest := src[16:]; len(rest) > 0; {
+		if len(rest) < 4 {
+			return nil, errXerial
+		}
+		size := binary.BigEndian.Uint32(rest)
+		rest = rest[4:]
+		if uint64(size) > uint64(len(rest)) {
+			return nil, errXerial
+		}
+		n, err := s2.DecodedLen(rest[:size])
+		if err != nil {
+			return nil, err
+		}
+		if total += n; total > bound {
+			return nil, kgo.ErrMaxDecompress
+		}
+		chunks = append(chunks, rest[:size])
+		rest = rest[size:]
+	}
+	out := make([]byte, 0, total)
+	for _, c := range chunks {
+		block, err := s2.Decode(out[len(out):cap(out)], c)
+		if err != nil {
+			return nil, err
+		}
+		out = out[:len(out)+len(block)]
+	}
+	return out, nil
+}

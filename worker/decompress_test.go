@@ -1,0 +1,158 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// commandsLike is n bytes of lock commands: JSON of the same shape with a
+// fresh request id each, which compresses about as a real batch does.
+func commandsLike(n int) []byte {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, `{"v":1,"request_id":"%016x%016x","operation":"acquire","lock_name":"orders/%d","owner_id":"billing-7f9c","reply_to":"locks.replies.billing"}`,
+			rng.Uint64(), rng.Uint64(), i*7919%100000)
+	}
+	return b.Bytes()[:n]
+}
+
+// compressed is raw compressed with codec as a producer does; xerial
+// frames snappy blocks as the Java client does.
+func compressed(t testing.TB, codec kgo.CompressionCodec, raw []byte) []byte {
+	t.Helper()
+	c, err := kgo.DefaultCompressor(codec)
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	out, _ := c.Compress(&buf, raw)
+	return bytes.Clone(out)
+}
+
+func xerial(raw []byte) []byte {
+	out := append(bytes.Clone(xerialPrefix), 0, 0, 0, 1, 0, 0, 0, 1)
+	for len(raw) > 0 {
+		n := min(len(raw), 32<<10)
+		block := s2.EncodeSnappy(nil, raw[:n])
+		out = binary.BigEndian.AppendUint32(out, uint32(len(block)))
+		out = append(out, block...)
+		raw = raw[n:]
+	}
+	return out
+}
+
+var codecs = []struct {
+	name  string
+	codec kgo.CompressionCodecType
+	pack  func(testing.TB, []byte) []byte
+}{
+	{"gzip", kgo.CodecGzip, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.GzipCompression(), b) }},
+	{"snappy", kgo.CodecSnappy, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.SnappyCompression(), b) }},
+	{"xerial", kgo.CodecSnappy, func(_ testing.TB, b []byte) []byte { return xerial(b) }},
+	{"lz4", kgo.CodecLz4, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.Lz4Compression(), b) }},
+	{"zstd", kgo.CodecZstd, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.ZstdCompression(), b) }},
+}
+
+// What producers send reads back whole, for every codec, from a single
+// small command to a batch of a megabyte.
+func TestRatioDecompressorReadsBatches(t *testing.T) {
+	d := &ratioDecompressor{max: maxBatchBytes}
+	for _, c := range codecs {
+		for _, n := range []int{150, 64 << 10, 1 << 20} {
+			raw := commandsLike(n)
+			for range 2 { // pooled readers are reused
+				got, err := d.Decompress(c.pack(t, raw), c.codec)
+				require.NoError(t, err, "%s %d", c.name, n)
+				require.Equal(t, raw, got, "%s %d", c.name, n)
+			}
+		}
+	}
+	raw := commandsLike(100)
+	got, err := d.Decompress(raw, kgo.CodecNone)
+	require.NoError(t, err)
+	require.Equal(t, raw, got)
+}
+
+// A batch compressed past maxBatchRatio, or inflating past the absolute
+// bound, is refused with kgo.ErrMaxDecompress, which kgo reports as
+// kgo.ErrDecompressTooLarge; one just within both is read.
+func TestRatioDecompressorBounds(t *testing.T) {
+	d := &ratioDecompressor{max: maxBatchBytes}
+	for _, c := range codecs {
+		if c.codec == kgo.CodecSnappy {
+			continue // snappy compresses at most about 21-fold; its declared lengths are tested below
+		}
+		src := c.pack(t, make([]byte, 1<<20))
+		_, err := d.Decompress(src, c.codec)
+		require.ErrorIs(t, err, kgo.ErrMaxDecompress, "%s: 1 MiB of zeros in %d bytes", c.name, len(src))
+	}
+	small := &ratioDecompressor{max: 16 << 10}
+	for _, c := range codecs {
+		_, err := small.Decompress(c.pack(t, commandsLike(16<<10+1)), c.codec)
+		require.ErrorIs(t, err, kgo.ErrMaxDecompress, c.name)
+		got, err := small.Decompress(c.pack(t, commandsLike(16<<10)), c.codec)
+		require.NoError(t, err, c.name)
+		require.Len(t, got, 16<<10, c.name)
+	}
+
+	// A snappy block declares its length first: one declaring more than
+	// the bound is refused before anything is allocated for it.
+	lying := binary.AppendUvarint(nil, 1<<30)
+	lying = append(lying, 0)
+	_, err := d.Decompress(lying, kgo.CodecSnappy)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	chunks := xerial(commandsLike(20 << 10))
+	_, err = small.Decompress(chunks, kgo.CodecSnappy)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress, "xerial chunks summing past the bound")
+
+	// A zstd frame whose window exceeds the absolute bound cannot be
+	// decoded within it.
+	// (Encoders shrink the window to a small input: the frame is made by
+	// hand. Magic, a descriptor without content size, a 32 MiB window,
+	// then one last raw block of three bytes.)
+	frame := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 15 << 3, 3<<3 | 1, 0, 0, 'a', 'b', 'c'}
+	got, err := (&ratioDecompressor{max: 64 << 20}).Decompress(frame, kgo.CodecZstd)
+	require.NoError(t, err, "the frame is valid")
+	require.Equal(t, []byte("abc"), got)
+	_, err = d.Decompress(frame, kgo.CodecZstd)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+}
+
+// FuzzRatioDecompressor holds the decompressor to kgo's own, given any
+// bytes under any codec: what it reads is what kgo reads, and it refuses
+// only what kgo refuses, what is past its bounds (kgo.ErrMaxDecompress), or
+// a zstd frame whose window is past the absolute bound.
+func FuzzRatioDecompressor(f *testing.F) {
+	for _, c := range codecs {
+		f.Add(uint8(c.codec), c.pack(f, commandsLike(300)))
+		f.Add(uint8(c.codec), c.pack(f, make([]byte, 4<<10)))
+	}
+	f.Add(uint8(kgo.CodecSnappy), []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0})
+	f.Add(uint8(7), []byte("x"))
+	ours := &ratioDecompressor{max: 64 << 10}
+	theirs := kgo.DefaultDecompressor()
+	f.Fuzz(func(t *testing.T, codec uint8, src []byte) {
+		ct := kgo.CompressionCodecType(codec % 6)
+		want, wantErr := theirs.Decompress(bytes.Clone(src), ct)
+		got, err := ours.Decompress(bytes.Clone(src), ct)
+		if err == nil {
+			require.NoError(t, wantErr)
+			require.True(t, bytes.Equal(want, got), "kgo reads %q, ours %q", want, got) // nil and empty alike
+			require.LessOrEqual(t, len(got), max(len(src), min(ours.max, maxBatchRatio*len(src))))
+			return
+		}
+		if wantErr == nil && !errors.Is(err, kgo.ErrMaxDecompress) {
+			t.Fatalf("codec %d: kgo reads %d bytes, ours refuses: %v", ct, len(want), err)
+		}
+		if errors.Is(err, kgo.ErrMaxDecompress) && wantErr == nil && ct != kgo.CodecZstd {
+			require.Greater(t, len(want), min(ours.max, maxBatchRatio*len(src)), "refused within the bounds")
+		}
+	})
+}
