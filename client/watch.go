@@ -389,9 +389,12 @@ const (
 	maxFetchErrorPause = time.Second
 )
 
-// Locks returns the table of locks: the last state of every lock on the
+// Locks returns the table of locks: the newest state of every lock on the
 // lock state topic, read from its start, without the locks cleanup removed,
-// sorted by namespace and name. It reads the topic, not the database: a
+// sorted by namespace and name. Newest is the highest revision read since
+// the lock's last removal: an older revision published again after a newer
+// one (the relay publishes at least once, and replicas overlap during a
+// failover) does not replace it, as Watch does not deliver it. It reads the topic, not the database: a
 // lock is there from its first change (see docs/design.md "Lock state
 // topic"). A record that cannot be decoded (no lock's state, or a format
 // this client does not read) does not fail the read: its lock is left out
@@ -477,7 +480,9 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 				if table[k] == nil {
 					table[k] = map[lock]LockRevision{}
 				}
-				table[k][id] = lr
+				if old, ok := table[k][id]; !ok || lr.Revision > old.Revision {
+					table[k][id] = lr
+				}
 				// Only this lock's state is known again, not that of
 				// another lock of the key, nor of a record that did not
 				// tell its lock (until a tombstone of the key).

@@ -447,3 +447,20 @@ func TestLocksCutOff(t *testing.T) {
 		require.Less(t, time.Since(start), 10*time.Second)
 	})
 }
+
+// An older revision of a lock read after a newer one (published again by
+// the relay, or by a replica overlapping a failover) does not replace it in
+// Locks's table; a revision after a tombstone starts the lock afresh.
+func TestLocksKeepsTheNewestRevision(t *testing.T) {
+	_, c, _ := stateTopic(t,
+		stateRecord(t, "job", 4), stateRecord(t, "job", 5), stateRecord(t, "job", 4),
+		stateRecord(t, "again", 7), &kgo.Record{Key: []byte("again")}, stateRecord(t, "again", 1),
+	)
+	table, err := c.Locks(ctxT(t))
+	require.NoError(t, err)
+	require.Len(t, table, 2)
+	require.Equal(t, "again", table[0].Name)
+	require.EqualValues(t, 1, table[0].Revision)
+	require.Equal(t, "job", table[1].Name)
+	require.EqualValues(t, 5, table[1].Revision)
+}
