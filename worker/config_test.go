@@ -46,14 +46,14 @@ func TestGroupInstanceIDWinsOverKafkaOpts(t *testing.T) {
 
 // A fetched batch may decompress to 16 MiB, not kgo's 1 GiB: a batch of
 // about 1 MiB that inflates to a gigabyte must not reach memory. A fetch
-// response is at most 1 MiB, not kgo's 50 MiB, which with the ratio bound
+// response is at most 256 KiB, not kgo's 50 MiB, which with the ratio bound
 // (decompress_test.go) bounds what one response inflates to. The caller's
 // Kafka options may set another bound.
 func TestDecompressedBatchesAreBounded(t *testing.T) {
 	c := kafkatest.Cluster(t)
 	w := idleWorker(t, c, worker.Config{})
 	require.Equal(t, 16<<20, w.Client().OptValue(kgo.MaxDecompressBatchBytes))
-	require.EqualValues(t, 1<<20, w.Client().OptValue(kgo.FetchMaxBytes))
+	require.EqualValues(t, 256<<10, w.Client().OptValue(kgo.FetchMaxBytes))
 
 	w = idleWorker(t, c, worker.Config{KafkaOpts: []kgo.Opt{kgo.MaxDecompressBatchBytes(1 << 10)}})
 	require.Equal(t, 1<<10, w.Client().OptValue(kgo.MaxDecompressBatchBytes))

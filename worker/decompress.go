@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/s2"
@@ -25,36 +27,46 @@ import (
 // more). With the ratio a response inflates to at most maxBatchRatio times
 // its size, and responses are at most maxFetchBytes. Lock commands compress
 // about 5- to 20-fold in batches of a thousand (JSON with a fresh request
-// id each); the same 4 KiB owner_metadata in every command of a zstd batch
-// reaches about 135-fold; 64 leaves room for all but that.
-const maxBatchRatio = 64
+// id each); the same 4 KiB owner_metadata, the limit, in every command of a
+// zstd batch reaches about 135-fold.
+const maxBatchRatio = 256
 
 // maxFetchBytes bounds a fetch response (kgo.FetchMaxBytes; kgo's own
 // default is 50 MiB), so that with maxBatchRatio one response from one
-// broker inflates to at most 64 MiB. One response of 1 MiB holds thousands
-// of commands, more than an applier takes in one transaction.
-const maxFetchBytes = 1 << 20
+// broker inflates to at most 64 MiB. A response of 256 KiB holds thousands
+// of commands, more than an applier takes in one transaction; a broker
+// still returns a larger batch whole when it comes first.
+const maxFetchBytes = 256 << 10
 
 // ratioDecompressor decompresses fetched batches as kgo's own decompressor
 // does, with the same libraries, but bounds each batch at maxBatchRatio
 // times its compressed size as well as at max. A batch past either bound
 // is refused with kgo.ErrMaxDecompress, which kgo reports as
-// kgo.ErrDecompressTooLarge, and the worker skips it (queueTooLarge).
-// Output is streamed through the bound, so a refused batch costs at most
-// about twice the bound.
+// kgo.ErrDecompressTooLarge, and the worker skips it (queueTooLarge). So is
+// a zstd frame whose window is past max, which the decoder refuses. What
+// is returned is allocated to its length, as records point into it for as
+// long as they live.
 type ratioDecompressor struct {
 	// max is the absolute bound: the client's kgo.MaxDecompressBatchBytes,
-	// set by New before the client fetches anything.
-	max int
+	// known only once the client is made (New stores it then).
+	max atomic.Int64
 
-	gzip sync.Pool // *gzip.Reader
-	lz4  sync.Pool // *lz4.Reader
-	zstd sync.Pool // *zstd.Decoder
+	buffers sync.Pool // *bytes.Buffer
+	gzip    sync.Pool // *gzip.Reader
+	lz4     sync.Pool // *lz4.Reader
+	zstd    sync.Pool // *zstd.Decoder
+}
+
+func newRatioDecompressor(max int) *ratioDecompressor {
+	d := new(ratioDecompressor)
+	d.max.Store(int64(max))
+	return d
 }
 
 // Decompress implements kgo.Decompressor.
 func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
-	bound := min(d.max, maxBatchRatio*len(src))
+	max := int(d.max.Load())
+	bound := min(max, maxBatchRatio*len(src))
 	switch codec {
 	case kgo.CodecNone:
 		return src, nil
@@ -69,7 +81,7 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 		if err := r.Reset(bytes.NewReader(src)); err != nil {
 			return nil, err
 		}
-		return readBounded(r, bound)
+		return d.readBounded(r, bound)
 	case kgo.CodecLz4:
 		r, _ := d.lz4.Get().(*lz4.Reader)
 		if r == nil {
@@ -77,40 +89,24 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 		}
 		defer d.lz4.Put(r)
 		r.Reset(bytes.NewReader(src))
-		return readBounded(r, bound)
+		return d.readBounded(r, bound)
 	case kgo.CodecZstd:
-		r, _ := d.zstd.Get().(*zstd.Decoder)
-		if r == nil {
-			// Synchronous (no goroutines to leak from a pooled decoder),
-			// and its window, which it allocates as the frame declares,
-			// within the absolute bound.
-			var err error
-			if r, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-				zstd.WithDecoderMaxMemory(uint64(d.max))); err != nil {
-				return nil, fmt.Errorf("creating a zstd decoder: %w", err)
-			}
-		}
-		defer d.zstd.Put(r)
-		// A bytes.Reader, unlike a bytes.Buffer, is streamed: the decoder
-		// decodes a bytes.Buffer whole before anything reads it.
-		err := r.Reset(bytes.NewReader(src))
-		var out []byte
-		if err == nil {
-			out, err = readBounded(r, bound)
-		}
-		if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
-			// A frame that needs more memory than the bound to decode.
-			err = fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, err)
-		}
-		return out, err
+		return d.unzstd(src, max, bound)
 	default:
 		return nil, fmt.Errorf("unknown compression codec %d", codec)
 	}
 }
 
-// readBounded reads r to its end, refusing more than bound bytes.
-func readBounded(r io.Reader, bound int) ([]byte, error) {
-	var out bytes.Buffer
+// readBounded reads r to its end, refusing more than bound bytes. It reads
+// into a pooled buffer and returns a copy of its length: the buffer grows
+// by doubling.
+func (d *ratioDecompressor) readBounded(r io.Reader, bound int) ([]byte, error) {
+	out, _ := d.buffers.Get().(*bytes.Buffer)
+	if out == nil {
+		out = new(bytes.Buffer)
+	}
+	defer d.buffers.Put(out)
+	out.Reset()
 	n, err := out.ReadFrom(io.LimitReader(r, int64(bound)+1))
 	if err != nil {
 		return nil, err
@@ -118,7 +114,38 @@ func readBounded(r io.Reader, bound int) ([]byte, error) {
 	if n > int64(bound) {
 		return nil, kgo.ErrMaxDecompress
 	}
-	return out.Bytes(), nil
+	return slices.Clone(out.Bytes()), nil
+}
+
+// unzstd decodes a zstd batch whole, as kgo does: decoding into the output
+// keeps no window of the frame's declared size. A first frame declaring
+// more than bound is refused before it is decoded; the decoder refuses a
+// frame declaring more than max, a window past max, or output past max
+// while decoding.
+func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
+	var h zstd.Header
+	if err := h.Decode(src); err == nil && h.HasFCS && h.FrameContentSize > uint64(bound) {
+		return nil, kgo.ErrMaxDecompress
+	}
+	r, _ := d.zstd.Get().(*zstd.Decoder)
+	if r == nil {
+		var err error
+		if r, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxMemory(uint64(max))); err != nil {
+			return nil, fmt.Errorf("creating a zstd decoder: %w", err)
+		}
+	}
+	defer d.zstd.Put(r)
+	out, err := r.DecodeAll(src, nil)
+	switch {
+	case errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded):
+		return nil, fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, err)
+	case err != nil:
+		return nil, err
+	case len(out) > bound:
+		return nil, kgo.ErrMaxDecompress
+	}
+	return out, nil
 }
 
 // xerialPrefix starts a snappy batch the Java client framed (xerial

@@ -12,7 +12,8 @@ import (
 
 // A record batch of the commands topic that decompresses past the bound
 // (maxBatchRatio times its compressed size, and maxBatchBytes, or a
-// kgo.MaxDecompressBatchBytes in Config.KafkaOpts) cannot be read: kgo hands out none of its records, reports
+// kgo.MaxDecompressBatchBytes in Config.KafkaOpts; ratioDecompressor)
+// cannot be read: kgo hands out none of its records, reports
 // kgo.ErrDecompressTooLarge and fetches nothing more of the partition until
 // it is moved past the batch. Its commands cannot be answered one by one, so
 // the batch is skipped as a whole, in order: the transaction that applies
@@ -92,7 +93,7 @@ func unskipped(skips []*kgo.ErrDecompressTooLarge, stored int64) []*kgo.ErrDecom
 // skipMarker is the headers of the dead-letter marker of batch b: the
 // reason, and where it was. The marker has no key and no value.
 func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
-	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d times its compressed size or more than %d bytes: it was skipped unread, and none of its records is answered",
+	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d times its compressed size or more than %d bytes (or is zstd with a window past that): it was skipped unread, and none of its records is answered",
 		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, maxBatchRatio, w.batchBound)
 	return []topics.Header{
 		{Key: topics.HeaderError, Value: []byte(reason)},

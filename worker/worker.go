@@ -44,7 +44,9 @@ type Config struct {
 	// tests lower it), kgo.FetchMaxBytes (maxFetchBytes) and
 	// kgo.WithDecompressor (ratioDecompressor: another loses its bounds); the consumer group's workings (kgo.ConsumerGroup,
 	// Balancers, AutoCommitMarks, BlockRebalanceOnPoll, ConsumeResetOffset,
-	// AdjustFetchOffsetsFn, the OnPartitions callbacks) must not be.
+	// AdjustFetchOffsetsFn, the OnPartitions callbacks) must not be, nor
+	// may topics to consume (kgo.ConsumeTopics, ConsumeRegex): Run adds the
+	// commands topic.
 	// GroupInstanceID comes after them: it wins over a kgo.InstanceID here
 	// (and only it makes Close remove the static member).
 	KafkaOpts []kgo.Opt
@@ -275,7 +277,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	w.halted, w.halt = context.WithCancel(w.hard)
-	unpack := new(ratioDecompressor)
+	unpack := newRatioDecompressor(maxBatchBytes)
 	opts := []kgo.Opt{
 		// The group without its topic: the client joins once Run adds it,
 		// so a replica still starting (topics checked, first states
@@ -310,7 +312,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.cl = cl
 	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
-	unpack.max = w.batchBound // before Run: nothing is fetched yet
+	unpack.max.Store(int64(w.batchBound))
 	if cfg.MaxReplyTopics > 0 {
 		w.replies = newReplyTopics(cl, cfg.Names.ReplyPrefix, cfg.MaxReplyTopics, cfg.CreateReplyTopics)
 	}
