@@ -141,6 +141,10 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		}),
 		kfake.DataDir(dir),
 		kfake.WithLogger(kafkalog.Broker(log)),
+		// kfake's cleaner, started once a compacted topic exists, applies
+		// retention.ms to every topic, Kafka's 7 days where none is set:
+		// the lock state table would lose a lock quiet for a week.
+		kfake.BrokerConfigs(map[string]string{"log.retention.ms": "-1"}),
 	}
 	if o.SyncWrites {
 		kopts = append(kopts, kfake.SyncWrites())

@@ -286,3 +286,28 @@ func TestTopicConfigs(t *testing.T) {
 	require.Equal(t, "compact", topicConfigs(t, ctx, b, "table")["cleanup.policy"])
 	b.Close()
 }
+
+// The broker deletes nothing by age, as its doc says: kfake's cleaner,
+// which runs once a compacted topic exists, would otherwise apply Kafka's
+// default retention.ms (7 days) to every topic, the lock state table
+// included, and a lock quiet for a week would vanish from it.
+func TestNoRetentionByAge(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := start(t, ctx, t.TempDir(), map[string]Topic{
+		"table": {Partitions: 1, Configs: map[string]string{"cleanup.policy": "compact"}},
+		"plain": {Partitions: 1},
+	}, zerolog.Nop())
+	cl := client(t, b)
+	defer cl.Close()
+	old := time.Now().Add(-30 * 24 * time.Hour)
+	for _, topic := range []string{"table", "plain"} {
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte("k"), Value: []byte("quiet"), Timestamp: old}).FirstErr())
+	}
+	b.cluster.ApplyRetention()
+	b.cluster.Compact()
+	for _, topic := range []string{"table", "plain"} {
+		recs := consume(t, ctx, b, topic, 1)
+		require.Equal(t, "quiet", string(recs[0].Value), topic)
+	}
+}
