@@ -29,7 +29,7 @@ type Command struct {
 	RequestID string `json:"request_id,omitempty"`
 	Operation string `json:"operation"`
 	Namespace string `json:"namespace,omitempty"`
-	LockName  string `json:"lock_name"`
+	LockName  string `json:"lock_name,omitempty"` // absent from the session operations
 	OwnerID   string `json:"owner_id,omitempty"`
 	// LeaseDuration of an acquire; 0: the worker's DEFAULT_LEASE_DURATION.
 	LeaseDuration float64 `json:"lease_duration,omitempty"`
@@ -82,4 +82,4 @@ func (c Command) Key() string {
 }
 
 // Encode returns the command's JSON record value.
-func (c Command) Encode() ([]byte, error) { return json.Marshal(c) }
+func (c Command) Encode() ([]byte, error) { return marshal(c) }

@@ -176,8 +176,9 @@ const MaxHoldersShown = 1000
 const MaxHoldersBytes = 640 << 10
 
 // HolderBytes is at least the size of h in JSON, for MaxHoldersBytes: its
-// fixed fields take under 400 bytes, and an id's character at most six
-// escaped (\u003c).
+// fixed fields take under 400 bytes, an id's character at most six
+// escaped (\u0001), and owner_metadata as stored (marshal leaves <, > and
+// & as they are).
 func HolderBytes(h Holder) int {
 	return 400 + 6*len(h.OwnerID) + len(h.OwnerMetadata) + 6*len(h.SessionID)
 }
@@ -211,7 +212,7 @@ func NewEvent(typ, operation, requestID string, at time.Time) Event {
 }
 
 // Encode returns the event's JSON record value.
-func (e Event) Encode() ([]byte, error) { return json.Marshal(e) }
+func (e Event) Encode() ([]byte, error) { return marshal(e) }
 
 // DecodeEvent parses an event record value.
 func DecodeEvent(b []byte) (Event, error) {
