@@ -142,21 +142,26 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 				note(f, "must be a number of seconds, got %s", truncate(string(v)))
 				continue
 			}
-			x, err := strconv.ParseFloat(string(v), 64)
-			if err != nil {
-				note(f, "%s is out of range", truncate(string(v)))
-				continue
-			}
+			// A number past float64's range reads as ±Inf (strconv's
+			// ErrRange): a type error it is not, and the limits judge it
+			// only where the operation uses the field.
+			x, _ := strconv.ParseFloat(string(v), 64)
 			if f.kind == kindSeconds {
 				*f.at(c).(*float64) = x
 			} else {
 				*f.at(c).(**float64) = &x
 			}
 		case kindCount:
-			n, err := strconv.Atoi(string(v))
-			if err != nil || !isInteger(v) {
+			if !isInteger(v) {
 				note(f, "must be an integer, got %s", truncate(string(v)))
 				continue
+			}
+			n, err := strconv.Atoi(string(v))
+			if err != nil { // past int's range: as for seconds, the limits judge it
+				n = math.MaxInt
+				if v[0] == '-' {
+					n = math.MinInt
+				}
 			}
 			*f.at(c).(*int) = n
 		case kindToken:
