@@ -97,10 +97,15 @@ func printable(s string) bool {
 	return true
 }
 
-// truncate keeps error messages bounded when they quote input.
+// truncate keeps error messages bounded when they quote input, cutting
+// at a character's start so that what it quotes stays valid UTF-8.
 func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
+	if len(s) <= 64 {
+		return s
 	}
-	return s
+	n := 64
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
