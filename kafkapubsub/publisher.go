@@ -244,10 +244,17 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 		return errs
 	}
 	failed := make([][]MessageError, len(batches))
+	var index map[*kgo.Record]int // of each record, made at the first failure
 	for _, res := range p.client.ProduceSync(context.Background(), records...) {
 		if res.Err != nil {
 			// kgo gives the results in the order they completed.
-			w := where[slices.Index(records, res.Record)]
+			if index == nil {
+				index = make(map[*kgo.Record]int, len(records))
+				for i, r := range records {
+					index[r] = i
+				}
+			}
+			w := where[index[res.Record]]
 			failed[w.batch] = append(failed[w.batch], MessageError{Index: w.msg, UUID: batches[w.batch].Messages[w.msg].UUID, Err: res.Err})
 		}
 	}

@@ -137,7 +137,10 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 }
 
 // SubscribeInitialize creates topic unless it exists, with TopicPartitions
-// and TopicReplicationFactor. It needs the CREATE permission.
+// and TopicReplicationFactor. It needs the CREATE permission; a broker's
+// refusal of it is not an error, as it refuses before it looks whether the
+// topic exists (a subscriber of a topic someone else created has no reason
+// to hold the right): a topic that is missing then delivers nothing.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
 	return s.topics.ensure(s.closing, topic)[0]
 }
