@@ -405,9 +405,9 @@ func TestDecodeMetadataType(t *testing.T) {
 // A quoted input cut short stays valid UTF-8: the message goes into an
 // event's error_message and the dead-letter error header.
 func TestTruncateKeepsCharactersWhole(t *testing.T) {
-	op := strings.Repeat("é", 40) // 80 bytes
+	op := strings.Repeat("€", 30) // 90 bytes, three a character
 	_, err := Decode([]byte(`{"operation":"`+op+`","lock_name":"a"}`), prefix)
 	require.Error(t, err)
 	require.True(t, utf8.ValidString(err.Error()), err.Error())
-	require.Equal(t, strings.Repeat("é", 32)+"...", truncate(op))
+	require.Equal(t, strings.Repeat("€", 21)+"...", truncate(op))
 }
