@@ -31,8 +31,10 @@
 // serialized commits (see handlers.Batch.Flush).
 //
 // A pass that reads the table is one round trip to PostgreSQL: it deletes
-// the rows the previous passes got acknowledged and the partition's marks,
-// and selects the next batch, in one implicit transaction. Acknowledged rows
+// the rows the previous passes got acknowledged and the partition's marks
+// (but one a writer still holds, which it skips rather than wait for, and
+// a later read takes), and selects the next batch, in one implicit
+// transaction. Acknowledged rows
 // wait for that pass up to Config.DeleteDelay (100 ms), then are deleted in
 // bulk on their own, as they are when the partition stops: published rows
 // do not wait in the table for the next poll.

@@ -130,6 +130,50 @@ func TestReadingTheTableDeletesMarks(t *testing.T) {
 	assert.Equal(t, []int32{p + 1}, left, "only the partition read loses its marks")
 }
 
+// TestHeldMarkDoesNotHoldReads: another replica's writer that upserted a
+// partition's mark, already there, holds the mark's row lock until it
+// ends, however long it stalls before COMMIT. The relay's reads, one
+// query for many partitions, do not wait for it: another partition's rows
+// go out meanwhile (a wait would last the relay's query timeout, 10 s,
+// and fail every read in it), and the writer's rows once it commits, the
+// mark taken by a read after that.
+func TestHeldMarkDoesNotHoldReads(t *testing.T) {
+	t.Parallel()
+	const topic, p, q = "locks.lock.acquired.v1", int32(10), int32(11)
+	ctx := context.Background()
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, nil)
+	marks := func() int {
+		var n int
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox_marks WHERE source_partition = $1`, q).Scan(&n))
+		return n
+	}
+	_, err := st.Pool.Exec(ctx, `INSERT INTO outbox_marks (source_partition) VALUES ($1)`, q)
+	require.NoError(t, err)
+	writer, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = writer.Rollback(ctx) })
+	writeIn(t, writer, q, rec{topic, "k", "held", "e1"})
+	_, err = writer.Exec(ctx, `INSERT INTO outbox_marks (source_partition) VALUES ($1)
+		ON CONFLICT (source_partition) DO UPDATE SET marked_at = now()`, q)
+	require.NoError(t, err)
+
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, q) })
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	insert(t, st, p, rec{topic, "k", "other", "e2"})
+	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/other") }, 2*time.Second, 5*time.Millisecond,
+		"another partition's rows go out while the mark is held")
+	assert.Equal(t, 1, marks(), "a held mark is left for a later read")
+
+	require.NoError(t, writer.Commit(ctx))
+	require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/held") }, 10*time.Second, 5*time.Millisecond,
+		"the writer's rows once it committed")
+	require.Eventually(t, func() bool { return marks() == 0 }, 10*time.Second, 5*time.Millisecond, "a read took the mark")
+	assert.Equal(t, []string{topic + "/other", topic + "/held"}, pub.acked())
+}
+
 // TestSlotOfAStoppedRunKeepsOrder: a writer locks a lock of the
 // partition, takes a slot of the partition's run and sends COMMIT, which
 // PostgreSQL holds (a synchronous standby, an fsync stall) past the revoke

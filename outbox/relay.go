@@ -1006,9 +1006,16 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 			QueryRow(func(row pgx.Row) error { return row.Scan(&xid) })
 	}
 	queueDelete(b, acked)
-	// Marks are read with the rows they announce: the SELECT after this
-	// DELETE sees every row committed before it.
-	b.Queue(`DELETE FROM outbox_marks WHERE source_partition = ANY($1)`, parts)
+	// Marks are read with the rows they announce: a mark is locked, so
+	// deleted, only once its writers committed, and the SELECT after this
+	// DELETE sees their rows. A mark a writer still holds (its upsert not
+	// committed, maybe for long) is skipped rather than waited for, which
+	// would hold this read, every partition's in it, until that writer
+	// ends: the mark outlives its commit, for the next read, and the
+	// owner's next transaction on that writer's locks, which waits for it,
+	// finds the mark.
+	b.Queue(`DELETE FROM outbox_marks WHERE source_partition IN (
+		SELECT source_partition FROM outbox_marks WHERE source_partition = ANY($1) FOR UPDATE SKIP LOCKED)`, parts)
 	byPart := make(map[int32][]row, len(reqs))
 	parked := map[int32][]string{}
 	b.Queue(`
