@@ -1,6 +1,9 @@
 package outbox
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // Row is an outbox row as its writer inserted it, handed to the relay after
 // commit (see [Relay.Reserve]).
@@ -127,10 +130,36 @@ func (s *Slot) resolve(st slotState, rows []row, size int) {
 			s.bytes = size
 			p.held += len(rows)
 			p.heldBytes += size
+			p.compact(s)
 		}
 	}
 	p.hmu.Unlock()
 	p.signal()
+}
+
+// compact drops from the queue what s, just resolved, makes redundant:
+// s itself when it was filled with no rows, and one of two dirty slots
+// side by side, which say the same (read the table) wherever a pass stops
+// taking slots. While no pass takes them (one stuck in a publish Kafka
+// does not answer) and commits go on, the queue then holds at most about
+// twice as many slots as are pending or filled, which maxHeld and
+// maxHeldBytes bound, rather than one more per commit.
+func (p *partition) compact(s *Slot) {
+	i, ok := slices.BinarySearchFunc(p.slots, s.seq, func(x *Slot, seq uint64) int { return cmp.Compare(x.seq, seq) })
+	if !ok {
+		return
+	}
+	lo, hi := max(i-1, 0), min(i+2, len(p.slots))
+	kept := lo
+	for _, x := range p.slots[lo:hi] {
+		empty := x.state == slotRows && len(x.rows) == 0
+		twice := x.state == slotDirty && kept > 0 && p.slots[kept-1].state == slotDirty
+		if !empty && !twice {
+			p.slots[kept] = x
+			kept++
+		}
+	}
+	p.slots = slices.Delete(p.slots, kept, hi)
 }
 
 // startHandoff opens the queue when Run starts; what was reserved before is
@@ -149,6 +178,10 @@ func (p *partition) stopHandoff() {
 	defer p.hmu.Unlock()
 	p.running, p.slots, p.filter, p.held, p.heldBytes = false, nil, nil, 0, 0
 }
+
+// minSlotsCap is the capacity of the hand-off queue's array kept however
+// few slots it holds: below it, reallocating would only churn.
+const minSlotsCap = 256
 
 // takeSlots removes the resolved slots at the head of the queue and returns
 // their rows, less those a read of the table already took, and whether one
@@ -169,6 +202,10 @@ func (p *partition) takeSlots() (rows []row, dirty bool) {
 		}
 	}
 	p.slots = slices.Delete(p.slots, 0, n)
+	if cap(p.slots) > minSlotsCap && len(p.slots) <= cap(p.slots)/4 {
+		// The queue grew while a publish hung: let that array go.
+		p.slots = append([]*Slot(nil), p.slots...)
+	}
 	if len(p.slots) == 0 || p.slots[0].seq > p.filterSeq {
 		p.filter = nil
 	}

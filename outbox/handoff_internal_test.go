@@ -29,6 +29,53 @@ func TestHandoffHoldsBoundedRows(t *testing.T) {
 	require.Zero(t, p.held)
 }
 
+// TestHandoffHoldsBoundedSlots: while no pass takes the slots (one stuck
+// in a publish) and commits go on, the queue does not grow by a slot per
+// commit: a slot filled with no rows is dropped, and so is one of two
+// dirty slots side by side (both say: read the table), whether filled
+// beyond maxHeld or rolled back. What is taken is as before, and the
+// array the queue grew to is let go once the slots are taken.
+func TestHandoffHoldsBoundedSlots(t *testing.T) {
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
+	r := &Relay{parts: map[int32]*partition{1: p}}
+	p.startHandoff()
+	fill := filler(r, Row{Partition: 1, Topic: "t"})
+	head := r.Reserve(1) // not committed yet: nothing after it is taken
+	fill(3)
+	for i := range 30000 {
+		switch i % 3 {
+		case 0:
+			require.Equal(t, slotDirty, fill(1).state, "beyond maxHeld")
+		case 1:
+			r.Reserve(1).Dirty()
+		case 2:
+			r.Reserve(1).Fill(nil)
+		}
+	}
+	require.Equal(t, 3, len(p.slots), "the head, the rows held, one dirty slot")
+	inFlight := r.Reserve(1)
+	fill(1)
+	inFlight.Dirty() // between two dirty slots: one is left
+	require.Equal(t, 3, len(p.slots))
+	head.Fill(nil)
+	rows, dirty := p.takeSlots()
+	require.Len(t, rows, 3)
+	require.True(t, dirty)
+	require.Empty(t, p.slots)
+
+	var pending []*Slot
+	for range 10000 {
+		pending = append(pending, r.Reserve(1))
+	}
+	for _, s := range pending {
+		s.Dirty()
+	}
+	require.Equal(t, 1, len(p.slots))
+	_, dirty = p.takeSlots()
+	require.True(t, dirty)
+	require.LessOrEqual(t, cap(p.slots), minSlotsCap, "the grown array is let go")
+}
+
 // TestSlotOfAnEarlierRunIsNotHeld: a slot taken in an earlier run of the
 // partition (a writer whose commit outlasted a revoke and a new
 // assignment) is in no queue: filling it does not count against the rows
