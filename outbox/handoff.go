@@ -3,6 +3,7 @@ package outbox
 import (
 	"cmp"
 	"slices"
+	"time"
 )
 
 // Row is an outbox row as its writer inserted it, handed to the relay after
@@ -77,10 +78,10 @@ func (s *Slot) Fill(rows []Row) {
 			n++
 		}
 	}
-	mine, size := make([]row, 0, n), 0
+	mine, size, now := make([]row, 0, n), 0, time.Now()
 	for _, x := range rows {
 		if x.Partition == s.p.id {
-			mine = append(mine, row{id: x.ID, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers})
+			mine = append(mine, row{id: x.ID, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers, at: now})
 			size += len(x.Key) + len(x.Value) + len(x.Headers)
 		}
 	}

@@ -419,3 +419,36 @@ func TestLargeSlotIsPublishedInParts(t *testing.T) {
 	assert.Equal(t, handed, firstSeen(pub.acked()), "from memory, in order")
 	assert.Equal(t, int64(3), pub.calls.Load()-calls, "ten batches at a time")
 }
+
+// TestPublishLatencyCountsTheQueue: the age reported of rows handed over
+// counts from their commit (their slot's fill), so it includes the time
+// they waited in the queue behind an earlier slot, not only Kafka's round
+// trip.
+func TestPublishLatencyCountsTheQueue(t *testing.T) {
+	t.Parallel()
+	const topic, p, queued = "locks.lock.acquired.v1", int32(12), 300 * time.Millisecond
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	oldest := make(chan time.Duration, 10)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.PollInterval = time.Hour
+		cfg.OnPublished = func(_ int, d time.Duration) { oldest <- d }
+		outbox.NoTakeoverReads(cfg)
+	})
+	insert(t, st, p, rec{topic, "k", "t0", "e0"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	<-oldest // Run's first read: what follows is handed over
+
+	earlier, s := relay.Reserve(p), relay.Reserve(p)
+	s.Fill(write(t, st, p, rec{topic, "k", "h1", "e1"}))
+	time.Sleep(queued)
+	earlier.Fill(nil)
+	select {
+	case d := <-oldest:
+		assert.GreaterOrEqual(t, d, queued, "the wait behind the earlier slot counts")
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing published")
+	}
+	assert.Equal(t, []string{topic + "/t0", topic + "/h1"}, pub.acked())
+}

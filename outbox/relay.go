@@ -199,7 +199,10 @@ type row struct {
 	id                  int64
 	topic               string
 	key, value, headers []byte
-	age                 time.Duration // at selection
+	// at is when the row was committed, as near as this process knows:
+	// when its slot was filled, or its created_at for a row read from the
+	// table; the publish latency counts from it.
+	at time.Time
 }
 
 // maxConcurrentTopics bounds the Publish calls of one partition in flight
@@ -594,7 +597,7 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 // modes (publishInOrder, publishConcurrently); what Kafka acknowledged is
 // deleted later. more says the table holds more.
 func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more bool) passResult {
-	ps := &passState{selectedAt: time.Now(), failed: map[string]bool{}}
+	ps := &passState{failed: map[string]bool{}}
 	ps.res.more = more
 	if r.cfg.OrderAcrossTopics {
 		r.publishInOrder(ctx, p, r.units(rows), ps)
@@ -613,7 +616,6 @@ func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more 
 // passState is what a pass learns while it settles its units.
 type passState struct {
 	res                passResult
-	selectedAt         time.Time
 	oldest             time.Duration   // age of the oldest acknowledged row
 	failed             map[string]bool // topics that failed in this pass
 	failedSinceSuccess bool            // a unit failed (Kafka away) since the last success
@@ -766,7 +768,7 @@ func (ps *passState) ack(p *partition, rows []row) {
 	}
 	for _, x := range rows {
 		p.acked = append(p.acked, x.id)
-		ps.oldest = max(ps.oldest, x.age+time.Since(ps.selectedAt))
+		ps.oldest = max(ps.oldest, time.Since(x.at))
 	}
 	ps.res.published += len(rows)
 }
@@ -1051,7 +1053,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 				parked[p] = append(parked[p], x.topic)
 				return nil
 			}
-			x.id, x.age = *id, time.Duration(*age*float64(time.Second))
+			x.id, x.at = *id, time.Now().Add(-time.Duration(*age*float64(time.Second)))
 			byPart[p] = append(byPart[p], x)
 			x = row{} // the scanned slices now belong to byPart
 			return nil
