@@ -111,10 +111,11 @@
 //     of the table finds there which topics are parked, so a park an
 //     operator ends (README runbook) is over at the relay's next read.
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else):
-//     never counted, never parked. The topic backs off in memory; two such
-//     failures in a row with no success between them pause the whole
-//     partition with backoff capped at RetryMax, so nothing is lost and the
-//     relay resumes by itself when Kafka is back. With kgo's default
+//     never counted, never parked. The topic backs off in memory; two
+//     topics failing so in a row with no success between them, in one pass
+//     or in passes of their own, pause the whole partition with backoff
+//     capped at RetryMax, so nothing is lost and the relay resumes by
+//     itself when Kafka is back. With kgo's default
 //     idempotent producer, a produce request that got no answer is never
 //     failed (neither RecordDeliveryTimeout nor the context stop it), so
 //     Publish simply blocks until a broker answers: the partition waits in

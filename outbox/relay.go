@@ -138,6 +138,11 @@ type partition struct {
 	kafkaFailures int              // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
+	// awayTopic is the topic whose publish failed last for Kafka being
+	// away, with no success since, in this pass or an earlier one (a pass
+	// publishing one commit's rows handed over may try one topic only):
+	// another topic failing so next pauses the partition.
+	awayTopic string
 	// Passes read the table until a snapshot's xmin reaches awaitXmin
 	// (awaitDue); 0: none. awaitSince is when that began, awaitWarned
 	// whether it was logged as long.
@@ -329,7 +334,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 		return nil
 	}
 	p.blocked = map[string]block{}
-	p.pauseUntil, p.kafkaFailures = time.Time{}, 0
+	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
 	p.awaitXmin, p.awaitWarned = 0, false
 	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
@@ -615,10 +620,9 @@ func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more 
 
 // passState is what a pass learns while it settles its units.
 type passState struct {
-	res                passResult
-	oldest             time.Duration   // age of the oldest acknowledged row
-	failed             map[string]bool // topics that failed in this pass
-	failedSinceSuccess bool            // a unit failed (Kafka away) since the last success
+	res    passResult
+	oldest time.Duration   // age of the oldest acknowledged row
+	failed map[string]bool // topics that failed in this pass
 }
 
 // selectBatch deletes the acknowledged rows and selects the partition's
@@ -726,7 +730,7 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	if err == nil {
 		ps.ack(p, u.rows)
 		delete(p.blocked, u.topic)
-		p.kafkaFailures, ps.failedSinceSuccess = 0, false
+		p.kafkaFailures, p.awayTopic = 0, ""
 		return true
 	}
 	if ctx.Err() != nil {
@@ -748,16 +752,18 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	p.blocked[u.topic] = b
 	r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
 		Dur("retry_in", b.until.Sub(b.at)).Msg("outbox: Kafka did not take the records; retrying")
-	if ps.failedSinceSuccess && p.pauseUntil.Before(time.Now()) {
+	previous := p.awayTopic
+	p.awayTopic = u.topic
+	if previous != "" && previous != u.topic && p.pauseUntil.Before(time.Now()) {
 		// Two topics in a row: most likely Kafka itself is away, and
-		// trying every other topic would only wait out more timeouts.
+		// trying every other topic would only wait out more timeouts. One
+		// topic failing again is its own backoff's business.
 		p.kafkaFailures++
 		p.pauseUntil = time.Now().Add(r.backoff(p.kafkaFailures))
 		ps.res.more = false
 		r.log.Warn().Int32("partition", p.id).Dur("retry_in", time.Until(p.pauseUntil)).Msg("outbox: Kafka looks unavailable; pausing the partition")
 		return false
 	}
-	ps.failedSinceSuccess = true
 	return true
 }
 
