@@ -653,6 +653,17 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	for _, t := range res.parked {
 		p.parked[t] = true
 	}
+	if len(res.rows) < r.cfg.BatchSize {
+		// A topic the read did not leave out and found no row of has
+		// none waiting (an operator deleted them, a stale replica
+		// published them): its backoff would have every pass read the
+		// table (retryDue) until a publish of it succeeds.
+		for t := range p.blocked {
+			if !slices.Contains(blocked, t) && !slices.ContainsFunc(res.rows, func(x row) bool { return x.topic == t }) {
+				delete(p.blocked, t)
+			}
+		}
+	}
 	if due {
 		if p.awaitXmin == 0 {
 			p.awaitSince = time.Now()
