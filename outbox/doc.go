@@ -20,14 +20,14 @@
 // the abandoned slot's): the first read takes an id of its own, and the
 // wait ends when a later snapshot's xmin is past it; a wait longer than
 // 10 s is logged, with the oldest transaction still running. Run also
-// reads every PollInterval (the fallback), at a dirty slot, after
-// [Relay.Wake], when a topic's backoff ends, and after a failed publish.
+// reads every PollInterval (the fallback), at a dirty slot, when a topic's
+// backoff ends, after a failed publish, and after [Relay.Wake] (tests).
 // While a topic backs off or is parked, passes go on publishing the other
 // topics' rows handed over and leave its own in the table, behind its
 // earlier rows, for the read after the backoff or park (the end of a park
 // is found by the PollInterval read).
-// [Relay.DrainOnce] reads and publishes what is there now, for tests and
-// tools. Waking happens in process, never through LISTEN/NOTIFY, which
+// [Relay.DrainOnce] reads and publishes what is there now, for tests.
+// Waking happens in process, never through LISTEN/NOTIFY, which
 // serialized commits (see handlers.Batch.Flush).
 //
 // A pass that reads the table is one round trip to PostgreSQL: it deletes

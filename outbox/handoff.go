@@ -85,7 +85,7 @@ func (s *Slot) Fill(rows []Row) {
 			size += len(x.Key) + len(x.Value) + len(x.Headers)
 		}
 	}
-	slices.SortFunc(mine, func(a, b row) int { return int(a.id - b.id) })
+	slices.SortFunc(mine, func(a, b row) int { return cmp.Compare(a.id, b.id) })
 	s.resolve(slotRows, mine, size)
 }
 

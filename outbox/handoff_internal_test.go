@@ -150,3 +150,16 @@ func filler(r *Relay, row Row) func(n int) *Slot {
 		return s
 	}
 }
+
+// TestFillSortsByID: a slot's rows go out in id order, however far apart
+// their ids: a difference past 32 bits cut to an int compared them equal
+// on 32-bit platforms.
+func TestFillSortsByID(t *testing.T) {
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 10, maxHeldBytes: 1 << 20}
+	r := &Relay{parts: map[int32]*partition{1: p}}
+	p.startHandoff()
+	r.Reserve(1).Fill([]Row{{ID: 1<<32 + 1, Partition: 1}, {ID: 1, Partition: 1}})
+	rows, _ := p.takeSlots()
+	require.Len(t, rows, 2)
+	require.Equal(t, []int64{1, 1<<32 + 1}, []int64{rows[0].id, rows[1].id})
+}

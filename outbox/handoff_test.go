@@ -38,7 +38,7 @@ func write(t *testing.T, st *store.Store, partition int32, rows ...rec) []outbox
 	require.NoError(t, err)
 	written := b.Written()
 	require.Len(t, written, len(rows))
-	require.True(t, slices.IsSortedFunc(written, func(a, b outbox.Row) int { return int(a.ID - b.ID) }), "ids in emit order")
+	require.True(t, slices.IsSortedFunc(written, func(a, b outbox.Row) int { return cmp.Compare(a.ID, b.ID) }), "ids in emit order")
 	return written
 }
 

@@ -294,9 +294,9 @@ func (r *Relay) part(id int32) *partition {
 	return p
 }
 
-// Wake makes the partition's Run read the table for rows now: for writers
-// that commit rows without a slot (see Reserve). It never blocks, and does
-// nothing for a partition this relay never ran.
+// Wake makes the partition's Run read the table now, for tests: no writer
+// needs it (one without a slot leaves a mark instead, see Reserve). It
+// never blocks, and does nothing for a partition this relay never ran.
 func (r *Relay) Wake(partition int32) {
 	r.mu.Lock()
 	p := r.parts[partition]
@@ -415,8 +415,8 @@ func (r *Relay) deleteNow(ctx context.Context, p *partition) {
 
 // DrainOnce publishes the partition's rows that are there now (not rows
 // committed after it started) and returns how many it published, for
-// tests and tools, where no Run of the partition runs (it takes the
-// partition's marks, as a read of the table does). Unlike
+// tests, where no Run of the partition runs (it takes the partition's
+// marks, as a read of the table does). Unlike
 // Run it does not wait for backoffs: every topic that is not parked gets one
 // try. The error joins the first publish failure and any database error;
 // failures are accounted (attempts, parking) as in Run.
@@ -515,8 +515,8 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 // a topic's backoff has ended (its rows wait in the table, the topic's
 // newer ones behind them), until the transactions that had an id when Run
 // started or a slot was abandoned have ended (partition.awaitDue), and every
-// PollInterval, for rows committed by writers that reserved no slot and
-// sent no Wake (another replica's cleanup or session end, writing for a
+// PollInterval, for rows committed by writers that reserved no slot
+// (another replica's cleanup or session end, writing for a
 // lock of this partition), and for the end of a park (by the database's
 // clock, or an operator's). While a topic is parked or backs off, passes
 // publish the other topics' rows handed over (partition.waits) rather than
