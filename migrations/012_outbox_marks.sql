@@ -9,10 +9,9 @@
 --
 -- One row per partition, upserted: the table never holds more rows than
 -- there are partitions, so any plan reads it cheaply, and a writer that
--- finds the mark already there still updates (locks) it until it ends. The
--- relay's delete skips a mark so locked rather than wait for that writer:
--- the mark outlives the writer's commit, for a read after it, which sees
--- the writer's rows.
+-- finds the mark already there still updates (locks) it, so the relay's
+-- delete waits for that writer's commit and the read after it sees its
+-- rows.
 CREATE TABLE outbox_marks (
     source_partition integer     PRIMARY KEY,
     marked_at        timestamptz NOT NULL DEFAULT now()
