@@ -57,6 +57,9 @@ type ratioDecompressor struct {
 	zstd    sync.Pool // *zstd.Decoder
 }
 
+// maxPooledBuffer is the largest read buffer kept for the next batch.
+const maxPooledBuffer = 1 << 20
+
 func newRatioDecompressor(max int) *ratioDecompressor {
 	d := new(ratioDecompressor)
 	d.max.Store(int64(max))
@@ -77,23 +80,36 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 		if r == nil {
 			r = new(gzip.Reader)
 		}
-		defer d.gzip.Put(r)
 		if err := r.Reset(bytes.NewReader(src)); err != nil {
 			return nil, err
 		}
-		return d.readBounded(r, bound)
+		return reuseIfRead(&d.gzip, r)(d.readBounded(r, bound))
 	case kgo.CodecLz4:
 		r, _ := d.lz4.Get().(*lz4.Reader)
 		if r == nil {
 			r = lz4.NewReader(nil)
 		}
-		defer d.lz4.Put(r)
 		r.Reset(bytes.NewReader(src))
-		return d.readBounded(r, bound)
+		return reuseIfRead(&d.lz4, r)(d.readBounded(r, bound))
 	case kgo.CodecZstd:
 		return d.unzstd(src, max, bound)
 	default:
 		return nil, fmt.Errorf("unknown compression codec %d", codec)
+	}
+}
+
+// reuseIfRead puts a reader back in its pool once it has read a batch to
+// its end without error. One left in the middle of a stream (refused past
+// the bound, or corrupt) is dropped: klauspost's flate reader, reset, can
+// still resolve a back-reference of the next batch into the abandoned
+// stream's window, handing one batch's bytes to another (found by
+// FuzzRatioDecompressor).
+func reuseIfRead[R any](pool *sync.Pool, r R) func([]byte, error) ([]byte, error) {
+	return func(out []byte, err error) ([]byte, error) {
+		if err == nil {
+			pool.Put(r)
+		}
+		return out, err
 	}
 }
 
@@ -105,7 +121,13 @@ func (d *ratioDecompressor) readBounded(r io.Reader, bound int) ([]byte, error) 
 	if out == nil {
 		out = new(bytes.Buffer)
 	}
-	defer d.buffers.Put(out)
+	defer func() {
+		// One batch near the bound (refused or not) would otherwise keep
+		// twice the bound alive in the pool for as long as batches come.
+		if out.Cap() <= maxPooledBuffer {
+			d.buffers.Put(out)
+		}
+	}()
 	out.Reset()
 	n, err := out.ReadFrom(io.LimitReader(r, int64(bound)+1))
 	if err != nil {
@@ -135,8 +157,10 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 			return nil, fmt.Errorf("creating a zstd decoder: %w", err)
 		}
 	}
-	defer d.zstd.Put(r)
 	out, err := r.DecodeAll(src, nil)
+	if err == nil {
+		d.zstd.Put(r)
+	}
 	switch {
 	case errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded):
 		return nil, fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, err)
@@ -144,6 +168,10 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 		return nil, err
 	case len(out) > bound:
 		return nil, kgo.ErrMaxDecompress
+	case cap(out)-len(out) > len(out)/8:
+		// Grown by appending (a frame without its size declared, as
+		// Java's streaming writer makes): records would keep the slack.
+		return slices.Clone(out), nil
 	}
 	return out, nil
 }

@@ -5,10 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -127,22 +131,26 @@ func TestRatioDecompressorBounds(t *testing.T) {
 
 // FuzzRatioDecompressor holds the decompressor to kgo's own, given any
 // bytes under any codec: what it reads is what kgo reads, within its
-// bounds, and it refuses nothing kgo reads but for its bounds
-// (kgo.ErrMaxDecompress; kgo's default, bounded at 2 GiB, is not asked
-// then, as it could take that much memory to answer).
+// bounds, and it refuses nothing kgo reads but what is past its bounds
+// (kgo.ErrMaxDecompress, confirmed by pastBound; kgo's default, bounded at
+// 2 GiB, is not asked then, as it could take that much memory to answer).
 func FuzzRatioDecompressor(f *testing.F) {
 	for _, c := range codecs {
 		f.Add(uint8(c.codec), c.pack(f, commandsLike(300)))
 		f.Add(uint8(c.codec), c.pack(f, make([]byte, 4<<10)))
+		f.Add(uint8(c.codec), c.pack(f, make([]byte, 80<<10)))
 	}
 	f.Add(uint8(kgo.CodecSnappy), []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0})
 	f.Add(uint8(7), []byte("x"))
-	ours := newRatioDecompressor(64 << 10)
+	const limit = 64 << 10
+	ours := newRatioDecompressor(limit)
 	theirs := kgo.DefaultDecompressor()
 	f.Fuzz(func(t *testing.T, codec uint8, src []byte) {
 		ct := kgo.CompressionCodecType(codec % 6)
+		bound := min(limit, maxBatchRatio*len(src))
 		got, err := ours.Decompress(bytes.Clone(src), ct)
 		if errors.Is(err, kgo.ErrMaxDecompress) {
+			require.True(t, pastBound(src, ct, limit, bound), "codec %d: refused within the bounds", ct)
 			return
 		}
 		want, wantErr := theirs.Decompress(bytes.Clone(src), ct)
@@ -152,6 +160,76 @@ func FuzzRatioDecompressor(f *testing.F) {
 		}
 		require.NoError(t, wantErr)
 		require.True(t, bytes.Equal(want, got), "kgo reads %q, ours %q", want, got) // nil and empty alike
-		require.LessOrEqual(t, len(got), max(len(src), min(64<<10, maxBatchRatio*len(src))))
+		require.LessOrEqual(t, len(got), max(len(src), bound))
 	})
+}
+
+// pastBound tells, by other means than the decompressor's, whether src
+// decompresses past bound or needs more than max to decode: a stream read
+// to bound+1 bytes, or the lengths a snappy or zstd header declares.
+func pastBound(src []byte, codec kgo.CompressionCodecType, max, bound int) bool {
+	var r io.Reader
+	switch codec {
+	case kgo.CodecGzip:
+		zr, err := gzip.NewReader(bytes.NewReader(src))
+		if err != nil {
+			return false
+		}
+		r = zr
+	case kgo.CodecLz4:
+		r = lz4.NewReader(bytes.NewReader(src))
+	case kgo.CodecZstd:
+		var h zstd.Header
+		if h.Decode(src) == nil && (h.HasFCS && h.FrameContentSize > uint64(bound) || h.WindowSize > uint64(max)) {
+			return true
+		}
+		zr, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(max)))
+		if err != nil {
+			return false
+		}
+		defer zr.Close()
+		n, err := io.Copy(io.Discard, io.LimitReader(zr, int64(bound)+1))
+		return n > int64(bound) || errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded)
+	case kgo.CodecSnappy:
+		total := 0
+		blocks := [][]byte{src}
+		if len(src) > 16 && bytes.HasPrefix(src, xerialPrefix) {
+			blocks = nil
+			for rest := src[16:]; len(rest) >= 4; {
+				size := int(binary.BigEndian.Uint32(rest))
+				rest = rest[4:]
+				if size < 0 || size > len(rest) {
+					return false
+				}
+				blocks, rest = append(blocks, rest[:size]), rest[size:]
+			}
+		}
+		for _, b := range blocks {
+			n, err := s2.DecodedLen(b)
+			if err != nil {
+				return false
+			}
+			total += n
+		}
+		return total > bound
+	default:
+		return false
+	}
+	n, _ := io.Copy(io.Discard, io.LimitReader(r, int64(bound)+1))
+	return n > int64(bound)
+}
+
+// A reader left in the middle of a batch (refused past the bound) is not
+// reused: a reset flate reader could still resolve the next batch's
+// back-reference into the abandoned batch's window, and hand one batch's
+// bytes to another. The corrupt batch here (found by the fuzzer) refers
+// back past its own start.
+func TestAbandonedReaderIsNotReused(t *testing.T) {
+	corrupt := []byte("\x1f\x8b\b\x00000000\xec\xc0\x01\r\x00\x00\x00\x010\xfdS\xdb\xd4\xf0%000000000000000000000000000000000000000")
+	d := newRatioDecompressor(64 << 10)
+	_, err := d.Decompress(compressed(t, kgo.GzipCompression(), make([]byte, 80<<10)), kgo.CodecGzip)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	_, err = d.Decompress(corrupt, kgo.CodecGzip)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, kgo.ErrMaxDecompress, "the batch reads as corrupt, as with a fresh reader")
 }
