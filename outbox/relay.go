@@ -661,6 +661,9 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		for t := range p.blocked {
 			if !slices.Contains(blocked, t) && !slices.ContainsFunc(res.rows, func(x row) bool { return x.topic == t }) {
 				delete(p.blocked, t)
+				if p.awayTopic == t {
+					p.awayTopic = "" // else another topic's one failure would pause the partition
+				}
 			}
 		}
 	}
