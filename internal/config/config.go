@@ -144,7 +144,8 @@ type PostgresConfig struct {
 	Database string
 	// User (POSTGRES_USER, default postgres).
 	User string
-	// Password (POSTGRES_PASSWORD, default empty). Never printed.
+	// Password (POSTGRES_PASSWORD, default empty, no control character).
+	// Never printed.
 	Password string
 	// MinConns (POSTGRES_MIN_CONNECTIONS, default 1, 0..1000, <= MaxConns):
 	// connections the pool keeps open, so the first batch after idle does not
@@ -252,7 +253,8 @@ type SASLConfig struct {
 	// stored upper case).
 	Mechanism string
 	// Username (KAFKA_SASL_USERNAME, logged like POSTGRES_USER) and Password
-	// (KAFKA_SASL_PASSWORD, never printed); both required with a Mechanism.
+	// (KAFKA_SASL_PASSWORD, no control character, never printed); both
+	// required with a Mechanism.
 	Username string
 	Password string
 }

@@ -257,6 +257,31 @@ func TestErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "POSTGRES_MIN_CONNECTIONS")
 	})
 
+	t.Run("a password with a control character", func(t *testing.T) {
+		kafka := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u"}
+		for _, pw := range []string{"hunter2\n", "hunter2\r\n", "hun\ter2", "hunter2\x7f"} {
+			for name, e := range map[string]map[string]string{
+				"POSTGRES_PASSWORD":   {"POSTGRES_PASSWORD": pw},
+				"KAFKA_SASL_PASSWORD": {"KAFKA_SASL_PASSWORD": pw},
+			} {
+				for k, v := range kafka {
+					e[k] = v
+				}
+				_, err := FromEnv(env(e))
+				require.ErrorContains(t, err, name+": holds a control character", "%q", pw)
+				assert.NotContains(t, err.Error(), "hunter2", "the secret is not repeated")
+			}
+		}
+		c, err := FromEnv(env(map[string]string{"POSTGRES_PASSWORD": " pass word ", "KAFKA_SASL_PASSWORD": " pass word ",
+			"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u"}))
+		require.NoError(t, err, "spaces may be part of a password")
+		assert.Equal(t, " pass word ", c.Postgres.Password)
+		assert.Equal(t, " pass word ", c.Kafka.SASL.Password)
+		// Not used beside DATABASE_URL, so not checked.
+		_, err = FromEnv(env(map[string]string{"POSTGRES_PASSWORD": "x\n", "DATABASE_URL": "postgres://db/x"}))
+		require.NoError(t, err)
+	})
+
 	t.Run("an INSPECT_TOKEN no header can carry", func(t *testing.T) {
 		for _, token := range []string{"s3cret\n", " s3cret", "s3 cret", "s3cr\u00e9t"} {
 			_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": token}))

@@ -149,6 +149,9 @@ func (c Config) validate() []error {
 		if pg.Database == "" {
 			failNoValue("POSTGRES_DATABASE", "is empty")
 		}
+		if strings.ContainsFunc(pg.Password, isControl) {
+			failNoValue("POSTGRES_PASSWORD", controlInSecret)
+		}
 	}
 	if pg.MinConns > pg.MaxConns {
 		fail("POSTGRES_MIN_CONNECTIONS", strconv.Itoa(int(pg.MinConns)),
@@ -219,6 +222,8 @@ func (c Config) validate() []error {
 		}
 		if k.SASL.Password == "" {
 			failNoValue("KAFKA_SASL_PASSWORD", "is required with KAFKA_SASL_MECHANISM")
+		} else if strings.ContainsFunc(k.SASL.Password, isControl) {
+			failNoValue("KAFKA_SASL_PASSWORD", controlInSecret)
 		}
 	} else if k.SASL.Username != "" || k.SASL.Password != "" {
 		failNoValue("KAFKA_SASL_MECHANISM", "is required with KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
@@ -322,6 +327,15 @@ func checkHTTPAddr(addr string) error {
 // maxRequesterBytes is auth.MaxSubjectBytes, the longest requester name
 // (config does not import auth, which pulls in the JWT library).
 const maxRequesterBytes = 200
+
+// controlInSecret refuses a password holding a control character. Passwords
+// are sent as they are, so a line end from the file a secret was made of
+// would fail every login with the server's bare "authentication failed".
+// Spaces stay allowed: a password may hold them.
+const controlInSecret = "holds a control character (a trailing newline from a secret file?); value not shown"
+
+// isControl reports an ASCII control character (C0 or DEL).
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func validInstanceID(s string) bool {
 	return s != "" && len(s) <= 255 && strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) < 0

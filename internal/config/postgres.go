@@ -78,7 +78,7 @@ var errConnString = errors.New("is neither a postgres:// URL nor a key=value con
 func checkConnString(s string) error {
 	var keys []string
 	if isURLConnString(s) {
-		if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		if strings.ContainsFunc(s, isControl) {
 			// pgx takes them as written: a line end at the end of
 			// "postgres://db/x\n" is part of the database name, which
 			// store.Open would then create.
