@@ -303,6 +303,10 @@ func TestKubernetes(t *testing.T) {
 				assert.Contains(t, v, "CHANGE-ME", "%s must be an obvious placeholder", k)
 			}
 		}
+		// Applied unedited, the example must not open the inspection
+		// endpoints to a guessable token.
+		_, err := config.FromEnv(func(k string) string { s, _ := secret.StringData[k].(string); return s })
+		assert.ErrorContains(t, err, "INSPECT_TOKEN: is shorter than", "the example's INSPECT_TOKEN placeholder must be refused")
 	})
 
 	// The environment every pod gets: ConfigMap, Secret, then env entries
@@ -321,6 +325,8 @@ func TestKubernetes(t *testing.T) {
 		require.True(t, ok, "Secret %s: %s must be a string", secret.Metadata.Name, k)
 		env[k] = s
 	}
+	// The placeholder is refused (above): stand in a real one.
+	env["INSPECT_TOKEN"] = strings.Repeat("0f", 32)
 	for _, e := range c.Env {
 		if slices.Contains(goRuntimeVars, e.Name) {
 			continue

@@ -46,9 +46,10 @@ type Config struct {
 	RequireFencingToken bool
 	// Auth is requester authentication; off by default.
 	Auth AuthConfig
-	// InspectToken (INSPECT_TOKEN, default empty: open) is the bearer token
-	// that /locks/*, /sessions/* and /health/locks require when set; the
-	// liveness and readiness probes stay open. A secret: never logged.
+	// InspectToken (INSPECT_TOKEN, default empty: open; at least
+	// MinInspectTokenBytes of visible ASCII) is the bearer token that
+	// /locks/*, /sessions/* and /health/locks require when set; the liveness
+	// and readiness probes stay open. A secret: never logged.
 	InspectToken string
 	// CleanupInterval (CLEANUP_INTERVAL, default 60 s, 0.1..86400) is how often
 	// old released/expired rows, outcomes and history are deleted.

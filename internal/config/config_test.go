@@ -288,7 +288,17 @@ func TestErrors(t *testing.T) {
 			require.ErrorContains(t, err, "INSPECT_TOKEN: may hold only visible ASCII", "%q", token)
 			assert.NotContains(t, err.Error(), "s3", "the secret is not repeated")
 		}
-		_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": "Zm9v-YmFy_~+/="}))
+		_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": "Zm9v-YmFy_~+/=Zm9v"}))
+		require.NoError(t, err)
+	})
+
+	t.Run("a short INSPECT_TOKEN", func(t *testing.T) {
+		for _, token := range []string{"CHANGE-ME", "s3cret", "s3cret-s3cret-1"} {
+			_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": token}))
+			require.ErrorContains(t, err, "INSPECT_TOKEN: is shorter than 16 bytes", "%q", token)
+			assert.NotContains(t, err.Error(), token, "the secret is not repeated")
+		}
+		_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": "s3cret-s3cret-16"}))
 		require.NoError(t, err)
 	})
 }
@@ -416,7 +426,7 @@ func TestRedaction(t *testing.T) {
 		// The value starts after the spaces that follow '='.
 		{"DATABASE_URL key=value spaces after =", map[string]string{"DATABASE_URL": "host=db password = " + urlSecret + " dbname=x"}, urlSecret, "host=db password = *** dbname=x"},
 		{"KAFKA_SASL_PASSWORD", map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": saslSecret}, saslSecret, ""},
-		{"INSPECT_TOKEN", map[string]string{"INSPECT_TOKEN": "inspect-hunter2"}, "inspect-hunter2", ""},
+		{"INSPECT_TOKEN", map[string]string{"INSPECT_TOKEN": "inspect-hunter2-hunter2"}, "inspect-hunter2-hunter2", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

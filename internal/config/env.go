@@ -278,6 +278,10 @@ func (c Config) validate() []error {
 	// never be presented, and every inspection would be refused.
 	if strings.ContainsFunc(c.InspectToken, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
 		failNoValue("INSPECT_TOKEN", "may hold only visible ASCII characters, no spaces (a trailing newline from a secret file?)")
+	} else if c.InspectToken != "" && len(c.InspectToken) < MinInspectTokenBytes {
+		// A placeholder ("CHANGE-ME") or a word would guard owner ids and
+		// fencing tokens with something guessable.
+		failNoValue("INSPECT_TOKEN", "is shorter than %d bytes: use a random one, e.g. openssl rand -hex 32", MinInspectTokenBytes)
 	}
 
 	if err := checkHTTPAddr(c.HTTPAddr); err != nil {
@@ -323,6 +327,9 @@ func checkHTTPAddr(addr string) error {
 	}
 	return nil
 }
+
+// MinInspectTokenBytes is the shortest INSPECT_TOKEN accepted.
+const MinInspectTokenBytes = 16
 
 // maxRequesterBytes is auth.MaxSubjectBytes, the longest requester name
 // (config does not import auth, which pulls in the JWT library).
