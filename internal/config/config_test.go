@@ -257,6 +257,15 @@ func TestErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), "POSTGRES_MIN_CONNECTIONS")
 	})
 
+	t.Run("a bad KAFKA_BOOTSTRAP_SERVERS is not also a missing one", func(t *testing.T) {
+		for _, brokers := range []string{"kafka:0", " , "} {
+			_, err := FromEnv(env(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": brokers, "KAFKA_TLS_ENABLED": "true",
+				"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}))
+			require.ErrorContains(t, err, "KAFKA_BOOTSTRAP_SERVERS: ", "%q", brokers)
+			assert.NotContains(t, err.Error(), "needs KAFKA_BOOTSTRAP_SERVERS", "%q", brokers)
+		}
+	})
+
 	t.Run("a password with a control character", func(t *testing.T) {
 		kafka := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u"}
 		for _, pw := range []string{"hunter2\n", "hunter2\r\n", "hun\ter2", "hunter2\x7f"} {

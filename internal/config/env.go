@@ -44,7 +44,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.seconds("ACQUIRE_RETRY_DELAY", &c.AcquireRetryDelay, 0.001, 5)
 
 	k := &c.Kafka
+	bootstrapSet := false
 	if v := strings.TrimSpace(getenv("KAFKA_BOOTSTRAP_SERVERS")); v != "" {
+		bootstrapSet = true
 		k.BootstrapServers = p.brokers("KAFKA_BOOTSTRAP_SERVERS", v)
 	}
 	p.str("KAFKA_CONSUMER_GROUP", &k.ConsumerGroup)
@@ -114,7 +116,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.str("EMBEDDED_KAFKA_DIR", &c.Embedded.Dir)
 	p.seconds("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", &c.Embedded.MinSessionTimeout, 0.1, 300)
 
-	p.errs = append(p.errs, c.validate()...)
+	p.errs = append(p.errs, c.validate(bootstrapSet)...)
 	if err := errors.Join(p.errs...); err != nil {
 		return Config{}, err
 	}
@@ -123,12 +125,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 
 // Validate checks a Config built in code (FromEnv already did). Errors name
 // the environment variable of the bad setting.
-func (c Config) Validate() error { return errors.Join(c.validate()...) }
+func (c Config) Validate() error { return errors.Join(c.validate(false)...) }
 
 // validate holds the checks that span fields or do not depend on parsing, so
 // a Config built in code is held to the same rules as one from the
 // environment.
-func (c Config) validate() []error {
+//
+// bootstrapSet says KAFKA_BOOTSTRAP_SERVERS was set, so empty BootstrapServers
+// mean it did not parse (reported already), not the embedded broker.
+func (c Config) validate(bootstrapSet bool) []error {
 	var errs []error
 	fail := func(name, value, format string, args ...any) {
 		errs = append(errs, varError(name, value, fmt.Sprintf(format, args...)))
@@ -228,7 +233,7 @@ func (c Config) validate() []error {
 	} else if k.SASL.Username != "" || k.SASL.Password != "" {
 		failNoValue("KAFKA_SASL_MECHANISM", "is required with KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
 	}
-	if len(k.BootstrapServers) == 0 {
+	if len(k.BootstrapServers) == 0 && !bootstrapSet {
 		// The embedded broker has neither; accepting them would hide a
 		// forgotten KAFKA_BOOTSTRAP_SERVERS.
 		if k.TLS.Enabled {
