@@ -112,8 +112,8 @@ func (m *Main) names() topics.Names { return m.Config.Topics.Names() }
 func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	log := m.Logger
-	// ParseFlags validated it; a Config built in code is held to the same
-	// rules.
+	// ParseEnv validated it; a Config built in code is checked here too,
+	// but not its ranges, which only FromEnv checks while parsing.
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -123,14 +123,14 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	return c, nil
 }
 
-// Validate checks a Config built in code (FromEnv already did). Errors name
-// the environment variable of the bad setting.
+// Validate checks a Config built in code with the rules that span fields or
+// do not depend on parsing (FromEnv applies them too). The range of each
+// number and duration is checked only while FromEnv parses it: a Config
+// built in code must keep to the ranges its fields' comments give. Errors
+// name the environment variable of the bad setting.
 func (c Config) Validate() error { return errors.Join(c.validate(false)...) }
 
-// validate holds the checks that span fields or do not depend on parsing, so
-// a Config built in code is held to the same rules as one from the
-// environment.
-//
+// validate is Validate's checks, which FromEnv runs after parsing.
 // bootstrapSet says KAFKA_BOOTSTRAP_SERVERS was set, so empty BootstrapServers
 // mean it did not parse (reported already), not the embedded broker.
 func (c Config) validate(bootstrapSet bool) []error {
