@@ -75,7 +75,8 @@ type Config struct {
 	// Default 2 s.
 	ReloadEvery time.Duration
 	// OnReload, when set, is told of every reload and its error (the old
-	// keys stay in force after a failed one).
+	// keys stay in force after a failed one, and files that failed are
+	// not read again until they change).
 	OnReload func(keys int, err error)
 }
 
@@ -85,7 +86,11 @@ type Verifier struct {
 	methods []string
 	mu      sync.Mutex
 	keys    []jwt.VerificationKey
-	stamp   string // the key files' names, sizes and times at the last load
+	stamp   string // the key files' stamp (stampOf) at the last load
+	// failed is the stamp of the files as a failed load found them (or the
+	// error that kept a stamp from being taken): they are read again, and
+	// the failure reported again, only once they change.
+	failed  string
 	checked time.Time
 }
 
@@ -168,12 +173,23 @@ func (v *Verifier) current() ([]jwt.VerificationKey, []string) {
 	if err == nil {
 		stamp, err = stampOf(files)
 	}
-	if err == nil && stamp == v.stamp {
+	if err != nil {
+		// Stands for the files' state: a stamp is a binary hash, so the
+		// two cannot meet.
+		stamp = "error: " + err.Error()
+	}
+	if stamp == v.stamp {
+		v.failed = "" // back as loaded: breaking them again is news
 		return v.keys, v.methods
 	}
-	keys, methods, stamp, err := v.load()
+	if stamp == v.failed {
+		return v.keys, v.methods
+	}
+	keys, methods, loaded, err := v.load()
 	if err == nil {
-		v.keys, v.methods, v.stamp = keys, methods, stamp
+		v.keys, v.methods, v.stamp, v.failed = keys, methods, loaded, ""
+	} else {
+		v.failed = stamp
 	}
 	if v.cfg.OnReload != nil {
 		v.cfg.OnReload(len(v.keys), err)

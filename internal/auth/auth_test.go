@@ -179,3 +179,57 @@ func TestKeyReplacedKeepingItsTime(t *testing.T) {
 	_, err = v.Verify(tok1)
 	require.ErrorIs(t, err, ErrUnauthenticated, "the replaced key is not")
 }
+
+// A broken key file is read and reported once, not at every check, and
+// again only when the files change; the keys in force stay meanwhile.
+func TestBrokenKeyReportedOnce(t *testing.T) {
+	dir := t.TempDir()
+	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(dir, "1.pem"), pub1)
+	reloads := make(chan error, 100)
+	v, err := NewVerifier(Config{KeysPath: dir, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
+	require.NoError(t, err)
+	tok1 := sign(t, jwt.SigningMethodEdDSA, key1, claims("a", time.Minute))
+	verify := func() {
+		t.Helper()
+		for range 5 {
+			_, err := v.Verify(tok1)
+			require.NoError(t, err, "the keys read before stay in force")
+		}
+	}
+
+	broken := filepath.Join(dir, "2.pem")
+	require.NoError(t, os.WriteFile(broken, []byte("broken"), 0o600))
+	verify()
+	require.ErrorContains(t, <-reloads, "2.pem")
+	require.Empty(t, reloads, "an unchanged broken file is not read and reported again")
+
+	require.NoError(t, os.WriteFile(broken, []byte("still broken"), 0o600))
+	verify()
+	require.ErrorContains(t, <-reloads, "2.pem", "a change is read again")
+	require.Empty(t, reloads)
+
+	// Back as loaded: nothing to reload, but breaking them the same way
+	// again is reported.
+	require.NoError(t, os.Remove(broken))
+	verify()
+	require.Empty(t, reloads)
+	require.NoError(t, os.WriteFile(broken, []byte("still broken"), 0o600))
+	verify()
+	require.ErrorContains(t, <-reloads, "2.pem")
+	require.Empty(t, reloads)
+
+	pub3, key3, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, broken, pub3)
+	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, key3, claims("c", time.Minute)))
+	require.NoError(t, err, "fixed: loaded")
+	require.NoError(t, <-reloads)
+	verify()
+	require.Empty(t, reloads)
+
+	// A directory that cannot be read at all is reported once too.
+	require.NoError(t, os.RemoveAll(dir))
+	verify()
+	require.ErrorContains(t, <-reloads, "AUTH_KEYS")
+	require.Empty(t, reloads)
+}
