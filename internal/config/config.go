@@ -46,8 +46,8 @@ type Config struct {
 	RequireFencingToken bool
 	// Auth is requester authentication; off by default.
 	Auth AuthConfig
-	// InspectToken (INSPECT_TOKEN, default empty: open; at least
-	// MinInspectTokenBytes of visible ASCII) is the bearer token that
+	// InspectToken (INSPECT_TOKEN, default empty: open;
+	// MinInspectTokenBytes..MaxInspectTokenBytes of visible ASCII) is the bearer token that
 	// /locks/*, /sessions/* and /health/locks require when set; the liveness
 	// and readiness probes stay open. A secret: never logged.
 	InspectToken string

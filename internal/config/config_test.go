@@ -310,6 +310,13 @@ func TestErrors(t *testing.T) {
 		_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": "s3cret-s3cret-16"}))
 		require.NoError(t, err)
 	})
+
+	t.Run("an INSPECT_TOKEN too long for the HTTP server's header limit", func(t *testing.T) {
+		_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": strings.Repeat("s", 4097)}))
+		require.ErrorContains(t, err, "INSPECT_TOKEN: is longer than 4096 bytes")
+		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN": strings.Repeat("s", 4096)}))
+		require.NoError(t, err)
+	})
 }
 
 func TestPostgresURL(t *testing.T) {

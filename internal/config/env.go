@@ -287,6 +287,9 @@ func (c Config) validate(bootstrapSet bool) []error {
 		// A placeholder ("CHANGE-ME") or a word would guard owner ids and
 		// fencing tokens with something guessable.
 		failNoValue("INSPECT_TOKEN", "is shorter than %d bytes: use a random one, e.g. openssl rand -hex 32", MinInspectTokenBytes)
+	} else if len(c.InspectToken) > MaxInspectTokenBytes {
+		// The HTTP server reads at most 16 KiB of headers.
+		failNoValue("INSPECT_TOKEN", "is longer than %d bytes", MaxInspectTokenBytes)
 	}
 
 	if err := checkHTTPAddr(c.HTTPAddr); err != nil {
@@ -333,8 +336,11 @@ func checkHTTPAddr(addr string) error {
 	return nil
 }
 
-// MinInspectTokenBytes is the shortest INSPECT_TOKEN accepted.
-const MinInspectTokenBytes = 16
+// MinInspectTokenBytes and MaxInspectTokenBytes bound INSPECT_TOKEN.
+const (
+	MinInspectTokenBytes = 16
+	MaxInspectTokenBytes = 4096
+)
 
 // maxRequesterBytes is auth.MaxSubjectBytes, the longest requester name
 // (config does not import auth, which pulls in the JWT library).

@@ -60,7 +60,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 				return err
 			})
 		},
-		"kafka": s.cfg.Kafka.Ping,
+		"kafka": s.kafka.Ping,
 	}
 	h := Health{Live: true, Ready: true, Status: statusOK, Instance: s.cfg.Instance,
 		Uptime: time.Since(s.cfg.Started).Seconds(), Partitions: s.partitions(), Checks: map[string]Check{}}
@@ -140,7 +140,7 @@ type KafkaHealth struct {
 }
 
 func (s *server) kafkaHealth(w http.ResponseWriter, r *http.Request) {
-	h := KafkaHealth{Check: s.run(r.Context(), s.cfg.Kafka.Ping), Group: s.cfg.Group, Partitions: s.partitions()}
+	h := KafkaHealth{Check: s.run(r.Context(), s.kafka.Ping), Group: s.cfg.Group, Partitions: s.partitions()}
 	writeJSON(w, checkCode(h.Check), h)
 }
 

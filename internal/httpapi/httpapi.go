@@ -58,6 +58,7 @@ type server struct {
 	cfg Config
 	// withDB's slots: the endpoints', and /health's own.
 	db, probeDB chan struct{}
+	kafka       *sharedPing
 }
 
 // New returns the handler of every endpoint.
@@ -71,7 +72,8 @@ func New(cfg Config) http.Handler {
 	if cfg.Started.IsZero() {
 		cfg.Started = time.Now()
 	}
-	s := &server{cfg: cfg, db: make(chan struct{}, dbSlots), probeDB: make(chan struct{}, 1)}
+	s := &server{cfg: cfg, db: make(chan struct{}, dbSlots), probeDB: make(chan struct{}, 1),
+		kafka: &sharedPing{ping: cfg.Kafka.Ping, timeout: cfg.CheckTimeout}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/live", s.live)

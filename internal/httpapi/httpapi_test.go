@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/metrics"
@@ -34,6 +35,7 @@ type env struct {
 	st    *store.Store
 	srv   *httptest.Server
 	proxy *tcpproxy.Proxy
+	kafka *kfake.Cluster
 	token string // sent as the bearer token when set
 }
 
@@ -79,7 +81,7 @@ func newEnv(t testing.TB, stopping <-chan struct{}, configure ...func(*Config)) 
 	h := New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &env{t: t, st: direct, srv: srv, proxy: proxy}
+	return &env{t: t, st: direct, srv: srv, proxy: proxy, kafka: c}
 }
 
 func (e *env) get(path string, v any) (int, string) {
@@ -462,4 +464,42 @@ func TestWithDBWaitsForASlot(t *testing.T) {
 	require.NoError(t, hold(context.Background(), own, free, func(context.Context) error { return nil }), "the other slot")
 	close(release)
 	require.NoError(t, hold(context.Background(), slots, nil, func(context.Context) error { return nil }), "a slot once they are done")
+}
+
+// TestKafkaPingsAreShared: a burst of /health and /health/kafka requests
+// sends the brokers one ping, whose answer they share, not one each.
+func TestKafkaPingsAreShared(t *testing.T) {
+	e := newEnv(t, nil)
+	var pings atomic.Int32
+	e.kafka.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		e.kafka.KeepControl()
+		pings.Add(1)
+		// Long enough for the whole burst to ask while it is under way.
+		time.Sleep(300 * time.Millisecond)
+		return nil, nil, false
+	})
+	const burst = 8
+	codes := make(chan int, burst)
+	var wg sync.WaitGroup
+	for i := range burst {
+		path := "/health/kafka"
+		if i%2 == 0 {
+			path = "/health"
+		}
+		wg.Go(func() {
+			resp, err := http.Get(e.srv.URL + path)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		})
+	}
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		require.Equal(t, http.StatusOK, code)
+	}
+	require.LessOrEqual(t, pings.Load(), int32(2), "one ping for the burst (two if a request came late)")
 }
