@@ -447,6 +447,10 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// not be decoded (lock{} for a record that does not tell which lock of
 	// its key it is); records counts such records.
 	unreadable := map[string]map[lock]UnreadableLock{}
+	// seen are, by key, the greatest revision read of each lock since the
+	// key's last tombstone: a record at or below it is one published
+	// again, even after an unreadable record left the lock out.
+	seen := map[string]map[lock]int64{}
 	records := 0
 	for !r.caughtUp() {
 		progressed, err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
@@ -474,15 +478,20 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			case lr.Deleted:
 				delete(table, key)
 				delete(unreadable, key)
+				delete(seen, key)
 			default:
 				id := lock{lr.Namespace, lr.Name}
 				k := topics.LockKey(lr.Namespace, lr.Name)
+				if rev, ok := seen[k][id]; ok && lr.Revision <= rev {
+					return
+				}
 				if table[k] == nil {
 					table[k] = map[lock]LockRevision{}
 				}
-				if old, ok := table[k][id]; !ok || lr.Revision > old.Revision {
-					table[k][id] = lr
+				if seen[k] == nil {
+					seen[k] = map[lock]int64{}
 				}
+				table[k][id], seen[k][id] = lr, lr.Revision
 				// Only this lock's state is known again, not that of
 				// another lock of the key, nor of a record that did not
 				// tell its lock (until a tombstone of the key).
