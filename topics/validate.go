@@ -97,15 +97,17 @@ func printable(s string) bool {
 	return true
 }
 
-// truncate keeps error messages bounded when they quote input, cutting
-// at a character's start so that what it quotes stays valid UTF-8.
+// truncate keeps error messages bounded when they quote input, and valid
+// UTF-8 (they go into an event's error_message and the dead-letter error
+// header): it cuts at a character's start, and invalid bytes (json.Valid
+// lets them through inside strings) become U+FFFD.
 func truncate(s string) string {
-	if len(s) <= 64 {
-		return s
+	if len(s) > 64 {
+		n := 64
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "..."
 	}
-	n := 64
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
+	return strings.ToValidUTF8(s, "\uFFFD")
 }

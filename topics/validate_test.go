@@ -405,9 +405,11 @@ func TestDecodeMetadataType(t *testing.T) {
 // A quoted input cut short stays valid UTF-8: the message goes into an
 // event's error_message and the dead-letter error header.
 func TestTruncateKeepsCharactersWhole(t *testing.T) {
-	op := strings.Repeat("€", 30) // 90 bytes, three a character
-	_, err := Decode([]byte(`{"operation":"`+op+`","lock_name":"a"}`), prefix)
-	require.Error(t, err)
-	require.True(t, utf8.ValidString(err.Error()), err.Error())
-	require.Equal(t, strings.Repeat("€", 21)+"...", truncate(op))
+	long := strings.Repeat("€", 30) // 90 bytes, three a character
+	require.Equal(t, strings.Repeat("€", 21)+"...", truncate(long))
+	for _, v := range []string{long, "\xff\xfe"} {
+		_, err := Decode([]byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":"`+v+`"}`), prefix)
+		require.ErrorContains(t, err, "lease_duration must be a number of seconds")
+		require.True(t, utf8.ValidString(err.Error()), err.Error())
+	}
 }
