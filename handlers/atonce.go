@@ -374,8 +374,12 @@ type holderArgs struct {
 
 func (h *holderArgs) add(a *applier) {
 	c := a.cmd
+	ext := c.ExtensionDuration
+	if h.op != topics.OpExtend {
+		ext = 0 // a release's is not validated (1e400 reads as +Inf), and not used
+	}
 	h.ns, h.name, h.owner = append(h.ns, c.Namespace), append(h.name, c.LockName), append(h.owner, c.OwnerID)
-	h.requestID, h.token, h.extension = append(h.requestID, c.RequestID), append(h.token, c.FencingToken), append(h.extension, c.ExtensionDuration)
+	h.requestID, h.token, h.extension = append(h.requestID, c.RequestID), append(h.token, c.FencingToken), append(h.extension, ext)
 }
 
 func (h *holderArgs) queue(pb *pgx.Batch, got func(string, *changed)) {

@@ -323,3 +323,19 @@ func TestReleaseAfterAWaitPastExpiry(t *testing.T) {
 	}, h.routes())
 	require.Equal(t, "bob", h.scalarText(`SELECT owner_id FROM lock_holders WHERE lock_name = 'x'`))
 }
+
+// A release carrying fields it does not use, with numbers past their type
+// (read as +Inf, judged only where used), is applied as any release,
+// sent ahead and inline.
+func TestReleaseIgnoresNumbersPastTheirTypeInFieldsItDoesNotUse(t *testing.T) {
+	h := newHarness(t)
+	for _, ahead := range []bool{true, false} {
+		acq := h.one(h.acquire("a", "alice"))
+		require.Equal(t, topics.TypeAcquired, acq.Type)
+		cmd, err := topics.Decode([]byte(`{"operation":"release","lock_name":"a","owner_id":"alice","request_id":"`+h.id()+
+			`","extension_duration":1e400,"lease_duration":-1e999,"limit":123456789012345678901234567890}`), "locks.commands.v1")
+		require.NoError(t, err)
+		evs := h.run(ahead, []topics.Command{cmd})
+		require.Equal(t, topics.TypeReleased, evs[len(evs)-1].Type, "ahead %v", ahead)
+	}
+}
