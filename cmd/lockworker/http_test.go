@@ -14,12 +14,11 @@ import (
 
 // listenOnly serves the HTTP endpoints (httpapi.Starting's) as Run does
 // first, without the rest of the service.
-func listenOnly(t *testing.T, maxConns int) *Main {
+func listenOnly(t *testing.T) *Main {
 	t.Helper()
 	m := NewMain()
 	m.Logger = zerolog.Nop()
 	m.Config.HTTPAddr = "127.0.0.1:0"
-	m.HTTPMaxConns = maxConns
 	require.NoError(t, m.listenHTTP())
 	t.Cleanup(m.Close)
 	return m
@@ -50,7 +49,7 @@ func rawGet(conn net.Conn, path string, header http.Header, wait time.Duration) 
 // A request's headers are bounded well below Go's 1 MB default, with room
 // for the longest INSPECT_TOKEN.
 func TestHTTPHeaderLimit(t *testing.T) {
-	m := listenOnly(t, 4)
+	m := listenOnly(t)
 	send := func(header http.Header) int {
 		t.Helper()
 		conn, err := net.Dial("tcp", m.HTTPAddr)
@@ -62,35 +61,4 @@ func TestHTTPHeaderLimit(t *testing.T) {
 	}
 	require.Equal(t, http.StatusOK, send(http.Header{"Authorization": {"Bearer " + strings.Repeat("t", 4096)}}))
 	require.Equal(t, http.StatusRequestHeaderFieldsTooLarge, send(http.Header{"X-Padding": {strings.Repeat("p", 64<<10)}}))
-}
-
-// At most HTTPMaxConns connections are served at once; another waits until
-// one closes.
-func TestHTTPConnectionLimit(t *testing.T) {
-	m := listenOnly(t, 2)
-	var held []net.Conn
-	for range 2 {
-		conn, err := net.Dial("tcp", m.HTTPAddr)
-		require.NoError(t, err)
-		defer conn.Close()
-		code, err := rawGet(conn, "/health/live", nil, 5*time.Second)
-		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, code)
-		held = append(held, conn) // kept alive, idle
-	}
-
-	extra, err := net.Dial("tcp", m.HTTPAddr) // the kernel's backlog takes it
-	require.NoError(t, err)
-	defer extra.Close()
-	_, err = rawGet(extra, "/health/live", nil, 300*time.Millisecond)
-	var ne net.Error
-	require.ErrorAs(t, err, &ne, "no answer while two connections are open")
-	require.True(t, ne.Timeout(), "%v", err)
-
-	require.NoError(t, held[0].Close())
-	require.NoError(t, extra.SetReadDeadline(time.Now().Add(5*time.Second)))
-	resp, err := http.ReadResponse(bufio.NewReader(extra), nil)
-	require.NoError(t, err, "answered once one closed")
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
 }

@@ -50,10 +50,6 @@ type Main struct {
 	// s): net/http cancels the connection's context, every later request's
 	// on it too, when a handler outlasts it (golang/go#70834).
 	HTTPReadTimeout time.Duration
-	// HTTPMaxConns bounds the HTTP connections open at once (NewMain: 64);
-	// more wait to be accepted. The port is open to probes and scrapes: each
-	// connection holds a file descriptor, which pgx and kgo need too.
-	HTTPMaxConns int
 	// Ready is closed once everything is wired and the worker is about to
 	// join its consumer group and consume (worker.Run); Brokers then says
 	// where Kafka is.
@@ -75,7 +71,7 @@ type Main struct {
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
 	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(),
-		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, HTTPMaxConns: 64}
+		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second}
 }
 
 // ParseEnv reads the configuration from the environment and sets up logging.
@@ -294,7 +290,6 @@ func (m *Main) listenHTTP() error {
 	if err != nil {
 		return fmt.Errorf("listening on HTTP_ADDR %s: %w", m.Config.HTTPAddr, err)
 	}
-	ln = limitListener(ln, m.HTTPMaxConns)
 	m.starting("starting")
 	m.started = time.Now()
 	h := httpapi.Starting(m.Config.InstanceID, m.started, func() string { return *m.step.Load() })
@@ -342,52 +337,6 @@ func (m *Main) listenHTTP() error {
 
 // maxHTTPHeaderBytes bounds a request's line and headers.
 const maxHTTPHeaderBytes = 16 << 10
-
-// limitListener accepts at most n connections open at once: Accept waits
-// for one to close (golang.org/x/net/netutil.LimitListener, which the
-// module does not require).
-func limitListener(ln net.Listener, n int) net.Listener {
-	return &limitedListener{Listener: ln, slots: make(chan struct{}, n), closed: make(chan struct{})}
-}
-
-type limitedListener struct {
-	net.Listener
-	slots     chan struct{}
-	closed    chan struct{}
-	closeOnce sync.Once
-}
-
-func (l *limitedListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	return &limitedConn{Conn: c, release: sync.OnceFunc(func() { <-l.slots })}, nil
-}
-
-// Close also ends an Accept waiting for a slot, so the server stops.
-func (l *limitedListener) Close() error {
-	err := l.Listener.Close()
-	l.closeOnce.Do(func() { close(l.closed) })
-	return err
-}
-
-type limitedConn struct {
-	net.Conn
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.release()
-	return err
-}
 
 // setGroupConfigs gives a consumer-protocol (KIP-848) group its session
 // timeout and heartbeat: under KIP-848 they are the group's configs, not the
