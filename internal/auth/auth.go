@@ -86,7 +86,7 @@ type Verifier struct {
 	methods []string
 	mu      sync.Mutex
 	keys    []jwt.VerificationKey
-	stamp   string // the key files' stamp (stampOf) at the last load
+	stamp   string // the key files' stamp (readAll) at the last load
 	// failed is the stamp of the files as a failed load found them (or the
 	// error that kept a stamp from being taken): they are read again, and
 	// the failure reported again, only once they change.
@@ -171,12 +171,10 @@ func (v *Verifier) current() ([]jwt.VerificationKey, []string) {
 	files, err := v.files()
 	var stamp string
 	if err == nil {
-		stamp, err = stampOf(files)
+		_, stamp, err = readAll(files)
 	}
 	if err != nil {
-		// Stands for the files' state: a stamp is a binary hash, so the
-		// two cannot meet.
-		stamp = "error: " + err.Error()
+		stamp = errorStamp(err)
 	}
 	if stamp == v.stamp {
 		v.failed = "" // back as loaded: breaking them again is news
@@ -185,11 +183,14 @@ func (v *Verifier) current() ([]jwt.VerificationKey, []string) {
 	if stamp == v.failed {
 		return v.keys, v.methods
 	}
+	// The stamp of what load read, not of the read above: a file that
+	// changed (or failed to read) between the two is looked at again at
+	// the next check.
 	keys, methods, loaded, err := v.load()
 	if err == nil {
 		v.keys, v.methods, v.stamp, v.failed = keys, methods, loaded, ""
 	} else {
-		v.failed = stamp
+		v.failed = loaded
 	}
 	if v.cfg.OnReload != nil {
 		v.cfg.OnReload(len(v.keys), err)
@@ -221,42 +222,48 @@ func (v *Verifier) files() ([]string, error) {
 	return files, nil
 }
 
-// stampOf is a hash of the key files' names and contents: it changes when
-// they do, also for a key replaced by one of the same size with its
-// modification time kept (cp -p, rsync -a, a restored archive), which a
-// stamp of sizes and times would miss. Key files are small.
-func stampOf(files []string) (string, error) {
+// readAll reads the key files, and returns their contents and their
+// stamp: a hash of their names and contents. It changes when they do, also
+// for a key replaced by one of the same size with its modification time
+// kept (cp -p, rsync -a, a restored archive), which a stamp of sizes and
+// times would miss. Key files are small.
+func readAll(files []string) (contents [][]byte, stamp string, err error) {
 	h := sha256.New()
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return "", err
+			return nil, "", fmt.Errorf("reading key %s: %w", f, err)
 		}
 		fmt.Fprintf(h, "%s %d\n", f, len(b))
 		h.Write(b)
+		contents = append(contents, b)
 	}
-	return string(h.Sum(nil)), nil
+	return contents, string(h.Sum(nil)), nil
 }
 
-// load reads every key and the methods they verify.
+// errorStamp stands for key files that could not be read: a stamp is a
+// binary hash, so the two cannot meet.
+func errorStamp(err error) string { return "error: " + err.Error() }
+
+// load reads every key and the methods they verify, and the stamp of the
+// files it read (of the failure, when it could not read them), also when
+// it fails.
 func (v *Verifier) load() (keys []jwt.VerificationKey, methods []string, stamp string, err error) {
 	files, err := v.files()
 	if err != nil {
-		return nil, nil, "", err
+		return nil, nil, errorStamp(err), err
 	}
-	if stamp, err = stampOf(files); err != nil {
-		return nil, nil, "", err
+	contents, stamp, err := readAll(files)
+	if err != nil {
+		return nil, nil, errorStamp(err), err
 	}
 	known := map[string]bool{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, nil, "", fmt.Errorf("reading key %s: %w", f, err)
-		}
+	for i, f := range files {
+		b := contents[i]
 		if f == v.cfg.HMACKeyFile {
 			secret := []byte(strings.TrimSpace(string(b)))
 			if len(secret) < 32 {
-				return nil, nil, "", fmt.Errorf("AUTH_HMAC_KEY_FILE %s: the secret must be at least 32 bytes", f)
+				return nil, nil, stamp, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: the secret must be at least 32 bytes", f)
 			}
 			keys = append(keys, secret)
 			known["HS256"], known["HS384"], known["HS512"] = true, true, true
@@ -264,7 +271,7 @@ func (v *Verifier) load() (keys []jwt.VerificationKey, methods []string, stamp s
 		}
 		k, ms, err := publicKey(b)
 		if err != nil {
-			return nil, nil, "", fmt.Errorf("key %s: %w", f, err)
+			return nil, nil, stamp, fmt.Errorf("key %s: %w", f, err)
 		}
 		keys = append(keys, k)
 		for _, m := range ms {
@@ -272,7 +279,7 @@ func (v *Verifier) load() (keys []jwt.VerificationKey, methods []string, stamp s
 		}
 	}
 	if len(keys) == 0 {
-		return nil, nil, "", errors.New("no verification keys: set AUTH_KEYS (PEM public keys) or AUTH_HMAC_KEY_FILE")
+		return nil, nil, stamp, errors.New("no verification keys: set AUTH_KEYS (PEM public keys) or AUTH_HMAC_KEY_FILE")
 	}
 	for m := range known {
 		methods = append(methods, m)
