@@ -3,8 +3,9 @@ package httpapi
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // sharedPing runs one Kafka ping at a time on the worker's client, whose
@@ -15,14 +16,7 @@ import (
 type sharedPing struct {
 	ping    func(context.Context) error
 	timeout time.Duration
-
-	mu      sync.Mutex
-	running *pingCall // nil: none under way
-}
-
-type pingCall struct {
-	done chan struct{}
-	err  error
+	flight  singleflight.Group
 }
 
 // Ping joins the ping under way, or starts one, and waits for its answer
@@ -30,28 +24,15 @@ type pingCall struct {
 // request that started it: a request that gives up does not fail the
 // others.
 func (p *sharedPing) Ping(ctx context.Context) error {
-	p.mu.Lock()
-	c := p.running
-	if c == nil {
-		c = &pingCall{done: make(chan struct{})}
-		p.running = c
-		go p.run(context.WithoutCancel(ctx), c)
-	}
-	p.mu.Unlock()
+	call := p.flight.DoChan("ping", func() (any, error) {
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.timeout)
+		defer cancel()
+		return nil, p.ping(pctx)
+	})
 	select {
-	case <-c.done:
-		return c.err
+	case res := <-call:
+		return res.Err
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the Kafka ping under way: %w", ctx.Err())
 	}
-}
-
-func (p *sharedPing) run(ctx context.Context, c *pingCall) {
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
-	c.err = p.ping(ctx)
-	p.mu.Lock()
-	p.running = nil
-	p.mu.Unlock()
-	close(c.done)
 }
