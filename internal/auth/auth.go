@@ -103,7 +103,11 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		cfg.ReloadEvery = 2 * time.Second
 	}
 	v := &Verifier{cfg: cfg}
-	keys, methods, stamp, err := v.load()
+	files, contents, stamp, err := v.read()
+	if err != nil {
+		return nil, err
+	}
+	keys, methods, err := v.parse(files, contents)
 	if err != nil {
 		return nil, err
 	}
@@ -168,14 +172,7 @@ func (v *Verifier) current() ([]jwt.VerificationKey, []string) {
 		return v.keys, v.methods
 	}
 	v.checked = time.Now()
-	files, err := v.files()
-	var stamp string
-	if err == nil {
-		_, stamp, err = readAll(files)
-	}
-	if err != nil {
-		stamp = errorStamp(err)
-	}
+	files, contents, stamp, err := v.read()
 	if stamp == v.stamp {
 		v.failed = "" // back as loaded: breaking them again is news
 		return v.keys, v.methods
@@ -183,14 +180,15 @@ func (v *Verifier) current() ([]jwt.VerificationKey, []string) {
 	if stamp == v.failed {
 		return v.keys, v.methods
 	}
-	// The stamp of what load read, not of the read above: a file that
-	// changed (or failed to read) between the two is looked at again at
-	// the next check.
-	keys, methods, loaded, err := v.load()
+	var keys []jwt.VerificationKey
+	var methods []string
 	if err == nil {
-		v.keys, v.methods, v.stamp, v.failed = keys, methods, loaded, ""
+		keys, methods, err = v.parse(files, contents)
+	}
+	if err == nil {
+		v.keys, v.methods, v.stamp, v.failed = keys, methods, stamp, ""
 	} else {
-		v.failed = loaded
+		v.failed = stamp
 	}
 	if v.cfg.OnReload != nil {
 		v.cfg.OnReload(len(v.keys), err)
@@ -245,25 +243,29 @@ func readAll(files []string) (contents [][]byte, stamp string, err error) {
 // binary hash, so the two cannot meet.
 func errorStamp(err error) string { return "error: " + err.Error() }
 
-// load reads every key and the methods they verify, and the stamp of the
-// files it read (of the failure, when it could not read them), also when
-// it fails.
-func (v *Verifier) load() (keys []jwt.VerificationKey, methods []string, stamp string, err error) {
-	files, err := v.files()
+// read lists and reads the key files: their contents and stamp, or the
+// failure's stamp (errorStamp).
+func (v *Verifier) read() (files []string, contents [][]byte, stamp string, err error) {
+	files, err = v.files()
+	if err == nil {
+		contents, stamp, err = readAll(files)
+	}
 	if err != nil {
 		return nil, nil, errorStamp(err), err
 	}
-	contents, stamp, err := readAll(files)
-	if err != nil {
-		return nil, nil, errorStamp(err), err
-	}
+	return files, contents, stamp, nil
+}
+
+// parse reads every key of the files' contents and the methods they
+// verify.
+func (v *Verifier) parse(files []string, contents [][]byte) (keys []jwt.VerificationKey, methods []string, err error) {
 	known := map[string]bool{}
 	for i, f := range files {
 		b := contents[i]
 		if f == v.cfg.HMACKeyFile {
 			secret := []byte(strings.TrimSpace(string(b)))
 			if len(secret) < 32 {
-				return nil, nil, stamp, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: the secret must be at least 32 bytes", f)
+				return nil, nil, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: the secret must be at least 32 bytes", f)
 			}
 			keys = append(keys, secret)
 			known["HS256"], known["HS384"], known["HS512"] = true, true, true
@@ -271,7 +273,7 @@ func (v *Verifier) load() (keys []jwt.VerificationKey, methods []string, stamp s
 		}
 		k, ms, err := publicKey(b)
 		if err != nil {
-			return nil, nil, stamp, fmt.Errorf("key %s: %w", f, err)
+			return nil, nil, fmt.Errorf("key %s: %w", f, err)
 		}
 		keys = append(keys, k)
 		for _, m := range ms {
@@ -279,13 +281,13 @@ func (v *Verifier) load() (keys []jwt.VerificationKey, methods []string, stamp s
 		}
 	}
 	if len(keys) == 0 {
-		return nil, nil, stamp, errors.New("no verification keys: set AUTH_KEYS (PEM public keys) or AUTH_HMAC_KEY_FILE")
+		return nil, nil, errors.New("no verification keys: set AUTH_KEYS (PEM public keys) or AUTH_HMAC_KEY_FILE")
 	}
 	for m := range known {
 		methods = append(methods, m)
 	}
 	slices.Sort(methods)
-	return keys, methods, stamp, nil
+	return keys, methods, nil
 }
 
 // publicKey reads a PEM public key and the JWT methods it verifies.
