@@ -111,7 +111,7 @@ func WithOwner(id string) AcquireOption {
 // who queries the lock.
 func WithMetadata(v any) AcquireOption {
 	return func(o *acquireOptions) {
-		b, err := json.Marshal(v)
+		b, err := topics.Marshal(v) // <, > and & count one byte each against the limit
 		o.metadata, o.metaErr = b, err
 	}
 }

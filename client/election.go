@@ -149,7 +149,7 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 	case o.waitSet:
 		return nil, e.invalid("a campaign waits as long as its context allows: WithWait does not apply")
 	}
-	md, err := json.Marshal(electionMetadata{Value: value})
+	md, err := topics.Marshal(electionMetadata{Value: value})
 	if err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: encoding the value: %w", e.key(), err)
 	}

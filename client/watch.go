@@ -398,8 +398,8 @@ const (
 // lock is there from its first change (see docs/design.md "Lock state
 // topic"). A record that cannot be decoded (no lock's state, or a format
 // this client does not read) does not fail the read: its lock is left out
-// of the table until a tombstone of its key or a readable record of the
-// same lock follows (a record that does not tell its lock leaves out every
+// of the table until a tombstone of its key or a readable record of a
+// newer revision of the lock follows (a record that does not tell its lock leaves out every
 // lock of its key, until a tombstone), and when some are left out at the
 // end Locks returns the table of the others with an *UnreadableStateError
 // naming them: a caller keeps the table with errors.As, and may check

@@ -82,4 +82,4 @@ func (c Command) Key() string {
 }
 
 // Encode returns the command's JSON record value.
-func (c Command) Encode() ([]byte, error) { return marshal(c) }
+func (c Command) Encode() ([]byte, error) { return Marshal(c) }

@@ -212,7 +212,7 @@ func NewEvent(typ, operation, requestID string, at time.Time) Event {
 }
 
 // Encode returns the event's JSON record value.
-func (e Event) Encode() ([]byte, error) { return marshal(e) }
+func (e Event) Encode() ([]byte, error) { return Marshal(e) }
 
 // DecodeEvent parses an event record value.
 func DecodeEvent(b []byte) (Event, error) {

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 )
 
-// marshal is json.Marshal without its HTML escaping: <, > and & in strings
+// Marshal is json.Marshal without its HTML escaping: <, > and & in strings
 // and in owner_metadata stay one byte each rather than six (\u003c), so an
-// event's size is what its parts' sizes say (HolderBytes), and records are
-// no larger than they need to be. The JSON is the same to any reader.
-func marshal(v any) ([]byte, error) {
+// event's size is what its parts' sizes say (HolderBytes), owner_metadata
+// counts against its limit as what it holds, and records are no larger
+// than they need to be. The JSON is the same to any reader.
+func Marshal(v any) ([]byte, error) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)

@@ -49,7 +49,7 @@ type LockState struct {
 // Encode returns the record value of s.
 func (s LockState) Encode() ([]byte, error) {
 	s.V = 1
-	return marshal(s)
+	return Marshal(s)
 }
 
 // DecodeLockState parses a lock state record's value.

@@ -102,7 +102,7 @@ func New(cfg Config) *Metrics {
 		}, []string{"by"}),
 		handoffs: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "handoffs_total",
-			Help: "Locks granted to a waiter when the lock was released or its lease ended (by a command, the expiry scheduler or the periodic cleanup).",
+			Help: "Locks granted to a waiter when a lease or a lock-delay ended (release, expiry, revoke, a session's end, cleanup): every grant answering someone other than the command's sender.",
 		}),
 		holdTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "lock_hold_seconds", Buckets: leaseBuckets,
