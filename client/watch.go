@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -299,14 +300,14 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		err = fmt.Errorf("topic %q does not exist (the workers create it at start)", topic)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing the end offsets of %q: %w", ErrUnreachable, topic, errors.Join(err, context.Cause(ctx)))
+		return nil, fmt.Errorf("%w: listing the end offsets of %q: %w", setupErr(err), topic, errors.Join(err, context.Cause(ctx)))
 	}
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err == nil {
 		err = starts.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", ErrUnreachable, topic, errors.Join(err, context.Cause(ctx)))
+		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, errors.Join(err, context.Cause(ctx)))
 	}
 	want := parts(len(ends[topic]))
 	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}}
@@ -328,6 +329,16 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		return nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
 	}
 	return r, nil
+}
+
+// setupErr is the sentinel of a failure to list the state topic's offsets:
+// ErrForbidden where Kafka refuses the requester (no Describe ACL on the
+// topic), as New says of its reply topic, else ErrUnreachable.
+func setupErr(err error) error {
+	if errors.Is(err, kerr.TopicAuthorizationFailed) {
+		return ErrForbidden
+	}
+	return ErrUnreachable
 }
 
 // caughtUp says whether every partition was read up to its listed end.
@@ -405,7 +416,9 @@ const (
 // naming them: a caller keeps the table with errors.As, and may check
 // AffectsNamespace for its own namespace. Locks reads every namespace.
 //
-// Errors reaching Kafka wrap ErrUnreachable. So does a read that ctx's
+// Errors reaching Kafka wrap ErrUnreachable (a refusal of the requester's
+// right to the topic, TOPIC_AUTHORIZATION_FAILED listing its offsets,
+// wraps ErrForbidden instead). So does a read that ctx's
 // deadline cuts off while the brokers fail it (the errors are joined in:
 // its connections' since its last progress, a record of a partition still
 // to be read up to its end, and each such partition's fetch errors since

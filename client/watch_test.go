@@ -469,3 +469,20 @@ func TestLocksKeepsTheNewestRevision(t *testing.T) {
 	require.Equal(t, "job", table[1].Name)
 	require.EqualValues(t, 5, table[1].Revision)
 }
+
+// Locks and Watch refused by Kafka (no Describe ACL on the lock state
+// topic) fail at once with ErrForbidden, as New does for its reply topic,
+// not as unreachable.
+func TestLocksForbidden(t *testing.T) {
+	cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
+	cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: topics.DefaultNames().State,
+		Err: kerr.TopicAuthorizationFailed, Count: -1})
+	start := time.Now()
+	_, err := c.Locks(ctxT(t))
+	require.ErrorIs(t, err, client.ErrForbidden)
+	require.NotErrorIs(t, err, client.ErrUnreachable)
+	require.ErrorContains(t, err, "TOPIC_AUTHORIZATION_FAILED")
+	_, err = c.Watch(ctxT(t), "job")
+	require.ErrorIs(t, err, client.ErrForbidden)
+	require.Less(t, time.Since(start), 5*time.Second, "at once")
+}
