@@ -302,7 +302,7 @@ func TestBatchTooLargeMetWhileRestartingIsSkipped(t *testing.T) {
 	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = $1, leader_epoch_offset = $1 WHERE partition = 0`, first[0]+2)
 	require.NoError(t, err)
 	w.mu.Lock()
-	w.restarts[0] = restartLog{at: time.Now(), delay: 1500 * time.Millisecond} // the next restart waits 3s
+	w.restarts[0] = restartLog{at: time.Now(), delay: restartMaxDelay} // the next restart waits restartMaxDelay
 	old := w.parts[0]
 	w.mu.Unlock()
 	taken := produce(t, plain, acquire(t, "taken", reply))
@@ -314,7 +314,7 @@ func TestBatchTooLargeMetWhileRestartingIsSkipped(t *testing.T) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return w.parts[0] == old && old.refetch
-	}, 2*time.Second, 5*time.Millisecond, "the batch reported while the partition waits to restart")
+	}, restartMaxDelay-500*time.Millisecond, 5*time.Millisecond, "the batch reported while the partition waits to restart")
 	after := produce(t, plain, acquire(t, "after", reply))
 
 	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
