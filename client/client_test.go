@@ -858,8 +858,9 @@ func TestWithOwnerGivenUpBesideAnotherWaitsForIt(t *testing.T) {
 	require.NoError(t, second.Release(ctx))
 }
 
-// Keep-alives, releases, sessions and Close together, for -race and for
-// goroutines left behind.
+// Keep-alives, releases, sessions and Close together, for -race: Close
+// comes once the callers have taken locks, and every call returns after it
+// (ErrClosed) rather than hanging.
 func TestCloseUnderLoad(t *testing.T) {
 	ctx := ctxT(t)
 	c := newClient(t, "close-load", func(cfg *client.Config) { cfg.ReplyTimeout = 300 * time.Millisecond })
@@ -867,6 +868,7 @@ func TestCloseUnderLoad(t *testing.T) {
 	require.NoError(t, err)
 	base := uniq("close-load")
 	done := make(chan struct{})
+	var acquired atomic.Int64
 	for i := range 8 {
 		go func() {
 			defer func() { done <- struct{}{} }()
@@ -882,16 +884,22 @@ func TestCloseUnderLoad(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				time.Sleep(150 * time.Millisecond)
+				acquired.Add(1)
+				time.Sleep(150 * time.Millisecond) // holding it, while others wait and extend
 				_ = l.Extend(ctx, 0)
 				_ = l.Release(ctx)
 			}
 		}()
 	}
-	time.Sleep(3 * time.Second)
+	require.Eventually(t, func() bool { return acquired.Load() >= 16 }, 30*time.Second, 10*time.Millisecond,
+		"the callers take locks under load")
 	require.NoError(t, c.Close())
 	for range 8 {
-		<-done
+		select {
+		case <-done:
+		case <-ctx.Done():
+			t.Fatal("a call did not return after Close")
+		}
 	}
 }
 
