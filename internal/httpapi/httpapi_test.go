@@ -474,8 +474,9 @@ func TestKafkaPingsAreShared(t *testing.T) {
 	e.kafka.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
 		e.kafka.KeepControl()
 		pings.Add(1)
-		// Long enough for the whole burst to ask while it is under way.
-		time.Sleep(300 * time.Millisecond)
+		// Long enough for the whole burst to ask while it is under way: a
+		// third ping needs the burst spread over more than two of these.
+		time.Sleep(time.Second)
 		return nil, nil, false
 	})
 	const burst = 8
