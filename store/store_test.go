@@ -884,10 +884,18 @@ func TestOffsets(t *testing.T) {
 			return err
 		})
 	}()
+	var holder int
+	require.NoError(t, tx1.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&holder))
+	require.Eventually(t, func() bool {
+		var blocked bool
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))`,
+			holder).Scan(&blocked))
+		return blocked
+	}, 10*time.Second, 5*time.Millisecond, "the second transaction waits for the first")
 	select {
 	case n := <-got:
 		t.Fatalf("second transaction locked the offset row while the first held it (read %d)", n)
-	case <-time.After(100 * time.Millisecond):
+	default:
 	}
 	require.NoError(t, advanceOffset(ctx, tx1, group, topic, 3, 10, 11))
 	require.NoError(t, tx1.Commit(ctx))
