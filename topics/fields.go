@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 )
 
 // field is one field of a Command: how Decode reads it and how Validate
@@ -76,6 +78,8 @@ var fields = [...]field{
 	{name: "limit", kind: kindCount, at: func(c *Command) any { return &c.Limit }, positive: true, rng: limitRange,
 		check: func(c Command, _ string) string {
 			switch {
+			case c.Limit == math.MaxInt || c.Limit == math.MinInt: // read past int's range
+				return fmt.Sprintf("limit is past a 64-bit integer's range, outside %s", limitRange)
 			case c.Limit != 0 && (c.Limit < 1 || c.Limit > MaxLimit):
 				return fmt.Sprintf("limit %d is outside %s", c.Limit, limitRange)
 			case c.Limit > 1 && c.Mode == ModeShared:
@@ -88,7 +92,7 @@ var fields = [...]field{
 	{name: "max_age_seconds", kind: kindOptionalSeconds, at: func(c *Command) any { return &c.MaxAgeSeconds },
 		check: func(c Command, _ string) string {
 			if c.MaxAgeSeconds != nil && !inRange(*c.MaxAgeSeconds, 0, MaxMaxAgeSeconds) {
-				return fmt.Sprintf("max_age_seconds %g is outside 0..%d", *c.MaxAgeSeconds, MaxMaxAgeSeconds)
+				return fmt.Sprintf("max_age_seconds %s is outside 0..%d", seconds(*c.MaxAgeSeconds), MaxMaxAgeSeconds)
 			}
 			return ""
 		}},
@@ -247,7 +251,16 @@ func checkMetadata(c Command, _ string) string {
 // zeroIsDefault.
 func secondsProblem(name string, v, lo, hi float64, zeroIsDefault bool) string {
 	if (v != 0 || !zeroIsDefault) && !inRange(v, lo, hi) {
-		return fmt.Sprintf("%s %g is outside %g..%g seconds", name, v, lo, hi)
+		return fmt.Sprintf("%s %s is outside %g..%g seconds", name, seconds(v), lo, hi)
 	}
 	return ""
+}
+
+// seconds quotes a number of seconds for an error message; one read past
+// float64's range (±Inf) is not quoted as what it was read as.
+func seconds(v float64) string {
+	if math.IsInf(v, 0) {
+		return "past a float64's range"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }

@@ -185,9 +185,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"record one byte over", sized(`{"operation":"query","lock_name":"a","pad":"`, `"}`, MaxRecordBytes+1), CodeInvalidRequest, "65537 bytes, over the limit of 65536"},
 		{"metadata one byte over", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":` + sized(`{"k":"`, `"}`, MaxOwnerMetadataBytes+1) + `}`, CodeInvalidRequest, "owner_metadata is 4097 bytes, over the limit of 4096"},
 		{"token past int64", `{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":9223372036854775808}`, CodeInvalidRequest, "fencing_token must be a 64-bit integer"},
-		{"lease past float64", `{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":1e400}`, CodeInvalidRequest, "lease_duration +Inf is outside 0.1..86400 seconds"},
-		{"limit past int", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":-123456789012345678901234567890}`, CodeInvalidRequest, "limit -9223372036854775808 is outside"},
-		{"max age past float64", `{"operation":"cleanup","lock_name":"*","max_age_seconds":1e999}`, CodeInvalidRequest, "max_age_seconds +Inf is outside"},
+		{"lease past float64", `{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":1e400}`, CodeInvalidRequest, "lease_duration past a float64's range is outside 0.1..86400 seconds"},
+		{"limit past int", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":-123456789012345678901234567890}`, CodeInvalidRequest, "limit is past a 64-bit integer's range, outside 1..10000"},
+		{"max age past float64", `{"operation":"cleanup","lock_name":"*","max_age_seconds":1e999}`, CodeInvalidRequest, "max_age_seconds past a float64's range is outside"},
 		{"string for a string field", `{"operation":"query","lock_name":5}`, CodeInvalidRequest, "lock_name must be a string, got 5"},
 	}
 	for _, tc := range cases {
