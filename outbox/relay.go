@@ -783,12 +783,13 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 
 // ack counts rows Kafka acknowledged; they are deleted later.
 func (ps *passState) ack(p *partition, rows []row) {
+	now := time.Now()
 	if len(p.acked) == 0 {
-		p.ackedAt = time.Now()
+		p.ackedAt = now
 	}
 	for _, x := range rows {
 		p.acked = append(p.acked, x.id)
-		ps.oldest = max(ps.oldest, time.Since(x.at))
+		ps.oldest = max(ps.oldest, now.Sub(x.at))
 	}
 	ps.res.published += len(rows)
 }
@@ -1068,12 +1069,13 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		var id *int64
 		var x row
 		var age *float64
+		now := time.Now() // the rows' ages are as of their reading
 		_, err := pgx.ForEachRow(rows, []any{&p, &id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
 			if id == nil {
 				parked[p] = append(parked[p], x.topic)
 				return nil
 			}
-			x.id, x.at = *id, time.Now().Add(-time.Duration(*age*float64(time.Second)))
+			x.id, x.at = *id, now.Add(-time.Duration(*age*float64(time.Second)))
 			byPart[p] = append(byPart[p], x)
 			x = row{} // the scanned slices now belong to byPart
 			return nil
