@@ -156,13 +156,9 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 				note(f, "must be an integer, got %s", truncate(string(v)))
 				continue
 			}
-			n, err := strconv.Atoi(string(v))
-			if err != nil { // past int's range: as for seconds, the limits judge it
-				n = math.MaxInt
-				if v[0] == '-' {
-					n = math.MinInt
-				}
-			}
+			// Past int's range Atoi gives its bound of the same sign
+			// (ErrRange): as for seconds, the limits judge it.
+			n, _ := strconv.Atoi(string(v))
 			*f.at(c).(*int) = n
 		case kindToken:
 			n, err := strconv.ParseInt(string(v), 10, 64)
