@@ -109,12 +109,14 @@ func (c *cli) watchLock(ctx context.Context, lock string) error {
 // printRevision prints one lock state: a line, or its record as JSON.
 func (c *cli) printRevision(lr client.LockRevision) {
 	if c.json {
-		b, _ := json.Marshal(lr.Record)
+		var b []byte
 		switch {
 		case lr.Deleted:
 			b, _ = json.Marshal(map[string]any{"namespace": lr.Namespace, "lock_name": lr.Name, "deleted": true})
 		case lr.Unreadable != nil:
 			b, _ = json.Marshal(map[string]any{"namespace": lr.Namespace, "lock_name": lr.Name, "unreadable": lr.Unreadable.Error()})
+		default:
+			b, _ = json.Marshal(lr.Record)
 		}
 		fmt.Fprintln(c.stdout, string(b))
 		return
