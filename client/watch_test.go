@@ -233,31 +233,11 @@ func stateTopic(t *testing.T, recs ...*kgo.Record) (cluster *kfake.Cluster, c *c
 // Partition.
 func statePartitions(t *testing.T, n int32, recs ...*kgo.Record) (cluster *kfake.Cluster, c *client.Client, produce func(...*kgo.Record)) {
 	t.Helper()
-	state := topics.DefaultNames().State
-	cluster = kafkatest.Cluster(t, kfake.SeedTopics(n, state))
-	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	require.NoError(t, err)
-	t.Cleanup(kc.Close)
-	produce = func(recs ...*kgo.Record) {
-		t.Helper()
-		require.NoError(t, kc.ProduceSync(ctxT(t), recs...).FirstErr())
-	}
-	if len(recs) > 0 {
-		produce(recs...)
-	}
-	c, err = client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
+	cluster, produce = kafkatest.StateTopic(t, n, recs...)
+	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	return cluster, c, produce
-}
-
-// stateRecord is a record of the lock state topic: lock's state at rev.
-func stateRecord(t *testing.T, lock string, rev int64) *kgo.Record {
-	t.Helper()
-	b, err := topics.LockState{LockName: lock, Revision: rev, Status: topics.StatusReleased, Limit: 1}.Encode()
-	require.NoError(t, err)
-	return &kgo.Record{Key: []byte(lock), Value: b}
 }
 
 // unreadable is a record of key that no lock state decodes from: here a
@@ -273,9 +253,9 @@ func unreadable(key string) *kgo.Record {
 func TestLocksLeavesOutUnreadableLocks(t *testing.T) {
 	ctx := ctxT(t)
 	_, c, _ := stateTopic(t,
-		stateRecord(t, "gone", 1), unreadable("gone"), // its newest state cannot be read
-		stateRecord(t, "job", 1),
-		unreadable("back"), stateRecord(t, "back", 2), // read again since
+		kafkatest.StateRecord(t, "gone", 1), unreadable("gone"), // its newest state cannot be read
+		kafkatest.StateRecord(t, "job", 1),
+		unreadable("back"), kafkatest.StateRecord(t, "back", 2), // read again since
 	)
 	table, err := c.Locks(ctx)
 	var ue *client.UnreadableStateError
@@ -295,7 +275,7 @@ func TestLocksLeavesOutUnreadableLocks(t *testing.T) {
 	require.True(t, ue.AffectsNamespace(""))
 	require.False(t, ue.AffectsNamespace("other"))
 
-	_, clean, _ := stateTopic(t, stateRecord(t, "job", 1))
+	_, clean, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 	table, err = clean.Locks(ctx)
 	require.NoError(t, err)
 	require.Len(t, table, 1)
@@ -339,7 +319,7 @@ func TestLocksNamesUnreadableLocks(t *testing.T) {
 // readable revision comes; a copy of an older one does not count.
 func TestWatchUnreadable(t *testing.T) {
 	ctx := ctxT(t)
-	_, c, produce := stateTopic(t, stateRecord(t, "job", 1), unreadable("job"))
+	_, c, produce := stateTopic(t, kafkatest.StateRecord(t, "job", 1), unreadable("job"))
 	ch, err := c.Watch(ctx, "job")
 	require.NoError(t, err)
 	lr := next(t, ch)
@@ -347,14 +327,14 @@ func TestWatchUnreadable(t *testing.T) {
 	require.Equal(t, "job", lr.Name)
 	require.Zero(t, lr.Revision)
 
-	produce(unreadable("job"), stateRecord(t, "job", 1), stateRecord(t, "job", 2))
+	produce(unreadable("job"), kafkatest.StateRecord(t, "job", 1), kafkatest.StateRecord(t, "job", 2))
 	lr = next(t, ch)
 	require.NoError(t, lr.Unreadable, "said once; revision 1 again is a copy")
 	require.Equal(t, int64(2), lr.Revision)
 
 	produce(unreadable("job"))
 	require.Error(t, next(t, ch).Unreadable)
-	produce(stateRecord(t, "job", 3))
+	produce(kafkatest.StateRecord(t, "job", 3))
 	require.Equal(t, int64(3), next(t, ch).Revision)
 }
 
@@ -366,7 +346,7 @@ func TestWatchUnreadable(t *testing.T) {
 // a record read, then ErrUnreachable, rather than waiting forever.
 func TestLocksCutOff(t *testing.T) {
 	t.Run("fetches fail", func(t *testing.T) {
-		cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
+		cluster, c, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 		cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
 		short, cancel := context.WithTimeout(ctxT(t), time.Second)
 		defer cancel()
@@ -376,7 +356,7 @@ func TestLocksCutOff(t *testing.T) {
 		require.ErrorIs(t, err, kerr.NotLeaderForPartition)
 	})
 	t.Run("slow brokers", func(t *testing.T) {
-		cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
+		cluster, c, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 		held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
 		defer release()
 		tooLong := errors.New("the table took too long")
@@ -389,7 +369,7 @@ func TestLocksCutOff(t *testing.T) {
 		require.ErrorIs(t, err, tooLong, "the deadline's cause")
 	})
 	t.Run("no deadline", func(t *testing.T) {
-		cluster, _, _ := stateTopic(t, stateRecord(t, "job", 1))
+		cluster, _, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 		c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: time.Second})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
@@ -405,7 +385,7 @@ func TestLocksCutOff(t *testing.T) {
 		// Records of a partition read to its end are no progress, and
 		// do not hide the errors of the partition still to be read.
 		on := func(p int32, r *kgo.Record) *kgo.Record { r.Partition = p; return r }
-		cluster, _, produce := statePartitions(t, 2, on(0, stateRecord(t, "a", 1)), on(1, stateRecord(t, "b", 1)))
+		cluster, _, produce := statePartitions(t, 2, on(0, kafkatest.StateRecord(t, "a", 1)), on(1, kafkatest.StateRecord(t, "b", 1)))
 		c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: time.Second})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
@@ -416,7 +396,7 @@ func TestLocksCutOff(t *testing.T) {
 		go func() {
 			defer close(done)
 			for rev := int64(2); writes.Err() == nil; rev++ {
-				produce(on(0, stateRecord(t, "a", rev)))
+				produce(on(0, kafkatest.StateRecord(t, "a", rev)))
 				time.Sleep(20 * time.Millisecond)
 			}
 		}()
@@ -433,7 +413,7 @@ func TestLocksCutOff(t *testing.T) {
 		require.ErrorIs(t, err, kerr.NotLeaderForPartition)
 	})
 	t.Run("brokers gone", func(t *testing.T) {
-		cluster, _, _ := stateTopic(t, stateRecord(t, "job", 1))
+		cluster, _, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 		c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, RequestTimeout: time.Second})
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = c.Close() })
@@ -454,9 +434,9 @@ func TestLocksCutOff(t *testing.T) {
 // revision after a tombstone starts the lock afresh.
 func TestLocksKeepsTheNewestRevision(t *testing.T) {
 	_, c, _ := stateTopic(t,
-		stateRecord(t, "job", 4), stateRecord(t, "job", 5), stateRecord(t, "job", 4),
-		stateRecord(t, "again", 7), &kgo.Record{Key: []byte("again")}, stateRecord(t, "again", 1),
-		stateRecord(t, "newer", 5), unreadable("newer"), stateRecord(t, "newer", 5),
+		kafkatest.StateRecord(t, "job", 4), kafkatest.StateRecord(t, "job", 5), kafkatest.StateRecord(t, "job", 4),
+		kafkatest.StateRecord(t, "again", 7), &kgo.Record{Key: []byte("again")}, kafkatest.StateRecord(t, "again", 1),
+		kafkatest.StateRecord(t, "newer", 5), unreadable("newer"), kafkatest.StateRecord(t, "newer", 5),
 	)
 	table, err := c.Locks(ctxT(t))
 	var ue *client.UnreadableStateError
@@ -474,7 +454,7 @@ func TestLocksKeepsTheNewestRevision(t *testing.T) {
 // topic) fail at once with ErrForbidden, as New does for its reply topic,
 // not as unreachable.
 func TestLocksForbidden(t *testing.T) {
-	cluster, c, _ := stateTopic(t, stateRecord(t, "job", 1))
+	cluster, c, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 	cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: topics.DefaultNames().State,
 		Err: kerr.TopicAuthorizationFailed, Count: -1})
 	start := time.Now()

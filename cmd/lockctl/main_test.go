@@ -134,31 +134,17 @@ func TestUnreachableBroker(t *testing.T) {
 	}
 }
 
-// stateTopicWith is a broker whose lock state topic (one partition) holds
-// records.
-func stateTopicWith(t *testing.T, records ...*kgo.Record) *kfake.Cluster {
+// stateTopic is a broker whose lock state topic (one partition) holds recs.
+func stateTopic(t *testing.T, recs ...*kgo.Record) *kfake.Cluster {
 	t.Helper()
-	state := topics.DefaultNames().State
-	kafka := kafkatest.Cluster(t, kfake.SeedTopics(1, state))
-	kc, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...), kgo.DefaultProduceTopic(state))
-	require.NoError(t, err)
-	defer kc.Close()
-	require.NoError(t, kc.ProduceSync(context.Background(), records...).FirstErr())
+	kafka, _ := kafkatest.StateTopic(t, 1, recs...)
 	return kafka
-}
-
-// releasedJob is the state record of lock "job", released.
-func releasedJob(t *testing.T) []byte {
-	t.Helper()
-	job, err := topics.LockState{LockName: "job", Revision: 1, Status: topics.StatusReleased, Limit: 1}.Encode()
-	require.NoError(t, err)
-	return job
 }
 
 // locks reads the lock state topic from brokers it reached: when they stop
 // answering its fetches, it exits 3 (unreachable) at --timeout, not 1.
 func TestLocksUnreachableAfterSetup(t *testing.T) {
-	kafka := stateTopicWith(t, &kgo.Record{Key: []byte("job"), Value: releasedJob(t)})
+	kafka := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 	kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.NotLeaderForPartition, Count: -1})
 	var out, errOut testlog.Buffer
 	code := run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0], "--timeout", "1s"}, &out, &errOut)
@@ -169,7 +155,7 @@ func TestLocksUnreachableAfterSetup(t *testing.T) {
 // locks whose --timeout passes while the brokers answer (a long topic; here
 // a fetch held) exits 1 and says so: it is not unreachable (3).
 func TestLocksSlowerThanTimeout(t *testing.T) {
-	kafka := stateTopicWith(t, &kgo.Record{Key: []byte("job"), Value: releasedJob(t)})
+	kafka := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
 	_, release := kafkatest.HoldFirst(kafka, kmsg.Fetch)
 	defer release()
 	var out, errOut testlog.Buffer
@@ -183,7 +169,7 @@ func TestLocksSlowerThanTimeout(t *testing.T) {
 // those left out, whose newest record cannot be decoded (as a renamed field
 // would make every record): not an empty table in silence.
 func TestLocksWarnsOfUnreadableRecords(t *testing.T) {
-	kafka := stateTopicWith(t, &kgo.Record{Key: []byte("job"), Value: releasedJob(t)},
+	kafka := stateTopic(t, kafkatest.StateRecord(t, "job", 1),
 		&kgo.Record{Key: []byte("other"), Value: []byte(`{"name": "other", "revision": 2}`)})
 	var out, errOut testlog.Buffer
 	code := run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0]}, &out, &errOut)

@@ -11,7 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // TopicConfigs is what the broker says topic's configs are, by name.
@@ -60,4 +63,32 @@ func HoldFirst(c *kfake.Cluster, key kmsg.Key) (held <-chan struct{}, release fu
 		return nil, nil, false
 	})
 	return h, func() { released.Do(func() { close(r) }) }
+}
+
+// StateTopic starts a broker whose lock state topic has n partitions and
+// holds recs (each on its Partition); produce adds records the same way.
+func StateTopic(t testing.TB, n int32, recs ...*kgo.Record) (cluster *kfake.Cluster, produce func(...*kgo.Record)) {
+	t.Helper()
+	state := topics.DefaultNames().State
+	cluster = Cluster(t, kfake.SeedTopics(n, state))
+	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	produce = func(recs ...*kgo.Record) {
+		t.Helper()
+		require.NoError(t, kc.ProduceSync(context.Background(), recs...).FirstErr())
+	}
+	if len(recs) > 0 {
+		produce(recs...)
+	}
+	return cluster, produce
+}
+
+// StateRecord is a record of the lock state topic: lock, released, at rev.
+func StateRecord(t testing.TB, lock string, rev int64) *kgo.Record {
+	t.Helper()
+	b, err := topics.LockState{LockName: lock, Revision: rev, Status: topics.StatusReleased, Limit: 1}.Encode()
+	require.NoError(t, err)
+	return &kgo.Record{Key: []byte(lock), Value: b}
 }
