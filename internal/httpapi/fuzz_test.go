@@ -51,6 +51,7 @@ func FuzzInspection(f *testing.F) {
 		{"a/b", "", "n%zz", ""},
 		{"a/b", "ns", "&namespace=ns", "inspect-secret"},
 		{"a/b", "ns", ";x=1", "inspect-secret"},
+		{"a/b", "ns", "&namespce=ns", "inspect-secret"},
 		{"a/b", "ns", "&x=%", "inspect-secret"},
 	} {
 		f.Add(seed.name, seed.namespace, seed.query, seed.token)
@@ -84,7 +85,7 @@ func FuzzInspection(f *testing.F) {
 				}
 				if prefix == "/locks/" && resp.StatusCode != http.StatusUnauthorized {
 					q, err := url.ParseQuery(req.URL.RawQuery)
-					if err != nil || len(q["namespace"]) != 1 {
+					if err != nil || len(q["namespace"]) != 1 || len(q) != 1 {
 						require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", req.URL)
 					} else if resp.StatusCode == http.StatusOK {
 						info, _ := body["lock_info"].(map[string]any)

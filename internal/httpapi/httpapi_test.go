@@ -201,7 +201,7 @@ func TestInspectionIsPrivate(t *testing.T) {
 }
 
 // TestBadRequests: names and namespaces the contract refuses, and query
-// strings that do not parse or repeat namespace, are 400 with the reason
+// strings that do not parse, repeat namespace or give another key, are 400 with the reason
 // (not an answer about another lock); other methods and paths are refused
 // too.
 func TestBadRequests(t *testing.T) {
@@ -220,6 +220,9 @@ func TestBadRequests(t *testing.T) {
 		"/locks/orders%2F42?namespace=billing;x":             "malformed query string: invalid semicolon separator",
 		"/locks/orders%2F42?namespace=&namespace=billing":    "namespace is given 2 times",
 		"/locks/orders%2F42?namespace=billing&namespace=ops": "namespace is given 2 times",
+		"/locks/orders%2F42?namespce=billing":                `unknown query parameter "namespce": only namespace is read`,
+		"/locks/orders%2F42?namespace=billing&x":             `unknown query parameter "x"`,
+		"/locks/orders%2F42?" + strings.Repeat("k", 100):     `unknown query parameter "` + strings.Repeat("k", 64) + `"`,
 	} {
 		var eb errorBody
 		code, body := e.get(path, &eb)

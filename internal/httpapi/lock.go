@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,10 +56,10 @@ const MaxQueueShown = 1000
 var errNoLock = errors.New("no such lock")
 
 // lock answers 400 for a name the contract refuses or a query string that
-// does not parse or repeats namespace, 404 for a lock without a row, else
+// does not parse, repeats namespace or gives another key, 404 for a lock without a row, else
 // the lock and its queue read in one snapshot.
 func (s *server) lock(w http.ResponseWriter, r *http.Request) {
-	ns, err := queryParam(r, "namespace")
+	ns, err := namespaceParam(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -135,18 +137,24 @@ func readLock(ctx context.Context, tx pgx.Tx, q topics.Command) (LockView, error
 	return v, nil
 }
 
-// queryParam is the query's value of key, empty when absent. A query that
-// does not parse, or gives key more than once, is an error: url.URL.Query
-// would drop the pairs it cannot parse and answer about another lock.
-func queryParam(r *http.Request, key string) (string, error) {
+// namespaceParam is the query's namespace, empty when absent. A query that
+// does not parse, gives namespace more than once, or gives another key (a
+// misspelt namespace) is an error: each would answer about another lock,
+// the default namespace's (url.URL.Query drops the pairs it cannot parse).
+func namespaceParam(r *http.Request) (string, error) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return "", fmt.Errorf("malformed query string: %w", err)
 	}
-	if n := len(q[key]); n > 1 {
-		return "", fmt.Errorf("%s is given %d times: give it once", key, n)
+	for _, key := range slices.Sorted(maps.Keys(q)) {
+		if key != "namespace" {
+			return "", fmt.Errorf("unknown query parameter %.64q: only namespace is read", key)
+		}
 	}
-	return q.Get(key), nil
+	if n := len(q["namespace"]); n > 1 {
+		return "", fmt.Errorf("namespace is given %d times: give it once", n)
+	}
+	return q.Get("namespace"), nil
 }
 
 // refused answers 400 with the contract's reason when it refuses c, the
