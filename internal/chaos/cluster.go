@@ -16,13 +16,62 @@ import (
 	"github.com/omninode/lockworker/internal/childproc"
 )
 
+// proc is a started child process whose output one goroutine reads line by
+// line to its end before it waits for the process: os/exec's Wait closes
+// the pipe, so it must not run while the pipe is still read.
+type proc struct {
+	cmd       *exec.Cmd
+	ready     chan struct{} // closed at the first line that says the process is ready
+	readyLine string        // that line; set before ready closes
+	done      chan struct{} // closed once the process exited (cmd.ProcessState says how)
+}
+
+// startProc starts cmd and passes each line of the output pipe opens
+// (cmd.StdoutPipe or cmd.StderrPipe) to line, which says whether it is
+// the line that means the process is ready.
+func startProc(cmd *exec.Cmd, pipe func() (io.ReadCloser, error), line func(string) bool) (*proc, error) {
+	out, err := pipe()
+	if err != nil {
+		return nil, fmt.Errorf("piping the output of %s: %w", cmd.Path, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)
+	}
+	p := &proc{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		readied := false
+		for sc.Scan() {
+			if l := sc.Text(); line(l) && !readied {
+				p.readyLine, readied = l, true
+				close(p.ready)
+			}
+		}
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// waitReady waits for the ready line; what names the process in errors.
+func (p *proc) waitReady(ctx context.Context, what string) error {
+	select {
+	case <-p.ready:
+		return nil
+	case <-p.done:
+		return fmt.Errorf("%s exited before it was ready (%s)", what, p.cmd.ProcessState)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Broker is a cmd/devkafka process.
 type Broker struct {
 	Addr string
 	args []string
 	bin  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	p    *proc
 }
 
 // StartBroker runs the devkafka binary on a free port with the commands
@@ -43,60 +92,44 @@ func StartBrokerAt(ctx context.Context, bin, addr, dir string, partitions int, m
 }
 
 func (b *Broker) start(ctx context.Context) error {
+	const listening = "devkafka listening on "
 	cmd := exec.Command(b.bin, b.args...)
 	childproc.DieWithParent(cmd)
 	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
+	p, err := startProc(cmd, cmd.StdoutPipe, func(line string) bool { return strings.HasPrefix(line, listening) })
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", b.bin, err)
-	}
-	b.cmd, b.done = cmd, make(chan struct{})
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if a, ok := strings.CutPrefix(sc.Text(), "devkafka listening on "); ok {
-				addr <- a
-			}
-		}
-	}()
-	done := b.done
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case b.Addr = <-addr:
-		return nil
-	case <-done:
-		return fmt.Errorf("%s exited before listening", b.bin)
-	case <-ctx.Done():
+	b.p = p
+	if err := p.waitReady(ctx, b.bin); err != nil {
 		b.Close()
-		return ctx.Err()
+		return err
 	}
+	b.Addr = strings.TrimPrefix(p.readyLine, listening)
+	return nil
 }
 
 // Kill SIGKILLs the broker; Restart starts it again with the same
 // arguments (on the address it had: give StartBrokerAt a fixed one).
 func (b *Broker) Kill() {
-	_ = b.cmd.Process.Kill()
-	<-b.done
+	_ = b.p.cmd.Process.Kill()
+	<-b.p.done
 }
 
 // Restart starts a killed or closed broker again.
 func (b *Broker) Restart(ctx context.Context) error { return b.start(ctx) }
 
 // Pid is the broker process's id.
-func (b *Broker) Pid() int { return b.cmd.Process.Pid }
+func (b *Broker) Pid() int { return b.p.cmd.Process.Pid }
 
 // Close stops the broker.
 func (b *Broker) Close() {
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	_ = b.p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-b.done:
+	case <-b.p.done:
 	case <-time.After(10 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.done
+		_ = b.p.cmd.Process.Kill()
+		<-b.p.done
 	}
 }
 
@@ -108,10 +141,8 @@ type Replica struct {
 	env  []string
 	logw io.Writer
 
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	done  chan struct{}
-	ready chan struct{}
+	mu sync.Mutex
+	p  *proc // nil when not started or stopped
 }
 
 // NewReplica prepares a replica; env is added to the process's environment
@@ -130,61 +161,39 @@ func NewReplica(name, bin string, env []string, logw io.Writer) *Replica {
 func (r *Replica) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cmd != nil {
+	if r.p != nil {
 		return fmt.Errorf("replica %s is running", r.Name)
 	}
 	cmd := exec.Command(r.bin)
 	cmd.Env = r.env
 	childproc.DieWithParent(cmd)
-	errp, err := cmd.StderrPipe()
+	p, err := startProc(cmd, cmd.StderrPipe, func(line string) bool {
+		fmt.Fprintf(r.logw, "%s %s\n", r.Name, line)
+		return strings.Contains(line, "lockworker is consuming")
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("replica %s: %w", r.Name, err)
 	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting replica %s: %w", r.Name, err)
-	}
-	done, ready := make(chan struct{}), make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(errp)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Text()
-			if strings.Contains(line, "lockworker is consuming") {
-				once.Do(func() { close(ready) })
-			}
-			fmt.Fprintf(r.logw, "%s %s\n", r.Name, line)
-		}
-		_ = cmd.Wait()
-		close(done)
-	}()
-	r.cmd, r.done, r.ready = cmd, done, ready
+	r.p = p
 	return nil
 }
 
 // Ready waits until the replica logged that it consumes.
 func (r *Replica) Ready(ctx context.Context) error {
 	r.mu.Lock()
-	ready, done := r.ready, r.done
+	p := r.p
 	r.mu.Unlock()
-	if ready == nil {
+	if p == nil {
 		return fmt.Errorf("replica %s is not running", r.Name)
 	}
-	select {
-	case <-ready:
-		return nil
-	case <-done:
-		return fmt.Errorf("replica %s exited before it was ready", r.Name)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return p.waitReady(ctx, "replica "+r.Name)
 }
 
 // Running reports whether the process runs.
 func (r *Replica) Running() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cmd != nil
+	return r.p != nil
 }
 
 // Kill sends SIGKILL (a crash) and waits for the process to be gone.
@@ -196,25 +205,25 @@ func (r *Replica) Term(grace time.Duration) error { return r.stop(syscall.SIGTER
 
 func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
 	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.cmd, r.ready = nil, nil
+	p := r.p
+	r.p = nil
 	r.mu.Unlock()
-	if cmd == nil {
+	if p == nil {
 		return nil
 	}
-	if err := cmd.Process.Signal(sig); err != nil {
+	if err := p.cmd.Process.Signal(sig); err != nil {
 		return fmt.Errorf("signalling replica %s: %w", r.Name, err)
 	}
 	if grace == 0 {
-		<-done
+		<-p.done
 		return nil
 	}
 	select {
-	case <-done:
+	case <-p.done:
 		return nil
 	case <-time.After(grace):
-		_ = cmd.Process.Kill()
-		<-done
+		_ = p.cmd.Process.Kill()
+		<-p.done
 		return errors.New("replica " + r.Name + " did not stop within " + grace.String())
 	}
 }

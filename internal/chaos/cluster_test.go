@@ -1,0 +1,35 @@
+package chaos
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// script is an executable sh script of body, standing in for a binary.
+func script(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "bin")
+	require.NoError(t, os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+	return path
+}
+
+func TestBrokerAddrIsFromItsListeningLine(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := StartBroker(ctx, script(t, `echo starting; echo "devkafka listening on 127.0.0.1:4321"; exec sleep 60`), 1, time.Second)
+	require.NoError(t, err)
+	defer b.Close()
+	require.Equal(t, "127.0.0.1:4321", b.Addr)
+}
+
+func TestBrokerExitingBeforeItListensIsAnError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := StartBroker(ctx, script(t, `echo "no port"; exit 3`), 1, time.Second)
+	require.ErrorContains(t, err, "exited before it was ready (exit status 3)")
+}
