@@ -81,6 +81,9 @@ func TestChaos(t *testing.T) {
 	}
 	load.Stop(4 * session)
 	election.Stop()
+	for _, r := range replicas {
+		require.NoError(t, r.Err(), "a replica no round stopped exited")
+	}
 	h := load.History()
 	st := load.Stats()
 	t.Logf("%d SIGKILLs, %d SIGTERMs; %d commands (%d resends), %d replies; worst answer %s, p99 %s, %d over 1 s, corrected p99 %s, unanswered %d",

@@ -23,7 +23,8 @@ type proc struct {
 	cmd       *exec.Cmd
 	ready     chan struct{} // closed at the first line that says the process is ready
 	readyLine string        // that line; set before ready closes
-	done      chan struct{} // closed once the process exited (cmd.ProcessState says how)
+	done      chan struct{} // closed once the process exited
+	err       error         // Wait's; set before done closes
 }
 
 // startProc starts cmd and passes each line of the output pipe opens
@@ -48,7 +49,7 @@ func startProc(cmd *exec.Cmd, pipe func() (io.ReadCloser, error), line func(stri
 				close(p.ready)
 			}
 		}
-		_ = cmd.Wait()
+		p.err = cmd.Wait()
 		close(p.done)
 	}()
 	return p, nil
@@ -196,11 +197,30 @@ func (r *Replica) Running() bool {
 	return r.p != nil
 }
 
+// Err is an error if the process exited without Kill or Term asking it to
+// (a panic, a fatal error): nobody else would notice until a stop found it
+// gone.
+func (r *Replica) Err() error {
+	r.mu.Lock()
+	p := r.p
+	r.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return fmt.Errorf("replica %s exited unasked (%s)", r.Name, p.cmd.ProcessState)
+	default:
+		return nil
+	}
+}
+
 // Kill sends SIGKILL (a crash) and waits for the process to be gone.
 func (r *Replica) Kill() error { return r.stop(syscall.SIGKILL, 0) }
 
 // Term sends SIGTERM (a clean stop) and waits up to grace for the process
-// to exit before killing it; an exit after grace is an error.
+// to exit before killing it; an exit after grace or with a status other
+// than 0 (a failed drain) is an error.
 func (r *Replica) Term(grace time.Duration) error { return r.stop(syscall.SIGTERM, grace) }
 
 func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
@@ -216,10 +236,13 @@ func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
 	}
 	if grace == 0 {
 		<-p.done
-		return nil
+		return nil // SIGKILL's exit status says no more than that it was killed
 	}
 	select {
 	case <-p.done:
+		if p.err != nil {
+			return fmt.Errorf("replica %s after SIGTERM: %w", r.Name, p.err)
+		}
 		return nil
 	case <-time.After(grace):
 		_ = p.cmd.Process.Kill()

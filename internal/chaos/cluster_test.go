@@ -33,3 +33,31 @@ func TestBrokerExitingBeforeItListensIsAnError(t *testing.T) {
 	_, err := StartBroker(ctx, script(t, `echo "no port"; exit 3`), 1, time.Second)
 	require.ErrorContains(t, err, "exited before it was ready (exit status 3)")
 }
+
+// consuming is a replica script's start: the line Ready waits for.
+const consuming = `echo "lockworker is consuming" >&2; `
+
+func TestReplicaTermIsAnErrorIfTheDrainFails(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := NewReplica("w0", script(t, `trap 'exit 1' TERM; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { _ = r.Kill() })
+	require.NoError(t, r.Ready(ctx))
+	require.ErrorContains(t, r.Term(5*time.Second), "exit status 1")
+}
+
+func TestReplicaErrIsAnExitNobodyAskedFor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := NewReplica("w0", script(t, consuming+`sleep 1; exit 2`), nil, nil)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { _ = r.Kill() })
+	require.NoError(t, r.Ready(ctx))
+	require.NoError(t, r.Err(), "running")
+	r.mu.Lock()
+	exited := r.p.done
+	r.mu.Unlock()
+	<-exited
+	require.ErrorContains(t, r.Err(), "exit status 2")
+}
