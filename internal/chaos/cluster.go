@@ -190,13 +190,6 @@ func (r *Replica) Ready(ctx context.Context) error {
 	return p.waitReady(ctx, "replica "+r.Name)
 }
 
-// Running reports whether the process runs.
-func (r *Replica) Running() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.p != nil
-}
-
 // Err is an error if the process exited without Kill or Term asking it to
 // (a panic, a fatal error): nobody else would notice until a stop found it
 // gone.
