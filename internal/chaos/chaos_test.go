@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 
@@ -45,7 +44,7 @@ func TestChaos(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("replica logs:\n%s", lastLines(logs.String(), 200))
+			t.Logf("replica logs:\n%s", testlog.LastLines(logs.String(), 200))
 		}
 	})
 	var replicas []*Replica
@@ -125,9 +124,4 @@ func TestChaos(t *testing.T) {
 	require.GreaterOrEqual(t, len(leaders), 5, "the leadership moved too little to mean anything")
 	require.Positive(t, how["died"], "some leaders died")
 	require.NoError(t, CheckTerms(leaders, writes))
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

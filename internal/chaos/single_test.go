@@ -37,7 +37,7 @@ func startSingle(t *testing.T, ctx context.Context, partitions int) *single {
 	t.Cleanup(func() {
 		_ = s.replica.Kill()
 		if t.Failed() {
-			t.Logf("replica logs:\n%s", lastLines(s.logs.String(), 100))
+			t.Logf("replica logs:\n%s", testlog.LastLines(s.logs.String(), 100))
 		}
 	})
 	require.NoError(t, s.replica.Ready(ctx))

@@ -22,6 +22,8 @@ import (
 	"github.com/testcontainers/testcontainers-go/modules/postgres"
 	"github.com/testcontainers/testcontainers-go/wait"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
 // composeFile is the repository's docker-compose.yml, seen from this
@@ -238,11 +240,5 @@ func logsOf(ctx context.Context, ctr testcontainers.Container) string {
 	}
 	defer rc.Close()
 	b, _ := io.ReadAll(rc)
-	return "\ncontainer log (end):\n" + lastLines(string(b), 60)
-}
-
-// lastLines is the last n lines of s.
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	return "\ncontainer log (end):\n" + testlog.LastLines(string(b), 60)
 }

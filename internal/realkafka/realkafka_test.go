@@ -15,6 +15,7 @@ import (
 	"github.com/omninode/lockworker/internal/chaos"
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -88,7 +89,7 @@ func setUp(ctx context.Context, t *testing.T) *suite {
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(s.logs.Name())
-			t.Logf("lockworker logs (end):\n%s", lastLines(string(b), 200))
+			t.Logf("lockworker logs (end):\n%s", testlog.LastLines(string(b), 200))
 		}
 		s.logs.Close()
 	})
