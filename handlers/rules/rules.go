@@ -627,9 +627,12 @@ func (l *Lock) limitMismatch(r Request) Effect {
 func (l *Lock) lockHeld(r Request) Effect {
 	owner := l.Info().Holder.Owner
 	e := l.refuse(CodeLockHeld, fmt.Sprintf("lock %q is held by %q", r.Key, owner))
+	// Behind live waiters every holder is in the way, readers too: the
+	// waiters ahead are granted only when they leave.
+	behind := l.live() > 0
 	var ends []time.Time
 	for _, h := range l.Holders {
-		if r.Mode == Exclusive || h.Mode == Exclusive {
+		if behind || r.Mode == Exclusive || h.Mode == Exclusive {
 			ends = append(ends, h.ExpiresAt)
 		}
 	}
@@ -637,7 +640,7 @@ func (l *Lock) lockHeld(r Request) Effect {
 	// Exclusive: until all but Limit-1 of them have ended (the last one
 	// for a mutex); shared, or behind waiters: until the last has.
 	k := len(ends) - 1
-	if r.Mode == Exclusive && l.live() == 0 {
+	if r.Mode == Exclusive && !behind {
 		k = len(ends) - l.Limit
 	}
 	if k >= 0 && k < len(ends) {

@@ -228,6 +228,25 @@ func TestSemaphoreRetryAfterIsTheFirstPlaceToFree(t *testing.T) {
 	require.Equal(t, 12*time.Second, effs[0].RetryAfter, "a mutex: the holder's expiry, as in v1")
 }
 
+// Behind a live waiter the leases in the way are every holder's, readers'
+// too: the waiter is granted only once they have all ended.
+func TestRetryAfterBehindWaitersIsTheLastHolders(t *testing.T) {
+	m := newModel(t)
+	m.acquire("r1", Shared, 1, 5, 0)
+	m.acquire("r2", Shared, 1, 10, 0)
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
+	effs := m.acquire("r3", Shared, 1, 30, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Equal(t, 10*time.Second, effs[0].RetryAfter)
+
+	m = newModel(t)
+	m.acquire("a", Exclusive, 2, 20, 0)
+	m.acquire("b", Exclusive, 2, 10, 0)
+	require.Equal(t, "queue c", kinds(m.acquire("c", Exclusive, 2, 30, 60)))
+	effs = m.acquire("d", Exclusive, 2, 30, 0)
+	require.Equal(t, 20*time.Second, effs[0].RetryAfter, "a semaphore: the first place to free goes to c")
+}
+
 func TestMismatches(t *testing.T) {
 	m := newModel(t)
 	m.acquire("a", Exclusive, 3, 30, 0)
