@@ -6,7 +6,8 @@
 // histograms move as the worker commits; gauges describing the database
 // (held locks, waiters, outbox) and the consumer lag are read when
 // Prometheus scrapes, each read bounded by Config.QueryTimeout, so a scrape
-// never hangs on a sick database.
+// never hangs on a sick database. The database gauges are read at most once
+// per statsMaxAge (10 s): scrapes meanwhile answer that read's values.
 package metrics
 
 import (
@@ -29,7 +30,7 @@ const Namespace = "lockworker"
 // defaults given.
 type Config struct {
 	// Pool, when set, adds the database gauges (held locks, waiters, outbox
-	// backlog), read at scrape time.
+	// backlog), read at scrape time, at most once per statsMaxAge.
 	Pool *pgxpool.Pool
 	// QueryTimeout bounds each scrape-time read. Default 2 s.
 	QueryTimeout time.Duration
@@ -154,7 +155,7 @@ func New(cfg Config) *Metrics {
 		m.vacuum.vacuumRuns.WithLabelValues(result)
 	}
 	if cfg.Pool != nil {
-		m.Registry.MustRegister(&dbCollector{pool: cfg.Pool, timeout: cfg.QueryTimeout})
+		m.Registry.MustRegister(newDBCollector(cfg.Pool, cfg.QueryTimeout))
 	}
 	m.queryTimeout = cfg.QueryTimeout
 	return m

@@ -3,6 +3,8 @@ package metrics
 import (
 	"context"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -183,12 +185,68 @@ func TestDatabaseGauges(t *testing.T) {
 	require.InDelta(t, 10, gauge("lockworker_outbox_oldest_age_seconds"), 5)
 	require.Equal(t, 42.0, gauge("lockworker_consumer_lag", "partition", "3"))
 
+	// A process whose first read fails (m's read is younger than
+	// statsMaxAge, so m answers it still).
 	st.Pool.Close()
+	m = New(Config{Pool: st.Pool})
+	m.WatchLag(func(context.Context) (map[int32]int64, error) { return lag, nil })
 	_, err = m.Registry.Gather()
 	require.Error(t, err)
 	require.True(t, strings.Contains(err.Error(), "counting held locks"), err.Error())
 	absent(t, m, "lockworker_locks_held")
 	series(t, m, "lockworker_consumer_lag", "partition", "3")
+}
+
+// TestDatabaseGaugesReadOncePerInterval: the scrapes within statsMaxAge of
+// a read, concurrent ones included, answer its numbers without reading
+// again; the first scrape after it reads anew.
+func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
+	st := testdb.New(t)
+	ctx := context.Background()
+	hold := func(name string) {
+		_, err := st.Pool.Exec(ctx, `INSERT INTO locks (lock_name, status, holder_count, source_partition) VALUES ($1, 'acquired', 1, 0)`, name)
+		require.NoError(t, err)
+		_, err = st.Pool.Exec(ctx, `
+			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition)
+				VALUES ('', $1, 'a', 'exclusive', 1, now(), now() + interval '1 hour', 3600, 0)`, name)
+		require.NoError(t, err)
+	}
+	hold("one")
+
+	c := newDBCollector(st.Pool, 2*time.Second)
+	var reads atomic.Int32
+	first := make(chan struct{})
+	read := c.read
+	c.read = func(ctx context.Context) (LockStats, error) {
+		if reads.Add(1) == 1 {
+			<-first // the other scrapes come meanwhile
+		}
+		return read(ctx)
+	}
+	clock := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return clock }
+	m := New(Config{})
+	m.Registry.MustRegister(c)
+	held := func() float64 { return series(t, m, "lockworker_locks_held").GetGauge().GetValue() }
+
+	var scrapes sync.WaitGroup
+	seen := make([]float64, 8)
+	for i := range seen {
+		scrapes.Add(1)
+		go func() { defer scrapes.Done(); seen[i] = held() }()
+	}
+	close(first)
+	scrapes.Wait()
+	require.Equal(t, []float64{1, 1, 1, 1, 1, 1, 1, 1}, seen)
+	require.Equal(t, int32(1), reads.Load())
+
+	hold("two")
+	clock = clock.Add(statsMaxAge - time.Millisecond)
+	require.Equal(t, 1.0, held(), "within statsMaxAge of the read: its numbers")
+	require.Equal(t, int32(1), reads.Load())
+	clock = clock.Add(time.Millisecond)
+	require.Equal(t, 2.0, held())
+	require.Equal(t, int32(2), reads.Load())
 }
 
 // The counters the README's alerts take rate() of exist at 0 before their
