@@ -20,8 +20,8 @@ func (m *Metrics) Events(requestID string, evs []topics.Event) {
 	for _, ev := range evs {
 		switch ev.Type {
 		case topics.TypeQueued:
-			if ev.RequestID == requestID {
-				m.events.queued(ev.RequestID, ev.OccurredAt.Time)
+			if ev.RequestID == requestID && !m.events.queued(ev.RequestID, ev.OccurredAt.Time) {
+				m.unmeasured.Inc()
 			}
 		case topics.TypeAcquired:
 			if ev.RequestID != requestID {
@@ -34,6 +34,10 @@ func (m *Metrics) Events(requestID string, evs []topics.Event) {
 			if ev.ErrorCode == topics.CodeLockTimeout {
 				m.events.forget(ev.RequestID)
 			}
+		case topics.TypeWithdrawn:
+			// A release, a newer acquire of the owner or its session's end
+			// took the wait off the queue: it is never granted.
+			m.events.forget(ev.RequestID)
 		case topics.TypeReleased:
 			if li := ev.LockInfo; li != nil && li.AcquiredAt != nil && m.events.ended(li.FencingToken) {
 				m.holdTime.Observe(ev.OccurredAt.Sub(li.AcquiredAt.Time).Seconds())
@@ -58,9 +62,10 @@ const (
 // eventTracker remembers what later events need: when each waiter was queued,
 // and which leases were already measured (a duplicate release is answered
 // with its stored lock.released again, which must not count twice). Both are
-// bounded: a waiter granted by another process, or by the expiry scheduler,
-// is forgotten after maxWait, and while the set is full of younger ones new
-// waiters are not measured.
+// bounded: a wait is forgotten at its end seen here (grant, LOCK_TIMEOUT,
+// lock.withdrawn), one ended by another process after maxWait, and while
+// the set is full of younger ones new waiters are not measured (counted by
+// lockworker_lock_waits_unmeasured_total).
 type eventTracker struct {
 	mu      sync.Mutex
 	waiting map[string]waiter  // request_id of a queued acquire
@@ -78,11 +83,13 @@ func newEventTracker() *eventTracker {
 	return &eventTracker{waiting: map[string]waiter{}, seen: map[int64]struct{}{}}
 }
 
-func (t *eventTracker) queued(requestID string, at time.Time) {
+// queued tracks requestID's wait from at, reporting false when the set is
+// full.
+func (t *eventTracker) queued(requestID string, at time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.waiting[requestID]; ok {
-		return // a duplicate of the acquire: it is still the same wait
+		return true // a duplicate of the acquire: it is still the same wait
 	}
 	now := time.Now()
 	if len(t.waiting) >= maxTracked {
@@ -92,10 +99,11 @@ func (t *eventTracker) queued(requestID string, at time.Time) {
 			}
 		}
 		if len(t.waiting) >= maxTracked {
-			return // not measured rather than unbounded memory
+			return false // not measured rather than unbounded memory
 		}
 	}
 	t.waiting[requestID] = waiter{queuedAt: at, seenAt: now}
+	return true
 }
 
 // granted returns how long requestID waited, if it was seen queued.

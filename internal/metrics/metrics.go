@@ -51,6 +51,7 @@ type Metrics struct {
 	handoffs     prometheus.Counter
 	holdTime     prometheus.Histogram
 	waitTime     prometheus.Histogram
+	unmeasured   prometheus.Counter
 	published    prometheus.Counter
 	publishLag   prometheus.Histogram
 	parked       *prometheus.CounterVec
@@ -113,6 +114,10 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "lock_wait_seconds", Buckets: leaseBuckets,
 			Help: "How long a queued acquire waited before it was granted (lock.queued to lock.acquired, database time).",
 		}),
+		unmeasured: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "lock_waits_unmeasured_total",
+			Help: "Queued acquires whose wait lock_wait_seconds will not measure: this process already tracked 65,536 waits, none older than the longest wait_timeout plus a minute.",
+		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "outbox_published_total",
 			Help: "Outbox rows acknowledged by Kafka and deleted.",
@@ -140,7 +145,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
-		m.handoffs, m.holdTime, m.waitTime, m.published, m.publishLag, m.parked, m.dataLoss, m.restarts,
+		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.restarts,
 		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	// The series alerts take rate() of start at 0, so that the first event

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,6 +104,32 @@ func TestEvents(t *testing.T) {
 	require.Equal(t, uint64(3), hold.GetSampleCount())
 	require.Equal(t, 45.0, hold.GetSampleSum(), "expired leases count until expires_at")
 	require.Empty(t, m.events.waiting)
+}
+
+// TestWithdrawnWaitsAreForgotten: a withdrawn wait leaves the tracker, so
+// more than maxTracked of them still leave room to measure the next wait;
+// waits beyond maxTracked are counted unmeasured.
+func TestWithdrawnWaitsAreForgotten(t *testing.T) {
+	m := New(Config{})
+	t0 := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	li := &topics.LockInfo{LockName: "job"}
+	for i := range maxTracked + 1 {
+		id := fmt.Sprintf("w%d", i)
+		m.Events(id, []topics.Event{ev(topics.TypeQueued, id, t0, li)})
+		m.Events("rel"+id, []topics.Event{ev(topics.TypeWithdrawn, "rel"+id, t0, li), ev(topics.TypeWithdrawn, id, t0, li)})
+	}
+	m.Events("last", []topics.Event{ev(topics.TypeQueued, "last", t0, li)})
+	m.Events("", []topics.Event{ev(topics.TypeAcquired, "last", t0.Add(3*time.Second), li)})
+	wait := series(t, m, "lockworker_lock_wait_seconds").GetHistogram()
+	require.Equal(t, uint64(1), wait.GetSampleCount())
+	require.Equal(t, 3.0, wait.GetSampleSum())
+	require.Zero(t, series(t, m, "lockworker_lock_waits_unmeasured_total").GetCounter().GetValue())
+
+	for i := range maxTracked + 1 {
+		id := fmt.Sprintf("q%d", i)
+		m.Events(id, []topics.Event{ev(topics.TypeQueued, id, t0, li)})
+	}
+	require.Equal(t, 1.0, series(t, m, "lockworker_lock_waits_unmeasured_total").GetCounter().GetValue())
 }
 
 // TestCommandsAndSummary: counters by operation and result, and the
