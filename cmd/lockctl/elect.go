@@ -28,13 +28,13 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	addLockDelayFlag(fs, &lockDelay, graceLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if err := errors.Join(requireFlag("name", *name), positive("lease", lease), checkGrace(*grace)); err != nil {
+		if err := errors.Join(requireFlag("name", *name), positive("lease", lease), checkGrace(grace)); err != nil {
 			return err
 		}
 		if len(args) == 0 {
 			return usageError{"no COMMAND given: lockctl elect --name NAME -- COMMAND [ARGS...]"}
 		}
-		c.defaultLockDelay(&lockDelay, *grace)
+		c.defaultLockDelay(&lockDelay, grace.d)
 		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
 			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds()}); err != nil {
 			return err
@@ -65,6 +65,6 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		}
 		// Resigning is releasing the lease: runHolding does it when the
 		// command ends.
-		return c.runHolding(ctx, l.Lease, *grace, args, "LOCKCTL_ELECTION_VALUE="+l.Value)
+		return c.runHolding(ctx, l.Lease, grace.d, args, "LOCKCTL_ELECTION_VALUE="+l.Value)
 	}
 }

@@ -132,7 +132,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
 	fs.StringVar(&c.namespace, "namespace", "", "lock namespace")
 	fs.StringVar(&c.requester, "requester", "", "requester name: replies come on locks.replies.<requester> (default: the subject of\n$LOCKWORKER_TOKEN or $LOCKWORKER_TOKEN_FILE's token, else lockctl)")
-	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for lockworker's answer (not counting --wait)")
+	timeout := seconds{d: 10 * time.Second}
+	fs.Var(&timeout, "timeout", "how long to wait for lockworker's answer (not counting --wait)")
 	fs.BoolVar(&c.json, "json", false, "print events as JSON, one per line")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -162,7 +163,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	c.cfg = cfg
-	err = do(ctx, fs.Args())
+	c.timeout = timeout.d
+	if c.timeout <= 0 {
+		// Every deadline would have passed already: lockctl would call
+		// brokers that answer unreachable (exit 3).
+		err = usageError{fmt.Sprintf("--timeout %s is not positive", c.timeout)}
+	} else {
+		err = do(ctx, fs.Args())
+	}
 	code := exitCode(err)
 	if err != nil && !errors.Is(err, errReported) {
 		fmt.Fprintf(stderr, "lockctl %s: %v\n", c.cmd, err)

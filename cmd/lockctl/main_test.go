@@ -103,6 +103,10 @@ func TestUsageErrors(t *testing.T) {
 		{"acquire", "--lock", "x", "--metadata", `"a string"`},
 		{"cleanup", "--max-age", "-5"},
 		{"run", "--lock", "x", "--grace", "-1s", "--", "true"},
+		{"run", "--lock", "x", "--grace", "-1", "--", "true"},
+		// A --timeout that has passed already: not "unreachable" (3).
+		{"query", "--lock", "x", "--timeout", "0"},
+		{"watch", "--timeout", "-1s"},
 		// An explicit 0 is refused where leaving the flag out means a default.
 		{"acquire", "--lock", "x", "--lease", "0"},
 		{"acquire", "--lock", "x", "--lease", "0s"},
@@ -121,6 +125,15 @@ func TestUsageErrors(t *testing.T) {
 	var out, errOut testlog.Buffer
 	assert.Equal(t, exitOK, run(context.Background(), []string{"help"}, &out, &errOut))
 	assert.Contains(t, out.String(), "run     --lock NAME")
+}
+
+// --timeout and --grace take plain seconds, as the other duration flags do.
+func TestTimeoutAndGraceTakeSeconds(t *testing.T) {
+	r := lockctl(t, "run", "--lock", "ctl-run-seconds", "--timeout", "9", "--grace", "90", "--", "true")
+	assert.Equal(t, exitOK, r.code, r.stderr)
+	// The lock-delay's warning tells both back: 90 s of grace, and a reply
+	// timeout of 3 s, a third of --timeout.
+	assert.Contains(t, r.stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 1m30s (+ 3s for a revoke to reach lockctl)")
 }
 
 func TestUnreachableBroker(t *testing.T) {

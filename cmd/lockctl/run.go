@@ -25,7 +25,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		"how long to wait for the lock (default 0: fail at once if held)", graceLockDelay+sharedLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
-		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(*grace)); err != nil {
+		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(grace)); err != nil {
 			return err
 		}
 		if len(args) == 0 {
@@ -33,7 +33,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		if !*a.shared {
 			// A reader's default is none: see sharedLockDelay.
-			c.defaultLockDelay(&a.lockDelay, *grace)
+			c.defaultLockDelay(&a.lockDelay, grace.d)
 		}
 		opts, err := c.acquireOptions(a)
 		if err != nil {
@@ -52,18 +52,20 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d, expires %s, kept alive); running %s\n",
 				topics.LockKey(l.Namespace, l.Name), l.Owner, l.Token, l.ExpiresAt().Format(topics.TimeLayout), strings.Join(args, " "))
 		}
-		return c.runHolding(ctx, l, *grace, args)
+		return c.runHolding(ctx, l, grace.d, args)
 	}
 }
 
 // addGraceFlag is run's and elect's --grace.
-func addGraceFlag(fs *flag.FlagSet) *time.Duration {
-	return fs.Duration("grace", 10*time.Second, "after SIGTERM, how long COMMAND may take to exit before SIGKILL (0: SIGKILL at once)")
+func addGraceFlag(fs *flag.FlagSet) *seconds {
+	grace := &seconds{d: 10 * time.Second}
+	fs.Var(grace, "grace", "after SIGTERM, how long COMMAND may take to exit before SIGKILL (0: SIGKILL at once)")
+	return grace
 }
 
-func checkGrace(grace time.Duration) error {
-	if grace < 0 {
-		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace)}
+func checkGrace(grace *seconds) error {
+	if grace.d < 0 {
+		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace.d)}
 	}
 	return nil
 }
