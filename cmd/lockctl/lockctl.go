@@ -241,11 +241,22 @@ func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, err
 	if requester == "" && os.Getenv(client.EnvToken) == "" && os.Getenv(client.EnvTokenFile) == "" {
 		requester = "lockctl" // else the token names it
 	}
-	return client.New(ctx, client.Config{
+	cl, err := client.New(ctx, client.Config{
 		Brokers: seeds, KafkaOpts: opts, Requester: requester, Topics: c.names(),
 		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: c.replyTimeout(),
 		ReadOnly: readOnly,
 	})
+	return cl, c.timedOut(err)
+}
+
+// timedOut adds to an error reaching Kafka that --timeout passed first.
+// Brokers that hang and a --timeout too short to reach them give the same
+// error (both exit 3): the message names the flag that may be to blame.
+func (c *cli) timedOut(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w; --timeout %s passed first", err, c.timeout)
+	}
+	return err
 }
 
 // replyTimeout is the client's ReplyTimeout: a third of --timeout, at most

@@ -147,6 +147,16 @@ func TestUnreachableBroker(t *testing.T) {
 	}
 }
 
+// A --timeout too short to reach brokers that answer: exit 3 as for brokers
+// that hang (lockctl cannot tell them apart), naming --timeout.
+func TestTimeoutTooShortToConnect(t *testing.T) {
+	for _, cmd := range [][]string{{"query", "--lock", "x"}, {"watch"}, {"locks"}} {
+		r := lockctl(t, append(cmd, "--timeout", "1ns")...)
+		assert.Equal(t, exitUnreachable, r.code, "lockctl %q: %s", cmd, r.stderr)
+		assert.Contains(t, r.stderr, "context deadline exceeded; --timeout 1ns passed first", "lockctl %q", cmd)
+	}
+}
+
 // stateTopic is a broker whose lock state topic (one partition) holds recs.
 func stateTopic(t *testing.T, recs ...*kgo.Record) *kfake.Cluster {
 	t.Helper()

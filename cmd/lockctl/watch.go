@@ -45,7 +45,7 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		sub, err := client.NewSubscriber(pctx, client.SubscriberConfig{Brokers: seeds, KafkaOpts: opts, FromEnd: !*fromBeginning,
 			Logger: newWarnLogger(c.stderr, "lockctl "+c.cmd)})
 		if err != nil {
-			return err
+			return c.timedOut(err)
 		}
 		defer sub.Close()
 		names := c.names()
