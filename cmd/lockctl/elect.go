@@ -35,8 +35,14 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			return usageError{"no COMMAND given: lockctl elect --name NAME -- COMMAND [ARGS...]"}
 		}
 		c.defaultLockDelay(&lockDelay, grace.d)
+		// The value goes out as the lease's owner_metadata, {"value": ...}
+		// (as Campaign encodes it): its size is judged with the rest.
+		md, err := topics.Marshal(map[string]string{"value": *value})
+		if err != nil {
+			return fmt.Errorf("encoding --value: %w", err)
+		}
 		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
-			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds()}); err != nil {
+			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds(), OwnerMetadata: md}); err != nil {
 			return err
 		}
 		opts := []client.AcquireOption{client.WithLease(lease.d), client.WithLockDelay(lockDelay.d), client.OnQueued(func(p int) {

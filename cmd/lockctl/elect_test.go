@@ -38,9 +38,11 @@ func TestElectUsageErrors(t *testing.T) {
 	assert.Equal(t, exitUnreachable, code, errOut.String())
 	assert.Contains(t, errOut.String(), "unreachable")
 
-	r := lockctl(t, "elect", "--name", "ctl-elect-big", "--value", strings.Repeat("v", 5000), "--", "true")
-	assert.Equal(t, exitUsage, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "over the contract's limit of 4096")
+	// A value too long for the contract is refused before lockctl connects.
+	errOut = testlog.Buffer{}
+	code = run(context.Background(), []string{"elect", "--brokers", "127.0.0.1:1", "--name", "x", "--value", strings.Repeat("v", 5000), "--", "true"}, &out, &errOut)
+	assert.Equal(t, exitUsage, code, errOut.String())
+	assert.Contains(t, errOut.String(), "owner_metadata is 5012 bytes, over the limit of 4096")
 }
 
 // Two candidates take turns: each runs its command as leader, with its value
