@@ -226,7 +226,7 @@ func TestDefaultLockDelay(t *testing.T) {
 		c := &cli{stderr: &errOut, timeout: tc.timeout}
 		var d seconds
 		if tc.given != nil {
-			d = seconds{*tc.given, true}
+			d = seconds{d: *tc.given, set: true}
 		}
 		c.defaultLockDelay(&d, tc.grace)
 		assert.Equal(t, tc.want, d.d, "--timeout %s --grace %s", tc.timeout, tc.grace)

@@ -82,6 +82,7 @@ func (e usageError) Error() string { return e.msg }
 type cli struct {
 	stdout, stderr io.Writer
 	cmd            string
+	fs             *flag.FlagSet // the command's flags, as given
 	brokers        string
 	namespace      string
 	requester      string
@@ -100,7 +101,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c := &cli{stdout: stdout, stderr: stderr, cmd: args[0]}
 	var do func(context.Context, []string) error
 	fs := flag.NewFlagSet("lockctl "+c.cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Parse's errors are told below as any usage error: one line and a
+	// hint, not the flags in full, which -h prints.
+	fs.SetOutput(io.Discard)
+	c.fs = fs
 	switch c.cmd {
 	case "acquire":
 		do = c.acquireFlags(fs)
@@ -126,7 +130,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "lockctl: unknown command %q\n\n%s", c.cmd, usage)
+		fmt.Fprintf(stderr, "lockctl: unknown command %q\nrun 'lockctl help' for usage\n", c.cmd)
 		return exitUsage
 	}
 	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
@@ -137,9 +141,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&c.json, "json", false, "print events as JSON, one per line")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stderr)
+			fs.Usage()
 			return exitOK
 		}
-		return exitUsage
+		return c.report(usageError{err.Error()})
 	}
 	// --brokers stands for KAFKA_BOOTSTRAP_SERVERS: checked as the variable
 	// is, and it is what the variable's TLS and SASL settings need.
@@ -167,18 +173,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if c.timeout <= 0 {
 		// Every deadline would have passed already: lockctl would call
 		// brokers that answer unreachable (exit 3).
-		err = usageError{fmt.Sprintf("--timeout %s is not positive", c.timeout)}
-	} else {
-		err = do(ctx, fs.Args())
+		return c.report(usageError{fmt.Sprintf("--timeout %s is not positive", timeout.String())})
 	}
-	code := exitCode(err)
+	return c.report(do(ctx, fs.Args()))
+}
+
+// report tells err, unless told already, and returns its exit code. A
+// usage error ends with a hint to the command's flags rather than all of
+// them, which would bury the error.
+func (c *cli) report(err error) int {
 	if err != nil && !errors.Is(err, errReported) {
-		fmt.Fprintf(stderr, "lockctl %s: %v\n", c.cmd, err)
-		if code == exitUsage && errors.As(err, new(usageError)) {
-			fs.Usage()
+		fmt.Fprintf(c.stderr, "lockctl %s: %v\n", c.cmd, err)
+		if errors.As(err, new(usageError)) {
+			fmt.Fprintf(c.stderr, "run 'lockctl %s -h' for usage\n", c.cmd)
 		}
 	}
-	return code
+	return exitCode(err)
 }
 
 // errReported is an error already told to the user; runErr carries a child's
@@ -272,27 +282,35 @@ func (c *cli) replyTimeout() time.Duration {
 // seconds is a duration flag that also takes plain seconds, the contract's
 // unit.
 type seconds struct {
-	d   time.Duration
-	set bool
+	d    time.Duration
+	set  bool
+	text string // as given, for messages
 }
 
-func (s *seconds) String() string { return s.d.String() }
+// String is the value as given, else the default.
+func (s *seconds) String() string {
+	if s.set {
+		return s.text
+	}
+	return s.d.String()
+}
+
 func (s *seconds) Set(v string) error {
 	if f, err := strconv.ParseFloat(v, 64); err == nil {
 		if math.IsNaN(f) || math.IsInf(f, 0) {
 			return errors.New(`want a duration ("30s", "2m") or a finite number of seconds ("30")`)
 		}
 		if math.Abs(f) > maxSeconds {
-			return fmt.Errorf("%s seconds is out of range (at most %g)", v, maxSeconds)
+			return fmt.Errorf("%s seconds is out of range (at most %.0f)", v, maxSeconds)
 		}
-		s.d, s.set = time.Duration(f*float64(time.Second)), true
+		s.d, s.set, s.text = time.Duration(f*float64(time.Second)), true, v
 		return nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		return errors.New(`want a duration ("30s", "2m") or seconds ("30")`)
 	}
-	s.d, s.set = d, true
+	s.d, s.set, s.text = d, true, v
 	return nil
 }
 
@@ -304,7 +322,7 @@ const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
 // as absent.
 func positive(name string, s seconds) error {
 	if s.set && s.d <= 0 {
-		return usageError{fmt.Sprintf("--%s %s is not positive (leave it out for the default)", name, s.d)}
+		return usageError{fmt.Sprintf("--%s %s is not positive (leave it out for the default)", name, s.text)}
 	}
 	return nil
 }
@@ -396,11 +414,38 @@ func (c *cli) precheck(cmd topics.Command) error {
 	if err := topics.Validate(cmd, ""); err != nil {
 		var rej *topics.Rejection
 		if errors.As(err, &rej) {
-			return usageError{rej.Message}
+			return usageError{c.flagNamed(rej.Message)}
 		}
 		return err
 	}
 	return nil
+}
+
+// flagOf is the flag that sets each field with a range.
+var flagOf = map[string]string{
+	"lease_duration": "lease", "wait_timeout": "wait", "lock_delay": "lock-delay", "max_hold": "max-hold",
+	"extension_duration": "by", "max_age_seconds": "max-age", "limit": "limit",
+}
+
+// flagNamed words a range error of the contract, as "lease_duration 3.6e+09
+// is outside 0.1..86400 seconds", with the flag and its value as given:
+// "--lease 1000000h is outside 0.1..86400 seconds".
+func (c *cli) flagNamed(msg string) string {
+	field, rest, _ := strings.Cut(msg, " ")
+	_, rng, ok := strings.Cut(rest, " is outside ")
+	if !ok {
+		return msg
+	}
+	given := ""
+	c.fs.Visit(func(f *flag.Flag) {
+		if f.Name == flagOf[field] {
+			given = fmt.Sprintf("--%s %s", f.Name, f.Value)
+		}
+	})
+	if given == "" { // a value lockctl chose, as run's --lock-delay
+		return msg
+	}
+	return given + " is outside " + rng
 }
 
 func metadataOpt(s string) ([]client.AcquireOption, error) {

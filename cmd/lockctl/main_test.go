@@ -127,6 +127,40 @@ func TestUsageErrors(t *testing.T) {
 	assert.Contains(t, out.String(), "run     --lock NAME")
 }
 
+// A usage error is one line naming the flag and the value as given, and a
+// hint to the command's flags: not the flags themselves, which -h prints.
+func TestUsageErrorMessages(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"acquire", "--lock", "x", "--lease", "1000000h"}, "--lease 1000000h is outside 0.1..86400 seconds"},
+		{[]string{"acquire", "--lock", "x", "--lease", "1ns"}, "--lease 1ns is outside 0.1..86400 seconds"},
+		{[]string{"acquire", "--lock", "x", "--wait", "-1s"}, "--wait -1s is outside 0..3600 seconds"},
+		{[]string{"acquire", "--lock", "x", "--lease", "-5"}, "--lease -5 is not positive (leave it out for the default)"},
+		{[]string{"acquire", "--lock", "x", "--limit", "20000"}, "--limit 20000 is outside 1..10000"},
+		{[]string{"acquire", "--lock", "x", "--max-hold", "1e300"}, `invalid value "1e300" for flag -max-hold: 1e300 seconds is out of range (at most 9223372036)`},
+		{[]string{"acquire", "--lock", "x", "--frob"}, "flag provided but not defined: -frob"},
+		{[]string{"acquire"}, "--lock is required"},
+		{[]string{"extend", "--lock", "x", "--owner", "o", "--by", "25h"}, "--by 25h is outside 0.1..86400 seconds"},
+		{[]string{"cleanup", "--max-age", "-1"}, "--max-age -1 is outside 0..315360000"},
+		{[]string{"run", "--lock", "x", "--grace", "-1", "--", "true"}, "--grace -1 is negative (0 sends SIGKILL at once)"},
+		{[]string{"query", "--lock", "x", "--timeout", "-0.5"}, "--timeout -0.5 is not positive"},
+	} {
+		var out, errOut testlog.Buffer
+		code := run(context.Background(), tc.args, &out, &errOut)
+		assert.Equal(t, exitUsage, code, "lockctl %q", tc.args)
+		assert.Equal(t, "lockctl "+tc.args[0]+": "+tc.want+"\nrun 'lockctl "+tc.args[0]+" -h' for usage\n", errOut.String(), "lockctl %q", tc.args)
+	}
+	var out, errOut testlog.Buffer
+	assert.Equal(t, exitUsage, run(context.Background(), []string{"frobnicate"}, &out, &errOut))
+	assert.Equal(t, "lockctl: unknown command \"frobnicate\"\nrun 'lockctl help' for usage\n", errOut.String())
+	errOut = testlog.Buffer{}
+	assert.Equal(t, exitOK, run(context.Background(), []string{"acquire", "-h"}, &out, &errOut))
+	assert.Contains(t, errOut.String(), "Usage of lockctl acquire:\n")
+	assert.Contains(t, errOut.String(), "  -lease value\n")
+}
+
 // --timeout and --grace take plain seconds, as the other duration flags do.
 func TestTimeoutAndGraceTakeSeconds(t *testing.T) {
 	r := lockctl(t, "run", "--lock", "ctl-run-seconds", "--timeout", "9", "--grace", "90", "--", "true")
@@ -719,7 +753,7 @@ func TestLockDelayMaxHoldAndRevoke(t *testing.T) {
 
 	r = lockctl(t, "acquire", "--lock", "ctl-delay-bound", "--lock-delay", "61")
 	assert.Equal(t, exitUsage, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "lock_delay 61 is outside 0..60 seconds")
+	assert.Contains(t, r.stderr, "--lock-delay 61 is outside 0..60 seconds")
 }
 
 // The release command acquire prints runs as printed, namespace included.

@@ -65,7 +65,7 @@ func addGraceFlag(fs *flag.FlagSet) *seconds {
 
 func checkGrace(grace *seconds) error {
 	if grace.d < 0 {
-		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace.d)}
+		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace)}
 	}
 	return nil
 }
