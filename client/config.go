@@ -85,6 +85,16 @@ type Config struct {
 	// for SignedTokenTTL). Default: LOCKWORKER_SIGNING_KEY_FILE.
 	SigningKeyFile string
 
+	// TokenAudience and TokenIssuer are the aud and iss of the tokens the
+	// client signs (SigningKeyFile): set them to the workers'
+	// AUTH_AUDIENCE and AUTH_ISSUER, which refuse a token without them.
+	// At most MaxTokenClaimBytes each; ignored with Token, whose claims
+	// are its issuer's. Default: the LOCKWORKER_TOKEN_AUDIENCE and
+	// LOCKWORKER_TOKEN_ISSUER environment variables, else none (no aud,
+	// no iss).
+	TokenAudience string
+	TokenIssuer   string
+
 	// ReplyTopicPartitions is the partition count of the reply topic when
 	// New creates it. Default 1: one reader takes every partition anyway.
 	ReplyTopicPartitions int32

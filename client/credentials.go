@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"crypto"
 	"errors"
 	"fmt"
@@ -17,7 +18,14 @@ const (
 	EnvToken          = "LOCKWORKER_TOKEN"
 	EnvTokenFile      = "LOCKWORKER_TOKEN_FILE"
 	EnvSigningKeyFile = "LOCKWORKER_SIGNING_KEY_FILE"
+	EnvTokenAudience  = "LOCKWORKER_TOKEN_AUDIENCE"
+	EnvTokenIssuer    = "LOCKWORKER_TOKEN_ISSUER"
 )
+
+// MaxTokenClaimBytes bounds Config.TokenAudience and TokenIssuer: with the
+// subject (at most 200 bytes) and a signature they keep a signed token far
+// below the 8 KiB the workers accept.
+const MaxTokenClaimBytes = 1024
 
 // SignedTokenTTL is the lifetime of the tokens a client signs itself
 // (Config.SigningKeyFile); it signs a new one a minute before the last one
@@ -32,14 +40,17 @@ type credentials struct {
 	key    any                  // a private key or an HMAC secret, to sign tokens
 	method jwt.SigningMethod
 	sub    string
+	aud    string // the aud and iss a signed token names, when not ""
+	iss    string
 
 	mu     sync.Mutex
 	signed string
 	until  time.Time
 }
 
-// loadCredentials reads Config's Token or SigningKeyFile (or their
-// environment variables). sub is the requester a signed token names.
+// loadCredentials reads Config's Token or SigningKeyFile, and for a
+// signing key TokenAudience and TokenIssuer (or their environment
+// variables). sub is the requester a signed token names.
 func loadCredentials(cfg Config) (*credentials, error) {
 	token, keyFile := cfg.Token, cfg.SigningKeyFile
 	if token == "" && keyFile == "" {
@@ -71,7 +82,12 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the signing key: %w", err)
 	}
-	c := &credentials{}
+	c := &credentials{aud: cmp.Or(cfg.TokenAudience, os.Getenv(EnvTokenAudience)), iss: cmp.Or(cfg.TokenIssuer, os.Getenv(EnvTokenIssuer))}
+	for _, f := range []struct{ name, v string }{{"audience", c.aud}, {"issuer", c.iss}} {
+		if len(f.v) > MaxTokenClaimBytes {
+			return nil, fmt.Errorf("token %s is %d bytes, over the limit of %d", f.name, len(f.v), MaxTokenClaimBytes)
+		}
+	}
 	if c.key, c.method, err = signingKey(b); err != nil {
 		return nil, fmt.Errorf("signing key %s: %w", keyFile, err)
 	}
@@ -134,8 +150,11 @@ func (c *credentials) token() (string, error) {
 		return c.signed, nil
 	}
 	until := now.Add(SignedTokenTTL)
-	s, err := jwt.NewWithClaims(c.method, jwt.RegisteredClaims{Subject: c.sub, IssuedAt: jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(until)}).SignedString(c.key)
+	claims := jwt.RegisteredClaims{Subject: c.sub, Issuer: c.iss, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(until)}
+	if c.aud != "" {
+		claims.Audience = jwt.ClaimStrings{c.aud}
+	}
+	s, err := jwt.NewWithClaims(c.method, claims).SignedString(c.key)
 	if err != nil {
 		return "", fmt.Errorf("signing a token: %w", err)
 	}

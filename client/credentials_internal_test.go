@@ -9,10 +9,12 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/auth"
 )
 
 func TestCredentials(t *testing.T) {
-	for _, v := range []string{EnvToken, EnvTokenFile, EnvSigningKeyFile} {
+	for _, v := range []string{EnvToken, EnvTokenFile, EnvSigningKeyFile, EnvTokenAudience, EnvTokenIssuer} {
 		t.Setenv(v, "")
 	}
 	none, err := loadCredentials(Config{})
@@ -72,4 +74,37 @@ func TestCredentials(t *testing.T) {
 	require.NoError(t, os.WriteFile(badPEM, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o600))
 	_, err = loadCredentials(Config{SigningKeyFile: badPEM})
 	require.ErrorContains(t, err, "not an Ed25519, RSA or ECDSA private key")
+}
+
+// A worker that checks aud and iss (AUTH_AUDIENCE, AUTH_ISSUER) accepts
+// the tokens a client signs with TokenAudience and TokenIssuer, given in
+// Config or by their environment variables; without them it refuses them.
+func TestSignedTokenAudienceAndIssuer(t *testing.T) {
+	for _, v := range []string{EnvToken, EnvTokenFile, EnvSigningKeyFile, EnvTokenAudience, EnvTokenIssuer} {
+		t.Setenv(v, "")
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
+	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret, Audience: "locks.example", Issuer: "billing-ci"})
+	require.NoError(t, err)
+	verify := func(cfg Config) error {
+		t.Helper()
+		c, err := loadCredentials(cfg)
+		require.NoError(t, err)
+		c.sub = "billing"
+		tok, err := c.token()
+		require.NoError(t, err)
+		_, err = v.Verify(tok)
+		return err
+	}
+
+	require.ErrorIs(t, verify(Config{SigningKeyFile: secret}), auth.ErrUnauthenticated, "no aud, no iss")
+	require.NoError(t, verify(Config{SigningKeyFile: secret, TokenAudience: "locks.example", TokenIssuer: "billing-ci"}))
+	t.Setenv(EnvTokenAudience, "locks.example")
+	t.Setenv(EnvTokenIssuer, "billing-ci")
+	require.NoError(t, verify(Config{SigningKeyFile: secret}), "from the environment")
+	require.ErrorIs(t, verify(Config{SigningKeyFile: secret, TokenIssuer: "other"}), auth.ErrUnauthenticated, "Config wins")
+
+	_, err = loadCredentials(Config{SigningKeyFile: secret, TokenAudience: strings.Repeat("a", MaxTokenClaimBytes+1)})
+	require.ErrorContains(t, err, "token audience is 1025 bytes, over the limit of 1024")
 }
