@@ -278,6 +278,9 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		if ev.LockInfo == nil {
 			return nil, errors.New("lock.acquired without lock_info")
 		}
+		if err := replyLease(ev); err != nil {
+			return nil, err
+		}
 		// A grant after waiting was decided long after the send: the lease's
 		// time is measured from the first reply, lock.queued.
 		anchor := ev.OccurredAt.Time

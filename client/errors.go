@@ -178,3 +178,14 @@ func validate(cmd topics.Command, replyPrefix string) error {
 func seconds(s float64) time.Duration {
 	return time.Duration(s * float64(time.Second)).Round(time.Millisecond)
 }
+
+// replySeconds checks a duration a reply gives, which the contract bounds to
+// lo..hi seconds. A reply outside them (no worker sends one) is refused, as
+// one without its lock_info or session_info is: keep-alives pace themselves
+// by it, and a 0 would make them spin, or panic a ticker.
+func replySeconds(ev topics.Event, field string, v, lo, hi float64) error {
+	if !(v >= lo && v <= hi) {
+		return fmt.Errorf("%s with %s %g, outside the contract's %g..%g seconds", ev.Type, field, v, lo, hi)
+	}
+	return nil
+}

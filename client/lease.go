@@ -371,6 +371,9 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return e
 	}
 	if ev.LockInfo != nil {
+		if err := replyLease(ev); err != nil {
+			return err // not a confirmed extension: the deadline stands
+		}
 		l.mu.Lock()
 		if l.err == nil {
 			l.update(ev, sent, ev.OccurredAt.Time)
@@ -378,6 +381,11 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		l.mu.Unlock()
 	}
 	return nil
+}
+
+// replyLease checks the lease_duration of a reply that confirms a lease.
+func replyLease(ev topics.Event) error {
+	return replySeconds(ev, "lease_duration", ev.LockInfo.LeaseDuration, topics.MinLeaseSeconds, topics.MaxLeaseSeconds)
 }
 
 // command is a release or extend guarded by the lease's owner and token.

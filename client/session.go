@@ -96,6 +96,9 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	if err == nil && ev.SessionInfo == nil {
 		err = fmt.Errorf("%s without session_info", ev.Type)
 	}
+	if err == nil {
+		err = replySeconds(ev, "ttl", ev.SessionInfo.TTL, topics.MinSessionTTLSeconds, topics.MaxSessionTTLSeconds)
+	}
 	if err != nil {
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
