@@ -9,7 +9,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/e2e"
@@ -177,37 +176,6 @@ func TestElectionLeadershipMoves(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []string{"a", "b", "c"}, values, "each leader observed once")
-}
-
-// A stale grant (an older token's lifecycle event arriving late, as a
-// redelivered record would) is never reported: Observe follows the lock's
-// revisions, and drops any leader at or below the newest token it reported.
-func TestElectionObserveSkipsStaleGrant(t *testing.T) {
-	ctx := ctxT(t)
-	name := uniq("election-stale")
-	cl := newClient(t, "elect-stale")
-	e := client.NewElection(cl, name)
-	first, err := e.Campaign(ctx, "first")
-	require.NoError(t, err)
-	obs := observe(t, ctx, e)
-	obs.waitToken(t, first.Token)
-
-	// An older grant of the same election, delivered late.
-	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
-	ev.Success = true
-	ev.LockInfo = &topics.LockInfo{LockName: name, OwnerID: "ghost", Status: topics.StatusAcquired,
-		FencingToken: first.Token - 1, OwnerMetadata: []byte(`{"value":"ghost"}`)}
-	v, err := ev.Encode()
-	require.NoError(t, err)
-	require.NoError(t, env.Producer().ProduceSync(ctx, &kgo.Record{Topic: env.Names.Acquired, Key: []byte(name), Value: v}).FirstErr())
-
-	require.NoError(t, first.Resign(ctx))
-	second, err := e.Campaign(ctx, "second")
-	require.NoError(t, err)
-	defer second.Resign(ctx)
-	got := obs.waitToken(t, second.Token)
-	require.Len(t, got, 2, "%+v", got)
-	assert.Equal(t, []string{"first", "second"}, []string{got[0].Value, got[1].Value}, "the stale grant is skipped")
 }
 
 // Bad input and the unhappy paths of a campaign.
