@@ -43,6 +43,9 @@ type credentials struct {
 	aud    string // the aud and iss a signed token names, when not ""
 	iss    string
 
+	// now is time.Now; tests move it past a token's expiry.
+	now func() time.Time
+
 	mu     sync.Mutex
 	signed string
 	until  time.Time
@@ -67,7 +70,7 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	case token != "" && keyFile != "":
 		return nil, errors.New("credentials: give a token or a signing key, not both")
 	case token != "":
-		c := &credentials{static: strings.TrimPrefix(token, "Bearer ")}
+		c := &credentials{static: strings.TrimPrefix(token, "Bearer "), now: time.Now}
 		// Unverified on purpose: only the workers can judge the token; the
 		// client reads it to learn its requester and to fail fast once it
 		// has expired.
@@ -76,13 +79,13 @@ func loadCredentials(cfg Config) (*credentials, error) {
 		}
 		return c, nil
 	case keyFile == "":
-		return &credentials{}, nil
+		return &credentials{now: time.Now}, nil
 	}
 	b, err := os.ReadFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading the signing key: %w", err)
 	}
-	c := &credentials{aud: cmp.Or(cfg.TokenAudience, os.Getenv(EnvTokenAudience)), iss: cmp.Or(cfg.TokenIssuer, os.Getenv(EnvTokenIssuer))}
+	c := &credentials{now: time.Now, aud: cmp.Or(cfg.TokenAudience, os.Getenv(EnvTokenAudience)), iss: cmp.Or(cfg.TokenIssuer, os.Getenv(EnvTokenIssuer))}
 	for _, f := range []struct{ name, v string }{{"audience", c.aud}, {"issuer", c.iss}} {
 		if len(f.v) > MaxTokenClaimBytes {
 			return nil, fmt.Errorf("token %s is %d bytes, over the limit of %d", f.name, len(f.v), MaxTokenClaimBytes)
@@ -136,7 +139,7 @@ func (c *credentials) subject() string {
 func (c *credentials) token() (string, error) {
 	switch {
 	case c.static != "":
-		if exp := c.claims.ExpiresAt; exp != nil && time.Now().After(exp.Time) {
+		if exp := c.claims.ExpiresAt; exp != nil && c.now().After(exp.Time) {
 			return "", fmt.Errorf("%w: the token expired at %s", ErrUnauthenticated, exp.Time.Format(time.RFC3339))
 		}
 		return "Bearer " + c.static, nil
@@ -145,7 +148,7 @@ func (c *credentials) token() (string, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := time.Now()
+	now := c.now()
 	if now.Add(time.Minute).Before(c.until) {
 		return c.signed, nil
 	}

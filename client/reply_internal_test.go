@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -55,13 +57,24 @@ func fakeWorker(t *testing.T, answer func(cmd topics.Command) (ev topics.Event, 
 	return c
 }
 
-// granted is a lock.acquired answering cmd with a lease of lease seconds.
+// granted is an event of type typ (lock.acquired, lock.extended) answering
+// cmd with a lease of lease seconds from now.
 func granted(cmd topics.Command, typ string, lease float64) topics.Event {
 	now := time.Now()
 	ev := topics.NewEvent(typ, cmd.Operation, cmd.RequestID, now)
 	ev.LockInfo = &topics.LockInfo{Namespace: cmd.Namespace, LockName: cmd.LockName, OwnerID: cmd.OwnerID, FencingToken: 1,
-		Status: topics.StatusAcquired, AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)),
+		Status: topics.StatusAcquired, AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(seconds(lease))),
 		LeaseDuration: lease}
+	return ev
+}
+
+// sessionEvent is an event of type typ (session.opened, session.kept_alive)
+// answering cmd: the session lives ttl seconds from now.
+func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
+	now := time.Now()
+	ev := topics.NewEvent(typ, cmd.Operation, cmd.RequestID, now)
+	ev.SessionInfo = &topics.SessionInfo{SessionID: cmd.SessionID, OwnerID: cmd.OwnerID, TTL: ttl,
+		ExpiresAt: topics.NewTime(now.Add(seconds(ttl)))}
 	return ev
 }
 
@@ -76,10 +89,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
 		switch cmd.Operation {
 		case topics.OpSessionOpen:
-			ev := topics.NewEvent(topics.TypeSessionOpened, cmd.Operation, cmd.RequestID, time.Now())
-			ev.SessionInfo = &topics.SessionInfo{SessionID: cmd.SessionID, OwnerID: cmd.OwnerID, TTL: 0,
-				ExpiresAt: topics.NewTime(time.Now().Add(time.Minute))}
-			return ev, true
+			return sessionEvent(cmd, topics.TypeSessionOpened, 0), true
 		case topics.OpAcquire:
 			if cmd.LockName == "zero" {
 				return granted(cmd, topics.TypeAcquired, 0), true
@@ -104,4 +114,56 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	l.mu.Lock()
 	require.Equal(t, time.Minute, l.lease, "the keep-alive's pace")
 	l.mu.Unlock()
+}
+
+// A static token that expires makes every keep-alive fail before it is
+// sent, with ErrUnauthenticated: the lease and the session it keeps are lost
+// then, with that cause, rather than later at their deadline as if the
+// brokers were unreachable. The worker answers every keep-alive, and the
+// token expires only once both are set up, by the credentials' clock.
+func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	exp := time.Now().Add(time.Hour)
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "fake",
+		ExpiresAt: jwt.NewNumericDate(exp)}).SignedString([]byte("the fake worker checks no token"))
+	require.NoError(t, err)
+	t.Setenv(EnvToken, token)
+	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return granted(cmd, topics.TypeAcquired, 1.5), true
+		case topics.OpExtend:
+			return granted(cmd, topics.TypeExtended, 1.5), true
+		case topics.OpSessionOpen:
+			return sessionEvent(cmd, topics.TypeSessionOpened, 1), true
+		case topics.OpSessionKeepAlive:
+			return sessionEvent(cmd, topics.TypeSessionKeptAlive, 1), true
+		}
+		return topics.Event{}, false
+	})
+	var expired atomic.Bool
+	// Set before any keep-alive runs: they start with Acquire and NewSession.
+	c.creds.now = func() time.Time {
+		if expired.Load() {
+			return exp.Add(time.Second)
+		}
+		return time.Now()
+	}
+	l, err := c.Acquire(ctx, "job", WithLease(1500*time.Millisecond))
+	require.NoError(t, err)
+	s, err := c.NewSession(ctx, time.Second)
+	require.NoError(t, err)
+	expired.Store(true)
+	for what, lost := range map[string]<-chan struct{}{"lease": l.Lost(), "session": s.Lost()} {
+		select {
+		case <-lost:
+		case <-ctx.Done():
+			t.Fatalf("the %s is not lost", what)
+		}
+	}
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	require.ErrorIs(t, l.Err(), ErrUnauthenticated)
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	require.ErrorIs(t, s.Err(), ErrUnauthenticated)
 }

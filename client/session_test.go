@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/client"
@@ -430,36 +429,4 @@ func TestSessionCloseAfterACloseThatGaveUp(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, client.StatusReleased, st.Status, "the session's lock, after Close returned")
 	require.NoError(t, s.Close(ctx), "Close after Close")
-}
-
-// A static token that expires makes every keep-alive fail before it is
-// sent, with ErrUnauthenticated: the lease and the session it keeps are lost
-// then, with that cause, rather than later at their deadline as if the
-// brokers were unreachable.
-func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
-	ctx := ctxT(t)
-	requester := uniq("expiring")
-	// JWT times are whole seconds: it expires within 3 to 4 s, which New,
-	// Acquire and NewSession must beat on a busy machine.
-	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: requester,
-		ExpiresAt: jwt.NewNumericDate(time.Now().Add(4 * time.Second))}).SignedString([]byte("the workers here check no token"))
-	require.NoError(t, err)
-	c := newClient(t, "", func(cfg *client.Config) { cfg.Token = token })
-	// Kept alive every 2 s: the first keep-alive after the expiry comes
-	// well before the deadline of the last one confirmed (6 s after it).
-	l, err := c.Acquire(ctx, uniq("expiring"), client.WithLease(6*time.Second))
-	require.NoError(t, err)
-	s, err := c.NewSession(ctx, 6*time.Second)
-	require.NoError(t, err)
-	for what, lost := range map[string]<-chan struct{}{"lease": l.Lost(), "session": s.Lost()} {
-		select {
-		case <-lost:
-		case <-ctx.Done():
-			t.Fatalf("the %s is not lost", what)
-		}
-	}
-	require.ErrorIs(t, l.Err(), client.ErrLeaseLost)
-	require.ErrorIs(t, l.Err(), client.ErrUnauthenticated)
-	require.ErrorIs(t, s.Err(), client.ErrSessionLost)
-	require.ErrorIs(t, s.Err(), client.ErrUnauthenticated)
 }
