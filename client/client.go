@@ -106,11 +106,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		c.prod, c.ownProd = prod, true
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.RequestTimeout)
-		defer cancel()
-	}
+	ctx, cancel := withDefaultTimeout(ctx, cfg.RequestTimeout)
+	defer cancel()
 	if cfg.ReadOnly {
 		err = c.ping(ctx)
 	} else {
@@ -144,12 +141,28 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, error) {
 	return cons, nil
 }
 
-// ping checks that the brokers answer.
+// ping checks that the brokers answer, within ctx or, when it has no
+// deadline, RequestTimeout.
 func (c *Client) ping(ctx context.Context) error {
-	if err := c.prod.Ping(ctx); err != nil {
-		return fmt.Errorf("%w: %v: %w", ErrUnreachable, c.cfg.Brokers, err)
+	return ping(ctx, c.prod, c.brokers(), c.cfg.RequestTimeout)
+}
+
+// brokers are the seed brokers: Config.Brokers, or Config.Client's.
+func (c *Client) brokers() []string {
+	if len(c.cfg.Brokers) > 0 {
+		return c.cfg.Brokers
 	}
-	return nil
+	bs, _ := c.prod.OptValue(kgo.SeedBrokers).([]string)
+	return bs
+}
+
+// withDefaultTimeout bounds ctx by timeout when it has no deadline of its
+// own: setup that waits for brokers must not wait forever.
+func withDefaultTimeout(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, timeout)
 }
 
 // prepareReplyTopic checks the brokers, creates the reply topic when missing

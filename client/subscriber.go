@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -46,9 +47,19 @@ func NewSubscriber(ctx context.Context, cfg SubscriberConfig) (*kafkapubsub.Subs
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = defaultBrokers()
 	}
-	if err := ping(ctx, append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)); err != nil {
-		return nil, fmt.Errorf("creating lifecycle subscriber: %w: %v: %w", ErrUnreachable, cfg.Brokers, err)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
 	}
+	defer cl.Close()
+	if err := ping(ctx, cl, cfg.Brokers, DefaultRequestTimeout); err != nil {
+		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
+	}
+	return newSubscriber(cfg)
+}
+
+// newSubscriber is NewSubscriber once the brokers answered.
+func newSubscriber(cfg SubscriberConfig) (*kafkapubsub.Subscriber, error) {
 	s, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{
 		Brokers:       cfg.Brokers,
 		ClientOpts:    cfg.KafkaOpts,
@@ -61,20 +72,13 @@ func NewSubscriber(ctx context.Context, cfg SubscriberConfig) (*kafkapubsub.Subs
 	return s, nil
 }
 
-// ping checks that a client with opts reaches a broker.
-func ping(ctx context.Context, opts []kgo.Opt) error {
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout)
-		defer cancel()
-	}
+// ping checks that cl reaches one of brokers, within ctx or, when it has no
+// deadline, timeout. Its error wraps ErrUnreachable.
+func ping(ctx context.Context, cl *kgo.Client, brokers []string, timeout time.Duration) error {
+	ctx, cancel := withDefaultTimeout(ctx, timeout)
+	defer cancel()
 	if err := cl.Ping(ctx); err != nil {
-		return errors.Join(err, ctx.Err())
+		return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, errors.Join(err, ctx.Err()))
 	}
 	return nil
 }
@@ -89,17 +93,16 @@ func FromEnd() SubscribeOption {
 }
 
 // Subscriber is NewSubscriber on this client's brokers and connection
-// options.
+// options; it checks that they answer with the client's own Kafka client.
 func (c *Client) Subscriber(ctx context.Context, opts ...SubscribeOption) (*kafkapubsub.Subscriber, error) {
-	brokers := c.cfg.Brokers
-	if len(brokers) == 0 {
-		brokers, _ = c.prod.OptValue(kgo.SeedBrokers).([]string)
-	}
-	cfg := SubscriberConfig{Brokers: brokers, KafkaOpts: c.baseOpts}
+	cfg := SubscriberConfig{Brokers: c.brokers(), KafkaOpts: c.baseOpts}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	return NewSubscriber(ctx, cfg)
+	if err := ping(ctx, c.prod, cfg.Brokers, DefaultRequestTimeout); err != nil {
+		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
+	}
+	return newSubscriber(cfg)
 }
 
 // DecodeMessage reads the lockworker event a lifecycle message carries.

@@ -286,11 +286,8 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 	topic := c.cfg.Topics.State
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancelSetup context.CancelFunc
-		ctx, cancelSetup = context.WithTimeout(ctx, c.cfg.RequestTimeout)
-		defer cancelSetup()
-	}
+	ctx, cancelSetup := withDefaultTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancelSetup()
 	adm := kadm.NewClient(c.prod)
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err == nil {
