@@ -61,11 +61,11 @@ type Client struct {
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	creds, err := loadCredentials(cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	if sub := creds.subject(); sub != "" {
 		if cfg.Requester != "" && cfg.Requester != sub {
-			return nil, fmt.Errorf("requester %q is not the token's subject %q: the workers answer a requester only on its own reply topic", cfg.Requester, sub)
+			return nil, fmt.Errorf("%w: requester %q is not the token's subject %q: the workers answer a requester only on its own reply topic", ErrInvalidConfig, cfg.Requester, sub)
 		}
 		cfg.Requester = sub
 	}
@@ -84,17 +84,17 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		c.replyTopic = cfg.Topics.ReplyTopic(cfg.Requester)
 	}
 	if !cfg.ReadOnly && !topics.ValidReplyTo(c.replyTopic, cfg.Topics.ReplyPrefix) {
-		return nil, fmt.Errorf("requester %q: reply topic %q is not a valid topic name", cfg.Requester, c.replyTopic)
+		return nil, fmt.Errorf("%w: requester %q: reply topic %q is not a valid topic name", ErrInvalidConfig, cfg.Requester, c.replyTopic)
 	}
 	if !topics.ValidTopicName(cfg.Topics.Commands) {
-		return nil, fmt.Errorf("commands topic %q is not a valid topic name", cfg.Topics.Commands)
+		return nil, fmt.Errorf("%w: commands topic %q is not a valid topic name", ErrInvalidConfig, cfg.Topics.Commands)
 	}
 	if cfg.Client != nil {
 		if g, _ := cfg.Client.OptValue(kgo.ConsumerGroup).(string); g != "" {
-			return nil, errors.New("Config.Client must not be a group consumer: the SDK reads replies with its own client")
+			return nil, fmt.Errorf("%w: Config.Client must not be a group consumer: the SDK reads replies with its own client", ErrInvalidConfig)
 		}
 		if ts, _ := cfg.Client.OptValue(kgo.ConsumeTopics).([]string); len(ts) > 0 {
-			return nil, errors.New("Config.Client must not consume topics: the SDK reads replies with its own client")
+			return nil, fmt.Errorf("%w: Config.Client must not consume topics: the SDK reads replies with its own client", ErrInvalidConfig)
 		}
 		c.prod, c.baseOpts = cfg.Client, cfg.Client.Opts()
 	} else {

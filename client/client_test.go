@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -429,6 +431,34 @@ func TestBadInputRefusedByClient(t *testing.T) {
 	assert.ErrorIs(t, err, client.ErrInvalidRequest)
 	_, err = c.Cleanup(ctx, "*", 20*365*24*time.Hour)
 	assert.ErrorIs(t, err, client.ErrInvalidRequest)
+}
+
+// TestNewRefusesItsConfig: a Config New cannot work with is refused before
+// Kafka is asked, as ErrInvalidConfig (lockctl exits 2 on it).
+func TestNewRefusesItsConfig(t *testing.T) {
+	unsigned := func(sub string) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.RegisteredClaims{Subject: sub}).SignedString(jwt.UnsafeAllowNoneSignatureType)
+		require.NoError(t, err)
+		return tok
+	}
+	kc, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("t"))
+	require.NoError(t, err)
+	defer kc.Close()
+	for name, cfg := range map[string]client.Config{
+		"requester not the token's subject": {Requester: "billing", Token: unsigned("orders")},
+		"reply topic Kafka refuses":         {Requester: "a b"},
+		"commands topic Kafka refuses":      {Topics: topics.Names{Commands: "a/b"}},
+		"token and signing key":             {Token: unsigned("x"), SigningKeyFile: "/nonexistent"},
+		"signing key unreadable":            {SigningKeyFile: filepath.Join(t.TempDir(), "missing")},
+		"a group consumer as Config.Client": {Client: kc},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg.Brokers = []string{"127.0.0.1:1"} // never reached
+			_, err := client.New(ctxT(t), cfg)
+			require.ErrorIs(t, err, client.ErrInvalidConfig)
+			require.NotErrorIs(t, err, client.ErrUnreachable)
+		})
+	}
 }
 
 func TestWithLockReleasesAndReturnsFnError(t *testing.T) {

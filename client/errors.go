@@ -92,6 +92,11 @@ var (
 	ErrUnreachable = errors.New("kafka unreachable")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("client closed")
+	// ErrInvalidConfig: New refused its Config before reaching Kafka (a
+	// requester that is not the token's subject, a topic name Kafka
+	// refuses, credentials it cannot read or that conflict). A malformed
+	// token matches ErrUnauthenticated as well.
+	ErrInvalidConfig = errors.New("invalid client configuration")
 	// ErrReadOnly: a command was asked of a client made with
 	// Config.ReadOnly, which has no reply topic to hear the answer on.
 	ErrReadOnly = errors.New("read-only client: it sends no commands")

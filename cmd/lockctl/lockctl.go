@@ -57,7 +57,8 @@ flags of every command:
 
 authentication (when the workers require it): LOCKWORKER_TOKEN or
 LOCKWORKER_TOKEN_FILE (a token; its subject is the requester), or
-LOCKWORKER_SIGNING_KEY_FILE (a private key or HMAC secret to sign tokens).
+LOCKWORKER_SIGNING_KEY_FILE (a private key or HMAC secret to sign tokens;
+LOCKWORKER_TOKEN_AUDIENCE and LOCKWORKER_TOKEN_ISSUER set their aud and iss).
 
 Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own
@@ -208,7 +209,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &ue), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrUnsupportedVersion):
+	case errors.As(err, &ue), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrUnsupportedVersion),
+		errors.Is(err, client.ErrInvalidConfig):
 		return exitUsage
 	case errors.Is(err, client.ErrUnreachable), errors.Is(err, client.ErrNoReply):
 		return exitUnreachable

@@ -116,6 +116,8 @@ func TestUsageErrors(t *testing.T) {
 		{"acquire", "--lock", "x", "--lease", "NaN"},
 		{"acquire", "--lock", "x", "--wait", "Inf"},
 		{"acquire", "--lock", "x", "--max-hold", "1e300"},
+		// A Config the SDK refuses before reaching Kafka: no broker here.
+		{"query", "--lock", "x", "--requester", "a b", "--brokers", "127.0.0.1:1"},
 	} {
 		var out, errOut testlog.Buffer
 		code := run(context.Background(), args, &out, &errOut)
