@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -58,9 +59,9 @@ func TestStaticMemberLeavesOnStop(t *testing.T) {
 	require.NoError(t, err)
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	members := func() []string {
+	members := func(c *assert.CollectT) []string {
 		gs, err := adm.DescribeGroups(context.Background(), "lockworker")
-		require.NoError(t, err)
+		require.NoError(c, err)
 		var ids []string
 		for _, m := range gs["lockworker"].Members {
 			if m.InstanceID != nil {
@@ -69,13 +70,12 @@ func TestStaticMemberLeavesOnStop(t *testing.T) {
 		}
 		return ids
 	}
-	require.Eventually(t, func() bool { return len(members()) == 2 }, 30*time.Second, 50*time.Millisecond)
+	require.EventuallyWithT(t, func(c *assert.CollectT) { assert.Len(c, members(c), 2) }, 30*time.Second, 50*time.Millisecond)
 
 	stopped := time.Now()
 	stopA()
-	require.Eventually(t, func() bool {
-		ms := members()
-		return len(ms) == 1 && ms[0] == "b"
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Equal(c, []string{"b"}, members(c))
 	}, 5*time.Second, 20*time.Millisecond, "a left the group on its clean stop")
 	t.Logf("a was out of the group %s after its stop began", time.Since(stopped).Round(time.Millisecond))
 }

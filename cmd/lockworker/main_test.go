@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -182,11 +183,12 @@ func (c *client) await(requestID, typ string) topics.Event {
 // outbox (the relay cannot publish them).
 func awaitUnpublished(t *testing.T, sch testdb.Schema, requestID string) {
 	db := sch.Open(t, store.Config{})
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		var applied, waiting int
-		require.NoError(t, db.Pool.QueryRow(context.Background(),
+		require.NoError(c, db.Pool.QueryRow(context.Background(),
 			`SELECT (SELECT count(*) FROM processed_requests WHERE request_id = $1), (SELECT count(*) FROM outbox)`, requestID).Scan(&applied, &waiting))
-		return applied == 1 && waiting > 0
+		assert.Equal(c, 1, applied, "%s applied", requestID)
+		assert.Positive(c, waiting, "outbox rows")
 	}, 30*time.Second, 20*time.Millisecond, "%s is applied and its outcome waits in the outbox", requestID)
 }
 
@@ -273,12 +275,13 @@ func TestKcat(t *testing.T) {
 	out, err := produce.CombinedOutput()
 	require.NoError(t, err, string(out))
 	var reply string
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		out, err := exec.Command(kcat, "-b", addr, "-C", "-t", "locks.replies.kcat", "-o", "beginning", "-e", "-q",
 			"-f", "%k %h\n%s\n").CombinedOutput()
 		reply = string(out)
-		return err == nil && strings.Contains(reply, `"type":"lock.acquired"`)
-	}, 30*time.Second, 200*time.Millisecond, "kcat output: %s", reply)
+		require.NoError(c, err, "kcat: %s", reply)
+		assert.Contains(c, reply, `"type":"lock.acquired"`, "kcat output")
+	}, 30*time.Second, 200*time.Millisecond)
 	require.Contains(t, reply, `"request_id":"kcat-1"`)
 	require.Contains(t, reply, "ce_type=lock.acquired")
 }
@@ -300,23 +303,21 @@ func TestKcatTombstone(t *testing.T) {
 	}
 	produce("tomb|\n", "-Z") // -Z: an empty value is sent as NULL
 	produce(`tomb|{"request_id":"after-tomb","operation":"acquire","lock_name":"tomb","owner_id":"me","reply_to":"locks.replies.kcat-tomb"}` + "\n")
-	consume := func(topic, format string) string {
+	consume := func(c *assert.CollectT, topic, format string) string {
 		out, err := exec.Command(kcat, "-b", addr, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", format).CombinedOutput()
-		if err != nil {
-			return ""
-		}
+		require.NoError(c, err, "kcat: %s", out)
 		return string(out)
 	}
 	var reply, dlq string
-	require.Eventually(t, func() bool {
-		reply = consume("locks.replies.kcat-tomb", "%s\n")
-		return strings.Contains(reply, `"request_id":"after-tomb"`)
-	}, 30*time.Second, 200*time.Millisecond, "the command after the tombstone is answered: %s", reply)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		reply = consume(c, "locks.replies.kcat-tomb", "%s\n")
+		assert.Contains(c, reply, `"request_id":"after-tomb"`)
+	}, 30*time.Second, 200*time.Millisecond, "the command after the tombstone is answered")
 	require.Contains(t, reply, `"type":"lock.acquired"`)
-	require.Eventually(t, func() bool {
-		dlq = consume("locks.commands.dlq", "key=%k size=%S headers=%h\n")
-		return strings.Contains(dlq, "key=tomb")
-	}, 30*time.Second, 200*time.Millisecond, "the tombstone is dead-lettered: %s", dlq)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		dlq = consume(c, "locks.commands.dlq", "key=%k size=%S headers=%h\n")
+		assert.Contains(c, dlq, "key=tomb")
+	}, 30*time.Second, 200*time.Millisecond, "the tombstone is dead-lettered")
 	require.Contains(t, dlq, "size=-1", "a null value stays null")
 	require.Contains(t, dlq, "error=INVALID_REQUEST: record value is null (a Kafka tombstone)")
 	require.Contains(t, dlq, "source_topic=locks.commands")

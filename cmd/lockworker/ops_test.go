@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -36,9 +37,18 @@ func startMain(t *testing.T, dbURL string) *Main {
 	return m
 }
 
+// testingT is a *testing.T or, inside an EventuallyWithT condition, its
+// *assert.CollectT: a failed assertion there fails the attempt, which is
+// retried, where a *testing.T's would end the condition's goroutine and
+// leave Eventually to wait out its whole window.
+type testingT interface {
+	require.TestingT
+	Helper()
+}
+
 // get fetches a path of m's HTTP server, decoding a JSON answer into v when
 // v is not nil, and returns the status code and body.
-func get(t *testing.T, m *Main, path string, v any) (int, string) {
+func get(t testingT, m *Main, path string, v any) (int, string) {
 	t.Helper()
 	cl := http.Client{Timeout: 10 * time.Second}
 	resp, err := cl.Get("http://" + m.HTTPAddr + path)
@@ -53,7 +63,7 @@ func get(t *testing.T, m *Main, path string, v any) (int, string) {
 }
 
 // scrape reads /metrics.
-func scrape(t *testing.T, m *Main) map[string]*dto.MetricFamily {
+func scrape(t testingT, m *Main) map[string]*dto.MetricFamily {
 	t.Helper()
 	code, body := get(t, m, "/metrics", nil)
 	require.Equal(t, http.StatusOK, code, body)
@@ -170,10 +180,10 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		`lockworker_consumer_lag{partition=15}`:                             0,
 	}
 	var got map[string]float64
-	require.Eventually(t, func() bool {
-		got = values(scrape(t, m))
-		return subset(want, got) == ""
-	}, 20*time.Second, 50*time.Millisecond, "metrics: %s", func() string { return subset(want, got) })
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		got = values(scrape(c, m))
+		assert.Empty(c, subset(want, got), "metrics")
+	}, 20*time.Second, 50*time.Millisecond)
 	require.Positive(t, got[`lockworker_outbox_published_total{}`])
 	require.Positive(t, got[`lockworker_outbox_publish_latency_seconds_count{}`])
 	// Every command series that moved is one of those above.
@@ -269,19 +279,21 @@ func TestHealthFollowsPostgres(t *testing.T) {
 	m := startMain(t, u.String())
 	a := newClient(t, m.Brokers[0], "locks.replies.a")
 
-	health := func() (int, httpapi.Health) {
+	// health reads /health; an answer slower than its check timeout fails
+	// the test (on t, not the attempt's c), not only the attempt.
+	health := func(c testingT) (int, httpapi.Health) {
 		var h httpapi.Health
 		start := time.Now()
-		code, _ := get(t, m, "/health", &h)
-		require.Less(t, time.Since(start), 5*time.Second, "/health must answer within its check timeout")
+		code, _ := get(c, m, "/health", &h)
+		assert.Less(t, time.Since(start), 5*time.Second, "/health must answer within its check timeout")
 		return code, h
 	}
 	var code int
 	var h httpapi.Health
 	// Ready comes before the group assigned the partitions.
-	require.Eventually(t, func() bool {
-		code, h = health()
-		return len(h.Partitions) == 16
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, h = health(c)
+		assert.Len(c, h.Partitions, 16)
 	}, 20*time.Second, 50*time.Millisecond)
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, "ok", h.Status)
@@ -290,9 +302,9 @@ func TestHealthFollowsPostgres(t *testing.T) {
 	require.Equal(t, "ok", h.Checks["kafka"].Status)
 
 	proxy.Cut()
-	require.Eventually(t, func() bool {
-		code, h = health()
-		return code == http.StatusServiceUnavailable
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, h = health(c)
+		assert.Equal(c, http.StatusServiceUnavailable, code)
 	}, 20*time.Second, 50*time.Millisecond)
 	require.Equal(t, "unavailable", h.Status)
 	require.True(t, h.Live)
@@ -308,9 +320,9 @@ func TestHealthFollowsPostgres(t *testing.T) {
 	a.send(topics.Command{RequestID: "during", Operation: "acquire", LockName: "job", OwnerID: "a"})
 
 	proxy.Restore()
-	require.Eventually(t, func() bool {
-		code, h = health()
-		return code == http.StatusOK
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, h = health(c)
+		assert.Equal(c, http.StatusOK, code)
 	}, 20*time.Second, 50*time.Millisecond)
 	require.Equal(t, "ok", h.Checks["postgres"].Status)
 	a.await("during", topics.TypeAcquired)
@@ -330,11 +342,12 @@ func TestHealthWhileStarting(t *testing.T) {
 	}
 
 	var h httpapi.Health
-	require.Eventually(t, func() bool {
-		code, _ := get(t, m, "/health", &h)
-		require.Equal(t, http.StatusServiceUnavailable, code)
-		return h.Step == "checking the Kafka topics"
-	}, 30*time.Second, 10*time.Millisecond, "the step before it: %q", h.Step)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, _ := get(c, m, "/health", &h)
+		// On t: any other answer while starting fails the test.
+		assert.Equal(t, http.StatusServiceUnavailable, code)
+		assert.Equal(c, "checking the Kafka topics", h.Step)
+	}, 30*time.Second, 10*time.Millisecond)
 	require.Equal(t, "starting", h.Status)
 	require.True(t, h.Live)
 	require.False(t, h.Ready)
@@ -352,10 +365,10 @@ func TestHealthWhileStarting(t *testing.T) {
 	case <-run.done:
 		t.Fatalf("lockworker did not start: %v", run.err)
 	}
-	require.Eventually(t, func() bool {
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		h = httpapi.Health{}
-		code, _ := get(t, m, "/health", &h)
-		return code == http.StatusOK
+		code, _ := get(c, m, "/health", &h)
+		assert.Equal(c, http.StatusOK, code)
 	}, 30*time.Second, 50*time.Millisecond)
 	require.Equal(t, "ok", h.Status)
 	require.Empty(t, h.Step)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -36,10 +37,11 @@ func TestParkedRowDegradesHealth(t *testing.T) {
 	require.NoError(t, err)
 
 	var h httpapi.Health
-	require.Eventually(t, func() bool {
-		code, _ := get(t, m, "/health", &h)
-		return code == http.StatusOK && h.Status == "degraded"
-	}, 30*time.Second, 50*time.Millisecond, "health: %+v", h)
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		code, body := get(c, m, "/health", &h)
+		assert.Equal(c, http.StatusOK, code, body)
+		assert.Equal(c, "degraded", h.Status, body)
+	}, 30*time.Second, 50*time.Millisecond)
 	require.True(t, h.Ready)
 	require.EqualValues(t, 1, *h.OutboxParked)
 	require.Equal(t, 1.0, values(scrape(t, m))["lockworker_outbox_rows_parked_total{reason=MESSAGE_TOO_LARGE}"])

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -77,29 +78,29 @@ func takeover(t *testing.T, protocol string) {
 	b, _ := startWith(t, url, replicaOn("b", protocol, brokers))
 	c, stopC := startWith(t, url, replicaOn("c", protocol, brokers))
 
-	owned := func(ms ...*Main) [][]int32 {
+	owned := func(ct *assert.CollectT, ms ...*Main) [][]int32 {
 		var all [][]int32
 		for _, m := range ms {
 			var h httpapi.Health
-			get(t, m, "/health", &h)
+			get(ct, m, "/health", &h)
 			all = append(all, h.Partitions)
 		}
 		return all
 	}
-	// shared says whether ms own all 16 partitions between them, each some.
-	shared := func(ms ...*Main) bool {
+	// shared checks that ms own all 16 partitions between them, each some.
+	shared := func(ct *assert.CollectT, ms ...*Main) {
+		all := owned(ct, ms...)
 		var union []int32
-		for _, ps := range owned(ms...) {
-			if len(ps) == 0 {
-				return false
-			}
+		for _, ps := range all {
+			assert.NotEmpty(ct, ps, "each owns some: %v", all)
 			union = append(union, ps...)
 		}
 		slices.Sort(union)
-		return len(slices.Compact(union)) == 16 && len(union) == 16
+		assert.Len(ct, union, 16, "all between them: %v", all)
+		assert.Len(ct, slices.Compact(union), 16, "each once: %v", all)
 	}
-	require.Eventually(t, func() bool { return shared(a, b, c) }, 30*time.Second, 50*time.Millisecond,
-		"the three replicas share the 16 partitions: %v", owned(a, b, c))
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { shared(ct, a, b, c) }, 30*time.Second, 50*time.Millisecond,
+		"the three replicas share the 16 partitions")
 
 	cl := newClient(t, brokers[0], "locks.replies.takeover")
 	locks := make([]string, 48) // over most of the 16 partitions
@@ -133,8 +134,8 @@ func takeover(t *testing.T, protocol string) {
 
 	stopped := time.Now()
 	stopC()
-	require.Eventually(t, func() bool { return shared(a, b) }, 10*time.Second, 20*time.Millisecond,
-		"a and b take c's partitions: %v", owned(a, b))
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { shared(ct, a, b) }, 10*time.Second, 20*time.Millisecond,
+		"a and b take c's partitions")
 	moved := time.Since(stopped)
 	t.Logf("c's partitions moved %s after its stop began", moved.Round(time.Millisecond))
 	require.Less(t, moved, takeoverSession, "a clean stop hands over without waiting for the session timeout")
@@ -144,7 +145,7 @@ func takeover(t *testing.T, protocol string) {
 	_ = killed.Wait()
 	died := time.Now()
 	round(topics.OpAcquire, topics.TypeAcquired, 2) // a's share waits for b
-	require.Eventually(t, func() bool { return len(owned(b)[0]) == 16 }, 10*time.Second, 20*time.Millisecond)
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { assert.Len(ct, owned(ct, b)[0], 16) }, 10*time.Second, 20*time.Millisecond)
 	took := time.Since(died)
 	t.Logf("b answered everything %s after a was killed (session timeout %s)", took.Round(time.Millisecond), takeoverSession)
 	// Not the broker's default session (45 s under KIP-848), and no wait
