@@ -54,17 +54,8 @@ func TestSaysWhichBrokerAndWhy(t *testing.T) {
 	m.Config.Postgres.URL = sch.URL
 	m.Config.HTTPAddr = "127.0.0.1:0"
 	m.Config.Embedded.Addr, m.Config.Embedded.Dir = freeAddr(t), t.TempDir()
-	ctx, cancel = context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	select {
-	case <-m.Ready:
-	case err := <-done:
-		t.Fatalf("lockworker did not start: %v", err)
-	}
-	cancel()
-	require.NoError(t, <-done)
-	m.Close()
+	run, stop := runMain(t, m)
+	run.await(t, m.Ready)
+	stop()
 	assert.Contains(t, logs.String(), "using Kafka at "+m.Config.Embedded.Addr+": the embedded broker, started because KAFKA_BOOTSTRAP_SERVERS is unset")
 }

@@ -60,13 +60,7 @@ func externalKafka(t *testing.T) (*kfake.Cluster, func(*config.Config)) {
 // configure leaves.
 func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, func()) {
 	m, run, stop := launch(t, dbURL, configure)
-	select {
-	case <-m.Ready:
-	case <-run.done:
-		t.Fatalf("lockworker did not start: %v", run.err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("lockworker did not start in 30 s")
-	}
+	run.await(t, m.Ready)
 	return m, stop
 }
 
@@ -75,6 +69,22 @@ func startWith(t *testing.T, dbURL string, configure func(*config.Config)) (*Mai
 type running struct {
 	done chan struct{}
 	err  error
+}
+
+// runWait bounds a wait for a step of Run's start, or for its drain.
+const runWait = 30 * time.Second
+
+// await waits until step (Main.Serving or Main.Ready) is closed, or fails
+// the test when Run returns first or runWait passes.
+func (r *running) await(t *testing.T, step <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-step:
+	case <-r.done:
+		t.Fatalf("lockworker did not start: %v", r.err)
+	case <-time.After(runWait):
+		t.Fatalf("lockworker did not start in %s", runWait)
+	}
 }
 
 // launch starts the real service wiring as startWith does, without waiting
@@ -86,6 +96,14 @@ func launch(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, 
 	m.Config.InstanceID = "e2e"
 	m.Config.HTTPAddr = "127.0.0.1:0" // never the default port another lockworker may hold
 	configure(&m.Config)
+	run, stop := runMain(t, m)
+	return m, run, stop
+}
+
+// runMain runs m and returns a stop function that drains it as SIGTERM
+// would (also when the test ends), which fails the test if Run failed or
+// its drain outlasts runWait.
+func runMain(t *testing.T, m *Main) (*running, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	run := &running{done: make(chan struct{})}
 	go func() { run.err = m.Run(ctx); close(run.done) }()
@@ -96,12 +114,16 @@ func launch(t *testing.T, dbURL string, configure func(*config.Config)) (*Main, 
 		}
 		stopped = true
 		cancel()
-		<-run.done
+		select {
+		case <-run.done:
+		case <-time.After(runWait):
+			t.Fatalf("lockworker did not drain in %s", runWait) // not closed: Run still uses it all
+		}
 		m.Close()
 		require.NoError(t, run.err)
 	}
 	t.Cleanup(stop)
-	return m, run, stop
+	return run, stop
 }
 
 // reexec runs this test binary again as a child process that runs only

@@ -335,11 +335,7 @@ func TestHealthWhileStarting(t *testing.T) {
 	kafka, external := externalKafka(t)
 	_, release := kafkatest.HoldFirst(kafka, kmsg.CreateTopics)
 	m, run, _ := launch(t, testdb.NewSchema(t).URL, external)
-	select {
-	case <-m.Serving:
-	case <-run.done:
-		t.Fatalf("lockworker did not start: %v", run.err)
-	}
+	run.await(t, m.Serving)
 
 	var h httpapi.Health
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -360,11 +356,7 @@ func TestHealthWhileStarting(t *testing.T) {
 	require.Contains(t, body, "starting: checking the Kafka topics")
 
 	release()
-	select {
-	case <-m.Ready:
-	case <-run.done:
-		t.Fatalf("lockworker did not start: %v", run.err)
-	}
+	run.await(t, m.Ready)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		h = httpapi.Health{}
 		code, _ := get(c, m, "/health", &h)
