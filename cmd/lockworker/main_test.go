@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/kcattest"
@@ -128,12 +129,14 @@ func runMain(t *testing.T, m *Main) (*running, func()) {
 
 // reexec runs this test binary again as a child process that runs only
 // test, with env (NAME=value) added, and returns it (killed at the test's
-// end) with what follows ready on the first line of its output that starts
-// with it ("" if none did); the rest of its output is drained.
+// end, or when this process dies) with what follows ready on the first line
+// of its output that starts with it ("" if none did, its output then logged);
+// the rest of its output is drained.
 func reexec(t *testing.T, ctx context.Context, test, env, ready string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+test+"$", "-test.v",
-		"-test.timeout=3m") // ends on its own should this process die without killing it
+		"-test.timeout=3m") // ends on its own where DieWithParent cannot (not Linux)
+	childproc.DieWithParent(cmd)
 	cmd.Env = append(os.Environ(), env)
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -142,11 +145,16 @@ func reexec(t *testing.T, ctx context.Context, test, env, ready string) (*exec.C
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	lines := bufio.NewScanner(out)
 	said := ""
+	var before []string // why it never got ready, should it not
 	for lines.Scan() {
 		if rest, ok := strings.CutPrefix(lines.Text(), ready); ok {
 			said = rest
 			break
 		}
+		before = append(before, lines.Text())
+	}
+	if said == "" {
+		t.Logf("%s never said %q; its output:\n%s", test, ready, strings.Join(before, "\n"))
 	}
 	go func() {
 		for lines.Scan() { // keep the pipe drained

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/kcattest"
 )
@@ -157,6 +158,7 @@ func TestKilledProcessKeepsRecords(t *testing.T) {
 	dir := t.TempDir()
 
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestChildProducesThenWaits$", "-test.v")
+	childproc.DieWithParent(cmd)
 	cmd.Env = append(os.Environ(), childDirEnv+"="+dir)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
