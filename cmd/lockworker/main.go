@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -50,7 +51,14 @@ func main() {
 		m.Logger.Warn().Msg("second signal: exiting now")
 		os.Exit(1)
 	}()
-	if err := m.Run(ctx); err != nil {
+	err := m.Run(ctx)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		// The signal came while Run was starting (waiting for Kafka, say):
+		// the stop asked for, not a failure.
+		m.Logger.Info().Err(err).Msg("lockworker stopped while starting")
+	default:
 		m.Logger.Error().Err(err).Msg("lockworker stopped")
 		m.Close()
 		os.Exit(1)
