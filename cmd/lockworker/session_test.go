@@ -13,6 +13,7 @@ import (
 
 	sdk "github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )
@@ -45,7 +46,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 		_, err := owner.Acquire(ctx, lock, sdk.WithSession(s))
 		require.NoError(t, err)
 	}
-	granted := queueWaiters(t, ctx, next, locks)
+	granted := e2e.QueueWaiters(t, ctx, next, locks)
 
 	stop()
 	startWith(t, sch.URL, external)
@@ -71,37 +72,6 @@ func sessionEnds(t *testing.T, expired *client, locks []string) map[string]time.
 		}
 	}
 	return ends
-}
-
-// queueWaiters queues an acquire of each of locks by cl, one after
-// another, and returns the channel their grants come on. An acquire that
-// fails, is granted at once, or never queues fails the test, rather than
-// leaving it to wait for a grant until go test's timeout.
-func queueWaiters(t *testing.T, ctx context.Context, cl *sdk.Client, locks []string) <-chan *sdk.Lease {
-	t.Helper()
-	granted := make(chan *sdk.Lease, len(locks))
-	failed := make(chan error, len(locks))
-	for _, lock := range locks {
-		queued := make(chan int, 1)
-		go func() {
-			l, err := cl.Acquire(ctx, lock, sdk.OnQueued(func(p int) { queued <- p }))
-			if err != nil {
-				failed <- fmt.Errorf("acquiring %s: %w", lock, err)
-				return
-			}
-			granted <- l
-		}()
-		select {
-		case <-queued:
-		case l := <-granted:
-			t.Fatalf("%s granted while its owner lives", l.Name)
-		case err := <-failed:
-			t.Fatal(err)
-		case <-ctx.Done():
-			t.Fatalf("%s never queued: %v", lock, ctx.Err())
-		}
-	}
-	return granted
 }
 
 // grantedSoon checks that each lock was granted to its waiter soon after
@@ -183,7 +153,7 @@ func TestSessionOwnerSIGKILL(t *testing.T) {
 	next, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "next"})
 	require.NoError(t, err)
 	defer next.Close()
-	granted := queueWaiters(t, ctx, next, ownerLocks)
+	granted := e2e.QueueWaiters(t, ctx, next, ownerLocks)
 
 	expired := newClient(t, addr, "locks.lock.expired.v1")
 	require.NoError(t, owner.Process.Kill()) // SIGKILL

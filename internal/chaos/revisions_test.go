@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/e2e"
 )
 
 // One lock's revisions, across two hand-offs with a SIGKILL and restart of
@@ -29,26 +30,33 @@ func TestRevisionsAcrossBrokerRestart(t *testing.T) {
 	const lock = "handed-off"
 	revs, err := c.Watch(ctx, lock)
 	require.NoError(t, err)
-	require.Equal(t, int64(0), (<-revs).Revision)
+	var seen []int64
+	// next reads the watch's next revision into seen.
+	next := func() {
+		t.Helper()
+		select {
+		case r, ok := <-revs:
+			require.True(t, ok, "the watch ended after %v", seen)
+			seen = append(seen, r.Revision)
+		case <-ctx.Done():
+			t.Fatalf("the watch saw %v, then nothing", seen)
+		}
+	}
+	next() // the lock before anything happened to it: revision 0
 
 	var grants []int64 // the revisions the grants carried, in the order they came
 	opts := []client.AcquireOption{client.WithoutKeepAlive(), client.WithLease(time.Minute)}
 	handOff := func(from *client.Lease, to string) *client.Lease {
-		queued, granted := make(chan int, 1), make(chan *client.Lease, 1)
-		go func() {
-			l, err := c.Acquire(ctx, lock, append(opts, client.WithOwner(to), client.WithWait(time.Minute),
-				client.OnQueued(func(p int) { queued <- p }))...)
-			if err == nil {
-				granted <- l
-			}
-			close(granted)
-		}()
-		<-queued
+		granted := e2e.QueueWaiters(t, ctx, c, []string{lock}, append(opts, client.WithOwner(to), client.WithWait(time.Minute))...)
 		require.NoError(t, from.Release(ctx))
-		next := <-granted
-		require.NotNil(t, next, "%s was not granted", to)
-		grants = append(grants, next.Info().Revision)
-		return next
+		select {
+		case l := <-granted:
+			grants = append(grants, l.Info().Revision)
+			return l
+		case <-ctx.Done():
+			t.Fatalf("%s was not granted: %v", to, ctx.Err())
+			return nil
+		}
 	}
 	a, err := c.TryAcquire(ctx, lock, append(opts, client.WithOwner("a"))...)
 	require.NoError(t, err)
@@ -62,15 +70,8 @@ func TestRevisionsAcrossBrokerRestart(t *testing.T) {
 	require.NoError(t, d.Release(ctx)) // 6
 	require.Equal(t, []int64{1, 3, 5}, grants, "a grant's revision is the change that made it")
 
-	var seen []int64
-	for len(seen) == 0 || seen[len(seen)-1] < 6 {
-		select {
-		case r, ok := <-revs:
-			require.True(t, ok, "the watch ended")
-			seen = append(seen, r.Revision)
-		case <-ctx.Done():
-			t.Fatalf("the watch saw %v, then nothing", seen)
-		}
+	for seen[len(seen)-1] < 6 {
+		next()
 	}
-	require.Equal(t, []int64{1, 2, 3, 4, 5, 6}, seen, "each revision once, in order, across the restart")
+	require.Equal(t, []int64{0, 1, 2, 3, 4, 5, 6}, seen, "each revision once, in order, across the restart")
 }
