@@ -22,6 +22,7 @@ import (
 	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/kcattest"
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
 func start(t *testing.T, ctx context.Context, dir string, topics map[string]Topic, log zerolog.Logger) *Broker {
@@ -95,10 +96,10 @@ func TestRestartKeepsTopicsAndRecords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dir := t.TempDir() + "/nested/kafka" // Start creates it
-	var logs bytes.Buffer
-	log := zerolog.New(&logs)
+	// Written by kfake's goroutines while the test reads it.
+	logs := &testlog.Buffer{}
 
-	b := start(t, ctx, dir, map[string]Topic{"locks.commands": {Partitions: 16}, "locks.lock.acquired.v1": {Partitions: 1}}, log)
+	b := start(t, ctx, dir, map[string]Topic{"locks.commands": {Partitions: 16}, "locks.lock.acquired.v1": {Partitions: 1}}, zerolog.New(logs))
 	_, port, _ := net.SplitHostPort(b.Addr())
 	assert.NotEqual(t, "0", port)
 	assert.Contains(t, logs.String(), "FOR DEVELOPMENT ONLY")
@@ -116,8 +117,8 @@ func TestRestartKeepsTopicsAndRecords(t *testing.T) {
 	b.Close() // idempotent
 
 	// Same dir, another port, one more topic and a changed partition count.
-	logs.Reset()
-	b = start(t, ctx, dir, map[string]Topic{"locks.commands": {Partitions: 32}, "locks.lock.acquired.v1": {Partitions: 1}, "locks.lock.expired.v1": {Partitions: 2}}, log)
+	logs = &testlog.Buffer{}
+	b = start(t, ctx, dir, map[string]Topic{"locks.commands": {Partitions: 32}, "locks.lock.acquired.v1": {Partitions: 1}, "locks.lock.expired.v1": {Partitions: 2}}, zerolog.New(logs))
 
 	counts := partitionCounts(t, ctx, b)
 	assert.Equal(t, map[string]int{
