@@ -25,11 +25,15 @@ type proc struct {
 	readyLine string        // that line; set before ready closes
 	done      chan struct{} // closed once the process exited
 	err       error         // Wait's; set before done closes
+	outErr    error         // why the output was not read line by line to its end; set before done closes
 }
 
 // startProc starts cmd and passes each line of the output pipe opens
 // (cmd.StdoutPipe or cmd.StderrPipe) to line, which says whether it is
-// the line that means the process is ready.
+// the line that means the process is ready. A line too long to read (over
+// 1 MiB) ends that: the rest of the output is read and discarded, so that
+// the process is not blocked on a full pipe, and line gets a last line
+// that says so (for a log; status says it too).
 func startProc(cmd *exec.Cmd, pipe func() (io.ReadCloser, error), line func(string) bool) (*proc, error) {
 	out, err := pipe()
 	if err != nil {
@@ -49,10 +53,24 @@ func startProc(cmd *exec.Cmd, pipe func() (io.ReadCloser, error), line func(stri
 				close(p.ready)
 			}
 		}
+		if err := sc.Err(); err != nil {
+			p.outErr = err
+			line(fmt.Sprintf("chaos: output discarded from here on, reading it: %v", err))
+			_, _ = io.Copy(io.Discard, out)
+		}
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// status is how the exited process exited, with why its output was not
+// read to its end if it was not.
+func (p *proc) status() string {
+	if p.outErr != nil {
+		return fmt.Sprintf("%s; its output unread after: %v", p.cmd.ProcessState, p.outErr)
+	}
+	return p.cmd.ProcessState.String()
 }
 
 // waitReady waits for the ready line; what names the process in errors.
@@ -61,7 +79,7 @@ func (p *proc) waitReady(ctx context.Context, what string) error {
 	case <-p.ready:
 		return nil
 	case <-p.done:
-		return fmt.Errorf("%s exited before it was ready (%s)", what, p.cmd.ProcessState)
+		return fmt.Errorf("%s exited before it was ready (%s)", what, p.status())
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -202,7 +220,7 @@ func (r *Replica) Err() error {
 	}
 	select {
 	case <-p.done:
-		return fmt.Errorf("replica %s exited unasked (%s)", r.Name, p.cmd.ProcessState)
+		return fmt.Errorf("replica %s exited unasked (%s)", r.Name, p.status())
 	default:
 		return nil
 	}

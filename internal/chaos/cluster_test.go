@@ -61,3 +61,12 @@ func TestReplicaErrIsAnExitNobodyAskedFor(t *testing.T) {
 	<-exited
 	require.ErrorContains(t, r.Err(), "exit status 2")
 }
+
+// A line over the reader's 1 MiB must not leave the process blocked on a
+// full pipe: its exit is still seen, and why the output was not read.
+func TestBrokerPrintingALineOver1MiBIsNotBlocked(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := StartBroker(ctx, script(t, `head -c 3000000 /dev/zero | tr '\0' x; echo; echo more; exit 3`), 1, time.Second)
+	require.ErrorContains(t, err, "exited before it was ready (exit status 3; its output unread after: bufio.Scanner: token too long)")
+}
