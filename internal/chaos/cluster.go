@@ -79,6 +79,11 @@ func (p *proc) waitReady(ctx context.Context, what string) error {
 	case <-p.ready:
 		return nil
 	case <-p.done:
+		select { // ready closes before done: a line and an exit at once pick either case
+		case <-p.ready:
+			return nil
+		default:
+		}
 		return fmt.Errorf("%s exited before it was ready (%s)", what, p.status())
 	case <-ctx.Done():
 		return ctx.Err()

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,4 +70,15 @@ func TestBrokerPrintingALineOver1MiBIsNotBlocked(t *testing.T) {
 	defer cancel()
 	_, err := StartBroker(ctx, script(t, `head -c 3000000 /dev/zero | tr '\0' x; echo; echo more; exit 3`), 1, time.Second)
 	require.ErrorContains(t, err, "exited before it was ready (exit status 3; its output unread after: bufio.Scanner: token too long)")
+}
+
+// A process that printed its ready line and exited at once before
+// waitReady looked is ready: select must not pick the exit at random.
+func TestWaitReadyAfterReadyAndExitIsReady(t *testing.T) {
+	p := &proc{cmd: &exec.Cmd{}, ready: make(chan struct{}), done: make(chan struct{})}
+	close(p.ready)
+	close(p.done)
+	for range 100 {
+		require.NoError(t, p.waitReady(context.Background(), "bin"))
+	}
 }
