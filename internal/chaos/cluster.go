@@ -213,9 +213,13 @@ func (r *Replica) Ready(ctx context.Context) error {
 	return p.waitReady(ctx, "replica "+r.Name)
 }
 
+// ErrExitedUnasked is a replica's exit that no Kill or Term asked for.
+var ErrExitedUnasked = errors.New("exited unasked")
+
 // Err is an error if the process exited without Kill or Term asking it to
 // (a panic, a fatal error): nobody else would notice until a stop found it
-// gone.
+// gone. Kill and Term return the same error for a process already gone.
+// It is ErrExitedUnasked with the exit status.
 func (r *Replica) Err() error {
 	r.mu.Lock()
 	p := r.p
@@ -225,18 +229,24 @@ func (r *Replica) Err() error {
 	}
 	select {
 	case <-p.done:
-		return fmt.Errorf("replica %s exited unasked (%s)", r.Name, p.status())
+		return r.exitedUnasked(p)
 	default:
 		return nil
 	}
 }
 
-// Kill sends SIGKILL (a crash) and waits for the process to be gone.
+func (r *Replica) exitedUnasked(p *proc) error {
+	return fmt.Errorf("replica %s %w (%s)", r.Name, ErrExitedUnasked, p.status())
+}
+
+// Kill sends SIGKILL (a crash) and waits for the process to be gone. A
+// process that had exited already is Err's error (ErrExitedUnasked).
 func (r *Replica) Kill() error { return r.stop(syscall.SIGKILL, 0) }
 
 // Term sends SIGTERM (a clean stop) and waits up to grace for the process
 // to exit before killing it; an exit after grace or with a status other
-// than 0 (a failed drain) is an error.
+// than 0 (a failed drain) is an error, as is a process that had exited
+// already (Err's, ErrExitedUnasked).
 func (r *Replica) Term(grace time.Duration) error { return r.stop(syscall.SIGTERM, grace) }
 
 func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
@@ -247,8 +257,17 @@ func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
 	if p == nil {
 		return nil
 	}
+	select {
+	case <-p.done:
+		return r.exitedUnasked(p)
+	default:
+	}
 	if err := p.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("signalling replica %s: %w", r.Name, err)
+		if !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("signalling replica %s: %w", r.Name, err)
+		}
+		<-p.done // it exited since the look above: not for the signal
+		return r.exitedUnasked(p)
 	}
 	if grace == 0 {
 		<-p.done

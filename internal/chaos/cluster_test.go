@@ -82,3 +82,24 @@ func TestWaitReadyAfterReadyAndExitIsReady(t *testing.T) {
 		require.NoError(t, p.waitReady(context.Background(), "bin"))
 	}
 }
+
+// Kill and Term of a replica that exited on its own say so, with its exit
+// status, as Err does.
+func TestReplicaStopAfterItExitedIsItsExit(t *testing.T) {
+	for _, stop := range []func(r *Replica) error{(*Replica).Kill, func(r *Replica) error { return r.Term(5 * time.Second) }} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r := NewReplica("w0", script(t, consuming+`exit 2`), nil, nil)
+		require.NoError(t, r.Start())
+		t.Cleanup(func() { _ = r.Kill() })
+		require.NoError(t, r.Ready(ctx))
+		r.mu.Lock()
+		exited := r.p.done
+		r.mu.Unlock()
+		<-exited
+		err := stop(r)
+		require.ErrorIs(t, err, ErrExitedUnasked)
+		require.EqualError(t, err, "replica w0 exited unasked (exit status 2)")
+		require.NoError(t, r.Err(), "stopped")
+	}
+}
