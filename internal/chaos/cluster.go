@@ -90,6 +90,64 @@ func (p *proc) waitReady(ctx context.Context, what string) error {
 	}
 }
 
+// ErrExitedUnasked is a process's exit that no stop asked for (a panic, a
+// fatal error): Replica.Err's, and Kill's and Term's of a process already
+// gone.
+var ErrExitedUnasked = errors.New("exited unasked")
+
+func (p *proc) exitedUnasked(what string) error {
+	return fmt.Errorf("%s %w (%s)", what, ErrExitedUnasked, p.status())
+}
+
+// stop sends sig and waits for the process to exit: for ever if grace is
+// 0, else up to grace, then it kills it and waits. An exit status other
+// than 0 after a signal other than SIGKILL (a failed drain) is an error,
+// as are an exit after grace and a process that had exited already
+// (ErrExitedUnasked); what names the process in errors.
+func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error {
+	select {
+	case <-p.done:
+		return p.exitedUnasked(what)
+	default:
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		if !errors.Is(err, os.ErrProcessDone) {
+			return fmt.Errorf("signalling %s: %w", what, err)
+		}
+		<-p.done // it exited since the look above: not for the signal
+		return p.exitedUnasked(what)
+	}
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-p.done:
+		case <-t.C:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+			return fmt.Errorf("%s did not stop within %s", what, grace)
+		}
+	}
+	<-p.done
+	if sig == syscall.SIGKILL {
+		return nil // its exit status says no more than that it was killed
+	}
+	if p.err != nil {
+		return fmt.Errorf("%s after %s: %w", what, sigName(sig), p.err)
+	}
+	return nil
+}
+
+func sigName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	}
+	return sig.String()
+}
+
 // Broker is a cmd/devkafka process.
 type Broker struct {
 	Addr string
@@ -135,10 +193,7 @@ func (b *Broker) start(ctx context.Context) error {
 
 // Kill SIGKILLs the broker; Restart starts it again with the same
 // arguments (on the address it had: give StartBrokerAt a fixed one).
-func (b *Broker) Kill() {
-	_ = b.p.cmd.Process.Kill()
-	<-b.p.done
-}
+func (b *Broker) Kill() { _ = b.p.stop(b.bin, syscall.SIGKILL, 0) }
 
 // Restart starts a killed or closed broker again.
 func (b *Broker) Restart(ctx context.Context) error { return b.start(ctx) }
@@ -146,16 +201,8 @@ func (b *Broker) Restart(ctx context.Context) error { return b.start(ctx) }
 // Pid is the broker process's id.
 func (b *Broker) Pid() int { return b.p.cmd.Process.Pid }
 
-// Close stops the broker.
-func (b *Broker) Close() {
-	_ = b.p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.p.done:
-	case <-time.After(10 * time.Second):
-		_ = b.p.cmd.Process.Kill()
-		<-b.p.done
-	}
-}
+// Close stops the broker: SIGTERM, and SIGKILL after 10 s.
+func (b *Broker) Close() { _ = b.p.stop(b.bin, syscall.SIGTERM, 10*time.Second) }
 
 // Replica is one lockworker process slot: started, killed and restarted
 // with the same environment (so the same INSTANCE_ID).
@@ -213,9 +260,6 @@ func (r *Replica) Ready(ctx context.Context) error {
 	return p.waitReady(ctx, "replica "+r.Name)
 }
 
-// ErrExitedUnasked is a replica's exit that no Kill or Term asked for.
-var ErrExitedUnasked = errors.New("exited unasked")
-
 // Err is an error if the process exited without Kill or Term asking it to
 // (a panic, a fatal error): nobody else would notice until a stop found it
 // gone. Kill and Term return the same error for a process already gone.
@@ -229,14 +273,10 @@ func (r *Replica) Err() error {
 	}
 	select {
 	case <-p.done:
-		return r.exitedUnasked(p)
+		return p.exitedUnasked("replica " + r.Name)
 	default:
 		return nil
 	}
-}
-
-func (r *Replica) exitedUnasked(p *proc) error {
-	return fmt.Errorf("replica %s %w (%s)", r.Name, ErrExitedUnasked, p.status())
 }
 
 // Kill sends SIGKILL (a crash) and waits for the process to be gone. A
@@ -257,31 +297,5 @@ func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
 	if p == nil {
 		return nil
 	}
-	select {
-	case <-p.done:
-		return r.exitedUnasked(p)
-	default:
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		if !errors.Is(err, os.ErrProcessDone) {
-			return fmt.Errorf("signalling replica %s: %w", r.Name, err)
-		}
-		<-p.done // it exited since the look above: not for the signal
-		return r.exitedUnasked(p)
-	}
-	if grace == 0 {
-		<-p.done
-		return nil // SIGKILL's exit status says no more than that it was killed
-	}
-	select {
-	case <-p.done:
-		if p.err != nil {
-			return fmt.Errorf("replica %s after SIGTERM: %w", r.Name, p.err)
-		}
-		return nil
-	case <-time.After(grace):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return errors.New("replica " + r.Name + " did not stop within " + grace.String())
-	}
+	return p.stop("replica "+r.Name, sig, grace)
 }
