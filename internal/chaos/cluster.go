@@ -263,7 +263,9 @@ func (r *Replica) Ready(ctx context.Context) error {
 // Err is an error if the process exited without Kill or Term asking it to
 // (a panic, a fatal error): nobody else would notice until a stop found it
 // gone. Kill and Term return the same error for a process already gone.
-// It is ErrExitedUnasked with the exit status.
+// It is ErrExitedUnasked with the exit status. Err is not to be called
+// while a Kill or Term of the replica is under way (nothing does): the
+// exit that one asked for would look unasked.
 func (r *Replica) Err() error {
 	r.mu.Lock()
 	p := r.p
