@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,19 +47,37 @@ func TestReplicaTermIsAnErrorIfTheDrainFails(t *testing.T) {
 	t.Cleanup(func() { _ = r.Kill() })
 	require.NoError(t, r.Ready(ctx))
 	require.ErrorContains(t, r.Term(5*time.Second), "exit status 1")
+	require.NoError(t, r.Err(), "an exit Term asked for is not Err's")
 }
 
 func TestReplicaErrIsAnExitNobodyAskedFor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r := NewReplica("w0", script(t, consuming+`sleep 1; exit 2`), nil, nil)
+	// The script exits once the test opens the FIFO for writing.
+	fifo := filepath.Join(t.TempDir(), "exit")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	r := NewReplica("w0", script(t, consuming+`read x <'`+fifo+`'; exit 2`), nil, nil)
 	require.NoError(t, r.Start())
 	t.Cleanup(func() { _ = r.Kill() })
 	require.NoError(t, r.Ready(ctx))
 	require.NoError(t, r.Err(), "running")
+	opened := make(chan error, 1)
+	go func() { // opening blocks until the script opens it to read
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			err = w.Close()
+		}
+		opened <- err
+	}()
 	r.mu.Lock()
 	exited := r.p.done
 	r.mu.Unlock()
+	select {
+	case err := <-opened:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("the script never read the FIFO")
+	}
 	<-exited
 	require.ErrorContains(t, r.Err(), "exit status 2")
 }
