@@ -77,6 +77,9 @@ func TestChaos(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 		require.NoError(t, r.Start())
+		// Ready before a later round can pick it: a SIGTERM while it
+		// starts may exit 1, which Term reports as a failed drain.
+		require.NoError(t, r.Ready(ctx))
 	}
 	load.Stop(4 * session)
 	election.Stop()
