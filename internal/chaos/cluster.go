@@ -102,8 +102,9 @@ func (p *proc) exitedUnasked(what string) error {
 // stop sends sig and waits for the process to exit: for ever if grace is
 // 0, else up to grace, then it kills it and waits. An exit status other
 // than 0 after a signal other than SIGKILL (a failed drain) is an error,
-// as are an exit after grace and a process that had exited already
-// (ErrExitedUnasked); what names the process in errors.
+// as is an exit after grace (both wrap Wait's *exec.ExitError), and so is
+// a process that had exited already (ErrExitedUnasked); what names the
+// process in errors.
 func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error {
 	select {
 	case <-p.done:
@@ -125,7 +126,7 @@ func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error 
 		case <-t.C:
 			_ = p.cmd.Process.Kill()
 			<-p.done
-			return fmt.Errorf("%s did not stop within %s", what, grace)
+			return fmt.Errorf("%s did not stop within %s, so it was killed: %w", what, grace, p.err)
 		}
 	}
 	<-p.done

@@ -50,6 +50,21 @@ func TestReplicaTermIsAnErrorIfTheDrainFails(t *testing.T) {
 	require.NoError(t, r.Err(), "an exit Term asked for is not Err's")
 }
 
+// A drain that outlasts Term's grace is killed, and that is an error of
+// the exit (an *exec.ExitError), as a failed drain is.
+func TestReplicaTermKillsAfterGrace(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := NewReplica("w0", script(t, `trap '' TERM; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { _ = r.Kill() })
+	require.NoError(t, r.Ready(ctx))
+	err := r.Term(300 * time.Millisecond)
+	require.EqualError(t, err, "replica w0 did not stop within 300ms, so it was killed: signal: killed")
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+}
+
 func TestReplicaErrIsAnExitNobodyAskedFor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
