@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -49,6 +50,82 @@ type FailoverPhase struct {
 	P99MS          float64 `json:"p99_ms"`
 	OverSecond     int     `json:"over_1s"`
 	CorrectedP99MS float64 `json:"corrected_p99_ms"`
+	faultCounts
+}
+
+// faultCounts is what the replicas did in a phase that its faults did not
+// ask for. Each such replica was started again and the run went on.
+type faultCounts struct {
+	// SIGTERMs is how many SIGTERMs the phase sent (none: its faults are
+	// SIGKILLs); UncleanStops how many of them the replica did not answer
+	// with exit status 0 within the grace (a failed drain).
+	SIGTERMs     int `json:"sigterms"`
+	UncleanStops int `json:"unclean_stops"`
+	// ExitedUnasked is how many times a replica was found exited that no
+	// fault had stopped (a panic, a fatal error): after each fault every
+	// replica is looked at, and a fault's stop finds one gone.
+	ExitedUnasked int `json:"exited_unasked"`
+}
+
+// replicaFaults stops replicas as a phase's faults and counts in a
+// faultCounts what they do wrong (an unclean stop, an exit nobody asked
+// for): that is a result, not an error, and the run goes on. Its errors are
+// lockbench's: a signal that could not be sent, a replica that could not be
+// started again.
+type replicaFaults struct {
+	replicas []*chaos.Replica
+	restart  func(*chaos.Replica) error // starts a stopped replica and waits until it is ready
+	progress func(string, ...any)
+}
+
+// kill SIGKILLs r; the caller starts it again.
+func (f *replicaFaults) kill(c *faultCounts, r *chaos.Replica) error {
+	err := r.Kill()
+	if errors.Is(err, chaos.ErrExitedUnasked) {
+		c.ExitedUnasked++
+		f.progress("failover: %v; counted, and it starts again", err)
+		return nil
+	}
+	return err
+}
+
+// term SIGTERMs r and waits up to grace for it to exit (then kills it);
+// the caller starts it again.
+func (f *replicaFaults) term(c *faultCounts, r *chaos.Replica, grace time.Duration) error {
+	err := r.Term(grace)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		c.SIGTERMs++
+		return nil
+	case errors.Is(err, chaos.ErrExitedUnasked): // gone before the signal
+		c.ExitedUnasked++
+	case errors.As(err, &exit): // a non-zero exit after the signal, or killed after grace
+		c.SIGTERMs++
+		c.UncleanStops++
+	default:
+		return err
+	}
+	f.progress("failover: %v; counted, and it starts again", err)
+	return nil
+}
+
+// checkExits looks at every replica after a fault: one that exited
+// although no fault stopped it is counted and started again.
+func (f *replicaFaults) checkExits(c *faultCounts) error {
+	for _, r := range f.replicas {
+		err := r.Err()
+		if err == nil {
+			continue
+		}
+		c.ExitedUnasked++
+		f.progress("failover: %v; counted, and it starts again", err)
+		_ = r.Kill() // forgets the exited process: its error is err
+		if err := f.restart(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // FailoverResult is the failover scenario.
@@ -71,7 +148,10 @@ type FailoverResult struct {
 
 // failover runs three lockworker processes on a devkafka process under
 // steady load on every partition and SIGKILLs one, SIGTERMs one, and rolls
-// all three, measuring how long each command waited for its answer.
+// all three, measuring how long each command waited for its answer. A
+// replica that stops uncleanly or exits with no fault asking is counted in
+// its phase and started again (replicaFaults): only lockbench's own errors
+// (a signal not sent, a replica that does not start) end the run.
 func failover(ctx context.Context, cfg *Config, progress func(string, ...any), logw io.Writer) (*FailoverResult, error) {
 	fc := cfg.Failover
 	if cfg.WorkerBin == "" || fc.DevkafkaBin == "" {
@@ -133,48 +213,6 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	settle := session + 4*time.Second // a crash's partitions are back within session + 2 s, goal
 	time.Sleep(3 * time.Second)       // warm
 
-	// Each phase's windows: from a second before each fault (commands in
-	// flight when it struck count too) to the next fault. Their stats are
-	// taken once every command is answered.
-	type phaseRun struct {
-		fault   string
-		times   int
-		windows []chaos.Window
-	}
-	var runs []phaseRun
-	phase := func(fault string, times int, each func(i int) error) error {
-		pr := phaseRun{fault: fault, times: times}
-		defer func() {
-			if times > 0 {
-				runs = append(runs, pr)
-			}
-		}()
-		for i := range times {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			w := chaos.Window{From: time.Now().Add(-time.Second)}
-			if err := each(i); err != nil {
-				return fmt.Errorf("%s %d: %w", fault, i+1, err)
-			}
-			w.To = time.Now()
-			pr.windows = append(pr.windows, w)
-			s := load.Stats(w)
-			progress("failover: %s %d/%d: %d commands, worst answered so far %.0f ms", fault, i+1, times, s.Commands, ms(s.Worst))
-		}
-		return nil
-	}
-	finish := func() {
-		load.Stop(2 * settle)
-		stopped = true
-		for _, pr := range runs {
-			s := load.Stats(pr.windows...)
-			res.Phases = append(res.Phases, FailoverPhase{Fault: pr.fault, Times: pr.times, Commands: s.Commands,
-				Unanswered: s.Unanswered, WorstMS: ms(s.Worst), P99MS: ms(s.P99), OverSecond: s.OverSecond, CorrectedP99MS: ms(s.CorrectedP99)})
-		}
-		all := load.Stats()
-		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
-	}
 	// restart starts a replica again, as a supervisor would when it exits
 	// at start (PostgreSQL out of connections on a shared machine).
 	restart := func(r *chaos.Replica) error {
@@ -192,10 +230,57 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		}
 		return err
 	}
+	faults := &replicaFaults{replicas: replicas, restart: restart, progress: progress}
+	// Each phase's windows: from a second before each fault (commands in
+	// flight when it struck count too) to the next fault. Their stats are
+	// taken once every command is answered.
+	type phaseRun struct {
+		fault   string
+		times   int
+		windows []chaos.Window
+		counts  faultCounts
+	}
+	var runs []*phaseRun
+	phase := func(fault string, times int, each func(i int, c *faultCounts) error) error {
+		pr := &phaseRun{fault: fault, times: times}
+		if times > 0 {
+			runs = append(runs, pr)
+		}
+		for i := range times {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			w := chaos.Window{From: time.Now().Add(-time.Second)}
+			err := each(i, &pr.counts)
+			if err == nil {
+				err = faults.checkExits(&pr.counts)
+			}
+			if err != nil {
+				return fmt.Errorf("%s %d: %w", fault, i+1, err)
+			}
+			w.To = time.Now()
+			pr.windows = append(pr.windows, w)
+			s := load.Stats(w)
+			progress("failover: %s %d/%d: %d commands, worst answered so far %.0f ms", fault, i+1, times, s.Commands, ms(s.Worst))
+		}
+		return nil
+	}
+	finish := func() {
+		load.Stop(2 * settle)
+		stopped = true
+		for _, pr := range runs {
+			s := load.Stats(pr.windows...)
+			res.Phases = append(res.Phases, FailoverPhase{Fault: pr.fault, Times: pr.times, Commands: s.Commands,
+				Unanswered: s.Unanswered, WorstMS: ms(s.Worst), P99MS: ms(s.P99), OverSecond: s.OverSecond, CorrectedP99MS: ms(s.CorrectedP99),
+				faultCounts: pr.counts})
+		}
+		all := load.Stats()
+		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
+	}
 	killFrom := time.Now()
-	if err := phase("SIGKILL one of three", fc.Kills, func(i int) error {
+	if err := phase("SIGKILL one of three", fc.Kills, func(i int, c *faultCounts) error {
 		r := replicas[i%len(replicas)]
-		if err := r.Kill(); err != nil {
+		if err := faults.kill(c, r); err != nil {
 			return err
 		}
 		time.Sleep(time.Second)
@@ -209,9 +294,9 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		return res, err
 	}
 	killTo := time.Now()
-	if err := phase("SIGTERM one of three", fc.Terms, func(i int) error {
+	if err := phase("SIGTERM one of three", fc.Terms, func(i int, c *faultCounts) error {
 		r := replicas[i%len(replicas)]
-		if err := r.Term(30 * time.Second); err != nil {
+		if err := faults.term(c, r, 30*time.Second); err != nil {
 			return err
 		}
 		time.Sleep(time.Second)
@@ -224,9 +309,9 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		finish()
 		return res, err
 	}
-	if err := phase("rolling restart of all three", fc.Rolls, func(int) error {
+	if err := phase("rolling restart of all three", fc.Rolls, func(_ int, c *faultCounts) error {
 		for _, r := range replicas {
-			if err := r.Term(30 * time.Second); err != nil {
+			if err := faults.term(c, r, 30*time.Second); err != nil {
 				return err
 			}
 			if err := restart(r); err != nil {
@@ -254,28 +339,51 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 // failoverGoals are the goals of issue 11 for the failover scenario.
 func (r *Report) failoverGoals(f *FailoverResult) {
 	limit := f.SessionTimeoutMS + 2000
+	exitedUnasked := 0
 	for _, p := range f.Phases {
+		exitsZero := func(what string) {
+			r.countGoal("failover", what, "all", p.SIGTERMs-p.UncleanStops, fmt.Sprintf(" of %d", p.SIGTERMs), p.UncleanStops == 0, p.SIGTERMs > 0)
+		}
 		switch {
 		case strings.HasPrefix(p.Fault, "SIGKILL"):
 			r.goal("failover", "SIGKILL: worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limit)), p.WorstMS, " ms", p.WorstMS <= limit && p.Unanswered == 0, p.Commands > 0)
 		case strings.HasPrefix(p.Fault, "SIGTERM"):
 			r.goal("failover", "SIGTERM: worst time to answer", "<= 1,000 ms", p.WorstMS, " ms", p.WorstMS <= 1000 && p.Unanswered == 0, p.Commands > 0)
+			exitsZero("SIGTERM exits 0")
 		default:
 			r.goal("failover", "rolling restart: worst time to answer", "<= 8,000 ms", p.WorstMS, " ms", p.WorstMS <= 8000 && p.Unanswered == 0, p.Commands > 0)
+			exitsZero("rolling restart: SIGTERM exits 0")
 		}
+		exitedUnasked += p.ExitedUnasked
 	}
 	r.goal("failover", "lock.expired after takeover (orphaned leases)", "<= 1,000 ms", f.ExpiredAfterMS, " ms", f.ExpiredAfterMS <= 1000, f.Orphaned > 0)
 	r.goal("failover", "unanswered commands", "0", float64(f.Unanswered), fmt.Sprintf(" of %s", fmtNum(float64(f.Commands))), f.Unanswered == 0, true)
+	r.countGoal("failover", "replicas exited unasked (crashed between faults)", "0", exitedUnasked, "", exitedUnasked == 0, len(f.Phases) > 0)
 	r.goal("failover", "contract (no double holder, tokens rise, one answer)", "kept", 0, "", f.ContractViolation == "", true)
 	r.Goals[len(r.Goals)-1].Measured = map[bool]string{true: "kept", false: "BROKEN"}[f.ContractViolation == ""]
+}
+
+// countGoal is goal of a count, measured as an integer (goal's fmtNum
+// gives small numbers decimals).
+func (r *Report) countGoal(scenario, what, target string, n int, unit string, ok, have bool) {
+	r.goal(scenario, what, target, float64(n), unit, ok, have)
+	if have {
+		r.Goals[len(r.Goals)-1].Measured = fmt.Sprint(n) + unit
+	}
 }
 
 func (f *FailoverResult) print(p func(string, ...any)) {
 	p("\nfailover: %d replicas (child processes) on a devkafka process, %d partitions; session timeout %.0f ms, heartbeat %.0f ms, static membership %v\n",
 		f.Replicas, f.Partitions, f.SessionTimeoutMS, f.HeartbeatMS, f.Static)
-	p("  %-30s %6s %10s %11s %10s %8s %9s %18s\n", "fault", "times", "commands", "unanswered", "worst ms", "p99 ms", "over 1 s", "corrected p99 ms")
+	p("  %-30s %6s %10s %11s %10s %8s %9s %18s %14s %15s\n", "fault", "times", "commands", "unanswered", "worst ms", "p99 ms", "over 1 s", "corrected p99 ms",
+		"unclean stops", "exited unasked")
 	for _, x := range f.Phases {
-		p("  %-30s %6d %10d %11d %10.0f %8.0f %9d %18.0f\n", x.Fault, x.Times, x.Commands, x.Unanswered, x.WorstMS, x.P99MS, x.OverSecond, x.CorrectedP99MS)
+		unclean := "-" // no SIGTERM to stop uncleanly
+		if x.SIGTERMs > 0 {
+			unclean = fmt.Sprintf("%d of %d", x.UncleanStops, x.SIGTERMs)
+		}
+		p("  %-30s %6d %10d %11d %10.0f %8.0f %9d %18.0f %14s %15d\n", x.Fault, x.Times, x.Commands, x.Unanswered, x.WorstMS, x.P99MS, x.OverSecond, x.CorrectedP99MS,
+			unclean, x.ExitedUnasked)
 	}
 	p("  leases that ended while their partition had no owner: %d; worst lock.expired after takeover %.0f ms\n", f.Orphaned, f.ExpiredAfterMS)
 	p("  all: %d commands, %d unanswered, %d resends\n", f.Commands, f.Unanswered, f.Resends)

@@ -49,8 +49,10 @@
 //
 //   - failover: three lockworker processes on a cmd/devkafka process under
 //     load on every partition; SIGKILL one, SIGTERM one, roll all three;
-//     the worst and p99 time to answer per fault and the unanswered count
-//     (make bench-failover).
+//     the worst and p99 time to answer per fault and the unanswered count,
+//     and how many SIGTERMs did not end in exit status 0 and how many
+//     replicas exited with no fault asking (each counted and started
+//     again; the run goes on) (make bench-failover).
 //
 // By default it creates a fresh schema in database "lockbench" of the local
 // PostgreSQL and an embedded kfake broker on a free port, and removes both

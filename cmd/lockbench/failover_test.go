@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/chaos"
+)
+
+// shReplica is a chaos.Replica running an sh script instead of lockworker:
+// body runs after it logs the line Ready waits for.
+func shReplica(t *testing.T, name, body string) *chaos.Replica {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bin")
+	require.NoError(t, os.WriteFile(bin, []byte("#!/bin/sh\necho 'lockworker is consuming' >&2\n"+body+"\n"), 0o755))
+	r := chaos.NewReplica(name, bin, nil, nil)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { _ = r.Kill() })
+	return r
+}
+
+func testFaults(t *testing.T, replicas ...*chaos.Replica) (*replicaFaults, *[]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	for _, r := range replicas {
+		require.NoError(t, r.Ready(ctx))
+	}
+	var said []string
+	return &replicaFaults{replicas: replicas, restart: func(r *chaos.Replica) error {
+		if err := r.Start(); err != nil {
+			return err
+		}
+		return r.Ready(ctx)
+	}, progress: func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) }}, &said
+}
+
+const loop = `while :; do sleep 0.1; done`
+
+// A replica whose drain fails (exit 1 after SIGTERM) or outlasts the grace
+// is an unclean stop counted in the phase, not an error that ends the run;
+// one that exits 0 is a clean one.
+func TestFailoverCountsUncleanStops(t *testing.T) {
+	clean := shReplica(t, "clean", `trap 'exit 0' TERM; `+loop)
+	failed := shReplica(t, "failed", `trap 'exit 1' TERM; `+loop)
+	hung := shReplica(t, "hung", `trap '' TERM; `+loop)
+	f, said := testFaults(t, clean, failed, hung)
+	var c faultCounts
+	for _, r := range []*chaos.Replica{clean, failed, hung} {
+		require.NoError(t, f.term(&c, r, time.Second))
+		require.NoError(t, r.Err(), "stopped")
+	}
+	require.Equal(t, faultCounts{SIGTERMs: 3, UncleanStops: 2}, c)
+	require.Len(t, *said, 2)
+	require.Contains(t, (*said)[0], "replica failed after SIGTERM: exit status 1")
+	require.Contains(t, (*said)[1], "replica hung did not stop within 1s")
+	require.NoError(t, f.restart(failed), "it starts again")
+}
+
+// A replica that exited with no fault asking is counted and started again
+// whether the look after a fault finds it or a fault's stop does.
+func TestFailoverCountsExitsUnasked(t *testing.T) {
+	dir := t.TempDir()
+	// Each exits 2 at its first start, and runs at the next.
+	once := func(name string) string {
+		marker := filepath.Join(dir, name)
+		return `if [ -e '` + marker + `' ]; then ` + loop + `; fi; touch '` + marker + `'; exit 2`
+	}
+	running := shReplica(t, "running", loop)
+	crashed := shReplica(t, "crashed", once("crashed"))
+	f, said := testFaults(t, running, crashed)
+	var c faultCounts
+	require.Eventually(t, func() bool { return crashed.Err() != nil }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, f.checkExits(&c))
+	require.Equal(t, faultCounts{ExitedUnasked: 1}, c)
+	require.Contains(t, (*said)[0], "replica crashed exited unasked (exit status 2)")
+	require.NoError(t, crashed.Err(), "started again")
+	require.NoError(t, running.Err())
+
+	for _, stop := range []func(r *chaos.Replica) error{
+		func(r *chaos.Replica) error { return f.kill(&c, r) },
+		func(r *chaos.Replica) error { return f.term(&c, r, time.Second) },
+	} {
+		r := shReplica(t, "gone", once(fmt.Sprint("gone", c.ExitedUnasked)))
+		require.Eventually(t, func() bool { return r.Err() != nil }, 10*time.Second, 10*time.Millisecond)
+		require.NoError(t, stop(r))
+		require.NoError(t, f.restart(r), "started again")
+	}
+	require.Equal(t, faultCounts{ExitedUnasked: 3}, c, "not a SIGTERM")
+}
+
+// The phases' unclean stops and exits unasked are columns of the failover
+// table and goals of their own.
+func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
+	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Phases: []FailoverPhase{
+		{Fault: "SIGKILL one of three", Times: 2, Commands: 100, faultCounts: faultCounts{ExitedUnasked: 1}},
+		{Fault: "SIGTERM one of three", Times: 2, Commands: 100, faultCounts: faultCounts{SIGTERMs: 2, UncleanStops: 1}},
+		{Fault: "rolling restart of all three", Times: 1, Commands: 100, faultCounts: faultCounts{SIGTERMs: 3}},
+	}}
+	var out bytes.Buffer
+	f.print(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
+	require.Contains(t, out.String(), "corrected p99 ms  unclean stops  exited unasked\n")
+	require.Contains(t, out.String(), "\n  SIGKILL one of three                2        100           0          0        0         0                  0              -               1\n")
+	require.Contains(t, out.String(), "\n  SIGTERM one of three                2        100           0          0        0         0                  0         1 of 2               0\n")
+	require.Contains(t, out.String(), "\n  rolling restart of all three        1        100           0          0        0         0                  0         0 of 3               0\n")
+
+	var r Report
+	r.failoverGoals(f)
+	met := map[string]string{}
+	for _, g := range r.Goals {
+		met[g.What] = g.Measured + " " + map[bool]string{true: "yes", false: "NO"}[g.Met != nil && *g.Met]
+	}
+	require.Equal(t, "1 of 2 NO", met["SIGTERM exits 0"])
+	require.Equal(t, "3 of 3 yes", met["rolling restart: SIGTERM exits 0"])
+	require.Equal(t, "1 NO", met["replicas exited unasked (crashed between faults)"])
+}
