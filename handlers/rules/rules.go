@@ -621,39 +621,97 @@ func (l *Lock) limitMismatch(r Request) Effect {
 	return l.refuse(CodeLimitMismatch, fmt.Sprintf("lock %q has limit %d, the acquire asked for %d", r.Key, l.Limit, r.Limit))
 }
 
-// lockHeld refuses an acquire that would have to wait: RetryAfter is how
-// long until the leases now in its way end (unless extended), never
-// negative.
+// lockHeld refuses an acquire that would have to wait. RetryAfter is
+// until the acquire could be granted (placeAt), never negative.
 func (l *Lock) lockHeld(r Request) Effect {
 	owner := l.Info().Holder.Owner
 	e := l.refuse(CodeLockHeld, fmt.Sprintf("lock %q is held by %q", r.Key, owner))
-	// Behind live waiters every holder is in the way, readers too: the
-	// waiters ahead are granted only when they leave.
-	behind := l.live() > 0
-	var ends []time.Time
-	for _, h := range l.Holders {
-		if behind || r.Mode == Exclusive || h.Mode == Exclusive {
-			ends = append(ends, h.ExpiresAt)
-		}
-	}
-	slices.SortFunc(ends, func(a, b time.Time) int { return a.Compare(b) })
-	// Exclusive: until all but Limit-1 of them have ended (the last one
-	// for a mutex); shared, or behind waiters: until the last has.
-	k := len(ends) - 1
-	if r.Mode == Exclusive && !behind {
-		k = len(ends) - l.Limit
-	}
-	if k >= 0 && k < len(ends) {
-		// A session's lease past its session's expiry, its end not seen
-		// yet, still holds: its end is due now.
-		e.RetryAfter = max(ends[k].Sub(l.Now), 0)
-	}
 	if l.delayed() {
 		e.Message = fmt.Sprintf("lock %q grants nothing until %s: the lock-delay of a lease that ended without its holder's release",
 			r.Key, l.DelayUntil.UTC().Format(time.RFC3339Nano))
-		e.RetryAfter = max(e.RetryAfter, l.DelayUntil.Sub(l.Now))
 	}
+	// A session's lease past its session's expiry, its end not seen yet,
+	// still holds: its end is due now.
+	e.RetryAfter = max(l.placeAt(r).Sub(l.Now), 0)
 	return e
+}
+
+// placeAt is when r could be granted if the leases now held ended at their
+// expiry and no command came: nothing is granted before the lock-delay
+// ends; the live waiters ahead of r are served first, in order, as the
+// leases end or their waits do, and a waiter granted is taken to hold on
+// (its lease has not begun). When that never makes room for r, or not all
+// the waiters ahead are loaded, it is when the last lease now held ends
+// (or the delay, if later): never later than that, never before the
+// leases in r's way have ended.
+func (l *Lock) placeAt(r Request) time.Time {
+	start := l.Now
+	if l.delayed() {
+		start = l.DelayUntil
+	}
+	hs := slices.SortedFunc(slices.Values(l.Holders), func(a, b Holder) int { return a.ExpiresAt.Compare(b.ExpiresAt) })
+	last := start
+	if len(hs) > 0 && hs[len(hs)-1].ExpiresAt.After(last) {
+		last = hs[len(hs)-1].ExpiresAt
+	}
+	ahead, all := l.ahead(r)
+	if !all {
+		return last
+	}
+	n, x := 0, 0 // the holders, and the exclusive ones among them
+	take := func(m Mode, d int) {
+		n += d
+		if m == Exclusive {
+			x += d
+		}
+	}
+	fits := func(m Mode) bool { return m == Shared && x == 0 || m == Exclusive && n < l.Limit }
+	for _, h := range hs {
+		take(h.Mode, 1)
+	}
+	for t := start; ; {
+		for len(hs) > 0 && !hs[0].ExpiresAt.After(t) {
+			take(hs[0].Mode, -1)
+			hs = hs[1:]
+		}
+		ahead = slices.DeleteFunc(ahead, func(w Waiter) bool { return !w.Deadline.After(t) })
+		for len(ahead) > 0 && fits(ahead[0].Mode) {
+			take(ahead[0].Mode, 1)
+			ahead = ahead[1:]
+		}
+		if len(ahead) == 0 && fits(r.Mode) {
+			return t
+		}
+		if len(hs) == 0 {
+			return last
+		}
+		// The next lease to end, or wait ahead, whichever comes first.
+		t = hs[0].ExpiresAt
+		for _, w := range ahead {
+			if w.Deadline.Before(t) {
+				t = w.Deadline
+			}
+		}
+	}
+}
+
+// ahead is the live waiters ahead of r, as far as they are loaded, and
+// whether they are all of them. The owner's own wait is not ahead of it
+// (r asks again in its place) unless it waits in the other mode: it is then
+// granted there, in that mode, first.
+func (l *Lock) ahead(r Request) (ws []Waiter, all bool) {
+	l.fill() // a hand-off in a lock-delay loads no Head
+	mine := l.Mine != nil && l.Mine.Deadline.After(l.Now)
+	for _, w := range l.Head {
+		if mine && w.ID >= l.Mine.ID {
+			if w.ID == l.Mine.ID && w.Mode != r.Mode {
+				ws = append(ws, w)
+			}
+			return ws, true
+		}
+		ws = append(ws, w)
+	}
+	return ws, l.More == nil || !mine && len(ws) == l.live()
 }
 
 func (l *Lock) refuse(code, msg string) Effect {

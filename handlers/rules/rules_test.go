@@ -317,6 +317,31 @@ func TestWaitersWithdrawTimeOutAndRequeue(t *testing.T) {
 	require.Equal(t, "release w, timeout a", kinds(m.release("w", nil)))
 }
 
+// checkRetryAfter asserts that LOCK_HELD's d, answering owner (who does
+// not wait), is not 0 and not past the last lease's end (or the delay's),
+// and that when it is before that, an acquire of owner is granted after d
+// if the leases end at their expiry and no other command comes.
+func (m *model) checkRetryAfter(d time.Duration, owner string, mode Mode, limit int) {
+	t := m.t
+	end := m.DelayUntil
+	for _, h := range m.Holders {
+		if h.ExpiresAt.After(end) {
+			end = h.ExpiresAt
+		}
+	}
+	require.Positive(t, d)
+	require.LessOrEqual(t, m.now.Add(d), end)
+	if !m.now.Add(d).Before(end) {
+		return
+	}
+	c := &model{Memory: &Memory{}, t: t, now: m.now.Add(d), token: m.token}
+	*c.Memory = *m.Memory
+	c.Holders, c.Queue = slices.Clone(m.Holders), slices.Clone(m.Queue)
+	c.expire()
+	effs := c.acquire(owner, mode, limit, 10, 0)
+	require.Equal(t, "grant "+owner, kinds(effs), "retry_after %v: %v waiting for %v", d, m.Queue, m.Holders)
+}
+
 // TestRandomSequencesKeepTheInvariants drives random commands with random
 // modes and limits through the rules, with the queue loaded whole or a few
 // waiters at a time; model.check asserts after each that
@@ -343,7 +368,12 @@ func TestRandomSequencesKeepTheInvariants(t *testing.T) {
 				if r.IntN(20) == 0 {
 					l = 1 + r.IntN(3)
 				}
-				effs = m.acquire(o, mode, l, float64(1+r.IntN(20)), float64(r.IntN(3)*10))
+				wait := float64(r.IntN(3) * 10)
+				waits := slices.ContainsFunc(m.Queue, func(w Waiter) bool { return w.Owner == o })
+				effs = m.acquire(o, mode, l, float64(1+r.IntN(20)), wait)
+				if len(effs) > 0 && effs[len(effs)-1].Code == CodeLockHeld && !waits {
+					m.checkRetryAfter(effs[len(effs)-1].RetryAfter, o, mode, l)
+				}
 			case n < 65:
 				effs = m.release(o, nil)
 			case n < 75:
@@ -362,4 +392,83 @@ func TestRandomSequencesKeepTheInvariants(t *testing.T) {
 		}
 		require.EqualValues(t, grants, m.Acquisitions, "seed %d", seed)
 	}
+}
+
+// acquireReq is acquire of a whole Request (Key and RequestID filled in).
+func (m *model) acquireReq(r Request) []Effect {
+	r.Key, r.RequestID = "/k", "req-"+r.Owner
+	l := m.lock(r.Owner)
+	effs := l.Acquire(r)
+	m.save(l, effs)
+	return effs
+}
+
+// In a lock-delay a live waiter may be a reader the holders do not
+// exclude: it is granted when the delay ends, and so could a reader
+// behind it be, whatever the readers' leases.
+func TestRetryAfterBehindAReaderWaitingOutADelay(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant r0", kinds(m.acquireReq(Request{Owner: "r0", Mode: Shared, Limit: 1, Lease: 1, LockDelay: 5})))
+	require.Equal(t, "grant r1", kinds(m.acquire("r1", Shared, 1, 61, 0)))
+	require.Equal(t, "grant r2", kinds(m.acquire("r2", Shared, 1, 3601, 0)))
+	m.advance(time.Second)
+	require.Equal(t, "expire r0", kinds(m.expire()))
+	require.Equal(t, "queue q", kinds(m.acquire("q", Shared, 1, 30, 60)))
+	effs := m.acquire("r3", Shared, 1, 30, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Equal(t, 5*time.Second, effs[0].RetryAfter, "the delay's end, when q and r3 both fit beside the readers")
+	// A writer behind q waits for every reader, q's lease aside.
+	require.Equal(t, 3600*time.Second, m.acquire("w", Exclusive, 1, 30, 0)[0].RetryAfter)
+	// Behind a queued writer a reader waits for the writer's place too.
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 7200)))
+	require.Equal(t, 3600*time.Second, m.acquire("r3", Shared, 1, 30, 0)[0].RetryAfter)
+	m.advance(5 * time.Second)
+	require.Equal(t, "grant q", kinds(m.expire()))
+}
+
+// Behind waiters a semaphore's request gets a place once enough leases
+// have ended for the waiters ahead and then for itself.
+func TestSemaphoreRetryAfterBehindWaiters(t *testing.T) {
+	m := newModel(t)
+	m.acquire("a", Exclusive, 3, 10, 0)
+	m.acquire("b", Exclusive, 3, 20, 0)
+	m.acquire("c", Exclusive, 3, 30, 0)
+	require.Equal(t, "queue d", kinds(m.acquire("d", Exclusive, 3, 30, 60)))
+	effs := m.acquire("e", Exclusive, 3, 30, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Equal(t, 20*time.Second, effs[0].RetryAfter, "a's place goes to d, b's to e")
+	require.Equal(t, "queue e", kinds(m.acquire("e", Exclusive, 3, 30, 60)))
+	require.Equal(t, 30*time.Second, m.acquire("f", Exclusive, 3, 30, 0)[0].RetryAfter)
+	require.Equal(t, "queue f", kinds(m.acquire("f", Exclusive, 3, 30, 60)))
+	require.Equal(t, 30*time.Second, m.acquire("g", Exclusive, 3, 30, 0)[0].RetryAfter,
+		"no place frees for g before every lease now held has ended: the last one's end")
+	// A waiter whose wait ends first leaves its place to those behind.
+	m = newModel(t)
+	m.acquire("a", Exclusive, 2, 10, 0)
+	m.acquire("b", Exclusive, 2, 20, 0)
+	require.Equal(t, "queue c", kinds(m.acquire("c", Exclusive, 2, 30, 5)))
+	require.Equal(t, 10*time.Second, m.acquire("d", Exclusive, 2, 30, 0)[0].RetryAfter)
+}
+
+// The owner's own wait is not ahead of its new acquire: only the waiters
+// before it are.
+func TestRetryAfterOfAWaitingOwner(t *testing.T) {
+	m := newModel(t)
+	m.acquire("a", Exclusive, 2, 10, 0)
+	m.acquire("b", Exclusive, 2, 20, 0)
+	require.Equal(t, "queue c", kinds(m.acquire("c", Exclusive, 2, 30, 60)))
+	require.Equal(t, "queue d", kinds(m.acquire("d", Exclusive, 2, 30, 60)))
+	effs := m.acquire("c", Exclusive, 2, 30, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Equal(t, 10*time.Second, effs[0].RetryAfter, "c is first in line: the first place to free")
+	require.Equal(t, 20*time.Second, m.acquire("d", Exclusive, 2, 30, 0)[0].RetryAfter, "behind c")
+
+	// Waiting in the other mode, its own wait is granted at its place
+	// first: never 0 while the lock would not take the acquire.
+	m = newModel(t)
+	m.acquire("r1", Shared, 1, 10, 0)
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
+	effs = m.acquire("w", Shared, 1, 30, 0)
+	require.Equal(t, "refuse LOCK_HELD", kinds(effs))
+	require.Equal(t, 10*time.Second, effs[0].RetryAfter)
 }
