@@ -135,7 +135,9 @@ type Error struct {
 	// ExpiresAt is when the holder's lease ends, by the worker's clock; zero
 	// when unknown.
 	ExpiresAt time.Time
-	// RetryAfter comes with LOCK_HELD: how long until the current lease ends.
+	// RetryAfter comes with LOCK_HELD: how long until the acquire could be
+	// granted if no other command came (retry_after_seconds: the leases in
+	// its way end, the waiters ahead of it are served, the lock-delay ends).
 	RetryAfter time.Duration
 	// Event is the lock.rejected reply; zero when the client refused the
 	// command itself.

@@ -97,7 +97,9 @@ type Event struct {
 	Success      bool   `json:"success"`
 	ErrorCode    string `json:"error_code,omitempty"`
 	ErrorMessage string `json:"error_message,omitempty"`
-	// RetryAfterSeconds comes with LOCK_HELD: seconds until the current lease ends.
+	// RetryAfterSeconds comes with LOCK_HELD: seconds until the acquire could
+	// be granted if no other command came (design.md, LOCK_HELD): the lease
+	// in its way ends, the waiters ahead of it are served, the lock-delay ends.
 	RetryAfterSeconds *float64  `json:"retry_after_seconds,omitempty"`
 	LockInfo          *LockInfo `json:"lock_info,omitempty"`
 	// QueuePosition comes with lock.queued: 1 is next in line.
