@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -224,8 +225,9 @@ func TestDatabaseGauges(t *testing.T) {
 	series(t, m, "lockworker_consumer_lag", "partition", "3")
 }
 
-// TestDatabaseGaugesReadOncePerInterval: the scrapes within statsMaxAge of
-// a read, concurrent ones included, answer its numbers without reading
+// TestDatabaseGaugesReadOncePerInterval: the scrapes that come while a
+// read runs share its outcome, a failure too; the scrapes within
+// statsMaxAge of a successful read answer its numbers without reading
 // again; the first scrape after it reads anew.
 func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
 	st := testdb.New(t)
@@ -240,40 +242,53 @@ func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
 	}
 	hold("one")
 
+	const scrapers = 8
 	c := newDBCollector(st.Pool, 2*time.Second)
-	var reads atomic.Int32
-	first := make(chan struct{})
+	var reads, joined atomic.Int32
+	all := make(chan struct{}) // closed when every scraper has joined the read
+	c.joined = func() {
+		if joined.Add(1) == scrapers {
+			close(all)
+		}
+	}
 	read := c.read
 	c.read = func(ctx context.Context) (LockStats, error) {
-		if reads.Add(1) == 1 {
-			<-first // the other scrapes come meanwhile
+		if reads.Add(1) > 1 {
+			return read(ctx)
 		}
-		return read(ctx)
+		select { // the first read fails once every scraper waits for it
+		case <-all:
+		case <-time.After(5 * time.Second):
+		}
+		return LockStats{}, errors.New("the database is down")
 	}
 	clock := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return clock }
 	m := New(Config{})
 	m.Registry.MustRegister(c)
-	held := func() float64 { return series(t, m, "lockworker_locks_held").GetGauge().GetValue() }
 
 	var scrapes sync.WaitGroup
-	seen := make([]float64, 8)
-	for i := range seen {
+	errs := make([]error, scrapers)
+	for i := range errs {
 		scrapes.Add(1)
-		go func() { defer scrapes.Done(); seen[i] = held() }()
+		go func() { defer scrapes.Done(); _, errs[i] = m.Registry.Gather() }()
 	}
-	close(first)
 	scrapes.Wait()
-	require.Equal(t, []float64{1, 1, 1, 1, 1, 1, 1, 1}, seen)
-	require.Equal(t, int32(1), reads.Load())
+	for i, err := range errs {
+		require.ErrorContains(t, err, "the database is down", "scrape %d", i)
+	}
+	require.Equal(t, int32(1), reads.Load(), "one read for every scrape waiting for it, its error shared")
 
+	held := func() float64 { return series(t, m, "lockworker_locks_held").GetGauge().GetValue() }
+	require.Equal(t, 1.0, held(), "a failed read is not kept")
+	require.Equal(t, int32(2), reads.Load())
 	hold("two")
 	clock = clock.Add(statsMaxAge - time.Millisecond)
 	require.Equal(t, 1.0, held(), "within statsMaxAge of the read: its numbers")
-	require.Equal(t, int32(1), reads.Load())
+	require.Equal(t, int32(2), reads.Load())
 	clock = clock.Add(time.Millisecond)
 	require.Equal(t, 2.0, held())
-	require.Equal(t, int32(2), reads.Load())
+	require.Equal(t, int32(3), reads.Load())
 }
 
 // The counters the README's alerts take rate() of exist at 0 before their
