@@ -213,9 +213,14 @@ func TestDatabaseGauges(t *testing.T) {
 	require.InDelta(t, 10, gauge("lockworker_outbox_oldest_age_seconds"), 5)
 	require.Equal(t, 42.0, gauge("lockworker_consumer_lag", "partition", "3"))
 
-	// A process whose first read fails (m's read is younger than
-	// statsMaxAge, so m answers it still).
+	// With the database gone, m answers its read, younger than statsMaxAge,
+	// still; a process whose first read fails leaves the gauges out.
 	st.Pool.Close()
+	_, err = m.Registry.Gather()
+	require.NoError(t, err)
+	require.Equal(t, 4.0, gauge("lockworker_locks_held"))
+	require.Equal(t, 1.0, gauge("lockworker_lock_waiters"))
+	require.Equal(t, 2.0, gauge("lockworker_outbox_backlog"))
 	m = New(Config{Pool: st.Pool})
 	m.WatchLag(func(context.Context) (map[int32]int64, error) { return lag, nil })
 	_, err = m.Registry.Gather()
