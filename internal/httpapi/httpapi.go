@@ -90,8 +90,10 @@ func New(cfg Config) http.Handler {
 		ErrorHandling: promhttp.ContinueOnError,
 		ErrorLog:      promLogger{cfg.Logger},
 		Timeout:       2 * cfg.CheckTimeout,
-		// Each scrape reads PostgreSQL (the database gauges): one at a
-		// time, as withDB bounds the other endpoints; another gets 503.
+		// A scrape reads PostgreSQL: the consumer lag's offsets, and the
+		// database gauges when their last read is old (internal/metrics'
+		// statsMaxAge). One at a time, as withDB bounds the other
+		// endpoints; another gets 503.
 		MaxRequestsInFlight: 1,
 	}))
 	return mux

@@ -6,8 +6,8 @@
 // histograms move as the worker commits; gauges describing the database
 // (held locks, waiters, outbox) and the consumer lag are read when
 // Prometheus scrapes, each read bounded by Config.QueryTimeout, so a scrape
-// never hangs on a sick database. The database gauges are read at most once
-// per statsMaxAge (10 s): scrapes meanwhile answer that read's values.
+// never hangs on a sick database. The database gauges' read is cached:
+// statsMaxAge.
 package metrics
 
 import (
@@ -30,7 +30,7 @@ const Namespace = "lockworker"
 // defaults given.
 type Config struct {
 	// Pool, when set, adds the database gauges (held locks, waiters, outbox
-	// backlog), read at scrape time, at most once per statsMaxAge.
+	// backlog), read at scrape time (cached: statsMaxAge).
 	Pool *pgxpool.Pool
 	// QueryTimeout bounds each scrape-time read. Default 2 s.
 	QueryTimeout time.Duration
