@@ -61,17 +61,17 @@ const (
 
 // eventTracker remembers what later events need: when each waiter was queued,
 // and which leases were already measured (a duplicate release is answered
-// with its stored lock.released again, which must not count twice). Both are
+// with its stored lock.released again, which must not count twice). Each is
 // bounded: a wait is forgotten at its end seen here (grant, LOCK_TIMEOUT,
 // lock.withdrawn), one ended by another process after maxWait, and while
 // the set is full of younger ones new waiters are not measured (counted by
-// lockworker_lock_waits_unmeasured_total).
+// lockworker_lock_waits_unmeasured_total, once each among the last
+// maxTracked: a duplicate acquire's stored lock.queued comes again).
 type eventTracker struct {
 	mu      sync.Mutex
-	waiting map[string]waiter  // request_id of a queued acquire
-	seen    map[int64]struct{} // fencing tokens of leases measured
-	seenAt  []int64            // ring of the tokens in seen, oldest at next
-	next    int
+	waiting map[string]waiter // request_id of a queued acquire
+	seen    recent[int64]     // fencing tokens of leases measured
+	refused recent[string]    // request_id of waits left unmeasured
 }
 
 type waiter struct {
@@ -80,15 +80,15 @@ type waiter struct {
 }
 
 func newEventTracker() *eventTracker {
-	return &eventTracker{waiting: map[string]waiter{}, seen: map[int64]struct{}{}}
+	return &eventTracker{waiting: map[string]waiter{}}
 }
 
 // queued tracks requestID's wait from at, reporting false when the set is
-// full.
+// full (once a request: a duplicate acquire's lock.queued comes again).
 func (t *eventTracker) queued(requestID string, at time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.waiting[requestID]; ok {
+	if _, ok := t.waiting[requestID]; ok || t.refused.has(requestID) {
 		return true // a duplicate of the acquire: it is still the same wait
 	}
 	now := time.Now()
@@ -99,6 +99,7 @@ func (t *eventTracker) queued(requestID string, at time.Time) bool {
 			}
 		}
 		if len(t.waiting) >= maxTracked {
+			t.refused.add(requestID)
 			return false // not measured rather than unbounded memory
 		}
 	}
@@ -129,16 +130,36 @@ func (t *eventTracker) forget(requestID string) {
 func (t *eventTracker) ended(token int64) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.seen[token]; ok {
+	return t.seen.add(token)
+}
+
+// recent is a set of the last maxTracked keys added.
+type recent[K comparable] struct {
+	set  map[K]struct{}
+	ring []K // the keys in set, oldest at next once full
+	next int
+}
+
+func (r *recent[K]) has(k K) bool {
+	_, ok := r.set[k]
+	return ok
+}
+
+// add adds k, reporting false when it is there already.
+func (r *recent[K]) add(k K) bool {
+	if r.has(k) {
 		return false
 	}
-	if len(t.seenAt) < maxTracked {
-		t.seenAt = append(t.seenAt, token)
-	} else {
-		delete(t.seen, t.seenAt[t.next])
-		t.seenAt[t.next] = token
-		t.next = (t.next + 1) % maxTracked
+	if r.set == nil {
+		r.set = map[K]struct{}{}
 	}
-	t.seen[token] = struct{}{}
+	if len(r.ring) < maxTracked {
+		r.ring = append(r.ring, k)
+	} else {
+		delete(r.set, r.ring[r.next])
+		r.ring[r.next] = k
+		r.next = (r.next + 1) % maxTracked
+	}
+	r.set[k] = struct{}{}
 	return true
 }

@@ -131,6 +131,17 @@ func TestWithdrawnWaitsAreForgotten(t *testing.T) {
 		m.Events(id, []topics.Event{ev(topics.TypeQueued, id, t0, li)})
 	}
 	require.Equal(t, 1.0, series(t, m, "lockworker_lock_waits_unmeasured_total").GetCounter().GetValue())
+	// A duplicate of the acquire is answered with its stored lock.queued
+	// again: the same wait, counted once, and not measured later either.
+	last := fmt.Sprintf("q%d", maxTracked)
+	m.Events(last, []topics.Event{ev(topics.TypeQueued, last, t0, li)})
+	require.Equal(t, 1.0, series(t, m, "lockworker_lock_waits_unmeasured_total").GetCounter().GetValue())
+	m.Events("q0", []topics.Event{ev(topics.TypeAcquired, "q0", t0.Add(time.Second), li)})
+	m.Events(last, []topics.Event{ev(topics.TypeQueued, last, t0, li)})
+	m.Events("", []topics.Event{ev(topics.TypeAcquired, last, t0.Add(5*time.Second), li)})
+	wait = series(t, m, "lockworker_lock_wait_seconds").GetHistogram()
+	require.Equal(t, uint64(2), wait.GetSampleCount(), "q0's wait, not q%d's", maxTracked)
+	require.Equal(t, 1.0, series(t, m, "lockworker_lock_waits_unmeasured_total").GetCounter().GetValue())
 }
 
 // TestCommandsAndSummary: counters by operation and result, and the
