@@ -200,7 +200,12 @@ var (
 	// and may hand it on (rules.Lock.Extend: Settle, HandOff), which
 	// otherwise only the expiry scheduler's next tick would do; and one of
 	// a lock a session waits for (see QueueAtOnce). Only then does the
-	// statement read the queue (lock_waiters_fifo, this lock's waiters).
+	// statement read the queue: two probes, each by an index of its own,
+	// which read a few pages however long the queue: the earliest deadline
+	// (lock_waiters_lock_deadline's first entry of the lock; a deadline <=
+	// clock_timestamp() would be a filter, not an index condition, as the
+	// function is volatile) and a session's wait (lock_waiters_lock_session).
+	// One probe with the two conditions ORed walked every waiter of the lock.
 	extendAtOnceSQL = extendSQL(false)
 	// extendAfterSQL is extendAtOnceSQL for an extend that follows its
 	// holder's acquire of the lock in the batch (and the holder's extends
@@ -213,8 +218,11 @@ func extendSQL(after bool) string {
 	return holderAtOnceSQL(`holder_count = l.holder_count`,
 		`AND (m.o_max_hold = 0 OR m.o_expires + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE m.o_lease END)
 			<= m.o_acquired + make_interval(secs => m.o_max_hold))
-			AND (l.waiter_count = 0 OR l.delay_until IS NULL AND NOT EXISTS (SELECT FROM lock_waiters w
-				WHERE w.namespace = l.namespace AND w.lock_name = l.lock_name AND (w.deadline <= clock_timestamp() OR w.session_id IS NOT NULL)))`,
+			AND (l.waiter_count = 0 OR l.delay_until IS NULL
+				AND coalesce((SELECT min(w.deadline) FROM lock_waiters w WHERE w.namespace = l.namespace AND w.lock_name = l.lock_name)
+					> clock_timestamp(), true)
+				AND NOT EXISTS (SELECT FROM lock_waiters w
+					WHERE w.namespace = l.namespace AND w.lock_name = l.lock_name AND w.session_id IS NOT NULL))`,
 		`UPDATE lock_holders h SET expires_at = h.expires_at + make_interval(secs => CASE WHEN l.ext > 0 THEN l.ext ELSE h.lease_duration END),
 			extension_count = h.extension_count + 1
 		FROM l WHERE h.namespace = l.namespace AND h.lock_name = l.lock_name AND h.owner_id = l.own RETURNING `+lockOfHolder, after)

@@ -37,6 +37,10 @@ func TestPlansOnLargeTables(t *testing.T) {
 	st := testdb.New(t)
 	const held, waiting = 100_000, 2_000
 	fillLarge(t, st.Pool, held, waiting)
+	// A long queue (a job-queue semaphore, a hot mutex): a command on its
+	// lock reads the few waiters it decides from, not the whole queue.
+	const hot, queueLen = "held-2009", 20_000
+	fillQueue(t, st.Pool, hot, queueLen)
 
 	cfg := st.Pool.Config().ConnConfig.Copy()
 	var mu sync.Mutex
@@ -82,6 +86,11 @@ func TestPlansOnLargeTables(t *testing.T) {
 	extend.FencingToken = token("held-21")
 	release := cmd(topics.OpRelease, "release", "held-5", "owner-5") // held-5 has a waiter: a hand-off
 	release.FencingToken = token("held-5")
+	extendHot := cmd(topics.OpExtend, "extend-hot", hot, "owner-2009")
+	extendHot.ExtensionDuration = 30
+	extendHot.FencingToken = token(hot)
+	releaseHot := cmd(topics.OpRelease, "release-hot", hot, "owner-2009") // a hand-off to the first of queued waiters
+	releaseHot.FencingToken = extendHot.FencingToken
 	maxAge := 0.0
 	cleanupNS := cmd(topics.OpCleanup, "cleanup", "", "")
 	cleanupNS.Namespace, cleanupNS.MaxAgeSeconds = "tenant", &maxAge
@@ -101,13 +110,13 @@ func TestPlansOnLargeTables(t *testing.T) {
 		{ // the common cases, sent ahead
 			cmd(topics.OpAcquire, "free", "fresh-1", "alice"), shared, sem,
 			cmd(topics.OpAcquire, "renew", "held-1", "owner-1"),
-			cmd(topics.OpRelease, "release-common", "held-2", "owner-2"), extend,
+			cmd(topics.OpRelease, "release-common", "held-2", "owner-2"), extend, extendHot,
 		},
 		{ // the general path
 			cmd(topics.OpAcquire, "held", "held-3", "bob"), queued, release,
 			cmd(topics.OpRelease, "withdraw", "held-6", "waiter-6"),
 			cmd(topics.OpQuery, "query", "held-7", ""), revoke, cleanupOne, cleanupNS,
-			cmd(topics.OpRelease, "not-held", "held-8", "nobody"),
+			cmd(topics.OpRelease, "not-held", "held-8", "nobody"), releaseHot,
 		},
 		{open, inSession, keepAlive, closeSession},
 		{cmd(topics.OpAcquire, "free", "fresh-1", "alice")}, // a repeated request_id: its stored outcome
@@ -131,6 +140,9 @@ func TestPlansOnLargeTables(t *testing.T) {
 		require.NoError(t, b.Flush(ctx))
 		require.NoError(t, tx.Commit(ctx))
 	}
+	var next string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1`, hot).Scan(&next))
+	require.Equal(t, "queue-0", next, "the release of %s handed it to the first of its waiters", hot)
 	// The expiry scheduler's and the periodic cleanup's statements.
 	_, err = st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = now() - interval '1 s' WHERE lock_name IN ('held-17', 'held-33')`)
 	require.NoError(t, err)
@@ -175,7 +187,8 @@ func TestPlansOnLargeTables(t *testing.T) {
 	}
 	slices.Sort(report)
 	slices.Reverse(report)
-	t.Logf("%d statements on %d held locks, %d waiters; most pages read first:\n%s", len(report), held, waiting, strings.Join(report, "\n"))
+	t.Logf("%d statements on %d held locks, %d waiters (%d on %s); most pages read first:\n%s", len(report), held, waiting, queueLen, hot,
+		strings.Join(report, "\n"))
 	require.Greater(t, len(report), 20, "auto_explain reported the batches' statements")
 }
 
@@ -246,5 +259,43 @@ func fillLarge(t *testing.T, pool *pgxpool.Pool, held, waiting int) {
 	_, err = pool.Exec(ctx, `UPDATE locks SET waiter_count = 1 WHERE lock_name IN (SELECT lock_name FROM lock_waiters)`)
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `ANALYZE`)
+	require.NoError(t, err)
+}
+
+// fillQueue queues n waiters (queue-0 ... queue-<n-1>, in that order, in
+// partitions 0-15) on lock, one of fillLarge's, copies of its waiter-1,
+// then analyzes lock_waiters.
+func fillQueue(t *testing.T, pool *pgxpool.Pool, lock string, n int) {
+	t.Helper()
+	ctx := context.Background()
+	rows, err := pool.Query(ctx, `SELECT column_name FROM information_schema.columns
+		WHERE table_schema = current_schema() AND table_name = 'lock_waiters' AND column_name <> 'id' ORDER BY ordinal_position`)
+	require.NoError(t, err)
+	cols, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	sel := make([]string, len(cols))
+	for i, c := range cols {
+		switch c {
+		case "namespace":
+			sel[i] = `''`
+		case "lock_name":
+			sel[i] = `$2`
+		case "owner_id":
+			sel[i] = `'queue-' || g`
+		case "request_id":
+			sel[i] = `'queue-wait-' || g`
+		case "source_partition":
+			sel[i] = `g % 16`
+		default:
+			sel[i] = pgx.Identifier{c}.Sanitize()
+		}
+	}
+	_, err = pool.Exec(ctx, fmt.Sprintf(`INSERT INTO lock_waiters (%s) SELECT %s FROM lock_waiters, generate_series(0, $1 - 1) g
+		WHERE lock_name = 'held-1' ORDER BY g`, strings.Join(cols, ", "), strings.Join(sel, ", ")), n, lock)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE locks SET waiter_count = (SELECT count(*) FROM lock_waiters WHERE namespace = '' AND lock_name = $1)
+		WHERE namespace = '' AND lock_name = $1`, lock)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `ANALYZE lock_waiters`)
 	require.NoError(t, err)
 }

@@ -441,18 +441,10 @@ func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder)
 
 // queueWaiters queues on pb the read of the head of s's queue, its waiters
 // past their deadline, owner's waiter with its place and the waits of
-// sessions, in one statement.
+// sessions, in one statement (waitersSQL).
 func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string, sessions []string) {
 	r, l := s.row, s.l
-	pb.Queue(`
-		WITH head AS (
-			SELECT id FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5)
-		SELECT `+waiterCols+`, deadline <= $3, id IN (SELECT id FROM head),
-			CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END,
-			coalesce(session_id = ANY($6), false)
-		FROM lock_waiters w
-		WHERE namespace = $1 AND lock_name = $2 AND (deadline <= $3 OR id IN (SELECT id FROM head) OR owner_id = $4 OR session_id = ANY($6))
-		ORDER BY id`, r.namespace, r.name, r.now, owner, r.limit+headPage, sessions).Query(func(rows pgx.Rows) error {
+	pb.Queue(waitersSQL, r.namespace, r.name, r.now, owner, r.limit+headPage, sessions).Query(func(rows pgx.Rows) error {
 		var w rules.Waiter
 		var due, head, ending bool
 		var position *int
@@ -486,6 +478,37 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 		return ws
 	}
 }
+
+// waitersSQL reads a lock's ($1, $2) waiters that a decision at $3 needs:
+// the head (the first $5 live ones), those past their deadline, owner $4's
+// and those of sessions $6, each once, in queue order, with whether it is
+// past its deadline, whether it is in the head, its place (owner's only)
+// and whether its session is one of $6. Each of the four sets is read by
+// an index of its own (lock_waiters_fifo; lock_waiters_lock_deadline; the
+// unique key; lock_waiters_session or lock_waiters_lock_session), the last
+// three without the head's rows or each other's, so the statement reads
+// what it returns: one WHERE with the four conditions ORed (no index
+// serves them together) walked every waiter of the lock, and a queue of W
+// cost O(W) per command, O(W²) to drain. Only owner's place still counts
+// the waiters before it (an index-only scan of lock_waiters_fifo).
+const waitersSQL = `
+	WITH head AS (
+		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5)
+	SELECT ` + waiterCols + `, deadline <= $3, in_head,
+		CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END,
+		coalesce(session_id = ANY($6), false)
+	FROM (
+		SELECT *, true AS in_head FROM head
+		UNION ALL
+		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline <= $3
+		UNION ALL
+		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $4 AND deadline > $3
+			AND id NOT IN (SELECT id FROM head)
+		UNION ALL
+		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND session_id = ANY($6) AND deadline > $3
+			AND owner_id <> $4 AND id NOT IN (SELECT id FROM head)
+	) w
+	ORDER BY id`
 
 // moreWaiters reads the live waiters after the one of ID after.
 func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]rules.Waiter, error) {
