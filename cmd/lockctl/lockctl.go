@@ -247,7 +247,7 @@ func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, err
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	requester := c.requester
 	if requester == "" && os.Getenv(client.EnvToken) == "" && os.Getenv(client.EnvTokenFile) == "" {
@@ -258,15 +258,35 @@ func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, err
 		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: c.replyTimeout(),
 		ReadOnly: readOnly,
 	})
-	return cl, c.timedOut(err)
+	return cl, c.timedOut(ctx, err)
 }
 
-// timedOut adds to an error reaching Kafka that --timeout passed first.
-// Brokers that hang and a --timeout too short to reach them give the same
-// error (both exit 3): the message names the flag that may be to blame.
-func (c *cli) timedOut(err error) error {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w; --timeout %s passed first", err, c.timeout)
+// timeoutPassed is the cause of the deadline withTimeout sets, and what
+// timedOut adds to an error it ended. It is a deadline exceeded, as
+// ctx.Err() says, for the errors that carry the cause instead (the client
+// joins context.Cause in).
+type timeoutPassed struct{ timeout time.Duration }
+
+func (e timeoutPassed) Error() string      { return fmt.Sprintf("--timeout %s passed first", e.timeout) }
+func (timeoutPassed) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// withTimeout bounds ctx by --timeout, whose passing timedOut can then tell
+// from other deadlines.
+func (c *cli) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, c.timeout, timeoutPassed{c.timeout})
+}
+
+// timedOut adds to err, from work bounded by ctx (withTimeout), that
+// --timeout passed first, when ctx's deadline is what ended it and err does
+// not say so already. Brokers
+// that hang and a --timeout too short to reach them give the same error
+// (both exit 3): the message names the flag that may be to blame. Not every
+// deadline error is --timeout's: a dial's own timeout (franz-go's 10 s)
+// matches context.DeadlineExceeded too, so ctx's cause decides.
+func (c *cli) timedOut(ctx context.Context, err error) error {
+	var passed timeoutPassed
+	if !errors.As(err, new(timeoutPassed)) && errors.Is(err, context.DeadlineExceeded) && errors.As(context.Cause(ctx), &passed) {
+		return fmt.Errorf("%w; %w", err, passed)
 	}
 	return err
 }

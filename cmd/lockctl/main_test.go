@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -179,7 +180,26 @@ func TestUnreachableBroker(t *testing.T) {
 		code := run(context.Background(), append(cmd[:1:1], append([]string{"--brokers", "127.0.0.1:1", "--timeout", "2s"}, cmd[1:]...)...), &out, &errOut)
 		assert.Equal(t, exitUnreachable, code, "lockctl %q: %s", cmd, errOut.String())
 		assert.Contains(t, errOut.String(), "unreachable")
+		assert.NotContains(t, errOut.String(), "passed first", "refused at once, long before --timeout")
 		assert.Less(t, time.Since(start), 5*time.Second)
+	}
+}
+
+// A deadline other than --timeout's (here the caller's; in the field
+// franz-go's own dial timeout, whose "i/o timeout" matches
+// context.DeadlineExceeded too) does not blame --timeout.
+func TestOtherDeadlineIsNotTimeouts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // connects, never answers
+	require.NoError(t, err)
+	defer ln.Close()
+	for _, cmd := range [][]string{{"query", "--lock", "x"}, {"watch"}, {"locks"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		var out, errOut testlog.Buffer
+		code := run(ctx, append(cmd, "--brokers", ln.Addr().String(), "--timeout", "30"), &out, &errOut)
+		cancel()
+		assert.Equal(t, exitUnreachable, code, "lockctl %q: %s", cmd, errOut.String())
+		assert.Contains(t, errOut.String(), "deadline exceeded", "lockctl %q", cmd)
+		assert.NotContains(t, errOut.String(), "passed first", "lockctl %q", cmd)
 	}
 }
 

@@ -40,12 +40,12 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		if err != nil {
 			return err
 		}
-		pctx, cancel := context.WithTimeout(ctx, c.timeout)
+		pctx, cancel := c.withTimeout(ctx)
 		defer cancel()
 		sub, err := client.NewSubscriber(pctx, client.SubscriberConfig{Brokers: seeds, KafkaOpts: opts, FromEnd: !*fromBeginning,
 			Logger: newWarnLogger(c.stderr, "lockctl "+c.cmd)})
 		if err != nil {
-			return c.timedOut(err)
+			return c.timedOut(pctx, err)
 		}
 		defer sub.Close()
 		names := c.names()
@@ -166,16 +166,17 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			return err
 		}
 		defer cl.Close()
-		lctx, cancel := context.WithTimeout(ctx, c.timeout)
+		lctx, cancel := c.withTimeout(ctx)
 		defer cancel()
 		table, err := cl.Locks(lctx)
+		err = c.timedOut(lctx, err)
 		var unreadable *client.UnreadableStateError
 		switch {
 		case err == nil, errors.As(err, &unreadable):
-		case errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, client.ErrUnreachable):
+		case errors.As(err, new(timeoutPassed)) && !errors.Is(err, client.ErrUnreachable):
 			// The brokers answer, but the topic took longer than
 			// --timeout to read: exit 1, not 3 (unreachable).
-			return fmt.Errorf("%w; --timeout %s passed first (a longer one reads a longer topic)", err, c.timeout)
+			return fmt.Errorf("%w (a longer one reads a longer topic)", err)
 		default:
 			return err
 		}
