@@ -13,12 +13,11 @@ import (
 
 // acquireSpec is the flags of acquire and run.
 type acquireSpec struct {
-	fs                    *flag.FlagSet
 	lock, owner, metadata *string
 	lease, wait           seconds
 	lockDelay, maxHold    seconds
 	shared                *bool
-	limit                 *int
+	limit                 count
 }
 
 // ownerHelp is --owner's help of acquire: the worker takes an acquire of
@@ -44,13 +43,12 @@ const resumeHelp = ". To resume after a restart, make sure what the earlier COMM
 // what --lock-delay is when not given.
 func addAcquireFlags(fs *flag.FlagSet, ownerHelp, leaseHelp, waitHelp, lockDelayDefault string) *acquireSpec {
 	a := &acquireSpec{
-		fs:       fs,
 		lock:     fs.String("lock", "", "lock name (required)"),
 		owner:    fs.String("owner", "", ownerHelp),
 		metadata: fs.String("metadata", "", "owner_metadata, a JSON object"),
 		shared:   fs.Bool("shared", false, "hold the lock in shared mode (a read lock: readers together, never beside a writer)"),
-		limit:    fs.Int("limit", 0, "make the lock a counting semaphore of N holders (every holder must give the same N)"),
 	}
+	fs.Var(&a.limit, "limit", "make the lock a counting semaphore of `N` holders (every holder must give the same N)")
 	fs.Var(&a.lease, "lease", leaseHelp)
 	fs.Var(&a.wait, "wait", waitHelp)
 	addLockDelayFlag(fs, &a.lockDelay, lockDelayDefault)
@@ -69,7 +67,7 @@ func addLockDelayFlag(fs *flag.FlagSet, d *seconds, def string) {
 // options checks the flags as the worker would and returns the acquire's
 // options.
 func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
-	if err := errors.Join(positive("lease", a.lease), positiveCount(a.fs, "limit", *a.limit)); err != nil {
+	if err := errors.Join(positive("lease", a.lease), positiveCount("limit", a.limit)); err != nil {
 		return nil, err
 	}
 	opts, err := metadataOpt(*a.metadata)
@@ -82,10 +80,10 @@ func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
 	}
 	if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *a.lock, OwnerID: *a.owner,
 		LeaseDuration: a.lease.d.Seconds(), WaitTimeout: a.wait.d.Seconds(), OwnerMetadata: []byte(*a.metadata),
-		Mode: string(mode), Limit: *a.limit, LockDelay: a.lockDelay.d.Seconds(), MaxHold: a.maxHold.d.Seconds()}); err != nil {
+		Mode: string(mode), Limit: a.limit.n, LockDelay: a.lockDelay.d.Seconds(), MaxHold: a.maxHold.d.Seconds()}); err != nil {
 		return nil, err
 	}
-	opts = append(opts, client.WithLease(a.lease.d), client.WithWait(a.wait.d), client.WithMode(mode), client.WithLimit(*a.limit),
+	opts = append(opts, client.WithLease(a.lease.d), client.WithWait(a.wait.d), client.WithMode(mode), client.WithLimit(a.limit.n),
 		client.WithLockDelay(a.lockDelay.d), client.WithMaxHold(a.maxHold.d))
 	if *a.owner != "" {
 		opts = append(opts, client.WithOwner(*a.owner))
@@ -216,16 +214,6 @@ func (c *cli) cleanupFlags(fs *flag.FlagSet) func(context.Context, []string) err
 			return fmt.Sprintf("cleaned %d locks: %s", n, strings.Join(ev.CleanedLockNames, " "))
 		})
 	}
-}
-
-// positiveCount refuses an explicit --name 0 (or less), as positive does.
-func positiveCount(fs *flag.FlagSet, name string, n int) error {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	if set && n <= 0 {
-		return usageError{fmt.Sprintf("--%s %d is not positive (leave it out for the default)", name, n)}
-	}
-	return nil
 }
 
 // do sends one command and prints its reply.

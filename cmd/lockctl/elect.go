@@ -34,7 +34,7 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		if len(args) == 0 {
 			return usageError{"no COMMAND given: lockctl elect --name NAME -- COMMAND [ARGS...]"}
 		}
-		c.defaultLockDelay(&lockDelay, grace.d)
+		c.defaultLockDelay(&lockDelay, grace)
 		// The value goes out as the lease's owner_metadata, {"value": ...}
 		// (as Campaign encodes it): its size is judged with the rest.
 		md, err := topics.Marshal(map[string]string{"value": *value})

@@ -200,7 +200,7 @@ func TestLockDelayCoversGrace(t *testing.T) {
 
 			stderr, r := lose("ctl-delay-capped", "--grace", "90s")
 			assert.Greater(t, retryAfter(r), 50.0, "the contract's longest lock-delay")
-			assert.Contains(t, stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 1m30s")
+			assert.Contains(t, stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 90s")
 		})
 	}
 }
@@ -223,12 +223,12 @@ func TestDefaultLockDelay(t *testing.T) {
 		{timeout: 9 * time.Second, grace: 10 * time.Second, given: new(time.Duration), want: 0},
 	} {
 		var errOut strings.Builder
-		c := &cli{stderr: &errOut, timeout: tc.timeout}
+		c := &cli{stderr: &errOut, timeout: seconds{d: tc.timeout}}
 		var d seconds
 		if tc.given != nil {
 			d = seconds{d: *tc.given, set: true}
 		}
-		c.defaultLockDelay(&d, tc.grace)
+		c.defaultLockDelay(&d, &seconds{d: tc.grace})
 		assert.Equal(t, tc.want, d.d, "--timeout %s --grace %s", tc.timeout, tc.grace)
 		if tc.warns {
 			assert.Contains(t, errOut.String(), "--lock-delay is 1m0s, the contract's longest, for --grace 58s (+ 3s for a revoke to reach lockctl)")

@@ -87,7 +87,7 @@ type cli struct {
 	brokers        string
 	namespace      string
 	requester      string
-	timeout        time.Duration
+	timeout        seconds
 	json           bool
 	cfg            config.Config // environment (topics, TLS, SASL)
 }
@@ -137,8 +137,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
 	fs.StringVar(&c.namespace, "namespace", "", "lock namespace")
 	fs.StringVar(&c.requester, "requester", "", "requester name: replies come on locks.replies.<requester> (default: the subject of\n$LOCKWORKER_TOKEN or $LOCKWORKER_TOKEN_FILE's token, else lockctl)")
-	timeout := seconds{d: 10 * time.Second}
-	fs.Var(&timeout, "timeout", "how long to wait for lockworker's answer (not counting --wait)")
+	c.timeout = seconds{d: 10 * time.Second}
+	fs.Var(&c.timeout, "timeout", "how long to wait for lockworker's answer (not counting --wait)")
 	fs.BoolVar(&c.json, "json", false, "print events as JSON, one per line")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -170,11 +170,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	c.cfg = cfg
-	c.timeout = timeout.d
-	if c.timeout <= 0 {
-		// Every deadline would have passed already: lockctl would call
-		// brokers that answer unreachable (exit 3).
-		return c.report(usageError{fmt.Sprintf("--timeout %s is not positive", timeout.String())})
+	// With --timeout <= 0 every deadline would have passed already: lockctl
+	// would call brokers that answer unreachable (exit 3).
+	if err := positive("timeout", c.timeout); err != nil {
+		return c.report(err)
 	}
 	return c.report(do(ctx, fs.Args()))
 }
@@ -255,7 +254,7 @@ func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, err
 	}
 	cl, err := client.New(ctx, client.Config{
 		Brokers: seeds, KafkaOpts: opts, Requester: requester, Topics: c.names(),
-		Namespace: c.namespace, RequestTimeout: c.timeout, ReplyTimeout: c.replyTimeout(),
+		Namespace: c.namespace, RequestTimeout: c.timeout.d, ReplyTimeout: c.replyTimeout(),
 		ReadOnly: readOnly,
 	})
 	return cl, c.timedOut(ctx, err)
@@ -265,7 +264,7 @@ func (c *cli) newClient(ctx context.Context, readOnly bool) (*client.Client, err
 // timedOut adds to an error it ended. It is a deadline exceeded, as
 // ctx.Err() says, for the errors that carry the cause instead (the client
 // joins context.Cause in).
-type timeoutPassed struct{ timeout time.Duration }
+type timeoutPassed struct{ timeout seconds }
 
 func (e timeoutPassed) Error() string      { return fmt.Sprintf("--timeout %s passed first", e.timeout) }
 func (timeoutPassed) Is(target error) bool { return target == context.DeadlineExceeded }
@@ -273,7 +272,7 @@ func (timeoutPassed) Is(target error) bool { return target == context.DeadlineEx
 // withTimeout bounds ctx by --timeout, whose passing timedOut can then tell
 // from other deadlines.
 func (c *cli) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, c.timeout, timeoutPassed{c.timeout})
+	return context.WithTimeoutCause(ctx, c.timeout.d, timeoutPassed{c.timeout})
 }
 
 // timedOut adds to err, from work bounded by ctx (withTimeout), that
@@ -295,22 +294,23 @@ func (c *cli) timedOut(ctx context.Context, err error) error {
 // client.DefaultReplyTimeout (5 s), so that a lost command is sent again
 // within --timeout.
 func (c *cli) replyTimeout() time.Duration {
-	if d := min(c.timeout/3, client.DefaultReplyTimeout); d > 0 {
+	if d := min(c.timeout.d/3, client.DefaultReplyTimeout); d > 0 {
 		return d
 	}
 	return client.DefaultReplyTimeout // as the client's default
 }
 
 // seconds is a duration flag that also takes plain seconds, the contract's
-// unit.
+// unit. Messages quote it as given (String).
 type seconds struct {
-	d    time.Duration
-	set  bool
-	text string // as given, for messages
+	d      time.Duration
+	set    bool
+	text   string // as given
+	zeroed bool   // given as other than 0, but below a nanosecond
 }
 
 // String is the value as given, else the default.
-func (s *seconds) String() string {
+func (s seconds) String() string {
 	if s.set {
 		return s.text
 	}
@@ -326,26 +326,68 @@ func (s *seconds) Set(v string) error {
 			return fmt.Errorf("%s seconds is out of range (at most %.0f)", v, maxSeconds)
 		}
 		s.d, s.set, s.text = time.Duration(f*float64(time.Second)), true, v
+		s.zeroed = f != 0 && s.d == 0
 		return nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
 		return errors.New(`want a duration ("30s", "2m") or seconds ("30")`)
 	}
-	s.d, s.set, s.text = d, true, v
+	// A duration's units hold no digit: any but 0 is in its number.
+	s.d, s.set, s.text, s.zeroed = d, true, v, d == 0 && strings.ContainsAny(v, "123456789")
 	return nil
 }
 
 // maxSeconds is the longest time.Duration in seconds, rounded down.
 const maxSeconds = float64(math.MaxInt64 / int64(time.Second))
 
-// positive refuses an explicit value <= 0 of a flag whose absence means the
-// worker's default: the contract refuses an explicit 0, and a 0 would go out
-// as absent.
+// positive refuses an explicit value <= 0 of a flag whose absence means a
+// default (the worker's, or --timeout's): the contract refuses an explicit
+// 0, and a 0 would go out as absent.
 func positive(name string, s seconds) error {
-	if s.set && s.d <= 0 {
-		return usageError{fmt.Sprintf("--%s %s is not positive (leave it out for the default)", name, s.text)}
+	if !s.set || s.d > 0 {
+		return nil
 	}
+	why := ""
+	if s.zeroed {
+		why = "it rounds to 0; "
+	}
+	return notPositive(name, s.text, why)
+}
+
+// positiveCount refuses an explicit --name 0 (or less), as positive does.
+func positiveCount(name string, c count) error {
+	if c.set && c.n <= 0 {
+		return notPositive(name, c.text, "")
+	}
+	return nil
+}
+
+func notPositive(name, given, why string) error {
+	return usageError{fmt.Sprintf("--%s %s is not positive (%sleave it out for the default)", name, given, why)}
+}
+
+// count is an integer flag that keeps its text as given, for messages.
+type count struct {
+	n    int
+	set  bool
+	text string
+}
+
+// String is the value as given, else the default.
+func (c count) String() string {
+	if c.set {
+		return c.text
+	}
+	return strconv.Itoa(c.n)
+}
+
+func (c *count) Set(v string) error {
+	n, err := strconv.ParseInt(v, 0, strconv.IntSize)
+	if err != nil {
+		return errors.New("want a whole number")
+	}
+	c.n, c.set, c.text = int(n), true, v
 	return nil
 }
 

@@ -148,7 +148,13 @@ func TestUsageErrorMessages(t *testing.T) {
 		{[]string{"extend", "--lock", "x", "--owner", "o", "--by", "25h"}, "--by 25h is outside 0.1..86400 seconds"},
 		{[]string{"cleanup", "--max-age", "-1"}, "--max-age -1 is outside 0..315360000"},
 		{[]string{"run", "--lock", "x", "--grace", "-1", "--", "true"}, "--grace -1 is negative (0 sends SIGKILL at once)"},
-		{[]string{"query", "--lock", "x", "--timeout", "-0.5"}, "--timeout -0.5 is not positive"},
+		{[]string{"query", "--lock", "x", "--timeout", "-0.5"}, "--timeout -0.5 is not positive (leave it out for the default)"},
+		// Messages quote values as given, not as parsed.
+		{[]string{"query", "--lock", "x", "--timeout", "1e-10"}, "--timeout 1e-10 is not positive (it rounds to 0; leave it out for the default)"},
+		{[]string{"acquire", "--lock", "x", "--lease", "0.1ns"}, "--lease 0.1ns is not positive (it rounds to 0; leave it out for the default)"},
+		{[]string{"acquire", "--lock", "x", "--lease", "0e5"}, "--lease 0e5 is not positive (leave it out for the default)"},
+		{[]string{"acquire", "--lock", "x", "--limit", "0x0"}, "--limit 0x0 is not positive (leave it out for the default)"},
+		{[]string{"acquire", "--lock", "x", "--limit", "0x4E20"}, "--limit 0x4E20 is outside 1..10000"},
 	} {
 		var out, errOut testlog.Buffer
 		code := run(context.Background(), tc.args, &out, &errOut)
@@ -170,7 +176,7 @@ func TestTimeoutAndGraceTakeSeconds(t *testing.T) {
 	assert.Equal(t, exitOK, r.code, r.stderr)
 	// The lock-delay's warning tells both back: 90 s of grace, and a reply
 	// timeout of 3 s, a third of --timeout.
-	assert.Contains(t, r.stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 1m30s (+ 3s for a revoke to reach lockctl)")
+	assert.Contains(t, r.stderr, "--lock-delay is 1m0s, the contract's longest, for --grace 90 (+ 3s for a revoke to reach lockctl)")
 }
 
 func TestUnreachableBroker(t *testing.T) {
@@ -238,9 +244,9 @@ func TestLocksSlowerThanTimeout(t *testing.T) {
 	_, release := kafkatest.HoldFirst(kafka, kmsg.Fetch)
 	defer release()
 	var out, errOut testlog.Buffer
-	code := run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0], "--timeout", "1s"}, &out, &errOut)
+	code := run(context.Background(), []string{"locks", "--brokers", kafka.ListenAddrs()[0], "--timeout", "1"}, &out, &errOut)
 	assert.Equal(t, exitRefused, code, errOut.String())
-	assert.Contains(t, errOut.String(), "--timeout 1s passed first")
+	assert.Contains(t, errOut.String(), "--timeout 1 passed first (a longer one reads a longer topic)")
 	assert.NotContains(t, errOut.String(), "unreachable")
 }
 

@@ -33,7 +33,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		if !*a.shared {
 			// A reader's default is none: see sharedLockDelay.
-			c.defaultLockDelay(&a.lockDelay, grace.d)
+			c.defaultLockDelay(&a.lockDelay, grace)
 		}
 		opts, err := c.acquireOptions(a)
 		if err != nil {
@@ -101,11 +101,11 @@ const sharedLockDelay = ".\nWith --shared the default is 0: the delay would keep
 // reply consumer): the reply timeout is lockctl's own bound on an answer's
 // way back, the margin for that. (lockctl's release after COMMAND exited
 // starts no delay.)
-func (c *cli) defaultLockDelay(d *seconds, grace time.Duration) {
+func (c *cli) defaultLockDelay(d *seconds, grace *seconds) {
 	if d.set {
 		return
 	}
-	want := grace + c.replyTimeout()
+	want := grace.d + c.replyTimeout()
 	d.d = min(want, time.Duration(topics.MaxLockDelaySeconds)*time.Second)
 	if want > d.d {
 		fmt.Fprintf(c.stderr, "lockctl: --lock-delay is %s, the contract's longest, for --grace %s (+ %s for a revoke to reach lockctl): should the lease be lost, COMMAND may run beside the next holder for up to %s\n",
@@ -159,7 +159,7 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	// Release even if lockctl was interrupted: the lock must not
 	// outlive the command.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout.d)
 	defer cancel()
 	if err := l.Release(rctx); err != nil {
 		fmt.Fprintf(c.stderr, "lockctl: %v\n", err)
