@@ -106,6 +106,15 @@ type electionMetadata struct {
 	Value string `json:"value"`
 }
 
+// CampaignMetadata is the owner_metadata a campaign for value sends, the
+// JSON object {"value": "<value>"}: what counts against the contract's
+// limit of topics.MaxOwnerMetadataBytes, so that a caller can judge a
+// value before it connects.
+func CampaignMetadata(value string) json.RawMessage {
+	md, _ := topics.Marshal(electionMetadata{Value: value}) // a string always encodes
+	return md
+}
+
 // Campaign waits until this caller is the leader, then returns its
 // Leadership. It waits in the election lock's queue for as long as ctx
 // allows, with no limit of its own: a wait that reaches the contract's
@@ -149,10 +158,7 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 	case o.waitSet:
 		return nil, e.invalid("a campaign waits as long as its context allows: WithWait does not apply")
 	}
-	md, err := topics.Marshal(electionMetadata{Value: value})
-	if err != nil {
-		return nil, fmt.Errorf("campaigning in election %q: encoding the value: %w", e.key(), err)
-	}
+	md := CampaignMetadata(value)
 	if len(md) > topics.MaxOwnerMetadataBytes {
 		return nil, e.invalid(fmt.Sprintf("the value is %d bytes, %d as owner_metadata, over the contract's limit of %d",
 			len(value), len(md), topics.MaxOwnerMetadataBytes))

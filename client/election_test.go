@@ -212,6 +212,7 @@ func TestElectionUnhappyPaths(t *testing.T) {
 			ld, err := e.Leader(ctx)
 			require.NoError(t, err)
 			assert.Equal(t, value, ld.Value)
+			assert.JSONEq(t, string(client.CampaignMetadata(value)), string(l.Info().OwnerMetadata), "what CampaignMetadata says is sent")
 			require.NoError(t, l.Resign(ctx))
 			require.NoError(t, l.Resign(ctx), "resigning twice is a no-op")
 			assert.ErrorIs(t, context.Cause(l.Context()), client.ErrReleased)

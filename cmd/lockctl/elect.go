@@ -35,14 +35,13 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			return usageError{"no COMMAND given: lockctl elect --name NAME -- COMMAND [ARGS...]"}
 		}
 		c.defaultLockDelay(&lockDelay, grace)
-		// The value goes out as the lease's owner_metadata, {"value": ...}
-		// (as Campaign encodes it): its size is judged with the rest.
-		md, err := topics.Marshal(map[string]string{"value": *value})
-		if err != nil {
-			return fmt.Errorf("encoding --value: %w", err)
+		// Campaign would refuse it only once connected (exit 3 without a
+		// broker, not 2).
+		if md := client.CampaignMetadata(*value); len(md) > topics.MaxOwnerMetadataBytes {
+			return usageError{fmt.Sprintf("--value is %d bytes (%d as owner_metadata), over %d", len(*value), len(md), topics.MaxOwnerMetadataBytes)}
 		}
 		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
-			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds(), OwnerMetadata: md}); err != nil {
+			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds()}); err != nil {
 			return err
 		}
 		opts := []client.AcquireOption{client.WithLease(lease.d), client.WithLockDelay(lockDelay.d), client.OnQueued(func(p int) {
