@@ -57,7 +57,9 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	for _, name := range op.Fields {
 		i := fieldIndex[name]
 		if f := fields[i]; f.positive && present(raw[i]) && f.zero(&c) {
-			return c, reject(c, CodeInvalidRequest, "%s %s is outside %s", f.name, truncate(string(raw[i])), f.rng)
+			r := reject(c, CodeInvalidRequest, "%s %s is outside %s", f.name, truncate(string(raw[i])), f.rng)
+			r.Field = f.name
+			return c, r
 		}
 	}
 	return c, nil

@@ -14,6 +14,10 @@ type Rejection struct {
 	Code    string
 	Message string
 	Command Command
+	// Field is the wire name of the field whose value is refused, when it
+	// is one field's ("" otherwise), for callers that tell it in their own
+	// terms (lockctl's flags). It is not sent: Message says it too.
+	Field string
 }
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
@@ -30,10 +34,15 @@ func Validate(c Command, replyPrefix string) error {
 		return reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
 	}
 	bad := func(problem string) error { return reject(c, CodeInvalidRequest, "%s", problem) }
+	badField := func(f field, problem string) error {
+		r := reject(c, CodeInvalidRequest, "%s", problem)
+		r.Field = f.name
+		return r
+	}
 	for _, f := range fields {
 		if f.common && f.check != nil {
 			if p := f.check(c, replyPrefix); p != "" {
-				return bad(p)
+				return badField(f, p)
 			}
 		}
 	}
@@ -47,7 +56,7 @@ func Validate(c Command, replyPrefix string) error {
 	for _, name := range op.Fields {
 		if f := fields[fieldIndex[name]]; f.check != nil {
 			if p := f.check(c, replyPrefix); p != "" {
-				return bad(p)
+				return badField(f, p)
 			}
 		}
 	}

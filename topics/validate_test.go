@@ -220,6 +220,27 @@ func TestDecodeRejectsNullAndEmptyValues(t *testing.T) {
 	}
 }
 
+// Field names the field refused, for callers that word it in their own
+// terms; not one field's refusal has none.
+func TestRejectionField(t *testing.T) {
+	for _, tc := range []struct {
+		value, field string
+	}{
+		{`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":1e9}`, "lease_duration"},
+		{`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":0}`, "lease_duration"}, // Decode's own check
+		{`{"operation":"acquire","lock_name":"a","owner_id":"o","limit":20000}`, "limit"},
+		{`{"operation":"cleanup","lock_name":"*","max_age_seconds":-1}`, "max_age_seconds"},
+		{`{"operation":"acquire","lock_name":"a\u0001","owner_id":"o"}`, "lock_name"},
+		{`{"operation":"frob","lock_name":"a"}`, ""},
+		{`{"operation":"acquire","owner_id":"o","lock_name":"*"}`, ""},
+	} {
+		_, err := Decode([]byte(tc.value), prefix)
+		var r *Rejection
+		require.ErrorAs(t, err, &r, tc.value)
+		require.Equal(t, tc.field, r.Field, "%s: %s", tc.value, r.Message)
+	}
+}
+
 func TestRejectionKeepsReplyTo(t *testing.T) {
 	_, err := Decode([]byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":"x","reply_to":"locks.replies.me"}`), prefix)
 	var r *Rejection

@@ -478,7 +478,7 @@ func (c *cli) precheck(cmd topics.Command) error {
 	if err := topics.Validate(cmd, ""); err != nil {
 		var rej *topics.Rejection
 		if errors.As(err, &rej) {
-			return usageError{c.flagNamed(rej.Message)}
+			return usageError{c.flagNamed(rej)}
 		}
 		return err
 	}
@@ -491,25 +491,18 @@ var flagOf = map[string]string{
 	"extension_duration": "by", "max_age_seconds": "max-age", "limit": "limit",
 }
 
-// flagNamed words a range error of the contract, as "lease_duration 3.6e+09
-// is outside 0.1..86400 seconds", with the flag and its value as given:
-// "--lease 1000000h is outside 0.1..86400 seconds".
-func (c *cli) flagNamed(msg string) string {
-	field, rest, _ := strings.Cut(msg, " ")
-	_, rng, ok := strings.Cut(rest, " is outside ")
-	if !ok {
-		return msg
-	}
+// flagNamed is the contract's refusal led by the flag that set the field
+// refused, as given: "--lease 1000000h: lease_duration 3.6e+09 is outside
+// 0.1..86400 seconds".
+func (c *cli) flagNamed(rej *topics.Rejection) string {
 	given := ""
 	c.fs.Visit(func(f *flag.Flag) {
-		if f.Name == flagOf[field] {
-			given = fmt.Sprintf("--%s %s", f.Name, f.Value)
+		if rej.Field != "" && f.Name == flagOf[rej.Field] {
+			given = fmt.Sprintf("--%s %s: ", f.Name, f.Value)
 		}
 	})
-	if given == "" { // a value lockctl chose, as run's --lock-delay
-		return msg
-	}
-	return given + " is outside " + rng
+	// No flag given: a value lockctl chose, as run's --lock-delay.
+	return given + rej.Message
 }
 
 func metadataOpt(s string) ([]client.AcquireOption, error) {

@@ -137,16 +137,16 @@ func TestUsageErrorMessages(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"acquire", "--lock", "x", "--lease", "1000000h"}, "--lease 1000000h is outside 0.1..86400 seconds"},
-		{[]string{"acquire", "--lock", "x", "--lease", "1ns"}, "--lease 1ns is outside 0.1..86400 seconds"},
-		{[]string{"acquire", "--lock", "x", "--wait", "-1s"}, "--wait -1s is outside 0..3600 seconds"},
+		{[]string{"acquire", "--lock", "x", "--lease", "1000000h"}, "--lease 1000000h: lease_duration 3.6e+09 is outside 0.1..86400 seconds"},
+		{[]string{"acquire", "--lock", "x", "--lease", "1ns"}, "--lease 1ns: lease_duration 1e-09 is outside 0.1..86400 seconds"},
+		{[]string{"acquire", "--lock", "x", "--wait", "-1s"}, "--wait -1s: wait_timeout -1 is outside 0..3600 seconds"},
 		{[]string{"acquire", "--lock", "x", "--lease", "-5"}, "--lease -5 is not positive (leave it out for the default)"},
-		{[]string{"acquire", "--lock", "x", "--limit", "20000"}, "--limit 20000 is outside 1..10000"},
+		{[]string{"acquire", "--lock", "x", "--limit", "20000"}, "--limit 20000: limit 20000 is outside 1..10000"},
 		{[]string{"acquire", "--lock", "x", "--max-hold", "1e300"}, `invalid value "1e300" for flag -max-hold: 1e300 seconds is out of range (at most 9223372036)`},
 		{[]string{"acquire", "--lock", "x", "--frob"}, "flag provided but not defined: -frob"},
 		{[]string{"acquire"}, "--lock is required"},
-		{[]string{"extend", "--lock", "x", "--owner", "o", "--by", "25h"}, "--by 25h is outside 0.1..86400 seconds"},
-		{[]string{"cleanup", "--max-age", "-1"}, "--max-age -1 is outside 0..315360000"},
+		{[]string{"extend", "--lock", "x", "--owner", "o", "--by", "25h"}, "--by 25h: extension_duration 90000 is outside 0.1..86400 seconds"},
+		{[]string{"cleanup", "--max-age", "-1"}, "--max-age -1: max_age_seconds -1 is outside 0..315360000"},
 		{[]string{"run", "--lock", "x", "--grace", "-1", "--", "true"}, "--grace -1 is negative (0 sends SIGKILL at once)"},
 		{[]string{"query", "--lock", "x", "--timeout", "-0.5"}, "--timeout -0.5 is not positive (leave it out for the default)"},
 		// Messages quote values as given, not as parsed.
@@ -154,7 +154,7 @@ func TestUsageErrorMessages(t *testing.T) {
 		{[]string{"acquire", "--lock", "x", "--lease", "0.1ns"}, "--lease 0.1ns is not positive (it rounds to 0; leave it out for the default)"},
 		{[]string{"acquire", "--lock", "x", "--lease", "0e5"}, "--lease 0e5 is not positive (leave it out for the default)"},
 		{[]string{"acquire", "--lock", "x", "--limit", "0x0"}, "--limit 0x0 is not positive (leave it out for the default)"},
-		{[]string{"acquire", "--lock", "x", "--limit", "0x4E20"}, "--limit 0x4E20 is outside 1..10000"},
+		{[]string{"acquire", "--lock", "x", "--limit", "0x4E20"}, "--limit 0x4E20: limit 20000 is outside 1..10000"},
 	} {
 		var out, errOut testlog.Buffer
 		code := run(context.Background(), tc.args, &out, &errOut)
@@ -781,7 +781,7 @@ func TestLockDelayMaxHoldAndRevoke(t *testing.T) {
 
 	r = lockctl(t, "acquire", "--lock", "ctl-delay-bound", "--lock-delay", "61")
 	assert.Equal(t, exitUsage, r.code, r.stderr)
-	assert.Contains(t, r.stderr, "--lock-delay 61 is outside 0..60 seconds")
+	assert.Contains(t, r.stderr, "--lock-delay 61: lock_delay 61 is outside 0..60 seconds")
 }
 
 // The release command acquire prints runs as printed, namespace included.
