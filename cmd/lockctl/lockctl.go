@@ -166,8 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if c.brokers != "" {
 			msg = strings.ReplaceAll(msg, "KAFKA_BOOTSTRAP_SERVERS: ", "--brokers: ")
 		}
-		fmt.Fprintf(stderr, "lockctl: %s: %s\n", where, msg)
-		return exitUsage
+		return c.report(usageError{where + ": " + msg})
 	}
 	c.cfg = cfg
 	// With --timeout <= 0 every deadline would have passed already: lockctl
@@ -178,12 +177,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return c.report(do(ctx, fs.Args()))
 }
 
-// report tells err, unless told already, and returns its exit code. A
-// usage error ends with a hint to the command's flags rather than all of
-// them, which would bury the error.
+// report tells err, unless told already, and returns its exit code. It is
+// one line, however many errors err joins (errors.Join puts each on a line
+// of its own). A usage error ends with a hint to the command's flags rather
+// than all of them, which would bury the error.
 func (c *cli) report(err error) int {
 	if err != nil && !errors.Is(err, errReported) {
-		fmt.Fprintf(c.stderr, "lockctl %s: %v\n", c.cmd, err)
+		fmt.Fprintf(c.stderr, "lockctl %s: %s\n", c.cmd, strings.ReplaceAll(err.Error(), "\n", "; "))
 		if errors.As(err, new(usageError)) {
 			fmt.Fprintf(c.stderr, "run 'lockctl %s -h' for usage\n", c.cmd)
 		}

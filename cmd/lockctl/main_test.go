@@ -149,6 +149,10 @@ func TestUsageErrorMessages(t *testing.T) {
 		{[]string{"cleanup", "--max-age", "-1"}, "--max-age -1: max_age_seconds -1 is outside 0..315360000"},
 		{[]string{"run", "--lock", "x", "--grace", "-1", "--", "true"}, "--grace -1 is negative (0 sends SIGKILL at once)"},
 		{[]string{"query", "--lock", "x", "--timeout", "-0.5"}, "--timeout -0.5 is not positive (leave it out for the default)"},
+		// Every error found, on one line.
+		{[]string{"run", "--grace", "-1", "--", "true"}, "--lock is required; --grace -1 is negative (0 sends SIGKILL at once)"},
+		{[]string{"query", "--lock", "x", "--brokers", "k1:9092,k2:70000"},
+			`environment and --brokers: --brokers: "k1:9092,k2:70000" has "k2:70000", which is not host[:port] with a port of 1..65535`},
 		// Messages quote values as given, not as parsed.
 		{[]string{"query", "--lock", "x", "--timeout", "1e-10"}, "--timeout 1e-10 is not positive (it rounds to 0; leave it out for the default)"},
 		{[]string{"acquire", "--lock", "x", "--lease", "0.1ns"}, "--lease 0.1ns is not positive (it rounds to 0; leave it out for the default)"},
@@ -285,6 +289,15 @@ func TestBrokersFlagStandsForTheVariable(t *testing.T) {
 	code = run(context.Background(), []string{"query", "--lock", "x", "--brokers", "k1:9092,k2:70000"}, &out, &errOut)
 	assert.Equal(t, exitUsage, code, errOut.String())
 	assert.Contains(t, errOut.String(), `--brokers: "k1:9092,k2:70000" has "k2:70000", which is not host[:port]`)
+}
+
+// Every mistake of the environment, on one line naming the command.
+func TestEnvironmentErrors(t *testing.T) {
+	t.Setenv("KAFKA_TLS_ENABLED", "maybe")
+	t.Setenv("KAFKA_SESSION_TIMEOUT", "soon")
+	var out, errOut testlog.Buffer
+	assert.Equal(t, exitUsage, run(context.Background(), []string{"query", "--lock", "x"}, &out, &errOut))
+	assert.Regexp(t, `^lockctl query: environment: [^\n]*KAFKA_SESSION_TIMEOUT[^\n]*; [^\n]*KAFKA_TLS_ENABLED[^\n]*\nrun 'lockctl query -h' for usage\n$`, errOut.String())
 }
 
 func TestAcquireQueryReleaseExitCodes(t *testing.T) {
