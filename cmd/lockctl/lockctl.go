@@ -138,7 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.namespace, "namespace", "", "lock namespace")
 	fs.StringVar(&c.requester, "requester", "", "requester name: replies come on locks.replies.<requester> (default: the subject of\n$LOCKWORKER_TOKEN or $LOCKWORKER_TOKEN_FILE's token, else lockctl)")
 	c.timeout = seconds{d: 10 * time.Second}
-	fs.Var(&c.timeout, "timeout", "how long to wait for lockworker's answer (not counting --wait)")
+	fs.Var(&c.timeout, "timeout", "how long to wait for lockworker's answer (not counting --wait): a `duration` or seconds")
 	fs.BoolVar(&c.json, "json", false, "print events as JSON, one per line")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -169,9 +169,12 @@ func TestUsageErrorMessages(t *testing.T) {
 	assert.Equal(t, exitUsage, run(context.Background(), []string{"frobnicate"}, &out, &errOut))
 	assert.Equal(t, "lockctl: unknown command \"frobnicate\"\nrun 'lockctl help' for usage\n", errOut.String())
 	errOut = testlog.Buffer{}
-	assert.Equal(t, exitOK, run(context.Background(), []string{"acquire", "-h"}, &out, &errOut))
-	assert.Contains(t, errOut.String(), "Usage of lockctl acquire:\n")
-	assert.Contains(t, errOut.String(), "  -lease value\n")
+	assert.Equal(t, exitOK, run(context.Background(), []string{"run", "-h"}, &out, &errOut))
+	assert.Contains(t, errOut.String(), "Usage of lockctl run:\n")
+	// Placeholders that say what a flag takes (its help's `word`).
+	assert.Contains(t, errOut.String(), "  -timeout duration\n")
+	assert.Contains(t, errOut.String(), "  -grace duration\n")
+	assert.Contains(t, errOut.String(), "  -limit N\n")
 }
 
 // --timeout and --grace take plain seconds, as the other duration flags do.

@@ -59,7 +59,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 // addGraceFlag is run's and elect's --grace.
 func addGraceFlag(fs *flag.FlagSet) *seconds {
 	grace := &seconds{d: 10 * time.Second}
-	fs.Var(grace, "grace", "after SIGTERM, how long COMMAND may take to exit before SIGKILL (0: SIGKILL at once)")
+	fs.Var(grace, "grace", "after SIGTERM, how long COMMAND may take to exit before SIGKILL: a `duration` or seconds\n(0: SIGKILL at once)")
 	return grace
 }
 
