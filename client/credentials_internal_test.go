@@ -13,10 +13,17 @@ import (
 	"github.com/omninode/lockworker/internal/auth"
 )
 
-func TestCredentials(t *testing.T) {
+// clearCredentialsEnv empties every variable of Config's credentials for
+// the test, so that its clients do not take those of the environment the
+// tests run in.
+func clearCredentialsEnv(t *testing.T) {
 	for _, v := range []string{EnvToken, EnvTokenFile, EnvSigningKeyFile, EnvTokenAudience, EnvTokenIssuer} {
 		t.Setenv(v, "")
 	}
+}
+
+func TestCredentials(t *testing.T) {
+	clearCredentialsEnv(t)
 	none, err := loadCredentials(Config{})
 	require.NoError(t, err)
 	tok, err := none.token()
@@ -80,9 +87,7 @@ func TestCredentials(t *testing.T) {
 // the tokens a client signs with TokenAudience and TokenIssuer, given in
 // Config or by their environment variables; without them it refuses them.
 func TestSignedTokenAudienceAndIssuer(t *testing.T) {
-	for _, v := range []string{EnvToken, EnvTokenFile, EnvSigningKeyFile, EnvTokenAudience, EnvTokenIssuer} {
-		t.Setenv(v, "")
-	}
+	clearCredentialsEnv(t)
 	secret := filepath.Join(t.TempDir(), "secret")
 	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
 	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret, Audience: "locks.example", Issuer: "billing-ci"})

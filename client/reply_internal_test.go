@@ -17,7 +17,9 @@ import (
 // fakeWorker starts a broker and, in lockworker's place, answers each
 // command on the commands topic with what answer makes of it (nothing when
 // ok is false), so that tests can feed the client replies no worker sends.
-// It returns a client of that broker.
+// It returns a client of that broker. What breaks the stand-in itself (a
+// command it cannot read, a reply it cannot send) fails the test, rather
+// than showing as ErrNoReply after a timeout.
 func fakeWorker(t *testing.T, answer func(cmd topics.Command) (ev topics.Event, ok bool)) *Client {
 	t.Helper()
 	names := topics.DefaultNames()
@@ -35,18 +37,30 @@ func fakeWorker(t *testing.T, answer func(cmd topics.Command) (ev topics.Event, 
 			if ctx.Err() != nil {
 				return
 			}
+			fs.EachError(func(topic string, p int32, err error) {
+				t.Errorf("fake worker: fetching %s[%d]: %v", topic, p, err)
+			})
 			fs.EachRecord(func(r *kgo.Record) {
 				cmd, err := topics.Decode(r.Value, names.ReplyPrefix)
 				if err != nil {
+					t.Errorf("fake worker: decoding a command: %v", err)
 					return
 				}
-				if ev, ok := answer(cmd); ok {
-					ev.RequestID = cmd.RequestID
-					v, err := ev.Encode()
-					if err == nil {
-						cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, nil)
-					}
+				ev, ok := answer(cmd)
+				if !ok {
+					return
 				}
+				ev.RequestID = cmd.RequestID
+				v, err := ev.Encode()
+				if err != nil {
+					t.Errorf("fake worker: encoding %s: %v", ev.Type, err)
+					return
+				}
+				cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, func(_ *kgo.Record, err error) {
+					if err != nil && ctx.Err() == nil { // not the test's end
+						t.Errorf("fake worker: sending %s: %v", ev.Type, err)
+					}
+				})
 			})
 		}
 	}()
@@ -84,6 +98,7 @@ func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
 // and an extension so answered is not confirmed, leaving the lease's
 // keep-alive pace as it was.
 func TestReplyOutsideTheContractsRange(t *testing.T) {
+	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
@@ -120,8 +135,12 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 // sent, with ErrUnauthenticated: the lease and the session it keeps are lost
 // then, with that cause, rather than later at their deadline as if the
 // brokers were unreachable. The worker answers every keep-alive, and the
-// token expires only once both are set up, by the credentials' clock.
+// token expires only once both are set up, by the credentials' clock. The
+// lease (6 s) and TTL (3 s) leave each keep-alive seconds to be answered
+// (two thirds of them) on a loaded machine: a late answer would lose them by
+// their deadline instead.
 func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
+	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	exp := time.Now().Add(time.Hour)
@@ -132,13 +151,13 @@ func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
 	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
 		switch cmd.Operation {
 		case topics.OpAcquire:
-			return granted(cmd, topics.TypeAcquired, 1.5), true
+			return granted(cmd, topics.TypeAcquired, 6), true
 		case topics.OpExtend:
-			return granted(cmd, topics.TypeExtended, 1.5), true
+			return granted(cmd, topics.TypeExtended, 6), true
 		case topics.OpSessionOpen:
-			return sessionEvent(cmd, topics.TypeSessionOpened, 1), true
+			return sessionEvent(cmd, topics.TypeSessionOpened, 3), true
 		case topics.OpSessionKeepAlive:
-			return sessionEvent(cmd, topics.TypeSessionKeptAlive, 1), true
+			return sessionEvent(cmd, topics.TypeSessionKeptAlive, 3), true
 		}
 		return topics.Event{}, false
 	})
@@ -150,9 +169,9 @@ func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
 		}
 		return time.Now()
 	}
-	l, err := c.Acquire(ctx, "job", WithLease(1500*time.Millisecond))
+	l, err := c.Acquire(ctx, "job", WithLease(6*time.Second))
 	require.NoError(t, err)
-	s, err := c.NewSession(ctx, time.Second)
+	s, err := c.NewSession(ctx, 3*time.Second)
 	require.NoError(t, err)
 	expired.Store(true)
 	for what, lost := range map[string]<-chan struct{}{"lease": l.Lost(), "session": s.Lost()} {
