@@ -131,9 +131,10 @@ func OnQueued(fn func(position int)) AcquireOption {
 // Acquire takes the lock name, waiting in the worker's FIFO queue while
 // another owner holds it. It returns when the lock is granted, the wait
 // timeout passes (ErrLockTimeout), or ctx ends. An acquire that is given up
-// (ctx ended, client closed, no reply) sends a release for its owner, which
-// withdraws it from the queue, or releases the lock if it was granted
-// meanwhile, so the worker never holds a lock for nobody. Exceptions, where
+// (ctx ended, client closed, no reply, or a grant refused because its reply
+// breaks the contract) sends a release for its owner, which withdraws it
+// from the queue, or releases the lock if it was granted meanwhile, so the
+// worker never holds a lock for nobody. Exceptions, where
 // the release could end a lease of the same owner: an owner given WithOwner
 // is withdrawn only once the acquire was seen queued, as the owner might
 // hold the lock already; no release is sent while a lease of this client
@@ -225,14 +226,15 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		cmd.WaitTimeout = min(cmd.WaitTimeout, max(time.Until(dl), time.Millisecond).Truncate(time.Millisecond).Seconds())
 	}
 	var l *Lease
-	var withdraw bool // set by exchangeAcquire, also when OnQueued's callback panics
+	var withdraw bool  // set by exchangeAcquire, also when OnQueued's callback panics
+	var refused *int64 // the fencing token of a grant exchangeAcquire refused
 	defer func() {
 		if c.endAcquire(key, l != nil, withdraw) {
 			defer c.withdrawn(key) // even if abandon panics: others wait for it
-			c.abandon(cmd)
+			c.abandon(cmd, refused)
 		}
 	}()
-	l, err = c.exchangeAcquire(octx, cmd, o, &withdraw)
+	l, err = c.exchangeAcquire(octx, cmd, o, &withdraw, &refused)
 	if err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)
 	}
@@ -241,8 +243,10 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 
 // exchangeAcquire sends the acquire cmd and returns the Lease it was granted.
 // *withdraw says, from the moment it changes (an OnQueued callback may
-// panic), whether the acquire, given up then, is to be withdrawn.
-func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acquireOptions, withdraw *bool) (*Lease, error) {
+// panic), whether the acquire, given up then, is to be withdrawn. A grant
+// whose reply breaks the contract is refused as given up, and *refused is
+// its fencing token when the reply names one.
+func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acquireOptions, withdraw *bool, refused **int64) (*Lease, error) {
 	if ctx.Err() != nil {
 		// Not sent, so nothing to withdraw: an acquire given up before its
 		// send could be granted a lease nobody tracks.
@@ -272,15 +276,18 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 	if err != nil {
 		return nil, err
 	}
-	*withdraw = false // answered for good
-	switch ev.Type {
-	case topics.TypeAcquired:
+	if ev.Type == topics.TypeAcquired {
+		// Refused, the grant is held for nobody: *withdraw stays as it was
+		// before the reply, so it is released as if given up then.
 		if ev.LockInfo == nil {
 			return nil, errors.New("lock.acquired without lock_info")
 		}
 		if err := replyLease(ev); err != nil {
+			token := ev.LockInfo.FencingToken
+			*refused = &token
 			return nil, err
 		}
+		*withdraw = false // granted
 		// A grant after waiting was decided long after the send: the lease's
 		// time is measured from the first reply, lock.queued.
 		anchor := ev.OccurredAt.Time
@@ -288,6 +295,9 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 			anchor = queuedAt
 		}
 		return c.newLease(ev, o, sent, anchor), nil
+	}
+	*withdraw = false // answered for good, without a grant
+	switch ev.Type {
 	case topics.TypeRejected:
 		return nil, rejection(ev)
 	case topics.TypeWithdrawn:
@@ -372,12 +382,13 @@ func (c *Client) withdrawn(k acquireKey) {
 
 // abandon withdraws an acquire nobody waits for any more: a release for its
 // owner takes it out of the queue (lock.withdrawn) or ends the lease it was
-// granted meanwhile. The release goes to the same partition as the acquire
+// granted meanwhile, guarded by refused, the fencing token of a grant the
+// acquire refused, when known. The release goes to the same partition as the acquire
 // (same key), so the worker sees it after the acquire. It runs even while
 // the client closes, each round trip bounded by ReplyTimeout. A lease whose
 // release gets no answer is left to end by itself: at its expiry or, in a
 // session, with the session, which may last as long as the client.
-func (c *Client) abandon(acq topics.Command) {
+func (c *Client) abandon(acq topics.Command, refused *int64) {
 	exchange := func(cmd topics.Command) (topics.Event, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReplyTimeout)
 		defer cancel()
@@ -387,6 +398,12 @@ func (c *Client) abandon(acq topics.Command) {
 		rel := c.command(topics.OpRelease, acq.LockName)
 		rel.Namespace, rel.OwnerID, rel.FencingToken = acq.Namespace, acq.OwnerID, token
 		return exchange(rel)
+	}
+	if refused != nil {
+		// The grant is the owner's lease: its token releases it, also
+		// under REQUIRE_FENCING_TOKEN, and no later lease of the owner.
+		_, _ = release(refused)
+		return
 	}
 	ev, err := release(nil)
 	if err != nil || ev.Type != topics.TypeRejected || ev.ErrorCode != topics.CodeInvalidRequest {

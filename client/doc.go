@@ -60,7 +60,9 @@
 // WithOwner given up before it was seen queued, one whose owner holds the
 // lock by a lease of this client (a renewal), and one given up while
 // another acquire of the lock by the same owner is in flight in this client,
-// whose release waits for the last of them.
+// whose release waits for the last of them. A grant refused because its
+// reply breaks the contract is released the same way, by its fencing token
+// when the reply names one.
 //
 // # Sessions
 //

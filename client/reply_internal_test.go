@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,30 +97,68 @@ func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
 // range (0 here, which once panicked the session's keep-alive ticker and
 // made a lease's keep-alive spin) is refused: NewSession and Acquire fail,
 // and an extension so answered is not confirmed, leaving the lease's
-// keep-alive pace as it was.
+// keep-alive pace as it was. A grant so refused, or one without lock_info,
+// is released, not left held for nobody until its lease ends: by its owner
+// and fencing token, or by its owner alone when the reply names no token.
 func TestReplyOutsideTheContractsRange(t *testing.T) {
 	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	var mu sync.Mutex
+	acquired := map[string]string{} // lock -> owner of its acquire
+	released := make(chan topics.Command, 4)
 	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
 		switch cmd.Operation {
 		case topics.OpSessionOpen:
 			return sessionEvent(cmd, topics.TypeSessionOpened, 0), true
 		case topics.OpAcquire:
-			if cmd.LockName == "zero" {
-				return granted(cmd, topics.TypeAcquired, 0), true
+			mu.Lock()
+			acquired[cmd.LockName] = cmd.OwnerID
+			mu.Unlock()
+			switch cmd.LockName {
+			case "zero":
+				ev := granted(cmd, topics.TypeAcquired, 0)
+				ev.LockInfo.FencingToken = 7
+				return ev, true
+			case "bare":
+				ev := granted(cmd, topics.TypeAcquired, 60)
+				ev.LockInfo = nil
+				return ev, true
 			}
 			return granted(cmd, topics.TypeAcquired, 60), true
 		case topics.OpExtend:
 			return granted(cmd, topics.TypeExtended, 0), true
+		case topics.OpRelease:
+			released <- cmd
+			return topics.NewEvent(topics.TypeReleased, cmd.Operation, cmd.RequestID, time.Now()), true
 		}
 		return topics.Event{}, false
 	})
+	release := func(lock string) topics.Command {
+		t.Helper()
+		select {
+		case cmd := <-released:
+			require.Equal(t, lock, cmd.LockName)
+			mu.Lock()
+			defer mu.Unlock()
+			require.Equal(t, acquired[lock], cmd.OwnerID, "the grant's owner")
+			return cmd
+		case <-ctx.Done():
+			t.Fatalf("the refused grant of %q is not released", lock)
+			return topics.Command{}
+		}
+	}
 
 	_, err := c.NewSession(ctx, 10*time.Second)
 	require.ErrorContains(t, err, "session.opened with ttl 0, outside the contract's 1..3600 seconds")
 	_, err = c.Acquire(ctx, "zero")
 	require.ErrorContains(t, err, "lock.acquired with lease_duration 0, outside the contract's 0.1..86400 seconds")
+	rel := release("zero")
+	require.NotNil(t, rel.FencingToken, "guarded by the grant's token, as REQUIRE_FENCING_TOKEN needs")
+	require.EqualValues(t, 7, *rel.FencingToken)
+	_, err = c.Acquire(ctx, "bare")
+	require.ErrorContains(t, err, "lock.acquired without lock_info")
+	require.Nil(t, release("bare").FencingToken, "no token to name")
 
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
