@@ -99,7 +99,8 @@ func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
 // and an extension so answered is not confirmed, leaving the lease's
 // keep-alive pace as it was. A grant so refused, or one without lock_info,
 // is released, not left held for nobody until its lease ends: by its owner
-// and fencing token, or by its owner alone when the reply names no token.
+// and fencing token, or by its owner alone when the reply names no token. A
+// session so opened is closed, so that its ID can be opened again.
 func TestReplyOutsideTheContractsRange(t *testing.T) {
 	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -107,10 +108,14 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	var mu sync.Mutex
 	acquired := map[string]string{} // lock -> owner of its acquire
 	released := make(chan topics.Command, 4)
+	closed := make(chan topics.Command, 1)
 	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
 		switch cmd.Operation {
 		case topics.OpSessionOpen:
 			return sessionEvent(cmd, topics.TypeSessionOpened, 0), true
+		case topics.OpSessionClose:
+			closed <- cmd
+			return sessionEvent(cmd, topics.TypeSessionClosed, 10), true
 		case topics.OpAcquire:
 			mu.Lock()
 			acquired[cmd.LockName] = cmd.OwnerID
@@ -149,8 +154,15 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 		}
 	}
 
-	_, err := c.NewSession(ctx, 10*time.Second)
+	_, err := c.NewSession(ctx, 10*time.Second, WithSessionID("s1"), WithSessionOwner("o1"))
 	require.ErrorContains(t, err, "session.opened with ttl 0, outside the contract's 1..3600 seconds")
+	select {
+	case cmd := <-closed:
+		require.Equal(t, "s1", cmd.SessionID)
+		require.Equal(t, "o1", cmd.OwnerID)
+	case <-ctx.Done():
+		t.Fatal("the refused session is not closed")
+	}
 	_, err = c.Acquire(ctx, "zero")
 	require.ErrorContains(t, err, "lock.acquired with lease_duration 0, outside the contract's 0.1..86400 seconds")
 	rel := release("zero")

@@ -66,7 +66,9 @@ func WithSessionID(id string) SessionOption {
 
 // NewSession opens a session that lives ttl (1 s .. 1 h; 0: the worker's
 // default of 10 s) past each keep-alive, and keeps it alive until Close
-// or the client closes. Errors wrap ErrSessionExists for an ID in use.
+// or the client closes. Errors wrap ErrSessionExists for an ID in use. A
+// session.opened that breaks the contract is refused, and the session it
+// opened closed, best effort.
 func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...SessionOption) (*Session, error) {
 	if err := c.sends(); err != nil {
 		return nil, fmt.Errorf("opening session: %w", err)
@@ -93,13 +95,14 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	if err == nil && ev.Type == topics.TypeRejected {
 		err = rejection(ev)
 	}
-	if err == nil && ev.SessionInfo == nil {
-		err = fmt.Errorf("%s without session_info", ev.Type)
-	}
-	if err == nil {
-		err = replySeconds(ev, "ttl", ev.SessionInfo.TTL, topics.MinSessionTTLSeconds, topics.MaxSessionTTLSeconds)
-	}
 	if err != nil {
+		cancel(err)
+		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
+	}
+	if err := replySession(ev); err != nil {
+		// The worker opened the session, and would keep it until its TTL
+		// ran out, refusing a retry of the same ID (SESSION_EXISTS).
+		s.abandon(ctx)
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
@@ -119,6 +122,22 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		go s.keepAliveLoop()
 	}
 	return s, nil
+}
+
+// replySession checks the session_info of a reply that confirms a session.
+func replySession(ev topics.Event) error {
+	if ev.SessionInfo == nil {
+		return fmt.Errorf("%s without session_info", ev.Type)
+	}
+	return replySeconds(ev, "ttl", ev.SessionInfo.TTL, topics.MinSessionTTLSeconds, topics.MaxSessionTTLSeconds)
+}
+
+// abandon closes, best effort, a session opened for nobody: one round trip,
+// bounded by ReplyTimeout even when ctx has ended.
+func (s *Session) abandon(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.cfg.ReplyTimeout)
+	defer cancel()
+	_, _ = s.c.send(ctx, s.command(topics.OpSessionClose))
 }
 
 // update records an answer that confirmed the session until
