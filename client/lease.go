@@ -21,8 +21,9 @@ import (
 // is kept alive by its session instead, and lost when the session is. It is
 // lost when the worker says it ended (lock.expired, lock.revoked, a
 // lock.released that does not answer its own Release, as when an operator
-// released it, or an extension refused), when its keep-alive cannot send an
-// extension because the token (Config.Token) has expired (the error wraps
+// released it, or an extension refused), when an extension is answered
+// outside the contract (it is then released), when its keep-alive cannot
+// send an extension because the token (Config.Token) has expired (the error wraps
 // ErrUnauthenticated), or when its expiry passes without a confirmed
 // extension (the broker or worker unreachable); Lost is then
 // closed and Context cancelled. Every Lease of one fencing token (an owner
@@ -335,7 +336,9 @@ func (l *Lease) Release(ctx context.Context) error {
 // Extend lengthens the lease by d from its current expiry (the contract's
 // extension_duration; 0: the lease's own duration). A refusal means the lease
 // is gone: it is then lost; except ErrMaxHoldExceeded (past WithMaxHold),
-// which leaves it held until its current expiry.
+// which leaves it held until its current expiry. An answer that breaks the
+// contract (no lock_info, a lease_duration out of range) loses the lease
+// too, with that answer as the cause, and releases it.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -370,17 +373,39 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		}
 		return e
 	}
-	if ev.LockInfo != nil {
-		if err := replyLease(ev); err != nil {
-			return err // not a confirmed extension: the deadline stands
-		}
-		l.mu.Lock()
-		if l.err == nil {
-			l.update(ev, sent, ev.OccurredAt.Time)
-		}
-		l.mu.Unlock()
+	if err := replyExtension(ev); err != nil {
+		// The worker may hold the lease past the client's deadline, and
+		// would answer each retry alike: the lease is lost now, for this
+		// reply, rather than at its deadline for want of an extension, and
+		// released so that the worker does not hold it for nobody.
+		l.lose(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err))
+		l.abandon(ctx)
+		return err
 	}
+	l.mu.Lock()
+	if l.err == nil {
+		l.update(ev, sent, ev.OccurredAt.Time)
+	}
+	l.mu.Unlock()
 	return nil
+}
+
+// replyExtension checks the lock_info of a reply that confirms an
+// extension.
+func replyExtension(ev topics.Event) error {
+	if ev.LockInfo == nil {
+		return fmt.Errorf("%s without lock_info", ev.Type)
+	}
+	return replyLease(ev)
+}
+
+// abandon releases, best effort, a lease lost while the worker may still
+// hold it: one round trip guarded by its token, bounded by ReplyTimeout
+// even when ctx has ended.
+func (l *Lease) abandon(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.cfg.ReplyTimeout)
+	defer cancel()
+	_, _ = l.c.send(ctx, l.command(topics.OpRelease))
 }
 
 // replyLease checks the lease_duration of a reply that confirms a lease.

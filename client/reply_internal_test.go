@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -95,12 +96,14 @@ func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
 
 // A reply whose session ttl or lease_duration is outside the contract's
 // range (0 here, which once panicked the session's keep-alive ticker and
-// made a lease's keep-alive spin) is refused: NewSession and Acquire fail,
-// and an extension so answered is not confirmed, leaving the lease's
-// keep-alive pace as it was. A grant so refused, or one without lock_info,
-// is released, not left held for nobody until its lease ends: by its owner
-// and fencing token, or by its owner alone when the reply names no token. A
-// session so opened is closed, so that its ID can be opened again.
+// made a lease's keep-alive spin), or that lacks its session_info or
+// lock_info, is refused, and what the worker granted by it is given back,
+// not left held for nobody until it runs out. NewSession fails, and closes
+// the session, so that its ID can be opened again. Acquire fails, and
+// releases the grant by its owner and fencing token (by its owner alone when
+// the reply names no token). An extension so answered, by Extend or the
+// keep-alive, loses the lease with the reply as the cause, not later as if
+// no extension had been answered, and releases it.
 func TestReplyOutsideTheContractsRange(t *testing.T) {
 	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -130,9 +133,13 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 				ev.LockInfo = nil
 				return ev, true
 			}
-			return granted(cmd, topics.TypeAcquired, 60), true
+			return granted(cmd, topics.TypeAcquired, cmp.Or(cmd.LeaseDuration, 60)), true
 		case topics.OpExtend:
-			return granted(cmd, topics.TypeExtended, 0), true
+			ev := granted(cmd, topics.TypeExtended, 0)
+			if cmd.LockName == "extended-bare" {
+				ev.LockInfo = nil
+			}
+			return ev, true
 		case topics.OpRelease:
 			released <- cmd
 			return topics.NewEvent(topics.TypeReleased, cmd.Operation, cmd.RequestID, time.Now()), true
@@ -172,14 +179,31 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	require.ErrorContains(t, err, "lock.acquired without lock_info")
 	require.Nil(t, release("bare").FencingToken, "no token to name")
 
-	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	lost := func(l *Lease, cause string) {
+		t.Helper()
+		select {
+		case <-l.Lost():
+		case <-ctx.Done():
+			t.Fatalf("the lease of %q is not lost", l.Name)
+		}
+		require.ErrorIs(t, l.Err(), ErrLeaseLost)
+		require.ErrorContains(t, l.Err(), cause)
+		require.EqualValues(t, 1, *release(l.Name).FencingToken, "guarded by the lease's token")
+	}
+	l, err := c.Acquire(ctx, "extended", WithoutKeepAlive())
 	require.NoError(t, err)
 	err = l.Extend(ctx, time.Minute)
 	require.ErrorContains(t, err, "lock.extended with lease_duration 0")
-	require.NoError(t, l.Err(), "an extension not confirmed leaves the lease to its deadline")
-	l.mu.Lock()
-	require.Equal(t, time.Minute, l.lease, "the keep-alive's pace")
-	l.mu.Unlock()
+	lost(l, "extension answered outside the contract: lock.extended with lease_duration 0")
+	l, err = c.Acquire(ctx, "extended-bare", WithoutKeepAlive())
+	require.NoError(t, err)
+	require.ErrorContains(t, l.Extend(ctx, 0), "lock.extended without lock_info")
+	lost(l, "lock.extended without lock_info")
+
+	// The keep-alive extends at 1.5 s, 3 s before the lease's deadline.
+	l, err = c.Acquire(ctx, "kept", WithLease(4500*time.Millisecond))
+	require.NoError(t, err)
+	lost(l, "extension answered outside the contract: lock.extended with lease_duration 0")
 }
 
 // A static token that expires makes every keep-alive fail before it is
