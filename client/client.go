@@ -203,7 +203,7 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 		// A topic just created may have no leader yet: ask again shortly.
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: listing offsets of reply topic %q: %w", ErrUnreachable, c.replyTopic, errors.Join(err, ctx.Err()))
+			return nil, fmt.Errorf("%w: listing offsets of reply topic %q: %w", ErrUnreachable, c.replyTopic, withContextErr(ctx, err))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

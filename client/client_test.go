@@ -555,7 +555,9 @@ func TestQueryTyped(t *testing.T) {
 }
 
 // NewSubscriber and Client.Subscriber fail like New when no broker answers:
-// with ErrUnreachable and the cause, within the context's deadline.
+// with ErrUnreachable and the cause, within the context's deadline, or the
+// client's RequestTimeout when the context has none, naming the context's
+// end once, on one line.
 func TestSubscriberUnreachable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -573,7 +575,8 @@ func TestSubscriberUnreachable(t *testing.T) {
 	require.NoError(t, err)
 	defer cluster.Close()
 	outage := e2e.NewOutage(t, cluster)
-	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "subscriber-unreachable"})
+	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "subscriber-unreachable",
+		RequestTimeout: time.Second})
 	require.NoError(t, err)
 	defer c.Close()
 	outage.Down(true)
@@ -581,6 +584,43 @@ func TestSubscriberUnreachable(t *testing.T) {
 	defer cancel2()
 	_, err = c.Subscriber(ctx2)
 	assert.ErrorIs(t, err, client.ErrUnreachable)
+
+	// A broker that reads requests and never answers: the ping waits out
+	// its context.
+	outage.Down(false)
+	cluster.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		return nil, nil, true
+	})
+	start = time.Now()
+	_, err = c.Subscriber(context.Background())
+	assert.ErrorIs(t, err, client.ErrUnreachable)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NotContains(t, err.Error(), "\n")
+	assert.Less(t, time.Since(start), 5*time.Second, "RequestTimeout, not DefaultRequestTimeout")
+}
+
+// Client.Subscriber fails with ErrClosed after Close, as the client's other
+// operations do, whether it made its Kafka client (closed then) or was
+// given one (Config.Client, which Close leaves open).
+func TestSubscriberOfAClosedClient(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	defer cluster.Close()
+	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "subscriber-closed"})
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	_, err = c.Subscriber(ctxT(t))
+	require.ErrorIs(t, err, client.ErrClosed)
+
+	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	require.NoError(t, err)
+	defer kc.Close()
+	c, err = client.New(ctxT(t), client.Config{Client: kc, Requester: "subscriber-closed-given"})
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	_, err = c.Subscriber(ctxT(t))
+	require.ErrorIs(t, err, client.ErrClosed)
 }
 
 // Client.Subscriber(FromEnd()) delivers only events published after it

@@ -78,9 +78,23 @@ func ping(ctx context.Context, cl *kgo.Client, brokers []string, timeout time.Du
 	ctx, cancel := withDefaultTimeout(ctx, timeout)
 	defer cancel()
 	if err := cl.Ping(ctx); err != nil {
-		return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, errors.Join(err, ctx.Err()))
+		return fmt.Errorf("%w: %v: %w", ErrUnreachable, brokers, withContextErr(ctx, err))
 	}
 	return nil
+}
+
+// withContextErr is err, or ctx's end when err is nil, naming ctx's end
+// too when it is not already err's cause (kgo may report the last broker's
+// error instead), on one line.
+func withContextErr(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	switch {
+	case err == nil:
+		return cerr
+	case cerr != nil && !errors.Is(err, cerr):
+		return fmt.Errorf("%w (%w)", err, cerr)
+	}
+	return err
 }
 
 // SubscribeOption tunes Client.Subscriber.
@@ -93,13 +107,19 @@ func FromEnd() SubscribeOption {
 }
 
 // Subscriber is NewSubscriber on this client's brokers and connection
-// options; it checks that they answer with the client's own Kafka client.
+// options; it checks that they answer with the client's own Kafka client,
+// within ctx or, when it has no deadline, Config.RequestTimeout. After
+// Close it fails with ErrClosed.
 func (c *Client) Subscriber(ctx context.Context, opts ...SubscribeOption) (*kafkapubsub.Subscriber, error) {
+	if err := c.begin(); err != nil {
+		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
+	}
+	defer c.ops.Done()
 	cfg := SubscriberConfig{Brokers: c.brokers(), KafkaOpts: c.baseOpts}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	if err := ping(ctx, c.prod, cfg.Brokers, DefaultRequestTimeout); err != nil {
+	if err := c.ping(ctx); err != nil {
 		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
 	}
 	return newSubscriber(cfg)
