@@ -90,8 +90,8 @@ type Config struct {
 	// AUTH_AUDIENCE and AUTH_ISSUER, which refuse a token without them.
 	// At most MaxTokenClaimBytes each; ignored with Token, whose claims
 	// are its issuer's. Default: the LOCKWORKER_TOKEN_AUDIENCE and
-	// LOCKWORKER_TOKEN_ISSUER environment variables, else none (no aud,
-	// no iss).
+	// LOCKWORKER_TOKEN_ISSUER environment variables (trimmed of spaces and
+	// newlines, as the workers trim theirs), else none (no aud, no iss).
 	TokenAudience string
 	TokenIssuer   string
 

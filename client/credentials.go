@@ -23,9 +23,15 @@ const (
 )
 
 // MaxTokenClaimBytes bounds Config.TokenAudience and TokenIssuer: with the
-// subject (at most 200 bytes) and a signature they keep a signed token far
-// below the 8 KiB the workers accept.
+// subject (at most 200 bytes) and a signature they keep a signed token
+// below the 8 KiB the workers accept, unless JSON escapes inflate them
+// (each '<', '>', '&' or control character takes 6 bytes), which token
+// checks.
 const MaxTokenClaimBytes = 1024
+
+// maxTokenBytes is the longest token the workers accept
+// (internal/auth.MaxTokenBytes, which the SDK does not import).
+const maxTokenBytes = 8 << 10
 
 // SignedTokenTTL is the lifetime of the tokens a client signs itself
 // (Config.SigningKeyFile); it signs a new one a minute before the last one
@@ -85,7 +91,11 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the signing key: %w", err)
 	}
-	c := &credentials{now: time.Now, aud: cmp.Or(cfg.TokenAudience, os.Getenv(EnvTokenAudience)), iss: cmp.Or(cfg.TokenIssuer, os.Getenv(EnvTokenIssuer))}
+	// Trimmed as the workers trim AUTH_AUDIENCE and AUTH_ISSUER: a value
+	// from a file or Secret often ends in a newline.
+	c := &credentials{now: time.Now,
+		aud: cmp.Or(cfg.TokenAudience, strings.TrimSpace(os.Getenv(EnvTokenAudience))),
+		iss: cmp.Or(cfg.TokenIssuer, strings.TrimSpace(os.Getenv(EnvTokenIssuer)))}
 	for _, f := range []struct{ name, v string }{{"audience", c.aud}, {"issuer", c.iss}} {
 		if len(f.v) > MaxTokenClaimBytes {
 			return nil, fmt.Errorf("token %s is %d bytes, over the limit of %d", f.name, len(f.v), MaxTokenClaimBytes)
@@ -160,6 +170,11 @@ func (c *credentials) token() (string, error) {
 	s, err := jwt.NewWithClaims(c.method, claims).SignedString(c.key)
 	if err != nil {
 		return "", fmt.Errorf("signing a token: %w", err)
+	}
+	if len(s) > maxTokenBytes {
+		// The workers would drop every command unanswered (ErrNoReply).
+		return "", fmt.Errorf("%w: the signed token is %d bytes, over the workers' limit of %d: shorten the token audience or issuer",
+			ErrUnauthenticated, len(s), maxTokenBytes)
 	}
 	c.signed, c.until = "Bearer "+s, until
 	return c.signed, nil

@@ -85,7 +85,9 @@ func TestCredentials(t *testing.T) {
 
 // A worker that checks aud and iss (AUTH_AUDIENCE, AUTH_ISSUER) accepts
 // the tokens a client signs with TokenAudience and TokenIssuer, given in
-// Config or by their environment variables; without them it refuses them.
+// Config or by their environment variables (trimmed, as the worker trims
+// its own); without them it refuses them. A token the claims' JSON escapes
+// carry past the workers' limit is refused before it is sent.
 func TestSignedTokenAudienceAndIssuer(t *testing.T) {
 	clearCredentialsEnv(t)
 	secret := filepath.Join(t.TempDir(), "secret")
@@ -105,11 +107,18 @@ func TestSignedTokenAudienceAndIssuer(t *testing.T) {
 
 	require.ErrorIs(t, verify(Config{SigningKeyFile: secret}), auth.ErrUnauthenticated, "no aud, no iss")
 	require.NoError(t, verify(Config{SigningKeyFile: secret, TokenAudience: "locks.example", TokenIssuer: "billing-ci"}))
-	t.Setenv(EnvTokenAudience, "locks.example")
-	t.Setenv(EnvTokenIssuer, "billing-ci")
+	t.Setenv(EnvTokenAudience, "locks.example\n") // as a Secret's file often ends
+	t.Setenv(EnvTokenIssuer, " billing-ci\n")
 	require.NoError(t, verify(Config{SigningKeyFile: secret}), "from the environment")
 	require.ErrorIs(t, verify(Config{SigningKeyFile: secret, TokenIssuer: "other"}), auth.ErrUnauthenticated, "Config wins")
 
 	_, err = loadCredentials(Config{SigningKeyFile: secret, TokenAudience: strings.Repeat("a", MaxTokenClaimBytes+1)})
 	require.ErrorContains(t, err, "token audience is 1025 bytes, over the limit of 1024")
+
+	require.Equal(t, auth.MaxTokenBytes, maxTokenBytes)
+	c, err := loadCredentials(Config{SigningKeyFile: secret, TokenAudience: strings.Repeat("<", MaxTokenClaimBytes)})
+	require.NoError(t, err, "within the claim limit")
+	_, err = c.token()
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorContains(t, err, "over the workers' limit of 8192: shorten the token audience or issuer")
 }

@@ -32,8 +32,9 @@ var (
 	// requesters share ids.
 	ErrRequestIDConflict = errors.New("request_id used by another requester")
 	// ErrUnauthenticated: the token is unusable. The client fails with it
-	// before sending when the token is not a JWT or has expired (a lease or
-	// session whose keep-alive fails so is lost with it); a token the
+	// before sending when the token is not a JWT or has expired, or one it
+	// signs would be longer than the workers accept (a lease or session
+	// whose keep-alive fails so is lost with it); a token the
 	// workers refuse otherwise gets no answer (they cannot trust its
 	// reply_to), so the command ends with ErrNoReply.
 	ErrUnauthenticated = errors.New("unauthenticated")
