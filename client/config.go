@@ -74,9 +74,12 @@ type Config struct {
 	// Token is the requester token every command carries when the workers
 	// require authentication (AUTH_REQUIRED): a JWT whose subject is the
 	// requester. Default: the LOCKWORKER_TOKEN environment variable, else
-	// the contents of the file LOCKWORKER_TOKEN_FILE. Requester defaults
-	// to its subject, and must equal it: the workers answer a requester
-	// only on its own reply topic.
+	// the contents of the file LOCKWORKER_TOKEN_FILE. The environment's
+	// credentials (those two and LOCKWORKER_SIGNING_KEY_FILE) are read
+	// only when Token and SigningKeyFile are both empty: either one set
+	// turns all three off. Requester defaults to its subject, and must
+	// equal it: the workers answer a requester only on its own reply
+	// topic.
 	Token string
 
 	// SigningKeyFile, instead of Token, is a private key (PEM: Ed25519,
@@ -92,6 +95,10 @@ type Config struct {
 	// are its issuer's. Default: the LOCKWORKER_TOKEN_AUDIENCE and
 	// LOCKWORKER_TOKEN_ISSUER environment variables (trimmed of spaces and
 	// newlines, as the workers trim theirs), else none (no aud, no iss).
+	// Unlike Token and SigningKeyFile, each is taken from the environment
+	// on its own: a Config value overrides its variable, an empty one
+	// takes it, whether the signing key came from Config or the
+	// environment.
 	TokenAudience string
 	TokenIssuer   string
 
