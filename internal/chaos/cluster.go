@@ -282,6 +282,34 @@ func (r *Replica) Err() error {
 	}
 }
 
+// Signal sends sig without waiting for the exit: for a test of how the
+// process answers a signal, or two (Term sends the last and waits, or
+// Exited tells when it is gone). Err, Kill and Term take the exit that
+// follows for an unasked one.
+func (r *Replica) Signal(sig syscall.Signal) error {
+	r.mu.Lock()
+	p := r.p
+	r.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("replica %s is not running", r.Name)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signalling replica %s: %w", r.Name, err)
+	}
+	return nil
+}
+
+// Exited is closed once the process exited; it is nil, which never
+// closes, when no process runs (not started, or stopped by Kill or Term).
+func (r *Replica) Exited() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.p == nil {
+		return nil
+	}
+	return r.p.done
+}
+
 // Kill sends SIGKILL (a crash) and waits for the process to be gone. A
 // process that had exited already is Err's error (ErrExitedUnasked).
 func (r *Replica) Kill() error { return r.stop(syscall.SIGKILL, 0) }

@@ -84,9 +84,7 @@ func TestReplicaErrIsAnExitNobodyAskedFor(t *testing.T) {
 		}
 		opened <- err
 	}()
-	r.mu.Lock()
-	exited := r.p.done
-	r.mu.Unlock()
+	exited := r.Exited()
 	select {
 	case err := <-opened:
 		require.NoError(t, err)
@@ -127,13 +125,30 @@ func TestReplicaStopAfterItExitedIsItsExit(t *testing.T) {
 		require.NoError(t, r.Start())
 		t.Cleanup(func() { _ = r.Kill() })
 		require.NoError(t, r.Ready(ctx))
-		r.mu.Lock()
-		exited := r.p.done
-		r.mu.Unlock()
-		<-exited
+		<-r.Exited()
 		err := stop(r)
 		require.ErrorIs(t, err, ErrExitedUnasked)
 		require.EqualError(t, err, "replica w0 exited unasked (exit status 2)")
 		require.NoError(t, r.Err(), "stopped")
 	}
+}
+
+// A signal Signal sends is answered while nothing waits: the exit that
+// follows is seen on Exited, and a Term after it finds the process gone.
+func TestReplicaSignalDoesNotWait(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := NewReplica("w0", script(t, `trap 'exit 3' USR1; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { _ = r.Kill() })
+	require.NoError(t, r.Ready(ctx))
+	require.NoError(t, r.Signal(syscall.SIGUSR1))
+	select {
+	case <-r.Exited():
+	case <-ctx.Done():
+		t.Fatal("the script did not exit on SIGUSR1")
+	}
+	require.EqualError(t, r.Term(5*time.Second), "replica w0 exited unasked (exit status 3)")
+	require.Nil(t, r.Exited(), "stopped")
+	require.ErrorContains(t, r.Signal(syscall.SIGUSR1), "not running")
 }
