@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"net/http"
-	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -11,11 +9,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/chaos"
-	"github.com/omninode/lockworker/internal/childproc"
-	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
@@ -32,109 +29,91 @@ func TestSignals(t *testing.T) {
 	require.NoError(t, err)
 	url := testdb.NewSchema(t).URL
 
+	// start runs lockworker on kafka, killed at the test's end, and returns
+	// its log. chaos.NewReplica pins LOG_LEVEL=info; these pin what the
+	// assertions need besides, whatever the environment says: JSON lines,
+	// and the classic protocol, whose LeaveGroup "second signal" holds.
+	start := func(t *testing.T, kafka *kfake.Cluster) (*chaos.Replica, *testlog.Buffer) {
+		logs := &testlog.Buffer{}
+		r := chaos.NewReplica("w0", bins[0], []string{"DATABASE_URL=" + url, "KAFKA_BOOTSTRAP_SERVERS=" + kafka.ListenAddrs()[0],
+			"HTTP_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "KAFKA_GROUP_PROTOCOL=classic"}, logs)
+		require.NoError(t, r.Start())
+		t.Cleanup(func() {
+			_ = r.Kill()
+			if t.Failed() {
+				t.Logf("lockworker's output:\n%s", logs)
+			}
+		})
+		return r, logs
+	}
+
 	t.Run("while starting", func(t *testing.T) {
 		// Kafka never answers: Run waits for its topics until it is stopped.
 		// (A refused connection would not do: kgo gives up on it after a
 		// second try, and Run fails on its own.)
 		kafka, _ := externalKafka(t)
-		_, release := kafkatest.HoldFirst(kafka, kmsg.CreateTopics)
+		held, release := kafkatest.HoldFirst(kafka, kmsg.CreateTopics)
 		t.Cleanup(release) // before the broker closes
-		p := startBinary(t, bins[0], url, kafka.ListenAddrs()[0])
-		p.awaitHealth(t, http.StatusServiceUnavailable, "checking the Kafka topics")
-		p.signal(t)
-		require.Equal(t, 0, p.exitCode(t))
-		assert.Contains(t, p.logs.String(), "lockworker stopped while starting")
-		assert.NotContains(t, p.logs.String(), `"level":"error"`)
+		r, logs := start(t, kafka)
+		awaitRequest(t, r, held, "asked for its topics")
+		require.NoError(t, r.Term(runWait), "exit 0")
+		assert.Contains(t, logs.String(), "lockworker stopped while starting")
+		assert.NotContains(t, logs.String(), `"level":"error"`)
 	})
 
 	t.Run("after the drain", func(t *testing.T) {
 		kafka, _ := externalKafka(t)
-		p := startBinary(t, bins[0], url, kafka.ListenAddrs()[0])
-		p.awaitHealth(t, http.StatusOK, "")
-		p.signal(t)
-		require.Equal(t, 0, p.exitCode(t))
-		assert.NotContains(t, p.logs.String(), `"level":"error"`)
+		joined, left := sent(kafka, kmsg.SyncGroup), sent(kafka, kmsg.LeaveGroup)
+		r, logs := start(t, kafka)
+		awaitRequest(t, r, joined, "joined the group")
+		require.NoError(t, r.Term(runWait), "exit 0")
+		select { // the drain's last step
+		case <-left:
+		default:
+			t.Fatal("lockworker exited without leaving the group")
+		}
+		assert.NotContains(t, logs.String(), "lockworker stopped while starting")
+		assert.NotContains(t, logs.String(), `"level":"error"`)
 	})
 
 	t.Run("second signal", func(t *testing.T) {
 		kafka, _ := externalKafka(t)
+		joined := sent(kafka, kmsg.SyncGroup)
 		// The drain ends with leaving the group: held, it lasts until the
-		// second signal.
+		// second signal, or until Close gives up on it (10 s).
 		leaving, release := kafkatest.HoldFirst(kafka, kmsg.LeaveGroup)
 		t.Cleanup(release) // before the broker closes
-		p := startBinary(t, bins[0], url, kafka.ListenAddrs()[0])
-		p.awaitHealth(t, http.StatusOK, "")
-		p.signal(t)
-		select {
-		case <-leaving:
-		case <-p.done:
-			t.Fatalf("lockworker exited (%s) before leaving the group", p.cmd.ProcessState)
-		case <-time.After(runWait):
-			t.Fatalf("lockworker did not leave the group in %s", runWait)
-		}
-		p.signal(t)
-		require.Equal(t, 1, p.exitCode(t))
-		assert.Contains(t, p.logs.String(), "second signal: exiting now")
+		r, logs := start(t, kafka)
+		awaitRequest(t, r, joined, "joined the group")
+		require.NoError(t, r.Signal(syscall.SIGTERM))
+		awaitRequest(t, r, leaving, "left the group")
+		err := r.Term(runWait)
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit)
+		require.Equal(t, 1, exit.ExitCode(), err)
+		assert.Contains(t, logs.String(), "second signal: exiting now")
 	})
 }
 
-// binary is a lockworker process started by startBinary.
-type binary struct {
-	cmd      *exec.Cmd
-	httpAddr string
-	logs     *testlog.Buffer // its stdout and stderr
-	done     chan struct{}   // closed once it exited
+// sent is closed once kafka received a request of key: SyncGroup's says
+// the worker serves (it joins the group once it consumes) and has a member
+// id, so that its drain leaves the group.
+func sent(kafka *kfake.Cluster, key kmsg.Key) <-chan struct{} {
+	seen, release := kafkatest.HoldFirst(kafka, key)
+	release() // nothing held, only seen
+	return seen
 }
 
-// startBinary runs bin on the database at dbURL and Kafka at broker, with
-// HTTP on a free port. It is killed at the test's end, which then logs its
-// output if the test failed.
-func startBinary(t *testing.T, bin, dbURL, broker string) *binary {
-	t.Helper()
-	p := &binary{httpAddr: freeAddr(t), logs: &testlog.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin)
-	childproc.DieWithParent(p.cmd)
-	p.cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "KAFKA_BOOTSTRAP_SERVERS="+broker, "HTTP_ADDR="+p.httpAddr)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	require.NoError(t, p.cmd.Start())
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("lockworker's output:\n%s", p.logs)
-		}
-	})
-	return p
-}
-
-// awaitHealth waits until p's /health answers code with step (what
-// httpapi.Starting says it is doing; "" once it serves).
-func (p *binary) awaitHealth(t *testing.T, code int, step string) {
-	t.Helper()
-	m := &Main{HTTPAddr: p.httpAddr}
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
-		var h httpapi.Health
-		got, body := get(c, m, "/health", &h)
-		assert.Equal(c, code, got, body)
-		assert.Equal(c, step, h.Step, body)
-	}, runWait, 20*time.Millisecond)
-}
-
-// signal sends p a SIGTERM.
-func (p *binary) signal(t *testing.T) {
-	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-}
-
-// exitCode waits for p to exit, at most runWait, and returns its exit code.
-func (p *binary) exitCode(t *testing.T) int {
+// awaitRequest waits until held (kafkatest.HoldFirst's) says r's request
+// reached the broker, what r did then, failing the test if r exits first or
+// runWait passes.
+func awaitRequest(t *testing.T, r *chaos.Replica, held <-chan struct{}, what string) {
 	t.Helper()
 	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
+	case <-held:
+	case <-r.Exited():
+		t.Fatalf("%v before it %s", r.Err(), what)
 	case <-time.After(runWait):
-		t.Fatalf("lockworker still runs %s after the signal", runWait)
-		return 0
+		t.Fatalf("lockworker never %s in %s", what, runWait)
 	}
 }
