@@ -51,17 +51,56 @@ func main() {
 		m.Logger.Warn().Msg("second signal: exiting now")
 		os.Exit(1)
 	}()
-	err := m.Run(ctx)
+	code := m.exitCode(m.Run(ctx), ctx.Err() != nil)
+	m.Close()
+	if code != 0 {
+		os.Exit(code)
+	}
+}
+
+// exitCode logs how Run ended, with err, what it returned, after a signal
+// if signalled, and returns the process's exit code: 0 for a stop a signal
+// asked for, 1 for a failure.
+func (m *Main) exitCode(err error, signalled bool) int {
 	switch {
 	case err == nil:
-	case ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return 0
+	case signalled && errors.Is(err, context.Canceled):
 		// The signal came while Run was starting (waiting for Kafka, say):
-		// the stop asked for, not a failure.
-		m.Logger.Info().Err(err).Msg("lockworker stopped while starting")
+		// the stop asked for, not a failure. But a step that was retrying
+		// (PostgreSQL down: store's "giving up ... (last error: ...)")
+		// says why it had not started, at Warn so that it is seen.
+		ev := m.Logger.Info()
+		if !onlyCanceled(err) {
+			ev = m.Logger.Warn()
+		}
+		var step string
+		if s := m.step.Load(); s != nil {
+			step = *s
+		}
+		ev.Err(err).Str("step", step).Msg("lockworker stopped while starting")
+		return 0
 	default:
 		m.Logger.Error().Err(err).Msg("lockworker stopped")
-		m.Close()
-		os.Exit(1)
+		return 1
 	}
-	m.Close()
+}
+
+// onlyCanceled reports whether every error err wraps, down to those that
+// wrap nothing, is context.Canceled.
+func onlyCanceled(err error) bool {
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if !onlyCanceled(e) {
+				return false
+			}
+		}
+		return true
+	case interface{ Unwrap() error }:
+		if e := u.Unwrap(); e != nil {
+			return onlyCanceled(e)
+		}
+	}
+	return errors.Is(err, context.Canceled) // at a leaf: equal, or its Is says so
 }

@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -16,6 +20,7 @@ import (
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/store"
 )
 
 // TestSignals: the built binary exits 0 on SIGTERM, whether it comes while
@@ -57,7 +62,9 @@ func TestSignals(t *testing.T) {
 		r, logs := start(t, kafka)
 		awaitRequest(t, r, held, "asked for its topics")
 		require.NoError(t, r.Term(runWait), "exit 0")
-		assert.Contains(t, logs.String(), "lockworker stopped while starting")
+		line := logLine(t, logs.String(), "lockworker stopped while starting")
+		assert.Contains(t, line, `"level":"info"`, "Kafka's wait, cut short, is no failure to report")
+		assert.Contains(t, line, `"step":"checking the Kafka topics"`)
 		assert.NotContains(t, logs.String(), `"level":"error"`)
 	})
 
@@ -116,4 +123,43 @@ func awaitRequest(t *testing.T, r *chaos.Replica, held <-chan struct{}, what str
 	case <-time.After(runWait):
 		t.Fatalf("lockworker never %s in %s", what, runWait)
 	}
+}
+
+// A stop while starting that cut short retries of PostgreSQL says why at
+// Warn, with the step: the exit is 0 (asked for), but a replica that never
+// got to serve should not look like a plain stop.
+func TestStopWhileStartingRetryingPostgres(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	st, err := store.Open(ctx, store.Config{URL: testdb.NewSchema(t).URL, MaxConns: 1})
+	require.NoError(t, err)
+	defer st.Close()
+	err = st.InTx(ctx, func(pgx.Tx) error {
+		cancel() // the signal, while the transaction fails and is to be retried
+		return &pgconn.PgError{Code: "40001", Message: "could not serialize access"}
+	})
+	require.ErrorIs(t, err, context.Canceled)
+
+	logs := &testlog.Buffer{}
+	m := NewMain()
+	m.Logger = zerolog.New(logs)
+	m.starting("publishing the first lock states")
+	require.Equal(t, 0, m.exitCode(err, true))
+	line := logLine(t, logs.String(), "lockworker stopped while starting")
+	assert.Contains(t, line, `"level":"warn"`)
+	assert.Contains(t, line, `"step":"publishing the first lock states"`)
+	assert.Contains(t, line, "could not serialize access")
+
+	require.Equal(t, 1, m.exitCode(err, false), "not signalled: a failure")
+}
+
+// logLine is the line of logs that holds msg.
+func logLine(t *testing.T, logs, msg string) string {
+	t.Helper()
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, msg) {
+			return line
+		}
+	}
+	t.Fatalf("no log line says %q", msg)
+	return ""
 }
