@@ -46,7 +46,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 		_, err := owner.Acquire(ctx, lock, sdk.WithSession(s))
 		require.NoError(t, err)
 	}
-	granted := e2e.QueueWaiters(t, ctx, next, locks)
+	granted, failed := e2e.QueueWaiters(t, ctx, next, locks)
 
 	stop()
 	startWith(t, sch.URL, external)
@@ -58,7 +58,7 @@ func TestSessionSurvivesRestart(t *testing.T) {
 
 	expired := newClient(t, brokers[0], "locks.lock.expired.v1")
 	require.NoError(t, owner.Close()) // the owner dies: no close, no keep-alive
-	grantedSoon(t, granted, sessionEnds(t, expired, locks))
+	grantedSoon(t, granted, failed, sessionEnds(t, expired, locks))
 }
 
 // sessionEnds reads, for each of locks, the expires_at that its lease's
@@ -79,7 +79,7 @@ func sessionEnds(t *testing.T, expired *client, locks []string) map[string]time.
 // says within 1 s (ttl + 1 s from the last keep-alive the worker applied),
 // which lockbench measures; a loaded machine stretches the expiry
 // scheduler's pass, so the test allows 3 s, as the client's do.
-func grantedSoon(t *testing.T, granted <-chan *sdk.Lease, ends map[string]time.Time) {
+func grantedSoon(t *testing.T, granted <-chan *sdk.Lease, failed <-chan error, ends map[string]time.Time) {
 	t.Helper()
 	for range ends {
 		select {
@@ -87,6 +87,8 @@ func grantedSoon(t *testing.T, granted <-chan *sdk.Lease, ends map[string]time.T
 			late := l.Info().AcquiredAt.Time.Sub(ends[l.Name])
 			t.Logf("%s granted %s after its session's expiry", l.Name, late.Round(time.Millisecond))
 			require.LessOrEqual(t, late, 3*time.Second, "%s granted late", l.Name)
+		case err := <-failed:
+			t.Fatal(err)
 		case <-time.After(20 * time.Second):
 			t.Fatal("a lock of the dead owner's session was not granted")
 		}
@@ -153,12 +155,12 @@ func TestSessionOwnerSIGKILL(t *testing.T) {
 	next, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Requester: "next"})
 	require.NoError(t, err)
 	defer next.Close()
-	granted := e2e.QueueWaiters(t, ctx, next, ownerLocks)
+	granted, failed := e2e.QueueWaiters(t, ctx, next, ownerLocks)
 
 	expired := newClient(t, addr, "locks.lock.expired.v1")
 	require.NoError(t, owner.Process.Kill()) // SIGKILL
 	_ = owner.Wait()
-	grantedSoon(t, granted, sessionEnds(t, expired, ownerLocks))
+	grantedSoon(t, granted, failed, sessionEnds(t, expired, ownerLocks))
 }
 
 var ownerLocks = []string{"proc-1", "proc-2", "proc-3"}

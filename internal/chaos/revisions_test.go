@@ -47,12 +47,15 @@ func TestRevisionsAcrossBrokerRestart(t *testing.T) {
 	var grants []int64 // the revisions the grants carried, in the order they came
 	opts := []client.AcquireOption{client.WithoutKeepAlive(), client.WithLease(time.Minute)}
 	handOff := func(from *client.Lease, to string) *client.Lease {
-		granted := e2e.QueueWaiters(t, ctx, c, []string{lock}, append(opts, client.WithOwner(to), client.WithWait(time.Minute))...)
+		granted, failed := e2e.QueueWaiters(t, ctx, c, []string{lock}, append(opts, client.WithOwner(to), client.WithWait(time.Minute))...)
 		require.NoError(t, from.Release(ctx))
 		select {
 		case l := <-granted:
 			grants = append(grants, l.Info().Revision)
 			return l
+		case err := <-failed:
+			t.Fatalf("%s was not granted: %v", to, err)
+			return nil
 		case <-ctx.Done():
 			t.Fatalf("%s was not granted: %v", to, ctx.Err())
 			return nil
