@@ -52,14 +52,14 @@ func addAcquireFlags(fs *flag.FlagSet, ownerHelp, leaseHelp, waitHelp, lockDelay
 	fs.Var(&a.lease, "lease", leaseHelp)
 	fs.Var(&a.wait, "wait", waitHelp)
 	addLockDelayFlag(fs, &a.lockDelay, lockDelayDefault)
-	fs.Var(&a.maxHold, "max-hold", "cap on the lease's total hold time: no extension carries it past its grant + this (default: none)")
+	fs.Var(&a.maxHold, "max-hold", "cap on the lease's total hold time (a `duration`): no extension carries it past its grant + this (default: none)")
 	return a
 }
 
 // addLockDelayFlag adds --lock-delay, whose default def describes.
 func addLockDelayFlag(fs *flag.FlagSet, d *seconds, def string) {
 	fs.Var(d, "lock-delay", "after the lease ends otherwise than by a release (expiry, revoke), grant the lock to nobody\n"+
-		"for this long (0..60s; default "+def+").\n"+
+		"for this long (a `duration`, 0..60s; default "+def+").\n"+
 		"A renewal (--owner naming the lease's holder) keeps the lease's own lock-delay: this one\n"+
 		"then does not apply")
 }
@@ -92,8 +92,8 @@ func (c *cli) acquireOptions(a *acquireSpec) ([]client.AcquireOption, error) {
 }
 
 func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	a := addAcquireFlags(fs, ownerHelp, "lease duration (default: the worker's, 30s)",
-		"how long to wait in the queue while another owner holds it (default 0: fail at once)", "0: none")
+	a := addAcquireFlags(fs, ownerHelp, "lease `duration` (default: the worker's, 30s)",
+		"how long to wait in the queue (a `duration`) while another owner holds it (default 0: fail at once)", "0: none")
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("lock", *a.lock), noArgs(args)); err != nil {
 			return err
@@ -151,7 +151,7 @@ func (c *cli) extendFlags(fs *flag.FlagSet) func(context.Context, []string) erro
 	owner := fs.String("owner", "", "owner id holding the lock (required)")
 	token := fs.Int64("token", 0, "fencing token guard (default: no guard)")
 	var by seconds
-	fs.Var(&by, "by", "added to the current expiry (default: the lock's lease duration)")
+	fs.Var(&by, "by", "`duration` added to the current expiry (default: the lock's lease duration)")
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("lock", *lock), requireFlag("owner", *owner), positive("by", by), noArgs(args)); err != nil {
 			return err
@@ -193,7 +193,7 @@ func (c *cli) queryFlags(fs *flag.FlagSet) func(context.Context, []string) error
 func (c *cli) cleanupFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	lock := fs.String("lock", topics.CleanupAll, `lock name, or "*" for every lock`)
 	var maxAge seconds
-	fs.Var(&maxAge, "max-age", "delete released/expired rows idle longer than this (default: the worker's, 1h)")
+	fs.Var(&maxAge, "max-age", "delete released/expired rows idle longer than this `duration` (default: the worker's, 1h)")
 	return func(ctx context.Context, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err

@@ -22,7 +22,7 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		"--grace say now), even while the process leading lives on: never give one id to two live\n"+
 		"processes"+resumeHelp)
 	var lease seconds
-	fs.Var(&lease, "lease", "the leader's lease, renewed every third of it while COMMAND runs: a leader that dies\n"+
+	fs.Var(&lease, "lease", "the leader's lease `duration`, renewed every third of it while COMMAND runs: a leader that dies\n"+
 		"is replaced once its lease has run out and --lock-delay has passed (default: the worker's, 30s)")
 	var lockDelay seconds
 	addLockDelayFlag(fs, &lockDelay, graceLockDelay)

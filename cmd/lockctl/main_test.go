@@ -175,6 +175,11 @@ func TestUsageErrorMessages(t *testing.T) {
 	assert.Contains(t, errOut.String(), "  -timeout duration\n")
 	assert.Contains(t, errOut.String(), "  -grace duration\n")
 	assert.Contains(t, errOut.String(), "  -limit N\n")
+	for _, cmd := range []string{"acquire", "extend", "cleanup", "run", "elect"} {
+		errOut = testlog.Buffer{}
+		assert.Equal(t, exitOK, run(context.Background(), []string{cmd, "-h"}, &out, &errOut))
+		assert.NotContains(t, errOut.String(), " value\n", "lockctl %s -h: every flag says what it takes", cmd)
+	}
 }
 
 // --timeout and --grace take plain seconds, as the other duration flags do.

@@ -21,8 +21,8 @@ import (
 
 // runFlags is `lockctl run`: hold a lock while a command runs.
 func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
-	a := addAcquireFlags(fs, ownerHelp+resumeHelp, "lease duration, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
-		"how long to wait for the lock (default 0: fail at once if held)", graceLockDelay+sharedLockDelay)
+	a := addAcquireFlags(fs, ownerHelp+resumeHelp, "lease `duration`, renewed every third of it while COMMAND runs (default: the worker's, 30s)",
+		"how long to wait for the lock (a `duration`; default 0: fail at once if held)", graceLockDelay+sharedLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
 		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(grace)); err != nil {
