@@ -134,7 +134,7 @@ func TestTryAcquireSaysWhoHoldsIt(t *testing.T) {
 // Context tell it, and the worker agrees.
 func TestLeaseLostWithoutKeepAlive(t *testing.T) {
 	ctx := ctxT(t)
-	expired := env.Watch(env.Names.Expired)
+	expired := env.For(t).Watch(env.Names.Expired)
 	c := newClient(t, "lost")
 	const lease = time.Second
 	start := time.Now()
@@ -208,7 +208,7 @@ func TestReleaseOfLostLeaseReturnsAtOnce(t *testing.T) {
 func TestKeepAlive(t *testing.T) {
 	ctx := ctxT(t)
 	c := newClient(t, "keepalive")
-	replies := env.Watch(c.ReplyTopic())
+	replies := env.For(t).Watch(c.ReplyTopic())
 	const lease = 3 * time.Second // room for a loaded machine: the lease is lost if no extension is confirmed within it
 	l, err := c.Acquire(ctx, "keepalive", client.WithLease(lease))
 	require.NoError(t, err)
@@ -280,7 +280,7 @@ func dropNextProduce(t *testing.T, e *e2e.Env, topic string) *atomic.Int32 {
 // the produce is dropped, from the broker's goroutine: it must not block.
 func dropNextProduceThen(t *testing.T, e *e2e.Env, topic string, then func()) *atomic.Int32 {
 	t.Helper()
-	details, err := kadm.NewClient(e.Producer()).ListTopics(ctxT(t), topic)
+	details, err := kadm.NewClient(e.For(t).Producer()).ListTopics(ctxT(t), topic)
 	require.NoError(t, err)
 	id := details[topic].ID
 	var dropped atomic.Int32
@@ -324,7 +324,7 @@ func dropNextProduceThen(t *testing.T, e *e2e.Env, topic string, then func()) *a
 func TestLostReplyIsRetriedOnce(t *testing.T) {
 	ctx := ctxT(t)
 	lock := uniq("lost-reply")
-	commands := env.Watch(env.Names.Commands)
+	commands := env.For(t).Watch(env.Names.Commands)
 	c := newClient(t, "lost-reply", func(cfg *client.Config) { cfg.ReplyTimeout = 500 * time.Millisecond })
 	dropped := dropNextProduce(t, env, c.ReplyTopic())
 
@@ -364,7 +364,7 @@ func TestCancelWhileQueuedWithdraws(t *testing.T) {
 	ctx := ctxT(t)
 	const lock = "withdraw"
 	a, b, c := newClient(t, "withdraw-a"), newClient(t, "withdraw-b"), newClient(t, "withdraw-c")
-	bReplies := env.Watch(b.ReplyTopic())
+	bReplies := env.For(t).Watch(b.ReplyTopic())
 	la, err := a.Acquire(ctx, lock)
 	require.NoError(t, err)
 
@@ -487,7 +487,7 @@ func TestUnreachableAndNoReply(t *testing.T) {
 	// A commands topic no worker reads: the command is sent, re-sent, and
 	// given up with ErrNoReply.
 	unread := uniq("locks.commands.unread")
-	_, err = kadm.NewClient(env.Producer()).CreateTopic(ctx, 1, -1, nil, unread)
+	_, err = kadm.NewClient(env.For(t).Producer()).CreateTopic(ctx, 1, -1, nil, unread)
 	require.NoError(t, err)
 	c := newClient(t, "noreply", func(cfg *client.Config) {
 		cfg.Topics.Commands = unread
@@ -633,7 +633,7 @@ func TestSubscriberFromEnd(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, l.Release(ctx))
 	// The old acquire's event is on the topic before the subscription starts.
-	env.Watch(env.Names.Acquired).WaitEvent(t, "the old lock.acquired", func(r e2e.Received) bool {
+	env.For(t).Watch(env.Names.Acquired).WaitEvent(t, "the old lock.acquired", func(r e2e.Received) bool {
 		return r.Event.LockInfo != nil && r.Event.LockInfo.LockName == old
 	})
 
@@ -987,7 +987,7 @@ func TestGivenUpCommandDoesNotFailOthers(t *testing.T) {
 	_, err := c.Query(ctx, lock) // the client knows the topic
 	require.NoError(t, err)
 
-	details, err := kadm.NewClient(env.Producer()).ListTopics(ctx, env.Names.Commands)
+	details, err := kadm.NewClient(env.For(t).Producer()).ListTopics(ctx, env.Names.Commands)
 	require.NoError(t, err)
 	id := details[env.Names.Commands].ID
 	var refused atomic.Int32
@@ -1118,7 +1118,7 @@ func TestNewWithoutTheRightToCreateTopics(t *testing.T) {
 			Err: kerr.TopicAuthorizationFailed, Count: -1})
 	}
 	requester := uniq("no-create")
-	_, err := kadm.NewClient(env.Producer()).CreateTopic(ctx, 1, -1, nil, topics.DefaultNames().ReplyTopic(requester))
+	_, err := kadm.NewClient(env.For(t).Producer()).CreateTopic(ctx, 1, -1, nil, topics.DefaultNames().ReplyTopic(requester))
 	require.NoError(t, err, "made by an operator")
 	deny(requester)
 	c := newClient(t, requester)

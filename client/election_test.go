@@ -122,7 +122,7 @@ func TestElectionLeadershipMoves(t *testing.T) {
 	obs.waitToken(t, lb.Token)
 
 	// b's process dies: nothing resigns or extends, the lease runs out.
-	expired := env.Watch(env.Names.Expired)
+	expired := env.For(t).Watch(env.Names.Expired)
 	bLost := make(chan time.Time, 1)
 	go func() { <-lb.Lost(); bLost <- time.Now() }()
 	died := time.Now()

@@ -78,7 +78,7 @@ func TestMaxHoldRefusesTheExtensionPastIt(t *testing.T) {
 func TestRevokeTellsTheHolderAndGrantsTheWaiter(t *testing.T) {
 	ctx := ctxT(t)
 	lock := uniq("revoke")
-	revoked := env.Watch(env.Names.Revoked)
+	revoked := env.For(t).Watch(env.Names.Revoked)
 	a, b, admin := newClient(t, "revoke-a"), newClient(t, "revoke-b"), newClient(t, "revoke-admin")
 	la, err := a.Acquire(ctx, lock, client.WithLease(20*time.Second))
 	require.NoError(t, err)

@@ -70,7 +70,7 @@ func TestSessionOwnerDiesLocksFreeWithinTTL(t *testing.T) {
 		require.Equal(t, s.ID, st.Info.SessionID)
 	}
 
-	replies := env.Watch(owner.ReplyTopic())
+	replies := env.For(t).Watch(owner.ReplyTopic())
 	require.NoError(t, owner.Close()) // no keep-alive from now on, no close
 	// The session ends, and its locks are granted, within ttl + 1 s of the
 	// last keep-alive the worker applied: on the database's clock, from the

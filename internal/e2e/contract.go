@@ -17,6 +17,7 @@ import (
 // ids, lock names and requesters are fixed, so it needs a database and
 // topics of its own.
 func EventRouting(t testing.TB, e *Env, instance string) {
+	e = e.For(t)
 	n := e.Names
 	alice, bob, carol := n.ReplyTopic("alice"), n.ReplyTopic("bob"), n.ReplyTopic("carol")
 	w := e.Watch(alice, bob, carol, n.Acquired, n.Released, n.Expired, n.Revoked, n.DeadLetter)

@@ -24,6 +24,10 @@ import (
 )
 
 // Env is one broker and one schema shared by the workers of a test.
+//
+// Its helpers (StartWorker, Producer, Send, SendRaw, Watch) register their
+// cleanups with T and fail T. A test using an Env it did not create with
+// New(t) — RunMain's shared one — calls them on For(t).
 type Env struct {
 	T       testing.TB
 	Cluster *kfake.Cluster
@@ -50,6 +54,15 @@ func New(t testing.TB, opts ...kfake.Opt) *Env {
 	st := sch.Open(t, store.Config{MaxConns: 8})
 	require.NoError(t, st.Migrate(context.Background()))
 	return &Env{T: t, Cluster: c, Brokers: c.ListenAddrs(), Schema: sch, Store: st, Names: names, Group: "lockworker"}
+}
+
+// For returns a copy of e whose helpers register their cleanups with t and
+// fail t: what they start is closed when t ends, and a failure inside them
+// is t's. It shares e's broker, schema and store; e itself is unchanged.
+func (e *Env) For(t testing.TB) *Env {
+	c := *e
+	c.T = t
+	return &c
 }
 
 // Worker is a running worker with its relay.
@@ -208,6 +221,7 @@ type Watcher struct {
 	mu   sync.Mutex
 	recs []Received
 	cond chan struct{}
+	done chan struct{} // closed once the watcher stopped reading, at its test's end
 }
 
 // Watch starts reading topics (created when missing, so a test can watch a
@@ -216,11 +230,10 @@ func (e *Env) Watch(ts ...string) *Watcher {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.ConsumeTopics(ts...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.AllowAutoTopicCreation(), kgo.MetadataMinAge(100*time.Millisecond))
 	require.NoError(e.T, err)
-	w := &Watcher{cond: make(chan struct{})}
+	w := &Watcher{cond: make(chan struct{}), done: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(w.done)
 		for ctx.Err() == nil {
 			fs := cl.PollFetches(ctx)
 			var got []Received
@@ -238,7 +251,7 @@ func (e *Env) Watch(ts ...string) *Watcher {
 			}
 		}
 	}()
-	e.T.Cleanup(func() { cancel(); cl.Close(); <-done })
+	e.T.Cleanup(func() { cancel(); cl.Close(); <-w.done })
 	return w
 }
 
