@@ -188,12 +188,13 @@ func seconds(s float64) time.Duration {
 }
 
 // replySeconds checks a duration a reply gives, which the contract bounds to
-// lo..hi seconds. A reply outside them (no worker sends one) is refused, as
-// one without its lock_info or session_info is: keep-alives pace themselves
-// by it, and a 0 would make them spin, or panic a ticker.
+// lo..hi seconds, by topics.SecondsProblem. A reply outside them (no worker
+// sends one) is refused, as one without its lock_info or session_info is:
+// keep-alives pace themselves by it, and a 0 would make them spin, or panic
+// a ticker.
 func replySeconds(ev topics.Event, field string, v, lo, hi float64) error {
-	if !(v >= lo && v <= hi) {
-		return fmt.Errorf("%s with %s %g, outside the contract's %g..%g seconds", ev.Type, field, v, lo, hi)
+	if p := topics.SecondsProblem(field, v, lo, hi); p != "" {
+		return fmt.Errorf("%s with %s", ev.Type, p)
 	}
 	return nil
 }

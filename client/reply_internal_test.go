@@ -162,7 +162,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	}
 
 	_, err := c.NewSession(ctx, 10*time.Second, WithSessionID("s1"), WithSessionOwner("o1"))
-	require.ErrorContains(t, err, "session.opened with ttl 0, outside the contract's 1..3600 seconds")
+	require.ErrorContains(t, err, "session.opened with ttl 0 is outside 1..3600 seconds")
 	select {
 	case cmd := <-closed:
 		require.Equal(t, "s1", cmd.SessionID)
@@ -171,7 +171,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 		t.Fatal("the refused session is not closed")
 	}
 	_, err = c.Acquire(ctx, "zero")
-	require.ErrorContains(t, err, "lock.acquired with lease_duration 0, outside the contract's 0.1..86400 seconds")
+	require.ErrorContains(t, err, "lock.acquired with lease_duration 0 is outside 0.1..86400 seconds")
 	rel := release("zero")
 	require.NotNil(t, rel.FencingToken, "guarded by the grant's token, as REQUIRE_FENCING_TOKEN needs")
 	require.EqualValues(t, 7, *rel.FencingToken)
@@ -194,7 +194,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	require.NoError(t, err)
 	err = l.Extend(ctx, time.Minute)
 	require.ErrorContains(t, err, "lock.extended with lease_duration 0")
-	lost(l, "extension answered outside the contract: lock.extended with lease_duration 0")
+	lost(l, "extension answered outside the contract: lock.extended with lease_duration 0 is outside 0.1..86400 seconds")
 	l, err = c.Acquire(ctx, "extended-bare", WithoutKeepAlive())
 	require.NoError(t, err)
 	require.ErrorContains(t, l.Extend(ctx, 0), "lock.extended without lock_info")
@@ -203,7 +203,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	// The keep-alive extends at 1.5 s, 3 s before the lease's deadline.
 	l, err = c.Acquire(ctx, "kept", WithLease(4500*time.Millisecond))
 	require.NoError(t, err)
-	lost(l, "extension answered outside the contract: lock.extended with lease_duration 0")
+	lost(l, "extension answered outside the contract: lock.extended with lease_duration 0 is outside 0.1..86400 seconds")
 }
 
 // A static token that expires makes every keep-alive fail before it is

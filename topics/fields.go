@@ -148,9 +148,9 @@ func (f field) zero(c *Command) bool {
 
 // Ranges of the positive fields, for their messages.
 var (
-	leaseRange = fmt.Sprintf("%g..%d seconds", MinLeaseSeconds, MaxLeaseSeconds)
+	leaseRange = secondsRange(MinLeaseSeconds, MaxLeaseSeconds)
 	limitRange = fmt.Sprintf("1..%d", MaxLimit)
-	ttlRange   = fmt.Sprintf("%d..%d seconds", MinSessionTTLSeconds, MaxSessionTTLSeconds)
+	ttlRange   = secondsRange(MinSessionTTLSeconds, MaxSessionTTLSeconds)
 )
 
 // fieldIndex finds a row of fields by name.
@@ -247,14 +247,32 @@ func checkMetadata(c Command, _ string) string {
 	return ""
 }
 
-// secondsProblem judges a duration in seconds; 0 means "not given" when
-// zeroIsDefault.
-func secondsProblem(name string, v, lo, hi float64, zeroIsDefault bool) string {
-	if (v != 0 || !zeroIsDefault) && !inRange(v, lo, hi) {
-		return fmt.Sprintf("%s %s is outside %g..%g seconds", name, seconds(v), lo, hi)
+// SecondsProblem judges v, a duration in seconds of the field named field,
+// against the contract's range for it, lo..hi seconds (both included; NaN
+// is outside): "" within it, else the message saying so, as a rejection's
+// error_message words it ("ttl 0.5 is outside 1..3600 seconds"). Commands
+// are judged by it (where 0 means "not given", before it); the client
+// judges by it the durations that replies give, with the same bounds
+// (MinLeaseSeconds..MaxLeaseSeconds for lease_duration,
+// MinSessionTTLSeconds..MaxSessionTTLSeconds for ttl).
+func SecondsProblem(field string, v, lo, hi float64) string {
+	if inRange(v, lo, hi) {
+		return ""
 	}
-	return ""
+	return fmt.Sprintf("%s %s is outside %s", field, seconds(v), secondsRange(lo, hi))
 }
+
+// secondsProblem is SecondsProblem for a command's field, where 0 means
+// "not given" when zeroIsDefault.
+func secondsProblem(name string, v, lo, hi float64, zeroIsDefault bool) string {
+	if v == 0 && zeroIsDefault {
+		return ""
+	}
+	return SecondsProblem(name, v, lo, hi)
+}
+
+// secondsRange words a range of seconds for a message.
+func secondsRange(lo, hi float64) string { return fmt.Sprintf("%g..%g seconds", lo, hi) }
 
 // seconds quotes a number of seconds for an error message; one read past
 // float64's range (±Inf) is not quoted as what it was read as.

@@ -349,6 +349,42 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// SecondsProblem is the range rule of commands' durations, and the
+// client's for replies': bounds included, 0 not read as "not given", NaN
+// and values past float64's range outside; its wording is error_message's.
+func TestSecondsProblem(t *testing.T) {
+	cases := []struct {
+		v    float64
+		want string // "": within
+	}{
+		{MinLeaseSeconds, ""},
+		{60, ""},
+		{MaxLeaseSeconds, ""},
+		{0, "lease_duration 0 is outside 0.1..86400 seconds"},
+		{math.Copysign(0, -1), "lease_duration -0 is outside 0.1..86400 seconds"},
+		{0.09, "lease_duration 0.09 is outside 0.1..86400 seconds"},
+		{86400.5, "lease_duration 86400.5 is outside 0.1..86400 seconds"},
+		{math.NaN(), "lease_duration NaN is outside 0.1..86400 seconds"},
+		{math.Inf(1), "lease_duration past a float64's range is outside 0.1..86400 seconds"},
+	}
+	for _, tc := range cases {
+		require.Equal(t, tc.want, SecondsProblem("lease_duration", tc.v, MinLeaseSeconds, MaxLeaseSeconds), "%v", tc.v)
+	}
+	require.Equal(t, "ttl 0.5 is outside 1..3600 seconds", SecondsProblem("ttl", 0.5, MinSessionTTLSeconds, MaxSessionTTLSeconds))
+
+	// A 0 written in a command is judged by Decode, with the same range.
+	for value, want := range map[string]string{
+		`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":0}`:   "lease_duration 0 is outside 0.1..86400 seconds",
+		`{"operation":"session_open","session_id":"s","owner_id":"o","ttl":0}`:        "ttl 0 is outside 1..3600 seconds",
+		`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":1e6}`: "lease_duration 1e+06 is outside 0.1..86400 seconds",
+	} {
+		_, err := Decode([]byte(value), prefix)
+		var r *Rejection
+		require.ErrorAs(t, err, &r, value)
+		require.Equal(t, want, r.Message, value)
+	}
+}
+
 func TestEventRoundTrip(t *testing.T) {
 	ev := NewEvent(TypeAcquired, OpAcquire, "r1", mustTime(t, "2026-01-02T03:04:05.123456789Z"))
 	ev.LockInfo = &LockInfo{LockName: "a", Status: StatusAcquired, FencingToken: 9}
