@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/omninode/lockworker/outbox"
 )
@@ -67,20 +66,18 @@ func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 // statsMaxAge is how long one read of LockStats answers scrapes: the read
 // counts whole tables (100,000 leases, 50,000 waiters and 20,000 sessions:
 // about 30 ms and 2,500 buffers), so more scrapers, or a shorter scrape
-// interval, must not read more often. The scrapes that come while a read
-// runs share its outcome, an error too.
+// interval, must not read more often. A failed read is not kept: the next
+// scrape reads again.
 const statsMaxAge = 10 * time.Second
 
 // dbCollector reports LockStats read at most once per statsMaxAge.
 type dbCollector struct {
 	read    func(context.Context) (LockStats, error)
 	timeout time.Duration
-	// now and joined are for tests: joined, when set, runs once a scrape
-	// has joined the read in flight (or begun one).
-	now    func() time.Time
-	joined func()
+	now     func() time.Time // for tests
 
-	reads  singleflight.Group
+	// mu is held across a read: /metrics serves one scrape at a time
+	// (httpapi), so nothing waits on it there.
 	mu     sync.Mutex
 	stats  LockStats
 	readAt time.Time // when the last successful read began; zero: none
@@ -94,39 +91,22 @@ func newDBCollector(pool *pgxpool.Pool, timeout time.Duration) *dbCollector {
 }
 
 // lockStats returns the last successful read while it is younger than
-// statsMaxAge, else the outcome of a new read, or of the one in flight.
+// statsMaxAge, else reads again.
 func (c *dbCollector) lockStats() (LockStats, error) {
-	if s, ok := c.cached(); ok {
-		return s, nil
-	}
-	ch := c.reads.DoChan("", func() (any, error) {
-		if s, ok := c.cached(); ok { // a read ended since
-			return s, nil
-		}
-		at := c.now()
-		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-		defer cancel()
-		s, err := c.read(ctx)
-		if err != nil {
-			return LockStats{}, err
-		}
-		c.mu.Lock()
-		c.stats, c.readAt = s, at
-		c.mu.Unlock()
-		return s, nil
-	})
-	if c.joined != nil {
-		c.joined()
-	}
-	r := <-ch
-	return r.Val.(LockStats), r.Err
-}
-
-// cached returns the last successful read if it is younger than statsMaxAge.
-func (c *dbCollector) cached() (LockStats, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.stats, !c.readAt.IsZero() && c.now().Sub(c.readAt) < statsMaxAge
+	now := c.now()
+	if !c.readAt.IsZero() && now.Sub(c.readAt) < statsMaxAge {
+		return c.stats, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	s, err := c.read(ctx)
+	if err != nil {
+		return LockStats{}, err
+	}
+	c.stats, c.readAt = s, now
+	return s, nil
 }
 
 var (
