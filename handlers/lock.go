@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"time"
 
@@ -715,7 +714,7 @@ func (a *applier) apply(ctx context.Context, s *lockState, effs []rules.Effect) 
 			p := a.event(topics.TypeRejected, r, e.Info)
 			p.ev.ErrorCode, p.ev.ErrorMessage = e.Code, e.Message
 			if e.Code == topics.CodeLockHeld {
-				s := math.Round(e.RetryAfter.Seconds()*1000) / 1000
+				s := float64((e.RetryAfter+time.Millisecond-1)/time.Millisecond) / 1000 // up to the wire's milliseconds: never early
 				p.ev.RetryAfterSeconds = &s
 			}
 			a.reply(p)
