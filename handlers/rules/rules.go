@@ -286,13 +286,36 @@ func (l *Lock) holder(owner string) int {
 	return slices.IndexFunc(l.Holders, func(h Holder) bool { return h.Owner == owner })
 }
 
-// compatible reports whether a request of mode could hold the lock beside
-// its holders.
-func (l *Lock) compatible(mode Mode) bool {
-	if mode == Shared {
-		return !slices.ContainsFunc(l.Holders, func(h Holder) bool { return h.Mode == Exclusive })
+// counts is a lock's holders as compatibility sees them: how many, and how
+// many of them are exclusive.
+type counts struct{ n, x int }
+
+func (c *counts) add(m Mode, d int) {
+	c.n += d
+	if m == Exclusive {
+		c.x += d
 	}
-	return len(l.Holders) < l.Limit
+}
+
+// fits reports whether a request of mode could hold a lock of limit beside
+// holders c: exclusive, when there are fewer than limit of them; shared,
+// when none of them is exclusive.
+func (c counts) fits(mode Mode, limit int) bool {
+	if mode == Shared {
+		return c.x == 0
+	}
+	return c.n < limit
+}
+
+// compatible reports whether a request of mode could hold the lock beside
+// its holders. Only a shared request looks for an exclusive holder, and
+// only for one: fits asks whether there is any, not how many.
+func (l *Lock) compatible(mode Mode) bool {
+	c := counts{n: len(l.Holders)}
+	if mode == Shared && slices.ContainsFunc(l.Holders, func(h Holder) bool { return h.Mode == Exclusive }) {
+		c.x = 1
+	}
+	return c.fits(mode, l.Limit)
 }
 
 // Info is the lock as it is now: its newest lease in force, or the lease
@@ -658,14 +681,9 @@ func (l *Lock) placeAt(r Request) time.Time {
 	if !all {
 		return last
 	}
-	n, x := 0, 0 // the holders, and the exclusive ones among them
-	take := func(m Mode, d int) {
-		n += d
-		if m == Exclusive {
-			x += d
-		}
-	}
-	fits := func(m Mode) bool { return m == Shared && x == 0 || m == Exclusive && n < l.Limit }
+	var c counts
+	take := c.add
+	fits := func(m Mode) bool { return c.fits(m, l.Limit) }
 	for _, h := range hs {
 		take(h.Mode, 1)
 	}
