@@ -50,6 +50,7 @@
 package rules
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -381,15 +382,23 @@ func (l *Lock) EndLease(i int, s Status) Holder {
 	l.Holders = slices.Delete(l.Holders, i, i+1)
 	l.Ended, l.EndedStatus = &h, s
 	if s != Released && h.LockDelay > 0 {
-		end := l.Now
-		if s == Expired && h.ExpiresAt.Before(end) && h.ExpiresAt.After(h.AcquiredAt) {
-			end = h.ExpiresAt
-		}
-		if until := end.Add(seconds(h.LockDelay)); until.After(l.Now) && until.After(l.DelayUntil) { // not one passed already
+		if until := h.delayEnd(s, l.Now); until.After(l.Now) && until.After(l.DelayUntil) { // not one passed already
 			l.DelayUntil = until
 		}
 	}
 	return h
+}
+
+// delayEnd is the end of the lock-delay h starts when its lease, seen
+// ending as s at seen, ends otherwise than by its holder's release: the
+// delay runs from an expired lease's expires_at (or its session's), however
+// late the expiry is seen, else from seen.
+func (h Holder) delayEnd(s Status, seen time.Time) time.Time {
+	end := seen
+	if s == Expired && h.ExpiresAt.Before(end) && h.ExpiresAt.After(h.AcquiredAt) {
+		end = h.ExpiresAt
+	}
+	return end.Add(seconds(h.LockDelay))
 }
 
 // delayed reports whether the lock is in a lock-delay now, clearing one
@@ -644,8 +653,8 @@ func (l *Lock) limitMismatch(r Request) Effect {
 	return l.refuse(CodeLimitMismatch, fmt.Sprintf("lock %q has limit %d, the acquire asked for %d", r.Key, l.Limit, r.Limit))
 }
 
-// lockHeld refuses an acquire that would have to wait. RetryAfter is
-// until the acquire could be granted (placeAt), never negative.
+// lockHeld refuses an acquire that would have to wait, RetryAfter until
+// it could be granted (retryAfter).
 func (l *Lock) lockHeld(r Request) Effect {
 	owner := l.Info().Holder.Owner
 	e := l.refuse(CodeLockHeld, fmt.Sprintf("lock %q is held by %q", r.Key, owner))
@@ -653,83 +662,118 @@ func (l *Lock) lockHeld(r Request) Effect {
 		e.Message = fmt.Sprintf("lock %q grants nothing until %s: the lock-delay of a lease that ended without its holder's release",
 			r.Key, l.DelayUntil.UTC().Format(time.RFC3339Nano))
 	}
-	// A session's lease past its session's expiry, its end not seen yet,
-	// still holds: its end is due now.
-	e.RetryAfter = max(l.placeAt(r).Sub(l.Now), 0)
+	e.RetryAfter = l.retryAfter(r)
 	return e
 }
 
-// placeAt is when r could be granted if the leases now held ended at their
-// expiry and no command came: nothing is granted before the lock-delay
-// ends; the live waiters ahead of r are served first, in order, as the
-// leases end or their waits do, and a waiter granted is taken to hold on
-// (its lease has not begun). When that never makes room for r, or not all
-// the waiters ahead are loaded, it is when the last lease now held ends
-// (or the delay, if later): never later than that, never before the
-// leases in r's way have ended.
-func (l *Lock) placeAt(r Request) time.Time {
-	start := l.Now
+// retryAfter is how long until r could be granted if no other command
+// came, never more than the cap: when every lease now held has ended and
+// every lock-delay too, the lock's and those the leases start.
+//
+// The leases now held end at their expiry (a session's with its session),
+// each starting its lock-delay as EndLease does; nothing is granted before
+// a delay ends. The live waiters are served in order whenever the one at
+// the front fits, and a waiter granted holds on (its lease has not begun);
+// a wait ends at its deadline, or with its session. Only the front's end
+// changes who is served next: a wait behind it that ends first is passed
+// over when it reaches the front. r is served at its owner's wait while
+// that waits in r's mode (in the other mode it is granted there and r is
+// not: the cap), else after every waiter; the cap when that is never, or
+// when r would be reached only past the waiters loaded. A session past its
+// expiry, its end not seen yet, ends now: its lease, then its lock-delay
+// begins (from the session's expiry), and its wait.
+//
+// The cost: the holders sorted by expiry, then one step per lease, wait or
+// delay that ends; the waiters are read in place (with the limit at its
+// 10,000, Head holds 10,016 of them).
+func (l *Lock) retryAfter(r Request) time.Duration {
+	type lease struct {
+		mode       Mode
+		end, until time.Duration // from Now: its expiry, the end of the lock-delay it starts
+	}
+	var delay time.Duration // nothing is granted before
 	if l.delayed() {
-		start = l.DelayUntil
+		delay = l.DelayUntil.Sub(l.Now)
 	}
-	hs := slices.SortedFunc(slices.Values(l.Holders), func(a, b Holder) int { return a.ExpiresAt.Compare(b.ExpiresAt) })
-	last := start
-	if len(hs) > 0 && hs[len(hs)-1].ExpiresAt.After(last) {
-		last = hs[len(hs)-1].ExpiresAt
-	}
-	ahead, all := l.ahead(r)
-	if !all {
-		return last
-	}
+	last := delay // the cap
 	var c counts
-	take := c.add
-	fits := func(m Mode) bool { return c.fits(m, l.Limit) }
-	for _, h := range hs {
-		take(h.Mode, 1)
+	hs := make([]lease, len(l.Holders))
+	for i, h := range l.Holders {
+		seen := h.ExpiresAt
+		if seen.Before(l.Now) {
+			seen = l.Now
+		}
+		hs[i] = lease{mode: h.Mode, end: h.ExpiresAt.Sub(l.Now), until: h.delayEnd(Expired, seen).Sub(l.Now)}
+		last = max(last, hs[i].end, hs[i].until)
+		c.add(h.Mode, 1)
 	}
-	for t := start; ; {
-		for len(hs) > 0 && !hs[0].ExpiresAt.After(t) {
-			take(hs[0].Mode, -1)
-			hs = hs[1:]
+	slices.SortFunc(hs, func(a, b lease) int { return cmp.Compare(a.end, b.end) })
+	ws, all := l.queue()
+	mine := -1 // r's owner's wait, in ws
+	if l.Mine != nil {
+		mine = slices.IndexFunc(ws, func(w Waiter) bool { return w.ID == l.Mine.ID })
+	}
+	ends := func(w *Waiter) time.Duration { // the wait, from Now
+		if w.Session != "" && w.SessionExpires.Before(w.Deadline) {
+			return w.SessionExpires.Sub(l.Now)
 		}
-		ahead = slices.DeleteFunc(ahead, func(w Waiter) bool { return !w.Deadline.After(t) })
-		for len(ahead) > 0 && fits(ahead[0].Mode) {
-			take(ahead[0].Mode, 1)
-			ahead = ahead[1:]
+		return w.Deadline.Sub(l.Now)
+	}
+	for t := time.Duration(0); ; {
+		for ; len(hs) > 0 && hs[0].end <= t; hs = hs[1:] {
+			c.add(hs[0].mode, -1)
+			delay = max(delay, hs[0].until)
 		}
-		if len(ahead) == 0 && fits(r.Mode) {
-			return t
-		}
-		if len(hs) == 0 {
-			return last
-		}
-		// The next lease to end, or wait ahead, whichever comes first.
-		t = hs[0].ExpiresAt
-		for _, w := range ahead {
-			if w.Deadline.Before(t) {
-				t = w.Deadline
+		if t >= delay {
+			for ; len(ws) > 0; ws = ws[1:] {
+				w := &ws[0]
+				switch {
+				case ends(w) <= t:
+					mine-- // passed over (r's owner's wait too: r then comes last)
+					continue
+				case !c.fits(w.Mode, l.Limit):
+				case mine == 0 && w.Mode == r.Mode:
+					return t
+				case mine == 0:
+					return last
+				default:
+					c.add(w.Mode, 1)
+					mine--
+					continue
+				}
+				break
+			}
+			switch {
+			case len(ws) > 0:
+			case !all:
+				return last
+			case c.fits(r.Mode, l.Limit):
+				return t
 			}
 		}
+		// The next moment anything may change: a lease or the delay ends,
+		// or the wait at the front.
+		next := last
+		if len(hs) > 0 {
+			next = min(next, hs[0].end)
+		}
+		if t < delay {
+			next = min(next, delay)
+		} else if len(ws) > 0 {
+			next = min(next, ends(&ws[0]))
+		}
+		if next <= t {
+			return last
+		}
+		t = next
 	}
 }
 
-// ahead is the live waiters ahead of r, as far as they are loaded, and
-// whether they are all of them. The owner's own wait is not ahead of it
-// (r asks again in its place) unless it waits in the other mode: it is then
-// granted there, in that mode, first.
-func (l *Lock) ahead(r Request) (ws []Waiter, all bool) {
+// queue is the live waiters in order, as far as they are loaded (Head,
+// read in place), and whether they are all of them.
+func (l *Lock) queue() (ws []Waiter, all bool) {
 	l.fill() // a hand-off in a lock-delay loads no Head
-	mine := l.Mine != nil && l.Mine.Deadline.After(l.Now)
-	for _, w := range l.Head {
-		if mine && w.ID >= l.Mine.ID {
-			if w.ID == l.Mine.ID && w.Mode != r.Mode {
-				ws = append(ws, w)
-			}
-			return ws, true
-		}
-		ws = append(ws, w)
-	}
-	return ws, l.More == nil || !mine && len(ws) == l.live()
+	return l.Head, l.More == nil || len(l.Head) == l.live()
 }
 
 func (l *Lock) refuse(code, msg string) Effect {
