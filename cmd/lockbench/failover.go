@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -93,14 +92,13 @@ func (f *replicaFaults) kill(c *faultCounts, r *chaos.Replica) error {
 // the caller starts it again.
 func (f *replicaFaults) term(c *faultCounts, r *chaos.Replica, grace time.Duration) error {
 	err := r.Term(grace)
-	var exit *exec.ExitError
 	switch {
 	case err == nil:
 		c.SIGTERMs++
 		return nil
 	case errors.Is(err, chaos.ErrExitedUnasked): // gone before the signal
 		c.ExitedUnasked++
-	case errors.As(err, &exit): // a non-zero exit after the signal, or killed after grace
+	case errors.Is(err, chaos.ErrUncleanStop): // a non-zero exit after the signal, or killed after grace
 		c.SIGTERMs++
 		c.UncleanStops++
 	default:

@@ -99,12 +99,20 @@ func (p *proc) exitedUnasked(what string) error {
 	return fmt.Errorf("%s %w (%s)", what, ErrExitedUnasked, p.status())
 }
 
+// ErrUncleanStop is a stop that did not end in a clean exit: an exit
+// status other than 0 after a signal other than SIGKILL (a failed drain),
+// or a process killed because it did not exit within the grace.
+var ErrUncleanStop = errors.New("unclean stop")
+
 // stop sends sig and waits for the process to exit: for ever if grace is
 // 0, else up to grace, then it kills it and waits. An exit status other
 // than 0 after a signal other than SIGKILL (a failed drain) is an error,
-// as is an exit after grace (both wrap Wait's *exec.ExitError), and so is
-// a process that had exited already (ErrExitedUnasked); what names the
-// process in errors.
+// as is a kill after grace (both ErrUncleanStop, with Wait's error), and so
+// is a process that had exited already (ErrExitedUnasked); what names the
+// process in errors. A process that exits just as grace ends, before the
+// kill reaches it, is judged by its exit status as one that exited within
+// grace: exit status 0 is a clean stop. Which came first is a matter of
+// microseconds, and the kill did not cut its drain short.
 func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error {
 	select {
 	case <-p.done:
@@ -126,7 +134,10 @@ func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error 
 		case <-t.C:
 			_ = p.cmd.Process.Kill()
 			<-p.done
-			return fmt.Errorf("%s did not stop within %s, so it was killed: %w", what, grace, p.err)
+			if killed(p.cmd.ProcessState) {
+				return fmt.Errorf("%s did not stop within %s, so it was killed: %w (%w)", what, grace, p.err, ErrUncleanStop)
+			}
+			// It exited as grace ended, before the kill: its status says how.
 		}
 	}
 	<-p.done
@@ -134,9 +145,15 @@ func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error 
 		return nil // its exit status says no more than that it was killed
 	}
 	if p.err != nil {
-		return fmt.Errorf("%s after %s: %w", what, sigName(sig), p.err)
+		return fmt.Errorf("%s after %s: %w (%w)", what, sigName(sig), p.err, ErrUncleanStop)
 	}
 	return nil
+}
+
+// killed says whether the exited process died of SIGKILL.
+func killed(ps *os.ProcessState) bool {
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 func sigName(sig syscall.Signal) string {
@@ -315,9 +332,9 @@ func (r *Replica) Exited() <-chan struct{} {
 func (r *Replica) Kill() error { return r.stop(syscall.SIGKILL, 0) }
 
 // Term sends SIGTERM (a clean stop) and waits up to grace for the process
-// to exit before killing it; an exit after grace or with a status other
-// than 0 (a failed drain) is an error, as is a process that had exited
-// already (Err's, ErrExitedUnasked).
+// to exit before killing it; a kill after grace or an exit with a status
+// other than 0 (a failed drain) is ErrUncleanStop, and a process that had
+// exited already is Err's error (ErrExitedUnasked).
 func (r *Replica) Term(grace time.Duration) error { return r.stop(syscall.SIGTERM, grace) }
 
 func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {

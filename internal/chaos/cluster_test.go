@@ -46,12 +46,14 @@ func TestReplicaTermIsAnErrorIfTheDrainFails(t *testing.T) {
 	require.NoError(t, r.Start())
 	t.Cleanup(func() { _ = r.Kill() })
 	require.NoError(t, r.Ready(ctx))
-	require.ErrorContains(t, r.Term(5*time.Second), "exit status 1")
+	err := r.Term(5 * time.Second)
+	require.EqualError(t, err, "replica w0 after SIGTERM: exit status 1 (unclean stop)")
+	require.ErrorIs(t, err, ErrUncleanStop)
 	require.NoError(t, r.Err(), "an exit Term asked for is not Err's")
 }
 
-// A drain that outlasts Term's grace is killed, and that is an error of
-// the exit (an *exec.ExitError), as a failed drain is.
+// A drain that outlasts Term's grace is killed, and that is an unclean
+// stop, as a failed drain is, with the exit's error.
 func TestReplicaTermKillsAfterGrace(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -60,9 +62,35 @@ func TestReplicaTermKillsAfterGrace(t *testing.T) {
 	t.Cleanup(func() { _ = r.Kill() })
 	require.NoError(t, r.Ready(ctx))
 	err := r.Term(300 * time.Millisecond)
-	require.EqualError(t, err, "replica w0 did not stop within 300ms, so it was killed: signal: killed")
+	require.EqualError(t, err, "replica w0 did not stop within 300ms, so it was killed: signal: killed (unclean stop)")
+	require.ErrorIs(t, err, ErrUncleanStop)
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit)
+}
+
+// A replica that exits as Term's grace ends, before the kill reaches it,
+// is judged by its exit status: 0 is a clean stop, another an unclean one,
+// not a kill. On SIGTERM the script exits at once, but a child of its
+// holds its output open, so the exit is seen only after the grace.
+func TestReplicaTermExitAtGraceIsJudgedByItsStatus(t *testing.T) {
+	for _, c := range []struct {
+		status string
+		want   string
+	}{{"0", ""}, {"1", "replica w0 after SIGTERM: exit status 1 (unclean stop)"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r := NewReplica("w0", script(t, `trap 'sleep 1 >&2 & exit `+c.status+`' TERM; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
+		require.NoError(t, r.Start())
+		t.Cleanup(func() { _ = r.Kill() })
+		require.NoError(t, r.Ready(ctx))
+		err := r.Term(300 * time.Millisecond)
+		if c.want == "" {
+			require.NoError(t, err, "exit status 0")
+			continue
+		}
+		require.EqualError(t, err, c.want)
+		require.ErrorIs(t, err, ErrUncleanStop)
+	}
 }
 
 func TestReplicaErrIsAnExitNobodyAskedFor(t *testing.T) {
