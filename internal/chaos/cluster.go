@@ -142,6 +142,11 @@ func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error 
 	}
 	<-p.done
 	if sig == syscall.SIGKILL {
+		if !killed(p.cmd.ProcessState) {
+			// It had exited but was not yet reaped: the signal found it
+			// still there, and did nothing.
+			return p.exitedUnasked(what)
+		}
 		return nil // its exit status says no more than that it was killed
 	}
 	if p.err != nil {
@@ -328,7 +333,10 @@ func (r *Replica) Exited() <-chan struct{} {
 }
 
 // Kill sends SIGKILL (a crash) and waits for the process to be gone. A
-// process that had exited already is Err's error (ErrExitedUnasked).
+// process that had exited already is Err's error (ErrExitedUnasked), also
+// one that exited just before the signal, which its exit status tells
+// (only a SIGKILL from elsewhere, such as the OOM killer, looks like
+// Kill's).
 func (r *Replica) Kill() error { return r.stop(syscall.SIGKILL, 0) }
 
 // Term sends SIGTERM (a clean stop) and waits up to grace for the process

@@ -2,9 +2,11 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -159,6 +161,31 @@ func TestReplicaStopAfterItExitedIsItsExit(t *testing.T) {
 		require.EqualError(t, err, "replica w0 exited unasked (exit status 2)")
 		require.NoError(t, r.Err(), "stopped")
 	}
+}
+
+// A replica that exited but is not yet reaped (a child of its holds its
+// output open) takes Kill's signal without effect: Kill says it exited
+// unasked, with its exit status, not that it killed it.
+func TestReplicaKillAfterAnExitNotYetSeenIsItsExit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := NewReplica("w0", script(t, consuming+`sleep 2 >&2 & exit 2`), nil, nil)
+	require.NoError(t, r.Start())
+	t.Cleanup(func() { _ = r.Kill() })
+	require.NoError(t, r.Ready(ctx))
+	stat := fmt.Sprintf("/proc/%d/stat", r.p.cmd.Process.Pid)
+	require.Eventually(t, func() bool { // a zombie: exited, not reaped
+		b, err := os.ReadFile(stat)
+		return err == nil && strings.Contains(string(b), ") Z ")
+	}, 10*time.Second, 10*time.Millisecond)
+	select {
+	case <-r.Exited():
+		t.Fatal("reaped already: the child did not hold the output")
+	default:
+	}
+	err := r.Kill()
+	require.ErrorIs(t, err, ErrExitedUnasked)
+	require.EqualError(t, err, "replica w0 exited unasked (exit status 2)")
 }
 
 // A signal Signal sends is answered while nothing waits: the exit that
