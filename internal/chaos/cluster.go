@@ -105,7 +105,9 @@ func (p *proc) exitedUnasked(what string) error {
 var ErrUncleanStop = errors.New("unclean stop")
 
 // stop sends sig and waits for the process to exit: for ever if grace is
-// 0, else up to grace, then it kills it and waits. An exit status other
+// 0 (and sig is not SIGKILL), else up to grace, then it kills it and
+// waits; after a SIGKILL it waits up to killWait and then gives up with an
+// error that wraps neither sentinel. An exit status other
 // than 0 after a signal other than SIGKILL (a failed drain) is an error,
 // as is a kill after grace (both ErrUncleanStop, with Wait's error), and so
 // is a process that had exited already (ErrExitedUnasked); what names the
@@ -133,15 +135,19 @@ func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error 
 		case <-p.done:
 		case <-t.C:
 			_ = p.cmd.Process.Kill()
-			<-p.done
+			if err := p.waitKilled(what); err != nil {
+				return err
+			}
 			if killed(p.cmd.ProcessState) {
 				return fmt.Errorf("%s did not stop within %s, so it was killed: %w (%w)", what, grace, p.err, ErrUncleanStop)
 			}
 			// It exited as grace ended, before the kill: its status says how.
 		}
 	}
-	<-p.done
 	if sig == syscall.SIGKILL {
+		if err := p.waitKilled(what); err != nil {
+			return err
+		}
 		if !killed(p.cmd.ProcessState) {
 			// It had exited but was not yet reaped: the signal found it
 			// still there, and did nothing.
@@ -149,10 +155,31 @@ func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error 
 		}
 		return nil // its exit status says no more than that it was killed
 	}
+	<-p.done
 	if p.err != nil {
 		return fmt.Errorf("%s after %s: %w (%w)", what, sigName(sig), p.err, ErrUncleanStop)
 	}
 	return nil
+}
+
+// killWait is how long stop waits for a process to be seen gone after it
+// sent SIGKILL.
+var killWait = 30 * time.Second
+
+// waitKilled waits up to killWait for the process stop sent SIGKILL to be
+// seen gone: its exit is seen once its output pipe closes, which a child
+// of its holding the pipe, or the process stuck in the kernel (D state),
+// would put off for ever.
+func (p *proc) waitKilled(what string) error {
+	t := time.NewTimer(killWait)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%s was sent SIGKILL and not seen gone within %s: its output is still open (a child of its holds it, or it is stuck in the kernel)",
+			what, killWait)
+	}
 }
 
 // killed says whether the exited process died of SIGKILL.

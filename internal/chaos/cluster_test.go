@@ -188,6 +188,38 @@ func TestReplicaKillAfterAnExitNotYetSeenIsItsExit(t *testing.T) {
 	require.EqualError(t, err, "replica w0 exited unasked (exit status 2)")
 }
 
+// A process whose exit is not seen after SIGKILL (a child of its holds its
+// output open) does not block Kill or Term for ever: they give up after
+// killWait with an error of their own.
+func TestReplicaStopGivesUpOnAKilledProcessNotSeenGone(t *testing.T) {
+	defer func(w time.Duration) { killWait = w }(killWait)
+	killWait = 300 * time.Millisecond
+	for _, c := range []struct {
+		stop func(r *Replica) error
+		want string
+	}{
+		{(*Replica).Kill, "replica w0 was sent SIGKILL and not seen gone within 300ms"},
+		{func(r *Replica) error { return r.Term(100 * time.Millisecond) }, "replica w0 was sent SIGKILL and not seen gone within 300ms"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r := NewReplica("w0", script(t, `trap '' TERM; sleep 3 >&2 & `+consuming+`while :; do sleep 0.1; done`), nil, nil)
+		require.NoError(t, r.Start())
+		t.Cleanup(func() { _ = r.Kill() })
+		require.NoError(t, r.Ready(ctx))
+		done := make(chan error, 1)
+		go func() { done <- c.stop(r) }()
+		select {
+		case err := <-done:
+			require.ErrorContains(t, err, c.want)
+			require.NotErrorIs(t, err, ErrUncleanStop)
+			require.NotErrorIs(t, err, ErrExitedUnasked)
+		case <-time.After(2 * time.Second):
+			t.Fatal("the stop waited on")
+		}
+	}
+}
+
 // A signal Signal sends is answered while nothing waits: the exit that
 // follows is seen on Exited, and a Term after it finds the process gone.
 func TestReplicaSignalDoesNotWait(t *testing.T) {
