@@ -313,19 +313,18 @@ func (r *Replica) Ready(ctx context.Context) error {
 // Err is an error if the process exited without Kill or Term asking it to
 // (a panic, a fatal error): nobody else would notice until a stop found it
 // gone. Kill and Term return the same error for a process already gone.
-// It is ErrExitedUnasked with the exit status. Err is not to be called
-// while a Kill or Term of the replica is under way (nothing does): the
-// exit that one asked for would look unasked.
+// It is ErrExitedUnasked with the exit status.
 func (r *Replica) Err() error {
+	// The look is made under the lock: a stop forgets the process under it
+	// before it signals, so the exit a stop asks for is never Err's.
 	r.mu.Lock()
-	p := r.p
-	r.mu.Unlock()
-	if p == nil {
+	defer r.mu.Unlock()
+	if r.p == nil {
 		return nil
 	}
 	select {
-	case <-p.done:
-		return p.exitedUnasked("replica " + r.Name)
+	case <-r.p.done:
+		return r.p.exitedUnasked("replica " + r.Name)
 	default:
 		return nil
 	}
