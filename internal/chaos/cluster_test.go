@@ -118,10 +118,16 @@ func TestReplicaErrIsAnExitNobodyAskedFor(t *testing.T) {
 	select {
 	case err := <-opened:
 		require.NoError(t, err)
+	case <-exited:
+		t.Fatalf("the script exited before it read the FIFO: %v", r.Err())
 	case <-ctx.Done():
 		t.Fatal("the script never read the FIFO")
 	}
-	<-exited
+	select {
+	case <-exited:
+	case <-ctx.Done():
+		t.Fatal("the script did not exit after it read the FIFO")
+	}
 	require.ErrorContains(t, r.Err(), "exit status 2")
 }
 
@@ -159,7 +165,6 @@ func TestReplicaStopAfterItExitedIsItsExit(t *testing.T) {
 		err := stop(r)
 		require.ErrorIs(t, err, ErrExitedUnasked)
 		require.EqualError(t, err, "replica w0 exited unasked (exit status 2)")
-		require.NoError(t, r.Err(), "stopped")
 	}
 }
 
