@@ -64,17 +64,54 @@ type faultCounts struct {
 	// fault had stopped (a panic, a fatal error): after each fault every
 	// replica is looked at, and a fault's stop finds one gone.
 	ExitedUnasked int `json:"exited_unasked"`
+	// FailedStarts is how many times a replica started again (after a fault
+	// or an exit) exited, or was not ready within a minute, before it
+	// consumed; it is started again, up to five times in all.
+	FailedStarts int `json:"failed_starts"`
 }
 
 // replicaFaults stops replicas as a phase's faults and counts in a
 // faultCounts what they do wrong (an unclean stop, an exit nobody asked
 // for): that is a result, not an error, and the run goes on. Its errors are
 // lockbench's: a signal that could not be sent, a replica that could not be
-// started again.
+// started again in five tries.
 type replicaFaults struct {
+	ctx      context.Context // the run's
 	replicas []*chaos.Replica
-	restart  func(*chaos.Replica) error // starts a stopped replica and waits until it is ready
-	progress func(string, ...any)
+	// readyWithin is how long a started replica has to be ready, retryPause
+	// the pause between a failed start and the next.
+	readyWithin, retryPause time.Duration
+	progress                func(string, ...any)
+}
+
+// restart starts a stopped replica again and waits until it is ready, as a
+// supervisor would: a start that fails (it exits before it is ready, as
+// with PostgreSQL out of connections on a shared machine, or is not ready
+// within readyWithin) is counted in c and tried again, five tries in all.
+func (f *replicaFaults) restart(c *faultCounts, r *chaos.Replica) error {
+	var err error
+	for try := 1; try <= 5; try++ {
+		if err = r.Start(); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(f.ctx, f.readyWithin)
+		err = r.Ready(rctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		_ = r.Kill() // its error is err
+		if f.ctx.Err() != nil {
+			return err
+		}
+		c.FailedStarts++
+		if try == 5 {
+			break
+		}
+		f.progress("failover: %v; counted, and it starts again", err)
+		time.Sleep(f.retryPause)
+	}
+	return fmt.Errorf("%w (five starts failed)", err)
 }
 
 // kill SIGKILLs r; the caller starts it again.
@@ -109,8 +146,12 @@ func (f *replicaFaults) term(c *faultCounts, r *chaos.Replica, grace time.Durati
 }
 
 // checkExits looks at every replica after a fault: one that exited
-// although no fault stopped it is counted and started again.
-func (f *replicaFaults) checkExits(c *faultCounts) error {
+// although no fault stopped it is counted and started again. After a
+// restart it waits pause, the pause the phase leaves after each fault, so
+// that the rebalance the restart causes is over before the next fault and
+// is not charged to it.
+func (f *replicaFaults) checkExits(c *faultCounts, pause time.Duration) error {
+	restarted := false
 	for _, r := range f.replicas {
 		err := r.Err()
 		if err == nil {
@@ -119,9 +160,13 @@ func (f *replicaFaults) checkExits(c *faultCounts) error {
 		c.ExitedUnasked++
 		f.progress("failover: %v; counted, and it starts again", err)
 		_ = r.Kill() // forgets the exited process: its error is err
-		if err := f.restart(r); err != nil {
+		if err := f.restart(c, r); err != nil {
 			return err
 		}
+		restarted = true
+	}
+	if restarted {
+		time.Sleep(pause)
 	}
 	return nil
 }
@@ -190,11 +235,6 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 			return nil, err
 		}
 	}
-	ready := func(r *chaos.Replica) error {
-		rctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		return r.Ready(rctx)
-	}
 
 	load, err := chaos.StartLoad(ctx, chaos.LoadConfig{Brokers: []string{broker.Addr}, Partitions: partitions, LocksPerPartition: 2})
 	if err != nil {
@@ -211,24 +251,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	settle := session + 4*time.Second // a crash's partitions are back within session + 2 s, goal
 	time.Sleep(3 * time.Second)       // warm
 
-	// restart starts a replica again, as a supervisor would when it exits
-	// at start (PostgreSQL out of connections on a shared machine).
-	restart := func(r *chaos.Replica) error {
-		var err error
-		for range 5 {
-			if err = r.Start(); err != nil {
-				return err
-			}
-			if err = ready(r); err == nil {
-				return nil
-			}
-			progress("failover: %v; starting it again", err)
-			_ = r.Kill()
-			time.Sleep(time.Second)
-		}
-		return err
-	}
-	faults := &replicaFaults{replicas: replicas, restart: restart, progress: progress}
+	faults := &replicaFaults{ctx: ctx, replicas: replicas, readyWithin: time.Minute, retryPause: time.Second, progress: progress}
 	// Each phase's windows: from a second before each fault (commands in
 	// flight when it struck count too) to the next fault. Their stats are
 	// taken once every command is answered.
@@ -239,7 +262,9 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		counts  faultCounts
 	}
 	var runs []*phaseRun
-	phase := func(fault string, times int, each func(i int, c *faultCounts) error) error {
+	// phase strikes times faults, each, and after each waits pause, then
+	// restarts a replica that exited unasked (and waits pause again).
+	phase := func(fault string, times int, pause time.Duration, each func(i int, c *faultCounts) error) error {
 		pr := &phaseRun{fault: fault, times: times}
 		if times > 0 {
 			runs = append(runs, pr)
@@ -251,7 +276,8 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 			w := chaos.Window{From: time.Now().Add(-time.Second)}
 			err := each(i, &pr.counts)
 			if err == nil {
-				err = faults.checkExits(&pr.counts)
+				time.Sleep(pause)
+				err = faults.checkExits(&pr.counts, pause)
 			}
 			if err != nil {
 				return fmt.Errorf("%s %d: %w", fault, i+1, err)
@@ -276,48 +302,39 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
 	}
 	killFrom := time.Now()
-	if err := phase("SIGKILL one of three", fc.Kills, func(i int, c *faultCounts) error {
+	if err := phase("SIGKILL one of three", fc.Kills, settle, func(i int, c *faultCounts) error {
 		r := replicas[i%len(replicas)]
 		if err := faults.kill(c, r); err != nil {
 			return err
 		}
 		time.Sleep(time.Second)
-		if err := restart(r); err != nil {
-			return err
-		}
-		time.Sleep(settle)
-		return nil
+		return faults.restart(c, r)
 	}); err != nil {
 		finish()
 		return res, err
 	}
 	killTo := time.Now()
-	if err := phase("SIGTERM one of three", fc.Terms, func(i int, c *faultCounts) error {
+	if err := phase("SIGTERM one of three", fc.Terms, 3*time.Second, func(i int, c *faultCounts) error {
 		r := replicas[i%len(replicas)]
 		if err := faults.term(c, r, 30*time.Second); err != nil {
 			return err
 		}
 		time.Sleep(time.Second)
-		if err := restart(r); err != nil {
-			return err
-		}
-		time.Sleep(3 * time.Second)
-		return nil
+		return faults.restart(c, r)
 	}); err != nil {
 		finish()
 		return res, err
 	}
-	if err := phase("rolling restart of all three", fc.Rolls, func(_ int, c *faultCounts) error {
+	if err := phase("rolling restart of all three", fc.Rolls, 2*time.Second, func(_ int, c *faultCounts) error {
 		for _, r := range replicas {
 			if err := faults.term(c, r, 30*time.Second); err != nil {
 				return err
 			}
-			if err := restart(r); err != nil {
+			if err := faults.restart(c, r); err != nil {
 				return err
 			}
 			time.Sleep(2 * time.Second)
 		}
-		time.Sleep(2 * time.Second)
 		return nil
 	}); err != nil {
 		finish()
@@ -337,7 +354,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 // failoverGoals are the goals of issue 11 for the failover scenario.
 func (r *Report) failoverGoals(f *FailoverResult) {
 	limit := f.SessionTimeoutMS + 2000
-	exitedUnasked := 0
+	exitedUnasked, failedStarts := 0, 0
 	for _, p := range f.Phases {
 		exitsZero := func(what string) {
 			r.countGoal("failover", what, "all", p.SIGTERMs-p.UncleanStops, fmt.Sprintf(" of %d", p.SIGTERMs), p.UncleanStops == 0, p.SIGTERMs > 0)
@@ -353,10 +370,12 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 			exitsZero("rolling restart: SIGTERM exits 0")
 		}
 		exitedUnasked += p.ExitedUnasked
+		failedStarts += p.FailedStarts
 	}
 	r.goal("failover", "lock.expired after takeover (orphaned leases)", "<= 1,000 ms", f.ExpiredAfterMS, " ms", f.ExpiredAfterMS <= 1000, f.Orphaned > 0)
 	r.goal("failover", "unanswered commands", "0", float64(f.Unanswered), fmt.Sprintf(" of %s", fmtNum(float64(f.Commands))), f.Unanswered == 0, true)
 	r.countGoal("failover", "replicas exited unasked (crashed between faults)", "0", exitedUnasked, "", exitedUnasked == 0, len(f.Phases) > 0)
+	r.countGoal("failover", "replica starts that failed (exited or not ready)", "0", failedStarts, "", failedStarts == 0, len(f.Phases) > 0)
 	r.goal("failover", "contract (no double holder, tokens rise, one answer)", "kept", 0, "", f.ContractViolation == "", true)
 	r.Goals[len(r.Goals)-1].Measured = map[bool]string{true: "kept", false: "BROKEN"}[f.ContractViolation == ""]
 }
@@ -373,15 +392,15 @@ func (r *Report) countGoal(scenario, what, target string, n int, unit string, ok
 func (f *FailoverResult) print(p func(string, ...any)) {
 	p("\nfailover: %d replicas (child processes) on a devkafka process, %d partitions; session timeout %.0f ms, heartbeat %.0f ms, static membership %v\n",
 		f.Replicas, f.Partitions, f.SessionTimeoutMS, f.HeartbeatMS, f.Static)
-	p("  %-30s %6s %10s %11s %10s %8s %9s %18s %14s %15s\n", "fault", "times", "commands", "unanswered", "worst ms", "p99 ms", "over 1 s", "corrected p99 ms",
-		"unclean stops", "exited unasked")
+	p("  %-30s %6s %10s %11s %10s %8s %9s %18s %14s %15s %14s\n", "fault", "times", "commands", "unanswered", "worst ms", "p99 ms", "over 1 s", "corrected p99 ms",
+		"unclean stops", "exited unasked", "failed starts")
 	for _, x := range f.Phases {
 		unclean := "-" // no SIGTERM to stop uncleanly
 		if x.SIGTERMs > 0 {
 			unclean = fmt.Sprintf("%d of %d", x.UncleanStops, x.SIGTERMs)
 		}
-		p("  %-30s %6d %10d %11d %10.0f %8.0f %9d %18.0f %14s %15d\n", x.Fault, x.Times, x.Commands, x.Unanswered, x.WorstMS, x.P99MS, x.OverSecond, x.CorrectedP99MS,
-			unclean, x.ExitedUnasked)
+		p("  %-30s %6d %10d %11d %10.0f %8.0f %9d %18.0f %14s %15d %14d\n", x.Fault, x.Times, x.Commands, x.Unanswered, x.WorstMS, x.P99MS, x.OverSecond, x.CorrectedP99MS,
+			unclean, x.ExitedUnasked, x.FailedStarts)
 	}
 	p("  leases that ended while their partition had no owner: %d; worst lock.expired after takeover %.0f ms\n", f.Orphaned, f.ExpiredAfterMS)
 	p("  all: %d commands, %d unanswered, %d resends\n", f.Commands, f.Unanswered, f.Resends)

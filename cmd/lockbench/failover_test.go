@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,12 +34,18 @@ func testFaults(t *testing.T, replicas ...*chaos.Replica) (*replicaFaults, *[]st
 		require.NoError(t, r.Ready(ctx))
 	}
 	var said []string
-	return &replicaFaults{replicas: replicas, restart: func(r *chaos.Replica) error {
-		if err := r.Start(); err != nil {
-			return err
-		}
-		return r.Ready(ctx)
-	}, progress: func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) }}, &said
+	return &replicaFaults{ctx: ctx, replicas: replicas, readyWithin: 10 * time.Second, retryPause: 10 * time.Millisecond,
+		progress: func(format string, args ...any) { said = append(said, fmt.Sprintf(format, args...)) }}, &said
+}
+
+// exited waits until r's process is gone.
+func exited(t *testing.T, r *chaos.Replica) {
+	t.Helper()
+	select {
+	case <-r.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("replica %s did not exit", r.Name)
+	}
 }
 
 const loop = `while :; do sleep 0.1; done`
@@ -54,13 +61,12 @@ func TestFailoverCountsUncleanStops(t *testing.T) {
 	var c faultCounts
 	for _, r := range []*chaos.Replica{clean, failed, hung} {
 		require.NoError(t, f.term(&c, r, time.Second))
-		require.NoError(t, r.Err(), "stopped")
 	}
 	require.Equal(t, faultCounts{SIGTERMs: 3, UncleanStops: 2}, c)
 	require.Len(t, *said, 2)
 	require.Contains(t, (*said)[0], "replica failed after SIGTERM: exit status 1")
 	require.Contains(t, (*said)[1], "replica hung did not stop within 1s")
-	require.NoError(t, f.restart(failed), "it starts again")
+	require.NoError(t, f.restart(&c, failed), "it starts again")
 }
 
 // A replica that exited with no fault asking is counted and started again
@@ -76,8 +82,8 @@ func TestFailoverCountsExitsUnasked(t *testing.T) {
 	crashed := shReplica(t, "crashed", once("crashed"))
 	f, said := testFaults(t, running, crashed)
 	var c faultCounts
-	require.Eventually(t, func() bool { return crashed.Err() != nil }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, f.checkExits(&c))
+	exited(t, crashed)
+	require.NoError(t, f.checkExits(&c, 0))
 	require.Equal(t, faultCounts{ExitedUnasked: 1}, c)
 	require.Contains(t, (*said)[0], "replica crashed exited unasked (exit status 2)")
 	require.NoError(t, crashed.Err(), "started again")
@@ -88,11 +94,65 @@ func TestFailoverCountsExitsUnasked(t *testing.T) {
 		func(r *chaos.Replica) error { return f.term(&c, r, time.Second) },
 	} {
 		r := shReplica(t, "gone", once(fmt.Sprint("gone", c.ExitedUnasked)))
-		require.Eventually(t, func() bool { return r.Err() != nil }, 10*time.Second, 10*time.Millisecond)
+		exited(t, r)
 		require.NoError(t, stop(r))
-		require.NoError(t, f.restart(r), "started again")
+		require.NoError(t, f.restart(&c, r), "started again")
 	}
 	require.Equal(t, faultCounts{ExitedUnasked: 3}, c, "not a SIGTERM")
+}
+
+// A replica that exits before it is ready when started again is counted
+// as a failed start and started again, five tries in all; the fifth
+// failure ends the run.
+func TestFailoverCountsFailedStarts(t *testing.T) {
+	dir := t.TempDir()
+	// It exits 2 before it is ready at its first fails starts, then runs.
+	failing := func(name string, fails int) *chaos.Replica {
+		n := filepath.Join(dir, name)
+		bin := filepath.Join(dir, name+".sh")
+		require.NoError(t, os.WriteFile(bin, []byte(fmt.Sprintf(`#!/bin/sh
+echo x >> '%s'
+if [ "$(wc -l < '%s')" -le %d ]; then exit 2; fi
+echo 'lockworker is consuming' >&2
+%s
+`, n, n, fails, loop)), 0o755))
+		r := chaos.NewReplica(name, bin, nil, nil)
+		t.Cleanup(func() { _ = r.Kill() })
+		return r
+	}
+	f, said := testFaults(t)
+	var c faultCounts
+	r := failing("twice", 2)
+	require.NoError(t, f.restart(&c, r))
+	require.Equal(t, faultCounts{FailedStarts: 2}, c)
+	require.Len(t, *said, 2)
+	require.Contains(t, (*said)[0], "replica twice exited before it was ready (exit status 2); counted, and it starts again")
+	require.NoError(t, r.Err(), "running")
+
+	c = faultCounts{}
+	err := f.restart(&c, failing("always", 99))
+	require.ErrorContains(t, err, "replica always exited before it was ready (exit status 2) (five starts failed)")
+	require.Equal(t, faultCounts{FailedStarts: 5}, c)
+}
+
+// After checkExits started a replica again it waits the phase's pause, so
+// that the rebalance is not charged to the next fault; with nothing to
+// start again it does not wait.
+func TestFailoverCheckExitsWaitsAfterARestart(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "crashed")
+	running := shReplica(t, "running", loop)
+	crashed := shReplica(t, "crashed", `if [ -e '`+marker+`' ]; then `+loop+`; fi; touch '`+marker+`'; exit 2`)
+	f, _ := testFaults(t, running, crashed)
+	var c faultCounts
+	start := time.Now()
+	require.NoError(t, f.checkExits(&c, time.Second))
+	require.Less(t, time.Since(start), time.Second, "nothing exited: no pause")
+	exited(t, crashed)
+	start = time.Now()
+	require.NoError(t, f.checkExits(&c, time.Second))
+	require.GreaterOrEqual(t, time.Since(start), time.Second, "a restart, then the pause")
+	require.Equal(t, faultCounts{ExitedUnasked: 1}, c)
 }
 
 // The phases' unclean stops and exits unasked are columns of the failover
@@ -100,15 +160,15 @@ func TestFailoverCountsExitsUnasked(t *testing.T) {
 func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
 	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Phases: []FailoverPhase{
 		{Fault: "SIGKILL one of three", Times: 2, Commands: 100, faultCounts: faultCounts{ExitedUnasked: 1}},
-		{Fault: "SIGTERM one of three", Times: 2, Commands: 100, faultCounts: faultCounts{SIGTERMs: 2, UncleanStops: 1}},
+		{Fault: "SIGTERM one of three", Times: 2, Commands: 100, faultCounts: faultCounts{SIGTERMs: 2, UncleanStops: 1, FailedStarts: 2}},
 		{Fault: "rolling restart of all three", Times: 1, Commands: 100, faultCounts: faultCounts{SIGTERMs: 3}},
 	}}
 	var out bytes.Buffer
 	f.print(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
-	require.Contains(t, out.String(), "corrected p99 ms  unclean stops  exited unasked\n")
-	require.Contains(t, out.String(), "\n  SIGKILL one of three                2        100           0          0        0         0                  0              -               1\n")
-	require.Contains(t, out.String(), "\n  SIGTERM one of three                2        100           0          0        0         0                  0         1 of 2               0\n")
-	require.Contains(t, out.String(), "\n  rolling restart of all three        1        100           0          0        0         0                  0         0 of 3               0\n")
+	require.Contains(t, out.String(), "corrected p99 ms  unclean stops  exited unasked  failed starts\n")
+	require.Contains(t, out.String(), "\n  SIGKILL one of three                2        100           0          0        0         0                  0              -               1              0\n")
+	require.Contains(t, out.String(), "\n  SIGTERM one of three                2        100           0          0        0         0                  0         1 of 2               0              2\n")
+	require.Contains(t, out.String(), "\n  rolling restart of all three        1        100           0          0        0         0                  0         0 of 3               0              0\n")
 
 	var r Report
 	r.failoverGoals(f)
@@ -119,4 +179,11 @@ func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
 	require.Equal(t, "1 of 2 NO", met["SIGTERM exits 0"])
 	require.Equal(t, "3 of 3 yes", met["rolling restart: SIGTERM exits 0"])
 	require.Equal(t, "1 NO", met["replicas exited unasked (crashed between faults)"])
+	require.Equal(t, "2 NO", met["replica starts that failed (exited or not ready)"])
+
+	js, err := json.Marshal(f.Phases[1])
+	require.NoError(t, err)
+	for _, field := range []string{`"sigterms":2`, `"unclean_stops":1`, `"exited_unasked":0`, `"failed_starts":2`} {
+		require.Contains(t, string(js), field)
+	}
 }
