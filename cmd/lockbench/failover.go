@@ -37,7 +37,9 @@ type FailoverConfig struct {
 
 // FailoverPhase is what one kind of fault cost.
 type FailoverPhase struct {
-	Fault      string  `json:"fault"`
+	Fault string `json:"fault"`
+	// Times is how many faults the phase struck: fewer than asked when the
+	// run failed in it.
 	Times      int     `json:"times"`
 	Commands   int     `json:"commands"`
 	Unanswered int     `json:"unanswered"`
@@ -171,6 +173,97 @@ func (f *replicaFaults) checkExits(c *faultCounts, pause time.Duration) error {
 	return nil
 }
 
+// countExits counts the replicas found exited unasked without starting
+// them again: the look after the drain at the end of the run, which would
+// otherwise leave a crash after the last fault's look to the deferred
+// Kill, which ignores it.
+func (f *replicaFaults) countExits(c *faultCounts) {
+	for _, r := range f.replicas {
+		if err := r.Err(); err != nil {
+			c.ExitedUnasked++
+			f.progress("failover: %v after the last fault; counted", err)
+		}
+	}
+}
+
+// phaseRun is what a phase struck: its faults' windows, each from a second
+// before the fault (commands in flight when it struck count too) to the
+// next fault, and what its replicas did (faultCounts). A window and the
+// counts of a fault are kept together, also when the fault failed.
+type phaseRun struct {
+	fault   string
+	times   int // faults struck
+	windows []chaos.Window
+	counts  faultCounts
+}
+
+// result is the phase's figures over its windows, taken once every command
+// is answered. A phase with no window has none (0): stats of no window are
+// the whole run's.
+func (pr *phaseRun) result(stats func(...chaos.Window) chaos.Stats) FailoverPhase {
+	ph := FailoverPhase{Fault: pr.fault, Times: pr.times, faultCounts: pr.counts}
+	if len(pr.windows) == 0 {
+		return ph
+	}
+	s := stats(pr.windows...)
+	ph.Commands, ph.Unanswered, ph.WorstMS, ph.P99MS, ph.OverSecond, ph.CorrectedP99MS =
+		s.Commands, s.Unanswered, ms(s.Worst), ms(s.P99), s.OverSecond, ms(s.CorrectedP99)
+	return ph
+}
+
+// phases runs the failover scenario's phases and keeps what each struck.
+type phases struct {
+	ctx    context.Context
+	faults *replicaFaults
+	stats  func(...chaos.Window) chaos.Stats // chaos.Load.Stats
+	runs   []*phaseRun
+}
+
+// run strikes times faults, each, and after each waits pause, then
+// restarts a replica that exited unasked (and waits pause again). A phase
+// is reported from its first fault on; an error ends it after its fault's
+// window is closed.
+func (ps *phases) run(fault string, times int, pause time.Duration, each func(i int, c *faultCounts) error) error {
+	var pr *phaseRun
+	for i := range times {
+		if err := ps.ctx.Err(); err != nil {
+			return err
+		}
+		if pr == nil {
+			pr = &phaseRun{fault: fault}
+			ps.runs = append(ps.runs, pr)
+		}
+		pr.times++
+		w := chaos.Window{From: time.Now().Add(-time.Second)}
+		err := each(i, &pr.counts)
+		if err == nil {
+			time.Sleep(pause)
+			err = ps.faults.checkExits(&pr.counts, pause)
+		}
+		w.To = time.Now()
+		pr.windows = append(pr.windows, w)
+		if err != nil {
+			return fmt.Errorf("%s %d: %w", fault, i+1, err)
+		}
+		s := ps.stats(w)
+		ps.faults.progress("failover: %s %d/%d: %d commands, worst answered so far %.0f ms", fault, i+1, times, s.Commands, ms(s.Worst))
+	}
+	return nil
+}
+
+// results are the phases' figures, after the drain: a replica found
+// exited unasked then is counted in the last phase.
+func (ps *phases) results() []FailoverPhase {
+	if len(ps.runs) > 0 {
+		ps.faults.countExits(&ps.runs[len(ps.runs)-1].counts)
+	}
+	var out []FailoverPhase
+	for _, pr := range ps.runs {
+		out = append(out, pr.result(ps.stats))
+	}
+	return out
+}
+
 // FailoverResult is the failover scenario.
 type FailoverResult struct {
 	Replicas         int             `json:"replicas"`
@@ -252,52 +345,12 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	time.Sleep(3 * time.Second)       // warm
 
 	faults := &replicaFaults{ctx: ctx, replicas: replicas, readyWithin: time.Minute, retryPause: time.Second, progress: progress}
-	// Each phase's windows: from a second before each fault (commands in
-	// flight when it struck count too) to the next fault. Their stats are
-	// taken once every command is answered.
-	type phaseRun struct {
-		fault   string
-		times   int
-		windows []chaos.Window
-		counts  faultCounts
-	}
-	var runs []*phaseRun
-	// phase strikes times faults, each, and after each waits pause, then
-	// restarts a replica that exited unasked (and waits pause again).
-	phase := func(fault string, times int, pause time.Duration, each func(i int, c *faultCounts) error) error {
-		pr := &phaseRun{fault: fault, times: times}
-		if times > 0 {
-			runs = append(runs, pr)
-		}
-		for i := range times {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			w := chaos.Window{From: time.Now().Add(-time.Second)}
-			err := each(i, &pr.counts)
-			if err == nil {
-				time.Sleep(pause)
-				err = faults.checkExits(&pr.counts, pause)
-			}
-			if err != nil {
-				return fmt.Errorf("%s %d: %w", fault, i+1, err)
-			}
-			w.To = time.Now()
-			pr.windows = append(pr.windows, w)
-			s := load.Stats(w)
-			progress("failover: %s %d/%d: %d commands, worst answered so far %.0f ms", fault, i+1, times, s.Commands, ms(s.Worst))
-		}
-		return nil
-	}
+	ps := &phases{ctx: ctx, faults: faults, stats: load.Stats}
+	phase := ps.run
 	finish := func() {
 		load.Stop(2 * settle)
 		stopped = true
-		for _, pr := range runs {
-			s := load.Stats(pr.windows...)
-			res.Phases = append(res.Phases, FailoverPhase{Fault: pr.fault, Times: pr.times, Commands: s.Commands,
-				Unanswered: s.Unanswered, WorstMS: ms(s.Worst), P99MS: ms(s.P99), OverSecond: s.OverSecond, CorrectedP99MS: ms(s.CorrectedP99),
-				faultCounts: pr.counts})
-		}
+		res.Phases = ps.results()
 		all := load.Stats()
 		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -186,4 +187,51 @@ func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
 	for _, field := range []string{`"sigterms":2`, `"unclean_stops":1`, `"exited_unasked":0`, `"failed_starts":2`} {
 		require.Contains(t, string(js), field)
 	}
+}
+
+// whole is what fakeStats returns for no window: the whole run's figures,
+// which no phase is to report.
+var whole = chaos.Stats{Commands: 999999}
+
+// fakeStats stands in for chaos.Load.Stats: a command per window.
+func fakeStats(ws ...chaos.Window) chaos.Stats {
+	if len(ws) == 0 {
+		return whole
+	}
+	return chaos.Stats{Commands: len(ws), Worst: time.Second}
+}
+
+// A fault that fails keeps its window with its counts, so that the phase
+// reports the commands it cost, not the whole run's (the stats of no
+// window); a phase that struck no fault is not reported.
+func TestFailoverPhaseFailingAtItsFirstFaultHasItsWindow(t *testing.T) {
+	f, _ := testFaults(t)
+	ps := &phases{ctx: context.Background(), faults: f, stats: fakeStats}
+	require.NoError(t, ps.run("none", 0, 0, nil))
+	err := ps.run("SIGTERM one of three", 3, 0, func(_ int, c *faultCounts) error {
+		c.SIGTERMs++
+		c.UncleanStops++
+		return errors.New("no signal")
+	})
+	require.EqualError(t, err, "SIGTERM one of three 1: no signal")
+	require.Equal(t, []FailoverPhase{{Fault: "SIGTERM one of three", Times: 1, Commands: 1, WorstMS: 1000,
+		faultCounts: faultCounts{SIGTERMs: 1, UncleanStops: 1}}}, ps.results())
+
+	pr := &phaseRun{fault: "SIGKILL one of three", times: 1}
+	require.Equal(t, FailoverPhase{Fault: "SIGKILL one of three", Times: 1}, pr.result(fakeStats), "no window: no figures")
+}
+
+// A replica that exits after the last fault's look (while the last
+// commands drain) is counted in the last phase.
+func TestFailoverCountsAnExitAfterTheLastFault(t *testing.T) {
+	running := shReplica(t, "running", loop)
+	crashed := shReplica(t, "crashed", `sleep 1; exit 2`)
+	f, said := testFaults(t, running, crashed)
+	ps := &phases{ctx: context.Background(), faults: f, stats: fakeStats}
+	require.NoError(t, ps.run("SIGKILL one of three", 1, 0, func(int, *faultCounts) error { return nil }))
+	require.Equal(t, faultCounts{}, ps.runs[0].counts, "it was running at the look")
+	exited(t, crashed)
+	res := ps.results()
+	require.Equal(t, faultCounts{ExitedUnasked: 1}, res[0].faultCounts)
+	require.Contains(t, (*said)[len(*said)-1], "replica crashed exited unasked (exit status 2) after the last fault; counted")
 }
