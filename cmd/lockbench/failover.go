@@ -410,7 +410,7 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 	exitedUnasked, failedStarts := 0, 0
 	for _, p := range f.Phases {
 		exitsZero := func(what string) {
-			r.countGoal("failover", what, "all", p.SIGTERMs-p.UncleanStops, fmt.Sprintf(" of %d", p.SIGTERMs), p.UncleanStops == 0, p.SIGTERMs > 0)
+			r.goal("failover", what, "all", float64(p.SIGTERMs-p.UncleanStops), fmt.Sprintf(" of %s", fmtNum(float64(p.SIGTERMs))), p.UncleanStops == 0, p.SIGTERMs > 0)
 		}
 		switch {
 		case strings.HasPrefix(p.Fault, "SIGKILL"):
@@ -427,19 +427,10 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 	}
 	r.goal("failover", "lock.expired after takeover (orphaned leases)", "<= 1,000 ms", f.ExpiredAfterMS, " ms", f.ExpiredAfterMS <= 1000, f.Orphaned > 0)
 	r.goal("failover", "unanswered commands", "0", float64(f.Unanswered), fmt.Sprintf(" of %s", fmtNum(float64(f.Commands))), f.Unanswered == 0, true)
-	r.countGoal("failover", "replicas exited unasked (crashed between faults)", "0", exitedUnasked, "", exitedUnasked == 0, len(f.Phases) > 0)
-	r.countGoal("failover", "replica starts that failed (exited or not ready)", "0", failedStarts, "", failedStarts == 0, len(f.Phases) > 0)
+	r.goal("failover", "replicas exited unasked (crashed between faults)", "0", float64(exitedUnasked), "", exitedUnasked == 0, len(f.Phases) > 0)
+	r.goal("failover", "replica starts that failed (exited or not ready)", "0", float64(failedStarts), "", failedStarts == 0, len(f.Phases) > 0)
 	r.goal("failover", "contract (no double holder, tokens rise, one answer)", "kept", 0, "", f.ContractViolation == "", true)
 	r.Goals[len(r.Goals)-1].Measured = map[bool]string{true: "kept", false: "BROKEN"}[f.ContractViolation == ""]
-}
-
-// countGoal is goal of a count, measured as an integer (goal's fmtNum
-// gives small numbers decimals).
-func (r *Report) countGoal(scenario, what, target string, n int, unit string, ok, have bool) {
-	r.goal(scenario, what, target, float64(n), unit, ok, have)
-	if have {
-		r.Goals[len(r.Goals)-1].Measured = fmt.Sprint(n) + unit
-	}
 }
 
 func (f *FailoverResult) print(p func(string, ...any)) {

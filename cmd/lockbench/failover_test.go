@@ -159,7 +159,7 @@ func TestFailoverCheckExitsWaitsAfterARestart(t *testing.T) {
 // The phases' unclean stops and exits unasked are columns of the failover
 // table and goals of their own.
 func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
-	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Phases: []FailoverPhase{
+	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Commands: 7700, Phases: []FailoverPhase{
 		{Fault: "SIGKILL one of three", Times: 2, Commands: 100, faultCounts: faultCounts{ExitedUnasked: 1}},
 		{Fault: "SIGTERM one of three", Times: 2, Commands: 100, faultCounts: faultCounts{SIGTERMs: 2, UncleanStops: 1, FailedStarts: 2}},
 		{Fault: "rolling restart of all three", Times: 1, Commands: 100, faultCounts: faultCounts{SIGTERMs: 3}},
@@ -181,6 +181,7 @@ func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
 	require.Equal(t, "3 of 3 yes", met["rolling restart: SIGTERM exits 0"])
 	require.Equal(t, "1 NO", met["replicas exited unasked (crashed between faults)"])
 	require.Equal(t, "2 NO", met["replica starts that failed (exited or not ready)"])
+	require.Equal(t, "0 of 7,700 yes", met["unanswered commands"])
 
 	js, err := json.Marshal(f.Phases[1])
 	require.NoError(t, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -126,11 +127,18 @@ func (r *Report) note(s string) {
 	}
 }
 
+// fmtNum formats a figure for the report: a whole number (a count, or a
+// figure that came out whole) and any figure from 100 on without decimals,
+// with a comma every three digits from 1,000 on; a smaller one with one
+// decimal from 10 on, else two.
 func fmtNum(v float64) string {
 	switch {
-	case v >= 1000:
-		s := fmt.Sprintf("%.0f", v)
+	case v >= 100 || v == math.Trunc(v) && !math.IsInf(v, 0):
+		s := fmt.Sprintf("%.0f", math.Abs(v))
 		var out []byte
+		if v < 0 {
+			out = append(out, '-')
+		}
 		for i := range s {
 			if i > 0 && (len(s)-i)%3 == 0 {
 				out = append(out, ',')
@@ -138,8 +146,6 @@ func fmtNum(v float64) string {
 			out = append(out, s[i])
 		}
 		return string(out)
-	case v >= 100:
-		return fmt.Sprintf("%.0f", v)
 	case v >= 10:
 		return fmt.Sprintf("%.1f", v)
 	default:
@@ -164,7 +170,7 @@ func (r *Report) finish(cfg *Config) {
 	if c := r.Contention; c != nil {
 		r.pctGoal("3 contention", "hand-off p50 (release -> next lock.acquired)", "(no goal)", c.HandOff, c.HandOff.P50, true)
 		r.Goals[len(r.Goals)-1].Met = nil
-		r.goal("3 contention", "grants in queue order", "all", float64(c.InOrder), fmt.Sprintf(" of %d", c.Waiters), c.Fair && c.Granted == c.Waiters, true)
+		r.goal("3 contention", "grants in queue order", "all", float64(c.InOrder), fmt.Sprintf(" of %s", fmtNum(float64(c.Waiters))), c.Fair && c.Granted == c.Waiters, true)
 	}
 	if e := r.Expiry; e != nil {
 		r.pctGoal("4 expiry", "expires_at -> lock.expired on topic, p99", "<= 1,000 ms", e.OnTopic, e.OnTopic.P99, e.OnTopic.P99 <= 1000 && e.Expired == e.Leases)

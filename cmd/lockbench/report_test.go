@@ -56,13 +56,23 @@ func TestGoalsShowSampleCount(t *testing.T) {
 	r.finish(&cfg)
 	var table bytes.Buffer
 	r.print(&table, &cfg)
-	for _, want := range []string{"1.20 ms n=500", "4.00 ms n=500", "3.00 ms n=499", "2.00 ms n=3"} {
+	// A whole figure prints without decimals, as a count does (3 of 3).
+	for _, want := range []string{"1.20 ms n=500", "4 ms n=500", "3 ms n=499", "2 ms n=3", " 3 of 3 "} {
 		require.Contains(t, table.String(), want)
 	}
 	for _, line := range strings.Split(table.String(), "\n") {
 		if strings.Contains(line, "grants in queue order") {
 			require.NotContains(t, line, "n=", "a count, not a percentile")
 		}
+	}
+}
+
+// TestFmtNum: counts and other whole figures print without decimals, the
+// one format of every integer goal ("3 of 3", "0 of 7,700").
+func TestFmtNum(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 3: "3", 7700: "7,700", 1234567: "1,234,567", -1234: "-1,234", -5: "-5",
+		0.2: "0.20", 4.5: "4.50", 12.34: "12.3", 123.4: "123", 1234.6: "1,235"} {
+		require.Equal(t, want, fmtNum(v), "%v", v)
 	}
 }
 
