@@ -287,7 +287,8 @@ type FailoverResult struct {
 // all three, measuring how long each command waited for its answer. A
 // replica that stops uncleanly or exits with no fault asking is counted in
 // its phase and started again (replicaFaults): only lockbench's own errors
-// (a signal not sent, a replica that does not start) end the run.
+// (a signal not sent, a killed replica not seen gone within 30 s, a replica
+// whose five starts failed) end the run.
 func failover(ctx context.Context, cfg *Config, progress func(string, ...any), logw io.Writer) (*FailoverResult, error) {
 	fc := cfg.Failover
 	if cfg.WorkerBin == "" || fc.DevkafkaBin == "" {
