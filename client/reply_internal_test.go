@@ -17,12 +17,16 @@ import (
 )
 
 // fakeWorker starts a broker and, in lockworker's place, answers each
-// command on the commands topic with what answer makes of it (nothing when
-// ok is false), so that tests can feed the client replies no worker sends.
-// It returns a client of that broker. What breaks the stand-in itself (a
-// command it cannot read, a reply it cannot send) fails the test, rather
-// than showing as ErrNoReply after a timeout.
-func fakeWorker(t *testing.T, answer func(cmd topics.Command) (ev topics.Event, ok bool)) *Client {
+// command on the commands topic with the events answer makes of it (none
+// for nil), so that tests can feed the client replies no worker sends. An
+// event without a request_id gets the command's. answer runs on the
+// stand-in's one goroutine, in the commands' order; ctx ends when the test
+// does, so that an answer that waits (a full channel of a test that failed)
+// can select on it and let the stand-in stop. It returns a client of that
+// broker. What breaks the stand-in itself (a command it cannot read, a reply
+// it cannot send) fails the test, rather than showing as ErrNoReply after a
+// timeout.
+func fakeWorker(t *testing.T, answer func(ctx context.Context, cmd topics.Command) []topics.Event) *Client {
 	t.Helper()
 	names := topics.DefaultNames()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Commands))
@@ -48,21 +52,21 @@ func fakeWorker(t *testing.T, answer func(cmd topics.Command) (ev topics.Event, 
 					t.Errorf("fake worker: decoding a command: %v", err)
 					return
 				}
-				ev, ok := answer(cmd)
-				if !ok {
-					return
-				}
-				ev.RequestID = cmd.RequestID
-				v, err := ev.Encode()
-				if err != nil {
-					t.Errorf("fake worker: encoding %s: %v", ev.Type, err)
-					return
-				}
-				cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, func(_ *kgo.Record, err error) {
-					if err != nil && ctx.Err() == nil { // not the test's end
-						t.Errorf("fake worker: sending %s: %v", ev.Type, err)
+				for _, ev := range answer(ctx, cmd) {
+					if ev.RequestID == "" {
+						ev.RequestID = cmd.RequestID
 					}
-				})
+					v, err := ev.Encode()
+					if err != nil {
+						t.Errorf("fake worker: encoding %s: %v", ev.Type, err)
+						return
+					}
+					cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, func(_ *kgo.Record, err error) {
+						if err != nil && ctx.Err() == nil { // not the test's end
+							t.Errorf("fake worker: sending %s: %v", ev.Type, err)
+						}
+					})
+				}
 			})
 		}
 	}()
@@ -71,6 +75,18 @@ func fakeWorker(t *testing.T, answer func(cmd topics.Command) (ev topics.Event, 
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// one is ev, fakeWorker's answer of one event.
+func one(ev topics.Event) []topics.Event { return []topics.Event{ev} }
+
+// deliver sends v on ch, for a test to read, unless ctx ends first (the test
+// failed without reading).
+func deliver[T any](ctx context.Context, ch chan<- T, v T) {
+	select {
+	case ch <- v:
+	case <-ctx.Done():
+	}
 }
 
 // granted is an event of type typ (lock.acquired, lock.extended) answering
@@ -112,13 +128,13 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	acquired := map[string]string{} // lock -> owner of its acquire
 	released := make(chan topics.Command, 4)
 	closed := make(chan topics.Command, 1)
-	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		switch cmd.Operation {
 		case topics.OpSessionOpen:
-			return sessionEvent(cmd, topics.TypeSessionOpened, 0), true
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 0))
 		case topics.OpSessionClose:
-			closed <- cmd
-			return sessionEvent(cmd, topics.TypeSessionClosed, 10), true
+			deliver(ctx, closed, cmd)
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 10))
 		case topics.OpAcquire:
 			mu.Lock()
 			acquired[cmd.LockName] = cmd.OwnerID
@@ -127,24 +143,24 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 			case "zero":
 				ev := granted(cmd, topics.TypeAcquired, 0)
 				ev.LockInfo.FencingToken = 7
-				return ev, true
+				return one(ev)
 			case "bare":
 				ev := granted(cmd, topics.TypeAcquired, 60)
 				ev.LockInfo = nil
-				return ev, true
+				return one(ev)
 			}
-			return granted(cmd, topics.TypeAcquired, cmp.Or(cmd.LeaseDuration, 60)), true
+			return one(granted(cmd, topics.TypeAcquired, cmp.Or(cmd.LeaseDuration, 60)))
 		case topics.OpExtend:
 			ev := granted(cmd, topics.TypeExtended, 0)
 			if cmd.LockName == "extended-bare" {
 				ev.LockInfo = nil
 			}
-			return ev, true
+			return one(ev)
 		case topics.OpRelease:
-			released <- cmd
-			return topics.NewEvent(topics.TypeReleased, cmd.Operation, cmd.RequestID, time.Now()), true
+			deliver(ctx, released, cmd)
+			return one(topics.NewEvent(topics.TypeReleased, cmd.Operation, cmd.RequestID, time.Now()))
 		}
-		return topics.Event{}, false
+		return nil
 	})
 	release := func(lock string) topics.Command {
 		t.Helper()
@@ -188,7 +204,9 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 		}
 		require.ErrorIs(t, l.Err(), ErrLeaseLost)
 		require.ErrorContains(t, l.Err(), cause)
-		require.EqualValues(t, 1, *release(l.Name).FencingToken, "guarded by the lease's token")
+		token := release(l.Name).FencingToken
+		require.NotNil(t, token, "guarded by the lease's token")
+		require.EqualValues(t, 1, *token, "guarded by the lease's token")
 	}
 	l, err := c.Acquire(ctx, "extended", WithoutKeepAlive())
 	require.NoError(t, err)
@@ -223,18 +241,18 @@ func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
 		ExpiresAt: jwt.NewNumericDate(exp)}).SignedString([]byte("the fake worker checks no token"))
 	require.NoError(t, err)
 	t.Setenv(EnvToken, token)
-	c := fakeWorker(t, func(cmd topics.Command) (topics.Event, bool) {
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		switch cmd.Operation {
 		case topics.OpAcquire:
-			return granted(cmd, topics.TypeAcquired, 6), true
+			return one(granted(cmd, topics.TypeAcquired, 6))
 		case topics.OpExtend:
-			return granted(cmd, topics.TypeExtended, 6), true
+			return one(granted(cmd, topics.TypeExtended, 6))
 		case topics.OpSessionOpen:
-			return sessionEvent(cmd, topics.TypeSessionOpened, 3), true
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 3))
 		case topics.OpSessionKeepAlive:
-			return sessionEvent(cmd, topics.TypeSessionKeptAlive, 3), true
+			return one(sessionEvent(cmd, topics.TypeSessionKeptAlive, 3))
 		}
-		return topics.Event{}, false
+		return nil
 	})
 	var expired atomic.Bool
 	// Set before any keep-alive runs: they start with Acquire and NewSession.
