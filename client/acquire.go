@@ -277,14 +277,13 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		return nil, err
 	}
 	if ev.Type == topics.TypeAcquired {
-		// Refused, the grant is held for nobody: *withdraw stays as it was
-		// before the reply, so it is released as if given up then.
-		if ev.LockInfo == nil {
-			return nil, errors.New("lock.acquired without lock_info")
-		}
 		if err := replyLease(ev); err != nil {
-			token := ev.LockInfo.FencingToken
-			*refused = &token
+			// Refused, the grant is held for nobody: *withdraw stays as it
+			// was before the reply, so it is released as if given up then.
+			if ev.LockInfo != nil {
+				token := ev.LockInfo.FencingToken
+				*refused = &token
+			}
 			return nil, err
 		}
 		*withdraw = false // granted

@@ -373,13 +373,13 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		}
 		return e
 	}
-	if err := replyExtension(ev); err != nil {
+	if err := replyLease(ev); err != nil {
 		// The worker may hold the lease past the client's deadline, and
 		// would answer each retry alike: the lease is lost now, for this
 		// reply, rather than at its deadline for want of an extension, and
 		// released so that the worker does not hold it for nobody.
 		l.lose(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err))
-		l.abandon(ctx)
+		l.c.bestEffort(ctx, l.command(topics.OpRelease))
 		return err
 	}
 	l.mu.Lock()
@@ -390,26 +390,12 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	return nil
 }
 
-// replyExtension checks the lock_info of a reply that confirms an
-// extension.
-func replyExtension(ev topics.Event) error {
+// replyLease checks the lock_info, and its lease_duration, of a reply that
+// confirms a lease: a grant or an extension.
+func replyLease(ev topics.Event) error {
 	if ev.LockInfo == nil {
 		return fmt.Errorf("%s without lock_info", ev.Type)
 	}
-	return replyLease(ev)
-}
-
-// abandon releases, best effort, a lease lost while the worker may still
-// hold it: one round trip guarded by its token, bounded by ReplyTimeout
-// even when ctx has ended.
-func (l *Lease) abandon(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.cfg.ReplyTimeout)
-	defer cancel()
-	_, _ = l.c.send(ctx, l.command(topics.OpRelease))
-}
-
-// replyLease checks the lease_duration of a reply that confirms a lease.
-func replyLease(ev topics.Event) error {
 	return replySeconds(ev, "lease_duration", ev.LockInfo.LeaseDuration, topics.MinLeaseSeconds, topics.MaxLeaseSeconds)
 }
 
@@ -432,6 +418,15 @@ func (c *Client) send(ctx context.Context, cmd topics.Command) (topics.Event, er
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
 	return c.exchange(ctx, cmd, firstReply)
+}
+
+// bestEffort sends cmd, a release or a session's close that gives back what
+// the worker granted for nobody, and leaves its answer: one round trip,
+// bounded by ReplyTimeout even when ctx has ended.
+func (c *Client) bestEffort(ctx context.Context, cmd topics.Command) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ReplyTimeout)
+	defer cancel()
+	_, _ = c.send(ctx, cmd)
 }
 
 // keepAliveLoop extends the lease every third of its duration, by as much as

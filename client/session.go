@@ -102,7 +102,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	if err := replySession(ev); err != nil {
 		// The worker opened the session, and would keep it until its TTL
 		// ran out, refusing a retry of the same ID (SESSION_EXISTS).
-		s.abandon(ctx)
+		c.bestEffort(ctx, s.command(topics.OpSessionClose))
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
@@ -130,14 +130,6 @@ func replySession(ev topics.Event) error {
 		return fmt.Errorf("%s without session_info", ev.Type)
 	}
 	return replySeconds(ev, "ttl", ev.SessionInfo.TTL, topics.MinSessionTTLSeconds, topics.MaxSessionTTLSeconds)
-}
-
-// abandon closes, best effort, a session opened for nobody: one round trip,
-// bounded by ReplyTimeout even when ctx has ended.
-func (s *Session) abandon(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.c.cfg.ReplyTimeout)
-	defer cancel()
-	_, _ = s.c.send(ctx, s.command(topics.OpSessionClose))
 }
 
 // update records an answer that confirmed the session until
