@@ -388,15 +388,10 @@ func (c *Client) withdrawn(k acquireKey) {
 // release gets no answer is left to end by itself: at its expiry or, in a
 // session, with the session, which may last as long as the client.
 func (c *Client) abandon(acq topics.Command, refused *int64) {
-	exchange := func(cmd topics.Command) (topics.Event, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReplyTimeout)
-		defer cancel()
-		return c.exchange(ctx, cmd, firstReply)
-	}
 	release := func(token *int64) (topics.Event, error) {
 		rel := c.command(topics.OpRelease, acq.LockName)
 		rel.Namespace, rel.OwnerID, rel.FencingToken = acq.Namespace, acq.OwnerID, token
-		return exchange(rel)
+		return c.bestEffort(rel)
 	}
 	if refused != nil {
 		// The grant is the owner's lease: its token releases it, also
@@ -417,7 +412,7 @@ func (c *Client) abandon(acq topics.Command, refused *int64) {
 	// holder.
 	q := c.command(topics.OpQuery, acq.LockName)
 	q.Namespace = acq.Namespace
-	st, err := exchange(q)
+	st, err := c.bestEffort(q)
 	if err != nil || st.LockInfo == nil {
 		return
 	}

@@ -217,7 +217,9 @@ func (c *Client) ReplyTopic() string { return c.replyTopic }
 func (c *Client) Topics() topics.Names { return c.cfg.Topics }
 
 // Close stops keep-alives and reading replies; operations in flight fail with
-// ErrClosed (a waiting Acquire first withdraws from the queue). Held leases
+// ErrClosed (a waiting Acquire first withdraws from the queue, and what was
+// just granted for nobody is given back, best effort: see Acquire,
+// Lease.Extend, NewSession). Held leases
 // are not released: they run out at their expiry, when their Lost channels
 // close. Close is idempotent.
 func (c *Client) Close() error {

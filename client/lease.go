@@ -361,8 +361,13 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		// counts as lost.
 		return context.Cause(ctx)
 	}
+	// One operation with the release that may follow: Close waits for both.
+	if err := l.c.begin(); err != nil {
+		return err
+	}
+	defer l.c.ops.Done()
 	sent := time.Now()
-	ev, err := l.c.send(ctx, cmd)
+	ev, err := l.c.call(ctx, cmd)
 	if err != nil {
 		return err
 	}
@@ -379,7 +384,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		// reply, rather than at its deadline for want of an extension, and
 		// released so that the worker does not hold it for nobody.
 		l.lose(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err))
-		l.c.bestEffort(ctx, l.command(topics.OpRelease))
+		_, _ = l.c.bestEffort(l.command(topics.OpRelease))
 		return err
 	}
 	l.mu.Lock()
@@ -415,18 +420,27 @@ func (c *Client) send(ctx context.Context, cmd topics.Command) (topics.Event, er
 		return topics.Event{}, err
 	}
 	defer c.ops.Done()
+	return c.call(ctx, cmd)
+}
+
+// call is send within an operation the caller has begun.
+func (c *Client) call(ctx context.Context, cmd topics.Command) (topics.Event, error) {
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
 	return c.exchange(ctx, cmd, firstReply)
 }
 
 // bestEffort sends cmd, a release or a session's close that gives back what
-// the worker granted for nobody, and leaves its answer: one round trip,
-// bounded by ReplyTimeout even when ctx has ended.
-func (c *Client) bestEffort(ctx context.Context, cmd topics.Command) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ReplyTimeout)
+// the worker granted for nobody (the withdrawal of an abandoned acquire, the
+// release of a lease lost to a reply outside the contract, the close of a
+// session refused so), and returns its first answer: one round trip,
+// bounded by ReplyTimeout. It is not cancelled when the client closes, so
+// that it still goes out during Close, which waits for it: the caller has
+// called begin.
+func (c *Client) bestEffort(cmd topics.Command) (topics.Event, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ReplyTimeout)
 	defer cancel()
-	_, _ = c.send(ctx, cmd)
+	return c.exchange(ctx, cmd, firstReply)
 }
 
 // keepAliveLoop extends the lease every third of its duration, by as much as

@@ -90,8 +90,14 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		cancel(err)
 		return nil, fmt.Errorf("opening session: %w", err)
 	}
+	// One operation with the close that may follow: Close waits for both.
+	if err := c.begin(); err != nil {
+		cancel(err)
+		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
+	}
+	defer c.ops.Done()
 	sent := time.Now()
-	ev, err := s.c.send(ctx, cmd)
+	ev, err := c.call(ctx, cmd)
 	if err == nil && ev.Type == topics.TypeRejected {
 		err = rejection(ev)
 	}
@@ -102,7 +108,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	if err := replySession(ev); err != nil {
 		// The worker opened the session, and would keep it until its TTL
 		// ran out, refusing a retry of the same ID (SESSION_EXISTS).
-		c.bestEffort(ctx, s.command(topics.OpSessionClose))
+		_, _ = c.bestEffort(s.command(topics.OpSessionClose))
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
