@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,4 +62,149 @@ func TestLostLeaseReleasedWhileClosing(t *testing.T) {
 		t.Fatal("Close returned before the lost lease's release was answered")
 	}
 	require.ErrorContains(t, <-extended, "lock.extended with lease_duration 0")
+}
+
+// statusEvent is the lock.status answering the query cmd.
+func statusEvent(cmd topics.Command) topics.Event {
+	ev := topics.NewEvent(topics.TypeStatus, cmd.Operation, cmd.RequestID, time.Now())
+	ev.LockInfo = &topics.LockInfo{Namespace: cmd.Namespace, LockName: cmd.LockName, Status: topics.StatusFree}
+	return ev
+}
+
+// recorder keeps the commands fakeWorker sees, in order.
+type recorder struct {
+	mu   sync.Mutex
+	cmds []topics.Command
+}
+
+func (r *recorder) add(cmd topics.Command) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cmds = append(r.cmds, cmd)
+}
+
+// since is the operations of the commands seen from the i-th on.
+func (r *recorder) since(i int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ops []string
+	for _, cmd := range r.cmds[min(i, len(r.cmds)):] {
+		ops = append(ops, cmd.Operation)
+	}
+	return ops
+}
+
+func (r *recorder) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cmds)
+}
+
+// Two extensions of one lease both answered outside the contract (the
+// keep-alive's and Extend's, say) lose it once, and release it once: the
+// call that lost it does. The marker query, sent after both returned, comes
+// right after that one release.
+func TestLostLeaseReleasedOnce(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	var first *topics.Command // the first extension, answered with the second
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 60))
+		case topics.OpExtend:
+			if first == nil || first.RequestID == cmd.RequestID { // or sent again
+				first = &cmd
+				return nil
+			}
+			return []topics.Event{granted(*first, topics.TypeExtended, 0), granted(cmd, topics.TypeExtended, 0)}
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	start := seen.len()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- l.Extend(ctx, time.Minute) }()
+	}
+	for range 2 {
+		require.ErrorContains(t, <-errs, "lock.extended with lease_duration 0")
+	}
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	ops := slices.DeleteFunc(seen.since(start), func(op string) bool { return op == topics.OpExtend })
+	require.Equal(t, []string{topics.OpRelease, topics.OpQuery}, ops)
+}
+
+// A lease lost to an extension answered outside the contract while its
+// Release is on its way is left to that Release: a release of its own,
+// applied first, would make the worker refuse Release's (NOT_HELD). The
+// worker answers the Release only once the marker query comes, sent after
+// the extension returned; every release it sees is Release's command.
+func TestLostLeaseLeftToItsRelease(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	releasing := make(chan topics.Command, 1)
+	var marked bool
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 60))
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 0))
+		case topics.OpRelease:
+			if marked {
+				return one(releasedEvent(cmd))
+			}
+			select {
+			case releasing <- cmd: // the first time (Release sends again after ReplyTimeout)
+			default:
+			}
+			return nil
+		case topics.OpQuery:
+			marked = true
+			select {
+			case rel := <-releasing:
+				return []topics.Event{releasedEvent(rel), statusEvent(cmd)}
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	released := make(chan error, 1)
+	go func() { released <- l.Release(ctx) }()
+	require.Eventually(t, func() bool { return len(releasing) == 1 }, 10*time.Second, 10*time.Millisecond,
+		"the worker sees the Release")
+	require.ErrorContains(t, l.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	require.NoError(t, <-released, "the worker released the lease for Release")
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	var ids []string
+	for _, cmd := range seen.cmds {
+		if cmd.Operation == topics.OpRelease {
+			ids = append(ids, cmd.RequestID)
+		}
+	}
+	require.NotEmpty(t, ids)
+	for _, id := range ids {
+		require.Equal(t, ids[0], id, "a release other than Release's")
+	}
 }

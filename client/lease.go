@@ -174,12 +174,14 @@ func (l *Lease) lostErr() error {
 	return nil
 }
 
-// lose ends the lease as lost; the first cause wins.
-func (l *Lease) lose(cause error) {
+// lose ends the lease as lost; the first cause wins. It reports whether
+// this call ended it.
+func (l *Lease) lose(cause error) bool {
 	if !l.end(cause) {
-		return
+		return false
 	}
 	close(l.lost)
+	return true
 }
 
 // end records why the lease ended and cancels its context, once. It reports
@@ -383,8 +385,9 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		// would answer each retry alike: the lease is lost now, for this
 		// reply, rather than at its deadline for want of an extension, and
 		// released so that the worker does not hold it for nobody.
-		l.lose(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err))
-		_, _ = l.c.bestEffort(l.command(topics.OpRelease))
+		if l.lose(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err)) {
+			l.giveBack()
+		}
 		return err
 	}
 	l.mu.Lock()
@@ -393,6 +396,29 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	}
 	l.mu.Unlock()
 	return nil
+}
+
+// giveBack releases, best effort, the lease extend just lost while the
+// worker may still hold it (only the call that lost it: two extensions so
+// answered release once). A Release in flight is left to do it, as a
+// second release would be refused (NOT_HELD) if applied first; after a
+// Release that got no answer, its command is sent again, same request_id,
+// which the worker applies once. The caller has called begin.
+func (l *Lease) giveBack() {
+	select {
+	case l.releasing <- struct{}{}:
+		defer func() { <-l.releasing }()
+	default:
+		return
+	}
+	l.mu.Lock()
+	if l.release == nil {
+		cmd := l.command(topics.OpRelease)
+		l.release = &cmd
+	}
+	cmd := *l.release
+	l.mu.Unlock()
+	_, _ = l.c.bestEffort(cmd)
 }
 
 // replyLease checks the lock_info, and its lease_duration, of a reply that
