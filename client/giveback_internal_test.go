@@ -208,3 +208,53 @@ func TestLostLeaseLeftToItsRelease(t *testing.T) {
 		require.Equal(t, ids[0], id, "a release other than Release's")
 	}
 }
+
+// A lease lost to an extension answered outside the contract is not
+// released while the release could end a lease held by someone else. The
+// owner "o" first waits (lock.queued), so its lease is its own; its second
+// acquire is a renewal, the same token at once. The first's lost extension
+// leaves the renewal's Lease of the token held; the renewal's, granted
+// without waiting WithOwner, may be another process's lease too. The
+// marker query comes right after the extensions: no release between.
+func TestSharedLeaseNotReleased(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	var held bool
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			if held {
+				return one(granted(cmd, topics.TypeAcquired, 60))
+			}
+			held = true
+			queued := topics.NewEvent(topics.TypeQueued, cmd.Operation, cmd.RequestID, time.Now())
+			queued.QueuePosition = 1
+			return []topics.Event{queued, granted(cmd, topics.TypeAcquired, 60)}
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 0))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	first, err := c.Acquire(ctx, "job", WithOwner("o"), WithoutKeepAlive())
+	require.NoError(t, err)
+	renewal, err := c.Acquire(ctx, "job", WithOwner("o"), WithoutKeepAlive())
+	require.NoError(t, err)
+	require.Equal(t, first.Token, renewal.Token)
+	start := seen.len()
+
+	require.ErrorContains(t, first.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
+	require.ErrorIs(t, first.Err(), ErrLeaseLost)
+	require.NoError(t, renewal.Err())
+	require.ErrorContains(t, renewal.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
+	require.ErrorIs(t, renewal.Err(), ErrLeaseLost)
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	require.Equal(t, []string{topics.OpExtend, topics.OpExtend, topics.OpQuery}, seen.since(start))
+}

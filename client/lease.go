@@ -22,7 +22,7 @@ import (
 // lost when the worker says it ended (lock.expired, lock.revoked, a
 // lock.released that does not answer its own Release, as when an operator
 // released it, or an extension refused), when an extension is answered
-// outside the contract (it is then released), when its keep-alive cannot
+// outside the contract (it is then released, as Extend says), when its keep-alive cannot
 // send an extension because the token (Config.Token) has expired (the error wraps
 // ErrUnauthenticated), or when its expiry passes without a confirmed
 // extension (the broker or worker unreachable); Lost is then
@@ -39,12 +39,16 @@ type Lease struct {
 
 	c         *Client
 	keepAlive bool
-	session   *Session      // what keeps the lease alive instead, if any
-	maxHold   time.Duration // WithMaxHold; 0: none
-	lost      chan struct{}
-	ctx       context.Context
-	cancel    context.CancelCauseFunc
-	granted   topics.Event
+	// mayBeShared: acquired WithOwner and granted without being seen
+	// queued, the lease may be a renewal of another process's (same
+	// owner, same token), which a release would end too.
+	mayBeShared bool
+	session     *Session      // what keeps the lease alive instead, if any
+	maxHold     time.Duration // WithMaxHold; 0: none
+	lost        chan struct{}
+	ctx         context.Context
+	cancel      context.CancelCauseFunc
+	granted     topics.Event
 
 	mu       sync.Mutex
 	info     topics.LockInfo
@@ -70,7 +74,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.T
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
-		c: c, keepAlive: o.keepAlive, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
+		c: c, keepAlive: o.keepAlive, mayBeShared: !o.generatedOwner && !o.dedicatedOwner && !o.queued, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 		releasing: make(chan struct{}, 1),
 	}
 	l.mu.Lock()
@@ -340,7 +344,11 @@ func (l *Lease) Release(ctx context.Context) error {
 // is gone: it is then lost; except ErrMaxHoldExceeded (past WithMaxHold),
 // which leaves it held until its current expiry. An answer that breaks the
 // contract (no lock_info, a lease_duration out of range) loses the lease
-// too, with that answer as the cause, and releases it.
+// too, with that answer as the cause, and releases it, best effort, unless
+// the release could end a lease held by someone else: another Lease of
+// this client with the same Token (a renewal), or, for a lease acquired
+// WithOwner and granted without waiting, another process's renewal of it.
+// A Release in flight is left to release it.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -403,8 +411,20 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 // answered release once). A Release in flight is left to do it, as a
 // second release would be refused (NOT_HELD) if applied first; after a
 // Release that got no answer, its command is sent again, same request_id,
-// which the worker applies once. The caller has called begin.
+// which the worker applies once. Nothing is sent when the release could
+// end a lease held by someone else: another Lease of this client with the
+// same token (a renewal, two acquires in one session), or another process's
+// (mayBeShared). The caller has called begin.
 func (l *Lease) giveBack() {
+	if l.mayBeShared {
+		return
+	}
+	l.c.mu.Lock()
+	shared := len(l.c.leases[l.Token]) > 0 // l, lost, is no longer among them
+	l.c.mu.Unlock()
+	if shared {
+		return
+	}
 	select {
 	case l.releasing <- struct{}{}:
 		defer func() { <-l.releasing }()
