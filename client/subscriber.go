@@ -85,9 +85,11 @@ func ping(ctx context.Context, cl *kgo.Client, brokers []string, timeout time.Du
 
 // withContextErr is err, or ctx's end when err is nil, naming ctx's end
 // too when it is not already err's cause (kgo may report the last broker's
-// error instead), on one line.
+// error instead), on one line. ctx's end is its cause (context.Cause):
+// ErrClosed for an operation's context when the client closed, or the
+// caller's own.
 func withContextErr(ctx context.Context, err error) error {
-	cerr := ctx.Err()
+	cerr := context.Cause(ctx)
 	switch {
 	case err == nil:
 		return cerr
@@ -109,7 +111,7 @@ func FromEnd() SubscribeOption {
 // Subscriber is NewSubscriber on this client's brokers and connection
 // options; it checks that they answer with the client's own Kafka client,
 // within ctx or, when it has no deadline, Config.RequestTimeout. After
-// Close it fails with ErrClosed.
+// Close, or when Close comes while it checks, it fails with ErrClosed.
 func (c *Client) Subscriber(ctx context.Context, opts ...SubscribeOption) (*kafkapubsub.Subscriber, error) {
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
@@ -119,7 +121,13 @@ func (c *Client) Subscriber(ctx context.Context, opts ...SubscribeOption) (*kafk
 	for _, opt := range opts {
 		opt(&cfg)
 	}
+	// Cancelled by Close, which waits for it.
+	ctx, cancel := c.opContext(ctx)
+	defer cancel()
 	if err := c.ping(ctx); err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrClosed) {
+			err = cause // not the brokers': they were not waited for
+		}
 		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
 	}
 	return newSubscriber(cfg)

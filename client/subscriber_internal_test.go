@@ -1,0 +1,54 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
+)
+
+// Close while Client.Subscriber pings a broker that does not answer (its
+// Metadata answer held) returns at once, not when the caller's long
+// deadline passes, and Subscriber fails with ErrClosed, not as if the
+// brokers were unreachable.
+func TestCloseDuringSubscriberPing(t *testing.T) {
+	clearCredentialsEnv(t)
+	cluster := kafkatest.Cluster(t)
+	// Read-only: after New, the Subscriber's ping is the only Metadata
+	// request.
+	c, err := New(context.Background(), Config{Brokers: cluster.ListenAddrs(), Requester: "subscriber-close", ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	held, release := kafkatest.HoldFirst(cluster, kmsg.Metadata)
+	t.Cleanup(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, 1)
+	go func() {
+		_, err := c.Subscriber(ctx)
+		errs <- err
+	}()
+	select {
+	case <-held:
+	case err := <-errs:
+		t.Fatalf("Subscriber returned before its ping was held: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the ping is not held")
+	}
+	closed := make(chan struct{})
+	go func() { c.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		release() // so that the test ends
+		t.Fatal("Close waits for the Subscriber's ping")
+	}
+	err = <-errs
+	require.ErrorIs(t, err, ErrClosed)
+	require.False(t, errors.Is(err, ErrUnreachable), "%v", err)
+}
