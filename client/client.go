@@ -191,7 +191,10 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 		}
 		switch {
 		case errors.Is(err, kerr.TopicAuthorizationFailed):
-			return nil, fmt.Errorf("%w: reading reply topic %q: %w", ErrForbidden, c.replyTopic, errors.Join(err, createErr))
+			if createErr != nil { // on one line, not errors.Join's two
+				err = fmt.Errorf("%w (creating it: %w)", err, createErr)
+			}
+			return nil, fmt.Errorf("%w: reading reply topic %q: %w", ErrForbidden, c.replyTopic, err)
 		case denied && errors.Is(err, kerr.UnknownTopicOrPartition):
 			return nil, fmt.Errorf("%w: reply topic %q does not exist, and creating it was refused: %w", ErrForbidden, c.replyTopic, createErr)
 		}

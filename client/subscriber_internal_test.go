@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -51,4 +52,22 @@ func TestCloseDuringSubscriberPing(t *testing.T) {
 	err = <-errs
 	require.ErrorIs(t, err, ErrClosed)
 	require.False(t, errors.Is(err, ErrUnreachable), "%v", err)
+}
+
+// withContextErr names the context's cause (the client's ErrClosed, a
+// caller's own), once, on one line.
+func TestWithContextErr(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(ErrClosed)
+	err := withContextErr(ctx, errors.New("dial tcp: refused"))
+	require.ErrorIs(t, err, ErrClosed)
+	require.Equal(t, "dial tcp: refused (client closed)", err.Error())
+	require.Equal(t, ErrClosed, withContextErr(ctx, nil))
+
+	ctx, cancel2 := context.WithTimeout(context.Background(), 0)
+	defer cancel2()
+	<-ctx.Done()
+	err = withContextErr(ctx, fmt.Errorf("ping: %w", context.DeadlineExceeded))
+	require.Equal(t, "ping: context deadline exceeded", err.Error(), "named once")
+	require.Equal(t, context.DeadlineExceeded, withContextErr(ctx, nil))
 }

@@ -297,14 +297,14 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		err = fmt.Errorf("topic %q does not exist (the workers create it at start)", topic)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing the end offsets of %q: %w", setupErr(err), topic, errors.Join(err, context.Cause(ctx)))
+		return nil, fmt.Errorf("%w: listing the end offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
 	}
 	starts, err := adm.ListStartOffsets(ctx, topic)
 	if err == nil {
 		err = starts.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, errors.Join(err, context.Cause(ctx)))
+		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
 	}
 	want := parts(len(ends[topic]))
 	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}}
@@ -548,9 +548,7 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 func (c *Client) cutOff(ctx context.Context, err, failed, stalled error) error {
 	topic := c.cfg.Topics.State
 	cause := context.Cause(ctx)
-	if cause != nil && cause != err {
-		err = errors.Join(err, cause)
-	}
+	err = withContextErr(ctx, err)
 	switch {
 	case errors.Is(cause, stalled):
 		return fmt.Errorf("%w: %w", ErrUnreachable, errors.Join(cause, failed))
