@@ -234,7 +234,7 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 	defer func() {
 		if c.endAcquire(key, l != nil, withdraw) {
 			defer c.withdrawn(key) // even if abandon panics: others wait for it
-			c.abandon(cmd, refused)
+			c.abandon(cmd, refused, o.generatedOwner)
 		}
 	}()
 	l, err = c.exchangeAcquire(octx, cmd, o, &withdraw, &refused)
@@ -386,12 +386,16 @@ func (c *Client) withdrawn(k acquireKey) {
 // abandon withdraws an acquire nobody waits for any more: a release for its
 // owner takes it out of the queue (lock.withdrawn) or ends the lease it was
 // granted meanwhile, guarded by refused, the fencing token of a grant the
-// acquire refused, when known. The release goes to the same partition as the acquire
-// (same key), so the worker sees it after the acquire. It runs even while
-// the client closes, each round trip bounded by ReplyTimeout. A lease whose
-// release gets no answer is left to end by itself: at its expiry or, in a
-// session, with the session, which may last as long as the client.
-func (c *Client) abandon(acq topics.Command, refused *int64) {
+// acquire refused, when known. That grant's reply broke the contract, so
+// its token may be wrong too: for a generated owner (generated), which
+// holds nothing else, a release the worker refuses is followed by one
+// without the token, as when none is known. The release goes to the same
+// partition as the acquire (same key), so the worker sees it after the
+// acquire. It runs even while the client closes, each round trip bounded
+// by ReplyTimeout. A lease whose release gets no answer is left to end by
+// itself: at its expiry or, in a session, with the session, which may last
+// as long as the client.
+func (c *Client) abandon(acq topics.Command, refused *int64, generated bool) {
 	release := func(token *int64) (topics.Event, error) {
 		rel := c.command(topics.OpRelease, acq.LockName)
 		rel.Namespace, rel.OwnerID, rel.FencingToken = acq.Namespace, acq.OwnerID, token
@@ -400,8 +404,10 @@ func (c *Client) abandon(acq topics.Command, refused *int64) {
 	if refused != nil {
 		// The grant is the owner's lease: its token releases it, also
 		// under REQUIRE_FENCING_TOKEN, and no later lease of the owner.
-		_, _ = release(refused)
-		return
+		ev, err := release(refused)
+		if err != nil || ev.Type != topics.TypeRejected || !generated {
+			return
+		}
 	}
 	ev, err := release(nil)
 	if err != nil || ev.Type != topics.TypeRejected || ev.ErrorCode != topics.CodeInvalidRequest {

@@ -258,3 +258,74 @@ func TestSharedLeaseNotReleased(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpExtend, topics.OpExtend, topics.OpQuery}, seen.since(start))
 }
+
+// rejectedEvent is a lock.rejected with code answering cmd.
+func rejectedEvent(cmd topics.Command, code string) topics.Event {
+	ev := topics.NewEvent(topics.TypeRejected, cmd.Operation, cmd.RequestID, time.Now())
+	ev.ErrorCode, ev.ErrorMessage = code, "test"
+	return ev
+}
+
+// A grant refused because its reply breaks the contract is released by the
+// reply's fencing token; when the worker refuses that release (the token
+// was as wrong as the rest, TOKEN_MISMATCH here), a generated owner, which
+// holds nothing else, is released again without the token. An owner given
+// WithOwner (seen queued, so withdrawn at all) is not: without the token
+// the release could end another lease of that owner.
+func TestRefusedGrantWrongToken(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 0)
+			ev.LockInfo.FencingToken = 7
+			if cmd.OwnerID == "x" {
+				queued := topics.NewEvent(topics.TypeQueued, cmd.Operation, cmd.RequestID, time.Now())
+				queued.QueuePosition = 1
+				return []topics.Event{queued, ev}
+			}
+			return one(ev)
+		case topics.OpRelease:
+			if cmd.FencingToken != nil {
+				return one(rejectedEvent(cmd, topics.CodeTokenMismatch))
+			}
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	releases := func(start int) []*int64 {
+		t.Helper()
+		seen.mu.Lock()
+		defer seen.mu.Unlock()
+		var tokens []*int64
+		for _, cmd := range seen.cmds[start:] {
+			if cmd.Operation == topics.OpRelease {
+				require.Equal(t, seen.cmds[start].OwnerID, cmd.OwnerID, "the acquire's owner")
+				tokens = append(tokens, cmd.FencingToken)
+			}
+		}
+		return tokens
+	}
+
+	start := seen.len()
+	_, err := c.Acquire(ctx, "job")
+	require.ErrorContains(t, err, "lock.acquired with lease_duration 0")
+	tokens := releases(start)
+	require.Len(t, tokens, 2, "by the token, then without")
+	require.NotNil(t, tokens[0])
+	require.EqualValues(t, 7, *tokens[0])
+	require.Nil(t, tokens[1])
+
+	start = seen.len()
+	_, err = c.Acquire(ctx, "job", WithOwner("x"))
+	require.ErrorContains(t, err, "lock.acquired with lease_duration 0")
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	require.Equal(t, []string{topics.OpAcquire, topics.OpRelease, topics.OpQuery}, seen.since(start))
+}
