@@ -329,3 +329,31 @@ func TestRefusedGrantWrongToken(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpAcquire, topics.OpRelease, topics.OpQuery}, seen.since(start))
 }
+
+// A grant refused because its reply breaks the contract, for an owner given
+// WithOwner and not seen queued, is not released: the owner may have held
+// the lock already (a renewal, another process's), and the release would
+// end that lease. The marker query is the next command the worker sees.
+func TestRefusedGrantWithOwnerNotReleased(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 0))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	_, err := c.Acquire(ctx, "job", WithOwner("x"))
+	require.ErrorContains(t, err, "lock.acquired with lease_duration 0")
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	require.Equal(t, []string{topics.OpAcquire, topics.OpQuery}, seen.since(0))
+}
