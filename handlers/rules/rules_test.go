@@ -352,7 +352,7 @@ func (m *model) checkRetryAfter(d time.Duration, r Request) {
 	holds := func(at time.Time) bool {
 		c := m.after(at)
 		c.acquireReq(r)
-		return slices.ContainsFunc(c.Holders, func(h Holder) bool { return h.Owner == r.Owner })
+		return slices.ContainsFunc(c.Holders, func(h Holder) bool { return h.Owner == r.Owner && h.Mode == r.Mode })
 	}
 	require.True(t, holds(m.now.Add(d)), "retry_after %v: %v waiting for %v, delay until %v", d, m.Queue, m.Holders, m.DelayUntil)
 	if d > 0 {
@@ -548,8 +548,9 @@ func TestRetryAfterOfAWaitingOwner(t *testing.T) {
 	require.Equal(t, 10*time.Second, effs[0].RetryAfter, "c is first in line: the first place to free")
 	require.Equal(t, 20*time.Second, m.acquire("d", Exclusive, 2, 30, 0)[0].RetryAfter, "behind c")
 
-	// Waiting in the other mode, its own wait is granted at its place
-	// first: never 0 while the lock would not take the acquire.
+	// Waiting in the other mode, its own wait would be granted first, in
+	// that mode, and held: the answer is the cap, never 0 while the lock
+	// would not take the acquire.
 	m = newModel(t)
 	m.acquire("r1", Shared, 1, 10, 0)
 	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 1, 30, 60)))
