@@ -34,9 +34,6 @@ type acquireOptions struct {
 	session        *Session
 	lockDelay      time.Duration
 	maxHold        time.Duration
-	// queued is set by exchangeAcquire once the acquire was seen queued: its
-	// owner held nothing then, so the lease granted is its own.
-	queued bool
 }
 
 // Mode is how an acquire holds a lock.
@@ -270,7 +267,6 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 			queuedAt = ev.OccurredAt.Time
 		}
 		*withdraw = true // queued: the owner holds nothing to end
-		o.queued = true
 		if o.onQueued != nil {
 			o.onQueued(ev.QueuePosition)
 		}
@@ -297,7 +293,7 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		if !queuedAt.IsZero() {
 			anchor = queuedAt
 		}
-		return c.newLease(ev, o, sent, anchor), nil
+		return c.newLease(ev, o, !queuedAt.IsZero(), sent, anchor), nil
 	}
 	*withdraw = false // answered for good, without a grant
 	switch ev.Type {

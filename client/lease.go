@@ -66,15 +66,17 @@ type Lease struct {
 	releasing chan struct{}
 }
 
-// newLease registers the lease ev granted. sent is when its acquire was first
-// sent and anchor the worker's time of the first reply to it (the grant
-// itself, or lock.queued for a grant after waiting): see update.
-func (c *Client) newLease(ev topics.Event, o acquireOptions, sent, anchor time.Time) *Lease {
+// newLease registers the lease ev granted. queued says whether its acquire
+// was seen queued (its owner held nothing then, so the lease is its own).
+// sent is when the acquire was first sent and anchor the worker's time of
+// the first reply to it (the grant itself, or lock.queued for a grant after
+// waiting): see update.
+func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent, anchor time.Time) *Lease {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
-		c: c, keepAlive: o.keepAlive, mayBeShared: !o.generatedOwner && !o.dedicatedOwner && !o.queued, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
+		c: c, keepAlive: o.keepAlive, mayBeShared: !o.generatedOwner && !o.dedicatedOwner && !queued, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 		releasing: make(chan struct{}, 1),
 	}
 	l.mu.Lock()
@@ -313,11 +315,10 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.mu.Lock()
 	ended := l.err
-	if ended == nil && l.release == nil {
-		cmd := l.command(topics.OpRelease)
-		l.release = &cmd
+	var cmd topics.Command
+	if ended == nil {
+		cmd = l.releaseCmd()
 	}
-	cmd := l.release
 	l.mu.Unlock()
 	switch {
 	case errors.Is(ended, ErrReleased):
@@ -326,7 +327,7 @@ func (l *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), ended)
 	}
 	l.cancel(ErrReleased)
-	ev, err := l.c.send(ctx, *cmd)
+	ev, err := l.c.send(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
 	}
@@ -413,8 +414,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 // Release that got no answer, its command is sent again, same request_id,
 // which the worker applies once. Nothing is sent when the release could
 // end a lease held by someone else: another Lease of this client with the
-// same token (a renewal, two acquires in one session), or another process's
-// (mayBeShared). The caller has called begin.
+// same token (a renewal), or another process's (mayBeShared). The caller has called begin.
 func (l *Lease) giveBack() {
 	if l.mayBeShared {
 		return
@@ -432,13 +432,20 @@ func (l *Lease) giveBack() {
 		return
 	}
 	l.mu.Lock()
+	cmd := l.releaseCmd()
+	l.mu.Unlock()
+	_, _ = l.c.bestEffort(cmd)
+}
+
+// releaseCmd is the lease's release command, made on first use and the
+// same (request_id) after: the worker applies it once, and its answer is
+// the lease's own release. The caller holds l.releasing, and l.mu.
+func (l *Lease) releaseCmd() topics.Command {
 	if l.release == nil {
 		cmd := l.command(topics.OpRelease)
 		l.release = &cmd
 	}
-	cmd := *l.release
-	l.mu.Unlock()
-	_, _ = l.c.bestEffort(cmd)
+	return *l.release
 }
 
 // replyLease checks the lock_info, and its lease_duration, of a reply that

@@ -27,7 +27,7 @@ func TestEndedBeforeLeaseRegistered(t *testing.T) {
 				AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
 			c.route(topics.Event{Type: tc.typ, LockInfo: info, OccurredAt: topics.Time{Time: now}})
 			granted := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-			l := c.newLease(granted, acquireOptions{}, now, now)
+			l := c.newLease(granted, acquireOptions{}, false, now, now)
 			select {
 			case <-l.Lost():
 			default:
@@ -51,7 +51,7 @@ func TestEveryLeaseOfATokenEnds(t *testing.T) {
 	}
 	grant := func(token int64) *Lease {
 		return c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info(token), OccurredAt: topics.Time{Time: now}},
-			acquireOptions{}, now, now)
+			acquireOptions{}, false, now, now)
 	}
 	first, renewed := grant(9), grant(9)
 	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info(9), OccurredAt: topics.Time{Time: now}, Reason: "test"})
@@ -87,7 +87,7 @@ func TestQueuedGrantDeadlineErrsEarly(t *testing.T) {
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 8, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(grantedAt), ExpiresAt: topics.NewTimePtr(grantedAt.Add(10 * time.Second)), LeaseDuration: 10}
 	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: grantedAt}},
-		acquireOptions{}, sent, queuedAt)
+		acquireOptions{}, false, sent, queuedAt)
 	defer l.lose(ErrReleased)
 	l.mu.Lock()
 	deadline := l.deadline
@@ -106,11 +106,11 @@ func TestEndReadBeforeARenewalRegisters(t *testing.T) {
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 11, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
 	grant := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-	first := c.newLease(grant, acquireOptions{}, now, now)
+	first := c.newLease(grant, acquireOptions{}, false, now, now)
 	// the renewal's grant was read (handed to its Acquire), then:
 	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info, OccurredAt: topics.Time{Time: now}, Reason: "ops"})
 	require.ErrorIs(t, first.Err(), ErrRevoked)
-	renewed := c.newLease(grant, acquireOptions{}, now, now) // Acquire registers it now
+	renewed := c.newLease(grant, acquireOptions{}, false, now, now) // Acquire registers it now
 	defer renewed.lose(ErrReleased)
 	require.ErrorIs(t, renewed.Err(), ErrRevoked, "the renewal's lease is believed held after the revoke")
 }
@@ -130,7 +130,7 @@ func TestLeasePastItsDeadlineIsNotKept(t *testing.T) {
 				info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: int64(g*10000 + i), Status: topics.StatusAcquired,
 					AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now), LeaseDuration: 60}
 				leases <- c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
-					acquireOptions{}, now, now)
+					acquireOptions{}, false, now, now)
 			}
 		})
 	}
