@@ -312,8 +312,9 @@ type acquiring struct {
 	// withdraw: one of them was given up, and its release waits for the
 	// others (see endAcquire).
 	withdraw bool
-	// releasing is set while that release is on its way, and closed when
-	// it was answered (or timed out): a new acquire of the key waits for it.
+	// releasing is set while that release, or a lost lease's (giveBack),
+	// is on its way, and closed when it was answered (or timed out): a new
+	// acquire of the key waits for it.
 	releasing chan struct{}
 }
 
@@ -369,8 +370,8 @@ func (c *Client) endAcquire(k acquireKey, leased, withdraw bool) bool {
 	return false
 }
 
-// withdrawn ends the release endAcquire owed for k: the acquires of k
-// waiting for it start.
+// withdrawn ends the release endAcquire (or giveBack) owed for k: the
+// acquires of k waiting for it start.
 func (c *Client) withdrawn(k acquireKey) {
 	c.mu.Lock()
 	releasing := c.acquiring[k].releasing

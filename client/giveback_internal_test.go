@@ -2,11 +2,13 @@ package client
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/topics"
@@ -251,6 +253,73 @@ func TestSharedLeaseNotReleased(t *testing.T) {
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpExtend, topics.OpExtend, topics.OpQuery}, seen.since(start))
+}
+
+// A lease lost to an extension answered outside the contract is not
+// released while an acquire of its lock and owner is in flight in the same
+// client: that renewal may be granted already, unseen, and the release,
+// applied after it, would end it. The owner "o" first waits (lock.queued),
+// so its lease is its own (not mayBeShared); the worker holds the
+// renewal's grant until the marker query, which comes right after the
+// extension: no release between.
+func TestLostLeaseNotReleasedWhileRenewing(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	var held bool
+	renewing := make(chan topics.Command, 1)
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			if held {
+				select {
+				case renewing <- cmd: // the first time (sent again after ReplyTimeout)
+				default:
+				}
+				return nil
+			}
+			held = true
+			queued := topics.NewEvent(topics.TypeQueued, cmd.Operation, cmd.RequestID, time.Now())
+			queued.QueuePosition = 1
+			return []topics.Event{queued, granted(cmd, topics.TypeAcquired, 60)}
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 0))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			select {
+			case acq := <-renewing:
+				return []topics.Event{granted(acq, topics.TypeAcquired, 60), statusEvent(cmd)}
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	first, err := c.Acquire(ctx, "job", WithOwner("o"), WithoutKeepAlive())
+	require.NoError(t, err)
+	start := seen.len()
+	renewed := make(chan *Lease, 1)
+	go func() {
+		l, err := c.Acquire(ctx, "job", WithOwner("o"), WithoutKeepAlive())
+		assert.NoError(t, err)
+		renewed <- l
+	}()
+	require.Eventually(t, func() bool { return len(renewing) == 1 }, 10*time.Second, time.Millisecond,
+		"the worker sees the renewal")
+
+	require.ErrorContains(t, first.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
+	require.ErrorIs(t, first.Err(), ErrLeaseLost)
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	renewal := <-renewed
+	require.NotNil(t, renewal)
+	require.Equal(t, first.Token, renewal.Token)
+	require.NoError(t, renewal.Err())
+	ops := slices.DeleteFunc(seen.since(start), func(op string) bool { return op == topics.OpAcquire })
+	require.Equal(t, []string{topics.OpExtend, topics.OpQuery}, ops)
 }
 
 // rejectedEvent is a lock.rejected with code answering cmd.

@@ -347,8 +347,10 @@ func (l *Lease) Release(ctx context.Context) error {
 // contract (no lock_info, a lease_duration out of range) loses the lease
 // too, with that answer as the cause, and releases it, best effort, unless
 // the release could end a lease held by someone else: another Lease of
-// this client with the same Token (a renewal), or, for a lease acquired
-// WithOwner and granted without waiting, another process's renewal of it.
+// this client with the same Token (a renewal), an acquire of this client
+// for the same lock and owner in flight (a renewal, maybe granted
+// already), or, for a lease acquired WithOwner and granted without
+// waiting, another process's renewal of it.
 // A Release in flight is left to release it.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
@@ -414,15 +416,13 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 // Release that got no answer, its command is sent again, same request_id,
 // which the worker applies once. Nothing is sent when the release could
 // end a lease held by someone else: another Lease of this client with the
-// same token (a renewal), or another process's (mayBeShared). The caller has called begin.
+// same token (a renewal), an acquire of this client for the lock and
+// owner in flight (a renewal whose grant, unseen yet, the release would
+// end), or another process's lease (mayBeShared). Acquires of the lock and
+// owner started meanwhile wait for the release's answer, as for a
+// withdrawal (endAcquire). The caller has called begin.
 func (l *Lease) giveBack() {
 	if l.mayBeShared {
-		return
-	}
-	l.c.mu.Lock()
-	shared := len(l.c.leases[l.Token]) > 0 // l, lost, is no longer among them
-	l.c.mu.Unlock()
-	if shared {
 		return
 	}
 	select {
@@ -431,6 +431,19 @@ func (l *Lease) giveBack() {
 	default:
 		return
 	}
+	k := l.c.acquireKey(l.Namespace, l.Name, l.Owner)
+	l.c.mu.Lock()
+	a := l.c.acquiring[k]
+	// l, lost, is no longer among c.leases.
+	shared := len(l.c.leases[l.Token]) > 0 || a.n > 0 || a.releasing != nil
+	if !shared {
+		l.c.acquiring[k] = acquiring{releasing: make(chan struct{})}
+	}
+	l.c.mu.Unlock()
+	if shared {
+		return
+	}
+	defer l.c.withdrawn(k)
 	l.mu.Lock()
 	cmd := l.releaseCmd()
 	l.mu.Unlock()
