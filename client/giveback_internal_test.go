@@ -141,6 +141,87 @@ func TestLostLeaseReleasedOnce(t *testing.T) {
 	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpExtend, topics.OpQuery}, seen.since(start))
 }
 
+// An extension answered outside the contract after the lease's local
+// deadline already lost it (sent near the deadline, answered late) still
+// releases it: the worker may just have extended it. The grant's lease ends
+// 300 ms after it; the worker answers the extension once the lease is lost.
+func TestLostLeaseReleasedAfterItsDeadline(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	lost := make(chan struct{})
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 60)
+			ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(300 * time.Millisecond))
+			return one(ev)
+		case topics.OpExtend:
+			select {
+			case <-lost:
+			case <-ctx.Done():
+				return nil
+			}
+			return one(granted(cmd, topics.TypeExtended, 0))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	start := seen.len()
+	go func() {
+		<-l.Lost()
+		close(lost)
+	}()
+	require.ErrorContains(t, l.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
+	require.ErrorContains(t, l.Err(), "reached its expiry without a confirmed extension")
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	ops := slices.Compact(seen.since(start)) // an extension sent again after ReplyTimeout
+	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}, ops)
+}
+
+// An extension answered outside the contract after the worker ended the
+// lease (lock.revoked, read first) sends no release: the worker holds
+// nothing of it, and a release could end a later lease of the owner. The
+// marker query comes right after the extension.
+func TestLeaseEndedByTheWorkerNotReleased(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 60))
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 0))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	start := seen.len()
+	info := l.Info()
+	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: &info, OccurredAt: topics.Time{Time: time.Now()}, Reason: "ops"})
+	require.ErrorIs(t, l.Err(), ErrRevoked)
+	require.ErrorContains(t, l.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	require.Equal(t, []string{topics.OpExtend, topics.OpQuery}, seen.since(start))
+}
+
 // A lease lost to an extension answered outside the contract while its
 // Release is on its way is left to that Release: a release of its own,
 // applied first, would make the worker refuse Release's (NOT_HELD). The

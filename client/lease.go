@@ -56,6 +56,11 @@ type Lease struct {
 	deadline time.Time     // local estimate of the end of the lease
 	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
+	// endedHere: the lease ended by the client's own verdict (its deadline
+	// passed, a reply outside the contract, its token expired), not by the
+	// worker or a release: the worker may hold it still (see giveBack).
+	endedHere bool
+	gaveBack  bool // giveBack sent its release
 	// release is Release's command, sent again (same request_id) by a
 	// Release after one that got no answer; its answer, lock.released, is
 	// no loss, even when it comes after Release gave up.
@@ -182,8 +187,14 @@ func (l *Lease) lostErr() error {
 
 // lose ends the lease as lost; the first cause wins. It reports whether
 // this call ended it.
-func (l *Lease) lose(cause error) bool {
-	if !l.end(cause) {
+func (l *Lease) lose(cause error) bool { return l.loseAs(cause, false) }
+
+// loseHere is lose for a cause of the client's own (endedHere): the worker
+// may hold the lease still.
+func (l *Lease) loseHere(cause error) bool { return l.loseAs(cause, true) }
+
+func (l *Lease) loseAs(cause error, here bool) bool {
+	if !l.endAs(cause, here) {
 		return false
 	}
 	close(l.lost)
@@ -192,13 +203,15 @@ func (l *Lease) lose(cause error) bool {
 
 // end records why the lease ended and cancels its context, once. It reports
 // whether this call ended it.
-func (l *Lease) end(cause error) bool {
+func (l *Lease) end(cause error) bool { return l.endAs(cause, false) }
+
+func (l *Lease) endAs(cause error, here bool) bool {
 	l.mu.Lock()
 	if l.err != nil {
 		l.mu.Unlock()
 		return false
 	}
-	l.err = cause
+	l.err, l.endedHere = cause, here
 	if l.timer != nil {
 		l.timer.Stop()
 	}
@@ -271,10 +284,10 @@ func (l *Lease) deadlinePassed() {
 	capped := l.maxHold > 0 && l.capRoom() < minExtension
 	l.mu.Unlock()
 	if capped {
-		l.lose(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
+		l.loseHere(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
 		return
 	}
-	l.lose(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
+	l.loseHere(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
 }
 
 // minExtension is the contract's smallest extension_duration.
@@ -345,8 +358,10 @@ func (l *Lease) Release(ctx context.Context) error {
 // is gone: it is then lost; except ErrMaxHoldExceeded (past WithMaxHold),
 // which leaves it held until its current expiry. An answer that breaks the
 // contract (no lock_info, a lease_duration out of range) loses the lease
-// too, with that answer as the cause, and releases it, best effort, unless
-// the release could end a lease held by someone else: another Lease of
+// too, with that answer as the cause, and releases it, best effort, once
+// (also when its local deadline lost it first: the worker may just have
+// extended it; not when the worker or a release ended it), unless the
+// release could end a lease held by someone else: another Lease of
 // this client with the same Token (a renewal), an acquire of this client
 // for the same lock and owner in flight (a renewal, maybe granted
 // already), or, for a lease acquired WithOwner and granted without
@@ -395,10 +410,11 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		// The worker may hold the lease past the client's deadline, and
 		// would answer each retry alike: the lease is lost now, for this
 		// reply, rather than at its deadline for want of an extension, and
-		// released so that the worker does not hold it for nobody.
-		if l.lose(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err)) {
-			l.giveBack()
-		}
+		// released so that the worker does not hold it for nobody: also
+		// when its deadline ended it first, as the worker may just have
+		// extended it.
+		l.loseHere(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err))
+		l.giveBack()
 		return err
 	}
 	l.mu.Lock()
@@ -409,9 +425,10 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	return nil
 }
 
-// giveBack releases, best effort, the lease extend just lost while the
-// worker may still hold it (only the call that lost it: two extensions so
-// answered release once). A Release in flight is left to do it, as a
+// giveBack releases, best effort, once, the lease an extension answered
+// outside the contract found lost, unless the worker or a release ended it
+// (endedHere false): the worker may hold it still, even when its local
+// deadline ended it first. A Release in flight is left to do it, as a
 // second release would be refused (NOT_HELD) if applied first; after a
 // Release that got no answer, its command is sent again, same request_id,
 // which the worker applies once. Nothing is sent when the release could
@@ -431,6 +448,12 @@ func (l *Lease) giveBack() {
 	default:
 		return
 	}
+	l.mu.Lock()
+	give := l.endedHere && !l.gaveBack
+	l.mu.Unlock()
+	if !give {
+		return
+	}
 	k := l.c.acquireKey(l.Namespace, l.Name, l.Owner)
 	l.c.mu.Lock()
 	a := l.c.acquiring[k]
@@ -445,6 +468,7 @@ func (l *Lease) giveBack() {
 	}
 	defer l.c.withdrawn(k)
 	l.mu.Lock()
+	l.gaveBack = true
 	cmd := l.releaseCmd()
 	l.mu.Unlock()
 	_, _ = l.c.bestEffort(cmd)
@@ -550,7 +574,7 @@ func (l *Lease) keepAliveLoop() {
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the
 			// lease is lost for that, not later for want of an answer.
-			l.lose(fmt.Errorf("%w: keep-alive: %w", ErrLeaseLost, err))
+			l.loseHere(fmt.Errorf("%w: keep-alive: %w", ErrLeaseLost, err))
 		}
 	}
 }
