@@ -124,7 +124,10 @@ func CampaignMetadata(value string) json.RawMessage {
 // given WithOwner, is taken to be the campaign's alone: it is withdrawn
 // unless a lease of this client (a Leadership's, or an Acquire's of that
 // owner) holds the lock for that owner, so a campaign given up while
-// resuming a leadership of another process ends it.
+// resuming a leadership of another process ends it; and a Leadership lost
+// to a keep-alive answered outside the contract is released as Extend
+// says, even one resumed at once WithOwner (an Acquire's lease so granted
+// is not, as it may be another process's).
 // While another campaign (or acquire) of that owner is in flight in this
 // client, the withdrawal waits for it, as Acquire's does.
 //
