@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/omninode/lockworker/internal/childproc"
 )
 
@@ -157,7 +159,7 @@ func (p *proc) stop(what string, sig syscall.Signal, grace time.Duration) error 
 	}
 	<-p.done
 	if p.err != nil {
-		return fmt.Errorf("%s after %s: %w (%w)", what, sigName(sig), p.err, ErrUncleanStop)
+		return fmt.Errorf("%s after %s: %w (%w)", what, unix.SignalName(sig), p.err, ErrUncleanStop)
 	}
 	return nil
 }
@@ -186,16 +188,6 @@ func (p *proc) waitKilled(what string) error {
 func killed(ps *os.ProcessState) bool {
 	ws, ok := ps.Sys().(syscall.WaitStatus)
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
-}
-
-func sigName(sig syscall.Signal) string {
-	switch sig {
-	case syscall.SIGTERM:
-		return "SIGTERM"
-	case syscall.SIGKILL:
-		return "SIGKILL"
-	}
-	return sig.String()
 }
 
 // Broker is a cmd/devkafka process.
