@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // Environment variables of Config's credentials.
@@ -28,10 +30,6 @@ const (
 // (each '<', '>', '&' or control character takes 6 bytes), which token
 // checks.
 const MaxTokenClaimBytes = 1024
-
-// maxTokenBytes is the longest token the workers accept
-// (internal/auth.MaxTokenBytes, which the SDK does not import).
-const maxTokenBytes = 8 << 10
 
 // SignedTokenTTL is the lifetime of the tokens a client signs itself
 // (Config.SigningKeyFile); it signs a new one a minute before the last one
@@ -171,10 +169,10 @@ func (c *credentials) token() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("signing a token: %w", err)
 	}
-	if len(s) > maxTokenBytes {
+	if len(s) > topics.MaxTokenBytes {
 		// The workers would drop every command unanswered (ErrNoReply).
 		return "", fmt.Errorf("%w: the signed token is %d bytes, over the workers' limit of %d: shorten the token audience or issuer",
-			ErrUnauthenticated, len(s), maxTokenBytes)
+			ErrUnauthenticated, len(s), topics.MaxTokenBytes)
 	}
 	c.signed, c.until = "Bearer "+s, until
 	return c.signed, nil

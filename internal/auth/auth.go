@@ -20,10 +20,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-)
 
-// MaxTokenBytes bounds a token; a command record is bounded anyway.
-const MaxTokenBytes = 8 << 10
+	"github.com/omninode/lockworker/topics"
+)
 
 // MaxSubjectBytes bounds a requester name, so that its reply topic
 // (REPLY_TOPIC_PREFIX + name) stays within Kafka's 249 characters: with
@@ -123,8 +122,8 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	switch {
 	case token == "":
 		return Requester{}, fmt.Errorf("%w: no token", ErrUnauthenticated)
-	case len(token) > MaxTokenBytes:
-		return Requester{}, fmt.Errorf("%w: token longer than %d bytes", ErrUnauthenticated, MaxTokenBytes)
+	case len(token) > topics.MaxTokenBytes:
+		return Requester{}, fmt.Errorf("%w: token longer than %d bytes", ErrUnauthenticated, topics.MaxTokenBytes)
 	}
 	keys, methods := v.current()
 	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithLeeway(v.cfg.Leeway), jwt.WithValidMethods(methods)}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 func writePublic(t *testing.T, path string, pub any) {
@@ -78,7 +80,7 @@ func TestVerify(t *testing.T) {
 	for name, tc := range map[string]struct{ token, want string }{
 		"empty":         {"", "no token"},
 		"garbage":       {"not-a-jwt", "malformed"},
-		"huge":          {strings.Repeat("a", MaxTokenBytes+1), "longer than"},
+		"huge":          {strings.Repeat("a", topics.MaxTokenBytes+1), "longer than"},
 		"unknown key":   {sign(t, jwt.SigningMethodEdDSA, strangerKey, good), "signature is invalid"},
 		"alg none":      {none, "signing method none is invalid"},
 		"HMAC, no key":  {sign(t, jwt.SigningMethodHS256, []byte(strings.Repeat("k", 32)), good), "signing method HS256 is invalid"},
@@ -91,7 +93,7 @@ func TestVerify(t *testing.T) {
 		_, err := v.Verify(tc.token)
 		require.ErrorIs(t, err, ErrUnauthenticated, name)
 		require.Contains(t, err.Error(), tc.want, name)
-		if len(tc.token) > 20 && len(tc.token) < MaxTokenBytes {
+		if len(tc.token) > 20 && len(tc.token) < topics.MaxTokenBytes {
 			require.NotContains(t, err.Error(), tc.token, "%s: the error never quotes the token", name)
 		}
 	}
