@@ -293,13 +293,21 @@ func (r *Replica) Start() error {
 
 // Ready waits until the replica logged that it consumes.
 func (r *Replica) Ready(ctx context.Context) error {
-	r.mu.Lock()
-	p := r.p
-	r.mu.Unlock()
-	if p == nil {
-		return fmt.Errorf("replica %s is not running", r.Name)
+	p, err := r.running()
+	if err != nil {
+		return err
 	}
 	return p.waitReady(ctx, "replica "+r.Name)
+}
+
+// running is the replica's process, or an error when it has none.
+func (r *Replica) running() (*proc, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.p == nil {
+		return nil, fmt.Errorf("replica %s is not running", r.Name)
+	}
+	return r.p, nil
 }
 
 // Err is an error if the process exited without Kill or Term asking it to
@@ -327,11 +335,9 @@ func (r *Replica) Err() error {
 // Exited tells when it is gone). Err, Kill and Term take the exit that
 // follows for an unasked one.
 func (r *Replica) Signal(sig syscall.Signal) error {
-	r.mu.Lock()
-	p := r.p
-	r.mu.Unlock()
-	if p == nil {
-		return fmt.Errorf("replica %s is not running", r.Name)
+	p, err := r.running()
+	if err != nil {
+		return err
 	}
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		return fmt.Errorf("signalling replica %s: %w", r.Name, err)
