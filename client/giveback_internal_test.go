@@ -105,11 +105,13 @@ func (r *recorder) len() int {
 }
 
 // Two extensions of one lease both answered outside the contract (the
-// keep-alive's and Extend's, say) lose it once, and release it once. The
-// second is sent once the first returned, which was after its release was
-// answered: the second finds Release's slot free, and the lease already
-// given back. The marker query, sent after both returned, comes right
-// after that one release.
+// keep-alive's and Extend's, say) lose it once, and release it with one
+// command: each sends the lease's release, the second with the first's
+// request_id, which the worker applies at most once (a repeated request_id
+// is answered from its stored outcome, design.md "Idempotency"). The second
+// extension is sent once the first returned, which was after its release
+// was answered. The marker query, sent after both returned, comes right
+// after the second release.
 func TestLostLeaseReleasedOnce(t *testing.T) {
 	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -138,7 +140,13 @@ func TestLostLeaseReleasedOnce(t *testing.T) {
 	}
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
-	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpExtend, topics.OpQuery}, seen.since(start))
+	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpExtend, topics.OpRelease, topics.OpQuery}, seen.since(start))
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	first, second := seen.cmds[start+1], seen.cmds[start+3]
+	require.NotEmpty(t, first.RequestID)
+	require.Equal(t, first.RequestID, second.RequestID, "the second release is the first again")
+	require.Equal(t, l.Token, *second.FencingToken)
 }
 
 // An extension answered outside the contract after the lease's local
@@ -188,38 +196,57 @@ func TestLostLeaseReleasedAfterItsDeadline(t *testing.T) {
 }
 
 // An extension answered outside the contract after the worker ended the
-// lease (lock.revoked, read first) sends no release: the worker holds
-// nothing of it, and a release could end a later lease of the owner. The
-// marker query comes right after the extension.
-func TestLeaseEndedByTheWorkerNotReleased(t *testing.T) {
+// lease (lock.revoked, read while the extension was on its way) still
+// sends the lease's release, guarded by its fencing token: the client
+// cannot tell that ending from its own, and no later lease has that token
+// (a new grant gets a new one), so the worker refuses it, NOT_HELD here.
+// The lease stays lost to its revoke, and the release's marker is cleared
+// (acquires of the lock and owner wait no more).
+func TestLeaseEndedByTheWorkerReleasedByToken(t *testing.T) {
 	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
+	var client atomic.Pointer[Client]
+	var lease atomic.Pointer[Lease]
 	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		seen.add(cmd)
 		switch cmd.Operation {
 		case topics.OpAcquire:
 			return one(granted(cmd, topics.TypeAcquired, 60))
 		case topics.OpExtend:
+			if l := lease.Load(); l != nil && l.Err() == nil {
+				info := l.Info()
+				client.Load().route(topics.Event{Type: topics.TypeRevoked, LockInfo: &info, OccurredAt: topics.Time{Time: time.Now()}, Reason: "ops"})
+			}
 			return one(granted(cmd, topics.TypeExtended, 0))
 		case topics.OpRelease:
-			return one(releasedEvent(cmd))
+			return one(rejectedEvent(cmd, topics.CodeNotHeld))
 		case topics.OpQuery:
 			return one(statusEvent(cmd))
 		}
 		return nil
 	})
+	client.Store(c)
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
+	lease.Store(l)
 	start := seen.len()
-	info := l.Info()
-	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: &info, OccurredAt: topics.Time{Time: time.Now()}, Reason: "ops"})
-	require.ErrorIs(t, l.Err(), ErrRevoked)
 	require.ErrorContains(t, l.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
+	require.ErrorIs(t, l.Err(), ErrRevoked)
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
-	require.Equal(t, []string{topics.OpExtend, topics.OpQuery}, seen.since(start))
+	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}, slices.Compact(seen.since(start)))
+	seen.mu.Lock()
+	rel := seen.cmds[start+1]
+	seen.mu.Unlock()
+	require.Equal(t, l.Owner, rel.OwnerID)
+	require.NotNil(t, rel.FencingToken)
+	require.Equal(t, l.Token, *rel.FencingToken)
+	c.mu.Lock()
+	_, marked := c.acquiring[c.acquireKey(l.Namespace, l.Name, l.Owner)]
+	c.mu.Unlock()
+	require.False(t, marked, "the release's marker outlives its answer")
 }
 
 // A lease lost to an extension answered outside the contract while its

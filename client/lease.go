@@ -56,11 +56,6 @@ type Lease struct {
 	deadline time.Time     // local estimate of the end of the lease
 	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
-	// endedHere: the lease ended by the client's own verdict (its deadline
-	// passed, a reply outside the contract, its token expired), not by the
-	// worker or a release: the worker may hold it still (see giveBack).
-	endedHere bool
-	gaveBack  bool // giveBack sent its release
 	// release is Release's command, sent again (same request_id) by a
 	// Release after one that got no answer; its answer, lock.released, is
 	// no loss, even when it comes after Release gave up.
@@ -187,14 +182,8 @@ func (l *Lease) lostErr() error {
 
 // lose ends the lease as lost; the first cause wins. It reports whether
 // this call ended it.
-func (l *Lease) lose(cause error) bool { return l.loseAs(cause, false) }
-
-// loseHere is lose for a cause of the client's own (endedHere): the worker
-// may hold the lease still.
-func (l *Lease) loseHere(cause error) bool { return l.loseAs(cause, true) }
-
-func (l *Lease) loseAs(cause error, here bool) bool {
-	if !l.endAs(cause, here) {
+func (l *Lease) lose(cause error) bool {
+	if !l.end(cause) {
 		return false
 	}
 	close(l.lost)
@@ -203,15 +192,13 @@ func (l *Lease) loseAs(cause error, here bool) bool {
 
 // end records why the lease ended and cancels its context, once. It reports
 // whether this call ended it.
-func (l *Lease) end(cause error) bool { return l.endAs(cause, false) }
-
-func (l *Lease) endAs(cause error, here bool) bool {
+func (l *Lease) end(cause error) bool {
 	l.mu.Lock()
 	if l.err != nil {
 		l.mu.Unlock()
 		return false
 	}
-	l.err, l.endedHere = cause, here
+	l.err = cause
 	if l.timer != nil {
 		l.timer.Stop()
 	}
@@ -284,10 +271,10 @@ func (l *Lease) deadlinePassed() {
 	capped := l.maxHold > 0 && l.capRoom() < minExtension
 	l.mu.Unlock()
 	if capped {
-		l.loseHere(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
+		l.lose(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
 		return
 	}
-	l.loseHere(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
+	l.lose(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
 }
 
 // minExtension is the contract's smallest extension_duration.
@@ -358,15 +345,17 @@ func (l *Lease) Release(ctx context.Context) error {
 // is gone: it is then lost; except ErrMaxHoldExceeded (past WithMaxHold),
 // which leaves it held until its current expiry. An answer that breaks the
 // contract (no lock_info, a lease_duration out of range) loses the lease
-// too, with that answer as the cause, and releases it, best effort, once
-// (also when its local deadline lost it first: the worker may just have
-// extended it; not when the worker or a release ended it), unless the
-// release could end a lease held by someone else: another Lease of
-// this client with the same Token (a renewal), an acquire of this client
-// for the same lock and owner in flight (a renewal, maybe granted
-// already), or, for a lease acquired WithOwner and granted without
-// waiting, another process's renewal of it.
-// A Release in flight is left to release it.
+// too, with that answer as the cause, and releases it, best effort, by its
+// fencing token (also when it was lost or released first: the worker may
+// just have extended it), with the request_id of any earlier release of
+// the lease, so that the worker applies it at most once and refuses it
+// when the lease has ended; unless the release could end a lease held by
+// someone else: another Lease of this client with the same Token (a
+// renewal), an acquire of this client for the same lock and owner in
+// flight (a renewal, maybe granted already, or a wait the release would
+// withdraw), or, for a lease acquired WithOwner and granted without
+// waiting, another process's renewal of it. A Release in flight is left to
+// release it.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -411,9 +400,9 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		// would answer each retry alike: the lease is lost now, for this
 		// reply, rather than at its deadline for want of an extension, and
 		// released so that the worker does not hold it for nobody: also
-		// when its deadline ended it first, as the worker may just have
-		// extended it.
-		l.loseHere(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err))
+		// when it ended first (its deadline, a worker's event, a release
+		// without an answer), as the worker may just have extended it.
+		l.lose(fmt.Errorf("%w: extension answered outside the contract: %w", ErrLeaseLost, err))
 		l.giveBack()
 		return err
 	}
@@ -425,17 +414,23 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	return nil
 }
 
-// giveBack releases, best effort, once, the lease an extension answered
-// outside the contract found lost, unless the worker or a release ended it
-// (endedHere false): the worker may hold it still, even when its local
-// deadline ended it first. A Release in flight is left to do it, as a
-// second release would be refused (NOT_HELD) if applied first; after a
-// Release that got no answer, its command is sent again, same request_id,
-// which the worker applies once. Nothing is sent when the release could
+// giveBack releases, best effort, the lease an extension answered outside
+// the contract found lost: the worker may hold it still, however it ended
+// here first. The release is guarded by the lease's fencing token, which
+// no later lease has (a new grant gets a new token; a renewal, the same,
+// only while the lease is held), so the worker refuses it (NOT_HELD,
+// NOT_OWNER, TOKEN_MISMATCH) when the lease has ended; and it is the
+// lease's one release command (releaseCmd: the request_id of a Release,
+// or of an earlier giveBack), which the worker applies at most once and
+// otherwise answers from its stored outcome. So a second lost extension
+// sends it again harmlessly, and no flag says whether it was sent. A
+// Release in flight is left to do it: a release of its own, applied first,
+// would have Release's refused (NOT_HELD). Nothing is sent when the release could
 // end a lease held by someone else: another Lease of this client with the
 // same token (a renewal), an acquire of this client for the lock and
 // owner in flight (a renewal whose grant, unseen yet, the release would
-// end), or another process's lease (mayBeShared). Acquires of the lock and
+// end, or a wait, which a release of the owner withdraws whatever its
+// token), or another process's lease (mayBeShared). Acquires of the lock and
 // owner started meanwhile wait for the release's answer, as for a
 // withdrawal (endAcquire). The caller has called begin.
 func (l *Lease) giveBack() {
@@ -446,12 +441,6 @@ func (l *Lease) giveBack() {
 	case l.releasing <- struct{}{}:
 		defer func() { <-l.releasing }()
 	default:
-		return
-	}
-	l.mu.Lock()
-	give := l.endedHere && !l.gaveBack
-	l.mu.Unlock()
-	if !give {
 		return
 	}
 	k := l.c.acquireKey(l.Namespace, l.Name, l.Owner)
@@ -468,7 +457,6 @@ func (l *Lease) giveBack() {
 	}
 	defer l.c.withdrawn(k)
 	l.mu.Lock()
-	l.gaveBack = true
 	cmd := l.releaseCmd()
 	l.mu.Unlock()
 	_, _ = l.c.bestEffort(cmd)
@@ -574,7 +562,7 @@ func (l *Lease) keepAliveLoop() {
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the
 			// lease is lost for that, not later for want of an answer.
-			l.loseHere(fmt.Errorf("%w: keep-alive: %w", ErrLeaseLost, err))
+			l.lose(fmt.Errorf("%w: keep-alive: %w", ErrLeaseLost, err))
 		}
 	}
 }
