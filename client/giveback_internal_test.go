@@ -105,26 +105,42 @@ func (r *recorder) len() int {
 }
 
 // Two extensions of one lease both answered outside the contract (the
-// keep-alive's and Extend's, say) lose it once, and release it with one
-// command: each sends the lease's release, the second with the first's
-// request_id, which the worker applies at most once (a repeated request_id
-// is answered from its stored outcome, design.md "Idempotency"). The second
-// extension is sent once the first returned, which was after its release
-// was answered. The marker query, sent after both returned, comes right
-// after the second release.
+// keep-alive's and Extend's, say, both sent while it was held) lose it
+// once, and release it with one command: each sends the lease's release,
+// the second with the first's request_id, which the worker applies at most
+// once (a repeated request_id is answered from its stored outcome,
+// design.md "Idempotency"). The worker answers the first extension once it
+// sees the second, and the second (sent again after ReplyTimeout) once the
+// first release was answered.
 func TestLostLeaseReleasedOnce(t *testing.T) {
 	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
+	sent := make(chan struct{}, 1)
+	var first string
+	var releases int
 	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		seen.add(cmd)
 		switch cmd.Operation {
 		case topics.OpAcquire:
 			return one(granted(cmd, topics.TypeAcquired, 60))
 		case topics.OpExtend:
+			switch {
+			case first == "":
+				first = cmd.RequestID
+				sent <- struct{}{}
+				return nil
+			case cmd.RequestID == first:
+				return nil // sent again; answered already
+			case releases == 0:
+				ev := granted(cmd, topics.TypeExtended, 0)
+				ev.RequestID = first
+				return one(ev)
+			}
 			return one(granted(cmd, topics.TypeExtended, 0))
 		case topics.OpRelease:
+			releases++
 			return one(releasedEvent(cmd))
 		case topics.OpQuery:
 			return one(statusEvent(cmd))
@@ -133,20 +149,27 @@ func TestLostLeaseReleasedOnce(t *testing.T) {
 	})
 	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
 	require.NoError(t, err)
-	start := seen.len()
+	errs := make(chan error, 2)
+	go func() { errs <- l.Extend(ctx, time.Minute) }()
+	<-sent
+	go func() { errs <- l.Extend(ctx, time.Minute) }()
 	for range 2 {
-		require.ErrorContains(t, l.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
-		require.ErrorIs(t, l.Err(), ErrLeaseLost)
+		require.ErrorContains(t, <-errs, "lock.extended with lease_duration 0")
 	}
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
-	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpExtend, topics.OpRelease, topics.OpQuery}, seen.since(start))
 	seen.mu.Lock()
 	defer seen.mu.Unlock()
-	first, second := seen.cmds[start+1], seen.cmds[start+3]
-	require.NotEmpty(t, first.RequestID)
-	require.Equal(t, first.RequestID, second.RequestID, "the second release is the first again")
-	require.Equal(t, l.Token, *second.FencingToken)
+	var ids []string
+	for _, cmd := range seen.cmds {
+		if cmd.Operation == topics.OpRelease {
+			ids = append(ids, cmd.RequestID)
+			require.Equal(t, l.Token, *cmd.FencingToken)
+		}
+	}
+	require.Len(t, ids, 2)
+	require.Equal(t, ids[0], ids[1], "the second release is the first again")
 }
 
 // An extension answered outside the contract after the lease's local
@@ -527,4 +550,43 @@ func TestRefusedGrantWithOwnerNotReleased(t *testing.T) {
 	_, err = c.Query(ctx, "marker")
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpAcquire, topics.OpQuery}, seen.since(0))
+}
+
+// Extend of a lease already lost (to its local deadline here: the grant's
+// lease ends 200 ms after it) returns its loss, the error Err reports, and
+// sends nothing: an extension the worker applied would keep the lock held
+// for nobody. The marker query comes right after the grant.
+func TestExtendLostLeaseNotSent(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 60)
+			ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(200 * time.Millisecond))
+			return one(ev)
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 60))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	start := seen.len()
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease is not lost")
+	}
+	err = l.Extend(ctx, time.Minute)
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorIs(t, err, l.Err())
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	require.Equal(t, []string{topics.OpQuery}, seen.since(start))
 }

@@ -356,6 +356,11 @@ func (l *Lease) Release(ctx context.Context) error {
 // withdraw), or, for a lease acquired WithOwner and granted without
 // waiting, another process's renewal of it. A Release in flight is left to
 // release it.
+//
+// Extend of a lease already ended (lost, or released) returns why, the
+// error Err reports (wrapping ErrLeaseLost, or ErrReleased), and sends
+// nothing; so does the keep-alive. An extension granted after the lease
+// ended meanwhile returns that error too, not nil.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -377,6 +382,11 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		// the lease's local deadline) would keep a lease the client
 		// counts as lost.
 		return context.Cause(ctx)
+	}
+	if err := l.Err(); err != nil {
+		// Not sent either: the worker, applying it, would hold the lease
+		// for nobody.
+		return err
 	}
 	// One operation with the release that may follow: Close waits for both.
 	if err := l.c.begin(); err != nil {
@@ -407,10 +417,11 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	if l.err == nil {
-		l.update(ev, sent, ev.OccurredAt.Time)
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return l.err // it ended while the extension was on its way
 	}
-	l.mu.Unlock()
+	l.update(ev, sent, ev.OccurredAt.Time)
 	return nil
 }
 
