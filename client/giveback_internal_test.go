@@ -24,7 +24,6 @@ func releasedEvent(cmd topics.Command) topics.Event {
 // withdrawn: Close waits for that release's answer (late here: the worker
 // answers once Close has begun), rather than cancel it or refuse to send it.
 func TestLostLeaseReleasedWhileClosing(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	released := make(chan topics.Command, 1)
@@ -113,7 +112,6 @@ func (r *recorder) len() int {
 // sees the second, and the second (sent again after ReplyTimeout) once the
 // first release was answered.
 func TestLostLeaseReleasedOnce(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -177,7 +175,6 @@ func TestLostLeaseReleasedOnce(t *testing.T) {
 // releases it: the worker may just have extended it. The grant's lease ends
 // 300 ms after it; the worker answers the extension once the lease is lost.
 func TestLostLeaseReleasedAfterItsDeadline(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -226,7 +223,6 @@ func TestLostLeaseReleasedAfterItsDeadline(t *testing.T) {
 // The lease stays lost to its revoke, and the release's marker is cleared
 // (acquires of the lock and owner wait no more).
 func TestLeaseEndedByTheWorkerReleasedByToken(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -278,7 +274,6 @@ func TestLeaseEndedByTheWorkerReleasedByToken(t *testing.T) {
 // worker answers the Release only once the marker query comes, sent after
 // the extension returned; every release it sees is Release's command.
 func TestLostLeaseLeftToItsRelease(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -344,7 +339,6 @@ func TestLostLeaseLeftToItsRelease(t *testing.T) {
 // without waiting WithOwner, may be another process's lease too. The
 // marker query comes right after the extensions: no release between.
 func TestSharedLeaseNotReleased(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -394,7 +388,6 @@ func TestSharedLeaseNotReleased(t *testing.T) {
 // renewal's grant until the marker query, which comes right after the
 // extension: no release between.
 func TestLostLeaseNotReleasedWhileRenewing(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -467,7 +460,6 @@ func rejectedEvent(cmd topics.Command, code string) topics.Event {
 // WithOwner (seen queued, so withdrawn at all) is not: without the token
 // the release could end another lease of that owner.
 func TestRefusedGrantWrongToken(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -529,7 +521,6 @@ func TestRefusedGrantWrongToken(t *testing.T) {
 // the lock already (a renewal, another process's), and the release would
 // end that lease. The marker query is the next command the worker sees.
 func TestRefusedGrantWithOwnerNotReleased(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
@@ -557,7 +548,6 @@ func TestRefusedGrantWithOwnerNotReleased(t *testing.T) {
 // sends nothing: an extension the worker applied would keep the lock held
 // for nobody. The marker query comes right after the grant.
 func TestExtendLostLeaseNotSent(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder

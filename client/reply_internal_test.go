@@ -28,6 +28,7 @@ import (
 // timeout.
 func fakeWorker(t *testing.T, answer func(ctx context.Context, cmd topics.Command) []topics.Event) *Client {
 	t.Helper()
+	clearCredentialsEnv(t) // the client New makes here carries none
 	names := topics.DefaultNames()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Commands))
 	require.NoError(t, err)
@@ -121,7 +122,6 @@ func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
 // keep-alive, loses the lease with the reply as the cause, not later as if
 // no extension had been answered, and releases it.
 func TestReplyOutsideTheContractsRange(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -233,14 +233,12 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 // (two thirds of them) on a loaded machine: a late answer would lose them by
 // their deadline instead.
 func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
-	clearCredentialsEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	exp := time.Now().Add(time.Hour)
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "fake",
 		ExpiresAt: jwt.NewNumericDate(exp)}).SignedString([]byte("the fake worker checks no token"))
 	require.NoError(t, err)
-	t.Setenv(EnvToken, token)
 	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		switch cmd.Operation {
 		case topics.OpAcquire:
@@ -254,8 +252,11 @@ func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
 		}
 		return nil
 	})
+	// The token, and the clock it is judged by, are set before any
+	// keep-alive runs: they start with Acquire and NewSession.
+	c.creds, err = loadCredentials(Config{Token: token})
+	require.NoError(t, err)
 	var expired atomic.Bool
-	// Set before any keep-alive runs: they start with Acquire and NewSession.
 	c.creds.now = func() time.Time {
 		if expired.Load() {
 			return exp.Add(time.Second)
