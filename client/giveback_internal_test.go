@@ -170,49 +170,60 @@ func TestLostLeaseReleasedOnce(t *testing.T) {
 	require.Equal(t, ids[0], ids[1], "the second release is the first again")
 }
 
-// An extension answered outside the contract after the lease's local
-// deadline already lost it (sent near the deadline, answered late) still
-// releases it: the worker may just have extended it. The grant's lease ends
-// 300 ms after it; the worker answers the extension once the lease is lost.
+// An extension answered after the lease's local deadline already lost it
+// (sent near the deadline, answered late) releases it, answered outside the
+// contract or not: the worker may just have extended it, and would hold it
+// for nobody. The grant's lease ends 300 ms after it; the worker answers
+// the extension once the lease is lost.
 func TestLostLeaseReleasedAfterItsDeadline(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var seen recorder
-	lost := make(chan struct{})
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			ev := granted(cmd, topics.TypeAcquired, 60)
-			ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(300 * time.Millisecond))
-			return one(ev)
-		case topics.OpExtend:
-			select {
-			case <-lost:
-			case <-ctx.Done():
+	for name, tc := range map[string]struct {
+		lease   float64 // the extension's answer
+		extends string  // what Extend returns
+	}{
+		"outside the contract": {0, "lock.extended with lease_duration 0"},
+		"extended":             {60, "reached its expiry without a confirmed extension"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var seen recorder
+			lost := make(chan struct{})
+			c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+				seen.add(cmd)
+				switch cmd.Operation {
+				case topics.OpAcquire:
+					ev := granted(cmd, topics.TypeAcquired, 60)
+					ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(300 * time.Millisecond))
+					return one(ev)
+				case topics.OpExtend:
+					select {
+					case <-lost:
+					case <-ctx.Done():
+						return nil
+					}
+					return one(granted(cmd, topics.TypeExtended, tc.lease))
+				case topics.OpRelease:
+					return one(releasedEvent(cmd))
+				case topics.OpQuery:
+					return one(statusEvent(cmd))
+				}
 				return nil
-			}
-			return one(granted(cmd, topics.TypeExtended, 0))
-		case topics.OpRelease:
-			return one(releasedEvent(cmd))
-		case topics.OpQuery:
-			return one(statusEvent(cmd))
-		}
-		return nil
-	})
-	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
-	require.NoError(t, err)
-	start := seen.len()
-	go func() {
-		<-l.Lost()
-		close(lost)
-	}()
-	require.ErrorContains(t, l.Extend(ctx, time.Minute), "lock.extended with lease_duration 0")
-	require.ErrorContains(t, l.Err(), "reached its expiry without a confirmed extension")
-	_, err = c.Query(ctx, "marker")
-	require.NoError(t, err)
-	ops := slices.Compact(seen.since(start)) // an extension sent again after ReplyTimeout
-	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}, ops)
+			})
+			l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+			require.NoError(t, err)
+			start := seen.len()
+			go func() {
+				<-l.Lost()
+				close(lost)
+			}()
+			require.ErrorContains(t, l.Extend(ctx, time.Minute), tc.extends)
+			require.ErrorContains(t, l.Err(), "reached its expiry without a confirmed extension")
+			_, err = c.Query(ctx, "marker")
+			require.NoError(t, err)
+			ops := slices.Compact(seen.since(start)) // an extension sent again after ReplyTimeout
+			require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}, ops)
+		})
+	}
 }
 
 // An extension answered outside the contract after the worker ended the

@@ -360,7 +360,8 @@ func (l *Lease) Release(ctx context.Context) error {
 // Extend of a lease already ended (lost, or released) returns why, the
 // error Err reports (wrapping ErrLeaseLost, or ErrReleased), and sends
 // nothing; so does the keep-alive. An extension granted after the lease
-// ended meanwhile returns that error too, not nil.
+// ended meanwhile returns that error too, not nil, and the lease is
+// released as above.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -417,17 +418,24 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.err != nil {
-		return l.err // it ended while the extension was on its way
+	ended := l.err
+	if ended == nil {
+		l.update(ev, sent, ev.OccurredAt.Time)
 	}
-	l.update(ev, sent, ev.OccurredAt.Time)
+	l.mu.Unlock()
+	if ended != nil {
+		// It ended here while the extension, which the worker applied, was
+		// on its way: given back, or the worker holds it for nobody until
+		// the new expiry.
+		l.giveBack()
+		return ended
+	}
 	return nil
 }
 
-// giveBack releases, best effort, the lease an extension answered outside
-// the contract found lost: the worker may hold it still, however it ended
-// here first. The release is guarded by the lease's fencing token, which
+// giveBack releases, best effort, a lease an extension found ended, answered
+// outside the contract or after the lease ended here: the worker may hold it
+// still, however it ended here first. The release is guarded by the lease's fencing token, which
 // no later lease has (a new grant gets a new token; a renewal, the same,
 // only while the lease is held), so the worker refuses it (NOT_HELD,
 // NOT_OWNER, TOKEN_MISMATCH) when the lease has ended; and it is the
