@@ -309,11 +309,12 @@ func (c counts) fits(mode Mode, limit int) bool {
 }
 
 // compatible reports whether a request of mode could hold the lock beside
-// its holders.
+// its holders. Only a shared request looks for an exclusive holder, and
+// only for one: fits asks whether there is any, not how many.
 func (l *Lock) compatible(mode Mode) bool {
-	var c counts
-	for _, h := range l.Holders {
-		c.add(h.Mode, 1)
+	c := counts{n: len(l.Holders)}
+	if mode == Shared && slices.ContainsFunc(l.Holders, func(h Holder) bool { return h.Mode == Exclusive }) {
+		c.x = 1
 	}
 	return c.fits(mode, l.Limit)
 }
