@@ -379,8 +379,9 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	if ctx.Err() != nil {
-		// Not sent: an extension nobody waits for would keep a lease the
-		// client counts as lost or given up.
+		// Not sent: an extension nobody waits for (the keep-alive's, past
+		// the lease's local deadline) would keep a lease the client
+		// counts as lost.
 		return context.Cause(ctx)
 	}
 	if err := l.Err(); err != nil {
@@ -398,8 +399,8 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	if err != nil {
 		if l.Err() != nil {
 			// It ended here while the extension was on its way (the
-			// lease's context, the keep-alive's, ends with it): the worker
-			// may apply the extension, so the lease is given back.
+			// keep-alive's context, or the lease's, ends with it): the
+			// worker may apply the extension, so the lease is given back.
 			l.giveBack()
 		}
 		return err
@@ -578,11 +579,11 @@ func (l *Lease) keepAliveLoop() {
 			}
 			ext = min(ext, room)
 		}
-		// An extension that cannot arrive before the lease ends is useless:
-		// the lease's context ends with it (its deadline timer declares it
-		// lost, and only then cancels it, so extend, cut short, sees the
-		// loss and gives the lease back, which the worker may extend yet).
-		err := l.extend(l.ctx, ext.Truncate(time.Millisecond))
+		// An extension that cannot arrive before the lease ends is useless;
+		// the deadline timer declares the lease lost then.
+		ctx, cancel := context.WithDeadline(l.ctx, deadline)
+		err := l.extend(ctx, ext.Truncate(time.Millisecond))
+		cancel()
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the
 			// lease is lost for that, not later for want of an answer.
