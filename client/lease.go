@@ -397,12 +397,6 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	sent := time.Now()
 	ev, err := l.c.call(ctx, cmd)
 	if err != nil {
-		if l.Err() != nil {
-			// It ended here while the extension was on its way (the
-			// keep-alive's context, or the lease's, ends with it): the
-			// worker may apply the extension, so the lease is given back.
-			l.giveBack()
-		}
 		return err
 	}
 	if ev.Type == topics.TypeRejected {
