@@ -359,9 +359,10 @@ func (l *Lease) Release(ctx context.Context) error {
 //
 // Extend of a lease already ended (lost, or released) returns why, the
 // error Err reports (wrapping ErrLeaseLost, or ErrReleased), and sends
-// nothing; so does the keep-alive. An extension granted after the lease
-// ended meanwhile returns that error too, not nil, and the lease is
-// released as above.
+// nothing; so does the keep-alive. An extension whose grant arrives after
+// the lease ended meanwhile returns that error too, not nil, and the lease
+// is released as above; one cut short by the lease's end (its context, as
+// the keep-alive's) is not, and the worker lets the lease run out.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)

@@ -27,7 +27,7 @@ const (
 	MaxReasonBytes = 1024
 	// MaxSessionIDBytes bounds a session_id.
 	MaxSessionIDBytes = 128
-	// MaxTokenBytes bounds a requester token (the header "token"), without
+	// MaxTokenBytes bounds a requester token (the authorization header), without
 	// its "Bearer " prefix.
 	MaxTokenBytes = 8 << 10
 	// MinSessionTTLSeconds and MaxSessionTTLSeconds bound a session's ttl;
