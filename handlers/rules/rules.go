@@ -300,7 +300,7 @@ func (c *counts) add(m Mode, d int) {
 
 // fits reports whether a request of mode could hold a lock of limit beside
 // holders c: exclusive, when there are fewer than limit of them; shared,
-// when none of them is exclusive.
+// when none of them is exclusive (compatible's rule, on counts).
 func (c counts) fits(mode Mode, limit int) bool {
 	if mode == Shared {
 		return c.x == 0
@@ -309,14 +309,12 @@ func (c counts) fits(mode Mode, limit int) bool {
 }
 
 // compatible reports whether a request of mode could hold the lock beside
-// its holders. Only a shared request looks for an exclusive holder, and
-// only for one: fits asks whether there is any, not how many.
+// its holders: fits's rule, on the holders themselves.
 func (l *Lock) compatible(mode Mode) bool {
-	c := counts{n: len(l.Holders)}
-	if mode == Shared && slices.ContainsFunc(l.Holders, func(h Holder) bool { return h.Mode == Exclusive }) {
-		c.x = 1
+	if mode == Shared {
+		return !slices.ContainsFunc(l.Holders, func(h Holder) bool { return h.Mode == Exclusive })
 	}
-	return c.fits(mode, l.Limit)
+	return len(l.Holders) < l.Limit
 }
 
 // Info is the lock as it is now: its newest lease in force, or the lease
