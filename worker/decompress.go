@@ -83,14 +83,14 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 		if err := r.Reset(bytes.NewReader(src)); err != nil {
 			return nil, err
 		}
-		return reuseIfRead(&d.gzip, r)(d.readBounded(r, bound))
+		return d.readPooled(&d.gzip, r, bound)
 	case kgo.CodecLz4:
 		r, _ := d.lz4.Get().(*lz4.Reader)
 		if r == nil {
 			r = lz4.NewReader(nil)
 		}
 		r.Reset(bytes.NewReader(src))
-		return reuseIfRead(&d.lz4, r)(d.readBounded(r, bound))
+		return d.readPooled(&d.lz4, r, bound)
 	case kgo.CodecZstd:
 		return d.unzstd(src, max, bound)
 	default:
@@ -98,19 +98,18 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 	}
 }
 
-// reuseIfRead puts a reader back in its pool once it has read a batch to
-// its end without error. One left in the middle of a stream (refused past
-// the bound, or corrupt) is dropped: klauspost's flate reader, reset, can
-// still resolve a back-reference of the next batch into the abandoned
-// stream's window, handing one batch's bytes to another (found by
-// FuzzRatioDecompressor).
-func reuseIfRead[R any](pool *sync.Pool, r R) func([]byte, error) ([]byte, error) {
-	return func(out []byte, err error) ([]byte, error) {
-		if err == nil {
-			pool.Put(r)
-		}
-		return out, err
+// readPooled reads r with readBounded and puts it back in pool once it has
+// read a batch to its end without error. One left in the middle of a
+// stream (refused past the bound, or corrupt) is dropped: klauspost's
+// flate reader, reset, can still resolve a back-reference of the next
+// batch into the abandoned stream's window, handing one batch's bytes to
+// another (found by FuzzRatioDecompressor).
+func (d *ratioDecompressor) readPooled(pool *sync.Pool, r io.Reader, bound int) ([]byte, error) {
+	out, err := d.readBounded(r, bound)
+	if err == nil {
+		pool.Put(r)
 	}
+	return out, err
 }
 
 // readBounded reads r to its end, refusing more than bound bytes. It reads
