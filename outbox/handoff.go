@@ -205,7 +205,7 @@ func (p *partition) takeSlots() (rows []row, dirty bool) {
 	p.slots = slices.Delete(p.slots, 0, n)
 	if cap(p.slots) > minSlotsCap && len(p.slots) <= cap(p.slots)/4 {
 		// The queue grew while a publish hung: let that array go.
-		p.slots = append([]*Slot(nil), p.slots...)
+		p.slots = slices.Clone(p.slots)
 	}
 	if len(p.slots) == 0 || p.slots[0].seq > p.filterSeq {
 		p.filter = nil
