@@ -57,9 +57,7 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	for _, name := range op.Fields {
 		i := fieldIndex[name]
 		if f := fields[i]; f.positive && present(raw[i]) && f.zero(&c) {
-			r := reject(c, CodeInvalidRequest, "%s %s is outside %s", f.name, truncate(string(raw[i])), f.rng)
-			r.Field = f.name
-			return c, r
+			return c, rejectField(c, f.name, "%s %s is outside %s", f.name, truncate(string(raw[i])), f.rng)
 		}
 	}
 	return c, nil

@@ -34,15 +34,10 @@ func Validate(c Command, replyPrefix string) error {
 		return reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
 	}
 	bad := func(problem string) error { return reject(c, CodeInvalidRequest, "%s", problem) }
-	badField := func(f field, problem string) error {
-		r := reject(c, CodeInvalidRequest, "%s", problem)
-		r.Field = f.name
-		return r
-	}
 	for _, f := range fields {
 		if f.common && f.check != nil {
 			if p := f.check(c, replyPrefix); p != "" {
-				return badField(f, p)
+				return rejectField(c, f.name, "%s", p)
 			}
 		}
 	}
@@ -56,7 +51,7 @@ func Validate(c Command, replyPrefix string) error {
 	for _, name := range op.Fields {
 		if f := fields[fieldIndex[name]]; f.check != nil {
 			if p := f.check(c, replyPrefix); p != "" {
-				return badField(f, p)
+				return rejectField(c, f.name, "%s", p)
 			}
 		}
 	}
@@ -83,6 +78,13 @@ func ValidReplyTo(topic, prefix string) bool {
 
 func reject(c Command, code, format string, args ...any) *Rejection {
 	return &Rejection{Code: code, Message: fmt.Sprintf(format, args...), Command: c}
+}
+
+// rejectField is reject's INVALID_REQUEST of one field's value.
+func rejectField(c Command, field, format string, args ...any) *Rejection {
+	r := reject(c, CodeInvalidRequest, format, args...)
+	r.Field = field
+	return r
 }
 
 // inRange is false for NaN too, which a Go caller can pass.
