@@ -19,6 +19,13 @@ func releasedEvent(cmd topics.Command) topics.Event {
 	return topics.NewEvent(topics.TypeReleased, cmd.Operation, cmd.RequestID, time.Now())
 }
 
+// queuedEvent is the lock.queued, first in line, answering the acquire cmd.
+func queuedEvent(cmd topics.Command) topics.Event {
+	ev := topics.NewEvent(topics.TypeQueued, cmd.Operation, cmd.RequestID, time.Now())
+	ev.QueuePosition = 1
+	return ev
+}
+
 // A lease lost to an extension answered outside the contract is released
 // even when the client is closing meanwhile, as a given-up acquire is
 // withdrawn: Close waits for that release's answer (late here: the worker
@@ -365,9 +372,7 @@ func TestSharedLeaseNotReleased(t *testing.T) {
 				return one(granted(cmd, topics.TypeAcquired, 60))
 			}
 			held = true
-			queued := topics.NewEvent(topics.TypeQueued, cmd.Operation, cmd.RequestID, time.Now())
-			queued.QueuePosition = 1
-			return []topics.Event{queued, granted(cmd, topics.TypeAcquired, 60)}
+			return []topics.Event{queuedEvent(cmd), granted(cmd, topics.TypeAcquired, 60)}
 		case topics.OpExtend:
 			return one(granted(cmd, topics.TypeExtended, 0))
 		case topics.OpRelease:
@@ -419,9 +424,7 @@ func TestLostLeaseNotReleasedWhileRenewing(t *testing.T) {
 				return nil
 			}
 			held = true
-			queued := topics.NewEvent(topics.TypeQueued, cmd.Operation, cmd.RequestID, time.Now())
-			queued.QueuePosition = 1
-			return []topics.Event{queued, granted(cmd, topics.TypeAcquired, 60)}
+			return []topics.Event{queuedEvent(cmd), granted(cmd, topics.TypeAcquired, 60)}
 		case topics.OpExtend:
 			return one(granted(cmd, topics.TypeExtended, 0))
 		case topics.OpRelease:
@@ -484,9 +487,7 @@ func TestRefusedGrantWrongToken(t *testing.T) {
 			ev := granted(cmd, topics.TypeAcquired, 0)
 			ev.LockInfo.FencingToken = 7
 			if cmd.OwnerID == "x" {
-				queued := topics.NewEvent(topics.TypeQueued, cmd.Operation, cmd.RequestID, time.Now())
-				queued.QueuePosition = 1
-				return []topics.Event{queued, ev}
+				return []topics.Event{queuedEvent(cmd), ev}
 			}
 			return one(ev)
 		case topics.OpRelease:

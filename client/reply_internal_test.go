@@ -158,7 +158,7 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 			return one(ev)
 		case topics.OpRelease:
 			deliver(ctx, released, cmd)
-			return one(topics.NewEvent(topics.TypeReleased, cmd.Operation, cmd.RequestID, time.Now()))
+			return one(releasedEvent(cmd))
 		}
 		return nil
 	})
