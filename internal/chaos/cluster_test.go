@@ -41,13 +41,21 @@ func TestBrokerExitingBeforeItListensIsAnError(t *testing.T) {
 // consuming is a replica script's start: the line Ready waits for.
 const consuming = `echo "lockworker is consuming" >&2; `
 
-func TestReplicaTermIsAnErrorIfTheDrainFails(t *testing.T) {
+// readyReplica starts a replica "w0" running the script body and waits
+// until it is ready; it is killed when the test ends.
+func readyReplica(t *testing.T, body string) *Replica {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r := NewReplica("w0", script(t, `trap 'exit 1' TERM; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
+	r := NewReplica("w0", script(t, body), nil, nil)
 	require.NoError(t, r.Start())
 	t.Cleanup(func() { _ = r.Kill() })
 	require.NoError(t, r.Ready(ctx))
+	return r
+}
+
+func TestReplicaTermIsAnErrorIfTheDrainFails(t *testing.T) {
+	r := readyReplica(t, `trap 'exit 1' TERM; `+consuming+`while :; do sleep 0.1; done`)
 	err := r.Term(5 * time.Second)
 	require.EqualError(t, err, "replica w0 after SIGTERM: exit status 1 (unclean stop)")
 	require.ErrorIs(t, err, ErrUncleanStop)
@@ -57,12 +65,7 @@ func TestReplicaTermIsAnErrorIfTheDrainFails(t *testing.T) {
 // A drain that outlasts Term's grace is killed, and that is an unclean
 // stop, as a failed drain is, with the exit's error.
 func TestReplicaTermKillsAfterGrace(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r := NewReplica("w0", script(t, `trap '' TERM; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
-	require.NoError(t, r.Start())
-	t.Cleanup(func() { _ = r.Kill() })
-	require.NoError(t, r.Ready(ctx))
+	r := readyReplica(t, `trap '' TERM; `+consuming+`while :; do sleep 0.1; done`)
 	err := r.Term(300 * time.Millisecond)
 	require.EqualError(t, err, "replica w0 did not stop within 300ms, so it was killed: signal: killed (unclean stop)")
 	require.ErrorIs(t, err, ErrUncleanStop)
@@ -79,12 +82,7 @@ func TestReplicaTermExitAtGraceIsJudgedByItsStatus(t *testing.T) {
 		status string
 		want   string
 	}{{"0", ""}, {"1", "replica w0 after SIGTERM: exit status 1 (unclean stop)"}} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		r := NewReplica("w0", script(t, `trap 'sleep 1 >&2 & exit `+c.status+`' TERM; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
-		require.NoError(t, r.Start())
-		t.Cleanup(func() { _ = r.Kill() })
-		require.NoError(t, r.Ready(ctx))
+		r := readyReplica(t, `trap 'sleep 1 >&2 & exit `+c.status+`' TERM; `+consuming+`while :; do sleep 0.1; done`)
 		err := r.Term(300 * time.Millisecond)
 		if c.want == "" {
 			require.NoError(t, err, "exit status 0")
@@ -155,12 +153,7 @@ func TestWaitReadyAfterReadyAndExitIsReady(t *testing.T) {
 // status, as Err does.
 func TestReplicaStopAfterItExitedIsItsExit(t *testing.T) {
 	for _, stop := range []func(r *Replica) error{(*Replica).Kill, func(r *Replica) error { return r.Term(5 * time.Second) }} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		r := NewReplica("w0", script(t, consuming+`exit 2`), nil, nil)
-		require.NoError(t, r.Start())
-		t.Cleanup(func() { _ = r.Kill() })
-		require.NoError(t, r.Ready(ctx))
+		r := readyReplica(t, consuming+`exit 2`)
 		<-r.Exited()
 		err := stop(r)
 		require.ErrorIs(t, err, ErrExitedUnasked)
@@ -172,12 +165,7 @@ func TestReplicaStopAfterItExitedIsItsExit(t *testing.T) {
 // output open) takes Kill's signal without effect: Kill says it exited
 // unasked, with its exit status, not that it killed it.
 func TestReplicaKillAfterAnExitNotYetSeenIsItsExit(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r := NewReplica("w0", script(t, consuming+`sleep 2 >&2 & exit 2`), nil, nil)
-	require.NoError(t, r.Start())
-	t.Cleanup(func() { _ = r.Kill() })
-	require.NoError(t, r.Ready(ctx))
+	r := readyReplica(t, consuming+`sleep 2 >&2 & exit 2`)
 	stat := fmt.Sprintf("/proc/%d/stat", r.p.cmd.Process.Pid)
 	require.Eventually(t, func() bool { // a zombie: exited, not reaped
 		b, err := os.ReadFile(stat)
@@ -206,12 +194,7 @@ func TestReplicaStopGivesUpOnAKilledProcessNotSeenGone(t *testing.T) {
 		{(*Replica).Kill, "replica w0 was sent SIGKILL and not seen gone within 300ms"},
 		{func(r *Replica) error { return r.Term(100 * time.Millisecond) }, "replica w0 was sent SIGKILL and not seen gone within 300ms"},
 	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		r := NewReplica("w0", script(t, `trap '' TERM; sleep 3 >&2 & `+consuming+`while :; do sleep 0.1; done`), nil, nil)
-		require.NoError(t, r.Start())
-		t.Cleanup(func() { _ = r.Kill() })
-		require.NoError(t, r.Ready(ctx))
+		r := readyReplica(t, `trap '' TERM; sleep 3 >&2 & `+consuming+`while :; do sleep 0.1; done`)
 		done := make(chan error, 1)
 		go func() { done <- c.stop(r) }()
 		select {
@@ -228,16 +211,11 @@ func TestReplicaStopGivesUpOnAKilledProcessNotSeenGone(t *testing.T) {
 // A signal Signal sends is answered while nothing waits: the exit that
 // follows is seen on Exited, and a Term after it finds the process gone.
 func TestReplicaSignalDoesNotWait(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r := NewReplica("w0", script(t, `trap 'exit 3' USR1; `+consuming+`while :; do sleep 0.1; done`), nil, nil)
-	require.NoError(t, r.Start())
-	t.Cleanup(func() { _ = r.Kill() })
-	require.NoError(t, r.Ready(ctx))
+	r := readyReplica(t, `trap 'exit 3' USR1; `+consuming+`while :; do sleep 0.1; done`)
 	require.NoError(t, r.Signal(syscall.SIGUSR1))
 	select {
 	case <-r.Exited():
-	case <-ctx.Done():
+	case <-time.After(30 * time.Second):
 		t.Fatal("the script did not exit on SIGUSR1")
 	}
 	require.EqualError(t, r.Term(5*time.Second), "replica w0 exited unasked (exit status 3)")
