@@ -28,6 +28,13 @@ func shReplica(t *testing.T, name, body string) *chaos.Replica {
 	return r
 }
 
+// exitsOnce is a replica script body that exits 2 at its first start and
+// runs at the next (a marker named name in dir tells them apart).
+func exitsOnce(dir, name string) string {
+	marker := filepath.Join(dir, name)
+	return `if [ -e '` + marker + `' ]; then ` + loop + `; fi; touch '` + marker + `'; exit 2`
+}
+
 func testFaults(t *testing.T, replicas ...*chaos.Replica) (*replicaFaults, *[]string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
@@ -74,13 +81,8 @@ func TestFailoverCountsUncleanStops(t *testing.T) {
 // whether the look after a fault finds it or a fault's stop does.
 func TestFailoverCountsExitsUnasked(t *testing.T) {
 	dir := t.TempDir()
-	// Each exits 2 at its first start, and runs at the next.
-	once := func(name string) string {
-		marker := filepath.Join(dir, name)
-		return `if [ -e '` + marker + `' ]; then ` + loop + `; fi; touch '` + marker + `'; exit 2`
-	}
 	running := shReplica(t, "running", loop)
-	crashed := shReplica(t, "crashed", once("crashed"))
+	crashed := shReplica(t, "crashed", exitsOnce(dir, "crashed"))
 	f, said := testFaults(t, running, crashed)
 	var c faultCounts
 	exited(t, crashed)
@@ -94,7 +96,7 @@ func TestFailoverCountsExitsUnasked(t *testing.T) {
 		func(r *chaos.Replica) error { return f.kill(&c, r) },
 		func(r *chaos.Replica) error { return f.term(&c, r, time.Second) },
 	} {
-		r := shReplica(t, "gone", once(fmt.Sprint("gone", c.ExitedUnasked)))
+		r := shReplica(t, "gone", exitsOnce(dir, fmt.Sprint("gone", c.ExitedUnasked)))
 		exited(t, r)
 		require.NoError(t, stop(r))
 		require.NoError(t, f.restart(&c, r), "started again")
@@ -140,10 +142,8 @@ echo 'lockworker is consuming' >&2
 // that the rebalance is not charged to the next fault; with nothing to
 // start again it does not wait.
 func TestFailoverCheckExitsWaitsAfterARestart(t *testing.T) {
-	dir := t.TempDir()
-	marker := filepath.Join(dir, "crashed")
 	running := shReplica(t, "running", loop)
-	crashed := shReplica(t, "crashed", `if [ -e '`+marker+`' ]; then `+loop+`; fi; touch '`+marker+`'; exit 2`)
+	crashed := shReplica(t, "crashed", exitsOnce(t.TempDir(), "crashed"))
 	f, _ := testFaults(t, running, crashed)
 	var c faultCounts
 	start := time.Now()
