@@ -1,10 +1,20 @@
 // Package auth checks the requester tokens that commands carry when
 // authentication is required (AUTH_REQUIRED): a JWT in the command record's
-// authorization header, signed with a key whose public half the worker
-// reads from AUTH_KEYS (Ed25519, RSA or ECDSA, PEM), or with the shared
-// AUTH_HMAC_KEY_FILE secret. The token's subject is the requester: it scopes
-// owners and names the only reply topic the requester may use. The crypto is
-// golang-jwt's; this package only picks keys and reads claims.
+// authorization header. The token's subject is the requester: it scopes
+// owners and names the only reply topic the requester may use. Two kinds of
+// keys verify tokens:
+//
+//   - issuer keys, the public keys of AUTH_KEYS (Ed25519, RSA or ECDSA, PEM)
+//     and the shared AUTH_HMAC_KEY_FILE secret: a token they verify is
+//     taken as written, any sub, namespaces and admin, so their private
+//     halves (and the secret) belong to token issuers, never to a
+//     requester;
+//   - requester keys, the public keys of AUTH_REQUESTER_KEYS, a directory
+//     of <requester>.pem: a token the key of billing.pem verifies must have
+//     sub "billing" and may not claim admin. Such a key is tried only for a
+//     token whose kid header (or, without a kid, sub) names it.
+//
+// The crypto is golang-jwt's; this package only picks keys and reads claims.
 package auth
 
 import (
@@ -60,11 +70,22 @@ func (r Requester) MayUse(ns string) bool {
 // Config says where the verification keys are and what else to check.
 type Config struct {
 	// KeysPath is a PEM file, or a directory of them (every *.pem), of
-	// public keys: Ed25519 (EdDSA), RSA (RS256/384/512, PS256/384/512) or
-	// ECDSA (ES256/384/512). Read at start and again when a file changes.
+	// issuer public keys: Ed25519 (EdDSA), RSA (RS256/384/512,
+	// PS256/384/512) or ECDSA (ES256/384/512). A token they verify may name
+	// any requester and claim anything: never give their private halves to
+	// a requester. Read at start and again when a file changes.
 	KeysPath string
+	// RequesterKeysPath is a directory of requester public keys (of the
+	// same kinds), <requester>.pem each: a token verified by the key of
+	// billing.pem must have sub "billing" and no admin claim. The key is
+	// the one the token's kid header names, or without a kid its sub. A
+	// file whose name before .pem is not a valid requester name
+	// (SubjectProblem), or whose key is also another file's (here or in
+	// KeysPath), is refused as a broken key is. Reloaded with the others.
+	RequesterKeysPath string
 	// HMACKeyFile holds a shared secret (HS256/384/512), for small
-	// installs where every requester may be trusted with it.
+	// installs where every requester may be trusted with it: like the
+	// KeysPath keys, it is an issuer key.
 	HMACKeyFile string
 	// Audience and Issuer, when set, must be the token's aud and iss.
 	Audience, Issuer string
@@ -81,11 +102,10 @@ type Config struct {
 
 // Verifier checks tokens. It is safe for concurrent use.
 type Verifier struct {
-	cfg     Config
-	methods []string
-	mu      sync.Mutex
-	keys    []jwt.VerificationKey
-	stamp   string // the key files' stamp (readAll) at the last load
+	cfg   Config
+	mu    sync.Mutex
+	keys  keySet
+	stamp string // the key files' stamp (readAll) at the last load
 	// failed is the stamp of the files as a failed load found them (or the
 	// error that kept a stamp from being taken): they are read again, and
 	// the failure reported again, only once they change.
@@ -106,13 +126,23 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, methods, err := v.parse(files, contents)
+	keys, err := parse(files, contents)
 	if err != nil {
 		return nil, err
 	}
-	v.keys, v.methods, v.stamp, v.checked = keys, methods, stamp, time.Now()
+	v.keys, v.stamp, v.checked = keys, stamp, time.Now()
 	return v, nil
 }
+
+// keySet is the keys of one load.
+type keySet struct {
+	issuers    []jwt.VerificationKey       // AUTH_KEYS and the HMAC secret
+	requesters map[string]crypto.PublicKey // AUTH_REQUESTER_KEYS, by requester
+	methods    []string                    // the JWT methods they verify
+}
+
+// count is the number of keys, as OnReload reports it.
+func (ks keySet) count() int { return len(ks.issuers) + len(ks.requesters) }
 
 // Verify checks a token (with or without the "Bearer " prefix) and returns
 // its requester. Its errors wrap ErrUnauthenticated and never quote the
@@ -125,21 +155,57 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	case len(token) > topics.MaxTokenBytes:
 		return Requester{}, fmt.Errorf("%w: token longer than %d bytes", ErrUnauthenticated, topics.MaxTokenBytes)
 	}
-	keys, methods := v.current()
-	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithLeeway(v.cfg.Leeway), jwt.WithValidMethods(methods)}
+	keys := v.current()
+	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithLeeway(v.cfg.Leeway), jwt.WithValidMethods(keys.methods)}
 	if v.cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
 	}
 	if v.cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
+	// The requester key the token names (its kid, else its sub) is tried
+	// first, alone, so that its success is known; a token it does not
+	// verify goes to the issuer keys.
+	var bound string // the requester whose key verified the token
+	issuers := func(*jwt.Token) (any, error) {
+		if len(keys.issuers) == 0 {
+			return nil, errors.New("no issuer key (AUTH_KEYS, AUTH_HMAC_KEY_FILE), and no requester key (AUTH_REQUESTER_KEYS) named by the token's kid or sub")
+		}
+		return jwt.VerificationKeySet{Keys: keys.issuers}, nil
+	}
 	var c Claims
-	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return jwt.VerificationKeySet{Keys: keys}, nil }, opts...)
+	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		name := c.Subject
+		if kid, ok := t.Header["kid"].(string); ok {
+			name = kid
+		}
+		if k, ok := keys.requesters[name]; ok {
+			bound = name
+			return k, nil
+		}
+		return issuers(t)
+	}, opts...)
+	if bound != "" && errors.Is(err, jwt.ErrTokenSignatureInvalid) && len(keys.issuers) > 0 {
+		bound, c = "", Claims{}
+		_, err = jwt.ParseWithClaims(token, &c, issuers, opts...)
+	}
 	if err != nil {
 		return Requester{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	if p := SubjectProblem(c.Subject); p != "" {
 		return Requester{}, fmt.Errorf("%w: %s", ErrUnauthenticated, p)
+	}
+	if bound != "" {
+		// A requester key speaks for its requester only, and grants
+		// nothing an issuer has not: its namespaces claim can only narrow
+		// (absent, all), and admin is refused as a whole token rather
+		// than dropped, so the mistake shows at once, not at a revoke.
+		switch {
+		case c.Subject != bound:
+			return Requester{}, fmt.Errorf("%w: the token is signed by requester %q's key (AUTH_REQUESTER_KEYS) but names sub %q", ErrUnauthenticated, bound, c.Subject)
+		case c.Admin:
+			return Requester{}, fmt.Errorf("%w: requester %q's own key (AUTH_REQUESTER_KEYS) may not sign an admin claim: only an issuer key may", ErrUnauthenticated, bound)
+		}
 	}
 	return Requester{Name: c.Subject, Namespaces: c.Namespaces, Admin: c.Admin}, nil
 }
@@ -162,42 +228,55 @@ func SubjectProblem(sub string) string {
 	return ""
 }
 
-// current returns the keys and the methods they verify, reloading them
-// first when their files changed.
-func (v *Verifier) current() ([]jwt.VerificationKey, []string) {
+// current returns the keys, reloading them first when their files changed.
+func (v *Verifier) current() keySet {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if time.Since(v.checked) < v.cfg.ReloadEvery {
-		return v.keys, v.methods
+		return v.keys
 	}
 	v.checked = time.Now()
 	files, contents, stamp, err := v.read()
 	if stamp == v.stamp {
 		v.failed = "" // back as loaded: breaking them again is news
-		return v.keys, v.methods
+		return v.keys
 	}
 	if stamp == v.failed {
-		return v.keys, v.methods
+		return v.keys
 	}
-	var keys []jwt.VerificationKey
-	var methods []string
+	var keys keySet
 	if err == nil {
-		keys, methods, err = v.parse(files, contents)
+		keys, err = parse(files, contents)
 	}
 	if err == nil {
-		v.keys, v.methods, v.stamp, v.failed = keys, methods, stamp, ""
+		v.keys, v.stamp, v.failed = keys, stamp, ""
 	} else {
 		v.failed = stamp
 	}
 	if v.cfg.OnReload != nil {
-		v.cfg.OnReload(len(v.keys), err)
+		v.cfg.OnReload(v.keys.count(), err)
 	}
-	return v.keys, v.methods
+	return v.keys
 }
 
-// files lists the key files: KeysPath itself, or its *.pem.
-func (v *Verifier) files() ([]string, error) {
-	var files []string
+// keyFile is a key file and what kind of key it holds.
+type keyFile struct {
+	path string
+	kind keyKind
+}
+
+type keyKind int
+
+const (
+	issuerKey    keyKind = iota // AUTH_KEYS
+	requesterKey                // AUTH_REQUESTER_KEYS: <requester>.pem
+	hmacKey                     // AUTH_HMAC_KEY_FILE
+)
+
+// files lists the key files: KeysPath itself, or its *.pem; the *.pem of
+// RequesterKeysPath; HMACKeyFile.
+func (v *Verifier) files() ([]keyFile, error) {
+	var files []keyFile
 	if v.cfg.KeysPath != "" {
 		fi, err := os.Stat(v.cfg.KeysPath)
 		if err != nil {
@@ -208,13 +287,31 @@ func (v *Verifier) files() ([]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			files = append(files, pems...)
+			for _, p := range pems {
+				files = append(files, keyFile{path: p, kind: issuerKey})
+			}
 		} else {
-			files = append(files, v.cfg.KeysPath)
+			files = append(files, keyFile{path: v.cfg.KeysPath, kind: issuerKey})
+		}
+	}
+	if v.cfg.RequesterKeysPath != "" {
+		fi, err := os.Stat(v.cfg.RequesterKeysPath)
+		if err != nil {
+			return nil, fmt.Errorf("reading AUTH_REQUESTER_KEYS: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("AUTH_REQUESTER_KEYS %s is not a directory (of <requester>.pem files)", v.cfg.RequesterKeysPath)
+		}
+		pems, err := filepath.Glob(filepath.Join(v.cfg.RequesterKeysPath, "*.pem"))
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range pems {
+			files = append(files, keyFile{path: p, kind: requesterKey})
 		}
 	}
 	if v.cfg.HMACKeyFile != "" {
-		files = append(files, v.cfg.HMACKeyFile)
+		files = append(files, keyFile{path: v.cfg.HMACKeyFile, kind: hmacKey})
 	}
 	return files, nil
 }
@@ -224,14 +321,14 @@ func (v *Verifier) files() ([]string, error) {
 // for a key replaced by one of the same size with its modification time
 // kept (cp -p, rsync -a, a restored archive), which a stamp of sizes and
 // times would miss. Key files are small.
-func readAll(files []string) (contents [][]byte, stamp string, err error) {
+func readAll(files []keyFile) (contents [][]byte, stamp string, err error) {
 	h := sha256.New()
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := os.ReadFile(f.path)
 		if err != nil {
-			return nil, "", fmt.Errorf("reading key %s: %w", f, err)
+			return nil, "", fmt.Errorf("reading key %s: %w", f.path, err)
 		}
-		fmt.Fprintf(h, "%s %d\n", f, len(b))
+		fmt.Fprintf(h, "%s %d\n", f.path, len(b))
 		h.Write(b)
 		contents = append(contents, b)
 	}
@@ -244,7 +341,7 @@ func errorStamp(err error) string { return "error: " + err.Error() }
 
 // read lists and reads the key files: their contents and stamp, or the
 // failure's stamp (errorStamp).
-func (v *Verifier) read() (files []string, contents [][]byte, stamp string, err error) {
+func (v *Verifier) read() (files []keyFile, contents [][]byte, stamp string, err error) {
 	files, err = v.files()
 	if err == nil {
 		contents, stamp, err = readAll(files)
@@ -256,37 +353,59 @@ func (v *Verifier) read() (files []string, contents [][]byte, stamp string, err 
 }
 
 // parse reads every key of the files' contents and the methods they
-// verify.
-func (v *Verifier) parse(files []string, contents [][]byte) (keys []jwt.VerificationKey, methods []string, err error) {
+// verify. A public key in two files is refused: a requester key that is
+// also an issuer key, or another requester's, would speak for more than
+// its requester.
+func parse(files []keyFile, contents [][]byte) (keySet, error) {
+	ks := keySet{requesters: map[string]crypto.PublicKey{}}
 	known := map[string]bool{}
+	type seen struct {
+		key  crypto.PublicKey
+		path string
+	}
+	var public []seen
 	for i, f := range files {
 		b := contents[i]
-		if f == v.cfg.HMACKeyFile {
+		if f.kind == hmacKey {
 			secret := []byte(strings.TrimSpace(string(b)))
 			if len(secret) < 32 {
-				return nil, nil, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: the secret must be at least 32 bytes", f)
+				return keySet{}, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: the secret must be at least 32 bytes", f.path)
 			}
-			keys = append(keys, secret)
+			ks.issuers = append(ks.issuers, secret)
 			known["HS256"], known["HS384"], known["HS512"] = true, true, true
 			continue
 		}
+		requester := strings.TrimSuffix(filepath.Base(f.path), ".pem")
+		if f.kind == requesterKey && SubjectProblem(requester) != "" {
+			return keySet{}, fmt.Errorf("requester key %s: the name before .pem must be the requester's (a token's sub): letters, digits, '.', '_' and '-', 1 to %d bytes", f.path, MaxSubjectBytes)
+		}
 		k, ms, err := publicKey(b)
 		if err != nil {
-			return nil, nil, fmt.Errorf("key %s: %w", f, err)
+			return keySet{}, fmt.Errorf("key %s: %w", f.path, err)
 		}
-		keys = append(keys, k)
+		for _, s := range public {
+			if eq, ok := s.key.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(k) {
+				return keySet{}, fmt.Errorf("key %s: the same key as %s: a requester key (AUTH_REQUESTER_KEYS) must be its requester's alone, never an issuer key (AUTH_KEYS) or another requester's", f.path, s.path)
+			}
+		}
+		public = append(public, seen{k, f.path})
+		if f.kind == requesterKey {
+			ks.requesters[requester] = k
+		} else {
+			ks.issuers = append(ks.issuers, k)
+		}
 		for _, m := range ms {
 			known[m] = true
 		}
 	}
-	if len(keys) == 0 {
-		return nil, nil, errors.New("no verification keys: set AUTH_KEYS (PEM public keys) or AUTH_HMAC_KEY_FILE")
+	if ks.count() == 0 {
+		return keySet{}, errors.New("no verification keys: set AUTH_KEYS (issuers' PEM public keys), AUTH_REQUESTER_KEYS (requesters' own) or AUTH_HMAC_KEY_FILE")
 	}
 	for m := range known {
-		methods = append(methods, m)
+		ks.methods = append(ks.methods, m)
 	}
-	slices.Sort(methods)
-	return keys, methods, nil
+	slices.Sort(ks.methods)
+	return ks, nil
 }
 
 // publicKey reads a PEM public key and the JWT methods it verifies.

@@ -235,3 +235,156 @@ func TestBrokenKeyReportedOnce(t *testing.T) {
 	require.ErrorContains(t, <-reloads, "AUTH_KEYS")
 	require.Empty(t, reloads)
 }
+
+// signKid signs c with key, its kid header naming a requester ("" for none).
+func signKid(t *testing.T, m jwt.SigningMethod, key any, kid string, c Claims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(m, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	require.NoError(t, err)
+	return s
+}
+
+// A requester key (AUTH_REQUESTER_KEYS, <requester>.pem) speaks for its
+// requester only: its own sub, no admin, its namespaces narrowed or all.
+// An issuer key (AUTH_KEYS) still signs anything.
+func TestRequesterKeys(t *testing.T) {
+	issuers, requesters := t.TempDir(), t.TempDir()
+	issuerPub, issuerKey, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
+	billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+	payments, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	writePublic(t, filepath.Join(requesters, "payments.pem"), &payments.PublicKey)
+	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
+	require.NoError(t, err)
+
+	narrowed := claims("billing", time.Minute)
+	narrowed.Namespaces = []string{"billing"}
+	for name, tc := range map[string]struct {
+		token string
+		want  Requester
+	}{
+		"own sub, kid":           {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute)), Requester{Name: "billing"}},
+		"own sub, no kid":        {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("billing", time.Minute)), Requester{Name: "billing"}},
+		"own sub, narrowed":      {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", narrowed), Requester{Name: "billing", Namespaces: []string{"billing"}}},
+		"another requester, EC":  {signKid(t, jwt.SigningMethodES256, payments, "payments", claims("payments", time.Minute)), Requester{Name: "payments"}},
+		"issuer, any sub, admin": {signKid(t, jwt.SigningMethodEdDSA, issuerKey, "", func() Claims { c := claims("payments", time.Minute); c.Admin = true; return c }()), Requester{Name: "payments", Admin: true}},
+		"issuer, kid of a requester": {signKid(t, jwt.SigningMethodEdDSA, issuerKey, "billing", func() Claims { c := narrowed; c.Admin = true; return c }()),
+			Requester{Name: "billing", Namespaces: []string{"billing"}, Admin: true}},
+	} {
+		r, err := v.Verify(tc.token)
+		require.NoError(t, err, name)
+		require.Equal(t, tc.want, r, name)
+	}
+
+	admin := claims("billing", time.Minute)
+	admin.Admin = true
+	expired := claims("billing", -time.Hour)
+	for name, tc := range map[string]struct{ token, want string }{
+		"another sub":              {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("payments", time.Minute)), "signature is invalid"},
+		"another sub, its kid":     {signKid(t, jwt.SigningMethodEdDSA, billingKey, "payments", claims("payments", time.Minute)), "signature is invalid"},
+		"another sub, own kid":     {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("payments", time.Minute)), `signed by requester "billing"'s key (AUTH_REQUESTER_KEYS) but names sub "payments"`},
+		"a sub without a key":      {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("ops", time.Minute)), "signature is invalid"},
+		"admin":                    {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", admin), `requester "billing"'s own key (AUTH_REQUESTER_KEYS) may not sign an admin claim`},
+		"admin, no kid":            {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", admin), "may not sign an admin claim"},
+		"expired":                  {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", expired), "expired"},
+		"kid of no requester":      {signKid(t, jwt.SigningMethodEdDSA, billingKey, "k1", claims("billing", time.Minute)), "signature is invalid"},
+		"issuer key, bad subject":  {signKid(t, jwt.SigningMethodEdDSA, issuerKey, "", claims("../x", time.Minute)), "sub may hold only"},
+		"requester key of another": {signKid(t, jwt.SigningMethodES256, payments, "billing", claims("billing", time.Minute)), "signature is invalid"},
+	} {
+		_, err := v.Verify(tc.token)
+		require.ErrorIs(t, err, ErrUnauthenticated, name)
+		require.ErrorContains(t, err, tc.want, name)
+	}
+
+	// Requester keys alone satisfy AUTH_REQUIRED; a token none of them is
+	// named by has no key to try.
+	v, err = NewVerifier(Config{RequesterKeysPath: requesters})
+	require.NoError(t, err)
+	_, err = v.Verify(signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute)))
+	require.NoError(t, err)
+	_, err = v.Verify(signKid(t, jwt.SigningMethodEdDSA, issuerKey, "", claims("ops", time.Minute)))
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorContains(t, err, "no issuer key")
+	_, err = v.Verify(signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("payments", time.Minute)))
+	require.ErrorContains(t, err, "signature is invalid")
+}
+
+// A requester key file is refused as a broken key is when its name is no
+// requester's, when it is not in a directory, or when its key is an
+// issuer's or another requester's too.
+func TestRequesterKeyFiles(t *testing.T) {
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	for name, file := range map[string]string{"empty name": ".pem", "space": "bill ing.pem", "too long": strings.Repeat("n", MaxSubjectBytes+1) + ".pem"} {
+		dir := t.TempDir()
+		writePublic(t, filepath.Join(dir, file), pub)
+		_, err := NewVerifier(Config{RequesterKeysPath: dir})
+		require.ErrorContains(t, err, "the name before .pem must be the requester's", name)
+	}
+
+	dir := t.TempDir()
+	writePublic(t, filepath.Join(dir, "billing.pem"), pub)
+	_, err := NewVerifier(Config{RequesterKeysPath: filepath.Join(dir, "billing.pem")})
+	require.ErrorContains(t, err, "AUTH_REQUESTER_KEYS "+filepath.Join(dir, "billing.pem")+" is not a directory")
+	_, err = NewVerifier(Config{RequesterKeysPath: filepath.Join(dir, "missing")})
+	require.ErrorContains(t, err, "reading AUTH_REQUESTER_KEYS")
+	_, err = NewVerifier(Config{RequesterKeysPath: t.TempDir()})
+	require.ErrorContains(t, err, "no verification keys")
+
+	issuers := t.TempDir()
+	writePublic(t, filepath.Join(issuers, "issuer.pem"), pub)
+	_, err = NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: dir})
+	require.ErrorContains(t, err, "the same key as")
+	_, err = NewVerifier(Config{KeysPath: dir, RequesterKeysPath: dir})
+	require.ErrorContains(t, err, "the same key as", "one directory as both")
+	writePublic(t, filepath.Join(dir, "payments.pem"), pub)
+	_, err = NewVerifier(Config{RequesterKeysPath: dir})
+	require.ErrorContains(t, err, "the same key as")
+}
+
+// Requester keys are reloaded with the issuer keys: a requester added,
+// one whose file breaks (its key stays in force), one removed.
+func TestRequesterKeysReload(t *testing.T) {
+	issuers, requesters := t.TempDir(), t.TempDir()
+	issuerPub, issuerKey, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
+	reloads := make(chan error, 10)
+	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, ReloadEvery: time.Nanosecond,
+		OnReload: func(_ int, err error) { reloads <- err }})
+	require.NoError(t, err)
+	billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
+	own := signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute))
+	_, err = v.Verify(own)
+	require.ErrorIs(t, err, ErrUnauthenticated)
+
+	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+	r, err := v.Verify(own)
+	require.NoError(t, err)
+	require.Equal(t, Requester{Name: "billing"}, r)
+	require.NoError(t, <-reloads)
+
+	require.NoError(t, os.WriteFile(filepath.Join(requesters, "bad name.pem"), []byte("whatever"), 0o600))
+	_, err = v.Verify(own)
+	require.NoError(t, err, "a refused file keeps the keys in force")
+	require.ErrorContains(t, <-reloads, "bad name.pem")
+	require.NoError(t, os.Remove(filepath.Join(requesters, "bad name.pem")))
+
+	// Moved to the issuers by mistake: refused, not made an issuer key.
+	writePublic(t, filepath.Join(issuers, "billing.pem"), billingPub)
+	_, err = v.Verify(signKid(t, jwt.SigningMethodEdDSA, billingKey, "", func() Claims { c := claims("payments", time.Minute); c.Admin = true; return c }()))
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorContains(t, <-reloads, "the same key as")
+	require.NoError(t, os.Remove(filepath.Join(issuers, "billing.pem")))
+
+	require.NoError(t, os.Remove(filepath.Join(requesters, "billing.pem")))
+	_, err = v.Verify(own)
+	require.ErrorIs(t, err, ErrUnauthenticated, "a removed requester key is no longer in force")
+	require.NoError(t, <-reloads)
+	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, claims("billing", time.Minute)))
+	require.NoError(t, err)
+}
