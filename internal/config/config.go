@@ -164,10 +164,18 @@ type AuthConfig struct {
 	// a valid token (UNAUTHENTICATED, dead-lettered only).
 	Required bool
 	// Keys (AUTH_KEYS) is a PEM public key file, or a directory of *.pem
-	// files (Ed25519, RSA, ECDSA), re-read when they change.
+	// files (Ed25519, RSA, ECDSA), re-read when they change: the token
+	// issuers' keys, whose tokens may name any requester and claim admin.
+	// Never a requester's own key.
 	Keys string
+	// RequesterKeys (AUTH_REQUESTER_KEYS) is a directory of the public keys
+	// of requesters that sign their own tokens, <requester>.pem each
+	// (Ed25519, RSA, ECDSA), re-read when they change: a token one verifies
+	// must name that requester and may not claim admin.
+	RequesterKeys string
 	// HMACKeyFile (AUTH_HMAC_KEY_FILE) holds a shared secret of at least 32
-	// bytes (HS256/384/512), for small installs.
+	// bytes (HS256/384/512), for small installs: an issuer key, so every
+	// holder may sign as any requester.
 	HMACKeyFile string
 	// Audience and Issuer (AUTH_AUDIENCE, AUTH_ISSUER, default empty: not
 	// checked) must be the token's aud and iss when set.

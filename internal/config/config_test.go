@@ -634,9 +634,18 @@ func TestAuthSettings(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, AuthConfig{Required: true, Keys: "/etc/lockworker/keys", Audience: "lockworker"}, c.Auth)
 	_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true"}))
-	require.ErrorContains(t, err, "AUTH_REQUIRED: needs AUTH_KEYS or AUTH_HMAC_KEY_FILE")
+	require.ErrorContains(t, err, "AUTH_REQUIRED: needs AUTH_KEYS, AUTH_REQUESTER_KEYS or AUTH_HMAC_KEY_FILE")
 	_, err = FromEnv(env(map[string]string{"AUTH_KEYS": "/k"}))
 	require.ErrorContains(t, err, `AUTH_KEYS: "/k" is set but AUTH_REQUIRED is not true`)
+
+	// Requester keys alone are enough; never the issuers' directory too.
+	c, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_REQUESTER_KEYS": "/etc/lockworker/requester-keys"}))
+	require.NoError(t, err)
+	assert.Equal(t, AuthConfig{Required: true, RequesterKeys: "/etc/lockworker/requester-keys"}, c.Auth)
+	_, err = FromEnv(env(map[string]string{"AUTH_REQUESTER_KEYS": "/r"}))
+	require.ErrorContains(t, err, `AUTH_REQUESTER_KEYS: "/r" is set but AUTH_REQUIRED is not true`)
+	_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/k", "AUTH_REQUESTER_KEYS": "/k/"}))
+	require.ErrorContains(t, err, `AUTH_REQUESTER_KEYS: "/k/" is AUTH_KEYS too`)
 }
 
 // With AUTH_REQUIRED a requester's only reply topic is REPLY_TOPIC_PREFIX +

@@ -36,6 +36,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.boolean("REQUIRE_FENCING_TOKEN", &c.RequireFencingToken)
 	p.boolean("AUTH_REQUIRED", &c.Auth.Required)
 	p.str("AUTH_KEYS", &c.Auth.Keys)
+	p.str("AUTH_REQUESTER_KEYS", &c.Auth.RequesterKeys)
 	p.str("AUTH_HMAC_KEY_FILE", &c.Auth.HMACKeyFile)
 	p.str("AUTH_AUDIENCE", &c.Auth.Audience)
 	p.str("AUTH_ISSUER", &c.Auth.Issuer)
@@ -164,11 +165,15 @@ func (c Config) validate(bootstrapSet bool) []error {
 	}
 
 	a := c.Auth
-	if a.Required && a.Keys == "" && a.HMACKeyFile == "" {
-		failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS or AUTH_HMAC_KEY_FILE")
+	if a.Required && a.Keys == "" && a.RequesterKeys == "" && a.HMACKeyFile == "" {
+		failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS, AUTH_REQUESTER_KEYS or AUTH_HMAC_KEY_FILE")
+	}
+	if a.Keys != "" && a.RequesterKeys != "" && strings.TrimRight(a.Keys, "/") == strings.TrimRight(a.RequesterKeys, "/") {
+		// Its keys would be issuer keys too, which sign as any requester.
+		fail("AUTH_REQUESTER_KEYS", a.RequesterKeys, "is AUTH_KEYS too: a requester's key must never be an issuer key")
 	}
 	if !a.Required {
-		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_HMAC_KEY_FILE", a.HMACKeyFile},
+		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_REQUESTER_KEYS", a.RequesterKeys}, {"AUTH_HMAC_KEY_FILE", a.HMACKeyFile},
 			{"AUTH_AUDIENCE", a.Audience}, {"AUTH_ISSUER", a.Issuer}} {
 			if f.v != "" {
 				fail(f.name, f.v, "is set but AUTH_REQUIRED is not true")

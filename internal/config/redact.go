@@ -41,6 +41,7 @@ func (c Config) Redacted() map[string]any {
 		"REQUIRE_FENCING_TOKEN":              c.RequireFencingToken,
 		"AUTH_REQUIRED":                      c.Auth.Required,
 		"AUTH_KEYS":                          c.Auth.Keys,
+		"AUTH_REQUESTER_KEYS":                c.Auth.RequesterKeys,
 		"AUTH_HMAC_KEY_FILE":                 c.Auth.HMACKeyFile,
 		"AUTH_AUDIENCE":                      c.Auth.Audience,
 		"AUTH_ISSUER":                        c.Auth.Issuer,
