@@ -194,7 +194,7 @@ func (m *Main) Run(ctx context.Context) error {
 	var verifier *auth.Verifier
 	if cfg.Auth.Required {
 		alog := log.With().Str("component", "auth").Logger()
-		verifier, err = auth.NewVerifier(auth.Config{KeysPath: cfg.Auth.Keys, HMACKeyFile: cfg.Auth.HMACKeyFile,
+		verifier, err = auth.NewVerifier(auth.Config{KeysPath: cfg.Auth.Keys, RequesterKeysPath: cfg.Auth.RequesterKeys, HMACKeyFile: cfg.Auth.HMACKeyFile,
 			Audience: cfg.Auth.Audience, Issuer: cfg.Auth.Issuer,
 			OnReload: func(keys int, err error) {
 				if err != nil {
