@@ -1,6 +1,10 @@
 package client
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,4 +124,41 @@ func TestSignedTokenAudienceAndIssuer(t *testing.T) {
 	_, err = c.token()
 	require.ErrorIs(t, err, ErrUnauthenticated)
 	require.ErrorContains(t, err, "over the workers' limit of 8192: shorten the token audience or issuer")
+}
+
+// A requester signing with its own key names itself in the kid header, and
+// a worker that has its public key in AUTH_REQUESTER_KEYS (billing.pem)
+// accepts its tokens, and only for its own name.
+func TestSignedTokenWithARequesterKey(t *testing.T) {
+	clearCredentialsEnv(t)
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	dir, requesters := t.TempDir(), t.TempDir()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(requesters, "billing.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600))
+	der, err = x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	keyFile := filepath.Join(dir, "billing.key")
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+	v, err := auth.NewVerifier(auth.Config{RequesterKeysPath: requesters})
+	require.NoError(t, err)
+
+	for _, sub := range []string{"billing", "payments"} {
+		c, err := loadCredentials(Config{SigningKeyFile: keyFile})
+		require.NoError(t, err)
+		c.sub = sub
+		tok, err := c.token()
+		require.NoError(t, err)
+		parsed, _, err := jwt.NewParser().ParseUnverified(strings.TrimPrefix(tok, "Bearer "), &jwt.RegisteredClaims{})
+		require.NoError(t, err)
+		require.Equal(t, sub, parsed.Header["kid"])
+		r, err := v.Verify(tok)
+		if sub == "billing" {
+			require.NoError(t, err)
+			require.Equal(t, auth.Requester{Name: "billing"}, r)
+		} else {
+			require.ErrorIs(t, err, auth.ErrUnauthenticated, "billing's key does not sign for payments")
+		}
+	}
 }
