@@ -2,7 +2,11 @@ package worker
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -437,4 +441,56 @@ func TestEnsureTopicsWithoutTheRightToCreate(t *testing.T) {
 	require.NoError(t, err)
 	c.Fault(refuse)
 	require.NoError(t, w.EnsureTopics(ctx), "every topic was made beforehand")
+}
+
+// A requester that signs its own tokens (its public key in
+// AUTH_REQUESTER_KEYS as billing.pem) is billing and nobody else: a token
+// of its key naming another requester, or claiming admin, is
+// UNAUTHENTICATED, dead-lettered, and answers nobody.
+func TestRequesterKeyTokens(t *testing.T) {
+	w, st := newApplier(t)
+	dir := t.TempDir()
+	pub, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "billing.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600))
+	w.cfg.Auth, err = auth.NewVerifier(auth.Config{RequesterKeysPath: dir})
+	require.NoError(t, err)
+	signed := func(sub string, admin bool) kgo.RecordHeader {
+		c := auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: sub, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Minute))}, Admin: admin}
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		tok.Header["kid"] = "billing"
+		s, err := tok.SignedString(key)
+		require.NoError(t, err)
+		return kgo.RecordHeader{Key: topics.HeaderAuthorization, Value: []byte("Bearer " + s)}
+	}
+	p := w.newPartition(w.hard, 0)
+	names := w.cfg.Names
+	off := int64(0)
+	send := func(c topics.Command, h kgo.RecordHeader) {
+		r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: off, Key: []byte(c.LockName), Value: command(t, c), Headers: []kgo.RecordHeader{h}}
+		off++
+		apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
+	}
+	billing, payments := names.ReplyTopic("billing"), names.ReplyTopic("payments")
+
+	send(topics.Command{RequestID: "b1", Operation: topics.OpAcquire, LockName: "a", OwnerID: "w", ReplyTo: billing}, signed("billing", false))
+	require.Len(t, outboxRows(t, st, billing, 0), 1)
+	require.Empty(t, outboxRows(t, st, names.DeadLetter, 0))
+
+	send(topics.Command{RequestID: "p1", Operation: topics.OpAcquire, LockName: "b", OwnerID: "w", ReplyTo: payments}, signed("payments", false))
+	send(topics.Command{RequestID: "b2", Operation: topics.OpRevoke, LockName: "a", Reason: "mine now", ReplyTo: billing}, signed("billing", true))
+	dlq := outboxRows(t, st, names.DeadLetter, 0)
+	require.Len(t, dlq, 2)
+	for i, want := range []string{`signed by requester "billing"'s key (AUTH_REQUESTER_KEYS) but names sub "payments"`, "may not sign an admin claim"} {
+		msg, _ := dlq[i].header(topics.HeaderError)
+		require.True(t, strings.HasPrefix(msg, topics.CodeUnauthenticated+": "), msg)
+		require.Contains(t, msg, want)
+	}
+	require.Empty(t, outboxRows(t, st, payments, 0), "nothing answered as payments")
+	require.Len(t, outboxRows(t, st, billing, 0), 1, "nor to billing")
+	var locks int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM lock_holders`).Scan(&locks))
+	require.Equal(t, 1, locks, "billing's lease stands, and payments got none")
 }
