@@ -289,8 +289,12 @@ func (c Config) validate(bootstrapSet bool) []error {
 	if strings.ContainsFunc(c.InspectToken, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
 		failNoValue("INSPECT_TOKEN", "may hold only visible ASCII characters, no spaces (a trailing newline from a secret file?)")
 	} else if c.InspectToken != "" && len(c.InspectToken) < MinInspectTokenBytes {
-		// A placeholder ("CHANGE-ME") or a word would guard owner ids and
-		// fencing tokens with something guessable.
+		// A placeholder ("CHANGE-ME") or a word would guard with something
+		// guessable what only its bearers see: the inspection endpoints
+		// (/locks/*, /sessions/*, /health/locks) and, on /locks, the
+		// owner_metadata and the waiters' request_ids. Owner ids and
+		// fencing tokens are no secret it keeps: the lifecycle events
+		// carry them too.
 		failNoValue("INSPECT_TOKEN", "is shorter than %d bytes: use a random one, e.g. openssl rand -hex 32", MinInspectTokenBytes)
 	} else if len(c.InspectToken) > MaxInspectTokenBytes {
 		// The HTTP server reads at most 16 KiB of headers.
