@@ -353,15 +353,17 @@ func (v *Verifier) read() (files []keyFile, contents [][]byte, stamp string, err
 }
 
 // parse reads every key of the files' contents and the methods they
-// verify. A public key in two files is refused: a requester key that is
-// also an issuer key, or another requester's, would speak for more than
-// its requester.
+// verify. A requester key in another file too is refused: also an issuer
+// key, or another requester's, it would speak for more than its requester.
+// An issuer key in two files of AUTH_KEYS is no such mistake (a rotation, a
+// projected Secret) and is loaded as before.
 func parse(files []keyFile, contents [][]byte) (keySet, error) {
 	ks := keySet{requesters: map[string]crypto.PublicKey{}}
 	known := map[string]bool{}
 	type seen struct {
 		key  crypto.PublicKey
 		path string
+		kind keyKind
 	}
 	var public []seen
 	for i, f := range files {
@@ -384,11 +386,18 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 			return keySet{}, fmt.Errorf("key %s: %w", f.path, err)
 		}
 		for _, s := range public {
+			if f.kind != requesterKey && s.kind != requesterKey {
+				continue
+			}
 			if eq, ok := s.key.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(k) {
-				return keySet{}, fmt.Errorf("key %s: the same key as %s: a requester key (AUTH_REQUESTER_KEYS) must be its requester's alone, never an issuer key (AUTH_KEYS) or another requester's", f.path, s.path)
+				what := "another requester's (AUTH_REQUESTER_KEYS)"
+				if f.kind != s.kind {
+					what = "an issuer key (AUTH_KEYS), whose tokens may name any requester and claim admin"
+				}
+				return keySet{}, fmt.Errorf("key %s: the same key as %s: a requester key (AUTH_REQUESTER_KEYS) must be its requester's alone, never %s", f.path, s.path, what)
 			}
 		}
-		public = append(public, seen{k, f.path})
+		public = append(public, seen{k, f.path, f.kind})
 		if f.kind == requesterKey {
 			ks.requesters[requester] = k
 		} else {

@@ -339,12 +339,34 @@ func TestRequesterKeyFiles(t *testing.T) {
 	issuers := t.TempDir()
 	writePublic(t, filepath.Join(issuers, "issuer.pem"), pub)
 	_, err = NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: dir})
-	require.ErrorContains(t, err, "the same key as")
+	require.ErrorContains(t, err, "billing.pem: the same key as "+filepath.Join(issuers, "issuer.pem")+": a requester key (AUTH_REQUESTER_KEYS) must be its requester's alone, never an issuer key (AUTH_KEYS)")
 	_, err = NewVerifier(Config{KeysPath: dir, RequesterKeysPath: dir})
-	require.ErrorContains(t, err, "the same key as", "one directory as both")
+	require.ErrorContains(t, err, "never an issuer key (AUTH_KEYS)", "one directory as both")
 	writePublic(t, filepath.Join(dir, "payments.pem"), pub)
 	_, err = NewVerifier(Config{RequesterKeysPath: dir})
-	require.ErrorContains(t, err, "the same key as")
+	require.ErrorContains(t, err, "payments.pem: the same key as "+filepath.Join(dir, "billing.pem")+": a requester key (AUTH_REQUESTER_KEYS) must be its requester's alone, never another requester's")
+}
+
+// One issuer key in two files of AUTH_KEYS (the old and new name of a
+// rotation, a projected Secret) loads, as it did before requester keys:
+// only a requester key may not be another file's too.
+func TestIssuerKeyInTwoFiles(t *testing.T) {
+	issuers, requesters := t.TempDir(), t.TempDir()
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(issuers, "issuer.pem"), pub)
+	writePublic(t, filepath.Join(issuers, "issuer-2026.pem"), pub)
+	billingPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+	for name, cfg := range map[string]Config{
+		"issuer keys alone":     {KeysPath: issuers},
+		"beside requester keys": {KeysPath: issuers, RequesterKeysPath: requesters},
+	} {
+		v, err := NewVerifier(cfg)
+		require.NoError(t, err, name)
+		r, err := v.Verify(sign(t, jwt.SigningMethodEdDSA, key, claims("payments", time.Minute)))
+		require.NoError(t, err, name)
+		require.Equal(t, Requester{Name: "payments"}, r, name)
+	}
 }
 
 // Requester keys are reloaded with the issuer keys: a requester added,
