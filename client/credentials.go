@@ -106,7 +106,9 @@ func loadCredentials(cfg Config) (*credentials, error) {
 }
 
 // signingKey reads a PEM private key (Ed25519, RSA, ECDSA), or else takes
-// the file as an HMAC secret.
+// the file as an HMAC secret: never a PEM file, at least 32 bytes, as the
+// workers' AUTH_HMAC_KEY_FILE (internal/auth.HMACSecret, which this could
+// call instead of its own lines).
 func signingKey(b []byte) (any, jwt.SigningMethod, error) {
 	if k, err := jwt.ParseEdPrivateKeyFromPEM(b); err == nil {
 		return k.(crypto.Signer), jwt.SigningMethodEdDSA, nil

@@ -369,9 +369,9 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 	for i, f := range files {
 		b := contents[i]
 		if f.kind == hmacKey {
-			secret := []byte(strings.TrimSpace(string(b)))
-			if len(secret) < 32 {
-				return keySet{}, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: the secret must be at least 32 bytes", f.path)
+			secret, err := HMACSecret(b)
+			if err != nil {
+				return keySet{}, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: %w", f.path, err)
 			}
 			ks.issuers = append(ks.issuers, secret)
 			known["HS256"], known["HS384"], known["HS512"] = true, true, true
@@ -415,6 +415,25 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 	}
 	slices.Sort(ks.methods)
 	return ks, nil
+}
+
+// MinHMACSecretBytes is the shortest HMAC secret taken.
+const MinHMACSecretBytes = 32
+
+// HMACSecret takes the contents of an HMAC secret file: trimmed of spaces
+// and newlines, at least MinHMACSecretBytes. A PEM file is refused: a
+// public key (a requester's .pem given by mistake) would make public text
+// an issuer secret, with which anyone could sign as any requester, admin
+// included; a private key is no shared secret either.
+func HMACSecret(b []byte) ([]byte, error) {
+	if strings.Contains(string(b), "-----BEGIN") {
+		return nil, errors.New("a PEM file is no HMAC secret (a public key would let anyone sign tokens): give AUTH_KEYS or AUTH_REQUESTER_KEYS the PEM public keys, and this file a random secret")
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) < MinHMACSecretBytes {
+		return nil, fmt.Errorf("the secret must be at least %d bytes", MinHMACSecretBytes)
+	}
+	return secret, nil
 }
 
 // publicKey reads a PEM public key and the JWT methods it verifies.

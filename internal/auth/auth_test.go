@@ -116,6 +116,33 @@ func TestHMACKey(t *testing.T) {
 	require.True(t, r.MayUse("anything"), "no namespaces claim: every namespace")
 }
 
+// A PEM file is no HMAC secret: a public key given as AUTH_HMAC_KEY_FILE
+// (a requester's .pem) would let anyone who read it sign admin tokens.
+func TestHMACKeyNotPEM(t *testing.T) {
+	dir := t.TempDir()
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	f := filepath.Join(dir, "billing.pem")
+	writePublic(t, f, pub)
+	_, err := NewVerifier(Config{HMACKeyFile: f})
+	require.ErrorContains(t, err, "AUTH_HMAC_KEY_FILE "+f+": a PEM file is no HMAC secret")
+
+	// Nor on a reload: the secret in force stays.
+	secretFile := filepath.Join(dir, "secret")
+	secret := []byte(strings.Repeat("s", 40))
+	require.NoError(t, os.WriteFile(secretFile, secret, 0o600))
+	reloads := make(chan error, 10)
+	v, err := NewVerifier(Config{HMACKeyFile: secretFile, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
+	require.NoError(t, err)
+	public, err := os.ReadFile(f)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(secretFile, public, 0o600))
+	_, err = v.Verify(sign(t, jwt.SigningMethodHS256, []byte(strings.TrimSpace(string(public))), func() Claims { c := claims("root", time.Minute); c.Admin = true; return c }()))
+	require.ErrorIs(t, err, ErrUnauthenticated, "a token signed with the public text is refused")
+	require.ErrorContains(t, <-reloads, "a PEM file is no HMAC secret")
+	_, err = v.Verify(sign(t, jwt.SigningMethodHS256, secret, claims("small", time.Minute)))
+	require.NoError(t, err)
+}
+
 func TestNoKeys(t *testing.T) {
 	_, err := NewVerifier(Config{KeysPath: t.TempDir()})
 	require.ErrorContains(t, err, "no verification keys")
