@@ -96,7 +96,10 @@ type Config struct {
 	ReloadEvery time.Duration
 	// OnReload, when set, is told of every reload and its error (the old
 	// keys stay in force after a failed one, and files that failed are
-	// not read again until they change).
+	// not read again until they change). A directory (KeysPath,
+	// RequesterKeysPath) left without a key is a failed load, whatever
+	// keys the other sources hold: to take a directory's last key away,
+	// unset its setting and restart.
 	OnReload func(keys int, err error)
 }
 
@@ -274,7 +277,11 @@ const (
 )
 
 // files lists the key files: KeysPath itself, or its *.pem; the *.pem of
-// RequesterKeysPath; HMACKeyFile.
+// RequesterKeysPath; HMACKeyFile. A configured directory without a *.pem
+// is an error of its own, whatever keys the others hold: at start the
+// verifier is not made, and on a reload the keys in force stay (an
+// emptied AUTH_KEYS does not silently leave only the requester keys, nor
+// an emptied AUTH_REQUESTER_KEYS only the issuer keys).
 func (v *Verifier) files() ([]keyFile, error) {
 	var files []keyFile
 	if v.cfg.KeysPath != "" {
@@ -286,6 +293,9 @@ func (v *Verifier) files() ([]keyFile, error) {
 			pems, err := filepath.Glob(filepath.Join(v.cfg.KeysPath, "*.pem"))
 			if err != nil {
 				return nil, err
+			}
+			if len(pems) == 0 {
+				return nil, fmt.Errorf("AUTH_KEYS directory %s holds no verification keys (*.pem)", v.cfg.KeysPath)
 			}
 			for _, p := range pems {
 				files = append(files, keyFile{path: p, kind: issuerKey})
@@ -305,6 +315,9 @@ func (v *Verifier) files() ([]keyFile, error) {
 		pems, err := filepath.Glob(filepath.Join(v.cfg.RequesterKeysPath, "*.pem"))
 		if err != nil {
 			return nil, err
+		}
+		if len(pems) == 0 {
+			return nil, fmt.Errorf("AUTH_REQUESTER_KEYS directory %s holds no verification keys (<requester>.pem)", v.cfg.RequesterKeysPath)
 		}
 		for _, p := range pems {
 			files = append(files, keyFile{path: p, kind: requesterKey})

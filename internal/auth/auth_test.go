@@ -397,11 +397,14 @@ func TestIssuerKeyInTwoFiles(t *testing.T) {
 }
 
 // Requester keys are reloaded with the issuer keys: a requester added,
-// one whose file breaks (its key stays in force), one removed.
+// one whose file breaks (its key stays in force), one removed beside
+// another.
 func TestRequesterKeysReload(t *testing.T) {
 	issuers, requesters := t.TempDir(), t.TempDir()
 	issuerPub, issuerKey, _ := ed25519.GenerateKey(rand.Reader)
 	writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
+	paymentsPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(requesters, "payments.pem"), paymentsPub)
 	reloads := make(chan error, 10)
 	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, ReloadEvery: time.Nanosecond,
 		OnReload: func(_ int, err error) { reloads <- err }})
@@ -436,4 +439,45 @@ func TestRequesterKeysReload(t *testing.T) {
 	require.NoError(t, <-reloads)
 	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, claims("billing", time.Minute)))
 	require.NoError(t, err)
+}
+
+// A directory left without a key is a failed load, also when the other
+// holds keys: an emptied AUTH_KEYS does not silently leave only the
+// requester keys, nor an emptied AUTH_REQUESTER_KEYS only the issuer keys.
+// The keys in force stay, the error is told once, and at start such a
+// directory stops the verifier.
+func TestDirectoryLeftWithoutAKey(t *testing.T) {
+	for _, emptied := range []string{"AUTH_KEYS", "AUTH_REQUESTER_KEYS"} {
+		issuers, requesters := t.TempDir(), t.TempDir()
+		issuerPub, issuerKey, _ := ed25519.GenerateKey(rand.Reader)
+		writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
+		billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
+		writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+		reloads := make(chan error, 10)
+		v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, ReloadEvery: time.Nanosecond,
+			OnReload: func(_ int, err error) { reloads <- err }})
+		require.NoError(t, err, emptied)
+		root := func() Claims { c := claims("root", time.Minute); c.Admin = true; return c }()
+		verify := func() {
+			t.Helper()
+			for range 3 {
+				_, err := v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, root))
+				require.NoError(t, err, "%s emptied: the issuer key stays in force", emptied)
+				_, err = v.Verify(signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute)))
+				require.NoError(t, err, "%s emptied: the requester key stays in force", emptied)
+			}
+		}
+
+		dir, file := issuers, "issuer.pem"
+		if emptied == "AUTH_REQUESTER_KEYS" {
+			dir, file = requesters, "billing.pem"
+		}
+		require.NoError(t, os.Remove(filepath.Join(dir, file)))
+		verify()
+		require.ErrorContains(t, <-reloads, emptied+" directory "+dir+" holds no verification keys", emptied)
+		require.Empty(t, reloads, "%s: told once", emptied)
+
+		_, err = NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
+		require.ErrorContains(t, err, emptied+" directory "+dir+" holds no verification keys", "%s: at start", emptied)
+	}
 }
