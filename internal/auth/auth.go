@@ -43,6 +43,10 @@ const MaxSubjectBytes = 200
 // ErrUnauthenticated is a command without a token the worker accepts.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
+// errNoKey is a token that no key verifies when there are no issuer keys,
+// whether or not its kid (or sub) names a requester key.
+var errNoKey = errors.New("no issuer key (AUTH_KEYS, AUTH_HMAC_KEY_FILE), and no requester key (AUTH_REQUESTER_KEYS) named by the token's kid or sub verifies it")
+
 // Claims are a requester token's claims: the registered ones (sub and exp
 // required; aud and iss when the worker is configured to check them) and
 // what the requester may do.
@@ -172,7 +176,7 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	var bound string // the requester whose key verified the token
 	issuers := func(*jwt.Token) (any, error) {
 		if len(keys.issuers) == 0 {
-			return nil, errors.New("no issuer key (AUTH_KEYS, AUTH_HMAC_KEY_FILE), and no requester key (AUTH_REQUESTER_KEYS) named by the token's kid or sub")
+			return nil, errNoKey
 		}
 		return jwt.VerificationKeySet{Keys: keys.issuers}, nil
 	}
@@ -191,6 +195,11 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	if bound != "" && errors.Is(err, jwt.ErrTokenSignatureInvalid) && len(keys.issuers) > 0 {
 		bound, c = "", Claims{}
 		_, err = jwt.ParseWithClaims(token, &c, issuers, opts...)
+	}
+	if len(keys.issuers) == 0 && (errors.Is(err, errNoKey) || bound != "" && errors.Is(err, jwt.ErrTokenSignatureInvalid)) {
+		// One answer whether or not the kid names a requester that has a
+		// key, so that the dead-letter topic does not tell which do.
+		return Requester{}, fmt.Errorf("%w: %v", ErrUnauthenticated, errNoKey)
 	}
 	if err != nil {
 		return Requester{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
