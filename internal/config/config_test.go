@@ -644,8 +644,12 @@ func TestAuthSettings(t *testing.T) {
 	assert.Equal(t, AuthConfig{Required: true, RequesterKeys: "/etc/lockworker/requester-keys"}, c.Auth)
 	_, err = FromEnv(env(map[string]string{"AUTH_REQUESTER_KEYS": "/r"}))
 	require.ErrorContains(t, err, `AUTH_REQUESTER_KEYS: "/r" is set but AUTH_REQUIRED is not true`)
-	_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/k", "AUTH_REQUESTER_KEYS": "/k/"}))
-	require.ErrorContains(t, err, `AUTH_REQUESTER_KEYS: "/k/" is AUTH_KEYS too`)
+	for _, same := range []string{"/k/", "/k/.", "/k//", "/x/../k", "/k/./"} {
+		_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/k", "AUTH_REQUESTER_KEYS": same}))
+		require.ErrorContains(t, err, `AUTH_REQUESTER_KEYS: "`+same+`" is AUTH_KEYS too`)
+	}
+	_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/etc/lockworker/keys", "AUTH_REQUESTER_KEYS": "/etc/lockworker/keys/requesters"}))
+	require.NoError(t, err, "a directory beneath AUTH_KEYS is another: AUTH_KEYS reads only its own *.pem")
 }
 
 // With AUTH_REQUIRED a requester's only reply topic is REPLY_TOPIC_PREFIX +

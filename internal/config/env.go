@@ -6,6 +6,7 @@ import (
 	"github.com/omninode/lockworker/topics"
 	"math"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -168,8 +169,11 @@ func (c Config) validate(bootstrapSet bool) []error {
 	if a.Required && a.Keys == "" && a.RequesterKeys == "" && a.HMACKeyFile == "" {
 		failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS, AUTH_REQUESTER_KEYS or AUTH_HMAC_KEY_FILE")
 	}
-	if a.Keys != "" && a.RequesterKeys != "" && strings.TrimRight(a.Keys, "/") == strings.TrimRight(a.RequesterKeys, "/") {
+	if a.Keys != "" && a.RequesterKeys != "" && filepath.Clean(a.Keys) == filepath.Clean(a.RequesterKeys) {
 		// Its keys would be issuer keys too, which sign as any requester.
+		// Spelled apart (a symlink, a bind mount), the one directory is
+		// caught at start by the verifier, which refuses a requester key
+		// that is also an issuer key.
 		fail("AUTH_REQUESTER_KEYS", a.RequesterKeys, "is AUTH_KEYS too: a requester's key must never be an issuer key")
 	}
 	if !a.Required {
