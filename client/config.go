@@ -83,9 +83,16 @@ type Config struct {
 	Token string
 
 	// SigningKeyFile, instead of Token, is a private key (PEM: Ed25519,
-	// RSA or ECDSA) or a file holding an HMAC secret of at least 32 bytes,
-	// with which the client signs its own tokens (subject Requester, valid
-	// for SignedTokenTTL). Default: LOCKWORKER_SIGNING_KEY_FILE.
+	// RSA or ECDSA) with which the client signs its own tokens (subject
+	// Requester, valid for SignedTokenTTL). Its public half goes in the
+	// workers' AUTH_REQUESTER_KEYS directory as <Requester>.pem: Requester
+	// must be that file's name before .pem, and is sent as the token's kid
+	// header, by which the workers find the key; its tokens never claim
+	// admin. The file may instead hold an HMAC secret of at least 32 bytes
+	// (never a PEM file), the workers' AUTH_HMAC_KEY_FILE: that is an
+	// issuer secret, with which whoever holds it may sign as any requester,
+	// admin included, so only a token issuer should have it, never a
+	// requester. Default: LOCKWORKER_SIGNING_KEY_FILE.
 	SigningKeyFile string
 
 	// TokenAudience and TokenIssuer are the aud and iss of the tokens the

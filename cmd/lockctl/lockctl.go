@@ -57,8 +57,12 @@ flags of every command:
 
 authentication (when the workers require it): LOCKWORKER_TOKEN or
 LOCKWORKER_TOKEN_FILE (a token; its subject is the requester), or
-LOCKWORKER_SIGNING_KEY_FILE (a private key or HMAC secret to sign tokens;
-LOCKWORKER_TOKEN_AUDIENCE and LOCKWORKER_TOKEN_ISSUER set their aud and iss).
+LOCKWORKER_SIGNING_KEY_FILE (the requester's private key, to sign tokens
+for --requester, whose public half the workers have as
+AUTH_REQUESTER_KEYS/<requester>.pem; LOCKWORKER_TOKEN_AUDIENCE and
+LOCKWORKER_TOKEN_ISSUER set their aud and iss). It may hold the workers'
+HMAC secret instead, an issuer secret that signs as anyone, admin included:
+only for token issuers, never a requester.
 
 Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own

@@ -87,9 +87,11 @@ type Config struct {
 	// (SubjectProblem), or whose key is also another file's (here or in
 	// KeysPath), is refused as a broken key is. Reloaded with the others.
 	RequesterKeysPath string
-	// HMACKeyFile holds a shared secret (HS256/384/512), for small
-	// installs where every requester may be trusted with it: like the
-	// KeysPath keys, it is an issuer key.
+	// HMACKeyFile holds a shared secret (HS256/384/512; HMACSecret: at
+	// least 32 bytes, no PEM file). Like the KeysPath keys it is an issuer
+	// key: whoever holds it may sign as any requester, admin included, so
+	// it belongs to token issuers, never to a requester (which signs with
+	// its own key, RequesterKeysPath).
 	HMACKeyFile string
 	// Audience and Issuer, when set, must be the token's aud and iss.
 	Audience, Issuer string
