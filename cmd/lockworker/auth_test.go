@@ -23,8 +23,9 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// keyPair writes an Ed25519 key pair: the public half into the workers'
-// AUTH_KEYS directory, the private half to a file of its own.
+// keyPair writes an Ed25519 key pair: the public half into one of the
+// workers' key directories (AUTH_KEYS, AUTH_REQUESTER_KEYS) as name.pem, the
+// private half to a file of its own.
 func keyPair(t *testing.T, keysDir, name string) (privateFile string, key ed25519.PrivateKey) {
 	t.Helper()
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
@@ -40,13 +41,16 @@ func keyPair(t *testing.T, keysDir, name string) (privateFile string, key ed2551
 }
 
 // TestAuthenticatedService runs the real wiring with AUTH_REQUIRED and the
-// SDK on both sides of it: a requester that signs its own tokens, one given
-// a token, and one without any.
+// SDK on both sides of it: a requester that signs its own tokens (its
+// public key in AUTH_REQUESTER_KEYS), ones given a token by an issuer (its
+// key in AUTH_KEYS), and one without any.
 func TestAuthenticatedService(t *testing.T) {
-	keys := t.TempDir()
-	aliceKey, _ := keyPair(t, keys, "alice")
+	keys, requesterKeys := t.TempDir(), t.TempDir()
+	aliceKey, alicePrivate := keyPair(t, requesterKeys, "alice")
 	_, issuer := keyPair(t, keys, "issuer")
-	addr := startEmbedded(t, func(c *config.Config) { c.Auth = config.AuthConfig{Required: true, Keys: keys} })
+	addr := startEmbedded(t, func(c *config.Config) {
+		c.Auth = config.AuthConfig{Required: true, Keys: keys, RequesterKeys: requesterKeys}
+	})
 	t.Setenv(sdk.EnvToken, "")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -103,6 +107,27 @@ func TestAuthenticatedService(t *testing.T) {
 		t.Fatal("the holder was not told of the revoke")
 	}
 	require.ErrorIs(t, held.Err(), sdk.ErrRevoked)
+
+	// alice's own key speaks for alice only: signing as another requester,
+	// or claiming admin, its commands are dead-lettered, answered nowhere.
+	held, err = alice.Acquire(ctx, "doc")
+	require.NoError(t, err)
+	for name, claims := range map[string]jwt.MapClaims{
+		"as mallory": {"sub": "mallory", "exp": time.Now().Add(time.Hour).Unix()},
+		"as admin":   {"sub": "alice", "admin": true, "exp": time.Now().Add(time.Hour).Unix()},
+	} {
+		forged := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+		forged.Header["kid"] = "alice"
+		token, err := forged.SignedString(alicePrivate)
+		require.NoError(t, err)
+		cl, err := sdk.New(ctx, sdk.Config{Brokers: []string{addr}, Token: token, RequestTimeout: 2 * time.Second, ReplyTimeout: time.Second})
+		require.NoError(t, err, name)
+		_, err = cl.Revoke(ctx, "doc", held.Owner, "mine now")
+		require.ErrorIs(t, err, sdk.ErrNoReply, name)
+		cl.Close()
+	}
+	require.NoError(t, held.Err(), "the lease is untouched")
+	require.NoError(t, held.Release(ctx))
 }
 
 // TestReplyTopicsBounded: the abuse of the security review, 20 commands
