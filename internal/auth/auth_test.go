@@ -499,3 +499,76 @@ func TestDirectoryLeftWithoutAKey(t *testing.T) {
 		require.ErrorContains(t, err, emptied+" directory "+dir+" holds no verification keys", "%s: at start", emptied)
 	}
 }
+
+// A requester key verifies only tokens of its own algorithm: a token of
+// another (HS256 signed with the public key's text, the classic confusion;
+// RS256 against an Ed25519 key) is not billing's, and goes to the issuer
+// keys, which take it only if one of theirs signed it. A kid that is no
+// string is no kid: the sub names the key.
+func TestRequesterKeyAlgorithms(t *testing.T) {
+	dir, issuers, requesters := t.TempDir(), t.TempDir(), t.TempDir()
+	issuerRSA, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	writePublic(t, filepath.Join(issuers, "issuer.pem"), &issuerRSA.PublicKey)
+	secret := []byte(strings.Repeat("s", 40))
+	secretFile := filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(secretFile, secret, 0o600))
+	billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
+	billingFile := filepath.Join(requesters, "billing.pem")
+	writePublic(t, billingFile, billingPub)
+	billingPEM, err := os.ReadFile(billingFile)
+	require.NoError(t, err)
+	strangerRSA, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, HMACKeyFile: secretFile})
+	require.NoError(t, err)
+
+	admin := func(sub string) Claims { c := claims(sub, time.Minute); c.Admin = true; return c }
+	for name, tok := range map[string]string{
+		"HS256 keyed with billing.pem's text": signKid(t, jwt.SigningMethodHS256, billingPEM, "billing", claims("billing", time.Minute)),
+		"HS256 keyed with billing's key":      signKid(t, jwt.SigningMethodHS256, []byte(billingPub), "billing", claims("billing", time.Minute)),
+		"HS256 keyed so, admin":               signKid(t, jwt.SigningMethodHS256, billingPEM, "billing", admin("root")),
+		"RS256 of another key":                signKid(t, jwt.SigningMethodRS256, strangerRSA, "billing", claims("billing", time.Minute)),
+	} {
+		_, err := v.Verify(tok)
+		require.ErrorIs(t, err, ErrUnauthenticated, name)
+		require.ErrorContains(t, err, "signature is invalid", name)
+	}
+	// The issuer keys of those algorithms still verify, whatever the kid.
+	for name, tok := range map[string]string{
+		"HS256 of the secret, kid billing": signKid(t, jwt.SigningMethodHS256, secret, "billing", admin("root")),
+		"RS256 of the issuer, kid billing": signKid(t, jwt.SigningMethodRS256, issuerRSA, "billing", admin("root")),
+	} {
+		r, err := v.Verify(tok)
+		require.NoError(t, err, name)
+		require.Equal(t, Requester{Name: "root", Admin: true}, r, name)
+	}
+
+	numericKid := func(c Claims) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		tok.Header["kid"] = 42
+		s, err := tok.SignedString(billingKey)
+		require.NoError(t, err)
+		return s
+	}
+	r, err := v.Verify(numericKid(claims("billing", time.Minute)))
+	require.NoError(t, err, "a kid of no string: the sub names the key")
+	require.Equal(t, Requester{Name: "billing"}, r)
+	_, err = v.Verify(numericKid(admin("billing")))
+	require.ErrorContains(t, err, `requester "billing"'s own key (AUTH_REQUESTER_KEYS) may not sign an admin claim`)
+	_, err = v.Verify(numericKid(claims("payments", time.Minute)))
+	require.ErrorContains(t, err, "signature is invalid")
+}
+
+// AUTH_KEYS reaching the requester keys' directory by another path (a
+// symlink, which config's comparison of the two paths cannot see) is
+// refused: each of its keys is found in both.
+func TestRequesterKeysBehindASymlink(t *testing.T) {
+	requesters := t.TempDir()
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(requesters, "billing.pem"), pub)
+	link := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.Symlink(requesters, link))
+	_, err := NewVerifier(Config{KeysPath: link, RequesterKeysPath: requesters})
+	require.ErrorContains(t, err, "never an issuer key (AUTH_KEYS)")
+}
