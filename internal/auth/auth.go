@@ -102,10 +102,12 @@ type Config struct {
 	ReloadEvery time.Duration
 	// OnReload, when set, is told of every reload and its error (the old
 	// keys stay in force after a failed one, and files that failed are
-	// not read again until they change). A directory (KeysPath,
-	// RequesterKeysPath) left without a key is a failed load, whatever
-	// keys the other sources hold: to take a directory's last key away,
-	// unset its setting and restart.
+	// not read again until they change). A KeysPath directory left
+	// without a key is a failed load, whatever keys the other sources
+	// hold: an emptied mount must not drop every issuer key; to take its
+	// last key away, unset AUTH_KEYS and restart. RequesterKeysPath may be
+	// left empty: deleting a requester's key revokes it, the last one too,
+	// unless no key of any source would remain (a failed load).
 	OnReload func(keys int, err error)
 }
 
@@ -326,9 +328,6 @@ func (v *Verifier) files() ([]keyFile, error) {
 		pems, err := filepath.Glob(filepath.Join(v.cfg.RequesterKeysPath, "*.pem"))
 		if err != nil {
 			return nil, err
-		}
-		if len(pems) == 0 {
-			return nil, fmt.Errorf("AUTH_REQUESTER_KEYS directory %s holds no verification keys (<requester>.pem)", v.cfg.RequesterKeysPath)
 		}
 		for _, p := range pems {
 			files = append(files, keyFile{path: p, kind: requesterKey})

@@ -459,45 +459,64 @@ func TestRequesterKeysReload(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// A directory left without a key is a failed load, also when the other
-// holds keys: an emptied AUTH_KEYS does not silently leave only the
-// requester keys, nor an emptied AUTH_REQUESTER_KEYS only the issuer keys.
-// The keys in force stay, the error is told once, and at start such a
-// directory stops the verifier.
+// An AUTH_KEYS directory left without a key is a failed load, also when
+// requester keys remain: an emptied mount does not silently drop every
+// issuer key. The keys in force stay, the error is told once, and at start
+// it stops the verifier. AUTH_REQUESTER_KEYS may be emptied: its last key
+// deleted is revoked, unless no key of any source would remain.
 func TestDirectoryLeftWithoutAKey(t *testing.T) {
-	for _, emptied := range []string{"AUTH_KEYS", "AUTH_REQUESTER_KEYS"} {
-		issuers, requesters := t.TempDir(), t.TempDir()
-		issuerPub, issuerKey, _ := ed25519.GenerateKey(rand.Reader)
-		writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
-		billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
-		writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
-		reloads := make(chan error, 10)
-		v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, ReloadEvery: time.Nanosecond,
-			OnReload: func(_ int, err error) { reloads <- err }})
-		require.NoError(t, err, emptied)
-		root := func() Claims { c := claims("root", time.Minute); c.Admin = true; return c }()
-		verify := func() {
-			t.Helper()
-			for range 3 {
-				_, err := v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, root))
-				require.NoError(t, err, "%s emptied: the issuer key stays in force", emptied)
-				_, err = v.Verify(signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute)))
-				require.NoError(t, err, "%s emptied: the requester key stays in force", emptied)
-			}
-		}
+	issuers, requesters := t.TempDir(), t.TempDir()
+	issuerPub, issuerKey, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
+	billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+	reloads := make(chan error, 10)
+	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, ReloadEvery: time.Nanosecond,
+		OnReload: func(_ int, err error) { reloads <- err }})
+	require.NoError(t, err)
+	root := func() Claims { c := claims("root", time.Minute); c.Admin = true; return c }()
+	billing := signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute))
 
-		dir, file := issuers, "issuer.pem"
-		if emptied == "AUTH_REQUESTER_KEYS" {
-			dir, file = requesters, "billing.pem"
-		}
-		require.NoError(t, os.Remove(filepath.Join(dir, file)))
-		verify()
-		require.ErrorContains(t, <-reloads, emptied+" directory "+dir+" holds no verification keys", emptied)
-		require.Empty(t, reloads, "%s: told once", emptied)
+	// The requester directory's last key deleted: billing is revoked, the
+	// issuer key stays.
+	require.NoError(t, os.Remove(filepath.Join(requesters, "billing.pem")))
+	_, err = v.Verify(billing)
+	require.ErrorIs(t, err, ErrUnauthenticated, "the last requester key deleted is revoked")
+	require.NoError(t, <-reloads)
+	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, root))
+	require.NoError(t, err)
+	_, err = NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
+	require.NoError(t, err, "an empty AUTH_REQUESTER_KEYS beside issuer keys starts")
 
-		_, err = NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
-		require.ErrorContains(t, err, emptied+" directory "+dir+" holds no verification keys", "%s: at start", emptied)
+	// The issuer directory emptied: a failed load, told once; its key
+	// stays in force, and at start it is refused.
+	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+	_, err = v.Verify(billing)
+	require.NoError(t, err, "billing's key is back")
+	require.NoError(t, <-reloads)
+	require.NoError(t, os.Remove(filepath.Join(issuers, "issuer.pem")))
+	for range 3 {
+		_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, root))
+		require.NoError(t, err, "AUTH_KEYS emptied: the issuer key stays in force")
+		_, err = v.Verify(billing)
+		require.NoError(t, err)
 	}
+	require.ErrorContains(t, <-reloads, "AUTH_KEYS directory "+issuers+" holds no verification keys")
+	require.Empty(t, reloads, "told once")
+	_, err = NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
+	require.ErrorContains(t, err, "AUTH_KEYS directory "+issuers+" holds no verification keys", "at start")
+
+	// Requester keys alone, the last one deleted: no key of any source
+	// would remain, a failed load that keeps it.
+	only := t.TempDir()
+	writePublic(t, filepath.Join(only, "billing.pem"), billingPub)
+	reloads = make(chan error, 10)
+	v, err = NewVerifier(Config{RequesterKeysPath: only, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
+	require.NoError(t, err)
+	require.NoError(t, os.Remove(filepath.Join(only, "billing.pem")))
+	_, err = v.Verify(billing)
+	require.NoError(t, err, "no key would remain: the old ones stay")
+	require.ErrorContains(t, <-reloads, "no verification keys")
 }
 
 // A requester key verifies only tokens of its own algorithm: a token of
