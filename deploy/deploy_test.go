@@ -127,9 +127,10 @@ type envVar struct {
 }
 
 type container struct {
-	Name  string `yaml:"name"`
-	Image string `yaml:"image"`
-	Ports []struct {
+	Name            string `yaml:"name"`
+	Image           string `yaml:"image"`
+	ImagePullPolicy string `yaml:"imagePullPolicy"`
+	Ports           []struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
 	} `yaml:"ports"`
@@ -242,7 +243,9 @@ func TestKubernetes(t *testing.T) {
 	var kustomization struct {
 		Resources []string `yaml:"resources"`
 		Images    []struct {
-			Name string `yaml:"name"`
+			Name   string `yaml:"name"`
+			NewTag string `yaml:"newTag"`
+			Digest string `yaml:"digest"`
 		} `yaml:"images"`
 	}
 	for _, f := range files {
@@ -290,6 +293,13 @@ func TestKubernetes(t *testing.T) {
 		d := decodeSpec[deploymentSpec](t, deploy)
 		require.Len(t, kustomization.Images, 1)
 		assert.Equal(t, d.Template.Spec.Containers[0].Image, kustomization.Images[0].Name, "kustomization images[].name must match the container image to rewrite it")
+		// A moving tag with IfNotPresent leaves each node on the build it
+		// pulled first: replicas of different builds side by side.
+		img := kustomization.Images[0]
+		if img.Digest == "" && (img.NewTag == "" || img.NewTag == "latest") {
+			assert.Equal(t, "Always", d.Template.Spec.Containers[0].ImagePullPolicy,
+				"the kustomization's image tag is %q: imagePullPolicy must be Always until a version tag or digest is pinned", img.NewTag)
+		}
 	})
 
 	t.Run("secret example", func(t *testing.T) {
