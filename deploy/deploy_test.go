@@ -451,6 +451,23 @@ func TestKubernetes(t *testing.T) {
 		}
 		assert.NotEmpty(t, c.Resources.Limits["memory"], "resources.limits.memory")
 
+		// Memory: the Go soft limit (GOMEMLIMIT, or the binary's default)
+		// sits below the container's limit, and the request covers the
+		// peak RSS measured under the binary's default.
+		request := memQuantity(t, c.Resources.Requests["memory"])
+		limit := memQuantity(t, c.Resources.Limits["memory"])
+		soft := binaryMemoryLimit(t)
+		for _, e := range c.Env {
+			if e.Name == "GOMEMLIMIT" {
+				require.NotNil(t, e.Value, "GOMEMLIMIT needs a value")
+				soft = memQuantity(t, *e.Value)
+			}
+		}
+		assert.LessOrEqual(t, request, limit, "requests.memory above limits.memory")
+		assert.Less(t, soft, limit*95/100, "the Go soft memory limit (GOMEMLIMIT) must leave room below limits.memory for what is not heap")
+		assert.GreaterOrEqual(t, request, max(soft, measuredPeakRSS),
+			"requests.memory must cover the soft memory limit and the peak RSS measured under it (docs/performance.md)")
+
 		sc := d.Template.Spec.SecurityContext
 		require.NotNil(t, sc.RunAsNonRoot)
 		assert.True(t, *sc.RunAsNonRoot)
@@ -498,6 +515,42 @@ func TestKubernetes(t *testing.T) {
 			assert.Less(t, n, d.Replicas)
 		}
 	})
+}
+
+// measuredPeakRSS is the worker's highest peak RSS in docs/performance.md
+// under the binary's default soft memory limit (a 100,000-lock cleanup).
+const measuredPeakRSS = 169 << 20
+
+// binaryMemoryLimit is cmd/lockworker's memoryLimit, the soft memory limit
+// it sets when GOMEMLIMIT is not.
+func binaryMemoryLimit(t *testing.T) int64 {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(root, "cmd", "lockworker", "main.go"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^const memoryLimit = (\d+) << 20$`).FindSubmatch(src)
+	require.NotNil(t, m, "cmd/lockworker/main.go: no `const memoryLimit = N << 20`; update binaryMemoryLimit")
+	n, err := strconv.ParseInt(string(m[1]), 10, 64)
+	require.NoError(t, err)
+	return n << 20
+}
+
+// memQuantity reads a memory size as Kubernetes (Mi, Gi) or GOMEMLIMIT
+// (MiB, GiB) writes it, in bytes.
+func memQuantity(t *testing.T, q string) int64 {
+	t.Helper()
+	for _, u := range []struct {
+		suffix string
+		shift  uint
+	}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}, {"Gi", 30}, {"Mi", 20}, {"Ki", 10}} {
+		if v, ok := strings.CutSuffix(q, u.suffix); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			require.NoError(t, err, "memory quantity %q", q)
+			return n << u.shift
+		}
+	}
+	n, err := strconv.ParseInt(q, 10, 64)
+	require.NoError(t, err, "memory quantity %q: use Mi or Gi", q)
+	return n
 }
 
 func maps(m map[string]int) []int {
