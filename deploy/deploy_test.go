@@ -157,6 +157,19 @@ type container struct {
 	StartupProbe   *probe `yaml:"startupProbe"`
 	ReadinessProbe *probe `yaml:"readinessProbe"`
 	LivenessProbe  *probe `yaml:"livenessProbe"`
+	VolumeMounts   []struct {
+		Name      string `yaml:"name"`
+		MountPath string `yaml:"mountPath"`
+		ReadOnly  bool   `yaml:"readOnly"`
+	} `yaml:"volumeMounts"`
+}
+
+type volume struct {
+	Name   string `yaml:"name"`
+	Secret *struct {
+		SecretName string `yaml:"secretName"`
+		Optional   bool   `yaml:"optional"`
+	} `yaml:"secret"`
 }
 
 type deploymentSpec struct {
@@ -171,6 +184,7 @@ type deploymentSpec struct {
 				RunAsUser    *int  `yaml:"runAsUser"`
 			} `yaml:"securityContext"`
 			Containers []container `yaml:"containers"`
+			Volumes    []volume    `yaml:"volumes"`
 		} `yaml:"spec"`
 	} `yaml:"template"`
 }
@@ -477,6 +491,45 @@ func TestKubernetes(t *testing.T) {
 		assert.False(t, *c.SecurityContext.AllowPrivilegeEscalation)
 		assert.True(t, c.SecurityContext.ReadOnlyRootFilesystem)
 		assert.Contains(t, c.SecurityContext.Capabilities.Drop, "ALL")
+	})
+
+	t.Run("volumes", func(t *testing.T) {
+		readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+		require.NoError(t, err)
+		volumes := map[string]volume{}
+		for _, v := range d.Template.Spec.Volumes {
+			volumes[v.Name] = v
+			require.NotNil(t, v.Secret, "volume %s: only Secret volumes are expected", v.Name)
+			// A Secret the operator creates: either the pods start without
+			// it, or the README's Kubernetes steps say to create it.
+			if !v.Secret.Optional {
+				assert.Contains(t, string(readme), "kubectl create secret generic "+v.Secret.SecretName,
+					"volume %s: Secret %s is required (not optional) but the README never says to create it", v.Name, v.Secret.SecretName)
+			}
+		}
+		mounted := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			assert.Contains(t, volumes, m.Name, "volumeMount %s names no volume", m.Name)
+			assert.True(t, m.ReadOnly, "volumeMount %s must be readOnly", m.Name)
+			mounted[m.MountPath] = m.Name
+		}
+		assert.Len(t, mounted, len(volumes), "every volume mounted once")
+		// Every file path the ConfigMap and the example Secret give or
+		// suggest (comments included) is under a mount: a TLS or key file
+		// setting naming an unmounted path stops lockworker at start.
+		pathRE := regexp.MustCompile(`/etc/lockworker/[A-Za-z0-9._/-]*[A-Za-z0-9]`)
+		for _, f := range []string{cm.file, secret.file} {
+			raw, err := os.ReadFile(filepath.Join(dir, f))
+			require.NoError(t, err)
+			paths := pathRE.FindAllString(string(raw), -1)
+			for _, p := range paths {
+				found := false
+				for mp := range mounted {
+					found = found || p == mp || strings.HasPrefix(p, strings.TrimSuffix(mp, "/")+"/")
+				}
+				assert.True(t, found, "%s names %s, which no volumeMount provides", f, p)
+			}
+		}
 	})
 
 	t.Run("service", func(t *testing.T) {
