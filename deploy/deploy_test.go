@@ -5,11 +5,13 @@ import (
 	"context"
 	"debug/elf"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -845,6 +847,18 @@ func parseDockerfile(t *testing.T) dockerfile {
 	return df
 }
 
+// imageHealthcheck returns the command of a HEALTHCHECK instruction's
+// arguments, which must be in exec form (the image has no shell).
+func imageHealthcheck(t *testing.T, instr string) []string {
+	t.Helper()
+	_, cmd, ok := strings.Cut(instr, "CMD ")
+	require.True(t, ok, "HEALTHCHECK without CMD: %s", instr)
+	var args []string
+	require.NoError(t, json.Unmarshal([]byte(cmd), &args), "HEALTHCHECK CMD must be exec form (a JSON array): %s", cmd)
+	require.NotEmpty(t, args)
+	return args
+}
+
 // mainPackages are the commands under cmd/, as ./cmd/... builds them.
 func mainPackages(t *testing.T) []string {
 	t.Helper()
@@ -919,7 +933,17 @@ func TestDockerfile(t *testing.T) {
 		port := httpPort(t, config.Default().HTTPAddr)
 		assert.Contains(t, exposed, strconv.Itoa(port), "EXPOSE HTTP_ADDR's default port")
 		assert.Equal(t, `["/usr/local/bin/lockworker"]`, entrypoint)
-		assert.Regexp(t, `CMD \["/usr/local/bin/healthcheck"\]$`, healthcheck, "exec-form HEALTHCHECK with the healthcheck binary")
+		hc := imageHealthcheck(t, healthcheck)
+		assert.Equal(t, "/usr/local/bin/healthcheck", hc[0], "HEALTHCHECK runs the healthcheck binary")
+		// Liveness: /health is 503 in a PostgreSQL or Kafka outage and
+		// during migrations, and a runtime acting on HEALTHCHECK (Swarm)
+		// would restart every replica.
+		require.Len(t, hc, 2, "HEALTHCHECK must give healthcheck the liveness URL (without one it asks /health)")
+		u, err := url.Parse(hc[1])
+		require.NoError(t, err)
+		assert.Equal(t, "/health/live", u.Path, "the image's HEALTHCHECK must ask liveness, not readiness")
+		assert.Equal(t, strconv.Itoa(port), u.Port(), "HEALTHCHECK must ask HTTP_ADDR's default port")
+		assert.Contains(t, []string{"127.0.0.1", "localhost", "::1"}, u.Hostname(), "HEALTHCHECK asks the container itself")
 		assert.Contains(t, final, "COPY --from=build /out/ /usr/local/bin/")
 		for _, w := range shellWords(build[len(build)-1]) {
 			if w == "-o" {
@@ -1077,10 +1101,12 @@ func TestDockerBuildFlags(t *testing.T) {
 	})
 
 	t.Run("healthcheck runs", func(t *testing.T) {
-		var healthy atomic.Bool
-		healthy.Store(true)
+		// A replica that is live but not ready (PostgreSQL down): the
+		// image's HEALTHCHECK passes, compose's readiness check fails.
+		var alive atomic.Bool
+		alive.Store(true)
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/health" && healthy.Load() {
+			if r.URL.Path == "/health/live" && alive.Load() {
 				w.WriteHeader(http.StatusOK)
 				return
 			}
@@ -1090,15 +1116,31 @@ func TestDockerBuildFlags(t *testing.T) {
 		_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
 		require.NoError(t, err)
 
-		run := func() error {
-			c := exec.Command(filepath.Join(out, "healthcheck"))
-			c.Env = []string{"HTTP_ADDR=:" + port} // as HEALTHCHECK runs it: no argument
+		var instr string
+		for _, l := range df.stages[1] {
+			if rest, ok := strings.CutPrefix(l, "HEALTHCHECK "); ok {
+				instr = rest
+			}
+		}
+		hc := imageHealthcheck(t, instr)
+		run := func(args ...string) error {
+			// The image's command, its URL moved to the test server's port.
+			for i, a := range args {
+				if u, err := url.Parse(a); err == nil && u.Host != "" {
+					u.Host = net.JoinHostPort(u.Hostname(), port)
+					args[i] = u.String()
+				}
+			}
+			c := exec.Command(filepath.Join(out, filepath.Base(args[0])), args[1:]...)
+			c.Env = []string{"HTTP_ADDR=:" + port}
 			return c.Run()
 		}
-		assert.NoError(t, run(), "200 must exit 0")
-		healthy.Store(false)
+		assert.NoError(t, run(slices.Clone(hc)...), "the image's HEALTHCHECK: 200 from /health/live must exit 0")
 		var exit *exec.ExitError
-		require.ErrorAs(t, run(), &exit, "503 must fail")
+		require.ErrorAs(t, run("/usr/local/bin/healthcheck"), &exit, "without a URL (compose's readiness check) /health's 503 must fail")
+		assert.Equal(t, 1, exit.ExitCode())
+		alive.Store(false)
+		require.ErrorAs(t, run(slices.Clone(hc)...), &exit, "503 from /health/live must fail")
 		assert.Equal(t, 1, exit.ExitCode())
 	})
 }
