@@ -309,12 +309,24 @@ func TestKubernetes(t *testing.T) {
 		d := decodeSpec[deploymentSpec](t, deploy)
 		require.Len(t, kustomization.Images, 1)
 		assert.Equal(t, d.Template.Spec.Containers[0].Image, kustomization.Images[0].Name, "kustomization images[].name must match the container image to rewrite it")
-		// A moving tag with IfNotPresent leaves each node on the build it
-		// pulled first: replicas of different builds side by side.
+		// With a moving tag, Always (Kubernetes's default for "latest")
+		// keeps a node from starting a stale cached build and lets a
+		// rollout restart bring the newest to every pod; IfNotPresent would
+		// leave each node on the build it pulled first. Neither keeps builds
+		// apart (any restart pulls a newly pushed "latest"): the comments
+		// must say a version tag or digest is needed beyond a trial, not
+		// that Always prevents mixed builds.
 		img := kustomization.Images[0]
 		if img.Digest == "" && (img.NewTag == "" || img.NewTag == "latest") {
 			assert.Equal(t, "Always", d.Template.Spec.Containers[0].ImagePullPolicy,
 				"the kustomization's image tag is %q: imagePullPolicy must be Always until a version tag or digest is pinned", img.NewTag)
+			for _, f := range []string{"kustomization.yaml", "deployment.yaml"} {
+				text := commentProse(t, filepath.Join(dir, f))
+				assert.True(t, strings.Contains(text, "beyond a trial, pin a version tag or digest") || strings.Contains(text, "beyond a trial, a version tag"),
+					"%s must say a pinned version tag or digest is needed beyond a trial", f)
+				assert.NotRegexp(t, `so (every node runs the same build|no node keeps an older build)`, text,
+					"%s: Always does not keep builds apart", f)
+			}
 		}
 	})
 
@@ -575,6 +587,16 @@ func TestKubernetes(t *testing.T) {
 			assert.Less(t, n, d.Replicas)
 		}
 	})
+}
+
+// commentProse returns a file's words, lower case, comment markers dropped
+// and line breaks made spaces, so a sentence is found however it wraps.
+func commentProse(t *testing.T, file string) string {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	require.NoError(t, err)
+	words := slices.DeleteFunc(strings.Fields(strings.ToLower(string(raw))), func(w string) bool { return w == "#" })
+	return strings.Join(words, " ")
 }
 
 // measuredPeakRSS is the worker's highest peak RSS in docs/performance.md
