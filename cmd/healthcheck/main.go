@@ -3,11 +3,13 @@
 // HEALTHCHECK reserves exit code 2). The container image has no shell or
 // curl, so Docker's HEALTHCHECK runs this.
 //
-//	healthcheck [URL]
+//	healthcheck [URL | /path]
 //
-// Without a URL it asks http://127.0.0.1:<port>/health, the port taken from
-// HTTP_ADDR (default :8062) as lockworker reads it (config.HTTPAddrFromEnv),
-// so changing HTTP_ADDR in the container's environment moves both.
+// Without an argument it asks http://127.0.0.1:<port>/health, the port taken
+// from HTTP_ADDR (default :8062) as lockworker reads it
+// (config.HTTPAddrFromEnv), so changing HTTP_ADDR in the container's
+// environment moves both. A path (starting with "/", such as /health/live)
+// is asked there too; anything else is a URL, asked as it is.
 package main
 
 import (
@@ -18,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/omninode/lockworker/internal/config"
@@ -35,15 +38,18 @@ func main() {
 	}
 }
 
-// target is the URL to ask: the argument, or /health on HTTP_ADDR's port
-// (read through getenv) on the loopback interface.
+// target is the URL to ask: a URL argument as it is, or a path argument
+// (default /health) on HTTP_ADDR's port (read through getenv) on the
+// loopback interface.
 func target(args []string, getenv func(string) string) (string, error) {
-	switch len(args) {
-	case 0:
-	case 1:
+	path := "/health"
+	switch {
+	case len(args) > 1:
+		return "", fmt.Errorf("usage: healthcheck [URL | /path]")
+	case len(args) == 1 && strings.HasPrefix(args[0], "/"):
+		path = args[0]
+	case len(args) == 1:
 		return args[0], nil
-	default:
-		return "", fmt.Errorf("usage: healthcheck [URL]")
 	}
 	httpAddr, err := config.HTTPAddrFromEnv(getenv)
 	if err != nil {
@@ -56,7 +62,7 @@ func target(args []string, getenv func(string) string) (string, error) {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/health", nil
+	return "http://" + net.JoinHostPort(host, port) + path, nil
 }
 
 func check(url string, timeout time.Duration) error {

@@ -31,6 +31,12 @@ func TestTarget(t *testing.T) {
 		{nil, ":http", "", true},
 		{nil, ":0", "", true}, // a free port: healthcheck cannot know which
 		{[]string{"http://x:1/health/kafka"}, ":8062", "http://x:1/health/kafka", false},
+		// A path goes to HTTP_ADDR's port, as /health does.
+		{[]string{"/health/live"}, "", "http://127.0.0.1:8062/health/live", false},
+		{[]string{"/health/live"}, ":9000", "http://127.0.0.1:9000/health/live", false},
+		{[]string{"/health/kafka"}, "10.0.0.5:8062", "http://10.0.0.5:8062/health/kafka", false},
+		{[]string{"/health/live"}, ":0", "", true},
+		{[]string{"/health/live"}, "8062", "", true},
 		{[]string{"a", "b"}, "", "", true},
 	}
 	for _, tc := range cases {
@@ -90,12 +96,16 @@ func TestExitCode(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
+	httpAddr := srv.Listener.Addr().String()
 	cases := []struct {
 		name, args, httpAddr string
 		want                 int
 	}{
 		{"healthy", srv.URL + "/health", "", 0},
 		{"unhealthy", srv.URL + "/other", "", 1},
+		{"no argument, healthy", "", httpAddr, 0},
+		{"path, healthy", "/health", httpAddr, 0},
+		{"path, unhealthy", "/other", httpAddr, 1},
 		{"two arguments", "a b", "", 1},
 		{"HTTP_ADDR not host:port", "", "8062", 1},
 	}
