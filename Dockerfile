@@ -33,14 +33,14 @@ USER 65532:65532
 WORKDIR /home/nonroot
 # HTTP_ADDR's default: /health, /metrics.
 EXPOSE 8062
-# No curl here: cmd/healthcheck asks the URL it is given. Liveness, not
+# No curl here: cmd/healthcheck asks the path it is given on the port of
+# HTTP_ADDR, which it reads from the container's environment as lockworker
+# does, so another HTTP_ADDR moves the check with it. Liveness, not
 # readiness: /health answers 503 while PostgreSQL or Kafka is unreachable and
 # during migrations, and runtimes that act on this HEALTHCHECK (Docker Swarm
 # replaces unhealthy tasks) would then restart every replica in an outage;
-# /health/live asks the process only. The exec form expands no variables,
-# so the port is HTTP_ADDR's default: with another HTTP_ADDR, override it
-# (docker run --health-cmd, compose healthcheck.test). docker-compose.yml
-# asks /health instead, for readiness.
+# /health/live asks the process only. docker-compose.yml asks /health
+# instead, for readiness.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["/usr/local/bin/healthcheck", "http://127.0.0.1:8062/health/live"]
+    CMD ["/usr/local/bin/healthcheck", "/health/live"]
 ENTRYPOINT ["/usr/local/bin/lockworker"]
