@@ -525,6 +525,20 @@ func TestKubernetes(t *testing.T) {
 					"volume %s: Secret %s is required (not optional) but the README never says to create it", v.Name, v.Secret.SecretName)
 			}
 		}
+		// The TLS files a cluster may or may not have: pods must start
+		// without their Secrets (the settings that name them are off by
+		// default, and DATABASE_URL's example names no sslrootcert).
+		for name, secretName := range map[string]string{
+			"kafka-ca":     "lockworker-kafka-ca",
+			"kafka-client": "lockworker-kafka-client",
+			"postgres-ca":  "lockworker-postgres-ca",
+		} {
+			v, ok := volumes[name]
+			if assert.True(t, ok, "no volume %s", name) {
+				assert.Equal(t, secretName, v.Secret.SecretName, "volume %s", name)
+				assert.True(t, v.Secret.Optional, "volume %s: Secret %s must be optional", name, secretName)
+			}
+		}
 		mounted := map[string]string{}
 		for _, m := range c.VolumeMounts {
 			assert.Contains(t, volumes, m.Name, "volumeMount %s names no volume", m.Name)
