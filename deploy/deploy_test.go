@@ -540,12 +540,21 @@ func TestKubernetes(t *testing.T) {
 			}
 		}
 		mounted := map[string]string{}
+		var mountedNames []string
 		for _, m := range c.VolumeMounts {
 			assert.Contains(t, volumes, m.Name, "volumeMount %s names no volume", m.Name)
 			assert.True(t, m.ReadOnly, "volumeMount %s must be readOnly", m.Name)
+			assert.NotContains(t, mounted, m.MountPath, "two volumeMounts at %s", m.MountPath)
 			mounted[m.MountPath] = m.Name
+			mountedNames = append(mountedNames, m.Name)
 		}
-		assert.Len(t, mounted, len(volumes), "every volume mounted once")
+		// ElementsMatch counts duplicates: one volume mounted twice and
+		// another not at all fails.
+		var volumeNames []string
+		for _, v := range d.Template.Spec.Volumes {
+			volumeNames = append(volumeNames, v.Name)
+		}
+		assert.ElementsMatch(t, volumeNames, mountedNames, "every volume mounted once")
 		// Every file path the ConfigMap and the example Secret give or
 		// suggest (comments included) is under a mount: a TLS or key file
 		// setting naming an unmounted path stops lockworker at start.
