@@ -290,6 +290,17 @@ type TopicsConfig struct {
 	// CommandsPartitions (COMMANDS_PARTITIONS, default 16, 1..10000) is used
 	// only when lockworker creates the commands topic.
 	CommandsPartitions int32
+	// ReplicationFactor (KAFKA_TOPIC_REPLICATION_FACTOR, default -1, -1 or
+	// 1..32767) is the replication factor of every topic lockworker
+	// creates: the topics above, when missing at start, and the reply
+	// topics of AutoCreateReplyTopics. -1 is the broker's
+	// default.replication.factor, which is 1 on a stock Apache Kafka: one
+	// broker's loss then stops the service and can lose acknowledged
+	// commands. Set 3 in production (a cluster of at least 3 brokers; the
+	// broker refuses more replicas than brokers). Topics that exist keep
+	// theirs: lockworker warns at start when one of the topics above has a
+	// single replica on brokers of KAFKA_BOOTSTRAP_SERVERS.
+	ReplicationFactor int16
 	// ReplyPrefix (REPLY_TOPIC_PREFIX, default "locks.replies.", at most 248
 	// bytes, 49 with Auth.Required so that it and a requester name of up to
 	// 200 bytes make a topic name) bounds every reply_to. None of the topics
@@ -332,6 +343,10 @@ const (
 	ApacheMinSessionTimeout = 6 * time.Second
 )
 
+// DefaultReplicationFactor is KAFKA_TOPIC_REPLICATION_FACTOR's default: the
+// broker's default.replication.factor, as CreateTopics spells it.
+const DefaultReplicationFactor = -1
+
 // DefaultHTTPAddr is HTTP_ADDR's default.
 const DefaultHTTPAddr = ":8062"
 
@@ -366,6 +381,7 @@ func Default() Config {
 			DeadLetter:            "locks.commands.dlq",
 			LockState:             "locks.state.v1",
 			CommandsPartitions:    16,
+			ReplicationFactor:     DefaultReplicationFactor,
 			ReplyPrefix:           "locks.replies.",
 			AutoCreateReplyTopics: true,
 			MaxReplyTopics:        1000,

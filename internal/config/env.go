@@ -83,6 +83,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.str("KAFKA_TOPIC_DEAD_LETTER", &t.DeadLetter)
 	p.str("KAFKA_TOPIC_LOCK_STATE", &t.LockState)
 	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, 10000)
+	p.replicationFactor("KAFKA_TOPIC_REPLICATION_FACTOR", &t.ReplicationFactor)
 	p.str("REPLY_TOPIC_PREFIX", &t.ReplyPrefix)
 	p.boolean("AUTO_CREATE_REPLY_TOPICS", &t.AutoCreateReplyTopics)
 	p.integer("MAX_REPLY_TOPICS", &t.MaxReplyTopics, 1, 1000000)
@@ -421,6 +422,25 @@ func (p *parser) int32(name string, dst *int32, lo, hi int) {
 	n := int(*dst)
 	p.integer(name, &n, lo, hi)
 	*dst = int32(n) // in range: lo..hi fit int32
+}
+
+// replicationFactor reads a topic replication factor: -1 (the broker's
+// default.replication.factor) or 1..32767 (Kafka's int16). 0 would create
+// topics without a replica, which Kafka refuses.
+func (p *parser) replicationFactor(name string, dst *int16) {
+	v := strings.TrimSpace(p.getenv(name))
+	if v == "" {
+		return
+	}
+	n, err := strconv.Atoi(v)
+	switch {
+	case err != nil:
+		p.fail(name, v, "is not an integer")
+	case n != -1 && (n < 1 || n > math.MaxInt16):
+		p.fail(name, v, "is not -1 (the broker's default.replication.factor) or 1..32767")
+	default:
+		*dst = int16(n)
+	}
 }
 
 func (p *parser) seconds(name string, dst *time.Duration, lo, hi float64) {

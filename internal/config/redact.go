@@ -70,6 +70,7 @@ func (c Config) Redacted() map[string]any {
 		"KAFKA_TOPIC_DEAD_LETTER":            t.DeadLetter,
 		"KAFKA_TOPIC_LOCK_STATE":             t.LockState,
 		"COMMANDS_PARTITIONS":                t.CommandsPartitions,
+		"KAFKA_TOPIC_REPLICATION_FACTOR":     t.ReplicationFactor,
 		"REPLY_TOPIC_PREFIX":                 t.ReplyPrefix,
 		"AUTO_CREATE_REPLY_TOPICS":           t.AutoCreateReplyTopics,
 		"MAX_REPLY_TOPICS":                   t.MaxReplyTopics,
