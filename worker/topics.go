@@ -3,12 +3,14 @@ package worker
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -103,4 +105,44 @@ func (w *Worker) checkStateTopic(ctx context.Context, adm *kadm.Client, topic st
 		w.log.Warn().Str("topic", topic).Str("cleanup.policy", policy).
 			Msg("the lock state topic " + topic + " is deleted as well as compacted (cleanup.policy=" + policy + "): its retention deletes the state of quiet locks from the table; set cleanup.policy=compact on it (docs/design.md \"Topics\")")
 	}
+}
+
+// warnUnreplicated logs one warning naming the topics of specs with a
+// single replica: single, known so from their creation, and those of ask
+// whose partitions the brokers list with one replica (the fewest of any
+// partition: one is enough to stop the worker). It says nothing of a topic
+// the brokers do not describe (not shown yet, or refused by ACLs), and
+// fails nothing: the worker runs as well, until that broker goes.
+func (w *Worker) warnUnreplicated(ctx context.Context, specs []TopicSpec, single, ask []string) {
+	if len(ask) > 0 {
+		resp, err := metadata(ctx, w.cl, ask...)
+		if err != nil {
+			w.log.Debug().Err(err).Strs("topics", ask).Msg("the topics' replicas could not be read; their replication is not checked")
+			resp = &kmsg.MetadataResponse{}
+		}
+		for _, t := range resp.Topics {
+			if t.Topic == nil || t.ErrorCode != 0 || len(t.Partitions) == 0 {
+				continue
+			}
+			fewest := len(t.Partitions[0].Replicas)
+			for _, p := range t.Partitions {
+				fewest = min(fewest, len(p.Replicas))
+			}
+			if fewest == 1 {
+				single = append(single, *t.Topic)
+			}
+		}
+	}
+	var names []string // in the order of specs
+	for _, s := range specs {
+		if slices.Contains(single, s.Name) {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	w.log.Warn().Strs("topics", names).
+		Msg("topics " + strings.Join(names, ", ") + " have a single replica: losing the broker of one of their partitions stops the service and can lose commands already acknowledged; " +
+			"set KAFKA_TOPIC_REPLICATION_FACTOR (3 in production) for the topics lockworker creates, and raise the replication of those that exist (kafka-reassign-partitions) (docs/design.md \"Topics\")")
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,6 +125,142 @@ func TestEnsureTopicsWarnsOfAnUncompactedStateTopic(t *testing.T) {
 			require.Contains(t, got[0], tc.warning)
 			want := cmp.Or(tc.policy, "delete")
 			require.Contains(t, logs.String(), `"cleanup.policy":"`+want+`"`)
+		})
+	}
+}
+
+// EnsureTopics asks for Config.ReplicationFactor replicas of every topic it
+// creates, -1 (the broker's default) when it is unset, and the brokers make
+// that many (kfake honours it up to its broker count).
+func TestEnsureTopicsReplicationFactor(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		factor   int16
+		asked    int16 // in the CreateTopics requests
+		replicas int   // of each partition made
+	}{
+		{name: "unset", factor: 0, asked: -1, replicas: 3}, // kfake's default: min(3, brokers)
+		{name: "broker default", factor: -1, asked: -1, replicas: 3},
+		{name: "two", factor: 2, asked: 2, replicas: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := kafkatest.Cluster(t, kfake.NumBrokers(3))
+			var mu sync.Mutex
+			asked := map[string]int16{}
+			c.ControlKey(int16(kmsg.CreateTopics), func(r kmsg.Request) (kmsg.Response, error, bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, rt := range r.(*kmsg.CreateTopicsRequest).Topics {
+					asked[rt.Topic] = rt.ReplicationFactor
+				}
+				return nil, nil, false // observed, not handled: the cluster creates it
+			})
+			names := topics.DefaultNames()
+			w := idleWorker(t, c, worker.Config{Names: names, CommandsPartitions: 4, ReplicationFactor: tc.factor})
+			require.NoError(t, w.EnsureTopics(ctx))
+
+			listed, err := kadm.NewClient(w.Client()).ListTopics(ctx)
+			require.NoError(t, err)
+			specs := worker.Topics(names, 4)
+			mu.Lock()
+			defer mu.Unlock()
+			require.Len(t, asked, len(specs))
+			for _, s := range specs {
+				require.Equal(t, tc.asked, asked[s.Name], s.Name)
+				require.NotEmpty(t, listed[s.Name].Partitions, s.Name)
+				for _, p := range listed[s.Name].Partitions {
+					require.Len(t, p.Replicas, tc.replicas, "%s partition %d", s.Name, p.Partition)
+				}
+			}
+		})
+	}
+
+	t.Run("more than the brokers", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c := kafkatest.Cluster(t, kfake.NumBrokers(3))
+		w := idleWorker(t, c, worker.Config{Names: topics.DefaultNames(), ReplicationFactor: 4})
+		err := w.EnsureTopics(ctx)
+		require.ErrorIs(t, err, kerr.InvalidReplicationFactor)
+		require.ErrorContains(t, err, `creating topic "`+topics.DefaultNames().Commands+`"`)
+	})
+}
+
+// unreplicatedWarnings are the topics named by each warning of a single
+// replica.
+func unreplicatedWarnings(t *testing.T, logs string) [][]string {
+	t.Helper()
+	var out [][]string
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	for sc.Scan() {
+		var line struct {
+			Level, Message string
+			Topics         []string
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &line), sc.Text())
+		if line.Level == "warn" && strings.Contains(line.Message, "single replica") {
+			require.Contains(t, line.Message, "KAFKA_TOPIC_REPLICATION_FACTOR")
+			for _, topic := range line.Topics {
+				require.Contains(t, line.Message, topic)
+			}
+			out = append(out, line.Topics)
+		}
+	}
+	return out
+}
+
+// With WarnUnreplicated, EnsureTopics warns once, naming them in the order
+// of Topics, of its topics with a single replica, whether it made them so
+// or they were made before; it fails nothing.
+func TestEnsureTopicsWarnsOfUnreplicatedTopics(t *testing.T) {
+	names := topics.DefaultNames()
+	all := func() []string {
+		var out []string
+		for _, s := range worker.Topics(names, 16) {
+			out = append(out, s.Name)
+		}
+		return out
+	}()
+	for _, tc := range []struct {
+		name    string
+		brokers int
+		factor  int16
+		before  map[string]int16 // topics made beforehand, with these replicas
+		warn    bool
+		want    []string // nil: no warning
+	}{
+		{name: "made with one replica", brokers: 1, warn: true, want: all},
+		{name: "made with one replica, not asked to warn", brokers: 1},
+		{name: "made with three", brokers: 3, factor: 3, warn: true},
+		{name: "asked for one", brokers: 3, factor: 1, warn: true, want: all},
+		{name: "one made before with one replica", brokers: 3, factor: 3, warn: true,
+			before: map[string]int16{names.Commands: 1, names.State: 3}, want: []string{names.Commands}},
+		{name: "made before with two", brokers: 3, factor: 1, warn: true,
+			before: map[string]int16{names.Commands: 2, names.DeadLetter: 2},
+			want:   []string{names.Acquired, names.Released, names.Expired, names.Revoked, names.State}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := kafkatest.Cluster(t, kfake.NumBrokers(tc.brokers))
+			logs := &testlog.Buffer{}
+			w := idleWorker(t, c, worker.Config{Names: names, ReplicationFactor: tc.factor, WarnUnreplicated: tc.warn, Logger: zerolog.New(logs)})
+			adm := kadm.NewClient(w.Client())
+			for topic, replicas := range tc.before {
+				compact := "compact"
+				_, err := adm.CreateTopic(ctx, 2, replicas, map[string]*string{"cleanup.policy": &compact}, topic)
+				require.NoError(t, err)
+			}
+			require.NoError(t, w.EnsureTopics(ctx))
+
+			got := unreplicatedWarnings(t, logs.String())
+			if tc.want == nil {
+				require.Empty(t, got)
+				return
+			}
+			require.Equal(t, [][]string{tc.want}, got)
 		})
 	}
 }

@@ -57,6 +57,16 @@ type Config struct {
 	// CommandsPartitions is used when the commands topic must be created.
 	// Default 16.
 	CommandsPartitions int32
+	// ReplicationFactor is the replication factor of the topics
+	// EnsureTopics creates. Default 0 (or -1): the broker's
+	// default.replication.factor, which is 1 on a stock Apache Kafka.
+	ReplicationFactor int16
+	// WarnUnreplicated makes EnsureTopics warn, in one line naming them,
+	// of the topics of Topics (made now or before) that have a single
+	// replica: one broker's loss stops the worker and can lose commands
+	// already acknowledged to their producers. Default false: on a
+	// single-broker development broker one replica is all there is.
+	WarnUnreplicated bool
 	// Store is the database.
 	Store *store.Store
 	// Relay publishes the outbox of each owned partition.
@@ -320,24 +330,40 @@ func New(cfg Config) (*Worker, error) {
 }
 
 // EnsureTopics creates the worker's own topics (Topics) when they are
-// missing. Where the brokers refuse it the right to create topics, it needs
-// them made beforehand, and fails naming the first that is not. A lock state
-// topic made beforehand keeps its configs: it logs a warning when that
-// topic is not compacted (checkStateTopic).
+// missing, with Config.ReplicationFactor replicas. Where the brokers refuse
+// it the right to create topics, it needs them made beforehand, and fails
+// naming the first that is not. A lock state topic made beforehand keeps its
+// configs: it logs a warning when that topic is not compacted
+// (checkStateTopic). With Config.WarnUnreplicated it then warns of those
+// with a single replica (warnUnreplicated).
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
-	for _, spec := range Topics(w.cfg.Names, w.cfg.CommandsPartitions) {
+	specs := Topics(w.cfg.Names, w.cfg.CommandsPartitions)
+	factor := w.cfg.ReplicationFactor
+	if factor == 0 {
+		factor = -1 // the broker's default.replication.factor
+	}
+	// single: topics made now with one replica; ask: those whose replicas
+	// the creation did not say (made before, or a broker before Kafka 2.4).
+	var single, ask []string
+	for _, spec := range specs {
 		topic := spec.Name
 		configs := make(map[string]*string, len(spec.Configs))
 		for k, v := range spec.Configs {
 			configs[k] = &v
 		}
-		resp, err := adm.CreateTopic(ctx, spec.Partitions, -1, configs, topic)
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, factor, configs, topic)
 		if err == nil {
 			err = resp.Err
 		}
 		switch {
 		case err == nil:
+			switch {
+			case resp.ReplicationFactor == 1:
+				single = append(single, topic)
+			case resp.ReplicationFactor <= 0:
+				ask = append(ask, topic)
+			}
 			continue
 		case errors.Is(err, kerr.TopicAlreadyExists):
 		case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed):
@@ -355,10 +381,14 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 		default:
 			return fmt.Errorf("creating topic %q: %w", topic, err)
 		}
+		// Made before: it keeps the replicas and configs it was made with.
+		ask = append(ask, topic)
 		if topic == w.cfg.Names.State {
-			// Made before: it keeps the configs it was made with.
 			w.checkStateTopic(ctx, adm, topic)
 		}
+	}
+	if w.cfg.WarnUnreplicated {
+		w.warnUnreplicated(ctx, specs, single, ask)
 	}
 	return nil
 }
