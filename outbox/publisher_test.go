@@ -1,0 +1,73 @@
+package outbox_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/outbox"
+)
+
+// The relay's publisher creates a missing reply topic with the replication
+// factor asked for (KAFKA_TOPIC_REPLICATION_FACTOR), and with -1, the
+// broker's default, from NewKafkaPublisher.
+func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		factor   int16 // 0: NewKafkaPublisher
+		asked    int16
+		replicas int
+	}{
+		{name: "NewKafkaPublisher", asked: -1, replicas: 3}, // kfake's default: min(3, brokers)
+		{name: "two", factor: 2, asked: 2, replicas: 2},
+		{name: "one", factor: 1, asked: 1, replicas: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := newCluster(t, kfake.NumBrokers(3))
+			var mu sync.Mutex
+			asked := map[string]int16{}
+			c.ControlKey(int16(kmsg.CreateTopics), func(r kmsg.Request) (kmsg.Response, error, bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, rt := range r.(*kmsg.CreateTopicsRequest).Topics {
+					asked[rt.Topic] = rt.ReplicationFactor
+				}
+				return nil, nil, false // observed, not handled: the cluster creates it
+			})
+			kopts := append(clientOpts(), kgo.SeedBrokers(c.ListenAddrs()...))
+			newPub := func() (message.Publisher, *kgo.Client, error) {
+				if tc.factor == 0 {
+					return outbox.NewKafkaPublisher(kopts, 5*time.Second, "locks.replies.")
+				}
+				return outbox.NewKafkaPublisherReplicated(kopts, 5*time.Second, "locks.replies.", tc.factor)
+			}
+			pub, cl, err := newPub()
+			require.NoError(t, err)
+			defer cl.Close()
+			defer pub.Close()
+
+			const topic = "locks.replies.svc"
+			require.NoError(t, pub.Publish(topic, message.NewMessage("1", []byte("x"))))
+
+			mu.Lock()
+			require.Equal(t, map[string]int16{topic: tc.asked}, asked)
+			mu.Unlock()
+			listed, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+			require.NoError(t, err)
+			require.NotEmpty(t, listed[topic].Partitions)
+			for _, p := range listed[topic].Partitions {
+				require.Len(t, p.Replicas, tc.replicas)
+			}
+		})
+	}
+}
