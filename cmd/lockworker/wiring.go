@@ -179,7 +179,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if cfg.Topics.AutoCreateReplyTopics {
 		autoCreate = cfg.Topics.ReplyPrefix
 	}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, autoCreate)
+	pub, pubClient, err := outbox.NewKafkaPublisherReplicated(kopts, deliveryTimeout, autoCreate, cfg.Topics.ReplicationFactor)
 	if err != nil {
 		return err
 	}
@@ -219,6 +219,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	w, err := worker.New(worker.Config{
 		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
+		ReplicationFactor: cfg.Topics.ReplicationFactor, WarnUnreplicated: m.Embedded == nil, // KAFKA_BOOTSTRAP_SERVERS set
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
 		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention, NoHistory: cfg.LockEventsRetention == 0,
