@@ -133,7 +133,7 @@
 //
 // # Exported names
 //
-// Relay, Config, NewKafkaPublisher, NewKafkaPublisherReplicated, Classify
-// and its Failure kinds are for cmd/lockworker's wiring; Backlog and Parked
-// for the metrics and health endpoints. All are for this module only.
+// Relay, Config, NewKafkaPublisher, Classify and its Failure kinds are for
+// cmd/lockworker's wiring; Backlog and Parked for the metrics and health
+// endpoints. All are for this module only.
 package outbox

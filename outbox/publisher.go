@@ -14,18 +14,11 @@ import (
 // deliveryTimeout, without linger (the relay batches rows itself and waits
 // for every ack, so kgo's default 10 ms linger would only add to each
 // event's latency). It creates the topics it publishes to whose names start
-// with autoCreatePrefix (reply topics), when they are missing, with the
-// broker's default.replication.factor; "" creates none. Close the
+// with autoCreatePrefix (reply topics), when they are missing, with
+// replicationFactor replicas (KAFKA_TOPIC_REPLICATION_FACTOR; -1 is the
+// broker's default.replication.factor); "" creates none. Close the
 // publisher, then the client, after the relay.
-func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, autoCreatePrefix string) (*kafkapubsub.Publisher, *kgo.Client, error) {
-	return NewKafkaPublisherReplicated(kopts, deliveryTimeout, autoCreatePrefix, -1)
-}
-
-// NewKafkaPublisherReplicated is NewKafkaPublisher creating the topics
-// under autoCreatePrefix with replicationFactor replicas
-// (KAFKA_TOPIC_REPLICATION_FACTOR): -1 or 0 is the broker's
-// default.replication.factor.
-func NewKafkaPublisherReplicated(kopts []kgo.Opt, deliveryTimeout time.Duration, autoCreatePrefix string, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
+func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, autoCreatePrefix string, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0)}, kopts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the relay's Kafka producer: %w", err)

@@ -17,18 +17,17 @@ import (
 )
 
 // The relay's publisher creates a missing reply topic with the replication
-// factor asked for (KAFKA_TOPIC_REPLICATION_FACTOR), and with -1, the
-// broker's default, from NewKafkaPublisher.
+// factor asked for (KAFKA_TOPIC_REPLICATION_FACTOR): -1 is the broker's
+// default.
 func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
-		factor   int16 // 0: NewKafkaPublisher
-		asked    int16
+		factor   int16
 		replicas int
 	}{
-		{name: "NewKafkaPublisher", asked: -1, replicas: 3}, // kfake's default: min(3, brokers)
-		{name: "two", factor: 2, asked: 2, replicas: 2},
-		{name: "one", factor: 1, asked: 1, replicas: 1},
+		{name: "broker's default", factor: -1, replicas: 3}, // kfake's default: min(3, brokers)
+		{name: "two", factor: 2, replicas: 2},
+		{name: "one", factor: 1, replicas: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -45,13 +44,7 @@ func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
 				return nil, nil, false // observed, not handled: the cluster creates it
 			})
 			kopts := append(clientOpts(), kgo.SeedBrokers(c.ListenAddrs()...))
-			newPub := func() (message.Publisher, *kgo.Client, error) {
-				if tc.factor == 0 {
-					return outbox.NewKafkaPublisher(kopts, 5*time.Second, "locks.replies.")
-				}
-				return outbox.NewKafkaPublisherReplicated(kopts, 5*time.Second, "locks.replies.", tc.factor)
-			}
-			pub, cl, err := newPub()
+			pub, cl, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, "locks.replies.", tc.factor)
 			require.NoError(t, err)
 			defer cl.Close()
 			defer pub.Close()
@@ -60,7 +53,7 @@ func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
 			require.NoError(t, pub.Publish(topic, message.NewMessage("1", []byte("x"))))
 
 			mu.Lock()
-			require.Equal(t, map[string]int16{topic: tc.asked}, asked)
+			require.Equal(t, map[string]int16{topic: tc.factor}, asked)
 			mu.Unlock()
 			listed, err := kadm.NewClient(cl).ListTopics(ctx, topic)
 			require.NoError(t, err)

@@ -27,7 +27,7 @@ func handoffWorker(t *testing.T, topic string, mine int32) (w *Worker, st *store
 	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
 	st = testdb.New(t)
 	kopts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 10*time.Second, "")
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 10*time.Second, "", -1)
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour})

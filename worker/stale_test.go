@@ -54,7 +54,7 @@ func TestStaleReplicaWakingAfterTakeover(t *testing.T) {
 	// wopts are the worker's own, not its publisher's.
 	start := func(name string, st *store.Store, m worker.Metrics, wopts ...kgo.Opt) *worker.Worker {
 		kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix)
+		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, -1)
 		require.NoError(t, err)
 		t.Cleanup(pubClient.Close)
 		relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool})

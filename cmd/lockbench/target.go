@@ -197,7 +197,7 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 		st.Pool = pool
 	}
 	kopts := []kgo.Opt{kgo.SeedBrokers(t.brokers...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, topics.DefaultNames().ReplyPrefix)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, topics.DefaultNames().ReplyPrefix, -1)
 	if err != nil {
 		return err
 	}

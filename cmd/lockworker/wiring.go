@@ -179,7 +179,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if cfg.Topics.AutoCreateReplyTopics {
 		autoCreate = cfg.Topics.ReplyPrefix
 	}
-	pub, pubClient, err := outbox.NewKafkaPublisherReplicated(kopts, deliveryTimeout, autoCreate, cfg.Topics.ReplicationFactor)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, autoCreate, cfg.Topics.ReplicationFactor)
 	if err != nil {
 		return err
 	}

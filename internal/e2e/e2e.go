@@ -114,7 +114,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	sch.URL += "&application_name=" + o.Name
 	st := sch.Open(t, store.Config{MaxConns: 8})
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, -1)
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log})
