@@ -297,9 +297,11 @@ type TopicsConfig struct {
 	// default.replication.factor, which is 1 on a stock Apache Kafka: one
 	// broker's loss then stops the service and can lose acknowledged
 	// commands. Set 3 in production (a cluster of at least 3 brokers; the
-	// broker refuses more replicas than brokers). Topics that exist keep
-	// theirs: lockworker warns at start when one of the topics above has a
-	// single replica on brokers of KAFKA_BOOTSTRAP_SERVERS.
+	// broker refuses more replicas than brokers, and above 1 is refused
+	// without KAFKA_BOOTSTRAP_SERVERS, as the embedded broker is one
+	// broker). Topics that exist keep theirs: lockworker warns at start
+	// when one of the topics above has a single replica on brokers of
+	// KAFKA_BOOTSTRAP_SERVERS.
 	ReplicationFactor int16
 	// ReplyPrefix (REPLY_TOPIC_PREFIX, default "locks.replies.", at most 248
 	// bytes, 49 with Auth.Required so that it and a requester name of up to

@@ -141,9 +141,13 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"KAFKA_TOPIC_LOCK_EXPIRED": "dev.expired"}, func(c *Config) { c.Topics.LockExpired = "dev.expired" }},
 		{map[string]string{"KAFKA_TOPIC_DEAD_LETTER": "dev.dlq"}, func(c *Config) { c.Topics.DeadLetter = "dev.dlq" }},
 		{map[string]string{"COMMANDS_PARTITIONS": "64"}, func(c *Config) { c.Topics.CommandsPartitions = 64 }},
-		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "3"}, func(c *Config) { c.Topics.ReplicationFactor = 3 }},
+		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "3", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, func(c *Config) {
+			c.Topics.ReplicationFactor, c.Kafka.BootstrapServers = 3, []string{"k:9092"}
+		}},
 		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "1"}, func(c *Config) { c.Topics.ReplicationFactor = 1 }},
-		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "32767"}, func(c *Config) { c.Topics.ReplicationFactor = 32767 }},
+		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "32767", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, func(c *Config) {
+			c.Topics.ReplicationFactor, c.Kafka.BootstrapServers = 32767, []string{"k:9092"}
+		}},
 		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": " -1 "}, func(c *Config) { c.Topics.ReplicationFactor = -1 }},
 		{map[string]string{"REPLY_TOPIC_PREFIX": "dev.replies."}, func(c *Config) { c.Topics.ReplyPrefix = "dev.replies." }},
 		{map[string]string{"AUTO_CREATE_REPLY_TOPICS": "false"}, func(c *Config) { c.Topics.AutoCreateReplyTopics = false }},
@@ -227,6 +231,7 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"KAFKA_TLS_CA_FILE": "/ca.pem", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_TLS_CA_FILE: "/ca.pem" is set but KAFKA_TLS_ENABLED is not true`},
 		{map[string]string{"KAFKA_TLS_ENABLED": "yes", "KAFKA_TLS_CERT_FILE": "/c.pem", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_TLS_CERT_FILE: and KAFKA_TLS_KEY_FILE must be set together`},
 		{map[string]string{"KAFKA_TLS_ENABLED": "true"}, `KAFKA_TLS_ENABLED: needs KAFKA_BOOTSTRAP_SERVERS`},
+		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "2"}, `KAFKA_TOPIC_REPLICATION_FACTOR: "2" needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker is one broker`},
 		{map[string]string{"KAFKA_SASL_MECHANISM": "GSSAPI", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_MECHANISM: "GSSAPI" is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`},
 		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_PASSWORD: is required with KAFKA_SASL_MECHANISM`},
 		{map[string]string{"KAFKA_SASL_USERNAME": "u", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}, `KAFKA_SASL_MECHANISM: is required with`},
@@ -261,16 +266,19 @@ func TestErrors(t *testing.T) {
 		c := Default()
 		c.Topics.ReplyPrefix = ""
 		c.Postgres.MinConns = 50
+		c.Topics.ReplicationFactor = 3 // without BootstrapServers: the embedded broker
 		err := c.Validate()
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "REPLY_TOPIC_PREFIX")
 		assert.Contains(t, err.Error(), "POSTGRES_MIN_CONNECTIONS")
+		assert.Contains(t, err.Error(), `KAFKA_TOPIC_REPLICATION_FACTOR: "3" needs KAFKA_BOOTSTRAP_SERVERS`)
 	})
 
 	t.Run("a bad KAFKA_BOOTSTRAP_SERVERS is not also a missing one", func(t *testing.T) {
 		for _, brokers := range []string{"kafka:0", " , "} {
 			_, err := FromEnv(env(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": brokers, "KAFKA_TLS_ENABLED": "true",
-				"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p"}))
+				"KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u", "KAFKA_SASL_PASSWORD": "p",
+				"KAFKA_TOPIC_REPLICATION_FACTOR": "3"}))
 			require.ErrorContains(t, err, "KAFKA_BOOTSTRAP_SERVERS: ", "%q", brokers)
 			assert.NotContains(t, err.Error(), "needs KAFKA_BOOTSTRAP_SERVERS", "%q", brokers)
 		}

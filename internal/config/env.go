@@ -252,6 +252,12 @@ func (c Config) validate(bootstrapSet bool) []error {
 		if k.SASL.Mechanism != "" {
 			failNoValue("KAFKA_SASL_MECHANISM", "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker has no SASL)")
 		}
+		// One broker holds one replica: creating a topic would fail at
+		// start (INVALID_REPLICATION_FACTOR), or later park the replies to
+		// a requester whose reply topic the relay creates.
+		if rf := c.Topics.ReplicationFactor; rf > 1 {
+			fail("KAFKA_TOPIC_REPLICATION_FACTOR", strconv.Itoa(int(rf)), "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker is one broker, so topics can have only one replica: use -1 or 1)")
+		}
 	}
 
 	t := c.Topics
