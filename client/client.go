@@ -70,6 +70,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Requester = sub
 	}
 	cfg = cfg.withDefaults()
+	if !cfg.ReadOnly {
+		if cfg.ReplyTopicReplicationFactor, err = replyReplicationFactor(cfg); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		}
+	}
 	creds.sub = cfg.Requester
 	c := &Client{
 		creds:     creds,
@@ -166,16 +171,16 @@ func withDefaultTimeout(ctx context.Context, timeout time.Duration) (context.Con
 }
 
 // prepareReplyTopic checks the brokers, creates the reply topic when missing
-// and returns the end offset of each of its partitions. Reading from those
-// offsets (rather than "the end" resolved later by the consumer) is what
-// makes New's promise hold: every record produced after this returns is at
-// or past them.
+// (with ReplyTopicReplicationFactor replicas) and returns the end offset of
+// each of its partitions. Reading from those offsets (rather than "the end"
+// resolved later by the consumer) is what makes New's promise hold: every
+// record produced after this returns is at or past them.
 func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kgo.Offset, error) {
 	if err := c.ping(ctx); err != nil {
 		return nil, err
 	}
 	adm := kadm.NewClient(c.prod)
-	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, -1, nil, c.replyTopic)
+	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, nil, c.replyTopic)
 	// Kafka checks the right to create before whether the topic exists: a
 	// requester that may not create topics may still have its reply topic,
 	// made by an operator.

@@ -451,12 +451,98 @@ func TestNewRefusesItsConfig(t *testing.T) {
 		"token and signing key":             {Token: unsigned("x"), SigningKeyFile: "/nonexistent"},
 		"signing key unreadable":            {SigningKeyFile: filepath.Join(t.TempDir(), "missing")},
 		"a group consumer as Config.Client": {Client: kc},
+		"reply topic replication factor":    {ReplyTopicReplicationFactor: -2},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg.Brokers = []string{"127.0.0.1:1"} // never reached
 			_, err := client.New(ctxT(t), cfg)
 			require.ErrorIs(t, err, client.ErrInvalidConfig)
 			require.NotErrorIs(t, err, client.ErrUnreachable)
+		})
+	}
+}
+
+// LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR is refused like the workers'
+// KAFKA_TOPIC_REPLICATION_FACTOR when not -1 or 1..32767, before Kafka is
+// asked; a read-only client, which creates no reply topic, ignores it.
+func TestNewRefusesItsReplyTopicReplicationFactor(t *testing.T) {
+	for _, v := range []string{"0", "-2", "32768", "three", "3.0"} {
+		t.Run(v, func(t *testing.T) {
+			t.Setenv(client.EnvReplyTopicReplicationFactor, v)
+			_, err := client.New(ctxT(t), client.Config{Brokers: []string{"127.0.0.1:1"}, Requester: "rf"})
+			require.ErrorIs(t, err, client.ErrInvalidConfig)
+			require.ErrorContains(t, err, fmt.Sprintf("%s: %q is not -1", client.EnvReplyTopicReplicationFactor, v))
+			require.NotErrorIs(t, err, client.ErrUnreachable)
+		})
+	}
+	t.Setenv(client.EnvReplyTopicReplicationFactor, "0")
+	_, err := client.New(ctxT(t), client.Config{Brokers: []string{"127.0.0.1:1"}, ReadOnly: true, RequestTimeout: time.Second})
+	require.ErrorIs(t, err, client.ErrUnreachable, "not ErrInvalidConfig: the variable does not apply")
+}
+
+// New creates the reply topic with Config.ReplyTopicReplicationFactor
+// replicas, else LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR's, else asks for
+// the broker's default (-1): the workers' KAFKA_TOPIC_REPLICATION_FACTOR
+// never reaches a topic New made. More replicas than brokers fail New with
+// the broker's refusal.
+func TestReplyTopicReplicationFactor(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cfg, env string // cfg: Config's value, "" none
+		asked    int16
+		replicas int
+	}{
+		{name: "broker's default", asked: -1, replicas: 3}, // kfake's default: min(3, brokers)
+		{name: "Config", cfg: "2", asked: 2, replicas: 2},
+		{name: "variable", env: " 2\n", asked: 2, replicas: 2},
+		{name: "variable -1", env: "-1", asked: -1, replicas: 3},
+		{name: "Config over the variable", cfg: "1", env: "2", asked: 1, replicas: 1},
+		{name: "more than the brokers", cfg: "4", asked: 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(client.EnvReplyTopicReplicationFactor, tc.env)
+			cluster, err := kfake.NewCluster(kfake.NumBrokers(3))
+			require.NoError(t, err)
+			defer cluster.Close()
+			var mu sync.Mutex
+			asked := map[string]int16{}
+			cluster.ControlKey(int16(kmsg.CreateTopics), func(r kmsg.Request) (kmsg.Response, error, bool) {
+				cluster.KeepControl()
+				mu.Lock()
+				defer mu.Unlock()
+				for _, rt := range r.(*kmsg.CreateTopicsRequest).Topics {
+					asked[rt.Topic] = rt.ReplicationFactor
+				}
+				return nil, nil, false // observed: the cluster creates it
+			})
+			cfg := client.Config{Brokers: cluster.ListenAddrs(), Requester: "replicated"}
+			if tc.cfg != "" {
+				var n int
+				_, err := fmt.Sscan(tc.cfg, &n)
+				require.NoError(t, err)
+				cfg.ReplyTopicReplicationFactor = int16(n)
+			}
+			c, err := client.New(ctxT(t), cfg)
+			topic := topics.DefaultNames().ReplyTopic("replicated")
+			mu.Lock()
+			require.Equal(t, map[string]int16{topic: tc.asked}, asked)
+			mu.Unlock()
+			if tc.replicas == 0 {
+				require.ErrorIs(t, err, client.ErrUnreachable)
+				require.ErrorContains(t, err, "INVALID_REPLICATION_FACTOR")
+				return
+			}
+			require.NoError(t, err)
+			defer c.Close()
+			kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+			require.NoError(t, err)
+			defer kc.Close()
+			listed, err := kadm.NewClient(kc).ListTopics(ctxT(t), topic)
+			require.NoError(t, err)
+			require.NotEmpty(t, listed[topic].Partitions)
+			for _, p := range listed[topic].Partitions {
+				require.Len(t, p.Replicas, tc.replicas, "partition %d", p.Partition)
+			}
 		})
 	}
 }

@@ -1,8 +1,11 @@
 package client
 
 import (
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +19,10 @@ const (
 	DefaultReplyTimeout   = 5 * time.Second
 	DefaultRequestTimeout = 30 * time.Second
 )
+
+// EnvReplyTopicReplicationFactor is the environment variable of
+// Config.ReplyTopicReplicationFactor.
+const EnvReplyTopicReplicationFactor = "LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR"
 
 // Config configures a Client. The zero value works next to
 // `go run ./cmd/lockworker` on the same machine.
@@ -113,11 +120,25 @@ type Config struct {
 	// New creates it. Default 1: one reader takes every partition anyway.
 	ReplyTopicPartitions int32
 
+	// ReplyTopicReplicationFactor is the replication factor of the reply
+	// topic when New creates it: -1, the broker's
+	// default.replication.factor (1 on a stock Apache Kafka, where one
+	// broker's loss stops this client's replies), or 1..32767, at most the
+	// number of brokers (a broker refuses more, and New fails). The
+	// workers' KAFKA_TOPIC_REPLICATION_FACTOR does not reach it: New
+	// creates the topic before any command, so the workers' relay finds it
+	// made. A topic that exists keeps its replicas. Default (0): the
+	// LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR environment variable
+	// (trimmed of spaces and newlines), else -1. Other values, here or in
+	// the variable, are refused with ErrInvalidConfig.
+	ReplyTopicReplicationFactor int16
+
 	// ReadOnly makes a client that only reads: the lock state topic (Watch,
 	// Locks, Election.Observe) and the lifecycle topics (Subscriber). New
 	// neither creates nor reads a reply topic, so Kafka's Read on the topics
-	// read is the only right it needs; Requester, ReplyTimeout and
-	// ReplyTopicPartitions do not apply (a token or signing key given is
+	// read is the only right it needs; Requester, ReplyTimeout,
+	// ReplyTopicPartitions and ReplyTopicReplicationFactor (nor its
+	// variable) do not apply (a token or signing key given is
 	// still checked as for any client). Every operation that sends a
 	// command (Acquire, Query, NewSession, Campaign, Leader, Do...) fails
 	// with ErrReadOnly before anything else is checked. Default false.
@@ -155,6 +176,28 @@ func (cfg Config) withDefaults() Config {
 		cfg.ReplyTopicPartitions = 1
 	}
 	return cfg
+}
+
+// replyReplicationFactor is Config.ReplyTopicReplicationFactor, else its
+// environment variable, else -1 (the broker's default.replication.factor):
+// -1 or 1..32767, as the workers' KAFKA_TOPIC_REPLICATION_FACTOR.
+func replyReplicationFactor(cfg Config) (int16, error) {
+	const valid = "is not -1 (the broker's default.replication.factor) or 1..32767"
+	if rf := cfg.ReplyTopicReplicationFactor; rf != 0 {
+		if rf < -1 {
+			return 0, fmt.Errorf("ReplyTopicReplicationFactor %d %s", rf, valid)
+		}
+		return rf, nil
+	}
+	v := strings.TrimSpace(os.Getenv(EnvReplyTopicReplicationFactor))
+	if v == "" {
+		return -1, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n != -1 && (n < 1 || n > math.MaxInt16) {
+		return 0, fmt.Errorf("%s: %q %s", EnvReplyTopicReplicationFactor, v, valid)
+	}
+	return int16(n), nil
 }
 
 // defaultBrokers follows lockworker's own convention, so a client and the

@@ -95,7 +95,8 @@ var (
 	ErrClosed = errors.New("client closed")
 	// ErrInvalidConfig: New refused its Config before reaching Kafka (a
 	// requester that is not the token's subject, a topic name Kafka
-	// refuses, credentials it cannot read or that conflict). A malformed
+	// refuses, credentials it cannot read or that conflict, a reply topic
+	// replication factor out of range). A malformed
 	// token matches ErrUnauthenticated as well.
 	ErrInvalidConfig = errors.New("invalid client configuration")
 	// ErrReadOnly: a command was asked of a client made with

@@ -54,6 +54,8 @@ flags of every command:
   --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
   --namespace NS  --requester NAME (replies on locks.replies.NAME; default lockctl)
   --timeout 10s (how long to wait for an answer)  --json (machine-readable output)
+  LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR: replicas of the reply topic when
+  lockctl creates it (default: the broker's default.replication.factor)
 
 authentication (when the workers require it): LOCKWORKER_TOKEN or
 LOCKWORKER_TOKEN_FILE (a token; its subject is the requester), or
