@@ -291,9 +291,13 @@ type TopicsConfig struct {
 	// only when lockworker creates the commands topic.
 	CommandsPartitions int32
 	// ReplicationFactor (KAFKA_TOPIC_REPLICATION_FACTOR, default -1, -1 or
-	// 1..32767) is the replication factor of every topic lockworker
-	// creates: the topics above, when missing at start, and the reply
-	// topics of AutoCreateReplyTopics. -1 is the broker's
+	// 1..32767) is the replication factor of every topic the workers
+	// create: the topics above, when missing at start, and the reply topics
+	// the relay creates (AutoCreateReplyTopics). A requester that creates
+	// its own reply topic (the Go SDK and lockctl do, before any command)
+	// uses its own setting (client.Config.ReplyTopicReplicationFactor,
+	// LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR) or the broker's
+	// default.replication.factor. -1 is the broker's
 	// default.replication.factor, which is 1 on a stock Apache Kafka: one
 	// broker's loss then stops the service and can lose acknowledged
 	// commands. Set 3 in production (a cluster of at least 3 brokers; the
