@@ -305,14 +305,16 @@ func (l *Lease) capRoom() time.Duration {
 // released, as does the lease's expiry then: once the local deadline has
 // passed, Release returns nil without sending (the lease ran out, which is
 // what the release was for, though the worker ended it as expired, with
-// its lock-delay if it has one).
+// its lock-delay if it has one). A ctx that has ended already (a deferred
+// Release after its request ended) does not stop Release: Context is
+// cancelled and the release sent all the same, and Release returns ctx's
+// error without waiting for the answer. Only a Release that must wait for
+// another one in flight gives up when ctx ends, sending nothing.
 func (l *Lease) Release(ctx context.Context) error {
-	select {
-	case l.releasing <- struct{}{}:
-		defer func() { <-l.releasing }()
-	case <-ctx.Done():
+	if !take(ctx, l.releasing) {
 		return fmt.Errorf("releasing lock %q: waiting for another Release: %w", l.key(), context.Cause(ctx))
 	}
+	defer func() { <-l.releasing }()
 	l.mu.Lock()
 	ended := l.err
 	var cmd topics.Command
@@ -480,6 +482,25 @@ func (l *Lease) giveBack() {
 	cmd := l.releaseCmd()
 	l.mu.Unlock()
 	_, _ = l.c.bestEffort(cmd)
+}
+
+// take takes the slot of slot (a channel of capacity 1 that serializes
+// Release, or Close, calls), waiting for ctx only while another call holds
+// it: a free slot is taken even when ctx has ended, so that a Release with a
+// cancelled ctx (a deferred one, after its request ended) still ends the
+// lease and sends its release rather than, at random, nothing.
+func take(ctx context.Context, slot chan struct{}) bool {
+	select {
+	case slot <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case slot <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // releaseCmd is the lease's release command, made on first use and the

@@ -143,3 +143,70 @@ func TestLeasePastItsDeadlineIsNotKept(t *testing.T) {
 	defer c.mu.Unlock()
 	require.Empty(t, c.leases, "leases ended before they were registered")
 }
+
+// A Release, or a session's Close, with a ctx that has ended already (a
+// deferred Release after the request it served ended) still ends the lease:
+// its Context is cancelled, which stops its keep-alive, and the release, or
+// close, is sent; Release returns ctx's error, not having waited for the
+// answer. It once chose at random between taking its turn and giving up as
+// if another Release were in flight, and so, half the time, did nothing
+// while the keep-alive went on extending the lease. Twenty rounds each, so
+// that a choice at random cannot pass.
+func TestReleaseWithACancelledContext(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	released := make(chan topics.Command, 1)
+	closed := make(chan topics.Command, 1)
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 60))
+		case topics.OpRelease:
+			deliver(ctx, released, cmd)
+			return one(releasedEvent(cmd))
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 10))
+		case topics.OpSessionClose:
+			deliver(ctx, closed, cmd)
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 10))
+		}
+		return nil
+	})
+	ended, end := context.WithCancel(context.Background())
+	end()
+	sent := func(ch <-chan topics.Command, what string) topics.Command {
+		t.Helper()
+		select {
+		case cmd := <-ch:
+			return cmd
+		case <-ctx.Done():
+			t.Fatalf("the %s is not sent", what)
+			return topics.Command{}
+		}
+	}
+	for i := range 20 {
+		l, err := c.Acquire(ctx, "job")
+		require.NoError(t, err)
+		if err := l.Release(ended); err != nil { // nil only if the answer won the race with ctx
+			require.ErrorIs(t, err, context.Canceled, "round %d", i)
+			require.NotContains(t, err.Error(), "another Release", "round %d", i)
+		}
+		require.ErrorIs(t, context.Cause(l.Context()), ErrReleased, "round %d: the keep-alive goes on", i)
+		cmd := sent(released, "release")
+		require.Equal(t, l.Owner, cmd.OwnerID)
+		require.Equal(t, l.Token, *cmd.FencingToken)
+	}
+	for i := range 20 {
+		s, err := c.NewSession(ctx, 10*time.Second)
+		require.NoError(t, err)
+		l, err := c.Acquire(ctx, "job", WithSession(s))
+		require.NoError(t, err)
+		if err := s.Close(ended); err != nil {
+			require.ErrorIs(t, err, context.Canceled, "round %d", i)
+			require.NotContains(t, err.Error(), "another Close", "round %d", i)
+		}
+		require.ErrorIs(t, context.Cause(s.Context()), ErrSessionClosed, "round %d: the keep-alive goes on", i)
+		require.ErrorIs(t, context.Cause(l.Context()), ErrReleased, "round %d", i)
+		require.Equal(t, s.ID, sent(closed, "close").SessionID)
+	}
+}

@@ -185,14 +185,16 @@ func (s *Session) ExpiresAt() time.Time {
 // answer), it sends the same command again, which the worker applies once:
 // its answer says whether the close took effect. Once the session's expiry
 // has passed, though, Close returns nil without sending: the session has
-// ended by itself, as expired, which is what the close was for.
+// ended by itself, as expired, which is what the close was for. As with
+// Lease.Release, a ctx that has ended already does not stop Close: the
+// leases' Contexts are cancelled and the close sent all the same, and
+// Close returns ctx's error without waiting for the answer; only a Close
+// that must wait for another one in flight gives up when ctx ends.
 func (s *Session) Close(ctx context.Context) error {
-	select {
-	case s.closing <- struct{}{}:
-		defer func() { <-s.closing }()
-	case <-ctx.Done():
+	if !take(ctx, s.closing) {
 		return fmt.Errorf("closing session %q: waiting for another Close: %w", s.ID, context.Cause(ctx))
 	}
+	defer func() { <-s.closing }()
 	leases, ended := s.finish(ErrSessionClosed)
 	if ended != nil && !errors.Is(ended, ErrSessionClosed) {
 		return fmt.Errorf("closing session %q: %w", s.ID, ended)
