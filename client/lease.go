@@ -132,21 +132,32 @@ func (l *Lease) update(ev topics.Event, sent, anchor time.Time) {
 func (l *Lease) key() string { return topics.LockKey(l.Namespace, l.Name) }
 
 // ExpiresAt is when the lease ends by the worker's clock, as of the last
-// acquire or extension.
+// acquire or extension. A lease acquired WithSession has no expiry of its
+// own: it ends with its session, and ExpiresAt is the session's, as of the
+// session's last keep-alive or the lease's grant, whichever is later.
 func (l *Lease) ExpiresAt() time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.info.ExpiresAt == nil {
-		return time.Time{}
+	if t := l.Info().ExpiresAt; t != nil {
+		return t.Time
 	}
-	return l.info.ExpiresAt.Time
+	return time.Time{}
 }
 
-// Info is the lock as the last reply about this lease described it.
+// Info is the lock as the last reply about this lease described it; but
+// for a lease acquired WithSession, whose lock_info shows the session's
+// expires_at as of that reply, ExpiresAt is the session's as
+// Lease.ExpiresAt says.
 func (l *Lease) Info() topics.LockInfo {
+	var session time.Time
+	if l.session != nil {
+		session = l.session.ExpiresAt()
+	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.info
+	info := l.info
+	l.mu.Unlock()
+	if !session.IsZero() && (info.ExpiresAt == nil || session.After(info.ExpiresAt.Time)) {
+		info.ExpiresAt = topics.NewTimePtr(session)
+	}
+	return info
 }
 
 // Granted is the lock.acquired reply that granted the lease.

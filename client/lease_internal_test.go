@@ -210,3 +210,41 @@ func TestReleaseWithACancelledContext(t *testing.T) {
 		require.Equal(t, s.ID, sent(closed, "close").SessionID)
 	}
 }
+
+// TestSessionLeaseExpiresWithItsSession: a lease acquired in a session has
+// no expiry of its own; its ExpiresAt, and Info's, follow the session's
+// keep-alives rather than stay at the expiry its grant showed, which a
+// healthy session outlives.
+func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}, sessions: map[string]*Session{}}
+	now := time.Now().Truncate(time.Microsecond) // as the contract's times
+	s := &Session{ID: "s1", Owner: "me", TTL: 10 * time.Second, c: c, leases: map[*Lease]bool{}}
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	keptAlive := func(at time.Time) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.update(topics.Event{Type: topics.TypeSessionKeptAlive, OccurredAt: topics.Time{Time: at},
+			SessionInfo: &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 10, ExpiresAt: topics.NewTime(at.Add(10 * time.Second))}}, at)
+	}
+	keptAlive(now)
+	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 12, Status: topics.StatusAcquired, SessionID: s.ID,
+		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(10 * time.Second)), LeaseDuration: 60}
+	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+		acquireOptions{session: s}, false, now, now)
+	defer l.lose(ErrReleased)
+	require.WithinDuration(t, now.Add(10*time.Second), l.ExpiresAt(), 0)
+	later := now.Add(15 * time.Second) // past the grant's expires_at
+	keptAlive(later)
+	require.WithinDuration(t, later.Add(10*time.Second), l.ExpiresAt(), 0, "the session's expiry")
+	require.WithinDuration(t, later.Add(10*time.Second), l.Info().ExpiresAt.Time, 0, "the session's expiry")
+	require.WithinDuration(t, now.Add(10*time.Second), info.ExpiresAt.Time, 0, "the grant's lock_info is left as it was")
+
+	// A grant that shows a later expires_at than the session's last
+	// keep-alive (renewed meanwhile, the answer not read yet) counts.
+	info = &topics.LockInfo{LockName: "job2", OwnerID: "me", FencingToken: 13, Status: topics.StatusAcquired, SessionID: s.ID,
+		AcquiredAt: topics.NewTimePtr(later), ExpiresAt: topics.NewTimePtr(later.Add(20 * time.Second)), LeaseDuration: 60}
+	l2 := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: later}},
+		acquireOptions{session: s}, false, later, later)
+	defer l2.lose(ErrReleased)
+	require.WithinDuration(t, later.Add(20*time.Second), l2.ExpiresAt(), 0)
+}
