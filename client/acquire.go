@@ -48,7 +48,13 @@ const (
 	Shared    Mode = topics.ModeShared
 )
 
-// WithMode sets the mode of the acquire. Default Exclusive.
+// WithMode sets the mode of the acquire. Default Exclusive. An owner that
+// holds the lock and asks in the other mode is refused ErrModeMismatch: a
+// lease is not upgraded or downgraded. Acquires of different owners (the
+// default: a new owner per call) are strangers to each other, even in one
+// process: one asking for the read lock while its own process holds the
+// write lock waits behind it, until that is released. Shared holders'
+// leases are valid together, each with its own Token.
 func WithMode(m Mode) AcquireOption {
 	return func(o *acquireOptions) { o.mode = m }
 }
@@ -56,6 +62,9 @@ func WithMode(m Mode) AcquireOption {
 // WithLimit makes the lock a counting semaphore of n exclusive holders
 // (1 .. 10,000). Every holder and waiter of a lock must ask for the same
 // limit (else ErrLimitMismatch); a shared acquire takes no limit. Default 1.
+// Up to n leases, each with its own Token, are valid at once: a resource
+// that refuses tokens below the greatest seen would refuse all but one.
+// An owner takes one place (WithSession: a session takes one).
 func WithLimit(n int) AcquireOption {
 	return func(o *acquireOptions) { o.limit = n }
 }
@@ -130,7 +139,19 @@ func OnQueued(fn func(position int)) AcquireOption {
 
 // Acquire takes the lock name, waiting in the worker's FIFO queue while
 // another owner holds it. It returns when the lock is granted, the wait
-// timeout passes (ErrLockTimeout), or ctx ends. An acquire that is given up
+// timeout passes (ErrLockTimeout), the wait is withdrawn by what this call
+// did not send (ErrWithdrawn: a later acquire of the same owner took its
+// place, a release for the owner, or the end of its session), or ctx ends.
+// The wait is WithWait's, else until ctx's deadline; with neither it is the
+// contract's maximum, an hour, after which Acquire fails with
+// ErrLockTimeout (unlike etcd's Mutex.Lock, which waits as long as ctx).
+//
+// The worker keeps one lease per lock and owner: an acquire of an owner
+// that holds the lock already (WithOwner, or a second acquire in one
+// session, WithSession) is a renewal of that lease, with the same Token,
+// and excludes nothing.
+//
+// An acquire that is given up
 // (ctx ended, client closed, no reply, or a grant refused because its reply
 // breaks the contract) sends a release for its owner, which withdraws it
 // from the queue, or releases the lock if it was granted meanwhile, so the
@@ -143,7 +164,12 @@ func OnQueued(fn func(position int)) AcquireOption {
 // flight in this client (two in one session, say), the release waits for
 // them, as one may have been granted the lock already: the last of them to
 // end sends it, unless it ended with a Lease. An acquire of that lock and
-// owner started meanwhile waits until the release is answered.
+// owner started meanwhile waits until the release is answered. So does the
+// given-up Acquire itself before it returns, which can be after ctx's
+// deadline: one release, or up to four requests (a release by a refused
+// grant's token, one without a token, and under REQUIRE_FENCING_TOKEN a
+// query and a release by the token it tells), each given up to
+// ReplyTimeout.
 //
 // The returned Lease is kept alive until Release unless WithoutKeepAlive.
 func (c *Client) Acquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {

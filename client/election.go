@@ -20,8 +20,10 @@ var ErrNoLeader = errors.New("election has no leader")
 // the lease's owner_metadata, the JSON object {"value": "<value>"}. So
 // `lockctl query --lock NAME` shows the leader, and a campaign waits in
 // the lock's FIFO queue: candidates become leader in the order they
-// campaigned. Each leadership's fencing token is greater than every earlier
-// one's, which is what a resource guarded by the leader should check.
+// campaigned, but for one still waiting after the contract's maximum wait
+// (an hour), which queues again at the end. Each leadership's fencing
+// token is greater than every earlier one's, which is what a resource
+// guarded by the leader should check.
 //
 // An Election holds no state of its own: any number of goroutines may
 // campaign, observe or ask for the leader through one.
@@ -118,13 +120,17 @@ func CampaignMetadata(value string) json.RawMessage {
 // Campaign waits until this caller is the leader, then returns its
 // Leadership. It waits in the election lock's queue for as long as ctx
 // allows, with no limit of its own: a wait that reaches the contract's
-// maximum (an hour) is renewed. When ctx ends first, the campaign is
-// withdrawn from the queue (so it can never be granted the leadership
-// later) and the error wraps ctx's cause. A campaign's owner, even one
-// given WithOwner, is taken to be the campaign's alone: it is withdrawn
-// unless a lease of this client (a Leadership's, or an Acquire's of that
-// owner) holds the lock for that owner, so a campaign given up while
-// resuming a leadership of another process ends it; and a Leadership lost
+// maximum (an hour) is renewed, at the end of the queue, behind the
+// candidates that campaigned meanwhile. When ctx ends first, the campaign
+// is withdrawn from the queue (so it can never be granted the leadership
+// later) and the error wraps ctx's cause; Campaign returns once the
+// withdrawal is answered, as Acquire does (up to three requests, each
+// given up to ReplyTimeout), which can be after ctx's deadline. A
+// campaign's owner, even one given WithOwner, is taken to be the
+// campaign's alone: it is withdrawn unless a lease of this client (a
+// Leadership's, or an Acquire's of that owner) holds the lock for that
+// owner, so a campaign given up while resuming a leadership of another
+// process ends it; and a Leadership lost
 // to a keep-alive answered outside the contract is released as Extend
 // says, even one resumed at once WithOwner (an Acquire's lease so granted
 // is not, as it may be another process's).

@@ -14,7 +14,10 @@ import (
 
 // Lease is a held lock. Its fencing Token is greater than that of every
 // earlier lease of the same lock (and unique across locks): pass it to the
-// resources the lock guards so they can refuse a stale holder.
+// resources the lock guards so they can refuse a stale holder. Refusing
+// tokens below the greatest seen fences an exclusive lock of limit 1 only:
+// shared holders (WithMode(Shared)) and a semaphore's (WithLimit) hold
+// leases at once, each valid, each with its own token.
 //
 // Unless acquired WithoutKeepAlive or WithSession, the lease extends itself
 // every third of its duration until Release. A lease acquired WithSession
@@ -35,6 +38,8 @@ type Lease struct {
 	// Owner is the owner_id holding the lease.
 	Owner string
 	// Token is the fencing token; it stays the same for the whole lease.
+	// Of a shared lock or a semaphore, several leases with different
+	// tokens are valid at once (see Lease).
 	Token int64
 
 	c         *Client
