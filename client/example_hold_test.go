@@ -55,7 +55,7 @@ func ExampleClient_Revoke() {
 	}
 	defer c.Close()
 
-	l, err := c.Acquire(ctx, "stuck-job", client.WithOwner("job-runner-3"))
+	l, err := c.Acquire(ctx, "stuck-job")
 	if err != nil {
 		log.Fatal(err)
 	}

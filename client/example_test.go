@@ -87,7 +87,7 @@ func ExampleClient_Query_held() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	lease, err := c.Acquire(ctx, "report-42", client.WithOwner("ops-1"), client.WithLease(time.Minute))
+	lease, err := c.Acquire(ctx, "report-42", client.WithLease(time.Minute))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -96,10 +96,10 @@ func ExampleClient_Query_held() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(st.Status == client.StatusAcquired, st.Owner, st.Token == lease.Token, st.LeaseDuration)
+	fmt.Println(st.Status == client.StatusAcquired, st.Owner == lease.Owner, st.Token == lease.Token, st.LeaseDuration)
 	fmt.Println("expires about a minute after it was acquired:", st.ExpiresAt.Sub(st.AcquiredAt) == time.Minute)
 	// Output:
-	// true ops-1 true 1m0s
+	// true true true 1m0s
 	// expires about a minute after it was acquired: true
 }
 
@@ -122,7 +122,7 @@ func ExampleClient_Subscriber() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	lease, err := c.Acquire(ctx, "tailed", client.WithOwner("tailer-1"))
+	lease, err := c.Acquire(ctx, "tailed")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -131,12 +131,12 @@ func ExampleClient_Subscriber() {
 		ev, err := client.DecodeMessage(msg)
 		msg.Ack()
 		if err == nil && ev.LockInfo.LockName == "tailed" {
-			fmt.Println(ev.Type, "by", ev.LockInfo.OwnerID)
+			fmt.Println(ev.Type, "by the lease's owner:", ev.LockInfo.OwnerID == lease.Owner)
 			break
 		}
 	}
 	// Output:
-	// lock.acquired by tailer-1
+	// lock.acquired by the lease's owner: true
 }
 
 // Only events published after the subscription starts. The end is looked up
@@ -173,19 +173,20 @@ func ExampleClient_TryAcquire() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	first, err := c.Acquire(ctx, "nightly-report", client.WithOwner("reports-1"))
+	first, err := c.Acquire(ctx, "nightly-report")
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer first.Release(ctx)
 
-	_, err = c.TryAcquire(ctx, "nightly-report", client.WithOwner("reports-2"))
+	// Another owner (each call has its own unless WithOwner says otherwise).
+	_, err = c.TryAcquire(ctx, "nightly-report")
 	var refused *client.Error
 	if errors.As(err, &refused) && errors.Is(err, client.ErrLockHeld) {
-		fmt.Println("held by", refused.Holder, "- free within 30s at the latest:", refused.RetryAfter <= 30*time.Second)
+		fmt.Println("held by the first:", refused.Holder == first.Owner, "- free within 30s at the latest:", refused.RetryAfter <= 30*time.Second)
 	}
 	// Output:
-	// held by reports-1 - free within 30s at the latest: true
+	// held by the first: true - free within 30s at the latest: true
 }
 
 func ExampleWithLock() {
@@ -299,7 +300,8 @@ func ExampleNewSubscriber() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	seen := make(chan string)
+	type event struct{ typ, owner string }
+	seen := make(chan event)
 	for _, topic := range []string{c.Topics().Acquired, c.Topics().Released} {
 		router.AddConsumerHandler("audit "+topic, topic, sub, func(msg *message.Message) error {
 			ev, err := client.DecodeMessage(msg)
@@ -307,7 +309,7 @@ func ExampleNewSubscriber() {
 				return err
 			}
 			if ev.LockInfo.LockName == "audited" { // the topics hold every lock's events
-				seen <- ev.Type + " by " + ev.LockInfo.OwnerID
+				seen <- event{ev.Type, ev.LockInfo.OwnerID}
 			}
 			return nil
 		})
@@ -316,18 +318,20 @@ func ExampleNewSubscriber() {
 	defer router.Close()
 	<-router.Running()
 
-	lease, err := c.Acquire(ctx, "audited", client.WithOwner("auditor-1"))
+	lease, err := c.Acquire(ctx, "audited")
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(<-seen)
+	ev := <-seen
+	fmt.Println(ev.typ, "by the lease's owner:", ev.owner == lease.Owner)
 	if err := lease.Release(ctx); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(<-seen)
+	ev = <-seen
+	fmt.Println(ev.typ, "by the lease's owner:", ev.owner == lease.Owner)
 	// Output:
-	// lock.acquired by auditor-1
-	// lock.released by auditor-1
+	// lock.acquired by the lease's owner: true
+	// lock.released by the lease's owner: true
 }
 
 // Leader election: the first candidate leads; the next waits in line until
