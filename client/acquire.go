@@ -49,8 +49,9 @@ const (
 )
 
 // WithMode sets the mode of the acquire. Default Exclusive. An owner that
-// holds the lock and asks in the other mode is refused ErrModeMismatch: a
-// lease is not upgraded or downgraded. Acquires of different owners (the
+// holds the lock and asks in the other mode is refused ErrModeMismatch
+// (ErrInvalidRequest under REQUIRE_FENCING_TOKEN, which the worker checks
+// first: see WithOwner): a lease is not upgraded or downgraded. Acquires of different owners (the
 // default: a new owner per call) are strangers to each other, even in one
 // process: one asking for the read lock while its own process holds the
 // write lock waits behind it, until that is released. Shared holders'
@@ -106,11 +107,17 @@ func WithWait(d time.Duration) AcquireOption {
 //
 // The owner id names the lease, not a process: an acquire (or a Campaign)
 // of an owner that holds the lock already is a renewal, granted at once
-// with the same Token, even while the process that took it lives on (under
-// REQUIRE_FENCING_TOKEN it is refused, ErrInvalidRequest), and keeping the
-// lease's lock-delay and max-hold (WithLockDelay, WithMaxHold of the
-// renewal do not apply). A stable id means "resume this lease"; never give
-// one id to two live processes, or both hold the lock.
+// with the same Token, even while the process that took it lives on, and
+// keeping the lease's lock-delay and max-hold (WithLockDelay, WithMaxHold of
+// the renewal do not apply). The worker refuses it instead, checking in
+// this order: under REQUIRE_FENCING_TOKEN (ErrInvalidRequest: the lease is
+// kept only by Extend); in the other mode (ErrModeMismatch); with another
+// limit (ErrLimitMismatch); and, for a lease with a max-hold, in a session
+// or with a lease duration that would carry it past the max-hold
+// (ErrMaxHoldExceeded). A session's lease whose session is past its expiry
+// is renewed by nothing: the acquire ends it and is a new one (a new Token,
+// or a wait). A stable id means "resume this lease"; never give one id to
+// two live processes, or both hold the lock.
 func WithOwner(id string) AcquireOption {
 	return func(o *acquireOptions) { o.owner, o.dedicatedOwner = id, false }
 }
@@ -149,7 +156,7 @@ func OnQueued(fn func(position int)) AcquireOption {
 // The worker keeps one lease per lock and owner: an acquire of an owner
 // that holds the lock already (WithOwner, or a second acquire in one
 // session, WithSession) is a renewal of that lease, with the same Token,
-// and excludes nothing.
+// and excludes nothing (see WithOwner for when it is refused instead).
 //
 // An acquire that is given up
 // (ctx ended, client closed, no reply, or a grant refused because its reply
