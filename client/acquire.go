@@ -96,8 +96,8 @@ func WithLease(d time.Duration) AcquireOption {
 }
 
 // WithWait sets how long Acquire waits in the lock's FIFO queue (0 .. 1 h;
-// 0 fails fast like TryAcquire). Default: until the context's deadline, or
-// the contract's maximum of an hour without one. Ignored by TryAcquire.
+// 0 fails fast like TryAcquire). Default: until the context's deadline, at
+// most the contract's maximum of an hour. Ignored by TryAcquire.
 func WithWait(d time.Duration) AcquireOption {
 	return func(o *acquireOptions) { o.wait, o.waitSet = d, true }
 }
@@ -149,9 +149,10 @@ func OnQueued(fn func(position int)) AcquireOption {
 // timeout passes (ErrLockTimeout), the wait is withdrawn by what this call
 // did not send (ErrWithdrawn: a later acquire of the same owner took its
 // place, a release for the owner, or the end of its session), or ctx ends.
-// The wait is WithWait's, else until ctx's deadline; with neither it is the
-// contract's maximum, an hour, after which Acquire fails with
-// ErrLockTimeout (unlike etcd's Mutex.Lock, which waits as long as ctx).
+// The wait is WithWait's, else until ctx's deadline, at most the
+// contract's maximum of an hour (an hour without a deadline); at its end
+// Acquire fails with ErrLockTimeout (unlike etcd's Mutex.Lock, which waits
+// as long as ctx).
 //
 // The worker keeps one lease per lock and owner: an acquire of an owner
 // that holds the lock already (WithOwner, or a second acquire in one
