@@ -130,7 +130,9 @@ func ExampleClient_Subscriber() {
 	for msg := range msgs {
 		ev, err := client.DecodeMessage(msg)
 		msg.Ack()
-		if err == nil && ev.LockInfo.LockName == "tailed" {
+		// The topics hold every lock's events, and every earlier lease's:
+		// a fencing token is never reused.
+		if err == nil && ev.LockInfo.LockName == "tailed" && ev.LockInfo.FencingToken == lease.Token {
 			fmt.Println(ev.Type, "by the lease's owner:", ev.LockInfo.OwnerID == lease.Owner)
 			break
 		}
@@ -300,6 +302,12 @@ func ExampleNewSubscriber() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// The subscription reads from the earliest retained event, so the
+	// router may start after the lease is acquired.
+	lease, err := c.Acquire(ctx, "audited")
+	if err != nil {
+		log.Fatal(err)
+	}
 	type event struct{ typ, owner string }
 	seen := make(chan event)
 	for _, topic := range []string{c.Topics().Acquired, c.Topics().Released} {
@@ -308,7 +316,9 @@ func ExampleNewSubscriber() {
 			if err != nil {
 				return err
 			}
-			if ev.LockInfo.LockName == "audited" { // the topics hold every lock's events
+			// The topics hold every lock's events, and every earlier
+			// lease's: a fencing token is never reused.
+			if ev.LockInfo.LockName == "audited" && ev.LockInfo.FencingToken == lease.Token {
 				seen <- event{ev.Type, ev.LockInfo.OwnerID}
 			}
 			return nil
@@ -318,10 +328,6 @@ func ExampleNewSubscriber() {
 	defer router.Close()
 	<-router.Running()
 
-	lease, err := c.Acquire(ctx, "audited")
-	if err != nil {
-		log.Fatal(err)
-	}
 	ev := <-seen
 	fmt.Println(ev.typ, "by the lease's owner:", ev.owner == lease.Owner)
 	if err := lease.Release(ctx); err != nil {
