@@ -595,3 +595,74 @@ func TestExtendLostLeaseNotSent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpQuery}, seen.since(start))
 }
+
+// Release of a lease lost to an extension answered outside the contract
+// returns the loss at once while the lease's give-back release is on its
+// way, and sends nothing: it does not wait for the slot the give-back holds
+// (up to ReplyTimeout, 20 s here), nor, with a ctx that has ended, return
+// that it gave up waiting. The worker answers the give-back only once both
+// Releases returned.
+func TestReleaseDuringGiveBackReturnsLoss(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	givingBack := make(chan struct{}, 1)
+	answer := make(chan struct{})
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 60))
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 0))
+		case topics.OpRelease:
+			deliver(ctx, givingBack, struct{}{})
+			select {
+			case <-answer:
+			case <-ctx.Done():
+				return nil
+			}
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	c.cfg.ReplyTimeout = 20 * time.Second // the give-back holds the slot until answered
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	extended := make(chan error, 1)
+	go func() { extended <- l.Extend(ctx, time.Minute) }()
+	select {
+	case <-givingBack:
+	case <-ctx.Done():
+		t.Fatal("the lost lease is not given back")
+	}
+	require.Len(t, l.releasing, 1, "the give-back holds the slot")
+
+	ended, end := context.WithCancel(ctx)
+	end()
+	err = l.Release(ended)
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorContains(t, err, "lock.extended with lease_duration 0")
+	released := make(chan error, 1)
+	go func() { released <- l.Release(ctx) }()
+	select {
+	case err := <-released:
+		require.ErrorIs(t, err, ErrLeaseLost)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Release waits for the give-back")
+	}
+
+	close(answer)
+	require.ErrorContains(t, <-extended, "lock.extended with lease_duration 0")
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	var releases int
+	for _, op := range seen.since(0) {
+		if op == topics.OpRelease {
+			releases++
+		}
+	}
+	require.Equal(t, 1, releases, "only the give-back's release is sent")
+}

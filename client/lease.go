@@ -65,9 +65,9 @@ type Lease struct {
 	// Release after one that got no answer; its answer, lock.released, is
 	// no loss, even when it comes after Release gave up.
 	release *topics.Command
-	// releasing serializes Release calls (capacity 1), which send one
-	// command: two waiting for one request_id at once would take each
-	// other's answer.
+	// releasing serializes Release calls, and the giveBack of a lease
+	// that ended (capacity 1), which send one command: two waiting for one
+	// request_id at once would take each other's answer.
 	releasing chan struct{}
 }
 
@@ -327,7 +327,15 @@ func (l *Lease) capRoom() time.Duration {
 // error without waiting for the answer. Only a Release that must wait for
 // another one in flight gives up when ctx ends, sending nothing.
 func (l *Lease) Release(ctx context.Context) error {
+	// Ended already: no waiting for the slot, which a giveBack of the lost
+	// lease may hold up to ReplyTimeout.
+	if ended := l.Err(); ended != nil {
+		return l.releaseEnded(ended)
+	}
 	if !take(ctx, l.releasing) {
+		if ended := l.Err(); ended != nil { // ended while Release waited
+			return l.releaseEnded(ended)
+		}
 		return fmt.Errorf("releasing lock %q: waiting for another Release: %w", l.key(), context.Cause(ctx))
 	}
 	defer func() { <-l.releasing }()
@@ -338,11 +346,8 @@ func (l *Lease) Release(ctx context.Context) error {
 		cmd = l.releaseCmd()
 	}
 	l.mu.Unlock()
-	switch {
-	case errors.Is(ended, ErrReleased):
-		return nil
-	case ended != nil:
-		return fmt.Errorf("releasing lock %q: %w", l.key(), ended)
+	if ended != nil {
+		return l.releaseEnded(ended)
 	}
 	l.cancel(ErrReleased)
 	ev, err := l.c.send(ctx, cmd)
@@ -356,6 +361,15 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.end(ErrReleased)
 	return nil
+}
+
+// releaseEnded is Release's answer for a lease that ended (Err) before it
+// sent anything: nil when released, else the loss.
+func (l *Lease) releaseEnded(ended error) error {
+	if errors.Is(ended, ErrReleased) {
+		return nil
+	}
+	return fmt.Errorf("releasing lock %q: %w", l.key(), ended)
 }
 
 // Extend lengthens the lease by d from its current expiry (the contract's
@@ -501,10 +515,12 @@ func (l *Lease) giveBack() {
 }
 
 // take takes the slot of slot (a channel of capacity 1 that serializes
-// Release, or Close, calls), waiting for ctx only while another call holds
-// it: a free slot is taken even when ctx has ended, so that a Release with a
-// cancelled ctx (a deferred one, after its request ended) still ends the
-// lease and sends its release rather than, at random, nothing.
+// Release calls and giveBack, or Close calls), waiting for ctx only while
+// another call holds it: a free slot is taken even when ctx has ended, so
+// that a Release with a cancelled ctx (a deferred one, after its request
+// ended) still ends the lease and sends its release rather than, at
+// random, nothing. giveBack holds it only for a lease that ended, whose
+// Release returns without taking it.
 func take(ctx context.Context, slot chan struct{}) bool {
 	select {
 	case slot <- struct{}{}:

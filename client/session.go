@@ -191,6 +191,10 @@ func (s *Session) ExpiresAt() time.Time {
 // Close returns ctx's error without waiting for the answer; only a Close
 // that must wait for another one in flight gives up when ctx ends.
 func (s *Session) Close(ctx context.Context) error {
+	if ended := s.Err(); ended != nil && !errors.Is(ended, ErrSessionClosed) {
+		// Lost: no waiting for another Close in flight.
+		return fmt.Errorf("closing session %q: %w", s.ID, ended)
+	}
 	if !take(ctx, s.closing) {
 		return fmt.Errorf("closing session %q: waiting for another Close: %w", s.ID, context.Cause(ctx))
 	}
