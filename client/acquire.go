@@ -173,7 +173,7 @@ func OnQueued(fn func(position int)) AcquireOption {
 // them, as one may have been granted the lock already: the last of them to
 // end sends it, unless it ended with a Lease. An acquire of that lock and
 // owner started meanwhile waits until the release is answered. So does the
-// given-up Acquire itself before it returns, which can be after ctx's
+// given-up Acquire that sends it, before it returns, which can be after ctx's
 // deadline: one release, or up to four requests (a release by a refused
 // grant's token, one without a token, and under REQUIRE_FENCING_TOKEN a
 // query and a release by the token it tells), each given up to

@@ -124,8 +124,11 @@ func CampaignMetadata(value string) json.RawMessage {
 // candidates that campaigned meanwhile. When ctx ends first, the campaign
 // is withdrawn from the queue (so it can never be granted the leadership
 // later) and the error wraps ctx's cause; Campaign returns once the
-// withdrawal is answered, as Acquire does (up to three requests, each
-// given up to ReplyTimeout), which can be after ctx's deadline. A
+// withdrawal is answered (up to three requests, each given up to
+// ReplyTimeout), which can be after ctx's deadline, unless another
+// campaign (or acquire) of that owner is in flight in this client: the
+// withdrawal then waits for it, and the last of them to end sends it, as
+// Acquire's does. A
 // campaign's owner, even one given WithOwner, is taken to be the
 // campaign's alone: it is withdrawn unless a lease of this client (a
 // Leadership's, or an Acquire's of that owner) holds the lock for that
@@ -134,8 +137,6 @@ func CampaignMetadata(value string) json.RawMessage {
 // to a keep-alive answered outside the contract is released as Extend
 // says, even one resumed at once WithOwner (an Acquire's lease so granted
 // is not, as it may be another process's).
-// While another campaign (or acquire) of that owner is in flight in this
-// client, the withdrawal waits for it, as Acquire's does.
 //
 // The value must fit the contract's 4 KiB bound of owner_metadata once
 // encoded ({"value": ...}, about 4,080 bytes of plain text), else an error

@@ -324,7 +324,7 @@ func (l *Lease) capRoom() time.Duration {
 // its lock-delay if it has one). A ctx that has ended already (a deferred
 // Release after its request ended) does not stop Release: Context is
 // cancelled and the release sent all the same, and Release returns ctx's
-// error without waiting for the answer. Only a Release that must wait for
+// cause without waiting for the answer. Only a Release that must wait for
 // another one in flight gives up when ctx ends, sending nothing.
 func (l *Lease) Release(ctx context.Context) error {
 	// Ended already: no waiting for the slot, which a giveBack of the lost

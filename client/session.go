@@ -188,7 +188,7 @@ func (s *Session) ExpiresAt() time.Time {
 // ended by itself, as expired, which is what the close was for. As with
 // Lease.Release, a ctx that has ended already does not stop Close: the
 // leases' Contexts are cancelled and the close sent all the same, and
-// Close returns ctx's error without waiting for the answer; only a Close
+// Close returns ctx's cause without waiting for the answer; only a Close
 // that must wait for another one in flight gives up when ctx ends.
 func (s *Session) Close(ctx context.Context) error {
 	if ended := s.Err(); ended != nil && !errors.Is(ended, ErrSessionClosed) {
