@@ -666,3 +666,67 @@ func TestReleaseDuringGiveBackReturnsLoss(t *testing.T) {
 	}
 	require.Equal(t, 1, releases, "only the give-back's release is sent")
 }
+
+// A lease lost to an extension answered outside the contract while a
+// Release holds the slot and has not yet looked whether the lease ended
+// (between its take and its check) is still given back: that Release finds
+// the loss and returns it, sending nothing, so the give-back waits for the
+// slot instead of leaving the release to it, and sends it once the slot is
+// free. The test holds the slot in that Release's place and gives it up
+// after the loss; Extend does not return before. A Release started first
+// waits for the slot (or, if it looks after the loss, returns at once) and
+// returns the loss either way.
+func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 60))
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 0))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	start := seen.len()
+	l.releasing <- struct{}{} // a Release between its take and its check
+	released := make(chan error, 1)
+	go func() { released <- l.Release(ctx) }()
+	extended := make(chan error, 1)
+	go func() { extended <- l.Extend(ctx, time.Minute) }()
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease is not lost")
+	}
+	select {
+	case err := <-extended:
+		t.Fatalf("Extend returned while a Release that sends nothing held the slot: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	<-l.releasing // the holder returns the loss, sending nothing
+	require.ErrorContains(t, <-extended, "lock.extended with lease_duration 0")
+	err = <-released
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorContains(t, err, "lock.extended with lease_duration 0")
+	_, err = c.Query(ctx, "marker")
+	require.NoError(t, err)
+	require.Equal(t, []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}, slices.Compact(seen.since(start)))
+	seen.mu.Lock()
+	defer seen.mu.Unlock()
+	for _, cmd := range seen.cmds[start:] {
+		if cmd.Operation == topics.OpRelease {
+			require.Equal(t, l.Owner, cmd.OwnerID)
+			require.NotNil(t, cmd.FencingToken)
+			require.Equal(t, l.Token, *cmd.FencingToken)
+		}
+	}
+}

@@ -65,10 +65,15 @@ type Lease struct {
 	// Release after one that got no answer; its answer, lock.released, is
 	// no loss, even when it comes after Release gave up.
 	release *topics.Command
-	// releasing serializes Release calls, and the giveBack of a lease
-	// that ended (capacity 1), which send one command: two waiting for one
-	// request_id at once would take each other's answer.
+	// releasing serializes Release calls and giveBack (capacity 1), which
+	// send one command: two waiting for one request_id at once would take
+	// each other's answer.
 	releasing chan struct{}
+	// sending is set while the holder of releasing sends the release (a
+	// Release that found the lease held, a giveBack past its checks), from
+	// before it is sent until that holder returns: giveBack leaves the
+	// release to it rather than wait for the slot (see giveBack).
+	sending bool
 }
 
 // newLease registers the lease ev granted. queued says whether its acquire
@@ -338,19 +343,28 @@ func (l *Lease) Release(ctx context.Context) error {
 		}
 		return fmt.Errorf("releasing lock %q: waiting for another Release: %w", l.key(), context.Cause(ctx))
 	}
-	defer func() { <-l.releasing }()
+	defer l.leaveSlot()
+	closed := l.c.begin()
+	if closed == nil {
+		defer l.c.ops.Done()
+	}
 	l.mu.Lock()
 	ended := l.err
 	var cmd topics.Command
 	if ended == nil {
 		cmd = l.releaseCmd()
+		// A giveBack from now on leaves the release to this call.
+		l.sending = closed == nil
 	}
 	l.mu.Unlock()
 	if ended != nil {
 		return l.releaseEnded(ended)
 	}
 	l.cancel(ErrReleased)
-	ev, err := l.c.send(ctx, cmd)
+	if closed != nil {
+		return fmt.Errorf("releasing lock %q: %w", l.key(), closed)
+	}
+	ev, err := l.c.call(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
 	}
@@ -386,8 +400,9 @@ func (l *Lease) releaseEnded(ended error) error {
 // renewal), an acquire of this client for the same lock and owner in
 // flight (a renewal, maybe granted already, or a wait the release would
 // withdraw), or, for a lease acquired WithOwner and granted without
-// waiting, another process's renewal of it. A Release in flight is left to
-// release it.
+// waiting, another process's renewal of it. A Release whose release is on
+// its way is left to it; one that had not yet found the lease ended
+// returns the loss, and Extend sends the release once it has.
 //
 // Extend of a lease already ended (lost, or released) returns why, the
 // error Err reports (wrapping ErrLeaseLost, or ErrReleased), and sends
@@ -468,33 +483,48 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 
 // giveBack releases, best effort, a lease an extension found ended, answered
 // outside the contract or after the lease ended here: the worker may hold it
-// still, however it ended here first. The release is guarded by the lease's fencing token, which
-// no later lease has (a new grant gets a new token; a renewal, the same,
-// only while the lease is held), so the worker refuses it (NOT_HELD,
-// NOT_OWNER, TOKEN_MISMATCH) when the lease has ended; and it is the
-// lease's one release command (releaseCmd: the request_id of a Release,
-// or of an earlier giveBack), which the worker applies at most once and
-// otherwise answers from its stored outcome. So a second lost extension
-// sends it again harmlessly, and no flag says whether it was sent. A
-// Release in flight is left to do it: a release of its own, applied first,
-// would have Release's refused (NOT_HELD). Nothing is sent when the release could
-// end a lease held by someone else: another Lease of this client with the
-// same token (a renewal), an acquire of this client for the lock and
-// owner in flight (a renewal whose grant, unseen yet, the release would
-// end, or a wait, which a release of the owner withdraws whatever its
-// token), or another process's lease (mayBeShared). Acquires of the lock and
-// owner started meanwhile wait for the release's answer, as for a
-// withdrawal (endAcquire). The caller has called begin.
+// still, however it ended here first. The release is guarded by the lease's
+// fencing token, which no later lease has (a new grant gets a new token; a
+// renewal, the same, only while the lease is held), so the worker refuses
+// it (NOT_HELD, NOT_OWNER, TOKEN_MISMATCH) when the lease has ended; and it
+// is the lease's one release command (releaseCmd: the request_id of a
+// Release, or of an earlier giveBack), which the worker applies at most once
+// and otherwise answers from its stored outcome. So sending it again is
+// harmless, and no flag says whether it was ever sent.
+//
+// The lease ended (Err) before giveBack is called, so a Release that has
+// not looked yet sends nothing: it returns the loss. giveBack leaves the
+// release to the holder of the slot (Release's or giveBack's, releasing)
+// that is sending it (sending): a Release that found the lease held before
+// it ended, whose release is on its way (a release of giveBack's own,
+// applied first, would have Release's refused, NOT_HELD), or another
+// giveBack. Otherwise it waits for the slot, so that a Release that took
+// it but had not looked does not leave the lease held for nobody. The wait
+// is short: a Release returns at once (it finds the lease ended, or the
+// client closed), as does a giveBack that sends nothing; a giveBack that
+// took the slot while this one looked sends the release, one round trip of
+// at most ReplyTimeout, and this one then sends it again. Nothing is sent
+// when the release could end a lease held by someone else: another Lease
+// of this client with the same token (a renewal), an acquire of this
+// client for the lock and owner in flight (a renewal whose grant, unseen
+// yet, the release would end, or a wait, which a release of the owner
+// withdraws whatever its token), or another process's lease (mayBeShared).
+// Acquires of the lock and owner started meanwhile wait for the release's
+// answer, as for a withdrawal (endAcquire). The caller, the keep-alive
+// goroutine or Extend's, has called begin and holds nothing the slot's
+// holder waits for (Close waits for both).
 func (l *Lease) giveBack() {
 	if l.mayBeShared {
 		return
 	}
-	select {
-	case l.releasing <- struct{}{}:
-		defer func() { <-l.releasing }()
-	default:
+	l.mu.Lock()
+	sending := l.sending
+	l.mu.Unlock()
+	if sending {
 		return
 	}
+	l.releasing <- struct{}{}
+	defer l.leaveSlot()
 	k := l.c.acquireKey(l.Namespace, l.Name, l.Owner)
 	l.c.mu.Lock()
 	a := l.c.acquiring[k]
@@ -510,8 +540,17 @@ func (l *Lease) giveBack() {
 	defer l.c.withdrawn(k)
 	l.mu.Lock()
 	cmd := l.releaseCmd()
+	l.sending = true
 	l.mu.Unlock()
 	_, _ = l.c.bestEffort(cmd)
+}
+
+// leaveSlot gives up l.releasing, which the caller holds.
+func (l *Lease) leaveSlot() {
+	l.mu.Lock()
+	l.sending = false
+	l.mu.Unlock()
+	<-l.releasing
 }
 
 // take takes the slot of slot (a channel of capacity 1 that serializes
@@ -519,8 +558,10 @@ func (l *Lease) giveBack() {
 // another call holds it: a free slot is taken even when ctx has ended, so
 // that a Release with a cancelled ctx (a deferred one, after its request
 // ended) still ends the lease and sends its release rather than, at
-// random, nothing. giveBack holds it only for a lease that ended, whose
-// Release returns without taking it.
+// random, nothing. A Release that finds the lease ended after taking the
+// slot (a giveBack held it, or the lease ended meanwhile) returns at once,
+// sending nothing: giveBack waits for the slot then, and sends the release
+// (see giveBack).
 func take(ctx context.Context, slot chan struct{}) bool {
 	select {
 	case slot <- struct{}{}:
