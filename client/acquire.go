@@ -150,9 +150,11 @@ func OnQueued(fn func(position int)) AcquireOption {
 // did not send (ErrWithdrawn: a later acquire of the same owner took its
 // place, a release for the owner, or the end of its session), or ctx ends.
 // The wait is WithWait's, else until ctx's deadline, at most the
-// contract's maximum of an hour (an hour without a deadline); at its end
-// Acquire fails with ErrLockTimeout (unlike etcd's Mutex.Lock, which waits
-// as long as ctx).
+// contract's maximum of an hour (an hour without a deadline). If the wait
+// ends first, Acquire fails with ErrLockTimeout (unlike etcd's Mutex.Lock,
+// which waits as long as ctx); if ctx ends first, as it does when its
+// deadline set the wait (the worker counts from the acquire's arrival),
+// Acquire withdraws the acquire (see below) and returns ctx's cause.
 //
 // The worker keeps one lease per lock and owner: an acquire of an owner
 // that holds the lock already (WithOwner, or a second acquire in one
