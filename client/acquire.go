@@ -115,9 +115,11 @@ func WithWait(d time.Duration) AcquireOption {
 // limit (ErrLimitMismatch); and, for a lease with a max-hold, in a session
 // or with a lease duration that would carry it past the max-hold
 // (ErrMaxHoldExceeded). A session's lease whose session is past its expiry
-// is renewed by nothing: the acquire ends it and is a new one (a new Token,
-// or a wait). A stable id means "resume this lease"; never give one id to
-// two live processes, or both hold the lock.
+// is renewed by nothing: the acquire ends it and is a new one, granted (a
+// new Token), queued or refused as any other (ErrLockHeld without a wait or
+// by TryAcquire, also during the lock-delay that ending the lapsed lease
+// starts; ErrLimitMismatch). A stable id means "resume this lease"; never
+// give one id to two live processes, or both hold the lock.
 func WithOwner(id string) AcquireOption {
 	return func(o *acquireOptions) { o.owner, o.dedicatedOwner = id, false }
 }
