@@ -401,8 +401,9 @@ func (l *Lease) releaseEnded(ended error) error {
 // flight (a renewal, maybe granted already, or a wait the release would
 // withdraw), or, for a lease acquired WithOwner and granted without
 // waiting, another process's renewal of it. A Release whose release is on
-// its way is left to it; one that had not yet found the lease ended
-// returns the loss, and Extend sends the release once it has.
+// its way is left to it (it sends it unless it fails before producing:
+// credentials, encoding, the brokers); one that had not yet found the lease
+// ended returns the loss, and Extend sends the release once it has.
 //
 // Extend of a lease already ended (lost, or released) returns why, the
 // error Err reports (wrapping ErrLeaseLost, or ErrReleased), and sends
