@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
+	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -43,16 +44,21 @@ const maxFetchBytes = 256 << 10
 // times its compressed size as well as at max. A batch past either bound
 // is refused with kgo.ErrMaxDecompress, which kgo reports as
 // kgo.ErrDecompressTooLarge, and the worker skips it (queueTooLarge). So is
-// a zstd frame whose window is past max, which the decoder refuses. What
-// is returned is allocated to its length, as records point into it for as
+// a zstd frame whose window is past max, which the decoder refuses, and so
+// is a batch that cannot be decompressed at all (Decompress). What is
+// returned is allocated to its length, as records point into it for as
 // long as they live.
 type ratioDecompressor struct {
 	// max is the absolute bound: the client's kgo.MaxDecompressBatchBytes,
 	// known only once the client is made (New stores it then).
 	max atomic.Int64
 
+	// log tells why a batch could not be decompressed: kgo reports only
+	// the batch's offsets, the same as for one past the bound.
+	log zerolog.Logger
+
 	buffers sync.Pool // *bytes.Buffer
-	gzip    sync.Pool // *gzip.Reader
+	gzip    sync.Pool // *gunzip
 	lz4     sync.Pool // *lz4.Reader
 	zstd    sync.Pool // *zstd.Decoder
 }
@@ -66,8 +72,26 @@ func newRatioDecompressor(max int) *ratioDecompressor {
 	return d
 }
 
-// Decompress implements kgo.Decompressor.
+// Decompress implements kgo.Decompressor. A batch that cannot be
+// decompressed (corrupt, or of a codec or codec variant this worker does
+// not read) is refused with kgo.ErrMaxDecompress too, the only error kgo
+// turns into one that names the batch and lets the partition be moved past
+// it: any other error kgo keeps, fetching the same batch again forever, and
+// the partition would stop for good. kgo decompresses a batch only once it
+// is whole and its CRC matches, so such a batch fails the same way on
+// every fetch, on every replica: it is skipped as one past the bound is,
+// and the cause is logged here, where it is known.
 func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
+	out, err := d.decompress(src, codec)
+	if err != nil && !errors.Is(err, kgo.ErrMaxDecompress) && !errors.Is(err, errNoZstdDecoder) {
+		d.log.Warn().Err(err).Int8("codec", int8(codec)).Int("compressed_bytes", len(src)).
+			Msg("a fetched record batch cannot be decompressed: it is skipped unread as one past the bound is (the worker logs its offsets)")
+		err = fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, err)
+	}
+	return out, err
+}
+
+func (d *ratioDecompressor) decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
 	max := int(d.max.Load())
 	bound := min(max, maxBatchRatio*len(src))
 	switch codec {
@@ -76,14 +100,16 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 	case kgo.CodecSnappy:
 		return unsnappy(src, bound)
 	case kgo.CodecGzip:
-		r, _ := d.gzip.Get().(*gzip.Reader)
-		if r == nil {
-			r = new(gzip.Reader)
+		g, _ := d.gzip.Get().(*gunzip)
+		if g == nil {
+			g = new(gunzip)
 		}
-		if err := r.Reset(bytes.NewReader(src)); err != nil {
+		g.src.Reset(src)
+		if err := g.z.Reset(&g.src); err != nil {
 			return nil, err
 		}
-		return d.readPooled(&d.gzip, r, bound)
+		g.z.Multistream(false)
+		return d.readPooled(&d.gzip, g, bound)
 	case kgo.CodecLz4:
 		r, _ := d.lz4.Get().(*lz4.Reader)
 		if r == nil {
@@ -96,6 +122,32 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 	default:
 		return nil, fmt.Errorf("unknown compression codec %d", codec)
 	}
+}
+
+// gunzip reads a gzip batch as Java's GZIPInputStream does, with which
+// Apache Kafka's broker validates a batch and its clients read one: member
+// after member, and bytes after a member that do not start a valid gzip
+// header end the batch, ignored. klauspost's multistream reader refuses
+// them (gzip.ErrHeader), so a batch that the broker accepts and Java
+// consumers read would be skipped.
+type gunzip struct {
+	z   gzip.Reader // Multistream(false): one member at a time
+	src bytes.Reader
+}
+
+func (g *gunzip) Read(p []byte) (int, error) {
+	n, err := g.z.Read(p)
+	if err == io.EOF && g.src.Len() > 0 {
+		// The member read to its end, its CRC and size checked. The
+		// flate reader reads src byte by byte (bytes.Reader is an
+		// io.ByteReader), so what is left is exactly what follows it.
+		if g.z.Reset(&g.src) != nil {
+			return n, io.EOF // not a header: ignored, as Java does
+		}
+		g.z.Multistream(false)
+		err = nil
+	}
+	return n, err
 }
 
 // readPooled reads r with readBounded and puts it back in pool once it has
@@ -138,6 +190,10 @@ func (d *ratioDecompressor) readBounded(r io.Reader, bound int) ([]byte, error) 
 	return slices.Clone(out.Bytes()), nil
 }
 
+// errNoZstdDecoder is the decompressor's own failure, not the batch's: it
+// is not taken for a batch that cannot be read.
+var errNoZstdDecoder = errors.New("creating a zstd decoder")
+
 // unzstd decodes a zstd batch whole, as kgo does: decoding into the output
 // keeps no window of the frame's declared size. A first frame declaring
 // more than bound is refused before it is decoded; the decoder refuses a
@@ -153,7 +209,7 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 		var err error
 		if r, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
 			zstd.WithDecoderMaxMemory(uint64(max))); err != nil {
-			return nil, fmt.Errorf("creating a zstd decoder: %w", err)
+			return nil, fmt.Errorf("%w: %w", errNoZstdDecoder, err)
 		}
 	}
 	out, err := r.DecodeAll(src, nil)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	stdgzip "compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -132,8 +134,12 @@ func TestRatioDecompressorBounds(t *testing.T) {
 // FuzzRatioDecompressor holds the decompressor to kgo's own, given any
 // bytes under any codec: what it reads is what kgo reads, within its
 // bounds, and it refuses nothing kgo reads but what is past its bounds
-// (kgo.ErrMaxDecompress, confirmed by pastBound; kgo's default, bounded at
-// 2 GiB, is not asked then, as it could take that much memory to answer).
+// (confirmed by pastBound; kgo's default, bounded at 2 GiB, is not asked
+// then, as it could take that much memory to answer). Every refusal is
+// kgo.ErrMaxDecompress, past the bounds or not. The one thing it reads that
+// kgo refuses is gzip followed by bytes that do not start a gzip header,
+// which it ignores, as Java does: what it reads is then what kgo reads of
+// the members before them, read by another implementation (javaGzip).
 func FuzzRatioDecompressor(f *testing.F) {
 	for _, c := range codecs {
 		f.Add(uint8(c.codec), c.pack(f, commandsLike(300)))
@@ -149,19 +155,46 @@ func FuzzRatioDecompressor(f *testing.F) {
 		ct := kgo.CompressionCodecType(codec % 6)
 		bound := min(limit, maxBatchRatio*len(src))
 		got, err := ours.Decompress(bytes.Clone(src), ct)
-		if errors.Is(err, kgo.ErrMaxDecompress) {
-			require.True(t, pastBound(src, ct, limit, bound), "codec %d: refused within the bounds", ct)
+		if err != nil {
+			require.ErrorIs(t, err, kgo.ErrMaxDecompress, "codec %d: every refusal lets the batch be skipped", ct)
+			if pastBound(src, ct, limit, bound) {
+				return
+			}
+			want, wantErr := theirs.Decompress(bytes.Clone(src), ct)
+			require.Error(t, wantErr, "codec %d: kgo reads %d bytes within the bounds, ours refuses: %v", ct, len(want), err)
 			return
 		}
 		want, wantErr := theirs.Decompress(bytes.Clone(src), ct)
-		if err != nil {
-			require.Error(t, wantErr, "kgo reads %d bytes, ours refuses: %v", len(want), err)
-			return
+		if wantErr != nil && ct == kgo.CodecGzip {
+			want, wantErr = javaGzip(src)
 		}
 		require.NoError(t, wantErr)
 		require.True(t, bytes.Equal(want, got), "kgo reads %q, ours %q", want, got) // nil and empty alike
 		require.LessOrEqual(t, len(got), max(len(src), bound))
 	})
+}
+
+// javaGzip reads src as Java's GZIPInputStream does, with the standard
+// library's reader (another implementation than the decompressor's): member
+// after member, until what follows one is not a gzip header.
+func javaGzip(src []byte) ([]byte, error) {
+	br := bytes.NewReader(src)
+	zr, err := stdgzip.NewReader(br)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for {
+		zr.Multistream(false)
+		member, err := io.ReadAll(zr)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, member...)
+		if br.Len() == 0 || zr.Reset(br) != nil {
+			return out, nil
+		}
+	}
 }
 
 // pastBound tells, by other means than the decompressor's, whether src
@@ -230,6 +263,80 @@ func TestAbandonedReaderIsNotReused(t *testing.T) {
 	_, err := d.Decompress(compressed(t, kgo.GzipCompression(), make([]byte, 80<<10)), kgo.CodecGzip)
 	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
 	_, err = d.Decompress(corrupt, kgo.CodecGzip)
-	require.Error(t, err)
-	require.NotErrorIs(t, err, kgo.ErrMaxDecompress, "the batch reads as corrupt, as with a fresh reader")
+	require.ErrorAs(t, err, new(flate.CorruptInputError), "the batch reads as corrupt, as with a fresh reader")
+}
+
+// corruptions are batches of each codec that cannot be decompressed, as a
+// faulty or hostile producer could send them (the broker checks a batch's
+// CRC, computed by the producer, not what it decompresses to).
+func corruptions(t testing.TB) []struct {
+	name  string
+	codec kgo.CompressionCodecType
+	src   []byte
+} {
+	raw := commandsLike(4 << 10)
+	gz := compressed(t, kgo.GzipCompression(), raw)
+	lz := compressed(t, kgo.Lz4Compression(), raw)
+	lz[len(lz)-1] ^= 0xff // the frame's content checksum
+	sn := compressed(t, kgo.SnappyCompression(), raw)
+	zs := compressed(t, kgo.ZstdCompression(), raw)
+	return []struct {
+		name  string
+		codec kgo.CompressionCodecType
+		src   []byte
+	}{
+		{"gzip cut short", kgo.CodecGzip, gz[:len(gz)-1]},
+		{"gzip followed by a valid header and junk", kgo.CodecGzip, append(bytes.Clone(gz), gz[:10]...)},
+		{"lz4 content checksum", kgo.CodecLz4, lz},
+		{"snappy cut short", kgo.CodecSnappy, sn[:len(sn)-1]},
+		{"xerial chunk cut short", kgo.CodecSnappy, xerial(raw)[:40]},
+		{"zstd cut short", kgo.CodecZstd, zs[:len(zs)-1]},
+		{"codec 5", 5, gz},
+	}
+}
+
+// A batch that cannot be decompressed at all is refused as one past the
+// bound (kgo.ErrMaxDecompress, the underlying error kept): kgo reports that
+// one as kgo.ErrDecompressTooLarge, with the batch's offsets, and the
+// worker skips it; any other error kgo keeps, fetching the batch again
+// forever.
+func TestRatioDecompressorRefusesUnreadableBatches(t *testing.T) {
+	d := newRatioDecompressor(maxBatchBytes)
+	for _, c := range corruptions(t) {
+		_, err := d.Decompress(c.src, c.codec)
+		require.ErrorIs(t, err, kgo.ErrMaxDecompress, c.name)
+		_, kgoErr := kgo.DefaultDecompressor().Decompress(bytes.Clone(c.src), c.codec)
+		require.Error(t, kgoErr, "%s: kgo cannot read it either", c.name)
+		require.Greater(t, len(err.Error()), len(kgo.ErrMaxDecompress.Error()+": "), "%s: the cause is kept", c.name)
+	}
+}
+
+// A gzip batch is read as Java's GZIPInputStream (Apache Kafka's broker
+// and clients) reads it: members one after another, and bytes after a
+// member that do not start a gzip header ignored, where klauspost's
+// multistream reader refuses them.
+func TestRatioDecompressorReadsGzipAsJavaDoes(t *testing.T) {
+	d := newRatioDecompressor(maxBatchBytes)
+	raw := commandsLike(4 << 10)
+	gz := compressed(t, kgo.GzipCompression(), raw)
+	for name, tc := range map[string]struct {
+		src  []byte
+		want []byte
+	}{
+		"trailing junk":        {append(bytes.Clone(gz), "junk"...), raw},
+		"trailing zeros":       {append(bytes.Clone(gz), make([]byte, 512)...), raw},
+		"a lone magic byte":    {append(bytes.Clone(gz), 0x1f), raw},
+		"two members":          {append(bytes.Clone(gz), gz...), append(bytes.Clone(raw), raw...)},
+		"two members and junk": {append(append(bytes.Clone(gz), gz...), "junk"...), append(bytes.Clone(raw), raw...)},
+	} {
+		for range 2 { // the pooled reader is reused
+			got, err := d.Decompress(tc.src, kgo.CodecGzip)
+			require.NoError(t, err, name)
+			require.Equal(t, tc.want, got, name)
+		}
+	}
+	// The ratio still bounds what the members add up to.
+	small := newRatioDecompressor(6 << 10)
+	_, err := small.Decompress(append(bytes.Clone(gz), gz...), kgo.CodecGzip)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
 }

@@ -10,10 +10,12 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// A record batch of the commands topic that decompresses past the bound
-// (maxBatchRatio times its compressed size, and maxBatchBytes, or a
-// kgo.MaxDecompressBatchBytes in Config.KafkaOpts; ratioDecompressor)
-// cannot be read: kgo hands out none of its records, reports
+// A record batch of the commands topic cannot be read when it decompresses
+// past the bound (maxBatchRatio times its compressed size, and
+// maxBatchBytes, or a kgo.MaxDecompressBatchBytes in Config.KafkaOpts;
+// ratioDecompressor), or cannot be decompressed at all (corrupt, or of a
+// codec variant the worker does not read: ratioDecompressor refuses it the
+// same way, and logs why): kgo hands out none of its records, reports
 // kgo.ErrDecompressTooLarge and fetches nothing more of the partition until
 // it is moved past the batch. Its commands cannot be answered one by one, so
 // the batch is skipped as a whole, in order: the transaction that applies
@@ -27,8 +29,9 @@ import (
 
 // DeadLetterBatchTooLarge is the reason of a dead-letter marker for a batch
 // of the commands topic skipped unread because it decompresses past the
-// bound: the marker's error header starts with it, and Metrics.DeadLettered
-// is told it.
+// bound or cannot be decompressed (kgo reports both alike, so the marker
+// cannot tell which): the marker's error header starts with it, and
+// Metrics.DeadLettered is told it.
 const DeadLetterBatchTooLarge = "BATCH_TOO_LARGE"
 
 // HeaderSourceLastOffset is a dead-letter marker's header of the last offset
@@ -72,7 +75,7 @@ func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressToo
 		to[b.Partition] = kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
 		w.log.Warn().Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
 			Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
-			Msg("a record batch of the commands topic decompresses past the bound: it is skipped unread once the records before it are applied")
+			Msg("a record batch of the commands topic decompresses past the bound, or cannot be decompressed: it is skipped unread once the records before it are applied")
 	}
 	return to
 }
@@ -93,7 +96,7 @@ func unskipped(skips []*kgo.ErrDecompressTooLarge, stored int64) []*kgo.ErrDecom
 // skipMarker is the headers of the dead-letter marker of batch b: the
 // reason, and where it was. The marker has no key and no value.
 func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
-	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d times its compressed size or more than %d bytes (or is zstd with a window past that): it was skipped unread, and none of its records is answered",
+	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d times its compressed size or more than %d bytes (or is zstd with a window past that), or cannot be decompressed (corrupt, or of a codec variant this worker does not read): it was skipped unread, and none of its records is answered",
 		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, maxBatchRatio, w.batchBound)
 	return []topics.Header{
 		{Key: topics.HeaderError, Value: []byte(reason)},
@@ -110,5 +113,5 @@ func (w *Worker) skipped(p *partition, b *kgo.ErrDecompressTooLarge) {
 	w.cfg.Metrics.DeadLettered(DeadLetterBatchTooLarge)
 	w.log.Error().Int32("partition", p.id).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
 		Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
-		Msg("skipped a record batch of the commands topic that decompresses past the bound: its records were not read nor answered; a marker naming its offsets went to the dead-letter topic")
+		Msg("skipped a record batch of the commands topic that decompresses past the bound, or cannot be decompressed: its records were not read nor answered; a marker naming its offsets went to the dead-letter topic")
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"strconv"
 	"strings"
@@ -389,4 +390,102 @@ func TestBatchesCompressedPastTheRatioAreSkipped(t *testing.T) {
 	}
 	dead, _ := m.counts()
 	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: len(bombs)}, dead)
+}
+
+// mangler compresses batches with codec, as kgo does, then hands them to
+// mangle: a producer of batches that decompress wrong.
+type mangler struct {
+	codec  kgo.CompressionCodec
+	mangle func([]byte) []byte
+}
+
+func (m mangler) Compress(dst *bytes.Buffer, src []byte, flags ...kgo.CompressFlag) ([]byte, kgo.CompressionCodecType) {
+	c, err := kgo.DefaultCompressor(m.codec)
+	if err != nil {
+		panic(err)
+	}
+	out, codec := c.Compress(dst, src, flags...)
+	return m.mangle(bytes.Clone(out)), codec
+}
+
+// mangling returns a client producing to partition 0 of the commands topic
+// batches compressed with codec, then mangled.
+func mangling(t *testing.T, c *kfake.Cluster, codec kgo.CompressionCodec, mangle func([]byte) []byte) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic(topics.DefaultNames().Commands),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerLinger(200*time.Millisecond),
+		kgo.WithCompressor(mangler{codec: codec, mangle: mangle}))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// A batch that cannot be decompressed (corrupt: the broker checks the CRC
+// the producer computed, not what it decompresses to) is skipped as one
+// past the bound is, instead of stopping its partition: the commands
+// before and after it are answered, and a marker naming its offsets goes
+// to the dead-letter topic.
+func TestUnreadableBatchIsSkipped(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		codec  kgo.CompressionCodec
+		mangle func([]byte) []byte
+	}{
+		{"lz4 content checksum", kgo.Lz4Compression(), func(b []byte) []byte { b[len(b)-1] ^= 0xff; return b }},
+		{"snappy cut short", kgo.SnappyCompression(), func(b []byte) []byte { return b[:len(b)-1] }},
+		{"gzip followed by a header and junk", kgo.GzipCompression(), func(b []byte) []byte { return append(b, b[:12]...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := kafkatest.Cluster(t)
+			m := &skipMetrics{dead: map[string]int{}}
+			_, st := runOneCommandsPartition(t, c, m)
+			plain, _ := producers(t, c)
+			reply := "locks.replies.unreadable"
+			before := produce(t, plain, acquire(t, "before", reply))
+			var cmds []*kgo.Record
+			for i := range 5 {
+				cmds = append(cmds, acquire(t, "corrupt-"+strconv.Itoa(i), reply))
+			}
+			bad := produce(t, mangling(t, c, tc.codec, tc.mangle), cmds...)
+			require.Equal(t, before[0]+1, bad[0])
+			after := produce(t, plain, acquire(t, "after", reply))
+
+			require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
+				"the stored offset passes the batch and the command after it")
+			require.Equal(t, []string{"before", "after"}, answered(t, st, reply))
+			dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+			require.Len(t, dlq, 1, "one marker, no copy")
+			requireMarker(t, dlq[0], bad[0], bad[4])
+			msg, _ := dlq[0].header(topics.HeaderError)
+			require.Contains(t, msg, "or cannot be decompressed")
+			dead, _ := m.counts()
+			require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
+		})
+	}
+}
+
+// A gzip batch followed by bytes that are not a gzip header, which Apache
+// Kafka's broker accepts and its Java clients read (GZIPInputStream
+// ignores them), is read and applied, not skipped.
+func TestGzipBatchWithTrailingBytesIsApplied(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	m := &skipMetrics{dead: map[string]int{}}
+	_, st := runOneCommandsPartition(t, c, m)
+	plain, _ := producers(t, c)
+	reply := "locks.replies.gzip-trailing"
+	var cmds []*kgo.Record
+	var ids []string
+	for i := range 5 {
+		id := "gz-" + strconv.Itoa(i)
+		cmds = append(cmds, acquire(t, id, reply))
+		ids = append(ids, id)
+	}
+	produce(t, mangling(t, c, kgo.GzipCompression(), func(b []byte) []byte { return append(b, "junk"...) }), cmds...)
+	after := produce(t, plain, acquire(t, "after", reply))
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
+		"the stored offset passes the batch and the command after it")
+	require.Equal(t, append(ids, "after"), answered(t, st, reply))
+	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0))
+	dead, _ := m.counts()
+	require.Empty(t, dead)
 }

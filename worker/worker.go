@@ -288,6 +288,7 @@ func New(cfg Config) (*Worker, error) {
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	w.halted, w.halt = context.WithCancel(w.hard)
 	unpack := newRatioDecompressor(maxBatchBytes)
+	unpack.log = w.log
 	opts := []kgo.Opt{
 		// The group without its topic: the client joins once Run adds it,
 		// so a replica still starting (topics checked, first states
