@@ -76,48 +76,67 @@ func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Reco
 //     holder as events show it (any requester's), so it is not scoped.
 //
 // A reply_to that names a topic that does not exist must stay within
-// MaxReplyTopics (see replyTopics), and is refused FORBIDDEN otherwise,
-// answered only in the dead-letter topic.
+// MaxReplyTopics (see replyTopics): the reply topic a command is answered
+// on in the end, whether it is accepted or refused (FORBIDDEN's is the
+// requester's own), is checked in one place. A command refused for that
+// alone is refused FORBIDDEN, answered only in the dead-letter topic; one
+// refused for another reason keeps its refusal, answered only in the
+// dead-letter topic as well.
 func (w *Worker) authorize(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
-	if w.cfg.Auth != nil {
-		token, err := recordToken(r)
-		var who auth.Requester
-		if err == nil {
-			who, err = w.cfg.Auth.Verify(token)
-		}
-		if err != nil {
-			c.ReplyTo = "" // not to be trusted
-			return c, &topics.Rejection{Command: c, Code: topics.CodeUnauthenticated, Message: err.Error()}
-		}
-		own := w.cfg.Names.ReplyTopic(who.Name)
-		if c.ReplyTo != "" && c.ReplyTo != own {
-			c.ReplyTo = own
-			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
-				Message: fmt.Sprintf("requester %q may only use its own reply topic %q", who.Name, own)}
-		}
-		if !who.MayUse(c.Namespace) {
-			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
-				Message: fmt.Sprintf("requester %q may not use namespace %q", who.Name, c.Namespace)}
-		}
-		if c.Operation == topics.OpRevoke && !who.Admin {
-			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
-				Message: fmt.Sprintf("requester %q may not revoke: its token has no admin claim", who.Name)}
-		}
-		if scoped := topics.ScopedOwner(who.Name, c.OwnerID); c.OwnerID != "" && c.Operation != topics.OpRevoke && scoped != c.OwnerID {
-			c.OwnerID = scoped
-			if len(c.OwnerID) > topics.MaxOwnerIDBytes {
-				return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
-					Message: fmt.Sprintf("owner_id scoped by the requester (%q + ':') must be at most %d bytes", who.Name, topics.MaxOwnerIDBytes)}
-			}
-		}
-	}
+	c, rej := w.requesterRules(c, r)
 	if c.ReplyTo != "" && w.replies != nil {
 		if ok, n := w.replies.allow(ctx, c.ReplyTo); !ok {
-			topic := c.ReplyTo
+			why := fmt.Sprintf("reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
+				c.ReplyTo, n, w.replies.max, w.replies.create)
 			c.ReplyTo = "" // it cannot be answered there
-			return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: fmt.Sprintf(
-				"reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
-				topic, n, w.replies.max, w.replies.create)}
+			if rej == nil {
+				return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: why}
+			}
+			rej.Command = c
+			rej.Message += "; not answered: " + why
+		}
+	}
+	if rej != nil {
+		return c, rej
+	}
+	return c, nil
+}
+
+// requesterRules applies Config.Auth's rules (authorize), returning the
+// command as the handlers must see it and answered, and its refusal if it
+// is refused. Without a valid token, reply_to is dropped.
+func (w *Worker) requesterRules(c topics.Command, r *kgo.Record) (topics.Command, *topics.Rejection) {
+	if w.cfg.Auth == nil {
+		return c, nil
+	}
+	token, err := recordToken(r)
+	var who auth.Requester
+	if err == nil {
+		who, err = w.cfg.Auth.Verify(token)
+	}
+	if err != nil {
+		c.ReplyTo = "" // not to be trusted
+		return c, &topics.Rejection{Command: c, Code: topics.CodeUnauthenticated, Message: err.Error()}
+	}
+	own := w.cfg.Names.ReplyTopic(who.Name)
+	if c.ReplyTo != "" && c.ReplyTo != own {
+		c.ReplyTo = own
+		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
+			Message: fmt.Sprintf("requester %q may only use its own reply topic %q", who.Name, own)}
+	}
+	if !who.MayUse(c.Namespace) {
+		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
+			Message: fmt.Sprintf("requester %q may not use namespace %q", who.Name, c.Namespace)}
+	}
+	if c.Operation == topics.OpRevoke && !who.Admin {
+		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
+			Message: fmt.Sprintf("requester %q may not revoke: its token has no admin claim", who.Name)}
+	}
+	if scoped := topics.ScopedOwner(who.Name, c.OwnerID); c.OwnerID != "" && c.Operation != topics.OpRevoke && scoped != c.OwnerID {
+		c.OwnerID = scoped
+		if len(c.OwnerID) > topics.MaxOwnerIDBytes {
+			return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
+				Message: fmt.Sprintf("owner_id scoped by the requester (%q + ':') must be at most %d bytes", who.Name, topics.MaxOwnerIDBytes)}
 		}
 	}
 	return c, nil

@@ -250,6 +250,49 @@ func TestReplyTopicsAreBounded(t *testing.T) {
 	}
 }
 
+// With authentication, a refusal is answered on the requester's own reply
+// topic only where a valid command's answer would be: where it does not
+// exist and MAX_REPLY_TOPICS is reached, each refusal (a reply_to not the
+// requester's own, a namespace or a revoke it may not send, an owner_id
+// too long once scoped) is answered only in the dead-letter topic, and no
+// reply topic is created past the limit.
+func TestRefusalsDoNotCreateReplyTopicsPastTheLimit(t *testing.T) {
+	w, st, token := authWorker(t)
+	w.replies = newReplyTopics(w.cl, w.cfg.Names.ReplyPrefix, 1, true)
+	p := w.newPartition(w.hard, 0)
+	names := topics.DefaultNames()
+	off := int64(0)
+	send := func(c topics.Command, tok string) {
+		r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: off, Key: []byte("a"), Value: command(t, c),
+			Headers: []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(tok)}}}
+		off++
+		apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
+	}
+	aliceTopic, malloryTopic := names.ReplyTopic("alice"), names.ReplyTopic("mallory")
+	send(topics.Command{RequestID: "a1", Operation: topics.OpAcquire, LockName: "a", OwnerID: "w", ReplyTo: aliceTopic}, token("alice"))
+	require.Len(t, outboxRows(t, st, aliceTopic, 0), 1, "the one reply topic allowed")
+
+	mallory := token("mallory", "public")
+	for _, c := range []topics.Command{
+		{RequestID: "m1", Operation: topics.OpAcquire, LockName: "a", OwnerID: "w", ReplyTo: aliceTopic, Namespace: "public"},
+		{RequestID: "m2", Operation: topics.OpAcquire, LockName: "a", OwnerID: "w", ReplyTo: malloryTopic},
+		{RequestID: "m3", Operation: topics.OpRevoke, LockName: "a", OwnerID: "alice:w", ReplyTo: malloryTopic, Namespace: "public"},
+		{RequestID: "m4", Operation: topics.OpAcquire, LockName: "a", OwnerID: strings.Repeat("o", topics.MaxOwnerIDBytes), ReplyTo: malloryTopic, Namespace: "public"},
+	} {
+		before := len(outboxRows(t, st, names.DeadLetter, 0))
+		send(c, mallory)
+		require.Empty(t, outboxRows(t, st, malloryTopic, 0), "%s: not answered on a reply topic past the limit", c.RequestID)
+		dlq := outboxRows(t, st, names.DeadLetter, 0)
+		require.Len(t, dlq, before+1, c.RequestID)
+		msg, _ := dlq[before].header(topics.HeaderError)
+		require.Contains(t, msg, `not answered: reply topic "`+malloryTopic+`" does not exist and may not be created`, c.RequestID)
+	}
+	require.Len(t, outboxRows(t, st, aliceTopic, 0), 1, "alice was written nothing more")
+	var locks int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks WHERE namespace = 'public'`).Scan(&locks))
+	require.Zero(t, locks, "nothing refused changed a lock")
+}
+
 // Without AUTO_CREATE_REPLY_TOPICS, a command may name a reply topic its
 // requester created just before producing it (as the SDK's New does), even
 // when the topics were listed a moment before: the client's metadata cache
