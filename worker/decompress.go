@@ -195,24 +195,37 @@ func (d *ratioDecompressor) readBounded(r io.Reader, bound int) ([]byte, error) 
 var errNoZstdDecoder = errors.New("creating a zstd decoder")
 
 // unzstd decodes a zstd batch whole, as kgo does: decoding into the output
-// keeps no window of the frame's declared size. A first frame declaring
-// more than bound is refused before it is decoded; the decoder refuses a
-// frame declaring more than max, a window past max, or output past max
-// while decoding.
+// keeps no window of the frame's declared size. The decoder decodes no more
+// than the output's capacity (WithDecodeAllCapLimit), so a frame that does
+// not declare its size (Java's streaming writer's) is refused once it passes
+// bound, not decoded to max first: it is decoded into zstdFirstRatio times
+// its compressed size, and, past that, once more into bound, so refusing
+// one costs at most about twice what it may decompress to. A first frame
+// that declares its size is decoded once into that size (more frames after
+// it may need the second pass). A first frame declaring more than bound is
+// refused before it is decoded; the decoder refuses a frame declaring more
+// than max, or a window past max.
 func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
+	size := min(bound, zstdFirstRatio*len(src))
 	var h zstd.Header
-	if err := h.Decode(src); err == nil && h.HasFCS && h.FrameContentSize > uint64(bound) {
-		return nil, kgo.ErrMaxDecompress
+	if err := h.Decode(src); err == nil && h.HasFCS {
+		if h.FrameContentSize > uint64(bound) {
+			return nil, kgo.ErrMaxDecompress
+		}
+		size = int(h.FrameContentSize) + zstdSlack
 	}
 	r, _ := d.zstd.Get().(*zstd.Decoder)
 	if r == nil {
 		var err error
 		if r, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true),
-			zstd.WithDecoderMaxMemory(uint64(max))); err != nil {
+			zstd.WithDecoderMaxMemory(uint64(max)), zstd.WithDecodeAllCapLimit(true)); err != nil {
 			return nil, fmt.Errorf("%w: %w", errNoZstdDecoder, err)
 		}
 	}
-	out, err := r.DecodeAll(src, nil)
+	out, err := r.DecodeAll(src, make([]byte, 0, size))
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) && size < bound {
+		out, err = r.DecodeAll(src, make([]byte, 0, bound))
+	}
 	if err == nil {
 		d.zstd.Put(r)
 	}
@@ -224,12 +237,22 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 	case len(out) > bound:
 		return nil, kgo.ErrMaxDecompress
 	case cap(out)-len(out) > len(out)/8:
-		// Grown by appending (a frame without its size declared, as
-		// Java's streaming writer makes): records would keep the slack.
+		// Decoded into more room than it needed (a frame without its
+		// size declared): records would keep the slack.
 		return slices.Clone(out), nil
 	}
 	return out, nil
 }
+
+// zstdFirstRatio is the room, as a multiple of its compressed size, a zstd
+// batch that does not declare its size is first decoded into: batches of
+// commands compress about 5- to 20-fold, so most take one pass.
+// zstdSlack is the room left past a declared size (the decoder's own
+// allocation leaves as much).
+const (
+	zstdFirstRatio = 32
+	zstdSlack      = 64
+)
 
 // xerialPrefix starts a snappy batch the Java client framed (xerial
 // snappy-java's stream: this prefix, a version and a compatible version,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/klauspost/compress/flate"
@@ -64,6 +65,20 @@ var codecs = []struct {
 	{"xerial", kgo.CodecSnappy, func(_ testing.TB, b []byte) []byte { return xerial(b) }},
 	{"lz4", kgo.CodecLz4, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.Lz4Compression(), b) }},
 	{"zstd", kgo.CodecZstd, func(t testing.TB, b []byte) []byte { return compressed(t, kgo.ZstdCompression(), b) }},
+	{"zstd stream", kgo.CodecZstd, zstdStream},
+}
+
+// zstdStream is raw written through a streaming zstd writer, as Java's
+// producer writes a batch: past its first block, the frame does not
+// declare its size.
+func zstdStream(t testing.TB, raw []byte) []byte {
+	var buf bytes.Buffer
+	w, err := zstd.NewWriter(&buf)
+	require.NoError(t, err)
+	_, err = w.Write(raw)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	return buf.Bytes()
 }
 
 // What producers send reads back whole, for every codec, from a single
@@ -339,4 +354,42 @@ func TestRatioDecompressorReadsGzipAsJavaDoes(t *testing.T) {
 	small := newRatioDecompressor(6 << 10)
 	_, err := small.Decompress(append(bytes.Clone(gz), gz...), kgo.CodecGzip)
 	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+}
+
+// A zstd frame that does not declare its size is refused once it decodes
+// past the ratio, not decoded to the absolute bound first: 520 bytes of
+// RLE blocks, 16 MiB decoded, are refused having allocated a few times the
+// 130 KiB they may decompress to.
+func TestZstdWithoutItsSizeIsRefusedAtTheRatio(t *testing.T) {
+	// Magic, a descriptor without content size, a 128 KiB window, then
+	// 128 RLE blocks of 128 KiB, the last marked so.
+	frame := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3}
+	for i := range 128 {
+		h := 128<<10<<3 | 1<<1
+		if i == 127 {
+			h |= 1
+		}
+		frame = append(frame, byte(h), byte(h>>8), byte(h>>16), 'x')
+	}
+	zr, err := zstd.NewReader(nil)
+	require.NoError(t, err)
+	got, err := zr.DecodeAll(frame, nil)
+	zr.Close()
+	require.NoError(t, err, "the frame is valid")
+	require.Len(t, got, 16<<20)
+
+	d := newRatioDecompressor(maxBatchBytes)
+	_, err = d.Decompress(frame, kgo.CodecZstd)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const runs = 4
+	for range runs {
+		_, err = d.Decompress(frame, kgo.CodecZstd)
+		require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	}
+	runtime.ReadMemStats(&after)
+	perRun := (after.TotalAlloc - before.TotalAlloc) / runs
+	bound := uint64(maxBatchRatio * len(frame))
+	require.Less(t, perRun, 4*bound+1<<20, "bytes allocated to refuse a batch that may decompress to %d", bound)
 }
