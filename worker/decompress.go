@@ -58,7 +58,7 @@ type ratioDecompressor struct {
 	log zerolog.Logger
 
 	buffers sync.Pool // *bytes.Buffer
-	gzip    sync.Pool // *gunzip
+	gzip    sync.Pool // *gzip.Reader
 	lz4     sync.Pool // *lz4.Reader
 	zstd    sync.Pool // *zstd.Decoder
 }
@@ -81,6 +81,14 @@ func newRatioDecompressor(max int) *ratioDecompressor {
 // is whole and its CRC matches, so such a batch fails the same way on
 // every fetch, on every replica: it is skipped as one past the bound is,
 // and the cause is logged here, where it is known.
+//
+// A batch is read whole or refused whole, never in part: kgo would hand
+// out the records read and then, finding fewer than the batch holds, stop
+// fetching its partition without an error to skip it by. So gzip is read
+// with klauspost's multistream reader, as kgo reads it: bytes after a
+// member that it does not read as another member (junk, zeros, a member
+// with a reserved flag bit, which Java's GZIPInputStream ignores or reads)
+// refuse the batch.
 func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
 	out, err := d.decompress(src, codec)
 	if err != nil && !errors.Is(err, kgo.ErrMaxDecompress) && !errors.Is(err, errNoZstdDecoder) {
@@ -100,16 +108,14 @@ func (d *ratioDecompressor) decompress(src []byte, codec kgo.CompressionCodecTyp
 	case kgo.CodecSnappy:
 		return unsnappy(src, bound)
 	case kgo.CodecGzip:
-		g, _ := d.gzip.Get().(*gunzip)
-		if g == nil {
-			g = new(gunzip)
+		r, _ := d.gzip.Get().(*gzip.Reader)
+		if r == nil {
+			r = new(gzip.Reader)
 		}
-		g.src.Reset(src)
-		if err := g.z.Reset(&g.src); err != nil {
+		if err := r.Reset(bytes.NewReader(src)); err != nil {
 			return nil, err
 		}
-		g.z.Multistream(false)
-		return d.readPooled(&d.gzip, g, bound)
+		return d.readPooled(&d.gzip, r, bound)
 	case kgo.CodecLz4:
 		r, _ := d.lz4.Get().(*lz4.Reader)
 		if r == nil {
@@ -122,32 +128,6 @@ func (d *ratioDecompressor) decompress(src []byte, codec kgo.CompressionCodecTyp
 	default:
 		return nil, fmt.Errorf("unknown compression codec %d", codec)
 	}
-}
-
-// gunzip reads a gzip batch as Java's GZIPInputStream does, with which
-// Apache Kafka's broker validates a batch and its clients read one: member
-// after member, and bytes after a member that do not start a valid gzip
-// header end the batch, ignored. klauspost's multistream reader refuses
-// them (gzip.ErrHeader), so a batch that the broker accepts and Java
-// consumers read would be skipped.
-type gunzip struct {
-	z   gzip.Reader // Multistream(false): one member at a time
-	src bytes.Reader
-}
-
-func (g *gunzip) Read(p []byte) (int, error) {
-	n, err := g.z.Read(p)
-	if err == io.EOF && g.src.Len() > 0 {
-		// The member read to its end, its CRC and size checked. The
-		// flate reader reads src byte by byte (bytes.Reader is an
-		// io.ByteReader), so what is left is exactly what follows it.
-		if g.z.Reset(&g.src) != nil {
-			return n, io.EOF // not a header: ignored, as Java does
-		}
-		g.z.Multistream(false)
-		err = nil
-	}
-	return n, err
 }
 
 // readPooled reads r with readBounded and puts it back in pool once it has
