@@ -251,9 +251,12 @@ func TestAbandonedReaderIsNotReused(t *testing.T) {
 	require.ErrorAs(t, err, new(flate.CorruptInputError), "the batch reads as corrupt, as with a fresh reader")
 }
 
-// corruptions are batches of each codec that cannot be decompressed, as a
-// faulty or hostile producer could send them (the broker checks a batch's
-// CRC, computed by the producer, not what it decompresses to).
+// corruptions are batches of each codec that the worker cannot
+// decompress: corrupt ones, which a broker that does not decompress what
+// it is produced (kfake, the embedded broker) passes on from a faulty or
+// hostile producer, and ones Java's readers accept (lz4's content checksum
+// is not checked there, GZIPInputStream ignores bytes after a member it
+// cannot read as one), which pass Apache Kafka's broker too.
 func corruptions(t testing.TB) []struct {
 	name  string
 	codec kgo.CompressionCodecType

@@ -420,8 +420,8 @@ func mangling(t *testing.T, c *kfake.Cluster, codec kgo.CompressionCodec, mangle
 	return cl
 }
 
-// A batch that cannot be decompressed (corrupt: the broker checks the CRC
-// the producer computed, not what it decompresses to) is skipped as one
+// A batch that cannot be decompressed (corrupt, which kfake passes on, or
+// one Java's readers accept and the worker's refuse) is skipped as one
 // past the bound is, instead of stopping its partition: the commands
 // before and after it are answered, and a marker naming its offsets goes
 // to the dead-letter topic.
