@@ -40,21 +40,24 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 	return c, nil
 }
 
-// refused puts a record Decode refused through authorize, so that its
-// rejection is answered only where a valid command's would be: a record
-// without a valid token, or naming a reply topic it may not use, is not
-// answered there whatever else is wrong with it. authorize's own refusal
-// replaces Decode's.
+// refused puts a record Decode refused through authorize's rules, so that
+// its rejection is answered only where a valid command's would be: a
+// record without a valid token, or naming a reply topic it may not use, is
+// not answered there whatever else is wrong with it. A refusal of the
+// requester's rules replaces Decode's; a reply topic past MaxReplyTopics
+// leaves Decode's rejection its code, as it leaves a refusal of the rules
+// theirs, and is only said in its message ("; not answered: ...").
 func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Record) *topics.Rejection {
 	c := rej.Command
 	if !topics.ValidReplyTo(c.ReplyTo, w.cfg.Names.ReplyPrefix) {
 		c.ReplyTo = "" // nothing to authorize: it is answered nowhere
 	}
-	c, err := w.authorize(ctx, c, r)
-	if err != nil {
-		return err.(*topics.Rejection)
+	c, own := w.requesterRules(c, r)
+	if own == nil {
+		own = &topics.Rejection{Command: c, Code: rej.Code, Message: rej.Message}
 	}
-	return &topics.Rejection{Command: c, Code: rej.Code, Message: rej.Message}
+	_, own = w.boundReplyTo(ctx, c, own)
+	return own
 }
 
 // authorize applies the rules that say who sent a command and where it may
@@ -80,26 +83,37 @@ func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Reco
 // on in the end, whether it is accepted or refused (FORBIDDEN's is the
 // requester's own), is checked in one place. A command refused for that
 // alone is refused FORBIDDEN, answered only in the dead-letter topic; one
-// refused for another reason keeps its refusal, answered only in the
-// dead-letter topic as well.
+// refused for another reason (here, or by Decode: refused) keeps its
+// refusal, answered only in the dead-letter topic as well.
 func (w *Worker) authorize(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
 	c, rej := w.requesterRules(c, r)
-	if c.ReplyTo != "" && w.replies != nil {
-		if ok, n := w.replies.allow(ctx, c.ReplyTo); !ok {
-			why := fmt.Sprintf("reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
-				c.ReplyTo, n, w.replies.max, w.replies.create)
-			c.ReplyTo = "" // it cannot be answered there
-			if rej == nil {
-				return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: why}
-			}
-			rej.Command = c
-			rej.Message += "; not answered: " + why
-		}
-	}
-	if rej != nil {
+	if c, rej = w.boundReplyTo(ctx, c, rej); rej != nil {
 		return c, rej
 	}
 	return c, nil
+}
+
+// boundReplyTo holds the reply topic c is answered on in the end to
+// MaxReplyTopics (authorize): past it, c loses its reply_to, and is
+// refused FORBIDDEN if rej, its refusal so far, is nil; rej keeps its code
+// otherwise, its message saying why it is not answered.
+func (w *Worker) boundReplyTo(ctx context.Context, c topics.Command, rej *topics.Rejection) (topics.Command, *topics.Rejection) {
+	if c.ReplyTo == "" || w.replies == nil {
+		return c, rej
+	}
+	ok, n := w.replies.allow(ctx, c.ReplyTo)
+	if ok {
+		return c, rej
+	}
+	why := fmt.Sprintf("reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
+		c.ReplyTo, n, w.replies.max, w.replies.create)
+	c.ReplyTo = "" // it cannot be answered there
+	if rej == nil {
+		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: why}
+	}
+	rej.Command = c
+	rej.Message += "; not answered: " + why
+	return c, rej
 }
 
 // requesterRules applies Config.Auth's rules (authorize), returning the

@@ -293,6 +293,47 @@ func TestRefusalsDoNotCreateReplyTopicsPastTheLimit(t *testing.T) {
 	require.Zero(t, locks, "nothing refused changed a lock")
 }
 
+// A record Decode refuses, naming a reply topic past MAX_REPLY_TOPICS,
+// keeps Decode's code (INVALID_REQUEST, UNSUPPORTED_VERSION), as a refusal
+// of the requester's rules keeps its own: it is answered only in the
+// dead-letter topic, its message saying why, and the topic is not created.
+// With authentication or without.
+func TestDecodeRefusalsKeepTheirCodePastTheReplyTopicLimit(t *testing.T) {
+	names := topics.DefaultNames()
+	for _, authed := range []bool{false, true} {
+		var w *Worker
+		var st *store.Store
+		tok := ""
+		if authed {
+			var token func(string, ...string) string
+			w, st, token = authWorker(t)
+			tok = token("mallory")
+		} else {
+			w, st = newApplier(t)
+		}
+		w.replies = newReplyTopics(w.cl, w.cfg.Names.ReplyPrefix, 0, true)
+		p := w.newPartition(w.hard, 0)
+		reply := names.ReplyTopic("mallory")
+		for i, tc := range []struct{ value, code string }{
+			{`{"v":1,"request_id":"d1","operation":"acquire","owner_id":"w","reply_to":"` + reply + `"}`, topics.CodeInvalidRequest},
+			{`{"v":2,"request_id":"d2","reply_to":"` + reply + `"}`, topics.CodeUnsupportedVersion},
+		} {
+			r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: int64(i), Key: []byte("a"), Value: []byte(tc.value)}
+			if authed {
+				r.Headers = []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(tok)}}
+			}
+			before := len(outboxRows(t, st, names.DeadLetter, 0))
+			apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
+			dlq := outboxRows(t, st, names.DeadLetter, 0)
+			require.Len(t, dlq, before+1, "authed %v: %s", authed, tc.code)
+			msg, _ := dlq[before].header(topics.HeaderError)
+			require.True(t, strings.HasPrefix(msg, tc.code+": "), "authed %v: %s", authed, msg)
+			require.Contains(t, msg, `; not answered: reply topic "`+reply+`" does not exist and may not be created`, "authed %v", authed)
+			require.Empty(t, outboxRows(t, st, reply, 0), "authed %v: not answered on a reply topic past the limit", authed)
+		}
+	}
+}
+
 // Without AUTO_CREATE_REPLY_TOPICS, a command may name a reply topic its
 // requester created just before producing it (as the SDK's New does), even
 // when the topics were listed a moment before: the client's metadata cache
