@@ -58,3 +58,15 @@ func TestDecompressedBatchesAreBounded(t *testing.T) {
 	w = idleWorker(t, c, worker.Config{KafkaOpts: []kgo.Opt{kgo.MaxDecompressBatchBytes(1 << 10)}})
 	require.Equal(t, 1<<10, w.Client().OptValue(kgo.MaxDecompressBatchBytes))
 }
+
+// The fetch CRC check may not be turned off: a batch that cannot be
+// decompressed is skipped for good, and only the check keeps one damaged in
+// transit, which the next fetch would read whole, from being taken for it.
+func TestFetchCRCValidationCannotBeDisabled(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	w := idleWorker(t, c, worker.Config{})
+	require.Equal(t, false, w.Client().OptValue(kgo.DisableFetchCRCValidation))
+	_, err := worker.New(worker.Config{Store: &store.Store{}, Relay: idleRelay{},
+		KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.DisableFetchCRCValidation()}})
+	require.ErrorContains(t, err, "DisableFetchCRCValidation")
+}

@@ -78,9 +78,10 @@ func newRatioDecompressor(max int) *ratioDecompressor {
 // turns into one that names the batch and lets the partition be moved past
 // it: any other error kgo keeps, fetching the same batch again forever, and
 // the partition would stop for good. kgo decompresses a batch only once it
-// is whole and its CRC matches, so such a batch fails the same way on
-// every fetch, on every replica: it is skipped as one past the bound is,
-// and the cause is logged here, where it is known.
+// is whole and its CRC matches (New refuses kgo.DisableFetchCRCValidation),
+// so such a batch fails the same way on every fetch, on every replica: it
+// is skipped as one past the bound is, and the cause is logged here, where
+// it is known.
 //
 // A batch is read whole or refused whole, never in part: kgo would hand
 // out the records read and then, finding fewer than the batch holds, stop

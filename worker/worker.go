@@ -46,7 +46,9 @@ type Config struct {
 	// Balancers, AutoCommitMarks, BlockRebalanceOnPoll, ConsumeResetOffset,
 	// AdjustFetchOffsetsFn, the OnPartitions callbacks) must not be, nor
 	// may topics to consume (kgo.ConsumeTopics, ConsumeRegex): Run adds the
-	// commands topic.
+	// commands topic. kgo.DisableFetchCRCValidation is refused (New fails):
+	// a batch that cannot be decompressed is skipped for good, which only
+	// the CRC check keeps a batch damaged in transit from.
 	// GroupInstanceID comes after them: it wins over a kgo.InstanceID here
 	// (and only it makes Close remove the static member).
 	KafkaOpts []kgo.Opt
@@ -320,6 +322,13 @@ func New(cfg Config) (*Worker, error) {
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
+	}
+	if off, _ := cl.OptValue(kgo.DisableFetchCRCValidation).(bool); off {
+		// ratioDecompressor refuses a batch it cannot decompress, and the
+		// worker skips it for good: only a batch whose CRC matches, so
+		// one that fails alike on every fetch and every replica, may be.
+		cl.Close()
+		return nil, errors.New("worker: Config.KafkaOpts may not set kgo.DisableFetchCRCValidation: a batch damaged in transit would be skipped unread for good instead of fetched again")
 	}
 	w.cl = cl
 	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
