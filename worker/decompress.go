@@ -61,6 +61,10 @@ type ratioDecompressor struct {
 	gzip    sync.Pool // *gzip.Reader
 	lz4     sync.Pool // *lz4.Reader
 	zstd    sync.Pool // *zstd.Decoder
+
+	// zstdBuffers are the first passes of zstd frames that do not
+	// declare their size (unzstd).
+	zstdBuffers sync.Pool // *[]byte
 }
 
 // maxPooledBuffer is the largest read buffer kept for the next batch.
@@ -178,22 +182,19 @@ var errNoZstdDecoder = errors.New("creating a zstd decoder")
 // unzstd decodes a zstd batch whole, as kgo does: decoding into the output
 // keeps no window of the frame's declared size. The decoder decodes no more
 // than the output's capacity (WithDecodeAllCapLimit), so a frame that does
-// not declare its size (Java's streaming writer's) is refused once it passes
-// bound, not decoded to max first: it is decoded into zstdFirstRatio times
-// its compressed size, and, past that, once more into bound, so refusing
-// one costs at most about twice what it may decompress to. A first frame
-// that declares its size is decoded once into that size (more frames after
-// it may need the second pass). A first frame declaring more than bound is
+// not declare its size (Java's streaming writer's) is refused once it passes bound, not decoded to max first: it is decoded
+// into zstdFirstRatio times its compressed size, in a pooled buffer
+// (zstdFirstPass), and, past that, once more into bound, so refusing one
+// costs at most about twice what it may decompress to. A first frame that
+// declares its size is decoded once into that size (more frames after it
+// may need the second pass). A first frame declaring more than bound is
 // refused before it is decoded; the decoder refuses a frame declaring more
 // than max, or a window past max.
 func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
-	size := min(bound, zstdFirstRatio*len(src))
 	var h zstd.Header
-	if err := h.Decode(src); err == nil && h.HasFCS {
-		if h.FrameContentSize > uint64(bound) {
-			return nil, kgo.ErrMaxDecompress
-		}
-		size = int(h.FrameContentSize) + zstdSlack
+	declared := h.Decode(src) == nil && h.HasFCS
+	if declared && h.FrameContentSize > uint64(bound) {
+		return nil, kgo.ErrMaxDecompress
 	}
 	r, _ := d.zstd.Get().(*zstd.Decoder)
 	if r == nil {
@@ -203,7 +204,15 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %w", errNoZstdDecoder, err)
 		}
 	}
-	out, err := r.DecodeAll(src, make([]byte, 0, size))
+	var out []byte
+	var err error
+	size := min(bound, zstdFirstRatio*len(src))
+	if declared {
+		size = int(h.FrameContentSize) + zstdSlack
+		out, err = r.DecodeAll(src, make([]byte, 0, size))
+	} else {
+		out, err = d.zstdFirstPass(r, src, size)
+	}
 	if errors.Is(err, zstd.ErrDecoderSizeExceeded) && size < bound {
 		out, err = r.DecodeAll(src, make([]byte, 0, bound))
 	}
@@ -218,11 +227,35 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 	case len(out) > bound:
 		return nil, kgo.ErrMaxDecompress
 	case cap(out)-len(out) > len(out)/8:
-		// Decoded into more room than it needed (a frame without its
-		// size declared): records would keep the slack.
+		// Decoded into more room than it needed (the second pass):
+		// records would keep the slack.
 		return slices.Clone(out), nil
 	}
 	return out, nil
+}
+
+// zstdFirstPass decodes src, a zstd frame that does not declare its size,
+// into a pooled buffer of size bytes' capacity (the decoder refuses more,
+// zstd.ErrDecoderSizeExceeded), and returns a copy of what it decoded:
+// records point into what is returned for as long as they live, so the
+// pooled buffer is never returned. A buffer past maxPooledBuffer is not
+// kept for the next batch.
+func (d *ratioDecompressor) zstdFirstPass(r *zstd.Decoder, src []byte, size int) ([]byte, error) {
+	buf, _ := d.zstdBuffers.Get().(*[]byte)
+	if buf == nil || cap(*buf) < size {
+		b := make([]byte, 0, size)
+		buf = &b
+	}
+	defer func() {
+		if cap(*buf) <= maxPooledBuffer {
+			d.zstdBuffers.Put(buf)
+		}
+	}()
+	out, err := r.DecodeAll(src, (*buf)[:0:size])
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(out), nil
 }
 
 // zstdFirstRatio is the room, as a multiple of its compressed size, a zstd
