@@ -97,6 +97,14 @@ func newRatioDecompressor(max int) *ratioDecompressor {
 func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
 	out, err := d.decompress(src, codec)
 	if err != nil && !errors.Is(err, kgo.ErrMaxDecompress) && !errors.Is(err, errNoZstdDecoder) {
+		// Logged at warning level each time kgo decompresses the batch,
+		// which may be twice for one skip: where batches before it in
+		// the same fetch response were read, kgo drops the error, hands
+		// out their records and meets the batch again first in the next
+		// response, where the error stands and the worker skips it. Only
+		// here is the cause known (kgo reports the batch's offsets alone,
+		// queueTooLarge and skipped log those), so it is not left to a
+		// debug log an operator would not see.
 		d.log.Warn().Err(err).Int8("codec", int8(codec)).Int("compressed_bytes", len(src)).
 			Msg("a fetched record batch cannot be decompressed: it is skipped unread as one past the bound is (the worker logs its offsets)")
 		err = fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, err)
