@@ -112,7 +112,9 @@ func (w *Worker) boundReplyTo(ctx context.Context, c topics.Command, rej *topics
 		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: why}
 	}
 	rej.Command = c
-	rej.Message += "; not answered: " + why
+	// First: the dead-letter header is cut at 512 bytes, and this is why
+	// the refusal was answered nowhere.
+	rej.Message = "not answered: " + why + "; " + rej.Message
 	return c, rej
 }
 

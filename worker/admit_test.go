@@ -328,7 +328,7 @@ func TestDecodeRefusalsKeepTheirCodePastTheReplyTopicLimit(t *testing.T) {
 			require.Len(t, dlq, before+1, "authed %v: %s", authed, tc.code)
 			msg, _ := dlq[before].header(topics.HeaderError)
 			require.True(t, strings.HasPrefix(msg, tc.code+": "), "authed %v: %s", authed, msg)
-			require.Contains(t, msg, `; not answered: reply topic "`+reply+`" does not exist and may not be created`, "authed %v", authed)
+			require.Contains(t, msg, `not answered: reply topic "`+reply+`" does not exist and may not be created`, "authed %v", authed)
 			require.Empty(t, outboxRows(t, st, reply, 0), "authed %v: not answered on a reply topic past the limit", authed)
 		}
 	}

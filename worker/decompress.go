@@ -190,8 +190,9 @@ var errNoZstdDecoder = errors.New("creating a zstd decoder")
 // unzstd decodes a zstd batch whole, as kgo does: decoding into the output
 // keeps no window of the frame's declared size. The decoder decodes no more
 // than the output's capacity (WithDecodeAllCapLimit), so a frame that does
-// not declare its size (Java's streaming writer's) is refused once it passes bound, not decoded to max first: it is decoded
-// into zstdFirstRatio times its compressed size, in a pooled buffer
+// not declare its size (Java's streaming writer's) is refused once it
+// passes bound, not decoded to max first: it is decoded into
+// zstdFirstRatio times its compressed size, in a pooled buffer
 // (zstdFirstPass), and, past that, once more into bound, so refusing one
 // costs at most about twice what it may decompress to. A first frame that
 // declares its size is decoded once into that size (more frames after it
@@ -221,7 +222,11 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 	} else {
 		out, err = d.zstdFirstPass(r, src, size)
 	}
-	if errors.Is(err, zstd.ErrDecoderSizeExceeded) && size < bound {
+	if err != nil && size < bound {
+		// Out of room, whatever the error says: past the room inside a
+		// block, the assembly decoder reports "output bigger than max
+		// block size", not ErrDecoderSizeExceeded. A batch that is
+		// corrupt fails again, once more, within bound.
 		out, err = r.DecodeAll(src, make([]byte, 0, bound))
 	}
 	if err == nil {
@@ -251,6 +256,9 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 func (d *ratioDecompressor) zstdFirstPass(r *zstd.Decoder, src []byte, size int) ([]byte, error) {
 	buf, _ := d.zstdBuffers.Get().(*[]byte)
 	if buf == nil || cap(*buf) < size {
+		if buf != nil {
+			d.zstdBuffers.Put(buf) // for a smaller batch
+		}
 		b := make([]byte, 0, size)
 		buf = &b
 	}

@@ -384,6 +384,35 @@ func TestZstdWithoutItsSizeIsRefusedAtTheRatio(t *testing.T) {
 	require.Less(t, perRun, uint64(8<<20), "bytes allocated to refuse a batch that may decompress to %d", maxBatchRatio*len(frame))
 }
 
+// A zstd batch written as Java's producer writes it (no declared size) that
+// decompresses to more than zstdFirstRatio times its compressed size, but
+// within the ratio, is read whole: past the first pass's room inside a
+// block the decoder fails with an error that does not say so, and the
+// second pass must follow any first-pass error. Commands sharing one 4 KiB
+// owner_metadata compress about fifty- to a hundredfold.
+func TestZstdStreamPastTheFirstPassIsRead(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	hex := make([]byte, 4096)
+	for i := range hex {
+		hex[i] = "0123456789abcdef"[rnd.IntN(16)]
+	}
+	meta := `{"m":"` + string(hex) + `"}`
+	var raw []byte
+	for i := range 120 {
+		raw = append(raw, fmt.Sprintf(`{"request_id":"r-%d","operation":"acquire","lock_name":"l-%d","owner_metadata":%s}`, i, i%7, meta)...)
+	}
+	src := zstdStream(t, raw)
+	ratio := len(raw) / len(src)
+	require.Greater(t, ratio, zstdFirstRatio, "the batch must need the second pass")
+	require.Less(t, ratio, maxBatchRatio, "and fit the ratio")
+	d := newRatioDecompressor(maxBatchBytes)
+	for range 2 { // the second time with the pooled buffer and decoder
+		got, err := d.Decompress(src, kgo.CodecZstd)
+		require.NoError(t, err)
+		require.Equal(t, raw, got)
+	}
+}
+
 // BenchmarkDecompressZstdStream decompresses a zstd batch as Java's
 // producer writes it (a streamed frame that does not declare its size):
 // what it allocates per batch, past what its records keep.
