@@ -389,7 +389,7 @@ func TestZstdWithoutItsSizeIsRefusedAtTheRatio(t *testing.T) {
 // within the ratio, is read whole: past the first pass's room inside a
 // block the decoder fails with an error that does not say so, and the
 // second pass must follow any first-pass error. Commands sharing one 4 KiB
-// owner_metadata compress about fifty- to a hundredfold.
+// owner_metadata compress about 175-fold.
 func TestZstdStreamPastTheFirstPassIsRead(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	hex := make([]byte, 4096)
