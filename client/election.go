@@ -226,9 +226,10 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) {
 // came and went. A vacancy is not reported (Leader tells it); a leadership
 // that ends is followed by its successor's report. The channel is closed
 // when ctx ends or the client closes. Errors reaching Kafka wrap
-// ErrUnreachable.
-func (e *Election) Observe(ctx context.Context) (<-chan Leader, error) {
-	states, err := e.c.Watch(ctx, e.name)
+// ErrUnreachable. After its setup, the reading is retried without a word
+// unless opts has OnFetchError, which tells of its failures as for Watch.
+func (e *Election) Observe(ctx context.Context, opts ...WatchOption) (<-chan Leader, error) {
+	states, err := e.c.Watch(ctx, e.name, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("observing election %q: %w", e.key(), err)
 	}

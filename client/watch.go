@@ -214,16 +214,32 @@ type stateReader struct {
 	failed *fetchErrors
 	// pause is how long poll waits after its next poll with errors only.
 	pause time.Duration
+	// onFetchError, set by follow, is told of the failures of reading the
+	// one partition part of topic; said is the one it was told last ("":
+	// none, or reading works again).
+	onFetchError func(error)
+	topic        string
+	part         int32
+	said         string
 }
 
 // fetchErrors keeps the errors a reader's client met: failed connections
 // and requests (its hooks) since its last record of a partition still to be
 // read up to its listed end, and per such partition the fetch errors poll
 // saw since its last record (kgo retries them all, without returning most).
+//
+// For a reader that follows its partition (Watch's), it keeps too the
+// newest failure of reading it since a record was read: a fetch error, a
+// failed Fetch request, or a failed connection to a broker that leads (or
+// may lead: leads) the partition; and while poll waits, wake ends its
+// wait, so that the failures kgo does not return to poll are told too.
 type fetchErrors struct {
-	mu    sync.Mutex
-	err   error
-	parts map[int32]error
+	mu     sync.Mutex
+	err    error
+	parts  map[int32]error
+	leads  func(node int32) bool
+	newest error
+	wake   func()
 }
 
 func (f *fetchErrors) add(err error) {
@@ -268,15 +284,117 @@ func (f *fetchErrors) get() error {
 	return errors.Join(errs...)
 }
 
+// failedReading keeps err as the newest failure of reading the followed
+// partition, and ends poll's wait to tell it. A reader that follows none
+// keeps nothing.
+func (f *fetchErrors) failedReading(err error) {
+	f.mu.Lock()
+	if f.leads == nil {
+		f.mu.Unlock()
+		return
+	}
+	f.newest = err
+	wake := f.wake
+	f.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
+// readAgain says a record of the followed partition was read: reading it
+// works.
+func (f *fetchErrors) readAgain() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.newest = nil
+}
+
 func (f *fetchErrors) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
-		f.add(fmt.Errorf("connecting to broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+		err = fmt.Errorf("connecting to broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
+		f.add(err)
+		f.mu.Lock()
+		leads := f.leads
+		f.mu.Unlock()
+		// A broker that leads no partition read (asked for metadata
+		// only) does not stop the reading.
+		if leads != nil && leads(meta.NodeID) {
+			f.failedReading(err)
+		}
 	}
 }
 
 func (f *fetchErrors) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
 	if err := e2e.Err(); err != nil {
-		f.add(fmt.Errorf("%s request to broker %s: %w", kmsg.NameForKey(key), net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err))
+		err = fmt.Errorf("%s request to broker %s: %w", kmsg.NameForKey(key), net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
+		f.add(err)
+		if key == kmsg.Fetch.Int16() {
+			f.failedReading(err)
+		}
+	}
+}
+
+// follow has the reader, which reads partition part only, tell fn of the
+// failures of reading it, from poll: each once, when it begins and when it
+// changes, and nil when a record of the partition was read after one.
+func (r *stateReader) follow(part int32, fn func(error)) {
+	r.part, r.onFetchError = part, fn
+	r.failed.mu.Lock()
+	defer r.failed.mu.Unlock()
+	r.failed.leads = func(node int32) bool {
+		leader, _, _ := r.cons.PartitionLeader(r.topic, r.part)
+		return leader < 0 || leader == node // not known: any may
+	}
+}
+
+// tell gives onFetchError the newest failure of reading if it is not the
+// one it was told last.
+func (r *stateReader) tell() {
+	r.failed.mu.Lock()
+	err := r.failed.newest
+	r.failed.mu.Unlock()
+	r.tellOf(err)
+}
+
+func (r *stateReader) tellOf(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if msg == r.said {
+		return
+	}
+	r.said = msg
+	if err != nil {
+		err = fmt.Errorf("%w: reading partition %d of %q: %w", setupErr(err), r.part, r.topic, err)
+	}
+	r.onFetchError(err)
+}
+
+// waitCtx is the context poll waits for fetches with: ctx, or for a reader
+// that follows its partition one that a failure of reading it ends, after
+// the failures kept meanwhile were told. done ends it.
+func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, done func()) {
+	if r.onFetchError == nil {
+		return ctx, func() {}
+	}
+	f := r.failed
+	for {
+		f.mu.Lock()
+		err := f.newest
+		if err == nil && r.said == "" || err != nil && err.Error() == r.said {
+			wait, cancel := context.WithCancel(ctx)
+			f.wake = cancel
+			f.mu.Unlock()
+			return wait, func() {
+				f.mu.Lock()
+				f.wake = nil
+				f.mu.Unlock()
+				cancel()
+			}
+		}
+		f.mu.Unlock()
+		r.tellOf(err)
 	}
 }
 
@@ -307,7 +425,7 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
 	}
 	want := parts(len(ends[topic]))
-	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}}
+	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}, topic: topic}
 	offsets := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if want == nil || slices.Contains(want, o.Partition) {
@@ -348,24 +466,41 @@ func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
 // partitions still to be read are kept in r.failed until a record of their
 // partition is read (kgo retries them); a poll that got only errors waits
 // before it returns, from fetchErrorPause doubling up to maxFetchErrorPause
-// while they last, so that a caller polling again does not spin.
+// while they last, so that a caller polling again does not spin. A reader
+// that follows its partition tells onFetchError of its failures before
+// waiting, and returns without a record when the hooks see one (kgo
+// retries failed connections without returning them).
 func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live bool)) (progressed bool, err error) {
-	fs := r.cons.PollFetches(ctx)
+	wait, done := r.waitCtx(ctx)
+	fs := r.cons.PollFetches(wait)
+	done()
 	if fs.IsClientClosed() {
 		return false, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
+	if fs.NumRecords() > 0 {
+		r.failed.readAgain()
+	}
+	var errs []kgo.FetchError
 	for _, e := range fs.Errors() {
+		if wait.Err() != nil && e.Topic == "" && errors.Is(e.Err, wait.Err()) {
+			continue // woken to tell a failure (kgo drained nothing)
+		}
+		errs = append(errs, e)
 		if _, ok := r.end[e.Partition]; ok {
 			r.failed.addPartition(e.Partition, fmt.Errorf("fetching partition %d of %q: %w", e.Partition, e.Topic, e.Err))
 		}
+		r.failed.failedReading(e.Err)
+	}
+	if r.onFetchError != nil {
+		r.tell()
 	}
 	switch {
 	case fs.NumRecords() > 0:
 		r.pause = fetchErrorPause
-	case len(fs.Errors()) > 0:
+	case len(errs) > 0:
 		if r.pause == 0 {
 			r.pause = fetchErrorPause
 		}
@@ -560,6 +695,36 @@ func (c *Client) cutOff(ctx context.Context, err, failed, stalled error) error {
 	return err
 }
 
+// WatchOption tunes Watch and Election.Observe.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct {
+	onFetchError func(error)
+}
+
+// OnFetchError has fn told of the failures of reading the lock state topic
+// while the watch runs (its setup's fail Watch itself): the brokers cannot
+// be reached, or they refuse the fetches (TOPIC_AUTHORIZATION_FAILED
+// without the Read ACL, UNKNOWN_TOPIC_OR_PARTITION). The error names the
+// topic and partition and wraps ErrUnreachable, or ErrForbidden for an
+// authorization refusal. fn is told when the reading starts failing and
+// again when the error changes, not at each of kgo's retries (one every
+// 100 ms to 1 s); then nil when a record of the partition is read again.
+// A partition without new records tells no such nil: a fetch answered
+// without records cannot be told apart from one still failing, so the
+// last error told stands until the partition's next record (of any lock
+// of the partition, delivered or not). Failures of connections to brokers
+// that do not lead the partition (asked for metadata only) are not told.
+//
+// The watch keeps retrying either way; the revisions delivered are the
+// same. fn is called from the watch's reading goroutine, never
+// concurrently with itself, and holds the reading back while it runs: it
+// must not block for long (nor wait for the watch's channel). Default:
+// none, the failures are silent.
+func OnFetchError(fn func(error)) WatchOption {
+	return func(o *watchOptions) { o.onFetchError = fn }
+}
+
 // Watch delivers the lock name (in the client's namespace) as it is now,
 // then each transaction's change of it, in revision order, each once: a
 // revision a record repeats (the relay publishes at least once) is
@@ -577,7 +742,12 @@ func (c *Client) cutOff(ctx context.Context, err, failed, stalled error) error {
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,
 // so it needs no worker and survives broker restarts like any consumer.
-func (c *Client) Watch(ctx context.Context, name string) (<-chan LockRevision, error) {
+// Its setup fails with ErrUnreachable (ErrForbidden when Kafka refuses the
+// topic) when Kafka cannot be reached; after it, the reading is retried
+// for as long as the watch runs and, unless OnFetchError is given, its
+// failures are silent: no revision comes, as when the lock does not
+// change.
+func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {
 		return nil, fmt.Errorf("watching lock %q: %w", key, &Error{Code: topics.CodeInvalidRequest, Message: msg})
@@ -585,14 +755,23 @@ func (c *Client) Watch(ctx context.Context, name string) (<-chan LockRevision, e
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("watching lock %q: %w", key, err)
 	}
+	var o watchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	topic := c.cfg.Topics.State
+	var part int32
 	r, err := c.readState(ctx, func(n int) []int32 {
 		// The workers' producer partitions by key as Kafka's default does.
-		return []int32{int32(kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: []byte(key)}, n))}
+		part = int32(kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: []byte(key)}, n))
+		return []int32{part}
 	})
 	if err != nil {
 		c.ops.Done()
 		return nil, fmt.Errorf("watching lock %q: %w", key, err)
+	}
+	if o.onFetchError != nil {
+		r.follow(part, o.onFetchError)
 	}
 	out := make(chan LockRevision)
 	go c.watch(ctx, r, key, name, out)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -465,4 +466,96 @@ func TestLocksForbidden(t *testing.T) {
 	_, err = c.Watch(ctxT(t), "job")
 	require.ErrorIs(t, err, client.ErrForbidden)
 	require.Less(t, time.Since(start), 5*time.Second, "at once")
+}
+
+// toldErrors collects what OnFetchError tells.
+type toldErrors chan error
+
+func (c toldErrors) opt() client.WatchOption {
+	return client.OnFetchError(func(err error) { c <- err })
+}
+
+// next receives the next error told.
+func (c toldErrors) next(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-c:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing told within 20 s")
+	}
+	return nil
+}
+
+// Fetches Kafka refuses after Watch's setup (no Read ACL) are told to
+// OnFetchError once while the refusal lasts, though kgo retries them all
+// along, during the catch-up and while following; nil is told when a
+// record is read again, and the revisions come as they would have.
+func TestWatchTellsOfFetchErrors(t *testing.T) {
+	ctx := ctxT(t)
+	cluster, c, produce := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
+	refuse := func() *kfake.FaultHandle {
+		return cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	}
+	refused := refuse()
+	told := make(toldErrors, 100)
+	ch, err := c.Watch(ctx, "job", told.opt())
+	require.NoError(t, err)
+	err = told.next(t)
+	require.ErrorIs(t, err, client.ErrForbidden)
+	require.ErrorIs(t, err, kerr.TopicAuthorizationFailed)
+	require.ErrorContains(t, err, `partition 0 of "`+topics.DefaultNames().State+`"`)
+	require.Eventually(t, func() bool { return refused.Hits() >= 5 }, 20*time.Second, 10*time.Millisecond, "kgo retries")
+	require.Empty(t, told, "told once while it lasts")
+
+	refused.Remove()
+	require.Equal(t, int64(1), next(t, ch).Revision, "the catch-up goes on")
+	require.NoError(t, told.next(t), "reading works again")
+
+	refused = refuse()
+	defer refused.Remove()
+	err = told.next(t)
+	require.ErrorIs(t, err, client.ErrForbidden, "while following")
+	require.Eventually(t, func() bool { return refused.Hits() >= 5 }, 20*time.Second, 10*time.Millisecond, "kgo retries")
+	require.Empty(t, told, "told once while it lasts")
+	refused.Remove()
+	produce(kafkatest.StateRecord(t, "job", 2))
+	require.Equal(t, int64(2), next(t, ch).Revision)
+	require.NoError(t, told.next(t))
+	require.Empty(t, told)
+}
+
+// Brokers that stop answering after Watch's setup are told to OnFetchError
+// (kgo retries without returning a fetch to the watch), wrapping
+// ErrUnreachable, each error once in a row.
+func TestWatchTellsOfUnreachableBrokers(t *testing.T) {
+	ctx := ctxT(t)
+	cluster, c, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
+	told := make(toldErrors, 100)
+	ch, err := c.Watch(ctx, "job", told.opt())
+	require.NoError(t, err)
+	require.Equal(t, int64(1), next(t, ch).Revision)
+	require.Empty(t, told, "nothing failed")
+	cluster.Close()
+	err = told.next(t)
+	require.ErrorIs(t, err, client.ErrUnreachable)
+	require.ErrorContains(t, err, `partition 0 of "`+topics.DefaultNames().State+`"`)
+	said := []string{err.Error()}
+	for !strings.Contains(said[len(said)-1], "connecting to broker") {
+		err := told.next(t) // the failed connections, after the fetch cut off
+		require.NotEqual(t, said[len(said)-1], err.Error(), "told again unchanged")
+		said = append(said, err.Error())
+	}
+	t.Log(strings.Join(said, "\n"))
+}
+
+// Observe passes OnFetchError on to its watch.
+func TestObserveTellsOfFetchErrors(t *testing.T) {
+	cluster, c, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
+	refused := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	defer refused.Remove()
+	told := make(toldErrors, 100)
+	_, err := client.NewElection(c, "job").Observe(ctxT(t), told.opt())
+	require.NoError(t, err)
+	require.ErrorIs(t, told.next(t), client.ErrForbidden)
 }
