@@ -746,6 +746,46 @@ func TestWatchWarnsOfKafkaErrors(t *testing.T) {
 	}
 }
 
+// watch --lock warns on stderr, once, when Kafka refuses its fetches after
+// the setup (TOPIC_AUTHORIZATION_FAILED, as without the Read ACL), instead
+// of silence that looks like a lock that does not change; it says when it
+// reads again, and stdout keeps the revisions alone, with --json too.
+func TestWatchLockWarnsOfKafkaErrors(t *testing.T) {
+	for _, asJSON := range []bool{false, true} {
+		kafka, produce := kafkatest.StateTopic(t, 1, kafkatest.StateRecord(t, "job", 1))
+		refused := kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		var out, errOut testlog.Buffer
+		done := make(chan int, 1)
+		args := []string{"watch", "--lock", "job", "--brokers", kafka.ListenAddrs()[0]}
+		if asJSON {
+			args = append(args, "--json")
+		}
+		go func() { done <- run(ctx, args, &out, &errOut) }()
+		eventually(t, "a warning, and fetches refused again after it", func() bool {
+			return strings.Contains(errOut.String(), "TOPIC_AUTHORIZATION_FAILED") && refused.Hits() >= 5
+		})
+		assert.Empty(t, out.String(), "stdout is for revisions")
+		assert.Equal(t, 1, strings.Count(errOut.String(), "lockctl watch: warning: forbidden: reading partition 0 of \""+
+			topics.DefaultNames().State+"\": TOPIC_AUTHORIZATION_FAILED"), "once:\n%s", errOut.String())
+		assert.Contains(t, errOut.String(), "(retrying)\n")
+		refused.Remove()
+		produce(kafkatest.StateRecord(t, "job", 2))
+		eventually(t, "the revisions", func() bool { return strings.Count(out.String(), "\n") == 2 })
+		stop()
+		assert.Equal(t, exitOK, <-done)
+		assert.Contains(t, errOut.String(), "lockctl watch: reading "+topics.DefaultNames().State+" again\n")
+		if asJSON {
+			assert.Contains(t, out.String(), `"revision":1`)
+			assert.Contains(t, out.String(), `"revision":2`)
+		} else {
+			assert.Contains(t, out.String(), "job rev=1 released")
+			assert.Contains(t, out.String(), "job rev=2 released")
+		}
+	}
+}
+
 func fmtSscanf(s, format string, v *int64) (int, error) { return fmt.Sscanf(s, format, v) }
 func itoa(v int64) string                               { return strconv.FormatInt(v, 10) }
 

@@ -86,19 +86,34 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	}
 }
 
-// watchLock prints the lock's revisions as client.Watch delivers them.
+// watchLock prints the lock's revisions as client.Watch delivers them, and
+// warns on stderr when reading the lock state topic fails after the setup
+// (once per distinct error, as the lifecycle watch does; the watch
+// retries), and says when it reads a record again.
 func (c *cli) watchLock(ctx context.Context, lock string) error {
 	cl, err := c.reader(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	revs, err := cl.Watch(ctx, lock) // its setup is bounded by the client's request timeout
+	var mu sync.Mutex // the watch's reading goroutine warns meanwhile
+	warn := client.OnFetchError(func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			fmt.Fprintf(c.stderr, "lockctl %s: warning: %v (retrying)\n", c.cmd, err)
+		} else {
+			fmt.Fprintf(c.stderr, "lockctl %s: reading %s again\n", c.cmd, c.names().State)
+		}
+	})
+	revs, err := cl.Watch(ctx, lock, warn) // its setup is bounded by the client's request timeout
 	if err != nil {
 		return err
 	}
 	if !c.json {
+		mu.Lock()
 		fmt.Fprintf(c.stderr, "lockctl: watching %s on %s (Ctrl-C to stop)\n", topics.LockKey(c.namespace, lock), c.names().State)
+		mu.Unlock()
 	}
 	for lr := range revs {
 		c.printRevision(lr)
