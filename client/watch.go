@@ -214,13 +214,14 @@ type stateReader struct {
 	failed *fetchErrors
 	// pause is how long poll waits after its next poll with errors only.
 	pause time.Duration
-	// onFetchError, set by follow, is told of the failures of reading the
-	// one partition part of topic; said is the one it was told last ("":
-	// none, or reading works again).
+	// onFetchError, set by follow, is told of the failure streaks of
+	// reading the one partition part of topic that last grace (told: the
+	// current one was).
 	onFetchError func(error)
 	topic        string
 	part         int32
-	said         string
+	grace        time.Duration
+	told         bool
 }
 
 // fetchErrors keeps the errors a reader's client met: failed connections
@@ -228,17 +229,21 @@ type stateReader struct {
 // read up to its listed end, and per such partition the fetch errors poll
 // saw since its last record (kgo retries them all, without returning most).
 //
-// For a reader that follows its partition (Watch's), it keeps too the
-// newest failure of reading it since a record was read: a fetch error, a
-// failed Fetch request, or a failed connection to a broker that leads (or
-// may lead: leads) the partition; and while poll waits, wake ends its
-// wait, so that the failures kgo does not return to poll are told too.
+// For a reader that follows its partition (Watch's with OnFetchError:
+// leader set), it keeps too the current failure streak of reading it:
+// since when (zero: none), its latest failure, and oks, the Fetch round
+// trips that succeeded since its last failure signal; wake ends poll's
+// wait, so that a streak that kgo does not return to poll (failed
+// connections and requests) is timed and told too.
 type fetchErrors struct {
-	mu     sync.Mutex
-	err    error
-	parts  map[int32]error
-	leads  func(node int32) bool
-	newest error
+	mu    sync.Mutex
+	err   error
+	parts map[int32]error
+
+	leader func() int32
+	since  time.Time
+	latest error
+	oks    int
 	wake   func()
 }
 
@@ -284,117 +289,192 @@ func (f *fetchErrors) get() error {
 	return errors.Join(errs...)
 }
 
-// failedReading keeps err as the newest failure of reading the followed
-// partition, and ends poll's wait to tell it. A reader that follows none
-// keeps nothing.
+// failedReading is a failure signal of the followed partition's reading:
+// it begins a streak, or goes on with the current one, err its latest
+// failure. A streak's beginning ends poll's wait, to be timed. A reader
+// that follows none keeps nothing.
 func (f *fetchErrors) failedReading(err error) {
 	f.mu.Lock()
-	if f.leads == nil {
+	if f.leader == nil {
 		f.mu.Unlock()
 		return
 	}
-	f.newest = err
-	wake := f.wake
+	var wake func()
+	if f.since.IsZero() {
+		f.since, wake = time.Now(), f.wake
+	}
+	f.latest, f.oks = err, 0
 	f.mu.Unlock()
 	if wake != nil {
 		wake()
 	}
 }
 
-// readAgain says a record of the followed partition was read: reading it
-// works.
+// alsoFailed makes err the latest failure of the current streak, if there
+// is one, without being a failure signal itself.
+func (f *fetchErrors) alsoFailed(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.since.IsZero() {
+		f.latest = err
+	}
+}
+
+// fetched says a Fetch round trip succeeded. Its response may still carry
+// an error of the partition, which poll gets afterwards (kgo calls the
+// hook as it reads the response, and issues the partition's next Fetch
+// only once poll took the one it buffered): so the second in a row, with
+// no failure signal since the first, says the reading works again. Poll
+// decides it, after taking the errors it got; this ends its wait for it.
+func (f *fetchErrors) fetched() {
+	f.mu.Lock()
+	if f.leader == nil {
+		f.mu.Unlock()
+		return
+	}
+	f.oks++
+	var wake func()
+	if !f.since.IsZero() && f.oks == 2 {
+		wake = f.wake
+	}
+	f.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
+// readAgain says a record of the followed partition was read: the streak
+// ends.
 func (f *fetchErrors) readAgain() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.newest = nil
+	f.since, f.latest = time.Time{}, nil
+}
+
+// abandoned says whether err is that of a dial or request kgo cut off
+// itself, no failure of the reading: context.Canceled when it ends a
+// consumer session (a partition moved to another leader or epoch: its
+// Fetch in flight is dropped and issued again), ErrClientClosed at the
+// close.
+func abandoned(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, kgo.ErrClientClosed)
 }
 
 func (f *fetchErrors) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
-	if err != nil {
-		err = fmt.Errorf("connecting to broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
-		f.add(err)
-		f.mu.Lock()
-		leads := f.leads
-		f.mu.Unlock()
-		// A broker that leads no partition read (asked for metadata
-		// only) does not stop the reading.
-		if leads != nil && leads(meta.NodeID) {
-			f.failedReading(err)
-		}
+	if err == nil {
+		return
+	}
+	err = fmt.Errorf("connecting to broker %s: %w", net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
+	f.add(err)
+	f.mu.Lock()
+	leader := f.leader
+	f.mu.Unlock()
+	if leader == nil || abandoned(err) {
+		return
+	}
+	if l := leader(); l < 0 || l == meta.NodeID {
+		// The partition's leader, or while it is not known (the first
+		// metadata not loaded yet, or no leader) any broker.
+		f.failedReading(err)
+	} else {
+		// A broker asked for metadata only: a dead one among several
+		// does not stop the reading, but during a streak it may tell why.
+		f.alsoFailed(err)
 	}
 }
 
 func (f *fetchErrors) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
-	if err := e2e.Err(); err != nil {
+	err := e2e.Err()
+	if err != nil {
 		err = fmt.Errorf("%s request to broker %s: %w", kmsg.NameForKey(key), net.JoinHostPort(meta.Host, strconv.Itoa(int(meta.Port))), err)
 		f.add(err)
-		if key == kmsg.Fetch.Int16() {
-			f.failedReading(err)
+	}
+	switch {
+	case key != kmsg.Fetch.Int16():
+	case err == nil:
+		f.fetched()
+	case !abandoned(err):
+		f.failedReading(err)
+	}
+}
+
+// fetchErrorGrace is how long a failure streak of Watch's reading lasts
+// before OnFetchError is told of it: longer than a leader's move or
+// election, during which kgo retries with a backoff from 250 ms (Kafka
+// moves a partition in well under a second; kgo's backoff reaches
+// seconds only after several failures in a row), and short beside
+// Config.RequestTimeout's default 30 s that bounds the commands. A
+// constant but for the tests, which shorten it.
+var fetchErrorGrace = 5 * time.Second
+
+// follow has the reader, which reads partition part only, tell fn, from
+// poll, of the streaks of failures reading it that last fetchErrorGrace:
+// once each, its latest failure, then nil once it ends.
+func (r *stateReader) follow(part int32, fn func(error)) {
+	r.part, r.onFetchError, r.grace = part, fn, fetchErrorGrace
+	r.failed.mu.Lock()
+	defer r.failed.mu.Unlock()
+	r.failed.leader = func() int32 {
+		leader, _, _ := r.cons.PartitionLeader(r.topic, part)
+		return leader
+	}
+}
+
+// settle ends the current streak if reading works again (a second
+// successful Fetch in a row), tells onFetchError what is due (the
+// streak's latest failure once it lasted the grace, nil once a streak
+// told ended), and returns with r.failed.mu held and when the current
+// streak's grace ends if it is still to be told (zero: none).
+func (r *stateReader) settle() (graceEnd time.Time) {
+	f := r.failed
+	for {
+		f.mu.Lock()
+		if !f.since.IsZero() && f.oks >= 2 {
+			f.since, f.latest = time.Time{}, nil
+		}
+		switch {
+		case !f.since.IsZero() && !r.told:
+			end := f.since.Add(r.grace)
+			if time.Now().Before(end) {
+				return end
+			}
+			err := f.latest
+			f.mu.Unlock()
+			r.told = true
+			r.onFetchError(fmt.Errorf("%w: reading partition %d of %q: %w", setupErr(err), r.part, r.topic, err))
+		case f.since.IsZero() && r.told:
+			f.mu.Unlock()
+			r.told = false
+			r.onFetchError(nil)
+		default:
+			return time.Time{}
 		}
 	}
 }
 
-// follow has the reader, which reads partition part only, tell fn of the
-// failures of reading it, from poll: each once, when it begins and when it
-// changes, and nil when a record of the partition was read after one.
-func (r *stateReader) follow(part int32, fn func(error)) {
-	r.part, r.onFetchError = part, fn
-	r.failed.mu.Lock()
-	defer r.failed.mu.Unlock()
-	r.failed.leads = func(node int32) bool {
-		leader, _, _ := r.cons.PartitionLeader(r.topic, r.part)
-		return leader < 0 || leader == node // not known: any may
-	}
-}
-
-// tell gives onFetchError the newest failure of reading if it is not the
-// one it was told last.
-func (r *stateReader) tell() {
-	r.failed.mu.Lock()
-	err := r.failed.newest
-	r.failed.mu.Unlock()
-	r.tellOf(err)
-}
-
-func (r *stateReader) tellOf(err error) {
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
-	if msg == r.said {
-		return
-	}
-	r.said = msg
-	if err != nil {
-		err = fmt.Errorf("%w: reading partition %d of %q: %w", setupErr(err), r.part, r.topic, err)
-	}
-	r.onFetchError(err)
-}
-
 // waitCtx is the context poll waits for fetches with: ctx, or for a reader
-// that follows its partition one that a failure of reading it ends, after
-// the failures kept meanwhile were told. done ends it.
+// that follows its partition, after what was due was told, one that a new
+// streak, the reading working again or the current streak's grace end.
+// done ends it.
 func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, done func()) {
 	if r.onFetchError == nil {
 		return ctx, func() {}
 	}
 	f := r.failed
-	for {
+	graceEnd := r.settle()
+	var cancel context.CancelFunc
+	if graceEnd.IsZero() {
+		wait, cancel = context.WithCancel(ctx)
+	} else {
+		wait, cancel = context.WithDeadline(ctx, graceEnd)
+	}
+	f.wake = cancel
+	f.mu.Unlock()
+	return wait, func() {
 		f.mu.Lock()
-		err := f.newest
-		if err == nil && r.said == "" || err != nil && err.Error() == r.said {
-			wait, cancel := context.WithCancel(ctx)
-			f.wake = cancel
-			f.mu.Unlock()
-			return wait, func() {
-				f.mu.Lock()
-				f.wake = nil
-				f.mu.Unlock()
-				cancel()
-			}
-		}
+		f.wake = nil
 		f.mu.Unlock()
-		r.tellOf(err)
+		cancel()
 	}
 }
 
@@ -467,9 +547,10 @@ func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
 // partition is read (kgo retries them); a poll that got only errors waits
 // before it returns, from fetchErrorPause doubling up to maxFetchErrorPause
 // while they last, so that a caller polling again does not spin. A reader
-// that follows its partition tells onFetchError of its failures before
-// waiting, and returns without a record when the hooks see one (kgo
-// retries failed connections without returning them).
+// that follows its partition takes the errors as failure signals, records
+// as the end of the streak (unless errors came with them), and tells
+// onFetchError what is due before it waits and after; its wait ends early
+// when the hooks see a streak begin or end, or at the grace's end.
 func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live bool)) (progressed bool, err error) {
 	wait, done := r.waitCtx(ctx)
 	fs := r.cons.PollFetches(wait)
@@ -480,13 +561,10 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	if fs.NumRecords() > 0 {
-		r.failed.readAgain()
-	}
 	var errs []kgo.FetchError
 	for _, e := range fs.Errors() {
 		if wait.Err() != nil && e.Topic == "" && errors.Is(e.Err, wait.Err()) {
-			continue // woken to tell a failure (kgo drained nothing)
+			continue // woken to tell (kgo drained nothing)
 		}
 		errs = append(errs, e)
 		if _, ok := r.end[e.Partition]; ok {
@@ -495,7 +573,11 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 		r.failed.failedReading(e.Err)
 	}
 	if r.onFetchError != nil {
-		r.tell()
+		if len(errs) == 0 && fs.NumRecords() > 0 {
+			r.failed.readAgain()
+		}
+		r.settle()
+		r.failed.mu.Unlock()
 	}
 	switch {
 	case fs.NumRecords() > 0:
@@ -702,24 +784,30 @@ type watchOptions struct {
 	onFetchError func(error)
 }
 
-// OnFetchError has fn told of the failures of reading the lock state topic
-// while the watch runs (its setup's fail Watch itself): the brokers cannot
-// be reached, or they refuse the fetches (TOPIC_AUTHORIZATION_FAILED
-// without the Read ACL, UNKNOWN_TOPIC_OR_PARTITION). The error names the
-// topic and partition and wraps ErrUnreachable, or ErrForbidden for an
-// authorization refusal. fn is told when the reading starts failing and
-// again when the error changes, not at each of kgo's retries (one every
-// 100 ms to 1 s); then nil when a record of the partition is read again.
-// A partition without new records tells no such nil: a fetch answered
-// without records cannot be told apart from one still failing, so the
-// last error told stands until the partition's next record (of any lock
-// of the partition, delivered or not). Failures of connections to brokers
-// that do not lead the partition (asked for metadata only) are not told.
+// OnFetchError has fn told when reading the lock state topic keeps
+// failing while the watch runs (its setup's failures fail Watch itself):
+// the brokers cannot be reached, or they refuse the fetches
+// (TOPIC_AUTHORIZATION_FAILED without the Read ACL,
+// UNKNOWN_TOPIC_OR_PARTITION). A failure streak begins at the first
+// failure (a fetch error, a failed Fetch request, a failed connection to
+// the partition's leader, or to any broker while the leader is not known)
+// and ends when reading works again: a record of the partition is read,
+// or two Fetch requests in a row succeed without an error of the
+// partition (so a partition without new records tells it too). fn is
+// told of a streak once, only after it lasted 5 s (kgo retries all along,
+// with a backoff of 250 ms to 5 s; a leader's move or election, over
+// within a few seconds, is not told), with its latest failure: the error
+// names the topic and partition and wraps ErrUnreachable, or ErrForbidden
+// for an authorization refusal. Then fn is told nil once, when that
+// streak ends. The latest failure may not be the first (a dial error to
+// a broker gone, then LEADER_NOT_AVAILABLE), and it is not told again as
+// it changes.
 //
 // The watch keeps retrying either way; the revisions delivered are the
 // same. fn is called from the watch's reading goroutine, never
-// concurrently with itself, and holds the reading back while it runs: it
-// must not block for long (nor wait for the watch's channel). Default:
+// concurrently with itself and never after the watch's channel closed;
+// it holds the reading back while it runs, so it must not block (nor
+// wait for the watch's channel, which that goroutine feeds). Default:
 // none, the failures are silent.
 func OnFetchError(fn func(error)) WatchOption {
 	return func(o *watchOptions) { o.onFetchError = fn }

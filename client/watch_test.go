@@ -3,8 +3,8 @@ package client_test
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -487,84 +487,143 @@ func (c toldErrors) next(t *testing.T) error {
 	return nil
 }
 
-// Fetches Kafka refuses after Watch's setup (no Read ACL) are told to
-// OnFetchError once while the refusal lasts, though kgo retries them all
-// along, during the catch-up and while following; nil is told when a
-// record is read again, and the revisions come as they would have.
+// refuseFetches has cluster answer the Fetch requests with
+// TOPIC_AUTHORIZATION_FAILED for the partition (as without the Read ACL),
+// count of them (-1: until Remove).
+func refuseFetches(cluster *kfake.Cluster, count int) *kfake.FaultHandle {
+	return cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: count})
+}
+
+// Fetches Kafka refuses while a watch follows its lock are told to
+// OnFetchError once the refusal lasted the grace, once while it lasts
+// though kgo retries them all along, then nil once two fetches in a row
+// succeed again, without a new record of the partition.
 func TestWatchTellsOfFetchErrors(t *testing.T) {
+	const grace = time.Second
+	client.SetFetchErrorGrace(t, grace)
 	ctx := ctxT(t)
 	cluster, c, produce := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
-	refuse := func() *kfake.FaultHandle {
-		return cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
-	}
-	refused := refuse()
 	told := make(toldErrors, 100)
 	ch, err := c.Watch(ctx, "job", told.opt())
 	require.NoError(t, err)
-	err = told.next(t)
-	require.ErrorIs(t, err, client.ErrForbidden)
-	require.ErrorIs(t, err, kerr.TopicAuthorizationFailed)
-	require.ErrorContains(t, err, `partition 0 of "`+topics.DefaultNames().State+`"`)
-	require.Eventually(t, func() bool { return refused.Hits() >= 5 }, 20*time.Second, 10*time.Millisecond, "kgo retries")
-	require.Empty(t, told, "told once while it lasts")
+	require.Equal(t, int64(1), next(t, ch).Revision)
 
-	refused.Remove()
-	require.Equal(t, int64(1), next(t, ch).Revision, "the catch-up goes on")
-	require.NoError(t, told.next(t), "reading works again")
-
-	refused = refuse()
+	refused, start := refuseFetches(cluster, -1), time.Now()
 	defer refused.Remove()
 	err = told.next(t)
-	require.ErrorIs(t, err, client.ErrForbidden, "while following")
-	require.Eventually(t, func() bool { return refused.Hits() >= 5 }, 20*time.Second, 10*time.Millisecond, "kgo retries")
+	require.GreaterOrEqual(t, time.Since(start), grace, "told after the grace")
+	require.ErrorIs(t, err, client.ErrForbidden)
+	require.ErrorIs(t, err, kerr.TopicAuthorizationFailed)
+	require.ErrorContains(t, err, `reading partition 0 of "`+topics.DefaultNames().State+`"`)
+	hits := refused.Hits()
+	require.Eventually(t, func() bool { return refused.Hits() >= hits+5 }, 20*time.Second, 10*time.Millisecond, "kgo retries")
 	require.Empty(t, told, "told once while it lasts")
+
 	refused.Remove()
-	// Another error is told too.
-	unknown := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.UnknownTopicOrPartition, Count: -1})
-	defer unknown.Remove()
-	err = told.next(t)
-	require.ErrorIs(t, err, client.ErrUnreachable)
-	require.ErrorIs(t, err, kerr.UnknownTopicOrPartition)
-	require.Eventually(t, func() bool { return unknown.Hits() >= 5 }, 20*time.Second, 10*time.Millisecond, "kgo retries")
-	require.Empty(t, told, "told once while it lasts")
-	unknown.Remove()
+	require.NoError(t, told.next(t), "reading works again, without a record")
+	require.Empty(t, ch, "no revision meanwhile")
 	produce(kafkatest.StateRecord(t, "job", 2))
 	require.Equal(t, int64(2), next(t, ch).Revision)
-	require.NoError(t, told.next(t))
 	require.Empty(t, told)
 }
 
-// Brokers that stop answering after Watch's setup are told to OnFetchError
-// (kgo retries without returning a fetch to the watch), wrapping
-// ErrUnreachable, each error once in a row.
-func TestWatchTellsOfUnreachableBrokers(t *testing.T) {
+// A refusal over before the grace is not told: a leader's move or an
+// election gives such short failures.
+func TestWatchDoesNotTellShortFetchErrors(t *testing.T) {
+	const grace = 5 * time.Second
+	client.SetFetchErrorGrace(t, grace)
 	ctx := ctxT(t)
-	cluster, c, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
+	cluster, c, produce := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
+	told := make(toldErrors, 100)
+	ch, err := c.Watch(ctx, "job", told.opt())
+	require.NoError(t, err)
+	require.Equal(t, int64(1), next(t, ch).Revision)
+
+	refused, start := refuseFetches(cluster, 3), time.Now()
+	require.Eventually(t, func() bool { return refused.Hits() >= 3 }, 20*time.Second, 10*time.Millisecond)
+	produce(kafkatest.StateRecord(t, "job", 2))
+	require.Equal(t, int64(2), next(t, ch).Revision, "read again")
+	require.Less(t, time.Since(start), grace, "the refusal was shorter than the grace")
+	require.Empty(t, told, "not told")
+}
+
+// Brokers that stop answering while a watch follows its lock are told to
+// OnFetchError once, wrapping ErrUnreachable, however often kgo dials
+// them again (each failed dial a new error text).
+func TestWatchTellsOfUnreachableBrokers(t *testing.T) {
+	client.SetFetchErrorGrace(t, time.Second)
+	ctx := ctxT(t)
+	cluster, _ := kafkatest.StateTopic(t, 1, kafkatest.StateRecord(t, "job", 1))
+	var failedDials atomic.Int64
+	dialer := &net.Dialer{}
+	c, err := client.New(ctx, client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, KafkaOpts: []kgo.Opt{
+		kgo.Dialer(func(ctx context.Context, network, host string) (net.Conn, error) {
+			conn, err := dialer.DialContext(ctx, network, host)
+			if err != nil {
+				failedDials.Add(1)
+			}
+			return conn, err
+		}),
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
 	told := make(toldErrors, 100)
 	ch, err := c.Watch(ctx, "job", told.opt())
 	require.NoError(t, err)
 	require.Equal(t, int64(1), next(t, ch).Revision)
 	require.Empty(t, told, "nothing failed")
+
 	cluster.Close()
 	err = told.next(t)
 	require.ErrorIs(t, err, client.ErrUnreachable)
-	require.ErrorContains(t, err, `partition 0 of "`+topics.DefaultNames().State+`"`)
-	said := []string{err.Error()}
-	for !strings.Contains(said[len(said)-1], "connecting to broker") {
-		err := told.next(t) // the failed connections, after the fetch cut off
-		require.NotEqual(t, said[len(said)-1], err.Error(), "told again unchanged")
-		said = append(said, err.Error())
-	}
-	t.Log(strings.Join(said, "\n"))
+	require.ErrorContains(t, err, `reading partition 0 of "`+topics.DefaultNames().State+`"`)
+	dials := failedDials.Load()
+	require.Eventually(t, func() bool { return failedDials.Load() >= dials+5 }, 20*time.Second, 10*time.Millisecond, "kgo dials again")
+	require.Empty(t, told, "told once while it lasts")
 }
 
-// Observe passes OnFetchError on to its watch.
+// Observe passes OnFetchError on to its watch: a refusal from its start is
+// told, then nil when the record is read.
 func TestObserveTellsOfFetchErrors(t *testing.T) {
+	client.SetFetchErrorGrace(t, 500*time.Millisecond)
 	cluster, c, _ := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
-	refused := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	refused := refuseFetches(cluster, -1)
 	defer refused.Remove()
 	told := make(toldErrors, 100)
-	_, err := client.NewElection(c, "job").Observe(ctxT(t), told.opt())
+	ch, err := client.NewElection(c, "job").Observe(ctxT(t), told.opt())
 	require.NoError(t, err)
 	require.ErrorIs(t, told.next(t), client.ErrForbidden)
+	refused.Remove()
+	require.NoError(t, told.next(t))
+	require.Empty(t, ch, "job's record is no leader's")
+}
+
+// A partition's move to another leader is not told: kgo drops the Fetch
+// in flight (context.Canceled) and gets NOT_LEADER_OR_FOLLOWER or
+// FENCED_LEADER_EPOCH until it reloads the metadata, and the new leader
+// answers well before the grace.
+func TestWatchDoesNotTellLeaderMoves(t *testing.T) {
+	const grace = time.Second
+	client.SetFetchErrorGrace(t, grace)
+	ctx := ctxT(t)
+	state := topics.DefaultNames().State
+	cluster := kafkatest.Cluster(t, kfake.NumBrokers(3), kfake.SeedTopics(1, state))
+	c, err := client.New(ctx, client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	told := make(toldErrors, 100)
+	ch, err := c.Watch(ctx, "job", told.opt())
+	require.NoError(t, err)
+	require.Equal(t, int64(0), next(t, ch).Revision)
+	for range 2 {
+		to := (cluster.LeaderFor(state, 0) + 1) % 3
+		served := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Nodes: []int32{to}, Observe: true, Count: -1})
+		moved := time.Now()
+		require.NoError(t, cluster.MoveTopicPartition(state, 0, to))
+		// Until the grace passed twice, the new leader answering.
+		require.Eventually(t, func() bool { return served.Hits() >= 5 && time.Since(moved) > 2*grace },
+			20*time.Second, 10*time.Millisecond, "the new leader answers")
+		served.Remove()
+	}
+	require.Empty(t, told, "not told")
 }
