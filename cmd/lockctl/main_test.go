@@ -744,45 +744,67 @@ func TestWatchWarnsOfKafkaErrors(t *testing.T) {
 	for _, topic := range []string{names.Acquired, names.Released, names.Expired, names.Revoked} {
 		assert.Equal(t, 1, strings.Count(errOut.String(), "topic="+topic+"): TOPIC_AUTHORIZATION_FAILED"), "once for %s:\n%s", topic, errOut.String())
 	}
+	lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n")
+	assert.True(t, strings.HasPrefix(lines[0], "lockctl: watching "), "the header first:\n%s", errOut.String())
+	for _, l := range lines[1:] {
+		assert.True(t, strings.HasPrefix(l, "lockctl watch: warning: Fetch error ("), "as watch --lock warns: %q", l)
+	}
 }
 
-// watch --lock warns on stderr, once, when Kafka refuses its fetches after
-// the setup (TOPIC_AUTHORIZATION_FAILED, as without the Read ACL), instead
-// of silence that looks like a lock that does not change; it says when it
-// reads again, and stdout keeps the revisions alone, with --json too.
+// watch --lock warns on stderr, once, when Kafka keeps refusing its
+// fetches after the setup (TOPIC_AUTHORIZATION_FAILED, as without the Read
+// ACL) past client.OnFetchError's grace, instead of silence that looks
+// like a lock that does not change, after its header and in the lifecycle
+// watch's format; it says when it reads again (two fetches in a row
+// answered, no new record needed), and stdout keeps the revisions alone,
+// with --json too. Both run at once: each waits out the 5 s grace.
 func TestWatchLockWarnsOfKafkaErrors(t *testing.T) {
+	state := topics.DefaultNames().State
 	for _, asJSON := range []bool{false, true} {
-		kafka, produce := kafkatest.StateTopic(t, 1, kafkatest.StateRecord(t, "job", 1))
-		refused := kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
-		ctx, stop := context.WithCancel(context.Background())
-		defer stop()
-		var out, errOut testlog.Buffer
-		done := make(chan int, 1)
-		args := []string{"watch", "--lock", "job", "--brokers", kafka.ListenAddrs()[0]}
-		if asJSON {
-			args = append(args, "--json")
-		}
-		go func() { done <- run(ctx, args, &out, &errOut) }()
-		eventually(t, "a warning, and fetches refused again after it", func() bool {
-			return strings.Contains(errOut.String(), "TOPIC_AUTHORIZATION_FAILED") && refused.Hits() >= 5
+		t.Run(fmt.Sprint("json=", asJSON), func(t *testing.T) {
+			t.Parallel()
+			kafka, produce := kafkatest.StateTopic(t, 1, kafkatest.StateRecord(t, "job", 1))
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			var out, errOut testlog.Buffer
+			done := make(chan int, 1)
+			args := []string{"watch", "--lock", "job", "--brokers", kafka.ListenAddrs()[0]}
+			if asJSON {
+				args = append(args, "--json")
+			}
+			go func() { done <- run(ctx, args, &out, &errOut) }()
+			eventually(t, "the lock as it is", func() bool { return strings.Count(out.String(), "\n") == 1 })
+			refused := kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+			warning := "lockctl watch: warning: forbidden: reading partition 0 of \"" + state + "\": TOPIC_AUTHORIZATION_FAILED"
+			eventually(t, "a warning", func() bool { return strings.Contains(errOut.String(), warning) })
+			hits := refused.Hits()
+			eventually(t, "fetches refused again after it", func() bool { return refused.Hits() >= hits+3 })
+			refused.Remove()
+			again := "lockctl watch: reading " + state + " again\n"
+			eventually(t, "reading again", func() bool { return strings.Contains(errOut.String(), again) })
+			assert.Equal(t, 1, strings.Count(out.String(), "\n"), "no record read: reading again without one")
+			produce(kafkatest.StateRecord(t, "job", 2))
+			eventually(t, "the revisions", func() bool { return strings.Count(out.String(), "\n") == 2 })
+			stop()
+			assert.Equal(t, exitOK, <-done)
+			lines := strings.SplitAfter(errOut.String(), "\n")
+			if !asJSON {
+				require.NotEmpty(t, lines)
+				assert.Equal(t, "lockctl: watching job on "+state+" (Ctrl-C to stop)\n", lines[0], "the header first")
+				lines = lines[1:]
+			}
+			require.Len(t, lines, 3, "one warning, then reading again:\n%s", errOut.String())
+			assert.True(t, strings.HasPrefix(lines[0], warning), lines[0])
+			assert.Equal(t, again, lines[1])
+			assert.Empty(t, lines[2])
+			if asJSON {
+				assert.Contains(t, out.String(), `"revision":1`)
+				assert.Contains(t, out.String(), `"revision":2`)
+			} else {
+				assert.Contains(t, out.String(), "job rev=1 released")
+				assert.Contains(t, out.String(), "job rev=2 released")
+			}
 		})
-		assert.Empty(t, out.String(), "stdout is for revisions")
-		assert.Equal(t, 1, strings.Count(errOut.String(), "lockctl watch: warning: forbidden: reading partition 0 of \""+
-			topics.DefaultNames().State+"\": TOPIC_AUTHORIZATION_FAILED"), "once:\n%s", errOut.String())
-		assert.Contains(t, errOut.String(), "(retrying)\n")
-		refused.Remove()
-		produce(kafkatest.StateRecord(t, "job", 2))
-		eventually(t, "the revisions", func() bool { return strings.Count(out.String(), "\n") == 2 })
-		stop()
-		assert.Equal(t, exitOK, <-done)
-		assert.Contains(t, errOut.String(), "lockctl watch: reading "+topics.DefaultNames().State+" again\n")
-		if asJSON {
-			assert.Contains(t, out.String(), `"revision":1`)
-			assert.Contains(t, out.String(), `"revision":2`)
-		} else {
-			assert.Contains(t, out.String(), "job rev=1 released")
-			assert.Contains(t, out.String(), "job rev=2 released")
-		}
 	}
 }
 

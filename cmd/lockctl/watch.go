@@ -54,6 +54,14 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			wg sync.WaitGroup
 		)
 		lifecycle := []string{names.Acquired, names.Released, names.Expired, names.Revoked}
+		// Before the subscriptions, which may warn from then on.
+		if !c.json {
+			of := ""
+			if c.namespace != "" {
+				of = " for the locks of namespace " + c.namespace
+			}
+			fmt.Fprintf(c.stderr, "lockctl: watching %s%s (Ctrl-C to stop)\n", strings.Join(lifecycle, ", "), of)
+		}
 		for _, topic := range lifecycle {
 			msgs, err := sub.Subscribe(ctx, topic)
 			if err != nil {
@@ -74,47 +82,43 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 				}
 			}()
 		}
-		if !c.json {
-			of := ""
-			if c.namespace != "" {
-				of = " for the locks of namespace " + c.namespace
-			}
-			fmt.Fprintf(c.stderr, "lockctl: watching %s%s (Ctrl-C to stop)\n", strings.Join(lifecycle, ", "), of)
-		}
 		wg.Wait() // the subscriptions end with ctx
 		return nil
 	}
 }
 
 // watchLock prints the lock's revisions as client.Watch delivers them, and
-// warns on stderr when reading the lock state topic fails after the setup
-// (once per distinct error, as the lifecycle watch does; the watch
-// retries), and says when it reads a record again.
+// warns on stderr when reading the lock state topic keeps failing after the
+// setup (once a failure lasted client.OnFetchError's grace, once for as
+// long as it lasts; the watch retries), in the lifecycle watch's format,
+// and says when it reads again.
 func (c *cli) watchLock(ctx context.Context, lock string) error {
 	cl, err := c.reader(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	var mu sync.Mutex // the watch's reading goroutine warns meanwhile
+	// The watch's reading goroutine warns; held until the header is out.
+	var mu sync.Mutex
+	mu.Lock()
 	warn := client.OnFetchError(func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
-			fmt.Fprintf(c.stderr, "lockctl %s: warning: %v (retrying)\n", c.cmd, err)
+			fmt.Fprintf(c.stderr, "lockctl %s: warning: %v\n", c.cmd, err)
 		} else {
 			fmt.Fprintf(c.stderr, "lockctl %s: reading %s again\n", c.cmd, c.names().State)
 		}
 	})
 	revs, err := cl.Watch(ctx, lock, warn) // its setup is bounded by the client's request timeout
 	if err != nil {
+		mu.Unlock()
 		return err
 	}
 	if !c.json {
-		mu.Lock()
 		fmt.Fprintf(c.stderr, "lockctl: watching %s on %s (Ctrl-C to stop)\n", topics.LockKey(c.namespace, lock), c.names().State)
-		mu.Unlock()
 	}
+	mu.Unlock()
 	for lr := range revs {
 		c.printRevision(lr)
 	}
@@ -234,7 +238,8 @@ func (c *cli) watched(ev topics.Event) bool {
 
 // warnLogger is the lifecycle subscriber's logger: it writes its errors
 // (a fetch refused, as TOPIC_AUTHORIZATION_FAILED, which the subscriber
-// logs once until it changes) to stderr, where watch would otherwise wait
+// logs once until it changes) to stderr as warnings, in watch --lock's
+// format ("lockctl watch: warning: ..."), where watch would otherwise wait
 // in silence; stdout keeps the events alone. The rest (debug, info) is not
 // written.
 type warnLogger struct {
@@ -250,7 +255,7 @@ func newWarnLogger(w io.Writer, prefix string) *warnLogger {
 
 func (l *warnLogger) Error(msg string, err error, fields watermill.LogFields) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s", l.prefix, msg)
+	fmt.Fprintf(&b, "%s: warning: %s", l.prefix, msg)
 	all := l.fields.Add(fields)
 	keys := slices.Sorted(maps.Keys(all))
 	sep := " ("
