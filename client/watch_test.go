@@ -627,3 +627,46 @@ func TestWatchDoesNotTellLeaderMoves(t *testing.T) {
 	}
 	require.Empty(t, told, "not told")
 }
+
+// Dead seeds among live ones are not told: while the partition's leader
+// is not known yet a failed dial begins a streak, which the fetches that
+// follow end before the grace, on a partition without records too. (The
+// grace must outlast kgo's backoff between the seeds it tries: 250 ms,
+// then doubling, jittered.)
+func TestWatchDoesNotTellDeadSeeds(t *testing.T) {
+	const grace = 3 * time.Second
+	client.SetFetchErrorGrace(t, grace)
+	ctx := ctxT(t)
+	cluster, _ := kafkatest.StateTopic(t, 1)
+	var seeds []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		seeds = append(seeds, l.Addr().String())
+		require.NoError(t, l.Close()) // refuses connections from now on
+	}
+	var failedDials atomic.Int64
+	dialer := &net.Dialer{}
+	c, err := client.New(ctx, client.Config{Brokers: append(seeds, cluster.ListenAddrs()...), ReadOnly: true, KafkaOpts: []kgo.Opt{
+		kgo.Dialer(func(ctx context.Context, network, host string) (net.Conn, error) {
+			conn, err := dialer.DialContext(ctx, network, host)
+			if err != nil {
+				failedDials.Add(1)
+			}
+			return conn, err
+		}),
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	served := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Observe: true, Count: -1})
+	defer served.Remove()
+	told := make(toldErrors, 100)
+	start := time.Now()
+	ch, err := c.Watch(ctx, "job", told.opt())
+	require.NoError(t, err)
+	require.Equal(t, int64(0), next(t, ch).Revision)
+	require.Eventually(t, func() bool { return served.Hits() >= 5 && time.Since(start) > 2*grace },
+		20*time.Second, 10*time.Millisecond, "fetches answered past the grace")
+	t.Logf("%d failed dials", failedDials.Load())
+	require.Empty(t, told, "not told")
+}
