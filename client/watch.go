@@ -291,9 +291,12 @@ func (f *fetchErrors) get() error {
 
 // failedReading is a failure signal of the followed partition's reading:
 // it begins a streak, or goes on with the current one, err its latest
-// failure. A streak's beginning ends poll's wait, to be timed. A reader
-// that follows none keeps nothing.
-func (f *fetchErrors) failedReading(err error) {
+// failure unless weak (the failure of a broker that may not serve the
+// partition: it fills latest only while the streak has none, never
+// replacing a partition's error or a failure of its leader). A streak's
+// beginning ends poll's wait, to be timed. A reader that follows none
+// keeps nothing.
+func (f *fetchErrors) failedReading(err error, weak bool) {
 	f.mu.Lock()
 	if f.leader == nil {
 		f.mu.Unlock()
@@ -303,20 +306,13 @@ func (f *fetchErrors) failedReading(err error) {
 	if f.since.IsZero() {
 		f.since, wake = time.Now(), f.wake
 	}
-	f.latest, f.oks = err, 0
+	if !weak || f.latest == nil {
+		f.latest = err
+	}
+	f.oks = 0
 	f.mu.Unlock()
 	if wake != nil {
 		wake()
-	}
-}
-
-// alsoFailed makes err the latest failure of the current streak, if there
-// is one, without being a failure signal itself.
-func (f *fetchErrors) alsoFailed(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.since.IsZero() {
-		f.latest = err
 	}
 }
 
@@ -372,15 +368,19 @@ func (f *fetchErrors) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, 
 	if leader == nil || abandoned(err) {
 		return
 	}
-	if l := leader(); l < 0 || l == meta.NodeID {
-		// The partition's leader, or while it is not known (the first
-		// metadata not loaded yet, or no leader) any broker.
-		f.failedReading(err)
-	} else {
-		// A broker asked for metadata only: a dead one among several
-		// does not stop the reading, but during a streak it may tell why.
-		f.alsoFailed(err)
+	switch l := leader(); {
+	case l == meta.NodeID:
+		// The partition's leader.
+		f.failedReading(err, false)
+	case l < 0:
+		// While the leader is not known (the first metadata not loaded
+		// yet, or no leader) any broker: it may be the leader or a seed,
+		// so it fills the streak's latest failure only if it has none.
+		f.failedReading(err, true)
 	}
+	// Else a broker asked for metadata only (a dead seed, or another
+	// broker kgo refreshes the metadata from after each refused Fetch):
+	// it does not stop the reading, nor tell why a streak lasts.
 }
 
 func (f *fetchErrors) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.BrokerE2E) {
@@ -394,7 +394,7 @@ func (f *fetchErrors) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.Br
 	case err == nil:
 		f.fetched()
 	case !abandoned(err):
-		f.failedReading(err)
+		f.failedReading(err, false)
 	}
 }
 
@@ -570,7 +570,7 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 		if _, ok := r.end[e.Partition]; ok {
 			r.failed.addPartition(e.Partition, fmt.Errorf("fetching partition %d of %q: %w", e.Partition, e.Topic, e.Err))
 		}
-		r.failed.failedReading(e.Err)
+		r.failed.failedReading(e.Err, false)
 	}
 	if r.onFetchError != nil {
 		if len(errs) == 0 && fs.NumRecords() > 0 {
