@@ -318,10 +318,12 @@ func (f *fetchErrors) failedReading(err error, weak bool) {
 
 // fetched says a Fetch round trip succeeded. Its response may still carry
 // an error of the partition, which poll gets afterwards (kgo calls the
-// hook as it reads the response, and issues the partition's next Fetch
-// only once poll took the one it buffered): so the second in a row, with
-// no failure signal since the first, says the reading works again. Poll
-// decides it, after taking the errors it got; this ends its wait for it.
+// hook as it reads the response, before it buffers it, and issues the
+// partition's next Fetch only once poll took a response it buffered, one
+// with an error or records): so the second in a row, with no failure
+// signal since the first, says the reading works again once a poll after
+// it got no error (the second's may be buffered just after the first
+// poll). Poll decides it; this ends its wait for it.
 func (f *fetchErrors) fetched() {
 	f.mu.Lock()
 	if f.leader == nil {
@@ -420,16 +422,17 @@ func (r *stateReader) follow(part int32, fn func(error)) {
 	}
 }
 
-// settle ends the current streak if reading works again (a second
-// successful Fetch in a row), tells onFetchError what is due (the
-// streak's latest failure once it lasted the grace, nil once a streak
-// told ended), and returns with r.failed.mu held and when the current
-// streak's grace ends if it is still to be told (zero: none).
-func (r *stateReader) settle() (graceEnd time.Time) {
+// settle ends the current streak if reading works again (confirmed: a
+// poll begun after a second successful Fetch in a row got no error, and
+// none came since), tells onFetchError what is due (the streak's latest
+// failure once it lasted the grace, nil once a streak told ended), and
+// returns with r.failed.mu held and when the current streak's grace ends
+// if it is still to be told (zero: none).
+func (r *stateReader) settle(confirmed bool) (graceEnd time.Time) {
 	f := r.failed
 	for {
 		f.mu.Lock()
-		if !f.since.IsZero() && f.oks >= 2 {
+		if confirmed && !f.since.IsZero() && f.oks >= 2 {
 			f.since, f.latest = time.Time{}, nil
 		}
 		switch {
@@ -455,22 +458,30 @@ func (r *stateReader) settle() (graceEnd time.Time) {
 // waitCtx is the context poll waits for fetches with: ctx, or for a reader
 // that follows its partition, after what was due was told, one that a new
 // streak, the reading working again or the current streak's grace end.
-// done ends it.
-func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, done func()) {
+// done ends it. confirming says the streak may end after this poll: it
+// began after a second successful Fetch in a row, and waits fetchMaxWait
+// at most, long enough for that Fetch's response to be buffered if it
+// carries an error (the grace's end, if sooner, waits for it: the streak
+// is then told only if an error came).
+func (r *stateReader) waitCtx(ctx context.Context) (wait context.Context, confirming bool, done func()) {
 	if r.onFetchError == nil {
-		return ctx, func() {}
+		return ctx, false, func() {}
 	}
 	f := r.failed
-	graceEnd := r.settle()
+	graceEnd := r.settle(false)
+	confirming = !f.since.IsZero() && f.oks >= 2
 	var cancel context.CancelFunc
-	if graceEnd.IsZero() {
+	switch {
+	case confirming:
+		wait, cancel = context.WithTimeout(ctx, fetchMaxWait)
+	case graceEnd.IsZero():
 		wait, cancel = context.WithCancel(ctx)
-	} else {
+	default:
 		wait, cancel = context.WithDeadline(ctx, graceEnd)
 	}
 	f.wake = cancel
 	f.mu.Unlock()
-	return wait, func() {
+	return wait, confirming, func() {
 		f.mu.Lock()
 		f.wake = nil
 		f.mu.Unlock()
@@ -518,7 +529,7 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 	// Retryable fetch errors (a partition without a leader) come back to
 	// poll too, which keeps them while they persist; kgo still retries.
 	r.cons, err = kgo.NewClient(append(slices.Clip(c.baseOpts),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(fetchMaxWait),
 		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))...)
 	if err != nil {
 		return nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
@@ -550,9 +561,12 @@ func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
 // that follows its partition takes the errors as failure signals, records
 // as the end of the streak (unless errors came with them), and tells
 // onFetchError what is due before it waits and after; its wait ends early
-// when the hooks see a streak begin or end, or at the grace's end.
+// when the hooks see a streak begin or two Fetches in a row succeed, or at
+// the grace's end, and lasts fetchMaxWait at most when it is to confirm
+// that they did: a streak ends only at a poll begun after them that got
+// no error.
 func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live bool)) (progressed bool, err error) {
-	wait, done := r.waitCtx(ctx)
+	wait, confirming, done := r.waitCtx(ctx)
 	fs := r.cons.PollFetches(wait)
 	done()
 	if fs.IsClientClosed() {
@@ -576,7 +590,7 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 		if len(errs) == 0 && fs.NumRecords() > 0 {
 			r.failed.readAgain()
 		}
-		r.settle()
+		r.settle(confirming && len(errs) == 0)
 		r.failed.mu.Unlock()
 	}
 	switch {
@@ -608,10 +622,12 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 }
 
 // fetchErrorPause is how long poll waits after a fetch that got only
-// errors, doubling while they last up to maxFetchErrorPause.
+// errors, doubling while they last up to maxFetchErrorPause. fetchMaxWait
+// is how long the brokers hold a reader's Fetch without records.
 const (
 	fetchErrorPause    = 100 * time.Millisecond
 	maxFetchErrorPause = time.Second
+	fetchMaxWait       = 200 * time.Millisecond
 )
 
 // Locks returns the table of locks: the newest state of every lock on the

@@ -1,14 +1,20 @@
 package client
 
 import (
+	"context"
 	"math"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
 )
 
 // SetFetchErrorGrace sets, for the watches test t starts, how long a
@@ -65,4 +71,53 @@ func TestFetchErrorsLatestFailure(t *testing.T) {
 	require.ErrorIs(t, latest(), syscall.ECONNREFUSED, "its dial error filling latest")
 	f.failedReading(kerr.UnknownTopicOrPartition, false)
 	require.Equal(t, kerr.UnknownTopicOrPartition, latest(), "a partition's error replaces it")
+}
+
+// Two successful Fetch round trips in a row during a streak (the hook
+// runs before a response is buffered: the second may carry the
+// partition's error still) end it only once a poll after them got no
+// error: refused fetches go on being told as one streak, without a nil.
+func TestFetchedTwiceDoesNotEndAStreakAlone(t *testing.T) {
+	SetFetchErrorGrace(t, 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cluster, _ := kafkatest.StateTopic(t, 1)
+	c, err := New(ctx, Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	r, err := c.readState(ctx, func(int) []int32 { return []int32{0} })
+	require.NoError(t, err)
+	defer r.cons.Close()
+	var mu sync.Mutex
+	var told []error
+	r.follow(0, func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, err)
+	})
+	toldN := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(told)
+	}
+	refused := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	defer refused.Remove()
+	polling := make(chan struct{})
+	go func() {
+		defer close(polling)
+		for ctx.Err() == nil {
+			_, _ = r.poll(ctx, func(*kgo.Record, bool) {})
+		}
+	}()
+	require.Eventually(t, func() bool { return toldN() == 1 }, 20*time.Second, 10*time.Millisecond, "the refusal told")
+	for range 5 {
+		// As if two Fetches succeeded, the refused ones still buffered.
+		r.failed.fetched()
+		r.failed.fetched()
+		time.Sleep(time.Second)
+	}
+	cancel()
+	<-polling
+	require.Equal(t, 1, toldN(), "told once, no end: %v", told)
+	require.ErrorIs(t, told[0], ErrForbidden)
 }
