@@ -807,12 +807,15 @@ type watchOptions struct {
 // UNKNOWN_TOPIC_OR_PARTITION). A failure streak begins at the first
 // failure (a fetch error, a failed Fetch request, a failed connection to
 // the partition's leader, or to any broker while the leader is not known)
-// and ends when reading works again: a record of the partition is read,
-// or two Fetch requests in a row succeed without an error of the
-// partition (so a partition without new records tells it too). fn is
-// told of a streak once, only after it lasted 5 s (kgo retries all along,
-// with a backoff of 250 ms to 5 s; a leader's move or election, over
-// within a few seconds, is not told), with its latest failure: the error
+// and ends when reading works again: a record of the partition is read
+// with no error in the same poll, or two Fetch requests in a row succeed
+// and the poll after them gets no error (so a partition without new
+// records tells it too). fn is told of a streak once, only after it
+// lasted 5 s (kgo retries all along: a refused Fetch again as soon as the
+// watch took its error, which it does every 100 ms to 1 s; a failed dial
+// or request after a backoff of 250 ms to 5 s; a leader's move or
+// election, over within a few seconds, is not told), with its latest
+// failure: the error
 // names the topic and partition and wraps ErrUnreachable, or ErrForbidden
 // for an authorization refusal. Then fn is told nil once, when that
 // streak ends. The latest failure may not be the first (a dial error to
