@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +15,10 @@ import (
 
 var (
 	// ErrTransient marks a failure that a retry of the whole transaction can
-	// cure: serialization failure (40001), deadlock (40P01), a lost or
-	// terminated connection, a server shutting down or out of connection
-	// slots; and a request_id's outcome inserted by a concurrent transaction
+	// cure: serialization failure (40001), deadlock (40P01), a lost,
+	// refused or terminated connection (not one refused for its role or
+	// the server's certificate), a server starting up, shutting down or
+	// out of connection slots; and a request_id's outcome inserted by a concurrent transaction
 	// (a unique violation on processed_requests' key: the retry finds the
 	// request applied and answers it from that outcome). InTx retries these
 	// itself. A connection lost during COMMIT is transient too, though the
@@ -114,6 +117,9 @@ func transient(err error) bool {
 		}
 		return strings.HasPrefix(pgErr.Code, "08") // connection exception class
 	}
+	if badCertificate(err) { // a failed connection, but only a new certificate cures it
+		return false
+	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 		return true
@@ -127,4 +133,14 @@ func transient(err error) bool {
 	// committed: the worker's offset guard makes that retry fail with
 	// ErrOffsetMoved instead of applying twice.
 	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgconn.ErrConnClosed)
+}
+
+// badCertificate reports whether err says the server's certificate did not
+// verify (sslmode verify-ca or verify-full).
+func badCertificate(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
 }

@@ -17,8 +17,17 @@ const VersionTable = "lockworker_schema_version"
 // lock while it migrates, so workers starting at once apply each file once.
 // That lock is one for the whole database, whatever the schema: a schema
 // already at the last migration is left alone without it, so a replica
-// restarting does not wait behind another schema's migration.
+// restarting does not wait behind another schema's migration. With
+// Config.RetryStart, a transient failure is retried (each migration is a
+// transaction of its own, and the lock goes with the connection).
 func (s *Store) Migrate(ctx context.Context) error {
+	if s.cfg.RetryStart {
+		return retry(ctx, s.cfg, s.cfg.OnStartRetry, func() error { return s.migrate(ctx) })
+	}
+	return s.migrate(ctx)
+}
+
+func (s *Store) migrate(ctx context.Context) error {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", translate(err))

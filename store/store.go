@@ -34,6 +34,17 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// OnRetry, when set, is told of every retry (for logs and metrics).
 	OnRetry func(attempt int, err error, delay time.Duration)
+	// RetryStart makes Open and Migrate retry a transient failure (see
+	// ErrTransient: PostgreSQL unreachable, refusing connections, starting
+	// up or shutting down) with the retry policy above until they succeed
+	// or ctx is done, as a transaction's is, instead of failing at the
+	// first: a service started during a failover waits for the server.
+	// Failures no retry cures still fail at once: ErrAccessDenied,
+	// ErrNoDatabase (unless creating the database failed transiently), an
+	// invalid URL, a server certificate that does not verify.
+	RetryStart bool
+	// OnStartRetry, when set, is told of each of those retries.
+	OnStartRetry func(attempt int, err error, delay time.Duration)
 }
 
 // Store is a pool plus the retry policy.
@@ -45,7 +56,7 @@ type Store struct {
 // Open connects to PostgreSQL. When the database does not exist and the user
 // may create it, it is created; otherwise the error is ErrNoDatabase (and
 // ErrAccessDenied when the user may not create it). A role that cannot log in
-// gives ErrAccessDenied.
+// gives ErrAccessDenied. With cfg.RetryStart, transient failures are retried.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 10
@@ -65,6 +76,25 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if _, set := pcfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
 		pcfg.AfterConnect = preferGenericPlans
 	}
+	var pool *pgxpool.Pool
+	try := func() (err error) {
+		pool, err = connect(ctx, pcfg)
+		return err
+	}
+	if cfg.RetryStart {
+		err = retry(ctx, cfg, cfg.OnStartRetry, try)
+	} else {
+		err = try()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Store{Pool: pool, cfg: cfg}, nil
+}
+
+// connect creates the database if need be (ensureDatabase) and returns a
+// pool that reached it.
+func connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	if err := ensureDatabase(ctx, pcfg.ConnConfig); err != nil {
 		return nil, err
 	}
@@ -76,7 +106,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, translate(err))
 	}
-	return &Store{Pool: pool, cfg: cfg}, nil
+	return pool, nil
 }
 
 // preferGenericPlans makes a connection plan each prepared statement once:
@@ -150,6 +180,12 @@ func (s *Store) InTxBatch(ctx context.Context, fn func(tx pgx.Tx, first, last *p
 // retry runs try until it succeeds, fails for a reason other than
 // ErrTransient, or ctx is done, backing off between attempts.
 func (s *Store) retry(ctx context.Context, try func() error) error {
+	return retry(ctx, s.cfg, s.cfg.OnRetry, try)
+}
+
+// retry is Store.retry with cfg's policy, telling onRetry (when set) of
+// each retry.
+func retry(ctx context.Context, cfg Config, onRetry func(attempt int, err error, delay time.Duration), try func() error) error {
 	var last error // the previous attempt's transient error
 	for attempt := 1; ; attempt++ {
 		err := try()
@@ -160,9 +196,9 @@ func (s *Store) retry(ctx context.Context, try func() error) error {
 		if err == nil || !errors.Is(err, ErrTransient) {
 			return err
 		}
-		delay := Backoff(s.cfg.RetryBase, s.cfg.RetryMax, attempt)
-		if s.cfg.OnRetry != nil {
-			s.cfg.OnRetry(attempt, err, delay)
+		delay := Backoff(cfg.RetryBase, cfg.RetryMax, attempt)
+		if onRetry != nil {
+			onRetry(attempt, err, delay)
 		}
 		select {
 		case <-ctx.Done():

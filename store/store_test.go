@@ -2,11 +2,21 @@ package store_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	cryptorand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"math/big"
 	"math/rand/v2"
+	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1110,4 +1120,220 @@ func TestRollbackOfAHungConnectionIsBounded(t *testing.T) {
 	case <-time.After(store.RollbackTimeout + 20*time.Second):
 		t.Fatal("InTx still waits on the rollback of a connection that does not answer")
 	}
+}
+
+// startRetries records the retries of Open and Migrate under RetryStart.
+type startRetries struct {
+	mu   sync.Mutex
+	errs []error
+	// retried says each retry, if not full; a wait drains it first.
+	retried chan struct{}
+}
+
+func newStartRetries() *startRetries { return &startRetries{retried: make(chan struct{}, 1)} }
+
+// config is a store.Config for url that retries its start, recorded on r,
+// quickly.
+func (r *startRetries) config(url string) store.Config {
+	return store.Config{URL: url, MaxConns: 2, RetryStart: true, RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
+		OnStartRetry: func(attempt int, err error, delay time.Duration) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.errs = append(r.errs, err)
+			select {
+			case r.retried <- struct{}{}:
+			default:
+			}
+		},
+		OnRetry: func(_ int, err error, _ time.Duration) { panic(fmt.Sprintf("a start's retry told as a transaction's: %v", err)) },
+	}
+}
+
+func (r *startRetries) all() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.errs)
+}
+
+// awaitRetry waits for a retry, failing the test if done (the call under
+// test) says it returned first, or it takes too long.
+func (r *startRetries) awaitRetry(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case <-r.retried:
+	case err := <-done:
+		t.Fatalf("returned without retrying: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no retry in 30 s")
+	}
+}
+
+// awaitDone waits for done's error once PostgreSQL is back.
+func awaitDone(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("still retrying 30 s after PostgreSQL came back")
+		return nil
+	}
+}
+
+// With RetryStart, Open and Migrate wait for a PostgreSQL that refuses
+// them (a failover, say), retrying with the backoff and telling
+// OnStartRetry, and go on when it is back.
+func TestRetryStartWaitsForPostgres(t *testing.T) {
+	t.Parallel()
+	sch := testdb.NewSchema(t)
+	u, err := url.Parse(sch.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	r := newStartRetries()
+
+	proxy.Cut()
+	opened := make(chan error, 1)
+	var st *store.Store
+	go func() {
+		var err error
+		st, err = store.Open(context.Background(), r.config(u.String()))
+		opened <- err
+	}()
+	r.awaitRetry(t, opened)
+	proxy.Restore()
+	require.NoError(t, awaitDone(t, opened))
+	t.Cleanup(st.Close)
+	t.Cleanup(proxy.Restore) // before the store closes (cleanups run last first)
+	opening := r.all()
+	require.NotEmpty(t, opening)
+	for _, err := range opening {
+		require.ErrorIs(t, err, store.ErrTransient)
+		require.Contains(t, err.Error(), "connecting to PostgreSQL at 127.0.0.1", "says where it connects")
+	}
+
+	proxy.Cut()
+	migrated := make(chan error, 1)
+	go func() { migrated <- st.Migrate(context.Background()) }()
+	select { // left from Open's retries, if any: Migrate's go on until it is back
+	case <-r.retried:
+	default:
+	}
+	r.awaitRetry(t, migrated)
+	proxy.Restore()
+	require.NoError(t, awaitDone(t, migrated))
+	requireSchema(t, st)
+	migrating := r.all()[len(opening):]
+	require.NotEmpty(t, migrating)
+	for _, err := range migrating {
+		require.ErrorIs(t, err, store.ErrTransient)
+		require.Contains(t, err.Error(), "migrating")
+	}
+}
+
+// With RetryStart, what no retry cures still fails at once: a role that
+// may not log in or does not exist, a missing database it may not create,
+// an invalid URL, a server certificate that does not verify.
+func TestRetryStartFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(testdb.URL())
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	st := testdb.New(t)
+	as := func(user, database string) string {
+		v := *u
+		if pw, ok := u.User.Password(); ok {
+			v.User = url.UserPassword(user, pw)
+		} else {
+			v.User = url.User(user)
+		}
+		v.Path = "/" + database
+		return v.String()
+	}
+	open := func(t *testing.T, url string) error {
+		t.Helper()
+		r := newStartRetries()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // retrying would end here
+		defer cancel()
+		st, err := store.Open(ctx, r.config(url))
+		if err == nil {
+			st.Close()
+		}
+		require.Error(t, err)
+		require.NotErrorIs(t, err, context.DeadlineExceeded, "retried until ctx ended")
+		require.NotErrorIs(t, err, store.ErrTransient)
+		require.Empty(t, r.all(), "no retry")
+		return err
+	}
+	database := st.Pool.Config().ConnConfig.Database
+
+	t.Run("a role that may not log in", func(t *testing.T) {
+		err := open(t, as(newRole(t, st, false), database))
+		requireClass(t, err, store.ErrAccessDenied, "28000")
+	})
+	t.Run("no such role", func(t *testing.T) {
+		err := open(t, as(fmt.Sprintf("lwtest_nobody_%08x", rand.Uint32()), database))
+		requireClass(t, err, store.ErrAccessDenied, "28000")
+	})
+	t.Run("missing database the role may not create", func(t *testing.T) {
+		err := open(t, as(newRole(t, st, true), fmt.Sprintf("lwtest_nocreate_%08x", rand.Uint32())))
+		require.ErrorIs(t, err, store.ErrNoDatabase)
+		require.ErrorIs(t, err, store.ErrAccessDenied)
+	})
+	t.Run("an invalid URL", func(t *testing.T) {
+		open(t, "postgres://lwuser@127.0.0.1:5432/db?sslmode=bogus")
+	})
+	t.Run("a server certificate that does not verify", func(t *testing.T) {
+		addr := untrustedTLSServer(t)
+		err := open(t, "postgres://lwuser@"+addr+"/db?sslmode=verify-full&connect_timeout=5")
+		var unknown x509.UnknownAuthorityError
+		require.ErrorAs(t, err, &unknown)
+	})
+}
+
+// untrustedTLSServer answers PostgreSQL's SSLRequest with yes and then
+// presents a self-signed certificate, which no client trusts, until the
+// test ends; it returns its address.
+func untrustedTLSServer(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "untrusted postgres"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(cryptorand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(c, make([]byte, 8)); err != nil { // SSLRequest
+					return
+				}
+				if _, err := c.Write([]byte("S")); err != nil {
+					return
+				}
+				_ = tls.Server(c, cfg).Handshake()
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
