@@ -160,6 +160,15 @@ func (m *Main) Run(ctx context.Context) error {
 		OnRetry: func(attempt int, err error, delay time.Duration) {
 			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Msg("transient database error; retrying the transaction")
 		},
+		// PostgreSQL unreachable at start (a failover, maintenance): wait
+		// for it as a transaction would, rather than exit and crash-loop.
+		// What no retry cures (a role refused, no database, a certificate)
+		// still fails at once.
+		RetryStart: true,
+		OnStartRetry: func(attempt int, err error, delay time.Duration) {
+			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Str("step", *m.step.Load()).
+				Msg("transient database error while starting; retrying")
+		},
 	})
 	if err != nil {
 		return err
