@@ -1145,7 +1145,9 @@ func (r *startRetries) config(url string) store.Config {
 			default:
 			}
 		},
-		OnRetry: func(_ int, err error, _ time.Duration) { panic(fmt.Sprintf("a start's retry told as a transaction's: %v", err)) },
+		OnRetry: func(_ int, err error, _ time.Duration) {
+			panic(fmt.Sprintf("a start's retry told as a transaction's: %v", err))
+		},
 	}
 }
 
