@@ -58,13 +58,22 @@ func main() {
 	}
 }
 
+// errRefused marks an error of Run that is the configuration's, as
+// ParseEnv's are: a file it names (KAFKA_TLS_*, AUTH_KEYS,
+// AUTH_HMAC_KEY_FILE) unreadable or invalid. The exit code is 2 for both.
+var errRefused = errors.New("configuration refused")
+
 // exitCode logs how Run ended, with err, what it returned, after a signal
 // if signalled, and returns the process's exit code: 0 for a stop a signal
-// asked for, 1 for a failure.
+// asked for, 2 for a configuration refused (errRefused), 1 for another
+// failure.
 func (m *Main) exitCode(err error, signalled bool) int {
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, errRefused):
+		m.Logger.Error().Err(err).Msg("lockworker stopped: configuration refused")
+		return 2
 	case signalled && errors.Is(err, context.Canceled):
 		// The signal came while Run was starting (waiting for Kafka, say):
 		// the stop asked for, not a failure. But a step that was retrying

@@ -115,7 +115,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// ParseEnv validated it; a Config built in code is checked here too,
 	// but not its ranges, which only FromEnv checks while parsing.
 	if err := cfg.Validate(); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")
 	if strings.EqualFold(cfg.Kafka.SASL.Mechanism, "PLAIN") && !cfg.Kafka.TLS.Enabled {
@@ -148,8 +148,27 @@ func (m *Main) Run(ctx context.Context) error {
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Msg("using Kafka at " + strings.Join(cfg.Kafka.BootstrapServers, ",") + ": " + chosenBy)
 	m.Brokers = cfg.Kafka.BootstrapServers
 	kopts, err := cfg.KafkaOpts()
-	if err != nil {
-		return err
+	if err != nil { // a TLS file unreadable or invalid
+		return fmt.Errorf("%w: %w", errRefused, err)
+	}
+	// Before PostgreSQL, which the start may wait for: a refused key file
+	// stops it at once.
+	var verifier *auth.Verifier
+	if cfg.Auth.Required {
+		alog := log.With().Str("component", "auth").Logger()
+		verifier, err = auth.NewVerifier(auth.Config{KeysPath: cfg.Auth.Keys, RequesterKeysPath: cfg.Auth.RequesterKeys, HMACKeyFile: cfg.Auth.HMACKeyFile,
+			Audience: cfg.Auth.Audience, Issuer: cfg.Auth.Issuer,
+			OnReload: func(keys int, err error) {
+				if err != nil {
+					alog.Error().Err(err).Int("keys", keys).Msg("reloading the verification keys failed; the keys read before stay in force")
+					return
+				}
+				alog.Info().Int("keys", keys).Msg("verification keys reloaded")
+			}})
+		if err != nil {
+			return fmt.Errorf("%w: AUTH_REQUIRED: %w", errRefused, err)
+		}
+		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
 	}
 	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))
 
@@ -198,24 +217,6 @@ func (m *Main) Run(ctx context.Context) error {
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
 	if err != nil {
 		return err
-	}
-
-	var verifier *auth.Verifier
-	if cfg.Auth.Required {
-		alog := log.With().Str("component", "auth").Logger()
-		verifier, err = auth.NewVerifier(auth.Config{KeysPath: cfg.Auth.Keys, RequesterKeysPath: cfg.Auth.RequesterKeys, HMACKeyFile: cfg.Auth.HMACKeyFile,
-			Audience: cfg.Auth.Audience, Issuer: cfg.Auth.Issuer,
-			OnReload: func(keys int, err error) {
-				if err != nil {
-					alog.Error().Err(err).Int("keys", keys).Msg("reloading the verification keys failed; the keys read before stay in force")
-					return
-				}
-				alog.Info().Int("keys", keys).Msg("verification keys reloaded")
-			}})
-		if err != nil {
-			return fmt.Errorf("AUTH_REQUIRED: %w", err)
-		}
-		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
 	}
 
 	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testlog"
+)
+
+// A file the configuration names that is missing or invalid (Kafka's TLS
+// files, the verification keys) is a configuration refused, as ParseEnv's
+// errors are: exit code 2, at once, with the setting named, even while
+// PostgreSQL is unreachable (the start would wait for it).
+func TestRefusedFilesExit2(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing")
+	garbage := filepath.Join(dir, "garbage.pem")
+	require.NoError(t, os.WriteFile(garbage, []byte("not a PEM block\n"), 0o600))
+	garbageKeys := filepath.Join(dir, "keys")
+	require.NoError(t, os.Mkdir(garbageKeys, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(garbageKeys, "k.pem"), []byte("not a key\n"), 0o600))
+	tlsOn := map[string]string{"KAFKA_TLS_ENABLED": "true"}
+	authOn := map[string]string{"AUTH_REQUIRED": "true"}
+	with := func(base map[string]string, kv ...string) map[string]string {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return env
+	}
+	cases := []struct {
+		name, setting string
+		env           map[string]string
+	}{
+		{"CA file missing", "KAFKA_TLS_CA_FILE", with(tlsOn, "KAFKA_TLS_CA_FILE", missing)},
+		{"CA file without a certificate", "KAFKA_TLS_CA_FILE", with(tlsOn, "KAFKA_TLS_CA_FILE", garbage)},
+		{"client certificate missing", "KAFKA_TLS_CERT_FILE", with(tlsOn, "KAFKA_TLS_CERT_FILE", missing, "KAFKA_TLS_KEY_FILE", missing)},
+		{"client certificate invalid", "KAFKA_TLS_CERT_FILE", with(tlsOn, "KAFKA_TLS_CERT_FILE", garbage, "KAFKA_TLS_KEY_FILE", garbage)},
+		{"AUTH_KEYS missing", "AUTH_REQUIRED", with(authOn, "AUTH_KEYS", missing)},
+		{"AUTH_KEYS invalid", "AUTH_REQUIRED", with(authOn, "AUTH_KEYS", garbageKeys)},
+		{"AUTH_REQUESTER_KEYS missing", "AUTH_REQUIRED", with(authOn, "AUTH_REQUESTER_KEYS", missing)},
+		{"AUTH_REQUESTER_KEYS invalid", "AUTH_REQUIRED", with(authOn, "AUTH_REQUESTER_KEYS", garbageKeys)},
+		{"AUTH_HMAC_KEY_FILE missing", "AUTH_REQUIRED", with(authOn, "AUTH_HMAC_KEY_FILE", missing)},
+	}
+	kafka, _ := externalKafka(t)
+	_, dbURL, _ := cutPostgres(t)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			env := with(tc.env, "KAFKA_BOOTSTRAP_SERVERS", kafka.ListenAddrs()[0], "DATABASE_URL", dbURL,
+				"HTTP_ADDR", "127.0.0.1:0", "INSTANCE_ID", "e2e")
+			m := NewMain()
+			require.NoError(t, m.ParseEnv(func(k string) string { return env[k] }), "refused by ParseEnv: exit 2 already")
+			logs := &testlog.Buffer{}
+			m.Logger = zerolog.New(logs)
+			t.Cleanup(m.Close)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- m.Run(ctx) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(runWait):
+				t.Fatalf("Run did not fail in %s", runWait)
+			}
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tc.setting)
+			require.Equal(t, 2, m.exitCode(err, false))
+			line := logLine(t, logs.String(), "configuration refused")
+			assert.Contains(t, line, `"level":"error"`)
+			assert.Contains(t, line, tc.setting)
+			assert.NotContains(t, logs.String(), startRetryMsg, "refused before waiting for PostgreSQL")
+		})
+	}
+}
