@@ -17,8 +17,9 @@ var (
 	// ErrTransient marks a failure that a retry of the whole transaction can
 	// cure: serialization failure (40001), deadlock (40P01), a lost,
 	// refused or terminated connection (not one refused for its role or
-	// the server's certificate), a server starting up, shutting down or
-	// out of connection slots; and a request_id's outcome inserted by a concurrent transaction
+	// the server's certificate) or one not answered within the URL's
+	// connect_timeout, a server starting up, shutting down or out of
+	// connection slots; and a request_id's outcome inserted by a concurrent transaction
 	// (a unique violation on processed_requests' key: the retry finds the
 	// request applied and answers it from that outcome). InTx retries these
 	// itself. A connection lost during COMMIT is transient too, though the
@@ -102,6 +103,12 @@ func classify(err error) error {
 }
 
 func transient(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) && pgconn.Timeout(err) {
+		// The server did not answer within the URL's connect_timeout (or
+		// before ctx's deadline, which the retry then sees).
+		return true
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
@@ -124,7 +131,6 @@ func transient(err error) bool {
 	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 		return true
 	}
-	var connectErr *pgconn.ConnectError
 	if errors.As(err, &connectErr) {
 		return true
 	}

@@ -1339,3 +1339,36 @@ func untrustedTLSServer(t *testing.T) string {
 	}()
 	return ln.Addr().String()
 }
+
+// A server that accepts connections and never answers them (packets
+// dropped in a failover) times out at the URL's connect_timeout: that is
+// transient too, so RetryStart retries it until the server answers.
+func TestRetryStartRetriesConnectTimeout(t *testing.T) {
+	t.Parallel()
+	sch := testdb.NewSchema(t)
+	u, err := url.Parse(sch.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	q := u.Query()
+	q.Set("connect_timeout", "1")
+	u.RawQuery = q.Encode()
+	r := newStartRetries()
+
+	proxy.Hang()
+	opened := make(chan error, 1)
+	go func() {
+		st, err := store.Open(context.Background(), r.config(u.String()))
+		if err == nil {
+			st.Close()
+		}
+		opened <- err
+	}()
+	r.awaitRetry(t, opened)
+	proxy.Restore()
+	require.NoError(t, awaitDone(t, opened))
+	require.ErrorIs(t, r.all()[0], store.ErrTransient)
+	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, "connect_timeout's")
+}
