@@ -16,10 +16,8 @@ import (
 var (
 	// ErrTransient marks a failure that a retry of the whole transaction can
 	// cure: serialization failure (40001), deadlock (40P01), a lost,
-	// refused or terminated connection (not one refused for its role or
-	// the server's certificate) or one not answered within the URL's
-	// connect_timeout, a server starting up, shutting down or out of
-	// connection slots; and a request_id's outcome inserted by a concurrent transaction
+	// refused or terminated connection, a server starting up, shutting down
+	// or out of connection slots; and a request_id's outcome inserted by a concurrent transaction
 	// (a unique violation on processed_requests' key: the retry finds the
 	// request applied and answers it from that outcome). InTx retries these
 	// itself. A connection lost during COMMIT is transient too, though the
@@ -69,11 +67,22 @@ func (e *OffsetMovedError) Unwrap() error { return ErrOffsetMoved }
 // ErrInvalidData, ErrConstraint, ErrAccessDenied, ErrNoDatabase), keeping the
 // cause, so errors.As still finds the *pgconn.PgError. An error of no class,
 // or one that carries its sentinel already, is returned as it is.
-func translate(err error) error {
+func translate(err error) error { return translateAs(err, transient) }
+
+// translateStart is translate for Open and Migrate: ErrTransient only when
+// startRetryable says a retry may cure err, and never once ctx is done (its
+// own deadline is not a connect_timeout: the retry would end at once, after
+// a needless "retrying").
+func translateStart(ctx context.Context, err error) error {
+	return translateAs(err, func(err error) bool { return ctx.Err() == nil && startRetryable(err) })
+}
+
+// translateAs is translate with isTransient saying what ErrTransient is.
+func translateAs(err error, isTransient func(error) bool) error {
 	if err == nil {
 		return err
 	}
-	sentinel := classify(err)
+	sentinel := classify(err, isTransient)
 	if sentinel == nil || errors.Is(err, sentinel) {
 		return err
 	}
@@ -81,8 +90,8 @@ func translate(err error) error {
 }
 
 // classify returns the sentinel err belongs to, or nil.
-func classify(err error) error {
-	if transient(err) {
+func classify(err error, isTransient func(error) bool) error {
+	if isTransient(err) {
 		return ErrTransient
 	}
 	var pgErr *pgconn.PgError
@@ -102,13 +111,12 @@ func classify(err error) error {
 	return nil
 }
 
+// transient is ErrTransient's rule for transactions and every other call at
+// run time. A connection refused for its TLS (the server's certificate no
+// longer verifies, after a rotation say) is transient here, as any failed
+// connection is: the pool's other connections may still work, and a
+// transaction or the worker's resume retries in place rather than fail.
 func transient(err error) bool {
-	var connectErr *pgconn.ConnectError
-	if errors.As(err, &connectErr) && pgconn.Timeout(err) {
-		// The server did not answer within the URL's connect_timeout (or
-		// before ctx's deadline, which the retry then sees).
-		return true
-	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
@@ -124,13 +132,11 @@ func transient(err error) bool {
 		}
 		return strings.HasPrefix(pgErr.Code, "08") // connection exception class
 	}
-	if badCertificate(err) { // a failed connection, but only a new certificate cures it
-		return false
-	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
 		return true
 	}
+	var connectErr *pgconn.ConnectError
 	if errors.As(err, &connectErr) {
 		return true
 	}
@@ -141,12 +147,94 @@ func transient(err error) bool {
 	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgconn.ErrConnClosed)
 }
 
-// badCertificate reports whether err says the server's certificate did not
-// verify (sslmode verify-ca or verify-full).
-func badCertificate(err error) bool {
-	var verify *tls.CertificateVerificationError
-	var unknown x509.UnknownAuthorityError
-	var host x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid)
+// startRetryable is the stricter rule of a start (Open and Migrate with
+// Config.RetryStart), which waits for PostgreSQL instead of failing: what
+// transient accepts, and a connection not answered within its connect
+// timeout (the caller's own deadline is told apart by translateStart), but
+// never a setupError, which no wait cures. What it retries: connections
+// refused or reset, EOF, timeouts, a server starting up or shutting down,
+// and a host name that does not resolve (a Kubernetes Service not created
+// yet, but a misspelt host too: each attempt is told to OnStartRetry with
+// the error).
+func startRetryable(err error) bool {
+	return (transient(err) || connectTimedOut(err)) && !setupError(err)
+}
+
+// connectTimedOut reports whether err is a connection attempt that ran out
+// of time (connect_timeout, or ctx's deadline).
+func connectTimedOut(err error) bool {
+	var connectErr *pgconn.ConnectError
+	return errors.As(err, &connectErr) && pgconn.Timeout(err)
+}
+
+// setupError reports whether err holds a failure of the connection's setup
+// that only a change of configuration, grants or certificates cures: the
+// role refused (class 28) or lacking a privilege (42501), the database
+// missing (3D000), the server's certificate not verifying, the server
+// refusing TLS or sending a TLS alert (a client certificate it refuses, no
+// common protocol) when no attempt goes without TLS (sslmode require,
+// verify-ca, verify-full), and pgconn's own checks of sslcertmode,
+// require_auth and channel_binding. A connection tries each host and
+// address in turn and joins their errors: a setup error in any of them
+// wins over a timeout or a refusal in another.
+func setupError(err error) bool {
+	tlsOnly := true // no attempt without TLS, so none can do without it
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) && connectErr.Config != nil {
+		tlsOnly = connectErr.Config.TLSConfig != nil
+		for _, fb := range connectErr.Config.Fallbacks {
+			tlsOnly = tlsOnly && fb.TLSConfig != nil
+		}
+	}
+	return anyError(err, func(err error) bool {
+		switch e := err.(type) {
+		case *pgconn.PgError:
+			return strings.HasPrefix(e.Code, "28") || e.Code == "42501" || e.Code == "3D000"
+		case *tls.CertificateVerificationError, x509.UnknownAuthorityError, x509.HostnameError, x509.CertificateInvalidError:
+			return true
+		case *net.OpError:
+			return e.Op == "remote error" && tlsOnly // a TLS alert the server sent
+		}
+		msg := err.Error()
+		if msg == "server refused TLS connection" {
+			return tlsOnly
+		}
+		for _, policy := range pgconnPolicyErrors {
+			if strings.HasPrefix(msg, policy+": ") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// pgconnPolicyErrors are how pgconn (v5.12) starts the errors of its
+// checks of the URL's sslcertmode, require_auth and channel_binding, which
+// it does not export.
+var pgconnPolicyErrors = []string{
+	"invalid sslcertmode", "sslcertmode check failed",
+	"invalid require_auth", "require_auth check failed",
+	"channel binding check failed",
+}
+
+// anyError reports whether match holds for err or an error it wraps,
+// following each branch of a join.
+func anyError(err error, match func(error) bool) bool {
+	if err == nil {
+		return false
+	}
+	if match(err) {
+		return true
+	}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		return anyError(u.Unwrap(), match)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			if anyError(e, match) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -30,7 +30,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 func (s *Store) migrate(ctx context.Context) error {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("migrating: %w", translate(err))
+		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
 	}
 	defer conn.Release()
 	last, err := fs.Glob(migrations.FS, "*.sql")
@@ -44,20 +44,20 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	m, err := migrate.NewMigrator(ctx, conn.Conn(), VersionTable)
 	if err != nil {
-		return fmt.Errorf("migrating: %w", translate(err))
+		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
 	}
 	if err := m.LoadMigrations(migrations.FS); err != nil {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
 	if err := m.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrating: %w", translate(err))
+		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
 	}
 	// tern ends with RESET ALL: set the connection up again before it goes
 	// back to the pool (see preferGenericPlans).
 	if after := s.Pool.Config().AfterConnect; after != nil {
 		if err := after(ctx, conn.Conn()); err != nil {
 			conn.Hijack().Close(ctx)
-			return fmt.Errorf("migrating: setting the connection up again: %w", translate(err))
+			return fmt.Errorf("migrating: setting the connection up again: %w", translateStart(ctx, err))
 		}
 	}
 	return nil

@@ -34,14 +34,19 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// OnRetry, when set, is told of every retry (for logs and metrics).
 	OnRetry func(attempt int, err error, delay time.Duration)
-	// RetryStart makes Open and Migrate retry a transient failure (see
-	// ErrTransient: PostgreSQL unreachable, refusing connections, starting
-	// up or shutting down) with the retry policy above until they succeed
-	// or ctx is done, as a transaction's is, instead of failing at the
-	// first: a service started during a failover waits for the server.
-	// Failures no retry cures still fail at once: ErrAccessDenied,
+	// RetryStart makes Open and Migrate retry a failure a wait may cure
+	// (PostgreSQL unreachable, refusing or resetting connections, not
+	// answering within connect_timeout, starting up or shutting down, a
+	// host name that does not resolve yet; see startRetryable) with the
+	// retry policy above until they succeed or ctx is done, instead of
+	// failing at the first: a service started during a failover waits for
+	// the server. A misspelt host is retried too, each attempt told to
+	// OnStartRetry with its error. What no retry cures still fails at once,
+	// even where a transaction would retry it: ErrAccessDenied,
 	// ErrNoDatabase (unless creating the database failed transiently), an
-	// invalid URL, a server certificate that does not verify.
+	// invalid URL, a server certificate that does not verify, a server
+	// refusing TLS that sslmode requires or sending a TLS alert, a failed
+	// sslcertmode, require_auth or channel_binding check.
 	RetryStart bool
 	// OnStartRetry, when set, is told of each of those retries.
 	OnStartRetry func(attempt int, err error, delay time.Duration)
@@ -104,7 +109,7 @@ func connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, translate(err))
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, translateStart(ctx, err))
 	}
 	return pool, nil
 }
@@ -133,20 +138,20 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" {
-		return fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cc.Host, cc.Port, cc.User, translate(err))
+		return fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cc.Host, cc.Port, cc.User, translateStart(ctx, err))
 	}
 	admin := cc.Copy()
 	admin.Database = "postgres"
 	conn, err = pgx.ConnectConfig(ctx, admin)
 	if err != nil {
-		return fmt.Errorf("%w: %q, and connecting to database postgres to create it failed: %w", ErrNoDatabase, cc.Database, translate(err))
+		return fmt.Errorf("%w: %q, and connecting to database postgres to create it failed: %w", ErrNoDatabase, cc.Database, translateStart(ctx, err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cc.Database}.Sanitize()); err != nil {
 		if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // created meanwhile by another process
 			return nil
 		}
-		return fmt.Errorf("%w: %q, and creating it failed: %w", ErrNoDatabase, cc.Database, translate(err))
+		return fmt.Errorf("%w: %q, and creating it failed: %w", ErrNoDatabase, cc.Database, translateStart(ctx, err))
 	}
 	return nil
 }

@@ -20,12 +20,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/tern/v2/migrate"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/config"
@@ -1265,7 +1267,7 @@ func TestRetryStartFailsAtOnce(t *testing.T) {
 			st.Close()
 		}
 		require.Error(t, err)
-		require.NotErrorIs(t, err, context.DeadlineExceeded, "retried until ctx ended")
+		require.NoError(t, ctx.Err(), "retried until ctx ended")
 		require.NotErrorIs(t, err, store.ErrTransient)
 		require.Empty(t, r.all(), "no retry")
 		return err
@@ -1294,12 +1296,152 @@ func TestRetryStartFailsAtOnce(t *testing.T) {
 		var unknown x509.UnknownAuthorityError
 		require.ErrorAs(t, err, &unknown)
 	})
+	t.Run("a server without TLS when sslmode requires it", func(t *testing.T) {
+		err := open(t, "postgres://lwuser@"+refusingTLSServer(t)+"/db?sslmode=require&connect_timeout=5")
+		require.ErrorContains(t, err, "server refused TLS connection")
+	})
+	t.Run("a TLS alert from the server", func(t *testing.T) {
+		addr := tlsServer(t, tls.RequireAnyClientCert) // and the client has none
+		err := open(t, "postgres://lwuser@"+addr+"/db?sslmode=require&connect_timeout=5")
+		require.ErrorContains(t, err, "remote error: tls")
+	})
+	t.Run("a setup error of one host beside a timeout of another", func(t *testing.T) {
+		err := open(t, "postgres://lwuser@"+silentServer(t)+","+refusingTLSServer(t)+"/db?sslmode=require&connect_timeout=1")
+		require.ErrorIs(t, err, context.DeadlineExceeded, "the first host's connect_timeout")
+		require.ErrorContains(t, err, "server refused TLS connection")
+	})
+}
+
+// At run time a server certificate that does not verify is transient, as
+// any failed connection is: a transaction, or the worker resuming,
+// retries in place. Only a start (RetryStart) fails at once on it.
+func TestBadCertificateTransientAtRunTime(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := pgx.Connect(ctx, "postgres://lwuser@"+untrustedTLSServer(t)+"/db?sslmode=verify-full")
+	var unknown x509.UnknownAuthorityError
+	require.ErrorAs(t, err, &unknown)
+	require.True(t, store.RunTimeTransient(err))
+	require.False(t, store.StartRetryable(ctx, err))
+}
+
+// What a start retries and what it fails at once, error by error.
+func TestStartRetryable(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	for _, err := range []error{
+		refused,
+		&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET},
+		io.EOF,
+		// A Service not created yet, or a misspelt host: retried alike.
+		&net.DNSError{Err: "no such host", Name: "postgres-rw", IsNotFound: true},
+		&pgconn.PgError{Code: "57P03"}, // the database system is starting up
+		&pgconn.PgError{Code: "53300"}, // too many connections
+	} {
+		assert.True(t, store.StartRetryable(context.Background(), err), "%v", err)
+	}
+	for _, err := range []error{
+		&pgconn.PgError{Code: "28P01"},
+		&pgconn.PgError{Code: "28000"},
+		&pgconn.PgError{Code: "3D000"},
+		&net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")},
+		x509.UnknownAuthorityError{},
+		&tls.CertificateVerificationError{Err: x509.HostnameError{}},
+		errors.New("server refused TLS connection"),
+		fmt.Errorf("sslcertmode check failed: %w", errors.New("server did not request an SSL certificate")),
+		fmt.Errorf("require_auth check failed: %w", errors.New("server requested a password")),
+		fmt.Errorf("channel binding check failed: %w", errors.New("channel binding required")),
+		errors.Join(refused, &pgconn.PgError{Code: "28000"}), // two hosts
+		errors.Join(&pgconn.PgError{Code: "57P03"}, x509.CertificateInvalidError{}),
+	} {
+		assert.False(t, store.StartRetryable(context.Background(), err), "%v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.False(t, store.StartRetryable(ctx, refused), "the caller's ctx done: not retried")
+}
+
+// The caller's own deadline ending a start's connection is not a
+// connect_timeout: Open returns at once, without a retry told.
+func TestRetryStartCallersDeadline(t *testing.T) {
+	t.Parallel()
+	r := newStartRetries()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	st, err := store.Open(ctx, r.config("postgres://lwuser@"+silentServer(t)+"/db?sslmode=disable&connect_timeout=30"))
+	if err == nil {
+		st.Close()
+	}
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorIs(t, err, store.ErrTransient)
+	require.Empty(t, r.all(), "no retry")
+}
+
+// refusingTLSServer answers PostgreSQL's SSLRequest with no, as a server
+// without ssl does, until the test ends; it returns its address.
+func refusingTLSServer(t *testing.T) string {
+	t.Helper()
+	return serve(t, func(c net.Conn) {
+		if _, err := io.ReadFull(c, make([]byte, 8)); err == nil { // SSLRequest
+			_, _ = c.Write([]byte("N"))
+			_, _ = io.Copy(io.Discard, c)
+		}
+	})
+}
+
+// silentServer accepts connections and never answers, until the test
+// ends; it returns its address.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	return serve(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+}
+
+// serve listens on a free local port and hands each connection to handle
+// (closing it after, or when the test ends) until the test ends; it
+// returns the address.
+func serve(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // untrustedTLSServer answers PostgreSQL's SSLRequest with yes and then
 // presents a self-signed certificate, which no client trusts, until the
 // test ends; it returns its address.
 func untrustedTLSServer(t *testing.T) string {
+	t.Helper()
+	return tlsServer(t, tls.NoClientCert)
+}
+
+// tlsServer is untrustedTLSServer asking the client for a certificate as
+// clientAuth says; after the handshake it reads until the client closes.
+func tlsServer(t *testing.T, clientAuth tls.ClientAuthType) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
 	require.NoError(t, err)
@@ -1314,7 +1456,7 @@ func untrustedTLSServer(t *testing.T) string {
 	}
 	der, err := x509.CreateCertificate(cryptorand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	require.NoError(t, err)
-	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	cfg := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, ClientAuth: clientAuth}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
@@ -1333,7 +1475,10 @@ func untrustedTLSServer(t *testing.T) string {
 				if _, err := c.Write([]byte("S")); err != nil {
 					return
 				}
-				_ = tls.Server(c, cfg).Handshake()
+				tc := tls.Server(c, cfg)
+				if tc.Handshake() == nil {
+					_, _ = io.Copy(io.Discard, tc)
+				}
 			}()
 		}
 	}()
@@ -1341,8 +1486,8 @@ func untrustedTLSServer(t *testing.T) string {
 }
 
 // A server that accepts connections and never answers them (packets
-// dropped in a failover) times out at the URL's connect_timeout: that is
-// transient too, so RetryStart retries it until the server answers.
+// dropped in a failover) times out at the URL's connect_timeout: a start
+// (RetryStart) retries it until the server answers.
 func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 	t.Parallel()
 	sch := testdb.NewSchema(t)

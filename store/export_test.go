@@ -1,0 +1,13 @@
+package store
+
+import "context"
+
+// RunTimeTransient reports whether err, of a call at run time (a
+// transaction), is ErrTransient.
+func RunTimeTransient(err error) bool { return classify(err, transient) == ErrTransient }
+
+// StartRetryable reports whether err, of Open or Migrate with ctx, is
+// retried under Config.RetryStart.
+func StartRetryable(ctx context.Context, err error) bool {
+	return classify(err, func(err error) bool { return ctx.Err() == nil && startRetryable(err) }) == ErrTransient
+}
