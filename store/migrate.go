@@ -22,6 +22,7 @@ const VersionTable = "lockworker_schema_version"
 // transaction of its own, and the lock goes with the connection).
 func (s *Store) Migrate(ctx context.Context) error {
 	if s.cfg.RetryStart {
+		defer s.start()()
 		return retry(ctx, s.cfg, s.cfg.OnStartRetry, func() error { return s.migrate(ctx) })
 	}
 	return s.migrate(ctx)

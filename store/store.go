@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -50,12 +51,28 @@ type Config struct {
 	RetryStart bool
 	// OnStartRetry, when set, is told of each of those retries.
 	OnStartRetry func(attempt int, err error, delay time.Duration)
+	// StartConnectTimeout bounds each connection Open and Migrate make
+	// under RetryStart when the URL sets no connect_timeout (or sets 0,
+	// which pgx does not tell from none): a server that accepts
+	// connections and never answers them (keepalives are answered, so TCP
+	// never gives up) would otherwise hold the start in its first attempt,
+	// untold. Each attempt ends instead, is told to OnStartRetry and
+	// retried. Default DefaultStartConnectTimeout. Connections made after
+	// the start keep the URL's connect_timeout, or pgxpool's 2 minutes.
+	StartConnectTimeout time.Duration
 }
+
+// DefaultStartConnectTimeout is Config.StartConnectTimeout's default.
+const DefaultStartConnectTimeout = 10 * time.Second
 
 // Store is a pool plus the retry policy.
 type Store struct {
 	Pool *pgxpool.Pool
 	cfg  Config
+	// startTimeout is the connect timeout of the start's connections made
+	// while starting is set; 0 leaves the URL's.
+	startTimeout time.Duration
+	starting     atomic.Bool
 }
 
 // Open connects to PostgreSQL. When the database does not exist and the user
@@ -81,9 +98,22 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if _, set := pcfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
 		pcfg.AfterConnect = preferGenericPlans
 	}
-	var pool *pgxpool.Pool
+	s := &Store{cfg: cfg}
+	if cfg.RetryStart && pcfg.ConnConfig.ConnectTimeout == 0 {
+		s.startTimeout = cfg.StartConnectTimeout
+		if s.startTimeout <= 0 {
+			s.startTimeout = DefaultStartConnectTimeout
+		}
+		pcfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
+			if s.starting.Load() {
+				cc.ConnectTimeout = s.startTimeout
+			}
+			return nil
+		}
+	}
+	defer s.start()()
 	try := func() (err error) {
-		pool, err = connect(ctx, pcfg)
+		s.Pool, err = s.connect(ctx, pcfg)
 		return err
 	}
 	if cfg.RetryStart {
@@ -94,13 +124,25 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{Pool: pool, cfg: cfg}, nil
+	return s, nil
+}
+
+// start marks the connections made until the returned func is called as
+// the start's (see Config.StartConnectTimeout).
+func (s *Store) start() (done func()) {
+	s.starting.Store(true)
+	return func() { s.starting.Store(false) }
 }
 
 // connect creates the database if need be (ensureDatabase) and returns a
 // pool that reached it.
-func connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
-	if err := ensureDatabase(ctx, pcfg.ConnConfig); err != nil {
+func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	cc := pcfg.ConnConfig
+	if s.startTimeout > 0 {
+		cc = cc.Copy()
+		cc.ConnectTimeout = s.startTimeout
+	}
+	if err := ensureDatabase(ctx, cc); err != nil {
 		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)

@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -1516,4 +1517,43 @@ func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 	require.NoError(t, awaitDone(t, opened))
 	require.ErrorIs(t, r.all()[0], store.ErrTransient)
 	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, "connect_timeout's")
+}
+
+// Without a connect_timeout in the URL, a start's connection to a server
+// that accepts it and never answers ends at StartConnectTimeout, is told
+// as a retry, and the start goes on once the server answers; it would
+// otherwise wait in its first attempt forever, untold.
+func TestRetryStartDefaultConnectTimeout(t *testing.T) {
+	t.Parallel()
+	sch := testdb.NewSchema(t)
+	u, err := url.Parse(sch.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	if os.Getenv("PGCONNECT_TIMEOUT") != "" {
+		t.Skip("PGCONNECT_TIMEOUT sets a connect_timeout")
+	}
+	q := u.Query()
+	q.Del("connect_timeout")
+	u.RawQuery = q.Encode()
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	r := newStartRetries()
+	cfg := r.config(u.String())
+	cfg.StartConnectTimeout = 300 * time.Millisecond
+
+	proxy.Hang()
+	opened := make(chan error, 1)
+	go func() {
+		st, err := store.Open(context.Background(), cfg)
+		if err == nil {
+			st.Close()
+		}
+		opened <- err
+	}()
+	r.awaitRetry(t, opened)
+	proxy.Restore()
+	require.NoError(t, awaitDone(t, opened))
+	require.ErrorIs(t, r.all()[0], store.ErrTransient)
+	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, "StartConnectTimeout's")
 }
