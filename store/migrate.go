@@ -28,12 +28,24 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return s.migrate(ctx)
 }
 
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) (err error) {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
 	}
-	defer conn.Release()
+	// tern ends each migration with RESET ALL, which undoes AfterConnect
+	// (plan_cache_mode, see preferGenericPlans): a connection it ran on
+	// goes back to the pool only set up again, else it is closed. A failed
+	// attempt must not leave one behind for the retry, which finds the
+	// schema complete, or the worker's transactions, to take.
+	ran := false
+	defer func() {
+		if ran && err != nil {
+			_ = conn.Hijack().Close(ctx)
+			return
+		}
+		conn.Release()
+	}()
 	last, err := fs.Glob(migrations.FS, "*.sql")
 	if err != nil {
 		return fmt.Errorf("loading migrations: %w", err)
@@ -43,6 +55,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil && version == len(last) {
 		return nil
 	}
+	ran = true
 	m, err := migrate.NewMigrator(ctx, conn.Conn(), VersionTable)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
@@ -53,11 +66,8 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err := m.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
 	}
-	// tern ends with RESET ALL: set the connection up again before it goes
-	// back to the pool (see preferGenericPlans).
 	if after := s.Pool.Config().AfterConnect; after != nil {
 		if err := after(ctx, conn.Conn()); err != nil {
-			conn.Hijack().Close(ctx)
 			return fmt.Errorf("migrating: setting the connection up again: %w", translateStart(ctx, err))
 		}
 	}

@@ -1053,6 +1053,28 @@ func TestOpenPrefersGenericPlans(t *testing.T) {
 	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
 }
 
+// A migration that fails after others were applied (each ending in tern's
+// RESET ALL) leaves no connection planning under plan_cache_mode auto in
+// the pool: the one the migrator ran on is closed, not released, so
+// neither a retry that finds the schema complete nor a transaction takes
+// it.
+func TestFailedMigrateLeavesConnectionsSetUp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.NewSchema(t).Open(t, store.Config{MaxConns: 1})
+	// 011_sessions.sql creates it: the ten before it are applied.
+	_, err := st.Pool.Exec(ctx, `CREATE TABLE sessions (id int)`)
+	require.NoError(t, err)
+	err = st.Migrate(ctx)
+	requireClass(t, err, nil, "42P07") // duplicate table
+	var version int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT version FROM `+store.VersionTable).Scan(&version))
+	require.Equal(t, 10, version, "the migrations before it applied")
+	var mode string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&mode))
+	require.Equal(t, "force_generic_plan", mode)
+}
+
 // POSTGRES_MIN_CONNECTIONS reaches the pool as set, 0 (keep no idle
 // connection) included.
 func TestOpenKeepsMinConnsAsConfigured(t *testing.T) {
