@@ -60,7 +60,7 @@ func main() {
 
 // errRefused marks an error of Run that is the configuration's, as
 // ParseEnv's are: a file it names (KAFKA_TLS_*, AUTH_KEYS,
-// AUTH_HMAC_KEY_FILE) unreadable or invalid. The exit code is 2 for both.
+// AUTH_REQUESTER_KEYS, AUTH_HMAC_KEY_FILE) unreadable or invalid. The exit code is 2 for both.
 var errRefused = errors.New("configuration refused")
 
 // exitCode logs how Run ended, with err, what it returned, after a signal
