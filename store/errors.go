@@ -147,74 +147,110 @@ func transient(err error) bool {
 	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgconn.ErrConnClosed)
 }
 
-// startRetryable is the stricter rule of a start (Open and Migrate with
+// startRetryable is the rule of a start (Open and Migrate with
 // Config.RetryStart), which waits for PostgreSQL instead of failing: what
-// transient accepts, and a connection not answered within its connect
-// timeout (the caller's own deadline is told apart by translateStart), but
-// never a setupError, which no wait cures. What it retries: connections
-// refused or reset, EOF, timeouts, a server starting up or shutting down,
-// and a host name that does not resolve (a Kubernetes Service not created
-// yet, but a misspelt host too: each attempt is told to OnStartRetry with
-// the error).
+// startRecoverable accepts, unless every attempt failed for a reason no
+// wait cures (setupError). So it retries connections refused or reset,
+// EOF, timeouts, a server starting up, shutting down or out of connection
+// slots, a host name that does not resolve (a Kubernetes Service not
+// created yet, but a misspelt host too), and any failure of a connection
+// it does not recognise; each attempt is told to OnStartRetry with the
+// error. The caller's own deadline is told apart by translateStart.
 func startRetryable(err error) bool {
-	return (transient(err) || connectTimedOut(err)) && !setupError(err)
+	return startRecoverable(err) && !setupError(err)
 }
 
-// connectTimedOut reports whether err is a connection attempt that ran out
-// of time (connect_timeout, or ctx's deadline).
-func connectTimedOut(err error) bool {
+// startRecoverable is what a start retries unless setupError says no wait
+// cures it: what transient accepts, and any failed connection (a
+// *pgconn.ConnectError), which transient does not accept when one of its
+// attempts has a SQLSTATE it does not know: a host refusing the role
+// beside another not answering within its connect timeout, say.
+func startRecoverable(err error) bool {
 	var connectErr *pgconn.ConnectError
-	return errors.As(err, &connectErr) && pgconn.Timeout(err)
+	return transient(err) || errors.As(err, &connectErr)
 }
 
-// setupError reports whether err holds a failure of the connection's setup
-// that only a change of configuration, grants or certificates cures: the
-// role refused (class 28) or lacking a privilege (42501), the database
-// missing (3D000), the server's certificate not verifying, the server
-// refusing TLS or sending a TLS alert (a client certificate it refuses, no
-// common protocol) when no attempt goes without TLS (sslmode require,
-// verify-ca, verify-full), and pgconn's own checks of sslcertmode,
-// require_auth and channel_binding. A connection tries each host and
-// address in turn and joins their errors: a setup error in any of them
-// wins over a timeout or a refusal in another.
+// setupError reports whether every attempt err reports failed for a reason
+// that only a change of configuration, grants or certificates cures (see
+// setupCause). pgconn tries each host, each of its addresses and, under
+// sslmode prefer or allow, with and without TLS, and joins the attempts'
+// errors in its ConnectError: if any attempt failed otherwise (refused,
+// reset, timed out, a server starting up, a host name not resolving, a
+// cause setupCause does not recognise), a wait may cure the next start, so
+// it is not a setup error. So the plain-text attempt of sslmode prefer
+// refused by a hostssl-only server does not hide its TLS attempt's reset,
+// nor one host refusing the role another host that is down. An error that
+// is not a join is one attempt.
 func setupError(err error) bool {
-	tlsOnly := true // no attempt without TLS, so none can do without it
-	var connectErr *pgconn.ConnectError
-	if errors.As(err, &connectErr) && connectErr.Config != nil {
-		tlsOnly = connectErr.Config.TLSConfig != nil
-		for _, fb := range connectErr.Config.Fallbacks {
-			tlsOnly = tlsOnly && fb.TLSConfig != nil
+	attempts := connectAttempts(err)
+	for _, attempt := range attempts {
+		if !anyError(attempt, setupCause) {
+			return false
 		}
 	}
-	return anyError(err, func(err error) bool {
-		switch e := err.(type) {
-		case *pgconn.PgError:
-			return strings.HasPrefix(e.Code, "28") || e.Code == "42501" || e.Code == "3D000"
-		case *tls.CertificateVerificationError, x509.UnknownAuthorityError, x509.HostnameError, x509.CertificateInvalidError:
-			return true
-		case *net.OpError:
-			return e.Op == "remote error" && tlsOnly // a TLS alert the server sent
-		}
-		msg := err.Error()
-		if msg == "server refused TLS connection" {
-			return tlsOnly
-		}
-		for _, policy := range pgconnPolicyErrors {
-			if strings.HasPrefix(msg, policy+": ") {
-				return true
-			}
-		}
-		return false
-	})
+	return len(attempts) > 0
 }
 
-// pgconnPolicyErrors are how pgconn (v5.12) starts the errors of its
-// checks of the URL's sslcertmode, require_auth and channel_binding, which
-// it does not export.
-var pgconnPolicyErrors = []string{
-	"invalid sslcertmode", "sslcertmode check failed",
-	"invalid require_auth", "require_auth check failed",
-	"channel binding check failed",
+// connectAttempts returns the errors of the attempts err reports: the
+// errors a *pgconn.ConnectError joins (one per address tried and per host
+// name that did not resolve), or err alone.
+func connectAttempts(err error) []error {
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		for e := connectErr.Unwrap(); e != nil; e = errors.Unwrap(e) {
+			if joined, ok := e.(interface{ Unwrap() []error }); ok {
+				return joined.Unwrap()
+			}
+		}
+	}
+	return []error{err}
+}
+
+// setupCause reports whether err, one error of an attempt's chain, is a
+// failure of the connection's setup that no wait cures: the role refused
+// (class 28) or lacking a privilege (42501), the database missing (3D000),
+// the server's certificate not verifying, a TLS alert the server sent (a
+// client certificate it refuses, no common protocol), or one of
+// pgconnSetupErrors.
+func setupCause(err error) bool {
+	switch e := err.(type) {
+	case *pgconn.PgError:
+		return strings.HasPrefix(e.Code, "28") || e.Code == "42501" || e.Code == "3D000"
+	case *tls.CertificateVerificationError, x509.UnknownAuthorityError, x509.HostnameError, x509.CertificateInvalidError:
+		return true
+	case *net.OpError:
+		return e.Op == "remote error" // a TLS alert the server sent
+	}
+	msg := err.Error()
+	for _, prefix := range pgconnSetupErrors {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// pgconnSetupErrors are how the errors of pgconn's (pgx v5.12.0) own setup
+// checks begin, which it does not export as types or values; setupCause
+// matches each error of an attempt's chain against them:
+//
+//   - pgconn.go:609 (startTLS): the server answered the SSLRequest with
+//     no. Under sslmode require and verify-* nothing else is tried; under
+//     prefer and allow the attempt without TLS is made too, and unless it
+//     also fails for a reason no wait cures, the start is retried.
+//   - pgconn.go:153, 482, 552: sslcertmode; pgconn.go:441, 445:
+//     require_auth.
+//   - pgconn.go:452: channel_binding=require unmet.
+//
+// A text pgx changes, or a check this list does not name (GSS, "server
+// protocol version too low"), fails toward waiting: the start retries it,
+// each attempt told to OnStartRetry (the worker logs a warn line), and
+// never exits on it.
+var pgconnSetupErrors = []string{
+	"server refused TLS connection",
+	"invalid sslcertmode: ", "sslcertmode check failed: ",
+	"invalid require_auth: ", "require_auth check failed: ",
+	"channel binding check failed: ",
 }
 
 // anyError reports whether match holds for err or an error it wraps,

@@ -27,6 +27,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/tern/v2/migrate"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -1328,11 +1329,40 @@ func TestRetryStartFailsAtOnce(t *testing.T) {
 		err := open(t, "postgres://lwuser@"+addr+"/db?sslmode=require&connect_timeout=5")
 		require.ErrorContains(t, err, "remote error: tls")
 	})
-	t.Run("a setup error of one host beside a timeout of another", func(t *testing.T) {
-		err := open(t, "postgres://lwuser@"+silentServer(t)+","+refusingTLSServer(t)+"/db?sslmode=require&connect_timeout=1")
-		require.ErrorIs(t, err, context.DeadlineExceeded, "the first host's connect_timeout")
-		require.ErrorContains(t, err, "server refused TLS connection")
-	})
+}
+
+// With RetryStart, a connection of which one attempt failed for a reason
+// a wait may cure is retried though another failed for one it does not:
+// one host not answering beside one refusing the TLS sslmode requires;
+// under sslmode prefer, the TLS attempt refused and the one without TLS
+// closed by the server.
+func TestRetryStartRetriesWhenAnAttemptMayRecover(t *testing.T) {
+	t.Parallel()
+	for name, url := range map[string]string{
+		"two hosts":      "postgres://lwuser@" + silentServer(t) + "," + refusingTLSServer(t) + "/db?sslmode=require&connect_timeout=1",
+		"sslmode prefer": "postgres://lwuser@" + closingServer(t) + "/db?sslmode=prefer&connect_timeout=5",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r := newStartRetries()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			opened := make(chan error, 1)
+			go func() {
+				st, err := store.Open(ctx, r.config(url))
+				if err == nil {
+					st.Close()
+				}
+				opened <- err
+			}()
+			r.awaitRetry(t, opened)
+			cancel()
+			require.Error(t, awaitDone(t, opened))
+			err := r.all()[0]
+			require.ErrorIs(t, err, store.ErrTransient)
+			require.ErrorContains(t, err, "server refused TLS connection", "the setup error's attempt told too")
+		})
+	}
 }
 
 // At run time a server certificate that does not verify is transient, as
@@ -1349,39 +1379,79 @@ func TestBadCertificateTransientAtRunTime(t *testing.T) {
 	require.False(t, store.StartRetryable(ctx, err))
 }
 
-// What a start retries and what it fails at once, error by error.
+// What a start retries and what it fails at once, error by error: each
+// is the *pgconn.ConnectError pgconn makes of its attempts, which a start
+// would retry but for setupError.
 func TestStartRetryable(t *testing.T) {
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-	for _, err := range []error{
-		refused,
-		&net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET},
-		io.EOF,
+	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+	tlsAlert := &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}
+	for name, err := range map[string]error{
+		"refused": connectError(t, refused),
+		"reset":   connectError(t, reset),
+		"EOF":     connectError(t, io.EOF),
 		// A Service not created yet, or a misspelt host: retried alike.
-		&net.DNSError{Err: "no such host", Name: "postgres-rw", IsNotFound: true},
-		&pgconn.PgError{Code: "57P03"}, // the database system is starting up
-		&pgconn.PgError{Code: "53300"}, // too many connections
+		"no such host":         connectError(t, &net.DNSError{Err: "no such host", Name: "postgres-rw", IsNotFound: true}),
+		"starting up":          connectError(t, &pgconn.PgError{Code: "57P03"}),
+		"too many connections": connectError(t, &pgconn.PgError{Code: "53300"}),
+		// Not recognised: fails toward waiting.
+		"GSS":                      connectError(t, fmt.Errorf("failed GSS auth: %w", errors.New("GSSAPI negotiation failed"))),
+		"protocol version too low": connectError(t, errors.New("server protocol version too low")),
+		// One attempt a wait may cure beside setup errors.
+		"one host down, another refusing the role":                       connectError(t, refused, &pgconn.PgError{Code: "28000"}),
+		"sslmode prefer: TLS reset, plain text refused by hostssl":       connectError(t, reset, &pgconn.PgError{Code: "28000"}),
+		"sslmode allow: plain text refused by hostssl, TLS reset":        connectError(t, &pgconn.PgError{Code: "28000"}, reset),
+		"a certificate that does not verify beside a server starting up": connectError(t, &pgconn.PgError{Code: "57P03"}, x509.CertificateInvalidError{}),
 	} {
-		assert.True(t, store.StartRetryable(context.Background(), err), "%v", err)
+		assert.True(t, store.StartRetryable(context.Background(), err), "%s: %v", name, err)
 	}
-	for _, err := range []error{
-		&pgconn.PgError{Code: "28P01"},
-		&pgconn.PgError{Code: "28000"},
-		&pgconn.PgError{Code: "3D000"},
-		&net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")},
-		x509.UnknownAuthorityError{},
-		&tls.CertificateVerificationError{Err: x509.HostnameError{}},
-		errors.New("server refused TLS connection"),
-		fmt.Errorf("sslcertmode check failed: %w", errors.New("server did not request an SSL certificate")),
-		fmt.Errorf("require_auth check failed: %w", errors.New("server requested a password")),
-		fmt.Errorf("channel binding check failed: %w", errors.New("channel binding required")),
-		errors.Join(refused, &pgconn.PgError{Code: "28000"}), // two hosts
-		errors.Join(&pgconn.PgError{Code: "57P03"}, x509.CertificateInvalidError{}),
+	for name, err := range map[string]error{
+		"wrong password":        connectError(t, &pgconn.PgError{Code: "28P01"}),
+		"role refused":          connectError(t, &pgconn.PgError{Code: "28000"}),
+		"no database":           connectError(t, &pgconn.PgError{Code: "3D000"}),
+		"no CONNECT grant":      connectError(t, &pgconn.PgError{Code: "42501"}),
+		"TLS alert":             connectError(t, tlsAlert),
+		"untrusted certificate": connectError(t, x509.UnknownAuthorityError{}),
+		"wrong host name":       connectError(t, &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "postgres-rw"}}),
+		"TLS refused":           connectError(t, errors.New("server refused TLS connection")),
+		"sslcertmode":           connectError(t, fmt.Errorf("sslcertmode check failed: %w", errors.New("server did not request an SSL certificate"))),
+		"require_auth":          connectError(t, fmt.Errorf("require_auth check failed: %w", errors.New("server requested a password"))),
+		"channel binding check": connectError(t, fmt.Errorf("channel binding check failed: %w", errors.New("channel binding required but server did not authenticate using channel binding"))),
+		// Every attempt a setup error.
+		"two hosts refusing the role":                   connectError(t, &pgconn.PgError{Code: "28000"}, &pgconn.PgError{Code: "28000"}),
+		"sslmode prefer: TLS alert, plain text refused": connectError(t, tlsAlert, &pgconn.PgError{Code: "28000"}),
+		"a certificate and a role":                      connectError(t, x509.CertificateInvalidError{}, &pgconn.PgError{Code: "28P01"}),
 	} {
-		assert.False(t, store.StartRetryable(context.Background(), err), "%v", err)
+		assert.True(t, store.StartRecoverable(err), "%s: would be retried but for setupError: %v", name, err)
+		assert.False(t, store.StartRetryable(context.Background(), err), "%s: %v", name, err)
 	}
+	// Outside a connection: CREATE DATABASE refused.
+	assert.False(t, store.StartRetryable(context.Background(), &pgconn.PgError{Code: "42501"}))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	assert.False(t, store.StartRetryable(ctx, refused), "the caller's ctx done: not retried")
+	assert.False(t, store.StartRetryable(ctx, connectError(t, refused)), "the caller's ctx done: not retried")
+}
+
+// connectError is the error of a pgconn connection to as many hosts as
+// errs of which the attempts fail with errs in turn (each as a dial's).
+func connectError(t *testing.T, errs ...error) error {
+	t.Helper()
+	hosts := make([]string, len(errs))
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("127.0.0.1:%d", i+1)
+	}
+	cfg, err := pgconn.ParseConfig("postgres://lwuser@" + strings.Join(hosts, ",") + "/db?sslmode=disable")
+	require.NoError(t, err)
+	attempts := 0
+	cfg.DialFunc = func(context.Context, string, string) (net.Conn, error) {
+		attempts++
+		return nil, errs[attempts-1]
+	}
+	_, err = pgconn.ConnectConfig(context.Background(), cfg)
+	require.Equal(t, len(errs), attempts, "attempts made")
+	var connectErr *pgconn.ConnectError
+	require.ErrorAs(t, err, &connectErr)
+	return err
 }
 
 // The caller's own deadline ending a start's connection is not a
@@ -1408,6 +1478,41 @@ func refusingTLSServer(t *testing.T) string {
 		if _, err := io.ReadFull(c, make([]byte, 8)); err == nil { // SSLRequest
 			_, _ = c.Write([]byte("N"))
 			_, _ = io.Copy(io.Discard, c)
+		}
+	})
+}
+
+// closingServer answers PostgreSQL's SSLRequest with no and closes the
+// connection on its startup message, until the test ends; it returns its
+// address.
+func closingServer(t *testing.T) string {
+	t.Helper()
+	return startupServer(t, func(net.Conn, *pgproto3.Backend) {})
+}
+
+// startupServer answers PostgreSQL's SSLRequest (and GSSEncRequest) with
+// no and hands the connection that sent a startup message to answer,
+// closing it after, until the test ends; it returns its address.
+func startupServer(t *testing.T, answer func(net.Conn, *pgproto3.Backend)) string {
+	t.Helper()
+	return serve(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		b := pgproto3.NewBackend(c, c)
+		for {
+			msg, err := b.ReceiveStartupMessage()
+			if err != nil {
+				return
+			}
+			switch msg.(type) {
+			case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+				if _, err := c.Write([]byte("N")); err != nil {
+					return
+				}
+				continue
+			case *pgproto3.StartupMessage:
+				answer(c, b)
+			}
+			return
 		}
 	})
 }
