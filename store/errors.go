@@ -240,7 +240,10 @@ func setupCause(err error) bool {
 //     also fails for a reason no wait cures, the start is retried.
 //   - pgconn.go:153, 482, 552: sslcertmode; pgconn.go:441, 445:
 //     require_auth.
-//   - pgconn.go:452: channel_binding=require unmet.
+//   - pgconn.go:452 and auth_scram.go:54, 62, 75: channel_binding=require
+//     unmet. The scram ones come wrapped as "failed SASL auth: ...", which
+//     an EOF or a reset during SASL is too, so the inner message is
+//     matched, never that wrapper.
 //
 // A text pgx changes, or a check this list does not name (GSS, "server
 // protocol version too low"), fails toward waiting: the start retries it,
@@ -251,6 +254,7 @@ var pgconnSetupErrors = []string{
 	"invalid sslcertmode: ", "sslcertmode check failed: ",
 	"invalid require_auth: ", "require_auth check failed: ",
 	"channel binding check failed: ",
+	"channel binding required but ",
 }
 
 // anyError reports whether match holds for err or an error it wraps,

@@ -1329,6 +1329,16 @@ func TestRetryStartFailsAtOnce(t *testing.T) {
 		err := open(t, "postgres://lwuser@"+addr+"/db?sslmode=require&connect_timeout=5")
 		require.ErrorContains(t, err, "remote error: tls")
 	})
+	t.Run("channel_binding=require and a server offering only SCRAM-SHA-256", func(t *testing.T) {
+		err := open(t, "postgres://lwuser:pw@"+saslServer(t)+"/db?sslmode=disable&channel_binding=require&connect_timeout=5")
+		require.ErrorContains(t, err, "failed SASL auth: channel binding required but server does not support SCRAM-SHA-256-PLUS")
+	})
+	t.Run("every attempt of sslmode prefer a setup error", func(t *testing.T) {
+		// The TLS attempt refused, the one without TLS short of channel binding.
+		err := open(t, "postgres://lwuser:pw@"+saslServer(t)+"/db?sslmode=prefer&channel_binding=require&connect_timeout=5")
+		require.ErrorContains(t, err, "server refused TLS connection")
+		require.ErrorContains(t, err, "channel binding required but")
+	})
 }
 
 // With RetryStart, a connection of which one attempt failed for a reason
@@ -1387,9 +1397,10 @@ func TestStartRetryable(t *testing.T) {
 	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
 	tlsAlert := &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}
 	for name, err := range map[string]error{
-		"refused": connectError(t, refused),
-		"reset":   connectError(t, reset),
-		"EOF":     connectError(t, io.EOF),
+		"refused":         connectError(t, refused),
+		"reset":           connectError(t, reset),
+		"EOF":             connectError(t, io.EOF),
+		"EOF during SASL": connectError(t, fmt.Errorf("failed SASL auth: %w", io.EOF)),
 		// A Service not created yet, or a misspelt host: retried alike.
 		"no such host":         connectError(t, &net.DNSError{Err: "no such host", Name: "postgres-rw", IsNotFound: true}),
 		"starting up":          connectError(t, &pgconn.PgError{Code: "57P03"}),
@@ -1406,17 +1417,18 @@ func TestStartRetryable(t *testing.T) {
 		assert.True(t, store.StartRetryable(context.Background(), err), "%s: %v", name, err)
 	}
 	for name, err := range map[string]error{
-		"wrong password":        connectError(t, &pgconn.PgError{Code: "28P01"}),
-		"role refused":          connectError(t, &pgconn.PgError{Code: "28000"}),
-		"no database":           connectError(t, &pgconn.PgError{Code: "3D000"}),
-		"no CONNECT grant":      connectError(t, &pgconn.PgError{Code: "42501"}),
-		"TLS alert":             connectError(t, tlsAlert),
-		"untrusted certificate": connectError(t, x509.UnknownAuthorityError{}),
-		"wrong host name":       connectError(t, &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "postgres-rw"}}),
-		"TLS refused":           connectError(t, errors.New("server refused TLS connection")),
-		"sslcertmode":           connectError(t, fmt.Errorf("sslcertmode check failed: %w", errors.New("server did not request an SSL certificate"))),
-		"require_auth":          connectError(t, fmt.Errorf("require_auth check failed: %w", errors.New("server requested a password"))),
-		"channel binding check": connectError(t, fmt.Errorf("channel binding check failed: %w", errors.New("channel binding required but server did not authenticate using channel binding"))),
+		"wrong password":           connectError(t, &pgconn.PgError{Code: "28P01"}),
+		"role refused":             connectError(t, &pgconn.PgError{Code: "28000"}),
+		"no database":              connectError(t, &pgconn.PgError{Code: "3D000"}),
+		"no CONNECT grant":         connectError(t, &pgconn.PgError{Code: "42501"}),
+		"TLS alert":                connectError(t, tlsAlert),
+		"untrusted certificate":    connectError(t, x509.UnknownAuthorityError{}),
+		"wrong host name":          connectError(t, &tls.CertificateVerificationError{Err: x509.HostnameError{Certificate: &x509.Certificate{}, Host: "postgres-rw"}}),
+		"TLS refused":              connectError(t, errors.New("server refused TLS connection")),
+		"sslcertmode":              connectError(t, fmt.Errorf("sslcertmode check failed: %w", errors.New("server did not request an SSL certificate"))),
+		"require_auth":             connectError(t, fmt.Errorf("require_auth check failed: %w", errors.New("server requested a password"))),
+		"channel binding check":    connectError(t, fmt.Errorf("channel binding check failed: %w", errors.New("channel binding required but server did not authenticate using channel binding"))),
+		"channel binding in SCRAM": connectError(t, fmt.Errorf("failed SASL auth: %w", errors.New("channel binding required but server does not support SCRAM-SHA-256-PLUS"))),
 		// Every attempt a setup error.
 		"two hosts refusing the role":                   connectError(t, &pgconn.PgError{Code: "28000"}, &pgconn.PgError{Code: "28000"}),
 		"sslmode prefer: TLS alert, plain text refused": connectError(t, tlsAlert, &pgconn.PgError{Code: "28000"}),
@@ -1477,6 +1489,20 @@ func refusingTLSServer(t *testing.T) string {
 	return serve(t, func(c net.Conn) {
 		if _, err := io.ReadFull(c, make([]byte, 8)); err == nil { // SSLRequest
 			_, _ = c.Write([]byte("N"))
+			_, _ = io.Copy(io.Discard, c)
+		}
+	})
+}
+
+// saslServer answers PostgreSQL's SSLRequest with no, and a startup
+// message with AuthenticationSASL offering only SCRAM-SHA-256 (no
+// SCRAM-SHA-256-PLUS, so no channel binding), until the test ends; it
+// returns its address.
+func saslServer(t *testing.T) string {
+	t.Helper()
+	return startupServer(t, func(c net.Conn, b *pgproto3.Backend) {
+		b.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{"SCRAM-SHA-256"}})
+		if b.Flush() == nil {
 			_, _ = io.Copy(io.Discard, c)
 		}
 	})
