@@ -1594,7 +1594,8 @@ func untrustedTLSServer(t *testing.T) string {
 }
 
 // tlsServer is untrustedTLSServer asking the client for a certificate as
-// clientAuth says; after the handshake it reads until the client closes.
+// clientAuth says; after the handshake, failed or not, it reads until the
+// client closes.
 func tlsServer(t *testing.T, clientAuth tls.ClientAuthType) string {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
@@ -1632,7 +1633,14 @@ func tlsServer(t *testing.T, clientAuth tls.ClientAuthType) string {
 				tc := tls.Server(c, cfg)
 				if tc.Handshake() == nil {
 					_, _ = io.Copy(io.Discard, tc)
+					return
 				}
+				// Read what the client sent after its side of the handshake
+				// (under TLS 1.3 its startup message, before it reads the
+				// alert) until it closes: closing with it unread would
+				// reset the connection, and the client might see the reset
+				// instead of the alert.
+				_, _ = io.Copy(io.Discard, c)
 			}()
 		}
 	}()
