@@ -35,19 +35,23 @@ type Config struct {
 	RetryBase, RetryMax time.Duration
 	// OnRetry, when set, is told of every retry (for logs and metrics).
 	OnRetry func(attempt int, err error, delay time.Duration)
-	// RetryStart makes Open and Migrate retry a failure a wait may cure
-	// (PostgreSQL unreachable, refusing or resetting connections, not
-	// answering within connect_timeout, starting up or shutting down, a
-	// host name that does not resolve yet; see startRetryable) with the
+	// RetryStart makes Open and Migrate retry a failed start with the
 	// retry policy above until they succeed or ctx is done, instead of
 	// failing at the first: a service started during a failover waits for
-	// the server. A misspelt host is retried too, each attempt told to
-	// OnStartRetry with its error. What no retry cures still fails at once,
-	// even where a transaction would retry it: ErrAccessDenied,
-	// ErrNoDatabase (unless creating the database failed transiently), an
-	// invalid URL, a server certificate that does not verify, a server
-	// refusing TLS that sslmode requires or sending a TLS alert, a failed
-	// sslcertmode, require_auth or channel_binding check.
+	// the server. The start is retried unless every attempt of the
+	// connection (each host, address and, under sslmode prefer or allow,
+	// with and without TLS) failed for a reason no wait cures: the role or
+	// its password refused (ErrAccessDenied), the database missing and not
+	// creatable (ErrNoDatabase), the server's certificate not verifying,
+	// the server refusing TLS under sslmode require or verify-*, a TLS
+	// alert from the server, a failed sslcertmode, require_auth or
+	// channel_binding check of pgx; an invalid URL fails at once too.
+	// Anything else is retried, each attempt told to OnStartRetry with its
+	// error: PostgreSQL unreachable, refusing or resetting connections,
+	// not answering within connect_timeout, starting up or shutting down,
+	// but also a misspelt host (DNS), a failed check this list does not
+	// recognise, "server protocol version too low", GSS (see
+	// startRetryable and pgconnSetupErrors).
 	RetryStart bool
 	// OnStartRetry, when set, is told of each of those retries.
 	OnStartRetry func(attempt int, err error, delay time.Duration)

@@ -181,8 +181,9 @@ func (m *Main) Run(ctx context.Context) error {
 		},
 		// PostgreSQL unreachable at start (a failover, maintenance): wait
 		// for it as a transaction would, rather than exit and crash-loop.
-		// What no retry cures (a role refused, no database, a certificate)
-		// still fails at once.
+		// Only when every attempt failed for a reason no retry cures (a
+		// role refused, no database, a certificate) does it fail at once;
+		// anything else is retried, a warn line each (store.Config.RetryStart).
 		RetryStart: true,
 		OnStartRetry: func(attempt int, err error, delay time.Duration) {
 			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Str("step", *m.step.Load()).
