@@ -2,10 +2,8 @@ package client
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -182,10 +180,9 @@ func (cfg Config) withDefaults() Config {
 // environment variable, else -1 (the broker's default.replication.factor):
 // -1 or 1..32767, as the workers' KAFKA_TOPIC_REPLICATION_FACTOR.
 func replyReplicationFactor(cfg Config) (int16, error) {
-	const valid = "is not -1 (the broker's default.replication.factor) or 1..32767"
 	if rf := cfg.ReplyTopicReplicationFactor; rf != 0 {
 		if rf < -1 {
-			return 0, fmt.Errorf("ReplyTopicReplicationFactor %d %s", rf, valid)
+			return 0, fmt.Errorf("ReplyTopicReplicationFactor %d %s", rf, topics.ReplicationFactorRange)
 		}
 		return rf, nil
 	}
@@ -193,11 +190,11 @@ func replyReplicationFactor(cfg Config) (int16, error) {
 	if v == "" {
 		return -1, nil
 	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n != -1 && (n < 1 || n > math.MaxInt16) {
-		return 0, fmt.Errorf("%s: %q %s", EnvReplyTopicReplicationFactor, v, valid)
+	n, ok := topics.ParseReplicationFactor(v)
+	if !ok {
+		return 0, fmt.Errorf("%s: %q %s", EnvReplyTopicReplicationFactor, v, topics.ReplicationFactorRange)
 	}
-	return int16(n), nil
+	return n, nil
 }
 
 // defaultBrokers follows lockworker's own convention, so a client and the

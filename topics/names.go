@@ -1,6 +1,10 @@
 package topics
 
-import "strings"
+import (
+	"math"
+	"strconv"
+	"strings"
+)
 
 // Names holds the topic names lockworker uses. Every field is configurable;
 // DefaultNames gives the contract's defaults.
@@ -95,4 +99,21 @@ func ValidTopicName(s string) bool {
 		}
 	}
 	return true
+}
+
+// ReplicationFactorRange says what ParseReplicationFactor accepts, as the
+// workers' and the SDK's refusals word it.
+const ReplicationFactorRange = "is not -1 (the broker's default.replication.factor) or 1..32767"
+
+// ParseReplicationFactor reads the replication factor of the topics a
+// process creates (KAFKA_TOPIC_REPLICATION_FACTOR,
+// LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR): v, trimmed, is -1 (the
+// broker's default) or 1..32767 (Kafka's int16); 0 would ask for topics
+// without a replica. ok is false otherwise.
+func ParseReplicationFactor(v string) (n int16, ok bool) {
+	i, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || i != -1 && (i < 1 || i > math.MaxInt16) {
+		return 0, false
+	}
+	return int16(i), true
 }

@@ -430,23 +430,19 @@ func (p *parser) int32(name string, dst *int32, lo, hi int) {
 	*dst = int32(n) // in range: lo..hi fit int32
 }
 
-// replicationFactor reads a topic replication factor: -1 (the broker's
-// default.replication.factor) or 1..32767 (Kafka's int16). 0 would create
-// topics without a replica, which Kafka refuses.
+// replicationFactor reads a topic replication factor
+// (topics.ParseReplicationFactor).
 func (p *parser) replicationFactor(name string, dst *int16) {
 	v := strings.TrimSpace(p.getenv(name))
 	if v == "" {
 		return
 	}
-	n, err := strconv.Atoi(v)
-	switch {
-	case err != nil:
-		p.fail(name, v, "is not an integer")
-	case n != -1 && (n < 1 || n > math.MaxInt16):
-		p.fail(name, v, "is not -1 (the broker's default.replication.factor) or 1..32767")
-	default:
-		*dst = int16(n)
+	n, ok := topics.ParseReplicationFactor(v)
+	if !ok {
+		p.fail(name, v, topics.ReplicationFactorRange)
+		return
 	}
+	*dst = n
 }
 
 func (p *parser) seconds(name string, dst *time.Duration, lo, hi float64) {
