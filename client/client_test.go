@@ -24,6 +24,7 @@ import (
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -501,20 +502,8 @@ func TestReplyTopicReplicationFactor(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(client.EnvReplyTopicReplicationFactor, tc.env)
-			cluster, err := kfake.NewCluster(kfake.NumBrokers(3))
-			require.NoError(t, err)
-			defer cluster.Close()
-			var mu sync.Mutex
-			asked := map[string]int16{}
-			cluster.ControlKey(int16(kmsg.CreateTopics), func(r kmsg.Request) (kmsg.Response, error, bool) {
-				cluster.KeepControl()
-				mu.Lock()
-				defer mu.Unlock()
-				for _, rt := range r.(*kmsg.CreateTopicsRequest).Topics {
-					asked[rt.Topic] = rt.ReplicationFactor
-				}
-				return nil, nil, false // observed: the cluster creates it
-			})
+			cluster := kafkatest.Cluster(t, kfake.NumBrokers(3))
+			asked := kafkatest.ReplicationFactorsAsked(cluster)
 			cfg := client.Config{Brokers: cluster.ListenAddrs(), Requester: "replicated"}
 			if tc.cfg != "" {
 				var n int
@@ -524,9 +513,7 @@ func TestReplyTopicReplicationFactor(t *testing.T) {
 			}
 			c, err := client.New(ctxT(t), cfg)
 			topic := topics.DefaultNames().ReplyTopic("replicated")
-			mu.Lock()
-			require.Equal(t, map[string]int16{topic: tc.asked}, asked)
-			mu.Unlock()
+			require.Equal(t, map[string]int16{topic: tc.asked}, asked())
 			if tc.replicas == 0 {
 				require.ErrorIs(t, err, client.ErrUnreachable)
 				require.ErrorContains(t, err, "INVALID_REPLICATION_FACTOR")

@@ -2,7 +2,6 @@ package outbox_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,8 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/outbox"
 )
 
@@ -33,16 +32,7 @@ func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			c := newCluster(t, kfake.NumBrokers(3))
-			var mu sync.Mutex
-			asked := map[string]int16{}
-			c.ControlKey(int16(kmsg.CreateTopics), func(r kmsg.Request) (kmsg.Response, error, bool) {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, rt := range r.(*kmsg.CreateTopicsRequest).Topics {
-					asked[rt.Topic] = rt.ReplicationFactor
-				}
-				return nil, nil, false // observed, not handled: the cluster creates it
-			})
+			asked := kafkatest.ReplicationFactorsAsked(c)
 			kopts := append(clientOpts(), kgo.SeedBrokers(c.ListenAddrs()...))
 			pub, cl, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, "locks.replies.", tc.factor)
 			require.NoError(t, err)
@@ -52,9 +42,7 @@ func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
 			const topic = "locks.replies.svc"
 			require.NoError(t, pub.Publish(topic, message.NewMessage("1", []byte("x"))))
 
-			mu.Lock()
-			require.Equal(t, map[string]int16{topic: tc.factor}, asked)
-			mu.Unlock()
+			require.Equal(t, map[string]int16{topic: tc.factor}, asked())
 			listed, err := kadm.NewClient(cl).ListTopics(ctx, topic)
 			require.NoError(t, err)
 			require.NotEmpty(t, listed[topic].Partitions)

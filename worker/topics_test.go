@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -147,16 +146,7 @@ func TestEnsureTopicsReplicationFactor(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			c := kafkatest.Cluster(t, kfake.NumBrokers(3))
-			var mu sync.Mutex
-			asked := map[string]int16{}
-			c.ControlKey(int16(kmsg.CreateTopics), func(r kmsg.Request) (kmsg.Response, error, bool) {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, rt := range r.(*kmsg.CreateTopicsRequest).Topics {
-					asked[rt.Topic] = rt.ReplicationFactor
-				}
-				return nil, nil, false // observed, not handled: the cluster creates it
-			})
+			asked := kafkatest.ReplicationFactorsAsked(c)
 			names := topics.DefaultNames()
 			w := idleWorker(t, c, worker.Config{Names: names, CommandsPartitions: 4, ReplicationFactor: tc.factor})
 			require.NoError(t, w.EnsureTopics(ctx))
@@ -164,11 +154,10 @@ func TestEnsureTopicsReplicationFactor(t *testing.T) {
 			listed, err := kadm.NewClient(w.Client()).ListTopics(ctx)
 			require.NoError(t, err)
 			specs := worker.Topics(names, 4)
-			mu.Lock()
-			defer mu.Unlock()
-			require.Len(t, asked, len(specs))
+			got := asked()
+			require.Len(t, got, len(specs))
 			for _, s := range specs {
-				require.Equal(t, tc.asked, asked[s.Name], s.Name)
+				require.Equal(t, tc.asked, got[s.Name], s.Name)
 				require.NotEmpty(t, listed[s.Name].Partitions, s.Name)
 				for _, p := range listed[s.Name].Partitions {
 					require.Len(t, p.Replicas, tc.replicas, "%s partition %d", s.Name, p.Partition)

@@ -4,6 +4,7 @@ package kafkatest
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -91,4 +92,26 @@ func StateRecord(t testing.TB, lock string, rev int64) *kgo.Record {
 	b, err := topics.LockState{LockName: lock, Revision: rev, Status: topics.StatusReleased, Limit: 1}.Encode()
 	require.NoError(t, err)
 	return &kgo.Record{Key: []byte(lock), Value: b}
+}
+
+// ReplicationFactorsAsked observes c's CreateTopics requests (the cluster
+// still creates the topics) and returns what they have asked for so far:
+// each topic's replication factor.
+func ReplicationFactorsAsked(c *kfake.Cluster) func() map[string]int16 {
+	var mu sync.Mutex
+	asked := map[string]int16{}
+	c.ControlKey(int16(kmsg.CreateTopics), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rt := range r.(*kmsg.CreateTopicsRequest).Topics {
+			asked[rt.Topic] = rt.ReplicationFactor
+		}
+		return nil, nil, false // observed, not handled
+	})
+	return func() map[string]int16 {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(asked)
+	}
 }
