@@ -555,16 +555,7 @@ func TestWatchTellsOfUnreachableBrokers(t *testing.T) {
 	ctx := ctxT(t)
 	cluster, _ := kafkatest.StateTopic(t, 1, kafkatest.StateRecord(t, "job", 1))
 	var failedDials atomic.Int64
-	dialer := &net.Dialer{}
-	c, err := client.New(ctx, client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, KafkaOpts: []kgo.Opt{
-		kgo.Dialer(func(ctx context.Context, network, host string) (net.Conn, error) {
-			conn, err := dialer.DialContext(ctx, network, host)
-			if err != nil {
-				failedDials.Add(1)
-			}
-			return conn, err
-		}),
-	}})
+	c, err := client.New(ctx, client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true, KafkaOpts: []kgo.Opt{countFailedDials(&failedDials)}})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	told := make(toldErrors, 100)
@@ -650,16 +641,8 @@ func TestWatchDoesNotTellDeadSeeds(t *testing.T) {
 		require.NoError(t, l.Close()) // refuses connections from now on
 	}
 	var failedDials atomic.Int64
-	dialer := &net.Dialer{}
 	c, err := client.New(ctx, client.Config{Brokers: append(seeds, cluster.ListenAddrs()...), ReadOnly: true, KafkaOpts: []kgo.Opt{
-		kgo.MetadataMinAge(100 * time.Millisecond), kgo.MetadataMaxAge(100 * time.Millisecond),
-		kgo.Dialer(func(ctx context.Context, network, host string) (net.Conn, error) {
-			conn, err := dialer.DialContext(ctx, network, host)
-			if err != nil {
-				failedDials.Add(1)
-			}
-			return conn, err
-		}),
+		kgo.MetadataMinAge(100 * time.Millisecond), kgo.MetadataMaxAge(100 * time.Millisecond), countFailedDials(&failedDials),
 	}})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
@@ -675,4 +658,16 @@ func TestWatchDoesNotTellDeadSeeds(t *testing.T) {
 		20*time.Second, 10*time.Millisecond, "fetches answered past the grace")
 	require.Greater(t, failedDials.Load(), dials, "dead seeds dialed during the watch")
 	require.Empty(t, told, "not told")
+}
+
+// countFailedDials is a kgo dialer that counts in n the dials that fail.
+func countFailedDials(n *atomic.Int64) kgo.Opt {
+	var dialer net.Dialer
+	return kgo.Dialer(func(ctx context.Context, network, host string) (net.Conn, error) {
+		conn, err := dialer.DialContext(ctx, network, host)
+		if err != nil {
+			n.Add(1)
+		}
+		return conn, err
+	})
 }
