@@ -425,6 +425,19 @@ func requireClass(t *testing.T, err error, want error, code string) {
 	}
 }
 
+// urlAs is the test database's URL u for user (with u's password, if any)
+// and database.
+func urlAs(u *url.URL, user, database string) string {
+	v := *u
+	if pw, ok := u.User.Password(); ok {
+		v.User = url.UserPassword(user, pw)
+	} else {
+		v.User = url.User(user)
+	}
+	v.Path = "/" + database
+	return v.String()
+}
+
 // newRole creates a role for the test (dropped when it ends), or skips the
 // test when the test user may not create roles. With login, it may log in
 // with the test URL's password, if any; it never may create databases.
@@ -629,16 +642,9 @@ func TestOpenTranslatesErrors(t *testing.T) {
 	}
 	st := testdb.New(t)
 	open := func(user, database string) error {
-		v := *u
-		if pw, ok := u.User.Password(); ok {
-			v.User = url.UserPassword(user, pw)
-		} else {
-			v.User = url.User(user)
-		}
-		v.Path = "/" + database
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := store.Open(ctx, store.Config{URL: v.String(), MaxConns: 1})
+		st, err := store.Open(ctx, store.Config{URL: urlAs(u, user, database), MaxConns: 1})
 		if err == nil {
 			st.Close()
 		}
@@ -1271,16 +1277,7 @@ func TestRetryStartFailsAtOnce(t *testing.T) {
 		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
 	}
 	st := testdb.New(t)
-	as := func(user, database string) string {
-		v := *u
-		if pw, ok := u.User.Password(); ok {
-			v.User = url.UserPassword(user, pw)
-		} else {
-			v.User = url.User(user)
-		}
-		v.Path = "/" + database
-		return v.String()
-	}
+	as := func(user, database string) string { return urlAs(u, user, database) }
 	open := func(t *testing.T, url string) error {
 		t.Helper()
 		r := newStartRetries()
