@@ -290,10 +290,11 @@ func TestLeaseEndedByTheWorkerReleasedByToken(t *testing.T) {
 }
 
 // A lease lost to an extension answered outside the contract while its
-// Release is on its way is left to that Release: a release of its own,
-// applied first, would make the worker refuse Release's (NOT_HELD). The
-// worker answers the Release only once the marker query comes, sent after
-// the extension returned; every release it sees is Release's command.
+// Release is on its way is left to that Release: a release of its own
+// would be the same command (one request_id), and two waiters on one
+// request_id would take each other's answer. The worker answers the
+// Release only once the marker query comes, sent after the extension
+// returned; every release it sees is Release's command.
 func TestLostLeaseLeftToItsRelease(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -497,14 +497,16 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 // not looked yet sends nothing: it returns the loss. giveBack leaves the
 // release to the holder of the slot (Release's or giveBack's, releasing)
 // that is sending it (sending): a Release that found the lease held before
-// it ended, whose release is on its way (a release of giveBack's own,
-// applied first, would have Release's refused, NOT_HELD), or another
-// giveBack. Otherwise it waits for the slot, so that a Release that took
-// it but had not looked does not leave the lease held for nobody. The wait
-// is short: a Release returns at once (it finds the lease ended, or the
-// client closed), as does a giveBack that sends nothing; a giveBack that
-// took the slot while this one looked sends the release, one round trip of
-// at most ReplyTimeout, and this one then sends it again. Nothing is sent
+// it ended, whose release is on its way (a release of giveBack's own
+// would be the same command, one request_id, and the client keeps one
+// waiter per request_id: two at once would take each other's answer), or
+// another giveBack. Otherwise it waits for the slot, so that a Release
+// that took it but had not looked does not leave the lease held for
+// nobody. The wait is short: a Release returns at once (it finds the
+// lease ended, or the client closed), as does a giveBack that sends
+// nothing; a giveBack that took the slot while this one looked sends the
+// release, one round trip of at most ReplyTimeout, and this one then
+// sends it again. Nothing is sent
 // when the release could end a lease held by someone else: another Lease
 // of this client with the same token (a renewal), an acquire of this
 // client for the lock and owner in flight (a renewal whose grant, unseen
