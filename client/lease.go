@@ -556,15 +556,9 @@ func (l *Lease) leaveSlot() {
 	<-l.releasing
 }
 
-// take takes the slot of slot (a channel of capacity 1 that serializes
-// Release calls and giveBack, or Close calls), waiting for ctx only while
-// another call holds it: a free slot is taken even when ctx has ended, so
-// that a Release with a cancelled ctx (a deferred one, after its request
-// ended) still ends the lease and sends its release rather than, at
-// random, nothing. A Release that finds the lease ended after taking the
-// slot (a giveBack held it, or the lease ended meanwhile) returns at once,
-// sending nothing: giveBack waits for the slot then, and sends the release
-// (see giveBack).
+// take takes slot (a channel of capacity 1). A free slot is taken even
+// when ctx has ended (one select over both would pick at random); ctx is
+// waited for only while another holds the slot.
 func take(ctx context.Context, slot chan struct{}) bool {
 	select {
 	case slot <- struct{}{}:
