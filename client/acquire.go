@@ -49,13 +49,12 @@ const (
 )
 
 // WithMode sets the mode of the acquire. Default Exclusive. An owner that
-// holds the lock and asks in the other mode is refused ErrModeMismatch
-// (ErrInvalidRequest under REQUIRE_FENCING_TOKEN, which the worker checks
-// first: see WithOwner): a lease is not upgraded or downgraded. Acquires of different owners (the
+// holds the lock and asks in the other mode is refused (see WithOwner): a
+// lease is not upgraded or downgraded. Acquires of different owners (the
 // default: a new owner per call) are strangers to each other, even in one
 // process: one asking for the read lock while its own process holds the
 // write lock waits behind it, until that is released. Shared holders'
-// leases are valid together, each with its own Token.
+// leases are valid together (see Lease).
 func WithMode(m Mode) AcquireOption {
 	return func(o *acquireOptions) { o.mode = m }
 }
@@ -63,9 +62,8 @@ func WithMode(m Mode) AcquireOption {
 // WithLimit makes the lock a counting semaphore of n exclusive holders
 // (1 .. 10,000). Every holder and waiter of a lock must ask for the same
 // limit (else ErrLimitMismatch); a shared acquire takes no limit. Default 1.
-// Up to n leases, each with its own Token, are valid at once: a resource
-// that refuses tokens below the greatest seen would refuse all but one.
-// An owner takes one place (WithSession: a session takes one).
+// Up to n leases are valid at once (see Lease). An owner takes one place
+// (WithSession: a session takes one).
 func WithLimit(n int) AcquireOption {
 	return func(o *acquireOptions) { o.limit = n }
 }
@@ -158,10 +156,8 @@ func OnQueued(fn func(position int)) AcquireOption {
 // deadline set the wait (the worker counts from the acquire's arrival),
 // Acquire withdraws the acquire (see below) and returns ctx's cause.
 //
-// The worker keeps one lease per lock and owner: an acquire of an owner
-// that holds the lock already (WithOwner, or a second acquire in one
-// session, WithSession) is a renewal of that lease, with the same Token,
-// and excludes nothing (see WithOwner for when it is refused instead).
+// An acquire of an owner that holds the lock already (WithOwner,
+// WithSession) is a renewal of its lease (see WithOwner).
 //
 // An acquire that is given up
 // (ctx ended, client closed, no reply, or a grant refused because its reply

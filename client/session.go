@@ -346,14 +346,13 @@ func (s *Session) keepAliveLoop() {
 
 // WithSession acquires the lock in session s: the lease has no keep-alive
 // of its own (its lease duration is ignored) and ends when s ends, or at
-// its Release. The owner is the session's, and the worker keeps one place
-// per lock and owner: two acquires of one lock in s are one lease (the
-// second a renewal, with the same Token: the goroutines that made them do
-// not exclude each other; see WithOwner for when it is refused instead),
-// and the Release of either ends the other (lost); two that wait at once
-// are one wait, the earlier withdrawn (ErrWithdrawn) when the later takes
-// its place; and a semaphore (WithLimit) gives s one place. Acquires that
-// must exclude each other need a session each, or none.
+// its Release. The owner is the session's: two acquires of one lock in s
+// are one lease (the second a renewal, see WithOwner: the goroutines that
+// made them do not exclude each other), and the Release of either ends
+// the other (lost); two that wait at once are one wait, the earlier
+// withdrawn (ErrWithdrawn) when the later takes its place; and a semaphore
+// (WithLimit) gives s one place. Acquires that must exclude each other
+// need a session each, or none.
 func WithSession(s *Session) AcquireOption {
 	return func(o *acquireOptions) {
 		o.session, o.owner, o.keepAlive, o.dedicatedOwner = s, s.Owner, false, true
