@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -96,6 +97,23 @@ type cli struct {
 	timeout        seconds
 	json           bool
 	cfg            config.Config // environment (topics, TLS, SASL)
+	// stderrMu serializes the lines goroutines write on stderr (warnf,
+	// linef); a command holds it to keep them back until its header is
+	// out.
+	stderrMu sync.Mutex
+}
+
+// warnf writes a warning on stderr: "lockctl <command>: warning: ...".
+func (c *cli) warnf(format string, args ...any) {
+	c.linef("warning: "+format, args...)
+}
+
+// linef writes one line on stderr, "lockctl <command>: ...", under
+// stderrMu.
+func (c *cli) linef(format string, args ...any) {
+	c.stderrMu.Lock()
+	defer c.stderrMu.Unlock()
+	fmt.Fprintf(c.stderr, "lockctl %s: %s\n", c.cmd, fmt.Sprintf(format, args...))
 }
 
 // run is lockctl with its arguments (without the program name); it returns

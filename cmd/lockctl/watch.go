@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -43,7 +42,7 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		pctx, cancel := c.withTimeout(ctx)
 		defer cancel()
 		sub, err := client.NewSubscriber(pctx, client.SubscriberConfig{Brokers: seeds, KafkaOpts: opts, FromEnd: !*fromBeginning,
-			Logger: newWarnLogger(c.stderr, "lockctl "+c.cmd)})
+			Logger: &warnLogger{c: c}})
 		if err != nil {
 			return c.timedOut(pctx, err)
 		}
@@ -99,26 +98,23 @@ func (c *cli) watchLock(ctx context.Context, lock string) error {
 	}
 	defer cl.Close()
 	// The watch's reading goroutine warns; held until the header is out.
-	var mu sync.Mutex
-	mu.Lock()
+	c.stderrMu.Lock()
 	warn := client.OnFetchError(func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
 		if err != nil {
-			fmt.Fprintf(c.stderr, "lockctl %s: warning: %v\n", c.cmd, err)
+			c.warnf("%v", err)
 		} else {
-			fmt.Fprintf(c.stderr, "lockctl %s: reading %s again\n", c.cmd, c.names().State)
+			c.linef("reading %s again", c.names().State)
 		}
 	})
 	revs, err := cl.Watch(ctx, lock, warn) // its setup is bounded by the client's request timeout
 	if err != nil {
-		mu.Unlock()
+		c.stderrMu.Unlock()
 		return err
 	}
 	if !c.json {
 		fmt.Fprintf(c.stderr, "lockctl: watching %s on %s (Ctrl-C to stop)\n", topics.LockKey(c.namespace, lock), c.names().State)
 	}
-	mu.Unlock()
+	c.stderrMu.Unlock()
 	for lr := range revs {
 		c.printRevision(lr)
 	}
@@ -222,8 +218,8 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 				}
 			}
 			if len(keys) > 0 {
-				fmt.Fprintf(c.stderr, "lockctl %s: warning: %d lock key(s) left out (%s): their newest record of %s is unreadable (first: %v)\n",
-					c.cmd, len(keys), strings.Join(keys, ", "), unreadable.Topic, first)
+				c.warnf("%d lock key(s) left out (%s): their newest record of %s is unreadable (first: %v)",
+					len(keys), strings.Join(keys, ", "), unreadable.Topic, first)
 			}
 		}
 		return nil
@@ -238,24 +234,17 @@ func (c *cli) watched(ev topics.Event) bool {
 
 // warnLogger is the lifecycle subscriber's logger: it writes its errors
 // (a fetch refused, as TOPIC_AUTHORIZATION_FAILED, which the subscriber
-// logs once until it changes) to stderr as warnings, in watch --lock's
-// format ("lockctl watch: warning: ..."), where watch would otherwise wait
-// in silence; stdout keeps the events alone. The rest (debug, info) is not
-// written.
+// logs once until it changes) to stderr as warnings (c.warnf), where
+// watch would otherwise wait in silence; stdout keeps the events alone.
+// The rest (debug, info) is not written.
 type warnLogger struct {
-	w      io.Writer
-	prefix string
+	c      *cli
 	fields watermill.LogFields
-	mu     *sync.Mutex // the subscriptions' goroutines write to w
-}
-
-func newWarnLogger(w io.Writer, prefix string) *warnLogger {
-	return &warnLogger{w: w, prefix: prefix, mu: &sync.Mutex{}}
 }
 
 func (l *warnLogger) Error(msg string, err error, fields watermill.LogFields) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: warning: %s", l.prefix, msg)
+	b.WriteString(msg)
 	all := l.fields.Add(fields)
 	keys := slices.Sorted(maps.Keys(all))
 	sep := " ("
@@ -271,9 +260,7 @@ func (l *warnLogger) Error(msg string, err error, fields watermill.LogFields) {
 	if err != nil {
 		fmt.Fprintf(&b, ": %v", err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	fmt.Fprintln(l.w, b.String())
+	l.c.warnf("%s", b.String())
 }
 
 func (l *warnLogger) Info(string, watermill.LogFields)  {}
