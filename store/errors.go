@@ -42,6 +42,12 @@ var (
 	// ErrNoDatabase means the configured database does not exist (SQLSTATE
 	// 3D000) and Open could not create it; the cause says why.
 	ErrNoDatabase = errors.New("database does not exist")
+	// ErrConnString means Open refused Config.URL before connecting: pgx
+	// cannot parse it, or cannot read a file it names (sslrootcert,
+	// sslcert, sslkey), which the error then names. Only a change of
+	// configuration cures it. The connection string itself is never quoted:
+	// it may hold a password.
+	ErrConnString = errors.New("parsing the PostgreSQL connection string")
 	// ErrOffsetMoved means a partition's stored offset is not the one this
 	// worker expected: another worker owns the partition now, so this batch
 	// must not commit. Or this batch committed already: a connection lost

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
@@ -95,8 +96,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
-		// The parse error may quote the URL, password included: say less.
-		return nil, errors.New("parsing the PostgreSQL connection string: invalid format")
+		return nil, connStringError(err)
 	}
 	pcfg.MinConns, pcfg.MaxConns = cfg.MinConns, cfg.MaxConns
 	if _, set := pcfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
@@ -129,6 +129,24 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// connStringError is the error of Open for err, pgx's refusal of the
+// connection string: ErrConnString, with the file pgx could not read
+// (sslrootcert, sslcert, sslkey) when that is why. Nothing else of err is
+// told: a *pgconn.ParseConfigError's text quotes the connection string,
+// password included when pgx's best-effort redaction misses it. Its inner
+// error does not: pgx builds it from the setting's value alone ("unable to
+// read CA file: open <sslrootcert>: no such file or directory").
+func connStringError(err error) error {
+	var pathErr *fs.PathError
+	if errors.As(err, &pathErr) {
+		var parseErr *pgconn.ParseConfigError
+		if errors.As(err, &parseErr) && parseErr.Unwrap() != nil {
+			return fmt.Errorf("%w: %w", ErrConnString, parseErr.Unwrap())
+		}
+	}
+	return fmt.Errorf("%w: invalid format", ErrConnString)
 }
 
 // start marks the connections made until the returned func is called as

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -756,6 +757,8 @@ func TestOpenErrorsDoNotShowPassword(t *testing.T) {
 	for _, u := range []string{
 		"postgres://lwuser:" + secret + "@127.0.0.1:notaport/db",
 		"postgres://lwuser:" + secret + "@127.0.0.1:5432/db?sslmode=bogus",
+		"postgres://lwuser:" + secret + "@127.0.0.1:5432/db?sslrootcert=/nonexistent/root.crt",
+		"postgres://lwuser:" + secret + "@127.0.0.1:5432/db?sslcert=/nonexistent/c.crt&sslkey=/nonexistent/c.key",
 		"postgres://lwuser:" + secret + "@[::1/db",
 		"host=127.0.0.1 port=1 user=lwuser password=" + secret + " dbname=db connect_timeout=2 sslmode=disable",
 		"postgres://lwuser:" + secret + "@127.0.0.1:1/db?sslmode=disable&connect_timeout=2",
@@ -1309,7 +1312,18 @@ func TestRetryStartFailsAtOnce(t *testing.T) {
 		require.ErrorIs(t, err, store.ErrAccessDenied)
 	})
 	t.Run("an invalid URL", func(t *testing.T) {
-		open(t, "postgres://lwuser@127.0.0.1:5432/db?sslmode=bogus")
+		err := open(t, "postgres://lwuser@127.0.0.1:5432/db?sslmode=bogus")
+		require.ErrorIs(t, err, store.ErrConnString)
+		require.ErrorContains(t, err, "invalid format")
+	})
+	t.Run("an sslrootcert that cannot be read", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "root.crt")
+		err := open(t, "postgres://lwuser:s3cr3t@127.0.0.1:5432/db?sslmode=verify-full&sslrootcert="+url.QueryEscape(missing))
+		require.ErrorIs(t, err, store.ErrConnString)
+		require.ErrorIs(t, err, fs.ErrNotExist)
+		require.ErrorContains(t, err, "unable to read CA file: open "+missing)
+		require.NotContains(t, err.Error(), "invalid format")
+		require.NotContains(t, err.Error(), "s3cr3t")
 	})
 	t.Run("a server certificate that does not verify", func(t *testing.T) {
 		addr := untrustedTLSServer(t)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -15,7 +16,7 @@ import (
 )
 
 // A file the configuration names that is missing or invalid (Kafka's TLS
-// files, the verification keys) is a configuration refused, as ParseEnv's
+// files, the verification keys, DATABASE_URL's sslrootcert) is a configuration refused, as ParseEnv's
 // errors are: exit code 2, at once, with the setting named, even while
 // PostgreSQL is unreachable (the start would wait for it).
 func TestRefusedFilesExit2(t *testing.T) {
@@ -26,6 +27,14 @@ func TestRefusedFilesExit2(t *testing.T) {
 	garbageKeys := filepath.Join(dir, "keys")
 	require.NoError(t, os.Mkdir(garbageKeys, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(garbageKeys, "k.pem"), []byte("not a key\n"), 0o600))
+	kafka, _ := externalKafka(t)
+	_, dbURL, password := cutPostgres(t)
+	u, err := url.Parse(dbURL)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set("sslrootcert", missing)
+	u.RawQuery = q.Encode()
+	missingRootCert := u.String()
 	tlsOn := map[string]string{"KAFKA_TLS_ENABLED": "true"}
 	authOn := map[string]string{"AUTH_REQUIRED": "true"}
 	with := func(base map[string]string, kv ...string) map[string]string {
@@ -51,13 +60,16 @@ func TestRefusedFilesExit2(t *testing.T) {
 		{"AUTH_REQUESTER_KEYS missing", "AUTH_REQUIRED", with(authOn, "AUTH_REQUESTER_KEYS", missing)},
 		{"AUTH_REQUESTER_KEYS invalid", "AUTH_REQUIRED", with(authOn, "AUTH_REQUESTER_KEYS", garbageKeys)},
 		{"AUTH_HMAC_KEY_FILE missing", "AUTH_REQUIRED", with(authOn, "AUTH_HMAC_KEY_FILE", missing)},
+		// pgx reads it while parsing the URL, before connecting.
+		{"DATABASE_URL's sslrootcert missing", "DATABASE_URL", map[string]string{"DATABASE_URL": missingRootCert}},
 	}
-	kafka, _ := externalKafka(t)
-	_, dbURL, _ := cutPostgres(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			env := with(tc.env, "KAFKA_BOOTSTRAP_SERVERS", kafka.ListenAddrs()[0], "DATABASE_URL", dbURL,
+			env := with(map[string]string{"DATABASE_URL": dbURL}, "KAFKA_BOOTSTRAP_SERVERS", kafka.ListenAddrs()[0],
 				"HTTP_ADDR", "127.0.0.1:0", "INSTANCE_ID", "e2e")
+			for k, v := range tc.env { // the case's settings win
+				env[k] = v
+			}
 			m := NewMain()
 			require.NoError(t, m.ParseEnv(func(k string) string { return env[k] }), "refused by ParseEnv: exit 2 already")
 			logs := &testlog.Buffer{}
@@ -80,6 +92,11 @@ func TestRefusedFilesExit2(t *testing.T) {
 			assert.Contains(t, line, `"level":"error"`)
 			assert.Contains(t, line, tc.setting)
 			assert.NotContains(t, logs.String(), startRetryMsg, "refused before waiting for PostgreSQL")
+			assert.NotContains(t, logs.String(), password)
+			if tc.setting == "DATABASE_URL" {
+				require.ErrorContains(t, err, missing, "the file named")
+				require.NotContains(t, err.Error(), "invalid format")
+			}
 		})
 	}
 }

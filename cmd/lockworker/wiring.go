@@ -190,6 +190,13 @@ func (m *Main) Run(ctx context.Context) error {
 				Msg("transient database error while starting; retrying")
 		},
 	})
+	if errors.Is(err, store.ErrConnString) { // not parsed, or a file it names (sslrootcert, ...) unreadable
+		setting := "DATABASE_URL"
+		if cfg.Postgres.URL == "" {
+			setting = "POSTGRES_*"
+		}
+		return fmt.Errorf("%w: %s: %w", errRefused, setting, err)
+	}
 	if err != nil {
 		return err
 	}
