@@ -37,8 +37,9 @@ func main() {
 	}
 	m := NewMain()
 	if err := m.ParseEnv(os.Getenv); err != nil {
+		// Not logged: the logger is not set up as configured yet.
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
-		os.Exit(2)
+		os.Exit(exitStatus(err, false))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
@@ -58,23 +59,38 @@ func main() {
 	}
 }
 
-// errRefused marks an error of Run that is the configuration's, as
-// ParseEnv's are: a file it names (KAFKA_TLS_*, AUTH_KEYS,
-// AUTH_REQUESTER_KEYS, AUTH_HMAC_KEY_FILE) unreadable or invalid. The exit code is 2 for both.
+// errRefused marks an error that is the configuration's: a setting
+// refused by ParseEnv, a Config built in code that does not validate, or
+// a file a setting names (KAFKA_TLS_*, AUTH_KEYS, AUTH_REQUESTER_KEYS,
+// AUTH_HMAC_KEY_FILE, DATABASE_URL's sslrootcert, sslcert, sslkey)
+// unreadable or invalid, found by Run. The exit code is 2 (exitStatus).
 var errRefused = errors.New("configuration refused")
 
-// exitCode logs how Run ended, with err, what it returned, after a signal
-// if signalled, and returns the process's exit code: 0 for a stop a signal
-// asked for, 2 for a configuration refused (errRefused), 1 for another
-// failure.
-func (m *Main) exitCode(err error, signalled bool) int {
+// exitStatus is the process's exit code for err, what ParseEnv or Run
+// returned, after a signal if signalled: 0 for a stop a signal asked for,
+// 2 for a configuration refused (errRefused), 1 for another failure.
+func exitStatus(err error, signalled bool) int {
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, errRefused):
-		m.Logger.Error().Err(err).Msg("lockworker stopped: configuration refused")
 		return 2
 	case signalled && errors.Is(err, context.Canceled):
+		return 0
+	default:
+		return 1
+	}
+}
+
+// exitCode logs how Run ended, with err, what it returned, after a signal
+// if signalled, and returns the process's exit code (exitStatus).
+func (m *Main) exitCode(err error, signalled bool) int {
+	code := exitStatus(err, signalled)
+	switch {
+	case err == nil:
+	case code == 2:
+		m.Logger.Error().Err(err).Msg("lockworker stopped: configuration refused")
+	case code == 0:
 		// The signal came while Run was starting (waiting for Kafka, say):
 		// the stop asked for, not a failure. But a step that was retrying
 		// (PostgreSQL down: store's "giving up ... (last error: ...)")
@@ -88,11 +104,10 @@ func (m *Main) exitCode(err error, signalled bool) int {
 			step = *s
 		}
 		ev.Err(err).Str("step", step).Msg("lockworker stopped while starting")
-		return 0
 	default:
 		m.Logger.Error().Err(err).Msg("lockworker stopped")
-		return 1
 	}
+	return code
 }
 
 // onlyCanceled reports whether every error err wraps, down to those that

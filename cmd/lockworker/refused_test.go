@@ -100,3 +100,13 @@ func TestRefusedFilesExit2(t *testing.T) {
 		})
 	}
 }
+
+// A setting ParseEnv refuses exits 2 as well, by the same rule
+// (exitStatus), the setting named.
+func TestParseEnvRefusedExit2(t *testing.T) {
+	err := NewMain().ParseEnv(func(k string) string { return map[string]string{"LOG_FORMAT": "xml"}[k] })
+	require.ErrorIs(t, err, errRefused)
+	require.ErrorContains(t, err, `LOG_FORMAT: "xml" is not json or console`)
+	require.Equal(t, 2, exitStatus(err, false))
+	require.Equal(t, 2, exitStatus(err, true), "refused, signalled or not")
+}

@@ -74,11 +74,12 @@ func NewMain() *Main {
 		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second}
 }
 
-// ParseEnv reads the configuration from the environment and sets up logging.
+// ParseEnv reads the configuration from the environment and sets up
+// logging. A setting it refuses is errRefused.
 func (m *Main) ParseEnv(getenv func(string) string) error {
 	cfg, err := config.FromEnv(getenv)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	m.Config = cfg
 	var out = zerolog.New(os.Stderr)
