@@ -119,9 +119,12 @@ func classify(err error, isTransient func(error) bool) error {
 
 // transient is ErrTransient's rule for transactions and every other call at
 // run time. A connection refused for its TLS (the server's certificate no
-// longer verifies, after a rotation say) is transient here, as any failed
-// connection is: the pool's other connections may still work, and a
-// transaction or the worker's resume retries in place rather than fail.
+// longer verifies, after a rotation say) is transient here, as a failed
+// connection is (a *pgconn.ConnectError): the pool's other connections may
+// still work, and a transaction or the worker's resume retries in place
+// rather than fail. Not one that timed out, though: pgconn reports a
+// connect_timeout expiry as context.DeadlineExceeded, which transient
+// refuses, since it cannot tell it from the caller's own deadline.
 func transient(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
@@ -154,47 +157,36 @@ func transient(err error) bool {
 }
 
 // startRetryable is the rule of a start (Open and Migrate with
-// Config.RetryStart), which waits for PostgreSQL instead of failing: what
-// startRecoverable accepts, unless every attempt failed for a reason no
-// wait cures (setupError). So it retries connections refused or reset,
-// EOF, timeouts, a server starting up, shutting down or out of connection
+// Config.RetryStart), which waits for PostgreSQL instead of failing. A
+// failed connection (a *pgconn.ConnectError) is retried unless every
+// attempt it reports failed for a reason no wait cures (setupCause);
+// pgconn tries each host, each of its addresses and, under sslmode prefer
+// or allow, with and without TLS, and joins the attempts' errors in its
+// ConnectError. So the plain-text attempt of sslmode prefer refused by a
+// hostssl-only server does not hide its TLS attempt's reset, nor one host
+// refusing the role another host that is down. That clause, not
+// transient, is what retries an attempt that ran out of its connect
+// timeout (StartConnectTimeout included): pgconn reports it as
+// context.DeadlineExceeded, which transient refuses. Any other error is
+// retried when transient accepts it and no error it wraps is a
+// setupCause. So a start retries connections refused or reset, EOF,
+// timeouts, a server starting up, shutting down or out of connection
 // slots, a host name that does not resolve (a Kubernetes Service not
 // created yet, but a misspelt host too), and any failure of a connection
 // it does not recognise; each attempt is told to OnStartRetry with the
 // error. The caller's own deadline is told apart by translateStart.
 func startRetryable(err error) bool {
-	return startRecoverable(err) && !setupError(err)
-}
-
-// startRecoverable is what a start retries unless setupError says no wait
-// cures it: what transient accepts, and any failed connection (a
-// *pgconn.ConnectError), which transient does not accept when one of its
-// attempts has a SQLSTATE it does not know: a host refusing the role
-// beside another not answering within its connect timeout, say.
-func startRecoverable(err error) bool {
 	var connectErr *pgconn.ConnectError
-	return transient(err) || errors.As(err, &connectErr)
-}
-
-// setupError reports whether every attempt err reports failed for a reason
-// that only a change of configuration, grants or certificates cures (see
-// setupCause). pgconn tries each host, each of its addresses and, under
-// sslmode prefer or allow, with and without TLS, and joins the attempts'
-// errors in its ConnectError: if any attempt failed otherwise (refused,
-// reset, timed out, a server starting up, a host name not resolving, a
-// cause setupCause does not recognise), a wait may cure the next start, so
-// it is not a setup error. So the plain-text attempt of sslmode prefer
-// refused by a hostssl-only server does not hide its TLS attempt's reset,
-// nor one host refusing the role another host that is down. An error that
-// is not a join is one attempt.
-func setupError(err error) bool {
+	if !errors.As(err, &connectErr) && !transient(err) {
+		return false
+	}
 	attempts := connectAttempts(err)
 	for _, attempt := range attempts {
 		if !anyError(attempt, setupCause) {
-			return false
+			return true
 		}
 	}
-	return len(attempts) > 0
+	return len(attempts) == 0
 }
 
 // connectAttempts returns the errors of the attempts err reports: the

@@ -11,7 +11,3 @@ func RunTimeTransient(err error) bool { return classify(err, transient) == ErrTr
 func StartRetryable(ctx context.Context, err error) bool {
 	return classify(err, func(err error) bool { return ctx.Err() == nil && startRetryable(err) }) == ErrTransient
 }
-
-// StartRecoverable reports whether err, of Open or Migrate, would be
-// retried under Config.RetryStart but for setupError.
-func StartRecoverable(err error) bool { return startRecoverable(err) }

@@ -1402,7 +1402,7 @@ func TestBadCertificateTransientAtRunTime(t *testing.T) {
 
 // What a start retries and what it fails at once, error by error: each
 // is the *pgconn.ConnectError pgconn makes of its attempts, which a start
-// would retry but for setupError.
+// retries unless every attempt failed for a reason no wait cures.
 func TestStartRetryable(t *testing.T) {
 	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
 	reset := &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
@@ -1445,7 +1445,8 @@ func TestStartRetryable(t *testing.T) {
 		"sslmode prefer: TLS alert, plain text refused": connectError(t, tlsAlert, &pgconn.PgError{Code: "28000"}),
 		"a certificate and a role":                      connectError(t, x509.CertificateInvalidError{}, &pgconn.PgError{Code: "28P01"}),
 	} {
-		assert.True(t, store.StartRecoverable(err), "%s: would be retried but for setupError: %v", name, err)
+		var connectErr *pgconn.ConnectError
+		require.ErrorAs(t, err, &connectErr, "%s: judged by its attempts", name)
 		assert.False(t, store.StartRetryable(context.Background(), err), "%s: %v", name, err)
 	}
 	// Outside a connection: CREATE DATABASE refused.
