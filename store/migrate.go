@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/tern/v2/migrate"
 
 	"github.com/omninode/lockworker/migrations"
@@ -28,35 +29,35 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return s.migrate(ctx)
 }
 
-func (s *Store) migrate(ctx context.Context) (err error) {
+func (s *Store) migrate(ctx context.Context) error {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
 	}
-	// tern ends each migration with RESET ALL, which undoes AfterConnect
-	// (plan_cache_mode, see preferGenericPlans): a connection it ran on
-	// goes back to the pool only set up again, else it is closed. A failed
-	// attempt must not leave one behind for the retry, which finds the
-	// schema complete, or the worker's transactions, to take.
-	ran := false
-	defer func() {
-		if ran && err != nil {
-			_ = conn.Hijack().Close(ctx)
-			return
-		}
-		conn.Release()
-	}()
 	last, err := fs.Glob(migrations.FS, "*.sql")
 	if err != nil {
+		conn.Release()
 		return fmt.Errorf("loading migrations: %w", err)
 	}
 	var version int
 	// Any error (no version table yet) leaves it to tern.
 	if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil && version == len(last) {
+		conn.Release()
 		return nil
 	}
-	ran = true
-	m, err := migrate.NewMigrator(ctx, conn.Conn(), VersionTable)
+	err = runMigrations(ctx, conn.Conn())
+	// tern ends each migration with RESET ALL, which undoes AfterConnect
+	// (plan_cache_mode, see preferGenericPlans): the connection it ran on
+	// is closed, whether it succeeded or failed, never returned to the pool
+	// for a retry that finds the schema complete, or the worker's
+	// transactions, to take. The pool opens a new one, set up.
+	_ = conn.Hijack().Close(ctx)
+	return err
+}
+
+// runMigrations applies the pending migrations on conn with tern.
+func runMigrations(ctx context.Context, conn *pgx.Conn) error {
+	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
 	}
@@ -65,11 +66,6 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 	}
 	if err := m.Migrate(ctx); err != nil {
 		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
-	}
-	if after := s.Pool.Config().AfterConnect; after != nil {
-		if err := after(ctx, conn.Conn()); err != nil {
-			return fmt.Errorf("migrating: setting the connection up again: %w", translateStart(ctx, err))
-		}
 	}
 	return nil
 }
