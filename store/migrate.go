@@ -22,17 +22,20 @@ const VersionTable = "lockworker_schema_version"
 // Config.RetryStart, a transient failure is retried (each migration is a
 // transaction of its own, and the lock goes with the connection).
 func (s *Store) Migrate(ctx context.Context) error {
+	try := func() error { return translateStart(ctx, s.migrate(ctx)) }
 	if s.cfg.RetryStart {
 		defer s.start()()
-		return retry(ctx, s.cfg, s.cfg.OnStartRetry, func() error { return s.migrate(ctx) })
+		return retry(ctx, s.cfg, s.cfg.OnStartRetry, try)
 	}
-	return s.migrate(ctx)
+	return try()
 }
 
+// migrate is Migrate's one attempt. Its errors are pgx's and tern's
+// wrapped, not translated: Migrate translates them once.
 func (s *Store) migrate(ctx context.Context) error {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
-		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
+		return fmt.Errorf("migrating: %w", err)
 	}
 	last, err := fs.Glob(migrations.FS, "*.sql")
 	if err != nil {
@@ -59,13 +62,13 @@ func (s *Store) migrate(ctx context.Context) error {
 func runMigrations(ctx context.Context, conn *pgx.Conn) error {
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
-		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
+		return fmt.Errorf("migrating: %w", err)
 	}
 	if err := m.LoadMigrations(migrations.FS); err != nil {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
 	if err := m.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrating: %w", translateStart(ctx, err))
+		return fmt.Errorf("migrating: %w", err)
 	}
 	return nil
 }

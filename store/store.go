@@ -118,7 +118,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	defer s.start()()
 	try := func() (err error) {
 		s.Pool, err = s.connect(ctx, pcfg)
-		return err
+		return translateStart(ctx, err)
 	}
 	if cfg.RetryStart {
 		err = retry(ctx, cfg, cfg.OnStartRetry, try)
@@ -157,7 +157,8 @@ func (s *Store) start() (done func()) {
 }
 
 // connect creates the database if need be (ensureDatabase) and returns a
-// pool that reached it.
+// pool that reached it. Its errors are pgx's wrapped, not translated: Open
+// translates them once (translateStart, which sees through the wrapping).
 func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	cc := pcfg.ConnConfig
 	if s.startTimeout > 0 {
@@ -173,7 +174,7 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, translateStart(ctx, err))
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, err)
 	}
 	return pool, nil
 }
@@ -202,20 +203,20 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) || pgErr.Code != "3D000" {
-		return fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cc.Host, cc.Port, cc.User, translateStart(ctx, err))
+		return fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cc.Host, cc.Port, cc.User, err)
 	}
 	admin := cc.Copy()
 	admin.Database = "postgres"
 	conn, err = pgx.ConnectConfig(ctx, admin)
 	if err != nil {
-		return fmt.Errorf("%w: %q, and connecting to database postgres to create it failed: %w", ErrNoDatabase, cc.Database, translateStart(ctx, err))
+		return fmt.Errorf("%w: %q, and connecting to database postgres to create it failed: %w", ErrNoDatabase, cc.Database, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cc.Database}.Sanitize()); err != nil {
 		if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // created meanwhile by another process
 			return nil
 		}
-		return fmt.Errorf("%w: %q, and creating it failed: %w", ErrNoDatabase, cc.Database, translateStart(ctx, err))
+		return fmt.Errorf("%w: %q, and creating it failed: %w", ErrNoDatabase, cc.Database, err)
 	}
 	return nil
 }
