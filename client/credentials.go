@@ -106,9 +106,8 @@ func loadCredentials(cfg Config) (*credentials, error) {
 }
 
 // signingKey reads a PEM private key (Ed25519, RSA, ECDSA), or else takes
-// the file as an HMAC secret: never a PEM file, at least 32 bytes, as the
-// workers' AUTH_HMAC_KEY_FILE (internal/auth.HMACSecret, which this could
-// call instead of its own lines).
+// the file as an HMAC secret (topics.HMACSecret, the workers' rule for
+// AUTH_HMAC_KEY_FILE: never a PEM file, at least 32 bytes).
 func signingKey(b []byte) (any, jwt.SigningMethod, error) {
 	if k, err := jwt.ParseEdPrivateKeyFromPEM(b); err == nil {
 		return k.(crypto.Signer), jwt.SigningMethodEdDSA, nil
@@ -125,12 +124,12 @@ func signingKey(b []byte) (any, jwt.SigningMethod, error) {
 		}
 		return k, jwt.SigningMethodES256, nil
 	}
-	if strings.Contains(string(b), "-----BEGIN") {
+	secret, err := topics.HMACSecret(b)
+	if errors.Is(err, topics.ErrHMACSecretPEM) {
 		return nil, nil, errors.New("a PEM file that is not an Ed25519, RSA or ECDSA private key")
 	}
-	secret := []byte(strings.TrimSpace(string(b)))
-	if len(secret) < 32 {
-		return nil, nil, errors.New("an HMAC secret must be at least 32 bytes")
+	if err != nil {
+		return nil, nil, err
 	}
 	return secret, jwt.SigningMethodHS256, nil
 }

@@ -1,6 +1,11 @@
 package topics
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
 
 // Limits of the contract (the "Commands" table of docs/design.md).
 const (
@@ -30,6 +35,8 @@ const (
 	// MaxTokenBytes bounds a requester token (the authorization header), without
 	// its "Bearer " prefix.
 	MaxTokenBytes = 8 << 10
+	// MinHMACSecretBytes is the shortest HMAC secret taken (HMACSecret).
+	MinHMACSecretBytes = 32
 	// MinSessionTTLSeconds and MaxSessionTTLSeconds bound a session's ttl;
 	// DefaultSessionTTLSeconds is the ttl of a session_open without one.
 	MinSessionTTLSeconds     = 1
@@ -38,6 +45,26 @@ const (
 	// CleanupAll is the lock_name of a cleanup over every lock.
 	CleanupAll = "*"
 )
+
+// ErrHMACSecretPEM is a PEM file given as an HMAC secret (HMACSecret).
+var ErrHMACSecretPEM = errors.New("a PEM file is no HMAC secret")
+
+// HMACSecret takes the contents of an HMAC secret file, the workers'
+// AUTH_HMAC_KEY_FILE or an SDK's signing key file: trimmed of spaces and
+// newlines, at least MinHMACSecretBytes. A PEM file is refused
+// (ErrHMACSecretPEM): a public key (a requester's .pem given by mistake)
+// would make public text an issuer secret, with which anyone could sign as
+// any requester, admin included; a private key is no shared secret either.
+func HMACSecret(b []byte) ([]byte, error) {
+	if strings.Contains(string(b), "-----BEGIN") {
+		return nil, ErrHMACSecretPEM
+	}
+	secret := []byte(strings.TrimSpace(string(b)))
+	if len(secret) < MinHMACSecretBytes {
+		return nil, fmt.Errorf("an HMAC secret must be at least %d bytes", MinHMACSecretBytes)
+	}
+	return secret, nil
+}
 
 // DefaultLeaseDuration is the lease of an acquire without lease_duration
 // unless the worker's DEFAULT_LEASE_DURATION says otherwise.

@@ -87,7 +87,7 @@ type Config struct {
 	// (SubjectProblem), or whose key is also another file's (here or in
 	// KeysPath), is refused as a broken key is. Reloaded with the others.
 	RequesterKeysPath string
-	// HMACKeyFile holds a shared secret (HS256/384/512; HMACSecret: at
+	// HMACKeyFile holds a shared secret (HS256/384/512; topics.HMACSecret: at
 	// least 32 bytes, no PEM file). Like the KeysPath keys it is an issuer
 	// key: whoever holds it may sign as any requester, admin included, so
 	// it belongs to token issuers, never to a requester (which signs with
@@ -392,7 +392,10 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 	for i, f := range files {
 		b := contents[i]
 		if f.kind == hmacKey {
-			secret, err := HMACSecret(b)
+			secret, err := topics.HMACSecret(b)
+			if errors.Is(err, topics.ErrHMACSecretPEM) {
+				err = fmt.Errorf("%w (a public key would let anyone sign tokens): give AUTH_KEYS or AUTH_REQUESTER_KEYS the PEM public keys, and this file a random secret", err)
+			}
 			if err != nil {
 				return keySet{}, fmt.Errorf("AUTH_HMAC_KEY_FILE %s: %w", f.path, err)
 			}
@@ -438,25 +441,6 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 	}
 	slices.Sort(ks.methods)
 	return ks, nil
-}
-
-// MinHMACSecretBytes is the shortest HMAC secret taken.
-const MinHMACSecretBytes = 32
-
-// HMACSecret takes the contents of an HMAC secret file: trimmed of spaces
-// and newlines, at least MinHMACSecretBytes. A PEM file is refused: a
-// public key (a requester's .pem given by mistake) would make public text
-// an issuer secret, with which anyone could sign as any requester, admin
-// included; a private key is no shared secret either.
-func HMACSecret(b []byte) ([]byte, error) {
-	if strings.Contains(string(b), "-----BEGIN") {
-		return nil, errors.New("a PEM file is no HMAC secret (a public key would let anyone sign tokens): give AUTH_KEYS or AUTH_REQUESTER_KEYS the PEM public keys, and this file a random secret")
-	}
-	secret := []byte(strings.TrimSpace(string(b)))
-	if len(secret) < MinHMACSecretBytes {
-		return nil, fmt.Errorf("the secret must be at least %d bytes", MinHMACSecretBytes)
-	}
-	return secret, nil
 }
 
 // publicKey reads a PEM public key and the JWT methods it verifies.
