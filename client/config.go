@@ -91,8 +91,8 @@ type Config struct {
 	// RSA or ECDSA) with which the client signs its own tokens (subject
 	// Requester, valid for SignedTokenTTL). Its public half goes in the
 	// workers' AUTH_REQUESTER_KEYS directory as <Requester>.pem: Requester
-	// must be that file's name before .pem, and is sent as the token's kid
-	// header, by which the workers find the key; its tokens never claim
+	// must be that file's name before .pem, for the workers verify a
+	// token with the requester key of its sub. Its tokens never claim
 	// admin. The file may instead hold an HMAC secret of at least 32 bytes
 	// (never a PEM file), the workers' AUTH_HMAC_KEY_FILE: that is an
 	// issuer secret, with which whoever holds it may sign as any requester,

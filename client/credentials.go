@@ -166,12 +166,10 @@ func (c *credentials) token() (string, error) {
 	if c.aud != "" {
 		claims.Audience = jwt.ClaimStrings{c.aud}
 	}
-	t := jwt.NewWithClaims(c.method, claims)
-	// kid names the requester, whose own key the workers find by it in
-	// AUTH_REQUESTER_KEYS (<requester>.pem); workers that do not know the
-	// name try their issuer keys (AUTH_KEYS, the HMAC secret).
-	t.Header["kid"] = c.sub
-	s, err := t.SignedString(c.key)
+	// No kid header: the workers try the requester key of the sub
+	// (AUTH_REQUESTER_KEYS/<sub>.pem), then their issuer keys (AUTH_KEYS,
+	// the HMAC secret).
+	s, err := jwt.NewWithClaims(c.method, claims).SignedString(c.key)
 	if err != nil {
 		return "", fmt.Errorf("signing a token: %w", err)
 	}

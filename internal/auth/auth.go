@@ -12,7 +12,7 @@
 //   - requester keys, the public keys of AUTH_REQUESTER_KEYS, a directory
 //     of <requester>.pem: a token the key of billing.pem verifies must have
 //     sub "billing" and may not claim admin. Such a key is tried only for a
-//     token whose kid header (or, without a kid, sub) names it.
+//     token whose sub names it.
 //
 // The crypto is golang-jwt's; this package only picks keys and reads claims.
 package auth
@@ -44,8 +44,8 @@ const MaxSubjectBytes = 200
 var ErrUnauthenticated = errors.New("unauthenticated")
 
 // errNoKey is a token that no key verifies when there are no issuer keys,
-// whether or not its kid (or sub) names a requester key.
-var errNoKey = errors.New("no issuer key (AUTH_KEYS, AUTH_HMAC_KEY_FILE), and no requester key (AUTH_REQUESTER_KEYS) named by the token's kid or sub verifies it")
+// whether or not its sub names a requester key.
+var errNoKey = errors.New("no issuer key (AUTH_KEYS, AUTH_HMAC_KEY_FILE), and no requester key (AUTH_REQUESTER_KEYS) named by the token's sub verifies it")
 
 // Claims are a requester token's claims: the registered ones (sub and exp
 // required; aud and iss when the worker is configured to check them) and
@@ -81,8 +81,8 @@ type Config struct {
 	KeysPath string
 	// RequesterKeysPath is a directory of requester public keys (of the
 	// same kinds), <requester>.pem each: a token verified by the key of
-	// billing.pem must have sub "billing" and no admin claim. The key is
-	// the one the token's kid header names, or without a kid its sub. A
+	// billing.pem must have sub "billing" and no admin claim: the key tried
+	// is the one of the token's sub (a kid header is ignored). A
 	// file whose name before .pem is not a valid requester name
 	// (SubjectProblem), or whose key is also another file's (here or in
 	// KeysPath), is refused as a broken key is. Reloaded with the others.
@@ -174,9 +174,11 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	if v.cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
-	// The requester key the token names (its kid, else its sub) is tried
-	// first, alone, so that its success is known; a token it does not
-	// verify goes to the issuer keys.
+	// The requester key of the token's sub is tried first, alone, so that
+	// its success is known; a token it does not verify goes to the issuer
+	// keys. Looked up by sub, a requester key verifies only its own
+	// requester's tokens: one signed by billing's key naming sub payments
+	// is tried with payments' key (and the issuers'), and fails.
 	var bound string // the requester whose key verified the token
 	issuers := func(*jwt.Token) (any, error) {
 		if len(keys.issuers) == 0 {
@@ -186,12 +188,9 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	}
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
-		name := c.Subject
-		if kid, ok := t.Header["kid"].(string); ok {
-			name = kid
-		}
-		if k, ok := keys.requesters[name]; ok {
-			bound = name
+		// The claims are decoded before the key is asked for.
+		if k, ok := keys.requesters[c.Subject]; ok {
+			bound = c.Subject
 			return k, nil
 		}
 		return issuers(t)
@@ -201,7 +200,7 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 		_, err = jwt.ParseWithClaims(token, &c, issuers, opts...)
 	}
 	if len(keys.issuers) == 0 && (errors.Is(err, errNoKey) || bound != "" && errors.Is(err, jwt.ErrTokenSignatureInvalid)) {
-		// One answer whether or not the kid names a requester that has a
+		// One answer whether or not the sub names a requester that has a
 		// key, so that the dead-letter topic does not tell which do.
 		return Requester{}, fmt.Errorf("%w: %v", ErrUnauthenticated, errNoKey)
 	}
@@ -211,17 +210,13 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	if p := SubjectProblem(c.Subject); p != "" {
 		return Requester{}, fmt.Errorf("%w: %s", ErrUnauthenticated, p)
 	}
-	if bound != "" {
-		// A requester key speaks for its requester only, and grants
-		// nothing an issuer has not: its namespaces claim can only narrow
-		// (absent, all), and admin is refused as a whole token rather
-		// than dropped, so the mistake shows at once, not at a revoke.
-		switch {
-		case c.Subject != bound:
-			return Requester{}, fmt.Errorf("%w: the token is signed by requester %q's key (AUTH_REQUESTER_KEYS) but names sub %q", ErrUnauthenticated, bound, c.Subject)
-		case c.Admin:
-			return Requester{}, fmt.Errorf("%w: requester %q's own key (AUTH_REQUESTER_KEYS) may not sign an admin claim: only an issuer key may", ErrUnauthenticated, bound)
-		}
+	if bound != "" && c.Admin {
+		// A requester key speaks for its requester only (the key of its
+		// sub), and grants nothing an issuer has not: its namespaces claim
+		// can only narrow (absent, all), and admin is refused as a whole
+		// token rather than dropped, so the mistake shows at once, not at
+		// a revoke.
+		return Requester{}, fmt.Errorf("%w: requester %q's own key (AUTH_REQUESTER_KEYS) may not sign an admin claim: only an issuer key may", ErrUnauthenticated, bound)
 	}
 	return Requester{Name: c.Subject, Namespaces: c.Namespaces, Admin: c.Admin}, nil
 }

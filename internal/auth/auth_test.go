@@ -263,7 +263,8 @@ func TestBrokenKeyReportedOnce(t *testing.T) {
 	require.Empty(t, reloads)
 }
 
-// signKid signs c with key, its kid header naming a requester ("" for none).
+// signKid signs c with key, with a kid header ("" for none), which the
+// verifier ignores: the requester key tried is the one of the sub.
 func signKid(t *testing.T, m jwt.SigningMethod, key any, kid string, c Claims) string {
 	t.Helper()
 	tok := jwt.NewWithClaims(m, c)
@@ -277,7 +278,8 @@ func signKid(t *testing.T, m jwt.SigningMethod, key any, kid string, c Claims) s
 
 // A requester key (AUTH_REQUESTER_KEYS, <requester>.pem) speaks for its
 // requester only: its own sub, no admin, its namespaces narrowed or all.
-// An issuer key (AUTH_KEYS) still signs anything.
+// An issuer key (AUTH_KEYS) still signs anything. The key tried is the one
+// of the token's sub, whatever its kid.
 func TestRequesterKeys(t *testing.T) {
 	issuers, requesters := t.TempDir(), t.TempDir()
 	issuerPub, issuerKey, _ := ed25519.GenerateKey(rand.Reader)
@@ -296,11 +298,13 @@ func TestRequesterKeys(t *testing.T) {
 		token string
 		want  Requester
 	}{
-		"own sub, kid":           {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute)), Requester{Name: "billing"}},
-		"own sub, no kid":        {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("billing", time.Minute)), Requester{Name: "billing"}},
-		"own sub, narrowed":      {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", narrowed), Requester{Name: "billing", Namespaces: []string{"billing"}}},
-		"another requester, EC":  {signKid(t, jwt.SigningMethodES256, payments, "payments", claims("payments", time.Minute)), Requester{Name: "payments"}},
-		"issuer, any sub, admin": {signKid(t, jwt.SigningMethodEdDSA, issuerKey, "", func() Claims { c := claims("payments", time.Minute); c.Admin = true; return c }()), Requester{Name: "payments", Admin: true}},
+		"own sub, kid":                 {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute)), Requester{Name: "billing"}},
+		"own sub, no kid":              {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("billing", time.Minute)), Requester{Name: "billing"}},
+		"own sub, kid of no requester": {signKid(t, jwt.SigningMethodEdDSA, billingKey, "k1", claims("billing", time.Minute)), Requester{Name: "billing"}},
+		"own sub, kid of another":      {signKid(t, jwt.SigningMethodEdDSA, billingKey, "payments", claims("billing", time.Minute)), Requester{Name: "billing"}},
+		"own sub, narrowed":            {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", narrowed), Requester{Name: "billing", Namespaces: []string{"billing"}}},
+		"another requester, EC":        {signKid(t, jwt.SigningMethodES256, payments, "payments", claims("payments", time.Minute)), Requester{Name: "payments"}},
+		"issuer, any sub, admin":       {signKid(t, jwt.SigningMethodEdDSA, issuerKey, "", func() Claims { c := claims("payments", time.Minute); c.Admin = true; return c }()), Requester{Name: "payments", Admin: true}},
 		"issuer, kid of a requester": {signKid(t, jwt.SigningMethodEdDSA, issuerKey, "billing", func() Claims { c := narrowed; c.Admin = true; return c }()),
 			Requester{Name: "billing", Namespaces: []string{"billing"}, Admin: true}},
 	} {
@@ -315,12 +319,11 @@ func TestRequesterKeys(t *testing.T) {
 	for name, tc := range map[string]struct{ token, want string }{
 		"another sub":              {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("payments", time.Minute)), "signature is invalid"},
 		"another sub, its kid":     {signKid(t, jwt.SigningMethodEdDSA, billingKey, "payments", claims("payments", time.Minute)), "signature is invalid"},
-		"another sub, own kid":     {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("payments", time.Minute)), `signed by requester "billing"'s key (AUTH_REQUESTER_KEYS) but names sub "payments"`},
+		"another sub, own kid":     {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("payments", time.Minute)), "signature is invalid"},
 		"a sub without a key":      {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", claims("ops", time.Minute)), "signature is invalid"},
 		"admin":                    {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", admin), `requester "billing"'s own key (AUTH_REQUESTER_KEYS) may not sign an admin claim`},
 		"admin, no kid":            {signKid(t, jwt.SigningMethodEdDSA, billingKey, "", admin), "may not sign an admin claim"},
 		"expired":                  {signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", expired), "expired"},
-		"kid of no requester":      {signKid(t, jwt.SigningMethodEdDSA, billingKey, "k1", claims("billing", time.Minute)), "signature is invalid"},
 		"issuer key, bad subject":  {signKid(t, jwt.SigningMethodEdDSA, issuerKey, "", claims("../x", time.Minute)), "sub may hold only"},
 		"requester key of another": {signKid(t, jwt.SigningMethodES256, payments, "billing", claims("billing", time.Minute)), "signature is invalid"},
 	} {
@@ -342,15 +345,15 @@ func TestRequesterKeys(t *testing.T) {
 	require.ErrorContains(t, err, "no issuer key", "payments has a key, tried in vain: the same answer as for a sub without one")
 
 	// The dead-letter topic does not tell which requesters have a key: a
-	// token no key verifies gets one answer whether its kid names one.
+	// token no key verifies gets one answer whether its sub names one.
 	_, strangerKey, _ := ed25519.GenerateKey(rand.Reader)
 	strangerEC, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	var answers []string
 	for name, tok := range map[string]string{
-		"kid of a requester with a key":  signKid(t, jwt.SigningMethodEdDSA, strangerKey, "billing", claims("billing", time.Minute)),
-		"kid of a requester without":     signKid(t, jwt.SigningMethodEdDSA, strangerKey, "ops", claims("ops", time.Minute)),
-		"kid with a key of another kind": signKid(t, jwt.SigningMethodES256, strangerEC, "billing", claims("billing", time.Minute)),
+		"sub of a requester with a key":  signKid(t, jwt.SigningMethodEdDSA, strangerKey, "", claims("billing", time.Minute)),
+		"sub of a requester without":     signKid(t, jwt.SigningMethodEdDSA, strangerKey, "", claims("ops", time.Minute)),
+		"sub with a key of another kind": signKid(t, jwt.SigningMethodES256, strangerEC, "", claims("billing", time.Minute)),
 	} {
 		_, err := v.Verify(tok)
 		require.ErrorIs(t, err, ErrUnauthenticated, name)
@@ -522,8 +525,8 @@ func TestDirectoryLeftWithoutAKey(t *testing.T) {
 // A requester key verifies only tokens of its own algorithm: a token of
 // another (HS256 signed with the public key's text, the classic confusion;
 // RS256 against an Ed25519 key) is not billing's, and goes to the issuer
-// keys, which take it only if one of theirs signed it. A kid that is no
-// string is no kid: the sub names the key.
+// keys, which take it only if one of theirs signed it. A kid header, even
+// one that is no string, changes nothing: the sub names the key.
 func TestRequesterKeyAlgorithms(t *testing.T) {
 	dir, issuers, requesters := t.TempDir(), t.TempDir(), t.TempDir()
 	issuerRSA, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -571,7 +574,7 @@ func TestRequesterKeyAlgorithms(t *testing.T) {
 		return s
 	}
 	r, err := v.Verify(numericKid(claims("billing", time.Minute)))
-	require.NoError(t, err, "a kid of no string: the sub names the key")
+	require.NoError(t, err, "a kid of no string is ignored: the sub names the key")
 	require.Equal(t, Requester{Name: "billing"}, r)
 	_, err = v.Verify(numericKid(admin("billing")))
 	require.ErrorContains(t, err, `requester "billing"'s own key (AUTH_REQUESTER_KEYS) may not sign an admin claim`)
