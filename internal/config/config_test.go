@@ -656,16 +656,13 @@ func TestAuthSettings(t *testing.T) {
 	_, err = FromEnv(env(map[string]string{"AUTH_KEYS": "/k"}))
 	require.ErrorContains(t, err, `AUTH_KEYS: "/k" is set but AUTH_REQUIRED is not true`)
 
-	// Requester keys alone are enough; never the issuers' directory too.
+	// Requester keys alone are enough. (AUTH_KEYS as AUTH_REQUESTER_KEYS
+	// too is refused by the verifier, internal/auth, as keys in two files.)
 	c, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_REQUESTER_KEYS": "/etc/lockworker/requester-keys"}))
 	require.NoError(t, err)
 	assert.Equal(t, AuthConfig{Required: true, RequesterKeys: "/etc/lockworker/requester-keys"}, c.Auth)
 	_, err = FromEnv(env(map[string]string{"AUTH_REQUESTER_KEYS": "/r"}))
 	require.ErrorContains(t, err, `AUTH_REQUESTER_KEYS: "/r" is set but AUTH_REQUIRED is not true`)
-	for _, same := range []string{"/k/", "/k/.", "/k//", "/x/../k", "/k/./"} {
-		_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/k", "AUTH_REQUESTER_KEYS": same}))
-		require.ErrorContains(t, err, `AUTH_REQUESTER_KEYS: "`+same+`" is AUTH_KEYS too`)
-	}
 	_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/etc/lockworker/keys", "AUTH_REQUESTER_KEYS": "/etc/lockworker/keys/requesters"}))
 	require.NoError(t, err, "a directory beneath AUTH_KEYS is another: AUTH_KEYS reads only its own *.pem")
 }

@@ -6,7 +6,6 @@ import (
 	"github.com/omninode/lockworker/topics"
 	"math"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -169,13 +168,6 @@ func (c Config) validate(bootstrapSet bool) []error {
 	a := c.Auth
 	if a.Required && a.Keys == "" && a.RequesterKeys == "" && a.HMACKeyFile == "" {
 		failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS, AUTH_REQUESTER_KEYS or AUTH_HMAC_KEY_FILE")
-	}
-	if a.Keys != "" && a.RequesterKeys != "" && filepath.Clean(a.Keys) == filepath.Clean(a.RequesterKeys) {
-		// Its keys would be issuer keys too, which sign as any requester.
-		// Spelled apart (a symlink, a bind mount), the one directory is
-		// caught at start by the verifier, which refuses a requester key
-		// that is also an issuer key.
-		fail("AUTH_REQUESTER_KEYS", a.RequesterKeys, "is AUTH_KEYS too: a requester's key must never be an issuer key")
 	}
 	if !a.Required {
 		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_REQUESTER_KEYS", a.RequesterKeys}, {"AUTH_HMAC_KEY_FILE", a.HMACKeyFile},
