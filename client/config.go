@@ -186,15 +186,11 @@ func replyReplicationFactor(cfg Config) (int16, error) {
 		}
 		return rf, nil
 	}
-	v := strings.TrimSpace(os.Getenv(EnvReplyTopicReplicationFactor))
-	if v == "" {
-		return -1, nil
+	n, set, err := topics.EnvReplicationFactor(EnvReplyTopicReplicationFactor, os.Getenv(EnvReplyTopicReplicationFactor))
+	if err != nil || set {
+		return n, err
 	}
-	n, ok := topics.ParseReplicationFactor(v)
-	if !ok {
-		return 0, fmt.Errorf("%s: %q %s", EnvReplyTopicReplicationFactor, v, topics.ReplicationFactorRange)
-	}
-	return n, nil
+	return -1, nil
 }
 
 // defaultBrokers follows lockworker's own convention, so a client and the

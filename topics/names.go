@@ -1,6 +1,7 @@
 package topics
 
 import (
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -106,14 +107,28 @@ func ValidTopicName(s string) bool {
 const ReplicationFactorRange = "is not -1 (the broker's default.replication.factor) or 1..32767"
 
 // ParseReplicationFactor reads the replication factor of the topics a
-// process creates (KAFKA_TOPIC_REPLICATION_FACTOR,
-// LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR): v, trimmed, is -1 (the
-// broker's default) or 1..32767 (Kafka's int16); 0 would ask for topics
-// without a replica. ok is false otherwise.
+// process creates: v is -1 (the broker's default) or 1..32767 (Kafka's
+// int16); 0 would ask for topics without a replica. ok is false otherwise.
 func ParseReplicationFactor(v string) (n int16, ok bool) {
-	i, err := strconv.Atoi(strings.TrimSpace(v))
+	i, err := strconv.Atoi(v)
 	if err != nil || i != -1 && (i < 1 || i > math.MaxInt16) {
 		return 0, false
 	}
 	return int16(i), true
+}
+
+// EnvReplicationFactor reads the environment variable name's value v, a
+// topic replication factor (the workers' KAFKA_TOPIC_REPLICATION_FACTOR,
+// the SDK's LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR): trimmed, empty is
+// not set (the caller's default), else ParseReplicationFactor, refused as
+// `NAME: "v" ` + ReplicationFactorRange.
+func EnvReplicationFactor(name, v string) (n int16, set bool, err error) {
+	if v = strings.TrimSpace(v); v == "" {
+		return 0, false, nil
+	}
+	n, ok := ParseReplicationFactor(v)
+	if !ok {
+		return 0, false, fmt.Errorf("%s: %q %s", name, v, ReplicationFactorRange)
+	}
+	return n, true, nil
 }

@@ -423,18 +423,15 @@ func (p *parser) int32(name string, dst *int32, lo, hi int) {
 }
 
 // replicationFactor reads a topic replication factor
-// (topics.ParseReplicationFactor).
+// (topics.EnvReplicationFactor).
 func (p *parser) replicationFactor(name string, dst *int16) {
-	v := strings.TrimSpace(p.getenv(name))
-	if v == "" {
-		return
+	n, set, err := topics.EnvReplicationFactor(name, p.getenv(name))
+	switch {
+	case err != nil:
+		p.errs = append(p.errs, err)
+	case set:
+		*dst = n
 	}
-	n, ok := topics.ParseReplicationFactor(v)
-	if !ok {
-		p.fail(name, v, topics.ReplicationFactorRange)
-		return
-	}
-	*dst = n
 }
 
 func (p *parser) seconds(name string, dst *time.Duration, lo, hi float64) {
