@@ -61,10 +61,6 @@ type ratioDecompressor struct {
 	gzip    sync.Pool // *gzip.Reader
 	lz4     sync.Pool // *lz4.Reader
 	zstd    sync.Pool // *zstd.Decoder
-
-	// zstdBuffers are the first passes of zstd frames that do not
-	// declare their size (unzstd).
-	zstdBuffers sync.Pool // *[]byte
 }
 
 // maxPooledBuffer is the largest read buffer kept for the next batch.
@@ -188,17 +184,17 @@ func (d *ratioDecompressor) readBounded(r io.Reader, bound int) ([]byte, error) 
 var errNoZstdDecoder = errors.New("creating a zstd decoder")
 
 // unzstd decodes a zstd batch whole, as kgo does: decoding into the output
-// keeps no window of the frame's declared size. The decoder decodes no more
-// than the output's capacity (WithDecodeAllCapLimit), so a frame that does
-// not declare its size (Java's streaming writer's) is refused once it
-// passes bound, not decoded to max first: it is decoded into
-// zstdFirstRatio times its compressed size, in a pooled buffer
-// (zstdFirstPass), and, past that, once more into bound, so refusing one
-// costs at most about twice what it may decompress to. A first frame that
-// declares its size is decoded once into that size (more frames after it
-// may need the second pass). A first frame declaring more than bound is
-// refused before it is decoded; the decoder refuses a frame declaring more
-// than max, or a window past max.
+// keeps no window of the frame's declared size (a streaming zstd.Decoder
+// allocates one up front: a 13-byte frame declaring a 16 MiB window costs
+// 17 MB a batch). The decoder decodes no more than the output's capacity
+// (WithDecodeAllCapLimit), so a frame that does not declare its size (Java's
+// streaming writer's) is refused once it passes bound, not decoded to max
+// first: it is decoded into zstdFirstRatio times its compressed size (at
+// most maxPooledBuffer), and past that into four times more room
+// (zstdPooled). A first frame that declares its size is decoded once into
+// that size (more frames after it are decoded again, into bound). A first
+// frame declaring more than bound is refused before it is decoded; the
+// decoder refuses a frame declaring more than max, or a window past max.
 func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 	var h zstd.Header
 	declared := h.Decode(src) == nil && h.HasFCS
@@ -215,19 +211,18 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 	}
 	var out []byte
 	var err error
-	size := min(bound, zstdFirstRatio*len(src))
 	if declared {
-		size = int(h.FrameContentSize) + zstdSlack
+		size := int(h.FrameContentSize) + zstdSlack
 		out, err = r.DecodeAll(src, make([]byte, 0, size))
+		if err != nil && size < bound {
+			out, err = d.zstdPooled(r, src, bound, bound)
+		} else if err == nil && cap(out)-len(out) > len(out)/8 {
+			// A small frame: records would keep the slack.
+			out = slices.Clone(out)
+		}
 	} else {
-		out, err = d.zstdFirstPass(r, src, size)
-	}
-	if err != nil && size < bound {
-		// Out of room, whatever the error says: past the room inside a
-		// block, the assembly decoder reports "output bigger than max
-		// block size", not ErrDecoderSizeExceeded. A batch that is
-		// corrupt fails again, once more, within bound.
-		out, err = r.DecodeAll(src, make([]byte, 0, bound))
+		// The first room is not past what is kept for the next batch.
+		out, err = d.zstdPooled(r, src, min(bound, zstdFirstRatio*len(src), maxPooledBuffer), bound)
 	}
 	if err == nil {
 		d.zstd.Put(r)
@@ -239,44 +234,51 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 		return nil, err
 	case len(out) > bound:
 		return nil, kgo.ErrMaxDecompress
-	case cap(out)-len(out) > len(out)/8:
-		// Decoded into more room than it needed (the second pass):
-		// records would keep the slack.
-		return slices.Clone(out), nil
 	}
 	return out, nil
 }
 
-// zstdFirstPass decodes src, a zstd frame that does not declare its size,
-// into a pooled buffer of size bytes' capacity (the decoder refuses more,
-// zstd.ErrDecoderSizeExceeded), and returns a copy of what it decoded:
-// records point into what is returned for as long as they live, so the
-// pooled buffer is never returned. A buffer past maxPooledBuffer is not
-// kept for the next batch.
-func (d *ratioDecompressor) zstdFirstPass(r *zstd.Decoder, src []byte, size int) ([]byte, error) {
-	buf, _ := d.zstdBuffers.Get().(*[]byte)
-	if buf == nil || cap(*buf) < size {
-		if buf != nil {
-			d.zstdBuffers.Put(buf) // for a smaller batch
-		}
-		b := make([]byte, 0, size)
-		buf = &b
+// zstdPooled decodes src into a pooled buffer (d.buffers, as readBounded
+// reads into) and returns a copy of its length: records point into what is
+// returned for as long as they live, so the pooled buffer never is. It
+// decodes into room bytes, or into as much as the pooled buffer already
+// holds, up to bound, and, out of room, again into four times the room,
+// up to bound: a batch past room is decoded two or three times, until the
+// pooled buffer has grown to it (one past maxPooledBuffer is not kept for
+// the next batch), and refusing one costs decodes within bound.
+func (d *ratioDecompressor) zstdPooled(r *zstd.Decoder, src []byte, room, bound int) ([]byte, error) {
+	b, _ := d.buffers.Get().(*bytes.Buffer)
+	if b == nil {
+		b = new(bytes.Buffer)
 	}
 	defer func() {
-		if cap(*buf) <= maxPooledBuffer {
-			d.zstdBuffers.Put(buf)
+		if b.Cap() <= maxPooledBuffer {
+			d.buffers.Put(b)
 		}
 	}()
-	out, err := r.DecodeAll(src, (*buf)[:0:size])
-	if err != nil {
-		return nil, err
+	b.Reset()
+	room = min(bound, max(room, b.Cap()))
+	for {
+		b.Grow(room)
+		out, err := r.DecodeAll(src, b.AvailableBuffer()[:0:room])
+		switch {
+		case err == nil:
+			return slices.Clone(out), nil
+		case room == bound:
+			return nil, err
+		}
+		// Out of room, whatever the error says: past the room inside a
+		// block, the assembly decoder reports "output bigger than max
+		// block size", not ErrDecoderSizeExceeded. A batch that is
+		// corrupt fails again, within bound.
+		room = min(bound, 4*room)
 	}
-	return slices.Clone(out), nil
 }
 
 // zstdFirstRatio is the room, as a multiple of its compressed size, a zstd
-// batch that does not declare its size is first decoded into: batches of
-// commands compress about 5- to 20-fold, so most take one pass.
+// batch that does not declare its size is first decoded into (at most
+// maxPooledBuffer, and all the pooled buffer holds): batches of commands
+// compress about 5- to 20-fold, so most take one pass.
 // zstdSlack is the room left past a declared size (the decoder's own
 // allocation leaves as much).
 const (

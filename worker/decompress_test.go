@@ -384,13 +384,10 @@ func TestZstdWithoutItsSizeIsRefusedAtTheRatio(t *testing.T) {
 	require.Less(t, perRun, uint64(8<<20), "bytes allocated to refuse a batch that may decompress to %d", maxBatchRatio*len(frame))
 }
 
-// A zstd batch written as Java's producer writes it (no declared size) that
-// decompresses to more than zstdFirstRatio times its compressed size, but
-// within the ratio, is read whole: past the first pass's room inside a
-// block the decoder fails with an error that does not say so, and the
-// second pass must follow any first-pass error. Commands sharing one 4 KiB
-// owner_metadata compress about 175-fold.
-func TestZstdStreamPastTheFirstPassIsRead(t *testing.T) {
+// commandsSharingMetadata is n bytes of lock commands that all carry the
+// same 4 KiB owner_metadata (the limit), which a zstd batch compresses
+// about 135- to 175-fold.
+func commandsSharingMetadata(n int) []byte {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	hex := make([]byte, 4096)
 	for i := range hex {
@@ -398,9 +395,20 @@ func TestZstdStreamPastTheFirstPassIsRead(t *testing.T) {
 	}
 	meta := `{"m":"` + string(hex) + `"}`
 	var raw []byte
-	for i := range 120 {
+	for i := 0; len(raw) < n; i++ {
 		raw = append(raw, fmt.Sprintf(`{"request_id":"r-%d","operation":"acquire","lock_name":"l-%d","owner_metadata":%s}`, i, i%7, meta)...)
 	}
+	return raw[:n]
+}
+
+// A zstd batch written as Java's producer writes it (no declared size) that
+// decompresses to more than zstdFirstRatio times its compressed size, but
+// within the ratio, is read whole: past the first pass's room inside a
+// block the decoder fails with an error that does not say so, and the
+// second pass must follow any first-pass error. Commands sharing one 4 KiB
+// owner_metadata compress about 175-fold.
+func TestZstdStreamPastTheFirstPassIsRead(t *testing.T) {
+	raw := commandsSharingMetadata(480 << 10)
 	src := zstdStream(t, raw)
 	ratio := len(raw) / len(src)
 	require.Greater(t, ratio, zstdFirstRatio, "the batch must need the second pass")
@@ -417,9 +425,21 @@ func TestZstdStreamPastTheFirstPassIsRead(t *testing.T) {
 // producer writes it (a streamed frame that does not declare its size):
 // what it allocates per batch, past what its records keep.
 func BenchmarkDecompressZstdStream(b *testing.B) {
-	for _, n := range []int{128 << 10, 256 << 10, 1 << 20} {
-		b.Run(fmt.Sprint(n>>10, "KiB"), func(b *testing.B) {
-			src := zstdStream(b, commandsLike(n))
+	for _, bc := range []struct {
+		name string
+		raw  []byte
+	}{
+		{"128KiB", commandsLike(128 << 10)},
+		{"256KiB", commandsLike(256 << 10)},
+		{"1024KiB", commandsLike(1 << 20)},
+		// Past zstdFirstRatio: one owner_metadata in every command, about
+		// 100- and 170-fold (64 KiB of them is 27-fold).
+		{"256KiB_shared_metadata", commandsSharingMetadata(256 << 10)},
+		{"480KiB_shared_metadata", commandsSharingMetadata(480 << 10)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			n := len(bc.raw)
+			src := zstdStream(b, bc.raw)
 			var h zstd.Header
 			require.NoError(b, h.Decode(src))
 			require.False(b, h.HasFCS, "the frame does not declare its size")
