@@ -1675,21 +1675,7 @@ func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 	q.Set("connect_timeout", "1")
 	u.RawQuery = q.Encode()
 	r := newStartRetries()
-
-	proxy.Hang()
-	opened := make(chan error, 1)
-	go func() {
-		st, err := store.Open(context.Background(), r.config(u.String()))
-		if err == nil {
-			st.Close()
-		}
-		opened <- err
-	}()
-	r.awaitRetry(t, opened)
-	proxy.Restore()
-	require.NoError(t, awaitDone(t, opened))
-	require.ErrorIs(t, r.all()[0], store.ErrTransient)
-	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, "connect_timeout's")
+	retriesThroughHang(t, proxy, r, r.config(u.String()), "connect_timeout's")
 }
 
 // Without a connect_timeout in the URL, a start's connection to a server
@@ -1714,7 +1700,14 @@ func TestRetryStartDefaultConnectTimeout(t *testing.T) {
 	r := newStartRetries()
 	cfg := r.config(u.String())
 	cfg.StartConnectTimeout = 300 * time.Millisecond
+	retriesThroughHang(t, proxy, r, cfg, "StartConnectTimeout's")
+}
 
+// retriesThroughHang opens a store with cfg through proxy, which hangs
+// every connection until the first retry is told, then forwards again:
+// the open succeeds, and its first retry was a timeout (whose: why).
+func retriesThroughHang(t *testing.T, proxy *tcpproxy.Proxy, r *startRetries, cfg store.Config, why string) {
+	t.Helper()
 	proxy.Hang()
 	opened := make(chan error, 1)
 	go func() {
@@ -1728,5 +1721,5 @@ func TestRetryStartDefaultConnectTimeout(t *testing.T) {
 	proxy.Restore()
 	require.NoError(t, awaitDone(t, opened))
 	require.ErrorIs(t, r.all()[0], store.ErrTransient)
-	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, "StartConnectTimeout's")
+	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, why)
 }
