@@ -1128,13 +1128,7 @@ func TestMigrateUpToDateTakesNoLock(t *testing.T) {
 // ever: the rollback runs even when ctx is done, so ctx cannot end it.
 func TestRollbackOfAHungConnectionIsBounded(t *testing.T) {
 	t.Parallel()
-	sch := testdb.NewSchema(t)
-	u, err := url.Parse(sch.URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
+	sch, u, proxy := proxiedSchema(t)
 	sch.URL = u.String()
 	st := sch.Open(t, store.Config{MaxConns: 1})
 	t.Cleanup(proxy.Restore) // before the store closes (cleanups run last first)
@@ -1222,13 +1216,7 @@ func awaitDone(t *testing.T, done <-chan error) error {
 // OnStartRetry, and go on when it is back.
 func TestRetryStartWaitsForPostgres(t *testing.T) {
 	t.Parallel()
-	sch := testdb.NewSchema(t)
-	u, err := url.Parse(sch.URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
+	_, u, proxy := proxiedSchema(t)
 	r := newStartRetries()
 
 	proxy.Cut()
@@ -1664,13 +1652,7 @@ func tlsServer(t *testing.T, clientAuth tls.ClientAuthType) string {
 // (RetryStart) retries it until the server answers.
 func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 	t.Parallel()
-	sch := testdb.NewSchema(t)
-	u, err := url.Parse(sch.URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
+	_, u, proxy := proxiedSchema(t)
 	q := u.Query()
 	q.Set("connect_timeout", "1")
 	u.RawQuery = q.Encode()
@@ -1684,19 +1666,13 @@ func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 // otherwise wait in its first attempt forever, untold.
 func TestRetryStartDefaultConnectTimeout(t *testing.T) {
 	t.Parallel()
-	sch := testdb.NewSchema(t)
-	u, err := url.Parse(sch.URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
 	if os.Getenv("PGCONNECT_TIMEOUT") != "" {
 		t.Skip("PGCONNECT_TIMEOUT sets a connect_timeout")
 	}
+	_, u, proxy := proxiedSchema(t)
 	q := u.Query()
 	q.Del("connect_timeout")
 	u.RawQuery = q.Encode()
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
 	r := newStartRetries()
 	cfg := r.config(u.String())
 	cfg.StartConnectTimeout = 300 * time.Millisecond
@@ -1722,4 +1698,18 @@ func retriesThroughHang(t *testing.T, proxy *tcpproxy.Proxy, r *startRetries, cf
 	require.NoError(t, awaitDone(t, opened))
 	require.ErrorIs(t, r.all()[0], store.ErrTransient)
 	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, why)
+}
+
+// proxiedSchema is a schema of its own for the test and its URL, whose host
+// is a tcpproxy in front of PostgreSQL, to cut or hang.
+func proxiedSchema(t *testing.T) (testdb.Schema, *url.URL, *tcpproxy.Proxy) {
+	t.Helper()
+	sch := testdb.NewSchema(t)
+	u, err := url.Parse(sch.URL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	return sch, u, proxy
 }
