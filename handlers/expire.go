@@ -71,8 +71,8 @@ type lockKey struct{ ns, name string }
 
 // NextDue returns when the partition next has a session, a lease, a waiter
 // or a lock-delay to end and how long that is from now by the database's
-// clock (negative: overdue), or ok false when it has none. It reads only the
-// indexes by partition and time.
+// clock (negative: overdue; at most maxDueIn either way), or ok false when it
+// has none. It reads only the indexes by partition and time.
 func NextDue(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, partition int32) (at time.Time, in time.Duration, ok bool, err error) {
@@ -86,5 +86,9 @@ func NextDue(ctx context.Context, q interface {
 	if err != nil || t == nil {
 		return time.Time{}, 0, false, err
 	}
-	return *t, time.Duration(*secs * float64(time.Second)), true, nil
+	// Clamped first: extends can push expires_at past a Duration's 292 years (a negative wait).
+	return *t, time.Duration(max(-maxDueIn.Seconds(), min(*secs, maxDueIn.Seconds())) * float64(time.Second)), true, nil
 }
+
+// maxDueIn bounds NextDue's in either way, far beyond any sleep of its callers.
+const maxDueIn = 100 * 365 * 24 * time.Hour

@@ -409,3 +409,18 @@ func TestExpireDueHandsOffManyLocks(t *testing.T) {
 	require.Equal(t, []string{"m1 bob acquired 1", "m2 bob acquired 1", "m3 bob acquired 1"}, h.lockStates())
 	require.Equal(t, int64(len(locks)), h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id = 'carol'`))
 }
+
+// TestNextDueCenturiesAhead: a lease pushed centuries ahead (extends add to
+// expires_at, and nothing caps them without max_hold) is due in a positive
+// wait, not one overflowing a Duration into a negative one, which had the
+// scheduler run an expiry transaction every 50 ms for nothing.
+func TestNextDueCenturiesAhead(t *testing.T) {
+	h := newHarness(t)
+	h.one(h.acquire("far", "alice", lease(60)))
+	far := h.timeOf(`UPDATE lock_holders SET expires_at = clock_timestamp() + interval '400 years' WHERE owner_id = 'alice' RETURNING expires_at`)
+	at, in, ok, err := handlers.NextDue(t.Context(), h.st.Pool, 0)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, far, at.UTC())
+	require.Positive(t, in, "due in 400 years")
+}
