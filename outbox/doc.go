@@ -110,8 +110,10 @@
 //     when the park ends. One failure after that parks them again. Each read
 //     of the table finds there which topics are parked, so a park an
 //     operator ends (README runbook) is over at the relay's next read.
-//   - Kafka is unreachable or slow (dial errors, timeouts, anything else):
-//     never counted, never parked. The topic backs off in memory; two
+//   - Kafka is unreachable or slow (dial errors, timeouts, anything else),
+//     or refuses the record's timestamp (INVALID_TIMESTAMP: this process's
+//     clock, kgo's CreateTime, is outside the broker's window; the retry
+//     warning says to check it): never counted, never parked. The topic backs off in memory; two
 //     topics failing so in a row with no success between them, in one pass
 //     or in passes of their own, pause the whole partition with backoff
 //     capped at RetryMax, so nothing is lost and the relay resumes by

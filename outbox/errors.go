@@ -11,8 +11,12 @@ type Failure int
 
 const (
 	// KafkaAway: Kafka is unreachable or slow (dial errors, timeouts, a
-	// leader moving, a closed publisher, anything not below). Retried
-	// without limit, never counted, never parked.
+	// leader moving, a closed publisher, anything not below), or refuses
+	// the record's timestamp (INVALID_TIMESTAMP: the record's CreateTime,
+	// this process's clock, lies outside the broker's
+	// log.message.timestamp.before/after.max.ms, and the same row is taken
+	// once the clock is right). Retried without limit, never counted, never
+	// parked.
 	KafkaAway Failure = iota
 	// TopicRefused: the topic cannot be written (not authorized, does not
 	// exist and could not be created). Counted per row; after MaxAttempts
@@ -27,8 +31,8 @@ const (
 // Classify says what err, from Publish, means, and names the reason: the
 // Kafka error's name (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...),
 // UNREADABLE_HEADERS for a row whose headers (or compacted value) cannot
-// be decoded, or "" for
-// KafkaAway. For an error covering several records (a
+// be decoded; for KafkaAway, "" or what the operator should look at
+// (ReasonClock). For an error covering several records (a
 // *kafkapubsub.PublishError), the first refusal found wins: ask per record
 // when it matters.
 //
@@ -55,9 +59,10 @@ func Classify(err error) (Failure, string) {
 		kerr.RecordListTooLarge,
 		kerr.InvalidRecord,
 		kerr.CorruptMessage,
-		kerr.InvalidTimestamp,
 		kerr.UnsupportedCompressionType:
 		return RecordRefused, ke.Message
+	case kerr.InvalidTimestamp:
+		return KafkaAway, ReasonClock
 	}
 	return KafkaAway, ""
 }
@@ -68,3 +73,7 @@ var errBadRow = errors.New("outbox row cannot be published")
 // ReasonBadRow is Classify's reason for a row that can never become a
 // record.
 const ReasonBadRow = "UNREADABLE_HEADERS"
+
+// ReasonClock is Classify's reason for a record whose timestamp the broker
+// refuses: the relay retries it and logs this with each retry.
+const ReasonClock = "INVALID_TIMESTAMP: check this replica's clock"

@@ -752,7 +752,8 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	}
 	ps.failed[u.topic] = true
 	ps.res.pubErr = cmp.Or(ps.res.pubErr, err)
-	if kind, reason := Classify(err); kind != KafkaAway {
+	kind, reason := Classify(err)
+	if kind != KafkaAway {
 		if err := r.failed(ctx, p, u.topic, u.rows, err, reason); err != nil {
 			ps.res.dbErr = cmp.Or(ps.res.dbErr, err)
 			return false
@@ -764,8 +765,12 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	b.at = time.Now()
 	b.until = b.at.Add(r.backoff(b.failures))
 	p.blocked[u.topic] = b
-	r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
-		Dur("retry_in", b.until.Sub(b.at)).Msg("outbox: Kafka did not take the records; retrying")
+	log := r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
+		Dur("retry_in", b.until.Sub(b.at))
+	if reason != "" {
+		log = log.Str("reason", reason)
+	}
+	log.Msg("outbox: Kafka did not take the records; retrying")
 	previous := p.awayTopic
 	p.awayTopic = u.topic
 	if previous != "" && previous != u.topic && p.pauseUntil.Before(time.Now()) {

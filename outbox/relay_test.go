@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -737,6 +738,43 @@ func TestTransientErrorRetried(t *testing.T) {
 	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
 }
 
+// TestInvalidTimestampRetried: a record whose timestamp the broker refuses
+// (this replica's clock outside log.message.timestamp.*.max.ms) is retried
+// like Kafka being away, in order, and published once the broker takes it:
+// not parked, and the retry's warning names the clock.
+func TestInvalidTimestampRetried(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.replies.svc", int32(10)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	// Twice: a record refused for good would be published again alone
+	// first, and parked at that second refusal.
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: topic, Err: kerr.InvalidTimestamp, Count: 2})
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	var logs testlog.Buffer
+	var parked atomic.Int64
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.Logger = zerolog.New(&logs)
+		cfg.OnParked = func(_ string, n int) { parked.Add(int64(n)) }
+	})
+	insert(t, st, p, rec{topic, "k", "v1", "e1"}, rec{topic, "k", "v2", "e2"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond)
+	assert.EqualValues(t, 2, pub.failures.Load(), "the fault was met twice")
+	assert.Zero(t, parked.Load(), "nothing parked")
+	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
+	var warning struct {
+		Level  string `json:"level"`
+		Reason string `json:"reason"`
+	}
+	lines := strings.Split(logs.String(), "\n")
+	i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "Kafka did not take the records") })
+	require.GreaterOrEqual(t, i, 0, "the retry is logged: %s", logs.String())
+	require.NoError(t, json.Unmarshal([]byte(lines[i]), &warning))
+	assert.Equal(t, "warn", warning.Level)
+	assert.Equal(t, "INVALID_TIMESTAMP: check this replica's clock", warning.Reason)
+}
+
 // TestClassify pins down what the publisher returns for a topic that does
 // not exist and cannot be created, for a record too large, and for a broker
 // that is gone.
@@ -765,6 +803,13 @@ func TestClassify(t *testing.T) {
 	err = pub.Publish("locks.replies.big", message.NewMessage("u", make([]byte, 2_000_000)))
 	require.Error(t, err)
 	assert.Equal(t, fmt.Sprint(outbox.RecordRefused, " MESSAGE_TOO_LARGE"), classify(err), "too large: %v", err)
+
+	// A timestamp outside the broker's window: this replica's clock, which
+	// a retry outlives once corrected.
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "locks.replies.big", Err: kerr.InvalidTimestamp, Count: 1})
+	err = pub.Publish("locks.replies.big", message.NewMessage("u", []byte("v")))
+	require.Error(t, err)
+	assert.Equal(t, fmt.Sprint(outbox.KafkaAway, " ", outbox.ReasonClock), classify(err), "timestamp refused: %v", err)
 
 	c.Close()
 	err = pub.Publish("locks.replies.missing", message.NewMessage("u", []byte("v")))
