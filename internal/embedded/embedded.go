@@ -6,6 +6,9 @@
 // It is for development only: one broker, no replication, no TLS, no
 // authentication, and retention is not enforced unless a topic sets
 // retention.ms/retention.bytes itself, so the data directory only grows.
+// It also keeps every idempotent producer's state for good, and does not
+// check the records inside a produced batch (docs/design.md "Embedded
+// broker").
 //
 // # Persistence
 //
