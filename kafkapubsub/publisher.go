@@ -9,12 +9,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // UUIDHeader is the record header carrying a message's UUID. It is the
@@ -24,6 +26,9 @@ const UUIDHeader = "_watermill_message_uuid"
 // DefaultKeyMetadata is the default KeyMetadata: the Metadata entry that is
 // the record key.
 const DefaultKeyMetadata = "partition_key"
+
+// DefaultPurgeInterval is the default PurgeInterval.
+const DefaultPurgeInterval = time.Minute
 
 // ErrClosed is returned when publishing or subscribing after Close.
 var ErrClosed = errors.New("kafkapubsub: closed")
@@ -68,8 +73,9 @@ type PublisherConfig struct {
 	// provisioned elsewhere is written and a missing one fails as without
 	// AutoCreateTopics. A success is remembered until a Publish to the
 	// topic fails because it was deleted since (UNKNOWN_TOPIC_OR_PARTITION
-	// or UNKNOWN_TOPIC_ID), so the next Publish creates it again; a failure
-	// is retried on the next Publish.
+	// or UNKNOWN_TOPIC_ID), or the check of PurgeInterval finds it deleted,
+	// so the next Publish creates it again; a failure is retried on the
+	// next Publish.
 	AutoCreateTopics bool
 
 	// AutoCreatePrefix, when set, limits AutoCreateTopics to topics whose
@@ -88,6 +94,37 @@ type PublisherConfig struct {
 	// AutoCreateTopics. Zero (default) means the broker's
 	// default.replication.factor. It cannot exceed the number of brokers.
 	TopicReplicationFactor int16
+
+	// PurgeInterval is how often the publisher asks the brokers whether the
+	// topics it has produced to, and not in the last PurgeInterval, still
+	// exist, and purges those that do not from the client
+	// (kgo.Client.PurgeTopicsFromProducing) and from its own bookkeeping.
+	// Zero (default) means [DefaultPurgeInterval], one minute; a negative
+	// value never asks. Without it, kgo keeps every topic it ever produced
+	// to, and one deleted (a requester's reply topic retired, say) makes
+	// its metadata refresh fail and run every kgo.MetadataMinAge (5 s by
+	// default) rather than every kgo.MetadataMaxAge, naming every topic ever
+	// produced to, for the life of the client; the publisher's own
+	// bookkeeping would grow with every distinct topic too. Purged topics are
+	// learned afresh by the next Publish to them (and created, with
+	// AutoCreateTopics).
+	//
+	// Each check is one Metadata request naming the idle topics, sent only
+	// when there are some, straight to a broker (not kgo's cached metadata,
+	// and never creating a topic): a topic is purged when the broker answers
+	// UNKNOWN_TOPIC_OR_PARTITION for it, no Publish to it is in flight and
+	// none began since the idle topics were taken (just before the
+	// question): a topic being written is never purged. A topic the client may not describe
+	// (TOPIC_AUTHORIZATION_FAILED) is never purged. A failed request is
+	// logged at debug level and asked again at the next interval.
+	//
+	// With Client, disable it (negative) if you also produce to the
+	// publisher's topics through that client outside the publisher: the
+	// publisher cannot see those records, and purging a topic they were
+	// just written to restarts the idempotent producer's sequence numbers
+	// there, so the broker may acknowledge a later record as a duplicate
+	// without writing it.
+	PurgeInterval time.Duration
 }
 
 // Publisher publishes watermill messages to Kafka. It is safe for concurrent
@@ -104,8 +141,26 @@ type Publisher struct {
 	closed   bool
 	inFlight sync.WaitGroup
 	close    sync.Once
-	// purges counts each topic's purges (forgetTopic), under mu.
-	purges map[string]uint64
+	// produced are the topics Publish has produced to since they were last
+	// purged by purgeIdle, under mu: the topics kgo may hold.
+	produced map[string]*produced
+
+	stopPurges chan struct{} // closed by Close; nil without a purge loop
+	purgesDone chan struct{} // closed when the purge loop has ended
+}
+
+// produced is what the publisher knows of a topic it has produced to.
+//
+// An entry is dropped (purgeIdle) only while no Publish to the topic is in
+// flight, and every Publish holds its topics' entries from begin, where it
+// reads their purge counts, to end, after its forgetTopic calls: a count a
+// Publish compares in forgetTopic is always the one of the entry it read,
+// so dropping entries keeps forgetTopic's guarantee for late failures.
+type produced struct {
+	inFlight int       // Publish calls producing to it now
+	begun    uint64    // Publish calls that began producing to it
+	ended    time.Time // when the last of them ended
+	purges   uint64    // its purges by forgetTopic
 }
 
 var _ message.Publisher = (*Publisher)(nil)
@@ -143,6 +198,13 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	if cfg.AutoCreateTopics {
 		p.topics = newTopicCreator(kadm.NewClient(p.client), cfg.TopicPartitions, cfg.TopicReplicationFactor)
 		p.autoPrefix = cfg.AutoCreatePrefix
+	}
+	if every := cfg.PurgeInterval; every >= 0 {
+		if every == 0 {
+			every = DefaultPurgeInterval
+		}
+		p.stopPurges, p.purgesDone = make(chan struct{}), make(chan struct{})
+		go p.purgeLoop(every)
 	}
 	return p, nil
 }
@@ -211,7 +273,8 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	type at struct{ batch, msg int }
 	var records []*kgo.Record
 	var where []at // of each record
-	purges := p.purgeCounts(batches)
+	purges := p.begin(batches)
+	defer p.end(batches)
 	// The topics to create are asked for in one request: one request each,
 	// one after another, a call with many new reply topics would hold every
 	// other topic's messages for as many admin round trips.
@@ -271,16 +334,47 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	return errs
 }
 
-// purgeCounts are the batches' topics' purge counts before they are
-// produced, for forgetTopic.
-func (p *Publisher) purgeCounts(batches []TopicMessages) []uint64 {
+// produces reports whether Publish produces b, and so keeps an entry of
+// its topic in produced.
+func produces(b TopicMessages) bool { return b.Topic != "" && len(b.Messages) > 0 }
+
+// begin records that the batches' topics are being produced to, and
+// returns their purge counts before they are, for forgetTopic.
+func (p *Publisher) begin(batches []TopicMessages) []uint64 {
 	counts := make([]uint64, len(batches))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, b := range batches {
-		counts[i] = p.purges[b.Topic]
+		if !produces(b) {
+			continue
+		}
+		e := p.produced[b.Topic]
+		if e == nil {
+			if p.produced == nil {
+				p.produced = map[string]*produced{}
+			}
+			e = &produced{}
+			p.produced[b.Topic] = e
+		}
+		e.inFlight++
+		e.begun++
+		counts[i] = e.purges
 	}
 	return counts
+}
+
+// end records that the batches begun with begin are done.
+func (p *Publisher) end(batches []TopicMessages) {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range batches {
+		if produces(b) {
+			e := p.produced[b.Topic]
+			e.inFlight--
+			e.ended = now
+		}
+	}
 }
 
 // forgetTopic is told that topic was deleted, and maybe created again
@@ -294,21 +388,147 @@ func (p *Publisher) purgeCounts(batches []TopicMessages) []uint64 {
 // (purged: the topic's purge count when the failed call began): a purge
 // after another call has created the topic again and written to it would
 // restart the idempotent producer's sequence numbers there, and the broker
-// would acknowledge the next batch as a duplicate without writing it.
+// would acknowledge the next batch as a duplicate without writing it. The
+// caller is in flight, so the topic's entry is the one it read the count
+// from (see produced).
 func (p *Publisher) forgetTopic(topic string, purged uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.purges[topic] != purged {
+	e := p.produced[topic]
+	if e == nil || e.purges != purged {
 		return // purged since this call began
 	}
-	if p.purges == nil {
-		p.purges = map[string]uint64{}
-	}
-	p.purges[topic]++
+	e.purges++
 	p.client.PurgeTopicsFromProducing(topic)
 	if p.topics != nil {
 		p.topics.forget(topic)
 	}
+}
+
+// purgeLoop runs purgeMissing every interval, on the topics idle for as
+// long, until Close.
+func (p *Publisher) purgeLoop(every time.Duration) {
+	defer close(p.purgesDone)
+	ctx, cancel := context.WithCancel(context.Background()) // ended by Close
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stopPurges:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.stopPurges:
+			return
+		case <-tick.C:
+		}
+		purged, err := p.purgeMissing(ctx, every)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			p.logger.Debug("Asking whether idle topics still exist failed", watermill.LogFields{"err": err})
+		case len(purged) > 0:
+			p.logger.Info("Purged deleted topics", watermill.LogFields{"topics": purged})
+		}
+	}
+}
+
+// idleCandidate is a topic idleTopics found idle: its entry, and how many
+// Publish calls had begun to produce to it.
+type idleCandidate struct {
+	e     *produced
+	begun uint64
+}
+
+// purgeMissing purges the topics produced to, none in flight and the last
+// Publish to them ended at least idle ago, that the brokers say do not
+// exist, and returns them. It asks nothing when no topic is idle.
+func (p *Publisher) purgeMissing(ctx context.Context, idle time.Duration) ([]string, error) {
+	idles := p.idleTopics(idle)
+	if len(idles) == 0 {
+		return nil, nil
+	}
+	missing, err := p.missingTopics(ctx, slices.Sorted(maps.Keys(idles)))
+	if err != nil {
+		return nil, err
+	}
+	return p.purgeIdle(idles, missing), nil
+}
+
+// idleTopics are the topics produced to with no Publish in flight, the last
+// one ended at least idle ago.
+func (p *Publisher) idleTopics(idle time.Duration) map[string]idleCandidate {
+	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	idles := map[string]idleCandidate{}
+	for topic, e := range p.produced {
+		if e.inFlight == 0 && now.Sub(e.ended) >= idle {
+			idles[topic] = idleCandidate{e, e.begun}
+		}
+	}
+	return idles
+}
+
+// missingTopics asks a broker about topics in one Metadata request, and
+// returns those it says do not exist. The request goes to the broker, not
+// kgo's metadata cache (which kadm answers from, and which can say a topic
+// is missing seconds after it was created and written), and it never
+// creates a topic (AllowAutoTopicCreation false, whatever the client's
+// option).
+func (p *Publisher) missingTopics(ctx context.Context, topics []string) ([]string, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	for _, topic := range topics {
+		t := kmsg.NewMetadataRequestTopic()
+		t.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, t)
+	}
+	resp, err := req.RequestWith(ctx, p.client)
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, t := range resp.Topics {
+		if t.Topic != nil && t.ErrorCode == kerr.UnknownTopicOrPartition.Code {
+			missing = append(missing, *t.Topic)
+		}
+	}
+	return missing, nil
+}
+
+// purgeIdle purges those of missing that are still as idleTopics found them
+// (idles): no Publish to them in flight, and none begun since. One begun
+// since may have written to the topic created again after the brokers were
+// asked, and purging it then would restart the idempotent producer's
+// sequence numbers on a live topic (see forgetTopic); one in flight may yet
+// write there. Such a topic is left to the next check, or to forgetTopic
+// when a Publish finds it missing. The purge is made under mu, so no Publish
+// begins to produce to the topics until it is done.
+func (p *Publisher) purgeIdle(idles map[string]idleCandidate, missing []string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var purge []string
+	for _, topic := range missing {
+		c, ok := idles[topic]
+		if !ok || p.produced[topic] != c.e || c.e.inFlight > 0 || c.e.begun != c.begun {
+			continue
+		}
+		delete(p.produced, topic)
+		purge = append(purge, topic)
+	}
+	if len(purge) == 0 {
+		return nil
+	}
+	p.client.PurgeTopicsFromProducing(slices.Clone(purge)...) // kgo sorts them
+	if p.topics != nil {
+		for _, topic := range purge {
+			p.topics.forget(topic)
+		}
+	}
+	return purge
 }
 
 // PublishError is Publish's error when Kafka did not take some of the
@@ -363,14 +583,19 @@ func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {
 	return r
 }
 
-// Close waits for in-flight Publish calls, then closes the client if the
-// publisher created it. Publish fails with ErrClosed afterwards. Close is
-// idempotent and safe to call concurrently.
+// Close stops the checks for deleted topics (PurgeInterval), waits for
+// in-flight Publish calls, then closes the client if the publisher created
+// it. Publish fails with ErrClosed afterwards. Close is idempotent and safe
+// to call concurrently.
 func (p *Publisher) Close() error {
 	p.close.Do(func() {
 		p.mu.Lock()
 		p.closed = true
 		p.mu.Unlock()
+		if p.stopPurges != nil {
+			close(p.stopPurges)
+			<-p.purgesDone
+		}
 		p.inFlight.Wait()
 		if p.ownsClient {
 			p.client.Close()
