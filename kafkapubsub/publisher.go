@@ -96,35 +96,56 @@ type PublisherConfig struct {
 	TopicReplicationFactor int16
 
 	// PurgeInterval is how often the publisher asks the brokers whether the
-	// topics it has produced to, and not in the last PurgeInterval, still
-	// exist, and purges those that do not from the client
-	// (kgo.Client.PurgeTopicsFromProducing) and from its own bookkeeping.
-	// Zero (default) means [DefaultPurgeInterval], one minute; a negative
-	// value never asks. Without it, kgo keeps every topic it ever produced
-	// to, and one deleted (a requester's reply topic retired, say) makes
-	// its metadata refresh fail and run every kgo.MetadataMinAge (5 s by
+	// topics under PurgePrefix it has produced to, and not in the last
+	// PurgeInterval, still exist, and purges those that do not from the
+	// client (kgo.Client.PurgeTopicsFromProducing) and from its own
+	// bookkeeping. Zero (default) means [DefaultPurgeInterval], one minute;
+	// a negative value never asks. Nothing is asked or purged without
+	// PurgePrefix. Without the purge, kgo keeps every topic it ever produced
+	// to, and one deleted (a requester's reply topic retired, say) makes its
+	// metadata refresh fail and run every kgo.MetadataMinAge (5 s by
 	// default) rather than every kgo.MetadataMaxAge, naming every topic ever
 	// produced to, for the life of the client; the publisher's own
-	// bookkeeping would grow with every distinct topic too. Purged topics are
-	// learned afresh by the next Publish to them (and created, with
+	// bookkeeping would grow with every distinct topic too. Purged topics
+	// are learned afresh by the next Publish to them (and created, with
 	// AutoCreateTopics).
 	//
-	// Each check is one Metadata request naming the idle topics, sent only
-	// when there are some, straight to a broker (not kgo's cached metadata,
-	// and never creating a topic): a topic is purged when the broker answers
-	// UNKNOWN_TOPIC_OR_PARTITION for it, no Publish to it is in flight and
-	// none began since the idle topics were taken (just before the
-	// question): a topic being written is never purged. A topic the client may not describe
-	// (TOPIC_AUTHORIZATION_FAILED) is never purged. A failed request is
-	// logged at debug level and asked again at the next interval.
+	// Each check is one Metadata request naming the idle topics under
+	// PurgePrefix, sent only when there are some, straight to a broker (not
+	// kgo's cached metadata, and never creating a topic). A topic is purged
+	// only when the broker answered UNKNOWN_TOPIC_OR_PARTITION for it at two
+	// consecutive checks, with no Publish to it in flight at either and none
+	// begun from the first question to the second answer: a topic being
+	// written is never purged, and one wrong answer (a broker restarted and
+	// serving before it has the cluster's metadata, or one cut off from the
+	// controller answering from an old view) does not purge a live topic.
+	// Any other answer for the topic (it exists, or
+	// TOPIC_AUTHORIZATION_FAILED), and any Publish to it, clears its first
+	// strike. A failed request is logged at debug level, changes nothing,
+	// and is asked again at the next interval. A deleted topic is thus
+	// purged at most about two intervals after its deletion, and three
+	// after its last Publish (one written just after a check is not idle
+	// at the next).
 	//
-	// With Client, disable it (negative) if you also produce to the
-	// publisher's topics through that client outside the publisher: the
-	// publisher cannot see those records, and purging a topic they were
+	// Pitfalls. A purge holds the publisher's lock while kgo purges, and kgo
+	// purges in its metadata loop (it may wait behind a slow metadata
+	// update), so every Publish waits for it meanwhile (forgetTopic, after
+	// a Publish failed on a deleted topic, does the same). With Client,
+	// leave PurgePrefix empty (or PurgeInterval negative) if you also
+	// produce to topics under it through that client outside the publisher:
+	// the publisher cannot see those records, and purging a topic they were
 	// just written to restarts the idempotent producer's sequence numbers
 	// there, so the broker may acknowledge a later record as a duplicate
 	// without writing it.
 	PurgeInterval time.Duration
+
+	// PurgePrefix limits the purge of PurgeInterval to topics whose names
+	// start with it: no other topic is ever asked about or purged. Empty
+	// (default) purges no topic and starts no check. Set it to the prefix
+	// of the topics that are deleted while publishers run (reply topics,
+	// say): purging any topic risks, on wrong answers, what PurgeInterval
+	// says, and there is nothing to gain on one that is never deleted.
+	PurgePrefix string
 }
 
 // Publisher publishes watermill messages to Kafka. It is safe for concurrent
@@ -143,24 +164,29 @@ type Publisher struct {
 	close    sync.Once
 	// produced are the topics Publish has produced to since they were last
 	// purged by purgeIdle, under mu: the topics kgo may hold.
-	produced map[string]*produced
+	produced map[string]*topicUse
 
-	stopPurges chan struct{} // closed by Close; nil without a purge loop
-	purgesDone chan struct{} // closed when the purge loop has ended
+	purgePrefix string             // PurgePrefix
+	stopPurges  context.CancelFunc // called by Close; nil without a purge loop
+	purgesDone  chan struct{}      // closed when the purge loop has ended
 }
 
-// produced is what the publisher knows of a topic it has produced to.
+// topicUse is what the publisher knows of a topic it has produced to.
 //
 // An entry is dropped (purgeIdle) only while no Publish to the topic is in
 // flight, and every Publish holds its topics' entries from begin, where it
 // reads their purge counts, to end, after its forgetTopic calls: a count a
 // Publish compares in forgetTopic is always the one of the entry it read,
 // so dropping entries keeps forgetTopic's guarantee for late failures.
-type produced struct {
+type topicUse struct {
 	inFlight int       // Publish calls producing to it now
 	begun    uint64    // Publish calls that began producing to it
 	ended    time.Time // when the last of them ended
 	purges   uint64    // its purges by forgetTopic
+	// missing: the last check found it missing, with no Publish to it in
+	// flight or begun since that check took the idle topics (its first
+	// strike, see PurgeInterval). Cleared by begin and by any other answer.
+	missing bool
 }
 
 var _ message.Publisher = (*Publisher)(nil)
@@ -199,12 +225,15 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 		p.topics = newTopicCreator(kadm.NewClient(p.client), cfg.TopicPartitions, cfg.TopicReplicationFactor)
 		p.autoPrefix = cfg.AutoCreatePrefix
 	}
-	if every := cfg.PurgeInterval; every >= 0 {
+	p.purgePrefix = cfg.PurgePrefix
+	if every := cfg.PurgeInterval; every >= 0 && cfg.PurgePrefix != "" {
 		if every == 0 {
 			every = DefaultPurgeInterval
 		}
-		p.stopPurges, p.purgesDone = make(chan struct{}), make(chan struct{})
-		go p.purgeLoop(every)
+		var ctx context.Context
+		ctx, p.stopPurges = context.WithCancel(context.Background())
+		p.purgesDone = make(chan struct{})
+		go p.purgeLoop(ctx, every)
 	}
 	return p, nil
 }
@@ -335,7 +364,7 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 }
 
 // produces reports whether Publish produces b, and so keeps an entry of
-// its topic in produced.
+// its topic in Publisher.produced.
 func produces(b TopicMessages) bool { return b.Topic != "" && len(b.Messages) > 0 }
 
 // begin records that the batches' topics are being produced to, and
@@ -351,13 +380,14 @@ func (p *Publisher) begin(batches []TopicMessages) []uint64 {
 		e := p.produced[b.Topic]
 		if e == nil {
 			if p.produced == nil {
-				p.produced = map[string]*produced{}
+				p.produced = map[string]*topicUse{}
 			}
-			e = &produced{}
+			e = &topicUse{}
 			p.produced[b.Topic] = e
 		}
 		e.inFlight++
 		e.begun++
+		e.missing = false
 		counts[i] = e.purges
 	}
 	return counts
@@ -389,13 +419,16 @@ func (p *Publisher) end(batches []TopicMessages) {
 // after another call has created the topic again and written to it would
 // restart the idempotent producer's sequence numbers there, and the broker
 // would acknowledge the next batch as a duplicate without writing it. The
-// caller is in flight, so the topic's entry is the one it read the count
-// from (see produced).
+// caller is in flight, so the topic has an entry, the one it read the
+// count from (see topicUse).
 func (p *Publisher) forgetTopic(topic string, purged uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.produced[topic]
-	if e == nil || e.purges != purged {
+	if e == nil {
+		return // cannot be: the caller is in flight, and holds the entry
+	}
+	if e.purges != purged {
 		return // purged since this call began
 	}
 	e.purges++
@@ -406,29 +439,23 @@ func (p *Publisher) forgetTopic(topic string, purged uint64) {
 }
 
 // purgeLoop runs purgeMissing every interval, on the topics idle for as
-// long, until Close.
-func (p *Publisher) purgeLoop(every time.Duration) {
+// long, until ctx ends (Close) or the client is closed.
+func (p *Publisher) purgeLoop(ctx context.Context, every time.Duration) {
 	defer close(p.purgesDone)
-	ctx, cancel := context.WithCancel(context.Background()) // ended by Close
-	defer cancel()
-	go func() {
-		select {
-		case <-p.stopPurges:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	clientDone := p.client.Context().Done()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		select {
-		case <-p.stopPurges:
+		case <-ctx.Done():
+			return
+		case <-clientDone:
 			return
 		case <-tick.C:
 		}
 		purged, err := p.purgeMissing(ctx, every)
 		switch {
-		case err != nil && ctx.Err() == nil:
+		case err != nil && ctx.Err() == nil && p.client.Context().Err() == nil:
 			p.logger.Debug("Asking whether idle topics still exist failed", watermill.LogFields{"err": err})
 		case len(purged) > 0:
 			p.logger.Info("Purged deleted topics", watermill.LogFields{"topics": purged})
@@ -439,13 +466,14 @@ func (p *Publisher) purgeLoop(every time.Duration) {
 // idleCandidate is a topic idleTopics found idle: its entry, and how many
 // Publish calls had begun to produce to it.
 type idleCandidate struct {
-	e     *produced
+	e     *topicUse
 	begun uint64
 }
 
-// purgeMissing purges the topics produced to, none in flight and the last
-// Publish to them ended at least idle ago, that the brokers say do not
-// exist, and returns them. It asks nothing when no topic is idle.
+// purgeMissing checks the topics under the purge prefix produced to, none
+// in flight and the last Publish to them ended at least idle ago: it purges
+// those the brokers said were missing at this check and the one before
+// (see purgeIdle), and returns them. It asks nothing when no topic is idle.
 func (p *Publisher) purgeMissing(ctx context.Context, idle time.Duration) ([]string, error) {
 	idles := p.idleTopics(idle)
 	if len(idles) == 0 {
@@ -458,15 +486,16 @@ func (p *Publisher) purgeMissing(ctx context.Context, idle time.Duration) ([]str
 	return p.purgeIdle(idles, missing), nil
 }
 
-// idleTopics are the topics produced to with no Publish in flight, the last
-// one ended at least idle ago.
+// idleTopics are the topics under the purge prefix produced to with no
+// Publish in flight, the last one ended at least idle ago.
 func (p *Publisher) idleTopics(idle time.Duration) map[string]idleCandidate {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	idles := map[string]idleCandidate{}
 	for topic, e := range p.produced {
-		if e.inFlight == 0 && now.Sub(e.ended) >= idle {
+		under := p.purgePrefix != "" && strings.HasPrefix(topic, p.purgePrefix)
+		if under && e.inFlight == 0 && now.Sub(e.ended) >= idle {
 			idles[topic] = idleCandidate{e, e.begun}
 		}
 	}
@@ -499,30 +528,38 @@ func (p *Publisher) missingTopics(ctx context.Context, topics []string) ([]strin
 	return missing, nil
 }
 
-// purgeIdle purges those of missing that are still as idleTopics found them
-// (idles): no Publish to them in flight, and none begun since. One begun
-// since may have written to the topic created again after the brokers were
-// asked, and purging it then would restart the idempotent producer's
-// sequence numbers on a live topic (see forgetTopic); one in flight may yet
-// write there. Such a topic is left to the next check, or to forgetTopic
-// when a Publish finds it missing. The purge is made under mu, so no Publish
-// begins to produce to the topics until it is done.
+// purgeIdle judges the answer for idles (as idleTopics found them): those
+// of missing still as they were then, no Publish to them in flight and
+// none begun since, get a strike, and are purged if they had one already
+// (missing at the check before, nothing begun since: see topicUse.missing);
+// the others lose their strike. One begun since may have written to the
+// topic created again after the brokers were asked, and purging it then
+// would restart the idempotent producer's sequence numbers on a live topic
+// (see forgetTopic); one in flight may yet write there: begin cleared
+// their strikes. The purge is made under mu, so no Publish begins to
+// produce to the topics until it is done.
 func (p *Publisher) purgeIdle(idles map[string]idleCandidate, missing []string) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var purge []string
-	for _, topic := range missing {
-		c, ok := idles[topic]
-		if !ok || p.produced[topic] != c.e || c.e.inFlight > 0 || c.e.begun != c.begun {
-			continue
+	for topic, c := range idles {
+		if p.produced[topic] != c.e || c.e.inFlight > 0 || c.e.begun != c.begun {
+			continue // dropped, or written since: begin cleared its strike
 		}
-		delete(p.produced, topic)
-		purge = append(purge, topic)
+		switch {
+		case !slices.Contains(missing, topic):
+			c.e.missing = false
+		case !c.e.missing:
+			c.e.missing = true // the first strike
+		default:
+			delete(p.produced, topic)
+			purge = append(purge, topic)
+		}
 	}
 	if len(purge) == 0 {
 		return nil
 	}
-	p.client.PurgeTopicsFromProducing(slices.Clone(purge)...) // kgo sorts them
+	p.client.PurgeTopicsFromProducing(purge...) // sorts purge
 	if p.topics != nil {
 		for _, topic := range purge {
 			p.topics.forget(topic)
@@ -583,9 +620,9 @@ func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {
 	return r
 }
 
-// Close stops the checks for deleted topics (PurgeInterval), waits for
-// in-flight Publish calls, then closes the client if the publisher created
-// it. Publish fails with ErrClosed afterwards. Close is idempotent and safe
+// Close stops the checks for deleted topics (PurgeInterval; they stop too
+// when the client is closed), waits for in-flight Publish calls, then
+// closes the client if the publisher created it. Publish fails with ErrClosed afterwards. Close is idempotent and safe
 // to call concurrently.
 func (p *Publisher) Close() error {
 	p.close.Do(func() {
@@ -593,7 +630,7 @@ func (p *Publisher) Close() error {
 		p.closed = true
 		p.mu.Unlock()
 		if p.stopPurges != nil {
-			close(p.stopPurges)
+			p.stopPurges()
 			<-p.purgesDone
 		}
 		p.inFlight.Wait()

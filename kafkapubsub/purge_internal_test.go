@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -54,8 +56,16 @@ func TestLateFailureDoesNotPurgeALiveTopic(t *testing.T) {
 	require.EqualValues(t, 2, end.Offset, "both records on the new topic are written")
 }
 
-// purgeFixture is a broker, a publisher on it that checks for deleted topics
-// only when a test says so, and an admin client.
+// The fixture's purge prefix, and topics under it and not.
+const (
+	purgePrefix = "replies."
+	ra          = purgePrefix + "a"
+	rb          = purgePrefix + "b"
+	state       = "state" // never purged
+)
+
+// purgeFixture is a broker, a publisher on it that purges topics under
+// purgePrefix, checking only when a test says so, and an admin client.
 type purgeFixture struct {
 	c   *kfake.Cluster
 	p   *Publisher
@@ -67,7 +77,8 @@ func newPurgeFixture(t *testing.T, opts ...kgo.Opt) purgeFixture {
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
-	p, err := NewPublisher(PublisherConfig{Brokers: c.ListenAddrs(), AutoCreateTopics: true, TopicPartitions: 1, PurgeInterval: -1,
+	p, err := NewPublisher(PublisherConfig{Brokers: c.ListenAddrs(), AutoCreateTopics: true, TopicPartitions: 1,
+		PurgeInterval: -1, PurgePrefix: purgePrefix,
 		ClientOpts: append([]kgo.Opt{kgo.RecordDeliveryTimeout(5 * time.Second), kgo.MetadataMinAge(50 * time.Millisecond)}, opts...)}, nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, p.Close()) })
@@ -87,6 +98,14 @@ func (f purgeFixture) delete(t *testing.T, topic string) {
 	resps, err := f.adm.DeleteTopics(context.Background(), topic)
 	require.NoError(t, err)
 	require.NoError(t, resps.Error())
+}
+
+// check is one check of PurgeInterval on the topics idle at all.
+func (f purgeFixture) check(t *testing.T) []string {
+	t.Helper()
+	purged, err := f.p.purgeMissing(context.Background(), 0)
+	require.NoError(t, err)
+	return purged
 }
 
 // end is topic's end offset (its one partition).
@@ -112,20 +131,22 @@ func (f purgeFixture) known() (produced, created []string) {
 	return produced, created
 }
 
+// struck reports whether topic has its first strike.
+func (f purgeFixture) struck(topic string) bool {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	e := f.p.produced[topic]
+	return e != nil && e.missing
+}
+
 // metadataTopics observes c's Metadata requests from now on: each one's
 // topics go to the channel (dropped when it is full).
 func metadataTopics(c *kfake.Cluster) <-chan []string {
 	seen := make(chan []string, 100)
 	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		var topics []string
-		for _, t := range req.(*kmsg.MetadataRequest).Topics {
-			if t.Topic != nil {
-				topics = append(topics, *t.Topic)
-			}
-		}
 		select {
-		case seen <- topics:
+		case seen <- requestTopics(req):
 		default:
 		}
 		return nil, nil, false
@@ -133,21 +154,65 @@ func metadataTopics(c *kfake.Cluster) <-chan []string {
 	return seen
 }
 
-// A topic produced to that was deleted is purged: kgo's metadata requests
-// name it no more, the publisher forgets it, and a later Publish creates it
-// again and writes there. A topic that exists stays.
+func requestTopics(req kmsg.Request) []string {
+	var topics []string
+	for _, t := range req.(*kmsg.MetadataRequest).Topics {
+		if t.Topic != nil {
+			topics = append(topics, *t.Topic)
+		}
+	}
+	return topics
+}
+
+// unknownOnce makes c answer the first Metadata request that names exactly
+// topics with UNKNOWN_TOPIC_OR_PARTITION for each, as a broker restarted and
+// serving before it has the cluster's metadata would.
+func unknownOnce(t *testing.T, c *kfake.Cluster, topics ...string) {
+	t.Helper()
+	var brokers []kmsg.MetadataResponseBroker
+	for i, addr := range c.ListenAddrs() {
+		host, port, err := net.SplitHostPort(addr)
+		require.NoError(t, err)
+		n, err := strconv.Atoi(port)
+		require.NoError(t, err)
+		b := kmsg.NewMetadataResponseBroker()
+		b.NodeID, b.Host, b.Port = int32(i), host, int32(n)
+		brokers = append(brokers, b)
+	}
+	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if !slices.Equal(requestTopics(req), topics) {
+			c.KeepControl()
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.MetadataResponse)
+		resp.Version = req.GetVersion()
+		resp.Brokers, resp.ControllerID = brokers, 0
+		for _, topic := range topics {
+			rt := kmsg.NewMetadataResponseTopic()
+			rt.Topic, rt.ErrorCode = kmsg.StringPtr(topic), kerr.UnknownTopicOrPartition.Code
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp, nil, true
+	})
+}
+
+// A topic produced to that was deleted is purged at the second check that
+// finds it missing: kgo's metadata requests name it no more, the publisher
+// forgets it, and a later Publish creates it again and writes there. A
+// topic that exists stays.
 func TestDeletedTopicIsPurged(t *testing.T) {
 	f := newPurgeFixture(t)
-	f.publish(t, "a", "1")
-	f.publish(t, "b", "1")
-	f.delete(t, "a")
+	f.publish(t, ra, "1")
+	f.publish(t, rb, "1")
+	f.delete(t, ra)
 
-	purged, err := f.p.purgeMissing(context.Background(), 0)
-	require.NoError(t, err)
-	require.Equal(t, []string{"a"}, purged)
+	require.Empty(t, f.check(t), "the first strike")
+	require.True(t, f.struck(ra))
+	require.False(t, f.struck(rb))
+	require.Equal(t, []string{ra}, f.check(t), "the second")
 	produced, created := f.known()
-	require.Equal(t, []string{"b"}, produced)
-	require.Equal(t, []string{"b"}, created)
+	require.Equal(t, []string{rb}, produced)
+	require.Equal(t, []string{rb}, created)
 
 	// The purge ran in kgo's metadata loop, between two of its requests:
 	// every request from now on is the client's without a.
@@ -156,8 +221,8 @@ func TestDeletedTopicIsPurged(t *testing.T) {
 	for {
 		select {
 		case topics := <-seen:
-			require.NotContains(t, topics, "a")
-			if !slices.Contains(topics, "b") {
+			require.NotContains(t, topics, ra)
+			if !slices.Contains(topics, rb) {
 				continue
 			}
 		case <-time.After(10 * time.Second):
@@ -166,13 +231,73 @@ func TestDeletedTopicIsPurged(t *testing.T) {
 		break
 	}
 
-	f.publish(t, "a", "2")
-	require.EqualValues(t, 1, f.end(t, "a"), "created again and written")
-	f.publish(t, "b", "2")
-	require.EqualValues(t, 2, f.end(t, "b"))
-	purged, err = f.p.purgeMissing(context.Background(), 0)
-	require.NoError(t, err)
-	require.Empty(t, purged)
+	f.publish(t, ra, "2")
+	require.EqualValues(t, 1, f.end(t, ra), "created again and written")
+	f.publish(t, rb, "2")
+	require.EqualValues(t, 2, f.end(t, rb))
+	require.Empty(t, f.check(t))
+	require.Empty(t, f.check(t))
+}
+
+// One wrong answer does not purge a topic that exists: the broker's next
+// answer clears the strike, so the idempotent producer's sequence numbers
+// there go on and every later record is written.
+func TestOneUnknownAnswerDoesNotPurge(t *testing.T) {
+	f := newPurgeFixture(t)
+	f.publish(t, ra, "0")
+	f.publish(t, state, "0") // kgo's own metadata requests name both
+	unknownOnce(t, f.c, ra)  // the check's names only ra
+	require.Empty(t, f.check(t))
+	require.True(t, f.struck(ra), "the check was told ra is missing")
+	require.Empty(t, f.check(t), "ra exists")
+	require.False(t, f.struck(ra))
+	require.Empty(t, f.check(t))
+	for i := range 3 {
+		f.publish(t, ra, fmt.Sprint(i+1))
+	}
+	require.EqualValues(t, 4, f.end(t, ra), "every record written")
+	produced, _ := f.known()
+	require.Equal(t, []string{ra, state}, produced)
+}
+
+// A Publish between two checks that find a topic missing clears the first
+// strike: the topic is purged only at the second check after it.
+func TestPublishClearsTheStrike(t *testing.T) {
+	f := newPurgeFixture(t)
+	f.publish(t, ra, "0")
+	f.delete(t, ra)
+	require.Empty(t, f.check(t))
+	require.True(t, f.struck(ra))
+	require.ErrorIs(t, f.p.Publish(ra, message.NewMessage("1", nil)), kerr.UnknownTopicOrPartition)
+	require.False(t, f.struck(ra))
+	require.Empty(t, f.check(t), "a first strike again")
+	require.Equal(t, []string{ra}, f.check(t))
+}
+
+// A topic outside the purge prefix is never asked about, nor purged, even
+// deleted.
+func TestTopicOutsideThePrefixIsNeverPurged(t *testing.T) {
+	f := newPurgeFixture(t)
+	f.publish(t, state, "0")
+	f.publish(t, ra, "0")
+	f.delete(t, state)
+	f.delete(t, ra)
+	seen := metadataTopics(f.c)
+	require.Empty(t, f.check(t))
+	require.Equal(t, []string{ra}, f.check(t))
+	require.Empty(t, f.check(t))
+	require.Empty(t, f.check(t))
+	produced, _ := f.known()
+	require.Equal(t, []string{state}, produced)
+	for {
+		select {
+		case topics := <-seen:
+			require.NotContains(t, topics, state)
+			continue
+		default:
+		}
+		break
+	}
 }
 
 // A topic that exists and is idle is never purged, so the idempotent
@@ -182,62 +307,66 @@ func TestIdleLiveTopicIsNotPurged(t *testing.T) {
 	f := newPurgeFixture(t)
 	var purged []string
 	for i := range 3 {
-		f.publish(t, "a", fmt.Sprint(i))
-		p, err := f.p.purgeMissing(context.Background(), 0)
-		require.NoError(t, err)
-		purged = append(purged, p...)
+		f.publish(t, ra, fmt.Sprint(i))
+		purged = append(purged, f.check(t)...)
+		purged = append(purged, f.check(t)...)
 	}
-	require.EqualValues(t, 3, f.end(t, "a"), "every record written")
+	require.EqualValues(t, 3, f.end(t, ra), "every record written")
 	require.Empty(t, purged)
 	produced, _ := f.known()
-	require.Equal(t, []string{"a"}, produced)
+	require.Equal(t, []string{ra}, produced)
 }
 
 // A topic that a Publish began to produce to after the brokers were asked
-// is not purged, though they said it was missing: that Publish may have
-// created it again and written there, and the purge would restart the
-// producer's sequence numbers on the live topic, where the broker would
-// take the next record for a duplicate without writing it.
+// is not purged, though they said it was missing at this check and the one
+// before: that Publish may have created it again and written there, and the
+// purge would restart the producer's sequence numbers on the live topic,
+// where the broker would take the next record for a duplicate without
+// writing it.
 func TestTopicPublishedSinceAskedIsNotPurged(t *testing.T) {
 	f := newPurgeFixture(t)
-	f.publish(t, "a", "0")
-	f.delete(t, "a")
+	f.publish(t, ra, "0")
+	f.delete(t, ra)
+	require.Empty(t, f.check(t))
+	require.True(t, f.struck(ra))
 
 	idles := f.p.idleTopics(0)
-	missing, err := f.p.missingTopics(context.Background(), []string{"a"})
+	missing, err := f.p.missingTopics(context.Background(), []string{ra})
 	require.NoError(t, err)
-	require.Equal(t, []string{"a"}, missing)
-	require.ErrorIs(t, f.p.Publish("a", message.NewMessage("1", []byte("fails"))), kerr.UnknownTopicOrPartition) // purges
-	f.publish(t, "a", "2")                                                                                       // created again
+	require.Equal(t, []string{ra}, missing)
+	require.ErrorIs(t, f.p.Publish(ra, message.NewMessage("1", []byte("fails"))), kerr.UnknownTopicOrPartition) // purges
+	f.publish(t, ra, "2")                                                                                       // created again
 	purged := f.p.purgeIdle(idles, missing)
-	f.publish(t, "a", "3")
-	require.EqualValues(t, 2, f.end(t, "a"), "both records on the new topic are written")
+	f.publish(t, ra, "3")
+	require.EqualValues(t, 2, f.end(t, ra), "both records on the new topic are written")
 	require.Empty(t, purged)
 }
 
 // A topic with a Publish in flight is not purged, whether it began before
-// the idle topics were taken or after; it is once that Publish has ended.
+// the idle topics were taken or after; it is once that Publish has ended,
+// at the second check after.
 func TestTopicInFlightIsNotPurged(t *testing.T) {
 	f := newPurgeFixture(t)
-	f.publish(t, "a", "0")
-	f.delete(t, "a")
+	f.publish(t, ra, "0")
+	f.delete(t, ra)
+	require.Empty(t, f.check(t))
+	require.True(t, f.struck(ra))
 
 	idles := f.p.idleTopics(0)
-	require.Contains(t, idles, "a")
+	require.Contains(t, idles, ra)
 	// kgo still knows a's partition and produces there: the broker holds
 	// the request, and the Publish is in flight until it answers.
 	held, release := kafkatest.HoldFirst(f.c, kmsg.Produce)
 	defer release()
 	done := make(chan error, 1)
-	go func() { done <- f.p.Publish("a", message.NewMessage("1", nil)) }()
+	go func() { done <- f.p.Publish(ra, message.NewMessage("1", nil)) }()
 	<-held
-	missing, err := f.p.missingTopics(context.Background(), []string{"a"})
+	missing, err := f.p.missingTopics(context.Background(), []string{ra})
 	require.NoError(t, err)
-	require.Equal(t, []string{"a"}, missing)
+	require.Equal(t, []string{ra}, missing)
 	require.Empty(t, f.p.purgeIdle(idles, missing), "began after the idle topics were taken")
-	purged, err := f.p.purgeMissing(context.Background(), 0)
-	require.NoError(t, err)
-	require.Empty(t, purged, "began before")
+	require.Empty(t, f.check(t), "began before")
+	require.Empty(t, f.check(t), "still in flight")
 
 	release()
 	select {
@@ -246,40 +375,114 @@ func TestTopicInFlightIsNotPurged(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the Publish did not end")
 	}
-	purged, err = f.p.purgeMissing(context.Background(), 0)
-	require.NoError(t, err)
-	require.Equal(t, []string{"a"}, purged)
+	require.Empty(t, f.check(t))
+	require.Equal(t, []string{ra}, f.check(t))
 }
 
 // Only topics idle for the interval are asked about: none, no request.
 func TestRecentTopicsAreNotAsked(t *testing.T) {
 	f := newPurgeFixture(t)
-	f.publish(t, "a", "0")
-	f.delete(t, "a")
+	f.publish(t, ra, "0")
+	f.delete(t, ra)
 	seen := metadataTopics(f.c)
-	f.p.client.PurgeTopicsFromProducing("a") // kgo's own refreshes name it no more
+	f.p.client.PurgeTopicsFromProducing(ra) // kgo's own refreshes name it no more
 	purged, err := f.p.purgeMissing(context.Background(), time.Hour)
 	require.NoError(t, err)
 	require.Empty(t, purged)
-	select {
-	case topics := <-seen:
-		require.NotContains(t, topics, "a")
-	default:
+	// Every request the check made was observed before it was answered.
+	for {
+		select {
+		case topics := <-seen:
+			require.NotContains(t, topics, ra)
+			continue
+		default:
+		}
+		break
 	}
 }
 
-// Close stops the purge loop.
+// purgeLoopFixture is a publisher on c checking every millisecond, with
+// its own client, and an observer of c's Metadata requests that has seen
+// the loop ask about a deleted topic under the prefix.
+func purgeLoopFixture(t *testing.T) (p *Publisher, cl *kgo.Client, seen <-chan []string) {
+	t.Helper()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, ra, state))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	p, err = NewPublisher(PublisherConfig{Client: cl, PurgeInterval: time.Millisecond, PurgePrefix: purgePrefix}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	// Two topics, so that kgo's own metadata requests (naming both) are
+	// told from the check's (naming only the idle one under the prefix).
+	require.NoError(t, p.Publish(ra, message.NewMessage("1", nil)))
+	require.NoError(t, p.Publish(state, message.NewMessage("1", nil)))
+	seen = metadataTopics(c)
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case topics := <-seen:
+			if !slices.Equal(topics, []string{ra}) {
+				continue
+			}
+		case <-timeout:
+			t.Fatal("the loop does not ask about ra alone")
+		}
+		return p, cl, seen // the loop asks
+	}
+}
+
+// checks are how many of seen's requests for window were the check's
+// (naming only ra).
+func checks(seen <-chan []string, window time.Duration) (n int) {
+	end := time.After(window)
+	for {
+		select {
+		case topics := <-seen:
+			if slices.Equal(topics, []string{ra}) {
+				n++
+			}
+		case <-end:
+			return n
+		}
+	}
+}
+
+// Close stops the purge loop: the check asks the brokers no more.
 func TestCloseStopsPurges(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer c.Close()
-	p, err := NewPublisher(PublisherConfig{Brokers: c.ListenAddrs(), AutoCreateTopics: true, PurgeInterval: time.Millisecond}, nil)
-	require.NoError(t, err)
-	require.NoError(t, p.Publish("a", message.NewMessage("1", nil)))
+	p, _, seen := purgeLoopFixture(t)
 	require.NoError(t, p.Close())
 	select {
 	case <-p.purgesDone:
 	default:
 		t.Fatal("the purge loop runs on after Close")
 	}
+	for len(seen) > 0 { // asked before Close
+		<-seen
+	}
+	// Two hundred intervals, the client alive: at most the request of a
+	// check that Close cut short, written before it and read by the broker
+	// after.
+	require.LessOrEqual(t, checks(seen, 200*time.Millisecond), 1, "checks after Close")
+}
+
+// Closing the client ends the purge loop too, though the publisher is not
+// closed.
+func TestClientCloseStopsPurges(t *testing.T) {
+	p, cl, _ := purgeLoopFixture(t)
+	cl.Close()
+	select {
+	case <-p.purgesDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the purge loop runs on after the client was closed")
+	}
+}
+
+// Without a purge prefix, no loop runs.
+func TestNoPrefixNoPurges(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	p, err := NewPublisher(PublisherConfig{Brokers: c.ListenAddrs(), PurgeInterval: time.Millisecond}, nil)
+	require.NoError(t, err)
+	defer p.Close()
+	require.Nil(t, p.stopPurges)
 }
