@@ -13,18 +13,30 @@ import (
 // client from kopts behind kafkapubsub, failing records after
 // deliveryTimeout, without linger (the relay batches rows itself and waits
 // for every ack, so kgo's default 10 ms linger would only add to each
-// event's latency). It creates the topics it publishes to whose names start
-// with autoCreatePrefix (reply topics), when they are missing, with
-// replicationFactor replicas (KAFKA_TOPIC_REPLICATION_FACTOR; -1 is the
-// broker's default.replication.factor); "" creates none. Close the
-// publisher, then the client, after the relay.
-func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, autoCreatePrefix string, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
+// event's latency). With createReplyTopics it creates the topics it
+// publishes to whose names start with replyPrefix (reply topics), when
+// they are missing, with replicationFactor replicas
+// (KAFKA_TOPIC_REPLICATION_FACTOR; -1 is the broker's
+// default.replication.factor); it creates no other topic. Whether or not
+// it creates them, it purges the reply topics it has written to that were
+// deleted since (kafkapubsub.PublisherConfig.PurgeInterval, PurgePrefix
+// replyPrefix; "" purges none), and no other topic: the state, lifecycle
+// and dead-letter topics are never purged.
+//
+// The client is the publisher's alone: never produce through it
+// elsewhere. The purge cannot see those writes, and purging a reply topic
+// one was just written to would restart the idempotent producer's sequence
+// numbers there, so the broker may acknowledge a later record as a
+// duplicate without writing it. Close the publisher, then the client,
+// after the relay: closing the client also ends the purge checks.
+func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, replyPrefix string, createReplyTopics bool, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0)}, kopts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the relay's Kafka producer: %w", err)
 	}
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: cl,
-		AutoCreateTopics: autoCreatePrefix != "", AutoCreatePrefix: autoCreatePrefix, TopicReplicationFactor: replicationFactor}, nil)
+		AutoCreateTopics: createReplyTopics && replyPrefix != "", AutoCreatePrefix: replyPrefix, TopicReplicationFactor: replicationFactor,
+		PurgePrefix: replyPrefix}, nil)
 	if err != nil {
 		cl.Close()
 		return nil, nil, err

@@ -34,7 +34,7 @@ func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
 			c := newCluster(t, kfake.NumBrokers(3))
 			asked := kafkatest.ReplicationFactorsAsked(c)
 			kopts := append(clientOpts(), kgo.SeedBrokers(c.ListenAddrs()...))
-			pub, cl, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, "locks.replies.", tc.factor)
+			pub, cl, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, "locks.replies.", true, tc.factor)
 			require.NoError(t, err)
 			defer cl.Close()
 			defer pub.Close()

@@ -54,9 +54,10 @@ func TestStaleReplicaWakingAfterTakeover(t *testing.T) {
 	// wopts are the worker's own, not its publisher's.
 	start := func(name string, st *store.Store, m worker.Metrics, wopts ...kgo.Opt) *worker.Worker {
 		kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, -1)
+		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
 		require.NoError(t, err)
 		t.Cleanup(pubClient.Close)
+		t.Cleanup(func() { _ = pub.Close() }) // before the client's
 		relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool})
 		require.NoError(t, err)
 		w, err := worker.New(worker.Config{KafkaOpts: slices.Concat(kopts, wopts), Group: e.Group, Names: e.Names,

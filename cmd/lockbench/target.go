@@ -197,11 +197,11 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 		st.Pool = pool
 	}
 	kopts := []kgo.Opt{kgo.SeedBrokers(t.brokers...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, topics.DefaultNames().ReplyPrefix, -1)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, topics.DefaultNames().ReplyPrefix, true, -1)
 	if err != nil {
 		return err
 	}
-	t.closers = append(t.closers, pubClient.Close)
+	t.closers = append(t.closers, pubClient.Close, func() { _ = pub.Close() }) // run in reverse: the publisher first
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log, OrderAcrossTopics: !cfg.RelayConcurrentTopics})
 	if err != nil {
 		return err

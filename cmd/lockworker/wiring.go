@@ -212,15 +212,14 @@ func (m *Main) Run(ctx context.Context) error {
 	// classifies, not a deadline's.
 	const deliveryTimeout = 30 * time.Second
 	m.starting("setting up the Kafka clients")
-	autoCreate := "" // AUTO_CREATE_REPLY_TOPICS: the relay creates reply topics, and no other
-	if cfg.Topics.AutoCreateReplyTopics {
-		autoCreate = cfg.Topics.ReplyPrefix
-	}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, autoCreate, cfg.Topics.ReplicationFactor)
+	// AUTO_CREATE_REPLY_TOPICS: the relay creates reply topics, and no
+	// other; it purges deleted reply topics either way.
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, cfg.Topics.ReplyPrefix, cfg.Topics.AutoCreateReplyTopics, cfg.Topics.ReplicationFactor)
 	if err != nil {
 		return err
 	}
 	m.onClose(pubClient.Close)
+	m.onClose(func() { _ = pub.Close() }) // first: Close runs them in reverse
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, PublishTimeout: deliveryTimeout + 5*time.Second,
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})

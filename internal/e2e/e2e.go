@@ -114,9 +114,10 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	sch.URL += "&application_name=" + o.Name
 	st := sch.Open(t, store.Config{MaxConns: 8})
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, -1)
+	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
+	t.Cleanup(func() { _ = pub.Close() }) // before the client's
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log})
 	require.NoError(t, err)
 	wopts := kopts
