@@ -39,7 +39,6 @@ func BenchmarkRelay(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = pub.Close() }) // before the client's
 	st := testdb.New(b)
 	ctx := context.Background()
 	value := []byte(`{"v":1,"event_id":"0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","type":"lock.acquired","request_id":"svc-7-000123",` +

@@ -27,8 +27,11 @@ import (
 // elsewhere. The purge cannot see those writes, and purging a reply topic
 // one was just written to would restart the idempotent producer's sequence
 // numbers there, so the broker may acknowledge a later record as a
-// duplicate without writing it. Close the publisher, then the client,
-// after the relay: closing the client also ends the purge checks.
+// duplicate without writing it. Closing the client, after the relay, is
+// enough: it fails what is still in flight and ends the purge checks. The
+// publisher's own Close would wait for every publish in flight, and one
+// whose produce request has no answer yet (kgo does not fail an
+// idempotent batch that may have been written) can hold a shutdown.
 func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, replyPrefix string, createReplyTopics bool, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0)}, kopts...)...)
 	if err != nil {

@@ -30,7 +30,6 @@ func handoffWorker(t *testing.T, topic string, mine int32) (w *Worker, st *store
 	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 10*time.Second, "", false, -1)
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
-	t.Cleanup(func() { _ = pub.Close() }) // before the client's
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour})
 	require.NoError(t, err)
 	w, err = New(Config{KafkaOpts: kopts, Store: st, Relay: relay})

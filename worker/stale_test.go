@@ -57,7 +57,6 @@ func TestStaleReplicaWakingAfterTakeover(t *testing.T) {
 		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
 		require.NoError(t, err)
 		t.Cleanup(pubClient.Close)
-		t.Cleanup(func() { _ = pub.Close() }) // before the client's
 		relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool})
 		require.NoError(t, err)
 		w, err := worker.New(worker.Config{KafkaOpts: slices.Concat(kopts, wopts), Group: e.Group, Names: e.Names,

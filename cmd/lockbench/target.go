@@ -201,7 +201,7 @@ func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Lo
 	if err != nil {
 		return err
 	}
-	t.closers = append(t.closers, pubClient.Close, func() { _ = pub.Close() }) // run in reverse: the publisher first
+	t.closers = append(t.closers, pubClient.Close)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log, OrderAcrossTopics: !cfg.RelayConcurrentTopics})
 	if err != nil {
 		return err

@@ -219,7 +219,6 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.onClose(pubClient.Close)
-	m.onClose(func() { _ = pub.Close() }) // first: Close runs them in reverse
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, PublishTimeout: deliveryTimeout + 5*time.Second,
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})

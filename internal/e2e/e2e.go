@@ -117,7 +117,6 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
 	require.NoError(t, err)
 	t.Cleanup(pubClient.Close)
-	t.Cleanup(func() { _ = pub.Close() }) // before the client's
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, Logger: log})
 	require.NoError(t, err)
 	wopts := kopts
