@@ -1,0 +1,195 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+// sequence returns fencing_tokens' last_value and is_called.
+func sequence(t *testing.T, st *store.Store) (last int64, called bool) {
+	t.Helper()
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT last_value, is_called FROM fencing_tokens`).Scan(&last, &called))
+	return last, called
+}
+
+// forgetTokens sets the sequence back to its start, as a restore from a
+// backup taken before any grant would.
+func forgetTokens(t *testing.T, st *store.Store) {
+	t.Helper()
+	_, err := st.Pool.Exec(context.Background(), `SELECT setval('fencing_tokens', 1, false)`)
+	require.NoError(t, err)
+}
+
+// The database loses the transactions of grants Kafka published (a
+// restore, an asynchronous failover): its sequence goes back. RaiseTokenFloor
+// moves it above every token published, so the next grant's token is above
+// theirs; run again, it leaves the sequence alone.
+func TestTokenFloorAfterLostTransactions(t *testing.T) {
+	e := e2e.New(t)
+	reply := "locks.replies.floor"
+	lifecycle := e.Watch(e.Names.Acquired)
+	replies := e.Watch(reply)
+	w := e.StartWorker(e2e.WorkerOpts{Name: "before"})
+	p := e.Producer()
+	const locks = 5
+	for i := range locks {
+		e.Send(p, cmd("acquire", fmt.Sprintf("before-%d", i), fmt.Sprintf("lock-%d", i), "alice", reply))
+	}
+	var highest int64
+	lifecycle.WaitFor(t, 20*time.Second, "every grant on the lifecycle topic", func(rs []e2e.Received) bool {
+		highest = 0
+		n := 0
+		for _, r := range rs {
+			if r.Event.Type == topics.TypeAcquired {
+				n++
+				highest = max(highest, r.Event.LockInfo.FencingToken)
+			}
+		}
+		return n == locks
+	})
+	w.Stop()
+
+	forgetTokens(t, e.Store)
+	w = e.StartWorker(e2e.WorkerOpts{Name: "after"})
+	f, err := w.W.RaiseTokenFloor(context.Background())
+	require.NoError(t, err)
+	require.True(t, f.Raised, "%+v", f)
+	require.Equal(t, highest, f.Highest)
+	require.Equal(t, int64(1), f.Was)
+	require.Equal(t, highest+worker.TokenFloorMargin, f.Floor)
+	require.Equal(t, locks, f.Records)
+
+	// The next grant's token is above every one published.
+	e.Send(p, cmd("acquire", "after-0", "lock-after", "bob", reply))
+	got := replies.WaitEvent(t, "the grant after the floor", e2e.ByRequest(reply, "after-0", topics.TypeAcquired))
+	require.Greater(t, got.Event.LockInfo.FencingToken, highest+worker.TokenFloorMargin-1)
+
+	last, _ := sequence(t, e.Store)
+	f, err = w.W.RaiseTokenFloor(context.Background())
+	require.NoError(t, err)
+	require.False(t, f.Raised, "%+v", f)
+	again, _ := sequence(t, e.Store)
+	require.Equal(t, last, again)
+}
+
+// acquiredEvent is a lock.acquired event of token, as the relay publishes it.
+func acquiredEvent(t *testing.T, token int64) []byte {
+	t.Helper()
+	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
+	ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: token}
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	return v
+}
+
+// floorTopic makes a lifecycle topic of partitions on e's broker and a worker
+// (not run) that takes it as its Acquired topic.
+func floorTopic(t *testing.T, e *e2e.Env, partitions int32) (*worker.Worker, string) {
+	t.Helper()
+	topic := "floor.acquired"
+	p := e.Producer()
+	_, err := kadm.NewClient(p).CreateTopic(context.Background(), partitions, 1, nil, topic)
+	require.NoError(t, err)
+	names := e.Names
+	names.Acquired = topic
+	return idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names}), topic
+}
+
+// Only the newest records of each partition are read, however many
+// partitions; records that are not events, and a grant in an aborted
+// transaction (published: a consumer reading uncommitted saw it), are
+// taken as they come. A sequence above every token read is left alone.
+func TestTokenFloorReadsNewestRecordsOfEveryPartition(t *testing.T) {
+	e := e2e.New(t)
+	const partitions = 8
+	w, topic := floorTopic(t, e, partitions)
+	var recs []*kgo.Record
+	for part := range int32(partitions) {
+		for i := range 150 {
+			// Every partition's oldest records hold the highest tokens:
+			// beyond the 100 newest, they are not read.
+			token := int64(10_000_000 + i)
+			if i >= 50 {
+				token = int64(1000)*int64(part) + int64(i)
+			}
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: part, Value: acquiredEvent(t, token)})
+		}
+	}
+	recs = append(recs, &kgo.Record{Topic: topic, Partition: 2, Value: []byte("not an event")})
+	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	defer pp.Close()
+	require.NoError(t, pp.ProduceSync(context.Background(), recs...).FirstErr())
+
+	// The highest token read: partition 7's newest, 7149; in an aborted
+	// transaction on partition 5, 9999.
+	tx, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.TransactionalID("floor-test"))
+	require.NoError(t, err)
+	defer tx.Close()
+	require.NoError(t, tx.BeginTransaction())
+	require.NoError(t, tx.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Partition: 5, Value: acquiredEvent(t, 9999)}).FirstErr())
+	require.NoError(t, tx.EndTransaction(context.Background(), kgo.TryAbort))
+
+	// No loss: the sequence handed out the highest token read last.
+	_, err = e.Store.Pool.Exec(context.Background(), `SELECT setval('fencing_tokens', $1)`, 9999)
+	require.NoError(t, err)
+	before, called := sequence(t, e.Store)
+	f, err := w.RaiseTokenFloor(context.Background())
+	require.NoError(t, err)
+	require.False(t, f.Raised, "%+v", f)
+	require.Equal(t, int64(9999), f.Highest)
+	// The 100 newest offsets of each partition: partition 2's hold the
+	// non-event, partition 5's the aborted grant and its abort marker,
+	// which is not a record.
+	require.Equal(t, partitions*100-1, f.Records)
+	after, calledAfter := sequence(t, e.Store)
+	require.Equal(t, before, after)
+	require.Equal(t, called, calledAfter)
+
+	// Lost: moved to the highest read plus the margin.
+	forgetTokens(t, e.Store)
+	f, err = w.RaiseTokenFloor(context.Background())
+	require.NoError(t, err)
+	require.True(t, f.Raised, "%+v", f)
+	require.Equal(t, int64(9999+worker.TokenFloorMargin), f.Floor)
+	var next int64
+	require.NoError(t, e.Store.Pool.QueryRow(context.Background(), `SELECT nextval('fencing_tokens')`).Scan(&next))
+	require.Equal(t, f.Floor+1, next)
+	t.Logf("read %d records of %d partitions in %s", f.Records, partitions, f.Took)
+}
+
+// A lifecycle topic that is empty or missing, or none configured, leaves
+// the sequence alone without an error.
+func TestTokenFloorWithoutPublishedGrants(t *testing.T) {
+	e := e2e.New(t)
+	forgetTokens(t, e.Store)
+	check := func(names topics.Names) {
+		t.Helper()
+		w := idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names})
+		f, err := w.RaiseTokenFloor(context.Background())
+		require.NoError(t, err)
+		require.False(t, f.Raised, "%+v", f)
+		require.Zero(t, f.Records)
+		last, called := sequence(t, e.Store)
+		require.Equal(t, int64(1), last)
+		require.False(t, called)
+	}
+	names := e.Names
+	check(names) // seeded, empty
+	names.Acquired = "floor.missing"
+	check(names)
+	names.Acquired = ""
+	check(names)
+}
