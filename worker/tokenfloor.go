@@ -103,7 +103,7 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 			Msg("the fencing token sequence is above every token published")
 		return f, nil
 	}
-	w.log.Error().Str("topic", f.Topic).Int64("highest_published", f.Highest).Int64("sequence_was", f.Was).Int64("sequence_now", f.Floor).
+	w.log.Error().Str("topic", f.Topic).Int64("highest_published", f.Highest).Int64("sequence_was", f.Was).Int64("sequence_now", f.Floor).Dur("took", f.Took).
 		Msg(fmt.Sprintf("PostgreSQL is behind Kafka: the highest fencing token published is %d, the sequence was at %d, moved to %d. "+
 			"Locks granted in lost transactions are free again in the database while their holders may still act; "+
 			"tokens from now on are above theirs, so resources that check fencing tokens refuse the old holders. "+

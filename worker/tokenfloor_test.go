@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/store"
@@ -192,4 +194,30 @@ func TestTokenFloorWithoutPublishedGrants(t *testing.T) {
 	check(names)
 	names.Acquired = ""
 	check(names)
+}
+
+// Kafka that lists offsets but never serves the records: the start fails
+// after a bounded wait, naming the topic and the partitions not read, and
+// the sequence is left alone.
+func TestTokenFloorKafkaNotServing(t *testing.T) {
+	e := e2e.New(t)
+	w, topic := floorTopic(t, e, 3)
+	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	defer pp.Close()
+	require.NoError(t, pp.ProduceSync(context.Background(), &kgo.Record{Topic: topic, Partition: 1, Value: acquiredEvent(t, 42)}).FirstErr())
+	forgetTokens(t, e.Store)
+	e.Cluster.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		e.Cluster.KeepControl()
+		return nil, errors.New("broker unreachable"), true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = w.RaiseTokenFloor(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, `topic "floor.acquired"`)
+	require.ErrorContains(t, err, "partitions [1] not read to their end")
+	last, called := sequence(t, e.Store)
+	require.Equal(t, int64(1), last)
+	require.False(t, called)
 }
