@@ -263,6 +263,14 @@ func (m *Main) Run(ctx context.Context) error {
 			cfg.Kafka.BootstrapServers, chosenBy, err)
 	}
 
+	// Before anything grants a token: after PostgreSQL lost committed
+	// transactions, its sequence would hand out again tokens Kafka has
+	// published (docs/design.md "PostgreSQL lost transactions").
+	m.starting("checking the fencing tokens against the lock.acquired topic")
+	if _, err := w.RaiseTokenFloor(ctx); err != nil {
+		return err
+	}
+
 	m.starting("publishing the first lock states")
 	if n, err := w.PublishFirstStates(ctx); err != nil {
 		return err
