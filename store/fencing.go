@@ -2,18 +2,35 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
 )
 
+// TokenFloorLockClass is the first key of the transaction-scoped advisory
+// lock RaiseTokenFloor takes before it reads the fencing_tokens sequence
+// (pg_locks: locktype advisory, classid TokenFloorLockClass); the second is
+// hashtext of the schema, as for VacuumLockClass. It serializes the checks
+// of replicas that start at the same moment: without it, one could read
+// the sequence before another's setval and then set it to its own, lower,
+// floor after the other's floor had granted tokens.
+const TokenFloorLockClass = 0x4c57_5446 // "LWTF"
+
+// TokenSequence is the fencing_tokens sequence as RaiseTokenFloor found
+// and left it.
+type TokenSequence struct {
+	// Was is the last token the sequence had handed out when it was read
+	// (last_value, or the one before it when is_called is false); Now is
+	// the last token after: Was, or the floor when Raised.
+	Was, Now int64
+	// Raised says this call moved the sequence.
+	Raised bool
+}
+
 // RaiseTokenFloor moves the fencing_tokens sequence up to floor when the
-// next token it would hand out is not above published, a token already
-// granted; the next token is then floor + 1. A sequence whose next token is
-// above published is left alone. floor must be at least published. It
-// reports whether it moved the sequence and, if so, the sequence's
-// last_value before.
+// last token it handed out is below published, a token already granted;
+// the next token is then floor + 1. A sequence at or above published is
+// left alone. floor must be at least published.
 //
 // It exists for a database that lost committed transactions (a restore, a
 // point-in-time recovery, an asynchronous standby promoted without the
@@ -23,41 +40,43 @@ import (
 // sequence is just above the last token published, and a test against
 // floor would move it (and cry loss) at every start.
 //
-// One statement, which can only move the sequence forward: it reads the
-// sequence and sets it in the same scan, and sets nothing unless it is
-// below floor. It does not lock out a nextval running at the same moment
-// (nothing does): floor must leave room above any token another replica
-// may grant meanwhile, as published plus a wide margin does. Being
-// idempotent, it is retried on a transient error, as a transaction is.
-func (s *Store) RaiseTokenFloor(ctx context.Context, published, floor int64) (raised bool, was int64, err error) {
+// It only moves the sequence forward: one transaction takes the advisory
+// lock TokenFloorLockClass first, then reads the sequence and sets it only
+// when it is below floor, so concurrent calls (every replica starting at
+// once after a loss) run one after the other and end at the highest floor.
+// It does not lock out a nextval running at the same moment (nothing
+// does): floor must leave room above any token another replica may grant
+// meanwhile, as published plus a wide margin does.
+//
+// It is retried on a transient error. setval is not transactional: an
+// attempt whose answer was lost may have moved the sequence, and the retry
+// then finds it at floor and reports Raised false, Was == floor. The
+// caller tells that apart from a sequence found ahead by Was == floor.
+func (s *Store) RaiseTokenFloor(ctx context.Context, published, floor int64) (TokenSequence, error) {
 	if floor < published {
-		return false, 0, fmt.Errorf("raising the fencing token floor to %d: below the token published, %d", floor, published)
+		return TokenSequence{}, fmt.Errorf("raising the fencing token floor to %d: below the token published, %d", floor, published)
 	}
-	err = s.retry(ctx, func() error {
-		// setval in the target list, never in WHERE: PostgreSQL may
-		// evaluate a WHERE's conditions in any order, the target list
-		// only for rows that passed it. last_value there is the value
-		// before setval: the row is taken apart before the list is
-		// computed. The last token handed out is last_value, or the one
-		// before it when is_called is false (setval(..., false), which
-		// a restore may leave).
-		var set int64
-		err := s.Pool.QueryRow(ctx, `
-			SELECT last_value, setval('fencing_tokens', $2) FROM fencing_tokens
-			WHERE CASE WHEN is_called THEN last_value ELSE last_value - 1 END < $1 AND last_value < $2`,
-			published, floor).Scan(&was, &set)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			raised, was = false, 0
-			return nil
-		case err != nil:
-			return translate(err)
+	var seq TokenSequence
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		seq = TokenSequence{}
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, TokenFloorLockClass); err != nil {
+			return err
 		}
-		raised = true
+		if err := tx.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM fencing_tokens`).Scan(&seq.Was); err != nil {
+			return err
+		}
+		seq.Now = seq.Was
+		if seq.Was >= published {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `SELECT setval('fencing_tokens', $1)`, floor); err != nil {
+			return err
+		}
+		seq.Now, seq.Raised = floor, true
 		return nil
 	})
 	if err != nil {
-		return false, 0, fmt.Errorf("raising the fencing token floor to %d: %w", floor, err)
+		return TokenSequence{}, fmt.Errorf("raising the fencing token floor to %d: %w", floor, err)
 	}
-	return raised, was, nil
+	return seq, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -24,13 +25,35 @@ import (
 // commands partitions publish concurrently, so a lagging one can fill the
 // newest records with older tokens. A million grants is far more than any
 // of those windows holds, and costs nothing: tokens need not be consecutive,
-// and the int64 sequence does not run out.
+// and the int64 sequence does not run out. It is spent only when the check
+// finds the sequence behind.
 const TokenFloorMargin = 1_000_000
 
+// MaxPlausibleToken bounds the fencing tokens RaiseTokenFloor takes from
+// the lifecycle topic: a token above it is ignored, with a warning naming
+// its partition and offset. The sequence hands out tokens one at a time
+// from 1: at a million grants a second it reaches this bound in about
+// 146,000 years, so a record above it was written by something else (a
+// buggy producer, or a principal with Write on the topic), and would
+// otherwise move the sequence to its end for every start to come.
+const MaxPlausibleToken = math.MaxInt64 / 2
+
+// Values of Config.TokenFloorCheck (TOKEN_FLOOR_CHECK).
+const (
+	// TokenFloorRequire: Kafka failing the check fails it (the default).
+	TokenFloorRequire = "require"
+	// TokenFloorWarn: Kafka failing the check is logged at error level
+	// and the caller goes on; a PostgreSQL failure still fails it.
+	TokenFloorWarn = "warn"
+	// TokenFloorOff: no check.
+	TokenFloorOff = "off"
+)
+
 // tokenFloorRecords is how many of the newest records of each partition
-// of the lifecycle topic RaiseTokenFloor reads: enough to find a recent
-// grant behind records that are not grants, few enough to cost little at
-// every start.
+// of the lifecycle topic RaiseTokenFloor reads from: enough to find a
+// recent grant behind records that are not grants, few enough to cost
+// little at every start. Kafka serves whole batches, so the records read
+// may be more.
 const tokenFloorRecords = 100
 
 // tokenFloorTimeout bounds RaiseTokenFloor's reading of Kafka.
@@ -40,16 +63,23 @@ const tokenFloorTimeout = 30 * time.Second
 type TokenFloor struct {
 	// Topic is the topic read: Config.Names.Acquired.
 	Topic string
-	// Records is how many records were read; Highest the highest fencing
+	// Records is how many records were read; Tokens how many of them were
+	// lock.acquired events with a plausible token; Highest the highest
 	// token among them (0: none).
-	Records int
-	Highest int64
+	Records, Tokens int
+	Highest         int64
+	// Floor is Highest + TokenFloorMargin (at most math.MaxInt64).
+	Floor int64
 	// Raised says the sequence's last token was below Highest, and it
-	// was moved up to Floor (Highest + TokenFloorMargin); Was is its
-	// last_value then.
-	Raised bool
-	Floor  int64
-	Was    int64
+	// was moved up to Floor; Was is its last token then. Behind says the
+	// sequence was behind Kafka: Raised, or found at Floor already (moved
+	// by an attempt of this check whose answer was lost, or by another
+	// replica's check from the same token).
+	Raised, Behind bool
+	Was            int64
+	// Skipped says the check did not run (TokenFloorOff, no topic) or,
+	// under TokenFloorWarn, failed in Kafka.
+	Skipped bool
 	// Took is how long it all took.
 	Took time.Duration
 }
@@ -59,97 +89,162 @@ type TokenFloor struct {
 // recovery, an asynchronous standby promoted without the primary's last
 // commits): the fencing_tokens sequence then went back, while the grants
 // it made in those transactions were published to Kafka and their holders
-// use their tokens. It reads the newest records (tokenFloorRecords) of every
-// partition of the lock.acquired lifecycle topic, takes the highest fencing
-// token there, and when the sequence is behind it, would hand it out again,
-// moves the sequence up to it plus TokenFloorMargin (store.RaiseTokenFloor),
-// logging at error level that PostgreSQL is behind Kafka. A sequence at or
-// above the highest token is left alone: in normal running it is just above
-// the last token published, so a start costs no tokens and logs no loss. Run it at start, before the worker consumes
-// (cmd/lockworker does, after EnsureTopics); docs/design.md "PostgreSQL
-// lost transactions".
+// use their tokens. It reads the newest records (tokenFloorRecords, and the
+// rest of their batches) of every partition of the lock.acquired lifecycle
+// topic, takes the highest fencing token of the lock.acquired events there,
+// and when the sequence is behind it, would hand it out again, moves the
+// sequence up to it plus TokenFloorMargin (store.RaiseTokenFloor), logging
+// at error level that PostgreSQL is behind Kafka. A sequence at or above
+// the highest token is left alone: in normal running it is just above the
+// last token published, so a check costs no tokens and logs no loss. Run
+// it at start, before the worker consumes (cmd/lockworker does, after
+// EnsureTopics); the worker runs it too when a partition's stored offset
+// went back under it (settleMoved). docs/design.md "PostgreSQL lost
+// transactions".
 //
-// A missing or empty topic, or none configured (Names.Acquired ""), does
-// nothing. Its cost is two offset listings and at most tokenFloorRecords
-// records per partition, read by a client of its own (Config.KafkaOpts,
-// no group). Kafka not answering, or refusing the topic, is an error
-// naming it, after at most tokenFloorTimeout.
+// A missing or empty topic, none configured (Names.Acquired ""), or
+// Config.TokenFloorCheck off, does nothing. Its cost is two offset
+// listings and about tokenFloorRecords records per partition, read by a
+// client of its own (Config.KafkaOpts, no group). Kafka not answering, or
+// refusing the topic, is an error naming it, after at most
+// tokenFloorTimeout; under TokenFloorWarn it is logged instead.
 func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 	began := time.Now()
 	f := TokenFloor{Topic: w.cfg.Names.Acquired}
-	if f.Topic == "" {
+	switch {
+	case w.cfg.TokenFloorCheck == TokenFloorOff:
+		f.Skipped = true
+		w.log.Info().Msg("the fencing token floor is not checked (TOKEN_FLOOR_CHECK=off)")
+		return f, nil
+	case f.Topic == "":
+		f.Skipped = true
+		w.log.Info().Msg("the fencing token floor is not checked: no lock.acquired topic is configured")
 		return f, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, tokenFloorTimeout)
+	kctx, cancel := context.WithTimeout(ctx, tokenFloorTimeout)
 	defer cancel()
 	var err error
-	f.Records, f.Highest, err = w.highestPublishedToken(ctx, f.Topic)
+	f.Records, f.Tokens, f.Highest, err = w.highestPublishedToken(kctx, f.Topic)
 	if err != nil {
-		return f, fmt.Errorf("reading the newest fencing tokens of topic %q (lock.acquired; Read and Describe on it are needed): %w", f.Topic, err)
+		f.Took = time.Since(began)
+		err = fmt.Errorf("reading the newest fencing tokens of topic %q (lock.acquired; Read and Describe on it are needed, or set TOKEN_FLOOR_CHECK=warn): %w", f.Topic, err)
+		if w.cfg.TokenFloorCheck != TokenFloorWarn {
+			return f, err
+		}
+		f.Skipped = true
+		w.log.Error().Err(err).Str("topic", f.Topic).Dur("took", f.Took).
+			Msg("the fencing tokens were not checked against Kafka (TOKEN_FLOOR_CHECK=warn): after PostgreSQL lost transactions, tokens already granted may be granted again")
+		return f, nil
+	}
+	if f.Records > 0 && f.Tokens == 0 {
+		w.log.Warn().Str("topic", f.Topic).Int("records", f.Records).
+			Msg("none of the newest records of the lock.acquired topic is a lock.acquired event with a fencing token: is the topic the one the worker publishes grants to (KAFKA_TOPIC_LOCK_ACQUIRED)?")
 	}
 	if f.Highest <= 0 {
 		f.Took = time.Since(began)
 		w.log.Debug().Str("topic", f.Topic).Int("records", f.Records).Dur("took", f.Took).Msg("no fencing token published: the token floor stays")
 		return f, nil
 	}
-	f.Floor = f.Highest + TokenFloorMargin
-	f.Raised, f.Was, err = w.cfg.Store.RaiseTokenFloor(ctx, f.Highest, f.Floor)
+	f.Floor = f.Highest + min(TokenFloorMargin, math.MaxInt64-f.Highest) // saturating
+	seq, err := w.cfg.Store.RaiseTokenFloor(ctx, f.Highest, f.Floor)
 	f.Took = time.Since(began)
 	if err != nil {
 		return f, err
 	}
-	if !f.Raised {
+	f.Raised, f.Was = seq.Raised, seq.Was
+	f.Behind = seq.Raised || seq.Was == f.Floor
+	if !f.Behind {
 		w.log.Debug().Str("topic", f.Topic).Int("records", f.Records).Int64("highest_published", f.Highest).Dur("took", f.Took).
 			Msg("the fencing token sequence is above every token published")
 		return f, nil
 	}
-	w.log.Error().Str("topic", f.Topic).Int64("highest_published", f.Highest).Int64("sequence_was", f.Was).Int64("sequence_now", f.Floor).Dur("took", f.Took).
-		Msg(fmt.Sprintf("PostgreSQL is behind Kafka: the highest fencing token published is %d, the sequence was at %d, moved to %d. "+
+	was := fmt.Sprintf("the sequence was at %d, moved to %d", f.Was, f.Floor)
+	if !f.Raised {
+		was = fmt.Sprintf("the sequence was found at %d already (moved there by this check, whose answer was lost, or by another replica's)", f.Floor)
+	}
+	w.log.Error().Str("topic", f.Topic).Int64("highest_published", f.Highest).Int64("sequence_was", f.Was).Int64("sequence_now", f.Floor).
+		Bool("raised", f.Raised).Dur("took", f.Took).
+		Msg(fmt.Sprintf("PostgreSQL is behind Kafka: the highest fencing token published is %d, %s. "+
 			"Locks granted in lost transactions are free again in the database while their holders may still act; "+
 			"tokens from now on are above theirs, so resources that check fencing tokens refuse the old holders. "+
-			`See docs/design.md "PostgreSQL lost transactions"`, f.Highest, f.Was, f.Floor))
+			`See docs/design.md "PostgreSQL lost transactions"`, f.Highest, was))
 	return f, nil
+}
+
+// tokenFloorListRetry is the first pause between attempts of the offset
+// listings (doubling, at most a second), retried until ctx ends.
+const tokenFloorListRetry = 50 * time.Millisecond
+
+// listOffsets lists the start and end offsets of topic, retrying within
+// ctx: an error that retrying cannot cure (an authorization failure) ends
+// it at once; a missing topic is not an error (no partition listed).
+func (w *Worker) listOffsets(ctx context.Context, topic string) (starts, ends kadm.ListedOffsets, err error) {
+	adm := kadm.NewClient(w.cl)
+	for attempt := 0; ; attempt++ {
+		starts, err = adm.ListStartOffsets(ctx, topic)
+		if err == nil {
+			ends, err = adm.ListEndOffsets(ctx, topic)
+		}
+		if err == nil {
+			err = listedErr(starts, ends)
+		}
+		if err == nil || fatalKafka(err) {
+			return starts, ends, err
+		}
+		pause := time.NewTimer(min(tokenFloorListRetry<<min(attempt, 5), time.Second))
+		select {
+		case <-ctx.Done():
+			pause.Stop()
+			return nil, nil, fmt.Errorf("listing offsets: %w (last error: %w)", ctx.Err(), err)
+		case <-pause.C:
+		}
+	}
+}
+
+// listedErr is the first error of a partition's listing, but a missing
+// topic's.
+func listedErr(starts, ends kadm.ListedOffsets) error {
+	var err error
+	for _, l := range []kadm.ListedOffsets{starts, ends} {
+		l.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil && !errors.Is(o.Err, kerr.UnknownTopicOrPartition) && err == nil {
+				err = fmt.Errorf("listing the offsets of partition %d: %w", o.Partition, o.Err)
+			}
+		})
+	}
+	return err
+}
+
+// fatalKafka reports whether err is a Kafka error that retrying cannot
+// cure: a broker's error code Kafka does not mark retriable (an
+// authorization failure, an unsupported version).
+func fatalKafka(err error) bool {
+	var ke *kerr.Error
+	return errors.As(err, &ke) && !ke.Retriable
 }
 
 // highestPublishedToken reads the newest tokenFloorRecords records of each
 // partition of topic, up to the end offsets listed first, and returns how
-// many it read and the highest fencing token among them (0: none). A
+// many it read, how many were lock.acquired events with a plausible token
+// (at most MaxPlausibleToken), and the highest of those tokens (0: none). A
 // missing topic has none.
-func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (records int, highest int64, err error) {
-	adm := kadm.NewClient(w.cl)
-	starts, err := adm.ListStartOffsets(ctx, topic)
+func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (records, tokens int, highest int64, err error) {
+	starts, ends, err := w.listOffsets(ctx, topic)
 	if err != nil {
-		return 0, 0, fmt.Errorf("listing start offsets: %w", err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		return 0, 0, fmt.Errorf("listing end offsets: %w", err)
+		return 0, 0, 0, err
 	}
 	from := map[int32]kgo.Offset{}
-	last := map[int32]int64{} // the offset each partition is read up to
-	var listErr error
-	ends.Each(func(end kadm.ListedOffset) {
-		start, ok := starts.Lookup(topic, end.Partition)
-		switch {
-		case errors.Is(end.Err, kerr.UnknownTopicOrPartition) || errors.Is(start.Err, kerr.UnknownTopicOrPartition):
-			return // missing: nothing published
-		case end.Err != nil:
-			listErr = fmt.Errorf("listing the end offset of partition %d: %w", end.Partition, end.Err)
-			return
-		case !ok || start.Err != nil:
-			listErr = fmt.Errorf("listing the start offset of partition %d: %w", end.Partition, cmpErr(start.Err, ok))
-			return
-		case end.Offset <= start.Offset:
-			return // empty
+	end := map[int32]int64{} // the offset each partition is read up to (excluded)
+	ends.Each(func(e kadm.ListedOffset) {
+		s, ok := starts.Lookup(topic, e.Partition)
+		if e.Err != nil || !ok || s.Err != nil || e.Offset <= s.Offset {
+			return // missing or empty
 		}
-		from[end.Partition] = kgo.NewOffset().At(max(start.Offset, end.Offset-tokenFloorRecords))
-		last[end.Partition] = end.Offset - 1
+		from[e.Partition] = kgo.NewOffset().At(max(s.Offset, e.Offset-tokenFloorRecords))
+		end[e.Partition] = e.Offset
 	})
-	if listErr != nil {
-		return 0, 0, listErr
-	}
 	if len(from) == 0 {
-		return 0, 0, nil
+		return 0, 0, 0, nil
 	}
 	opts := append([]kgo.Opt{
 		kgo.FetchMaxWait(fetchMaxWait),
@@ -165,18 +260,18 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return 0, 0, fmt.Errorf("creating Kafka client: %w", err)
+		return 0, 0, 0, fmt.Errorf("creating Kafka client: %w", err)
 	}
 	defer cl.Close()
 	var fetchErr error
-	for len(last) > 0 {
+	for len(end) > 0 {
 		fs := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
-			left := slices.Sorted(maps.Keys(last))
+			left := slices.Sorted(maps.Keys(end))
 			if fetchErr != nil {
-				return records, highest, fmt.Errorf("partitions %v not read to their end: %w (last fetch error: %w)", left, ctx.Err(), fetchErr)
+				return records, tokens, highest, fmt.Errorf("partitions %v not read to their end: %w (last fetch error: %w)", left, ctx.Err(), fetchErr)
 			}
-			return records, highest, fmt.Errorf("partitions %v not read to their end: %w", left, ctx.Err())
+			return records, tokens, highest, fmt.Errorf("partitions %v not read to their end: %w", left, ctx.Err())
 		}
 		var fatal error
 		fs.EachError(func(_ string, p int32, err error) {
@@ -184,39 +279,64 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 				return
 			}
 			fetchErr = fmt.Errorf("partition %d: %w", p, err)
-			if errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.ClusterAuthorizationFailed) {
+			if fatalKafka(err) {
 				fatal = fetchErr // retrying cannot help
 			}
 		})
 		if fatal != nil {
-			return records, highest, fatal
+			return records, tokens, highest, fatal
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if end, ok := last[r.Partition]; ok && r.Offset >= end {
-				delete(last, r.Partition)
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			for _, r := range fp.Records {
+				if r.Attrs.IsControl() {
+					continue
+				}
+				records++
+				t := publishedToken(r)
+				if t > MaxPlausibleToken {
+					w.log.Warn().Str("topic", topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", t).
+						Msg("ignoring a fencing token on the lock.acquired topic beyond any the sequence can have handed out: a record not written by lockworker")
+					continue
+				}
+				if t > 0 {
+					tokens++
+					highest = max(highest, t)
+				}
 			}
-			if r.Attrs.IsControl() {
+			e, ok := end[fp.Partition]
+			if !ok || len(fp.Records) == 0 {
 				return
 			}
-			records++
-			highest = max(highest, publishedToken(r.Value))
+			// Read to the end listed, or past the partition's end now
+			// (its high watermark): a log truncated since, or whose last
+			// offsets hold no record, has nothing more to give.
+			next := fp.Records[len(fp.Records)-1].Offset + 1
+			if next >= e || (fp.HighWatermark >= 0 && next >= fp.HighWatermark) {
+				delete(end, fp.Partition)
+			}
 		})
 	}
-	return records, highest, nil
+	return records, tokens, highest, nil
 }
 
-// publishedToken is the highest fencing token an event record's value
-// carries (its lease's, and those of the holders a lock.status lists), or 0
-// for a value that is not an event. The lifecycle topic carries events as
-// the relay publishes them, plain JSON; the outbox's compacted form is
-// expanded too, should a record ever carry it.
-func publishedToken(v []byte) int64 {
-	v, err := topics.ExpandEvent(v)
+// publishedToken is the fencing token of a lock.acquired event record (its
+// lease's, or the highest of the holders it lists), or 0 for a record that
+// is not one: its value's type, and its ce_type header when it has one,
+// must be lock.acquired. The lifecycle topic carries events as the relay
+// publishes them, plain JSON; the outbox's compacted form is expanded too,
+// should a record ever carry it.
+func publishedToken(r *kgo.Record) int64 {
+	for _, h := range r.Headers {
+		if h.Key == topics.HeaderCEType && string(h.Value) != topics.TypeAcquired {
+			return 0
+		}
+	}
+	v, err := topics.ExpandEvent(r.Value)
 	if err != nil {
 		return 0
 	}
 	e, err := topics.DecodeEvent(v)
-	if err != nil || e.LockInfo == nil {
+	if err != nil || e.Type != topics.TypeAcquired || e.LockInfo == nil {
 		return 0
 	}
 	t := e.LockInfo.FencingToken
@@ -224,11 +344,4 @@ func publishedToken(v []byte) int64 {
 		t = max(t, h.FencingToken)
 	}
 	return t
-}
-
-func cmpErr(err error, found bool) error {
-	if err == nil && !found {
-		return errors.New("not listed")
-	}
-	return err
 }

@@ -81,6 +81,10 @@ type Config struct {
 	// owner's wait is applied), and an acquire renewing its owner's lease
 	// (INVALID_REQUEST). Default false.
 	RequireFencingToken bool
+	// TokenFloorCheck is what Kafka failing RaiseTokenFloor does:
+	// TokenFloorRequire (the default, ""), an error; TokenFloorWarn, an
+	// error log and no error; TokenFloorOff skips the check.
+	TokenFloorCheck string
 	// PlainEvents stores events plain instead of compacted
 	// (handlers.Env.PlainEvents). Default false.
 	PlainEvents bool
@@ -242,6 +246,13 @@ type Worker struct {
 func New(cfg Config) (*Worker, error) {
 	if cfg.Store == nil || cfg.Relay == nil {
 		return nil, errors.New("worker: Store and Relay are required")
+	}
+	switch cfg.TokenFloorCheck {
+	case "":
+		cfg.TokenFloorCheck = TokenFloorRequire
+	case TokenFloorRequire, TokenFloorWarn, TokenFloorOff:
+	default:
+		return nil, fmt.Errorf("worker: TokenFloorCheck %q is not %s, %s or %s", cfg.TokenFloorCheck, TokenFloorRequire, TokenFloorWarn, TokenFloorOff)
 	}
 	if cfg.Group == "" {
 		cfg.Group = "lockworker"
