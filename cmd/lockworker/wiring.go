@@ -237,7 +237,7 @@ func (m *Main) Run(ctx context.Context) error {
 	w, err := worker.New(worker.Config{
 		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor, WarnUnreplicated: m.Embedded == nil, // KAFKA_BOOTSTRAP_SERVERS set
-		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, Auth: verifier,
+		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, TokenFloorCheck: cfg.TokenFloorCheck, Auth: verifier,
 		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention, NoHistory: cfg.LockEventsRetention == 0,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes, PlainEvents: !cfg.CompactStoredEvents,
@@ -266,6 +266,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// Before anything grants a token: after PostgreSQL lost committed
 	// transactions, its sequence would hand out again tokens Kafka has
 	// published (docs/design.md "PostgreSQL lost transactions").
+	// TOKEN_FLOOR_CHECK decides what Kafka failing the check does.
 	m.starting("checking the fencing tokens against the lock.acquired topic")
 	if _, err := w.RaiseTokenFloor(ctx); err != nil {
 		return err

@@ -44,6 +44,15 @@ type Config struct {
 	// and /locks show, cannot end or keep a lease held outside a session
 	// (a session's id and owner keep it alive or close it).
 	RequireFencingToken bool
+	// TokenFloorCheck (TOKEN_FLOOR_CHECK, default require): require, warn
+	// or off. At start (and when a partition's stored offset went back)
+	// the fencing token sequence is checked against the newest records of
+	// the lock.acquired topic and moved past them when PostgreSQL lost
+	// transactions (docs/design.md "PostgreSQL lost transactions"), which
+	// needs Read and Describe on that topic. require: Kafka failing the
+	// check fails the start; warn: it is logged at error level and the
+	// start goes on; off: no check.
+	TokenFloorCheck string
 	// Auth is requester authentication; off by default.
 	Auth AuthConfig
 	// InspectToken (INSPECT_TOKEN, default empty: open;
@@ -342,7 +351,11 @@ const (
 	DefaultEmbeddedAddr = topics.DevelopmentBroker
 	DefaultEmbeddedDir  = ".data/kafka"
 
-	GroupProtocolClassic  = "classic"
+	GroupProtocolClassic = "classic"
+	// TOKEN_FLOOR_CHECK's values (Config.TokenFloorCheck).
+	TokenFloorRequire     = "require"
+	TokenFloorWarn        = "warn"
+	TokenFloorOff         = "off"
 	GroupProtocolConsumer = "consumer"
 	// ApacheMinSessionTimeout is Apache Kafka's default
 	// group.min.session.timeout.ms.
@@ -370,6 +383,7 @@ func Default() Config {
 			MaxConns: 10,
 		},
 		DefaultLeaseDuration: topics.DefaultLeaseDuration,
+		TokenFloorCheck:      TokenFloorRequire,
 		CleanupInterval:      60 * time.Second,
 		AcquireRetryDelay:    100 * time.Millisecond,
 		Kafka: KafkaConfig{

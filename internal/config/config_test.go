@@ -78,6 +78,7 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, 6*time.Second, c.Kafka.SessionTimeout)
 	assert.Equal(t, 100*time.Millisecond, c.Kafka.HeartbeatInterval)
 	assert.Equal(t, "classic", c.Kafka.GroupProtocol)
+	assert.Equal(t, "require", c.TokenFloorCheck)
 	assert.False(t, c.Kafka.StaticMembership)
 	assert.Empty(t, c.Kafka.GroupInstanceID)
 	assert.Equal(t, EmbeddedConfig{Addr: "127.0.0.1:9092", Dir: ".data/kafka", MinSessionTimeout: 6 * time.Second}, c.Embedded)
@@ -115,6 +116,9 @@ func TestOverrides(t *testing.T) {
 			c.Kafka.SessionTimeout, c.Kafka.HeartbeatInterval = 10*time.Second, time.Second
 		}},
 		{map[string]string{"KAFKA_GROUP_PROTOCOL": "Consumer"}, func(c *Config) { c.Kafka.GroupProtocol = "consumer" }},
+		{map[string]string{"TOKEN_FLOOR_CHECK": "Warn"}, func(c *Config) { c.TokenFloorCheck = "warn" }},
+		{map[string]string{"TOKEN_FLOOR_CHECK": "off"}, func(c *Config) { c.TokenFloorCheck = "off" }},
+		{map[string]string{"TOKEN_FLOOR_CHECK": "require"}, func(c *Config) {}},
 		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "true", "INSTANCE_ID": "lockworker-0"}, func(c *Config) {
 			c.Kafka.StaticMembership, c.Kafka.GroupInstanceID, c.InstanceID = true, "lockworker-0", "lockworker-0"
 		}},
@@ -240,6 +244,7 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"KAFKA_SESSION_TIMEOUT": "2", "KAFKA_HEARTBEAT_INTERVAL": "1"}, `KAFKA_HEARTBEAT_INTERVAL: "1s" must be positive and less than a third of KAFKA_SESSION_TIMEOUT (2s)`},
 		{map[string]string{"KAFKA_HEARTBEAT_INTERVAL": "0"}, `KAFKA_HEARTBEAT_INTERVAL: "0" is out of range 0.01..60 seconds`},
 		{map[string]string{"KAFKA_GROUP_PROTOCOL": "share"}, `KAFKA_GROUP_PROTOCOL: "share" is not classic or consumer`},
+		{map[string]string{"TOKEN_FLOOR_CHECK": "sometimes"}, `TOKEN_FLOOR_CHECK: "sometimes" is not require, warn or off`},
 		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "sometimes"}, `KAFKA_STATIC_MEMBERSHIP: "sometimes" is not a boolean`},
 		{map[string]string{"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "0"}, `EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT: "0" is out of range 0.1..300 seconds`},
 		{map[string]string{"DATABASE_URL": "mysql://root:hunter2@db/x"}, `DATABASE_URL: is neither a postgres:// URL nor a key=value connection string`},

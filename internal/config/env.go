@@ -34,6 +34,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 
 	p.seconds("DEFAULT_LEASE_DURATION", &c.DefaultLeaseDuration, 0.1, 86400)
 	p.boolean("REQUIRE_FENCING_TOKEN", &c.RequireFencingToken)
+	if v := strings.TrimSpace(getenv("TOKEN_FLOOR_CHECK")); v != "" {
+		c.TokenFloorCheck = strings.ToLower(v)
+	}
 	p.boolean("AUTH_REQUIRED", &c.Auth.Required)
 	p.str("AUTH_KEYS", &c.Auth.Keys)
 	p.str("AUTH_REQUESTER_KEYS", &c.Auth.RequesterKeys)
@@ -176,6 +179,12 @@ func (c Config) validate(bootstrapSet bool) []error {
 				fail(f.name, f.v, "is set but AUTH_REQUIRED is not true")
 			}
 		}
+	}
+
+	switch c.TokenFloorCheck {
+	case TokenFloorRequire, TokenFloorWarn, TokenFloorOff:
+	default:
+		fail("TOKEN_FLOOR_CHECK", c.TokenFloorCheck, "is not require, warn or off")
 	}
 
 	if d := c.LockEventsRetention; d > 0 && d < time.Minute {

@@ -39,6 +39,7 @@ func (c Config) Redacted() map[string]any {
 		"POSTGRES_MAX_CONNECTIONS":           pg.MaxConns,
 		"DEFAULT_LEASE_DURATION":             c.DefaultLeaseDuration.Seconds(),
 		"REQUIRE_FENCING_TOKEN":              c.RequireFencingToken,
+		"TOKEN_FLOOR_CHECK":                  c.TokenFloorCheck,
 		"AUTH_REQUIRED":                      c.Auth.Required,
 		"AUTH_KEYS":                          c.Auth.Keys,
 		"AUTH_REQUESTER_KEYS":                c.Auth.RequesterKeys,
