@@ -194,10 +194,18 @@ func group(segs []segment) []*part {
 // answer was lost and InTx retried): PostgreSQL says one of the attempts'
 // transactions committed, and nil is returned as for success. Or another
 // replica moved it: that partition is restarted from the stored offset
-// (takenOver) and the other parts are returned to retry.
+// (takenOver) and the other parts are returned to retry. Or it went back
+// (wentBack): the token floor is checked first.
 func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, xids []int64) ([]*part, error) {
+	back, err := w.wentBack(ctx, moved)
+	switch {
+	case err != nil:
+		return nil, err // the batch is retried, the partition not restarted
+	case back:
+		return w.restartMoved(parts, moved), nil
+	}
 	var committed bool
-	err := w.cfg.Store.Pool.QueryRow(ctx, `
+	err = w.cfg.Store.Pool.QueryRow(ctx, `
 		SELECT coalesce(bool_or(pg_xact_status(x::text::xid8) = 'committed'), false) FROM unnest($1::bigint[]) AS x`,
 		xids).Scan(&committed)
 	if err != nil {
@@ -208,6 +216,12 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 		w.committed(parts, nil, 0)
 		return nil, nil
 	}
+	return w.restartMoved(parts, moved), nil
+}
+
+// restartMoved restarts the partition whose offset moved (takenOver) and
+// returns the other parts.
+func (w *Worker) restartMoved(parts []*part, moved *store.OffsetMovedError) []*part {
 	rest := parts[:0]
 	for _, pt := range parts {
 		if pt.p.id != moved.Partition {
@@ -216,7 +230,44 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 		}
 		w.takenOver(pt.p)
 	}
-	return rest, nil
+	return rest
+}
+
+// wentBack reports whether the moved partition's stored offset is below the
+// one this worker expected (or gone), and if so checks the fencing token
+// floor (RaiseTokenFloor, Kafka read included) before the partition applies
+// anything again, so that the commands it applies again (their outcomes
+// lost too) and every other grant do not hand out published tokens again.
+// Every batch, of any replica, moves an offset forward from where it found
+// it; this worker's own moves back (rewindLost) set its expected offset
+// before any batch of the partition runs again. So a lower offset is
+// PostgreSQL having lost committed transactions (a restore, an
+// asynchronous standby promoted while this worker ran), or another replica
+// having moved it back because the commands topic lost records or was
+// created again (checkLogEnds, CheckTopicID), when the check finds the
+// sequence ahead. The check failing (under TokenFloorRequire) is returned:
+// the batch is retried, and the check with it, until it succeeds.
+func (w *Worker) wentBack(ctx context.Context, moved *store.OffsetMovedError) (bool, error) {
+	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
+	if err != nil {
+		return false, fmt.Errorf("reading the stored offset that moved: %w", err)
+	}
+	pos, ok := stored[moved.Partition]
+	if ok && pos.Next >= moved.From {
+		return false, nil
+	}
+	if !ok {
+		pos.Next = -1
+	}
+	w.log.Error().Int32("partition", moved.Partition).Int64("expected_offset", moved.From).Int64("stored_offset", pos.Next).
+		Msg("PostgreSQL went back: the partition's stored offset is below the one this replica committed (PostgreSQL lost committed " +
+			"transactions, a restore or an asynchronous failover, unless another replica moved it back after the commands topic lost records); " +
+			"checking the fencing tokens against the lock.acquired topic before the partition applies its commands again from the stored offset")
+	if _, err := w.RaiseTokenFloor(ctx); err != nil {
+		return true, fmt.Errorf("the stored offset of partition %d went back from %d to %d, and checking the fencing tokens failed: %w",
+			moved.Partition, moved.From, pos.Next, err)
+	}
+	return true, nil
 }
 
 // takenOver stops partition p, whose stored offset another replica moved,

@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 	"github.com/omninode/lockworker/worker"
@@ -220,4 +222,73 @@ func TestTokenFloorKafkaNotServing(t *testing.T) {
 	last, called := sequence(t, e.Store)
 	require.Equal(t, int64(1), last)
 	require.False(t, called)
+}
+
+// PostgreSQL loses committed transactions while a replica runs (an
+// asynchronous standby promoted): the partition's stored offset, the locks,
+// the outcomes and the fencing token sequence go back. The replica's next
+// batch on that partition finds the offset below the one it committed; it
+// checks the token floor before the partition applies anything again, then
+// applies the lost commands again from the stored offset: every token
+// granted from then on is above every token published before.
+func TestTokenFloorWhenStoredOffsetGoesBack(t *testing.T) {
+	e := e2e.New(t)
+	ctx := context.Background()
+	reply := "locks.replies.back"
+	lifecycle := e.Watch(e.Names.Acquired)
+	replies := e.Watch(reply)
+	var log testlog.Buffer
+	logger := zerolog.New(&log)
+	e.StartWorker(e2e.WorkerOpts{Name: "running", Logger: &logger})
+	const partition = 3
+	send := sendTo(t, e, partition)
+	const locks = 5
+	lease := func(c *topics.Command) { c.LeaseDuration = 300 }
+	for i := range locks {
+		send(cmd("acquire", fmt.Sprintf("before-%d", i), fmt.Sprintf("lock-%d", i), "alice", reply, lease))
+	}
+	var highest int64
+	lifecycle.WaitFor(t, 20*time.Second, "every grant on the lifecycle topic", func(rs []e2e.Received) bool {
+		highest = 0
+		for _, r := range rs {
+			highest = max(highest, r.Event.LockInfo.FencingToken)
+		}
+		return len(rs) == locks
+	})
+
+	// The loss: the partition's offset, the locks, the outcomes and the
+	// sequence as before the grants.
+	tx, err := e.Store.Pool.Begin(ctx)
+	require.NoError(t, err)
+	for _, q := range []string{
+		`UPDATE consumer_offsets SET next_offset = 0 WHERE partition = ` + fmt.Sprint(partition),
+		`DELETE FROM lock_holders`, `DELETE FROM lock_waiters`, `DELETE FROM locks`, `DELETE FROM processed_requests`,
+		`SELECT setval('fencing_tokens', 1, false)`,
+	} {
+		_, err := tx.Exec(ctx, q)
+		require.NoError(t, err, q)
+	}
+	require.NoError(t, tx.Commit(ctx))
+
+	send(cmd("acquire", "after", "lock-after", "bob", reply, lease))
+	got := replies.WaitFor(t, 20*time.Second, "the lost grants made again, and the new one", func(rs []e2e.Received) bool {
+		n := 0
+		for _, r := range rs {
+			if r.Event.Type == topics.TypeAcquired {
+				n++
+			}
+		}
+		return n == 2*locks+1
+	})
+	seen := map[string]int{}
+	for _, r := range got[locks:] { // the answers after the loss
+		require.Equal(t, topics.TypeAcquired, r.Event.Type)
+		require.Greater(t, r.Event.LockInfo.FencingToken, highest, "%s", r.Event.RequestID)
+		seen[r.Event.RequestID]++
+	}
+	require.Len(t, seen, locks+1, "%v", seen)
+	require.Contains(t, log.String(), "PostgreSQL went back")
+	require.Contains(t, log.String(), `"expected_offset":5`)
+	require.Contains(t, log.String(), `"stored_offset":0`)
+	require.Contains(t, log.String(), "PostgreSQL is behind Kafka")
 }
