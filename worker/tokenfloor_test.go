@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -291,4 +292,78 @@ func TestTokenFloorWhenStoredOffsetGoesBack(t *testing.T) {
 	require.Contains(t, log.String(), `"expected_offset":5`)
 	require.Contains(t, log.String(), `"stored_offset":0`)
 	require.Contains(t, log.String(), "PostgreSQL is behind Kafka")
+}
+
+// Records that are not lock.acquired events, or whose token no sequence
+// can have handed out, do not move the sequence: a token of MaxInt64, a
+// released event with a high token, a grant whose ce_type header says
+// otherwise. The implausible token is warned of with its partition and
+// offset; the floor comes from the one real grant.
+func TestTokenFloorIgnoresForeignRecords(t *testing.T) {
+	e := e2e.New(t)
+	var log testlog.Buffer
+	_, topic := floorTopic(t, e, 1)
+	names := e.Names
+	names.Acquired = topic
+	w := idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names, Logger: zerolog.New(&log)})
+	released := topics.NewEvent(topics.TypeReleased, topics.OpRelease, "", time.Now())
+	released.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", FencingToken: 9_000_000}
+	rv, err := released.Encode()
+	require.NoError(t, err)
+	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic))
+	require.NoError(t, err)
+	defer pp.Close()
+	require.NoError(t, pp.ProduceSync(context.Background(),
+		&kgo.Record{Value: acquiredEvent(t, 42)},
+		&kgo.Record{Value: acquiredEvent(t, math.MaxInt64)},
+		&kgo.Record{Value: rv},
+		&kgo.Record{Value: acquiredEvent(t, 8_000_000), Headers: []kgo.RecordHeader{{Key: topics.HeaderCEType, Value: []byte(topics.TypeReleased)}}},
+	).FirstErr())
+	forgetTokens(t, e.Store)
+	f, err := w.RaiseTokenFloor(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 4, f.Records)
+	require.Equal(t, 1, f.Tokens)
+	require.Equal(t, int64(42), f.Highest)
+	require.True(t, f.Raised, "%+v", f)
+	require.Equal(t, int64(42+worker.TokenFloorMargin), f.Floor)
+	require.Contains(t, log.String(), `"partition":0,"offset":1`)
+	require.Contains(t, log.String(), "beyond any the sequence can have handed out")
+
+	// Run again with the sequence left exactly at the floor (as an
+	// attempt whose answer was lost leaves it): still reported behind.
+	_, err = e.Store.Pool.Exec(context.Background(), `SELECT setval('fencing_tokens', $1)`, f.Floor)
+	require.NoError(t, err)
+	f, err = w.RaiseTokenFloor(context.Background())
+	require.NoError(t, err)
+	require.False(t, f.Raised)
+	require.True(t, f.Behind, "%+v", f)
+	require.Contains(t, log.String(), "found at 1000042 already")
+}
+
+// A topic whose newest records hold no lock.acquired event is warned of;
+// TOKEN_FLOOR_CHECK=off and no topic configured are said at info level.
+func TestTokenFloorNothingToRead(t *testing.T) {
+	e := e2e.New(t)
+	_, topic := floorTopic(t, e, 1)
+	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic))
+	require.NoError(t, err)
+	defer pp.Close()
+	require.NoError(t, pp.ProduceSync(context.Background(), &kgo.Record{Value: []byte("not an event")}).FirstErr())
+	for _, c := range []struct{ check, topic, says string }{
+		{"", topic, `"message":"none of the newest records`},
+		{worker.TokenFloorOff, topic, `{"level":"info","message":"the fencing token floor is not checked (TOKEN_FLOOR_CHECK=off)"`},
+		{"", "", `{"level":"info","message":"the fencing token floor is not checked: no lock.acquired topic`},
+	} {
+		var log testlog.Buffer
+		names := e.Names
+		names.Acquired = c.topic
+		w := idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names, TokenFloorCheck: c.check, Logger: zerolog.New(&log)})
+		_, err := w.RaiseTokenFloor(context.Background())
+		require.NoError(t, err)
+		require.Contains(t, log.String(), c.says)
+		if c.topic != "" && c.check == "" {
+			require.Contains(t, log.String(), `"level":"warn"`)
+		}
+	}
 }
