@@ -351,12 +351,14 @@ const (
 	DefaultEmbeddedAddr = topics.DevelopmentBroker
 	DefaultEmbeddedDir  = ".data/kafka"
 
-	GroupProtocolClassic = "classic"
-	// TOKEN_FLOOR_CHECK's values (Config.TokenFloorCheck).
-	TokenFloorRequire     = "require"
-	TokenFloorWarn        = "warn"
-	TokenFloorOff         = "off"
+	GroupProtocolClassic  = "classic"
 	GroupProtocolConsumer = "consumer"
+
+	// TOKEN_FLOOR_CHECK's values (Config.TokenFloorCheck).
+	TokenFloorRequire = "require"
+	TokenFloorWarn    = "warn"
+	TokenFloorOff     = "off"
+
 	// ApacheMinSessionTimeout is Apache Kafka's default
 	// group.min.session.timeout.ms.
 	ApacheMinSessionTimeout = 6 * time.Second
