@@ -23,7 +23,11 @@ type TokenSequence struct {
 	// (last_value, or the one before it when is_called is false); Now is
 	// the last token after: Was, or the floor when Raised.
 	Was, Now int64
-	// Raised says this call moved the sequence.
+	// Raised says this call sent a setval: the sequence was behind when
+	// it read it. Sent by an attempt whose answer was lost, the retry may
+	// find the sequence where that setval (or another replica's) left it:
+	// Raised still, Was as the first attempt to send one read it, Now as
+	// the last attempt left it.
 	Raised bool
 }
 
@@ -50,13 +54,16 @@ type TokenSequence struct {
 //
 // It is retried on a transient error. setval is not transactional: an
 // attempt whose answer was lost may have moved the sequence, and the retry
-// then finds it at floor and reports Raised false, Was == floor. The
-// caller tells that apart from a sequence found ahead by Was == floor.
+// then finds it at floor. Whether a setval was sent is kept across the
+// attempts, so such a call still reports Raised.
 func (s *Store) RaiseTokenFloor(ctx context.Context, published, floor int64) (TokenSequence, error) {
 	if floor < published {
 		return TokenSequence{}, fmt.Errorf("raising the fencing token floor to %d: below the token published, %d", floor, published)
 	}
 	var seq TokenSequence
+	// Kept across attempts: a setval stays done when its transaction
+	// does not commit.
+	sent, sentWas := false, int64(0)
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		seq = TokenSequence{}
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, TokenFloorLockClass); err != nil {
@@ -69,14 +76,20 @@ func (s *Store) RaiseTokenFloor(ctx context.Context, published, floor int64) (To
 		if seq.Was >= published {
 			return nil
 		}
+		if !sent {
+			sent, sentWas = true, seq.Was
+		}
 		if _, err := tx.Exec(ctx, `SELECT setval('fencing_tokens', $1)`, floor); err != nil {
 			return err
 		}
-		seq.Now, seq.Raised = floor, true
+		seq.Now = floor
 		return nil
 	})
 	if err != nil {
 		return TokenSequence{}, fmt.Errorf("raising the fencing token floor to %d: %w", floor, err)
+	}
+	if sent {
+		seq.Raised, seq.Was = true, sentWas
 	}
 	return seq, nil
 }

@@ -68,15 +68,14 @@ type TokenFloor struct {
 	// token among them (0: none).
 	Records, Tokens int
 	Highest         int64
-	// Floor is Highest + TokenFloorMargin (at most math.MaxInt64).
+	// Floor is Highest + TokenFloorMargin.
 	Floor int64
 	// Raised says the sequence's last token was below Highest, and it
-	// was moved up to Floor; Was is its last token then. Behind says the
-	// sequence was behind Kafka: Raised, or found at Floor already (moved
-	// by an attempt of this check whose answer was lost, or by another
-	// replica's check from the same token).
-	Raised, Behind bool
-	Was            int64
+	// was moved up to Floor (store.TokenSequence.Raised: a setval was
+	// sent); Was is its last token as last read (an attempt retried after
+	// a lost answer reads the sequence its setval moved).
+	Raised bool
+	Was    int64
 	// Skipped says the check did not run (TokenFloorOff, no topic) or,
 	// under TokenFloorWarn, failed in Kafka.
 	Skipped bool
@@ -145,23 +144,20 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 		w.log.Debug().Str("topic", f.Topic).Int("records", f.Records).Dur("took", f.Took).Msg("no fencing token published: the token floor stays")
 		return f, nil
 	}
-	f.Floor = f.Highest + min(TokenFloorMargin, math.MaxInt64-f.Highest) // saturating
+	// No overflow: Highest is at most MaxPlausibleToken, half of MaxInt64.
+	f.Floor = f.Highest + TokenFloorMargin
 	seq, err := w.cfg.Store.RaiseTokenFloor(ctx, f.Highest, f.Floor)
 	f.Took = time.Since(began)
 	if err != nil {
 		return f, err
 	}
 	f.Raised, f.Was = seq.Raised, seq.Was
-	f.Behind = seq.Raised || seq.Was == f.Floor
-	if !f.Behind {
+	if !f.Raised {
 		w.log.Debug().Str("topic", f.Topic).Int("records", f.Records).Int64("highest_published", f.Highest).Dur("took", f.Took).
 			Msg("the fencing token sequence is above every token published")
 		return f, nil
 	}
 	was := fmt.Sprintf("the sequence was at %d, moved to %d", f.Was, f.Floor)
-	if !f.Raised {
-		was = fmt.Sprintf("the sequence was found at %d already (moved there by this check, whose answer was lost, or by another replica's)", f.Floor)
-	}
 	w.log.Error().Str("topic", f.Topic).Int64("highest_published", f.Highest).Int64("sequence_was", f.Was).Int64("sequence_now", f.Floor).
 		Bool("raised", f.Raised).Dur("took", f.Took).
 		Msg(fmt.Sprintf("PostgreSQL is behind Kafka: the highest fencing token published is %d, %s. "+
