@@ -92,8 +92,12 @@ func TestRaiseTokenFloorConcurrent(t *testing.T) {
 	close(barrier)
 	require.Eventually(t, func() bool { // a condition, not a delay: both wait for the lock
 		var waiting int
+		// This schema's lock only (tests of other packages share the
+		// database): the (int4, int4) form shows its first key as
+		// classid, its second as objid (an oid: unsigned), objsubid 2.
 		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
-			WHERE locktype = 'advisory' AND classid = $1 AND NOT granted`, store.TokenFloorLockClass).Scan(&waiting))
+			WHERE locktype = 'advisory' AND classid = $1 AND objsubid = 2
+			AND objid::int8 = (hashtext(current_schema())::int8 & 4294967295) AND NOT granted`, store.TokenFloorLockClass).Scan(&waiting))
 		return waiting == 2
 	}, 10*time.Second, time.Millisecond)
 	require.NoError(t, hold.Rollback(ctx))
