@@ -59,6 +59,11 @@ const tokenFloorRecords = 100
 // tokenFloorTimeout bounds RaiseTokenFloor's reading of Kafka.
 const tokenFloorTimeout = 30 * time.Second
 
+// tokenFloorPoll bounds one poll of RaiseTokenFloor's client: a poll that
+// brings nothing has the offsets listed again, to finish partitions whose
+// records left to read are gone.
+const tokenFloorPoll = 2 * time.Second
+
 // TokenFloor is what RaiseTokenFloor found and did.
 type TokenFloor struct {
 	// Topic is the topic read: Config.Names.Acquired.
@@ -68,6 +73,10 @@ type TokenFloor struct {
 	// token among them (0: none).
 	Records, Tokens int
 	Highest         int64
+	// GrantedTwice are the tokens read in two lock.acquired events of
+	// different locks or owners (logged at error level): a database that
+	// lost transactions handed them out again before this check.
+	GrantedTwice []int64
 	// Floor is Highest + TokenFloorMargin.
 	Floor int64
 	// Raised says the sequence's last token was below Highest, and it
@@ -123,7 +132,7 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 	kctx, cancel := context.WithTimeout(ctx, tokenFloorTimeout)
 	defer cancel()
 	var err error
-	f.Records, f.Tokens, f.Highest, err = w.highestPublishedToken(kctx, f.Topic)
+	f.Records, f.Tokens, f.Highest, f.GrantedTwice, err = w.highestPublishedToken(kctx, f.Topic)
 	if err != nil {
 		f.Took = time.Since(began)
 		err = fmt.Errorf("reading the newest fencing tokens of topic %q (lock.acquired; Read and Describe on it are needed, or set TOKEN_FLOOR_CHECK=warn): %w", f.Topic, err)
@@ -222,12 +231,13 @@ func fatalKafka(err error) bool {
 // highestPublishedToken reads the newest tokenFloorRecords records of each
 // partition of topic, up to the end offsets listed first, and returns how
 // many it read, how many were lock.acquired events with a plausible token
-// (at most MaxPlausibleToken), and the highest of those tokens (0: none). A
-// missing topic has none.
-func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (records, tokens int, highest int64, err error) {
+// (at most MaxPlausibleToken), the highest of those tokens (0: none), and
+// the tokens it read granted to two different locks or owners (logged at
+// error level). A missing topic has none.
+func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (records, tokens int, highest int64, twice []int64, err error) {
 	starts, ends, err := w.listOffsets(ctx, topic)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, nil, err
 	}
 	from := map[int32]kgo.Offset{}
 	end := map[int32]int64{} // the offset each partition is read up to (excluded)
@@ -240,7 +250,7 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 		end[e.Partition] = e.Offset
 	})
 	if len(from) == 0 {
-		return 0, 0, 0, nil
+		return 0, 0, 0, nil, nil
 	}
 	opts := append([]kgo.Opt{
 		kgo.FetchMaxWait(fetchMaxWait),
@@ -253,21 +263,31 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 		// ending with one is seen read to its end.
 		kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
 		kgo.KeepControlRecords(),
+		// A start below the log's start now (retention removed records
+		// since the listing) goes to the end, not through the partition.
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("creating Kafka client: %w", err)
+		return 0, 0, 0, nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
 	defer cl.Close()
+	granted := map[int64]grant{} // each token read, to whom
+	done := func(p int32) {
+		delete(end, p)
+		cl.PauseFetchPartitions(map[string][]int32{topic: {p}})
+	}
 	var fetchErr error
 	for len(end) > 0 {
-		fs := cl.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, tokenFloorPoll)
+		fs := cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			left := slices.Sorted(maps.Keys(end))
 			if fetchErr != nil {
-				return records, tokens, highest, fmt.Errorf("partitions %v not read to their end: %w (last fetch error: %w)", left, ctx.Err(), fetchErr)
+				return records, tokens, highest, twice, fmt.Errorf("partitions %v not read to their end: %w (last fetch error: %w)", left, ctx.Err(), fetchErr)
 			}
-			return records, tokens, highest, fmt.Errorf("partitions %v not read to their end: %w", left, ctx.Err())
+			return records, tokens, highest, twice, fmt.Errorf("partitions %v not read to their end: %w", left, ctx.Err())
 		}
 		var fatal error
 		fs.EachError(func(_ string, p int32, err error) {
@@ -280,7 +300,31 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 			}
 		})
 		if fatal != nil {
-			return records, tokens, highest, fatal
+			return records, tokens, highest, twice, fatal
+		}
+		if fs.NumRecords() == 0 {
+			// Nothing came within tokenFloorPoll: a partition whose
+			// records left to read were removed since the listing
+			// (retention, a truncated or recreated topic) has nothing
+			// to wait for.
+			nowStarts, nowEnds, err := w.listOffsets(ctx, topic)
+			switch {
+			case ctx.Err() != nil:
+				continue // said above
+			case err != nil:
+				return records, tokens, highest, twice, err
+			}
+			nowEnds.Each(func(e kadm.ListedOffset) {
+				s, ok := nowStarts.Lookup(topic, e.Partition)
+				want, reading := end[e.Partition]
+				if !reading || !ok || e.Err != nil || s.Err != nil {
+					return
+				}
+				if max(from[e.Partition].EpochOffset().Offset, s.Offset) >= min(want, e.Offset) {
+					done(e.Partition)
+				}
+			})
+			continue
 		}
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
 			for _, r := range fp.Records {
@@ -288,15 +332,31 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 					continue
 				}
 				records++
-				t := publishedToken(r)
-				if t > MaxPlausibleToken {
-					w.log.Warn().Str("topic", topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", t).
-						Msg("ignoring a fencing token on the lock.acquired topic beyond any the sequence can have handed out: a record not written by lockworker")
-					continue
+				plausible := false
+				for _, g := range publishedGrants(r) {
+					if g.token > MaxPlausibleToken {
+						w.log.Warn().Str("topic", topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", g.token).
+							Msg("ignoring a fencing token on the lock.acquired topic beyond any the sequence can have handed out: a record not written by lockworker")
+						continue
+					}
+					plausible = true
+					highest = max(highest, g.token)
+					first, ok := granted[g.token]
+					switch {
+					case !ok:
+						granted[g.token] = g
+					case first.lock != g.lock || first.owner != g.owner:
+						if !slices.Contains(twice, g.token) {
+							twice = append(twice, g.token)
+						}
+						w.log.Error().Str("topic", topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", g.token).
+							Str("lock", g.lock).Str("owner", g.owner).Str("other_lock", first.lock).Str("other_owner", first.owner).
+							Msg(fmt.Sprintf("fencing token %d was granted twice: to two different locks or owners, as a database that lost committed transactions "+
+								`hands out again; the older holder is not fenced off by the newer. See docs/design.md "PostgreSQL lost transactions"`, g.token))
+					}
 				}
-				if t > 0 {
+				if plausible {
 					tokens++
-					highest = max(highest, t)
 				}
 			}
 			e, ok := end[fp.Partition]
@@ -308,36 +368,50 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 			// offsets hold no record, has nothing more to give.
 			next := fp.Records[len(fp.Records)-1].Offset + 1
 			if next >= e || (fp.HighWatermark >= 0 && next >= fp.HighWatermark) {
-				delete(end, fp.Partition)
+				done(fp.Partition)
 			}
 		})
 	}
-	return records, tokens, highest, nil
+	return records, tokens, highest, twice, nil
 }
 
-// publishedToken is the fencing token of a lock.acquired event record (its
-// lease's, or the highest of the holders it lists), or 0 for a record that
-// is not one: its value's type, and its ce_type header when it has one,
-// must be lock.acquired. The lifecycle topic carries events as the relay
-// publishes them, plain JSON; the outbox's compacted form is expanded too,
-// should a record ever carry it.
-func publishedToken(r *kgo.Record) int64 {
+// grant is a fencing token read on the lock.acquired topic and to whom it
+// was granted.
+type grant struct {
+	token       int64
+	lock, owner string // the lock's namespace and name; the owner
+}
+
+// publishedGrants are the fencing tokens of a lock.acquired event record
+// (its lease's, and the holders' it lists), none for a record that is not
+// one: its value's type, and its ce_type header when it has one, must be
+// lock.acquired. The lifecycle topic carries events as the relay publishes
+// them, plain JSON; the outbox's compacted form is expanded too, should a
+// record ever carry it.
+func publishedGrants(r *kgo.Record) []grant {
 	for _, h := range r.Headers {
 		if h.Key == topics.HeaderCEType && string(h.Value) != topics.TypeAcquired {
-			return 0
+			return nil
 		}
 	}
 	v, err := topics.ExpandEvent(r.Value)
 	if err != nil {
-		return 0
+		return nil
 	}
 	e, err := topics.DecodeEvent(v)
 	if err != nil || e.Type != topics.TypeAcquired || e.LockInfo == nil {
-		return 0
+		return nil
 	}
-	t := e.LockInfo.FencingToken
-	for _, h := range e.LockInfo.Holders {
-		t = max(t, h.FencingToken)
+	li := e.LockInfo
+	lock := li.Namespace + "/" + li.LockName
+	var gs []grant
+	if li.FencingToken > 0 {
+		gs = append(gs, grant{li.FencingToken, lock, li.OwnerID})
 	}
-	return t
+	for _, h := range li.Holders {
+		if h.FencingToken > 0 {
+			gs = append(gs, grant{h.FencingToken, lock, h.OwnerID})
+		}
+	}
+	return gs
 }

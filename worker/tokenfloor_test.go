@@ -366,3 +366,41 @@ func TestTokenFloorNothingToRead(t *testing.T) {
 		}
 	}
 }
+
+// A token read in two lock.acquired events of different owners or locks
+// was granted twice (a database that lost transactions handed it out
+// again before the check): it is logged at error level, naming both. The
+// same grant published twice (a relay's retry) is not.
+func TestTokenFloorFindsATokenGrantedTwice(t *testing.T) {
+	e := e2e.New(t)
+	var log testlog.Buffer
+	_, topic := floorTopic(t, e, 2)
+	names := e.Names
+	names.Acquired = topic
+	w := idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names, Logger: zerolog.New(&log)})
+	grant := func(lock, owner string, token int64) []byte {
+		ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
+		ev.LockInfo = &topics.LockInfo{LockName: lock, OwnerID: owner, Status: topics.StatusAcquired, FencingToken: token}
+		v, err := ev.Encode()
+		require.NoError(t, err)
+		return v
+	}
+	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	defer pp.Close()
+	require.NoError(t, pp.ProduceSync(context.Background(),
+		&kgo.Record{Partition: 0, Value: grant("l", "alice", 42)},
+		&kgo.Record{Partition: 1, Value: grant("l", "alice", 42)}, // the same grant again
+		&kgo.Record{Partition: 0, Value: grant("l", "alice", 77)},
+		&kgo.Record{Partition: 1, Value: grant("m", "bob", 77)}, // after the loss
+	).FirstErr())
+	f, err := w.RaiseTokenFloor(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, []int64{77}, f.GrantedTwice)
+	require.Equal(t, 4, f.Tokens)
+	require.Contains(t, log.String(), `"level":"error"`)
+	require.Contains(t, log.String(), "fencing token 77 was granted twice")
+	require.NotContains(t, log.String(), "fencing token 42 was granted twice")
+	require.Contains(t, log.String(), `"owner":`)
+	require.Contains(t, log.String(), `"other_owner":`)
+}
