@@ -78,6 +78,20 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 	poison := quarantine{}
 	start := time.Now()
 	retriedNow := false // a refusal that did not reproduce was retried at once
+	// dropRevoked drops the parts whose partition is being revoked.
+	dropRevoked := func() {
+		parts = slices.DeleteFunc(parts, func(pt *part) bool {
+			if !pt.p.letGo() {
+				return false
+			}
+			w.drop(pt.p)                 // with what was polled for it since
+			released[pt.p] = pt.segments // group may have left later ones out
+			for range pt.segments {
+				pt.p.pending.Done()
+			}
+			return true
+		})
+	}
 	for attempt := 1; len(parts) > 0; {
 		results, err := w.applyTx(ctx, parts, &xids, poison, false)
 		if err == nil {
@@ -90,8 +104,13 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		var moved *store.OffsetMovedError
 		if errors.As(err, &moved) {
 			var rest []*part
-			if rest, err = w.settleMoved(ctx, parts, moved, xids); err == nil {
+			rest, err = w.settleMoved(ctx, parts, moved, xids)
+			switch {
+			case err == nil:
 				parts = rest
+				continue
+			case errors.Is(err, errRevoking):
+				dropRevoked() // as after backOff; the rest is retried
 				continue
 			}
 		}
@@ -125,17 +144,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		if !w.backOff(ctx, parts, delay) {
 			return
 		}
-		parts = slices.DeleteFunc(parts, func(pt *part) bool {
-			if !pt.p.letGo() {
-				return false
-			}
-			w.drop(pt.p)                 // with what was polled for it since
-			released[pt.p] = pt.segments // group may have left later ones out
-			for range pt.segments {
-				pt.p.pending.Done()
-			}
-			return true
-		})
+		dropRevoked()
 	}
 }
 
@@ -143,14 +152,35 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 // partitions is being revoked meanwhile (it is dropped at once); false when
 // ctx ended.
 func (w *Worker) backOff(ctx context.Context, parts []*part, delay time.Duration) bool {
-	wait, cancel := context.WithTimeout(ctx, delay)
+	held, stop := whileHeld(ctx, parts)
+	defer stop()
+	wait, cancel := context.WithTimeout(held, delay)
 	defer cancel()
-	for _, pt := range parts {
-		defer context.AfterFunc(pt.p.revoking, cancel)()
-	}
 	<-wait.Done()
 	return ctx.Err() == nil
 }
+
+// whileHeld is ctx, also cancelled as soon as one of parts' partitions is
+// being revoked: what a batch waits for (backOff, wentBack's Kafka read)
+// must not hold a revoke, which waits for the batch's pending segments.
+// stop releases it.
+func whileHeld(ctx context.Context, parts []*part) (held context.Context, stop func()) {
+	held, cancel := context.WithCancel(ctx)
+	stops := make([]func() bool, len(parts))
+	for i, pt := range parts {
+		stops[i] = context.AfterFunc(pt.p.revoking, cancel)
+	}
+	return held, func() {
+		for _, s := range stops {
+			s()
+		}
+		cancel()
+	}
+}
+
+// errRevoking is wentBack's check ended because a partition of the batch
+// is being revoked: the caller drops it, as after backOff.
+var errRevoking = errors.New("a partition of the batch is being revoked")
 
 func partitionIDs(parts []*part) []int32 {
 	ids := make([]int32, len(parts))
@@ -197,10 +227,10 @@ func group(segs []segment) []*part {
 // (takenOver) and the other parts are returned to retry. Or it went back
 // (wentBack): the token floor is checked first.
 func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, xids []int64) ([]*part, error) {
-	back, err := w.wentBack(ctx, moved)
+	back, err := w.wentBack(ctx, parts, moved)
 	switch {
 	case err != nil:
-		return nil, err // the batch is retried, the partition not restarted
+		return nil, err // the batch is retried (errRevoking: less what is revoked), the partition not restarted
 	case back:
 		return w.restartMoved(parts, moved), nil
 	}
@@ -247,7 +277,14 @@ func (w *Worker) restartMoved(parts []*part, moved *store.OffsetMovedError) []*p
 // created again (checkLogEnds, CheckTopicID), when the check finds the
 // sequence ahead. The check failing (under TokenFloorRequire) is returned:
 // the batch is retried, and the check with it, until it succeeds.
-func (w *Worker) wentBack(ctx context.Context, moved *store.OffsetMovedError) (bool, error) {
+//
+// The check runs while the batch's segments are pending, so a revoke of
+// any of its partitions ends it (whileHeld, as backOff): errRevoking, and
+// the caller drops what is revoked. The check then runs again with the
+// rest of the batch if the partition that went back stays; if it is the
+// one revoked, its next owner has no expected offset to compare with and
+// does not check (docs/design.md "PostgreSQL lost transactions").
+func (w *Worker) wentBack(ctx context.Context, parts []*part, moved *store.OffsetMovedError) (bool, error) {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
 		return false, fmt.Errorf("reading the stored offset that moved: %w", err)
@@ -259,14 +296,43 @@ func (w *Worker) wentBack(ctx context.Context, moved *store.OffsetMovedError) (b
 	if !ok {
 		pos.Next = -1
 	}
+	check := "checking the fencing tokens against the lock.acquired topic before the partition applies its commands again from the stored offset"
+	if w.cfg.TokenFloorCheck == TokenFloorOff || w.cfg.Names.Acquired == "" {
+		check = "the fencing tokens are not checked (TOKEN_FLOOR_CHECK=off, or no lock.acquired topic): tokens already granted may be granted again"
+	}
 	w.log.Error().Int32("partition", moved.Partition).Int64("expected_offset", moved.From).Int64("stored_offset", pos.Next).
-		Msg("PostgreSQL went back: the partition's stored offset is below the one this replica committed (PostgreSQL lost committed " +
-			"transactions, a restore or an asynchronous failover, unless another replica moved it back after the commands topic lost records); " +
-			"checking the fencing tokens against the lock.acquired topic before the partition applies its commands again from the stored offset")
-	if _, err := w.RaiseTokenFloor(ctx); err != nil {
+		Msg("the partition's stored offset went back, below the one this replica committed: PostgreSQL lost transactions (a restore, " +
+			"an asynchronous failover), or the commands topic was recreated / rewound (another replica moved the offset back after Kafka " +
+			"lost records); " + check)
+	held, stop := whileHeld(ctx, parts)
+	defer stop()
+	f, err := w.RaiseTokenFloor(held)
+	if err != nil {
+		if held.Err() != nil && ctx.Err() == nil {
+			w.log.Warn().Err(err).Int32("partition", moved.Partition).
+				Msg("the fencing token check after the stored offset went back ended: a partition of the batch is being revoked")
+			return true, errRevoking
+		}
 		return true, fmt.Errorf("the stored offset of partition %d went back from %d to %d, and checking the fencing tokens failed: %w",
 			moved.Partition, moved.From, pos.Next, err)
 	}
+	if f.Skipped {
+		return true, nil // said by RaiseTokenFloor
+	}
+	// Always at error level: a sequence found ahead does not mean no
+	// token was granted twice. Other partitions, lanes and replicas, and
+	// the expiry scheduler, kept granting from the sequence as it went
+	// back until this check; they may have granted past the lost tokens.
+	outcome := "the sequence was ahead of every token published: it was not moved"
+	if f.Raised {
+		outcome = fmt.Sprintf("the sequence was behind: moved from %d to %d", f.Was, f.Floor)
+	}
+	w.log.Error().Int32("partition", moved.Partition).Str("topic", f.Topic).Int64("highest_published", f.Highest).
+		Int64("sequence_was", f.Was).Bool("raised", f.Raised).Int("records", f.Records).Ints64("granted_twice", f.GrantedTwice).
+		Msg(fmt.Sprintf("the fencing token check after the stored offset went back: the highest token published is %d, %s. "+
+			"Ahead does not mean no token was granted twice: what granted since the loss (other partitions, replicas, the expiry "+
+			`scheduler) may have handed out the lost tokens again before this check. See docs/design.md "PostgreSQL lost transactions"`,
+			f.Highest, outcome))
 	return true, nil
 }
 

@@ -288,7 +288,8 @@ func TestTokenFloorWhenStoredOffsetGoesBack(t *testing.T) {
 		seen[r.Event.RequestID]++
 	}
 	require.Len(t, seen, locks+1, "%v", seen)
-	require.Contains(t, log.String(), "PostgreSQL went back")
+	require.Contains(t, log.String(), "stored offset went back, below the one this replica committed")
+	require.Contains(t, log.String(), `"raised":true`)
 	require.Contains(t, log.String(), `"expected_offset":5`)
 	require.Contains(t, log.String(), `"stored_offset":0`)
 	require.Contains(t, log.String(), "PostgreSQL is behind Kafka")

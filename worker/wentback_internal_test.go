@@ -1,0 +1,93 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/topics"
+)
+
+// A partition's stored offset went back under a batch it shares with
+// another partition: the token floor check reads Kafka while the batch's
+// segments are pending. Kafka here never serves the lock.acquired records,
+// so the check would last tokenFloorTimeout, and a revoke, which waits for
+// the pending segments, with it: the revoke of the other partition ends the
+// check at once (whileHeld, as backOff does), that partition is dropped,
+// and the partition that went back is checked again, alone.
+func TestRevokeEndsTheWentBackCheck(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Acquired))
+	w, st := newApplierOn(t, c)
+	logs := &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer pp.Close()
+	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
+	ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: 42}
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	require.NoError(t, pp.ProduceSync(ctx, &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
+	var fetching atomic.Bool
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		fetching.Store(true)
+		return nil, errors.New("not serving"), true
+	})
+
+	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
+	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
+	_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`) // the loss
+	require.NoError(t, err)
+
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	p0.pending.Add(1)
+	p1.pending.Add(1)
+	go func() {
+		defer close(done)
+		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
+	}()
+	require.Eventually(t, fetching.Load, 20*time.Second, 5*time.Millisecond, "the check reads lock.acquired")
+	require.Contains(t, logs.String(), "stored offset went back")
+	p1.revoke() // as revoked does, before it waits
+	released := make(chan struct{})
+	go func() { p1.pending.Wait(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(tokenFloorTimeout / 2):
+		t.Fatal("the revoked partition is held by the token floor check")
+	}
+	require.True(t, p1.dropped.Load())
+	require.Contains(t, logs.String(), "a partition of the batch is being revoked")
+	require.NotContains(t, logs.String(), "applying batch failed", "not a failure of the batch")
+
+	// The check goes on for partition 0, which still went back.
+	require.Eventually(t, func() bool {
+		return strings.Count(logs.String(), "stored offset went back") == 2
+	}, 20*time.Second, 5*time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("the batch goes on for partition 0")
+	default:
+	}
+	cancel() // the hard stop
+	<-done
+	p0.pending.Wait()
+	require.EqualValues(t, 0, storedOffset(t, st, 0))
+	require.EqualValues(t, 1, storedOffset(t, st, 1))
+}
