@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -413,4 +416,48 @@ func TestTokenFloorFindsATokenGrantedTwice(t *testing.T) {
 	require.NotContains(t, log.String(), "fencing token 42 was granted twice")
 	require.Contains(t, log.String(), `"owner":`)
 	require.Contains(t, log.String(), `"other_owner":`)
+}
+
+// The records left to read are removed (retention) after the offsets were
+// listed: the check does not wait out its bound for them. The broker holds
+// the fetches until they are gone; the client then finds its start out of
+// range, resets to the end, brings nothing, and the offsets listed again
+// show nothing left to read.
+func TestTokenFloorPartitionEmptiedMeanwhile(t *testing.T) {
+	e := e2e.New(t)
+	w, topic := floorTopic(t, e, 1)
+	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic))
+	require.NoError(t, err)
+	defer pp.Close()
+	require.NoError(t, pp.ProduceSync(context.Background(), &kgo.Record{Value: acquiredEvent(t, 42)}).FirstErr())
+	forgetTokens(t, e.Store)
+	var removed atomic.Bool
+	fetching := make(chan struct{})
+	var once sync.Once
+	e.Cluster.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if removed.Load() {
+			return nil, nil, false // served from now on
+		}
+		e.Cluster.KeepControl()
+		once.Do(func() { close(fetching) })
+		return nil, errors.New("not yet"), true
+	})
+	go func() {
+		<-fetching // the offsets were listed
+		var o kadm.Offsets
+		o.Add(kadm.Offset{Topic: topic, Partition: 0, At: 1})
+		_, err := kadm.NewClient(pp).DeleteRecords(context.Background(), o)
+		assert.NoError(t, err)
+		removed.Store(true)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // below tokenFloorTimeout
+	defer cancel()
+	f, err := w.RaiseTokenFloor(ctx)
+	require.NoError(t, err)
+	require.True(t, removed.Load())
+	require.Zero(t, f.Records)
+	require.Zero(t, f.Highest)
+	last, called := sequence(t, e.Store)
+	require.Equal(t, int64(1), last)
+	require.False(t, called)
 }
