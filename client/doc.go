@@ -48,7 +48,10 @@
 //
 // WithLockDelay keeps the lock from the next holder for a while after a
 // lease ends without its Release (Chubby's and Consul's lock-delay), so a
-// holder that lost its lease unawares cannot overlap the next one;
+// holder that lost its lease unawares cannot overlap the next one, unless
+// its process or host was paused past the lease's end (a suspend, a VM
+// pause, Ctrl-Z: docs/design.md, "The holder's deadline"; only fencing
+// tokens cover that);
 // WithMaxHold caps a lease's total hold time, keep-alive included. Revoke
 // (an administrative operation) ends other owners' leases; a revoked Lease
 // is lost with ErrRevoked.

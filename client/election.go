@@ -144,7 +144,8 @@ func CampaignMetadata(value string) json.RawMessage {
 // leader's lease, renewed every third of it: a leader whose process dies
 // is replaced within that lease), WithOwner, OnQueued and WithLockDelay (a
 // leader that lost its lease without resigning cannot overlap the next
-// one); the others shape a lock an election does not use, and are refused. A campaign WithOwner
+// one, unless its process or host was paused past the lease's end: see
+// Lease.Lost and docs/design.md, "The holder's deadline"); the others shape a lock an election does not use, and are refused. A campaign WithOwner
 // of the owner that leads already (a restarted process with a stable owner
 // id) resumes its leadership at once: the same Token, and the Value it led
 // with, even while the process that led is alive, which then leads too. An

@@ -31,6 +31,14 @@ import (
 // extension (the broker or worker unreachable); Lost is then
 // closed and Context cancelled. Every Lease of one fencing token (an owner
 // that acquired a lock it held already) hears of its end.
+//
+// The expiry is judged locally, erring early, by the monotonic clock and by
+// the wall clock, whichever passes first (the error says which). A
+// process or host paused past it (a suspend, a VM pause, Ctrl-Z then fg, a
+// long GC pause) finds the lease lost within about a second of resuming,
+// but code already running under it may act first, after the worker has
+// granted the lock to another: only the fencing token, checked by the
+// resource, covers that (docs/design.md, "The holder's deadline").
 type Lease struct {
 	// Name and Namespace identify the lock.
 	Name      string
@@ -58,7 +66,8 @@ type Lease struct {
 	mu       sync.Mutex
 	info     topics.LockInfo
 	lease    time.Duration // lease_duration, the keep-alive target
-	deadline time.Time     // local estimate of the end of the lease
+	deadline time.Time     // local estimate of the end of the lease (monotonic clock)
+	wall     time.Time     // the same by the wall clock (see update); zero in a session
 	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
 	// release is Release's command, sent again (same request_id) by a
@@ -97,6 +106,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent, 
 	c.mu.Lock()
 	c.leases[l.Token] = append(c.leases[l.Token], l)
 	ended, read := c.ended[l.Token]
+	c.watchWall()
 	c.mu.Unlock()
 	if l.session == nil { // else the session's deadline counts (session.go)
 		l.mu.Lock()
@@ -123,7 +133,15 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent, 
 // the lease's remaining time by the worker's clock (expires_at minus anchor,
 // the worker's time of its first reply to the command) from when the command
 // was sent, which is no later than anchor: the estimate errs early, and
-// clocks of client and worker never need to agree. l.mu is held.
+// clocks of client and worker never need to agree. That holds while the
+// process runs: the deadline is kept twice, on the monotonic clock (its
+// timer), which a host suspend stops, and on the wall clock, which a
+// suspend does not stop (the client's wall-clock watch, watchWall), and
+// the lease is lost when either passes. A wall clock stepped forward then
+// loses the lease early, which is safe; one stepped back is caught by the
+// monotonic deadline. A process paused past its deadline still runs on for
+// up to wallCheckInterval, and code under the lease until it looks: see
+// docs/design.md, "The holder's deadline". l.mu is held.
 func (l *Lease) update(ev topics.Event, sent, anchor time.Time) {
 	li := ev.LockInfo
 	l.info = *li
@@ -133,9 +151,21 @@ func (l *Lease) update(ev topics.Event, sent, anchor time.Time) {
 	}
 	if li.ExpiresAt != nil {
 		l.deadline = sent.Add(li.ExpiresAt.Sub(anchor))
+		l.wall = sent.Round(0).Add(li.ExpiresAt.Sub(anchor))
 	}
 	if l.timer != nil {
 		l.timer.Reset(time.Until(l.deadline))
+	}
+}
+
+// checkWall loses the lease if its deadline by the wall clock, now, has
+// passed (see update).
+func (l *Lease) checkWall(now time.Time) {
+	l.mu.Lock()
+	passed := l.err == nil && !l.wall.IsZero() && !now.Before(l.wall)
+	l.mu.Unlock()
+	if passed {
+		l.expire(true)
 	}
 }
 
@@ -281,7 +311,11 @@ func (l *Lease) endedBy(ev topics.Event) error {
 	return nil
 }
 
-func (l *Lease) deadlinePassed() {
+func (l *Lease) deadlinePassed() { l.expire(false) }
+
+// expire ends the lease at its local deadline: the monotonic one (its
+// timer), or the wall clock's (wall, checkWall).
+func (l *Lease) expire(wall bool) {
 	if errors.Is(context.Cause(l.ctx), ErrReleased) {
 		// Released without an answer (Release returned why): the lease
 		// ran out, which is what the release was for. Lost stays open.
@@ -293,6 +327,10 @@ func (l *Lease) deadlinePassed() {
 	l.mu.Unlock()
 	if capped {
 		l.lose(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
+		return
+	}
+	if wall {
+		l.lose(fmt.Errorf("%w: lease of %q: the local clock shows its expiry passed without a confirmed extension (the host was suspended, or the process paused, or the clock stepped forward)", ErrLeaseLost, l.key()))
 		return
 	}
 	l.lose(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
@@ -653,6 +691,8 @@ func (l *Lease) keepAliveLoop() {
 			t.Stop()
 			return
 		}
+		// Woken after a suspend, the wall clock may show the lease over.
+		l.checkWall(l.c.wallNow())
 		l.mu.Lock()
 		deadline, lease, room := l.deadline, l.lease, l.capRoom()
 		l.mu.Unlock()

@@ -37,7 +37,8 @@ type Session struct {
 
 	mu       sync.Mutex
 	expires  time.Time // the worker's expires_at, as of the last answer
-	deadline time.Time // local estimate of expires, which errs early
+	deadline time.Time // local estimate of expires (monotonic clock), as Lease.update's
+	wall     time.Time // the same by the wall clock
 	timer    *time.Timer
 	err      error // why the session ended
 	leases   map[*Lease]bool
@@ -119,6 +120,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	// (its answer came late) is then removed by its end (finish).
 	c.mu.Lock()
 	c.sessions[s.ID] = s
+	c.watchWall()
 	c.mu.Unlock()
 	s.mu.Lock()
 	s.update(ev, sent)
@@ -140,10 +142,12 @@ func replySession(ev topics.Event) error {
 
 // update records an answer that confirmed the session until
 // session_info.expires_at: locally, that is its remaining time by the
-// worker's clock from when the command was sent. s.mu is held.
+// worker's clock from when the command was sent, on the monotonic clock
+// and on the wall clock, as Lease.update says. s.mu is held.
 func (s *Session) update(ev topics.Event, sent time.Time) {
 	s.expires = ev.SessionInfo.ExpiresAt.Time
 	s.deadline = sent.Add(s.expires.Sub(ev.OccurredAt.Time))
+	s.wall = sent.Round(0).Add(s.expires.Sub(ev.OccurredAt.Time))
 	if s.timer != nil {
 		s.timer.Reset(time.Until(s.deadline))
 	}
@@ -212,7 +216,7 @@ func (s *Session) Close(ctx context.Context) error {
 		cmd := s.command(topics.OpSessionClose)
 		s.closeCmd = &cmd
 	}
-	cmd, done := *s.closeCmd, s.closed || again && !time.Now().Before(s.deadline)
+	cmd, done := *s.closeCmd, s.closed || again && (!time.Now().Before(s.deadline) || !s.c.wallNow().Before(s.wall))
 	s.mu.Unlock()
 	if done {
 		return nil
@@ -292,6 +296,17 @@ func (s *Session) deadlinePassed() {
 	s.lose(fmt.Errorf("%w: session %q reached its expiry without a confirmed keep-alive", ErrSessionLost, s.ID))
 }
 
+// checkWall loses the session if its deadline by the wall clock, now, has
+// passed (see Lease.update).
+func (s *Session) checkWall(now time.Time) {
+	s.mu.Lock()
+	passed := s.err == nil && !s.wall.IsZero() && !now.Before(s.wall)
+	s.mu.Unlock()
+	if passed {
+		s.lose(fmt.Errorf("%w: session %q: the local clock shows its expiry passed without a confirmed keep-alive (the host was suspended, or the process paused, or the clock stepped forward)", ErrSessionLost, s.ID))
+	}
+}
+
 // command is a session command of this session.
 func (s *Session) command(op string) topics.Command {
 	cmd := s.c.command(op, "")
@@ -315,10 +330,11 @@ func (s *Session) keepAliveLoop() {
 		case <-s.c.closing.Done():
 			return
 		}
+		s.checkWall(s.c.wallNow()) // woken after a suspend, it may be over
 		s.mu.Lock()
-		deadline := s.deadline
+		deadline, ended := s.deadline, s.err
 		s.mu.Unlock()
-		if !time.Now().Before(deadline) {
+		if ended != nil || !time.Now().Before(deadline) {
 			// Too late: a keep-alive applied now would keep a session the
 			// deadline timer counts as lost.
 			continue

@@ -95,8 +95,9 @@ const sharedLockDelay = ".\nWith --shared the default is 0: the delay would keep
 // --grace plus the reply timeout, at most the contract's 60 s. COMMAND is
 // stopped only once the lease is lost, and may run for up to grace after
 // that, so the worker must grant nobody else meanwhile. A lease that ran
-// out is lost by lockctl's local deadline, which errs early: grace covers
-// it. A revoke's delay counts from the revoke's database time, and lockctl
+// out is lost by lockctl's local deadline, which errs early (unless lockctl
+// or its host was paused past it: docs/design.md, "The holder's deadline"):
+// grace covers it. A revoke's delay counts from the revoke's database time, and lockctl
 // stops COMMAND only when lock.revoked reaches it (the relay, then its
 // reply consumer): the reply timeout is lockctl's own bound on an answer's
 // way back, the margin for that. (lockctl's release after COMMAND exited
