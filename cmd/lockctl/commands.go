@@ -119,7 +119,7 @@ func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) err
 				ns = "--namespace " + shellQuote(c.namespace) + " "
 			}
 			return fmt.Sprintf("acquired %s\nrelease with: lockctl release %s--lock %s --owner %s --token %d",
-				describe(ev.LockInfo), ns, shellQuote(*a.lock), shellQuote(l.Owner), l.Token)
+				describe(ev), ns, shellQuote(*a.lock), shellQuote(l.Owner), l.Token)
 		})
 		return nil
 	}
@@ -141,7 +141,7 @@ func (c *cli) releaseFlags(fs *flag.FlagSet) func(context.Context, []string) err
 			if ev.Type == topics.TypeWithdrawn {
 				return "withdrew " + *owner + " from the queue of " + topics.LockKey(c.namespace, *lock)
 			}
-			return "released " + describe(ev.LockInfo)
+			return "released " + describe(ev)
 		})
 	}
 }
@@ -160,7 +160,7 @@ func (c *cli) extendFlags(fs *flag.FlagSet) func(context.Context, []string) erro
 		if *token != 0 {
 			cmd.FencingToken = token
 		}
-		return c.do(ctx, cmd, func(ev topics.Event) string { return "extended " + describe(ev.LockInfo) })
+		return c.do(ctx, cmd, func(ev topics.Event) string { return "extended " + describe(ev) })
 	}
 }
 
@@ -174,7 +174,7 @@ func (c *cli) revokeFlags(fs *flag.FlagSet) func(context.Context, []string) erro
 		}
 		cmd := topics.Command{Operation: topics.OpRevoke, LockName: *lock, OwnerID: *owner, Reason: *reason}
 		return c.do(ctx, cmd, func(ev topics.Event) string {
-			return fmt.Sprintf("revoked %d lease(s) of %s: last %s", ev.RevokedCount, topics.LockKey(c.namespace, *lock), describe(ev.LockInfo))
+			return fmt.Sprintf("revoked %d lease(s) of %s: last %s", ev.RevokedCount, topics.LockKey(c.namespace, *lock), describe(ev))
 		})
 	}
 }
@@ -186,7 +186,7 @@ func (c *cli) queryFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			return err
 		}
 		return c.do(ctx, topics.Command{Operation: topics.OpQuery, LockName: *lock},
-			func(ev topics.Event) string { return describe(ev.LockInfo) })
+			func(ev topics.Event) string { return describe(ev) })
 	}
 }
 

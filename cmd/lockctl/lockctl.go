@@ -450,8 +450,13 @@ func (c *cli) refused(err error) error {
 	return err
 }
 
-// describe is the human form of a lock.
-func describe(li *topics.LockInfo) string {
+// describe is the human form of the lock an event is about. Its "(in …)",
+// the lease's remaining time, is expires_at minus the event's occurred_at,
+// both the database's clock, as the SDK counts it: this host's clock need
+// not agree with it. Only without occurred_at is it counted from this
+// host's now.
+func describe(ev topics.Event) string {
+	li := ev.LockInfo
 	if li == nil {
 		return "(no lock info)"
 	}
@@ -465,7 +470,11 @@ func describe(li *topics.LockInfo) string {
 		fmt.Fprintf(&b, " session=%s", li.SessionID)
 	}
 	if li.ExpiresAt != nil && li.Status == topics.StatusAcquired {
-		fmt.Fprintf(&b, " expires=%s (in %s)", li.ExpiresAt.Format(topics.TimeLayout), time.Until(li.ExpiresAt.Time).Round(100*time.Millisecond))
+		left := time.Until(li.ExpiresAt.Time)
+		if !ev.OccurredAt.IsZero() {
+			left = li.ExpiresAt.Sub(ev.OccurredAt.Time)
+		}
+		fmt.Fprintf(&b, " expires=%s (in %s)", li.ExpiresAt.Format(topics.TimeLayout), left.Round(100*time.Millisecond))
 	}
 	if li.Status != topics.StatusFree {
 		fmt.Fprintf(&b, " acquisitions=%d extensions=%d", li.AcquisitionCount, li.ExtensionCount)
