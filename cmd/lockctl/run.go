@@ -59,13 +59,21 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 // addGraceFlag is run's and elect's --grace.
 func addGraceFlag(fs *flag.FlagSet) *seconds {
 	grace := &seconds{d: 10 * time.Second}
-	fs.Var(grace, "grace", "after SIGTERM, how long COMMAND may take to exit before SIGKILL: a `duration` or seconds\n(0: SIGKILL at once)")
+	fs.Var(grace, "grace", "after SIGTERM, how long COMMAND may take to exit before SIGKILL: a `duration` or seconds\n(0: SIGKILL at once; at most 24h)")
 	return grace
 }
+
+// maxGrace bounds --grace: a day is longer than any COMMAND should take to
+// stop, and grace plus the reply timeout (defaultLockDelay) must not
+// overflow a time.Duration, which made a negative lock-delay.
+const maxGrace = 24 * time.Hour
 
 func checkGrace(grace *seconds) error {
 	if grace.d < 0 {
 		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace)}
+	}
+	if grace.d > maxGrace {
+		return usageError{fmt.Sprintf("--grace %s is over %s", grace, maxGrace)}
 	}
 	return nil
 }
