@@ -291,7 +291,7 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 	// so it may hold the lock already, by another process's lease that a
 	// release would end.
 	*withdraw = o.generatedOwner || o.dedicatedOwner
-	sent := time.Now()
+	sent := c.sentNow()
 	var queuedAt time.Time // the worker's time of lock.queued, if it came
 	ev, err := c.exchange(ctx, cmd, func(ev topics.Event) (bool, time.Duration) {
 		if ev.Type != topics.TypeQueued {

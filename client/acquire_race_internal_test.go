@@ -56,7 +56,7 @@ func TestGivenUpAcquireWaitsForItsOwnersOthers(t *testing.T) {
 	c.newLease(topics.Event{Type: topics.TypeAcquired, OccurredAt: topics.Time{Time: now}, LockInfo: &topics.LockInfo{
 		Namespace: "ns", LockName: "job", OwnerID: "billing:me", FencingToken: 3, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60,
-	}}, acquireOptions{}, false, now, now)
+	}}, acquireOptions{}, false, sentAtTime(c, now), now)
 	a = start(cmd)
 	require.False(t, c.endAcquire(a, false, true), "a renewal of a held lease")
 	require.Empty(t, c.acquiring)

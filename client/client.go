@@ -51,11 +51,14 @@ type Client struct {
 	// ring, so it stays bounded.
 	ended    map[int64]topics.Event
 	endedLog []int64
-	// now is the wall clock, time.Now (nil: time.Now); tests move it past
-	// a lease's or session's wall-clock deadline.
-	now func() time.Time
-	// watching is set while the wall-clock watch runs (watchWall).
+	// boot is the boot clock (nil: bootClock); tests move it past a
+	// lease's or session's boot-clock deadline (bootNow).
+	boot func() time.Duration
+	// watching is set while the boot-clock watch runs (watchBoot).
 	watching bool
+	// bootTicks, when set (by a test), ticks the watch instead of a ticker
+	// of bootCheckInterval.
+	bootTicks chan time.Time
 }
 
 // New connects to Kafka, creates the reply topic when missing and starts
@@ -89,7 +92,6 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		sessions:  make(map[string]*Session),
 		acquiring: make(map[acquireKey]acquiring),
 		ended:     make(map[int64]topics.Event),
-		now:       time.Now,
 	}
 	if !cfg.ReadOnly {
 		c.replyTopic = cfg.Topics.ReplyTopic(cfg.Requester)
@@ -235,7 +237,7 @@ func (c *Client) Topics() topics.Names { return c.cfg.Topics }
 // just granted for nobody is given back, best effort: see Acquire,
 // Lease.Extend, NewSession). Held leases
 // are not released: they run out at their expiry, when their Lost channels
-// close (by the monotonic deadline only: the wall-clock watch stops here).
+// close (by the monotonic deadline only: the boot-clock watch stops here).
 // Close is idempotent.
 func (c *Client) Close() error {
 	c.once.Do(func() {

@@ -33,12 +33,14 @@ import (
 // that acquired a lock it held already) hears of its end.
 //
 // The expiry is judged locally, erring early, by the monotonic clock and by
-// the wall clock, whichever passes first (the error says which). A
-// process or host paused past it (a suspend, a VM pause, Ctrl-Z then fg, a
-// long GC pause) finds the lease lost within about a second of resuming,
-// but code already running under it may act first, after the worker has
-// granted the lock to another: only the fencing token, checked by the
-// resource, covers that (docs/design.md, "The holder's deadline").
+// a clock that goes on while the host is suspended (on Linux the boot
+// clock, which a step of the wall clock does not move; elsewhere the wall
+// clock), whichever passes first (the error says which). A process or
+// host paused past it (a suspend, a VM pause, Ctrl-Z then fg, a long GC
+// pause) finds the lease lost within about a second of resuming, but code
+// already running under it may act first, after the worker has granted
+// the lock to another: only the fencing token, checked by the resource,
+// covers that (docs/design.md, "The holder's deadline").
 type Lease struct {
 	// Name and Namespace identify the lock.
 	Name      string
@@ -67,7 +69,7 @@ type Lease struct {
 	info     topics.LockInfo
 	lease    time.Duration // lease_duration, the keep-alive target
 	deadline time.Time     // local estimate of the end of the lease (monotonic clock)
-	wall     time.Time     // the same by the wall clock (see update); zero in a session
+	boot     time.Duration // the same by the boot clock (see update); 0 in a session
 	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
 	// release is Release's command, sent again (same request_id) by a
@@ -90,7 +92,7 @@ type Lease struct {
 // sent is when the acquire was first sent and anchor the worker's time of
 // the first reply to it (the grant itself, or lock.queued for a grant after
 // waiting): see update.
-func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent, anchor time.Time) *Lease {
+func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent sentAt, anchor time.Time) *Lease {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())
 	l := &Lease{
@@ -106,7 +108,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent, 
 	c.mu.Lock()
 	c.leases[l.Token] = append(c.leases[l.Token], l)
 	ended, read := c.ended[l.Token]
-	c.watchWall()
+	c.watchBoot()
 	c.mu.Unlock()
 	if l.session == nil { // else the session's deadline counts (session.go)
 		l.mu.Lock()
@@ -135,14 +137,17 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent, 
 // was sent, which is no later than anchor: the estimate errs early, and
 // clocks of client and worker never need to agree. That holds while the
 // process runs: the deadline is kept twice, on the monotonic clock (its
-// timer), which a host suspend stops, and on the wall clock, which a
-// suspend does not stop (the client's wall-clock watch, watchWall), and
-// the lease is lost when either passes. A wall clock stepped forward then
-// loses the lease early, which is safe; one stepped back is caught by the
-// monotonic deadline. A process paused past its deadline still runs on for
-// up to wallCheckInterval, and code under the lease until it looks: see
+// timer), which a host suspend stops on Linux, and on the boot clock,
+// which a suspend does not stop (the client's boot-clock watch,
+// watchBoot), each counted from its own reading at the send, and the lease
+// is lost when either passes. On Linux the boot clock is CLOCK_BOOTTIME,
+// which a step of the wall clock does not move; elsewhere it is the wall
+// clock, which a step does: stepped forward it loses the lease early,
+// which is safe, and stepped back it is caught by the monotonic deadline.
+// A process paused past its deadline still runs on for up to
+// bootCheckInterval, and code under the lease until it looks: see
 // docs/design.md, "The holder's deadline". l.mu is held.
-func (l *Lease) update(ev topics.Event, sent, anchor time.Time) {
+func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 	li := ev.LockInfo
 	l.info = *li
 	l.lease = seconds(li.LeaseDuration)
@@ -150,19 +155,20 @@ func (l *Lease) update(ev topics.Event, sent, anchor time.Time) {
 		return // its expires_at is the session's
 	}
 	if li.ExpiresAt != nil {
-		l.deadline = sent.Add(li.ExpiresAt.Sub(anchor))
-		l.wall = sent.Round(0).Add(li.ExpiresAt.Sub(anchor))
+		left := li.ExpiresAt.Sub(anchor)
+		l.deadline = sent.mono.Add(left)
+		l.boot = sent.boot + left
 	}
 	if l.timer != nil {
 		l.timer.Reset(time.Until(l.deadline))
 	}
 }
 
-// checkWall loses the lease if its deadline by the wall clock, now, has
+// checkBoot loses the lease if its deadline by the boot clock, now, has
 // passed (see update).
-func (l *Lease) checkWall(now time.Time) {
+func (l *Lease) checkBoot(now time.Duration) {
 	l.mu.Lock()
-	passed := l.err == nil && !l.wall.IsZero() && !now.Before(l.wall)
+	passed := l.err == nil && l.boot != 0 && now >= l.boot
 	l.mu.Unlock()
 	if passed {
 		l.expire(true)
@@ -314,8 +320,8 @@ func (l *Lease) endedBy(ev topics.Event) error {
 func (l *Lease) deadlinePassed() { l.expire(false) }
 
 // expire ends the lease at its local deadline: the monotonic one (its
-// timer), or the wall clock's (wall, checkWall).
-func (l *Lease) expire(wall bool) {
+// timer), or the boot clock's (boot, checkBoot).
+func (l *Lease) expire(boot bool) {
 	if errors.Is(context.Cause(l.ctx), ErrReleased) {
 		// Released without an answer (Release returned why): the lease
 		// ran out, which is what the release was for. Lost stays open.
@@ -329,8 +335,8 @@ func (l *Lease) expire(wall bool) {
 		l.lose(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
 		return
 	}
-	if wall {
-		l.lose(fmt.Errorf("%w: lease of %q: the local clock shows its expiry passed without a confirmed extension (the host was suspended, or the process paused, or the clock stepped forward)", ErrLeaseLost, l.key()))
+	if boot {
+		l.lose(fmt.Errorf("%w: lease of %q: the %s shows its expiry passed without a confirmed extension (%s)", ErrLeaseLost, l.key(), bootClockName(), bootClockAhead()))
 		return
 	}
 	l.lose(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
@@ -481,7 +487,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	defer l.c.ops.Done()
-	sent := time.Now()
+	sent := l.c.sentNow()
 	ev, err := l.c.call(ctx, cmd)
 	if err != nil {
 		return err
@@ -691,8 +697,8 @@ func (l *Lease) keepAliveLoop() {
 			t.Stop()
 			return
 		}
-		// Woken after a suspend, the wall clock may show the lease over.
-		l.checkWall(l.c.wallNow())
+		// Woken after a suspend, the boot clock may show the lease over.
+		l.checkBoot(l.c.bootNow())
 		l.mu.Lock()
 		deadline, lease, room := l.deadline, l.lease, l.capRoom()
 		l.mu.Unlock()

@@ -27,7 +27,7 @@ func TestEndedBeforeLeaseRegistered(t *testing.T) {
 				AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
 			c.route(topics.Event{Type: tc.typ, LockInfo: info, OccurredAt: topics.Time{Time: now}})
 			granted := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-			l := c.newLease(granted, acquireOptions{}, false, now, now)
+			l := c.newLease(granted, acquireOptions{}, false, sentAtTime(c, now), now)
 			select {
 			case <-l.Lost():
 			default:
@@ -51,7 +51,7 @@ func TestEveryLeaseOfATokenEnds(t *testing.T) {
 	}
 	grant := func(token int64) *Lease {
 		return c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info(token), OccurredAt: topics.Time{Time: now}},
-			acquireOptions{}, false, now, now)
+			acquireOptions{}, false, sentAtTime(c, now), now)
 	}
 	first, renewed := grant(9), grant(9)
 	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info(9), OccurredAt: topics.Time{Time: now}, Reason: "test"})
@@ -87,7 +87,7 @@ func TestQueuedGrantDeadlineErrsEarly(t *testing.T) {
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 8, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(grantedAt), ExpiresAt: topics.NewTimePtr(grantedAt.Add(10 * time.Second)), LeaseDuration: 10}
 	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: grantedAt}},
-		acquireOptions{}, false, sent, queuedAt)
+		acquireOptions{}, false, sentAtTime(c, sent), queuedAt)
 	defer l.lose(ErrReleased)
 	l.mu.Lock()
 	deadline := l.deadline
@@ -106,11 +106,11 @@ func TestEndReadBeforeARenewalRegisters(t *testing.T) {
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 11, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
 	grant := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-	first := c.newLease(grant, acquireOptions{}, false, now, now)
+	first := c.newLease(grant, acquireOptions{}, false, sentAtTime(c, now), now)
 	// the renewal's grant was read (handed to its Acquire), then:
 	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info, OccurredAt: topics.Time{Time: now}, Reason: "ops"})
 	require.ErrorIs(t, first.Err(), ErrRevoked)
-	renewed := c.newLease(grant, acquireOptions{}, false, now, now) // Acquire registers it now
+	renewed := c.newLease(grant, acquireOptions{}, false, sentAtTime(c, now), now) // Acquire registers it now
 	defer renewed.lose(ErrReleased)
 	require.ErrorIs(t, renewed.Err(), ErrRevoked, "the renewal's lease is believed held after the revoke")
 }
@@ -130,7 +130,7 @@ func TestLeasePastItsDeadlineIsNotKept(t *testing.T) {
 				info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: int64(g*10000 + i), Status: topics.StatusAcquired,
 					AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now), LeaseDuration: 60}
 				leases <- c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
-					acquireOptions{}, false, now, now)
+					acquireOptions{}, false, sentAtTime(c, now), now)
 			}
 		})
 	}
@@ -224,13 +224,13 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.update(topics.Event{Type: topics.TypeSessionKeptAlive, OccurredAt: topics.Time{Time: at},
-			SessionInfo: &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 10, ExpiresAt: topics.NewTime(at.Add(10 * time.Second))}}, at)
+			SessionInfo: &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 10, ExpiresAt: topics.NewTime(at.Add(10 * time.Second))}}, sentAtTime(c, at))
 	}
 	keptAlive(now)
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 12, Status: topics.StatusAcquired, SessionID: s.ID,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(10 * time.Second)), LeaseDuration: 60}
 	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
-		acquireOptions{session: s}, false, now, now)
+		acquireOptions{session: s}, false, sentAtTime(c, now), now)
 	defer l.lose(ErrReleased)
 	require.WithinDuration(t, now.Add(10*time.Second), l.ExpiresAt(), 0)
 	later := now.Add(15 * time.Second) // past the grant's expires_at
@@ -244,7 +244,7 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 	info = &topics.LockInfo{LockName: "job2", OwnerID: "me", FencingToken: 13, Status: topics.StatusAcquired, SessionID: s.ID,
 		AcquiredAt: topics.NewTimePtr(later), ExpiresAt: topics.NewTimePtr(later.Add(20 * time.Second)), LeaseDuration: 60}
 	l2 := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: later}},
-		acquireOptions{session: s}, false, later, later)
+		acquireOptions{session: s}, false, sentAtTime(c, later), later)
 	defer l2.lose(ErrReleased)
 	require.WithinDuration(t, later.Add(20*time.Second), l2.ExpiresAt(), 0)
 }

@@ -36,9 +36,9 @@ type Session struct {
 	cancel context.CancelCauseFunc
 
 	mu       sync.Mutex
-	expires  time.Time // the worker's expires_at, as of the last answer
-	deadline time.Time // local estimate of expires (monotonic clock), as Lease.update's
-	wall     time.Time // the same by the wall clock
+	expires  time.Time     // the worker's expires_at, as of the last answer
+	deadline time.Time     // local estimate of expires (monotonic clock), as Lease.update's
+	boot     time.Duration // the same by the boot clock
 	timer    *time.Timer
 	err      error // why the session ended
 	leases   map[*Lease]bool
@@ -97,7 +97,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
 	defer c.ops.Done()
-	sent := time.Now()
+	sent := c.sentNow()
 	ev, err := c.call(ctx, cmd)
 	if err == nil && ev.Type == topics.TypeRejected {
 		err = rejection(ev)
@@ -120,7 +120,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	// (its answer came late) is then removed by its end (finish).
 	c.mu.Lock()
 	c.sessions[s.ID] = s
-	c.watchWall()
+	c.watchBoot()
 	c.mu.Unlock()
 	s.mu.Lock()
 	s.update(ev, sent)
@@ -143,11 +143,12 @@ func replySession(ev topics.Event) error {
 // update records an answer that confirmed the session until
 // session_info.expires_at: locally, that is its remaining time by the
 // worker's clock from when the command was sent, on the monotonic clock
-// and on the wall clock, as Lease.update says. s.mu is held.
-func (s *Session) update(ev topics.Event, sent time.Time) {
+// and on the boot clock, as Lease.update says. s.mu is held.
+func (s *Session) update(ev topics.Event, sent sentAt) {
 	s.expires = ev.SessionInfo.ExpiresAt.Time
-	s.deadline = sent.Add(s.expires.Sub(ev.OccurredAt.Time))
-	s.wall = sent.Round(0).Add(s.expires.Sub(ev.OccurredAt.Time))
+	left := s.expires.Sub(ev.OccurredAt.Time)
+	s.deadline = sent.mono.Add(left)
+	s.boot = sent.boot + left
 	if s.timer != nil {
 		s.timer.Reset(time.Until(s.deadline))
 	}
@@ -216,7 +217,7 @@ func (s *Session) Close(ctx context.Context) error {
 		cmd := s.command(topics.OpSessionClose)
 		s.closeCmd = &cmd
 	}
-	cmd, done := *s.closeCmd, s.closed || again && (!time.Now().Before(s.deadline) || !s.c.wallNow().Before(s.wall))
+	cmd, done := *s.closeCmd, s.closed || again && (!time.Now().Before(s.deadline) || s.c.bootNow() >= s.boot)
 	s.mu.Unlock()
 	if done {
 		return nil
@@ -296,14 +297,14 @@ func (s *Session) deadlinePassed() {
 	s.lose(fmt.Errorf("%w: session %q reached its expiry without a confirmed keep-alive", ErrSessionLost, s.ID))
 }
 
-// checkWall loses the session if its deadline by the wall clock, now, has
+// checkBoot loses the session if its deadline by the boot clock, now, has
 // passed (see Lease.update).
-func (s *Session) checkWall(now time.Time) {
+func (s *Session) checkBoot(now time.Duration) {
 	s.mu.Lock()
-	passed := s.err == nil && !s.wall.IsZero() && !now.Before(s.wall)
+	passed := s.err == nil && s.boot != 0 && now >= s.boot
 	s.mu.Unlock()
 	if passed {
-		s.lose(fmt.Errorf("%w: session %q: the local clock shows its expiry passed without a confirmed keep-alive (the host was suspended, or the process paused, or the clock stepped forward)", ErrSessionLost, s.ID))
+		s.lose(fmt.Errorf("%w: session %q: the %s shows its expiry passed without a confirmed keep-alive (%s)", ErrSessionLost, s.ID, bootClockName(), bootClockAhead()))
 	}
 }
 
@@ -330,7 +331,7 @@ func (s *Session) keepAliveLoop() {
 		case <-s.c.closing.Done():
 			return
 		}
-		s.checkWall(s.c.wallNow()) // woken after a suspend, it may be over
+		s.checkBoot(s.c.bootNow()) // woken after a suspend, it may be over
 		s.mu.Lock()
 		deadline, ended := s.deadline, s.err
 		s.mu.Unlock()
@@ -340,7 +341,7 @@ func (s *Session) keepAliveLoop() {
 			continue
 		}
 		ctx, cancel := context.WithDeadline(s.ctx, deadline)
-		sent := time.Now()
+		sent := s.c.sentNow()
 		ev, err := s.c.send(ctx, s.command(topics.OpSessionKeepAlive))
 		cancel()
 		switch {

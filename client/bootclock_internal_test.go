@@ -1,0 +1,189 @@
+package client
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// movableBoot gives c a boot clock the test moves forward: as after a host
+// suspend, when the monotonic clock (the deadline timers') stood still and
+// the boot clock did not.
+func movableBoot(c *Client) func(time.Duration) {
+	var skew atomic.Int64
+	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
+	return func(d time.Duration) { skew.Store(int64(d)) }
+}
+
+// suspendedClient is a bare Client (no watch: the test calls checkBoot)
+// whose boot clock the test moves (movableBoot).
+func suspendedClient() (*Client, func(time.Duration)) {
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}, sessions: map[string]*Session{}}
+	return c, movableBoot(c)
+}
+
+// sentAtTime is a command sent at t, by c's clocks.
+func sentAtTime(c *Client, t time.Time) sentAt {
+	return sentAt{mono: t, boot: c.bootNow() - time.Since(t)}
+}
+
+// grantAt registers a lease of token, granted at now for lease, sent then.
+func grantAt(c *Client, token int64, now time.Time, lease time.Duration) *Lease {
+	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: token, Status: topics.StatusAcquired,
+		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(lease)), LeaseDuration: lease.Seconds()}
+	return c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+		acquireOptions{}, false, sentAtTime(c, now), now)
+}
+
+// TestLeasePastItsBootDeadlineIsLost: a lease whose deadline has passed by
+// the boot clock but not by the monotonic clock (the host was suspended
+// past it: the worker has expired the lease, and may have granted the lock
+// to another) is lost at the next boot-clock check, not a suspend later
+// when its timer fires.
+func TestLeasePastItsBootDeadlineIsLost(t *testing.T) {
+	c, suspend := suspendedClient()
+	l := grantAt(c, 21, time.Now(), 30*time.Second)
+	defer l.lose(ErrReleased)
+
+	require.True(t, c.checkBoot())
+	require.NoError(t, l.Err(), "lost before its deadline")
+
+	suspend(60 * time.Second)
+	require.True(t, c.checkBoot())
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("the lease is still believed held after its deadline by the boot clock")
+	}
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	require.ErrorIs(t, context.Cause(l.Context()), ErrLeaseLost)
+	require.ErrorContains(t, l.Err(), "the "+bootClockName()+" shows its expiry passed")
+	require.Empty(t, c.leases)
+	require.False(t, c.checkBoot(), "nothing left to watch: the watch stops")
+}
+
+// TestSessionPastItsBootDeadlineIsLost: the same for a session, and the
+// leases in it with it.
+func TestSessionPastItsBootDeadlineIsLost(t *testing.T) {
+	c, suspend := suspendedClient()
+	now := time.Now()
+	s := &Session{ID: "s1", Owner: "me", TTL: 10 * time.Second, c: c, leases: map[*Lease]bool{}, lost: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	s.mu.Lock()
+	s.update(topics.Event{Type: topics.TypeSessionOpened, OccurredAt: topics.Time{Time: now},
+		SessionInfo: &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 10, ExpiresAt: topics.NewTime(now.Add(10 * time.Second))}}, sentAtTime(c, now))
+	s.mu.Unlock()
+	c.sessions[s.ID] = s
+	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 22, Status: topics.StatusAcquired, SessionID: s.ID,
+		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(10 * time.Second)), LeaseDuration: 60}
+	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+		acquireOptions{session: s}, false, sentAtTime(c, now), now)
+	defer l.lose(ErrReleased)
+
+	require.True(t, c.checkBoot())
+	require.NoError(t, s.Err())
+
+	suspend(20 * time.Second)
+	c.checkBoot()
+	select {
+	case <-s.Lost():
+	default:
+		t.Fatal("the session is still believed open after its deadline by the boot clock")
+	}
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	require.ErrorContains(t, s.Err(), "the "+bootClockName()+" shows its expiry passed")
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	require.ErrorIs(t, l.Err(), ErrSessionLost)
+	require.False(t, c.checkBoot(), "nothing left to watch")
+}
+
+// TestExtendMovesTheBootDeadline: an extension moves the boot-clock
+// deadline with the monotonic one, so a suspend shorter than the extended
+// lease's remaining time (but longer than the grant's) does not lose it.
+func TestExtendMovesTheBootDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 10))
+		case topics.OpExtend:
+			return one(granted(cmd, topics.TypeExtended, 60))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	suspend := movableBoot(c)
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	require.NoError(t, l.Extend(ctx, time.Minute))
+	suspend(30 * time.Second) // past the grant's 10 s, within the extension's 60 s
+	require.True(t, c.checkBoot())
+	require.NoError(t, l.Err(), "lost by the grant's boot-clock deadline")
+	suspend(70 * time.Second)
+	c.checkBoot()
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	require.ErrorContains(t, l.Err(), "the "+bootClockName()+" shows its expiry passed")
+}
+
+// TestBootWatchLifecycle: the boot-clock watch starts with the first lease
+// registered, once per client; stops when nothing is left to watch, and
+// starts again with the next lease; and Close waits for it to stop. The
+// test ticks the watch itself.
+func TestBootWatchLifecycle(t *testing.T) {
+	c, _ := suspendedClient()
+	c.closing, c.close = context.WithCancel(context.Background())
+	c.bootTicks = make(chan time.Time)
+	watching := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.watching
+	}
+	require.False(t, watching(), "no watch before a lease")
+	a, b := grantAt(c, 31, time.Now(), time.Minute), grantAt(c, 32, time.Now(), time.Minute)
+	require.True(t, watching())
+
+	a.lose(ErrReleased)
+	b.lose(ErrReleased)
+	c.bootTicks <- time.Now() // nothing left: the watch ends
+	c.ops.Wait()              // the watch was the only operation
+	require.False(t, watching(), "the watch ended with nothing to watch")
+
+	d := grantAt(c, 33, time.Now(), time.Minute)
+	defer d.lose(ErrReleased)
+	require.True(t, watching(), "the next lease starts the watch again")
+	// Two ticks taken: the check of the first found a lease left, and the
+	// watch went on.
+	c.bootTicks <- time.Now()
+	c.bootTicks <- time.Now()
+	require.True(t, watching())
+	c.mu.Lock()
+	c.closed = true // as Close does
+	c.mu.Unlock()
+	c.close()
+	c.ops.Wait() // the watch is among the operations Close waits for
+	require.False(t, watching())
+}
+
+// TestNoBootWatchOnceClosed: a lease registered after Close (a grant read
+// while the client closed) starts no watch, which nothing would stop.
+func TestNoBootWatchOnceClosed(t *testing.T) {
+	c, _ := suspendedClient()
+	c.closing, c.close = context.WithCancel(context.Background())
+	c.bootTicks = make(chan time.Time)
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.close()
+	l := grantAt(c, 41, time.Now(), time.Minute)
+	defer l.lose(ErrReleased)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.False(t, c.watching)
+}

@@ -1,0 +1,45 @@
+//go:build linux
+
+package client
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// hasBootTime says whether the kernel has CLOCK_BOOTTIME (2.6.39 on).
+var hasBootTime = func() bool {
+	var ts unix.Timespec
+	return unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) == nil
+}()
+
+// bootClock reads CLOCK_BOOTTIME: the monotonic clock plus the time the
+// host spent suspended, which a wall-clock step does not move (see
+// bootNow); or, on a kernel without it, the wall clock, as other systems
+// do (chosen once: readings of the two must never be compared).
+func bootClock() time.Duration {
+	if !hasBootTime {
+		return wallClock()
+	}
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) // it worked once, so it does
+	return time.Duration(ts.Nano())
+}
+
+// bootClockName names bootClock in errors.
+func bootClockName() string {
+	if !hasBootTime {
+		return "wall clock"
+	}
+	return "boot clock"
+}
+
+// bootClockAhead is why a deadline passes by bootClock before it does by
+// the monotonic clock.
+func bootClockAhead() string {
+	if !hasBootTime {
+		return "the host was suspended, or the wall clock stepped forward"
+	}
+	return "the host was suspended"
+}
