@@ -187,3 +187,64 @@ func TestNoBootWatchOnceClosed(t *testing.T) {
 	defer c.mu.Unlock()
 	require.False(t, c.watching)
 }
+
+// bareLease is a lease registered in c without a timer (the test ends it),
+// whose local deadlines are mono and boot.
+func bareLease(c *Client, token int64, mono time.Time, boot time.Duration) *Lease {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	l := &Lease{Name: "job", Owner: "me", Token: token, c: c, lost: make(chan struct{}), ctx: ctx, cancel: cancel,
+		releasing: make(chan struct{}, 1), deadline: mono, boot: boot}
+	c.mu.Lock()
+	c.leases[token] = append(c.leases[token], l)
+	c.mu.Unlock()
+	return l
+}
+
+// bareSession is a session registered in c without a timer, whose local
+// deadlines are mono and boot.
+func bareSession(c *Client, id string, mono time.Time, boot time.Duration) *Session {
+	s := &Session{ID: id, Owner: "me", TTL: 10 * time.Second, c: c, leases: map[*Lease]bool{}, lost: make(chan struct{}),
+		deadline: mono, boot: boot}
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	c.mu.Lock()
+	c.sessions[id] = s
+	c.mu.Unlock()
+	return s
+}
+
+// TestBootCheckBlamesASuspendOnlyWhenTheMonotonicClockDisagrees: the boot
+// clock's watch, finding a deadline passed by the monotonic clock too (its
+// timer not run yet), loses the lease or session with the ordinary
+// expiry's error; only one passed by the boot clock alone blames a suspend.
+func TestBootCheckBlamesASuspendOnlyWhenTheMonotonicClockDisagrees(t *testing.T) {
+	c, _ := suspendedClient()
+	past, future := time.Now().Add(-time.Second), time.Now().Add(time.Hour)
+	bootPast := c.bootNow() - time.Second
+
+	both, bootOnly := bareLease(c, 51, past, bootPast), bareLease(c, 52, future, bootPast)
+	sBoth, sBootOnly := bareSession(c, "s-both", past, bootPast), bareSession(c, "s-boot", future, bootPast)
+	c.checkBoot()
+
+	require.ErrorContains(t, both.Err(), "reached its expiry without a confirmed extension")
+	require.NotContains(t, both.Err().Error(), bootClockName())
+	require.ErrorContains(t, bootOnly.Err(), "the "+bootClockName()+" shows its expiry passed without a confirmed extension, the monotonic clock not ("+bootClockAhead()+")")
+	require.ErrorContains(t, sBoth.Err(), "reached its expiry without a confirmed keep-alive")
+	require.NotContains(t, sBoth.Err().Error(), bootClockName())
+	require.ErrorContains(t, sBootOnly.Err(), "the "+bootClockName()+" shows its expiry passed without a confirmed keep-alive, the monotonic clock not")
+}
+
+// TestExpiryRecheckedAsItEnds: a deadline timer (or boot-clock check) that
+// acts after an extension's answer moved both deadlines on loses nothing:
+// the deadlines are looked at again as the lease or session would end.
+func TestExpiryRecheckedAsItEnds(t *testing.T) {
+	c, _ := suspendedClient()
+	future, bootFuture := time.Now().Add(time.Hour), c.bootNow()+time.Hour
+	l := bareLease(c, 61, future, bootFuture)
+	defer l.lose(ErrReleased)
+	s := bareSession(c, "s-later", future, bootFuture)
+	defer s.lose(ErrSessionClosed)
+	l.deadlinePassed() // its timer, fired just before the extension's update
+	s.deadlinePassed()
+	require.NoError(t, l.Err(), "lost by a deadline an extension moved")
+	require.NoError(t, s.Err(), "lost by a deadline a keep-alive moved")
+}

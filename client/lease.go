@@ -171,8 +171,21 @@ func (l *Lease) checkBoot(now time.Duration) {
 	passed := l.err == nil && l.boot != 0 && now >= l.boot
 	l.mu.Unlock()
 	if passed {
-		l.expire(true)
+		l.expire()
 	}
+}
+
+// pastDeadline says whether the lease's local deadline has passed by the
+// monotonic clock, and by the boot clock (see update). l.mu is held.
+func (l *Lease) pastDeadline() (mono, boot bool) {
+	return !time.Now().Before(l.deadline), l.boot != 0 && l.c.bootNow() >= l.boot
+}
+
+// due says whether the lease's local deadline has passed by either clock.
+// l.mu is held.
+func (l *Lease) due() bool {
+	mono, boot := l.pastDeadline()
+	return mono || boot
 }
 
 func (l *Lease) key() string { return topics.LockKey(l.Namespace, l.Name) }
@@ -239,8 +252,13 @@ func (l *Lease) lostErr() error {
 
 // lose ends the lease as lost; the first cause wins. It reports whether
 // this call ended it.
-func (l *Lease) lose(cause error) bool {
-	if !l.end(cause) {
+func (l *Lease) lose(cause error) bool { return l.loseIf(cause, nil) }
+
+// loseIf is lose, if still (a func of l.mu held, nil: always) says so
+// when the lease is about to end: a check made before, without l.mu, may
+// be out of date by then.
+func (l *Lease) loseIf(cause error, still func() bool) bool {
+	if !l.endIf(cause, still) {
 		return false
 	}
 	close(l.lost)
@@ -249,9 +267,12 @@ func (l *Lease) lose(cause error) bool {
 
 // end records why the lease ended and cancels its context, once. It reports
 // whether this call ended it.
-func (l *Lease) end(cause error) bool {
+func (l *Lease) end(cause error) bool { return l.endIf(cause, nil) }
+
+// endIf is end, if still says so, as loseIf.
+func (l *Lease) endIf(cause error, still func() bool) bool {
 	l.mu.Lock()
-	if l.err != nil {
+	if l.err != nil || still != nil && !still() {
 		l.mu.Unlock()
 		return false
 	}
@@ -317,29 +338,36 @@ func (l *Lease) endedBy(ev topics.Event) error {
 	return nil
 }
 
-func (l *Lease) deadlinePassed() { l.expire(false) }
+func (l *Lease) deadlinePassed() { l.expire() }
 
-// expire ends the lease at its local deadline: the monotonic one (its
-// timer), or the boot clock's (boot, checkBoot).
-func (l *Lease) expire(boot bool) {
+// expire ends the lease at its local deadline, passed by the monotonic
+// clock (its timer) or by the boot clock (checkBoot). The error blames a
+// suspend only when the monotonic clock has not passed it. Whether it
+// passed is checked again as the lease ends, under l.mu: an extension's
+// answer (update) may have moved both deadlines since.
+func (l *Lease) expire() {
 	if errors.Is(context.Cause(l.ctx), ErrReleased) {
 		// Released without an answer (Release returned why): the lease
 		// ran out, which is what the release was for. Lost stays open.
-		l.end(ErrReleased)
+		l.endIf(ErrReleased, l.due)
 		return
 	}
 	l.mu.Lock()
+	mono, boot := l.pastDeadline()
 	capped := l.maxHold > 0 && l.capRoom() < minExtension
 	l.mu.Unlock()
-	if capped {
-		l.lose(fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key()))
-		return
+	var cause error
+	switch {
+	case !mono && !boot:
+		return // extended meanwhile
+	case capped:
+		cause = fmt.Errorf("%w: %w: lease of %q reached its max_hold", ErrLeaseLost, ErrMaxHoldExceeded, l.key())
+	case mono:
+		cause = fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key())
+	default:
+		cause = fmt.Errorf("%w: lease of %q: the %s shows its expiry passed without a confirmed extension, the monotonic clock not (%s)", ErrLeaseLost, l.key(), bootClockName(), bootClockAhead())
 	}
-	if boot {
-		l.lose(fmt.Errorf("%w: lease of %q: the %s shows its expiry passed without a confirmed extension (%s)", ErrLeaseLost, l.key(), bootClockName(), bootClockAhead()))
-		return
-	}
-	l.lose(fmt.Errorf("%w: lease of %q reached its expiry without a confirmed extension", ErrLeaseLost, l.key()))
+	l.loseIf(cause, l.due)
 }
 
 // minExtension is the contract's smallest extension_duration.

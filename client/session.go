@@ -237,9 +237,13 @@ func (s *Session) Close(ctx context.Context) error {
 
 // lose ends the session as lost, and every lease in it; the first cause
 // wins.
-func (s *Session) lose(cause error) {
-	leases, ended := s.finish(cause)
-	if ended != nil {
+func (s *Session) lose(cause error) { s.loseIf(cause, nil) }
+
+// loseIf is lose, if still (a func of s.mu held, nil: always) says so when
+// the session is about to end, as Lease.loseIf.
+func (s *Session) loseIf(cause error, still func() bool) {
+	leases, ended := s.finishIf(cause, still)
+	if ended != nil || leases == nil {
 		return
 	}
 	close(s.lost)
@@ -250,11 +254,19 @@ func (s *Session) lose(cause error) {
 
 // finish records why the session ended, once, and returns its leases; or
 // why it had ended already.
-func (s *Session) finish(cause error) ([]*Lease, error) {
+func (s *Session) finish(cause error) ([]*Lease, error) { return s.finishIf(cause, nil) }
+
+// finishIf is finish, if still says so (else it returns nil, nil), as
+// loseIf.
+func (s *Session) finishIf(cause error, still func() bool) ([]*Lease, error) {
 	s.mu.Lock()
 	if s.err != nil {
 		defer s.mu.Unlock()
 		return nil, s.err
+	}
+	if still != nil && !still() {
+		s.mu.Unlock()
+		return nil, nil
 	}
 	s.err = cause
 	if s.timer != nil {
@@ -293,8 +305,35 @@ func (s *Session) forget(l *Lease) {
 	s.mu.Unlock()
 }
 
-func (s *Session) deadlinePassed() {
-	s.lose(fmt.Errorf("%w: session %q reached its expiry without a confirmed keep-alive", ErrSessionLost, s.ID))
+func (s *Session) deadlinePassed() { s.expire() }
+
+// pastDeadline says whether the session's local deadline has passed by the
+// monotonic clock, and by the boot clock (see Lease.update). s.mu is held.
+func (s *Session) pastDeadline() (mono, boot bool) {
+	return !time.Now().Before(s.deadline), s.boot != 0 && s.c.bootNow() >= s.boot
+}
+
+// due says whether the session's local deadline has passed by either
+// clock. s.mu is held.
+func (s *Session) due() bool {
+	mono, boot := s.pastDeadline()
+	return mono || boot
+}
+
+// expire loses the session at its local deadline, as Lease.expire: the
+// error blames a suspend only when the monotonic clock has not passed it,
+// and whether it passed is checked again as the session ends, under s.mu,
+// as a keep-alive's answer may have moved both deadlines since.
+func (s *Session) expire() {
+	s.mu.Lock()
+	mono, boot := s.pastDeadline()
+	s.mu.Unlock()
+	switch {
+	case mono:
+		s.loseIf(fmt.Errorf("%w: session %q reached its expiry without a confirmed keep-alive", ErrSessionLost, s.ID), s.due)
+	case boot:
+		s.loseIf(fmt.Errorf("%w: session %q: the %s shows its expiry passed without a confirmed keep-alive, the monotonic clock not (%s)", ErrSessionLost, s.ID, bootClockName(), bootClockAhead()), s.due)
+	}
 }
 
 // checkBoot loses the session if its deadline by the boot clock, now, has
@@ -304,7 +343,7 @@ func (s *Session) checkBoot(now time.Duration) {
 	passed := s.err == nil && s.boot != 0 && now >= s.boot
 	s.mu.Unlock()
 	if passed {
-		s.lose(fmt.Errorf("%w: session %q: the %s shows its expiry passed without a confirmed keep-alive (%s)", ErrSessionLost, s.ID, bootClockName(), bootClockAhead()))
+		s.expire()
 	}
 }
 
