@@ -161,7 +161,8 @@ func OnQueued(fn func(position int)) AcquireOption {
 //
 // An acquire that is given up
 // (ctx ended, client closed, no reply, or a grant refused because its reply
-// breaks the contract) sends a release for its owner, which withdraws it
+// breaks the contract or was read past the lease's local deadline, when the
+// error wraps ErrLeaseLost) sends a release for its owner, which withdraws it
 // from the queue, or releases the lock if it was granted meanwhile, so the
 // worker never holds a lock for nobody. Exceptions, where
 // the release could end a lease of the same owner: an owner given WithOwner
@@ -320,14 +321,23 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 			}
 			return nil, err
 		}
-		*withdraw = false // granted
 		// A grant after waiting was decided long after the send: the lease's
 		// time is measured from the first reply, lock.queued.
 		anchor := ev.OccurredAt.Time
 		if !queuedAt.IsZero() {
 			anchor = queuedAt
 		}
-		return c.newLease(ev, o, !queuedAt.IsZero(), sent, anchor), nil
+		l, late := c.newLease(ev, o, !queuedAt.IsZero(), sent, anchor)
+		if late != nil {
+			// Past its deadline when read (the host slept through it): lost,
+			// and given back as a refused grant is (*withdraw as it was
+			// before the reply), so the worker does not hold it for nobody.
+			token := l.Token
+			*refused = &token
+			return nil, late
+		}
+		*withdraw = false // granted
+		return l, nil
 	}
 	*withdraw = false // answered for good, without a grant
 	switch ev.Type {

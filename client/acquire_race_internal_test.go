@@ -53,7 +53,7 @@ func TestGivenUpAcquireWaitsForItsOwnersOthers(t *testing.T) {
 	require.False(t, c.endAcquire(other, false, false))
 
 	now := time.Now()
-	c.newLease(topics.Event{Type: topics.TypeAcquired, OccurredAt: topics.Time{Time: now}, LockInfo: &topics.LockInfo{
+	_, _ = c.newLease(topics.Event{Type: topics.TypeAcquired, OccurredAt: topics.Time{Time: now}, LockInfo: &topics.LockInfo{
 		Namespace: "ns", LockName: "job", OwnerID: "billing:me", FencingToken: 3, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60,
 	}}, acquireOptions{}, false, sentAtTime(c, now), now)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,12 +33,15 @@ func sentAtTime(c *Client, t time.Time) sentAt {
 	return sentAt{mono: t, boot: c.bootNow() - time.Since(t)}
 }
 
+// leaseOf is newLease's lease, its error left to the test.
+func leaseOf(l *Lease, _ error) *Lease { return l }
+
 // grantAt registers a lease of token, granted at now for lease, sent then.
 func grantAt(c *Client, token int64, now time.Time, lease time.Duration) *Lease {
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: token, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(lease)), LeaseDuration: lease.Seconds()}
-	return c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
-		acquireOptions{}, false, sentAtTime(c, now), now)
+	return leaseOf(c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+		acquireOptions{}, false, sentAtTime(c, now), now))
 }
 
 // TestLeasePastItsBootDeadlineIsLost: a lease whose deadline has passed by
@@ -81,7 +85,7 @@ func TestSessionPastItsBootDeadlineIsLost(t *testing.T) {
 	c.sessions[s.ID] = s
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 22, Status: topics.StatusAcquired, SessionID: s.ID,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(10 * time.Second)), LeaseDuration: 60}
-	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+	l, _ := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
 		acquireOptions{session: s}, false, sentAtTime(c, now), now)
 	defer l.lose(ErrReleased)
 
@@ -247,4 +251,85 @@ func TestExpiryRecheckedAsItEnds(t *testing.T) {
 	s.deadlinePassed()
 	require.NoError(t, l.Err(), "lost by a deadline an extension moved")
 	require.NoError(t, s.Err(), "lost by a deadline a keep-alive moved")
+}
+
+// TestGrantReadPastItsDeadlineIsReturnedLost: a grant, an extension or a
+// session.opened read after the host slept through the lease or session
+// (the boot clock moved on while the command was on its way) is not
+// returned as held: Acquire, Extend and NewSession return its loss, and
+// give it back (a release by the lease's token, a session close), as the
+// worker may hold it for nobody.
+func TestGrantReadPastItsDeadlineIsReturnedLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var skew atomic.Int64 // the suspend, while the command was on its way
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			if cmd.LockName == "late" {
+				skew.Add(int64(time.Minute))
+			}
+			return one(granted(cmd, topics.TypeAcquired, 30))
+		case topics.OpExtend:
+			skew.Add(int64(time.Minute))
+			return one(granted(cmd, topics.TypeExtended, 30))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpSessionOpen:
+			skew.Add(int64(time.Minute))
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpSessionClose:
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
+		}
+		return nil
+	})
+	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
+	lostHere := "the " + bootClockName() + " shows its expiry passed"
+	released := func(start int) topics.Command {
+		t.Helper()
+		seen.mu.Lock()
+		cmds := slices.Clone(seen.cmds[start:])
+		seen.mu.Unlock()
+		for _, cmd := range cmds {
+			if cmd.Operation == topics.OpRelease {
+				return cmd
+			}
+		}
+		t.Fatalf("no release among %v", seen.since(start))
+		return topics.Command{}
+	}
+
+	start := seen.len()
+	l, err := c.Acquire(ctx, "late", WithoutKeepAlive())
+	require.Nil(t, l)
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorContains(t, err, lostHere)
+	rel := released(start)
+	require.NotNil(t, rel.FencingToken, "released by the grant's token")
+	require.Equal(t, int64(1), *rel.FencingToken)
+	c.mu.Lock()
+	require.Empty(t, c.leases)
+	c.mu.Unlock()
+
+	l, err = c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	start = seen.len()
+	err = l.Extend(ctx, 30*time.Second)
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorContains(t, err, lostHere)
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	rel = released(start)
+	require.Equal(t, l.Token, *rel.FencingToken)
+
+	start = seen.len()
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.Nil(t, s)
+	require.ErrorIs(t, err, ErrSessionLost)
+	require.ErrorContains(t, err, lostHere)
+	require.Equal(t, []string{topics.OpSessionOpen, topics.OpSessionClose}, seen.since(start))
+	c.mu.Lock()
+	require.Empty(t, c.sessions)
+	c.mu.Unlock()
 }

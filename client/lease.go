@@ -91,11 +91,14 @@ type Lease struct {
 // was seen queued (its owner held nothing then, so the lease is its own).
 // sent is when the acquire was first sent and anchor the worker's time of
 // the first reply to it (the grant itself, or lock.queued for a grant after
-// waiting): see update.
-func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent sentAt, anchor time.Time) *Lease {
+// waiting): see update. A lease past its local deadline already, by
+// either clock (its grant read after the host slept through it), is lost
+// at once, and that loss is returned as late: the caller gives the grant
+// back (Acquire: as a grant it refused).
+func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent sentAt, anchor time.Time) (l *Lease, late error) {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())
-	l := &Lease{
+	l = &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
 		c: c, keepAlive: o.keepAlive, mayBeShared: !o.generatedOwner && !o.dedicatedOwner && !queued, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 		releasing: make(chan struct{}, 1),
@@ -112,7 +115,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 	c.mu.Unlock()
 	if l.session == nil { // else the session's deadline counts (session.go)
 		l.mu.Lock()
-		if l.err == nil {
+		if l.err == nil && !l.due() { // else lost below, late
 			l.timer = time.AfterFunc(time.Until(l.deadline), l.deadlinePassed)
 		}
 		l.mu.Unlock()
@@ -125,10 +128,19 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 	if l.session != nil && !l.session.add(l) {
 		l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, l.session.Err()))
 	}
+	if l.session == nil {
+		l.mu.Lock()
+		due := l.err == nil && l.due()
+		l.mu.Unlock()
+		if due {
+			l.expire()
+			return l, l.Err()
+		}
+	}
 	if l.keepAlive && c.begin() == nil {
 		go l.keepAliveLoop()
 	}
-	return l
+	return l, nil
 }
 
 // update records a reply that confirmed the lease. The local deadline counts
@@ -480,8 +492,9 @@ func (l *Lease) releaseEnded(ended error) error {
 // Extend of a lease already ended (lost, or released) returns why, the
 // error Err reports (wrapping ErrLeaseLost, or ErrReleased), and sends
 // nothing; so does the keep-alive. An extension whose grant arrives after
-// the lease ended meanwhile returns that error too, not nil, and the lease
-// is released as above; one cut short by the lease's end (its context, as
+// the lease ended meanwhile, or past the new local deadline already (the
+// host slept through it: the lease is lost then), returns that error too,
+// not nil, and the lease is released as above; one cut short by the lease's end (its context, as
 // the keep-alive's) is not, and the worker lets the lease run out.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
@@ -540,10 +553,19 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	}
 	l.mu.Lock()
 	ended := l.err
+	late := false
 	if ended == nil {
 		l.update(ev, sent, ev.OccurredAt.Time)
+		// Past the new deadline already (the answer read after the host
+		// slept through it): the worker may have ended the lease, or the
+		// extension may hold it for nobody.
+		late = l.due()
 	}
 	l.mu.Unlock()
+	if late {
+		l.expire()
+		ended = l.Err() // nil if another extension's answer moved it on
+	}
 	if ended != nil {
 		// It ended here while the extension, which the worker applied, was
 		// on its way: given back, or the worker holds it for nobody until

@@ -27,7 +27,7 @@ func TestEndedBeforeLeaseRegistered(t *testing.T) {
 				AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
 			c.route(topics.Event{Type: tc.typ, LockInfo: info, OccurredAt: topics.Time{Time: now}})
 			granted := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-			l := c.newLease(granted, acquireOptions{}, false, sentAtTime(c, now), now)
+			l, _ := c.newLease(granted, acquireOptions{}, false, sentAtTime(c, now), now)
 			select {
 			case <-l.Lost():
 			default:
@@ -50,8 +50,8 @@ func TestEveryLeaseOfATokenEnds(t *testing.T) {
 			AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
 	}
 	grant := func(token int64) *Lease {
-		return c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info(token), OccurredAt: topics.Time{Time: now}},
-			acquireOptions{}, false, sentAtTime(c, now), now)
+		return leaseOf(c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info(token), OccurredAt: topics.Time{Time: now}},
+			acquireOptions{}, false, sentAtTime(c, now), now))
 	}
 	first, renewed := grant(9), grant(9)
 	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info(9), OccurredAt: topics.Time{Time: now}, Reason: "test"})
@@ -86,7 +86,7 @@ func TestQueuedGrantDeadlineErrsEarly(t *testing.T) {
 	grantedAt := sent.Add(10 * time.Second)
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 8, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(grantedAt), ExpiresAt: topics.NewTimePtr(grantedAt.Add(10 * time.Second)), LeaseDuration: 10}
-	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: grantedAt}},
+	l, _ := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: grantedAt}},
 		acquireOptions{}, false, sentAtTime(c, sent), queuedAt)
 	defer l.lose(ErrReleased)
 	l.mu.Lock()
@@ -106,11 +106,11 @@ func TestEndReadBeforeARenewalRegisters(t *testing.T) {
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 11, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
 	grant := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-	first := c.newLease(grant, acquireOptions{}, false, sentAtTime(c, now), now)
+	first, _ := c.newLease(grant, acquireOptions{}, false, sentAtTime(c, now), now)
 	// the renewal's grant was read (handed to its Acquire), then:
 	c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info, OccurredAt: topics.Time{Time: now}, Reason: "ops"})
 	require.ErrorIs(t, first.Err(), ErrRevoked)
-	renewed := c.newLease(grant, acquireOptions{}, false, sentAtTime(c, now), now) // Acquire registers it now
+	renewed, _ := c.newLease(grant, acquireOptions{}, false, sentAtTime(c, now), now) // Acquire registers it now
 	defer renewed.lose(ErrReleased)
 	require.ErrorIs(t, renewed.Err(), ErrRevoked, "the renewal's lease is believed held after the revoke")
 }
@@ -129,8 +129,8 @@ func TestLeasePastItsDeadlineIsNotKept(t *testing.T) {
 			for i := range cap(leases) / 10 {
 				info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: int64(g*10000 + i), Status: topics.StatusAcquired,
 					AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now), LeaseDuration: 60}
-				leases <- c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
-					acquireOptions{}, false, sentAtTime(c, now), now)
+				leases <- leaseOf(c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+					acquireOptions{}, false, sentAtTime(c, now), now))
 			}
 		})
 	}
@@ -229,7 +229,7 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 	keptAlive(now)
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 12, Status: topics.StatusAcquired, SessionID: s.ID,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(10 * time.Second)), LeaseDuration: 60}
-	l := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+	l, _ := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
 		acquireOptions{session: s}, false, sentAtTime(c, now), now)
 	defer l.lose(ErrReleased)
 	require.WithinDuration(t, now.Add(10*time.Second), l.ExpiresAt(), 0)
@@ -243,7 +243,7 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 	// keep-alive (renewed meanwhile, the answer not read yet) counts.
 	info = &topics.LockInfo{LockName: "job2", OwnerID: "me", FencingToken: 13, Status: topics.StatusAcquired, SessionID: s.ID,
 		AcquiredAt: topics.NewTimePtr(later), ExpiresAt: topics.NewTimePtr(later.Add(20 * time.Second)), LeaseDuration: 60}
-	l2 := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: later}},
+	l2, _ := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: later}},
 		acquireOptions{session: s}, false, sentAtTime(c, later), later)
 	defer l2.lose(ErrReleased)
 	require.WithinDuration(t, later.Add(20*time.Second), l2.ExpiresAt(), 0)

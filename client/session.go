@@ -69,7 +69,8 @@ func WithSessionID(id string) SessionOption {
 // default of 10 s) past each keep-alive, and keeps it alive until Close
 // or the client closes. Errors wrap ErrSessionExists for an ID in use. A
 // session.opened that breaks the contract is refused, and the session it
-// opened closed, best effort.
+// opened closed, best effort; so is one read past the session's local
+// deadline (the host slept through it), whose error wraps ErrSessionLost.
 func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...SessionOption) (*Session, error) {
 	if err := c.sends(); err != nil {
 		return nil, fmt.Errorf("opening session: %w", err)
@@ -124,8 +125,18 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	c.mu.Unlock()
 	s.mu.Lock()
 	s.update(ev, sent)
-	s.timer = time.AfterFunc(time.Until(s.deadline), s.deadlinePassed)
+	late := s.due()
+	if !late {
+		s.timer = time.AfterFunc(time.Until(s.deadline), s.deadlinePassed)
+	}
 	s.mu.Unlock()
+	if late {
+		// Past its deadline when read (the host slept through it): lost,
+		// and closed so that the worker does not keep it for nobody.
+		s.expire()
+		_, _ = c.bestEffort(s.command(topics.OpSessionClose))
+		return nil, fmt.Errorf("opening session %q: %w", s.ID, s.Err())
+	}
 	if c.begin() == nil {
 		go s.keepAliveLoop()
 	}
