@@ -37,8 +37,9 @@ import (
 // clock, which a step of the wall clock does not move; elsewhere the wall
 // clock), whichever passes first (the error says which). A process or
 // host paused past it (a suspend, a VM pause, Ctrl-Z then fg, a long GC
-// pause) finds the lease lost within about a second of resuming, but code
-// already running under it may act first, after the worker has granted
+// pause) finds the lease lost within about a second of resuming (until
+// Client.Close, which stops that watch: then only at the monotonic
+// deadline), but code already running under it may act first, after the worker has granted
 // the lock to another: only the fencing token, checked by the resource,
 // covers that (docs/design.md, "The holder's deadline").
 type Lease struct {
