@@ -149,8 +149,8 @@ func TestUsageErrorMessages(t *testing.T) {
 		{[]string{"cleanup", "--max-age", "-1"}, "--max-age -1: max_age_seconds -1 is outside 0..315360000"},
 		{[]string{"run", "--lock", "x", "--grace", "-1", "--", "true"}, "--grace -1 is negative (0 sends SIGKILL at once)"},
 		// Not a negative --lock-delay from --grace plus the reply timeout overflowing.
-		{[]string{"run", "--lock", "x", "--grace", "9223372036", "--", "true"}, "--grace 9223372036 is over 24h0m0s"},
-		{[]string{"elect", "--name", "x", "--grace", "25h", "--", "true"}, "--grace 25h is over 24h0m0s"},
+		{[]string{"run", "--lock", "x", "--grace", "9223372036", "--", "true"}, "--grace 9223372036 is over 24h"},
+		{[]string{"elect", "--name", "x", "--grace", "25h", "--", "true"}, "--grace 25h is over 24h"},
 		{[]string{"query", "--lock", "x", "--timeout", "-0.5"}, "--timeout -0.5 is not positive (leave it out for the default)"},
 		// Every error found, on one line.
 		{[]string{"run", "--grace", "-1", "--", "true"}, "--lock is required; --grace -1 is negative (0 sends SIGKILL at once)"},

@@ -73,7 +73,7 @@ func checkGrace(grace *seconds) error {
 		return usageError{fmt.Sprintf("--grace %s is negative (0 sends SIGKILL at once)", grace)}
 	}
 	if grace.d > maxGrace {
-		return usageError{fmt.Sprintf("--grace %s is over %s", grace, maxGrace)}
+		return usageError{fmt.Sprintf("--grace %s is over %dh", grace, maxGrace/time.Hour)}
 	}
 	return nil
 }
