@@ -74,9 +74,9 @@
 // (without a keep-alive of its own), Session.Close releases every lock and
 // withdraws every wait of the session at once, and Session.Lost (and each
 // lease's Lost) closes when the session is lost. If the process dies, the
-// worker frees all its locks within the session's TTL + 1 s (plus a
-// rebalance, if the worker replica watching the session died too:
-// docs/design.md, "Sessions").
+// worker frees all its locks within the session's TTL + 1 s (plus the
+// group's session timeout, 6 s by default, and a rebalance, if the worker
+// replica watching the session died too: docs/design.md, "Sessions").
 //
 //	s, err := c.NewSession(ctx, 10*time.Second)
 //	...

@@ -83,7 +83,8 @@ func checkGrace(grace *seconds) error {
 const graceLockDelay = "--grace plus the reply timeout\n" +
 	"(a third of --timeout, at most 5s), at most 60s in all. COMMAND is stopped only once lockctl\n" +
 	"hears that the lease was lost, and may take --grace to exit: an expiry, which lockctl's own\n" +
-	"deadline sees first, is covered; a revoke only when lockctl hears of it within the reply\n" +
+	"deadline sees first (unless lockctl or its host was paused past it: docs/design.md,\n" +
+	"\"The holder's deadline\"), is covered; a revoke only when lockctl hears of it within the reply\n" +
 	"timeout. A lockctl cut off from Kafka stops COMMAND only at its lease's local deadline, up to\n" +
 	"--lease after the revoke: covering that takes --lock-delay >= --lease + --grace. With 0 the\n" +
 	"next holder may start while COMMAND stops. A release (COMMAND exited, lockctl interrupted)\n" +
