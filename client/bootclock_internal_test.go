@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -332,4 +333,69 @@ func TestGrantReadPastItsDeadlineIsReturnedLost(t *testing.T) {
 	c.mu.Lock()
 	require.Empty(t, c.sessions)
 	c.mu.Unlock()
+}
+
+// openedSession is a session of c opened at now for ttl, registered, with
+// its deadline timer running, as NewSession leaves it.
+func openedSession(c *Client, id string, now time.Time, ttl time.Duration) *Session {
+	s := &Session{ID: id, Owner: "me", TTL: ttl, c: c, leases: map[*Lease]bool{}, lost: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancelCause(context.Background())
+	s.mu.Lock()
+	s.update(topics.Event{Type: topics.TypeSessionOpened, OccurredAt: topics.Time{Time: now},
+		SessionInfo: &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: ttl.Seconds(), ExpiresAt: topics.NewTime(now.Add(ttl))}}, sentAtTime(c, now))
+	s.timer = time.AfterFunc(time.Until(s.deadline), s.deadlinePassed)
+	s.mu.Unlock()
+	c.mu.Lock()
+	c.sessions[s.ID] = s
+	c.mu.Unlock()
+	return s
+}
+
+// TestSurvivedSuspendPullsTheMonotonicDeadlineIn: after a suspend shorter
+// than the time left (the lease and session survive it), the monotonic
+// deadline, which stood still during the suspend, is later than the boot
+// clock's by the suspend; the boot-clock check pulls it, and its timer, in
+// to the boot clock's, so that the lease or session ends at its real end,
+// not up to a bootCheckInterval later at the next check.
+func TestSurvivedSuspendPullsTheMonotonicDeadlineIn(t *testing.T) {
+	c, suspend := suspendedClient()
+	now := time.Now()
+	l := grantAt(c, 71, now, 30*time.Second)
+	defer l.lose(ErrReleased)
+	s := openedSession(c, "s-pulled", now, 30*time.Second)
+	defer s.lose(ErrSessionClosed)
+	left := func(mu *sync.Mutex, deadline *time.Time) time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		return time.Until(*deadline)
+	}
+
+	suspend(20 * time.Second) // 10 s left by the boot clock, 30 s by the monotonic one
+	require.True(t, c.checkBoot())
+	require.NoError(t, l.Err())
+	require.NoError(t, s.Err())
+	require.LessOrEqual(t, left(&l.mu, &l.deadline), 10*time.Second, "the lease's monotonic deadline not pulled in")
+	require.Greater(t, left(&l.mu, &l.deadline), 9*time.Second, "pulled in too far")
+	require.LessOrEqual(t, left(&s.mu, &s.deadline), 10*time.Second, "the session's monotonic deadline not pulled in")
+	require.Greater(t, left(&s.mu, &s.deadline), 9*time.Second, "pulled in too far")
+
+	// A boot clock behind the monotonic deadline moves nothing back out.
+	suspend(0)
+	require.True(t, c.checkBoot())
+	require.LessOrEqual(t, left(&l.mu, &l.deadline), 10*time.Second)
+	require.LessOrEqual(t, left(&s.mu, &s.deadline), 10*time.Second)
+
+	// Their timers were moved too: 50 ms left by the boot clock, and both
+	// end then, by their timers, with no further check.
+	suspend(30*time.Second - 50*time.Millisecond)
+	require.True(t, c.checkBoot())
+	for what, lost := range map[string]<-chan struct{}{"lease": l.Lost(), "session": s.Lost()} {
+		select {
+		case <-lost:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the %s's timer was not moved to its boot deadline", what)
+		}
+	}
+	require.ErrorContains(t, l.Err(), "reached its expiry without a confirmed extension")
+	require.ErrorContains(t, s.Err(), "reached its expiry without a confirmed keep-alive")
 }

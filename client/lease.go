@@ -178,13 +178,34 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 }
 
 // checkBoot loses the lease if its deadline by the boot clock, now, has
-// passed (see update).
+// passed (see update). If it has not, but less of the lease is left by the
+// boot clock than by the monotonic one (the host was suspended for less than
+// the time left: the monotonic clock stood still meanwhile), the monotonic
+// deadline and its timer are pulled in to the boot clock's, so that the
+// lease ends at its boot deadline, not up to a bootCheckInterval after it.
 func (l *Lease) checkBoot(now time.Duration) {
 	l.mu.Lock()
 	passed := l.err == nil && l.boot != 0 && now >= l.boot
+	if l.err == nil && l.boot != 0 && !passed {
+		pullIn(&l.deadline, l.timer, l.boot-now)
+	}
 	l.mu.Unlock()
 	if passed {
 		l.expire()
+	}
+}
+
+// pullIn moves a monotonic deadline, and its timer (if any), in to left from
+// now, when that is earlier: a boot-clock deadline, with left of it to go,
+// is nearer than the monotonic one after a suspend. The lease's or the
+// session's mutex is held.
+func pullIn(deadline *time.Time, timer *time.Timer, left time.Duration) {
+	if left >= time.Until(*deadline) {
+		return
+	}
+	*deadline = time.Now().Add(left)
+	if timer != nil {
+		timer.Reset(left)
 	}
 }
 

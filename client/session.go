@@ -348,10 +348,14 @@ func (s *Session) expire() {
 }
 
 // checkBoot loses the session if its deadline by the boot clock, now, has
-// passed (see Lease.update).
+// passed (see Lease.update), or else pulls its monotonic deadline in to the
+// boot clock's, as Lease.checkBoot.
 func (s *Session) checkBoot(now time.Duration) {
 	s.mu.Lock()
 	passed := s.err == nil && s.boot != 0 && now >= s.boot
+	if s.err == nil && s.boot != 0 && !passed {
+		pullIn(&s.deadline, s.timer, s.boot-now) // as Lease.checkBoot
+	}
 	s.mu.Unlock()
 	if passed {
 		s.expire()
