@@ -161,8 +161,9 @@ func OnQueued(fn func(position int)) AcquireOption {
 //
 // An acquire that is given up
 // (ctx ended, client closed, no reply, or a grant refused because its reply
-// breaks the contract or was read past the lease's local deadline, when the
-// error wraps ErrLeaseLost) sends a release for its owner, which withdraws it
+// breaks the contract or was read past the lease's local deadline, or its
+// session's (the session is lost then too), when the error wraps
+// ErrLeaseLost) sends a release for its owner, which withdraws it
 // from the queue, or releases the lock if it was granted meanwhile, so the
 // worker never holds a lock for nobody. Exceptions, where
 // the release could end a lease of the same owner: an owner given WithOwner

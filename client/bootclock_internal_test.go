@@ -399,3 +399,60 @@ func TestSurvivedSuspendPullsTheMonotonicDeadlineIn(t *testing.T) {
 	require.ErrorContains(t, l.Err(), "reached its expiry without a confirmed extension")
 	require.ErrorContains(t, s.Err(), "reached its expiry without a confirmed keep-alive")
 }
+
+// TestGrantInASessionPastItsDeadlineIsReturnedLost: a grant WithSession
+// read after the host slept through the session's deadline (the boot clock
+// moved on while the acquire was on its way) is not returned held: the
+// session is lost, and Acquire returns the lease's loss, and gives the
+// grant back, as for a grant read past a lease's own deadline.
+func TestGrantInASessionPastItsDeadlineIsReturnedLost(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var skew atomic.Int64
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpAcquire:
+			skew.Add(int64(time.Minute)) // past the session's 30 s
+			ev := granted(cmd, topics.TypeAcquired, 30)
+			ev.LockInfo.SessionID = cmd.SessionID
+			return one(ev)
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpSessionClose:
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
+		}
+		return nil
+	})
+	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	defer s.Close(ctx)
+
+	start := seen.len()
+	l, err := c.Acquire(ctx, "job", WithSession(s))
+	require.Nil(t, l, "a grant read past its session's deadline returned held")
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorIs(t, err, ErrSessionLost)
+	require.ErrorContains(t, err, "the "+bootClockName()+" shows its expiry passed")
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	seen.mu.Lock()
+	cmds := slices.Clone(seen.cmds[start:])
+	seen.mu.Unlock()
+	var rel *topics.Command
+	for _, cmd := range cmds {
+		if cmd.Operation == topics.OpRelease {
+			rel = &cmd
+		}
+	}
+	require.NotNil(t, rel, "not given back: %v", seen.since(start))
+	require.NotNil(t, rel.FencingToken, "released by the grant's token")
+	require.Equal(t, int64(1), *rel.FencingToken)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Empty(t, c.leases)
+	require.Empty(t, c.sessions)
+}

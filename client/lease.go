@@ -93,9 +93,10 @@ type Lease struct {
 // sent is when the acquire was first sent and anchor the worker's time of
 // the first reply to it (the grant itself, or lock.queued for a grant after
 // waiting): see update. A lease past its local deadline already, by
-// either clock (its grant read after the host slept through it), is lost
-// at once, and that loss is returned as late: the caller gives the grant
-// back (Acquire: as a grant it refused).
+// either clock (its grant read after the host slept through it), or in a
+// session past its own (which is then lost), is lost at once, and that
+// loss is returned as late: the caller gives the grant back (Acquire: as a
+// grant it refused).
 func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent sentAt, anchor time.Time) (l *Lease, late error) {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -126,10 +127,24 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 			l.finish(fmt.Errorf("%w (read before the grant)", err))
 		}
 	}
-	if l.session != nil && !l.session.add(l) {
-		l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, l.session.Err()))
-	}
-	if l.session == nil {
+	if l.session != nil {
+		// A session past its deadline already (the grant read after the
+		// host slept through it) is lost first, so that add fails: the
+		// grant is then late, as one of its own would be.
+		s := l.session
+		s.mu.Lock()
+		due := s.err == nil && s.due()
+		s.mu.Unlock()
+		if due {
+			s.expire()
+		}
+		if !s.add(l) {
+			l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, s.Err()))
+			if due {
+				return l, l.Err()
+			}
+		}
+	} else {
 		l.mu.Lock()
 		due := l.err == nil && l.due()
 		l.mu.Unlock()
