@@ -456,3 +456,43 @@ func TestGrantInASessionPastItsDeadlineIsReturnedLost(t *testing.T) {
 	require.Empty(t, c.leases)
 	require.Empty(t, c.sessions)
 }
+
+// TestKeepAliveReadPastItsDeadlineLosesTheSession: a session keep-alive's
+// answer read after the host slept through the session's new deadline (the
+// boot clock moved on while it was on its way) loses the session, as a
+// late extension loses a lease, and closes it, as the worker applied the
+// keep-alive.
+func TestKeepAliveReadPastItsDeadlineLosesTheSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpSessionClose:
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
+		}
+		return nil
+	})
+	suspend := movableBoot(c)
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+
+	// In time: kept, not lost.
+	sent := c.sentNow()
+	s.keptAlive(sessionEvent(s.command(topics.OpSessionKeepAlive), topics.TypeSessionKeptAlive, 30), sent)
+	require.NoError(t, s.Err())
+
+	start := seen.len()
+	sent = c.sentNow()
+	suspend(time.Minute) // while the keep-alive was on its way
+	s.keptAlive(sessionEvent(s.command(topics.OpSessionKeepAlive), topics.TypeSessionKeptAlive, 30), sent)
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	require.ErrorContains(t, s.Err(), "the "+bootClockName()+" shows its expiry passed")
+	require.Equal(t, []string{topics.OpSessionClose}, seen.since(start), "the session the keep-alive kept is not closed")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	require.Empty(t, c.sessions)
+}

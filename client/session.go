@@ -406,12 +406,30 @@ func (s *Session) keepAliveLoop() {
 		case ev.Type == topics.TypeRejected:
 			s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, rejection(ev)))
 		case ev.SessionInfo != nil:
-			s.mu.Lock()
-			if s.err == nil {
-				s.update(ev, sent)
-			}
-			s.mu.Unlock()
+			s.keptAlive(ev, sent)
 		}
+	}
+}
+
+// keptAlive records a keep-alive's answer, sent at sent. One read past the
+// session's new local deadline already (the host slept through it while
+// the keep-alive was on its way) loses the session, as Lease.extend does a
+// lease, and closes it, best effort: the worker, which applied the
+// keep-alive, would otherwise keep it, and its locks, for nobody.
+func (s *Session) keptAlive(ev topics.Event, sent sentAt) {
+	s.mu.Lock()
+	late := false
+	if s.err == nil {
+		s.update(ev, sent)
+		late = s.due()
+	}
+	s.mu.Unlock()
+	if !late {
+		return
+	}
+	s.expire()
+	if errors.Is(s.Err(), ErrSessionLost) {
+		_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
 	}
 }
 
