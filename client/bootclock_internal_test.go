@@ -496,3 +496,34 @@ func TestKeepAliveReadPastItsDeadlineLosesTheSession(t *testing.T) {
 	defer c.mu.Unlock()
 	require.Empty(t, c.sessions)
 }
+
+// TestCampaignGoesOnAfterALateGrant: a campaign whose grant is read past
+// the lease's local deadline (lost, and given back) campaigns again,
+// rather than fail with the loss.
+func TestCampaignGoesOnAfterALateGrant(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var skew atomic.Int64
+	var acquires atomic.Int32
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			if acquires.Add(1) == 1 {
+				skew.Add(int64(time.Minute)) // the first grant is read late
+			}
+			return one(granted(cmd, topics.TypeAcquired, 30))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
+	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
+	require.NoError(t, err)
+	defer ld.Resign(ctx)
+	require.NoError(t, ld.Err())
+	require.Equal(t, int32(2), acquires.Load())
+	require.Equal(t, []string{topics.OpAcquire, topics.OpRelease, topics.OpAcquire}, seen.since(0), "the late grant given back, then a new campaign")
+}

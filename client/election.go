@@ -195,6 +195,11 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 		if errors.Is(err, ErrLockTimeout) && ctx.Err() == nil {
 			continue // an hour in line: queue again
 		}
+		if errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
+			// A grant read past its local deadline (the host slept through
+			// it), lost and given back already: campaign again.
+			continue
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), context.Cause(ctx))
 		}
