@@ -527,3 +527,50 @@ func TestCampaignGoesOnAfterALateGrant(t *testing.T) {
 	require.Equal(t, int32(2), acquires.Load())
 	require.Equal(t, []string{topics.OpAcquire, topics.OpRelease, topics.OpAcquire}, seen.since(0), "the late grant given back, then a new campaign")
 }
+
+// TestOutOfOrderExtensionMovesNothingBack: an extension's answer read after
+// a later extension's (Extend and the keep-alive overlapping) leaves the
+// later answer's deadlines, on both clocks, and its expires_at: the
+// worker's expiry only grows under extensions.
+func TestOutOfOrderExtensionMovesNothingBack(t *testing.T) {
+	c, _ := suspendedClient()
+	now := time.Now().Truncate(time.Microsecond) // as the events carry it
+	base := c.bootNow() // now, by the boot clock
+	l := grantAt(c, 81, now, 30*time.Second)
+	defer l.lose(ErrReleased)
+	extended := func(sent time.Time, expires time.Duration) {
+		info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 81, Status: topics.StatusAcquired,
+			AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(expires)), LeaseDuration: 30}
+		l.mu.Lock()
+		l.update(topics.Event{Type: topics.TypeExtended, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+			sentAt{mono: sent, boot: base + sent.Sub(now)}, now)
+		l.mu.Unlock()
+	}
+	state := func() (time.Time, time.Duration) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.deadline, l.boot
+	}
+	grantMono, grantBoot := state()
+	require.False(t, grantMono.IsZero(), "the grant set no monotonic deadline")
+	require.NotZero(t, grantBoot, "the grant set no boot deadline")
+
+	extended(now, 90*time.Second) // the later extension's answer, read first
+	mono, boot := state()
+	require.Equal(t, now.Add(90*time.Second), mono)
+	require.Equal(t, base+90*time.Second, boot)
+	require.Greater(t, boot, grantBoot)
+	require.True(t, mono.After(grantMono))
+
+	extended(now.Add(-time.Second), 60*time.Second) // the earlier one's, read last
+	gotMono, gotBoot := state()
+	require.Equal(t, mono, gotMono, "the monotonic deadline moved back")
+	require.Equal(t, boot, gotBoot, "the boot deadline moved back")
+	require.WithinDuration(t, now.Add(90*time.Second), l.ExpiresAt(), 0, "expires_at moved back")
+
+	extended(now, 120*time.Second) // a later one still moves them on
+	gotMono, gotBoot = state()
+	require.Equal(t, mono.Add(30*time.Second), gotMono)
+	require.Equal(t, boot+30*time.Second, gotBoot)
+	require.WithinDuration(t, now.Add(120*time.Second), l.ExpiresAt(), 0)
+}

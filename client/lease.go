@@ -177,15 +177,27 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 // docs/design.md, "The holder's deadline". l.mu is held.
 func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 	li := ev.LockInfo
-	l.info = *li
-	l.lease = seconds(li.LeaseDuration)
+	// An answer read out of order (an earlier extension's after a later
+	// one's: Extend and the keep-alive may overlap) moves nothing back: the
+	// worker's expiry only grows under extensions (extension_duration is
+	// added to it), and each estimate errs early, so the later of old and
+	// new is the better one, for the lock_info as for both deadlines. The
+	// first update (newLease) finds them all zero, which never wins.
+	if stale := li.ExpiresAt != nil && l.info.ExpiresAt != nil && li.ExpiresAt.Before(l.info.ExpiresAt.Time); !stale {
+		l.info = *li
+		l.lease = seconds(li.LeaseDuration)
+	}
 	if l.session != nil {
 		return // its expires_at is the session's
 	}
 	if li.ExpiresAt != nil {
 		left := li.ExpiresAt.Sub(anchor)
-		l.deadline = sent.mono.Add(left)
-		l.boot = sent.boot + left
+		if d := sent.mono.Add(left); d.After(l.deadline) {
+			l.deadline = d
+		}
+		if b := sent.boot + left; l.boot == 0 || b > l.boot {
+			l.boot = b
+		}
 	}
 	if l.timer != nil {
 		l.timer.Reset(time.Until(l.deadline))
