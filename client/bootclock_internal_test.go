@@ -535,7 +535,7 @@ func TestCampaignGoesOnAfterALateGrant(t *testing.T) {
 func TestOutOfOrderExtensionMovesNothingBack(t *testing.T) {
 	c, _ := suspendedClient()
 	now := time.Now().Truncate(time.Microsecond) // as the events carry it
-	base := c.bootNow() // now, by the boot clock
+	base := c.bootNow()                          // now, by the boot clock
 	l := grantAt(c, 81, now, 30*time.Second)
 	defer l.lose(ErrReleased)
 	extended := func(sent time.Time, expires time.Duration) {
