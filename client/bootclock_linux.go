@@ -22,8 +22,12 @@ func bootClock() time.Duration {
 	if !hasBootTime {
 		return wallClock()
 	}
+	// It worked once, so it does. Should it fail all the same, ts stays
+	// zero: a reading of 0 passes no deadline, so the boot-clock check is
+	// off while it fails (the monotonic deadline still covers), and a
+	// deadline counted from it is early, which is safe.
 	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) // it worked once, so it does
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 	return time.Duration(ts.Nano())
 }
 

@@ -145,8 +145,9 @@ func CampaignMetadata(value string) json.RawMessage {
 // is replaced within that lease), WithOwner, OnQueued and WithLockDelay (a
 // leader that lost its lease without resigning cannot overlap the next
 // one, unless its process or host was paused past the lease's end: see
-// Lease.Lost and docs/design.md, "The holder's deadline"); the others shape a lock an election does not use, and are refused. A campaign WithOwner
-// of the owner that leads already (a restarted process with a stable owner
+// Lease.Lost and docs/design.md, "The holder's deadline"); the others
+// shape a lock an election does not use, and are refused. A campaign
+// WithOwner of the owner that leads already (a restarted process with a stable owner
 // id) resumes its leadership at once: the same Token, and the Value it led
 // with, even while the process that led is alive, which then leads too. An
 // owner id must so never be given to two live candidates.

@@ -39,9 +39,9 @@ import (
 // host paused past it (a suspend, a VM pause, Ctrl-Z then fg, a long GC
 // pause) finds the lease lost within about a second of resuming (until
 // Client.Close, which stops that watch: then only at the monotonic
-// deadline), but code already running under it may act first, after the worker has granted
-// the lock to another: only the fencing token, checked by the resource,
-// covers that (docs/design.md, "The holder's deadline").
+// deadline), but code already running under it may act first, after the
+// worker has granted the lock to another: only the fencing token, checked
+// by the resource, covers that (docs/design.md, "The holder's deadline").
 type Lease struct {
 	// Name and Namespace identify the lock.
 	Name      string
@@ -543,8 +543,9 @@ func (l *Lease) releaseEnded(ended error) error {
 // nothing; so does the keep-alive. An extension whose grant arrives after
 // the lease ended meanwhile, or past the new local deadline already (the
 // host slept through it: the lease is lost then), returns that error too,
-// not nil, and the lease is released as above; one cut short by the lease's end (its context, as
-// the keep-alive's) is not, and the worker lets the lease run out.
+// not nil, and the lease is released as above; one cut short by the
+// lease's end (its context, as the keep-alive's) is not, and the worker
+// lets the lease run out.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)

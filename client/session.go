@@ -228,7 +228,7 @@ func (s *Session) Close(ctx context.Context) error {
 		cmd := s.command(topics.OpSessionClose)
 		s.closeCmd = &cmd
 	}
-	cmd, done := *s.closeCmd, s.closed || again && (!time.Now().Before(s.deadline) || s.c.bootNow() >= s.boot)
+	cmd, done := *s.closeCmd, s.closed || again && s.due()
 	s.mu.Unlock()
 	if done {
 		return nil
