@@ -147,10 +147,12 @@ func CampaignMetadata(value string) json.RawMessage {
 // one, unless its process or host was paused past the lease's end: see
 // Lease.Lost and docs/design.md, "The holder's deadline"); the others
 // shape a lock an election does not use, and are refused. A campaign
-// WithOwner of the owner that leads already (a restarted process with a stable owner
-// id) resumes its leadership at once: the same Token, and the Value it led
-// with, even while the process that led is alive, which then leads too. An
-// owner id must so never be given to two live candidates.
+// WithOwner of the owner that leads already (a restarted process with a
+// stable owner id) resumes its leadership at once: the same Token, and the
+// Value it led with, even while the process that led is alive, which then
+// leads too. An owner id must so never be given to two live candidates. A
+// grant read past its lease's local deadline (the host slept while it was
+// on its way) is given back, and the campaign goes on.
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
