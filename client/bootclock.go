@@ -8,11 +8,10 @@ const bootCheckInterval = time.Second
 
 // The boot clock is the clock a lease's and a session's second local
 // deadline runs on (Lease.update): one that goes on while the host is
-// suspended, unlike the monotonic clock of time.Now, which on Linux and
-// macOS stands still then, and that a step of the wall clock (date -s,
-// chrony's makestep, a VM's clock sync) does not move. On Linux that is
-// CLOCK_BOOTTIME (bootclock_linux.go), on macOS CLOCK_MONOTONIC
-// (bootclock_darwin.go); elsewhere it is the wall clock
+// suspended, unlike the monotonic clock of time.Now, which on Linux stands
+// still then, and that a step of the wall clock (date -s, chrony's
+// makestep, a VM's clock sync) does not move. On Linux that is
+// CLOCK_BOOTTIME (bootclock_linux.go); elsewhere it is the wall clock
 // (bootclock_other.go), which a step does move: a step forward then loses
 // the leases early, which is safe, and one back is caught by the monotonic
 // deadline. A reading is a time.Duration since the clock's own epoch, and

@@ -33,9 +33,9 @@ import (
 // that acquired a lock it held already) hears of its end.
 //
 // The expiry is judged locally, erring early, by the monotonic clock and by
-// a clock that goes on while the host is suspended (on Linux and macOS the
-// boot clock, which a step of the wall clock does not move; elsewhere the
-// wall clock), whichever passes first (the error says which). A process or
+// a clock that goes on while the host is suspended (on Linux the boot
+// clock, which a step of the wall clock does not move; elsewhere the wall
+// clock), whichever passes first (the error says which). A process or
 // host paused past it (a suspend, a VM pause, Ctrl-Z then fg, a long GC
 // pause) finds the lease lost within about a second of resuming (until
 // Client.Close, which stops that watch: then only at the monotonic
@@ -165,12 +165,11 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 // was sent, which is no later than anchor: the estimate errs early, and
 // clocks of client and worker never need to agree. That holds while the
 // process runs: the deadline is kept twice, on the monotonic clock (its
-// timer), which a host suspend stops on Linux and macOS, and on the boot
-// clock, which a suspend does not stop (the client's boot-clock watch,
+// timer), which a host suspend stops on Linux, and on the boot clock,
+// which a suspend does not stop (the client's boot-clock watch,
 // watchBoot), each counted from its own reading at the send, and the lease
 // is lost when either passes. On Linux the boot clock is CLOCK_BOOTTIME,
-// on macOS CLOCK_MONOTONIC (which counts sleep, unlike time.Now's), which
-// a step of the wall clock does not move; elsewhere it is the wall
+// which a step of the wall clock does not move; elsewhere it is the wall
 // clock, which a step does: stepped forward it loses the lease early,
 // which is safe, and stepped back it is caught by the monotonic deadline.
 // A process paused past its deadline still runs on for up to
