@@ -574,3 +574,53 @@ func TestOutOfOrderExtensionMovesNothingBack(t *testing.T) {
 	require.Equal(t, boot+30*time.Second, gotBoot)
 	require.WithinDuration(t, now.Add(120*time.Second), l.ExpiresAt(), 0)
 }
+
+// TestPullInSkipsTinyMoves: pullIn leaves a deadline nearer than the boot
+// clock's by less than pullInMin as it is (the clocks' rates differ a
+// little: no timer reset at every check for that), and moves one nearer
+// by more.
+func TestPullInSkipsTinyMoves(t *testing.T) {
+	now := time.Now()
+	d := now.Add(10 * time.Second)
+	pullInAt(now, &d, nil, 10*time.Second-pullInMin/2)
+	require.Equal(t, now.Add(10*time.Second), d, "moved by less than pullInMin")
+	pullInAt(now, &d, nil, 10*time.Second+time.Second)
+	require.Equal(t, now.Add(10*time.Second), d, "moved out")
+	pullInAt(now, &d, nil, 10*time.Second-2*pullInMin)
+	require.Equal(t, now.Add(10*time.Second-2*pullInMin), d, "not pulled in")
+}
+
+// TestAnswerSentBeforeASuspendIsPulledIn: an extension's or keep-alive's
+// answer whose command was sent before a suspend (the boot clock moved on
+// while it was on its way, the monotonic clock not) sets a monotonic
+// deadline a suspend later than the boot clock's; the update pulls it in
+// at once, not at the next boot-clock check.
+func TestAnswerSentBeforeASuspendIsPulledIn(t *testing.T) {
+	c, _ := suspendedClient()
+	now := time.Now()
+	l := grantAt(c, 91, now, 5*time.Second)
+	defer l.lose(ErrReleased)
+	s := openedSession(c, "s-sent-before", now, 5*time.Second)
+	defer s.lose(ErrSessionClosed)
+	// Sent 20 s before now by the boot clock, just now by the monotonic
+	// one, answered now with 30 s to go: 10 s left by the boot clock.
+	sent := sentAt{mono: time.Now(), boot: c.bootNow() - 20*time.Second}
+	at := time.Now()
+	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 91, Status: topics.StatusAcquired,
+		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(at.Add(30 * time.Second)), LeaseDuration: 30}
+	l.mu.Lock()
+	l.update(topics.Event{Type: topics.TypeExtended, LockInfo: info, OccurredAt: topics.Time{Time: at}}, sent, at)
+	lLeft := time.Until(l.deadline)
+	l.mu.Unlock()
+	s.mu.Lock()
+	s.update(topics.Event{Type: topics.TypeSessionKeptAlive, OccurredAt: topics.Time{Time: at},
+		SessionInfo: &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 30, ExpiresAt: topics.NewTime(at.Add(30 * time.Second))}}, sent)
+	sLeft := time.Until(s.deadline)
+	s.mu.Unlock()
+	require.LessOrEqual(t, lLeft, 10*time.Second, "the lease's monotonic deadline not pulled in")
+	require.Greater(t, lLeft, 9*time.Second, "pulled in too far")
+	require.LessOrEqual(t, sLeft, 10*time.Second, "the session's monotonic deadline not pulled in")
+	require.Greater(t, sLeft, 9*time.Second, "pulled in too far")
+	require.NoError(t, l.Err())
+	require.NoError(t, s.Err())
+}

@@ -199,6 +199,14 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 			l.boot = b
 		}
 	}
+	if left := l.boot - l.c.bootNow(); l.boot != 0 && left > 0 {
+		// An answer whose command was sent before a suspend counts its
+		// monotonic deadline from a reading the suspend did not move: the
+		// boot deadline is then the nearer, as checkBoot would find. One
+		// passed already is left to the boot clock, whose loss blames the
+		// suspend (and a late grant so lost is tried again: Campaign).
+		pullIn(&l.deadline, nil, left)
+	}
 	if l.timer != nil {
 		l.timer.Reset(time.Until(l.deadline))
 	}
@@ -223,18 +231,29 @@ func (l *Lease) checkBoot(now time.Duration) {
 }
 
 // pullIn moves a monotonic deadline, and its timer (if any), in to left from
-// now, when that is earlier: a boot-clock deadline, with left of it to go,
-// is nearer than the monotonic one after a suspend. The lease's or the
-// session's mutex is held.
+// now, when that is earlier by pullInMin or more: a boot-clock deadline,
+// with left of it to go, is nearer than the monotonic one after a suspend.
+// The lease's or the session's mutex is held.
 func pullIn(deadline *time.Time, timer *time.Timer, left time.Duration) {
-	if left >= time.Until(*deadline) {
+	pullInAt(time.Now(), deadline, timer, left)
+}
+
+// pullInAt is pullIn at now.
+func pullInAt(now time.Time, deadline *time.Time, timer *time.Timer, left time.Duration) {
+	if left > deadline.Sub(now)-pullInMin {
 		return
 	}
-	*deadline = time.Now().Add(left)
+	*deadline = now.Add(left)
 	if timer != nil {
 		timer.Reset(left)
 	}
 }
+
+// pullInMin is the least move pullIn makes: the two clocks are read at
+// slightly different instants, and need not run at exactly one rate, and a
+// deadline and timer moved by that much would be reset at every check for
+// nothing.
+const pullInMin = time.Millisecond
 
 // pastDeadline says whether the lease's local deadline has passed by the
 // monotonic clock, and by the boot clock (see update). l.mu is held.

@@ -160,6 +160,9 @@ func (s *Session) update(ev topics.Event, sent sentAt) {
 	left := s.expires.Sub(ev.OccurredAt.Time)
 	s.deadline = sent.mono.Add(left)
 	s.boot = sent.boot + left
+	if left := s.boot - s.c.bootNow(); left > 0 {
+		pullIn(&s.deadline, nil, left) // as Lease.update
+	}
 	if s.timer != nil {
 		s.timer.Reset(time.Until(s.deadline))
 	}
