@@ -529,18 +529,22 @@ func TestCampaignGoesOnAfterALateGrant(t *testing.T) {
 }
 
 // TestOutOfOrderExtensionMovesNothingBack: an extension's answer read after
-// a later extension's (Extend and the keep-alive overlapping) leaves the
-// later answer's deadlines, on both clocks, and its expires_at: the
-// worker's expiry only grows under extensions.
+// a later extension's (Extend and the keep-alive overlapping), of a lower
+// revision of the lock, leaves the later answer's deadlines, on both
+// clocks, and its lock_info; one of a newer revision is applied, even with
+// an earlier expires_at (the owner renewed the lease into a session and
+// out again: its own lease counts from the renewal); one of the same
+// revision keeps the later estimate.
 func TestOutOfOrderExtensionMovesNothingBack(t *testing.T) {
 	c, _ := suspendedClient()
 	now := time.Now().Truncate(time.Microsecond) // as the events carry it
 	base := c.bootNow()                          // now, by the boot clock
 	l := grantAt(c, 81, now, 30*time.Second)
 	defer l.lose(ErrReleased)
-	extended := func(sent time.Time, expires time.Duration) {
+	extended := func(sent time.Time, expires time.Duration, revision int64) {
 		info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 81, Status: topics.StatusAcquired,
-			AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(expires)), LeaseDuration: 30}
+			AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(expires)), LeaseDuration: 30,
+			Revision: revision}
 		l.mu.Lock()
 		l.update(topics.Event{Type: topics.TypeExtended, LockInfo: info, OccurredAt: topics.Time{Time: now}},
 			sentAt{mono: sent, boot: base + sent.Sub(now)}, now)
@@ -555,24 +559,41 @@ func TestOutOfOrderExtensionMovesNothingBack(t *testing.T) {
 	require.False(t, grantMono.IsZero(), "the grant set no monotonic deadline")
 	require.NotZero(t, grantBoot, "the grant set no boot deadline")
 
-	extended(now, 90*time.Second) // the later extension's answer, read first
+	extended(now, 90*time.Second, 3) // the later extension's answer, read first
 	mono, boot := state()
 	require.Equal(t, now.Add(90*time.Second), mono)
 	require.Equal(t, base+90*time.Second, boot)
 	require.Greater(t, boot, grantBoot)
 	require.True(t, mono.After(grantMono))
 
-	extended(now.Add(-time.Second), 60*time.Second) // the earlier one's, read last
+	extended(now.Add(-time.Second), 60*time.Second, 2) // the earlier one's, read last
 	gotMono, gotBoot := state()
 	require.Equal(t, mono, gotMono, "the monotonic deadline moved back")
 	require.Equal(t, boot, gotBoot, "the boot deadline moved back")
 	require.WithinDuration(t, now.Add(90*time.Second), l.ExpiresAt(), 0, "expires_at moved back")
+	require.Equal(t, int64(3), l.Info().Revision, "a stale answer's lock_info applied")
 
-	extended(now, 120*time.Second) // a later one still moves them on
+	extended(now, 120*time.Second, 4) // a later one still moves them on
 	gotMono, gotBoot = state()
 	require.Equal(t, mono.Add(30*time.Second), gotMono)
 	require.Equal(t, boot+30*time.Second, gotBoot)
 	require.WithinDuration(t, now.Add(120*time.Second), l.ExpiresAt(), 0)
+
+	// A newer revision with an earlier expires_at: the worker's expiry
+	// moved back (a renewal into a session and out again). Applied.
+	extended(now, 100*time.Second, 6)
+	gotMono, gotBoot = state()
+	require.Equal(t, now.Add(100*time.Second), gotMono, "a newer answer's monotonic deadline discarded")
+	require.Equal(t, base+100*time.Second, gotBoot, "a newer answer's boot deadline discarded")
+	require.WithinDuration(t, now.Add(100*time.Second), l.ExpiresAt(), 0, "a newer answer's expires_at discarded")
+	require.Equal(t, int64(6), l.Info().Revision)
+
+	// The same revision again (an answer to a retry, sent earlier): the
+	// later estimate is kept.
+	extended(now.Add(-time.Second), 100*time.Second, 6)
+	gotMono, gotBoot = state()
+	require.Equal(t, now.Add(100*time.Second), gotMono, "the same revision's earlier estimate won")
+	require.Equal(t, base+100*time.Second, gotBoot)
 }
 
 // TestPullInSkipsTinyMoves: pullIn leaves a deadline nearer than the boot

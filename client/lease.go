@@ -179,23 +179,32 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 	li := ev.LockInfo
 	// An answer read out of order (an earlier extension's after a later
 	// one's: Extend and the keep-alive may overlap) moves nothing back: the
-	// worker's expiry only grows under extensions (extension_duration is
-	// added to it), and each estimate errs early, so the later of old and
-	// new is the better one, for the lock_info as for both deadlines. The
-	// first update (newLease) finds them all zero, which never wins.
-	if stale := li.ExpiresAt != nil && l.info.ExpiresAt != nil && li.ExpiresAt.Before(l.info.ExpiresAt.Time); !stale {
-		l.info = *li
-		l.lease = seconds(li.LeaseDuration)
+	// lock's revision grows with every change of the lock, so an answer of
+	// a lower revision than the last one applied is stale, and its
+	// lock_info and deadlines are skipped. Answers are not ordered by
+	// expires_at: the worker's expiry may move back, as when the owner
+	// renews the lease into a session and out again (its own lease then
+	// counts from the renewal), and a newer answer would be skipped. One
+	// of a newer revision sets both deadlines, earlier or not; of the same
+	// revision (or where either has none, as the grant's first update
+	// finds), the later of old and new estimate is kept, as each errs
+	// early.
+	known := li.Revision != 0 && l.info.Revision != 0
+	if known && li.Revision < l.info.Revision {
+		return
 	}
+	newer := known && li.Revision > l.info.Revision
+	l.info = *li
+	l.lease = seconds(li.LeaseDuration)
 	if l.session != nil {
 		return // its expires_at is the session's
 	}
 	if li.ExpiresAt != nil {
 		left := li.ExpiresAt.Sub(anchor)
-		if d := sent.mono.Add(left); d.After(l.deadline) {
+		if d := sent.mono.Add(left); newer || d.After(l.deadline) {
 			l.deadline = d
 		}
-		if b := sent.boot + left; l.boot == 0 || b > l.boot {
+		if b := sent.boot + left; newer || l.boot == 0 || b > l.boot {
 			l.boot = b
 		}
 	}
