@@ -528,6 +528,63 @@ func TestCampaignGoesOnAfterALateGrant(t *testing.T) {
 	require.Equal(t, []string{topics.OpAcquire, topics.OpRelease, topics.OpAcquire}, seen.since(0), "the late grant given back, then a new campaign")
 }
 
+// TestCampaignReturnsAGrantLateByTheMonotonicClock: a campaign whose every
+// grant is read past the lease's local deadline by the monotonic clock too
+// (a lease shorter than the round trip) returns the loss at the first,
+// given back, rather than acquire and give back in a loop.
+func TestCampaignReturnsAGrantLateByTheMonotonicClock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 30)
+			ev.LockInfo.ExpiresAt = topics.NewTimePtr(ev.OccurredAt.Add(-time.Second)) // over when read
+			return one(ev)
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
+	require.Nil(t, ld)
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorContains(t, err, "reached its expiry")
+	require.NoError(t, ctx.Err(), "the campaign ran until its context ended")
+	require.Equal(t, []string{topics.OpAcquire, topics.OpRelease}, seen.since(0), "campaigned again after a grant late by the monotonic clock")
+}
+
+// TestCampaignStopsAfterThreeLateGrants: a campaign whose grants are read
+// late by the boot clock alone, every one (the wall-clock fallback
+// stepping on, say), gives up with the loss after the third in a row.
+func TestCampaignStopsAfterThreeLateGrants(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var skew atomic.Int64
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			skew.Add(int64(time.Minute)) // every grant read late
+			return one(granted(cmd, topics.TypeAcquired, 30))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	c.boot = func() time.Duration { return bootClock() + time.Duration(skew.Load()) }
+	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
+	require.Nil(t, ld)
+	require.ErrorIs(t, err, ErrLeaseLost)
+	require.ErrorContains(t, err, "the "+bootClockName()+" shows its expiry passed")
+	require.NoError(t, ctx.Err())
+	require.Equal(t, []string{topics.OpAcquire, topics.OpRelease, topics.OpAcquire, topics.OpRelease, topics.OpAcquire, topics.OpRelease},
+		seen.since(0), "not three grants, each given back")
+}
+
 // TestOutOfOrderExtensionMovesNothingBack: an extension's answer read after
 // a later extension's (Extend and the keep-alive overlapping), of a lower
 // revision of the lock, leaves the later answer's deadlines, on both

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/omninode/lockworker/topics"
@@ -151,8 +152,11 @@ func CampaignMetadata(value string) json.RawMessage {
 // stable owner id) resumes its leadership at once: the same Token, and the
 // Value it led with, even while the process that led is alive, which then
 // leads too. An owner id must so never be given to two live candidates. A
-// grant read past its lease's local deadline (the host slept while it was
-// on its way) is given back, and the campaign goes on.
+// grant read past its lease's local deadline is given back; when the boot
+// clock alone shows it passed (the host slept while the grant was on its
+// way), the campaign goes on after a short pause, but after three such
+// grants in a row, or one late by the monotonic clock too (a lease shorter
+// than the round trip), Campaign returns its loss (ErrLeaseLost).
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
@@ -179,6 +183,7 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 	}
 	o.metadata = md
 	o.dedicatedOwner = true
+	lateGrants := 0 // in a row
 	for {
 		o.wait = time.Duration(topics.MaxWaitSeconds) * time.Second
 		if dl, ok := ctx.Deadline(); ok {
@@ -196,17 +201,51 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 			return &Leadership{Lease: l, Value: leaderOf(l.Info()).Value}, nil
 		}
 		if errors.Is(err, ErrLockTimeout) && ctx.Err() == nil {
+			lateGrants = 0
 			continue // an hour in line: queue again
 		}
-		if errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
-			// A grant read past its local deadline (the host slept through
-			// it), lost and given back already: campaign again.
-			continue
+		var late *lateGrant
+		if errors.As(err, &late) && late.bootOnly && ctx.Err() == nil {
+			// A grant read past its local deadline by the boot clock alone
+			// (the host slept while it was on its way), lost and given
+			// back already: campaign again, after a pause, unless that
+			// keeps happening (the wall-clock fallback stepping on).
+			lateGrants++
+			if lateGrants < maxLateGrants {
+				if !pause(ctx, lateGrantPause<<(lateGrants-1)) {
+					return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), context.Cause(ctx))
+				}
+				continue
+			}
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), context.Cause(ctx))
 		}
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
+	}
+}
+
+// maxLateGrants is how many grants in a row, each read past its local
+// deadline by the boot clock alone, end a campaign: the first pause after
+// one is lateGrantPause, doubling after each (up to bootCheckInterval).
+const (
+	maxLateGrants  = 3
+	lateGrantPause = 100 * time.Millisecond
+)
+
+// pause waits about d (at most bootCheckInterval), jittered to between
+// half and all of it, so that candidates woken together do not campaign in
+// step; false when ctx ended first.
+func pause(ctx context.Context, d time.Duration) bool {
+	d = min(d, bootCheckInterval)
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -133,7 +133,8 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 		// grant is then late, as one of its own would be.
 		s := l.session
 		s.mu.Lock()
-		due := s.err == nil && s.due()
+		mono, boot := s.pastDeadline()
+		due := s.err == nil && (mono || boot)
 		s.mu.Unlock()
 		if due {
 			s.expire()
@@ -141,16 +142,19 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 		if !s.add(l) {
 			l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, s.Err()))
 			if due {
-				return l, l.Err()
+				return l, &lateGrant{err: l.Err(), bootOnly: !mono}
 			}
 		}
 	} else {
 		l.mu.Lock()
-		due := l.err == nil && l.due()
+		mono, boot := l.pastDeadline()
+		due := l.err == nil && (mono || boot)
 		l.mu.Unlock()
 		if due {
 			l.expire()
-			return l, l.Err()
+			if err := l.Err(); err != nil {
+				return l, &lateGrant{err: err, bootOnly: !mono}
+			}
 		}
 	}
 	if l.keepAlive && c.begin() == nil {
@@ -158,6 +162,20 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 	}
 	return l, nil
 }
+
+// lateGrant is newLease's error for a grant read past its local deadline:
+// err, the lease's loss, wraps ErrLeaseLost. bootOnly says the deadline had
+// passed by the boot clock alone, not the monotonic one: the host slept
+// (or, on the wall-clock fallback, the clock stepped) while the grant was
+// on its way, which the next grant may not meet (Campaign tries again);
+// otherwise the lease is shorter than the round trip.
+type lateGrant struct {
+	err      error
+	bootOnly bool
+}
+
+func (e *lateGrant) Error() string { return e.err.Error() }
+func (e *lateGrant) Unwrap() error { return e.err }
 
 // update records a reply that confirmed the lease. The local deadline counts
 // the lease's remaining time by the worker's clock (expires_at minus anchor,
