@@ -702,3 +702,56 @@ func TestAnswerSentBeforeASuspendIsPulledIn(t *testing.T) {
 	require.NoError(t, l.Err())
 	require.NoError(t, s.Err())
 }
+
+// TestKeepAliveInFlightWhenLostClosesTheSession: a session lost here (its
+// deadline passed, by the boot clock) while a keep-alive was on its way,
+// which the worker may have applied, is closed, best effort, whether the
+// keep-alive then fails or is answered; one the worker ended
+// (session.expired) is not.
+func TestKeepAliveInFlightWhenLostClosesTheSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpSessionClose:
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
+		}
+		return nil
+	})
+	suspend := movableBoot(c)
+	var skew time.Duration
+	lostMeanwhile := func() (*Session, sentAt) {
+		t.Helper()
+		s, err := c.NewSession(ctx, 30*time.Second)
+		require.NoError(t, err)
+		sent := c.sentNow()
+		skew += time.Minute
+		suspend(skew) // while the keep-alive was on its way
+		c.checkBoot()
+		require.ErrorIs(t, s.Err(), ErrSessionLost)
+		return s, sent
+	}
+
+	s, sent := lostMeanwhile()
+	start := seen.len()
+	s.keepAliveAnswered(topics.Event{}, context.Cause(s.Context()), sent)
+	require.Equal(t, []string{topics.OpSessionClose}, seen.since(start), "a failed keep-alive of a session lost meanwhile: not closed")
+
+	s, sent = lostMeanwhile()
+	start = seen.len()
+	s.keepAliveAnswered(sessionEvent(s.command(topics.OpSessionKeepAlive), topics.TypeSessionKeptAlive, 30), nil, sent)
+	require.Equal(t, []string{topics.OpSessionClose}, seen.since(start), "a keep-alive answered after the session was lost: not closed")
+
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	sent = c.sentNow()
+	c.routeSession(sessionEvent(s.command(topics.OpSessionKeepAlive), topics.TypeSessionExpired, 30))
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	start = seen.len()
+	s.keepAliveAnswered(topics.Event{}, context.Cause(s.Context()), sent)
+	require.Empty(t, seen.since(start), "a session the worker ended closed")
+}

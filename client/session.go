@@ -401,24 +401,52 @@ func (s *Session) keepAliveLoop() {
 		sent := s.c.sentNow()
 		ev, err := s.c.send(ctx, s.command(topics.OpSessionKeepAlive))
 		cancel()
-		switch {
-		case errors.Is(err, ErrUnauthenticated):
-			// The token expired: no keep-alive can be sent any more.
-			s.lose(fmt.Errorf("%w: keep-alive: %w", ErrSessionLost, err))
-		case err != nil:
-		case ev.Type == topics.TypeRejected:
-			s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, rejection(ev)))
-		case ev.SessionInfo != nil:
-			s.keptAlive(ev, sent)
-		}
+		s.keepAliveAnswered(ev, err, sent)
 	}
 }
 
+// keepAliveAnswered records the outcome of a keep-alive sent at sent: its
+// answer ev, or err. A keep-alive that failed (no answer, or cut short)
+// because the session was lost here meanwhile, by its deadline, may have
+// been applied by the worker all the same: the session is then closed,
+// best effort, as keptAlive closes one lost to a late answer; not when the
+// worker ended it (session.expired, session.closed), nor when Close did.
+func (s *Session) keepAliveAnswered(ev topics.Event, err error, sent sentAt) {
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		// The token expired: no keep-alive can be sent any more.
+		s.lose(fmt.Errorf("%w: keep-alive: %w", ErrSessionLost, err))
+	case err != nil:
+		if s.lostHere() {
+			_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
+		}
+	case ev.Type == topics.TypeRejected:
+		s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, rejection(ev)))
+	case ev.SessionInfo != nil:
+		s.keptAlive(ev, sent)
+	}
+}
+
+// lostHere says whether the session was lost (ErrSessionLost), and not by
+// the worker's word (workerEnded): the worker may hold it still.
+func (s *Session) lostHere() bool {
+	err := s.Err()
+	var byWorker *workerEnded
+	return errors.Is(err, ErrSessionLost) && !errors.As(err, &byWorker)
+}
+
+// workerEnded marks the loss of a session the worker ended (routeSession):
+// a close would find it gone.
+type workerEnded struct{ error }
+
+func (e *workerEnded) Unwrap() error { return e.error }
+
 // keptAlive records a keep-alive's answer, sent at sent. One read past the
 // session's new local deadline already (the host slept through it while
-// the keep-alive was on its way) loses the session, as Lease.extend does a
-// lease, and closes it, best effort: the worker, which applied the
-// keep-alive, would otherwise keep it, and its locks, for nobody.
+// the keep-alive was on its way), or after the session was lost here
+// meanwhile, loses the session, as Lease.extend does a lease, and closes
+// it, best effort: the worker, which applied the keep-alive, would
+// otherwise keep it, and its locks, for nobody.
 func (s *Session) keptAlive(ev topics.Event, sent sentAt) {
 	s.mu.Lock()
 	late := false
@@ -427,11 +455,10 @@ func (s *Session) keptAlive(ev topics.Event, sent sentAt) {
 		late = s.due()
 	}
 	s.mu.Unlock()
-	if !late {
-		return
+	if late {
+		s.expire()
 	}
-	s.expire()
-	if errors.Is(s.Err(), ErrSessionLost) {
+	if s.lostHere() {
 		_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
 	}
 }
@@ -461,6 +488,6 @@ func (c *Client) routeSession(ev topics.Event) {
 	s := c.sessions[ev.SessionInfo.SessionID]
 	c.mu.Unlock()
 	if s != nil && s.Owner == ev.SessionInfo.OwnerID {
-		s.lose(fmt.Errorf("%w: %s: session %q ended at %s", ErrSessionLost, ev.Type, s.ID, ev.OccurredAt.Format(time.RFC3339Nano)))
+		s.lose(&workerEnded{fmt.Errorf("%w: %s: session %q ended at %s", ErrSessionLost, ev.Type, s.ID, ev.OccurredAt.Format(time.RFC3339Nano))})
 	}
 }
