@@ -385,9 +385,17 @@ func TestSurvivedSuspendPullsTheMonotonicDeadlineIn(t *testing.T) {
 	require.LessOrEqual(t, left(&l.mu, &l.deadline), 10*time.Second)
 	require.LessOrEqual(t, left(&s.mu, &s.deadline), 10*time.Second)
 
-	// Their timers were moved too: 50 ms left by the boot clock, and both
-	// end then, by their timers, with no further check.
-	suspend(30*time.Second - 50*time.Millisecond)
+	// Their timers were moved too: about 300 ms left by the boot clock
+	// (counted from the deadlines recorded, so that a slow run does not
+	// pass them before the check), and both end then, by their timers,
+	// with no further check.
+	l.mu.Lock()
+	lBoot := l.boot
+	l.mu.Unlock()
+	s.mu.Lock()
+	sBoot := s.boot
+	s.mu.Unlock()
+	suspend(min(lBoot, sBoot) - 300*time.Millisecond - bootClock())
 	require.True(t, c.checkBoot())
 	for what, lost := range map[string]<-chan struct{}{"lease": l.Lost(), "session": s.Lost()} {
 		select {
