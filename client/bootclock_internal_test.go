@@ -659,6 +659,14 @@ func TestOutOfOrderExtensionMovesNothingBack(t *testing.T) {
 	gotMono, gotBoot = state()
 	require.Equal(t, now.Add(100*time.Second), gotMono, "the same revision's earlier estimate won")
 	require.Equal(t, base+100*time.Second, gotBoot)
+
+	// A worker from before revisions (0): an answer of an earlier
+	// expires_at, read out of order, leaves lock_info as it was, so
+	// ExpiresAt (and the room max_hold leaves) does not move back.
+	extended(now, 130*time.Second, 0)
+	require.WithinDuration(t, now.Add(130*time.Second), l.ExpiresAt(), 0)
+	extended(now, 110*time.Second, 0)
+	require.WithinDuration(t, now.Add(130*time.Second), l.ExpiresAt(), 0, "an older worker's stale answer moved expires_at back")
 }
 
 // TestPullInSkipsTinyMoves: pullIn leaves a deadline nearer than the boot
@@ -754,7 +762,22 @@ func TestKeepAliveInFlightWhenLostClosesTheSession(t *testing.T) {
 	s.keepAliveAnswered(sessionEvent(s.command(topics.OpSessionKeepAlive), topics.TypeSessionKeptAlive, 30), nil, sent)
 	require.Equal(t, []string{topics.OpSessionClose}, seen.since(start), "a keep-alive answered after the session was lost: not closed")
 
+	// The keep-alive's context ends at the deadline, before the deadline's
+	// timer has lost the session: the failure loses it, and closes it.
 	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	sent = c.sentNow()
+	s.mu.Lock()
+	s.timer.Stop()
+	s.deadline = time.Now().Add(-time.Millisecond)
+	s.mu.Unlock()
+	require.NoError(t, s.Err())
+	start = seen.len()
+	s.keepAliveAnswered(topics.Event{}, context.DeadlineExceeded, sent)
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	require.Equal(t, []string{topics.OpSessionClose}, seen.since(start), "a keep-alive cut short by the deadline, its timer not run yet: not closed")
+
+	s, err = c.NewSession(ctx, 30*time.Second)
 	require.NoError(t, err)
 	sent = c.sentNow()
 	c.routeSession(sessionEvent(s.command(topics.OpSessionKeepAlive), topics.TypeSessionExpired, 30))

@@ -212,8 +212,13 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 		return
 	}
 	newer := known && li.Revision > l.info.Revision
-	l.info = *li
-	l.lease = seconds(li.LeaseDuration)
+	// Without revisions (a worker from before them) an answer of an
+	// earlier expires_at is taken for a stale one, as before: its
+	// lock_info would understate the room max_hold leaves (capRoom).
+	if known || l.info.ExpiresAt == nil || li.ExpiresAt == nil || !li.ExpiresAt.Before(l.info.ExpiresAt.Time) {
+		l.info = *li
+		l.lease = seconds(li.LeaseDuration)
+	}
 	if l.session != nil {
 		return // its expires_at is the session's
 	}

@@ -417,6 +417,9 @@ func (s *Session) keepAliveAnswered(ev topics.Event, err error, sent sentAt) {
 		// The token expired: no keep-alive can be sent any more.
 		s.lose(fmt.Errorf("%w: keep-alive: %w", ErrSessionLost, err))
 	case err != nil:
+		// The send's context ends at the deadline, and may do so before
+		// the deadline's timer has lost the session.
+		s.expire()
 		if s.lostHere() {
 			_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
 		}
