@@ -576,3 +576,32 @@ func TestRequesterKeyTokens(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM lock_holders`).Scan(&locks))
 	require.Equal(t, 1, locks, "billing's lease stands, and payments got none")
 }
+
+// Without AUTO_CREATE_REPLY_TOPICS the set of known reply topics does not
+// keep every topic ever named: a lookup of a topic not known reads all
+// topics at most once a minute, and topics deleted since are dropped (and
+// refused again, as missing).
+func TestDeletedReplyTopicsAreForgotten(t *testing.T) {
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, "locks.replies.a", "locks.replies.b"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer cl.Close()
+	rt := newReplyTopics(cl, "locks.replies.", 10, false)
+	for _, topic := range []string{"locks.replies.a", "locks.replies.b"} {
+		ok, _ := rt.allow(context.Background(), topic)
+		require.True(t, ok, topic)
+	}
+	_, err = kadm.NewClient(cl).DeleteTopics(context.Background(), "locks.replies.a")
+	require.NoError(t, err)
+
+	ok, n := rt.allow(context.Background(), "locks.replies.missing")
+	require.False(t, ok)
+	require.Equal(t, 2, n, "listed again within the minute")
+
+	rt.pruned = time.Now().Add(-pruneEvery)
+	ok, n = rt.allow(context.Background(), "locks.replies.missing-too")
+	require.False(t, ok)
+	require.Equal(t, 1, n, "the deleted topic is still known")
+	ok, _ = rt.allow(context.Background(), "locks.replies.a")
+	require.False(t, ok, "a deleted topic is allowed")
+}

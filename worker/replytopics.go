@@ -39,6 +39,7 @@ type replyTopics struct {
 	known   map[string]time.Time // when allowed here as new; zero: seen on the brokers
 	missing map[string]time.Time // when the brokers last said it does not exist
 	listed  time.Time            // when all topics were last read
+	pruned  time.Time            // without creation: when a lookup last read them all (pruneEvery)
 	failed  time.Time            // when the brokers last failed to answer
 	second  time.Time            // the second lookups are counted in
 	lookups int                  // topics looked up in it
@@ -57,10 +58,13 @@ const (
 	maxLookups      = 200
 	maxMissing      = 10000
 	pendingCreation = time.Minute
+	// pruneEvery: without creation, how often a lookup of a topic not
+	// known also reads all topics, dropping those deleted since.
+	pruneEvery = time.Minute
 )
 
 func newReplyTopics(cl kmsg.Requestor, prefix string, max int, create bool) *replyTopics {
-	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, known: map[string]time.Time{}, missing: map[string]time.Time{}}
+	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, known: map[string]time.Time{}, missing: map[string]time.Time{}, pruned: time.Now()}
 }
 
 // allow reports whether a command may name topic as its reply_to, and how
@@ -102,6 +106,13 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 		}
 	}
 	if !rt.create {
+		if !troubled && now.Sub(rt.pruned) >= pruneEvery {
+			rt.pruned = now
+			// Otherwise nothing lists them here, and the set keeps every
+			// topic ever named, deleted ones too (reply topics come and go
+			// with their requesters).
+			rt.list(ctx)
+		}
 		return troubled, len(rt.known)
 	}
 	if !troubled {
