@@ -474,16 +474,7 @@ func TestKeepAliveReadPastItsDeadlineLosesTheSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpSessionOpen:
-			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
-		case topics.OpSessionClose:
-			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
-		}
-		return nil
-	})
+	c := sessionsOnly(t, &seen)
 	suspend := movableBoot(c)
 	s, err := c.NewSession(ctx, 30*time.Second)
 	require.NoError(t, err)
@@ -728,16 +719,7 @@ func TestKeepAliveInFlightWhenLostClosesTheSession(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		seen.add(cmd)
-		switch cmd.Operation {
-		case topics.OpSessionOpen:
-			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
-		case topics.OpSessionClose:
-			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
-		}
-		return nil
-	})
+	c := sessionsOnly(t, &seen)
 	suspend := movableBoot(c)
 	var skew time.Duration
 	lostMeanwhile := func() (*Session, sentAt) {
@@ -785,4 +767,19 @@ func TestKeepAliveInFlightWhenLostClosesTheSession(t *testing.T) {
 	start = seen.len()
 	s.keepAliveAnswered(topics.Event{}, context.Cause(s.Context()), sent)
 	require.Empty(t, seen.since(start), "a session the worker ended closed")
+}
+
+// sessionsOnly is a client whose stand-in worker opens and closes 30 s
+// sessions and records every command in seen.
+func sessionsOnly(t *testing.T, seen *recorder) *Client {
+	return fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpSessionClose:
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
+		}
+		return nil
+	})
 }

@@ -289,15 +289,7 @@ func TestTopicOutsideThePrefixIsNeverPurged(t *testing.T) {
 	require.Empty(t, f.check(t))
 	produced, _ := f.known()
 	require.Equal(t, []string{state}, produced)
-	for {
-		select {
-		case topics := <-seen:
-			require.NotContains(t, topics, state)
-			continue
-		default:
-		}
-		break
-	}
+	requireNotAsked(t, seen, state)
 }
 
 // A topic that exists and is idle is never purged, so the idempotent
@@ -390,15 +382,7 @@ func TestRecentTopicsAreNotAsked(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, purged)
 	// Every request the check made was observed before it was answered.
-	for {
-		select {
-		case topics := <-seen:
-			require.NotContains(t, topics, ra)
-			continue
-		default:
-		}
-		break
-	}
+	requireNotAsked(t, seen, ra)
 }
 
 // purgeLoopFixture is a publisher on c checking every millisecond, with
@@ -485,4 +469,18 @@ func TestNoPrefixNoPurges(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 	require.Nil(t, p.stopPurges)
+}
+
+// requireNotAsked drains the metadata requests seen so far and requires
+// that none named topic.
+func requireNotAsked(t *testing.T, seen <-chan []string, topic string) {
+	t.Helper()
+	for {
+		select {
+		case topics := <-seen:
+			require.NotContains(t, topics, topic)
+		default:
+			return
+		}
+	}
 }
