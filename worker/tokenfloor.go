@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -177,7 +178,8 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 }
 
 // tokenFloorListRetry is the first pause between attempts of the offset
-// listings (doubling, at most a second), retried until ctx ends.
+// listings (store.Backoff: doubling, at most a second), retried until ctx
+// ends.
 const tokenFloorListRetry = 50 * time.Millisecond
 
 // listOffsets lists the start and end offsets of topic, retrying within
@@ -196,7 +198,7 @@ func (w *Worker) listOffsets(ctx context.Context, topic string) (starts, ends ka
 		if err == nil || fatalKafka(err) {
 			return starts, ends, err
 		}
-		pause := time.NewTimer(min(tokenFloorListRetry<<min(attempt, 5), time.Second))
+		pause := time.NewTimer(store.Backoff(tokenFloorListRetry, time.Second, attempt+1))
 		select {
 		case <-ctx.Done():
 			pause.Stop()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -92,18 +93,21 @@ func TestTokenFloorAfterLostTransactions(t *testing.T) {
 }
 
 // acquiredEvent is a lock.acquired event of token, as the relay publishes it.
-func acquiredEvent(t *testing.T, token int64) []byte {
+func acquiredEvent(t *testing.T, token int64) []byte { return grantOf(t, "l", "o", token) }
+
+// grantOf is a lock.acquired event of lock to owner with token.
+func grantOf(t *testing.T, lock, owner string, token int64) []byte {
 	t.Helper()
 	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
-	ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: token}
+	ev.LockInfo = &topics.LockInfo{LockName: lock, OwnerID: owner, Status: topics.StatusAcquired, FencingToken: token}
 	v, err := ev.Encode()
 	require.NoError(t, err)
 	return v
 }
 
 // floorTopic makes a lifecycle topic of partitions on e's broker and a worker
-// (not run) that takes it as its Acquired topic.
-func floorTopic(t *testing.T, e *e2e.Env, partitions int32) (*worker.Worker, string) {
+// (not run) that takes it as its Acquired topic, logging to log (nil: not).
+func floorTopic(t *testing.T, e *e2e.Env, partitions int32, log io.Writer) (*worker.Worker, string) {
 	t.Helper()
 	topic := "floor.acquired"
 	p := e.Producer()
@@ -111,7 +115,11 @@ func floorTopic(t *testing.T, e *e2e.Env, partitions int32) (*worker.Worker, str
 	require.NoError(t, err)
 	names := e.Names
 	names.Acquired = topic
-	return idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names}), topic
+	logger := zerolog.Nop()
+	if log != nil {
+		logger = zerolog.New(log)
+	}
+	return idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names, Logger: logger}), topic
 }
 
 // Only the newest records of each partition are read, however many
@@ -121,7 +129,7 @@ func floorTopic(t *testing.T, e *e2e.Env, partitions int32) (*worker.Worker, str
 func TestTokenFloorReadsNewestRecordsOfEveryPartition(t *testing.T) {
 	e := e2e.New(t)
 	const partitions = 8
-	w, topic := floorTopic(t, e, partitions)
+	w, topic := floorTopic(t, e, partitions, nil)
 	var recs []*kgo.Record
 	for part := range int32(partitions) {
 		for i := range 150 {
@@ -207,7 +215,7 @@ func TestTokenFloorWithoutPublishedGrants(t *testing.T) {
 // the sequence is left alone.
 func TestTokenFloorKafkaNotServing(t *testing.T) {
 	e := e2e.New(t)
-	w, topic := floorTopic(t, e, 3)
+	w, topic := floorTopic(t, e, 3, nil)
 	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	require.NoError(t, err)
 	defer pp.Close()
@@ -315,10 +323,7 @@ func TestTokenFloorWhenStoredOffsetGoesBack(t *testing.T) {
 func TestTokenFloorIgnoresForeignRecords(t *testing.T) {
 	e := e2e.New(t)
 	var log testlog.Buffer
-	_, topic := floorTopic(t, e, 1)
-	names := e.Names
-	names.Acquired = topic
-	w := idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names, Logger: zerolog.New(&log)})
+	w, topic := floorTopic(t, e, 1, &log)
 	released := topics.NewEvent(topics.TypeReleased, topics.OpRelease, "", time.Now())
 	released.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", FencingToken: 9_000_000}
 	rv, err := released.Encode()
@@ -357,7 +362,7 @@ func TestTokenFloorIgnoresForeignRecords(t *testing.T) {
 // TOKEN_FLOOR_CHECK=off and no topic configured are said at info level.
 func TestTokenFloorNothingToRead(t *testing.T) {
 	e := e2e.New(t)
-	_, topic := floorTopic(t, e, 1)
+	_, topic := floorTopic(t, e, 1, nil)
 	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic))
 	require.NoError(t, err)
 	defer pp.Close()
@@ -387,25 +392,15 @@ func TestTokenFloorNothingToRead(t *testing.T) {
 func TestTokenFloorFindsATokenGrantedTwice(t *testing.T) {
 	e := e2e.New(t)
 	var log testlog.Buffer
-	_, topic := floorTopic(t, e, 2)
-	names := e.Names
-	names.Acquired = topic
-	w := idleWorker(t, e.Cluster, worker.Config{Store: e.Store, Names: names, Logger: zerolog.New(&log)})
-	grant := func(lock, owner string, token int64) []byte {
-		ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
-		ev.LockInfo = &topics.LockInfo{LockName: lock, OwnerID: owner, Status: topics.StatusAcquired, FencingToken: token}
-		v, err := ev.Encode()
-		require.NoError(t, err)
-		return v
-	}
+	w, topic := floorTopic(t, e, 2, &log)
 	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	require.NoError(t, err)
 	defer pp.Close()
 	require.NoError(t, pp.ProduceSync(context.Background(),
-		&kgo.Record{Partition: 0, Value: grant("l", "alice", 42)},
-		&kgo.Record{Partition: 1, Value: grant("l", "alice", 42)}, // the same grant again
-		&kgo.Record{Partition: 0, Value: grant("l", "alice", 77)},
-		&kgo.Record{Partition: 1, Value: grant("m", "bob", 77)}, // after the loss
+		&kgo.Record{Partition: 0, Value: grantOf(t, "l", "alice", 42)},
+		&kgo.Record{Partition: 1, Value: grantOf(t, "l", "alice", 42)}, // the same grant again
+		&kgo.Record{Partition: 0, Value: grantOf(t, "l", "alice", 77)},
+		&kgo.Record{Partition: 1, Value: grantOf(t, "m", "bob", 77)}, // after the loss
 	).FirstErr())
 	f, err := w.RaiseTokenFloor(context.Background())
 	require.NoError(t, err)
@@ -425,7 +420,7 @@ func TestTokenFloorFindsATokenGrantedTwice(t *testing.T) {
 // show nothing left to read.
 func TestTokenFloorPartitionEmptiedMeanwhile(t *testing.T) {
 	e := e2e.New(t)
-	w, topic := floorTopic(t, e, 1)
+	w, topic := floorTopic(t, e, 1, nil)
 	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic))
 	require.NoError(t, err)
 	defer pp.Close()
