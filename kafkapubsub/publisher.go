@@ -296,14 +296,14 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 		return errs
 	}
 	p.inFlight.Add(1)
+	purges := p.begin(batches)
 	p.mu.Unlock()
 	defer p.inFlight.Done()
+	defer p.end(batches)
 
 	type at struct{ batch, msg int }
 	var records []*kgo.Record
 	var where []at // of each record
-	purges := p.begin(batches)
-	defer p.end(batches)
 	// The topics to create are asked for in one request: one request each,
 	// one after another, a call with many new reply topics would hold every
 	// other topic's messages for as many admin round trips.
@@ -368,11 +368,10 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 func produces(b TopicMessages) bool { return b.Topic != "" && len(b.Messages) > 0 }
 
 // begin records that the batches' topics are being produced to, and
-// returns their purge counts before they are, for forgetTopic.
+// returns their purge counts before they are, for forgetTopic. p.mu is
+// held (PublishTopics takes it once, for the closed check too).
 func (p *Publisher) begin(batches []TopicMessages) []uint64 {
 	counts := make([]uint64, len(batches))
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	for i, b := range batches {
 		if !produces(b) {
 			continue
@@ -539,6 +538,10 @@ func (p *Publisher) missingTopics(ctx context.Context, topics []string) ([]strin
 // their strikes. The purge is made under mu, so no Publish begins to
 // produce to the topics until it is done.
 func (p *Publisher) purgeIdle(idles map[string]idleCandidate, missing []string) []string {
+	gone := make(map[string]bool, len(missing)) // made before the lock every Publish waits on
+	for _, topic := range missing {
+		gone[topic] = true
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var purge []string
@@ -547,7 +550,7 @@ func (p *Publisher) purgeIdle(idles map[string]idleCandidate, missing []string) 
 			continue // dropped, or written since: begin cleared its strike
 		}
 		switch {
-		case !slices.Contains(missing, topic):
+		case !gone[topic]:
 			c.e.missing = false
 		case !c.e.missing:
 			c.e.missing = true // the first strike

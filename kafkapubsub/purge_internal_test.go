@@ -43,7 +43,9 @@ func TestLateFailureDoesNotPurgeALiveTopic(t *testing.T) {
 	require.NoError(t, err)
 
 	lateCall := []TopicMessages{{Topic: topic, Messages: []*message.Message{message.NewMessage("0", nil)}}}
-	late := p.begin(lateCall)[0]                                                                                 // a Publish that began now
+	p.mu.Lock()
+	late := p.begin(lateCall)[0] // a Publish that began now
+	p.mu.Unlock()
 	require.ErrorIs(t, p.Publish(topic, message.NewMessage("2", []byte("fails"))), kerr.UnknownTopicOrPartition) // purges
 	require.NoError(t, p.Publish(topic, message.NewMessage("3", []byte("first"))), "created again")
 	p.forgetTopic(topic, late) // the late one's failure, on the same deletion
