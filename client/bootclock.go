@@ -116,3 +116,10 @@ func (c *Client) checkBoot() bool {
 // wallClock reads the wall clock, as a boot-clock reading: bootClock where
 // there is no boot clock.
 func wallClock() time.Duration { return time.Duration(time.Now().UnixNano()) }
+
+// The wall clock standing in for the boot clock (bootClock), as errors
+// name it and say why a deadline passed by it first.
+const (
+	wallClockName  = "wall clock"
+	wallClockAhead = "the host was suspended, or the wall clock stepped forward"
+)

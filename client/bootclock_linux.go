@@ -34,7 +34,7 @@ func bootClock() time.Duration {
 // bootClockName names bootClock in errors.
 func bootClockName() string {
 	if !hasBootTime {
-		return "wall clock"
+		return wallClockName
 	}
 	return "boot clock"
 }
@@ -43,7 +43,7 @@ func bootClockName() string {
 // the monotonic clock.
 func bootClockAhead() string {
 	if !hasBootTime {
-		return "the host was suspended, or the wall clock stepped forward"
+		return wallClockAhead
 	}
 	return "the host was suspended"
 }

@@ -9,8 +9,8 @@ import "time"
 func bootClock() time.Duration { return wallClock() }
 
 // bootClockName names bootClock in errors.
-func bootClockName() string { return "wall clock" }
+func bootClockName() string { return wallClockName }
 
 // bootClockAhead is why a deadline passes by bootClock before it does by
 // the monotonic clock.
-func bootClockAhead() string { return "the host was suspended, or the wall clock stepped forward" }
+func bootClockAhead() string { return wallClockAhead }
