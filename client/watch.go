@@ -222,6 +222,19 @@ type stateReader struct {
 	part         int32
 	grace        time.Duration
 	told         bool
+	// partitions is the state topic's partition count listed when the
+	// reader was made.
+	partitions int
+}
+
+// keyPartition is the partition of the state topic with n partitions that
+// the workers' producer writes key's records to: kgo's default partitioner
+// hashes a record's key with murmur2 as Kafka's does, which
+// StickyKeyPartitioner does too. Once partitions were added, a key's older
+// records may lie in another partition (see docs/design.md "Lock state
+// topic"): readers take a key's records from this one only.
+func keyPartition(topic, key string, n int) int32 {
+	return int32(kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: []byte(key)}, n))
 }
 
 // fetchErrors keeps the errors a reader's client met: failed connections
@@ -516,7 +529,7 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
 	}
 	want := parts(len(ends[topic]))
-	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}, topic: topic}
+	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}, topic: topic, partitions: len(ends[topic])}
 	offsets := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if want == nil || slices.Contains(want, o.Partition) {
@@ -645,6 +658,10 @@ const (
 // end Locks returns the table of the others with an *UnreadableStateError
 // naming them: a caller keeps the table with errors.As, and may check
 // AffectsNamespace for its own namespace. Locks reads every namespace.
+// It takes a key's records from the partition the key hashes to under the
+// topic's partition count only: after partitions were added, the states
+// left in a key's old partition are stale (see docs/design.md "Lock state
+// topic").
 //
 // Errors reaching Kafka wrap ErrUnreachable (a refusal of the requester's
 // right to the topic, TOPIC_AUTHORIZATION_FAILED listing its offsets,
@@ -698,6 +715,11 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	for !r.caughtUp() {
 		progressed, err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
 			key := string(rec.Key)
+			if rec.Partition != keyPartition(topic, key, r.partitions) {
+				// A state left in the key's partition before partitions
+				// were added: the key's newer ones are in this one.
+				return
+			}
 			lr, err := readRecord(rec)
 			switch {
 			case err != nil:
@@ -869,8 +891,7 @@ func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<
 	topic := c.cfg.Topics.State
 	var part int32
 	r, err := c.readState(ctx, func(n int) []int32 {
-		// The workers' producer partitions by key as Kafka's default does.
-		part = int32(kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: []byte(key)}, n))
+		part = keyPartition(topic, key, n)
 		return []int32{part}
 	})
 	if err != nil {

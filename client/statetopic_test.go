@@ -1,0 +1,103 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/topics"
+)
+
+// keyPartition is the partition the workers' producer (kgo's default
+// partitioner: murmur2, as Kafka's) writes key to among n.
+func keyPartition(key string, n int) int32 {
+	p := kgo.UniformBytesPartitioner(64<<10, true, true, nil).ForTopic("t").(kgo.TopicBackupPartitioner)
+	return int32(p.PartitionByBackup(&kgo.Record{Key: []byte(key)}, n, nil))
+}
+
+// movedKeys returns count lock names whose partition among from
+// partitions is not the one among to.
+func movedKeys(t *testing.T, count, from, to int) []string {
+	t.Helper()
+	var out []string
+	for i := 0; len(out) < count; i++ {
+		k := fmt.Sprintf("moved-%d", i)
+		if keyPartition(k, from) != keyPartition(k, to) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// readOnly is a read-only client of cluster.
+func readOnly(t *testing.T, cluster *kfake.Cluster) *client.Client {
+	t.Helper()
+	c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// in places rec in its key's partition among n.
+func in(rec *kgo.Record, n int) *kgo.Record {
+	rec.Partition = keyPartition(string(rec.Key), n)
+	return rec
+}
+
+// addPartitions grows the lock state topic to n partitions and returns
+// a produce of records to their Partition that knows them.
+func addPartitions(t *testing.T, cluster *kfake.Cluster, n int) (produce func(...*kgo.Record)) {
+	t.Helper()
+	state := topics.DefaultNames().State
+	adm, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	require.NoError(t, err)
+	defer adm.Close()
+	resp, err := kadm.NewClient(adm).UpdatePartitions(context.Background(), n, state)
+	require.NoError(t, err)
+	require.NoError(t, resp.Error())
+	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(state),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	t.Cleanup(kc.Close)
+	return func(recs ...*kgo.Record) {
+		t.Helper()
+		require.NoError(t, kc.ProduceSync(context.Background(), recs...).FirstErr())
+	}
+}
+
+// After partitions were added to the lock state topic, a lock's states
+// before lie in its old partition, its newer ones in the partition its key
+// hashes to now: Locks takes a key's records from the latter only, so a
+// stale state does not bring back a lock deleted since (its tombstone
+// compacted away, or read before it), nor hide its newer revision.
+func TestLocksIgnoresStatesOutsideTheKeysPartition(t *testing.T) {
+	keys := movedKeys(t, 3, 2, 4)
+	deleted, changed, quiet := keys[0], keys[1], keys[2]
+	cluster, _ := kafkatest.StateTopic(t, 2,
+		in(kafkatest.StateRecord(t, deleted, 3), 2),
+		in(kafkatest.StateRecord(t, changed, 4), 2),
+		in(kafkatest.StateRecord(t, quiet, 2), 2),
+	)
+	produce := addPartitions(t, cluster, 4)
+	c := readOnly(t, cluster) // its metadata of the topic is not cached from before
+	produce(
+		// deleted: no record left in its new partition (its tombstone
+		// compacted away).
+		in(kafkatest.StateRecord(t, changed, 1), 4), // deleted and taken again
+		in(kafkatest.StateRecord(t, quiet, 2), 4),   // the worker's republish
+	)
+	table, err := c.Locks(ctxT(t))
+	require.NoError(t, err)
+	got := map[string]int64{}
+	for _, lr := range table {
+		got[lr.Name] = lr.Revision
+	}
+	require.Equal(t, map[string]int64{changed: 1, quiet: 2}, got)
+}
