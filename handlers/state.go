@@ -151,3 +151,55 @@ func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) 
 	}
 	return len(rs), nil
 }
+
+// OpRepublish is the operation of a lock state record published again,
+// unchanged but for its changed_at (the time it was published again), by
+// a worker that found at its start that the lock state topic's partition
+// count or topic ID changed (see docs/design.md "Lock state topic").
+const OpRepublish = "republish"
+
+// RepublishStates publishes again the current state of at most limit
+// locks with a revision, those after the lock afterNS/afterName in key
+// order, each under its own partition, and returns how many and the last
+// one's key (to page on from). Their revision is unchanged: a reader that
+// has it drops the copy. The rows are locked (FOR UPDATE), so a change
+// committed meanwhile is published after, in outbox order; locks still at
+// revision 0 are PublishFirstStates's. The holders of the page are read
+// in one round trip.
+func (b *Batch) RepublishStates(ctx context.Context, afterNS, afterName string, limit int) (n int, lastNS, lastName string, err error) {
+	rows, err := b.tx.Query(ctx, `SELECT `+lockCols+` FROM locks WHERE revision > 0 AND (namespace, lock_name) > ($1, $2)
+		ORDER BY namespace, lock_name LIMIT $3 FOR UPDATE`, afterNS, afterName, limit)
+	if err != nil {
+		return 0, "", "", fmt.Errorf("reading the locks to publish again: %w", err)
+	}
+	var rs []lockRow
+	var r lockRow
+	if _, err := pgx.ForEachRow(rows, r.dest(), func() error { rs = append(rs, r); return nil }); err != nil {
+		return 0, "", "", fmt.Errorf("reading the locks to publish again: %w", err)
+	}
+	if len(rs) == 0 {
+		return 0, afterNS, afterName, nil
+	}
+	pb := &pgx.Batch{}
+	read := make([][]rules.Holder, len(rs))
+	for i := range rs {
+		rs[i].scanned()
+		if rs[i].holders > 0 {
+			queueHolders(pb, rs[i].namespace, rs[i].name, topics.MaxStateHolders, &read[i])
+		}
+	}
+	if pb.Len() > 0 {
+		if err := b.tx.SendBatch(ctx, pb).Close(); err != nil {
+			return 0, "", "", fmt.Errorf("reading the holders of the locks to publish again: %w", err)
+		}
+	}
+	for i := range rs {
+		r := &rs[i]
+		a := &applier{Batch: b.For(r.partition), cmd: topics.Command{Operation: OpRepublish}}
+		l := r.lock()
+		l.Holders = read[i]
+		a.state(r, l, r.holders, r.status)
+	}
+	last := rs[len(rs)-1]
+	return len(rs), last.namespace, last.name, nil
+}

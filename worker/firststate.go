@@ -5,14 +5,19 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/store"
 )
 
 // PublishFirstStates publishes the state of every lock that has none yet
 // (rows from before migration 009), so that the lock state topic holds
 // every lock, and returns how many; the relays send them once the
-// partitions are consumed. A start after that finds none.
+// partitions are consumed. A start after that finds none. Then it checks
+// the lock state topic against what the last start found
+// (checkStateTopicChange), and publishes every lock's state again if its
+// partition count or topic ID changed.
 func (w *Worker) PublishFirstStates(ctx context.Context) (int, error) {
 	const page = 1000
 	total := 0
@@ -28,6 +33,92 @@ func (w *Worker) PublishFirstStates(ctx context.Context) (int, error) {
 			return total, fmt.Errorf("publishing the first lock states: %w", err)
 		}
 		total += n
+		if n < page {
+			break
+		}
+	}
+	if _, err := w.checkStateTopicChange(ctx); err != nil {
+		return total, err
+	}
+	return total, nil
+}
+
+// checkStateTopicChange compares the lock state topic's topic ID and partition
+// count with those the last start recorded (store.RecordedStateTopic). The
+// first start records them. When they changed, a lock's current state may
+// be missing from the partition its key hashes to now: in an old
+// partition after partitions were added (readers take a key's records
+// from its partition under the current count only), or gone with a
+// deleted topic created again (a quiet lock's state is published at its
+// next change only). So it publishes the state of every lock again, in
+// pages in key order, records what it found, says so at WARN and returns
+// how many. Should this start stop before it recorded, the next one
+// publishes them again. Without a state topic, or when the topic cannot be
+// described, it checks nothing.
+func (w *Worker) checkStateTopicChange(ctx context.Context) (int, error) {
+	topic := w.cfg.Names.State
+	if topic == "" {
+		return 0, nil
+	}
+	details, err := kadm.NewClient(w.cl).ListTopics(ctx, topic)
+	if err == nil {
+		err = details[topic].Err
+	}
+	if err != nil {
+		w.log.Warn().Err(err).Str("topic", topic).Msg("describing the lock state topic; not checked for added partitions or a recreated topic")
+		return 0, nil
+	}
+	found := store.StateTopic{Partitions: len(details[topic].Partitions)}
+	if id := details[topic].ID; id != (kadm.TopicID{}) {
+		found.ID = id.String()
+	}
+	was, ok, err := w.cfg.Store.RecordedStateTopic(ctx, topic)
+	switch {
+	case err != nil:
+		return 0, err
+	case !ok:
+		return 0, w.cfg.Store.RecordStateTopic(ctx, topic, found)
+	case was.Partitions == found.Partitions && (was.ID == found.ID || was.ID == "" || found.ID == ""):
+		if was.ID != found.ID {
+			return 0, w.cfg.Store.RecordStateTopic(ctx, topic, found)
+		}
+		return 0, nil
+	}
+	w.log.Warn().Str("topic", topic).Int("partitions", found.Partitions).Int("partitions_was", was.Partitions).
+		Str("topic_id", found.ID).Str("topic_id_was", was.ID).
+		Msg("the lock state topic's partition count or topic ID changed since the last start: publishing every lock's state again")
+	n, err := w.RepublishStates(ctx)
+	if err != nil {
+		return n, err
+	}
+	if err := w.cfg.Store.RecordStateTopic(ctx, topic, found); err != nil {
+		return n, err
+	}
+	w.log.Warn().Str("topic", topic).Int("locks", n).Int("partitions", found.Partitions).Str("topic_id", found.ID).
+		Msg("published every lock's state again to the lock state topic")
+	return n, nil
+}
+
+// RepublishStates publishes the current state of every lock with a
+// revision again (handlers.Batch.RepublishStates), 1000 a transaction in
+// key order, and returns how many.
+func (w *Worker) RepublishStates(ctx context.Context) (int, error) {
+	const page = 1000
+	total := 0
+	ns, name := "", ""
+	for {
+		var n int
+		var lastNS, lastName string // an attempt's: store.InTx may retry it
+		err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
+			b := handlers.NewBatch(tx, w.env(0))
+			var err error
+			n, lastNS, lastName, err = b.RepublishStates(ctx, ns, name, page)
+			return b, err
+		})
+		if err != nil {
+			return total, fmt.Errorf("publishing the lock states again: %w", err)
+		}
+		total, ns, name = total+n, lastNS, lastName
 		if n < page {
 			return total, nil
 		}
