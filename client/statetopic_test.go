@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -100,4 +101,25 @@ func TestLocksIgnoresStatesOutsideTheKeysPartition(t *testing.T) {
 		got[lr.Name] = lr.Revision
 	}
 	require.Equal(t, map[string]int64{changed: 1, quiet: 2}, got)
+}
+
+// A watch started before partitions were added to the lock state topic
+// moves to the partition its key hashes to now and reads it from its
+// start: it delivers the lock's states written there since (newer than
+// the last it delivered), and no longer those of its old partition.
+func TestWatchMovesToTheKeysNewPartition(t *testing.T) {
+	client.SetPartitionCheck(t, 50*time.Millisecond)
+	ctx := ctxT(t)
+	lock := movedKeys(t, 1, 2, 4)[0]
+	cluster, _ := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
+	c := readOnly(t, cluster)
+	ch, err := c.Watch(ctx, lock)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, next(t, ch).Revision)
+
+	produce := addPartitions(t, cluster, 4)
+	produce(in(kafkatest.StateRecord(t, lock, 2), 4), in(kafkatest.StateRecord(t, lock, 1), 4)) // a copy of 1 republished
+	require.EqualValues(t, 2, next(t, ch).Revision, "read in the key's new partition")
+	produce(in(kafkatest.StateRecord(t, lock, 9), 2), in(kafkatest.StateRecord(t, lock, 3), 4))
+	require.EqualValues(t, 3, next(t, ch).Revision, "the old partition's record is not delivered")
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -219,9 +220,12 @@ type stateReader struct {
 	// current one was).
 	onFetchError func(error)
 	topic        string
-	part         int32
 	grace        time.Duration
 	told         bool
+	// following is, for Watch's reader, the partition it reads its key
+	// from: the key's partition, which moves when partitions are added
+	// (followMoves).
+	following atomic.Int32
 	// partitions is the state topic's partition count listed when the
 	// reader was made.
 	partitions int
@@ -422,15 +426,15 @@ func (f *fetchErrors) OnBrokerE2E(meta kgo.BrokerMetadata, key int16, e2e kgo.Br
 // constant but for the tests, which shorten it.
 var fetchErrorGrace = 5 * time.Second
 
-// follow has the reader, which reads partition part only, tell fn, from
-// poll, of the streaks of failures reading it that last fetchErrorGrace:
-// once each, its latest failure, then nil once it ends.
-func (r *stateReader) follow(part int32, fn func(error)) {
-	r.part, r.onFetchError, r.grace = part, fn, fetchErrorGrace
+// follow has the reader, which reads partition r.following only, tell fn,
+// from poll, of the streaks of failures reading it that last
+// fetchErrorGrace: once each, its latest failure, then nil once it ends.
+func (r *stateReader) follow(fn func(error)) {
+	r.onFetchError, r.grace = fn, fetchErrorGrace
 	r.failed.mu.Lock()
 	defer r.failed.mu.Unlock()
 	r.failed.leader = func() int32 {
-		leader, _, _ := r.cons.PartitionLeader(r.topic, part)
+		leader, _, _ := r.cons.PartitionLeader(r.topic, r.following.Load())
 		return leader
 	}
 }
@@ -457,7 +461,7 @@ func (r *stateReader) settle(confirmed bool) (graceEnd time.Time) {
 			err := f.latest
 			f.mu.Unlock()
 			r.told = true
-			r.onFetchError(fmt.Errorf("%w: reading partition %d of %q: %w", setupErr(err), r.part, r.topic, err))
+			r.onFetchError(fmt.Errorf("%w: reading partition %d of %q: %w", setupErr(err), r.following.Load(), r.topic, err))
 		case f.since.IsZero() && r.told:
 			f.mu.Unlock()
 			r.told = false
@@ -876,6 +880,15 @@ func OnFetchError(fn func(error)) WatchOption {
 // for as long as the watch runs and, unless OnFetchError is given, its
 // failures are silent: no revision comes, as when the lock does not
 // change.
+//
+// The lock's partition is the one its key hashes to under the topic's
+// partition count. Once a minute the watch looks the count up: when
+// partitions were added and the key hashes to another one now, it reads
+// that one from its start instead (delivering the revisions there newer
+// than the last it delivered) and drops the old one's records, which are
+// stale (docs/design.md "Lock state topic"). Until it noticed (up to a
+// minute, plus the up to 5 s kgo caches metadata) it still reads the old
+// partition only.
 func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {
@@ -898,20 +911,66 @@ func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<
 		c.ops.Done()
 		return nil, fmt.Errorf("watching lock %q: %w", key, err)
 	}
+	r.following.Store(part)
 	if o.onFetchError != nil {
-		r.follow(part, o.onFetchError)
+		r.follow(o.onFetchError)
 	}
 	out := make(chan LockRevision)
 	go c.watch(ctx, r, key, name, out)
 	return out, nil
 }
 
+// partitionCheckInterval is how often a watch looks up the state topic's
+// partition count (followMoves): a lookup is a Metadata request, which the
+// client's watches share (kgo caches it for MetadataMinAge, 5 s). A
+// constant but for the tests, which shorten it.
+var partitionCheckInterval = time.Minute
+
+// followMoves looks up the state topic's partition count every
+// partitionCheckInterval until ctx ends. When partitions were added and
+// key hashes to another partition now, the reader reads that one, from its
+// start, instead of the one it followed: the key's new states are written
+// there, and a worker's start publishes its current state there
+// (docs/design.md "Lock state topic"); records of the old one, still
+// buffered, are dropped by the watch (r.following). Only the watch's
+// reading goroutine runs it, once caught up: it alone changes the
+// reader's partitions then, so r.end stays as it is (empty).
+func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
+	adm := kadm.NewClient(c.prod)
+	n := r.partitions
+	tick := time.NewTicker(partitionCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		tds, err := adm.ListTopics(ctx, r.topic)
+		if err != nil || tds[r.topic].Err != nil || len(tds[r.topic].Partitions) <= n {
+			// Unknown (the reading's own failures are told, if asked
+			// for), or no partition added.
+			continue
+		}
+		n = len(tds[r.topic].Partitions)
+		p, was := keyPartition(r.topic, key, n), r.following.Load()
+		if p == was {
+			continue
+		}
+		r.following.Store(p)
+		r.cons.AddConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: {p: kgo.NewOffset().AtStart()}})
+		r.cons.RemoveConsumePartitions(map[string][]int32{r.topic: {was}})
+	}
+}
+
 func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, out chan<- LockRevision) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(c.closing, cancel)
+	var moves sync.WaitGroup
 	defer func() {
 		stop()
 		cancel()
+		moves.Wait()
 		r.cons.Close()
 		close(out)
 		c.ops.Done()
@@ -938,11 +997,17 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 		return sentCurrent
 	}
 	for ctx.Err() == nil {
-		if r.caughtUp() && !sendCurrent() {
-			return
+		if r.caughtUp() && !sentCurrent {
+			if !sendCurrent() {
+				return
+			}
+			// From now on the reader's partitions change there only.
+			moves.Go(func() { c.followMoves(ctx, r, key) })
 		}
 		_, err := r.poll(ctx, func(rec *kgo.Record, live bool) {
-			if live && !sendCurrent() || string(rec.Key) != key {
+			if live && !sendCurrent() || string(rec.Key) != key || rec.Partition != r.following.Load() {
+				// Not the lock's key, or a record of the partition it
+				// followed before partitions were added.
 				return
 			}
 			lr, err := readRecord(rec)

@@ -90,7 +90,7 @@ func TestFetchedTwiceDoesNotEndAStreakAlone(t *testing.T) {
 	defer r.cons.Close()
 	var mu sync.Mutex
 	var told []error
-	r.follow(0, func(err error) {
+	r.follow(func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		told = append(told, err)
@@ -120,4 +120,12 @@ func TestFetchedTwiceDoesNotEndAStreakAlone(t *testing.T) {
 	<-polling
 	require.Equal(t, 1, toldN(), "told once, no end: %v", told)
 	require.ErrorIs(t, told[0], ErrForbidden)
+}
+
+// SetPartitionCheck sets, for the watches test t starts, how often they
+// look up the state topic's partition count.
+func SetPartitionCheck(t testing.TB, d time.Duration) {
+	old := partitionCheckInterval
+	partitionCheckInterval = d
+	t.Cleanup(func() { partitionCheckInterval = old })
 }
