@@ -121,7 +121,8 @@ const OpFirstState = "first_state"
 
 // PublishFirstStates gives at most limit locks without a revision (rows
 // from before migration 009) their first and publishes their state, each
-// under its own partition, and returns how many it did. Rows another
+// under its own partition (forLock: a row of no partition, seeded by a
+// tool, under b's), and returns how many it did. Rows another
 // transaction holds are skipped: replicas starting together share them.
 func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) {
 	rows, err := b.tx.Query(ctx, `SELECT `+lockCols+` FROM locks WHERE revision = 0 LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
@@ -136,7 +137,7 @@ func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) 
 	for i := range rs {
 		r := &rs[i]
 		r.scanned()
-		a := &applier{Batch: b.For(r.partition), cmd: topics.Command{Operation: OpFirstState}}
+		a := (&applier{Batch: b, cmd: topics.Command{Operation: OpFirstState}}).forLock(r.partition)
 		l := r.lock()
 		if r.holders > 0 {
 			if l.Holders, err = a.holders(ctx, r); err != nil {
@@ -160,7 +161,8 @@ const OpRepublish = "republish"
 
 // RepublishStates publishes again the current state of at most limit
 // locks with a revision, those after the lock afterNS/afterName in key
-// order, each under its own partition, and returns how many and the last
+// order, each under its own partition (forLock: a row of no partition,
+// seeded by a tool, under b's), and returns how many and the last
 // one's key (to page on from). Their revision is unchanged: a reader that
 // has it drops the copy. The rows are locked (FOR UPDATE), so a change
 // committed meanwhile is published after, in outbox order; locks still at
@@ -195,7 +197,7 @@ func (b *Batch) RepublishStates(ctx context.Context, afterNS, afterName string, 
 	}
 	for i := range rs {
 		r := &rs[i]
-		a := &applier{Batch: b.For(r.partition), cmd: topics.Command{Operation: OpRepublish}}
+		a := (&applier{Batch: b, cmd: topics.Command{Operation: OpRepublish}}).forLock(r.partition)
 		l := r.lock()
 		l.Holders = read[i]
 		a.state(r, l, r.holders, r.status)

@@ -96,18 +96,21 @@ func TestLockStateRevisions(t *testing.T) {
 }
 
 // Locks from before revisions (revision 0) get their first with their
-// state, once; their next change is revision 2.
+// state, once, under the lock's partition (the batch's for a row of none);
+// their next change is revision 2.
 func TestPublishFirstStates(t *testing.T) {
 	h := newHarness(t)
 	h.apply(h.acquire("old", "a", lease(60)), h.acquire("old", "b", wait(60)), h.acquire("gone", "c"))
 	h.apply(h.release("gone", "c"))
-	_, err := h.st.Pool.Exec(context.Background(), `UPDATE locks SET revision = 0`)
+	_, err := h.st.Pool.Exec(context.Background(), `UPDATE locks SET revision = 0, source_partition = CASE lock_name WHEN 'gone' THEN -1 ELSE 3 END`)
 	require.NoError(t, err)
 	h.clearOutbox()
+	env := h.env
+	env.Partition = 7
 	first := func() int {
 		var n int
 		require.NoError(t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
-			b := handlers.NewBatch(tx, h.env)
+			b := handlers.NewBatch(tx, env)
 			var err error
 			if n, err = b.PublishFirstStates(context.Background(), 1); err != nil {
 				return err
@@ -132,6 +135,11 @@ func TestPublishFirstStates(t *testing.T) {
 		"old":  "rev=1 acquired [a] waiters=1 by=first_state",
 		"gone": "rev=1 released [] waiters=0 by=first_state",
 	}, got)
+	rows, err := h.st.Pool.Query(context.Background(), `SELECT convert_from(key, 'UTF8') || ' ' || source_partition FROM outbox ORDER BY 1`)
+	require.NoError(t, err)
+	parts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"gone 7", "old 3"}, parts)
 	ev := h.one(h.release("old", "a"))
 	require.Equal(t, int64(2), ev.LockInfo.Revision)
 }
