@@ -37,7 +37,10 @@ type LockState struct {
 	AcquisitionCount int64 `json:"acquisition_count"`
 	// Operation is what made the change: a command's operation, or
 	// "expire" for the expiry scheduler's, or "first_state" for a lock's first
-	// record after the upgrade to revisions (migration 009).
+	// record after the upgrade to revisions (migration 009), or "republish"
+	// for a state published again, unchanged but for ChangedAt, by a worker
+	// that found at its start that the topic's partition count or ID changed
+	// (migration 016).
 	Operation string `json:"operation"`
 	// ChangedAt is the database's time of the change.
 	ChangedAt Time `json:"changed_at"`
