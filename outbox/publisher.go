@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,10 +33,21 @@ import (
 // publisher's own Close would wait for every publish in flight, and one
 // whose produce request has no answer yet (kgo does not fail an
 // idempotent batch that may have been written) can hold a shutdown.
+//
+// kopts may not set kgo.RecordPartitioner (it fails): the lock state
+// topic's readers take a key's records only from the partition the key
+// hashes to (murmur2, kgo's default), so a state record put elsewhere would
+// be ignored (docs/design.md "Lock state topic").
 func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, replyPrefix string, createReplyTopics bool, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0)}, kopts...)...)
+	// kgo's default, set here so that another one in kopts shows.
+	keyed := kgo.UniformBytesPartitioner(64<<10, true, true, nil)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0), kgo.RecordPartitioner(keyed)}, kopts...)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the relay's Kafka producer: %w", err)
+	}
+	if cl.OptValue(kgo.RecordPartitioner) != keyed {
+		cl.Close()
+		return nil, nil, errors.New("outbox: the relay's Kafka options may not set kgo.RecordPartitioner: lock state records would leave the partition their key hashes to, where readers look for them")
 	}
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: cl,
 		AutoCreateTopics: createReplyTopics && replyPrefix != "", AutoCreatePrefix: replyPrefix, TopicReplicationFactor: replicationFactor,

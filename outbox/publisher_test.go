@@ -52,3 +52,10 @@ func TestKafkaPublisherCreatesReplyTopicsReplicated(t *testing.T) {
 		})
 	}
 }
+
+// The relay's publisher refuses a partitioner of the caller's: lock state
+// readers look for a key's records in the partition it hashes to only.
+func TestKafkaPublisherRefusesAPartitioner(t *testing.T) {
+	_, _, err := outbox.NewKafkaPublisher([]kgo.Opt{kgo.SeedBrokers("127.0.0.1:1"), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil))}, time.Second, "", false, -1)
+	require.ErrorContains(t, err, "kgo.RecordPartitioner")
+}
