@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 
+	"github.com/omninode/lockworker/internal/failstreak"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -119,6 +120,9 @@ type Relay struct {
 	// woken together share their queries.
 	selects *merger[selectReq, selected]
 	deletes *merger[[]int64, struct{}]
+
+	// sleep is rest; tests replace it to see the waits Run chooses.
+	sleep func(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{})
 }
 
 // partition is the relay's state for one commands partition.
@@ -262,6 +266,7 @@ func New(cfg Config) (*Relay, error) {
 	}
 	r.selects = &merger[selectReq, selected]{run: r.selectRows, timeout: queryTimeout}
 	r.deletes = &merger[[]int64, struct{}]{run: r.deleteRows, timeout: queryTimeout}
+	r.sleep = r.rest
 	return r, nil
 }
 
@@ -343,7 +348,11 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.release()
 	defer p.stopHandoff()
 
-	dbFailures := 0
+	// A database that keeps failing (an outage) is retried after
+	// RetryBase doubling to RetryMax, whatever PollInterval says, and
+	// logged as a streak: its first error, then one line per
+	// failstreak.DefaultEvery, and one when a pass works again.
+	var dbStreak failstreak.Streak
 	for {
 		res := r.drain(ctx, p, math.MaxInt64, false)
 		if ctx.Err() != nil {
@@ -352,16 +361,18 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 		}
 		wait, wake := r.cfg.PollInterval, p.wake
 		if res.dbErr != nil {
-			dbFailures++
-			wait, wake = min(wait, r.backoff(dbFailures)), nil // a wake-up must not defeat the backoff
-			r.log.Warn().Err(res.dbErr).Int32("partition", partition).Dur("retry_in", wait).Msg("outbox: database error")
+			n, ev := dbStreak.Fail(&r.log, res.dbErr)
+			// Neither a wake-up nor a topic's retry may defeat the
+			// backoff: their pass would read the table too.
+			wait, wake = r.backoff(n), nil
+			ev.Int32("partition", partition).Dur("retry_in", wait).Msg("outbox: database error")
 		} else {
-			dbFailures = 0
+			dbStreak.OK(&r.log).Int32("partition", partition).Msg("outbox: database works again")
+			if d, ok := p.nextRetry(time.Now()); ok && d < wait {
+				wait = d
+			}
 		}
-		if d, ok := p.nextRetry(time.Now()); ok && d < wait {
-			wait = d
-		}
-		r.rest(ctx, p, wait, wake)
+		r.sleep(ctx, p, wait, wake)
 		if ctx.Err() != nil {
 			return nil
 		}
