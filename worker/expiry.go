@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/failstreak"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -18,16 +19,39 @@ const maxExpirySleep = time.Second
 // scheduleExpiry ends the partition's leases and waiters when they are due.
 // It asks the partial indexes when the next one is due (by database time) and
 // sleeps until then, waking early when a batch of this partition commits.
+// A failure (the database unreachable) is retried after store.Backoff's
+// pause, 100 ms doubling to 5 s, and logged as a streak (failstreak): its
+// first, then one line per 30 s, and one when it works again.
 func (p *partition) scheduleExpiry(ctx context.Context) {
 	w := p.w
+	var streak failstreak.Streak
 	for ctx.Err() == nil {
 		wait, err := p.untilDue(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				w.log.Warn().Err(err).Int32("partition", p.id).Msg("expiry scheduler: reading next due time")
+		step := "expiry scheduler: reading next due time"
+		if err == nil && wait <= 0 {
+			var n int
+			n, err = p.expireDue(ctx)
+			step = "expiry scheduler: ending leases"
+			if err == nil && n == 0 {
+				// Due rows locked by another transaction, which settles
+				// them: do not spin.
+				wait = 50 * time.Millisecond
 			}
-			wait = maxExpirySleep
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			n, ev := streak.Fail(&w.log, err)
+			wait = store.Backoff(store.DefaultRetryBase, store.DefaultRetryMax, n)
+			ev.Int32("partition", p.id).Dur("retry_in", wait).Msg(step)
+			// A wake-up must not cut the backoff short.
+			if !sleepCtx(ctx, wait) {
+				return
+			}
+			continue
+		}
+		streak.OK(&w.log).Int32("partition", p.id).Msg("expiry scheduler: works again")
 		if wait > 0 {
 			wait = min(wait, maxExpirySleep)
 			p.sleepsUntil.Store(time.Now().Add(wait).UnixNano())
@@ -41,20 +65,20 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			case <-t.C:
 			}
 			p.sleepsUntil.Store(0)
-			continue
 		}
-		n, err := p.expireDue(ctx)
-		if err != nil && ctx.Err() == nil {
-			w.log.Warn().Err(err).Int32("partition", p.id).Msg("expiry scheduler: ending leases")
-		}
-		if n == 0 {
-			// Due rows locked by another transaction (which settles them), or
-			// an error: do not spin.
-			select {
-			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
+	}
+}
+
+// sleepCtx sleeps for d, or until ctx is done: it reports whether ctx is
+// still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
