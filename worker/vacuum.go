@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/omninode/lockworker/internal/failstreak"
 	"github.com/omninode/lockworker/store"
 )
 
@@ -149,8 +150,10 @@ func (v *Vacuumer) Status() VacuumStatus {
 }
 
 // Run checks the autovacuum settings and logs them; when enabled, it then
-// runs a pass every Interval until ctx is done. A failed pass is logged and
-// the next one tries again.
+// runs a pass every Interval until ctx is done. A failed pass is retried
+// after Interval doubling up to 5 s (or Interval, when longer), and failures
+// in a row are logged as a streak (failstreak): the first, then one line
+// per 30 s, and one when a pass works again.
 func (v *Vacuumer) Run(ctx context.Context) {
 	if !v.cfg.Enabled {
 		set, err := v.cfg.Store.ReadVacuumSettings(ctx)
@@ -169,16 +172,22 @@ func (v *Vacuumer) Run(ctx context.Context) {
 			Msg("the worker's vacuum loop is off (VACUUM_ENABLED=false): the hot tables are vacuumed only by autovacuum or an operator")
 		return
 	}
-	t := time.NewTicker(v.cfg.Interval)
-	defer t.Stop()
+	var streak failstreak.Streak
 	for {
-		if err := v.pass(ctx); err != nil && ctx.Err() == nil {
-			v.log.Warn().Err(err).Msg("vacuum pass")
-		}
-		select {
-		case <-ctx.Done():
+		wait := v.cfg.Interval
+		err := v.pass(ctx)
+		switch {
+		case ctx.Err() != nil:
 			return
-		case <-t.C:
+		case err != nil:
+			n, ev := streak.Fail(&v.log, err)
+			wait = max(wait, store.Backoff(v.cfg.Interval, store.DefaultRetryMax, n))
+			ev.Dur("retry_in", wait).Msg("vacuum pass")
+		default:
+			streak.OK(&v.log).Msg("vacuum pass works again")
+		}
+		if !sleepCtx(ctx, wait) {
+			return
 		}
 	}
 }
