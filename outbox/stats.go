@@ -9,15 +9,17 @@ import (
 )
 
 // Backlog says how much waits in the outbox of every partition: all rows,
-// the parked ones among them, and the age of the oldest row (zero when
-// empty), by the database clock. It counts the whole table, so call it for
+// the parked ones among them, and the age of the oldest row not parked
+// (zero when none), by the database clock. Parked rows are left out of the
+// age: a row parked for good ('infinity') would otherwise hold it up
+// forever; parked counts them. It counts the whole table, so call it for
 // health pages, not per event.
 func Backlog(ctx context.Context, pool *pgxpool.Pool) (rows, parked int64, oldest time.Duration, err error) {
 	var ageSeconds float64
 	err = pool.QueryRow(ctx, `
 		SELECT count(*),
 		       count(*) FILTER (WHERE parked_until > now()),
-		       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+		       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_until IS NULL OR parked_until <= now())), 0)::float8
 		FROM outbox`).Scan(&rows, &parked, &ageSeconds)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("reading outbox backlog: %w", err)

@@ -36,7 +36,8 @@ type LockStats struct {
 	// RELAY_MAX_ATTEMPTS times.
 	OutboxBacklog int64 `json:"outbox_backlog"`
 	OutboxParked  int64 `json:"outbox_parked"`
-	// OldestUnpublishedSeconds is the age of the oldest of them (0 when none).
+	// OldestUnpublishedSeconds is the age of the oldest of them not parked
+	// (0 when none): a row parked for good would hold it up forever.
 	OldestUnpublishedSeconds float64 `json:"oldest_unpublished_age_seconds"`
 }
 
@@ -117,7 +118,7 @@ var (
 	sessionsDesc = prometheus.NewDesc(Namespace+"_sessions", "Open sessions (whole database).", nil, nil)
 	backlogDesc  = prometheus.NewDesc(Namespace+"_outbox_backlog", "Outbox rows not yet acknowledged by Kafka, and acknowledged ones up to 100 ms before their deletion (whole database).", nil, nil)
 	parkedDesc   = prometheus.NewDesc(Namespace+"_outbox_parked", "Outbox rows parked: refused for good by Kafka, or of a topic that failed RELAY_MAX_ATTEMPTS times (whole database).", nil, nil)
-	oldestDesc   = prometheus.NewDesc(Namespace+"_outbox_oldest_age_seconds", "Age of the oldest outbox row (whole database; 0 when empty).", nil, nil)
+	oldestDesc   = prometheus.NewDesc(Namespace+"_outbox_oldest_age_seconds", "Age of the oldest outbox row not parked (whole database; 0 when none): parked rows count in lockworker_outbox_parked instead.", nil, nil)
 	dbStatsDescs = []*prometheus.Desc{heldDesc, byModeDesc, overdueDesc, waitersDesc, sessionsDesc, backlogDesc, parkedDesc, oldestDesc}
 )
 
