@@ -61,6 +61,9 @@ type server struct {
 	kafka       *sharedPing
 }
 
+// maxScrapes is how many /metrics requests are served at once.
+const maxScrapes = 4
+
 // New returns the handler of every endpoint.
 func New(cfg Config) http.Handler {
 	if cfg.CheckTimeout <= 0 {
@@ -92,9 +95,12 @@ func New(cfg Config) http.Handler {
 		Timeout:       2 * cfg.CheckTimeout,
 		// A scrape reads PostgreSQL: the consumer lag's offsets, and the
 		// database gauges when their last read is old (internal/metrics'
-		// statsMaxAge). One at a time, as withDB bounds the other
-		// endpoints; another gets 503.
-		MaxRequestsInFlight: 1,
+		// statsMaxAge). Concurrent scrapes (an HA pair of Prometheus
+		// servers, a person's curl) share those reads (internal/metrics
+		// singleflights them), so they hold two connections at most
+		// whatever their number; the bound only stops a flood, past which
+		// a scrape gets 503.
+		MaxRequestsInFlight: maxScrapes,
 	}))
 	return mux
 }

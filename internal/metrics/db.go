@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/omninode/lockworker/outbox"
 )
@@ -72,14 +73,16 @@ func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 const statsMaxAge = 10 * time.Second
 
 // dbCollector reports LockStats read at most once per statsMaxAge.
+// Concurrent scrapes (an HA pair of Prometheus servers) share one read:
+// a scrape arriving while it is under way waits for its result, failure
+// included, so they never hold more than one connection between them.
 type dbCollector struct {
 	read    func(context.Context) (LockStats, error)
 	timeout time.Duration
 	now     func() time.Time // for tests
 
-	// mu is held across a read: /metrics serves one scrape at a time
-	// (httpapi), so nothing waits on it there.
-	mu     sync.Mutex
+	flight singleflight.Group
+	mu     sync.Mutex // guards the fields below
 	stats  LockStats
 	readAt time.Time // when the last successful read began; zero: none
 }
@@ -92,22 +95,31 @@ func newDBCollector(pool *pgxpool.Pool, timeout time.Duration) *dbCollector {
 }
 
 // lockStats returns the last successful read while it is younger than
-// statsMaxAge, else reads again.
+// statsMaxAge, else joins the read under way or starts one.
 func (c *dbCollector) lockStats() (LockStats, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if !c.readAt.IsZero() && now.Sub(c.readAt) < statsMaxAge {
+	if !c.readAt.IsZero() && c.now().Sub(c.readAt) < statsMaxAge {
+		defer c.mu.Unlock()
 		return c.stats, nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	s, err := c.read(ctx)
+	c.mu.Unlock()
+	v, err, _ := c.flight.Do("stats", func() (any, error) {
+		start := c.now()
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		defer cancel()
+		s, err := c.read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.stats, c.readAt = s, start
+		c.mu.Unlock()
+		return s, nil
+	})
 	if err != nil {
 		return LockStats{}, err
 	}
-	c.stats, c.readAt = s, now
-	return s, nil
+	return v.(LockStats), nil
 }
 
 var (

@@ -1,0 +1,71 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+)
+
+// concurrently collects c twice at once and returns how many metrics each
+// collection sent.
+func concurrently(c prometheus.Collector) [2]int {
+	var got [2]int
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Go(func() {
+			ch := make(chan prometheus.Metric, 100)
+			c.Collect(ch)
+			close(ch)
+			for range ch {
+				got[i]++
+			}
+		})
+	}
+	wg.Wait()
+	return got
+}
+
+// slowRead is a read that waits for a second caller (what a read per
+// scrape would bring) or a second, whichever comes first, and counts its
+// calls: shared, the second scrape joins the first read and the count
+// stays 1.
+func slowRead[T any](calls *atomic.Int32, v T, err error) func(context.Context) (T, error) {
+	second := make(chan struct{})
+	return func(context.Context) (T, error) {
+		if calls.Add(1) == 2 {
+			close(second)
+		}
+		select {
+		case <-second:
+		case <-time.After(time.Second):
+		}
+		return v, err
+	}
+}
+
+// TestConcurrentScrapesShareTheReads: two scrapes at once (an HA pair of
+// Prometheus servers) make one read of the consumer lag and one of the
+// database gauges, and both get the values; a failed read is shared too,
+// not repeated by the scrape that waited for it.
+func TestConcurrentScrapesShareTheReads(t *testing.T) {
+	var lagCalls atomic.Int32
+	lag := &lagCollector{lag: slowRead(&lagCalls, map[int32]int64{0: 1, 1: 2}, nil), timeout: time.Second}
+	require.Equal(t, [2]int{2, 2}, concurrently(lag))
+	require.EqualValues(t, 1, lagCalls.Load())
+
+	var dbCalls atomic.Int32
+	db := &dbCollector{read: slowRead(&dbCalls, LockStats{HeldLocks: 3}, nil), timeout: time.Second, now: time.Now}
+	require.Equal(t, [2]int{9, 9}, concurrently(db))
+	require.EqualValues(t, 1, dbCalls.Load())
+
+	var failed atomic.Int32
+	db = &dbCollector{read: slowRead(&failed, LockStats{}, errors.New("down")), timeout: time.Second, now: time.Now}
+	require.Equal(t, [2]int{1, 1}, concurrently(db), "one invalid metric each")
+	require.EqualValues(t, 1, failed.Load())
+}
