@@ -20,8 +20,12 @@ const maxExpirySleep = time.Second
 // It asks the partial indexes when the next one is due (by database time) and
 // sleeps until then, waking early when a batch of this partition commits.
 // A failure (the database unreachable) is retried after store.Backoff's
-// pause, 100 ms doubling to 5 s, and logged as a streak (failstreak): its
-// first, then one line per 30 s, and one when it works again.
+// pause, 100 ms doubling, but at most maxExpirySleep (1 s), so a lease due
+// during a short outage still ends within about 1 s of the database's
+// return; a wake-up ends the pause at once, as any committed batch of the
+// partition wakes it then (wakeScheduler), which shows the database is
+// back. The failures are logged as a streak (failstreak): the first, then
+// one line per 30 s, and one when it works again.
 func (p *partition) scheduleExpiry(ctx context.Context) {
 	w := p.w
 	var streak failstreak.Streak
@@ -43,17 +47,14 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 		}
 		if err != nil {
 			n, ev := streak.Fail(&w.log, err)
-			wait = store.Backoff(store.DefaultRetryBase, store.DefaultRetryMax, n)
+			wait = expiryRetryIn(n)
 			ev.Int32("partition", p.id).Dur("retry_in", wait).Msg(step)
-			// A wake-up must not cut the backoff short.
-			if !sleepCtx(ctx, wait) {
-				return
-			}
-			continue
+		} else {
+			streak.OK(&w.log).Int32("partition", p.id).Msg("expiry scheduler: works again")
 		}
-		streak.OK(&w.log).Int32("partition", p.id).Msg("expiry scheduler: works again")
 		if wait > 0 {
 			wait = min(wait, maxExpirySleep)
+			p.retrying.Store(err != nil)
 			p.sleepsUntil.Store(time.Now().Add(wait).UnixNano())
 			t := time.NewTimer(wait)
 			select {
@@ -65,8 +66,15 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			case <-t.C:
 			}
 			p.sleepsUntil.Store(0)
+			p.retrying.Store(false)
 		}
 	}
+}
+
+// expiryRetryIn is the pause before the scheduler's retry after its n-th
+// failure in a row: store.Backoff's, but at most maxExpirySleep.
+func expiryRetryIn(n int) time.Duration {
+	return min(store.Backoff(store.DefaultRetryBase, store.DefaultRetryMax, n), maxExpirySleep)
 }
 
 // sleepCtx sleeps for d, or until ctx is done: it reports whether ctx is
@@ -86,13 +94,17 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // a wait that ends before the scheduler means to look again (or while it is
 // awake, so it looks again). Batches that start nothing sooner cost it no
 // query. due is by the database's clock and sleepsUntil by ours: skew can
-// only delay a wake-up, and maxExpirySleep bounds that.
+// only delay a wake-up, and maxExpirySleep bounds that. While the scheduler
+// waits to retry a failure, every committed batch wakes it: the database
+// is back, and leases may have fallen due meanwhile.
 func (p *partition) wakeScheduler(due time.Time) {
-	if due.IsZero() {
-		return
-	}
-	if until := p.sleepsUntil.Load(); until != 0 && due.UnixNano() >= until {
-		return
+	if !p.retrying.Load() {
+		if due.IsZero() {
+			return
+		}
+		if until := p.sleepsUntil.Load(); until != 0 && due.UnixNano() >= until {
+			return
+		}
 	}
 	select {
 	case p.wake <- struct{}{}:

@@ -39,7 +39,10 @@ type partition struct {
 	// sleepsUntil is when the expiry scheduler will look again (unix ns), 0
 	// while it is awake.
 	sleepsUntil atomic.Int64
-	cancel      context.CancelFunc
+	// retrying is set while the expiry scheduler waits to retry a
+	// database failure: any committed batch wakes it (wakeScheduler).
+	retrying atomic.Bool
+	cancel   context.CancelFunc
 	// finished is closed when its scheduler and relay have returned.
 	finished chan struct{}
 	// expected is the next offset the stored one should be, known after the
