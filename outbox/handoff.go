@@ -87,6 +87,7 @@ func (s *Slot) Fill(rows []Row) {
 	}
 	slices.SortFunc(mine, func(a, b row) int { return cmp.Compare(a.id, b.id) })
 	s.resolve(slotRows, mine, size)
+	s.p.signalWorks()
 }
 
 // Dirty resolves the slot without rows: when the relay reaches it, it reads
@@ -98,6 +99,7 @@ func (s *Slot) Dirty() {
 		return
 	}
 	s.resolve(slotDirty, nil, 0)
+	s.p.signalWorks()
 }
 
 // Abandon resolves the slot of a transaction that may still commit: an

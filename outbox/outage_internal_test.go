@@ -41,7 +41,10 @@ func (b *syncBuffer) String() string {
 // RetryBase doubling up to RetryMax (5 s), not every PollInterval (1 s),
 // and logs the outage once, not once per pass. The waits are Run's own
 // choice (its sleep records them and returns at once), so nothing here
-// depends on timing.
+// depends on timing. During the backoff a writer's commit, which shows the
+// database answers, ends the wait at once; an abandoned slot (a COMMIT
+// failing, as in an outage) does not. A pass that queries nothing (a Kafka
+// pause) neither ends the streak nor its backoff.
 func TestDatabaseOutageBacksOff(t *testing.T) {
 	st := testdb.New(t)
 	st.Pool.Close() // every query fails
@@ -50,10 +53,41 @@ func TestDatabaseOutageBacksOff(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	const paused = 4 // the wait after a pass the Kafka pause ends early
 	var waits []time.Duration
-	r.sleep = func(_ context.Context, _ *partition, wait time.Duration, wake <-chan struct{}) {
-		require.Nil(t, wake, "a wake-up must not cut the backoff short")
-		if waits = append(waits, wait); len(waits) == 20 {
+	r.sleep = func(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) {
+		i := len(waits)
+		waits = append(waits, wait)
+		switch {
+		case i == paused:
+			require.Equal(t, (<-chan struct{})(p.wake), wake, "no backoff after a pass with no query")
+			p.pauseUntil = time.Time{}
+		default:
+			require.Equal(t, (<-chan struct{})(p.works), wake, "a commit ends the backoff")
+		}
+		switch i {
+		case 2:
+			// Run's own rest: an abandoned slot leaves the backoff
+			// running, a filled one ends it, with no timer involved.
+			r.Reserve(p.id).Abandon()
+			require.Len(t, wake, 0, "an abandoned slot must not cut the backoff short")
+			r.Reserve(p.id).Fill(nil)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r.rest(ctx, p, time.Hour, wake)
+			}()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a commit did not end the backoff")
+			}
+		case paused - 1:
+			// Kafka pauses the partition: the next pass returns
+			// without a query.
+			p.pauseUntil = time.Now().Add(time.Hour)
+		}
+		if len(waits) == 20 {
 			cancel()
 		}
 	}
@@ -61,11 +95,20 @@ func TestDatabaseOutageBacksOff(t *testing.T) {
 
 	require.Len(t, waits, 20)
 	for i, w := range waits {
+		if i == paused {
+			require.Equal(t, r.cfg.PollInterval, w)
+			continue
+		}
+		n := i + 1 // the failures so far
+		if i > paused {
+			n--
+		}
 		// store.Backoff: 100 ms doubling, at most 5 s, up to 20% less.
-		want := min(100*time.Millisecond<<i, 5*time.Second)
-		require.LessOrEqual(t, w, want, "retry %d", i+1)
-		require.GreaterOrEqual(t, w, want*4/5, "retry %d", i+1)
+		want := min(100*time.Millisecond<<(n-1), 5*time.Second)
+		require.LessOrEqual(t, w, want, "retry %d", n)
+		require.GreaterOrEqual(t, w, want*4/5, "retry %d", n)
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "outbox: database error"), logs.String())
+	require.NotContains(t, logs.String(), "works again", "a pass with no query is no recovery")
 	require.Contains(t, logs.String(), `"failures":1,`)
 }

@@ -129,7 +129,11 @@ type Relay struct {
 type partition struct {
 	id   int32
 	wake chan struct{} // capacity 1: wake-ups coalesce
-	run  chan struct{} // capacity 1: held by the one Run of this partition
+	// works is signalled, besides wake, when a writer's transaction ended
+	// (Fill, Dirty; not Abandon, whose attempt failed) and by Wake: the
+	// database answers, so it ends a database backoff too (Run).
+	works chan struct{}
+	run   chan struct{} // capacity 1: held by the one Run of this partition
 
 	lock chan struct{} // capacity 1: one pass at a time; guards the fields below
 	// parked are the topics whose rows wait behind a park, as the last read
@@ -287,6 +291,7 @@ func (r *Relay) part(id int32) *partition {
 		p = &partition{
 			id:           id,
 			wake:         make(chan struct{}, 1),
+			works:        make(chan struct{}, 1),
 			run:          make(chan struct{}, 1),
 			lock:         make(chan struct{}, 1),
 			parked:       map[string]bool{},
@@ -309,12 +314,20 @@ func (r *Relay) Wake(partition int32) {
 	if p != nil {
 		p.readTable.Store(true)
 		p.signal()
+		p.signalWorks()
 	}
 }
 
 func (p *partition) signal() {
 	select {
 	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *partition) signalWorks() {
+	select {
+	case p.works <- struct{}{}:
 	default:
 	}
 }
@@ -351,23 +364,39 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	// A database that keeps failing (an outage) is retried after
 	// RetryBase doubling to RetryMax, whatever PollInterval says, and
 	// logged as a streak: its first error, then one line per
-	// failstreak.DefaultEvery, and one when a pass works again.
+	// failstreak.DefaultEvery, and one when a pass's query works again.
 	var dbStreak failstreak.Streak
 	for {
+		// Only a writer's transaction ending from now on shows the
+		// database answers after this pass's failure.
+		select {
+		case <-p.works:
+		default:
+		}
 		res := r.drain(ctx, p, math.MaxInt64, false)
 		if ctx.Err() != nil {
 			r.deleteNow(ctx, p)
 			return nil
 		}
 		wait, wake := r.cfg.PollInterval, p.wake
-		if res.dbErr != nil {
+		switch {
+		case res.dbErr != nil:
 			n, ev := dbStreak.Fail(&r.log, res.dbErr)
-			// Neither a wake-up nor a topic's retry may defeat the
-			// backoff: their pass would read the table too.
-			wait, wake = r.backoff(n), nil
+			// Neither a topic's retry nor an ordinary wake-up (an
+			// abandoned slot: a writer's COMMIT failing, as in an
+			// outage) may defeat the backoff: their pass would read the
+			// table too. A writer's commit ends it (works): the database
+			// answers again, and the rows it hands over, and those
+			// committed before, go out at once rather than after the
+			// rest of up to RetryMax.
+			wait, wake = r.backoff(n), p.works
 			ev.Int32("partition", partition).Dur("retry_in", wait).Msg("outbox: database error")
-		} else {
+		case res.queried:
 			dbStreak.OK(&r.log).Int32("partition", partition).Msg("outbox: database works again")
+			fallthrough
+		default:
+			// A pass with no query (a Kafka pause, rows handed over)
+			// says nothing of the database: the streak goes on.
 			if d, ok := p.nextRetry(time.Now()); ok && d < wait {
 				wait = d
 			}
@@ -446,6 +475,7 @@ type passResult struct {
 	published int
 	more      bool  // the batch was full: select again
 	dbErr     error // the database failed: back off
+	queried   bool  // a query of the database succeeded: it works
 	pubErr    error // the first publish failure, already handled
 }
 
@@ -490,7 +520,9 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 			handed = handed[n:]
 		}
 		if len(p.acked) > 0 && (len(p.acked) >= r.cfg.BatchSize || time.Since(p.ackedAt) >= r.cfg.DeleteDelay) {
-			res.dbErr = cmp.Or(res.dbErr, r.deleteAcked(ctx, p))
+			err := r.deleteAcked(ctx, p)
+			res.queried = res.queried || err == nil
+			res.dbErr = cmp.Or(res.dbErr, err)
 		}
 		if res.pubErr != nil || res.dbErr != nil {
 			p.readTable.Store(true) // what failed is in the table
@@ -509,6 +541,7 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		pr := r.pass(ctx, p, upTo, since)
 		res.published += pr.published
 		res.more = pr.more
+		res.queried = res.queried || pr.queried
 		if res.pubErr == nil {
 			res.pubErr = pr.pubErr
 		}
@@ -606,7 +639,9 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 		return passResult{dbErr: err}
 	}
 	p.selected(rows)
-	return r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize)
+	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize)
+	res.queried = true
+	return res
 }
 
 // publishRows publishes rows of the partition, in id order, in one of two
