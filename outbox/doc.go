@@ -129,7 +129,13 @@
 // Parked rows are kept and counted ([Backlog], [Parked]), never dropped, and
 // each parking is reported to Config.OnParked.
 //
-// Database errors back the loop off the same way; rows acknowledged but not
+// Database errors back the loop off the same way, RetryBase doubling to
+// RetryMax (5 s), whatever PollInterval says; a writer's commit for the
+// partition (a filled or dirty slot, or Wake; not an abandoned slot) ends
+// the wait at once, as the database answers again. Rows committed before
+// the outage, with no new commit on their partition, are published within
+// that backoff (up to RetryMax) after the database is back. Only a pass
+// whose query worked ends the outage's log streak. Rows acknowledged but not
 // yet deleted are deleted before anything else is selected, so a database
 // blip does not publish them twice.
 //
