@@ -122,7 +122,7 @@ type Relay struct {
 	deletes *merger[[]int64, struct{}]
 
 	// sleep is rest; tests replace it to see the waits Run chooses.
-	sleep func(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{})
+	sleep func(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) (woken bool)
 }
 
 // partition is the relay's state for one commands partition.
@@ -366,6 +366,11 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	// logged as a streak: its first error, then one line per
 	// failstreak.DefaultEvery, and one when a pass's query works again.
 	var dbStreak failstreak.Streak
+	// committed says a commit ended this streak's backoff once already:
+	// if the pass it brought failed too, the failure is the relay's own
+	// (the writers commit), and a commit per retry would undo the
+	// backoff, so the rest of the streak waits it out.
+	committed := false
 	for {
 		// Only a writer's transaction ending from now on shows the
 		// database answers after this pass's failure.
@@ -390,8 +395,12 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 			// committed before, go out at once rather than after the
 			// rest of up to RetryMax.
 			wait, wake = r.backoff(n), p.works
+			if committed {
+				wake = nil
+			}
 			ev.Int32("partition", partition).Dur("retry_in", wait).Msg("outbox: database error")
 		case res.queried:
+			committed = false
 			dbStreak.OK(&r.log).Int32("partition", partition).Msg("outbox: database works again")
 			fallthrough
 		default:
@@ -401,17 +410,19 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 				wait = d
 			}
 		}
-		r.sleep(ctx, p, wait, wake)
+		if r.sleep(ctx, p, wait, wake) && res.dbErr != nil {
+			committed = true
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
 	}
 }
 
-// rest waits for a wake-up or for wait to pass. Rows acknowledged before
-// are deleted by the next pass; if none comes within DeleteDelay, or ctx
-// ends, they are deleted here.
-func (r *Relay) rest(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) {
+// rest waits for a wake-up or for wait to pass, and says whether the wake-up
+// ended it. Rows acknowledged before are deleted by the next pass; if none
+// comes within DeleteDelay, or ctx ends, they are deleted here.
+func (r *Relay) rest(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) (woken bool) {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	var linger <-chan time.Time
@@ -427,14 +438,14 @@ func (r *Relay) rest(ctx context.Context, p *partition, wait time.Duration, wake
 		select {
 		case <-ctx.Done():
 			r.deleteNow(ctx, p)
-			return
+			return false
 		case <-linger:
 			linger = nil
 			r.deleteNow(ctx, p)
 		case <-wake:
-			return
+			return true
 		case <-timer.C:
-			return
+			return false
 		}
 	}
 }

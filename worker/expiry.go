@@ -24,11 +24,18 @@ const maxExpirySleep = time.Second
 // during a short outage still ends within about 1 s of the database's
 // return; a wake-up ends the pause at once, as any committed batch of the
 // partition wakes it then (wakeScheduler), which shows the database is
-// back. The failures are logged as a streak (failstreak): the first, then
+// back, once per streak (a failure the commits do not cure is the
+// scheduler's own, and waits its pauses out). The failures are logged as a streak (failstreak): the first, then
 // one line per 30 s, and one when it works again.
 func (p *partition) scheduleExpiry(ctx context.Context) {
 	w := p.w
 	var streak failstreak.Streak
+	// woke says a commit ended this streak's retry wait once already: if
+	// the attempt it brought failed too, the failure is the scheduler's own
+	// (the applier commits), and a commit per retry would contend with the
+	// applier on the partition's rows, so the rest of the streak waits
+	// its pauses out.
+	woke := false
 	for ctx.Err() == nil {
 		wait, err := p.untilDue(ctx)
 		step := "expiry scheduler: reading next due time"
@@ -46,15 +53,16 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			return
 		}
 		if err != nil {
+			p.retrying.Store(!woke) // from now: a commit ends the wait (wakeScheduler)
 			n, ev := streak.Fail(&w.log, err)
 			wait = expiryRetryIn(n)
 			ev.Int32("partition", p.id).Dur("retry_in", wait).Msg(step)
 		} else {
+			woke = false
 			streak.OK(&w.log).Int32("partition", p.id).Msg("expiry scheduler: works again")
 		}
 		if wait > 0 {
 			wait = min(wait, maxExpirySleep)
-			p.retrying.Store(err != nil)
 			p.sleepsUntil.Store(time.Now().Add(wait).UnixNano())
 			t := time.NewTimer(wait)
 			select {
@@ -63,6 +71,7 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 				return
 			case <-p.wake:
 				t.Stop()
+				woke = woke || err != nil
 			case <-t.C:
 			}
 			p.sleepsUntil.Store(0)
