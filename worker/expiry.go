@@ -25,8 +25,9 @@ const maxExpirySleep = time.Second
 // return; a wake-up ends the pause at once, as any committed batch of the
 // partition wakes it then (wakeScheduler), which shows the database is
 // back, once per streak (a failure the commits do not cure is the
-// scheduler's own, and waits its pauses out). The failures are logged as a streak (failstreak): the first, then
-// one line per 30 s, and one when it works again.
+// scheduler's own, and waits its pauses out). The failures are logged as
+// a streak (failstreak): the first, then one line per 30 s, and one when
+// it works again.
 func (p *partition) scheduleExpiry(ctx context.Context) {
 	w := p.w
 	var streak failstreak.Streak
@@ -53,6 +54,12 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			return
 		}
 		if err != nil {
+			// A wake from a commit before the failure says nothing of the
+			// database now: drop it, so only a later one ends the wait.
+			select {
+			case <-p.wake:
+			default:
+			}
 			p.retrying.Store(!woke) // from now: a commit ends the wait (wakeScheduler)
 			n, ev := streak.Fail(&w.log, err)
 			wait = expiryRetryIn(n)

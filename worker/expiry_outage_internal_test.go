@@ -73,3 +73,34 @@ func TestExpiryOutageWakeEndsRetry(t *testing.T) {
 	p.wakeScheduler(time.Time{})
 	require.Len(t, p.wake, 1, "a commit during a retry wait wakes the scheduler")
 }
+
+// TestExpiryOutageCommitWakesOncePerStreak: a wake left from a commit before
+// the failure does not end the retry's wait, a commit during it does, and
+// when the attempt that commit brought fails too, the rest of the streak
+// waits its pauses out rather than querying again at every commit.
+func TestExpiryOutageCommitWakesOncePerStreak(t *testing.T) {
+	st := testdb.New(t)
+	st.Pool.Close() // every query fails
+	w := &Worker{cfg: Config{Store: st}, log: zerolog.Nop()}
+	p := &partition{w: w, id: 3, wake: make(chan struct{}, 1)}
+	p.wake <- struct{}{} // a commit's, from before the outage
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.scheduleExpiry(ctx)
+	}()
+	defer func() { cancel(); <-done }()
+	waiting := func(retrying bool) func() bool {
+		return func() bool { return p.sleepsUntil.Load() != 0 && p.retrying.Load() == retrying }
+	}
+	require.Eventually(t, waiting(true), 10*time.Second, time.Millisecond)
+	require.Never(t, waiting(false), 300*time.Millisecond, time.Millisecond,
+		"the wake from before the failure ended the wait, and took the streak's one commit wake")
+
+	p.wakeScheduler(time.Time{}) // a commit: the database seems back
+	require.Eventually(t, waiting(false), 10*time.Second, time.Millisecond,
+		"the attempt the commit brought failed: the streak waits its pauses out")
+	p.wakeScheduler(time.Time{})
+	require.Len(t, p.wake, 0, "a second commit in the streak does not wake it")
+}
