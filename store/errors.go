@@ -54,7 +54,25 @@ var (
 	// during COMMIT leaves the outcome unknown and InTx retries, so the
 	// caller tells the two apart by reading the offset (OffsetMovedError).
 	ErrOffsetMoved = errors.New("partition offset moved: partition owned elsewhere")
+	// ErrSchemaNewer means the schema was migrated by a newer lockworker,
+	// further than this binary's migrations go (a downgrade): this binary
+	// cannot know what the later migrations changed, so Migrate refuses to
+	// run against it, and no retry cures it (SchemaNewerError).
+	ErrSchemaNewer = errors.New("database schema newer than this binary")
 )
+
+// SchemaNewerError is ErrSchemaNewer with the versions.
+type SchemaNewerError struct {
+	Version int // the schema's, in VersionTable
+	Latest  int // this binary's last migration
+}
+
+func (e *SchemaNewerError) Error() string {
+	return fmt.Sprintf("database schema is at version %d, newer than this binary's %d: run a lockworker built with migration %d or later "+
+		"(going back to this version needs the database restored from before migration %d)", e.Version, e.Latest, e.Version, e.Latest+1)
+}
+
+func (e *SchemaNewerError) Is(target error) bool { return target == ErrSchemaNewer }
 
 // OffsetMovedError is ErrOffsetMoved for one partition.
 type OffsetMovedError struct {

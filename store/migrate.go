@@ -20,7 +20,9 @@ const VersionTable = "lockworker_schema_version"
 // already at the last migration is left alone without it, so a replica
 // restarting does not wait behind another schema's migration. With
 // Config.RetryStart, a transient failure is retried (each migration is a
-// transaction of its own, and the lock goes with the connection).
+// transaction of its own, and the lock goes with the connection). A schema
+// newer than this binary's migrations is refused (ErrSchemaNewer), never
+// retried.
 func (s *Store) Migrate(ctx context.Context) error {
 	try := func() error { return translateStart(ctx, s.migrate(ctx)) }
 	if s.cfg.RetryStart {
@@ -44,9 +46,15 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	var version int
 	// Any error (no version table yet) leaves it to tern.
-	if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil && version == len(last) {
-		conn.Release()
-		return nil
+	if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil {
+		if version == len(last) {
+			conn.Release()
+			return nil
+		}
+		if version > len(last) {
+			conn.Release()
+			return &SchemaNewerError{Version: version, Latest: len(last)}
+		}
 	}
 	err = runMigrations(ctx, conn.Conn())
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
