@@ -192,8 +192,15 @@ func transient(err error) bool {
 // slots, a host name that does not resolve (a Kubernetes Service not
 // created yet, but a misspelt host too), and any failure of a connection
 // it does not recognise; each attempt is told to OnStartRetry with the
-// error. The caller's own deadline is told apart by translateStart.
+// error. A migration that waited MigrationLockTimeout for a table's lock
+// (a *MigrationLockError, 55P03) is retried too: the transaction holding
+// that lock ends, and the others queued behind the migration run during
+// the backoff. The caller's own deadline is told apart by translateStart.
 func startRetryable(err error) bool {
+	var lockErr *MigrationLockError
+	if errors.As(err, &lockErr) {
+		return true
+	}
 	var connectErr *pgconn.ConnectError
 	if !errors.As(err, &connectErr) && !transient(err) {
 		return false

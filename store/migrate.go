@@ -2,10 +2,14 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/tern/v2/migrate"
 
 	"github.com/omninode/lockworker/migrations"
@@ -14,13 +18,52 @@ import (
 // VersionTable records which migrations have been applied.
 const VersionTable = "lockworker_schema_version"
 
+// MigrationLockTimeout is the lock_timeout of each migration's transaction:
+// how long one waits for a lock on a table it changes. ALTER TABLE takes
+// ACCESS EXCLUSIVE, which waits for every transaction that touched the
+// table (an older replica's, a long query, pg_dump) and, while it waits,
+// queues every later transaction on the table behind it: an unbounded wait
+// stops the whole service, older replicas included. 5 s bounds that
+// stall within the client's default ReplyTimeout (5 s, after which it
+// resends) and well within its RequestTimeout (30 s), so commands are
+// delayed, not failed (a lease or session whose TTL is shorter than the
+// stall may expire meanwhile, as in any stall of PostgreSQL); and it is
+// long enough for the worker's own transactions, which last milliseconds, to
+// drain. A migration that times out fails with 55P03 (a *MigrationLockError)
+// and, under Config.RetryStart, is retried after the backoff, the others'
+// transactions running meanwhile. It bounds the wait only: a migration that
+// has its locks runs as long as its statements need.
+const MigrationLockTimeout = 5 * time.Second
+
+// migrationLockTimeout is MigrationLockTimeout, set shorter by tests.
+var migrationLockTimeout atomic.Int64
+
+func init() { migrationLockTimeout.Store(int64(MigrationLockTimeout)) }
+
+// MigrationLockError is a migration that waited MigrationLockTimeout for
+// a lock on a table it changes (SQLSTATE 55P03, lock_not_available):
+// another transaction holds one. A start retries it (startRetryable).
+type MigrationLockError struct {
+	Migration string
+	Timeout   time.Duration
+	Err       error // tern's, wrapping the *pgconn.PgError
+}
+
+func (e *MigrationLockError) Error() string {
+	return fmt.Sprintf("migration %s waited %v for a lock on a table it changes: another transaction holds a lock on it "+
+		"(an older replica's, a long query or a backup): %v", e.Migration, e.Timeout, e.Err)
+}
+
+func (e *MigrationLockError) Unwrap() error { return e.Err }
+
 // Migrate applies every pending migration. tern holds a PostgreSQL advisory
 // lock while it migrates, so workers starting at once apply each file once.
 // That lock is one for the whole database, whatever the schema: a schema
 // already at the last migration is left alone without it, so a replica
 // restarting does not wait behind another schema's migration. With
 // Config.RetryStart, a transient failure is retried (each migration is a
-// transaction of its own, and the lock goes with the connection). A schema
+// transaction of its own, and the lock goes with the connection), and so is
+// a migration that waited MigrationLockTimeout for a table's lock. A schema
 // newer than this binary's migrations is refused (ErrSchemaNewer), never
 // retried.
 func (s *Store) Migrate(ctx context.Context) error {
@@ -39,24 +82,25 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
-	last, err := fs.Glob(migrations.FS, "*.sql")
+	files, err := fs.Glob(migrations.FS, "*.sql")
 	if err != nil {
 		conn.Release()
 		return fmt.Errorf("loading migrations: %w", err)
 	}
+	last := len(files)
 	var version int
 	// Any error (no version table yet) leaves it to tern.
 	if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil {
-		if version == len(last) {
+		if version == last {
 			conn.Release()
 			return nil
 		}
-		if version > len(last) {
+		if version > last {
 			conn.Release()
-			return &SchemaNewerError{Version: version, Latest: len(last)}
+			return &SchemaNewerError{Version: version, Latest: last}
 		}
 	}
-	err = runMigrations(ctx, conn.Conn())
+	err = runMigrations(ctx, conn.Conn(), last)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
 	// (plan_cache_mode, see preferGenericPlans): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
@@ -66,8 +110,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	return err
 }
 
-// runMigrations applies the pending migrations on conn with tern.
-func runMigrations(ctx context.Context, conn *pgx.Conn) error {
+// runMigrations applies the pending migrations on conn with tern, last
+// being the number of migration files.
+func runMigrations(ctx context.Context, conn *pgx.Conn, last int) error {
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
@@ -75,8 +120,38 @@ func runMigrations(ctx context.Context, conn *pgx.Conn) error {
 	if err := m.LoadMigrations(migrations.FS); err != nil {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
-	if err := m.Migrate(ctx); err != nil {
-		return fmt.Errorf("migrating: %w", err)
+	timeout := time.Duration(migrationLockTimeout.Load())
+	var (
+		current string // the migration running
+		setErr  error  // SET LOCAL's failure, which aborted the migration's transaction
+	)
+	// tern calls OnStart after BEGIN of the migration's transaction (its
+	// MigrateTo), so SET LOCAL holds for that migration and ends with it;
+	// the migration before it has committed by then.
+	m.OnStart = func(_ int32, name, _, _ string) {
+		current = name
+		if _, err := conn.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil && setErr == nil {
+			setErr = err
+		}
 	}
-	return nil
+	err = m.Migrate(ctx)
+	switch {
+	case setErr != nil:
+		return fmt.Errorf("migrating: setting lock_timeout for %s: %w", current, setErr)
+	case err == nil:
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55P03" && current != "" {
+		return &MigrationLockError{Migration: current, Timeout: timeout, Err: err}
+	}
+	var badVersion migrate.BadVersionError
+	if errors.As(err, &badVersion) {
+		// Migrated further by a newer binary since the check in migrate.
+		var version int
+		if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil && version > last {
+			return &SchemaNewerError{Version: version, Latest: last}
+		}
+	}
+	return fmt.Errorf("migrating: %w", err)
 }

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/tern/v2/migrate"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
@@ -21,6 +24,100 @@ func lastMigration(t *testing.T) int {
 	files, err := fs.Glob(migrations.FS, "*.sql")
 	require.NoError(t, err)
 	return len(files)
+}
+
+// migrateTo takes st's schema to version with tern alone.
+func migrateTo(t *testing.T, st *store.Store, version int32) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
+	require.NoError(t, err)
+	require.NoError(t, m.LoadMigrations(migrations.FS))
+	require.NoError(t, m.MigrateTo(ctx, version))
+}
+
+// A migration that needs a table another transaction holds (an older
+// replica's, during a rolling upgrade) gives up at its lock_timeout with
+// 55P03 instead of waiting for ever, and with every transaction on the
+// table queued behind it; the start retries it, telling OnStartRetry the
+// migration and why, and it is applied once the blocker commits.
+func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
+	t.Parallel()
+	defer store.SetMigrationLockTimeout(300 * time.Millisecond)()
+	ctx := context.Background()
+	r := newStartRetries()
+	sc := testdb.NewSchema(t)
+	st := sc.Open(t, r.config(sc.URL))
+	migrateTo(t, st, 9) // 010 alters locks
+
+	blocker, err := pgx.Connect(ctx, sc.URL)
+	require.NoError(t, err)
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)                              //nolint:errcheck
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM locks`) // ACCESS SHARE until the transaction ends
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() { done <- st.Migrate(ctx) }()
+	r.awaitRetry(t, done)
+	r.awaitRetry(t, done) // again: it keeps retrying while the blocker holds on
+
+	// Others' transactions on locks are not stuck behind the waiting migration.
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var n int
+	require.NoError(t, st.Pool.QueryRow(qctx, `SELECT count(*) FROM locks`).Scan(&n), "a reader of locks waited behind the migration")
+
+	errs := r.all()
+	require.NotEmpty(t, errs)
+	for _, err := range errs {
+		require.ErrorIs(t, err, store.ErrTransient)
+		var lockErr *store.MigrationLockError
+		require.ErrorAs(t, err, &lockErr)
+		require.Equal(t, "010_lock_delay_max_hold_revoke.sql", lockErr.Migration)
+		require.Contains(t, err.Error(), "migration 010_lock_delay_max_hold_revoke.sql waited 300ms for a lock on a table it changes: another transaction holds a lock on it")
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "55P03", pgErr.Code)
+	}
+
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, awaitDone(t, done))
+	requireSchema(t, st)
+
+}
+
+// Without RetryStart, a migration blocked on a table's lock fails at its
+// lock_timeout, not later.
+func TestMigrateLockWaitFailsWithoutRetryStart(t *testing.T) {
+	t.Parallel()
+	defer store.SetMigrationLockTimeout(300 * time.Millisecond)()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	st := sc.Open(t, store.Config{})
+	migrateTo(t, st, 9)
+	tx, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM locks`)
+	require.NoError(t, err)
+
+	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	err = st.Migrate(mctx)
+	require.NoError(t, mctx.Err(), "Migrate waited for the lock until the test's deadline")
+	var lockErr *store.MigrationLockError
+	require.ErrorAs(t, err, &lockErr)
+	require.Equal(t, "010_lock_delay_max_hold_revoke.sql", lockErr.Migration)
+	var version int
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT version FROM `+store.VersionTable).Scan(&version))
+	require.Equal(t, 9, version, "010 rolled back whole")
 }
 
 // A schema a newer lockworker migrated further than this binary's files
