@@ -40,6 +40,26 @@ var migrationLockTimeout atomic.Int64
 
 func init() { migrationLockTimeout.Store(int64(MigrationLockTimeout)) }
 
+// ternLockNum is tern's advisory lock (its migrate.go, lockNum), one for
+// the whole database.
+const ternLockNum = int64(9628173550095224)
+
+// MigrateEvents tells what Migrate does, for logs. Each func may be nil.
+type MigrateEvents struct {
+	// Pending is told when the schema, at version from, is behind this
+	// binary's last migration, to, before Migrate takes the migration lock.
+	Pending func(from, to int)
+	// WaitingForLock is told when another session holds the migration
+	// lock (tern's advisory lock, one for the whole database: another
+	// replica migrating this schema, or a migration of another schema),
+	// before Migrate waits for it.
+	WaitingForLock func()
+	// Started is told as each migration starts, inside its transaction.
+	Started func(name string)
+	// Applied is told of each migration committed, with how long it took.
+	Applied func(name string, took time.Duration)
+}
+
 // MigrationLockError is a migration that waited MigrationLockTimeout for
 // a lock on a table it changes (SQLSTATE 55P03, lock_not_available):
 // another transaction holds one. A start retries it (startRetryable).
@@ -66,8 +86,11 @@ func (e *MigrationLockError) Unwrap() error { return e.Err }
 // a migration that waited MigrationLockTimeout for a table's lock. A schema
 // newer than this binary's migrations is refused (ErrSchemaNewer), never
 // retried.
-func (s *Store) Migrate(ctx context.Context) error {
-	try := func() error { return translateStart(ctx, s.migrate(ctx)) }
+func (s *Store) Migrate(ctx context.Context) error { return s.MigrateWith(ctx, MigrateEvents{}) }
+
+// MigrateWith is Migrate telling ev of its steps.
+func (s *Store) MigrateWith(ctx context.Context, ev MigrateEvents) error {
+	try := func() error { return translateStart(ctx, s.migrate(ctx, ev)) }
 	if s.cfg.RetryStart {
 		defer s.start()()
 		return retry(ctx, s.cfg, s.cfg.OnStartRetry, try)
@@ -77,7 +100,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 // migrate is Migrate's one attempt. Its errors are pgx's and tern's
 // wrapped, not translated: Migrate translates them once.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
@@ -100,19 +123,40 @@ func (s *Store) migrate(ctx context.Context) error {
 			return &SchemaNewerError{Version: version, Latest: last}
 		}
 	}
-	err = runMigrations(ctx, conn.Conn(), last)
+	if ev.Pending != nil {
+		ev.Pending(version, last)
+	}
+	err = runMigrations(ctx, conn.Conn(), ev, last)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
 	// (plan_cache_mode, see preferGenericPlans): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
 	// for a retry that finds the schema complete, or the worker's
-	// transactions, to take. The pool opens a new one, set up.
+	// transactions, to take. The pool opens a new one, set up. Closing it
+	// also releases the advisory lock runMigrations took.
 	_ = conn.Hijack().Close(ctx)
 	return err
 }
 
 // runMigrations applies the pending migrations on conn with tern, last
 // being the number of migration files.
-func runMigrations(ctx context.Context, conn *pgx.Conn, last int) error {
+func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int) error {
+	// tern's lock, taken here first (session advisory locks stack: tern's
+	// own lock and unlock leave this one held until conn closes) so that a
+	// wait for another session's migration is told. That wait is not
+	// bounded but by ctx: the holder's migrations are (lock_timeout), and a
+	// replica of this version releases the lock between attempts.
+	var free bool
+	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", ternLockNum).Scan(&free); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
+	if !free {
+		if ev.WaitingForLock != nil {
+			ev.WaitingForLock()
+		}
+		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", ternLockNum); err != nil {
+			return fmt.Errorf("migrating: waiting for the migration lock: %w", err)
+		}
+	}
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
@@ -122,16 +166,24 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, last int) error {
 	}
 	timeout := time.Duration(migrationLockTimeout.Load())
 	var (
-		current string // the migration running
-		setErr  error  // SET LOCAL's failure, which aborted the migration's transaction
+		current string    // the migration running
+		began   time.Time // when it started
+		setErr  error     // SET LOCAL's failure, which aborted the migration's transaction
 	)
 	// tern calls OnStart after BEGIN of the migration's transaction (its
 	// MigrateTo), so SET LOCAL holds for that migration and ends with it;
 	// the migration before it has committed by then.
 	m.OnStart = func(_ int32, name, _, _ string) {
-		current = name
+		now := time.Now()
+		if current != "" && ev.Applied != nil {
+			ev.Applied(current, now.Sub(began))
+		}
+		current, began = name, now
 		if _, err := conn.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil && setErr == nil {
 			setErr = err
+		}
+		if ev.Started != nil {
+			ev.Started(name)
 		}
 	}
 	err = m.Migrate(ctx)
@@ -139,6 +191,9 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, last int) error {
 	case setErr != nil:
 		return fmt.Errorf("migrating: setting lock_timeout for %s: %w", current, setErr)
 	case err == nil:
+		if current != "" && ev.Applied != nil {
+			ev.Applied(current, time.Since(began))
+		}
 		return nil
 	}
 	var pgErr *pgconn.PgError

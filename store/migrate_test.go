@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,6 +40,31 @@ func migrateTo(t *testing.T, st *store.Store, version int32) {
 	require.NoError(t, m.MigrateTo(ctx, version))
 }
 
+// migrateLog records MigrateEvents.
+type migrateLog struct {
+	mu      sync.Mutex
+	pending [][2]int
+	waited  int
+	started []string
+	applied []string
+}
+
+func (l *migrateLog) events() store.MigrateEvents {
+	return store.MigrateEvents{
+		Pending:        func(from, to int) { l.mu.Lock(); l.pending = append(l.pending, [2]int{from, to}); l.mu.Unlock() },
+		WaitingForLock: func() { l.mu.Lock(); l.waited++; l.mu.Unlock() },
+		Started:        func(name string) { l.mu.Lock(); l.started = append(l.started, name); l.mu.Unlock() },
+		Applied: func(name string, took time.Duration) {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if took < 0 {
+				name += " (negative duration)"
+			}
+			l.applied = append(l.applied, name)
+		},
+	}
+}
+
 // A migration that needs a table another transaction holds (an older
 // replica's, during a rolling upgrade) gives up at its lock_timeout with
 // 55P03 instead of waiting for ever, and with every transaction on the
@@ -62,8 +88,9 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	_, err = tx.Exec(ctx, `SELECT count(*) FROM locks`) // ACCESS SHARE until the transaction ends
 	require.NoError(t, err)
 
+	var log migrateLog
 	done := make(chan error, 1)
-	go func() { done <- st.Migrate(ctx) }()
+	go func() { done <- st.MigrateWith(ctx, log.events()) }()
 	r.awaitRetry(t, done)
 	r.awaitRetry(t, done) // again: it keeps retrying while the blocker holds on
 
@@ -90,6 +117,13 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	require.NoError(t, awaitDone(t, done))
 	requireSchema(t, st)
 
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	last := lastMigration(t)
+	require.Equal(t, [2]int{9, last}, log.pending[0], "each attempt tells the versions")
+	require.Equal(t, "010_lock_delay_max_hold_revoke.sql", log.started[0])
+	require.Equal(t, []string{"010_lock_delay_max_hold_revoke.sql", "011_sessions.sql", "012_outbox_marks.sql", "013_consumer_topics.sql",
+		"014_consumer_offsets_epoch.sql", "015_per_lock_indexes.sql"}, log.applied, "each applied once, in order, when it committed")
 }
 
 // Without RetryStart, a migration blocked on a table's lock fails at its
@@ -145,4 +179,36 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 	require.Equal(t, store.SchemaNewerError{Version: last + 2, Latest: last}, *newer)
 	require.Contains(t, err.Error(), fmt.Sprintf("database schema is at version %d, newer than this binary's %d: run a lockworker built with migration %d or later",
 		last+2, last, last+2))
+}
+
+// A migration waiting for another session's migration lock (tern's
+// advisory lock) says so first, then migrates once it is free.
+func TestMigrateTellsLockWait(t *testing.T) { // not parallel: holds the database's migration lock
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	st := sc.Open(t, store.Config{})
+	migrateTo(t, st, 14)
+
+	holder, err := pgx.Connect(ctx, sc.URL)
+	require.NoError(t, err)
+	defer holder.Close(ctx)
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_lock(9628173550095224)`)
+	require.NoError(t, err)
+
+	var log migrateLog
+	done := make(chan error, 1)
+	go func() { done <- st.MigrateWith(ctx, log.events()) }()
+	require.Eventually(t, func() bool { log.mu.Lock(); defer log.mu.Unlock(); return log.waited == 1 }, 10*time.Second, 10*time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("migrated while the lock was held: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock(9628173550095224)`)
+	require.NoError(t, err)
+	require.NoError(t, awaitDone(t, done))
+	requireSchema(t, st)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	require.Equal(t, []string{"015_per_lock_indexes.sql"}, log.applied)
 }

@@ -203,7 +203,20 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.onClose(st.Close)
 	m.starting("migrating the database")
-	if err := st.Migrate(ctx); err != nil {
+	// Info, not debug: a migration may wait for locks (retried, a warn line
+	// each, see store.MigrationLockTimeout) or run long on a large table.
+	if err := st.MigrateWith(ctx, store.MigrateEvents{
+		Pending: func(from, to int) {
+			log.Info().Int("schema_version", from).Int("target_version", to).Msg("database schema is behind this binary; taking the migration lock")
+		},
+		WaitingForLock: func() {
+			log.Info().Msg("waiting for the migration lock: another replica, or a migration of another schema in this database, holds it")
+		},
+		Started: func(name string) { log.Info().Str("migration", name).Msg("applying migration") },
+		Applied: func(name string, took time.Duration) {
+			log.Info().Str("migration", name).Dur("took", took).Msg("migration applied")
+		},
+	}); err != nil {
 		return err
 	}
 
