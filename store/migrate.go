@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,8 +17,8 @@ import (
 // VersionTable records which migrations have been applied.
 const VersionTable = "lockworker_schema_version"
 
-// MigrationLockTimeout is the lock_timeout of each migration's transaction:
-// how long one waits for a lock on a table it changes. ALTER TABLE takes
+// MigrationLockTimeout is Config.MigrationLockTimeout's default, the
+// lock_timeout of each migration's transaction: how long one waits for a lock on a table it changes. ALTER TABLE takes
 // ACCESS EXCLUSIVE, which waits for every transaction that touched the
 // table (an older replica's, a long query, pg_dump) and, while it waits,
 // queues every later transaction on the table behind it: an unbounded wait
@@ -34,11 +33,6 @@ const VersionTable = "lockworker_schema_version"
 // transactions running meanwhile. It bounds the wait only: a migration that
 // has its locks runs as long as its statements need.
 const MigrationLockTimeout = 5 * time.Second
-
-// migrationLockTimeout is MigrationLockTimeout, set shorter by tests.
-var migrationLockTimeout atomic.Int64
-
-func init() { migrationLockTimeout.Store(int64(MigrationLockTimeout)) }
 
 // ternLockNum is tern's advisory lock (its migrate.go, lockNum), one for
 // the whole database.
@@ -126,7 +120,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	if ev.Pending != nil {
 		ev.Pending(version, last)
 	}
-	err = runMigrations(ctx, conn.Conn(), ev, last)
+	err = runMigrations(ctx, conn.Conn(), ev, last, s.cfg.MigrationLockTimeout)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
 	// (plan_cache_mode, see preferGenericPlans): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
@@ -138,8 +132,8 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 }
 
 // runMigrations applies the pending migrations on conn with tern, last
-// being the number of migration files.
-func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int) error {
+// being the number of migration files, each with lock_timeout timeout.
+func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int, timeout time.Duration) error {
 	// tern's lock, taken here first (session advisory locks stack: tern's
 	// own lock and unlock leave this one held until conn closes) so that a
 	// wait for another session's migration is told. That wait is not
@@ -164,7 +158,6 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	if err := m.LoadMigrations(migrations.FS); err != nil {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
-	timeout := time.Duration(migrationLockTimeout.Load())
 	var (
 		current string    // the migration running
 		began   time.Time // when it started

@@ -72,11 +72,12 @@ func (l *migrateLog) events() store.MigrateEvents {
 // migration and why, and it is applied once the blocker commits.
 func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	t.Parallel()
-	defer store.SetMigrationLockTimeout(300 * time.Millisecond)()
 	ctx := context.Background()
 	r := newStartRetries()
 	sc := testdb.NewSchema(t)
-	st := sc.Open(t, r.config(sc.URL))
+	cfg := r.config(sc.URL)
+	cfg.MigrationLockTimeout = 300 * time.Millisecond
+	st := sc.Open(t, cfg)
 	migrateTo(t, st, 9) // 010 alters locks
 
 	blocker, err := pgx.Connect(ctx, sc.URL)
@@ -130,10 +131,9 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 // lock_timeout, not later.
 func TestMigrateLockWaitFailsWithoutRetryStart(t *testing.T) {
 	t.Parallel()
-	defer store.SetMigrationLockTimeout(300 * time.Millisecond)()
 	ctx := context.Background()
 	sc := testdb.NewSchema(t)
-	st := sc.Open(t, store.Config{})
+	st := sc.Open(t, store.Config{MigrationLockTimeout: 300 * time.Millisecond})
 	migrateTo(t, st, 9)
 	tx, err := st.Pool.Begin(ctx)
 	require.NoError(t, err)

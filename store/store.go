@@ -65,6 +65,11 @@ type Config struct {
 	// retried. Default DefaultStartConnectTimeout. Connections made after
 	// the start keep the URL's connect_timeout, or pgxpool's 2 minutes.
 	StartConnectTimeout time.Duration
+	// MigrationLockTimeout is the lock_timeout of each migration's
+	// transaction (Migrate): how long each of its statements waits for a
+	// lock on a table another transaction holds before the migration fails
+	// with a *MigrationLockError. Default MigrationLockTimeout (5 s).
+	MigrationLockTimeout time.Duration
 }
 
 // DefaultStartConnectTimeout is Config.StartConnectTimeout's default.
@@ -93,6 +98,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.RetryMax <= 0 {
 		cfg.RetryMax = DefaultRetryMax
+	}
+	if cfg.MigrationLockTimeout <= 0 {
+		cfg.MigrationLockTimeout = MigrationLockTimeout
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
