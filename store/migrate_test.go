@@ -27,14 +27,17 @@ func lastMigration(t *testing.T) int {
 	return len(files)
 }
 
-// migrateTo takes st's schema to version with tern alone.
+// migrateTo takes st's schema to version with tern alone. Its connection
+// is closed after, not returned to the pool: tern's RESET ALL undid the
+// pool's AfterConnect (plan_cache_mode), as store.Migrate knows.
 func migrateTo(t *testing.T, st *store.Store, version int32) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := st.Pool.Acquire(ctx)
+	pooled, err := st.Pool.Acquire(ctx)
 	require.NoError(t, err)
-	defer conn.Release()
-	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
+	conn := pooled.Hijack()
+	defer conn.Close(ctx) //nolint:errcheck
+	m, err := migrate.NewMigrator(ctx, conn, store.VersionTable)
 	require.NoError(t, err)
 	require.NoError(t, m.LoadMigrations(migrations.FS))
 	require.NoError(t, m.MigrateTo(ctx, version))
@@ -182,11 +185,16 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 }
 
 // A migration waiting for another session's migration lock (tern's
-// advisory lock) says so first, then migrates once it is free.
-func TestMigrateTellsLockWait(t *testing.T) { // not parallel: holds the database's migration lock
-	ctx := context.Background()
+// advisory lock) says so first, then migrates once it is free. Not
+// parallel: it holds that lock, one for the whole database, for a moment,
+// and every migration meanwhile (this package's parallel tests' and other
+// packages' running against the same database) waits for it. Its ctx ends
+// with the test, so MigrateWith's goroutine does not outlive it.
+func TestMigrateTellsLockWait(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
 	sc := testdb.NewSchema(t)
 	st := sc.Open(t, store.Config{})
+	t.Cleanup(cancel) // before st closes (cleanups run last first), which waits for its connections
 	migrateTo(t, st, 14)
 
 	holder, err := pgx.Connect(ctx, sc.URL)
