@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -87,9 +88,26 @@ func (s *Store) MigrateWith(ctx context.Context, ev MigrateEvents) error {
 	try := func() error { return translateStart(ctx, s.migrate(ctx, ev)) }
 	if s.cfg.RetryStart {
 		defer s.start()()
-		return retry(ctx, s.cfg, s.cfg.OnStartRetry, try)
+		return retryAtLeast(ctx, s.cfg, s.cfg.OnStartRetry, s.lockErrorBackoff, try)
 	}
 	return try()
+}
+
+// lockErrorBackoff is the least wait after err: after a
+// *MigrationLockError, the migration's lock_timeout and up to a fifth more
+// (jitter, so that replicas retrying together drift apart). Each attempt
+// stalls the tables it waited for (and those it had locked already) for up
+// to the timeout per lock it waited for; waiting at least as long before
+// the next leaves the others' transactions on them at least about half the
+// time while a long transaction (pg_dump, a long query) holds one, instead
+// of the start's backoff of 100 ms doubling. 0 for any other err.
+func (s *Store) lockErrorBackoff(err error) time.Duration {
+	var lockErr *MigrationLockError
+	if !errors.As(err, &lockErr) {
+		return 0
+	}
+	d := lockErr.Timeout
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
 }
 
 // migrate is Migrate's one attempt. Its errors are pgx's and tern's

@@ -80,6 +80,17 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	sc := testdb.NewSchema(t)
 	cfg := r.config(sc.URL)
 	cfg.MigrationLockTimeout = 300 * time.Millisecond
+	var (
+		delaysMu sync.Mutex
+		delays   []time.Duration
+	)
+	told := cfg.OnStartRetry
+	cfg.OnStartRetry = func(attempt int, err error, delay time.Duration) {
+		delaysMu.Lock()
+		delays = append(delays, delay)
+		delaysMu.Unlock()
+		told(attempt, err, delay)
+	}
 	st := sc.Open(t, cfg)
 	migrateTo(t, st, 9) // 010 alters locks
 
@@ -120,6 +131,14 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	require.NoError(t, tx.Commit(ctx))
 	require.NoError(t, awaitDone(t, done))
 	requireSchema(t, st)
+	delaysMu.Lock()
+	for _, d := range delays {
+		// The tables get at least as long as each attempt stalled them,
+		// not RetryMax's 20 ms.
+		require.GreaterOrEqual(t, d, 300*time.Millisecond)
+		require.LessOrEqual(t, d, 360*time.Millisecond)
+	}
+	delaysMu.Unlock()
 
 	log.mu.Lock()
 	defer log.mu.Unlock()

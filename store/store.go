@@ -68,7 +68,9 @@ type Config struct {
 	// MigrationLockTimeout is the lock_timeout of each migration's
 	// transaction (Migrate): how long each of its statements waits for a
 	// lock on a table another transaction holds before the migration fails
-	// with a *MigrationLockError. Default MigrationLockTimeout (5 s).
+	// with a *MigrationLockError; under RetryStart, the next attempt comes
+	// at least this long after (and up to a fifth more), whatever the
+	// backoff above. Default MigrationLockTimeout (5 s).
 	MigrationLockTimeout time.Duration
 }
 
@@ -264,6 +266,13 @@ func (s *Store) retry(ctx context.Context, try func() error) error {
 // retry is Store.retry with cfg's policy, telling onRetry (when set) of
 // each retry.
 func retry(ctx context.Context, cfg Config, onRetry func(attempt int, err error, delay time.Duration), try func() error) error {
+	return retryAtLeast(ctx, cfg, onRetry, nil, try)
+}
+
+// retryAtLeast is retry waiting at least floor(err) (when floor is set)
+// after an attempt that failed with err.
+func retryAtLeast(ctx context.Context, cfg Config, onRetry func(attempt int, err error, delay time.Duration),
+	floor func(error) time.Duration, try func() error) error {
 	var last error // the previous attempt's transient error
 	for attempt := 1; ; attempt++ {
 		err := try()
@@ -275,6 +284,9 @@ func retry(ctx context.Context, cfg Config, onRetry func(attempt int, err error,
 			return err
 		}
 		delay := Backoff(cfg.RetryBase, cfg.RetryMax, attempt)
+		if floor != nil {
+			delay = max(delay, floor(err))
+		}
 		if onRetry != nil {
 			onRetry(attempt, err, delay)
 		}
