@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -39,6 +40,13 @@ const MigrationLockTimeout = 5 * time.Second
 // the whole database.
 const ternLockNum = int64(9628173550095224)
 
+// lockTimedOutChannel is the NOTIFY channel on which a migration that timed
+// out on a table's lock tells it, before it releases tern's lock: the
+// payload is the schema (current_schema()), a newline and the migration.
+// A replica that waited for tern's lock behind it, retrying its start,
+// backs off instead of starting another attempt at once.
+const lockTimedOutChannel = "lockworker_migration_lock_timed_out"
+
 // MigrateEvents tells what Migrate does, for logs. Each func may be nil.
 type MigrateEvents struct {
 	// Pending is told when the schema, at version from, is behind this
@@ -58,13 +66,22 @@ type MigrateEvents struct {
 // MigrationLockError is a migration that waited MigrationLockTimeout for
 // a lock on a table it changes (SQLSTATE 55P03, lock_not_available):
 // another transaction holds one. A start retries it (startRetryable).
+// With Behind set, it is not this attempt's: this one waited for tern's
+// lock while another session's attempt at Migration, on this schema, failed
+// so, and gave up without trying, rather than stall the tables again at
+// once (under Config.RetryStart only).
 type MigrationLockError struct {
 	Migration string
 	Timeout   time.Duration
-	Err       error // tern's, wrapping the *pgconn.PgError
+	Behind    bool
+	Err       error // tern's, wrapping the *pgconn.PgError; nil when Behind
 }
 
 func (e *MigrationLockError) Error() string {
+	if e.Behind {
+		return fmt.Sprintf("migration %s: another session's attempt at it, which held the migration lock, timed out on a lock on a table it changes: "+
+			"another transaction holds a lock on it (an older replica's, a long query or a backup); backing off before trying", e.Migration)
+	}
 	return fmt.Sprintf("migration %s waited %v for a lock on a table it changes: another transaction holds a lock on it "+
 		"(an older replica's, a long query or a backup): %v", e.Migration, e.Timeout, e.Err)
 }
@@ -138,7 +155,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	if ev.Pending != nil {
 		ev.Pending(version, last)
 	}
-	err = runMigrations(ctx, conn.Conn(), ev, last, s.cfg.MigrationLockTimeout)
+	err = runMigrations(ctx, conn.Conn(), ev, last, s.cfg.MigrationLockTimeout, s.cfg.RetryStart)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
 	// (plan_cache_mode, see preferGenericPlans): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
@@ -151,12 +168,19 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 
 // runMigrations applies the pending migrations on conn with tern, last
 // being the number of migration files, each with lock_timeout timeout.
-func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int, timeout time.Duration) error {
+// retrying says a failure is retried (Config.RetryStart).
+func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int, timeout time.Duration, retrying bool) error {
 	// tern's lock, taken here first (session advisory locks stack: tern's
 	// own lock and unlock leave this one held until conn closes) so that a
 	// wait for another session's migration is told. That wait is not
 	// bounded but by ctx: the holder's migrations are (lock_timeout), and a
-	// replica of this version releases the lock between attempts.
+	// replica of this version releases the lock between attempts. Listening
+	// first, so that a holder's failure on a table's lock is heard.
+	if retrying {
+		if _, err := conn.Exec(ctx, "LISTEN "+lockTimedOutChannel); err != nil {
+			return fmt.Errorf("migrating: %w", err)
+		}
+	}
 	var free bool
 	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", ternLockNum).Scan(&free); err != nil {
 		return fmt.Errorf("migrating: %w", err)
@@ -167,6 +191,13 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 		}
 		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", ternLockNum); err != nil {
 			return fmt.Errorf("migrating: waiting for the migration lock: %w", err)
+		}
+		if retrying {
+			if failed, err := timedOutBefore(ctx, conn); err != nil {
+				return fmt.Errorf("migrating: %w", err)
+			} else if failed != "" {
+				return &MigrationLockError{Migration: failed, Timeout: timeout, Behind: true}
+			}
 		}
 	}
 	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
@@ -209,6 +240,9 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "55P03" && current != "" {
+		// Told before tern's lock goes with conn; tern rolled the
+		// migration back. A failure to tell leaves the waiters to try.
+		_, _ = conn.Exec(ctx, "SELECT pg_notify($1, current_schema() || E'\\n' || $2)", lockTimedOutChannel, current)
 		return &MigrationLockError{Migration: current, Timeout: timeout, Err: err}
 	}
 	var badVersion migrate.BadVersionError
@@ -220,4 +254,32 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 		}
 	}
 	return fmt.Errorf("migrating: %w", err)
+}
+
+// timedOutBefore is the migration that another session's attempt on this
+// schema timed out on a table's lock while conn, listening, waited for
+// tern's lock, or "". The backend sends the notifications it queued while
+// conn waited as it goes idle after the wait, before it reads the next
+// query: the one here reads them. One sent too late for it is missed, and
+// the caller tries the migration, as without this.
+func timedOutBefore(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var schema string
+	if err := conn.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return "", err
+	}
+	done, cancel := context.WithCancel(ctx)
+	cancel() // only the notifications already read: pgx returns them without reading conn
+	failed := ""
+	for {
+		n, err := conn.WaitForNotification(done)
+		if err != nil {
+			return failed, nil
+		}
+		if n.Channel != lockTimedOutChannel {
+			continue
+		}
+		if s, migration, ok := strings.Cut(n.Payload, "\n"); ok && s == schema {
+			failed = migration
+		}
+	}
 }

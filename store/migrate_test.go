@@ -103,11 +103,24 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	_, err = tx.Exec(ctx, `SELECT count(*) FROM locks`) // ACCESS SHARE until the transaction ends
 	require.NoError(t, err)
 
+	listener, err := pgx.Connect(ctx, sc.URL)
+	require.NoError(t, err)
+	defer listener.Close(ctx)
+	_, err = listener.Exec(ctx, `LISTEN lockworker_migration_lock_timed_out`)
+	require.NoError(t, err)
+
 	var log migrateLog
 	done := make(chan error, 1)
 	go func() { done <- st.MigrateWith(ctx, log.events()) }()
 	r.awaitRetry(t, done)
 	r.awaitRetry(t, done) // again: it keeps retrying while the blocker holds on
+
+	// Each failed attempt tells the replicas waiting for tern's lock.
+	nctx, ncancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ncancel()
+	note, err := listener.WaitForNotification(nctx)
+	require.NoError(t, err)
+	require.Equal(t, sc.Name+"\n010_lock_delay_max_hold_revoke.sql", note.Payload)
 
 	// Others' transactions on locks are not stuck behind the waiting migration.
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -238,4 +251,54 @@ func TestMigrateTellsLockWait(t *testing.T) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	require.Equal(t, []string{"015_per_lock_indexes.sql"}, log.applied)
+}
+
+// A replica retrying its start that waited for tern's lock while another
+// session's attempt timed out on a table's lock (told by NOTIFY) backs off
+// without an attempt of its own, rather than stall the tables again at
+// once, then migrates. Not parallel: it holds the database-wide migration
+// lock for a moment (other packages' migrations wait meanwhile).
+func TestMigrateBacksOffBehindATimedOutAttempt(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newStartRetries()
+	sc := testdb.NewSchema(t)
+	cfg := r.config(sc.URL)
+	cfg.MigrationLockTimeout = 300 * time.Millisecond
+	st := sc.Open(t, cfg)
+	t.Cleanup(cancel) // before st closes (cleanups run last first), which waits for its connections
+	migrateTo(t, st, 9)
+
+	holder, err := pgx.Connect(ctx, sc.URL)
+	require.NoError(t, err)
+	defer holder.Close(ctx)
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_lock(9628173550095224)`)
+	require.NoError(t, err)
+
+	var log migrateLog
+	done := make(chan error, 1)
+	go func() { done <- st.MigrateWith(ctx, log.events()) }()
+	require.Eventually(t, func() bool { log.mu.Lock(); defer log.mu.Unlock(); return log.waited == 1 }, 10*time.Second, 10*time.Millisecond)
+	// As a failed attempt does, before its lock goes; another schema's is not this one's.
+	_, err = holder.Exec(ctx, `SELECT pg_notify('lockworker_migration_lock_timed_out', 'other_schema' || E'\n' || '011_sessions.sql'),
+		pg_notify('lockworker_migration_lock_timed_out', current_schema() || E'\n' || '010_lock_delay_max_hold_revoke.sql')`)
+	require.NoError(t, err)
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock(9628173550095224)`)
+	require.NoError(t, err)
+
+	r.awaitRetry(t, done)
+	errs := r.all()
+	var lockErr *store.MigrationLockError
+	require.ErrorAs(t, errs[0], &lockErr)
+	require.Equal(t, store.MigrationLockError{Migration: "010_lock_delay_max_hold_revoke.sql", Timeout: 300 * time.Millisecond, Behind: true}, *lockErr)
+	require.ErrorIs(t, errs[0], store.ErrTransient)
+	require.Contains(t, errs[0].Error(), "another session's attempt at it, which held the migration lock, timed out on a lock on a table it changes")
+	log.mu.Lock()
+	require.Empty(t, log.started, "started an attempt of its own")
+	log.mu.Unlock()
+
+	require.NoError(t, awaitDone(t, done))
+	requireSchema(t, st)
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	require.Equal(t, "010_lock_delay_max_hold_revoke.sql", log.started[0])
 }
