@@ -193,9 +193,9 @@ func transient(err error) bool {
 // created yet, but a misspelt host too), and any failure of a connection
 // it does not recognise; each attempt is told to OnStartRetry with the
 // error. A migration that waited MigrationLockTimeout for a table's lock
-// (a *MigrationLockError, 55P03) is retried too: the transaction holding
-// that lock ends, and the others queued behind the migration run during
-// the backoff. The caller's own deadline is told apart by translateStart.
+// (a *MigrationLockError, 55P03) is retried too, at least
+// MigrationLockTimeout later: the transaction holding that lock may end,
+// and the others queued behind the migration run during the backoff. The caller's own deadline is told apart by translateStart.
 func startRetryable(err error) bool {
 	var lockErr *MigrationLockError
 	if errors.As(err, &lockErr) {

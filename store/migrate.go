@@ -20,20 +20,29 @@ import (
 const VersionTable = "lockworker_schema_version"
 
 // MigrationLockTimeout is Config.MigrationLockTimeout's default, the
-// lock_timeout of each migration's transaction: how long one waits for a lock on a table it changes. ALTER TABLE takes
-// ACCESS EXCLUSIVE, which waits for every transaction that touched the
-// table (an older replica's, a long query, pg_dump) and, while it waits,
-// queues every later transaction on the table behind it: an unbounded wait
-// stops the whole service, older replicas included. 5 s bounds that
-// stall within the client's default ReplyTimeout (5 s, after which it
-// resends) and well within its RequestTimeout (30 s), so commands are
-// delayed, not failed (a lease or session whose TTL is shorter than the
-// stall may expire meanwhile, as in any stall of PostgreSQL); and it is
-// long enough for the worker's own transactions, which last milliseconds, to
-// drain. A migration that times out fails with 55P03 (a *MigrationLockError)
-// and, under Config.RetryStart, is retried after the backoff, the others'
-// transactions running meanwhile. It bounds the wait only: a migration that
-// has its locks runs as long as its statements need.
+// lock_timeout of each migration's transaction. ALTER TABLE takes ACCESS
+// EXCLUSIVE, which waits for every transaction that touched the table (an
+// older replica's, a long query, pg_dump) and, while it waits, queues every
+// later transaction on the table behind it: an unbounded wait stops the
+// whole service, older replicas included. lock_timeout bounds each lock
+// WAIT, not the migration: each statement that needs a lock the migration
+// does not hold yet waits up to 5 s, and the tables it locked already stay
+// locked meanwhile, so a table locked early in a migration is blocked for up
+// to 5 s per wait from its own on (010: lock_holders up to 15 s,
+// lock_waiters 10 s, locks 5 s; README "Upgrading" lists each migration),
+// plus the time the statements run. Each wait is within the client's
+// default RequestTimeout (30 s), so commands are delayed, not failed (a
+// lease or session whose TTL is shorter than the stall may expire
+// meanwhile, as in any stall of PostgreSQL), and 5 s is long enough for the
+// worker's own transactions, which last milliseconds, to drain. A
+// migration that times out fails with 55P03 (a *MigrationLockError) and,
+// under Config.RetryStart, is retried after at least this long
+// (lockErrorBackoff), the others' transactions running meanwhile. Locking
+// tables in another order than a worker's transaction does, a migration can
+// deadlock with one (40P01): PostgreSQL fails either after
+// deadlock_timeout, and either is retried (the worker's transaction by
+// InTx, the migration by the start's retry). It bounds the waits only: a
+// migration that has its locks runs as long as its statements need.
 const MigrationLockTimeout = 5 * time.Second
 
 // ternLockNum is tern's advisory lock (its migrate.go, lockNum), one for
