@@ -36,8 +36,8 @@ const VersionTable = "lockworker_schema_version"
 // meanwhile, as in any stall of PostgreSQL), and 5 s is long enough for the
 // worker's own transactions, which last milliseconds, to drain. A
 // migration that times out fails with 55P03 (a *MigrationLockError) and,
-// under Config.RetryStart, is retried after at least this long
-// (lockErrorBackoff), the others' transactions running meanwhile. Locking
+// under Config.RetryStart, is retried after at least this long, or as long
+// as its failed transaction took (lockErrorBackoff), the others' transactions running meanwhile. Locking
 // tables in another order than a worker's transaction does, a migration can
 // deadlock with one (40P01): PostgreSQL fails either after
 // deadlock_timeout, and either is retried (the worker's transaction by
@@ -82,6 +82,7 @@ type MigrateEvents struct {
 type MigrationLockError struct {
 	Migration string
 	Timeout   time.Duration
+	Took      time.Duration // the failed transaction's, at least Timeout; 0 when Behind
 	Behind    bool
 	Err       error // tern's, wrapping the *pgconn.PgError; nil when Behind
 }
@@ -120,19 +121,20 @@ func (s *Store) MigrateWith(ctx context.Context, ev MigrateEvents) error {
 }
 
 // lockErrorBackoff is the least wait after err: after a
-// *MigrationLockError, the migration's lock_timeout and up to a fifth more
-// (jitter, so that replicas retrying together drift apart). Each attempt
-// stalls the tables it waited for (and those it had locked already) for up
-// to the timeout per lock it waited for; waiting at least as long before
-// the next leaves the others' transactions on them at least about half the
-// time while a long transaction (pg_dump, a long query) holds one, instead
-// of the start's backoff of 100 ms doubling. 0 for any other err.
+// *MigrationLockError, as long as the failed migration's transaction took,
+// and never less than its lock_timeout, plus up to a fifth more (jitter, so
+// that replicas retrying together drift apart). The attempt stalled the
+// tables it waited for, and those it had locked already, for up to that
+// long (5 s per lock it waited for); waiting at least as long before the
+// next leaves the others' transactions on them at least about half the time
+// while a long transaction (pg_dump, a long query) holds one, instead of
+// the start's backoff of 100 ms doubling. 0 for any other err.
 func (s *Store) lockErrorBackoff(err error) time.Duration {
 	var lockErr *MigrationLockError
 	if !errors.As(err, &lockErr) {
 		return 0
 	}
-	d := lockErr.Timeout
+	d := max(lockErr.Timeout, lockErr.Took)
 	return d + time.Duration(rand.Int64N(int64(d)/5+1))
 }
 
@@ -252,7 +254,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 		// Told before tern's lock goes with conn; tern rolled the
 		// migration back. A failure to tell leaves the waiters to try.
 		_, _ = conn.Exec(ctx, "SELECT pg_notify($1, current_schema() || E'\\n' || $2)", lockTimedOutChannel, current)
-		return &MigrationLockError{Migration: current, Timeout: timeout, Err: err}
+		return &MigrationLockError{Migration: current, Timeout: timeout, Took: time.Since(began), Err: err}
 	}
 	var badVersion migrate.BadVersionError
 	if errors.As(err, &badVersion) {

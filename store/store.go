@@ -69,8 +69,9 @@ type Config struct {
 	// transaction (Migrate): how long each of its statements waits for a
 	// lock on a table another transaction holds before the migration fails
 	// with a *MigrationLockError; under RetryStart, the next attempt comes
-	// at least this long after (and up to a fifth more), whatever the
-	// backoff above. Default MigrationLockTimeout (5 s).
+	// at least this long after, or as long as the failed migration's
+	// transaction took (and up to a fifth more), whatever the backoff
+	// above. Default MigrationLockTimeout (5 s).
 	MigrationLockTimeout time.Duration
 }
 
