@@ -184,7 +184,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	// tern's lock, taken here first (session advisory locks stack: tern's
 	// own lock and unlock leave this one held until conn closes) so that a
 	// wait for another session's migration is told. That wait is not
-	// bounded but by ctx: the holder's migrations are (lock_timeout), and a
+	// bounded but by ctx: the holder's lock waits are (lock_timeout), and a
 	// replica of this version releases the lock between attempts. Listening
 	// first, so that a holder's failure on a table's lock is heard.
 	if retrying {
