@@ -195,7 +195,8 @@ func transient(err error) bool {
 // error. A migration that waited MigrationLockTimeout for a table's lock
 // (a *MigrationLockError, 55P03) is retried too, at least
 // MigrationLockTimeout later: the transaction holding that lock may end,
-// and the others queued behind the migration run during the backoff. The caller's own deadline is told apart by translateStart.
+// and the others queued behind the migration run during the backoff. The
+// caller's own deadline is told apart by translateStart.
 func startRetryable(err error) bool {
 	var lockErr *MigrationLockError
 	if errors.As(err, &lockErr) {

@@ -37,11 +37,11 @@ const VersionTable = "lockworker_schema_version"
 // worker's own transactions, which last milliseconds, to drain. A
 // migration that times out fails with 55P03 (a *MigrationLockError) and,
 // under Config.RetryStart, is retried after at least this long, or as long
-// as its failed transaction took (lockErrorBackoff), the others' transactions running meanwhile. Locking
-// tables in another order than a worker's transaction does, a migration can
-// deadlock with one (40P01): PostgreSQL fails either after
-// deadlock_timeout, and either is retried (the worker's transaction by
-// InTx, the migration by the start's retry). It bounds the waits only: a
+// as its failed transaction took (lockErrorBackoff), the others'
+// transactions running meanwhile. Locking tables in another order than a
+// worker's transaction does, a migration can deadlock with one (40P01):
+// PostgreSQL fails either after deadlock_timeout, and either is retried
+// (the worker's transaction by InTx, the migration by the start's retry). It bounds the waits only: a
 // migration that has its locks runs as long as its statements need.
 const MigrationLockTimeout = 5 * time.Second
 
@@ -82,7 +82,7 @@ type MigrateEvents struct {
 type MigrationLockError struct {
 	Migration string
 	Timeout   time.Duration
-	Took      time.Duration // the failed transaction's, at least Timeout; 0 when Behind
+	Took      time.Duration // the failed transaction's; when Behind, this attempt's wait for it
 	Behind    bool
 	Err       error // tern's, wrapping the *pgconn.PgError; nil when Behind
 }
@@ -200,14 +200,21 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 		if ev.WaitingForLock != nil {
 			ev.WaitingForLock()
 		}
+		waitBegan := time.Now()
 		if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", ternLockNum); err != nil {
 			return fmt.Errorf("migrating: waiting for the migration lock: %w", err)
 		}
 		if retrying {
-			if failed, err := timedOutBefore(ctx, conn); err != nil {
+			failed, err := timedOutBefore(ctx, conn)
+			if err != nil {
 				return fmt.Errorf("migrating: %w", err)
-			} else if failed != "" {
-				return &MigrationLockError{Migration: failed, Timeout: timeout, Behind: true}
+			}
+			// Another session's success after that failure leaves
+			// nothing to back off from.
+			var version int
+			if failed != "" && (conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) != nil || version < last) {
+				// The wait overlapped the failed attempt: its Took.
+				return &MigrationLockError{Migration: failed, Timeout: timeout, Took: time.Since(waitBegan), Behind: true}
 			}
 		}
 	}
