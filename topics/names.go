@@ -77,7 +77,10 @@ func ScopedOwner(requester, owner string) string {
 }
 
 // LockKey is the record key of a lock's commands and events: lock_name, or
-// namespace + "/" + lock_name when a namespace is given.
+// namespace + "/" + lock_name when a namespace is given. It is not unique:
+// a namespace and a lock name may both hold "/", so ("a", "b/c"),
+// ("a/b", "c") and ("", "a/b/c") share the key "a/b/c". Readers take the
+// lock from a record's value, not its key.
 func LockKey(namespace, lockName string) string {
 	if namespace == "" {
 		return lockName
