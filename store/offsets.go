@@ -104,6 +104,23 @@ func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition
 	return tag.RowsAffected() == 1, nil
 }
 
+// SkipOffset moves a partition's next offset from `from` forward to `to`,
+// with no leader epoch, when the Kafka log now starts at `to`: the records
+// between were deleted (the topic's retention, DeleteRecords) before they
+// were applied, and can never be. It reports false, moving nothing, when
+// the stored offset is no longer `from`: another replica applied records of
+// the partition meanwhile.
+func (s *Store) SkipOffset(ctx context.Context, group, topic string, partition int32, from, to int64) (bool, error) {
+	tag, err := s.Pool.Exec(ctx, `
+		UPDATE consumer_offsets SET next_offset = $5, leader_epoch = -1, leader_epoch_offset = -1, updated_at = clock_timestamp()
+		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $4 AND $5 > $4`,
+		group, topic, partition, from, to)
+	if err != nil {
+		return false, fmt.Errorf("moving offset of %s/%d from %d to the log start %d: %w", topic, partition, from, to, translate(err))
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // CheckTopicID records id as the topic ID of a group's topic, and says
 // whether the topic was created again since its offsets were stored: it
 // then forgets them (the new topic numbers its records from 0 again) and

@@ -230,26 +230,82 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // checkLogEnds finds, before the assigned partitions are resumed, those
 // whose log ends below their stored offset, and moves them back (rewind):
 // the Kafka client would start them at the log start (or its end) and skip
-// every record up to the stored offset as applied. stored is updated.
+// every record up to the stored offset as applied. It also finds those
+// whose log starts above their stored offset (skipRetained): the records
+// between were deleted (retention.ms, DeleteRecords) before this group
+// applied them. stored is updated.
 func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) error {
 	topic := w.cfg.Names.Commands
 	ends, err := w.logEnds(ctx)
 	if err != nil {
 		return err
 	}
+	var starts kadm.ListedOffsets // listed only when a partition has a stored offset
 	for p := range assigned {
 		pos, ok := stored[p]
-		end, found := ends.Lookup(topic, p)
-		if !ok || !found || end.Offset >= pos.Next {
+		if !ok {
 			continue
 		}
-		to, err := w.rewind(ctx, p, pos, nil)
-		if err != nil {
-			return fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
+		if end, found := ends.Lookup(topic, p); found && end.Offset < pos.Next {
+			to, err := w.rewind(ctx, p, pos, nil)
+			if err != nil {
+				return fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
+			}
+			stored[p] = to
+			continue
 		}
-		stored[p] = to
+		if starts == nil {
+			if starts, err = w.logStarts(ctx); err != nil {
+				return err
+			}
+		}
+		if start, found := starts.Lookup(topic, p); found && start.Offset > pos.Next {
+			to, err := w.skipRetained(ctx, p, pos, start.Offset)
+			if err != nil {
+				return fmt.Errorf("the commands topic's partition %d starts at %d, above the stored offset %d: %w", p, start.Offset, pos.Next, err)
+			}
+			stored[p] = to
+		}
 	}
 	return nil
+}
+
+// logStarts lists the start offsets of the commands topic's partitions.
+func (w *Worker) logStarts(ctx context.Context) (kadm.ListedOffsets, error) {
+	topic := w.cfg.Names.Commands
+	starts, err := kadm.NewClient(w.cl).ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = starts.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing the start offsets of %s: %w", topic, err)
+	}
+	return starts, nil
+}
+
+// skipRetained handles partition p, whose log now starts at start, above
+// its stored offset pos: the commands from pos to start were deleted by the
+// topic's retention (or DeleteRecords) before any replica of the group
+// applied them, and nothing can apply them now. It logs them at error
+// level, counts them (LostMetrics) and moves the stored offset forward to
+// the log start, where the partition resumes as the Kafka client would
+// have resumed it unasked; the move, conditional on pos as every move of a
+// stored offset is, records the loss once, not at every assignment until a
+// batch is applied. errTakenOver when the stored offset moved meanwhile.
+func (w *Worker) skipRetained(ctx context.Context, p int32, pos store.Position, start int64) (store.Position, error) {
+	topic := w.cfg.Names.Commands
+	moved, err := w.cfg.Store.SkipOffset(ctx, w.cfg.Group, topic, p, pos.Next, start)
+	switch {
+	case err != nil:
+		return pos, err
+	case !moved:
+		return pos, errTakenOver
+	}
+	lost := start - pos.Next
+	w.commandsLost("retention", lost)
+	w.log.Error().Str("topic", topic).Int32("partition", p).Int64("stored", pos.Next).Int64("log_start", start).Int64("lost", lost).
+		Msg("commands deleted by the topic's retention before any replica applied them: they are never applied; the partition resumes at its log start (the commands topic's retention.ms must exceed the longest outage)")
+	return store.Position{Next: start, Epoch: -1}, nil
 }
 
 // seekRewound takes the seeks set since the last poll (seekTo), under w.mu

@@ -206,6 +206,15 @@ type RestartMetrics interface {
 	PartitionRestarted()
 }
 
+// LostMetrics is told, when Config.Metrics implements it too, of commands
+// that will never be applied, by reason: "retention", commands the
+// commands topic's retention (or DeleteRecords) deleted before any replica
+// of the group applied them (checkLogEnds). Apart from Metrics, so that
+// its other implementations need not change.
+type LostMetrics interface {
+	CommandsLost(reason string, n int64)
+}
+
 // Worker is one member of the lockworker consumer group.
 type Worker struct {
 	cfg     Config
@@ -239,6 +248,8 @@ type Worker struct {
 	restarts map[int32]restartLog
 	// restarted is Config.Metrics's PartitionRestarted, if it has one.
 	restarted func()
+	// commandsLost is Config.Metrics's CommandsLost, if it has one.
+	commandsLost func(reason string, n int64)
 }
 
 // New checks cfg and creates the Kafka client; Run joins the consumer
@@ -291,9 +302,12 @@ func New(cfg Config) (*Worker, error) {
 		cfg.Metrics = noMetrics{}
 	}
 	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, batchRetryBase: time.Second,
-		restarts: map[int32]restartLog{}, restarted: func() {}}
+		restarts: map[int32]restartLog{}, restarted: func() {}, commandsLost: func(string, int64) {}}
 	if m, ok := cfg.Metrics.(RestartMetrics); ok {
 		w.restarted = m.PartitionRestarted
+	}
+	if m, ok := cfg.Metrics.(LostMetrics); ok {
+		w.commandsLost = m.CommandsLost
 	}
 	for range cfg.Appliers {
 		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
@@ -708,7 +722,7 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 
 // checkStored returns the stored offsets of the commands topic, checked
 // against the topic's ID (checkTopicID) and, for the assigned partitions,
-// against the log's ends (checkLogEnds).
+// against the log's ends and starts (checkLogEnds).
 func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset) (map[int32]store.Position, error) {
 	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
 		return nil, err

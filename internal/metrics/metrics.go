@@ -1,7 +1,8 @@
 // Package metrics measures lockworker for Prometheus (on its own Registry,
 // never the global one) and for the original node's JSON summary.
 //
-// Metrics implements worker.Metrics and worker.RestartMetrics; Published fits
+// Metrics implements worker.Metrics, worker.RestartMetrics and
+// worker.LostMetrics; Published fits
 // outbox.Config.OnPublished and Parked outbox.Config.OnParked. Counters and
 // histograms move as the worker commits; gauges describing the database
 // (held locks, waiters, outbox) and the consumer lag are read when
@@ -56,6 +57,7 @@ type Metrics struct {
 	publishLag   prometheus.Histogram
 	parked       *prometheus.CounterVec
 	dataLoss     prometheus.Counter
+	commandsLost *prometheus.CounterVec
 	restarts     prometheus.Counter
 
 	vacuum       vacuumMetrics
@@ -134,6 +136,10 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "kafka_data_loss_total",
 			Help: "Times the commands topic was found to have lost records the group had applied (an unclean leader election, a broker restarted without its unsynced tail) and the stored offset was moved back, so that the records numbered anew under the lost offsets are applied.",
 		}),
+		commandsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "commands_lost_total",
+			Help: "Commands that will never be applied, by reason. retention: deleted by the commands topic's retention (or DeleteRecords) before any replica applied them, found when a partition was resumed below its log start (retention.ms shorter than an outage).",
+		}, []string{"reason"}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "partition_restarts_total",
 			Help: "Times a partition's stored offset was found moved by another replica (its new owner, or a stale one still applying it until its client calls it lost) and the partition restarted from it: its records polled dropped and fetched again.",
@@ -145,7 +151,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
-		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.restarts,
+		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.commandsLost, m.restarts,
 		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	// The series alerts take rate() of start at 0, so that the first event
@@ -156,6 +162,7 @@ func New(cfg Config) *Metrics {
 	for _, reason := range []string{kerr.MessageTooLarge.Message, kerr.TopicAuthorizationFailed.Message, kerr.UnknownTopicOrPartition.Message, outbox.ReasonBadRow} {
 		m.parked.WithLabelValues(reason)
 	}
+	m.commandsLost.WithLabelValues("retention")
 	for _, result := range vacuumResults {
 		m.vacuum.vacuumRuns.WithLabelValues(result)
 	}
@@ -193,6 +200,11 @@ func (m *Metrics) DeadLettered(reason string) {
 
 // DataLoss implements worker.Metrics.
 func (m *Metrics) DataLoss() { m.dataLoss.Inc() }
+
+// CommandsLost implements worker.LostMetrics.
+func (m *Metrics) CommandsLost(reason string, n int64) {
+	m.commandsLost.WithLabelValues(reason).Add(float64(n))
+}
 
 // PartitionRestarted implements worker.RestartMetrics.
 func (m *Metrics) PartitionRestarted() { m.restarts.Inc() }

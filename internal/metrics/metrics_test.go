@@ -19,6 +19,7 @@ import (
 var (
 	_ worker.Metrics        = (*Metrics)(nil)
 	_ worker.RestartMetrics = (*Metrics)(nil)
+	_ worker.LostMetrics    = (*Metrics)(nil)
 )
 
 // series returns the gathered series of a metric family with exactly these
