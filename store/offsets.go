@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -102,6 +103,48 @@ func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition
 		return false, fmt.Errorf("rewinding offset of %s/%d from %d to %d: %w", topic, partition, from, to, translate(err))
 	}
 	return tag.RowsAffected() == 1, nil
+}
+
+// ErrOtherGroup means a topic's offsets are stored under other consumer
+// groups only, not under the group asking (OtherGroupError).
+var ErrOtherGroup = errors.New("the topic's offsets are stored under another consumer group only")
+
+// OtherGroupError is ErrOtherGroup for one group and topic: Others are the
+// groups with stored offsets of the topic, the one that applied a record
+// last first.
+type OtherGroupError struct {
+	Group, Topic string
+	Others       []string
+}
+
+func (e *OtherGroupError) Error() string {
+	return fmt.Sprintf("%v: %s has none for %s, %s have", ErrOtherGroup, e.Group, e.Topic, strings.Join(e.Others, ", "))
+}
+
+func (e *OtherGroupError) Unwrap() error { return ErrOtherGroup }
+
+// CheckGroup returns an *OtherGroupError when consumer_offsets holds
+// offsets of topic (a record applied: next_offset >= 0) under other
+// groups and none under group, as after the consumer group's name was
+// changed: the group would apply the topic again from its start. No
+// offsets at all (a new deployment) is no error.
+func (s *Store) CheckGroup(ctx context.Context, group, topic string) error {
+	rows, err := s.Pool.Query(ctx, `
+		SELECT group_id FROM consumer_offsets
+		WHERE topic = $2 AND group_id <> $1 AND next_offset >= 0
+			AND NOT EXISTS (SELECT FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0)
+		GROUP BY group_id ORDER BY max(updated_at) DESC, group_id`, group, topic)
+	if err != nil {
+		return fmt.Errorf("reading the groups with offsets of %s: %w", topic, translate(err))
+	}
+	others, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading the groups with offsets of %s: %w", topic, translate(err))
+	}
+	if len(others) > 0 {
+		return &OtherGroupError{Group: group, Topic: topic, Others: others}
+	}
+	return nil
 }
 
 // SkipOffset moves a partition's next offset from `from` forward to `to`,

@@ -36,11 +36,11 @@ func runWorker(t *testing.T, e *e2e.Env, group string, m worker.Metrics, log *te
 		Instance: group, Metrics: m, Logger: zerolog.New(log)})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	done, stopped := make(chan error, 1), make(chan struct{})
+	go func() { defer close(stopped); done <- w.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
+		<-stopped
 		w.Close()
 	})
 	return w, done

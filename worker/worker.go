@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -432,7 +433,12 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 // applied, the partitions' schedulers and relays stop. Close then leaves the
 // group; Kill instead forces a stop at any time. The periodic maintenance
 // runs while Run does: it has returned when Run returns, however Run ends.
+// Run refuses to start (ErrGroupChanged) when the commands topic's offsets
+// are stored under other consumer groups only (checkGroup).
 func (w *Worker) Run(ctx context.Context) error {
+	if err := w.checkGroup(ctx); err != nil {
+		return err
+	}
 	var ctxErr error
 	mctx, stopMaintain := context.WithCancel(ctx)
 	var maintaining sync.WaitGroup
@@ -551,6 +557,52 @@ func (w *Worker) Run(ctx context.Context) error {
 	appliers.Wait()
 	w.stopAll()
 	return ctxErr
+}
+
+// ErrGroupChanged is Run's error when the commands topic's offsets are
+// stored in PostgreSQL under other consumer groups only, as after
+// KAFKA_CONSUMER_GROUP was changed (checkGroup).
+var ErrGroupChanged = errors.New("the consumer group has no stored offsets of the commands topic, another group has")
+
+// checkGroup refuses to start a group that would apply the commands topic
+// again from its log start: the offsets (and topic IDs) stored in
+// PostgreSQL are keyed by group, so a group renamed finds none, and would
+// apply up to the topic's retention of old commands again, which duplicate
+// detection (RequestRetention) no longer covers: old acquires granted
+// again, old releases and revokes ending current holders. The error tells
+// the operator how to move the old group's rows, or delete them to apply
+// the topic from its start on purpose. A deployment with no offsets stored
+// at all starts. It runs before the group is joined, so nothing is applied;
+// PostgreSQL failures that may pass are retried.
+func (w *Worker) checkGroup(ctx context.Context) error {
+	var err error
+	w.retry(ctx, w.log, "checking the commands topic's stored offsets against the consumer group failed",
+		func(err error) bool { return errors.Is(err, store.ErrTransient) }, func(ctx context.Context) error {
+			err = w.cfg.Store.CheckGroup(ctx, w.cfg.Group, w.cfg.Names.Commands)
+			return err
+		})
+	other, ok := errors.AsType[*store.OtherGroupError](err)
+	if !ok {
+		return err
+	}
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	group, topic, old := q(other.Group), q(other.Topic), q(other.Others[0])
+	var also string
+	if len(other.Others) > 1 {
+		also = fmt.Sprintf(" (%s applied a command last; delete the other groups' rows)", other.Others[0])
+	}
+	return fmt.Errorf("%w: the consumer group %q has no stored offsets of the commands topic %q, but the group(s) %s have; "+
+		"started so, it would apply the topic again from its log start, up to its retention of old commands (old acquires granted again, old releases and revokes ending current holders). "+
+		"If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then move its rows to the new group%s: "+
+		"BEGIN; DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s; "+
+		"UPDATE consumer_offsets SET group_id = %s WHERE group_id = %s AND topic = %s; UPDATE consumer_topics SET group_id = %s WHERE group_id = %s AND topic = %s; COMMIT; "+
+		"or, to apply the topic from its start deliberately, delete them: DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s; "+
+		"or set KAFKA_CONSUMER_GROUP back to %q",
+		ErrGroupChanged, other.Group, other.Topic, strings.Join(other.Others, ", "), also,
+		group, topic, group, topic,
+		group, old, topic, group, old, topic,
+		old, topic, old, topic,
+		other.Others[0])
 }
 
 // ErrSessionTimeout is Run's error when the broker refuses the group
