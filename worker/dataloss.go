@@ -231,9 +231,9 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // whose log ends below their stored offset, and moves them back (rewind):
 // the Kafka client would start them at the log start (or its end) and skip
 // every record up to the stored offset as applied. It also finds those
-// whose log starts above their stored offset (skipRetained): the records
-// between were deleted (retention.ms, DeleteRecords) before this group
-// applied them. stored is updated.
+// whose log starts above their stored offset, or above where a rewind
+// moved it (skipRetained): the records between were deleted (retention.ms,
+// DeleteRecords) before this group applied them. stored is updated.
 func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) error {
 	topic := w.cfg.Names.Commands
 	ends, err := w.logEnds(ctx)
@@ -251,8 +251,9 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 			if err != nil {
 				return fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
 			}
-			stored[p] = to
-			continue
+			// The log may also start above where it moved back to (it lost
+			// its tail and retention moved its start past it): checked too.
+			stored[p], pos = to, to
 		}
 		if starts == nil {
 			if starts, err = w.logStarts(ctx); err != nil {
