@@ -61,7 +61,7 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **rewindMove
 	}
 	switch m := *sent; {
 	case m != nil && pos.Next == m.to.Next:
-		w.rewound(p.id, *m, true)
+		w.moved(p.id, *m, true)
 	case p.expected != unknownOffset && pos.Next != p.expected:
 		err = errTakenOver
 	default:
@@ -110,8 +110,8 @@ func (w *Worker) seekTo(p *partition, pos store.Position) {
 	(*w.wakePoll.Load())()
 }
 
-// rewindTimeout bounds the move of a stored offset back (rewind), which a
-// revoke does not cancel. It is one UPDATE of one row, which waits at most
+// rewindTimeout bounds a move of a stored offset (rewind, skipRetained),
+// which a revoke does not cancel. It is one UPDATE of one row, which waits at most
 // for a batch of a replica that took the partition over; only PostgreSQL
 // down makes a rebalance wait for it this long.
 const rewindTimeout = 5 * time.Second
@@ -125,19 +125,24 @@ func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent *
 		if sent != nil {
 			*sent = m
 		}
-		if err = w.moveBack(ctx, p, *m); err == nil {
+		if err = w.moveOffset(ctx, p, *m); err == nil {
 			return m.to, nil
 		}
 	}
 	return pos, err
 }
 
-// rewindMove is a move of a partition's stored offset back, from the
-// offset read to where the log still holds what was applied.
+// rewindMove is a move of a partition's stored offset from the offset
+// read: back, to where the log still holds what was applied (rewind); or,
+// retained, forward to the log start, past commands deleted unapplied
+// (skipRetained). A move whose answer may have been lost is kept (sent) by
+// the caller that retries, whose next read finds it made (rewindLost,
+// checkLogEnds): it is reported then, once.
 type rewindMove struct {
-	from    int64
-	to      store.Position
-	located bool // see locateLoss
+	from     int64
+	to       store.Position
+	located  bool // see locateLoss
+	retained bool
 }
 
 // planRewind returns the move of partition p's stored offset, pos, back to
@@ -155,9 +160,9 @@ func (w *Worker) planRewind(ctx context.Context, p int32, pos store.Position) (*
 	return &rewindMove{from: pos.Next, to: to, located: located}, nil
 }
 
-// moveBack makes move m of partition p's stored offset; errTakenOver when
-// the stored offset is no longer m.from.
-func (w *Worker) moveBack(ctx context.Context, p int32, m rewindMove) error {
+// moveOffset makes move m of partition p's stored offset and reports it
+// (moved); errTakenOver when the stored offset is no longer m.from.
+func (w *Worker) moveOffset(ctx context.Context, p int32, m rewindMove) error {
 	// Once decided, the move is made and reported even if the partition is
 	// revoked meanwhile: a move committed under a cancelled context would
 	// be neither logged nor counted, and the next owner, finding the offset
@@ -165,15 +170,32 @@ func (w *Worker) moveBack(ctx context.Context, p int32, m rewindMove) error {
 	// on the offset read, so a replica that took over since is not undone.
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rewindTimeout)
 	defer cancel()
-	moved, err := w.cfg.Store.RewindOffset(mctx, w.cfg.Group, w.cfg.Names.Commands, p, m.from, m.to.Next, m.to.Epoch)
+	var moved bool
+	var err error
+	if m.retained {
+		moved, err = w.cfg.Store.SkipOffset(mctx, w.cfg.Group, w.cfg.Names.Commands, p, m.from, m.to.Next)
+	} else {
+		moved, err = w.cfg.Store.RewindOffset(mctx, w.cfg.Group, w.cfg.Names.Commands, p, m.from, m.to.Next, m.to.Epoch)
+	}
 	switch {
 	case err != nil:
 		return err
 	case !moved:
 		return errTakenOver
 	}
-	w.rewound(p, m, false)
+	w.moved(p, m, false)
 	return nil
+}
+
+// moved reports move m of partition p's stored offset, made (rewound or
+// retained); answerLost when its answer was lost and a later read found it
+// made.
+func (w *Worker) moved(p int32, m rewindMove, answerLost bool) {
+	if m.retained {
+		w.retained(p, m, answerLost)
+	} else {
+		w.rewound(p, m, answerLost)
+	}
 }
 
 // rewound counts and logs move m of partition p's stored offset, made;
@@ -233,8 +255,11 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // every record up to the stored offset as applied. It also finds those
 // whose log starts above their stored offset, or above where a rewind
 // moved it (skipRetained): the records between were deleted (retention.ms,
-// DeleteRecords) before this group applied them. stored is updated.
-func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position) error {
+// DeleteRecords) before this group applied them. stored is updated. sent
+// holds, by partition, the move an earlier attempt sent whose answer did
+// not come (rewindMove): one found made is reported now; it is set to the
+// one this attempt sends when its answer does not come.
+func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position, sent map[int32]*rewindMove) error {
 	topic := w.cfg.Names.Commands
 	ends, err := w.logEnds(ctx)
 	if err != nil {
@@ -243,12 +268,21 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 	var starts kadm.ListedOffsets // listed only when a partition has a stored offset
 	for p := range assigned {
 		pos, ok := stored[p]
+		m := sent[p]
+		delete(sent, p)
 		if !ok {
 			continue
 		}
+		if m != nil && pos.Next == m.to.Next {
+			w.moved(p, *m, true) // and the checks go on from where it put the offset
+		}
+		m = nil
 		if end, found := ends.Lookup(topic, p); found && end.Offset < pos.Next {
-			to, err := w.rewind(ctx, p, pos, nil)
+			to, err := w.rewind(ctx, p, pos, &m)
 			if err != nil {
+				if m != nil {
+					sent[p] = m
+				}
 				return fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
 			}
 			// The log may also start above where it moved back to (it lost
@@ -261,8 +295,12 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 			}
 		}
 		if start, found := starts.Lookup(topic, p); found && start.Offset > pos.Next {
-			to, err := w.skipRetained(ctx, p, pos, start.Offset)
+			m = nil
+			to, err := w.skipRetained(ctx, p, pos, start.Offset, &m)
 			if err != nil {
+				if m != nil {
+					sent[p] = m
+				}
 				return fmt.Errorf("the commands topic's partition %d starts at %d, above the stored offset %d: %w", p, start.Offset, pos.Next, err)
 			}
 			stored[p] = to
@@ -287,26 +325,31 @@ func (w *Worker) logStarts(ctx context.Context) (kadm.ListedOffsets, error) {
 // skipRetained handles partition p, whose log now starts at start, above
 // its stored offset pos: the commands from pos to start were deleted by the
 // topic's retention (or DeleteRecords) before any replica of the group
-// applied them, and nothing can apply them now. It logs them at error
-// level, counts them (LostMetrics) and moves the stored offset forward to
-// the log start, where the partition resumes as the Kafka client would
-// have resumed it unasked; the move, conditional on pos as every move of a
-// stored offset is, records the loss once, not at every assignment until a
-// batch is applied. errTakenOver when the stored offset moved meanwhile.
-func (w *Worker) skipRetained(ctx context.Context, p int32, pos store.Position, start int64) (store.Position, error) {
-	topic := w.cfg.Names.Commands
-	moved, err := w.cfg.Store.SkipOffset(ctx, w.cfg.Group, topic, p, pos.Next, start)
-	switch {
-	case err != nil:
+// applied them, and nothing can apply them now. It moves the stored offset
+// forward to the log start (moveOffset), where the partition resumes as the
+// Kafka client would have resumed it unasked, and reports them (retained).
+// The move, conditional on pos as every move of a stored offset is, records
+// the loss once, not at every assignment until a batch is applied; sent is
+// set to it before it is sent, as rewind's. errTakenOver when the stored
+// offset moved meanwhile.
+func (w *Worker) skipRetained(ctx context.Context, p int32, pos store.Position, start int64, sent **rewindMove) (store.Position, error) {
+	m := &rewindMove{from: pos.Next, to: store.Position{Next: start, Epoch: -1}, retained: true}
+	*sent = m
+	if err := w.moveOffset(ctx, p, *m); err != nil {
 		return pos, err
-	case !moved:
-		return pos, errTakenOver
 	}
-	lost := start - pos.Next
+	return m.to, nil
+}
+
+// retained logs at error level and counts (LostMetrics) the commands move m
+// of partition p's stored offset to the log start skipped: deleted before
+// any replica applied them; answerLost as rewound's.
+func (w *Worker) retained(p int32, m rewindMove, answerLost bool) {
+	lost := m.to.Next - m.from
 	w.commandsLost("retention", lost)
-	w.log.Error().Str("topic", topic).Int32("partition", p).Int64("stored", pos.Next).Int64("log_start", start).Int64("lost", lost).
+	w.log.Error().Str("topic", w.cfg.Names.Commands).Int32("partition", p).Int64("stored", m.from).Int64("log_start", m.to.Next).Int64("lost", lost).
+		Bool("answer_lost", answerLost).
 		Msg("commands deleted by the topic's retention before any replica applied them: they are never applied; the partition resumes at its log start (the commands topic's retention.ms must exceed the longest outage)")
-	return store.Position{Next: start, Epoch: -1}, nil
 }
 
 // seekRewound takes the seeks set since the last poll (seekTo), under w.mu

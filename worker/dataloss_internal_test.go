@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -189,4 +190,113 @@ func TestRewindWhoseAnswerWasLost(t *testing.T) {
 	// The partition goes on from there.
 	apply(w, seg(t, p, 0, "d"))
 	require.EqualValues(t, 1, storedOffset(t, direct, 0))
+}
+
+type retainedCount struct {
+	noMetrics
+	n atomic.Int64
+}
+
+func (m *retainedCount) CommandsLost(reason string, n int64) {
+	if reason == "retention" {
+		m.n.Add(n)
+	}
+}
+
+// A move of a stored offset to the log start (skipRetained) that committed
+// but whose answer was lost (here the connection is cut while the UPDATE
+// waits, and the server commits it after) is found made when resuming
+// retries: the commands retention deleted are logged and counted once,
+// rather than not at all, the stored offset being at the log start by then.
+func TestRetentionSkipWhoseAnswerWasLost(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands), kfake.GroupMinSessionTimeout(time.Hour))
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	for range 5 {
+		require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{Topic: names.Commands, Partition: 0, Value: []byte("x")}).FirstErr())
+	}
+	var to kadm.Offsets
+	to.Add(kadm.Offset{Topic: names.Commands, Partition: 0, At: 4})
+	deleted, err := kadm.NewClient(prod).DeleteRecords(ctx, to)
+	require.NoError(t, err)
+	require.NoError(t, deleted.Error())
+
+	sch := testdb.NewSchema(t)
+	direct := sch.Open(t, store.Config{MaxConns: 4})
+	require.NoError(t, direct.Migrate(ctx))
+	u, err := url.Parse(sch.URL)
+	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	behind := sch
+	behind.URL = u.String()
+	st := behind.Open(t, store.Config{MaxConns: 4})
+	logs := &testlog.Buffer{}
+	metrics := &retainedCount{}
+	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: st, Relay: nopRelay{},
+		Metrics: metrics, Logger: zerolog.New(logs)})
+	require.NoError(t, err)
+	t.Cleanup(w.cl.Close)
+	t.Cleanup(w.killHard)
+
+	// Stored at 2; the log starts at 4: offsets 2 and 3 were deleted unapplied.
+	_, err = direct.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 2)`,
+		names.Commands)
+	require.NoError(t, err)
+	// The move forward waits, once it has moved the row, for an advisory
+	// lock the test holds.
+	_, err = direct.Pool.Exec(ctx, `
+		CREATE FUNCTION hold_skip() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			PERFORM pg_advisory_xact_lock_shared(4243);
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER hold_skip AFTER UPDATE ON consumer_offsets FOR EACH ROW
+			WHEN (NEW.next_offset > OLD.next_offset) EXECUTE FUNCTION hold_skip()`)
+	require.NoError(t, err)
+	lock, err := direct.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer lock.Release()
+	_, err = lock.Exec(ctx, `SELECT pg_advisory_lock(4243)`)
+	require.NoError(t, err)
+
+	type resumed struct {
+		offsets map[string]map[int32]kgo.Offset
+		err     error
+	}
+	done := make(chan resumed, 1)
+	go func() {
+		offsets, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+		done <- resumed{offsets, err}
+	}()
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, direct.Pool.QueryRow(ctx,
+			`SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4243 AND NOT granted`).Scan(&waiting))
+		return waiting > 0
+	}, 20*time.Second, 5*time.Millisecond, "the move reached the server; logs: %s", logs)
+	proxy.Cut() // the move's answer is lost
+	require.Eventually(t, func() bool {
+		return strings.Contains(logs.String(), "reading or checking the stored offsets of the assigned partitions failed")
+	}, 10*time.Second, 10*time.Millisecond, "the move's answer never came")
+	_, err = lock.Exec(ctx, `SELECT pg_advisory_unlock(4243)`)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return storedOffset(t, direct, 0) == 4 }, 20*time.Second, 5*time.Millisecond,
+		"the move committed")
+	proxy.Restore()
+	var r resumed
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("resuming did not end")
+	}
+	require.NoError(t, r.err)
+	require.Equal(t, kgo.NewOffset().At(4).WithEpoch(-1), r.offsets[names.Commands][0])
+	require.EqualValues(t, 2, metrics.n.Load(), "the two deleted commands are counted, once")
+	require.Equal(t, 1, strings.Count(logs.String(), "commands deleted by the topic's retention before any replica applied them"),
+		"and logged once: %s", logs)
+	require.Contains(t, logs.String(), `"answer_lost":true`)
 }
