@@ -49,6 +49,7 @@ func TestRenamedGroupRefusesToStartUntilTheOffsetsAreMoved(t *testing.T) {
 	require.Contains(t, msg, "UPDATE consumer_offsets SET group_id = '"+renamed+"' WHERE group_id = '"+e.Group+"' AND topic = '"+e.Names.Commands+"'")
 	require.Contains(t, msg, "UPDATE consumer_topics SET group_id = '"+renamed+"' WHERE group_id = '"+e.Group+"' AND topic = '"+e.Names.Commands+"'")
 	require.Contains(t, msg, "DELETE FROM consumer_offsets WHERE group_id = '"+e.Group+"' AND topic = '"+e.Names.Commands+"'")
+	require.Contains(t, msg, "If another deployment uses "+e.Group+" on this database, that is not supported")
 	var rows int
 	require.NoError(t, e.Store.Pool.QueryRow(ctx, `SELECT count(*) FROM consumer_offsets WHERE group_id = $1`, renamed).Scan(&rows))
 	require.Zero(t, rows, "nothing applied under the new group")
@@ -80,4 +81,34 @@ func answers(watch *e2e.Watcher, reply, id string) (n int) {
 		}
 	}
 	return n
+}
+
+// The old group's offsets are offered to be moved only when they are known
+// to be of the commands topic as it is now: without a topic ID stored with
+// them (from before migration 013) they may be of an earlier topic of that
+// name, and the error says to delete them instead.
+func TestRenamedGroupWithoutATopicIDIsToldToDeleteTheOffsets(t *testing.T) {
+	e := e2e.New(t)
+	ctx := context.Background()
+	reply := "locks.replies.renamed-no-id"
+	watch := e.Watch(reply)
+	send := sendTo(t, e, 2)
+	old := e.StartWorker(e2e.WorkerOpts{Name: "old"})
+	send(cmd("acquire", "applied-by-old", "a", "o1", reply))
+	watch.WaitEvent(t, "the old group applied it", e2e.ByRequest(reply, "applied-by-old", topics.TypeAcquired))
+	old.Stop()
+	_, err := e.Store.Pool.Exec(ctx, `DELETE FROM consumer_topics WHERE group_id = $1`, e.Group)
+	require.NoError(t, err)
+
+	_, done := runWorker(t, e, "lockworker-renamed", nil, &testlog.Buffer{})
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not refuse to start")
+	}
+	require.ErrorIs(t, err, worker.ErrGroupChanged)
+	msg := err.Error()
+	require.NotContains(t, msg, "UPDATE consumer_offsets")
+	require.Contains(t, msg, "not known to be of the topic as it is now")
+	require.Contains(t, msg, "DELETE FROM consumer_offsets WHERE group_id = '"+e.Group+"' AND topic = '"+e.Names.Commands+"'")
 }

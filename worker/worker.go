@@ -569,16 +569,22 @@ var ErrGroupChanged = errors.New("the consumer group has no stored offsets of th
 // PostgreSQL are keyed by group, so a group renamed finds none, and would
 // apply up to the topic's retention of old commands again, which duplicate
 // detection (RequestRetention) no longer covers: old acquires granted
-// again, old releases and revokes ending current holders. The error tells
-// the operator how to move the old group's rows, or delete them to apply
-// the topic from its start on purpose. A deployment with no offsets stored
-// at all starts. It runs before the group is joined, so nothing is applied;
-// PostgreSQL failures that may pass are retried.
+// again, old releases and revokes ending current holders. The error says
+// that another deployment using the other group on this database is not
+// supported (one database serves one consumer group per commands topic:
+// the request IDs generated from records, <topic>/<partition>/<offset>,
+// would collide in processed_requests), and, for a rename, how to move the
+// old group's rows when they are known to be of the topic as it is now
+// (store.OtherGroupError.Movable), or else to delete them. A deployment
+// with no offsets stored at all starts. It runs before the group is
+// joined, so nothing is applied; PostgreSQL failures that may pass are
+// retried.
 func (w *Worker) checkGroup(ctx context.Context) error {
+	topicID := w.commandsTopicID(ctx)
 	var err error
 	w.retry(ctx, w.log, "checking the commands topic's stored offsets against the consumer group failed",
 		func(err error) bool { return errors.Is(err, store.ErrTransient) }, func(ctx context.Context) error {
-			err = w.cfg.Store.CheckGroup(ctx, w.cfg.Group, w.cfg.Names.Commands)
+			err = w.cfg.Store.CheckGroup(ctx, w.cfg.Group, w.cfg.Names.Commands, topicID)
 			return err
 		})
 	other, ok := errors.AsType[*store.OtherGroupError](err)
@@ -591,18 +597,42 @@ func (w *Worker) checkGroup(ctx context.Context) error {
 	if len(other.Others) > 1 {
 		also = fmt.Sprintf(" (%s applied a command last; delete the other groups' rows)", other.Others[0])
 	}
+	del := fmt.Sprintf("DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s;",
+		old, topic, old, topic)
+	var fix string
+	if other.Movable {
+		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then move its rows to the new group%s: "+
+			"BEGIN; DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s; "+
+			"UPDATE consumer_offsets SET group_id = %s WHERE group_id = %s AND topic = %s; UPDATE consumer_topics SET group_id = %s WHERE group_id = %s AND topic = %s; COMMIT; "+
+			"or, to apply the topic from its start deliberately, delete them: %s ",
+			also, group, topic, group, topic, group, old, topic, group, old, topic, del)
+	} else {
+		fix = fmt.Sprintf("The offsets of %s are not known to be of the topic as it is now (no topic ID stored with them, from before migration 013, or the ID of a topic of that name deleted since): "+
+			"moved, they could skip the current topic's commands. If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then delete its rows%s "+
+			"(the topic is then applied from its log start): %s ",
+			other.Others[0], also, del)
+	}
 	return fmt.Errorf("%w: the consumer group %q has no stored offsets of the commands topic %q, but the group(s) %s have; "+
 		"started so, it would apply the topic again from its log start, up to its retention of old commands (old acquires granted again, old releases and revokes ending current holders). "+
-		"If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then move its rows to the new group%s: "+
-		"BEGIN; DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s; "+
-		"UPDATE consumer_offsets SET group_id = %s WHERE group_id = %s AND topic = %s; UPDATE consumer_topics SET group_id = %s WHERE group_id = %s AND topic = %s; COMMIT; "+
-		"or, to apply the topic from its start deliberately, delete them: DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s; "+
-		"or set KAFKA_CONSUMER_GROUP back to %q",
-		ErrGroupChanged, other.Group, other.Topic, strings.Join(other.Others, ", "), also,
-		group, topic, group, topic,
-		group, old, topic, group, old, topic,
-		old, topic, old, topic,
-		other.Others[0])
+		"If another deployment uses %s on this database, that is not supported: one database serves one consumer group per commands topic "+
+		"(the request IDs generated from commands, <topic>/<partition>/<offset>, collide); give each deployment its own database or schema. "+
+		"%sor set KAFKA_CONSUMER_GROUP back to %q",
+		ErrGroupChanged, other.Group, other.Topic, strings.Join(other.Others, ", "),
+		strings.Join(other.Others, ", "), fix, other.Others[0])
+}
+
+// commandsTopicID is the commands topic's ID, or "" when Kafka does not
+// tell it (before 2.8, the topic not created yet, an error): checkGroup
+// then takes any topic ID stored with the other group's offsets.
+func (w *Worker) commandsTopicID(ctx context.Context) string {
+	topic := w.cfg.Names.Commands
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	details, err := kadm.NewClient(w.cl).ListTopics(ctx, topic)
+	if err != nil || details[topic].Err != nil || details[topic].ID == (kadm.TopicID{}) {
+		return ""
+	}
+	return details[topic].ID.String()
 }
 
 // ErrSessionTimeout is Run's error when the broker refuses the group
