@@ -17,7 +17,9 @@ import (
 // their offsets; a replica that went on from its stored offset would skip
 // those as applied. So the stored offset moves back to where the log still
 // holds what was applied, and the records from there are applied: those
-// applied before have their request_ids' stored outcomes, the rest are new.
+// applied before have their request_ids' stored outcomes, the rest are new
+// (unless the log's start passed there too: checkLogEnds then moves it on
+// to the start, skipRetained).
 // It is checked when a partition is resumed (resumeFromStore: a log that
 // ends below the stored offset) and when the Kafka client reports a loss
 // while consuming (kgo.ErrDataLoss: lostRecords, beside the applier once
@@ -34,7 +36,7 @@ var errTakenOver = errors.New("the stored offset moved: another replica applied 
 // it resumes).
 func (w *Worker) lostRecords(s segment) {
 	defer s.p.pending.Done()
-	var sent *rewindMove // the last move sent, whose answer may have been lost
+	var sent *offsetMove // the last move sent, whose answer may have been lost
 	w.retry(s.p.revoking, s.p.logger(), "checking what the commands topic lost failed", nil, func(ctx context.Context) error {
 		return w.rewindLost(ctx, s.p, &sent)
 	})
@@ -43,12 +45,12 @@ func (w *Worker) lostRecords(s segment) {
 // rewindLost is one attempt of lostRecords. sent is the move of the stored
 // offset back an earlier attempt sent (nil: none), and is set to the one
 // this attempt sends: a move whose answer was lost (the connection dropped,
-// or rewindTimeout fired, after the server committed it) is found made, the
+// or moveTimeout fired, after the server committed it) is found made, the
 // stored offset where it put it, and is taken as this worker's own, not as
 // another replica's. (A replica that took the partition over and moved it
 // to the same offset is told apart as any takeover is: the offset guard of
 // this worker's next batch finds it moved, settleMoved.)
-func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **rewindMove) error {
+func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove) error {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
 		return err
@@ -110,16 +112,16 @@ func (w *Worker) seekTo(p *partition, pos store.Position) {
 	(*w.wakePoll.Load())()
 }
 
-// rewindTimeout bounds a move of a stored offset (rewind, skipRetained),
-// which a revoke does not cancel. It is one UPDATE of one row, which waits at most
+// moveTimeout bounds a move of a stored offset, back (rewind) or forward
+// (skipRetained), which a revoke does not cancel. It is one UPDATE of one row, which waits at most
 // for a batch of a replica that took the partition over; only PostgreSQL
 // down makes a rebalance wait for it this long.
-const rewindTimeout = 5 * time.Second
+const moveTimeout = 5 * time.Second
 
 // rewind moves partition p's stored offset, pos, back to where the log
 // still holds what was applied (locateLoss), and returns where it stands.
 // sent, when not nil, is set to the move before it is sent (rewindLost).
-func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent **rewindMove) (store.Position, error) {
+func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent **offsetMove) (store.Position, error) {
 	m, err := w.planRewind(ctx, p, pos)
 	if err == nil && m != nil {
 		if sent != nil {
@@ -132,13 +134,13 @@ func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent *
 	return pos, err
 }
 
-// rewindMove is a move of a partition's stored offset from the offset
-// read: back, to where the log still holds what was applied (rewind); or,
-// retained, forward to the log start, past commands deleted unapplied
-// (skipRetained). A move whose answer may have been lost is kept (sent) by
+// offsetMove is a move of a partition's stored offset, in either
+// direction, from the offset read: back, to where the log still holds what
+// was applied (rewind); or, retained, forward to the log start, past
+// commands deleted unapplied (skipRetained). A move whose answer may have been lost is kept (sent) by
 // the caller that retries, whose next read finds it made (rewindLost,
 // checkLogEnds): it is reported then, once.
-type rewindMove struct {
+type offsetMove struct {
 	from     int64
 	to       store.Position
 	located  bool // see locateLoss
@@ -148,7 +150,7 @@ type rewindMove struct {
 // planRewind returns the move of partition p's stored offset, pos, back to
 // where the log still holds what was applied, or nil when it holds all of
 // it.
-func (w *Worker) planRewind(ctx context.Context, p int32, pos store.Position) (*rewindMove, error) {
+func (w *Worker) planRewind(ctx context.Context, p int32, pos store.Position) (*offsetMove, error) {
 	to, located, err := w.locateLoss(ctx, p, pos)
 	if err != nil {
 		return nil, err
@@ -157,18 +159,18 @@ func (w *Worker) planRewind(ctx context.Context, p int32, pos store.Position) (*
 		w.log.Info().Int32("partition", p).Int64("stored", pos.Next).Msg("the commands topic holds every record applied here")
 		return nil, nil
 	}
-	return &rewindMove{from: pos.Next, to: to, located: located}, nil
+	return &offsetMove{from: pos.Next, to: to, located: located}, nil
 }
 
 // moveOffset makes move m of partition p's stored offset and reports it
 // (moved); errTakenOver when the stored offset is no longer m.from.
-func (w *Worker) moveOffset(ctx context.Context, p int32, m rewindMove) error {
+func (w *Worker) moveOffset(ctx context.Context, p int32, m offsetMove) error {
 	// Once decided, the move is made and reported even if the partition is
 	// revoked meanwhile: a move committed under a cancelled context would
 	// be neither logged nor counted, and the next owner, finding the offset
 	// already back, would have nothing to report either. It is conditional
 	// on the offset read, so a replica that took over since is not undone.
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rewindTimeout)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout)
 	defer cancel()
 	var moved bool
 	var err error
@@ -190,7 +192,7 @@ func (w *Worker) moveOffset(ctx context.Context, p int32, m rewindMove) error {
 // moved reports move m of partition p's stored offset, made (rewound or
 // retained); answerLost when its answer was lost and a later read found it
 // made.
-func (w *Worker) moved(p int32, m rewindMove, answerLost bool) {
+func (w *Worker) moved(p int32, m offsetMove, answerLost bool) {
 	if m.retained {
 		w.retained(p, m, answerLost)
 	} else {
@@ -200,11 +202,11 @@ func (w *Worker) moved(p int32, m rewindMove, answerLost bool) {
 
 // rewound counts and logs move m of partition p's stored offset, made;
 // answerLost when its answer was lost and a later read found it made.
-func (w *Worker) rewound(p int32, m rewindMove, answerLost bool) {
+func (w *Worker) rewound(p int32, m offsetMove, answerLost bool) {
 	w.cfg.Metrics.DataLoss()
 	w.log.Error().Int32("partition", p).Int64("stored_was", m.from).Int64("resumed_at", m.to.Next).Bool("located", m.located).
 		Bool("answer_lost", answerLost).
-		Msg("the commands topic lost records this group applied: the records it numbers anew from resumed_at are applied")
+		Msg("the commands topic lost records this group applied: the stored offset moved back to resumed_at, so the records the log numbers anew from there are not skipped as applied (those it no longer holds either are reported apart)")
 }
 
 // locateLoss returns where partition p's log stops holding the records
@@ -257,9 +259,9 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // moved it (skipRetained): the records between were deleted (retention.ms,
 // DeleteRecords) before this group applied them. stored is updated. sent
 // holds, by partition, the move an earlier attempt sent whose answer did
-// not come (rewindMove): one found made is reported now; it is set to the
+// not come (offsetMove): one found made is reported now; it is set to the
 // one this attempt sends when its answer does not come.
-func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position, sent map[int32]*rewindMove) error {
+func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position, sent map[int32]*offsetMove) error {
 	topic := w.cfg.Names.Commands
 	ends, err := w.logEnds(ctx)
 	if err != nil {
@@ -332,8 +334,8 @@ func (w *Worker) logStarts(ctx context.Context) (kadm.ListedOffsets, error) {
 // the loss once, not at every assignment until a batch is applied; sent is
 // set to it before it is sent, as rewind's. errTakenOver when the stored
 // offset moved meanwhile.
-func (w *Worker) skipRetained(ctx context.Context, p int32, pos store.Position, start int64, sent **rewindMove) (store.Position, error) {
-	m := &rewindMove{from: pos.Next, to: store.Position{Next: start, Epoch: -1}, retained: true}
+func (w *Worker) skipRetained(ctx context.Context, p int32, pos store.Position, start int64, sent **offsetMove) (store.Position, error) {
+	m := &offsetMove{from: pos.Next, to: store.Position{Next: start, Epoch: -1}, retained: true}
 	*sent = m
 	if err := w.moveOffset(ctx, p, *m); err != nil {
 		return pos, err
@@ -344,7 +346,7 @@ func (w *Worker) skipRetained(ctx context.Context, p int32, pos store.Position, 
 // retained logs at error level and counts (LostMetrics) the commands move m
 // of partition p's stored offset to the log start skipped: deleted before
 // any replica applied them; answerLost as rewound's.
-func (w *Worker) retained(p int32, m rewindMove, answerLost bool) {
+func (w *Worker) retained(p int32, m offsetMove, answerLost bool) {
 	lost := m.to.Next - m.from
 	w.commandsLost("retention", lost)
 	w.log.Error().Str("topic", w.cfg.Names.Commands).Int32("partition", p).Int64("stored", m.from).Int64("log_start", m.to.Next).Int64("lost", lost).

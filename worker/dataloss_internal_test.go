@@ -172,7 +172,7 @@ func TestRewindWhoseAnswerWasLost(t *testing.T) {
 	require.Eventually(t, func() bool { return storedOffset(t, direct, 0) == 0 }, 20*time.Second, 5*time.Millisecond,
 		"the rewind committed")
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "checking what the commands topic lost failed") },
-		2*rewindTimeout, 10*time.Millisecond, "the rewind's answer never came")
+		2*moveTimeout, 10*time.Millisecond, "the rewind's answer never came")
 	proxy.Restore()
 	select {
 	case <-done:

@@ -781,7 +781,7 @@ func (w *Worker) logEnds(ctx context.Context) (kadm.ListedOffsets, error) {
 // the session begins revoking (ctx).
 func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	var stored map[int32]store.Position
-	sent := map[int32]*rewindMove{} // moves whose answer may have been lost (checkLogEnds)
+	sent := map[int32]*offsetMove{} // moves whose answer may have been lost (checkLogEnds)
 	err := w.retry(ctx, w.log, "reading or checking the stored offsets of the assigned partitions failed", transient, func(ctx context.Context) (err error) {
 		stored, err = w.checkStored(ctx, offsets[w.cfg.Names.Commands], sent)
 		return err
@@ -806,7 +806,7 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 // checkStored returns the stored offsets of the commands topic, checked
 // against the topic's ID (checkTopicID) and, for the assigned partitions,
 // against the log's ends and starts (checkLogEnds).
-func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset, sent map[int32]*rewindMove) (map[int32]store.Position, error) {
+func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset, sent map[int32]*offsetMove) (map[int32]store.Position, error) {
 	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
 		return nil, err
 	}
