@@ -137,9 +137,9 @@ func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent *
 // offsetMove is a move of a partition's stored offset, in either
 // direction, from the offset read: back, to where the log still holds what
 // was applied (rewind); or, retained, forward to the log start, past
-// commands deleted unapplied (skipRetained). A move whose answer may have been lost is kept (sent) by
-// the caller that retries, whose next read finds it made (rewindLost,
-// checkLogEnds): it is reported then, once.
+// commands deleted unapplied (skipRetained). A move whose answer may have
+// been lost is kept (sent) by the caller that retries, whose next read
+// finds it made (rewindLost, checkLogEnds): it is reported then, once.
 type offsetMove struct {
 	from     int64
 	to       store.Position
