@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -43,11 +44,12 @@ func (w *Worker) lostRecords(s segment) {
 }
 
 // rewindLost is one attempt of lostRecords. sent is the move of the stored
-// offset back an earlier attempt sent (nil: none), and is set to the one
-// this attempt sends: a move whose answer was lost (the connection dropped,
-// or moveTimeout fired, after the server committed it) is found made, the
-// stored offset where it put it, and is taken as this worker's own, not as
-// another replica's. (A replica that took the partition over and moved it
+// offset back an earlier attempt sent whose outcome is unknown (nil: none),
+// and is set to the one this attempt sends when its outcome is unknown
+// (moveOffset): a move whose answer was lost (the connection dropped, or
+// moveTimeout fired, after the server committed it) is found made, the
+// stored position where it put it (foundMade), and is taken as this
+// worker's own, not as another replica's. (A replica that took the partition over and moved it
 // to the same offset is told apart as any takeover is: the offset guard of
 // this worker's next batch finds it moved, settleMoved.)
 func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove) error {
@@ -61,9 +63,10 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove
 		w.seekTo(p, fromStart)
 		return nil
 	}
-	switch m := *sent; {
-	case m != nil && pos.Next == m.to.Next:
-		w.moved(p.id, *m, true)
+	m := *sent
+	*sent = nil
+	switch {
+	case w.foundMade(p.id, m, pos):
 	case p.expected != unknownOffset && pos.Next != p.expected:
 		err = errTakenOver
 	default:
@@ -120,14 +123,11 @@ const moveTimeout = 5 * time.Second
 
 // rewind moves partition p's stored offset, pos, back to where the log
 // still holds what was applied (locateLoss), and returns where it stands.
-// sent, when not nil, is set to the move before it is sent (rewindLost).
+// sent is set to the move when its outcome is unknown (moveOffset).
 func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent **offsetMove) (store.Position, error) {
 	m, err := w.planRewind(ctx, p, pos)
 	if err == nil && m != nil {
-		if sent != nil {
-			*sent = m
-		}
-		if err = w.moveOffset(ctx, p, *m); err == nil {
+		if err = w.moveOffset(ctx, p, *m, sent); err == nil {
 			return m.to, nil
 		}
 	}
@@ -137,9 +137,9 @@ func (w *Worker) rewind(ctx context.Context, p int32, pos store.Position, sent *
 // offsetMove is a move of a partition's stored offset, in either
 // direction, from the offset read: back, to where the log still holds what
 // was applied (rewind); or, retained, forward to the log start, past
-// commands deleted unapplied (skipRetained). A move whose answer may have
-// been lost is kept (sent) by the caller that retries, whose next read
-// finds it made (rewindLost, checkLogEnds): it is reported then, once.
+// commands deleted unapplied (skipRetained). A move whose outcome is
+// unknown (its answer lost) is kept (sent) by the caller that retries,
+// whose next read may find it made (foundMade): it is reported then, once.
 type offsetMove struct {
 	from     int64
 	to       store.Position
@@ -163,8 +163,10 @@ func (w *Worker) planRewind(ctx context.Context, p int32, pos store.Position) (*
 }
 
 // moveOffset makes move m of partition p's stored offset and reports it
-// (moved); errTakenOver when the stored offset is no longer m.from.
-func (w *Worker) moveOffset(ctx context.Context, p int32, m offsetMove) error {
+// (moved); errTakenOver when the stored offset is no longer m.from. sent is
+// set to m when it fails leaving the outcome unknown (outcomeUnknown), else
+// left as it is.
+func (w *Worker) moveOffset(ctx context.Context, p int32, m offsetMove, sent **offsetMove) error {
 	// Once decided, the move is made and reported even if the partition is
 	// revoked meanwhile: a move committed under a cancelled context would
 	// be neither logged nor counted, and the next owner, finding the offset
@@ -181,12 +183,39 @@ func (w *Worker) moveOffset(ctx context.Context, p int32, m offsetMove) error {
 	}
 	switch {
 	case err != nil:
+		if outcomeUnknown(err) {
+			*sent = &m
+		}
 		return err
 	case !moved:
 		return errTakenOver
 	}
 	w.moved(p, m, false)
 	return nil
+}
+
+// outcomeUnknown reports whether err, of a move of a stored offset, leaves
+// unknown whether the move was made: not when PostgreSQL answered it (the
+// UPDATE matched no row, errTakenOver; or it failed, a *pgconn.PgError,
+// and its implicit transaction was rolled back), nor when nothing was sent
+// (pgconn.SafeToRetry); else (the connection lost, moveTimeout fired) it
+// may have committed.
+func outcomeUnknown(err error) bool {
+	_, answered := errors.AsType[*pgconn.PgError](err)
+	return !answered && !errors.Is(err, errTakenOver) && !pgconn.SafeToRetry(err)
+}
+
+// foundMade reports whether m, a move of partition p's stored offset whose
+// outcome was unknown (nil: none), was made: the stored position read is
+// where it put it, offset and leader epoch (RewindOffset stores m.to's,
+// SkipOffset none, a batch applied the epoch of its last record). A move
+// found made is reported (moved, answer_lost).
+func (w *Worker) foundMade(p int32, m *offsetMove, pos store.Position) bool {
+	if m == nil || pos != m.to {
+		return false
+	}
+	w.moved(p, *m, true)
+	return true
 }
 
 // moved reports move m of partition p's stored offset, made (rewound or
@@ -258,11 +287,10 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // whose log starts above their stored offset, or above where a rewind
 // moved it (skipRetained): the records between were deleted (retention.ms,
 // DeleteRecords) before this group applied them. stored is updated. sent
-// holds, by partition, the move an earlier attempt sent whose answer did
-// not come (offsetMove): one found made is reported now; it is set to the
-// one this attempt sends when its answer does not come.
+// holds, by partition, the move an earlier attempt sent whose outcome is
+// unknown (offsetMove): one found made is reported now (foundMade); it is
+// set to the one this attempt sends when its outcome is unknown.
 func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position, sent map[int32]*offsetMove) error {
-	topic := w.cfg.Names.Commands
 	ends, err := w.logEnds(ctx)
 	if err != nil {
 		return err
@@ -275,40 +303,50 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 		if !ok {
 			continue
 		}
-		if m != nil && pos.Next == m.to.Next {
-			w.moved(p, *m, true) // and the checks go on from where it put the offset
+		w.foundMade(p, m, pos)  // and the checks go on from where it put the offset
+		var unknown *offsetMove // the move this attempt sends, when its outcome is unknown
+		to, err := w.checkLogBounds(ctx, p, pos, ends, &starts, &unknown)
+		if unknown != nil {
+			sent[p] = unknown
 		}
-		m = nil
-		if end, found := ends.Lookup(topic, p); found && end.Offset < pos.Next {
-			to, err := w.rewind(ctx, p, pos, &m)
-			if err != nil {
-				if m != nil {
-					sent[p] = m
-				}
-				return fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
-			}
-			// The log may also start above where it moved back to (it lost
-			// its tail and retention moved its start past it): checked too.
-			stored[p], pos = to, to
+		if err != nil {
+			return err
 		}
-		if starts == nil {
-			if starts, err = w.logStarts(ctx); err != nil {
-				return err
-			}
-		}
-		if start, found := starts.Lookup(topic, p); found && start.Offset > pos.Next {
-			m = nil
-			to, err := w.skipRetained(ctx, p, pos, start.Offset, &m)
-			if err != nil {
-				if m != nil {
-					sent[p] = m
-				}
-				return fmt.Errorf("the commands topic's partition %d starts at %d, above the stored offset %d: %w", p, start.Offset, pos.Next, err)
-			}
-			stored[p] = to
-		}
+		stored[p] = to
 	}
 	return nil
+}
+
+// checkLogBounds is checkLogEnds for partition p, stored at pos: it moves
+// the stored offset back when the log ends below pos (rewind), then forward
+// when the log starts above where it stands (skipRetained), and returns
+// where it stands. starts are listed the first time they are needed; sent
+// is set as moveOffset sets it.
+func (w *Worker) checkLogBounds(ctx context.Context, p int32, pos store.Position, ends kadm.ListedOffsets, starts *kadm.ListedOffsets, sent **offsetMove) (store.Position, error) {
+	topic := w.cfg.Names.Commands
+	if end, found := ends.Lookup(topic, p); found && end.Offset < pos.Next {
+		to, err := w.rewind(ctx, p, pos, sent)
+		if err != nil {
+			return pos, fmt.Errorf("the commands topic's partition %d ends at %d, below the stored offset %d: %w", p, end.Offset, pos.Next, err)
+		}
+		// The log may also start above where it moved back to (it lost
+		// its tail and retention moved its start past it): checked too.
+		pos = to
+	}
+	if *starts == nil {
+		var err error
+		if *starts, err = w.logStarts(ctx); err != nil {
+			return pos, err
+		}
+	}
+	if start, found := starts.Lookup(topic, p); found && start.Offset > pos.Next {
+		to, err := w.skipRetained(ctx, p, pos, start.Offset, sent)
+		if err != nil {
+			return pos, fmt.Errorf("the commands topic's partition %d starts at %d, above the stored offset %d: %w", p, start.Offset, pos.Next, err)
+		}
+		pos = to
+	}
+	return pos, nil
 }
 
 // logStarts lists the start offsets of the commands topic's partitions.
@@ -332,12 +370,11 @@ func (w *Worker) logStarts(ctx context.Context) (kadm.ListedOffsets, error) {
 // Kafka client would have resumed it unasked, and reports them (retained).
 // The move, conditional on pos as every move of a stored offset is, records
 // the loss once, not at every assignment until a batch is applied; sent is
-// set to it before it is sent, as rewind's. errTakenOver when the stored
-// offset moved meanwhile.
+// set to it when its outcome is unknown, as rewind's. errTakenOver when the
+// stored offset moved meanwhile.
 func (w *Worker) skipRetained(ctx context.Context, p int32, pos store.Position, start int64, sent **offsetMove) (store.Position, error) {
-	m := &offsetMove{from: pos.Next, to: store.Position{Next: start, Epoch: -1}, retained: true}
-	*sent = m
-	if err := w.moveOffset(ctx, p, *m); err != nil {
+	m := offsetMove{from: pos.Next, to: store.Position{Next: start, Epoch: -1}, retained: true}
+	if err := w.moveOffset(ctx, p, m, sent); err != nil {
 		return pos, err
 	}
 	return m.to, nil

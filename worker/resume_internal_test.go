@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -104,3 +105,65 @@ type temporary struct{}
 
 func (temporary) Error() string   { return "temporary" }
 func (temporary) Temporary() bool { return true }
+
+// A move of a stored offset that another replica's move to the same place
+// beat (the conditional UPDATE matched no row: errTakenOver) was certainly
+// not this replica's: when resuming retries and reads the offset where both
+// would have put it, this replica reports nothing (the other replica
+// reported the loss), rather than reporting it again as its own move whose
+// answer was lost.
+func TestResumeDoesNotReportAMoveThatLostToAnotherReplicas(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands))
+	w, st := newApplierOn(t, c)
+	metrics := &lossCount{}
+	w.cfg.Metrics = metrics
+	// Stored above the log's end (0): the log lost what was applied.
+	_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 10)`,
+		names.Commands)
+	require.NoError(t, err)
+	var moved atomic.Bool
+	c.ControlKey(int16(kmsg.ListOffsets), func(kmsg.Request) (kmsg.Response, error, bool) {
+		// After the read, before the move back: the other replica moves it
+		// back to the same place (RewindOffset's position: 0, no epoch).
+		if !moved.Swap(true) {
+			if _, err := st.RewindOffset(ctx, "lockworker", names.Commands, 0, 10, 0, -1); err != nil {
+				t.Error(err)
+			}
+		}
+		return nil, nil, false
+	})
+
+	offsets, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+	require.NoError(t, err)
+	require.True(t, moved.Load())
+	require.Equal(t, kgo.NewOffset().At(0).WithEpoch(-1), offsets[names.Commands][0])
+	require.Zero(t, metrics.n.Load(), "the other replica's move is not reported here")
+}
+
+// Only a move whose outcome is unknown is kept to be found made later: not
+// one PostgreSQL answered (no row matched, or the statement failed and was
+// rolled back), nor one never sent.
+func TestOutcomeUnknown(t *testing.T) {
+	for _, err := range []error{
+		context.DeadlineExceeded,
+		fmt.Errorf("rewinding: %w", io.ErrUnexpectedEOF),
+	} {
+		require.True(t, outcomeUnknown(err), "%v", err)
+	}
+	for _, err := range []error{
+		errTakenOver,
+		fmt.Errorf("partition 3: %w", errTakenOver),
+		fmt.Errorf("rewinding: %w", &pgconn.PgError{Code: "40001"}),
+		fmt.Errorf("rewinding: %w", notSent{}),
+	} {
+		require.False(t, outcomeUnknown(err), "%v", err)
+	}
+}
+
+// notSent is an error pgx raises before sending anything (pgconn.SafeToRetry).
+type notSent struct{}
+
+func (notSent) Error() string     { return "not sent" }
+func (notSent) SafeToRetry() bool { return true }
