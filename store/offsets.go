@@ -110,17 +110,18 @@ func (s *Store) RewindOffset(ctx context.Context, group, topic string, partition
 var ErrOtherGroup = errors.New("the topic's offsets are stored under another consumer group only")
 
 // OtherGroupError is ErrOtherGroup for one group and topic: Others are the
-// groups with stored offsets of the topic, the one that applied a record
-// last first. Movable says whether Others[0]'s offsets are known to be of
-// the topic as it is now: that group has a consumer_topics row for it, with
-// the topic's current ID (when the caller knows it). Without one (offsets
-// stored before topic IDs were, or a topic deleted and created again since)
-// they may be of an earlier topic of that name, and moving them would skip
-// the current topic's records.
+// groups with stored offsets of the topic, the one whose stored offsets
+// changed last first. TopicID is the topic ID stored with Others[0]'s
+// offsets (its consumer_topics row; "": none). Only when it is the topic's
+// current ID are they known to be of the topic as it is now: without one
+// (offsets stored before topic IDs were, or by a Kafka that gives none) or
+// with another (a topic deleted and created again since) they may be of an
+// earlier topic of that name, and moving them would skip the current
+// topic's records.
 type OtherGroupError struct {
 	Group, Topic string
 	Others       []string
-	Movable      bool
+	TopicID      string
 }
 
 func (e *OtherGroupError) Error() string {
@@ -133,26 +134,24 @@ func (e *OtherGroupError) Unwrap() error { return ErrOtherGroup }
 // offsets of topic (a record applied: next_offset >= 0) under other
 // groups and none under group, as after the consumer group's name was
 // changed: the group would apply the topic again from its start. No
-// offsets at all (a new deployment) is no error. topicID is the topic's
-// current ID ("": not known), against which the other groups' stored IDs
-// are checked (OtherGroupError.Movable).
-func (s *Store) CheckGroup(ctx context.Context, group, topic, topicID string) error {
+// offsets at all (a new deployment) is no error. The other groups are
+// ordered by the last change of their stored offsets (max(updated_at),
+// which applying a batch, RewindOffset and SkipOffset set).
+func (s *Store) CheckGroup(ctx context.Context, group, topic string) error {
 	rows, err := s.Pool.Query(ctx, `
-		SELECT o.group_id, EXISTS (SELECT FROM consumer_topics t
-				WHERE t.group_id = o.group_id AND t.topic = $2 AND ($3 = '' OR t.topic_id = $3))
+		SELECT o.group_id, coalesce((SELECT t.topic_id FROM consumer_topics t WHERE t.group_id = o.group_id AND t.topic = $2), '')
 		FROM consumer_offsets o
 		WHERE o.topic = $2 AND o.group_id <> $1 AND o.next_offset >= 0
 			AND NOT EXISTS (SELECT FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0)
-		GROUP BY o.group_id ORDER BY max(o.updated_at) DESC, o.group_id`, group, topic, topicID)
+		GROUP BY o.group_id ORDER BY max(o.updated_at) DESC, o.group_id`, group, topic)
 	if err != nil {
 		return fmt.Errorf("reading the groups with offsets of %s: %w", topic, translate(err))
 	}
 	e := &OtherGroupError{Group: group, Topic: topic}
-	var other string
-	var movable bool
-	_, err = pgx.ForEachRow(rows, []any{&other, &movable}, func() error {
+	var other, id string
+	_, err = pgx.ForEachRow(rows, []any{&other, &id}, func() error {
 		if e.Others == nil {
-			e.Movable = movable
+			e.TopicID = id
 		}
 		e.Others = append(e.Others, other)
 		return nil

@@ -1715,40 +1715,38 @@ func proxiedSchema(t *testing.T) (testdb.Schema, *url.URL, *tcpproxy.Proxy) {
 }
 
 // CheckGroup finds a topic's offsets stored under other groups only; the
-// last to apply a record is Others[0], whose offsets are Movable to the
-// group only when it holds the topic's current ID for them: without one
-// they may be of an earlier topic of that name.
+// one whose stored offsets changed last is Others[0], with the topic ID
+// stored with them (TopicID, "" when none), which the worker checks
+// against the topic's current one.
 func TestOffsetsOfAnotherGroup(t *testing.T) {
 	t.Parallel()
 	st := testdb.New(t)
 	ctx := context.Background()
 	const topic = "locks.commands"
-	require.NoError(t, st.CheckGroup(ctx, "new", topic, "id-2"), "nothing stored: a new deployment")
+	require.NoError(t, st.CheckGroup(ctx, "new", topic), "nothing stored: a new deployment")
 	exec := func(sql string, args ...any) {
 		t.Helper()
 		_, err := st.Pool.Exec(ctx, sql, args...)
 		require.NoError(t, err)
 	}
 	exec(`INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at) VALUES ('old', $1, 0, 5, now() - interval '1 hour')`, topic)
-	check := func(group, id string) *store.OtherGroupError {
+	check := func(group string) *store.OtherGroupError {
 		t.Helper()
-		err := st.CheckGroup(ctx, group, topic, id)
+		err := st.CheckGroup(ctx, group, topic)
 		require.ErrorIs(t, err, store.ErrOtherGroup)
 		other, ok := errors.AsType[*store.OtherGroupError](err)
 		require.True(t, ok)
 		return other
 	}
-	other := check("new", "id-2")
+	other := check("new")
 	require.Equal(t, []string{"old"}, other.Others)
-	require.False(t, other.Movable, "no topic ID stored with them (before migration 013)")
+	require.Empty(t, other.TopicID, "no topic ID stored with them (before migration 013)")
 	exec(`INSERT INTO consumer_topics (group_id, topic, topic_id) VALUES ('old', $1, 'id-1')`, topic)
-	require.False(t, check("new", "id-2").Movable, "of an earlier topic of that name")
-	require.True(t, check("new", "id-1").Movable)
-	require.True(t, check("new", "").Movable, "the topic's ID not known: a stored one will do")
+	require.Equal(t, "id-1", check("new").TopicID)
 
 	exec(`INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('older-but-later', $1, 0, 3)`, topic)
-	other = check("new", "id-1")
-	require.Equal(t, []string{"older-but-later", "old"}, other.Others, "the last to apply first")
-	require.False(t, other.Movable, "Movable is the first's")
-	require.NoError(t, st.CheckGroup(ctx, "old", topic, "id-1"), "a group with offsets of its own")
+	other = check("new")
+	require.Equal(t, []string{"older-but-later", "old"}, other.Others, "the one whose offsets changed last first")
+	require.Empty(t, other.TopicID, "TopicID is the first's")
+	require.NoError(t, st.CheckGroup(ctx, "old", topic), "a group with offsets of its own")
 }

@@ -86,7 +86,8 @@ func answers(watch *e2e.Watcher, reply, id string) (n int) {
 // The old group's offsets are offered to be moved only when they are known
 // to be of the commands topic as it is now: without a topic ID stored with
 // them (from before migration 013) they may be of an earlier topic of that
-// name, and the error says to delete them instead.
+// name, and the error says to delete them instead, or to start the old
+// group once so that the topic's ID is stored with them.
 func TestRenamedGroupWithoutATopicIDIsToldToDeleteTheOffsets(t *testing.T) {
 	e := e2e.New(t)
 	ctx := context.Background()
@@ -110,5 +111,6 @@ func TestRenamedGroupWithoutATopicIDIsToldToDeleteTheOffsets(t *testing.T) {
 	msg := err.Error()
 	require.NotContains(t, msg, "UPDATE consumer_offsets")
 	require.Contains(t, msg, "not known to be of the topic as it is now")
+	require.Contains(t, msg, `set it back to "`+e.Group+`" and start once`)
 	require.Contains(t, msg, "DELETE FROM consumer_offsets WHERE group_id = '"+e.Group+"' AND topic = '"+e.Names.Commands+"'")
 }

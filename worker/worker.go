@@ -569,48 +569,78 @@ var ErrGroupChanged = errors.New("the consumer group has no stored offsets of th
 // PostgreSQL are keyed by group, so a group renamed finds none, and would
 // apply up to the topic's retention of old commands again, which duplicate
 // detection (RequestRetention) no longer covers: old acquires granted
-// again, old releases and revokes ending current holders. The error says
-// that another deployment using the other group on this database is not
-// supported (one database serves one consumer group per commands topic:
-// the request IDs generated from records, <topic>/<partition>/<offset>,
-// would collide in processed_requests), and, for a rename, how to move the
-// old group's rows when they are known to be of the topic as it is now
-// (store.OtherGroupError.Movable), or else to delete them. A deployment
-// with no offsets stored at all starts. It runs before the group is
-// joined, so nothing is applied; PostgreSQL failures that may pass are
-// retried.
+// again, old releases and revokes ending current holders. The error
+// (groupChanged) says that another deployment using the other group on
+// this database is not supported (one database serves one consumer group
+// per commands topic: the request IDs generated from records,
+// <topic>/<partition>/<offset>, would collide in processed_requests), and,
+// for a rename, how to move the old group's rows or delete them. The
+// commands topic's ID is read from Kafka only then. A deployment with no
+// offsets stored at all starts. It runs before the group is joined, so
+// nothing is applied; PostgreSQL failures that may pass are retried.
 func (w *Worker) checkGroup(ctx context.Context) error {
-	topicID := w.commandsTopicID(ctx)
 	var err error
 	w.retry(ctx, w.log, "checking the commands topic's stored offsets against the consumer group failed",
 		func(err error) bool { return errors.Is(err, store.ErrTransient) }, func(ctx context.Context) error {
-			err = w.cfg.Store.CheckGroup(ctx, w.cfg.Group, w.cfg.Names.Commands, topicID)
+			err = w.cfg.Store.CheckGroup(ctx, w.cfg.Group, w.cfg.Names.Commands)
 			return err
 		})
 	other, ok := errors.AsType[*store.OtherGroupError](err)
 	if !ok {
 		return err
 	}
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	id, err := w.topicID(ictx, kadm.NewClient(w.cl))
+	if err != nil {
+		w.log.Warn().Err(err).Str("group", other.Others[0]).
+			Msg("reading the commands topic's ID to check the other group's offsets against it; a topic ID stored with them is taken for the current one")
+	}
+	return groupChanged(other, id, err == nil)
+}
+
+// groupChanged is checkGroup's error for other, the commands topic's ID
+// being id ("": Kafka gives topics none, when known; else not known). The
+// move of Others[0]'s rows is offered when they are known to be of the
+// topic as it is now: their stored topic ID is the current one (or the
+// current one is not known or none); or, with a caveat, when Kafka gives
+// topics no ID and none is stored. With an ID stored that is not the
+// current one (a topic deleted and created again since) they are only to
+// be deleted; with none stored while the topic has one (offsets stored
+// before migration 013), to be deleted, or given their ID by starting the
+// old group once, after which this error offers the move.
+func groupChanged(other *store.OtherGroupError, id string, known bool) error {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	group, topic, old := q(other.Group), q(other.Topic), q(other.Others[0])
 	var also string
 	if len(other.Others) > 1 {
-		also = fmt.Sprintf(" (%s applied a command last; delete the other groups' rows)", other.Others[0])
+		also = fmt.Sprintf(" (%s's stored offsets changed last; delete the other groups' rows)", other.Others[0])
 	}
 	del := fmt.Sprintf("DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s;",
 		old, topic, old, topic)
+	move := fmt.Sprintf("BEGIN; DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s; "+
+		"UPDATE consumer_offsets SET group_id = %s WHERE group_id = %s AND topic = %s; UPDATE consumer_topics SET group_id = %s WHERE group_id = %s AND topic = %s; COMMIT;",
+		group, topic, group, topic, group, old, topic, group, old, topic)
 	var fix string
-	if other.Movable {
-		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then move its rows to the new group%s: "+
-			"BEGIN; DELETE FROM consumer_offsets WHERE group_id = %s AND topic = %s; DELETE FROM consumer_topics WHERE group_id = %s AND topic = %s; "+
-			"UPDATE consumer_offsets SET group_id = %s WHERE group_id = %s AND topic = %s; UPDATE consumer_topics SET group_id = %s WHERE group_id = %s AND topic = %s; COMMIT; "+
-			"or, to apply the topic from its start deliberately, delete them: %s ",
-			also, group, topic, group, topic, group, old, topic, group, old, topic, del)
-	} else {
-		fix = fmt.Sprintf("The offsets of %s are not known to be of the topic as it is now (no topic ID stored with them, from before migration 013, or the ID of a topic of that name deleted since): "+
-			"moved, they could skip the current topic's commands. If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then delete its rows%s "+
+	switch stored := other.TopicID; {
+	case stored != "" && (!known || id == "" || id == stored):
+		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then move its rows to the new group%s: %s "+
+			"or, to apply the topic from its start deliberately, delete them: %s ", also, move, del)
+	case stored == "" && known && id == "":
+		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group; this Kafka gives topics no ID: "+
+			"make sure the topic was not deleted and created again since that group's last start (its offsets would then skip the current topic's commands), "+
+			"then move its rows to the new group%s: %s or, to apply the topic from its start deliberately, delete them: %s ", also, move, del)
+	case stored == "":
+		fix = fmt.Sprintf("The offsets of %s are not known to be of the topic as it is now (no topic ID stored with them, from before migration 013): "+
+			"moved, they could skip the current topic's commands. If KAFKA_CONSUMER_GROUP was changed on purpose: set it back to %q and start once, "+
+			"so that the topic's ID is stored with that group's offsets, then stop every replica of it and change KAFKA_CONSUMER_GROUP again: this error then gives the SQL that moves them; "+
+			"or stop every replica of the old group and delete its rows%s (the topic is then applied from its log start): %s ",
+			other.Others[0], other.Others[0], also, del)
+	default:
+		fix = fmt.Sprintf("The offsets of %s are of an earlier topic of that name (stored with topic ID %s, the topic's is %s: it was deleted and created again since): "+
+			"moved, they would skip the current topic's commands. If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then delete its rows%s "+
 			"(the topic is then applied from its log start): %s ",
-			other.Others[0], also, del)
+			other.Others[0], stored, id, also, del)
 	}
 	return fmt.Errorf("%w: the consumer group %q has no stored offsets of the commands topic %q, but the group(s) %s have; "+
 		"started so, it would apply the topic again from its log start, up to its retention of old commands (old acquires granted again, old releases and revokes ending current holders). "+
@@ -619,20 +649,6 @@ func (w *Worker) checkGroup(ctx context.Context) error {
 		"%sor set KAFKA_CONSUMER_GROUP back to %q",
 		ErrGroupChanged, other.Group, other.Topic, strings.Join(other.Others, ", "),
 		strings.Join(other.Others, ", "), fix, other.Others[0])
-}
-
-// commandsTopicID is the commands topic's ID, or "" when Kafka does not
-// tell it (before 2.8, the topic not created yet, an error): checkGroup
-// then takes any topic ID stored with the other group's offsets.
-func (w *Worker) commandsTopicID(ctx context.Context) string {
-	topic := w.cfg.Names.Commands
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	details, err := kadm.NewClient(w.cl).ListTopics(ctx, topic)
-	if err != nil || details[topic].Err != nil || details[topic].ID == (kadm.TopicID{}) {
-		return ""
-	}
-	return details[topic].ID.String()
 }
 
 // ErrSessionTimeout is Run's error when the broker refuses the group
@@ -863,24 +879,37 @@ func unknownBroker(err error) bool {
 // Without a topic ID (Kafka before 2.8) it checks nothing.
 func (w *Worker) checkTopicID(ctx context.Context, adm *kadm.Client) error {
 	topic := w.cfg.Names.Commands
+	id, err := w.topicID(ctx, adm)
+	if err != nil {
+		w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
+		return nil
+	}
+	if id == "" {
+		return nil
+	}
+	recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, id)
+	if recreated {
+		w.log.Warn().Str("topic", topic).Str("topic_id", id).Str("was", was).
+			Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
+	}
+	return err
+}
+
+// topicID returns the commands topic's ID, "" when Kafka gives topics none
+// (before 2.8).
+func (w *Worker) topicID(ctx context.Context, adm *kadm.Client) (string, error) {
+	topic := w.cfg.Names.Commands
 	details, err := adm.ListTopics(ctx, topic)
 	if err == nil {
 		err = details[topic].Err
 	}
 	if err != nil {
-		w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
-		return nil
+		return "", fmt.Errorf("reading the ID of %s: %w", topic, err)
 	}
-	id := details[topic].ID
-	if id == (kadm.TopicID{}) {
-		return nil
+	if id := details[topic].ID; id != (kadm.TopicID{}) {
+		return id.String(), nil
 	}
-	recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, id.String())
-	if recreated {
-		w.log.Warn().Str("topic", topic).Str("topic_id", id.String()).Str("was", was).
-			Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
-	}
-	return err
+	return "", nil
 }
 
 func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
