@@ -30,6 +30,14 @@ import (
 // another replica applied records of the partition.
 var errTakenOver = errors.New("the stored offset moved: another replica applied records of the partition")
 
+// errMovedBefore is moveOffset's error when the stored offset is no longer
+// where its move is from, while a move from there sent before, whose
+// outcome is unknown, is kept: that move was presumably made meanwhile (its
+// UPDATE still ran when moveTimeout fired, and this one queued behind it).
+// The offset is read again, which finds it made (foundMade) or moved by
+// another replica.
+var errMovedBefore = errors.New("the stored offset moved, presumably by the move sent before whose answer was lost: reading it again")
+
 // lostRecords handles a loss kgo reported on partition s.p, after the
 // records polled before it were applied; the partition's records polled
 // meanwhile are dropped (losing). It is retried until done or the partition
@@ -45,11 +53,13 @@ func (w *Worker) lostRecords(s segment) {
 
 // rewindLost is one attempt of lostRecords. sent is the move of the stored
 // offset back an earlier attempt sent whose outcome is unknown (nil: none),
-// and is set to the one this attempt sends when its outcome is unknown
-// (moveOffset): a move whose answer was lost (the connection dropped, or
-// moveTimeout fired, after the server committed it) is found made, the
-// stored position where it put it (foundMade), and is taken as this
-// worker's own, not as another replica's. (A replica that took the partition over and moved it
+// kept while the offset read is still where it is from, and is set to the
+// one this attempt sends when its outcome is unknown (moveOffset): a move
+// whose answer was lost (the connection dropped, or moveTimeout fired,
+// before or after the server committed it) is found made, the stored
+// position where it put it (foundMade), and is taken as this worker's own,
+// not as another replica's; so is the offset found moved by a move sent
+// again meanwhile (errMovedBefore: read again, not a takeover). (A replica that took the partition over and moved it
 // to the same offset is told apart as any takeover is: the offset guard of
 // this worker's next batch finds it moved, settleMoved.)
 func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove) error {
@@ -63,10 +73,8 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove
 		w.seekTo(p, fromStart)
 		return nil
 	}
-	m := *sent
-	*sent = nil
 	switch {
-	case w.foundMade(p.id, m, pos):
+	case w.foundMade(p.id, sent, pos):
 	case p.expected != unknownOffset && pos.Next != p.expected:
 		err = errTakenOver
 	default:
@@ -163,9 +171,11 @@ func (w *Worker) planRewind(ctx context.Context, p int32, pos store.Position) (*
 }
 
 // moveOffset makes move m of partition p's stored offset and reports it
-// (moved); errTakenOver when the stored offset is no longer m.from. sent is
-// set to m when it fails leaving the outcome unknown (outcomeUnknown), else
-// left as it is.
+// (moved); errTakenOver when the stored offset is no longer m.from, or
+// errMovedBefore when sent, kept, is a move from there too. sent is set to
+// m when it fails leaving the outcome unknown (outcomeUnknown), to nil when
+// m is made (a move kept from the same offset, conditional on it too, can
+// no longer be), else left as it is.
 func (w *Worker) moveOffset(ctx context.Context, p int32, m offsetMove, sent **offsetMove) error {
 	// Once decided, the move is made and reported even if the partition is
 	// revoked meanwhile: a move committed under a cancelled context would
@@ -187,9 +197,12 @@ func (w *Worker) moveOffset(ctx context.Context, p int32, m offsetMove, sent **o
 			*sent = &m
 		}
 		return err
+	case !moved && *sent != nil && (*sent).from == m.from:
+		return errMovedBefore
 	case !moved:
 		return errTakenOver
 	}
+	*sent = nil
 	w.moved(p, m, false)
 	return nil
 }
@@ -205,17 +218,28 @@ func outcomeUnknown(err error) bool {
 	return !answered && !errors.Is(err, errTakenOver) && !pgconn.SafeToRetry(err)
 }
 
-// foundMade reports whether m, a move of partition p's stored offset whose
-// outcome was unknown (nil: none), was made: the stored position read is
-// where it put it, offset and leader epoch (RewindOffset stores m.to's,
-// SkipOffset none, a batch applied the epoch of its last record). A move
-// found made is reported (moved, answer_lost).
-func (w *Worker) foundMade(p int32, m *offsetMove, pos store.Position) bool {
-	if m == nil || pos != m.to {
+// foundMade reports whether *sent, a move of partition p's stored offset
+// whose outcome was unknown (nil: none), was made: the stored position read,
+// pos, is where it put it, offset and leader epoch (RewindOffset stores
+// m.to's, SkipOffset none, a batch applied the epoch of its last record). A
+// move found made is reported (moved, answer_lost) and dropped; so is one
+// whose offset moved elsewhere (another replica's). One whose offset is
+// still where it is from stays kept: its UPDATE may yet commit (it may
+// still wait behind another transaction after moveTimeout fired), and a
+// move sent again then finds the offset moved (errMovedBefore).
+func (w *Worker) foundMade(p int32, sent **offsetMove, pos store.Position) bool {
+	m := *sent
+	switch {
+	case m == nil:
 		return false
+	case pos == m.to:
+		*sent = nil
+		w.moved(p, *m, true)
+		return true
+	case pos.Next != m.from:
+		*sent = nil
 	}
-	w.moved(p, *m, true)
-	return true
+	return false
 }
 
 // moved reports move m of partition p's stored offset, made (rewound or
@@ -288,8 +312,9 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // moved it (skipRetained): the records between were deleted (retention.ms,
 // DeleteRecords) before this group applied them. stored is updated. sent
 // holds, by partition, the move an earlier attempt sent whose outcome is
-// unknown (offsetMove): one found made is reported now (foundMade); it is
-// set to the one this attempt sends when its outcome is unknown.
+// unknown (offsetMove): one found made is reported now, one whose offset is
+// still where it is from stays kept (foundMade); it is set to the one this
+// attempt sends when its outcome is unknown.
 func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position, sent map[int32]*offsetMove) error {
 	ends, err := w.logEnds(ctx)
 	if err != nil {
@@ -298,16 +323,15 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 	var starts kadm.ListedOffsets // listed only when a partition has a stored offset
 	for p := range assigned {
 		pos, ok := stored[p]
-		m := sent[p]
+		m := sent[p] // kept while its outcome stays unknown (foundMade, moveOffset)
 		delete(sent, p)
 		if !ok {
 			continue
 		}
-		w.foundMade(p, m, pos)  // and the checks go on from where it put the offset
-		var unknown *offsetMove // the move this attempt sends, when its outcome is unknown
-		to, err := w.checkLogBounds(ctx, p, pos, ends, &starts, &unknown)
-		if unknown != nil {
-			sent[p] = unknown
+		w.foundMade(p, &m, pos) // and the checks go on from where it put the offset
+		to, err := w.checkLogBounds(ctx, p, pos, ends, &starts, &m)
+		if m != nil {
+			sent[p] = m
 		}
 		if err != nil {
 			return err

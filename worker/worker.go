@@ -839,9 +839,10 @@ func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset,
 // died under the request, a cluster without a controller yet, a broker that
 // metadata no longer lists), or a stale replica's move of a stored offset
 // between resuming's read and its move back (errTakenOver: reading it
-// again is the cure).
+// again is the cure), or this replica's own earlier move whose answer was
+// lost (errMovedBefore).
 func transient(err error) bool {
-	if errors.Is(err, store.ErrTransient) || errors.Is(err, errTakenOver) {
+	if errors.Is(err, store.ErrTransient) || errors.Is(err, errTakenOver) || errors.Is(err, errMovedBefore) {
 		return true
 	}
 	if kerrs, ok := errors.AsType[*kerr.Error](err); ok {
