@@ -192,6 +192,31 @@ func TestRewindWhoseAnswerWasLost(t *testing.T) {
 	require.EqualValues(t, 1, storedOffset(t, direct, 0))
 }
 
+// A move whose outcome is unknown stays kept while the offset read is still
+// where it is from (its UPDATE may yet commit, queued behind another
+// transaction), is reported and dropped once read where it put it, and is
+// dropped unreported when read anywhere else (another replica moved it).
+func TestLostMoveKeptUntilOffsetLeavesItsFrom(t *testing.T) {
+	w, _ := newApplier(t)
+	metrics := &lossCount{}
+	w.cfg.Metrics = metrics
+	m := &offsetMove{from: 10, to: store.Position{Next: 4, Epoch: 2}}
+
+	sent := m
+	require.False(t, w.foundMade(0, &sent, store.Position{Next: 10, Epoch: 3}))
+	require.Same(t, m, sent, "still at its from: kept")
+	require.True(t, w.foundMade(0, &sent, store.Position{Next: 4, Epoch: 2}))
+	require.Nil(t, sent, "found made: reported, dropped")
+	require.EqualValues(t, 1, metrics.n.Load())
+
+	sent = m
+	require.False(t, w.foundMade(0, &sent, store.Position{Next: 12, Epoch: 3}))
+	require.Nil(t, sent, "moved elsewhere: dropped")
+	require.False(t, w.foundMade(0, &sent, store.Position{Next: 4, Epoch: 2}))
+	require.EqualValues(t, 1, metrics.n.Load(), "a move dropped is not reported")
+	require.True(t, transient(errMovedBefore), "resuming reads the offset again")
+}
+
 type retainedCount struct {
 	noMetrics
 	n atomic.Int64
