@@ -209,12 +209,21 @@ func (w *Worker) moveOffset(ctx context.Context, p int32, m offsetMove, sent **o
 
 // outcomeUnknown reports whether err, of a move of a stored offset, leaves
 // unknown whether the move was made: not when PostgreSQL answered it (the
-// UPDATE matched no row, errTakenOver; or it failed, a *pgconn.PgError,
-// and its implicit transaction was rolled back), nor when nothing was sent
-// (pgconn.SafeToRetry); else (the connection lost, moveTimeout fired) it
-// may have committed.
+// UPDATE matched no row, errTakenOver; or it failed, a *pgconn.PgError of
+// severity ERROR, and its implicit transaction was rolled back), nor when
+// nothing was sent (pgconn.SafeToRetry); else (the connection lost,
+// moveTimeout fired, or a FATAL or PANIC ended the session, which may
+// follow a commit: pg_terminate_backend while it waits for synchronous
+// replication, after "already committed locally") it may have committed.
 func outcomeUnknown(err error) bool {
-	_, answered := errors.AsType[*pgconn.PgError](err)
+	answered := false
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		severity := pgErr.SeverityUnlocalized // Severity is translated (lc_messages)
+		if severity == "" {
+			severity = pgErr.Severity // a server before 9.6 sends only that
+		}
+		answered = severity == "ERROR"
+	}
 	return !answered && !errors.Is(err, errTakenOver) && !pgconn.SafeToRetry(err)
 }
 

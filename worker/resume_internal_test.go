@@ -143,19 +143,25 @@ func TestResumeDoesNotReportAMoveThatLostToAnotherReplicas(t *testing.T) {
 }
 
 // Only a move whose outcome is unknown is kept to be found made later: not
-// one PostgreSQL answered (no row matched, or the statement failed and was
-// rolled back), nor one never sent.
+// one PostgreSQL answered (no row matched, or the statement failed with an
+// ERROR and was rolled back), nor one never sent. A FATAL (the backend
+// terminated, maybe after committing it locally while waiting for
+// synchronous replication) or PANIC leaves it unknown.
 func TestOutcomeUnknown(t *testing.T) {
 	for _, err := range []error{
 		context.DeadlineExceeded,
 		fmt.Errorf("rewinding: %w", io.ErrUnexpectedEOF),
+		fmt.Errorf("rewinding: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01"}),
+		fmt.Errorf("rewinding: %w", &pgconn.PgError{Severity: "PANIC", Code: "XX000"}),
+		fmt.Errorf("rewinding: %w", &pgconn.PgError{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "57P01"}),
 	} {
 		require.True(t, outcomeUnknown(err), "%v", err)
 	}
 	for _, err := range []error{
 		errTakenOver,
 		fmt.Errorf("partition 3: %w", errTakenOver),
-		fmt.Errorf("rewinding: %w", &pgconn.PgError{Code: "40001"}),
+		fmt.Errorf("rewinding: %w", &pgconn.PgError{Severity: "ERROR", Code: "40001"}),
+		fmt.Errorf("rewinding: %w", &pgconn.PgError{Severity: "FEHLER", SeverityUnlocalized: "ERROR", Code: "40001"}),
 		fmt.Errorf("rewinding: %w", notSent{}),
 	} {
 		require.False(t, outcomeUnknown(err), "%v", err)
