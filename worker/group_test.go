@@ -83,12 +83,13 @@ func answers(watch *e2e.Watcher, reply, id string) (n int) {
 	return n
 }
 
-// The old group's offsets are offered to be moved only when they are known
-// to be of the commands topic as it is now: without a topic ID stored with
-// them (from before migration 013) they may be of an earlier topic of that
-// name, and the error says to delete them instead, or to start the old
-// group once so that the topic's ID is stored with them.
-func TestRenamedGroupWithoutATopicIDIsToldToDeleteTheOffsets(t *testing.T) {
+// The old group's offsets are offered to be moved as is only when they are
+// known to be of the commands topic as it is now: without a topic ID stored
+// with them (from before migration 013) they may be of an earlier topic of
+// that name, and the error offers the move only with the caveat to make
+// sure the topic was not created again since, beside the DELETE (starting
+// the old group once would only store the current ID beside them).
+func TestRenamedGroupWithoutATopicIDIsOfferedTheMoveWithACaveat(t *testing.T) {
 	e := e2e.New(t)
 	ctx := context.Background()
 	reply := "locks.replies.renamed-no-id"
@@ -109,8 +110,9 @@ func TestRenamedGroupWithoutATopicIDIsToldToDeleteTheOffsets(t *testing.T) {
 	}
 	require.ErrorIs(t, err, worker.ErrGroupChanged)
 	msg := err.Error()
-	require.NotContains(t, msg, "UPDATE consumer_offsets")
-	require.Contains(t, msg, "not known to be of the topic as it is now")
-	require.Contains(t, msg, `set it back to "`+e.Group+`" and start once`)
+	require.Contains(t, msg, "UPDATE consumer_offsets SET group_id = 'lockworker-renamed' WHERE group_id = '"+e.Group+"'")
+	require.Contains(t, msg, "no topic ID is stored with them")
+	require.Contains(t, msg, "make sure the topic was not deleted and created again since that group's last start")
+	require.NotContains(t, msg, "start once")
 	require.Contains(t, msg, "DELETE FROM consumer_offsets WHERE group_id = '"+e.Group+"' AND topic = '"+e.Names.Commands+"'")
 }

@@ -601,14 +601,16 @@ func (w *Worker) checkGroup(ctx context.Context) error {
 
 // groupChanged is checkGroup's error for other, the commands topic's ID
 // being id ("": Kafka gives topics none, when known; else not known). The
-// move of Others[0]'s rows is offered when they are known to be of the
-// topic as it is now: their stored topic ID is the current one (or the
-// current one is not known or none); or, with a caveat, when Kafka gives
-// topics no ID and none is stored. With an ID stored that is not the
-// current one (a topic deleted and created again since) they are only to
-// be deleted; with none stored while the topic has one (offsets stored
-// before migration 013), to be deleted, or given their ID by starting the
-// old group once, after which this error offers the move.
+// move of Others[0]'s rows is offered as is when they are known to be of
+// the topic as it is now: their stored topic ID is the current one (or the
+// current one is not known). With an ID stored that is not the current one
+// (a topic deleted and created again since) they are only to be deleted.
+// Else they are not known to be of the topic as it is now (no ID stored,
+// from before migration 013 or a Kafka that gives none; or one stored while
+// Kafka now gives none, a downgrade): the move is offered with a caveat
+// (notRecreated), beside the DELETE. Starting the old group once would not
+// tell: CheckTopicID's first call only records the current ID, beside
+// offsets that may be of an earlier topic.
 func groupChanged(other *store.OtherGroupError, id string, known bool) error {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	group, topic, old := q(other.Group), q(other.Topic), q(other.Others[0])
@@ -623,24 +625,28 @@ func groupChanged(other *store.OtherGroupError, id string, known bool) error {
 		group, topic, group, topic, group, old, topic, group, old, topic)
 	var fix string
 	switch stored := other.TopicID; {
-	case stored != "" && (!known || id == "" || id == stored):
-		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then move its rows to the new group%s: %s "+
-			"or, to apply the topic from its start deliberately, delete them: %s ", also, move, del)
-	case stored == "" && known && id == "":
-		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group; this Kafka gives topics no ID: "+
-			"make sure the topic was not deleted and created again since that group's last start (its offsets would then skip the current topic's commands), "+
-			"then move its rows to the new group%s: %s or, to apply the topic from its start deliberately, delete them: %s ", also, move, del)
-	case stored == "":
-		fix = fmt.Sprintf("The offsets of %s are not known to be of the topic as it is now (no topic ID stored with them, from before migration 013): "+
-			"moved, they could skip the current topic's commands. If KAFKA_CONSUMER_GROUP was changed on purpose: set it back to %q and start once, "+
-			"so that the topic's ID is stored with that group's offsets, then stop every replica of it and change KAFKA_CONSUMER_GROUP again: this error then gives the SQL that moves them; "+
-			"or stop every replica of the old group and delete its rows%s (the topic is then applied from its log start): %s ",
-			other.Others[0], other.Others[0], also, del)
-	default:
+	case stored != "" && known && id != "" && id != stored:
 		fix = fmt.Sprintf("The offsets of %s are of an earlier topic of that name (stored with topic ID %s, the topic's is %s: it was deleted and created again since): "+
 			"moved, they would skip the current topic's commands. If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then delete its rows%s "+
 			"(the topic is then applied from its log start): %s ",
 			other.Others[0], stored, id, also, del)
+	case stored != "" && (!known || id == stored):
+		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group, then move its rows to the new group%s: %s "+
+			"or, to apply the topic from its start deliberately, delete them: %s ", also, move, del)
+	default:
+		// Not known to be of the topic as it is now: starting the old group
+		// would not tell (its first check only records the topic's ID).
+		var why string
+		switch {
+		case stored != "":
+			why = fmt.Sprintf("this Kafka gives topics no ID now (topic ID %s was stored with them)", stored)
+		case known && id == "":
+			why = "this Kafka gives topics no ID"
+		default:
+			why = "no topic ID is stored with them (from before migration 013)"
+		}
+		fix = fmt.Sprintf("If KAFKA_CONSUMER_GROUP was changed on purpose: stop every replica of the old group; %s: %s, "+
+			"then move its rows to the new group%s: %s or, to apply the topic from its start deliberately, delete them: %s ", why, notRecreated, also, move, del)
 	}
 	return fmt.Errorf("%w: the consumer group %q has no stored offsets of the commands topic %q, but the group(s) %s have; "+
 		"started so, it would apply the topic again from its log start, up to its retention of old commands (old acquires granted again, old releases and revokes ending current holders). "+
@@ -650,6 +656,11 @@ func groupChanged(other *store.OtherGroupError, id string, known bool) error {
 		ErrGroupChanged, other.Group, other.Topic, strings.Join(other.Others, ", "),
 		strings.Join(other.Others, ", "), fix, other.Others[0])
 }
+
+// notRecreated is groupChanged's caveat to the move of offsets not known
+// to be of the commands topic as it is now.
+const notRecreated = "make sure the topic was not deleted and created again since that group's last start " +
+	"(its offsets would then skip the current topic's commands)"
 
 // ErrSessionTimeout is Run's error when the broker refuses the group
 // session timeout (kerr.InvalidSessionTimeout): it is outside the broker's
