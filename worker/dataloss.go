@@ -59,9 +59,11 @@ func (w *Worker) lostRecords(s segment) {
 // before or after the server committed it) is found made, the stored
 // position where it put it (foundMade), and is taken as this worker's own,
 // not as another replica's; so is the offset found moved by a move sent
-// again meanwhile (errMovedBefore: read again, not a takeover). (A replica that took the partition over and moved it
-// to the same offset is told apart as any takeover is: the offset guard of
-// this worker's next batch finds it moved, settleMoved.)
+// again meanwhile (errMovedBefore: read again, not a takeover), while one
+// found neither there nor where it was from was moved by another replica:
+// a takeover. (A replica that took the partition over and moved it to the
+// same offset is told apart as any takeover is: the offset guard of this
+// worker's next batch finds it moved, settleMoved.)
 func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove) error {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
@@ -73,8 +75,14 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove
 		w.seekTo(p, fromStart)
 		return nil
 	}
+	kept := *sent
 	switch {
 	case w.foundMade(p.id, sent, pos):
+	case kept != nil && pos.Next != kept.from:
+		// Moved elsewhere since this worker's move from there was
+		// sent: by another replica, which owns the partition now (the
+		// check below cannot tell while nothing was applied here).
+		err = errTakenOver
 	case p.expected != unknownOffset && pos.Next != p.expected:
 		err = errTakenOver
 	default:
