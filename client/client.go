@@ -445,6 +445,12 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 	for {
 		select {
 		case ev := <-replies:
+			if ev.V > topics.Version {
+				// A later worker's, which may mean any field otherwise:
+				// not read as this version (given back as a grant whose
+				// reply breaks the contract is, by the caller).
+				return topics.Event{}, fmt.Errorf("%s answered %s of v %d, and this client reads v %d: upgrade it", cmd.Operation, ev.Type, ev.V, topics.Version)
+			}
 			final, wait := h(ev)
 			if final {
 				return ev, nil

@@ -280,3 +280,33 @@ func TestKeepAliveWithAnExpiredTokenLoses(t *testing.T) {
 	require.ErrorIs(t, s.Err(), ErrSessionLost)
 	require.ErrorIs(t, s.Err(), ErrUnauthenticated)
 }
+
+// TestReplyOfALaterVersion: an answer of a v above the contract's (a later
+// worker's, whose fields may mean anything else) is not read as this
+// version's: the call fails saying so, and an acquire so answered is given
+// back, as one whose reply breaks the contract.
+func TestReplyOfALaterVersion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	released := make(chan topics.Command, 1)
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 60)
+			ev.V = topics.Version + 1
+			return one(ev)
+		case topics.OpRelease:
+			deliver(ctx, released, cmd)
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	_, err := c.Acquire(ctx, "later")
+	require.ErrorContains(t, err, "acquire answered lock.acquired of v 2, and this client reads v 1: upgrade it")
+	select {
+	case cmd := <-released:
+		require.Equal(t, "later", cmd.LockName)
+	case <-ctx.Done():
+		t.Fatal("the grant of a later version is not given back")
+	}
+}

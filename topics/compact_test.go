@@ -64,3 +64,13 @@ func requireCompacts(t *testing.T, compact func(dst, v []byte) []byte, expand fu
 	require.NoError(t, err)
 	require.Equal(t, string(v), string(got), "stored plain, read as it is")
 }
+
+// TestDecodeLockStateOfALaterVersion: a lock state of a v above the
+// contract's is refused, not read as this version's.
+func TestDecodeLockStateOfALaterVersion(t *testing.T) {
+	_, err := topics.DecodeLockState([]byte(`{"v":2,"namespace":"default","lock_name":"a","revision":3}`))
+	require.ErrorContains(t, err, "v 2, and this client reads v 1")
+	st, err := topics.DecodeLockState([]byte(`{"v":1,"namespace":"default","lock_name":"a","revision":3}`))
+	require.NoError(t, err)
+	require.EqualValues(t, 3, st.Revision)
+}

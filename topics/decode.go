@@ -42,8 +42,8 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	// request_id, operation and reply_to when they could be read.
 	problem := c.read(&raw)
 	// A later version may have changed any other field, so it decides first.
-	if c.V > 1 {
-		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks 1)", truncate(string(raw[fieldIndex["v"]])))
+	if c.V > Version {
+		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks %d)", truncate(string(raw[fieldIndex["v"]])), Version)
 	}
 	if problem != "" {
 		return c, reject(c, CodeInvalidRequest, "%s", problem)

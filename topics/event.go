@@ -199,11 +199,16 @@ type Holder struct {
 	SessionID      string          `json:"session_id,omitempty"`
 }
 
+// Version is the contract's v: of the commands this worker reads (a higher
+// one is refused UNSUPPORTED_VERSION), and of the events and lock states
+// it writes (a reader meeting a higher one does not read it as this one).
+const Version = 1
+
 // NewEvent returns an event of the given type with a fresh event_id.
 // UUIDv7 ids sort by creation time, which helps people reading logs.
 func NewEvent(typ, operation, requestID string, at time.Time) Event {
 	return Event{
-		V:          1,
+		V:          Version,
 		EventID:    uuid.Must(uuid.NewV7()).String(),
 		Type:       typ,
 		RequestID:  requestID,

@@ -51,7 +51,7 @@ type LockState struct {
 
 // Encode returns the record value of s.
 func (s LockState) Encode() ([]byte, error) {
-	s.V = 1
+	s.V = Version
 	return Marshal(s)
 }
 
@@ -63,6 +63,10 @@ func DecodeLockState(b []byte) (LockState, error) {
 	}
 	if s.LockName == "" {
 		return LockState{}, fmt.Errorf("decoding lock state: no lock_name")
+	}
+	if s.V > Version {
+		// A later worker's, which may mean any field otherwise.
+		return LockState{}, fmt.Errorf("decoding lock state: v %d, and this client reads v %d: upgrade it", s.V, Version)
 	}
 	return s, nil
 }

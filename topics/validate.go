@@ -27,8 +27,8 @@ func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
 // then owner_id. A zero lease_duration or extension_duration reads as "not
 // given" here; Decode also refuses one written explicitly.
 func Validate(c Command, replyPrefix string) error {
-	if c.V > 1 {
-		return reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks 1)", c.V)
+	if c.V > Version {
+		return reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks %d)", c.V, Version)
 	}
 	if c.V < 0 {
 		return reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
