@@ -437,6 +437,9 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 // are stored under other consumer groups only (checkGroup).
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.checkGroup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while checking, as when consuming
+		}
 		return err
 	}
 	var ctxErr error
