@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -128,9 +129,16 @@ func TestMigrateLockWaitIsBoundedAndRetried(t *testing.T) {
 	// Each failed attempt tells the replicas waiting for tern's lock.
 	nctx, ncancel := context.WithTimeout(ctx, 5*time.Second)
 	defer ncancel()
-	note, err := listener.WaitForNotification(nctx)
-	require.NoError(t, err)
-	require.Equal(t, sc.Name+"\n010_lock_delay_max_hold_revoke.sql", note.Payload)
+	for {
+		// The channel is the database's: a parallel test's schema tells
+		// its own failures on it too.
+		note, err := listener.WaitForNotification(nctx)
+		require.NoError(t, err)
+		if strings.HasPrefix(note.Payload, sc.Name+"\n") {
+			require.Equal(t, sc.Name+"\n010_lock_delay_max_hold_revoke.sql", note.Payload)
+			break
+		}
+	}
 
 	// Others' transactions on locks are not stuck behind the waiting migration.
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
