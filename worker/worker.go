@@ -749,6 +749,12 @@ func (w *Worker) Partitions() []int32 {
 // holds beyond the next one PostgreSQL will apply: the source of truth, so a
 // partition whose batches keep failing shows its lag growing even though
 // polling stopped. It costs one ListOffsets round trip and one query.
+//
+// When PostgreSQL does not answer, the next offsets of the last successful
+// call stand in for the stored ones (no batch commits meanwhile): the lag
+// keeps growing with the log's end, for the partitions owned then and still
+// owned (one assigned since is left out). Only when Kafka's end offsets
+// cannot be read does Lag fail.
 func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 	owned := w.Partitions()
 	lag := make(map[int32]int64, len(owned))
@@ -761,10 +767,18 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 	if err != nil {
 		return nil, err
 	}
+	mem := w.lagMemory()
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
 	if err != nil {
-		return nil, err
+		w.log.Debug().Err(err).Msg("reading the stored offsets for the consumer lag failed; using those read last")
+		for p, next := range mem.recall(owned) {
+			if end, ok := ends.Lookup(topic, p); ok {
+				lag[p] = max(0, end.Offset-next)
+			}
+		}
+		return lag, nil
 	}
+	read := make(map[int32]int64, len(owned))
 	var starts kadm.ListedOffsets // read only when a partition was never applied
 	for _, p := range owned {
 		end, ok := ends.Lookup(topic, p)
@@ -785,8 +799,10 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 			start, _ := starts.Lookup(topic, p)
 			next = start.Offset
 		}
+		read[p] = next
 		lag[p] = max(0, end.Offset-next)
 	}
+	mem.remember(read)
 	return lag, nil
 }
 

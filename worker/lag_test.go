@@ -1,0 +1,52 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/e2e"
+)
+
+// TestLagWithoutDatabase: with the worker's database pool closed, Lag still
+// answers, from the stored offsets its last successful call read, and its
+// lag grows with the commands produced since.
+func TestLagWithoutDatabase(t *testing.T) {
+	e := e2e.New(t)
+	x := e.StartWorker(e2e.WorkerOpts{Name: "lagged"})
+	p := e.Producer()
+	ctx := context.Background()
+	total := func() (int64, int) {
+		lag, err := x.W.Lag(ctx)
+		require.NoError(t, err)
+		var sum int64
+		for _, n := range lag {
+			sum += n
+		}
+		return sum, len(lag)
+	}
+
+	const before, during = 10, 25
+	for i := range before {
+		e.Send(p, cmd("query", fmt.Sprintf("lag-a%d", i), fmt.Sprintf("lag-%d", i), "", "locks.replies.lag"))
+	}
+	// Applied, and read by a successful Lag, which the fallback remembers.
+	require.Eventually(t, func() bool { n, _ := total(); return n == 0 }, time.Minute, 20*time.Millisecond)
+	_, owned := total()
+	require.Equal(t, len(x.W.Partitions()), owned)
+
+	x.Store.Pool.Close() // PostgreSQL unreachable for this worker: nothing more is applied
+	defer x.Kill()       // a drain would retry the failing batch until the pool came back
+	_, err := x.Store.Offsets(ctx, e.Group, e.Names.Commands)
+	require.Error(t, err, "the stored offsets cannot be read")
+	for i := range during {
+		e.Send(p, cmd("query", fmt.Sprintf("lag-b%d", i), fmt.Sprintf("lag-%d", i), "", "locks.replies.lag"))
+	}
+	var sum int64
+	require.Eventually(t, func() bool { sum, owned = total(); return sum == during }, 10*time.Second, 20*time.Millisecond,
+		"the lag counts the commands produced since the pool closed")
+	require.Equal(t, len(x.W.Partitions()), owned, "every owned partition is reported")
+}
