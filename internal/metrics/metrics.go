@@ -59,6 +59,7 @@ type Metrics struct {
 	dataLoss     prometheus.Counter
 	commandsLost *prometheus.CounterVec
 	restarts     prometheus.Counter
+	dbRetries    *prometheus.CounterVec
 
 	vacuum       vacuumMetrics
 	events       *eventTracker
@@ -144,6 +145,10 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "partition_restarts_total",
 			Help: "Times a partition's stored offset was found moved by another replica (its new owner, or a stale one still applying it until its client calls it lost) and the partition restarted from it: its records polled dropped and fetched again.",
 		}),
+		dbRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "db_retries_total",
+			Help: "Transactions retried after a transient database error (store.Config.OnRetry), by reason: connection (PostgreSQL unreachable, refusing or dropping connections, starting up, shutting down, out of connection slots) or conflict (serialization failure, deadlock, a request_id applied by a concurrent transaction).",
+		}, []string{"reason"}),
 		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),
 	}
@@ -151,7 +156,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
-		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.commandsLost, m.restarts,
+		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.commandsLost, m.restarts, m.dbRetries,
 		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	// The series alerts take rate() of start at 0, so that the first event
@@ -163,6 +168,9 @@ func New(cfg Config) *Metrics {
 		m.parked.WithLabelValues(reason)
 	}
 	m.commandsLost.WithLabelValues("retention")
+	for _, reason := range []string{retryConnection, retryConflict} {
+		m.dbRetries.WithLabelValues(reason)
+	}
 	for _, result := range vacuumResults {
 		m.vacuum.vacuumRuns.WithLabelValues(result)
 	}
