@@ -22,6 +22,7 @@ import (
 	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/embedded"
+	"github.com/omninode/lockworker/internal/failstreak"
 	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/kafkalog"
 	"github.com/omninode/lockworker/internal/metrics"
@@ -174,11 +175,20 @@ func (m *Main) Run(ctx context.Context) error {
 	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))
 
 	m.starting("connecting to PostgreSQL")
+	// Every transaction's retry counts in lockworker_db_retries_total (once
+	// the metrics exist, after the pool); the log has a line per streak,
+	// not per retry: during an outage each transaction in flight retries.
+	var retryMetrics atomic.Pointer[metrics.Metrics]
+	retries := &retryLog{log: log.With().Str("component", "store").Logger()}
+	m.onClose(retries.stop)
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
 		RetryBase: cfg.AcquireRetryDelay,
 		OnRetry: func(attempt int, err error, delay time.Duration) {
-			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Msg("transient database error; retrying the transaction")
+			if mets := retryMetrics.Load(); mets != nil {
+				mets.DBRetry(attempt, err, delay)
+			}
+			retries.retry(attempt, err, delay)
 		},
 		// PostgreSQL unreachable at start (a failover, maintenance): wait
 		// for it as a transaction would, rather than exit and crash-loop.
@@ -233,6 +243,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.onClose(pubClient.Close)
 	mets := metrics.New(metrics.Config{Pool: st.Pool})
+	retryMetrics.Store(mets)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, PublishTimeout: deliveryTimeout + 5*time.Second,
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
 	if err != nil {
@@ -420,4 +431,64 @@ func setGroupConfigs(ctx context.Context, cl *kgo.Client, cfg config.Config, log
 		return
 	}
 	log.Info().Interface("configs", want).Str("group", cfg.Kafka.ConsumerGroup).Msg("set the consumer group's session timeout and heartbeat")
+}
+
+// retryLog logs the transactions' retries after transient database errors
+// (store.Config.OnRetry) as one streak for the whole process: its first
+// retry at once, then at most one line per failstreak.DefaultEvery with the
+// retries so far, rather than one line per retry of each transaction in
+// flight. The store says when a transaction retries, not when one succeeds:
+// the streak ends once no transaction retried for retryQuiet (longer than
+// the longest backoff, store.DefaultRetryMax), with one info line.
+type retryLog struct {
+	log   zerolog.Logger
+	quiet time.Duration // default retryQuiet
+
+	mu     sync.Mutex
+	streak failstreak.Streak
+	timer  *time.Timer // ends the streak; nil before the first retry
+	last   time.Time   // the last retry
+}
+
+// retryQuiet is how long no transaction retries before a streak ends.
+const retryQuiet = failstreak.DefaultEvery
+
+func (r *retryLog) retry(attempt int, err error, delay time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.last = time.Now()
+	_, ev := r.streak.Fail(&r.log, err)
+	ev.Int("attempt", attempt).Dur("retry_in", delay).Msg("transient database error; retrying the transaction")
+	quiet := r.quiet
+	if quiet <= 0 {
+		quiet = retryQuiet
+	}
+	if r.timer == nil {
+		r.timer = time.AfterFunc(quiet, r.end)
+	} else {
+		r.timer.Reset(quiet)
+	}
+}
+
+// end ends the streak after a quiet spell.
+func (r *retryLog) end() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	quiet := r.quiet
+	if quiet <= 0 {
+		quiet = retryQuiet
+	}
+	if time.Since(r.last) < quiet { // a retry came as the timer fired: it was reset
+		return
+	}
+	r.streak.OK(&r.log).Dur("quiet_for", quiet).Msg("no transaction retried lately: the transient database errors stopped")
+}
+
+// stop drops a streak's end line still due (the process is closing).
+func (r *retryLog) stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.timer != nil {
+		r.timer.Stop()
+	}
 }
