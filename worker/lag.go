@@ -1,10 +1,6 @@
 package worker
 
-import (
-	"runtime"
-	"sync"
-	"weak"
-)
+import "sync"
 
 // lagMemory is what a worker's last successful Lag read: the next offset of
 // each partition it owned then (the stored one, or the log's start for a
@@ -15,22 +11,6 @@ import (
 type lagMemory struct {
 	mu   sync.Mutex
 	next map[int32]int64
-}
-
-// lagMemories holds each worker's lagMemory. It sits beside the Worker
-// rather than in it; the entry goes when its worker is collected.
-var lagMemories sync.Map // weak.Pointer[Worker] -> *lagMemory
-
-func (w *Worker) lagMemory() *lagMemory {
-	key := weak.Make(w)
-	if m, ok := lagMemories.Load(key); ok {
-		return m.(*lagMemory)
-	}
-	m, loaded := lagMemories.LoadOrStore(key, &lagMemory{})
-	if !loaded {
-		runtime.AddCleanup(w, func(k weak.Pointer[Worker]) { lagMemories.Delete(k) }, key)
-	}
-	return m.(*lagMemory)
 }
 
 // remember replaces the memory with next, the offsets a successful read

@@ -222,6 +222,7 @@ type Worker struct {
 	log     zerolog.Logger
 	cl      *kgo.Client
 	replies *replyTopics // nil: reply topics not bounded
+	lag     lagMemory    // Lag's last read, its fallback
 	// batchBound is what a fetched batch may decompress to: maxBatchBytes,
 	// unless Config.KafkaOpts set another.
 	batchBound int
@@ -767,7 +768,7 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem := w.lagMemory()
+	mem := &w.lag
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
 	if err != nil {
 		w.log.Debug().Err(err).Msg("reading the stored offsets for the consumer lag failed; using those read last")
