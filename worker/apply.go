@@ -707,6 +707,7 @@ func (t *txn) skip(td todo, b *kgo.ErrDecompressTooLarge) {
 func (w *Worker) committed(parts []*part, results []result, took time.Duration) {
 	for _, pt := range parts {
 		pt.p.expected = pt.next
+		pt.p.stored.Store(pt.next)
 		pt.p.wakeScheduler(pt.due)
 		// Group offsets are only for lag tooling (committed in the
 		// background); PostgreSQL is the truth. (Neither mark moves

@@ -96,6 +96,7 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove
 		return err
 	}
 	p.expected = pos.Next
+	p.stored.Store(pos.Next)
 	// The client resumed at its own reset point (the log start, or where
 	// its epoch check said): it moves to the stored offset, so that it
 	// neither reads again the records decode would skip nor misses those

@@ -48,6 +48,10 @@ type partition struct {
 	// expected is the next offset the stored one should be, known after the
 	// first batch; only the applier uses it.
 	expected int64
+	// stored is the next offset PostgreSQL holds as last known here (a
+	// batch committed, a move of it, or Lag's read), unknownOffset before:
+	// Lag's while PostgreSQL does not answer.
+	stored atomic.Int64
 	lane     int // the applier of its records, fixed while owned
 	// seek is where the client is to fetch from after the applier moved the
 	// stored offset back (lostRecords); the poll loop moves it there.
@@ -76,6 +80,7 @@ func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 	ctx, cancel := context.WithCancel(parent)
 	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset,
 		finished: make(chan struct{})}
+	p.stored.Store(unknownOffset)
 	p.revoking, p.revoke = context.WithCancel(ctx)
 	var both sync.WaitGroup
 	both.Go(func() { p.scheduleExpiry(ctx) })

@@ -222,7 +222,6 @@ type Worker struct {
 	log     zerolog.Logger
 	cl      *kgo.Client
 	replies *replyTopics // nil: reply topics not bounded
-	lag     lagMemory    // Lag's last read, its fallback
 	// batchBound is what a fetched batch may decompress to: maxBatchBytes,
 	// unless Config.KafkaOpts set another.
 	batchBound int
@@ -751,11 +750,12 @@ func (w *Worker) Partitions() []int32 {
 // partition whose batches keep failing shows its lag growing even though
 // polling stopped. It costs one ListOffsets round trip and one query.
 //
-// When PostgreSQL does not answer, the next offsets of the last successful
-// call stand in for the stored ones (no batch commits meanwhile): the lag
-// keeps growing with the log's end, for the partitions owned then and still
-// owned (one assigned since is left out). Only when Kafka's end offsets
-// cannot be read does Lag fail.
+// When PostgreSQL does not answer, the next offsets this replica knows
+// stored stand in (partition.stored: its batches' commits, its moves of
+// them, the reads of Lag's last successful calls): the lag keeps growing
+// with the log's end, for the partitions known so (one assigned since the
+// last successful call, and not applied to since, is left out). Only when
+// Kafka's end offsets cannot be read does Lag fail.
 func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 	owned := w.Partitions()
 	lag := make(map[int32]int64, len(owned))
@@ -768,18 +768,26 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem := &w.lag
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
-	if err != nil {
-		w.log.Debug().Err(err).Msg("reading the stored offsets for the consumer lag failed; using those read last")
-		for p, next := range mem.recall(owned) {
-			if end, ok := ends.Lookup(topic, p); ok {
-				lag[p] = max(0, end.Offset-next)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		// PostgreSQL does not answer (or not in time, or refuses): no
+		// batch of these partitions commits but this replica's, which
+		// record what they stored, so the offsets it knows stand in, and
+		// the lag still grows with the log.
+		w.log.Debug().Err(err).Msg("reading the stored offsets for the consumer lag failed; using those this replica knows")
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for id, p := range w.parts {
+			end, ok := ends.Lookup(topic, id)
+			if next := p.stored.Load(); ok && next != unknownOffset {
+				lag[id] = max(0, end.Offset-next)
 			}
 		}
 		return lag, nil
 	}
-	read := make(map[int32]int64, len(owned))
+	if err != nil {
+		return nil, err
+	}
 	var starts kadm.ListedOffsets // read only when a partition was never applied
 	for _, p := range owned {
 		end, ok := ends.Lookup(topic, p)
@@ -800,11 +808,22 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 			start, _ := starts.Lookup(topic, p)
 			next = start.Offset
 		}
-		read[p] = next
+		w.knowStored(p, next)
 		lag[p] = max(0, end.Offset-next)
 	}
-	mem.remember(read)
 	return lag, nil
+}
+
+// knowStored records next, read from PostgreSQL (or the log's start, of a
+// partition never applied), as partition id's stored offset, if the worker
+// still owns it and knows none yet: once known, its batches' commits and
+// its moves keep it, and a read made before one of them would set it back.
+func (w *Worker) knowStored(id int32, next int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p := w.parts[id]; p != nil {
+		p.stored.CompareAndSwap(unknownOffset, next)
+	}
 }
 
 // logEnds lists the end offsets of the commands topic's partitions.

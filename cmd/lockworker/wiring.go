@@ -178,9 +178,15 @@ func (m *Main) Run(ctx context.Context) error {
 	// Every transaction's retry counts in lockworker_db_retries_total (once
 	// the metrics exist, after the pool); the log has a line per streak,
 	// not per retry: during an outage each transaction in flight retries.
+	// A streak per reason: conflicts come and go under load, and must not
+	// keep an outage's streak from starting with a line of its own.
 	var retryMetrics atomic.Pointer[metrics.Metrics]
-	retries := &retryLog{log: log.With().Str("component", "store").Logger()}
-	m.onClose(retries.stop)
+	retries := map[string]*retryLog{}
+	for _, reason := range metrics.RetryReasons {
+		r := &retryLog{log: log.With().Str("component", "store").Str("reason", reason).Logger()}
+		retries[reason] = r
+		m.onClose(r.stop)
+	}
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
 		RetryBase: cfg.AcquireRetryDelay,
@@ -188,7 +194,7 @@ func (m *Main) Run(ctx context.Context) error {
 			if mets := retryMetrics.Load(); mets != nil {
 				mets.DBRetry(attempt, err, delay)
 			}
-			retries.retry(attempt, err, delay)
+			retries[metrics.RetryReason(err)].retry(attempt, err, delay)
 		},
 		// PostgreSQL unreachable at start (a failover, maintenance): wait
 		// for it as a transaction would, rather than exit and crash-loop.
@@ -444,10 +450,11 @@ type retryLog struct {
 	log   zerolog.Logger
 	quiet time.Duration // default retryQuiet
 
-	mu     sync.Mutex
-	streak failstreak.Streak
-	timer  *time.Timer // ends the streak; nil before the first retry
-	last   time.Time   // the last retry
+	mu      sync.Mutex
+	stopped bool // the process is closing: nothing more is logged
+	streak  failstreak.Streak
+	timer   *time.Timer // ends the streak; nil before the first retry
+	last    time.Time   // the last retry
 }
 
 // retryQuiet is how long no transaction retries before a streak ends.
@@ -456,6 +463,9 @@ const retryQuiet = failstreak.DefaultEvery
 func (r *retryLog) retry(attempt int, err error, delay time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopped {
+		return
+	}
 	r.last = time.Now()
 	_, ev := r.streak.Fail(&r.log, err)
 	ev.Int("attempt", attempt).Dur("retry_in", delay).Msg("transient database error; retrying the transaction")
@@ -478,7 +488,7 @@ func (r *retryLog) end() {
 	if quiet <= 0 {
 		quiet = retryQuiet
 	}
-	if time.Since(r.last) < quiet { // a retry came as the timer fired: it was reset
+	if r.stopped || time.Since(r.last) < quiet { // closing; or a retry came as the timer fired: it was reset
 		return
 	}
 	r.streak.OK(&r.log).Dur("quiet_for", quiet).Msg("no transaction retried lately: the transient database errors stopped")
@@ -488,6 +498,7 @@ func (r *retryLog) end() {
 func (r *retryLog) stop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.stopped = true
 	if r.timer != nil {
 		r.timer.Stop()
 	}

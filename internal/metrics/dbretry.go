@@ -19,15 +19,19 @@ const (
 	retryConflict = "conflict"
 )
 
+// RetryReasons are every reason RetryReason gives.
+var RetryReasons = []string{retryConnection, retryConflict}
+
 // DBRetry fits store.Config.OnRetry: it counts a transaction retried after
 // a transient error, by reason.
 func (m *Metrics) DBRetry(_ int, err error, _ time.Duration) {
-	m.dbRetries.WithLabelValues(retryReason(err)).Inc()
+	m.dbRetries.WithLabelValues(RetryReason(err)).Inc()
 }
 
-// retryReason tells a conflict between transactions, which PostgreSQL
-// reports with one of three SQLSTATEs, from anything else store retries.
-func retryReason(err error) string {
+// RetryReason is the reason of lockworker_db_retries_total a retry after
+// err counts under: a conflict between transactions, which PostgreSQL
+// reports with one of three SQLSTATEs, or anything else store retries.
+func RetryReason(err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {

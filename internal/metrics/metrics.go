@@ -168,7 +168,7 @@ func New(cfg Config) *Metrics {
 		m.parked.WithLabelValues(reason)
 	}
 	m.commandsLost.WithLabelValues("retention")
-	for _, reason := range []string{retryConnection, retryConflict} {
+	for _, reason := range RetryReasons {
 		m.dbRetries.WithLabelValues(reason)
 	}
 	for _, result := range vacuumResults {
