@@ -855,6 +855,7 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 	if err != nil {
 		return nil, err
 	}
+	w.knowResumed(offsets[w.cfg.Names.Commands], stored)
 	for _, parts := range offsets {
 		for p := range parts {
 			if pos, ok := stored[p]; ok {
@@ -867,6 +868,21 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 		}
 	}
 	return offsets, nil
+}
+
+// knowResumed records the stored offsets the assigned partitions resume
+// from, as checked and moved, as their partitions' (Lag's fallback): no
+// batch of them commits before they resume, so nothing newer is known. A
+// partition never applied is left to Lag's next read.
+func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]store.Position) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id := range assigned {
+		pos, ok := stored[id]
+		if p := w.parts[id]; p != nil && ok {
+			p.stored.Store(pos.Next)
+		}
+	}
 }
 
 // checkStored returns the stored offsets of the commands topic, checked

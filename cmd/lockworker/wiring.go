@@ -194,7 +194,9 @@ func (m *Main) Run(ctx context.Context) error {
 			if mets := retryMetrics.Load(); mets != nil {
 				mets.DBRetry(attempt, err, delay)
 			}
-			retries[metrics.RetryReason(err)].retry(attempt, err, delay)
+			if r := retries[metrics.RetryReason(err)]; r != nil {
+				r.retry(attempt, err, delay)
+			}
 		},
 		// PostgreSQL unreachable at start (a failover, maintenance): wait
 		// for it as a transaction would, rather than exit and crash-loop.
