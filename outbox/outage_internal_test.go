@@ -1,10 +1,8 @@
 package outbox
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,29 +11,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(string, ...*message.Message) error { return nil }
 func (nopPublisher) Close() error                              { return nil }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // TestDatabaseOutageBacksOff: while the database fails, Run retries after
 // RetryBase doubling up to RetryMax (5 s), not every PollInterval (1 s),
@@ -48,7 +30,7 @@ func (b *syncBuffer) String() string {
 func TestDatabaseOutageBacksOff(t *testing.T) {
 	st := testdb.New(t)
 	st.Pool.Close() // every query fails
-	var logs syncBuffer
+	var logs testlog.Buffer
 	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, Logger: zerolog.New(&logs)})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1,10 +1,8 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,24 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // TestExpiryOutageLogsOnce: while the database fails, the expiry scheduler
 // backs off (100 ms doubling, at most 1 s) and logs its first failure only, not one line
@@ -38,7 +20,7 @@ func (b *lockedBuffer) String() string {
 func TestExpiryOutageLogsOnce(t *testing.T) {
 	st := testdb.New(t)
 	st.Pool.Close() // every query fails
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	w := &Worker{cfg: Config{Store: st}, log: zerolog.New(&logs)}
 	p := &partition{w: w, id: 3, wake: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), 2100*time.Millisecond)

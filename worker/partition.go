@@ -52,7 +52,7 @@ type partition struct {
 	// batch committed, a move of it, or Lag's read), unknownOffset before:
 	// Lag's while PostgreSQL does not answer.
 	stored atomic.Int64
-	lane     int // the applier of its records, fixed while owned
+	lane   int // the applier of its records, fixed while owned
 	// seek is where the client is to fetch from after the applier moved the
 	// stored offset back (lostRecords); the poll loop moves it there.
 	seek atomic.Pointer[store.Position]

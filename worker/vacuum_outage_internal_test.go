@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
 // TestVacuumOutageLogsOnce: passes failing every 10 ms interval back off
@@ -18,7 +19,7 @@ import (
 func TestVacuumOutageLogsOnce(t *testing.T) {
 	st := testdb.New(t)
 	st.Pool.Close() // every query fails
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	v, err := NewVacuumer(VacuumConfig{Store: st, Enabled: true, Interval: 10 * time.Millisecond, Logger: zerolog.New(&logs)})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"sync"
@@ -10,32 +9,19 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testlog"
 )
 
-// syncBuffer is a bytes.Buffer safe for the timer's goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
-}
+// lines are the lines written to b so far.
+func lines(b *testlog.Buffer) []string { return strings.Split(strings.TrimSpace(b.String()), "\n") }
 
 // TestMetricRetryLogThrottled: many transactions retrying at once during an
 // outage log one warning, not one each; the streak ends with one info line
 // once no transaction retried for the quiet spell, and the next retry starts
 // a new streak.
 func TestMetricRetryLogThrottled(t *testing.T) {
-	var out syncBuffer
+	var out testlog.Buffer
 	r := &retryLog{log: zerolog.New(&out), quiet: 200 * time.Millisecond}
 	defer r.stop()
 	err := errors.New("transient database error: dial tcp: connect: connection refused")
@@ -48,18 +34,18 @@ func TestMetricRetryLogThrottled(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Len(t, out.lines(), 1)
-	require.Contains(t, out.lines()[0], `"level":"warn"`)
-	require.Contains(t, out.lines()[0], `"failures":1,`)
-	require.Contains(t, out.lines()[0], "retrying the transaction")
+	require.Len(t, lines(&out), 1)
+	require.Contains(t, lines(&out)[0], `"level":"warn"`)
+	require.Contains(t, lines(&out)[0], `"failures":1,`)
+	require.Contains(t, lines(&out)[0], "retrying the transaction")
 
-	require.Eventually(t, func() bool { return len(out.lines()) == 2 }, 5*time.Second, 10*time.Millisecond)
-	end := out.lines()[1]
+	require.Eventually(t, func() bool { return len(lines(&out)) == 2 }, 5*time.Second, 10*time.Millisecond)
+	end := lines(&out)[1]
 	require.Contains(t, end, `"level":"info"`)
 	require.Contains(t, end, `"failures":200,`)
 	require.Contains(t, end, "stopped")
 
 	r.retry(1, err, time.Millisecond)
-	require.Len(t, out.lines(), 3)
-	require.Contains(t, out.lines()[2], `"failures":1,`)
+	require.Len(t, lines(&out), 3)
+	require.Contains(t, lines(&out)[2], `"failures":1,`)
 }
