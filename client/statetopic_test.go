@@ -16,13 +16,6 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// keyPartition is the partition the workers' producer (kgo's default
-// partitioner: murmur2, as Kafka's) writes key to among n.
-func keyPartition(key string, n int) int32 {
-	p := kgo.UniformBytesPartitioner(64<<10, true, true, nil).ForTopic("t").(kgo.TopicBackupPartitioner)
-	return int32(p.PartitionByBackup(&kgo.Record{Key: []byte(key)}, n, nil))
-}
-
 // movedKeys returns count lock names whose partition among from
 // partitions is not the one among to.
 func movedKeys(t *testing.T, count, from, to int) []string {
@@ -30,7 +23,7 @@ func movedKeys(t *testing.T, count, from, to int) []string {
 	var out []string
 	for i := 0; len(out) < count; i++ {
 		k := fmt.Sprintf("moved-%d", i)
-		if keyPartition(k, from) != keyPartition(k, to) {
+		if kafkatest.KeyPartition(k, from) != kafkatest.KeyPartition(k, to) {
 			out = append(out, k)
 		}
 	}
@@ -48,7 +41,7 @@ func readOnly(t *testing.T, cluster *kfake.Cluster) *client.Client {
 
 // in places rec in its key's partition among n.
 func in(rec *kgo.Record, n int) *kgo.Record {
-	rec.Partition = keyPartition(string(rec.Key), n)
+	rec.Partition = kafkatest.KeyPartition(string(rec.Key), n)
 	return rec
 }
 

@@ -11,16 +11,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/topics"
 )
-
-// statePartition is the partition of the lock state topic with n
-// partitions that a producer with kgo's default partitioner (the
-// relay's) writes key to.
-func statePartition(key string, n int) int32 {
-	p := kgo.UniformBytesPartitioner(64<<10, true, true, nil).ForTopic("t").(kgo.TopicBackupPartitioner)
-	return int32(p.PartitionByBackup(&kgo.Record{Key: []byte(key)}, n, nil))
-}
 
 // stateIn waits up to 10 s for a state of key in partition part of the
 // lock state topic, read from its start, and returns the newest read by
@@ -63,7 +56,7 @@ func TestStateTopicChangedRepublishes(t *testing.T) {
 	grown := n + 3
 	lock := ""
 	for i := 0; lock == ""; i++ {
-		if k := fmt.Sprintf("quiet-%d", i); statePartition(k, n) != statePartition(k, grown) {
+		if k := fmt.Sprintf("quiet-%d", i); kafkatest.KeyPartition(k, n) != kafkatest.KeyPartition(k, grown) {
 			lock = k
 		}
 	}
@@ -75,7 +68,7 @@ func TestStateTopicChangedRepublishes(t *testing.T) {
 	require.NoError(t, err)
 	e.Send(cl, cmd("acquire", "take", lock, "o", reply, func(c *topics.Command) { c.LeaseDuration = 3600 }))
 	watch.WaitEvent(t, "the lock taken", e2e.ByRequest(reply, "take", topics.TypeAcquired))
-	st := stateIn(t, e, lock, statePartition(lock, n))
+	st := stateIn(t, e, lock, kafkatest.KeyPartition(lock, n))
 	require.NotNil(t, st)
 	require.Equal(t, topics.StatusAcquired, st.Status)
 	rev := st.Revision
@@ -87,7 +80,7 @@ func TestStateTopicChangedRepublishes(t *testing.T) {
 	w = e.StartWorker(e2e.WorkerOpts{Name: "second"})
 	_, err = w.W.PublishFirstStates(ctx)
 	require.NoError(t, err)
-	st = stateIn(t, e, lock, statePartition(lock, grown))
+	st = stateIn(t, e, lock, kafkatest.KeyPartition(lock, grown))
 	require.NotNil(t, st, "the held lock's state in its new partition")
 	require.Equal(t, topics.StatusAcquired, st.Status)
 	require.Equal(t, rev, st.Revision, "the same revision")
@@ -101,7 +94,7 @@ func TestStateTopicChangedRepublishes(t *testing.T) {
 	w = e.StartWorker(e2e.WorkerOpts{Name: "third"})
 	_, err = w.W.PublishFirstStates(ctx)
 	require.NoError(t, err)
-	st = stateIn(t, e, lock, statePartition(lock, grown))
+	st = stateIn(t, e, lock, kafkatest.KeyPartition(lock, grown))
 	require.NotNil(t, st, "the held lock's state in the topic created again")
 	require.Equal(t, rev, st.Revision)
 	w.Stop()
@@ -112,8 +105,8 @@ func TestStateTopicChangedRepublishes(t *testing.T) {
 	require.NoError(t, err)
 	e.Send(cl, cmd("acquire", "mark", other, "o", reply)) // after any republish, on the same relay
 	watch.WaitEvent(t, "the other lock taken", e2e.ByRequest(reply, "mark", topics.TypeAcquired))
-	require.NotNil(t, stateIn(t, e, other, statePartition(other, grown)))
-	require.Equal(t, 1, countStates(t, e, lock, statePartition(lock, grown)), "no change found: nothing published again")
+	require.NotNil(t, stateIn(t, e, other, kafkatest.KeyPartition(other, grown)))
+	require.Equal(t, 1, countStates(t, e, lock, kafkatest.KeyPartition(lock, grown)), "no change found: nothing published again")
 }
 
 // countStates counts the records of key in partition part of the lock

@@ -115,3 +115,10 @@ func ReplicationFactorsAsked(c *kfake.Cluster) func() map[string]int16 {
 		return maps.Clone(asked)
 	}
 }
+
+// KeyPartition is the partition among n that a producer with kgo's default
+// partitioner (lockworker's relay; murmur2, as Kafka's) writes key to.
+func KeyPartition(key string, n int) int32 {
+	p := kgo.UniformBytesPartitioner(64<<10, true, true, nil).ForTopic("t").(kgo.TopicBackupPartitioner)
+	return int32(p.PartitionByBackup(&kgo.Record{Key: []byte(key)}, n, nil))
+}
