@@ -391,19 +391,6 @@ func (w *Worker) checkLogBounds(ctx context.Context, p int32, pos store.Position
 	return pos, nil
 }
 
-// logStarts lists the start offsets of the commands topic's partitions.
-func (w *Worker) logStarts(ctx context.Context) (kadm.ListedOffsets, error) {
-	topic := w.cfg.Names.Commands
-	starts, err := kadm.NewClient(w.cl).ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("listing the start offsets of %s: %w", topic, err)
-	}
-	return starts, nil
-}
-
 // skipRetained handles partition p, whose log now starts at start, above
 // its stored offset pos: the commands from pos to start were deleted by the
 // topic's retention (or DeleteRecords) before any replica of the group

@@ -763,7 +763,6 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 		return lag, nil
 	}
 	topic := w.cfg.Names.Commands
-	adm := kadm.NewClient(w.cl)
 	ends, err := w.logEnds(ctx)
 	if err != nil {
 		return nil, err
@@ -798,11 +797,8 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 		next := pos.Next
 		if !ok {
 			if starts == nil {
-				if starts, err = adm.ListStartOffsets(ctx, topic); err == nil {
-					err = starts.Error()
-				}
-				if err != nil {
-					return nil, fmt.Errorf("listing start offsets of %s: %w", topic, err)
+				if starts, err = w.logStarts(ctx); err != nil {
+					return nil, err
 				}
 			}
 			start, _ := starts.Lookup(topic, p)
@@ -828,15 +824,28 @@ func (w *Worker) knowStored(id int32, next int64) {
 
 // logEnds lists the end offsets of the commands topic's partitions.
 func (w *Worker) logEnds(ctx context.Context) (kadm.ListedOffsets, error) {
+	return w.listCommands(ctx, "end", (*kadm.Client).ListEndOffsets)
+}
+
+// logStarts lists the start offsets of the commands topic's partitions.
+func (w *Worker) logStarts(ctx context.Context) (kadm.ListedOffsets, error) {
+	return w.listCommands(ctx, "start", (*kadm.Client).ListStartOffsets)
+}
+
+// listCommands lists the commands topic's partitions' offsets by list (which
+// ones: which, for its error); a partition's error fails the listing.
+func (w *Worker) listCommands(ctx context.Context, which string,
+	list func(*kadm.Client, context.Context, ...string) (kadm.ListedOffsets, error),
+) (kadm.ListedOffsets, error) {
 	topic := w.cfg.Names.Commands
-	ends, err := kadm.NewClient(w.cl).ListEndOffsets(ctx, topic)
+	listed, err := list(kadm.NewClient(w.cl), ctx, topic)
 	if err == nil {
-		err = ends.Error()
+		err = listed.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("listing the end offsets of %s: %w", topic, err)
+		return nil, fmt.Errorf("listing the %s offsets of %s: %w", which, topic, err)
 	}
-	return ends, nil
+	return listed, nil
 }
 
 // resumeFromStore starts each assigned partition at the offset PostgreSQL
