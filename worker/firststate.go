@@ -60,17 +60,12 @@ func (w *Worker) checkStateTopicChange(ctx context.Context) (int, error) {
 	if topic == "" {
 		return 0, nil
 	}
-	details, err := kadm.NewClient(w.cl).ListTopics(ctx, topic)
-	if err == nil {
-		err = details[topic].Err
-	}
+	var found store.StateTopic
+	var err error
+	found.ID, found.Partitions, err = describeTopic(ctx, kadm.NewClient(w.cl), topic)
 	if err != nil {
 		w.log.Warn().Err(err).Str("topic", topic).Msg("describing the lock state topic; not checked for added partitions or a recreated topic")
 		return 0, nil
-	}
-	found := store.StateTopic{Partitions: len(details[topic].Partitions)}
-	if id := details[topic].ID; id != (kadm.TopicID{}) {
-		found.ID = id.String()
 	}
 	was, ok, err := w.cfg.Store.RecordedStateTopic(ctx, topic)
 	switch {

@@ -975,17 +975,28 @@ func (w *Worker) checkTopicID(ctx context.Context, adm *kadm.Client) error {
 // (before 2.8).
 func (w *Worker) topicID(ctx context.Context, adm *kadm.Client) (string, error) {
 	topic := w.cfg.Names.Commands
+	id, _, err := describeTopic(ctx, adm, topic)
+	if err != nil {
+		return "", fmt.Errorf("reading the ID of %s: %w", topic, err)
+	}
+	return id, nil
+}
+
+// describeTopic reads topic's ID ("" where Kafka gives topics none) and
+// partition count.
+func describeTopic(ctx context.Context, adm *kadm.Client, topic string) (id string, partitions int, err error) {
 	details, err := adm.ListTopics(ctx, topic)
 	if err == nil {
 		err = details[topic].Err
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading the ID of %s: %w", topic, err)
+		return "", 0, err
 	}
-	if id := details[topic].ID; id != (kadm.TopicID{}) {
-		return id.String(), nil
+	d := details[topic]
+	if d.ID != (kadm.TopicID{}) {
+		id = d.ID.String()
 	}
-	return "", nil
+	return id, len(d.Partitions), nil
 }
 
 func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
