@@ -143,19 +143,22 @@ func classify(err error, isTransient func(error) bool) error {
 // rather than fail. Not one that timed out, though: pgconn reports a
 // connect_timeout expiry as context.DeadlineExceeded, which transient
 // refuses, since it cannot tell it from the caller's own deadline.
+//
+// (Conflict is the part of it where PostgreSQL refused the transaction for
+// another one.)
 func transient(err error) bool {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
+	if Conflict(err) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case "40001", "40P01", // serialization failure, deadlock
-			"57P01", "57P02", "57P03", // admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now
+		case "57P01", "57P02", "57P03", // admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now
 			"53300": // too many connections
 			return true
-		case "23505": // unique violation
-			return pgErr.ConstraintName == "processed_requests_pkey"
 		}
 		return strings.HasPrefix(pgErr.Code, "08") // connection exception class
 	}
@@ -299,6 +302,24 @@ func anyError(err error, match func(error) bool) bool {
 				return true
 			}
 		}
+	}
+	return false
+}
+
+// Conflict reports whether err is PostgreSQL refusing a transaction for
+// another one, which a retry cures (transient): a serialization failure, a
+// deadlock, or a request_id's outcome inserted concurrently
+// (processed_requests_pkey). Contention, not an outage.
+func Conflict(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "40001", "40P01": // serialization failure, deadlock
+		return true
+	case "23505": // unique violation
+		return pgErr.ConstraintName == "processed_requests_pkey"
 	}
 	return false
 }

@@ -1,10 +1,9 @@
 package metrics
 
 import (
-	"errors"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/omninode/lockworker/store"
 )
 
 // The reasons of lockworker_db_retries_total.
@@ -29,15 +28,11 @@ func (m *Metrics) DBRetry(_ int, err error, _ time.Duration) {
 }
 
 // RetryReason is the reason of lockworker_db_retries_total a retry after
-// err counts under: a conflict between transactions, which PostgreSQL
-// reports with one of three SQLSTATEs, or anything else store retries.
+// err counts under: a conflict between transactions (store.Conflict), or
+// anything else store retries.
 func RetryReason(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "40001", "40P01", "23505": // serialization failure, deadlock, unique violation (processed_requests_pkey)
-			return retryConflict
-		}
+	if store.Conflict(err) {
+		return retryConflict
 	}
 	return retryConnection
 }
