@@ -157,7 +157,8 @@ func transient(err error) bool {
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
 		case "57P01", "57P02", "57P03", // admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now
-			"53300": // too many connections
+			"53300", // too many connections
+			"25P03": // idle_in_transaction_session_timeout ended the session (Config.IdleInTransactionTimeout: the process was paused)
 			return true
 		}
 		return strings.HasPrefix(pgErr.Code, "08") // connection exception class

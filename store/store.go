@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -73,10 +74,45 @@ type Config struct {
 	// transaction took (and up to a fifth more), whatever the backoff
 	// above. Default MigrationLockTimeout (5 s).
 	MigrationLockTimeout time.Duration
+	// AttemptTimeout bounds each attempt of a transaction (InTx,
+	// InTxBatch), from asking the pool for a connection to COMMIT's
+	// answer, whatever context the statements run under. An attempt still
+	// running then has its connection closed and is retried as a
+	// transient failure, each retry of the same transaction with twice the
+	// bound of the attempt before, so a transaction that needs longer (a
+	// cleanup of a million locks) still gets it. Without it, a connection
+	// that stops answering mid-transaction (the server's host gone after a
+	// failover, which Linux retransmits to for about 15 minutes before TCP
+	// gives up; a server or proxy that hangs) would hold the transaction's
+	// caller until TCP gives up: the worker's applier, with every partition
+	// it applies, while the replica still looks alive to Kafka. Default
+	// DefaultAttemptTimeout (15 s); negative: no bound.
+	AttemptTimeout time.Duration
+	// IdleInTransactionTimeout is the connections'
+	// idle_in_transaction_session_timeout: PostgreSQL ends a transaction
+	// of one of them that waits this long for its client's next statement,
+	// releasing its row locks. A replica frozen (a paused VM or container,
+	// SIGSTOP) or cut off from PostgreSQL in the middle of a transaction
+	// would otherwise keep the locks of its partitions' offset and lock
+	// rows for as long as it stays so (a frozen client's kernel still
+	// answers TCP keepalives), and the replica given its partitions would
+	// wait on them. The worker's transactions wait on their client
+	// between statements only for its next round trip, and after a
+	// partition's assignment for Kafka's answer about reply topics not
+	// seen before (up to 5 s per lookup, a few a second; an attempt ended
+	// so is retried, with what it looked up known). Default
+	// DefaultIdleInTransactionTimeout (10 s); negative: the server's
+	// setting. One given in the connection string wins.
+	IdleInTransactionTimeout time.Duration
 }
 
-// DefaultStartConnectTimeout is Config.StartConnectTimeout's default.
-const DefaultStartConnectTimeout = 10 * time.Second
+// Defaults of Config's bounds.
+const (
+	DefaultStartConnectTimeout      = 10 * time.Second
+	DefaultAttemptTimeout           = 15 * time.Second
+	DefaultIdleInTransactionTimeout = 10 * time.Second
+	DefaultPingTimeout              = 5 * time.Second
+)
 
 // Store is a pool plus the retry policy.
 type Store struct {
@@ -105,13 +141,24 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MigrationLockTimeout <= 0 {
 		cfg.MigrationLockTimeout = MigrationLockTimeout
 	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if cfg.IdleInTransactionTimeout == 0 {
+		cfg.IdleInTransactionTimeout = DefaultIdleInTransactionTimeout
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		return nil, connStringError(err)
 	}
 	pcfg.MinConns, pcfg.MaxConns = cfg.MinConns, cfg.MaxConns
-	if _, set := pcfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
-		pcfg.AfterConnect = preferGenericPlans
+	pcfg.AfterConnect = sessionSettings(pcfg.ConnConfig.RuntimeParams, cfg.IdleInTransactionTimeout)
+	if pcfg.PingTimeout <= 0 {
+		// The pool pings a connection idle for over a second before
+		// handing it out; without a bound, one whose server's host is
+		// gone holds the caller until TCP gives up. A pool_ping_timeout
+		// in the connection string wins.
+		pcfg.PingTimeout = DefaultPingTimeout
 	}
 	s := &Store{cfg: cfg}
 	if cfg.RetryStart && pcfg.ConnConfig.ConnectTimeout == 0 {
@@ -190,16 +237,33 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 	return pool, nil
 }
 
-// preferGenericPlans makes a connection plan each prepared statement once:
-// under plan_cache_mode auto PostgreSQL re-plans the set-based statements on
-// every execution, a large share of its CPU at small batches
-// (docs/performance.md). So every statement must read by index under its
-// generic plan. A plan_cache_mode given in the connection string wins
-// (sent at startup instead; a pgbouncer in front must allow it through
-// ignore_startup_parameters).
-func preferGenericPlans(ctx context.Context, c *pgx.Conn) error {
-	_, err := c.Exec(ctx, "SET plan_cache_mode = force_generic_plan")
-	return err
+// sessionSettings is the pool's AfterConnect: it sets on each connection
+// what the connection string does not (given there, it is sent at startup
+// instead; a pgbouncer in front must allow it through
+// ignore_startup_parameters), in one round trip; nil when it sets both.
+//
+//   - plan_cache_mode force_generic_plan: each prepared statement is
+//     planned once. Under auto PostgreSQL re-plans the set-based statements
+//     on every execution, a large share of its CPU at small batches
+//     (docs/performance.md). So every statement must read by index under
+//     its generic plan.
+//   - idle_in_transaction_session_timeout: Config.IdleInTransactionTimeout.
+func sessionSettings(given map[string]string, idle time.Duration) func(context.Context, *pgx.Conn) error {
+	var set []string
+	if _, ok := given["plan_cache_mode"]; !ok {
+		set = append(set, "SET plan_cache_mode = force_generic_plan")
+	}
+	if _, ok := given["idle_in_transaction_session_timeout"]; !ok && idle > 0 {
+		set = append(set, fmt.Sprintf("SET idle_in_transaction_session_timeout = %d", idle.Milliseconds()))
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	sql := strings.Join(set, "; ")
+	return func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sql)
+		return err
+	}
 }
 
 // Close closes the pool.
@@ -244,7 +308,7 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 // worker's batches do, by advancing their partition's offset only from the
 // offset they expect (ErrOffsetMoved).
 func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return s.retry(ctx, func() error { return s.tryTx(ctx, fn) })
+	return s.retryBounded(ctx, func(a *attempt) error { return s.tryTx(ctx, a, fn) })
 }
 
 // InTxBatch is InTx for a transaction that spends no round trip of its own
@@ -255,7 +319,7 @@ func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 // nothing and leaves last empty is never begun; one that only fills last
 // is one round trip. Retries are as InTx's.
 func (s *Store) InTxBatch(ctx context.Context, fn func(tx pgx.Tx, first, last *pgx.Batch) error) error {
-	return s.retry(ctx, func() error { return s.tryTxBatch(ctx, fn) })
+	return s.retryBounded(ctx, func(a *attempt) error { return s.tryTxBatch(ctx, a, fn) })
 }
 
 // retry runs try until it succeeds, fails for a reason other than
@@ -300,23 +364,26 @@ func retryAtLeast(ctx context.Context, cfg Config, onRetry func(attempt int, err
 	}
 }
 
-func (s *Store) tryTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	tx, err := s.Pool.Begin(ctx)
-	if err != nil {
-		return translate(err)
-	}
-	return s.finish(ctx, tx, fn(tx))
+func (s *Store) tryTx(ctx context.Context, a *attempt, fn func(pgx.Tx) error) error {
+	return a.run(ctx, s.Pool, func(c *pgxpool.Conn) error {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			return translate(err)
+		}
+		return s.finish(ctx, tx, fn(tx))
+	})
 }
 
-func (s *Store) tryTxBatch(ctx context.Context, fn func(pgx.Tx, *pgx.Batch, *pgx.Batch) error) error {
-	// The connection is held here rather than by a pool transaction:
-	// COMMIT goes inside a batch, which pgx.Tx's Commit knows nothing of.
-	// Release destroys a connection left inside a transaction.
-	c, err := s.Pool.Acquire(ctx)
-	if err != nil {
-		return translate(err)
-	}
-	defer c.Release()
+func (s *Store) tryTxBatch(ctx context.Context, a *attempt, fn func(pgx.Tx, *pgx.Batch, *pgx.Batch) error) error {
+	return a.run(ctx, s.Pool, func(c *pgxpool.Conn) error { return s.sendTxBatch(ctx, c, fn) })
+}
+
+// sendTxBatch is an attempt of InTxBatch on c. The connection is held by
+// the attempt rather than by a pool transaction: COMMIT goes inside a
+// batch, which pgx.Tx's Commit knows nothing of. Release destroys a
+// connection left inside a transaction.
+func (s *Store) sendTxBatch(ctx context.Context, c *pgxpool.Conn, fn func(pgx.Tx, *pgx.Batch, *pgx.Batch) error) error {
+	var err error
 	first, last := &pgx.Batch{}, &pgx.Batch{}
 	first.BeginTx(pgx.TxOptions{})
 	tx := &batchTx{conn: c.Conn(), first: first}

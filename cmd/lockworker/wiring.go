@@ -189,7 +189,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
-		RetryBase: cfg.AcquireRetryDelay,
+		RetryBase: cfg.AcquireRetryDelay, AttemptTimeout: cfg.Postgres.AttemptTimeout,
 		OnRetry: func(attempt int, err error, delay time.Duration) {
 			if mets := retryMetrics.Load(); mets != nil {
 				mets.DBRetry(attempt, err, delay)

@@ -163,6 +163,11 @@ type PostgresConfig struct {
 	MinConns int32
 	// MaxConns (POSTGRES_MAX_CONNECTIONS, default 10, 1..1000).
 	MaxConns int32
+	// AttemptTimeout (POSTGRES_ATTEMPT_TIMEOUT, default 15 s, 1..3600)
+	// bounds each attempt of a transaction: one that has not committed by
+	// then has its connection closed and is retried, with twice the bound
+	// each time (store.Config.AttemptTimeout).
+	AttemptTimeout time.Duration
 }
 
 // AuthConfig is requester authentication: every command carries a JWT in
@@ -382,7 +387,7 @@ func Default() Config {
 			Database: "lockworker",
 			User:     "postgres",
 			MinConns: 1,
-			MaxConns: 10,
+			MaxConns: 10, AttemptTimeout: 15 * time.Second,
 		},
 		DefaultLeaseDuration: topics.DefaultLeaseDuration,
 		TokenFloorCheck:      TokenFloorRequire,

@@ -1,0 +1,194 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/tcpproxy"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
+)
+
+// bounded is a store through a proxy, its attempts bounded, its retries
+// recorded (and told on told, if not full).
+type bounded struct {
+	*store.Store
+	proxy *tcpproxy.Proxy
+	told  chan struct{}
+	mu    sync.Mutex
+	errs  []error
+}
+
+func (b *bounded) retries() []error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]error(nil), b.errs...)
+}
+
+func boundedStore(t *testing.T, limit time.Duration) *bounded {
+	t.Helper()
+	sch, u, proxy := proxiedSchema(t)
+	sch.URL = u.String()
+	b := &bounded{proxy: proxy, told: make(chan struct{}, 1)}
+	b.Store = sch.Open(t, store.Config{MaxConns: 1, AttemptTimeout: limit, RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
+		OnRetry: func(_ int, err error, _ time.Duration) {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.errs = append(b.errs, err)
+			select {
+			case b.told <- struct{}{}:
+			default:
+			}
+		}})
+	t.Cleanup(proxy.Restore) // before the store closes
+	_, err := b.Pool.Exec(context.Background(), `CREATE TABLE effects (id serial PRIMARY KEY, note text NOT NULL UNIQUE)`)
+	require.NoError(t, err)
+	return b
+}
+
+// A transaction whose connection stops answering in the middle (the
+// server's host gone without a reset) is not held until TCP gives up: its
+// attempt's bound closes the connection, and it is retried, also when fn's
+// statements run under a context with no deadline. The retry's bound is
+// twice the first's: the proxy still hangs when it asks for a connection.
+func TestInTxAttemptBounded(t *testing.T) {
+	t.Parallel()
+	for _, batch := range []bool{false, true} {
+		name := map[bool]string{false: "InTx", true: "InTxBatch"}[batch]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			const limit = 300 * time.Millisecond
+			st := boundedStore(t, limit)
+			ctx := context.Background()
+			calls := 0
+			insert := func(tx pgx.Tx) error {
+				calls++
+				if _, err := tx.Exec(ctx, `INSERT INTO effects (note) VALUES ('once')`); err != nil {
+					return err
+				}
+				if calls == 1 {
+					st.proxy.Hang() // nothing the server says reaches us now
+				}
+				_, err := tx.Exec(ctx, `SELECT 1`)
+				return err
+			}
+			done := make(chan error, 1)
+			go func() {
+				if !batch {
+					done <- st.InTx(ctx, insert)
+					return
+				}
+				done <- st.InTxBatch(ctx, func(tx pgx.Tx, first, _ *pgx.Batch) error {
+					first.Queue(`SELECT 1`)
+					if err := tx.SendBatch(ctx, first).Close(); err != nil {
+						return err
+					}
+					return insert(tx)
+				})
+			}()
+			select {
+			case <-st.told:
+			case err := <-done:
+				t.Fatalf("%s ended before retrying: %v", name, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the hung attempt was not ended")
+			}
+			// The retry waits for a connection the proxy holds: its bound,
+			// twice the first, ends it too.
+			require.Eventually(t, func() bool { return len(st.retries()) >= 2 }, 30*time.Second, 10*time.Millisecond)
+			st.proxy.Restore()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("no attempt succeeded once the server answered again")
+			}
+			errs := st.retries()
+			for _, err := range errs[:2] {
+				require.ErrorIs(t, err, store.ErrTransient)
+				require.ErrorIs(t, err, store.ErrAttemptTimedOut)
+			}
+			require.Contains(t, errs[0].Error(), "after 300ms")
+			require.Contains(t, errs[1].Error(), "after 600ms")
+			require.Equal(t, 1, countEffects(t, st.Store), "the hung attempt rolled back, the last committed")
+			require.Zero(t, st.Pool.Stat().AcquiredConns())
+		})
+	}
+}
+
+// An attempt that outlives its bound while its statements run under a
+// context of their own is not held for them: the bound closes the
+// connection at once, the statement fails, and the error is the bound's.
+// One that answers within the bound is left alone, whatever ctx says.
+func TestAttemptBoundKeepsCallersContext(t *testing.T) {
+	t.Parallel()
+	st := testdb.NewSchema(t).Open(t, store.Config{AttemptTimeout: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	err := st.InTx(ctx, func(tx pgx.Tx) error {
+		cancel()
+		_, err := tx.Exec(ctx, `SELECT 1`)
+		return err
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.False(t, errors.Is(err, store.ErrAttemptTimedOut), "the caller's cancel is not the bound's: %v", err)
+	require.NoError(t, st.InTx(context.Background(), func(tx pgx.Tx) error {
+		_, err := tx.Exec(context.Background(), `SELECT pg_sleep(0.2)`)
+		return err
+	}))
+}
+
+// A transaction whose client stops between statements (its process
+// paused, or cut off from the server) is ended by PostgreSQL after
+// IdleInTransactionTimeout, which releases its row locks for the others:
+// here another transaction waiting on its row. The paused attempt's next
+// statement then fails as transient, and InTx runs it again.
+func TestIdleTransactionEndedByServer(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sch := testdb.NewSchema(t)
+	st := sch.Open(t, store.Config{IdleInTransactionTimeout: 300 * time.Millisecond, RetryBase: time.Millisecond})
+	other := sch.Open(t, store.Config{})
+	_, err := st.Pool.Exec(ctx, `CREATE TABLE effects (id int PRIMARY KEY, note text NOT NULL); INSERT INTO effects VALUES (1, '')`)
+	require.NoError(t, err)
+	var timeout string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
+	require.Equal(t, "300ms", timeout)
+
+	calls := 0
+	require.NoError(t, st.InTx(ctx, func(tx pgx.Tx) error {
+		calls++
+		if _, err := tx.Exec(ctx, `UPDATE effects SET note = note || 'a' WHERE id = 1`); err != nil {
+			return err
+		}
+		if calls == 1 {
+			// Paused, as far as the server can tell: this waits on the row
+			// until the server ends the paused transaction.
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			_, err := other.Pool.Exec(wctx, `UPDATE effects SET note = note || 'b' WHERE id = 1`)
+			require.NoError(t, err, "the other transaction got the row")
+		}
+		_, err := tx.Exec(ctx, `SELECT 1`)
+		return err
+	}))
+	require.Equal(t, 2, calls, "the ended attempt was run again")
+	var note string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT note FROM effects WHERE id = 1`).Scan(&note))
+	require.Equal(t, "ba", note, "the ended attempt's update rolled back")
+
+	// A timeout the connection string gives wins; a negative one leaves
+	// the server's.
+	sch.URL += "&idle_in_transaction_session_timeout=60000"
+	require.NoError(t, sch.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
+	require.Equal(t, "1min", timeout)
+	sch.URL = strings.TrimSuffix(sch.URL, "&idle_in_transaction_session_timeout=60000")
+	require.NoError(t, sch.Open(t, store.Config{IdleInTransactionTimeout: -1}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
+	require.Equal(t, "0", timeout)
+}
