@@ -904,6 +904,8 @@ func (r *Relay) setAside(ctx context.Context, p *partition, u unit, cause error,
 // (and counted in /health) until an operator re-drives or deletes it, and
 // holds nothing back.
 func (r *Relay) parkRow(ctx context.Context, p *partition, topic string, x row, reason string, cause error) error {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
 	_, err := r.cfg.Pool.Exec(ctx, `
 		UPDATE outbox SET parked_until = 'infinity', park_reason = $2, attempts = attempts + 1, last_error = $3
 		WHERE id = $1`, x.id, reason, errorText(cause))
@@ -1361,6 +1363,8 @@ func (r *Relay) message(x row) (*message.Message, error) {
 // failed accounts a publish that failed because the topic cannot be
 // written: one more attempt for the rows tried, then backoff or parking.
 func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []row, cause error, reason string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*queryTimeout) // two statements
+	defer cancel()
 	ids := make([]int64, len(run))
 	for i, x := range run {
 		ids[i] = x.id

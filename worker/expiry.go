@@ -154,9 +154,17 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
+// nextDueTimeout bounds untilDue's read; it fails like any other, and is
+// retried after the backoff.
+const nextDueTimeout = 10 * time.Second
+
 // untilDue is how long until the partition's next lease or waiter ends, by
 // database time; maxExpirySleep when nothing is due.
 func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
+	// Bounded, as a transaction's attempt is: a connection that stopped
+	// answering would hold the partition's expiries until TCP gives up.
+	ctx, cancel := context.WithTimeout(ctx, nextDueTimeout)
+	defer cancel()
 	_, in, ok, err := handlers.NextDue(ctx, p.w.cfg.Store.Pool, p.id)
 	if err != nil || !ok {
 		return maxExpirySleep, err
