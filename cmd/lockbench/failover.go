@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/omninode/lockworker/internal/chaos"
@@ -25,6 +26,11 @@ type FailoverConfig struct {
 	Kills int `json:"kills"`
 	Terms int `json:"terms"`
 	Rolls int `json:"rolls"`
+	// Freezes is how many times one replica is SIGSTOPped for FreezeFor
+	// and then SIGCONTed, as a paused VM or container resumes: longer than
+	// the session timeout, the group evicts it meanwhile.
+	Freezes   int           `json:"freezes"`
+	FreezeFor time.Duration `json:"freeze_for_ns"`
 	// Static runs the replicas with KAFKA_STATIC_MEMBERSHIP.
 	Static bool `json:"static"`
 	// SessionTimeout and Heartbeat are the replicas' KAFKA_SESSION_TIMEOUT and
@@ -145,6 +151,34 @@ func (f *replicaFaults) term(c *faultCounts, r *chaos.Replica, grace time.Durati
 	}
 	f.progress("failover: %v; counted, and it starts again", err)
 	return nil
+}
+
+// freeze SIGSTOPs r for d, then SIGCONTs it. It is not started again: a
+// resumed VM or container is the same process, which must find out itself
+// that the group evicted it, rejoin and go on. It is resumed whatever
+// happens (an error, the run's end), so that no replica is left stopped.
+// A replica found gone is left to checkExits, which counts it as exited
+// unasked and starts it again.
+func (f *replicaFaults) freeze(r *chaos.Replica, d time.Duration) (err error) {
+	if err := r.Signal(syscall.SIGSTOP); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		if cerr := r.Signal(syscall.SIGCONT); cerr != nil && !errors.Is(cerr, os.ErrProcessDone) && err == nil {
+			err = cerr
+		}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-f.ctx.Done():
+		return f.ctx.Err()
+	}
 }
 
 // checkExits looks at every replica after a fault: one that exited
@@ -283,12 +317,13 @@ type FailoverResult struct {
 }
 
 // failover runs three lockworker processes on a devkafka process under
-// steady load on every partition and SIGKILLs one, SIGTERMs one, and rolls
-// all three, measuring how long each command waited for its answer. A
-// replica that stops uncleanly or exits with no fault asking is counted in
-// its phase and started again (replicaFaults): only lockbench's own errors
-// (a signal not sent, a killed replica not seen gone within 30 s, a replica
-// whose five starts failed) end the run.
+// steady load on every partition and SIGKILLs one, SIGSTOPs one (then
+// SIGCONTs it), SIGTERMs one, and rolls all three, measuring how long each
+// command waited for its answer. A replica that stops uncleanly or exits
+// with no fault asking is counted in its phase and started again
+// (replicaFaults): only lockbench's own errors (a signal not sent, a killed
+// replica not seen gone within 30 s, a replica whose five starts failed)
+// end the run.
 func failover(ctx context.Context, cfg *Config, progress func(string, ...any), logw io.Writer) (*FailoverResult, error) {
 	fc := cfg.Failover
 	if cfg.WorkerBin == "" || fc.DevkafkaBin == "" {
@@ -368,6 +403,14 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		return res, err
 	}
 	killTo := time.Now()
+	// The frozen replica's rebalance back in, when it rejoins, is over
+	// within settle too.
+	if err := phase("SIGSTOP one of three", fc.Freezes, settle, func(i int, _ *faultCounts) error {
+		return faults.freeze(replicas[i%len(replicas)], fc.FreezeFor)
+	}); err != nil {
+		finish()
+		return res, err
+	}
 	if err := phase("SIGTERM one of three", fc.Terms, 3*time.Second, func(i int, c *faultCounts) error {
 		r := replicas[i%len(replicas)]
 		if err := faults.term(c, r, 30*time.Second); err != nil {
@@ -416,6 +459,8 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 		switch {
 		case strings.HasPrefix(p.Fault, "SIGKILL"):
 			r.goal("failover", "SIGKILL: worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limit)), p.WorstMS, " ms", p.WorstMS <= limit && p.Unanswered == 0, p.Commands > 0)
+		case strings.HasPrefix(p.Fault, "SIGSTOP"): // evicted after the session timeout, as a crash is
+			r.goal("failover", "SIGSTOP: worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limit)), p.WorstMS, " ms", p.WorstMS <= limit && p.Unanswered == 0, p.Commands > 0)
 		case strings.HasPrefix(p.Fault, "SIGTERM"):
 			r.goal("failover", "SIGTERM: worst time to answer", "<= 1,000 ms", p.WorstMS, " ms", p.WorstMS <= 1000 && p.Unanswered == 0, p.Commands > 0)
 			exitsZero("SIGTERM exits 0")

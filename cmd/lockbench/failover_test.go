@@ -236,3 +236,104 @@ func TestFailoverCountsAnExitAfterTheLastFault(t *testing.T) {
 	require.Equal(t, faultCounts{ExitedUnasked: 1}, res[0].faultCounts)
 	require.Contains(t, (*said)[len(*said)-1], "replica crashed exited unasked (exit status 2) after the last fault; counted")
 }
+
+// ticks is a replica script body that appends a line to file every 20 ms:
+// a stopped replica's file does not grow.
+func ticks(file string) string {
+	return `while :; do echo x >> '` + file + `'; sleep 0.02; done`
+}
+
+// lines is how many lines file has (none before the replica's first).
+func lines(t *testing.T, file string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	require.NoError(t, err)
+	return bytes.Count(b, []byte("\n"))
+}
+
+// requireRuns checks that the replica writing file runs: its file grows.
+func requireRuns(t *testing.T, file string) {
+	t.Helper()
+	n := lines(t, file)
+	require.Eventually(t, func() bool { return lines(t, file) > n }, 5*time.Second, 10*time.Millisecond, "the replica runs")
+}
+
+// A frozen replica does nothing for the freeze and runs again after it,
+// the same process, not started again; the run's end during the freeze
+// resumes it too, so that no replica is left stopped.
+func TestFailoverFreezeResumes(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ticks")
+	r := shReplica(t, "frozen", ticks(file))
+	f, _ := testFaults(t, r)
+	requireRuns(t, file)
+	done := make(chan error, 1)
+	go func() { done <- f.freeze(r, 500*time.Millisecond) }()
+	time.Sleep(150 * time.Millisecond) // the signal is sent, a tick's line written
+	n := lines(t, file)
+	time.Sleep(200 * time.Millisecond)
+	require.Equal(t, n, lines(t, file), "stopped")
+	require.NoError(t, <-done)
+	requireRuns(t, file)
+	require.NoError(t, r.Err(), "the same process runs")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	f.ctx = ctx
+	go func() { done <- f.freeze(r, time.Minute) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the freeze outlasted the run's end")
+	}
+	requireRuns(t, file)
+}
+
+// A replica gone before its freeze is no error of the freeze: the look
+// after the fault counts it as exited unasked and starts it again.
+func TestFailoverFreezeOfAnExitedReplica(t *testing.T) {
+	r := shReplica(t, "gone", exitsOnce(t.TempDir(), "gone"))
+	f, said := testFaults(t, r)
+	exited(t, r)
+	require.Eventually(t, func() bool { return r.Err() != nil }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, f.freeze(r, time.Minute), "no signal to send, no wait")
+	var c faultCounts
+	require.NoError(t, f.checkExits(&c, 0))
+	require.Equal(t, faultCounts{ExitedUnasked: 1}, c)
+	require.Contains(t, (*said)[0], "replica gone exited unasked (exit status 2)")
+	require.NoError(t, r.Err(), "started again")
+}
+
+// The SIGSTOP phase is a row of the failover table, and its goal is the
+// SIGKILL one's: every command answered within session timeout + 2 s.
+func TestFailoverSIGSTOPGoal(t *testing.T) {
+	met := func(worst float64, unanswered int) string {
+		f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Commands: 100, Phases: []FailoverPhase{
+			{Fault: "SIGSTOP one of three", Times: 3, Commands: 100, Unanswered: unanswered, WorstMS: worst},
+		}}
+		var r Report
+		r.failoverGoals(f)
+		for _, g := range r.Goals {
+			if g.What == "SIGSTOP: worst time to answer" {
+				require.Equal(t, "<= 8,000 ms", g.Target)
+				return g.Measured + " " + map[bool]string{true: "yes", false: "NO"}[g.Met != nil && *g.Met]
+			}
+		}
+		t.Fatal("no SIGSTOP goal")
+		return ""
+	}
+	require.Equal(t, "7,999 ms yes", met(7999, 0))
+	require.Equal(t, "15,200 ms NO", met(15200, 0), "waited on the frozen replica")
+	require.Equal(t, "900 ms NO", met(900, 1), "a command unanswered")
+
+	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Phases: []FailoverPhase{
+		{Fault: "SIGSTOP one of three", Times: 3, Commands: 100, WorstMS: 15200},
+	}}
+	var out bytes.Buffer
+	f.print(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
+	require.Contains(t, out.String(), "\n  SIGSTOP one of three                3        100           0      15200        0         0                  0              -               0              0\n")
+}
