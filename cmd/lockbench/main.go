@@ -48,8 +48,9 @@
 //     measured against the build before it).
 //
 //   - failover: three lockworker processes on a cmd/devkafka process under
-//     load on every partition; SIGKILL one, SIGTERM one, roll all three;
-//     the worst and p99 time to answer per fault and the unanswered count,
+//     load on every partition; SIGKILL one, SIGSTOP one (SIGCONT after
+//     --failover-freeze-for, longer than the session timeout), SIGTERM
+//     one, roll all three; the worst and p99 time to answer per fault and the unanswered count,
 //     and how many SIGTERMs did not end in exit status 0 and how many
 //     replicas exited with no fault asking (each counted and started
 //     again; the run goes on) (make bench-failover).
@@ -175,7 +176,7 @@ func DefaultConfig() Config {
 		Waiters: 100, Leases: 10000, Lease: time.Second, BurstLocks: 10000,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
-		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3}, Rounds: 3,
+		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3, Freezes: 3, FreezeFor: 15 * time.Second}, Rounds: 3,
 		SoakDuration: 10 * time.Minute, SoakWindow: time.Minute, SoakClients: 32, SoakLocks: 64, SoakScrape: 15 * time.Second, Vacuum: true,
 	}
 }
@@ -188,7 +189,7 @@ func (c *Config) quick() {
 	c.Waiters, c.Leases, c.BurstLocks = 10, 200, 200
 	c.CleanupSizes = []int{100, 1000}
 	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
-	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls = 2, 2, 1
+	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls, c.Failover.Freezes = 2, 2, 1, 1 // FreezeFor kept: a shorter one is no eviction
 	c.SoakDuration, c.SoakWindow = 30*time.Second, 10*time.Second
 	c.Rounds = 1
 }
@@ -263,6 +264,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the worker's warnings to stderr")
 	fs.StringVar(&cfg.Failover.DevkafkaBin, "devkafka-bin", "", "failover: the cmd/devkafka binary")
 	kills := fs.Int("failover-kills", -1, "failover: SIGKILLs of one replica (default 10, quick 2)")
+	freezes := fs.Int("failover-freezes", -1, "failover: SIGSTOPs of one replica, each SIGCONTed after --failover-freeze-for (default 3, quick 1)")
+	freezeFor := fs.Duration("failover-freeze-for", 0, "failover: how long each SIGSTOP lasts; longer than the session timeout, the group evicts the replica meanwhile (default 15s)")
 	terms := fs.Int("failover-terms", -1, "failover: SIGTERMs of one replica (default 10, quick 2)")
 	rolls := fs.Int("failover-rolls", -1, "failover: rolling restarts of all three (default 3, quick 1)")
 	fs.BoolVar(&cfg.Failover.Static, "failover-static", false, "failover: replicas with KAFKA_STATIC_MEMBERSHIP=true")
@@ -271,6 +274,12 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&cfg.Failover.LogFile, "failover-log", "", "failover: write the replicas' logs to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	// -1 is also the default that means "not given": refused only when given.
+	if given["failover-freezes"] && *freezes < 0 || given["failover-freeze-for"] && *freezeFor <= 0 {
+		return nil, errors.New("--failover-freezes must be 0 or more, --failover-freeze-for positive")
 	}
 	var err error
 	if cfg.Scenarios, err = parseScenarios(*scen); err != nil {
@@ -296,7 +305,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.BurstLocks, *burstLocks)
 	setIf(&cfg.Leases, *leases)
-	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls} {
+	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls, &cfg.Failover.Freezes: *freezes} {
 		if v >= 0 { // 0 skips that fault
 			*dst = v
 		}
@@ -310,6 +319,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setDur(&cfg.CeilingDuration, *ceilDur)
 	setDur(&cfg.SoakDuration, *soakDur)
 	setDur(&cfg.SoakWindow, *soakWin)
+	setDur(&cfg.Failover.FreezeFor, *freezeFor)
 	if cfg.SoakClients < 1 || cfg.SoakLocks < 1 || cfg.SoakWindow > cfg.SoakDuration {
 		return nil, errors.New("--soak-clients and --soak-locks must be positive, --soak-window at most --soak-duration")
 	}
@@ -416,7 +426,8 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 		if err != nil {
 			return err
 		}
-		progress("failover: 3 replicas, %d SIGKILLs, %d SIGTERMs, %d rolling restarts", cfg.Failover.Kills, cfg.Failover.Terms, cfg.Failover.Rolls)
+		progress("failover: 3 replicas, %d SIGKILLs, %d SIGSTOPs of %s, %d SIGTERMs, %d rolling restarts",
+			cfg.Failover.Kills, cfg.Failover.Freezes, cfg.Failover.FreezeFor, cfg.Failover.Terms, cfg.Failover.Rolls)
 		f, err := failover(ctx, cfg, progress, logw)
 		closeLog()
 		rep.Failover = f

@@ -284,3 +284,32 @@ func TestHasResults(t *testing.T) {
 	}
 	require.False(t, (&Report{}).hasResults())
 }
+
+// The failover's freezes: 3 of 15 s by default, one under --quick (still
+// 15 s, longer than the session timeout), set by their flags; a negative
+// count or a freeze of no time is refused.
+func TestParseFlagsFailoverFreezes(t *testing.T) {
+	freezes := func(args ...string) (int, time.Duration) {
+		t.Helper()
+		cfg, err := parseFlags(args, &bytes.Buffer{})
+		require.NoError(t, err)
+		return cfg.Failover.Freezes, cfg.Failover.FreezeFor
+	}
+	n, d := freezes()
+	require.Equal(t, 3, n)
+	require.Equal(t, 15*time.Second, d)
+	n, d = freezes("--quick")
+	require.Equal(t, 1, n)
+	require.Equal(t, 15*time.Second, d)
+	n, d = freezes("--quick", "--failover-freezes", "0", "--failover-freeze-for", "8s")
+	require.Equal(t, 0, n, "0 skips the phase")
+	require.Equal(t, 8*time.Second, d)
+	for _, args := range [][]string{{"--failover-freezes", "-1"}, {"--failover-freeze-for", "0s"}, {"--failover-freeze-for", "-2s"}} {
+		_, err := parseFlags(args, &bytes.Buffer{})
+		require.EqualError(t, err, "--failover-freezes must be 0 or more, --failover-freeze-for positive", args)
+	}
+
+	b, err := json.Marshal(FailoverConfig{Freezes: 3, FreezeFor: 15 * time.Second})
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"freezes":3,"freeze_for_ns":15000000000`)
+}
