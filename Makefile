@@ -8,8 +8,9 @@
 #            and CPU are its own, then the Go micro-benchmarks.
 # make bench-quick is the CI-speed smoke run of every scenario.
 # make bench-failover runs lockbench's failover scenario: three lockworker
-#            processes on a devkafka process, SIGKILL one (10 times), SIGTERM
-#            one (10 times), roll all three (3 times), under load (~5 min).
+#            processes on a devkafka process, SIGKILL one (10 times), SIGSTOP
+#            one for 15 s and SIGCONT it (3 times), SIGTERM one (10 times),
+#            roll all three (3 times), under load (~6 min).
 # make bench-soak runs the soak scenario: 10 minutes of steady load against
 #            the local PostgreSQL as it is; BENCH_FLAGS="--vacuum=false"
 #            measures it without the worker's vacuum loop.
