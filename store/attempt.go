@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,22 +13,34 @@ import (
 
 // ErrAttemptTimedOut is in the error of a transaction's attempt that
 // outlasted Config.AttemptTimeout (with ErrTransient: InTx and InTxBatch
-// retry it).
-var ErrAttemptTimedOut = errors.New("the transaction's attempt outlasted its bound (AttemptTimeout): its connection was closed")
+// retry it), and of a bounded read that did (Offsets).
+var ErrAttemptTimedOut = errors.New("the attempt outlasted its bound (AttemptTimeout): its connection was closed")
+
+// maxAttemptGrowth caps the growth of a transaction's bound: a server that
+// hangs with TCP alive makes every attempt use all of its bound, and
+// doubling without end would soon wait longer than TCP gives up after.
+const maxAttemptGrowth = 8
 
 // attempt bounds the attempts of one transaction (Config.AttemptTimeout).
 type attempt struct {
-	limit time.Duration // this attempt's bound; 0: none
+	limit, max time.Duration // this attempt's bound (0: none), and the cap
+	// ran says the last attempt's bound passed while its statements ran,
+	// not while it waited for a connection.
+	ran bool
 }
 
 // retryBounded is retry for a transaction's attempts, each bounded by its
-// attempt, whose bound doubles after an attempt that outlasted it.
+// attempt, whose bound doubles, up to maxAttemptGrowth times the first,
+// after an attempt whose statements outlasted it: one that only waited for
+// a connection says nothing of how long the transaction needs.
 func (s *Store) retryBounded(ctx context.Context, try func(*attempt) error) error {
-	a := &attempt{limit: max(s.cfg.AttemptTimeout, 0)}
+	limit := max(s.cfg.AttemptTimeout, 0)
+	a := &attempt{limit: limit, max: limit * maxAttemptGrowth}
 	return s.retry(ctx, func() error {
+		a.ran = false
 		err := try(a)
-		if errors.Is(err, ErrAttemptTimedOut) {
-			a.limit *= 2
+		if a.ran && errors.Is(err, ErrAttemptTimedOut) {
+			a.limit = min(a.limit*2, a.max)
 		}
 		return err
 	})
@@ -37,9 +50,11 @@ func (s *Store) retryBounded(ctx context.Context, try func(*attempt) error) erro
 // deadline. The connection is closed when the deadline passes while fn
 // runs, whatever context fn's statements were given: a connection that
 // stopped answering fails them at once (pgx's own context watch covers
-// only the context of each call). An fn that failed so, its caller's ctx
-// not done, fails with ErrTransient and ErrAttemptTimedOut; one that
-// succeeded (COMMIT answered just as the bound passed) succeeded.
+// only the context of each call). An fn that failed so, for a reason a
+// retry may cure, its caller's ctx not done, fails with ErrTransient and
+// ErrAttemptTimedOut; one that succeeded (COMMIT answered just as the
+// bound passed) succeeded, and one that failed for another reason (a
+// constraint, say) keeps its error.
 func (a *attempt) run(ctx context.Context, pool *pgxpool.Pool, fn func(*pgxpool.Conn) error) error {
 	if a.limit <= 0 {
 		c, err := pool.Acquire(ctx)
@@ -63,32 +78,77 @@ func (a *attempt) run(ctx context.Context, pool *pgxpool.Pool, fn func(*pgxpool.
 		defer mu.Unlock()
 		if running && context.Cause(actx) == ErrAttemptTimedOut {
 			closed = true
-			_ = c.Conn().PgConn().Conn().Close()
+			nc := c.Conn().PgConn().Conn()
+			if t, ok := nc.(*tls.Conn); ok {
+				// Not tls.Conn's Close, which first writes close_notify
+				// and may wait up to 5 s for a peer that reads nothing.
+				nc = t.NetConn()
+			}
+			_ = nc.Close()
 		}
 	})
+	defer func() {
+		mu.Lock()
+		running = false
+		mu.Unlock()
+		stop()
+		if closed {
+			// Marks it closed, so Release destroys it, also when fn's
+			// last read came in before the close and nothing failed.
+			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = c.Conn().Close(cctx)
+			ccancel()
+		}
+	}()
 	err = fn(c)
 	mu.Lock()
 	running = false
+	a.ran = closed
 	mu.Unlock()
-	stop()
-	if closed {
-		// Marks it closed, so Release destroys it, also when fn's last
-		// read came in before the close and nothing failed.
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		_ = c.Conn().Close(cctx)
-		ccancel()
-		if err != nil {
-			return a.timedOut(ctx, actx, err)
-		}
+	if closed && err != nil {
+		return a.timedOut(ctx, actx, err)
 	}
 	return err
 }
 
-// timedOut is err, the attempt's error, as the attempt's timeout when its
-// deadline ended it and not ctx.
+// timedOut is err, an attempt's error, as the attempt's timeout when its
+// deadline ended it, not ctx: the deadline's own error (waiting for a
+// connection) or the closed connection's. Any other error that came in as
+// the bound passed (a constraint, the worker's offset guard) stays what
+// it is.
 func (a *attempt) timedOut(ctx, actx context.Context, err error) error {
 	if ctx.Err() != nil || context.Cause(actx) != ErrAttemptTimedOut {
 		return err
 	}
+	if !errors.Is(err, ErrTransient) && !errors.Is(err, context.DeadlineExceeded) && !transient(err) {
+		return err
+	}
 	return fmt.Errorf("%w: %w after %s: %w", ErrTransient, ErrAttemptTimedOut, a.limit, err)
+}
+
+// bounded is ctx bounded as a transaction's first attempt is, for a
+// statement of its own (Offsets, AnyCommitted), and done, which turns the
+// statement's error into ErrTransient and ErrAttemptTimedOut when that
+// bound ended it: pgx closes the connection at the deadline of the
+// statement's context, so one that stopped answering cannot hold it.
+func (s *Store) bounded(ctx context.Context) (context.Context, func(error) error, context.CancelFunc) {
+	a := &attempt{limit: max(s.cfg.AttemptTimeout, 0)}
+	if a.limit == 0 {
+		return ctx, translate, func() {}
+	}
+	sctx, cancel := context.WithTimeoutCause(ctx, a.limit, ErrAttemptTimedOut)
+	return sctx, func(err error) error { return a.timedOut(ctx, sctx, translate(err)) }, cancel
+}
+
+// AnyCommitted reports whether one of the transactions xids (of
+// pg_current_xact_id) committed: after a COMMIT whose answer was lost, a
+// retry asks whether an earlier attempt took effect.
+func (s *Store) AnyCommitted(ctx context.Context, xids []int64) (bool, error) {
+	ctx, done, cancel := s.bounded(ctx)
+	defer cancel()
+	var committed bool
+	err := s.Pool.QueryRow(ctx, `
+		SELECT coalesce(bool_or(pg_xact_status(x::text::xid8) = 'committed'), false) FROM unnest($1::bigint[]) AS x`,
+		xids).Scan(&committed)
+	return committed, done(err)
 }

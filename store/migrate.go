@@ -168,7 +168,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	}
 	err = runMigrations(ctx, conn.Conn(), ev, last, s.cfg.MigrationLockTimeout, s.cfg.RetryStart)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
-	// (plan_cache_mode, see preferGenericPlans): the connection it ran on
+	// (plan_cache_mode, see sessionSettings): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
 	// for a retry that finds the schema complete, or the worker's
 	// transactions, to take. The pool opens a new one, set up. Closing it

@@ -72,18 +72,20 @@ type Position struct {
 
 // Offsets returns the stored positions of a group's topic, by partition.
 func (s *Store) Offsets(ctx context.Context, group, topic string) (map[int32]Position, error) {
+	ctx, done, cancel := s.bounded(ctx)
+	defer cancel()
 	rows, err := s.Pool.Query(ctx, `
 		SELECT partition, next_offset, CASE WHEN leader_epoch_offset = next_offset THEN leader_epoch ELSE -1 END
 		FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0`, group, topic)
 	if err != nil {
-		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
+		return nil, fmt.Errorf("reading offsets of %s: %w", topic, done(err))
 	}
 	out := map[int32]Position{}
 	var p int32
 	var pos Position
 	_, err = pgx.ForEachRow(rows, []any{&p, &pos.Next, &pos.Epoch}, func() error { out[p] = pos; return nil })
 	if err != nil {
-		return nil, fmt.Errorf("reading offsets of %s: %w", topic, translate(err))
+		return nil, fmt.Errorf("reading offsets of %s: %w", topic, done(err))
 	}
 	return out, nil
 }

@@ -156,8 +156,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if pcfg.PingTimeout <= 0 {
 		// The pool pings a connection idle for over a second before
 		// handing it out; without a bound, one whose server's host is
-		// gone holds the caller until TCP gives up. A pool_ping_timeout
-		// in the connection string wins.
+		// gone holds the caller until TCP gives up. A positive
+		// pool_ping_timeout in the connection string wins.
 		pcfg.PingTimeout = DefaultPingTimeout
 	}
 	s := &Store{cfg: cfg}

@@ -234,10 +234,7 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 	case back:
 		return w.restartMoved(parts, moved), nil
 	}
-	var committed bool
-	err = w.cfg.Store.Pool.QueryRow(ctx, `
-		SELECT coalesce(bool_or(pg_xact_status(x::text::xid8) = 'committed'), false) FROM unnest($1::bigint[]) AS x`,
-		xids).Scan(&committed)
+	committed, err := w.cfg.Store.AnyCommitted(ctx, xids)
 	if err != nil {
 		return nil, fmt.Errorf("asking whether an earlier attempt committed: %w", err)
 	}
@@ -489,7 +486,19 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		if err != nil {
 			return err
 		}
-		t.decode(ctx, parts, stored, poison, pb)
+		dctx := ctx
+		if pb != first {
+			// The offsets' round trip began the transaction: what decode
+			// asks Kafka (reply topics not seen before) happens while it
+			// holds the offset rows, idle to PostgreSQL, which ends it
+			// after store.Config.IdleInTransactionTimeout. Kafka not
+			// answering within openLookups is Kafka's trouble, which
+			// refuses no command (replyTopics.allow).
+			var cancel context.CancelFunc
+			dctx, cancel = context.WithTimeout(ctx, openLookups)
+			defer cancel()
+		}
+		t.decode(dctx, parts, stored, poison, pb)
 		if len(t.todos) == 0 {
 			if probe {
 				return errProbed // only records applied before: nothing to refuse
@@ -522,6 +531,11 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 	h.settle(err, t.batch.Written)
 	return t.results, err
 }
+
+// openLookups bounds the Kafka lookups of an attempt that holds its
+// transaction open while it decodes (after an assignment), well within
+// store.DefaultIdleInTransactionTimeout.
+const openLookups = 2 * time.Second
 
 // txn is one attempt of a batch's transaction.
 type txn struct {
