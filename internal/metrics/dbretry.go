@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"time"
 
 	"github.com/omninode/lockworker/store"
@@ -16,10 +17,15 @@ const (
 	// (serialization failure, deadlock, a request_id's outcome inserted
 	// concurrently): contention, not an outage.
 	retryConflict = "conflict"
+	// retryTimeout: an attempt outlasted its bound (store.ErrAttemptTimedOut,
+	// POSTGRES_ATTEMPT_TIMEOUT), waiting for a connection or for answers: a
+	// server or connection that stopped answering, or a transaction longer
+	// than the bound.
+	retryTimeout = "timeout"
 )
 
 // RetryReasons are every reason RetryReason gives.
-var RetryReasons = []string{retryConnection, retryConflict}
+var RetryReasons = []string{retryConnection, retryConflict, retryTimeout}
 
 // DBRetry fits store.Config.OnRetry: it counts a transaction retried after
 // a transient error, by reason.
@@ -28,11 +34,14 @@ func (m *Metrics) DBRetry(_ int, err error, _ time.Duration) {
 }
 
 // RetryReason is the reason of lockworker_db_retries_total a retry after
-// err counts under: a conflict between transactions (store.Conflict), or
-// anything else store retries.
+// err counts under: a conflict between transactions (store.Conflict), an
+// attempt that outlasted its bound, or anything else store retries.
 func RetryReason(err error) string {
-	if store.Conflict(err) {
+	switch {
+	case store.Conflict(err):
 		return retryConflict
+	case errors.Is(err, store.ErrAttemptTimedOut):
+		return retryTimeout
 	}
 	return retryConnection
 }

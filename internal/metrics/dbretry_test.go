@@ -15,7 +15,8 @@ import (
 // TestMetricDBRetries: lockworker_db_retries_total starts at 0 for both
 // reasons (so rate() sees the first retry) and counts what store.OnRetry is
 // told: a refused connection or a server shutting down as connection, a
-// serialization failure, a deadlock or a concurrent request_id as conflict.
+// serialization failure, a deadlock or a concurrent request_id as conflict,
+// an attempt that outlasted its bound as timeout.
 func TestMetricDBRetries(t *testing.T) {
 	m := New(Config{})
 	count := func(reason string) float64 {
@@ -23,6 +24,7 @@ func TestMetricDBRetries(t *testing.T) {
 	}
 	require.Zero(t, count("connection"))
 	require.Zero(t, count("conflict"))
+	require.Zero(t, count("timeout"))
 
 	wrap := func(err error) error { return fmt.Errorf("%w: %w", store.ErrTransient, err) }
 	m.DBRetry(1, wrap(errors.New("dial tcp 10.0.0.5:5432: connect: connection refused")), time.Second)
@@ -30,6 +32,8 @@ func TestMetricDBRetries(t *testing.T) {
 	m.DBRetry(1, wrap(&pgconn.PgError{Code: "40001"}), time.Second)
 	m.DBRetry(1, wrap(&pgconn.PgError{Code: "40P01"}), time.Second)
 	m.DBRetry(1, wrap(&pgconn.PgError{Code: "23505", ConstraintName: "processed_requests_pkey"}), time.Second)
+	m.DBRetry(1, fmt.Errorf("%w: %w after 15s: %w", store.ErrTransient, store.ErrAttemptTimedOut, errors.New("read: use of closed network connection")), time.Second)
 	require.Equal(t, 2.0, count("connection"))
 	require.Equal(t, 3.0, count("conflict"))
+	require.Equal(t, 1.0, count("timeout"))
 }
