@@ -123,6 +123,9 @@ func (a *attempt) timedOut(ctx, actx context.Context, err error) error {
 	if !errors.Is(err, ErrTransient) && !errors.Is(err, context.DeadlineExceeded) && !transient(err) {
 		return err
 	}
+	if errors.Is(err, ErrTransient) {
+		return fmt.Errorf("%w after %s: %w", ErrAttemptTimedOut, a.limit, err)
+	}
 	return fmt.Errorf("%w: %w after %s: %w", ErrTransient, ErrAttemptTimedOut, a.limit, err)
 }
 

@@ -96,13 +96,14 @@ type Config struct {
 	// would otherwise keep the locks of its partitions' offset and lock
 	// rows for as long as it stays so (a frozen client's kernel still
 	// answers TCP keepalives), and the replica given its partitions would
-	// wait on them. The worker's transactions wait on their client
-	// between statements only for its next round trip, and after a
-	// partition's assignment for Kafka's answer about reply topics not
-	// seen before (up to 5 s per lookup, a few a second; an attempt ended
-	// so is retried, with what it looked up known). Default
-	// DefaultIdleInTransactionTimeout (10 s); negative: the server's
-	// setting. One given in the connection string wins.
+	// wait on them. Below the session timeout of Kafka's group (6 s by
+	// default), the rows are free by the time the partitions move. The
+	// worker's transactions wait on their client between statements only
+	// for its next round trip, and after a partition's assignment for
+	// Kafka's answer about reply topics not seen before (2 s at most, the
+	// worker's openLookups). Default DefaultIdleInTransactionTimeout (5 s);
+	// negative: the server's setting. One given in the connection string
+	// wins.
 	IdleInTransactionTimeout time.Duration
 }
 
@@ -110,7 +111,7 @@ type Config struct {
 const (
 	DefaultStartConnectTimeout      = 10 * time.Second
 	DefaultAttemptTimeout           = 15 * time.Second
-	DefaultIdleInTransactionTimeout = 10 * time.Second
+	DefaultIdleInTransactionTimeout = 5 * time.Second
 	DefaultPingTimeout              = 5 * time.Second
 )
 

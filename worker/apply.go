@@ -534,7 +534,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 
 // openLookups bounds the Kafka lookups of an attempt that holds its
 // transaction open while it decodes (after an assignment), well within
-// store.DefaultIdleInTransactionTimeout.
+// store.DefaultIdleInTransactionTimeout (5 s).
 const openLookups = 2 * time.Second
 
 // txn is one attempt of a batch's transaction.
