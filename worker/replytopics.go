@@ -31,10 +31,12 @@ type replyTopics struct {
 	create bool // AUTO_CREATE_REPLY_TOPICS: without it only existing ones
 
 	// mu serializes the lookups of topics not known (and guards the
-	// fields below it); knownMu guards known alone, written only under
-	// mu too, so a known topic is allowed without waiting for a lookup of
-	// another in flight.
-	mu      sync.Mutex
+	// fields below it): a one-slot channel, so that waiting for it ends
+	// with the caller's context (an applier holding its transaction open
+	// bounds its lookups, openLookups). knownMu guards known alone,
+	// written only under mu too, so a known topic is allowed without
+	// waiting for a lookup of another in flight.
+	mu      chan struct{}
 	knownMu sync.RWMutex
 	known   map[string]time.Time // when allowed here as new; zero: seen on the brokers
 	missing map[string]time.Time // when the brokers last said it does not exist
@@ -64,7 +66,8 @@ const (
 )
 
 func newReplyTopics(cl kmsg.Requestor, prefix string, max int, create bool) *replyTopics {
-	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, known: map[string]time.Time{}, missing: map[string]time.Time{}, pruned: time.Now()}
+	return &replyTopics{cl: cl, prefix: prefix, max: max, create: create, mu: make(chan struct{}, 1),
+		known: map[string]time.Time{}, missing: map[string]time.Time{}, pruned: time.Now()}
 }
 
 // allow reports whether a command may name topic as its reply_to, and how
@@ -81,8 +84,15 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	if ok {
 		return true, n
 	}
-	rt.mu.Lock()
-	defer rt.mu.Unlock()
+	select {
+	case rt.mu <- struct{}{}:
+		defer func() { <-rt.mu }()
+	case <-ctx.Done():
+		// The caller's bound passed while another lookup ran: as when
+		// the brokers do not answer, the topic is allowed as if it
+		// existed, and not counted.
+		return true, n
+	}
 	if _, ok := rt.known[topic]; ok { // looked up meanwhile
 		return true, len(rt.known)
 	}
@@ -153,11 +163,15 @@ func (rt *replyTopics) mayLookUp(now time.Time) bool {
 // answered.
 func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := metadata(ctx, rt.cl, names...)
+	resp, err := metadata(rctx, rt.cl, names...)
 	if err != nil {
-		rt.failed = time.Now()
+		if ctx.Err() == nil {
+			// The brokers', not the caller's bound (openLookups): the
+			// other appliers do not ask them for a second either.
+			rt.failed = time.Now()
+		}
 		return false
 	}
 	rt.knownMu.Lock()
