@@ -78,9 +78,12 @@ type Config struct {
 	// InTxBatch), from asking the pool for a connection to COMMIT's
 	// answer, whatever context the statements run under. An attempt still
 	// running then has its connection closed and is retried as a
-	// transient failure, each retry of the same transaction with twice the
-	// bound of the attempt before, so a transaction that needs longer (a
-	// cleanup of a million locks) still gets it. Without it, a connection
+	// transient failure. A retry of the same transaction gets twice the
+	// bound of the attempt before when its statements outlasted it (not
+	// when it only waited for a connection), up to 64 times AttemptTimeout,
+	// so a transaction that needs longer than the first bound still
+	// commits; one that needs longer than 64 times it never does, far
+	// beyond any of the worker's. Without it, a connection
 	// that stops answering mid-transaction (the server's host gone after a
 	// failover, which Linux retransmits to for about 15 minutes before TCP
 	// gives up; a server or proxy that hangs) would hold the transaction's
