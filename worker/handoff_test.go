@@ -101,7 +101,11 @@ func TestHandoffMarks(t *testing.T) {
 	require.NoError(t, err)
 	write(mine, "after")
 	assert.Equal(t, []string{"first", "foreign", "after"}, published(3))
-	assert.Zero(t, marks(mine), "the read took the mark")
+	// The read that took "after" took the mark, or, when an earlier pass
+	// (the lazy delete of "first"'s row) took "foreign" as the mark was
+	// being written, the next pass does, which the rows just
+	// acknowledged bring within 100 ms.
+	assert.Eventually(t, func() bool { return marks(mine) == 0 }, 10*time.Second, 10*time.Millisecond, "a read takes the mark")
 
 	// Two attempts of one transaction: the first's COMMIT took effect
 	// without an answer, and the retry, finding its records applied, had
