@@ -34,8 +34,8 @@ type replyTopics struct {
 	// fields below it): a one-slot channel, so that waiting for it ends
 	// with the caller's context (an applier holding its transaction open
 	// bounds its lookups, openLookups). knownMu guards known alone,
-	// written only under mu too, so a known topic is allowed without
-	// waiting for a lookup of another in flight.
+	// written under mu too (but by allowUnasked), so a known topic is
+	// allowed without waiting for a lookup of another in flight.
 	mu      chan struct{}
 	knownMu sync.RWMutex
 	known   map[string]time.Time // when allowed here as new; zero: seen on the brokers
@@ -84,15 +84,10 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	if ok {
 		return true, n
 	}
-	select {
-	case rt.mu <- struct{}{}:
-		defer func() { <-rt.mu }()
-	case <-ctx.Done():
-		// The caller's bound passed while another lookup ran: as when
-		// the brokers do not answer, the topic is allowed as if it
-		// existed, and not counted.
-		return true, n
+	if !rt.lock(ctx) {
+		return rt.allowUnasked(topic)
 	}
+	defer func() { <-rt.mu }()
 	if _, ok := rt.known[topic]; ok { // looked up meanwhile
 		return true, len(rt.known)
 	}
@@ -134,6 +129,45 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 	rt.knownMu.Lock()
 	rt.known[topic] = now
 	rt.knownMu.Unlock()
+	return true, len(rt.known)
+}
+
+// lock takes mu, and reports false when ctx ended first. A free mu is
+// always taken, also with ctx done (read then fails at once): select
+// would pick at random.
+func (rt *replyTopics) lock(ctx context.Context) bool {
+	select {
+	case rt.mu <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case rt.mu <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// allowUnasked is allow for a caller whose bound passed while another
+// lookup held mu: as when the brokers do not answer, the topic is allowed
+// as if it existed, or, where topics may be created, as a new one, counted
+// and refused past max (under knownMu alone: mu is another's).
+func (rt *replyTopics) allowUnasked(topic string) (bool, int) {
+	if !rt.create {
+		rt.knownMu.RLock()
+		defer rt.knownMu.RUnlock()
+		return true, len(rt.known)
+	}
+	rt.knownMu.Lock()
+	defer rt.knownMu.Unlock()
+	if _, ok := rt.known[topic]; ok {
+		return true, len(rt.known)
+	}
+	if len(rt.known) >= rt.max {
+		return false, len(rt.known)
+	}
+	rt.known[topic] = time.Now()
 	return true, len(rt.known)
 }
 

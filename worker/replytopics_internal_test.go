@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -36,7 +37,11 @@ func TestReplyTopicLookupsEndWithTheCallersBound(t *testing.T) {
 			defer close(otherDone)
 			rt.allow(other, "locks.replies.a")
 		}()
-		<-brokers.asked // the other lookup holds the lock, waiting for the brokers
+		select { // the other lookup holds the lock, waiting for the brokers
+		case <-brokers.asked:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the other lookup never asked the brokers")
+		}
 
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		ok, _ := rt.allow(ctx, "locks.replies.b")
@@ -58,7 +63,25 @@ func TestReplyTopicLookupsEndWithTheCallersBound(t *testing.T) {
 		require.True(t, ok)
 		require.True(t, rt.failed.IsZero(), "create %v: a caller's bound is not the brokers failing", create)
 		rt.knownMu.RLock()
-		require.NotContains(t, rt.known, "locks.replies.b", "a topic allowed under trouble is not counted")
+		if create {
+			require.Contains(t, rt.known, "locks.replies.b", "a topic allowed as new counts toward the bound")
+		} else {
+			require.NotContains(t, rt.known, "locks.replies.b", "a topic allowed as if it existed is not counted")
+		}
 		rt.knownMu.RUnlock()
 	}
+}
+
+// Where topics may be created, a topic allowed without asking the brokers
+// counts as new, and past the bound it is refused, as after the brokers
+// failed to answer.
+func TestReplyTopicsAllowedUnaskedStayBounded(t *testing.T) {
+	rt := newReplyTopics(silentBrokers{asked: make(chan struct{}, 1)}, "locks.replies.", 2, true)
+	for i, want := range []bool{true, true, false} {
+		ok, _ := rt.allowUnasked(fmt.Sprint("locks.replies.t", i))
+		require.Equal(t, want, ok, "topic %d", i)
+	}
+	ok, n := rt.allowUnasked("locks.replies.t0")
+	require.True(t, ok, "one counted already is allowed")
+	require.Equal(t, 2, n)
 }
