@@ -33,9 +33,10 @@ type replyTopics struct {
 	// mu serializes the lookups of topics not known (and guards the
 	// fields below it): a one-slot channel, so that waiting for it ends
 	// with the caller's context (an applier holding its transaction open
-	// bounds its lookups, openLookups). knownMu guards known alone,
-	// written under mu too (but by allowUnasked), so a known topic is
-	// allowed without waiting for a lookup of another in flight.
+	// bounds its lookups, openLookups). knownMu guards known alone, and
+	// every access to it (has, count, read), so a known topic is allowed
+	// without waiting for a lookup of another in flight, and a caller
+	// whose bound passed behind one can still count a topic.
 	mu      chan struct{}
 	knownMu sync.RWMutex
 	known   map[string]time.Time // when allowed here as new; zero: seen on the brokers
@@ -77,19 +78,21 @@ func newReplyTopics(cl kmsg.Requestor, prefix string, max int, create bool) *rep
 // or parked where it does not) or, where topics may be created, as a new
 // one.
 func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
-	rt.knownMu.RLock()
-	_, ok := rt.known[topic]
-	n := len(rt.known)
-	rt.knownMu.RUnlock()
-	if ok {
+	if ok, n := rt.has(topic); ok {
 		return true, n
 	}
 	if !rt.lock(ctx) {
-		return rt.allowUnasked(topic)
+		// The caller's bound passed while another lookup ran: as when
+		// the brokers do not answer.
+		if !rt.create {
+			_, n := rt.has(topic)
+			return true, n
+		}
+		return rt.count(topic, time.Now())
 	}
 	defer func() { <-rt.mu }()
-	if _, ok := rt.known[topic]; ok { // looked up meanwhile
-		return true, len(rt.known)
+	if ok, n := rt.has(topic); ok { // looked up meanwhile
+		return true, n
 	}
 	now := time.Now()
 	troubled := now.Sub(rt.failed) < time.Second
@@ -105,9 +108,9 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 		} else {
 			troubled = !rt.list(ctx)
 		}
-		if _, ok := rt.known[topic]; ok {
+		if ok, n := rt.has(topic); ok {
 			delete(rt.missing, topic)
-			return true, len(rt.known)
+			return true, n
 		}
 	}
 	if !rt.create {
@@ -118,17 +121,37 @@ func (rt *replyTopics) allow(ctx context.Context, topic string) (bool, int) {
 			// with their requesters).
 			rt.list(ctx)
 		}
-		return troubled, len(rt.known)
+		_, n := rt.has(topic)
+		return troubled, n
 	}
 	if !troubled {
 		rt.list(ctx)
 	}
+	return rt.count(topic, now)
+}
+
+// has reports whether topic is known, and how many are.
+func (rt *replyTopics) has(topic string) (bool, int) {
+	rt.knownMu.RLock()
+	defer rt.knownMu.RUnlock()
+	_, ok := rt.known[topic]
+	return ok, len(rt.known)
+}
+
+// count allows topic as new at now, unless max are known already: it
+// reports whether topic is known now, and how many are. Checked and added
+// under knownMu in one step, so a caller allowing a topic without mu
+// (allow's, behind another's lookup) cannot take the bound past max.
+func (rt *replyTopics) count(topic string, now time.Time) (bool, int) {
+	rt.knownMu.Lock()
+	defer rt.knownMu.Unlock()
+	if _, ok := rt.known[topic]; ok {
+		return true, len(rt.known)
+	}
 	if len(rt.known) >= rt.max {
 		return false, len(rt.known)
 	}
-	rt.knownMu.Lock()
 	rt.known[topic] = now
-	rt.knownMu.Unlock()
 	return true, len(rt.known)
 }
 
@@ -147,28 +170,6 @@ func (rt *replyTopics) lock(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// allowUnasked is allow for a caller whose bound passed while another
-// lookup held mu: as when the brokers do not answer, the topic is allowed
-// as if it existed, or, where topics may be created, as a new one, counted
-// and refused past max (under knownMu alone: mu is another's).
-func (rt *replyTopics) allowUnasked(topic string) (bool, int) {
-	if !rt.create {
-		rt.knownMu.RLock()
-		defer rt.knownMu.RUnlock()
-		return true, len(rt.known)
-	}
-	rt.knownMu.Lock()
-	defer rt.knownMu.Unlock()
-	if _, ok := rt.known[topic]; ok {
-		return true, len(rt.known)
-	}
-	if len(rt.known) >= rt.max {
-		return false, len(rt.known)
-	}
-	rt.known[topic] = time.Now()
-	return true, len(rt.known)
 }
 
 // list reads all topics, at most once a second, and reports whether the

@@ -72,16 +72,16 @@ func TestReplyTopicLookupsEndWithTheCallersBound(t *testing.T) {
 	}
 }
 
-// Where topics may be created, a topic allowed without asking the brokers
-// counts as new, and past the bound it is refused, as after the brokers
-// failed to answer.
+// Where topics may be created, a topic allowed as new (after the brokers,
+// or without asking them behind another's lookup) counts, and past the
+// bound it is refused.
 func TestReplyTopicsAllowedUnaskedStayBounded(t *testing.T) {
 	rt := newReplyTopics(silentBrokers{asked: make(chan struct{}, 1)}, "locks.replies.", 2, true)
 	for i, want := range []bool{true, true, false} {
-		ok, _ := rt.allowUnasked(fmt.Sprint("locks.replies.t", i))
+		ok, _ := rt.count(fmt.Sprint("locks.replies.t", i), time.Now())
 		require.Equal(t, want, ok, "topic %d", i)
 	}
-	ok, n := rt.allowUnasked("locks.replies.t0")
+	ok, n := rt.count("locks.replies.t0", time.Now())
 	require.True(t, ok, "one counted already is allowed")
 	require.Equal(t, 2, n)
 }
