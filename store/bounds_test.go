@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,36 +16,20 @@ import (
 )
 
 // bounded is a store through a proxy, its attempts bounded, its retries
-// recorded (and told on told, if not full).
+// recorded.
 type bounded struct {
 	*store.Store
-	proxy *tcpproxy.Proxy
-	told  chan struct{}
-	mu    sync.Mutex
-	errs  []error
-}
-
-func (b *bounded) retries() []error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]error(nil), b.errs...)
+	proxy   *tcpproxy.Proxy
+	retries *startRetries
 }
 
 func boundedStore(t *testing.T, limit time.Duration) *bounded {
 	t.Helper()
 	sch, u, proxy := proxiedSchema(t)
 	sch.URL = u.String()
-	b := &bounded{proxy: proxy, told: make(chan struct{}, 1)}
+	b := &bounded{proxy: proxy, retries: newStartRetries()}
 	b.Store = sch.Open(t, store.Config{MaxConns: 1, AttemptTimeout: limit, RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
-		OnRetry: func(_ int, err error, _ time.Duration) {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			b.errs = append(b.errs, err)
-			select {
-			case b.told <- struct{}{}:
-			default:
-			}
-		}})
+		OnRetry: b.retries.record})
 	t.Cleanup(proxy.Restore) // before the store closes
 	_, err := b.Pool.Exec(context.Background(), `CREATE TABLE effects (id serial PRIMARY KEY, note text NOT NULL UNIQUE)`)
 	require.NoError(t, err)
@@ -93,24 +76,13 @@ func TestInTxAttemptBounded(t *testing.T) {
 					return insert(tx)
 				})
 			}()
-			select {
-			case <-st.told:
-			case err := <-done:
-				t.Fatalf("%s ended before retrying: %v", name, err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("the hung attempt was not ended")
-			}
+			st.retries.awaitRetry(t, done) // the hung attempt ended
 			// The retry waits for a connection the proxy holds: its bound,
 			// twice the first, ends it too.
-			require.Eventually(t, func() bool { return len(st.retries()) >= 2 }, 30*time.Second, 10*time.Millisecond)
+			require.Eventually(t, func() bool { return len(st.retries.all()) >= 2 }, 30*time.Second, 10*time.Millisecond)
 			st.proxy.Restore()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("no attempt succeeded once the server answered again")
-			}
-			errs := st.retries()
+			require.NoError(t, awaitDone(t, done))
+			errs := st.retries.all()
 			for _, err := range errs[:2] {
 				require.ErrorIs(t, err, store.ErrTransient)
 				require.ErrorIs(t, err, store.ErrAttemptTimedOut)

@@ -1151,7 +1151,8 @@ func TestRollbackOfAHungConnectionIsBounded(t *testing.T) {
 	}
 }
 
-// startRetries records the retries of Open and Migrate under RetryStart.
+// startRetries records the retries of Open and Migrate under RetryStart
+// (config), or any retries it is told of (record).
 type startRetries struct {
 	mu   sync.Mutex
 	errs []error
@@ -1165,18 +1166,21 @@ func newStartRetries() *startRetries { return &startRetries{retried: make(chan s
 // quickly.
 func (r *startRetries) config(url string) store.Config {
 	return store.Config{URL: url, MaxConns: 2, RetryStart: true, RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
-		OnStartRetry: func(attempt int, err error, delay time.Duration) {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.errs = append(r.errs, err)
-			select {
-			case r.retried <- struct{}{}:
-			default:
-			}
-		},
+		OnStartRetry: r.record,
 		OnRetry: func(_ int, err error, _ time.Duration) {
 			panic(fmt.Sprintf("a start's retry told as a transaction's: %v", err))
 		},
+	}
+}
+
+// record fits store.Config's OnStartRetry and OnRetry.
+func (r *startRetries) record(_ int, err error, _ time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+	select {
+	case r.retried <- struct{}{}:
+	default:
 	}
 }
 
