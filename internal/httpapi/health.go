@@ -102,9 +102,11 @@ type Live struct {
 	Uptime   float64 `json:"uptime_seconds"`
 }
 
-// live answers 200 while the process serves, whatever its dependencies say:
-// a liveness probe on it restarts a stuck process, not one waiting out a
-// PostgreSQL or Kafka outage (which /health reports as not ready).
+// live answers 200 while the process serves HTTP, whatever its
+// dependencies say: a liveness probe on it restarts a process that stopped
+// answering, not one waiting out a PostgreSQL or Kafka outage (which
+// /health reports as not ready). It does not see inside the worker: a
+// transaction's attempts are bounded instead (store.Config.AttemptTimeout).
 func (s *server) live(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, Live{Status: statusOK, Live: true, Instance: s.cfg.Instance, Uptime: time.Since(s.cfg.Started).Seconds()})
 }
