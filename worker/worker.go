@@ -140,6 +140,15 @@ type Config struct {
 	// leaves the group with it, so a clean stop hands its partitions over at
 	// once.
 	GroupInstanceID string
+	// DrainTimeout bounds how long Run, once stopped, waits for the
+	// batches in flight to commit: past it they are abandoned as Kill
+	// abandons them (rolled back; the partitions' next owner applies
+	// their records from the stored offsets, so nothing is lost, only
+	// answered later). A batch commits within milliseconds unless
+	// PostgreSQL does not answer, when it would be retried until it does
+	// and the stop would wait for that. Default DefaultDrainTimeout (10 s);
+	// negative: no bound.
+	DrainTimeout time.Duration
 	// Logger receives the worker's logs. Default: none.
 	Logger zerolog.Logger
 	// Metrics, when set, is told what the worker does.
@@ -174,6 +183,11 @@ const fetchMaxWait = 500 * time.Millisecond
 // maxBatchRatio times its compressed size (ratioDecompressor), which bounds
 // what a fetch response of many small batches inflates to.
 const maxBatchBytes = 16 << 20
+
+// DefaultDrainTimeout is Config.DrainTimeout's default: well within a
+// Kubernetes grace period (60 s in deploy/kubernetes) beside the relay's
+// last publishes (up to 30 s) and leaving the group (up to 10 s).
+const DefaultDrainTimeout = 10 * time.Second
 
 // DefaultAppliers is Config.Appliers's default: one applier makes the
 // biggest batches, so the same throughput costs PostgreSQL the least CPU;
@@ -295,6 +309,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.Appliers <= 0 {
 		cfg.Appliers = DefaultAppliers
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
 	}
 	if cfg.DeadLetterMaxBytes <= 0 {
 		cfg.DeadLetterMaxBytes = DefaultDeadLetterMaxBytes
@@ -554,10 +571,21 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}
 	}
+	// Only the appliers' drain is bounded here: the relays' last
+	// publishes (stopAll) have bounds of their own.
+	stopAbandon := func() bool { return true }
+	if w.cfg.DrainTimeout > 0 {
+		stopAbandon = time.AfterFunc(w.cfg.DrainTimeout, func() {
+			w.log.Warn().Dur("drain_timeout", w.cfg.DrainTimeout).
+				Msg("stopping: the batches in flight did not commit in time (PostgreSQL not answering?); abandoning them, their partitions' next owner applies them from the stored offsets")
+			w.killHard()
+		}).Stop
+	}
 	for _, q := range w.lanes {
 		q.close()
 	}
 	appliers.Wait()
+	stopAbandon()
 	w.stopAll()
 	return ctxErr
 }

@@ -1,0 +1,86 @@
+package worker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/worker"
+)
+
+// A worker stopped while its batch cannot commit (here it waits for a row
+// another transaction holds; PostgreSQL not answering is the same to the
+// drain) does not wait for it: past DrainTimeout it abandons the batch and
+// Run returns, and the command is applied by the next owner of its
+// partition, from the stored offset.
+func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
+	e := e2e.New(t)
+	ctx := context.Background()
+	reply := "locks.replies.drain"
+	watch := e.Watch(reply)
+	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
+	run := func(drain time.Duration) (*worker.Worker, func(), <-chan struct{}) {
+		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
+		require.NoError(t, err)
+		t.Cleanup(pubClient.Close)
+		relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: e.Store.Pool})
+		require.NoError(t, err)
+		w, err := worker.New(worker.Config{KafkaOpts: kopts, Group: e.Group, Names: e.Names, Store: e.Store, Relay: relay,
+			SessionTimeout: time.Second, DrainTimeout: drain})
+		require.NoError(t, err)
+		rctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			require.NoError(t, w.Run(rctx))
+		}()
+		t.Cleanup(func() { stop(); <-done; w.Close() })
+		require.Eventually(t, func() bool { return len(w.Partitions()) == 16 }, 30*time.Second, 10*time.Millisecond)
+		return w, stop, done
+	}
+	const p = 3
+	send := sendTo(t, e, p)
+	send(cmd("acquire", "drain-0", "a0", "o", reply))
+	w1, stop, done := run(500 * time.Millisecond)
+	watch.WaitFor(t, 30*time.Second, "the first command", func(rs []e2e.Received) bool { return len(rs) == 1 })
+
+	// The partition's offset row held by another transaction (not ended
+	// by idle_in_transaction_session_timeout while the test holds it).
+	holder := e.Schema.Open(t, store.Config{IdleInTransactionTimeout: -1, MaxConns: 2})
+	tx, err := holder.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE partition = $1 FOR UPDATE`, p)
+	require.NoError(t, err)
+	send(cmd("acquire", "drain-1", "a1", "o", reply))
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, holder.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()`).Scan(&waiting))
+		return waiting > 0
+	}, 30*time.Second, 10*time.Millisecond, "the batch waiting for the row")
+	stop()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still waits for the batch")
+	}
+	w1.Close()
+	require.NoError(t, tx.Rollback(ctx))
+
+	run(0)
+	watch.WaitFor(t, 30*time.Second, "the abandoned command applied by the next owner", func(rs []e2e.Received) bool {
+		for _, r := range rs {
+			if r.Event.RequestID == "drain-1" && r.Event.Type == topics.TypeAcquired {
+				return true
+			}
+		}
+		return false
+	})
+}
