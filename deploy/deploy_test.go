@@ -37,9 +37,10 @@ import (
 const root = ".."
 
 // drainBound is how long lockworker's drain may take after SIGTERM, from the
-// code: the outbox relay's publish timeout (30 s) plus leaving the group
-// (10 s). Grace periods must be longer.
-const drainBound = 40 * time.Second
+// code: the batches in flight (worker.DefaultDrainTimeout, 10 s), the outbox
+// relay's publish timeout (30 s) and leaving the group (10 s). Grace periods
+// must be longer.
+const drainBound = 50 * time.Second
 
 // credentials are the settings that belong in a Secret, never in a
 // ConfigMap or an image. KAFKA_SASL_USERNAME is not masked in logs, but it is
