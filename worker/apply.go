@@ -136,6 +136,9 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 				err = perr
 			}
 		}
+		if ctx.Err() != nil {
+			return // a hard stop (Kill, a drain past its bound) ended it
+		}
 		// Transient failures are retried inside InTx; anything else is
 		// retried here, slowly and loudly: skipping the batch would lose it.
 		delay := store.Backoff(w.batchRetryBase, time.Minute, attempt)

@@ -2,9 +2,12 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -18,37 +21,39 @@ import (
 // A worker stopped while its batch cannot commit (here it waits for a row
 // another transaction holds; PostgreSQL not answering is the same to the
 // drain) does not wait for it: past DrainTimeout it abandons the batch and
-// Run returns, and the command is applied by the next owner of its
-// partition, from the stored offset.
+// Run returns, also when its poll loop waits for room in the applier's
+// queue behind that batch (a queue of one record here), and the commands
+// are applied by the next owner of their partition, from the stored offset.
 func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 	e := e2e.New(t)
 	ctx := context.Background()
 	reply := "locks.replies.drain"
 	watch := e.Watch(reply)
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-	run := func(drain time.Duration) (*worker.Worker, func(), <-chan struct{}) {
+	run := func(drain time.Duration) (func(), func(), <-chan struct{}) {
 		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
 		require.NoError(t, err)
 		t.Cleanup(pubClient.Close)
 		relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: e.Store.Pool})
 		require.NoError(t, err)
 		w, err := worker.New(worker.Config{KafkaOpts: kopts, Group: e.Group, Names: e.Names, Store: e.Store, Relay: relay,
-			SessionTimeout: time.Second, DrainTimeout: drain})
+			SessionTimeout: time.Second, DrainTimeout: drain, MaxPollRecords: 1})
 		require.NoError(t, err)
 		rctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			require.NoError(t, w.Run(rctx))
+			assert.NoError(t, w.Run(rctx))
 		}()
-		t.Cleanup(func() { stop(); <-done; w.Close() })
+		leave := sync.OnceFunc(w.Close)
+		t.Cleanup(func() { stop(); <-done; leave() })
 		require.Eventually(t, func() bool { return len(w.Partitions()) == 16 }, 30*time.Second, 10*time.Millisecond)
-		return w, stop, done
+		return leave, stop, done
 	}
 	const p = 3
 	send := sendTo(t, e, p)
 	send(cmd("acquire", "drain-0", "a0", "o", reply))
-	w1, stop, done := run(500 * time.Millisecond)
+	leave1, stop, done := run(500 * time.Millisecond)
 	watch.WaitFor(t, 30*time.Second, "the first command", func(rs []e2e.Received) bool { return len(rs) == 1 })
 
 	// The partition's offset row held by another transaction (not ended
@@ -59,28 +64,43 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 	defer func() { _ = tx.Rollback(ctx) }()
 	_, err = tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE partition = $1 FOR UPDATE`, p)
 	require.NoError(t, err)
+	var pid int
+	require.NoError(t, tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
 	send(cmd("acquire", "drain-1", "a1", "o", reply))
 	require.Eventually(t, func() bool {
+		// The batch, which writes the reply's outbox row with COMMIT,
+		// waits for the row: not the partition's expiry scheduler, which
+		// has nothing due.
 		var waiting int
-		require.NoError(t, holder.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()`).Scan(&waiting))
+		require.NoError(t, holder.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid).Scan(&waiting))
 		return waiting > 0
 	}, 30*time.Second, 10*time.Millisecond, "the batch waiting for the row")
+	// Behind it: one queued, and the poll loop waiting for room.
+	for i := 2; i <= 4; i++ {
+		send(cmd("acquire", fmt.Sprint("drain-", i), fmt.Sprint("a", i), "o", reply))
+	}
 	stop()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run still waits for the batch")
 	}
-	w1.Close()
+	leave1()
 	require.NoError(t, tx.Rollback(ctx))
 
 	run(0)
-	watch.WaitFor(t, 30*time.Second, "the abandoned command applied by the next owner", func(rs []e2e.Received) bool {
+	watch.WaitFor(t, 30*time.Second, "the abandoned commands applied by the next owner", func(rs []e2e.Received) bool {
+		granted := map[string]bool{}
 		for _, r := range rs {
-			if r.Event.RequestID == "drain-1" && r.Event.Type == topics.TypeAcquired {
-				return true
+			if r.Event.Type == topics.TypeAcquired {
+				granted[r.Event.RequestID] = true
 			}
 		}
-		return false
+		for i := 1; i <= 4; i++ {
+			if !granted[fmt.Sprint("drain-", i)] {
+				return false
+			}
+		}
+		return true
 	})
 }

@@ -142,9 +142,10 @@ type Config struct {
 	GroupInstanceID string
 	// DrainTimeout bounds how long Run, once stopped, waits for the
 	// batches in flight to commit: past it they are abandoned as Kill
-	// abandons them (rolled back; the partitions' next owner applies
-	// their records from the stored offsets, so nothing is lost, only
-	// answered later). A batch commits within milliseconds unless
+	// abandons them (rolled back, or, cancelled during COMMIT, maybe
+	// committed, which the stored offset tells; the partitions' next owner
+	// applies from the stored offsets what is not, so nothing is lost,
+	// only answered later). A batch commits within milliseconds unless
 	// PostgreSQL does not answer, when it would be retried until it does
 	// and the stop would wait for that. Default DefaultDrainTimeout (10 s);
 	// negative: no bound.
@@ -479,6 +480,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	for _, q := range w.lanes {
 		appliers.Go(func() { w.applyLoop(w.hard, q) })
 	}
+	// A stop closes the queues at once: a poll loop waiting for room
+	// behind a batch that cannot commit would otherwise never see it, nor
+	// start the drain's bound below. What it polled is then not applied
+	// here but by the partitions' next owner, from the stored offsets.
+	defer context.AfterFunc(ctx, func() {
+		for _, q := range w.lanes {
+			q.close()
+		}
+	})()
 	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
 	for {
 		if pollCtx.Err() != nil { // woken by seekTo
