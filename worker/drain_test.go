@@ -30,7 +30,7 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 	reply := "locks.replies.drain"
 	watch := e.Watch(reply)
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
-	run := func(drain time.Duration) (func(), func(), <-chan struct{}) {
+	run := func(drain time.Duration) (*worker.Worker, func(), func(), <-chan struct{}) {
 		pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
 		require.NoError(t, err)
 		t.Cleanup(pubClient.Close)
@@ -48,12 +48,12 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 		leave := sync.OnceFunc(w.Close)
 		t.Cleanup(func() { stop(); <-done; leave() })
 		require.Eventually(t, func() bool { return len(w.Partitions()) == 16 }, 30*time.Second, 10*time.Millisecond)
-		return leave, stop, done
+		return w, leave, stop, done
 	}
 	const p = 3
 	send := sendTo(t, e, p)
 	send(cmd("acquire", "drain-0", "a0", "o", reply))
-	leave1, stop, done := run(500 * time.Millisecond)
+	w1, leave1, stop, done := run(500 * time.Millisecond)
 	watch.WaitFor(t, 30*time.Second, "the first command", func(rs []e2e.Received) bool { return len(rs) == 1 })
 
 	// The partition's offset row held by another transaction (not ended
@@ -79,6 +79,8 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 	for i := 2; i <= 4; i++ {
 		send(cmd("acquire", fmt.Sprint("drain-", i), fmt.Sprint("a", i), "o", reply))
 	}
+	// drain-2 queued, drain-3 polled and waiting for room, drain-4 fetched.
+	require.Eventually(t, func() bool { return w1.Client().BufferedFetchRecords() == 1 }, 30*time.Second, 10*time.Millisecond)
 	stop()
 	select {
 	case <-done:

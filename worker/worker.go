@@ -480,14 +480,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	for _, q := range w.lanes {
 		appliers.Go(func() { w.applyLoop(w.hard, q) })
 	}
-	// A stop closes the queues at once: a poll loop waiting for room
-	// behind a batch that cannot commit would otherwise never see it, nor
-	// start the drain's bound below. What it polled is then not applied
-	// here but by the partitions' next owner, from the stored offsets.
+	// A stop closes the queues and starts the drain's bound at once: the
+	// poll loop may be held behind a batch that cannot commit, waiting for
+	// room in its queue, or in kgo for a revoke that waits for that batch,
+	// and would otherwise never get to either. What it polled is then not
+	// applied here but by the partitions' next owner, from the stored
+	// offsets. Only the appliers' drain is bounded: the relays' last
+	// publishes (stopAll) have bounds of their own.
+	var drain drainBound
+	abandon := func() {
+		w.log.Warn().Dur("drain_timeout", w.cfg.DrainTimeout).
+			Msg("stopping: the batches in flight did not commit in time (PostgreSQL not answering?); abandoning them, their partitions' next owner applies them from the stored offsets")
+		w.killHard()
+	}
 	defer context.AfterFunc(ctx, func() {
 		for _, q := range w.lanes {
 			q.close()
 		}
+		drain.start(w.cfg.DrainTimeout, abandon)
 	})()
 	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
 	for {
@@ -581,23 +591,43 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}
 	}
-	// Only the appliers' drain is bounded here: the relays' last
-	// publishes (stopAll) have bounds of their own.
-	stopAbandon := func() bool { return true }
-	if w.cfg.DrainTimeout > 0 {
-		stopAbandon = time.AfterFunc(w.cfg.DrainTimeout, func() {
-			w.log.Warn().Dur("drain_timeout", w.cfg.DrainTimeout).
-				Msg("stopping: the batches in flight did not commit in time (PostgreSQL not answering?); abandoning them, their partitions' next owner applies them from the stored offsets")
-			w.killHard()
-		}).Stop
-	}
+	drain.start(w.cfg.DrainTimeout, abandon) // also after a fatal error
 	for _, q := range w.lanes {
 		q.close()
 	}
 	appliers.Wait()
-	stopAbandon()
+	drain.end()
 	w.stopAll()
 	return ctxErr
+}
+
+// drainBound abandons a stopped Run's batches in flight once
+// Config.DrainTimeout has passed since the stop, unless the appliers
+// returned first.
+type drainBound struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	ended bool
+}
+
+// start arms the bound (once; never after end; not for a bound of 0 or
+// less).
+func (d *drainBound) start(after time.Duration, abandon func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer == nil && !d.ended && after > 0 {
+		d.timer = time.AfterFunc(after, abandon)
+	}
+}
+
+// end disarms it: the appliers returned.
+func (d *drainBound) end() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ended = true
+	if d.timer != nil {
+		d.timer.Stop()
+	}
 }
 
 // ErrGroupChanged is Run's error when the commands topic's offsets are
