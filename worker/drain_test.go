@@ -79,8 +79,12 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 	for i := 2; i <= 4; i++ {
 		send(cmd("acquire", fmt.Sprint("drain-", i), fmt.Sprint("a", i), "o", reply))
 	}
-	// drain-2 queued, drain-3 polled and waiting for room, drain-4 fetched.
-	require.Eventually(t, func() bool { return w1.Client().BufferedFetchRecords() == 1 }, 30*time.Second, 10*time.Millisecond)
+	// drain-2 queued, drain-3 polled (the next offset to poll is 4) and
+	// waiting for room, drain-4 fetched.
+	require.Eventually(t, func() bool {
+		polled := w1.Client().UncommittedOffsets()[e.Names.Commands][p] // polled so far
+		return polled.Offset == 4 && w1.Client().BufferedFetchRecords() == 1
+	}, 30*time.Second, 10*time.Millisecond, "the poll loop holding a record it has no room for")
 	stop()
 	select {
 	case <-done:

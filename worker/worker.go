@@ -616,7 +616,13 @@ func (d *drainBound) start(after time.Duration, abandon func()) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.timer == nil && !d.ended && after > 0 {
-		d.timer = time.AfterFunc(after, abandon)
+		d.timer = time.AfterFunc(after, func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if !d.ended { // not one that fired as end came
+				abandon()
+			}
+		})
 	}
 }
 
