@@ -97,6 +97,29 @@ type lossCount struct {
 
 func (m *lossCount) DataLoss() { m.n.Add(1) }
 
+// proxiedWorker is a worker on c, not joining its group (the test drives
+// its partitions), whose PostgreSQL is reached through proxy, logging to
+// logs; direct reaches the same schema without the proxy.
+func proxiedWorker(t *testing.T, c *kfake.Cluster, names topics.Names, metrics Metrics) (w *Worker, direct *store.Store, proxy *tcpproxy.Proxy, logs *testlog.Buffer) {
+	t.Helper()
+	sch := testdb.NewSchema(t)
+	direct = sch.Open(t, store.Config{MaxConns: 4})
+	require.NoError(t, direct.Migrate(context.Background()))
+	u, err := url.Parse(sch.URL)
+	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
+	proxy = tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	behind := sch
+	behind.URL = u.String()
+	logs = &testlog.Buffer{}
+	w, err = New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: behind.Open(t, store.Config{MaxConns: 4}),
+		Relay: nopRelay{}, Metrics: metrics, Logger: zerolog.New(logs)})
+	require.NoError(t, err)
+	t.Cleanup(w.cl.Close)
+	t.Cleanup(w.killHard)
+	return w, direct, proxy, logs
+}
+
 // A rewind that committed but whose answer never came (here the server's
 // answer is held until the rewind's timeout fires; a connection lost after
 // COMMIT is the same) is the worker's own move when the check is retried:
@@ -112,23 +135,8 @@ func TestRewindWhoseAnswerWasLost(t *testing.T) {
 	// would check its log's end (checkLogEnds) and move the offset first.
 	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands),
 		kfake.GroupMinSessionTimeout(time.Hour))
-	sch := testdb.NewSchema(t)
-	direct := sch.Open(t, store.Config{MaxConns: 4})
-	require.NoError(t, direct.Migrate(ctx))
-	u, err := url.Parse(sch.URL)
-	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	behind := sch
-	behind.URL = u.String()
-	st := behind.Open(t, store.Config{MaxConns: 4})
-	logs := &testlog.Buffer{}
 	metrics := &lossCount{}
-	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: st, Relay: nopRelay{},
-		Metrics: metrics, Logger: zerolog.New(logs)})
-	require.NoError(t, err)
-	t.Cleanup(w.cl.Close)
-	t.Cleanup(w.killHard)
+	w, direct, proxy, logs := proxiedWorker(t, c, names, metrics)
 	noWake := context.CancelFunc(func() {})
 	w.wakePoll.Store(&noWake)
 
@@ -138,7 +146,7 @@ func TestRewindWhoseAnswerWasLost(t *testing.T) {
 
 	// A rewind waits, once it has moved the row, for an advisory lock the
 	// test holds.
-	_, err = direct.Pool.Exec(ctx, `
+	_, err := direct.Pool.Exec(ctx, `
 		CREATE FUNCTION hold_rewind() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
 			PERFORM pg_advisory_xact_lock_shared(4242);
@@ -249,23 +257,8 @@ func TestRetentionSkipWhoseAnswerWasLost(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, deleted.Error())
 
-	sch := testdb.NewSchema(t)
-	direct := sch.Open(t, store.Config{MaxConns: 4})
-	require.NoError(t, direct.Migrate(ctx))
-	u, err := url.Parse(sch.URL)
-	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	behind := sch
-	behind.URL = u.String()
-	st := behind.Open(t, store.Config{MaxConns: 4})
-	logs := &testlog.Buffer{}
 	metrics := &retainedCount{}
-	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: st, Relay: nopRelay{},
-		Metrics: metrics, Logger: zerolog.New(logs)})
-	require.NoError(t, err)
-	t.Cleanup(w.cl.Close)
-	t.Cleanup(w.killHard)
+	w, direct, proxy, logs := proxiedWorker(t, c, names, metrics)
 
 	// Stored at 2; the log starts at 4: offsets 2 and 3 were deleted unapplied.
 	_, err = direct.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 2)`,
