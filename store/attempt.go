@@ -118,22 +118,21 @@ func (a *attempt) run(ctx context.Context, pool *pgxpool.Pool, fn func(*pgxpool.
 	return err
 }
 
-// timedOut is err, an attempt's error, as the attempt's timeout when its
-// deadline ended it, not ctx: the deadline's own error (waiting for a
-// connection) or the closed connection's. Any other error that came in as
-// the bound passed (a constraint, the worker's offset guard) stays what
-// it is.
+// timedOut is err, an attempt's error (translated), as the attempt's
+// timeout when its deadline ended it, not ctx: the closed connection's
+// error (transient) or the deadline's own (waiting for a connection). Any
+// other error that came in as the bound passed (a constraint, the worker's
+// offset guard) stays what it is.
 func (a *attempt) timedOut(ctx, actx context.Context, err error) error {
-	if ctx.Err() != nil || context.Cause(actx) != ErrAttemptTimedOut {
+	switch {
+	case err == nil || ctx.Err() != nil || context.Cause(actx) != ErrAttemptTimedOut:
 		return err
-	}
-	if err == nil || !errors.Is(err, ErrTransient) && !errors.Is(err, context.DeadlineExceeded) && !transient(err) {
-		return err
-	}
-	if errors.Is(err, ErrTransient) {
+	case errors.Is(err, ErrTransient):
 		return fmt.Errorf("%w after %s: %w", ErrAttemptTimedOut, a.limit, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w after %s: %w", ErrTransient, ErrAttemptTimedOut, a.limit, err)
 	}
-	return fmt.Errorf("%w: %w after %s: %w", ErrTransient, ErrAttemptTimedOut, a.limit, err)
+	return err
 }
 
 // bounded is ctx bounded as a transaction's first attempt is, for a
