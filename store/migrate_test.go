@@ -234,6 +234,24 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 		last+2, last, last+2))
 }
 
+// migrateBehindTernLock holds tern's migration lock on a connection of its
+// own (holder, closed when the test ends), starts st's migration, and
+// returns once the migration says it waits for the lock; done gets its
+// error.
+func migrateBehindTernLock(t *testing.T, ctx context.Context, url string, st *store.Store) (holder *pgx.Conn, log *migrateLog, done chan error) {
+	t.Helper()
+	holder, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = holder.Close(context.WithoutCancel(ctx)) })
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_lock(9628173550095224)`)
+	require.NoError(t, err)
+	log = &migrateLog{}
+	done = make(chan error, 1)
+	go func() { done <- st.MigrateWith(ctx, log.events()) }()
+	require.Eventually(t, func() bool { log.mu.Lock(); defer log.mu.Unlock(); return log.waited == 1 }, 10*time.Second, 10*time.Millisecond)
+	return holder, log, done
+}
+
 // A migration waiting for another session's migration lock (tern's
 // advisory lock) says so first, then migrates once it is free. Not
 // parallel: it holds that lock, one for the whole database, for a moment,
@@ -247,22 +265,13 @@ func TestMigrateTellsLockWait(t *testing.T) {
 	t.Cleanup(cancel) // before st closes (cleanups run last first), which waits for its connections
 	migrateTo(t, st, 14)
 
-	holder, err := pgx.Connect(ctx, sc.URL)
-	require.NoError(t, err)
-	defer holder.Close(ctx)
-	_, err = holder.Exec(ctx, `SELECT pg_advisory_lock(9628173550095224)`)
-	require.NoError(t, err)
-
-	var log migrateLog
-	done := make(chan error, 1)
-	go func() { done <- st.MigrateWith(ctx, log.events()) }()
-	require.Eventually(t, func() bool { log.mu.Lock(); defer log.mu.Unlock(); return log.waited == 1 }, 10*time.Second, 10*time.Millisecond)
+	holder, log, done := migrateBehindTernLock(t, ctx, sc.URL, st)
 	select {
 	case err := <-done:
 		t.Fatalf("migrated while the lock was held: %v", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock(9628173550095224)`)
+	_, err := holder.Exec(ctx, `SELECT pg_advisory_unlock(9628173550095224)`)
 	require.NoError(t, err)
 	require.NoError(t, awaitDone(t, done))
 	requireSchema(t, st)
@@ -286,18 +295,9 @@ func TestMigrateBacksOffBehindATimedOutAttempt(t *testing.T) {
 	t.Cleanup(cancel) // before st closes (cleanups run last first), which waits for its connections
 	migrateTo(t, st, 9)
 
-	holder, err := pgx.Connect(ctx, sc.URL)
-	require.NoError(t, err)
-	defer holder.Close(ctx)
-	_, err = holder.Exec(ctx, `SELECT pg_advisory_lock(9628173550095224)`)
-	require.NoError(t, err)
-
-	var log migrateLog
-	done := make(chan error, 1)
-	go func() { done <- st.MigrateWith(ctx, log.events()) }()
-	require.Eventually(t, func() bool { log.mu.Lock(); defer log.mu.Unlock(); return log.waited == 1 }, 10*time.Second, 10*time.Millisecond)
+	holder, log, done := migrateBehindTernLock(t, ctx, sc.URL, st)
 	// As a failed attempt does, before its lock goes; another schema's is not this one's.
-	_, err = holder.Exec(ctx, `SELECT pg_notify('lockworker_migration_lock_timed_out', 'other_schema' || E'\n' || '011_sessions.sql'),
+	_, err := holder.Exec(ctx, `SELECT pg_notify('lockworker_migration_lock_timed_out', 'other_schema' || E'\n' || '011_sessions.sql'),
 		pg_notify('lockworker_migration_lock_timed_out', current_schema() || E'\n' || '010_lock_delay_max_hold_revoke.sql')`)
 	require.NoError(t, err)
 	_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock(9628173550095224)`)
