@@ -126,6 +126,7 @@ type Store struct {
 	// while starting is set; 0 leaves the URL's.
 	startTimeout time.Duration
 	starting     atomic.Bool
+	probe        probe
 }
 
 // Open connects to PostgreSQL. When the database does not exist and the user
@@ -270,8 +271,13 @@ func sessionSettings(given map[string]string, idle time.Duration) func(context.C
 	}
 }
 
-// Close closes the pool.
-func (s *Store) Close() { s.Pool.Close() }
+// Close closes the pool and Probe's connection.
+func (s *Store) Close() {
+	s.Pool.Close()
+	s.probe.mu.Lock()
+	defer s.probe.mu.Unlock()
+	s.probe.closeConn()
+}
 
 // ensureDatabase creates the configured database when it is missing (SQLSTATE
 // 3D000), connecting to the "postgres" maintenance database to do so.
