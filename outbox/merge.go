@@ -15,7 +15,8 @@ type merger[Req, Res any] struct {
 	// run answers reqs in order; an error answers all of them.
 	run func(ctx context.Context, reqs []Req) ([]Res, error)
 	// timeout bounds one run. The run does not end with the context of the
-	// caller that leads it, which serves the others too.
+	// caller that leads it, which serves the others too, unless it ended
+	// for ErrUnreachable (beyond).
 	timeout time.Duration
 
 	mu      sync.Mutex
@@ -94,7 +95,7 @@ func (m *merger[Req, Res]) lead(ctx context.Context) {
 	for i, c := range calls {
 		reqs[i] = c.req
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.timeout)
+	rctx, cancel := beyond(ctx, m.timeout)
 	res, err := m.run(rctx, reqs)
 	cancel()
 	for i, c := range calls {

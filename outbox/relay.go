@@ -450,10 +450,11 @@ func (r *Relay) rest(ctx context.Context, p *partition, wait time.Duration, wake
 	}
 }
 
-// deleteNow takes the partition's lock, even when ctx is done, and deletes
-// its acknowledged rows. A failure leaves them for the next pass.
+// deleteNow takes the partition's lock, even when ctx is done (unless for
+// ErrUnreachable), and deletes its acknowledged rows. A failure leaves them
+// for the next pass.
 func (r *Relay) deleteNow(ctx context.Context, p *partition) {
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
+	lctx, cancel := beyond(ctx, queryTimeout)
 	defer cancel()
 	if !p.acquire(lctx) {
 		return
@@ -1162,8 +1163,8 @@ func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
 		return nil
 	}
 	// Even when ctx is done: the rows were acknowledged, and keeping them
-	// would publish them again.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), queryTimeout)
+	// would publish them again (but not for ErrUnreachable: see there).
+	dctx, cancel := beyond(ctx, queryTimeout)
 	defer cancel()
 	if _, err := r.deletes.do(dctx, p.acked); err != nil {
 		return fmt.Errorf("deleting %d published outbox rows of partition %d: %w", len(p.acked), p.id, err)
