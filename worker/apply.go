@@ -74,7 +74,8 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		}
 	}()
 	parts := group(segs)
-	var xids []int64 // every attempt's transaction id, to tell a lost COMMIT from a takeover
+	txCtx := w.serving() // ended too by a withdrawal (watchPostgres)
+	var xids []int64     // every attempt's transaction id, to tell a lost COMMIT from a takeover
 	poison := quarantine{}
 	start := time.Now()
 	retriedNow := false // a refusal that did not reproduce was retried at once
@@ -93,7 +94,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		})
 	}
 	for attempt := 1; len(parts) > 0; {
-		results, err := w.applyTx(ctx, parts, &xids, poison, false)
+		results, err := w.applyTx(txCtx, parts, &xids, poison, false)
 		if err == nil {
 			w.committed(parts, results, time.Since(start))
 			return
@@ -117,7 +118,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		if refusedData(err) {
 			// A command PostgreSQL refuses fails every retry of its batch:
 			// find it, and answer it as invalid instead of applying it.
-			perr := w.findPoison(ctx, parts, poison)
+			perr := w.findPoison(txCtx, parts, poison)
 			switch {
 			case perr == nil:
 				continue
@@ -143,7 +144,9 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		// retried here, slowly and loudly: skipping the batch would lose it.
 		delay := store.Backoff(w.batchRetryBase, time.Minute, attempt)
 		attempt++
-		w.log.Error().Err(err).Ints32("partitions", partitionIDs(parts)).Dur("retry_in", delay).Msg("applying batch failed")
+		if txCtx.Err() == nil {
+			w.log.Error().Err(err).Ints32("partitions", partitionIDs(parts)).Dur("retry_in", delay).Msg("applying batch failed")
+		} // else withdrawn: the revoke of its partitions is on its way
 		if !w.backOff(ctx, parts, delay) {
 			return
 		}

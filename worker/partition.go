@@ -74,8 +74,9 @@ type partition struct {
 }
 
 // newPartition starts a partition's scheduler and relay under parent (the
-// worker's hard stop, not Run's context): a revoked partition's records are
-// applied first, so shutdown drains instead of rolling back.
+// serving context: the worker's hard stop or a withdrawal, not Run's
+// context): a revoked partition's records are applied first, so shutdown
+// drains instead of rolling back.
 func (w *Worker) newPartition(parent context.Context, id int32) *partition {
 	ctx, cancel := context.WithCancel(parent)
 	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset,
@@ -127,7 +128,7 @@ func (w *Worker) restart(old *partition, delay time.Duration) {
 		w.mu.Unlock()
 		return
 	}
-	p := w.newPartition(w.hard, old.id)
+	p := w.newPartition(w.serving(), old.id)
 	p.lane, p.losing, p.refetch = old.lane, true, old.refetch
 	w.parts[p.id] = p
 	w.mu.Unlock()

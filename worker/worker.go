@@ -150,6 +150,17 @@ type Config struct {
 	// and the stop would wait for that. Default DefaultDrainTimeout (10 s);
 	// negative: no bound.
 	DrainTimeout time.Duration
+	// UnreachableTimeout is how long PostgreSQL may leave this replica
+	// unanswered (Store.Probe, once a second, each given 2 s) before the
+	// replica gives its partitions to the other replicas; it takes
+	// partitions again once PostgreSQL answers it (watchPostgres). Kafka
+	// sees a replica cut off from PostgreSQL alone as alive: without it,
+	// that replica's partitions wait for as long as the cut lasts. When
+	// PostgreSQL answers no replica, every replica withdraws, and they
+	// rejoin as it comes back, at the cost of a rebalance. Default
+	// DefaultUnreachableTimeout (15 s); negative: never, the partitions
+	// wait with their replica.
+	UnreachableTimeout time.Duration
 	// Logger receives the worker's logs. Default: none.
 	Logger zerolog.Logger
 	// Metrics, when set, is told what the worker does.
@@ -266,6 +277,11 @@ type Worker struct {
 	restarted func()
 	// commandsLost is Config.Metrics's CommandsLost, if it has one.
 	commandsLost func(reason string, n int64)
+	// withdrawn is whether PostgreSQL's silence made the replica give its
+	// partitions up (watchPostgres), and the serving context.
+	withdrawn withdrawal
+	// withdrawnMetric is Config.Metrics's Withdrawn, if it has one.
+	withdrawnMetric func(bool)
 }
 
 // New checks cfg and creates the Kafka client; Run joins the consumer
@@ -314,6 +330,9 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
+	if cfg.UnreachableTimeout == 0 {
+		cfg.UnreachableTimeout = DefaultUnreachableTimeout
+	}
 	if cfg.DeadLetterMaxBytes <= 0 {
 		cfg.DeadLetterMaxBytes = DefaultDeadLetterMaxBytes
 	}
@@ -321,18 +340,22 @@ func New(cfg Config) (*Worker, error) {
 		cfg.Metrics = noMetrics{}
 	}
 	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, batchRetryBase: time.Second,
-		restarts: map[int32]restartLog{}, restarted: func() {}, commandsLost: func(string, int64) {}}
+		restarts: map[int32]restartLog{}, restarted: func() {}, commandsLost: func(string, int64) {}, withdrawnMetric: func(bool) {}}
 	if m, ok := cfg.Metrics.(RestartMetrics); ok {
 		w.restarted = m.PartitionRestarted
 	}
 	if m, ok := cfg.Metrics.(LostMetrics); ok {
 		w.commandsLost = m.CommandsLost
 	}
+	if m, ok := cfg.Metrics.(WithdrawMetrics); ok {
+		w.withdrawnMetric = m.Withdrawn
+	}
 	for range cfg.Appliers {
 		w.lanes = append(w.lanes, newQueue(cfg.MaxPollRecords))
 	}
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	w.halted, w.halt = context.WithCancel(w.hard)
+	w.serveAgain()
 	unpack := newRatioDecompressor(maxBatchBytes)
 	unpack.log = w.log
 	opts := []kgo.Opt{
@@ -500,6 +523,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		drain.start(w.cfg.DrainTimeout, abandon)
 	})()
 	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
+	maintaining.Go(func() { w.watchPostgres(mctx) })
 	for {
 		if pollCtx.Err() != nil { // woken by seekTo
 			renewPoll()
@@ -1080,7 +1104,7 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 		if old, ok := w.parts[p]; ok && old.ctx.Err() == nil {
 			continue
 		}
-		part := w.newPartition(w.hard, p)
+		part := w.newPartition(w.serving(), p)
 		part.lane = w.leastUsedLane()
 		w.parts[p] = part
 		w.log.Info().Int32("partition", p).Msg("partition assigned")
@@ -1137,9 +1161,13 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 		}
 	}
 	w.mu.Unlock()
+	// A replica that withdrew (watchPostgres) cannot apply the records it
+	// polled: they are dropped as when lost, but its relays, which may
+	// still publish rows read before, are waited for.
+	drop := lost || w.isWithdrawn()
 	for _, part := range stopping {
 		part.revoke()
-		if lost {
+		if drop {
 			w.drop(part)
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -273,7 +274,8 @@ func (m *Main) Run(ctx context.Context) error {
 		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
 		CleanupInterval: cfg.CleanupInterval, RequestRetention: cfg.RequestRetention, EventsRetention: cfg.LockEventsRetention, NoHistory: cfg.LockEventsRetention == 0,
 		DeadLetterMaxBytes: cfg.DeadLetterMaxBytes, PlainEvents: !cfg.CompactStoredEvents,
-		Logger: log.With().Str("component", "worker").Logger(), Metrics: mets,
+		UnreachableTimeout: cmp.Or(cfg.Postgres.UnreachableTimeout, -1), // 0: never withdraw
+		Logger:             log.With().Str("component", "worker").Logger(), Metrics: mets,
 	})
 	if err != nil {
 		return err

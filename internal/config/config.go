@@ -168,6 +168,11 @@ type PostgresConfig struct {
 	// then has its connection closed and is retried, with twice the bound
 	// each time (store.Config.AttemptTimeout).
 	AttemptTimeout time.Duration
+	// UnreachableTimeout (POSTGRES_UNREACHABLE_TIMEOUT, default 15 s,
+	// 0..3600) is how long PostgreSQL may leave a replica unanswered
+	// before it gives its partitions to the other replicas, until it
+	// answers again; 0 never does (worker.Config.UnreachableTimeout).
+	UnreachableTimeout time.Duration
 }
 
 // AuthConfig is requester authentication: every command carries a JWT in
@@ -387,7 +392,7 @@ func Default() Config {
 			Database: "lockworker",
 			User:     "postgres",
 			MinConns: 1,
-			MaxConns: 10, AttemptTimeout: 15 * time.Second,
+			MaxConns: 10, AttemptTimeout: 15 * time.Second, UnreachableTimeout: 15 * time.Second,
 		},
 		DefaultLeaseDuration: topics.DefaultLeaseDuration,
 		TokenFloorCheck:      TokenFloorRequire,

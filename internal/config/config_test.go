@@ -41,7 +41,7 @@ func TestDefaults(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Default(), c)
 
-	assert.Equal(t, PostgresConfig{Host: "127.0.0.1", Port: 5432, Database: "lockworker", User: "postgres", MinConns: 1, MaxConns: 10, AttemptTimeout: 15 * time.Second}, c.Postgres)
+	assert.Equal(t, PostgresConfig{Host: "127.0.0.1", Port: 5432, Database: "lockworker", User: "postgres", MinConns: 1, MaxConns: 10, AttemptTimeout: 15 * time.Second, UnreachableTimeout: 15 * time.Second}, c.Postgres)
 	assert.Equal(t, 30*time.Second, c.DefaultLeaseDuration)
 	assert.Equal(t, 60*time.Second, c.CleanupInterval)
 	assert.Equal(t, 100*time.Millisecond, c.AcquireRetryDelay)
@@ -101,6 +101,8 @@ func TestOverrides(t *testing.T) {
 		{map[string]string{"POSTGRES_MIN_CONNECTIONS": "0"}, func(c *Config) { c.Postgres.MinConns = 0 }},
 		{map[string]string{"POSTGRES_MAX_CONNECTIONS": "20"}, func(c *Config) { c.Postgres.MaxConns = 20 }},
 		{map[string]string{"POSTGRES_ATTEMPT_TIMEOUT": "60"}, func(c *Config) { c.Postgres.AttemptTimeout = time.Minute }},
+		{map[string]string{"POSTGRES_UNREACHABLE_TIMEOUT": "0"}, func(c *Config) { c.Postgres.UnreachableTimeout = 0 }},
+		{map[string]string{"POSTGRES_UNREACHABLE_TIMEOUT": "30"}, func(c *Config) { c.Postgres.UnreachableTimeout = 30 * time.Second }},
 		{map[string]string{"DEFAULT_LEASE_DURATION": "30.0"}, func(c *Config) {}},
 		{map[string]string{"DEFAULT_LEASE_DURATION": "0.1"}, func(c *Config) { c.DefaultLeaseDuration = 100 * time.Millisecond }},
 		{map[string]string{"DEFAULT_LEASE_DURATION": " 2.5 "}, func(c *Config) { c.DefaultLeaseDuration = 2500 * time.Millisecond }},
@@ -203,6 +205,7 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"POSTGRES_PORT": "70000"}, `POSTGRES_PORT: "70000" is out of range 1..65535`},
 		{map[string]string{"POSTGRES_MAX_CONNECTIONS": "0"}, `POSTGRES_MAX_CONNECTIONS: "0" is out of range 1..1000`},
 		{map[string]string{"POSTGRES_ATTEMPT_TIMEOUT": "0"}, `POSTGRES_ATTEMPT_TIMEOUT: "0" is out of range 1..3600`},
+		{map[string]string{"POSTGRES_UNREACHABLE_TIMEOUT": "3601"}, `POSTGRES_UNREACHABLE_TIMEOUT: "3601" is out of range 0..3600`},
 		{map[string]string{"POSTGRES_MIN_CONNECTIONS": "20"}, `POSTGRES_MIN_CONNECTIONS: "20" is more than POSTGRES_MAX_CONNECTIONS (10)`},
 		{map[string]string{"COMMANDS_PARTITIONS": "0"}, `COMMANDS_PARTITIONS: "0" is out of range 1..10000`},
 		{map[string]string{"KAFKA_TOPIC_REPLICATION_FACTOR": "0"}, `KAFKA_TOPIC_REPLICATION_FACTOR: "0" is not -1 (the broker's default.replication.factor) or 1..32767`},

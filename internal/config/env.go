@@ -32,6 +32,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.int32("POSTGRES_MIN_CONNECTIONS", &pg.MinConns, 0, 1000)
 	p.int32("POSTGRES_MAX_CONNECTIONS", &pg.MaxConns, 1, 1000)
 	p.seconds("POSTGRES_ATTEMPT_TIMEOUT", &pg.AttemptTimeout, 1, 3600)
+	p.seconds("POSTGRES_UNREACHABLE_TIMEOUT", &pg.UnreachableTimeout, 0, 3600)
 
 	p.seconds("DEFAULT_LEASE_DURATION", &c.DefaultLeaseDuration, 0.1, 86400)
 	p.boolean("REQUIRE_FENCING_TOKEN", &c.RequireFencingToken)

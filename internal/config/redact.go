@@ -38,6 +38,7 @@ func (c Config) Redacted() map[string]any {
 		"POSTGRES_MIN_CONNECTIONS":           pg.MinConns,
 		"POSTGRES_MAX_CONNECTIONS":           pg.MaxConns,
 		"POSTGRES_ATTEMPT_TIMEOUT":           pg.AttemptTimeout.Seconds(),
+		"POSTGRES_UNREACHABLE_TIMEOUT":       pg.UnreachableTimeout.Seconds(),
 		"DEFAULT_LEASE_DURATION":             c.DefaultLeaseDuration.Seconds(),
 		"REQUIRE_FENCING_TOKEN":              c.RequireFencingToken,
 		"TOKEN_FLOOR_CHECK":                  c.TokenFloorCheck,

@@ -1,8 +1,8 @@
 // Package metrics measures lockworker for Prometheus (on its own Registry,
 // never the global one) and for the original node's JSON summary.
 //
-// Metrics implements worker.Metrics, worker.RestartMetrics and
-// worker.LostMetrics; Published fits
+// Metrics implements worker.Metrics, worker.RestartMetrics,
+// worker.LostMetrics and worker.WithdrawMetrics; Published fits
 // outbox.Config.OnPublished and Parked outbox.Config.OnParked. Counters and
 // histograms move as the worker commits; gauges describing the database
 // (held locks, waiters, outbox) and the consumer lag are read when
@@ -60,6 +60,7 @@ type Metrics struct {
 	commandsLost *prometheus.CounterVec
 	restarts     prometheus.Counter
 	dbRetries    *prometheus.CounterVec
+	withdrawn    prometheus.Gauge
 
 	vacuum       vacuumMetrics
 	events       *eventTracker
@@ -149,6 +150,10 @@ func New(cfg Config) *Metrics {
 			Namespace: Namespace, Name: "db_retries_total",
 			Help: "Transactions retried after a transient database error (store.Config.OnRetry), by reason: connection (PostgreSQL unreachable, refusing or dropping connections, starting up, shutting down, out of connection slots) or conflict (serialization failure, deadlock, a request_id applied by a concurrent transaction).",
 		}, []string{"reason"}),
+		withdrawn: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "postgres_withdrawn",
+			Help: "1 while this replica has given its partitions to the other replicas because PostgreSQL has not answered it for POSTGRES_UNREACHABLE_TIMEOUT; 0 otherwise.",
+		}),
 		vacuum: newVacuumMetrics(),
 		events: newEventTracker(),
 	}
@@ -156,7 +161,7 @@ func New(cfg Config) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.commands, m.latency, m.batchSize, m.batchTime, m.deadLettered, m.expired,
-		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.commandsLost, m.restarts, m.dbRetries,
+		m.handoffs, m.holdTime, m.waitTime, m.unmeasured, m.published, m.publishLag, m.parked, m.dataLoss, m.commandsLost, m.restarts, m.dbRetries, m.withdrawn,
 		m.vacuum.deadRows, m.vacuum.vacuumRuns,
 	)
 	// The series alerts take rate() of start at 0, so that the first event
@@ -216,6 +221,15 @@ func (m *Metrics) CommandsLost(reason string, n int64) {
 
 // PartitionRestarted implements worker.RestartMetrics.
 func (m *Metrics) PartitionRestarted() { m.restarts.Inc() }
+
+// Withdrawn implements worker.WithdrawMetrics.
+func (m *Metrics) Withdrawn(out bool) {
+	if out {
+		m.withdrawn.Set(1)
+	} else {
+		m.withdrawn.Set(0)
+	}
+}
 
 // Published is outbox.Config.OnPublished.
 func (m *Metrics) Published(n int, oldest time.Duration) {

@@ -17,9 +17,10 @@ import (
 )
 
 var (
-	_ worker.Metrics        = (*Metrics)(nil)
-	_ worker.RestartMetrics = (*Metrics)(nil)
-	_ worker.LostMetrics    = (*Metrics)(nil)
+	_ worker.Metrics         = (*Metrics)(nil)
+	_ worker.RestartMetrics  = (*Metrics)(nil)
+	_ worker.LostMetrics     = (*Metrics)(nil)
+	_ worker.WithdrawMetrics = (*Metrics)(nil)
 )
 
 // series returns the gathered series of a metric family with exactly these

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/tcpproxy"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
+)
+
+// TestWithdrawCutOff, with each group protocol: of two replicas, one cut off
+// from PostgreSQL alone (its proxy forwards nothing and closes nothing, as a
+// network partition does) gives its partitions to the other once
+// POSTGRES_UNREACHABLE_TIMEOUT has passed, so every command is answered,
+// those on its partitions included, while the cut lasts; once PostgreSQL
+// answers it again it takes partitions again, and serves them.
+func TestWithdrawCutOff(t *testing.T) {
+	for _, protocol := range []string{config.GroupProtocolClassic, config.GroupProtocolConsumer} {
+		t.Run(protocol, func(t *testing.T) { withdrawCutOff(t, protocol) })
+	}
+}
+
+func withdrawCutOff(t *testing.T, protocol string) {
+	brokers := groupCluster(t)
+	direct := testdb.NewSchema(t).URL
+	u, err := url.Parse(direct)
+	if err != nil || !strings.HasPrefix(u.Scheme, "postgres") {
+		t.Skip("TEST_DATABASE_URL is not a postgres:// URL")
+	}
+	proxy := tcpproxy.Start(t, u.Host)
+	u.Host = proxy.Addr()
+	const unreachable = 2 * time.Second
+
+	b, _ := startWith(t, direct, replicaOn("b", protocol, brokers))
+	c, _ := startWith(t, u.String(), func(cfg *config.Config) {
+		replicaOn("c", protocol, brokers)(cfg)
+		cfg.Postgres.UnreachableTimeout = unreachable
+	})
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { shared(ct, b, c) }, 30*time.Second, 50*time.Millisecond,
+		"the two replicas share the 16 partitions")
+	r := newRounds(t, brokers[0], "withdraw-"+protocol)
+	r.round(topics.OpAcquire, topics.TypeAcquired, 1)
+
+	proxy.Hang()
+	cut := time.Now()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { assert.Len(ct, owned(ct, b)[0], 16) }, 30*time.Second, 50*time.Millisecond,
+		"b takes the partitions of c, which PostgreSQL does not answer")
+	t.Logf("b owned every partition %s after c was cut off (POSTGRES_UNREACHABLE_TIMEOUT %s)", time.Since(cut).Round(time.Millisecond), unreachable)
+	r.round(topics.OpRelease, topics.TypeReleased, 1)
+	r.round(topics.OpAcquire, topics.TypeAcquired, 2)
+
+	proxy.Restore()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { shared(ct, b, c) }, 30*time.Second, 50*time.Millisecond,
+		"c takes partitions again once PostgreSQL answers it")
+	r.round(topics.OpRelease, topics.TypeReleased, 2)
+}

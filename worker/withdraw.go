@@ -1,0 +1,139 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/omninode/lockworker/outbox"
+)
+
+// DefaultUnreachableTimeout is Config.UnreachableTimeout's default: longer
+// than PostgreSQL takes to restart, so that a restart moves no partition,
+// and short beside the outage of one replica's network to it.
+const DefaultUnreachableTimeout = 15 * time.Second
+
+// How often watchPostgres probes PostgreSQL, and how long it waits for an
+// answer (a network partition answers nothing).
+const (
+	probeEvery   = time.Second
+	probeTimeout = 2 * time.Second
+)
+
+// errWithdrawn ends the serving context when the replica withdraws; the
+// relays see outbox.ErrUnreachable in it.
+var errWithdrawn = fmt.Errorf("this replica withdrew, its partitions go to the other replicas: %w", outbox.ErrUnreachable)
+
+// WithdrawMetrics is told, when Config.Metrics implements it too, when the
+// replica withdraws from the commands topic for PostgreSQL not answering it
+// (true) and when it takes partitions again (false). Apart from Metrics, so
+// that its other implementations need not change.
+type WithdrawMetrics interface {
+	Withdrawn(bool)
+}
+
+// withdrawal is whether the replica has withdrawn, and the context its
+// partitions and their batches run under, ended by a withdrawal.
+type withdrawal struct {
+	mu     sync.Mutex
+	out    bool
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// serving is the context partitions (their expiry schedulers and relays)
+// and batches run under: the hard stop's, also ended by a withdrawal
+// (errWithdrawn).
+func (w *Worker) serving() context.Context {
+	w.withdrawn.mu.Lock()
+	defer w.withdrawn.mu.Unlock()
+	return w.withdrawn.ctx
+}
+
+func (w *Worker) isWithdrawn() bool {
+	w.withdrawn.mu.Lock()
+	defer w.withdrawn.mu.Unlock()
+	return w.withdrawn.out
+}
+
+// serveAgain makes a new serving context; w.withdrawn.mu held.
+func (w *Worker) serveAgain() {
+	w.withdrawn.ctx, w.withdrawn.cancel = context.WithCancelCause(w.hard)
+}
+
+// watchPostgres probes PostgreSQL from Run's start to its end. A replica
+// that PostgreSQL has not answered for Config.UnreachableTimeout gives its
+// partitions to the others (withdraw), and takes partitions again once it
+// answers (rejoin). Kafka sees a replica cut off from PostgreSQL alone as
+// alive, so without this its partitions would wait for as long as the cut
+// lasts. When PostgreSQL answers no replica, all withdraw, and rejoin as it
+// comes back: a rebalance more than waiting would cost.
+func (w *Worker) watchPostgres(ctx context.Context) {
+	if w.cfg.UnreachableTimeout < 0 {
+		return
+	}
+	var since time.Time // the start of the first of the probes failing in a row
+	for {
+		began := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		err := w.cfg.Store.Probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err == nil:
+			since = time.Time{}
+			if w.isWithdrawn() {
+				w.rejoin()
+			}
+		case since.IsZero():
+			since = began
+		case !w.isWithdrawn() && time.Since(since) >= w.cfg.UnreachableTimeout:
+			w.withdraw(err, time.Since(since))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(probeEvery):
+		}
+	}
+}
+
+// withdraw ends the serving context and stops consuming the commands
+// topic: the group moves the partitions to the other replicas. The batches
+// in flight end, as after Kill (one ended during its COMMIT, which may have
+// committed, is told by its stored offset); the records polled are dropped,
+// not applied (letGo), for the partitions' next owner to apply from the
+// stored offsets; the relays stop without the database work they finish
+// on a stop (outbox.ErrUnreachable), once Kafka has answered their
+// publishes.
+func (w *Worker) withdraw(err error, unreachable time.Duration) {
+	w.log.Error().Err(err).Dur("unreachable_for", unreachable).
+		Msg("PostgreSQL does not answer this replica: giving its partitions to the other replicas until it does")
+	w.withdrawn.mu.Lock()
+	w.withdrawn.out = true
+	w.withdrawn.cancel(errWithdrawn)
+	w.withdrawn.mu.Unlock()
+	w.withdrawnMetric(true)
+	w.cl.PurgeTopicsFromConsuming(w.cfg.Names.Commands)
+}
+
+// rejoin consumes the commands topic again, once the partitions withdrawn
+// are let go of.
+func (w *Worker) rejoin() {
+	w.mu.Lock()
+	letting := len(w.parts)
+	w.mu.Unlock()
+	if letting > 0 {
+		return // the next probe tries again
+	}
+	w.withdrawn.mu.Lock()
+	w.withdrawn.out = false
+	w.serveAgain()
+	w.withdrawn.mu.Unlock()
+	w.withdrawnMetric(false)
+	w.log.Info().Msg("PostgreSQL answers this replica again: taking partitions again")
+	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
+}
