@@ -1,11 +1,12 @@
-// Package tcpproxy is a TCP proxy for tests that must take a dependency away
-// from the process under test without stopping the shared server: Cut
-// resets every connection and refuses new ones, Hang stops forwarding
-// without closing anything (a server that no longer answers), Restore
-// forwards again.
+// Package tcpproxy is a TCP proxy for tests and benchmarks that must take a
+// dependency away from the process under test without stopping the shared
+// server: Cut resets every connection and refuses new ones, Hang stops
+// forwarding without closing anything (a server that no longer answers),
+// Restore forwards again.
 package tcpproxy
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -35,17 +36,26 @@ const (
 // ends.
 func Start(t testing.TB, target string) *Proxy {
 	t.Helper()
+	p, err := Listen(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Listen listens on a free local port and forwards to target until Close.
+func Listen(target string) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("tcpproxy: listening: %v", err)
+		return nil, fmt.Errorf("tcpproxy: listening: %w", err)
 	}
 	gate := make(chan struct{})
 	close(gate)
 	p := &Proxy{ln: ln, target: target, gate: gate, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(p.close)
-	return p
+	return p, nil
 }
 
 // Addr is where clients connect instead of the target.
@@ -167,7 +177,9 @@ func (p *Proxy) forget(c net.Conn) {
 	p.mu.Unlock()
 }
 
-func (p *Proxy) close() {
+// Close stops listening, closes every connection (a hung one too) and
+// waits until the proxy's goroutines end. A second Close does nothing more.
+func (p *Proxy) Close() {
 	_ = p.ln.Close()
 	p.Cut() // opens the gate if hung, so every goroutine ends
 	p.wg.Wait()

@@ -98,3 +98,25 @@ func TestCutHangRestore(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "ping\n", got)
 }
+
+// A proxy made by Listen forwards until Close, which closes every
+// connection, a hung one too, and refuses new ones; a second Close is
+// harmless.
+func TestListenClose(t *testing.T) {
+	p, err := Listen(echo(t))
+	require.NoError(t, err)
+	c, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	defer c.Close()
+	got, err := roundTrip(c, 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "ping\n", got)
+
+	p.Hang()
+	p.Close()
+	_, err = roundTrip(c, 5*time.Second)
+	closed(t, err, "a hung connection is closed by Close")
+	_, err = net.Dial("tcp", p.Addr())
+	require.Error(t, err, "no longer listening")
+	p.Close()
+}
