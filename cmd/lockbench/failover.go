@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/omninode/lockworker/internal/chaos"
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/tcpproxy"
 )
 
 // failoverScenario is not part of "all": it needs the lockworker and
@@ -181,6 +185,31 @@ func (f *replicaFaults) freeze(r *chaos.Replica, d time.Duration) (err error) {
 	}
 }
 
+// proxied starts a proxy in front of the PostgreSQL server of dbURL, a
+// postgres:// URL of one host, and returns it with dbURL pointing at it:
+// only the host and port change; the user, the database and the query
+// parameters are kept.
+func proxied(dbURL string) (*tcpproxy.Proxy, string, error) {
+	u, err := url.Parse(dbURL)
+	if err != nil || u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return nil, "", errors.New("the failover scenario puts a proxy in front of PostgreSQL: --database-url must be a postgres:// URL")
+	}
+	q := u.Query()
+	if u.Hostname() == "" || strings.Contains(u.Host, ",") || q.Has("host") || q.Has("hostaddr") || q.Has("port") {
+		return nil, "", fmt.Errorf("the failover scenario puts a proxy in front of PostgreSQL: --database-url must name one TCP host in the URL's host:port, not %s", u.Redacted())
+	}
+	port := u.Port()
+	if port == "" {
+		port = "5432"
+	}
+	p, err := tcpproxy.Listen(net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return nil, "", err
+	}
+	u.Host = p.Addr()
+	return p, u.String(), nil
+}
+
 // checkExits looks at every replica after a fault: one that exited
 // although no fault stopped it is counted and started again. After a
 // restart it waits pause, the pause the phase leaves after each fault, so
@@ -338,7 +367,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		heartbeat = fc.Heartbeat
 	}
 	const partitions = 16
-	url, drop, err := newSchema(ctx, cfg.DatabaseURL, "lockbench_failover", cfg.Keep)
+	dbURL, drop, err := newSchema(ctx, cfg.DatabaseURL, "lockbench_failover", cfg.Keep)
 	if err != nil {
 		return nil, err
 	}
@@ -349,13 +378,21 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	}
 	defer broker.Close()
 	env := []string{
-		"DATABASE_URL=" + url, "KAFKA_BOOTSTRAP_SERVERS=" + broker.Addr, "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info",
+		"KAFKA_BOOTSTRAP_SERVERS=" + broker.Addr, "HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info",
 		fmt.Sprintf("KAFKA_SESSION_TIMEOUT=%g", session.Seconds()), fmt.Sprintf("KAFKA_HEARTBEAT_INTERVAL=%g", heartbeat.Seconds()),
 		fmt.Sprintf("KAFKA_STATIC_MEMBERSHIP=%v", fc.Static), fmt.Sprintf("POSTGRES_MAX_CONNECTIONS=%d", cfg.PGMaxConns),
 	}
+	// Each replica reaches PostgreSQL through a proxy of its own, which
+	// forwards but in the PostgreSQL cut phase. Deferred before the
+	// replicas' Kill, a proxy closes after its replica is gone.
 	replicas := make([]*chaos.Replica, 3)
 	for i := range replicas {
-		replicas[i] = chaos.NewReplica(fmt.Sprintf("lockworker-%d", i), cfg.WorkerBin, env, logw)
+		proxy, replicaURL, err := proxied(dbURL)
+		if err != nil {
+			return nil, err
+		}
+		defer proxy.Close()
+		replicas[i] = chaos.NewReplica(fmt.Sprintf("lockworker-%d", i), cfg.WorkerBin, slices.Concat(env, []string{"DATABASE_URL=" + replicaURL}), logw)
 		if err := replicas[i].Start(); err != nil {
 			return nil, err
 		}

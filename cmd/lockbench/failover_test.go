@@ -6,14 +6,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // shReplica is a chaos.Replica running an sh script instead of lockworker:
@@ -336,4 +340,56 @@ func TestFailoverSIGSTOPGoal(t *testing.T) {
 	var out bytes.Buffer
 	f.print(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
 	require.Contains(t, out.String(), "\n  SIGSTOP one of three                3        100           0      15200        0         0                  0              -               0              0\n")
+}
+
+// A replica's DATABASE_URL points at its own proxy: only the host and port
+// change, and through the proxy it reaches the same server as the same
+// user, in the same database, with the same parameters (the schema's
+// search_path among them).
+func TestFailoverProxiedURL(t *testing.T) {
+	schema := testdb.NewSchema(t)
+	proxy, proxiedURL, err := proxied(schema.URL)
+	require.NoError(t, err)
+	defer proxy.Close()
+	orig, err := url.Parse(schema.URL)
+	require.NoError(t, err)
+	got, err := url.Parse(proxiedURL)
+	require.NoError(t, err)
+	require.Equal(t, proxy.Addr(), got.Host)
+	require.NotEqual(t, orig.Host, got.Host)
+	got.Host = orig.Host
+	require.Equal(t, orig.String(), got.String(), "the rest is kept")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, proxiedURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var user, db, path string
+	require.NoError(t, conn.QueryRow(ctx, "SELECT current_user, current_database(), current_setting('search_path')").Scan(&user, &db, &path))
+	require.Equal(t, orig.User.Username(), user)
+	require.Equal(t, strings.TrimPrefix(orig.Path, "/"), db)
+	require.Equal(t, schema.Name, path)
+
+	// A URL with no port is PostgreSQL's 5432; a password and parameters
+	// are kept as they were.
+	p, u, err := proxied("postgresql://u:p%40ss@db.example/x?sslmode=require&search_path=s")
+	require.NoError(t, err)
+	p.Close()
+	require.Equal(t, "postgresql://u:p%40ss@"+p.Addr()+"/x?sslmode=require&search_path=s", u)
+
+	// Anything that is not one TCP host in the URL's host:port is refused,
+	// without the password.
+	for _, bad := range []string{
+		"host=127.0.0.1 user=postgres dbname=x",
+		"mysql://u@127.0.0.1:3306/x",
+		"postgres://u:secret@a:5432,b:5432/x",
+		"postgres://u:secret@/x?host=/var/run/postgresql",
+		"postgres://u:secret@127.0.0.1/x?port=5433",
+		"postgres://u:secret@127.0.0.1/x?hostaddr=127.0.0.2",
+	} {
+		_, _, err := proxied(bad)
+		require.ErrorContains(t, err, "the failover scenario puts a proxy in front of PostgreSQL", bad)
+		require.NotContains(t, err.Error(), "secret", bad)
+	}
 }
