@@ -493,16 +493,21 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 		exitsZero := func(what string) {
 			r.goal("failover", what, "all", float64(p.SIGTERMs-p.UncleanStops), fmt.Sprintf(" of %s", fmtNum(float64(p.SIGTERMs))), p.UncleanStops == 0, p.SIGTERMs > 0)
 		}
+		// worst is the phase's goal on its worst time to answer, with
+		// nothing left unanswered.
+		worst := func(fault string, limitMS float64) {
+			r.goal("failover", fault+": worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limitMS)), p.WorstMS, " ms", p.WorstMS <= limitMS && p.Unanswered == 0, p.Commands > 0)
+		}
 		switch {
 		case strings.HasPrefix(p.Fault, "SIGKILL"):
-			r.goal("failover", "SIGKILL: worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limit)), p.WorstMS, " ms", p.WorstMS <= limit && p.Unanswered == 0, p.Commands > 0)
+			worst("SIGKILL", limit)
 		case strings.HasPrefix(p.Fault, "SIGSTOP"): // evicted after the session timeout, as a crash is
-			r.goal("failover", "SIGSTOP: worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limit)), p.WorstMS, " ms", p.WorstMS <= limit && p.Unanswered == 0, p.Commands > 0)
+			worst("SIGSTOP", limit)
 		case strings.HasPrefix(p.Fault, "SIGTERM"):
-			r.goal("failover", "SIGTERM: worst time to answer", "<= 1,000 ms", p.WorstMS, " ms", p.WorstMS <= 1000 && p.Unanswered == 0, p.Commands > 0)
+			worst("SIGTERM", 1000)
 			exitsZero("SIGTERM exits 0")
 		default:
-			r.goal("failover", "rolling restart: worst time to answer", "<= 8,000 ms", p.WorstMS, " ms", p.WorstMS <= 8000 && p.Unanswered == 0, p.Commands > 0)
+			worst("rolling restart", 8000)
 			exitsZero("rolling restart: SIGTERM exits 0")
 		}
 		exitedUnasked += p.ExitedUnasked
