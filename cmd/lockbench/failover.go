@@ -22,6 +22,12 @@ import (
 // devkafka binaries and runs its own replicas (make bench-failover).
 const failoverScenario = "failover"
 
+// workerPostgresUnreachableTimeout mirrors the worker's default
+// POSTGRES_UNREACHABLE_TIMEOUT, which lockbench does not set: how long a
+// replica that cannot reach PostgreSQL keeps its partitions before it
+// gives them up to the others.
+const workerPostgresUnreachableTimeout = 15 * time.Second
+
 // FailoverConfig shapes the failover scenario.
 type FailoverConfig struct {
 	DevkafkaBin string `json:"devkafka_bin"`
@@ -35,6 +41,11 @@ type FailoverConfig struct {
 	// the session timeout, the group evicts it meanwhile.
 	Freezes   int           `json:"freezes"`
 	FreezeFor time.Duration `json:"freeze_for_ns"`
+	// Cuts is how many times one replica's proxy in front of PostgreSQL
+	// hangs for CutFor and then forwards again: a network partition between
+	// that replica and PostgreSQL, the replica running on.
+	Cuts   int           `json:"cuts"`
+	CutFor time.Duration `json:"cut_for_ns"`
 	// Static runs the replicas with KAFKA_STATIC_MEMBERSHIP.
 	Static bool `json:"static"`
 	// SessionTimeout and Heartbeat are the replicas' KAFKA_SESSION_TIMEOUT and
@@ -90,6 +101,9 @@ type faultCounts struct {
 type replicaFaults struct {
 	ctx      context.Context // the run's
 	replicas []*chaos.Replica
+	// proxies are the replicas' own proxies in front of PostgreSQL, which
+	// cut hangs.
+	proxies map[*chaos.Replica]*tcpproxy.Proxy
 	// readyWithin is how long a started replica has to be ready, retryPause
 	// the pause between a failed start and the next.
 	readyWithin, retryPause time.Duration
@@ -175,6 +189,33 @@ func (f *replicaFaults) freeze(r *chaos.Replica, d time.Duration) (err error) {
 			err = cerr
 		}
 	}()
+	return f.hold(d)
+}
+
+// cut hangs r's proxy in front of PostgreSQL for d, then restores it: a
+// network partition between the replica and PostgreSQL while the replica
+// runs on (its connections stay open and nothing passes; new ones are
+// accepted and held). A replica that gives its partitions up after
+// POSTGRES_UNREACHABLE_TIMEOUT has them answered by the others meanwhile;
+// one that keeps them leaves their commands waiting for the whole cut. It
+// is restored whatever happens (the run's end), so that no replica is left
+// cut off. A replica found gone is left to checkExits, as by freeze.
+func (f *replicaFaults) cut(r *chaos.Replica, d time.Duration) error {
+	p := f.proxies[r]
+	if p == nil {
+		return fmt.Errorf("replica %s has no proxy in front of PostgreSQL", r.Name)
+	}
+	if r.Err() != nil {
+		return nil
+	}
+	p.Hang()
+	defer p.Restore()
+	return f.hold(d)
+}
+
+// hold waits d, the length of a fault that its caller undoes: it ends
+// early with the run's error when the run ends.
+func (f *replicaFaults) hold(d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -347,8 +388,9 @@ type FailoverResult struct {
 
 // failover runs three lockworker processes on a devkafka process under
 // steady load on every partition and SIGKILLs one, SIGSTOPs one (then
-// SIGCONTs it), SIGTERMs one, and rolls all three, measuring how long each
-// command waited for its answer. A replica that stops uncleanly or exits
+// SIGCONTs it), SIGTERMs one, rolls all three, and cuts one off from
+// PostgreSQL (then restores it), measuring how long each command waited
+// for its answer. A replica that stops uncleanly or exits
 // with no fault asking is counted in its phase and started again
 // (replicaFaults): only lockbench's own errors (a signal not sent, a killed
 // replica not seen gone within 30 s, a replica whose five starts failed)
@@ -386,6 +428,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	// forwards but in the PostgreSQL cut phase. Deferred before the
 	// replicas' Kill, a proxy closes after its replica is gone.
 	replicas := make([]*chaos.Replica, 3)
+	proxies := map[*chaos.Replica]*tcpproxy.Proxy{}
 	for i := range replicas {
 		proxy, replicaURL, err := proxied(dbURL)
 		if err != nil {
@@ -393,6 +436,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		}
 		defer proxy.Close()
 		replicas[i] = chaos.NewReplica(fmt.Sprintf("lockworker-%d", i), cfg.WorkerBin, slices.Concat(env, []string{"DATABASE_URL=" + replicaURL}), logw)
+		proxies[replicas[i]] = proxy
 		if err := replicas[i].Start(); err != nil {
 			return nil, err
 		}
@@ -417,7 +461,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	settle := session + 4*time.Second // a crash's partitions are back within session + 2 s, goal
 	time.Sleep(3 * time.Second)       // warm
 
-	faults := &replicaFaults{ctx: ctx, replicas: replicas, readyWithin: time.Minute, retryPause: time.Second, progress: progress}
+	faults := &replicaFaults{ctx: ctx, replicas: replicas, proxies: proxies, readyWithin: time.Minute, retryPause: time.Second, progress: progress}
 	ps := &phases{ctx: ctx, faults: faults, stats: load.Stats}
 	phase := ps.run
 	finish := func() {
@@ -474,6 +518,15 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		finish()
 		return res, err
 	}
+	// Last, so that the phases before it run as they did before it was
+	// added. A replica that gave its partitions up rejoins once it reaches
+	// PostgreSQL again, a rebalance over within settle.
+	if err := phase("PostgreSQL cut from one of three", fc.Cuts, settle, func(i int, _ *faultCounts) error {
+		return faults.cut(replicas[i%len(replicas)], fc.CutFor)
+	}); err != nil {
+		finish()
+		return res, err
+	}
 
 	progress("failover: waiting for the last answers")
 	finish()
@@ -506,6 +559,11 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 		case strings.HasPrefix(p.Fault, "SIGTERM"):
 			worst("SIGTERM", 1000)
 			exitsZero("SIGTERM exits 0")
+		case strings.HasPrefix(p.Fault, "PostgreSQL cut"):
+			// The replica gives its partitions up after the unreachable
+			// timeout; 5 s more for its probing, the revoke and the
+			// rebalance. A build that keeps them answers after the cut.
+			worst("PostgreSQL cut from one", ms(workerPostgresUnreachableTimeout+5*time.Second))
 		default:
 			worst("rolling restart", 8000)
 			exitsZero("rolling restart: SIGTERM exits 0")
@@ -524,14 +582,14 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 func (f *FailoverResult) print(p func(string, ...any)) {
 	p("\nfailover: %d replicas (child processes) on a devkafka process, %d partitions; session timeout %.0f ms, heartbeat %.0f ms, static membership %v\n",
 		f.Replicas, f.Partitions, f.SessionTimeoutMS, f.HeartbeatMS, f.Static)
-	p("  %-30s %6s %10s %11s %10s %8s %9s %18s %14s %15s %14s\n", "fault", "times", "commands", "unanswered", "worst ms", "p99 ms", "over 1 s", "corrected p99 ms",
+	p("  %-32s %6s %10s %11s %10s %8s %9s %18s %14s %15s %14s\n", "fault", "times", "commands", "unanswered", "worst ms", "p99 ms", "over 1 s", "corrected p99 ms",
 		"unclean stops", "exited unasked", "failed starts")
 	for _, x := range f.Phases {
 		unclean := "-" // no SIGTERM to stop uncleanly
 		if x.SIGTERMs > 0 {
 			unclean = fmt.Sprintf("%d of %d", x.UncleanStops, x.SIGTERMs)
 		}
-		p("  %-30s %6d %10d %11d %10.0f %8.0f %9d %18.0f %14s %15d %14d\n", x.Fault, x.Times, x.Commands, x.Unanswered, x.WorstMS, x.P99MS, x.OverSecond, x.CorrectedP99MS,
+		p("  %-32s %6d %10d %11d %10.0f %8.0f %9d %18.0f %14s %15d %14d\n", x.Fault, x.Times, x.Commands, x.Unanswered, x.WorstMS, x.P99MS, x.OverSecond, x.CorrectedP99MS,
 			unclean, x.ExitedUnasked, x.FailedStarts)
 	}
 	p("  leases that ended while their partition had no owner: %d; worst lock.expired after takeover %.0f ms\n", f.Orphaned, f.ExpiredAfterMS)

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 )
 
@@ -171,9 +175,9 @@ func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
 	var out bytes.Buffer
 	f.print(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
 	require.Contains(t, out.String(), "corrected p99 ms  unclean stops  exited unasked  failed starts\n")
-	require.Contains(t, out.String(), "\n  SIGKILL one of three                2        100           0          0        0         0                  0              -               1              0\n")
-	require.Contains(t, out.String(), "\n  SIGTERM one of three                2        100           0          0        0         0                  0         1 of 2               0              2\n")
-	require.Contains(t, out.String(), "\n  rolling restart of all three        1        100           0          0        0         0                  0         0 of 3               0              0\n")
+	require.Contains(t, out.String(), "\n  SIGKILL one of three                  2        100           0          0        0         0                  0              -               1              0\n")
+	require.Contains(t, out.String(), "\n  SIGTERM one of three                  2        100           0          0        0         0                  0         1 of 2               0              2\n")
+	require.Contains(t, out.String(), "\n  rolling restart of all three          1        100           0          0        0         0                  0         0 of 3               0              0\n")
 
 	var r Report
 	r.failoverGoals(f)
@@ -297,49 +301,164 @@ func TestFailoverFreezeResumes(t *testing.T) {
 	requireRuns(t, file)
 }
 
-// A replica gone before its freeze is no error of the freeze: the look
-// after the fault counts it as exited unasked and starts it again.
-func TestFailoverFreezeOfAnExitedReplica(t *testing.T) {
-	r := shReplica(t, "gone", exitsOnce(t.TempDir(), "gone"))
-	f, said := testFaults(t, r)
-	exited(t, r)
-	require.Eventually(t, func() bool { return r.Err() != nil }, 5*time.Second, 10*time.Millisecond)
-	require.NoError(t, f.freeze(r, time.Minute), "no signal to send, no wait")
-	var c faultCounts
-	require.NoError(t, f.checkExits(&c, 0))
-	require.Equal(t, faultCounts{ExitedUnasked: 1}, c)
-	require.Contains(t, (*said)[0], "replica gone exited unasked (exit status 2)")
-	require.NoError(t, r.Err(), "started again")
+// A replica gone before its freeze or its cut from PostgreSQL is no error
+// of the fault, which does not wait: the look after the fault counts it as
+// exited unasked and starts it again.
+func TestFailoverFreezeOrCutOfAnExitedReplica(t *testing.T) {
+	dir := t.TempDir()
+	for name, fault := range map[string]func(*replicaFaults, *chaos.Replica) error{
+		"frozen": func(f *replicaFaults, r *chaos.Replica) error { return f.freeze(r, time.Minute) },
+		"cut":    func(f *replicaFaults, r *chaos.Replica) error { return f.cut(r, time.Minute) },
+	} {
+		r := shReplica(t, name, exitsOnce(dir, name))
+		f, said := testFaults(t, r)
+		f.proxies = map[*chaos.Replica]*tcpproxy.Proxy{r: tcpproxy.Start(t, echoServer(t))}
+		exited(t, r)
+		require.Eventually(t, func() bool { return r.Err() != nil }, 5*time.Second, 10*time.Millisecond)
+		require.NoError(t, fault(f, r), "%s: no fault to strike, no wait", name)
+		var c faultCounts
+		require.NoError(t, f.checkExits(&c, 0))
+		require.Equal(t, faultCounts{ExitedUnasked: 1}, c, name)
+		require.Contains(t, (*said)[0], "replica "+name+" exited unasked (exit status 2)")
+		require.NoError(t, r.Err(), "%s: started again", name)
+	}
+}
+
+// echoServer answers every line with itself until the test ends.
+func echoServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// answers is whether a new connection to addr gets its line back within d.
+func answers(addr string, d time.Duration) bool {
+	c, err := net.DialTimeout("tcp", addr, d)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(d))
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && line == "ping\n"
+}
+
+// A cut hangs the replica's own proxy in front of PostgreSQL for its time
+// and then forwards again, the replica running on, the same process; the
+// run's end during a cut restores the proxy too, so that no replica is
+// left cut off. A replica with no proxy is lockbench's error.
+func TestFailoverCutRestores(t *testing.T) {
+	r := shReplica(t, "cut", loop)
+	other := shReplica(t, "other", loop)
+	proxy, otherProxy := tcpproxy.Start(t, echoServer(t)), tcpproxy.Start(t, echoServer(t))
+	f, _ := testFaults(t, r, other)
+	f.proxies = map[*chaos.Replica]*tcpproxy.Proxy{r: proxy, other: otherProxy}
+	require.True(t, answers(proxy.Addr(), 5*time.Second), "forwarding before the cut")
+	cutOff := func() bool { return !answers(proxy.Addr(), 50*time.Millisecond) }
+
+	done := make(chan error, 1)
+	go func() { done <- f.cut(r, 2*time.Second) }()
+	require.Eventually(t, cutOff, 5*time.Second, 10*time.Millisecond, "the cut hangs the replica's proxy")
+	require.True(t, answers(otherProxy.Addr(), 5*time.Second), "the other replica's proxy forwards")
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cut did not end")
+	}
+	require.True(t, answers(proxy.Addr(), 5*time.Second), "restored after the cut")
+	require.NoError(t, r.Err(), "the same process runs")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	f.ctx = ctx
+	go func() { done <- f.cut(r, time.Minute) }()
+	require.Eventually(t, cutOff, 5*time.Second, 10*time.Millisecond, "the cut hangs the replica's proxy")
+	cancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cut outlasted the run's end")
+	}
+	require.True(t, answers(proxy.Addr(), 5*time.Second), "restored at the run's end")
+
+	f.proxies = nil
+	require.EqualError(t, f.cut(r, time.Minute), "replica cut has no proxy in front of PostgreSQL")
+}
+
+// phaseGoal is the goal what of a failover run of one phase of fault:
+// its target, and what it measured with whether that met it.
+func phaseGoal(t *testing.T, fault, what string, worst float64, unanswered int) (target, measured string) {
+	t.Helper()
+	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Commands: 100, Phases: []FailoverPhase{
+		{Fault: fault, Times: 3, Commands: 100, Unanswered: unanswered, WorstMS: worst},
+	}}
+	var r Report
+	r.failoverGoals(f)
+	for _, g := range r.Goals {
+		if g.What == what {
+			return g.Target, g.Measured + " " + map[bool]string{true: "yes", false: "NO"}[g.Met != nil && *g.Met]
+		}
+	}
+	t.Fatalf("no goal %q", what)
+	return "", ""
+}
+
+// phaseRow is the failover table of a run of one phase of fault, struck 3
+// times, 100 commands, the worst answered after worst ms.
+func phaseRow(fault string, worst float64) string {
+	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Phases: []FailoverPhase{
+		{Fault: fault, Times: 3, Commands: 100, WorstMS: worst},
+	}}
+	var out bytes.Buffer
+	f.print(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
+	return out.String()
 }
 
 // The SIGSTOP phase is a row of the failover table, and its goal is the
 // SIGKILL one's: every command answered within session timeout + 2 s.
 func TestFailoverSIGSTOPGoal(t *testing.T) {
 	met := func(worst float64, unanswered int) string {
-		f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Commands: 100, Phases: []FailoverPhase{
-			{Fault: "SIGSTOP one of three", Times: 3, Commands: 100, Unanswered: unanswered, WorstMS: worst},
-		}}
-		var r Report
-		r.failoverGoals(f)
-		for _, g := range r.Goals {
-			if g.What == "SIGSTOP: worst time to answer" {
-				require.Equal(t, "<= 8,000 ms", g.Target)
-				return g.Measured + " " + map[bool]string{true: "yes", false: "NO"}[g.Met != nil && *g.Met]
-			}
-		}
-		t.Fatal("no SIGSTOP goal")
-		return ""
+		target, measured := phaseGoal(t, "SIGSTOP one of three", "SIGSTOP: worst time to answer", worst, unanswered)
+		require.Equal(t, "<= 8,000 ms", target)
+		return measured
 	}
 	require.Equal(t, "7,999 ms yes", met(7999, 0))
 	require.Equal(t, "15,200 ms NO", met(15200, 0), "waited on the frozen replica")
 	require.Equal(t, "900 ms NO", met(900, 1), "a command unanswered")
+	require.Contains(t, phaseRow("SIGSTOP one of three", 15200), "\n  SIGSTOP one of three                  3        100           0      15200        0         0                  0              -               0              0\n")
+}
 
-	f := &FailoverResult{Replicas: 3, Partitions: 16, SessionTimeoutMS: 6000, Phases: []FailoverPhase{
-		{Fault: "SIGSTOP one of three", Times: 3, Commands: 100, WorstMS: 15200},
-	}}
-	var out bytes.Buffer
-	f.print(func(format string, args ...any) { fmt.Fprintf(&out, format, args...) })
-	require.Contains(t, out.String(), "\n  SIGSTOP one of three                3        100           0      15200        0         0                  0              -               0              0\n")
+// The PostgreSQL cut phase is a row of the failover table, and its goal is
+// every command answered within the worker's default
+// POSTGRES_UNREACHABLE_TIMEOUT (15 s) + 5 s: a build that keeps the cut
+// replica's partitions answers them after the whole cut, and misses it.
+func TestFailoverPostgreSQLCutGoal(t *testing.T) {
+	met := func(worst float64, unanswered int) string {
+		target, measured := phaseGoal(t, "PostgreSQL cut from one of three", "PostgreSQL cut from one: worst time to answer", worst, unanswered)
+		require.Equal(t, "<= 20,000 ms", target)
+		return measured
+	}
+	require.Equal(t, "19,999 ms yes", met(19999, 0))
+	require.Equal(t, "30,100 ms NO", met(30100, 0), "waited for the whole cut")
+	require.Equal(t, "900 ms NO", met(900, 1), "a command unanswered")
+	require.Contains(t, phaseRow("PostgreSQL cut from one of three", 30100), "\n  PostgreSQL cut from one of three      3        100           0      30100        0         0                  0              -               0              0\n")
 }
 
 // A replica's DATABASE_URL points at its own proxy: only the host and port
