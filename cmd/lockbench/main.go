@@ -48,9 +48,13 @@
 //     measured against the build before it).
 //
 //   - failover: three lockworker processes on a cmd/devkafka process under
-//     load on every partition; SIGKILL one, SIGSTOP one (SIGCONT after
-//     --failover-freeze-for, longer than the session timeout), SIGTERM
-//     one, roll all three; the worst and p99 time to answer per fault and the unanswered count,
+//     load on every partition, each reaching PostgreSQL through a TCP
+//     proxy of its own in lockbench's process; SIGKILL one, SIGSTOP one
+//     (SIGCONT after --failover-freeze-for, longer than the session
+//     timeout), SIGTERM one, roll all three, cut one off from PostgreSQL
+//     (its proxy hangs for --failover-cut-for, longer than the worker's
+//     default POSTGRES_UNREACHABLE_TIMEOUT, then forwards again); the
+//     worst and p99 time to answer per fault and the unanswered count,
 //     and how many SIGTERMs did not end in exit status 0 and how many
 //     replicas exited with no fault asking (each counted and started
 //     again; the run goes on) (make bench-failover).
@@ -176,7 +180,7 @@ func DefaultConfig() Config {
 		Waiters: 100, Leases: 10000, Lease: time.Second, BurstLocks: 10000,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,
 		CeilingDuration: 10 * time.Second, CeilingAppliers: worker.DefaultAppliers, CeilingBigBatch: 500,
-		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3, Freezes: 3, FreezeFor: 15 * time.Second}, Rounds: 3,
+		Failover: FailoverConfig{Kills: 10, Terms: 10, Rolls: 3, Freezes: 3, FreezeFor: 15 * time.Second, Cuts: 3, CutFor: 30 * time.Second}, Rounds: 3,
 		SoakDuration: 10 * time.Minute, SoakWindow: time.Minute, SoakClients: 32, SoakLocks: 64, SoakScrape: 15 * time.Second, Vacuum: true,
 	}
 }
@@ -189,7 +193,9 @@ func (c *Config) quick() {
 	c.Waiters, c.Leases, c.BurstLocks = 10, 200, 200
 	c.CleanupSizes = []int{100, 1000}
 	c.CeilingDuration, c.CeilingBigBatch = 2*time.Second, 200
-	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls, c.Failover.Freezes = 2, 2, 1, 1 // FreezeFor kept: a shorter one is no eviction
+	// FreezeFor and CutFor kept: a shorter freeze is no eviction, a shorter
+	// cut no give-up.
+	c.Failover.Kills, c.Failover.Terms, c.Failover.Rolls, c.Failover.Freezes, c.Failover.Cuts = 2, 2, 1, 1, 1
 	c.SoakDuration, c.SoakWindow = 30*time.Second, 10*time.Second
 	c.Rounds = 1
 }
@@ -268,6 +274,8 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	freezeFor := fs.Duration("failover-freeze-for", 0, "failover: how long each SIGSTOP lasts; longer than the session timeout, the group evicts the replica meanwhile (default 15s)")
 	terms := fs.Int("failover-terms", -1, "failover: SIGTERMs of one replica (default 10, quick 2)")
 	rolls := fs.Int("failover-rolls", -1, "failover: rolling restarts of all three (default 3, quick 1)")
+	cuts := fs.Int("failover-cuts", -1, "failover: PostgreSQL cuts from one replica (its proxy hangs), each restored after --failover-cut-for (default 3, quick 1)")
+	cutFor := fs.Duration("failover-cut-for", 0, fmt.Sprintf("failover: how long each PostgreSQL cut lasts; longer than the worker's default POSTGRES_UNREACHABLE_TIMEOUT (%s), so that a replica that gives its partitions up does so meanwhile (default 30s)", workerPostgresUnreachableTimeout))
 	fs.BoolVar(&cfg.Failover.Static, "failover-static", false, "failover: replicas with KAFKA_STATIC_MEMBERSHIP=true")
 	fs.DurationVar(&cfg.Failover.SessionTimeout, "failover-session-timeout", 0, "failover: replicas' KAFKA_SESSION_TIMEOUT (default lockworker's)")
 	fs.DurationVar(&cfg.Failover.Heartbeat, "failover-heartbeat", 0, "failover: replicas' KAFKA_HEARTBEAT_INTERVAL (default lockworker's)")
@@ -277,9 +285,19 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	// -1 is also the default that means "not given": refused only when given.
-	if given["failover-freezes"] && *freezes < 0 || given["failover-freeze-for"] && *freezeFor <= 0 {
-		return nil, errors.New("--failover-freezes must be 0 or more, --failover-freeze-for positive")
+	// -1 and 0 are also the defaults that mean "not given": refused only
+	// when given.
+	for _, f := range []struct {
+		count, length string
+		n             int
+		d             time.Duration
+	}{
+		{"failover-freezes", "failover-freeze-for", *freezes, *freezeFor},
+		{"failover-cuts", "failover-cut-for", *cuts, *cutFor},
+	} {
+		if given[f.count] && f.n < 0 || given[f.length] && f.d <= 0 {
+			return nil, fmt.Errorf("--%s must be 0 or more, --%s positive", f.count, f.length)
+		}
 	}
 	var err error
 	if cfg.Scenarios, err = parseScenarios(*scen); err != nil {
@@ -305,7 +323,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.BurstLocks, *burstLocks)
 	setIf(&cfg.Leases, *leases)
-	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls, &cfg.Failover.Freezes: *freezes} {
+	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls, &cfg.Failover.Freezes: *freezes, &cfg.Failover.Cuts: *cuts} {
 		if v >= 0 { // 0 skips that fault
 			*dst = v
 		}
@@ -320,6 +338,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setDur(&cfg.SoakDuration, *soakDur)
 	setDur(&cfg.SoakWindow, *soakWin)
 	setDur(&cfg.Failover.FreezeFor, *freezeFor)
+	setDur(&cfg.Failover.CutFor, *cutFor)
 	if cfg.SoakClients < 1 || cfg.SoakLocks < 1 || cfg.SoakWindow > cfg.SoakDuration {
 		return nil, errors.New("--soak-clients and --soak-locks must be positive, --soak-window at most --soak-duration")
 	}
@@ -426,8 +445,8 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 		if err != nil {
 			return err
 		}
-		progress("failover: 3 replicas, %d SIGKILLs, %d SIGSTOPs of %s, %d SIGTERMs, %d rolling restarts",
-			cfg.Failover.Kills, cfg.Failover.Freezes, cfg.Failover.FreezeFor, cfg.Failover.Terms, cfg.Failover.Rolls)
+		progress("failover: 3 replicas, %d SIGKILLs, %d SIGSTOPs of %s, %d SIGTERMs, %d rolling restarts, %d PostgreSQL cuts of %s",
+			cfg.Failover.Kills, cfg.Failover.Freezes, cfg.Failover.FreezeFor, cfg.Failover.Terms, cfg.Failover.Rolls, cfg.Failover.Cuts, cfg.Failover.CutFor)
 		f, err := failover(ctx, cfg, progress, logw)
 		closeLog()
 		rep.Failover = f

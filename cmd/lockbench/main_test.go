@@ -285,31 +285,47 @@ func TestHasResults(t *testing.T) {
 	require.False(t, (&Report{}).hasResults())
 }
 
-// The failover's freezes: 3 of 15 s by default, one under --quick (still
-// 15 s, longer than the session timeout), set by their flags; a negative
-// count or a freeze of no time is refused.
-func TestParseFlagsFailoverFreezes(t *testing.T) {
-	freezes := func(args ...string) (int, time.Duration) {
-		t.Helper()
-		cfg, err := parseFlags(args, &bytes.Buffer{})
-		require.NoError(t, err)
-		return cfg.Failover.Freezes, cfg.Failover.FreezeFor
-	}
-	n, d := freezes()
-	require.Equal(t, 3, n)
-	require.Equal(t, 15*time.Second, d)
-	n, d = freezes("--quick")
-	require.Equal(t, 1, n)
-	require.Equal(t, 15*time.Second, d)
-	n, d = freezes("--quick", "--failover-freezes", "0", "--failover-freeze-for", "8s")
-	require.Equal(t, 0, n, "0 skips the phase")
-	require.Equal(t, 8*time.Second, d)
-	for _, args := range [][]string{{"--failover-freezes", "-1"}, {"--failover-freeze-for", "0s"}, {"--failover-freeze-for", "-2s"}} {
-		_, err := parseFlags(args, &bytes.Buffer{})
-		require.EqualError(t, err, "--failover-freezes must be 0 or more, --failover-freeze-for positive", args)
-	}
+// The failover's freezes (3 of 15 s by default) and PostgreSQL cuts (3 of
+// 30 s): one each under --quick (still 15 s and 30 s, longer than the
+// session timeout and the worker's POSTGRES_UNREACHABLE_TIMEOUT), set by
+// their flags; a negative count or a fault of no time is refused.
+func TestParseFlagsFailoverFreezesAndCuts(t *testing.T) {
+	for _, fault := range []struct {
+		count, length string
+		defaultFor    time.Duration
+		get           func(FailoverConfig) (int, time.Duration)
+		set           FailoverConfig
+		json          string
+	}{
+		{"failover-freezes", "failover-freeze-for", 15 * time.Second,
+			func(f FailoverConfig) (int, time.Duration) { return f.Freezes, f.FreezeFor },
+			FailoverConfig{Freezes: 3, FreezeFor: 15 * time.Second}, `"freezes":3,"freeze_for_ns":15000000000`},
+		{"failover-cuts", "failover-cut-for", 30 * time.Second,
+			func(f FailoverConfig) (int, time.Duration) { return f.Cuts, f.CutFor },
+			FailoverConfig{Cuts: 3, CutFor: 30 * time.Second}, `"cuts":3,"cut_for_ns":30000000000`},
+	} {
+		got := func(args ...string) (int, time.Duration) {
+			t.Helper()
+			cfg, err := parseFlags(args, &bytes.Buffer{})
+			require.NoError(t, err)
+			return fault.get(cfg.Failover)
+		}
+		n, d := got()
+		require.Equal(t, 3, n, fault.count)
+		require.Equal(t, fault.defaultFor, d, fault.length)
+		n, d = got("--quick")
+		require.Equal(t, 1, n, fault.count)
+		require.Equal(t, fault.defaultFor, d, fault.length)
+		n, d = got("--quick", "--"+fault.count, "0", "--"+fault.length, "8s")
+		require.Equal(t, 0, n, "0 skips the phase")
+		require.Equal(t, 8*time.Second, d)
+		for _, args := range [][]string{{"--" + fault.count, "-1"}, {"--" + fault.length, "0s"}, {"--" + fault.length, "-2s"}} {
+			_, err := parseFlags(args, &bytes.Buffer{})
+			require.EqualError(t, err, "--"+fault.count+" must be 0 or more, --"+fault.length+" positive", args)
+		}
 
-	b, err := json.Marshal(FailoverConfig{Freezes: 3, FreezeFor: 15 * time.Second})
-	require.NoError(t, err)
-	require.Contains(t, string(b), `"freezes":3,"freeze_for_ns":15000000000`)
+		b, err := json.Marshal(fault.set)
+		require.NoError(t, err)
+		require.Contains(t, string(b), fault.json)
+	}
 }
