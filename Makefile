@@ -10,7 +10,10 @@
 # make bench-failover runs lockbench's failover scenario: three lockworker
 #            processes on a devkafka process, SIGKILL one (10 times), SIGSTOP
 #            one for 15 s and SIGCONT it (3 times), SIGTERM one (10 times),
-#            roll all three (3 times), under load (~6 min).
+#            roll all three (3 times), cut one off from PostgreSQL for 30 s
+#            and restore it (3 times; each replica reaches PostgreSQL
+#            through a proxy in lockbench), under load (~8 min: the cuts
+#            add about 2).
 # make bench-soak runs the soak scenario: 10 minutes of steady load against
 #            the local PostgreSQL as it is; BENCH_FLAGS="--vacuum=false"
 #            measures it without the worker's vacuum loop.
