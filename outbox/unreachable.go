@@ -16,14 +16,24 @@ import (
 // published again by the partition's next owner.
 var ErrUnreachable = errors.New("the database does not answer this process")
 
+// outlivedKey is the context value naming the context whose stop the work
+// under a beyond outlives.
+type outlivedKey struct{}
+
 // beyond is ctx without its cancellation, for work that outlives a stop,
-// bounded by timeout; it still ends with ctx when ctx ends for
-// ErrUnreachable, with that cause, so that a beyond of it does too.
+// bounded by timeout; it still ends when the context it outlives ends for
+// ErrUnreachable. A beyond of a beyond outlives the same context as the
+// first, not the first: a merged run led by a caller whose own bound has
+// passed (merger.lead) still ends when that caller's relay is stopped so.
 func beyond(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	unbound, end := context.WithCancelCause(context.WithoutCancel(ctx))
+	outlived, ok := ctx.Value(outlivedKey{}).(context.Context)
+	if !ok {
+		outlived = ctx
+	}
+	unbound, end := context.WithCancelCause(context.WithValue(context.WithoutCancel(ctx), outlivedKey{}, outlived))
 	bctx, cancel := context.WithTimeout(unbound, timeout)
-	stop := context.AfterFunc(ctx, func() {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrUnreachable) {
+	stop := context.AfterFunc(outlived, func() {
+		if cause := context.Cause(outlived); errors.Is(cause, ErrUnreachable) {
 			end(cause)
 		}
 	})
