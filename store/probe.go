@@ -2,39 +2,72 @@ package store
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
+
+// probeLifetime is how long Probe keeps one connection: a new one follows
+// the connection string's hosts and DNS as the pool's do.
+const probeLifetime = time.Minute
 
 // probe is Probe's connection, apart from the pool: the pool's may all be
 // held by transactions waiting on a server that is reachable but busy,
 // which says nothing of whether this process can reach it.
 type probe struct {
-	mu   sync.Mutex
-	conn *pgx.Conn // nil: none yet, or the last one failed
+	mu     sync.Mutex
+	conn   *pgx.Conn // nil: none yet, or the last one failed or aged
+	opened time.Time
+	closed bool // Store.Close: no more connections
 }
 
-// Probe tells whether PostgreSQL answers this process now: one round trip,
-// bounded by ctx, on a connection of its own, made again after one fails.
-// Its error is translated; a server that does not answer within ctx fails
-// it with ctx's error.
-func (s *Store) Probe(ctx context.Context) error {
+// errProbeClosed is Probe's error after Store.Close.
+var errProbeClosed = errors.New("the store is closed")
+
+// Probe tells whether PostgreSQL answers this process now: one round trip
+// on a connection of its own, made again after one fails. Each attempt to
+// connect (one per host of the connection string) and the round trip are
+// each bounded by timeout, the whole by ctx. An error the server answers
+// with (too many connections, a login refused, starting up) is an answer:
+// nil, though that connection is not kept. Otherwise its error is
+// translated; a server that does not answer in time fails it with a
+// deadline's error.
+func (s *Store) Probe(ctx context.Context, timeout time.Duration) error {
 	s.probe.mu.Lock()
 	defer s.probe.mu.Unlock()
-	if s.probe.conn == nil {
-		c, err := pgx.ConnectConfig(ctx, s.Pool.Config().ConnConfig)
-		if err != nil {
-			return translate(err)
-		}
-		s.probe.conn = c
+	if s.probe.closed {
+		return errProbeClosed
 	}
-	if err := s.probe.conn.Ping(ctx); err != nil {
+	if s.probe.conn != nil && time.Since(s.probe.opened) > probeLifetime {
 		s.probe.closeConn()
-		return translate(err)
+	}
+	if s.probe.conn == nil {
+		cc := s.Pool.Config().ConnConfig // a copy
+		cc.ConnectTimeout = timeout
+		c, err := pgx.ConnectConfig(ctx, cc)
+		if err != nil {
+			return answered(err)
+		}
+		s.probe.conn, s.probe.opened = c, time.Now()
+	}
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := s.probe.conn.Ping(pctx); err != nil {
+		s.probe.closeConn()
+		return answered(err)
 	}
 	return nil
+}
+
+// answered is Probe's error for err: nil when the server sent it.
+func answered(err error) error {
+	if _, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return nil
+	}
+	return translate(err)
 }
 
 // closeConn closes the probe's connection, if any, without waiting on a

@@ -277,6 +277,7 @@ func (s *Store) Close() {
 	s.probe.mu.Lock()
 	defer s.probe.mu.Unlock()
 	s.probe.closeConn()
+	s.probe.closed = true
 }
 
 // ensureDatabase creates the configured database when it is missing (SQLSTATE
