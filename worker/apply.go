@@ -105,7 +105,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		var moved *store.OffsetMovedError
 		if errors.As(err, &moved) {
 			var rest []*part
-			rest, err = w.settleMoved(ctx, parts, moved, xids)
+			rest, err = w.settleMoved(txCtx, parts, moved, xids)
 			switch {
 			case err == nil:
 				parts = rest

@@ -14,11 +14,17 @@ import (
 // and short beside the outage of one replica's network to it.
 const DefaultUnreachableTimeout = 15 * time.Second
 
-// How often watchPostgres probes PostgreSQL, and how long it waits for an
-// answer (a network partition answers nothing).
+// How often watchPostgres probes PostgreSQL, and how long it waits for each
+// step of a probe (a network partition answers nothing): a probe starts a
+// second after the one before began, or as it ends if it took longer. A
+// replica withdrawn rejoins after rejoinAfter probes answered in a row, and
+// its pool answering too: a link that flaps does not make it rebalance at
+// each answer, nor take partitions while its pool's connections are still
+// held by attempts the cut left hanging.
 const (
 	probeEvery   = time.Second
 	probeTimeout = 2 * time.Second
+	rejoinAfter  = 3
 )
 
 // errWithdrawn ends the serving context when the replica withdraws; the
@@ -63,9 +69,10 @@ func (w *Worker) serveAgain() {
 }
 
 // watchPostgres probes PostgreSQL from Run's start to its end. A replica
-// that PostgreSQL has not answered for Config.UnreachableTimeout gives its
-// partitions to the others (withdraw), and takes partitions again once it
-// answers (rejoin). Kafka sees a replica cut off from PostgreSQL alone as
+// that PostgreSQL has not answered for Config.UnreachableTimeout since its
+// last answer gives its partitions to the others (withdraw): the probe in
+// flight then is cut short at that moment. It takes partitions again once
+// PostgreSQL answers (rejoin). Kafka sees a replica cut off from PostgreSQL alone as
 // alive, so without this its partitions would wait for as long as the cut
 // lasts. When PostgreSQL answers no replica, all withdraw, and rejoin as it
 // comes back: a rebalance more than waiting would cost.
@@ -73,32 +80,46 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 	if w.cfg.UnreachableTimeout < 0 {
 		return
 	}
-	var since time.Time // the start of the first of the probes failing in a row
+	answered := time.Now() // the last answer; Run starts on a store that has just connected
+	inARow := 0            // probes answered in a row
 	for {
 		began := time.Now()
-		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		err := w.cfg.Store.Probe(pctx)
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if !w.isWithdrawn() {
+			pctx, cancel = context.WithDeadline(ctx, answered.Add(w.cfg.UnreachableTimeout))
+		}
+		err := w.cfg.Store.Probe(pctx, probeTimeout)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		switch {
 		case err == nil:
-			since = time.Time{}
-			if w.isWithdrawn() {
+			answered = time.Now()
+			inARow++
+			if w.isWithdrawn() && inARow >= rejoinAfter && w.poolAnswers(ctx) {
 				w.rejoin()
 			}
-		case since.IsZero():
-			since = began
-		case !w.isWithdrawn() && time.Since(since) >= w.cfg.UnreachableTimeout:
-			w.withdraw(err, time.Since(since))
+		case !w.isWithdrawn() && time.Since(answered) >= w.cfg.UnreachableTimeout:
+			inARow = 0
+			w.withdraw(err, time.Since(answered))
+		default:
+			inARow = 0
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(probeEvery):
+		case <-time.After(probeEvery - time.Since(began)):
 		}
 	}
+}
+
+// poolAnswers says whether a connection of the pool answers within
+// probeTimeout.
+func (w *Worker) poolAnswers(ctx context.Context) bool {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	return w.cfg.Store.Pool.Ping(pctx) == nil
 }
 
 // withdraw ends the serving context and stops consuming the commands

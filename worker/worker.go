@@ -1100,6 +1100,12 @@ func describeTopic(ctx context.Context, adm *kadm.Client, topic string) (id stri
 func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.halted.Err() != nil {
+		// Stopped for good (stopAll waits for the partitions it took):
+		// under KIP-848 assignments come with heartbeats until Close,
+		// and a rejoin (watchPostgres) may land as Run ends.
+		return
+	}
 	for _, p := range assigned[w.cfg.Names.Commands] {
 		if old, ok := w.parts[p]; ok && old.ctx.Err() == nil {
 			continue
