@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -11,9 +12,16 @@ import (
 )
 
 // An error the server sent (too many connections, a login refused) is an
-// answer for Probe; one of the network is not.
-func TestProbeAnswered(t *testing.T) {
-	require.NoError(t, answered(&pgconn.PgError{Code: "53300", Message: "sorry, too many clients already"}))
-	require.NoError(t, answered(fmt.Errorf("connecting: %w", &pgconn.PgError{Code: "28P01"})), "wrapped")
-	require.Error(t, answered(&net.OpError{Op: "dial", Err: errors.New("connection refused")}))
+// answer for Probe; one of the network is not, nor a connection exception
+// (a pooler's for a server it cannot reach), nor a server's error beside
+// another host that did not answer.
+func TestProbeServerSent(t *testing.T) {
+	full := &pgconn.PgError{Code: "53300", Message: "sorry, too many clients already"}
+	require.True(t, serverSent(full))
+	require.True(t, serverSent(fmt.Errorf("connecting: %w", &pgconn.PgError{Code: "28P01"})), "wrapped")
+	refused := &net.OpError{Op: "dial", Err: errors.New("connection refused")}
+	require.False(t, serverSent(refused))
+	require.False(t, serverSent(&pgconn.PgError{Code: "08P01", Message: "server login has been failing, try again later (server_login_retry)"}), "PgBouncer's, the server unreachable")
+	require.False(t, serverSent(errors.Join(fmt.Errorf("host a: %w", context.DeadlineExceeded), full)), "host a did not answer")
+	require.False(t, serverSent(errors.Join(refused, full)), "host a refused")
 }
