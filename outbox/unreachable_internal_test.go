@@ -31,6 +31,7 @@ func TestBeyond(t *testing.T) {
 	inner, cancelInner := beyond(outer, time.Hour)
 	defer cancelInner()
 	end(withdrawn)
+	<-outer.Done()
 	<-inner.Done()
 	require.ErrorIs(t, context.Cause(outer), ErrUnreachable)
 	require.ErrorIs(t, context.Cause(inner), ErrUnreachable)

@@ -18,9 +18,9 @@ const DefaultUnreachableTimeout = 15 * time.Second
 // step of a probe (a network partition answers nothing): a probe starts a
 // second after the one before began, or as it ends if it took longer. A
 // replica withdrawn rejoins after rejoinAfter probes answered in a row, and
-// its pool answering too: a link that flaps does not make it rebalance at
-// each answer, nor take partitions while its pool's connections are still
-// held by attempts the cut left hanging.
+// its pool answering too (poolAnswers): a link that flaps does not make it
+// rebalance at each answer, nor take partitions while its pool's slots are
+// still held by connection attempts the cut left hanging.
 const (
 	probeEvery   = time.Second
 	probeTimeout = 2 * time.Second
@@ -84,10 +84,13 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 	inARow := 0            // probes answered in a row
 	for {
 		began := time.Now()
-		pctx, cancel := ctx, context.CancelFunc(func() {})
+		// Withdrawn, a probe is bounded too (resolving host names of a
+		// cut-off DNS may take long): a rejoin must not wait for it.
+		deadline := began.Add(max(w.cfg.UnreachableTimeout, probeTimeout))
 		if !w.isWithdrawn() {
-			pctx, cancel = context.WithDeadline(ctx, answered.Add(w.cfg.UnreachableTimeout))
+			deadline = answered.Add(w.cfg.UnreachableTimeout)
 		}
+		pctx, cancel := context.WithDeadline(ctx, deadline)
 		err := w.cfg.Store.Probe(pctx, probeTimeout)
 		cancel()
 		if ctx.Err() != nil {
@@ -106,17 +109,25 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 		default:
 			inARow = 0
 		}
+		next := probeEvery - time.Since(began)
+		if !w.isWithdrawn() {
+			next = min(next, time.Until(answered.Add(w.cfg.UnreachableTimeout))) // the withdrawal on time
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(probeEvery - time.Since(began)):
+		case <-time.After(next):
 		}
 	}
 }
 
-// poolAnswers says whether a connection of the pool answers within
-// probeTimeout.
+// poolAnswers says whether the pool connects no more (an attempt the cut
+// left hanging holds its slot until TCP gives up on it) and one of its
+// connections answers within probeTimeout.
 func (w *Worker) poolAnswers(ctx context.Context) bool {
+	if w.cfg.Store.Pool.Stat().ConstructingConns() > 0 {
+		return false
+	}
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	return w.cfg.Store.Pool.Ping(pctx) == nil
