@@ -14,7 +14,7 @@ import (
 // An error the server sent (too many connections, a login refused) is an
 // answer for Probe; one of the network is not, nor a connection exception
 // (a pooler's for a server it cannot reach), nor a server's error beside
-// another host that did not answer.
+// another host that did not answer in time or was not found.
 func TestProbeServerSent(t *testing.T) {
 	full := &pgconn.PgError{Code: "53300", Message: "sorry, too many clients already"}
 	require.True(t, serverSent(full))
@@ -23,5 +23,6 @@ func TestProbeServerSent(t *testing.T) {
 	require.False(t, serverSent(refused))
 	require.False(t, serverSent(&pgconn.PgError{Code: "08P01", Message: "server login has been failing, try again later (server_login_retry)"}), "PgBouncer's, the server unreachable")
 	require.False(t, serverSent(errors.Join(fmt.Errorf("host a: %w", context.DeadlineExceeded), full)), "host a did not answer")
-	require.False(t, serverSent(errors.Join(refused, full)), "host a refused")
+	require.True(t, serverSent(errors.Join(refused, full)), "one address refused the connection, the other answered")
+	require.False(t, serverSent(errors.Join(&net.DNSError{Err: "no such host", Name: "a"}, full)), "host a not found")
 }
