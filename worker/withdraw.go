@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -82,11 +83,12 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 	}
 	answered := time.Now() // the last answer; Run starts on a store that has just connected
 	inARow := 0            // probes answered in a row
+	var cause error        // why the last probe but one cut short failed, for the log
 	for {
 		began := time.Now()
 		// Withdrawn, a probe is bounded too (resolving host names of a
 		// cut-off DNS may take long): a rejoin must not wait for it.
-		deadline := began.Add(max(w.cfg.UnreachableTimeout, probeTimeout))
+		deadline := began.Add(probeEvery + 2*probeTimeout)
 		if !w.isWithdrawn() {
 			deadline = answered.Add(w.cfg.UnreachableTimeout)
 		}
@@ -105,9 +107,13 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 			}
 		case !w.isWithdrawn() && time.Since(answered) >= w.cfg.UnreachableTimeout:
 			inARow = 0
+			if errors.Is(err, context.DeadlineExceeded) && cause != nil {
+				err = cause // the withdrawal's own deadline cut this probe short
+			}
 			w.withdraw(err, time.Since(answered))
 		default:
 			inARow = 0
+			cause = err
 		}
 		next := probeEvery - time.Since(began)
 		if !w.isWithdrawn() {
@@ -121,11 +127,11 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 	}
 }
 
-// poolAnswers says whether the pool connects no more (an attempt the cut
-// left hanging holds its slot until TCP gives up on it) and one of its
-// connections answers within probeTimeout.
+// poolAnswers says whether the pool has a slot not held by a connection
+// attempt (one the cut left hanging holds its slot until it ends) nor in
+// use, and one of its connections answers within probeTimeout.
 func (w *Worker) poolAnswers(ctx context.Context) bool {
-	if w.cfg.Store.Pool.Stat().ConstructingConns() > 0 {
+	if st := w.cfg.Store.Pool.Stat(); st.ConstructingConns()+st.AcquiredConns() >= st.MaxConns() {
 		return false
 	}
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
