@@ -168,8 +168,8 @@ type PostgresConfig struct {
 	// then has its connection closed and is retried, with twice the bound
 	// each time (store.Config.AttemptTimeout).
 	AttemptTimeout time.Duration
-	// UnreachableTimeout (POSTGRES_UNREACHABLE_TIMEOUT, default 15 s,
-	// 0..3600) is how long PostgreSQL may leave a replica unanswered
+	// UnreachableTimeout (POSTGRES_UNREACHABLE_TIMEOUT, default 15 s, 0 or
+	// 3..3600) is how long PostgreSQL may leave a replica unanswered
 	// before it gives its partitions to the other replicas, until it
 	// answers again; 0 never does (worker.Config.UnreachableTimeout).
 	UnreachableTimeout time.Duration

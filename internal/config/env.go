@@ -169,6 +169,11 @@ func (c Config) validate(bootstrapSet bool) []error {
 		fail("POSTGRES_MIN_CONNECTIONS", strconv.Itoa(int(pg.MinConns)),
 			"is more than POSTGRES_MAX_CONNECTIONS (%d)", pg.MaxConns)
 	}
+	// A probe a second, each given up to 2 s: a shorter bound would have
+	// a replica give its partitions up between two probes.
+	if d := pg.UnreachableTimeout; d > 0 && d < 3*time.Second {
+		fail("POSTGRES_UNREACHABLE_TIMEOUT", d.String(), "must be 0 (never) or at least 3 s")
+	}
 
 	a := c.Auth
 	if a.Required && a.Keys == "" && a.RequesterKeys == "" && a.HMACKeyFile == "" {
