@@ -321,7 +321,14 @@ type phases struct {
 	faults *replicaFaults
 	stats  func(...chaos.Window) chaos.Stats // chaos.Load.Stats
 	runs   []*phaseRun
+	// lastTo is where the last fault's window ended: the next begins no
+	// earlier, so that no command counts in two phases.
+	lastTo time.Time
 }
+
+// windowLead is how long before its fault a fault's window begins: the
+// commands in flight as it strikes are its.
+const windowLead = time.Second
 
 // run strikes times faults, each, and after each waits pause, then
 // restarts a replica that exited unasked (and waits pause again). A phase
@@ -338,13 +345,20 @@ func (ps *phases) run(fault string, times int, pause time.Duration, each func(i 
 			ps.runs = append(ps.runs, pr)
 		}
 		pr.times++
-		w := chaos.Window{From: time.Now().Add(-time.Second)}
+		// A command sent just before a fault waits for it: counted in the
+		// window before too, a cut's 15 s would show as the rolling
+		// restart's.
+		if d := windowLead - time.Since(ps.lastTo); d > 0 {
+			time.Sleep(d)
+		}
+		w := chaos.Window{From: time.Now().Add(-windowLead)}
 		err := each(i, &pr.counts)
 		if err == nil {
 			time.Sleep(pause)
 			err = ps.faults.checkExits(&pr.counts, pause)
 		}
 		w.To = time.Now()
+		ps.lastTo = w.To
 		pr.windows = append(pr.windows, w)
 		if err != nil {
 			return fmt.Errorf("%s %d: %w", fault, i+1, err)

@@ -230,6 +230,25 @@ func TestFailoverPhaseFailingAtItsFirstFaultHasItsWindow(t *testing.T) {
 	require.Equal(t, FailoverPhase{Fault: "SIGKILL one of three", Times: 1}, pr.result(fakeStats), "no window: no figures")
 }
 
+// Consecutive faults' windows, of one phase or of the next, never overlap:
+// a command sent just before a fault, which waits for it, counts in that
+// fault's phase alone (a cut's 15 s once showed as the rolling restart's).
+func TestFailoverWindowsDoNotOverlap(t *testing.T) {
+	f, _ := testFaults(t)
+	ps := &phases{ctx: context.Background(), faults: f, stats: fakeStats}
+	none := func(int, *faultCounts) error { return nil }
+	require.NoError(t, ps.run("rolling restart of all three", 2, 0, none))
+	require.NoError(t, ps.run("PostgreSQL cut from one of three", 1, 0, none))
+	var ws []chaos.Window
+	for _, pr := range ps.runs {
+		ws = append(ws, pr.windows...)
+	}
+	require.Len(t, ws, 3)
+	for i := 1; i < len(ws); i++ {
+		require.False(t, ws[i].From.Before(ws[i-1].To), "window %d begins before window %d ends", i, i-1)
+	}
+}
+
 // A replica that exits after the last fault's look (while the last
 // commands drain) is counted in the last phase.
 func TestFailoverCountsAnExitAfterTheLastFault(t *testing.T) {
