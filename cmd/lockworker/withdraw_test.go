@@ -36,7 +36,7 @@ func withdrawCutOff(t *testing.T, protocol string) {
 	}
 	proxy := tcpproxy.Start(t, u.Host)
 	u.Host = proxy.Addr()
-	const unreachable = 2 * time.Second
+	const unreachable = 3 * time.Second // the least allowed
 
 	b, _ := startWith(t, direct, replicaOn("b", protocol, brokers))
 	c, _ := startWith(t, u.String(), func(cfg *config.Config) {
