@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -53,7 +54,7 @@ func (s *Store) Probe(ctx context.Context, timeout time.Duration) error {
 		cc.ConnectTimeout = timeout
 		c, err := pgx.ConnectConfig(ctx, cc)
 		if err != nil {
-			return answered(err)
+			return answered(err, oneHost(cc))
 		}
 		s.probe.conn, s.probe.opened = c, time.Now()
 	}
@@ -61,30 +62,46 @@ func (s *Store) Probe(ctx context.Context, timeout time.Duration) error {
 	defer cancel()
 	if err := s.probe.conn.Ping(pctx); err != nil {
 		s.probe.closeConn()
-		return answered(err)
+		return answered(err, true)
 	}
 	return nil
 }
 
 // answered is Probe's error for err: nil when the server sent it.
-func answered(err error) error {
-	if serverSent(err) {
+func answered(err error, oneHost bool) error {
+	if serverSent(err, oneHost) {
 		return nil
 	}
 	return translate(err)
 }
 
 // serverSent says whether err is the server's own answer: a PostgreSQL
-// error that is not a connection exception, and no host or address of the
-// attempt unanswered in time or not found (an address refusing the
-// connection, a server that is down, is an answer of its kind).
-func serverSent(err error) bool {
+// error that is not a connection exception, beside no host or address of
+// the attempt not found, unreachable or unanswered in time; and, unless
+// the connection string names one host, none refusing the connection (a
+// cut by a firewall that rejects; one host's other address refusing is
+// that host's answer).
+func serverSent(err error, oneHost bool) bool {
 	pgErr, ok := errors.AsType[*pgconn.PgError](err)
 	if !ok || len(pgErr.Code) < 2 || pgErr.Code[:2] == "08" {
 		return false
 	}
 	_, unresolved := errors.AsType[*net.DNSError](err)
-	return !unresolved && !pgconn.Timeout(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
+	unreachable := errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) ||
+		!oneHost && errors.Is(err, syscall.ECONNREFUSED)
+	return !unresolved && !unreachable && !pgconn.Timeout(err) &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)
+}
+
+// oneHost says whether cc names a single host (its fallbacks being its
+// other addresses or TLS modes).
+func oneHost(cc *pgx.ConnConfig) bool {
+	for _, f := range cc.Fallbacks {
+		if f.Host != cc.Host {
+			return false
+		}
+	}
+	return true
 }
 
 // closeConn closes the probe's connection, if any, without waiting on a

@@ -26,6 +26,10 @@ const (
 	probeEvery   = time.Second
 	probeTimeout = 2 * time.Second
 	rejoinAfter  = 3
+	// A withdrawn replica's probe has as long as the timeout, within
+	// these: past a resolver's 5 s try, not so long a rejoin waits on it.
+	withdrawnProbeMin = 5 * time.Second
+	withdrawnProbeMax = 15 * time.Second
 )
 
 // errWithdrawn ends the serving context when the replica withdraws; the
@@ -88,7 +92,7 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 		began := time.Now()
 		// Withdrawn, a probe is bounded too (resolving host names of a
 		// cut-off DNS may take long): a rejoin must not wait for it.
-		deadline := began.Add(probeEvery + 2*probeTimeout)
+		deadline := began.Add(min(max(w.cfg.UnreachableTimeout, withdrawnProbeMin), withdrawnProbeMax))
 		if !w.isWithdrawn() {
 			deadline = answered.Add(w.cfg.UnreachableTimeout)
 		}
@@ -101,6 +105,7 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 		switch {
 		case err == nil:
 			answered = time.Now()
+			cause = nil
 			inARow++
 			if w.isWithdrawn() && inARow >= rejoinAfter && w.poolAnswers(ctx) {
 				w.rejoin()

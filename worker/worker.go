@@ -159,7 +159,8 @@ type Config struct {
 	// PostgreSQL answers no replica, every replica withdraws, and they
 	// rejoin as it comes back, at the cost of a rebalance. Default
 	// DefaultUnreachableTimeout (15 s); negative: never, the partitions
-	// wait with their replica.
+	// wait with their replica. Under 3 s, one probe unanswered for its 2 s
+	// is enough (POSTGRES_UNREACHABLE_TIMEOUT refuses it).
 	UnreachableTimeout time.Duration
 	// Logger receives the worker's logs. Default: none.
 	Logger zerolog.Logger
