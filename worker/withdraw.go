@@ -94,7 +94,13 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 		// cut-off DNS may take long): a rejoin must not wait for it.
 		deadline := began.Add(min(max(w.cfg.UnreachableTimeout, withdrawnProbeMin), withdrawnProbeMax))
 		if !w.isWithdrawn() {
+			// Cut short at the withdrawal's time, but never given less
+			// than one probe's time: a process paused past it (SIGSTOP, a
+			// frozen VM) probes once before it judges PostgreSQL.
 			deadline = answered.Add(w.cfg.UnreachableTimeout)
+			if least := began.Add(probeTimeout); deadline.Before(least) {
+				deadline = least
+			}
 		}
 		pctx, cancel := context.WithDeadline(ctx, deadline)
 		err := w.cfg.Store.Probe(pctx, probeTimeout)
