@@ -112,6 +112,7 @@ type Load struct {
 	reqs     map[string]*request
 	order    []*request
 	replies  []topics.Event
+	sources  []string // each reply's publisher (its ce_source header), by index
 	resends  int
 	stopping bool
 
@@ -172,6 +173,13 @@ func (l *Load) consume(ctx context.Context) {
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			l.replies = append(l.replies, ev)
+			source := ""
+			for _, h := range r.Headers {
+				if h.Key == topics.HeaderCESource {
+					source = string(h.Value)
+				}
+			}
+			l.sources = append(l.sources, source)
 			if q := l.reqs[ev.RequestID]; q != nil && ev.Type != topics.TypeQueued && q.answered.IsZero() {
 				q.answered = now
 				close(q.done)
@@ -428,8 +436,10 @@ func (l *Load) Resends() int {
 // [from, to): Late is the worst time from a lease's end to its lock.expired
 // (database time); AfterTakeover, over the leases that ended while their
 // partition had no owner (expired more than a second late), the worst time
-// from the partition's first event after the lease ended (its new owner at
-// work) to the lock.expired.
+// from the partition's first event after the lease ended published by the
+// replica that expired it (its new owner at work: the old owner may have
+// answered other commands between the lease's end and its own end) to the
+// lock.expired.
 type Expiries struct {
 	Count, Orphaned     int
 	Late, AfterTakeover time.Duration
@@ -439,11 +449,11 @@ type Expiries struct {
 func (l *Load) Expiries(w Window) Expiries {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	byPart := map[string][]time.Time{} // partition prefix of the lock name -> event times
-	for _, ev := range l.replies {
+	byPart := map[string][]time.Time{} // partition prefix of the lock name and publisher -> event times
+	for i, ev := range l.replies {
 		// Expiries are left out: the anchor is the new owner answering commands.
 		if ev.LockInfo != nil && len(ev.LockInfo.LockName) >= 4 && ev.Type != topics.TypeExpired {
-			p := ev.LockInfo.LockName[:4]
+			p := ev.LockInfo.LockName[:4] + " " + l.sources[i]
 			byPart[p] = append(byPart[p], ev.OccurredAt.Time)
 		}
 	}
@@ -452,7 +462,7 @@ func (l *Load) Expiries(w Window) Expiries {
 	}
 	var x Expiries
 	seen := map[string]bool{}
-	for _, ev := range l.replies {
+	for n, ev := range l.replies {
 		li := ev.LockInfo
 		if ev.Type != topics.TypeExpired || li == nil || li.ExpiresAt == nil || seen[ev.EventID] {
 			continue
@@ -469,7 +479,7 @@ func (l *Load) Expiries(w Window) Expiries {
 			continue
 		}
 		x.Orphaned++
-		ts := byPart[li.LockName[:4]]
+		ts := byPart[li.LockName[:4]+" "+l.sources[n]]
 		i := sort.Search(len(ts), func(i int) bool { return !ts[i].Before(end) })
 		if i < len(ts) {
 			x.AfterTakeover = max(x.AfterTakeover, ev.OccurredAt.Sub(ts[i]))
