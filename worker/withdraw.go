@@ -44,11 +44,11 @@ type WithdrawMetrics interface {
 	Withdrawn(bool)
 }
 
-// withdrawal is whether the replica has withdrawn, and the context its
-// partitions and their batches run under, ended by a withdrawal.
+// withdrawal is the context the replica's partitions and their batches
+// run under, ended by a withdrawal (errWithdrawn, its cause, says the
+// replica has withdrawn) and made anew by a rejoin.
 type withdrawal struct {
 	mu     sync.Mutex
-	out    bool
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 }
@@ -63,9 +63,7 @@ func (w *Worker) serving() context.Context {
 }
 
 func (w *Worker) isWithdrawn() bool {
-	w.withdrawn.mu.Lock()
-	defer w.withdrawn.mu.Unlock()
-	return w.withdrawn.out
+	return errors.Is(context.Cause(w.serving()), errWithdrawn)
 }
 
 // serveAgain makes a new serving context; w.withdrawn.mu held.
@@ -162,7 +160,6 @@ func (w *Worker) withdraw(err error, unreachable time.Duration) {
 	w.log.Error().Err(err).Dur("unreachable_for", unreachable).
 		Msg("PostgreSQL does not answer this replica: giving its partitions to the other replicas until it does")
 	w.withdrawn.mu.Lock()
-	w.withdrawn.out = true
 	w.withdrawn.cancel(errWithdrawn)
 	w.withdrawn.mu.Unlock()
 	w.withdrawnMetric(true)
@@ -179,7 +176,6 @@ func (w *Worker) rejoin() {
 		return // the next probe tries again
 	}
 	w.withdrawn.mu.Lock()
-	w.withdrawn.out = false
 	w.serveAgain()
 	w.withdrawn.mu.Unlock()
 	w.withdrawnMetric(false)
