@@ -188,7 +188,7 @@ func transient(err error) bool {
 // hostssl-only server does not hide its TLS attempt's reset, nor one host
 // refusing the role another host that is down. That clause, not
 // transient, is what retries an attempt that ran out of its connect
-// timeout (StartConnectTimeout included): pgconn reports it as
+// timeout (ConnectTimeout included): pgconn reports it as
 // context.DeadlineExceeded, which transient refuses. Any other error is
 // retried when transient accepts it and no error it wraps is a
 // setupCause. So a start retries connections refused or reset, EOF,

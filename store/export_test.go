@@ -1,6 +1,11 @@
 package store
 
-import "context"
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
 
 // RunTimeTransient reports whether err, of a call at run time (a
 // transaction), is ErrTransient.
@@ -10,4 +15,10 @@ func RunTimeTransient(err error) bool { return classify(err, transient) == ErrTr
 // retried under Config.RetryStart.
 func StartRetryable(ctx context.Context, err error) bool {
 	return classify(err, func(err error) bool { return ctx.Err() == nil && startRetryable(err) }) == ErrTransient
+}
+
+// SessionSettings is the pool's AfterConnect for a connection string that
+// sets neither setting, its SET bounded by bound.
+func SessionSettings(idle, bound time.Duration) func(context.Context, *pgx.Conn) error {
+	return sessionSettings(nil, idle, bound)
 }

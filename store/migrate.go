@@ -114,7 +114,6 @@ func (s *Store) Migrate(ctx context.Context) error { return s.MigrateWith(ctx, M
 func (s *Store) MigrateWith(ctx context.Context, ev MigrateEvents) error {
 	try := func() error { return translateStart(ctx, s.migrate(ctx, ev)) }
 	if s.cfg.RetryStart {
-		defer s.start()()
 		return retryAtLeast(ctx, s.cfg, s.cfg.OnStartRetry, s.lockErrorBackoff, try)
 	}
 	return try()

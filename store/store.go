@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -57,15 +56,17 @@ type Config struct {
 	RetryStart bool
 	// OnStartRetry, when set, is told of each of those retries.
 	OnStartRetry func(attempt int, err error, delay time.Duration)
-	// StartConnectTimeout bounds each connection Open and Migrate make
-	// under RetryStart when the URL sets no connect_timeout (or sets 0,
-	// which pgx does not tell from none): a server that accepts
+	// ConnectTimeout bounds each connection the pool makes, at the start
+	// and after it, when the URL sets no connect_timeout (or sets 0, which
+	// pgx does not tell from none), and the SET each new connection then
+	// runs (sessionSettings) whatever the URL sets. A server that accepts
 	// connections and never answers them (keepalives are answered, so TCP
 	// never gives up) would otherwise hold the start in its first attempt,
-	// untold. Each attempt ends instead, is told to OnStartRetry and
-	// retried. Default DefaultStartConnectTimeout. Connections made after
-	// the start keep the URL's connect_timeout, or pgxpool's 2 minutes.
-	StartConnectTimeout time.Duration
+	// untold, and at run time hold a pool slot per connection attempt for
+	// pgxpool's 2 minutes per address (and its SET until TCP gives up),
+	// long after the server answers again. A start's attempt that ends so
+	// is told to OnStartRetry and retried. Default DefaultConnectTimeout.
+	ConnectTimeout time.Duration
 	// MigrationLockTimeout is the lock_timeout of each migration's
 	// transaction (Migrate): how long each of its statements waits for a
 	// lock on a table another transaction holds before the migration fails
@@ -112,7 +113,7 @@ type Config struct {
 
 // Defaults of Config's bounds.
 const (
-	DefaultStartConnectTimeout      = 10 * time.Second
+	DefaultConnectTimeout           = 10 * time.Second
 	DefaultAttemptTimeout           = 15 * time.Second
 	DefaultIdleInTransactionTimeout = 5 * time.Second
 	DefaultPingTimeout              = 5 * time.Second
@@ -120,13 +121,9 @@ const (
 
 // Store is a pool plus the retry policy.
 type Store struct {
-	Pool *pgxpool.Pool
-	cfg  Config
-	// startTimeout is the connect timeout of the start's connections made
-	// while starting is set; 0 leaves the URL's.
-	startTimeout time.Duration
-	starting     atomic.Bool
-	probe        probe
+	Pool  *pgxpool.Pool
+	cfg   Config
+	probe probe
 }
 
 // Open connects to PostgreSQL. When the database does not exist and the user
@@ -152,12 +149,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.IdleInTransactionTimeout == 0 {
 		cfg.IdleInTransactionTimeout = DefaultIdleInTransactionTimeout
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		return nil, connStringError(err)
 	}
 	pcfg.MinConns, pcfg.MaxConns = cfg.MinConns, cfg.MaxConns
-	pcfg.AfterConnect = sessionSettings(pcfg.ConnConfig.RuntimeParams, cfg.IdleInTransactionTimeout)
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		pcfg.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	}
+	pcfg.AfterConnect = sessionSettings(pcfg.ConnConfig.RuntimeParams, cfg.IdleInTransactionTimeout, pcfg.ConnConfig.ConnectTimeout)
 	if pcfg.PingTimeout <= 0 {
 		// The pool pings a connection idle for over a second before
 		// handing it out; without a bound, one whose server's host is
@@ -166,19 +169,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pcfg.PingTimeout = DefaultPingTimeout
 	}
 	s := &Store{cfg: cfg}
-	if cfg.RetryStart && pcfg.ConnConfig.ConnectTimeout == 0 {
-		s.startTimeout = cfg.StartConnectTimeout
-		if s.startTimeout <= 0 {
-			s.startTimeout = DefaultStartConnectTimeout
-		}
-		pcfg.BeforeConnect = func(_ context.Context, cc *pgx.ConnConfig) error {
-			if s.starting.Load() {
-				cc.ConnectTimeout = s.startTimeout
-			}
-			return nil
-		}
-	}
-	defer s.start()()
 	try := func() (err error) {
 		s.Pool, err = s.connect(ctx, pcfg)
 		return translateStart(ctx, err)
@@ -212,23 +202,11 @@ func connStringError(err error) error {
 	return fmt.Errorf("%w: invalid format", ErrConnString)
 }
 
-// start marks the connections made until the returned func is called as
-// the start's (see Config.StartConnectTimeout).
-func (s *Store) start() (done func()) {
-	s.starting.Store(true)
-	return func() { s.starting.Store(false) }
-}
-
 // connect creates the database if need be (ensureDatabase) and returns a
 // pool that reached it. Its errors are pgx's wrapped, not translated: Open
 // translates them once (translateStart, which sees through the wrapping).
 func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Pool, error) {
-	cc := pcfg.ConnConfig
-	if s.startTimeout > 0 {
-		cc = cc.Copy()
-		cc.ConnectTimeout = s.startTimeout
-	}
-	if err := ensureDatabase(ctx, cc); err != nil {
+	if err := ensureDatabase(ctx, pcfg.ConnConfig); err != nil {
 		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
@@ -253,7 +231,12 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //     (docs/performance.md). So every statement must read by index under
 //     its generic plan.
 //   - idle_in_transaction_session_timeout: Config.IdleInTransactionTimeout.
-func sessionSettings(given map[string]string, idle time.Duration) func(context.Context, *pgx.Conn) error {
+//
+// The SET is bounded by bound, the connection's connect timeout: the pool
+// runs it under a context only Close ends, so a server that stops
+// answering right after the connection opened would hold it, and its pool
+// slot, until TCP gives up.
+func sessionSettings(given map[string]string, idle, bound time.Duration) func(context.Context, *pgx.Conn) error {
 	var set []string
 	if _, ok := given["plan_cache_mode"]; !ok {
 		set = append(set, "SET plan_cache_mode = force_generic_plan")
@@ -266,6 +249,8 @@ func sessionSettings(given map[string]string, idle time.Duration) func(context.C
 	}
 	sql := strings.Join(set, "; ")
 	return func(ctx context.Context, c *pgx.Conn) error {
+		ctx, cancel := context.WithTimeout(ctx, bound)
+		defer cancel()
 		_, err := c.Exec(ctx, sql)
 		return err
 	}

@@ -1665,7 +1665,7 @@ func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 }
 
 // Without a connect_timeout in the URL, a start's connection to a server
-// that accepts it and never answers ends at StartConnectTimeout, is told
+// that accepts it and never answers ends at ConnectTimeout, is told
 // as a retry, and the start goes on once the server answers; it would
 // otherwise wait in its first attempt forever, untold.
 func TestRetryStartDefaultConnectTimeout(t *testing.T) {
@@ -1679,8 +1679,8 @@ func TestRetryStartDefaultConnectTimeout(t *testing.T) {
 	u.RawQuery = q.Encode()
 	r := newStartRetries()
 	cfg := r.config(u.String())
-	cfg.StartConnectTimeout = 300 * time.Millisecond
-	retriesThroughHang(t, proxy, r, cfg, "StartConnectTimeout's")
+	cfg.ConnectTimeout = 300 * time.Millisecond
+	retriesThroughHang(t, proxy, r, cfg, "ConnectTimeout's")
 }
 
 // retriesThroughHang opens a store with cfg through proxy, which hangs
