@@ -136,12 +136,19 @@ func (a *attempt) timedOut(ctx, actx context.Context, err error) error {
 }
 
 // bounded is ctx bounded as a transaction's first attempt is, for a
-// statement of its own (Offsets, AnyCommitted), and done, which turns the
-// statement's error into ErrTransient and ErrAttemptTimedOut when that
-// bound ended it: pgx closes the connection at the deadline of the
-// statement's context, so one that stopped answering cannot hold it.
+// statement of its own (Offsets, AnyCommitted, Prune, CheckGroup), and
+// done, which turns the statement's error into ErrTransient and
+// ErrAttemptTimedOut when that bound ended it: pgx closes the connection at
+// the deadline of the statement's context, so one that stopped answering
+// cannot hold it.
 func (s *Store) bounded(ctx context.Context) (context.Context, func(error) error, context.CancelFunc) {
-	a := &attempt{limit: max(s.cfg.AttemptTimeout, 0)}
+	return s.boundedBy(ctx, s.cfg.AttemptTimeout)
+}
+
+// boundedBy is bounded with limit for the bound; none when limit is not
+// positive.
+func (s *Store) boundedBy(ctx context.Context, limit time.Duration) (context.Context, func(error) error, context.CancelFunc) {
+	a := &attempt{limit: max(limit, 0)}
 	if a.limit == 0 {
 		return ctx, translate, func() {}
 	}

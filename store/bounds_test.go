@@ -95,6 +95,51 @@ func TestInTxAttemptBounded(t *testing.T) {
 	}
 }
 
+// The statements of their own that run outside a transaction are bounded
+// as an attempt is: a connection that stops answering ends them at the
+// bound, with a transient error, instead of holding the caller (the vacuum
+// loop, the maintenance loop, a replica's join) until TCP gives up.
+func TestStatementsOfTheirOwnBounded(t *testing.T) {
+	t.Parallel()
+	for name, call := range map[string]func(context.Context, *store.Store) error{
+		"Prune": func(ctx context.Context, st *store.Store) error {
+			_, err := st.Prune(ctx, time.Hour, time.Hour, 10)
+			return err
+		},
+		"CheckGroup": func(ctx context.Context, st *store.Store) error { return st.CheckGroup(ctx, "g", "commands") },
+		"ReadVacuumSettings": func(ctx context.Context, st *store.Store) error {
+			_, err := st.ReadVacuumSettings(ctx)
+			return err
+		},
+		"ReadTableStats": func(ctx context.Context, st *store.Store) error {
+			_, err := st.ReadTableStats(ctx)
+			return err
+		},
+		"Vacuum": func(ctx context.Context, st *store.Store) error {
+			_, err := st.Vacuum(ctx, []string{"effects"})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			st := boundedStore(t, 300*time.Millisecond)
+			ctx := context.Background()
+			require.NoError(t, st.Migrate(ctx))
+			require.NoError(t, call(ctx, st.Store), "answered")
+			st.proxy.Hang()
+			done := make(chan error, 1)
+			go func() { done <- call(ctx, st.Store) }()
+			select {
+			case err := <-done:
+				require.ErrorIs(t, err, store.ErrTransient)
+				require.ErrorIs(t, err, store.ErrAttemptTimedOut)
+			case <-time.After(20 * time.Second):
+				t.Fatal("still waiting for a server that stopped answering")
+			}
+		})
+	}
+}
+
 // An attempt that outlives its bound while its statements run under a
 // context of their own is not held for them: the bound closes the
 // connection at once, the statement fails, and the error is the bound's.

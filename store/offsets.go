@@ -138,8 +138,12 @@ func (e *OtherGroupError) Unwrap() error { return ErrOtherGroup }
 // changed: the group would apply the topic again from its start. No
 // offsets at all (a new deployment) is no error. The other groups are
 // ordered by the last change of their stored offsets (max(updated_at),
-// which applying a batch, RewindOffset and SkipOffset set).
+// which applying a batch, RewindOffset and SkipOffset set). It is bounded
+// as a transaction's attempt is (Config.AttemptTimeout): a replica stuck in
+// it would never join its group.
 func (s *Store) CheckGroup(ctx context.Context, group, topic string) error {
+	ctx, done, cancel := s.bounded(ctx)
+	defer cancel()
 	rows, err := s.Pool.Query(ctx, `
 		SELECT o.group_id, coalesce((SELECT t.topic_id FROM consumer_topics t WHERE t.group_id = o.group_id AND t.topic = $2), '')
 		FROM consumer_offsets o
@@ -147,7 +151,7 @@ func (s *Store) CheckGroup(ctx context.Context, group, topic string) error {
 			AND NOT EXISTS (SELECT FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND next_offset >= 0)
 		GROUP BY o.group_id ORDER BY max(o.updated_at) DESC, o.group_id`, group, topic)
 	if err != nil {
-		return fmt.Errorf("reading the groups with offsets of %s: %w", topic, translate(err))
+		return fmt.Errorf("reading the groups with offsets of %s: %w", topic, done(err))
 	}
 	e := &OtherGroupError{Group: group, Topic: topic}
 	var other, id string
@@ -159,7 +163,7 @@ func (s *Store) CheckGroup(ctx context.Context, group, topic string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("reading the groups with offsets of %s: %w", topic, translate(err))
+		return fmt.Errorf("reading the groups with offsets of %s: %w", topic, done(err))
 	}
 	if len(e.Others) > 0 {
 		return e

@@ -9,7 +9,8 @@ import (
 // Prune deletes request outcomes older than requestRetention (but those of
 // acquires still queued) and history older than eventsRetention, at most
 // limit rows of each per call, so one call never holds locks for long. It
-// returns how many rows it deleted.
+// returns how many rows it deleted. Each statement is bounded as a
+// transaction's attempt is (Config.AttemptTimeout).
 func (s *Store) Prune(ctx context.Context, requestRetention, eventsRetention time.Duration, limit int) (int64, error) {
 	var total int64
 	for _, q := range []struct {
@@ -35,9 +36,11 @@ func (s *Store) Prune(ctx context.Context, requestRetention, eventsRetention tim
 			SELECT id FROM lock_events WHERE occurred_at < statement_timestamp() - make_interval(secs => $1::float8)
 			ORDER BY occurred_at LIMIT $2))`, eventsRetention},
 	} {
-		tag, err := s.Pool.Exec(ctx, q.sql, q.age.Seconds(), limit)
+		bctx, done, cancel := s.bounded(ctx)
+		tag, err := s.Pool.Exec(bctx, q.sql, q.age.Seconds(), limit)
+		cancel()
 		if err != nil {
-			return total, fmt.Errorf("pruning: %w", translate(err))
+			return total, fmt.Errorf("pruning: %w", done(err))
 		}
 		total += tag.RowsAffected()
 	}

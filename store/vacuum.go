@@ -46,11 +46,13 @@ func (s VacuumSettings) Runs() bool { return s.Autovacuum && s.TrackCounts }
 // ReadVacuumSettings reads autovacuum and track_counts. They can change
 // with a configuration reload, so callers read them again now and then.
 func (s *Store) ReadVacuumSettings(ctx context.Context) (VacuumSettings, error) {
+	ctx, done, cancel := s.bounded(ctx)
+	defer cancel()
 	var v VacuumSettings
 	err := s.Pool.QueryRow(ctx, `SELECT current_setting('autovacuum')::bool, current_setting('track_counts')::bool`).
 		Scan(&v.Autovacuum, &v.TrackCounts)
 	if err != nil {
-		return VacuumSettings{}, fmt.Errorf("reading the autovacuum settings: %w", translate(err))
+		return VacuumSettings{}, fmt.Errorf("reading the autovacuum settings: %w", done(err))
 	}
 	return v, nil
 }
@@ -59,13 +61,15 @@ func (s *Store) ReadVacuumSettings(ctx context.Context) (VacuumSettings, error) 
 // schema (the first schema of its search_path), in HotTables' order. The
 // counts lag the writes by up to a second (backends report them in batches).
 func (s *Store) ReadTableStats(ctx context.Context) ([]TableStats, error) {
+	ctx, done, cancel := s.bounded(ctx)
+	defer cancel()
 	rows, err := s.Pool.Query(ctx, `
 		SELECT s.relname::text, s.n_live_tup, s.n_dead_tup, c.reltuples::bigint, s.last_vacuum, s.last_autovacuum
 		FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
 		WHERE s.schemaname = current_schema() AND s.relname = ANY ($1::text[])
 		ORDER BY array_position($1::text[], s.relname::text)`, HotTables)
 	if err != nil {
-		return nil, fmt.Errorf("reading table statistics: %w", translate(err))
+		return nil, fmt.Errorf("reading table statistics: %w", done(err))
 	}
 	stats, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TableStats, error) {
 		var t TableStats
@@ -73,7 +77,7 @@ func (s *Store) ReadTableStats(ctx context.Context) ([]TableStats, error) {
 		return t, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading table statistics: %w", translate(err))
+		return nil, fmt.Errorf("reading table statistics: %w", done(err))
 	}
 	return stats, nil
 }
@@ -92,18 +96,28 @@ const VacuumLockClass = 0x4c57_5643 // "LWVC"
 //
 // VACUUM cannot run inside a transaction, so it runs on a plain connection
 // of the pool, and table names cannot be parameters, so they are quoted.
+//
+// Each step is bounded, so that a connection that stops answering holds
+// neither the caller nor a pool slot until TCP gives up: taking the
+// connection and the lock, and releasing it, as a transaction's attempt is
+// (Config.AttemptTimeout); the VACUUM by the most an attempt may grow to
+// (64 times that, 16 minutes by default). The server keeps the lock of a
+// session whose client vanished until it notices (TCP's own timeouts);
+// other replicas skip their passes meanwhile.
 func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 	if len(tables) == 0 {
 		return true, nil
 	}
-	c, err := s.Pool.Acquire(ctx)
+	lctx, done, cancel := s.bounded(ctx)
+	defer cancel()
+	c, err := s.Pool.Acquire(lctx)
 	if err != nil {
-		return false, fmt.Errorf("vacuuming: %w", translate(err))
+		return false, fmt.Errorf("vacuuming: %w", done(err))
 	}
 	defer c.Release()
 	var got bool
-	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, VacuumLockClass).Scan(&got); err != nil {
-		return false, fmt.Errorf("vacuuming: taking the vacuum lock: %w", translate(err))
+	if err := c.QueryRow(lctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, VacuumLockClass).Scan(&got); err != nil {
+		return false, fmt.Errorf("vacuuming: taking the vacuum lock: %w", done(err))
 	}
 	if !got {
 		return false, nil
@@ -112,15 +126,24 @@ func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 	for i, t := range tables {
 		quoted[i] = pgx.Identifier{t}.Sanitize()
 	}
-	_, err = c.Exec(ctx, "VACUUM (SKIP_LOCKED) "+strings.Join(quoted, ", "))
+	// The VACUUM may take long on bloated tables: the most a transaction's
+	// attempt may grow to.
+	vctx, done, vcancel := s.boundedBy(ctx, s.cfg.AttemptTimeout*maxAttemptGrowth)
+	defer vcancel()
+	_, err = c.Exec(vctx, "VACUUM (SKIP_LOCKED) "+strings.Join(quoted, ", "))
 	if err == nil {
-		_, err = c.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, VacuumLockClass)
+		var ucancel context.CancelFunc
+		lctx, done, ucancel = s.bounded(ctx)
+		defer ucancel()
+		_, err = c.Exec(lctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, VacuumLockClass)
 	}
 	if err != nil {
 		// Closing the session is the sure way to release the lock, whatever
 		// state a cancelled VACUUM left the connection in.
-		_ = c.Hijack().Close(context.WithoutCancel(ctx))
-		return true, fmt.Errorf("vacuuming %s: %w", strings.Join(tables, ", "), translate(err))
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer ccancel()
+		_ = c.Hijack().Close(cctx)
+		return true, fmt.Errorf("vacuuming %s: %w", strings.Join(tables, ", "), done(err))
 	}
 	return true, nil
 }
