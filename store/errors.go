@@ -140,13 +140,21 @@ func classify(err error, isTransient func(error) bool) error {
 // longer verifies, after a rotation say) is transient here, as a failed
 // connection is (a *pgconn.ConnectError): the pool's other connections may
 // still work, and a transaction or the worker's resume retries in place
-// rather than fail. Not one that timed out, though: pgconn reports a
-// connect_timeout expiry as context.DeadlineExceeded, which transient
-// refuses, since it cannot tell it from the caller's own deadline.
+// rather than fail. So is one that ran out of its connect timeout, or whose
+// settings did (errSetupTimedOut), though pgconn reports the first as
+// context.DeadlineExceeded, which transient otherwise refuses as the
+// caller's own deadline: the pool connects under a context of its own
+// (puddle keeps only the caller's values), so a deadline in its
+// ConnectError is never the caller's. (Probe, the one caller that connects
+// under its own context, reads the deadline as its own either way.)
 //
 // (Conflict is the part of it where PostgreSQL refused the transaction for
 // another one.)
 func transient(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) || errors.Is(err, errSetupTimedOut) {
+		return true
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
@@ -165,10 +173,6 @@ func transient(err error) bool {
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
-		return true
-	}
-	var connectErr *pgconn.ConnectError
-	if errors.As(err, &connectErr) {
 		return true
 	}
 	// Whole transactions are retried, so an error after something was sent is

@@ -249,12 +249,22 @@ func sessionSettings(given map[string]string, idle, bound time.Duration) func(co
 	}
 	sql := strings.Join(set, "; ")
 	return func(ctx context.Context, c *pgx.Conn) error {
-		ctx, cancel := context.WithTimeout(ctx, bound)
+		sctx, cancel := context.WithTimeout(ctx, bound)
 		defer cancel()
-		_, err := c.Exec(ctx, sql)
+		_, err := c.Exec(sctx, sql)
+		if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+			// %v: the deadline is the bound's, which transient would
+			// take for a caller's.
+			return fmt.Errorf("%w (%s): %v", errSetupTimedOut, bound, err)
+		}
 		return err
 	}
 }
+
+// errSetupTimedOut is the error of a new connection whose settings
+// (sessionSettings) were not answered within its connect timeout: a
+// failed connection, transient as one that timed out connecting is.
+var errSetupTimedOut = errors.New("a new connection's settings were not answered within its connect timeout")
 
 // Close closes the pool and Probe's connection.
 func (s *Store) Close() {
