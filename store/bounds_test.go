@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,8 +24,7 @@ type bounded struct {
 
 func boundedStore(t *testing.T, limit time.Duration) *bounded {
 	t.Helper()
-	sch, u, proxy := proxiedSchema(t)
-	sch.URL = u.String()
+	sch, proxy := proxiedSchema(t)
 	b := &bounded{proxy: proxy, retries: newStartRetries()}
 	b.Store = sch.Open(t, store.Config{MaxConns: 1, AttemptTimeout: limit, RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
 		OnRetry: b.retries.record})
@@ -202,10 +200,10 @@ func TestIdleTransactionEndedByServer(t *testing.T) {
 
 	// A timeout the connection string gives wins; a negative one leaves
 	// the server's.
-	sch.URL += "&idle_in_transaction_session_timeout=60000"
-	require.NoError(t, sch.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
+	given := sch
+	given.URL = testdb.WithParam(t, sch.URL, "idle_in_transaction_session_timeout", "60000")
+	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
 	require.Equal(t, "1min", timeout)
-	sch.URL = strings.TrimSuffix(sch.URL, "&idle_in_transaction_session_timeout=60000")
 	require.NoError(t, sch.Open(t, store.Config{IdleInTransactionTimeout: -1}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
 	require.Equal(t, "0", timeout)
 }

@@ -16,7 +16,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -426,17 +425,10 @@ func requireClass(t *testing.T, err error, want error, code string) {
 	}
 }
 
-// urlAs is the test database's URL u for user (with u's password, if any)
+// urlAs is the test database's URL for user (with its password, if any)
 // and database.
-func urlAs(u *url.URL, user, database string) string {
-	v := *u
-	if pw, ok := u.User.Password(); ok {
-		v.User = url.UserPassword(user, pw)
-	} else {
-		v.User = url.User(user)
-	}
-	v.Path = "/" + database
-	return v.String()
+func urlAs(t *testing.T, user, database string) string {
+	return testdb.WithParam(t, testdb.WithParam(t, testdb.URL(), "user", user), "dbname", database)
 }
 
 // newRole creates a role for the test (dropped when it ends), or skips the
@@ -637,15 +629,11 @@ func scalar(t *testing.T, st *store.Store, sql string) int64 {
 // is missing and may not be created, give their sentinels.
 func TestOpenTranslatesErrors(t *testing.T) {
 	t.Parallel()
-	u, err := url.Parse(testdb.URL())
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
 	st := testdb.New(t)
-	open := func(user, database string) error {
+	open := func(url string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := store.Open(ctx, store.Config{URL: urlAs(u, user, database), MaxConns: 1})
+		st, err := store.Open(ctx, store.Config{URL: url, MaxConns: 1})
 		if err == nil {
 			st.Close()
 		}
@@ -653,7 +641,7 @@ func TestOpenTranslatesErrors(t *testing.T) {
 	}
 
 	t.Run("no such role", func(t *testing.T) {
-		err := open(fmt.Sprintf("lwtest_nobody_%08x", rand.Uint32()), st.Pool.Config().ConnConfig.Database)
+		err := open(urlAs(t, fmt.Sprintf("lwtest_nobody_%08x", rand.Uint32()), st.Pool.Config().ConnConfig.Database))
 		require.Error(t, err)
 		requireClass(t, err, store.ErrAccessDenied, "28000")
 	})
@@ -661,7 +649,7 @@ func TestOpenTranslatesErrors(t *testing.T) {
 	t.Run("missing database the role may not create", func(t *testing.T) {
 		role := newRole(t, st, true)
 		name := fmt.Sprintf("lwtest_nocreate_%08x", rand.Uint32())
-		err := open(role, name)
+		err := open(urlAs(t, role, name))
 		require.Error(t, err)
 		require.ErrorIs(t, err, store.ErrNoDatabase)
 		require.ErrorIs(t, err, store.ErrAccessDenied, "creating it was refused")
@@ -717,12 +705,8 @@ func TestBackoff(t *testing.T) {
 
 func TestOpenCreatesMissingDatabase(t *testing.T) {
 	t.Parallel()
-	u, err := url.Parse(testdb.URL())
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
 	name := fmt.Sprintf("lwtest_create_%08x", rand.Uint32())
-	u.Path = "/" + name
+	dbURL := testdb.WithParam(t, testdb.URL(), "dbname", name)
 	t.Cleanup(func() {
 		admin, err := pgx.Connect(context.Background(), testdb.URL())
 		if err != nil {
@@ -735,7 +719,7 @@ func TestOpenCreatesMissingDatabase(t *testing.T) {
 		}
 	})
 
-	st, err := store.Open(context.Background(), store.Config{URL: u.String(), MaxConns: 2})
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL, MaxConns: 2})
 	require.NoError(t, err)
 	var current string
 	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT current_database()`).Scan(&current))
@@ -744,7 +728,7 @@ func TestOpenCreatesMissingDatabase(t *testing.T) {
 	st.Close()
 
 	// It exists now: opening again just connects.
-	st, err = store.Open(context.Background(), store.Config{URL: u.String(), MaxConns: 2})
+	st, err = store.Open(context.Background(), store.Config{URL: dbURL, MaxConns: 2})
 	require.NoError(t, err)
 	var n int
 	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks`).Scan(&n))
@@ -1059,7 +1043,7 @@ func TestOpenPrefersGenericPlans(t *testing.T) {
 	require.Equal(t, "force_generic_plan", mode(st))
 	require.NoError(t, st.Migrate(ctx))
 	require.Equal(t, "force_generic_plan", mode(st), "also on the connection the migrations ran on (tern resets it)")
-	sc.URL += "&plan_cache_mode=auto"
+	sc.URL = testdb.WithParam(t, sc.URL, "plan_cache_mode", "auto")
 	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
 }
 
@@ -1128,8 +1112,7 @@ func TestMigrateUpToDateTakesNoLock(t *testing.T) {
 // ever: the rollback runs even when ctx is done, so ctx cannot end it.
 func TestRollbackOfAHungConnectionIsBounded(t *testing.T) {
 	t.Parallel()
-	sch, u, proxy := proxiedSchema(t)
-	sch.URL = u.String()
+	sch, proxy := proxiedSchema(t)
 	st := sch.Open(t, store.Config{MaxConns: 1})
 	t.Cleanup(proxy.Restore) // before the store closes (cleanups run last first)
 	failed := errors.New("fn failed")
@@ -1220,7 +1203,7 @@ func awaitDone(t *testing.T, done <-chan error) error {
 // OnStartRetry, and go on when it is back.
 func TestRetryStartWaitsForPostgres(t *testing.T) {
 	t.Parallel()
-	_, u, proxy := proxiedSchema(t)
+	sch, proxy := proxiedSchema(t)
 	r := newStartRetries()
 
 	proxy.Cut()
@@ -1228,7 +1211,7 @@ func TestRetryStartWaitsForPostgres(t *testing.T) {
 	var st *store.Store
 	go func() {
 		var err error
-		st, err = store.Open(context.Background(), r.config(u.String()))
+		st, err = store.Open(context.Background(), r.config(sch.URL))
 		opened <- err
 	}()
 	r.awaitRetry(t, opened)
@@ -1267,12 +1250,7 @@ func TestRetryStartWaitsForPostgres(t *testing.T) {
 // an invalid URL, a server certificate that does not verify.
 func TestRetryStartFailsAtOnce(t *testing.T) {
 	t.Parallel()
-	u, err := url.Parse(testdb.URL())
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
 	st := testdb.New(t)
-	as := func(user, database string) string { return urlAs(u, user, database) }
 	open := func(t *testing.T, url string) error {
 		t.Helper()
 		r := newStartRetries()
@@ -1291,15 +1269,15 @@ func TestRetryStartFailsAtOnce(t *testing.T) {
 	database := st.Pool.Config().ConnConfig.Database
 
 	t.Run("a role that may not log in", func(t *testing.T) {
-		err := open(t, as(newRole(t, st, false), database))
+		err := open(t, urlAs(t, newRole(t, st, false), database))
 		requireClass(t, err, store.ErrAccessDenied, "28000")
 	})
 	t.Run("no such role", func(t *testing.T) {
-		err := open(t, as(fmt.Sprintf("lwtest_nobody_%08x", rand.Uint32()), database))
+		err := open(t, urlAs(t, fmt.Sprintf("lwtest_nobody_%08x", rand.Uint32()), database))
 		requireClass(t, err, store.ErrAccessDenied, "28000")
 	})
 	t.Run("missing database the role may not create", func(t *testing.T) {
-		err := open(t, as(newRole(t, st, true), fmt.Sprintf("lwtest_nocreate_%08x", rand.Uint32())))
+		err := open(t, urlAs(t, newRole(t, st, true), fmt.Sprintf("lwtest_nocreate_%08x", rand.Uint32())))
 		require.ErrorIs(t, err, store.ErrNoDatabase)
 		require.ErrorIs(t, err, store.ErrAccessDenied)
 	})
@@ -1656,29 +1634,22 @@ func tlsServer(t *testing.T, clientAuth tls.ClientAuthType) string {
 // (RetryStart) retries it until the server answers.
 func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 	t.Parallel()
-	_, u, proxy := proxiedSchema(t)
-	q := u.Query()
-	q.Set("connect_timeout", "1")
-	u.RawQuery = q.Encode()
+	sch, proxy := proxiedSchema(t)
 	r := newStartRetries()
-	retriesThroughHang(t, proxy, r, r.config(u.String()), "connect_timeout's")
+	retriesThroughHang(t, proxy, r, r.config(testdb.WithParam(t, sch.URL, "connect_timeout", "1")), "connect_timeout's")
 }
 
 // Without a connect_timeout in the URL, a start's connection to a server
 // that accepts it and never answers ends at ConnectTimeout, is told
 // as a retry, and the start goes on once the server answers; it would
-// otherwise wait in its first attempt forever, untold.
+// otherwise wait in its first attempt forever, untold. connect_timeout=0
+// is libpq's "none" (pgx too leaves ConnectTimeout 0), and unlike a
+// connect_timeout left out it also overrides PGCONNECT_TIMEOUT.
 func TestRetryStartDefaultConnectTimeout(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("PGCONNECT_TIMEOUT") != "" {
-		t.Skip("PGCONNECT_TIMEOUT sets a connect_timeout")
-	}
-	_, u, proxy := proxiedSchema(t)
-	q := u.Query()
-	q.Del("connect_timeout")
-	u.RawQuery = q.Encode()
+	sch, proxy := proxiedSchema(t)
 	r := newStartRetries()
-	cfg := r.config(u.String())
+	cfg := r.config(testdb.WithParam(t, sch.URL, "connect_timeout", "0"))
 	cfg.ConnectTimeout = 300 * time.Millisecond
 	retriesThroughHang(t, proxy, r, cfg, "ConnectTimeout's")
 }
@@ -1704,18 +1675,14 @@ func retriesThroughHang(t *testing.T, proxy *tcpproxy.Proxy, r *startRetries, cf
 	require.ErrorIs(t, r.all()[0], context.DeadlineExceeded, why)
 }
 
-// proxiedSchema is a schema of its own for the test and its URL, whose host
-// is a tcpproxy in front of PostgreSQL, to cut or hang.
-func proxiedSchema(t *testing.T) (testdb.Schema, *url.URL, *tcpproxy.Proxy) {
+// proxiedSchema is a schema of its own for the test, whose URL leads
+// through a tcpproxy in front of PostgreSQL, to cut or hang.
+func proxiedSchema(t *testing.T) (testdb.Schema, *tcpproxy.Proxy) {
 	t.Helper()
 	sch := testdb.NewSchema(t)
-	u, err := url.Parse(sch.URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skipf("TEST_DATABASE_URL is not a postgres:// URL")
-	}
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	return sch, u, proxy
+	proxied, proxy := testdb.Proxied(t, sch.URL)
+	sch.URL = proxied
+	return sch, proxy
 }
 
 // CheckGroup finds a topic's offsets stored under other groups only; the

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -105,14 +104,10 @@ func proxiedWorker(t *testing.T, c *kfake.Cluster, names topics.Names, metrics M
 	sch := testdb.NewSchema(t)
 	direct = sch.Open(t, store.Config{MaxConns: 4})
 	require.NoError(t, direct.Migrate(context.Background()))
-	u, err := url.Parse(sch.URL)
-	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
-	proxy = tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
 	behind := sch
-	behind.URL = u.String()
+	behind.URL, proxy = testdb.Proxied(t, sch.URL)
 	logs = &testlog.Buffer{}
-	w, err = New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: behind.Open(t, store.Config{MaxConns: 4}),
+	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: behind.Open(t, store.Config{MaxConns: 4}),
 		Relay: nopRelay{}, Metrics: metrics, Logger: zerolog.New(logs)})
 	require.NoError(t, err)
 	t.Cleanup(w.cl.Close)

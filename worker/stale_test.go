@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -16,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/e2e"
-	"github.com/omninode/lockworker/internal/tcpproxy"
+	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -78,12 +77,9 @@ func TestStaleReplicaWakingAfterTakeover(t *testing.T) {
 	// rejoining, and w1 is to learn it was dropped only when the test
 	// removes the fault. (kgo acts on a refused commit between heartbeats,
 	// which the fault holds back meanwhile; the test need not rely on it.)
-	u, err := url.Parse(e.Schema.URL)
-	require.NoError(t, err)
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
+	proxied, proxy := testdb.Proxied(t, e.Schema.URL)
 	behind := e.Schema
-	behind.URL = u.String()
+	behind.URL = proxied
 	stale := &restartCount{}
 	w1 := start("w1", behind.Open(t, store.Config{MaxConns: 8}), stale,
 		kgo.RetryTimeoutFn(func(key int16) time.Duration {

@@ -25,7 +25,6 @@ import (
 	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/metrics"
-	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )
@@ -274,11 +273,8 @@ func checkLockPage(t *testing.T, m *Main, dbURL, ns, name, holder string, token 
 // it is back, and the worker goes on applying commands.
 func TestHealthFollowsPostgres(t *testing.T) {
 	sch := testdb.NewSchema(t)
-	u, err := url.Parse(sch.URL)
-	require.NoError(t, err, "TEST_DATABASE_URL must be a URL for this test")
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	m := startMain(t, u.String())
+	dbURL, proxy := testdb.Proxied(t, sch.URL)
+	m := startMain(t, dbURL)
 	a := newClient(t, m.Brokers[0], "locks.replies.a")
 
 	var code int

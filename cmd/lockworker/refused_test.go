@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
 )
 
@@ -29,12 +29,7 @@ func TestRefusedFilesExit2(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(garbageKeys, "k.pem"), []byte("not a key\n"), 0o600))
 	kafka, _ := externalKafka(t)
 	_, dbURL, password := cutPostgres(t)
-	u, err := url.Parse(dbURL)
-	require.NoError(t, err)
-	q := u.Query()
-	q.Set("sslrootcert", missing)
-	u.RawQuery = q.Encode()
-	missingRootCert := u.String()
+	missingRootCert := testdb.WithParam(t, dbURL, "sslrootcert", missing)
 	tlsOn := map[string]string{"KAFKA_TLS_ENABLED": "true"}
 	authOn := map[string]string{"AUTH_REQUIRED": "true"}
 	with := func(base map[string]string, kv ...string) map[string]string {

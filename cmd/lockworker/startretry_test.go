@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -30,19 +29,16 @@ const startRetryMsg = "transient database error while starting; retrying"
 // must never show (trust authentication does not ask for it).
 func cutPostgres(t *testing.T) (proxy *tcpproxy.Proxy, dbURL, password string) {
 	t.Helper()
-	u, err := url.Parse(testdb.NewSchema(t).URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skip("TEST_DATABASE_URL is not a postgres:// URL")
-	}
-	password, ok := u.User.Password()
-	if !ok {
+	dbURL = testdb.NewSchema(t).URL
+	cfg, err := pgx.ParseConfig(dbURL)
+	require.NoError(t, err)
+	password = cfg.Password // the test's own, from the URL or the environment
+	if password == "" {
 		password = "start-retry-s3cret"
-		u.User = url.UserPassword(u.User.Username(), password)
 	}
-	proxy = tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
+	dbURL, proxy = testdb.Proxied(t, testdb.WithParam(t, dbURL, "password", password))
 	proxy.Cut()
-	return proxy, u.String(), password
+	return proxy, dbURL, password
 }
 
 // newLoggedMain is launch's Main, on a kfake broker, logging to logs.
@@ -150,14 +146,8 @@ func TestStartRefusedByPostgresExitsAtOnce(t *testing.T) {
 		t.Skipf("the test user may not create roles: %v", err)
 	}
 	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
-	u, err := url.Parse(sch.URL)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Skip("TEST_DATABASE_URL is not a postgres:// URL")
-	}
-	u.User = url.User(role)
-
 	logs := &testlog.Buffer{}
-	m := newLoggedMain(t, u.String(), logs)
+	m := newLoggedMain(t, testdb.WithParam(t, sch.URL, "user", role), logs)
 	t.Cleanup(m.Close)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background()) }()

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -10,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/config"
-	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )
@@ -30,16 +27,11 @@ func TestWithdrawCutOff(t *testing.T) {
 func withdrawCutOff(t *testing.T, protocol string) {
 	brokers := groupCluster(t)
 	direct := testdb.NewSchema(t).URL
-	u, err := url.Parse(direct)
-	if err != nil || !strings.HasPrefix(u.Scheme, "postgres") {
-		t.Skip("TEST_DATABASE_URL is not a postgres:// URL")
-	}
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
+	proxied, proxy := testdb.Proxied(t, direct)
 	const unreachable = 3 * time.Second // the least allowed
 
 	b, _ := startWith(t, direct, replicaOn("b", protocol, brokers))
-	c, _ := startWith(t, u.String(), func(cfg *config.Config) {
+	c, _ := startWith(t, proxied, func(cfg *config.Config) {
 		replicaOn("c", protocol, brokers)(cfg)
 		cfg.Postgres.UnreachableTimeout = unreachable
 	})

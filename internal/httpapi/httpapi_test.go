@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -45,11 +44,8 @@ func newEnv(t testing.TB, stopping <-chan struct{}, configure ...func(*Config)) 
 	sch := testdb.NewSchema(t)
 	direct := sch.Open(t, store.Config{})
 	require.NoError(t, direct.Migrate(context.Background()))
-	u, err := url.Parse(sch.URL)
-	require.NoError(t, err)
-	proxy := tcpproxy.Start(t, u.Host)
-	u.Host = proxy.Addr()
-	sch.URL = u.String()
+	proxied, proxy := testdb.Proxied(t, sch.URL)
+	sch.URL = proxied
 	// More connections than HTTP may hold, so that a breach of its bound
 	// shows (TestDatabaseReadsAreBounded).
 	st := sch.Open(t, store.Config{MaxConns: 8})

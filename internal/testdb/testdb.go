@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -70,11 +69,7 @@ func NewSchema(t testing.TB) Schema {
 	})
 	// search_path as a startup parameter, not a SET: tern's "reset all"
 	// after each migration would undo a SET.
-	sep := "?"
-	if strings.Contains(url, "?") {
-		sep = "&"
-	}
-	return Schema{Name: name, URL: url + sep + "search_path=" + name}
+	return Schema{Name: name, URL: WithParam(t, url, "search_path", name)}
 }
 
 // New returns a migrated Store on a fresh schema, closed when the test ends.
