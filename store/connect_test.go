@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"errors"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -12,27 +11,23 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
 )
 
 // A connection the pool makes after the start, to a server that accepts it
-// and never answers, ends at ConnectTimeout, well within the transaction's
+// and never answers, ends at ConnectTimeout (the URL's connect_timeout=0 is
+// none, and overrides PGCONNECT_TIMEOUT), well within the transaction's
 // attempt bound and pgxpool's own 2 minutes, and is retried as a failed
 // connection: the transaction commits as soon as the server answers.
 func TestPoolConnectTimeoutAfterStart(t *testing.T) {
 	t.Parallel()
-	if os.Getenv("PGCONNECT_TIMEOUT") != "" {
-		t.Skip("PGCONNECT_TIMEOUT sets a connect_timeout")
-	}
-	_, u, proxy := proxiedSchema(t)
-	q := u.Query()
-	q.Del("connect_timeout")
-	u.RawQuery = q.Encode()
+	sch, proxy := proxiedSchema(t)
 	var mu sync.Mutex
 	var retries []error
 	retried := make(chan struct{}, 1)
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: u.String(), MaxConns: 1, ConnectTimeout: 300 * time.Millisecond,
+	st, err := store.Open(ctx, store.Config{URL: testdb.WithParam(t, sch.URL, "connect_timeout", "0"), MaxConns: 1, ConnectTimeout: 300 * time.Millisecond,
 		AttemptTimeout: time.Minute, RetryStart: true, RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
 		OnRetry: func(_ int, err error, _ time.Duration) {
 			mu.Lock()
@@ -81,9 +76,9 @@ func TestPoolConnectTimeoutAfterStart(t *testing.T) {
 // and that is a failed connection: retried at run time and at the start.
 func TestSessionSettingsBounded(t *testing.T) {
 	t.Parallel()
-	_, u, proxy := proxiedSchema(t)
+	sch, proxy := proxiedSchema(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, u.String())
+	conn, err := pgx.Connect(ctx, sch.URL)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.WithoutCancel(ctx)) })
 
