@@ -29,6 +29,13 @@
 // mode only acked offsets are committed, so a restart or rebalance may
 // redeliver messages that were delivered but not yet committed.
 //
+// Publish returns once Kafka has acknowledged its messages or failed them.
+// [Publisher.Close] waits for the calls in flight: with a client of its own
+// at most CloseTimeout (default 30 s), then it closes the client and those
+// calls fail with kgo.ErrClientClosed, though their messages may have been
+// written; with a caller's Client until Kafka answers or the caller closes
+// that client.
+//
 // # Exported names
 //
 // Every exported name is public: the package is a watermill adapter for

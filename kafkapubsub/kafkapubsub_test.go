@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/kafkapubsub"
 )
 
@@ -429,4 +431,52 @@ func TestPublishCreatesTopicsForTheLiveBatches(t *testing.T) {
 	)
 	require.ErrorIs(t, errs[0], context.Canceled)
 	require.NoError(t, errs[1])
+}
+
+// TestCloseEndsAPublishKafkaNeverAnswers: a broker that takes a produce
+// request and never answers it holds the Publish that sent it (kgo's
+// idempotent producer never fails a request it sent unanswered). Close
+// waits CloseTimeout for it, then closes its own client: the Publish fails
+// with kgo.ErrClientClosed, and Close returns rather than hang.
+func TestCloseEndsAPublishKafkaNeverAnswers(t *testing.T) {
+	const topic = "locks.replies.mute"
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
+	reached := make(chan struct{})
+	var first atomic.Bool
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if first.CompareAndSwap(false, true) {
+			close(reached)
+		}
+		return nil, nil, true // taken, never answered
+	})
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), CloseTimeout: 100 * time.Millisecond,
+	}, nil)
+	require.NoError(t, err)
+
+	published := make(chan error, 1)
+	go func() { published <- pub.Publish(topic, message.NewMessage("m1", []byte("m1"))) }()
+	select {
+	case <-reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no produce request reached the broker")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- pub.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close hangs on the unanswered Publish")
+	}
+	select {
+	case err := <-published:
+		var perr *kafkapubsub.PublishError
+		require.ErrorAs(t, err, &perr)
+		require.Equal(t, "m1", perr.Failed[0].UUID)
+		require.ErrorIs(t, err, kgo.ErrClientClosed)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Publish did not return")
+	}
 }

@@ -30,6 +30,9 @@ const DefaultKeyMetadata = "partition_key"
 // DefaultPurgeInterval is the default PurgeInterval.
 const DefaultPurgeInterval = time.Minute
 
+// DefaultCloseTimeout is the default CloseTimeout.
+const DefaultCloseTimeout = 30 * time.Second
+
 // ErrClosed is returned when publishing or subscribing after Close.
 var ErrClosed = errors.New("kafkapubsub: closed")
 
@@ -55,6 +58,27 @@ type PublisherConfig struct {
 	// and its producer settings (acks, idempotence, partitioner) are used
 	// as they are.
 	Client *kgo.Client
+
+	// CloseTimeout is how long Close waits for in-flight Publish calls
+	// before it closes the publisher's own client (Brokers), which fails
+	// the records still in flight with kgo.ErrClientClosed; Close then
+	// waits for those calls to return their errors. Zero means
+	// [DefaultCloseTimeout], 30 s: more than the 20 s kgo gives one
+	// produce request by default (kgo.ProduceRequestTimeout plus
+	// kgo.RequestTimeoutOverhead), so a slow broker's answer is still
+	// taken. A negative value closes the client at once. The bound is
+	// needed because kgo's idempotent producer (the default) never fails
+	// a produce request it sent and got no answer to, whatever the
+	// records' contexts or kgo.RecordDeliveryTimeout say: a broker that
+	// accepts connections and never answers would hold Close forever.
+	//
+	// Pitfall: a record failed this way may have been written all the
+	// same (the broker got the request), so publishing it again may
+	// duplicate it. CloseTimeout does nothing with Client, which the
+	// publisher never closes: Close waits for in-flight calls until Kafka
+	// answers them or you close that client, which is the way to unblock
+	// it.
+	CloseTimeout time.Duration
 
 	// KeyMetadata names the Metadata entry whose value becomes the record
 	// key. Empty means [DefaultKeyMetadata] ("partition_key"). A message
@@ -158,6 +182,8 @@ type Publisher struct {
 	autoPrefix  string        // AutoCreatePrefix
 	logger      watermill.LoggerAdapter
 
+	closeTimeout time.Duration // CloseTimeout, with its default
+
 	mu       sync.Mutex
 	closed   bool
 	inFlight sync.WaitGroup
@@ -199,12 +225,16 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 		logger = watermill.NopLogger{}
 	}
 	p := &Publisher{
-		client:      cfg.Client,
-		keyMetadata: cfg.KeyMetadata,
-		logger:      logger,
+		client:       cfg.Client,
+		keyMetadata:  cfg.KeyMetadata,
+		logger:       logger,
+		closeTimeout: cfg.CloseTimeout,
 	}
 	if p.keyMetadata == "" {
 		p.keyMetadata = DefaultKeyMetadata
+	}
+	if p.closeTimeout == 0 {
+		p.closeTimeout = DefaultCloseTimeout
 	}
 
 	switch {
@@ -267,9 +297,16 @@ func untilAllDone(batches []TopicMessages, of []int) (context.Context, context.C
 // duplicates them.
 //
 // Publish waits as long as kgo retries: with the default of no
-// kgo.RecordDeliveryTimeout it blocks while no broker is reachable, unless
-// the messages' contexts are canceled (kgo honours the context of the first
-// record of each batch).
+// kgo.RecordDeliveryTimeout it blocks while no broker is reachable.
+// Canceling the messages' contexts (kgo honours the context of the first
+// record of each batch) or a RecordDeliveryTimeout ends the wait only while
+// no produce request holding them is awaiting its answer: kgo's idempotent
+// producer (the default) waits for that answer however long it takes, since
+// the broker may have written the records. The client option
+// kgo.AllowIdempotentProduceCancellation lets them end that wait too, at
+// the cost of duplicates when such records are published again; without
+// it only closing the client does: Close, after CloseTimeout, for the
+// publisher's own client, or the caller closing its Client.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	return p.PublishTopics(TopicMessages{Topic: topic, Messages: msgs})[0]
 }
@@ -624,9 +661,13 @@ func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {
 }
 
 // Close stops the checks for deleted topics (PurgeInterval; they stop too
-// when the client is closed), waits for in-flight Publish calls, then
-// closes the client if the publisher created it. Publish fails with ErrClosed afterwards. Close is idempotent and safe
-// to call concurrently.
+// when the client is closed) and waits for in-flight Publish calls. With
+// the publisher's own client (Brokers) it waits CloseTimeout at most, then
+// closes the client, failing the calls still in flight with errors that
+// wrap kgo.ErrClientClosed, and waits for them to return. With Client it
+// waits until Kafka answers them or the caller closes that client. Publish
+// fails with ErrClosed afterwards. Close is idempotent and safe to call
+// concurrently.
 func (p *Publisher) Close() error {
 	p.close.Do(func() {
 		p.mu.Lock()
@@ -636,10 +677,23 @@ func (p *Publisher) Close() error {
 			p.stopPurges()
 			<-p.purgesDone
 		}
-		p.inFlight.Wait()
-		if p.ownsClient {
-			p.client.Close()
+		if !p.ownsClient {
+			p.inFlight.Wait()
+			return
 		}
+		done := make(chan struct{})
+		go func() {
+			p.inFlight.Wait()
+			close(done)
+		}()
+		timeout := time.NewTimer(p.closeTimeout)
+		select {
+		case <-done:
+		case <-timeout.C:
+		}
+		timeout.Stop()
+		p.client.Close() // fails what is still in flight
+		<-done
 	})
 	return nil
 }
