@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
@@ -201,7 +202,7 @@ func TestIdleTransactionEndedByServer(t *testing.T) {
 	// A timeout the connection string gives wins; a negative one leaves
 	// the server's.
 	given := sch
-	given.URL = testdb.WithParam(t, sch.URL, "idle_in_transaction_session_timeout", "60000")
+	given.URL = connstr.WithParam(sch.URL, "idle_in_transaction_session_timeout", "60000")
 	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
 	require.Equal(t, "1min", timeout)
 	require.NoError(t, sch.Open(t, store.Config{IdleInTransactionTimeout: -1}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/store"
 )
 
@@ -27,7 +27,7 @@ func TestPoolConnectTimeoutAfterStart(t *testing.T) {
 	var retries []error
 	retried := make(chan struct{}, 1)
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{URL: testdb.WithParam(t, sch.URL, "connect_timeout", "0"), MaxConns: 1, ConnectTimeout: 300 * time.Millisecond,
+	st, err := store.Open(ctx, store.Config{URL: connstr.WithParam(sch.URL, "connect_timeout", "0"), MaxConns: 1, ConnectTimeout: 300 * time.Millisecond,
 		AttemptTimeout: time.Minute, RetryStart: true, RetryBase: time.Millisecond, RetryMax: 20 * time.Millisecond,
 		OnRetry: func(_ int, err error, _ time.Duration) {
 			mu.Lock()

@@ -33,6 +33,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/migrations"
@@ -428,7 +429,7 @@ func requireClass(t *testing.T, err error, want error, code string) {
 // urlAs is the test database's URL for user (with its password, if any)
 // and database.
 func urlAs(t *testing.T, user, database string) string {
-	return testdb.WithParam(t, testdb.WithParam(t, testdb.URL(), "user", user), "dbname", database)
+	return connstr.WithParam(connstr.WithParam(testdb.URL(), "user", user), "dbname", database)
 }
 
 // newRole creates a role for the test (dropped when it ends), or skips the
@@ -706,7 +707,7 @@ func TestBackoff(t *testing.T) {
 func TestOpenCreatesMissingDatabase(t *testing.T) {
 	t.Parallel()
 	name := fmt.Sprintf("lwtest_create_%08x", rand.Uint32())
-	dbURL := testdb.WithParam(t, testdb.URL(), "dbname", name)
+	dbURL := connstr.WithParam(testdb.URL(), "dbname", name)
 	t.Cleanup(func() {
 		admin, err := pgx.Connect(context.Background(), testdb.URL())
 		if err != nil {
@@ -1043,7 +1044,7 @@ func TestOpenPrefersGenericPlans(t *testing.T) {
 	require.Equal(t, "force_generic_plan", mode(st))
 	require.NoError(t, st.Migrate(ctx))
 	require.Equal(t, "force_generic_plan", mode(st), "also on the connection the migrations ran on (tern resets it)")
-	sc.URL = testdb.WithParam(t, sc.URL, "plan_cache_mode", "auto")
+	sc.URL = connstr.WithParam(sc.URL, "plan_cache_mode", "auto")
 	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
 }
 
@@ -1636,7 +1637,7 @@ func TestRetryStartRetriesConnectTimeout(t *testing.T) {
 	t.Parallel()
 	sch, proxy := proxiedSchema(t)
 	r := newStartRetries()
-	retriesThroughHang(t, proxy, r, r.config(testdb.WithParam(t, sch.URL, "connect_timeout", "1")), "connect_timeout's")
+	retriesThroughHang(t, proxy, r, r.config(connstr.WithParam(sch.URL, "connect_timeout", "1")), "connect_timeout's")
 }
 
 // Without a connect_timeout in the URL, a start's connection to a server
@@ -1649,7 +1650,7 @@ func TestRetryStartDefaultConnectTimeout(t *testing.T) {
 	t.Parallel()
 	sch, proxy := proxiedSchema(t)
 	r := newStartRetries()
-	cfg := r.config(testdb.WithParam(t, sch.URL, "connect_timeout", "0"))
+	cfg := r.config(connstr.WithParam(sch.URL, "connect_timeout", "0"))
 	cfg.ConnectTimeout = 300 * time.Millisecond
 	retriesThroughHang(t, proxy, r, cfg, "ConnectTimeout's")
 }

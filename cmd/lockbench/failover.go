@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/chaos"
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 )
 
@@ -227,28 +226,24 @@ func (f *replicaFaults) hold(d time.Duration) error {
 }
 
 // proxied starts a proxy in front of the PostgreSQL server of dbURL, a
-// postgres:// URL of one host, and returns it with dbURL pointing at it:
-// only the host and port change; the user, the database and the query
-// parameters are kept.
+// connection string (URL or keyword/value) naming one TCP server, and
+// returns it with dbURL pointing at it; the user, the database and the
+// other parameters are kept.
 func proxied(dbURL string) (*tcpproxy.Proxy, string, error) {
-	u, err := url.Parse(dbURL)
-	if err != nil || u.Scheme != "postgres" && u.Scheme != "postgresql" {
-		return nil, "", errors.New("the failover scenario puts a proxy in front of PostgreSQL: --database-url must be a postgres:// URL")
+	target, err := connstr.Server(dbURL)
+	if err != nil {
+		return nil, "", fmt.Errorf("the failover scenario puts a proxy in front of PostgreSQL: --database-url must name one TCP server: %w", err)
 	}
-	q := u.Query()
-	if u.Hostname() == "" || strings.Contains(u.Host, ",") || q.Has("host") || q.Has("hostaddr") || q.Has("port") {
-		return nil, "", fmt.Errorf("the failover scenario puts a proxy in front of PostgreSQL: --database-url must name one TCP host in the URL's host:port, not %s", u.Redacted())
-	}
-	port := u.Port()
-	if port == "" {
-		port = "5432"
-	}
-	p, err := tcpproxy.Listen(net.JoinHostPort(u.Hostname(), port))
+	p, err := tcpproxy.Listen(target)
 	if err != nil {
 		return nil, "", err
 	}
-	u.Host = p.Addr()
-	return p, u.String(), nil
+	out, err := connstr.Redirect(dbURL, p.Addr())
+	if err != nil {
+		p.Close()
+		return nil, "", err
+	}
+	return p, out, nil
 }
 
 // checkExits looks at every replica after a fault: one that exited

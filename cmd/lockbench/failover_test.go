@@ -9,17 +9,18 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
 )
@@ -482,51 +483,50 @@ func TestFailoverPhaseGoals(t *testing.T) {
 	}
 }
 
-// A replica's DATABASE_URL points at its own proxy: only the host and port
-// change, and through the proxy it reaches the same server as the same
-// user, in the same database, with the same parameters (the schema's
-// search_path among them).
+// A replica's DATABASE_URL points at its own proxy: through it, it reaches
+// the same server as the same user, in the same database, with the same
+// parameters (the schema's search_path among them), whichever form the
+// connection string has.
 func TestFailoverProxiedURL(t *testing.T) {
 	schema := testdb.NewSchema(t)
-	proxy, proxiedURL, err := proxied(schema.URL)
+	cfg, err := pgconn.ParseConfig(schema.URL)
 	require.NoError(t, err)
-	defer proxy.Close()
-	orig, err := url.Parse(schema.URL)
-	require.NoError(t, err)
-	got, err := url.Parse(proxiedURL)
-	require.NoError(t, err)
-	require.Equal(t, proxy.Addr(), got.Host)
-	require.NotEqual(t, orig.Host, got.Host)
-	got.Host = orig.Host
-	require.Equal(t, orig.String(), got.String(), "the rest is kept")
+	keywordValue := ""
+	for _, kv := range [][2]string{{"host", cfg.Host}, {"port", strconv.Itoa(int(cfg.Port))}, {"user", cfg.User},
+		{"password", cfg.Password}, {"dbname", cfg.Database}, {"search_path", schema.Name}} {
+		keywordValue = connstr.WithParam(keywordValue, kv[0], kv[1])
+	}
+	for name, dbURL := range map[string]string{"as given": schema.URL, "keyword/value": keywordValue} {
+		t.Run(name, func(t *testing.T) {
+			proxy, proxiedURL, err := proxied(dbURL)
+			require.NoError(t, err)
+			defer proxy.Close()
+			server, err := connstr.Server(proxiedURL)
+			require.NoError(t, err)
+			require.Equal(t, proxy.Addr(), server)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, proxiedURL)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	var user, db, path string
-	require.NoError(t, conn.QueryRow(ctx, "SELECT current_user, current_database(), current_setting('search_path')").Scan(&user, &db, &path))
-	require.Equal(t, orig.User.Username(), user)
-	require.Equal(t, strings.TrimPrefix(orig.Path, "/"), db)
-	require.Equal(t, schema.Name, path)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn, err := pgx.Connect(ctx, proxiedURL)
+			require.NoError(t, err)
+			defer conn.Close(ctx)
+			var user, db, path string
+			require.NoError(t, conn.QueryRow(ctx, "SELECT current_user, current_database(), current_setting('search_path')").Scan(&user, &db, &path))
+			require.Equal(t, cfg.User, user)
+			require.Equal(t, cfg.Database, db)
+			require.Equal(t, schema.Name, path)
 
-	// A URL with no port is PostgreSQL's 5432; a password and parameters
-	// are kept as they were.
-	p, u, err := proxied("postgresql://u:p%40ss@db.example/x?sslmode=require&search_path=s")
-	require.NoError(t, err)
-	p.Close()
-	require.Equal(t, "postgresql://u:p%40ss@"+p.Addr()+"/x?sslmode=require&search_path=s", u)
+			proxy.Cut()
+			_, err = pgx.Connect(ctx, proxiedURL)
+			require.Error(t, err, "connections go through the proxy")
+		})
+	}
 
-	// Anything that is not one TCP host in the URL's host:port is refused,
-	// without the password.
+	// Anything that is not one TCP server is refused, without the password.
 	for _, bad := range []string{
-		"host=127.0.0.1 user=postgres dbname=x",
-		"mysql://u@127.0.0.1:3306/x",
+		"mysql://u:secret@127.0.0.1:3306/x",
 		"postgres://u:secret@a:5432,b:5432/x",
 		"postgres://u:secret@/x?host=/var/run/postgresql",
-		"postgres://u:secret@127.0.0.1/x?port=5433",
-		"postgres://u:secret@127.0.0.1/x?hostaddr=127.0.0.2",
 	} {
 		_, _, err := proxied(bad)
 		require.ErrorContains(t, err, "the failover scenario puts a proxy in front of PostgreSQL", bad)

@@ -20,6 +20,7 @@ import (
 	"github.com/omninode/lockworker/internal/chaos"
 	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/embedded"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -60,15 +61,6 @@ func (t *target) close() {
 	t.closers = nil
 }
 
-// schemaURL adds search_path to a database URL.
-func schemaURL(url, schema string) string {
-	sep := "?"
-	if strings.Contains(url, "?") {
-		sep = "&"
-	}
-	return url + sep + "search_path=" + schema
-}
-
 // newSchema creates a fresh schema in the database of url and returns its
 // URL and a function dropping it.
 func newSchema(ctx context.Context, url, prefix string, keep bool) (string, func(), error) {
@@ -94,7 +86,7 @@ func newSchema(ctx context.Context, url, prefix string, keep bool) (string, func
 		defer conn.Close(dctx)
 		_, _ = conn.Exec(dctx, "DROP SCHEMA "+name+" CASCADE")
 	}
-	return schemaURL(url, name), drop, nil
+	return connstr.WithParam(url, "search_path", name), drop, nil
 }
 
 // startTarget starts (or connects to) the lockworker under test.

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/testlog"
 )
 
@@ -29,7 +29,7 @@ func TestRefusedFilesExit2(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(garbageKeys, "k.pem"), []byte("not a key\n"), 0o600))
 	kafka, _ := externalKafka(t)
 	_, dbURL, password := cutPostgres(t)
-	missingRootCert := testdb.WithParam(t, dbURL, "sslrootcert", missing)
+	missingRootCert := connstr.WithParam(dbURL, "sslrootcert", missing)
 	tlsOn := map[string]string{"KAFKA_TLS_ENABLED": "true"}
 	authOn := map[string]string{"AUTH_REQUIRED": "true"}
 	with := func(base map[string]string, kv ...string) map[string]string {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
@@ -36,7 +37,7 @@ func cutPostgres(t *testing.T) (proxy *tcpproxy.Proxy, dbURL, password string) {
 	if password == "" {
 		password = "start-retry-s3cret"
 	}
-	dbURL, proxy = testdb.Proxied(t, testdb.WithParam(t, dbURL, "password", password))
+	dbURL, proxy = testdb.Proxied(t, connstr.WithParam(dbURL, "password", password))
 	proxy.Cut()
 	return proxy, dbURL, password
 }
@@ -147,7 +148,7 @@ func TestStartRefusedByPostgresExitsAtOnce(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+role) })
 	logs := &testlog.Buffer{}
-	m := newLoggedMain(t, testdb.WithParam(t, sch.URL, "user", role), logs)
+	m := newLoggedMain(t, connstr.WithParam(sch.URL, "user", role), logs)
 	t.Cleanup(m.Close)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(context.Background()) }()

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/omninode/lockworker/internal/connstr"
 )
 
 // PostgresURL is the connection string for pgx: DATABASE_URL when set,
@@ -54,12 +56,6 @@ func (p PostgresConfig) redactedURL() string {
 // that redaction masks exactly the values pgx reads as secrets, and
 // validation refuses what pgx would refuse when connecting.
 
-// isURLConnString is pgx's own test: only these prefixes make a URL; anything
-// else, "://" or not, is a key=value string.
-func isURLConnString(s string) bool {
-	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
-}
-
 // secretKey reports whether pgx reads the value of key as a secret: the
 // password, and sslpassword, which decrypts the client key. Case is ignored
 // so that a near miss (sent to the server as a runtime parameter) is
@@ -77,7 +73,7 @@ var errConnString = errors.New("is neither a postgres:// URL nor a key=value con
 // sets itself.
 func checkConnString(s string) error {
 	var keys []string
-	if isURLConnString(s) {
+	if connstr.IsURL(s) {
 		if strings.ContainsFunc(s, isControl) {
 			// pgx takes them as written: a line end at the end of
 			// "postgres://db/x\n" is part of the database name, which
@@ -252,7 +248,7 @@ func indexOrLen(s, chars string) int {
 // one: the URL's userinfo password, a password or sslpassword query
 // parameter, or a password or sslpassword keyword.
 func redactDatabaseURL(s string) string {
-	if !isURLConnString(s) {
+	if !connstr.IsURL(s) {
 		pairs, err := splitKeywordValue(s)
 		if err != nil {
 			// Cannot tell where the password ends; hide everything.

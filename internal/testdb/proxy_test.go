@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/connstr"
 )
 
 // Proxied, in either form of connection string, leads to the same server,
@@ -28,11 +30,11 @@ func TestProxied(t *testing.T) {
 	keywordValue := ""
 	for _, kv := range [][2]string{{"host", cfg.Host}, {"port", strconv.Itoa(int(cfg.Port))}, {"user", cfg.User},
 		{"password", cfg.Password}, {"dbname", cfg.Database}} {
-		keywordValue = WithParam(t, keywordValue, kv[0], kv[1])
+		keywordValue = connstr.WithParam(keywordValue, kv[0], kv[1])
 	}
 	for name, connString := range map[string]string{"URL": u.String(), "keyword/value": keywordValue} {
 		t.Run(name, func(t *testing.T) {
-			connString = WithParam(t, connString, "application_name", "testdb's proxy test")
+			connString = connstr.WithParam(connString, "application_name", "testdb's proxy test")
 			proxied, proxy := Proxied(t, connString)
 			got, err := pgconn.ParseConfig(proxied)
 			require.NoError(t, err)
@@ -70,25 +72,6 @@ func TestProxiedRefuses(t *testing.T) {
 	} {
 		msg := fatalOf(t, func(tb testing.TB) { Proxied(tb, connString) })
 		require.Contains(t, msg, want, connString)
-	}
-}
-
-// WithParam sets a parameter in either form, the last value of a repeated
-// keyword winning in keyword/value form, quoted as it needs.
-func TestWithParam(t *testing.T) {
-	for _, connString := range []string{
-		"postgres://u:old@127.0.0.1:5432/db?application_name=old&password=older&sslmode=disable",
-		"host=127.0.0.1 port=5432 user=u password=old dbname=db application_name=old sslmode=disable",
-	} {
-		s := WithParam(t, connString, "application_name", `it's a \ test`)
-		s = WithParam(t, s, "password", "n3w pass'word")
-		cfg, err := pgconn.ParseConfig(s)
-		require.NoError(t, err, s)
-		require.Equal(t, `it's a \ test`, cfg.RuntimeParams["application_name"], s)
-		require.Equal(t, "n3w pass'word", cfg.Password, s)
-		require.Equal(t, "u", cfg.User, s)
-		require.Equal(t, "db", cfg.Database, s)
-		require.Nil(t, cfg.TLSConfig, "sslmode kept: %s", s)
 	}
 }
 

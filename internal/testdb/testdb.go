@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/store"
 )
 
@@ -69,7 +70,7 @@ func NewSchema(t testing.TB) Schema {
 	})
 	// search_path as a startup parameter, not a SET: tern's "reset all"
 	// after each migration would undo a SET.
-	return Schema{Name: name, URL: WithParam(t, url, "search_path", name)}
+	return Schema{Name: name, URL: connstr.WithParam(url, "search_path", name)}
 }
 
 // New returns a migrated Store on a fresh schema, closed when the test ends.

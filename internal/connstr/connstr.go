@@ -1,0 +1,94 @@
+// Package connstr edits PostgreSQL connection strings in either of pgx's
+// forms, a postgres:// URL or keyword/value pairs, by appending to them
+// rather than rewriting them: pgconn keeps the last value of a repeated
+// keyword, and applies a URL's query after its user info, host and path, so
+// an appended parameter wins in both forms, and what the string said
+// otherwise is left exactly as written (net/url refuses some URLs pgx
+// accepts, and would re-encode others).
+package connstr
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// IsURL tells the two forms apart as pgconn.ParseConfig does: only these
+// prefixes make a URL; anything else, "://" or not, is keyword/value.
+func IsURL(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://")
+}
+
+// WithParam returns s with keyword set to value, whatever s said of it
+// before (the URL's user info, host, port or path included).
+func WithParam(s, keyword, value string) string {
+	if !IsURL(s) {
+		// Quoted, its backslashes and quotes escaped, as
+		// parseKeywordValueSettings reads them.
+		r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
+		return strings.TrimLeft(s+" "+keyword+"='"+r.Replace(value)+"'", " ")
+	}
+	// Escaped whole ("@" and "/" too: as libpq, pgconn takes an "@" before
+	// the first "/" for the end of the user info), a space as %20: pgconn,
+	// as libpq, reads a "+" as itself.
+	escape := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+	sep := "?"
+	if queryStart(s) >= 0 {
+		sep = "&"
+	}
+	return s + sep + escape(keyword) + "=" + escape(value)
+}
+
+// queryStart is where the query of URL s begins, as pgconn finds it (after
+// the user info, which may hold a "?"), or -1.
+func queryStart(s string) int {
+	_, rest, _ := strings.Cut(s, "://")
+	skip := len(s) - len(rest)
+	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
+		skip += i + 1
+	}
+	if i := strings.IndexByte(s[skip:], '?'); i >= 0 {
+		return skip + i
+	}
+	return -1
+}
+
+// Server is the one TCP server s leads to, host:port, as pgconn reads it
+// (the PG* environment variables included). A string that names more than
+// one server or a unix socket, or that pgconn refuses, is an error, which
+// never quotes s: it may hold a password.
+func Server(s string) (string, error) {
+	cfg, err := pgconn.ParseConfig(s)
+	if err != nil {
+		return "", fmt.Errorf("parsing the connection string: invalid (not shown: it may hold a password)")
+	}
+	// Fallbacks also holds the same server again without TLS (sslmode
+	// prefer or allow): only another host or port is a second server.
+	for _, fb := range cfg.Fallbacks {
+		if fb.Host != cfg.Host || fb.Port != cfg.Port {
+			return "", fmt.Errorf("the connection string names more than one server (%s:%d, %s:%d)", cfg.Host, cfg.Port, fb.Host, fb.Port)
+		}
+	}
+	if strings.HasPrefix(cfg.Host, "/") {
+		return "", fmt.Errorf("the connection string names the unix socket %s, not a TCP host", cfg.Host)
+	}
+	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), nil
+}
+
+// Redirect returns s pointed at addr (host:port, a proxy's, say) instead
+// of its server, everything else kept.
+func Redirect(s, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("redirecting the connection string: %w", err)
+	}
+	out := WithParam(WithParam(s, "host", host), "port", port)
+	if got, err := Server(out); err != nil || got != net.JoinHostPort(host, port) {
+		return "", fmt.Errorf("the redirected connection string does not lead to %s alone (%s, %v)", addr, got, err)
+	}
+	return out, nil
+}
