@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -888,6 +889,14 @@ func TestAcquirePrintsARunnableRelease(t *testing.T) {
 // and leaving the lock to its lease.
 func TestRunReleasesOnHangUp(t *testing.T) {
 	const lock = "ctl-run-hup"
+	if signal.Ignored(syscall.SIGHUP) {
+		// Under nohup this process ignores SIGHUP and its children would
+		// too, lockctl keeping it ignored as it should. A signal this
+		// process handles is back to its default in a child it starts.
+		c := make(chan os.Signal, 1)
+		signal.Notify(c, syscall.SIGHUP)
+		defer signal.Stop(c)
+	}
 	bin := buildLockctl(t)
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	var stderr testlog.Buffer
