@@ -889,14 +889,14 @@ func TestAcquirePrintsARunnableRelease(t *testing.T) {
 // and leaving the lock to its lease.
 func TestRunReleasesOnHangUp(t *testing.T) {
 	const lock = "ctl-run-hup"
-	if signal.Ignored(syscall.SIGHUP) {
-		// Under nohup this process ignores SIGHUP and its children would
-		// too, lockctl keeping it ignored as it should. A signal this
-		// process handles is back to its default in a child it starts.
-		c := make(chan os.Signal, 1)
-		signal.Notify(c, syscall.SIGHUP)
-		defer signal.Stop(c)
-	}
+	// Under nohup this process ignores SIGHUP and its children would too,
+	// lockctl keeping it ignored as it should. A signal this process
+	// handles is back to its default in a child it starts. Not only when
+	// signal.Ignored says so: Stop ignores it again, and Ignored would
+	// not say so a second time (-count=2).
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	defer signal.Stop(c)
 	bin := buildLockctl(t)
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	var stderr testlog.Buffer

@@ -27,6 +27,16 @@ func IsURL(s string) bool {
 // before (the URL's user info, host, port or path included).
 func WithParam(s, keyword, value string) string {
 	if !IsURL(s) {
+		// What s ends in could take the pair in: a last keyword still
+		// waiting for its value gets the empty one pgconn gives it, and a
+		// last unquoted value's unpaired backslash, which would escape the
+		// space before the pair, is dropped, as pgconn drops it.
+		switch waiting, backslash := ending(s); {
+		case waiting:
+			s += "''"
+		case backslash:
+			s = s[:len(s)-1]
+		}
 		// Quoted, its backslashes and quotes escaped, as
 		// parseKeywordValueSettings reads them.
 		r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
@@ -36,25 +46,88 @@ func WithParam(s, keyword, value string) string {
 	// the first "/" for the end of the user info), a space as %20: pgconn,
 	// as libpq, reads a "+" as itself.
 	escape := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
-	sep := "?"
-	if queryStart(s) >= 0 {
-		sep = "&"
+	sep := "&"
+	switch q := queryStart(s); {
+	case q < 0:
+		sep = "?"
+	case q == len(s)-1 || strings.HasSuffix(s, "&"):
+		sep = "" // an empty pair would be refused
 	}
 	return s + sep + escape(keyword) + "=" + escape(value)
 }
 
-// queryStart is where the query of URL s begins, as pgconn finds it (after
-// the user info, which may hold a "?"), or -1.
+// queryStart is where the query of URL s begins, as pgconn finds it, or
+// -1: after the user info (which may hold a "?"), past any host in
+// brackets (an IPv6 address, taken whole), at the first "?" of the hosts
+// or of the path after them.
 func queryStart(s string) int {
 	_, rest, _ := strings.Cut(s, "://")
-	skip := len(s) - len(rest)
-	if i := strings.IndexAny(rest, "@/"); i >= 0 && rest[i] == '@' {
-		skip += i + 1
+	i := len(s) - len(rest)
+	if at := strings.IndexAny(rest, "@/"); at >= 0 && rest[at] == '@' {
+		i += at + 1
 	}
-	if i := strings.IndexByte(s[skip:], '?'); i >= 0 {
-		return skip + i
+	for hostStart := true; i < len(s); i++ {
+		if hostStart && s[i] == '[' {
+			if end := strings.IndexByte(s[i:], ']'); end >= 0 {
+				i += end
+				hostStart = false
+				continue
+			}
+		}
+		hostStart = s[i] == ','
+		switch s[i] {
+		case '?':
+			return i
+		case '/':
+			if q := strings.IndexByte(s[i:], '?'); q >= 0 {
+				return i + q
+			}
+			return -1
+		}
 	}
 	return -1
+}
+
+// ending says how keyword/value string s ends, read as pgconn's
+// parseKeywordValueSettings reads it: its last keyword waiting for a
+// value, or its last value unquoted and ending in an unpaired backslash.
+// A string pgconn refuses ends in neither: what is appended cannot mend it.
+func ending(s string) (waiting, backslash bool) {
+	const space = " \t\n\r\v\f"
+	s = strings.TrimLeft(s, space)
+	for len(s) > 0 {
+		eq := strings.IndexByte(s, '=')
+		if eq < 0 {
+			return false, false
+		}
+		s = strings.TrimLeft(s[eq+1:], space)
+		switch {
+		case len(s) == 0:
+			return true, false
+		case s[0] != '\'':
+			end := 0
+			for ; end < len(s) && !strings.ContainsRune(space, rune(s[end])); end++ {
+				if s[end] == '\\' {
+					if end++; end == len(s) {
+						return false, true
+					}
+				}
+			}
+			s = strings.TrimLeft(s[end:], space)
+		default:
+			end := 1
+			for ; end < len(s) && s[end] != '\''; end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			if end >= len(s) {
+				return false, false // unterminated
+			}
+			s = strings.TrimLeft(s[end+1:], space)
+		}
+	}
+	return false, false
 }
 
 // Server is the one TCP server s leads to, host:port, as pgconn reads it
@@ -73,7 +146,7 @@ func Server(s string) (string, error) {
 			return "", fmt.Errorf("the connection string names more than one server (%s:%d, %s:%d)", cfg.Host, cfg.Port, fb.Host, fb.Port)
 		}
 	}
-	if strings.HasPrefix(cfg.Host, "/") {
+	if network, _ := pgconn.NetworkAddress(cfg.Host, cfg.Port); network == "unix" {
 		return "", fmt.Errorf("the connection string names the unix socket %s, not a TCP host", cfg.Host)
 	}
 	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))), nil

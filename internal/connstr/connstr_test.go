@@ -35,6 +35,37 @@ func TestWithParam(t *testing.T) {
 	require.Equal(t, "dbname='x'", connstr.WithParam("", "dbname", "x"))
 }
 
+// WithParam's pair is not taken in by how the string ends: a keyword
+// waiting for its value, an unpaired backslash, an empty query or a
+// trailing "&", a "?" inside an IPv6 host's brackets.
+func TestWithParamEndings(t *testing.T) {
+	for s, want := range map[string]map[string]string{
+		"host=h dbname=db application_name=":  {"application_name": ""},
+		"host=h dbname=db application_name= ": {"application_name": ""},
+		`host=h dbname=db password=abc\`:      {"password": "abc"},
+		`host=h dbname=db password=abc\ `:     {"password": "abc "},
+		"host=h dbname=db password='a=b'":     {"password": "a=b"},
+		"postgres://u@h/db?":                  {},
+		"postgres://u@h/db?sslmode=disable&":  {},
+		"postgres://u@[::1?]/db":              {},
+		"postgres://u@h,[::1?]:5433/db":       {},
+	} {
+		got := connstr.WithParam(s, "search_path", "s")
+		cfg, err := pgconn.ParseConfig(got)
+		require.NoError(t, err, got)
+		require.Equal(t, "s", cfg.RuntimeParams["search_path"], got)
+		require.Equal(t, "db", cfg.Database, got)
+		for k, v := range want {
+			switch k {
+			case "password":
+				require.Equal(t, v, cfg.Password, got)
+			default:
+				require.Equal(t, v, cfg.RuntimeParams[k], got)
+			}
+		}
+	}
+}
+
 // Server is the one TCP server a string leads to; anything else is an
 // error that does not quote the string.
 func TestServer(t *testing.T) {
