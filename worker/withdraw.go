@@ -66,6 +66,11 @@ func (w *Worker) isWithdrawn() bool {
 	return errors.Is(context.Cause(w.serving()), errWithdrawn)
 }
 
+// Withdrawn says whether the replica has given its partitions up because
+// PostgreSQL does not answer it (Config.UnreachableTimeout), until it
+// takes partitions again.
+func (w *Worker) Withdrawn() bool { return w.isWithdrawn() }
+
 // serveAgain makes a new serving context; w.withdrawn.mu held.
 func (w *Worker) serveAgain() {
 	w.withdrawn.ctx, w.withdrawn.cancel = context.WithCancelCause(w.hard)
@@ -77,8 +82,8 @@ func (w *Worker) serveAgain() {
 // flight then is cut short at that moment. It takes partitions again once
 // PostgreSQL answers (rejoin). Kafka sees a replica cut off from PostgreSQL alone as
 // alive, so without this its partitions would wait for as long as the cut
-// lasts. When PostgreSQL answers no replica, all withdraw, and rejoin as it
-// comes back: a rebalance more than waiting would cost.
+// lasts. When PostgreSQL answers no replica, all withdraw, and rejoin one by
+// one as it comes back: up to a rebalance each more than waiting would cost.
 func (w *Worker) watchPostgres(ctx context.Context) {
 	if w.cfg.UnreachableTimeout < 0 {
 		return
@@ -157,6 +162,9 @@ func (w *Worker) poolAnswers(ctx context.Context) bool {
 // on a stop (outbox.ErrUnreachable), once Kafka has answered their
 // publishes.
 func (w *Worker) withdraw(err error, unreachable time.Duration) {
+	if w.halted.Err() != nil {
+		return // the partitions are stopped for good (stopAll, Kill): nothing to give up
+	}
 	w.log.Error().Err(err).Dur("unreachable_for", unreachable).
 		Msg("PostgreSQL does not answer this replica: giving its partitions to the other replicas until it does")
 	w.withdrawn.mu.Lock()
@@ -167,17 +175,18 @@ func (w *Worker) withdraw(err error, unreachable time.Duration) {
 }
 
 // rejoin consumes the commands topic again, once the partitions withdrawn
-// are let go of.
+// are let go of. w.mu is held until the serving context is new, so that no
+// partition assigned meanwhile is made under the withdrawn one.
 func (w *Worker) rejoin() {
 	w.mu.Lock()
-	letting := len(w.parts)
-	w.mu.Unlock()
-	if letting > 0 {
-		return // the next probe tries again
+	if len(w.parts) > 0 || w.halted.Err() != nil {
+		w.mu.Unlock()
+		return // the next probe tries again; or the partitions are stopped for good
 	}
 	w.withdrawn.mu.Lock()
 	w.serveAgain()
 	w.withdrawn.mu.Unlock()
+	w.mu.Unlock()
 	w.withdrawnMetric(false)
 	w.log.Info().Msg("PostgreSQL answers this replica again: taking partitions again")
 	w.cl.AddConsumeTopics(w.cfg.Names.Commands)

@@ -157,7 +157,8 @@ type Config struct {
 	// sees a replica cut off from PostgreSQL alone as alive: without it,
 	// that replica's partitions wait for as long as the cut lasts. When
 	// PostgreSQL answers no replica, every replica withdraws, and they
-	// rejoin as it comes back, at the cost of a rebalance. Default
+	// rejoin one by one as it comes back, at the cost of up to a rebalance
+	// each. Default
 	// DefaultUnreachableTimeout (15 s); negative: never, the partitions
 	// wait with their replica. Under 3 s, one probe unanswered for its 2 s
 	// is enough (POSTGRES_UNREACHABLE_TIMEOUT refuses it).

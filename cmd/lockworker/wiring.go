@@ -314,7 +314,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	var h http.Handler = httpapi.New(httpapi.Config{
-		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Vacuum: vac.Status,
+		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Withdrawn: w.Withdrawn, Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Started: m.started, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	})
 	m.handler.Store(&h)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
 )
@@ -45,6 +47,10 @@ func withdrawCutOff(t *testing.T, protocol string) {
 	require.EventuallyWithT(t, func(ct *assert.CollectT) { assert.Len(ct, owned(ct, b)[0], 16) }, 30*time.Second, 50*time.Millisecond,
 		"b takes the partitions of c, which PostgreSQL does not answer")
 	t.Logf("b owned every partition %s after c was cut off (POSTGRES_UNREACHABLE_TIMEOUT %s)", time.Since(cut).Round(time.Millisecond), unreachable)
+	var h httpapi.Health
+	code, body := get(t, c, "/health", &h)
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Equal(t, "withdrawn", h.Status, body)
 	r.round(topics.OpRelease, topics.TypeReleased, 1)
 	r.round(topics.OpAcquire, topics.TypeAcquired, 2)
 

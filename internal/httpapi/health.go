@@ -42,6 +42,7 @@ const (
 	statusDegraded    = "degraded"
 	statusUnavailable = "unavailable"
 	statusDraining    = "draining"
+	statusWithdrawn   = "withdrawn"
 )
 
 // health runs the checks concurrently, so it answers within one
@@ -84,8 +85,11 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		// until an operator looks (README runbook).
 		h.Status = statusDegraded
 	}
-	if s.stopping() {
+	switch {
+	case s.stopping():
 		h.Ready, h.Status = false, statusDraining
+	case s.cfg.Withdrawn != nil && s.cfg.Withdrawn():
+		h.Ready, h.Status = false, statusWithdrawn
 	}
 	code := http.StatusOK
 	if !h.Ready {

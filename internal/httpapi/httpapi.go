@@ -35,6 +35,11 @@ type Config struct {
 	// Stopping, once closed, makes /health answer 503 "draining": the
 	// process is finishing its batches and leaving the group. Default: never.
 	Stopping <-chan struct{}
+	// Withdrawn, when it says so, makes /health answer 503 "withdrawn":
+	// the replica gave its partitions up because PostgreSQL does not
+	// answer it (worker.Worker.Withdrawn), though the pool's check may
+	// answer before it takes partitions again. Default: never.
+	Withdrawn func() bool
 	// Vacuum, when set, is the vacuum loop's state for /health/locks
 	// (worker.Vacuumer.Status).
 	Vacuum func() worker.VacuumStatus

@@ -333,6 +333,27 @@ func TestDraining(t *testing.T) {
 	require.False(t, h.Ready)
 }
 
+// TestWithdrawn: a replica withdrawn from its group (PostgreSQL did not
+// answer it) is not ready, though its checks answer: 503 "withdrawn" until
+// it takes partitions again.
+func TestWithdrawn(t *testing.T) {
+	var withdrawn atomic.Bool
+	withdrawn.Store(true)
+	e := newEnv(t, nil, func(c *Config) { c.Withdrawn = withdrawn.Load })
+	var h Health
+	code, _ := e.get("/health", &h)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "withdrawn", h.Status)
+	require.Equal(t, "ok", h.Checks["postgres"].Status)
+	require.True(t, h.Live)
+	require.False(t, h.Ready)
+
+	withdrawn.Store(false)
+	code, _ = e.get("/health", &h)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok", h.Status)
+}
+
 // TestLocksHealthVacuum: /health/locks carries the vacuum loop's state: on
 // or off, the server's autovacuum settings, the bound, the last run and the
 // hot tables' dead rows.
