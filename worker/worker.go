@@ -1168,11 +1168,12 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 			delete(w.parts, p)
 		}
 	}
-	w.mu.Unlock()
 	// A replica that withdrew (watchPostgres) cannot apply the records it
 	// polled: they are dropped as when lost, but its relays, which may
-	// still publish rows read before, are waited for.
+	// still publish rows read before, are waited for. Told under w.mu: a
+	// rejoin, once w.parts is empty, makes a new serving context.
 	drop := lost || w.isWithdrawn()
+	w.mu.Unlock()
 	for _, part := range stopping {
 		part.revoke()
 		if drop {

@@ -31,11 +31,13 @@ func WithParam(s, keyword, value string) string {
 		// waiting for its value gets the empty one pgconn gives it, and a
 		// last unquoted value's unpaired backslash, which would escape the
 		// space before the pair, is dropped, as pgconn drops it.
-		switch waiting, backslash := ending(s); {
-		case waiting:
-			s += "''"
-		case backslash:
+		waiting, backslash := ending(s)
+		if backslash {
 			s = s[:len(s)-1]
+			waiting, _ = ending(s) // a value that was the backslash alone
+		}
+		if waiting {
+			s += "''"
 		}
 		// Quoted, its backslashes and quotes escaped, as
 		// parseKeywordValueSettings reads them.
@@ -91,7 +93,8 @@ func queryStart(s string) int {
 // ending says how keyword/value string s ends, read as pgconn's
 // parseKeywordValueSettings reads it: its last keyword waiting for a
 // value, or its last value unquoted and ending in an unpaired backslash.
-// A string pgconn refuses ends in neither: what is appended cannot mend it.
+// What it says of a string pgconn refuses does not matter: what is
+// appended cannot mend it.
 func ending(s string) (waiting, backslash bool) {
 	const space = " \t\n\r\v\f"
 	s = strings.TrimLeft(s, space)

@@ -43,6 +43,8 @@ func TestWithParamEndings(t *testing.T) {
 		"host=h dbname=db application_name=":  {"application_name": ""},
 		"host=h dbname=db application_name= ": {"application_name": ""},
 		`host=h dbname=db password=abc\`:      {"password": "abc"},
+		`host=h dbname=db password=\`:         {"password": ""},
+		`host=h dbname=db password= \`:        {"password": ""},
 		`host=h dbname=db password=abc\ `:     {"password": "abc "},
 		"host=h dbname=db password='a=b'":     {"password": "a=b"},
 		"postgres://u@h/db?":                  {},
