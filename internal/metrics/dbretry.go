@@ -11,7 +11,8 @@ import (
 const (
 	// retryConnection: the database did not answer the transaction (a
 	// connection refused, lost or timed out, a server starting up, shutting
-	// down or out of connection slots): an outage, when it lasts.
+	// down or out of connection slots), or a read-only server did: an
+	// outage, when it lasts.
 	retryConnection = "connection"
 	// retryConflict: the database refused the transaction for another one
 	// (serialization failure, deadlock, a request_id's outcome inserted
