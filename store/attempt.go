@@ -35,8 +35,7 @@ type attempt struct {
 // retryBounded is retry for a transaction's attempts, each bounded by its
 // attempt, whose bound doubles, up to maxAttemptGrowth times the first,
 // after an attempt whose statements outlasted it: one that only waited for
-// a connection says nothing of how long the transaction needs. An attempt
-// a read-only server refused (readOnly) resets the pool.
+// a connection says nothing of how long the transaction needs.
 func (s *Store) retryBounded(ctx context.Context, try func(*attempt) error) error {
 	limit := max(s.cfg.AttemptTimeout, 0)
 	a := &attempt{limit: limit, max: limit * maxAttemptGrowth}
@@ -45,12 +44,6 @@ func (s *Store) retryBounded(ctx context.Context, try func(*attempt) error) erro
 		err := try(a)
 		if a.ran && errors.Is(err, ErrAttemptTimedOut) {
 			a.limit = min(a.limit*2, a.max)
-		}
-		if readOnly(err) {
-			// Every connection of the pool likely reaches that server:
-			// the retry, and every transaction after, connects anew
-			// (those in use are closed as they are released).
-			s.Pool.Reset()
 		}
 		return err
 	})

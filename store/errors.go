@@ -167,7 +167,7 @@ func transient(err error) bool {
 		case "57P01", "57P02", "57P03", // admin shutdown (pg_terminate_backend), crash shutdown, cannot connect now
 			"53300", // too many connections
 			"25P03", // idle_in_transaction_session_timeout ended the session (Config.IdleInTransactionTimeout: the process was paused)
-			"25006": // read-only: a standby, or a failover's old primary (retryBounded connects anew)
+			"25006": // read-only: a standby, or a failover's old primary (readOnlyReset connects anew)
 			return true
 		}
 		return strings.HasPrefix(pgErr.Code, "08") // connection exception class
@@ -181,16 +181,6 @@ func transient(err error) bool {
 	// committed: the worker's offset guard makes that retry fail with
 	// ErrOffsetMoved instead of applying twice.
 	return pgconn.SafeToRetry(err) || pgconn.Timeout(err) || errors.Is(err, pgconn.ErrConnClosed)
-}
-
-// readOnly reports whether err is PostgreSQL refusing a write as read-only
-// (25006): the server of the connection is a standby, or a primary fenced
-// or demoted by a failover, which the connection string no longer names
-// (DNS that moved, target_session_attrs=read-write) but the pool's
-// connections, made before, still reach.
-func readOnly(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "25006"
 }
 
 // startRetryable is the rule of a start (Open and Migrate with

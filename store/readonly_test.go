@@ -64,3 +64,27 @@ func TestReadOnlyServerRetriedOnNewConnections(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM effects`).Scan(&n))
 	require.Equal(t, 1, n)
 }
+
+// A statement of its own (pruning, the relay's deletes) that a read-only
+// server refuses fails as transient and resets the pool too: its next run,
+// on a connection made anew, works.
+func TestReadOnlyServerStatementResetsPool(t *testing.T) {
+	t.Parallel()
+	sch := testdb.NewSchema(t)
+	st := sch.Open(t, store.Config{MaxConns: 1})
+	ctx := context.Background()
+	require.NoError(t, st.Migrate(ctx))
+	c, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	_, err = c.Exec(ctx, `SET default_transaction_read_only = on`)
+	require.NoError(t, err)
+	c.Release()
+
+	_, err = st.Prune(ctx, time.Hour, time.Hour, 10)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "25006", pgErr.Code)
+	require.ErrorIs(t, err, store.ErrTransient)
+	_, err = st.Prune(ctx, time.Hour, time.Hour, 10)
+	require.NoError(t, err, "on a connection made anew")
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -109,6 +110,10 @@ type Config struct {
 	// negative: the server's setting. One given in the connection string
 	// wins.
 	IdleInTransactionTimeout time.Duration
+	// Tracer, when set, is told of every statement of the pool, beside the
+	// store's own tracer (a statement refused as read-only resets the
+	// pool: readOnlyReset). Default none.
+	Tracer pgx.QueryTracer
 }
 
 // Defaults of Config's bounds.
@@ -161,6 +166,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pcfg.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
 	pcfg.AfterConnect = sessionSettings(pcfg.ConnConfig.RuntimeParams, cfg.IdleInTransactionTimeout, pcfg.ConnConfig.ConnectTimeout)
+	reset := &readOnlyReset{}
+	pcfg.ConnConfig.Tracer = reset
+	if cfg.Tracer != nil {
+		pcfg.ConnConfig.Tracer = multitracer.New(reset, cfg.Tracer)
+	}
 	if pcfg.PingTimeout <= 0 {
 		// The pool pings a connection idle for over a second before
 		// handing it out; without a bound, one whose server's host is
@@ -171,6 +181,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{cfg: cfg}
 	try := func() (err error) {
 		s.Pool, err = s.connect(ctx, pcfg)
+		reset.pool.Store(s.Pool)
 		return translateStart(ctx, err)
 	}
 	if cfg.RetryStart {

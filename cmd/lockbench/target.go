@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -163,30 +162,19 @@ func (t *target) startLocal(ctx context.Context, cfg *Config, log zerolog.Logger
 // defaults.
 func (t *target) startInProcess(ctx context.Context, cfg *Config, log zerolog.Logger) error {
 	t.mode = "in-process"
-	st, err := store.Open(ctx, store.Config{URL: t.dbURL, MinConns: 1, MaxConns: int32(cfg.PGMaxConns), RetryBase: 100 * time.Millisecond})
+	scfg := store.Config{URL: t.dbURL, MinConns: 1, MaxConns: int32(cfg.PGMaxConns), RetryBase: 100 * time.Millisecond}
+	if cfg.SQLStats {
+		// A client-side pg_stat_statements: every statement timed.
+		t.sql = newSQLTracer()
+		scfg.Tracer = t.sql
+	}
+	st, err := store.Open(ctx, scfg)
 	if err != nil {
 		return err
 	}
 	t.closers = append(t.closers, st.Close)
 	if err := st.Migrate(ctx); err != nil {
 		return err
-	}
-	if cfg.SQLStats {
-		// Same pool settings with a tracer that times every statement: a
-		// client-side pg_stat_statements.
-		pcfg, err := pgxpool.ParseConfig(t.dbURL)
-		if err != nil {
-			return err
-		}
-		pcfg.MinConns, pcfg.MaxConns = 1, int32(cfg.PGMaxConns)
-		t.sql = newSQLTracer()
-		pcfg.ConnConfig.Tracer = t.sql
-		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-		if err != nil {
-			return err
-		}
-		st.Pool.Close()
-		st.Pool = pool
 	}
 	kopts := []kgo.Opt{kgo.SeedBrokers(t.brokers...)}
 	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 30*time.Second, topics.DefaultNames().ReplyPrefix, true, -1)
