@@ -30,7 +30,10 @@ type readOnlyReset struct {
 }
 
 func (r *readOnlyReset) check(err error) {
-	if p := r.pool.Load(); p != nil && err != nil && readOnly(err) {
+	if err == nil || !readOnly(err) {
+		return
+	}
+	if p := r.pool.Load(); p != nil {
 		p.Reset()
 	}
 }
