@@ -22,7 +22,8 @@ func readOnly(err error) bool {
 
 // readOnlyReset is the pool's tracer: a statement a read-only server
 // refused resets the pool, whichever path sent it (a transaction, the
-// relay's deletes, pruning), so that every statement after, its retry
+// relay's deletes, pruning; not CopyFrom, which lockworker does not use),
+// so that every statement after, its retry
 // included, runs on a connection made anew. Connections in use are closed
 // as they are released, not interrupted.
 type readOnlyReset struct {
