@@ -145,8 +145,10 @@ func classify(err error, isTransient func(error) bool) error {
 // context.DeadlineExceeded, which transient otherwise refuses as the
 // caller's own deadline: the pool connects under a context of its own
 // (puddle keeps only the caller's values), so a deadline in its
-// ConnectError is never the caller's. (Probe, the one caller that connects
-// under its own context, reads the deadline as its own either way.)
+// ConnectError is never the caller's. (Two callers connect under their
+// own context: Probe reads the deadline as its own either way, and
+// ensureDatabase runs at start, where translateStart retries nothing once
+// the caller's context is done.)
 //
 // (Conflict is the part of it where PostgreSQL refused the transaction for
 // another one.)
@@ -191,10 +193,9 @@ func transient(err error) bool {
 // or allow, with and without TLS, and joins the attempts' errors in its
 // ConnectError. So the plain-text attempt of sslmode prefer refused by a
 // hostssl-only server does not hide its TLS attempt's reset, nor one host
-// refusing the role another host that is down. That clause, not
-// transient, is what retries an attempt that ran out of its connect
-// timeout (ConnectTimeout included): pgconn reports it as
-// context.DeadlineExceeded, which transient refuses. Any other error is
+// refusing the role another host that is down. transient accepts every
+// ConnectError (one that ran out of its connect timeout included), so
+// that loop alone decides which a wait cannot cure. Any other error is
 // retried when transient accepts it and no error it wraps is a
 // setupCause. So a start retries connections refused or reset, EOF,
 // timeouts, a server starting up, shutting down or out of connection
@@ -211,8 +212,7 @@ func startRetryable(err error) bool {
 	if errors.As(err, &lockErr) {
 		return true
 	}
-	var connectErr *pgconn.ConnectError
-	if !errors.As(err, &connectErr) && !transient(err) {
+	if !transient(err) {
 		return false
 	}
 	attempts := connectAttempts(err)
