@@ -15,17 +15,12 @@ import (
 	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/tcpproxy"
+	"github.com/omninode/lockworker/worker"
 )
 
 // failoverScenario is not part of "all": it needs the lockworker and
 // devkafka binaries and runs its own replicas (make bench-failover).
 const failoverScenario = "failover"
-
-// workerPostgresUnreachableTimeout mirrors the worker's default
-// POSTGRES_UNREACHABLE_TIMEOUT, which lockbench does not set: how long a
-// replica that cannot reach PostgreSQL keeps its partitions before it
-// gives them up to the others.
-const workerPostgresUnreachableTimeout = 15 * time.Second
 
 // FailoverConfig shapes the failover scenario.
 type FailoverConfig struct {
@@ -570,9 +565,10 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 			exitsZero("SIGTERM exits 0")
 		case strings.HasPrefix(p.Fault, "PostgreSQL cut"):
 			// The replica gives its partitions up after the unreachable
-			// timeout; 5 s more for its probing, the revoke and the
-			// rebalance. A build that keeps them answers after the cut.
-			worst("PostgreSQL cut from one", ms(workerPostgresUnreachableTimeout+5*time.Second))
+			// timeout (lockbench leaves the worker's default); 5 s more for
+			// its probing, the revoke and the rebalance. A build that keeps
+			// them answers after the cut.
+			worst("PostgreSQL cut from one", ms(worker.DefaultUnreachableTimeout+5*time.Second))
 		default:
 			worst("rolling restart", 8000)
 			exitsZero("rolling restart: SIGTERM exits 0")

@@ -275,7 +275,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	terms := fs.Int("failover-terms", -1, "failover: SIGTERMs of one replica (default 10, quick 2)")
 	rolls := fs.Int("failover-rolls", -1, "failover: rolling restarts of all three (default 3, quick 1)")
 	cuts := fs.Int("failover-cuts", -1, "failover: PostgreSQL cuts from one replica (its proxy hangs), each restored after --failover-cut-for (default 3, quick 1)")
-	cutFor := fs.Duration("failover-cut-for", 0, fmt.Sprintf("failover: how long each PostgreSQL cut lasts; longer than the worker's default POSTGRES_UNREACHABLE_TIMEOUT (%s), so that a replica that gives its partitions up does so meanwhile (default 30s)", workerPostgresUnreachableTimeout))
+	cutFor := fs.Duration("failover-cut-for", 0, fmt.Sprintf("failover: how long each PostgreSQL cut lasts; longer than the worker's default POSTGRES_UNREACHABLE_TIMEOUT (%s), so that a replica that gives its partitions up does so meanwhile (default 30s)", worker.DefaultUnreachableTimeout))
 	fs.BoolVar(&cfg.Failover.Static, "failover-static", false, "failover: replicas with KAFKA_STATIC_MEMBERSHIP=true")
 	fs.DurationVar(&cfg.Failover.SessionTimeout, "failover-session-timeout", 0, "failover: replicas' KAFKA_SESSION_TIMEOUT (default lockworker's)")
 	fs.DurationVar(&cfg.Failover.Heartbeat, "failover-heartbeat", 0, "failover: replicas' KAFKA_HEARTBEAT_INTERVAL (default lockworker's)")
