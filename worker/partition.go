@@ -124,7 +124,7 @@ func (w *Worker) restart(old *partition, delay time.Duration) {
 	case <-wait.C:
 	}
 	w.mu.Lock()
-	if w.parts[old.id] != old || w.halted.Err() != nil || w.isWithdrawn() { // not after stopAll, nor for a withdrawal
+	if w.parts[old.id] != old || w.halted.Err() != nil || w.Withdrawn() { // not after stopAll, nor for a withdrawal
 		w.mu.Unlock()
 		return
 	}

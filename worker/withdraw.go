@@ -62,14 +62,12 @@ func (w *Worker) serving() context.Context {
 	return w.withdrawn.ctx
 }
 
-func (w *Worker) isWithdrawn() bool {
-	return errors.Is(context.Cause(w.serving()), errWithdrawn)
-}
-
 // Withdrawn says whether the replica has given its partitions up because
 // PostgreSQL does not answer it (Config.UnreachableTimeout), until it
-// takes partitions again.
-func (w *Worker) Withdrawn() bool { return w.isWithdrawn() }
+// takes partitions again: the serving context's cause.
+func (w *Worker) Withdrawn() bool {
+	return errors.Is(context.Cause(w.serving()), errWithdrawn)
+}
 
 // serveAgain makes a new serving context; w.withdrawn.mu held.
 func (w *Worker) serveAgain() {
@@ -96,7 +94,7 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 		// Withdrawn, a probe is bounded too (resolving host names of a
 		// cut-off DNS may take long): a rejoin must not wait for it.
 		deadline := began.Add(min(max(w.cfg.UnreachableTimeout, withdrawnProbeMin), withdrawnProbeMax))
-		if !w.isWithdrawn() {
+		if !w.Withdrawn() {
 			// Cut short at the withdrawal's time, but never given less
 			// than one probe's time: a process paused past it (SIGSTOP, a
 			// frozen VM) probes once before it judges PostgreSQL.
@@ -116,10 +114,10 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 			answered = time.Now()
 			cause = nil
 			inARow++
-			if w.isWithdrawn() && inARow >= rejoinAfter && w.poolAnswers(ctx) {
+			if w.Withdrawn() && inARow >= rejoinAfter && w.poolAnswers(ctx) {
 				w.rejoin()
 			}
-		case !w.isWithdrawn() && time.Since(answered) >= w.cfg.UnreachableTimeout:
+		case !w.Withdrawn() && time.Since(answered) >= w.cfg.UnreachableTimeout:
 			inARow = 0
 			if errors.Is(err, context.DeadlineExceeded) && cause != nil {
 				err = cause // the withdrawal's own deadline cut this probe short
@@ -130,7 +128,7 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 			cause = err
 		}
 		next := probeEvery - time.Since(began)
-		if !w.isWithdrawn() {
+		if !w.Withdrawn() {
 			next = min(next, time.Until(answered.Add(w.cfg.UnreachableTimeout))) // the withdrawal on time
 		}
 		select {

@@ -1172,7 +1172,7 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 	// polled: they are dropped as when lost, but its relays, which may
 	// still publish rows read before, are waited for. Told under w.mu: a
 	// rejoin, once w.parts is empty, makes a new serving context.
-	drop := lost || w.isWithdrawn()
+	drop := lost || w.Withdrawn()
 	w.mu.Unlock()
 	for _, part := range stopping {
 		part.revoke()
