@@ -3,10 +3,12 @@ package store_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/connstr"
@@ -206,5 +208,88 @@ func TestIdleTransactionEndedByServer(t *testing.T) {
 	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
 	require.Equal(t, "1min", timeout)
 	require.NoError(t, sch.Open(t, store.Config{IdleInTransactionTimeout: -1}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
+	require.Equal(t, "0", timeout)
+}
+
+// A statement that waits on a row longer than LockTimeout fails, and its
+// transaction releases the rows it held even though its client never ends
+// it: the client of a frozen replica, whose statement the server ran on.
+// Waiting on instead, it would get the row once the holder's transaction
+// ended and then hold both until IdleInTransactionTimeout ended its own.
+// A live client's transaction that fails so is retried (a Conflict) and
+// commits once the row is free.
+func TestLockWaitBoundedByLockTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sch := testdb.NewSchema(t)
+	var retries atomic.Int32
+	st := sch.Open(t, store.Config{LockTimeout: 100 * time.Millisecond, RetryBase: time.Millisecond,
+		OnRetry: func(_ int, err error, _ time.Duration) {
+			if store.Conflict(err) {
+				retries.Add(1)
+			}
+		}})
+	other := sch.Open(t, store.Config{})
+	_, err := st.Pool.Exec(ctx, `CREATE TABLE effects (id int PRIMARY KEY, note text NOT NULL); INSERT INTO effects VALUES (1, ''), (2, '')`)
+	require.NoError(t, err)
+	var timeout string
+	require.NoError(t, other.Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
+	require.Equal(t, "1s", timeout, "the default")
+
+	holder, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	_, err = holder.Exec(ctx, `UPDATE effects SET note = note || 'h' WHERE id = 1`)
+	require.NoError(t, err)
+
+	// The frozen client's transaction: row 2 taken, then a wait on row 1.
+	frozen, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer frozen.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	_, err = frozen.Exec(ctx, `UPDATE effects SET note = note || 'f' WHERE id = 2`)
+	require.NoError(t, err)
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second) // not for ever, should the wait be unbounded
+	defer cancel()
+	_, err = frozen.Exec(wctx, `UPDATE effects SET note = note || 'f' WHERE id = 1`)
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "55P03", pgErr.Code)
+	require.True(t, store.Conflict(err))
+	require.True(t, store.RunTimeTransient(err))
+	// Still open, never rolled back: row 2 is free all the same.
+	_, err = other.Pool.Exec(ctx, `SELECT FROM effects WHERE id = 2 FOR UPDATE NOWAIT`)
+	require.NoError(t, err, "the failed wait's transaction still holds row 2")
+
+	// A transaction retried while the holder keeps row 1, then committed.
+	calls := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- st.InTx(ctx, func(tx pgx.Tx) error {
+			calls++
+			_, err := tx.Exec(ctx, `UPDATE effects SET note = note || 'r' WHERE id = 1`)
+			return err
+		})
+	}()
+	require.Eventually(t, func() bool { return retries.Load() >= 2 }, 10*time.Second, 10*time.Millisecond,
+		"the transaction waiting on the row is refused and retried")
+	select {
+	case err := <-done:
+		t.Fatalf("committed while the holder held the row: %v", err)
+	default:
+	}
+	require.NoError(t, holder.Commit(ctx))
+	require.NoError(t, <-done)
+	var note string
+	require.NoError(t, other.Pool.QueryRow(ctx, `SELECT note FROM effects WHERE id = 1`).Scan(&note))
+	require.Equal(t, "hr", note)
+	require.GreaterOrEqual(t, calls, 2)
+
+	// A lock_timeout the connection string gives wins; a negative one
+	// leaves the server's.
+	given := sch
+	given.URL = connstr.WithParam(sch.URL, "lock_timeout", "60000")
+	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
+	require.Equal(t, "1min", timeout)
+	require.NoError(t, sch.Open(t, store.Config{LockTimeout: -1}).Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
 	require.Equal(t, "0", timeout)
 }

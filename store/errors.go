@@ -314,15 +314,17 @@ func anyError(err error, match func(error) bool) bool {
 
 // Conflict reports whether err is PostgreSQL refusing a transaction for
 // another one, which a retry cures (transient): a serialization failure, a
-// deadlock, or a request_id's outcome inserted concurrently
-// (processed_requests_pkey). Contention, not an outage.
+// deadlock, a lock waited for longer than Config.LockTimeout, or a
+// request_id's outcome inserted concurrently (processed_requests_pkey).
+// Contention, not an outage.
 func Conflict(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return false
 	}
 	switch pgErr.Code {
-	case "40001", "40P01": // serialization failure, deadlock
+	case "40001", "40P01", // serialization failure, deadlock
+		"55P03": // lock_timeout: a lock held longer than Config.LockTimeout
 		return true
 	case "23505": // unique violation
 		return pgErr.ConstraintName == "processed_requests_pkey"

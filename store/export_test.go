@@ -18,7 +18,7 @@ func StartRetryable(ctx context.Context, err error) bool {
 }
 
 // SessionSettings is the pool's AfterConnect for a connection string that
-// sets neither setting, its SET bounded by bound.
+// sets none of the settings, its SET bounded by bound.
 func SessionSettings(idle, bound time.Duration) func(context.Context, *pgx.Conn) error {
-	return sessionSettings(nil, idle, bound)
+	return sessionSettings(nil, Config{IdleInTransactionTimeout: idle, LockTimeout: DefaultLockTimeout}, bound)
 }

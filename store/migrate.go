@@ -184,8 +184,13 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	// own lock and unlock leave this one held until conn closes) so that a
 	// wait for another session's migration is told. That wait is not
 	// bounded but by ctx: the holder's lock waits are (lock_timeout), and a
-	// replica of this version releases the lock between attempts. Listening
-	// first, so that a holder's failure on a table's lock is heard.
+	// replica of this version releases the lock between attempts (so the
+	// pool's lock_timeout, Config.LockTimeout, is lifted for this
+	// connection, which is closed after). Listening first, so that a
+	// holder's failure on a table's lock is heard.
+	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
+		return fmt.Errorf("migrating: %w", err)
+	}
 	if retrying {
 		if _, err := conn.Exec(ctx, "LISTEN "+lockTimedOutChannel); err != nil {
 			return fmt.Errorf("migrating: %w", err)

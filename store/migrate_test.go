@@ -261,7 +261,9 @@ func migrateBehindTernLock(t *testing.T, ctx context.Context, url string, st *st
 func TestMigrateTellsLockWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sc := testdb.NewSchema(t)
-	st := sc.Open(t, store.Config{})
+	// The pool's lock_timeout, shorter than the hold, does not bound the
+	// wait.
+	st := sc.Open(t, store.Config{LockTimeout: 20 * time.Millisecond})
 	t.Cleanup(cancel) // before st closes (cleanups run last first), which waits for its connections
 	migrateTo(t, st, 14)
 

@@ -110,6 +110,25 @@ type Config struct {
 	// negative: the server's setting. One given in the connection string
 	// wins.
 	IdleInTransactionTimeout time.Duration
+	// LockTimeout is the connections' lock_timeout: a statement that waits
+	// this long for a lock another transaction holds fails (SQLSTATE 55P03,
+	// a Conflict, retried like a deadlock), and its transaction, aborted,
+	// releases every lock it held. The bound is for a frozen replica, whose
+	// statements the server runs on while it cannot answer: one of them
+	// waiting on a row that another of its transactions holds, idle, would
+	// otherwise get the row when IdleInTransactionTimeout ends that
+	// transaction and only then start its own idle clock, holding its rows
+	// (and the one it waited for) twice as long, past the move of the
+	// partitions. Given up within LockTimeout of the freeze instead, it
+	// leaves the rows free by IdleInTransactionTimeout after it, as long as
+	// LockTimeout plus the longest a live transaction of the worker waits
+	// idle (openLookups, 2 s) stays below IdleInTransactionTimeout. A live
+	// replica's waits are for another transaction's next round trips,
+	// milliseconds. Default DefaultLockTimeout (1 s); negative: the
+	// server's setting. One given in the connection string wins. Migrate
+	// sets its own (MigrationLockTimeout, and none for the wait for
+	// another session's migration).
+	LockTimeout time.Duration
 	// Tracer, when set, is told of every statement of the pool, beside the
 	// store's own tracer (a statement refused as read-only resets the
 	// pool: readOnlyReset). Default none.
@@ -121,6 +140,7 @@ const (
 	DefaultConnectTimeout           = 10 * time.Second
 	DefaultAttemptTimeout           = 15 * time.Second
 	DefaultIdleInTransactionTimeout = 5 * time.Second
+	DefaultLockTimeout              = time.Second
 	DefaultPingTimeout              = 5 * time.Second
 )
 
@@ -154,6 +174,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.IdleInTransactionTimeout == 0 {
 		cfg.IdleInTransactionTimeout = DefaultIdleInTransactionTimeout
 	}
+	if cfg.LockTimeout == 0 {
+		cfg.LockTimeout = DefaultLockTimeout
+	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -165,7 +188,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		pcfg.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
-	pcfg.AfterConnect = sessionSettings(pcfg.ConnConfig.RuntimeParams, cfg.IdleInTransactionTimeout, pcfg.ConnConfig.ConnectTimeout)
+	pcfg.AfterConnect = sessionSettings(pcfg.ConnConfig.RuntimeParams, cfg, pcfg.ConnConfig.ConnectTimeout)
 	reset := &readOnlyReset{}
 	pcfg.ConnConfig.Tracer = reset
 	if cfg.Tracer != nil {
@@ -234,7 +257,7 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 // sessionSettings is the pool's AfterConnect: it sets on each connection
 // what the connection string does not (given there, it is sent at startup
 // instead; a pgbouncer in front must allow it through
-// ignore_startup_parameters), in one round trip; nil when it sets both.
+// ignore_startup_parameters), in one round trip; nil when it sets them all.
 //
 //   - plan_cache_mode force_generic_plan: each prepared statement is
 //     planned once. Under auto PostgreSQL re-plans the set-based statements
@@ -242,18 +265,27 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //     (docs/performance.md). So every statement must read by index under
 //     its generic plan.
 //   - idle_in_transaction_session_timeout: Config.IdleInTransactionTimeout.
+//   - lock_timeout: Config.LockTimeout.
 //
 // The SET is bounded by bound, the connection's connect timeout: the pool
 // runs it under a context only Close ends, so a server that stops
 // answering right after the connection opened would hold it, and its pool
 // slot, until TCP gives up.
-func sessionSettings(given map[string]string, idle, bound time.Duration) func(context.Context, *pgx.Conn) error {
+func sessionSettings(given map[string]string, cfg Config, bound time.Duration) func(context.Context, *pgx.Conn) error {
 	var set []string
 	if _, ok := given["plan_cache_mode"]; !ok {
 		set = append(set, "SET plan_cache_mode = force_generic_plan")
 	}
-	if _, ok := given["idle_in_transaction_session_timeout"]; !ok && idle > 0 {
-		set = append(set, fmt.Sprintf("SET idle_in_transaction_session_timeout = %d", idle.Milliseconds()))
+	for _, timeout := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout},
+		{"lock_timeout", cfg.LockTimeout},
+	} {
+		if _, ok := given[timeout.name]; !ok && timeout.d > 0 {
+			set = append(set, fmt.Sprintf("SET %s = %d", timeout.name, timeout.d.Milliseconds()))
+		}
 	}
 	if len(set) == 0 {
 		return nil

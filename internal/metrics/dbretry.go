@@ -15,8 +15,9 @@ const (
 	// outage, when it lasts.
 	retryConnection = "connection"
 	// retryConflict: the database refused the transaction for another one
-	// (serialization failure, deadlock, a request_id's outcome inserted
-	// concurrently): contention, not an outage.
+	// (serialization failure, deadlock, a lock another transaction held
+	// past lock_timeout, a request_id's outcome inserted concurrently):
+	// contention, not an outage.
 	retryConflict = "conflict"
 	// retryTimeout: an attempt outlasted its bound (store.ErrAttemptTimedOut,
 	// POSTGRES_ATTEMPT_TIMEOUT), waiting for a connection or for answers: a

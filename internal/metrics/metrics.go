@@ -148,7 +148,7 @@ func New(cfg Config) *Metrics {
 		}),
 		dbRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "db_retries_total",
-			Help: "Transactions retried after a transient database error (store.Config.OnRetry), by reason: connection (PostgreSQL unreachable, refusing or dropping connections, read-only, starting up, shutting down, out of connection slots), conflict (serialization failure, deadlock, a request_id applied by a concurrent transaction) or timeout (an attempt outlasted POSTGRES_ATTEMPT_TIMEOUT).",
+			Help: "Transactions retried after a transient database error (store.Config.OnRetry), by reason: connection (PostgreSQL unreachable, refusing or dropping connections, read-only, starting up, shutting down, out of connection slots), conflict (serialization failure, deadlock, a lock another transaction held for over lock_timeout, a request_id applied by a concurrent transaction) or timeout (an attempt outlasted POSTGRES_ATTEMPT_TIMEOUT).",
 		}, []string{"reason"}),
 		withdrawn: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "postgres_withdrawn",
