@@ -436,14 +436,25 @@ func (l *Load) Resends() int {
 // [from, to): Late is the worst time from a lease's end to its lock.expired
 // (database time); AfterTakeover, over the leases that ended while their
 // partition had no owner (expired more than a second late), the worst time
-// from the partition's first event after the lease ended published by the
-// replica that expired it (its new owner at work: the old owner may have
-// answered other commands between the lease's end and its own end) to the
-// lock.expired.
+// from the takeover to the lock.expired. The takeover is the first event
+// of the partition, after the lease ended, published by the replica that
+// expired it (its new owner at work: the old owner may have answered other
+// commands between the lease's end and its own end); or, where that
+// replica's events of the partition fall silent for over a second before
+// the lock.expired, the first after its last such silence (the
+// lock.expired itself, when the silence lasts until it). A replica
+// killed and restarted under its name (one ce_source) takes its
+// partitions back: the killed process's last answers are not the new
+// one's takeover.
 type Expiries struct {
 	Count, Orphaned     int
 	Late, AfterTakeover time.Duration
 }
+
+// takeoverSilence is the gap in a replica's events of a partition that
+// Expiries takes for the partition having had no owner: far above the
+// gaps of a partition under lockbench's load, far below a failover's.
+const takeoverSilence = time.Second
 
 // Expiries covers the leases that ended in w.
 func (l *Load) Expiries(w Window) Expiries {
@@ -481,9 +492,23 @@ func (l *Load) Expiries(w Window) Expiries {
 		x.Orphaned++
 		ts := byPart[li.LockName[:4]+" "+l.sources[n]]
 		i := sort.Search(len(ts), func(i int) bool { return !ts[i].Before(end) })
-		if i < len(ts) {
-			x.AfterTakeover = max(x.AfterTakeover, ev.OccurredAt.Sub(ts[i]))
+		if i == len(ts) {
+			continue
 		}
+		takeover, last := ts[i], ts[i]
+		for _, t := range ts[i+1:] {
+			if t.After(ev.OccurredAt.Time) {
+				break
+			}
+			if t.Sub(last) > takeoverSilence {
+				takeover = t
+			}
+			last = t
+		}
+		if ev.OccurredAt.Sub(last) > takeoverSilence {
+			takeover = ev.OccurredAt.Time // silent until the lock.expired, its first act
+		}
+		x.AfterTakeover = max(x.AfterTakeover, ev.OccurredAt.Sub(takeover))
 	}
 	return x
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // TestStatsCorrectsForTheStall feeds Stats two contenders sending every
@@ -82,4 +84,56 @@ func TestIntervalsOfClusteredGaps(t *testing.T) {
 	iv := intervals(all)
 	assert.InDelta(t, 20*time.Millisecond, iv["low"], float64(500*time.Microsecond)) // 2,030 ms / 103
 	assert.InDelta(t, 20*time.Millisecond, iv["high"], float64(500*time.Microsecond))
+}
+
+// TestExpiriesAnchorOnTheTakeover: a lease of partition p001 ends at
+// 1,500 ms and is expired at 8,010 ms, 10 ms after its partition's owner
+// answers again. The takeover is that answer whether the owner is another
+// replica or the killed one restarted under its name, whose answers before
+// the kill share its ce_source; an owner that answered all along and
+// expired the lease late is measured from the lease's end.
+func TestExpiriesAnchorOnTheTakeover(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 21, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	answer := func(l *Load, source string, ms int) {
+		ev := topics.NewEvent(topics.TypeReleased, topics.OpRelease, fmt.Sprintf("r-%d", ms), at(ms))
+		ev.LockInfo = &topics.LockInfo{LockName: "p001-other"}
+		l.replies, l.sources = append(l.replies, ev), append(l.sources, source)
+	}
+	expire := func(l *Load, source string) {
+		ev := topics.NewEvent(topics.TypeExpired, topics.OpAcquire, "", at(8010))
+		ev.LockInfo = &topics.LockInfo{LockName: "p001-lease", ExpiresAt: &topics.Time{Time: at(1500)}}
+		l.replies, l.sources = append(l.replies, ev), append(l.sources, source)
+	}
+	load := func(killed, taker string, upTo int) *Load {
+		l := &Load{}
+		for ms := 0; ms < 2000; ms += 10 {
+			answer(l, killed, ms)
+		}
+		for ms := 8000; ms < upTo; ms += 10 {
+			answer(l, taker, ms)
+		}
+		expire(l, taker)
+		return l
+	}
+	w := Window{From: t0, To: at(60000)}
+	for name, l := range map[string]*Load{
+		"another replica":              load("replica-1", "replica-2", 9000),
+		"restarted under its own name": load("replica-1", "replica-1", 9000),
+		// The restarted replica answers nothing before the lock.expired.
+		"expired before it answered": load("replica-1", "replica-1", 0),
+	} {
+		x := l.Expiries(w)
+		assert.Equal(t, 1, x.Orphaned, name)
+		assert.LessOrEqual(t, x.AfterTakeover, 10*time.Millisecond, name)
+	}
+
+	late := &Load{}
+	for ms := 0; ms < 9000; ms += 10 {
+		answer(late, "replica-1", ms)
+	}
+	expire(late, "replica-1")
+	x := late.Expiries(w)
+	assert.Equal(t, 1, x.Orphaned)
+	assert.Equal(t, 6510*time.Millisecond, x.AfterTakeover, "an owner that answered all along")
 }
