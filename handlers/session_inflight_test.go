@@ -294,7 +294,10 @@ func TestAcquireDoesNotTakeALeaseFromAnEndInFlight(t *testing.T) {
 			blocker, blockerPID := h.blocker()
 			_, err := blocker.Exec(ctx, `SELECT FROM locks WHERE lock_name = 'k' FOR UPDATE`)
 			require.NoError(t, err)
-			endTimeout, acquireTimeout := `SET LOCAL deadlock_timeout = '1min'`, `SET LOCAL deadlock_timeout = '2s'`
+			// lock_timeout off, so that the deadlock is found, by the
+			// victim's deadlock_timeout (the pool's lock_timeout, 1 s,
+			// would refuse either wait first).
+			endTimeout, acquireTimeout := `SET LOCAL deadlock_timeout = '1min'; SET LOCAL lock_timeout = 0`, `SET LOCAL deadlock_timeout = '2s'; SET LOCAL lock_timeout = 0`
 			if victim == "end" {
 				endTimeout, acquireTimeout = acquireTimeout, endTimeout
 			}

@@ -360,7 +360,9 @@ func lockThenWrite(t *testing.T, st *store.Store, relay *outbox.Relay, p int32, 
 		// Rolled back here, not by the test, which may give up while Exec
 		// still uses the connection.
 		defer func() { _ = later.Rollback(ctx) }()
-		if _, err := later.Exec(ctx, lockRow); err != nil {
+		// As long as the COMMIT is held: the worker's transaction would be
+		// refused after the pool's lock_timeout and retried, the same wait.
+		if _, err := later.Exec(ctx, "SET LOCAL lock_timeout = 0; "+lockRow); err != nil {
 			result <- err
 			return
 		}

@@ -216,17 +216,21 @@ func TestIdleTransactionEndedByServer(t *testing.T) {
 // it: the client of a frozen replica, whose statement the server ran on.
 // Waiting on instead, it would get the row once the holder's transaction
 // ended and then hold both until IdleInTransactionTimeout ended its own.
-// A live client's transaction that fails so is retried (a Conflict) and
-// commits once the row is free.
+// A live client's transaction that fails so is retried (a Conflict),
+// promptly, and commits once the row is free.
 func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	sch := testdb.NewSchema(t)
-	var retries atomic.Int32
-	st := sch.Open(t, store.Config{LockTimeout: 100 * time.Millisecond, RetryBase: time.Millisecond,
-		OnRetry: func(_ int, err error, _ time.Duration) {
+	var retries, later atomic.Int32
+	// No idle timeout: a slow machine's pause must not end the holder.
+	st := sch.Open(t, store.Config{LockTimeout: 100 * time.Millisecond, IdleInTransactionTimeout: -1, RetryBase: time.Millisecond,
+		OnRetry: func(_ int, err error, delay time.Duration) {
 			if store.Conflict(err) {
 				retries.Add(1)
+			}
+			if delay > time.Millisecond {
+				later.Add(1)
 			}
 		}})
 	other := sch.Open(t, store.Config{})
@@ -234,7 +238,7 @@ func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 	require.NoError(t, err)
 	var timeout string
 	require.NoError(t, other.Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
-	require.Equal(t, "1s", timeout, "the default")
+	require.Equal(t, "2s", timeout, "the default")
 
 	holder, err := st.Pool.Begin(ctx)
 	require.NoError(t, err)
@@ -270,7 +274,7 @@ func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 			return err
 		})
 	}()
-	require.Eventually(t, func() bool { return retries.Load() >= 2 }, 10*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return retries.Load() >= 3 }, 10*time.Second, 10*time.Millisecond,
 		"the transaction waiting on the row is refused and retried")
 	select {
 	case err := <-done:
@@ -282,7 +286,8 @@ func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 	var note string
 	require.NoError(t, other.Pool.QueryRow(ctx, `SELECT note FROM effects WHERE id = 1`).Scan(&note))
 	require.Equal(t, "hr", note)
-	require.GreaterOrEqual(t, calls, 2)
+	require.GreaterOrEqual(t, calls, 4)
+	require.Zero(t, later.Load(), "each retry after RetryBase: the attempt waited already")
 
 	// A lock_timeout the connection string gives wins; a negative one
 	// leaves the server's.

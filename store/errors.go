@@ -312,19 +312,28 @@ func anyError(err error, match func(error) bool) bool {
 	return false
 }
 
+// lockTimedOut reports whether err is a statement's wait for a lock ended
+// by lock_timeout (Config.LockTimeout, or a migration's).
+func lockTimedOut(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
 // Conflict reports whether err is PostgreSQL refusing a transaction for
 // another one, which a retry cures (transient): a serialization failure, a
 // deadlock, a lock waited for longer than Config.LockTimeout, or a
 // request_id's outcome inserted concurrently (processed_requests_pkey).
 // Contention, not an outage.
 func Conflict(err error) bool {
+	if lockTimedOut(err) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return false
 	}
 	switch pgErr.Code {
-	case "40001", "40P01", // serialization failure, deadlock
-		"55P03": // lock_timeout: a lock held longer than Config.LockTimeout
+	case "40001", "40P01": // serialization failure, deadlock
 		return true
 	case "23505": // unique violation
 		return pgErr.ConstraintName == "processed_requests_pkey"

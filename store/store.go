@@ -112,22 +112,30 @@ type Config struct {
 	IdleInTransactionTimeout time.Duration
 	// LockTimeout is the connections' lock_timeout: a statement that waits
 	// this long for a lock another transaction holds fails (SQLSTATE 55P03,
-	// a Conflict, retried like a deadlock), and its transaction, aborted,
-	// releases every lock it held. The bound is for a frozen replica, whose
-	// statements the server runs on while it cannot answer: one of them
-	// waiting on a row that another of its transactions holds, idle, would
-	// otherwise get the row when IdleInTransactionTimeout ends that
-	// transaction and only then start its own idle clock, holding its rows
-	// (and the one it waited for) twice as long, past the move of the
-	// partitions. Given up within LockTimeout of the freeze instead, it
-	// leaves the rows free by IdleInTransactionTimeout after it, as long as
-	// LockTimeout plus the longest a live transaction of the worker waits
-	// idle (openLookups, 2 s) stays below IdleInTransactionTimeout. A live
-	// replica's waits are for another transaction's next round trips,
-	// milliseconds. Default DefaultLockTimeout (1 s); negative: the
-	// server's setting. One given in the connection string wins. Migrate
-	// sets its own (MigrationLockTimeout, and none for the wait for
-	// another session's migration).
+	// a Conflict, retried like a deadlock but always after RetryBase, not a
+	// growing backoff: the attempt waited already), and its transaction,
+	// aborted, releases every lock it held. The bound is for a frozen
+	// replica, whose statements the server runs on while it cannot answer:
+	// one of them waiting on a row that another of its transactions holds,
+	// idle, would otherwise get the row when IdleInTransactionTimeout ends
+	// that transaction, and only then start its own idle clock, holding its
+	// rows (and the one it waited for) twice as long, past the move of the
+	// partitions. The holder went idle at most the longest a live
+	// transaction of the worker stays idle (openLookups, 2 s) before the
+	// wait began, so while LockTimeout plus that is below
+	// IdleInTransactionTimeout the wait gives up first, and the rows are
+	// free IdleInTransactionTimeout after the freeze. (A holder that
+	// commits within LockTimeout instead hands the row over: free by
+	// LockTimeout plus IdleInTransactionTimeout.) Above deadlock_timeout
+	// (PostgreSQL's default 1 s), so that a deadlock is still found and
+	// reported as one, and an autovacuum in a statement's way cancelled,
+	// before the wait gives up. A live replica waits that long only while
+	// PostgreSQL holds a COMMIT (a synchronous standby, a stalled disk) or
+	// a batch runs for seconds: its transactions retry in pieces of
+	// LockTimeout. Default DefaultLockTimeout (2 s); negative: the server's
+	// setting. One given in the connection string wins, but Migrate sets
+	// its own (MigrationLockTimeout, and none for the wait for another
+	// session's migration).
 	LockTimeout time.Duration
 	// Tracer, when set, is told of every statement of the pool, beside the
 	// store's own tracer (a statement refused as read-only resets the
@@ -140,7 +148,7 @@ const (
 	DefaultConnectTimeout           = 10 * time.Second
 	DefaultAttemptTimeout           = 15 * time.Second
 	DefaultIdleInTransactionTimeout = 5 * time.Second
-	DefaultLockTimeout              = time.Second
+	DefaultLockTimeout              = 2 * time.Second
 	DefaultPingTimeout              = 5 * time.Second
 )
 
@@ -397,7 +405,14 @@ func retryAtLeast(ctx context.Context, cfg Config, onRetry func(attempt int, err
 		if err == nil || !errors.Is(err, ErrTransient) {
 			return err
 		}
-		delay := Backoff(cfg.RetryBase, cfg.RetryMax, attempt)
+		step := attempt
+		if lockTimedOut(err) {
+			// The attempt waited LockTimeout already, for a row another
+			// transaction held, not for a server in trouble: a wait cut
+			// into pieces, each retried promptly, not later and later.
+			step = 1
+		}
+		delay := Backoff(cfg.RetryBase, cfg.RetryMax, step)
 		if floor != nil {
 			delay = max(delay, floor(err))
 		}

@@ -47,8 +47,10 @@ func newEnv(t testing.TB, stopping <-chan struct{}, configure ...func(*Config)) 
 	proxied, proxy := testdb.Proxied(t, sch.URL)
 	sch.URL = proxied
 	// More connections than HTTP may hold, so that a breach of its bound
-	// shows (TestDatabaseReadsAreBounded).
-	st := sch.Open(t, store.Config{MaxConns: 8})
+	// shows (TestDatabaseReadsAreBounded). No lock_timeout: a read waits
+	// for a locked table as long as its check lets it
+	// (TestHealthHasItsOwnSlot).
+	st := sch.Open(t, store.Config{MaxConns: 8, LockTimeout: -1})
 
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
