@@ -48,6 +48,10 @@ func migrateTo(t *testing.T, st *store.Store, version int32) {
 	require.NoError(t, err)
 	conn := pooled.Hijack()
 	defer conn.Close(ctx) //nolint:errcheck
+	// tern's lock is one for the whole database: other tests' migrations
+	// may hold it longer than the pool's lock_timeout.
+	_, err = conn.Exec(ctx, "SET lock_timeout = 0")
+	require.NoError(t, err)
 	m, err := migrate.NewMigrator(ctx, conn, store.VersionTable)
 	require.NoError(t, err)
 	require.NoError(t, m.LoadMigrations(migrations.FS))

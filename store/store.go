@@ -32,8 +32,9 @@ type Config struct {
 	// MaxConns bounds the pool. Default 10.
 	MaxConns int32
 	// RetryBase is the first retry delay of a transient failure; each retry
-	// doubles it, with jitter, up to RetryMax. Defaults DefaultRetryBase
-	// (100 ms) and DefaultRetryMax (5 s).
+	// doubles it, with jitter, up to RetryMax, except after a lock wait
+	// that LockTimeout ended, always retried after RetryBase. Defaults
+	// DefaultRetryBase (100 ms) and DefaultRetryMax (5 s).
 	RetryBase, RetryMax time.Duration
 	// OnRetry, when set, is told of every retry (for logs and metrics).
 	OnRetry func(attempt int, err error, delay time.Duration)
@@ -407,9 +408,10 @@ func retryAtLeast(ctx context.Context, cfg Config, onRetry func(attempt int, err
 		}
 		step := attempt
 		if lockTimedOut(err) {
-			// The attempt waited LockTimeout already, for a row another
-			// transaction held, not for a server in trouble: a wait cut
-			// into pieces, each retried promptly, not later and later.
+			// The attempt waited its lock_timeout already, for a lock
+			// another transaction held, not for a server in trouble: a
+			// wait cut into pieces, each retried promptly, not later and
+			// later (a migration's floor, lockErrorBackoff, still holds).
 			step = 1
 		}
 		delay := Backoff(cfg.RetryBase, cfg.RetryMax, step)

@@ -955,6 +955,10 @@ func migratedTo(t *testing.T, version int32) *store.Store {
 	conn, err := st.Pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
+	// tern's lock is one for the whole database: other tests' migrations
+	// may hold it longer than the pool's lock_timeout.
+	_, err = conn.Exec(ctx, "SET lock_timeout = 0")
+	require.NoError(t, err)
 	m, err := migrate.NewMigrator(ctx, conn.Conn(), store.VersionTable)
 	require.NoError(t, err)
 	require.NoError(t, m.LoadMigrations(migrations.FS))

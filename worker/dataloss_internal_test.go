@@ -107,7 +107,10 @@ func proxiedWorker(t *testing.T, c *kfake.Cluster, names topics.Names, metrics M
 	behind := sch
 	behind.URL, proxy = testdb.Proxied(t, sch.URL)
 	logs = &testlog.Buffer{}
-	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: behind.Open(t, store.Config{MaxConns: 4}),
+	// No lock_timeout: the tests make the offsets' move wait (a trigger)
+	// on an advisory lock they hold while the proxy hangs or cuts, and a
+	// wait it ended would be rolled back unseen by the worker.
+	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: behind.Open(t, store.Config{MaxConns: 4, LockTimeout: -1}),
 		Relay: nopRelay{}, Metrics: metrics, Logger: zerolog.New(logs)})
 	require.NoError(t, err)
 	t.Cleanup(w.cl.Close)

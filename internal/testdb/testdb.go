@@ -76,8 +76,16 @@ func NewSchema(t testing.TB) Schema {
 // New returns a migrated Store on a fresh schema, closed when the test ends.
 func New(t testing.TB) *store.Store {
 	t.Helper()
-	s := NewSchema(t)
-	st := s.Open(t, store.Config{MaxConns: 20}) // tests run in parallel packages against one server (max_connections 100)
+	return NewWith(t, store.Config{})
+}
+
+// NewWith is New with cfg (URL is set; MaxConns, when 0, is 20).
+func NewWith(t testing.TB, cfg store.Config) *store.Store {
+	t.Helper()
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 20 // tests run in parallel packages against one server (max_connections 100)
+	}
+	st := NewSchema(t).Open(t, cfg)
 	if err := st.Migrate(context.Background()); err != nil {
 		t.Fatalf("migrating: %v", err)
 	}
