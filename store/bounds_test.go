@@ -201,13 +201,20 @@ func TestIdleTransactionEndedByServer(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT note FROM effects WHERE id = 1`).Scan(&note))
 	require.Equal(t, "ba", note, "the ended attempt's update rolled back")
 
-	// A timeout the connection string gives wins; a negative one leaves
-	// the server's.
+	requireTimeoutGiven(t, sch, "idle_in_transaction_session_timeout", store.Config{IdleInTransactionTimeout: -1})
+}
+
+// requireTimeoutGiven checks that a timeout setting the connection string
+// gives wins, and that cfg, setting it negative, leaves the server's.
+func requireTimeoutGiven(t *testing.T, sch testdb.Schema, setting string, cfg store.Config) {
+	t.Helper()
+	ctx := context.Background()
 	given := sch
-	given.URL = connstr.WithParam(sch.URL, "idle_in_transaction_session_timeout", "60000")
-	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
+	given.URL = connstr.WithParam(sch.URL, setting, "60000")
+	var timeout string
+	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW `+setting).Scan(&timeout))
 	require.Equal(t, "1min", timeout)
-	require.NoError(t, sch.Open(t, store.Config{IdleInTransactionTimeout: -1}).Pool.QueryRow(ctx, `SHOW idle_in_transaction_session_timeout`).Scan(&timeout))
+	require.NoError(t, sch.Open(t, cfg).Pool.QueryRow(ctx, `SHOW `+setting).Scan(&timeout))
 	require.Equal(t, "0", timeout)
 }
 
@@ -289,12 +296,5 @@ func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 	require.GreaterOrEqual(t, calls, 4)
 	require.Zero(t, later.Load(), "each retry after RetryBase: the attempt waited already")
 
-	// A lock_timeout the connection string gives wins; a negative one
-	// leaves the server's.
-	given := sch
-	given.URL = connstr.WithParam(sch.URL, "lock_timeout", "60000")
-	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
-	require.Equal(t, "1min", timeout)
-	require.NoError(t, sch.Open(t, store.Config{LockTimeout: -1}).Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
-	require.Equal(t, "0", timeout)
+	requireTimeoutGiven(t, sch, "lock_timeout", store.Config{LockTimeout: -1})
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -282,6 +283,20 @@ func lines(t *testing.T, file string) int {
 	return bytes.Count(b, []byte("\n"))
 }
 
+// procState is the state letter (/proc/PID/stat: R, S, T for stopped, ...)
+// of the process whose pid pidFile holds.
+func procState(t *testing.T, pidFile string) byte {
+	t.Helper()
+	pid, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	stat, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+	require.NoError(t, err)
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	require.Greater(t, len(stat), i+2, "%s", stat)
+	return stat[i+2]
+}
+
 // requireRuns checks that the replica writing file runs: its file grows.
 func requireRuns(t *testing.T, file string) {
 	t.Helper()
@@ -293,24 +308,26 @@ func requireRuns(t *testing.T, file string) {
 // the same process, not started again; the run's end during the freeze
 // resumes it too, so that no replica is left stopped.
 func TestFailoverFreezeResumes(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "ticks")
-	r := shReplica(t, "frozen", ticks(file))
+	dir := t.TempDir()
+	file, pidFile := filepath.Join(dir, "ticks"), filepath.Join(dir, "pid")
+	r := shReplica(t, "frozen", `echo $$ > '`+pidFile+`'; `+ticks(file))
 	f, _ := testFaults(t, r)
 	requireRuns(t, file)
+	stopped := func() bool { return procState(t, pidFile) == 'T' }
 	done := make(chan error, 1)
 	go func() { done <- f.freeze(r, 500*time.Millisecond) }()
-	time.Sleep(150 * time.Millisecond) // the signal is sent, a tick's line written
+	require.Eventually(t, stopped, 5*time.Second, 5*time.Millisecond, "stopped by the freeze")
 	n := lines(t, file)
-	time.Sleep(200 * time.Millisecond)
-	require.Equal(t, n, lines(t, file), "stopped")
 	require.NoError(t, <-done)
+	require.False(t, stopped(), "resumed after the freeze")
 	requireRuns(t, file)
+	require.Greater(t, lines(t, file), n)
 	require.NoError(t, r.Err(), "the same process runs")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	f.ctx = ctx
 	go func() { done <- f.freeze(r, time.Minute) }()
-	time.Sleep(100 * time.Millisecond)
+	require.Eventually(t, stopped, 5*time.Second, 5*time.Millisecond, "stopped by the freeze")
 	cancel()
 	select {
 	case err := <-done:
