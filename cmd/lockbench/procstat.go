@@ -83,8 +83,9 @@ const clockTick = 100
 
 // procStat is what lockbench reads of /proc/<pid>/stat.
 type procStat struct {
-	comm string
-	ppid int
+	comm  string
+	state byte // R running, S sleeping, T stopped, ...
+	ppid  int
 	// utime+stime, and cutime+cstime: the CPU of the children it has
 	// waited for.
 	own, children time.Duration
@@ -114,7 +115,7 @@ func readStat(path string) (procStat, error) {
 	// Ticks times a tick: ticks times a second would overflow above 9.2e9
 	// ticks (three years of CPU).
 	tick := func(t int64) time.Duration { return time.Duration(t) * (time.Second / clockTick) }
-	return procStat{comm: string(b[i+1 : j]), ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
+	return procStat{comm: string(b[i+1 : j]), state: f[0][0], ppid: int(n[0]), own: tick(n[1] + n[2]), children: tick(n[3] + n[4])}, nil
 }
 
 // postmaster is a PostgreSQL server's process tree: its postmaster and the

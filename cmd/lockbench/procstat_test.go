@@ -166,7 +166,7 @@ func TestReadStatOddName(t *testing.T) {
 	s, err := readStat(filepath.Join(string(p), "300", "stat"))
 	require.NoError(t, err)
 	tick := time.Second / clockTick
-	require.Equal(t, procStat{comm: "my (odd) proc", ppid: 7, own: 15 * tick, children: 9 * tick}, s)
+	require.Equal(t, procStat{comm: "my (odd) proc", state: 'S', ppid: 7, own: 15 * tick, children: 9 * tick}, s)
 }
 
 // TestPostmasterCPUReapedDuringScan: a child reaped between the scan of the
