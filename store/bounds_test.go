@@ -201,19 +201,20 @@ func TestIdleTransactionEndedByServer(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT note FROM effects WHERE id = 1`).Scan(&note))
 	require.Equal(t, "ba", note, "the ended attempt's update rolled back")
 
-	requireTimeoutGiven(t, sch, "idle_in_transaction_session_timeout", store.Config{IdleInTransactionTimeout: -1})
+	requireTimeoutGiven(t, sch, "idle_in_transaction_session_timeout", "1min", store.Config{IdleInTransactionTimeout: -1})
 }
 
 // requireTimeoutGiven checks that a timeout setting the connection string
-// gives wins, and that cfg, setting it negative, leaves the server's.
-func requireTimeoutGiven(t *testing.T, sch testdb.Schema, setting string, cfg store.Config) {
+// gives (60000 ms, which SHOW prints as shown) wins, and that cfg, setting
+// it negative, leaves the server's (none).
+func requireTimeoutGiven(t *testing.T, sch testdb.Schema, setting, shown string, cfg store.Config) {
 	t.Helper()
 	ctx := context.Background()
 	given := sch
 	given.URL = connstr.WithParam(sch.URL, setting, "60000")
 	var timeout string
 	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW `+setting).Scan(&timeout))
-	require.Equal(t, "1min", timeout)
+	require.Equal(t, shown, timeout)
 	require.NoError(t, sch.Open(t, cfg).Pool.QueryRow(ctx, `SHOW `+setting).Scan(&timeout))
 	require.Equal(t, "0", timeout)
 }
@@ -296,5 +297,30 @@ func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 	require.GreaterOrEqual(t, calls, 4)
 	require.Zero(t, later.Load(), "each retry after RetryBase: the attempt waited already")
 
-	requireTimeoutGiven(t, sch, "lock_timeout", store.Config{LockTimeout: -1})
+	requireTimeoutGiven(t, sch, "lock_timeout", "1min", store.Config{LockTimeout: -1})
+}
+
+// Each connection has the server notice a client host gone in about
+// ClientGoneTimeout (30 s): keepalives for an idle connection, a user
+// timeout for an answer left unacknowledged. (The host's vanishing itself
+// needs a network that drops packets, which this machine cannot make.)
+func TestClientGoneSettings(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sch := testdb.NewSchema(t)
+	st := sch.Open(t, store.Config{})
+	var tcp bool
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT inet_client_addr() IS NOT NULL`).Scan(&tcp))
+	if !tcp {
+		t.Skip("TEST_DATABASE_URL reaches PostgreSQL over a Unix socket, which has no TCP settings")
+	}
+	for setting, want := range map[string]string{
+		"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3", "tcp_user_timeout": "30000",
+	} {
+		var got string
+		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW `+setting).Scan(&got))
+		require.Equal(t, want, got, setting)
+	}
+	// SHOW prints the TCP settings as the kernel holds them, without units.
+	requireTimeoutGiven(t, sch, "tcp_user_timeout", "60000", store.Config{ClientGoneTimeout: -1})
 }

@@ -138,6 +138,27 @@ type Config struct {
 	// its own (MigrationLockTimeout, and none for the wait for another
 	// session's migration).
 	LockTimeout time.Duration
+	// ClientGoneTimeout is about how long PostgreSQL keeps a session whose
+	// client's host stopped answering without closing its connections (a
+	// power loss, a network partition that drops packets): server-side
+	// TCP keepalives (tcp_keepalives_idle a third of it,
+	// tcp_keepalives_interval a sixth, tcp_keepalives_count 3) for an idle
+	// connection, tcp_user_timeout (which Linux also applies to the
+	// keepalives) for one whose answer goes unacknowledged. Without them
+	// the server keeps such a session for hours (the system's keepalive,
+	// about 2 h, for an idle one; its retransmissions, about 15 minutes,
+	// for one it is answering), holding a connection slot, and the vacuum
+	// loop's session lock (the other replicas skip their passes
+	// meanwhile). A frozen replica's kernel still acknowledges, so it keeps
+	// its sessions, unless the server's answers fill its receive window
+	// for as long (Linux then ends the connection too), or a paused VM's
+	// kernel is frozen with it: its transactions then fail as on a lost
+	// connection, and are retried. The pool's connections only, over TCP,
+	// and only as far as the server's peer: behind a proxy or pgbouncer
+	// the proxy's own settings decide. Whole seconds of 3 s or more make
+	// sense. Default DefaultClientGoneTimeout (30 s); negative: the
+	// server's settings. A setting given in the connection string wins.
+	ClientGoneTimeout time.Duration
 	// Tracer, when set, is told of every statement of the pool, beside the
 	// store's own tracer (a statement refused as read-only resets the
 	// pool: readOnlyReset). Default none.
@@ -150,6 +171,7 @@ const (
 	DefaultAttemptTimeout           = 15 * time.Second
 	DefaultIdleInTransactionTimeout = 5 * time.Second
 	DefaultLockTimeout              = 2 * time.Second
+	DefaultClientGoneTimeout        = 30 * time.Second
 	DefaultPingTimeout              = 5 * time.Second
 )
 
@@ -185,6 +207,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.LockTimeout == 0 {
 		cfg.LockTimeout = DefaultLockTimeout
+	}
+	if cfg.ClientGoneTimeout == 0 {
+		cfg.ClientGoneTimeout = DefaultClientGoneTimeout
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = DefaultConnectTimeout
@@ -275,6 +300,8 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //     its generic plan.
 //   - idle_in_transaction_session_timeout: Config.IdleInTransactionTimeout.
 //   - lock_timeout: Config.LockTimeout.
+//   - tcp_keepalives_idle, tcp_keepalives_interval, tcp_keepalives_count
+//     and tcp_user_timeout: Config.ClientGoneTimeout.
 //
 // The SET is bounded by bound, the connection's connect timeout: the pool
 // runs it under a context only Close ends, so a server that stops
@@ -285,15 +312,24 @@ func sessionSettings(given map[string]string, cfg Config, bound time.Duration) f
 	if _, ok := given["plan_cache_mode"]; !ok {
 		set = append(set, "SET plan_cache_mode = force_generic_plan")
 	}
-	for _, timeout := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout},
-		{"lock_timeout", cfg.LockTimeout},
-	} {
-		if _, ok := given[timeout.name]; !ok && timeout.d > 0 {
-			set = append(set, fmt.Sprintf("SET %s = %d", timeout.name, timeout.d.Milliseconds()))
+	type setting struct {
+		name  string
+		value int64 // none when not positive
+	}
+	settings := []setting{
+		{"idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout.Milliseconds()},
+		{"lock_timeout", cfg.LockTimeout.Milliseconds()},
+	}
+	if gone := cfg.ClientGoneTimeout; gone > 0 {
+		settings = append(settings,
+			setting{"tcp_keepalives_idle", max(int64(gone/3/time.Second), 1)}, // seconds
+			setting{"tcp_keepalives_interval", max(int64(gone/6/time.Second), 1)},
+			setting{"tcp_keepalives_count", 3},
+			setting{"tcp_user_timeout", gone.Milliseconds()})
+	}
+	for _, s := range settings {
+		if _, ok := given[s.name]; !ok && s.value > 0 {
+			set = append(set, fmt.Sprintf("SET %s = %d", s.name, s.value))
 		}
 	}
 	if len(set) == 0 {
