@@ -321,6 +321,6 @@ func TestClientGoneSettings(t *testing.T) {
 		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW `+setting).Scan(&got))
 		require.Equal(t, want, got, setting)
 	}
-	// SHOW prints the TCP settings as the kernel holds them, without units.
+	// SHOW prints the TCP settings as bare numbers, without units.
 	requireTimeoutGiven(t, sch, "tcp_user_timeout", "60000", store.Config{ClientGoneTimeout: -1})
 }

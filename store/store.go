@@ -100,8 +100,9 @@ type Config struct {
 	// releasing its row locks. A replica frozen (a paused VM or container,
 	// SIGSTOP) or cut off from PostgreSQL in the middle of a transaction
 	// would otherwise keep the locks of its partitions' offset and lock
-	// rows for as long as it stays so (a frozen client's kernel still
-	// answers TCP keepalives), and the replica given its partitions would
+	// rows for as long as it stays so (a frozen process's kernel still
+	// answers TCP keepalives; a paused VM or a cut-off host only until
+	// ClientGoneTimeout), and the replica given its partitions would
 	// wait on them. Below the session timeout of Kafka's group (6 s by
 	// default), the rows are free by the time the partitions move. The
 	// worker's transactions wait on their client between statements only
@@ -151,7 +152,7 @@ type Config struct {
 	// loop's session lock (the other replicas skip their passes
 	// meanwhile). A frozen replica's kernel still acknowledges, so it keeps
 	// its sessions, unless the server's answers fill its receive window
-	// for as long (Linux then ends the connection too), or a paused VM's
+	// for as long (a recent Linux then ends the connection too), or a paused VM's
 	// kernel is frozen with it: its transactions then fail as on a lost
 	// connection, and are retried. The pool's connections only, over TCP,
 	// and only as far as the server's peer: behind a proxy or pgbouncer
@@ -290,8 +291,8 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 
 // sessionSettings is the pool's AfterConnect: it sets on each connection
 // what the connection string does not (given there, it is sent at startup
-// instead; a pgbouncer in front must allow it through
-// ignore_startup_parameters), in one round trip; nil when it sets them all.
+// instead, which pgbouncer refuses, or with ignore_startup_parameters
+// drops), in one round trip; nil when it sets them all.
 //
 //   - plan_cache_mode force_generic_plan: each prepared statement is
 //     planned once. Under auto PostgreSQL re-plans the set-based statements

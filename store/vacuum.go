@@ -102,9 +102,9 @@ const VacuumLockClass = 0x4c57_5643 // "LWVC"
 // connection and the lock, and releasing it, as a transaction's attempt is
 // (Config.AttemptTimeout); the VACUUM by the most an attempt may grow to
 // (64 times that, 16 minutes by default). The server keeps the lock of a
-// session whose client vanished until it notices (Config.ClientGoneTimeout
-// after the VACUUM ends, over TCP); other replicas skip their passes
-// meanwhile.
+// session whose client vanished until it notices (up to
+// Config.ClientGoneTimeout after the VACUUM ends, over TCP); other
+// replicas skip their passes meanwhile.
 func (s *Store) Vacuum(ctx context.Context, tables []string) (bool, error) {
 	if len(tables) == 0 {
 		return true, nil
