@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/tern/v2/migrate"
 
 	"github.com/omninode/lockworker/migrations"
@@ -260,8 +259,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 		}
 		return nil
 	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "55P03" && current != "" {
+	if lockTimedOut(err) && current != "" {
 		// Told before tern's lock goes with conn; tern rolled the
 		// migration back. A failure to tell leaves the waiters to try.
 		_, _ = conn.Exec(ctx, "SELECT pg_notify($1, current_schema() || E'\\n' || $2)", lockTimedOutChannel, current)
