@@ -91,18 +91,18 @@ func checkConnString(s string) error {
 			}
 		}
 	} else {
-		pairs, err := splitKeywordValue(s)
+		pairs, err := connstr.SplitKeywordValue(s)
 		if err != nil || len(pairs) == 0 {
 			return errConnString
 		}
 		for _, p := range pairs {
-			if strings.Contains(p.key, "://") {
+			if strings.Contains(p.Key, "://") {
 				// pgx would send the "jdbc:postgresql://db/x?user" of
 				// "jdbc:postgresql://db/x?user=u" as a parameter and
 				// connect to its defaults: it is a URL of the wrong scheme.
 				return errConnString
 			}
-			keys = append(keys, p.key)
+			keys = append(keys, p.Key)
 		}
 	}
 	for _, k := range keys {
@@ -116,66 +116,6 @@ func checkConnString(s string) error {
 // poolSettings are the pool sizes pgxpool reads from a connection string,
 // which lockworker sets from its own variables whatever the string says.
 var poolSettings = map[string]string{"pool_min_conns": "POSTGRES_MIN_CONNECTIONS", "pool_max_conns": "POSTGRES_MAX_CONNECTIONS"}
-
-// keyValue is one setting of a key=value string: s[start:end] is its value
-// as written (quotes and backslashes included).
-type keyValue struct {
-	key        string
-	start, end int
-}
-
-// spaces are the white space of libpq's connection strings.
-const spaces = " \t\n\v\f\r"
-
-func isSpace(c byte) bool { return strings.IndexByte(spaces, c) >= 0 }
-
-func skipSpaces(s string, i int) int {
-	for i < len(s) && isSpace(s[i]) {
-		i++
-	}
-	return i
-}
-
-// splitKeywordValue splits a key=value string as pgx's
-// parseKeywordValueSettings does: a value is quoted ('a b', \' and \\
-// escaped) or runs to the next unescaped white space, and a backslash
-// escapes the next character either way.
-func splitKeywordValue(s string) ([]keyValue, error) {
-	var pairs []keyValue
-	for i := skipSpaces(s, 0); i < len(s); {
-		eq := strings.IndexByte(s[i:], '=')
-		if eq < 0 {
-			return nil, errConnString
-		}
-		key := strings.TrimRight(s[i:i+eq], spaces)
-		if key == "" || strings.ContainsAny(key, spaces) {
-			return nil, errConnString
-		}
-		start := skipSpaces(s, i+eq+1)
-		end := start
-		if end < len(s) && s[end] == '\'' {
-			for end++; end < len(s) && s[end] != '\''; end++ {
-				if s[end] == '\\' {
-					end++
-				}
-			}
-			if end >= len(s) {
-				return nil, errConnString // unterminated quote
-			}
-			end++
-		} else {
-			for ; end < len(s) && !isSpace(s[end]); end++ {
-				if s[end] == '\\' {
-					end++
-				}
-			}
-			end = min(end, len(s)) // a trailing backslash ends the string
-		}
-		pairs = append(pairs, keyValue{key: key, start: start, end: end})
-		i = skipSpaces(s, end)
-	}
-	return pairs, nil
-}
 
 // urlParts locates the secrets of a postgres:// URL: s[userinfo] is the
 // user:password before '@' (empty when absent) and s[query:] the query
@@ -249,7 +189,7 @@ func indexOrLen(s, chars string) int {
 // parameter, or a password or sslpassword keyword.
 func redactDatabaseURL(s string) string {
 	if !connstr.IsURL(s) {
-		pairs, err := splitKeywordValue(s)
+		pairs, err := connstr.SplitKeywordValue(s)
 		if err != nil {
 			// Cannot tell where the password ends; hide everything.
 			return "(invalid connection string hidden)"
@@ -257,10 +197,10 @@ func redactDatabaseURL(s string) string {
 		var b strings.Builder
 		last := 0
 		for _, p := range pairs {
-			if secretKey(p.key) && p.end > p.start {
-				b.WriteString(s[last:p.start])
+			if secretKey(p.Key) && p.End > p.Start {
+				b.WriteString(s[last:p.Start])
 				b.WriteString(masked)
-				last = p.end
+				last = p.End
 			}
 		}
 		b.WriteString(s[last:])

@@ -8,6 +8,7 @@
 package connstr
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -90,47 +91,92 @@ func queryStart(s string) int {
 	return -1
 }
 
-// ending says how keyword/value string s ends, read as pgconn's
-// parseKeywordValueSettings reads it: its last keyword waiting for a
-// value, or its last value unquoted and ending in an unpaired backslash.
-// What it says of a string pgconn refuses does not matter: what is
-// appended cannot mend it.
+// ending says how keyword/value string s ends, read as pgconn reads it:
+// its last keyword waiting for a value, or its last value unquoted and
+// ending in an unpaired backslash. What it says of a string pgconn refuses
+// does not matter: what is appended cannot mend it.
 func ending(s string) (waiting, backslash bool) {
-	const space = " \t\n\r\v\f"
-	s = strings.TrimLeft(s, space)
-	for len(s) > 0 {
-		eq := strings.IndexByte(s, '=')
+	pairs, err := SplitKeywordValue(s)
+	if err != nil || len(pairs) == 0 {
+		return false, false
+	}
+	last := pairs[len(pairs)-1]
+	if last.Start == len(s) {
+		return true, false
+	}
+	value := s[last.Start:last.End]
+	if value[0] == '\'' {
+		return false, false
+	}
+	// Backslashes pair off from the left: an odd run at the end leaves
+	// the last one escaping nothing.
+	run := len(value) - len(strings.TrimRight(value, `\`))
+	return false, run%2 == 1
+}
+
+// Pair is one setting of a keyword/value string: s[Start:End] is its value
+// as written (quotes and backslashes included).
+type Pair struct {
+	Key        string
+	Start, End int
+}
+
+// errKeywordValue is SplitKeywordValue's error.
+var errKeywordValue = errors.New("not a keyword/value connection string")
+
+// spaces are the white space of libpq's connection strings.
+const spaces = " \t\n\v\f\r"
+
+func isSpace(c byte) bool { return strings.IndexByte(spaces, c) >= 0 }
+
+func skipSpaces(s string, i int) int {
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	return i
+}
+
+// SplitKeywordValue splits a keyword/value string as pgconn's
+// parseKeywordValueSettings does: a value is quoted ('a b', \' and \\
+// escaped) or runs to the next unescaped white space, and a backslash
+// escapes the next character either way. A string pgconn refuses (a
+// keyword without "=", an empty keyword, an unterminated quote) is an
+// error.
+func SplitKeywordValue(s string) ([]Pair, error) {
+	var pairs []Pair
+	for i := skipSpaces(s, 0); i < len(s); {
+		eq := strings.IndexByte(s[i:], '=')
 		if eq < 0 {
-			return false, false
+			return nil, errKeywordValue
 		}
-		s = strings.TrimLeft(s[eq+1:], space)
-		switch {
-		case len(s) == 0:
-			return true, false
-		case s[0] != '\'':
-			end := 0
-			for ; end < len(s) && !strings.ContainsRune(space, rune(s[end])); end++ {
-				if s[end] == '\\' {
-					if end++; end == len(s) {
-						return false, true
-					}
-				}
-			}
-			s = strings.TrimLeft(s[end:], space)
-		default:
-			end := 1
-			for ; end < len(s) && s[end] != '\''; end++ {
+		key := strings.TrimRight(s[i:i+eq], spaces)
+		if key == "" || strings.ContainsAny(key, spaces) {
+			return nil, errKeywordValue
+		}
+		start := skipSpaces(s, i+eq+1)
+		end := start
+		if end < len(s) && s[end] == '\'' {
+			for end++; end < len(s) && s[end] != '\''; end++ {
 				if s[end] == '\\' {
 					end++
 				}
 			}
 			if end >= len(s) {
-				return false, false // unterminated
+				return nil, errKeywordValue // unterminated quote
 			}
-			s = strings.TrimLeft(s[end+1:], space)
+			end++
+		} else {
+			for ; end < len(s) && !isSpace(s[end]); end++ {
+				if s[end] == '\\' {
+					end++
+				}
+			}
+			end = min(end, len(s)) // a trailing backslash ends the string
 		}
+		pairs = append(pairs, Pair{Key: key, Start: start, End: end})
+		i = skipSpaces(s, end)
 	}
-	return false, false
+	return pairs, nil
 }
 
 // Server is the one TCP server s leads to, host:port, as pgconn reads it
