@@ -84,8 +84,8 @@ func checkConnString(s string) error {
 		if err != nil {
 			return err
 		}
-		if parts.query < len(s) {
-			for _, pair := range strings.Split(s[parts.query:], "&") {
+		if parts.Query < len(s) {
+			for _, pair := range strings.Split(s[parts.Query:], "&") {
 				key, _, _ := strings.Cut(pair, "=")
 				keys = append(keys, lenientUnescape(key))
 			}
@@ -117,71 +117,21 @@ func checkConnString(s string) error {
 // which lockworker sets from its own variables whatever the string says.
 var poolSettings = map[string]string{"pool_min_conns": "POSTGRES_MIN_CONNECTIONS", "pool_max_conns": "POSTGRES_MAX_CONNECTIONS"}
 
-// urlParts locates the secrets of a postgres:// URL: s[userinfo] is the
-// user:password before '@' (empty when absent) and s[query:] the query
-// (query is len(s) when absent).
-type urlParts struct {
-	userinfo [2]int
-	query    int
-}
-
-// splitURL follows pgx's parseURLSettings, which differs from net/url: the
-// userinfo ends at the first '@' before any '/' (so '?' and '#' may be in a
-// password unescaped), a host list may follow, and the query starts at the
-// first '?' after them.
-func splitURL(s string) (urlParts, error) {
-	i := strings.Index(s, "://") + len("://")
-	parts := urlParts{userinfo: [2]int{i, i}, query: len(s)}
-	if at := strings.IndexAny(s[i:], "@/"); at >= 0 && s[i+at] == '@' {
-		parts.userinfo[1] = i + at
-		i += at + 1
+// splitURL is connstr.SplitURL refusing, as pgx does, a query parameter
+// without exactly one '='.
+func splitURL(s string) (connstr.URLParts, error) {
+	parts, err := connstr.SplitURL(s)
+	if err != nil {
+		return connstr.URLParts{}, errConnString
 	}
-	for {
-		if i < len(s) && s[i] == '[' {
-			end := strings.IndexByte(s[i:], ']')
-			if end < 0 {
-				return urlParts{}, errConnString
-			}
-			i += end + 1
-		} else {
-			i += indexOrLen(s[i:], ":/?,")
-		}
-		if i < len(s) && s[i] == ':' {
-			i++
-			end := i + indexOrLen(s[i:], "/?,")
-			// pgx refuses the URL then; a '/' in an unescaped password
-			// ends the userinfo early and lands its rest here.
-			if port, err := strconv.ParseUint(s[i:end], 10, 16); end > i && (err != nil || port == 0) {
-				return urlParts{}, errConnString
-			}
-			i = end
-		}
-		if i >= len(s) || s[i] != ',' {
-			break
-		}
-		i++
-	}
-	if i < len(s) && s[i] == '/' {
-		i += indexOrLen(s[i:], "?")
-	}
-	if i < len(s) && s[i] == '?' {
-		parts.query = i + 1
-		for params := s[i+1:]; params != ""; {
-			var pair string
-			pair, params, _ = strings.Cut(params, "&")
-			if strings.Count(pair, "=") != 1 {
-				return urlParts{}, errConnString
-			}
+	for params := s[parts.Query:]; params != ""; {
+		var pair string
+		pair, params, _ = strings.Cut(params, "&")
+		if strings.Count(pair, "=") != 1 {
+			return connstr.URLParts{}, errConnString
 		}
 	}
 	return parts, nil
-}
-
-func indexOrLen(s, chars string) int {
-	if i := strings.IndexAny(s, chars); i >= 0 {
-		return i
-	}
-	return len(s)
 }
 
 // redactDatabaseURL masks every secret of a DATABASE_URL where pgx reads
@@ -213,18 +163,18 @@ func redactDatabaseURL(s string) string {
 	var b strings.Builder
 	// An unescaped '@' in a password ends pgx's userinfo early: mask up to
 	// the hosts' last '@' too.
-	if at := strings.LastIndexByte(s[parts.userinfo[1]:parts.query], '@'); parts.userinfo[1] > parts.userinfo[0] && at >= 0 {
-		parts.userinfo[1] += at
+	if at := strings.LastIndexByte(s[parts.Userinfo[1]:parts.Query], '@'); parts.Userinfo[1] > parts.Userinfo[0] && at >= 0 {
+		parts.Userinfo[1] += at
 	}
-	userinfo := s[parts.userinfo[0]:parts.userinfo[1]]
-	b.WriteString(s[:parts.userinfo[0]])
+	userinfo := s[parts.Userinfo[0]:parts.Userinfo[1]]
+	b.WriteString(s[:parts.Userinfo[0]])
 	if user, password, ok := strings.Cut(userinfo, ":"); ok && password != "" {
 		userinfo = user + ":" + masked
 	}
 	b.WriteString(userinfo)
-	b.WriteString(s[parts.userinfo[1]:parts.query])
-	if parts.query < len(s) {
-		pairs := strings.Split(s[parts.query:], "&")
+	b.WriteString(s[parts.Userinfo[1]:parts.Query])
+	if parts.Query < len(s) {
+		pairs := strings.Split(s[parts.Query:], "&")
 		for i, pair := range pairs {
 			// pgx decodes the key first: pass%77ord is a password too.
 			if key, value, _ := strings.Cut(pair, "="); value != "" && secretKey(lenientUnescape(key)) {

@@ -4,7 +4,8 @@
 // keyword, and applies a URL's query after its user info, host and path, so
 // an appended parameter wins in both forms, and what the string said
 // otherwise is left exactly as written (net/url refuses some URLs pgx
-// accepts, and would re-encode others).
+// accepts, and would re-encode others). It splits them as pgconn does, for
+// that and for the configuration's checks and redaction.
 package connstr
 
 import (
@@ -50,45 +51,81 @@ func WithParam(s, keyword, value string) string {
 	// as libpq, reads a "+" as itself.
 	escape := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
 	sep := "&"
-	switch q := queryStart(s); {
-	case q < 0:
-		sep = "?"
-	case q == len(s)-1 || strings.HasSuffix(s, "&"):
+	switch parts, err := SplitURL(s); {
+	case err != nil || !parts.HasQuery:
+		sep = "?" // refused either way when s is
+	case parts.Query == len(s) || strings.HasSuffix(s, "&"):
 		sep = "" // an empty pair would be refused
 	}
 	return s + sep + escape(keyword) + "=" + escape(value)
 }
 
-// queryStart is where the query of URL s begins, as pgconn finds it, or
-// -1: after the user info (which may hold a "?"), past any host in
-// brackets (an IPv6 address, taken whole), at the first "?" of the hosts
-// or of the path after them.
-func queryStart(s string) int {
-	_, rest, _ := strings.Cut(s, "://")
-	i := len(s) - len(rest)
-	if at := strings.IndexAny(rest, "@/"); at >= 0 && rest[at] == '@' {
+// URLParts locates what pgconn's parseURLSettings reads of a postgres://
+// URL apart from net/url: s[Userinfo[0]:Userinfo[1]] is the user info
+// before "@" (empty when absent), and the query's parameters begin at
+// Query, after its "?" (len(s) when there is none; HasQuery tells an
+// empty query apart).
+type URLParts struct {
+	Userinfo [2]int
+	Query    int
+	HasQuery bool
+}
+
+// errURL is SplitURL's error.
+var errURL = errors.New("not a postgres:// URL pgx reads")
+
+// SplitURL splits URL s as parseURLSettings does, unlike net/url: the user
+// info ends at the first "@" before any "/" (so "?" and "#" may be in a
+// password unescaped), a list of hosts may follow (one in brackets, an
+// IPv6 address, taken whole), and the query starts at the first "?" after
+// them. An unterminated bracket or a port pgconn refuses is an error; the
+// query's parameters are not read.
+func SplitURL(s string) (URLParts, error) {
+	i := strings.Index(s, "://") + len("://")
+	parts := URLParts{Userinfo: [2]int{i, i}, Query: len(s)}
+	if at := strings.IndexAny(s[i:], "@/"); at >= 0 && s[i+at] == '@' {
+		parts.Userinfo[1] = i + at
 		i += at + 1
 	}
-	for hostStart := true; i < len(s); i++ {
-		if hostStart && s[i] == '[' {
-			if end := strings.IndexByte(s[i:], ']'); end >= 0 {
-				i += end
-				hostStart = false
-				continue
+	for {
+		if i < len(s) && s[i] == '[' {
+			end := strings.IndexByte(s[i:], ']')
+			if end < 0 {
+				return URLParts{}, errURL
 			}
+			i += end + 1
+		} else {
+			i += indexOrLen(s[i:], ":/?,")
 		}
-		hostStart = s[i] == ','
-		switch s[i] {
-		case '?':
-			return i
-		case '/':
-			if q := strings.IndexByte(s[i:], '?'); q >= 0 {
-				return i + q
+		if i < len(s) && s[i] == ':' {
+			i++
+			end := i + indexOrLen(s[i:], "/?,")
+			// pgx refuses the URL then; a '/' in an unescaped password
+			// ends the user info early and lands its rest here.
+			if port, err := strconv.ParseUint(s[i:end], 10, 16); end > i && (err != nil || port == 0) {
+				return URLParts{}, errURL
 			}
-			return -1
+			i = end
 		}
+		if i >= len(s) || s[i] != ',' {
+			break
+		}
+		i++
 	}
-	return -1
+	if i < len(s) && s[i] == '/' {
+		i += indexOrLen(s[i:], "?")
+	}
+	if i < len(s) && s[i] == '?' {
+		parts.Query, parts.HasQuery = i+1, true
+	}
+	return parts, nil
+}
+
+func indexOrLen(s, chars string) int {
+	if i := strings.IndexAny(s, chars); i >= 0 {
+		return i
+	}
+	return len(s)
 }
 
 // ending says how keyword/value string s ends, read as pgconn reads it:
