@@ -117,12 +117,19 @@ func checkConnString(s string) error {
 // which lockworker sets from its own variables whatever the string says.
 var poolSettings = map[string]string{"pool_min_conns": "POSTGRES_MIN_CONNECTIONS", "pool_max_conns": "POSTGRES_MAX_CONNECTIONS"}
 
-// splitURL is connstr.SplitURL refusing, as pgx does, a query parameter
-// without exactly one '='.
+// splitURL is connstr.SplitURL refusing, as pgx does, a port that is not
+// a number from 1 to 65535 and a query parameter without exactly one '='.
 func splitURL(s string) (connstr.URLParts, error) {
 	parts, err := connstr.SplitURL(s)
 	if err != nil {
 		return connstr.URLParts{}, errConnString
+	}
+	for _, p := range parts.Ports {
+		// A '/' in an unescaped password ends the userinfo early and
+		// lands its rest here.
+		if port, err := strconv.ParseUint(s[p[0]:p[1]], 10, 16); p[1] > p[0] && (err != nil || port == 0) {
+			return connstr.URLParts{}, errConnString
+		}
 	}
 	for params := s[parts.Query:]; params != ""; {
 		var pair string

@@ -62,11 +62,13 @@ func WithParam(s, keyword, value string) string {
 
 // URLParts locates what pgconn's parseURLSettings reads of a postgres://
 // URL apart from net/url: s[Userinfo[0]:Userinfo[1]] is the user info
-// before "@" (empty when absent), and the query's parameters begin at
-// Query, after its "?" (len(s) when there is none; HasQuery tells an
-// empty query apart).
+// before "@" (empty when absent), s[p[0]:p[1]] for each p of Ports a
+// host's port as written (hosts without ":" give none), and the query's
+// parameters begin at Query, after its "?" (len(s) when there is none;
+// HasQuery tells an empty query apart).
 type URLParts struct {
 	Userinfo [2]int
+	Ports    [][2]int
 	Query    int
 	HasQuery bool
 }
@@ -78,8 +80,8 @@ var errURL = errors.New("not a postgres:// URL pgx reads")
 // info ends at the first "@" before any "/" (so "?" and "#" may be in a
 // password unescaped), a list of hosts may follow (one in brackets, an
 // IPv6 address, taken whole), and the query starts at the first "?" after
-// them. An unterminated bracket or a port pgconn refuses is an error; the
-// query's parameters are not read.
+// them. An unterminated bracket is an error; the ports and the query's
+// parameters are not read.
 func SplitURL(s string) (URLParts, error) {
 	i := strings.Index(s, "://") + len("://")
 	parts := URLParts{Userinfo: [2]int{i, i}, Query: len(s)}
@@ -100,11 +102,7 @@ func SplitURL(s string) (URLParts, error) {
 		if i < len(s) && s[i] == ':' {
 			i++
 			end := i + indexOrLen(s[i:], "/?,")
-			// pgx refuses the URL then; a '/' in an unescaped password
-			// ends the user info early and lands its rest here.
-			if port, err := strconv.ParseUint(s[i:end], 10, 16); end > i && (err != nil || port == 0) {
-				return URLParts{}, errURL
-			}
+			parts.Ports = append(parts.Ports, [2]int{i, end})
 			i = end
 		}
 		if i >= len(s) || s[i] != ',' {

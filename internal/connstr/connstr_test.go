@@ -51,6 +51,10 @@ func TestWithParamEndings(t *testing.T) {
 		"postgres://u@h/db?sslmode=disable&":  {},
 		"postgres://u@[::1?]/db":              {},
 		"postgres://u@h,[::1?]:5433/db":       {},
+		// Ports pgx reads though they are not plain numbers: the
+		// query's port wins over the hosts', and the port is decoded.
+		"postgres://u@h:0/db?port=5432&sslmode=disable": {},
+		"postgres://u@h:%35432/db?sslmode=disable":      {},
 	} {
 		got := connstr.WithParam(s, "search_path", "s")
 		cfg, err := pgconn.ParseConfig(got)
