@@ -314,12 +314,18 @@ func TestClientGoneSettings(t *testing.T) {
 	if !tcp {
 		t.Skip("TEST_DATABASE_URL reaches PostgreSQL over a Unix socket, which has no TCP settings")
 	}
+	// Probe's connection, apart from the pool, has them too.
+	require.NoError(t, st.Probe(ctx, 5*time.Second))
+	probe := st.ProbeConn()
+	require.NotNil(t, probe)
 	for setting, want := range map[string]string{
 		"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3", "tcp_user_timeout": "30000",
 	} {
 		var got string
 		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW `+setting).Scan(&got))
 		require.Equal(t, want, got, setting)
+		require.NoError(t, probe.QueryRow(ctx, `SHOW `+setting).Scan(&got))
+		require.Equal(t, want, got, "Probe's "+setting)
 	}
 	// SHOW prints the TCP settings as bare numbers, without units.
 	requireTimeoutGiven(t, sch, "tcp_user_timeout", "60000", store.Config{ClientGoneTimeout: -1})

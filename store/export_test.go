@@ -22,3 +22,10 @@ func StartRetryable(ctx context.Context, err error) bool {
 func SessionSettings(idle, bound time.Duration) func(context.Context, *pgx.Conn) error {
 	return sessionSettings(nil, Config{IdleInTransactionTimeout: idle, LockTimeout: DefaultLockTimeout}, bound)
 }
+
+// ProbeConn is Probe's connection: nil before the first Probe.
+func (s *Store) ProbeConn() *pgx.Conn {
+	s.probe.mu.Lock()
+	defer s.probe.mu.Unlock()
+	return s.probe.conn
+}

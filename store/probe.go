@@ -31,8 +31,9 @@ var errProbeClosed = errors.New("the store is closed")
 
 // Probe tells whether PostgreSQL answers this process now: one round trip
 // on a connection of its own, made again after one fails. Each attempt to
-// connect (one per address of each host of the connection string) and the
-// round trip are each bounded by timeout, the whole (host names resolved
+// connect (one per address of each host of the connection string), a new
+// connection's settings (as the pool's) and the round trip are each bounded
+// by timeout, the whole (host names resolved
 // included) by ctx. An error the server sends (too many connections, a
 // login refused, starting up) is an answer: nil, though that connection is
 // not kept. A connection exception (SQLSTATE class 08, as a pooler such as
@@ -50,13 +51,27 @@ func (s *Store) Probe(ctx context.Context, timeout time.Duration) error {
 		s.probe.closeConn()
 	}
 	if s.probe.conn == nil {
-		cc := s.Pool.Config().ConnConfig // a copy
+		pcfg := s.Pool.Config() // a copy
+		cc := pcfg.ConnConfig
 		cc.ConnectTimeout = timeout
 		c, err := pgx.ConnectConfig(ctx, cc)
 		if err != nil {
 			return answered(err, oneHost(cc))
 		}
 		s.probe.conn, s.probe.opened = c, time.Now()
+		// The pool's session settings (sessionSettings): above all the
+		// server's keepalives, so that the server ends this session too
+		// when this process's host is gone (Config.ClientGoneTimeout)
+		// rather than keep it, and its connection slot, for hours.
+		if setup := pcfg.AfterConnect; setup != nil {
+			sctx, cancel := context.WithTimeout(ctx, timeout)
+			err := setup(sctx, c)
+			cancel()
+			if err != nil {
+				s.probe.closeConn()
+				return answered(err, true)
+			}
+		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
