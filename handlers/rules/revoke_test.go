@@ -143,3 +143,20 @@ func TestRevokeDoesNotRevokeTheWaiterItGrants(t *testing.T) {
 	require.Equal(t, "expire a, grant w, refuse NOT_HELD", kinds(m.revoke("")))
 	require.Equal(t, "revoke w", kinds(m.revoke("")), "w holds the lock")
 }
+
+// TestLockDelayWithOnlyLapsedWaiters: in a lock-delay, waiters whose
+// deadlines have passed wait for no one, so an acquire with another limit
+// is queued under its own, not refused LIMIT_MISMATCH.
+func TestLockDelayWithOnlyLapsedWaiters(t *testing.T) {
+	m := newModel(t)
+	require.Equal(t, "grant a", kinds(m.acquireWith("a", 10, 0, 5, 0)))
+	require.Equal(t, "queue w", kinds(m.acquireWith("w", 10, 12, 0, 0)))
+	m.advance(10 * time.Second)
+	require.Equal(t, "expire a", kinds(m.expire()))
+	m.advance(3 * time.Second) // w's deadline passed; the delay runs to + 15 s
+	require.Equal(t, "refuse LOCK_HELD", kinds(m.acquire("b", Exclusive, 2, 10, 0)), "nothing is granted in the delay")
+	require.Equal(t, "timeout w, queue b", kinds(m.acquire("b", Exclusive, 2, 10, 60)))
+	require.Equal(t, 2, m.Limit)
+	m.advance(2 * time.Second)
+	require.Equal(t, "grant b", kinds(m.expire()))
+}

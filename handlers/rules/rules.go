@@ -575,7 +575,11 @@ func (l *Lock) Acquire(r Request) []Effect {
 		}
 		return append(effs, Effect{Kind: Renew, Holder: *h, Info: l.about(*h, Acquired)})
 	}
-	if (len(l.Holders) > 0 || l.Waiting > 0) && r.Limit != l.Limit {
+	// Waiters past their deadline hold nothing to agree with: in a
+	// lock-delay, where HandOff does not answer them, they would otherwise
+	// keep a lock nobody holds or waits for at their limit until the
+	// scheduler's next pass.
+	if (len(l.Holders) > 0 || l.live() > 0) && r.Limit != l.Limit {
 		return append(effs, l.limitMismatch(r))
 	}
 	if len(l.Head) == 0 && l.live() == 0 && l.compatible(r.Mode) && !l.delayed() {
