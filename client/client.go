@@ -106,8 +106,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if g, _ := cfg.Client.OptValue(kgo.ConsumerGroup).(string); g != "" {
 			return nil, fmt.Errorf("%w: Config.Client must not be a group consumer: the SDK reads replies with its own client", ErrInvalidConfig)
 		}
-		if ts, _ := cfg.Client.OptValue(kgo.ConsumeTopics).([]string); len(ts) > 0 {
-			return nil, fmt.Errorf("%w: Config.Client must not consume topics: the SDK reads replies with its own client", ErrInvalidConfig)
+		ts, _ := cfg.Client.OptValue(kgo.ConsumeTopics).([]string)
+		ps, _ := cfg.Client.OptValue(kgo.ConsumePartitions).(map[string]map[int32]kgo.Offset)
+		if len(ts) > 0 || len(ps) > 0 {
+			return nil, fmt.Errorf("%w: Config.Client must not consume topics or partitions: the SDK reads replies with its own client", ErrInvalidConfig)
 		}
 		c.prod, c.baseOpts = cfg.Client, cfg.Client.Opts()
 	} else {

@@ -445,14 +445,23 @@ func TestNewRefusesItsConfig(t *testing.T) {
 	kc, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("t"))
 	require.NoError(t, err)
 	defer kc.Close()
+	topicsKC, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), kgo.ConsumeTopics("t"))
+	require.NoError(t, err)
+	defer topicsKC.Close()
+	partitionsKC, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"t": {0: kgo.NewOffset().AtStart()}}))
+	require.NoError(t, err)
+	defer partitionsKC.Close()
 	for name, cfg := range map[string]client.Config{
-		"requester not the token's subject": {Requester: "billing", Token: unsigned("orders")},
-		"reply topic Kafka refuses":         {Requester: "a b"},
-		"commands topic Kafka refuses":      {Topics: topics.Names{Commands: "a/b"}},
-		"token and signing key":             {Token: unsigned("x"), SigningKeyFile: "/nonexistent"},
-		"signing key unreadable":            {SigningKeyFile: filepath.Join(t.TempDir(), "missing")},
-		"a group consumer as Config.Client": {Client: kc},
-		"reply topic replication factor":    {ReplyTopicReplicationFactor: -2},
+		"requester not the token's subject":     {Requester: "billing", Token: unsigned("orders")},
+		"reply topic Kafka refuses":             {Requester: "a b"},
+		"commands topic Kafka refuses":          {Topics: topics.Names{Commands: "a/b"}},
+		"token and signing key":                 {Token: unsigned("x"), SigningKeyFile: "/nonexistent"},
+		"signing key unreadable":                {SigningKeyFile: filepath.Join(t.TempDir(), "missing")},
+		"a group consumer as Config.Client":     {Client: kc},
+		"a topic consumer as Config.Client":     {Client: topicsKC},
+		"a partition consumer as Config.Client": {Client: partitionsKC},
+		"reply topic replication factor":        {ReplyTopicReplicationFactor: -2},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg.Brokers = []string{"127.0.0.1:1"} // never reached

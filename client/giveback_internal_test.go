@@ -741,3 +741,59 @@ func TestGiveBackWaitsForReleaseFindingTheLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseAnsweredWithdrawnIsNotHeld: a release the worker answers by
+// withdrawing a wait of the same owner (the lease ended on the worker
+// before the client knew, and another acquire of the owner waits for the
+// lock) did not end this lease: the owner held nothing. Release says so,
+// ErrNotHeld, and the lease is lost, not released.
+func TestReleaseAnsweredWithdrawnIsNotHeld(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 30))
+		case topics.OpRelease:
+			ev := topics.NewEvent(topics.TypeWithdrawn, cmd.Operation, cmd.RequestID, time.Now())
+			ev.LockInfo = &topics.LockInfo{Namespace: cmd.Namespace, LockName: cmd.LockName, OwnerID: cmd.OwnerID, Status: topics.StatusAcquired}
+			return one(ev)
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	err = l.Release(ctx)
+	require.ErrorIs(t, err, ErrNotHeld)
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	require.NotErrorIs(t, l.Err(), ErrReleased)
+	select {
+	case <-l.Lost():
+	default:
+		t.Fatal("Lost not closed")
+	}
+}
+
+// TestSessionCloseAfterARefusedClose: a Close after one the worker refused
+// returns that refusal again, sending nothing, rather than nil.
+func TestSessionCloseAfterARefusedClose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpSessionClose:
+			return one(rejectedEvent(cmd, topics.CodeSessionNotFound))
+		}
+		return nil
+	})
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	require.ErrorIs(t, s.Close(ctx), ErrSessionNotFound)
+	start := seen.len()
+	require.ErrorIs(t, s.Close(ctx), ErrSessionNotFound, "Close after a refused Close")
+	require.Empty(t, seen.since(start), "sent again")
+}

@@ -140,10 +140,10 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 			s.expire()
 		}
 		if !s.add(l) {
+			// Lost now or before the grant was read (its deadline timer,
+			// the boot-clock watch, a Close): late either way.
 			l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, s.Err()))
-			if due {
-				return l, &lateGrant{err: l.Err(), bootOnly: !mono}
-			}
+			return l, &lateGrant{err: l.Err(), bootOnly: due && !mono}
 		}
 	} else {
 		l.mu.Lock()
@@ -163,7 +163,8 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 	return l, nil
 }
 
-// lateGrant is newLease's error for a grant read past its local deadline:
+// lateGrant is newLease's error for a grant read past its local deadline,
+// or after its session was lost:
 // err, the lease's loss, wraps ErrLeaseLost. bootOnly says the deadline had
 // passed by the boot clock alone, not the monotonic one: the host slept
 // (or, on the wall-clock fallback, the clock stepped) while the grant was
@@ -501,7 +502,9 @@ func (l *Lease) capRoom() time.Duration {
 // sends nothing: the brokers may be down, and the worker frees the lock by
 // the lease's expiry anyway. A lease the worker ended before the client knew
 // is refused, and then lost: the error wraps ErrNotHeld (nobody holds the
-// lock), ErrNotOwner (another owner was granted it since) or
+// lock; or the owner was waiting in its queue, another acquire of it, which
+// the release withdrew, as the worker does a release for an owner that
+// waits), ErrNotOwner (another owner was granted it since) or
 // ErrTokenMismatch (the same owner holds it under a newer lease, a later
 // acquire's). Release after Release is a no-op; after one that returned an
 // error (ctx ended, no answer), it sends the same command again, which the
@@ -552,10 +555,19 @@ func (l *Lease) Release(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
 	}
-	if ev.Type == topics.TypeRejected {
-		e := rejection(ev)
-		l.lose(fmt.Errorf("%w: release refused: %w", ErrLeaseLost, e))
-		return fmt.Errorf("releasing lock %q: %w", l.key(), e)
+	var refused error
+	switch ev.Type {
+	case topics.TypeRejected:
+		refused = rejection(ev)
+	case topics.TypeWithdrawn:
+		// The worker withdrew a wait of the owner (another acquire of it
+		// for this lock): an owner waiting holds nothing, so this lease
+		// had ended before the client knew.
+		refused = fmt.Errorf("%w: the owner was waiting in the lock's queue, and the release withdrew that wait", ErrNotHeld)
+	}
+	if refused != nil {
+		l.lose(fmt.Errorf("%w: release refused: %w", ErrLeaseLost, refused))
+		return fmt.Errorf("releasing lock %q: %w", l.key(), refused)
 	}
 	l.end(ErrReleased)
 	return nil

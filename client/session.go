@@ -43,9 +43,12 @@ type Session struct {
 	err      error // why the session ended
 	leases   map[*Lease]bool
 	// closeCmd is Close's command, sent again (same request_id) by a Close
-	// after one that got no answer; closed is set once one was answered.
-	closeCmd *topics.Command
-	closed   bool
+	// after one that got no answer; closed is set once one was answered,
+	// and closeRefused to that answer when it was a refusal, which a later
+	// Close returns again.
+	closeCmd     *topics.Command
+	closed       bool
+	closeRefused error
 	// closing serializes Close calls (capacity 1), which send one command,
 	// as Lease.releasing does Release calls.
 	closing chan struct{}
@@ -200,7 +203,8 @@ func (s *Session) ExpiresAt() time.Time {
 // cancelled first (with ErrReleased), so work under them stops before
 // another owner starts. A session already lost returns its loss at once.
 // The keep-alive stops at the first Close. Close after a Close that was
-// answered is a no-op; after one that returned an error (ctx ended, no
+// answered sends nothing and returns what that one did (nil, or the
+// refusal); after one that returned an error (ctx ended, no
 // answer), it sends the same command again, which the worker applies once:
 // its answer says whether the close took effect. Once the session's expiry
 // has passed, though, Close returns nil without sending: the session has
@@ -231,20 +235,26 @@ func (s *Session) Close(ctx context.Context) error {
 		cmd := s.command(topics.OpSessionClose)
 		s.closeCmd = &cmd
 	}
-	cmd, done := *s.closeCmd, s.closed || again && s.due()
+	cmd, done, refused := *s.closeCmd, s.closed || again && s.due(), s.closeRefused
 	s.mu.Unlock()
 	if done {
+		if refused != nil {
+			return fmt.Errorf("closing session %q: %w", s.ID, refused)
+		}
 		return nil
 	}
 	ev, err := s.c.send(ctx, cmd)
 	if err != nil {
 		return fmt.Errorf("closing session %q: %w", s.ID, err)
 	}
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
 	if ev.Type == topics.TypeRejected {
-		return fmt.Errorf("closing session %q: %w", s.ID, rejection(ev))
+		refused = rejection(ev)
+	}
+	s.mu.Lock()
+	s.closed, s.closeRefused = true, refused
+	s.mu.Unlock()
+	if refused != nil {
+		return fmt.Errorf("closing session %q: %w", s.ID, refused)
 	}
 	return nil
 }
