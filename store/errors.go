@@ -97,7 +97,15 @@ func translate(err error) error { return translateAs(err, transient) }
 // startRetryable says a retry may cure err, and never once ctx is done (its
 // own deadline is not a connect_timeout: the retry would end at once, after
 // a needless "retrying").
+//
+// An attempt that failed for a reason a retry may cure, once ctx is done
+// (a signal while connecting, say), ends the start for ctx's reason, its
+// error wrapping ctx.Err(): the retry that ctx stopped, not the attempt's
+// own failure, is why the start ends (lockworker exits 0 on a signal).
 func translateStart(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) && startRetryable(err) {
+		return fmt.Errorf("%w (the last attempt: %v)", ctx.Err(), err)
+	}
 	return translateAs(err, func(err error) bool { return ctx.Err() == nil && startRetryable(err) })
 }
 

@@ -29,3 +29,6 @@ func (s *Store) ProbeConn() *pgx.Conn {
 	defer s.probe.mu.Unlock()
 	return s.probe.conn
 }
+
+// TranslateStart is Open's and Migrate's translation of an attempt's error.
+func TranslateStart(ctx context.Context, err error) error { return translateStart(ctx, err) }

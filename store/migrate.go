@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/tern/v2/migrate"
 
 	"github.com/omninode/lockworker/migrations"
@@ -150,8 +151,9 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	}
 	last := len(files)
 	var version int
-	// Any error (no version table yet) leaves it to tern.
-	if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil {
+	err = conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version)
+	switch pgErr, _ := errors.AsType[*pgconn.PgError](err); {
+	case err == nil:
 		if version == last {
 			conn.Release()
 			return nil
@@ -160,6 +162,13 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 			conn.Release()
 			return &SchemaNewerError{Version: version, Latest: last}
 		}
+	case pgErr != nil && pgErr.Code == "42P01": // undefined_table
+		// No version table yet: a new database, at version 0.
+	default:
+		// Not an answer about the schema (a lost connection, a stop):
+		// no "schema is behind" for it.
+		conn.Release()
+		return fmt.Errorf("migrating: reading the schema version: %w", err)
 	}
 	if ev.Pending != nil {
 		ev.Pending(version, last)

@@ -1430,6 +1430,15 @@ func TestStartRetryable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	assert.False(t, store.StartRetryable(ctx, connectError(t, refused)), "the caller's ctx done: not retried")
+	// A signal that lands while an attempt fails for its own reason ends
+	// the start as the signal's (lockworker exits 0), not as the attempt's
+	// failure; a failure no retry cures stays what it is.
+	err := store.TranslateStart(ctx, connectError(t, refused))
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorContains(t, err, "connection refused")
+	err = store.TranslateStart(ctx, connectError(t, &pgconn.PgError{Code: "28P01"}))
+	require.NotErrorIs(t, err, context.Canceled)
+	require.ErrorIs(t, err, store.ErrAccessDenied)
 }
 
 // connectError is the error of a pgconn connection to as many hosts as

@@ -137,8 +137,8 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 	if err != nil {
 		f.Took = time.Since(began)
 		err = fmt.Errorf("reading the newest fencing tokens of topic %q (lock.acquired; Read and Describe on it are needed, or set TOKEN_FLOOR_CHECK=warn): %w", f.Topic, err)
-		if w.cfg.TokenFloorCheck != TokenFloorWarn {
-			return f, err
+		if w.cfg.TokenFloorCheck != TokenFloorWarn || ctx.Err() != nil {
+			return f, err // refused, or stopped: a stop is no failure to warn of
 		}
 		f.Skipped = true
 		w.log.Error().Err(err).Str("topic", f.Topic).Dur("took", f.Took).

@@ -96,7 +96,8 @@ type Config struct {
 	// prefix that commands may make the relay create: a reply_to naming a
 	// missing topic beyond it is refused (FORBIDDEN, dead-lettered). With
 	// CreateReplyTopics false, only existing reply topics are accepted.
-	// Default 0: not checked.
+	// Default 0: neither is checked, whatever CreateReplyTopics says (the
+	// service's MAX_REPLY_TOPICS is always above 0).
 	MaxReplyTopics    int
 	CreateReplyTopics bool
 	// Instance names this worker in ce_source ("lockworker/<instance>").

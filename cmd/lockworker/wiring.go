@@ -420,6 +420,9 @@ func setGroupConfigs(ctx context.Context, cl *kgo.Client, cfg config.Config, log
 	}
 	req.Resources = append(req.Resources, res)
 	resp, err := req.RequestWith(ctx, cl)
+	if err != nil && ctx.Err() != nil {
+		return // stopped: the next step reports it
+	}
 	if err != nil {
 		// Not the broker's answer: Kafka is not reached yet, which the
 		// first request that must succeed (EnsureTopics) reports.
