@@ -70,7 +70,9 @@ only for token issuers, never a requester.
 Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own
 exit code (128+N if signal N ended it) once it started, except 4 when the
-lease was lost while it ran (it was stopped; lockctl says so on stderr).
+lease was lost while it ran (it was stopped; lockctl says so on stderr) or
+its release was refused (the worker had ended the lease first); 1 when
+stopped before the command started.
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
 when the leadership was lost. run and elect stop COMMAND (SIGTERM, SIGKILL
 after --grace) when they hear that the lease is lost; a lease lost by

@@ -20,7 +20,11 @@ import (
 func main() {
 	// The first SIGINT, SIGTERM or SIGHUP (the terminal or ssh session
 	// gone) cancels ctx: `run` then stops its command and releases the
-	// lock, `watch` stops. A second one kills lockctl. A signal ignored at
+	// lock, `watch` stops. A second SIGINT (Ctrl-C again) kills lockctl,
+	// leaving the lock to its lease; further SIGTERMs and SIGHUPs are let
+	// pass, for they come in pairs without anyone asking twice: an ssh
+	// session that drops sends the foreground job a SIGHUP from its shell
+	// and another from the kernel as the shell exits. A signal ignored at
 	// start (SIGHUP under nohup, SIGINT in a background job of a shell
 	// without job control) stays ignored, for lockctl and its command alike.
 	var sigs []os.Signal
@@ -33,9 +37,23 @@ func main() {
 	if len(sigs) > 0 { // none would mean every signal
 		ctx, stop = signal.NotifyContext(ctx, sigs...)
 	}
+	var again []os.Signal // caught, and dropped, after the first
+	for _, sig := range sigs {
+		if sig != os.Interrupt {
+			again = append(again, sig)
+		}
+	}
 	go func() {
 		<-ctx.Done()
-		stop() // back to the default action for the next signal
+		if len(again) > 0 {
+			drop := make(chan os.Signal, 1)
+			signal.Notify(drop, again...)
+			go func() {
+				for range drop {
+				}
+			}()
+		}
+		stop() // SIGINT back to its default action
 	}()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -1002,3 +1002,63 @@ func TestRunWithoutATerminalPassesSIGQUITOn(t *testing.T) {
 		})
 	}
 }
+
+// What the command started gets --grace too, even when the command itself
+// (a shell without a trap, here) ends at the SIGTERM at once: it is not
+// SIGKILLed the moment its parent is gone, but may finish its cleanup.
+// (The child writes elsewhere than lockctl's output, which lockctl run in a
+// test reads through a pipe it waits for: as where that output is a file or
+// a terminal.)
+func TestRunGivesWhatTheCommandStartedItsGrace(t *testing.T) {
+	const lock = "ctl-run-grace-children"
+	dir := t.TempDir()
+	pidFile, cleaned := filepath.Join(dir, "pid"), filepath.Join(dir, "cleaned")
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	_, _, wait := start(ctx, "run", "--lock", lock, "--grace", "20s", "--", "sh", "-c",
+		`sh -c 'trap "sleep 0.5; echo cleaned > \"\$2\"; exit 0" TERM; echo $$ > "$1"; while :; do sleep 0.1; done' sh "$1" "$2" >/dev/null 2>&1 & wait`,
+		"sh", pidFile, cleaned)
+	pid := readPid(t, "the command's child", pidFile)
+	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
+	interrupt()                              // as SIGINT to lockctl
+	r := wait()
+	assert.Equal(t, 128+int(syscall.SIGTERM), r.code, "the command's code: the SIGTERM ended it; %s", r.stderr)
+	b, err := os.ReadFile(cleaned)
+	require.NoError(t, err, "the command's child was killed before its cleanup ended: %s", r.stderr)
+	assert.Equal(t, "cleaned\n", string(b))
+	assert.True(t, gone(pid))
+	r = lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" released")
+}
+
+// A second hang-up or SIGTERM while lockctl stops its command changes
+// nothing (an ssh session that drops sends the foreground job two
+// SIGHUPs): lockctl waits for the command and releases the lock, rather
+// than die holding it.
+func TestRunOutlivesASecondHangUp(t *testing.T) {
+	const lock = "ctl-run-hup-twice"
+	c := make(chan os.Signal, 1) // see TestRunReleasesOnHangUp
+	signal.Notify(c, syscall.SIGHUP)
+	defer signal.Stop(c)
+	bin := buildLockctl(t)
+	dir := t.TempDir()
+	pidFile, stopping, goOn := filepath.Join(dir, "pid"), filepath.Join(dir, "stopping"), filepath.Join(dir, "go-on")
+	var stderr testlog.Buffer
+	cmd := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", lock, "--owner", "hup-twice", "--lease", "60", "--", "sh", "-c",
+		`trap 'echo > "$2"; while [ ! -e "$3" ]; do sleep 0.05; done; exit 0' TERM; echo $$ > "$1"; while :; do sleep 0.1; done`,
+		"sh", pidFile, stopping, goOn)
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	defer func() { _ = cmd.Process.Kill() }()
+	pid := readPid(t, "the command", pidFile)
+	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
+	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	eventually(t, "the command to be stopping", func() bool { _, err := os.Stat(stopping); return err == nil })
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, os.WriteFile(goOn, nil, 0o600))
+	require.NoError(t, cmd.Wait(), "lockctl passes on the command's 0: %s", stderr.String())
+	r := lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" released", "released, not left to its lease")
+}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -159,31 +160,57 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 			}
 		}
 	}()
-	code, runErr := c.runCommand(ctx, l, grace, args, env, group)
+	res := c.runCommand(ctx, l, grace, args, env, group)
 
+	if res.notStarted {
+		// Stopped (a signal, the lease lost) between the grant and the
+		// start: the command never ran, as when the lock was not taken.
+		why := context.Cause(ctx)
+		if lost := l.Err(); lost != nil {
+			why = lost
+		}
+		fmt.Fprintf(c.stderr, "lockctl: %v; %s not started; exit code %d\n", why, args[0], exitRefused)
+		c.release(ctx, l)
+		return exitErr{exitRefused}
+	}
 	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
-		// The command was stopped (or ended on its own as the lease
-		// ran out): the loss decides the exit code, not the command.
-		fmt.Fprintf(c.stderr, "lockctl: %v; stopped %s (%s); exit code %d\n", lost, args[0], describeExit(code, runErr), exitLeaseLost)
+		// The loss decides the exit code, not the command.
+		fmt.Fprintf(c.stderr, "lockctl: %v; %s; exit code %d\n", lost, res.describe(args[0]), exitLeaseLost)
 		return exitErr{exitLeaseLost}
 	}
 	// Release even if lockctl was interrupted: the lock must not
 	// outlive the command.
+	if err := c.release(ctx, l); err != nil && errors.Is(l.Err(), client.ErrLeaseLost) {
+		// Refused: the worker had ended the lease (a revoke lockctl did
+		// not hear of, cut off from Kafka), maybe while the command ran
+		// beside the next holder.
+		fmt.Fprintf(c.stderr, "lockctl: the lease was lost before %s exited (%s), and lockctl heard of it only at the release; exit code %d\n",
+			args[0], res.describe(args[0]), exitLeaseLost)
+		return exitErr{exitLeaseLost}
+	}
+	if res.err != nil {
+		fmt.Fprintf(c.stderr, "lockctl: %v\n", res.err)
+	}
+	return exitErr{res.code}
+}
+
+// release releases l, whatever ctx (the lock must not outlive the
+// command), within --timeout; its error is said on stderr and returned.
+func (c *cli) release(ctx context.Context, l *client.Lease) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout.d)
 	defer cancel()
-	if err := l.Release(rctx); err != nil {
+	err := l.Release(rctx)
+	if err != nil {
 		fmt.Fprintf(c.stderr, "lockctl: %v\n", err)
 	}
-	if runErr != nil {
-		fmt.Fprintf(c.stderr, "lockctl: %v\n", runErr)
-	}
-	return exitErr{code}
+	return err
 }
 
 // commandGroup is the command's process group (its own, without a
-// controlling terminal), where lockctl passes SIGQUIT on. It is signalled
-// only until the command is reaped: its id, the command's pid, may then be
-// another's.
+// controlling terminal), where lockctl passes SIGQUIT on. SIGQUIT goes to
+// it only until the command is reaped: its id, the command's pid, may then
+// be another's once the group is empty. (A stop's signals go on while the
+// group has members, which keep its id from new processes: runCommand.)
 type commandGroup struct {
 	mu      sync.Mutex
 	started bool        // the command has started, or failed to
@@ -227,14 +254,42 @@ func (g *commandGroup) exited() {
 	g.leader = nil
 }
 
+// ran is how a command run by runCommand ended.
+type ran struct {
+	code       int   // the exit code to pass on (128+N: signal N ended it)
+	signaled   bool  // a signal ended it
+	stopped    bool  // lockctl stopped it (the lease lost, a signal to lockctl)
+	notStarted bool  // stopped before it started
+	err        error // it could not start; or what it left held its output past the grace period
+}
+
+// describe says how command ended, for stderr.
+func (r ran) describe(command string) string {
+	how := "exit code " + strconv.Itoa(r.code)
+	switch {
+	case r.err != nil:
+		how = r.err.Error()
+	case r.signaled:
+		how = "signal " + syscall.Signal(r.code-128).String()
+	}
+	if r.stopped {
+		return "stopped " + command + " (" + how + ")"
+	}
+	return command + " exited (" + how + ")"
+}
+
+// graceTick is how often a stop looks whether what the command started
+// has exited, during the grace period after the command itself has.
+const graceTick = 50 * time.Millisecond
+
 // runCommand runs args until it exits, or until the lease is lost or ctx
 // ends (a signal to lockctl): then it sends the command and what it started
-// SIGTERM and, after grace, SIGKILL (at once when grace is 0). It returns
-// the exit code to pass on. env is added to the command's environment.
-// group is nil when lockctl has a controlling terminal
-// (hasControllingTerminal); otherwise the command gets a process group of
-// its own, which group follows.
-func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string, group *commandGroup) (int, error) {
+// SIGTERM and, once grace has passed since, SIGKILL to whatever of them is
+// left (at once when grace is 0), also when the command itself exited
+// first. env is added to the command's environment. group is nil when
+// lockctl has a controlling terminal (hasControllingTerminal); otherwise
+// the command gets a process group of its own, which group follows.
+func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string, group *commandGroup) ran {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.Context(), cancel)
@@ -286,15 +341,11 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			tree.root = &process{cmd.Process.Pid, start}
 		}
 	}
-	stopAll := func(sig syscall.Signal) error {
-		if group != nil {
-			return syscall.Kill(-cmd.Process.Pid, sig)
-		}
-		tree.Lock()
-		defer tree.Unlock()
+	// look finds what is below the command now, and below what was found
+	// before (once a process is gone, its children have another parent),
+	// adding it to tree.known; tree is locked.
+	look := func() []process {
 		rootOf()
-		// Below the command, and below what was found before: once a
-		// process is gone, its children have another parent.
 		var roots []process
 		if tree.root != nil {
 			roots = append(roots, *tree.root)
@@ -302,9 +353,19 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		for p := range tree.known {
 			roots = append(roots, p)
 		}
-		for _, p := range below(roots) {
+		found := below(roots)
+		for _, p := range found {
 			tree.known[p] = true
 		}
+		return found
+	}
+	stopAll := func(sig syscall.Signal) error {
+		if group != nil {
+			return syscall.Kill(-cmd.Process.Pid, sig)
+		}
+		tree.Lock()
+		defer tree.Unlock()
+		look()
 		err := cmd.Process.Signal(sig) // by its pidfd, which Wait's reap cannot turn into another's pid
 		for p := range tree.known {
 			if tree.root == nil || p != *tree.root {
@@ -313,6 +374,17 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		return err
 	}
+	// left says whether anything the command started is still there,
+	// once the command has been reaped.
+	left := func() bool {
+		if group != nil {
+			return syscall.Kill(-cmd.Process.Pid, 0) == nil
+		}
+		tree.Lock()
+		defer tree.Unlock()
+		return len(look()) > 0
+	}
+	var stopBegan atomic.Int64 // unix nanoseconds; 0: no stop yet
 	kill := syscall.SIGTERM
 	cmd.WaitDelay = grace
 	if grace == 0 {
@@ -321,8 +393,12 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		// command may hold (0 would read them until EOF).
 		cmd.WaitDelay = time.Second
 	}
-	cmd.Cancel = func() error { return stopAll(kill) }
+	cmd.Cancel = func() error {
+		stopBegan.CompareAndSwap(0, time.Now().UnixNano())
+		return stopAll(kill)
+	}
 	tree.known = map[process]bool{}
+	stopped := false // lockctl stopped the command before it exited
 	err := cmd.Start()
 	if group != nil {
 		var started *os.Process
@@ -340,30 +416,46 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			group.exited()
 		}
 		err = cmd.Wait()
+		stopped = stopBegan.Load() != 0
 		if group != nil {
 			group.exited()
 		}
 		if runCtx.Err() != nil {
-			_ = stopAll(syscall.SIGKILL) // what outlived the grace period or its parent
+			// What the command started gets the rest of the grace period
+			// too (a shell the SIGTERM ended at once leaves its children
+			// to stop), counted from the stop, or from now when the
+			// command had exited before it.
+			if stopBegan.CompareAndSwap(0, time.Now().UnixNano()) {
+				_ = stopAll(kill)
+			}
+			deadline := time.Unix(0, stopBegan.Load()).Add(grace)
+			for left() && time.Now().Before(deadline) {
+				time.Sleep(min(graceTick, time.Until(deadline)))
+			}
+			if left() {
+				_ = stopAll(syscall.SIGKILL)
+			}
 		}
 	}
 	if cmd.ProcessState == nil {
+		if runCtx.Err() != nil {
+			return ran{notStarted: true, stopped: true, err: err}
+		}
 		// It never started (not found, not executable): as a shell says.
 		code := 126
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			code = 127
 		}
-		return code, err
+		return ran{code: code, err: err}
 	}
-	ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	if ok && ws.Signaled() {
-		return 128 + int(ws.Signal()), nil
+	r := ran{code: cmd.ProcessState.ExitCode(), stopped: stopped}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		r.code, r.signaled = 128+int(ws.Signal()), true
 	}
-	var waitErr error
 	if errors.Is(err, exec.ErrWaitDelay) {
-		waitErr = err
+		r.err = err
 	}
-	return cmd.ProcessState.ExitCode(), waitErr
+	return r
 }
 
 // hasControllingTerminal reports whether lockctl runs in a session with a
@@ -377,14 +469,4 @@ func hasControllingTerminal() bool {
 	}
 	_ = f.Close()
 	return true
-}
-
-func describeExit(code int, err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	if code > 128 {
-		return "signal " + syscall.Signal(code-128).String()
-	}
-	return "exit code " + strconv.Itoa(code)
 }
