@@ -162,7 +162,8 @@ func OnQueued(fn func(position int)) AcquireOption {
 // An acquire that is given up
 // (ctx ended, client closed, no reply, or a grant refused because its reply
 // breaks the contract or was read past the lease's local deadline, or its
-// session's (the session is lost then too), when the error wraps
+// session's (the session is lost then too), or after its session was lost
+// or closed while the acquire was on its way, when the error wraps
 // ErrLeaseLost) sends a release for its owner, which withdraws it
 // from the queue, or releases the lock if it was granted meanwhile, so the
 // worker never holds a lock for nobody. Exceptions, where

@@ -784,11 +784,11 @@ func sessionsOnly(t *testing.T, seen *recorder) *Client {
 	})
 }
 
-// TestGrantInASessionLostAlreadyIsReturnedLost: a grant read after its
+// TestGrantInASessionLostAlreadyIsGivenBack: a grant read after its
 // session was lost (its deadline passed while the acquire was on its way,
 // and the session's watch saw it first) fails as a grant read late does,
 // and is given back, rather than returned as a lease already lost.
-func TestGrantInASessionLostAlreadyIsReturnedLost(t *testing.T) {
+func TestGrantInASessionLostAlreadyIsGivenBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var skew atomic.Int64

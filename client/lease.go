@@ -94,9 +94,11 @@ type Lease struct {
 // the first reply to it (the grant itself, or lock.queued for a grant after
 // waiting): see update. A lease past its local deadline already, by
 // either clock (its grant read after the host slept through it), or in a
-// session past its own (which is then lost), is lost at once, and that
-// loss is returned as late: the caller gives the grant back (Acquire: as a
-// grant it refused).
+// session past its own (which is then lost) or lost before (its deadline,
+// the worker's session.expired, Close), is lost at once, and that loss is
+// returned as late: the caller gives the grant back (Acquire: as a grant
+// it refused), a renewal's included, which the session's loss has ended
+// for this client.
 func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent sentAt, anchor time.Time) (l *Lease, late error) {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())

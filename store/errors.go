@@ -104,7 +104,7 @@ func translate(err error) error { return translateAs(err, transient) }
 // own failure, is why the start ends (lockworker exits 0 on a signal).
 func translateStart(ctx context.Context, err error) error {
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) && startRetryable(err) {
-		return fmt.Errorf("%w (the last attempt: %v)", ctx.Err(), err)
+		return fmt.Errorf("%w (the last attempt: %w)", ctx.Err(), err)
 	}
 	return translateAs(err, func(err error) bool { return ctx.Err() == nil && startRetryable(err) })
 }

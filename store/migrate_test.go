@@ -238,6 +238,24 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 		last+2, last, last+2))
 }
 
+// A version that cannot be read (here a table no migration made, holding
+// no number; as well a lost connection, a stop) is no answer about the
+// schema: the migration ends there, saying so, without claiming the
+// schema is behind at version 0 and without running tern on it.
+func TestMigrateStopsAtAnUnreadableVersion(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	st := sc.Open(t, store.Config{})
+	_, err := st.Pool.Exec(ctx, `CREATE TABLE `+store.VersionTable+` (version text); INSERT INTO `+store.VersionTable+` VALUES ('x')`)
+	require.NoError(t, err)
+	log := &migrateLog{}
+	err = st.MigrateWith(ctx, log.events())
+	require.ErrorContains(t, err, "migrating: reading the schema version")
+	require.Empty(t, log.pending, "told the schema is behind")
+	require.Empty(t, log.started)
+}
+
 // migrateBehindTernLock holds tern's migration lock on a connection of its
 // own (holder, closed when the test ends), starts st's migration, and
 // returns once the migration says it waits for the lock; done gets its

@@ -64,7 +64,7 @@ func (w *Worker) checkStateTopicChange(ctx context.Context) (int, error) {
 	var err error
 	found.ID, found.Partitions, err = describeTopic(ctx, kadm.NewClient(w.cl), topic)
 	if err != nil && ctx.Err() != nil {
-		return 0, fmt.Errorf("describing the lock state topic %q: %w", topic, context.Cause(ctx)) // stopped
+		return 0, fmt.Errorf("describing the lock state topic %q: %w (%w)", topic, ctx.Err(), err) // stopped
 	}
 	if err != nil {
 		w.log.Warn().Err(err).Str("topic", topic).Msg("describing the lock state topic; not checked for added partitions or a recreated topic")

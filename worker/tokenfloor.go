@@ -116,7 +116,8 @@ type TokenFloor struct {
 // listings and about tokenFloorRecords records per partition, read by a
 // client of its own (Config.KafkaOpts, no group). Kafka not answering, or
 // refusing the topic, is an error naming it, after at most
-// tokenFloorTimeout; under TokenFloorWarn it is logged instead.
+// tokenFloorTimeout; under TokenFloorWarn it is logged instead, unless ctx
+// ended (a stop, returned as ctx's error).
 func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 	began := time.Now()
 	f := TokenFloor{Topic: w.cfg.Names.Acquired}
@@ -137,8 +138,12 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 	if err != nil {
 		f.Took = time.Since(began)
 		err = fmt.Errorf("reading the newest fencing tokens of topic %q (lock.acquired; Read and Describe on it are needed, or set TOKEN_FLOOR_CHECK=warn): %w", f.Topic, err)
-		if w.cfg.TokenFloorCheck != TokenFloorWarn || ctx.Err() != nil {
-			return f, err // refused, or stopped: a stop is no failure to warn of
+		if ctx.Err() != nil {
+			// Stopped: no failure to warn of, whatever Kafka said meanwhile.
+			return f, fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		if w.cfg.TokenFloorCheck != TokenFloorWarn {
+			return f, err
 		}
 		f.Skipped = true
 		w.log.Error().Err(err).Str("topic", f.Topic).Dur("took", f.Took).
