@@ -165,21 +165,28 @@ func (p *partition) compact(s *Slot) {
 	p.slots = slices.Delete(p.slots, kept, hi)
 }
 
-// startHandoff opens the queue when Run starts; what was reserved before is
-// in the table, which Run reads first.
-func (p *partition) startHandoff() {
+// startHandoff opens the queue when Run starts, and returns the run's
+// number; what was reserved before is in the table, which Run reads first.
+func (p *partition) startHandoff() uint64 {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.running, p.slots, p.filter, p.held, p.heldBytes = true, nil, nil, 0, 0
+	p.running, p.slots, p.filter, p.reads, p.held, p.heldBytes = true, nil, nil, nil, 0, 0
 	p.runs++
+	return p.runs
 }
 
-// stopHandoff closes the queue when Run ends: the rows are in the table for
-// the partition's next owner.
-func (p *partition) stopHandoff() {
+// stopHandoff closes the queue of run (startHandoff's number) when Run's
+// context ends, and again when Run returns: the rows are in the table for
+// the partition's next owner. From then on a writer gets no slot, so it
+// leaves a mark for the owner, which another replica may already be, and
+// which reads the table on it before publishing what follows.
+func (p *partition) stopHandoff(run uint64) {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	p.running, p.slots, p.filter, p.held, p.heldBytes = false, nil, nil, 0, 0
+	if p.runs != run {
+		return // a later Run's queue
+	}
+	p.running, p.slots, p.filter, p.reads, p.held, p.heldBytes = false, nil, nil, nil, 0, 0
 }
 
 // minSlotsCap is the capacity of the hand-off queue's array kept however
@@ -199,7 +206,7 @@ func (p *partition) takeSlots() (rows []row, dirty bool) {
 		p.held -= len(s.rows)
 		p.heldBytes -= s.bytes
 		for _, x := range s.rows {
-			if s.seq > p.filterSeq || !p.filter[x.id] {
+			if read, ok := p.filter[x.id]; !ok || s.seq > read {
 				rows = append(rows, x)
 			}
 		}
@@ -209,10 +216,28 @@ func (p *partition) takeSlots() (rows []row, dirty bool) {
 		// The queue grew while a publish hung: let that array go.
 		p.slots = slices.Clone(p.slots)
 	}
-	if len(p.slots) == 0 || p.slots[0].seq > p.filterSeq {
-		p.filter = nil
+	// A read's ids are needed only until every slot reserved before it
+	// has been taken.
+	n = 0
+	for ; n < len(p.reads) && (len(p.slots) == 0 || p.slots[0].seq > p.reads[n].seq); n++ {
+		for _, id := range p.reads[n].ids {
+			if p.filter[id] == p.reads[n].seq {
+				delete(p.filter, id)
+			}
+		}
+	}
+	p.reads = slices.Delete(p.reads, 0, n)
+	if len(p.reads) == 0 {
+		p.filter = nil // and the map's buckets with it
 	}
 	return rows, dirty
+}
+
+// filterRead is one read of the table noted in the filter: the ids it took
+// and the seq of the last slot reserved before it.
+type filterRead struct {
+	seq uint64
+	ids []int64
 }
 
 // selected notes rows a read of the table took. A slot reserved before the
@@ -223,14 +248,16 @@ func (p *partition) takeSlots() (rows []row, dirty bool) {
 func (p *partition) selected(rows []row) {
 	p.hmu.Lock()
 	defer p.hmu.Unlock()
-	if len(p.slots) == 0 {
+	if len(p.slots) == 0 || len(rows) == 0 {
 		return
 	}
 	if p.filter == nil {
-		p.filter = map[int64]bool{}
+		p.filter = map[int64]uint64{}
 	}
-	for _, x := range rows {
-		p.filter[x.id] = true
+	read := filterRead{seq: p.seq, ids: make([]int64, len(rows))}
+	for i, x := range rows {
+		p.filter[x.id] = read.seq
+		read.ids[i] = x.id
 	}
-	p.filterSeq = p.seq
+	p.reads = append(p.reads, read)
 }

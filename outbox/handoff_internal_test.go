@@ -84,9 +84,9 @@ func TestHandoffHoldsBoundedSlots(t *testing.T) {
 func TestSlotOfAnEarlierRunIsNotHeld(t *testing.T) {
 	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
 	r := &Relay{parts: map[int32]*partition{1: p}}
-	p.startHandoff()
+	run := p.startHandoff()
 	old := r.Reserve(1)
-	p.stopHandoff()
+	p.stopHandoff(run)
 	p.startHandoff()
 	old.Fill([]Row{{ID: 1, Partition: 1}, {ID: 2, Partition: 1}, {ID: 3, Partition: 1}, {ID: 4, Partition: 1}})
 	require.Zero(t, p.held)
@@ -163,4 +163,46 @@ func TestFillSortsByID(t *testing.T) {
 	rows, _ := p.takeSlots()
 	require.Len(t, rows, 2)
 	require.Equal(t, []int64{1, 1<<32 + 1}, []int64{rows[0].id, rows[1].id})
+}
+
+// TestReadFilterIsBounded: while every pass reads the table (awaitXmin)
+// and commits go on, so that a slot reserved before the last read is
+// always pending when slots are taken, the ids of the reads are dropped
+// once every slot reserved before each has been taken, not kept until the
+// queue is found empty. A row a read took is still left out of the slot
+// reserved before that read.
+func TestReadFilterIsBounded(t *testing.T) {
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 1 << 20, maxHeldBytes: 1 << 30}
+	r := &Relay{parts: map[int32]*partition{1: p}}
+	p.startHandoff()
+	id := int64(0)
+	pending := r.Reserve(1)
+	for range 10000 {
+		next := r.Reserve(1) // the next transaction, reserved before the read
+		id++
+		committed := []Row{{ID: id, Partition: 1}}
+		p.selected([]row{{id: id}}) // the read saw pending's commit before its Fill
+		pending.Fill(committed)
+		rows, _ := p.takeSlots()
+		require.Empty(t, rows, "row %d published twice: read, and handed over", id)
+		pending = next
+	}
+	require.LessOrEqual(t, len(p.filter), 2, "ids of reads whose slots were all taken are kept")
+	require.LessOrEqual(t, len(p.reads), 2)
+	pending.Fill([]Row{{ID: id + 1, Partition: 1}})
+	rows, _ := p.takeSlots()
+	require.Len(t, rows, 1, "a row no read took goes out")
+	require.Empty(t, p.filter)
+}
+
+// TestStopHandoffOfAnEarlierRun: the stop of a run that has ended (its
+// context's end seen late) leaves the queue of the run after it open.
+func TestStopHandoffOfAnEarlierRun(t *testing.T) {
+	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
+	r := &Relay{parts: map[int32]*partition{1: p}}
+	first := p.startHandoff()
+	p.stopHandoff(first)
+	p.startHandoff()
+	p.stopHandoff(first)
+	require.NotNil(t, r.Reserve(1), "the later run's queue closed")
 }

@@ -182,12 +182,18 @@ type partition struct {
 
 	// The hand-off queue (handoff.go), guarded by hmu: writers reserve
 	// and resolve slots while a pass runs.
-	hmu       sync.Mutex
-	running   bool // Run is running: slots may be reserved
-	seq       uint64
-	slots     []*Slot
-	filter    map[int64]bool // ids read from the table, left out of slots up to filterSeq
-	filterSeq uint64
+	hmu     sync.Mutex
+	running bool // Run is running: slots may be reserved
+	seq     uint64
+	slots   []*Slot
+	// filter holds the ids reads of the table took, each with the seq of
+	// the last slot reserved before its read: a slot up to that seq leaves
+	// the row out. reads lists those reads, oldest first, so that a read's
+	// ids are dropped once every slot reserved before it has been taken,
+	// not only when the queue is found empty (never, while a table that
+	// must be read at every pass, awaitXmin, and commits go on).
+	filter map[int64]uint64
+	reads  []filterRead
 	// held counts the rows of filled slots not taken yet, heldBytes their
 	// keys', values' and headers' bytes; a slot filled beyond maxHeld rows
 	// (2*handedBatches*BatchSize: 10,000 by default) or maxHeldBytes
@@ -357,9 +363,16 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	p.awaitXmin, p.awaitWarned = 0, false
 	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
 	p.readTable.Store(true)
-	p.startHandoff()
+	run := p.startHandoff()
 	p.release()
-	defer p.stopHandoff()
+	defer p.stopHandoff(run)
+	// Closed as soon as ctx ends, not only once Run returns, which may be
+	// a query's bound and HandOverWait later: a writer reserving meanwhile
+	// would get a slot no pass publishes, and leave no mark for the
+	// partition's next owner, whose relay could then publish a later
+	// transaction on the same lock, handed over, first.
+	stopSlots := context.AfterFunc(ctx, func() { p.stopHandoff(run) })
+	defer stopSlots()
 
 	// A database that keeps failing (an outage) is retried after
 	// RetryBase doubling to RetryMax, whatever PollInterval says, and

@@ -899,7 +899,8 @@ func TestRunEndsWhilePublishHangs(t *testing.T) {
 // TestRunWaitsForAPublishLeftBehind: a publish in flight when Run's context
 // ends is waited for before Run returns, so the partition's next owner
 // cannot publish before it (its records would land after the next
-// owner's: the lock state topic's compaction would keep an older state).
+// owner's: the lock state topic's compaction would keep an older state);
+// writers get no slot meanwhile.
 func TestRunWaitsForAPublishLeftBehind(t *testing.T) {
 	t.Parallel()
 	const topic, p = "locks.lock.acquired.v1", int32(4)
@@ -921,6 +922,11 @@ func TestRunWaitsForAPublishLeftBehind(t *testing.T) {
 		t.Fatal("Run returned with its publish still in flight")
 	default:
 	}
+	// Meanwhile a writer gets no slot, as when Run has returned: it leaves
+	// a mark for the partition's next owner instead, whose relay reads
+	// the table before what it is handed. A slot here would be published
+	// by no one, and its rows could go out after the next owner's.
+	require.Nil(t, relay.Reserve(p), "a slot of a run whose context has ended")
 	close(hang.release)
 	require.NoError(t, <-done)
 	require.NotContains(t, logs.String(), "left running")
@@ -955,4 +961,54 @@ func firstSeen(vs []string) []string {
 func TestNewNeedsPublisherAndPool(t *testing.T) {
 	_, err := outbox.New(outbox.Config{})
 	assert.ErrorContains(t, err, "Publisher")
+}
+
+// TestNoSlotOnceRunsContextEnded: from the moment Run's context ends, not
+// only once Run returns (which a query waiting on the database may hold
+// for seconds), a writer gets no slot: it leaves a mark for the
+// partition's next owner instead, which may already run on another
+// replica. A slot then would be published by no pass here, and its rows,
+// without a mark, could go out after a later transaction's on the same
+// lock, handed over to the next owner.
+func TestNoSlotOnceRunsContextEnded(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(6)
+	ctx := context.Background()
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.NewWith(t, store.Config{LockTimeout: -1}) // the query waits on the test's table lock
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval = time.Hour })
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(rctx, p) }()
+	require.Eventually(t, func() bool {
+		s := relay.Reserve(p)
+		s.Dirty()
+		return s != nil
+	}, 10*time.Second, 5*time.Millisecond, "Run to start")
+
+	holder, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer holder.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	_, err = holder.Exec(ctx, `LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+	var holderPID int
+	require.NoError(t, holder.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&holderPID))
+	relay.Reserve(p).Dirty() // a pass reads the table, and waits on the lock
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, holderPID).Scan(&n))
+		return n > 0
+	}, 10*time.Second, 5*time.Millisecond, "the relay's query to wait on the table")
+
+	cancel()
+	require.Eventually(t, func() bool { return relay.Reserve(p) == nil }, 10*time.Second, time.Millisecond, "a slot after Run's context ended")
+	select {
+	case <-done:
+		t.Fatal("Run returned while its query waited: the test shows nothing")
+	default:
+	}
+	require.NoError(t, holder.Rollback(ctx))
+	require.NoError(t, <-done)
 }
