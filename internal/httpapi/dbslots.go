@@ -9,7 +9,8 @@ import (
 // worker's own pool (so a check fails when the worker cannot reach the
 // database), and the port is open to probes and scrapes: without a bound,
 // a burst of requests would hold the connections the worker's batches
-// need. /metrics is bounded apart (one scrape at a time), and so is
+// need. /metrics is bounded apart (maxScrapes at once, sharing their reads:
+// two connections at most), and so is
 // /health (one slot of its own): no burst of other requests, open ones
 // like /health/postgres among them, keeps the readiness probe waiting past
 // its timeout.

@@ -50,10 +50,10 @@ type Config struct {
 	Started time.Time
 	// CheckTimeout bounds each check and database read. Default 2 s.
 	CheckTimeout time.Duration
-	// InspectToken, when set, is the bearer token /locks/* and
-	// /health/locks require; only callers presenting it see owner_metadata
-	// and waiters' request_ids. Default empty: those endpoints are open and
-	// show neither.
+	// InspectToken, when set, is the bearer token /locks/*, /sessions/*
+	// and /health/locks require; only callers presenting it see
+	// owner_metadata and waiters' request_ids. Default empty: those
+	// endpoints are open and show neither.
 	InspectToken string
 	// Logger gets errors of /metrics collection. Default: none.
 	Logger zerolog.Logger
@@ -107,6 +107,18 @@ func New(cfg Config) http.Handler {
 		// a scrape gets 503.
 		MaxRequestsInFlight: maxScrapes,
 	}))
+	// Every other request is answered in JSON too, as while starting, not
+	// with Go's plain-text 404 or 405.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			if _, pattern := mux.Handler(&http.Request{Method: http.MethodGet, URL: r.URL, Host: r.Host}); pattern != "/" {
+				w.Header().Set("Allow", "GET, HEAD")
+				writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed: GET and HEAD only")
+				return
+			}
+		}
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	})
 	return mux
 }
 

@@ -227,12 +227,23 @@ func TestBadRequests(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, code, "%s: %s", path, body)
 		require.Contains(t, eb.Error, reason, path)
 	}
-	code, _ := e.get("/nothing", nil)
+	// JSON as every other answer, not Go's plain text.
+	var eb errorBody
+	code, _ := e.get("/nothing", &eb)
 	require.Equal(t, http.StatusNotFound, code)
-	resp, err := http.Post(e.srv.URL+"/health", "application/json", nil)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "no such endpoint", eb.Error)
+	for _, path := range []string{"/health", "/locks/orders%2F42"} {
+		resp, err := http.Post(e.srv.URL+path, "application/json", nil)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, path)
+		require.Equal(t, "GET, HEAD", resp.Header.Get("Allow"), path)
+		require.Equal(t, "application/json", resp.Header.Get("Content-Type"), path)
+		require.NoError(t, json.Unmarshal(body, &eb), "%s answered %s", path, body)
+		require.Equal(t, "method POST not allowed: GET and HEAD only", eb.Error)
+	}
 }
 
 // TestHealthDegraded: parked outbox rows make /health degraded, still
