@@ -183,7 +183,7 @@ type partition struct {
 	// The hand-off queue (handoff.go), guarded by hmu: writers reserve
 	// and resolve slots while a pass runs.
 	hmu     sync.Mutex
-	running bool // Run is running: slots may be reserved
+	running bool // Run is running and its ctx not done: slots may be reserved
 	seq     uint64
 	slots   []*Slot
 	// filter holds the ids reads of the table took, each with the seq of
@@ -366,11 +366,11 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	run := p.startHandoff()
 	p.release()
 	defer p.stopHandoff(run)
-	// Closed as soon as ctx ends, not only once Run returns, which may be
-	// a query's bound and HandOverWait later: a writer reserving meanwhile
-	// would get a slot no pass publishes, and leave no mark for the
-	// partition's next owner, whose relay could then publish a later
-	// transaction on the same lock, handed over, first.
+	// Closed as soon as ctx ends, not only once Run returns, which a pass
+	// waiting on the database may hold up to a query's bound: a writer
+	// reserving meanwhile would get a slot no pass publishes, and leave no
+	// mark for the partition's next owner, whose relay could then publish
+	// a later transaction on the same lock, handed over, first.
 	stopSlots := context.AfterFunc(ctx, func() { p.stopHandoff(run) })
 	defer stopSlots()
 

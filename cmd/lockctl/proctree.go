@@ -41,24 +41,35 @@ func procStat(pid int) (ppid int, start string, ok bool) {
 	return ppid, f[19], err == nil
 }
 
-// below returns the processes below each of roots still alive (and those
-// roots), from one reading of /proc (Linux; none elsewhere, nor where /proc
-// is another pid namespace's, whose pids kill would take for others).
-func below(roots []process) []process {
+// procPids lists the pids in /proc; false elsewhere than Linux, or where
+// /proc is another pid namespace's, whose pids kill would take for others.
+func procPids() ([]int, bool) {
 	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
-		return nil
+		return nil, false
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
+		return nil, false
+	}
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, true
+}
+
+// below returns the processes below each of roots still alive (and those
+// roots), from one reading of /proc (Linux; none elsewhere: procPids).
+func below(roots []process) []process {
+	pids, ok := procPids()
+	if !ok {
 		return nil
 	}
 	alive := map[process]bool{}
 	children := map[int][]process{}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, pid := range pids {
 		if ppid, start, ok := procStat(pid); ok {
 			p := process{pid, start}
 			alive[p] = true
@@ -82,6 +93,29 @@ func below(roots []process) []process {
 		}
 	}
 	return all
+}
+
+// running says whether p is there and not a zombie.
+func (p process) running() bool {
+	f := statFields(p.pid)
+	return len(f) > 19 && f[19] == p.start && f[0] != "Z"
+}
+
+// groupLeft says whether process group pgid has a member that is not a
+// zombie: from /proc (Linux); elsewhere, whether the group can be
+// signalled at all, zombies included.
+func groupLeft(pgid int) bool {
+	pids, ok := procPids()
+	if !ok {
+		return syscall.Kill(-pgid, 0) == nil
+	}
+	id := strconv.Itoa(pgid)
+	for _, pid := range pids {
+		if f := statFields(pid); len(f) > 2 && f[2] == id && f[0] != "Z" {
+			return true
+		}
+	}
+	return false
 }
 
 // signal sends sig to p unless it is gone (or its pid is another's now).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,12 +181,12 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	// Release even if lockctl was interrupted: the lock must not
 	// outlive the command.
-	if err := c.release(ctx, l); err != nil && errors.Is(l.Err(), client.ErrLeaseLost) {
-		// Refused: the worker had ended the lease (a revoke lockctl did
-		// not hear of, cut off from Kafka), maybe while the command ran
-		// beside the next holder.
-		fmt.Fprintf(c.stderr, "lockctl: the lease was lost before %s exited (%s), and lockctl heard of it only at the release; exit code %d\n",
-			args[0], res.describe(args[0]), exitLeaseLost)
+	if err := c.release(ctx, l); err != nil && errors.Is(l.Err(), client.ErrLeaseLost) && res.started {
+		// Refused (the worker had ended the lease: a revoke lockctl did
+		// not hear of, cut off from Kafka), or lost as the release began:
+		// maybe while the command ran, beside the next holder.
+		fmt.Fprintf(c.stderr, "lockctl: the lease was found lost at the release, after %s; the worker may have ended it while the command ran; exit code %d\n",
+			res.describe(args[0]), exitLeaseLost)
 		return exitErr{exitLeaseLost}
 	}
 	if res.err != nil {
@@ -256,6 +257,7 @@ func (g *commandGroup) exited() {
 
 // ran is how a command run by runCommand ended.
 type ran struct {
+	started    bool  // it started (else: not found, not executable, or notStarted)
 	code       int   // the exit code to pass on (128+N: signal N ended it)
 	signaled   bool  // a signal ended it
 	stopped    bool  // lockctl stopped it (the lease lost, a signal to lockctl)
@@ -374,17 +376,18 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		return err
 	}
-	// left says whether anything the command started is still there,
-	// once the command has been reaped.
+	// left says whether anything the command started still runs, once
+	// the command has been reaped (zombies, which no signal ends, do not
+	// count: lockctl as a container's init reaps none but the command).
 	left := func() bool {
 		if group != nil {
-			return syscall.Kill(-cmd.Process.Pid, 0) == nil
+			return groupLeft(cmd.Process.Pid)
 		}
 		tree.Lock()
 		defer tree.Unlock()
-		return len(look()) > 0
+		return slices.ContainsFunc(look(), process.running)
 	}
-	var stopBegan atomic.Int64 // unix nanoseconds; 0: no stop yet
+	var stopBegan atomic.Pointer[time.Time] // nil: no stop yet
 	kill := syscall.SIGTERM
 	cmd.WaitDelay = grace
 	if grace == 0 {
@@ -394,7 +397,8 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		cmd.WaitDelay = time.Second
 	}
 	cmd.Cancel = func() error {
-		stopBegan.CompareAndSwap(0, time.Now().UnixNano())
+		now := time.Now()
+		stopBegan.CompareAndSwap(nil, &now)
 		return stopAll(kill)
 	}
 	tree.known = map[process]bool{}
@@ -416,7 +420,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			group.exited()
 		}
 		err = cmd.Wait()
-		stopped = stopBegan.Load() != 0
+		stopped = stopBegan.Load() != nil
 		if group != nil {
 			group.exited()
 		}
@@ -425,10 +429,10 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			// too (a shell the SIGTERM ended at once leaves its children
 			// to stop), counted from the stop, or from now when the
 			// command had exited before it.
-			if stopBegan.CompareAndSwap(0, time.Now().UnixNano()) {
+			if now := time.Now(); stopBegan.CompareAndSwap(nil, &now) {
 				_ = stopAll(kill)
 			}
-			deadline := time.Unix(0, stopBegan.Load()).Add(grace)
+			deadline := stopBegan.Load().Add(grace) // monotonic: a clock step changes nothing
 			for left() && time.Now().Before(deadline) {
 				time.Sleep(min(graceTick, time.Until(deadline)))
 			}
@@ -448,7 +452,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		return ran{code: code, err: err}
 	}
-	r := ran{code: cmd.ProcessState.ExitCode(), stopped: stopped}
+	r := ran{started: true, code: cmd.ProcessState.ExitCode(), stopped: stopped}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		r.code, r.signaled = 128+int(ws.Signal()), true
 	}
