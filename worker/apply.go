@@ -79,17 +79,28 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 	poison := quarantine{}
 	start := time.Now()
 	retriedNow := false // a refusal that did not reproduce was retried at once
+	// release releases the segments of a part this batch no longer
+	// applies, at once: its partition's revoke, or loss, waits for them,
+	// and must not wait for the rest of the batch to be cured.
+	release := func(pt *part) {
+		released[pt.p] += pt.segments
+		for range pt.segments {
+			pt.p.pending.Done()
+		}
+	}
+	for _, s := range segs {
+		if !slices.ContainsFunc(parts, func(pt *part) bool { return pt.p == s.p }) {
+			release(&part{p: s.p, segments: 1}) // stopped: group left it out
+		}
+	}
 	// dropRevoked drops the parts whose partition is being revoked.
 	dropRevoked := func() {
 		parts = slices.DeleteFunc(parts, func(pt *part) bool {
 			if !pt.p.letGo() {
 				return false
 			}
-			w.drop(pt.p)                 // with what was polled for it since
-			released[pt.p] = pt.segments // group may have left later ones out
-			for range pt.segments {
-				pt.p.pending.Done()
-			}
+			w.drop(pt.p) // with what was polled for it since
+			release(pt)
 			return true
 		})
 	}
@@ -104,10 +115,16 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		}
 		var moved *store.OffsetMovedError
 		if errors.As(err, &moved) {
+			was := slices.Clone(parts)
 			var rest []*part
 			rest, err = w.settleMoved(txCtx, parts, moved, xids)
 			switch {
 			case err == nil:
+				for _, pt := range was {
+					if rest != nil && !slices.Contains(rest, pt) {
+						release(pt) // restarted (takenOver)
+					}
+				}
 				parts = rest
 				continue
 			case errors.Is(err, errRevoking):

@@ -425,6 +425,55 @@ func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 	require.EqualValues(t, 1, storedOffset(t, st, 1))
 }
 
+// A partition another replica took over, found so in a batch whose other
+// partition then keeps failing, is released at once: its revoke (or
+// loss), which Kafka sends next, does not wait for the rest of the batch
+// to be cured.
+func TestTakenOverPartitionDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	logs := &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	w.batchRetryBase = time.Minute
+	p0, p1 := own(w, 0), own(w, 1)
+	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
+	// Another worker applied more of partition 0, and every batch fails.
+	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 5 WHERE partition = 0`)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`)
+	require.NoError(t, err)
+
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	p0.pending.Add(1)
+	p1.pending.Add(1)
+	go func() {
+		defer close(done)
+		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond,
+		"the batch, less partition 0, failed and waits to be retried")
+	require.Error(t, p0.ctx.Err(), "partition 0 is stopped")
+	released := make(chan struct{})
+	go func() { p0.pending.Wait(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the taken-over partition is held by the failing batch")
+	}
+	select {
+	case <-done:
+		t.Fatal("the batch goes on for partition 1")
+	default:
+	}
+	cancel() // the hard stop
+	<-done
+	p1.pending.Wait()
+	require.EqualValues(t, 5, storedOffset(t, st, 0))
+	require.EqualValues(t, 1, storedOffset(t, st, 1))
+}
+
 // The handlers report what no path should reach (a stale lock state record
 // dropped) in the worker's log, with its level, format and instance.
 func TestHandlersLogToTheWorkersLog(t *testing.T) {

@@ -527,11 +527,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	})()
 	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
 	maintaining.Go(func() { w.watchPostgres(mctx) })
+	woken, wake := context.WithCancel(ctx)
+	wake()
 	for {
 		if pollCtx.Err() != nil { // woken by seekTo
 			renewPoll()
 		}
-		fetches := w.cl.PollRecords(pollCtx, w.cfg.MaxPollRecords)
+		pctx := pollCtx
+		if w.seeks.Load() {
+			// A seek set since the last poll returned (whose wake-up
+			// ended a context renewed above): made now (seekRewound),
+			// not once a record arrives, which may be never.
+			pctx = woken
+		}
+		fetches := w.cl.PollRecords(pctx, w.cfg.MaxPollRecords)
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			// Leaving the group waits for rebalances to be allowed again.
 			w.cl.AllowRebalance()
@@ -1187,11 +1196,18 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 	}
 	// Let go once the relays have returned: a publish they left behind
 	// would otherwise land after the next owner's (outbox.Config.HandOverWait).
+	how := "partition revoked"
+	switch {
+	case lost:
+		how = "partition lost"
+	case drop:
+		how = "partition given up (PostgreSQL unreachable)"
+	}
 	for _, part := range stopping {
 		if !lost {
 			<-part.finished
 		}
-		w.log.Info().Int32("partition", part.id).Msg("partition revoked")
+		w.log.Info().Int32("partition", part.id).Msg(how)
 	}
 }
 
