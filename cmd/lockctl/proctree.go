@@ -95,27 +95,25 @@ func below(roots []process) []process {
 	return all
 }
 
-// running says whether p is there and not a zombie.
-func (p process) running() bool {
-	f := statFields(p.pid)
-	return len(f) > 19 && f[19] == p.start && f[0] != "Z"
-}
-
-// groupLeft says whether process group pgid has a member that is not a
-// zombie: from /proc (Linux); elsewhere, whether the group can be
-// signalled at all, zombies included.
-func groupLeft(pgid int) bool {
-	pids, ok := procPids()
-	if !ok {
-		return syscall.Kill(-pgid, 0) == nil
+// reapOrphans reaps the exited children lockctl has once its command has
+// been reaped, when orphans are given to it (inheritsOrphans: a
+// container's init, pid 1, or a subreaper): processes of the command's
+// whose zombies would otherwise look alive to the stop's grace wait until
+// it ends. No other child of lockctl is left for a wait to take by then.
+func reapOrphans() {
+	if !inheritsOrphans() {
+		return // init or a subreaper above reaps them
 	}
-	id := strconv.Itoa(pgid)
-	for _, pid := range pids {
-		if f := statFields(pid); len(f) > 2 && f[2] == id && f[0] != "Z" {
-			return true
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if pid <= 0 || err != nil {
+			return
 		}
 	}
-	return false
 }
 
 // signal sends sig to p unless it is gone (or its pid is another's now).

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,7 +173,7 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 		c.release(ctx, l)
 		return exitErr{exitRefused}
 	}
-	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) {
+	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) && res.started {
 		// The loss decides the exit code, not the command.
 		fmt.Fprintf(c.stderr, "lockctl: %v; %s; exit code %d\n", lost, res.describe(args[0]), exitLeaseLost)
 		return exitErr{exitLeaseLost}
@@ -376,16 +375,18 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		return err
 	}
-	// left says whether anything the command started still runs, once
-	// the command has been reaped (zombies, which no signal ends, do not
-	// count: lockctl as a container's init reaps none but the command).
+	// left says whether anything the command started is still there,
+	// once the command has been reaped; orphans of it that lockctl
+	// inherited (as a container's init) are reaped first, for no signal
+	// ends a zombie.
 	left := func() bool {
+		reapOrphans()
 		if group != nil {
-			return groupLeft(cmd.Process.Pid)
+			return syscall.Kill(-cmd.Process.Pid, 0) == nil
 		}
 		tree.Lock()
 		defer tree.Unlock()
-		return slices.ContainsFunc(look(), process.running)
+		return len(look()) > 0
 	}
 	var stopBegan atomic.Pointer[time.Time] // nil: no stop yet
 	kill := syscall.SIGTERM

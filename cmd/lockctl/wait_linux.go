@@ -1,6 +1,11 @@
 package main
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
 
 // waitExited waits until the child pid has exited, without reaping it: its
 // pid, and its process group's id, stay its own until Wait reaps it. It
@@ -12,4 +17,15 @@ func waitExited(pid int) bool {
 			return err == nil
 		}
 	}
+}
+
+// inheritsOrphans says whether orphaned processes become lockctl's
+// children: as init (pid 1), or as a child subreaper.
+func inheritsOrphans() bool {
+	if os.Getpid() == 1 {
+		return true
+	}
+	var on int32
+	err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&on)), 0, 0, 0)
+	return err == nil && on != 0
 }
