@@ -148,7 +148,12 @@ func (w *Worker) requesterRules(c topics.Command, r *kgo.Record) (topics.Command
 		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
 			Message: fmt.Sprintf("requester %q may not revoke: its token has no admin claim", who.Name)}
 	}
-	if scoped := topics.ScopedOwner(who.Name, c.OwnerID); c.OwnerID != "" && c.Operation != topics.OpRevoke && scoped != c.OwnerID {
+	// Scoped where the operation reads owner_id (query and cleanup ignore
+	// it: scoped, a long one would be refused for its length); a revoke
+	// names an owner as it is stored.
+	op, _ := topics.LookupOperation(c.Operation)
+	reads := (op.NeedsOwner || op.OwnerOptional) && c.Operation != topics.OpRevoke
+	if scoped := topics.ScopedOwner(who.Name, c.OwnerID); c.OwnerID != "" && reads && scoped != c.OwnerID {
 		c.OwnerID = scoped
 		if len(c.OwnerID) > topics.MaxOwnerIDBytes {
 			return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
@@ -163,6 +168,9 @@ func recordToken(r *kgo.Record) (string, error) {
 	token, n := "", 0
 	for _, h := range r.Headers {
 		if strings.EqualFold(h.Key, topics.HeaderAuthorization) {
+			if len(h.Value) > 2*topics.MaxTokenBytes { // room for "Bearer " and spaces, which Verify trims
+				return "", fmt.Errorf("%w: %s header longer than %d bytes", auth.ErrUnauthenticated, topics.HeaderAuthorization, 2*topics.MaxTokenBytes)
+			}
 			token, n = string(h.Value), n+1
 		}
 	}

@@ -218,6 +218,21 @@ func TestAuthenticatedRequesters(t *testing.T) {
 	require.Equal(t, topics.TypeExtended, last(aliceTopic).Type)
 	send(topics.Command{RequestID: "a3", Operation: topics.OpRelease, LockName: "a", OwnerID: "worker-1", ReplyTo: aliceTopic}, as(alice))
 	require.Equal(t, topics.TypeReleased, last(aliceTopic).Type)
+
+	// A query ignores owner_id: one as long as the contract allows is not
+	// scoped, and so not refused for the length scoping would give it.
+	send(topics.Command{RequestID: "a4", Operation: topics.OpQuery, LockName: "a", OwnerID: strings.Repeat("o", topics.MaxOwnerIDBytes), ReplyTo: aliceTopic}, as(alice))
+	require.Equal(t, topics.TypeStatus, last(aliceTopic).Type, "%+v", last(aliceTopic))
+
+	// An authorization header far past any token is refused before it is
+	// copied and trimmed.
+	dlqBefore = len(outboxRows(t, st, names.DeadLetter, 0))
+	send(topics.Command{RequestID: "a5", Operation: topics.OpQuery, LockName: "a", ReplyTo: aliceTopic}, as(strings.Repeat(" ", 64<<10)+alice))
+	dlq = outboxRows(t, st, names.DeadLetter, 0)[dlqBefore:]
+	require.Len(t, dlq, 1)
+	msg, _ = dlq[0].header(topics.HeaderError)
+	require.Contains(t, msg, topics.CodeUnauthenticated+": ")
+	require.Contains(t, msg, "header longer than")
 }
 
 // Reply topics are bounded: commands naming new reply topics beyond

@@ -60,10 +60,11 @@ type part struct {
 // batch is retried, partitions being revoked are dropped from it (their next
 // owner starts from the stored offset), as soon as they are revoked. Every
 // segment's pending count is released at the end, applied or dropped, or
-// when its partition is dropped: the revoke does not wait for the rest of
-// the batch.
+// as soon as this batch no longer applies its partition (dropped, taken
+// over, or stopped before the batch began): the revoke does not wait for
+// the rest of the batch.
 func (w *Worker) applySegments(ctx context.Context, segs []segment) {
-	released := map[*partition]int{} // segments released when their partition was dropped
+	released := map[*partition]int{} // segments released before the end (release)
 	defer func() {
 		for _, s := range segs {
 			if released[s.p] > 0 {

@@ -474,6 +474,44 @@ func TestTakenOverPartitionDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 	require.EqualValues(t, 1, storedOffset(t, st, 1))
 }
 
+// The segments of a partition stopped before the batch began (restarting
+// after a takeover) are released at once, not when the rest of the batch,
+// failing, is cured: its revoke does not wait for that.
+func TestStoppedPartitionDoesNotWaitForAFailingBatch(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	logs := &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	w.batchRetryBase = time.Minute
+	p0, p1 := own(w, 0), own(w, 1)
+	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
+	require.NoError(t, err)
+	p0.cancel() // stopped, as takenOver leaves it until its restart
+
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	p0.pending.Add(1)
+	p1.pending.Add(1)
+	go func() {
+		defer close(done)
+		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond)
+	released := make(chan struct{})
+	go func() { p0.pending.Wait(); close(released) }()
+	select {
+	case <-released:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stopped partition is held by the failing batch")
+	}
+	cancel()
+	<-done
+	p1.pending.Wait()
+	require.EqualValues(t, 1, storedOffset(t, st, 0), "the stopped partition's record is not applied")
+}
+
 // The handlers report what no path should reach (a stale lock state record
 // dropped) in the worker's log, with its level, format and instance.
 func TestHandlersLogToTheWorkersLog(t *testing.T) {

@@ -100,7 +100,7 @@ func setUp(ctx context.Context, t *testing.T) *suite {
 // a suffix, so that runs on one cluster do not read each other's records.
 func (s *suite) ownNames(suffix string) {
 	n := &s.names
-	for _, name := range []*string{&n.Commands, &n.Acquired, &n.Released, &n.Expired, &n.State, &n.DeadLetter} {
+	for _, name := range []*string{&n.Commands, &n.Acquired, &n.Released, &n.Expired, &n.Revoked, &n.State, &n.DeadLetter} {
 		*name += "." + suffix
 	}
 	n.ReplyPrefix += suffix + "."
@@ -115,7 +115,7 @@ func (s *suite) env() []string {
 		"KAFKA_BOOTSTRAP_SERVERS=" + strings.Join(s.brokers, ","), "DATABASE_URL=" + s.dbURL,
 		"KAFKA_CONSUMER_GROUP=" + s.group, fmt.Sprintf("COMMANDS_PARTITIONS=%d", partitions),
 		"KAFKA_TOPIC_COMMANDS=" + n.Commands, "KAFKA_TOPIC_LOCK_ACQUIRED=" + n.Acquired,
-		"KAFKA_TOPIC_LOCK_RELEASED=" + n.Released, "KAFKA_TOPIC_LOCK_EXPIRED=" + n.Expired,
+		"KAFKA_TOPIC_LOCK_RELEASED=" + n.Released, "KAFKA_TOPIC_LOCK_EXPIRED=" + n.Expired, "KAFKA_TOPIC_LOCK_REVOKED=" + n.Revoked,
 		"KAFKA_TOPIC_LOCK_STATE=" + n.State, "KAFKA_TOPIC_DEAD_LETTER=" + n.DeadLetter, "REPLY_TOPIC_PREFIX=" + n.ReplyPrefix,
 		"HTTP_ADDR=127.0.0.1:0", "LOG_LEVEL=info", "POSTGRES_MAX_CONNECTIONS=5",
 	}
