@@ -69,8 +69,9 @@ func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Reco
 //     only in the dead-letter topic: its reply_to is not to be trusted;
 //   - reply_to may only be the requester's own reply topic, and the
 //     namespace one its token allows (FORBIDDEN otherwise);
-//   - owner_id is scoped by the requester: "<requester>:<owner_id>" is the
-//     owner the handlers see and events show, so no other requester can
+//   - owner_id, where the operation reads it, is scoped by the requester:
+//     "<requester>:<owner_id>" is the owner the handlers see and events
+//     show, so no other requester can
 //     release, extend or wait as that owner. An owner_id that already
 //     carries the requester's own scope keeps it, so one read back from an
 //     event can be sent again;

@@ -382,7 +382,9 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	left := func() bool {
 		reapOrphans()
 		if group != nil {
-			return syscall.Kill(-cmd.Process.Pid, 0) == nil
+			// EPERM: members lockctl may not signal (a setuid one), still
+			// there.
+			return syscall.Kill(-cmd.Process.Pid, 0) != syscall.ESRCH
 		}
 		tree.Lock()
 		defer tree.Unlock()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -25,7 +26,8 @@ func inheritsOrphans() bool {
 	if os.Getpid() == 1 {
 		return true
 	}
-	var on int32
-	err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&on)), 0, 0, 0)
-	return err == nil && on != 0
+	on := new(int32) // on the heap, which does not move while the kernel writes it
+	err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(on)), 0, 0, 0)
+	runtime.KeepAlive(on)
+	return err == nil && *on != 0
 }
