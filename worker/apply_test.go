@@ -425,27 +425,25 @@ func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 	require.EqualValues(t, 1, storedOffset(t, st, 1))
 }
 
-// A partition another replica took over, found so in a batch whose other
-// partition then keeps failing, is released at once: its revoke (or
-// loss), which Kafka sends next, does not wait for the rest of the batch
-// to be cured.
-func TestTakenOverPartitionDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
+// failingBatch applies a batch of partitions 0 and 1 (after a first that
+// commits) that keeps failing, retried a minute apart, once before has run
+// on the worker, and returns once it has failed: cancel ends it (the hard
+// stop), done is closed when it has returned.
+func failingBatch(t *testing.T, before func(st *store.Store, p0, p1 *partition)) (st *store.Store, p0, p1 *partition, cancel context.CancelFunc, done chan struct{}) {
+	t.Helper()
 	ctx := context.Background()
 	w, st := newApplier(t)
 	logs := &testlog.Buffer{}
 	w.log = zerolog.New(logs)
 	w.batchRetryBase = time.Minute
-	p0, p1 := own(w, 0), own(w, 1)
+	p0, p1 = own(w, 0), own(w, 1)
 	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
-	// Another worker applied more of partition 0, and every batch fails.
-	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 5 WHERE partition = 0`)
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
 	require.NoError(t, err)
-	_, err = st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`)
-	require.NoError(t, err)
-
+	before(st, p0, p1)
 	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
+	t.Cleanup(cancel)
+	done = make(chan struct{})
 	p0.pending.Add(1)
 	p1.pending.Add(1)
 	go func() {
@@ -453,21 +451,41 @@ func TestTakenOverPartitionDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond,
-		"the batch, less partition 0, failed and waits to be retried")
-	require.Error(t, p0.ctx.Err(), "partition 0 is stopped")
+		"the batch failed and waits to be retried")
+	return st, p0, p1, cancel, done
+}
+
+// requireReleased fails unless p's pending segments are released (its
+// revoke would not wait) while the batch, done, goes on.
+func requireReleased(t *testing.T, p *partition, done chan struct{}) {
+	t.Helper()
 	released := make(chan struct{})
-	go func() { p0.pending.Wait(); close(released) }()
+	go func() { p.pending.Wait(); close(released) }()
 	select {
 	case <-released:
 	case <-time.After(30 * time.Second):
-		t.Fatal("the taken-over partition is held by the failing batch")
+		t.Fatalf("partition %d is held by the failing batch", p.id)
 	}
 	select {
 	case <-done:
 		t.Fatal("the batch goes on for partition 1")
 	default:
 	}
-	cancel() // the hard stop
+}
+
+// A partition another replica took over, found so in a batch whose other
+// partition then keeps failing, is released at once: its revoke (or
+// loss), which Kafka sends next, does not wait for the rest of the batch
+// to be cured.
+func TestTakenOverPartitionDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
+	st, p0, p1, cancel, done := failingBatch(t, func(st *store.Store, _, _ *partition) {
+		// Another worker applied more of partition 0.
+		_, err := st.Pool.Exec(context.Background(), `UPDATE consumer_offsets SET next_offset = 5 WHERE partition = 0`)
+		require.NoError(t, err)
+	})
+	require.Error(t, p0.ctx.Err(), "partition 0 is stopped")
+	requireReleased(t, p0, done)
+	cancel()
 	<-done
 	p1.pending.Wait()
 	require.EqualValues(t, 5, storedOffset(t, st, 0))
@@ -478,34 +496,10 @@ func TestTakenOverPartitionDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
 // after a takeover) are released at once, not when the rest of the batch,
 // failing, is cured: its revoke does not wait for that.
 func TestStoppedPartitionDoesNotWaitForAFailingBatch(t *testing.T) {
-	ctx := context.Background()
-	w, st := newApplier(t)
-	logs := &testlog.Buffer{}
-	w.log = zerolog.New(logs)
-	w.batchRetryBase = time.Minute
-	p0, p1 := own(w, 0), own(w, 1)
-	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
-	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
-	require.NoError(t, err)
-	p0.cancel() // stopped, as takenOver leaves it until its restart
-
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	p0.pending.Add(1)
-	p1.pending.Add(1)
-	go func() {
-		defer close(done)
-		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
-	}()
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond)
-	released := make(chan struct{})
-	go func() { p0.pending.Wait(); close(released) }()
-	select {
-	case <-released:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the stopped partition is held by the failing batch")
-	}
+	st, p0, p1, cancel, done := failingBatch(t, func(_ *store.Store, p0, _ *partition) {
+		p0.cancel() // stopped, as takenOver leaves it until its restart
+	})
+	requireReleased(t, p0, done)
 	cancel()
 	<-done
 	p1.pending.Wait()
