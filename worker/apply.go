@@ -256,7 +256,7 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 	case err != nil:
 		return nil, err // the batch is retried (errRevoking: less what is revoked), the partition not restarted
 	case back:
-		return w.restartMoved(parts, moved), nil
+		return w.restartMoved(parts, moved, true), nil
 	}
 	committed, err := w.cfg.Store.AnyCommitted(ctx, xids)
 	if err != nil {
@@ -267,19 +267,19 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 		w.committed(parts, nil, 0)
 		return nil, nil
 	}
-	return w.restartMoved(parts, moved), nil
+	return w.restartMoved(parts, moved, false), nil
 }
 
-// restartMoved restarts the partition whose offset moved (takenOver) and
-// returns the other parts.
-func (w *Worker) restartMoved(parts []*part, moved *store.OffsetMovedError) []*part {
+// restartMoved restarts the partition whose offset moved (takenOver; back:
+// it went back, wentBack) and returns the other parts.
+func (w *Worker) restartMoved(parts []*part, moved *store.OffsetMovedError, back bool) []*part {
 	rest := parts[:0]
 	for _, pt := range parts {
 		if pt.p.id != moved.Partition {
 			rest = append(rest, pt)
 			continue
 		}
-		w.takenOver(pt.p)
+		w.takenOver(pt.p, back)
 	}
 	return rest
 }
@@ -363,13 +363,19 @@ func (w *Worker) wentBack(ctx context.Context, parts []*part, moved *store.Offse
 // its session, it applies what it polled until its client learns it):
 // only Kafka can tell, so p is not stopped for good while Kafka assigns it
 // here. Either way each offset is applied once: every batch advances the
-// offset row it locked from where it found it.
-func (w *Worker) takenOver(p *partition) {
+// offset row it locked from where it found it. back says the offset went
+// back instead (wentBack, which logged why): the restart is the same, but
+// it is no takeover, and not counted as one (Config.Metrics'
+// PartitionRestarted).
+func (w *Worker) takenOver(p *partition, back bool) {
 	delay := w.restartDelay(p.id, time.Now())
-	w.log.Warn().Int32("partition", p.id).Dur("restart_in", delay).
-		Msg("partition offset moved by another replica: restarting the partition from the stored offset")
+	msg := "partition offset moved by another replica: restarting the partition from the stored offset"
+	if back {
+		msg = "partition offset went back: restarting the partition from the stored offset"
+	}
+	w.log.Warn().Int32("partition", p.id).Dur("restart_in", delay).Msg(msg)
 	p.cancel()
-	w.wg.Go(func() { w.restart(p, delay) })
+	w.wg.Go(func() { w.restart(p, delay, !back) })
 }
 
 // quarantine holds the records of a batch that PostgreSQL refused to apply

@@ -89,7 +89,7 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove
 		pos, err = w.rewind(ctx, p.id, pos, sent)
 	}
 	if errors.Is(err, errTakenOver) {
-		w.takenOver(p)
+		w.takenOver(p, false)
 		return nil
 	}
 	if err != nil {

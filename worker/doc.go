@@ -37,7 +37,9 @@
 // the stored offset (again within seconds: after a delay growing to 5 s);
 // the rest is applied. Anything else that fails is
 // retried, with backoff and loudly: the applier's other partitions wait
-// behind it, which keeps their order and loses nothing, but a partition
+// behind it, which keeps their order and loses nothing (and, once its queue
+// is full, the poll loop waits too, and with it every applier's new
+// records: backpressure), but a partition
 // revoked is dropped from such a batch at its next retry, with what was
 // polled for it since, so a rebalance does not wait for the cure (its next
 // owner starts from the stored offset). A known limit: a revoked partition

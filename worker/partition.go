@@ -110,11 +110,11 @@ func (p *partition) stopped() bool { return p.ctx.Err() != nil || p.dropped.Load
 // restart starts partition old, stopped by takenOver, again once its
 // scheduler and relay have returned (the new relay then reads the table
 // first: the other replica's rows go out before this one's next) and delay
-// has passed, unless it was let go meanwhile; only a restart made is
-// counted (RestartMetrics). It fetches from the stored offset: the records
+// has passed, unless it was let go meanwhile; only a restart made, and
+// only when counted (a takeover's), is counted (RestartMetrics). It fetches from the stored offset: the records
 // polled before that are dropped (losing), as those polled for old were (the
 // poll loop queues none for a stopped partition).
-func (w *Worker) restart(old *partition, delay time.Duration) {
+func (w *Worker) restart(old *partition, delay time.Duration, counted bool) {
 	wait := time.NewTimer(delay)
 	defer wait.Stop()
 	<-old.finished
@@ -132,7 +132,9 @@ func (w *Worker) restart(old *partition, delay time.Duration) {
 	p.lane, p.losing, p.refetch = old.lane, true, old.refetch
 	w.parts[p.id] = p
 	w.mu.Unlock()
-	w.restarted()
+	if counted {
+		w.restarted()
+	}
 	w.log.Info().Int32("partition", p.id).Msg("partition restarted")
 	w.retry(p.revoking, p.logger(), "reading the stored offset of a restarted partition failed", nil, func(ctx context.Context) error {
 		return w.seekStored(ctx, p)

@@ -313,6 +313,9 @@ func TestTokenFloorWhenStoredOffsetGoesBack(t *testing.T) {
 	require.Contains(t, log.String(), `"expected_offset":5`)
 	require.Contains(t, log.String(), `"stored_offset":0`)
 	require.Contains(t, log.String(), "PostgreSQL is behind Kafka")
+	// A restart, but no takeover: not logged nor counted as one.
+	require.Contains(t, log.String(), "partition offset went back: restarting the partition from the stored offset")
+	require.NotContains(t, log.String(), "partition offset moved by another replica")
 }
 
 // Records that are not lock.acquired events, or whose token no sequence
