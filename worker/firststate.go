@@ -71,13 +71,15 @@ func (w *Worker) checkStateTopicChange(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	was, ok, err := w.cfg.Store.RecordedStateTopic(ctx, topic)
-	switch {
-	case err != nil:
+	if err != nil {
 		return 0, err
-	case !ok:
+	}
+	if !ok {
 		return 0, w.cfg.Store.RecordStateTopic(ctx, topic, found)
-	case was.Partitions == found.Partitions && (was.ID == found.ID || was.ID == "" || found.ID == ""):
-		if was.ID != found.ID {
+	}
+	found, changed := stateTopicChanged(was, found)
+	if !changed {
+		if found != was {
 			return 0, w.cfg.Store.RecordStateTopic(ctx, topic, found)
 		}
 		return 0, nil
@@ -95,6 +97,18 @@ func (w *Worker) checkStateTopicChange(ctx context.Context) (int, error) {
 	w.log.Warn().Str("topic", topic).Int("locks", n).Int("partitions", found.Partitions).Str("topic_id", found.ID).
 		Msg("published every lock's state again to the lock state topic")
 	return n, nil
+}
+
+// stateTopicChanged compares the lock state topic as found now with the
+// one recorded at an earlier start: changed when its partition count
+// differs, or its topic ID (both known). It returns what to record: found,
+// with the recorded ID where none was told this time (a broker too old to
+// say), so that it is not erased and a later re-creation still shows.
+func stateTopicChanged(was, found store.StateTopic) (store.StateTopic, bool) {
+	if found.ID == "" {
+		found.ID = was.ID
+	}
+	return found, was.Partitions != found.Partitions || was.ID != "" && was.ID != found.ID
 }
 
 // RepublishStates publishes the current state of every lock with a
