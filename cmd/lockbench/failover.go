@@ -475,61 +475,66 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		all := load.Stats()
 		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
 	}
+	// The contract is checked, and the orphaned leases measured, whatever
+	// a phase returned: a run cut short (a replica that would not come
+	// back) is the likeliest to have broken it.
 	killFrom := time.Now()
-	if err := phase("SIGKILL one of three", fc.Kills, settle, func(i int, c *faultCounts) error {
-		r := replicas[i%len(replicas)]
-		if err := faults.kill(c, r); err != nil {
+	var killTo time.Time
+	runErr := func() error {
+		if err := phase("SIGKILL one of three", fc.Kills, settle, func(i int, c *faultCounts) error {
+			r := replicas[i%len(replicas)]
+			if err := faults.kill(c, r); err != nil {
+				return err
+			}
+			time.Sleep(time.Second)
+			return faults.restart(c, r)
+		}); err != nil {
 			return err
 		}
-		time.Sleep(time.Second)
-		return faults.restart(c, r)
-	}); err != nil {
-		finish()
-		return res, err
-	}
-	killTo := time.Now()
-	// The frozen replica's rebalance back in, when it rejoins, is over
-	// within settle too.
-	if err := phase("SIGSTOP one of three", fc.Freezes, settle, func(i int, _ *faultCounts) error {
-		return faults.freeze(replicas[i%len(replicas)], fc.FreezeFor)
-	}); err != nil {
-		finish()
-		return res, err
-	}
-	if err := phase("SIGTERM one of three", fc.Terms, 3*time.Second, func(i int, c *faultCounts) error {
-		r := replicas[i%len(replicas)]
-		if err := faults.term(c, r, 30*time.Second); err != nil {
+		killTo = time.Now()
+		// The frozen replica's rebalance back in, when it rejoins, is over
+		// within settle too.
+		if err := phase("SIGSTOP one of three", fc.Freezes, settle, func(i int, _ *faultCounts) error {
+			return faults.freeze(replicas[i%len(replicas)], fc.FreezeFor)
+		}); err != nil {
 			return err
 		}
-		time.Sleep(time.Second)
-		return faults.restart(c, r)
-	}); err != nil {
-		finish()
-		return res, err
-	}
-	if err := phase("rolling restart of all three", fc.Rolls, 2*time.Second, func(_ int, c *faultCounts) error {
-		for _, r := range replicas {
+		if err := phase("SIGTERM one of three", fc.Terms, 3*time.Second, func(i int, c *faultCounts) error {
+			r := replicas[i%len(replicas)]
 			if err := faults.term(c, r, 30*time.Second); err != nil {
 				return err
 			}
-			if err := faults.restart(c, r); err != nil {
-				return err
+			time.Sleep(time.Second)
+			return faults.restart(c, r)
+		}); err != nil {
+			return err
+		}
+		if err := phase("rolling restart of all three", fc.Rolls, 2*time.Second, func(_ int, c *faultCounts) error {
+			for _, r := range replicas {
+				if err := faults.term(c, r, 30*time.Second); err != nil {
+					return err
+				}
+				if err := faults.restart(c, r); err != nil {
+					return err
+				}
+				time.Sleep(2 * time.Second)
 			}
-			time.Sleep(2 * time.Second)
+			return nil
+		}); err != nil {
+			return err
+		}
+		// Last, so that the phases before it run as they did before it was
+		// added. A replica that gave its partitions up rejoins once it reaches
+		// PostgreSQL again, a rebalance over within settle.
+		if err := phase("PostgreSQL cut from one of three", fc.Cuts, settle, func(i int, _ *faultCounts) error {
+			return faults.cut(replicas[i%len(replicas)], fc.CutFor)
+		}); err != nil {
+			return err
 		}
 		return nil
-	}); err != nil {
-		finish()
-		return res, err
-	}
-	// Last, so that the phases before it run as they did before it was
-	// added. A replica that gave its partitions up rejoins once it reaches
-	// PostgreSQL again, a rebalance over within settle.
-	if err := phase("PostgreSQL cut from one of three", fc.Cuts, settle, func(i int, _ *faultCounts) error {
-		return faults.cut(replicas[i%len(replicas)], fc.CutFor)
-	}); err != nil {
-		finish()
-		return res, err
+	}()
+	if killTo.IsZero() {
+		killTo = time.Now() // ended in the SIGKILL phase
 	}
 
 	progress("failover: waiting for the last answers")
@@ -539,7 +544,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	if err := chaos.Check(load.History()); err != nil {
 		res.ContractViolation = err.Error()
 	}
-	return res, nil
+	return res, runErr
 }
 
 // failoverGoals are the goals of issue 11 for the failover scenario.
