@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/kafkatest"
@@ -115,4 +117,43 @@ func TestWatchMovesToTheKeysNewPartition(t *testing.T) {
 	require.EqualValues(t, 2, next(t, ch).Revision, "read in the key's new partition")
 	produce(in(kafkatest.StateRecord(t, lock, 9), 2), in(kafkatest.StateRecord(t, lock, 3), 4))
 	require.EqualValues(t, 3, next(t, ch).Revision, "the old partition's record is not delivered")
+}
+
+// A watch whose first fetch reads past the listed end (another lock's
+// record written meanwhile to the key's partition) sends the current state
+// from within that poll, and still looks up the partition count from then
+// on: it moves to the key's new partition once partitions were added.
+func TestWatchCaughtUpInItsFirstFetchFollowsMoves(t *testing.T) {
+	client.SetPartitionCheck(t, 50*time.Millisecond)
+	ctx := ctxT(t)
+	lock := movedKeys(t, 1, 2, 4)[0]
+	other := ""
+	for i := 0; other == ""; i++ {
+		if k := fmt.Sprintf("other-%d", i); kafkatest.KeyPartition(k, 2) == kafkatest.KeyPartition(lock, 2) {
+			other = k
+		}
+	}
+	cluster, produce := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
+	// The watch's first fetch waits until the other lock's record is
+	// written after the listed end, and so returns both.
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	cluster.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if first.CompareAndSwap(false, true) { // a fetch while it sleeps runs this too
+			close(held)
+			cluster.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	c := readOnly(t, cluster)
+	ch, err := c.Watch(ctx, lock)
+	require.NoError(t, err)
+	<-held
+	produce(in(kafkatest.StateRecord(t, other, 1), 2))
+	close(release)
+	require.EqualValues(t, 1, next(t, ch).Revision)
+
+	produce = addPartitions(t, cluster, 4)
+	produce(in(kafkatest.StateRecord(t, lock, 2), 4))
+	require.EqualValues(t, 2, next(t, ch).Revision, "read in the key's new partition")
 }

@@ -990,19 +990,22 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1}
 	last := current
 	sentCurrent := false
+	// sendCurrent sends current once the reader has caught up: at the top
+	// of the loop, or in a poll that read past the listed end in the
+	// fetch that reached it.
 	sendCurrent := func() bool {
 		if !sentCurrent {
 			sentCurrent = send(current)
+			if sentCurrent {
+				// From now on the reader's partitions change there only.
+				moves.Go(func() { c.followMoves(ctx, r, key) })
+			}
 		}
 		return sentCurrent
 	}
 	for ctx.Err() == nil {
-		if r.caughtUp() && !sentCurrent {
-			if !sendCurrent() {
-				return
-			}
-			// From now on the reader's partitions change there only.
-			moves.Go(func() { c.followMoves(ctx, r, key) })
+		if r.caughtUp() && !sendCurrent() {
+			return
 		}
 		_, err := r.poll(ctx, func(rec *kgo.Record, live bool) {
 			if live && !sendCurrent() || string(rec.Key) != key || rec.Partition != r.following.Load() {
@@ -1021,9 +1024,10 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 				lr = LockRevision{Unreadable: err}
 			case !lr.Deleted && (lr.Namespace != c.cfg.Namespace || lr.Name != name):
 				return // another lock's of the same key
-			case !lr.Deleted && lr.Revision <= last.Revision || lr.Deleted && last.Deleted:
+			case !lr.Deleted && lr.Revision <= last.Revision || lr.Deleted && last.Deleted && current.Unreadable == nil:
 				// A record published again, even after an unreadable one:
-				// that may have been newer.
+				// that may have been newer. (A tombstone after one ends
+				// the unknown state, as Locks takes it.)
 				return
 			default:
 				last = lr

@@ -337,6 +337,18 @@ func TestWatchUnreadable(t *testing.T) {
 	require.Error(t, next(t, ch).Unreadable)
 	produce(kafkatest.StateRecord(t, "job", 3))
 	require.Equal(t, int64(3), next(t, ch).Revision)
+
+	// A tombstone ends an unknown state too, even after one already read
+	// (as Locks takes it).
+	tombstone := &kgo.Record{Key: []byte("job")}
+	produce(tombstone)
+	require.True(t, next(t, ch).Deleted)
+	produce(unreadable("job"))
+	require.Error(t, next(t, ch).Unreadable)
+	produce(tombstone)
+	lr = next(t, ch)
+	require.True(t, lr.Deleted, "the lock deleted, not still unknown")
+	require.NoError(t, lr.Unreadable)
 }
 
 // Locks reads the topic from brokers it reached. When they stop answering
