@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,21 +135,13 @@ func TestWatchCaughtUpInItsFirstFetchFollowsMoves(t *testing.T) {
 	cluster, produce := kafkatest.StateTopic(t, 2, in(kafkatest.StateRecord(t, lock, 1), 2))
 	// The watch's first fetch waits until the other lock's record is
 	// written after the listed end, and so returns both.
-	held, release := make(chan struct{}), make(chan struct{})
-	var first atomic.Bool
-	cluster.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if first.CompareAndSwap(false, true) { // a fetch while it sleeps runs this too
-			close(held)
-			cluster.SleepControl(func() { <-release })
-		}
-		return nil, nil, false
-	})
+	held, release := kafkatest.HoldFirst(cluster, kmsg.Fetch)
 	c := readOnly(t, cluster)
 	ch, err := c.Watch(ctx, lock)
 	require.NoError(t, err)
 	<-held
 	produce(in(kafkatest.StateRecord(t, other, 1), 2))
-	close(release)
+	release()
 	require.EqualValues(t, 1, next(t, ch).Revision)
 
 	produce = addPartitions(t, cluster, 4)

@@ -60,7 +60,7 @@ type LockRevision struct {
 	Record topics.LockState
 	// Unreadable, from Watch, says the lock's newest record could not be
 	// decoded (why, naming the record): its state is unknown until its
-	// next readable revision, not the last one read. Every other field
+	// next readable revision or tombstone, not the last one read. Every other field
 	// but Namespace and Name is zero then.
 	Unreadable error
 }
@@ -869,8 +869,8 @@ func OnFetchError(fn func(error)) WatchOption {
 // closes when ctx ends or the client closes; a slow receiver holds the
 // reading back (nothing is skipped). A record of the lock's key that cannot
 // be decoded is delivered as a LockRevision with Unreadable set (once, until
-// a readable revision follows): the lock's state is unknown then, as Locks
-// leaves such a lock out of its table.
+// a readable revision or a tombstone follows): the lock's state is unknown
+// then, as Locks leaves such a lock out of its table.
 //
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,

@@ -230,8 +230,8 @@ type Metrics interface {
 // RestartMetrics is told, when Config.Metrics implements it too, of each
 // partition found with its stored offset moved forward by another replica,
 // and restarted from there (takenOver, restart): not of one let go, or
-// stopped for good, before its restart was due, nor of one whose offset
-// went back (wentBack). Apart from Metrics, so that its
+// stopped for good, before its restart was due, nor of one whose offset a
+// batch found gone back (wentBack). Apart from Metrics, so that its
 // other implementations need not change.
 type RestartMetrics interface {
 	PartitionRestarted()

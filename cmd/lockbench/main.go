@@ -418,7 +418,8 @@ func writeReport(rep *Report, cfg *Config, stdout, stderr io.Writer) {
 
 // run runs the scenarios of cfg and returns the report, partial on error:
 // the figures and goals of the scenarios that completed, and the error. A
-// scenario that fails, or that a signal cuts short, leaves no figures.
+// scenario that fails, or that a signal cuts short, leaves no figures,
+// but failover, which keeps what it measured (its contract checked).
 func run(ctx context.Context, cfg *Config, stderr io.Writer) (*Report, error) {
 	rep := newReport(cfg)
 	err := runScenarios(ctx, cfg, rep, stderr)

@@ -144,7 +144,7 @@ func New(cfg Config) *Metrics {
 		}, []string{"reason"}),
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "partition_restarts_total",
-			Help: "Times a partition's stored offset was found moved forward by another replica (its new owner, or a stale one still applying it until its client calls it lost) and the partition restarted from it: its records polled dropped and fetched again. An offset found gone back (PostgreSQL lost transactions, or a rewind after Kafka lost records) restarts the partition uncounted.",
+			Help: "Times a partition's stored offset was found moved forward by another replica (its new owner, or a stale one still applying it until its client calls it lost) and the partition restarted from it: its records polled dropped and fetched again. An offset a batch finds gone back, below what this replica committed (PostgreSQL lost transactions), restarts the partition uncounted.",
 		}),
 		dbRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "db_retries_total",
