@@ -149,12 +149,11 @@ func (w *Worker) requesterRules(c topics.Command, r *kgo.Record) (topics.Command
 		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden,
 			Message: fmt.Sprintf("requester %q may not revoke: its token has no admin claim", who.Name)}
 	}
-	// Scoped where the operation reads owner_id (query and cleanup ignore
-	// it: scoped, a long one would be refused for its length); a revoke
-	// names an owner as it is stored.
+	// Scoped where the operation needs an owner: query and cleanup ignore
+	// owner_id (scoped, a long one would be refused for its length), and a
+	// revoke's names an owner as it is stored.
 	op, _ := topics.LookupOperation(c.Operation)
-	reads := (op.NeedsOwner || op.OwnerOptional) && c.Operation != topics.OpRevoke
-	if scoped := topics.ScopedOwner(who.Name, c.OwnerID); c.OwnerID != "" && reads && scoped != c.OwnerID {
+	if scoped := topics.ScopedOwner(who.Name, c.OwnerID); c.OwnerID != "" && op.NeedsOwner && scoped != c.OwnerID {
 		c.OwnerID = scoped
 		if len(c.OwnerID) > topics.MaxOwnerIDBytes {
 			return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest,
