@@ -122,8 +122,8 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			switch {
 			case err == nil:
 				for _, pt := range was {
-					if rest != nil && !slices.Contains(rest, pt) {
-						release(pt) // restarted (takenOver)
+					if !slices.Contains(rest, pt) {
+						release(pt) // restarted (takenOver), or committed by an earlier attempt
 					}
 				}
 				parts = rest
