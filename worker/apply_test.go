@@ -377,87 +377,61 @@ func TestFailingBatchLetsRevokedPartitionGo(t *testing.T) {
 // rest of the batch finally commits, with that of what was polled for it
 // since and queued behind the batch.
 func TestRevokeDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
-	ctx := context.Background()
-	w, st := newApplier(t)
-	logs := &testlog.Buffer{}
-	w.log = zerolog.New(logs)
-	w.batchRetryBase = time.Minute
-	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
-	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
-	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
-	require.NoError(t, err)
-
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	p0.pending.Add(1)
-	p1.pending.Add(1)
-	go func() {
-		defer close(done)
-		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
-	}()
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond,
-		"the batch failed and waits to be retried")
+	f := failingBatch(t, func(*store.Store, *partition, *partition) {})
 	// What was polled for partition 0 since waits in its applier's queue.
-	p0.pending.Add(1)
-	require.True(t, w.lanes[p0.lane].submit([]segment{seg(t, p0, 2, "e")}))
-	p0.revoke() // as revoked does, before it waits
-	released := make(chan struct{})
-	go func() { p0.pending.Wait(); close(released) }()
-	select {
-	case <-released:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the revoked partition is held by the failing batch")
-	}
-	require.True(t, p0.dropped.Load())
+	f.p0.pending.Add(1)
+	require.True(t, f.w.lanes[f.p0.lane].submit([]segment{seg(t, f.p0, 2, "e")}))
+	f.p0.revoke() // as revoked does, before it waits
+	f.requireReleased(t, f.p0)
+	require.True(t, f.p0.dropped.Load())
+	require.NoError(t, f.p1.ctx.Err())
+	f.stop()
+	require.EqualValues(t, 1, storedOffset(t, f.st, 0))
+	require.EqualValues(t, 1, storedOffset(t, f.st, 1))
+}
 
-	select {
-	case <-done:
-		t.Fatal("the batch goes on for partition 1")
-	default:
-	}
-	require.NoError(t, p1.ctx.Err())
-
-	cancel() // the hard stop
-	<-done
-	p1.pending.Wait()
-	require.EqualValues(t, 1, storedOffset(t, st, 0))
-	require.EqualValues(t, 1, storedOffset(t, st, 1))
+// failing is a batch of partitions 0 and 1 that keeps failing
+// (failingBatch): done is closed when applySegments has returned.
+type failing struct {
+	w      *Worker
+	st     *store.Store
+	p0, p1 *partition
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // failingBatch applies a batch of partitions 0 and 1 (after a first that
 // commits) that keeps failing, retried a minute apart, once before has run
-// on the worker, and returns once it has failed: cancel ends it (the hard
-// stop), done is closed when it has returned.
-func failingBatch(t *testing.T, before func(st *store.Store, p0, p1 *partition)) (st *store.Store, p0, p1 *partition, cancel context.CancelFunc, done chan struct{}) {
+// on the worker, and returns once it has failed.
+func failingBatch(t *testing.T, before func(st *store.Store, p0, p1 *partition)) *failing {
 	t.Helper()
 	ctx := context.Background()
 	w, st := newApplier(t)
 	logs := &testlog.Buffer{}
 	w.log = zerolog.New(logs)
 	w.batchRetryBase = time.Minute
-	p0, p1 = own(w, 0), own(w, 1)
-	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
+	f := &failing{w: w, st: st, p0: own(w, 0), p1: own(w, 1), done: make(chan struct{})}
+	apply(w, seg(t, f.p0, 0, "a"), seg(t, f.p1, 0, "b"))
 	_, err := st.Pool.Exec(ctx, `ALTER TABLE lock_events RENAME TO lock_events_away`) // every batch now fails
 	require.NoError(t, err)
-	before(st, p0, p1)
+	before(st, f.p0, f.p1)
 	actx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	done = make(chan struct{})
-	p0.pending.Add(1)
-	p1.pending.Add(1)
+	f.cancel = cancel
+	f.p0.pending.Add(1)
+	f.p1.pending.Add(1)
 	go func() {
-		defer close(done)
-		w.applySegments(actx, []segment{seg(t, p0, 1, "c"), seg(t, p1, 1, "d")})
+		defer close(f.done)
+		w.applySegments(actx, []segment{seg(t, f.p0, 1, "c"), seg(t, f.p1, 1, "d")})
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "applying batch failed") }, 20*time.Second, 5*time.Millisecond,
 		"the batch failed and waits to be retried")
-	return st, p0, p1, cancel, done
+	return f
 }
 
 // requireReleased fails unless p's pending segments are released (its
-// revoke would not wait) while the batch, done, goes on.
-func requireReleased(t *testing.T, p *partition, done chan struct{}) {
+// revoke would not wait) while the batch goes on.
+func (f *failing) requireReleased(t *testing.T, p *partition) {
 	t.Helper()
 	released := make(chan struct{})
 	go func() { p.pending.Wait(); close(released) }()
@@ -467,10 +441,18 @@ func requireReleased(t *testing.T, p *partition, done chan struct{}) {
 		t.Fatalf("partition %d is held by the failing batch", p.id)
 	}
 	select {
-	case <-done:
+	case <-f.done:
 		t.Fatal("the batch goes on for partition 1")
 	default:
 	}
+}
+
+// stop ends the batch (the hard stop) and waits for it, and for partition
+// 1's pending count.
+func (f *failing) stop() {
+	f.cancel()
+	<-f.done
+	f.p1.pending.Wait()
 }
 
 // A partition another replica took over, found so in a batch whose other
@@ -478,32 +460,28 @@ func requireReleased(t *testing.T, p *partition, done chan struct{}) {
 // loss), which Kafka sends next, does not wait for the rest of the batch
 // to be cured.
 func TestTakenOverPartitionDoesNotWaitForTheRestOfAFailingBatch(t *testing.T) {
-	st, p0, p1, cancel, done := failingBatch(t, func(st *store.Store, _, _ *partition) {
+	f := failingBatch(t, func(st *store.Store, _, _ *partition) {
 		// Another worker applied more of partition 0.
 		_, err := st.Pool.Exec(context.Background(), `UPDATE consumer_offsets SET next_offset = 5 WHERE partition = 0`)
 		require.NoError(t, err)
 	})
-	require.Error(t, p0.ctx.Err(), "partition 0 is stopped")
-	requireReleased(t, p0, done)
-	cancel()
-	<-done
-	p1.pending.Wait()
-	require.EqualValues(t, 5, storedOffset(t, st, 0))
-	require.EqualValues(t, 1, storedOffset(t, st, 1))
+	require.Error(t, f.p0.ctx.Err(), "partition 0 is stopped")
+	f.requireReleased(t, f.p0)
+	f.stop()
+	require.EqualValues(t, 5, storedOffset(t, f.st, 0))
+	require.EqualValues(t, 1, storedOffset(t, f.st, 1))
 }
 
 // The segments of a partition stopped before the batch began (restarting
 // after a takeover) are released at once, not when the rest of the batch,
 // failing, is cured: its revoke does not wait for that.
 func TestStoppedPartitionDoesNotWaitForAFailingBatch(t *testing.T) {
-	st, p0, p1, cancel, done := failingBatch(t, func(_ *store.Store, p0, _ *partition) {
+	f := failingBatch(t, func(_ *store.Store, p0, _ *partition) {
 		p0.cancel() // stopped, as takenOver leaves it until its restart
 	})
-	requireReleased(t, p0, done)
-	cancel()
-	<-done
-	p1.pending.Wait()
-	require.EqualValues(t, 1, storedOffset(t, st, 0), "the stopped partition's record is not applied")
+	f.requireReleased(t, f.p0)
+	f.stop()
+	require.EqualValues(t, 1, storedOffset(t, f.st, 0), "the stopped partition's record is not applied")
 }
 
 // The handlers report what no path should reach (a stale lock state record
