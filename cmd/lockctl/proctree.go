@@ -41,35 +41,24 @@ func procStat(pid int) (ppid int, start string, ok bool) {
 	return ppid, f[19], err == nil
 }
 
-// procPids lists the pids in /proc; false elsewhere than Linux, or where
-// /proc is another pid namespace's, whose pids kill would take for others.
-func procPids() ([]int, bool) {
+// below returns the processes below each of roots still alive (and those
+// roots), from one reading of /proc (Linux; none elsewhere, nor where /proc
+// is another pid namespace's, whose pids kill would take for others).
+func below(roots []process) []process {
 	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
-		return nil, false
+		return nil
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil, false
-	}
-	var pids []int
-	for _, e := range entries {
-		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			pids = append(pids, pid)
-		}
-	}
-	return pids, true
-}
-
-// below returns the processes below each of roots still alive (and those
-// roots), from one reading of /proc (Linux; none elsewhere: procPids).
-func below(roots []process) []process {
-	pids, ok := procPids()
-	if !ok {
 		return nil
 	}
 	alive := map[process]bool{}
 	children := map[int][]process{}
-	for _, pid := range pids {
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
 		if ppid, start, ok := procStat(pid); ok {
 			p := process{pid, start}
 			alive[p] = true

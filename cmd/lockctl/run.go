@@ -162,7 +162,7 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 	}()
 	res := c.runCommand(ctx, l, grace, args, env, group)
 
-	if res.notStarted {
+	if res.notStarted() {
 		// Stopped (a signal, the lease lost) between the grant and the
 		// start: the command never ran, as when the lock was not taken.
 		why := context.Cause(ctx)
@@ -256,13 +256,15 @@ func (g *commandGroup) exited() {
 
 // ran is how a command run by runCommand ended.
 type ran struct {
-	started    bool  // it started (else: not found, not executable, or notStarted)
-	code       int   // the exit code to pass on (128+N: signal N ended it)
-	signaled   bool  // a signal ended it
-	stopped    bool  // lockctl stopped it (the lease lost, a signal to lockctl)
-	notStarted bool  // stopped before it started
-	err        error // it could not start; or what it left held its output past the grace period
+	started  bool  // it started (else: not found, not executable, or notStarted)
+	code     int   // the exit code to pass on (128+N: signal N ended it)
+	signaled bool  // a signal ended it
+	stopped  bool  // lockctl stopped it (the lease lost, a signal to lockctl)
+	err      error // it could not start; or what it left held its output past the grace period
 }
+
+// notStarted says lockctl stopped the command before it started.
+func (r ran) notStarted() bool { return r.stopped && !r.started }
 
 // describe says how command ended, for stderr.
 func (r ran) describe(command string) string {
@@ -446,7 +448,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	if cmd.ProcessState == nil {
 		if runCtx.Err() != nil {
-			return ran{notStarted: true, stopped: true, err: err}
+			return ran{stopped: true, err: err} // notStarted
 		}
 		// It never started (not found, not executable): as a shell says.
 		code := 126
