@@ -46,8 +46,9 @@ const (
 
 // Reserve takes the next slot of a partition this relay runs. It returns
 // nil when the relay does not run the partition, or stops running it (its
-// Run's context has ended): another replica may own it, so the writer must leave a mark in outbox_marks in its transaction
-// (whose owner then reads the table before publishing what it is handed).
+// Run's context has ended): another replica may own it, so the writer
+// must leave a mark in outbox_marks in its transaction (whose owner then
+// reads the table before publishing what it is handed).
 func (r *Relay) Reserve(partition int32) *Slot {
 	r.mu.Lock()
 	p := r.parts[partition]

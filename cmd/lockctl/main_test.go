@@ -884,19 +884,25 @@ func TestAcquirePrintsARunnableRelease(t *testing.T) {
 	assert.Contains(t, r.stdout, "released billing/ctl-hint")
 }
 
+// handleHangUps has this process handle SIGHUP until the test ends, so
+// that the lockctl it starts gets SIGHUP's default action. Under nohup
+// this process ignores SIGHUP and its children would too, lockctl keeping
+// it ignored as it should; a signal this process handles is back to its
+// default in a child it starts. Not only when signal.Ignored says so:
+// Stop ignores it again, and Ignored would not say so a second time
+// (-count=2).
+func handleHangUps(t *testing.T) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGHUP)
+	t.Cleanup(func() { signal.Stop(c) })
+}
+
 // A hang-up (the terminal or the ssh session gone) stops the command and
 // releases the lock, as SIGINT and SIGTERM do, rather than killing lockctl
 // and leaving the lock to its lease.
 func TestRunReleasesOnHangUp(t *testing.T) {
 	const lock = "ctl-run-hup"
-	// Under nohup this process ignores SIGHUP and its children would too,
-	// lockctl keeping it ignored as it should. A signal this process
-	// handles is back to its default in a child it starts. Not only when
-	// signal.Ignored says so: Stop ignores it again, and Ignored would
-	// not say so a second time (-count=2).
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGHUP)
-	defer signal.Stop(c)
+	handleHangUps(t)
 	bin := buildLockctl(t)
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	var stderr testlog.Buffer
@@ -1037,9 +1043,7 @@ func TestRunGivesWhatTheCommandStartedItsGrace(t *testing.T) {
 // than die holding it.
 func TestRunOutlivesASecondHangUp(t *testing.T) {
 	const lock = "ctl-run-hup-twice"
-	c := make(chan os.Signal, 1) // see TestRunReleasesOnHangUp
-	signal.Notify(c, syscall.SIGHUP)
-	defer signal.Stop(c)
+	handleHangUps(t)
 	bin := buildLockctl(t)
 	dir := t.TempDir()
 	pidFile, stopping, goOn := filepath.Join(dir, "pid"), filepath.Join(dir, "stopping"), filepath.Join(dir, "go-on")
