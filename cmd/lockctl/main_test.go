@@ -897,23 +897,33 @@ func handleHangUps(t *testing.T) {
 	t.Cleanup(func() { signal.Stop(c) })
 }
 
+// startRun starts the lockctl binary's run of script (sh -c) under lock as
+// owner, with a file for its pid as $1 and args after it, and returns once
+// the command wrote its pid there and lockctl holds the lock. lockctl and
+// the command are killed when the test ends, should they outlive it.
+func startRun(t *testing.T, lock, owner, script string, args ...string) (cmd *exec.Cmd, stderr *testlog.Buffer, pid int) {
+	t.Helper()
+	bin := buildLockctl(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	stderr = &testlog.Buffer{}
+	cmd = exec.Command(bin, append([]string{"run", "--brokers", env.Brokers[0], "--lock", lock, "--owner", owner, "--lease", "60", "--",
+		"sh", "-c", script, "sh", pidFile}, args...)...)
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	pid = readPid(t, "the command", pidFile)
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	return cmd, stderr, pid
+}
+
 // A hang-up (the terminal or the ssh session gone) stops the command and
 // releases the lock, as SIGINT and SIGTERM do, rather than killing lockctl
 // and leaving the lock to its lease.
 func TestRunReleasesOnHangUp(t *testing.T) {
 	const lock = "ctl-run-hup"
 	handleHangUps(t)
-	bin := buildLockctl(t)
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	var stderr testlog.Buffer
-	cmd := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", lock, "--owner", "hup", "--lease", "60", "--",
-		"sh", "-c", `echo $$ > "$1"; exec sleep 60`, "sh", pidFile)
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	defer func() { _ = cmd.Process.Kill() }()
-	pid := readPid(t, "the command", pidFile)
-	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
-	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+	cmd, stderr, pid := startRun(t, lock, "hup", `echo $$ > "$1"; exec sleep 60`)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
 	err := cmd.Wait()
 	var exit *exec.ExitError
@@ -1044,19 +1054,11 @@ func TestRunGivesWhatTheCommandStartedItsGrace(t *testing.T) {
 func TestRunOutlivesASecondHangUp(t *testing.T) {
 	const lock = "ctl-run-hup-twice"
 	handleHangUps(t)
-	bin := buildLockctl(t)
 	dir := t.TempDir()
-	pidFile, stopping, goOn := filepath.Join(dir, "pid"), filepath.Join(dir, "stopping"), filepath.Join(dir, "go-on")
-	var stderr testlog.Buffer
-	cmd := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", lock, "--owner", "hup-twice", "--lease", "60", "--", "sh", "-c",
+	stopping, goOn := filepath.Join(dir, "stopping"), filepath.Join(dir, "go-on")
+	cmd, stderr, _ := startRun(t, lock, "hup-twice",
 		`trap 'echo > "$2"; while [ ! -e "$3" ]; do sleep 0.05; done; exit 0' TERM; echo $$ > "$1"; while :; do sleep 0.1; done`,
-		"sh", pidFile, stopping, goOn)
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
-	defer func() { _ = cmd.Process.Kill() }()
-	pid := readPid(t, "the command", pidFile)
-	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
-	eventually(t, "run to hold the lock", func() bool { return strings.Contains(stderr.String(), "holding") })
+		stopping, goOn)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
 	eventually(t, "the command to be stopping", func() bool { _, err := os.Stat(stopping); return err == nil })
 	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
