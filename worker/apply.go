@@ -317,28 +317,38 @@ func (w *Worker) wentBack(ctx context.Context, parts []*part, moved *store.Offse
 	if !ok {
 		pos.Next = -1
 	}
+	held, stop := whileHeld(ctx, parts)
+	defer stop()
+	err = w.checkWentBack(held, moved.Partition, moved.From, pos.Next)
+	if err != nil && held.Err() != nil && ctx.Err() == nil {
+		w.log.Warn().Err(err).Int32("partition", moved.Partition).
+			Msg("the fencing token check after the stored offset went back ended: a partition of the batch is being revoked")
+		return true, errRevoking
+	}
+	return true, err
+}
+
+// checkWentBack logs that the stored offset of partition went back from
+// (the offset this worker expected) to stored (-1: gone) and checks the
+// fencing token floor (RaiseTokenFloor) before the partition applies
+// anything again: wentBack's check, and rewindLost's when the offset it
+// reads after a Kafka loss is below the one expected.
+func (w *Worker) checkWentBack(ctx context.Context, partition int32, from, stored int64) error {
 	check := "checking the fencing tokens against the lock.acquired topic before the partition applies its commands again from the stored offset"
 	if w.cfg.TokenFloorCheck == TokenFloorOff || w.cfg.Names.Acquired == "" {
 		check = "the fencing tokens are not checked (TOKEN_FLOOR_CHECK=off, or no lock.acquired topic): tokens already granted may be granted again"
 	}
-	w.log.Error().Int32("partition", moved.Partition).Int64("expected_offset", moved.From).Int64("stored_offset", pos.Next).
+	w.log.Error().Int32("partition", partition).Int64("expected_offset", from).Int64("stored_offset", stored).
 		Msg("the partition's stored offset went back, below the one this replica committed: PostgreSQL lost transactions (a restore, " +
 			"an asynchronous failover), or the commands topic was recreated / rewound (another replica moved the offset back after Kafka " +
 			"lost records); " + check)
-	held, stop := whileHeld(ctx, parts)
-	defer stop()
-	f, err := w.RaiseTokenFloor(held)
+	f, err := w.RaiseTokenFloor(ctx)
 	if err != nil {
-		if held.Err() != nil && ctx.Err() == nil {
-			w.log.Warn().Err(err).Int32("partition", moved.Partition).
-				Msg("the fencing token check after the stored offset went back ended: a partition of the batch is being revoked")
-			return true, errRevoking
-		}
-		return true, fmt.Errorf("the stored offset of partition %d went back from %d to %d, and checking the fencing tokens failed: %w",
-			moved.Partition, moved.From, pos.Next, err)
+		return fmt.Errorf("the stored offset of partition %d went back from %d to %d, and checking the fencing tokens failed: %w",
+			partition, from, stored, err)
 	}
 	if f.Skipped {
-		return true, nil // said by RaiseTokenFloor
+		return nil // said by RaiseTokenFloor
 	}
 	// Always at error level: a sequence found ahead does not mean no
 	// token was granted twice. Other partitions, lanes and replicas, and
@@ -348,13 +358,13 @@ func (w *Worker) wentBack(ctx context.Context, parts []*part, moved *store.Offse
 	if f.Raised {
 		outcome = fmt.Sprintf("the sequence was behind: moved from %d to %d", f.Was, f.Floor)
 	}
-	w.log.Error().Int32("partition", moved.Partition).Str("topic", f.Topic).Int64("highest_published", f.Highest).
+	w.log.Error().Int32("partition", partition).Str("topic", f.Topic).Int64("highest_published", f.Highest).
 		Int64("sequence_was", f.Was).Bool("raised", f.Raised).Int("records", f.Records).Ints64("granted_twice", f.GrantedTwice).
 		Msg(fmt.Sprintf("the fencing token check after the stored offset went back: the highest token published is %d, %s. "+
 			"Ahead does not mean no token was granted twice: what granted since the loss (other partitions, replicas, the expiry "+
 			`scheduler) may have handed out the lost tokens again before this check. See docs/design.md "PostgreSQL lost transactions"`,
 			f.Highest, outcome))
-	return true, nil
+	return nil
 }
 
 // takenOver stops partition p, whose stored offset another replica moved,

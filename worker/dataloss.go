@@ -63,13 +63,29 @@ func (w *Worker) lostRecords(s segment) {
 // found neither there nor where it was from was moved by another replica:
 // a takeover. (A replica that took the partition over and moved it to the
 // same offset is told apart as any takeover is: the offset guard of this
-// worker's next batch finds it moved, settleMoved.)
+// worker's next batch finds it moved, settleMoved.) With no move of its
+// own sent, an offset found below the one this worker expected (or gone)
+// went back as wentBack says: checkWentBack, then the partition restarts
+// from there, uncounted.
 func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove) error {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
 		return err
 	}
 	pos, ok := stored[p.id]
+	if wentBack := p.expected != unknownOffset && (!ok || pos.Next < p.expected); wentBack && *sent == nil {
+		// Below what this worker applied: PostgreSQL lost transactions
+		// too, or another replica moved it back (wentBack). The
+		// partition restarts from there once the tokens are checked.
+		if !ok {
+			pos.Next = -1
+		}
+		if err := w.checkWentBack(ctx, p.id, p.expected, pos.Next); err != nil {
+			return err
+		}
+		w.takenOver(p, true)
+		return nil
+	}
 	if !ok {
 		// Nothing applied: the client reads again what was dropped.
 		w.seekTo(p, fromStart)
