@@ -74,12 +74,17 @@ func WithSessionID(id string) SessionOption {
 // session.opened that breaks the contract is refused, and the session it
 // opened closed, best effort; so is one read past the session's local
 // deadline (the host slept through it), whose error wraps ErrSessionLost.
+// A NewSession given up unanswered (ctx ended, no reply, the client
+// closed) closes the session it may have opened, best effort, before it
+// returns (one more round trip, up to ReplyTimeout), unless its ID was
+// given WithSessionID: that session may be another process's.
 func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...SessionOption) (*Session, error) {
 	if err := c.sends(); err != nil {
 		return nil, fmt.Errorf("opening session: %w", err)
 	}
 	ctx2, cancel := context.WithCancelCause(context.Background())
-	s := &Session{ID: newRequestID(), TTL: ttl, c: c, lost: make(chan struct{}), ctx: ctx2, cancel: cancel, leases: map[*Lease]bool{},
+	generatedID := newRequestID()
+	s := &Session{ID: generatedID, TTL: ttl, c: c, lost: make(chan struct{}), ctx: ctx2, cancel: cancel, leases: map[*Lease]bool{},
 		closing: make(chan struct{}, 1)}
 	for _, o := range opts {
 		o(s)
@@ -107,6 +112,13 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		err = rejection(ev)
 	}
 	if err != nil {
+		var refused *Error
+		if s.ID == generatedID && !errors.As(err, &refused) {
+			// Given up unanswered: the worker may have opened it, and
+			// would keep it for nobody until its TTL ran out. An ID
+			// given WithSessionID may be another process's session.
+			_, _ = c.bestEffort(s.command(topics.OpSessionClose))
+		}
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
