@@ -155,11 +155,14 @@ type keySet struct {
 // count is the number of keys, as OnReload reports it.
 func (ks keySet) count() int { return len(ks.issuers) + len(ks.requesters) }
 
-// Verify checks a token (with or without the "Bearer " prefix) and returns
-// its requester. Its errors wrap ErrUnauthenticated and never quote the
-// token.
+// Verify checks a token (with or without the "Bearer " prefix, its scheme
+// case-insensitive as RFC 7235 has it) and returns its requester. Its
+// errors wrap ErrUnauthenticated and never quote the token.
 func (v *Verifier) Verify(token string) (Requester, error) {
-	token = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(token), "Bearer "))
+	token = strings.TrimSpace(token)
+	if scheme, rest, ok := strings.Cut(token, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		token = strings.TrimSpace(rest)
+	}
 	switch {
 	case token == "":
 		return Requester{}, fmt.Errorf("%w: no token", ErrUnauthenticated)

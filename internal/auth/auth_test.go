@@ -64,6 +64,11 @@ func TestVerify(t *testing.T) {
 		r, err := v.Verify("Bearer " + tok)
 		require.NoError(t, err, name)
 		require.Equal(t, Requester{Name: "billing", Namespaces: []string{"orders"}}, r, name)
+		for _, header := range []string{tok, "bearer " + tok, "BEARER   " + tok} { // the scheme is optional and case-insensitive
+			r, err := v.Verify(header)
+			require.NoError(t, err, "%s: %.12q", name, header)
+			require.Equal(t, "billing", r.Name)
+		}
 		require.True(t, r.MayUse("orders"))
 		require.False(t, r.MayUse(""))
 	}
