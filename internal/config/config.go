@@ -6,8 +6,8 @@
 // (floats allowed, as in the original) and time.Duration here. An empty
 // variable means "unset": the default applies.
 //
-// Config never leaks secrets through formatting: String, GoString, Redacted and
-// MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD,
+// Config never leaks secrets through formatting: String, GoString, Redacted,
+// MarshalJSON and MarshalZerologObject mask POSTGRES_PASSWORD, KAFKA_SASL_PASSWORD,
 // INSPECT_TOKEN and the password and sslpassword inside DATABASE_URL, and
 // FromEnv's errors never echo them. User names are not secrets: they are
 // logged, which helps tell a wrong user from a wrong password.
@@ -18,6 +18,7 @@
 package config
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -461,6 +462,10 @@ func (c Config) String() string { return formatRedacted("config.Config", c.Redac
 // GoString is String for %#v, which would otherwise print the raw fields.
 func (c Config) GoString() string { return c.String() }
 
+// MarshalJSON is Redacted's JSON, so that json.Marshal (and zerolog's
+// Interface) cannot leak a secret either.
+func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.Redacted()) }
+
 // String masks the password (the struct is printable on its own).
 func (p PostgresConfig) String() string {
 	return fmt.Sprintf("config.PostgresConfig{url=%s min_conns=%d max_conns=%d}",
@@ -470,6 +475,11 @@ func (p PostgresConfig) String() string {
 // GoString is String for %#v.
 func (p PostgresConfig) GoString() string { return p.String() }
 
+// MarshalJSON masks the password, as String.
+func (p PostgresConfig) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]any{"url": p.redactedURL(), "min_conns": p.MinConns, "max_conns": p.MaxConns})
+}
+
 // String masks the password.
 func (s SASLConfig) String() string {
 	return fmt.Sprintf("config.SASLConfig{mechanism=%s username=%s password=%s}",
@@ -478,6 +488,11 @@ func (s SASLConfig) String() string {
 
 // GoString is String for %#v.
 func (s SASLConfig) GoString() string { return s.String() }
+
+// MarshalJSON masks the password, as String.
+func (s SASLConfig) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"mechanism": s.Mechanism, "username": s.Username, "password": mask(s.Password)})
+}
 
 // Names is the topics as the worker and the SDK name them.
 func (t TopicsConfig) Names() topics.Names {

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -483,6 +484,9 @@ func TestRedaction(t *testing.T) {
 			var zl bytes.Buffer
 			zlog := zerolog.New(&zl)
 			zlog.Info().Object("config", c).Msg("")
+			zlog.Info().Interface("config", c).Interface("postgres", c.Postgres).Interface("kafka", c.Kafka).Msg("")
+			asJSON, err := json.Marshal(map[string]any{"config": c, "postgres": c.Postgres, "kafka": c.Kafka, "sasl": c.Kafka.SASL})
+			require.NoError(t, err)
 			outputs := map[string]string{
 				"Redacted":      fmt.Sprint(r),
 				"%v":            fmt.Sprintf("%v", c),
@@ -494,6 +498,7 @@ func TestRedaction(t *testing.T) {
 				"%#v Kafka":     fmt.Sprintf("%#v", c.Kafka),
 				"%v &Config":    fmt.Sprintf("%v", &c),
 				"zerolog":       zl.String(),
+				"json":          string(asJSON),
 				"String":        c.String(),
 				"PostgresURL()": c.PostgresURL(), // must still carry the secret
 			}
