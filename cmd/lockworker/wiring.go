@@ -124,6 +124,9 @@ func (m *Main) Run(ctx context.Context) error {
 	if strings.EqualFold(cfg.Kafka.SASL.Mechanism, "PLAIN") && !cfg.Kafka.TLS.Enabled {
 		log.Warn().Msg("KAFKA_SASL_MECHANISM=PLAIN without KAFKA_TLS_ENABLED: the SASL password crosses the network as is")
 	}
+	if cfg.Kafka.TLS.InsecureSkipVerify {
+		log.Warn().Msg("KAFKA_TLS_INSECURE_SKIP_VERIFY=true: any broker certificate is accepted, so whoever sits between lockworker and Kafka can read and change its traffic, SASL password included (for tests only)")
+	}
 	names := m.names()
 	// First, so that a taken HTTP_ADDR fails at once, and probes can tell
 	// a replica migrating or checking its topics from one that hangs.

@@ -616,12 +616,69 @@ func ping(t *testing.T, m map[string]string) error {
 	require.NoError(t, err)
 	opts, err := c.KafkaOpts()
 	require.NoError(t, err)
+	return pingWith(t, opts)
+}
+
+// pingWith pings with a new client, and so a new connection, of opts.
+func pingWith(t *testing.T, opts []kgo.Opt) error {
+	t.Helper()
 	cl, err := kgo.NewClient(append(opts, kgo.RetryTimeout(2*time.Second))...)
 	require.NoError(t, err)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return cl.Ping(ctx)
+}
+
+// A CA file or client certificate renewed in place is used from the next
+// connection on, without building the options again (a restart); a file
+// that does not load leaves the last good one in use.
+func TestKafkaTLSFilesReloaded(t *testing.T) {
+	dir := t.TempDir()
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	oldCA, oldServer := selfSigned(t)
+	newCA, newServer := selfSigned(t)
+	clientCA, clientKey := selfSigned(t)
+	strangerCert, strangerKey := selfSigned(t)
+	clients := x509.NewCertPool()
+	require.True(t, clients.AppendCertsFromPEM(clientCA))
+	broker := func(certPEM, keyPEM []byte) string {
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		require.NoError(t, err)
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{pair},
+			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients, MinVersion: tls.VersionTLS12}))
+		require.NoError(t, err)
+		t.Cleanup(c.Close)
+		return c.ListenAddrs()[0]
+	}
+	oldBroker, newBroker := broker(oldCA, oldServer), broker(newCA, newServer)
+	write := func(path string, b []byte) { require.NoError(t, os.WriteFile(path, b, 0o600)) }
+	write(caFile, oldCA)
+	write(certFile, strangerCert)
+	write(keyFile, strangerKey)
+
+	c := Default()
+	c.Kafka.BootstrapServers = []string{oldBroker}
+	c.Kafka.TLS = TLSConfig{Enabled: true, CAFile: caFile, CertFile: certFile, KeyFile: keyFile}
+	opts, err := c.KafkaOpts()
+	require.NoError(t, err)
+	require.Error(t, pingWith(t, opts), "a client certificate the broker does not trust")
+	write(certFile, clientCA)
+	write(keyFile, clientKey)
+	require.NoError(t, pingWith(t, opts), "the renewed client certificate")
+
+	write(caFile, newCA)
+	require.Error(t, pingWith(t, opts), "the old broker's certificate, no longer trusted")
+	opts = append(opts, kgo.SeedBrokers(newBroker))
+	require.NoError(t, pingWith(t, opts), "the new broker's, by the renewed CA file")
+	_, port, err := net.SplitHostPort(newBroker)
+	require.NoError(t, err)
+	require.ErrorContains(t, pingWith(t, append(opts, kgo.SeedBrokers("localhost:"+port))), "localhost",
+		"the host name is checked too: the certificate names 127.0.0.1 only")
+
+	write(caFile, []byte("half written"))
+	write(keyFile, strangerKey) // no longer the certificate's
+	require.NoError(t, pingWith(t, opts), "the last good CA and client certificate")
 }
 
 func copyMap(m map[string]string) map[string]string {
@@ -636,6 +693,18 @@ func copyMap(m map[string]string) map[string]string {
 // and returns the server side TLS config using it.
 func writeTestCA(t *testing.T, dir string) (string, *tls.Config) {
 	t.Helper()
+	certPEM, keyPEM := selfSigned(t)
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, certPEM, 0o600))
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	require.NoError(t, err)
+	return caFile, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+}
+
+// selfSigned returns a new self-signed CA certificate for 127.0.0.1, good
+// for a server and a client, and its key, in PEM.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	tmpl := &x509.Certificate{
@@ -645,22 +714,15 @@ func writeTestCA(t *testing.T, dir string) (string, *tls.Config) {
 		NotAfter:              time.Now().Add(time.Hour),
 		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	require.NoError(t, err)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	require.NoError(t, err)
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-
-	caFile := filepath.Join(dir, "ca.pem")
-	require.NoError(t, os.WriteFile(caFile, certPEM, 0o600))
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	require.NoError(t, err)
-	return caFile, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
 
 func TestAuthSettings(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -93,6 +92,10 @@ func (c Config) GroupConfigs() map[string]string {
 	}
 }
 
+// build returns the TLS settings of KAFKA_TLS_*. The files are read now,
+// so that a missing or bad one fails the start, and again at each new
+// connection, so that certificates renewed in place are used without a
+// restart (tlsFiles).
 func (t TLSConfig) build() (*tls.Config, error) {
 	tc := &tls.Config{
 		MinVersion: tls.VersionTLS12,
@@ -100,22 +103,28 @@ func (t TLSConfig) build() (*tls.Config, error) {
 		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec
 	}
 	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("KAFKA_TLS_CA_FILE: %w", err)
+		ca := &tlsFiles[*x509.CertPool]{paths: []string{t.CAFile}, load: loadCA}
+		if _, err := ca.get(); err != nil {
+			return nil, fmt.Errorf("KAFKA_TLS_CA_FILE: %q: %w", t.CAFile, err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("KAFKA_TLS_CA_FILE: %q holds no PEM certificate", t.CAFile)
+		if !t.InsecureSkipVerify {
+			// Go's own check is off, as it would take the roots once:
+			// VerifyConnection makes it, against the file's current CAs.
+			tc.InsecureSkipVerify = true //nolint:gosec
+			tc.VerifyConnection = func(cs tls.ConnectionState) error {
+				roots, _ := ca.get() // loaded once at least: never nil
+				return verifyChain(roots, cs)
+			}
 		}
-		tc.RootCAs = pool
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
+		pair := &tlsFiles[*tls.Certificate]{paths: []string{t.CertFile, t.KeyFile}, load: loadKeyPair}
+		if _, err := pair.get(); err != nil {
 			return nil, fmt.Errorf("KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE: %w", err)
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return pair.get()
+		}
 	}
 	return tc, nil
 }
