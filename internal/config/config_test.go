@@ -253,6 +253,7 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"KAFKA_GROUP_PROTOCOL": "share"}, `KAFKA_GROUP_PROTOCOL: "share" is not classic or consumer`},
 		{map[string]string{"TOKEN_FLOOR_CHECK": "sometimes"}, `TOKEN_FLOOR_CHECK: "sometimes" is not require, warn or off`},
 		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "sometimes"}, `KAFKA_STATIC_MEMBERSHIP: "sometimes" is not a boolean`},
+		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "true", "INSTANCE_ID": "w:1"}, `KAFKA_STATIC_MEMBERSHIP: "w:1" needs a group.instance.id`},
 		{map[string]string{"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "0"}, `EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT: "0" is out of range 0.1..300 seconds`},
 		{map[string]string{"DATABASE_URL": "mysql://root:hunter2@db/x"}, `DATABASE_URL: is neither a postgres:// URL nor a key=value connection string`},
 	}

@@ -214,8 +214,10 @@ func (c Config) validate(bootstrapSet bool) []error {
 	if k.GroupProtocol != GroupProtocolClassic && k.GroupProtocol != GroupProtocolConsumer {
 		fail("KAFKA_GROUP_PROTOCOL", k.GroupProtocol, "is not classic or consumer")
 	}
-	if k.StaticMembership && !validInstanceID(k.GroupInstanceID) {
-		fail("KAFKA_STATIC_MEMBERSHIP", k.GroupInstanceID, "needs a group.instance.id (INSTANCE_ID, else the host name) of 1..255 printable ASCII characters without spaces")
+	// Kafka's rule for a group.instance.id (its Java client's
+	// JoinGroupRequest.validateGroupInstanceId) is a topic name's.
+	if k.StaticMembership && !topics.ValidTopicName(k.GroupInstanceID) {
+		fail("KAFKA_STATIC_MEMBERSHIP", k.GroupInstanceID, "needs a group.instance.id (INSTANCE_ID, else the host name) of 1..249 letters, digits, '.', '_' and '-', as Kafka's clients accept")
 	}
 	if !k.TLS.Enabled {
 		for _, f := range []struct{ name, v string }{
