@@ -346,8 +346,8 @@ func TestKubernetes(t *testing.T) {
 		_, err := config.FromEnv(func(k string) string { s, _ := secret.StringData[k].(string); return s })
 		assert.ErrorContains(t, err, "INSPECT_TOKEN: is shorter than", "the example's INSPECT_TOKEN placeholder must be refused")
 		// The CA Secret is optional: a default URL naming its file would
-		// stop every pod of a cluster without it, with an error about the
-		// URL's format (pgx reads the file while parsing).
+		// stop every pod of a cluster without it (pgx reads the file while
+		// parsing the URL).
 		dbURL, _ := secret.StringData["DATABASE_URL"].(string)
 		assert.NotContains(t, dbURL, "sslrootcert", "the example DATABASE_URL must not need the optional lockworker-postgres-ca Secret; show sslrootcert as a variant in comments")
 	})
