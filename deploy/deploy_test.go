@@ -31,6 +31,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/worker"
 )
 
 // root is the repository, seen from this package's directory.
@@ -801,12 +802,41 @@ func TestCompose(t *testing.T) {
 		assert.Equal(t, "no", initSvc.Restart)
 		script := strings.Join(append(append([]string{}, initSvc.Entrypoint...), initSvc.Command...), " ")
 		cfg := checkEnv(t, "docker-compose.yml service "+replicas[0].Name, composeEnv(t, replicas[0]))
-		tp := cfg.Topics
-		for _, topic := range []string{tp.Commands, tp.LockAcquired, tp.LockReleased, tp.LockExpired, tp.LockRevoked, tp.DeadLetter} {
-			assert.Regexp(t, `(^|[\s"])`+regexp.QuoteMeta(topic)+`([\s";]|$)`, script, "kafka-init must create %s", topic)
+		// Each topic's create command: its own line, or the loop's over
+		// several (for t in a b; do ... --topic "$t" ...).
+		creates := map[string]string{}
+		var loop []string
+		topicArg := regexp.MustCompile(`--topic "?([^\s"]+)"?`)
+		for _, line := range strings.Split(script, "\n") {
+			line = strings.TrimSpace(line)
+			if rest, ok := strings.CutPrefix(line, "for t in "); ok {
+				loop = strings.Fields(strings.SplitN(rest, ";", 2)[0])
+				continue
+			}
+			m := topicArg.FindStringSubmatch(line)
+			if !strings.Contains(line, "--create") || m == nil {
+				continue
+			}
+			if strings.TrimLeft(m[1], "$") == "t" {
+				for _, topic := range loop {
+					creates[topic] = line
+				}
+				continue
+			}
+			creates[m[1]] = line
 		}
-		assert.Regexp(t, `--topic `+regexp.QuoteMeta(tp.Commands)+` --partitions `+strconv.Itoa(int(tp.CommandsPartitions))+`\b`, script,
-			"the commands topic must get COMMANDS_PARTITIONS partitions")
+		// As the worker would create them, configs included (the lock
+		// state topic's compaction).
+		for _, spec := range worker.Topics(cfg.Topics.Names(), cfg.Topics.CommandsPartitions) {
+			line, ok := creates[spec.Name]
+			if !assert.True(t, ok, "kafka-init must create %s", spec.Name) {
+				continue
+			}
+			assert.Regexp(t, `--partitions `+strconv.Itoa(int(spec.Partitions))+`\b`, line, "%s's partitions", spec.Name)
+			for k, v := range spec.Configs {
+				assert.Contains(t, line, "--config "+k+"="+v, "%s's %s", spec.Name, k)
+			}
+		}
 		assert.Contains(t, script, "--bootstrap-server kafka:9092")
 	})
 }
