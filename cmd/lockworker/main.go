@@ -36,7 +36,7 @@ func main() {
 		debug.SetMemoryLimit(memoryLimit)
 	}
 	m := NewMain()
-	if err := m.ParseEnv(os.Getenv); err != nil {
+	if err := m.ParseEnv(os.LookupEnv); err != nil {
 		// Not logged: the logger is not set up as configured yet.
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
 		os.Exit(exitStatus(err, false))

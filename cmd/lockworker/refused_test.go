@@ -66,7 +66,7 @@ func TestRefusedFilesExit2(t *testing.T) {
 				env[k] = v
 			}
 			m := NewMain()
-			require.NoError(t, m.ParseEnv(func(k string) string { return env[k] }), "refused by ParseEnv: exit 2 already")
+			require.NoError(t, m.ParseEnv(lookup(env)), "refused by ParseEnv: exit 2 already")
 			logs := &testlog.Buffer{}
 			m.Logger = zerolog.New(logs)
 			t.Cleanup(m.Close)
@@ -99,9 +99,22 @@ func TestRefusedFilesExit2(t *testing.T) {
 // A setting ParseEnv refuses exits 2 as well, by the same rule
 // (exitStatus), the setting named.
 func TestParseEnvRefusedExit2(t *testing.T) {
-	err := NewMain().ParseEnv(func(k string) string { return map[string]string{"LOG_FORMAT": "xml"}[k] })
+	err := NewMain().ParseEnv(lookup(map[string]string{"LOG_FORMAT": "xml"}))
 	require.ErrorIs(t, err, errRefused)
 	require.ErrorContains(t, err, `LOG_FORMAT: "xml" is not json or console`)
 	require.Equal(t, 2, exitStatus(err, false))
 	require.Equal(t, 2, exitStatus(err, true), "refused, signalled or not")
+
+	// Set to nothing, it would start the embedded broker, not reach Kafka.
+	err = NewMain().ParseEnv(lookup(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": " "}))
+	require.ErrorIs(t, err, errRefused)
+	require.ErrorContains(t, err, "KAFKA_BOOTSTRAP_SERVERS: is set but empty")
+	m := NewMain()
+	require.NoError(t, m.ParseEnv(lookup(map[string]string{})), "unset: the embedded broker")
+	require.True(t, m.Config.EmbeddedKafka())
+}
+
+// lookup is os.LookupEnv over env.
+func lookup(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 }

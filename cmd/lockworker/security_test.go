@@ -152,7 +152,7 @@ func (s *securedService) ready(t *testing.T, timeout time.Duration) (bool, error
 func startSecured(t *testing.T, env map[string]string) *securedService {
 	t.Helper()
 	m := NewMain()
-	require.NoError(t, m.ParseEnv(func(k string) string { return env[k] }))
+	require.NoError(t, m.ParseEnv(lookup(env)))
 	s := &securedService{m: m, logs: &testlog.Buffer{}, done: make(chan error, 1)}
 	// ParseEnv set a stderr logger with the configured level; keep the level
 	// (debug) and the instance field, write to the buffer.

@@ -76,10 +76,17 @@ func NewMain() *Main {
 		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second}
 }
 
-// ParseEnv reads the configuration from the environment and sets up
-// logging. A setting it refuses is errRefused.
-func (m *Main) ParseEnv(getenv func(string) string) error {
-	cfg, err := config.FromEnv(getenv)
+// ParseEnv reads the configuration from the environment (lookup: as
+// os.LookupEnv) and sets up logging. A setting it refuses is errRefused.
+func (m *Main) ParseEnv(lookup func(string) (string, bool)) error {
+	// Any other variable set to nothing means unset. This one would start
+	// the embedded development broker instead of reaching Kafka: a
+	// deployment template's missing value would give each replica a broker
+	// of its own, ready and out of every client's reach.
+	if v, set := lookup("KAFKA_BOOTSTRAP_SERVERS"); set && strings.TrimSpace(v) == "" {
+		return fmt.Errorf("%w: KAFKA_BOOTSTRAP_SERVERS: is set but empty (unset it to start the embedded development broker)", errRefused)
+	}
+	cfg, err := config.FromEnv(func(k string) string { v, _ := lookup(k); return v })
 	if err != nil {
 		return fmt.Errorf("%w: %w", errRefused, err)
 	}
