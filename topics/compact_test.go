@@ -70,6 +70,12 @@ func requireCompacts(t *testing.T, compact func(dst, v []byte) []byte, expand fu
 func TestDecodeLockStateOfALaterVersion(t *testing.T) {
 	_, err := topics.DecodeLockState([]byte(`{"v":2,"namespace":"default","lock_name":"a","revision":3}`))
 	require.ErrorContains(t, err, "v 2, and this client reads v 1")
+	// A later version may have dropped or retyped any field: its version is
+	// what is told.
+	_, err = topics.DecodeLockState([]byte(`{"v":2,"namespace":"default","name":"a"}`))
+	require.ErrorContains(t, err, "v 2, and this client reads v 1")
+	_, err = topics.DecodeLockState([]byte(`{"v":2,"namespace":"default","lock_name":"a","revision":"3"}`))
+	require.ErrorContains(t, err, "v 2, and this client reads v 1")
 	st, err := topics.DecodeLockState([]byte(`{"v":1,"namespace":"default","lock_name":"a","revision":3}`))
 	require.NoError(t, err)
 	require.EqualValues(t, 3, st.Revision)

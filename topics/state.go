@@ -58,15 +58,25 @@ func (s LockState) Encode() ([]byte, error) {
 // DecodeLockState parses a lock state record's value.
 func DecodeLockState(b []byte) (LockState, error) {
 	var s LockState
-	if err := json.Unmarshal(b, &s); err != nil {
-		return LockState{}, fmt.Errorf("decoding lock state: %w", err)
+	err := json.Unmarshal(b, &s)
+	if err != nil {
+		// A later worker's record may have changed a field's type: its
+		// version is told, if it reads.
+		var head struct {
+			V int `json:"v"`
+		}
+		if json.Unmarshal(b, &head) == nil {
+			s.V = head.V
+		}
 	}
-	if s.LockName == "" {
-		return LockState{}, fmt.Errorf("decoding lock state: no lock_name")
-	}
-	if s.V > Version {
+	switch {
+	case s.V > Version:
 		// A later worker's, which may mean any field otherwise.
 		return LockState{}, fmt.Errorf("decoding lock state: v %d, and this client reads v %d: upgrade it", s.V, Version)
+	case err != nil:
+		return LockState{}, fmt.Errorf("decoding lock state: %w", err)
+	case s.LockName == "":
+		return LockState{}, fmt.Errorf("decoding lock state: no lock_name")
 	}
 	return s, nil
 }
