@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -51,13 +52,24 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	if err := Validate(c, replyPrefix); err != nil {
 		return c, err
 	}
-	// Validate reads 0 as "absent, use the default"; only Decode can tell
-	// that a 0 was written.
+	// Validate reads 0 (or "") as "absent, use the default"; only Decode
+	// can tell that one was written.
 	op, _ := LookupOperation(c.Operation)
-	for _, name := range op.Fields {
+	read := op.Fields
+	if op.OwnerOptional {
+		read = append(read[:len(read):len(read)], "owner_id")
+	}
+	for _, name := range read {
 		i := fieldIndex[name]
 		if f := fields[i]; f.positive && present(raw[i]) && f.zero(&c) {
 			return c, rejectField(c, f.name, "%s %s is outside %s", f.name, truncate(string(raw[i])), f.rng)
+		}
+	}
+	// The fields the operation does not read are dropped, so that what
+	// it ignores changes nothing downstream (a session_id on a release).
+	for _, f := range fields {
+		if !f.common && !slices.Contains(op.Fields, f.name) {
+			f.clear(&c)
 		}
 	}
 	return c, nil

@@ -53,7 +53,9 @@ var fields = [...]field{
 	{name: "operation", kind: kindText, at: func(c *Command) any { return &c.Operation }, common: true},
 	{name: "namespace", kind: kindText, at: func(c *Command) any { return &c.Namespace }, common: true, check: checkNamespace},
 	{name: "lock_name", kind: kindText, at: func(c *Command) any { return &c.LockName }, common: true, check: checkLockName},
-	{name: "owner_id", kind: kindText, at: func(c *Command) any { return &c.OwnerID }, common: true}, // see checkOwner
+	// See checkOwner. Positive where the operation may leave it out
+	// (revoke): there "" would name every holder, not one.
+	{name: "owner_id", kind: kindText, at: func(c *Command) any { return &c.OwnerID }, common: true, positive: true, rng: ownerIDRange},
 	{name: "lease_duration", kind: kindSeconds, at: func(c *Command) any { return &c.LeaseDuration }, positive: true, rng: leaseRange,
 		check: func(c Command, _ string) string {
 			return secondsProblem("lease_duration", c.LeaseDuration, MinLeaseSeconds, MaxLeaseSeconds, true)
@@ -120,7 +122,11 @@ var fields = [...]field{
 			}
 			return ""
 		}},
-	{name: "session_id", kind: kindText, at: func(c *Command) any { return &c.SessionID }, check: checkSessionID},
+	// An explicit "" is refused: read as no session, an acquire would get a
+	// lease of its own, which its owner, counting on the session, never
+	// extends.
+	{name: "session_id", kind: kindText, at: func(c *Command) any { return &c.SessionID }, check: checkSessionID,
+		positive: true, rng: sessionIDRange},
 	{name: "ttl", kind: kindSeconds, at: func(c *Command) any { return &c.TTL }, positive: true, rng: ttlRange,
 		check: func(c Command, _ string) string {
 			return secondsProblem("ttl", c.TTL, MinSessionTTLSeconds, MaxSessionTTLSeconds, true)
@@ -135,15 +141,35 @@ var fields = [...]field{
 }
 
 // zero reports whether the field's member of c is 0 (kindSeconds or
-// kindCount).
+// kindCount) or "" (kindText).
 func (f field) zero(c *Command) bool {
 	switch p := f.at(c).(type) {
 	case *float64:
 		return *p == 0
 	case *int:
 		return *p == 0
+	case *string:
+		return *p == ""
 	}
 	return false
+}
+
+// clear sets the field's member of c to its zero value.
+func (f field) clear(c *Command) {
+	switch p := f.at(c).(type) {
+	case *int:
+		*p = 0
+	case *string:
+		*p = ""
+	case *float64:
+		*p = 0
+	case **float64:
+		*p = nil
+	case **int64:
+		*p = nil
+	case *json.RawMessage:
+		*p = nil
+	}
 }
 
 // Ranges of the positive fields, for their messages.
@@ -151,6 +177,9 @@ var (
 	leaseRange = secondsRange(MinLeaseSeconds, MaxLeaseSeconds)
 	limitRange = fmt.Sprintf("1..%d", MaxLimit)
 	ttlRange   = secondsRange(MinSessionTTLSeconds, MaxSessionTTLSeconds)
+
+	sessionIDRange = fmt.Sprintf("1..%d bytes", MaxSessionIDBytes)
+	ownerIDRange   = fmt.Sprintf("1..%d bytes", MaxOwnerIDBytes)
 )
 
 // fieldIndex finds a row of fields by name.

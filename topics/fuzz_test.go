@@ -32,6 +32,11 @@ func FuzzDecode(f *testing.F) {
 		"{\"OPERATION\":\"acquire\",\"Lock_Name\":\"a\",\"loc\u212a_name\":\"b\",\"lock\\u005fname\":\"c\",\"lock_name\":\"d\"}",
 		`{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":" "}`,
 		`{"operation":"query","lock_name":"a\\u0000\\","x":{"y":["}",{"z":"]\""}]}}`,
+		// Fields the operation does not read: dropped, not judged.
+		`{"operation":"query","lock_name":"a","lease_duration":1e400,"max_age_seconds":-1e999}`,
+		`{"operation":"query","lock_name":"a","owner_metadata":{"k":"\u0000","s":"\ud800"},"session_id":"\u0000"}`,
+		`{"operation":"revoke","lock_name":"a","owner_id":"","reason":"r"}`,
+		`{"operation":"acquire","lock_name":"a","owner_id":"o","session_id":""}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -59,7 +64,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip of %s changed it: %+v became %+v", b, c, again)
 		}
 		// Nothing accepted may be refused by PostgreSQL text or jsonb.
-		for _, s := range []string{c.RequestID, c.Operation, c.Namespace, c.LockName, c.OwnerID, c.ReplyTo} {
+		for _, s := range []string{c.RequestID, c.Operation, c.Namespace, c.LockName, c.OwnerID, c.ReplyTo, c.SessionID, c.Reason, c.Mode} {
 			if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
 				t.Fatalf("accepted %q from %s", s, b)
 			}

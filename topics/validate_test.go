@@ -68,8 +68,16 @@ func TestDecodeReads(t *testing.T) {
 			Command{Operation: OpQuery, LockName: "b"}},
 		{"absent lease is 0, the default", `{"operation":"acquire","lock_name":"a","owner_id":"o"}`,
 			Command{Operation: OpAcquire, LockName: "a", OwnerID: "o"}},
-		{"numbers", `{"v":1,"operation":"cleanup","lock_name":"*","max_age_seconds":5e0,"fencing_token":-0}`,
-			Command{V: 1, Operation: OpCleanup, LockName: "*", MaxAgeSeconds: &f, FencingToken: new(int64)}},
+		{"numbers", `{"v":1,"operation":"cleanup","lock_name":"*","max_age_seconds":5e0}`,
+			Command{V: 1, Operation: OpCleanup, LockName: "*", MaxAgeSeconds: &f}},
+		{"negative zero token", `{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":-0}`,
+			Command{Operation: OpRelease, LockName: "a", OwnerID: "o", FencingToken: new(int64)}},
+		// What the operation does not read changes nothing downstream, and
+		// is not judged: a number past float64's range, metadata PostgreSQL
+		// would refuse.
+		{"fields the operation ignores are dropped", `{"operation":"query","lock_name":"a","session_id":"s","lease_duration":1e400,` +
+			`"owner_metadata":{"k":"\u0000"},"fencing_token":3,"mode":"shared","reason":"r","max_age_seconds":-1e999}`,
+			Command{Operation: OpQuery, LockName: "a"}},
 		{"mode and limit", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"shared","limit":1}`,
 			Command{Operation: OpAcquire, LockName: "a", OwnerID: "o", Mode: ModeShared, Limit: 1}},
 		{"metadata kept as written", `{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata": { "k" : [1, 2] } }`,
@@ -120,6 +128,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"unknown mode", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":"read"}`, CodeInvalidRequest, "mode \"read\" is not exclusive or shared"},
 		{"mode not a string", `{"operation":"acquire","lock_name":"a","owner_id":"o","mode":1}`, CodeInvalidRequest, "mode"},
 		{"explicit limit 0", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":0}`, CodeInvalidRequest, "limit 0 is outside"},
+		// Read as absent, "" would change what the command does: an
+		// acquire outside the session its owner counts on, a revoke of
+		// every holder instead of one.
+		{"explicit empty session_id", `{"operation":"acquire","lock_name":"a","owner_id":"o","session_id":""}`, CodeInvalidRequest, `session_id "" is outside 1..128 bytes`},
+		{"explicit empty owner_id of a revoke", `{"operation":"revoke","lock_name":"a","owner_id":"","reason":"r"}`, CodeInvalidRequest, `owner_id "" is outside 1..255 bytes`},
 		{"limit too large", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":10001}`, CodeInvalidRequest, "limit 10001 is outside"},
 		{"negative limit", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":-2}`, CodeInvalidRequest, "limit -2 is outside"},
 		{"limit not an integer", `{"operation":"acquire","lock_name":"a","owner_id":"o","limit":2.5}`, CodeInvalidRequest, "limit must be an integer"},
@@ -453,7 +466,11 @@ func TestDecodeMetadataType(t *testing.T) {
 			for _, m := range []string{`null`, `{}`, `{"k":[1]}`} {
 				c, err := Decode([]byte(`{`+base[op]+`,"owner_metadata":`+m+`}`), prefix)
 				require.NoError(t, err, m)
-				require.Equal(t, m, string(c.OwnerMetadata), "kept as written")
+				if op == OpAcquire {
+					require.Equal(t, m, string(c.OwnerMetadata), "kept as written")
+				} else {
+					require.Nil(t, c.OwnerMetadata, "dropped where the operation does not read it")
+				}
 			}
 		})
 	}
