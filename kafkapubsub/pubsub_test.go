@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/kafkapubsub"
 )
 
@@ -22,21 +23,17 @@ const suitePartitions = 4
 // newCluster starts an in-process broker that lives as long as the test.
 func newCluster(t *testing.T) *kfake.Cluster {
 	t.Helper()
-	c, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		// Lets the clients below use group timings short enough for tests.
-		kfake.GroupMinSessionTimeout(100*time.Millisecond),
-	)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	return c
+	return kafkatest.Cluster(t)
 }
 
 // testClientOpts makes group joins, rebalances and the discovery of new
-// topics take milliseconds instead of seconds.
+// topics take milliseconds instead of seconds. The session timeout is the
+// least Apache Kafka accepts by default (group.min.session.timeout.ms), as
+// is kfake's: it only bounds how long a member that vanished without
+// leaving is waited for, which no test here does.
 func testClientOpts() []kgo.Opt {
 	return []kgo.Opt{
-		kgo.SessionTimeout(3 * time.Second),
+		kgo.SessionTimeout(6 * time.Second),
 		kgo.HeartbeatInterval(100 * time.Millisecond),
 		kgo.RebalanceTimeout(5 * time.Second),
 		kgo.MetadataMinAge(50 * time.Millisecond),
