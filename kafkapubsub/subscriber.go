@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -146,8 +147,11 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 }
 
 // Subscribe starts consuming topic with a new client and returns the channel
-// of its messages. The channel is closed when ctx is canceled or the
-// subscriber is closed. Each message must be acked or nacked before the next
+// of its messages. The channel is closed when ctx is canceled, the
+// subscriber is closed, or Kafka refuses the subscription in a way retrying
+// cannot cure (a kgo.SessionTimeout under the broker's
+// group.min.session.timeout.ms, a group or topic ACL), which is logged as an
+// error; other errors are logged and retried. Each message must be acked or nacked before the next
 // one is delivered. A message's context is canceled once it is acked or
 // nacked, or when the subscription ends.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -193,7 +197,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // consume polls one record at a time, so that records of a partition that a
 // rebalance takes away are not delivered from a local backlog.
 func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, out chan<- *message.Message, fields watermill.LogFields) {
-	// kgo retries fetch errors itself, and a lasting one (an ACL) comes
+	// kgo retries fetch and group errors itself, and one that lasts comes
 	// back at every poll: each is logged, to be seen, once until it changes
 	// or the partition's records come.
 	logged := map[int32]string{}
@@ -202,12 +206,22 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, out chan<-
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return
 		}
+		var refused error
 		fetches.EachError(func(topic string, partition int32, err error) {
-			if logged[partition] != err.Error() {
+			switch {
+			case isRefusal(err):
+				refused = err
+			case logged[partition] != err.Error():
 				logged[partition] = err.Error()
 				s.logger.Error("Fetch error", err, fields.Add(watermill.LogFields{"partition": partition}))
 			}
 		})
+		if refused != nil {
+			// kgo would retry it forever, and the subscription would
+			// deliver nothing while its channel stays open.
+			s.logger.Error("Subscription ended: Kafka refuses it", refused, fields)
+			return
+		}
 		for _, r := range fetches.Records() {
 			delete(logged, r.Partition)
 			if !s.deliver(ctx, client, r, out) {
@@ -215,6 +229,14 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, out chan<-
 			}
 		}
 	}
+}
+
+// isRefusal reports whether err is one that retrying cannot cure, only a
+// change of the configuration or of the ACLs.
+func isRefusal(err error) bool {
+	return errors.Is(err, kerr.InvalidSessionTimeout) ||
+		errors.Is(err, kerr.GroupAuthorizationFailed) ||
+		errors.Is(err, kerr.TopicAuthorizationFailed)
 }
 
 // deliver sends r until it is acked, and reports false if the subscription
