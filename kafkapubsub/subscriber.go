@@ -256,14 +256,20 @@ func (s *Subscriber) deliver(ctx context.Context, client *kgo.Client, r *kgo.Rec
 
 		select {
 		case <-msg.Acked():
-			cancelMsg()
+		case <-msg.Nacked():
+		case <-ctx.Done():
+		}
+		cancelMsg()
+		// Asked again: select picks at random among ready cases, and an
+		// Ack that came with the end of the subscription must be marked.
+		select {
+		case <-msg.Acked():
 			// No-op outside group mode, and for a partition revoked meanwhile.
 			client.MarkCommitRecords(r)
 			return true
-		case <-msg.Nacked():
-			cancelMsg()
-		case <-ctx.Done():
-			cancelMsg()
+		default:
+		}
+		if ctx.Err() != nil {
 			return false
 		}
 
