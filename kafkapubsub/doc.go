@@ -25,7 +25,9 @@
 // Delivery is at least once. Each subscription hands out one message at a
 // time and waits for its Ack or Nack before the next one, so messages of one
 // partition arrive in order; there is no order across partitions. A Nack
-// redelivers the same message (after NackRedeliveryDelay). In consumer group
+// redelivers the same message (after NackRedeliveryDelay), unless its
+// partition went to another group member meanwhile, which delivers it
+// instead. In consumer group
 // mode only acked offsets are committed, so a restart or rebalance may
 // redeliver messages that were delivered but not yet committed.
 //

@@ -593,3 +593,63 @@ func TestSubscriptionOutlivesAGroupError(t *testing.T) {
 	}
 	require.ErrorIs(t, errors.Join(logged...), kerr.UnknownServerError, "the group error was logged")
 }
+
+// TestNackedRecordLeftToItsNewOwner: a member that keeps nacking a record
+// stops delivering it once a rebalance gave its partition to another
+// member, which delivers it after the offset acked before, and goes on with its other partitions instead
+// of holding them back.
+func TestNackedRecordLeftToItsNewOwner(t *testing.T) {
+	const topic, group = "moved", "moved-group"
+	c := kafkatest.Cluster(t, kfake.SeedTopics(2, topic))
+	produce, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	defer produce.Close()
+	send := func(uuid string, partition int32) {
+		t.Helper()
+		r := &kgo.Record{Topic: topic, Partition: partition,
+			Headers: []kgo.RecordHeader{{Key: kafkapubsub.UUIDHeader, Value: []byte(uuid)}}}
+		require.NoError(t, produce.ProduceSync(context.Background(), r).FirstErr())
+	}
+	send("acked", 1)
+	send("stuck", 1)
+
+	// A owns both partitions, acks "acked" and nacks "stuck" for as long as
+	// it has it.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fromA, err := newSubscriber(t, c, group).Subscribe(ctx, topic)
+	require.NoError(t, err)
+	msg := receive(t, fromA)
+	require.Equal(t, "acked", msg.UUID)
+	msg.Ack()
+	msg = receive(t, fromA)
+	require.Equal(t, "stuck", msg.UUID)
+	ackedByA := make(chan string, 10)
+	go func() {
+		for ; msg != nil; msg = <-fromA {
+			if msg.UUID == "stuck" {
+				msg.Nack()
+				continue
+			}
+			msg.Ack()
+			ackedByA <- msg.UUID
+		}
+	}()
+
+	// B joins: kgo's cooperative-sticky balancer (the default) gives it
+	// the last of A's partitions, 1; were that to change, B would receive
+	// nothing here.
+	fromB, err := newSubscriber(t, c, group).Subscribe(ctx, topic)
+	require.NoError(t, err)
+	msg = receive(t, fromB)
+	require.Equal(t, "stuck", msg.UUID, "B got partition 1, from the offset A committed as it lost it")
+	msg.Ack()
+
+	send("next", 0)
+	select {
+	case uuid := <-ackedByA:
+		require.Equal(t, "next", uuid)
+	case <-time.After(10 * time.Second):
+		t.Fatal("A still redelivers the record of the partition it lost")
+	}
+}

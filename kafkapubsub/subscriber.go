@@ -41,7 +41,8 @@ type SubscriberConfig struct {
 	// (default 5s), when partitions are revoked, and on Close. A crash thus
 	// redelivers up to that interval of acked messages. Rebalances are not
 	// held back while a message is being handled, so its partition may move
-	// to another member, which delivers the message again.
+	// to another member, which delivers the message again; a message nacked
+	// after its partition moved is left to that member, not redelivered.
 	//
 	// Empty (default): every subscription reads all partitions of the topic
 	// by itself (fan-out) and commits nothing; where it starts is set by
@@ -70,7 +71,8 @@ type SubscriberConfig struct {
 	// [DefaultNackRedeliveryDelay] (100ms); negative means no wait. The
 	// subscription delivers nothing else meanwhile, so a message that is
 	// always nacked stops its partition (and, since a subscription delivers
-	// one message at a time, the whole subscription).
+	// one message at a time, the whole subscription), in group mode until
+	// the partition is revoked.
 	NackRedeliveryDelay time.Duration
 
 	// TopicPartitions is the partition count of topics created by
@@ -167,8 +169,25 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		start = kgo.NewOffset().AtEnd()
 	}
 	opts = append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeStartOffset(start))
+	var owned *ownedPartitions // nil outside group mode: every partition is read
 	if s.cfg.ConsumerGroup != "" {
-		opts = append(opts, kgo.ConsumerGroup(s.cfg.ConsumerGroup), kgo.AutoCommitMarks())
+		owned = &ownedPartitions{parts: map[int32]bool{}}
+		opts = append(opts, kgo.ConsumerGroup(s.cfg.ConsumerGroup), kgo.AutoCommitMarks(),
+			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+				owned.set(m[topic], true)
+			}),
+			kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+				owned.set(m[topic], false)
+				// What kgo does without this callback: commit the acked
+				// offsets while the partitions are still this member's.
+				if err := cl.CommitMarkedOffsets(ctx); err != nil {
+					s.logger.Error("Committing offsets of revoked partitions failed", err, watermill.LogFields{"topic": topic, "consumer_group": s.cfg.ConsumerGroup})
+				}
+			}),
+			kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+				owned.set(m[topic], false)
+			}),
+		)
 	}
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -188,7 +207,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		defer stop()
 		defer cancel()
 		s.logger.Debug("Subscription started", fields)
-		s.consume(ctx, client, out, fields)
+		s.consume(ctx, client, owned, out, fields)
 		s.logger.Debug("Subscription ended", fields)
 	}()
 	return out, nil
@@ -196,7 +215,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 
 // consume polls one record at a time, so that records of a partition that a
 // rebalance takes away are not delivered from a local backlog.
-func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, out chan<- *message.Message, fields watermill.LogFields) {
+func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *ownedPartitions, out chan<- *message.Message, fields watermill.LogFields) {
 	// kgo retries fetch and group errors itself, and one that lasts comes
 	// back at every poll: each is logged, to be seen, once until it changes
 	// or the partition's records come.
@@ -224,7 +243,7 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, out chan<-
 		}
 		for _, r := range fetches.Records() {
 			delete(logged, r.Partition)
-			if !s.deliver(ctx, client, r, out) {
+			if !s.deliver(ctx, client, owned, r, out) {
 				return
 			}
 		}
@@ -239,10 +258,38 @@ func isRefusal(err error) bool {
 		errors.Is(err, kerr.TopicAuthorizationFailed)
 }
 
+// ownedPartitions are the partitions a group subscription's member is
+// assigned, as kgo's callbacks tell them.
+type ownedPartitions struct {
+	mu    sync.Mutex
+	parts map[int32]bool
+}
+
+func (o *ownedPartitions) set(partitions []int32, owned bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range partitions {
+		o.parts[p] = owned
+	}
+}
+
+// has reports whether partition is owned; always true for a nil o (no
+// group).
+func (o *ownedPartitions) has(partition int32) bool {
+	if o == nil {
+		return true
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.parts[partition]
+}
+
 // deliver sends r until it is acked, and reports false if the subscription
-// ended first.
-func (s *Subscriber) deliver(ctx context.Context, client *kgo.Client, r *kgo.Record, out chan<- *message.Message) bool {
-	for {
+// ended first. A nacked r is not sent again once its partition is no longer
+// owned: its new owner delivers it (nothing past it was committed), and
+// sending it here meanwhile would hold back every other partition.
+func (s *Subscriber) deliver(ctx context.Context, client *kgo.Client, owned *ownedPartitions, r *kgo.Record, out chan<- *message.Message) bool {
+	for first := true; first || owned.has(r.Partition); first = false {
 		msg := s.message(r)
 		msgCtx, cancelMsg := context.WithCancel(context.WithValue(ctx, recordKey{}, r))
 		msg.SetContext(msgCtx)
@@ -281,6 +328,7 @@ func (s *Subscriber) deliver(ctx context.Context, client *kgo.Client, r *kgo.Rec
 			}
 		}
 	}
+	return true
 }
 
 func (s *Subscriber) message(r *kgo.Record) *message.Message {
