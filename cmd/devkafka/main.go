@@ -19,6 +19,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -34,21 +35,41 @@ import (
 )
 
 func main() {
+	// Flags first, so that -h answers whatever the environment holds.
+	addr := flag.String("addr", config.DefaultEmbeddedAddr, "listen and advertised address (port 0: any free port)")
+	dir := flag.String("dir", "", "data directory (default: a new temporary directory, removed at exit)")
+	partitions := flag.Int64("partitions", 0, fmt.Sprintf("partitions of the commands and lock state topics, 1 to %d (default: COMMANDS_PARTITIONS)", math.MaxInt32))
+	minSession := flag.Duration("min-session-timeout", config.ApacheMinSessionTimeout, "group.min.session.timeout.ms (Apache Kafka's default is 6s)")
+	verbose := flag.Bool("v", false, "log the broker's warnings and errors to stderr")
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "partitions" })
 	tc, err := topicsFromEnv(os.Getenv)
+	var n int32
+	if err == nil {
+		n, err = partitionCount(*partitions, given, tc.CommandsPartitions)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devkafka:", err)
 		os.Exit(2)
 	}
-	addr := flag.String("addr", config.DefaultEmbeddedAddr, "listen and advertised address (port 0: any free port)")
-	dir := flag.String("dir", "", "data directory (default: a new temporary directory, removed at exit)")
-	partitions := flag.Int("partitions", int(tc.CommandsPartitions), "partitions of the commands and lock state topics (default: COMMANDS_PARTITIONS)")
-	minSession := flag.Duration("min-session-timeout", config.ApacheMinSessionTimeout, "group.min.session.timeout.ms (Apache Kafka's default is 6s)")
-	verbose := flag.Bool("v", false, "log the broker's warnings and errors to stderr")
-	flag.Parse()
-	if err := run(*addr, *dir, tc.Names(), int32(*partitions), *minSession, *verbose); err != nil {
+	if err := run(*addr, *dir, tc.Names(), n, *minSession, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "devkafka:", err)
 		os.Exit(1)
 	}
+}
+
+// partitionCount is -partitions if it was given, else commands
+// (COMMANDS_PARTITIONS). A count Kafka cannot hold (an int32 of at least
+// one) is refused rather than truncated.
+func partitionCount(flagValue int64, given bool, commands int32) (int32, error) {
+	if !given {
+		return commands, nil
+	}
+	if flagValue < 1 || flagValue > math.MaxInt32 {
+		return 0, fmt.Errorf("-partitions %d: must be from 1 to %d", flagValue, math.MaxInt32)
+	}
+	return int32(flagValue), nil
 }
 
 // topicsFromEnv reads the topic settings as lockworker does

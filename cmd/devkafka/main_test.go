@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,4 +69,62 @@ func TestBadTopicName(t *testing.T) {
 		return ""
 	})
 	require.ErrorContains(t, err, "KAFKA_TOPIC_COMMANDS")
+}
+
+// TestMain runs devkafka's main instead of the tests in a child started by
+// runMain.
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv("DEVKAFKA_TEST_ARGS"); ok {
+		os.Args = append([]string{"devkafka"}, strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// runMain runs devkafka with args and the environment env in a child
+// process, and returns its exit code and stderr.
+func runMain(t *testing.T, args string, env ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), append(env, "DEVKAFKA_TEST_ARGS="+args)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	require.NoError(t, ctx.Err(), "devkafka did not exit")
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode(), stderr.String()
+	}
+	require.NoError(t, err)
+	return 0, stderr.String()
+}
+
+// -h answers with the usage even where the environment would stop devkafka.
+func TestHelpWithABadEnvironment(t *testing.T) {
+	code, stderr := runMain(t, "-h", "KAFKA_TOPIC_COMMANDS=no spaces")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "-partitions")
+}
+
+// A partition count out of Kafka's range is refused, not truncated (2^32+16
+// would have been 16).
+func TestPartitionsOutOfRange(t *testing.T) {
+	for _, n := range []string{"4294967312", "2147483648", "0", "-1"} {
+		code, stderr := runMain(t, "-addr 127.0.0.1:0 -partitions "+n)
+		require.Equal(t, 2, code, stderr)
+		require.Contains(t, stderr, "-partitions "+n+": must be from 1 to 2147483647")
+	}
+}
+
+// -partitions wins over COMMANDS_PARTITIONS, which is the default.
+func TestPartitionCount(t *testing.T) {
+	n, err := partitionCount(0, false, 16)
+	require.NoError(t, err)
+	require.EqualValues(t, 16, n)
+	n, err = partitionCount(2147483647, true, 16)
+	require.NoError(t, err)
+	require.EqualValues(t, 2147483647, n)
 }
