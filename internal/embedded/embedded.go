@@ -68,7 +68,8 @@ type Options struct {
 	Dir string
 	// Topics, by name, are created when missing. An existing topic is left
 	// alone, even with another partition count (changing the count would
-	// move keys between partitions; a mismatch is logged) or other configs.
+	// move keys between partitions) or other configs; a partition count or
+	// a configured cleanup.policy that differs is logged as a warning.
 	Topics map[string]Topic
 	// SyncWrites fsyncs every produced batch (kfake.SyncWrites), so records
 	// survive a machine crash too, not only a killed process. Slow.
@@ -199,11 +200,30 @@ func (b *Broker) createTopics(ctx context.Context, topics map[string]Topic) erro
 				b.log.Warn().Str("topic", t).Int32("partitions", have).Int32("configured", want).
 					Msg("topic exists with another partition count; left unchanged")
 			}
+			// A lock state table created elsewhere without compaction
+			// would lose locks to retention: worth a word.
+			if want, ok := configs["cleanup.policy"]; ok {
+				if have := cleanupPolicy(b.cluster.TopicInfo(t)); have != want {
+					b.log.Warn().Str("topic", t).Str("cleanup.policy", have).Str("configured", want).
+						Msg("topic exists with another cleanup.policy; left unchanged")
+				}
+			}
 		default:
 			return fmt.Errorf("embedded kafka: create topic %q: %w", t, err)
 		}
 	}
 	return nil
+}
+
+// cleanupPolicy is the cleanup.policy of a topic: its own, else the
+// broker's default, "delete" (Start sets no log.cleanup.policy).
+func cleanupPolicy(t *kfake.TopicInfo) string {
+	if t != nil {
+		if v := t.Configs["cleanup.policy"]; v != nil {
+			return *v
+		}
+	}
+	return "delete"
 }
 
 // Addr is the host:port clients connect to (the real port when Options.Addr

@@ -293,6 +293,27 @@ func TestTopicConfigs(t *testing.T) {
 	b = start(t, ctx, dir, nil, zerolog.Nop())
 	require.Equal(t, "compact", topicConfigs(t, ctx, b, "table")["cleanup.policy"])
 	b.Close()
+
+	// An existing topic keeps its cleanup.policy, and one that differs from
+	// the configured one is logged.
+	for _, tc := range []struct{ topic, configured, has string }{
+		{"plain", "compact", "delete"},
+		{"table", "delete", "compact"},
+	} {
+		logs := &testlog.Buffer{}
+		b = start(t, ctx, dir, map[string]Topic{tc.topic: {Partitions: opts.Topics[tc.topic].Partitions,
+			Configs: map[string]string{"cleanup.policy": tc.configured}}}, zerolog.New(logs))
+		require.Equal(t, tc.has, topicConfigs(t, ctx, b, tc.topic)["cleanup.policy"])
+		b.Close()
+		require.Contains(t, logs.String(), `"topic":"`+tc.topic+`","cleanup.policy":"`+tc.has+`","configured":"`+tc.configured+`"`)
+		require.Contains(t, logs.String(), "topic exists with another cleanup.policy")
+	}
+
+	// The same one is not.
+	logs := &testlog.Buffer{}
+	b = start(t, ctx, dir, opts.Topics, zerolog.New(logs))
+	b.Close()
+	require.NotContains(t, logs.String(), "another cleanup.policy")
 }
 
 // The broker deletes nothing by age, as its doc says: kfake's cleaner,
