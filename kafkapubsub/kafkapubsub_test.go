@@ -653,3 +653,35 @@ func TestNackedRecordLeftToItsNewOwner(t *testing.T) {
 		t.Fatal("A still redelivers the record of the partition it lost")
 	}
 }
+
+// TestSubscribeInitializeAfterDeletion: SubscribeInitialize creates a topic
+// deleted since it created it, as its doc says, rather than trusting an old
+// success.
+func TestSubscribeInitializeAfterDeletion(t *testing.T) {
+	c := kafkatest.Cluster(t)
+	const topic = "initialized"
+	sub := newSubscriber(t, c, "")
+	adm, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer adm.Close()
+	admin := kadm.NewClient(adm)
+	exists := func() bool { // asked of the broker: kadm may answer from kgo's cache
+		t.Helper()
+		req := kmsg.NewPtrMetadataRequest()
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(context.Background(), adm)
+		require.NoError(t, err)
+		return resp.Topics[0].ErrorCode == 0
+	}
+
+	require.NoError(t, sub.SubscribeInitialize(topic))
+	require.True(t, exists())
+	require.NoError(t, sub.SubscribeInitialize(topic), "an existing topic is no error")
+	_, err = admin.DeleteTopics(context.Background(), topic)
+	require.NoError(t, err)
+	require.False(t, exists())
+	require.NoError(t, sub.SubscribeInitialize(topic))
+	require.True(t, exists(), "created again")
+}

@@ -145,7 +145,11 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 // topic exists (a subscriber of a topic someone else created has no reason
 // to hold the right): a topic that is missing then delivers nothing.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
-	return s.topics.ensure(s.closing, topic)[0]
+	err := s.topics.ensure(s.closing, topic)[0]
+	// Not remembered, unlike a publisher's: nothing here would learn that
+	// the topic was deleted since, and a call per Subscribe costs little.
+	s.topics.forget(topic)
+	return err
 }
 
 // Subscribe starts consuming topic with a new client and returns the channel
