@@ -53,10 +53,14 @@ type PublisherConfig struct {
 	ClientOpts []kgo.Opt
 
 	// Client is an existing client to publish with, instead of creating one
-	// from Brokers. Default nil. The publisher never closes it; close it
-	// yourself after closing the publisher. It must not be transactional,
-	// and its producer settings (acks, idempotence, partitioner) are used
-	// as they are.
+	// from Brokers. Default nil. The publisher never closes it: close it
+	// yourself. Closing it is enough to stop the publisher (it fails the
+	// Publish calls in flight with kgo.ErrClientClosed and ends the checks
+	// of PurgeInterval); Close first would wait for those calls without a
+	// bound (see CloseTimeout), so a broker that never answers would hang
+	// a shutdown that closes the client only after Close returns. It must
+	// not be transactional, and its producer settings (acks, idempotence,
+	// partitioner) are used as they are.
 	Client *kgo.Client
 
 	// CloseTimeout is how long Close waits for in-flight Publish calls
