@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,7 +179,7 @@ func TestNackAndCommit(t *testing.T) {
 // TestNoGoroutineLeak checks that ending subscriptions with a message still
 // unacked, by context and by Close, stops everything the package started.
 func TestNoGoroutineLeak(t *testing.T) {
-	baseline := runtime.NumGoroutine()
+	before := packageGoroutines()
 	c := newCluster(t)
 	const topic = "leak"
 
@@ -213,15 +214,50 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	c.Close()
 
-	// Polled here rather than with assert.Eventually, whose own goroutine
-	// would count.
-	for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > baseline; {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
+	// Polled: kgo's goroutines end a moment after Close returns.
+	var leaked map[string]string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		leaked = packageGoroutines()
+		for id := range before {
+			delete(leaked, id)
 		}
-		time.Sleep(10 * time.Millisecond)
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
 	}
+	var stacks []string
+	for _, stack := range leaked {
+		stacks = append(stacks, stack)
+	}
+	t.Fatalf("%d goroutines of kafkapubsub or kgo left:\n\n%s", len(leaked), strings.Join(stacks, "\n\n"))
+}
+
+// packageGoroutines are the goroutines running or started by code of
+// kafkapubsub or kgo, stacks by goroutine ID (IDs are never reused): a
+// count of every goroutine in the process could hide a leak behind another
+// goroutine's end.
+func packageGoroutines() map[string]string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	ours := map[string]string{}
+	for _, stack := range strings.Split(string(buf), "\n\n") {
+		// "kafkapubsub." and not the tests' "kafkapubsub_test.".
+		if strings.Contains(stack, "lockworker/kafkapubsub.") || strings.Contains(stack, "franz-go/pkg/kgo.") {
+			id, _, _ := strings.Cut(strings.TrimPrefix(stack, "goroutine "), " ")
+			ours[id] = stack
+		}
+	}
+	return ours
 }
 
 // smallBatchPublisher creates topics itself and refuses a record over
