@@ -721,3 +721,52 @@ func TestSubscribeInitializeAfterDeletion(t *testing.T) {
 	require.NoError(t, sub.SubscribeInitialize(topic))
 	require.True(t, exists(), "created again")
 }
+
+// TestPublishKeepsALiveTopicAWrongAnswerCalledUnknown: a Publish that fails
+// UNKNOWN_TOPIC_OR_PARTITION on a topic that exists (a restarting broker of
+// a real cluster may answer so) does not purge it from the producer: a
+// Metadata request finds it, so the next Publish neither creates it again
+// nor restarts its sequence numbers.
+func TestPublishKeepsALiveTopicAWrongAnswerCalledUnknown(t *testing.T) {
+	const topic = "locks.replies.live"
+	c := kafkatest.Cluster(t)
+	var creates atomic.Int32
+	c.ControlKey(int16(kmsg.CreateTopics), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		creates.Add(1)
+		return nil, nil, false
+	})
+	var glitch atomic.Bool
+	c.ControlKey(int16(kmsg.Produce), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if !glitch.Load() {
+			return nil, nil, false
+		}
+		req := kr.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.UnknownTopicOrPartition.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), AutoCreateTopics: true, TopicPartitions: 1,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	require.NoError(t, pub.Publish(topic, message.NewMessage("1", []byte("a"))))
+	require.EqualValues(t, 1, creates.Load())
+
+	glitch.Store(true)
+	require.ErrorIs(t, pub.Publish(topic, message.NewMessage("2", []byte("b"))), kerr.UnknownTopicOrPartition)
+	glitch.Store(false)
+	require.NoError(t, pub.Publish(topic, message.NewMessage("3", []byte("c"))))
+	require.EqualValues(t, 1, creates.Load(), "the live topic was taken for deleted and created again")
+}

@@ -100,10 +100,10 @@ type PublisherConfig struct {
 	// whether the topic exists), Publish produces anyway, so a topic
 	// provisioned elsewhere is written and a missing one fails as without
 	// AutoCreateTopics. A success is remembered until a Publish to the
-	// topic fails because it was deleted since (UNKNOWN_TOPIC_OR_PARTITION
-	// or UNKNOWN_TOPIC_ID), or the check of PurgeInterval finds it deleted,
-	// so the next Publish creates it again; a failure is retried on the
-	// next Publish.
+	// topic fails because it was deleted since (UNKNOWN_TOPIC_ID, or
+	// UNKNOWN_TOPIC_OR_PARTITION confirmed by a Metadata request straight to
+	// a broker), or the check of PurgeInterval finds it deleted, so the next
+	// Publish creates it again; a failure is retried on the next Publish.
 	AutoCreateTopics bool
 
 	// AutoCreatePrefix, when set, limits AutoCreateTopics to topics whose
@@ -391,14 +391,21 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 			failed[w.batch] = append(failed[w.batch], MessageError{Index: w.msg, UUID: batches[w.batch].Messages[w.msg].UUID, Err: res.Err})
 		}
 	}
+	var unknown []int // batches that failed UNKNOWN_TOPIC_OR_PARTITION
 	for i, f := range failed {
 		if len(f) > 0 {
 			slices.SortFunc(f, func(a, b MessageError) int { return a.Index - b.Index })
 			errs[i] = &PublishError{Topic: batches[i].Topic, Total: len(batches[i].Messages), Failed: f}
-			if errors.Is(errs[i], kerr.UnknownTopicOrPartition) || errors.Is(errs[i], kerr.UnknownTopicID) {
+			switch {
+			case errors.Is(errs[i], kerr.UnknownTopicID):
 				p.forgetTopic(batches[i].Topic, purges[i])
+			case errors.Is(errs[i], kerr.UnknownTopicOrPartition):
+				unknown = append(unknown, i)
 			}
 		}
+	}
+	if len(unknown) > 0 {
+		p.forgetMissing(batches, unknown, purges)
 	}
 	p.logger.Trace("Published messages", watermill.LogFields{"topics": len(batches), "count": len(records)})
 	return errs
@@ -475,6 +482,34 @@ func (p *Publisher) forgetTopic(topic string, purged uint64) {
 	p.client.PurgeTopicsFromProducing(topic)
 	if p.topics != nil {
 		p.topics.forget(topic)
+	}
+}
+
+// forgetMissing calls forgetTopic for the topics of batches[i], i in of,
+// that a broker asked directly (missingTopics) says are missing. Unlike
+// UNKNOWN_TOPIC_ID, a produce failing UNKNOWN_TOPIC_OR_PARTITION does not
+// prove a deletion: a broker restarting, or cut off from the controller,
+// may answer so for a live topic, and kgo fails records after a few such
+// answers. Purging a live topic would fail the records other calls have in
+// flight there (maybe written already: publishing them again duplicates
+// them) and restart its idempotent sequence numbers. A failed question
+// forgets nothing; the next failure or the purge loop may.
+func (p *Publisher) forgetMissing(batches []TopicMessages, of []int, purges []uint64) {
+	topics := make([]string, len(of))
+	for k, i := range of {
+		topics[k] = batches[i].Topic
+	}
+	ctx, cancel := untilAllDone(batches, of)
+	defer cancel()
+	missing, err := p.missingTopics(ctx, slices.Compact(slices.Sorted(slices.Values(topics))))
+	if err != nil {
+		p.logger.Debug("Asking whether topics that failed UNKNOWN_TOPIC_OR_PARTITION exist failed", watermill.LogFields{"topics": topics, "err": err})
+		return
+	}
+	for k, i := range of {
+		if slices.Contains(missing, topics[k]) {
+			p.forgetTopic(topics[k], purges[i])
+		}
 	}
 }
 
