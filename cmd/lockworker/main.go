@@ -88,6 +88,9 @@ func (m *Main) exitCode(err error, signalled bool) int {
 	code := exitStatus(err, signalled)
 	switch {
 	case err == nil:
+		// The last line of a clean stop, so that an operator can tell it
+		// from a process that died draining.
+		m.Logger.Info().Msg("lockworker stopped: drained, exiting 0")
 	case code == 2:
 		m.Logger.Error().Err(err).Msg("lockworker stopped: configuration refused")
 	case code == 0:

@@ -81,6 +81,7 @@ func TestSignals(t *testing.T) {
 		}
 		assert.NotContains(t, logs.String(), "lockworker stopped while starting")
 		assert.NotContains(t, logs.String(), `"level":"error"`)
+		assert.Contains(t, logLine(t, logs.String(), "lockworker stopped: drained"), `"level":"info"`, "a clean stop's last line")
 	})
 
 	t.Run("second signal", func(t *testing.T) {
