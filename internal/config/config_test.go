@@ -632,8 +632,9 @@ func pingWith(t *testing.T, opts []kgo.Opt) error {
 }
 
 // A CA file or client certificate renewed in place is used from the next
-// connection on, without building the options again (a restart); a file
-// that does not load leaves the last good one in use.
+// connection on, without building the options again (a restart); one that
+// does not load fails the connection, naming the file, rather than leave
+// the old one trusted unseen.
 func TestKafkaTLSFilesReloaded(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
@@ -678,8 +679,27 @@ func TestKafkaTLSFilesReloaded(t *testing.T) {
 		"the host name is checked too: the certificate names 127.0.0.1 only")
 
 	write(caFile, []byte("half written"))
+	require.ErrorContains(t, pingWith(t, opts), "KAFKA_TLS_CA_FILE")
+	write(caFile, newCA)
 	write(keyFile, strangerKey) // no longer the certificate's
-	require.NoError(t, pingWith(t, opts), "the last good CA and client certificate")
+	require.ErrorContains(t, pingWith(t, opts), "KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE")
+}
+
+// A broker reached by IP address must hold a certificate for that address,
+// as Go's own verification has it (no SNI is sent for an IP, so a check of
+// the name sent would check nothing).
+func TestKafkaTLSChecksTheBrokersIP(t *testing.T) {
+	dir := t.TempDir()
+	caPEM, keyPEM := selfSigned(t, "127.0.0.2")
+	pair, err := tls.X509KeyPair(caPEM, keyPEM)
+	require.NoError(t, err)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.TLS(&tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}))
+	require.NoError(t, err)
+	defer c.Close()
+	caFile := filepath.Join(dir, "ca.pem")
+	require.NoError(t, os.WriteFile(caFile, caPEM, 0o600))
+	err = ping(t, map[string]string{"KAFKA_BOOTSTRAP_SERVERS": c.ListenAddrs()[0], "KAFKA_TLS_ENABLED": "true", "KAFKA_TLS_CA_FILE": caFile})
+	require.ErrorContains(t, err, "127.0.0.1", "a certificate for 127.0.0.2 only")
 }
 
 func copyMap(m map[string]string) map[string]string {
@@ -702,10 +722,14 @@ func writeTestCA(t *testing.T, dir string) (string, *tls.Config) {
 	return caFile, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
 }
 
-// selfSigned returns a new self-signed CA certificate for 127.0.0.1, good
-// for a server and a client, and its key, in PEM.
-func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+// selfSigned returns a new self-signed CA certificate for 127.0.0.1 (or
+// ip), good for a server and a client, and its key, in PEM.
+func selfSigned(t *testing.T, ip ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
+	addr := "127.0.0.1"
+	if len(ip) > 0 {
+		addr = ip[0]
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
 	tmpl := &x509.Certificate{
@@ -713,7 +737,7 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 		Subject:               pkix.Name{CommonName: "lockworker test"},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:           []net.IP{net.ParseIP(addr)},
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IsCA:                  true,

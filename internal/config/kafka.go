@@ -1,10 +1,12 @@
 package config
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -32,11 +34,11 @@ func (c Config) KafkaOpts() ([]kgo.Opt, error) {
 	}
 	opts := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.RetryBackoffFn(retryBackoff)}
 	if c.Kafka.TLS.Enabled {
-		tc, err := c.Kafka.TLS.build()
+		dial, err := c.Kafka.TLS.dialer()
 		if err != nil {
 			return nil, err
 		}
-		opts = append(opts, kgo.DialTLSConfig(tc))
+		opts = append(opts, kgo.Dialer(dial))
 	}
 	if c.Kafka.SASL.Mechanism != "" {
 		m, err := c.Kafka.SASL.mechanism()
@@ -92,41 +94,33 @@ func (c Config) GroupConfigs() map[string]string {
 	}
 }
 
-// build returns the TLS settings of KAFKA_TLS_*. The files are read now,
-// so that a missing or bad one fails the start, and again at each new
+// dialer returns the TLS dialer of KAFKA_TLS_*. The files are read now, so
+// that a missing or bad one fails the start, and again at each new
 // connection, so that certificates renewed in place are used without a
 // restart (tlsFiles).
-func (t TLSConfig) build() (*tls.Config, error) {
+func (t TLSConfig) dialer() (func(ctx context.Context, network, host string) (net.Conn, error), error) {
 	tc := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// Only when asked for, and FromEnv refuses it without TLS enabled.
 		InsecureSkipVerify: t.InsecureSkipVerify, //nolint:gosec
 	}
+	var ca *tlsFiles[*x509.CertPool]
 	if t.CAFile != "" {
-		ca := &tlsFiles[*x509.CertPool]{paths: []string{t.CAFile}, load: loadCA}
+		ca = &tlsFiles[*x509.CertPool]{what: "KAFKA_TLS_CA_FILE", paths: []string{t.CAFile}, load: loadCA}
 		if _, err := ca.get(); err != nil {
-			return nil, fmt.Errorf("KAFKA_TLS_CA_FILE: %q: %w", t.CAFile, err)
-		}
-		if !t.InsecureSkipVerify {
-			// Go's own check is off, as it would take the roots once:
-			// VerifyConnection makes it, against the file's current CAs.
-			tc.InsecureSkipVerify = true //nolint:gosec
-			tc.VerifyConnection = func(cs tls.ConnectionState) error {
-				roots, _ := ca.get() // loaded once at least: never nil
-				return verifyChain(roots, cs)
-			}
+			return nil, err
 		}
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
-		pair := &tlsFiles[*tls.Certificate]{paths: []string{t.CertFile, t.KeyFile}, load: loadKeyPair}
+		pair := &tlsFiles[*tls.Certificate]{what: "KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE", paths: []string{t.CertFile, t.KeyFile}, load: loadKeyPair}
 		if _, err := pair.get(); err != nil {
-			return nil, fmt.Errorf("KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE: %w", err)
+			return nil, err
 		}
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return pair.get()
 		}
 	}
-	return tc, nil
+	return dialTLS(tc, ca), nil
 }
 
 func (s SASLConfig) mechanism() (sasl.Mechanism, error) {

@@ -2,21 +2,26 @@ package config
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
+	"time"
 )
 
 // tlsFiles is a value loaded from files (a CA pool, a certificate and its
 // key) and loaded again when their contents change: a CA bundle or client
 // certificate renewed in place (cert-manager, Strimzi, a Kubernetes Secret's
 // mount) is used from the next connection on, without a restart. Contents
-// that do not load (a key written before its certificate) leave the last
-// good value in use, and are tried again at the next connection.
+// that do not load fail the connection, naming the file, rather than leave
+// the old ones in use unseen (a CA removed by a renewal that does not
+// parse would stay trusted).
 type tlsFiles[T any] struct {
+	what  string // the variables, for errors
 	paths []string
 	load  func(contents [][]byte) (T, error)
 
@@ -25,30 +30,25 @@ type tlsFiles[T any] struct {
 	value    T
 }
 
-// get returns the value of the files as they are now, or the last good one
-// when they cannot be read or loaded; an error only if none ever loaded.
+// get returns the value of the files as they are now.
 func (f *tlsFiles[T]) get() (T, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	var none T
 	contents := make([][]byte, len(f.paths))
-	var err error
 	for i, p := range f.paths {
-		if contents[i], err = os.ReadFile(p); err != nil {
-			break
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return none, fmt.Errorf("%s: %w", f.what, err)
 		}
+		contents[i] = b
 	}
-	if err == nil && f.contents != nil && equalContents(contents, f.contents) {
+	if f.contents != nil && equalContents(contents, f.contents) {
 		return f.value, nil
 	}
-	var v T
-	if err == nil {
-		v, err = f.load(contents)
-	}
+	v, err := f.load(contents)
 	if err != nil {
-		if f.contents != nil {
-			return f.value, nil
-		}
-		return v, err
+		return none, fmt.Errorf("%s: %q: %w", f.what, f.paths[0], err)
 	}
 	f.contents, f.value = contents, v
 	return v, nil
@@ -76,19 +76,32 @@ func loadKeyPair(contents [][]byte) (*tls.Certificate, error) {
 	return &pair, err
 }
 
-// verifyChain verifies the broker's certificate chain against roots, as
-// crypto/tls would with RootCAs (its VerifyConnection example): Go's TLS
-// has no callback that gives the roots per connection.
-func verifyChain(roots *x509.CertPool, cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("tls: the broker sent no certificate")
+// dialTLS dials a broker as kgo.DialTLSConfig does (tc cloned, the server
+// name taken from the address when tc has none, a 10 s timeout), with the
+// CA file's roots as they are at this dial (ca; nil: tc's own roots) and
+// Go's own verification, which checks the name whether it is a host or an
+// IP address.
+func dialTLS(tc *tls.Config, ca *tlsFiles[*x509.CertPool]) func(ctx context.Context, network, host string) (net.Conn, error) {
+	return func(ctx context.Context, network, host string) (net.Conn, error) {
+		c := tc.Clone()
+		if ca != nil {
+			roots, err := ca.get()
+			if err != nil {
+				return nil, err
+			}
+			c.RootCAs = roots
+		}
+		if c.ServerName == "" {
+			server, _, err := net.SplitHostPort(host)
+			if err != nil {
+				return nil, fmt.Errorf("unable to split host:port for dialing: %w", err)
+			}
+			c.ServerName = server
+		}
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout}, Config: c}
+		return d.DialContext(ctx, network, host)
 	}
-	opts := x509.VerifyOptions{Roots: roots, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
-	for _, c := range cs.PeerCertificates[1:] {
-		opts.Intermediates.AddCert(c)
-	}
-	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
-		return fmt.Errorf("tls: verifying the broker's certificate against KAFKA_TLS_CA_FILE: %w", err)
-	}
-	return nil
 }
+
+// dialTimeout is kgo's default dial timeout, which its own TLS dialer uses.
+const dialTimeout = 10 * time.Second
