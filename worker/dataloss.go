@@ -63,20 +63,24 @@ func (w *Worker) lostRecords(s segment) {
 // found neither there nor where it was from was moved by another replica:
 // a takeover. (A replica that took the partition over and moved it to the
 // same offset is told apart as any takeover is: the offset guard of this
-// worker's next batch finds it moved, settleMoved.) With no move of its
-// own sent, an offset found below the one this worker expected (or gone)
-// went back as wentBack says: checkWentBack, then the partition restarts
-// from there, uncounted.
+// worker's next batch finds it moved, settleMoved.) An offset found below
+// the one this worker expected (or gone), and not where its own move put
+// it, went back as wentBack says: checkWentBack, then the partition
+// restarts from there, uncounted.
 func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove) error {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
 		return err
 	}
 	pos, ok := stored[p.id]
-	if wentBack := p.expected != unknownOffset && (!ok || pos.Next < p.expected); wentBack && *sent == nil {
-		// Below what this worker applied: PostgreSQL lost transactions
-		// too, or another replica moved it back (wentBack). The
-		// partition restarts from there once the tokens are checked.
+	kept := *sent
+	made := ok && w.foundMade(p.id, sent, pos)
+	if !made && p.expected != unknownOffset && (!ok || pos.Next < p.expected) {
+		// Below what this worker applied, and not where its own move
+		// put it: PostgreSQL lost transactions too (the failover that
+		// lost a move's answer may have), or another replica moved it
+		// back (wentBack). The partition restarts from there once the
+		// tokens are checked.
 		if !ok {
 			pos.Next = -1
 		}
@@ -91,9 +95,8 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove
 		w.seekTo(p, fromStart)
 		return nil
 	}
-	kept := *sent
 	switch {
-	case w.foundMade(p.id, sent, pos):
+	case made:
 	case kept != nil && pos.Next != kept.from:
 		// Moved elsewhere since this worker's move from there was
 		// sent: by another replica, which owns the partition now (the

@@ -103,46 +103,61 @@ func (m *lossCount) PartitionRestarted() { m.restarts.Add(1) }
 // sequence with them) is no takeover: the tokens are checked against the
 // lock.acquired topic before the partition applies anything again, and
 // the partition restarts from the stored offset, not counted as a takeover.
+// So too when an earlier attempt's move back lost its answer (the failover
+// that lost the transactions may have lost it) and the offset is found
+// neither where that move was from nor where it went.
 func TestLossFindsStoredOffsetWentBack(t *testing.T) {
-	ctx := context.Background()
-	names := topics.DefaultNames()
-	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Acquired))
-	w, st := newApplierOn(t, c)
-	logs := &testlog.Buffer{}
-	w.log = zerolog.New(logs)
-	metrics := &lossCount{}
-	w.cfg.Metrics = metrics
-	pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	require.NoError(t, err)
-	defer pp.Close()
-	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
-	ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: 42}
-	v, err := ev.Encode()
-	require.NoError(t, err)
-	require.NoError(t, pp.ProduceSync(ctx, &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
+	for name, check := range map[string]func(w *Worker, p *partition){
+		"no move sent": func(w *Worker, p *partition) {
+			p.pending.Add(1)
+			w.lostRecords(segment{p: p, lost: &kgo.ErrDataLoss{Partition: 0}})
+		},
+		"a move whose answer was lost": func(w *Worker, p *partition) {
+			sent := &offsetMove{from: 2, to: store.Position{Next: 1, Epoch: -1}}
+			require.NoError(t, w.rewindLost(context.Background(), p, &sent))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			names := topics.DefaultNames()
+			c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Acquired))
+			w, st := newApplierOn(t, c)
+			logs := &testlog.Buffer{}
+			w.log = zerolog.New(logs)
+			metrics := &lossCount{}
+			w.cfg.Metrics = metrics
+			pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+			require.NoError(t, err)
+			defer pp.Close()
+			ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
+			ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: 42}
+			v, err := ev.Encode()
+			require.NoError(t, err)
+			require.NoError(t, pp.ProduceSync(ctx, &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
 
-	p := w.newPartition(w.hard, 0)
-	w.mu.Lock()
-	w.parts[0] = p // as assigned does, so that the restart is made
-	w.mu.Unlock()
-	apply(w, seg(t, p, 0, "a", "b"))
-	_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`)
-	require.NoError(t, err)
-	_, err = st.Pool.Exec(ctx, `SELECT setval('fencing_tokens', 1, false)`)
-	require.NoError(t, err)
+			p := w.newPartition(w.hard, 0)
+			w.mu.Lock()
+			w.parts[0] = p // as assigned does, so that the restart is made
+			w.mu.Unlock()
+			apply(w, seg(t, p, 0, "a", "b"))
+			_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`)
+			require.NoError(t, err)
+			_, err = st.Pool.Exec(ctx, `SELECT setval('fencing_tokens', 1, false)`)
+			require.NoError(t, err)
 
-	p.pending.Add(1)
-	w.lostRecords(segment{p: p, lost: &kgo.ErrDataLoss{Partition: 0}})
-	var last int64
-	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM fencing_tokens`).Scan(&last))
-	require.GreaterOrEqual(t, last, int64(42), "the sequence is raised past the token published")
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "partition restarted") }, 10*time.Second, 5*time.Millisecond)
-	require.Contains(t, logs.String(), "stored offset went back")
-	require.Contains(t, logs.String(), "partition offset went back: restarting")
-	require.NotContains(t, logs.String(), "moved by another replica")
-	require.Zero(t, metrics.restarts.Load(), "no takeover counted")
-	require.Zero(t, metrics.n.Load(), "nothing moved back: no loss counted")
-	require.EqualValues(t, 0, storedOffset(t, st, 0), "the offset is left where PostgreSQL has it")
+			check(w, p)
+			var last int64
+			require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM fencing_tokens`).Scan(&last))
+			require.GreaterOrEqual(t, last, int64(42), "the sequence is raised past the token published")
+			require.Eventually(t, func() bool { return strings.Contains(logs.String(), "partition restarted") }, 10*time.Second, 5*time.Millisecond)
+			require.Contains(t, logs.String(), "stored offset went back")
+			require.Contains(t, logs.String(), "partition offset went back: restarting")
+			require.NotContains(t, logs.String(), "moved by another replica")
+			require.Zero(t, metrics.restarts.Load(), "no takeover counted")
+			require.Zero(t, metrics.n.Load(), "nothing moved back: no loss counted")
+			require.EqualValues(t, 0, storedOffset(t, st, 0), "the offset is left where PostgreSQL has it")
+		})
+	}
 }
 
 // proxiedWorker is a worker on c, not joining its group (the test drives
