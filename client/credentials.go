@@ -74,7 +74,7 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	case token != "" && keyFile != "":
 		return nil, errors.New("credentials: give a token or a signing key, not both")
 	case token != "":
-		c := &credentials{static: strings.TrimPrefix(token, "Bearer "), now: time.Now}
+		c := &credentials{static: topics.BearerToken(token), now: time.Now}
 		// Unverified on purpose: only the workers can judge the token; the
 		// client reads it to learn its requester and to fail fast once it
 		// has expired.

@@ -64,6 +64,11 @@ func TestCredentials(t *testing.T) {
 	tok, err = c.token()
 	require.NoError(t, err)
 	require.Equal(t, "Bearer "+static, tok)
+	c, err = loadCredentials(Config{Token: "bearer " + static}) // the scheme in any case, as the worker reads it
+	require.NoError(t, err)
+	tok, err = c.token()
+	require.NoError(t, err)
+	require.Equal(t, "Bearer "+static, tok)
 
 	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "old",
 		ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}).SignedString([]byte("k"))

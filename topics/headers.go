@@ -1,6 +1,9 @@
 package topics
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Header is one record header. It mirrors kgo.RecordHeader so this package
 // stays free of I/O dependencies.
@@ -36,6 +39,17 @@ const (
 	// there.
 	HeaderAuthorization = "authorization"
 )
+
+// BearerToken is the token of an authorization header's value: without
+// its "Bearer" scheme, if it has one, whatever its case (RFC 7235), and
+// trimmed.
+func BearerToken(v string) string {
+	v = strings.TrimSpace(v)
+	if scheme, rest, ok := strings.Cut(v, " "); ok && strings.EqualFold(scheme, "Bearer") {
+		v = strings.TrimSpace(rest)
+	}
+	return v
+}
 
 // RedactedToken replaces a token in dead-letter copies.
 const RedactedToken = "(redacted)"

@@ -159,10 +159,7 @@ func (ks keySet) count() int { return len(ks.issuers) + len(ks.requesters) }
 // case-insensitive as RFC 7235 has it) and returns its requester. Its
 // errors wrap ErrUnauthenticated and never quote the token.
 func (v *Verifier) Verify(token string) (Requester, error) {
-	token = strings.TrimSpace(token)
-	if scheme, rest, ok := strings.Cut(token, " "); ok && strings.EqualFold(scheme, "Bearer") {
-		token = strings.TrimSpace(rest)
-	}
+	token = topics.BearerToken(token)
 	switch {
 	case token == "":
 		return Requester{}, fmt.Errorf("%w: no token", ErrUnauthenticated)
