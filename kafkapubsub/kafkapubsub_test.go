@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -522,89 +520,43 @@ func TestCloseEndsAPublishKafkaNeverAnswers(t *testing.T) {
 }
 
 // TestSubscriptionEndsOnARefusal: an error retrying cannot cure (a session
-// timeout under the broker's group.min.session.timeout.ms, a group or topic
-// ACL) ends the subscription, closing its channel, and is logged as an
-// error, rather than leaving a subscription that never delivers.
+// timeout under the broker's group.min.session.timeout.ms) ends the
+// subscription, closing its channel, and is logged as an error, rather
+// than leaving a subscription that never delivers.
 func TestSubscriptionEndsOnARefusal(t *testing.T) {
-	for name, tc := range map[string]struct {
-		opts    []kgo.Opt
-		refuse  func(*kfake.Cluster)
-		wantErr error
-	}{
-		"session timeout under the broker's minimum": {
-			opts:    []kgo.Opt{kgo.SessionTimeout(3 * time.Second)},
-			wantErr: kerr.InvalidSessionTimeout,
-		},
-		"group ACL": {
-			refuse: func(c *kfake.Cluster) {
-				c.ControlKey(int16(kmsg.JoinGroup), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-					c.KeepControl()
-					resp := kr.ResponseKind().(*kmsg.JoinGroupResponse)
-					resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
-					return resp, nil, true
-				})
-			},
-			wantErr: kerr.GroupAuthorizationFailed,
-		},
-		"topic ACL": {
-			refuse: func(c *kfake.Cluster) {
-				c.ControlKey(int16(kmsg.Metadata), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-					c.KeepControl()
-					req := kr.(*kmsg.MetadataRequest)
-					resp := req.ResponseKind().(*kmsg.MetadataResponse)
-					host, port, _ := net.SplitHostPort(c.ListenAddrs()[0])
-					p, _ := strconv.Atoi(port)
-					resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: 0, Host: host, Port: int32(p)}}
-					for _, rt := range req.Topics {
-						st := kmsg.NewMetadataResponseTopic()
-						st.Topic = rt.Topic
-						st.ErrorCode = kerr.TopicAuthorizationFailed.Code
-						resp.Topics = append(resp.Topics, st)
-					}
-					return resp, nil, true
-				})
-			},
-			wantErr: kerr.TopicAuthorizationFailed,
-		},
-	} {
-		t.Run(name, func(t *testing.T) {
-			c := kafkatest.Cluster(t, kfake.SeedTopics(1, "refused"))
-			if tc.refuse != nil {
-				tc.refuse(c)
-			}
-			logger := watermill.NewCaptureLogger()
-			sub, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{
-				Brokers:       c.ListenAddrs(),
-				ClientOpts:    append(testClientOpts(), tc.opts...),
-				ConsumerGroup: "refused-group",
-			}, logger)
-			require.NoError(t, err)
-			t.Cleanup(func() { require.NoError(t, sub.Close()) })
-			msgs, err := sub.Subscribe(context.Background(), "refused")
-			require.NoError(t, err)
-			select {
-			case _, open := <-msgs:
-				require.False(t, open, "a message from a refused subscription")
-			case <-time.After(20 * time.Second):
-				t.Fatal("the refused subscription is still open")
-			}
-			var logged []error
-			for _, m := range logger.Captured()[watermill.ErrorLogLevel] {
-				logged = append(logged, m.Err)
-			}
-			require.ErrorIs(t, errors.Join(logged...), tc.wantErr, "the refusal is logged as an error")
-		})
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, "refused"))
+	logger := watermill.NewCaptureLogger()
+	sub, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{
+		Brokers:       c.ListenAddrs(),
+		ClientOpts:    append(testClientOpts(), kgo.SessionTimeout(3*time.Second)),
+		ConsumerGroup: "refused-group",
+	}, logger)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+	msgs, err := sub.Subscribe(context.Background(), "refused")
+	require.NoError(t, err)
+	select {
+	case _, open := <-msgs:
+		require.False(t, open, "a message from a refused subscription")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the refused subscription is still open")
 	}
+	var logged []error
+	for _, m := range logger.Captured()[watermill.ErrorLogLevel] {
+		logged = append(logged, m.Err)
+	}
+	require.ErrorIs(t, errors.Join(logged...), kerr.InvalidSessionTimeout, "the refusal is logged as an error")
 }
 
 // TestSubscriptionOutlivesAGroupError: a group error that is not a refusal
-// is logged and retried, and the subscription delivers once it is over.
+// (here the group's ACL, granted a moment later) is logged and retried,
+// and the subscription delivers once it is over.
 func TestSubscriptionOutlivesAGroupError(t *testing.T) {
 	const topic = "flaky"
 	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
 	c.ControlKey(int16(kmsg.JoinGroup), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		resp := kr.ResponseKind().(*kmsg.JoinGroupResponse)
-		resp.ErrorCode = kerr.UnknownServerError.Code
+		resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
 		return resp, nil, true // once: the next JoinGroup is kfake's
 	})
 	logger := watermill.NewCaptureLogger()
@@ -627,7 +579,7 @@ func TestSubscriptionOutlivesAGroupError(t *testing.T) {
 	for _, m := range logger.Captured()[watermill.ErrorLogLevel] {
 		logged = append(logged, m.Err)
 	}
-	require.ErrorIs(t, errors.Join(logged...), kerr.UnknownServerError, "the group error was logged")
+	require.ErrorIs(t, errors.Join(logged...), kerr.GroupAuthorizationFailed, "the group error was logged")
 }
 
 // TestNackedRecordLeftToItsNewOwner: a member that keeps nacking a record

@@ -156,8 +156,8 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 // of its messages. The channel is closed when ctx is canceled, the
 // subscriber is closed, or Kafka refuses the subscription in a way retrying
 // cannot cure (a kgo.SessionTimeout under the broker's
-// group.min.session.timeout.ms, a group or topic ACL), which is logged as an
-// error; other errors are logged and retried. Each message must be acked or nacked before the next
+// group.min.session.timeout.ms), which is logged as an error; other errors,
+// a group or topic ACL's refusal included, are logged and retried. Each message must be acked or nacked before the next
 // one is delivered. A message's context is canceled once it is acked or
 // nacked, or when the subscription ends.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -255,11 +255,12 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 }
 
 // isRefusal reports whether err is one that retrying cannot cure, only a
-// change of the configuration or of the ACLs.
+// change of the subscriber's configuration: a session timeout the broker
+// refuses. An ACL refusal (group or topic) is not one: ACLs granted a
+// moment later (an operator applying them as the program starts) let the
+// subscription go on, so it is logged and retried.
 func isRefusal(err error) bool {
-	return errors.Is(err, kerr.InvalidSessionTimeout) ||
-		errors.Is(err, kerr.GroupAuthorizationFailed) ||
-		errors.Is(err, kerr.TopicAuthorizationFailed)
+	return errors.Is(err, kerr.InvalidSessionTimeout)
 }
 
 // ownedPartitions are the partitions a group subscription's member is
