@@ -26,8 +26,8 @@
 // time and waits for its Ack or Nack before the next one, so messages of one
 // partition arrive in order; there is no order across partitions. A Nack
 // redelivers the same message (after NackRedeliveryDelay), unless its
-// partition went to another group member meanwhile, which delivers it
-// instead. In consumer group
+// partition was revoked or lost meanwhile: it is then read again from the
+// committed offset by whichever member gets the partition. In consumer group
 // mode only acked offsets are committed, so a restart or rebalance may
 // redeliver messages that were delivered but not yet committed.
 //

@@ -501,6 +501,9 @@ func (p *Publisher) forgetMissing(batches []TopicMessages, of []int, purges []ui
 	}
 	ctx, cancel := untilAllDone(batches, of)
 	defer cancel()
+	// Bounded: the other topics' results of the call wait for it.
+	ctx, stop := context.WithTimeout(ctx, missingCheckTimeout)
+	defer stop()
 	missing, err := p.missingTopics(ctx, slices.Compact(slices.Sorted(slices.Values(topics))))
 	if err != nil {
 		p.logger.Debug("Asking whether topics that failed UNKNOWN_TOPIC_OR_PARTITION exist failed", watermill.LogFields{"topics": topics, "err": err})
@@ -512,6 +515,11 @@ func (p *Publisher) forgetMissing(batches []TopicMessages, of []int, purges []ui
 		}
 	}
 }
+
+// missingCheckTimeout bounds forgetMissing's question: Kafka not answering
+// it (brokers unreachable, which may be why the produce failed) forgets
+// nothing.
+const missingCheckTimeout = 5 * time.Second
 
 // purgeLoop runs purgeMissing every interval, on the topics idle for as
 // long, until ctx ends (Close) or the client is closed.

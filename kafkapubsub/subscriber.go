@@ -28,7 +28,8 @@ type SubscriberConfig struct {
 	// example TLS, SASL, kgo.WithLogger, or group timings such as
 	// kgo.SessionTimeout and kgo.AutoCommitInterval. Default none. The
 	// subscriber's own consuming options (topic, group, start offset,
-	// commit mode) are applied after them and win.
+	// commit mode, and in group mode the partition callbacks) are applied
+	// after them and win.
 	ClientOpts []kgo.Opt
 
 	// ConsumerGroup selects the mode of every subscription.
