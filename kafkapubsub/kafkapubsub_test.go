@@ -613,16 +613,16 @@ func TestNackedRecordLeftToItsNewOwner(t *testing.T) {
 	msg = receive(t, fromA)
 	require.Equal(t, "stuck", msg.UUID)
 	ackedByA := make(chan string, 10)
-	go func() {
-		for ; msg != nil; msg = <-fromA {
-			if msg.UUID == "stuck" {
-				msg.Nack()
+	go func(m *message.Message) {
+		for ; m != nil; m = <-fromA {
+			if m.UUID == "stuck" {
+				m.Nack()
 				continue
 			}
-			msg.Ack()
-			ackedByA <- msg.UUID
+			m.Ack()
+			ackedByA <- m.UUID
 		}
-	}()
+	}(msg)
 
 	// B joins: kgo's cooperative-sticky balancer (the default) gives it
 	// the last of A's partitions, 1; were that to change, B would receive
