@@ -410,6 +410,22 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 		assert.Contains(t, pc.Password, "s3cr3t", dsn)
 		assert.NotContains(t, c.Redacted()["DATABASE_URL"], "s3cr3t", dsn)
 	}
+	// pgx takes these, reading the password as a host, a database or a
+	// user name, where redaction could not find it: refused.
+	for _, dsn := range []string{
+		"postgres://app:/s3cr3t@db.internal/locks",
+		"postgres://app:8080/s3cr3t@db/x",
+		"postgres://db.internal?user=app&password=s3cr3t@x",
+	} {
+		_, err := FromEnv(env(map[string]string{"DATABASE_URL": dsn}))
+		require.ErrorContains(t, err, "DATABASE_URL: is a URL whose password pgx would read as", dsn)
+		assert.NotContains(t, err.Error(), "s3cr3t")
+		assert.NotContains(t, redactDatabaseURL(dsn), "s3cr3t", dsn)
+	}
+	// After a path, the query is the query: its password is masked.
+	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db.internal/x?user=app&password=s3cr3t@x"}))
+	require.NoError(t, err)
+	assert.Equal(t, "postgres://db.internal/x?user=app&password=***", redactDatabaseURL("postgres://db.internal/x?user=app&password=s3cr3t@x"))
 	for _, dsn := range []string{
 		"host=db password='s3cr3t",
 		"host=db password=s3cr3t dangling",
@@ -428,7 +444,7 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 		require.ErrorContains(t, err, "DATABASE_URL: is neither a postgres:// URL nor a key=value connection string", dsn)
 		assert.NotContains(t, err.Error(), "s3cr3t")
 	}
-	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?"}))
+	_, err = FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?"}))
 	require.NoError(t, err, "an empty query")
 	// A line end left from the file a secret was made of: pgx would take
 	// it into the database name, and store.Open would create that database.

@@ -138,8 +138,24 @@ func splitURL(s string) (connstr.URLParts, error) {
 			return connstr.URLParts{}, errConnString
 		}
 	}
+	// pgx ends the user info at the first '@' or '/'. A password holding
+	// a '/' before its '@' is then read as a host, an empty or numeric port
+	// and a database name ("postgres://app:/s3cr3t@db/x"); a query's
+	// password holding an '@' makes the query the user name
+	// ("postgres://db?user=app&password=p@ss"). pgx takes both, connects
+	// elsewhere, and no part of them is a password to mask: refused.
+	userinfo := s[parts.Userinfo[0]:parts.Userinfo[1]]
+	hasUserinfo := parts.Userinfo[1] < len(s) && s[parts.Userinfo[1]] == '@'
+	if !hasUserinfo && strings.IndexByte(s[:parts.Query], '@') >= 0 ||
+		!strings.Contains(userinfo, ":") && strings.ContainsAny(userinfo, "?&=") {
+		return connstr.URLParts{}, errAmbiguousURL
+	}
 	return parts, nil
 }
+
+// errAmbiguousURL is splitURL's error for a URL pgx reads otherwise than
+// meant, a password in its host, path or user name.
+var errAmbiguousURL = errors.New("is a URL whose password pgx would read as a host, database or user name (value not shown): percent-encode '/' as %2F and '@' as %40 in the user name and password")
 
 // redactDatabaseURL masks every secret of a DATABASE_URL where pgx reads
 // one: the URL's userinfo password, a password or sslpassword query
