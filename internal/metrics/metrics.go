@@ -72,7 +72,7 @@ type Metrics struct {
 var (
 	latencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 	batchBuckets   = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000}
-	leaseBuckets   = []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400}
+	leaseBuckets   = []float64{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 172800, 604800} // to max_hold's longest, 7 days
 )
 
 // New registers every metric on a new Registry.
@@ -124,7 +124,7 @@ func New(cfg Config) *Metrics {
 		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "outbox_published_total",
-			Help: "Outbox rows acknowledged by Kafka and deleted.",
+			Help: "Outbox rows acknowledged by Kafka (at least once: a row whose relay stopped before deleting it is published, and counted, again by the next).",
 		}),
 		publishLag: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "outbox_publish_latency_seconds", Buckets: latencyBuckets,
@@ -132,7 +132,7 @@ func New(cfg Config) *Metrics {
 		}),
 		parked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "outbox_rows_parked_total",
-			Help: "Outbox rows parked, by reason: the Kafka error that refused them (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...) or UNREADABLE_HEADERS.",
+			Help: "Outbox rows parked, by reason: the Kafka error that refused them (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...) or UNREADABLE_HEADERS. A row counts again each time its park ends and it fails again.",
 		}, []string{"reason"}),
 		dataLoss: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "kafka_data_loss_total",
