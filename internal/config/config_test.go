@@ -399,7 +399,6 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 		`host=db password='a b\' s3cr3t' dbname=x`,
 		"host=db password=   s3cr3t dbname=x",
 		"host=db password='s3cr3t'dbname=x",
-		"postgres://app:1?s3cr3t#@db/x",
 		"postgresql://h1:5432,h2:5433/x?password=s3cr3t",
 		"postgres://[::1]:5432/x?password=s3cr3t&",
 	} {
@@ -410,15 +409,24 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 		assert.Contains(t, pc.Password, "s3cr3t", dsn)
 		assert.NotContains(t, c.Redacted()["DATABASE_URL"], "s3cr3t", dsn)
 	}
-	// pgx takes these, reading the password as a host, a database or a
-	// user name, where redaction could not find it: refused.
+	// pgx takes these, reading part of the password as a host, a database
+	// or a user name, which it then logs and dials: refused (a '@' in a
+	// database name cannot be told from them).
 	for _, dsn := range []string{
 		"postgres://app:/s3cr3t@db.internal/locks",
 		"postgres://app:8080/s3cr3t@db/x",
+		"postgres://app:p@s3cr3t@db/x",
+		"postgres://app:p@ss/s3cr3t@db/x",
+		"postgres://app:1?s3cr3t#@db/x",
 		"postgres://db.internal?user=app&password=s3cr3t@x",
+		"postgres://db.internal:5432?user=app&password=s3cr3t@x",
+		"postgres://db.internal?user=app&password=a:s3cr3t@x",
+		"postgres://db.internal/s3cr3t@locks",
 	} {
-		_, err := FromEnv(env(map[string]string{"DATABASE_URL": dsn}))
-		require.ErrorContains(t, err, "DATABASE_URL: is a URL whose password pgx would read as", dsn)
+		_, err := pgconn.ParseConfig(dsn)
+		require.NoError(t, err, "pgx refuses %s", dsn)
+		_, err = FromEnv(env(map[string]string{"DATABASE_URL": dsn}))
+		require.ErrorContains(t, err, "DATABASE_URL: is a URL pgx would read otherwise than meant", dsn)
 		assert.NotContains(t, err.Error(), "s3cr3t")
 		assert.NotContains(t, redactDatabaseURL(dsn), "s3cr3t", dsn)
 	}
@@ -476,12 +484,6 @@ func TestRedaction(t *testing.T) {
 		{"DATABASE_URL key=value sslpassword", map[string]string{"DATABASE_URL": "host=db user=u dbname=x sslkey=/k.pem sslpassword=" + urlSecret}, urlSecret, "host=db user=u dbname=x sslkey=/k.pem sslpassword=***"},
 		// pgx decodes a query key before matching it.
 		{"DATABASE_URL escaped query key", map[string]string{"DATABASE_URL": "postgres://db/x?pass%77ord=" + urlSecret}, urlSecret, "postgres://db/x?pass%77ord=***"},
-		// pgx ends the userinfo at the first '@' before a '/': '?' and '#'
-		// belong to the password, not to a query or fragment.
-		{"DATABASE_URL userinfo with ? and #", map[string]string{"DATABASE_URL": "postgres://app:1?" + urlSecret + "#@db/x"}, urlSecret, "postgres://app:***@db/x"},
-		// pgx ends the userinfo at the first '@': the rest of a password
-		// with an unescaped '@' reads as a host, masked too.
-		{"DATABASE_URL userinfo with @", map[string]string{"DATABASE_URL": "postgres://app:1@" + urlSecret + "@db/x"}, urlSecret, "postgres://app:***@db/x"},
 		{"DATABASE_URL key=value", map[string]string{"DATABASE_URL": "host=db password=" + urlSecret + " dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		{"DATABASE_URL key=value quoted", map[string]string{"DATABASE_URL": "host=db password='" + urlSecret + " \\' x' dbname=x"}, urlSecret, "host=db password=*** dbname=x"},
 		// A backslash escapes a space into an unquoted value.

@@ -138,16 +138,20 @@ func splitURL(s string) (connstr.URLParts, error) {
 			return connstr.URLParts{}, errConnString
 		}
 	}
-	// pgx ends the user info at the first '@' or '/'. A password holding
-	// a '/' before its '@' is then read as a host, an empty or numeric port
-	// and a database name ("postgres://app:/s3cr3t@db/x"); a query's
-	// password holding an '@' makes the query the user name
-	// ("postgres://db?user=app&password=p@ss"). pgx takes both, connects
-	// elsewhere, and no part of them is a password to mask: refused.
-	userinfo := s[parts.Userinfo[0]:parts.Userinfo[1]]
-	hasUserinfo := parts.Userinfo[1] < len(s) && s[parts.Userinfo[1]] == '@'
-	if !hasUserinfo && strings.IndexByte(s[:parts.Query], '@') >= 0 ||
-		!strings.Contains(userinfo, ":") && strings.ContainsAny(userinfo, "?&=") {
+	// pgx ends the user info at the first '@' or '/', so an unescaped '@'
+	// or '/' in a password moves the rest of it into the host, port or
+	// database name ("postgres://app:p@ss@db/x", "postgres://app:/s3cr3t@db/x"),
+	// and a query's password holding an '@' makes the query the user info
+	// ("postgres://db?user=app&password=p@ss"). pgx takes them, connects
+	// elsewhere, and logs the host it dials: refused. Any '@' before the
+	// query but the one ending the user info, and a '?' in the user info,
+	// is one of these (or a database name's '@', which cannot be told
+	// apart from them: %40 says it).
+	hostStart := parts.Userinfo[0]
+	if parts.Userinfo[1] < len(s) && s[parts.Userinfo[1]] == '@' {
+		hostStart = parts.Userinfo[1] + 1
+	}
+	if strings.ContainsRune(s[parts.Userinfo[0]:parts.Userinfo[1]], '?') || strings.IndexByte(s[hostStart:parts.Query], '@') >= 0 {
 		return connstr.URLParts{}, errAmbiguousURL
 	}
 	return parts, nil
@@ -155,7 +159,7 @@ func splitURL(s string) (connstr.URLParts, error) {
 
 // errAmbiguousURL is splitURL's error for a URL pgx reads otherwise than
 // meant, a password in its host, path or user name.
-var errAmbiguousURL = errors.New("is a URL whose password pgx would read as a host, database or user name (value not shown): percent-encode '/' as %2F and '@' as %40 in the user name and password")
+var errAmbiguousURL = errors.New("is a URL pgx would read otherwise than meant, part of a password as a host, database or user name (value not shown): percent-encode '/' as %2F, '@' as %40 and '?' as %3F in the user name, password and database name")
 
 // redactDatabaseURL masks every secret of a DATABASE_URL where pgx reads
 // one: the URL's userinfo password, a password or sslpassword query
@@ -184,11 +188,6 @@ func redactDatabaseURL(s string) string {
 		return "(invalid connection string hidden)"
 	}
 	var b strings.Builder
-	// An unescaped '@' in a password ends pgx's userinfo early: mask up to
-	// the hosts' last '@' too.
-	if at := strings.LastIndexByte(s[parts.Userinfo[1]:parts.Query], '@'); parts.Userinfo[1] > parts.Userinfo[0] && at >= 0 {
-		parts.Userinfo[1] += at
-	}
 	userinfo := s[parts.Userinfo[0]:parts.Userinfo[1]]
 	b.WriteString(s[:parts.Userinfo[0]])
 	if user, password, ok := strings.Cut(userinfo, ":"); ok && password != "" {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -48,7 +49,7 @@ func (f *tlsFiles[T]) get() (T, error) {
 	}
 	v, err := f.load(contents)
 	if err != nil {
-		return none, fmt.Errorf("%s: %q: %w", f.what, f.paths[0], err)
+		return none, fmt.Errorf("%s: %s: %w", f.what, strings.Join(f.paths, ", "), err)
 	}
 	f.contents, f.value = contents, v
 	return v, nil
