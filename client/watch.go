@@ -56,7 +56,9 @@ type LockRevision struct {
 	// (WithLockDelay): nothing is granted before it. Zero: none.
 	DelayUntil time.Time
 	// Record is the same in the contract's wire form (zero for a
-	// tombstone), for those who pass it on as JSON.
+	// tombstone), for those who pass it on as JSON. At revision 0 it is a
+	// free lock's: status free, limit 1, no holders, changed_at the zero
+	// time (nothing changed it yet).
 	Record topics.LockState
 	// Unreadable, from Watch, says the lock's newest record could not be
 	// decoded (why, naming the record): its state is unknown until its
@@ -987,7 +989,9 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 	// up to its listed end it is only kept, then sent once, first. last is
 	// the last readable one, against which records published again are
 	// told apart.
-	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1}
+	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1,
+		Record: topics.LockState{V: topics.Version, Namespace: c.cfg.Namespace, LockName: name, Status: topics.StatusFree, Limit: 1,
+			Holders: []topics.Holder{}}}
 	last := current
 	sentCurrent := false
 	// sendCurrent sends current once the reader has caught up: at the top

@@ -55,6 +55,8 @@ func TestWatch(t *testing.T) {
 	require.Equal(t, int64(0), first.Revision, "a lock never used has no state yet")
 	require.Equal(t, client.StatusFree, first.Status)
 	require.Equal(t, lock, first.Name)
+	require.Equal(t, topics.LockState{V: topics.Version, LockName: lock, Status: topics.StatusFree, Limit: 1, Holders: []topics.Holder{}},
+		first.Record, "a free lock's record, for those who pass it on as JSON")
 
 	a, err := c.TryAcquire(ctx, lock, client.WithOwner("a"), client.WithoutKeepAlive(), client.WithLease(time.Minute))
 	require.NoError(t, err)

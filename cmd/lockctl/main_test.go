@@ -812,6 +812,27 @@ func TestWatchLockWarnsOfKafkaErrors(t *testing.T) {
 	}
 }
 
+// watch --lock --json prints a lock that has no state yet as the lock
+// state topic would hold a free lock: its record, not a blank one.
+func TestWatchLockJSONOfALockWithoutState(t *testing.T) {
+	kafka := stateTopic(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var out, errOut testlog.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"watch", "--lock", "job", "--namespace", "ns", "--json", "--brokers", kafka.ListenAddrs()[0]}, &out, &errOut)
+	}()
+	eventually(t, "the lock as it is", func() bool { return strings.Contains(out.String(), "\n") })
+	stop()
+	assert.Equal(t, exitOK, <-done, errOut.String())
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(out.String()), &got), out.String())
+	assert.Equal(t, map[string]any{"v": float64(topics.Version), "namespace": "ns", "lock_name": "job", "revision": float64(0),
+		"status": "free", "limit": float64(1), "holder_count": float64(0), "holders": []any{}, "waiter_count": float64(0),
+		"acquisition_count": float64(0), "operation": "", "changed_at": "0001-01-01T00:00:00.000000Z"}, got)
+}
+
 func fmtSscanf(s, format string, v *int64) (int, error) { return fmt.Sscanf(s, format, v) }
 func itoa(v int64) string                               { return strconv.FormatInt(v, 10) }
 
