@@ -114,12 +114,18 @@ func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) err
 			return c.refused(err)
 		}
 		c.printEvent(l.Granted(), func(ev topics.Event) string {
-			ns := ""
-			if c.namespace != "" {
-				ns = "--namespace " + shellQuote(c.namespace) + " "
-			}
+			// The flags that say where the lock is and who asks, as given:
+			// the release must reach the same lock, through the same
+			// brokers, as the same requester.
+			var given strings.Builder
+			c.fs.Visit(func(f *flag.Flag) {
+				switch f.Name {
+				case "brokers", "namespace", "requester":
+					fmt.Fprintf(&given, "--%s %s ", f.Name, shellQuote(f.Value.String()))
+				}
+			})
 			return fmt.Sprintf("acquired %s\nrelease with: lockctl release %s--lock %s --owner %s --token %d",
-				describe(ev), ns, shellQuote(*a.lock), shellQuote(l.Owner), l.Token)
+				describe(ev), given.String(), shellQuote(*a.lock), shellQuote(l.Owner), l.Token)
 		})
 		return nil
 	}
