@@ -52,7 +52,8 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		if *owner != "" {
 			opts = append(opts, client.WithOwner(*owner))
 		}
-		cl, err := c.client(ctx)
+		const interrupted = "interrupted before winning the election"
+		cl, err := c.holderClient(ctx, interrupted)
 		if err != nil {
 			return err
 		}
@@ -60,7 +61,7 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		l, err := client.NewElection(cl, *name).Campaign(ctx, *value, opts...)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
-				return errors.New("interrupted before winning the election")
+				return errors.New(interrupted)
 			}
 			return c.refused(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,6 +102,31 @@ func TestElectLostAndInterrupted(t *testing.T) {
 	assert.Contains(t, r.stderr, "stopped sleep (signal terminated); exit code 4")
 	r = lockctl(t, "query", "--lock", name)
 	assert.Contains(t, r.stdout, name+" released owner=leader", "the interrupted candidate was never granted")
+}
+
+// run and elect interrupted while they connect (brokers that accept and
+// never answer) exit 1, as interrupted before the grant, not 3.
+func TestInterruptedWhileConnecting(t *testing.T) {
+	for _, args := range [][]string{{"elect", "--name", "x"}, {"run", "--lock", "x"}} {
+		t.Run(args[0], func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			require.NoError(t, err)
+			defer ln.Close()
+			ctx, interrupt := context.WithCancel(context.Background())
+			defer interrupt()
+			var out, errOut testlog.Buffer
+			done := make(chan int, 1)
+			go func() {
+				done <- run(ctx, append(args, "--brokers", ln.Addr().String(), "--timeout", "60", "--", "true"), &out, &errOut)
+			}()
+			conn, err := ln.Accept()
+			require.NoError(t, err)
+			defer conn.Close()
+			interrupt()
+			assert.Equal(t, exitRefused, <-done, errOut.String())
+			assert.Contains(t, errOut.String(), "lockctl "+args[0]+": interrupted before ")
+		})
+	}
 }
 
 // A leader process SIGKILLed: its command dies with it (the parent-death

@@ -40,7 +40,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		cl, err := c.client(ctx)
+		cl, err := c.holderClient(ctx, "interrupted before the lock was granted")
 		if err != nil {
 			return err
 		}
@@ -55,6 +55,18 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		return c.runHolding(ctx, l, grace.d, args)
 	}
+}
+
+// holderClient is run's and elect's c.client: a signal while it connects
+// (ctx ends by none other) stops them before the grant, exit 1 as while
+// they wait, not 3 as unreachable brokers, which is how the connection it
+// cut short fails. interrupted says so.
+func (c *cli) holderClient(ctx context.Context, interrupted string) (*client.Client, error) {
+	cl, err := c.client(ctx)
+	if err != nil && ctx.Err() != nil {
+		return nil, errors.New(interrupted + " (while connecting)")
+	}
+	return cl, err
 }
 
 // addGraceFlag is run's and elect's --grace.
