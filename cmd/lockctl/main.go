@@ -24,9 +24,12 @@ func main() {
 	// leaving the lock to its lease; further SIGTERMs and SIGHUPs are let
 	// pass, for they come in pairs without anyone asking twice: an ssh
 	// session that drops sends the foreground job a SIGHUP from its shell
-	// and another from the kernel as the shell exits. A signal ignored at
-	// start (SIGHUP under nohup, SIGINT in a background job of a shell
-	// without job control) stays ignored, for lockctl and its command alike.
+	// and another from the kernel as the shell exits. A SIGHUP or SIGINT
+	// ignored at start (SIGHUP under nohup, SIGINT in a background job of a
+	// shell without job control) stays ignored, for lockctl and its command
+	// alike. The Go runtime keeps an inherited SIG_IGN of those two only
+	// (signal.Ignored is false for the rest): a SIGTERM ignored at start is
+	// caught as any, and the command starts with its default action.
 	var sigs []os.Signal
 	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
 		if !signal.Ignored(sig) {
