@@ -755,6 +755,31 @@ func TestWatchWarnsOfKafkaErrors(t *testing.T) {
 	}
 }
 
+// A lifecycle record watch cannot decode is a warning naming it, not an
+// event missing in silence.
+func TestWatchWarnsOfUndecodableRecords(t *testing.T) {
+	names := topics.DefaultNames()
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Acquired, names.Released, names.Expired, names.Revoked))
+	require.NoError(t, err)
+	defer kafka.Close()
+	kc, err := kgo.NewClient(kgo.SeedBrokers(kafka.ListenAddrs()...))
+	require.NoError(t, err)
+	defer kc.Close()
+	require.NoError(t, kc.ProduceSync(context.Background(), &kgo.Record{Topic: names.Released, Value: []byte("not an event")}).FirstErr())
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var out, errOut testlog.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"watch", "--from-beginning", "--brokers", kafka.ListenAddrs()[0]}, &out, &errOut)
+	}()
+	warning := "lockctl watch: warning: skipped the record of " + names.Released + " at partition 0, offset 0: "
+	eventually(t, "a warning", func() bool { return strings.Contains(errOut.String(), warning) })
+	stop()
+	assert.Equal(t, exitOK, <-done)
+	assert.Empty(t, out.String(), "stdout is for events")
+}
+
 // watch --lock warns on stderr, once, when Kafka keeps refusing its
 // fetches after the setup (TOPIC_AUTHORIZATION_FAILED, as without the Read
 // ACL) past client.OnFetchError's grace, instead of silence that looks

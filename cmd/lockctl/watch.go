@@ -15,6 +15,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -72,7 +73,14 @@ func (c *cli) watchFlags(fs *flag.FlagSet) func(context.Context, []string) error
 				for msg := range msgs {
 					ev, err := client.DecodeMessage(msg)
 					msg.Ack()
-					if err != nil || !c.watched(ev) {
+					if err != nil {
+						// Said, as watch --lock and locks say theirs,
+						// rather than an event missing in silence.
+						r, _ := kafkapubsub.RecordFromContext(msg.Context())
+						c.warnf("skipped the record of %s at partition %d, offset %d: %v", topic, r.Partition, r.Offset, err)
+						continue
+					}
+					if !c.watched(ev) {
 						continue
 					}
 					mu.Lock()
