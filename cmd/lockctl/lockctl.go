@@ -250,7 +250,8 @@ func (c *cli) names() topics.Names { return c.cfg.Topics.Names() }
 func (c *cli) kafka() ([]string, []kgo.Opt, error) {
 	opts, err := c.cfg.KafkaOpts()
 	if err != nil {
-		return nil, nil, fmt.Errorf("kafka settings: %w", err)
+		// A mistake of the environment (TLS files, SASL), as FromEnv's.
+		return nil, nil, usageError{"environment: " + err.Error()}
 	}
 	seeds := c.cfg.Kafka.BootstrapServers
 	if len(seeds) == 0 {

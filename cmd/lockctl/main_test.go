@@ -314,6 +314,19 @@ func TestEnvironmentErrors(t *testing.T) {
 	assert.Regexp(t, `^lockctl query: environment: [^\n]*KAFKA_SESSION_TIMEOUT[^\n]*; [^\n]*KAFKA_TLS_ENABLED[^\n]*\nrun 'lockctl query -h' for usage\n$`, errOut.String())
 }
 
+// A Kafka setting that fails only as lockctl connects (a TLS file it
+// cannot read) is a mistake of the environment too: exit 2, for the
+// commands that send and those that read.
+func TestKafkaSettingsErrors(t *testing.T) {
+	t.Setenv("KAFKA_TLS_ENABLED", "true")
+	t.Setenv("KAFKA_TLS_CA_FILE", filepath.Join(t.TempDir(), "missing.pem"))
+	for _, args := range [][]string{{"query", "--lock", "x"}, {"watch"}, {"watch", "--lock", "x"}} {
+		var out, errOut testlog.Buffer
+		assert.Equal(t, exitUsage, run(context.Background(), append(args, "--brokers", "127.0.0.1:1"), &out, &errOut), errOut.String())
+		assert.Contains(t, errOut.String(), "lockctl "+args[0]+": environment: KAFKA_TLS_CA_FILE: ")
+	}
+}
+
 func TestAcquireQueryReleaseExitCodes(t *testing.T) {
 	const lock = "ctl-basic"
 	r := lockctl(t, "acquire", "--lock", lock, "--owner", "alice", "--lease", "60", "--json", "--metadata", `{"job":"backup"}`)
