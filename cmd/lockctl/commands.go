@@ -104,6 +104,8 @@ func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) err
 		}
 		// lockctl exits right away: nothing would keep the lease alive.
 		opts = append(opts, client.WithoutKeepAlive())
+		ctx, stopQuit := quitCancels(ctx)
+		defer stopQuit()
 		cl, err := c.client(ctx)
 		if err != nil {
 			return err

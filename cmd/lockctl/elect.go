@@ -53,12 +53,14 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 			opts = append(opts, client.WithOwner(*owner))
 		}
 		const interrupted = "interrupted before winning the election"
-		cl, err := c.holderClient(ctx, interrupted)
+		wait, stopQuit := quitCancels(ctx)
+		defer stopQuit()
+		cl, err := c.holderClient(wait, interrupted)
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		l, err := client.NewElection(cl, *name).Campaign(ctx, *value, opts...)
+		l, err := client.NewElection(cl, *name).Campaign(wait, *value, opts...)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return errors.New(interrupted)

@@ -1084,6 +1084,46 @@ func TestRunWithoutATerminalPassesSIGQUITOn(t *testing.T) {
 	}
 }
 
+// SIGQUIT while acquire, run or elect waits in the lock's queue ends the
+// wait as SIGINT does: lockctl withdraws its acquire and exits 1, rather
+// than die of Go's default action (exit 2) and leave the acquire queued,
+// to be granted to nobody alive once the holder releases.
+func TestSIGQUITWhileWaitingWithdraws(t *testing.T) {
+	bin := buildLockctl(t)
+	for _, args := range [][]string{
+		{"acquire", "--lock", "ctl-quit-acquire", "--wait", "60"},
+		{"run", "--lock", "ctl-quit-run", "--wait", "60", "--", "true"},
+		{"elect", "--name", "ctl-quit-elect", "--", "true"},
+	} {
+		lock := args[2]
+		t.Run(args[0], func(t *testing.T) {
+			r := lockctl(t, "acquire", "--lock", lock, "--owner", "holder", "--lease", "60")
+			require.Equal(t, exitOK, r.code, r.stderr)
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			revisions, _, waitRevisions := start(ctx, "watch", "--lock", lock)
+			var stderr testlog.Buffer
+			cmd := exec.Command(bin, append([]string{args[0], "--brokers", env.Brokers[0], "--owner", "quitter"}, args[1:]...)...)
+			cmd.Stderr = &stderr
+			require.NoError(t, cmd.Start())
+			defer func() { _ = cmd.Process.Kill() }()
+			eventually(t, "the acquire to queue", func() bool { return strings.Contains(revisions.String(), " waiters=1\n") })
+			require.NoError(t, cmd.Process.Signal(syscall.SIGQUIT))
+			err := cmd.Wait()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit, stderr.String())
+			assert.Equal(t, exitRefused, exit.ExitCode(), stderr.String())
+
+			r = lockctl(t, "release", "--lock", lock, "--owner", "holder")
+			require.Equal(t, exitOK, r.code, r.stderr)
+			eventually(t, "the release", func() bool { return strings.Contains(revisions.String(), " by=release") })
+			stop()
+			res := waitRevisions()
+			assert.NotContains(t, res.stdout, "quitter", "the acquire was withdrawn, never granted")
+		})
+	}
+}
+
 // What the command started gets --grace too, even when the command itself
 // (a shell without a trap, here) ends at the SIGTERM at once: it is not
 // SIGKILLed the moment its parent is gone, but may finish its cleanup.

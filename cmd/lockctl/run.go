@@ -40,12 +40,14 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		cl, err := c.holderClient(ctx, "interrupted before the lock was granted")
+		wait, stopQuit := quitCancels(ctx)
+		defer stopQuit()
+		cl, err := c.holderClient(wait, "interrupted before the lock was granted")
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		l, err := cl.Acquire(ctx, *a.lock, opts...)
+		l, err := cl.Acquire(wait, *a.lock, opts...)
 		if err != nil {
 			return c.refused(err)
 		}
@@ -55,6 +57,32 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		return c.runHolding(ctx, l, grace.d, args)
 	}
+}
+
+// errQuit is the cause of a wait SIGQUIT ended: a cancellation, as by
+// SIGINT.
+var errQuit = fmt.Errorf("%w by SIGQUIT", context.Canceled)
+
+// quitCancels returns ctx, cancelled also by SIGQUIT, for the connection
+// and the wait of acquire, run and elect: Go's default action (a goroutine
+// dump, exit 2) would leave their acquire in the worker's queue, to be
+// granted later to nobody alive, where a cancelled one is withdrawn. It
+// catches SIGQUIT until stop, also once the lock is held, so that there is
+// no gap before runHolding catches it too (cancelling the wait then changes
+// nothing), and later SIGQUITs are dropped.
+func quitCancels(ctx context.Context) (wait context.Context, stop func()) {
+	quit := make(chan os.Signal, 1)
+	signal.Notify(quit, syscall.SIGQUIT)
+	wait, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-quit:
+			cancel(errQuit)
+		case <-done:
+		}
+	}()
+	return wait, func() { signal.Stop(quit); close(done); cancel(nil) }
 }
 
 // holderClient is run's and elect's c.client: a signal while it connects
