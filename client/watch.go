@@ -56,9 +56,10 @@ type LockRevision struct {
 	// (WithLockDelay): nothing is granted before it. Zero: none.
 	DelayUntil time.Time
 	// Record is the same in the contract's wire form (zero for a
-	// tombstone), for those who pass it on as JSON. At revision 0 it is a
-	// free lock's: status free, limit 1, no holders, changed_at the zero
-	// time (nothing changed it yet).
+	// tombstone or an unreadable record), for those who pass it on as
+	// JSON. For a lock with no record (never used, or its tombstone
+	// compacted away) it is a free lock's: revision 0, status free, limit
+	// 1, no holders, changed_at the zero time (nothing changed it yet).
 	Record topics.LockState
 	// Unreadable, from Watch, says the lock's newest record could not be
 	// decoded (why, naming the record): its state is unknown until its

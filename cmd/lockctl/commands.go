@@ -106,7 +106,7 @@ func (c *cli) acquireFlags(fs *flag.FlagSet) func(context.Context, []string) err
 		opts = append(opts, client.WithoutKeepAlive())
 		ctx, stopQuit := quitCancels(ctx)
 		defer stopQuit()
-		cl, err := c.client(ctx)
+		cl, err := c.holderClient(ctx, "interrupted before the lock was granted")
 		if err != nil {
 			return err
 		}

@@ -107,7 +107,7 @@ func TestElectLostAndInterrupted(t *testing.T) {
 // run and elect interrupted while they connect (brokers that accept and
 // never answer) exit 1, as interrupted before the grant, not 3.
 func TestInterruptedWhileConnecting(t *testing.T) {
-	for _, args := range [][]string{{"elect", "--name", "x"}, {"run", "--lock", "x"}} {
+	for _, args := range [][]string{{"elect", "--name", "x", "--", "true"}, {"run", "--lock", "x", "--", "true"}, {"acquire", "--lock", "x"}} {
 		t.Run(args[0], func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			require.NoError(t, err)
@@ -117,7 +117,7 @@ func TestInterruptedWhileConnecting(t *testing.T) {
 			var out, errOut testlog.Buffer
 			done := make(chan int, 1)
 			go func() {
-				done <- run(ctx, append(args, "--brokers", ln.Addr().String(), "--timeout", "60", "--", "true"), &out, &errOut)
+				done <- run(ctx, append([]string{args[0], "--brokers", ln.Addr().String(), "--timeout", "60"}, args[1:]...), &out, &errOut)
 			}()
 			conn, err := ln.Accept()
 			require.NoError(t, err)

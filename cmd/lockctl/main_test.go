@@ -1103,7 +1103,10 @@ func TestSIGQUITWhileWaitingWithdraws(t *testing.T) {
 			defer stop()
 			revisions, _, waitRevisions := start(ctx, "watch", "--lock", lock)
 			var stderr testlog.Buffer
-			cmd := exec.Command(bin, append([]string{args[0], "--brokers", env.Brokers[0], "--owner", "quitter"}, args[1:]...)...)
+			// A generated owner (quitter-<random>): one given --owner is
+			// withdrawn only once lockctl has read its lock.queued, which
+			// may come after the revision this test waits for.
+			cmd := exec.Command(bin, append([]string{args[0], "--brokers", env.Brokers[0], "--requester", "quitter"}, args[1:]...)...)
 			cmd.Stderr = &stderr
 			require.NoError(t, cmd.Start())
 			defer func() { _ = cmd.Process.Kill() }()
