@@ -190,7 +190,9 @@ func (p *partition) expireDue(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if n > 0 {
+	// A step that only handed a lock on (a lock-delay passed, a waiter
+	// granted) ended no lease, but its events count.
+	if len(caused) > 0 {
 		w.cfg.Metrics.Events("", caused)
 	}
 	return n, nil
