@@ -66,11 +66,11 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.release()
-	p.state = cut
 	for c := range p.conns {
 		_ = c.Close()
 	}
+	p.release()
+	p.state = cut
 }
 
 // Hang keeps every connection open but forwards nothing, and accepts new
@@ -149,17 +149,18 @@ func (p *Proxy) serve(c net.Conn, gate chan struct{}) {
 	<-done
 }
 
-// copy forwards src to dst, waiting at the gate before each write, so Hang
-// holds data already read.
+// copy forwards src to dst. What it read, and a close (a read's error,
+// which serve passes on by closing both sides), wait at the gate: a hung
+// link passes neither, as a network that drops every packet would not;
+// once cut, what was held is dropped.
 func (p *Proxy) copy(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if !p.pass() {
+			return
+		}
 		if n > 0 {
-			p.mu.Lock()
-			gate := p.gate
-			p.mu.Unlock()
-			<-gate
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}
@@ -168,6 +169,19 @@ func (p *Proxy) copy(dst, src net.Conn) {
 			return // EOF or closed: serve closes both sides
 		}
 	}
+}
+
+// pass waits at the gate while the proxy hangs, and reports whether what
+// was read goes on: not once the proxy is cut (Cut sets its state before
+// it opens the gate, under p.mu).
+func (p *Proxy) pass() bool {
+	p.mu.Lock()
+	gate := p.gate
+	p.mu.Unlock()
+	<-gate
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state != cut
 }
 
 func (p *Proxy) forget(c net.Conn) {

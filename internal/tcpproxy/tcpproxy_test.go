@@ -120,3 +120,37 @@ func TestListenClose(t *testing.T) {
 	require.Error(t, err, "no longer listening")
 	p.Close()
 }
+
+// A hung link passes no close either: a client that gives up and closes
+// its side leaves the server's connection open (its session holding what
+// it holds) until the link is restored, as a network dropping every packet
+// would; restored, the close goes through.
+func TestHangHoldsAClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	p := Start(t, ln.Addr().String())
+	c, err := net.Dial("tcp", p.Addr())
+	require.NoError(t, err)
+	server := <-accepted
+	defer server.Close()
+
+	p.Hang()
+	require.NoError(t, c.Close())
+	_ = server.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err = server.Read(make([]byte, 1))
+	var ne net.Error
+	require.True(t, errors.As(err, &ne) && ne.Timeout(), "the server saw the client's close through a hung link: %v", err)
+
+	p.Restore()
+	_ = server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = server.Read(make([]byte, 1))
+	closed(t, err, "restored, the close goes through")
+}
