@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -35,7 +36,9 @@ func startSingle(t *testing.T, ctx context.Context, partitions int) *single {
 		"HTTP_ADDR=127.0.0.1:0", "KAFKA_SESSION_TIMEOUT=3", "POSTGRES_MAX_CONNECTIONS=5"}, s.logs)
 	require.NoError(t, s.replica.Start())
 	t.Cleanup(func() {
-		_ = s.replica.Kill()
+		if err := s.replica.Kill(); errors.Is(err, ErrExitedUnasked) {
+			t.Errorf("the replica crashed during the test: %v", err) // after the test's last assertion, say
+		}
 		if t.Failed() {
 			t.Logf("replica logs:\n%s", testlog.LastLines(s.logs.String(), 100))
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -72,6 +73,7 @@ type Worker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	runErr error // Run's error, once done is closed
+	killed bool  // stopped by Kill, as a crash: Run's error is expected
 	once   sync.Once
 }
 
@@ -111,7 +113,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 		log = *o.Logger
 	}
 	sch := e.Schema
-	sch.URL += "&application_name=" + o.Name
+	sch.URL = connstr.WithParam(sch.URL, "application_name", o.Name) // a key=value TEST_DATABASE_URL too
 	st := sch.Open(t, store.Config{MaxConns: 8})
 	kopts := []kgo.Opt{kgo.SeedBrokers(e.Brokers...)}
 	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, 5*time.Second, e.Names.ReplyPrefix, true, -1)
@@ -135,7 +137,15 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 		defer close(x.done)
 		x.runErr = w.Run(ctx)
 	}()
-	t.Cleanup(x.Stop)
+	t.Cleanup(func() {
+		x.Stop()
+		// A worker that died during the test would leave a test waiting
+		// for events with a bare timeout, or one checking that nothing
+		// happens passing: its error fails the test.
+		if x.runErr != nil && !x.killed {
+			t.Errorf("worker %q: Run returned during the test: %v", o.Name, x.runErr)
+		}
+	})
 	x.waitConsuming(t, o.Name)
 	return x
 }
@@ -170,6 +180,7 @@ func (x *Worker) Stop() {
 // Kill stops the worker as a crash would.
 func (x *Worker) Kill() {
 	x.once.Do(func() {
+		x.killed = true
 		x.W.Kill()
 		x.cancel()
 		<-x.done

@@ -2,6 +2,7 @@ package realkafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -130,7 +131,11 @@ func (s *suite) replica(name string) *chaos.Replica {
 func (s *suite) start(ctx context.Context, t *testing.T, r *chaos.Replica) {
 	t.Helper()
 	require.NoError(t, r.Start())
-	t.Cleanup(func() { _ = r.Kill() })
+	t.Cleanup(func() {
+		if err := r.Kill(); errors.Is(err, chaos.ErrExitedUnasked) {
+			t.Errorf("lockworker %s crashed during the test: %v", r.Name, err)
+		}
+	})
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	require.NoError(t, r.Ready(ctx), "lockworker %s did not start consuming (its log follows)", r.Name)
