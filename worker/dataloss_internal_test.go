@@ -119,28 +119,16 @@ func TestLossFindsStoredOffsetWentBack(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			names := topics.DefaultNames()
-			c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Acquired))
-			w, st := newApplierOn(t, c)
-			logs := &testlog.Buffer{}
-			w.log = zerolog.New(logs)
+			_, w, st, logs := publishedToken42(t)
 			metrics := &lossCount{}
 			w.cfg.Metrics = metrics
-			pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-			require.NoError(t, err)
-			defer pp.Close()
-			ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
-			ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: 42}
-			v, err := ev.Encode()
-			require.NoError(t, err)
-			require.NoError(t, pp.ProduceSync(ctx, &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
 
 			p := w.newPartition(w.hard, 0)
 			w.mu.Lock()
 			w.parts[0] = p // as assigned does, so that the restart is made
 			w.mu.Unlock()
 			apply(w, seg(t, p, 0, "a", "b"))
-			_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`)
+			_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`)
 			require.NoError(t, err)
 			_, err = st.Pool.Exec(ctx, `SELECT setval('fencing_tokens', 1, false)`)
 			require.NoError(t, err)

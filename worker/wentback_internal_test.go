@@ -16,6 +16,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -28,19 +29,7 @@ import (
 // and the partition that went back is checked again, alone.
 func TestRevokeEndsTheWentBackCheck(t *testing.T) {
 	ctx := context.Background()
-	names := topics.DefaultNames()
-	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Acquired))
-	w, st := newApplierOn(t, c)
-	logs := &testlog.Buffer{}
-	w.log = zerolog.New(logs)
-	pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	require.NoError(t, err)
-	defer pp.Close()
-	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
-	ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: 42}
-	v, err := ev.Encode()
-	require.NoError(t, err)
-	require.NoError(t, pp.ProduceSync(ctx, &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
+	c, w, st, logs := publishedToken42(t)
 	var fetching atomic.Bool
 	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
@@ -50,7 +39,7 @@ func TestRevokeEndsTheWentBackCheck(t *testing.T) {
 
 	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
 	apply(w, seg(t, p0, 0, "a"), seg(t, p1, 0, "b"))
-	_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`) // the loss
+	_, err := st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 0 WHERE partition = 0`) // the loss
 	require.NoError(t, err)
 
 	actx, cancel := context.WithCancel(ctx)
@@ -90,4 +79,25 @@ func TestRevokeEndsTheWentBackCheck(t *testing.T) {
 	p0.pending.Wait()
 	require.EqualValues(t, 0, storedOffset(t, st, 0))
 	require.EqualValues(t, 1, storedOffset(t, st, 1))
+}
+
+// publishedToken42 is an applier on a broker whose lock.acquired topic
+// holds one grant, of fencing token 42, logging to logs: a worker whose
+// token floor check has a token to find.
+func publishedToken42(t *testing.T) (c *kfake.Cluster, w *Worker, st *store.Store, logs *testlog.Buffer) {
+	t.Helper()
+	names := topics.DefaultNames()
+	c = kafkatest.Cluster(t, kfake.SeedTopics(1, names.Acquired))
+	w, st = newApplierOn(t, c)
+	logs = &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer pp.Close()
+	ev := topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "", time.Now())
+	ev.LockInfo = &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, FencingToken: 42}
+	v, err := ev.Encode()
+	require.NoError(t, err)
+	require.NoError(t, pp.ProduceSync(context.Background(), &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
+	return c, w, st, logs
 }
