@@ -180,7 +180,11 @@ func (x *Worker) Stop() {
 // Kill stops the worker as a crash would.
 func (x *Worker) Kill() {
 	x.once.Do(func() {
-		x.killed = true
+		select {
+		case <-x.done: // died before: its error is reported
+		default:
+			x.killed = true
+		}
 		x.W.Kill()
 		x.cancel()
 		<-x.done

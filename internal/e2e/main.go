@@ -14,14 +14,18 @@ import (
 // lock names and reply topics, and call its helpers on env.For(t).
 func RunMain(m *testing.M, setup func(*Env)) int {
 	tb := &mainTB{}
-	defer tb.cleanup()
 	env := New(tb)
 	env.StartWorker(WorkerOpts{Name: "shared"})
 	if setup != nil {
 		setup(env)
 	}
 	tb.testing.Store(true)
-	return m.Run()
+	code := m.Run()
+	tb.cleanup()
+	if code == 0 && tb.failed.Load() {
+		code = 1 // the shared worker died during the tests (StartWorker's cleanup)
+	}
+	return code
 }
 
 // mainTB is the testing.TB of a shared Env. It implements the methods the
@@ -37,6 +41,7 @@ type mainTB struct {
 	testing.TB
 	cleanups []func()
 	testing  atomic.Bool // set once m.Run starts
+	failed   atomic.Bool // Errorf was called: the binary fails
 }
 
 func (t *mainTB) Helper()      {}
@@ -48,6 +53,7 @@ func (t *mainTB) Cleanup(f func()) {
 func (t *mainTB) Logf(string, ...any) {}
 func (t *mainTB) Failed() bool        { return false }
 func (t *mainTB) Errorf(format string, args ...any) {
+	t.failed.Store(true)
 	fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...)
 }
 func (t *mainTB) Fatalf(format string, args ...any) { t.Errorf(format, args...); t.FailNow() }

@@ -17,11 +17,12 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu    sync.Mutex
-	state state
-	gate  chan struct{} // closed while forwarding; replaced on Hang
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	state  state
+	gate   chan struct{} // closed while forwarding; replaced on Hang
+	conns  map[net.Conn]struct{}
+	closed bool // by Close: cut for good, Hang and Restore do nothing
+	wg     sync.WaitGroup
 }
 
 type state int
@@ -78,6 +79,9 @@ func (p *Proxy) Cut() {
 func (p *Proxy) Hang() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return // a gate nobody would open: Close would wait for ever
+	}
 	if p.state != hung {
 		p.gate = make(chan struct{})
 	}
@@ -88,6 +92,9 @@ func (p *Proxy) Hang() {
 func (p *Proxy) Restore() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
 	p.release()
 	p.state = forwarding
 }
@@ -172,8 +179,8 @@ func (p *Proxy) copy(dst, src net.Conn) {
 }
 
 // pass waits at the gate while the proxy hangs, and reports whether what
-// was read goes on: not once the proxy is cut (Cut sets its state before
-// it opens the gate, under p.mu).
+// was read goes on: not once the proxy is cut (Cut opens the gate and sets
+// its state under p.mu, which pass takes after the gate).
 func (p *Proxy) pass() bool {
 	p.mu.Lock()
 	gate := p.gate
@@ -195,6 +202,9 @@ func (p *Proxy) forget(c net.Conn) {
 // waits until the proxy's goroutines end. A second Close does nothing more.
 func (p *Proxy) Close() {
 	_ = p.ln.Close()
+	p.mu.Lock()
+	p.closed = true // first: no Hang after it closes a gate again
+	p.mu.Unlock()
 	p.Cut() // opens the gate if hung, so every goroutine ends
 	p.wg.Wait()
 }
