@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -30,6 +31,7 @@ func testLockctl(ctx context.Context, t *testing.T, s *suite) {
 	lockctl := func(args ...string) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, s.lockctl, append(args, "--json")...)
 		cmd.Env = append(os.Environ(), s.env()...)
+		childproc.DieWithParent(cmd) // not left running should the test binary die
 		return cmd
 	}
 	// run returns lockctl's exit code and the event it printed.
