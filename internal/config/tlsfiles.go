@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,7 +45,7 @@ func (f *tlsFiles[T]) get() (T, error) {
 		}
 		contents[i] = b
 	}
-	if f.contents != nil && equalContents(contents, f.contents) {
+	if f.contents != nil && slices.EqualFunc(contents, f.contents, bytes.Equal) {
 		return f.value, nil
 	}
 	v, err := f.load(contents)
@@ -53,15 +54,6 @@ func (f *tlsFiles[T]) get() (T, error) {
 	}
 	f.contents, f.value = contents, v
 	return v, nil
-}
-
-func equalContents(a, b [][]byte) bool {
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 func loadCA(contents [][]byte) (*x509.CertPool, error) {
