@@ -85,10 +85,10 @@ func quitCancels(ctx context.Context) (wait context.Context, stop func()) {
 	return wait, func() { signal.Stop(quit); close(done); cancel(nil) }
 }
 
-// holderClient is run's and elect's c.client: a signal while it connects
-// (ctx ends by none other) stops them before the grant, exit 1 as while
-// they wait, not 3 as unreachable brokers, which is how the connection it
-// cut short fails. interrupted says so.
+// holderClient is the c.client of acquire, run and elect: a signal while
+// it connects (ctx ends by none other) stops them before the grant, exit 1
+// as while they wait, not 3 as unreachable brokers, which is how the
+// connection it cut short fails. interrupted says so.
 func (c *cli) holderClient(ctx context.Context, interrupted string) (*client.Client, error) {
 	cl, err := c.client(ctx)
 	if err != nil && ctx.Err() != nil {
