@@ -406,6 +406,16 @@ func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.retryBounded(ctx, func(a *attempt) error { return s.tryTx(ctx, a, fn) })
 }
 
+// InTxOnce is InTx's first attempt alone: a transient failure is returned
+// (errors.Is ErrTransient), not retried, for callers that retry on a
+// schedule of their own and would otherwise wait out the store's backoff
+// (up to Config.RetryMax between attempts) after the database came back.
+// The attempt is bounded by Config.AttemptTimeout, as InTx's first is.
+func (s *Store) InTxOnce(ctx context.Context, fn func(pgx.Tx) error) error {
+	limit := max(s.cfg.AttemptTimeout, 0)
+	return s.tryTx(ctx, &attempt{limit: limit, max: limit}, fn)
+}
+
 // InTxBatch is InTx for a transaction that spends no round trip of its own
 // on BEGIN or COMMIT: fn queues its first statements on first and sends it
 // through tx before anything else (BEGIN travels with it,

@@ -173,12 +173,15 @@ func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
 }
 
 // expireDue runs the expiry step in a transaction that, like every writer of
-// this partition's outbox, first locks the partition's offset row.
+// this partition's outbox, first locks the partition's offset row. It makes
+// one attempt (store.InTxOnce): the scheduler retries a failure on its own
+// schedule, which a commit of the partition cuts short, where the store's
+// backoff would wait up to 5 s past the database's return.
 func (p *partition) expireDue(ctx context.Context) (int, error) {
 	w := p.w
 	var n int
 	var caused []topics.Event
-	err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
+	err := w.writeTx(ctx, w.cfg.Store.InTxOnce, func(tx pgx.Tx) (*handlers.Batch, error) {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
 			return nil, err
 		}

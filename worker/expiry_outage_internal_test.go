@@ -11,6 +11,8 @@ import (
 
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
 )
 
 // TestExpiryOutageLogsOnce: while the database fails, the expiry scheduler
@@ -85,4 +87,24 @@ func TestExpiryOutageCommitWakesOncePerStreak(t *testing.T) {
 		"the attempt the commit brought failed: the streak waits its pauses out")
 	p.wakeScheduler(time.Time{})
 	require.Len(t, p.wake, 0, "a second commit in the streak does not wake it")
+}
+
+// TestExpiryStepIsOneAttempt: the expiry step's transaction is not
+// retried inside the store (whose backoff grows to 5 s) but returned to
+// the scheduler, whose own pause is at most 1 s and which a commit wakes:
+// with the store's backoff set to an hour, the step still returns, its
+// failure transient, long before the test's deadline.
+func TestExpiryStepIsOneAttempt(t *testing.T) {
+	schema := testdb.NewSchema(t)
+	url, proxy := testdb.Proxied(t, schema.URL)
+	st := testdb.Schema{Name: schema.Name, URL: url}.Open(t, store.Config{RetryBase: time.Hour, RetryMax: time.Hour})
+	require.NoError(t, st.Migrate(context.Background()))
+	w := &Worker{cfg: Config{Store: st, Group: "g", Names: topics.DefaultNames()}, log: zerolog.Nop()}
+	p := &partition{w: w, id: 3, wake: make(chan struct{}, 1)}
+	proxy.Cut()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := p.expireDue(ctx)
+	require.ErrorIs(t, err, store.ErrTransient)
+	require.NoError(t, ctx.Err(), "the step waited in the store's backoff")
 }

@@ -23,7 +23,7 @@ func (w *Worker) PublishFirstStates(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		var n int
-		err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
+		err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 			b := handlers.NewBatch(tx, w.env(0))
 			var err error
 			n, err = b.PublishFirstStates(ctx, page)
@@ -121,7 +121,7 @@ func (w *Worker) RepublishStates(ctx context.Context) (int, error) {
 	for {
 		var n int
 		var lastNS, lastName string // an attempt's: store.InTx may retry it
-		err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
+		err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 			b := handlers.NewBatch(tx, w.env(0))
 			var err error
 			n, lastNS, lastName, err = b.RepublishStates(ctx, ns, name, page)

@@ -101,14 +101,17 @@ func (h *handoff) settle(err error, written func() []outbox.Row) {
 
 // writeTx runs a transaction that writes outbox rows through the batch fn
 // returns (after taking its locks), flushes the batch, and hands the rows
-// to the relays (store.InTx retries it whole on transient failures). An fn
+// to the relays. inTx runs the transaction: store.InTx, which retries it
+// whole on transient failures, or store.InTxOnce for a caller that retries
+// on its own schedule (the expiry scheduler). An fn
 // whose batch holds rows must have written or locked a row (the
 // transaction then has an id) before it returns: a relay that starts
 // meanwhile waits only for transactions with an id (outbox.Slot).
-func (w *Worker) writeTx(ctx context.Context, fn func(tx pgx.Tx) (*handlers.Batch, error)) error {
+func (w *Worker) writeTx(ctx context.Context, inTx func(context.Context, func(pgx.Tx) error) error,
+	fn func(tx pgx.Tx) (*handlers.Batch, error)) error {
 	var h *handoff // the current attempt's
 	var b *handlers.Batch
-	err := w.cfg.Store.InTx(ctx, func(tx pgx.Tx) error {
+	err := inTx(ctx, func(tx pgx.Tx) error {
 		h.abandon() // a retry's: the previous attempt failed after taking its slot
 		h = nil
 		var err error

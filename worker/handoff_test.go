@@ -62,7 +62,7 @@ func handoffWorker(t *testing.T, topic string, mine int32) (w *Worker, st *store
 // writeFor commits value for partition through w.writeTx.
 func writeFor(t *testing.T, w *Worker, topic string, partition int32, value string) {
 	t.Helper()
-	require.NoError(t, w.writeTx(context.Background(), func(tx pgx.Tx) (*handlers.Batch, error) {
+	require.NoError(t, w.writeTx(context.Background(), w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 		b := handlers.NewBatch(tx, w.env(partition))
 		b.Publish(topic, []byte("k"), []byte(value), []topics.Header{{Key: "h", Value: []byte("v")}})
 		return b, nil
@@ -161,7 +161,7 @@ func TestRetryDoesNotHoldTheQueue(t *testing.T) {
 	releaseOnce := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(releaseOnce) // the retry holds a connection, which closing the store waits for
 	go func() {
-		done <- w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
+		done <- w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 			if attempts++; attempts == 2 {
 				close(retrying)
 				<-release

@@ -57,7 +57,7 @@ func (w *Worker) maintain(ctx context.Context) {
 func (w *Worker) cleanupPartition(ctx context.Context, id int32) (int, error) {
 	var n int
 	var caused []topics.Event
-	err := w.writeTx(ctx, func(tx pgx.Tx) (*handlers.Batch, error) {
+	err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
 			return nil, err
 		}
