@@ -218,9 +218,15 @@ func (rt *replyTopics) read(ctx context.Context, names ...string) bool {
 	for _, t := range resp.Topics {
 		switch {
 		case t.Topic == nil || t.ErrorCode == kerr.UnknownTopicOrPartition.Code:
+		case t.ErrorCode == kerr.TopicAuthorizationFailed.Code:
+			// Missing for this replica: one it may not describe it may
+			// not write either (Kafka's WRITE implies DESCRIBE). Not the
+			// brokers' trouble, which admits any topic for a second: a
+			// command naming such a topic would otherwise open the check
+			// for every other.
 		case t.ErrorCode != 0 && t.ErrorCode != kerr.LeaderNotAvailable.Code: // being created: it exists
-			// Not allowed to see it, or the brokers' trouble: only a
-			// topic asked for says whether commands may name it.
+			// The brokers' trouble: only a topic asked for says whether
+			// commands may name it.
 			answered = answered && len(names) == 0
 		case len(*t.Topic) > len(rt.prefix) && strings.HasPrefix(*t.Topic, rt.prefix):
 			rt.known[*t.Topic] = time.Time{}

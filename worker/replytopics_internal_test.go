@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -84,4 +85,35 @@ func TestReplyTopicsAllowedUnaskedStayBounded(t *testing.T) {
 	ok, n := rt.count("locks.replies.t0", time.Now())
 	require.True(t, ok, "one counted already is allowed")
 	require.Equal(t, 2, n)
+}
+
+// deniedBrokers answer each Metadata request naming topics with
+// TOPIC_AUTHORIZATION_FAILED for denied and UNKNOWN_TOPIC_OR_PARTITION for
+// the others (as a broker whose ACLs refuse the worker DESCRIBE on denied).
+type deniedBrokers struct{ denied string }
+
+func (b deniedBrokers) Request(_ context.Context, r kmsg.Request) (kmsg.Response, error) {
+	resp := kmsg.NewPtrMetadataResponse()
+	for _, t := range r.(*kmsg.MetadataRequest).Topics {
+		rt := kmsg.NewMetadataResponseTopic()
+		rt.Topic = t.Topic
+		rt.ErrorCode = kerr.UnknownTopicOrPartition.Code
+		if *t.Topic == b.denied {
+			rt.ErrorCode = kerr.TopicAuthorizationFailed.Code
+		}
+		resp.Topics = append(resp.Topics, rt)
+	}
+	return resp, nil
+}
+
+// A reply topic the worker may not describe is refused as a missing one
+// where topics must exist, and is not the brokers' trouble: a command
+// naming it does not open the check, for a second, to every other topic.
+func TestReplyTopicDeniedIsNotTrouble(t *testing.T) {
+	rt := newReplyTopics(deniedBrokers{denied: "locks.replies.denied"}, "locks.replies.", 10, false)
+	ok, _ := rt.allow(context.Background(), "locks.replies.denied")
+	require.False(t, ok, "a topic the worker may not describe is refused")
+	require.True(t, rt.failed.IsZero(), "an authorization error on the topic asked for is not the brokers failing")
+	ok, _ = rt.allow(context.Background(), "locks.replies.missing")
+	require.False(t, ok, "a missing topic named next is still refused")
 }
