@@ -146,6 +146,8 @@ type partition struct {
 	kafkaFailures int              // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
 	lastRead      time.Time // when a pass last read the table
+	// hold is the running RunHeld's: every publish waits for it.
+	hold func(context.Context) error
 	// awayTopic is the topic whose publish failed last for Kafka being
 	// away, with no success since, in this pass or an earlier one (a pass
 	// publishing one commit's rows handed over may try one topic only):
@@ -343,6 +345,15 @@ func (p *partition) signalWorks() {
 // A second Run of the same partition waits until the first has returned,
 // so a quick revoke and re-assign never runs two loops at once.
 func (r *Relay) Run(ctx context.Context, partition int32) error {
+	return r.RunHeld(ctx, partition, nil)
+}
+
+// RunHeld is Run whose every publish first waits for hold (nil: none) to
+// return nil; an error (ctx's, or the partition let go) ends the pass
+// without publishing, its rows left in the table. The worker holds a
+// partition's publishes after a stall of its process until its group says
+// it is still the partition's owner.
+func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.Context) error) error {
 	p := r.part(partition)
 	select {
 	case p.run <- struct{}{}:
@@ -358,6 +369,7 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 		return nil
 	}
 	p.blocked = map[string]block{}
+	p.hold = hold
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
 	p.awaitXmin, p.awaitWarned = 0, false
@@ -673,6 +685,11 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 // modes (publishInOrder, publishConcurrently); what Kafka acknowledged is
 // deleted later. more says the table holds more.
 func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more bool) passResult {
+	if p.hold != nil {
+		if err := p.hold(ctx); err != nil {
+			return passResult{pubErr: err, more: more}
+		}
+	}
 	ps := &passState{failed: map[string]bool{}}
 	ps.res.more = more
 	if r.cfg.OrderAcrossTopics {

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -1011,4 +1012,43 @@ func TestNoSlotOnceRunsContextEnded(t *testing.T) {
 	}
 	require.NoError(t, holder.Rollback(ctx))
 	require.NoError(t, <-done)
+}
+
+// TestRunHeldPublishesOnlyOnceLetThrough: RunHeld asks hold before each
+// publish. While it refuses (a stalled worker not yet confirmed the
+// partition's owner), nothing is published and the rows stay in the
+// table; once it lets them through they go out, in order.
+func TestRunHeldPublishesOnlyOnceLetThrough(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(4)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PollInterval = 20 * time.Millisecond })
+	asked := make(chan struct{}, 1)
+	var open atomic.Bool
+	hold := func(context.Context) error {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		if !open.Load() {
+			return errors.New("held")
+		}
+		return nil
+	}
+	insert(t, st, p, rec{topic, "k", "v1", "e1"}, rec{topic, "k", "v2", "e2"})
+	start(t, func(ctx context.Context) error { return relay.RunHeld(ctx, p, hold) })
+	for range 2 { // a second pass is held too: the first's rows were not published behind it
+		select {
+		case <-asked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the relay published without asking hold")
+		}
+	}
+	require.Empty(t, pub.acked(), "published while held")
+	require.Equal(t, 2, count(t, st, "true"), "the rows held stay in the table")
+	open.Store(true)
+	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, []string{"v1", "v2"}, values(consume(t, c.ListenAddrs(), topic, 2)))
 }

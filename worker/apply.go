@@ -106,6 +106,15 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		})
 	}
 	for attempt := 1; len(parts) > 0; {
+		if !w.holdParts(txCtx, parts) {
+			if ctx.Err() != nil {
+				return
+			}
+			dropRevoked() // let go while held; a withdrawal's batch fails below
+			if len(parts) == 0 {
+				return
+			}
+		}
 		results, err := w.applyTx(txCtx, parts, &xids, poison, false)
 		if err == nil {
 			w.committed(parts, results, time.Since(start))
@@ -170,6 +179,17 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		}
 		dropRevoked()
 	}
+}
+
+// holdParts waits while a stall of the process holds a partition of the
+// batch (stallGate): false when ctx ended or a partition was let go first.
+func (w *Worker) holdParts(ctx context.Context, parts []*part) bool {
+	for _, pt := range parts {
+		if pt.p.hold(ctx) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // backOff waits delay before a failing batch is retried, less if one of its

@@ -27,8 +27,11 @@ import (
 
 type nopRelay struct{}
 
-func (nopRelay) Run(ctx context.Context, _ int32) error { <-ctx.Done(); return nil }
-func (nopRelay) Reserve(int32) *outbox.Slot             { return nil }
+func (nopRelay) RunHeld(ctx context.Context, _ int32, _ func(context.Context) error) error {
+	<-ctx.Done()
+	return nil
+}
+func (nopRelay) Reserve(int32) *outbox.Slot { return nil }
 
 func newApplier(t testing.TB) (*Worker, *store.Store) {
 	t.Helper()

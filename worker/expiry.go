@@ -41,6 +41,9 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 		wait, err := p.untilDue(ctx)
 		step := "expiry scheduler: reading next due time"
 		if err == nil && wait <= 0 {
+			if p.hold(ctx) != nil {
+				return // let go, or stopping, while a stall held it
+			}
 			var n int
 			n, err = p.expireDue(ctx)
 			step = "expiry scheduler: ending leases"

@@ -38,8 +38,11 @@ func idleWorker(t *testing.T, c *kfake.Cluster, cfg worker.Config) *worker.Worke
 	return w
 }
 
-func (idleRelay) Run(ctx context.Context, _ int32) error { <-ctx.Done(); return nil }
-func (idleRelay) Reserve(int32) *outbox.Slot             { return nil }
+func (idleRelay) RunHeld(ctx context.Context, _ int32, _ func(context.Context) error) error {
+	<-ctx.Done()
+	return nil
+}
+func (idleRelay) Reserve(int32) *outbox.Slot { return nil }
 
 // maintainers counts the goroutines in a worker's periodic maintenance.
 func maintainers() int {

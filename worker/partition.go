@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +47,10 @@ type partition struct {
 	cancel   context.CancelFunc
 	// finished is closed when its scheduler and relay have returned.
 	finished chan struct{}
+	// stallEpoch is the worker's count of stalls when Kafka assigned the
+	// partition (kept across restarts): its writes wait only for the
+	// confirmation of later ones (stallGate).
+	stallEpoch uint64
 	// expected is the next offset the stored one should be, known after the
 	// first batch; only the applier uses it.
 	expected int64
@@ -78,21 +84,39 @@ type partition struct {
 // context): a revoked partition's records are applied first, so shutdown
 // drains instead of rolling back.
 func (w *Worker) newPartition(parent context.Context, id int32) *partition {
+	return w.startPartition(parent, id, w.stall.current())
+}
+
+// startPartition is newPartition for a partition assigned at stallEpoch.
+func (w *Worker) startPartition(parent context.Context, id int32, stallEpoch uint64) *partition {
 	ctx, cancel := context.WithCancel(parent)
 	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset,
-		finished: make(chan struct{})}
+		finished: make(chan struct{}), stallEpoch: stallEpoch}
 	p.stored.Store(unknownOffset)
 	p.revoking, p.revoke = context.WithCancel(ctx)
 	var both sync.WaitGroup
 	both.Go(func() { p.scheduleExpiry(ctx) })
 	both.Go(func() {
-		if err := w.cfg.Relay.Run(ctx, id); err != nil && ctx.Err() == nil {
+		if err := w.cfg.Relay.RunHeld(ctx, id, p.hold); err != nil && ctx.Err() == nil {
 			w.log.Error().Err(err).Int32("partition", id).Msg("relay stopped")
 		}
 	})
 	w.wg.Go(func() { both.Wait(); close(p.finished) })
 	return p
 }
+
+// hold waits while a stall of the process since the partition's assignment
+// is not confirmed harmless (stallGate): nil once it may write, ctx's error
+// or errLetGo when it ended first.
+func (p *partition) hold(ctx context.Context) error {
+	if p.w.stall.hold(ctx, p.revoking.Done(), p.stallEpoch) {
+		return nil
+	}
+	return cmp.Or(ctx.Err(), errLetGo)
+}
+
+// errLetGo is hold's error when the partition was let go while it waited.
+var errLetGo = errors.New("the partition was let go")
 
 // logger is the worker's logger, naming the partition.
 func (p *partition) logger() zerolog.Logger {
@@ -128,7 +152,7 @@ func (w *Worker) restart(old *partition, delay time.Duration, counted bool) {
 		w.mu.Unlock()
 		return
 	}
-	p := w.newPartition(w.serving(), old.id)
+	p := w.startPartition(w.serving(), old.id, old.stallEpoch) // as assigned then: a restart is no assignment
 	p.lane, p.losing, p.refetch = old.lane, true, old.refetch
 	w.parts[p.id] = p
 	w.mu.Unlock()

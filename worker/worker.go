@@ -26,8 +26,9 @@ import (
 
 // Relay publishes a partition's outbox rows; outbox.Relay implements it.
 type Relay interface {
-	// Run publishes the partition's rows until ctx is done.
-	Run(ctx context.Context, partition int32) error
+	// RunHeld publishes the partition's rows until ctx is done, each
+	// publish waiting first for hold to return nil (outbox.Relay.RunHeld).
+	RunHeld(ctx context.Context, partition int32, hold func(context.Context) error) error
 	// Reserve takes a committing transaction's place in the queue of
 	// rows handed to the partition's Run (see handoff), or returns nil
 	// when Run does not run here.
@@ -286,6 +287,9 @@ type Worker struct {
 	withdrawn withdrawal
 	// withdrawnMetric is Config.Metrics's Withdrawn, if it has one.
 	withdrawnMetric func(bool)
+	// stall holds the partitions' writes after a stall of the process
+	// until the group confirms this member (nil: no session timeout known).
+	stall *stallGate
 }
 
 // New checks cfg and creates the Kafka client; Run joins the consumer
@@ -402,6 +406,10 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.KafkaOpts may not set kgo.DisableFetchCRCValidation: a batch damaged in transit would be skipped unread for good instead of fetched again")
 	}
 	w.cl = cl
+	session, _ := cl.OptValue(kgo.SessionTimeout).(time.Duration)
+	w.stall = newStallGate(session, w.log,
+		func() string { member, _ := cl.GroupMetadata(); return member },
+		func(ctx context.Context, member string) (bool, error) { return groupHas(ctx, cl, cfg.Group, member) })
 	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
 	unpack.max.Store(int64(w.batchBound))
 	if cfg.MaxReplyTopics > 0 {
@@ -491,6 +499,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	mctx, stopMaintain := context.WithCancel(ctx)
 	var maintaining sync.WaitGroup
 	maintaining.Go(func() { w.maintain(mctx) })
+	maintaining.Go(func() { w.stall.run(mctx) })
 	defer func() {
 		stopMaintain()
 		maintaining.Wait()
