@@ -82,6 +82,11 @@ func (w *Worker) serveAgain() {
 // alive, so without this its partitions would wait for as long as the cut
 // lasts. When PostgreSQL answers no replica, all withdraw, and rejoin one by
 // one as it comes back: up to a rebalance each more than waiting would cost.
+// It returns once the partitions are stopped for good (w.halted: stopAll,
+// Kill, a drain past its bound), when there is nothing left to give up or
+// take again: probing on would only dial PostgreSQL, and, one that refuses
+// at once, in a tight loop (no withdrawal made, the next probe would be due
+// at once) until Run ends.
 func (w *Worker) watchPostgres(ctx context.Context) {
 	if w.cfg.UnreachableTimeout < 0 {
 		return
@@ -90,6 +95,9 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 	inARow := 0            // probes answered in a row
 	var cause error        // why the last probe but one cut short failed, for the log
 	for {
+		if w.halted.Err() != nil {
+			return
+		}
 		began := time.Now()
 		// Withdrawn, a probe is bounded too (resolving host names of a
 		// cut-off DNS may take long): a rejoin must not wait for it.
@@ -133,6 +141,8 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-w.halted.Done():
 			return
 		case <-time.After(next):
 		}
