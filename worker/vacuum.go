@@ -35,7 +35,8 @@ type VacuumMetrics interface {
 	// TableDeadRows is a hot table's dead rows, read every pass.
 	TableDeadRows(table string, n int64)
 	// VacuumRun is told of every VACUUM the loop decided on: result is
-	// "done", "busy" (another replica was vacuuming) or "failed".
+	// "done", "busy" (another replica was vacuuming) or "failed"; not of
+	// one cut short because the worker is stopping.
 	VacuumRun(result string)
 }
 
@@ -192,9 +193,14 @@ func (v *Vacuumer) Run(ctx context.Context) {
 	}
 }
 
-// pass reads the settings and statistics, and vacuums the tables due.
+// pass reads the settings and statistics, and vacuums the tables due. A
+// pass cut short because ctx ended (the worker stopping) is no failure: it
+// leaves the status's error as it was.
 func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	defer func() {
+		if err != nil && ctx.Err() != nil {
+			return
+		}
 		v.mu.Lock()
 		v.status.Error = ""
 		if err != nil {
@@ -232,6 +238,11 @@ func (v *Vacuumer) pass(ctx context.Context) (err error) {
 	ran, err := v.cfg.Store.Vacuum(ctx, due)
 	took := time.Since(start)
 	switch {
+	case err != nil && ctx.Err() != nil:
+		// Cut short by the stop, the VACUUM or the release of its lock
+		// after it (Store.Vacuum closes the session, which releases it):
+		// not a failed run.
+		return err
 	case err != nil:
 		v.cfg.Metrics.VacuumRun(VacuumFailed)
 		return err

@@ -181,6 +181,40 @@ func TestVacuumerDisabled(t *testing.T) {
 	require.GreaterOrEqual(t, deadRows(t, st, "locks"), int64(2560))
 }
 
+// stoppingRecorder is a vacuumRecorder that calls stop when first told of a
+// table's dead rows: in the pass, once the statistics are read and before
+// the VACUUM.
+type stoppingRecorder struct {
+	vacuumRecorder
+	stop func()
+}
+
+func (r *stoppingRecorder) TableDeadRows(table string, n int64) {
+	r.stop()
+	r.vacuumRecorder.TableDeadRows(table, n)
+}
+
+// TestVacuumerStopIsNoFailure: a VACUUM cut short because the worker is
+// stopping (Run's context ended) is neither counted as a failed run nor
+// reported as the loop's error.
+func TestVacuumerStopIsNoFailure(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	churnLocks(t, st, 40) // due: 2,560 dead rows
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rec := &stoppingRecorder{stop: cancel}
+	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: true, Interval: 10 * time.Millisecond, DeadRows: 1000, Metrics: rec})
+	require.NoError(t, err)
+	v.Run(ctx) // returns once ctx has ended
+	dead, runs := rec.snapshot()
+	require.GreaterOrEqual(t, dead["locks"], int64(2560), "the pass got to the VACUUM")
+	require.Zero(t, runs[worker.VacuumFailed], "runs: %v", runs)
+	s := v.Status()
+	require.Empty(t, s.Error)
+	require.Zero(t, s.Runs)
+}
+
 // TestVacuumerVacuumsGrownTables: a connection's generic plan of the
 // prefetch, made while processed_requests held a few hundred rows (as in a
 // new schema's first second), is a sequential scan; once the table has
