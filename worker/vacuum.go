@@ -16,7 +16,7 @@ import (
 type VacuumConfig struct {
 	Store *store.Store
 	// Enabled runs the loop; false only checks and logs the autovacuum
-	// settings at start.
+	// settings at start (the check retried until it works).
 	Enabled bool
 	// Interval between passes. Default 2 s.
 	Interval time.Duration
@@ -151,46 +151,64 @@ func (v *Vacuumer) Status() VacuumStatus {
 }
 
 // Run checks the autovacuum settings and logs them; when enabled, it then
-// runs a pass every Interval until ctx is done. A failed pass is retried
-// after Interval doubling up to 5 s (or Interval, when longer), and failures
-// in a row are logged as a streak (failstreak): the first, then one line
-// per 30 s, and one when a pass works again.
+// runs a pass every Interval until ctx is done. A failed pass, or a failed
+// check when disabled, is retried after Interval doubling up to 5 s (or
+// Interval, when longer), and failures in a row are logged as a streak
+// (failstreak): the first, then one line per 30 s, and one when a pass works
+// again. Disabled, Run returns once the check has worked.
 func (v *Vacuumer) Run(ctx context.Context) {
+	step, failed := v.pass, "vacuum pass"
 	if !v.cfg.Enabled {
-		set, err := v.cfg.Store.ReadVacuumSettings(ctx)
-		if err != nil {
-			v.log.Warn().Err(err).Msg("checking whether autovacuum runs")
-			return
-		}
-		v.mu.Lock()
-		v.status.Settings = &set
-		v.mu.Unlock()
-		ev := v.log.Info()
-		if !set.Runs() {
-			ev = v.log.Warn()
-		}
-		ev.Bool("autovacuum", set.Autovacuum).Bool("track_counts", set.TrackCounts).
-			Msg("the worker's vacuum loop is off (VACUUM_ENABLED=false): the hot tables are vacuumed only by autovacuum or an operator")
-		return
+		step, failed = v.check, "checking whether autovacuum runs"
 	}
 	var streak failstreak.Streak
 	for {
 		wait := v.cfg.Interval
-		err := v.pass(ctx)
+		err := step(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
 			n, ev := streak.Fail(&v.log, err)
 			wait = max(wait, store.Backoff(v.cfg.Interval, store.DefaultRetryMax, n))
-			ev.Dur("retry_in", wait).Msg("vacuum pass")
+			ev.Dur("retry_in", wait).Msg(failed)
 		default:
-			streak.OK(&v.log).Msg("vacuum pass works again")
+			streak.OK(&v.log).Msg(failed + " works again")
+			if !v.cfg.Enabled {
+				return
+			}
 		}
 		if !sleepCtx(ctx, wait) {
 			return
 		}
 	}
+}
+
+// check reads the settings, for a Vacuumer disabled, and logs them with a
+// warning when autovacuum does not run either.
+func (v *Vacuumer) check(ctx context.Context) error {
+	set, err := v.cfg.Store.ReadVacuumSettings(ctx)
+	if err != nil && ctx.Err() != nil {
+		return err // the worker stopping: no failure of the check
+	}
+	v.mu.Lock()
+	v.status.Error = ""
+	if err != nil {
+		v.status.Error = err.Error()
+	} else {
+		v.status.Settings = &set
+	}
+	v.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	ev := v.log.Info()
+	if !set.Runs() {
+		ev = v.log.Warn()
+	}
+	ev.Bool("autovacuum", set.Autovacuum).Bool("track_counts", set.TrackCounts).
+		Msg("the worker's vacuum loop is off (VACUUM_ENABLED=false): the hot tables are vacuumed only by autovacuum or an operator")
+	return nil
 }
 
 // pass reads the settings and statistics, and vacuums the tables due. A

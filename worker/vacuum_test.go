@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/worker"
 )
@@ -213,6 +215,42 @@ func TestVacuumerStopIsNoFailure(t *testing.T) {
 	s := v.Status()
 	require.Empty(t, s.Error)
 	require.Zero(t, s.Runs)
+}
+
+// TestVacuumerDisabledRetriesCheck: with VACUUM_ENABLED=false, a settings
+// check that fails (PostgreSQL restarting as the worker starts) is retried
+// until it works, where Run gave up at once and /health/locks never showed
+// the settings: the loop's failure is in the status meanwhile, and once the
+// check works the settings are, and it is said that the loop is off.
+func TestVacuumerDisabledRetriesCheck(t *testing.T) {
+	t.Parallel()
+	schema := testdb.NewSchema(t)
+	url, proxy := testdb.Proxied(t, schema.URL)
+	st := testdb.Schema{Name: schema.Name, URL: url}.Open(t, store.Config{})
+	proxy.Cut()
+	var logs testlog.Buffer
+	v, err := worker.NewVacuumer(worker.VacuumConfig{Store: st, Enabled: false, Interval: 10 * time.Millisecond, Logger: zerolog.New(&logs)})
+	require.NoError(t, err)
+	done := startVacuumer(t, v)
+	require.Eventually(t, func() bool { return v.Status().Error != "" }, 10*time.Second, 5*time.Millisecond)
+	require.Contains(t, logs.String(), `"message":"checking whether autovacuum runs"`)
+	require.Nil(t, v.Status().Settings)
+	select {
+	case <-done:
+		t.Fatal("Run gave up on the settings check")
+	default:
+	}
+
+	proxy.Restore()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a disabled Vacuumer's Run did not return once the check worked")
+	}
+	s := v.Status()
+	require.NotNil(t, s.Settings)
+	require.Empty(t, s.Error)
+	require.Contains(t, logs.String(), "the worker's vacuum loop is off")
 }
 
 // TestVacuumerVacuumsGrownTables: a connection's generic plan of the
