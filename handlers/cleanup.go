@@ -118,57 +118,82 @@ func (f sweepFilter) match() (string, []any) {
 // transaction, whatever its size.
 const MaxSweep = 1000
 
+// CleanupIdleStep is CleanupIdle that also says whether one of its bounded
+// statements reached MaxSweep (the ended leases' holder rows selected, the
+// idle rows deleted): more may be due, for another transaction. The locks
+// it touched do not say so: the leases of one shared or semaphore lock are
+// as many holder rows.
+func (b *Batch) CleanupIdleStep(ctx context.Context, maxAge float64) (n int, full bool, caused []topics.Event, err error) {
+	p := b.env.Partition
+	a := &applier{Batch: b}
+	names, _, full, err := a.sweepBounded(ctx, sweepFilter{partition: &p, maxAge: &maxAge, limit: MaxSweep})
+	return len(names), full, a.caused, err
+}
+
 // sweep ends the ended leases the filter selects and deletes its idle rows,
 // returning the keys of the locks it touched and the database time. Locks
 // that another transaction has locked are skipped: that transaction
 // settles them.
 func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time, error) {
+	names, now, _, err := a.sweepBounded(ctx, f)
+	return names, now, err
+}
+
+// sweepBounded is sweep that also says whether one of its statements
+// reached the filter's limit (full; never without a limit): the holder rows
+// of ended leases it selected and settled, or the idle rows it deleted.
+func (a *applier) sweepBounded(ctx context.Context, f sweepFilter) (names []string, now time.Time, full bool, err error) {
 	endSQL, endArgs, idleSQL, idleArgs := f.statements()
 	rows, err := a.tx.Query(ctx, endSQL, endArgs...)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
+		return nil, time.Time{}, false, fmt.Errorf("finding ended leases: %w", err)
 	}
 	var due []lockKey
-	seen := map[lockKey]bool{}
+	held := map[lockKey]int{} // the holder rows selected of each lock
 	var k lockKey
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error {
-		if !seen[k] {
-			seen[k] = true
+		if held[k] == 0 {
 			due = append(due, k)
 		}
+		held[k]++
 		return nil
 	}); err != nil {
-		return nil, time.Time{}, fmt.Errorf("finding ended leases: %w", err)
+		return nil, time.Time{}, false, fmt.Errorf("finding ended leases: %w", err)
 	}
-	var names []string
 	named := map[lockKey]bool{} // a row whose lease this sweep ends may be deleted too: name it once
+	settled := 0                // the holder rows selected of the locks settled
 	err = a.settleLocks(ctx, due, nil, lockRowSkipSQL, lockPartition,
 		func(k lockKey, s *lockState) []rules.Effect {
 			effs, ended := s.l.Settle()
 			if len(ended) > 0 {
 				named[k] = true
 				names = append(names, topics.LockKey(k.ns, k.name))
+				settled += held[k]
 			}
 			return effs
 		})
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("ending leases: %w", err)
+		return nil, time.Time{}, false, fmt.Errorf("ending leases: %w", err)
 	}
-	var now time.Time
+	// Full only when the rows selected were all settled: those of a lock
+	// another transaction holds (skipped) would be selected again first.
+	full = f.limit > 0 && settled >= f.limit
 	if f.maxAge == nil {
 		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
-		return names, now, err
+		return names, now, full, err
 	}
 	rows, err = a.tx.Query(ctx, idleSQL, idleArgs...)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
+		return nil, time.Time{}, false, fmt.Errorf("deleting idle rows: %w", err)
 	}
 	var ns, name string
 	var partition int32
+	deleted := 0
 	for rows.Next() {
+		deleted++
 		if err := rows.Scan(&ns, &name, &partition, &now); err != nil {
 			rows.Close()
-			return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
+			return nil, time.Time{}, false, fmt.Errorf("deleting idle rows: %w", err)
 		}
 		a.deleted(ns, name, partition)
 		if !named[lockKey{ns, name}] {
@@ -176,10 +201,11 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, time.Time{}, fmt.Errorf("deleting idle rows: %w", err)
+		return nil, time.Time{}, false, fmt.Errorf("deleting idle rows: %w", err)
 	}
+	full = full || f.limit > 0 && deleted >= f.limit
 	if now.IsZero() {
 		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
 	}
-	return names, now, err
+	return names, now, full, err
 }

@@ -1,11 +1,14 @@
 package handlers_test
 
 import (
+	"context"
 	"sort"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -193,4 +196,83 @@ func TestCleanupKeepsTokensMonotonic(t *testing.T) {
 		require.Equal(t, []string{"m", "other"}, sorted(cleaned.CleanedLockNames))
 		require.Zero(t, h.scalar(`SELECT count(*) FROM locks`))
 	}
+}
+
+// cleanupStep runs one transaction of the periodic cleanup of h's
+// partition (idle rows older than an hour) and returns the locks it touched
+// and whether one of its statements reached MaxSweep.
+func (h *harness) cleanupStep() (int, bool) {
+	h.t.Helper()
+	var n int
+	var full bool
+	require.NoError(h.t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, h.env)
+		var err error
+		if n, full, _, err = b.CleanupIdleStep(context.Background(), float64(topics.DefaultMaxAgeSeconds)); err != nil {
+			return err
+		}
+		return b.Flush(context.Background())
+	}))
+	return n, full
+}
+
+// TestCleanupIdleStepSaysWhenFull: a backlog of ended leases of semaphores,
+// five holder rows a lock, fills a step's MaxSweep rows with a fifth as many
+// locks: the step says it is full, so that the periodic cleanup runs
+// another at once rather than leave the rest for its next interval (the
+// locks it touched, fewer than MaxSweep, do not say so). Idle rows deleted
+// up to MaxSweep say so too.
+func TestCleanupIdleStepSaysWhenFull(t *testing.T) {
+	t.Run("ended leases", func(t *testing.T) {
+		h := newHarness(t)
+		const locks, each = 2*handlers.MaxSweep/5 + 1, 5
+		// Lock i's leases ended together, before lock i+1's: a step's
+		// oldest MaxSweep holder rows are all of the oldest locks'.
+		_, err := h.st.Pool.Exec(context.Background(), `
+			WITH l AS (
+				INSERT INTO locks (namespace, lock_name, status, lock_limit, holder_count, acquisition_count, source_partition, updated_at)
+				SELECT '', 'sem-' || i, 'acquired', $2::int, $2::int, $2::int, 0, now() - interval '2 hours' FROM generate_series(1, $1::int) i
+				RETURNING lock_name, substr(lock_name, 5)::int AS i)
+			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition)
+			SELECT '', lock_name, 'owner-' || o, 'exclusive', nextval('fencing_tokens'), now() - interval '2 hours',
+				now() - interval '1 hour' + i * interval '1 millisecond', 60, 0
+			FROM l, generate_series(1, $2::int) o`, locks, each)
+		require.NoError(t, err)
+
+		// A lock another transaction holds is skipped (it settles it): its
+		// rows, the oldest, would be selected first again, so a step that
+		// skipped some is not full, and the cleanup does not spin on them.
+		other, err := h.st.Pool.Begin(context.Background())
+		require.NoError(t, err)
+		_, err = other.Exec(context.Background(), `SELECT 1 FROM locks WHERE lock_name = 'sem-1' FOR UPDATE`)
+		require.NoError(t, err)
+		n, full := h.cleanupStep()
+		require.NoError(t, other.Rollback(context.Background()))
+		require.False(t, full, "a lock skipped")
+		require.Equal(t, handlers.MaxSweep/each-1, n)
+
+		n, full = h.cleanupStep()
+		require.True(t, full, "MaxSweep holder rows ended")
+		require.Equal(t, handlers.MaxSweep/each, n)
+		require.Less(t, n, handlers.MaxSweep, "the locks touched alone would have stopped the cleanup")
+		n, full = h.cleanupStep()
+		require.False(t, full, "the last of the backlog")
+		require.Equal(t, 2, n, "sem-400 and sem-401")
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+		require.Equal(t, int64(locks*each), h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.expired'`))
+	})
+	t.Run("idle rows", func(t *testing.T) {
+		h := newHarness(t)
+		_, err := h.st.Pool.Exec(context.Background(), `
+			INSERT INTO locks (namespace, lock_name, status, acquisition_count, source_partition, updated_at)
+			SELECT '', 'idle-' || i, 'released', 1, 0, now() - interval '2 hours' FROM generate_series(1, $1::int) i`, handlers.MaxSweep+3)
+		require.NoError(t, err)
+		n, full := h.cleanupStep()
+		require.True(t, full)
+		require.Equal(t, handlers.MaxSweep, n)
+		n, full = h.cleanupStep()
+		require.False(t, full)
+		require.Equal(t, 3, n)
+		require.Zero(t, h.scalar(`SELECT count(*) FROM locks`))
+	})
 }

@@ -31,11 +31,11 @@ func (w *Worker) maintain(ctx context.Context) {
 		w.mu.Unlock()
 		for _, id := range owned {
 			for ctx.Err() == nil {
-				n, err := w.cleanupPartition(ctx, id)
+				full, err := w.cleanupPartition(ctx, id)
 				if err != nil && ctx.Err() == nil {
 					w.log.Warn().Err(err).Int32("partition", id).Msg("periodic cleanup")
 				}
-				if err != nil || n < handlers.MaxSweep {
+				if err != nil || !full {
 					break // done; on an error the next interval tries again
 				}
 			}
@@ -53,9 +53,12 @@ func (w *Worker) maintain(ctx context.Context) {
 }
 
 // cleanupPartition runs one bounded transaction of a partition's periodic
-// cleanup and returns how many locks it touched.
-func (w *Worker) cleanupPartition(ctx context.Context, id int32) (int, error) {
-	var n int
+// cleanup and returns whether one of its statements reached its bound
+// (handlers.MaxSweep): more may be due, for another transaction. Not the
+// locks it touched: the leases of one shared or semaphore lock are as many
+// rows.
+func (w *Worker) cleanupPartition(ctx context.Context, id int32) (bool, error) {
+	var full bool
 	var caused []topics.Event
 	err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
@@ -63,12 +66,12 @@ func (w *Worker) cleanupPartition(ctx context.Context, id int32) (int, error) {
 		}
 		b := handlers.NewBatch(tx, w.env(id))
 		var err error
-		n, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds)
+		_, full, caused, err = b.CleanupIdleStep(ctx, topics.DefaultMaxAgeSeconds)
 		return b, err
 	})
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	w.cfg.Metrics.Events("", caused)
-	return n, nil
+	return full, nil
 }
