@@ -33,7 +33,7 @@ func (a *applier) cleanup(ctx context.Context) error {
 	if c.LockName != topics.CleanupAll {
 		f.name = &c.LockName
 	}
-	names, now, err := a.sweep(ctx, f)
+	names, now, _, err := a.sweep(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -118,31 +118,13 @@ func (f sweepFilter) match() (string, []any) {
 // transaction, whatever its size.
 const MaxSweep = 1000
 
-// CleanupIdleStep is CleanupIdle that also says whether one of its bounded
-// statements reached MaxSweep (the ended leases' holder rows selected, the
-// idle rows deleted): more may be due, for another transaction. The locks
-// it touched do not say so: the leases of one shared or semaphore lock are
-// as many holder rows.
-func (b *Batch) CleanupIdleStep(ctx context.Context, maxAge float64) (n int, full bool, caused []topics.Event, err error) {
-	p := b.env.Partition
-	a := &applier{Batch: b}
-	names, _, full, err := a.sweepBounded(ctx, sweepFilter{partition: &p, maxAge: &maxAge, limit: MaxSweep})
-	return len(names), full, a.caused, err
-}
-
 // sweep ends the ended leases the filter selects and deletes its idle rows,
-// returning the keys of the locks it touched and the database time. Locks
-// that another transaction has locked are skipped: that transaction
-// settles them.
-func (a *applier) sweep(ctx context.Context, f sweepFilter) ([]string, time.Time, error) {
-	names, now, _, err := a.sweepBounded(ctx, f)
-	return names, now, err
-}
-
-// sweepBounded is sweep that also says whether one of its statements
-// reached the filter's limit (full; never without a limit): the holder rows
-// of ended leases it selected and settled, or the idle rows it deleted.
-func (a *applier) sweepBounded(ctx context.Context, f sweepFilter) (names []string, now time.Time, full bool, err error) {
+// returning the keys of the locks it touched, the database time, and
+// whether one of its statements reached the filter's limit (full; never
+// without a limit): the holder rows of ended leases it selected and
+// settled, or the idle rows it deleted. Locks that another transaction has
+// locked are skipped: that transaction settles them.
+func (a *applier) sweep(ctx context.Context, f sweepFilter) (names []string, now time.Time, full bool, err error) {
 	endSQL, endArgs, idleSQL, idleArgs := f.statements()
 	rows, err := a.tx.Query(ctx, endSQL, endArgs...)
 	if err != nil {

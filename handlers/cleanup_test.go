@@ -208,7 +208,7 @@ func (h *harness) cleanupStep() (int, bool) {
 	require.NoError(h.t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
 		b := handlers.NewBatch(tx, h.env)
 		var err error
-		if n, full, _, err = b.CleanupIdleStep(context.Background(), float64(topics.DefaultMaxAgeSeconds)); err != nil {
+		if n, full, _, err = b.CleanupIdle(context.Background(), float64(topics.DefaultMaxAgeSeconds)); err != nil {
 			return err
 		}
 		return b.Flush(context.Background())
@@ -216,13 +216,13 @@ func (h *harness) cleanupStep() (int, bool) {
 	return n, full
 }
 
-// TestCleanupIdleStepSaysWhenFull: a backlog of ended leases of semaphores,
+// TestCleanupIdleSaysWhenFull: a backlog of ended leases of semaphores,
 // five holder rows a lock, fills a step's MaxSweep rows with a fifth as many
 // locks: the step says it is full, so that the periodic cleanup runs
 // another at once rather than leave the rest for its next interval (the
 // locks it touched, fewer than MaxSweep, do not say so). Idle rows deleted
 // up to MaxSweep say so too.
-func TestCleanupIdleStepSaysWhenFull(t *testing.T) {
+func TestCleanupIdleSaysWhenFull(t *testing.T) {
 	t.Run("ended leases", func(t *testing.T) {
 		h := newHarness(t)
 		const locks, each = 2*handlers.MaxSweep/5 + 1, 5

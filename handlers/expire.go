@@ -26,7 +26,7 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	names, _, err := a.sweep(ctx, sweepFilter{partition: &p, limit: MaxSweep})
+	names, _, _, err := a.sweep(ctx, sweepFilter{partition: &p, limit: MaxSweep})
 	if err != nil {
 		return 0, nil, err
 	}

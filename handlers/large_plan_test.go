@@ -154,7 +154,7 @@ func TestPlansOnLargeTables(t *testing.T) {
 	ended, _, err := b.ExpireDue(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 2, ended)
-	_, _, err = b.CleanupIdle(ctx, 3600)
+	_, _, _, err = b.CleanupIdle(ctx, 3600)
 	require.NoError(t, err)
 	_, _, _, err = NextDue(ctx, tx, 1)
 	require.NoError(t, err)

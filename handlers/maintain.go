@@ -9,11 +9,14 @@ import (
 // CleanupIdle is the periodic cleanup of this batch's partition: it ends the
 // partition's ended leases and deletes its released or expired rows idle
 // longer than maxAge seconds, at most MaxSweep of each. It returns how many
-// locks it touched and the events it caused (for metrics; the outbox has them
-// already).
-func (b *Batch) CleanupIdle(ctx context.Context, maxAge float64) (int, []topics.Event, error) {
+// locks it touched, whether one of its bounded statements reached MaxSweep
+// (the ended leases' holder rows selected, the idle rows deleted: more may
+// be due, for another transaction; the locks touched do not say so, as the
+// leases of one shared or semaphore lock are as many holder rows), and the
+// events it caused (for metrics; the outbox has them already).
+func (b *Batch) CleanupIdle(ctx context.Context, maxAge float64) (n int, full bool, caused []topics.Event, err error) {
 	p := b.env.Partition
 	a := &applier{Batch: b}
-	names, _, err := a.sweep(ctx, sweepFilter{partition: &p, maxAge: &maxAge, limit: MaxSweep})
-	return len(names), a.caused, err
+	names, _, full, err := a.sweep(ctx, sweepFilter{partition: &p, maxAge: &maxAge, limit: MaxSweep})
+	return len(names), full, a.caused, err
 }

@@ -29,7 +29,7 @@ func TestCleanupIdle(t *testing.T) {
 	require.NoError(t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
 		b := handlers.NewBatch(tx, h.env)
 		var err error
-		if n, _, err = b.CleanupIdle(context.Background(), 0); err != nil {
+		if n, _, _, err = b.CleanupIdle(context.Background(), 0); err != nil {
 			return err
 		}
 		return b.Flush(context.Background())

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,16 +26,15 @@ func (w *Worker) maintain(ctx context.Context) {
 		case <-t.C:
 		}
 		w.mu.Lock()
-		var owned []int32
-		for id := range w.parts {
-			owned = append(owned, id)
-		}
+		owned := slices.Collect(maps.Values(w.parts))
 		w.mu.Unlock()
-		for _, id := range owned {
-			for ctx.Err() == nil {
-				full, err := w.cleanupPartition(ctx, id)
+		for _, p := range owned {
+			// Not while a stall holds the partition's writes (stallGate);
+			// one let go meanwhile is its next owner's.
+			for ctx.Err() == nil && p.hold(ctx) == nil {
+				full, err := w.cleanupPartition(ctx, p.id)
 				if err != nil && ctx.Err() == nil {
-					w.log.Warn().Err(err).Int32("partition", id).Msg("periodic cleanup")
+					w.log.Warn().Err(err).Int32("partition", p.id).Msg("periodic cleanup")
 				}
 				if err != nil || !full {
 					break // done; on an error the next interval tries again
@@ -66,7 +67,7 @@ func (w *Worker) cleanupPartition(ctx context.Context, id int32) (bool, error) {
 		}
 		b := handlers.NewBatch(tx, w.env(id))
 		var err error
-		_, full, caused, err = b.CleanupIdleStep(ctx, topics.DefaultMaxAgeSeconds)
+		_, full, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds)
 		return b, err
 	})
 	if err != nil {
