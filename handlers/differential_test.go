@@ -901,8 +901,11 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), Session: c.SessionID,
 					SessionExpires: now.Add(time.Hour), LockDelay: c.LockDelay, MaxHold: c.MaxHold}
 				if c.SessionID != "" && !open[c.SessionID] {
+					// Refused for its session, after settling the lock,
+					// as any command on the lock.
 					decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
-						return []rules.Effect{{Kind: rules.Refuse, Code: topics.CodeSessionNotFound, Info: l.Info()}}
+						effs, _ := l.Settle()
+						return append(effs, rules.Effect{Kind: rules.Refuse, Code: topics.CodeSessionNotFound, Info: l.Info()})
 					})
 					continue
 				}

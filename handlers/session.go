@@ -369,7 +369,16 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 		}
 	}
 	if code != "" {
-		return a.apply(ctx, st, []rules.Effect{{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}})
+		// Refused for its session, it still settles the lock whose row it
+		// locked, as every command on a lock does (a refused release or
+		// extend too: rules.Lock.Release, Extend), and shows it settled:
+		// leases that ran out end, a lock-delay that passed is cleared, and
+		// the lock goes to its waiters, in one change with the refusal.
+		// Only a lease of its owner's in a session past its expiry stays
+		// (Settle does not end a session's lease): the session's end takes
+		// it, as only an acquire that may be granted ends it (lapsed).
+		effs, _ := st.l.Settle()
+		return a.apply(ctx, st, append(effs, rules.Effect{Kind: rules.Refuse, Code: code, Message: msg, Info: st.l.Info()}))
 	}
 	r := a.request()
 	r.Session, r.SessionExpires = s.id, s.expiresAt

@@ -781,3 +781,73 @@ func TestSessionAcquireExpiredWhileCreatingTheLock(t *testing.T) {
 	require.Zero(t, ev.LockInfo.Revision)
 	require.Zero(t, h.scalar(`SELECT count(*) FROM locks`))
 }
+
+// TestSessionRefusedAcquireSettlesTheLock: an acquire refused for its
+// session (unknown, past its expiry, another owner's) locks the lock's row
+// and settles the lock first, as every command on a lock does (a refused
+// release or extend too): a lease that ran out ends (lock.expired) and the
+// lock goes to its waiter, a lock-delay that passed is cleared and the
+// waiter granted, all in one change with the refusal, which shows the lock
+// settled. On a settled lock the refusal changes nothing.
+func TestSessionRefusedAcquireSettlesTheLock(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "gone", "o", ttl(60))).Type)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "p1", "p", ttl(60))).Type)
+	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 'gone' RETURNING expires_at`))
+	revision := func(lock string) int64 { return h.scalar(`SELECT revision FROM locks WHERE lock_name = $1`, lock) }
+	// refused applies o's acquire in session and checks its refusal with
+	// code, showing w's grant at the lock's next revision, after the events
+	// want; and that the state published is that one change's.
+	refused := func(t *testing.T, lock, session, code string, want []string) {
+		rev := revision(lock)
+		h.clearOutbox()
+		evs := h.apply(h.acquire(lock, "o", inSession(session)))
+		var got []string
+		for _, ev := range evs {
+			got = append(got, ev.Type+" "+ev.LockInfo.OwnerID)
+		}
+		require.Equal(t, want, got)
+		ev := evs[len(evs)-1]
+		require.Equal(t, code, ev.ErrorCode, ev.ErrorMessage)
+		require.Equal(t, "w", ev.LockInfo.OwnerID, "the lock as settled")
+		require.Equal(t, topics.StatusAcquired, ev.LockInfo.Status)
+		for _, e := range evs {
+			require.Equal(t, rev+1, e.LockInfo.Revision, "one change: %s", e.Type)
+		}
+		states := h.states()
+		require.Len(t, states, 1)
+		require.Equal(t, rev+1, states[0].State.Revision)
+		require.Nil(t, states[0].State.DelayUntil)
+		require.Equal(t, []string{"w"}, h.texts(`SELECT owner_id FROM lock_holders WHERE lock_name = $1`, lock))
+		require.True(t, h.delayUntil(lock).IsZero())
+
+		// Settled: the next refusal changes nothing.
+		h.clearOutbox()
+		again := h.one(h.acquire(lock, "o", inSession(session)))
+		require.Equal(t, code, again.ErrorCode)
+		require.Equal(t, rev+1, again.LockInfo.Revision)
+		require.Equal(t, rev+1, revision(lock))
+		require.Empty(t, h.states())
+	}
+	for _, tc := range []struct{ name, session, code string }{
+		{"unknown", "nope", topics.CodeSessionNotFound},
+		{"past its expiry", "gone", topics.CodeSessionNotFound},
+		{"another owner's", "p1", topics.CodeNotOwner},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lock := "ended " + tc.name
+			require.Equal(t, topics.TypeAcquired, h.one(h.acquire(lock, "x", lease(60))).Type)
+			require.Equal(t, topics.TypeQueued, h.one(h.acquire(lock, "w", wait(60))).Type)
+			h.endLeases(`lock_name = $1`, lock)
+			refused(t, lock, tc.session, tc.code, []string{"lock.expired x", "lock.acquired w", "lock.rejected w"})
+
+			lock = "delayed " + tc.name
+			require.Equal(t, topics.TypeAcquired, h.one(h.acquire(lock, "x", lease(60), lockDelay(60))).Type)
+			require.Equal(t, topics.TypeQueued, h.one(h.acquire(lock, "w", wait(60))).Type)
+			require.Equal(t, 1, h.one(h.revoke(lock, "x", "test")).RevokedCount)
+			require.False(t, h.delayUntil(lock).IsZero(), "w waits for the lock-delay")
+			h.waitPast(h.timeOf(`UPDATE locks SET delay_until = clock_timestamp() WHERE lock_name = $1 RETURNING delay_until`, lock))
+			refused(t, lock, tc.session, tc.code, []string{"lock.acquired w", "lock.rejected w"})
+		})
+	}
+}
