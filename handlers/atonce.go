@@ -89,7 +89,12 @@ func grantSQL(after bool) string {
 // limit, when the owner does not hold it already and no lease of the lock
 // has run out or is a session's (see QueueAtOnce). The row is updated by
 // the ctid its snapshot read (see holderAtOnceSQL), so the holders that
-// snapshot read are the row's.
+// snapshot read are the row's. A lock-delay lets it apply only once it has
+// passed (by clock_timestamp(), the general path's time after the row
+// lock), and it clears delay_until then, in its own change, as the grant
+// does and the general path's Settle would: left there, the scheduler
+// would clear it in a change of its own, and a refusal meeting it first
+// would change the lock.
 var joinAtOnceSQL = joinSQL("", "", "")
 
 // joinAfterSQL is joinAtOnceSQL for a reader (or semaphore holder) that
@@ -117,7 +122,7 @@ func joinSQL(arrays, columns, guard string) string {
 	l AS (
 		UPDATE locks l SET holder_count = l.holder_count + 1, shared_count = l.shared_count + (u.mode = 'shared')::int,
 			acquisition_count = l.acquisition_count + 1, source_partition = u.part, updated_at = clock_timestamp(),
-			revision = l.revision + 1
+			revision = l.revision + 1, delay_until = NULL
 		FROM u
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM u)) AND l.ctid = u.tid
 			AND l.holder_count > 0 AND l.waiter_count = 0 AND l.lock_limit = u.lim AND (l.delay_until IS NULL OR l.delay_until <= clock_timestamp())
@@ -177,7 +182,9 @@ const lockOfHolder = `h.*, l.req AS l_req, l.lock_limit AS l_limit, l.holder_cou
 // They apply when no lease of the lock has run out (the general path would
 // settle it first) or is a session's (see QueueAtOnce), the lock is in no
 // lock-delay (the general path's state record shows it) and, for a
-// release, nobody waits.
+// release, nobody waits. A lock-delay that has passed (by
+// clock_timestamp(), as the general path judges it) is cleared in the same
+// change, as the general path's Settle does (see joinAtOnceSQL).
 var (
 	releaseAtOnceSQL = releaseSQL(false)
 	// releaseAfterSQL is releaseAtOnceSQL for a holder's release that
@@ -268,7 +275,7 @@ func holderAtOnceSQL(set, cond, change string, after bool) string {
 				AND o.expires_at > clock_timestamp() AND (u.tok IS NULL OR o.fencing_token = u.tok)` + guard + ` OFFSET 0) o
 	),
 	l AS (
-		UPDATE locks l SET revision = l.revision + 1, ` + set + `
+		UPDATE locks l SET revision = l.revision + 1, delay_until = NULL, ` + set + `
 		FROM m
 		WHERE l.ctid = ANY (ARRAY(SELECT tid FROM m)) AND l.ctid = m.tid ` + cond + `
 			AND NOT EXISTS (SELECT FROM lock_holders x WHERE x.namespace = l.namespace AND x.lock_name = l.lock_name

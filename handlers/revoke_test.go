@@ -211,3 +211,53 @@ func TestLockDelaySetsLimitOfFirstWaiter(t *testing.T) {
 	require.Equal(t, []string{"m exclusive"}, h.texts(`SELECT owner_id || ' ' || mode FROM lock_holders WHERE lock_name = 's'`))
 	require.EqualValues(t, 1, h.scalar(`SELECT lock_limit FROM locks WHERE lock_name = 's'`))
 }
+
+// TestPassedLockDelayClearedAtOnce: the one-statement join, extend and
+// release (sent ahead or inline) of a lock whose lock-delay has passed
+// clear delay_until in their own change, as the general path does
+// (rules.Lock.Settle): the scheduler then finds nothing to do, and a
+// refusal that follows changes nothing and shows that revision, with no
+// state record.
+func TestPassedLockDelayClearedAtOnce(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		name string
+		cmd  func(lock string) topics.Command
+		typ  string
+	}{
+		{"join", func(lock string) topics.Command { return h.acquire(lock, "r3", shared) }, topics.TypeAcquired},
+		{"extend", func(lock string) topics.Command { return h.extend(lock, "r2") }, topics.TypeExtended},
+		{"release", func(lock string) topics.Command { return h.release(lock, "r2") }, topics.TypeReleased},
+	} {
+		for path, apply := range map[string]func(...topics.Command) []topics.Event{"ahead": h.apply, "inline": h.applyInline} {
+			t.Run(tc.name+" "+path, func(t *testing.T) {
+				lock := tc.name + " " + path
+				h.one(h.acquire(lock, "r1", shared, lease(60), lockDelay(60)))
+				h.one(h.acquire(lock, "r2", shared, lease(60)))
+				require.Equal(t, 1, h.one(h.revoke(lock, "r1", "test")).RevokedCount)
+				h.waitPast(h.timeOf(`UPDATE locks SET delay_until = clock_timestamp() WHERE lock_name = $1 RETURNING delay_until`, lock))
+				rev := h.scalar(`SELECT revision FROM locks WHERE lock_name = $1`, lock)
+
+				h.clearOutbox()
+				evs := apply(tc.cmd(lock))
+				require.Len(t, evs, 1)
+				require.Equal(t, tc.typ, evs[0].Type, evs[0].ErrorMessage)
+				require.Equal(t, rev+1, evs[0].LockInfo.Revision)
+				require.True(t, h.delayUntil(lock).IsZero(), "cleared in the same change")
+				states := h.states()
+				require.Len(t, states, 1)
+				require.Equal(t, rev+1, states[0].State.Revision)
+				require.Nil(t, states[0].State.DelayUntil)
+
+				h.clearOutbox()
+				refused := h.one(h.release(lock, "x")) // the general path: it settles the lock first
+				require.Equal(t, topics.TypeRejected, refused.Type)
+				require.Equal(t, rev+1, refused.LockInfo.Revision)
+				_, evs = h.expireDueEvents()
+				require.Empty(t, evs)
+				require.Empty(t, h.states(), "nothing changed")
+				require.Equal(t, rev+1, h.scalar(`SELECT revision FROM locks WHERE lock_name = $1`, lock))
+			})
+		}
+	}
+}
