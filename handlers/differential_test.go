@@ -31,7 +31,9 @@ import (
 // inline, each on a schema of its own, and through rules.Memory; all four must
 // give the same events. Leases, waits and lock-delays end only when the
 // test ends them (in the database and in the model alike), then the expiry
-// step runs. The scripts run as deployed by default, and others under
+// step runs, or for a lock-delay now and then commands of its lock (in the
+// default scripts), which must settle it as the expiry step would. The
+// scripts run as deployed by default, and others under
 // REQUIRE_FENCING_TOKEN: the holder's renewal by acquire is refused
 // (modelRun) and leaves its lease as it was (harness.unrenewed); a release
 // or extend without fencing_token is refused by the worker before the
@@ -100,7 +102,7 @@ func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, cover
 		}
 		return
 	}
-	for _, kind := range diffSessionCases {
+	for _, kind := range append(diffSessionCases, diffDelayCases...) {
 		require.Positive(t, cases[kind], "the scripts never give: %s", kind)
 	}
 }
@@ -144,13 +146,22 @@ var diffSessionCases = []string{
 	"an acquire ends its owner's lease of a session past its expiry",
 }
 
+// diffDelayCases are the commands meeting a lock-delay that has passed,
+// before the expiry step, that the default scripts must give: the first
+// goes the common cases' way when nothing else keeps it off them.
+var diffDelayCases = []string{
+	"a holder's release or extend, or a join, meets a lock-delay that has passed",
+	"an acquire refused for its session meets a lock-delay that has passed",
+}
+
 var diffRenewals = []string{"plain", "session lease", "with session_id", "other mode", "other limit", "max_hold", "ended lease",
 	"lapsed session lease"}
 
 // diffStep is one step of a script: a batch of commands, or the end of a
 // lease (the holder-th holder of lock by token, modulo their number), of
 // the first wait of lock or of its lock-delay, followed by the expiry step
-// (or by the batch, see endOwner).
+// (or by the batch, see endOwner; a lock-delay's end may be followed by
+// the batch too).
 type diffStep struct {
 	cmds     []diffCmd
 	endLease string
@@ -404,6 +415,58 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 					step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owners[2+r.IntN(3)], share))
 				}
 			}
+			script = append(script, step)
+			continue
+		case n < 19 && !fenced && r.IntN(2) == 0:
+			// A lock-delay passes and commands meet it before the expiry
+			// step, which then finds nothing to do: most often, after a
+			// holder's lease with a lock_delay was revoked where another
+			// holds beside it, that one's release or extend, or a reader
+			// (or semaphore holder) joining, which the common cases'
+			// statements apply, clearing the delay in their change as the
+			// general path does; now and then an acquire in an unknown
+			// session before or after it, refused, which settles the lock
+			// first as any command on it does.
+			var step diffStep
+			if r.IntN(3) > 0 {
+				lock = []string{"rw", "sem"}[r.IntN(2)]
+				first, other := owners[2], owners[3+r.IntN(2)] // o3, and o4 or o5: no sessions
+				share := func(c *topics.Command) {
+					c.LeaseDuration = 60
+					if lock == "rw" {
+						c.Mode = topics.ModeShared
+					}
+				}
+				script = append(script,
+					diffStep{cmds: []diffCmd{
+						planned(topics.OpAcquire, lock, first, func(c *topics.Command) { share(c); c.LockDelay = 60 }),
+						planned(topics.OpAcquire, lock, other, share)}},
+					diffStep{cmds: []diffCmd{planned(topics.OpRevoke, lock, first, func(c *topics.Command) {
+						c.ReplyTo, c.Reason = "locks.replies.admin", "test"
+					})}})
+				switch r.IntN(3) {
+				case 0:
+					step.cmds = append(step.cmds, planned(topics.OpRelease, lock, other, nil))
+				case 1:
+					step.cmds = append(step.cmds, planned(topics.OpExtend, lock, other, nil))
+				default:
+					step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owners[2+r.IntN(3)], share))
+				}
+			} else {
+				step.cmds = append(step.cmds, next(lock, owners[r.IntN(len(owners))]))
+			}
+			if r.IntN(3) == 0 {
+				unknown := planned(topics.OpAcquire, lock, owners[r.IntN(len(owners))], func(c *topics.Command) { c.SessionID = "s-unknown" })
+				if r.IntN(2) == 0 {
+					step.cmds = append([]diffCmd{unknown}, step.cmds...)
+				} else {
+					step.cmds = append(step.cmds, unknown)
+				}
+			}
+			if r.IntN(2) == 0 {
+				step.cmds = append(step.cmds, next(lock, owners[r.IntN(len(owners))]))
+			}
+			step.endDelay = lock
 			script = append(script, step)
 			continue
 		case n < 19:
@@ -719,7 +782,15 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 	decide := func(name, owner string, c *topics.Command, decide func(l *rules.Lock) []rules.Effect) {
 		m := mem[name]
 		l := m.Lock(owner, now, next)
+		passed := c != nil && !m.DelayUntil.IsZero() && !m.DelayUntil.After(now)
+		held := len(m.Holders) > 0
 		effs := decide(l)
+		if passed && held && len(effs) > 0 {
+			switch e := effs[0]; {
+			case e.Kind == rules.Release, e.Kind == rules.Extend, e.Kind == rules.Grant && e.Waiter.ID == 0:
+				cases["a holder's release or extend, or a join, meets a lock-delay that has passed"]++
+			}
+		}
 		if slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind == rules.Drop && slices.Contains(lapsed, e.Waiter.Session) }) {
 			cases["a hand-off withdraws the wait of a session past its expiry"]++
 		}
@@ -901,6 +972,9 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), Session: c.SessionID,
 					SessionExpires: now.Add(time.Hour), LockDelay: c.LockDelay, MaxHold: c.MaxHold}
 				if c.SessionID != "" && !open[c.SessionID] {
+					if m := mem[c.LockName]; !m.DelayUntil.IsZero() && !m.DelayUntil.After(now) {
+						cases["an acquire refused for its session meets a lock-delay that has passed"]++
+					}
 					// Refused for its session, after settling the lock,
 					// as any command on the lock.
 					decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
