@@ -37,9 +37,14 @@ type attempt struct {
 // after an attempt whose statements outlasted it: one that only waited for
 // a connection says nothing of how long the transaction needs.
 func (s *Store) retryBounded(ctx context.Context, try func(*attempt) error) error {
-	limit := max(s.cfg.AttemptTimeout, 0)
+	return s.retryBoundedBy(ctx, s.cfg, try)
+}
+
+// retryBoundedBy is retryBounded with cfg's retry policy.
+func (s *Store) retryBoundedBy(ctx context.Context, cfg Config, try func(*attempt) error) error {
+	limit := max(cfg.AttemptTimeout, 0)
 	a := &attempt{limit: limit, max: limit * maxAttemptGrowth}
-	return s.retry(ctx, func() error {
+	return retry(ctx, cfg, cfg.OnRetry, func() error {
 		a.ran = false
 		err := try(a)
 		if a.ran && errors.Is(err, ErrAttemptTimedOut) {

@@ -406,14 +406,15 @@ func (s *Store) InTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.retryBounded(ctx, func(a *attempt) error { return s.tryTx(ctx, a, fn) })
 }
 
-// InTxOnce is InTx's first attempt alone: a transient failure is returned
-// (errors.Is ErrTransient), not retried, for callers that retry on a
-// schedule of their own and would otherwise wait out the store's backoff
-// (up to Config.RetryMax between attempts) after the database came back.
-// The attempt is bounded by Config.AttemptTimeout, as InTx's first is.
-func (s *Store) InTxOnce(ctx context.Context, fn func(pgx.Tx) error) error {
-	limit := max(s.cfg.AttemptTimeout, 0)
-	return s.tryTx(ctx, &attempt{limit: limit, max: limit}, fn)
+// InTxPausing is InTx whose pause between attempts is at most pause
+// (Config.RetryMax's otherwise, 5 s by default), for a caller that must
+// see the database's return within about pause. Everything else is as
+// InTx's: each attempt's bound doubles after one that outlasted it, and
+// each retry is told to Config.OnRetry.
+func (s *Store) InTxPausing(ctx context.Context, pause time.Duration, fn func(pgx.Tx) error) error {
+	cfg := s.cfg
+	cfg.RetryMax = min(cfg.RetryMax, pause)
+	return s.retryBoundedBy(ctx, cfg, func(a *attempt) error { return s.tryTx(ctx, a, fn) })
 }
 
 // InTxBatch is InTx for a transaction that spends no round trip of its own

@@ -176,15 +176,18 @@ func (p *partition) untilDue(ctx context.Context) (time.Duration, error) {
 }
 
 // expireDue runs the expiry step in a transaction that, like every writer of
-// this partition's outbox, first locks the partition's offset row. It makes
-// one attempt (store.InTxOnce): the scheduler retries a failure on its own
-// schedule, which a commit of the partition cuts short, where the store's
-// backoff would wait up to 5 s past the database's return.
+// this partition's outbox, first locks the partition's offset row. Its
+// retries pause at most maxExpirySleep (1 s), as the scheduler's own do,
+// not the store's up to 5 s: a lease due during an outage ends within
+// about 1 s of the database's return.
 func (p *partition) expireDue(ctx context.Context) (int, error) {
 	w := p.w
 	var n int
 	var caused []topics.Event
-	err := w.writeTx(ctx, w.cfg.Store.InTxOnce, func(tx pgx.Tx) (*handlers.Batch, error) {
+	inTx := func(ctx context.Context, fn func(pgx.Tx) error) error {
+		return w.cfg.Store.InTxPausing(ctx, maxExpirySleep, fn)
+	}
+	err := w.writeTx(ctx, inTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
 			return nil, err
 		}

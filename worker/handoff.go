@@ -101,9 +101,9 @@ func (h *handoff) settle(err error, written func() []outbox.Row) {
 
 // writeTx runs a transaction that writes outbox rows through the batch fn
 // returns (after taking its locks), flushes the batch, and hands the rows
-// to the relays. inTx runs the transaction: store.InTx, which retries it
-// whole on transient failures, or store.InTxOnce for a caller that retries
-// on its own schedule (the expiry scheduler). An fn
+// to the relays. inTx runs the transaction, retrying it whole on transient
+// failures: store.InTx, or InTxPausing for a caller bound to see the
+// database's return sooner (the expiry scheduler). An fn
 // whose batch holds rows must have written or locked a row (the
 // transaction then has an id) before it returns: a relay that starts
 // meanwhile waits only for transactions with an id (outbox.Slot).
