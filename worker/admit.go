@@ -106,8 +106,13 @@ func (w *Worker) boundReplyTo(ctx context.Context, c topics.Command, rej *topics
 	if ok {
 		return c, rej
 	}
-	why := fmt.Sprintf("reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v)",
+	why := fmt.Sprintf("reply topic %q does not exist and may not be created (%d reply topics exist; MAX_REPLY_TOPICS is %d, AUTO_CREATE_REPLY_TOPICS %v",
 		c.ReplyTo, n, w.replies.max, w.replies.create)
+	if !w.replies.create {
+		// The brokers say the same of a topic the worker may not see.
+		why += "; a topic this worker's Kafka principal may not describe counts as missing"
+	}
+	why += ")"
 	c.ReplyTo = "" // it cannot be answered there
 	if rej == nil {
 		return c, &topics.Rejection{Command: c, Code: topics.CodeForbidden, Message: why}
