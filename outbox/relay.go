@@ -348,11 +348,11 @@ func (r *Relay) Run(ctx context.Context, partition int32) error {
 	return r.RunHeld(ctx, partition, nil)
 }
 
-// RunHeld is Run whose every publish first waits for hold (nil: none) to
-// return nil; an error (ctx's, or the partition let go) ends the pass
-// without publishing, its rows left in the table. The worker holds a
-// partition's publishes after a stall of its process until its group says
-// it is still the partition's owner.
+// RunHeld is Run whose every call to the publisher first waits for hold
+// (nil: none) to return nil; an error (ctx's, or the partition let go)
+// ends the pass, its rows not published left in the table, counted as no
+// failure. The worker holds a partition's publishes after a stall of its
+// process until its group coordinator says it still has the partition.
 func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.Context) error) error {
 	p := r.part(partition)
 	select {
@@ -685,11 +685,6 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 // modes (publishInOrder, publishConcurrently); what Kafka acknowledged is
 // deleted later. more says the table holds more.
 func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more bool) passResult {
-	if p.hold != nil {
-		if err := p.hold(ctx); err != nil {
-			return passResult{pubErr: err, more: more}
-		}
-	}
 	ps := &passState{failed: map[string]bool{}}
 	ps.res.more = more
 	if r.cfg.OrderAcrossTopics {
@@ -819,6 +814,11 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 // when the pass should stop: ctx ended, the database failed, or Kafka
 // looks away and the partition pauses.
 func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState) bool {
+	if errors.Is(err, errHeld) {
+		ps.res.pubErr = cmp.Or(ps.res.pubErr, err)
+		ps.res.more = false // nothing is to be read again before the hold ends
+		return false
+	}
 	if err != nil && ctx.Err() == nil {
 		if kind, _ := Classify(err); kind == RecordRefused {
 			var dbErr error
@@ -1009,6 +1009,12 @@ func (r *Relay) units(rows []row) []unit {
 // else at most maxConcurrentTopics calls at a time.
 func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []error {
 	errs := make([]error, len(units))
+	if err := p.waitHold(ctx); err != nil {
+		for k := range errs {
+			errs[k] = err
+		}
+		return errs
+	}
 	if tp, ok := r.cfg.Publisher.(topicsPublisher); ok {
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 		defer cancel()
@@ -1248,8 +1254,26 @@ func queueDelete(b *pgx.Batch, ids []int64) {
 	}
 }
 
+// errHeld is the error of a publish that RunHeld's hold kept from being
+// made: the pass stops, nothing counted as failed.
+var errHeld = errors.New("held from publishing")
+
+// waitHold waits for RunHeld's hold, if any: errHeld when it refused.
+func (p *partition) waitHold(ctx context.Context) error {
+	if p.hold == nil {
+		return nil
+	}
+	if err := p.hold(ctx); err != nil {
+		return fmt.Errorf("%w: %w", errHeld, err)
+	}
+	return nil
+}
+
 // publish sends one run of rows of one topic in one call.
 func (r *Relay) publish(ctx context.Context, p *partition, topic string, run []row) error {
+	if err := p.waitHold(ctx); err != nil {
+		return err
+	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	msgs, err := r.messages(pctx, run)

@@ -1015,9 +1015,10 @@ func TestNoSlotOnceRunsContextEnded(t *testing.T) {
 }
 
 // TestRunHeldPublishesOnlyOnceLetThrough: RunHeld asks hold before each
-// publish. While it refuses (a stalled worker not yet confirmed the
-// partition's owner), nothing is published and the rows stay in the
-// table; once it lets them through they go out, in order.
+// call to the publisher. While it refuses (a stalled worker not yet
+// confirmed the partition's owner), nothing is published, nothing counted
+// as failed (no topic parked), and the rows stay in the table; once it
+// lets them through they go out, in order.
 func TestRunHeldPublishesOnlyOnceLetThrough(t *testing.T) {
 	t.Parallel()
 	const topic, p = "locks.lock.acquired.v1", int32(4)
@@ -1047,6 +1048,7 @@ func TestRunHeldPublishesOnlyOnceLetThrough(t *testing.T) {
 		}
 	}
 	require.Empty(t, pub.acked(), "published while held")
+	require.Zero(t, pub.calls.Load(), "the publisher was called while held")
 	require.Equal(t, 2, count(t, st, "true"), "the rows held stay in the table")
 	open.Store(true)
 	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 10*time.Millisecond)

@@ -120,6 +120,9 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			w.committed(parts, results, time.Since(start))
 			return
 		}
+		if errors.Is(err, errStalled) {
+			continue // held above, from the next attempt on
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -182,10 +185,16 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 }
 
 // holdParts waits while a stall of the process holds a partition of the
-// batch (stallGate): false when ctx ended or a partition was let go first.
+// batch (stallGate): false when ctx ended or any partition of the batch
+// is being let go first (a revoke waits for the batch's segments).
 func (w *Worker) holdParts(ctx context.Context, parts []*part) bool {
+	if !slices.ContainsFunc(parts, func(pt *part) bool { return pt.p.stalled() != nil }) {
+		return true
+	}
+	held, stop := whileHeld(ctx, parts)
+	defer stop()
 	for _, pt := range parts {
-		if pt.p.hold(ctx) != nil {
+		if !w.stall.hold(held, nil, pt.p.id, pt.p.stallEpoch) {
 			return false
 		}
 	}
@@ -540,6 +549,11 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
 		h.abandon() // a retry's: the previous attempt failed at or after COMMIT
 		h = nil
+		for _, pt := range parts {
+			if err := pt.p.stalled(); err != nil {
+				return err // nothing sent: nothing began
+			}
+		}
 		t = &txn{w: w, tx: tx, batch: handlers.NewBatch(tx, w.env(parts[0].p.id))}
 		queueXactID(first, xids)
 		pb, stored, err := t.offsets(ctx, parts, first)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -47,6 +48,9 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			var n int
 			n, err = p.expireDue(ctx)
 			step = "expiry scheduler: ending leases"
+			if errors.Is(err, errStalled) {
+				continue // held above, from the next step on
+			}
 			if err == nil && n == 0 {
 				// Due rows locked by another transaction, which settles
 				// them: do not spin.
@@ -188,6 +192,9 @@ func (p *partition) expireDue(ctx context.Context) (int, error) {
 		return w.cfg.Store.InTxPausing(ctx, maxExpirySleep, fn)
 	}
 	err := w.writeTx(ctx, inTx, func(tx pgx.Tx) (*handlers.Batch, error) {
+		if err := p.stalled(); err != nil {
+			return nil, err
+		}
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
 			return nil, err
 		}

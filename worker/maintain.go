@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"time"
@@ -32,7 +33,10 @@ func (w *Worker) maintain(ctx context.Context) {
 			// Not while a stall holds the partition's writes (stallGate);
 			// one let go meanwhile is its next owner's.
 			for ctx.Err() == nil && p.hold(ctx) == nil {
-				full, err := w.cleanupPartition(ctx, p.id)
+				full, err := w.cleanupPartition(ctx, p)
+				if errors.Is(err, errStalled) {
+					continue // held above
+				}
 				if err != nil && ctx.Err() == nil {
 					w.log.Warn().Err(err).Int32("partition", p.id).Msg("periodic cleanup")
 				}
@@ -58,10 +62,14 @@ func (w *Worker) maintain(ctx context.Context) {
 // (handlers.MaxSweep): more may be due, for another transaction. Not the
 // locks it touched: the leases of one shared or semaphore lock are as many
 // rows.
-func (w *Worker) cleanupPartition(ctx context.Context, id int32) (bool, error) {
+func (w *Worker) cleanupPartition(ctx context.Context, p *partition) (bool, error) {
+	id := p.id
 	var full bool
 	var caused []topics.Event
 	err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
+		if err := p.stalled(); err != nil {
+			return nil, err
+		}
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
 			return nil, err
 		}

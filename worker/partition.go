@@ -109,10 +109,20 @@ func (w *Worker) startPartition(parent context.Context, id int32, stallEpoch uin
 // is not confirmed harmless (stallGate): nil once it may write, ctx's error
 // or errLetGo when it ended first.
 func (p *partition) hold(ctx context.Context) error {
-	if p.w.stall.hold(ctx, p.revoking.Done(), p.stallEpoch) {
+	if p.w.stall.hold(ctx, p.revoking.Done(), p.id, p.stallEpoch) {
 		return nil
 	}
 	return cmp.Or(ctx.Err(), errLetGo)
+}
+
+// stalled is hold without the wait, for a transaction as it begins (each
+// attempt: the store retries after a pause a stall may fall in): errStalled
+// while a stall holds the partition.
+func (p *partition) stalled() error {
+	if _, held := p.w.stall.holds(p.id, p.stallEpoch); held {
+		return errStalled
+	}
+	return nil
 }
 
 // errLetGo is hold's error when the partition was let go while it waited.

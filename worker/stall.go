@@ -11,68 +11,87 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // stallGate holds the writes of the partitions this replica owned before
 // its process stalled (a long GC pause, SIGSTOP, a paused VM or container)
-// for long enough that its group may have dropped it, until the group says
-// whether it did. A replica dropped that way goes on, once awake, until its
-// Kafka client learns it at its next heartbeat: meanwhile its appliers,
-// expiry schedulers and relays would write and publish beside the
-// partitions' new owners, and a lock's records could land out of order
-// (docs/design.md, "Exactly-once effect"). Held, they write nothing: when
-// the group still has the member they go on after one round trip; when it
-// dropped it they wait until the client lets the partitions go.
+// for long enough that its group may have given them to another member,
+// until the group coordinator says this member has them. A replica dropped
+// that way goes on, once awake, until its Kafka client learns it: at its
+// next heartbeat, or at an offset commit refused, after which the client
+// joins again as a new member and revokes only what the new assignment
+// does not give back. Meanwhile its appliers, expiry schedulers, cleanup
+// and relays would write and publish beside the partitions' new owners,
+// and a lock's records could land out of order (docs/design.md,
+// "Exactly-once effect"). Held, they write nothing.
 //
 // A stall is seen by a watchdog that ticks every threshold/4 and by every
 // writer before it writes (a writer may run before the watchdog once the
 // process resumes): the time since the last tick, by the monotonic clock
 // or the wall clock, whichever says more (a paused VM's monotonic clock
 // may not count the pause), past threshold, half the session timeout: the
-// group drops a member whose heartbeats stopped for a whole one. A writer
-// that was already past its check when the process stopped is not held: a
-// transaction it had open is ended by PostgreSQL's
-// idle_in_transaction_session_timeout (5 s, below the 6 s session
-// timeout), and a publish in flight was sent before the stall.
+// group drops a member whose heartbeats stopped for a whole one.
+//
+// After a stall the gate asks the coordinator which partitions of the
+// commands topic the client's member (whatever its ID now) is assigned:
+// at once, then 100 ms doubling to 1 s apart. A held partition the answer
+// lists writes again; one it does not waits until the client lets it go
+// (revoked or lost), which ends its writers' waits. The stall is over once
+// every partition assigned before it is listed or let go. A coordinator
+// that cannot be asked for bound (twice the session timeout, by when a
+// dropped member's client has learned it whatever the coordinator's
+// trouble) releases the partitions, logged: holding them for good would
+// stop a member the group still has.
 type stallGate struct {
-	threshold time.Duration
-	log       zerolog.Logger
+	threshold, bound time.Duration
+	log              zerolog.Logger
 	// member is the client's group member ID now ("": not in the group).
 	member func() string
-	// isMember says whether the group has the member, asking the
-	// coordinator.
-	isMember func(ctx context.Context, member string) (bool, error)
+	// assigned asks the coordinator which partitions of the commands
+	// topic member is assigned; has false when the group has no such
+	// member.
+	assigned func(ctx context.Context, member string) (parts []int32, has bool, err error)
+	// waiting lists the partitions running that were assigned before
+	// stall epoch.
+	waiting func(epoch uint64) []int32
 
 	base     time.Time    // the monotonic clock's origin
 	lastMono atomic.Int64 // time.Since(base) at the last tick
 	lastWall atomic.Int64 // the wall clock at the last tick, unix ns
 
 	mu sync.Mutex
-	// ctx is run's: the confirmations end with it (nil: run has not
-	// started, and nothing is held).
+	// ctx is run's: the confirmations end with it (nil or done: no stall
+	// is opened, and nothing is held).
 	ctx context.Context
-	// epoch counts the stalls seen; a partition holds the epoch of its
-	// assignment, and waits only for the confirmation of a later stall.
+	// epoch counts the stalls seen; a partition holds the epoch it was
+	// assigned in, and waits only for later ones.
 	epoch uint64
-	// cleared is closed once the group confirmed the member after the
-	// latest stall (nil: confirmed, or none).
-	cleared chan struct{}
+	// pending says the latest stall is not over; owned is the latest
+	// answer since it (nil: none yet), changed is closed when either
+	// changes.
+	pending bool
+	owned   map[int32]bool
+	changed chan struct{}
 }
 
 // newStallGate returns a gate for a member whose session timeout is
 // session; nil (no gate) where none is known.
 func newStallGate(session time.Duration, log zerolog.Logger, member func() string,
-	isMember func(ctx context.Context, member string) (bool, error)) *stallGate {
+	assigned func(ctx context.Context, member string) ([]int32, bool, error), waiting func(epoch uint64) []int32) *stallGate {
 	if session <= 0 {
 		return nil
 	}
-	g := &stallGate{threshold: session / 2, log: log, member: member, isMember: isMember, base: time.Now()}
+	g := &stallGate{threshold: session / 2, bound: 2 * session, log: log, member: member, assigned: assigned,
+		waiting: waiting, base: time.Now(), changed: make(chan struct{})}
 	g.lastWall.Store(g.base.UnixNano())
 	return g
 }
 
-// run ticks until ctx ends, seeing stalls (check).
+// run ticks until ctx ends, seeing stalls (check); then it holds nothing.
+// ctx must outlive the partitions' writers (Run ends it after stopAll).
 func (g *stallGate) run(ctx context.Context) {
 	if g == nil {
 		return
@@ -86,6 +105,9 @@ func (g *stallGate) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			g.mu.Lock()
+			g.end()
+			g.mu.Unlock()
 			return
 		case <-t.C:
 			g.check()
@@ -107,8 +129,8 @@ func (g *stallGate) tick(now time.Time) {
 	g.lastWall.Store(now.UnixNano())
 }
 
-// check ticks, and starts a confirmation when the last tick was more than
-// threshold ago: the process stalled (once run has started).
+// check ticks, and opens a stall when the last tick was more than
+// threshold ago: the process stalled (while run runs).
 func (g *stallGate) check() {
 	now := time.Now()
 	if g.since(now) <= g.threshold {
@@ -119,91 +141,127 @@ func (g *stallGate) check() {
 	defer g.mu.Unlock()
 	stalled := g.since(now) // again: another caller may have seen it first
 	g.tick(now)
-	if stalled <= g.threshold || g.ctx == nil {
+	if stalled <= g.threshold || g.ctx == nil || g.ctx.Err() != nil {
 		return
 	}
 	g.epoch++
-	if g.cleared != nil {
-		close(g.cleared) // the earlier stall's waiters look again, at this one
-	}
-	cleared := make(chan struct{})
-	g.cleared = cleared
-	member := g.member()
+	g.pending, g.owned = true, nil
+	g.signal()
 	g.log.Warn().Dur("stalled_for", stalled).Dur("threshold", g.threshold).
-		Msg("this process stalled past half its group session timeout: the group may have dropped it, so its partitions write nothing until the group says it did not")
-	go g.confirm(g.ctx, cleared, member, stalled)
+		Msg("this process stalled past half its group session timeout: the group may have given its partitions to others, so they write nothing until the group coordinator says this member has them")
+	go g.confirm(g.ctx, g.epoch, stalled)
 }
 
-// confirm asks the group until it has member (or the client has joined
-// again as another member: the partitions of the first were let go
-// before, as lost), then lets the writers held for the stall go. A group
-// without it is asked again each second: the client learns of it at its
-// next heartbeat and lets the partitions go, which ends their writers'
-// waits.
-func (g *stallGate) confirm(ctx context.Context, cleared chan struct{}, member string, stalled time.Duration) {
+// signal wakes the writers waiting; g.mu held.
+func (g *stallGate) signal() {
+	close(g.changed)
+	g.changed = make(chan struct{})
+}
+
+// end ends the stall, if any; g.mu held.
+func (g *stallGate) end() {
+	if g.pending {
+		g.pending, g.owned = false, nil
+		g.signal()
+	}
+}
+
+// confirm asks the coordinator after stall epoch, until every partition
+// assigned before it is listed or let go, a later stall asks instead, or
+// the coordinator could not be asked for bound.
+func (g *stallGate) confirm(ctx context.Context, epoch uint64, stalled time.Duration) {
 	began := time.Now()
-	dropped := false
+	var answered, dropped bool
 	for attempt := 1; ; attempt++ {
-		if g.superseded(cleared) {
-			return // a later stall confirms again
+		if len(g.waiting(epoch)) == 0 {
+			g.mu.Lock()
+			if g.epoch == epoch {
+				g.log.Info().Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).
+					Msg("after the stall the partitions assigned before it were all let go: the others write")
+				g.end()
+			}
+			g.mu.Unlock()
+			return
 		}
-		ok := member == "" || g.member() != member
-		var err error
-		if !ok {
-			ok, err = g.isMember(ctx, member)
+		member := g.member()
+		var owned []int32
+		has, err := false, errors.New("the client is joining the group")
+		if member != "" {
+			owned, has, err = g.assigned(ctx, member)
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		switch {
-		case ok:
-			g.mu.Lock()
-			defer g.mu.Unlock()
-			if g.cleared == cleared { // else closed by a later stall, which confirms again
-				g.log.Info().Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).
-					Msg("after the stall the group still has this replica as it was, or it joined again: its partitions write again")
-				g.cleared = nil
-				close(cleared)
+		if err == nil && has {
+			answered = true
+			set := make(map[int32]bool, len(owned))
+			for _, p := range owned {
+				set[p] = true
 			}
-			return
-		case err != nil && attempt == 1:
-			g.log.Warn().Err(err).Msg("after the stall, asking the group whether it still has this replica failed: retrying; its partitions write nothing meanwhile")
-		case err == nil && !dropped:
+			g.mu.Lock()
+			if g.epoch != epoch {
+				g.mu.Unlock()
+				return // a later stall asks
+			}
+			g.owned = set
+			g.signal()
+			g.mu.Unlock()
+			if !slices.ContainsFunc(g.waiting(epoch), func(p int32) bool { return !set[p] }) {
+				g.mu.Lock()
+				if g.epoch == epoch {
+					g.log.Info().Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).Str("member_id", member).
+						Msg("after the stall the group coordinator says this member has its partitions (those it does not were let go): they write again")
+					g.end()
+				}
+				g.mu.Unlock()
+				return
+			}
+		}
+		switch {
+		case err == nil && !has && !dropped:
 			dropped = true
 			g.log.Warn().Str("member_id", member).
-				Msg("the group dropped this replica during the stall: its partitions write nothing until its Kafka client lets them go, at its next heartbeat")
+				Msg("the group dropped this member during the stall: its partitions write nothing until its Kafka client lets them go, at its next heartbeat")
+		case err != nil && attempt == 1:
+			g.log.Warn().Err(err).Msg("after the stall, asking the group coordinator which partitions this member has failed: retrying; its partitions write nothing meanwhile")
+		}
+		if !answered && time.Since(began) >= g.bound {
+			g.mu.Lock()
+			if g.epoch == epoch {
+				g.log.Error().Err(err).Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).
+					Msg("after the stall the group coordinator could not be asked which partitions this member has: going on without its answer, as a member the group had dropped would have been told so by now")
+				g.end()
+			}
+			g.mu.Unlock()
+			return
 		}
 		if !sleepCtx(ctx, expiryRetryIn(attempt)) {
 			return
 		}
+		g.mu.Lock()
+		later := g.epoch != epoch
+		g.mu.Unlock()
+		if later {
+			return
+		}
 	}
 }
 
-// superseded says whether a later stall replaced the one cleared is of.
-func (g *stallGate) superseded(cleared chan struct{}) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cleared != cleared
-}
-
-// hold waits while the process stalled after epoch (a partition's
-// assignment) and the group has not confirmed the member since. It
-// reports false when ctx ended first, or done closed (the partition let
-// go); true at once without a stall. A nil gate holds nothing.
-func (g *stallGate) hold(ctx context.Context, done <-chan struct{}, epoch uint64) bool {
+// hold waits while partition id, assigned in epoch, is held by a stall
+// (stallGate). It reports false when ctx ended first, or done closed (the
+// partition let go); true at once without a stall. A nil gate holds
+// nothing.
+func (g *stallGate) hold(ctx context.Context, done <-chan struct{}, id int32, epoch uint64) bool {
 	if g == nil {
 		return true
 	}
 	for {
-		g.check()
-		g.mu.Lock()
-		cleared, current := g.cleared, g.epoch
-		g.mu.Unlock()
-		if cleared == nil || epoch == current {
+		changed, held := g.holds(id, epoch)
+		if !held {
 			return true
 		}
 		select {
-		case <-cleared: // confirmed, or a later stall: look again
+		case <-changed:
 		case <-done:
 			return false
 		case <-ctx.Done():
@@ -212,40 +270,71 @@ func (g *stallGate) hold(ctx context.Context, done <-chan struct{}, epoch uint64
 	}
 }
 
-// current is the number of stalls seen: a partition assigned now is held
-// only for later ones.
+// holds checks for a stall, and says whether partition id, assigned in
+// epoch, is held now, and the channel closed when that may change.
+func (g *stallGate) holds(id int32, epoch uint64) (changed <-chan struct{}, held bool) {
+	if g == nil {
+		return nil, false
+	}
+	g.check()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.changed, g.pending && epoch < g.epoch && !g.owned[id]
+}
+
+// current is the epoch of a partition assigned now: the stalls seen, less
+// one while a stall is not over, for the assignment may have been made
+// before it (its callback waits for the poll loop): such a partition waits
+// for the coordinator's answer too.
 func (g *stallGate) current() uint64 {
 	if g == nil {
 		return 0
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.pending {
+		return g.epoch - 1
+	}
 	return g.epoch
 }
 
-// groupHas says whether the group has member, asking its coordinator: with
-// the consumer protocol (KIP-848) through ConsumerGroupDescribe, and where
-// that fails (brokers that do not speak it, to which the client falls
-// back) through DescribeGroups.
-func groupHas(ctx context.Context, cl *kgo.Client, group string, member string) (bool, error) {
+// errStalled is the error of a transaction that found its partition held
+// by a stall as it began (its attempt, maybe a retry of the store's, came
+// after the stall): the caller holds it (partition.hold) and tries again.
+var errStalled = errors.New("the process stalled: the partition's writes wait for the group coordinator")
+
+// sessionOf is the session timeout the group applies to cl's member: the
+// client's own under the classic protocol; under the consumer protocol
+// (KIP-848) the group's, which lockworker sets to the same where the
+// brokers allow it, and is the brokers' default, 45 s, at most, where they
+// did not.
+func sessionOf(cl *kgo.Client) time.Duration {
+	session, _ := cl.OptValue(kgo.SessionTimeout).(time.Duration)
+	if serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool); serverSide {
+		session = min(session, 45*time.Second)
+	}
+	return session
+}
+
+// groupAssigned asks the coordinator which partitions of topic member is
+// assigned (has false: the group has no such member): with the consumer
+// protocol (KIP-848) through ConsumerGroupDescribe, its current
+// assignment; with the classic one, or where ConsumerGroupDescribe fails
+// (brokers that do not speak it, to which the client falls back), through
+// DescribeGroups, whose answer then only confirms: a consumer-protocol
+// group described so may list no members.
+func groupAssigned(ctx context.Context, cl *kgo.Client, group, topic, member string) ([]int32, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	adm := kadm.NewClient(cl)
+	serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool)
 	var consumerErr error
-	if serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool); serverSide {
-		described, err := adm.DescribeConsumerGroups(ctx, group)
-		d, found := described[group]
-		switch {
-		case err != nil:
-			consumerErr = err
-		case !found:
-			consumerErr = errors.New("no answer for it")
-		case d.Err != nil:
-			consumerErr = d.Err
-		default:
-			return slices.ContainsFunc(d.Members, func(m kadm.ConsumerGroupMember) bool { return m.MemberID == member }), nil
+	if serverSide {
+		parts, has, err := consumerGroupAssigned(ctx, cl, adm, group, topic, member)
+		if err == nil {
+			return parts, has, nil
 		}
-		consumerErr = fmt.Errorf("describing consumer group %q: %w", group, consumerErr)
+		consumerErr = fmt.Errorf("describing consumer group %q: %w", group, err)
 	}
 	described, err := adm.DescribeGroups(ctx, group)
 	d, found := described[group]
@@ -256,7 +345,61 @@ func groupHas(ctx context.Context, cl *kgo.Client, group string, member string) 
 	case d.Err != nil:
 		err = d.Err
 	default:
-		return slices.ContainsFunc(d.Members, func(m kadm.DescribedGroupMember) bool { return m.MemberID == member }), nil
+		i := slices.IndexFunc(d.Members, func(m kadm.DescribedGroupMember) bool { return m.MemberID == member })
+		if i < 0 {
+			if serverSide {
+				return nil, false, errors.Join(consumerErr, fmt.Errorf("group %q as DescribeGroups describes it has no member %q", group, member))
+			}
+			return nil, false, nil
+		}
+		var parts []int32
+		if a, ok := d.Members[i].Assigned.AsConsumer(); ok {
+			for _, t := range a.Topics {
+				if t.Topic == topic {
+					parts = append(parts, t.Partitions...)
+				}
+			}
+		}
+		return parts, true, nil
 	}
-	return false, errors.Join(consumerErr, fmt.Errorf("describing group %q: %w", group, err))
+	return nil, false, errors.Join(consumerErr, fmt.Errorf("describing group %q: %w", group, err))
+}
+
+// consumerGroupAssigned is groupAssigned under the consumer protocol. The
+// assignment names its topics by ID (Apache Kafka gives the name too, some
+// brokers only the ID), so the topic's ID is asked for first.
+func consumerGroupAssigned(ctx context.Context, cl *kgo.Client, adm *kadm.Client, group, topic, member string) ([]int32, bool, error) {
+	topics, err := adm.ListTopics(ctx, topic)
+	if err == nil {
+		err = topics.Error()
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the ID of %s: %w", topic, err)
+	}
+	id := topics[topic].ID
+	req := kmsg.NewPtrConsumerGroupDescribeRequest()
+	req.Groups = []string{group}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, false, err
+	}
+	i := slices.IndexFunc(resp.Groups, func(g kmsg.ConsumerGroupDescribeResponseGroup) bool { return g.Group == group })
+	if i < 0 {
+		return nil, false, errors.New("no answer for it")
+	}
+	g := resp.Groups[i]
+	if err := kerr.ErrorForCode(g.ErrorCode); err != nil {
+		return nil, false, err
+	}
+	j := slices.IndexFunc(g.Members, func(m kmsg.ConsumerGroupDescribeResponseGroupMember) bool { return m.MemberID == member })
+	if j < 0 {
+		return nil, false, nil
+	}
+	var parts []int32
+	for _, tp := range g.Members[j].Assignment.TopicPartitions {
+		if tp.Topic == topic || id != (kadm.TopicID{}) && tp.TopicID == id {
+			parts = append(parts, tp.Partitions...)
+		}
+	}
+	return parts, true, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -15,39 +16,56 @@ import (
 	"github.com/omninode/lockworker/internal/testlog"
 )
 
-// asked is one question a stallGate put to the group, answered on reply.
+// asked is one question a stallGate put to the group coordinator,
+// answered on reply.
 type asked struct {
 	member string
 	reply  chan answer
 }
 
 type answer struct {
-	has bool
-	err error
+	parts []int32
+	has   bool
+	err   error
 }
 
-// stalledGate returns a running gate whose group questions arrive on the
-// channel returned, and whose member is *member.
-func stalledGate(t *testing.T, logs *testlog.Buffer, member *atomic.Pointer[string]) (*stallGate, <-chan asked) {
+// gateTest is a running gate whose coordinator questions arrive on
+// questions, whose member is member and whose partitions assigned before a
+// stall are waiting.
+type gateTest struct {
+	g         *stallGate
+	questions chan asked
+	member    atomic.Pointer[string]
+	waiting   atomic.Pointer[[]int32]
+	logs      testlog.Buffer
+}
+
+func newGateTest(t *testing.T, waiting func(uint64) []int32) *gateTest {
 	t.Helper()
-	questions := make(chan asked)
-	g := newStallGate(20*time.Second, zerolog.New(logs), func() string { return *member.Load() },
-		func(ctx context.Context, m string) (bool, error) {
+	gt := &gateTest{questions: make(chan asked)}
+	m := "member-1"
+	gt.member.Store(&m)
+	gt.waiting.Store(&[]int32{})
+	if waiting == nil {
+		waiting = func(uint64) []int32 { return *gt.waiting.Load() }
+	}
+	gt.g = newStallGate(20*time.Second, zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
+		func(ctx context.Context, m string) ([]int32, bool, error) {
 			q := asked{member: m, reply: make(chan answer, 1)}
 			select {
-			case questions <- q:
+			case gt.questions <- q:
 			case <-ctx.Done():
-				return false, ctx.Err()
+				return nil, false, ctx.Err()
 			}
 			a := <-q.reply
-			return a.has, a.err
-		})
+			return a.parts, a.has, a.err
+		}, waiting)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); g.run(ctx) }()
+	go func() { defer close(done); gt.g.run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.ctx != nil }, 10*time.Second, time.Millisecond)
-	return g, questions
+	require.Eventually(t, func() bool { gt.g.mu.Lock(); defer gt.g.mu.Unlock(); return gt.g.ctx != nil }, 10*time.Second, time.Millisecond)
+	return gt
 }
 
 // pretendStalled moves the gate's last tick an hour back, on both clocks,
@@ -57,98 +75,132 @@ func pretendStalled(g *stallGate) {
 	g.lastWall.Add(-int64(time.Hour))
 }
 
-// holding starts hold for a partition of epoch in a goroutine: its result
-// arrives on the channel.
-func holding(g *stallGate, done <-chan struct{}, epoch uint64) <-chan bool {
+// holding starts hold for partition id of epoch in a goroutine: its
+// result arrives on the channel.
+func holding(g *stallGate, done <-chan struct{}, id int32, epoch uint64) <-chan bool {
 	out := make(chan bool, 1)
-	go func() { out <- g.hold(context.Background(), done, epoch) }()
+	go func() { out <- g.hold(context.Background(), done, id, epoch) }()
 	return out
 }
 
-// After a stall the partitions assigned before it write nothing until the
-// group says it still has the member: while it says it does not (the
-// client has not learned it yet), or cannot be asked, they stay held;
-// partitions assigned after the stall are not held, nor is one let go.
-func TestStallHoldsUntilTheGroupConfirms(t *testing.T) {
-	var logs testlog.Buffer
-	var member atomic.Pointer[string]
-	m := "member-1"
-	member.Store(&m)
-	g, questions := stalledGate(t, &logs, &member)
-	before := g.current()
-	require.True(t, g.hold(context.Background(), nil, before), "no stall: nothing held")
-
-	pretendStalled(g)
-	held := holding(g, nil, before)
-	q := <-questions // the writer saw the stall, and the gate asks the group
-	require.Equal(t, "member-1", q.member)
+func requireHeld(t *testing.T, held <-chan bool, why string) {
+	t.Helper()
 	select {
 	case <-held:
-		t.Fatal("a writer went on before the group answered")
+		t.Fatal(why)
 	default:
 	}
-	require.True(t, g.hold(context.Background(), nil, g.current()), "a partition assigned after the stall is not held")
-	letGo := make(chan struct{})
-	close(letGo)
-	require.False(t, g.hold(context.Background(), letGo, before), "a partition let go stops waiting")
-
-	q.reply <- answer{err: errors.New("coordinator not available")}
-	q = <-questions
-	q.reply <- answer{has: false} // dropped: held until the client lets the partitions go
-	q = <-questions
-	select {
-	case <-held:
-		t.Fatal("a writer went on while the group said it no longer has the member")
-	default:
-	}
-	require.Contains(t, logs.String(), "the group dropped this replica during the stall")
-	q.reply <- answer{has: true}
-	require.True(t, <-held)
-	require.True(t, g.hold(context.Background(), nil, before), "confirmed: nothing held")
-	require.Contains(t, logs.String(), "this process stalled past half its group session timeout")
-	require.Contains(t, logs.String(), "its partitions write again")
 }
 
-// A client that joined again as another member since the stall let the
-// first member's partitions go (as lost) before: the gate clears without
-// asking the group.
-func TestStallClearsWhenTheClientJoinedAgain(t *testing.T) {
-	var logs testlog.Buffer
-	var member atomic.Pointer[string]
-	m, again := "member-1", "member-2"
-	member.Store(&m)
-	g, questions := stalledGate(t, &logs, &member)
+// After a stall the partitions assigned before it write nothing until the
+// group coordinator lists them as the member's (nor one assigned while it
+// is asked, which may have been assigned before the stall); while it
+// cannot be asked, or does not list one, that one stays held until it is
+// let go; the stall is over once every partition assigned before it is
+// listed or let go.
+func TestStallHoldsUntilTheCoordinatorListsThePartition(t *testing.T) {
+	gt := newGateTest(t, nil)
+	g := gt.g
 	before := g.current()
+	require.True(t, g.hold(context.Background(), nil, 0, before), "no stall: nothing held")
+	gt.waiting.Store(&[]int32{0, 1})
+
 	pretendStalled(g)
-	held := holding(g, nil, before)
-	q := <-questions
-	member.Store(&again)
+	held0 := holding(g, nil, 0, before)
+	q := <-gt.questions // the writer saw the stall, and the gate asks
+	require.Equal(t, "member-1", q.member)
+	requireHeld(t, held0, "a writer went on before the coordinator answered")
+	during := g.current()
+	require.Less(t, during, g.epoch, "a partition assigned while the gate asks waits for the answer too")
+	held2 := holding(g, nil, 2, during)
+	letGo := make(chan struct{})
+	close(letGo)
+	require.False(t, g.hold(context.Background(), letGo, 1, before), "a partition let go stops waiting")
+
+	q.reply <- answer{err: errors.New("coordinator not available")}
+	q = <-gt.questions
+	q.reply <- answer{has: true, parts: []int32{0, 2}}
+	require.True(t, <-held0, "partition 0 is listed")
+	require.True(t, <-held2, "partition 2 is listed")
+	held1 := holding(g, nil, 1, before)
+	q = <-gt.questions // partition 1 is not listed: the gate asks again
+	requireHeld(t, held1, "a partition the coordinator does not list wrote")
+	gt.waiting.Store(&[]int32{0}) // partition 1 let go
+	q.reply <- answer{has: true, parts: []int32{0}}
+	require.True(t, <-held1, "the stall is over")
+	require.True(t, g.hold(context.Background(), nil, 1, before), "over: nothing held")
+	require.Equal(t, g.epoch, g.current())
+	require.Contains(t, gt.logs.String(), "this process stalled past half its group session timeout")
+	require.Contains(t, gt.logs.String(), "they write again")
+}
+
+// A member the group dropped (its client not told yet) writes nothing
+// until its client lets the partitions go; the stall is then over.
+func TestStallHoldsADroppedMember(t *testing.T) {
+	gt := newGateTest(t, nil)
+	g := gt.g
+	before := g.current()
+	gt.waiting.Store(&[]int32{0})
+	pretendStalled(g)
+	held := holding(g, nil, 0, before)
+	q := <-gt.questions
+	q.reply <- answer{has: false}
+	q = <-gt.questions
+	requireHeld(t, held, "a dropped member wrote")
+	require.Contains(t, gt.logs.String(), "the group dropped this member during the stall")
+	again := "member-2" // the client joined again, its old partitions let go
+	gt.member.Store(&again)
+	gt.waiting.Store(&[]int32{})
 	q.reply <- answer{has: false}
 	require.True(t, <-held)
+	require.Contains(t, gt.logs.String(), "were all let go")
+}
+
+// A coordinator that cannot be asked for the bound releases the
+// partitions, logged: a member the group had dropped would have been told
+// so by its client by then.
+func TestStallGoesOnAfterTheBound(t *testing.T) {
+	gt := newGateTest(t, nil)
+	g := gt.g
+	g.bound = 200 * time.Millisecond
+	before := g.current()
+	gt.waiting.Store(&[]int32{0})
+	pretendStalled(g)
+	held := holding(g, nil, 0, before)
+	for {
+		select {
+		case q := <-gt.questions:
+			q.reply <- answer{err: errors.New("GROUP_AUTHORIZATION_FAILED")}
+			continue
+		case ok := <-held:
+			require.True(t, ok)
+		}
+		break
+	}
+	require.Contains(t, gt.logs.String(), "could not be asked which partitions this member has")
 }
 
 // A stall seen on the wall clock alone (a paused VM whose monotonic clock
 // did not count the pause) holds as well.
 func TestStallSeenOnTheWallClock(t *testing.T) {
-	var logs testlog.Buffer
-	var member atomic.Pointer[string]
-	m := "member-1"
-	member.Store(&m)
-	g, questions := stalledGate(t, &logs, &member)
+	gt := newGateTest(t, nil)
+	g := gt.g
 	before := g.current()
+	gt.waiting.Store(&[]int32{0})
 	g.lastWall.Add(-int64(time.Hour))
-	held := holding(g, nil, before)
-	q := <-questions
-	q.reply <- answer{has: true}
+	held := holding(g, nil, 0, before)
+	q := <-gt.questions
+	q.reply <- answer{has: true, parts: []int32{0}}
 	require.True(t, <-held)
 }
 
-// groupHas asks a real coordinator (kfake): the member a client joined as
-// is in the group, another is not; with the classic protocol and with the
-// consumer protocol (KIP-848).
-func TestGroupHasAsksTheCoordinator(t *testing.T) {
+// groupAssigned asks a real coordinator (kfake): the member a client
+// joined as is assigned the topic's partition, another member is not in
+// the group; with the classic protocol and with the consumer protocol
+// (KIP-848).
+func TestGroupAssignedAsksTheCoordinator(t *testing.T) {
 	for _, consumer := range []bool{false, true} {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "commands"))
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "commands"))
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 		assigned := make(chan struct{}, 1)
@@ -179,51 +231,97 @@ func TestGroupHasAsksTheCoordinator(t *testing.T) {
 		}
 		member, _ := cl.GroupMetadata()
 		require.NotEmpty(t, member)
-		has, err := groupHas(ctx, cl, "g", member)
-		require.NoError(t, err, "consumer protocol %v", consumer)
-		require.True(t, has, "consumer protocol %v", consumer)
-		has, err = groupHas(ctx, cl, "g", "someone-else")
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			parts, has, err := groupAssigned(ctx, cl, "g", "commands", member)
+			require.NoError(c, err, "consumer protocol %v", consumer)
+			require.True(c, has, "consumer protocol %v", consumer)
+			require.ElementsMatch(c, []int32{0, 1}, parts, "consumer protocol %v", consumer)
+		}, 10*time.Second, 50*time.Millisecond)
+		_, has, err := groupAssigned(ctx, cl, "g", "commands", "someone-else")
 		require.NoError(t, err)
 		require.False(t, has, "consumer protocol %v", consumer)
 	}
 }
 
 // The applier holds a batch of a partition assigned before a stall until
-// the group confirms the member: then it commits; a batch held for a
-// member the group dropped is dropped when the partition is let go,
-// nothing of it applied (its next owner applies it from the stored offset).
+// the coordinator lists the partition as the member's: then it commits. A
+// batch held for a partition it does not list is dropped when the
+// partition is let go, nothing of it applied (its next owner applies it
+// from the stored offset); and a partition of the same batch not held is
+// released at its revoke, which does not wait for the held one.
 func TestStallHoldsTheApplier(t *testing.T) {
 	w, st := newApplier(t)
-	var logs testlog.Buffer
-	var member atomic.Pointer[string]
-	m := "member-1"
-	member.Store(&m)
-	g, questions := stalledGate(t, &logs, &member)
-	w.stall = g
+	gt := newGateTest(t, w.assignedBefore)
+	w.stall = gt.g
 	lockRows := func(lock string) (n int) {
 		require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks WHERE lock_name = $1`, lock).Scan(&n))
 		return n
 	}
 
-	p0 := w.newPartition(w.hard, 0)
-	pretendStalled(g)
+	p0 := own(w, 0)
+	pretendStalled(gt.g)
 	applied := make(chan struct{})
-	go func() { defer close(applied); apply(w, seg(t, p0, 0, "confirmed")) }()
-	q := <-questions
-	require.Zero(t, lockRows("confirmed"), "applied before the group answered")
-	q.reply <- answer{has: true}
+	go func() { defer close(applied); apply(w, seg(t, p0, 0, "listed")) }()
+	q := <-gt.questions
+	require.Zero(t, lockRows("listed"), "applied before the coordinator answered")
+	q.reply <- answer{has: true, parts: []int32{0}}
 	<-applied
-	require.EqualValues(t, 1, acquisitions(t, st, "confirmed"))
+	require.EqualValues(t, 1, acquisitions(t, st, "listed"))
 
-	p1 := w.newPartition(w.hard, 1)
-	pretendStalled(g)
+	p1 := own(w, 1)
+	own(w, 2)
+	pretendStalled(gt.g)
+	p3 := own(w, 3) // assigned while the gate asks: held as well
 	applied = make(chan struct{})
-	go func() { defer close(applied); apply(w, seg(t, p1, 0, "dropped")) }()
-	q = <-questions
-	q.reply <- answer{has: false}
-	q = <-questions // still held, asking again
-	p1.revoke()     // the client learned it was dropped: the partition is let go
+	go func() { defer close(applied); apply(w, seg(t, p1, 0, "not-listed"), seg(t, p3, 0, "p3")) }()
+	q = <-gt.questions
+	q.reply <- answer{has: true, parts: []int32{0, 2}}
+	q = <-gt.questions // partitions 1 and 3 are not listed: the gate asks again
+	released := make(chan struct{})
+	go func() { p3.revoke(); p3.pending.Wait(); close(released) }()
+	select { // the revoke of partition 3 does not wait for partition 1's hold
+	case <-released:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoke of a partition not held waited for another partition's hold in its batch")
+	}
+	select {
+	case <-applied:
+		t.Fatal("the batch went on while partition 1 was held")
+	default:
+	}
+	p1.revoke() // the client learned that partition 1 is another's
 	<-applied
-	require.Zero(t, lockRows("dropped"), "a batch held for a dropped member was applied")
-	q.reply <- answer{has: false}
+	require.Zero(t, lockRows("not-listed"), "a batch held for a partition not listed was applied")
+	require.Zero(t, lockRows("p3"))
+	q.reply <- answer{has: true, parts: []int32{0, 2}}
+}
+
+// The gate's end (Run's, after its partitions stopped) releases what it
+// holds, and a gate that ended opens no stall: a drain's writers are never
+// held by a gate nobody runs.
+func TestStallEndsWithTheGate(t *testing.T) {
+	asking := make(chan struct{}, 1)
+	g := newStallGate(20*time.Second, zerolog.Nop(), func() string { return "member-1" },
+		func(ctx context.Context, _ string) ([]int32, bool, error) {
+			select {
+			case asking <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			return nil, false, ctx.Err()
+		}, func(uint64) []int32 { return []int32{0} })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); g.run(ctx) }()
+	require.Eventually(t, func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.ctx != nil }, 10*time.Second, time.Millisecond)
+	before := g.current()
+	pretendStalled(g)
+	held := holding(g, nil, 0, before)
+	<-asking
+	requireHeld(t, held, "a writer went on before the coordinator answered")
+	cancel()
+	<-done
+	require.True(t, <-held, "the gate's end released its writer")
+	pretendStalled(g)
+	require.True(t, g.hold(context.Background(), nil, 0, before), "a gate that ended opened a stall")
 }

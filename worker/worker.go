@@ -406,10 +406,12 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.KafkaOpts may not set kgo.DisableFetchCRCValidation: a batch damaged in transit would be skipped unread for good instead of fetched again")
 	}
 	w.cl = cl
-	session, _ := cl.OptValue(kgo.SessionTimeout).(time.Duration)
-	w.stall = newStallGate(session, w.log,
+	w.stall = newStallGate(sessionOf(cl), w.log,
 		func() string { member, _ := cl.GroupMetadata(); return member },
-		func(ctx context.Context, member string) (bool, error) { return groupHas(ctx, cl, cfg.Group, member) })
+		func(ctx context.Context, member string) ([]int32, bool, error) {
+			return groupAssigned(ctx, cl, w.cfg.Group, w.cfg.Names.Commands, member)
+		},
+		w.assignedBefore)
 	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
 	unpack.max.Store(int64(w.batchBound))
 	if cfg.MaxReplyTopics > 0 {
@@ -497,11 +499,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	var ctxErr error
 	mctx, stopMaintain := context.WithCancel(ctx)
+	// The stall gate outlives the drain: it ends after stopAll, as its
+	// partitions' writers do.
+	gctx, stopGate := context.WithCancel(context.WithoutCancel(ctx))
 	var maintaining sync.WaitGroup
 	maintaining.Go(func() { w.maintain(mctx) })
-	maintaining.Go(func() { w.stall.run(mctx) })
+	maintaining.Go(func() { w.stall.run(gctx) })
 	defer func() {
 		stopMaintain()
+		stopGate()
 		maintaining.Wait()
 	}()
 	var pollCtx context.Context
@@ -1137,6 +1143,20 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 		w.parts[p] = part
 		w.log.Info().Int32("partition", p).Msg("partition assigned")
 	}
+}
+
+// assignedBefore lists the partitions running that were assigned before
+// stall epoch (stallGate).
+func (w *Worker) assignedBefore(epoch uint64) []int32 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var ids []int32
+	for id, p := range w.parts {
+		if p.stallEpoch < epoch && p.revoking.Err() == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
 }
 
 // leastUsedLane is the applier with the fewest owned partitions; w.mu held.
