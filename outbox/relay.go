@@ -814,11 +814,6 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 // when the pass should stop: ctx ended, the database failed, or Kafka
 // looks away and the partition pauses.
 func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState) bool {
-	if errors.Is(err, errHeld) {
-		ps.res.pubErr = cmp.Or(ps.res.pubErr, err)
-		ps.res.more = false // nothing is to be read again before the hold ends
-		return false
-	}
 	if err != nil && ctx.Err() == nil {
 		if kind, _ := Classify(err); kind == RecordRefused {
 			var dbErr error
@@ -828,6 +823,11 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 				return false
 			}
 		}
+	}
+	if errors.Is(err, errHeld) { // also from setAside's publishes
+		ps.res.pubErr = cmp.Or(ps.res.pubErr, err)
+		ps.res.more = false // nothing is to be read again before the hold ends
+		return false
 	}
 	if err == nil {
 		ps.ack(p, u.rows)

@@ -50,10 +50,8 @@ type stallGate struct {
 	log              zerolog.Logger
 	// member is the client's group member ID now ("": not in the group).
 	member func() string
-	// assigned asks the coordinator which partitions of the commands
-	// topic member is assigned; has false when the group has no such
-	// member.
-	assigned func(ctx context.Context, member string) (parts []int32, has bool, err error)
+	// describe asks the coordinator about member (groupMember).
+	describe func(ctx context.Context, member string) (membership, error)
 	// waiting lists the partitions running that were assigned before
 	// stall epoch.
 	waiting func(epoch uint64) []int32
@@ -69,22 +67,42 @@ type stallGate struct {
 	// epoch counts the stalls seen; a partition holds the epoch it was
 	// assigned in, and waits only for later ones.
 	epoch uint64
-	// pending says the latest stall is not over; owned is the latest
-	// answer since it (nil: none yet), changed is closed when either
-	// changes.
-	pending bool
-	owned   map[int32]bool
-	changed chan struct{}
+	// pending says the latest stall is not over; captured is the member
+	// ID when it was seen; owned are the partitions the coordinator listed
+	// since as member ownedBy's (they only grow for one member: under
+	// cooperative rebalancing a partition leaves a member only once it
+	// revoked it). changed is closed when any of them changes.
+	pending  bool
+	captured string
+	ownedBy  string
+	owned    map[int32]bool
+	changed  chan struct{}
+}
+
+// membership is what the coordinator says of a member.
+type membership struct {
+	has bool // the group has the member
+	// known says parts are the member's partitions of the commands topic
+	// as the coordinator has them now (under the consumer protocol
+	// always; under the classic one once the group is Stable: during a
+	// rebalance it describes members without their assignment).
+	known bool
+	parts []int32
+	// unique says member IDs are never used again (the classic protocol:
+	// the coordinator names each join anew), so a member the group has
+	// was never dropped, and has every partition it had. Under the
+	// consumer protocol the client keeps its ID when it joins again.
+	unique bool
 }
 
 // newStallGate returns a gate for a member whose session timeout is
 // session; nil (no gate) where none is known.
 func newStallGate(session time.Duration, log zerolog.Logger, member func() string,
-	assigned func(ctx context.Context, member string) ([]int32, bool, error), waiting func(epoch uint64) []int32) *stallGate {
+	describe func(ctx context.Context, member string) (membership, error), waiting func(epoch uint64) []int32) *stallGate {
 	if session <= 0 {
 		return nil
 	}
-	g := &stallGate{threshold: session / 2, bound: 2 * session, log: log, member: member, assigned: assigned,
+	g := &stallGate{threshold: session / 2, bound: 2 * session, log: log, member: member, describe: describe,
 		waiting: waiting, base: time.Now(), changed: make(chan struct{})}
 	g.lastWall.Store(g.base.UnixNano())
 	return g
@@ -145,7 +163,7 @@ func (g *stallGate) check() {
 		return
 	}
 	g.epoch++
-	g.pending, g.owned = true, nil
+	g.pending, g.captured, g.ownedBy, g.owned = true, g.member(), "", nil
 	g.signal()
 	g.log.Warn().Dur("stalled_for", stalled).Dur("threshold", g.threshold).
 		Msg("this process stalled past half its group session timeout: the group may have given its partitions to others, so they write nothing until the group coordinator says this member has them")
@@ -161,79 +179,75 @@ func (g *stallGate) signal() {
 // end ends the stall, if any; g.mu held.
 func (g *stallGate) end() {
 	if g.pending {
-		g.pending, g.owned = false, nil
+		g.pending, g.captured, g.ownedBy, g.owned = false, "", "", nil
 		g.signal()
 	}
 }
 
-// confirm asks the coordinator after stall epoch, until every partition
-// assigned before it is listed or let go, a later stall asks instead, or
-// the coordinator could not be asked for bound.
+// confirm asks the coordinator after stall epoch until the stall is
+// over, or a later stall asks instead. It is over when the group has the
+// member captured at the stall under a protocol that never uses an ID
+// again (it was never dropped, and has all its partitions still); or when
+// every partition assigned before the stall is listed as the client's
+// member's now or was let go (not before the coordinator answered, or the
+// client's member changed: an assignment's callback may be yet to run);
+// or when no answer came for bound.
 func (g *stallGate) confirm(ctx context.Context, epoch uint64, stalled time.Duration) {
 	began := time.Now()
+	g.mu.Lock()
+	captured := g.captured
+	g.mu.Unlock()
 	var answered, dropped bool
 	for attempt := 1; ; attempt++ {
-		if len(g.waiting(epoch)) == 0 {
+		member := g.member()
+		m, err := membership{}, errors.New("the client is joining the group")
+		if member != "" {
+			m, err = g.describe(ctx, member)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		answered = answered || err == nil
+		var why string
+		switch {
+		case err == nil && m.has && m.unique && member == captured:
+			why = "the group coordinator still has this member as it was before the stall: its partitions write again"
+		case err == nil && m.has && m.known:
+			if !g.listed(epoch, member, m.parts) {
+				return // a later stall asks
+			}
+		}
+		if why == "" && (answered || member != captured) {
+			g.mu.Lock()
+			owned, ownedBy := g.owned, g.ownedBy
+			g.mu.Unlock()
+			if !slices.ContainsFunc(g.waiting(epoch), func(p int32) bool { return ownedBy != member || !owned[p] }) {
+				why = "after the stall every partition assigned before it is listed as this member's or was let go: they write again"
+			}
+		}
+		if why == "" && !answered && time.Since(began) >= g.bound {
+			g.log.Error().Err(err).Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).
+				Msg("after the stall the group coordinator could not be asked which partitions this member has: going on without its answer, as a member the group had dropped would have been told so by now")
+			why = "-"
+		}
+		if why != "" {
 			g.mu.Lock()
 			if g.epoch == epoch {
-				g.log.Info().Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).
-					Msg("after the stall the partitions assigned before it were all let go: the others write")
+				if why != "-" {
+					g.log.Info().Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).Str("member_id", member).Msg(why)
+				}
 				g.end()
 			}
 			g.mu.Unlock()
 			return
 		}
-		member := g.member()
-		var owned []int32
-		has, err := false, errors.New("the client is joining the group")
-		if member != "" {
-			owned, has, err = g.assigned(ctx, member)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if err == nil && has {
-			answered = true
-			set := make(map[int32]bool, len(owned))
-			for _, p := range owned {
-				set[p] = true
-			}
-			g.mu.Lock()
-			if g.epoch != epoch {
-				g.mu.Unlock()
-				return // a later stall asks
-			}
-			g.owned = set
-			g.signal()
-			g.mu.Unlock()
-			if !slices.ContainsFunc(g.waiting(epoch), func(p int32) bool { return !set[p] }) {
-				g.mu.Lock()
-				if g.epoch == epoch {
-					g.log.Info().Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).Str("member_id", member).
-						Msg("after the stall the group coordinator says this member has its partitions (those it does not were let go): they write again")
-					g.end()
-				}
-				g.mu.Unlock()
-				return
-			}
-		}
 		switch {
-		case err == nil && !has && !dropped:
+		case err == nil && !m.has && member == captured && !dropped:
 			dropped = true
 			g.log.Warn().Str("member_id", member).
 				Msg("the group dropped this member during the stall: its partitions write nothing until its Kafka client lets them go, at its next heartbeat")
 		case err != nil && attempt == 1:
 			g.log.Warn().Err(err).Msg("after the stall, asking the group coordinator which partitions this member has failed: retrying; its partitions write nothing meanwhile")
-		}
-		if !answered && time.Since(began) >= g.bound {
-			g.mu.Lock()
-			if g.epoch == epoch {
-				g.log.Error().Err(err).Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).
-					Msg("after the stall the group coordinator could not be asked which partitions this member has: going on without its answer, as a member the group had dropped would have been told so by now")
-				g.end()
-			}
-			g.mu.Unlock()
-			return
 		}
 		if !sleepCtx(ctx, expiryRetryIn(attempt)) {
 			return
@@ -245,6 +259,24 @@ func (g *stallGate) confirm(ctx context.Context, epoch uint64, stalled time.Dura
 			return
 		}
 	}
+}
+
+// listed records parts as member's, for stall epoch, and wakes the
+// writers they free; false when a later stall began.
+func (g *stallGate) listed(epoch uint64, member string, parts []int32) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.epoch != epoch {
+		return false
+	}
+	if g.ownedBy != member {
+		g.ownedBy, g.owned = member, map[int32]bool{}
+	}
+	for _, p := range parts {
+		g.owned[p] = true
+	}
+	g.signal()
+	return true
 }
 
 // hold waits while partition id, assigned in epoch, is held by a stall
@@ -282,6 +314,18 @@ func (g *stallGate) holds(id int32, epoch uint64) (changed <-chan struct{}, held
 	return g.changed, g.pending && epoch < g.epoch && !g.owned[id]
 }
 
+// stalling says whether a stall is not over, and the channel closed when
+// that may change.
+func (g *stallGate) stalling() (changed <-chan struct{}, pending bool) {
+	if g == nil {
+		return nil, false
+	}
+	g.check()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.changed, g.pending
+}
+
 // current is the epoch of a partition assigned now: the stalls seen, less
 // one while a stall is not over, for the assignment may have been made
 // before it (its callback waits for the poll loop): such a partition waits
@@ -316,23 +360,23 @@ func sessionOf(cl *kgo.Client) time.Duration {
 	return session
 }
 
-// groupAssigned asks the coordinator which partitions of topic member is
-// assigned (has false: the group has no such member): with the consumer
-// protocol (KIP-848) through ConsumerGroupDescribe, its current
-// assignment; with the classic one, or where ConsumerGroupDescribe fails
-// (brokers that do not speak it, to which the client falls back), through
-// DescribeGroups, whose answer then only confirms: a consumer-protocol
-// group described so may list no members.
-func groupAssigned(ctx context.Context, cl *kgo.Client, group, topic, member string) ([]int32, bool, error) {
+// groupMember asks the coordinator about member of group, and its
+// partitions of topic: with the consumer protocol (KIP-848) through
+// ConsumerGroupDescribe, its current assignment; with the classic one, or
+// where ConsumerGroupDescribe fails (brokers that do not speak it, to
+// which the client falls back), through DescribeGroups, whose answer then
+// only confirms: a consumer-protocol group described so may list no
+// members.
+func groupMember(ctx context.Context, cl *kgo.Client, group, topic, member string) (membership, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	adm := kadm.NewClient(cl)
 	serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool)
 	var consumerErr error
 	if serverSide {
-		parts, has, err := consumerGroupAssigned(ctx, cl, adm, group, topic, member)
+		m, err := consumerGroupMember(ctx, cl, adm, group, topic, member)
 		if err == nil {
-			return parts, has, nil
+			return m, nil
 		}
 		consumerErr = fmt.Errorf("describing consumer group %q: %w", group, err)
 	}
@@ -348,58 +392,58 @@ func groupAssigned(ctx context.Context, cl *kgo.Client, group, topic, member str
 		i := slices.IndexFunc(d.Members, func(m kadm.DescribedGroupMember) bool { return m.MemberID == member })
 		if i < 0 {
 			if serverSide {
-				return nil, false, errors.Join(consumerErr, fmt.Errorf("group %q as DescribeGroups describes it has no member %q", group, member))
+				return membership{}, errors.Join(consumerErr, fmt.Errorf("group %q as DescribeGroups describes it has no member %q", group, member))
 			}
-			return nil, false, nil
+			return membership{unique: true}, nil
 		}
-		var parts []int32
+		m := membership{has: true, unique: true, known: d.State == "Stable"}
 		if a, ok := d.Members[i].Assigned.AsConsumer(); ok {
 			for _, t := range a.Topics {
 				if t.Topic == topic {
-					parts = append(parts, t.Partitions...)
+					m.parts = append(m.parts, t.Partitions...)
 				}
 			}
 		}
-		return parts, true, nil
+		return m, nil
 	}
-	return nil, false, errors.Join(consumerErr, fmt.Errorf("describing group %q: %w", group, err))
+	return membership{}, errors.Join(consumerErr, fmt.Errorf("describing group %q: %w", group, err))
 }
 
-// consumerGroupAssigned is groupAssigned under the consumer protocol. The
+// consumerGroupMember is groupMember under the consumer protocol. The
 // assignment names its topics by ID (Apache Kafka gives the name too, some
 // brokers only the ID), so the topic's ID is asked for first.
-func consumerGroupAssigned(ctx context.Context, cl *kgo.Client, adm *kadm.Client, group, topic, member string) ([]int32, bool, error) {
+func consumerGroupMember(ctx context.Context, cl *kgo.Client, adm *kadm.Client, group, topic, member string) (membership, error) {
 	topics, err := adm.ListTopics(ctx, topic)
 	if err == nil {
 		err = topics.Error()
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("reading the ID of %s: %w", topic, err)
+		return membership{}, fmt.Errorf("reading the ID of %s: %w", topic, err)
 	}
 	id := topics[topic].ID
 	req := kmsg.NewPtrConsumerGroupDescribeRequest()
 	req.Groups = []string{group}
 	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
-		return nil, false, err
+		return membership{}, err
 	}
 	i := slices.IndexFunc(resp.Groups, func(g kmsg.ConsumerGroupDescribeResponseGroup) bool { return g.Group == group })
 	if i < 0 {
-		return nil, false, errors.New("no answer for it")
+		return membership{}, errors.New("no answer for it")
 	}
 	g := resp.Groups[i]
 	if err := kerr.ErrorForCode(g.ErrorCode); err != nil {
-		return nil, false, err
+		return membership{}, err
 	}
 	j := slices.IndexFunc(g.Members, func(m kmsg.ConsumerGroupDescribeResponseGroupMember) bool { return m.MemberID == member })
 	if j < 0 {
-		return nil, false, nil
+		return membership{}, nil
 	}
-	var parts []int32
+	m := membership{has: true, known: true}
 	for _, tp := range g.Members[j].Assignment.TopicPartitions {
 		if tp.Topic == topic || id != (kadm.TopicID{}) && tp.TopicID == id {
-			parts = append(parts, tp.Partitions...)
+			m.parts = append(m.parts, tp.Partitions...)
 		}
 	}
-	return parts, true, nil
+	return m, nil
 }

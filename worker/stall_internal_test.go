@@ -24,9 +24,14 @@ type asked struct {
 }
 
 type answer struct {
-	parts []int32
-	has   bool
-	err   error
+	m   membership
+	err error
+}
+
+// listing is the answer of a coordinator that lists parts as the member's
+// (the consumer protocol: member IDs used again, assignments known).
+func listing(parts ...int32) answer {
+	return answer{m: membership{has: true, known: true, parts: parts}}
 }
 
 // gateTest is a running gate whose coordinator questions arrive on
@@ -50,15 +55,15 @@ func newGateTest(t *testing.T, waiting func(uint64) []int32) *gateTest {
 		waiting = func(uint64) []int32 { return *gt.waiting.Load() }
 	}
 	gt.g = newStallGate(20*time.Second, zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
-		func(ctx context.Context, m string) ([]int32, bool, error) {
+		func(ctx context.Context, m string) (membership, error) {
 			q := asked{member: m, reply: make(chan answer, 1)}
 			select {
 			case gt.questions <- q:
 			case <-ctx.Done():
-				return nil, false, ctx.Err()
+				return membership{}, ctx.Err()
 			}
 			a := <-q.reply
-			return a.parts, a.has, a.err
+			return a.m, a.err
 		}, waiting)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -119,14 +124,14 @@ func TestStallHoldsUntilTheCoordinatorListsThePartition(t *testing.T) {
 
 	q.reply <- answer{err: errors.New("coordinator not available")}
 	q = <-gt.questions
-	q.reply <- answer{has: true, parts: []int32{0, 2}}
+	q.reply <- listing(0, 2)
 	require.True(t, <-held0, "partition 0 is listed")
 	require.True(t, <-held2, "partition 2 is listed")
 	held1 := holding(g, nil, 1, before)
 	q = <-gt.questions // partition 1 is not listed: the gate asks again
 	requireHeld(t, held1, "a partition the coordinator does not list wrote")
 	gt.waiting.Store(&[]int32{0}) // partition 1 let go
-	q.reply <- answer{has: true, parts: []int32{0}}
+	q.reply <- listing(0)
 	require.True(t, <-held1, "the stall is over")
 	require.True(t, g.hold(context.Background(), nil, 1, before), "over: nothing held")
 	require.Equal(t, g.epoch, g.current())
@@ -144,16 +149,16 @@ func TestStallHoldsADroppedMember(t *testing.T) {
 	pretendStalled(g)
 	held := holding(g, nil, 0, before)
 	q := <-gt.questions
-	q.reply <- answer{has: false}
+	q.reply <- answer{}
 	q = <-gt.questions
 	requireHeld(t, held, "a dropped member wrote")
 	require.Contains(t, gt.logs.String(), "the group dropped this member during the stall")
 	again := "member-2" // the client joined again, its old partitions let go
 	gt.member.Store(&again)
 	gt.waiting.Store(&[]int32{})
-	q.reply <- answer{has: false}
+	q.reply <- answer{}
 	require.True(t, <-held)
-	require.Contains(t, gt.logs.String(), "were all let go")
+	require.Contains(t, gt.logs.String(), "was let go")
 }
 
 // A coordinator that cannot be asked for the bound releases the
@@ -178,6 +183,31 @@ func TestStallGoesOnAfterTheBound(t *testing.T) {
 		break
 	}
 	require.Contains(t, gt.logs.String(), "could not be asked which partitions this member has")
+
+	// An answer that the group has no such member is an answer: past the
+	// bound, the partitions stay held until the client lets them go.
+	before = g.current()
+	pretendStalled(g)
+	held = holding(g, nil, 0, before)
+	q := <-gt.questions
+	q.reply <- answer{}
+	deadline := time.Now().Add(g.bound)
+	for time.Now().Before(deadline.Add(g.bound)) {
+		q = <-gt.questions
+		q.reply <- answer{}
+	}
+	requireHeld(t, held, "a dropped member's partition was released at the bound")
+	gt.waiting.Store(&[]int32{}) // the client let it go
+	for {
+		select {
+		case q := <-gt.questions:
+			q.reply <- answer{}
+			continue
+		case ok := <-held:
+			require.True(t, ok)
+		}
+		break
+	}
 }
 
 // A stall seen on the wall clock alone (a paused VM whose monotonic clock
@@ -190,15 +220,17 @@ func TestStallSeenOnTheWallClock(t *testing.T) {
 	g.lastWall.Add(-int64(time.Hour))
 	held := holding(g, nil, 0, before)
 	q := <-gt.questions
-	q.reply <- answer{has: true, parts: []int32{0}}
+	q.reply <- listing(0)
 	require.True(t, <-held)
 }
 
-// groupAssigned asks a real coordinator (kfake): the member a client
-// joined as is assigned the topic's partition, another member is not in
-// the group; with the classic protocol and with the consumer protocol
-// (KIP-848).
-func TestGroupAssignedAsksTheCoordinator(t *testing.T) {
+// groupMember asks a real coordinator (kfake): the member a client joined
+// as is in the group with the topic's partitions, another member is not;
+// with the classic protocol (member IDs never used again; the assignment
+// known once the group is Stable) and with the consumer protocol (KIP-848:
+// the current assignment, its topic matched by ID where the broker gives
+// no name).
+func TestGroupMemberAsksTheCoordinator(t *testing.T) {
 	for _, consumer := range []bool{false, true} {
 		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "commands"))
 		require.NoError(t, err)
@@ -232,15 +264,87 @@ func TestGroupAssignedAsksTheCoordinator(t *testing.T) {
 		member, _ := cl.GroupMetadata()
 		require.NotEmpty(t, member)
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
-			parts, has, err := groupAssigned(ctx, cl, "g", "commands", member)
+			m, err := groupMember(ctx, cl, "g", "commands", member)
 			require.NoError(c, err, "consumer protocol %v", consumer)
-			require.True(c, has, "consumer protocol %v", consumer)
-			require.ElementsMatch(c, []int32{0, 1}, parts, "consumer protocol %v", consumer)
+			require.True(c, m.has, "consumer protocol %v", consumer)
+			require.True(c, m.known, "consumer protocol %v", consumer)
+			require.Equal(c, !consumer, m.unique)
+			require.ElementsMatch(c, []int32{0, 1}, m.parts, "consumer protocol %v", consumer)
 		}, 10*time.Second, 50*time.Millisecond)
-		_, has, err := groupAssigned(ctx, cl, "g", "commands", "someone-else")
+		m, err := groupMember(ctx, cl, "g", "commands", "someone-else")
 		require.NoError(t, err)
-		require.False(t, has, "consumer protocol %v", consumer)
+		require.False(t, m.has, "consumer protocol %v", consumer)
 	}
+}
+
+// Under the classic protocol a member the group still has, under the ID it
+// had at the stall, was never dropped: everything it holds writes again,
+// also during a rebalance, when the coordinator describes no assignments.
+func TestStallReleasesAMemberNeverDropped(t *testing.T) {
+	gt := newGateTest(t, nil)
+	g := gt.g
+	before := g.current()
+	gt.waiting.Store(&[]int32{0, 1})
+	pretendStalled(g)
+	held := holding(g, nil, 1, before)
+	q := <-gt.questions
+	q.reply <- answer{m: membership{has: true, unique: true}} // a rebalance: no assignment known
+	require.True(t, <-held)
+	require.Contains(t, gt.logs.String(), "still has this member as it was before the stall")
+}
+
+// A client that joined again as another member (a refused offset commit,
+// under the classic protocol) writes only the partitions the coordinator
+// lists as its new member's once the group is Stable; a rebalance's
+// answer frees nothing.
+func TestStallAfterJoiningAgainWaitsForTheListing(t *testing.T) {
+	gt := newGateTest(t, nil)
+	g := gt.g
+	before := g.current()
+	gt.waiting.Store(&[]int32{0, 1})
+	pretendStalled(g)
+	held0 := holding(g, nil, 0, before)
+	q := <-gt.questions
+	again := "member-2"
+	gt.member.Store(&again)
+	q.reply <- answer{m: membership{unique: true}} // member-1 is gone
+	q = <-gt.questions
+	require.Equal(t, "member-2", q.member)
+	q.reply <- answer{m: membership{has: true, unique: true}} // rebalancing
+	q = <-gt.questions
+	requireHeld(t, held0, "a partition of the old member wrote before the new member's assignment was known")
+	q.reply <- answer{m: membership{has: true, unique: true, known: true, parts: []int32{0}}}
+	require.True(t, <-held0)
+	q = <-gt.questions // partition 1 not listed: held until let go
+	require.False(t, g.hold(context.Background(), closed(), 1, before))
+	gt.waiting.Store(&[]int32{0})
+	q.reply <- answer{m: membership{has: true, unique: true}}
+	require.Eventually(t, func() bool { _, held := g.holds(1, before); return !held }, 10*time.Second, time.Millisecond)
+}
+
+// A stall that finds no partition assigned before it is not over before
+// the coordinator answered: a partition whose assignment's callback runs
+// only now (it waited for the poll loop) may be from before the stall.
+func TestStallWithNothingHeldWaitsForAnAnswer(t *testing.T) {
+	gt := newGateTest(t, nil)
+	g := gt.g
+	pretendStalled(g)
+	_, pending := g.stalling()
+	require.True(t, pending)
+	late := g.current() // assigned now
+	gt.waiting.Store(&[]int32{3})
+	held := holding(g, nil, 3, late)
+	q := <-gt.questions
+	requireHeld(t, held, "a partition assigned during the stall wrote before the answer")
+	q.reply <- listing(3)
+	require.True(t, <-held)
+}
+
+// closed is a closed channel: a partition already let go.
+func closed() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
 }
 
 // The applier holds a batch of a partition assigned before a stall until
@@ -264,7 +368,7 @@ func TestStallHoldsTheApplier(t *testing.T) {
 	go func() { defer close(applied); apply(w, seg(t, p0, 0, "listed")) }()
 	q := <-gt.questions
 	require.Zero(t, lockRows("listed"), "applied before the coordinator answered")
-	q.reply <- answer{has: true, parts: []int32{0}}
+	q.reply <- listing(0)
 	<-applied
 	require.EqualValues(t, 1, acquisitions(t, st, "listed"))
 
@@ -275,7 +379,7 @@ func TestStallHoldsTheApplier(t *testing.T) {
 	applied = make(chan struct{})
 	go func() { defer close(applied); apply(w, seg(t, p1, 0, "not-listed"), seg(t, p3, 0, "p3")) }()
 	q = <-gt.questions
-	q.reply <- answer{has: true, parts: []int32{0, 2}}
+	q.reply <- listing(0, 2)
 	q = <-gt.questions // partitions 1 and 3 are not listed: the gate asks again
 	released := make(chan struct{})
 	go func() { p3.revoke(); p3.pending.Wait(); close(released) }()
@@ -293,7 +397,7 @@ func TestStallHoldsTheApplier(t *testing.T) {
 	<-applied
 	require.Zero(t, lockRows("not-listed"), "a batch held for a partition not listed was applied")
 	require.Zero(t, lockRows("p3"))
-	q.reply <- answer{has: true, parts: []int32{0, 2}}
+	q.reply <- listing(0, 2)
 }
 
 // The gate's end (Run's, after its partitions stopped) releases what it
@@ -302,13 +406,13 @@ func TestStallHoldsTheApplier(t *testing.T) {
 func TestStallEndsWithTheGate(t *testing.T) {
 	asking := make(chan struct{}, 1)
 	g := newStallGate(20*time.Second, zerolog.Nop(), func() string { return "member-1" },
-		func(ctx context.Context, _ string) ([]int32, bool, error) {
+		func(ctx context.Context, _ string) (membership, error) {
 			select {
 			case asking <- struct{}{}:
 			default:
 			}
 			<-ctx.Done()
-			return nil, false, ctx.Err()
+			return membership{}, ctx.Err()
 		}, func(uint64) []int32 { return []int32{0} })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -324,4 +428,36 @@ func TestStallEndsWithTheGate(t *testing.T) {
 	require.True(t, <-held, "the gate's end released its writer")
 	pretendStalled(g)
 	require.True(t, g.hold(context.Background(), nil, 0, before), "a gate that ended opened a stall")
+}
+
+// A partition revoked while a stall is not over has its records queued
+// dropped, not waited for: a batch ahead of them in their applier may be
+// held, and the revoke, which holds up the group's rebalance, would wait
+// for the very answer the hold waits for. Its next owner applies them from
+// the stored offset.
+func TestStallRevokeDropsWhatIsQueued(t *testing.T) {
+	w, st := newApplier(t)
+	gt := newGateTest(t, w.assignedBefore)
+	w.stall = gt.g
+	p1 := own(w, 1)
+	pretendStalled(gt.g)
+	q := <-gt.questions // a stall not over
+	// A segment of partition 1 queued behind a batch that never comes
+	// out of its hold (no applier runs here).
+	p1.pending.Add(1)
+	require.True(t, w.lanes[p1.lane].submit([]segment{seg(t, p1, 0, "queued")}))
+	revoked := make(chan struct{})
+	go func() {
+		w.revoked(context.Background(), w.cl, map[string][]int32{w.cfg.Names.Commands: {1}})
+		close(revoked)
+	}()
+	select {
+	case <-revoked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the revoke waited for records queued behind a stall")
+	}
+	var n int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks WHERE lock_name = 'queued'`).Scan(&n))
+	require.Zero(t, n)
+	q.reply <- answer{}
 }

@@ -408,8 +408,8 @@ func New(cfg Config) (*Worker, error) {
 	w.cl = cl
 	w.stall = newStallGate(sessionOf(cl), w.log,
 		func() string { member, _ := cl.GroupMetadata(); return member },
-		func(ctx context.Context, member string) ([]int32, bool, error) {
-			return groupAssigned(ctx, cl, w.cfg.Group, w.cfg.Names.Commands, member)
+		func(ctx context.Context, member string) (membership, error) {
+			return groupMember(ctx, cl, w.cfg.Group, w.cfg.Names.Commands, member)
 		},
 		w.assignedBefore)
 	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
@@ -1221,7 +1221,7 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 		}
 	}
 	for _, part := range stopping {
-		part.pending.Wait()
+		w.awaitApplied(part)
 		part.cancel()
 	}
 	// Let go once the relays have returned: a publish they left behind
@@ -1238,6 +1238,30 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 			<-part.finished
 		}
 		w.log.Info().Int32("partition", part.id).Msg(how)
+	}
+}
+
+// awaitApplied waits until the segments of part, being let go, are
+// applied or dropped. While a stall is not over (stallGate) they are
+// dropped instead, for their partition's next owner to apply from the
+// stored offset: a batch queued ahead of them may be held, and a revoke
+// waiting for it would hold up the group's rebalance, and so the very
+// answer the hold waits for.
+func (w *Worker) awaitApplied(part *partition) {
+	applied := make(chan struct{})
+	go func() { part.pending.Wait(); close(applied) }()
+	for {
+		changed, stalled := w.stall.stalling()
+		if stalled {
+			w.drop(part)
+			<-applied
+			return
+		}
+		select {
+		case <-applied:
+			return
+		case <-changed:
+		}
 	}
 }
 
