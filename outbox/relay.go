@@ -539,6 +539,13 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 	} else if time.Now().Before(p.pauseUntil) {
 		return res
 	}
+	// Held, a pass neither publishes nor reads the table, whose read takes
+	// the marks other replicas' writers left for the partition's owner.
+	if err := p.waitHold(ctx); err != nil {
+		res.pubErr = err
+		p.readTable.Store(true)
+		return res
+	}
 	handed, dirty := p.takeSlots()
 	if !force && !dirty && !r.mustRead(p) {
 		// Only rows handed over since the last pass: no query. A large

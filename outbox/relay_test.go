@@ -1015,10 +1015,11 @@ func TestNoSlotOnceRunsContextEnded(t *testing.T) {
 }
 
 // TestRunHeldPublishesOnlyOnceLetThrough: RunHeld asks hold before each
-// call to the publisher. While it refuses (a stalled worker not yet
-// confirmed the partition's owner), nothing is published, nothing counted
-// as failed (no topic parked), and the rows stay in the table; once it
-// lets them through they go out, in order.
+// pass and each call to the publisher. While it refuses (a stalled worker
+// not yet confirmed the partition's owner), nothing is published, nothing
+// counted as failed (no topic parked), the rows stay in the table, and the
+// table is not read (its read takes the marks other replicas' writers left
+// for the owner); once it lets them through they go out, in order.
 func TestRunHeldPublishesOnlyOnceLetThrough(t *testing.T) {
 	t.Parallel()
 	const topic, p = "locks.lock.acquired.v1", int32(4)
@@ -1039,6 +1040,9 @@ func TestRunHeldPublishesOnlyOnceLetThrough(t *testing.T) {
 		return nil
 	}
 	insert(t, st, p, rec{topic, "k", "v1", "e1"}, rec{topic, "k", "v2", "e2"})
+	// Another replica's writer left a mark for the partition's owner.
+	_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox_marks (source_partition) VALUES ($1)`, p)
+	require.NoError(t, err)
 	start(t, func(ctx context.Context) error { return relay.RunHeld(ctx, p, hold) })
 	for range 2 { // a second pass is held too: the first's rows were not published behind it
 		select {
@@ -1050,6 +1054,9 @@ func TestRunHeldPublishesOnlyOnceLetThrough(t *testing.T) {
 	require.Empty(t, pub.acked(), "published while held")
 	require.Zero(t, pub.calls.Load(), "the publisher was called while held")
 	require.Equal(t, 2, count(t, st, "true"), "the rows held stay in the table")
+	var marks int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox_marks WHERE source_partition = $1`, p).Scan(&marks))
+	require.Equal(t, 1, marks, "a held relay read the table, taking the mark left for the partition's owner")
 	open.Store(true)
 	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, []string{"v1", "v2"}, values(consume(t, c.ListenAddrs(), topic, 2)))

@@ -150,8 +150,8 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			// find it, and answer it as invalid instead of applying it.
 			perr := w.findPoison(txCtx, parts, poison)
 			switch {
-			case perr == nil:
-				continue
+			case perr == nil, errors.Is(perr, errStalled):
+				continue // errStalled: held above, from the next attempt on
 			case errors.Is(perr, errProbed) && !retriedNow:
 				// The whole batch was accepted when probed: the refusal
 				// came from what another transaction did meanwhile (a row

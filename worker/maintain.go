@@ -32,7 +32,7 @@ func (w *Worker) maintain(ctx context.Context) {
 		for _, p := range owned {
 			// Not while a stall holds the partition's writes (stallGate);
 			// one let go meanwhile is its next owner's.
-			for ctx.Err() == nil && p.hold(ctx) == nil {
+			for ctx.Err() == nil && p.hold(ctx) == nil && !p.letGo() {
 				full, err := w.cleanupPartition(ctx, p)
 				if errors.Is(err, errStalled) {
 					continue // held above

@@ -47,6 +47,10 @@ type partition struct {
 	cancel   context.CancelFunc
 	// finished is closed when its scheduler and relay have returned.
 	finished chan struct{}
+	// lost is set when the client lost the partition (letGo): its relay,
+	// scheduler and cleanup write nothing more (hold), the partition being
+	// another member's already.
+	lost atomic.Bool
 	// stallEpoch is the worker's count of stalls when Kafka assigned the
 	// partition (kept across restarts): its writes wait only for the
 	// confirmation of later ones (stallGate).
@@ -109,6 +113,9 @@ func (w *Worker) startPartition(parent context.Context, id int32, stallEpoch uin
 // is not confirmed harmless (stallGate): nil once it may write, ctx's error
 // or errLetGo when it ended first.
 func (p *partition) hold(ctx context.Context) error {
+	if p.lost.Load() {
+		return errLetGo // another's already: a stall may have ended since it was lost
+	}
 	if p.w.stall.hold(ctx, p.revoking.Done(), p.id, p.stallEpoch) {
 		return nil
 	}

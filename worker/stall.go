@@ -89,9 +89,10 @@ type membership struct {
 	known bool
 	parts []int32
 	// unique says member IDs are never used again (the classic protocol:
-	// the coordinator names each join anew), so a member the group has
-	// was never dropped, and has every partition it had. Under the
-	// consumer protocol the client keeps its ID when it joins again.
+	// the coordinator names each join anew, a static member's too), so a
+	// member the group has was never dropped, and has every partition it
+	// had. Under the consumer protocol the client may keep its ID when it
+	// joins again (after an epoch fence).
 	unique bool
 }
 
@@ -388,6 +389,10 @@ func groupMember(ctx context.Context, cl *kgo.Client, group, topic, member strin
 		err = errors.New("no answer for it")
 	case d.Err != nil:
 		err = d.Err
+	case d.State == "Dead":
+		// A group the coordinator does not know as classic (or at all):
+		// no answer about the member.
+		err = errors.New("the group is described as Dead")
 	default:
 		i := slices.IndexFunc(d.Members, func(m kadm.DescribedGroupMember) bool { return m.MemberID == member })
 		if i < 0 {

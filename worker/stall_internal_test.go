@@ -461,3 +461,13 @@ func TestStallRevokeDropsWhatIsQueued(t *testing.T) {
 	require.Zero(t, n)
 	q.reply <- answer{}
 }
+
+// A partition stopped for a restart (another replica moved its offset:
+// likely another's now) still counts among those assigned before a stall:
+// the stall is not over until it is listed or let go.
+func TestStallCountsAPartitionStoppedForARestart(t *testing.T) {
+	w, _ := newApplier(t)
+	p := own(w, 0)
+	p.cancel() // as takenOver stops it, its restart to come
+	require.Equal(t, []int32{0}, w.assignedBefore(p.stallEpoch+1))
+}

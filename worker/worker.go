@@ -1145,14 +1145,16 @@ func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 	}
 }
 
-// assignedBefore lists the partitions running that were assigned before
-// stall epoch (stallGate).
+// assignedBefore lists the partitions owned that were assigned before
+// stall epoch (stallGate): also one stopped for a restart (takenOver),
+// which another replica's takeover suggests is another's now; one let go
+// has left w.parts.
 func (w *Worker) assignedBefore(epoch uint64) []int32 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var ids []int32
 	for id, p := range w.parts {
-		if p.stallEpoch < epoch && p.revoking.Err() == nil {
+		if p.stallEpoch < epoch {
 			ids = append(ids, id)
 		}
 	}
@@ -1215,6 +1217,7 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 	drop := lost || w.Withdrawn()
 	w.mu.Unlock()
 	for _, part := range stopping {
+		part.lost.Store(lost)
 		part.revoke()
 		if drop {
 			w.drop(part)
