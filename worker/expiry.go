@@ -51,6 +51,9 @@ func (p *partition) scheduleExpiry(ctx context.Context) {
 			if errors.Is(err, errStalled) {
 				continue // held above, from the next step on
 			}
+			if errors.Is(err, errLetGo) {
+				return // another's already
+			}
 			if err == nil && n == 0 {
 				// Due rows locked by another transaction, which settles
 				// them: do not spin.
@@ -192,7 +195,7 @@ func (p *partition) expireDue(ctx context.Context) (int, error) {
 		return w.cfg.Store.InTxPausing(ctx, maxExpirySleep, fn)
 	}
 	err := w.writeTx(ctx, inTx, func(tx pgx.Tx) (*handlers.Batch, error) {
-		if err := p.stalled(); err != nil {
+		if err := p.mayWrite(); err != nil {
 			return nil, err
 		}
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {

@@ -37,6 +37,9 @@ func (w *Worker) maintain(ctx context.Context) {
 				if errors.Is(err, errStalled) {
 					continue // held above
 				}
+				if errors.Is(err, errLetGo) {
+					break // another's already
+				}
 				if err != nil && ctx.Err() == nil {
 					w.log.Warn().Err(err).Int32("partition", p.id).Msg("periodic cleanup")
 				}
@@ -67,7 +70,7 @@ func (w *Worker) cleanupPartition(ctx context.Context, p *partition) (bool, erro
 	var full bool
 	var caused []topics.Event
 	err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
-		if err := p.stalled(); err != nil {
+		if err := p.mayWrite(); err != nil {
 			return nil, err
 		}
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {

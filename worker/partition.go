@@ -47,10 +47,12 @@ type partition struct {
 	cancel   context.CancelFunc
 	// finished is closed when its scheduler and relay have returned.
 	finished chan struct{}
-	// lost is set when the client lost the partition (letGo): its relay,
-	// scheduler and cleanup write nothing more (hold), the partition being
-	// another member's already.
-	lost atomic.Bool
+	// lost is set when the partition is another member's already (letGo:
+	// the client lost it, or let it go while a stall held it): its relay
+	// is stopped (stopRelay), and its scheduler and cleanup write nothing
+	// more (hold, stalled).
+	lost      atomic.Bool
+	stopRelay context.CancelFunc
 	// stallEpoch is the worker's count of stalls when Kafka assigned the
 	// partition (kept across restarts): its writes wait only for the
 	// confirmation of later ones (stallGate).
@@ -99,9 +101,11 @@ func (w *Worker) startPartition(parent context.Context, id int32, stallEpoch uin
 	p.stored.Store(unknownOffset)
 	p.revoking, p.revoke = context.WithCancel(ctx)
 	var both sync.WaitGroup
+	rctx, stopRelay := context.WithCancel(ctx)
+	p.stopRelay = stopRelay
 	both.Go(func() { p.scheduleExpiry(ctx) })
 	both.Go(func() {
-		if err := w.cfg.Relay.RunHeld(ctx, id, p.hold); err != nil && ctx.Err() == nil {
+		if err := w.cfg.Relay.RunHeld(rctx, id, p.hold); err != nil && rctx.Err() == nil {
 			w.log.Error().Err(err).Int32("partition", id).Msg("relay stopped")
 		}
 	})
@@ -130,6 +134,16 @@ func (p *partition) stalled() error {
 		return errStalled
 	}
 	return nil
+}
+
+// mayWrite is stalled for the expiry step and the cleanup, which stop for
+// a partition another member has already (lost), their transaction maybe
+// begun before it was: errLetGo.
+func (p *partition) mayWrite() error {
+	if p.lost.Load() {
+		return errLetGo
+	}
+	return p.stalled()
 }
 
 // errLetGo is hold's error when the partition was let go while it waited.

@@ -430,8 +430,8 @@ func TestStallEndsWithTheGate(t *testing.T) {
 	require.True(t, g.hold(context.Background(), nil, 0, before), "a gate that ended opened a stall")
 }
 
-// A partition revoked while a stall is not over has its records queued
-// dropped, not waited for: a batch ahead of them in their applier may be
+// A partition revoked while a stall is not over (and holds it) has its
+// records queued dropped, not waited for: a batch ahead of them in their applier may be
 // held, and the revoke, which holds up the group's rebalance, would wait
 // for the very answer the hold waits for. Its next owner applies them from
 // the stored offset.
@@ -459,6 +459,12 @@ func TestStallRevokeDropsWhatIsQueued(t *testing.T) {
 	var n int
 	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM locks WHERE lock_name = 'queued'`).Scan(&n))
 	require.Zero(t, n)
+	// Revoked while held, it is another's already (a rejoin after a
+	// refused commit revokes what the group gave away): its scheduler and
+	// cleanup stop, and its relay was stopped at the revoke.
+	require.True(t, p1.lost.Load())
+	require.ErrorIs(t, p1.mayWrite(), errLetGo)
+	require.ErrorIs(t, p1.hold(context.Background()), errLetGo)
 	q.reply <- answer{}
 }
 

@@ -1206,6 +1206,17 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 	w.mu.Lock()
 	for _, p := range parts[w.cfg.Names.Commands] {
 		if part, ok := w.parts[p]; ok {
+			// Another's already when lost, or when let go while a stall
+			// holds it (a rejoin after a refused commit revokes what the
+			// group gave away): flagged before it leaves w.parts, which
+			// may end the stall (stallGate.confirm), and its relay stopped
+			// at once, so that writers meanwhile leave marks for the new
+			// owner instead of handing it rows it will not publish.
+			if _, held := w.stall.holds(part.id, part.stallEpoch); lost || held {
+				part.lost.Store(true)
+				part.stopRelay()
+			}
+			part.revoke()
 			stopping = append(stopping, part)
 			delete(w.parts, p)
 		}
@@ -1217,9 +1228,7 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 	drop := lost || w.Withdrawn()
 	w.mu.Unlock()
 	for _, part := range stopping {
-		part.lost.Store(lost)
-		part.revoke()
-		if drop {
+		if drop || part.lost.Load() {
 			w.drop(part)
 		}
 	}
