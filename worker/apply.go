@@ -123,6 +123,10 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		if errors.Is(err, errStalled) {
 			continue // held above, from the next attempt on
 		}
+		if errors.Is(err, errLetGo) {
+			dropRevoked() // another's already: its records are not applied here
+			continue
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -152,6 +156,9 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			switch {
 			case perr == nil, errors.Is(perr, errStalled):
 				continue // errStalled: held above, from the next attempt on
+			case errors.Is(perr, errLetGo):
+				dropRevoked()
+				continue
 			case errors.Is(perr, errProbed) && !retriedNow:
 				// The whole batch was accepted when probed: the refusal
 				// came from what another transaction did meanwhile (a row
@@ -550,7 +557,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		h.abandon() // a retry's: the previous attempt failed at or after COMMIT
 		h = nil
 		for _, pt := range parts {
-			if err := pt.p.stalled(); err != nil {
+			if err := pt.p.mayWrite(); err != nil {
 				return err // nothing sent: nothing began
 			}
 		}

@@ -201,6 +201,9 @@ func (p *partition) expireDue(ctx context.Context) (int, error) {
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
 			return nil, err
 		}
+		if err := p.mayWrite(); err != nil {
+			return nil, err // lost, or stalled, while it waited for the row
+		}
 		b := handlers.NewBatch(tx, w.env(p.id))
 		var err error
 		n, caused, err = b.ExpireDue(ctx)

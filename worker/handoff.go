@@ -32,8 +32,18 @@ type handoff struct {
 func (w *Worker) reserve(rows []outbox.Row, b *pgx.Batch) *handoff {
 	h := &handoff{slots: map[int32]*outbox.Slot{}, marked: map[int32]bool{}}
 	var foreign []int32
+	_, stalling := w.stall.stalling()
 	for _, x := range rows {
 		if _, ok := h.slots[x.Partition]; ok || x.Partition < 0 || slices.Contains(foreign, x.Partition) {
+			continue
+		}
+		if stalling && !w.handsTo(x.Partition) {
+			// Held by a stall, or another's already: its relay, running
+			// here, may never publish a slot (it stops once the partition
+			// is let go), so the partition's owner is left a mark. A mark
+			// on a partition that stays ours only makes its relay read
+			// the table.
+			foreign = append(foreign, x.Partition)
 			continue
 		}
 		if s := w.cfg.Relay.Reserve(x.Partition); s != nil {
@@ -57,6 +67,15 @@ func (w *Worker) reserve(rows []outbox.Row, b *pgx.Batch) *handoff {
 		})
 	}
 	return h
+}
+
+// handsTo says whether rows of partition id go to its relay here as a
+// slot while a stall is not over: it is owned, not lost, and not held.
+func (w *Worker) handsTo(id int32) bool {
+	w.mu.Lock()
+	p, ok := w.parts[id]
+	w.mu.Unlock()
+	return ok && p.mayWrite() == nil
 }
 
 // committed hands the committed rows to the relays; a partition another

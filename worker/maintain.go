@@ -76,6 +76,9 @@ func (w *Worker) cleanupPartition(ctx context.Context, p *partition) (bool, erro
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
 			return nil, err
 		}
+		if err := p.mayWrite(); err != nil {
+			return nil, err // lost, or stalled, while it waited for the row
+		}
 		b := handlers.NewBatch(tx, w.env(id))
 		var err error
 		_, full, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds)

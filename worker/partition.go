@@ -136,9 +136,9 @@ func (p *partition) stalled() error {
 	return nil
 }
 
-// mayWrite is stalled for the expiry step and the cleanup, which stop for
-// a partition another member has already (lost), their transaction maybe
-// begun before it was: errLetGo.
+// mayWrite is stalled for a transaction, which also stops for a partition
+// another member has already (lost), maybe since the transaction began:
+// errLetGo.
 func (p *partition) mayWrite() error {
 	if p.lost.Load() {
 		return errLetGo

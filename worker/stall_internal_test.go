@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/outbox"
 )
 
 // asked is one question a stallGate put to the group coordinator,
@@ -476,4 +478,34 @@ func TestStallCountsAPartitionStoppedForARestart(t *testing.T) {
 	p := own(w, 0)
 	p.cancel() // as takenOver stops it, its restart to come
 	require.Equal(t, []int32{0}, w.assignedBefore(p.stallEpoch+1))
+}
+
+// askedRelay is a Relay that counts the slots asked of it.
+type askedRelay struct {
+	nopRelay
+	asked atomic.Int32
+}
+
+func (r *askedRelay) Reserve(int32) *outbox.Slot { r.asked.Add(1); return nil }
+
+// While a stall holds a partition, a writer leaves its owner a mark
+// rather than hand its rows to the relay here, which stops without
+// publishing them if the partition turns out to be another's.
+func TestStallLeavesMarksForHeldPartitions(t *testing.T) {
+	w, _ := newApplier(t)
+	relay := &askedRelay{}
+	w.cfg.Relay = relay
+	gt := newGateTest(t, w.assignedBefore)
+	w.stall = gt.g
+	own(w, 0)
+	w.reserve([]outbox.Row{{Partition: 0}}, &pgx.Batch{})
+	require.EqualValues(t, 1, relay.asked.Load(), "no stall: the relay is asked for a slot")
+	pretendStalled(gt.g)
+	q := <-gt.questions
+	b := &pgx.Batch{}
+	h := w.reserve([]outbox.Row{{Partition: 0}}, b)
+	require.EqualValues(t, 1, relay.asked.Load(), "a slot was asked of a held partition's relay")
+	require.Empty(t, h.slots)
+	require.Equal(t, 1, b.Len(), "the mark is queued")
+	q.reply <- listing(0)
 }

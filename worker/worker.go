@@ -1212,11 +1212,12 @@ func (w *Worker) letGo(parts map[string][]int32, lost bool) {
 			// may end the stall (stallGate.confirm), and its relay stopped
 			// at once, so that writers meanwhile leave marks for the new
 			// owner instead of handing it rows it will not publish.
-			if _, held := w.stall.holds(part.id, part.stallEpoch); lost || held {
+			_, held := w.stall.holds(part.id, part.stallEpoch)
+			part.revoke() // first: a batch that finds it lost drops it (letGo)
+			if lost || held {
 				part.lost.Store(true)
 				part.stopRelay()
 			}
-			part.revoke()
 			stopping = append(stopping, part)
 			delete(w.parts, p)
 		}
