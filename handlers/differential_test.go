@@ -305,6 +305,28 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		issued = append(issued, dc)
 		return dc
 	}
+	// shared makes an acquire of lock one that may hold beside others: a
+	// reader of "rw", a holder of "sem", for a minute.
+	shared := func(lock string) func(*topics.Command) {
+		return func(c *topics.Command) {
+			c.LeaseDuration = 60
+			if lock == "rw" {
+				c.Mode = topics.ModeShared
+			}
+		}
+	}
+	// besides is a command on lock, held by other beside others: its
+	// release, its extend, or another owner's joining.
+	besides := func(lock, other string) diffCmd {
+		switch r.IntN(3) {
+		case 0:
+			return planned(topics.OpRelease, lock, other, nil)
+		case 1:
+			return planned(topics.OpExtend, lock, other, nil)
+		default:
+			return planned(topics.OpAcquire, lock, owners[2+r.IntN(3)], shared(lock))
+		}
+	}
 	for range steps {
 		lock := locks[r.IntN(len(locks))]
 		switch n := r.IntN(100); {
@@ -397,23 +419,11 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 				}
 			case 1, 2:
 				lock, other := []string{"rw", "sem"}[r.IntN(2)], owners[2+r.IntN(3)]
-				share := func(c *topics.Command) {
-					c.LeaseDuration = 60
-					if lock == "rw" {
-						c.Mode = topics.ModeShared
-					}
-				}
+				share := shared(lock)
 				script = append(script, diffStep{cmds: []diffCmd{
 					planned(topics.OpAcquire, lock, owner, func(c *topics.Command) { share(c); c.SessionID = diffSessions[owner] }),
 					planned(topics.OpAcquire, lock, other, share)}})
-				switch r.IntN(3) {
-				case 0:
-					step.cmds = append(step.cmds, planned(topics.OpRelease, lock, other, nil))
-				case 1:
-					step.cmds = append(step.cmds, planned(topics.OpExtend, lock, other, nil))
-				default:
-					step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owners[2+r.IntN(3)], share))
-				}
+				step.cmds = append(step.cmds, besides(lock, other))
 			}
 			script = append(script, step)
 			continue
@@ -431,12 +441,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			if r.IntN(3) > 0 {
 				lock = []string{"rw", "sem"}[r.IntN(2)]
 				first, other := owners[2], owners[3+r.IntN(2)] // o3, and o4 or o5: no sessions
-				share := func(c *topics.Command) {
-					c.LeaseDuration = 60
-					if lock == "rw" {
-						c.Mode = topics.ModeShared
-					}
-				}
+				share := shared(lock)
 				script = append(script,
 					diffStep{cmds: []diffCmd{
 						planned(topics.OpAcquire, lock, first, func(c *topics.Command) { share(c); c.LockDelay = 60 }),
@@ -444,14 +449,7 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 					diffStep{cmds: []diffCmd{planned(topics.OpRevoke, lock, first, func(c *topics.Command) {
 						c.ReplyTo, c.Reason = "locks.replies.admin", "test"
 					})}})
-				switch r.IntN(3) {
-				case 0:
-					step.cmds = append(step.cmds, planned(topics.OpRelease, lock, other, nil))
-				case 1:
-					step.cmds = append(step.cmds, planned(topics.OpExtend, lock, other, nil))
-				default:
-					step.cmds = append(step.cmds, planned(topics.OpAcquire, lock, owners[2+r.IntN(3)], share))
-				}
+				step.cmds = append(step.cmds, besides(lock, other))
 			} else {
 				step.cmds = append(step.cmds, next(lock, owners[r.IntN(len(owners))]))
 			}
