@@ -195,7 +195,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 // batch (stallGate): false when ctx ended or any partition of the batch
 // is being let go first (a revoke waits for the batch's segments).
 func (w *Worker) holdParts(ctx context.Context, parts []*part) bool {
-	if !slices.ContainsFunc(parts, func(pt *part) bool { return pt.p.stalled() != nil }) {
+	if !w.stall.stalled() {
 		return true
 	}
 	held, stop := whileHeld(ctx, parts)

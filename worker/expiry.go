@@ -195,9 +195,6 @@ func (p *partition) expireDue(ctx context.Context) (int, error) {
 		return w.cfg.Store.InTxPausing(ctx, maxExpirySleep, fn)
 	}
 	err := w.writeTx(ctx, inTx, func(tx pgx.Tx) (*handlers.Batch, error) {
-		if err := p.mayWrite(); err != nil {
-			return nil, err
-		}
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, p.id); err != nil {
 			return nil, err
 		}

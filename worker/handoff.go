@@ -32,7 +32,7 @@ type handoff struct {
 func (w *Worker) reserve(rows []outbox.Row, b *pgx.Batch) *handoff {
 	h := &handoff{slots: map[int32]*outbox.Slot{}, marked: map[int32]bool{}}
 	var foreign []int32
-	_, stalling := w.stall.stalling()
+	stalling := w.stall.stalled()
 	for _, x := range rows {
 		if _, ok := h.slots[x.Partition]; ok || x.Partition < 0 || slices.Contains(foreign, x.Partition) {
 			continue

@@ -70,9 +70,6 @@ func (w *Worker) cleanupPartition(ctx context.Context, p *partition) (bool, erro
 	var full bool
 	var caused []topics.Event
 	err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
-		if err := p.mayWrite(); err != nil {
-			return nil, err
-		}
 		if _, err := store.LockOffset(ctx, tx, w.cfg.Group, w.cfg.Names.Commands, id); err != nil {
 			return nil, err
 		}

@@ -126,24 +126,19 @@ func (p *partition) hold(ctx context.Context) error {
 	return cmp.Or(ctx.Err(), errLetGo)
 }
 
-// stalled is hold without the wait, for a transaction as it begins (each
-// attempt: the store retries after a pause a stall may fall in): errStalled
-// while a stall holds the partition.
-func (p *partition) stalled() error {
-	if _, held := p.w.stall.holds(p.id, p.stallEpoch); held {
-		return errStalled
-	}
-	return nil
-}
-
-// mayWrite is stalled for a transaction, which also stops for a partition
-// another member has already (lost), maybe since the transaction began:
-// errLetGo.
+// mayWrite is hold without the wait, for a transaction as it begins (each
+// attempt: the store retries after a pause a stall may fall in) and once
+// it holds the partition's offset row: errLetGo for a partition another
+// member has already (lost), maybe since the transaction began;
+// errStalled while a stall holds it.
 func (p *partition) mayWrite() error {
 	if p.lost.Load() {
 		return errLetGo
 	}
-	return p.stalled()
+	if _, held := p.w.stall.holds(p.id, p.stallEpoch); held {
+		return errStalled
+	}
+	return nil
 }
 
 // errLetGo is hold's error when the partition was let go while it waited.

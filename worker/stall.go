@@ -72,7 +72,10 @@ type stallGate struct {
 	// since as member ownedBy's (they only grow for one member: under
 	// cooperative rebalancing a partition leaves a member only once it
 	// revoked it). changed is closed when any of them changes.
-	pending  bool
+	pending bool
+	// active mirrors pending for the writers' quick look, set before the
+	// tick that opens a stall, so that a writer who sees that tick sees it.
+	active   atomic.Bool
 	captured string
 	ownedBy  string
 	owned    map[int32]bool
@@ -130,6 +133,7 @@ func (g *stallGate) run(ctx context.Context) {
 			return
 		case <-t.C:
 			g.check()
+			g.tick(time.Now())
 		}
 	}
 }
@@ -148,19 +152,23 @@ func (g *stallGate) tick(now time.Time) {
 	g.lastWall.Store(now.UnixNano())
 }
 
-// check ticks, and opens a stall when the last tick was more than
-// threshold ago: the process stalled (while run runs).
+// check opens a stall when the last tick was more than threshold ago: the
+// process stalled (while run runs). Only the watchdog ticks otherwise, so
+// the writers' look is a read of the clock.
 func (g *stallGate) check() {
 	now := time.Now()
 	if g.since(now) <= g.threshold {
-		g.tick(now)
-		return
+		return // the watchdog ticks
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	stalled := g.since(now) // again: another caller may have seen it first
+	open := stalled > g.threshold && g.ctx != nil && g.ctx.Err() == nil
+	if open {
+		g.active.Store(true)
+	}
 	g.tick(now)
-	if stalled <= g.threshold || g.ctx == nil || g.ctx.Err() != nil {
+	if !open {
 		return
 	}
 	g.epoch++
@@ -181,6 +189,7 @@ func (g *stallGate) signal() {
 func (g *stallGate) end() {
 	if g.pending {
 		g.pending, g.captured, g.ownedBy, g.owned = false, "", "", nil
+		g.active.Store(false)
 		g.signal()
 	}
 }
@@ -306,13 +315,22 @@ func (g *stallGate) hold(ctx context.Context, done <-chan struct{}, id int32, ep
 // holds checks for a stall, and says whether partition id, assigned in
 // epoch, is held now, and the channel closed when that may change.
 func (g *stallGate) holds(id int32, epoch uint64) (changed <-chan struct{}, held bool) {
-	if g == nil {
+	if !g.stalled() {
 		return nil, false
 	}
-	g.check()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.changed, g.pending && epoch < g.epoch && !g.owned[id]
+}
+
+// stalled checks for a stall and says whether one is not over: the
+// writers' quick look, without the gate's lock (nil gate: never).
+func (g *stallGate) stalled() bool {
+	if g == nil {
+		return false
+	}
+	g.check()
+	return g.active.Load()
 }
 
 // stalling says whether a stall is not over, and the channel closed when
@@ -418,14 +436,10 @@ func groupMember(ctx context.Context, cl *kgo.Client, group, topic, member strin
 // assignment names its topics by ID (Apache Kafka gives the name too, some
 // brokers only the ID), so the topic's ID is asked for first.
 func consumerGroupMember(ctx context.Context, cl *kgo.Client, adm *kadm.Client, group, topic, member string) (membership, error) {
-	topics, err := adm.ListTopics(ctx, topic)
-	if err == nil {
-		err = topics.Error()
-	}
+	id, _, err := describeTopic(ctx, adm, topic)
 	if err != nil {
 		return membership{}, fmt.Errorf("reading the ID of %s: %w", topic, err)
 	}
-	id := topics[topic].ID
 	req := kmsg.NewPtrConsumerGroupDescribeRequest()
 	req.Groups = []string{group}
 	resp, err := req.RequestWith(ctx, cl)
@@ -446,7 +460,7 @@ func consumerGroupMember(ctx context.Context, cl *kgo.Client, adm *kadm.Client, 
 	}
 	m := membership{has: true, known: true}
 	for _, tp := range g.Members[j].Assignment.TopicPartitions {
-		if tp.Topic == topic || id != (kadm.TopicID{}) && tp.TopicID == id {
+		if tp.Topic == topic || id != "" && kadm.TopicID(tp.TopicID).String() == id {
 			m.parts = append(m.parts, tp.Partitions...)
 		}
 	}
