@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,7 +34,11 @@ import (
 // process resumes): the time since the last tick, by the monotonic clock
 // or the wall clock, whichever says more (a paused VM's monotonic clock
 // may not count the pause), past threshold, half the session timeout: the
-// group drops a member whose heartbeats stopped for a whole one.
+// group drops a member whose heartbeats stopped for a whole one. The
+// watchdog also counts as a stall a coordinator silent for threshold
+// (heardFrom) while the replica has partitions: a replica cut off from
+// the coordinator alone is dropped as one stalled is, while its client
+// waits out a heartbeat's read timeout before it lets them go.
 //
 // After a stall the gate asks the coordinator which partitions of the
 // commands topic the client's member (whatever its ID now) is assigned:
@@ -41,9 +46,11 @@ import (
 // lists writes again; one it does not waits until the client lets it go
 // (revoked or lost), which ends its writers' waits. The stall is over once
 // every partition assigned before it is listed or let go. A coordinator
-// that cannot be asked for bound (twice the session timeout, by when a
-// dropped member's client has learned it whatever the coordinator's
-// trouble) releases the partitions, logged: holding them for good would
+// that cannot be asked for bound (twice the session timeout and a
+// request's read timeout, by when a dropped member's client has learned
+// it whatever the coordinator's trouble: a heartbeat unanswered fails
+// after the read timeout, and one refused is retried for the session
+// timeout) releases the partitions, logged: holding them for good would
 // stop a member the group still has.
 type stallGate struct {
 	threshold, bound time.Duration
@@ -55,6 +62,9 @@ type stallGate struct {
 	// waiting lists the partitions running that were assigned before
 	// stall epoch.
 	waiting func(epoch uint64) []int32
+	// heard says when the coordinator last answered the member (nil:
+	// not watched).
+	heard *heardFrom
 
 	base     time.Time    // the monotonic clock's origin
 	lastMono atomic.Int64 // time.Since(base) at the last tick
@@ -100,14 +110,16 @@ type membership struct {
 }
 
 // newStallGate returns a gate for a member whose session timeout is
-// session; nil (no gate) where none is known.
-func newStallGate(session time.Duration, log zerolog.Logger, member func() string,
+// session and whose client gives up on a request unanswered after
+// readTimeout; nil (no gate) where no session timeout is known. heard, if
+// not nil, is the client's hook that sees the coordinator's answers.
+func newStallGate(session, readTimeout time.Duration, heard *heardFrom, log zerolog.Logger, member func() string,
 	describe func(ctx context.Context, member string) (membership, error), waiting func(epoch uint64) []int32) *stallGate {
 	if session <= 0 {
 		return nil
 	}
-	g := &stallGate{threshold: session / 2, bound: 2 * session, log: log, member: member, describe: describe,
-		waiting: waiting, base: time.Now(), changed: make(chan struct{})}
+	g := &stallGate{threshold: session / 2, bound: 2*session + readTimeout, log: log, member: member, describe: describe,
+		waiting: waiting, heard: heard, base: time.Now(), changed: make(chan struct{})}
 	g.lastWall.Store(g.base.UnixNano())
 	return g
 }
@@ -133,6 +145,7 @@ func (g *stallGate) run(ctx context.Context) {
 			return
 		case <-t.C:
 			g.check()
+			g.checkSilence(time.Now())
 			g.tick(time.Now())
 		}
 	}
@@ -168,14 +181,49 @@ func (g *stallGate) check() {
 		g.active.Store(true)
 	}
 	g.tick(now)
-	if !open {
+	if open {
+		g.open(now, stalled, "this process stalled past half its group session timeout: the group may have given its partitions to others, so they write nothing until the group coordinator says this member has them")
+	}
+}
+
+// checkSilence opens a stall when the coordinator has not answered the
+// member for more than threshold while it has partitions (the watchdog's
+// look: a process that runs sees it in time, and the writers' look stays
+// a read of the clock). The group drops a member it has not heard from for
+// its session timeout; the client, its heartbeat unanswered, lets the
+// partitions go only once the read times out.
+func (g *stallGate) checkSilence(now time.Time) {
+	if g.heard == nil {
 		return
+	}
+	if len(g.waiting(math.MaxUint64)) == 0 {
+		g.heard.answered(now) // nothing to hold: its silence is not counted
+		return
+	}
+	silent := g.heard.since(now)
+	if silent <= g.threshold {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pending || g.ctx == nil || g.ctx.Err() != nil {
+		return // a stall not over asks already
+	}
+	g.active.Store(true)
+	g.open(now, silent, "heard nothing from the group coordinator for over half the group session timeout: the group may have given this member's partitions to others, so they write nothing until the coordinator says this member has them")
+}
+
+// open begins a stall seen at now, after stalled; g.mu held, active set.
+// The coordinator's silence counts from now: a stall's answer is awaited
+// as such, not seen again as silence.
+func (g *stallGate) open(now time.Time, stalled time.Duration, msg string) {
+	if g.heard != nil {
+		g.heard.answered(now)
 	}
 	g.epoch++
 	g.pending, g.captured, g.ownedBy, g.owned = true, g.member(), "", nil
 	g.signal()
-	g.log.Warn().Dur("stalled_for", stalled).Dur("threshold", g.threshold).
-		Msg("this process stalled past half its group session timeout: the group may have given its partitions to others, so they write nothing until the group coordinator says this member has them")
+	g.log.Warn().Dur("stalled_for", stalled).Dur("threshold", g.threshold).Msg(msg)
 	go g.confirm(g.ctx, g.epoch, stalled)
 }
 
@@ -359,6 +407,37 @@ func (g *stallGate) current() uint64 {
 		return g.epoch - 1
 	}
 	return g.epoch
+}
+
+// heardFrom is a kgo hook that records when the group coordinator last
+// answered the member: a heartbeat's answer read, whatever its error code
+// (the coordinator heard the member), or a join's or sync's.
+type heardFrom struct {
+	base time.Time
+	last atomic.Int64 // time.Since(base) at the last answer
+}
+
+func newHeardFrom() *heardFrom { return &heardFrom{base: time.Now()} }
+
+// OnBrokerRead implements kgo.HookBrokerRead.
+func (h *heardFrom) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err != nil {
+		return
+	}
+	switch kmsg.Key(key) {
+	case kmsg.Heartbeat, kmsg.ConsumerGroupHeartbeat, kmsg.JoinGroup, kmsg.SyncGroup:
+		h.answered(time.Now())
+	}
+}
+
+// answered records an answer at now.
+func (h *heardFrom) answered(now time.Time) {
+	h.last.Store(int64(now.Sub(h.base)))
+}
+
+// since is how long before now the last answer was.
+func (h *heardFrom) since(now time.Time) time.Duration {
+	return now.Sub(h.base) - time.Duration(h.last.Load())
 }
 
 // errStalled is the error of a transaction that found its partition held

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/outbox"
@@ -56,7 +57,7 @@ func newGateTest(t *testing.T, waiting func(uint64) []int32) *gateTest {
 	if waiting == nil {
 		waiting = func(uint64) []int32 { return *gt.waiting.Load() }
 	}
-	gt.g = newStallGate(20*time.Second, zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
+	gt.g = newStallGate(20*time.Second, 0, newHeardFrom(), zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
 		func(ctx context.Context, m string) (membership, error) {
 			q := asked{member: m, reply: make(chan answer, 1)}
 			select {
@@ -407,7 +408,7 @@ func TestStallHoldsTheApplier(t *testing.T) {
 // held by a gate nobody runs.
 func TestStallEndsWithTheGate(t *testing.T) {
 	asking := make(chan struct{}, 1)
-	g := newStallGate(20*time.Second, zerolog.Nop(), func() string { return "member-1" },
+	g := newStallGate(20*time.Second, 0, nil, zerolog.Nop(), func() string { return "member-1" },
 		func(ctx context.Context, _ string) (membership, error) {
 			select {
 			case asking <- struct{}{}:
@@ -508,4 +509,73 @@ func TestStallLeavesMarksForHeldPartitions(t *testing.T) {
 	require.Empty(t, h.slots)
 	require.Equal(t, 1, b.Len(), "the mark is queued")
 	q.reply <- listing(0)
+}
+
+// A coordinator silent for over the threshold while the replica has
+// partitions counts as a stall (a replica cut off from it alone is dropped
+// as a stalled one is); silence with no partitions does not, nor is a
+// stall's own wait for an answer seen again as silence.
+func TestStallSeenInTheCoordinatorsSilence(t *testing.T) {
+	gt := newGateTest(t, nil)
+	g := gt.g
+	silent := func() { g.heard.last.Add(-int64(time.Hour)) }
+	epoch := g.current()
+	silent()
+	g.checkSilence(time.Now())
+	require.Equal(t, epoch, g.current(), "no partitions: nothing to hold")
+	require.Less(t, g.heard.since(time.Now()), time.Minute, "silence without partitions is not counted")
+
+	gt.waiting.Store(&[]int32{0})
+	silent()
+	g.checkSilence(time.Now())
+	held := holding(g, nil, 0, epoch)
+	q := <-gt.questions
+	requireHeld(t, held, "a partition wrote while the coordinator was silent")
+	g.checkSilence(time.Now())
+	require.Equal(t, epoch+1, g.epoch, "the wait for the answer is not seen as silence again")
+	q.reply <- listing(0)
+	require.True(t, <-held)
+	require.Contains(t, gt.logs.String(), "heard nothing from the group coordinator")
+}
+
+// heardFrom hears a real coordinator's answers (kfake, both protocols),
+// and hears nothing while the coordinator does not answer the member's
+// heartbeats.
+func TestHeardFromHearsTheCoordinator(t *testing.T) {
+	for _, consumer := range []bool{false, true} {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "commands"))
+		require.NoError(t, err)
+		t.Cleanup(c.Close)
+		heard := newHeardFrom()
+		heard.last.Store(-int64(time.Hour))
+		opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("commands"),
+			kgo.WithHooks(heard), kgo.HeartbeatInterval(50 * time.Millisecond)}
+		key := kmsg.Heartbeat
+		if consumer {
+			opts = append(opts, kgo.ServerSideBalancer())
+			key = kmsg.ConsumerGroupHeartbeat
+		}
+		cl, err := kgo.NewClient(opts...)
+		require.NoError(t, err)
+		t.Cleanup(cl.Close)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		go func() {
+			for ctx.Err() == nil {
+				cl.PollFetches(ctx)
+			}
+		}()
+		require.Eventually(t, func() bool { return heard.since(time.Now()) < time.Minute }, 10*time.Second, 10*time.Millisecond,
+			"consumer protocol %v: the coordinator's answers not heard", consumer)
+
+		wake := make(chan struct{})
+		c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+			c.KeepControl()
+			c.SleepControl(func() { <-wake })
+			return nil, nil, false
+		})
+		require.Eventually(t, func() bool { return heard.since(time.Now()) > time.Second }, 10*time.Second, 10*time.Millisecond,
+			"consumer protocol %v: heard while the coordinator did not answer", consumer)
+		close(wake)
+	}
 }

@@ -366,6 +366,7 @@ func New(cfg Config) (*Worker, error) {
 	w.serveAgain()
 	unpack := newRatioDecompressor(maxBatchBytes)
 	unpack.log = w.log
+	heard := newHeardFrom()
 	opts := []kgo.Opt{
 		// The group without its topic: the client joins once Run adds it,
 		// so a replica still starting (topics checked, first states
@@ -386,6 +387,7 @@ func New(cfg Config) (*Worker, error) {
 		kgo.OnPartitionsAssigned(w.assigned),
 		kgo.OnPartitionsRevoked(w.revoked),
 		kgo.OnPartitionsLost(w.lost),
+		kgo.WithHooks(heard),
 	}
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
@@ -406,7 +408,8 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.KafkaOpts may not set kgo.DisableFetchCRCValidation: a batch damaged in transit would be skipped unread for good instead of fetched again")
 	}
 	w.cl = cl
-	w.stall = newStallGate(sessionOf(cl), w.log,
+	readTimeout, _ := cl.OptValue(kgo.RequestTimeoutOverhead).(time.Duration)
+	w.stall = newStallGate(sessionOf(cl), readTimeout, heard, w.log,
 		func() string { member, _ := cl.GroupMetadata(); return member },
 		func(ctx context.Context, member string) (membership, error) {
 			return groupMember(ctx, cl, w.cfg.Group, w.cfg.Names.Commands, member)
