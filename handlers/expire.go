@@ -35,9 +35,13 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	// and locks_delay_by_partition serve the generic plan;
 	// statement_timestamp(), unlike clock_timestamp(), can bound an index
 	// scan; what falls due during the statement waits for the next tick.
-	// The locks are then taken in key order, as a session's end takes them,
-	// and written under this partition, the one whose waiters or
-	// lock-delays fell due (ownPartition).
+	// The locks are then taken in key order, skipping those another
+	// transaction holds (its change or the next step settles them): this
+	// step holds the ended sessions' locks already, taken in an order of
+	// their own, so waiting here could deadlock with a transaction that
+	// takes locks in key order (a session's close, another partition's
+	// scheduler). They are written under this partition, the one whose
+	// waiters or lock-delays fell due (ownPartition).
 	rows, err := b.tx.Query(ctx, `
 		SELECT DISTINCT namespace, lock_name FROM (
 			(SELECT namespace, lock_name FROM lock_waiters
@@ -57,7 +61,7 @@ func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 		return 0, nil, fmt.Errorf("finding timed-out waiters and lock-delays: %w", err)
 	}
 	before := len(a.caused)
-	err = a.settleLocks(ctx, locks, nil, lockRowSQL, ownPartition,
+	err = a.settleLocks(ctx, locks, nil, lockRowSkipSQL, ownPartition,
 		func(_ lockKey, s *lockState) []rules.Effect { return s.l.Expire() })
 	if err != nil {
 		return 0, nil, fmt.Errorf("timing out waiters and ending lock-delays: %w", err)

@@ -424,3 +424,28 @@ func TestNextDueCenturiesAhead(t *testing.T) {
 	require.Equal(t, far, at.UTC())
 	require.Positive(t, in, "due in 400 years")
 }
+
+// TestExpireDueSkipsLockedWaits: a timed-out waiter, or a passed
+// lock-delay, of a lock another transaction holds is left to the next
+// step, not waited for: the step may hold other locks already (an ended
+// session's), so waiting could deadlock with a transaction that takes
+// them in key order.
+func TestExpireDueSkipsLockedWaits(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	h.one(h.acquire("a", "alice", lease(60)))
+	h.one(h.acquire("a", "bob", wait(30)))
+	h.endWaits("owner_id = 'bob'")
+	other, _ := h.blocker()
+	_, err := other.Exec(ctx, `SELECT 1 FROM locks WHERE lock_name = 'a' FOR UPDATE`)
+	require.NoError(t, err)
+
+	h.clearOutbox()
+	require.Zero(t, h.expireDue(), "the held lock was skipped, not waited for")
+	require.Empty(t, h.routes())
+
+	_, err = other.Exec(ctx, `ROLLBACK`)
+	require.NoError(t, err)
+	require.Equal(t, 1, h.expireDue())
+	require.Equal(t, []string{"locks.replies.bob lock.rejected"}, h.routes())
+}
