@@ -29,7 +29,7 @@ BENCH_FLAGS ?=
 .PHONY: test test-realkafka bench bench-quick bench-failover bench-soak bench-builds microbench build-bench
 
 test:
-	$(GO) test -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m ./...
 
 test-realkafka:
 	$(GO) test -count=1 -v -timeout 20m ./internal/realkafka/

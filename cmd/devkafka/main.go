@@ -74,10 +74,12 @@ func partitionCount(flagValue int64, given bool, commands int32) (int32, error) 
 
 // topicsFromEnv reads the topic settings as lockworker does
 // (KAFKA_TOPIC_*, COMMANDS_PARTITIONS, REPLY_TOPIC_PREFIX), and no other
-// setting: one only lockworker uses cannot stop devkafka.
+// setting: one only lockworker uses cannot stop devkafka. Nor can
+// KAFKA_TOPIC_REPLICATION_FACTOR, lockworker's for the topics it creates
+// on a real cluster: devkafka is one broker, its topics one replica each.
 func topicsFromEnv(getenv func(string) string) (config.TopicsConfig, error) {
 	cfg, err := config.FromEnv(func(k string) string {
-		if strings.HasPrefix(k, "KAFKA_TOPIC_") || k == "COMMANDS_PARTITIONS" || k == "REPLY_TOPIC_PREFIX" {
+		if (k != "KAFKA_TOPIC_REPLICATION_FACTOR" && strings.HasPrefix(k, "KAFKA_TOPIC_")) || k == "COMMANDS_PARTITIONS" || k == "REPLY_TOPIC_PREFIX" {
 			return getenv(k)
 		}
 		return ""

@@ -109,6 +109,18 @@ func TestHelpWithABadEnvironment(t *testing.T) {
 	require.Contains(t, stderr, "-partitions")
 }
 
+// A replication factor set for lockworker's topics on a real cluster (the
+// Kubernetes ConfigMap's) does not stop devkafka, one broker.
+func TestReplicationFactorIsLockworkers(t *testing.T) {
+	_, err := topicsFromEnv(func(k string) string {
+		if k == "KAFKA_TOPIC_REPLICATION_FACTOR" {
+			return "3"
+		}
+		return ""
+	})
+	require.NoError(t, err)
+}
+
 // A partition count out of Kafka's range is refused, not truncated (2^32+16
 // would have been 16).
 func TestPartitionsOutOfRange(t *testing.T) {
