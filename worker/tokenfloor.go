@@ -78,6 +78,11 @@ type TokenFloor struct {
 	// different locks or owners (logged at error level): a database that
 	// lost transactions handed them out again before this check.
 	GrantedTwice []int64
+	// BatchesSkipped is how many record batches were skipped unread:
+	// past the worker's bounds on what a batch may decompress to, or not
+	// decompressible at all (logged at warning level with their offsets;
+	// highestPublishedToken).
+	BatchesSkipped int
 	// Floor is Highest + TokenFloorMargin.
 	Floor int64
 	// Raised says the sequence's last token was below Highest, and it
@@ -114,10 +119,12 @@ type TokenFloor struct {
 // A missing or empty topic, none configured (Names.Acquired ""), or
 // Config.TokenFloorCheck off, does nothing. Its cost is two offset
 // listings and about tokenFloorRecords records per partition, read by a
-// client of its own (Config.KafkaOpts, no group). Kafka not answering, or
-// refusing the topic, is an error naming it, after at most
-// tokenFloorTimeout; under TokenFloorWarn it is logged instead, unless ctx
-// ended (a stop, returned as ctx's error).
+// client of its own (Config.KafkaOpts, no group) with the worker's bounds
+// on fetched batches: a batch past them, or that cannot be decompressed,
+// is skipped unread with a warning, and as many offsets are read before it
+// (highestPublishedToken). Kafka not answering, or refusing the topic, is
+// an error naming it, after at most tokenFloorTimeout; under TokenFloorWarn
+// it is logged instead, unless ctx ended (a stop, returned as ctx's error).
 func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 	began := time.Now()
 	f := TokenFloor{Topic: w.cfg.Names.Acquired}
@@ -133,9 +140,7 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 	}
 	kctx, cancel := context.WithTimeout(ctx, tokenFloorTimeout)
 	defer cancel()
-	var err error
-	f.Records, f.Tokens, f.Highest, f.GrantedTwice, err = w.highestPublishedToken(kctx, f.Topic)
-	if err != nil {
+	if err := w.highestPublishedToken(kctx, &f); err != nil {
 		f.Took = time.Since(began)
 		err = fmt.Errorf("reading the newest fencing tokens of topic %q (lock.acquired; Read and Describe on it are needed, or set TOKEN_FLOOR_CHECK=warn): %w", f.Topic, err)
 		if ctx.Err() != nil {
@@ -235,33 +240,115 @@ func fatalKafka(err error) bool {
 	return errors.As(err, &ke) && !ke.Retriable
 }
 
+// tokenFloorMaxSkips bounds the record batches highestPublishedToken skips
+// unread in one partition before it reads no further back past them (see
+// floorRead): the range it is reading is still read to its end, but none
+// is begun below it. Each skip costs a fetch, and a range of at most
+// tokenFloorRecords offsets holds at most as many batches, so a partition
+// skips fewer than tokenFloorMaxSkips + tokenFloorRecords: one filled with
+// batches no one can read (anyone with Write on the topic can write them)
+// keeps the check within tokenFloorTimeout.
+const tokenFloorMaxSkips = 10
+
+// floorRead is what highestPublishedToken reads of one partition: its
+// offsets from lo up to hi (excluded). The first range is the newest
+// tokenFloorRecords offsets listed. A record batch the client cannot
+// decompress within the worker's bounds is skipped unread, and its offsets
+// in the range are lost to it: as many offsets are then read just below
+// the range, and below the first offset of a skipped batch that began
+// below it, so that about tokenFloorRecords offsets outside skipped batches
+// are still read (fewer at the log's start, or past tokenFloorMaxSkips).
+type floorRead struct {
+	lo, hi int64
+	// seen is where the ranges read before this one began (math.MaxInt64
+	// while the first is read): a record from there on was read already
+	// (a batch straddling this range's end is served whole) and is not
+	// counted again.
+	seen int64
+	// start is the log start listed: no range begins below it.
+	start int64
+	// lost is how many offsets of the range lie in batches skipped;
+	// below is the first offset of a skipped batch that began below lo
+	// (math.MaxInt64: none), where the range below this one ends.
+	lost, below int64
+	// skips is how many batches of the partition were skipped.
+	skips int
+}
+
+// skip accounts for batch b, skipped unread.
+func (rd *floorRead) skip(b *kgo.ErrDecompressTooLarge) {
+	rd.skips++
+	rd.lost += max(0, min(b.NextOffset, rd.hi)-max(b.Offset, rd.lo))
+	if b.Offset < rd.lo {
+		rd.below = min(rd.below, b.Offset)
+	}
+}
+
+// readBack moves rd to the range below the one read, and reports whether
+// there is one to read: none when no offset of the range was lost to a
+// skipped batch, the log's start is reached, or tokenFloorMaxSkips
+// batches were skipped (gaveUp).
+func (rd *floorRead) readBack() (more, gaveUp bool) {
+	top := min(rd.lo, rd.below)
+	switch {
+	case rd.lost == 0 || top <= rd.start:
+		return false, false
+	case rd.skips >= tokenFloorMaxSkips:
+		return false, true
+	}
+	rd.lo, rd.hi, rd.seen = max(rd.start, top-rd.lost), top, top
+	rd.lost, rd.below = 0, math.MaxInt64
+	return true, false
+}
+
 // highestPublishedToken reads the newest tokenFloorRecords records of each
-// partition of topic, up to the end offsets listed first, and returns how
-// many it read, how many were lock.acquired events with a plausible token
-// (at most MaxPlausibleToken), the highest of those tokens (0: none), and
-// the tokens it read granted to two different locks or owners (logged at
-// error level). A missing topic has none.
-func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (records, tokens int, highest int64, twice []int64, err error) {
+// partition of f.Topic, up to the end offsets listed first, and sets in f
+// how many it read, how many were lock.acquired events with a plausible
+// token (at most MaxPlausibleToken), the highest of those tokens (0:
+// none), the tokens it read granted to two different locks or owners
+// (logged at error level), and how many record batches it skipped unread.
+// A missing topic has none.
+//
+// Its client has the bounds the worker's commands consumer has (New) on
+// what a fetched batch may decompress to (ratioDecompressor, the worker's
+// kgo.MaxDecompressBatchBytes) and on a fetch response (maxFetchBytes), and,
+// as there, Config.KafkaOpts may set others. A batch past them, or one that
+// cannot be decompressed at all, holds no token this check can read: it is
+// logged at warning level with its partition and offsets and skipped, and
+// as many offsets are read below (floorRead). Such a batch fails alike on
+// every fetch (New refuses kgo.DisableFetchCRCValidation, so it is whole and
+// its CRC matches): were it waited for, the check would fail on every start
+// until retention removed it.
+func (w *Worker) highestPublishedToken(ctx context.Context, f *TokenFloor) error {
+	topic := f.Topic
 	starts, ends, err := w.listOffsets(ctx, topic)
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return err
 	}
+	reading := map[int32]*floorRead{} // the partitions not read to their end yet
 	from := map[int32]kgo.Offset{}
-	end := map[int32]int64{} // the offset each partition is read up to (excluded)
 	ends.Each(func(e kadm.ListedOffset) {
 		s, ok := starts.Lookup(topic, e.Partition)
 		if e.Err != nil || !ok || s.Err != nil || e.Offset <= s.Offset {
 			return // missing or empty
 		}
-		from[e.Partition] = kgo.NewOffset().At(max(s.Offset, e.Offset-tokenFloorRecords))
-		end[e.Partition] = e.Offset
+		rd := &floorRead{lo: max(s.Offset, e.Offset-tokenFloorRecords), hi: e.Offset, seen: math.MaxInt64, start: s.Offset, below: math.MaxInt64}
+		reading[e.Partition] = rd
+		from[e.Partition] = kgo.NewOffset().At(rd.lo)
 	})
-	if len(from) == 0 {
-		return 0, 0, 0, nil, nil
+	if len(reading) == 0 {
+		return nil
 	}
+	// The bounds New gives the commands consumer: the decompressor's is
+	// the worker's (w.batchBound, from the same KafkaOpts), known before
+	// the client is made here, as this client fetches at once.
+	unpack := newRatioDecompressor(w.batchBound)
+	unpack.log = w.log
 	opts := append([]kgo.Opt{
 		kgo.FetchMaxWait(fetchMaxWait),
 		kgo.MaxDecompressBatchBytes(maxBatchBytes),
+		kgo.WithDecompressor(unpack),
+		kgo.FetchMaxBytes(maxFetchBytes),
 	}, w.cfg.KafkaOpts...)
 	opts = append(opts,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
@@ -276,29 +363,35 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return 0, 0, 0, nil, fmt.Errorf("creating Kafka client: %w", err)
+		return fmt.Errorf("creating Kafka client: %w", err)
 	}
 	defer cl.Close()
 	granted := map[int64]grant{} // each token read, to whom
 	done := func(p int32) {
-		delete(end, p)
+		delete(reading, p)
 		cl.PauseFetchPartitions(map[string][]int32{topic: {p}})
 	}
 	var fetchErr error
-	for len(end) > 0 {
+	for len(reading) > 0 {
 		pctx, cancel := context.WithTimeout(ctx, tokenFloorPoll)
 		fs := cl.PollFetches(pctx)
 		cancel()
 		if ctx.Err() != nil {
-			left := slices.Sorted(maps.Keys(end))
+			left := slices.Sorted(maps.Keys(reading))
 			if fetchErr != nil {
-				return records, tokens, highest, twice, fmt.Errorf("partitions %v not read to their end: %w (last fetch error: %w)", left, ctx.Err(), fetchErr)
+				return fmt.Errorf("partitions %v not read to their end: %w (last fetch error: %w)", left, ctx.Err(), fetchErr)
 			}
-			return records, tokens, highest, twice, fmt.Errorf("partitions %v not read to their end: %w", left, ctx.Err())
+			return fmt.Errorf("partitions %v not read to their end: %w", left, ctx.Err())
 		}
 		var fatal error
-		fs.EachError(func(_ string, p int32, err error) {
+		var skipped []*kgo.ErrDecompressTooLarge
+		fs.EachError(func(t string, p int32, err error) {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			if b, ok := errors.AsType[*kgo.ErrDecompressTooLarge](err); ok && t == topic {
+				// Not retried: it fails alike on every fetch.
+				skipped = append(skipped, b)
 				return
 			}
 			fetchErr = fmt.Errorf("partition %d: %w", p, err)
@@ -307,9 +400,9 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 			}
 		})
 		if fatal != nil {
-			return records, tokens, highest, twice, fatal
+			return fatal
 		}
-		if fs.NumRecords() == 0 {
+		if fs.NumRecords() == 0 && len(skipped) == 0 {
 			// Nothing came within tokenFloorPoll: a partition whose
 			// records left to read were removed since the listing
 			// (retention, a truncated or recreated topic) has nothing
@@ -319,67 +412,112 @@ func (w *Worker) highestPublishedToken(ctx context.Context, topic string) (recor
 			case ctx.Err() != nil:
 				continue // said above
 			case err != nil:
-				return records, tokens, highest, twice, err
+				return err
 			}
 			nowEnds.Each(func(e kadm.ListedOffset) {
 				s, ok := nowStarts.Lookup(topic, e.Partition)
-				want, reading := end[e.Partition]
-				if !reading || !ok || e.Err != nil || s.Err != nil {
+				rd := reading[e.Partition]
+				if rd == nil || !ok || e.Err != nil || s.Err != nil {
 					return
 				}
-				if max(from[e.Partition].EpochOffset().Offset, s.Offset) >= min(want, e.Offset) {
+				if max(rd.lo, s.Offset) >= min(rd.hi, e.Offset) {
 					done(e.Partition)
 				}
 			})
 			continue
 		}
+		ended := map[int32]bool{} // partitions whose range was read to its end
 		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			for _, r := range fp.Records {
-				if r.Attrs.IsControl() {
-					continue
-				}
-				records++
-				plausible := false
-				for _, g := range publishedGrants(r) {
-					if g.token > MaxPlausibleToken {
-						w.log.Warn().Str("topic", topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", g.token).
-							Msg("ignoring a fencing token on the lock.acquired topic beyond any the sequence can have handed out: a record not written by lockworker")
-						continue
-					}
-					plausible = true
-					highest = max(highest, g.token)
-					first, ok := granted[g.token]
-					switch {
-					case !ok:
-						granted[g.token] = g
-					case first.lock != g.lock || first.owner != g.owner:
-						if !slices.Contains(twice, g.token) {
-							twice = append(twice, g.token)
-						}
-						w.log.Error().Str("topic", topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", g.token).
-							Str("lock", g.lock).Str("owner", g.owner).Str("other_lock", first.lock).Str("other_owner", first.owner).
-							Msg(fmt.Sprintf("fencing token %d was granted twice: to two different locks or owners, as a database that lost committed transactions "+
-								`hands out again; the older holder is not fenced off by the newer. See docs/design.md "PostgreSQL lost transactions"`, g.token))
-					}
-				}
-				if plausible {
-					tokens++
-				}
-			}
-			e, ok := end[fp.Partition]
-			if !ok || len(fp.Records) == 0 {
+			rd := reading[fp.Partition]
+			if rd == nil || len(fp.Records) == 0 {
 				return
 			}
-			// Read to the end listed, or past the partition's end now
-			// (its high watermark): a log truncated since, or whose last
-			// offsets hold no record, has nothing more to give.
+			for _, r := range fp.Records {
+				if r.Attrs.IsControl() || r.Offset >= rd.seen {
+					continue
+				}
+				f.Records++
+				if w.countGrants(r, granted, f) {
+					f.Tokens++
+				}
+			}
+			// Read to the end of the range, or past the partition's
+			// end now (its high watermark): a log truncated since, or
+			// whose last offsets hold no record, has nothing more to
+			// give.
 			next := fp.Records[len(fp.Records)-1].Offset + 1
-			if next >= e || (fp.HighWatermark >= 0 && next >= fp.HighWatermark) {
-				done(fp.Partition)
+			if next >= rd.hi || (fp.HighWatermark >= 0 && next >= fp.HighWatermark) {
+				ended[fp.Partition] = true
 			}
 		})
+		seek := map[int32]kgo.EpochOffset{}
+		for _, b := range skipped {
+			rd := reading[b.Partition]
+			if rd == nil {
+				continue // done: reported before it was
+			}
+			f.BatchesSkipped++
+			rd.skip(b)
+			w.log.Warn().Str("topic", topic).Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
+				Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
+				Msg("a record batch of the lock.acquired topic decompresses past the bound, or cannot be decompressed: the fencing token check skips it unread, " +
+					"so a token in it is not read (lockworker's relay writes no such batch), and reads as many offsets further back instead")
+			if b.NextOffset >= rd.hi {
+				ended[b.Partition] = true
+			} else if !ended[b.Partition] {
+				// kgo fetches the partition no further until moved past it.
+				seek[b.Partition] = kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
+			}
+		}
+		for p := range ended {
+			rd := reading[p]
+			more, gaveUp := rd.readBack()
+			switch {
+			case more:
+				seek[p] = kgo.EpochOffset{Epoch: -1, Offset: rd.lo}
+				continue
+			case gaveUp:
+				w.log.Warn().Str("topic", topic).Int32("partition", p).Int("batches_skipped", rd.skips).Int64("lowest_offset_read", rd.lo).
+					Msg(fmt.Sprintf("the fencing token check skipped %d record batches of this partition and reads no further back past them: "+
+						"it read fewer than %d offsets outside them, and a grant among those it did not read is not covered by the floor", rd.skips, tokenFloorRecords))
+			}
+			delete(seek, p)
+			done(p)
+		}
+		if len(seek) > 0 {
+			cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{topic: seek})
+		}
 	}
-	return records, tokens, highest, twice, nil
+	return nil
+}
+
+// countGrants takes the lock.acquired grants of record r into f (Highest,
+// GrantedTwice) and granted (each token read, to whom), and reports
+// whether it had a plausible token.
+func (w *Worker) countGrants(r *kgo.Record, granted map[int64]grant, f *TokenFloor) (plausible bool) {
+	for _, g := range publishedGrants(r) {
+		if g.token > MaxPlausibleToken {
+			w.log.Warn().Str("topic", r.Topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", g.token).
+				Msg("ignoring a fencing token on the lock.acquired topic beyond any the sequence can have handed out: a record not written by lockworker")
+			continue
+		}
+		plausible = true
+		f.Highest = max(f.Highest, g.token)
+		first, ok := granted[g.token]
+		switch {
+		case !ok:
+			granted[g.token] = g
+		case first.lock != g.lock || first.owner != g.owner:
+			if !slices.Contains(f.GrantedTwice, g.token) {
+				f.GrantedTwice = append(f.GrantedTwice, g.token)
+			}
+			w.log.Error().Str("topic", r.Topic).Int32("partition", r.Partition).Int64("offset", r.Offset).Int64("fencing_token", g.token).
+				Str("lock", g.lock).Str("owner", g.owner).Str("other_lock", first.lock).Str("other_owner", first.owner).
+				Msg(fmt.Sprintf("fencing token %d was granted twice: to two different locks or owners, as a database that lost committed transactions "+
+					`hands out again; the older holder is not fenced off by the newer. See docs/design.md "PostgreSQL lost transactions"`, g.token))
+		}
+	}
+	return plausible
 }
 
 // grant is a fencing token read on the lock.acquired topic and to whom it
