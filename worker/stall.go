@@ -34,11 +34,13 @@ import (
 // process resumes): the time since the last tick, by the monotonic clock
 // or the wall clock, whichever says more (a paused VM's monotonic clock
 // may not count the pause), past threshold, half the session timeout: the
-// group drops a member whose heartbeats stopped for a whole one. The
-// watchdog also counts as a stall a coordinator silent for threshold
-// (heardFrom) while the replica has partitions: a replica cut off from
-// the coordinator alone is dropped as one stalled is, while its client
-// waits out a heartbeat's read timeout before it lets them go.
+// group drops a member whose heartbeats stopped for a whole one. Under
+// the classic protocol the watchdog also counts as a stall a coordinator
+// silent for threshold (heardFrom) while the replica has partitions: a
+// replica cut off from the coordinator alone is dropped as one stalled
+// is, while its client waits out a heartbeat's read timeout before it
+// lets them go. (Under the consumer protocol the brokers set the heartbeat
+// interval, 5 s by default, which may be past threshold: not watched.)
 //
 // After a stall the gate asks the coordinator which partitions of the
 // commands topic the client's member (whatever its ID now) is assigned:
@@ -47,11 +49,13 @@ import (
 // (revoked or lost), which ends its writers' waits. The stall is over once
 // every partition assigned before it is listed or let go. A coordinator
 // that cannot be asked for bound (twice the session timeout and a
-// request's read timeout, by when a dropped member's client has learned
-// it whatever the coordinator's trouble: a heartbeat unanswered fails
-// after the read timeout, and one refused is retried for the session
-// timeout) releases the partitions, logged: holding them for good would
-// stop a member the group still has.
+// request's read timeout) releases the partitions, logged, as long as it
+// answered the member's heartbeats since the stall (or they are not
+// watched): holding them for good would stop a member the group still has
+// (an ACL without DESCRIBE on the group, say). A coordinator silent since
+// the stall may have dropped the member while its client, in a join or
+// sync that waits out the rebalance timeout, has not learned it: held
+// until it answers or the client lets the partitions go.
 type stallGate struct {
 	threshold, bound time.Duration
 	log              zerolog.Logger
@@ -63,8 +67,11 @@ type stallGate struct {
 	// stall epoch.
 	waiting func(epoch uint64) []int32
 	// heard says when the coordinator last answered the member (nil:
-	// not watched).
-	heard *heardFrom
+	// not watched); its silence counts from quietFrom (time.Since(base))
+	// at the earliest: the last stall, or the last look that found no
+	// partitions to hold.
+	heard     *heardFrom
+	quietFrom atomic.Int64
 
 	base     time.Time    // the monotonic clock's origin
 	lastMono atomic.Int64 // time.Since(base) at the last tick
@@ -197,10 +204,10 @@ func (g *stallGate) checkSilence(now time.Time) {
 		return
 	}
 	if len(g.waiting(math.MaxUint64)) == 0 {
-		g.heard.answered(now) // nothing to hold: its silence is not counted
+		g.quietFrom.Store(int64(now.Sub(g.base))) // nothing to hold: its silence is not counted
 		return
 	}
-	silent := g.heard.since(now)
+	silent := min(g.heard.since(now), now.Sub(g.base)-time.Duration(g.quietFrom.Load()))
 	if silent <= g.threshold {
 		return
 	}
@@ -210,16 +217,14 @@ func (g *stallGate) checkSilence(now time.Time) {
 		return // a stall not over asks already
 	}
 	g.active.Store(true)
-	g.open(now, silent, "heard nothing from the group coordinator for over half the group session timeout: the group may have given this member's partitions to others, so they write nothing until the coordinator says this member has them")
+	g.open(now, silent, "heard nothing from the group coordinator for over half the group session timeout (cut off from it, or a rebalance waiting for another member): the group may have given this member's partitions to others, so they write nothing until the coordinator says this member has them")
 }
 
 // open begins a stall seen at now, after stalled; g.mu held, active set.
-// The coordinator's silence counts from now: a stall's answer is awaited
-// as such, not seen again as silence.
+// The coordinator's silence counts from now: a stall's wait for its
+// answer is not seen again as silence.
 func (g *stallGate) open(now time.Time, stalled time.Duration, msg string) {
-	if g.heard != nil {
-		g.heard.answered(now)
-	}
+	g.quietFrom.Store(int64(now.Sub(g.base)))
 	g.epoch++
 	g.pending, g.captured, g.ownedBy, g.owned = true, g.member(), "", nil
 	g.signal()
@@ -283,9 +288,9 @@ func (g *stallGate) confirm(ctx context.Context, epoch uint64, stalled time.Dura
 				why = "after the stall every partition assigned before it is listed as this member's or was let go: they write again"
 			}
 		}
-		if why == "" && !answered && time.Since(began) >= g.bound {
+		if why == "" && !answered && time.Since(began) >= g.bound && g.heardSince(began) {
 			g.log.Error().Err(err).Dur("stalled_for", stalled).Dur("held_for", time.Since(began)).
-				Msg("after the stall the group coordinator could not be asked which partitions this member has: going on without its answer, as a member the group had dropped would have been told so by now")
+				Msg("after the stall the group coordinator could not be asked which partitions this member has: going on without its answer, as a member the group had dropped would have been told so by now (the coordinator answers its heartbeats, or they are not watched)")
 			why = "-"
 		}
 		if why != "" {
@@ -317,6 +322,12 @@ func (g *stallGate) confirm(ctx context.Context, epoch uint64, stalled time.Dura
 			return
 		}
 	}
+}
+
+// heardSince says whether the coordinator answered the member's
+// heartbeats after t, or they are not watched.
+func (g *stallGate) heardSince(t time.Time) bool {
+	return g.heard == nil || g.heard.since(time.Now()) < time.Since(t)
 }
 
 // listed records parts as member's, for stall epoch, and wakes the

@@ -50,6 +50,13 @@ type gateTest struct {
 
 func newGateTest(t *testing.T, waiting func(uint64) []int32) *gateTest {
 	t.Helper()
+	return newGateTestHearing(t, waiting, nil)
+}
+
+// newGateTestHearing is newGateTest with a gate that watches the
+// coordinator's answers through heard.
+func newGateTestHearing(t *testing.T, waiting func(uint64) []int32, heard *heardFrom) *gateTest {
+	t.Helper()
 	gt := &gateTest{questions: make(chan asked)}
 	m := "member-1"
 	gt.member.Store(&m)
@@ -57,7 +64,7 @@ func newGateTest(t *testing.T, waiting func(uint64) []int32) *gateTest {
 	if waiting == nil {
 		waiting = func(uint64) []int32 { return *gt.waiting.Load() }
 	}
-	gt.g = newStallGate(20*time.Second, 0, newHeardFrom(), zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
+	gt.g = newStallGate(20*time.Second, 0, heard, zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
 		func(ctx context.Context, m string) (membership, error) {
 			q := asked{member: m, reply: make(chan answer, 1)}
 			select {
@@ -514,68 +521,101 @@ func TestStallLeavesMarksForHeldPartitions(t *testing.T) {
 // A coordinator silent for over the threshold while the replica has
 // partitions counts as a stall (a replica cut off from it alone is dropped
 // as a stalled one is); silence with no partitions does not, nor is a
-// stall's own wait for an answer seen again as silence.
+// stall's own wait for an answer seen as silence, during it or after it.
 func TestStallSeenInTheCoordinatorsSilence(t *testing.T) {
-	gt := newGateTest(t, nil)
+	heard := newHeardFrom()
+	gt := newGateTestHearing(t, nil, heard)
 	g := gt.g
-	silent := func() { g.heard.last.Add(-int64(time.Hour)) }
+	hourAgo := func() { heard.last.Store(-int64(time.Hour)) }
 	epoch := g.current()
-	silent()
+	hourAgo()
 	g.checkSilence(time.Now())
 	require.Equal(t, epoch, g.current(), "no partitions: nothing to hold")
-	require.Less(t, g.heard.since(time.Now()), time.Minute, "silence without partitions is not counted")
-
 	gt.waiting.Store(&[]int32{0})
-	silent()
+	g.checkSilence(time.Now())
+	require.Equal(t, epoch, g.current(), "silence while there was nothing to hold is not counted")
+
+	g.quietFrom.Store(-int64(time.Hour))
 	g.checkSilence(time.Now())
 	held := holding(g, nil, 0, epoch)
 	q := <-gt.questions
 	requireHeld(t, held, "a partition wrote while the coordinator was silent")
 	g.checkSilence(time.Now())
-	require.Equal(t, epoch+1, g.epoch, "the wait for the answer is not seen as silence again")
+	require.Equal(t, epoch+1, g.epoch, "a stall not over is not opened again")
 	q.reply <- listing(0)
 	require.True(t, <-held)
+	g.checkSilence(time.Now())
+	require.Equal(t, epoch+1, g.epoch, "the wait for the answer was not silence")
 	require.Contains(t, gt.logs.String(), "heard nothing from the group coordinator")
 }
 
-// heardFrom hears a real coordinator's answers (kfake, both protocols),
-// and hears nothing while the coordinator does not answer the member's
-// heartbeats.
-func TestHeardFromHearsTheCoordinator(t *testing.T) {
-	for _, consumer := range []bool{false, true} {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "commands"))
-		require.NoError(t, err)
-		t.Cleanup(c.Close)
-		heard := newHeardFrom()
-		heard.last.Store(-int64(time.Hour))
-		opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("commands"),
-			kgo.WithHooks(heard), kgo.HeartbeatInterval(50 * time.Millisecond)}
-		key := kmsg.Heartbeat
-		if consumer {
-			opts = append(opts, kgo.ServerSideBalancer())
-			key = kmsg.ConsumerGroupHeartbeat
-		}
-		cl, err := kgo.NewClient(opts...)
-		require.NoError(t, err)
-		t.Cleanup(cl.Close)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		go func() {
-			for ctx.Err() == nil {
-				cl.PollFetches(ctx)
-			}
-		}()
-		require.Eventually(t, func() bool { return heard.since(time.Now()) < time.Minute }, 10*time.Second, 10*time.Millisecond,
-			"consumer protocol %v: the coordinator's answers not heard", consumer)
-
-		wake := make(chan struct{})
-		c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
-			c.KeepControl()
-			c.SleepControl(func() { <-wake })
-			return nil, nil, false
-		})
-		require.Eventually(t, func() bool { return heard.since(time.Now()) > time.Second }, 10*time.Second, 10*time.Millisecond,
-			"consumer protocol %v: heard while the coordinator did not answer", consumer)
-		close(wake)
+// A coordinator silent since the stall is never taken for one that cannot
+// be asked: past the bound the partitions stay held (the client may be in
+// a join that waits out the rebalance timeout, not told it was dropped);
+// once it answers a heartbeat, the bound releases them.
+func TestStallSilentCoordinatorHoldsPastTheBound(t *testing.T) {
+	heard := newHeardFrom()
+	gt := newGateTestHearing(t, nil, heard)
+	g := gt.g
+	g.bound = 200 * time.Millisecond
+	before := g.current()
+	gt.waiting.Store(&[]int32{0})
+	heard.last.Store(-int64(time.Hour))
+	g.quietFrom.Store(-int64(time.Hour))
+	g.checkSilence(time.Now())
+	held := holding(g, nil, 0, before)
+	deadline := time.Now().Add(2 * g.bound)
+	for time.Now().Before(deadline) {
+		q := <-gt.questions
+		q.reply <- answer{err: errors.New("coordinator not available")}
 	}
+	requireHeld(t, held, "released at the bound while the coordinator was silent")
+	heard.answered(time.Now()) // a heartbeat answered: the describe alone fails
+	for {
+		select {
+		case q := <-gt.questions:
+			q.reply <- answer{err: errors.New("GROUP_AUTHORIZATION_FAILED")}
+			continue
+		case ok := <-held:
+			require.True(t, ok)
+		}
+		break
+	}
+	require.Contains(t, gt.logs.String(), "could not be asked which partitions this member has")
+}
+
+// heardFrom hears a real coordinator's answers (kfake, the classic
+// protocol, where it is watched), and hears nothing while the coordinator
+// does not answer the member's heartbeats.
+func TestHeardFromHearsTheCoordinator(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "commands"))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	heard := newHeardFrom()
+	heard.last.Store(-int64(time.Hour))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("commands"),
+		kgo.WithHooks(heard), kgo.HeartbeatInterval(50*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			cl.PollFetches(ctx)
+		}
+	}()
+	require.Eventually(t, func() bool { return heard.since(time.Now()) < time.Minute }, 10*time.Second, 10*time.Millisecond,
+		"the coordinator's answers not heard")
+	require.Eventually(t, func() bool { return heard.since(time.Now()) < 200*time.Millisecond }, 10*time.Second, 10*time.Millisecond,
+		"heartbeats 50 ms apart not heard")
+
+	wake := make(chan struct{})
+	c.ControlKey(int16(kmsg.Heartbeat), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		c.SleepControl(func() { <-wake })
+		return nil, nil, false
+	})
+	require.Eventually(t, func() bool { return heard.since(time.Now()) > time.Second }, 10*time.Second, 10*time.Millisecond,
+		"heard while the coordinator did not answer")
+	close(wake)
 }

@@ -409,6 +409,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.cl = cl
 	readTimeout, _ := cl.OptValue(kgo.RequestTimeoutOverhead).(time.Duration)
+	if serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool); serverSide {
+		heard = nil // the brokers set the heartbeat interval (stallGate)
+	}
 	w.stall = newStallGate(sessionOf(cl), readTimeout, heard, w.log,
 		func() string { member, _ := cl.GroupMetadata(); return member },
 		func(ctx context.Context, member string) (membership, error) {
