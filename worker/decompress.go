@@ -9,40 +9,51 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // maxBatchRatio bounds what a fetched record batch of the commands topic
 // may decompress to, as a multiple of its compressed size, below the
-// absolute bound (maxBatchBytes). The absolute bound alone stops one batch:
-// kgo inflates every batch of a fetch response before it hands out any of
-// its records, and the records point into the inflated buffers, so a
-// response of many small batches, each just under the bound, would hold
-// thousands of times its size (gzip reaches about 1,000-fold, zstd far
-// more). With the ratio a response inflates to at most maxBatchRatio times
-// its size, and responses are at most maxFetchBytes. Lock commands compress
-// about 5- to 20-fold in batches of a thousand (JSON with a fresh request
-// id each); the same 4 KiB owner_metadata, the limit, in every command of a
-// zstd batch reaches about 135-fold.
+// absolute bound (maxBatchBytes): its bytes, and the memory kgo takes to
+// hand out its records, counted with them (recordsMemory). The absolute
+// bound alone stops one batch: kgo inflates every batch of a fetch response
+// before it hands out any of its records, and the records point into the
+// inflated buffers, so a response of many small batches, each just under
+// the bound, would hold thousands of times its size (gzip reaches about
+// 1,000-fold, zstd far more). With the ratio a response's compressed
+// batches, inflated and made records, take at most maxBatchRatio times its
+// size, and responses are at most maxFetchBytes. (An uncompressed batch's
+// bytes are its size; its records take at most about 24 times that, a
+// kgo.Record for each of 7 bytes.) Lock commands compress about 5- to
+// 20-fold in batches of a thousand (JSON with a fresh request id each),
+// and their records take about twice their bytes; the same 4 KiB
+// owner_metadata, the limit, in every command of a zstd batch reaches about
+// 135-fold.
 const maxBatchRatio = 256
 
 // maxFetchBytes bounds a fetch response (kgo.FetchMaxBytes; kgo's own
 // default is 50 MiB), so that with maxBatchRatio one response from one
-// broker inflates to at most 64 MiB. A response of 256 KiB holds thousands
-// of commands, more than an applier takes in one transaction; a broker
-// still returns a larger batch whole when it comes first.
+// broker takes at most 64 MiB inflated, its records and headers counted
+// (besides a first batch larger than the response, at most maxBatchBytes).
+// A response of 256 KiB holds thousands of commands, more than an applier
+// takes in one transaction; a broker still returns a larger batch whole
+// when it comes first.
 const maxFetchBytes = 256 << 10
 
 // ratioDecompressor decompresses fetched batches as kgo's own decompressor
 // does, with the same libraries, but bounds each batch at maxBatchRatio
-// times its compressed size as well as at max. A batch past either bound
-// is refused with kgo.ErrMaxDecompress, which kgo reports as
+// times its compressed size as well as at max, and counts against that
+// bound, besides the batch's bytes, what kgo allocates to hand out its
+// records and headers (recordsMemory). A batch past either bound is refused
+// with kgo.ErrMaxDecompress, which kgo reports as
 // kgo.ErrDecompressTooLarge, and the worker skips it (queueTooLarge). So is
 // a zstd frame whose window is past max, which the decoder refuses, and so
 // is a batch that cannot be decompressed at all (Decompress). What is
@@ -90,8 +101,24 @@ func newRatioDecompressor(max int) *ratioDecompressor {
 // member that it does not read as another member (junk, zeros, a member
 // with a reserved flag bit, which Java's GZIPInputStream ignores or reads)
 // refuse the batch.
+//
+// A batch decompressed within the bound whose records and headers would
+// take kgo more memory than the bound (recordsMemory) is refused as well,
+// and logged too, as the worker's own log and marker speak only of bytes.
 func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
-	out, err := d.decompress(src, codec)
+	max := int(d.max.Load())
+	bound := min(max, maxBatchRatio*len(src))
+	out, err := d.decompress(src, codec, max, bound)
+	if err == nil && codec != kgo.CodecNone {
+		// An uncompressed batch is bounded by the fetch size (and the
+		// broker's message.max.bytes), not by this bound.
+		if mem := recordsMemory(out, bound); mem > bound {
+			d.log.Warn().Int8("codec", int8(codec)).Int("compressed_bytes", len(src)).Int("decompressed_bytes", len(out)).
+				Int("bound", bound).Int("records_memory_at_least", mem).
+				Msg("a fetched record batch decompresses within the bound, but the records and headers the Kafka client makes of it would take more memory than the bound: it is skipped unread as one past the bound is (the worker logs its offsets)")
+			return nil, fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, errRecordsPastBound)
+		}
+	}
 	if err != nil && !errors.Is(err, kgo.ErrMaxDecompress) && !errors.Is(err, errNoZstdDecoder) {
 		// Logged at warning level each time kgo decompresses the batch,
 		// which may be twice for one skip: where batches before it in
@@ -108,9 +135,73 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 	return out, err
 }
 
-func (d *ratioDecompressor) decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
-	max := int(d.max.Load())
-	bound := min(max, maxBatchRatio*len(src))
+// errRecordsPastBound is why a batch within the bound in bytes is refused:
+// its records and headers would take more (recordsMemory).
+var errRecordsPastBound = errors.New("the records and headers of the batch would take more memory than the bound")
+
+// recordsMemory is what kgo allocates for a decompressed v2 batch, out, to
+// hand out its records, counted until it passes bound (then it returns a
+// count past bound): out itself, which the records point into; a
+// kgo.Record and a pointer to it for each record; a kgo.RecordHeader and a
+// copy of its key (a string) for each header. Bounding a batch's bytes does
+// not bound that (object amplification): kgo makes a kgo.Record (160
+// bytes, and 8 for the pointer) of a record of 7 bytes (no key, no value,
+// no header), and a kgo.RecordHeader (40 bytes) of an empty header of 2.
+// 16 MiB of either, which a zstd batch of 64 KiB passes both byte bounds
+// with, takes kgo about 400 or 335 MB, and a 256 KiB response holds four
+// such batches: the replica would be killed for its memory before its
+// offset moved, and so would every replica that took the partition over.
+// (kgo sizes its records from the count the batch declares, capped at the
+// bytes it has, not from the records it finds; a broker that validates
+// what it is produced, as Apache Kafka's does, keeps the two equal.)
+//
+// It walks the records as kgo reads them (readRawRecordsDirect, with kbin):
+// each a zigzag varint length and that many bytes, of int8 attributes, a
+// varlong timestamp delta, a varint offset delta, a varint-length key and
+// value (-1 for null), a varint header count, and each header's
+// varint-length key and value. A header count past the bytes left in its
+// record makes kgo stop, as kbin's VarintArrayLen refuses it, before it
+// allocates the headers. Framing that kgo cannot read ends the walk there,
+// as it ends kgo's reading: it is not a reason to refuse the batch (kgo
+// hands out the records before it, and reports the rest itself).
+func recordsMemory(out []byte, bound int) int {
+	const (
+		perRecord = int(unsafe.Sizeof(kgo.Record{})) + 8
+		perHeader = int(unsafe.Sizeof(kgo.RecordHeader{}))
+	)
+	n := len(out)
+	for in := out; len(in) > 0 && n <= bound; {
+		length, used := kbin.Varint(in)
+		total := used + int(length)
+		if used <= 0 || length < 0 || len(in) < total {
+			return n
+		}
+		n += perRecord
+		b := kbin.Reader{Src: in[used:total]}
+		in = in[total:]
+		b.Int8()
+		b.Varlong()
+		b.Varint()
+		b.VarintBytes()
+		b.VarintBytes()
+		headers := int(b.VarintArrayLen())
+		if headers > 0 {
+			if n += headers * perHeader; n > bound {
+				return n
+			}
+			for range headers {
+				n += len(b.VarintBytes()) // kgo copies the key into a string
+				b.VarintBytes()
+			}
+		}
+		if !b.Ok() {
+			return n // kgo reads no record past this one
+		}
+	}
+	return n
+}
+
+func (d *ratioDecompressor) decompress(src []byte, codec kgo.CompressionCodecType, max, bound int) ([]byte, error) {
 	switch codec {
 	case kgo.CodecNone:
 		return src, nil

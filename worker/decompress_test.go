@@ -149,8 +149,10 @@ func TestRatioDecompressorBounds(t *testing.T) {
 // bytes under any codec: what it reads is what kgo reads, within its
 // bounds, and it refuses nothing kgo reads but what is past its bounds
 // (confirmed by pastBound; kgo's default, bounded at 2 GiB, is not asked
-// then, as it could take that much memory to answer). Every refusal is
-// kgo.ErrMaxDecompress, past the bounds or not.
+// then, as it could take that much memory to answer), or what kgo would
+// make records of taking more than the bound (confirmed by
+// kgoRecordsMemory). Every refusal is kgo.ErrMaxDecompress, past the
+// bounds or not.
 func FuzzRatioDecompressor(f *testing.F) {
 	for _, c := range codecs {
 		f.Add(uint8(c.codec), c.pack(f, commandsLike(300)))
@@ -168,6 +170,14 @@ func FuzzRatioDecompressor(f *testing.F) {
 		got, err := ours.Decompress(bytes.Clone(src), ct)
 		if err != nil {
 			require.ErrorIs(t, err, kgo.ErrMaxDecompress, "codec %d: every refusal lets the batch be skipped", ct)
+			if errors.Is(err, errRecordsPastBound) {
+				// Read within the bound: kgo reads it too, and would
+				// make its records into more than the bound.
+				want, wantErr := theirs.Decompress(bytes.Clone(src), ct)
+				require.NoError(t, wantErr)
+				require.Greater(t, kgoRecordsMemory(want), bound, "codec %d: refused for what its records take", ct)
+				return
+			}
 			if pastBound(src, ct, limit, bound) {
 				return
 			}
