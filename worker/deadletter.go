@@ -18,21 +18,30 @@ const DefaultDeadLetterMaxBytes = 64 << 10
 // copy is at most Config.DeadLetterMaxBytes plus this.
 const deadLetterHeaderBytes = 1 << 10
 
+// deadLetterPerHeader is what a header of a copy costs against its bound
+// besides its key and value: the two 4-byte lengths its outbox row stores
+// before them (topics.EncodeHeaders), as much as or more than the two
+// varint lengths of a header of a Kafka record within the bound. Without
+// it an empty header cost nothing, and a record of millions of them was
+// copied whole into one row.
+const deadLetterPerHeader = 8
+
 // deadLetter is the dead-letter copy of a record that could not be applied:
 // its key, value and headers, cut so that together they take at most limit
-// bytes, and then the headers that say why and where it came from (and what
-// was cut). Whatever a producer sent, the copy fits within a broker's
-// limits: the record's own headers get at most a quarter of limit (whole
-// headers, in order), its key at most a quarter, its value the rest. A nil
-// key or value stays nil. The worker's headers come last, so where a
-// producer's header has the same name, the relay (whose records carry one
-// header per name) keeps the worker's; it renames a producer's header named
-// like its key metadata or UUID header. A requester token is redacted.
+// bytes (each header counted with deadLetterPerHeader), and then the
+// headers that say why and where it came from (and what was cut). Whatever
+// a producer sent, the copy fits within a broker's limits: the record's own
+// headers get at most a quarter of limit (whole headers, in order), its key
+// at most a quarter, its value the rest. A nil key or value stays nil. The
+// worker's headers come last, so where a producer's header has the same
+// name, the relay (whose records carry one header per name) keeps the
+// worker's; it renames a producer's header named like its key metadata or
+// UUID header. A requester token is redacted.
 func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs []topics.Header) {
 	var cut []string
 	headerBytes, kept := 0, 0
 	for _, h := range r.Headers {
-		n := len(h.Key) + len(h.Value)
+		n := len(h.Key) + len(h.Value) + deadLetterPerHeader
 		if headerBytes+n > limit/4 {
 			break
 		}

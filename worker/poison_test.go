@@ -38,11 +38,12 @@ func (r outboxRow) header(k string) (string, bool) {
 	return v, ok
 }
 
-// size is what the copy takes of a record: key, value and headers.
+// size is what the copy takes of a record: key, value and headers, each
+// header with the lengths its row stores (deadLetterPerHeader).
 func (r outboxRow) size() int {
 	n := len(r.key) + len(r.value)
 	for _, h := range r.headers {
-		n += len(h.Key) + len(h.Value)
+		n += len(h.Key) + len(h.Value) + deadLetterPerHeader
 	}
 	return n
 }
@@ -140,6 +141,47 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 	require.Equal(t, DefaultDeadLetterMaxBytes/4, len(big.key))
 	require.True(t, bytes.HasPrefix(huge, big.value))
 	require.Equal(t, DefaultDeadLetterMaxBytes-DefaultDeadLetterMaxBytes/4, len(big.value))
+}
+
+// A record of a million empty headers (a producer can send one in an
+// uncompressed batch of 2 MB, and one of about 400,000 within the
+// decompressor's bounds in a compressed batch) is copied to the
+// dead-letter topic within the copy's bound: each header costs the lengths
+// its row stores, not only its key and value (nothing, for an empty one),
+// so its headers are cut at a quarter of the bound and the copy says so,
+// where all of them went into one row of 8 MB.
+func TestDeadLetterCopyOfManyEmptyHeadersKeepsItsBound(t *testing.T) {
+	w, st := newApplier(t)
+	p := w.newPartition(w.hard, 0)
+	const million = 1 << 20
+	r := &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: 0, Offset: 0, Key: []byte("k"), Value: []byte("not a command"),
+		Headers: make([]kgo.RecordHeader, million)}
+	key, value, hs := deadLetter(r, topics.CodeInvalidRequest+": not JSON", DefaultDeadLetterMaxBytes)
+	require.LessOrEqual(t, len(key)+len(value)+len(topics.EncodeHeaders(nil, hs)), DefaultDeadLetterMaxBytes+deadLetterHeaderBytes)
+
+	apply(w, segment{p: p, records: []*kgo.Record{r}, polledAt: time.Now()})
+	require.EqualValues(t, 1, storedOffset(t, st, 0))
+	copies := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
+	require.Len(t, copies, 1)
+	c := copies[0]
+	require.LessOrEqual(t, c.size(), DefaultDeadLetterMaxBytes+deadLetterHeaderBytes)
+	var row int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT octet_length(headers) FROM outbox WHERE id = $1`, c.id).Scan(&row))
+	require.LessOrEqual(t, row, DefaultDeadLetterMaxBytes/4+deadLetterHeaderBytes, "the row's headers column")
+	require.Equal(t, []byte("k"), c.key)
+	require.Equal(t, []byte("not a command"), c.value)
+	what, _ := c.header(topics.HeaderTruncated)
+	require.Equal(t, "headers", what)
+	count, _ := c.header(topics.HeaderOriginalHeaderCount)
+	require.Equal(t, strconv.Itoa(million), count)
+	own := 0
+	for _, h := range c.headers {
+		if h.Key == "" {
+			own++
+		}
+	}
+	require.Equal(t, DefaultDeadLetterMaxBytes/4/deadLetterPerHeader, own,
+		"whole headers, in order, up to a quarter of the bound")
 }
 
 // A command that passes validation but that PostgreSQL refuses (here a
