@@ -96,7 +96,7 @@ func unskipped(skips []*kgo.ErrDecompressTooLarge, stored int64) []*kgo.ErrDecom
 // skipMarker is the headers of the dead-letter marker of batch b: the
 // reason, and where it was. The marker has no key and no value.
 func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
-	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses to more than %d times its compressed size or more than %d bytes (or is zstd with a window past that), or cannot be decompressed (corrupt, or of a codec variant this worker does not read): it was skipped unread, and none of its records is answered",
+	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses (its records and headers counted as the memory they take) to more than %d times its compressed size or more than %d bytes (or is zstd with a window past that), or cannot be decompressed (corrupt, or of a codec variant this worker does not read): it was skipped unread, and none of its records is answered",
 		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, maxBatchRatio, w.batchBound)
 	return []topics.Header{
 		{Key: topics.HeaderError, Value: []byte(reason)},
