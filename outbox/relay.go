@@ -582,6 +582,14 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		}
 	}()
 	for {
+		// Every pass, not only the first: the hold may have begun while
+		// the previous pass published, and this pass's read would take
+		// the marks left for the partition's new owner.
+		if err := p.waitHold(ctx); err != nil {
+			res.pubErr = cmp.Or(res.pubErr, err)
+			res.more = false
+			return res
+		}
 		pr := r.pass(ctx, p, upTo, since)
 		res.published += pr.published
 		res.more = pr.more

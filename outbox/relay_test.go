@@ -1061,3 +1061,62 @@ func TestRunHeldPublishesOnlyOnceLetThrough(t *testing.T) {
 	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, []string{"v1", "v2"}, values(consume(t, c.ListenAddrs(), topic, 2)))
 }
+
+// TestRunHeldStopsReadingMidDrain: a hold that begins while a pass
+// publishes (the process stalled in it) keeps the next pass of the same
+// drain from reading the table: that read would delete the mark another
+// replica's writer left meanwhile for the partition's new owner.
+func TestRunHeldStopsReadingMidDrain(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(5)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	var held atomic.Bool
+	var rd reads
+	var readsAtHold atomic.Int64
+	wrapped := hook{Publisher: pub, before: func() {
+		if held.Swap(true) {
+			return
+		}
+		// The first pass publishes: the stall begins, and another
+		// replica's writer leaves a mark for the partition's new owner.
+		readsAtHold.Store(int64(rd.count()))
+		_, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox_marks (source_partition) VALUES ($1)`, p)
+		assert.NoError(t, err)
+	}}
+	relay := newRelay(t, st, wrapped, func(cfg *outbox.Config) {
+		cfg.Pool = tracedPool(t, st, &rd)
+		cfg.BatchSize = 2 // four rows: more than one pass
+		cfg.PollInterval = 20 * time.Millisecond
+		outbox.NoTakeoverReads(cfg)
+	})
+	asked := make(chan struct{}, 1)
+	hold := func(context.Context) error {
+		if held.Load() {
+			select {
+			case asked <- struct{}{}:
+			default:
+			}
+			return errors.New("held")
+		}
+		return nil
+	}
+	insert(t, st, p, rec{topic, "k", "v1", "e1"}, rec{topic, "k", "v2", "e2"}, rec{topic, "k", "v3", "e3"}, rec{topic, "k", "v4", "e4"})
+	start(t, func(ctx context.Context) error { return relay.RunHeld(ctx, p, hold) })
+	for range 3 { // the drain's next pass, and later drains
+		select {
+		case <-asked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("hold was not asked")
+		}
+	}
+	require.Equal(t, []string{topic + "/v1", topic + "/v2"}, pub.acked(), "the first pass's rows only")
+	require.Equal(t, readsAtHold.Load(), int64(rd.count()), "a held relay read the table")
+	var marks int
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox_marks WHERE source_partition = $1`, p).Scan(&marks))
+	require.Equal(t, 1, marks, "a held relay took the mark left for the partition's owner")
+	// The first pass's rows may be gone (its delete does not wait for the
+	// hold), the held pass's stay.
+	require.GreaterOrEqual(t, count(t, st, "true"), 2, "the rows of the pass held stay")
+}
