@@ -364,11 +364,17 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 	defer r.handOver(p)
 
 	// Another worker may have owned the partition meanwhile: forget local
-	// backoffs (the first read finds the parked topics).
+	// backoffs (the first read finds the parked topics), and the rows an
+	// earlier Run got acknowledged but could not delete. Deleting those by
+	// id now could take other rows: a PostgreSQL failover that lost them
+	// may have lost the sequence's advance too, and handed their ids out
+	// again. Any of them still in the table is published again (at least
+	// once), as by the partition's next owner.
 	if !p.acquire(ctx) {
 		return nil
 	}
 	p.blocked = map[string]block{}
+	p.acked = nil
 	p.hold = hold
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
