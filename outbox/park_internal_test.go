@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
 )
 
 // A parked or backing-off topic does not make every pass read the table:
@@ -92,4 +93,94 @@ func TestBackoffWithoutRowsEndsAtTheRead(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]block{"running": running}, p.blocked)
 	require.False(t, r.mustRead(p), "no read per pass")
+}
+
+// lockRow holds a row lock on the outbox row id until the test ends or
+// the returned function is called: a statement of the relay's that writes
+// the row waits for it, and fails after the store's LockTimeout.
+func lockRow(t *testing.T, st *store.Store, id int64) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT 1 FROM outbox WHERE id = $1 FOR UPDATE`, id)
+	require.NoError(t, err)
+	release = func() { _ = tx.Rollback(ctx) }
+	t.Cleanup(release)
+	return release
+}
+
+// When the database fails to account a failed publish (its attempts, its
+// park), the topic backs off all the same: the next read leaves its rows
+// out rather than select them again, ahead of the other topics' rows.
+func TestFailedAccountingBacksTheTopicOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.NewWith(t, store.Config{LockTimeout: 100 * time.Millisecond})
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	p := r.part(0)
+	var bad, good int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 'bad', '\x00') RETURNING id`).Scan(&bad))
+	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 'good', '\x00') RETURNING id`).Scan(&good))
+
+	release := lockRow(t, st, bad)
+	err = r.failed(ctx, p, "bad", []row{{id: bad, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
+	require.Error(t, err, "the attempts' update waits for the lock")
+	require.Contains(t, p.blocked, "bad")
+	require.True(t, p.blocked["bad"].until.After(time.Now()), "the topic backs off")
+	release()
+
+	rows, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	require.NoError(t, err)
+	require.Len(t, rows, 1)
+	require.Equal(t, good, rows[0].id, "the next read leaves the topic out")
+}
+
+// A park goes a bounded number of rows at a time, in id order, all until
+// the same time. One that fails part way has parked the topic's oldest
+// rows, which hold back the rest (a read leaves the topic out): the topic
+// counts as parked.
+func TestParkGoesInChunks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.NewWith(t, store.Config{LockTimeout: 100 * time.Millisecond})
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, MaxAttempts: 1, Logger: zerolog.Nop(), parkChunk: 3})
+	require.NoError(t, err)
+	p := r.part(0)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value)
+		SELECT 0, CASE WHEN i IN (2, 6) THEN 'good' ELSE 'bad' END, '\x00' FROM generate_series(1, 9) i`)
+	require.NoError(t, err)
+	var ids []int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FROM outbox WHERE topic = 'bad'`).Scan(&ids))
+	require.Len(t, ids, 7)
+	fail := func() error {
+		return r.failed(ctx, p, "bad", []row{{id: ids[0], topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
+	}
+	var parked []int64
+	parkedIDs := func() []int64 {
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM outbox WHERE parked_until > now()`).Scan(&parked))
+		return parked
+	}
+
+	release := lockRow(t, st, ids[4]) // in the second chunk
+	require.NoError(t, fail())
+	require.Equal(t, ids[:3], parkedIDs(), "the first chunk")
+	require.True(t, p.parked["bad"])
+	require.NotContains(t, p.blocked, "bad")
+	release()
+	rows, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	require.NoError(t, err)
+	for _, x := range rows {
+		require.Equal(t, "good", x.topic, "the rows not parked wait behind the parked ones")
+	}
+	require.Len(t, rows, 2)
+
+	_, err = st.Pool.Exec(ctx, `UPDATE outbox SET parked_until = NULL`)
+	require.NoError(t, err)
+	require.NoError(t, fail())
+	require.Equal(t, ids, parkedIDs(), "every chunk")
+	var untils int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(DISTINCT parked_until) FROM outbox WHERE topic = 'bad'`).Scan(&untils))
+	require.Equal(t, 1, untils, "one park")
 }

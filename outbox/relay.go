@@ -105,6 +105,9 @@ type Config struct {
 	// awaitWarnAfter is how long the table reads wait for transactions to
 	// end before the relay says which. Default 10 s; tests shorten it.
 	awaitWarnAfter time.Duration
+	// parkChunk is how many rows one statement of a park updates. 0:
+	// parkChunk; tests lower it.
+	parkChunk int
 }
 
 // Relay publishes outbox rows. One Relay serves every partition of a
@@ -1438,15 +1441,27 @@ func (r *Relay) message(x row) (*message.Message, error) {
 
 // failed accounts a publish that failed because the topic cannot be
 // written: one more attempt for the rows tried, then backoff or parking.
-func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []row, cause error, reason string) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*queryTimeout) // two statements
+// When the database fails it, the topic backs off all the same: the next
+// read must not select the same rows, and fail to account them again, with
+// the other topics' rows behind them.
+func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []row, cause error, reason string) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*queryTimeout) // the attempts, then the park
 	defer cancel()
+	defer func() {
+		if err != nil {
+			b := p.blocked[topic]
+			b.failures++
+			b.at = time.Now()
+			b.until = b.at.Add(r.backoff(b.failures))
+			p.blocked[topic] = b
+		}
+	}()
 	ids := make([]int64, len(run))
 	for i, x := range run {
 		ids[i] = x.id
 	}
 	var attempts int
-	err := r.cfg.Pool.QueryRow(ctx, `
+	err = r.cfg.Pool.QueryRow(ctx, `
 		WITH u AS (UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1) RETURNING attempts)
 		SELECT coalesce(max(attempts), 0) FROM u`, ids, errorText(cause)).Scan(&attempts)
 	if err != nil {
@@ -1459,26 +1474,69 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 		log.Warn().Msg("outbox: topic cannot be written; retrying")
 		return nil
 	}
-	// Park every waiting row of the topic, so /health counts them and they
-	// are all retried together, in id order, when the park ends. Rows
-	// parked for good stay as they are, and rows published already (their
-	// delete pending) are not counted.
-	var n int64
-	var until time.Time
-	err = r.cfg.Pool.QueryRow(ctx, `
-		WITH u AS (
-			UPDATE outbox SET parked_until = now() + $3::interval, park_reason = $4
-			WHERE source_partition = $1 AND topic = $2 AND (parked_until IS NULL OR parked_until <= now()) AND id <> ALL(coalesce($5::bigint[], '{}'))
-			RETURNING 1)
-		SELECT count(*), now() + $3::interval FROM u`, p.id, topic, r.cfg.ParkFor, reason, p.acked).Scan(&n, &until)
-	if err != nil {
+	n, until, err := r.park(ctx, p, topic, reason)
+	if n == 0 && err != nil {
 		return fmt.Errorf("parking rows of partition %d for %q: %w", p.id, topic, err)
 	}
 	p.parked[topic] = true
 	delete(p.blocked, topic)
-	log.Error().Int64("rows", n).Time("until", until).Str("reason", reason).Msg("outbox: topic cannot be written; rows parked")
+	if err != nil {
+		log.Error().AnErr("park_error", err).Int64("rows", n).Time("until", until).Str("reason", reason).
+			Msg("outbox: topic cannot be written; its oldest rows parked, the park of the rest failed (they wait behind)")
+	} else {
+		log.Error().Int64("rows", n).Time("until", until).Str("reason", reason).Msg("outbox: topic cannot be written; rows parked")
+	}
 	if r.cfg.OnParked != nil && n > 0 {
 		r.cfg.OnParked(reason, int(n))
 	}
 	return nil
+}
+
+// parkChunk bounds the rows one statement of a park updates
+// (Config.parkChunk's default): the topic's backlog may be millions of
+// rows, which one UPDATE would rewrite in one transaction, past its bound,
+// parking none.
+const parkChunk = 5000
+
+// park parks every waiting row of the topic, so /health counts them and
+// they are all retried together, in id order, when the park ends. Rows
+// parked for good stay as they are, and rows published already (their
+// delete pending) are not counted. It goes parkChunk rows at a time in id
+// order, each chunk its own statement, all until the same time: when one
+// fails (ctx's bound), the rows parked before it, the topic's oldest, hold
+// back the rest as the whole park would (a read leaves out every row of a
+// topic parked), and n counts them. The ids as an array, not IN (SELECT
+// ...), which PostgreSQL joins with a scan of the whole table: each chunk
+// walks outbox_partition from the last one's id, then outbox_pkey.
+func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n int64, until time.Time, err error) {
+	chunk := cmp.Or(r.cfg.parkChunk, parkChunk)
+	var after int64
+	var at *time.Time // the first chunk's
+	for {
+		var got int64
+		var last *int64
+		err := r.cfg.Pool.QueryRow(ctx, `
+			WITH u AS (
+				UPDATE outbox SET parked_until = coalesce($6::timestamptz, now() + $3::interval), park_reason = $4
+				WHERE id = ANY(ARRAY(
+					SELECT id FROM outbox
+					WHERE source_partition = $1 AND id > $7 AND topic = $2
+					  AND (parked_until IS NULL OR parked_until <= now()) AND id <> ALL(coalesce($5::bigint[], '{}'))
+					ORDER BY source_partition, id
+					LIMIT $8))
+				RETURNING id, parked_until)
+			SELECT count(*), max(id), coalesce($6::timestamptz, max(parked_until), now() + $3::interval) FROM u`,
+			p.id, topic, r.cfg.ParkFor, reason, p.acked, at, after, chunk).Scan(&got, &last, &at)
+		if err != nil {
+			return n, until, err
+		}
+		n += got
+		if at != nil {
+			until = *at
+		}
+		if got < int64(chunk) || last == nil {
+			return n, until, nil
+		}
+		after = *last
+	}
 }
