@@ -1120,3 +1120,46 @@ func TestRunHeldStopsReadingMidDrain(t *testing.T) {
 	// hold), the held pass's stay.
 	require.GreaterOrEqual(t, count(t, st, "true"), 2, "the rows of the pass held stay")
 }
+
+// TestAwayTopicDoesNotHoldTheOthers: a topic Kafka is away for (its
+// partition answers NOT_ENOUGH_REPLICAS, as with a replica down) is
+// retried in a call of its own, whose records kgo fails at the probe
+// timeout, so the other topics' rows read with it go out at once rather
+// than when kgo's delivery timeout fails its records. Once Kafka takes it
+// again, its rows go, in order.
+func TestAwayTopicDoesNotHoldTheOthers(t *testing.T) {
+	t.Parallel()
+	const ok, away, p = "locks.lock.acquired.v1", "locks.state.away", int32(7)
+	c := newCluster(t, kfake.SeedTopics(1, ok, away))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false, kgo.RecordDeliveryTimeout(5*time.Second))
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: away, Err: kerr.NotEnoughReplicas, Count: -1})
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.PublishTimeout = 10 * time.Second
+		cfg.PollInterval = time.Hour
+		cfg.RetryBase, cfg.RetryMax = 10*time.Millisecond, 10*time.Millisecond
+		outbox.ProbeTimeout(cfg, 200*time.Millisecond)
+		outbox.NoTakeoverReads(cfg)
+	})
+	insert(t, st, p, rec{away, "k", "a0", "ea0"}, rec{ok, "k", "o0", "eo0"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	// The first failure is in the call of every topic, which ends with
+	// kgo's delivery timeout.
+	require.Eventually(t, func() bool { return pub.failures.Load() > 0 }, 15*time.Second, 10*time.Millisecond)
+
+	for i := range 3 {
+		v := fmt.Sprint("o", i+1)
+		insert(t, st, p, rec{away, "k", fmt.Sprint("a", i+1), fmt.Sprint("ea", i+1)}, rec{ok, "k", v, "e" + v})
+		relay.Wake(p) // a read, which retries the away topic too
+		began := time.Now()
+		require.Eventually(t, func() bool { return slices.Contains(pub.acked(), ok+"/"+v) }, 15*time.Second, 5*time.Millisecond)
+		require.Less(t, time.Since(began), 2*time.Second, "%s waited for the away topic's call", v)
+	}
+	for _, a := range pub.acked() {
+		require.False(t, strings.HasPrefix(a, away+"/"), "the away topic's records went: %s", a)
+	}
+
+	fault.Remove()
+	assert.Equal(t, []string{"a0", "a1", "a2", "a3"}, firstSeen(values(consume(t, c.ListenAddrs(), away, 4))))
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond)
+}
