@@ -11,7 +11,3 @@ func NoTakeoverReads(cfg *Config) { cfg.noTakeoverReads = true }
 // AwaitWarnAfter sets how long the table reads wait for transactions to end
 // before cfg's relay logs it.
 func AwaitWarnAfter(cfg *Config, d time.Duration) { cfg.awaitWarnAfter = d }
-
-// ProbeTimeout sets how long cfg's relay gives the call of the topics Kafka
-// was away for.
-func ProbeTimeout(cfg *Config, d time.Duration) { cfg.probeTimeout = d }

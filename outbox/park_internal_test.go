@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"math"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
-	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/store"
 )
 
@@ -44,7 +40,7 @@ func TestKafkaAwayPausesAcrossPasses(t *testing.T) {
 	p := &partition{blocked: map[string]block{}}
 	away := errors.New("dial tcp: connection refused")
 	pass := func(topic string, err error) { // a pass of its own
-		r.settle(context.Background(), p, unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, err, &passState{failed: map[string]bool{}}, false)
+		r.settle(context.Background(), p, unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, err, &passState{failed: map[string]bool{}})
 	}
 	pass("x", away)
 	pass("x", away)
@@ -187,91 +183,4 @@ func TestParkGoesInChunks(t *testing.T) {
 	var untils int
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(DISTINCT parked_until) FROM outbox WHERE topic = 'bad'`).Scan(&untils))
 	require.Equal(t, 1, untils, "one park")
-}
-
-// topicsCalls is a publisher taking several topics per call, as
-// kafkapubsub's, that records the topics of each call and the time their
-// messages' context had left, and fails the topics in fail as when Kafka
-// is away.
-type topicsCalls struct {
-	fail  map[string]bool
-	mu    sync.Mutex
-	calls [][]string
-	left  map[string]time.Duration
-}
-
-func (c *topicsCalls) Publish(topic string, msgs ...*message.Message) error {
-	return c.PublishTopics(kafkapubsub.TopicMessages{Topic: topic, Messages: msgs})[0]
-}
-
-func (c *topicsCalls) PublishTopics(batches ...kafkapubsub.TopicMessages) []error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	errs := make([]error, len(batches))
-	var call []string
-	for i, b := range batches {
-		call = append(call, b.Topic)
-		deadline, _ := b.Messages[0].Context().Deadline()
-		c.left[b.Topic] = time.Until(deadline)
-		if c.fail[b.Topic] {
-			errs[i] = errors.New("records have timed out before they were able to be produced")
-		}
-	}
-	slices.Sort(call)
-	c.calls = append(c.calls, call)
-	return errs
-}
-
-func (c *topicsCalls) Close() error { return nil }
-
-// A topic whose last publish failed for Kafka being away is retried in a
-// call of its own, bounded by probeTimeout, not in the call of the other
-// topics, whose acknowledgements it would hold up to kgo's delivery
-// timeout. Topics failing so beside a topic acknowledged in the same pass
-// do not pause the partition (Kafka is there); failing alone, two do.
-func TestAwayTopicIsProbedAlone(t *testing.T) {
-	ctx := context.Background()
-	pub := &topicsCalls{fail: map[string]bool{"a1": true, "a2": true}, left: map[string]time.Duration{}}
-	r := &Relay{cfg: Config{Publisher: pub, KeyMetadata: kafkapubsub.DefaultKeyMetadata, PublishTimeout: time.Minute,
-		RetryBase: time.Millisecond, RetryMax: time.Millisecond}, log: zerolog.Nop()}
-	p := &partition{blocked: map[string]block{}, parked: map[string]bool{}}
-	rows := func(topics ...string) []row {
-		var out []row
-		for i, t := range topics {
-			out = append(out, row{id: int64(i + 1), topic: t, value: []byte("v")})
-		}
-		return out
-	}
-	pass := func(topics ...string) *passState {
-		ps := &passState{failed: map[string]bool{}}
-		pub.calls = nil
-		r.publishConcurrently(ctx, p, r.units(rows(topics...)), ps)
-		slices.SortFunc(pub.calls, slices.Compare)
-		return ps
-	}
-
-	ps := pass("ok", "a1", "a2")
-	require.Equal(t, [][]string{{"a1", "a2", "ok"}}, pub.calls, "not known away yet: one call")
-	require.Equal(t, 1, ps.res.published)
-	require.True(t, p.pauseUntil.IsZero(), "a topic acknowledged beside them: Kafka is there")
-	require.True(t, p.probing("a1"))
-	require.True(t, p.probing("a2"))
-
-	ps = pass("ok", "a1", "a2")
-	require.Equal(t, [][]string{{"a1", "a2"}, {"ok"}}, pub.calls, "the away topics in a call of their own")
-	require.LessOrEqual(t, pub.left["a1"], probeTimeout)
-	require.Greater(t, pub.left["ok"], probeTimeout)
-	require.Equal(t, 1, ps.res.published)
-	require.True(t, p.pauseUntil.IsZero())
-
-	pass("a1", "a2")
-	require.Equal(t, [][]string{{"a1", "a2"}}, pub.calls)
-	require.True(t, p.pauseUntil.After(time.Now()), "nothing acknowledged: two topics in a row pause the partition")
-
-	delete(pub.fail, "a1")
-	p.pauseUntil = time.Time{}
-	pass("a1")
-	require.False(t, p.probing("a1"), "acknowledged")
-	pass("ok", "a1")
-	require.Equal(t, [][]string{{"a1", "ok"}}, pub.calls, "back in the call of every topic")
 }

@@ -108,9 +108,6 @@ type Config struct {
 	// parkChunk is how many rows one statement of a park updates. 0:
 	// parkChunk; tests lower it.
 	parkChunk int
-	// probeTimeout bounds the calls of topics Kafka was away for. 0:
-	// probeTimeout.
-	probeTimeout time.Duration
 }
 
 // Relay publishes outbox rows. One Relay serves every partition of a
@@ -220,35 +217,6 @@ type partition struct {
 type block struct {
 	at, until time.Time
 	failures  int // consecutive transient failures, for the backoff
-	// away: the failure was Kafka being away for the topic (KafkaAway);
-	// its retry is a probe (probing).
-	away bool
-}
-
-// probeTimeout bounds the call that retries the topics Kafka was away for
-// (partition.probing): its messages' context. kgo fails a partition's
-// records once the first one's context has ended, at its next look (a
-// retry after an answer, a write; for a partition without a leader, a
-// metadata refresh: every kgo.MetadataMinAge), unless a request holding
-// them is unanswered. So a topic whose partition has no leader, too few
-// replicas or a broker down costs each pass that retries it about this
-// long, not kgo's RecordDeliveryTimeout. A topic whose records take
-// longer to be acknowledged stays backing off until they take less.
-const probeTimeout = 2 * time.Second
-
-// probing says whether the topic's last publish failed for Kafka being
-// away, with no success since: its rows go in the pass's probe call, of
-// at most probeTimeout, not with the other topics' (publishAll).
-func (p *partition) probing(topic string) bool {
-	return p.blocked[topic].away
-}
-
-// publishTimeout is how long a call publishing topic may take.
-func (r *Relay) publishTimeout(p *partition, topic string) time.Duration {
-	if p.probing(topic) {
-		return min(r.cfg.PublishTimeout, cmp.Or(r.cfg.probeTimeout, probeTimeout))
-	}
-	return r.cfg.PublishTimeout
 }
 
 type row struct {
@@ -849,7 +817,7 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 		if ps.failed[u.topic] {
 			continue
 		}
-		if !r.settle(ctx, p, u, r.publish(ctx, p, u.topic, u.rows), ps, false) {
+		if !r.settle(ctx, p, u, r.publish(ctx, p, u.topic, u.rows), ps) {
 			return
 		}
 	}
@@ -857,22 +825,19 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 
 // publishConcurrently publishes every unit (one per topic) at once, then
 // settles each: all were sent, so even when one says stop, the others'
-// acknowledgements still count. When one was acknowledged, Kafka is there:
-// the others' failures are their topics' own, and pause nothing.
+// acknowledgements still count.
 func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []unit, ps *passState) {
 	errs := r.publishAll(ctx, p, units)
-	acked := slices.Contains(errs, nil)
 	for k, u := range units {
-		r.settle(ctx, p, u, errs[k], ps, acked)
+		r.settle(ctx, p, u, errs[k], ps)
 	}
 }
 
 // settle accounts one unit's publish: acknowledges its rows, parks the
 // records Kafka refuses for good, or backs its topic off. It returns false
 // when the pass should stop: ctx ended, the database failed, or Kafka
-// looks away and the partition pauses. acked says another unit published
-// at the same time was acknowledged: Kafka is not away.
-func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState, acked bool) bool {
+// looks away and the partition pauses.
+func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState) bool {
 	if err != nil && ctx.Err() == nil {
 		if kind, _ := Classify(err); kind == RecordRefused {
 			var dbErr error
@@ -911,7 +876,6 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	b.failures++
 	b.at = time.Now()
 	b.until = b.at.Add(r.backoff(b.failures))
-	b.away = true
 	p.blocked[u.topic] = b
 	log := r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
 		Dur("retry_in", b.until.Sub(b.at))
@@ -919,10 +883,6 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 		log = log.Str("reason", reason)
 	}
 	log.Msg("outbox: Kafka did not take the records; retrying")
-	if acked {
-		p.awayTopic = "" // as after a success
-		return true
-	}
 	previous := p.awayTopic
 	p.awayTopic = u.topic
 	if previous != "" && previous != u.topic && p.pauseUntil.Before(time.Now()) {
@@ -1070,10 +1030,7 @@ func (r *Relay) units(rows []row) []unit {
 
 // publishAll publishes the units at once and returns each one's error: in
 // one call when the publisher takes several topics (kafkapubsub's does),
-// else at most maxConcurrentTopics calls at a time. In the first case the
-// topics Kafka was away for (partition.probing) go in a second call, of
-// at most probeTimeout, beside the first: in the first they would hold
-// every other topic's acknowledgements for up to kgo's delivery timeout.
+// else at most maxConcurrentTopics calls at a time.
 func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []error {
 	errs := make([]error, len(units))
 	if err := p.waitHold(ctx); err != nil {
@@ -1083,21 +1040,29 @@ func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []er
 		return errs
 	}
 	if tp, ok := r.cfg.Publisher.(topicsPublisher); ok {
-		var shared, probes []int
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		defer cancel()
+		var batches []kafkapubsub.TopicMessages
+		var of []int // unit of each batch
 		for k, u := range units {
-			if p.probing(u.topic) {
-				probes = append(probes, k)
+			msgs, err := r.messages(pctx, u.rows)
+			if err != nil {
+				errs[k] = err
+				continue
+			}
+			batches, of = append(batches, kafkapubsub.TopicMessages{Topic: u.topic, Messages: msgs}), append(of, k)
+		}
+		if len(batches) == 0 {
+			return errs
+		}
+		got, err := await(ctx, &p.left, func() []error { return tp.PublishTopics(batches...) })
+		for i, k := range of {
+			if err != nil {
+				errs[k] = err
 			} else {
-				shared = append(shared, k)
+				errs[k] = got[i]
 			}
 		}
-		var wg sync.WaitGroup
-		if len(probes) > 0 {
-			d := r.publishTimeout(p, units[probes[0]].topic)
-			wg.Go(func() { r.publishTopics(ctx, p, tp, units, probes, d, errs) })
-		}
-		r.publishTopics(ctx, p, tp, units, shared, r.cfg.PublishTimeout, errs)
-		wg.Wait()
 		return errs
 	}
 	sem := make(chan struct{}, maxConcurrentTopics)
@@ -1112,35 +1077,6 @@ func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []er
 	}
 	wg.Wait()
 	return errs
-}
-
-// publishTopics publishes the units of ks in one call whose messages end
-// after timeout (kgo then fails those not sent yet), and sets their errors
-// in errs.
-func (r *Relay) publishTopics(ctx context.Context, p *partition, tp topicsPublisher, units []unit, ks []int, timeout time.Duration, errs []error) {
-	pctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var batches []kafkapubsub.TopicMessages
-	var of []int // unit of each batch
-	for _, k := range ks {
-		msgs, err := r.messages(pctx, units[k].rows)
-		if err != nil {
-			errs[k] = err
-			continue
-		}
-		batches, of = append(batches, kafkapubsub.TopicMessages{Topic: units[k].topic, Messages: msgs}), append(of, k)
-	}
-	if len(batches) == 0 {
-		return
-	}
-	got, err := await(ctx, &p.left, func() []error { return tp.PublishTopics(batches...) })
-	for i, k := range of {
-		if err != nil {
-			errs[k] = err
-		} else {
-			errs[k] = got[i]
-		}
-	}
 }
 
 // topicsPublisher is a publisher that takes several topics in one call
@@ -1362,7 +1298,7 @@ func (r *Relay) publish(ctx context.Context, p *partition, topic string, run []r
 	if err := p.waitHold(ctx); err != nil {
 		return err
 	}
-	pctx, cancel := context.WithTimeout(ctx, r.publishTimeout(p, topic))
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	msgs, err := r.messages(pctx, run)
 	if err != nil {
@@ -1517,7 +1453,6 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 			b.failures++
 			b.at = time.Now()
 			b.until = b.at.Add(r.backoff(b.failures))
-			b.away = false // the topic was refused: no probe
 			p.blocked[topic] = b
 		}
 	}()
