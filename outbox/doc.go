@@ -105,7 +105,9 @@
 //     the topic is retried after a backoff (RetryBase doubling up to
 //     RetryMax) while other topics flow. When a row reaches MaxAttempts,
 //     every waiting row of that topic in the partition is parked for ParkFor
-//     (database clock; park_reason the error's name); newer rows of the
+//     (database clock; park_reason the error's name; 5,000 rows per
+//     statement: a park cut short has parked the oldest, which hold the
+//     rest back as a park does); newer rows of the
 //     topic wait behind them unparked, and all are retried, in id order,
 //     when the park ends. One failure after that parks them again. Each read
 //     of the table finds there which topics are parked, so a park an
@@ -114,8 +116,9 @@
 //     or refuses the record's timestamp (INVALID_TIMESTAMP: this process's
 //     clock, kgo's CreateTime, is outside the broker's window; the retry
 //     warning says to check it): never counted, never parked. The topic backs off in memory; two
-//     topics failing so in a row with no success between them, in one pass
-//     or in passes of their own, pause the whole partition with backoff
+//     topics failing so in a row with no success between them or in the
+//     same call, in one pass or in passes of their own, pause the whole
+//     partition with backoff
 //     capped at RetryMax, so nothing is lost and the relay resumes by
 //     itself when Kafka is back. With kgo's default
 //     idempotent producer, a produce request that got no answer is never
@@ -137,7 +140,8 @@
 // that backoff (up to RetryMax) after the database is back. Only a pass
 // whose query worked ends the outage's log streak. Rows acknowledged but not
 // yet deleted are deleted before anything else is selected, so a database
-// blip does not publish them twice.
+// blip does not publish them twice; those a Run leaves undeleted, the next
+// Run forgets (their ids may have been handed to new rows by a failover).
 //
 // # Exported names
 //

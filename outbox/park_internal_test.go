@@ -40,7 +40,7 @@ func TestKafkaAwayPausesAcrossPasses(t *testing.T) {
 	p := &partition{blocked: map[string]block{}}
 	away := errors.New("dial tcp: connection refused")
 	pass := func(topic string, err error) { // a pass of its own
-		r.settle(context.Background(), p, unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, err, &passState{failed: map[string]bool{}})
+		r.settle(context.Background(), p, unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, err, &passState{failed: map[string]bool{}}, false)
 	}
 	pass("x", away)
 	pass("x", away)
@@ -51,6 +51,23 @@ func TestKafkaAwayPausesAcrossPasses(t *testing.T) {
 	pass("x", away)
 	require.True(t, p.pauseUntil.After(time.Now()), "two topics in a row")
 	require.Equal(t, 1, p.kafkaFailures)
+}
+
+// Topics failing for Kafka being away beside a topic acknowledged in the
+// same call pause nothing: Kafka is there, and the failures are theirs.
+func TestKafkaAwayBesideAnAcknowledgementPausesNothing(t *testing.T) {
+	r := &Relay{cfg: Config{RetryBase: time.Second, RetryMax: time.Minute}, log: zerolog.Nop()}
+	p := &partition{blocked: map[string]block{}}
+	away := errors.New("dial tcp: connection refused")
+	call := func(acked bool, topics ...string) { // one call's failures
+		for _, topic := range topics {
+			r.settle(context.Background(), p, unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, away, &passState{failed: map[string]bool{}}, acked)
+		}
+	}
+	call(true, "a1", "a2")
+	require.True(t, p.pauseUntil.IsZero(), "another topic of the call was acknowledged")
+	call(false, "a1", "a2")
+	require.True(t, p.pauseUntil.After(time.Now()), "nothing acknowledged: two topics in a row")
 }
 
 // A topic whose backoff has ended and which has no row left to retry (an

@@ -817,7 +817,7 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 		if ps.failed[u.topic] {
 			continue
 		}
-		if !r.settle(ctx, p, u, r.publish(ctx, p, u.topic, u.rows), ps) {
+		if !r.settle(ctx, p, u, r.publish(ctx, p, u.topic, u.rows), ps, false) {
 			return
 		}
 	}
@@ -825,19 +825,22 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 
 // publishConcurrently publishes every unit (one per topic) at once, then
 // settles each: all were sent, so even when one says stop, the others'
-// acknowledgements still count.
+// acknowledgements still count. When one was acknowledged, Kafka is there:
+// the others' failures are their topics' own, and pause nothing.
 func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []unit, ps *passState) {
 	errs := r.publishAll(ctx, p, units)
+	acked := slices.Contains(errs, nil)
 	for k, u := range units {
-		r.settle(ctx, p, u, errs[k], ps)
+		r.settle(ctx, p, u, errs[k], ps, acked)
 	}
 }
 
 // settle accounts one unit's publish: acknowledges its rows, parks the
 // records Kafka refuses for good, or backs its topic off. It returns false
 // when the pass should stop: ctx ended, the database failed, or Kafka
-// looks away and the partition pauses.
-func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState) bool {
+// looks away and the partition pauses. acked says another unit published
+// at the same time was acknowledged: Kafka is not away.
+func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState, acked bool) bool {
 	if err != nil && ctx.Err() == nil {
 		if kind, _ := Classify(err); kind == RecordRefused {
 			var dbErr error
@@ -883,6 +886,10 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 		log = log.Str("reason", reason)
 	}
 	log.Msg("outbox: Kafka did not take the records; retrying")
+	if acked {
+		p.awayTopic = "" // as after a success
+		return true
+	}
 	previous := p.awayTopic
 	p.awayTopic = u.topic
 	if previous != "" && previous != u.topic && p.pauseUntil.Before(time.Now()) {
