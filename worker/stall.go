@@ -69,9 +69,11 @@ type stallGate struct {
 	// heard says when the coordinator last answered the member (nil:
 	// not watched); its silence counts from quietFrom (time.Since(base))
 	// at the earliest: the last stall, or the last look that found no
-	// partitions to hold.
-	heard     *heardFrom
-	quietFrom atomic.Int64
+	// partitions to hold. Silence opens a stall only where watchSilence
+	// (the classic protocol).
+	heard        *heardFrom
+	watchSilence bool
+	quietFrom    atomic.Int64
 
 	base     time.Time    // the monotonic clock's origin
 	lastMono atomic.Int64 // time.Since(base) at the last tick
@@ -119,14 +121,15 @@ type membership struct {
 // newStallGate returns a gate for a member whose session timeout is
 // session and whose client gives up on a request unanswered after
 // readTimeout; nil (no gate) where no session timeout is known. heard, if
-// not nil, is the client's hook that sees the coordinator's answers.
-func newStallGate(session, readTimeout time.Duration, heard *heardFrom, log zerolog.Logger, member func() string,
+// not nil, is the client's hook that sees the coordinator's answers;
+// watchSilence says its silence opens a stall too.
+func newStallGate(session, readTimeout time.Duration, heard *heardFrom, watchSilence bool, log zerolog.Logger, member func() string,
 	describe func(ctx context.Context, member string) (membership, error), waiting func(epoch uint64) []int32) *stallGate {
 	if session <= 0 {
 		return nil
 	}
 	g := &stallGate{threshold: session / 2, bound: 2*session + readTimeout, log: log, member: member, describe: describe,
-		waiting: waiting, heard: heard, base: time.Now(), changed: make(chan struct{})}
+		waiting: waiting, heard: heard, watchSilence: watchSilence && heard != nil, base: time.Now(), changed: make(chan struct{})}
 	g.lastWall.Store(g.base.UnixNano())
 	return g
 }
@@ -200,7 +203,7 @@ func (g *stallGate) check() {
 // its session timeout; the client, its heartbeat unanswered, lets the
 // partitions go only once the read times out.
 func (g *stallGate) checkSilence(now time.Time) {
-	if g.heard == nil {
+	if !g.watchSilence {
 		return
 	}
 	if len(g.waiting(math.MaxUint64)) == 0 {
@@ -325,9 +328,12 @@ func (g *stallGate) confirm(ctx context.Context, epoch uint64, stalled time.Dura
 }
 
 // heardSince says whether the coordinator answered the member's
-// heartbeats after t, or they are not watched.
+// heartbeats after t and lately (within half the bound: a heartbeat
+// interval the brokers set under the consumer protocol is 5 s by default),
+// or they are not watched: an answer before a cut does not say the
+// coordinator answers now.
 func (g *stallGate) heardSince(t time.Time) bool {
-	return g.heard == nil || g.heard.since(time.Now()) < time.Since(t)
+	return g.heard == nil || g.heard.since(time.Now()) < min(time.Since(t), g.bound/2)
 }
 
 // listed records parts as member's, for stall epoch, and wakes the

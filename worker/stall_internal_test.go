@@ -64,7 +64,7 @@ func newGateTestHearing(t *testing.T, waiting func(uint64) []int32, heard *heard
 	if waiting == nil {
 		waiting = func(uint64) []int32 { return *gt.waiting.Load() }
 	}
-	gt.g = newStallGate(20*time.Second, 0, heard, zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
+	gt.g = newStallGate(20*time.Second, 0, heard, true, zerolog.New(&gt.logs), func() string { return *gt.member.Load() },
 		func(ctx context.Context, m string) (membership, error) {
 			q := asked{member: m, reply: make(chan answer, 1)}
 			select {
@@ -415,7 +415,7 @@ func TestStallHoldsTheApplier(t *testing.T) {
 // held by a gate nobody runs.
 func TestStallEndsWithTheGate(t *testing.T) {
 	asking := make(chan struct{}, 1)
-	g := newStallGate(20*time.Second, 0, nil, zerolog.Nop(), func() string { return "member-1" },
+	g := newStallGate(20*time.Second, 0, nil, false, zerolog.Nop(), func() string { return "member-1" },
 		func(ctx context.Context, _ string) (membership, error) {
 			select {
 			case asking <- struct{}{}:
@@ -544,6 +544,7 @@ func TestStallSeenInTheCoordinatorsSilence(t *testing.T) {
 	require.Equal(t, epoch+1, g.epoch, "a stall not over is not opened again")
 	q.reply <- listing(0)
 	require.True(t, <-held)
+	require.Eventually(t, func() bool { _, pending := g.stalling(); return !pending }, 10*time.Second, time.Millisecond)
 	g.checkSilence(time.Now())
 	require.Equal(t, epoch+1, g.epoch, "the wait for the answer was not silence")
 	require.Contains(t, gt.logs.String(), "heard nothing from the group coordinator")
@@ -552,7 +553,7 @@ func TestStallSeenInTheCoordinatorsSilence(t *testing.T) {
 // A coordinator silent since the stall is never taken for one that cannot
 // be asked: past the bound the partitions stay held (the client may be in
 // a join that waits out the rebalance timeout, not told it was dropped);
-// once it answers a heartbeat, the bound releases them.
+// once it answers heartbeats again, the bound releases them.
 func TestStallSilentCoordinatorHoldsPastTheBound(t *testing.T) {
 	heard := newHeardFrom()
 	gt := newGateTestHearing(t, nil, heard)
@@ -570,10 +571,10 @@ func TestStallSilentCoordinatorHoldsPastTheBound(t *testing.T) {
 		q.reply <- answer{err: errors.New("coordinator not available")}
 	}
 	requireHeld(t, held, "released at the bound while the coordinator was silent")
-	heard.answered(time.Now()) // a heartbeat answered: the describe alone fails
-	for {
+	for { // heartbeats answered: the describe alone fails
 		select {
 		case q := <-gt.questions:
+			heard.answered(time.Now())
 			q.reply <- answer{err: errors.New("GROUP_AUTHORIZATION_FAILED")}
 			continue
 		case ok := <-held:

@@ -195,7 +195,8 @@ const fetchMaxWait = 500 * time.Millisecond
 // limit: only a batch compressed more than 16-fold from a producer that
 // counts its limit after compression (a Java producer's batch.size, 16 KiB
 // by default; kgo's StreamingCompression) with that limit raised to about
-// 1 MiB reaches it. Below it, a batch may decompress to at most
+// 1 MiB reaches it (about 7-fold compression, with the memory its records
+// take counted: ratioDecompressor). Below it, a batch may decompress to at most
 // maxBatchRatio times its compressed size (ratioDecompressor), which bounds
 // what a fetch response of many small batches inflates to.
 const maxBatchBytes = 16 << 20
@@ -409,10 +410,10 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w.cl = cl
 	readTimeout, _ := cl.OptValue(kgo.RequestTimeoutOverhead).(time.Duration)
-	if serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool); serverSide {
-		heard = nil // the brokers set the heartbeat interval (stallGate)
-	}
-	w.stall = newStallGate(sessionOf(cl), readTimeout, heard, w.log,
+	// Under the consumer protocol the brokers set the heartbeat interval,
+	// which may be past the gate's threshold: its silence is not watched.
+	serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool)
+	w.stall = newStallGate(sessionOf(cl), readTimeout, heard, !serverSide, w.log,
 		func() string { member, _ := cl.GroupMetadata(); return member },
 		func(ctx context.Context, member string) (membership, error) {
 			return groupMember(ctx, cl, w.cfg.Group, w.cfg.Names.Commands, member)
