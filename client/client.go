@@ -33,6 +33,10 @@ type Client struct {
 	readDone chan struct{}
 	ops      sync.WaitGroup // operations and keep-alives in flight
 	once     sync.Once
+	// followDone is closed when followReplyTopic has returned.
+	followDone chan struct{}
+	// reply is what the reader knows of its topic beyond its records.
+	reply replyState
 
 	mu     sync.Mutex
 	closed bool
@@ -63,9 +67,17 @@ type Client struct {
 
 // New connects to Kafka, creates the reply topic when missing and starts
 // reading it from its end. It returns once the reader is positioned, so no
-// reply to a command sent afterwards can be missed. A Config.ReadOnly client
-// has no reply topic: New only checks that the brokers answer. Errors from
-// reaching Kafka wrap ErrUnreachable.
+// reply to a command sent afterwards can be missed. The reader follows the
+// topic as it changes: partitions added, or the topic deleted and created
+// again (as the workers' relay does when it has a reply for it), are read
+// from their start once the client noticed, within a minute, or at once
+// when a command goes unanswered past ReplyTimeout or the reader is refused
+// the deleted topic (up to 5 s more where kgo's metadata cache answers).
+// Meanwhile their replies wait; a command unanswered until RequestTimeout
+// fails with ErrNoReply saying whether the topic was missing, and a logger
+// given to the Kafka clients (kgo.WithLogger) is told. A Config.ReadOnly
+// client has no reply topic: New only checks that the brokers answer.
+// Errors from reaching Kafka wrap ErrUnreachable.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	creds, err := loadCredentials(cfg)
 	if err != nil {
@@ -123,10 +135,12 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	ctx, cancel := withDefaultTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
+	var replyParts int
+	var replyID kadm.TopicID
 	if cfg.ReadOnly {
 		err = c.ping(ctx)
 	} else {
-		c.cons, err = c.replyConsumer(ctx)
+		c.cons, replyParts, replyID, err = c.replyConsumer(ctx)
 	}
 	if err != nil {
 		c.closeKafka()
@@ -134,26 +148,39 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.closing, c.close = context.WithCancel(context.Background())
 	if !cfg.ReadOnly {
-		c.readDone = make(chan struct{})
+		c.readDone, c.followDone = make(chan struct{}), make(chan struct{})
+		c.reply.lookUp = make(chan struct{}, 1)
 		var readCtx context.Context
 		readCtx, c.stopRead = context.WithCancel(context.Background())
 		go c.read(readCtx)
+		go func() {
+			defer close(c.followDone)
+			c.followReplyTopic(readCtx, replyParts, replyID)
+		}()
 	}
 	return c, nil
 }
 
 // replyConsumer prepares the reply topic and returns its reader,
-// positioned at its end.
-func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, error) {
+// positioned at its end, with the topic's partition count and ID (zero
+// when it could not be told) as listed.
+func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.TopicID, error) {
 	offsets, err := c.prepareReplyTopic(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, kadm.TopicID{}, err
+	}
+	// The metadata just loaded to list the offsets answers (kgo caches
+	// it): the ID against which followReplyTopic tells the topic created
+	// again.
+	var id kadm.TopicID
+	if tds, err := kadm.NewClient(c.prod).ListTopics(ctx, c.replyTopic); err == nil && tds[c.replyTopic].Err == nil {
+		id = tds[c.replyTopic].ID
 	}
 	cons, err := kgo.NewClient(append(c.baseOpts, kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))...)
 	if err != nil {
-		return nil, fmt.Errorf("creating reply consumer: %w", err)
+		return nil, 0, kadm.TopicID{}, fmt.Errorf("creating reply consumer: %w", err)
 	}
-	return cons, nil
+	return cons, len(offsets[c.replyTopic]), id, nil
 }
 
 // ping checks that the brokers answer, within ctx or, when it has no
@@ -250,6 +277,7 @@ func (c *Client) Close() error {
 		c.ops.Wait()
 		if !c.cfg.ReadOnly {
 			c.stopRead()
+			<-c.followDone // it changes the reader's partitions
 			c.cons.Close()
 			<-c.readDone
 		}
@@ -288,13 +316,32 @@ func (c *Client) begin() error {
 // lock.expired, lock.revoked or lock.released to the leases it may end.
 func (c *Client) read(ctx context.Context) {
 	defer close(c.readDone)
+	pause := fetchErrorPause
 	for {
 		fs := c.cons.PollFetches(ctx)
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return
 		}
-		// Fetch errors are retried by kgo; a reply that never comes is
-		// handled by re-sending the command.
+		// kgo retries fetch errors (those it returns too), and a reply
+		// that never comes is handled by re-sending the command; they
+		// are kept to explain it, and UNKNOWN_TOPIC_ID has the topic
+		// looked up (followReplyTopic). A poll of errors only is
+		// followed by a pause, as Watch's: kgo may return one at once
+		// again.
+		errs := fs.Errors()
+		for _, e := range errs {
+			c.replyFetchFailed(e)
+		}
+		if len(errs) > 0 && fs.NumRecords() == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, maxFetchErrorPause)
+		} else {
+			pause = fetchErrorPause
+		}
 		fs.EachRecord(func(r *kgo.Record) {
 			ev, err := topics.DecodeEvent(r.Value)
 			if err != nil {
@@ -470,13 +517,20 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 		case <-timer.C:
 			now := time.Now()
 			if !now.Before(giveUp) {
-				return topics.Event{}, fmt.Errorf("%w: %s sent %d times over %s without an answer on %q",
+				err := fmt.Errorf("%w: %s sent %d times over %s without an answer on %q",
 					ErrNoReply, cmd.Operation, attempts, now.Sub(start).Round(time.Millisecond), c.replyTopic)
+				if trouble := c.replyTrouble(start); trouble != nil {
+					err = fmt.Errorf("%w (%w)", err, trouble)
+				}
+				return topics.Event{}, err
 			}
 			if now.Before(resend) {
 				timer.Reset(resend.Sub(now))
 				continue
 			}
+			// The answer may be on a partition, or an instance of the
+			// topic, the reader does not read yet.
+			c.lookUpReplyTopic()
 			attempts++
 			_ = authorize()
 			send()

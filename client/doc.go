@@ -12,8 +12,10 @@
 //
 // A Client produces commands to the commands topic, keyed by lock key, and
 // reads its own reply topic (locks.replies.<requester>) directly, without a
-// consumer group, from where it ended when New returned. Replies are matched
-// to commands by request_id. A command whose reply does not come within
+// consumer group, from where it ended when New returned; partitions added to
+// it, or the topic deleted and created again (as the workers' relay does
+// when it has a reply for it), are read from their start once the client
+// noticed (see New). Replies are matched to commands by request_id. A command whose reply does not come within
 // Config.ReplyTimeout is sent again with the same request_id: the worker
 // applies a request_id once and answers every copy with the stored outcome,
 // so retries never take a lock twice. A client made with Config.ReadOnly

@@ -28,6 +28,22 @@ import (
 // timeout.
 func fakeWorker(t *testing.T, answer func(ctx context.Context, cmd topics.Command) []topics.Event) *Client {
 	t.Helper()
+	c, _ := fakeWorkerWith(t, fakeOpts{}, answer)
+	return c
+}
+
+// fakeOpts tunes fakeWorkerWith.
+type fakeOpts struct {
+	// send, when set, sends each reply (to the broker's addresses)
+	// instead of the stand-in's own client, and says why it failed.
+	send func(ctx context.Context, brokers []string, rec *kgo.Record) error
+	// config, when set, changes the client's Config.
+	config func(*Config)
+}
+
+// fakeWorkerWith is fakeWorker as o says; it returns the broker too.
+func fakeWorkerWith(t *testing.T, o fakeOpts, answer func(ctx context.Context, cmd topics.Command) []topics.Event) (*Client, *kfake.Cluster) {
+	t.Helper()
 	clearCredentialsEnv(t) // the client New makes here carries none
 	names := topics.DefaultNames()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, names.Commands))
@@ -62,7 +78,14 @@ func fakeWorker(t *testing.T, answer func(ctx context.Context, cmd topics.Comman
 						t.Errorf("fake worker: encoding %s: %v", ev.Type, err)
 						return
 					}
-					cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, func(_ *kgo.Record, err error) {
+					rec := &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}
+					if o.send != nil {
+						if err := o.send(ctx, cluster.ListenAddrs(), rec); err != nil && ctx.Err() == nil {
+							t.Errorf("fake worker: sending %s: %v", ev.Type, err)
+						}
+						continue
+					}
+					cl.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 						if err != nil && ctx.Err() == nil { // not the test's end
 							t.Errorf("fake worker: sending %s: %v", ev.Type, err)
 						}
@@ -72,10 +95,14 @@ func fakeWorker(t *testing.T, answer func(ctx context.Context, cmd topics.Comman
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done; cl.Close() })
-	c, err := New(ctx, Config{Brokers: cluster.ListenAddrs(), Requester: "fake", ReplyTimeout: time.Second, RequestTimeout: 10 * time.Second})
+	cfg := Config{Brokers: cluster.ListenAddrs(), Requester: "fake", ReplyTimeout: time.Second, RequestTimeout: 10 * time.Second}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	c, err := New(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
-	return c
+	return c, cluster
 }
 
 // one is ev, fakeWorker's answer of one event.

@@ -924,23 +924,21 @@ func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<
 }
 
 // partitionCheckInterval is how often a watch looks up the state topic's
-// partition count (followMoves): a lookup is a Metadata request, which the
-// client's watches share (kgo caches it for MetadataMinAge, 5 s). A
+// partition count (followMoves), and the reply reader its topic
+// (followReplyTopic): a lookup is a Metadata request, which the client's
+// watches and reader share (kgo caches it for MetadataMinAge, 5 s). A
 // constant but for the tests, which shorten it.
 var partitionCheckInterval = time.Minute
 
-// followMoves looks up the state topic's partition count every
-// partitionCheckInterval until ctx ends. When partitions were added and
-// key hashes to another partition now, the reader reads that one, from its
-// start, instead of the one it followed: the key's new states are written
-// there, and a worker's start publishes its current state there
-// (docs/design.md "Lock state topic"); records of the old one, still
-// buffered, are dropped by the watch (r.following). Only the watch's
-// reading goroutine runs it, once caught up: it alone changes the
-// reader's partitions then, so r.end stays as it is (empty).
-func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
+// lookUpTopic looks topic up every partitionCheckInterval, and at once
+// each time now signals (nil: never), until ctx ends, giving seen each
+// answer about it: its ID and partitions, or its Err (missing:
+// UNKNOWN_TOPIC_OR_PARTITION). A look-up that fails as a whole, or whose
+// answer lacks the topic, is skipped: the readers' fetches fail too, and
+// say so. The caller runs it on a goroutine of its own, and seen runs on
+// it.
+func (c *Client) lookUpTopic(ctx context.Context, topic string, now <-chan struct{}, seen func(kadm.TopicDetail)) {
 	adm := kadm.NewClient(c.prod)
-	n := r.partitions
 	tick := time.NewTicker(partitionCheckInterval)
 	defer tick.Stop()
 	for {
@@ -948,22 +946,39 @@ func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-now:
 		}
-		tds, err := adm.ListTopics(ctx, r.topic)
-		if err != nil || tds[r.topic].Err != nil || len(tds[r.topic].Partitions) <= n {
-			// Unknown (the reading's own failures are told, if asked
-			// for), or no partition added.
-			continue
+		tds, err := adm.ListTopics(ctx, topic)
+		if td, ok := tds[topic]; err == nil && ok {
+			seen(td)
 		}
-		n = len(tds[r.topic].Partitions)
+	}
+}
+
+// followMoves looks up the state topic's partition count (lookUpTopic)
+// until ctx ends. When partitions were added and key hashes to another
+// partition now, the reader reads that one, from its start, instead of the
+// one it followed: the key's new states are written there, and a worker's
+// start publishes its current state there (docs/design.md "Lock state
+// topic"); records of the old one, still buffered, are dropped by the
+// watch (r.following). Only the watch's reading goroutine runs it, once
+// caught up: it alone changes the reader's partitions then, so r.end stays
+// as it is (empty).
+func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
+	n := r.partitions
+	c.lookUpTopic(ctx, r.topic, nil, func(td kadm.TopicDetail) {
+		if td.Err != nil || len(td.Partitions) <= n {
+			return // unknown, or no partition added
+		}
+		n = len(td.Partitions)
 		p, was := keyPartition(r.topic, key, n), r.following.Load()
 		if p == was {
-			continue
+			return
 		}
 		r.following.Store(p)
 		r.cons.AddConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: {p: kgo.NewOffset().AtStart()}})
 		r.cons.RemoveConsumePartitions(map[string][]int32{r.topic: {was}})
-	}
+	})
 }
 
 func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, out chan<- LockRevision) {

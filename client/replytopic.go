@@ -1,0 +1,173 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// replyState is what the reply reader knows of its topic beyond its
+// records: it explains a command left unanswered (replyTrouble), and tells
+// followReplyTopic that the reader was refused the topic's ID.
+type replyState struct {
+	// lookUp makes followReplyTopic look the topic up at once (capacity
+	// 1: requests pile up into one).
+	lookUp chan struct{}
+
+	mu sync.Mutex
+	// refused says the reader was refused the topic's ID
+	// (UNKNOWN_TOPIC_ID) since the last look-up.
+	refused bool
+	// missing is since when look-ups find the topic missing (zero: found).
+	missing time.Time
+	// fetchErr is the reader's latest fetch error, at fetchErrAt.
+	fetchErr   error
+	fetchErrAt time.Time
+}
+
+// lookUpReplyTopic has followReplyTopic look the reply topic up at once.
+func (c *Client) lookUpReplyTopic() {
+	select {
+	case c.reply.lookUp <- struct{}{}:
+	default:
+	}
+}
+
+// replyFetchFailed records an error kgo returned to the reply reader's
+// poll. UNKNOWN_TOPIC_ID (returned once it lasted: kgo strips the first
+// few, which a topic just created may give) says the topic the reader
+// reads by its ID is gone, deleted (and maybe created again, under a new
+// ID that kgo does not adopt by itself): the topic is looked up at once.
+func (c *Client) replyFetchFailed(e kgo.FetchError) {
+	refused := errors.Is(e.Err, kerr.UnknownTopicID)
+	c.reply.mu.Lock()
+	c.reply.fetchErr = fmt.Errorf("fetching partition %d of %q: %w", e.Partition, e.Topic, e.Err)
+	c.reply.fetchErrAt = time.Now()
+	c.reply.refused = c.reply.refused || refused
+	c.reply.mu.Unlock()
+	if refused {
+		c.lookUpReplyTopic()
+	}
+}
+
+// replyTrouble is what the reply reader knows that may explain a command
+// left unanswered since start: its topic missing, and the reader's latest
+// fetch error if it came since start; nil: nothing.
+func (c *Client) replyTrouble(start time.Time) error {
+	c.reply.mu.Lock()
+	defer c.reply.mu.Unlock()
+	var missing, failed error
+	if !c.reply.missing.IsZero() {
+		missing = fmt.Errorf("reply topic %q not found since %s (deleted?): replies resume once it is created again, by the workers' relay (AUTO_CREATE_REPLY_TOPICS) or another client.New of this requester",
+			c.replyTopic, c.reply.missing.Format(time.RFC3339))
+	}
+	if c.reply.fetchErr != nil && !c.reply.fetchErrAt.Before(start) {
+		failed = fmt.Errorf("reading it failed at %s: %w", c.reply.fetchErrAt.Format(time.RFC3339), c.reply.fetchErr)
+	}
+	switch {
+	case missing != nil && failed != nil:
+		return fmt.Errorf("%w; %w", missing, failed) // one line, not errors.Join's two
+	case missing != nil:
+		return missing
+	}
+	return failed
+}
+
+// followReplyTopic keeps the reply reader on the reply topic as it is now,
+// until ctx ends. The reader was given the topic's n partitions, of ID id
+// (zero: unknown), when New listed them. It looks the topic up
+// (lookUpTopic, as Watch does the lock state topic) every
+// partitionCheckInterval, at once when the reader is refused the topic's
+// ID, and whenever a command is sent again for want of an answer
+// (exchange), which may be waiting on a partition or an instance of the
+// topic the reader does not read:
+//
+//   - partitions added: the reader reads the new ones from their start;
+//   - the topic created again (another ID): the reader drops the old one
+//     (kgo never adopts a new ID by itself: it refuses the old one's
+//     fetches with UNKNOWN_TOPIC_ID for good) and reads every partition of
+//     the new one from its start;
+//   - the topic missing (deleted, not created again yet) while the reader
+//     is refused its ID: the reader drops it, and reads it from its start
+//     once a look-up finds it again.
+//
+// From their start, as everything in them was written after New listed
+// the topic, so nothing is read twice; and nothing written before the
+// reader noticed is missed: a reply to a command still waiting (the one
+// that had the workers' relay create the topic again, say) reaches its
+// caller. A look-up may answer from kgo's metadata cache, up to 5 s old.
+func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
+	topic := c.replyTopic
+	c.lookUpTopic(ctx, topic, c.reply.lookUp, func(td kadm.TopicDetail) {
+		missing := errors.Is(td.Err, kerr.UnknownTopicOrPartition)
+		c.reply.mu.Lock()
+		refused := c.reply.refused
+		c.reply.refused = false
+		noticed := missing && c.reply.missing.IsZero()
+		switch {
+		case noticed:
+			c.reply.missing = time.Now()
+		case td.Err == nil:
+			c.reply.missing = time.Time{}
+		}
+		c.reply.mu.Unlock()
+		if noticed {
+			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic is missing (deleted?): no reply can be read until it is created again")
+		}
+		switch {
+		case missing:
+			// Dropped only when the reader is refused its ID too: a
+			// broker just restarted may answer a topic missing once.
+			if refused && n > 0 {
+				c.cons.PurgeTopicsFromClient(topic)
+				n, id = 0, kadm.TopicID{}
+			}
+			return
+		case td.Err != nil:
+			return
+		}
+		var none kadm.TopicID
+		again := n > 0 && id != none && td.ID != none && td.ID != id
+		from := n
+		switch {
+		case again:
+			c.cons.PurgeTopicsFromClient(topic)
+			from = 0
+			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic was created again: reading its new instance from its start", "partitions", len(td.Partitions))
+		case n == 0:
+			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic is there again: reading it from its start", "partitions", len(td.Partitions))
+		case len(td.Partitions) > n:
+			c.logReply(kgo.LogLevelInfo, "lockworker client: partitions were added to the reply topic: reading the new ones from their start",
+				"partitions", len(td.Partitions), "were", n)
+		}
+		if id == none || again {
+			id = td.ID
+		}
+		if len(td.Partitions) <= from {
+			return
+		}
+		add := map[int32]kgo.Offset{}
+		for p := range td.Partitions {
+			if int(p) >= from {
+				add[p] = kgo.NewOffset().AtStart()
+			}
+		}
+		c.cons.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: add})
+		n = len(td.Partitions)
+	})
+}
+
+// logReply logs, about the reply topic, to the logger of the reader's
+// Kafka client (Config.KafkaOpts' kgo.WithLogger, or Config.Client's), if
+// it has one.
+func (c *Client) logReply(level kgo.LogLevel, msg string, keyvals ...any) {
+	if l, _ := c.cons.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= level {
+		l.Log(level, msg, append([]any{"topic", c.replyTopic}, keyvals...)...)
+	}
+}

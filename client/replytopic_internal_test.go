@@ -1,0 +1,151 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/topics"
+)
+
+// relaySend sends rec as the workers' relay does to a reply topic: the
+// topic created first when it is missing, with partitions partitions (the
+// broker's default, for the relay), and the record put in its key's
+// partition of the topic as it is now (a new client per record: a
+// long-lived producer learns of partitions added at its next metadata
+// refresh, and refuses a topic created again until it purges it, as the
+// relay does).
+func relaySend(partitions int32) func(ctx context.Context, brokers []string, rec *kgo.Record) error {
+	return func(ctx context.Context, brokers []string, rec *kgo.Record) error {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0))
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		if _, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, rec.Topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return err
+		}
+		return cl.ProduceSync(ctx, rec).FirstErr()
+	}
+}
+
+// answerQueriesOnce answers the first copy of each query (a resend gets
+// nothing, as if the answer were an event no resend asks again for, a
+// lease's lock.expired say), but those of the locks in silent.
+func answerQueriesOnce(silent ...string) func(context.Context, topics.Command) []topics.Event {
+	var mu sync.Mutex
+	answered := map[string]bool{}
+	return func(_ context.Context, cmd topics.Command) []topics.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		if cmd.Operation != topics.OpQuery || answered[cmd.RequestID] {
+			return nil
+		}
+		for _, s := range silent {
+			if cmd.LockName == s {
+				return nil
+			}
+		}
+		answered[cmd.RequestID] = true
+		ev := topics.NewEvent(topics.TypeStatus, cmd.Operation, cmd.RequestID, time.Now())
+		ev.LockInfo = &topics.LockInfo{Namespace: cmd.Namespace, LockName: cmd.LockName, Status: topics.StatusFree, Limit: 1}
+		return one(ev)
+	}
+}
+
+// lockOn is a lock name whose replies go to partition p of c's reply
+// topic of n partitions.
+func lockOn(c *Client, p int32, n int) string {
+	for i := 0; ; i++ {
+		if name := fmt.Sprintf("on-%d-%d", p, i); keyPartition(c.ReplyTopic(), name, n) == p {
+			return name
+		}
+	}
+}
+
+// adminOf is an admin client of cluster.
+func adminOf(t *testing.T, cluster *kfake.Cluster) *kadm.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+// The reply topic deleted while the client runs (an operator's
+// kafka-topics.sh --delete) and created again by the workers' relay, as it
+// publishes a reply there, is read again: kgo refuses to follow a topic's
+// new ID by itself, so the reader drops the old one and reads every
+// partition of the new one (more than the old one had: the relay creates
+// it with the broker's default) from its start. The reply that had the
+// topic created again, written before the reader noticed and not sent
+// again, reaches its caller, and so do replies on each partition. While it
+// is missing, a command unanswered fails with ErrNoReply saying so; when
+// it is created again at once, the client notices the new ID.
+func TestReplyTopicCreatedAgain(t *testing.T) {
+	const n = 3
+	for _, missing := range []bool{true, false} {
+		t.Run(fmt.Sprintf("missing a while %t", missing), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c, cluster := fakeWorkerWith(t, fakeOpts{send: relaySend(n), config: func(cfg *Config) { cfg.RequestTimeout = 15 * time.Second }},
+				answerQueriesOnce("gone"))
+			_, err := c.Query(ctx, "before")
+			require.NoError(t, err)
+
+			adm := adminOf(t, cluster)
+			resp, err := adm.DeleteTopic(ctx, c.ReplyTopic())
+			require.NoError(t, err)
+			require.NoError(t, resp.Err)
+			if missing {
+				_, err = c.Query(ctx, "gone") // unanswered: nothing creates the topic again
+				require.ErrorIs(t, err, ErrNoReply)
+				assert.ErrorContains(t, err, fmt.Sprintf("reply topic %q not found since", c.ReplyTopic()))
+				t.Log(err)
+				_, err = c.Query(ctx, "again")
+				require.NoError(t, err, "the reply that created the topic again")
+			} else {
+				created, err := adm.CreateTopic(ctx, n, 1, nil, c.ReplyTopic())
+				require.NoError(t, err)
+				require.NoError(t, created.Err)
+			}
+			for p := range int32(n) {
+				_, err := c.Query(ctx, lockOn(c, p, n))
+				require.NoError(t, err, "a reply on partition %d of the new topic", p)
+			}
+		})
+	}
+}
+
+// Partitions added to the reply topic while the client runs (an
+// operator's --alter) are read from their start once the client noticed:
+// a reply keyed to a new partition reaches its caller, although it is not
+// sent again (the client looks the topic up as it sends its command
+// again).
+func TestReplyTopicPartitionsAdded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, cluster := fakeWorkerWith(t, fakeOpts{send: relaySend(1), config: func(cfg *Config) { cfg.RequestTimeout = 15 * time.Second }},
+		answerQueriesOnce())
+	_, err := c.Query(ctx, "before")
+	require.NoError(t, err)
+
+	const n = 3
+	resp, err := adminOf(t, cluster).UpdatePartitions(ctx, n, c.ReplyTopic())
+	require.NoError(t, err)
+	require.NoError(t, resp.Error())
+	for p := int32(1); p < n; p++ {
+		_, err := c.Query(ctx, lockOn(c, p, n))
+		require.NoError(t, err, "a reply on the new partition %d", p)
+	}
+}
