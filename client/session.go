@@ -34,6 +34,11 @@ type Session struct {
 	lost   chan struct{}
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// opened and openedExpires are the occurred_at and
+	// session_info.expires_at of the session.opened that answered its
+	// open, set before it is registered: they tell its end events from
+	// those of an earlier session of its ID (ofThisSession).
+	opened, openedExpires time.Time
 
 	mu       sync.Mutex
 	expires  time.Time     // the worker's expires_at, as of the last answer
@@ -63,7 +68,10 @@ func WithSessionOwner(id string) SessionOption {
 	return func(s *Session) { s.Owner = id }
 }
 
-// WithSessionID sets the session_id. Default: a new UUID.
+// WithSessionID sets the session_id. Default: a new UUID. An ID may be
+// opened again once its session ended: a late copy of that session's
+// session.closed or session.expired (delivery is at least once) does not
+// end the new one, told apart by its times (see Session.Lost).
 func WithSessionID(id string) SessionOption {
 	return func(s *Session) { s.ID = id }
 }
@@ -132,6 +140,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	// The owner as the worker sees it: scoped by the requester under
 	// authentication, as events show it.
 	s.Owner, s.TTL = ev.SessionInfo.OwnerID, seconds(ev.SessionInfo.TTL)
+	s.opened, s.openedExpires = ev.OccurredAt.Time, ev.SessionInfo.ExpiresAt.Time
 	// Registered before its deadline timer starts: a session lost at once
 	// (its answer came late) is then removed by its end (finish).
 	c.mu.Lock()
@@ -184,7 +193,10 @@ func (s *Session) update(ev topics.Event, sent sentAt) {
 }
 
 // Lost is closed when the session is known lost: the worker ended it
-// (session.expired, or session.closed by another process of its owner),
+// (session.expired, or session.closed by another process of its owner;
+// one that occurred no later than the session.opened that answered
+// NewSession, or whose expires_at is earlier than that one's, is an
+// earlier session's of the ID, and ignored),
 // refused a keep-alive, a keep-alive could not be sent as the token
 // (Config.Token) has expired (ErrUnauthenticated), or its expiry passed
 // without a confirmed keep-alive. Every lease of the session is then lost
@@ -504,7 +516,8 @@ func WithSession(s *Session) AcquireOption {
 }
 
 // routeSession gives a session.expired, or a session.closed this session
-// did not send (its Close ends it first), to its session. c.mu is not held.
+// did not send (its Close ends it first), to its session, unless it is
+// an earlier session's of the same ID (ofThisSession). c.mu is not held.
 func (c *Client) routeSession(ev topics.Event) {
 	if ev.Type != topics.TypeSessionExpired && ev.Type != topics.TypeSessionClosed || ev.SessionInfo == nil {
 		return
@@ -512,7 +525,31 @@ func (c *Client) routeSession(ev topics.Event) {
 	c.mu.Lock()
 	s := c.sessions[ev.SessionInfo.SessionID]
 	c.mu.Unlock()
-	if s != nil && s.Owner == ev.SessionInfo.OwnerID {
+	if s != nil && s.Owner == ev.SessionInfo.OwnerID && s.ofThisSession(ev) {
 		s.lose(&workerEnded{fmt.Errorf("%w: %s: session %q ended at %s", ErrSessionLost, ev.Type, s.ID, ev.OccurredAt.Format(time.RFC3339Nano))})
 	}
+}
+
+// ofThisSession says whether the end event ev (session.expired or
+// session.closed of s's ID and owner) ends s, not an earlier session of
+// its ID, closed or expired before s was opened again (WithSessionID), of
+// which a copy came late (delivery is at least once). The worker stamps
+// both times by the database's clock (clock_timestamp(), one clock for
+// every replica, so skew between replicas does not matter), and an open
+// of an ID succeeds only once the earlier session's end has deleted its
+// row. So an end of s occurred after its open (a later transaction), and
+// its expires_at is at least the open's (keep-alives only push it
+// later), while an earlier session's end occurred before the open (or in
+// its transaction, an open that found the session past its expiry and
+// ended it first; only a close racing an open of the ID from another
+// process may be stamped microseconds after it), and its
+// session.expired's expires_at had passed by then, so lies a TTL (1 s at
+// least) before the open's. Either sign
+// marks an earlier session's (a session.closed's expires_at, when it was
+// to end, may lie after the open's; its occurred_at does not). Were the
+// database's clock stepped back, an end of s might be ignored: s is then
+// lost by its keep-alive's refusal (SESSION_NOT_FOUND) or its local
+// deadline, as without the event.
+func (s *Session) ofThisSession(ev topics.Event) bool {
+	return ev.OccurredAt.After(s.opened) && !ev.SessionInfo.ExpiresAt.Before(s.openedExpires)
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -62,4 +63,89 @@ func TestNewSessionGivenUpClosesItsSession(t *testing.T) {
 	_, err = c.Query(qctx, "probe")
 	require.ErrorIs(t, err, context.DeadlineExceeded, "the fake worker does not answer queries")
 	require.Equal(t, "probe", next(topics.OpQuery).LockName, "no close for a session ID given WithSessionID")
+}
+
+// A copy of an earlier session's end (session.closed, session.expired) of
+// the same ID, delivered late (at least once), does not end the session
+// opened again with that ID (WithSessionID): its occurred_at is before the
+// open's, and a session.expired's expires_at too. The closed one here was
+// to end after the new session's first expiry (a longer TTL), so only its
+// occurred_at tells; of one expired stamped just after the open, only its
+// expires_at. An end of the new session still ends it.
+func TestEarlierSessionsEndDoesNotEndTheSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	closed := make(chan topics.Event, 1)
+	c, cluster := fakeWorkerWith(t, fakeOpts{}, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, cmd.TTL))
+		case topics.OpSessionKeepAlive:
+			return one(sessionEvent(cmd, topics.TypeSessionKeptAlive, 3))
+		case topics.OpSessionClose:
+			ev := sessionEvent(cmd, topics.TypeSessionClosed, 10) // when it was to end
+			deliver(ctx, closed, ev)
+			return one(ev)
+		case topics.OpQuery:
+			ev := topics.NewEvent(topics.TypeStatus, cmd.Operation, cmd.RequestID, time.Now())
+			ev.LockInfo = &topics.LockInfo{LockName: cmd.LockName, Status: topics.StatusFree, Limit: 1}
+			return one(ev)
+		}
+		return nil
+	})
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()))
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	publish := func(ev topics.Event) {
+		t.Helper()
+		v, err := ev.Encode()
+		require.NoError(t, err)
+		require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{Key: []byte(topics.SessionKey(ev.SessionInfo.SessionID)), Value: v}).FirstErr())
+	}
+	// read has every event published before it routed: the reply topic
+	// has one partition, and a query's answer comes after them.
+	read := func() {
+		t.Helper()
+		_, err := c.Query(ctx, "sync")
+		require.NoError(t, err)
+	}
+
+	first, err := c.NewSession(ctx, 10*time.Second, WithSessionID("x"), WithSessionOwner("o"))
+	require.NoError(t, err)
+	require.NoError(t, first.Close(ctx))
+	firstClosed := <-closed
+	// As if the first session had expired instead: its expiry passed
+	// before its end.
+	firstExpired := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", time.Now())
+	firstExpired.SessionInfo = &topics.SessionInfo{SessionID: "x", OwnerID: "o", TTL: 10, ExpiresAt: topics.NewTime(time.Now().Add(-time.Millisecond))}
+	time.Sleep(10 * time.Millisecond) // the times are the database's, in microseconds
+
+	s, err := c.NewSession(ctx, 3*time.Second, WithSessionID("x"), WithSessionOwner("o"))
+	require.NoError(t, err)
+	require.True(t, firstClosed.SessionInfo.ExpiresAt.After(s.ExpiresAt()), "the first session was to end later")
+	// Its expiry stamped just after the open, by a scheduler that ended it
+	// as the open came: its expires_at still tells.
+	racing := firstExpired
+	racing.OccurredAt = topics.NewTime(time.Now())
+	publish(firstClosed)
+	publish(firstExpired)
+	publish(racing)
+	read()
+	require.NoError(t, s.Err(), "ended by the first session's end")
+	select {
+	case <-s.Lost():
+		t.Fatal("lost to the first session's end")
+	default:
+	}
+
+	ended := topics.NewEvent(topics.TypeSessionExpired, topics.OpExpire, "", time.Now())
+	ended.SessionInfo = &topics.SessionInfo{SessionID: "x", OwnerID: "o", TTL: 3, ExpiresAt: topics.NewTime(s.ExpiresAt())}
+	publish(ended)
+	select {
+	case <-s.Lost():
+	case <-ctx.Done():
+		t.Fatal("the session's own end does not end it")
+	}
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	require.ErrorContains(t, s.Err(), "session.expired")
 }
