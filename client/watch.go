@@ -863,17 +863,28 @@ func OnFetchError(fn func(error)) WatchOption {
 
 // Watch delivers the lock name (in the client's namespace) as it is now,
 // then each transaction's change of it, in revision order, each once: a
-// revision a record repeats (the relay publishes at least once) is
-// dropped. When one transaction of the worker changed the lock several
-// times (commands applied in one batch), only the last revision shows, so
-// revisions may advance by more than one. A lock
-// that has no state yet is delivered as revision 0, free; Deleted marks
-// cleanup's removal, after which revisions start again at 1. The channel
-// closes when ctx ends or the client closes; a slow receiver holds the
-// reading back (nothing is skipped). A record of the lock's key that cannot
-// be decoded is delivered as a LockRevision with Unreadable set (once, until
-// a readable revision or a tombstone follows): the lock's state is unknown
-// then, as Locks leaves such a lock out of its table.
+// revision a record repeats (the relay publishes at least once) is dropped.
+// When one transaction of the worker changed the lock several times
+// (commands applied in one batch), only the last revision shows, so
+// revisions may advance by more than one. A lock that has no state yet is
+// delivered as revision 0, free; Deleted marks cleanup's removal, after
+// which revisions start again at 1. The channel closes when ctx ends or the
+// client closes. A slow receiver holds the reading back: nothing the watch
+// read is skipped. The topic is compacted, though, and Kafka's cleaner does
+// not wait for a watch: one that lags behind the partition's end by more
+// than a rolled segment (an hour) and the cleaner's next pass may miss the
+// revisions compaction removed before it read them (it still delivers the
+// later ones, in order), and past the topic's delete.retention.ms (24 h by
+// default) a tombstone too, delivering no Deleted for it. It then takes a
+// record whose revision is not above the last it delivered for the lock's
+// new life (deleted and created again, revisions starting over) when the
+// record's ChangedAt is later than the last one's, which no copy of a
+// record published again has; a record a worker republished (Operation
+// "republish") is not taken so, and the new life then shows from its next
+// change. A record of the lock's key that cannot be decoded is delivered as
+// a LockRevision with Unreadable set (once, until a readable revision or a
+// tombstone follows): the lock's state is unknown then, as Locks leaves
+// such a lock out of its table.
 //
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,
@@ -981,6 +992,26 @@ func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
 	})
 }
 
+// opRepublish is the operation of a lock state record a worker published
+// again, unchanged but for its changed_at (docs/design.md "Lock state
+// topic").
+const opRepublish = "republish"
+
+// newLife says whether lr, a readable record of the lock whose revision is
+// not above that of last, the last readable one the watch took, is of a
+// new life of the lock: deleted and created again since (its revisions
+// start over at 1), the tombstone between them compacted away before the
+// watch read it (a receiver lagging past delete.retention.ms). Its
+// changed_at, the database's time of its change, is later than last's: a
+// copy of a record published again has the same, and an older revision
+// that lands late (from a replica that lost the lock's partition) an
+// earlier one. A record republished by a worker's start (opRepublish) has
+// a later changed_at too, and its revision unchanged, so it is never
+// taken as a new life: the new life then shows from its next change.
+func newLife(lr, last LockRevision) bool {
+	return last.Revision > 0 && lr.Operation != opRepublish && lr.ChangedAt.After(last.ChangedAt)
+}
+
 func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, out chan<- LockRevision) {
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(c.closing, cancel)
@@ -1044,7 +1075,7 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 				lr = LockRevision{Unreadable: err}
 			case !lr.Deleted && (lr.Namespace != c.cfg.Namespace || lr.Name != name):
 				return // another lock's of the same key
-			case !lr.Deleted && lr.Revision <= last.Revision || lr.Deleted && last.Deleted && current.Unreadable == nil:
+			case !lr.Deleted && lr.Revision <= last.Revision && !newLife(lr, last) || lr.Deleted && last.Deleted && current.Unreadable == nil:
 				// A record published again, even after an unreadable one:
 				// that may have been newer. (A tombstone after one ends
 				// the unknown state, as Locks takes it.)

@@ -353,6 +353,48 @@ func TestWatchUnreadable(t *testing.T) {
 	require.NoError(t, lr.Unreadable)
 }
 
+// stateAt is a record of the lock state topic: lock, released, at rev,
+// changed at at by operation op.
+func stateAt(t *testing.T, lock string, rev int64, op string, at time.Time) *kgo.Record {
+	t.Helper()
+	b, err := topics.LockState{LockName: lock, Revision: rev, Status: topics.StatusReleased, Limit: 1, Operation: op,
+		ChangedAt: topics.NewTime(at)}.Encode()
+	require.NoError(t, err)
+	return &kgo.Record{Key: []byte(lock), Value: b}
+}
+
+// A watch that missed the tombstone between two lives of its lock
+// (compacted away while its receiver lagged: here never written) takes
+// the new life's records, whose revisions start over, by their later
+// changed_at; copies of the old life's, an older revision landing late
+// and a worker's republish (its changed_at later, its revision not) are
+// still dropped.
+func TestWatchTellsANewLifeFromACopy(t *testing.T) {
+	ctx := ctxT(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	_, c, produce := stateTopic(t, stateAt(t, "job", 40, "release", at(40)))
+	ch, err := c.Watch(ctx, "job")
+	require.NoError(t, err)
+	require.EqualValues(t, 40, next(t, ch).Revision)
+
+	produce(
+		stateAt(t, "job", 40, "release", at(40)),   // a copy
+		stateAt(t, "job", 39, "acquire", at(39)),   // an older revision, late
+		stateAt(t, "job", 40, "republish", at(50)), // a worker's republish
+		stateAt(t, "job", 1, "acquire", at(100)),   // the new life
+	)
+	lr := next(t, ch)
+	require.EqualValues(t, 1, lr.Revision, "the new life's first revision")
+	require.Equal(t, at(100), lr.ChangedAt)
+	produce(
+		stateAt(t, "job", 1, "acquire", at(100)), // a copy
+		stateAt(t, "job", 1, "republish", at(150)),
+		stateAt(t, "job", 2, "release", at(200)),
+	)
+	require.EqualValues(t, 2, next(t, ch).Revision, "the new life's next change")
+}
+
 // Locks reads the topic from brokers it reached. When they stop answering
 // fetches, it fails with ErrUnreachable, as its setup would, with the fetch
 // errors and ctx's error. When they answer but the read outlasts ctx's
