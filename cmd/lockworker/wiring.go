@@ -41,7 +41,8 @@ type Main struct {
 
 	// Serving is closed once the HTTP endpoints listen, first of all;
 	// HTTPAddr then says where (the bound address, so HTTP_ADDR may be
-	// ":0"). Until Ready they answer as httpapi.Starting does.
+	// ":0"). Until Ready they answer as httpapi.Starting does, and /health
+	// goes on doing so until the worker has joined its consumer group.
 	Serving  chan struct{}
 	HTTPAddr string
 	// HTTPReadTimeout bounds reading a request, body included (NewMain:
@@ -62,8 +63,9 @@ type Main struct {
 
 	mu      sync.Mutex
 	closers []func()
-	// handler serves HTTP: httpapi.Starting's, then httpapi.New's; step
-	// is what Starting's says Run is doing.
+	// handler serves HTTP: httpapi.Starting's, then httpapi.New's, whose
+	// /health answers as Starting's until the worker joined its group
+	// (joiningHealth); step is what Starting's says Run is doing.
 	handler  atomic.Pointer[http.Handler]
 	step     atomic.Pointer[string]
 	started  time.Time
@@ -277,8 +279,10 @@ func (m *Main) Run(ctx context.Context) error {
 		m.starting("setting the consumer group's session timeout")
 		setGroupConfigs(ctx, pubClient, cfg, log)
 	}
+	// Tells /health when the worker has joined its group (groupJoin).
+	join := &groupJoin{}
 	w, err := worker.New(worker.Config{
-		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
+		KafkaOpts: append(append(slices.Clip(kopts), cfg.GroupOpts()...), kgo.WithHooks(join)), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor, WarnUnreplicated: m.Embedded == nil, // KAFKA_BOOTSTRAP_SERVERS set
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, TokenFloorCheck: cfg.TokenFloorCheck, Auth: verifier,
 		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
@@ -323,10 +327,19 @@ func (m *Main) Run(ctx context.Context) error {
 		log.Info().Int("locks", n).Str("topic", names.State).Msg("published the first state of the locks from before revisions")
 	}
 
-	var h http.Handler = httpapi.New(httpapi.Config{
-		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: ctx.Done(), Withdrawn: w.Withdrawn, Vacuum: vac.Status,
+	// /health says draining from the signal, or from the moment the
+	// worker stops on its own (a refused group or commands topic, a
+	// refused session timeout): a replica that cannot consume is not ready
+	// during its drain and Close either.
+	stopping := make(chan struct{})
+	stop := sync.OnceFunc(func() { close(stopping) })
+	defer context.AfterFunc(ctx, stop)()
+	full := httpapi.New(httpapi.Config{
+		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: stopping, Withdrawn: w.Withdrawn, Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Started: m.started, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	})
+	m.starting("joining the consumer group")
+	h := joiningHealth(full, httpapi.Starting(cfg.InstanceID, m.started, func() string { return *m.step.Load() }), join.Joined, stopping)
 	m.handler.Store(&h)
 	// Again, to run before the pool closes: the endpoints read it.
 	m.onClose(m.stopHTTP)
@@ -342,11 +355,32 @@ func (m *Main) Run(ctx context.Context) error {
 
 	close(m.Ready)
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
-	return w.Run(ctx)
+	err = w.Run(ctx)
+	stop() // however Run ended
+	return err
+}
+
+// joiningHealth is full, except that /health answers as starting does
+// (503 "starting", the step "joining the consumer group") until joined says
+// the worker has completed a join of its consumer group, or stopping is
+// closed (full's /health then says draining). The other endpoints serve at
+// once.
+func joiningHealth(full, starting http.Handler, joined func() bool, stopping <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead) && !joined() {
+			select {
+			case <-stopping:
+			default:
+				starting.ServeHTTP(rw, r)
+				return
+			}
+		}
+		full.ServeHTTP(rw, r)
+	})
 }
 
 // starting says what Run does now, on the log and on /health until the
-// service is wired.
+// service is wired and, for /health, until the worker has joined its group.
 func (m *Main) starting(step string) {
 	m.step.Store(&step)
 	m.Logger.Debug().Str("step", step).Msg("starting")

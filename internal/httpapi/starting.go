@@ -13,7 +13,8 @@ const statusStarting = "starting"
 // /health/live answers 200, so a liveness probe does not restart a replica
 // in a long migration; /health answers 503 "starting" with the step under
 // way, and every other endpoint 503. started is when the process started,
-// as Config.Started.
+// as Config.Started. cmd/lockworker goes on answering /health with it, the
+// step "joining the consumer group", until the worker has joined its group.
 func Starting(instance string, started time.Time, step func() string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, r *http.Request) {
