@@ -519,6 +519,96 @@ func TestCloseEndsAPublishKafkaNeverAnswers(t *testing.T) {
 	}
 }
 
+// TestPublishEndsWhileTheBufferIsFull: while kgo's buffer is full (here
+// kgo.MaxBufferedRecords(1), held by a record in a produce request the
+// broker never answers), a Publish waits for room outside any request, and
+// canceling its messages' context ends that wait, as Publish's doc says:
+// the messages fail with the context's error (a deadline's included).
+// Where the messages' contexts differ, the wait ends once all have ended.
+func TestPublishEndsWhileTheBufferIsFull(t *testing.T) {
+	const topic = "locks.replies.full"
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
+	reached := make(chan struct{})
+	var first atomic.Bool
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if first.CompareAndSwap(false, true) {
+			close(reached)
+		}
+		return nil, nil, true // taken, never answered
+	})
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers: c.ListenAddrs(), ClientOpts: append(testClientOpts(), kgo.MaxBufferedRecords(1)), CloseTimeout: 100 * time.Millisecond,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, pub.Close()) }) // fails the calls still waiting
+
+	go func() { _ = pub.Publish(topic, message.NewMessage("held", []byte("held"))) }()
+	select {
+	case <-reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no produce request reached the broker")
+	}
+	publish := func(msgs ...*message.Message) <-chan error {
+		published := make(chan error, 1)
+		go func() { published <- pub.Publish(topic, msgs...) }()
+		return published
+	}
+	waiting := func(published <-chan error, what string) {
+		t.Helper()
+		select {
+		case err := <-published:
+			t.Fatalf("%s returned (%v) with the buffer still full", what, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	ended := func(published <-chan error, want error, uuids ...string) {
+		t.Helper()
+		select {
+		case err := <-published:
+			var perr *kafkapubsub.PublishError
+			require.ErrorAs(t, err, &perr)
+			var failed []string
+			for _, f := range perr.Failed {
+				failed = append(failed, f.UUID)
+			}
+			require.Equal(t, uuids, failed)
+			require.ErrorIs(t, err, want)
+		case <-time.After(5 * time.Second):
+			t.Fatal("canceling the messages' contexts did not end a Publish waiting for room in the buffer")
+		}
+	}
+
+	// One context for the call's messages.
+	ctx, cancel := context.WithCancel(context.Background())
+	m1, m2 := message.NewMessage("m1", nil), message.NewMessage("m2", nil)
+	m1.SetContext(ctx)
+	m2.SetContext(ctx)
+	published := publish(m1, m2)
+	waiting(published, "a Publish of live messages")
+	cancel()
+	ended(published, context.Canceled, "m1", "m2")
+
+	// A deadline's error is the messages' own.
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	m3 := message.NewMessage("m3", nil)
+	m3.SetContext(ctx)
+	ended(publish(m3), context.DeadlineExceeded, "m3")
+
+	// Contexts of their own: the call waits for the last.
+	ctxA, cancelA := context.WithCancel(context.Background())
+	ctxB, cancelB := context.WithCancel(context.Background())
+	a, b := message.NewMessage("a", nil), message.NewMessage("b", nil)
+	a.SetContext(ctxA)
+	b.SetContext(ctxB)
+	published = publish(a, b)
+	cancelA()
+	waiting(published, "a Publish with one of its messages' contexts live")
+	cancelB()
+	ended(published, context.Canceled, "a", "b")
+}
+
 // TestSubscriptionEndsOnARefusal: an error retrying cannot cure (a session
 // timeout under the broker's group.min.session.timeout.ms) ends the
 // subscription, closing its channel, and is logged as an error, rather

@@ -276,12 +276,22 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 // of every batches[i], i in of, has: the one request that creates their
 // topics stands for each of them.
 func untilAllDone(batches []TopicMessages, of []int) (context.Context, context.CancelFunc) {
+	ctxs := make([]context.Context, len(of))
+	for k, i := range of {
+		ctxs[k] = batches[i].Messages[0].Context()
+	}
+	return untilAll(ctxs)
+}
+
+// untilAll returns a context that ends, with context.Canceled, once every
+// one of ctxs has; never when one of them never ends.
+func untilAll(ctxs []context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var left atomic.Int64
-	left.Store(int64(len(of)))
-	stops := make([]func() bool, len(of))
-	for k, i := range of {
-		stops[k] = context.AfterFunc(batches[i].Messages[0].Context(), func() {
+	left.Store(int64(len(ctxs)))
+	stops := make([]func() bool, len(ctxs))
+	for k, c := range ctxs {
+		stops[k] = context.AfterFunc(c, func() {
 			if left.Add(-1) == 0 {
 				cancel()
 			}
@@ -293,6 +303,40 @@ func untilAllDone(batches []TopicMessages, of []int) (context.Context, context.C
 		}
 		cancel()
 	}
+}
+
+// produceContext is the context PublishTopics gives ProduceSync. kgo waits
+// on it, and on no record's own, while its buffer is full
+// (kgo.MaxBufferedRecords, kgo.MaxBufferedBytes), and keeps it with each
+// record, where its end fails the record's batch as the record's own
+// context does, and is looked at instead of it to cancel a produce request
+// (with kgo.AllowIdempotentProduceCancellation) or to fail a batch kgo
+// cannot send. So when the records' contexts all end together (one Done
+// channel: a context the caller set on every message, or none set) it is
+// theirs, and kgo treats each record as with its own alone. Otherwise it
+// ends once all of theirs have (untilAll), with context.Canceled: until
+// then those kgo steps wait for the last of them.
+func produceContext(records []*kgo.Record) (context.Context, context.CancelFunc) {
+	first := records[0].Context
+	done := first.Done()
+	var ctxs []context.Context
+	var seen map[<-chan struct{}]bool
+	for _, r := range records[1:] {
+		d := r.Context.Done()
+		if d == done || seen[d] {
+			continue
+		}
+		if seen == nil {
+			seen = map[<-chan struct{}]bool{}
+			ctxs = append(ctxs, first)
+		}
+		seen[d] = true
+		ctxs = append(ctxs, r.Context)
+	}
+	if ctxs == nil {
+		return first, func() {}
+	}
+	return untilAll(ctxs)
 }
 
 // Publish produces msgs to topic and returns once Kafka has acknowledged all
@@ -311,6 +355,15 @@ func untilAllDone(batches []TopicMessages, of []int) (context.Context, context.C
 // the cost of duplicates when such records are published again; without
 // it only closing the client does: Close, after CloseTimeout, for the
 // publisher's own client, or the caller closing its Client.
+//
+// While the client's buffer is full (kgo.MaxBufferedRecords, 50,000
+// records by default, or kgo.MaxBufferedBytes; the unacknowledged records
+// of every call count), the call's next messages wait to enter it, in no
+// request yet. Canceling the messages' contexts ends that wait too, those
+// messages failing with the context's error, once the contexts of all the
+// call's messages have ended (at once when they share one; with
+// context.Canceled when they differ); a RecordDeliveryTimeout does not end
+// it, as kgo applies it only to records in its buffer.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	return p.PublishTopics(TopicMessages{Topic: topic, Messages: msgs})[0]
 }
@@ -378,7 +431,9 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	}
 	failed := make([][]MessageError, len(batches))
 	var index map[*kgo.Record]int // of each record, made at the first failure
-	for _, res := range p.client.ProduceSync(context.Background(), records...) {
+	ctx, cancel := produceContext(records)
+	defer cancel()
+	for _, res := range p.client.ProduceSync(ctx, records...) {
 		if res.Err != nil {
 			// kgo gives the results in the order they completed.
 			if index == nil {
