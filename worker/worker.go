@@ -253,6 +253,10 @@ type Worker struct {
 	cfg     Config
 	log     zerolog.Logger
 	cl      *kgo.Client
+	// joined is closed once the client completed a join of the group
+	// (Joined); stopping once Run stops consuming (Stopping).
+	joined, stopping     chan struct{}
+	markJoined, markStop func()
 	replies *replyTopics // nil: reply topics not bounded
 	// batchBound is what a fetched batch may decompress to: maxBatchBytes,
 	// unless Config.KafkaOpts set another.
@@ -349,7 +353,10 @@ func New(cfg Config) (*Worker, error) {
 		cfg.Metrics = noMetrics{}
 	}
 	w := &Worker{cfg: cfg, log: cfg.Logger, parts: map[int32]*partition{}, batchRetryBase: time.Second,
-		restarts: map[int32]restartLog{}, restarted: func() {}, commandsLost: func(string, int64) {}, withdrawnMetric: func(bool) {}}
+		restarts: map[int32]restartLog{}, restarted: func() {}, commandsLost: func(string, int64) {}, withdrawnMetric: func(bool) {},
+		joined: make(chan struct{}), stopping: make(chan struct{})}
+	w.markJoined = sync.OnceFunc(func() { close(w.joined) })
+	w.markStop = sync.OnceFunc(func() { close(w.stopping) })
 	if m, ok := cfg.Metrics.(RestartMetrics); ok {
 		w.restarted = m.PartitionRestarted
 	}
@@ -650,6 +657,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}
 	}
+	w.markStop()
 	drain.start(w.cfg.DrainTimeout, abandon) // also after a fatal error
 	for _, q := range w.lanes {
 		q.close()
@@ -865,6 +873,18 @@ func (w *Worker) Kill() {
 
 // Client is the worker's Kafka client (for health checks and tests).
 func (w *Worker) Client() *kgo.Client { return w.cl }
+
+// Joined is closed once Run's client has completed a join of the consumer
+// group: kgo calls the assignment's callback after every join, also one
+// that assigns nothing (a group with more replicas than partitions), and
+// only once the coordinator accepted it (a refused group or session
+// timeout never gets there).
+func (w *Worker) Joined() <-chan struct{} { return w.joined }
+
+// Stopping is closed once Run stops consuming, for any reason (its
+// context ended, or an error it cannot retry: ErrNotAuthorized,
+// ErrSessionTimeout), before its drain.
+func (w *Worker) Stopping() <-chan struct{} { return w.stopping }
 
 // Partitions returns the commands partitions this worker owns now, sorted.
 func (w *Worker) Partitions() []int32 {
@@ -1135,6 +1155,7 @@ func describeTopic(ctx context.Context, adm *kadm.Client, topic string) (id stri
 func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.markJoined()
 	if w.halted.Err() != nil {
 		// Stopped for good (stopAll waits for the partitions it took):
 		// under KIP-848 assignments come with heartbeats until Close,

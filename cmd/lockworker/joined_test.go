@@ -159,7 +159,8 @@ func awaitFailed(t *testing.T, m *Main, run *running, ctx context.Context) {
 // A replica answers 200 on /health once its worker has completed a join of
 // the group, not before (here its first SyncGroup or KIP-848 heartbeat is
 // held: it says it is joining the group); a second replica, which the
-// group's single partition leaves with none, is ready as well.
+// group's single partition leaves with none, is ready as well, also after
+// its start read lock.acquired.
 func TestHealthReadyOnceJoined(t *testing.T) {
 	for _, protocol := range []string{config.GroupProtocolClassic, config.GroupProtocolConsumer} {
 		t.Run(protocol, func(t *testing.T) { healthReadyOnceJoined(t, protocol) })
@@ -198,6 +199,12 @@ func healthReadyOnceJoined(t *testing.T, protocol string) {
 
 	release()
 	awaitReady(t, a)
+	// A grant on lock.acquired first: b's start reads it with a client of
+	// its own (the token floor check), which a readiness judged on the
+	// options' clients once took for the worker's.
+	c := newClient(t, kafka.ListenAddrs()[0], "locks.replies.ready")
+	c.send(topics.Command{RequestID: "g1", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 300})
+	c.await("g1", topics.TypeAcquired)
 	b, _ := startWith(t, url, replica("b"))
 	awaitReady(t, b)
 	require.EventuallyWithT(t, func(c *assert.CollectT) {

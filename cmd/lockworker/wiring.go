@@ -279,10 +279,8 @@ func (m *Main) Run(ctx context.Context) error {
 		m.starting("setting the consumer group's session timeout")
 		setGroupConfigs(ctx, pubClient, cfg, log)
 	}
-	// Tells /health when the worker has joined its group (groupJoin).
-	join := &groupJoin{}
 	w, err := worker.New(worker.Config{
-		KafkaOpts: append(append(slices.Clip(kopts), cfg.GroupOpts()...), kgo.WithHooks(join)), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
+		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor, WarnUnreplicated: m.Embedded == nil, // KAFKA_BOOTSTRAP_SERVERS set
 		Store: st, Relay: relay, DefaultLease: cfg.DefaultLeaseDuration, RequireFencingToken: cfg.RequireFencingToken, TokenFloorCheck: cfg.TokenFloorCheck, Auth: verifier,
 		MaxReplyTopics: cfg.Topics.MaxReplyTopics, CreateReplyTopics: cfg.Topics.AutoCreateReplyTopics, Instance: cfg.InstanceID,
@@ -334,12 +332,19 @@ func (m *Main) Run(ctx context.Context) error {
 	stopping := make(chan struct{})
 	stop := sync.OnceFunc(func() { close(stopping) })
 	defer context.AfterFunc(ctx, stop)()
+	go func() {
+		select {
+		case <-w.Stopping(): // before its drain
+			stop()
+		case <-stopping:
+		}
+	}()
 	full := httpapi.New(httpapi.Config{
 		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: stopping, Withdrawn: w.Withdrawn, Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Started: m.started, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	})
 	m.starting("joining the consumer group")
-	h := joiningHealth(full, httpapi.Starting(cfg.InstanceID, m.started, func() string { return *m.step.Load() }), join.Joined, stopping)
+	h := joiningHealth(full, httpapi.Starting(cfg.InstanceID, m.started, func() string { return *m.step.Load() }), w.Joined(), stopping)
 	m.handler.Store(&h)
 	// Again, to run before the pool closes: the endpoints read it.
 	m.onClose(m.stopHTTP)
@@ -361,14 +366,15 @@ func (m *Main) Run(ctx context.Context) error {
 }
 
 // joiningHealth is full, except that /health answers as starting does
-// (503 "starting", the step "joining the consumer group") until joined says
-// the worker has completed a join of its consumer group, or stopping is
-// closed (full's /health then says draining). The other endpoints serve at
-// once.
-func joiningHealth(full, starting http.Handler, joined func() bool, stopping <-chan struct{}) http.Handler {
+// (503 "starting", the step "joining the consumer group") until joined is
+// closed (worker.Worker.Joined: the worker has completed a join of its
+// consumer group, with or without partitions), or stopping is (full's
+// /health then says draining). The other endpoints serve at once.
+func joiningHealth(full, starting http.Handler, joined, stopping <-chan struct{}) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead) && !joined() {
+		if r.URL.Path == "/health" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 			select {
+			case <-joined:
 			case <-stopping:
 			default:
 				starting.ServeHTTP(rw, r)
