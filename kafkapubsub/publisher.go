@@ -352,9 +352,12 @@ func produceContext(records []*kgo.Record) (context.Context, context.CancelFunc)
 // producer (the default) waits for that answer however long it takes, since
 // the broker may have written the records. The client option
 // kgo.AllowIdempotentProduceCancellation lets them end that wait too, at
-// the cost of duplicates when such records are published again; without
-// it only closing the client does: Close, after CloseTimeout, for the
-// publisher's own client, or the caller closing its Client.
+// the cost of duplicates when such records are published again (when the
+// call's messages have contexts of their own, kgo keys that cancellation
+// to one that ends once all of them have: one message's alone ends
+// nothing in flight); without it only closing the client does: Close,
+// after CloseTimeout, for the publisher's own client, or the caller
+// closing its Client.
 //
 // While the client's buffer is full (kgo.MaxBufferedRecords, 50,000
 // records by default, or kgo.MaxBufferedBytes; the unacknowledged records
