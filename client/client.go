@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -73,9 +74,13 @@ type Client struct {
 // from their start once the client noticed, within a minute, or at once
 // when a command goes unanswered past ReplyTimeout or the reader is refused
 // the deleted topic (up to 5 s more where kgo's metadata cache answers).
-// Meanwhile their replies wait; a command unanswered until RequestTimeout
-// fails with ErrNoReply saying whether the topic was missing, and a logger
-// given to the Kafka clients (kgo.WithLogger) is told. A Config.ReadOnly
+// Meanwhile their replies wait. A reader refused the topic's ID for 6 s
+// while look-ups find the topic with the ID it was given (kgo's reader may
+// hold another, from a broker that lagged a quick deletion and creation)
+// drops the topic and reads it again from where it was. A command
+// unanswered until RequestTimeout fails with ErrNoReply saying whether the
+// topic was missing, and a logger given to the Kafka clients
+// (kgo.WithLogger) is told. A Config.ReadOnly
 // client has no reply topic: New only checks that the brokers answer.
 // Errors from reaching Kafka wrap ErrUnreachable.
 func New(ctx context.Context, cfg Config) (*Client, error) {
@@ -180,6 +185,7 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.Topi
 	if err != nil {
 		return nil, 0, kadm.TopicID{}, fmt.Errorf("creating reply consumer: %w", err)
 	}
+	c.reply.next = maps.Clone(offsets[c.replyTopic])
 	return cons, len(offsets[c.replyTopic]), id, nil
 }
 
@@ -318,10 +324,12 @@ func (c *Client) read(ctx context.Context) {
 	defer close(c.readDone)
 	pause := fetchErrorPause
 	for {
+		gen := c.replyGen()
 		fs := c.cons.PollFetches(ctx)
 		if ctx.Err() != nil || fs.IsClientClosed() {
 			return
 		}
+		c.replyRead(fs, gen) // where to resume, should followReplyTopic drop the topic
 		// kgo retries fetch errors (those it returns too), and a reply
 		// that never comes is handled by re-sending the command; they
 		// are kept to explain it, and UNKNOWN_TOPIC_ID has the topic

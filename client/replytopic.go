@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -24,6 +25,15 @@ type replyState struct {
 	// refused says the reader was refused the topic's ID
 	// (UNKNOWN_TOPIC_ID) since the last look-up.
 	refused bool
+	// next is where the reader resumes each partition it reads when
+	// followReplyTopic drops the topic and adds it back: past the last
+	// record read, or where it was given the partition if it read none
+	// since. gen counts those drops: a poll that began before one does
+	// not move next (its records may be of what was dropped), so a
+	// partition may resume before records read already, which are read
+	// again, harmlessly (see followReplyTopic).
+	next map[int32]kgo.Offset
+	gen  int
 	// missing is since when look-ups find the topic missing (zero: found).
 	missing time.Time
 	// fetchErr is the reader's latest fetch error, at fetchErrAt.
@@ -55,6 +65,36 @@ func (c *Client) replyFetchFailed(e kgo.FetchError) {
 		c.lookUpReplyTopic()
 	}
 }
+
+// replyRead notes where the reader resumes each partition it read in fs,
+// a poll that began at drop generation gen (replyState.next).
+func (c *Client) replyRead(fs kgo.Fetches, gen int) {
+	c.reply.mu.Lock()
+	defer c.reply.mu.Unlock()
+	if gen != c.reply.gen {
+		return
+	}
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 && p.Topic == c.replyTopic {
+			c.reply.next[p.Partition] = kgo.NewOffset().At(p.Records[n-1].Offset + 1)
+		}
+	})
+}
+
+// replyGen is the reader's drop generation (replyState.gen).
+func (c *Client) replyGen() int {
+	c.reply.mu.Lock()
+	defer c.reply.mu.Unlock()
+	return c.reply.gen
+}
+
+// replyStuckAfter is how long UNKNOWN_TOPIC_ID refusals of the reply
+// reader go on (none further apart), while every look-up finds the topic
+// with the ID the reader was given, before followReplyTopic drops the
+// topic from the reader and adds it back. Longer than kgo's metadata cache
+// (MetadataMinAge, 5 s), so that the look-up that decides was answered
+// after the refusals began.
+const replyStuckAfter = 6 * time.Second
 
 // replyTrouble is what the reply reader knows that may explain a command
 // left unanswered since start: its topic missing, and the reader's latest
@@ -95,15 +135,28 @@ func (c *Client) replyTrouble(start time.Time) error {
 //     the new one from its start;
 //   - the topic missing (deleted, not created again yet) while the reader
 //     is refused its ID: the reader drops it, and reads it from its start
-//     once a look-up finds it again.
+//     once a look-up finds it again;
+//   - the topic there, with the ID the reader was given, while the reader
+//     is refused its ID for replyStuckAfter: the reader drops it and adds
+//     it back, each partition where it was (replyState.next). kgo's reader
+//     may hold another ID than the look-ups find (a broker lagging a quick
+//     deletion and creation answered its own metadata request), and then
+//     refuses every fetch until the topic is dropped and added back.
 //
 // From their start, as everything in them was written after New listed
 // the topic, so nothing is read twice; and nothing written before the
 // reader noticed is missed: a reply to a command still waiting (the one
 // that had the workers' relay create the topic again, say) reaches its
-// caller. A look-up may answer from kgo's metadata cache, up to 5 s old.
+// caller. Where it was, rather than from the start, as the instance is the
+// one read already: reading it again would be harmless (a reply reaches
+// only a call still waiting for its request_id, and a lease end only the
+// lease of its fencing token, never reused), but needless. A look-up may
+// answer from kgo's metadata cache, up to 5 s old.
 func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
 	topic := c.replyTopic
+	// refusedFrom is when the refusals that go on, while the topic is
+	// there, began to be seen; refusedLast the last look-up that saw one.
+	var refusedFrom, refusedLast time.Time
 	c.lookUpTopic(ctx, topic, c.reply.lookUp, func(td kadm.TopicDetail) {
 		missing := errors.Is(td.Err, kerr.UnknownTopicOrPartition)
 		c.reply.mu.Lock()
@@ -122,45 +175,78 @@ func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
 		}
 		switch {
 		case missing:
+			refusedFrom, refusedLast = time.Time{}, time.Time{}
 			// Dropped only when the reader is refused its ID too: a
 			// broker just restarted may answer a topic missing once.
 			if refused && n > 0 {
-				c.cons.PurgeTopicsFromClient(topic)
+				c.dropReplyTopic()
 				n, id = 0, kadm.TopicID{}
 			}
 			return
 		case td.Err != nil:
 			return
 		}
+		now := time.Now()
+		if refused {
+			if refusedFrom.IsZero() || now.Sub(refusedLast) > replyStuckAfter {
+				refusedFrom = now
+			}
+			refusedLast = now
+		}
 		var none kadm.TopicID
 		again := n > 0 && id != none && td.ID != none && td.ID != id
+		stuck := n > 0 && refused && now.Sub(refusedFrom) >= replyStuckAfter
 		from := n
+		add := map[int32]kgo.Offset{}
 		switch {
 		case again:
-			c.cons.PurgeTopicsFromClient(topic)
+			c.dropReplyTopic()
 			from = 0
 			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic was created again: reading its new instance from its start", "partitions", len(td.Partitions))
+		case stuck:
+			add = c.dropReplyTopic()
+			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply reader is refused the reply topic's ID although the topic is there: dropping it and reading it again from where it was",
+				"refused_for", now.Sub(refusedFrom).Round(time.Second))
 		case n == 0:
 			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic is there again: reading it from its start", "partitions", len(td.Partitions))
 		case len(td.Partitions) > n:
 			c.logReply(kgo.LogLevelInfo, "lockworker client: partitions were added to the reply topic: reading the new ones from their start",
 				"partitions", len(td.Partitions), "were", n)
 		}
+		if again || stuck {
+			refusedFrom, refusedLast = time.Time{}, time.Time{}
+		}
 		if id == none || again {
 			id = td.ID
 		}
-		if len(td.Partitions) <= from {
-			return
-		}
-		add := map[int32]kgo.Offset{}
 		for p := range td.Partitions {
 			if int(p) >= from {
 				add[p] = kgo.NewOffset().AtStart()
 			}
 		}
+		if len(add) == 0 {
+			return
+		}
+		c.reply.mu.Lock()
+		maps.Copy(c.reply.next, add)
+		c.reply.mu.Unlock()
 		c.cons.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: add})
-		n = len(td.Partitions)
+		if len(td.Partitions) > from {
+			n = len(td.Partitions)
+		}
 	})
+}
+
+// dropReplyTopic drops the reply topic from the reader, and returns where
+// the reader was in each partition it read (replyState.next).
+func (c *Client) dropReplyTopic() map[int32]kgo.Offset {
+	c.reply.mu.Lock()
+	c.reply.gen++
+	next := c.reply.next
+	c.reply.next = map[int32]kgo.Offset{}
+	c.reply.mu.Unlock()
+	c.cons.PurgeTopicsFromClient(c.replyTopic)
+	return next
 }
 
 // logReply logs, about the reply topic, to the logger of the reader's

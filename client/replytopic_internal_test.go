@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -148,4 +150,78 @@ func TestReplyTopicPartitionsAdded(t *testing.T) {
 		_, err := c.Query(ctx, lockOn(c, p, n))
 		require.NoError(t, err, "a reply on the new partition %d", p)
 	}
+}
+
+// purgeLog is a kgo.Logger that tells when kgo drops topic from a
+// client's consumer (PurgeTopicsFromClient): it logs "assigning
+// partitions" why "purge of [topic] requested".
+type purgeLog struct {
+	topic  string
+	purged atomic.Bool
+}
+
+func (l *purgeLog) Level() kgo.LogLevel { return kgo.LogLevelInfo }
+
+func (l *purgeLog) Log(_ kgo.LogLevel, msg string, keyvals ...any) {
+	if msg != "assigning partitions" {
+		return
+	}
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		if keyvals[i] == "why" && keyvals[i+1] == fmt.Sprintf("purge of %v requested", []string{l.topic}) {
+			l.purged.Store(true)
+		}
+	}
+}
+
+// The reply reader refused its topic's ID (UNKNOWN_TOPIC_ID) while every
+// look-up finds the topic there, with the ID the reader was given, drops
+// the topic and adds it back where it was. kgo's reader refuses every
+// fetch so when it holds another ID than the look-ups find (a broker
+// lagging a quick deletion and creation answered its own metadata
+// request), until the topic is dropped and added back: the broker here
+// refuses the reader's fetches until kgo drops the topic. The reply
+// written while the reader was refused reaches its caller, although it is
+// not sent again.
+func TestReplyTopicRefusedWhileThere(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	logs := &purgeLog{}
+	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+		cfg.RequestTimeout = 30 * time.Second
+		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.WithLogger(logs))
+	}}, answerQueriesOnce())
+	logs.topic = c.ReplyTopic()
+	_, err := c.Query(ctx, "before")
+	require.NoError(t, err)
+
+	ti := cluster.TopicInfo(c.ReplyTopic())
+	require.NotNil(t, ti)
+	// resumed is the offset the reader first fetches from once dropped:
+	// past the reply to "before" (offset 0), not from the start again.
+	var resumed atomic.Int64
+	resumed.Store(-1)
+	refusing := cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, TopicID: ti.TopicID, Err: kerr.UnknownTopicID, Count: -1,
+		When: func(req kmsg.Request) bool {
+			if !logs.purged.Load() {
+				return true
+			}
+			for _, rt := range req.(*kmsg.FetchRequest).Topics {
+				for _, rp := range rt.Partitions {
+					if rt.TopicID == ti.TopicID {
+						resumed.CompareAndSwap(-1, rp.FetchOffset)
+					}
+				}
+			}
+			return false
+		}})
+	defer refusing.Remove()
+	start := time.Now()
+	_, err = c.Query(ctx, "refused")
+	require.NoError(t, err, "the reply written while the reader was refused")
+	assert.Positive(t, refusing.Hits())
+	assert.True(t, logs.purged.Load())
+	assert.EqualValues(t, 1, resumed.Load(), "where the reader resumed")
+	t.Logf("answered after %s, %d fetches refused", time.Since(start).Round(time.Millisecond), refusing.Hits())
+	_, err = c.Query(ctx, "after")
+	require.NoError(t, err)
 }
