@@ -655,7 +655,12 @@ const (
 // sorted by namespace and name. Newest is the highest revision read since
 // the lock's last removal: an older revision published again after a newer
 // one (the relay publishes at least once, and replicas overlap during a
-// failover) does not replace it, as Watch does not deliver it. It reads the topic, not the database: a
+// failover) does not replace it, as Watch does not deliver it; but a lower
+// revision whose ChangedAt is later than that of the one taken replaces
+// it, as the lock's new life (deleted and created again, revisions
+// starting over, read with no tombstone between, or after a record of
+// the old life that landed late), by Watch's rule and under the same
+// assumption about PostgreSQL's clock. It reads the topic, not the database: a
 // lock is there from its first change (see docs/design.md "Lock state
 // topic"). A record that cannot be decoded (no lock's state, or a format
 // this client does not read) does not fail the read: its lock is left out
@@ -714,10 +719,11 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// not be decoded (lock{} for a record that does not tell which lock of
 	// its key it is); records counts such records.
 	unreadable := map[string]map[lock]UnreadableLock{}
-	// seen are, by key, the greatest revision read of each lock since the
-	// key's last tombstone: a record at or below it is one published
-	// again, even after an unreadable record left the lock out.
-	seen := map[string]map[lock]int64{}
+	// seen are, by key, the last readable record taken of each lock since
+	// the key's last tombstone: a record at or below its revision is one
+	// published again, even after an unreadable record left the lock out,
+	// unless it is of the lock's new life (newLife, as Watch takes it).
+	seen := map[string]map[lock]LockRevision{}
 	records := 0
 	for !r.caughtUp() {
 		progressed, err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
@@ -754,16 +760,16 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			default:
 				id := lock{lr.Namespace, lr.Name}
 				k := topics.LockKey(lr.Namespace, lr.Name)
-				if rev, ok := seen[k][id]; ok && lr.Revision <= rev {
+				if last, ok := seen[k][id]; ok && lr.Revision <= last.Revision && !newLife(lr, last) {
 					return
 				}
 				if table[k] == nil {
 					table[k] = map[lock]LockRevision{}
 				}
 				if seen[k] == nil {
-					seen[k] = map[lock]int64{}
+					seen[k] = map[lock]LockRevision{}
 				}
-				table[k][id], seen[k][id] = lr, lr.Revision
+				table[k][id], seen[k][id] = lr, lr
 				// Only this lock's state is known again, not that of
 				// another lock of the key, nor of a record that did not
 				// tell its lock (until a tombstone of the key).
@@ -872,16 +878,23 @@ func OnFetchError(fn func(error)) WatchOption {
 // client closes. A slow receiver holds the reading back: nothing the watch
 // read is skipped. The topic is compacted, though, and Kafka's cleaner does
 // not wait for a watch: one that lags behind the partition's end by more
-// than a rolled segment (an hour) and the cleaner's next pass may miss the
-// revisions compaction removed before it read them (it still delivers the
-// later ones, in order), and past the topic's delete.retention.ms (24 h by
-// default) a tombstone too, delivering no Deleted for it. It then takes a
-// record whose revision is not above the last it delivered for the lock's
-// new life (deleted and created again, revisions starting over) when the
-// record's ChangedAt is later than the last one's, which no copy of a
-// record published again has; a record a worker republished (Operation
-// "republish") is not taken so, and the new life then shows from its next
-// change. A record of the lock's key that cannot be decoded is delivered as
+// than a rolled segment and the cleaner's next pass may miss the revisions
+// compaction removed before it read them (it still delivers the later
+// ones, in order), and past the topic's delete.retention.ms (24 h by
+// default) a tombstone too, delivering no Deleted for it. A segment rolls
+// at the topic's segment.ms (an hour, as the workers create it) or
+// segment.bytes (64 MiB), whichever comes first: on a busy partition,
+// well within the hour. It then takes a record whose revision is not above
+// the last it delivered for the lock's new life (deleted and created
+// again, revisions starting over) when the record's ChangedAt is later
+// than the last one's, which no copy of a record published again has; a
+// record a worker republished (Operation "republish") is not taken so,
+// and the new life then shows from its next change. ChangedAt is
+// PostgreSQL's clock, which this takes never to go back: after a step back
+// of that clock, or a failover to a standby whose clock is behind, a late
+// copy of an older revision stamped before it can pass for a new life,
+// delivered after newer revisions (and copies of those that follow,
+// again). A record of the lock's key that cannot be decoded is delivered as
 // a LockRevision with Unreadable set (once, until a readable revision or a
 // tombstone follows): the lock's state is unknown then, as Locks leaves
 // such a lock out of its table.
@@ -998,16 +1011,20 @@ func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
 const opRepublish = "republish"
 
 // newLife says whether lr, a readable record of the lock whose revision is
-// not above that of last, the last readable one the watch took, is of a
-// new life of the lock: deleted and created again since (its revisions
-// start over at 1), the tombstone between them compacted away before the
-// watch read it (a receiver lagging past delete.retention.ms). Its
+// not above that of last, the last readable one a watch (or Locks) took,
+// is of a new life of the lock: deleted and created again since (its
+// revisions start over at 1), the tombstone between them compacted away
+// before the watch read it (a receiver lagging past delete.retention.ms),
+// or read before a record of the old life that landed late. Its
 // changed_at, the database's time of its change, is later than last's: a
 // copy of a record published again has the same, and an older revision
 // that lands late (from a replica that lost the lock's partition) an
 // earlier one. A record republished by a worker's start (opRepublish) has
 // a later changed_at too, and its revision unchanged, so it is never
-// taken as a new life: the new life then shows from its next change.
+// taken as a new life: the new life then shows from its next change. This
+// takes PostgreSQL's clock never to go back: a step back of it, or a
+// failover to a standby whose clock is behind, can stamp a newer revision
+// before an older one, a late copy of which then passes for a new life.
 func newLife(lr, last LockRevision) bool {
 	return last.Revision > 0 && lr.Operation != opRepublish && lr.ChangedAt.After(last.ChangedAt)
 }

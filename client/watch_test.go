@@ -395,6 +395,29 @@ func TestWatchTellsANewLifeFromACopy(t *testing.T) {
 	require.EqualValues(t, 2, next(t, ch).Revision, "the new life's next change")
 }
 
+// Locks takes a lock's new life by Watch's rule: a lower revision with a
+// later changed_at replaces the one taken, here after a record of the old
+// life landed late, past the new life's first; copies, an older revision
+// landing late and a worker's republish do not.
+func TestLocksTellsANewLifeFromACopy(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	_, c, _ := stateTopic(t,
+		stateAt(t, "job", 40, "release", at(40)),
+		stateAt(t, "job", 1, "acquire", at(100)),   // the new life
+		stateAt(t, "job", 40, "release", at(40)),   // the old life's, late
+		stateAt(t, "job", 2, "release", at(200)),   // the new life's next change
+		stateAt(t, "job", 2, "release", at(200)),   // a copy
+		stateAt(t, "job", 1, "acquire", at(100)),   // an older revision, late
+		stateAt(t, "job", 2, "republish", at(250)), // a worker's republish
+	)
+	table, err := c.Locks(ctxT(t))
+	require.NoError(t, err)
+	require.Len(t, table, 1)
+	require.EqualValues(t, 2, table[0].Revision, "the new life's")
+	require.Equal(t, at(200), table[0].ChangedAt)
+}
+
 // Locks reads the topic from brokers it reached. When they stop answering
 // fetches, it fails with ErrUnreachable, as its setup would, with the fetch
 // errors and ctx's error. When they answer but the read outlasts ctx's
