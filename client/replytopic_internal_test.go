@@ -156,7 +156,7 @@ func TestReplyTopicPartitionsAdded(t *testing.T) {
 // client's consumer (PurgeTopicsFromClient): it logs "assigning
 // partitions" why "purge of [topic] requested".
 type purgeLog struct {
-	topic  string
+	topic  atomic.Value // string: set after New, read by kgo's goroutines
 	purged atomic.Bool
 }
 
@@ -166,8 +166,9 @@ func (l *purgeLog) Log(_ kgo.LogLevel, msg string, keyvals ...any) {
 	if msg != "assigning partitions" {
 		return
 	}
+	topic, _ := l.topic.Load().(string)
 	for i := 0; i+1 < len(keyvals); i += 2 {
-		if keyvals[i] == "why" && keyvals[i+1] == fmt.Sprintf("purge of %v requested", []string{l.topic}) {
+		if keyvals[i] == "why" && keyvals[i+1] == fmt.Sprintf("purge of %v requested", []string{topic}) {
 			l.purged.Store(true)
 		}
 	}
@@ -190,7 +191,7 @@ func TestReplyTopicRefusedWhileThere(t *testing.T) {
 		cfg.RequestTimeout = 30 * time.Second
 		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.WithLogger(logs))
 	}}, answerQueriesOnce())
-	logs.topic = c.ReplyTopic()
+	logs.topic.Store(c.ReplyTopic())
 	_, err := c.Query(ctx, "before")
 	require.NoError(t, err)
 

@@ -505,6 +505,7 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 // Run refuses to start (ErrGroupChanged) when the commands topic's offsets
 // are stored under other consumer groups only (checkGroup).
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.markStop() // also when it returns before consuming
 	if err := w.checkGroup(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while checking, as when consuming
