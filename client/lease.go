@@ -841,6 +841,10 @@ func (c *Client) bestEffort(cmd topics.Command) (topics.Event, error) {
 	return c.exchange(ctx, cmd, firstReply)
 }
 
+// keepAliveRetry is the keep-alive's pause after an extension that failed
+// (unanswered within Config.RequestTimeout, say) before it tries again.
+const keepAliveRetry = time.Second
+
 // keepAliveLoop extends the lease every third of its duration, by as much as
 // brings its end back to a full lease_duration from now. Extending by a
 // fixed amount instead would let the expiry drift away from now when ticks
@@ -848,10 +852,17 @@ func (c *Client) bestEffort(cmd topics.Command) (topics.Event, error) {
 // or when the lease reached its max_hold (it then ends at its expiry).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
+	failed := false
 	for {
 		l.mu.Lock()
 		interval := l.lease / 3
 		l.mu.Unlock()
+		if failed {
+			// The last extension went unanswered (Config.RequestTimeout
+			// may be shorter than the time left): try again soon, not a
+			// third later, which may be past the deadline.
+			interval = min(interval, keepAliveRetry)
+		}
 		t := time.NewTimer(interval)
 		select {
 		case <-t.C:
@@ -881,6 +892,7 @@ func (l *Lease) keepAliveLoop() {
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
 		err := l.extend(ctx, ext.Truncate(time.Millisecond))
 		cancel()
+		failed = err != nil
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the
 			// lease is lost for that, not later for want of an answer.

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,4 +248,42 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 		acquireOptions{session: s}, false, sentAtTime(c, later), later)
 	defer l2.lose(ErrReleased)
 	require.WithinDuration(t, later.Add(20*time.Second), l2.ExpiresAt(), 0)
+}
+
+// A keep-alive extension left unanswered for Config.RequestTimeout is
+// tried again a second later, not a third of the lease later, which here
+// (a 6 s lease, extended at 2 s, given up at 4.5 s) would be past the
+// lease's end: the lease was lost for one slow answer.
+func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var first atomic.Pointer[string]
+	answered := make(chan struct{}, 1)
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 2500 * time.Millisecond }},
+		func(ctx context.Context, cmd topics.Command) []topics.Event {
+			switch cmd.Operation {
+			case topics.OpAcquire:
+				return one(granted(cmd, topics.TypeAcquired, 6))
+			case topics.OpExtend:
+				id := cmd.RequestID
+				if first.CompareAndSwap(nil, &id) || *first.Load() == id {
+					return nil // the first extension (and its resends) unanswered
+				}
+				deliver(ctx, answered, struct{}{})
+				return one(granted(cmd, topics.TypeExtended, 6))
+			}
+			return nil
+		})
+	l, err := c.Acquire(ctx, "job", WithLease(6*time.Second))
+	require.NoError(t, err)
+	granted := l.ExpiresAt()
+	select {
+	case <-answered:
+	case <-l.Lost():
+		t.Fatalf("the lease was lost: %v", l.Err())
+	case <-ctx.Done():
+		t.Fatal("no second extension")
+	}
+	require.Eventually(t, func() bool { return l.ExpiresAt().After(granted) }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, l.Err())
 }

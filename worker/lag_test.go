@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/omninode/lockworker/internal/e2e"
 )
@@ -49,4 +50,40 @@ func TestLagWithoutDatabase(t *testing.T) {
 	require.Eventually(t, func() bool { sum, owned = total(); return sum == during }, 10*time.Second, 20*time.Millisecond,
 		"the lag counts the commands produced since the pool closed")
 	require.Equal(t, len(x.W.Partitions()), owned, "every owned partition is reported")
+}
+
+// TestGroupOffsetsCommittedAtStop: a worker that stops (drains and leaves)
+// leaves the group's Kafka offsets at what it applied, for lag tooling
+// (kafka-consumer-groups), as the stored offsets are: kgo commits nothing
+// of a revoke by itself, and its autocommit, every 5 s, would have left
+// the last seconds' marks uncommitted for good.
+func TestGroupOffsetsCommittedAtStop(t *testing.T) {
+	e := e2e.New(t)
+	x := e.StartWorker(e2e.WorkerOpts{Name: "committed"})
+	p := e.Producer()
+	ctx := context.Background()
+	const n = 40
+	for i := range n {
+		e.Send(p, cmd("query", fmt.Sprintf("commit-%d", i), fmt.Sprintf("commit-%d", i), "", "locks.replies.commit"))
+	}
+	require.Eventually(t, func() bool {
+		lag, err := x.W.Lag(ctx)
+		require.NoError(t, err)
+		var sum int64
+		for _, l := range lag {
+			sum += l
+		}
+		return sum == 0
+	}, time.Minute, 10*time.Millisecond, "applied")
+	x.Stop()
+
+	adm := kadm.NewClient(e.Producer())
+	ends, err := adm.ListEndOffsets(ctx, e.Names.Commands)
+	require.NoError(t, err)
+	committed, err := adm.FetchOffsets(ctx, e.Group)
+	require.NoError(t, err)
+	ends.Each(func(o kadm.ListedOffset) {
+		c, _ := committed.Lookup(e.Names.Commands, o.Partition)
+		require.Equal(t, o.Offset, c.At, "partition %d: the group's offset lags what was applied", o.Partition)
+	})
 }

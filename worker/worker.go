@@ -820,6 +820,7 @@ var ErrNotAuthorized = errors.New("Kafka refuses this replica the consumer group
 
 // Close leaves the group and closes the client. Call it after Run returns.
 func (w *Worker) Close() {
+	w.commitMarks(context.Background()) // the drain's, before the member leaves
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := w.cl.LeaveGroupContext(ctx); err != nil {
@@ -1205,8 +1206,29 @@ func (w *Worker) leastUsedLane() int {
 // revoked stops the partitions after their records polled so far are applied
 // (or dropped from a batch that keeps failing: their next owner starts from
 // the stored offset).
-func (w *Worker) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+func (w *Worker) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	w.letGo(revoked, false)
+	w.commitMarks(ctx)
+}
+
+// commitMarksTimeout bounds commitMarks, which holds up a rebalance or a
+// leave.
+const commitMarksTimeout = 5 * time.Second
+
+// commitMarks commits the Kafka offsets marked (past the records applied):
+// kgo, given a revoke callback of ours, commits nothing at a revoke, and
+// drops the revoked partitions' marks once it returns, so without this
+// the group's offsets of a partition that moved (or of all, at a leave)
+// would lag by up to the autocommit interval's records for good, and lag
+// tooling (kafka-consumer-groups) would show lag that is not there. The
+// stored offsets in PostgreSQL are what the worker resumes from; these are
+// for that tooling only, so a failure is logged and nothing else.
+func (w *Worker) commitMarks(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitMarksTimeout)
+	defer cancel()
+	if err := w.cl.CommitMarkedOffsets(ctx); err != nil {
+		w.log.Debug().Err(err).Msg("committing the group offsets marked")
+	}
 }
 
 // lost stops the partitions of a group session that ended in error. kgo
