@@ -20,7 +20,8 @@ import (
 // leases at once, each valid, each with its own token.
 //
 // Unless acquired WithoutKeepAlive or WithSession, the lease extends itself
-// every third of its duration until Release. A lease acquired WithSession
+// every third of its duration until Release (an extension left unanswered
+// is tried again a second later). A lease acquired WithSession
 // is kept alive by its session instead, and lost when the session is. It is
 // lost when the worker says it ended (lock.expired, lock.revoked, a
 // lock.released that does not answer its own Release, as when an operator

@@ -77,7 +77,7 @@ elect: campaigns until it leads (1 if interrupted first), then as run, 4
 when the leadership was lost. run and elect stop COMMAND (SIGTERM, SIGKILL
 after --grace) when they hear that the lease is lost; a lease lost by
 expiry or revoke keeps the lock from everyone for --lock-delay, by default
---grace plus the reply timeout (60s at most): enough for COMMAND to be gone
+--grace plus the reply timeout (60s at most; 0 for run --shared): enough for COMMAND to be gone
 after an expiry, and after a revoke that reaches lockctl promptly, not
 after one it hears late (cut off from Kafka: see --lock-delay in
 "lockctl run -h").

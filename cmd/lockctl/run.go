@@ -448,6 +448,11 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	tree.known = map[process]bool{}
 	stopped := false // lockctl stopped the command before it exited
+	if l.Context().Err() != nil {
+		// Lost already: the AfterFunc's cancel runs in a goroutine of its
+		// own, maybe after Start's one look at runCtx.
+		cancel()
+	}
 	err := cmd.Start()
 	if group != nil {
 		var started *os.Process
