@@ -511,10 +511,19 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 	}
 	c, _ := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix) // it decoded, or it could not have failed
 	poison[recordID{pt.p.id, r.Offset}] = &topics.Rejection{Code: topics.CodeInvalidRequest,
-		Message: "PostgreSQL refused to apply the command: " + pgMessage(cause), Command: c}
+		Message: "PostgreSQL refused to apply the command: " + pgMessage(cause), Command: withRequestID(c, r)}
 	w.log.Error().Err(cause).Int32("partition", pt.p.id).Int64("offset", r.Offset).
 		Msg("PostgreSQL refused a command: answering it INVALID_REQUEST and copying it to the dead-letter topic")
 	return nil
+}
+
+// withRequestID is c with the request_id its record's place gives it when
+// it has none (<topic>/<partition>/<offset>), as every answer to it carries.
+func withRequestID(c topics.Command, r *kgo.Record) topics.Command {
+	if c.RequestID == "" {
+		c.RequestID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+	}
+	return c
 }
 
 // pgMessage is PostgreSQL's own message of err, for a requester: the rest
@@ -731,10 +740,7 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 				td.rejections[k] = err.(*topics.Rejection)
 				continue
 			}
-			if c.RequestID == "" {
-				c.RequestID = r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
-			}
-			td.cmds[k] = c
+			td.cmds[k] = withRequestID(c, r)
 			t.ids = append(t.ids, c.RequestID)
 		}
 		t.todos = append(t.todos, td)

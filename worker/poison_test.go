@@ -187,7 +187,9 @@ func TestDeadLetterCopyOfManyEmptyHeadersKeepsItsBound(t *testing.T) {
 // A command that passes validation but that PostgreSQL refuses (here a
 // constraint the test adds) fails its batch on every retry; the worker
 // finds it, answers it INVALID_REQUEST and dead-letters it, and applies the
-// rest of the batch, before and after it, in the same partitions.
+// rest of the batch, before and after it, in the same partitions. One sent
+// without a request_id is answered under the one its record's place gives
+// it, as any other answer to it.
 func TestCommandPostgreSQLRefusesIsQuarantined(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
@@ -196,8 +198,12 @@ func TestCommandPostgreSQLRefusesIsQuarantined(t *testing.T) {
 	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
 	reply := "locks.replies.q"
 	acq := func(p int32, off int64, lock string) *kgo.Record {
+		id := "q-" + lock
+		if lock == "poison-2" {
+			id = ""
+		}
 		return &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: p, Offset: off, Key: []byte(lock),
-			Value: command(t, topics.Command{RequestID: "q-" + lock, Operation: topics.OpAcquire, LockName: lock, OwnerID: "o", ReplyTo: reply})}
+			Value: command(t, topics.Command{RequestID: id, Operation: topics.OpAcquire, LockName: lock, OwnerID: "o", ReplyTo: reply})}
 	}
 	apply(w,
 		segment{p: p0, records: []*kgo.Record{acq(0, 0, "a"), acq(0, 1, "poison-1"), acq(0, 2, "b")}, polledAt: time.Now()},
@@ -214,7 +220,7 @@ func TestCommandPostgreSQLRefusesIsQuarantined(t *testing.T) {
 		require.NoError(t, json.Unmarshal(r.value, &ev))
 		answers[ev.RequestID] = ev
 	}
-	for _, id := range []string{"q-poison-1", "q-poison-2"} {
+	for _, id := range []string{"q-poison-1", topics.DefaultNames().Commands + "/1/1"} {
 		ev := answers[id]
 		require.Equal(t, topics.TypeRejected, ev.Type, id)
 		require.Equal(t, topics.CodeInvalidRequest, ev.ErrorCode)
