@@ -250,14 +250,14 @@ type LostMetrics interface {
 
 // Worker is one member of the lockworker consumer group.
 type Worker struct {
-	cfg     Config
-	log     zerolog.Logger
-	cl      *kgo.Client
+	cfg Config
+	log zerolog.Logger
+	cl  *kgo.Client
 	// joined is closed once the client completed a join of the group
 	// (Joined); stopping once Run stops consuming (Stopping).
 	joined, stopping     chan struct{}
 	markJoined, markStop func()
-	replies *replyTopics // nil: reply topics not bounded
+	replies              *replyTopics // nil: reply topics not bounded
 	// batchBound is what a fetched batch may decompress to: maxBatchBytes,
 	// unless Config.KafkaOpts set another.
 	batchBound int
