@@ -620,11 +620,23 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 }
 
 func (l *Lease) extend(ctx context.Context, d time.Duration) error {
+	return l.sendExtension(ctx, l.extension(d))
+}
+
+// extension is the extend command of d.
+func (l *Lease) extension(d time.Duration) topics.Command {
+	cmd := l.command(topics.OpExtend)
+	cmd.ExtensionDuration = d.Seconds()
+	return cmd
+}
+
+// sendExtension sends cmd, an extension (extension), and takes its answer.
+// The keep-alive sends one left unanswered again, the same command (one
+// request_id), which the worker applies at most once.
+func (l *Lease) sendExtension(ctx context.Context, cmd topics.Command) error {
 	if l.session != nil {
 		return &Error{Code: topics.CodeSessionBound, Message: fmt.Sprintf("the lease is kept alive by session %q", l.session.ID)}
 	}
-	cmd := l.command(topics.OpExtend)
-	cmd.ExtensionDuration = d.Seconds()
 	if err := validate(cmd, l.c.cfg.Topics.ReplyPrefix); err != nil {
 		return err
 	}
@@ -853,12 +865,17 @@ const keepAliveRetry = time.Second
 // or when the lease reached its max_hold (it then ends at its expiry).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
-	failed := false
+	// unanswered is the last extension when it failed: tried again, the
+	// same command, a second later. Sent anew (another request_id), the
+	// worker would apply both should the first arrive late, each adding to
+	// the expiry, and the lease, lost here, would be held for nobody the
+	// longer.
+	var unanswered *topics.Command
 	for {
 		l.mu.Lock()
 		interval := l.lease / 3
 		l.mu.Unlock()
-		if failed {
+		if unanswered != nil {
 			// The last extension went unanswered (Config.RequestTimeout
 			// may be shorter than the time left): try again soon, not a
 			// third later, which may be past the deadline.
@@ -869,6 +886,11 @@ func (l *Lease) keepAliveLoop() {
 		case <-t.C:
 		case <-l.ctx.Done():
 			t.Stop()
+			if unanswered != nil && errors.Is(context.Cause(l.ctx), ErrLeaseLost) {
+				// Lost with an extension the worker may apply yet: given
+				// back, or it would hold the lease for nobody.
+				l.giveBack()
+			}
 			return
 		case <-l.c.closing.Done():
 			t.Stop()
@@ -891,9 +913,16 @@ func (l *Lease) keepAliveLoop() {
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
-		err := l.extend(ctx, ext.Truncate(time.Millisecond))
+		cmd := l.extension(ext.Truncate(time.Millisecond))
+		if unanswered != nil {
+			cmd = *unanswered
+		}
+		err := l.sendExtension(ctx, cmd)
 		cancel()
-		failed = err != nil
+		unanswered = nil
+		if errors.Is(err, ErrNoReply) {
+			unanswered = &cmd
+		}
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the
 			// lease is lost for that, not later for want of an answer.

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,23 +252,32 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 // A keep-alive extension left unanswered for Config.RequestTimeout is
 // tried again a second later, not a third of the lease later, which here
 // (a 6 s lease, extended at 2 s, given up at 4.5 s) would be past the
-// lease's end: the lease was lost for one slow answer.
+// lease's end: the lease was lost for one slow answer. It is the same
+// command (one request_id), which a worker applies once, not a second
+// extension added to the first should that arrive late.
 func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var first atomic.Pointer[string]
-	answered := make(chan struct{}, 1)
+	var mu sync.Mutex
+	seen := map[string]time.Time{} // each extension's request_id, when first seen
+	answered := make(chan string, 1)
 	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 2500 * time.Millisecond }},
 		func(ctx context.Context, cmd topics.Command) []topics.Event {
 			switch cmd.Operation {
 			case topics.OpAcquire:
 				return one(granted(cmd, topics.TypeAcquired, 6))
 			case topics.OpExtend:
-				id := cmd.RequestID
-				if first.CompareAndSwap(nil, &id) || *first.Load() == id {
-					return nil // the first extension (and its resends) unanswered
+				mu.Lock()
+				first, ok := seen[cmd.RequestID]
+				if !ok {
+					first = time.Now()
+					seen[cmd.RequestID] = first
 				}
-				deliver(ctx, answered, struct{}{})
+				mu.Unlock()
+				if time.Since(first) < 3*time.Second {
+					return nil // slow: past the client's RequestTimeout
+				}
+				deliver(ctx, answered, cmd.RequestID)
 				return one(granted(cmd, topics.TypeExtended, 6))
 			}
 			return nil
@@ -282,8 +290,45 @@ func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	case <-l.Lost():
 		t.Fatalf("the lease was lost: %v", l.Err())
 	case <-ctx.Done():
-		t.Fatal("no second extension")
+		t.Fatal("no extension answered")
 	}
 	require.Eventually(t, func() bool { return l.ExpiresAt().After(granted) }, 5*time.Second, 10*time.Millisecond)
 	require.NoError(t, l.Err())
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seen, 1, "the retry is the same command")
+}
+
+// A lease lost while its keep-alive's extension went unanswered is given
+// back (a release guarded by its token): the worker may apply that
+// extension yet, and would hold the lock for nobody until it expired.
+func TestLeaseLostWithAnUnansweredExtensionIsGivenBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	released := make(chan topics.Command, 1)
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = time.Second }},
+		func(ctx context.Context, cmd topics.Command) []topics.Event {
+			switch cmd.Operation {
+			case topics.OpAcquire:
+				return one(granted(cmd, topics.TypeAcquired, 3))
+			case topics.OpRelease:
+				deliver(ctx, released, cmd)
+				return one(releasedEvent(cmd))
+			}
+			return nil // extensions unanswered
+		})
+	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second))
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease was not lost")
+	}
+	require.ErrorIs(t, l.Err(), ErrLeaseLost)
+	select {
+	case cmd := <-released:
+		require.Equal(t, l.Token, *cmd.FencingToken)
+	case <-ctx.Done():
+		t.Fatal("the lost lease was not given back")
+	}
 }

@@ -820,7 +820,6 @@ var ErrNotAuthorized = errors.New("Kafka refuses this replica the consumer group
 
 // Close leaves the group and closes the client. Call it after Run returns.
 func (w *Worker) Close() {
-	w.commitMarks(context.Background()) // the drain's, before the member leaves
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := w.cl.LeaveGroupContext(ctx); err != nil {
@@ -1215,9 +1214,12 @@ func (w *Worker) revoked(ctx context.Context, _ *kgo.Client, revoked map[string]
 // leave.
 const commitMarksTimeout = 5 * time.Second
 
-// commitMarks commits the Kafka offsets marked (past the records applied):
-// kgo, given a revoke callback of ours, commits nothing at a revoke, and
-// drops the revoked partitions' marks once it returns, so without this
+// commitMarks commits the Kafka offsets marked (past the records applied),
+// at each revoke, a leave's included (kgo revokes everything as the member
+// leaves, its commits in flight cancelled first, so this one waits for
+// none of them): kgo, given a revoke callback of ours, commits nothing at
+// a revoke, and drops the revoked partitions' marks once it returns, so
+// without this
 // the group's offsets of a partition that moved (or of all, at a leave)
 // would lag by up to the autocommit interval's records for good, and lag
 // tooling (kafka-consumer-groups) would show lag that is not there. The
