@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,8 +157,9 @@ func TestLeaseLostWithoutKeepAlive(t *testing.T) {
 	assert.ErrorIs(t, err, client.ErrLeaseLost, "Release of a lost lease returns the loss")
 }
 
-// Release of a lease known lost returns the loss at once, without sending a
-// command that would wait the whole request timeout on brokers that are down.
+// Release of a lease known lost returns the loss at once, without waiting
+// for a command that would wait the whole request timeout on brokers that
+// are down.
 func TestReleaseOfLostLeaseReturnsAtOnce(t *testing.T) {
 	ctx := ctxT(t)
 	e := e2e.New(t)
@@ -168,7 +168,6 @@ func TestReleaseOfLostLeaseReturnsAtOnce(t *testing.T) {
 	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: "release-lost", ReplyTimeout: 500 * time.Millisecond, RequestTimeout: 20 * time.Second})
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
-	commands := e.Watch(e.Names.Commands)
 	l, err := c.Acquire(ctx, "release-lost", client.WithLease(time.Second))
 	require.NoError(t, err)
 
@@ -189,19 +188,13 @@ func TestReleaseOfLostLeaseReturnsAtOnce(t *testing.T) {
 	t.Logf("Release of the lost lease took %s: %v", took, err)
 
 	outage.Down(false)
-	info, err := c.Query(ctx, "release-lost") // after the outage: nothing was sent meanwhile
+	// What the worker holds now is its own business: the keep-alive gives
+	// a lease lost with an extension unanswered back (a release by its
+	// token, TestLeaseLostWithAnUnansweredExtensionIsGivenBack), which
+	// Release, returning at once, does not wait for.
+	info, err := c.Query(ctx, "release-lost")
 	require.NoError(t, err)
-	// Expired, or still acquired for a moment: the client's deadline errs
-	// early, the worker's expiry counts from when it applied the acquire.
-	assert.NotEqual(t, client.StatusReleased, info.Status, "no release was applied")
 	assert.Equal(t, l.Token, info.Token)
-	// Commands of one lock share a partition: everything sent before the
-	// query has been read once the query has.
-	for _, r := range commands.WaitFor(t, 10*time.Second, "the query", func(rs []e2e.Received) bool {
-		return slices.ContainsFunc(rs, func(r e2e.Received) bool { return r.Event.Operation == topics.OpQuery })
-	}) {
-		assert.NotEqual(t, topics.OpRelease, r.Event.Operation, "no release was sent for the lost lease")
-	}
 }
 
 // Keep-alive holds a lease well past its duration, keeping its expiry about

@@ -609,9 +609,10 @@ func (l *Lease) releaseEnded(ended error) error {
 // nothing; so does the keep-alive. An extension whose grant arrives after
 // the lease ended meanwhile, or past the new local deadline already (the
 // host slept through it: the lease is lost then), returns that error too,
-// not nil, and the lease is released as above; one cut short by the
-// lease's end (its context, as the keep-alive's) is not, and the worker
-// lets the lease run out.
+// not nil, and the lease is released as above; one of Extend's cut short
+// by the lease's end (its context) is not, and the worker lets the lease
+// run out. The keep-alive's, unanswered when the lease is lost (cut short,
+// or tried again until then), is: the worker may apply it yet.
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -620,7 +621,7 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 }
 
 func (l *Lease) extend(ctx context.Context, d time.Duration) error {
-	return l.sendExtension(ctx, l.extension(d))
+	return l.sendExtension(ctx, l.extension(d), l.c.sentNow())
 }
 
 // extension is the extend command of d.
@@ -630,10 +631,12 @@ func (l *Lease) extension(d time.Duration) topics.Command {
 	return cmd
 }
 
-// sendExtension sends cmd, an extension (extension), and takes its answer.
-// The keep-alive sends one left unanswered again, the same command (one
-// request_id), which the worker applies at most once.
-func (l *Lease) sendExtension(ctx context.Context, cmd topics.Command) error {
+// sendExtension sends cmd, an extension (extension) first sent at sent,
+// and takes its answer. The keep-alive sends one left unanswered again,
+// the same command (one request_id, which the worker applies at most
+// once) with the time it was first sent: an answer the worker stored then
+// says how long the lease runs from then, not from the retry.
+func (l *Lease) sendExtension(ctx context.Context, cmd topics.Command, sent sentAt) error {
 	if l.session != nil {
 		return &Error{Code: topics.CodeSessionBound, Message: fmt.Sprintf("the lease is kept alive by session %q", l.session.ID)}
 	}
@@ -656,7 +659,6 @@ func (l *Lease) sendExtension(ctx context.Context, cmd topics.Command) error {
 		return err
 	}
 	defer l.c.ops.Done()
-	sent := l.c.sentNow()
 	ev, err := l.c.call(ctx, cmd)
 	if err != nil {
 		return err
@@ -854,6 +856,14 @@ func (c *Client) bestEffort(cmd topics.Command) (topics.Event, error) {
 	return c.exchange(ctx, cmd, firstReply)
 }
 
+// giveBackIfLost gives the lease back (giveBack) when it was lost with an
+// extension unanswered, which the worker may apply yet.
+func (l *Lease) giveBackIfLost(unanswered bool) {
+	if unanswered && errors.Is(context.Cause(l.ctx), ErrLeaseLost) {
+		l.giveBack()
+	}
+}
+
 // keepAliveRetry is the keep-alive's pause after an extension that failed
 // (unanswered within Config.RequestTimeout, say) before it tries again.
 const keepAliveRetry = time.Second
@@ -865,12 +875,18 @@ const keepAliveRetry = time.Second
 // or when the lease reached its max_hold (it then ends at its expiry).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
-	// unanswered is the last extension when it failed: tried again, the
-	// same command, a second later. Sent anew (another request_id), the
-	// worker would apply both should the first arrive late, each adding to
-	// the expiry, and the lease, lost here, would be held for nobody the
-	// longer.
-	var unanswered *topics.Command
+	// unanswered is the last extension when it failed without an answer
+	// (none in time, Kafka unreachable, the lease's end): the worker may
+	// apply it yet. It is tried again a second later, the same command
+	// with the time it was first sent (sendExtension): sent anew (another
+	// request_id) the worker would apply both, each adding to the expiry.
+	// And a lease lost with one is given back, or the worker may hold it
+	// for nobody.
+	type extension struct {
+		cmd  topics.Command
+		sent sentAt
+	}
+	var unanswered *extension
 	for {
 		l.mu.Lock()
 		interval := l.lease / 3
@@ -886,11 +902,7 @@ func (l *Lease) keepAliveLoop() {
 		case <-t.C:
 		case <-l.ctx.Done():
 			t.Stop()
-			if unanswered != nil && errors.Is(context.Cause(l.ctx), ErrLeaseLost) {
-				// Lost with an extension the worker may apply yet: given
-				// back, or it would hold the lease for nobody.
-				l.giveBack()
-			}
+			l.giveBackIfLost(unanswered != nil)
 			return
 		case <-l.c.closing.Done():
 			t.Stop()
@@ -913,15 +925,15 @@ func (l *Lease) keepAliveLoop() {
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
-		cmd := l.extension(ext.Truncate(time.Millisecond))
+		try := extension{l.extension(ext.Truncate(time.Millisecond)), l.c.sentNow()}
 		if unanswered != nil {
-			cmd = *unanswered
+			try = *unanswered
 		}
-		err := l.sendExtension(ctx, cmd)
+		err := l.sendExtension(ctx, try.cmd, try.sent)
 		cancel()
 		unanswered = nil
-		if errors.Is(err, ErrNoReply) {
-			unanswered = &cmd
+		if refused := (*Error)(nil); err != nil && !errors.As(err, &refused) {
+			unanswered = &try // no answer: the worker's, a refusal, would say
 		}
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the

@@ -254,12 +254,14 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 // (a 6 s lease, extended at 2 s, given up at 4.5 s) would be past the
 // lease's end: the lease was lost for one slow answer. It is the same
 // command (one request_id), which a worker applies once, not a second
-// extension added to the first should that arrive late.
+// extension added to the first should that arrive late; and the answer
+// the worker stored when it applied the first is read as of the first
+// send, so the lease's local deadline stays before the worker's expiry.
 func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var mu sync.Mutex
-	seen := map[string]time.Time{} // each extension's request_id, when first seen
+	seen := map[string]topics.Event{} // each extension's request_id, and the answer applying it stored
 	answered := make(chan string, 1)
 	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 2500 * time.Millisecond }},
 		func(ctx context.Context, cmd topics.Command) []topics.Event {
@@ -268,17 +270,17 @@ func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 				return one(granted(cmd, topics.TypeAcquired, 6))
 			case topics.OpExtend:
 				mu.Lock()
-				first, ok := seen[cmd.RequestID]
+				stored, ok := seen[cmd.RequestID]
 				if !ok {
-					first = time.Now()
-					seen[cmd.RequestID] = first
+					stored = granted(cmd, topics.TypeExtended, 6) // applied as it arrived
+					seen[cmd.RequestID] = stored
 				}
 				mu.Unlock()
-				if time.Since(first) < 3*time.Second {
-					return nil // slow: past the client's RequestTimeout
+				if time.Since(stored.OccurredAt.Time) < 3*time.Second {
+					return nil // its answer slow: past the client's RequestTimeout
 				}
 				deliver(ctx, answered, cmd.RequestID)
-				return one(granted(cmd, topics.TypeExtended, 6))
+				return one(stored)
 			}
 			return nil
 		})
@@ -297,16 +299,31 @@ func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Len(t, seen, 1, "the retry is the same command")
+	for _, ev := range seen {
+		l.mu.Lock()
+		deadline := l.deadline
+		l.mu.Unlock()
+		require.False(t, deadline.After(ev.LockInfo.ExpiresAt.Time), "the local deadline %s is past the worker's expiry %s", deadline, ev.LockInfo.ExpiresAt.Time)
+	}
 }
 
 // A lease lost while its keep-alive's extension went unanswered is given
 // back (a release guarded by its token): the worker may apply that
-// extension yet, and would hold the lock for nobody until it expired.
+// extension yet, and would hold the lock for nobody until it expired. So
+// with a RequestTimeout shorter than the time left (the extension tried
+// again until the lease's end) and with one longer (the extension cut
+// short by the lease's end).
 func TestLeaseLostWithAnUnansweredExtensionIsGivenBack(t *testing.T) {
+	for _, timeout := range []time.Duration{time.Second, 30 * time.Second} {
+		t.Run(timeout.String(), func(t *testing.T) { leaseLostIsGivenBack(t, timeout) })
+	}
+}
+
+func leaseLostIsGivenBack(t *testing.T, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	released := make(chan topics.Command, 1)
-	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = time.Second }},
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = timeout }},
 		func(ctx context.Context, cmd topics.Command) []topics.Event {
 			switch cmd.Operation {
 			case topics.OpAcquire:

@@ -258,7 +258,12 @@ func fillLarge(t *testing.T, pool *pgxpool.Pool, held, waiting int) {
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `UPDATE locks SET waiter_count = 1 WHERE lock_name IN (SELECT lock_name FROM lock_waiters)`)
 	require.NoError(t, err)
-	_, err = pool.Exec(ctx, `ANALYZE`)
+	// This schema's tables alone: a bare ANALYZE takes every table of the
+	// database, other tests' too, and waits (past lock_timeout) for one a
+	// test running beside is altering or dropping.
+	var tables string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT string_agg(format('%I', tablename), ', ') FROM pg_tables WHERE schemaname = current_schema()`).Scan(&tables))
+	_, err = pool.Exec(ctx, `ANALYZE `+tables)
 	require.NoError(t, err)
 }
 
