@@ -621,25 +621,11 @@ func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 }
 
 func (l *Lease) extend(ctx context.Context, d time.Duration) error {
-	return l.sendExtension(ctx, l.extension(d), l.c.sentNow())
-}
-
-// extension is the extend command of d.
-func (l *Lease) extension(d time.Duration) topics.Command {
-	cmd := l.command(topics.OpExtend)
-	cmd.ExtensionDuration = d.Seconds()
-	return cmd
-}
-
-// sendExtension sends cmd, an extension (extension) first sent at sent,
-// and takes its answer. The keep-alive sends one left unanswered again,
-// the same command (one request_id, which the worker applies at most
-// once) with the time it was first sent: an answer the worker stored then
-// says how long the lease runs from then, not from the retry.
-func (l *Lease) sendExtension(ctx context.Context, cmd topics.Command, sent sentAt) error {
 	if l.session != nil {
 		return &Error{Code: topics.CodeSessionBound, Message: fmt.Sprintf("the lease is kept alive by session %q", l.session.ID)}
 	}
+	cmd := l.command(topics.OpExtend)
+	cmd.ExtensionDuration = d.Seconds()
 	if err := validate(cmd, l.c.cfg.Topics.ReplyPrefix); err != nil {
 		return err
 	}
@@ -659,6 +645,7 @@ func (l *Lease) sendExtension(ctx context.Context, cmd topics.Command, sent sent
 		return err
 	}
 	defer l.c.ops.Done()
+	sent := l.c.sentNow()
 	ev, err := l.c.call(ctx, cmd)
 	if err != nil {
 		return err
@@ -864,6 +851,9 @@ func (l *Lease) giveBackIfLost(unanswered bool) {
 	}
 }
 
+// keepAliveFloor is the keep-alive's shortest pause between extensions.
+const keepAliveFloor = 100 * time.Millisecond
+
 // keepAliveRetry is the keep-alive's pause after an extension that failed
 // (unanswered within Config.RequestTimeout, say) before it tries again.
 const keepAliveRetry = time.Second
@@ -875,23 +865,24 @@ const keepAliveRetry = time.Second
 // or when the lease reached its max_hold (it then ends at its expiry).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
-	// unanswered is the last extension when it failed without an answer
-	// (none in time, Kafka unreachable, the lease's end): the worker may
-	// apply it yet. It is tried again a second later, the same command
-	// with the time it was first sent (sendExtension): sent anew (another
-	// request_id) the worker would apply both, each adding to the expiry.
-	// And a lease lost with one is given back, or the worker may hold it
-	// for nobody.
-	type extension struct {
-		cmd  topics.Command
-		sent sentAt
-	}
-	var unanswered *extension
+	// unanswered says the last extension failed without an answer (none
+	// in time, Kafka unreachable, the lease's end): the worker may apply it
+	// yet. Another is sent a second later, a new command: its answer, the
+	// worker's expiry as of then, is read from its own send (update), so
+	// the local deadline stays before the worker's expiry whether the
+	// worker applied one of them or both (each adds to the expiry: the
+	// answer says so). A lease lost with one unanswered is given back, or
+	// the worker may hold it for nobody.
+	unanswered := false
 	for {
 		l.mu.Lock()
 		interval := l.lease / 3
+		// An answer may leave less than two thirds (an extension the
+		// worker applied late): the next one goes halfway to the
+		// deadline then.
+		interval = max(min(interval, time.Until(l.deadline)/2), keepAliveFloor)
 		l.mu.Unlock()
-		if unanswered != nil {
+		if unanswered {
 			// The last extension went unanswered (Config.RequestTimeout
 			// may be shorter than the time left): try again soon, not a
 			// third later, which may be past the deadline.
@@ -902,7 +893,7 @@ func (l *Lease) keepAliveLoop() {
 		case <-t.C:
 		case <-l.ctx.Done():
 			t.Stop()
-			l.giveBackIfLost(unanswered != nil)
+			l.giveBackIfLost(unanswered)
 			return
 		case <-l.c.closing.Done():
 			t.Stop()
@@ -925,16 +916,10 @@ func (l *Lease) keepAliveLoop() {
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
-		try := extension{l.extension(ext.Truncate(time.Millisecond)), l.c.sentNow()}
-		if unanswered != nil {
-			try = *unanswered
-		}
-		err := l.sendExtension(ctx, try.cmd, try.sent)
+		err := l.extend(ctx, ext.Truncate(time.Millisecond))
 		cancel()
-		unanswered = nil
-		if refused := (*Error)(nil); err != nil && !errors.As(err, &refused) {
-			unanswered = &try // no answer: the worker's, a refusal, would say
-		}
+		refused := (*Error)(nil)
+		unanswered = err != nil && !errors.As(err, &refused) // a refusal is an answer
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the
 			// lease is lost for that, not later for want of an answer.
