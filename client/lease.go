@@ -851,7 +851,8 @@ func (l *Lease) giveBackIfLost(unanswered bool) {
 	}
 }
 
-// keepAliveFloor is the keep-alive's shortest pause between extensions.
+// keepAliveFloor is the keep-alive's shortest pause between extensions (a
+// tenth of the lease for leases under a second).
 const keepAliveFloor = 100 * time.Millisecond
 
 // keepAliveRetry is the keep-alive's pause after an extension that failed
@@ -872,15 +873,19 @@ func (l *Lease) keepAliveLoop() {
 	// the local deadline stays before the worker's expiry whether the
 	// worker applied one of them or both (each adds to the expiry: the
 	// answer says so). A lease lost with one unanswered is given back, or
-	// the worker may hold it for nobody.
+	// the worker may hold it for nobody. owed sums the extensions sent
+	// since the last answer, which a worker lagging behind may apply yet:
+	// each next one asks for that much less, so that applied together
+	// they bring the expiry no further than a lease from now.
 	unanswered := false
+	var owed time.Duration
 	for {
 		l.mu.Lock()
 		interval := l.lease / 3
 		// An answer may leave less than two thirds (an extension the
 		// worker applied late): the next one goes halfway to the
 		// deadline then.
-		interval = max(min(interval, time.Until(l.deadline)/2), keepAliveFloor)
+		interval = max(min(interval, time.Until(l.deadline)/2), min(keepAliveFloor, l.lease/10))
 		l.mu.Unlock()
 		if unanswered {
 			// The last extension went unanswered (Config.RequestTimeout
@@ -904,7 +909,7 @@ func (l *Lease) keepAliveLoop() {
 		l.mu.Lock()
 		deadline, lease, room := l.deadline, l.lease, l.capRoom()
 		l.mu.Unlock()
-		ext := lease - time.Until(deadline)
+		ext := lease - time.Until(deadline) - owed
 		ext = max(ext, minExtension)
 		ext = min(ext, time.Duration(topics.MaxLeaseSeconds)*time.Second)
 		if l.maxHold > 0 {
@@ -916,10 +921,16 @@ func (l *Lease) keepAliveLoop() {
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
-		err := l.extend(ctx, ext.Truncate(time.Millisecond))
+		ext = ext.Truncate(time.Millisecond)
+		err := l.extend(ctx, ext)
 		cancel()
 		refused := (*Error)(nil)
 		unanswered = err != nil && !errors.As(err, &refused) // a refusal is an answer
+		if unanswered {
+			owed += ext
+		} else {
+			owed = 0
+		}
 		if errors.Is(err, ErrUnauthenticated) {
 			// The token expired: no extension can be sent any more, and the
 			// lease is lost for that, not later for want of an answer.

@@ -256,7 +256,8 @@ func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
 // worker here adds each extension to the expiry as the real one does, and
 // applies the first only when it answers it, late (the second finds it
 // applied, as when only its answer was slow): the local deadline stays
-// before the worker's expiry, and the next extension goes out in time.
+// before the worker's expiry, the next extension goes out in time, and
+// the two together bring the expiry no further than a lease from now.
 func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -265,6 +266,7 @@ func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	var slow string // the first extension's request_id
 	var slowBy float64
 	var answered []topics.Event
+	var ahead time.Duration // the furthest the worker's expiry was from now
 	extended := make(chan struct{}, 1)
 	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 2500 * time.Millisecond }},
 		func(ctx context.Context, cmd topics.Command) []topics.Event {
@@ -286,6 +288,7 @@ func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 					expiry = expiry.Add(seconds(slowBy)) // the slow one's, applied late
 				}
 				expiry = expiry.Add(seconds(cmd.ExtensionDuration))
+				ahead = max(ahead, time.Until(expiry))
 				ev := granted(cmd, topics.TypeExtended, 6)
 				ev.LockInfo.ExpiresAt = topics.NewTimePtr(expiry)
 				answered = append(answered, ev)
@@ -312,6 +315,9 @@ func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	deadline := l.deadline
 	l.mu.Unlock()
 	require.False(t, deadline.After(expiry), "the local deadline %s is past the worker's expiry %s", deadline, expiry)
+	// The first, applied late with the second, did not stack on it: the
+	// second asked for what the first had not.
+	require.LessOrEqual(t, ahead, 6*time.Second+200*time.Millisecond, "extensions applied together held the lock %s ahead", ahead)
 }
 
 // A lease lost while its keep-alive's extension went unanswered is given
