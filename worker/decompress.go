@@ -77,6 +77,24 @@ type ratioDecompressor struct {
 // maxPooledBuffer is the largest read buffer kept for the next batch.
 const maxPooledBuffer = 1 << 20
 
+// boundedFetch is a consumer's fetch options that bound what the records
+// anyone may produce inflate to: a ratioDecompressor of the absolute bound
+// max (logging to log, and returned: New learns the bound Config.KafkaOpts
+// set only once its client is made), maxBatchBytes for kgo's own check,
+// maxFetchBytes per response. Config.KafkaOpts, appended after, may set
+// others. The commands consumer (New) and the token floor check's client
+// use them.
+func boundedFetch(max int, log zerolog.Logger) (*ratioDecompressor, []kgo.Opt) {
+	unpack := newRatioDecompressor(max)
+	unpack.log = log
+	return unpack, []kgo.Opt{
+		kgo.FetchMaxWait(fetchMaxWait),
+		kgo.MaxDecompressBatchBytes(maxBatchBytes),
+		kgo.WithDecompressor(unpack),
+		kgo.FetchMaxBytes(maxFetchBytes),
+	}
+}
+
 func newRatioDecompressor(max int) *ratioDecompressor {
 	d := new(ratioDecompressor)
 	d.max.Store(int64(max))

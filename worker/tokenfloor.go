@@ -342,14 +342,8 @@ func (w *Worker) highestPublishedToken(ctx context.Context, f *TokenFloor) error
 	// The bounds New gives the commands consumer: the decompressor's is
 	// the worker's (w.batchBound, from the same KafkaOpts), known before
 	// the client is made here, as this client fetches at once.
-	unpack := newRatioDecompressor(w.batchBound)
-	unpack.log = w.log
-	opts := append([]kgo.Opt{
-		kgo.FetchMaxWait(fetchMaxWait),
-		kgo.MaxDecompressBatchBytes(maxBatchBytes),
-		kgo.WithDecompressor(unpack),
-		kgo.FetchMaxBytes(maxFetchBytes),
-	}, w.cfg.KafkaOpts...)
+	_, opts := boundedFetch(w.batchBound, w.log)
+	opts = append(opts, w.cfg.KafkaOpts...)
 	opts = append(opts,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
 		// A published grant counts whether or not a transaction it was

@@ -372,10 +372,9 @@ func New(cfg Config) (*Worker, error) {
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	w.halted, w.halt = context.WithCancel(w.hard)
 	w.serveAgain()
-	unpack := newRatioDecompressor(maxBatchBytes)
-	unpack.log = w.log
+	unpack, fetch := boundedFetch(maxBatchBytes, w.log)
 	heard := newHeardFrom()
-	opts := []kgo.Opt{
+	opts := append(fetch,
 		// The group without its topic: the client joins once Run adds it,
 		// so a replica still starting (topics checked, first states
 		// published, HTTP served) takes no partition it would leave idle.
@@ -383,10 +382,6 @@ func New(cfg Config) (*Worker, error) {
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
 		kgo.AutoCommitMarks(),
 		kgo.BlockRebalanceOnPoll(),
-		kgo.FetchMaxWait(fetchMaxWait),
-		kgo.MaxDecompressBatchBytes(maxBatchBytes),
-		kgo.WithDecompressor(unpack),
-		kgo.FetchMaxBytes(maxFetchBytes),
 		// Also where a broker lost records at a point it cannot name: the
 		// client then resumes no later than where the records lost began,
 		// and the worker skips those it applied (lostRecords).
@@ -396,7 +391,7 @@ func New(cfg Config) (*Worker, error) {
 		kgo.OnPartitionsRevoked(w.revoked),
 		kgo.OnPartitionsLost(w.lost),
 		kgo.WithHooks(heard),
-	}
+	)
 	if cfg.SessionTimeout > 0 {
 		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout), kgo.HeartbeatInterval(cfg.SessionTimeout/5))
 	}
