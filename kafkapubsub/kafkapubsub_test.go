@@ -471,14 +471,9 @@ func TestPublishCreatesTopicsForTheLiveBatches(t *testing.T) {
 	require.NoError(t, errs[1])
 }
 
-// TestCloseEndsAPublishKafkaNeverAnswers: a broker that takes a produce
-// request and never answers it holds the Publish that sent it (kgo's
-// idempotent producer never fails a request it sent unanswered). Close
-// waits CloseTimeout for it, then closes its own client: the Publish fails
-// with kgo.ErrClientClosed, and Close returns rather than hang.
-func TestCloseEndsAPublishKafkaNeverAnswers(t *testing.T) {
-	const topic = "locks.replies.mute"
-	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
+// muteProduce makes c take every produce request and answer none; the
+// channel returned is closed once the first one reached it.
+func muteProduce(c *kfake.Cluster) <-chan struct{} {
 	reached := make(chan struct{})
 	var first atomic.Bool
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -488,6 +483,18 @@ func TestCloseEndsAPublishKafkaNeverAnswers(t *testing.T) {
 		}
 		return nil, nil, true // taken, never answered
 	})
+	return reached
+}
+
+// TestCloseEndsAPublishKafkaNeverAnswers: a broker that takes a produce
+// request and never answers it holds the Publish that sent it (kgo's
+// idempotent producer never fails a request it sent unanswered). Close
+// waits CloseTimeout for it, then closes its own client: the Publish fails
+// with kgo.ErrClientClosed, and Close returns rather than hang.
+func TestCloseEndsAPublishKafkaNeverAnswers(t *testing.T) {
+	const topic = "locks.replies.mute"
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
+	reached := muteProduce(c)
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
 		Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), CloseTimeout: 100 * time.Millisecond,
 	}, nil)
@@ -528,15 +535,7 @@ func TestCloseEndsAPublishKafkaNeverAnswers(t *testing.T) {
 func TestPublishEndsWhileTheBufferIsFull(t *testing.T) {
 	const topic = "locks.replies.full"
 	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
-	reached := make(chan struct{})
-	var first atomic.Bool
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		if first.CompareAndSwap(false, true) {
-			close(reached)
-		}
-		return nil, nil, true // taken, never answered
-	})
+	reached := muteProduce(c)
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
 		Brokers: c.ListenAddrs(), ClientOpts: append(testClientOpts(), kgo.MaxBufferedRecords(1)), CloseTimeout: 100 * time.Millisecond,
 	}, nil)

@@ -98,6 +98,21 @@ func holding(g *stallGate, done <-chan struct{}, id int32, epoch uint64) <-chan 
 	return out
 }
 
+// answerUntilReleased answers the gate's questions with reply() until
+// held says the writer it holds was released.
+func (gt *gateTest) answerUntilReleased(t *testing.T, held <-chan bool, reply func() answer) {
+	t.Helper()
+	for {
+		select {
+		case q := <-gt.questions:
+			q.reply <- reply()
+		case ok := <-held:
+			require.True(t, ok)
+			return
+		}
+	}
+}
+
 func requireHeld(t *testing.T, held <-chan bool, why string) {
 	t.Helper()
 	select {
@@ -182,16 +197,7 @@ func TestStallGoesOnAfterTheBound(t *testing.T) {
 	gt.waiting.Store(&[]int32{0})
 	pretendStalled(g)
 	held := holding(g, nil, 0, before)
-	for {
-		select {
-		case q := <-gt.questions:
-			q.reply <- answer{err: errors.New("GROUP_AUTHORIZATION_FAILED")}
-			continue
-		case ok := <-held:
-			require.True(t, ok)
-		}
-		break
-	}
+	gt.answerUntilReleased(t, held, func() answer { return answer{err: errors.New("GROUP_AUTHORIZATION_FAILED")} })
 	require.Contains(t, gt.logs.String(), "could not be asked which partitions this member has")
 
 	// An answer that the group has no such member is an answer: past the
@@ -208,16 +214,7 @@ func TestStallGoesOnAfterTheBound(t *testing.T) {
 	}
 	requireHeld(t, held, "a dropped member's partition was released at the bound")
 	gt.waiting.Store(&[]int32{}) // the client let it go
-	for {
-		select {
-		case q := <-gt.questions:
-			q.reply <- answer{}
-			continue
-		case ok := <-held:
-			require.True(t, ok)
-		}
-		break
-	}
+	gt.answerUntilReleased(t, held, func() answer { return answer{} })
 }
 
 // A stall seen on the wall clock alone (a paused VM whose monotonic clock
@@ -571,17 +568,10 @@ func TestStallSilentCoordinatorHoldsPastTheBound(t *testing.T) {
 		q.reply <- answer{err: errors.New("coordinator not available")}
 	}
 	requireHeld(t, held, "released at the bound while the coordinator was silent")
-	for { // heartbeats answered: the describe alone fails
-		select {
-		case q := <-gt.questions:
-			heard.answered(time.Now())
-			q.reply <- answer{err: errors.New("GROUP_AUTHORIZATION_FAILED")}
-			continue
-		case ok := <-held:
-			require.True(t, ok)
-		}
-		break
-	}
+	gt.answerUntilReleased(t, held, func() answer { // heartbeats answered: the describe alone fails
+		heard.answered(time.Now())
+		return answer{err: errors.New("GROUP_AUTHORIZATION_FAILED")}
+	})
 	require.Contains(t, gt.logs.String(), "could not be asked which partitions this member has")
 }
 

@@ -182,12 +182,22 @@ func TestBatchPastTheDefaultBoundIsSkipped(t *testing.T) {
 	reply := "locks.replies.too-large-default"
 	bomb := produce(t, gzipped, zeros(maxBatchBytes+1))
 	after := produce(t, plain, acquire(t, "after", reply))
-	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
+	requireSkipped(t, st, reply, after[0]+1, []string{"after"}, bomb[0], bomb[0])
+}
+
+// requireSkipped waits until the stored offset passes next-1, the last
+// record produced after a skipped batch, and requires the commands
+// answered on reply to be answers, and one marker, no copy, on the
+// dead-letter topic for the batch at offsets first..last, which it returns.
+func requireSkipped(t *testing.T, st *store.Store, reply string, next int64, answers []string, first, last int64) outboxRow {
+	t.Helper()
+	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == next }, 30*time.Second, 10*time.Millisecond,
 		"the stored offset passes the batch and the command after it")
-	require.Equal(t, []string{"after"}, answered(t, st, reply))
+	require.Equal(t, answers, answered(t, st, reply))
 	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
-	require.Len(t, dlq, 1)
-	requireMarker(t, dlq[0], bomb[0], bomb[0])
+	require.Len(t, dlq, 1, "one marker, no copy")
+	requireMarker(t, dlq[0], first, last)
+	return dlq[0]
 }
 
 // A batch too large to read found while the records before it still wait
@@ -238,15 +248,10 @@ func TestBatchTooLargeIsSkippedAfterTheRecordsBeforeIt(t *testing.T) {
 	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0))
 
 	require.NoError(t, tx.Rollback(ctx))
-	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
-		"the stored offset passes the batch and the command after it")
-	require.Equal(t, []string{"first", "before", "after"}, answered(t, st, reply))
-	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
-	require.Len(t, dlq, 1)
-	requireMarker(t, dlq[0], bomb[0], bomb[1])
+	marker := requireSkipped(t, st, reply, after[0]+1, []string{"first", "before", "after"}, bomb[0], bomb[1])
 	rows := outboxRows(t, st, reply, 0)
-	require.Less(t, rows[1].id, dlq[0].id, "the marker after the answer before the batch")
-	require.Less(t, dlq[0].id, rows[2].id, "and before the answer after it")
+	require.Less(t, rows[1].id, marker.id, "the marker after the answer before the batch")
+	require.Less(t, marker.id, rows[2].id, "and before the answer after it")
 	dead, restarted := m.counts()
 	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
 	require.Zero(t, restarted, "the partition was not taken for moved")
@@ -318,12 +323,7 @@ func TestBatchTooLargeMetWhileRestartingIsSkipped(t *testing.T) {
 	}, restartMaxDelay-500*time.Millisecond, 5*time.Millisecond, "the batch reported while the partition waits to restart")
 	after := produce(t, plain, acquire(t, "after", reply))
 
-	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
-		"the stored offset passes the batch and the command after it")
-	require.Equal(t, []string{"first", "after"}, answered(t, st, reply))
-	dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
-	require.Len(t, dlq, 1)
-	requireMarker(t, dlq[0], bomb[0], bomb[1])
+	requireSkipped(t, st, reply, after[0]+1, []string{"first", "after"}, bomb[0], bomb[1])
 	dead, restarted := m.counts()
 	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
 	require.Equal(t, 1, restarted)
@@ -455,13 +455,8 @@ func TestUnreadableBatchIsSkipped(t *testing.T) {
 			require.Equal(t, before[0]+1, bad[0])
 			after := produce(t, plain, acquire(t, "after", reply))
 
-			require.Eventually(t, func() bool { return storedOffset(t, st, 0) == after[0]+1 }, 30*time.Second, 10*time.Millisecond,
-				"the stored offset passes the batch and the command after it")
-			require.Equal(t, []string{"before", "after"}, answered(t, st, reply))
-			dlq := outboxRows(t, st, topics.DefaultNames().DeadLetter, 0)
-			require.Len(t, dlq, 1, "one marker, no copy")
-			requireMarker(t, dlq[0], bad[0], bad[4])
-			msg, _ := dlq[0].header(topics.HeaderError)
+			marker := requireSkipped(t, st, reply, after[0]+1, []string{"before", "after"}, bad[0], bad[4])
+			msg, _ := marker.header(topics.HeaderError)
 			require.Contains(t, msg, "or cannot be decompressed")
 			dead, _ := m.counts()
 			require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
