@@ -654,7 +654,9 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		e := rejection(ev)
 		if !errors.Is(e, ErrMaxHoldExceeded) {
 			l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
+			return e
 		}
+		l.capRefused(ev, sent)
 		return e
 	}
 	if err := replyLease(ev); err != nil {
@@ -691,6 +693,32 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return ended
 	}
 	return nil
+}
+
+// capRefused reads the lease as a MAX_HOLD_EXCEEDED refusal shows it: the
+// worker's expiry as of the refusal, which includes any earlier extension
+// whose answer never came (the worker applies one lease's commands in
+// order). capRoom, read from an older answer, would otherwise overstate the
+// room left, so that every next extension asked past the cap and was
+// refused alike, and the local deadline stayed short of the worker's
+// expiry. A lock_info about another lease (a worker from before the
+// refusal showed the refused lease: a shared lock's newest holder) or
+// outside the contract is left unread.
+func (l *Lease) capRefused(ev topics.Event, sent sentAt) {
+	li := ev.LockInfo
+	if li == nil || li.Status != topics.StatusAcquired || li.OwnerID != l.Owner || li.FencingToken != l.Token || replyLease(ev) != nil {
+		return
+	}
+	l.mu.Lock()
+	late := false
+	if l.err == nil {
+		l.update(ev, sent, ev.OccurredAt.Time)
+		late = l.due()
+	}
+	l.mu.Unlock()
+	if late {
+		l.expire()
+	}
 }
 
 // giveBack releases, best effort, a lease an extension found ended, answered

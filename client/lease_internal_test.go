@@ -332,6 +332,66 @@ func TestLeaseLostWithAnUnansweredExtensionIsGivenBack(t *testing.T) {
 	}
 }
 
+// A MAX_HOLD_EXCEEDED refusal's lock_info, the lease as the worker has it,
+// is read: after an extension the worker applied but never answered (here
+// up to the cap), the keep-alive's room, from the older answer, was more
+// than the worker's, so that each next extension was refused alike and the
+// lease was lost at its old local deadline, for want of an extension,
+// before the worker's expiry. Read, it shows no room left: the keep-alive
+// stops and the lease ends at the cap, lost for its max_hold.
+func TestMaxHoldRefusalShowsTheLeaseAsTheWorkerHasIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var acquired, expiry time.Time
+	var revision int64
+	const hold = 3500 * time.Millisecond
+	refusals := 0
+	extended := false
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }},
+		func(ctx context.Context, cmd topics.Command) []topics.Event {
+			mu.Lock()
+			defer mu.Unlock()
+			switch cmd.Operation {
+			case topics.OpAcquire:
+				ev := granted(cmd, topics.TypeAcquired, 3)
+				acquired, expiry, revision = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time, 1
+				ev.LockInfo.Revision = revision
+				return one(ev)
+			case topics.OpExtend:
+				until := expiry.Add(seconds(cmd.ExtensionDuration))
+				if until.After(acquired.Add(hold)) {
+					refusals++
+					ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
+					ev.LockInfo = granted(cmd, topics.TypeAcquired, 3).LockInfo
+					ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt, ev.LockInfo.Revision = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry), revision
+					return one(ev)
+				}
+				expiry = until
+				revision++
+				if !extended {
+					extended = true
+					return nil // applied, its answer lost
+				}
+				ev := granted(cmd, topics.TypeExtended, 3)
+				ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt, ev.LockInfo.Revision = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry), revision
+				return one(ev)
+			}
+			return nil
+		})
+	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(hold))
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease was not lost")
+	}
+	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded, "lost for its max_hold, at the cap")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, refusals, "extensions past the cap after the refusal showed none left")
+}
+
 func leaseLostIsGivenBack(t *testing.T, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -126,6 +126,20 @@ func TestMaxHold(t *testing.T) {
 	h.one(h.release("c", "alice"))
 	require.Equal(t, topics.TypeExtended, h.one(h.extend("c", "bob", extendBy(2))).Type)
 	require.Equal(t, topics.CodeMaxHoldExceeded, h.one(h.extend("c", "bob", extendBy(1))).ErrorCode)
+
+	// The refusal shows the lease it refused, whose expiry and room its
+	// holder reads, not the lock's newest: a reader with a cap, then one
+	// without.
+	first := h.one(h.acquire("d", "alice", shared, lease(10), maxHold(12)))
+	h.one(h.acquire("d", "bob", shared, lease(30)))
+	refused := h.one(h.extend("d", "alice", extendBy(5)))
+	require.Equal(t, topics.CodeMaxHoldExceeded, refused.ErrorCode)
+	require.Equal(t, "alice", refused.LockInfo.OwnerID)
+	require.Equal(t, first.LockInfo.FencingToken, refused.LockInfo.FencingToken)
+	require.Equal(t, first.LockInfo.ExpiresAt.Time, refused.LockInfo.ExpiresAt.Time)
+	renewal := h.one(h.acquire("d", "alice", shared, lease(20)))
+	require.Equal(t, topics.CodeMaxHoldExceeded, renewal.ErrorCode, "a renewal past the cap")
+	require.Equal(t, "alice", renewal.LockInfo.OwnerID)
 }
 
 // TestRevoke: the revoker is answered, each holder told on its reply topic

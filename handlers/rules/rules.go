@@ -534,7 +534,7 @@ func (l *Lock) capped(h Holder, until time.Time, key string) (Effect, bool) {
 	if !until.After(end) {
 		return Effect{}, false
 	}
-	return l.refuse(CodeMaxHold, fmt.Sprintf("the lease of lock %q would end at %s, past acquired_at + max_hold (%gs) = %s",
+	return l.refuseLease(h, CodeMaxHold, fmt.Sprintf("the lease of lock %q would end at %s, past acquired_at + max_hold (%gs) = %s",
 		key, until.UTC().Format(time.RFC3339Nano), h.MaxHold, end.UTC().Format(time.RFC3339Nano))), true
 }
 
@@ -557,7 +557,7 @@ func (l *Lock) Acquire(r Request) []Effect {
 		switch until := l.Now.Add(seconds(r.Lease)); {
 		case r.Session != "" && h.MaxHold > 0:
 			// The session would keep it alive past any cap.
-			return append(effs, l.refuse(CodeMaxHold, fmt.Sprintf("the lease of lock %q has a max_hold: no session may keep it alive", r.Key)))
+			return append(effs, l.refuseLease(*h, CodeMaxHold, fmt.Sprintf("the lease of lock %q has a max_hold: no session may keep it alive", r.Key)))
 		case r.Session != "":
 			// The latest acquire decides what keeps the lease: its session.
 			h.Session, h.ExpiresAt = r.Session, r.SessionExpires
@@ -780,6 +780,15 @@ func (l *Lock) queue() (ws []Waiter, all bool) {
 
 func (l *Lock) refuse(code, msg string) Effect {
 	return Effect{Kind: Refuse, Code: code, Message: msg, Info: l.Info()}
+}
+
+// refuseLease is refuse about h, a holder's lease the refusal leaves as it
+// was (MAX_HOLD_EXCEEDED): its lock_info shows that lease, whose expiry
+// and room its holder reads from it, not the lock's newest.
+func (l *Lock) refuseLease(h Holder, code, msg string) Effect {
+	e := l.refuse(code, msg)
+	e.Info = l.about(h, Acquired)
+	return e
 }
 
 // Release decides a release by owner (guarded by token when given; a
