@@ -120,7 +120,12 @@
 //     same call, in one pass or in passes of their own, pause the whole
 //     partition with backoff
 //     capped at RetryMax, so nothing is lost and the relay resumes by
-//     itself when Kafka is back. With kgo's default
+//     itself when Kafka is back. The retry after the backoff is a probe
+//     (probe.go): the topic's rows published in a call the passes do not
+//     wait for, so a topic whose Kafka partition has no leader holds only
+//     its own rows, not the other topics' of the partition, while kgo
+//     holds the call; its newer rows wait in the table until it returns.
+//     With kgo's default
 //     idempotent producer, a produce request that got no answer is never
 //     failed (neither RecordDeliveryTimeout nor the context stop it), so
 //     Publish simply blocks until a broker answers: the partition waits in

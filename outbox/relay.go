@@ -166,6 +166,8 @@ type partition struct {
 	// left are the publishes passes left behind when their context ended
 	// (await): Run waits for them before it returns (handOver).
 	left leftBehind
+	// probes are the current Run's probes (probe.go).
+	probes *probes
 
 	// readTable asks the next pass to read the table rather than publish
 	// only the rows handed over: set by Wake, when Run starts, and after
@@ -213,11 +215,16 @@ type partition struct {
 	runs                    uint64 // Runs started, so a slot of an earlier one is told apart
 }
 
-// block holds a topic back after a failed publish until its backoff ends.
+// block holds a topic back after a failed publish until its backoff ends,
+// or while a probe of it runs.
 type block struct {
 	at, until time.Time
-	failures  int // consecutive transient failures, for the backoff
+	failures  int  // consecutive transient failures, for the backoff
+	probing   bool // a probe publishes its rows (probe.go)
 }
+
+// waiting says whether the topic is held back at now.
+func (b block) waiting(now time.Time) bool { return b.probing || b.until.After(now) }
 
 type row struct {
 	id                  int64
@@ -307,6 +314,7 @@ func (r *Relay) part(id int32) *partition {
 			lock:         make(chan struct{}, 1),
 			parked:       map[string]bool{},
 			blocked:      map[string]block{},
+			probes:       &probes{},
 			maxHeld:      2 * handedBatches * r.cfg.BatchSize,
 			maxHeldBytes: maxHeldBytes,
 		}
@@ -377,6 +385,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 		return nil
 	}
 	p.blocked = map[string]block{}
+	p.probes = &probes{} // an earlier Run's, if any return, are not this one's
 	p.acked = nil
 	p.hold = hold
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
@@ -542,6 +551,12 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 			}
 		}
 	}()
+	// A probe's failure is its topic's alone: it stops no publish here.
+	probed := r.settleProbes(ctx, p)
+	res.published, res.dbErr = probed.published, probed.dbErr
+	if res.dbErr != nil {
+		return res
+	}
 	var since time.Time
 	if force {
 		since = time.Now()
@@ -567,7 +582,7 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		handed = slices.DeleteFunc(handed, p.waits)
 		for len(handed) > 0 && res.pubErr == nil && res.dbErr == nil {
 			n := min(len(handed), handedBatches*r.cfg.BatchSize)
-			pr := r.publishRows(ctx, p, handed[:n], false)
+			pr := r.publishRows(ctx, p, handed[:n], false, false)
 			res.published += pr.published
 			res.pubErr, res.dbErr = pr.pubErr, pr.dbErr
 			handed = handed[n:]
@@ -599,7 +614,7 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 			res.more = false
 			return res
 		}
-		pr := r.pass(ctx, p, upTo, since)
+		pr := r.pass(ctx, p, upTo, since, !force)
 		res.published += pr.published
 		res.more = pr.more
 		res.queried = res.queried || pr.queried
@@ -636,7 +651,7 @@ func (r *Relay) mustRead(p *partition) bool {
 // it.
 func (p *partition) retryDue(now time.Time) bool {
 	for _, b := range p.blocked {
-		if !b.until.After(now) {
+		if !b.waiting(now) {
 			return true
 		}
 	}
@@ -683,7 +698,9 @@ func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
 	}
 	consider(p.pauseUntil)
 	for _, b := range p.blocked {
-		consider(b.until)
+		if !b.probing { // its probe wakes the partition when it returns
+			consider(b.until)
+		}
 	}
 	if next.IsZero() {
 		return 0, false
@@ -692,30 +709,42 @@ func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
 }
 
 // pass deletes the rows acknowledged before, selects one batch of the
-// table and publishes it; what it got acknowledged is deleted by the next
-// pass's query or when drain ends.
-func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time) passResult {
+// table and publishes it (probe: a topic Kafka was away for, in a probe);
+// what it got acknowledged is deleted by the next pass's query or when
+// drain ends.
+func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time, probe bool) passResult {
 	rows, err := r.selectBatch(ctx, p, upTo, since)
 	if err != nil {
 		return passResult{dbErr: err}
 	}
 	p.selected(rows)
-	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize)
+	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize, probe)
 	res.queried = true
 	return res
 }
 
 // publishRows publishes rows of the partition, in id order, in one of two
-// modes (publishInOrder, publishConcurrently); what Kafka acknowledged is
-// deleted later. more says the table holds more.
-func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more bool) passResult {
+// modes (publishInOrder, publishConcurrently), each topic Kafka was away
+// for in a probe when probe says so; what Kafka acknowledged is deleted
+// later. more says the table holds more.
+func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more, probe bool) passResult {
 	ps := &passState{failed: map[string]bool{}}
 	ps.res.more = more
-	if r.cfg.OrderAcrossTopics {
-		r.publishInOrder(ctx, p, r.units(rows), ps)
-	} else {
-		r.publishConcurrently(ctx, p, r.units(rows), ps)
+	units := r.units(rows)
+	if probe {
+		units = r.startProbes(ctx, p, units)
 	}
+	if r.cfg.OrderAcrossTopics {
+		r.publishInOrder(ctx, p, units, ps)
+	} else {
+		r.publishConcurrently(ctx, p, units, ps)
+	}
+	return r.passDone(ctx, ps)
+}
+
+// passDone reports a pass's acknowledged rows (OnPublished) and returns its
+// result, with ctx's end as its publish error if it had none.
+func (r *Relay) passDone(ctx context.Context, ps *passState) passResult {
 	if ps.res.published > 0 && r.cfg.OnPublished != nil {
 		r.cfg.OnPublished(ps.res.published, ps.oldest)
 	}
@@ -739,7 +768,7 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	now := time.Now()
 	blocked := []string{}
 	for t, b := range p.blocked {
-		if b.until.After(now) && !b.at.Before(since) {
+		if b.waiting(now) && !b.at.Before(since) {
 			blocked = append(blocked, t)
 		}
 	}
@@ -1406,6 +1435,8 @@ func (l *leftBehind) wait(d time.Duration) int {
 // handOver waits, as Run returns, for the publishes its passes left
 // behind, at most HandOverWait (see there).
 func (r *Relay) handOver(p *partition) {
+	// A probe's publish joins left when ctx ends (await), at once.
+	p.probes.wg.Wait()
 	if r.cfg.HandOverWait < 0 || p.left.count() == 0 {
 		return
 	}
