@@ -102,7 +102,7 @@ func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, cover
 		}
 		return
 	}
-	for _, kind := range append(diffSessionCases, diffDelayCases...) {
+	for _, kind := range append(append(diffSessionCases, diffDelayCases...), diffCapCase) {
 		require.Positive(t, cases[kind], "the scripts never give: %s", kind)
 	}
 }
@@ -153,6 +153,12 @@ var diffDelayCases = []string{
 	"a holder's release or extend, or a join, meets a lock-delay that has passed",
 	"an acquire refused for its session meets a lock-delay that has passed",
 }
+
+// diffCapCase is an extension to its max_hold itself that the default
+// scripts must give: 60 s and 5.002 s to a cap of 65.002 s, which only
+// conversions of seconds that agree with make_interval's (rounding
+// 65.002e6 up from just below) grant on every path.
+const diffCapCase = "an extension to its max_hold itself"
 
 var diffRenewals = []string{"plain", "session lease", "with session_id", "other mode", "other limit", "max_hold", "ended lease",
 	"lapsed session lease"}
@@ -242,20 +248,21 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			}
 			// A delay that outlasts the run unless the test ends it; a
 			// cap (on a lease of its own) that a few extensions reach,
+			// one of 60 s to the cap itself (see diffCapCase),
 			// and no renewal within the run (which would depend on the
 			// clock).
 			if r.IntN(6) == 0 {
 				c.LockDelay = 60
 			}
 			if c.SessionID == "" && r.IntN(2) == 0 {
-				c.MaxHold = 65
+				c.MaxHold = 65.002
 			}
 		case n < 66:
 			c.Operation, guard = topics.OpRelease, r.IntN(3)
 		case n < 81:
 			c.Operation, guard = topics.OpExtend, r.IntN(3)
 			if r.IntN(2) == 0 {
-				c.ExtensionDuration = 5
+				c.ExtensionDuration = 5.002
 			}
 		case n < 85:
 			c.Operation, c.ReplyTo, c.Reason = topics.OpRevoke, "locks.replies.admin", "test"
@@ -1038,7 +1045,11 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 				})
 			case topics.OpExtend:
 				decide(c.LockName, c.OwnerID, &c, func(l *rules.Lock) []rules.Effect {
-					return l.Extend(c.OwnerID, c.Key(), c.FencingToken, c.ExtensionDuration)
+					effs := l.Extend(c.OwnerID, c.Key(), c.FencingToken, c.ExtensionDuration)
+					if e := effs[len(effs)-1]; e.Kind == rules.Extend && e.Holder.ExpiresAt.Equal(e.Holder.AcquiredAt.Add(65002*time.Millisecond)) {
+						cases[diffCapCase]++
+					}
+					return effs
 				})
 			case topics.OpRevoke:
 				decide(c.LockName, "", &c, func(l *rules.Lock) []rules.Effect { return l.Revoke(c.OwnerID, c.Key()) })

@@ -52,6 +52,7 @@ package rules
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -875,7 +876,10 @@ func (l *Lock) Expire() []Effect {
 }
 
 // seconds converts the contract's seconds to a Duration, to the
-// microsecond, as PostgreSQL's make_interval does.
+// microsecond, exactly as PostgreSQL's make_interval does (rint of the
+// same IEEE product: nearest, ties to even), so that the general path and
+// the common cases' statements (handlers/atonce.go) compute the same
+// expiries and max_hold caps. Truncating would put 4.1 s at 4.099999 s.
 func seconds(s float64) time.Duration {
-	return time.Duration(s*1e6) * time.Microsecond
+	return time.Duration(math.RoundToEven(s*1e6)) * time.Microsecond
 }

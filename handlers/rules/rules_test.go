@@ -291,6 +291,25 @@ func TestHolderCommands(t *testing.T) {
 	require.Equal(t, "r2", info.Holder.Owner, "a free lock shows the lease that ended last")
 }
 
+// TestSecondsAsMakeInterval: seconds gives the microseconds that
+// PostgreSQL 15's make_interval gives (read from the server: rint, ties to
+// even), as the common cases' statements compute them; truncating, 4.1 s
+// was 4.099999 s, and an extension to the max_hold cap itself was refused
+// here but granted by the statement. handlers' TestFractionalSeconds checks
+// both paths against the server itself.
+func TestSecondsAsMakeInterval(t *testing.T) {
+	for s, us := range map[float64]int64{4.1: 4100000, 1.001: 1001000, 8.2: 8200000, 0.501: 501000,
+		0.0000005: 0, 0.0000015: 2, 0.0000025: 2, 1.0000045: 1000004, 1.0000055: 1000006} {
+		require.Equal(t, time.Duration(us)*time.Microsecond, seconds(s), "%g s", s)
+	}
+	m := newModel(t)
+	l := m.lock("a")
+	m.save(l, l.Acquire(Request{Owner: "a", Mode: Exclusive, Limit: 1, Lease: 0.5, MaxHold: 1.001, RequestID: "req-a", Key: "/k"}))
+	effs := m.extend("a", nil, 0.501)
+	require.Equal(t, "extend a", kinds(effs), "to the cap itself")
+	require.Equal(t, m.now.Add(1001*time.Millisecond), effs[0].Holder.ExpiresAt)
+}
+
 func TestWaitersWithdrawTimeOutAndRequeue(t *testing.T) {
 	m := newModel(t)
 	m.acquire("w", Exclusive, 1, 30, 0)
