@@ -90,11 +90,14 @@ func grantSQL(after bool) string {
 // has run out or is a session's (see QueueAtOnce). The row is updated by
 // the ctid its snapshot read (see holderAtOnceSQL), so the holders that
 // snapshot read are the row's. A lock-delay lets it apply only once it has
-// passed (by clock_timestamp(), the general path's time after the row
-// lock), and it clears delay_until then, in its own change, as the grant
-// does and the general path's Settle would: left there, the scheduler
-// would clear it in a change of its own, and a refusal meeting it first
-// would change the lock.
+// passed (by clock_timestamp()), and it clears delay_until then, in its own
+// change, as the grant does and the general path's Settle would: left
+// there, the scheduler would clear it in a change of its own, and a refusal
+// meeting it first would change the lock. Its clock is read before a wait
+// for a row another transaction locked without changing it, unlike the
+// general path's: a lease that runs out during that wait is settled after
+// the join, which is compatible with it (docs/design.md, Semantics, One
+// clock).
 var joinAtOnceSQL = joinSQL("", "", "")
 
 // joinAfterSQL is joinAtOnceSQL for a reader (or semaphore holder) that
