@@ -132,7 +132,9 @@ type Error struct {
 	// Message is the worker's (or the client's) explanation, for people.
 	Message string
 	// Holder is the owner holding the lock when the reply was written, if
-	// any (lock_info.owner_id of a held lock).
+	// any (lock_info.owner_id of a held lock): its newest holder, except
+	// for MAX_HOLD_EXCEEDED, whose lock_info is the refused lease's (the
+	// caller's own).
 	Holder string
 	// ExpiresAt is when the holder's lease ends, by the worker's clock; zero
 	// when unknown.

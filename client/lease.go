@@ -656,7 +656,9 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 			l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
 			return e
 		}
-		l.capRefused(ev, sent)
+		if err := l.capRefused(ev, sent); err != nil {
+			return err // the refusal showed the lease over already
+		}
 		return e
 	}
 	if err := replyLease(ev); err != nil {
@@ -703,11 +705,12 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 // refused alike, and the local deadline stayed short of the worker's
 // expiry. A lock_info about another lease (a worker from before the
 // refusal showed the refused lease: a shared lock's newest holder) or
-// outside the contract is left unread.
-func (l *Lease) capRefused(ev topics.Event, sent sentAt) {
+// outside the contract is left unread. It returns the lease's loss when
+// the refusal, read late, leaves the lease past its deadline.
+func (l *Lease) capRefused(ev topics.Event, sent sentAt) error {
 	li := ev.LockInfo
 	if li == nil || li.Status != topics.StatusAcquired || li.OwnerID != l.Owner || li.FencingToken != l.Token || replyLease(ev) != nil {
-		return
+		return nil
 	}
 	l.mu.Lock()
 	late := false
@@ -716,9 +719,11 @@ func (l *Lease) capRefused(ev topics.Event, sent sentAt) {
 		late = l.due()
 	}
 	l.mu.Unlock()
-	if late {
-		l.expire()
+	if !late {
+		return nil
 	}
+	l.expire()
+	return l.Err()
 }
 
 // giveBack releases, best effort, a lease an extension found ended, answered

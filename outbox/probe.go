@@ -25,22 +25,26 @@ import (
 // probes are one Run's probes: those running, and those that returned
 // with their outcome, for the next pass to settle.
 type probes struct {
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	done []probed
+	wg    sync.WaitGroup
+	bytes int // the rows' bytes of the probes not settled yet; p.lock is held
+	mu    sync.Mutex
+	done  []probed
 }
 
 type probed struct {
-	u   unit
-	err error
+	u     unit
+	bytes int
+	err   error
+	at    time.Time // when the publish returned
+	acks  uint64    // partition.acks when it started
 }
 
 // startProbes starts a probe of each unit whose topic backs off after a
-// failure, up to maxConcurrentTopics probes of the partition (a unit past
-// them is published in the pass, as any), and returns the others. A unit
-// of a topic a probe publishes already (OrderAcrossTopics splits a topic's
-// rows into runs) is dropped: its rows stay in the table, behind the
-// probe's. p.lock is held.
+// failure, up to maxConcurrentTopics probes of the partition holding up to
+// maxHeldBytes of rows (a unit past them is published in the pass, as any),
+// and returns the others. A unit of a topic a probe publishes already
+// (OrderAcrossTopics splits a topic's rows into runs) is dropped: its rows
+// stay in the table, behind the probe's. p.lock is held.
 func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []unit {
 	pr := p.probes
 	running := 0
@@ -57,18 +61,21 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 		if b.probing {
 			return true
 		}
-		if running == maxConcurrentTopics {
+		size := rowBytes(u.rows)
+		if running == maxConcurrentTopics || running > 0 && pr.bytes+size > maxHeldBytes {
 			return false
 		}
 		running++
+		pr.bytes += size
 		b.probing = true
 		p.blocked[u.topic] = b
 		pr.wg.Add(1)
+		acks := p.acks
 		go func() {
 			defer pr.wg.Done()
 			err := r.publish(ctx, p, u.topic, u.rows)
 			pr.mu.Lock()
-			pr.done = append(pr.done, probed{u: u, err: err})
+			pr.done = append(pr.done, probed{u: u, bytes: size, err: err, at: time.Now(), acks: acks})
 			pr.mu.Unlock()
 			p.signal()
 		}()
@@ -76,16 +83,36 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 	})
 }
 
-// settleProbes accounts the probes that returned since the last pass, each
-// as settle does a publish, and has the next pass read the table for the
-// rows behind them. p.lock is held.
-func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
-	pr := p.probes
+// rowBytes is what rows hold in memory: keys, values and headers.
+func rowBytes(rows []row) int {
+	n := 0
+	for _, x := range rows {
+		n += len(x.key) + len(x.value) + len(x.headers)
+	}
+	return n
+}
+
+// taken returns the probes that returned since it was last called.
+// p.lock is held.
+func (pr *probes) taken() []probed {
 	pr.mu.Lock()
+	defer pr.mu.Unlock()
 	done := pr.done
 	pr.done = nil
-	pr.mu.Unlock()
+	for _, d := range done {
+		pr.bytes -= d.bytes
+	}
+	return done
+}
+
+// settleProbes accounts the probes that returned since the last pass, each
+// as settle does a publish (a failure while Kafka acknowledged other
+// publishes of the partition is the topic's own, and pauses nothing), and
+// has the next pass read the table for the rows behind them. p.lock is
+// held.
+func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
 	ps := &passState{failed: map[string]bool{}}
+	done := p.probes.taken()
 	if len(done) == 0 {
 		return ps.res
 	}
@@ -93,8 +120,39 @@ func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
 		b := p.blocked[d.u.topic]
 		b.probing, b.until = false, time.Now() // as if its backoff ended now: a failure starts the next
 		p.blocked[d.u.topic] = b
-		r.settle(ctx, p, d.u, d.err, ps, false)
+		ps.at = d.at
+		r.settle(ctx, p, d.u, d.err, ps, p.acks != d.acks)
 	}
 	p.readTable.Store(true)
 	return r.passDone(ctx, ps)
+}
+
+// endProbes, as Run ends, waits for its probes (each returns at once, its
+// publish left behind in p.left if Kafka has not answered: handOver waits
+// for it) and deletes the rows of those Kafka acknowledged, rather than
+// have the partition's next owner publish them again. p.lock is taken,
+// as by deleteNow.
+func (r *Relay) endProbes(ctx context.Context, p *partition) {
+	p.probes.wg.Wait()
+	lctx, cancel := beyond(ctx, queryTimeout)
+	defer cancel()
+	if !p.acquire(lctx) {
+		return
+	}
+	defer p.release()
+	ps := &passState{}
+	for _, d := range p.probes.taken() {
+		if d.err == nil {
+			ps.at = d.at
+			ps.ack(p, d.u.rows)
+		}
+	}
+	p.probes = &probes{}
+	if ps.res.published == 0 {
+		return
+	}
+	r.passDone(ctx, ps)
+	if err := r.deleteAcked(ctx, p); err != nil {
+		r.log.Warn().Err(err).Int32("partition", p.id).Msg("outbox: deleting rows a probe published failed; the next owner publishes them again")
+	}
 }

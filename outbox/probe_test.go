@@ -36,12 +36,12 @@ type awayTopic struct {
 func (a *awayTopic) away() error {
 	a.mu.Lock()
 	a.tries++
-	first := a.tries == 1
+	try := a.tries
 	a.mu.Unlock()
-	if first {
+	switch try {
+	case 1:
 		return errors.New("dial tcp: connection refused")
-	}
-	if a.tries == 2 {
+	case 2:
 		close(a.waiting)
 	}
 	<-a.released

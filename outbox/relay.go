@@ -166,8 +166,11 @@ type partition struct {
 	// left are the publishes passes left behind when their context ended
 	// (await): Run waits for them before it returns (handOver).
 	left leftBehind
-	// probes are the current Run's probes (probe.go).
+	// probes are the current Run's probes (probe.go); acks counts the
+	// acknowledged publishes, so that a probe's failure tells whether
+	// Kafka answered meanwhile.
 	probes *probes
+	acks   uint64
 
 	// readTable asks the next pass to read the table rather than publish
 	// only the rows handed over: set by Wake, when Run starts, and after
@@ -385,7 +388,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 		return nil
 	}
 	p.blocked = map[string]block{}
-	p.probes = &probes{} // an earlier Run's, if any return, are not this one's
+	p.probes = &probes{} // endProbes drops an earlier Run's, unless the database kept it from the lock
 	p.acked = nil
 	p.hold = hold
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
@@ -396,6 +399,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 	run := p.startHandoff()
 	p.release()
 	defer p.stopHandoff(run)
+	defer r.endProbes(ctx, p)
 	// Closed as soon as ctx ends, not only once Run returns, which a pass
 	// waiting on the database may hold up to a query's bound: a writer
 	// reserving meanwhile would get a slot no pass publishes, and leave no
@@ -759,6 +763,7 @@ type passState struct {
 	res    passResult
 	oldest time.Duration   // age of the oldest acknowledged row
 	failed map[string]bool // topics that failed in this pass
+	at     time.Time       // when Kafka answered, if not now (a probe's)
 }
 
 // selectBatch deletes the acknowledged rows and selects the partition's
@@ -768,7 +773,8 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	now := time.Now()
 	blocked := []string{}
 	for t, b := range p.blocked {
-		if b.waiting(now) && !b.at.Before(since) {
+		// A probing topic whatever since says: its rows must not overtake the probe's.
+		if b.probing || b.waiting(now) && !b.at.Before(since) {
 			blocked = append(blocked, t)
 		}
 	}
@@ -937,14 +943,16 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 // ack counts rows Kafka acknowledged; they are deleted later.
 func (ps *passState) ack(p *partition, rows []row) {
 	now := time.Now()
+	at := cmp.Or(ps.at, now)
 	if len(p.acked) == 0 {
 		p.ackedAt = now
 	}
 	for _, x := range rows {
 		p.acked = append(p.acked, x.id)
-		ps.oldest = max(ps.oldest, now.Sub(x.at))
+		ps.oldest = max(ps.oldest, at.Sub(x.at))
 	}
 	ps.res.published += len(rows)
+	p.acks++
 }
 
 // setAside handles a publish in which Kafka refused some record for good.
@@ -1435,8 +1443,6 @@ func (l *leftBehind) wait(d time.Duration) int {
 // handOver waits, as Run returns, for the publishes its passes left
 // behind, at most HandOverWait (see there).
 func (r *Relay) handOver(p *partition) {
-	// A probe's publish joins left when ctx ends (await), at once.
-	p.probes.wg.Wait()
 	if r.cfg.HandOverWait < 0 || p.left.count() == 0 {
 		return
 	}

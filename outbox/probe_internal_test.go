@@ -1,0 +1,69 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+// Probes that fail together while passes got other topics acknowledged
+// pause nothing: Kafka answered meanwhile, and the failures are their
+// topics'. With nothing acknowledged since they started, two topics
+// failing so pause the partition, as two publishes would.
+func TestProbeFailuresPauseOnlyWithoutAcknowledgements(t *testing.T) {
+	away := errors.New("dial tcp: connection refused")
+	for _, acked := range []bool{true, false} {
+		r := &Relay{cfg: Config{RetryBase: time.Second, RetryMax: time.Minute}, log: zerolog.Nop()}
+		p := &partition{blocked: map[string]block{}, parked: map[string]bool{}, probes: &probes{}}
+		for _, topic := range []string{"a", "d"} {
+			p.blocked[topic] = block{failures: 1, probing: true}
+			p.probes.done = append(p.probes.done, probed{u: unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, err: away, at: time.Now()})
+		}
+		if acked {
+			(&passState{}).ack(p, []row{{id: 2, topic: "other"}})
+		}
+		r.settleProbes(context.Background(), p)
+		require.Equal(t, acked, p.pauseUntil.IsZero(), "acknowledged meanwhile: %v", acked)
+		for _, topic := range []string{"a", "d"} {
+			b := p.blocked[topic]
+			require.False(t, b.probing, "settled")
+			require.Equal(t, 2, b.failures)
+			require.True(t, b.until.After(time.Now()), "backs off again")
+		}
+		require.True(t, p.readTable.Load())
+	}
+}
+
+// Probes are bounded per partition: at most maxConcurrentTopics, and,
+// beyond the first, maxHeldBytes of rows; a unit past them goes in the
+// pass. A topic's second unit (OrderAcrossTopics) waits behind its probe.
+func TestProbesAreBounded(t *testing.T) {
+	r := &Relay{cfg: Config{Publisher: nopPublisher{}}, log: zerolog.Nop()}
+	p := &partition{blocked: map[string]block{}, probes: &probes{}, lock: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the probes' publishes return at once; only what starts counts here
+	var units []unit
+	for i := range maxConcurrentTopics + 2 {
+		topic := string(rune('a' + i))
+		p.blocked[topic] = block{failures: 1}
+		units = append(units, unit{topic: topic, rows: []row{{id: int64(i), topic: topic, value: make([]byte, 10)}}})
+	}
+	units = append(units, unit{topic: "a", rows: []row{{id: 100, topic: "a"}}})
+	p.blocked["fresh"] = block{} // failed by accounting (failures 0): not probed
+	units = append(units, unit{topic: "fresh"})
+	left := r.startProbes(ctx, p, units)
+	require.Len(t, left, 3, "two past the bound, and the unprobed topic")
+	p.probes.wg.Wait()
+
+	p = &partition{blocked: map[string]block{"big": {failures: 1}, "next": {failures: 1}}, probes: &probes{}}
+	left = r.startProbes(ctx, p, []unit{
+		{topic: "big", rows: []row{{value: make([]byte, maxHeldBytes)}}},
+		{topic: "next", rows: []row{{value: make([]byte, 1)}}},
+	})
+	require.Equal(t, []unit{{topic: "next", rows: []row{{value: make([]byte, 1)}}}}, left, "the first is probed whatever its size")
+	p.probes.wg.Wait()
+}
