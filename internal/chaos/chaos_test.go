@@ -17,9 +17,10 @@ import (
 // TestChaos runs three lockworker processes on one devkafka process,
 // SIGKILLs (and now and then SIGTERMs) one every few seconds and restarts
 // it, under load on every partition (mutexes, semaphores of 2 and
-// read/write locks), and checks the replies: no lock held beyond its mode
-// and limit, fencing tokens rising in grant order, every command answered
-// exactly once. Meanwhile three SDK candidates take turns leading an
+// read/write locks, and an abandon-only lock), and checks the replies: no
+// lock held beyond its mode and limit, fencing tokens rising in grant
+// order, every command answered exactly once, every abandon-only lease
+// expired. Meanwhile three SDK candidates take turns leading an
 // election (resigning, or dying and being replaced), and never lead two at
 // a time, judged by their terms and fencing tokens (CheckTerms).
 func TestChaos(t *testing.T) {
@@ -57,7 +58,7 @@ func TestChaos(t *testing.T) {
 	}
 
 	load, err := StartLoad(ctx, LoadConfig{Brokers: []string{broker.Addr}, Partitions: 16, LocksPerPartition: 1, Contenders: 3,
-		Lease: 500 * time.Millisecond, Modes: true})
+		Lease: 500 * time.Millisecond, Modes: true, AbandonOnly: 1})
 	require.NoError(t, err)
 	// Stopped before the replicas and the broker go, even if a require
 	// fails below; after the Stops below, these do nothing.
@@ -106,6 +107,13 @@ func TestChaos(t *testing.T) {
 	require.Positive(t, shared, "read locks were granted")
 	require.Positive(t, semaphore, "semaphores were granted")
 	require.NoError(t, Check(h))
+	// Leases nobody asks for again are ended by the expiry scheduler alone,
+	// across the failovers too.
+	x := load.Expiries(Window{To: time.Now()})
+	t.Logf("abandon-only leases: %d expired (%d after their partition had no owner, worst %s after the takeover), %d not",
+		x.Count, x.Orphaned, x.AfterTakeover, x.Unexpired)
+	require.Positive(t, x.Count, "abandon-only leases expired")
+	require.Zero(t, x.Unexpired, "abandon-only leases that ended with no lock.expired")
 
 	// The lock state topic read from its start is the database's locks,
 	// once the relays have published the last changes (leases still end).

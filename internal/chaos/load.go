@@ -44,6 +44,13 @@ type LoadConfig struct {
 	// read/write lock whose first contender writes and the others read;
 	// the rest stay mutexes. Default false: mutexes only.
 	Modes bool
+	// AbandonOnly adds that many mutexes to every partition [none], each
+	// with one owner that leaves every lease it is granted to expire and
+	// sends nothing until its lock.expired comes. A contender's acquire
+	// ends a lease that ran out on the way (the command path settles the
+	// lock first); nobody asks for these, so only the expiry scheduler ends
+	// them, and Expiries measures them alone.
+	AbandonOnly int
 }
 
 // shape is how a contender acquires: its mode and the lock's limit.
@@ -115,6 +122,10 @@ type Load struct {
 	sources  []string // each reply's publisher (its ce_source header), by index
 	resends  int
 	stopping bool
+	// abandoned are the abandon-only locks; ends has a channel per granted
+	// abandon-only lease ("lock#token"), closed at its lock.expired.
+	abandoned map[string]bool
+	ends      map[string]chan struct{}
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -144,7 +155,13 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 		return nil, err
 	}
 	lctx, cancel := context.WithCancel(context.Background())
-	l := &Load{cfg: cfg, prod: prod, cons: cons, reqs: map[string]*request{}, cancel: cancel}
+	l := &Load{cfg: cfg, prod: prod, cons: cons, reqs: map[string]*request{}, cancel: cancel,
+		abandoned: map[string]bool{}, ends: map[string]chan struct{}{}}
+	for p := range cfg.Partitions {
+		for i := range cfg.AbandonOnly {
+			l.abandoned[fmt.Sprintf("p%03d-a%d", p, i)] = true
+		}
+	}
 	l.wg.Go(func() { l.consume(lctx) })
 	for p := range cfg.Partitions {
 		for i := range cfg.LocksPerPartition {
@@ -153,6 +170,10 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 				owner, sh := fmt.Sprintf("%s-o%d", lock, c), cfg.shapeOf(p*cfg.LocksPerPartition+i, c)
 				l.wg.Go(func() { l.contend(lctx, p, lock, owner, sh) })
 			}
+		}
+		for i := range cfg.AbandonOnly {
+			lock := fmt.Sprintf("p%03d-a%d", p, i)
+			l.wg.Go(func() { l.abandon(lctx, p, lock, lock+"-o0") })
 		}
 	}
 	return l, nil
@@ -180,6 +201,11 @@ func (l *Load) consume(ctx context.Context) {
 				}
 			}
 			l.sources = append(l.sources, source)
+			if li := ev.LockInfo; ev.Type == topics.TypeExpired && li != nil && l.abandoned[li.LockName] {
+				if ch := l.endOf(li.LockName, li.FencingToken); !closed(ch) {
+					close(ch)
+				}
+			}
 			if q := l.reqs[ev.RequestID]; q != nil && ev.Type != topics.TypeQueued && q.answered.IsZero() {
 				q.answered = now
 				close(q.done)
@@ -211,6 +237,50 @@ func (l *Load) contend(ctx context.Context, partition int, lock, owner string, s
 			RequestID: fmt.Sprintf("%s-%d-rel", owner, n)}); !ok {
 			return
 		}
+	}
+}
+
+// abandon is the one owner of an abandon-only lock: it takes the lock,
+// leaves the lease to expire and asks again once its lock.expired came.
+func (l *Load) abandon(ctx context.Context, partition int, lock, owner string) {
+	for n := 0; ctx.Err() == nil; n++ {
+		ev, ok := l.call(ctx, partition, topics.Command{Operation: "acquire", LockName: lock, OwnerID: owner,
+			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n)})
+		if !ok {
+			return
+		}
+		if ev.Type != topics.TypeAcquired || ev.LockInfo == nil {
+			sleep(ctx, l.cfg.Pause+rand.N(l.cfg.Pause))
+			continue
+		}
+		l.mu.Lock()
+		end := l.endOf(lock, ev.LockInfo.FencingToken)
+		l.mu.Unlock()
+		select {
+		case <-end:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// endOf is the channel closed at the lock.expired of the abandon-only
+// lease of lock with token; l.mu is held.
+func (l *Load) endOf(lock string, token int64) chan struct{} {
+	key := fmt.Sprintf("%s#%d", lock, token)
+	ch := l.ends[key]
+	if ch == nil {
+		ch = make(chan struct{})
+		l.ends[key] = ch
+	}
+	return ch
+}
+
+func closed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -264,7 +334,8 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // Stop sends no new command, waits up to settle for the ones in flight to
-// be answered (resending them), then stops. Only the first call does
+// be answered (resending them) and for the abandon-only leases granted to
+// be expired, then stops. Only the first call does
 // anything (a later one waits for it to end).
 func (l *Load) Stop(settle time.Duration) {
 	l.stopOnce.Do(func() { l.stop(settle) })
@@ -281,13 +352,31 @@ func (l *Load) stop(settle time.Duration) {
 	}
 	l.mu.Unlock()
 	deadline := time.After(settle)
-wait:
-	for _, q := range open {
-		select {
-		case <-q.done:
-		case <-deadline:
-			break wait
+	wait := func(chs []chan struct{}) bool {
+		for _, ch := range chs {
+			select {
+			case <-ch:
+			case <-deadline:
+				return false
+			}
 		}
+		return true
+	}
+	done := make([]chan struct{}, len(open))
+	for i, q := range open {
+		done[i] = q.done
+	}
+	// The leases' ends once every acquire is answered: no grant comes after.
+	if wait(done) {
+		l.mu.Lock()
+		var ends []chan struct{}
+		for _, ch := range l.ends {
+			if !closed(ch) {
+				ends = append(ends, ch)
+			}
+		}
+		l.mu.Unlock()
+		wait(ends)
 	}
 	l.cancel()
 	l.wg.Wait()
@@ -432,23 +521,25 @@ func (l *Load) Resends() int {
 	return l.resends
 }
 
-// Expiries measures the lock.expired events of leases that ended in
-// [from, to): Late is the worst time from a lease's end to its lock.expired
-// (database time); AfterTakeover, over the leases that ended while their
-// partition had no owner (expired more than a second late), the worst time
-// from the takeover to the lock.expired. The takeover is the first event
-// of the partition, after the lease ended, published by the replica that
-// expired it (its new owner at work: the old owner may have answered other
-// commands between the lease's end and its own end); or, where that
-// replica's events of the partition fall silent for over a second before
-// the lock.expired, the first after its last such silence (the
-// lock.expired itself, when the silence lasts until it). A replica
-// killed and restarted under its name (one ce_source) takes its
-// partitions back: the killed process's last answers are not the new
-// one's takeover.
+// Expiries measures the lock.expired events of the abandon-only leases
+// (LoadConfig.AbandonOnly) that ended in [from, to): no command settles
+// them, so each is the expiry scheduler's. Late is the worst time from a
+// lease's end to its lock.expired (database time); AfterTakeover, over the
+// leases that ended while their partition had no owner (expired more than
+// a second late), the worst time from the takeover to the lock.expired;
+// Unexpired counts the leases that ended with no lock.expired seen. The
+// takeover is the first event of the partition, after the lease ended,
+// published by the replica that expired it (its new owner at work: the old
+// owner may have answered other commands between the lease's end and its
+// own end); or, where that replica's events of the partition fall silent
+// for over a second before the lock.expired, the first after its last such
+// silence (the lock.expired itself, when the silence lasts until it). A
+// replica killed and restarted under its name (one ce_source) takes its
+// partitions back: the killed process's last answers are not the new one's
+// takeover.
 type Expiries struct {
-	Count, Orphaned     int
-	Late, AfterTakeover time.Duration
+	Count, Orphaned, Unexpired int
+	Late, AfterTakeover        time.Duration
 }
 
 // takeoverSilence is the gap in a replica's events of a partition that
@@ -456,16 +547,24 @@ type Expiries struct {
 // gaps of a partition under lockbench's load, far below a failover's.
 const takeoverSilence = time.Second
 
-// Expiries covers the leases that ended in w.
+// Expiries covers the abandon-only leases that ended in w.
 func (l *Load) Expiries(w Window) Expiries {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	byPart := map[string][]time.Time{} // partition prefix of the lock name and publisher -> event times
+	granted := map[string]bool{}       // "lock#token" of the abandon-only leases that ended in w
 	for i, ev := range l.replies {
+		li := ev.LockInfo
+		if li == nil {
+			continue
+		}
 		// Expiries are left out: the anchor is the new owner answering commands.
-		if ev.LockInfo != nil && len(ev.LockInfo.LockName) >= 4 && ev.Type != topics.TypeExpired {
-			p := ev.LockInfo.LockName[:4] + " " + l.sources[i]
+		if len(li.LockName) >= 4 && ev.Type != topics.TypeExpired {
+			p := li.LockName[:4] + " " + l.sources[i]
 			byPart[p] = append(byPart[p], ev.OccurredAt.Time)
+		}
+		if ev.Type == topics.TypeAcquired && ev.Success && l.abandoned[li.LockName] && li.ExpiresAt != nil && w.has(li.ExpiresAt.Time) {
+			granted[fmt.Sprintf("%s#%d", li.LockName, li.FencingToken)] = true
 		}
 	}
 	for _, ts := range byPart {
@@ -475,10 +574,11 @@ func (l *Load) Expiries(w Window) Expiries {
 	seen := map[string]bool{}
 	for n, ev := range l.replies {
 		li := ev.LockInfo
-		if ev.Type != topics.TypeExpired || li == nil || li.ExpiresAt == nil || seen[ev.EventID] {
+		if ev.Type != topics.TypeExpired || li == nil || li.ExpiresAt == nil || !l.abandoned[li.LockName] || seen[ev.EventID] {
 			continue
 		}
 		seen[ev.EventID] = true
+		delete(granted, fmt.Sprintf("%s#%d", li.LockName, li.FencingToken))
 		end := li.ExpiresAt.Time
 		if !w.has(end) {
 			continue
@@ -510,5 +610,6 @@ func (l *Load) Expiries(w Window) Expiries {
 		}
 		x.AfterTakeover = max(x.AfterTakeover, ev.OccurredAt.Sub(takeover))
 	}
+	x.Unexpired = len(granted)
 	return x
 }

@@ -86,11 +86,11 @@ func TestIntervalsOfClusteredGaps(t *testing.T) {
 	assert.InDelta(t, 20*time.Millisecond, iv["high"], float64(500*time.Microsecond))
 }
 
-// TestExpiriesAnchorOnTheTakeover: a lease of partition p001 ends at
-// 1,500 ms and is expired at 8,010 ms, 10 ms after its partition's owner
-// answers again. The takeover is that answer whether the owner is another
-// replica or the killed one restarted under its name, whose answers before
-// the kill share its ce_source; an owner that answered all along and
+// TestExpiriesAnchorOnTheTakeover: an abandon-only lease of partition p001
+// ends at 1,500 ms and is expired at 8,010 ms, 10 ms after its partition's
+// owner answers again. The takeover is that answer whether the owner is
+// another replica or the killed one restarted under its name, whose answers
+// before the kill share its ce_source; an owner that answered all along and
 // expired the lease late is measured from the lease's end.
 func TestExpiriesAnchorOnTheTakeover(t *testing.T) {
 	t0 := time.Date(2026, 12, 5, 21, 0, 0, 0, time.UTC)
@@ -106,7 +106,7 @@ func TestExpiriesAnchorOnTheTakeover(t *testing.T) {
 		l.replies, l.sources = append(l.replies, ev), append(l.sources, source)
 	}
 	load := func(killed, taker string, upTo int) *Load {
-		l := &Load{}
+		l := &Load{abandoned: map[string]bool{"p001-lease": true}}
 		for ms := 0; ms < 2000; ms += 10 {
 			answer(l, killed, ms)
 		}
@@ -128,7 +128,7 @@ func TestExpiriesAnchorOnTheTakeover(t *testing.T) {
 		assert.LessOrEqual(t, x.AfterTakeover, 10*time.Millisecond, name)
 	}
 
-	late := &Load{}
+	late := &Load{abandoned: map[string]bool{"p001-lease": true}}
 	for ms := 0; ms < 9000; ms += 10 {
 		answer(late, "replica-1", ms)
 	}
@@ -136,4 +136,28 @@ func TestExpiriesAnchorOnTheTakeover(t *testing.T) {
 	x := late.Expiries(w)
 	assert.Equal(t, 1, x.Orphaned)
 	assert.Equal(t, 6510*time.Millisecond, x.AfterTakeover, "an owner that answered all along")
+}
+
+// TestExpiriesOfAbandonOnlyLeases: Expiries judges the expiry scheduler
+// alone. A contended lock's lease that a contender's acquire ended late
+// (the command path settles it) is not counted, and an abandon-only lease
+// that ended with no lock.expired is counted unexpired.
+func TestExpiriesOfAbandonOnlyLeases(t *testing.T) {
+	t0 := time.Date(2026, 12, 5, 21, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	l := &Load{abandoned: map[string]bool{"p001-a0": true, "p002-a0": true}}
+	add := func(typ, lock string, token int64, ms, endMS int) {
+		ev := topics.NewEvent(typ, topics.OpAcquire, fmt.Sprintf("r-%s-%d", lock, ms), at(ms))
+		ev.Success = true
+		ev.LockInfo = &topics.LockInfo{LockName: lock, FencingToken: token, ExpiresAt: &topics.Time{Time: at(endMS)}}
+		l.replies, l.sources = append(l.replies, ev), append(l.sources, "replica-2")
+	}
+	add(topics.TypeAcquired, "p001-l0", 1, 0, 1000)
+	add(topics.TypeExpired, "p001-l0", 1, 9000, 1000) // ended by the next acquire, 8 s late
+	add(topics.TypeAcquired, "p001-a0", 2, 0, 1000)
+	add(topics.TypeExpired, "p001-a0", 2, 1050, 1000)
+	add(topics.TypeAcquired, "p002-a0", 3, 0, 1000) // never expired
+
+	x := l.Expiries(Window{From: t0, To: at(60000)})
+	assert.Equal(t, Expiries{Count: 1, Unexpired: 1, Late: 50 * time.Millisecond}, x)
 }
