@@ -175,9 +175,21 @@ func (r *Report) finish(cfg *Config) {
 	if e := r.Expiry; e != nil {
 		r.pctGoal("4 expiry", "expires_at -> lock.expired on topic, p99", "<= 1,000 ms", e.OnTopic, e.OnTopic.P99, e.OnTopic.P99 <= 1000 && e.Expired == e.Leases)
 	}
+	// A cleanup that cleans less than was seeded is fast for it: each case
+	// the worker ran is judged on its cleaned_count too (the 100 expired
+	// rows in their time goal).
 	for _, c := range r.Cleanup {
-		if c.Locks == 100 && c.Kind == kindIdle {
-			r.goal("5 cleanup", "clean 100 expired locks (worker poll->commit)", "< 10 ms", c.WorkerMS, " ms", c.WorkerMS < 10, c.WorkerMS > 0)
+		all := c.Cleaned == c.Locks
+		switch {
+		case c.EndToEndMS == 0: // the direct transaction alone: no answer to judge
+		case c.Locks == 100 && c.Kind == kindIdle:
+			r.goal("5 cleanup", "clean 100 expired locks (worker poll->commit)", "< 10 ms", c.WorkerMS, " ms", c.WorkerMS < 10 && all, c.WorkerMS > 0)
+			if !all {
+				r.Goals[len(r.Goals)-1].Measured += fmt.Sprintf(", cleaned %s of %s", fmtNum(float64(c.Cleaned)), fmtNum(float64(c.Locks)))
+			}
+		default:
+			r.goal("5 cleanup", fmt.Sprintf("%s locks, %s: all cleaned", fmtNum(float64(c.Locks)), c.Kind), "all",
+				float64(c.Cleaned), " of "+fmtNum(float64(c.Locks)), all, true)
 		}
 	}
 	if r.CeilingFraction > 0 {

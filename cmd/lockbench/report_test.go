@@ -231,3 +231,39 @@ func TestCPUGoalsReadingFailed(t *testing.T) {
 		})
 	}
 }
+
+// TestCleanupGoalsNeedEverySeededLockCleaned: a cleanup answered fast with
+// fewer locks cleaned than seeded misses its goal, and the goal says how
+// many; a case measured only as the direct transaction has no goal.
+func TestCleanupGoalsNeedEverySeededLockCleaned(t *testing.T) {
+	cfg := DefaultConfig()
+	judge := func(cases ...CleanupCase) map[string]Goal {
+		r := newReport(&cfg)
+		r.Cleanup = cases
+		r.finish(&cfg)
+		out := map[string]Goal{}
+		for _, g := range r.Goals {
+			if g.Scenario == "5 cleanup" {
+				require.NotNil(t, g.Met, g.What)
+				out[g.What] = g
+			}
+		}
+		return out
+	}
+	const timed = "clean 100 expired locks (worker poll->commit)"
+	ended := "100 locks, " + kindEnded + ": all cleaned"
+	goals := judge(CleanupCase{Kind: kindIdle, Locks: 100, EndToEndMS: 5, WorkerMS: 1, Cleaned: 0},
+		CleanupCase{Kind: kindEnded, Locks: 100, EndToEndMS: 5, WorkerMS: 1, Cleaned: 99},
+		CleanupCase{Kind: kindIdle, Locks: 1000, DirectMS: 3})
+	require.Len(t, goals, 2)
+	require.False(t, *goals[timed].Met)
+	require.Equal(t, "1 ms, cleaned 0 of 100", goals[timed].Measured)
+	require.False(t, *goals[ended].Met)
+	require.Equal(t, "99 of 100", goals[ended].Measured)
+
+	goals = judge(CleanupCase{Kind: kindIdle, Locks: 100, EndToEndMS: 5, WorkerMS: 1, Cleaned: 100},
+		CleanupCase{Kind: kindEnded, Locks: 100, EndToEndMS: 5, WorkerMS: 1, Cleaned: 100})
+	require.True(t, *goals[timed].Met)
+	require.Equal(t, "1 ms", goals[timed].Measured)
+	require.True(t, *goals[ended].Met)
+}
