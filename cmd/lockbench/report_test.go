@@ -267,3 +267,43 @@ func TestCleanupGoalsNeedEverySeededLockCleaned(t *testing.T) {
 	require.Equal(t, "1 ms", goals[timed].Measured)
 	require.True(t, *goals[ended].Met)
 }
+
+// TestLatencyGoalsNeedEveryAnswer: scenario 2's goals and the peer's
+// light-load goals are missed, however fast the answers that came as
+// asked, when a command went unanswered or was answered otherwise (a
+// refusal), and the figure says how many.
+func TestLatencyGoalsNeedEveryAnswer(t *testing.T) {
+	cfg := DefaultConfig()
+	fast := dist{N: 500, P50: 0.5, P99: 1}
+	for _, c := range []struct {
+		name                string
+		missing, unexpected int64
+		acquires            dist
+		met                 bool
+		suffix              string
+	}{
+		{"whole", 0, 0, fast, true, ""},
+		{"a command missing", 1, 0, fast, false, ", 1 missing, 0 unexpected"},
+		{"a refusal", 0, 1, fast, false, ", 0 missing, 1 unexpected"},
+		{"every acquire refused", 0, 500, dist{}, false, ", 0 missing, 500 unexpected"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newReport(&cfg)
+			r.Latency = &LatencyResult{Rate: 100, Sent: 1000, Answered: 1000 - c.missing, Missing: c.missing, Unexpected: c.unexpected,
+				Acquire: c.acquires, Release: fast}
+			r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Ratio: 1, P50Ratio: 1}}}
+			r.finish(&cfg)
+			n := 0
+			for _, g := range r.Goals {
+				if g.Scenario != "2 latency" && !strings.HasPrefix(g.What, "light load") {
+					continue
+				}
+				n++
+				require.NotNil(t, g.Met, g.What)
+				require.Equal(t, c.met, *g.Met, g.What)
+				require.True(t, strings.HasSuffix(g.Measured, " ms"+c.suffix), "%s: %s", g.What, g.Measured)
+			}
+			require.Equal(t, 6, n, "four of scenario 2, two of the peer's")
+		})
+	}
+}
