@@ -94,6 +94,15 @@ func throughputOf(ctx context.Context, cfg *Config, rep *Report, log zerolog.Log
 	return b.throughput(ctx, filepath.Base(cfg.WorkerBin), b.rawCycler(30*time.Second), false)
 }
 
+// failedRound says a round's ratios do not compare the builds when
+// commands failed in it: the failed cycles are not in the rates.
+func failedRound(errs int64) string {
+	if errs == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; NOT COMPARABLE: %d errors", errs)
+}
+
 func (r *BuildsResult) print(w io.Writer) {
 	fmt.Fprintf(w, "\nbuilds: candidate %s against baseline %s, %d clients, alternating; CPU ms per command (worker, broker, PostgreSQL)\n",
 		r.Candidate, r.Baseline, r.Clients)
@@ -105,6 +114,7 @@ func (r *BuildsResult) print(w io.Writer) {
 			fmt.Fprintf(w, "  round %d  %-9s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d\n",
 				i+1, t.name, fmtNum(t.r.PerSecond), t.r.Acquire.P50, t.r.Acquire.P99, fmtCPUPerCommand(t.r), t.r.Errors)
 		}
-		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %.2fx, CPU per command %s\n", i+1, x.Ratio, x.P50Ratio, fmtRatio(x.CPURatio))
+		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %.2fx, CPU per command %s%s\n", i+1, x.Ratio, x.P50Ratio, fmtRatio(x.CPURatio),
+			failedRound(x.Baseline.Errors+x.Candidate.Errors))
 	}
 }

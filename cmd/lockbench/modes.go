@@ -137,8 +137,10 @@ func (r *Report) modesGoals() {
 		return
 	}
 	worst, have, missing := 0.0, true, ""
+	var errs int64
 	for i, x := range m.Rounds {
 		worst, have = max(worst, x.SharedCost), have && x.SharedCost > 0
+		errs += x.Exclusive.Errors + x.Shared.Errors + x.Semaphore.Errors
 		for _, t := range []ThroughputResult{x.Exclusive, x.Shared} {
 			if _, ok := cpuPerCommand(t); !ok && missing == "" {
 				missing = fmt.Sprintf("round %d, %s: %s", i+1, t.Via, cpuMissing(t))
@@ -152,6 +154,7 @@ func (r *Report) modesGoals() {
 	} else if !have && missing != "" {
 		r.note("modes: the CPU ratio is not judged: " + missing)
 	}
+	r.failedIn(errs)
 }
 
 func (m *ModesResult) print(w io.Writer) {

@@ -89,16 +89,16 @@ func (b *bench) peerCycler(pool *pgxpool.Pool, round int) cycler {
 		start := time.Now()
 		var n int
 		if err := pool.QueryRow(ctx, peerAcquire, lock, owner, start.UnixMilli(), 60.0).Scan(&n); err != nil {
-			return 0, 0, 0, fmt.Errorf("acquire %s: %w", lock, errors.Join(errPeerHeld, err))
+			return time.Since(start), 0, 0, fmt.Errorf("acquire %s: %w", lock, errors.Join(errPeerHeld, err))
 		}
 		acq := time.Since(start)
 		start = time.Now()
 		tag, err := pool.Exec(ctx, peerRelease, lock, owner)
 		switch {
 		case err != nil:
-			return acq, 0, 1, fmt.Errorf("release %s: %w", lock, err)
+			return acq, time.Since(start), 1, fmt.Errorf("release %s: %w", lock, err)
 		case tag.RowsAffected() != 1:
-			return acq, 0, 1, fmt.Errorf("release %s: not held by %s", lock, owner)
+			return acq, time.Since(start), 1, fmt.Errorf("release %s: not held by %s", lock, owner)
 		}
 		return acq, time.Since(start), 2, nil
 	}
@@ -168,16 +168,20 @@ func (r *Report) peerGoals() {
 		return
 	}
 	worst, worstP50 := p.Rounds[0].Ratio, p.Rounds[0].P50Ratio
-	for _, x := range p.Rounds[1:] {
+	var errs int64
+	for _, x := range p.Rounds {
 		worst, worstP50 = min(worst, x.Ratio), max(worstP50, x.P50Ratio)
+		errs += x.Lockworker.Errors + x.Original.Errors
 	}
 	want := 1.0
 	if p.Clients >= 256 {
 		want = 2
 	}
 	r.goal("peer", fmt.Sprintf("throughput / original design's, %d clients, worst round", p.Clients), fmt.Sprintf(">= %.0fx", want), worst, "x", worst >= want, true)
+	r.failedIn(errs)
 	if p.Clients < 256 {
 		r.goal("peer", fmt.Sprintf("acquire p50 / original design's, %d clients, worst round", p.Clients), "<= 2x", worstP50, "x", worstP50 <= 2, true)
+		r.failedIn(errs)
 		worstCPU, have, missing := 0.0, true, ""
 		for i, x := range p.Rounds {
 			c, ok := cpuPerCommand(x.Lockworker)
@@ -189,6 +193,7 @@ func (r *Report) peerGoals() {
 		why := r.cpuUnjudged()
 		r.goal("peer", fmt.Sprintf("CPU per command (worker, broker, PostgreSQL), %d clients, worst round", p.Clients), "<= 0.3 ms",
 			worstCPU, " ms", worstCPU <= 0.3, have && why == "")
+		r.failedIn(errs)
 		if why != "" {
 			r.note("peer: the CPU per command is not judged: " + why)
 		} else if !have {

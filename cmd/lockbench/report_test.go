@@ -307,3 +307,44 @@ func TestLatencyGoalsNeedEveryAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestClosedLoopGoalsMissWithErrors: the goals on closed loops (the soak's,
+// the peer's, the ceiling's fraction, the modes') are missed when commands
+// failed in their windows, however their ratios look, and say how many.
+func TestClosedLoopGoalsMissWithErrors(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.WorkerBin, cfg.BrokerBin, cfg.Clients = "lockworker", "devkafka", 8
+	win := cpuWindow(1000, secs(0.05), secs(0.05), secs(0.1))
+	build := func(errs int64) *Report {
+		r := newReport(&cfg)
+		r.postgresFound(true)
+		failed := win
+		failed.Errors = errs
+		r.Throughput = &failed
+		r.Ceiling = []CeilingResult{{PerSecond: 1000}}
+		r.Soak = &SoakResult{Errors: errs, Windows: []SoakWindow{{}}, ThroughputRatio: 1, P99Ratio: 1}
+		r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Lockworker: failed, Original: win, Ratio: 3, P50Ratio: 1}}}
+		m := ModesRound{Exclusive: win, Shared: failed, Semaphore: win, SharedCost: 1}
+		r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{m}}
+		r.finish(&cfg)
+		return r
+	}
+	judged := func(r *Report) []Goal {
+		var out []Goal
+		for _, g := range r.Goals {
+			if g.Scenario == "soak" || g.Scenario == "peer" || g.Scenario == "6 ceiling" || g.Scenario == "modes" {
+				out = append(out, g)
+			}
+		}
+		require.Len(t, out, 7, "ceiling 1, soak 2, peer 3, modes 1")
+		return out
+	}
+	for _, g := range judged(build(0)) {
+		require.True(t, *g.Met, g.What)
+		require.NotContains(t, g.Measured, "errors", g.What)
+	}
+	for _, g := range judged(build(3)) {
+		require.False(t, *g.Met, g.What)
+		require.True(t, strings.HasSuffix(g.Measured, ", 3 errors"), "%s: %s", g.What, g.Measured)
+	}
+}

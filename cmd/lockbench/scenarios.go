@@ -77,7 +77,8 @@ type ThroughputResult struct {
 
 // cycler is one virtual client's acquire then release of its own lock, via
 // raw records or the client SDK. It reports how long each took and how many
-// commands completed.
+// commands completed; with an error, the command that failed is the one
+// after those, and its time is how long it took to fail.
 type cycler func(ctx context.Context, client, i int) (acq, rel time.Duration, done int, err error)
 
 func (b *bench) rawCycler(timeout time.Duration) cycler { return b.shapedCycler(timeout, lockShape{}) }
@@ -112,13 +113,14 @@ func (b *bench) shapedCycler(timeout time.Duration, shape lockShape) cycler {
 			start := time.Now()
 			r, err := b.d.call(ctx, cmd, timeout)
 			if err != nil {
+				took[k] = time.Since(start)
 				return took[0], took[1], k, err
 			}
+			took[k] = r.at.Sub(start)
 			want := map[string]string{topics.OpAcquire: topics.TypeAcquired, topics.OpRelease: topics.TypeReleased}[op]
 			if r.ev.Type != want {
 				return took[0], took[1], k, fmt.Errorf("%s answered %s %s", op, r.ev.Type, r.ev.ErrorCode)
 			}
-			took[k] = r.at.Sub(start)
 		}
 		return took[0], took[1], 2, nil
 	}
@@ -144,16 +146,20 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 					return
 				}
 				completed.Add(int64(n))
+				// A failed command is in the figures too, with the time it
+				// took to fail (a timeout's whole wait): left out, a build
+				// that times out would show only its fast cycles.
+				if measuring.Load() {
+					acq.add(a)
+					if n > 0 {
+						rel.add(r)
+					}
+				}
 				if err != nil {
 					errs.Add(1)
 					if reported.Add(1) <= 5 {
 						b.progress("throughput (%s): %v", via, err)
 					}
-					continue
-				}
-				if measuring.Load() {
-					acq.add(a)
-					rel.add(r)
 				}
 			}
 		}()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -124,4 +125,26 @@ func TestBurstAndSoakCutShort(t *testing.T) {
 			require.Contains(t, goals, "3 contention", "the report judges what completed")
 		})
 	}
+}
+
+// TestThroughputRecordsFailedCommands: a command that fails (here a
+// release that times out after 500 ms, every other cycle) is in the
+// latency figures with the time it took to fail, and counted an error.
+func TestThroughputRecordsFailedCommands(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Clients, cfg.Warmup, cfg.Duration = 2, 50*time.Millisecond, 1500*time.Millisecond
+	b := &bench{cfg: &cfg, t: &target{}, progress: t.Logf}
+	cycle := func(ctx context.Context, _, i int) (time.Duration, time.Duration, int, error) {
+		if i%2 == 1 {
+			time.Sleep(500 * time.Millisecond)
+			return time.Millisecond, 500 * time.Millisecond, 1, errors.New("no answer to release")
+		}
+		time.Sleep(time.Millisecond)
+		return time.Millisecond, time.Millisecond, 2, nil
+	}
+	r, err := b.throughput(context.Background(), "fake", cycle, false)
+	require.NoError(t, err)
+	require.Positive(t, r.Errors)
+	require.InDelta(t, 500, r.Release.Max, 1, "the timed-out releases are in the figures")
+	require.Equal(t, r.Acquire.N, r.Release.N, "every release sent is in the figures")
 }

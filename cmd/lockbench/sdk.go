@@ -24,12 +24,12 @@ func (b *bench) sdkCycler(ctx context.Context) (cycler, func(), error) {
 		l, err := cl.TryAcquire(ctx, b.rid("tp", "sdk", c), client.WithOwner(fmt.Sprintf("sdk-owner-%d", c)),
 			client.WithLease(time.Minute), client.WithoutKeepAlive())
 		if err != nil {
-			return 0, 0, 0, err
+			return time.Since(start), 0, 0, err
 		}
 		acq := time.Since(start)
 		start = time.Now()
 		if err := l.Release(ctx); err != nil {
-			return acq, 0, 1, err
+			return acq, time.Since(start), 1, err
 		}
 		return acq, time.Since(start), 2, nil
 	}

@@ -99,18 +99,26 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 					if err == nil && r.ev.Type != want {
 						err = fmt.Errorf("%s answered %s %s", op, r.ev.Type, r.ev.ErrorCode)
 					}
+					// A failed command is in its window's latency too, with
+					// the time it took to fail (a timeout's whole wait).
+					at := r.at
+					if at.IsZero() {
+						at = time.Now()
+					}
+					if s := start.Load(); s != nil {
+						if w := int(at.Sub(*s) / cfg.SoakWindow); w >= 0 && w < n {
+							if err == nil {
+								windows[w].commands.Add(1)
+							}
+							windows[w].lat.add(at.Sub(sent))
+						}
+					}
 					if err != nil {
 						errs.Add(1)
 						if reported.Add(1) <= 5 {
 							b.progress("soak: %v", err)
 						}
 						break
-					}
-					if s := start.Load(); s != nil {
-						if w := int(r.at.Sub(*s) / cfg.SoakWindow); w >= 0 && w < n {
-							windows[w].commands.Add(1)
-							windows[w].lat.add(r.at.Sub(sent))
-						}
 					}
 				}
 			}
@@ -206,7 +214,9 @@ func (r *Report) soakGoals() {
 		return
 	}
 	r.goal("soak", "throughput last window / first", ">= 0.8", s.ThroughputRatio, "", s.ThroughputRatio >= 0.8, s.ThroughputRatio > 0)
+	r.failedIn(s.Errors)
 	r.goal("soak", "p99 last window / first", "<= 1.2", s.P99Ratio, "", s.P99Ratio <= 1.2 && s.P99Ratio > 0, s.P99Ratio > 0)
+	r.failedIn(s.Errors)
 }
 
 func (s *SoakResult) print(w io.Writer, window time.Duration) {
