@@ -19,7 +19,8 @@
 //     applied straight to PostgreSQL with the same batching and concurrency,
 //     so the report says what fraction of the database's limit the pipeline
 //     reaches.
-//  7. resources: the worker's peak RSS and CPU seconds per 1,000 commands.
+//  7. resources: the worker's peak RSS over the whole run (read after the
+//     last scenario) and CPU seconds per 1,000 commands.
 //  8. peer: the original node's own design (its table, one statement per
 //     acquire and release) beside lockworker, alternating, with the same
 //     clients and window; every figure as a ratio (issue 17).
@@ -480,6 +481,13 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 	defer stop()
 	t, run := b.t, b.run
 	b.markRSS("start")
+	// VmHWM is the peak so far: read once the last scenario is over (a
+	// failed one too), the worker still running.
+	defer func() {
+		if cfg.wants("resources") {
+			rep.Resources = b.resources()
+		}
+	}()
 
 	var direct *store.Store
 	if (cfg.wants("cleanup") || cfg.wants("ceiling")) && t.adminURL != "" {
@@ -595,9 +603,6 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 			rep.Ceiling = runs
 		}
 	}
-	if cfg.wants("resources") {
-		rep.Resources = b.resources()
-	}
 	if cfg.wants("burst") {
 		progress("burst: acquire, %d extends and release of %d locks by %d owners in turn, sent at once", cfg.BurstExtends, cfg.BurstLocks, cfg.BurstOwners)
 		r, err := b.burst(ctx)
@@ -610,6 +615,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 	}
 	if cfg.wants("modes") {
 		r, err := b.modes(ctx)
+		b.markRSS("modes")
 		if err != nil {
 			return fmt.Errorf("modes: %w", err)
 		}
@@ -620,6 +626,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 			rep.Notes = append(rep.Notes, "peer skipped: the original design needs --database-url")
 		} else {
 			r, err := b.peer(ctx)
+			b.markRSS("peer")
 			if err != nil {
 				return fmt.Errorf("peer: %w", err)
 			}
@@ -629,6 +636,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 	if cfg.wants("soak") {
 		progress("soak: %d clients on %d locks for %s (windows of %s), worker vacuum loop %v", cfg.SoakClients, cfg.SoakLocks, cfg.SoakDuration, cfg.SoakWindow, cfg.Vacuum)
 		r, err := b.soak(ctx)
+		b.markRSS("soak")
 		if err != nil {
 			return fmt.Errorf("soak: %w", err)
 		}
@@ -682,7 +690,8 @@ type ResourceResult struct {
 	// CPU per 1,000 commands over scenario 1's window.
 	CPUPer1000   *float64 `json:"cpu_seconds_per_1000_commands,omitempty"`
 	PGCPUPer1000 *float64 `json:"postgres_cpu_seconds_per_1000_commands,omitempty"`
-	// PeakAfter is the peak RSS (VmHWM, MiB) when each scenario ended.
+	// PeakAfter is the peak RSS (VmHWM, MiB) when each scenario ended;
+	// PeakRSSMiB is read after the last.
 	PeakAfter []rssMark `json:"peak_rss_after_each_scenario"`
 }
 
