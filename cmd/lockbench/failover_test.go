@@ -200,6 +200,31 @@ func TestFailoverReportsUncleanStopsAndExitsUnasked(t *testing.T) {
 	}
 }
 
+// The contract goal is broken by a violation chaos.Check found or by the
+// lock state topic left unlike the database; the orphaned-lease goal by an
+// abandon-only lease that ended with no lock.expired, however fast the
+// others were expired.
+func TestFailoverContractAndExpiryGoals(t *testing.T) {
+	goals := func(f *FailoverResult) map[string]string {
+		var r Report
+		r.failoverGoals(f)
+		out := map[string]string{}
+		for _, g := range r.Goals {
+			out[g.What] = g.Measured + " " + map[bool]string{true: "yes", false: "NO"}[g.Met != nil && *g.Met]
+		}
+		return out
+	}
+	const contract, expired = "contract (no double holder, tokens rise, one answer, state topic = database)", "lock.expired after takeover (orphaned leases)"
+	require.Equal(t, "kept yes", goals(&FailoverResult{})[contract])
+	require.Equal(t, "BROKEN NO", goals(&FailoverResult{ContractViolation: "lock /L held twice"})[contract])
+	require.Equal(t, "BROKEN NO", goals(&FailoverResult{TableDiff: `lock /L: database "rev=3", topic "rev=2"`})[contract])
+
+	require.Equal(t, "- NO", goals(&FailoverResult{})[expired], "no orphaned lease: not judged")
+	require.Equal(t, "12 ms yes", goals(&FailoverResult{Orphaned: 4, ExpiredAfterMS: 12})[expired])
+	require.Equal(t, "12 ms, 1 never expired NO", goals(&FailoverResult{Orphaned: 4, ExpiredAfterMS: 12, Unexpired: 1})[expired])
+	require.Equal(t, "0 ms, 2 never expired NO", goals(&FailoverResult{Unexpired: 2})[expired])
+}
+
 // whole is what fakeStats returns for no window: the whole run's figures,
 // which no phase is to report.
 var whole = chaos.Stats{Commands: 999999}

@@ -117,13 +117,7 @@ func TestChaos(t *testing.T) {
 
 	// The lock state topic read from its start is the database's locks,
 	// once the relays have published the last changes (leases still end).
-	var diff error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		if diff = CompareTable(ctx, []string{broker.Addr}, schema.URL); diff == nil {
-			break
-		}
-	}
-	require.NoError(t, diff, "the lock state topic against the database")
+	require.NoError(t, CompareTableSettled(ctx, []string{broker.Addr}, schema.URL, 30*time.Second), "the lock state topic against the database")
 
 	leaders, writes, campaignErrs := election.Terms()
 	how := map[string]int{}

@@ -6,6 +6,8 @@
 //     except as its mode and limit allow: shared holders together, never
 //     beside an exclusive one, and at most limit exclusive holders,
 //   - fencing tokens rise in grant order,
+//   - a lease ends once: no event of its token comes at a later revision
+//     than its lock.released or lock.expired,
 //   - every command is answered, and exactly once: every reply to a
 //     request_id, resends included, is the same event,
 //   - election candidates (Election, through the SDK) never lead two at a
@@ -191,14 +193,22 @@ func stamp(t time.Time) string { return t.Format("15:04:05.000000") }
 
 // checkRevisions checks the lock revisions the replies carry (histories
 // without them are skipped): a lock's grants never fall in revision as
-// tokens rise, and a lease ends at a later revision than it began.
+// tokens rise, a lease ends at a later revision than it began, and nothing
+// of a lease comes after its end: a grant, extension or end of its token at
+// a later revision is a lease ended twice, or alive after its end (a
+// release answered but lost, the lease renewed or expired later). The
+// times cannot tell: a release cuts its lease short whatever follows.
 func checkRevisions(h History, fail func(string, ...any)) {
-	type span struct{ granted, ended int64 }
+	type span struct {
+		granted, ended int64
+		endedAs        string // the type of the end at ended
+		flagged        bool
+	}
 	locks := map[string]map[int64]*span{}
-	for _, ev := range h.Replies {
+	spanOf := func(ev topics.Event) (string, *span) {
 		li := ev.LockInfo
 		if li == nil || li.Revision == 0 || li.FencingToken == 0 || !ev.Success {
-			continue
+			return "", nil
 		}
 		key := li.Namespace + "/" + li.LockName
 		if locks[key] == nil {
@@ -209,13 +219,35 @@ func checkRevisions(h History, fail func(string, ...any)) {
 			s = &span{}
 			locks[key][li.FencingToken] = s
 		}
+		return key, s
+	}
+	for _, ev := range h.Replies {
+		_, s := spanOf(ev)
+		if s == nil {
+			continue
+		}
+		rev := ev.LockInfo.Revision
 		switch ev.Type {
 		case topics.TypeAcquired: // a renewal comes later: the grant is the first
-			if s.granted == 0 || li.Revision < s.granted {
-				s.granted = li.Revision
+			if s.granted == 0 || rev < s.granted {
+				s.granted = rev
 			}
-		case topics.TypeReleased, topics.TypeExpired:
-			s.ended = li.Revision
+		case topics.TypeReleased, topics.TypeExpired: // the first end
+			if s.ended == 0 || rev < s.ended {
+				s.ended, s.endedAs = rev, ev.Type
+			}
+		}
+	}
+	for _, ev := range h.Replies {
+		key, s := spanOf(ev)
+		if s == nil || s.flagged || s.ended == 0 || ev.LockInfo.Revision <= s.ended {
+			continue
+		}
+		switch ev.Type {
+		case topics.TypeAcquired, topics.TypeExtended, topics.TypeReleased, topics.TypeExpired:
+			s.flagged = true
+			fail("lock %s: token %d %s at revision %d, after its %s at revision %d: a lease ended twice, or alive after its end",
+				key, ev.LockInfo.FencingToken, ev.Type, ev.LockInfo.Revision, s.endedAs, s.ended)
 		}
 	}
 	for key, spans := range locks {

@@ -110,9 +110,31 @@ func TestCheck(t *testing.T) {
 	withRevs := History{Sent: clean.Sent, Replies: slices.Clone(clean.Replies)}
 	revised(&withRevs, 1, 2, 2, 2, 0, 3)
 	require.NoError(t, Check(withRevs))
+	// after adds to the revised history an answer to a new request rid, of
+	// typ for lease li at revision rev.
+	after := func(h *History, id, typ, rid string, occurred int, li *topics.LockInfo, rev int64) {
+		revised(h, 1, 2, 2, 2, 0, 3)
+		li.Revision = rev
+		h.Sent = append(h.Sent, rid)
+		h.Replies = append(h.Replies, ev(id, typ, rid, occurred, li))
+	}
 	cases = append(cases,
 		checkCase{"revision falls as tokens rise", func(h *History) { revised(h, 3, 4, 2, 2, 0, 5) }, "token 2 granted at revision 2, before"},
 		checkCase{"lease ends at its grant's revision", func(h *History) { revised(h, 1, 1, 2, 2, 0, 3) }, "token 1 ended at revision 1"},
+		// a's release was answered, and lost: its next acquire renews token
+		// 1 (times alone see a lease cut short at its release).
+		checkCase{"renewed after its release", func(h *History) {
+			after(h, "e6", topics.TypeAcquired, "r6", 700, info("a", 1, 0, 1700), 4)
+		}, "token 1 lock.acquired at revision 4, after its lock.released at revision 2"},
+		checkCase{"expired after its release", func(h *History) {
+			after(h, "e6", topics.TypeExpired, "", 1100, info("a", 1, 0, 1000), 4)
+		}, "token 1 lock.expired at revision 4, after its lock.released at revision 2"},
+		checkCase{"extended after its expiry", func(h *History) {
+			after(h, "e6", topics.TypeExtended, "r6", 1800, info("b", 2, 600, 2600), 4)
+		}, "token 2 lock.extended at revision 4, after its lock.expired at revision 3"},
+		checkCase{"expired twice", func(h *History) {
+			after(h, "e6", topics.TypeExpired, "", 1900, info("b", 2, 600, 1600), 4)
+		}, "token 2 lock.expired at revision 4, after its lock.expired at revision 3"},
 	)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -51,6 +52,20 @@ func CompareTable(ctx context.Context, brokers []string, databaseURL string) err
 		}
 	}
 	return errors.Join(diffs[:min(len(diffs), maxViolations)]...)
+}
+
+// CompareTableSettled runs CompareTable every half second until the topic
+// and the database agree or within has passed, and returns its last error:
+// after a run the relays still publish the last changes, and leases still
+// end.
+func CompareTableSettled(ctx context.Context, brokers []string, databaseURL string, within time.Duration) error {
+	var diff error
+	for deadline := time.Now().Add(within); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(500 * time.Millisecond) {
+		if diff = CompareTable(ctx, brokers, databaseURL); diff == nil {
+			return nil
+		}
+	}
+	return diff
 }
 
 func render(rev int64, status string, holders []string, waiters int) string {
