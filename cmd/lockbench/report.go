@@ -198,7 +198,11 @@ func (r *Report) finish(cfg *Config) {
 	if c := r.Contention; c != nil {
 		r.pctGoal("3 contention", "hand-off p50 (release -> next lock.acquired)", "(no goal)", c.HandOff, c.HandOff.P50, true)
 		r.Goals[len(r.Goals)-1].Met = nil
-		r.goal("3 contention", "grants in queue order", "all", float64(c.InOrder), fmt.Sprintf(" of %s", fmtNum(float64(c.Waiters))), c.Fair && c.Granted == c.Waiters, true)
+		r.goal("3 contention", "grants in send order, queue_position its place", "all", float64(c.InOrder), fmt.Sprintf(" of %s", fmtNum(float64(c.Waiters))),
+			c.Fair && c.Granted == c.Waiters && c.Positions, true)
+		if !c.Positions {
+			r.Goals[len(r.Goals)-1].Measured += ", positions wrong"
+		}
 	}
 	if e := r.Expiry; e != nil {
 		r.pctGoal("4 expiry", "expires_at -> lock.expired on topic, p99", "<= 1,000 ms", e.OnTopic, e.OnTopic.P99, e.OnTopic.P99 <= 1000 && e.Expired == e.Leases)
@@ -295,8 +299,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		printCPU(w, l.CPU)
 	}
 	if c := r.Contention; c != nil {
-		p("\n3 contention: %d waiters on one lock, %d granted, fair (grant order = queue order): %v (%d in order)%s\n", c.Waiters, c.Granted, c.Fair, c.InOrder,
-			map[bool]string{true: "", false: "; " + c.FirstMismatch}[c.FirstMismatch == ""])
+		p("\n3 contention: %d waiters on one lock, %d granted, fair (grant order = send order): %v (%d in order)%s; queue_position = place sent: %v%s\n",
+			c.Waiters, c.Granted, c.Fair, c.InOrder, map[bool]string{true: "", false: "; " + c.FirstMismatch}[c.FirstMismatch == ""],
+			c.Positions, map[bool]string{true: "", false: " (" + c.PositionMismatch + ")"}[c.PositionMismatch == ""])
 		d("hand-off release -> lock.acquired", c.HandOff)
 	}
 	if e := r.Expiry; e != nil {

@@ -52,7 +52,7 @@ func TestGoalsShowSampleCount(t *testing.T) {
 	r := newReport(&cfg)
 	r.Latency = &LatencyResult{Rate: 100, Sent: 1000, Answered: 1000,
 		Acquire: dist{N: 500, P50: 1.2, P99: 4}, Release: dist{N: 499, P50: 1.1, P99: 3}}
-	r.Contention = &ContentionResult{Waiters: 3, Granted: 3, Fair: true, InOrder: 3, HandOff: dist{N: 3, P50: 2}}
+	r.Contention = &ContentionResult{Waiters: 3, Granted: 3, Fair: true, InOrder: 3, Positions: true, HandOff: dist{N: 3, P50: 2}}
 	r.finish(&cfg)
 	var table bytes.Buffer
 	r.print(&table, &cfg)
@@ -61,7 +61,7 @@ func TestGoalsShowSampleCount(t *testing.T) {
 		require.Contains(t, table.String(), want)
 	}
 	for _, line := range strings.Split(table.String(), "\n") {
-		if strings.Contains(line, "grants in queue order") {
+		if strings.Contains(line, "grants in send order") {
 			require.NotContains(t, line, "n=", "a count, not a percentile")
 		}
 	}

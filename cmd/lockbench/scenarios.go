@@ -386,11 +386,55 @@ type ContentionResult struct {
 	// HandOff is from sending the holder's release to the next holder's
 	// lock.acquired read from its reply topic.
 	HandOff dist `json:"hand_off"`
-	// Fair is true when every grant followed the queue order
-	// (queue_position of the lock.queued answers).
+	// Fair is true when every grant followed the order the waiters were
+	// sent in (one producer, one partition: the order they arrived in),
+	// not the worker's own account of its queue.
 	Fair          bool   `json:"fair"`
-	InOrder       int    `json:"grants_in_queue_order"`
+	InOrder       int    `json:"grants_in_send_order"`
 	FirstMismatch string `json:"first_mismatch,omitempty"`
+	// Positions is true when every waiter's lock.queued said its place in
+	// the send order (queue_position 1..N).
+	Positions        bool   `json:"queue_positions_in_send_order"`
+	PositionMismatch string `json:"position_mismatch,omitempty"`
+}
+
+// waiterNames are n waiters' owner_ids in the order they are sent. Their
+// names sort neither in that order nor against it (from 3 on): a queue
+// ordered by owner_id (or by request_id, which has it) is told from one in
+// arrival order.
+func waiterNames(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		k := i / 2 // 0, n-1, 1, n-2, ...
+		if i%2 == 1 {
+			k = n - 1 - i/2
+		}
+		names[i] = fmt.Sprintf("cont-w%03d", k)
+	}
+	return names
+}
+
+// judge compares the grants (order) and the queue_position each waiter was
+// told (position) with the order the waiters were sent in (sent).
+func (res *ContentionResult) judge(sent []string, position map[string]int, order []string) {
+	res.Granted = len(order)
+	res.Fair = slices.Equal(order, sent)
+	for i := range order {
+		switch {
+		case i < len(sent) && order[i] == sent[i]:
+			res.InOrder++
+		case res.FirstMismatch == "":
+			res.FirstMismatch = fmt.Sprintf("grant %d went to %s, sent as #%d", i+1, order[i], slices.Index(sent, order[i])+1)
+		}
+	}
+	res.Positions = true
+	for i, owner := range sent {
+		if position[owner] != i+1 {
+			res.Positions = false
+			res.PositionMismatch = fmt.Sprintf("%s, sent as #%d, was told queue_position %d", owner, i+1, position[owner])
+			break
+		}
+	}
 }
 
 func (b *bench) contention(ctx context.Context) (ContentionResult, error) {
@@ -414,9 +458,11 @@ func (b *bench) contention(ctx context.Context) (ContentionResult, error) {
 	var mu sync.Mutex
 	position := map[string]int{}
 	queued := make(chan struct{}, cfg.Waiters)
-	for i := range cfg.Waiters {
-		owner := fmt.Sprintf("cont-w%03d", i)
-		cmd := topics.Command{RequestID: b.rid("cont", i), Operation: topics.OpAcquire, LockName: lock, OwnerID: owner, LeaseDuration: 600, WaitTimeout: 600}
+	// One producer, one key: the records reach the commands partition in
+	// the order sent (the client keeps a partition's records in order).
+	sent := waiterNames(cfg.Waiters)
+	for _, owner := range sent {
+		cmd := topics.Command{RequestID: b.rid("cont", owner), Operation: topics.OpAcquire, LockName: lock, OwnerID: owner, LeaseDuration: 600, WaitTimeout: 600}
 		b.d.on(cmd.RequestID, func(r reply) bool {
 			switch r.ev.Type {
 			case topics.TypeQueued:
@@ -438,16 +484,13 @@ func (b *bench) contention(ctx context.Context) (ContentionResult, error) {
 		select {
 		case <-queued:
 		case <-time.After(timeout):
+			mu.Lock()
+			defer mu.Unlock()
 			return res, fmt.Errorf("contention: only %d of %d waiters were queued", len(position), cfg.Waiters)
 		case <-ctx.Done():
 			return res, ctx.Err()
 		}
 	}
-	queue := make([]string, 0, cfg.Waiters)
-	for o := range position {
-		queue = append(queue, o)
-	}
-	slices.SortFunc(queue, func(a, c string) int { return position[a] - position[c] })
 
 	hand := newHist()
 	current := holder
@@ -469,16 +512,10 @@ func (b *bench) contention(ctx context.Context) (ContentionResult, error) {
 		}
 	}
 	_ = b.d.send(ctx, topics.Command{RequestID: b.rid("cont", "rel", "last"), Operation: topics.OpRelease, LockName: lock, OwnerID: current})
-	res.Granted = len(order)
 	res.HandOff = hand.dist()
-	res.Fair = slices.Equal(order, queue)
-	for i := range order {
-		if order[i] == queue[i] {
-			res.InOrder++
-		} else if res.FirstMismatch == "" {
-			res.FirstMismatch = fmt.Sprintf("grant %d went to %s, queue says %s", i+1, order[i], queue[i])
-		}
-	}
+	mu.Lock()
+	defer mu.Unlock()
+	res.judge(sent, position, order)
 	return res, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -147,4 +149,53 @@ func TestThroughputRecordsFailedCommands(t *testing.T) {
 	require.Positive(t, r.Errors)
 	require.InDelta(t, 500, r.Release.Max, 1, "the timed-out releases are in the figures")
 	require.Equal(t, r.Acquire.N, r.Release.N, "every release sent is in the figures")
+}
+
+// TestContentionJudgedBySendOrder: the waiters' names sort neither in the
+// order they are sent nor against it, so a queue ordered by owner_id,
+// whose queue_positions and grants agree with each other, is found unfair
+// (judged by the send order, not by the positions the worker told); and
+// positions that are not each waiter's place sent are found wrong.
+func TestContentionJudgedBySendOrder(t *testing.T) {
+	for _, n := range []int{3, 10, 100} {
+		sent := waiterNames(n)
+		byName, reversed := slices.Sorted(slices.Values(sent)), slices.Clone(sent)
+		slices.Reverse(reversed)
+		require.Len(t, slices.Compact(slices.Clone(byName)), n, "distinct names")
+		require.NotEqual(t, sent, byName, "%d waiters", n)
+		require.NotEqual(t, reversed, byName, "%d waiters", n)
+	}
+
+	sent := waiterNames(10)
+	fifo := map[string]int{}
+	for i, o := range sent {
+		fifo[o] = i + 1
+	}
+	var ok ContentionResult
+	ok.judge(sent, fifo, sent)
+	require.True(t, ok.Fair)
+	require.True(t, ok.Positions)
+	require.Equal(t, 10, ok.InOrder)
+
+	// Ordered by owner_id: the worker's positions say so, and grants follow.
+	byName := slices.Sorted(slices.Values(sent))
+	byOwner := map[string]int{}
+	for i, o := range byName {
+		byOwner[o] = i + 1
+	}
+	var bad ContentionResult
+	bad.judge(sent, byOwner, byName)
+	require.False(t, bad.Fair)
+	require.False(t, bad.Positions)
+	require.Less(t, bad.InOrder, 10)
+	require.Contains(t, bad.FirstMismatch, "grant 2 went to cont-w001, sent as #3")
+	require.Contains(t, bad.PositionMismatch, "cont-w009, sent as #2, was told queue_position 10")
+
+	// Granted in order, but a position not 1..N.
+	skewed := maps.Clone(fifo)
+	skewed[sent[0]] = 0
+	var pos ContentionResult
+	pos.judge(sent, skewed, sent)
+	require.True(t, pos.Fair)
+	require.False(t, pos.Positions)
 }
