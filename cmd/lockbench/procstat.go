@@ -102,8 +102,9 @@ func readStat(path string) (procStat, error) {
 	if i < 0 || j < i {
 		return procStat{}, fmt.Errorf("unexpected %s", path)
 	}
-	f := strings.Fields(string(b[j+1:])) // f[0] is field 3, the state
-	if len(f) < 13 {
+	// f[0] is field 3, the state; the last read is f[14], cstime.
+	f := strings.Fields(string(b[j+1:]))
+	if len(f) < 15 {
 		return procStat{}, fmt.Errorf("unexpected %s", path)
 	}
 	var n [5]int64

@@ -171,6 +171,27 @@ func TestReadStatOddName(t *testing.T) {
 	require.Equal(t, procStat{comm: "my (odd) proc", state: 'S', ppid: 7, own: 15 * tick, children: 9 * tick}, s)
 }
 
+// TestReadStatTruncated: a stat line that ends before cstime is an error,
+// not a panic.
+func TestReadStatTruncated(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stat")
+	for _, c := range []struct {
+		line string
+		ok   bool
+	}{
+		{"300 (postgres) S 1 300 300 0 -1 4194560 10 0 0 0 50 20 0", false},  // up to cutime
+		{"300 (postgres) S 1 300 300 0 -1 4194560 10 0 0 0 50 20 0 0", true}, // and cstime
+	} {
+		require.NoError(t, os.WriteFile(path, []byte(c.line+"\n"), 0o644))
+		_, err := readStat(path)
+		if c.ok {
+			require.NoError(t, err, c.line)
+		} else {
+			require.ErrorContains(t, err, "unexpected", c.line)
+		}
+	}
+}
+
 // TestPostmasterCPUReapedDuringScan: a child reaped between the scan of the
 // children and the postmaster's second reading counts twice; when every
 // scan meets a reap, the figure is the smallest of the scans, the least
