@@ -195,6 +195,8 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	if b.t.metrics != nil {
 		b0, r0, t0 = b.t.metrics.snapshot()
 	}
+	// Counted just before each snapshot: its time is taken before it scans
+	// /proc, so the commands and the seconds are of one window.
 	c0, e0 := completed.Load(), errs.Load()
 	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	measuring.Store(true)
@@ -205,8 +207,8 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 		cut = ctx.Err()
 	}
 	measuring.Store(false)
-	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	c1, e1 := completed.Load(), errs.Load()
+	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
 	if profile && cfg.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
