@@ -35,6 +35,9 @@ type driver struct {
 	handlers map[string]func(reply) bool // request_id -> handler; true: done, forget it
 
 	produced, received, produceErrs atomic.Int64
+	// undecodable replies, and unrouted ones: read for a request_id nobody
+	// waits for (a warm-up's, an answer after its wait ended, a repeat).
+	undecodable, unrouted atomic.Int64
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -92,6 +95,7 @@ func (d *driver) consume(ctx context.Context) {
 		fs.EachRecord(func(r *kgo.Record) {
 			ev, err := topics.DecodeEvent(r.Value)
 			if err != nil {
+				d.undecodable.Add(1)
 				return
 			}
 			d.received.Add(1)
@@ -102,11 +106,15 @@ func (d *driver) consume(ctx context.Context) {
 
 func (d *driver) dispatch(r reply) {
 	if r.ev.RequestID == "" {
+		d.unrouted.Add(1)
 		return
 	}
 	d.mu.Lock()
 	h := d.handlers[r.ev.RequestID]
 	d.mu.Unlock()
+	if h == nil {
+		d.unrouted.Add(1)
+	}
 	if h != nil && h(r) {
 		d.mu.Lock()
 		delete(d.handlers, r.ev.RequestID)
@@ -179,6 +187,26 @@ func (d *driver) close() {
 	d.cons.Close()
 	<-d.done
 	d.prod.Close()
+}
+
+// DriverStats are the drivers' counts over the run: a command whose
+// produce failed is seen only as a timeout or a missing answer, an
+// undecodable reply not at all.
+type DriverStats struct {
+	Produced      int64 `json:"commands_produced"`
+	ProduceErrors int64 `json:"produce_errors"`
+	Received      int64 `json:"replies_read"`
+	Undecodable   int64 `json:"replies_undecodable"`
+	Unrouted      int64 `json:"replies_nobody_waited_for"`
+}
+
+// addTo adds the driver's counts, once it is closed, to s.
+func (d *driver) addTo(s *DriverStats) {
+	s.Produced += d.produced.Load()
+	s.ProduceErrors += d.produceErrs.Load()
+	s.Received += d.received.Load()
+	s.Undecodable += d.undecodable.Load()
+	s.Unrouted += d.unrouted.Load()
 }
 
 // topicWatcher reads a topic from its current end and hands each event to fn.

@@ -680,7 +680,7 @@ func connect(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, 
 		d.close()
 		return nil, nil, err
 	}
-	return &bench{cfg: cfg, t: t, d: d, run: run, rep: rep, progress: progress}, func() { d.close(); t.close() }, nil
+	return &bench{cfg: cfg, t: t, d: d, run: run, rep: rep, progress: progress}, func() { d.close(); d.addTo(&rep.Driver); t.close() }, nil
 }
 
 // ResourceResult is scenario 7.

@@ -49,6 +49,8 @@ type Report struct {
 	Builds          *BuildsResult   `json:"builds,omitempty"`
 	Burst           *BurstResult    `json:"burst,omitempty"`
 
+	Driver DriverStats `json:"driver"`
+
 	Goals []Goal   `json:"goals"`
 	Notes []string `json:"notes,omitempty"`
 	// Error is why the run failed: the report has only the scenarios that
@@ -237,6 +239,10 @@ func (r *Report) finish(cfg *Config) {
 	r.soakGoals()
 	r.peerGoals()
 	r.modesGoals()
+	if d := r.Driver; d.ProduceErrors > 0 || d.Undecodable > 0 {
+		r.note(fmt.Sprintf("driver: %d commands were not produced and %d replies could not be decoded: "+
+			"the scenarios count them as timeouts, errors or missing answers", d.ProduceErrors, d.Undecodable))
+	}
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
 }
@@ -358,6 +364,10 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	}
 	if r.Burst != nil {
 		r.Burst.print(w)
+	}
+	if d := r.Driver; d.Produced > 0 {
+		p("\ndriver: %d commands produced, %d failed; %d replies read, %d undecodable, %d that nobody waited for (warm-up, late or repeated)\n",
+			d.Produced, d.ProduceErrors, d.Received, d.Undecodable, d.Unrouted)
 	}
 	for _, n := range r.Notes {
 		p("\nnote: %s", n)
