@@ -237,7 +237,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the schemas lockbench created")
 	pgConns := fs.Int("pg-max-conns", cfg.PGMaxConns, "worker's pool size (POSTGRES_MAX_CONNECTIONS), also used by the ceiling")
 	fs.IntVar(&cfg.MaxPollRecords, "max-poll-records", 0, "in-process worker's MaxPollRecords (0: the worker's default)")
-	fs.IntVar(&cfg.Appliers, "appliers", 0, "in-process worker's Appliers, transactions of commands at once (0: the worker's default)")
+	fs.IntVar(&cfg.Appliers, "appliers", 0, "in-process worker's Appliers, transactions of commands at once, and the ceiling's (0: the worker's default; a child or running worker keeps its default, and so does the ceiling)")
 	clients := fs.Int("clients", 0, "throughput: virtual clients (default 256, quick 32)")
 	duration := fs.Duration("duration", 0, "throughput: measured window (default 15s, quick 3s)")
 	warmup := fs.Duration("warmup", 0, "throughput, latency and soak: warm-up before the measured window, discarded (default 3s, quick 1s)")
@@ -330,7 +330,11 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		}
 	}
 	setIf(&cfg.CeilingBatch, *ceilBatch)
-	setIf(&cfg.CeilingAppliers, cfg.Appliers)
+	// The ceiling batches as scenario 1's worker does: a child worker (or a
+	// running one) has no setting of it, and runs the default.
+	if cfg.WorkerBin == "" && *brokers == "" {
+		setIf(&cfg.CeilingAppliers, cfg.Appliers)
+	}
 	setDur(&cfg.Duration, *duration)
 	setDur(&cfg.Warmup, *warmup)
 	setDur(&cfg.LatencyDuration, *latDur)
@@ -488,6 +492,10 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 			rep.Resources = b.resources()
 		}
 	}()
+
+	if cfg.Appliers > 0 && t.mode != "in-process" {
+		rep.note(fmt.Sprintf("--appliers %d is the in-process worker's: not applied to the %s worker; the ceiling runs the worker's default (%d)", cfg.Appliers, t.mode, worker.DefaultAppliers))
+	}
 
 	var direct *store.Store
 	if (cfg.wants("cleanup") || cfg.wants("ceiling")) && t.adminURL != "" {

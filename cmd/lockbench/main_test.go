@@ -16,6 +16,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/chaos"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/worker"
 )
 
 // TestSmoke runs every scenario in a tiny configuration against an
@@ -327,5 +328,23 @@ func TestParseFlagsFailoverFreezesAndCuts(t *testing.T) {
 		b, err := json.Marshal(fault.set)
 		require.NoError(t, err)
 		require.Contains(t, string(b), fault.json)
+	}
+}
+
+// TestAppliersReachTheCeilingInProcessOnly: --appliers sets the in-process
+// worker's appliers and the ceiling's transactions at once; a child worker
+// has no such setting, so the ceiling keeps the default it runs with.
+func TestAppliersReachTheCeilingInProcessOnly(t *testing.T) {
+	for _, c := range []struct {
+		flags []string
+		want  int
+	}{
+		{[]string{"--appliers", "4"}, 4},
+		{[]string{"--appliers", "4", "--worker-bin", "/bin/lockworker"}, worker.DefaultAppliers},
+		{[]string{"--appliers", "4", "--brokers", "127.0.0.1:9092"}, worker.DefaultAppliers},
+	} {
+		cfg, err := parseFlags(c.flags, &bytes.Buffer{})
+		require.NoError(t, err, c.flags)
+		require.Equal(t, c.want, cfg.CeilingAppliers, c.flags)
 	}
 }
