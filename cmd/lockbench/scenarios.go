@@ -169,17 +169,8 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	// The measured window.
-	var sampler *activitySampler
-	if profile && cfg.PGSample && b.t.st != nil {
-		s, err := startSampler(b.t.dbURL, 10*time.Millisecond)
-		if err == nil {
-			sampler = s
-		}
-	}
-	if profile && b.t.sql != nil {
-		b.t.sql.enable(true)
-	}
+	// The measured window. The profile first: failing, it leaves no
+	// sampler or tracing on.
 	if profile && cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {
@@ -189,6 +180,16 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return res, err
 		}
+	}
+	var sampler *activitySampler
+	if profile && cfg.PGSample && b.t.st != nil {
+		s, err := startSampler(b.t.dbURL, 10*time.Millisecond)
+		if err == nil {
+			sampler = s
+		}
+	}
+	if profile && b.t.sql != nil {
+		b.t.sql.enable(true)
 	}
 	var b0, r0 int64
 	var t0 time.Duration
