@@ -420,6 +420,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 		heartbeat = fc.Heartbeat
 	}
 	const partitions = 16
+	const readyWithin = time.Minute // a replica started, to log that it consumes
 	dbURL, drop, err := newSchema(ctx, cfg.DatabaseURL, "lockbench_failover", cfg.Keep)
 	if err != nil {
 		return nil, err
@@ -452,7 +453,15 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 			return nil, err
 		}
 		defer func() { _ = replicas[i].Kill() }()
-		if err := replicas[i].Ready(ctx); err != nil { // one at a time: the first migrates
+		// One at a time: the first migrates. A replica that never logs that
+		// it consumes ends the run, as a restart's would.
+		rctx, cancel := context.WithTimeout(ctx, readyWithin)
+		err = replicas[i].Ready(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("replica %s not ready within %s", replicas[i].Name, readyWithin)
+			}
 			return nil, err
 		}
 	}
@@ -472,7 +481,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	settle := session + 4*time.Second // a crash's partitions are back within session + 2 s, goal
 	time.Sleep(3 * time.Second)       // warm
 
-	faults := &replicaFaults{ctx: ctx, replicas: replicas, proxies: proxies, readyWithin: time.Minute, retryPause: time.Second, progress: progress}
+	faults := &replicaFaults{ctx: ctx, replicas: replicas, proxies: proxies, readyWithin: readyWithin, retryPause: time.Second, progress: progress}
 	ps := &phases{ctx: ctx, faults: faults, stats: load.Stats}
 	phase := ps.run
 	finish := func() {
