@@ -11,7 +11,8 @@
 //     p50/p95/p99/max per operation, measured from the intended send time
 //     (coordinated omission corrected).
 //  3. contention: many clients waiting on one lock: hand-off time from
-//     release to the next holder's lock.acquired, and grant order = queue order.
+//     release to the next holder's lock.acquired, and grant order = the order the
+//     waiters were sent in (each told its place in queue_position).
 //  4. expiry: many short leases: delay from expires_at to lock.expired on the
 //     lifecycle topic.
 //  5. cleanup: time to clean N expired locks.
