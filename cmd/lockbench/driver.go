@@ -35,8 +35,9 @@ type driver struct {
 	handlers map[string]func(reply) bool // request_id -> handler; true: done, forget it
 
 	produced, received, produceErrs atomic.Int64
-	// undecodable replies, and unrouted ones: read for a request_id nobody
-	// waits for (a warm-up's, an answer after its wait ended, a repeat).
+	// undecodable replies, and unrouted ones: events nobody waits for (a
+	// warm-up's answers, an answer after its wait ended, a repeat, a
+	// holder's lock.expired).
 	undecodable, unrouted atomic.Int64
 
 	cancel context.CancelFunc

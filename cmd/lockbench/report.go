@@ -366,7 +366,7 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		r.Burst.print(w)
 	}
 	if d := r.Driver; d.Produced > 0 {
-		p("\ndriver: %d commands produced, %d failed; %d replies read, %d undecodable, %d that nobody waited for (warm-up, late or repeated)\n",
+		p("\ndriver: %d commands produced, %d failed; %d replies read, %d undecodable, %d that nobody waited for (warm-up, late or repeated answers, a holder's lock.expired)\n",
 			d.Produced, d.ProduceErrors, d.Received, d.Undecodable, d.Unrouted)
 	}
 	for _, n := range r.Notes {
