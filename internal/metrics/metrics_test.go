@@ -185,22 +185,26 @@ func TestCommandsAndSummary(t *testing.T) {
 
 // TestDatabaseGauges: held locks, waiters and the outbox are read at scrape
 // time; a database that does not answer leaves them out of the scrape
-// instead of failing it.
+// instead of failing it. A session's lease is held while its session is
+// not past its expiry, and overdue after, as the session is.
 func TestDatabaseGauges(t *testing.T) {
 	st := testdb.New(t)
 	ctx := context.Background()
 	_, err := st.Pool.Exec(ctx, `
 		INSERT INTO locks (lock_name, status, holder_count, source_partition, waiter_count) VALUES
 			('held', 'acquired', 1, 0, 1), ('overdue', 'acquired', 1, 0, 0), ('gone', 'released', 0, 0, 0), ('read', 'acquired', 2, 0, 0),
-			('in-session', 'acquired', 1, 0, 0);
-		INSERT INTO sessions (id, owner_id, ttl, expires_at, source_partition) VALUES ('s1', 'c', 10, now() + interval '10 seconds', 0);
+			('in-session', 'acquired', 1, 0, 0), ('in-lapsed-session', 'acquired', 2, 0, 0);
+		INSERT INTO sessions (id, owner_id, ttl, expires_at, source_partition) VALUES
+			('s1', 'c', 10, now() + interval '10 seconds', 0), ('s2', 'd', 10, now() - interval '1 minute', 0);
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition) VALUES
 			('', 'held', 'a', 'exclusive', 1, now(), now() + interval '1 hour', 3600, 0),
 			('', 'read', 'r1', 'shared', 3, now(), now() + interval '1 hour', 3600, 0),
 			('', 'read', 'r2', 'shared', 4, now(), now() + interval '1 hour', 3600, 0),
 			('', 'overdue', 'a', 'exclusive', 2, now() - interval '1 hour', now() - interval '1 minute', 3540, 0);
 		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, lease_duration, session_id, source_partition) VALUES
-			('', 'in-session', 'c', 'exclusive', 5, now(), 10, 's1', 0);
+			('', 'in-session', 'c', 'exclusive', 5, now(), 10, 's1', 0),
+			('', 'in-lapsed-session', 'd', 'exclusive', 6, now() - interval '2 minutes', 10, 's2', 0),
+			('', 'in-lapsed-session', 'e', 'exclusive', 7, now() - interval '2 minutes', 10, 'ended', 0);
 		INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, deadline, source_partition)
 			VALUES ('', 'held', 'b', 'r', 30, now() + interval '1 minute', 0);
 		INSERT INTO outbox (source_partition, topic, value, created_at) VALUES (0, 't', 'x', now() - interval '10 seconds');
@@ -216,8 +220,9 @@ func TestDatabaseGauges(t *testing.T) {
 	require.Equal(t, 4.0, gauge("lockworker_locks_held"), "a lease of a session is held while its session is open")
 	require.Equal(t, 2.0, gauge("lockworker_locks_held_by_mode", "mode", "shared"))
 	require.Equal(t, 2.0, gauge("lockworker_locks_held_by_mode", "mode", "exclusive"))
-	require.Equal(t, 1.0, gauge("lockworker_sessions"))
-	require.Equal(t, 1.0, gauge("lockworker_leases_overdue"))
+	require.Equal(t, 1.0, gauge("lockworker_sessions"), "a session past its expiry is not open")
+	require.Equal(t, 1.0, gauge("lockworker_sessions_overdue"))
+	require.Equal(t, 3.0, gauge("lockworker_leases_overdue"), "a lease of a session past its expiry, or gone, is overdue")
 	require.Equal(t, 1.0, gauge("lockworker_lock_waiters"))
 	require.Equal(t, 2.0, gauge("lockworker_outbox_backlog"))
 	require.Equal(t, 1.0, gauge("lockworker_outbox_parked"))
