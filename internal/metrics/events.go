@@ -38,7 +38,9 @@ func (m *Metrics) Events(requestID string, evs []topics.Event) {
 			// A release, a newer acquire of the owner or its session's end
 			// took the wait off the queue: it is never granted.
 			m.events.forget(ev.RequestID)
-		case topics.TypeReleased:
+		case topics.TypeReleased, topics.TypeRevoked:
+			// A revoke's answer to its sender repeats its last holder's
+			// event: the fencing token counts it once.
 			if li := ev.LockInfo; li != nil && li.AcquiredAt != nil && m.events.ended(li.FencingToken) {
 				m.holdTime.Observe(ev.OccurredAt.Sub(li.AcquiredAt.Time).Seconds())
 			}

@@ -112,7 +112,7 @@ func New(cfg Config) *Metrics {
 		}),
 		holdTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "lock_hold_seconds", Buckets: leaseBuckets,
-			Help: "How long a lease was held: from acquired_at to its release, or to expires_at when it ran out.",
+			Help: "How long a lease was held: from acquired_at to its release or revoke, or to expires_at when it ran out.",
 		}),
 		waitTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "lock_wait_seconds", Buckets: leaseBuckets,

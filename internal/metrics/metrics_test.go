@@ -107,6 +107,24 @@ func TestEvents(t *testing.T) {
 	require.Empty(t, m.events.waiting)
 }
 
+// TestRevokedLeasesAreMeasured: a revoke ends leases too, so their holds
+// count, each once: the revoker's answer repeats the last holder's event,
+// and a duplicate revoke is answered with it again.
+func TestRevokedLeasesAreMeasured(t *testing.T) {
+	m := New(Config{})
+	t0 := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	first := &topics.LockInfo{LockName: "job", FencingToken: 10, AcquiredAt: at(t0), ExpiresAt: at(t0.Add(time.Hour))}
+	second := &topics.LockInfo{LockName: "job", FencingToken: 11, AcquiredAt: at(t0.Add(5 * time.Second)), ExpiresAt: at(t0.Add(time.Hour))}
+	revokedAt := t0.Add(20 * time.Second)
+	answer := ev(topics.TypeRevoked, "rv", revokedAt, second)
+	m.Events("rv", []topics.Event{ev(topics.TypeRevoked, "", revokedAt, first), ev(topics.TypeRevoked, "", revokedAt, second), answer})
+	m.Events("rv", []topics.Event{answer})
+
+	hold := series(t, m, "lockworker_lock_hold_seconds").GetHistogram()
+	require.Equal(t, uint64(2), hold.GetSampleCount())
+	require.Equal(t, 35.0, hold.GetSampleSum(), "acquired_at to the revoke")
+}
+
 // TestWithdrawnWaitsAreForgotten: a withdrawn wait leaves the tracker, so
 // more than maxTracked of them still leave room to measure the next wait;
 // waits beyond maxTracked are counted unmeasured.
