@@ -388,6 +388,26 @@ func TestLocksHealthVacuum(t *testing.T) {
 	}
 }
 
+// TestLocksHealthSharesTheScrapesRead: /health/locks answers from the read
+// of the database gauges that /metrics made (cached for statsMaxAge, 10 s),
+// not by counting the tables again for each request on an open port.
+func TestLocksHealthSharesTheScrapesRead(t *testing.T) {
+	e := newEnv(t, nil)
+	code, body := e.get("/metrics", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "\nlockworker_locks_held 0\n")
+	e.apply(
+		topics.Command{RequestID: "r1", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 60},
+		topics.Command{RequestID: "r2", Operation: "acquire", LockName: "job", OwnerID: "b", WaitTimeout: 30},
+	)
+	var lh LocksHealth
+	code, body = e.get("/health/locks", &lh)
+	require.Equal(t, http.StatusOK, code, body)
+	require.NotNil(t, lh.LockStats, body)
+	require.Zero(t, lh.HeldLocks, "the scrape's read, younger than statsMaxAge")
+	require.Zero(t, lh.Waiters)
+}
+
 // TestDatabaseReadsAreBounded: however many requests come at once, at most
 // dbSlots of them (and one /health, and one scrape) hold connections of the
 // worker's pool;

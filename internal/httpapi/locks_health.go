@@ -8,7 +8,8 @@ import (
 	"github.com/omninode/lockworker/worker"
 )
 
-// LocksHealth is /health/locks: the whole database's locks and outbox.
+// LocksHealth is /health/locks: the whole database's locks and outbox, as
+// the database gauges last read them (metrics.Metrics.LockStats).
 type LocksHealth struct {
 	Status string `json:"status"`
 	// LockStats is absent when they could not be read.
@@ -27,11 +28,9 @@ func (s *server) locksHealth(w http.ResponseWriter, r *http.Request) {
 		v := s.cfg.Vacuum()
 		vacuum = &v
 	}
-	var stats metrics.LockStats
-	err := s.withDB(ctx, func(ctx context.Context) (err error) {
-		stats, err = metrics.ReadLockStats(ctx, s.cfg.Pool)
-		return err
-	})
+	// The scrapes' read, cached and shared: the counts scan whole tables,
+	// and the port is open to anyone.
+	stats, err := s.cfg.Metrics.LockStats(ctx)
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, LocksHealth{Status: statusUnavailable, Error: err.Error(), Vacuum: vacuum})
 		return

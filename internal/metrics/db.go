@@ -46,7 +46,7 @@ type LockStats struct {
 	OldestUnpublishedSeconds float64 `json:"oldest_unpublished_age_seconds"`
 }
 
-// ReadLockStats counts leases (a shared lock or a semaphore has one per
+// readLockStats counts leases (a shared lock or a semaphore has one per
 // holder), waiters, sessions and the outbox. The counts scan their
 // (normally small) tables, so bound ctx.
 //
@@ -55,7 +55,7 @@ type LockStats struct {
 // session's row is gone. The join is a hash of sessions, one more scan of
 // that small table. Every count takes the statement's instant, so that a
 // lease is held or overdue, never both.
-func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
+func readLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 	var s LockStats
 	err := pool.QueryRow(ctx, `
 		SELECT count(*) FILTER (WHERE ends > statement_timestamp()),
@@ -78,7 +78,8 @@ func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 	return s, nil
 }
 
-// statsMaxAge is how long one read of LockStats answers scrapes: the read
+// statsMaxAge is how long one read of LockStats answers scrapes and
+// /health/locks (Metrics.LockStats): the read
 // counts whole tables (100,000 leases, half of them in sessions, 50,000
 // waiters and 20,000 sessions: about 40 ms and 3,100 buffers), so more
 // scrapers, or a shorter scrape interval, must not read more often. A failed read is not kept: the next
@@ -86,9 +87,10 @@ func ReadLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 const statsMaxAge = 10 * time.Second
 
 // dbCollector reports LockStats read at most once per statsMaxAge.
-// Concurrent scrapes (an HA pair of Prometheus servers) share one read:
-// a scrape arriving while it is under way waits for its result, failure
-// included, so they never hold more than one connection between them.
+// Concurrent scrapes (an HA pair of Prometheus servers) and /health/locks
+// requests share one read: one arriving while it is under way waits for its
+// result, failure included, so they never hold more than one connection
+// between them.
 type dbCollector struct {
 	read    func(context.Context) (LockStats, error)
 	timeout time.Duration
@@ -102,21 +104,23 @@ type dbCollector struct {
 
 func newDBCollector(pool *pgxpool.Pool, timeout time.Duration) *dbCollector {
 	return &dbCollector{
-		read:    func(ctx context.Context) (LockStats, error) { return ReadLockStats(ctx, pool) },
+		read:    func(ctx context.Context) (LockStats, error) { return readLockStats(ctx, pool) },
 		timeout: timeout, now: time.Now,
 	}
 }
 
 // lockStats returns the last successful read while it is younger than
-// statsMaxAge, else joins the read under way or starts one.
-func (c *dbCollector) lockStats() (LockStats, error) {
+// statsMaxAge, else joins the read under way or starts one, waiting for it
+// until ctx ends. The read is bounded by c.timeout, not by ctx: a caller
+// that stops waiting leaves it to the others, and to the cache.
+func (c *dbCollector) lockStats(ctx context.Context) (LockStats, error) {
 	c.mu.Lock()
 	if !c.readAt.IsZero() && c.now().Sub(c.readAt) < statsMaxAge {
 		defer c.mu.Unlock()
 		return c.stats, nil
 	}
 	c.mu.Unlock()
-	v, err, _ := c.flight.Do("stats", func() (any, error) {
+	ch := c.flight.DoChan("stats", func() (any, error) {
 		start := c.now()
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 		defer cancel()
@@ -129,10 +133,15 @@ func (c *dbCollector) lockStats() (LockStats, error) {
 		c.mu.Unlock()
 		return s, nil
 	})
-	if err != nil {
-		return LockStats{}, err
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return LockStats{}, r.Err
+		}
+		return r.Val.(LockStats), nil
+	case <-ctx.Done():
+		return LockStats{}, fmt.Errorf("waiting for the read of the lock statistics under way: %w", ctx.Err())
 	}
-	return v.(LockStats), nil
 }
 
 var (
@@ -157,7 +166,7 @@ func (c *dbCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect reports an invalid metric when the database does not answer in
 // time: the gauges are then absent from the scrape, not stale.
 func (c *dbCollector) Collect(ch chan<- prometheus.Metric) {
-	s, err := c.lockStats()
+	s, err := c.lockStats(context.Background()) // the read's own timeout bounds it
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(heldDesc, err)
 		return

@@ -13,6 +13,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -64,6 +65,7 @@ type Metrics struct {
 
 	vacuum       vacuumMetrics
 	events       *eventTracker
+	db           *dbCollector // nil without Config.Pool
 	queryTimeout time.Duration
 }
 
@@ -180,10 +182,21 @@ func New(cfg Config) *Metrics {
 		m.vacuum.vacuumRuns.WithLabelValues(result)
 	}
 	if cfg.Pool != nil {
-		m.Registry.MustRegister(newDBCollector(cfg.Pool, cfg.QueryTimeout))
+		m.db = newDBCollector(cfg.Pool, cfg.QueryTimeout)
+		m.Registry.MustRegister(m.db)
 	}
 	m.queryTimeout = cfg.QueryTimeout
 	return m
+}
+
+// LockStats returns the database gauges' numbers, for /health/locks: from
+// the same cached read as the scrapes (statsMaxAge), or the read under way,
+// waited for until ctx ends.
+func (m *Metrics) LockStats(ctx context.Context) (LockStats, error) {
+	if m.db == nil {
+		return LockStats{}, errors.New("no database to read: metrics.Config.Pool is not set")
+	}
+	return m.db.lockStats(ctx)
 }
 
 // WatchLag adds lockworker_consumer_lag, read from lag (worker.Worker.Lag)

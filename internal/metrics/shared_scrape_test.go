@@ -69,3 +69,32 @@ func TestConcurrentScrapesShareTheReads(t *testing.T) {
 	require.Equal(t, [2]int{1, 1}, concurrently(db), "one invalid metric each")
 	require.EqualValues(t, 1, failed.Load())
 }
+
+// TestLockStatsWaitsUntilItsContextEnds: /health/locks joins the read the
+// scrapes share and stops waiting for it at its own deadline; the read goes
+// on, and its result answers the next caller from the cache.
+func TestLockStatsWaitsUntilItsContextEnds(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	c := &dbCollector{read: func(context.Context) (LockStats, error) {
+		calls.Add(1)
+		<-release
+		return LockStats{HeldLocks: 7}, nil
+	}, timeout: time.Minute, now: time.Now}
+	m := &Metrics{db: c}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := m.LockStats(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorContains(t, err, "waiting for the read of the lock statistics under way")
+
+	close(release)
+	require.Eventually(t, func() bool {
+		s, err := m.LockStats(context.Background())
+		return err == nil && s.HeldLocks == 7
+	}, 5*time.Second, 10*time.Millisecond)
+	require.EqualValues(t, 1, calls.Load(), "the read given up on is the one that answers")
+
+	_, err = New(Config{}).LockStats(context.Background())
+	require.ErrorContains(t, err, "Config.Pool is not set")
+}
