@@ -263,7 +263,9 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.onClose(pubClient.Close)
-	mets := metrics.New(metrics.Config{Pool: st.Pool})
+	// The HTTP side's share of the pool, which /metrics's reads take too.
+	dbSlots := httpapi.NewDBSlots(st.Pool.Config().MaxConns)
+	mets := metrics.New(metrics.Config{Pool: st.Pool, Hold: dbSlots.Hold})
 	retryMetrics.Store(mets)
 	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool, MaxAttempts: cfg.RelayMaxAttempts, PublishTimeout: deliveryTimeout + 5*time.Second,
 		Logger: log.With().Str("component", "relay").Logger(), OnPublished: mets.Published, OnParked: mets.Parked})
@@ -340,7 +342,7 @@ func (m *Main) Run(ctx context.Context) error {
 		}
 	}()
 	full := httpapi.New(httpapi.Config{
-		Pool: st.Pool, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: stopping, Withdrawn: w.Withdrawn, Vacuum: vac.Status,
+		Pool: st.Pool, DBSlots: dbSlots, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: stopping, Withdrawn: w.Withdrawn, Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Started: m.started, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	})
 	m.starting("joining the consumer group")

@@ -25,6 +25,11 @@ type Config struct {
 	// Pool is the worker's own pool, so the checks fail when the worker
 	// cannot reach PostgreSQL (and wait like the worker when it is full).
 	Pool *pgxpool.Pool
+	// DBSlots bound the endpoints' reads of Pool. Give Metrics the same
+	// (metrics.Config.Hold: DBSlots.Hold), so that /metrics's reads count
+	// in the bound too. Default: NewDBSlots(Pool's MaxConns), which
+	// /metrics's reads then do not take.
+	DBSlots *DBSlots
 	// Kafka is the worker's Kafka client.
 	Kafka *kgo.Client
 	// Metrics serves /metrics and /health/metrics.
@@ -60,10 +65,9 @@ type Config struct {
 }
 
 type server struct {
-	cfg Config
-	// withDB's slots: the endpoints', and /health's own.
-	db, probeDB chan struct{}
-	kafka       *sharedPing
+	cfg   Config
+	db    *DBSlots
+	kafka *sharedPing
 }
 
 // maxScrapes is how many /metrics requests are served at once.
@@ -80,8 +84,10 @@ func New(cfg Config) http.Handler {
 	if cfg.Started.IsZero() {
 		cfg.Started = time.Now()
 	}
-	s := &server{cfg: cfg, db: make(chan struct{}, dbSlots), probeDB: make(chan struct{}, 1),
-		kafka: &sharedPing{ping: cfg.Kafka.Ping, timeout: cfg.CheckTimeout}}
+	if cfg.DBSlots == nil {
+		cfg.DBSlots = NewDBSlots(cfg.Pool.Config().MaxConns)
+	}
+	s := &server{cfg: cfg, db: cfg.DBSlots, kafka: &sharedPing{ping: cfg.Kafka.Ping, timeout: cfg.CheckTimeout}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/live", s.live)
@@ -103,8 +109,8 @@ func New(cfg Config) http.Handler {
 		// statsMaxAge). Concurrent scrapes (an HA pair of Prometheus
 		// servers, a person's curl) share those reads (internal/metrics
 		// singleflights them), so they hold two connections at most
-		// whatever their number; the bound only stops a flood, past which
-		// a scrape gets 503.
+		// whatever their number (DBSlots bound them with the rest); the
+		// bound here only stops a flood, past which a scrape gets 503.
 		MaxRequestsInFlight: maxScrapes,
 	}))
 	// Every other request is answered in JSON too, as while starting, not

@@ -3,10 +3,10 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -35,22 +34,27 @@ type env struct {
 	srv   *httptest.Server
 	proxy *tcpproxy.Proxy
 	kafka *kfake.Cluster
+	slots *DBSlots
 	token string // sent as the bearer token when set
 }
 
 // newEnv serves the endpoints over a store reached through a proxy and a
 // kfake broker.
 func newEnv(t testing.TB, stopping <-chan struct{}, configure ...func(*Config)) *env {
+	return newEnvPool(t, stopping, 8, configure...)
+}
+
+// newEnvPool is newEnv with a pool of maxConns connections. /metrics reads
+// the consumer lag as the worker's does: PostgreSQL's stored offsets.
+func newEnvPool(t testing.TB, stopping <-chan struct{}, maxConns int32, configure ...func(*Config)) *env {
 	sch := testdb.NewSchema(t)
 	direct := sch.Open(t, store.Config{})
 	require.NoError(t, direct.Migrate(context.Background()))
 	proxied, proxy := testdb.Proxied(t, sch.URL)
 	sch.URL = proxied
-	// More connections than HTTP may hold, so that a breach of its bound
-	// shows (TestDatabaseReadsAreBounded). No lock_timeout: a read waits
-	// for a locked table as long as its check lets it
-	// (TestHealthHasItsOwnSlot).
-	st := sch.Open(t, store.Config{MaxConns: 8, LockTimeout: -1})
+	// No lock_timeout: a read waits for a locked table as long as its
+	// check lets it (TestHealthHasItsOwnSlot).
+	st := sch.Open(t, store.Config{MaxConns: maxConns, LockTimeout: -1})
 
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
@@ -70,16 +74,20 @@ func newEnv(t testing.TB, stopping <-chan struct{}, configure ...func(*Config)) 
 
 	// The default check timeout: a busy machine's reads take their time.
 	// Tests of a hung database shorten it (hung).
-	cfg := Config{Pool: st.Pool, Kafka: cl, Stopping: stopping,
+	cfg := Config{Pool: st.Pool, DBSlots: NewDBSlots(maxConns), Kafka: cl, Stopping: stopping,
 		Partitions: func() []int32 { return []int32{1, 2} }, Instance: "test", Group: "g", CheckTimeout: 2 * time.Second, Vacuum: vac.Status}
 	for _, c := range configure {
 		c(&cfg)
 	}
-	cfg.Metrics = metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: cfg.CheckTimeout})
+	cfg.Metrics = metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: cfg.CheckTimeout, Hold: cfg.DBSlots.Hold})
+	cfg.Metrics.WatchLag(func(ctx context.Context) (map[int32]int64, error) {
+		_, err := st.Offsets(ctx, cfg.Group, "locks.commands")
+		return map[int32]int64{1: 0, 2: 0}, err
+	})
 	h := New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &env{t: t, st: direct, srv: srv, proxy: proxy, kafka: c}
+	return &env{t: t, st: direct, srv: srv, proxy: proxy, kafka: c, slots: cfg.DBSlots}
 }
 
 func (e *env) get(path string, v any) (int, string) {
@@ -408,86 +416,111 @@ func TestLocksHealthSharesTheScrapesRead(t *testing.T) {
 	require.Zero(t, lh.Waiters)
 }
 
-// TestDatabaseReadsAreBounded: however many requests come at once, at most
-// dbSlots of them (and one /health, and one scrape) hold connections of the
-// worker's pool;
-// the rest answer 503 when their check's time is up without taking one, so
-// the HTTP port cannot take the connections the worker's batches need.
+// TestDatabaseReadsAreBounded: however many requests come at once, to
+// every endpoint that reads PostgreSQL, /metrics's two reads included, the
+// HTTP side reads on at most httpConns of the worker's pool (half of it),
+// so the HTTP port cannot take the connections the worker's batches need,
+// in a small pool too. The tables they read are locked meanwhile, so each
+// read holds its connection, waiting, until the test lets them go.
 func TestDatabaseReadsAreBounded(t *testing.T) {
-	var pool *pgxpool.Pool
-	e := newEnv(t, nil, hung, func(c *Config) { pool = c.Pool })
-	e.proxy.Hang()
-	var most atomic.Int32
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
+	for _, maxConns := range []int32{1, 4, 8} {
+		t.Run(fmt.Sprint(maxConns), func(t *testing.T) {
+			e := newEnvPool(t, nil, maxConns, func(c *Config) { c.CheckTimeout = time.Minute })
+			ctx := context.Background()
+			tx, err := e.st.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			_, err = tx.Exec(ctx, `LOCK TABLE locks, lock_holders, lock_waiters, sessions, outbox, consumer_offsets IN ACCESS EXCLUSIVE MODE`)
+			require.NoError(t, err)
+			waiting := func() int {
+				var n int
+				require.NoError(t, e.st.Pool.QueryRow(ctx, `SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted
+					AND relation = ANY (ARRAY['locks', 'lock_holders', 'lock_waiters', 'sessions', 'outbox', 'consumer_offsets']::regclass[])`).Scan(&n))
+				return n
 			}
-			if n := pool.Stat().AcquiredConns(); n > most.Load() {
-				most.Store(n)
+			paths := []string{"/locks/x", "/health/postgres", "/health/locks", "/health", "/metrics", "/sessions/x"}
+			var wg sync.WaitGroup
+			for i := range 18 {
+				wg.Go(func() {
+					path := paths[i%len(paths)]
+					code, body := e.get(path, nil)
+					require.Contains(t, []int{http.StatusOK, http.StatusNotFound}, code, "%s answers once the tables are free: %s", path, body)
+				})
 			}
-			runtime.Gosched()
-		}
-	}()
-	paths := []string{"/locks/x", "/health/postgres", "/health/locks", "/health", "/metrics"}
-	var wg sync.WaitGroup
-	for i := range 12 {
-		wg.Go(func() {
-			path := paths[i%len(paths)]
-			code, body := e.get(path, nil)
-			if path == "/metrics" {
-				return // 200 without the database gauges (the scrapes share one read)
+			want := httpConns(maxConns)
+			require.Eventually(t, func() bool { return waiting() >= want }, 30*time.Second, 10*time.Millisecond,
+				"the reads fill the HTTP side's slots")
+			for range 20 {
+				require.LessOrEqual(t, waiting(), want, "no read beyond them")
+				time.Sleep(10 * time.Millisecond)
 			}
-			require.Equal(t, http.StatusServiceUnavailable, code, "%s: %s", path, body)
+			require.NoError(t, tx.Rollback(ctx))
+			wg.Wait()
 		})
 	}
-	wg.Wait()
-	close(stop)
-	<-sampled
-	require.LessOrEqual(t, most.Load(), int32(dbSlots+2))
-	e.proxy.Restore()
 }
 
-// TestHealthHasItsOwnSlot: inspection requests holding every shared
-// database slot (each waiting for a table the test locks) do not keep
-// /health, the readiness probe, waiting: it reads on a slot of its own.
-func TestHealthHasItsOwnSlot(t *testing.T) {
-	// Checks long enough that the holders keep their slots until the test
-	// lets the table go.
-	e := newEnv(t, nil, func(c *Config) { c.CheckTimeout = time.Minute })
-	ctx := context.Background()
-	tx, err := e.st.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `LOCK TABLE locks IN ACCESS EXCLUSIVE MODE`)
-	require.NoError(t, err)
-	codes := make([]int, dbSlots)
-	var holders sync.WaitGroup
-	for i := range codes {
-		holders.Go(func() { codes[i], _ = e.get("/locks/x", nil) })
+// The HTTP side's share of a pool of any size: at most half of it, its
+// endpoints' reads at most a quarter, one connection at least, and, from
+// four connections on, one left for /health's own read; from the default
+// 10 on, as many as its reads can use (none waits for another).
+func TestDBSlotsShareOfThePool(t *testing.T) {
+	for n := int32(1); n <= 1000; n++ {
+		all, requests := httpConns(n), requestConns(n)
+		require.LessOrEqual(t, all, max(1, int(n)/2), n)
+		require.LessOrEqual(t, requests, max(1, int(n)/4), n)
+		require.GreaterOrEqual(t, requests, 1, n)
+		if n >= 4 {
+			require.Less(t, requests, all, n)
+		}
+		if n >= 10 {
+			require.Equal(t, maxRequestConns+1+2, all, n)
+			require.Equal(t, maxRequestConns, requests, n)
+		}
 	}
-	require.Eventually(t, func() bool {
-		var waiting int
-		err := e.st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
-			WHERE relation = 'locks'::regclass AND mode = 'AccessShareLock' AND NOT granted`).Scan(&waiting)
-		return err == nil && waiting == dbSlots
-	}, 30*time.Second, 10*time.Millisecond, "the inspection requests wait for the table, holding the shared slots")
+}
 
-	// Waiting for a shared slot, /health would wait out its check and fail it.
-	var h Health
-	code, body := e.get("/health", &h)
-	require.Equal(t, http.StatusOK, code, body)
-	require.Equal(t, "ok", h.Checks["postgres"].Status)
+// TestHealthHasItsOwnSlot: inspection requests holding every slot of the
+// endpoints (each waiting for a table the test locks) do not keep /health,
+// the readiness probe, waiting: it reads on a slot of its own, in a pool of
+// four connections too (one slot each, of the HTTP side's two).
+func TestHealthHasItsOwnSlot(t *testing.T) {
+	for _, maxConns := range []int32{4, 8} {
+		t.Run(fmt.Sprint(maxConns), func(t *testing.T) {
+			// Checks long enough that the holders keep their slots until the
+			// test lets the table go.
+			e := newEnvPool(t, nil, maxConns, func(c *Config) { c.CheckTimeout = time.Minute })
+			ctx := context.Background()
+			tx, err := e.st.Pool.Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = tx.Rollback(ctx) }()
+			_, err = tx.Exec(ctx, `LOCK TABLE locks IN ACCESS EXCLUSIVE MODE`)
+			require.NoError(t, err)
+			codes := make([]int, cap(e.slots.requests))
+			var holders sync.WaitGroup
+			for i := range codes {
+				holders.Go(func() { codes[i], _ = e.get("/locks/x", nil) })
+			}
+			require.Eventually(t, func() bool {
+				var waiting int
+				err := e.st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
+					WHERE relation = 'locks'::regclass AND mode = 'AccessShareLock' AND NOT granted`).Scan(&waiting)
+				return err == nil && waiting == len(codes)
+			}, 30*time.Second, 10*time.Millisecond, "the inspection requests wait for the table, holding the endpoints' slots")
 
-	require.NoError(t, tx.Rollback(ctx))
-	holders.Wait()
-	for _, code := range codes {
-		require.Equal(t, http.StatusNotFound, code, "the holders answer once the table is free")
+			// Waiting for an endpoints' slot, /health would wait out its
+			// check and fail it.
+			var h Health
+			code, body := e.get("/health", &h)
+			require.Equal(t, http.StatusOK, code, body)
+			require.Equal(t, "ok", h.Checks["postgres"].Status)
+
+			require.NoError(t, tx.Rollback(ctx))
+			holders.Wait()
+			for _, code := range codes {
+				require.Equal(t, http.StatusNotFound, code, "the holders answer once the table is free")
+			}
+		})
 	}
 }
 
@@ -495,10 +528,10 @@ func TestHealthHasItsOwnSlot(t *testing.T) {
 // without reading. (Which requests of a burst wait depends on when each
 // started: here the slots are held for as long as the test likes.)
 func TestWithDBWaitsForASlot(t *testing.T) {
-	slots := make(chan struct{}, dbSlots)
+	slots := make(chan struct{}, maxRequestConns)
 	release := make(chan struct{})
 	var holding sync.WaitGroup
-	for range dbSlots {
+	for range maxRequestConns {
 		holding.Add(1)
 		go func() {
 			_ = hold(context.Background(), slots, nil, func(context.Context) error { holding.Done(); <-release; return nil })

@@ -102,11 +102,8 @@ type dbCollector struct {
 	readAt time.Time // when the last successful read began; zero: none
 }
 
-func newDBCollector(pool *pgxpool.Pool, timeout time.Duration) *dbCollector {
-	return &dbCollector{
-		read:    func(ctx context.Context) (LockStats, error) { return readLockStats(ctx, pool) },
-		timeout: timeout, now: time.Now,
-	}
+func newDBCollector(read func(context.Context) (LockStats, error), timeout time.Duration) *dbCollector {
+	return &dbCollector{read: read, timeout: timeout, now: time.Now}
 }
 
 // lockStats returns the last successful read while it is younger than

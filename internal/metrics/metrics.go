@@ -36,6 +36,12 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// QueryTimeout bounds each scrape-time read. Default 2 s.
 	QueryTimeout time.Duration
+	// Hold, when set, runs each scrape-time read (the database gauges',
+	// and the consumer lag's of WatchLag, which reads PostgreSQL's stored
+	// offsets) in the HTTP side's bound on the pool's connections
+	// (httpapi.DBSlots.Hold); QueryTimeout bounds the wait for it and the
+	// read together. Default: the read runs at once.
+	Hold func(ctx context.Context, read func(context.Context) error) error
 }
 
 // Metrics is every measurement of one lockworker process.
@@ -66,6 +72,7 @@ type Metrics struct {
 	vacuum       vacuumMetrics
 	events       *eventTracker
 	db           *dbCollector // nil without Config.Pool
+	hold         func(context.Context, func(context.Context) error) error
 	queryTimeout time.Duration
 }
 
@@ -81,6 +88,9 @@ var (
 func New(cfg Config) *Metrics {
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = 2 * time.Second
+	}
+	if cfg.Hold == nil {
+		cfg.Hold = func(ctx context.Context, read func(context.Context) error) error { return read(ctx) }
 	}
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
@@ -181,11 +191,11 @@ func New(cfg Config) *Metrics {
 	for _, result := range vacuumResults {
 		m.vacuum.vacuumRuns.WithLabelValues(result)
 	}
+	m.hold, m.queryTimeout = cfg.Hold, cfg.QueryTimeout
 	if cfg.Pool != nil {
-		m.db = newDBCollector(cfg.Pool, cfg.QueryTimeout)
+		m.db = newDBCollector(held(m.hold, func(ctx context.Context) (LockStats, error) { return readLockStats(ctx, cfg.Pool) }), cfg.QueryTimeout)
 		m.Registry.MustRegister(m.db)
 	}
-	m.queryTimeout = cfg.QueryTimeout
 	return m
 }
 
@@ -203,7 +213,15 @@ func (m *Metrics) LockStats(ctx context.Context) (LockStats, error) {
 // at scrape time. The worker is created after the relay, which needs
 // Published: hence a method, not a Config field.
 func (m *Metrics) WatchLag(lag func(context.Context) (map[int32]int64, error)) {
-	m.Registry.MustRegister(&lagCollector{lag: lag, timeout: m.queryTimeout})
+	m.Registry.MustRegister(&lagCollector{lag: held(m.hold, lag), timeout: m.queryTimeout})
+}
+
+// held is read run through hold (Config.Hold).
+func held[T any](hold func(context.Context, func(context.Context) error) error, read func(context.Context) (T, error)) func(context.Context) (T, error) {
+	return func(ctx context.Context) (v T, err error) {
+		err = hold(ctx, func(ctx context.Context) error { v, err = read(ctx); return err })
+		return v, err
+	}
 }
 
 // Batch implements worker.Metrics.

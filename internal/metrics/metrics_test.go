@@ -281,15 +281,13 @@ func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
 	}
 	hold("one")
 
-	c := newDBCollector(st.Pool, 2*time.Second)
 	var reads int
-	read := c.read
-	c.read = func(ctx context.Context) (LockStats, error) {
+	c := newDBCollector(func(ctx context.Context) (LockStats, error) {
 		if reads++; reads == 1 {
 			return LockStats{}, errors.New("the database is down")
 		}
-		return read(ctx)
-	}
+		return readLockStats(ctx, st.Pool)
+	}, 2*time.Second)
 	clock := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return clock }
 	m := New(Config{})

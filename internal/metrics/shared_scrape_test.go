@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // concurrently collects c twice at once and returns how many metrics each
@@ -97,4 +99,30 @@ func TestLockStatsWaitsUntilItsContextEnds(t *testing.T) {
 
 	_, err = New(Config{}).LockStats(context.Background())
 	require.ErrorContains(t, err, "Config.Pool is not set")
+}
+
+// TestScrapeReadsTakeHold: the database gauges' read and the consumer
+// lag's run inside Config.Hold (the HTTP side's slots of the pool), and a
+// read Hold does not let run is not made: its gauges are missing.
+func TestScrapeReadsTakeHold(t *testing.T) {
+	st := testdb.New(t)
+	var holds atomic.Int32
+	m := New(Config{Pool: st.Pool, Hold: func(ctx context.Context, read func(context.Context) error) error {
+		holds.Add(1)
+		return read(ctx)
+	}})
+	m.WatchLag(func(context.Context) (map[int32]int64, error) { return map[int32]int64{0: 1}, nil })
+	_, err := m.Registry.Gather()
+	require.NoError(t, err)
+	require.EqualValues(t, 2, holds.Load())
+
+	m = New(Config{Pool: st.Pool, Hold: func(context.Context, func(context.Context) error) error { return errors.New("no slot") }})
+	m.WatchLag(func(context.Context) (map[int32]int64, error) {
+		t.Error("the lag read without a slot")
+		return nil, nil
+	})
+	_, err = m.Registry.Gather()
+	require.ErrorContains(t, err, "no slot")
+	absent(t, m, "lockworker_locks_held")
+	absent(t, m, "lockworker_consumer_lag")
 }
