@@ -17,22 +17,39 @@ import (
 	"github.com/omninode/lockworker/worker"
 )
 
-// TestSessionTimeoutRefused: a session timeout below the broker's
-// group.min.session.timeout.ms (the embedded broker's is Apache Kafka's 6 s)
-// stops the service with ErrSessionTimeout instead of retrying forever.
+// TestSessionTimeoutRefused: a session timeout below another broker's
+// group.min.session.timeout.ms (here Apache Kafka's 6 s) stops the service
+// with ErrSessionTimeout instead of retrying forever; below the embedded
+// broker's, which config knows, it is refused before anything starts, as
+// a configuration (exit code 2).
 func TestSessionTimeoutRefused(t *testing.T) {
+	kafka, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(config.ApacheMinSessionTimeout))
+	require.NoError(t, err)
+	defer kafka.Close()
 	m := NewMain()
 	m.Config.Postgres.URL = testdb.NewSchema(t).URL
 	m.Config.HTTPAddr = "127.0.0.1:0"
-	m.Config.Embedded.Addr, m.Config.Embedded.Dir = "127.0.0.1:0", t.TempDir()
+	m.Config.Kafka.BootstrapServers = kafka.ListenAddrs()
 	m.Config.Kafka.SessionTimeout = 2 * time.Second
 	require.NoError(t, m.Config.Validate())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := m.Run(ctx)
+	err = m.Run(ctx)
 	m.Close()
 	require.ErrorIs(t, err, worker.ErrSessionTimeout)
 	require.ErrorContains(t, err, "KAFKA_SESSION_TIMEOUT")
+
+	m = NewMain()
+	m.Config.Postgres.URL = "postgres://nobody@127.0.0.1:1/none" // never reached
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.Config.Embedded.Addr, m.Config.Embedded.Dir = "127.0.0.1:0", t.TempDir()
+	m.Config.Kafka.SessionTimeout = 2 * time.Second
+	err = m.Run(ctx)
+	m.Close()
+	require.ErrorContains(t, err, "KAFKA_SESSION_TIMEOUT")
+	require.ErrorContains(t, err, "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT")
+	require.Equal(t, 2, exitStatus(err, false))
+	require.Nil(t, m.Embedded, "refused before the broker starts")
 }
 
 // TestStaticMemberLeavesOnStop: a static member that stops cleanly leaves

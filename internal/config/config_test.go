@@ -287,6 +287,27 @@ func TestErrors(t *testing.T) {
 		assert.Contains(t, err.Error(), `KAFKA_TOPIC_REPLICATION_FACTOR: "3" needs KAFKA_BOOTSTRAP_SERVERS`)
 	})
 
+	t.Run("a session timeout the embedded broker would refuse", func(t *testing.T) {
+		_, err := FromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "3"}))
+		require.ErrorContains(t, err, `KAFKA_SESSION_TIMEOUT: "3s" is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (6s)`)
+		_, err = FromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "5", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "5.5"}))
+		require.ErrorContains(t, err, `KAFKA_SESSION_TIMEOUT: "5s" is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (5.5s)`)
+		c := Default()
+		c.Kafka.SessionTimeout = 2 * time.Second
+		require.ErrorContains(t, c.Validate(), "KAFKA_SESSION_TIMEOUT", "a Config built in code for the embedded broker")
+
+		for name, e := range map[string]map[string]string{
+			"at the minimum":                           {"KAFKA_SESSION_TIMEOUT": "6"},
+			"the minimum lowered":                      {"KAFKA_SESSION_TIMEOUT": "3", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "3"},
+			"another broker, whose minimum may differ": {"KAFKA_SESSION_TIMEOUT": "3", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"},
+			// The group's timeout, which the embedded broker takes at any value.
+			"the consumer protocol": {"KAFKA_SESSION_TIMEOUT": "3", "KAFKA_GROUP_PROTOCOL": "consumer"},
+		} {
+			_, err := FromEnv(env(e))
+			require.NoError(t, err, name)
+		}
+	})
+
 	t.Run("a bad KAFKA_BOOTSTRAP_SERVERS is not also a missing one", func(t *testing.T) {
 		for _, brokers := range []string{"kafka:0", " , "} {
 			_, err := FromEnv(env(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": brokers, "KAFKA_TLS_ENABLED": "true",

@@ -268,6 +268,14 @@ func (c Config) validate(bootstrapSet bool) []error {
 		if rf := c.Topics.ReplicationFactor; rf > 1 {
 			fail("KAFKA_TOPIC_REPLICATION_FACTOR", strconv.Itoa(int(rf)), "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker is one broker, so topics can have only one replica: use -1 or 1)")
 		}
+		// Its group.min.session.timeout.ms is known here: the join would
+		// be refused only once the service had started. The consumer
+		// protocol's timeout is the group's, which it takes at any value.
+		if k.GroupProtocol == GroupProtocolClassic && k.SessionTimeout < c.Embedded.MinSessionTimeout {
+			fail("KAFKA_SESSION_TIMEOUT", k.SessionTimeout.String(),
+				"is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (%s), the embedded broker's group.min.session.timeout.ms, so it would refuse the consumer group's join: raise KAFKA_SESSION_TIMEOUT or lower EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT",
+				c.Embedded.MinSessionTimeout)
+		}
 	}
 
 	t := c.Topics
