@@ -14,12 +14,15 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	sdk "github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/config"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -126,6 +129,35 @@ func TestAuthenticatedService(t *testing.T) {
 	}
 	require.NoError(t, held.Err(), "the lease is untouched")
 	require.NoError(t, held.Release(ctx))
+}
+
+// With AUTH_REQUIRED and no INSPECT_TOKEN the start warns that the HTTP
+// inspection endpoints stay open, to every namespace; with one it does not.
+func TestAuthWithoutInspectTokenWarns(t *testing.T) {
+	keys := t.TempDir()
+	keyPair(t, keys, "issuer")
+	const warning = "AUTH_REQUIRED=true without INSPECT_TOKEN"
+	for _, token := range []string{"", "inspect-secret-0123456789"} {
+		logs := &testlog.Buffer{}
+		m := NewMain()
+		m.Logger = zerolog.New(logs)
+		m.Config.Postgres.URL = "postgres://nobody@127.0.0.1:1/none" // never reached
+		m.Config.HTTPAddr = "127.0.0.1:0"
+		m.Config.Kafka.BootstrapServers = []string{freeAddr(t)}
+		m.Config.Auth = config.AuthConfig{Required: true, Keys: keys}
+		m.Config.InspectToken = token
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // the warnings come first: Run stops at the next step
+		require.ErrorIs(t, m.Run(ctx), context.Canceled)
+		m.Close()
+		if token == "" {
+			line := logLine(t, logs.String(), warning)
+			assert.Contains(t, line, `"level":"warn"`)
+			assert.Contains(t, line, "/locks/*, /sessions/*, /health/locks")
+		} else {
+			assert.NotContains(t, logs.String(), warning)
+		}
+	}
 }
 
 // TestReplyTopicsBounded: the abuse of the security review, 20 commands

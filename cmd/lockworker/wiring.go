@@ -136,6 +136,11 @@ func (m *Main) Run(ctx context.Context) error {
 	if cfg.Kafka.TLS.InsecureSkipVerify {
 		log.Warn().Msg("KAFKA_TLS_INSECURE_SKIP_VERIFY=true: any broker certificate is accepted, so whoever sits between lockworker and Kafka can read and change its traffic, SASL password included (for tests only)")
 	}
+	if cfg.Auth.Required && cfg.InspectToken == "" {
+		// The namespace claims guard Kafka only: an operator turning
+		// authentication on may take HTTP for guarded too.
+		log.Warn().Str("http_addr", cfg.HTTPAddr).Msg("AUTH_REQUIRED=true without INSPECT_TOKEN: the HTTP inspection endpoints (/locks/*, /sessions/*, /health/locks) stay open to anyone who reaches HTTP_ADDR, and show every namespace's holders, owner ids, fencing tokens and session ids; set INSPECT_TOKEN, or keep the port private")
+	}
 	names := m.names()
 	// First, so that a taken HTTP_ADDR fails at once, and probes can tell
 	// a replica migrating or checking its topics from one that hangs.
