@@ -588,7 +588,9 @@ func (l *Lease) releaseEnded(ended error) error {
 // Extend lengthens the lease by d from its current expiry (the contract's
 // extension_duration; 0: the lease's own duration). A refusal means the lease
 // is gone: it is then lost; except ErrMaxHoldExceeded (past WithMaxHold),
-// which leaves it held until its current expiry. An answer that breaks the
+// which leaves it held until its current expiry, unless the error also
+// wraps ErrLeaseLost (the refusal, read late, showed that expiry passed):
+// check ErrLeaseLost first. An answer that breaks the
 // contract (no lock_info, a lease_duration out of range) loses the lease
 // too, with that answer as the cause, and releases it, best effort, by its
 // fencing token (also when it was lost or released first: the worker may

@@ -29,7 +29,7 @@ func TestFractionalSeconds(t *testing.T) {
 	}
 	for i, tc := range []struct{ lease, by, maxHold float64 }{
 		{4.1, 1.001, 0},
-		{8.2, 1.0000055, 0}, // a tie: to even
+		{8.2, 1.0000045, 0}, // a tie (1,000,004.5 µs): to even
 		{0.5, 0.501, 1.001}, // to the cap itself
 	} {
 		for _, path := range []string{"general", "ahead", "inline"} {

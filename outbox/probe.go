@@ -44,7 +44,9 @@ type probed struct {
 // maxHeldBytes of rows (a unit past them is published in the pass, as any),
 // and returns the others. A unit of a topic a probe publishes already
 // (OrderAcrossTopics splits a topic's rows into runs) is dropped: its rows
-// stay in the table, behind the probe's. p.lock is held.
+// stay in the table, behind the probe's; one of a topic whose earlier run
+// was kept for the pass is kept too, or it could overtake that run. p.lock
+// is held.
 func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []unit {
 	pr := p.probes
 	running := 0
@@ -53,9 +55,10 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 			running++
 		}
 	}
+	kept := map[string]bool{}
 	return slices.DeleteFunc(units, func(u unit) bool {
 		b, ok := p.blocked[u.topic]
-		if !ok || b.failures == 0 {
+		if !ok || b.failures == 0 || kept[u.topic] {
 			return false
 		}
 		if b.probing {
@@ -63,6 +66,7 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 		}
 		size := rowBytes(u.rows)
 		if running == maxConcurrentTopics || running > 0 && pr.bytes+size > maxHeldBytes {
+			kept[u.topic] = true
 			return false
 		}
 		running++
@@ -71,6 +75,9 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 		p.blocked[u.topic] = b
 		pr.wg.Add(1)
 		acks := p.acks
+		// Its own copy: a run of OrderAcrossTopics is a slice of the
+		// whole batch, which the probe would keep otherwise.
+		u.rows = slices.Clone(u.rows)
 		go func() {
 			defer pr.wg.Done()
 			err := r.publish(ctx, p, u.topic, u.rows)
@@ -120,7 +127,10 @@ func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
 		b := p.blocked[d.u.topic]
 		b.probing, b.until = false, time.Now() // as if its backoff ended now: a failure starts the next
 		p.blocked[d.u.topic] = b
-		ps.at = d.at
+		ps.at = time.Time{} // a failure's setAside publishes again: acknowledged then
+		if d.err == nil {
+			ps.at = d.at
+		}
 		r.settle(ctx, p, d.u, d.err, ps, p.acks != d.acks)
 	}
 	p.readTable.Store(true)
@@ -148,6 +158,12 @@ func (r *Relay) endProbes(ctx context.Context, p *partition) {
 		}
 	}
 	p.probes = &probes{}
+	for t, b := range p.blocked { // for a DrainOnce after Run (tests)
+		if b.probing {
+			b.probing, b.until = false, time.Now()
+			p.blocked[t] = b
+		}
+	}
 	if ps.res.published == 0 {
 		return
 	}

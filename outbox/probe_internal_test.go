@@ -66,4 +66,17 @@ func TestProbesAreBounded(t *testing.T) {
 	})
 	require.Equal(t, []unit{{topic: "next", rows: []row{{value: make([]byte, 1)}}}}, left, "the first is probed whatever its size")
 	p.probes.wg.Wait()
+
+	// A topic's run kept for the pass keeps its later runs there too,
+	// though they would fit: a probe of them could overtake it.
+	p = &partition{blocked: map[string]block{"big": {failures: 1}, "x": {failures: 1}}, probes: &probes{}}
+	runs := []unit{
+		{topic: "big", rows: []row{{value: make([]byte, maxHeldBytes-10)}}},
+		{topic: "x", rows: []row{{id: 1, value: make([]byte, 20)}}},
+		{topic: "x", rows: []row{{id: 2, value: make([]byte, 5)}}},
+	}
+	left = r.startProbes(ctx, p, runs)
+	require.Len(t, left, 2, "both runs of x in the pass")
+	require.False(t, p.blocked["x"].probing)
+	p.probes.wg.Wait()
 }
