@@ -191,26 +191,42 @@ func (l *Load) consume(ctx context.Context) {
 			if json.Unmarshal(r.Value, &ev) != nil {
 				return
 			}
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			l.replies = append(l.replies, ev)
 			source := ""
 			for _, h := range r.Headers {
 				if h.Key == topics.HeaderCESource {
 					source = string(h.Value)
 				}
 			}
-			l.sources = append(l.sources, source)
-			if li := ev.LockInfo; ev.Type == topics.TypeExpired && li != nil && l.abandoned[li.LockName] {
-				if ch := l.endOf(li.LockName, li.FencingToken); !closed(ch) {
-					close(ch)
-				}
-			}
-			if q := l.reqs[ev.RequestID]; q != nil && ev.Type != topics.TypeQueued && q.answered.IsZero() {
-				q.answered = now
-				close(q.done)
-			}
+			l.receive(ev, source, now)
 		})
+	}
+}
+
+// receive records one reply read at now from source (its ce_source).
+func (l *Load) receive(ev topics.Event, source string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.replies = append(l.replies, ev)
+	l.sources = append(l.sources, source)
+	if li := ev.LockInfo; li != nil && l.abandoned[li.LockName] {
+		switch {
+		case ev.Type == topics.TypeExpired:
+			if ch := l.endOf(li.LockName, li.FencingToken); !closed(ch) {
+				close(ch)
+			}
+		case ev.Type == topics.TypeAcquired && ev.Success:
+			// Registered here, before the request is answered below, not by
+			// abandon once its call returns: Stop takes the leases to wait
+			// for once every acquire in flight is answered, and a lease
+			// registered later would be left out and never seen to expire
+			// (Expiries' Unexpired). Every grant read counts, as in
+			// Expiries, not only the one its requester takes.
+			l.endOf(li.LockName, li.FencingToken)
+		}
+	}
+	if q := l.reqs[ev.RequestID]; q != nil && ev.Type != topics.TypeQueued && q.answered.IsZero() {
+		q.answered = now
+		close(q.done)
 	}
 }
 
@@ -254,7 +270,7 @@ func (l *Load) abandon(ctx context.Context, partition int, lock, owner string) {
 			continue
 		}
 		l.mu.Lock()
-		end := l.endOf(lock, ev.LockInfo.FencingToken)
+		end := l.endOf(lock, ev.LockInfo.FencingToken) // receive made it with the grant
 		l.mu.Unlock()
 		select {
 		case <-end:
@@ -342,6 +358,19 @@ func (l *Load) Stop(settle time.Duration) {
 }
 
 func (l *Load) stop(settle time.Duration) {
+	l.settle(settle)
+	l.cancel()
+	l.wg.Wait()
+	l.prod.Close()
+	l.cons.Close()
+}
+
+// settle is stop's wait: no new command is sent, and within settle the
+// commands in flight are answered and then the abandon-only leases granted
+// expire. Every grant read has its lease's channel in l.ends by the time its
+// request counts as answered (receive, under l.mu), so once every request
+// is answered the one snapshot of l.ends holds every lease granted.
+func (l *Load) settle(settle time.Duration) {
 	l.mu.Lock()
 	l.stopping = true
 	var open []*request
@@ -378,10 +407,6 @@ func (l *Load) stop(settle time.Duration) {
 		l.mu.Unlock()
 		wait(ends)
 	}
-	l.cancel()
-	l.wg.Wait()
-	l.prod.Close()
-	l.cons.Close()
 }
 
 // History is what the load saw, for Check.

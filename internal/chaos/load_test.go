@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/topics"
 )
@@ -160,4 +161,46 @@ func TestExpiriesOfAbandonOnlyLeases(t *testing.T) {
 
 	x := l.Expiries(Window{From: t0, To: at(60000)})
 	assert.Equal(t, Expiries{Count: 1, Unexpired: 1, Late: 50 * time.Millisecond}, x)
+}
+
+// TestStopWaitsForALeaseGrantedJustBefore is the race of the last
+// abandon-only grant before Stop, played in its worst order: the grant is
+// read (its request answered) and Stop starts before the owner's goroutine
+// comes back from its call; here it never does. The lease is registered as
+// the grant is read, so Stop's wait includes it: it returns only once the
+// lease's lock.expired is read, and Expiries then counts nothing unexpired.
+func TestStopWaitsForALeaseGrantedJustBefore(t *testing.T) {
+	t0 := time.Now()
+	l := &Load{reqs: map[string]*request{}, abandoned: map[string]bool{"p001-a0": true}, ends: map[string]chan struct{}{}}
+	q := &request{id: "p001-a0-o0-7-acq", owner: "p001-a0-o0", partition: 1, sent: t0, done: make(chan struct{})}
+	l.reqs[q.id], l.order = q, append(l.order, q)
+	event := func(typ string) topics.Event {
+		ev := topics.NewEvent(typ, topics.OpAcquire, q.id, time.Now())
+		ev.Success = true
+		ev.LockInfo = &topics.LockInfo{LockName: "p001-a0", FencingToken: 42, ExpiresAt: &topics.Time{Time: t0.Add(500 * time.Millisecond)}}
+		return ev
+	}
+	l.receive(event(topics.TypeAcquired), "replica-1", time.Now())
+	require.True(t, closed(q.done), "the acquire is answered")
+	ch := l.ends["p001-a0#42"]
+	require.NotNil(t, ch, "the lease is registered by the time its acquire counts as answered")
+	require.False(t, closed(ch))
+
+	settled := make(chan struct{})
+	go func() {
+		l.settle(time.Minute)
+		close(settled)
+	}()
+	select {
+	case <-settled:
+		t.Fatal("Stop's wait ended before the lease granted just before it expired")
+	case <-time.After(200 * time.Millisecond):
+	}
+	l.receive(event(topics.TypeExpired), "replica-1", time.Now())
+	select {
+	case <-settled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop's wait did not end at the lease's lock.expired")
+	}
+	assert.Zero(t, l.Expiries(Window{To: time.Now().Add(time.Hour)}).Unexpired)
 }
