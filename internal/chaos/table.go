@@ -57,16 +57,34 @@ func CompareTable(ctx context.Context, brokers []string, databaseURL string) err
 // CompareTableSettled runs CompareTable every half second until the topic
 // and the database agree or within has passed, and returns its last error:
 // after a run the relays still publish the last changes, and leases still
-// end.
+// end. It compares at least once: with ctx already done or within not
+// positive it compares nothing and says so, an error, never a pass.
 func CompareTableSettled(ctx context.Context, brokers []string, databaseURL string, within time.Duration) error {
-	var diff error
-	for deadline := time.Now().Add(within); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(500 * time.Millisecond) {
-		if diff = CompareTable(ctx, brokers, databaseURL); diff == nil {
+	if within <= 0 {
+		return fmt.Errorf("the lock state topic and the database not compared: no time to compare in (%s)", within)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("the lock state topic and the database not compared: %w", err)
+	}
+	deadline := time.Now().Add(within)
+	for {
+		diff := CompareTable(ctx, brokers, databaseURL)
+		if diff == nil {
 			return nil
 		}
+		if !time.Now().Add(compareEvery).Before(deadline) {
+			return diff
+		}
+		select {
+		case <-ctx.Done():
+			return diff
+		case <-time.After(compareEvery):
+		}
 	}
-	return diff
 }
+
+// compareEvery is CompareTableSettled's pause between comparisons.
+const compareEvery = 500 * time.Millisecond
 
 func render(rev int64, status string, holders []string, waiters int) string {
 	return fmt.Sprintf("rev=%d %s holders=[%s] waiters=%d", rev, status, strings.Join(holders, " "), waiters)
