@@ -258,7 +258,7 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
 	rounds := fs.Int("rounds", 0, "peer, modes and builds: rounds of alternation (default 3, quick 1)")
 	fs.IntVar(&cfg.SoakClients, "soak-clients", cfg.SoakClients, "soak: virtual clients")
-	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out")
+	fs.IntVar(&cfg.SoakLocks, "soak-locks", cfg.SoakLocks, "soak: locks the clients share out, each its own (at least --soak-clients)")
 	fs.DurationVar(&cfg.SoakScrape, "soak-scrape", cfg.SoakScrape, "soak: read the worker's /metrics this often, as Prometheus would (child process only; 0: never)")
 	fs.BoolVar(&cfg.Vacuum, "vacuum", cfg.Vacuum, "run the worker's vacuum loop (VACUUM_ENABLED); false to measure without it")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")
@@ -347,6 +347,12 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	setDur(&cfg.Failover.CutFor, *cutFor)
 	if cfg.SoakClients < 1 || cfg.SoakLocks < 1 || cfg.SoakWindow > cfg.SoakDuration {
 		return nil, errors.New("--soak-clients and --soak-locks must be positive, --soak-window at most --soak-duration")
+	}
+	// Each soak client takes locks of its own; fewer locks than clients
+	// would have two share one, and each refusal (LOCK_HELD) of the other's
+	// acquire would count as an error of the worker and fail the goals.
+	if cfg.SoakLocks < cfg.SoakClients {
+		return nil, fmt.Errorf("--soak-locks (%d) must be at least --soak-clients (%d): each client acquires and releases locks of its own, uncontended", cfg.SoakLocks, cfg.SoakClients)
 	}
 	if *sizes != "" {
 		cfg.CleanupSizes = nil

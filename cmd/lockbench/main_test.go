@@ -211,6 +211,17 @@ func TestBuildsNeedsTwoBinaries(t *testing.T) {
 	require.ErrorContains(t, err, "--baseline-bin")
 }
 
+// TestSoakNeedsALockPerClient: fewer soak locks than clients would make
+// clients refuse each other, which the soak would count as the worker's
+// errors; parseFlags refuses it, and takes as many locks as clients.
+func TestSoakNeedsALockPerClient(t *testing.T) {
+	_, err := parseFlags([]string{"--scenario", "soak", "--soak-clients", "64", "--soak-locks", "32"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "--soak-locks (32) must be at least --soak-clients (64)")
+	cfg, err := parseFlags([]string{"--scenario", "soak", "--soak-clients", "8", "--soak-locks", "8"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, 8, cfg.SoakLocks)
+}
+
 // TestBurstSmoke sends a small burst: every command is answered as it
 // should be. It never asserts speed.
 func TestBurstSmoke(t *testing.T) {

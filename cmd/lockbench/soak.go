@@ -68,6 +68,8 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	for i := range windows {
 		windows[i].lat = newHist()
 	}
+	// Client c takes locks c, c+clients, ... of its own: parseFlags ensures
+	// SoakLocks >= SoakClients, so no two share one and none refuses another.
 	perClient := max(1, cfg.SoakLocks/cfg.SoakClients)
 	var errs, reported atomic.Int64
 	var start atomic.Pointer[time.Time] // set when the warm-up ends
