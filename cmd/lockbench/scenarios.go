@@ -339,7 +339,9 @@ func (b *bench) latency(ctx context.Context) (LatencyResult, error) {
 			if r.ev.Type == topics.TypeQueued {
 				return false
 			}
-			answered.Add(1)
+			// answered is counted last, once the answer is recorded: the
+			// wait below reads the figures as soon as every answer counts.
+			defer answered.Add(1)
 			// A refusal (LOCK_HELD, NOT_HELD) is no grant or release, and
 			// often faster than one: counted apart, in no figure.
 			if r.ev.Type != want {
