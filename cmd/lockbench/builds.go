@@ -95,7 +95,9 @@ func throughputOf(ctx context.Context, cfg *Config, rep *Report, log zerolog.Log
 }
 
 // failedRound says a round's ratios do not compare the builds when
-// commands failed in it: the failed cycles are not in the rates.
+// commands failed in it: a failed command's time to fail is in the acquire
+// p50, but the rate and the CPU per command count only the commands that
+// completed, so none of the three is the build's own working figure.
 func failedRound(errs int64) string {
 	if errs == 0 {
 		return ""
