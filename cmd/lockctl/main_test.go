@@ -314,6 +314,21 @@ func TestEnvironmentErrors(t *testing.T) {
 	assert.Regexp(t, `^lockctl query: environment: [^\n]*KAFKA_SESSION_TIMEOUT[^\n]*; [^\n]*KAFKA_TLS_ENABLED[^\n]*\nrun 'lockctl query -h' for usage\n$`, errOut.String())
 }
 
+// lockctl joins no consumer group: a KAFKA_SESSION_TIMEOUT below
+// EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT, which lockworker refuses with the
+// embedded broker (KAFKA_BOOTSTRAP_SERVERS unset), is not lockctl's
+// concern; it reaches the broker at EMBEDDED_KAFKA_ADDR as ever.
+func TestWorkerSessionTimeoutIgnored(t *testing.T) {
+	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", "")
+	t.Setenv("EMBEDDED_KAFKA_ADDR", env.Brokers[0])
+	t.Setenv("KAFKA_SESSION_TIMEOUT", "2")
+	t.Setenv("KAFKA_HEARTBEAT_INTERVAL", "0.5")
+	var out, errOut testlog.Buffer
+	code := run(context.Background(), []string{"query", "--lock", "ctl-session-timeout"}, &out, &errOut)
+	require.Equal(t, exitOK, code, errOut.String())
+	assert.Equal(t, "ctl-session-timeout free\n", out.String())
+}
+
 // A Kafka setting that fails only as lockctl connects (a TLS file it
 // cannot read) is a mistake of the environment too: exit 2, for the
 // commands that send and those that read.

@@ -112,6 +112,13 @@ func TestParseEnvRefusedExit2(t *testing.T) {
 	m := NewMain()
 	require.NoError(t, m.ParseEnv(lookup(map[string]string{})), "unset: the embedded broker")
 	require.True(t, m.Config.EmbeddedKafka())
+
+	// lockworker's own rule, which lockctl's FromEnv does not apply: the
+	// embedded broker would refuse the group's join.
+	err = NewMain().ParseEnv(lookup(map[string]string{"KAFKA_SESSION_TIMEOUT": "2", "KAFKA_HEARTBEAT_INTERVAL": "0.5"}))
+	require.ErrorIs(t, err, errRefused)
+	require.ErrorContains(t, err, `KAFKA_SESSION_TIMEOUT: "2s" is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (6s)`)
+	require.Equal(t, 2, exitStatus(err, false))
 }
 
 // lookup is os.LookupEnv over env.

@@ -88,7 +88,7 @@ func (m *Main) ParseEnv(lookup func(string) (string, bool)) error {
 	if v, set := lookup("KAFKA_BOOTSTRAP_SERVERS"); set && strings.TrimSpace(v) == "" {
 		return fmt.Errorf("%w: KAFKA_BOOTSTRAP_SERVERS: is set but empty (unset it to start the embedded development broker)", errRefused)
 	}
-	cfg, err := config.FromEnv(func(k string) string { v, _ := lookup(k); return v })
+	cfg, err := config.WorkerFromEnv(func(k string) string { v, _ := lookup(k); return v })
 	if err != nil {
 		return fmt.Errorf("%w: %w", errRefused, err)
 	}
@@ -125,8 +125,9 @@ func (m *Main) Run(ctx context.Context) error {
 	cfg := m.Config
 	log := m.Logger
 	// ParseEnv validated it; a Config built in code is checked here too,
-	// but not its ranges, which only FromEnv checks while parsing.
-	if err := cfg.Validate(); err != nil {
+	// lockworker's own rules included, but not its ranges, which only
+	// WorkerFromEnv checks while parsing.
+	if err := cfg.ValidateWorker(); err != nil {
 		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	log.Info().Interface("config", cfg.Redacted()).Msg("starting lockworker")

@@ -288,13 +288,20 @@ func TestErrors(t *testing.T) {
 	})
 
 	t.Run("a session timeout the embedded broker would refuse", func(t *testing.T) {
-		_, err := FromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "3"}))
+		_, err := WorkerFromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "3"}))
 		require.ErrorContains(t, err, `KAFKA_SESSION_TIMEOUT: "3s" is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (6s)`)
-		_, err = FromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "5", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "5.5"}))
+		_, err = WorkerFromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "5", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": "5.5", "LOG_FORMAT": "xml"}))
 		require.ErrorContains(t, err, `KAFKA_SESSION_TIMEOUT: "5s" is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (5.5s)`)
+		require.ErrorContains(t, err, "LOG_FORMAT", "reported with the other errors")
 		c := Default()
 		c.Kafka.SessionTimeout = 2 * time.Second
-		require.ErrorContains(t, c.Validate(), "KAFKA_SESSION_TIMEOUT", "a Config built in code for the embedded broker")
+		require.ErrorContains(t, c.ValidateWorker(), "KAFKA_SESSION_TIMEOUT", "a Config built in code for the embedded broker")
+
+		// A program that joins no consumer group (lockctl, devkafka) is
+		// not refused for the worker's group setting.
+		require.NoError(t, c.Validate())
+		_, err = FromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "3"}))
+		require.NoError(t, err)
 
 		for name, e := range map[string]map[string]string{
 			"at the minimum":                           {"KAFKA_SESSION_TIMEOUT": "6"},
@@ -303,9 +310,14 @@ func TestErrors(t *testing.T) {
 			// The group's timeout, which the embedded broker takes at any value.
 			"the consumer protocol": {"KAFKA_SESSION_TIMEOUT": "3", "KAFKA_GROUP_PROTOCOL": "consumer"},
 		} {
-			_, err := FromEnv(env(e))
+			_, err := WorkerFromEnv(env(e))
 			require.NoError(t, err, name)
 		}
+		// A KAFKA_BOOTSTRAP_SERVERS that does not parse is reported as
+		// such, not taken for the embedded broker.
+		_, err = WorkerFromEnv(env(map[string]string{"KAFKA_SESSION_TIMEOUT": "3", "KAFKA_BOOTSTRAP_SERVERS": " , "}))
+		require.ErrorContains(t, err, "KAFKA_BOOTSTRAP_SERVERS")
+		require.NotContains(t, err.Error(), "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT")
 	})
 
 	t.Run("a bad KAFKA_BOOTSTRAP_SERVERS is not also a missing one", func(t *testing.T) {

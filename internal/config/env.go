@@ -18,7 +18,17 @@ import (
 // first, each naming its variable and (except secrets) the value:
 //
 //	DEFAULT_LEASE_DURATION: "abc" is not a number of seconds
-func FromEnv(getenv func(string) string) (Config, error) {
+//
+// It checks what every program reading this environment needs (lockctl,
+// devkafka); WorkerFromEnv adds lockworker's own rules.
+func FromEnv(getenv func(string) string) (Config, error) { return fromEnv(getenv, false) }
+
+// WorkerFromEnv is FromEnv for lockworker: it also applies the rules of
+// the settings only lockworker's start uses (ValidateWorker), whose errors
+// it reports with the others.
+func WorkerFromEnv(getenv func(string) string) (Config, error) { return fromEnv(getenv, true) }
+
+func fromEnv(getenv func(string) string, worker bool) (Config, error) {
 	c := Default()
 	p := &parser{getenv: getenv}
 
@@ -124,6 +134,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	p.seconds("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", &c.Embedded.MinSessionTimeout, 0.1, 300)
 
 	p.errs = append(p.errs, c.validate(bootstrapSet)...)
+	if worker {
+		p.errs = append(p.errs, c.validateWorker(bootstrapSet)...)
+	}
 	if err := errors.Join(p.errs...); err != nil {
 		return Config{}, err
 	}
@@ -136,6 +149,30 @@ func FromEnv(getenv func(string) string) (Config, error) {
 // built in code must keep to the ranges its fields' comments give. Errors
 // name the environment variable of the bad setting.
 func (c Config) Validate() error { return errors.Join(c.validate(false)...) }
+
+// ValidateWorker is Validate with the rules of the settings only
+// lockworker's start uses (WorkerFromEnv applies them too): a program that
+// only reads the environment's Kafka settings, such as lockctl, which joins
+// no consumer group, must not be refused for them.
+func (c Config) ValidateWorker() error {
+	return errors.Join(append(c.validate(false), c.validateWorker(false)...)...)
+}
+
+// validateWorker is ValidateWorker's own checks (bootstrapSet: as validate's).
+func (c Config) validateWorker(bootstrapSet bool) []error {
+	var errs []error
+	k := c.Kafka
+	// The embedded broker's group.min.session.timeout.ms is known here:
+	// its join would be refused only once the service had started. The
+	// consumer protocol's timeout is the group's, which it takes at any
+	// value; another broker's minimum is not known.
+	if len(k.BootstrapServers) == 0 && !bootstrapSet && k.GroupProtocol == GroupProtocolClassic && k.SessionTimeout < c.Embedded.MinSessionTimeout {
+		errs = append(errs, varError("KAFKA_SESSION_TIMEOUT", k.SessionTimeout.String(), fmt.Sprintf(
+			"is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (%s), the embedded broker's group.min.session.timeout.ms, so it would refuse the consumer group's join: raise KAFKA_SESSION_TIMEOUT or lower EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT",
+			c.Embedded.MinSessionTimeout)))
+	}
+	return errs
+}
 
 // validate is Validate's checks, which FromEnv runs after parsing.
 // bootstrapSet says KAFKA_BOOTSTRAP_SERVERS was set, so empty BootstrapServers
@@ -267,14 +304,6 @@ func (c Config) validate(bootstrapSet bool) []error {
 		// a requester whose reply topic the relay creates.
 		if rf := c.Topics.ReplicationFactor; rf > 1 {
 			fail("KAFKA_TOPIC_REPLICATION_FACTOR", strconv.Itoa(int(rf)), "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker is one broker, so topics can have only one replica: use -1 or 1)")
-		}
-		// Its group.min.session.timeout.ms is known here: the join would
-		// be refused only once the service had started. The consumer
-		// protocol's timeout is the group's, which it takes at any value.
-		if k.GroupProtocol == GroupProtocolClassic && k.SessionTimeout < c.Embedded.MinSessionTimeout {
-			fail("KAFKA_SESSION_TIMEOUT", k.SessionTimeout.String(),
-				"is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (%s), the embedded broker's group.min.session.timeout.ms, so it would refuse the consumer group's join: raise KAFKA_SESSION_TIMEOUT or lower EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT",
-				c.Embedded.MinSessionTimeout)
 		}
 	}
 
