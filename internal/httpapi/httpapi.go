@@ -106,7 +106,7 @@ func New(cfg Config) http.Handler {
 		Timeout:       2 * cfg.CheckTimeout,
 		// A scrape reads PostgreSQL: the consumer lag's offsets, and the
 		// database gauges when their last read is old (internal/metrics'
-		// statsMaxAge). Concurrent scrapes (an HA pair of Prometheus
+		// statsMaxAge; statsFailedAge after a failed one). Concurrent scrapes (an HA pair of Prometheus
 		// servers, a person's curl) share those reads (internal/metrics
 		// singleflights them), so they hold two connections at most
 		// whatever their number (DBSlots bound them with the rest); the

@@ -82,24 +82,34 @@ func readLockStats(ctx context.Context, pool *pgxpool.Pool) (LockStats, error) {
 // /health/locks (Metrics.LockStats): the read
 // counts whole tables (100,000 leases, half of them in sessions, 50,000
 // waiters and 20,000 sessions: about 40 ms and 3,100 buffers), so more
-// scrapers, or a shorter scrape interval, must not read more often. A failed read is not kept: the next
-// scrape reads again.
+// scrapers, or a shorter scrape interval, must not read more often.
 const statsMaxAge = 10 * time.Second
 
-// dbCollector reports LockStats read at most once per statsMaxAge.
-// Concurrent scrapes (an HA pair of Prometheus servers) and /health/locks
-// requests share one read: one arriving while it is under way waits for its
-// result, failure included, so they never hold more than one connection
-// between them.
+// statsFailedAge is how long a failed read of LockStats answers them, from
+// its end: a read that keeps failing (one that outlasts its 2 s counting a
+// huge outbox, a PostgreSQL that does not answer) is not started again by
+// every scrape and request on the open port back to back, each holding a
+// connection and scanning the tables until its bound. A scrape meanwhile
+// misses the gauges, as the failed read's did; the first after it reads
+// again (a successful read before it was statsMaxAge old answers first).
+const statsFailedAge = 5 * time.Second
+
+// dbCollector reports LockStats read at most once per statsMaxAge, or
+// statsFailedAge after a failed read. Concurrent scrapes (an HA pair of
+// Prometheus servers) and /health/locks requests share one read: one
+// arriving while it is under way waits for its result, failure included,
+// so they never hold more than one connection between them.
 type dbCollector struct {
 	read    func(context.Context) (LockStats, error)
 	timeout time.Duration
 	now     func() time.Time // for tests
 
-	flight singleflight.Group
-	mu     sync.Mutex // guards the fields below
-	stats  LockStats
-	readAt time.Time // when the last successful read began; zero: none
+	flight   singleflight.Group
+	mu       sync.Mutex // guards the fields below
+	stats    LockStats
+	readAt   time.Time // when the last successful read began; zero: none
+	failed   error     // the last read's error; nil when it succeeded
+	failedAt time.Time // when that failed read ended
 }
 
 func newDBCollector(read func(context.Context) (LockStats, error), timeout time.Duration) *dbCollector {
@@ -107,14 +117,21 @@ func newDBCollector(read func(context.Context) (LockStats, error), timeout time.
 }
 
 // lockStats returns the last successful read while it is younger than
-// statsMaxAge, else joins the read under way or starts one, waiting for it
+// statsMaxAge, else the last read's failure until statsFailedAge after it
+// ended, else joins the read under way or starts one, waiting for it
 // until ctx ends. The read is bounded by c.timeout, not by ctx: a caller
 // that stops waiting leaves it to the others, and to the cache.
 func (c *dbCollector) lockStats(ctx context.Context) (LockStats, error) {
 	c.mu.Lock()
-	if !c.readAt.IsZero() && c.now().Sub(c.readAt) < statsMaxAge {
+	now := c.now()
+	if !c.readAt.IsZero() && now.Sub(c.readAt) < statsMaxAge {
 		defer c.mu.Unlock()
 		return c.stats, nil
+	}
+	if c.failed != nil && now.Sub(c.failedAt) < statsFailedAge {
+		defer c.mu.Unlock()
+		return LockStats{}, fmt.Errorf("the last read of the lock statistics failed %s ago (read again %s after a failure): %w",
+			now.Sub(c.failedAt).Round(time.Millisecond), statsFailedAge, c.failed)
 	}
 	c.mu.Unlock()
 	ch := c.flight.DoChan("stats", func() (any, error) {
@@ -122,12 +139,13 @@ func (c *dbCollector) lockStats(ctx context.Context) (LockStats, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 		defer cancel()
 		s, err := c.read(ctx)
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		if err != nil {
+			c.failed, c.failedAt = err, c.now()
 			return nil, err
 		}
-		c.mu.Lock()
-		c.stats, c.readAt = s, start
-		c.mu.Unlock()
+		c.stats, c.readAt, c.failed = s, start, nil
 		return s, nil
 	})
 	select {

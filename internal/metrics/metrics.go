@@ -8,7 +8,7 @@
 // (held locks, waiters, outbox) and the consumer lag are read when
 // Prometheus scrapes, each read bounded by Config.QueryTimeout, so a scrape
 // never hangs on a sick database. The database gauges' read is cached:
-// statsMaxAge.
+// statsMaxAge, and statsFailedAge for a failed one.
 package metrics
 
 import (

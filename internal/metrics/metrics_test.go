@@ -264,10 +264,11 @@ func TestDatabaseGauges(t *testing.T) {
 	series(t, m, "lockworker_consumer_lag", "partition", "3")
 }
 
-// TestDatabaseGaugesReadOncePerInterval: a failed read is not kept, the
-// next scrape reads again; the scrapes within statsMaxAge of a successful
-// read answer its numbers without reading again; the first scrape after it
-// reads anew.
+// TestDatabaseGaugesReadOncePerInterval: a failed read is kept for
+// statsFailedAge from its end, the scrapes and /health/locks meanwhile
+// answer its failure without reading, the first after it reads again; the
+// scrapes within statsMaxAge of a successful read answer its numbers
+// without reading again; the first scrape after it reads anew.
 func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
 	st := testdb.New(t)
 	ctx := context.Background()
@@ -300,8 +301,19 @@ func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
 	}
 	require.Equal(t, 1, reads)
 
+	// Kept: neither a scrape nor /health/locks starts the failing read
+	// again until statsFailedAge after it ended.
+	clock = clock.Add(statsFailedAge - time.Millisecond)
+	_, err = m.Registry.Gather()
+	require.ErrorContains(t, err, "the database is down")
+	require.ErrorContains(t, err, "failed 4.999s ago (read again 5s after a failure)")
+	_, err = c.lockStats(ctx)
+	require.ErrorContains(t, err, "the database is down")
+	require.Equal(t, 1, reads, "a failed read is kept for statsFailedAge")
+
+	clock = clock.Add(time.Millisecond)
 	held := func() float64 { return series(t, m, "lockworker_locks_held").GetGauge().GetValue() }
-	require.Equal(t, 1.0, held(), "a failed read is not kept: the next scrape reads")
+	require.Equal(t, 1.0, held(), "statsFailedAge after the failure, the next scrape reads")
 	require.Equal(t, 2, reads)
 	hold("two")
 	clock = clock.Add(statsMaxAge - time.Millisecond)
@@ -310,6 +322,41 @@ func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
 	clock = clock.Add(time.Millisecond)
 	require.Equal(t, 2.0, held())
 	require.Equal(t, 3, reads)
+}
+
+// TestFailedReadAfterAStaleOne: a read that fails once the last successful
+// one is statsMaxAge old is kept as any failure (the stale numbers are not
+// answered), and the read after it, statsFailedAge later, answers anew.
+func TestFailedReadAfterAStaleOne(t *testing.T) {
+	var reads int
+	fail := false
+	c := newDBCollector(func(context.Context) (LockStats, error) {
+		reads++
+		if fail {
+			return LockStats{}, errors.New("timeout: counting")
+		}
+		return LockStats{HeldLocks: int64(reads)}, nil
+	}, time.Second)
+	clock := time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return clock }
+	ctx := context.Background()
+	s, err := c.lockStats(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, s.HeldLocks)
+
+	fail = true
+	clock = clock.Add(statsMaxAge)
+	for range 3 {
+		_, err = c.lockStats(ctx)
+		require.ErrorContains(t, err, "timeout: counting")
+	}
+	require.Equal(t, 2, reads, "one failed read, then its failure")
+
+	fail = false
+	clock = clock.Add(statsFailedAge)
+	s, err = c.lockStats(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, s.HeldLocks)
 }
 
 // The counters the README's alerts take rate() of exist at 0 before their
