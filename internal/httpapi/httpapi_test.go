@@ -399,21 +399,36 @@ func TestLocksHealthVacuum(t *testing.T) {
 // TestLocksHealthSharesTheScrapesRead: /health/locks answers from the read
 // of the database gauges that /metrics made (cached for statsMaxAge, 10 s),
 // not by counting the tables again for each request on an open port.
+//
+// Its counted_at (RFC 3339, UTC) says when that read was made, and
+// age_seconds how old it was at the answer.
 func TestLocksHealthSharesTheScrapesRead(t *testing.T) {
 	e := newEnv(t, nil)
+	before := time.Now().Truncate(time.Millisecond)
 	code, body := e.get("/metrics", nil)
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, body, "\nlockworker_locks_held 0\n")
+	scraped := time.Now()
 	e.apply(
 		topics.Command{RequestID: "r1", Operation: "acquire", LockName: "job", OwnerID: "a", LeaseDuration: 60},
 		topics.Command{RequestID: "r2", Operation: "acquire", LockName: "job", OwnerID: "b", WaitTimeout: 30},
 	)
+	time.Sleep(300*time.Millisecond - time.Since(scraped))
 	var lh LocksHealth
+	asked := time.Now()
 	code, body = e.get("/health/locks", &lh)
 	require.Equal(t, http.StatusOK, code, body)
 	require.NotNil(t, lh.LockStats, body)
 	require.Zero(t, lh.HeldLocks, "the scrape's read, younger than statsMaxAge")
 	require.Zero(t, lh.Waiters)
+
+	require.Regexp(t, `"counted_at":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,3})?Z","age_seconds":\d+(\.\d+)?,`, body)
+	require.Equal(t, time.UTC, lh.CountedAt.Location())
+	require.False(t, lh.CountedAt.Before(before), "counted_at %s, scrape from %s", lh.CountedAt, before)
+	require.False(t, lh.CountedAt.After(scraped), "counted_at %s, scrape answered at %s", lh.CountedAt, scraped)
+	require.NotNil(t, lh.AgeSeconds, body)
+	require.GreaterOrEqual(t, *lh.AgeSeconds, asked.Sub(scraped).Seconds()-0.001, "as old as the scrape's read")
+	require.Less(t, *lh.AgeSeconds, time.Since(before).Seconds()+0.001)
 }
 
 // TestDatabaseReadsAreBounded: however many requests come at once, to

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/worker"
@@ -12,9 +13,13 @@ import (
 // the database gauges last read them (metrics.Metrics.LockStats).
 type LocksHealth struct {
 	Status string `json:"status"`
-	// LockStats is absent when they could not be read.
+	// LockStats is absent when they could not be read. Its counted_at
+	// says when they were read.
 	*metrics.LockStats
-	Error string `json:"error,omitempty"`
+	// AgeSeconds is how old they were when the answer was made (from
+	// counted_at, to the millisecond): up to 10 s, the cache's age.
+	AgeSeconds *float64 `json:"age_seconds,omitempty"`
+	Error      string   `json:"error,omitempty"`
 	// Vacuum is what the worker's vacuum loop saw and did (README "Table
 	// bloat"); absent when no loop was wired in.
 	Vacuum *worker.VacuumStatus `json:"vacuum,omitempty"`
@@ -35,7 +40,8 @@ func (s *server) locksHealth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, LocksHealth{Status: statusUnavailable, Error: err.Error(), Vacuum: vacuum})
 		return
 	}
-	writeJSON(w, http.StatusOK, LocksHealth{Status: statusOK, LockStats: &stats, Vacuum: vacuum})
+	age := max(0, time.Since(stats.CountedAt).Round(time.Millisecond).Seconds())
+	writeJSON(w, http.StatusOK, LocksHealth{Status: statusOK, LockStats: &stats, AgeSeconds: &age, Vacuum: vacuum})
 }
 
 // summary is /health/metrics: the original node's metrics summary.

@@ -44,6 +44,12 @@ type LockStats struct {
 	// OldestUnpublishedSeconds is the age of the oldest of them not parked
 	// (0 when none): a row parked for good would hold it up forever.
 	OldestUnpublishedSeconds float64 `json:"oldest_unpublished_age_seconds"`
+	// CountedAt is when the read that counted them began, by this
+	// process's clock, in UTC to the millisecond: set by the cached read
+	// (Metrics.LockStats), whose numbers answer for up to statsMaxAge, so
+	// that a reader can tell an old read from a new one. The ages above
+	// are as of then.
+	CountedAt time.Time `json:"counted_at,omitzero"`
 }
 
 // readLockStats counts leases (a shared lock or a semaphore has one per
@@ -145,6 +151,7 @@ func (c *dbCollector) lockStats(ctx context.Context) (LockStats, error) {
 			c.failed, c.failedAt = err, c.now()
 			return nil, err
 		}
+		s.CountedAt = start.UTC().Truncate(time.Millisecond)
 		c.stats, c.readAt, c.failed = s, start, nil
 		return s, nil
 	})

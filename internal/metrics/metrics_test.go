@@ -315,6 +315,12 @@ func TestDatabaseGaugesReadOncePerInterval(t *testing.T) {
 	held := func() float64 { return series(t, m, "lockworker_locks_held").GetGauge().GetValue() }
 	require.Equal(t, 1.0, held(), "statsFailedAge after the failure, the next scrape reads")
 	require.Equal(t, 2, reads)
+	read := clock
+	clock = clock.Add(time.Second)
+	s, err := c.lockStats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, read, s.CountedAt, "when the cached read began, not when it was asked for")
+	clock = read
 	hold("two")
 	clock = clock.Add(statsMaxAge - time.Millisecond)
 	require.Equal(t, 1.0, held(), "within statsMaxAge of the read: its numbers")
