@@ -25,7 +25,11 @@ type LockStats struct {
 	// LeasesOverdue are past their expiry (a session's lease: its
 	// session's) but were not ended yet: the expiry scheduler ends each
 	// within a second, so a number that stays up means a partition's
-	// scheduler is stuck or its partition has no owner.
+	// scheduler is stuck or its partition has no owner, or (with no
+	// session overdue) leases of a session whose row is gone, which no
+	// scheduler ends (only a hand edit of the database leaves them: a
+	// session's end deletes its row and leases together; README,
+	// "Leases overdue").
 	LeasesOverdue int64 `json:"leases_overdue"`
 	// Waiters are queued acquires.
 	Waiters int64 `json:"waiters"`
