@@ -87,3 +87,31 @@ func TestGroupOffsetsCommittedAtStop(t *testing.T) {
 		require.Equal(t, o.Offset, c.At, "partition %d: the group's offset lags what was applied", o.Partition)
 	})
 }
+
+// TestLagHeld: LagHeld runs its read of PostgreSQL's stored offsets, and
+// nothing else, through hold (the HTTP side's bound on the pool, which
+// Kafka's round trips must not occupy), answering as Lag does; a hold that
+// gives no turn is as PostgreSQL not answering: the stored offsets the
+// worker knows stand in.
+func TestLagHeld(t *testing.T) {
+	e := e2e.New(t)
+	x := e.StartWorker(e2e.WorkerOpts{Name: "held"})
+	ctx := context.Background()
+	require.Eventually(t, func() bool { return len(x.W.Partitions()) > 0 }, time.Minute, 20*time.Millisecond)
+	owned := len(x.W.Partitions())
+
+	holds := 0
+	lag, err := x.W.LagHeld(ctx, func(ctx context.Context, read func(context.Context) error) error {
+		holds++
+		return read(ctx)
+	})
+	require.NoError(t, err)
+	require.Equal(t, 1, holds, "one read of PostgreSQL")
+	require.Len(t, lag, owned)
+
+	lag, err = x.W.LagHeld(ctx, func(context.Context, func(context.Context) error) error {
+		return fmt.Errorf("waiting for a turn to read PostgreSQL behind other HTTP requests: %w", context.DeadlineExceeded)
+	})
+	require.NoError(t, err, "the offsets the worker knows stand in")
+	require.Len(t, lag, owned)
+}

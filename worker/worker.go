@@ -905,7 +905,17 @@ func (w *Worker) Partitions() []int32 {
 // with the log's end, for the partitions known so (one assigned since the
 // last successful call, and not applied to since, is left out). Only when
 // Kafka's end offsets cannot be read does Lag fail.
-func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
+func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) { return w.LagHeld(ctx, nil) }
+
+// LagHeld is Lag with its read of PostgreSQL, and that alone, run through
+// hold (nil: at once): the HTTP side's bound on the pool's connections
+// (metrics.Config.Hold), which Kafka's round trips, using no connection,
+// then do not occupy. hold failing (no turn before ctx ends) is as
+// PostgreSQL not answering: the offsets this replica knows stand in.
+func (w *Worker) LagHeld(ctx context.Context, hold func(context.Context, func(context.Context) error) error) (map[int32]int64, error) {
+	if hold == nil {
+		hold = func(ctx context.Context, read func(context.Context) error) error { return read(ctx) }
+	}
 	owned := w.Partitions()
 	lag := make(map[int32]int64, len(owned))
 	if len(owned) == 0 {
@@ -916,7 +926,11 @@ func (w *Worker) Lag(ctx context.Context) (map[int32]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
+	var stored map[int32]store.Position
+	err = hold(ctx, func(ctx context.Context) (err error) {
+		stored, err = w.cfg.Store.Offsets(ctx, w.cfg.Group, topic)
+		return err
+	})
 	if err != nil && !errors.Is(err, context.Canceled) {
 		// PostgreSQL does not answer (or not in time, or refuses): no
 		// batch of these partitions commits but this replica's, which

@@ -302,7 +302,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	leave := sync.OnceFunc(w.Close)
 	m.onClose(leave)
-	mets.WatchLag(w.Lag)
+	mets.WatchLag(w.LagHeld)
 	vac, err := worker.NewVacuumer(worker.VacuumConfig{
 		Store: st, Enabled: cfg.VacuumEnabled, Interval: cfg.VacuumInterval, DeadRows: int64(cfg.VacuumDeadRows),
 		Logger: log.With().Str("component", "vacuum").Logger(), Metrics: mets,

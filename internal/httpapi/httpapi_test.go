@@ -36,6 +36,9 @@ type env struct {
 	kafka *kfake.Cluster
 	slots *DBSlots
 	token string // sent as the bearer token when set
+	// lagKafka, when set, stands for the consumer lag's Kafka round trips,
+	// before its read of the stored offsets.
+	lagKafka atomic.Pointer[func(context.Context) error]
 }
 
 // newEnv serves the endpoints over a store reached through a proxy and a
@@ -80,14 +83,22 @@ func newEnvPool(t testing.TB, stopping <-chan struct{}, maxConns int32, configur
 		c(&cfg)
 	}
 	cfg.Metrics = metrics.New(metrics.Config{Pool: st.Pool, QueryTimeout: cfg.CheckTimeout, Hold: cfg.DBSlots.Hold})
-	cfg.Metrics.WatchLag(func(ctx context.Context) (map[int32]int64, error) {
-		_, err := st.Offsets(ctx, cfg.Group, "locks.commands")
+	e := &env{t: t, st: direct, proxy: proxy, kafka: c, slots: cfg.DBSlots}
+	cfg.Metrics.WatchLag(func(ctx context.Context, hold func(context.Context, func(context.Context) error) error) (map[int32]int64, error) {
+		if kafka := e.lagKafka.Load(); kafka != nil {
+			if err := (*kafka)(ctx); err != nil {
+				return nil, err
+			}
+		}
+		err := hold(ctx, func(ctx context.Context) error {
+			_, err := st.Offsets(ctx, cfg.Group, "locks.commands")
+			return err
+		})
 		return map[int32]int64{1: 0, 2: 0}, err
 	})
-	h := New(cfg)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return &env{t: t, st: direct, srv: srv, proxy: proxy, kafka: c, slots: cfg.DBSlots}
+	e.srv = httptest.NewServer(New(cfg))
+	t.Cleanup(e.srv.Close)
+	return e
 }
 
 func (e *env) get(path string, v any) (int, string) {
@@ -473,6 +484,39 @@ func TestDatabaseReadsAreBounded(t *testing.T) {
 			wg.Wait()
 		})
 	}
+}
+
+// TestLagKafkaHoldsNoSlot: a scrape's consumer lag holds one of the HTTP
+// side's slots of the pool for its read of the stored offsets only, not
+// while it waits for Kafka: in a pool of two (one slot), a scrape whose
+// Kafka round trips hang keeps neither /health nor the other endpoints
+// waiting for PostgreSQL.
+func TestLagKafkaHoldsNoSlot(t *testing.T) {
+	e := newEnvPool(t, nil, 2, func(c *Config) { c.CheckTimeout = 20 * time.Second })
+	require.Equal(t, 1, httpConns(2))
+	release, waiting := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	kafka := func(ctx context.Context) error {
+		once.Do(func() { close(waiting) })
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	e.lagKafka.Store(&kafka)
+	scraped := make(chan int, 1)
+	go func() { code, _ := e.get("/metrics", nil); scraped <- code }()
+	<-waiting
+	for _, path := range []string{"/health/postgres", "/health", "/locks/x", "/health/locks"} {
+		start := time.Now()
+		code, body := e.get(path, nil)
+		require.Contains(t, []int{http.StatusOK, http.StatusNotFound}, code, "%s: %s", path, body)
+		require.Less(t, time.Since(start), 5*time.Second, "%s waited for the lag's Kafka round trips", path)
+	}
+	close(release)
+	require.Equal(t, http.StatusOK, <-scraped)
 }
 
 // The HTTP side's share of a pool of any size: at most half of it, its

@@ -36,9 +36,10 @@ type Config struct {
 	Pool *pgxpool.Pool
 	// QueryTimeout bounds each scrape-time read. Default 2 s.
 	QueryTimeout time.Duration
-	// Hold, when set, runs each scrape-time read (the database gauges',
-	// and the consumer lag's of WatchLag, which reads PostgreSQL's stored
-	// offsets) in the HTTP side's bound on the pool's connections
+	// Hold, when set, runs each scrape-time read of PostgreSQL (the
+	// database gauges', and the consumer lag's read of the stored offsets,
+	// which WatchLag's lag runs through it, not its Kafka round trips) in
+	// the HTTP side's bound on the pool's connections
 	// (httpapi.DBSlots.Hold); QueryTimeout bounds the wait for it and the
 	// read together. Default: the read runs at once.
 	Hold func(ctx context.Context, read func(context.Context) error) error
@@ -209,11 +210,13 @@ func (m *Metrics) LockStats(ctx context.Context) (LockStats, error) {
 	return m.db.lockStats(ctx)
 }
 
-// WatchLag adds lockworker_consumer_lag, read from lag (worker.Worker.Lag)
-// at scrape time. The worker is created after the relay, which needs
-// Published: hence a method, not a Config field.
-func (m *Metrics) WatchLag(lag func(context.Context) (map[int32]int64, error)) {
-	m.Registry.MustRegister(&lagCollector{lag: held(m.hold, lag), timeout: m.queryTimeout})
+// WatchLag adds lockworker_consumer_lag, read from lag
+// (worker.Worker.LagHeld) at scrape time. lag is given Config.Hold, to run
+// its read of PostgreSQL in, and that alone: its Kafka round trips hold
+// no slot of the pool's connections. The worker is created after the
+// relay, which needs Published: hence a method, not a Config field.
+func (m *Metrics) WatchLag(lag func(ctx context.Context, hold func(context.Context, func(context.Context) error) error) (map[int32]int64, error)) {
+	m.Registry.MustRegister(&lagCollector{lag: func(ctx context.Context) (map[int32]int64, error) { return lag(ctx, m.hold) }, timeout: m.queryTimeout})
 }
 
 // held is read run through hold (Config.Hold).

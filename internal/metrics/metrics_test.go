@@ -230,7 +230,9 @@ func TestDatabaseGauges(t *testing.T) {
 	require.NoError(t, err)
 	lag := map[int32]int64{3: 42}
 	m := New(Config{Pool: st.Pool})
-	m.WatchLag(func(context.Context) (map[int32]int64, error) { return lag, nil })
+	m.WatchLag(func(context.Context, func(context.Context, func(context.Context) error) error) (map[int32]int64, error) {
+		return lag, nil
+	})
 
 	gauge := func(name string, labels ...string) float64 {
 		return series(t, m, name, labels...).GetGauge().GetValue()
@@ -256,7 +258,9 @@ func TestDatabaseGauges(t *testing.T) {
 	require.Equal(t, 1.0, gauge("lockworker_lock_waiters"))
 	require.Equal(t, 2.0, gauge("lockworker_outbox_backlog"))
 	m = New(Config{Pool: st.Pool})
-	m.WatchLag(func(context.Context) (map[int32]int64, error) { return lag, nil })
+	m.WatchLag(func(context.Context, func(context.Context, func(context.Context) error) error) (map[int32]int64, error) {
+		return lag, nil
+	})
 	_, err = m.Registry.Gather()
 	require.Error(t, err)
 	require.True(t, strings.Contains(err.Error(), "counting held locks"), err.Error())

@@ -101,25 +101,37 @@ func TestLockStatsWaitsUntilItsContextEnds(t *testing.T) {
 	require.ErrorContains(t, err, "Config.Pool is not set")
 }
 
-// TestScrapeReadsTakeHold: the database gauges' read and the consumer
-// lag's run inside Config.Hold (the HTTP side's slots of the pool), and a
+// TestScrapeReadsTakeHold: the database gauges' read runs inside
+// Config.Hold (the HTTP side's slots of the pool), and so does the
+// consumer lag's read of PostgreSQL, which its lag runs through the Hold
+// it is given, but not the rest of the lag (its Kafka round trips); a
 // read Hold does not let run is not made: its gauges are missing.
 func TestScrapeReadsTakeHold(t *testing.T) {
 	st := testdb.New(t)
+	type heldKey struct{} // marks a read's context inside Hold
 	var holds atomic.Int32
 	m := New(Config{Pool: st.Pool, Hold: func(ctx context.Context, read func(context.Context) error) error {
 		holds.Add(1)
-		return read(ctx)
+		return read(context.WithValue(ctx, heldKey{}, true))
 	}})
-	m.WatchLag(func(context.Context) (map[int32]int64, error) { return map[int32]int64{0: 1}, nil })
+	var outside, inside atomic.Bool // in a slot, as the lag saw it
+	m.WatchLag(func(ctx context.Context, hold func(context.Context, func(context.Context) error) error) (map[int32]int64, error) {
+		outside.Store(ctx.Value(heldKey{}) != nil)
+		err := hold(ctx, func(ctx context.Context) error { inside.Store(ctx.Value(heldKey{}) != nil); return nil })
+		return map[int32]int64{0: 1}, err
+	})
 	_, err := m.Registry.Gather()
 	require.NoError(t, err)
-	require.EqualValues(t, 2, holds.Load())
+	require.EqualValues(t, 2, holds.Load(), "the gauges' read and the lag's read of PostgreSQL")
+	require.False(t, outside.Load(), "the lag's Kafka part holds no slot")
+	require.True(t, inside.Load(), "its read of PostgreSQL does")
 
 	m = New(Config{Pool: st.Pool, Hold: func(context.Context, func(context.Context) error) error { return errors.New("no slot") }})
-	m.WatchLag(func(context.Context) (map[int32]int64, error) {
-		t.Error("the lag read without a slot")
-		return nil, nil
+	m.WatchLag(func(ctx context.Context, hold func(context.Context, func(context.Context) error) error) (map[int32]int64, error) {
+		return nil, hold(ctx, func(context.Context) error {
+			t.Error("the lag's read of PostgreSQL without a slot")
+			return nil
+		})
 	})
 	_, err = m.Registry.Gather()
 	require.ErrorContains(t, err, "no slot")
