@@ -75,8 +75,8 @@ func checkEnv(t *testing.T, where string, env map[string]string) config.Config {
 	for name := range env {
 		assert.True(t, known[name], "%s sets %s, which is not a lockworker setting (config.Redacted names them all)", where, name)
 	}
-	cfg, err := config.FromEnv(func(k string) string { return env[k] })
-	require.NoError(t, err, "%s: config.FromEnv refuses this environment", where)
+	cfg, err := config.WorkerFromEnv(func(k string) string { return env[k] })
+	require.NoError(t, err, "%s: config.WorkerFromEnv (lockworker's) refuses this environment", where)
 	return cfg
 }
 
