@@ -3,6 +3,6 @@
 // `go test ./...`, without Docker or a cluster. They check what can be checked
 // here: every file parses, the compose file validates against the compose
 // schema, every environment variable is a lockworker setting and the whole
-// set passes config.FromEnv, probes and ports agree with HTTP_ADDR, and the
+// set passes config.WorkerFromEnv, probes and ports agree with HTTP_ADDR, and the
 // Dockerfile's `go build` flags give static, stripped binaries that run.
 package deploy

@@ -127,10 +127,7 @@ func (r *Relay) settleProbes(ctx context.Context, p *partition) passResult {
 		b := p.blocked[d.u.topic]
 		b.probing, b.until = false, time.Now() // as if its backoff ended now: a failure starts the next
 		p.blocked[d.u.topic] = b
-		ps.at = time.Time{} // a failure's setAside publishes again: acknowledged then
-		if d.err == nil {
-			ps.at = d.at
-		}
+		ps.at = d.at // setAside clears it once it publishes anew
 		r.settle(ctx, p, d.u, d.err, ps, p.acks != d.acks)
 	}
 	p.readTable.Store(true)

@@ -982,6 +982,7 @@ func (r *Relay) setAside(ctx context.Context, p *partition, u unit, cause error,
 		}
 		ps.ack(p, written)
 	}
+	ps.at = time.Time{} // a probe's answer time: the rows below are acknowledged now
 	for i, x := range tried {
 		err := r.publish(ctx, p, u.topic, []row{x})
 		if err == nil {

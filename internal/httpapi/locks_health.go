@@ -40,7 +40,7 @@ func (s *server) locksHealth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, LocksHealth{Status: statusUnavailable, Error: err.Error(), Vacuum: vacuum})
 		return
 	}
-	age := max(0, time.Since(stats.CountedAt).Round(time.Millisecond).Seconds())
+	age := max(0, stats.Age().Round(time.Millisecond).Seconds())
 	writeJSON(w, http.StatusOK, LocksHealth{Status: statusOK, LockStats: &stats, AgeSeconds: &age, Vacuum: vacuum})
 }
 

@@ -54,7 +54,14 @@ type LockStats struct {
 	// that a reader can tell an old read from a new one. The ages above
 	// are as of then.
 	CountedAt time.Time `json:"counted_at,omitzero"`
+	// started is CountedAt as read, with its monotonic reading (Age).
+	started time.Time
 }
+
+// Age is how long ago the read that counted them began, by the monotonic
+// clock where the reading has one, so that a step of the wall clock does
+// not make a cached read look older or newer than it is.
+func (s LockStats) Age() time.Duration { return time.Since(s.started) }
 
 // readLockStats counts leases (a shared lock or a semaphore has one per
 // holder), waiters, sessions and the outbox. The counts scan their
@@ -155,7 +162,7 @@ func (c *dbCollector) lockStats(ctx context.Context) (LockStats, error) {
 			c.failed, c.failedAt = err, c.now()
 			return nil, err
 		}
-		s.CountedAt = start.UTC().Truncate(time.Millisecond)
+		s.CountedAt, s.started = start.UTC().Truncate(time.Millisecond), start
 		c.stats, c.readAt, c.failed = s, start, nil
 		return s, nil
 	})
