@@ -3,18 +3,29 @@
 //
 // The database comes from TEST_DATABASE_URL, defaulting to the local server
 // (DefaultURL). A test that finds no PostgreSQL fails and says how to provide
-// one: it never passes silently.
+// one: it never passes silently. The first failure to reach it is remembered,
+// and later tests of the same test binary fail at once with its message
+// rather than each waiting out the connect timeout again.
+//
+// A test that needs more of the environment than a database (a privilege of
+// the test role, a server setting, a program) and finds it missing calls
+// SkipMissing: it skips, or fails where LOCKWORKER_TEST_REQUIRE_ALL=1 says
+// nothing may be skipped for want of it (.ci/run sets it).
 package testdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/store"
@@ -43,13 +54,7 @@ func NewSchema(t testing.TB) Schema {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	url := URL()
-	conn, err := connect(ctx, url)
-	if err != nil {
-		t.Fatalf("this test needs PostgreSQL and could not reach it at %q: %v\n"+
-			"Start PostgreSQL locally (the tests create the database if the user may), "+
-			"or set TEST_DATABASE_URL to a database where the tests may create schemas, e.g.\n"+
-			"  TEST_DATABASE_URL=postgres://user:pass@host:5432/db?sslmode=disable go test ./...", redact(url), err)
-	}
+	conn := server.reach(t, ctx, url)
 	defer conn.Close(ctx)
 	name := fmt.Sprintf("lwtest_%d_%08x", time.Now().Unix(), rand.Uint32())
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
@@ -71,6 +76,101 @@ func NewSchema(t testing.TB) Schema {
 	// search_path as a startup parameter, not a SET: tern's "reset all"
 	// after each migration would undo a SET.
 	return Schema{Name: name, URL: connstr.WithParam(url, "search_path", name)}
+}
+
+// Require fails the test, saying how to provide PostgreSQL, unless the test
+// database answers (it is created if missing and the user may). A test that
+// connects to URL() itself, without NewSchema or New, calls it first, so
+// that no PostgreSQL fails it with that hint rather than a bare connection
+// error.
+func Require(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	server.reach(t, ctx, URL()).Close(ctx)
+}
+
+// server is the test binary's one reacher: its first failure to reach
+// PostgreSQL fails every later test at once.
+var server = &reacher{connect: connect}
+
+// reacher connects to the test database, remembering the first failure that
+// says PostgreSQL is not there to reach (not a busy server's refusal, which
+// the next test may not meet).
+type reacher struct {
+	connect func(ctx context.Context, url string) (*pgx.Conn, error)
+
+	mu     sync.Mutex
+	failed string // the remembered failure's message, "" if none
+}
+
+// reach returns a connection to url, or fails t with how to provide
+// PostgreSQL: at once, without trying, when an earlier test failed to reach
+// it.
+func (r *reacher) reach(t testing.TB, ctx context.Context, url string) *pgx.Conn {
+	t.Helper()
+	r.mu.Lock()
+	failed := r.failed
+	r.mu.Unlock()
+	if failed != "" {
+		t.Fatalf("%s\n(an earlier test of this binary failed so; not trying again)", failed)
+	}
+	conn, err := r.connect(ctx, url)
+	if err == nil {
+		return conn
+	}
+	msg := fmt.Sprintf("this test needs PostgreSQL and could not reach it at %q: %v\n"+
+		"Start PostgreSQL locally (the tests create the database if the user may), "+
+		"or set TEST_DATABASE_URL to a database where the tests may create schemas, e.g.\n"+
+		"  TEST_DATABASE_URL=postgres://user:pass@host:5432/db?sslmode=disable go test ./...", redact(url), err)
+	if !busy(err) {
+		r.mu.Lock()
+		if r.failed == "" {
+			r.failed = msg
+		}
+		r.mu.Unlock()
+	}
+	t.Fatalf("%s", msg)
+	return nil
+}
+
+// busy says err is the server's refusal for now (too many connections, out
+// of resources, starting up or shutting down): it answered, and may accept
+// the next test.
+func busy(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && len(pgErr.Code) == 5 &&
+		(pgErr.Code[:2] == "53" || pgErr.Code[:2] == "57")
+}
+
+// RequireAllEnv is the environment variable that, set to 1, turns
+// SkipMissing's skips into failures: .ci/run sets it, so that CI runs every
+// test or fails.
+const RequireAllEnv = "LOCKWORKER_TEST_REQUIRE_ALL"
+
+// SkipMissing skips the test because what it needs of the environment is
+// missing (a privilege of the test role, a server setting, a program); the
+// message says what and how to provide it. With LOCKWORKER_TEST_REQUIRE_ALL=1
+// it fails the test with that message instead. Every skip for want of a
+// capability goes through it, so that CI, which sets the variable, cannot
+// print ok for a package whose unhappy-path tests never ran.
+func SkipMissing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	why := fmt.Sprintf(format, args...)
+	v := os.Getenv(RequireAllEnv)
+	if v == "" {
+		t.Skip(why)
+	}
+	require, err := strconv.ParseBool(v)
+	if err != nil {
+		t.Fatalf("%s=%q: want 1 (fail tests that would skip for want of something) or 0 (skip them); this test would skip: %s",
+			RequireAllEnv, v, why)
+	}
+	if !require {
+		t.Skip(why)
+	}
+	t.Fatalf("%s\n%s=1 (set by .ci/run) makes this a failure, not a skip: provide what is missing "+
+		"(README.md, \"Test it\"), or set %s=0 to skip such tests", why, RequireAllEnv, RequireAllEnv)
 }
 
 // New returns a migrated Store on a fresh schema, closed when the test ends.
