@@ -329,7 +329,8 @@ func TestFindPostmasterLive(t *testing.T) {
 	// Only a server elsewhere (another machine, a container) is a reason
 	// to skip; any other failure to find it here is one.
 	if s, err := readStat(fmt.Sprintf("/proc/%d/stat", backend)); err != nil || s.comm != "postgres" {
-		t.Skipf("the test database's server is not on this machine: its backend %d is not a postgres process here", backend)
+		testdb.SkipMissing(t, "the test database's server is not on this machine (its backend %d is not a postgres process here): "+
+			"run PostgreSQL on the machine that runs the tests", backend)
 	}
 	pm, err := postmasterOf("/proc", backend, all)
 	require.NoError(t, err)
@@ -343,7 +344,7 @@ func TestFindPostmasterLive(t *testing.T) {
 		if !errors.As(err, &pgErr) || pgErr.Code != "42501" { // only the right to create roles missing skips
 			t.Fatalf("creating a role: %v", err)
 		}
-		t.Skipf("no role to test with: %v", err)
+		testdb.SkipMissing(t, "no role to test with: %v: the test user needs to be a superuser or have CREATEROLE", err)
 	}
 	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+role)
 	require.NoError(t, err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
 )
 
 // TestDieWithParent: a process started with DieWithParent is killed when
@@ -28,7 +30,7 @@ func TestDieWithParent(t *testing.T) {
 		os.Exit(0)
 	}
 	if _, err := exec.LookPath("sleep"); err != nil {
-		t.Skip("no sleep binary")
+		testdb.SkipMissing(t, "no sleep binary on the PATH: install coreutils")
 	}
 	parent := exec.Command(os.Args[0], "-test.run=^TestDieWithParent$")
 	parent.Env = append(os.Environ(), "CHILDPROC_PARENT=1")
