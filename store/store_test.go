@@ -707,6 +707,7 @@ func TestBackoff(t *testing.T) {
 
 func TestOpenCreatesMissingDatabase(t *testing.T) {
 	t.Parallel()
+	testdb.Require(t) // no PostgreSQL: fail saying how to provide one
 	name := fmt.Sprintf("lwtest_create_%08x", rand.Uint32())
 	dbURL := connstr.WithParam(testdb.URL(), "dbname", name)
 	t.Cleanup(func() {

@@ -25,6 +25,7 @@ import (
 func TestSmoke(t *testing.T) {
 	cfg, err := parseFlags([]string{"--quick", "--broker-memory", "--sql-stats", "--pg-sample"}, &bytes.Buffer{})
 	require.NoError(t, err)
+	testdb.Require(t) // no PostgreSQL: fail saying how to provide one
 	cfg.DatabaseURL = testdb.URL()
 	cfg.Clients, cfg.Warmup, cfg.Duration = 4, 300*time.Millisecond, time.Second
 	cfg.Rate, cfg.LatencyDuration = 100, time.Second
@@ -96,6 +97,7 @@ func runFlags(t *testing.T, args ...string) (*Report, *Config) {
 	t.Helper()
 	cfg, err := parseFlags(args, &bytes.Buffer{})
 	require.NoError(t, err)
+	testdb.Require(t) // no PostgreSQL: fail saying how to provide one
 	cfg.DatabaseURL = testdb.URL()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

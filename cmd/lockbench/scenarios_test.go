@@ -79,6 +79,7 @@ func TestScenariosCutShort(t *testing.T) {
 		t.Run(c.progress, func(t *testing.T) {
 			cfg, err := parseFlags(append([]string{"--quick", "--broker-memory"}, c.flags...), &bytes.Buffer{})
 			require.NoError(t, err)
+			testdb.Require(t) // no PostgreSQL: fail saying how to provide one
 			cfg.DatabaseURL = testdb.URL()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
@@ -110,6 +111,7 @@ func TestBurstAndSoakCutShort(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cfg, err := parseFlags(append([]string{"--quick", "--broker-memory", "--waiters", "3"}, c.flags...), &bytes.Buffer{})
 			require.NoError(t, err)
+			testdb.Require(t) // no PostgreSQL: fail saying how to provide one
 			cfg.DatabaseURL = testdb.URL()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
