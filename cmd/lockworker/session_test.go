@@ -21,7 +21,7 @@ import (
 // TestSessionSurvivesRestart: a session and its leases outlive a restart
 // of the worker (its partitions move to the new one); the keep-alives go on
 // to the new worker, whose expiry scheduler then ends the session when its
-// owner dies, within ttl + 1 s, and grants the locks to their waiters.
+// owner dies and grants the locks to their waiters.
 func TestSessionSurvivesRestart(t *testing.T) {
 	sch := testdb.NewSchema(t)
 	kafka, external := externalKafka(t)
@@ -58,35 +58,40 @@ func TestSessionSurvivesRestart(t *testing.T) {
 
 	expired := newClient(t, brokers[0], "locks.lock.expired.v1")
 	require.NoError(t, owner.Close()) // the owner dies: no close, no keep-alive
-	grantedSoon(t, granted, failed, sessionEnds(t, expired, locks))
+	grantedAfter(t, granted, failed, sessionEnds(t, expired, locks))
 }
 
-// sessionEnds reads, for each of locks, the expires_at that its lease's
-// lock.expired shows when a session's end ends it: the session's expiry,
-// by the database's clock.
-func sessionEnds(t *testing.T, expired *client, locks []string) map[string]time.Time {
-	ends := map[string]time.Time{}
+// sessionEnds reads, for each of locks, the lease that its lock.expired
+// shows ended when a session's end ended it: its fencing token and its
+// expires_at, the session's expiry by the database's clock.
+func sessionEnds(t *testing.T, expired *client, locks []string) map[string]topics.LockInfo {
+	ends := map[string]topics.LockInfo{}
 	for len(ends) < len(locks) {
 		if li := expired.await("", topics.TypeExpired).LockInfo; li != nil && slices.Contains(locks, li.LockName) {
-			ends[li.LockName] = li.ExpiresAt.Time
+			require.NotNil(t, li.ExpiresAt, "%s's lock.expired has no expires_at", li.LockName)
+			ends[li.LockName] = *li
 		}
 	}
 	return ends
 }
 
-// grantedSoon checks that each lock was granted to its waiter soon after
-// the session's expiry (ends), both by the database's clock. The contract
-// says within 1 s (ttl + 1 s from the last keep-alive the worker applied),
-// which lockbench measures; a loaded machine stretches the expiry
-// scheduler's pass, so the test allows 3 s, as the client's do.
-func grantedSoon(t *testing.T, granted <-chan *sdk.Lease, failed <-chan error, ends map[string]time.Time) {
+// grantedAfter checks that each lock was granted to its waiter once its
+// session's lease had ended (ends): at or after the session's expiry, by
+// the database's clock, with a greater fencing token, and within the 20 s
+// the waiters are given. How soon after the expiry (the contract's 1 s) is
+// lockbench's to measure: a loaded machine stretches the expiry
+// scheduler's pass, which a test must not fail for.
+func grantedAfter(t *testing.T, granted <-chan *sdk.Lease, failed <-chan error, ends map[string]topics.LockInfo) {
 	t.Helper()
 	for range ends {
 		select {
 		case l := <-granted:
-			late := l.Info().AcquiredAt.Time.Sub(ends[l.Name])
-			t.Logf("%s granted %s after its session's expiry", l.Name, late.Round(time.Millisecond))
-			require.LessOrEqual(t, late, 3*time.Second, "%s granted late", l.Name)
+			end, ok := ends[l.Name]
+			require.True(t, ok, "%s granted, not a lock of the session", l.Name)
+			t.Logf("%s granted %s after its session's expiry", l.Name, l.Info().AcquiredAt.Time.Sub(end.ExpiresAt.Time).Round(time.Millisecond))
+			require.False(t, l.Info().AcquiredAt.Time.Before(end.ExpiresAt.Time),
+				"%s granted at %s, before its session expired at %s", l.Name, l.Info().AcquiredAt.Time, end.ExpiresAt.Time)
+			require.Greater(t, l.Token, end.FencingToken, "%s's new lease has a greater token than the session's", l.Name)
 		case err := <-failed:
 			t.Fatal(err)
 		case <-time.After(20 * time.Second):
@@ -137,8 +142,8 @@ func TestSessionAuthenticated(t *testing.T) {
 const ownerEnv = "LOCKWORKER_TEST_SESSION_OWNER"
 
 // TestSessionOwnerSIGKILL: a process holding locks in a session is
-// SIGKILLed: within ttl + 1 s every one of its locks is granted to the next
-// waiter, by the worker alone (nothing tells it the owner died).
+// SIGKILLed: once its session expires every one of its locks is granted to
+// the next waiter, by the worker alone (nothing tells it the owner died).
 func TestSessionOwnerSIGKILL(t *testing.T) {
 	if os.Getenv(ownerEnv) != "" {
 		t.Skip("the owner process runs TestSessionOwnerProcess only")
@@ -160,7 +165,7 @@ func TestSessionOwnerSIGKILL(t *testing.T) {
 	expired := newClient(t, addr, "locks.lock.expired.v1")
 	require.NoError(t, owner.Process.Kill()) // SIGKILL
 	_ = owner.Wait()
-	grantedSoon(t, granted, failed, sessionEnds(t, expired, ownerLocks))
+	grantedAfter(t, granted, failed, sessionEnds(t, expired, ownerLocks))
 }
 
 var ownerLocks = []string{"proc-1", "proc-2", "proc-3"}
