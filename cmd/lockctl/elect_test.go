@@ -161,11 +161,12 @@ func TestElectLeaderKilled(t *testing.T) {
 	eventually(t, "the heir to lead", func() bool { return strings.Contains(stderr.String(), `value "heir"`) })
 	took := time.Since(killed)
 	t.Logf("the heir leads %s after the leader was SIGKILLed (lease %s, lock-delay %s)", took.Round(time.Millisecond), lease, delay)
-	// The lock-delay counts from the lease's end, which comes after the kill.
+	// The lock-delay counts from the lease's end, which comes after the
+	// kill. That the heir leads at all, within eventually's 20 s, is the
+	// rest: how soon after the lease and the lock-delay (a keep-alive in
+	// flight at the kill stretches the lease by up to one) is lockbench's
+	// to measure, not this test's.
 	assert.GreaterOrEqual(t, took, delay)
-	// After the lease (which a keep-alive in flight at the kill stretches
-	// by up to a lease) and the lock-delay, with room for a busy machine.
-	assert.Less(t, took, 2*lease+delay+3*time.Second)
 	r := wait()
 	assert.Equal(t, exitOK, r.code, r.stderr)
 }
