@@ -375,10 +375,12 @@ func TestSurvivedSuspendPullsTheMonotonicDeadlineIn(t *testing.T) {
 	require.True(t, c.checkBoot())
 	require.NoError(t, l.Err())
 	require.NoError(t, s.Err())
+	// 10 s less the time since now, which a stalled machine may make
+	// seconds: more than 5 s is not pulled in by another 20 s.
 	require.LessOrEqual(t, left(&l.mu, &l.deadline), 10*time.Second, "the lease's monotonic deadline not pulled in")
-	require.Greater(t, left(&l.mu, &l.deadline), 9*time.Second, "pulled in too far")
+	require.Greater(t, left(&l.mu, &l.deadline), 5*time.Second, "pulled in too far")
 	require.LessOrEqual(t, left(&s.mu, &s.deadline), 10*time.Second, "the session's monotonic deadline not pulled in")
-	require.Greater(t, left(&s.mu, &s.deadline), 9*time.Second, "pulled in too far")
+	require.Greater(t, left(&s.mu, &s.deadline), 5*time.Second, "pulled in too far")
 
 	// A boot clock behind the monotonic deadline moves nothing back out.
 	suspend(0)
@@ -718,10 +720,12 @@ func TestAnswerSentBeforeASuspendIsPulledIn(t *testing.T) {
 		SessionInfo: &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 30, ExpiresAt: topics.NewTime(at.Add(30 * time.Second))}}, sent)
 	sLeft := time.Until(s.deadline)
 	s.mu.Unlock()
+	// 10 s less the time since sent, which a stalled machine may make
+	// seconds: more than 5 s is not pulled in by another 20 s.
 	require.LessOrEqual(t, lLeft, 10*time.Second, "the lease's monotonic deadline not pulled in")
-	require.Greater(t, lLeft, 9*time.Second, "pulled in too far")
+	require.Greater(t, lLeft, 5*time.Second, "pulled in too far")
 	require.LessOrEqual(t, sLeft, 10*time.Second, "the session's monotonic deadline not pulled in")
-	require.Greater(t, sLeft, 9*time.Second, "pulled in too far")
+	require.Greater(t, sLeft, 5*time.Second, "pulled in too far")
 	require.NoError(t, l.Err())
 	require.NoError(t, s.Err())
 }
