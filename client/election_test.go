@@ -289,7 +289,9 @@ func TestElectionUnhappyPaths(t *testing.T) {
 		start := time.Now()
 		_, err = client.NewElection(other, name).Campaign(dctx, "impatient")
 		assert.ErrorIs(t, err, context.DeadlineExceeded)
-		assert.Less(t, time.Since(start), 2*time.Second)
+		// Not waiting for the leader, who holds on for the test's 30 s:
+		// 10 s tells the two apart with room for a busy machine.
+		assert.Less(t, time.Since(start), 10*time.Second)
 
 		// The quitters were withdrawn: once the leader resigns, nobody leads.
 		require.NoError(t, leader.Resign(ctx))
