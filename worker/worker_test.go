@@ -113,7 +113,10 @@ func TestExactlyOnceAcrossWorkerCrash(t *testing.T) {
 // under load; batches are retried, nothing lost or doubled.
 func TestDatabaseConnectionKilled(t *testing.T) {
 	e := e2e.New(t)
-	e.StartWorker(e2e.WorkerOpts{Name: "victim", Appliers: 2})
+	// Its connections' application_name: this test's alone, so that
+	// another run on the same server (a CI job, -count=2) keeps its own.
+	victim := "victim-" + e.Schema.Name
+	e.StartWorker(e2e.WorkerOpts{Name: victim, Appliers: 2})
 	replies := []string{"locks.replies.kill"}
 	watch := e.Watch(replies...)
 	const locks, rounds = 100, 10
@@ -123,7 +126,8 @@ func TestDatabaseConnectionKilled(t *testing.T) {
 		watch.WaitFor(t, time.Minute, "progress", func(rs []e2e.Received) bool { return len(rs) >= (i+1)*250 })
 		var n int
 		require.NoError(t, e.Store.Pool.QueryRow(context.Background(),
-			`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'victim'`).Scan(&n))
+			`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE application_name = $1 AND datname = current_database()`, victim).Scan(&n))
 		killed += n
 	}
 	require.Positive(t, killed)
