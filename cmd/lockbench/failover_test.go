@@ -153,14 +153,20 @@ echo 'lockworker is consuming' >&2
 // start again it does not wait.
 func TestFailoverCheckExitsWaitsAfterARestart(t *testing.T) {
 	running := shReplica(t, "running", loop)
-	crashed := shReplica(t, "crashed", exitsOnce(t.TempDir(), "crashed"))
+	// crashed exits 2 once told to (crash exists), at its first start only.
+	dir := t.TempDir()
+	crash, marker := filepath.Join(dir, "crash"), filepath.Join(dir, "started")
+	crashed := shReplica(t, "crashed", `if [ -e '`+marker+`' ]; then `+loop+`; fi; touch '`+marker+`'; `+
+		`while [ ! -e '`+crash+`' ]; do sleep 0.05; done; exit 2`)
 	f, _ := testFaults(t, running, crashed)
 	var c faultCounts
-	// A pause of a minute, which half of it tells apart from none with
-	// room for a busy machine.
+	// Nothing has exited. A pause of a minute, which half of it tells
+	// apart from none with room for a busy machine.
 	start := time.Now()
 	require.NoError(t, f.checkExits(&c, time.Minute))
 	require.Less(t, time.Since(start), 30*time.Second, "nothing exited: no pause")
+	require.Equal(t, faultCounts{}, c)
+	require.NoError(t, os.WriteFile(crash, nil, 0o644))
 	exited(t, crashed)
 	start = time.Now()
 	require.NoError(t, f.checkExits(&c, time.Second))
