@@ -3,9 +3,10 @@
 //
 // The database comes from TEST_DATABASE_URL, defaulting to the local server
 // (DefaultURL). A test that finds no PostgreSQL fails and says how to provide
-// one: it never passes silently. The first failure to reach it is remembered,
-// and later tests of the same test binary fail at once with its message
-// rather than each waiting out the connect timeout again.
+// one: it never passes silently. A failure to reach it that every later test
+// would meet (no answer in time, a refused password or database) is
+// remembered, and later tests of the same test binary fail at once with its
+// message rather than each waiting out the connect timeout again.
 //
 // A test that needs more of the environment than a database (a privilege of
 // the test role, a server setting, a program) and finds it missing calls
@@ -18,8 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -94,9 +97,8 @@ func Require(t testing.TB) {
 // PostgreSQL fails every later test at once.
 var server = &reacher{connect: connect}
 
-// reacher connects to the test database, remembering the first failure that
-// says PostgreSQL is not there to reach (not a busy server's refusal, which
-// the next test may not meet).
+// reacher connects to the test database, remembering the first failure
+// that every later test would meet too, at a cost (lasting).
 type reacher struct {
 	connect func(ctx context.Context, url string) (*pgx.Conn, error)
 
@@ -123,7 +125,7 @@ func (r *reacher) reach(t testing.TB, ctx context.Context, url string) *pgx.Conn
 		"Start PostgreSQL locally (the tests create the database if the user may), "+
 		"or set TEST_DATABASE_URL to a database where the tests may create schemas, e.g.\n"+
 		"  TEST_DATABASE_URL=postgres://user:pass@host:5432/db?sslmode=disable go test ./...", redact(url), err)
-	if !busy(err) {
+	if lasting(err) {
 		r.mu.Lock()
 		if r.failed == "" {
 			r.failed = msg
@@ -134,13 +136,23 @@ func (r *reacher) reach(t testing.TB, ctx context.Context, url string) *pgx.Conn
 	return nil
 }
 
-// busy says err is the server's refusal for now (too many connections, out
-// of resources, starting up or shutting down): it answered, and may accept
-// the next test.
-func busy(err error) bool {
+// lasting says err will meet every later test too: no answer in time (a
+// host that drops packets, which each test would wait out), or the server
+// refusing who or what the URL names (authentication, a missing database,
+// a privilege), or a URL that does not parse. A refused or reset
+// connection, a server busy, starting or shutting down, fails fast and may
+// be gone for the next test (a restart): it is tried again.
+func lasting(err error) bool {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && len(pgErr.Code) == 5 &&
-		(pgErr.Code[:2] == "53" || pgErr.Code[:2] == "57")
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000" || pgErr.Code == "42501"
+	}
+	var parseErr *pgconn.ParseConfigError
+	return errors.As(err, &parseErr)
 }
 
 // RequireAllEnv is the environment variable that, set to 1, turns

@@ -12,8 +12,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// A failure to reach PostgreSQL is remembered: the next test fails at once
-// with the same message, trying nothing; a busy server's refusal is not.
+// A failure to reach PostgreSQL that every later test would meet is
+// remembered (no answer in time, a refused password): the next test fails
+// at once with the same message, trying nothing; a refused connection or a
+// busy server's refusal, which a restart ends, is not.
 func TestReachRemembersTheFirstFailure(t *testing.T) {
 	refused := errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
 	tooMany := &pgconn.PgError{Code: "53300", Message: "sorry, too many clients already"}
@@ -22,7 +24,8 @@ func TestReachRemembersTheFirstFailure(t *testing.T) {
 		err      error
 		remember bool
 	}{
-		{"unreachable", refused, true},
+		{"no answer in time", fmt.Errorf("dial tcp 10.0.0.1:5432: %w", context.DeadlineExceeded), true},
+		{"connection refused", refused, false},
 		{"password refused", &pgconn.PgError{Code: "28P01", Message: "password authentication failed"}, true},
 		{"too many clients", tooMany, false},
 		{"starting up", &pgconn.PgError{Code: "57P03", Message: "the database system is starting up"}, false},
