@@ -266,6 +266,8 @@ type Worker struct {
 	mu    sync.Mutex
 	parts map[int32]*partition
 	seeks atomic.Bool // a partition's seek is set (seekRewound)
+	// recreating says takeRecreatedTopic runs (recreated.go).
+	recreating atomic.Bool
 	// wakePoll ends the poll in progress, so that a seek set while no
 	// records arrive is made (seekTo).
 	wakePoll atomic.Pointer[context.CancelFunc]
@@ -593,6 +595,15 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			if b, ok := errors.AsType[*kgo.ErrDecompressTooLarge](err); ok && t == w.cfg.Names.Commands {
 				tooLarge = append(tooLarge, b) // queueTooLarge
+				return
+			}
+			if errors.Is(err, kerr.UnknownTopicID) && t == w.cfg.Names.Commands {
+				// kgo gives it after five in a row: not a topic just
+				// created, one deleted and created again.
+				if w.recreating.CompareAndSwap(false, true) {
+					w.wg.Add(1) // stopAll halts it, then waits
+					go w.takeRecreatedTopic()
+				}
 				return
 			}
 			w.log.Warn().Err(err).Str("topic", t).Int32("partition", p).Msg("fetch error; retrying")
