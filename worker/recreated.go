@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"time"
 )
 
@@ -26,7 +28,7 @@ func (w *Worker) takeRecreatedTopic() {
 	defer w.wg.Done()
 	defer w.recreating.Store(false)
 	w.log.Error().Str("topic", w.cfg.Names.Commands).
-		Msg("the commands topic was deleted and created again (UNKNOWN_TOPIC_ID): letting its partitions go and consuming the new topic from its start")
+		Msg("the brokers no longer know the commands topic by the ID this replica consumes it under (UNKNOWN_TOPIC_ID): deleted, and maybe created again; letting its partitions go and consuming the topic anew, from its start if it is a new one")
 	w.cl.PurgeTopicsFromConsuming(w.cfg.Names.Commands)
 	t := time.NewTicker(recreatedPollEvery)
 	defer t.Stop()
@@ -42,10 +44,14 @@ func (w *Worker) takeRecreatedTopic() {
 		if !let {
 			continue
 		}
-		if w.Withdrawn() {
-			return // its rejoin adds the topic back once PostgreSQL answers
-		}
-		w.cl.AddConsumeTopics(w.cfg.Names.Commands)
+		// Under withdrawn.mu, as withdraw cancels: a withdrawal between
+		// the check and the add would leave the topic consumed by a
+		// replica that withdrew.
+		w.withdrawn.mu.Lock()
+		if !errors.Is(context.Cause(w.withdrawn.ctx), errWithdrawn) {
+			w.cl.AddConsumeTopics(w.cfg.Names.Commands)
+		} // else its rejoin adds the topic back once PostgreSQL answers
+		w.withdrawn.mu.Unlock()
 		return
 	}
 }
