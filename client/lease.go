@@ -674,22 +674,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		l.giveBack()
 		return err
 	}
-	l.mu.Lock()
-	ended := l.err
-	late := false
-	if ended == nil {
-		l.update(ev, sent, ev.OccurredAt.Time)
-		// Past the new deadline already (the answer read after the host
-		// slept through it): the worker may have ended the lease, or the
-		// extension may hold it for nobody.
-		late = l.due()
-	}
-	l.mu.Unlock()
-	if late {
-		l.expire()
-		ended = l.Err() // nil if another extension's answer moved it on
-	}
-	if ended != nil {
+	if ended, _ := l.confirm(ev, sent); ended != nil {
 		// It ended here while the extension, which the worker applied, was
 		// on its way: given back, or the worker holds it for nobody until
 		// the new expiry.
@@ -714,18 +699,31 @@ func (l *Lease) capRefused(ev topics.Event, sent sentAt) error {
 	if li == nil || li.Status != topics.StatusAcquired || li.OwnerID != l.Owner || li.FencingToken != l.Token || replyLease(ev) != nil {
 		return nil
 	}
+	if ended, before := l.confirm(ev, sent); !before {
+		return ended
+	}
+	return nil
+}
+
+// confirm records an answer that shows the lease (update), unless the lease
+// ended first, and ends the lease if the answer leaves it past its deadline
+// already (read after the host slept through it: the worker may have ended
+// it). It returns the lease's end, if it has one, and whether it came
+// before the answer; nil when another answer moved the deadline on.
+func (l *Lease) confirm(ev topics.Event, sent sentAt) (ended error, before bool) {
 	l.mu.Lock()
+	ended = l.err
 	late := false
-	if l.err == nil {
+	if ended == nil {
 		l.update(ev, sent, ev.OccurredAt.Time)
 		late = l.due()
 	}
 	l.mu.Unlock()
 	if !late {
-		return nil
+		return ended, ended != nil
 	}
 	l.expire()
-	return l.Err()
+	return l.Err(), false
 }
 
 // giveBack releases, best effort, a lease an extension found ended, answered

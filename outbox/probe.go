@@ -48,6 +48,9 @@ type probed struct {
 // was kept for the pass is kept too, or it could overtake that run. p.lock
 // is held.
 func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []unit {
+	if len(p.blocked) == 0 {
+		return units // every pass comes here: nothing to probe, nothing to allocate
+	}
 	pr := p.probes
 	running := 0
 	for _, b := range p.blocked {
