@@ -243,26 +243,16 @@ func TestGroupMemberAsksTheCoordinator(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(c.Close)
 		assigned := make(chan struct{}, 1)
-		opts := []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("commands"),
-			kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
-				select {
-				case assigned <- struct{}{}:
-				default:
-				}
-			})}
+		opts := []kgo.Opt{kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			select {
+			case assigned <- struct{}{}:
+			default:
+			}
+		})}
 		if consumer {
 			opts = append(opts, kgo.ServerSideBalancer())
 		}
-		cl, err := kgo.NewClient(opts...)
-		require.NoError(t, err)
-		t.Cleanup(cl.Close)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		go func() {
-			for ctx.Err() == nil {
-				cl.PollFetches(ctx)
-			}
-		}()
+		cl, ctx := pollingMember(t, c, opts...)
 		select {
 		case <-assigned:
 		case <-ctx.Done():
@@ -584,17 +574,7 @@ func TestHeardFromHearsTheCoordinator(t *testing.T) {
 	t.Cleanup(c.Close)
 	heard := newHeardFrom()
 	heard.last.Store(-int64(time.Hour))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("commands"),
-		kgo.WithHooks(heard), kgo.HeartbeatInterval(50*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go func() {
-		for ctx.Err() == nil {
-			cl.PollFetches(ctx)
-		}
-	}()
+	pollingMember(t, c, kgo.WithHooks(heard), kgo.HeartbeatInterval(50*time.Millisecond))
 	require.Eventually(t, func() bool { return heard.since(time.Now()) < time.Minute }, 10*time.Second, 10*time.Millisecond,
 		"the coordinator's answers not heard")
 	require.Eventually(t, func() bool { return heard.since(time.Now()) < 200*time.Millisecond }, 10*time.Second, 10*time.Millisecond,
@@ -609,4 +589,22 @@ func TestHeardFromHearsTheCoordinator(t *testing.T) {
 	require.Eventually(t, func() bool { return heard.since(time.Now()) > time.Second }, 10*time.Second, 10*time.Millisecond,
 		"heard while the coordinator did not answer")
 	close(wake)
+}
+
+// pollingMember is a member of group "g" on c's topic "commands" (with
+// opts), polling until the test ends or 30 s have passed: the context it
+// returns.
+func pollingMember(t *testing.T, c *kfake.Cluster, opts ...kgo.Opt) (*kgo.Client, context.Context) {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("commands")}, opts...)...)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel) // before Close: the poll ends first
+	go func() {
+		for ctx.Err() == nil {
+			cl.PollFetches(ctx)
+		}
+	}()
+	return cl, ctx
 }

@@ -95,20 +95,7 @@ func TestHealthDrainingOnceRunFails(t *testing.T) {
 		if !refuse.Load() {
 			return nil, nil, false
 		}
-		req := kr.(*kmsg.FetchRequest)
-		resp := req.ResponseKind().(*kmsg.FetchResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewFetchResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewFetchResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return fetchRefused(kr.(*kmsg.FetchRequest)), nil, true
 	})
 	m, run, ctx := launchFailing(t, testdb.NewSchema(t).URL, external)
 	run.await(t, m.Ready)

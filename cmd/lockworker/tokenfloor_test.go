@@ -83,18 +83,7 @@ func TestStartWithoutReadOnLockAcquired(t *testing.T) {
 				return nil, nil, false // the worker's own fetches
 			}
 		}
-		resp := req.ResponseKind().(*kmsg.FetchResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewFetchResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewFetchResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.TopicAuthorizationFailed.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return fetchRefused(req), nil, true
 	})
 
 	t.Run("require", func(t *testing.T) {
@@ -128,4 +117,21 @@ func TestStartWithoutReadOnLockAcquired(t *testing.T) {
 		require.Contains(t, log.String(), "TOKEN_FLOOR_CHECK=warn")
 		require.Contains(t, log.String(), `"level":"error"`)
 	})
+}
+
+// fetchRefused answers req refusing every partition it asks for
+// (TOPIC_AUTHORIZATION_FAILED), as a broker without Read on the topic does.
+func fetchRefused(req *kmsg.FetchRequest) *kmsg.FetchResponse {
+	resp := req.ResponseKind().(*kmsg.FetchResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewFetchResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewFetchResponseTopicPartition()
+			sp.Partition, sp.ErrorCode = rp.Partition, kerr.TopicAuthorizationFailed.Code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
 }
