@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/store"
@@ -62,7 +61,7 @@ func (w *Worker) checkStateTopicChange(ctx context.Context) (int, error) {
 	}
 	var found store.StateTopic
 	var err error
-	found.ID, found.Partitions, err = describeTopic(ctx, kadm.NewClient(w.cl), topic)
+	found.ID, found.Partitions, err = describeTopic(ctx, w.cl, topic)
 	if err != nil && ctx.Err() != nil {
 		return 0, fmt.Errorf("describing the lock state topic %q: %w (%w)", topic, ctx.Err(), err) // stopped
 	}

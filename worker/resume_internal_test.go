@@ -45,6 +45,40 @@ func TestResumeRetriesTransientFailures(t *testing.T) {
 	require.ErrorIs(t, err, kerr.PolicyViolation)
 }
 
+// A failure to read the commands topic's ID that may pass (an election, as
+// while a recreated topic gets its leaders) is retried, not taken as a
+// reason to use the stored offsets unchecked: those of a topic deleted and
+// created again would skip the new topic's first records as applied.
+func TestResumeRetriesTheTopicIDsRead(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands))
+	w, st := newApplierOn(t, c)
+	// The old topic's ID and offset; the new topic holds more records.
+	_, _, err := st.CheckTopicID(ctx, "lockworker", names.Commands, "the-old-topic")
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 2)`,
+		names.Commands)
+	require.NoError(t, err)
+	producer, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...)) // w's client then asks for no topic by itself
+	require.NoError(t, err)
+	for range 3 {
+		require.NoError(t, producer.ProduceSync(ctx, &kgo.Record{Topic: names.Commands, Value: []byte("x")}).FirstErr())
+	}
+	producer.Close()
+	election := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Metadata}, Topic: names.Commands, Err: kerr.LeaderNotAvailable})
+	err = w.checkTopicID(ctx)
+	require.ErrorIs(t, err, kerr.LeaderNotAvailable)
+	require.True(t, transient(err))
+	require.Equal(t, 1, election.Hits())
+
+	election = c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Metadata}, Topic: names.Commands, Err: kerr.LeaderNotAvailable})
+	offsets, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+	require.NoError(t, err)
+	require.Equal(t, 1, election.Hits())
+	require.Equal(t, kgo.NewOffset().AtStart(), offsets[names.Commands][0], "the old topic's offset forgotten")
+}
+
 // A stale replica that moves the stored offset between resuming's read of
 // it and its move back (checkLogEnds) makes the move find the offset moved
 // (errTakenOver): reading it again is all it takes, so resuming retries
@@ -173,3 +207,26 @@ type notSent struct{}
 
 func (notSent) Error() string     { return "not sent" }
 func (notSent) SafeToRetry() bool { return true }
+
+// describeTopic asks a broker, not kgo's metadata cache (kadm's listings'
+// source, up to 5 s old): right after a topic is deleted and created
+// again, the cache still holds the old topic's ID.
+func TestDescribeTopicSeesARecreatedTopicAtOnce(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands))
+	w, _ := newApplierOn(t, c)
+	adm := kadm.NewClient(w.cl)
+	old, _, err := describeTopic(ctx, w.cl, names.Commands)
+	require.NoError(t, err)
+	_, err = adm.ListTopics(ctx, names.Commands) // fills the cache
+	require.NoError(t, err)
+	_, err = adm.DeleteTopics(ctx, names.Commands)
+	require.NoError(t, err)
+	_, err = adm.CreateTopic(ctx, 1, 1, nil, names.Commands)
+	require.NoError(t, err)
+	id, partitions, err := describeTopic(ctx, w.cl, names.Commands)
+	require.NoError(t, err)
+	require.NotEqual(t, old, id)
+	require.Equal(t, 1, partitions)
+}

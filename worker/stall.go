@@ -489,7 +489,7 @@ func groupMember(ctx context.Context, cl *kgo.Client, group, topic, member strin
 	serverSide, _ := cl.OptValue(kgo.ServerSideBalancer).(bool)
 	var consumerErr error
 	if serverSide {
-		m, err := consumerGroupMember(ctx, cl, adm, group, topic, member)
+		m, err := consumerGroupMember(ctx, cl, group, topic, member)
 		if err == nil {
 			return m, nil
 		}
@@ -531,8 +531,8 @@ func groupMember(ctx context.Context, cl *kgo.Client, group, topic, member strin
 // consumerGroupMember is groupMember under the consumer protocol. The
 // assignment names its topics by ID (Apache Kafka gives the name too, some
 // brokers only the ID), so the topic's ID is asked for first.
-func consumerGroupMember(ctx context.Context, cl *kgo.Client, adm *kadm.Client, group, topic, member string) (membership, error) {
-	id, _, err := describeTopic(ctx, adm, topic)
+func consumerGroupMember(ctx context.Context, cl *kgo.Client, group, topic, member string) (membership, error) {
+	id, _, err := describeTopic(ctx, cl, topic)
 	if err != nil {
 		return membership{}, fmt.Errorf("reading the ID of %s: %w", topic, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/outbox"
@@ -742,7 +743,7 @@ func (w *Worker) checkGroup(ctx context.Context) error {
 	}
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	id, err := w.topicID(ictx, kadm.NewClient(w.cl))
+	id, err := w.topicID(ictx)
 	if err != nil {
 		w.log.Warn().Err(err).Str("group", other.Others[0]).
 			Msg("reading the commands topic's ID to check the other group's offsets against it; a topic ID stored with them is taken for the current one")
@@ -1072,7 +1073,7 @@ func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]sto
 // against the topic's ID (checkTopicID) and, for the assigned partitions,
 // against the log's ends and starts (checkLogEnds).
 func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset, sent map[int32]*offsetMove) (map[int32]store.Position, error) {
-	if err := w.checkTopicID(ctx, kadm.NewClient(w.cl)); err != nil {
+	if err := w.checkTopicID(ctx); err != nil {
 		return nil, err
 	}
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
@@ -1126,10 +1127,17 @@ func unknownBroker(err error) bool {
 // checkTopicID forgets the stored offsets of a commands topic that was
 // deleted and created again (store.CheckTopicID): the new topic numbers
 // its records from 0, and the old offsets would skip them as applied.
-// Without a topic ID (Kafka before 2.8) it checks nothing.
-func (w *Worker) checkTopicID(ctx context.Context, adm *kadm.Client) error {
+// Without a topic ID (Kafka before 2.8) it checks nothing. A failure to
+// read the ID that may pass (an election, a broker restarting) is returned
+// for resuming to retry, as a recreation is when such failures come; one
+// that cannot pass (no Describe right on the topic) leaves the offsets
+// unchecked, with a warning.
+func (w *Worker) checkTopicID(ctx context.Context) error {
 	topic := w.cfg.Names.Commands
-	id, err := w.topicID(ctx, adm)
+	id, err := w.topicID(ctx)
+	if transient(err) {
+		return err
+	}
 	if err != nil {
 		w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
 		return nil
@@ -1147,9 +1155,9 @@ func (w *Worker) checkTopicID(ctx context.Context, adm *kadm.Client) error {
 
 // topicID returns the commands topic's ID, "" when Kafka gives topics none
 // (before 2.8).
-func (w *Worker) topicID(ctx context.Context, adm *kadm.Client) (string, error) {
+func (w *Worker) topicID(ctx context.Context) (string, error) {
 	topic := w.cfg.Names.Commands
-	id, _, err := describeTopic(ctx, adm, topic)
+	id, _, err := describeTopic(ctx, w.cl, topic)
 	if err != nil {
 		return "", fmt.Errorf("reading the ID of %s: %w", topic, err)
 	}
@@ -1157,20 +1165,30 @@ func (w *Worker) topicID(ctx context.Context, adm *kadm.Client) (string, error) 
 }
 
 // describeTopic reads topic's ID ("" where Kafka gives topics none) and
-// partition count.
-func describeTopic(ctx context.Context, adm *kadm.Client, topic string) (id string, partitions int, err error) {
-	details, err := adm.ListTopics(ctx, topic)
-	if err == nil {
-		err = details[topic].Err
-	}
+// partition count from a broker, not from kgo's metadata cache, which
+// kadm's listings answer from: up to MetadataMinAge (5 s) old, it may still
+// hold a deleted topic's ID.
+func describeTopic(ctx context.Context, cl *kgo.Client, topic string) (id string, partitions int, err error) {
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
 	if err != nil {
 		return "", 0, err
 	}
-	d := details[topic]
-	if d.ID != (kadm.TopicID{}) {
-		id = d.ID.String()
+	i := slices.IndexFunc(resp.Topics, func(t kmsg.MetadataResponseTopic) bool { return t.Topic != nil && *t.Topic == topic })
+	if i < 0 {
+		return "", 0, kerr.UnknownTopicOrPartition
 	}
-	return id, len(d.Partitions), nil
+	t := resp.Topics[i]
+	if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+		return "", 0, err
+	}
+	if t.TopicID != ([16]byte{}) {
+		id = kadm.TopicID(t.TopicID).String()
+	}
+	return id, len(t.Partitions), nil
 }
 
 func (w *Worker) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
