@@ -356,15 +356,25 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 		return err
 	}
 	if code == "" && !s.expiresAt.After(st.l.Now) {
-		// It expired while the lock's row was waited for.
-		code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
-		if st.row.status == topics.StatusFree {
-			// loadLock created the row for this acquire (free exists only
-			// inside the transaction creating a row): the refusal leaves
-			// none, as when the refusal was known before.
-			if _, err := a.tx.Exec(ctx, `DELETE FROM locks WHERE namespace = $1 AND lock_name = $2 AND status = 'free'`,
-				c.Namespace, c.LockName); err != nil {
-				return fmt.Errorf("deleting the new row of lock %q: %w", c.Key(), err)
+		// Past the expiry read before the lock's row was waited for, a
+		// keep-alive (which the key-share lock does not wait for) may have
+		// renewed it meanwhile: read it again, as only this case needs to
+		// (the key-share lock keeps the row). Renewed, it is granted with
+		// the new expiry.
+		if err := a.tx.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = $1`, s.id).Scan(&s.expiresAt); err != nil {
+			return fmt.Errorf("reading session %q again: %w", s.id, err)
+		}
+		if !s.expiresAt.After(st.l.Now) {
+			// It expired while the lock's row was waited for.
+			code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+			if st.row.status == topics.StatusFree {
+				// loadLock created the row for this acquire (free exists
+				// only inside the transaction creating a row): the refusal
+				// leaves none, as when the refusal was known before.
+				if _, err := a.tx.Exec(ctx, `DELETE FROM locks WHERE namespace = $1 AND lock_name = $2 AND status = 'free'`,
+					c.Namespace, c.LockName); err != nil {
+					return fmt.Errorf("deleting the new row of lock %q: %w", c.Key(), err)
+				}
 			}
 		}
 	}

@@ -533,14 +533,36 @@ func TestSessionAcquireAfterAWaitPastExpiry(t *testing.T) {
 	require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
 }
 
+// TestSessionAcquireKeptAliveWhileItWaits: an acquire in a session that
+// waits for the lock's row while a keep-alive renews the session (which
+// the acquire's key-share lock on the session's row lets through), until
+// the expiry it read first has passed, is granted: the session is live,
+// and its lease shows the new expiry.
+func TestSessionAcquireKeptAliveWhileItWaits(t *testing.T) {
+	h := newHarness(t)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s1", "dave", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("y", "dave", inSession("s1"))).Type) // the lock's row exists
+	require.Equal(t, topics.TypeReleased, h.one(h.release("y", "dave")).Type)
+	var kept topics.Event
+	ev := h.waitingPast(sessionNear, `SELECT FROM locks WHERE lock_name = 'y' FOR UPDATE`, h.acquire("y", "dave", inSession("s1")), func() {
+		kept = h.one(h.session(topics.OpSessionKeepAlive, "s1", "dave"))
+		require.Equal(t, topics.TypeSessionKeptAlive, kept.Type, kept.ErrorMessage)
+	})
+	require.Equal(t, topics.TypeAcquired, ev.Type, "%s: %s", ev.ErrorCode, ev.ErrorMessage)
+	require.Equal(t, "s1", ev.LockInfo.SessionID)
+	require.Equal(t, kept.SessionInfo.ExpiresAt, *ev.LockInfo.ExpiresAt, "the renewed expiry")
+	require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM lock_holders WHERE session_id = 's1'`))
+}
+
 // sessionNear brings the sessions' expiry near (waitingPast), with room
 // for what comes before it.
 const sessionNear = `UPDATE sessions SET expires_at = clock_timestamp() + interval '3 seconds' RETURNING expires_at`
 
 // waitingPast brings an expiry near (nearSQL, returning it), has c wait for
 // the row lock that lockSQL takes in another transaction, without changing
-// the row, until that expiry has passed, and returns c's answer.
-func (h *harness) waitingPast(nearSQL, lockSQL string, c topics.Command) topics.Event {
+// the row, until that expiry has passed, and returns c's answer. What
+// meanwhile does runs while c waits, before that expiry.
+func (h *harness) waitingPast(nearSQL, lockSQL string, c topics.Command, meanwhile ...func()) topics.Event {
 	h.t.Helper()
 	ctx := h.t.Context()
 	old := h.timeOf(nearSQL)
@@ -554,6 +576,9 @@ func (h *harness) waitingPast(nearSQL, lockSQL string, c topics.Command) topics.
 
 	answer := h.applyAside(c)
 	h.waitBlockedBy(pid)
+	for _, f := range meanwhile {
+		f()
+	}
 	h.waitPast(old)
 	require.NoError(h.t, holder.Commit(ctx))
 	return answer()
