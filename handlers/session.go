@@ -290,6 +290,9 @@ func (a *applier) endSessions(ctx context.Context, ss []*session, reason string,
 	}); err != nil {
 		return fmt.Errorf("finding the locks of %s: %w", what, err)
 	}
+	// However many they are, all in this transaction: every lock of a
+	// session is free at once, never some before others (docs/design.md
+	// "Sessions"), so only each round trip is bounded (settleLocks).
 	err = a.settleLocks(ctx, locks, on, lockRowSQL, lockPartition,
 		func(k lockKey, st *lockState) []rules.Effect {
 			// Their leases end at their session's expiry, which their rows
