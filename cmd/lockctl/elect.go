@@ -28,6 +28,7 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 	addLockDelayFlag(fs, &lockDelay, graceLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
+		outliveClosedOutput()
 		if err := errors.Join(requireFlag("name", *name), positive("lease", lease), checkGrace(grace)); err != nil {
 			return err
 		}

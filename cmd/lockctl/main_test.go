@@ -1191,3 +1191,42 @@ func TestRunOutlivesASecondHangUp(t *testing.T) {
 	r := lockctl(t, "query", "--lock", lock)
 	assert.Contains(t, r.stdout, lock+" released", "released, not left to its lease")
 }
+
+// A write to a closed stderr (lockctl run ... 2>&1 | head -1, a log
+// collector gone) does not kill lockctl, which would leave the lock to its
+// lease and what the command started to run on: run and elect go on, pass
+// the command's code on and release. The command does not inherit SIGPIPE
+// ignored either: its own writes to a closed pipe end it as they would
+// without lockctl.
+func TestRunAndElectOutliveAClosedStderr(t *testing.T) {
+	bin := buildLockctl(t)
+	for _, args := range [][]string{
+		{"run", "--lock", "ctl-run-epipe", "--lease", "60"},
+		{"elect", "--name", "ctl-elect-epipe", "--lease", "60"},
+	} {
+		lock := args[2]
+		t.Run(args[0], func(t *testing.T) {
+			r, w, err := os.Pipe()
+			require.NoError(t, err)
+			require.NoError(t, r.Close()) // every write to w now fails with EPIPE
+			var stdout testlog.Buffer
+			cmd := exec.Command(bin, append(append([]string{args[0], "--brokers", env.Brokers[0]}, args[1:]...),
+				"--", "sh", "-c", `grep '^SigIgn:' /proc/self/status; exit 7`)...)
+			cmd.Stdout, cmd.Stderr = &stdout, w
+			require.NoError(t, cmd.Start())
+			require.NoError(t, w.Close())
+			defer func() { _ = cmd.Process.Kill() }()
+			err = cmd.Wait()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit)
+			require.True(t, exit.Exited(), "lockctl ended by %v, not with an exit code", exit)
+			assert.Equal(t, 7, exit.ExitCode(), "the command's code")
+			var ignored uint64
+			_, err = fmt.Sscanf(stdout.String(), "SigIgn:\t%x\n", &ignored)
+			require.NoError(t, err, "the command's stdout: %q", stdout.String())
+			assert.Zero(t, ignored&(1<<(syscall.SIGPIPE-1)), "the command starts with SIGPIPE ignored")
+			q := lockctl(t, "query", "--lock", lock)
+			assert.Contains(t, q.stdout, lock+" released", "released, not left to its lease")
+		})
+	}
+}

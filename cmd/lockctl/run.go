@@ -26,6 +26,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		"how long to wait for the lock (a `duration`; default 0: fail at once if held)", graceLockDelay+sharedLockDelay)
 	grace := addGraceFlag(fs)
 	return func(ctx context.Context, args []string) error {
+		outliveClosedOutput()
 		if err := errors.Join(requireFlag("lock", *a.lock), checkGrace(grace)); err != nil {
 			return err
 		}
@@ -58,6 +59,21 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		return c.runHolding(ctx, l, grace.d, args)
 	}
 }
+
+// brokenPipe catches SIGPIPE for outliveClosedOutput. Nothing reads it:
+// signal.Notify drops what does not fit.
+var brokenPipe = make(chan os.Signal, 1)
+
+// outliveClosedOutput makes a write of run's or elect's to a closed stdout
+// or stderr (lockctl run ... 2>&1 | head -1, a log collector gone) fail
+// with EPIPE, which lockctl's messages ignore, rather than kill lockctl,
+// as Go does unless SIGPIPE is caught: lockctl would die holding the lock
+// (or queued for it), neither stopping its command nor releasing, the lock
+// left to its lease and what the command started running on. Caught, not
+// ignored: COMMAND would inherit SIG_IGN, and its own writes to a closed
+// pipe would not end it. (watch and locks keep Go's default, which ends
+// them as `| head` expects.)
+func outliveClosedOutput() { signal.Notify(brokenPipe, syscall.SIGPIPE) }
 
 // errQuit is the cause of a wait SIGQUIT ended: a cancellation, as by
 // SIGINT.
