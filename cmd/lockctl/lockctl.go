@@ -27,7 +27,8 @@ const (
 	exitRefused     = 1
 	exitUsage       = 2
 	exitUnreachable = 3
-	// exitLeaseLost is run's when the lease was lost while the command ran,
+	// exitLeaseLost is run's when the lease was found lost after the command
+	// started (while it ran, just after it exited, or by a refused release),
 	// and elect's when the leadership was: distinct from a refusal and from
 	// the common failure code 1 of the command itself.
 	exitLeaseLost = 4
@@ -69,9 +70,10 @@ only for token issuers, never a requester.
 
 Run "lockctl COMMAND -h" for a command's flags.
 exit codes: 0 ok, 1 refused, 2 usage, 3 unreachable. run: the command's own
-exit code (128+N if signal N ended it) once it started, except 4 when the
-lease was lost while it ran (it was stopped; lockctl says so on stderr) or
-its release was refused (the worker had ended the lease first); 1 when
+exit code (128+N if signal N ended it) once it started, except 4 when
+lockctl found the lease lost before releasing it: while the command ran (it
+was stopped), just after it exited by itself, or by a refused release (the
+worker had ended the lease first); lockctl says which on stderr. 1 when
 stopped before the command started.
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
 when the leadership was lost. run and elect stop COMMAND (SIGTERM, SIGKILL

@@ -182,7 +182,7 @@ func (c *cli) defaultLockDelay(d *seconds, grace *seconds) {
 
 // runHolding runs args while l is held (see runCommand), then releases it.
 // It returns the command's exit code, or exitLeaseLost when the lease was
-// lost meanwhile. env is added to the command's environment.
+// found lost before the release. env is added to the command's environment.
 func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env ...string) error {
 	// Without a controlling terminal (cron, systemd, CI) the command gets a
 	// process group of its own (runCommand).
@@ -230,7 +230,13 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 		return exitErr{exitRefused}
 	}
 	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) && res.started {
-		// The loss decides the exit code, not the command.
+		// The loss decides the exit code, not the command: also one heard
+		// only after the command exited by itself. A loss the worker told
+		// of (a revoke) may have come while the command ran, as a refused
+		// release shows; the client's errors do not tell it from its own
+		// deadline passing after the exit; nor can res.stopped order them,
+		// for exec calls Cancel also on a loss between the exit and the
+		// reap. Nothing to release: Release sends nothing for a lost lease.
 		fmt.Fprintf(c.stderr, "lockctl: %v; %s; exit code %d\n", lost, res.describe(args[0]), exitLeaseLost)
 		return exitErr{exitLeaseLost}
 	}
