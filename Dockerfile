@@ -9,7 +9,11 @@
 # below (read from this file) and checks the binaries are static, so keep that
 # command on one logical line.
 
-ARG GO_VERSION=1.26
+# go.mod's version, so the build downloads no toolchain. The tags float (a
+# rebuilt image may bring another patch of the base layers): for builds
+# that repeat, pin both images by digest (golang:1.26.8@sha256:..., and the
+# distroless image below likewise), as the kustomization pins lockworker's.
+ARG GO_VERSION=1.26.8
 
 # The builder runs on the build machine's platform and cross-compiles, so a
 # multi-platform build (docker buildx --platform linux/amd64,linux/arm64)
