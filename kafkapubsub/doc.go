@@ -7,7 +7,8 @@
 //
 //   - Payload is the record value.
 //   - UUID is the header [UUIDHeader].
-//   - Every Metadata entry is a header of the same name and value.
+//   - Every Metadata entry is a header of the same name and value, except
+//     one named [UUIDHeader], which is not written: the header holds UUID.
 //   - The Metadata entry named by KeyMetadata (default [DefaultKeyMetadata]),
 //     when present, is also the record key; records with the same key land
 //     on the same partition (kgo's default partitioner hashes keys the way

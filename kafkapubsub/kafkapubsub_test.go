@@ -124,6 +124,26 @@ func TestKeyAndHeaders(t *testing.T) {
 	assert.Equal(t, message.Metadata{"partition_key": "ns/lock-b", "ce_type": "lock.acquired"}, got[foreignUUID].Metadata)
 }
 
+// TestMetadataCannotReplaceTheUUID: a Metadata entry named UUIDHeader is
+// not written as a header, so the consumer's UUID is the message's.
+func TestMetadataCannotReplaceTheUUID(t *testing.T) {
+	c := newCluster(t)
+	const topic = "forged-uuid"
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), AutoCreateTopics: true}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	msg := message.NewMessage("real", nil)
+	msg.Metadata.Set(kafkapubsub.UUIDHeader, "forged")
+	require.NoError(t, pub.Publish(topic, msg))
+
+	msgs, err := newSubscriber(t, c, "").Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	got := receive(t, msgs)
+	got.Ack()
+	require.Equal(t, "real", got.UUID)
+	require.Empty(t, got.Metadata)
+}
+
 // TestNackAndCommit checks that a Nack redelivers the same message before
 // any other, and that a group commits only acked messages.
 func TestNackAndCommit(t *testing.T) {

@@ -760,6 +760,11 @@ func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {
 	r.Headers = append(r.Headers, kgo.RecordHeader{Key: UUIDHeader, Value: []byte(msg.UUID)})
 	// Sorted so that equal messages give byte-identical records.
 	for _, k := range slices.Sorted(maps.Keys(msg.Metadata)) {
+		if k == UUIDHeader {
+			// The consumer takes the last header of that name as the
+			// UUID: a Metadata entry of it would replace msg.UUID.
+			continue
+		}
 		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(msg.Metadata[k])})
 	}
 	return r
