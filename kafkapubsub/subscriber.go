@@ -17,6 +17,19 @@ import (
 // DefaultNackRedeliveryDelay is the default NackRedeliveryDelay.
 const DefaultNackRedeliveryDelay = 100 * time.Millisecond
 
+// DefaultMaxDecompressBatchBytes is the kgo.MaxDecompressBatchBytes the
+// subscriber's clients have unless ClientOpts set another: how large one
+// fetched record batch may decompress to. kgo's own default, 1 GiB, lets
+// one gzipped batch of about a megabyte, from anyone with Write on the
+// topic, make the consuming process allocate a gigabyte. 32 MiB is 32
+// times the largest batch a broker takes by default (message.max.bytes,
+// about 1 MiB, compressed) and a producer builds by default (kgo's and
+// Java's 1 MiB batch or request bounds), so a batch of ordinary records
+// that compresses tenfold still fits with room to spare, and events (a few
+// hundred bytes each) are far from it. A batch past it is skipped
+// (Subscribe).
+const DefaultMaxDecompressBatchBytes = 32 << 20
+
 // SubscriberConfig configures a [Subscriber].
 type SubscriberConfig struct {
 	// Brokers are the seed brokers ("host:port"). Required, no default.
@@ -26,10 +39,12 @@ type SubscriberConfig struct {
 
 	// ClientOpts are extra options for every client of the subscriber, for
 	// example TLS, SASL, kgo.WithLogger, or group timings such as
-	// kgo.SessionTimeout and kgo.AutoCommitInterval. Default none. The
-	// subscriber's own consuming options (topic, group, start offset,
-	// commit mode, and in group mode the partition callbacks) are applied
-	// after them and win.
+	// kgo.SessionTimeout and kgo.AutoCommitInterval. Default none. They
+	// are applied after kgo.MaxDecompressBatchBytes
+	// ([DefaultMaxDecompressBatchBytes]), so a kgo.MaxDecompressBatchBytes
+	// here replaces it. The subscriber's own consuming options (topic,
+	// group, start offset, commit mode, and in group mode the partition
+	// callbacks) are applied after them and win.
 	ClientOpts []kgo.Opt
 
 	// ConsumerGroup selects the mode of every subscription.
@@ -125,7 +140,7 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 		cfg.NackRedeliveryDelay = DefaultNackRedeliveryDelay
 	}
 	// Building a client also validates ClientOpts before the first Subscribe.
-	admin, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.ClientOpts...)...)
+	admin, err := kgo.NewClient(clientOpts(cfg)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafkapubsub: new client: %w", err)
 	}
@@ -138,6 +153,13 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 		closing: closing,
 		cancel:  cancel,
 	}, nil
+}
+
+// clientOpts are the options every client of a subscriber of cfg starts
+// with: the brokers, the default bound on decompressed batches, then
+// cfg.ClientOpts, which may replace it.
+func clientOpts(cfg SubscriberConfig) []kgo.Opt {
+	return append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.MaxDecompressBatchBytes(DefaultMaxDecompressBatchBytes)}, cfg.ClientOpts...)
 }
 
 // SubscribeInitialize creates topic unless it exists, with TopicPartitions
@@ -161,6 +183,19 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 // a group or topic ACL's refusal included, are logged and retried. Each message must be acked or nacked before the next
 // one is delivered. A message's context is canceled once it is acked or
 // nacked, or when the subscription ends.
+//
+// A record batch that decompresses past kgo.MaxDecompressBatchBytes
+// ([DefaultMaxDecompressBatchBytes] unless ClientOpts set it) is skipped
+// whole: none of its records is delivered, the skip is logged as an error
+// naming the topic, partition and the batch's offsets, and the
+// subscription goes on after it (kgo itself would fetch nothing more of
+// the partition). In group mode the offset past the batch is marked for
+// commit as an acked message's is, so the group's later members do not
+// meet it again. kgo's own decompressor reports a batch it cannot
+// decompress at all (corrupt) otherwise: such an error is logged and the
+// batch fetched again, and the partition delivers nothing more, unless a
+// kgo.WithDecompressor in ClientOpts refuses such batches with
+// kgo.ErrMaxDecompress, which makes them skipped alike.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,7 +203,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, ErrClosed
 	}
 
-	opts := append([]kgo.Opt{kgo.SeedBrokers(s.cfg.Brokers...)}, s.cfg.ClientOpts...)
+	opts := clientOpts(s.cfg)
 	start := kgo.NewOffset().AtStart()
 	if s.cfg.FromEnd {
 		start = kgo.NewOffset().AtEnd()
@@ -231,10 +266,14 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 			return
 		}
 		var refused error
+		var skips []*kgo.ErrDecompressTooLarge
 		fetches.EachError(func(topic string, partition int32, err error) {
+			var tooLarge *kgo.ErrDecompressTooLarge
 			switch {
 			case isRefusal(err):
 				refused = err
+			case errors.As(err, &tooLarge):
+				skips = append(skips, tooLarge)
 			case logged[partition] != err.Error():
 				logged[partition] = err.Error()
 				s.logger.Error("Fetch error", err, fields.Add(watermill.LogFields{"partition": partition}))
@@ -246,6 +285,10 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 			s.logger.Error("Subscription ended: Kafka refuses it", refused, fields)
 			return
 		}
+		for _, b := range skips {
+			delete(logged, b.Partition)
+			s.skipBatch(client, owned, b, fields)
+		}
 		for _, r := range fetches.Records() {
 			delete(logged, r.Partition)
 			if !s.deliver(ctx, client, owned, r, out) {
@@ -253,6 +296,28 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 			}
 		}
 	}
+}
+
+// skipBatch moves client past batch b, which decompresses past
+// kgo.MaxDecompressBatchBytes: kgo hands out none of its records and fetches
+// nothing more of its partition until it is moved past the batch
+// (kgo.ErrDecompressTooLarge). The records before it were delivered and
+// acked (or, in group mode, left to the partition's next owner), one at a
+// time, before this poll, so in group mode the offset past it is marked
+// for commit as an acked record's is (the marks of partitions kgo no
+// longer consumes are ignored). A partition this member lost since the
+// fetch is left alone: its next owner meets the batch and skips it.
+func (s *Subscriber) skipBatch(client *kgo.Client, owned *ownedPartitions, b *kgo.ErrDecompressTooLarge, fields watermill.LogFields) {
+	if !owned.has(b.Partition) {
+		return
+	}
+	s.logger.Error("Skipped a record batch that decompresses past MaxDecompressBatchBytes: none of its records is delivered", b,
+		fields.Add(watermill.LogFields{"partition": b.Partition, "offset": b.Offset, "last_offset": b.NextOffset - 1}))
+	past := map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: {Epoch: b.Epoch, Offset: b.NextOffset}}}
+	client.SetOffsets(past)
+	// kgo's SetOffsets marks a group's partition as well, but documents
+	// marking only here. A no-op outside group mode.
+	client.MarkCommitOffsets(past)
 }
 
 // isRefusal reports whether err is one that retrying cannot cure, only a
