@@ -11,8 +11,18 @@
 // the commands and lock state topics, so that replicas started on it with
 // another COMMANDS_PARTITIONS still share its count. It prints "devkafka
 // listening on <host:port>" on stdout once the topics exist and runs until
-// SIGINT or SIGTERM. Like the embedded broker it writes without fsync:
-// records survive a killed process, not a host crash.
+// SIGINT or SIGTERM.
+//
+// It keeps its data in -dir. Without -dir it uses a new temporary directory
+// at every start, removed when it stops on a signal and left behind when it
+// is killed, so nothing survives its restart. It prints the directory on
+// stderr at start ("devkafka: data directory ..."). With -dir, records
+// survive a killed process, but not a host crash (like the embedded broker
+// it writes without fsync). A killed devkafka does not keep the idempotent
+// producers' sequence windows, which kfake saves only when it stops
+// cleanly: a batch it stored but had not answered, which a replica retries
+// once devkafka is back on the same -dir, is stored a second time (package
+// embedded, "Persistence").
 package main
 
 import (
@@ -37,7 +47,7 @@ import (
 func main() {
 	// Flags first, so that -h answers whatever the environment holds.
 	addr := flag.String("addr", config.DefaultEmbeddedAddr, "listen and advertised address (port 0: any free port)")
-	dir := flag.String("dir", "", "data directory (default: a new temporary directory, removed at exit)")
+	dir := flag.String("dir", "", "data directory (default: a new temporary directory at every start, removed at exit: nothing survives a restart)")
 	partitions := flag.Int64("partitions", 0, fmt.Sprintf("partitions of the commands and lock state topics, 1 to %d (default: COMMANDS_PARTITIONS)", math.MaxInt32))
 	minSession := flag.Duration("min-session-timeout", config.ApacheMinSessionTimeout, "group.min.session.timeout.ms (Apache Kafka's default is 6s)")
 	verbose := flag.Bool("v", false, "log the broker's warnings and errors to stderr")
@@ -99,6 +109,7 @@ func brokerOptions(addr, dir string, names topics.Names, partitions int32, minSe
 }
 
 func run(addr, dir string, names topics.Names, partitions int32, minSession time.Duration, verbose bool) error {
+	kept := "kept"
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "devkafka-")
 		if err != nil {
@@ -106,7 +117,9 @@ func run(addr, dir string, names topics.Names, partitions int32, minSession time
 		}
 		defer os.RemoveAll(tmp)
 		dir = tmp
+		kept = "temporary: removed at a stop on SIGINT or SIGTERM, left behind if devkafka is killed, never read again"
 	}
+	fmt.Fprintf(os.Stderr, "devkafka: data directory %s (%s)\n", dir, kept)
 	log := zerolog.Nop()
 	if verbose {
 		log = zerolog.New(os.Stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()

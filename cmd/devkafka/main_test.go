@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,6 +103,47 @@ func runMain(t *testing.T, args string, env ...string) (int, string) {
 	}
 	require.NoError(t, err)
 	return 0, stderr.String()
+}
+
+// runUntilListening runs devkafka with args in a child process until it
+// says it listens, stops it with SIGTERM, and returns its stderr.
+func runUntilListening(t *testing.T, args string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "DEVKAFKA_TEST_ARGS="+args)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	listening := false
+	for sc := bufio.NewScanner(stdout); !listening && sc.Scan(); {
+		listening = strings.HasPrefix(sc.Text(), "devkafka listening on ")
+	}
+	if !listening {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("devkafka never said it listens; stderr: %s", stderr.String())
+	}
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait(), stderr.String())
+	return stderr.String()
+}
+
+// devkafka prints its data directory at start: -dir's, kept, or else a new
+// temporary one, removed when it stops on a signal.
+func TestDataDirectoryIsPrinted(t *testing.T) {
+	dir := t.TempDir()
+	stderr := runUntilListening(t, "-addr 127.0.0.1:0 -dir "+dir)
+	require.Contains(t, stderr, "devkafka: data directory "+dir+" (kept)\n")
+
+	stderr = runUntilListening(t, "-addr 127.0.0.1:0")
+	m := regexp.MustCompile(`devkafka: data directory (\S+) \(temporary: `).FindStringSubmatch(stderr)
+	require.NotNil(t, m, stderr)
+	require.NotEqual(t, dir, m[1])
+	require.NoDirExists(t, m[1], "removed at the stop")
 }
 
 // -h answers with the usage even where the environment would stop devkafka.

@@ -6,21 +6,34 @@
 // It is for development only: one broker, no replication, no TLS, no
 // authentication, and retention is not enforced unless a topic sets
 // retention.ms/retention.bytes itself, so the data directory only grows.
-// It also keeps every idempotent producer's state for good, and does not
+// It also keeps every idempotent producer's ID for good, and does not
 // check the records inside a produced batch (docs/design.md "Embedded
 // broker").
 //
 // # Persistence
 //
 // Data lives in Options.Dir (kfake.DataDir). kfake writes every produced
-// batch to its segment file as it arrives and every topic change and group
-// offset commit to its state files at once; Close additionally saves
-// snapshots. So:
+// batch to its segment file as it arrives, and every topic change, group
+// offset commit and producer ID it issues to its state files at once;
+// Close additionally saves snapshots, among them the idempotent producers'
+// sequence windows (seq_windows.json), which nothing else saves. So:
 //
 //   - A clean Close keeps everything.
-//   - A killed process (SIGKILL, panic, os.Exit) keeps everything acknowledged
-//     too: the writes already sit in the operating system's page cache,
-//     which outlives the process. TestKilledProcessKeepsRecords checks this.
+//   - A killed process (SIGKILL, panic, os.Exit) keeps every acknowledged
+//     record, topic and group offset too: the writes already sit in the
+//     operating system's page cache, which outlives the process.
+//     TestKilledProcessKeepsRecords checks this. It does not keep what
+//     the sequence windows learned since the last clean Close: the
+//     restarted broker has no window for a producer on a partition it
+//     first wrote to since then (kfake takes its next batch there as new,
+//     whatever its sequence), and an outdated one where it wrote before
+//     that Close too. So a batch stored but not yet answered when the
+//     process died, which a producer that outlived it (an SDK client or
+//     lockctl on this broker, a lockworker replica on cmd/devkafka)
+//     retries after the restart, is stored a second time, at the
+//     partition's end, or, against an outdated window, refused as out of
+//     order (OUT_OF_ORDER_SEQUENCE_NUMBER). Apache Kafka rebuilds producer
+//     state from its log and answers such a retry as a duplicate.
 //   - A machine crash or power loss can lose the last acknowledged batches,
 //     as with real Kafka's default flush policy. Options.SyncWrites fsyncs
 //     every batch to close that gap, at a large cost in produce latency; a
