@@ -407,12 +407,20 @@ func (s *Session) command(op string) topics.Command {
 }
 
 // keepAliveLoop keeps the session alive every third of its TTL until it
-// ends or the client closes. A refused keep-alive loses the session; one
-// without an answer is tried again at the next tick, until the deadline
-// timer declares the session lost.
+// ends or the client closes. A refused keep-alive loses the session. One
+// left without an answer (it, or its answer, lost in transit) for a third
+// of the TTL, or ReplyTimeout if shorter, is followed at once by another,
+// until one is answered or the deadline timer declares the session lost:
+// exchange's own resend comes only after ReplyTimeout, past the deadline
+// for a TTL under 1.5 ReplyTimeout. Each is a new command, not a resend:
+// its answer counts the deadline from its own send (keptAlive), and the
+// worker's expiry, set as it applies that command, is no earlier; an
+// earlier one it applies too only moves that expiry later.
 func (s *Session) keepAliveLoop() {
 	defer s.c.ops.Done()
-	t := time.NewTicker(s.TTL / 3)
+	interval := s.TTL / 3
+	retry := min(interval, s.c.cfg.ReplyTimeout)
+	t := time.NewTimer(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -426,16 +434,32 @@ func (s *Session) keepAliveLoop() {
 		s.mu.Lock()
 		deadline, ended := s.deadline, s.err
 		s.mu.Unlock()
-		if ended != nil || !time.Now().Before(deadline) {
+		start := time.Now()
+		if ended != nil || !start.Before(deadline) {
 			// Too late: a keep-alive applied now would keep a session the
 			// deadline timer counts as lost.
+			t.Reset(retry)
 			continue
+		}
+		if d := start.Add(retry); d.Before(deadline) {
+			deadline = d
 		}
 		ctx, cancel := context.WithDeadline(s.ctx, deadline)
 		sent := s.c.sentNow()
 		ev, err := s.c.send(ctx, s.command(topics.OpSessionKeepAlive))
 		cancel()
 		s.keepAliveAnswered(ev, err, sent)
+		next := interval
+		if err != nil {
+			next = retry
+			// As exchange does before a resend: the answer may be on a
+			// partition, or an instance of the topic, the reader does not
+			// read yet.
+			s.c.lookUpReplyTopic()
+		}
+		// A failure at once (the brokers refused the command) is tried
+		// again a retry later, not in a busy loop.
+		t.Reset(time.Until(start.Add(next)))
 	}
 }
 
@@ -451,8 +475,9 @@ func (s *Session) keepAliveAnswered(ev topics.Event, err error, sent sentAt) {
 		// The token expired: no keep-alive can be sent any more.
 		s.lose(fmt.Errorf("%w: keep-alive: %w", ErrSessionLost, err))
 	case err != nil:
-		// The send's context ends at the deadline, and may do so before
-		// the deadline's timer has lost the session.
+		// The send's context ends at the deadline (or sooner, where the
+		// loop sends another), and may do so before the deadline's timer
+		// has lost the session.
 		s.expire()
 		if s.lostHere() {
 			_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))

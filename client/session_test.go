@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/e2e"
@@ -103,6 +104,39 @@ func TestSessionOwnerDiesLocksFreeWithinTTL(t *testing.T) {
 		require.ErrorIs(t, l.Err(), client.ErrLeaseLost)
 		require.ErrorIs(t, l.Err(), client.ErrSessionLost)
 	}
+}
+
+// A keep-alive left without an answer (here the command is lost in
+// transit; a lost answer is the same to the client) is followed by another
+// before the session's local deadline, though exchange would send it again
+// only after ReplyTimeout (5 s, more than the 3 s TTL here): the session,
+// and its lease, live on. The client's writes are not idempotent, so that
+// the broker takes its next command after the lost one at once, rather
+// than refuse it as out of sequence until kgo starts a new producer ID.
+func TestSessionKeepAliveUnanswered(t *testing.T) {
+	ctx := ctxT(t)
+	const ttl = 3 * time.Second
+	c := newClient(t, "sess-unanswered", func(cfg *client.Config) {
+		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.DisableIdempotentWrite())
+	})
+	s, err := c.NewSession(ctx, ttl)
+	require.NoError(t, err)
+	lock := uniq("sess-unanswered")
+	l, err := c.Acquire(ctx, lock, client.WithSession(s))
+	require.NoError(t, err)
+
+	dropped := dropNextProduce(t, env, env.Names.Commands) // a keep-alive: nothing else is asked
+	require.Eventually(t, func() bool { return dropped.Load() == 1 }, 4*ttl, 5*time.Millisecond, "no keep-alive was dropped")
+	before := s.ExpiresAt() // the last answered keep-alive's
+	require.Eventually(t, func() bool { return s.Err() != nil || s.ExpiresAt().After(before) }, 4*ttl, 10*time.Millisecond,
+		"no keep-alive answered, nor the session lost")
+	require.NoError(t, s.Err(), "lost for one keep-alive left unanswered")
+	require.NoError(t, l.Err())
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	require.Equal(t, client.StatusAcquired, st.Status)
+	require.Equal(t, s.ID, st.Info.SessionID)
+	require.NoError(t, s.Close(ctx))
 }
 
 // Close releases every lease and withdraws every wait of the session in one
