@@ -503,7 +503,10 @@ func (l *Lease) capRoom() time.Duration {
 // stops before another owner can start. A lease already known lost (Lost
 // closed) returns its loss at once, an error wrapping ErrLeaseLost, and
 // sends nothing: the brokers may be down, and the worker frees the lock by
-// the lease's expiry anyway. A lease the worker ended before the client knew
+// the lease's expiry anyway. So does one past its local deadline (or its
+// session's) though neither its timer nor the boot-clock watch has run yet
+// (the host has just woken from a suspend): it is lost then.
+// A lease the worker ended before the client knew
 // is refused, and then lost: the error wraps ErrNotHeld (nobody holds the
 // lock; or the owner was waiting in its queue, another acquire of it, which
 // the release withdrew, as the worker does a release for an owner that
@@ -522,6 +525,15 @@ func (l *Lease) capRoom() time.Duration {
 // cause without waiting for the answer. Only a Release that must wait for
 // another one in flight gives up when ctx ends, sending nothing.
 func (l *Lease) Release(ctx context.Context) error {
+	// Past its deadline (or its session's), its timer and the boot-clock
+	// watch not run yet (the host has just woken from a suspend): lost,
+	// not released, as the worker may have granted the lock to another
+	// already.
+	if l.session != nil {
+		l.session.expire()
+	} else {
+		l.expire()
+	}
 	// Ended already: no waiting for the slot, which a giveBack of the lost
 	// lease may hold up to ReplyTimeout.
 	if ended := l.Err(); ended != nil {

@@ -225,7 +225,10 @@ func (s *Session) ExpiresAt() time.Time {
 // Close closes the session: the worker releases every lease it holds and
 // withdraws every acquire it waits with. The leases' Contexts are
 // cancelled first (with ErrReleased), so work under them stops before
-// another owner starts. A session already lost returns its loss at once.
+// another owner starts. A session already lost returns its loss at once,
+// and so does one whose local deadline has passed though neither its
+// timer nor the boot-clock watch has run yet (the host has just woken from
+// a suspend): it is lost then, not closed.
 // The keep-alive stops at the first Close. Close after a Close that was
 // answered sends nothing and returns what that one did (nil, or the
 // refusal); after one that returned an error (ctx ended, no
@@ -238,6 +241,10 @@ func (s *Session) ExpiresAt() time.Time {
 // Close returns ctx's cause without waiting for the answer; only a Close
 // that must wait for another one in flight gives up when ctx ends.
 func (s *Session) Close(ctx context.Context) error {
+	// Past its deadline, its timer and the boot-clock watch not run yet
+	// (the host has just woken from a suspend): lost, not closed, as the
+	// worker may have granted its locks to others already.
+	s.expire()
 	if ended := s.Err(); ended != nil && !errors.Is(ended, ErrSessionClosed) {
 		// Lost: no waiting for another Close in flight.
 		return fmt.Errorf("closing session %q: %w", s.ID, ended)

@@ -149,3 +149,64 @@ func TestEarlierSessionsEndDoesNotEndTheSession(t *testing.T) {
 	require.ErrorIs(t, s.Err(), ErrSessionLost)
 	require.ErrorContains(t, s.Err(), "session.expired")
 }
+
+// A Close or Release called just after the host woke from a suspend past
+// the session's (or the lease's) expiry, before its timer or the boot-clock
+// watch has run, finds it lost, not closed or released: the worker may
+// have granted its locks to others already. Nothing is sent.
+func TestCloseAfterASuspendPastTheExpiryLoses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := sessionsOnly(t, &seen)
+	c.bootTicks = make(chan time.Time) // the boot-clock watch never looks
+	suspend := movableBoot(c)
+	now := time.Now()
+	inSession := func(s *Session, token int64) *Lease {
+		t.Helper()
+		info := &topics.LockInfo{LockName: "job", OwnerID: s.Owner, FencingToken: token, Status: topics.StatusAcquired, SessionID: s.ID,
+			AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(30 * time.Second)), LeaseDuration: 60}
+		l, late := c.newLease(topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}},
+			acquireOptions{session: s}, false, sentAtTime(c, now), now)
+		require.NoError(t, late)
+		return l
+	}
+	closing, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	releasing, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	closingLease, releasingLease := inSession(closing, 1), inSession(releasing, 2)
+	own := grantAt(c, 3, now, 30*time.Second)
+	start := seen.len()
+
+	suspend(time.Minute)
+	require.ErrorIs(t, closing.Close(ctx), ErrSessionLost)
+	// The stand-in answers no release: an ended ctx has Release not wait
+	// for one.
+	ended, stop := context.WithCancel(ctx)
+	stop()
+	require.ErrorIs(t, releasingLease.Release(ended), ErrSessionLost)
+	require.ErrorIs(t, own.Release(ended), ErrLeaseLost)
+	for _, s := range []*Session{closing, releasing} {
+		require.ErrorContains(t, s.Err(), "the "+bootClockName()+" shows its expiry passed")
+		require.ErrorIs(t, context.Cause(s.Context()), ErrSessionLost)
+		select {
+		case <-s.Lost():
+		default:
+			t.Fatalf("session %s not lost", s.ID)
+		}
+	}
+	for _, l := range []*Lease{closingLease, releasingLease, own} {
+		require.ErrorIs(t, context.Cause(l.Context()), ErrLeaseLost, "lease %d", l.Token)
+		select {
+		case <-l.Lost():
+		default:
+			t.Fatalf("lease %d not lost", l.Token)
+		}
+	}
+	// The commands topic has one partition: a close or release sent would
+	// come before this open.
+	_, err = c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, []string{topics.OpSessionOpen}, seen.since(start), "a close or release sent for what the worker has ended")
+}
