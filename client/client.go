@@ -174,13 +174,7 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.Topi
 	if err != nil {
 		return nil, 0, kadm.TopicID{}, err
 	}
-	// The metadata just loaded to list the offsets answers (kgo caches
-	// it): the ID against which followReplyTopic tells the topic created
-	// again.
-	var id kadm.TopicID
-	if tds, err := kadm.NewClient(c.prod).ListTopics(ctx, c.replyTopic); err == nil && tds[c.replyTopic].Err == nil {
-		id = tds[c.replyTopic].ID
-	}
+	id := c.topicID(ctx, c.replyTopic)
 	cons, err := kgo.NewClient(append(c.baseOpts, kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))...)
 	if err != nil {
 		return nil, 0, kadm.TopicID{}, fmt.Errorf("creating reply consumer: %w", err)

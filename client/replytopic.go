@@ -42,11 +42,95 @@ type replyState struct {
 }
 
 // lookUpReplyTopic has followReplyTopic look the reply topic up at once.
-func (c *Client) lookUpReplyTopic() {
+func (c *Client) lookUpReplyTopic() { lookUpNow(c.reply.lookUp) }
+
+// lookUpNow has a follower (followReplyTopic, followMoves) look its topic
+// up at once: now is its look-up channel, of capacity 1, so that requests
+// pile up into one.
+func lookUpNow(now chan<- struct{}) {
 	select {
-	case c.reply.lookUp <- struct{}{}:
+	case now <- struct{}{}:
 	default:
 	}
+}
+
+// topicInstance is the instance of a topic that a kgo reader (the reply
+// reader, a watch's) was given, as its follower (followReplyTopic,
+// followMoves) knows it: n partitions (0: none, the topic dropped from
+// the reader), of ID id (zero: unknown). kgo's reader fetches a topic by
+// its ID and never adopts another one by itself: once the topic is
+// deleted (and maybe created again) it refuses the old one's fetches with
+// UNKNOWN_TOPIC_ID for good, until the topic is dropped from it
+// (PurgeTopicsFromClient) and added back.
+type topicInstance struct {
+	n  int
+	id kadm.TopicID
+}
+
+// topicID is the ID of topic, whose offsets were just listed, as a
+// look-up finds it (zero: it cannot be told): the metadata loaded to list
+// them answers (kgo caches it), so it is the ID of the instance listed,
+// against which its follower tells the topic created again.
+func (c *Client) topicID(ctx context.Context, topic string) kadm.TopicID {
+	tds, err := kadm.NewClient(c.prod).ListTopics(ctx, topic)
+	if err != nil || tds[topic].Err != nil {
+		return kadm.TopicID{}
+	}
+	return tds[topic].ID
+}
+
+// instanceChange is what a look-up of a topic says of the instance a
+// reader was given (topicInstance.look).
+type instanceChange int
+
+const (
+	// instanceKept: the same instance (or the look-up failed); partitions
+	// may have been added.
+	instanceKept instanceChange = iota
+	// instanceMissing: the topic is missing (deleted) and the reader was
+	// refused its ID: the follower drops it from the reader.
+	instanceMissing
+	// instanceAgain: the topic was created again (another ID): the
+	// follower drops the old one and reads the new one from its start.
+	instanceAgain
+	// instanceBack: the topic is there again after instanceMissing: the
+	// follower reads it from its start.
+	instanceBack
+)
+
+// look says what look-up td of the topic says of the instance, given
+// whether the reader was refused its ID since the last look-up, and
+// takes it on: the instance is then the one found, with its partition
+// count, or none after instanceMissing. was is the partition count before:
+// the follower reads those from it on from their start (all of them, 0,
+// but for instanceKept).
+func (t *topicInstance) look(td kadm.TopicDetail, refused bool) (change instanceChange, was int) {
+	was = t.n
+	var none kadm.TopicID
+	switch {
+	case errors.Is(td.Err, kerr.UnknownTopicOrPartition):
+		// Dropped only when the reader is refused its ID too: a broker
+		// just restarted may answer a topic missing once.
+		if refused && t.n > 0 {
+			*t = topicInstance{}
+			return instanceMissing, 0
+		}
+		return instanceKept, was
+	case td.Err != nil:
+		return instanceKept, was
+	case t.n == 0:
+		change, was = instanceBack, 0
+	case t.id != none && td.ID != none && td.ID != t.id:
+		change, was = instanceAgain, 0
+	}
+	if change != instanceKept {
+		t.n = 0
+	}
+	if t.id == none || change != instanceKept {
+		t.id = td.ID
+	}
+	t.n = max(t.n, len(td.Partitions))
+	return change, was
 }
 
 // replyFetchFailed records an error kgo returned to the reply reader's
@@ -154,6 +238,7 @@ func (c *Client) replyTrouble(start time.Time) error {
 // answer from kgo's metadata cache, up to 5 s old.
 func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
 	topic := c.replyTopic
+	inst := topicInstance{n: n, id: id}
 	// refusedFrom is when the refusals that go on, while the topic is
 	// there, began to be seen; refusedLast the last look-up that saw one.
 	var refusedFrom, refusedLast time.Time
@@ -173,15 +258,14 @@ func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
 		if noticed {
 			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic is missing (deleted?): no reply can be read until it is created again")
 		}
-		switch {
-		case missing:
+		had := inst.n
+		change, from := inst.look(td, refused)
+		if missing {
 			refusedFrom, refusedLast = time.Time{}, time.Time{}
-			// Dropped only when the reader is refused its ID too: a
-			// broker just restarted may answer a topic missing once.
-			if refused && n > 0 {
-				c.dropReplyTopic()
-				n, id = 0, kadm.TopicID{}
-			}
+		}
+		switch {
+		case change == instanceMissing:
+			c.dropReplyTopic()
 			return
 		case td.Err != nil:
 			return
@@ -193,31 +277,24 @@ func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
 			}
 			refusedLast = now
 		}
-		var none kadm.TopicID
-		again := n > 0 && id != none && td.ID != none && td.ID != id
-		stuck := n > 0 && refused && now.Sub(refusedFrom) >= replyStuckAfter
-		from := n
+		stuck := change == instanceKept && had > 0 && refused && now.Sub(refusedFrom) >= replyStuckAfter
 		add := map[int32]kgo.Offset{}
 		switch {
-		case again:
+		case change == instanceAgain:
 			c.dropReplyTopic()
-			from = 0
 			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic was created again: reading its new instance from its start", "partitions", len(td.Partitions))
 		case stuck:
 			add = c.dropReplyTopic()
 			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply reader is refused the reply topic's ID although the topic is there: dropping it and reading it again from where it was",
 				"refused_for", now.Sub(refusedFrom).Round(time.Second))
-		case n == 0:
+		case change == instanceBack:
 			c.logReply(kgo.LogLevelWarn, "lockworker client: the reply topic is there again: reading it from its start", "partitions", len(td.Partitions))
-		case len(td.Partitions) > n:
+		case len(td.Partitions) > from:
 			c.logReply(kgo.LogLevelInfo, "lockworker client: partitions were added to the reply topic: reading the new ones from their start",
-				"partitions", len(td.Partitions), "were", n)
+				"partitions", len(td.Partitions), "were", from)
 		}
-		if again || stuck {
+		if change == instanceAgain || stuck {
 			refusedFrom, refusedLast = time.Time{}, time.Time{}
-		}
-		if id == none || again {
-			id = td.ID
 		}
 		for p := range td.Partitions {
 			if int(p) >= from {
@@ -231,9 +308,6 @@ func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
 		maps.Copy(c.reply.next, add)
 		c.reply.mu.Unlock()
 		c.cons.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: add})
-		if len(td.Partitions) > from {
-			n = len(td.Partitions)
-		}
 	})
 }
 

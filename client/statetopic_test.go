@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/topics"
 )
@@ -147,4 +148,50 @@ func TestWatchCaughtUpInItsFirstFetchFollowsMoves(t *testing.T) {
 	produce = addPartitions(t, cluster, 4)
 	produce(in(kafkatest.StateRecord(t, lock, 2), 4))
 	require.EqualValues(t, 2, next(t, ch).Revision, "read in the key's new partition")
+}
+
+// A watch running while the lock state topic is deleted and created again
+// (as docs/design.md advises after two additions of partitions in a row)
+// reads the new topic: kgo's reader, which fetches the topic by its ID and
+// never adopts a new one, is refused the old one until the watch drops it
+// and adds the key's partition of the new one. The worker's republish at
+// its next start (the revision delivered already) is not delivered again;
+// the lock's next change is.
+func TestWatchFollowsTheStateTopicCreatedAgain(t *testing.T) {
+	client.SetPartitionCheck(t, 50*time.Millisecond)
+	ctx := ctxT(t)
+	e := e2e.New(t)
+	w := e.StartWorker(e2e.WorkerOpts{Name: "first"}) // creates the topics
+	_, err := w.W.PublishFirstStates(ctx)             // records the state topic
+	require.NoError(t, err)
+	c, err := client.New(ctx, client.Config{Brokers: e.Brokers, Requester: uniq("recreated-state")})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	lock := uniq("recreated-state")
+	l, err := c.TryAcquire(ctx, lock, client.WithoutKeepAlive(), client.WithLease(time.Minute))
+	require.NoError(t, err)
+	ch, err := c.Watch(ctx, lock)
+	require.NoError(t, err)
+	lr := next(t, ch)
+	require.EqualValues(t, 1, lr.Revision)
+	require.Equal(t, client.StatusAcquired, lr.Status)
+
+	adm := kadm.NewClient(e.Producer())
+	details, err := adm.ListTopics(ctx, e.Names.State)
+	require.NoError(t, err)
+	n := int32(len(details[e.Names.State].Partitions))
+	w.Stop()
+	_, err = adm.DeleteTopics(ctx, e.Names.State)
+	require.NoError(t, err)
+	created, err := adm.CreateTopic(ctx, n, 1, nil, e.Names.State)
+	require.NoError(t, err)
+	require.NoError(t, created.Err)
+	w = e.StartWorker(e2e.WorkerOpts{Name: "second"})
+	_, err = w.W.PublishFirstStates(ctx) // finds the topic created again: republishes revision 1
+	require.NoError(t, err)
+
+	require.NoError(t, l.Release(ctx))
+	lr = next(t, ch)
+	require.EqualValues(t, 2, lr.Revision, "the release, read in the new topic; the republish of revision 1 not delivered again")
+	require.Equal(t, client.StatusReleased, lr.Status)
 }

@@ -230,8 +230,14 @@ type stateReader struct {
 	// (followMoves).
 	following atomic.Int32
 	// partitions is the state topic's partition count listed when the
-	// reader was made.
+	// reader was made, and id its ID (zero: unknown).
 	partitions int
+	id         kadm.TopicID
+	// lookUp has followMoves look the topic up at once, and refused says
+	// that poll got UNKNOWN_TOPIC_ID since its last look-up: the topic the
+	// reader reads by its ID was deleted, and maybe created again.
+	lookUp  chan struct{}
+	refused atomic.Bool
 }
 
 // keyPartition is the partition of the state topic with n partitions that
@@ -536,7 +542,8 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 		return nil, fmt.Errorf("%w: listing the start offsets of %q: %w", setupErr(err), topic, withContextErr(ctx, err))
 	}
 	want := parts(len(ends[topic]))
-	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}, topic: topic, partitions: len(ends[topic])}
+	r := &stateReader{end: map[int32]int64{}, failed: &fetchErrors{}, topic: topic, partitions: len(ends[topic]),
+		id: c.topicID(ctx, topic), lookUp: make(chan struct{}, 1)}
 	offsets := map[int32]kgo.Offset{}
 	ends.Each(func(o kadm.ListedOffset) {
 		if want == nil || slices.Contains(want, o.Partition) {
@@ -601,6 +608,10 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 			continue // woken to tell (kgo drained nothing)
 		}
 		errs = append(errs, e)
+		if errors.Is(e.Err, kerr.UnknownTopicID) {
+			r.refused.Store(true)
+			lookUpNow(r.lookUp)
+		}
 		if _, ok := r.end[e.Partition]; ok {
 			r.failed.addPartition(e.Partition, fmt.Errorf("fetching partition %d of %q: %w", e.Partition, e.Topic, e.Err))
 		}
@@ -915,7 +926,11 @@ func OnFetchError(fn func(error)) WatchOption {
 // than the last it delivered) and drops the old one's records, which are
 // stale (docs/design.md "Lock state topic"). Until it noticed (up to a
 // minute, plus the up to 5 s kgo caches metadata) it still reads the old
-// partition only.
+// partition only. The same look-up, made at once when the reading is
+// refused the topic's ID, notices the topic deleted and created again:
+// the watch then reads the key's partition of the new topic from its
+// start, delivering the revisions there newer than the last it delivered
+// (a worker's republish of that one is not delivered again).
 func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {
@@ -979,29 +994,53 @@ func (c *Client) lookUpTopic(ctx context.Context, topic string, now <-chan struc
 	}
 }
 
-// followMoves looks up the state topic's partition count (lookUpTopic)
-// until ctx ends. When partitions were added and key hashes to another
-// partition now, the reader reads that one, from its start, instead of the
-// one it followed: the key's new states are written there, and a worker's
-// start publishes its current state there (docs/design.md "Lock state
-// topic"); records of the old one, still buffered, are dropped by the
-// watch (r.following). Only the watch's reading goroutine runs it, once
-// caught up: it alone changes the reader's partitions then, so r.end stays
-// as it is (empty).
+// followMoves looks the state topic up (lookUpTopic) until ctx ends, at
+// once when poll is refused the topic's ID, and keeps the reader on the
+// key's partition of the topic as it is now (docs/design.md "Lock state
+// topic"), as followReplyTopic keeps the reply reader on its topic:
+//
+//   - partitions added, and key hashing to another partition now: the
+//     reader reads that one, from its start, instead of the one it
+//     followed: the key's new states are written there, and a worker's
+//     start publishes its current state there; records of the old one,
+//     still buffered, are dropped by the watch (r.following);
+//   - the topic created again (another ID), or there again after it was
+//     missing while the reader was refused its ID (dropped then): the
+//     reader drops the old one (kgo never adopts a new ID by itself) and
+//     reads the key's partition of the new one from its start. The new
+//     instance holds only what was written after it was created: the
+//     workers' republish at their start (the revision the watch
+//     delivered, Operation "republish": dropped) and later changes, in
+//     order; copies the relay published again keep their revision and
+//     changed_at, and are dropped too (newLife).
+//
+// Only the watch's reading goroutine runs it, once caught up: it alone
+// changes the reader's partitions then, so r.end stays as it is (empty).
 func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
-	n := r.partitions
-	c.lookUpTopic(ctx, r.topic, nil, func(td kadm.TopicDetail) {
-		if td.Err != nil || len(td.Partitions) <= n {
-			return // unknown, or no partition added
-		}
-		n = len(td.Partitions)
-		p, was := keyPartition(r.topic, key, n), r.following.Load()
-		if p == was {
+	inst := topicInstance{n: r.partitions, id: r.id}
+	c.lookUpTopic(ctx, r.topic, r.lookUp, func(td kadm.TopicDetail) {
+		change, was := inst.look(td, r.refused.Swap(false))
+		if change == instanceMissing {
+			r.cons.PurgeTopicsFromClient(r.topic)
 			return
+		}
+		if td.Err != nil || inst.n == 0 {
+			return
+		}
+		old, p := r.following.Load(), keyPartition(r.topic, key, inst.n)
+		switch change {
+		case instanceAgain:
+			r.cons.PurgeTopicsFromClient(r.topic)
+		case instanceKept:
+			if inst.n == was || p == old {
+				return // no partition added, or the key's partition is the same
+			}
 		}
 		r.following.Store(p)
 		r.cons.AddConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: {p: kgo.NewOffset().AtStart()}})
-		r.cons.RemoveConsumePartitions(map[string][]int32{r.topic: {was}})
+		if change == instanceKept {
+			r.cons.RemoveConsumePartitions(map[string][]int32{r.topic: {old}})
+		}
 	})
 }
 
