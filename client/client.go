@@ -175,12 +175,45 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.Topi
 		return nil, 0, kadm.TopicID{}, err
 	}
 	id := c.topicID(ctx, c.replyTopic)
-	cons, err := kgo.NewClient(append(c.baseOpts, kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))...)
+	cons, err := kgo.NewClient(c.readerOpts(kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))...)
 	if err != nil {
 		return nil, 0, kadm.TopicID{}, fmt.Errorf("creating reply consumer: %w", err)
 	}
 	c.reply.next = maps.Clone(offsets[c.replyTopic])
 	return cons, len(offsets[c.replyTopic]), id, nil
+}
+
+// readerMaxBatchBytes is the SDK's readers' default bound on what one
+// fetched record batch may decompress to (kgo.MaxDecompressBatchBytes;
+// kgo's own default is 1 GiB, which it inflates whole, in memory, before
+// it hands out any record). Only the workers write the reply and lock
+// state topics: their relay's kgo producer closes a batch at about 1 MB
+// counted before compression (kgo's default ProducerBatchMaxBytes), of
+// events and states of a few KiB each, so 8 MiB is 8 times the largest
+// batch they write, and a batch bomb from anyone else who may produce to
+// those topics costs a reader 8 MiB, not a gigabyte. A batch past it is
+// skipped (skipTooLarge).
+const readerMaxBatchBytes = 8 << 20
+
+// readerOpts are the options of a reader's Kafka client: the SDK's bound
+// on a batch, then the caller's (Config.KafkaOpts, or Config.Client's),
+// which may set another, then opts.
+func (c *Client) readerOpts(opts ...kgo.Opt) []kgo.Opt {
+	return append(append([]kgo.Opt{kgo.MaxDecompressBatchBytes(readerMaxBatchBytes)}, c.baseOpts...), opts...)
+}
+
+// skipTooLarge moves cons past the batch that err reports, if it is a
+// kgo.ErrDecompressTooLarge (else it returns nils): kgo fetches the
+// partition no further until then. The batch's records are lost to the
+// reader; skip says which (it wraps kgo.ErrMaxDecompress).
+func skipTooLarge(cons *kgo.Client, err error) (b *kgo.ErrDecompressTooLarge, skip error) {
+	b, ok := errors.AsType[*kgo.ErrDecompressTooLarge](err)
+	if !ok {
+		return nil, nil
+	}
+	cons.SetOffsets(map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: {Epoch: b.Epoch, Offset: b.NextOffset}}})
+	return b, fmt.Errorf("skipped the record batch at offsets %d..%d of partition %d of %q unread, which decompresses past the bound (Config.KafkaOpts): %w",
+		b.Offset, b.NextOffset-1, b.Partition, b.Topic, err)
 }
 
 // ping checks that the brokers answer, within ctx or, when it has no
@@ -332,6 +365,10 @@ func (c *Client) read(ctx context.Context) {
 		// again.
 		errs := fs.Errors()
 		for _, e := range errs {
+			if _, skip := skipTooLarge(c.cons, e.Err); skip != nil {
+				// Replies in it are lost: their calls send again.
+				c.logReply(kgo.LogLevelError, "lockworker client: "+skip.Error())
+			}
 			c.replyFetchFailed(e)
 		}
 		if len(errs) > 0 && fs.NumRecords() == 0 {

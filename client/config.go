@@ -33,6 +33,19 @@ type Config struct {
 
 	// KafkaOpts are extra options (TLS, SASL, logging) for the Kafka clients
 	// built from Brokers. Default none. Ignored when Client is set.
+	//
+	// The clients that read the reply topic and the lock state topic (Watch,
+	// Locks, Election.Observe) bound what one fetched record batch may
+	// decompress to at 8 MiB (kgo.MaxDecompressBatchBytes; kgo's own
+	// default is 1 GiB, inflated in memory): 8 times the largest batch the
+	// workers write, of records of a few KiB each, so that a batch from
+	// another producer to those topics cannot make a reader inflate a
+	// gigabyte. KafkaOpts (or Client's options) come after that bound and
+	// may set another. A batch past the bound is skipped unread, and the
+	// reader goes on past it: a reply in it is lost (its command is sent
+	// again, and a logger given here is told), a watch tells OnFetchError
+	// at once, and Locks returns the table with an error saying states
+	// were left out.
 	KafkaOpts []kgo.Opt
 
 	// Client, when set, produces the commands and creates the reply topic

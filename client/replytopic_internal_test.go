@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -225,4 +226,23 @@ func TestReplyTopicRefusedWhileThere(t *testing.T) {
 	t.Logf("answered after %s, %d fetches refused", time.Since(start).Round(time.Millisecond), refusing.Hits())
 	_, err = c.Query(ctx, "after")
 	require.NoError(t, err)
+}
+
+// A record batch of the reply topic that decompresses past the reader's
+// bound (here lowered by KafkaOpts, which come after the SDK's default)
+// is skipped unread: kgo fetches the partition no further until moved
+// past it, and the reply written after it reaches its caller, although it
+// is not sent again.
+func TestReplyBatchTooLargeIsSkipped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+		cfg.RequestTimeout = 15 * time.Second
+		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.MaxDecompressBatchBytes(16<<10))
+	}}, answerQueriesOnce())
+	_, err := c.Query(ctx, "before")
+	require.NoError(t, err)
+	kafkatest.Bomb(t, cluster, c.ReplyTopic(), 0, "bomb", 20<<10)
+	_, err = c.Query(ctx, "after")
+	require.NoError(t, err, "the reply after the batch")
 }

@@ -218,6 +218,9 @@ type stateReader struct {
 	failed *fetchErrors
 	// pause is how long poll waits after its next poll with errors only.
 	pause time.Duration
+	// skipped are the batches poll skipped unread, as skipTooLarge says
+	// (Locks reports them).
+	skipped []error
 	// onFetchError, set by follow, is told of the failure streaks of
 	// reading the one partition part of topic that last grace (told: the
 	// current one was).
@@ -271,6 +274,9 @@ type fetchErrors struct {
 	latest error
 	oks    int
 	wake   func()
+	// skipped says the current streak had a batch skipped unread: its
+	// records are lost, not just late, so it is told at once.
+	skipped bool
 }
 
 func (f *fetchErrors) add(err error) {
@@ -367,12 +373,21 @@ func (f *fetchErrors) fetched() {
 	}
 }
 
+// skippedBatch is the failure signal of a batch of the followed
+// partition skipped unread (skip, from skipTooLarge): told at once.
+func (f *fetchErrors) skippedBatch(skip error) {
+	f.failedReading(skip, false)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.skipped = f.leader != nil
+}
+
 // readAgain says a record of the followed partition was read: the streak
 // ends.
 func (f *fetchErrors) readAgain() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.since, f.latest = time.Time{}, nil
+	f.since, f.latest, f.skipped = time.Time{}, nil, false
 }
 
 // abandoned says whether err is that of a dial or request kgo cut off
@@ -459,18 +474,21 @@ func (r *stateReader) settle(confirmed bool) (graceEnd time.Time) {
 	for {
 		f.mu.Lock()
 		if confirmed && !f.since.IsZero() && f.oks >= 2 {
-			f.since, f.latest = time.Time{}, nil
+			f.since, f.latest, f.skipped = time.Time{}, nil, false
 		}
 		switch {
 		case !f.since.IsZero() && !r.told:
 			end := f.since.Add(r.grace)
-			if time.Now().Before(end) {
+			if time.Now().Before(end) && !f.skipped {
 				return end
 			}
 			err := f.latest
 			f.mu.Unlock()
 			r.told = true
-			r.onFetchError(fmt.Errorf("%w: reading partition %d of %q: %w", setupErr(err), r.following.Load(), r.topic, err))
+			if !errors.Is(err, kgo.ErrMaxDecompress) {
+				err = fmt.Errorf("%w: reading partition %d of %q: %w", setupErr(err), r.following.Load(), r.topic, err)
+			}
+			r.onFetchError(err)
 		case f.since.IsZero() && r.told:
 			f.mu.Unlock()
 			r.told = false
@@ -555,7 +573,7 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 	})
 	// Retryable fetch errors (a partition without a leader) come back to
 	// poll too, which keeps them while they persist; kgo still retries.
-	r.cons, err = kgo.NewClient(append(slices.Clip(c.baseOpts),
+	r.cons, err = kgo.NewClient(c.readerOpts(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(fetchMaxWait),
 		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))...)
 	if err != nil {
@@ -608,6 +626,18 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 			continue // woken to tell (kgo drained nothing)
 		}
 		errs = append(errs, e)
+		if b, skip := skipTooLarge(r.cons, e.Err); skip != nil {
+			r.skipped = append(r.skipped, skip)
+			if end, ok := r.end[b.Partition]; ok {
+				progressed = true
+				r.failed.progress(b.Partition)
+				if b.NextOffset >= end {
+					delete(r.end, b.Partition)
+				}
+			}
+			r.failed.skippedBatch(skip)
+			continue
+		}
 		if errors.Is(e.Err, kerr.UnknownTopicID) {
 			r.refused.Store(true)
 			lookUpNow(r.lookUp)
@@ -696,7 +726,10 @@ const (
 // topic too long to read in the time given) returns ctx's error, with its
 // cause (context.Cause). A ctx without a deadline gets a bound: the read
 // fails, wrapping ErrUnreachable, when Config.RequestTimeout passes without
-// progress (new records of partitions read to their end are none).
+// progress (new records of partitions read to their end are none). A
+// record batch that decompresses past the bound (see Config.KafkaOpts) is
+// skipped unread: Locks returns the table without the states in it, with
+// an error that wraps kgo.ErrMaxDecompress.
 func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	if err := c.begin(); err != nil {
 		return nil, fmt.Errorf("reading the lock table: %w", err)
@@ -803,6 +836,12 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	slices.SortFunc(out, func(a, b LockRevision) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	// The states in a batch skipped unread are left out, the locks they
+	// were of unknown.
+	var skipped error
+	if len(r.skipped) > 0 {
+		skipped = fmt.Errorf("reading the lock table: %d record batch(es) skipped, the states in them left out (first: %w)", len(r.skipped), r.skipped[0])
+	}
 	var left []UnreadableLock
 	keys := 0
 	for _, locks := range unreadable {
@@ -815,10 +854,10 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 		slices.SortFunc(left, func(a, b UnreadableLock) int {
 			return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 		})
-		return out, fmt.Errorf("reading the lock table: %w", &UnreadableStateError{
-			Topic: c.cfg.Topics.State, Locks: left, Keys: keys, Records: records, First: left[0].Err})
+		return out, errors.Join(fmt.Errorf("reading the lock table: %w", &UnreadableStateError{
+			Topic: c.cfg.Topics.State, Locks: left, Keys: keys, Records: records, First: left[0].Err}), skipped)
 	}
-	return out, nil
+	return out, skipped
 }
 
 // cutOff is why Locks's read ended early with err (poll's: ctx's error, or
@@ -867,6 +906,12 @@ type watchOptions struct {
 // streak ends. The latest failure may not be the first (a dial error to
 // a broker gone, then LEADER_NOT_AVAILABLE), and it is not told again as
 // it changes.
+//
+// A record batch of the partition that decompresses past the bound (see
+// Config.KafkaOpts) is skipped unread, the revisions in it lost to the
+// watch, which reads on past it: fn is told at once, with an error that
+// names the batch and wraps kgo.ErrMaxDecompress (not ErrUnreachable),
+// then nil once reading works again.
 //
 // The watch keeps retrying either way; the revisions delivered are the
 // same. fn is called from the watch's reading goroutine, never

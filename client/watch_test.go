@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -749,4 +750,41 @@ func countFailedDials(n *atomic.Int64) kgo.Opt {
 		}
 		return conn, err
 	})
+}
+
+// A record batch of the lock state topic that decompresses past the
+// readers' bound (8 MiB by default) is skipped unread: a watch reads on
+// past it, and tells OnFetchError at once, then nil once reading works
+// again; Locks returns the table without the states in it, with an error
+// saying so. (Without the bound it is inflated, here to an unreadable
+// record.)
+func TestStateBatchTooLargeIsSkipped(t *testing.T) {
+	ctx := ctxT(t)
+	cluster, c, produce := stateTopic(t, kafkatest.StateRecord(t, "job", 1))
+	told := make(toldErrors, 100)
+	ch, err := c.Watch(ctx, "job", told.opt())
+	require.NoError(t, err)
+	require.EqualValues(t, 1, next(t, ch).Revision)
+
+	state := topics.DefaultNames().State
+	bomb := kafkatest.Bomb(t, cluster, state, 0, "job", 8<<20+1)
+	produce(kafkatest.StateRecord(t, "job", 2))
+	lr := next(t, ch)
+	require.NoError(t, lr.Unreadable, "the batch is not inflated")
+	require.EqualValues(t, 2, lr.Revision, "the revision after it")
+	err = told.next(t)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	require.ErrorContains(t, err, fmt.Sprintf("offsets %d..%d of partition 0 of %q", bomb, bomb, state))
+	require.NoError(t, told.next(t), "reading works again")
+
+	table, err := c.Locks(ctx)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	require.ErrorContains(t, err, "1 record batch(es) skipped")
+	require.Len(t, table, 1)
+	require.EqualValues(t, 2, table[0].Revision)
+
+	// A bomb last in the partition does not hold Locks back.
+	kafkatest.Bomb(t, cluster, state, 0, "job", 8<<20+1)
+	_, err = c.Locks(ctx)
+	require.ErrorContains(t, err, "2 record batch(es) skipped")
 }

@@ -122,3 +122,19 @@ func KeyPartition(key string, n int) int32 {
 	p := kgo.UniformBytesPartitioner(64<<10, true, true, nil).ForTopic("t").(kgo.TopicBackupPartitioner)
 	return int32(p.PartitionByBackup(&kgo.Record{Key: []byte(key)}, n, nil))
 }
+
+// Bomb produces to partition part of topic on cluster one gzipped batch of
+// one record, key key, whose value is n zero bytes (the batch takes about
+// a thousandth of that), and returns its offset: a batch that decompresses
+// past a reader's kgo.MaxDecompressBatchBytes when n exceeds it.
+func Bomb(t testing.TB, cluster *kfake.Cluster, topic string, part int32, key string, n int) int64 {
+	t.Helper()
+	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchCompression(kgo.GzipCompression()),
+		kgo.ProducerBatchMaxBytes(int32(n)+(1<<20)))
+	require.NoError(t, err)
+	defer kc.Close()
+	rec := &kgo.Record{Partition: part, Key: []byte(key), Value: make([]byte, n)}
+	require.NoError(t, kc.ProduceSync(context.Background(), rec).FirstErr())
+	return rec.Offset
+}
