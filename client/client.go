@@ -476,6 +476,13 @@ func firstReply(topics.Event) (bool, time.Duration) { return true, 0 }
 // after ReplyTimeout is sent again with the same request_id, until ctx ends
 // or RequestTimeout passes (ErrNoReply). The caller has called begin.
 func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (topics.Event, error) {
+	return c.exchangeEvery(ctx, cmd, h, c.cfg.ReplyTimeout)
+}
+
+// exchangeEvery is exchange sending cmd again every `every` without a
+// reply, rather than every ReplyTimeout: the answer to any copy is taken,
+// as each has the same request_id, which the worker applies once.
+func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handler, every time.Duration) (topics.Event, error) {
 	value, err := cmd.Encode()
 	if err != nil {
 		return topics.Event{}, fmt.Errorf("encoding command: %w", err)
@@ -525,10 +532,10 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 	}
 	start := time.Now()
 	giveUp := start.Add(c.cfg.RequestTimeout)
-	resend := start.Add(c.cfg.ReplyTimeout)
+	resend := start.Add(every)
 	attempts := 1
 	send()
-	timer := time.NewTimer(c.cfg.ReplyTimeout)
+	timer := time.NewTimer(every)
 	defer timer.Stop()
 	for {
 		select {
@@ -545,7 +552,7 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 			}
 			if wait > 0 {
 				now := time.Now()
-				resend, giveUp = now.Add(wait+c.cfg.ReplyTimeout), now.Add(wait+c.cfg.RequestTimeout)
+				resend, giveUp = now.Add(wait+every), now.Add(wait+c.cfg.RequestTimeout)
 				timer.Reset(time.Until(resend))
 			}
 		case err := <-produceErr:
@@ -573,8 +580,8 @@ func (c *Client) exchange(ctx context.Context, cmd topics.Command, h handler) (t
 			attempts++
 			_ = authorize()
 			send()
-			resend = now.Add(c.cfg.ReplyTimeout)
-			timer.Reset(min(c.cfg.ReplyTimeout, giveUp.Sub(now)))
+			resend = now.Add(every)
+			timer.Reset(min(every, giveUp.Sub(now)))
 		case <-ctx.Done():
 			return topics.Event{}, context.Cause(ctx)
 		}

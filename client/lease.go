@@ -861,18 +861,29 @@ func (l *Lease) command(op string) topics.Command {
 
 // send sends a command that needs no wait and returns its first answer.
 func (c *Client) send(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+	return c.sendEvery(ctx, cmd, c.cfg.ReplyTimeout)
+}
+
+// sendEvery is send, the command sent again every `every` without an
+// answer (exchangeEvery).
+func (c *Client) sendEvery(ctx context.Context, cmd topics.Command, every time.Duration) (topics.Event, error) {
 	if err := c.begin(); err != nil {
 		return topics.Event{}, err
 	}
 	defer c.ops.Done()
-	return c.call(ctx, cmd)
+	return c.callEvery(ctx, cmd, every)
 }
 
 // call is send within an operation the caller has begun.
 func (c *Client) call(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+	return c.callEvery(ctx, cmd, c.cfg.ReplyTimeout)
+}
+
+// callEvery is sendEvery within an operation the caller has begun.
+func (c *Client) callEvery(ctx context.Context, cmd topics.Command, every time.Duration) (topics.Event, error) {
 	ctx, cancel := c.opContext(ctx)
 	defer cancel()
-	return c.exchange(ctx, cmd, firstReply)
+	return c.exchangeEvery(ctx, cmd, firstReply, every)
 }
 
 // bestEffort sends cmd, a release or a session's close that gives back what

@@ -416,13 +416,12 @@ func (s *Session) command(op string) topics.Command {
 // keepAliveLoop keeps the session alive every third of its TTL until it
 // ends or the client closes. A refused keep-alive loses the session. One
 // left without an answer (it, or its answer, lost in transit) for a third
-// of the TTL, or ReplyTimeout if shorter, is followed at once by another,
-// until one is answered or the deadline timer declares the session lost:
-// exchange's own resend comes only after ReplyTimeout, past the deadline
-// for a TTL under 1.5 ReplyTimeout. Each is a new command, not a resend:
-// its answer counts the deadline from its own send (keptAlive), and the
-// worker's expiry, set as it applies that command, is no earlier; an
-// earlier one it applies too only moves that expiry later.
+// of the TTL, or ReplyTimeout if shorter, is sent again (the same
+// request_id: the answer to any copy is taken, however late, until the
+// session's deadline), where exchange's usual resend after ReplyTimeout
+// would come past the deadline for a TTL under 1.5 ReplyTimeout. Its
+// answer counts the deadline from the first copy's send (keptAlive), and
+// the worker's expiry, set as it applies the command, once, is no earlier.
 func (s *Session) keepAliveLoop() {
 	defer s.c.ops.Done()
 	interval := s.TTL / 3
@@ -448,24 +447,17 @@ func (s *Session) keepAliveLoop() {
 			t.Reset(retry)
 			continue
 		}
-		if d := start.Add(retry); d.Before(deadline) {
-			deadline = d
-		}
 		ctx, cancel := context.WithDeadline(s.ctx, deadline)
 		sent := s.c.sentNow()
-		ev, err := s.c.send(ctx, s.command(topics.OpSessionKeepAlive))
+		ev, err := s.c.sendEvery(ctx, s.command(topics.OpSessionKeepAlive), retry)
 		cancel()
 		s.keepAliveAnswered(ev, err, sent)
 		next := interval
 		if err != nil {
+			// A failure at once (the brokers refused the command) is
+			// tried again a retry later, not in a busy loop.
 			next = retry
-			// As exchange does before a resend: the answer may be on a
-			// partition, or an instance of the topic, the reader does not
-			// read yet.
-			s.c.lookUpReplyTopic()
 		}
-		// A failure at once (the brokers refused the command) is tried
-		// again a retry later, not in a busy loop.
 		t.Reset(time.Until(start.Add(next)))
 	}
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,50 @@ import (
 
 	"github.com/omninode/lockworker/topics"
 )
+
+// Answers that come late, more than the keep-alive's resend interval (here
+// ReplyTimeout, 1 s) but within the room before the session's deadline,
+// keep the session: the late answer to the first copy is taken, rather
+// than each keep-alive given up for a new one whose answer comes as late.
+// The stand-in answers every command 1.2 s after it reads it, each answer
+// on its own, so answers do not queue behind one another.
+func TestSessionKeepAliveAnsweredLate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ttl, late = 6, 1500 * time.Millisecond // keep-alives every 2 s, resent every 1 s
+	var mu sync.Mutex
+	var prod *kgo.Client
+	c, _ := fakeWorkerWith(t, fakeOpts{send: func(ctx context.Context, brokers []string, rec *kgo.Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if prod == nil {
+			var err error
+			if prod, err = kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0)); err != nil {
+				return err
+			}
+			t.Cleanup(prod.Close)
+		}
+		time.AfterFunc(late, func() { prod.Produce(ctx, rec, nil) }) // the fault: a slow path to the reply
+		return nil
+	}}, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, ttl))
+		case topics.OpSessionKeepAlive:
+			return one(sessionEvent(cmd, topics.TypeSessionKeptAlive, ttl))
+		}
+		return nil
+	})
+	s, err := c.NewSession(ctx, ttl*time.Second)
+	require.NoError(t, err)
+	before := s.ExpiresAt()
+	for range 2 {
+		require.Eventually(t, func() bool { return s.Err() != nil || s.ExpiresAt().After(before) }, ttl*time.Second, 10*time.Millisecond,
+			"no keep-alive answered, nor the session lost")
+		require.NoError(t, s.Err(), "lost though every keep-alive was answered within its room")
+		before = s.ExpiresAt()
+	}
+}
 
 // A NewSession given up before its answer closes the session the worker
 // may have opened, so that it is not kept for nobody until its TTL; one
