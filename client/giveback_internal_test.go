@@ -797,3 +797,59 @@ func TestSessionCloseAfterARefusedClose(t *testing.T) {
 	require.ErrorIs(t, s.Close(ctx), ErrSessionNotFound, "Close after a refused Close")
 	require.Empty(t, seen.since(start), "sent again")
 }
+
+// An extension refused with a code that does not end the lease (nothing
+// applied, design.md "Error codes") loses it here and gives it back, a
+// release by its fencing token: the worker still holds it, and would for
+// nobody until its expiry. One refused with a code that says the lease is
+// gone sends nothing more. The lock's name is the code the worker refuses
+// its extension with; the marker query is the next command it sees.
+func TestExtensionRefusedGivesBackAHeldLease(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 60))
+		case topics.OpExtend:
+			return one(rejectedEvent(cmd, cmd.LockName))
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		case topics.OpQuery:
+			return one(statusEvent(cmd))
+		}
+		return nil
+	})
+	for code, givenBack := range map[string]bool{
+		topics.CodeRequestIDConflict:  true,
+		topics.CodeInvalidRequest:     true,
+		topics.CodeForbidden:          true,
+		topics.CodeUnsupportedVersion: true,
+		topics.CodeNotOwner:           false,
+		topics.CodeNotHeld:            false,
+		topics.CodeTokenMismatch:      false,
+	} {
+		t.Run(code, func(t *testing.T) {
+			l, err := c.Acquire(ctx, code, WithoutKeepAlive())
+			require.NoError(t, err)
+			start := seen.len()
+			require.ErrorIs(t, l.Extend(ctx, time.Minute), codeErrors[code])
+			require.ErrorIs(t, l.Err(), ErrLeaseLost)
+			_, err = c.Query(ctx, "marker")
+			require.NoError(t, err)
+			want := []string{topics.OpExtend, topics.OpQuery}
+			if givenBack {
+				want = []string{topics.OpExtend, topics.OpRelease, topics.OpQuery}
+				seen.mu.Lock()
+				release := seen.cmds[start+1]
+				seen.mu.Unlock()
+				require.NotNil(t, release.FencingToken)
+				require.Equal(t, l.Token, *release.FencingToken)
+				require.Equal(t, l.Owner, release.OwnerID)
+			}
+			require.Equal(t, want, seen.since(start))
+		})
+	}
+}

@@ -598,11 +598,14 @@ func (l *Lease) releaseEnded(ended error) error {
 }
 
 // Extend lengthens the lease by d from its current expiry (the contract's
-// extension_duration; 0: the lease's own duration). A refusal means the lease
-// is gone: it is then lost; except ErrMaxHoldExceeded (past WithMaxHold),
-// which leaves it held until its current expiry, unless the error also
-// wraps ErrLeaseLost (the refusal, read late, showed that expiry passed):
-// check ErrLeaseLost first. An answer that breaks the
+// extension_duration; 0: the lease's own duration). A refusal that says
+// the lease is gone (ErrNotHeld, ErrNotOwner, ErrTokenMismatch) loses it.
+// ErrMaxHoldExceeded (past WithMaxHold) leaves it held until its current
+// expiry, unless the error also wraps ErrLeaseLost (the refusal, read
+// late, showed that expiry passed): check ErrLeaseLost first. Any other
+// refusal by the worker (ErrRequestIDConflict, ErrForbidden,
+// ErrInvalidRequest, ...) applied nothing, and the worker holds the lease
+// still: it is lost all the same, and released as below. An answer that breaks the
 // contract (no lock_info, a lease_duration out of range) loses the lease
 // too, with that answer as the cause, and releases it, best effort, by its
 // fencing token (also when it was lost or released first: the worker may
@@ -666,12 +669,21 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	}
 	if ev.Type == topics.TypeRejected {
 		e := rejection(ev)
-		if !errors.Is(e, ErrMaxHoldExceeded) {
-			l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
+		if errors.Is(e, ErrMaxHoldExceeded) {
+			if err := l.capRefused(ev, sent); err != nil {
+				return err // the refusal showed the lease over already
+			}
 			return e
 		}
-		if err := l.capRefused(ev, sent); err != nil {
-			return err // the refusal showed the lease over already
+		l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
+		if !errors.Is(e, ErrNotHeld) && !errors.Is(e, ErrNotOwner) && !errors.Is(e, ErrTokenMismatch) {
+			// Refused without ending the lease (REQUEST_ID_CONFLICT,
+			// INVALID_REQUEST for a record PostgreSQL would not store,
+			// FORBIDDEN, ...): nothing was applied and the worker holds
+			// it still. Lost here all the same, as the next extension may
+			// be refused alike: given back, or the worker holds it for
+			// nobody until its expiry.
+			l.giveBack()
 		}
 		return e
 	}
@@ -739,8 +751,8 @@ func (l *Lease) confirm(ev topics.Event, sent sentAt) (ended error, before bool)
 }
 
 // giveBack releases, best effort, a lease an extension found ended, answered
-// outside the contract or after the lease ended here: the worker may hold it
-// still, however it ended here first. The release is guarded by the lease's
+// outside the contract or after the lease ended here, or refused without
+// ending it: the worker may hold it still, however it ended here first. The release is guarded by the lease's
 // fencing token, which no later lease has (a new grant gets a new token; a
 // renewal, the same, only while the lease is held), so the worker refuses
 // it (NOT_HELD, NOT_OWNER, TOKEN_MISMATCH) when the lease has ended; and it
