@@ -87,6 +87,15 @@ type Lease struct {
 	// before it is sent until that holder returns: giveBack leaves the
 	// release to it rather than wait for the slot (see giveBack).
 	sending bool
+	// unanswered says an extension (Extend's or the keep-alive's) went
+	// without an answer (none in time, Kafka unreachable, its context
+	// ended) and none sent after it was answered: the worker may apply it
+	// yet, so a lease lost meanwhile is given back (giveBackIfLost).
+	// noAnswer counts those extensions: an answer clears unanswered only
+	// when none went unanswered since its own was sent, as one sent
+	// before may be sent again, and applied, after it.
+	unanswered bool
+	noAnswer   int
 }
 
 // newLease registers the lease ev granted. queued says whether its acquire
@@ -626,10 +635,12 @@ func (l *Lease) releaseEnded(ended error) error {
 // nothing; so does the keep-alive. An extension whose grant arrives after
 // the lease ended meanwhile, or past the new local deadline already (the
 // host slept through it: the lease is lost then), returns that error too,
-// not nil, and the lease is released as above; one of Extend's cut short
-// by the lease's end (its context) is not, and the worker lets the lease
-// run out. The keep-alive's, unanswered when the lease is lost (cut short,
-// or tried again until then), is: the worker may apply it yet.
+// not nil, and the lease is released as above. So is a lease lost while an
+// extension went unanswered, Extend's (its context ended, or no answer
+// came: it returned that error) or the keep-alive's (cut short by the
+// lease's end, or tried again until then), when it is lost: the worker
+// may apply it yet; unless an extension sent after it was answered (the
+// answer showed the lease as the worker has it, that one included).
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
 	if err := l.extend(ctx, d); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
@@ -663,7 +674,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	}
 	defer l.c.ops.Done()
 	sent := l.c.sentNow()
-	ev, err := l.c.call(ctx, cmd)
+	ev, err := l.callExtension(ctx, cmd)
 	if err != nil {
 		return err
 	}
@@ -706,6 +717,31 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		return ended
 	}
 	return nil
+}
+
+// callExtension sends the extension cmd and returns its first answer,
+// keeping track of extensions left without one (unanswered). The first of
+// those arms the give-back at the lease's end, for Extend's as for the
+// keep-alive's: Extend's caller has gone by then, and a lease without
+// keep-alive has no goroutine of its own waiting for its end.
+func (l *Lease) callExtension(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+	l.mu.Lock()
+	before := l.noAnswer
+	l.mu.Unlock()
+	ev, err := l.c.call(ctx, cmd)
+	l.mu.Lock()
+	if err != nil {
+		l.unanswered = true
+		l.noAnswer++
+	} else if l.noAnswer == before {
+		l.unanswered = false
+	}
+	first := err != nil && l.noAnswer == 1
+	l.mu.Unlock()
+	if first {
+		context.AfterFunc(l.ctx, l.giveBackIfLost)
+	}
+	return ev, err
 }
 
 // capRefused reads the lease as a MAX_HOLD_EXCEEDED refusal shows it: the
@@ -752,13 +788,14 @@ func (l *Lease) confirm(ev topics.Event, sent sentAt) (ended error, before bool)
 
 // giveBack releases, best effort, a lease an extension found ended, answered
 // outside the contract or after the lease ended here, or refused without
-// ending it: the worker may hold it still, however it ended here first. The release is guarded by the lease's
-// fencing token, which no later lease has (a new grant gets a new token; a
-// renewal, the same, only while the lease is held), so the worker refuses
-// it (NOT_HELD, NOT_OWNER, TOKEN_MISMATCH) when the lease has ended; and it
-// is the lease's one release command (releaseCmd: the request_id of a
-// Release, or of an earlier giveBack), which the worker applies at most once
-// and otherwise answers from its stored outcome. So sending it again is
+// ending it, or lost with an extension unanswered: the worker may hold it
+// still, however it ended here first. The release is guarded by the
+// lease's fencing token, which no later lease has (a new grant gets a new
+// token; a renewal, the same, only while the lease is held), so the worker
+// refuses it (NOT_HELD, NOT_OWNER, TOKEN_MISMATCH) when the lease has
+// ended; and it is the lease's one release command (releaseCmd: the
+// request_id of a Release, or of an earlier giveBack), which the worker
+// applies at most once and otherwise answers from its stored outcome. So sending it again is
 // harmless, and no flag says whether it was ever sent.
 //
 // The lease ended (Err) before giveBack is called, so a Release that has
@@ -782,8 +819,8 @@ func (l *Lease) confirm(ev topics.Event, sent sentAt) (ended error, before bool)
 // withdraws whatever its token), or another process's lease (mayBeShared).
 // Acquires of the lock and owner started meanwhile wait for the release's
 // answer, as for a withdrawal (endAcquire). The caller, the keep-alive
-// goroutine or Extend's, has called begin and holds nothing the slot's
-// holder waits for (Close waits for both).
+// goroutine, Extend's or giveBackIfLost's, has called begin and holds
+// nothing the slot's holder waits for (Close waits for both).
 func (l *Lease) giveBack() {
 	if l.mayBeShared {
 		return
@@ -911,12 +948,23 @@ func (c *Client) bestEffort(cmd topics.Command) (topics.Event, error) {
 	return c.exchange(ctx, cmd, firstReply)
 }
 
-// giveBackIfLost gives the lease back (giveBack) when it was lost with an
-// extension unanswered, which the worker may apply yet.
-func (l *Lease) giveBackIfLost(unanswered bool) {
-	if unanswered && errors.Is(context.Cause(l.ctx), ErrLeaseLost) {
-		l.giveBack()
+// giveBackIfLost gives the lease back (giveBack) when it ended lost with an
+// extension unanswered, which the worker may apply yet: it runs at the
+// lease's end, once an extension went unanswered (callExtension). Not once
+// the client is closing: the keep-alive stops then, and Close does not
+// wait for the lease's end.
+func (l *Lease) giveBackIfLost() {
+	l.mu.Lock()
+	unanswered := l.unanswered
+	l.mu.Unlock()
+	if !unanswered || !errors.Is(context.Cause(l.ctx), ErrLeaseLost) {
+		return
 	}
+	if l.c.begin() != nil {
+		return
+	}
+	defer l.c.ops.Done()
+	l.giveBack()
 }
 
 // keepAliveFloor is the keep-alive's shortest pause between extensions (a
@@ -940,11 +988,12 @@ func (l *Lease) keepAliveLoop() {
 	// worker's expiry as of then, is read from its own send (update), so
 	// the local deadline stays before the worker's expiry whether the
 	// worker applied one of them or both (each adds to the expiry: the
-	// answer says so). A lease lost with one unanswered is given back, or
-	// the worker may hold it for nobody. owed sums the extensions sent
-	// since the last answer, which a worker lagging behind may apply yet:
-	// each next one asks for that much less, so that applied together
-	// they bring the expiry no further than a lease from now.
+	// answer says so). A lease lost with one unanswered is given back
+	// (callExtension), or the worker may hold it for nobody. owed sums
+	// the extensions sent since the last answer, which a worker lagging
+	// behind may apply yet: each next one asks for that much less, so that
+	// applied together they bring the expiry no further than a lease from
+	// now.
 	unanswered := false
 	var owed time.Duration
 	for {
@@ -966,7 +1015,6 @@ func (l *Lease) keepAliveLoop() {
 		case <-t.C:
 		case <-l.ctx.Done():
 			t.Stop()
-			l.giveBackIfLost(unanswered)
 			return
 		case <-l.c.closing.Done():
 			t.Stop()

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -420,5 +421,67 @@ func leaseLostIsGivenBack(t *testing.T, timeout time.Duration) {
 		require.Equal(t, l.Token, *cmd.FencingToken)
 	case <-ctx.Done():
 		t.Fatal("the lost lease was not given back")
+	}
+}
+
+// An Extend whose context ends before its answer (the worker may apply it
+// yet, here it never answers) has the lease given back, a release by its
+// fencing token, when the lease is then lost at its old local deadline: the
+// worker would otherwise hold it for nobody up to the extended expiry. An
+// extension answered after it (answered: the worker answers the second)
+// shows the lease as the worker has it, and nothing is given back then;
+// the marker query is the next command the worker sees.
+func TestExtendCutShortIsGivenBack(t *testing.T) {
+	for name, answered := range map[string]bool{"unanswered": false, "answered after": true} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var seen recorder
+			extensions := 0
+			c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+				seen.add(cmd)
+				switch cmd.Operation {
+				case topics.OpAcquire:
+					return one(granted(cmd, topics.TypeAcquired, 1))
+				case topics.OpExtend:
+					extensions++
+					if answered && extensions > 1 {
+						return one(granted(cmd, topics.TypeExtended, 1))
+					}
+				case topics.OpRelease:
+					return one(releasedEvent(cmd))
+				case topics.OpQuery:
+					return one(statusEvent(cmd))
+				}
+				return nil
+			})
+			l, err := c.Acquire(ctx, "job", WithLease(time.Second), WithoutKeepAlive())
+			require.NoError(t, err)
+			short, stop := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer stop()
+			require.ErrorIs(t, l.Extend(short, time.Hour), context.DeadlineExceeded)
+			if answered {
+				require.NoError(t, l.Extend(ctx, time.Second))
+			}
+			select {
+			case <-l.Lost():
+			case <-ctx.Done():
+				t.Fatal("the lease was not lost")
+			}
+			require.ErrorContains(t, l.Err(), "without a confirmed extension")
+			if answered {
+				_, err := c.Query(ctx, "marker")
+				require.NoError(t, err)
+				require.NotContains(t, seen.since(0), topics.OpRelease)
+				return
+			}
+			require.Eventually(t, func() bool { return slices.Contains(seen.since(0), topics.OpRelease) }, 10*time.Second, time.Millisecond,
+				"the lease is given back")
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			release := seen.cmds[len(seen.cmds)-1]
+			require.Equal(t, topics.OpRelease, release.Operation)
+			require.Equal(t, l.Token, *release.FencingToken)
+		})
 	}
 }
