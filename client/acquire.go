@@ -169,7 +169,10 @@ func OnQueued(fn func(position int)) AcquireOption {
 // worker never holds a lock for nobody. Exceptions, where
 // the release could end a lease of the same owner: an owner given WithOwner
 // is withdrawn only once the acquire was seen queued, as the owner might
-// hold the lock already; no release is sent while a lease of this client
+// hold the lock already (given up before its lock.queued was read, it
+// keeps its place in the queue until its wait ends, and a grant meanwhile
+// is held for nobody until the lease's expiry: keep WithWait short for
+// such an owner); no release is sent while a lease of this client
 // holds the lock for the owner (the acquire was a renewal, as of a session's
 // lock); and while other acquires of the lock by the same owner are in
 // flight in this client (two in one session, say), the release waits for
