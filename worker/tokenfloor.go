@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -310,8 +311,8 @@ func (rd *floorRead) readBack() (more, gaveUp bool) {
 // A missing topic has none.
 //
 // Its client has the bounds the worker's commands consumer has (New) on
-// what a fetched batch may decompress to (ratioDecompressor, the worker's
-// kgo.MaxDecompressBatchBytes) and on a fetch response (maxFetchBytes), and,
+// what a fetched batch may decompress to (fetchbound.Decompressor, the
+// worker's kgo.MaxDecompressBatchBytes) and on a fetch response, and,
 // as there, Config.KafkaOpts may set others. A batch past them, or one that
 // cannot be decompressed at all, holds no token this check can read: it is
 // logged at warning level with its partition and offsets and skipped, and
@@ -340,9 +341,9 @@ func (w *Worker) highestPublishedToken(ctx context.Context, f *TokenFloor) error
 		return nil
 	}
 	// The bounds New gives the commands consumer: the decompressor's is
-	// the worker's (w.batchBound, from the same KafkaOpts), known before
-	// the client is made here, as this client fetches at once.
-	_, opts := boundedFetch(w.batchBound, w.log)
+	// the worker's (w.batchBound, from the same KafkaOpts), which it takes
+	// from the client (Bind) before its first fetch is decompressed.
+	unpack, opts := w.boundedFetch()
 	opts = append(opts, w.cfg.KafkaOpts...)
 	opts = append(opts,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
@@ -359,6 +360,7 @@ func (w *Worker) highestPublishedToken(ctx context.Context, f *TokenFloor) error
 	if err != nil {
 		return fmt.Errorf("creating Kafka client: %w", err)
 	}
+	unpack.Bind(cl)
 	defer cl.Close()
 	granted := map[int64]grant{} // each token read, to whom
 	done := func(p int32) {
@@ -453,7 +455,7 @@ func (w *Worker) highestPublishedToken(ctx context.Context, f *TokenFloor) error
 			f.BatchesSkipped++
 			rd.skip(b)
 			w.log.Warn().Str("topic", topic).Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
-				Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
+				Int("bound", w.batchBound).Int("ratio_bound", fetchbound.Ratio).
 				Msg("a record batch of the lock.acquired topic decompresses past the bound, or cannot be decompressed: the fencing token check skips it unread, " +
 					"so a token in it is not read (lockworker's relay writes no such batch), and reads as many offsets further back instead")
 			if b.NextOffset >= rd.hi {

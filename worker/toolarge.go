@@ -7,15 +7,16 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/topics"
 )
 
 // A record batch of the commands topic cannot be read when it decompresses
-// past the bound (maxBatchRatio times its compressed size, and
+// past the bound (fetchbound.Ratio times its compressed size, and
 // maxBatchBytes, or a kgo.MaxDecompressBatchBytes in Config.KafkaOpts;
-// ratioDecompressor), or cannot be decompressed at all (corrupt, or of a
-// codec variant the worker does not read: ratioDecompressor refuses it the
-// same way, and logs why): kgo hands out none of its records, reports
+// fetchbound.Decompressor), or cannot be decompressed at all (corrupt, or
+// of a codec variant the worker does not read: fetchbound.Decompressor
+// refuses it the same way, and logs why): kgo hands out none of its records, reports
 // kgo.ErrDecompressTooLarge and fetches nothing more of the partition until
 // it is moved past the batch. Its commands cannot be answered one by one, so
 // the batch is skipped as a whole, in order: the transaction that applies
@@ -74,7 +75,7 @@ func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressToo
 		}
 		to[b.Partition] = kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
 		w.log.Warn().Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
-			Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
+			Int("bound", w.batchBound).Int("ratio_bound", fetchbound.Ratio).
 			Msg("a record batch of the commands topic decompresses past the bound, or cannot be decompressed: it is skipped unread once the records before it are applied")
 	}
 	return to
@@ -97,7 +98,7 @@ func unskipped(skips []*kgo.ErrDecompressTooLarge, stored int64) []*kgo.ErrDecom
 // reason, and where it was. The marker has no key and no value.
 func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
 	reason := fmt.Sprintf("%s: the record batch at offsets %d..%d decompresses (its records and headers counted as the memory they take) to more than %d times its compressed size or more than %d bytes (or is zstd with a window past that), or cannot be decompressed (corrupt, or of a codec variant this worker does not read): it was skipped unread, and none of its records is answered",
-		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, maxBatchRatio, w.batchBound)
+		DeadLetterBatchTooLarge, b.Offset, b.NextOffset-1, fetchbound.Ratio, w.batchBound)
 	return []topics.Header{
 		{Key: topics.HeaderError, Value: []byte(reason)},
 		{Key: topics.HeaderSourceTopic, Value: []byte(b.Topic)},
@@ -112,6 +113,6 @@ func (w *Worker) skipMarker(b *kgo.ErrDecompressTooLarge) []topics.Header {
 func (w *Worker) skipped(p *partition, b *kgo.ErrDecompressTooLarge) {
 	w.cfg.Metrics.DeadLettered(DeadLetterBatchTooLarge)
 	w.log.Error().Int32("partition", p.id).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
-		Int("bound", w.batchBound).Int("ratio_bound", maxBatchRatio).
+		Int("bound", w.batchBound).Int("ratio_bound", fetchbound.Ratio).
 		Msg("skipped a record batch of the commands topic that decompresses past the bound, or cannot be decompressed: its records were not read nor answered; a marker naming its offsets went to the dead-letter topic")
 }

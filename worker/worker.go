@@ -20,6 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/fetchbound"
+	"github.com/omninode/lockworker/internal/kafkalog"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -44,8 +46,9 @@ type Config struct {
 	// and heartbeat may be set here (cmd/lockworker does; a
 	// kgo.SessionTimeout needs its kgo.HeartbeatInterval beside it, see
 	// SessionTimeout), and so may kgo.MaxDecompressBatchBytes (maxBatchBytes;
-	// tests lower it), kgo.FetchMaxBytes (maxFetchBytes) and
-	// kgo.WithDecompressor (ratioDecompressor: another loses its bounds); the consumer group's workings (kgo.ConsumerGroup,
+	// tests lower it), kgo.FetchMaxBytes (fetchbound's, 256 KiB) and
+	// kgo.WithDecompressor (fetchbound.Decompressor: another loses its
+	// bounds and its skipping of corrupt batches); the consumer group's workings (kgo.ConsumerGroup,
 	// Balancers, AutoCommitMarks, BlockRebalanceOnPoll, ConsumeResetOffset,
 	// AdjustFetchOffsetsFn, the OnPartitions callbacks) must not be, nor
 	// may topics to consume (kgo.ConsumeTopics, ConsumeRegex): Run adds the
@@ -197,10 +200,21 @@ const fetchMaxWait = 500 * time.Millisecond
 // counts its limit after compression (a Java producer's batch.size, 16 KiB
 // by default; kgo's StreamingCompression) with that limit raised to about
 // 1 MiB reaches it (about 7-fold compression, with the memory its records
-// take counted: ratioDecompressor). Below it, a batch may decompress to at most
-// maxBatchRatio times its compressed size (ratioDecompressor), which bounds
-// what a fetch response of many small batches inflates to.
+// take counted: fetchbound.Decompressor). Below it, a batch may decompress
+// to at most fetchbound.Ratio times its compressed size, which bounds what
+// a fetch response of many small batches inflates to.
 const maxBatchBytes = 16 << 20
+
+// boundedFetch is a consumer's fetch options that bound what the records
+// anyone may produce inflate to (fetchbound.Options: maxBatchBytes, the
+// ratio, the response's size) and the broker's long poll, with the
+// decompressor, which must be bound to the client made with them.
+// Config.KafkaOpts, appended after, may set others. The commands consumer
+// (New) and the token floor check's client use them.
+func (w *Worker) boundedFetch() (*fetchbound.Decompressor, []kgo.Opt) {
+	unpack, opts := fetchbound.Options(maxBatchBytes, kafkalog.Client(w.log))
+	return unpack, append(opts, kgo.FetchMaxWait(fetchMaxWait))
+}
 
 // DefaultDrainTimeout is Config.DrainTimeout's default: well within a
 // Kubernetes grace period (60 s in deploy/kubernetes) beside the relay's
@@ -375,7 +389,7 @@ func New(cfg Config) (*Worker, error) {
 	w.hard, w.killHard = context.WithCancel(context.Background())
 	w.halted, w.halt = context.WithCancel(w.hard)
 	w.serveAgain()
-	unpack, fetch := boundedFetch(maxBatchBytes, w.log)
+	unpack, fetch := w.boundedFetch()
 	heard := newHeardFrom()
 	opts := append(fetch,
 		// The group without its topic: the client joins once Run adds it,
@@ -406,8 +420,9 @@ func New(cfg Config) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating Kafka client: %w", err)
 	}
+	unpack.Bind(cl)
 	if off, _ := cl.OptValue(kgo.DisableFetchCRCValidation).(bool); off {
-		// ratioDecompressor refuses a batch it cannot decompress, and the
+		// fetchbound.Decompressor refuses a batch it cannot decompress, and the
 		// worker skips it for good: only a batch whose CRC matches, so
 		// one that fails alike on every fetch and every replica, may be.
 		cl.Close()
@@ -425,7 +440,6 @@ func New(cfg Config) (*Worker, error) {
 		},
 		w.assignedBefore)
 	w.batchBound = cl.OptValue(kgo.MaxDecompressBatchBytes).(int)
-	unpack.max.Store(int64(w.batchBound))
 	if cfg.MaxReplyTopics > 0 {
 		w.replies = newReplyTopics(cl, cfg.Names.ReplyPrefix, cfg.MaxReplyTopics, cfg.CreateReplyTopics)
 	}

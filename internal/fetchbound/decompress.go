@@ -1,4 +1,15 @@
-package worker
+// Package fetchbound bounds what the record batches a Kafka consumer
+// fetches may inflate to, for every reader of topics others may produce
+// to: the worker's commands consumer and fencing token check, the SDK's
+// reply and lock state readers, and kafkapubsub's subscriber. kgo inflates
+// every batch of a fetch response whole, in memory, before it hands out
+// any record, and its own decompressor bounds only each batch, at
+// kgo.MaxDecompressBatchBytes (1 GiB by default); it retries a batch it
+// cannot decompress forever, which stops the partition for good. Options
+// installs a Decompressor that bounds a response's batches by their
+// compressed size as well, and refuses a corrupt batch as one past the
+// bound, so that a reader can skip it (kgo.ErrDecompressTooLarge).
+package fetchbound
 
 import (
 	"bytes"
@@ -15,58 +26,62 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
-	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// maxBatchRatio bounds what a fetched record batch of the commands topic
-// may decompress to, as a multiple of its compressed size, below the
-// absolute bound (maxBatchBytes): its bytes, and the memory kgo takes to
+// Ratio bounds what a fetched record batch may decompress to, as a
+// multiple of its compressed size, below the absolute bound
+// (kgo.MaxDecompressBatchBytes): its bytes, and the memory kgo takes to
 // hand out its records, counted with them (recordsMemory). The absolute
 // bound alone stops one batch: kgo inflates every batch of a fetch response
 // before it hands out any of its records, and the records point into the
 // inflated buffers, so a response of many small batches, each just under
 // the bound, would hold thousands of times its size (gzip reaches about
 // 1,000-fold, zstd far more). With the ratio a response's compressed
-// batches, inflated and made records, take at most maxBatchRatio times its
-// size, and responses are at most maxFetchBytes. (An uncompressed batch's
-// bytes are its size; its records take at most about 24 times that, a
-// kgo.Record for each of 7 bytes.) Lock commands compress about 5- to
-// 20-fold in batches of a thousand (JSON with a fresh request id each),
-// and their records take about twice their bytes; the same 4 KiB
-// owner_metadata, the limit, in every command of a zstd batch reaches about
-// 135-fold.
-const maxBatchRatio = 256
+// batches, inflated and made records, take at most Ratio times its size,
+// and responses are at most maxFetchBytes. (An uncompressed batch's bytes
+// are its size; its records take at most about 24 times that, a kgo.Record
+// for each of 7 bytes.) Lock commands compress about 5- to 20-fold in
+// batches of a thousand (JSON with a fresh request id each), and their
+// records take about twice their bytes; the same 4 KiB owner_metadata, the
+// limit, in every command of a zstd batch reaches about 135-fold. Lock
+// states, replies and events, a few KiB of JSON each, compress no better.
+const Ratio = 256
 
 // maxFetchBytes bounds a fetch response (kgo.FetchMaxBytes; kgo's own
-// default is 50 MiB), so that with maxBatchRatio one response from one
-// broker takes at most 64 MiB inflated, its records and headers counted
-// (besides a first batch larger than the response, at most maxBatchBytes).
-// A response of 256 KiB holds thousands of commands, more than an applier
-// takes in one transaction; a broker still returns a larger batch whole
-// when it comes first.
+// default is 50 MiB), so that with Ratio one response from one broker
+// takes at most 64 MiB inflated, its records and headers counted (besides
+// a first batch larger than the response, at most the absolute bound). A
+// response of 256 KiB holds thousands of commands, more than the worker's
+// applier takes in one transaction, and hundreds of the lock states,
+// replies or events of a few KiB each the other readers read; a broker
+// still returns a larger batch whole when it comes first. (A reader
+// catching up on a large topic takes a round trip per 256 KiB.)
 const maxFetchBytes = 256 << 10
 
-// ratioDecompressor decompresses fetched batches as kgo's own decompressor
-// does, with the same libraries, but bounds each batch at maxBatchRatio
-// times its compressed size as well as at max, and counts against that
-// bound, besides the batch's bytes, what kgo allocates to hand out its
-// records and headers (recordsMemory). A batch past either bound is refused
-// with kgo.ErrMaxDecompress, which kgo reports as
-// kgo.ErrDecompressTooLarge, and the worker skips it (queueTooLarge). So is
-// a zstd frame whose window is past max, which the decoder refuses, and so
-// is a batch that cannot be decompressed at all (Decompress). What is
-// returned is allocated to its length, as records point into it for as
-// long as they live.
-type ratioDecompressor struct {
+// Decompressor decompresses fetched batches as kgo's own decompressor
+// does, with the same libraries, but bounds each batch at Ratio times its
+// compressed size as well as at the client's kgo.MaxDecompressBatchBytes,
+// and counts against that bound, besides the batch's bytes, what kgo
+// allocates to hand out its records and headers (recordsMemory). A batch
+// past either bound is refused with kgo.ErrMaxDecompress, which kgo
+// reports as kgo.ErrDecompressTooLarge, and the reader skips it. So is a
+// zstd frame whose window is past the absolute bound, which the decoder
+// refuses, and so is a batch that cannot be decompressed at all
+// (Decompress). What is returned is allocated to its length, as records
+// point into it for as long as they live.
+type Decompressor struct {
 	// max is the absolute bound: the client's kgo.MaxDecompressBatchBytes,
-	// known only once the client is made (New stores it then).
+	// known only once the client is made (Bind).
 	max atomic.Int64
+	// bound is closed by Bind: Decompress waits for it, as a client may
+	// fetch before NewClient has returned to its caller.
+	bound chan struct{}
 
 	// log tells why a batch could not be decompressed: kgo reports only
 	// the batch's offsets, the same as for one past the bound.
-	log zerolog.Logger
+	log kgo.Logger
 
 	buffers sync.Pool // *bytes.Buffer
 	gzip    sync.Pool // *gzip.Reader
@@ -77,40 +92,57 @@ type ratioDecompressor struct {
 // maxPooledBuffer is the largest read buffer kept for the next batch.
 const maxPooledBuffer = 1 << 20
 
-// boundedFetch is a consumer's fetch options that bound what the records
-// anyone may produce inflate to: a ratioDecompressor of the absolute bound
-// max (logging to log, and returned: New learns the bound Config.KafkaOpts
-// set only once its client is made), maxBatchBytes for kgo's own check,
-// maxFetchBytes per response. Config.KafkaOpts, appended after, may set
-// others. The commands consumer (New) and the token floor check's client
-// use them.
-func boundedFetch(max int, log zerolog.Logger) (*ratioDecompressor, []kgo.Opt) {
-	unpack := newRatioDecompressor(max)
-	unpack.log = log
-	return unpack, []kgo.Opt{
-		kgo.FetchMaxWait(fetchMaxWait),
-		kgo.MaxDecompressBatchBytes(maxBatchBytes),
-		kgo.WithDecompressor(unpack),
+// Options are a consumer's fetch options that bound what the records
+// anyone may produce inflate to: kgo.MaxDecompressBatchBytes(max),
+// kgo.WithDecompressor of the Decompressor returned, and kgo.FetchMaxBytes
+// of 256 KiB. They go before the caller's options, which may set others:
+// a kgo.MaxDecompressBatchBytes there is the bound, and a
+// kgo.WithDecompressor there replaces this one, and with it the ratio
+// bound, the memory the records take and the skipping of corrupt batches.
+// Once the client is made, Bind must be called with it: the decompressor
+// decompresses nothing until then. It tells log at warning level why a
+// batch it refuses could not be read; a nil log is the client's own
+// (kgo.WithLogger).
+func Options(max int, log kgo.Logger) (*Decompressor, []kgo.Opt) {
+	d := &Decompressor{bound: make(chan struct{}), log: log}
+	return d, []kgo.Opt{
+		kgo.MaxDecompressBatchBytes(max),
+		kgo.WithDecompressor(d),
 		kgo.FetchMaxBytes(maxFetchBytes),
 	}
 }
 
-func newRatioDecompressor(max int) *ratioDecompressor {
-	d := new(ratioDecompressor)
+// Bind takes the absolute bound from cl, the client made with d's Options
+// (the last kgo.MaxDecompressBatchBytes of its options wins), and its
+// logger if d has none, and lets d decompress. It is called once, at once
+// after kgo.NewClient: until then cl's fetches wait.
+func (d *Decompressor) Bind(cl *kgo.Client) {
+	d.max.Store(int64(cl.OptValue(kgo.MaxDecompressBatchBytes).(int)))
+	if d.log == nil {
+		d.log, _ = cl.OptValue(kgo.WithLogger).(kgo.Logger)
+	}
+	close(d.bound)
+}
+
+// newDecompressor is a Decompressor bound at max, logging nowhere.
+func newDecompressor(max int) *Decompressor {
+	d := &Decompressor{bound: make(chan struct{})}
 	d.max.Store(int64(max))
+	close(d.bound)
 	return d
 }
 
 // Decompress implements kgo.Decompressor. A batch that cannot be
-// decompressed (corrupt, or of a codec or codec variant this worker does
-// not read) is refused with kgo.ErrMaxDecompress too, the only error kgo
+// decompressed (corrupt, or of a codec or codec variant this decompressor
+// does not read) is refused with kgo.ErrMaxDecompress too, the only error kgo
 // turns into one that names the batch and lets the partition be moved past
 // it: any other error kgo keeps, fetching the same batch again forever, and
 // the partition would stop for good. kgo decompresses a batch only once it
-// is whole and its CRC matches (New refuses kgo.DisableFetchCRCValidation),
-// so such a batch fails the same way on every fetch, on every replica: it
-// is skipped as one past the bound is, and the cause is logged here, where
-// it is known.
+// is whole and its CRC matches (unless kgo.DisableFetchCRCValidation is
+// set, which the worker refuses: a batch damaged in transit would then be
+// skipped instead of fetched again), so such a batch fails the same way on
+// every fetch, on every replica: it is skipped as one past the bound is,
+// and the cause is logged here, where it is known.
 //
 // A batch is read whole or refused whole, never in part: kgo would hand
 // out the records read and then, finding fewer than the batch holds, stop
@@ -122,18 +154,20 @@ func newRatioDecompressor(max int) *ratioDecompressor {
 //
 // A batch decompressed within the bound whose records and headers would
 // take kgo more memory than the bound (recordsMemory) is refused as well,
-// and logged too, as the worker's own log and marker speak only of bytes.
-func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
+// and logged too, as the readers' own logs (and the worker's marker) speak
+// only of bytes.
+func (d *Decompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([]byte, error) {
+	<-d.bound
 	max := int(d.max.Load())
-	bound := min(max, maxBatchRatio*len(src))
+	bound := min(max, Ratio*len(src))
 	out, err := d.decompress(src, codec, max, bound)
 	if err == nil && codec != kgo.CodecNone {
 		// An uncompressed batch is bounded by the fetch size (and the
 		// broker's message.max.bytes), not by this bound.
 		if mem := recordsMemory(out, bound); mem > bound {
-			d.log.Warn().Int8("codec", int8(codec)).Int("compressed_bytes", len(src)).Int("decompressed_bytes", len(out)).
-				Int("bound", bound).Int("records_memory_at_least", mem).
-				Msg("a fetched record batch decompresses within the bound, but the records and headers the Kafka client makes of it would take more memory than the bound: it is skipped unread as one past the bound is (the worker logs its offsets)")
+			d.warn("a fetched record batch decompresses within the bound, but the records and headers the Kafka client makes of it would take more memory than the bound: it is skipped unread as one past the bound is (its reader reports its offsets)",
+				"codec", int8(codec), "compressed_bytes", len(src), "decompressed_bytes", len(out),
+				"bound", bound, "records_memory_at_least", mem)
 			return nil, fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, errRecordsPastBound)
 		}
 	}
@@ -142,15 +176,22 @@ func (d *ratioDecompressor) Decompress(src []byte, codec kgo.CompressionCodecTyp
 		// which may be twice for one skip: where batches before it in
 		// the same fetch response were read, kgo drops the error, hands
 		// out their records and meets the batch again first in the next
-		// response, where the error stands and the worker skips it. Only
+		// response, where the error stands and the reader skips it. Only
 		// here is the cause known (kgo reports the batch's offsets alone,
-		// queueTooLarge and skipped log those), so it is not left to a
-		// debug log an operator would not see.
-		d.log.Warn().Err(err).Int8("codec", int8(codec)).Int("compressed_bytes", len(src)).
-			Msg("a fetched record batch cannot be decompressed: it is skipped unread as one past the bound is (the worker logs its offsets)")
+		// which the reader reports), so it is not left to a debug log an
+		// operator would not see.
+		d.warn("a fetched record batch cannot be decompressed: it is skipped unread as one past the bound is (its reader reports its offsets)",
+			"error", err, "codec", int8(codec), "compressed_bytes", len(src))
 		err = fmt.Errorf("%w: %w", kgo.ErrMaxDecompress, err)
 	}
 	return out, err
+}
+
+// warn logs msg at warning level, if d has a logger that logs it.
+func (d *Decompressor) warn(msg string, keyvals ...any) {
+	if d.log != nil && d.log.Level() >= kgo.LogLevelWarn {
+		d.log.Log(kgo.LogLevelWarn, msg, keyvals...)
+	}
 }
 
 // errRecordsPastBound is why a batch within the bound in bytes is refused:
@@ -219,7 +260,7 @@ func recordsMemory(out []byte, bound int) int {
 	return n
 }
 
-func (d *ratioDecompressor) decompress(src []byte, codec kgo.CompressionCodecType, max, bound int) ([]byte, error) {
+func (d *Decompressor) decompress(src []byte, codec kgo.CompressionCodecType, max, bound int) ([]byte, error) {
 	switch codec {
 	case kgo.CodecNone:
 		return src, nil
@@ -254,7 +295,7 @@ func (d *ratioDecompressor) decompress(src []byte, codec kgo.CompressionCodecTyp
 // flate reader, reset, can still resolve a back-reference of the next
 // batch into the abandoned stream's window, handing one batch's bytes to
 // another (found by FuzzRatioDecompressor).
-func (d *ratioDecompressor) readPooled(pool *sync.Pool, r io.Reader, bound int) ([]byte, error) {
+func (d *Decompressor) readPooled(pool *sync.Pool, r io.Reader, bound int) ([]byte, error) {
 	out, err := d.readBounded(r, bound)
 	if err == nil {
 		pool.Put(r)
@@ -265,7 +306,7 @@ func (d *ratioDecompressor) readPooled(pool *sync.Pool, r io.Reader, bound int) 
 // readBounded reads r to its end, refusing more than bound bytes. It reads
 // into a pooled buffer and returns a copy of its length: the buffer grows
 // by doubling.
-func (d *ratioDecompressor) readBounded(r io.Reader, bound int) ([]byte, error) {
+func (d *Decompressor) readBounded(r io.Reader, bound int) ([]byte, error) {
 	out, _ := d.buffers.Get().(*bytes.Buffer)
 	if out == nil {
 		out = new(bytes.Buffer)
@@ -304,7 +345,7 @@ var errNoZstdDecoder = errors.New("creating a zstd decoder")
 // that size (more frames after it are decoded again, into bound). A first
 // frame declaring more than bound is refused before it is decoded; the
 // decoder refuses a frame declaring more than max, or a window past max.
-func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
+func (d *Decompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 	var h zstd.Header
 	declared := h.Decode(src) == nil && h.HasFCS
 	if declared && h.FrameContentSize > uint64(bound) {
@@ -355,7 +396,7 @@ func (d *ratioDecompressor) unzstd(src []byte, max, bound int) ([]byte, error) {
 // up to bound: a batch past room is decoded two or three times, until the
 // pooled buffer has grown to it (one past maxPooledBuffer is not kept for
 // the next batch), and refusing one costs decodes within bound.
-func (d *ratioDecompressor) zstdPooled(r *zstd.Decoder, src []byte, room, bound int) ([]byte, error) {
+func (d *Decompressor) zstdPooled(r *zstd.Decoder, src []byte, room, bound int) ([]byte, error) {
 	b, _ := d.buffers.Get().(*bytes.Buffer)
 	if b == nil {
 		b = new(bytes.Buffer)

@@ -1,4 +1,4 @@
-package worker
+package fetchbound
 
 import (
 	"bytes"
@@ -13,9 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-
-	"github.com/omninode/lockworker/internal/kafkatest"
-	"github.com/omninode/lockworker/topics"
 )
 
 // encodeRecords is n v2 records as kgo's producer writes them (kmsg's
@@ -56,7 +53,7 @@ func fetchedBatch(codec kgo.CompressionCodecType, n int, src []byte) *kmsg.Fetch
 // processFetched has kgo read the batch of fetchedBatch with decompressor d,
 // as a fetch does.
 func processFetched(codec kgo.CompressionCodecType, n int, src []byte, d kgo.Decompressor) kgo.FetchPartition {
-	fp, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Topic: topics.DefaultNames().Commands},
+	fp, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Topic: "t"},
 		fetchedBatch(codec, n, src), d, nil)
 	return fp
 }
@@ -97,7 +94,7 @@ func kgoRecordsMemory(out []byte) int {
 }
 
 // bombs are batches within both byte bounds (at most maxBatchBytes, at
-// most maxBatchRatio times their compressed size) whose records kgo would
+// most Ratio times their compressed size) whose records kgo would
 // make into far more memory: one record of a million empty headers (2
 // bytes each, a 40-byte kgo.RecordHeader), and a million records of no
 // key, no value and no header (about 9 bytes each, a 168-byte kgo.Record
@@ -132,10 +129,10 @@ func bombs() []struct {
 // A batch within both byte bounds whose records and headers kgo would make
 // into more memory than the bound (object amplification) is refused as one
 // past the bound is: kgo reports it as kgo.ErrDecompressTooLarge, hands out
-// none of its records, and the worker skips it. kgo's own decompressor
+// none of its records, and the reader skips it. kgo's own decompressor
 // reads it, and kgo then makes tens or hundreds of megabytes of it.
-func TestRatioDecompressorRefusesBatchesOfTinyRecordsOrHeaders(t *testing.T) {
-	d := newRatioDecompressor(maxBatchBytes)
+func TestDecompressorRefusesBatchesOfTinyRecordsOrHeaders(t *testing.T) {
+	d := newDecompressor(maxBatchBytes)
 	for _, b := range bombs() {
 		for _, c := range []struct {
 			name  string
@@ -147,7 +144,7 @@ func TestRatioDecompressorRefusesBatchesOfTinyRecordsOrHeaders(t *testing.T) {
 		} {
 			name := b.name + ", " + c.name
 			src := c.pack(t, b.raw)
-			bound := min(maxBatchBytes, maxBatchRatio*len(src))
+			bound := min(maxBatchBytes, Ratio*len(src))
 			require.LessOrEqual(t, len(b.raw), bound, "%s: %d bytes from %d, within both byte bounds", name, len(b.raw), len(src))
 			got, err := kgo.DefaultDecompressor().Decompress(bytes.Clone(src), c.codec)
 			require.NoError(t, err, name)
@@ -169,8 +166,8 @@ func TestRatioDecompressorRefusesBatchesOfTinyRecordsOrHeaders(t *testing.T) {
 
 // What kgo's own decompressor lets through of the header bomb, kgo makes
 // into some 40 MB (a kgo.RecordHeader each), from 16 KiB fetched: the
-// worker's decompressor refuses it having allocated little past its bytes.
-func TestRatioDecompressorRefusesTheHeaderBombCheaply(t *testing.T) {
+// decompressor refuses it having allocated little past its bytes.
+func TestDecompressorRefusesTheHeaderBombCheaply(t *testing.T) {
 	b := bombs()[0]
 	src := compressed(t, kgo.ZstdCompression(), b.raw)
 	allocated := func(d kgo.Decompressor) (uint64, kgo.FetchPartition) {
@@ -186,7 +183,7 @@ func TestRatioDecompressorRefusesTheHeaderBombCheaply(t *testing.T) {
 	require.Len(t, fp.Records, 1)
 	require.Len(t, fp.Records[0].Headers, 1<<20)
 	require.Greater(t, theirs, uint64(40<<20), "kgo makes a kgo.RecordHeader of each empty header")
-	d := newRatioDecompressor(maxBatchBytes)
+	d := newDecompressor(maxBatchBytes)
 	ours, fp := allocated(d)
 	require.ErrorAs(t, fp.Err, new(*kgo.ErrDecompressTooLarge))
 	require.Less(t, ours, uint64(4*len(b.raw)), "refused at about the cost of decompressing it")
@@ -196,7 +193,7 @@ func TestRatioDecompressorRefusesTheHeaderBombCheaply(t *testing.T) {
 // handed out whole, for every codec, in batches of a thousand and in the
 // worst ordinary batch (the 4 KiB owner_metadata, the limit, in every
 // command, in a zstd stream as Java's producer writes it).
-func TestRatioDecompressorReadsBatchesOfCommandRecords(t *testing.T) {
+func TestDecompressorReadsBatchesOfCommandRecords(t *testing.T) {
 	cmds := commandsLike(1000 * 150)
 	thousand := encodeRecords(1000, func(i int) kmsg.Record {
 		v := cmds[i*150 : (i+1)*150]
@@ -218,7 +215,7 @@ func TestRatioDecompressorReadsBatchesOfCommandRecords(t *testing.T) {
 	metadata := encodeRecords(len(sharing), func(i int) kmsg.Record {
 		return kmsg.Record{Key: []byte("l-" + strconv.Itoa(i%7)), Value: sharing[i]}
 	})
-	d := newRatioDecompressor(maxBatchBytes)
+	d := newDecompressor(maxBatchBytes)
 	for _, batch := range []struct {
 		name    string
 		records int
@@ -245,7 +242,7 @@ func TestRatioDecompressorReadsBatchesOfCommandRecords(t *testing.T) {
 // cannot read (a length past the batch, a header count past its record's
 // bytes, junk after the records) is not a reason to refuse a batch, and
 // kgo handles it itself. Its count is what kgo's reading allocates.
-func TestRatioDecompressorCountsRecordsAsKgoReadsThem(t *testing.T) {
+func TestDecompressorCountsRecordsAsKgoReadsThem(t *testing.T) {
 	const perRecord, perHeader = int(unsafe.Sizeof(kgo.Record{})) + 8, int(unsafe.Sizeof(kgo.RecordHeader{}))
 	three := encodeRecords(3, func(int) kmsg.Record {
 		return kmsg.Record{Value: []byte("v"), Headers: []kmsg.Header{{Key: "key", Value: []byte("value")}}}
@@ -271,30 +268,4 @@ func TestRatioDecompressorCountsRecordsAsKgoReadsThem(t *testing.T) {
 
 	// Past the bound, the count stops early, past the bound.
 	require.Greater(t, recordsMemory(three, 100), 100)
-}
-
-// Through the worker and a broker: a zstd batch of one record with a
-// million empty headers, within both byte bounds, is skipped unread as a
-// batch past the bound is, with one marker and no copy, and the commands
-// before and after it are answered.
-func TestBatchOfEmptyHeadersIsSkippedAsTooLarge(t *testing.T) {
-	c := kafkatest.Cluster(t)
-	m := &skipMetrics{dead: map[string]int{}}
-	_, st := runOneCommandsPartition(t, c, m)
-	plain, _ := producers(t, c)
-	zstdProducer, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic(topics.DefaultNames().Commands),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchCompression(kgo.ZstdCompression()),
-		kgo.ProducerBatchMaxBytes(32<<20))
-	require.NoError(t, err)
-	t.Cleanup(zstdProducer.Close)
-	reply := "locks.replies.empty-headers"
-	before := produce(t, plain, acquire(t, "before", reply))
-	bomb := produce(t, zstdProducer, &kgo.Record{Key: []byte("bomb"), Value: randomBytes(16 << 10),
-		Headers: make([]kgo.RecordHeader, 1<<20)})
-	require.Equal(t, before[0]+1, bomb[0])
-	after := produce(t, plain, acquire(t, "after", reply))
-
-	requireSkipped(t, st, reply, after[0]+1, []string{"before", "after"}, bomb[0], bomb[0])
-	dead, _ := m.counts()
-	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
 }
