@@ -12,14 +12,18 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/fetchbound"
 )
 
 // DefaultNackRedeliveryDelay is the default NackRedeliveryDelay.
 const DefaultNackRedeliveryDelay = 100 * time.Millisecond
 
 // DefaultMaxDecompressBatchBytes is the kgo.MaxDecompressBatchBytes the
-// subscriber's clients have unless ClientOpts set another: how large one
-// fetched record batch may decompress to. kgo's own default, 1 GiB, lets
+// subscriptions' clients have unless ClientOpts set another: how large one
+// fetched record batch may decompress to (below it, a batch may decompress
+// to at most 256 times its compressed size, and the records kgo makes of
+// it are counted; see Subscribe). kgo's own default, 1 GiB, lets
 // one gzipped batch of about a megabyte, from anyone with Write on the
 // topic, make the consuming process allocate a gigabyte. 32 MiB is 32
 // times the largest batch a broker takes by default (message.max.bytes,
@@ -40,9 +44,13 @@ type SubscriberConfig struct {
 	// ClientOpts are extra options for every client of the subscriber, for
 	// example TLS, SASL, kgo.WithLogger, or group timings such as
 	// kgo.SessionTimeout and kgo.AutoCommitInterval. Default none. They
-	// are applied after kgo.MaxDecompressBatchBytes
-	// ([DefaultMaxDecompressBatchBytes]), so a kgo.MaxDecompressBatchBytes
-	// here replaces it. The subscriber's own consuming options (topic,
+	// are applied after the subscriber's bounds on fetched batches
+	// (Subscribe): kgo.MaxDecompressBatchBytes
+	// ([DefaultMaxDecompressBatchBytes]), kgo.FetchMaxBytes (256 KiB, which
+	// with the ratio bounds what one fetch response inflates to at 64 MiB)
+	// and kgo.WithDecompressor, so any of those here replaces the
+	// subscriber's: a kgo.WithDecompressor loses the ratio bound and the
+	// skipping of batches that cannot be decompressed. The subscriber's own consuming options (topic,
 	// group, start offset, commit mode, and in group mode the partition
 	// callbacks) are applied after them and win.
 	ClientOpts []kgo.Opt
@@ -156,10 +164,32 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 }
 
 // clientOpts are the options every client of a subscriber of cfg starts
-// with: the brokers, the default bound on decompressed batches, then
-// cfg.ClientOpts, which may replace it.
-func clientOpts(cfg SubscriberConfig) []kgo.Opt {
-	return append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.MaxDecompressBatchBytes(DefaultMaxDecompressBatchBytes)}, cfg.ClientOpts...)
+// with: the brokers, bounds (a subscription's on fetched batches), then
+// cfg.ClientOpts, which may replace them.
+func clientOpts(cfg SubscriberConfig, bounds ...kgo.Opt) []kgo.Opt {
+	return append(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, bounds...), cfg.ClientOpts...)
+}
+
+// causeLogger is a kgo.Logger that hands the subscriber's decompressor's
+// warnings (why a batch it refuses could not be read, which kgo does not
+// report) to the subscriber's logger as errors: watermill has no warning
+// level, and the skip they explain is logged as an error.
+type causeLogger struct{ log watermill.LoggerAdapter }
+
+func (causeLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (l causeLogger) Log(_ kgo.LogLevel, msg string, keyvals ...any) {
+	var err error
+	fields := watermill.LogFields{}
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		key, _ := keyvals[i].(string)
+		if e, ok := keyvals[i+1].(error); ok && key == "error" {
+			err = e
+			continue
+		}
+		fields[key] = keyvals[i+1]
+	}
+	l.log.Error(msg, err, fields)
 }
 
 // SubscribeInitialize creates topic unless it exists, with TopicPartitions
@@ -185,16 +215,19 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 // nacked, or when the subscription ends.
 //
 // A record batch that decompresses past kgo.MaxDecompressBatchBytes
-// ([DefaultMaxDecompressBatchBytes] unless ClientOpts set it) is skipped
-// whole: none of its records is delivered, the skip is logged as an error
-// naming the topic, partition and the batch's offsets, and the
+// ([DefaultMaxDecompressBatchBytes] unless ClientOpts set it), or past 256
+// times its compressed size (its records and headers counted as the
+// memory kgo makes of them), or that cannot be decompressed at all
+// (corrupt, which a broker that does not decompress what it is produced
+// passes on), is skipped whole: none of its records is delivered, the skip
+// is logged as an error naming the topic, partition and the batch's
+// offsets (and why a batch could not be read, before it), and the
 // subscription goes on after it (kgo itself would fetch nothing more of
-// the partition). In group mode the offset past the batch is marked for
-// commit as an acked message's is, so the group's later members do not
-// meet it again. kgo's own decompressor reports a batch it cannot
-// decompress at all (corrupt) otherwise: such an error is logged and the
-// batch fetched again, and the partition delivers nothing more, unless a
-// kgo.WithDecompressor in ClientOpts refuses such batches with
+// the partition, or fetch a corrupt batch again forever). In group mode
+// the offset past the batch is marked for commit as an acked message's is,
+// so the group's later members do not meet it again. A kgo.WithDecompressor
+// in ClientOpts replaces the subscriber's: a batch it cannot decompress
+// stops the partition, unless it refuses such batches with
 // kgo.ErrMaxDecompress, which makes them skipped alike.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
@@ -203,7 +236,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		return nil, ErrClosed
 	}
 
-	opts := clientOpts(s.cfg)
+	unpack, bounds := fetchbound.Options(DefaultMaxDecompressBatchBytes, causeLogger{s.logger})
+	opts := clientOpts(s.cfg, bounds...)
 	start := kgo.NewOffset().AtStart()
 	if s.cfg.FromEnd {
 		start = kgo.NewOffset().AtEnd()
@@ -233,6 +267,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, fmt.Errorf("kafkapubsub: new client: %w", err)
 	}
+	unpack.Bind(client)
 
 	ctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(s.closing, cancel)
@@ -298,8 +333,8 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 	}
 }
 
-// skipBatch moves client past batch b, which decompresses past
-// kgo.MaxDecompressBatchBytes: kgo hands out none of its records and fetches
+// skipBatch moves client past batch b, which decompresses past the bound
+// or cannot be decompressed (Subscribe): kgo hands out none of its records and fetches
 // nothing more of its partition until it is moved past the batch
 // (kgo.ErrDecompressTooLarge). The records before it were delivered and
 // acked (or, in group mode, left to the partition's next owner), one at a
@@ -311,7 +346,7 @@ func (s *Subscriber) skipBatch(client *kgo.Client, owned *ownedPartitions, b *kg
 	if !owned.has(b.Partition) {
 		return
 	}
-	s.logger.Error("Skipped a record batch that decompresses past MaxDecompressBatchBytes: none of its records is delivered", b,
+	s.logger.Error("Skipped a record batch that decompresses past the bound, or cannot be decompressed: none of its records is delivered", b,
 		fields.Add(watermill.LogFields{"partition": b.Partition, "offset": b.Offset, "last_offset": b.NextOffset - 1}))
 	past := map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: {Epoch: b.Epoch, Offset: b.NextOffset}}}
 	client.SetOffsets(past)

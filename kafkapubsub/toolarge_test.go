@@ -161,3 +161,30 @@ func TestTooLargeBatchSkipIsCommitted(t *testing.T) {
 	require.True(t, ok, "an offset is committed")
 	require.Equal(t, next, committed.At, "the committed offset is past the batch")
 }
+
+// TestCorruptBatchIsSkipped: a batch that cannot be decompressed (junk
+// after its gzip member, its CRC matching, which kfake stores as it comes)
+// is skipped as one past the bound is, with an error naming its offsets,
+// and the message after it is delivered. kgo's own decompressor would
+// fail on it on every fetch, and the partition would deliver nothing more.
+func TestCorruptBatchIsSkipped(t *testing.T) {
+	f := newTooLargeFixture(t)
+	f.message(t, "before")
+	corrupt := kafkatest.Corrupt(t, f.c, tooLargeTopic, 0, "corrupt")
+	f.message(t, "after")
+
+	sub, skipped := f.subscriber(t, "")
+	msgs, err := sub.Subscribe(context.Background(), tooLargeTopic)
+	require.NoError(t, err)
+	for _, want := range []string{"before", "after"} {
+		msg := receive(t, msgs)
+		require.Equal(t, want, msg.UUID)
+		msg.Ack()
+	}
+	select {
+	case b := <-skipped:
+		require.Equal(t, kgo.ErrDecompressTooLarge{Topic: tooLargeTopic, Partition: 0, Offset: corrupt, Epoch: b.Epoch, NextOffset: corrupt + 1}, *b)
+	default:
+		t.Fatal("the skip was not logged")
+	}
+}

@@ -3,6 +3,7 @@
 package kafkatest
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"sync"
@@ -129,12 +130,45 @@ func KeyPartition(key string, n int) int32 {
 // past a reader's kgo.MaxDecompressBatchBytes when n exceeds it.
 func Bomb(t testing.TB, cluster *kfake.Cluster, topic string, part int32, key string, n int) int64 {
 	t.Helper()
-	kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.ProducerBatchCompression(kgo.GzipCompression()),
-		kgo.ProducerBatchMaxBytes(int32(n)+(1<<20)))
+	return produceBatch(t, cluster, topic, &kgo.Record{Partition: part, Key: []byte(key), Value: make([]byte, n)},
+		kgo.ProducerBatchCompression(kgo.GzipCompression()), kgo.ProducerBatchMaxBytes(int32(n)+(1<<20)))
+}
+
+// Corrupt produces to partition part of topic on cluster one gzipped batch
+// of one record, key key, that cannot be decompressed, and returns its
+// offset: junk follows its gzip member (which Java's GZIPInputStream
+// ignores, and klauspost's reader, kgo's, refuses), and its CRC, computed
+// after, matches, so a broker that does not decompress what it is produced
+// (kfake) stores it and readers fetch it whole. kgo's own decompressor
+// fails on it on every fetch, and the partition stops there for good.
+func Corrupt(t testing.TB, cluster *kfake.Cluster, topic string, part int32, key string) int64 {
+	t.Helper()
+	// Zeros, so that the batch compresses below its size and is sent
+	// compressed.
+	return produceBatch(t, cluster, topic, &kgo.Record{Partition: part, Key: []byte(key), Value: make([]byte, 4<<10)},
+		kgo.WithCompressor(junkAfterGzip{}))
+}
+
+// junkAfterGzip gzips a batch as kgo does and appends junk.
+type junkAfterGzip struct{}
+
+func (junkAfterGzip) Compress(dst *bytes.Buffer, src []byte, flags ...kgo.CompressFlag) ([]byte, kgo.CompressionCodecType) {
+	gz, err := kgo.DefaultCompressor(kgo.GzipCompression())
+	if err != nil {
+		panic(err)
+	}
+	out, codec := gz.Compress(dst, src, flags...)
+	return append(bytes.Clone(out), "junk"...), codec
+}
+
+// produceBatch produces rec to topic on cluster, alone in its batch, with
+// a producer of opts, and returns its offset.
+func produceBatch(t testing.TB, cluster *kfake.Cluster, topic string, rec *kgo.Record, opts ...kgo.Opt) int64 {
+	t.Helper()
+	kc, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
 	require.NoError(t, err)
 	defer kc.Close()
-	rec := &kgo.Record{Partition: part, Key: []byte(key), Value: make([]byte, n)}
 	require.NoError(t, kc.ProduceSync(context.Background(), rec).FirstErr())
 	return rec.Offset
 }
