@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -175,7 +176,7 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.Topi
 		return nil, 0, kadm.TopicID{}, err
 	}
 	id := c.topicID(ctx, c.replyTopic)
-	cons, err := kgo.NewClient(c.readerOpts(kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))...)
+	cons, err := c.newReader(kgo.ConsumePartitions(offsets), kgo.FetchMaxWait(time.Second))
 	if err != nil {
 		return nil, 0, kadm.TopicID{}, fmt.Errorf("creating reply consumer: %w", err)
 	}
@@ -191,15 +192,27 @@ func (c *Client) replyConsumer(ctx context.Context) (*kgo.Client, int, kadm.Topi
 // counted before compression (kgo's default ProducerBatchMaxBytes), of
 // events and states of a few KiB each, so 8 MiB is 8 times the largest
 // batch they write, and a batch bomb from anyone else who may produce to
-// those topics costs a reader 8 MiB, not a gigabyte. A batch past it is
-// skipped (skipTooLarge).
+// those topics costs a reader 8 MiB, not a gigabyte. Below it a batch may
+// decompress to at most fetchbound.Ratio (256) times its compressed size,
+// its records counted as the memory kgo makes of them, and a fetch
+// response is at most 256 KiB, hundreds of states or replies: one
+// response inflates to at most 64 MiB. A batch past the bounds, or that
+// cannot be decompressed at all (corrupt), is skipped (skipTooLarge); kgo
+// would fetch a corrupt one again forever.
 const readerMaxBatchBytes = 8 << 20
 
-// readerOpts are the options of a reader's Kafka client: the SDK's bound
-// on a batch, then the caller's (Config.KafkaOpts, or Config.Client's),
-// which may set another, then opts.
-func (c *Client) readerOpts(opts ...kgo.Opt) []kgo.Opt {
-	return append(append([]kgo.Opt{kgo.MaxDecompressBatchBytes(readerMaxBatchBytes)}, c.baseOpts...), opts...)
+// newReader makes a reader's Kafka client: the SDK's bounds on fetched
+// batches (fetchbound.Options, its warnings to the client's own logger,
+// kgo.WithLogger), then the caller's options (Config.KafkaOpts, or
+// Config.Client's), which may set others, then opts.
+func (c *Client) newReader(opts ...kgo.Opt) (*kgo.Client, error) {
+	unpack, bounds := fetchbound.Options(readerMaxBatchBytes, nil)
+	cons, err := kgo.NewClient(append(append(bounds, c.baseOpts...), opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	unpack.Bind(cons)
+	return cons, nil
 }
 
 // skipTooLarge moves cons past the batch that err reports, if it is a
@@ -212,7 +225,7 @@ func skipTooLarge(cons *kgo.Client, err error) (b *kgo.ErrDecompressTooLarge, sk
 		return nil, nil
 	}
 	cons.SetOffsets(map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: {Epoch: b.Epoch, Offset: b.NextOffset}}})
-	return b, fmt.Errorf("skipped the record batch at offsets %d..%d of partition %d of %q unread, which decompresses past the bound (Config.KafkaOpts): %w",
+	return b, fmt.Errorf("skipped the record batch at offsets %d..%d of partition %d of %q unread, which decompresses past the bound (Config.KafkaOpts) or cannot be decompressed: %w",
 		b.Offset, b.NextOffset-1, b.Partition, b.Topic, err)
 }
 

@@ -40,8 +40,17 @@ type Config struct {
 	// default is 1 GiB, inflated in memory): 8 times the largest batch the
 	// workers write, of records of a few KiB each, so that a batch from
 	// another producer to those topics cannot make a reader inflate a
-	// gigabyte. KafkaOpts (or Client's options) come after that bound and
-	// may set another. A batch past the bound is skipped unread, and the
+	// gigabyte. Below it, a batch may decompress to at most 256 times its
+	// compressed size (the records kgo makes of it counted), and a fetch
+	// response is at most 256 KiB (kgo.FetchMaxBytes), so that a response
+	// of many small batches inflates to at most 64 MiB. They use their own
+	// decompressor (kgo.WithDecompressor) for that, which also refuses a
+	// batch that cannot be decompressed (corrupt, which a broker that does
+	// not decompress what it is produced passes on): kgo's would fetch it
+	// again forever. KafkaOpts (or Client's options) come after these
+	// bounds and may set others; a kgo.WithDecompressor there replaces the
+	// SDK's, and with it the ratio bound and the skipping of corrupt
+	// batches. A batch past the bounds, or corrupt, is skipped unread, and the
 	// reader goes on past it: a reply in it is lost (its command is sent
 	// again, and a logger given here is told), a watch tells OnFetchError
 	// at once, and Locks returns the table with an error saying states

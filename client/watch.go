@@ -573,9 +573,9 @@ func (c *Client) readState(ctx context.Context, parts func(n int) []int32) (*sta
 	})
 	// Retryable fetch errors (a partition without a leader) come back to
 	// poll too, which keeps them while they persist; kgo still retries.
-	r.cons, err = kgo.NewClient(c.readerOpts(
+	r.cons, err = c.newReader(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets}), kgo.FetchMaxWait(fetchMaxWait),
-		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))...)
+		kgo.KeepRetryableFetchErrors(), kgo.WithHooks(r.failed))
 	if err != nil {
 		return nil, fmt.Errorf("creating the reader of %q: %w", topic, err)
 	}
@@ -727,8 +727,8 @@ const (
 // cause (context.Cause). A ctx without a deadline gets a bound: the read
 // fails, wrapping ErrUnreachable, when Config.RequestTimeout passes without
 // progress (new records of partitions read to their end are none). A
-// record batch that decompresses past the bound (see Config.KafkaOpts) is
-// skipped unread: Locks returns the table without the states in it, with
+// record batch that decompresses past the bound, or cannot be decompressed
+// (see Config.KafkaOpts), is skipped unread: Locks returns the table without the states in it, with
 // an error that wraps kgo.ErrMaxDecompress.
 func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	if err := c.begin(); err != nil {
@@ -907,8 +907,8 @@ type watchOptions struct {
 // a broker gone, then LEADER_NOT_AVAILABLE), and it is not told again as
 // it changes.
 //
-// A record batch of the partition that decompresses past the bound (see
-// Config.KafkaOpts) is skipped unread, the revisions in it lost to the
+// A record batch of the partition that decompresses past the bound, or
+// cannot be decompressed (see Config.KafkaOpts), is skipped unread, the revisions in it lost to the
 // watch, which reads on past it: fn is told at once, with an error that
 // names the batch and wraps kgo.ErrMaxDecompress (not ErrUnreachable),
 // then nil once reading works again.
