@@ -47,7 +47,7 @@ func TestGroupInstanceIDWinsOverKafkaOpts(t *testing.T) {
 // A fetched batch may decompress to 16 MiB, not kgo's 1 GiB: a batch of
 // about 1 MiB that inflates to a gigabyte must not reach memory. A fetch
 // response is at most 256 KiB, not kgo's 50 MiB, which with the ratio bound
-// (decompress_test.go) bounds what one response inflates to. The caller's
+// (internal/fetchbound) bounds what one response inflates to. The caller's
 // Kafka options may set another bound.
 func TestDecompressedBatchesAreBounded(t *testing.T) {
 	c := kafkatest.Cluster(t)

@@ -357,7 +357,7 @@ func TestSkipFoundCommittedOnRetryIsCounted(t *testing.T) {
 	require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
 }
 
-// Batches far under the absolute bound but compressed past maxBatchRatio
+// Batches far under the absolute bound but compressed past fetchbound.Ratio
 // (a megabyte of zeros gzips to about a kilobyte) are skipped as well,
 // each with its marker: a fetch response of many of them would otherwise
 // inflate to a thousand times its size. A gzipped batch of commands, which
