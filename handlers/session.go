@@ -367,6 +367,7 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 		if err := a.tx.QueryRow(ctx, `SELECT expires_at FROM sessions WHERE id = $1`, s.id).Scan(&s.expiresAt); err != nil {
 			return fmt.Errorf("reading session %q again: %w", s.id, err)
 		}
+		st.l.RenewSession(s.id, s.expiresAt) // its lease here, read before, would lapse
 		if !s.expiresAt.After(st.l.Now) {
 			// It expired while the lock's row was waited for.
 			code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)

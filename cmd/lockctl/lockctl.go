@@ -76,7 +76,7 @@ was stopped), just after it exited by itself, or by a refused release (the
 worker had ended the lease first); lockctl says which on stderr. 1 when
 stopped before the command started.
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
-when the leadership was lost. run and elect stop COMMAND (SIGTERM, SIGKILL
+when the leadership was found lost before it resigned. run and elect stop COMMAND (SIGTERM, SIGKILL
 after --grace) when they hear that the lease is lost; a lease lost by
 expiry or revoke keeps the lock from everyone for --lock-delay, by default
 --grace plus the reply timeout (60s at most; 0 for run --shared): enough for COMMAND to be gone

@@ -283,6 +283,33 @@ type Request struct {
 	TokenOnly bool
 }
 
+// RenewSession brings the leases and waits of session id, as loaded with
+// the lock, up to expires, the session's expiry read again since (a
+// keep-alive committed after they were read): what the lock decides then
+// sees the session as live as the caller found it, and does not end its
+// lease as lapsed.
+func (l *Lock) RenewSession(id string, expires time.Time) {
+	for i := range l.Holders {
+		if h := &l.Holders[i]; h.Session == id && h.ExpiresAt.Before(expires) {
+			h.ExpiresAt = expires
+		}
+	}
+	renew := func(w *Waiter) {
+		if w.Session == id && w.SessionExpires.Before(expires) {
+			w.SessionExpires = expires
+		}
+	}
+	for i := range l.Head {
+		renew(&l.Head[i])
+	}
+	for i := range l.Due {
+		renew(&l.Due[i])
+	}
+	if l.Mine != nil {
+		renew(l.Mine)
+	}
+}
+
 // holder returns the index of owner's lease, or -1.
 func (l *Lock) holder(owner string) int {
 	return slices.IndexFunc(l.Holders, func(h Holder) bool { return h.Owner == owner })

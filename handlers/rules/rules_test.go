@@ -297,6 +297,30 @@ func TestHolderCommands(t *testing.T) {
 // was 4.099999 s, and an extension to the max_hold cap itself was refused
 // here but granted by the statement. handlers' TestFractionalSeconds checks
 // both paths against the server itself.
+// An owner's lease in a session whose expiry, read with the lock, has
+// passed lapses on its next acquire; read again since (a keep-alive
+// committed meanwhile: RenewSession), it is renewed instead.
+func TestRenewSessionKeepsItsLeaseFromLapsing(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	lock := func() *Lock {
+		return &Lock{Limit: 1, Now: now, Holders: []Holder{{Owner: "o", Mode: Exclusive, Token: 1, Session: "s1", ExpiresAt: now.Add(-time.Millisecond)}},
+			NextToken: func() int64 { return 2 }}
+	}
+	r := Request{Owner: "o", Mode: Exclusive, Limit: 1, Lease: 10, Session: "s1", SessionExpires: now.Add(10 * time.Second)}
+	lost := func(effs []Effect) bool {
+		return slices.ContainsFunc(effs, func(e Effect) bool { return e.Kind == Lose })
+	}
+
+	require.True(t, lost(lock().Acquire(r)), "read as past its expiry, the lease lapses")
+	l := lock()
+	l.RenewSession("s1", r.SessionExpires)
+	require.False(t, lost(l.Acquire(r)))
+	require.Equal(t, r.SessionExpires, l.Holders[0].ExpiresAt)
+	l = lock()
+	l.RenewSession("s2", r.SessionExpires)
+	require.True(t, lost(l.Acquire(r)), "another session's renewal changes nothing")
+}
+
 func TestSecondsAsMakeInterval(t *testing.T) {
 	for s, us := range map[float64]int64{4.1: 4100000, 1.001: 1001000, 8.2: 8200000, 0.501: 501000,
 		0.0000005: 0, 0.0000015: 2, 0.0000025: 2, 1.0000045: 1000004, 1.0000055: 1000006} {
