@@ -96,6 +96,9 @@ type Lease struct {
 	// before may be sent again, and applied, after it.
 	unanswered bool
 	noAnswer   int
+	// armed says the give-back at the lease's end is registered, and
+	// gaveBack that it sent the release (giveBackIfLost).
+	armed, gaveBack bool
 }
 
 // newLease registers the lease ev granted. queued says whether its acquire
@@ -406,7 +409,9 @@ func (l *Lease) endIf(cause error, still func() bool) bool {
 		l.timer.Stop()
 	}
 	l.mu.Unlock()
-	l.cancel(cause)
+	// Out of the client's leases before its context ends: the give-back
+	// that may run then (giveBackIfLost) must not take this lease for
+	// another of the same token, a renewal, and send nothing.
 	l.c.mu.Lock()
 	if ls := slices.DeleteFunc(l.c.leases[l.Token], func(o *Lease) bool { return o == l }); len(ls) > 0 {
 		l.c.leases[l.Token] = ls
@@ -414,6 +419,7 @@ func (l *Lease) endIf(cause error, still func() bool) bool {
 		delete(l.c.leases, l.Token)
 	}
 	l.c.mu.Unlock()
+	l.cancel(cause)
 	if l.session != nil {
 		l.session.forget(l)
 	}
@@ -608,7 +614,9 @@ func (l *Lease) releaseEnded(ended error) error {
 
 // Extend lengthens the lease by d from its current expiry (the contract's
 // extension_duration; 0: the lease's own duration). A refusal that says
-// the lease is gone (ErrNotHeld, ErrNotOwner, ErrTokenMismatch) loses it.
+// the lease is gone (ErrNotHeld, ErrNotOwner, ErrTokenMismatch; and
+// ErrSessionBound, its owner having renewed it into a session, same
+// token, which a release would end) loses it, sending nothing.
 // ErrMaxHoldExceeded (past WithMaxHold) leaves it held until its current
 // expiry, unless the error also wraps ErrLeaseLost (the refusal, read
 // late, showed that expiry passed): check ErrLeaseLost first. Any other
@@ -687,7 +695,10 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 			return e
 		}
 		l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
-		if !errors.Is(e, ErrNotHeld) && !errors.Is(e, ErrNotOwner) && !errors.Is(e, ErrTokenMismatch) {
+		// SESSION_BOUND: the owner (another process of the same
+		// WithOwner ID) renewed the lease into its session, same token:
+		// a release by the token would end that session's lease.
+		if !errors.Is(e, ErrNotHeld) && !errors.Is(e, ErrNotOwner) && !errors.Is(e, ErrTokenMismatch) && !errors.Is(e, ErrSessionBound) {
 			// Refused without ending the lease (REQUEST_ID_CONFLICT,
 			// INVALID_REQUEST for a record PostgreSQL would not store,
 			// FORBIDDEN, ...): nothing was applied and the worker holds
@@ -736,10 +747,16 @@ func (l *Lease) callExtension(ctx context.Context, cmd topics.Command) (topics.E
 	} else if l.noAnswer == before {
 		l.unanswered = false
 	}
-	first := err != nil && l.noAnswer == 1
+	arm := err != nil && !l.armed
+	l.armed = l.armed || arm
 	l.mu.Unlock()
-	if first {
+	switch {
+	case arm:
 		context.AfterFunc(l.ctx, l.giveBackIfLost)
+	case err != nil && l.ctx.Err() != nil:
+		// The lease ended while this one was on its way: the give-back
+		// armed before may have run already, finding none unanswered.
+		go l.giveBackIfLost()
 	}
 	return ev, err
 }
@@ -955,9 +972,10 @@ func (c *Client) bestEffort(cmd topics.Command) (topics.Event, error) {
 // wait for the lease's end.
 func (l *Lease) giveBackIfLost() {
 	l.mu.Lock()
-	unanswered := l.unanswered
+	send := l.unanswered && !l.gaveBack && errors.Is(context.Cause(l.ctx), ErrLeaseLost)
+	l.gaveBack = l.gaveBack || send
 	l.mu.Unlock()
-	if !unanswered || !errors.Is(context.Cause(l.ctx), ErrLeaseLost) {
+	if !send {
 		return
 	}
 	if l.c.begin() != nil {

@@ -432,8 +432,17 @@ func leaseLostIsGivenBack(t *testing.T, timeout time.Duration) {
 // shows the lease as the worker has it, and nothing is given back then;
 // the marker query is the next command the worker sees.
 func TestExtendCutShortIsGivenBack(t *testing.T) {
-	for name, answered := range map[string]bool{"unanswered": false, "answered after": true} {
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// answered: an extension answered after the one cut short; then
+		// inFlight: a third, unanswered, still on its way at the loss.
+		answered, inFlight, givenBack bool
+	}{
+		{name: "unanswered", givenBack: true},
+		{name: "answered after", answered: true},
+		{name: "in flight at the loss", answered: true, inFlight: true, givenBack: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			var seen recorder
@@ -445,7 +454,7 @@ func TestExtendCutShortIsGivenBack(t *testing.T) {
 					return one(granted(cmd, topics.TypeAcquired, 1))
 				case topics.OpExtend:
 					extensions++
-					if answered && extensions > 1 {
+					if tc.answered && extensions == 2 {
 						return one(granted(cmd, topics.TypeExtended, 1))
 					}
 				case topics.OpRelease:
@@ -460,8 +469,15 @@ func TestExtendCutShortIsGivenBack(t *testing.T) {
 			short, stop := context.WithTimeout(ctx, 100*time.Millisecond)
 			defer stop()
 			require.ErrorIs(t, l.Extend(short, time.Hour), context.DeadlineExceeded)
-			if answered {
+			if tc.answered {
 				require.NoError(t, l.Extend(ctx, time.Second))
+			}
+			inFlight := make(chan error, 1)
+			if tc.inFlight {
+				// It fails after the lease's local deadline (a second).
+				late, stop := context.WithTimeout(ctx, 2*time.Second)
+				defer stop()
+				go func() { inFlight <- l.Extend(late, time.Hour) }()
 			}
 			select {
 			case <-l.Lost():
@@ -469,7 +485,10 @@ func TestExtendCutShortIsGivenBack(t *testing.T) {
 				t.Fatal("the lease was not lost")
 			}
 			require.ErrorContains(t, l.Err(), "without a confirmed extension")
-			if answered {
+			if tc.inFlight {
+				require.Error(t, <-inFlight)
+			}
+			if !tc.givenBack {
 				_, err := c.Query(ctx, "marker")
 				require.NoError(t, err)
 				require.NotContains(t, seen.since(0), topics.OpRelease)

@@ -418,7 +418,7 @@ func (s *Session) command(op string) topics.Command {
 // left without an answer (it, or its answer, lost in transit) for a third
 // of the TTL, or ReplyTimeout if shorter, is sent again (the same
 // request_id: the answer to any copy is taken, however late, until the
-// session's deadline), where exchange's usual resend after ReplyTimeout
+// session's deadline or RequestTimeout, whichever comes first), where exchange's usual resend after ReplyTimeout
 // would come past the deadline for a TTL under 1.5 ReplyTimeout. Its
 // answer counts the deadline from the first copy's send (keptAlive), and
 // the worker's expiry, set as it applies the command, once, is no earlier.

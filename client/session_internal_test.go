@@ -16,7 +16,7 @@ import (
 // ReplyTimeout, 1 s) but within the room before the session's deadline,
 // keep the session: the late answer to the first copy is taken, rather
 // than each keep-alive given up for a new one whose answer comes as late.
-// The stand-in answers every command 1.2 s after it reads it, each answer
+// The stand-in answers every command 1.5 s after it reads it, each answer
 // on its own, so answers do not queue behind one another.
 func TestSessionKeepAliveAnsweredLate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -229,6 +229,15 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 // in ClientOpts replaces the subscriber's: a batch it cannot decompress
 // stops the partition, unless it refuses such batches with
 // kgo.ErrMaxDecompress, which makes them skipped alike.
+//
+// Those skips lose messages a producer meant: records that compress more
+// than 256-fold (long runs of the same bytes) are skipped however large
+// kgo.MaxDecompressBatchBytes is, and only a kgo.WithDecompressor of the
+// caller's reads them; so is a batch damaged in transit when ClientOpts
+// hold kgo.DisableFetchCRCValidation (with the CRC checked, kgo fetches it
+// again). The 256 KiB fetch responses cost a round trip per 256 KiB when a
+// subscription catches up on a long topic (kgo.FetchMaxBytes in
+// ClientOpts raises it; a first batch larger than it still comes whole).
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1149,7 +1149,7 @@ func unknownBroker(err error) bool {
 func (w *Worker) checkTopicID(ctx context.Context) error {
 	topic := w.cfg.Names.Commands
 	id, err := w.topicID(ctx)
-	if transient(err) || ctx.Err() != nil { // a stop or a revoke is not a reason to warn
+	if err != nil && (transient(err) || ctx.Err() != nil) { // a stop or a revoke is not a reason to warn
 		return err
 	}
 	if err != nil {

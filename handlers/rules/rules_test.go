@@ -291,12 +291,6 @@ func TestHolderCommands(t *testing.T) {
 	require.Equal(t, "r2", info.Holder.Owner, "a free lock shows the lease that ended last")
 }
 
-// TestSecondsAsMakeInterval: seconds gives the microseconds that
-// PostgreSQL 15's make_interval gives (read from the server: rint, ties to
-// even), as the common cases' statements compute them; truncating, 4.1 s
-// was 4.099999 s, and an extension to the max_hold cap itself was refused
-// here but granted by the statement. handlers' TestFractionalSeconds checks
-// both paths against the server itself.
 // An owner's lease in a session whose expiry, read with the lock, has
 // passed lapses on its next acquire; read again since (a keep-alive
 // committed meanwhile: RenewSession), it is renewed instead.
@@ -321,6 +315,12 @@ func TestRenewSessionKeepsItsLeaseFromLapsing(t *testing.T) {
 	require.True(t, lost(l.Acquire(r)), "another session's renewal changes nothing")
 }
 
+// TestSecondsAsMakeInterval: seconds gives the microseconds that
+// PostgreSQL 15's make_interval gives (read from the server: rint, ties to
+// even), as the common cases' statements compute them; truncating, 4.1 s
+// was 4.099999 s, and an extension to the max_hold cap itself was refused
+// here but granted by the statement. handlers' TestFractionalSeconds checks
+// both paths against the server itself.
 func TestSecondsAsMakeInterval(t *testing.T) {
 	for s, us := range map[float64]int64{4.1: 4100000, 1.001: 1001000, 8.2: 8200000, 0.501: 501000,
 		0.0000005: 0, 0.0000015: 2, 0.0000025: 2, 1.0000045: 1000004, 1.0000055: 1000006} {
