@@ -9,9 +9,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The SDK depends on the contract (topics) and the watermill adapter
-// (kafkapubsub) of this module, never on the worker's packages (config,
-// store, worker, ...), so programs that take locks do not build the service.
+// The SDK depends on the contract (topics), the watermill adapter
+// (kafkapubsub) and the readers' bounded decompressor (internal/fetchbound)
+// of this module, never on the worker's packages (config, store, worker,
+// ...), so programs that take locks do not build the service.
 func TestImportsNoWorkerPackages(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").CombinedOutput()
 	require.NoError(t, err, "%s", out)
@@ -22,6 +23,6 @@ func TestImportsNoWorkerPackages(t *testing.T) {
 			ours = append(ours, strings.TrimPrefix(p, module))
 		}
 	}
-	assert.ElementsMatch(t, []string{"client", "kafkapubsub", "topics"}, ours)
+	assert.ElementsMatch(t, []string{"client", "internal/fetchbound", "kafkapubsub", "topics"}, ours)
 	assert.NotContains(t, string(out), "github.com/rs/zerolog", "the worker's logger stays out of the SDK")
 }
