@@ -111,20 +111,7 @@ func TestTooLargeBatchIsSkipped(t *testing.T) {
 			first, next := f.bomb(t, tc.size)
 			f.message(t, "after")
 
-			sub, skipped := f.subscriber(t, tc.group, tc.opts...)
-			msgs, err := sub.Subscribe(context.Background(), tooLargeTopic)
-			require.NoError(t, err)
-			for _, want := range []string{"before", "after"} {
-				msg := receive(t, msgs)
-				require.Equal(t, want, msg.UUID)
-				msg.Ack()
-			}
-			select {
-			case b := <-skipped:
-				require.Equal(t, kgo.ErrDecompressTooLarge{Topic: tooLargeTopic, Partition: 0, Offset: first, Epoch: b.Epoch, NextOffset: next}, *b)
-			default:
-				t.Fatal("the skip was not logged")
-			}
+			skipped := f.beforeAndAfter(t, first, next, tc.group, tc.opts...)
 			require.Empty(t, skipped, "one batch, logged once")
 		})
 	}
@@ -173,7 +160,16 @@ func TestCorruptBatchIsSkipped(t *testing.T) {
 	corrupt := kafkatest.Corrupt(t, f.c, tooLargeTopic, 0, "corrupt")
 	f.message(t, "after")
 
-	sub, skipped := f.subscriber(t, "")
+	f.beforeAndAfter(t, corrupt, corrupt+1, "")
+}
+
+// beforeAndAfter subscribes (in group, with opts) and asserts that the
+// messages "before" and "after" are delivered, and that the batch between
+// them, at offsets first..next-1, was skipped and logged so. It returns
+// the skips logged after that one.
+func (f tooLargeFixture) beforeAndAfter(t *testing.T, first, next int64, group string, opts ...kgo.Opt) <-chan *kgo.ErrDecompressTooLarge {
+	t.Helper()
+	sub, skipped := f.subscriber(t, group, opts...)
 	msgs, err := sub.Subscribe(context.Background(), tooLargeTopic)
 	require.NoError(t, err)
 	for _, want := range []string{"before", "after"} {
@@ -183,8 +179,9 @@ func TestCorruptBatchIsSkipped(t *testing.T) {
 	}
 	select {
 	case b := <-skipped:
-		require.Equal(t, kgo.ErrDecompressTooLarge{Topic: tooLargeTopic, Partition: 0, Offset: corrupt, Epoch: b.Epoch, NextOffset: corrupt + 1}, *b)
+		require.Equal(t, kgo.ErrDecompressTooLarge{Topic: tooLargeTopic, Partition: 0, Offset: first, Epoch: b.Epoch, NextOffset: next}, *b)
 	default:
 		t.Fatal("the skip was not logged")
 	}
+	return skipped
 }

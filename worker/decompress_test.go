@@ -1,8 +1,6 @@
 package worker
 
 import (
-	"bytes"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,24 +12,6 @@ import (
 
 // The decompressor itself is tested in internal/fetchbound; here, the
 // worker's skip of what it refuses.
-
-// randomBytes is n incompressible bytes.
-func randomBytes(n int) []byte {
-	rng := rand.New(rand.NewPCG(3, 4))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
-}
-
-// reservedFlag is gzip member gz with a reserved FLG bit set, which Java's
-// GZIPInputStream ignores and klauspost's reader refuses.
-func reservedFlag(gz []byte) []byte {
-	gz = bytes.Clone(gz)
-	gz[3] |= 1 << 5
-	return gz
-}
 
 // Through the worker and a broker: a zstd batch of one record with a
 // million empty headers, within both byte bounds, is skipped unread as a
@@ -49,7 +29,7 @@ func TestBatchOfEmptyHeadersIsSkippedAsTooLarge(t *testing.T) {
 	t.Cleanup(zstdProducer.Close)
 	reply := "locks.replies.empty-headers"
 	before := produce(t, plain, acquire(t, "before", reply))
-	bomb := produce(t, zstdProducer, &kgo.Record{Key: []byte("bomb"), Value: randomBytes(16 << 10),
+	bomb := produce(t, zstdProducer, &kgo.Record{Key: []byte("bomb"), Value: kafkatest.RandomBytes(16 << 10),
 		Headers: make([]kgo.RecordHeader, 1<<20)})
 	require.Equal(t, before[0]+1, bomb[0])
 	after := produce(t, plain, acquire(t, "after", reply))

@@ -438,7 +438,7 @@ func TestUnreadableBatchIsSkipped(t *testing.T) {
 		// its first member would hand out part of its records and stop
 		// the partition without an error.
 		{"gzip followed by junk", kgo.GzipCompression(), func(b []byte) []byte { return append(b, "junk"...) }},
-		{"gzip member with a reserved flag bit", kgo.GzipCompression(), func(b []byte) []byte { return append(b, reservedFlag(b)...) }},
+		{"gzip member with a reserved flag bit", kgo.GzipCompression(), func(b []byte) []byte { return append(b, kafkatest.ReservedGzipFlag(b)...) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := kafkatest.Cluster(t)

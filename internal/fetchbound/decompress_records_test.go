@@ -3,7 +3,6 @@ package fetchbound
 import (
 	"bytes"
 	"hash/crc32"
-	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"testing"
@@ -13,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
 )
 
 // encodeRecords is n v2 records as kgo's producer writes them (kmsg's
@@ -27,16 +28,6 @@ func encodeRecords(n int, rec func(i int) kmsg.Record) []byte {
 		out = r.AppendTo(out)
 	}
 	return out
-}
-
-// randomBytes is n incompressible bytes.
-func randomBytes(n int) []byte {
-	rng := rand.New(rand.NewPCG(3, 4))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	return b
 }
 
 // fetchedBatch is a fetch response's partition holding one record batch of
@@ -106,7 +97,7 @@ func bombs() []struct {
 	raw     []byte
 } {
 	const million = 1 << 20
-	pad := func(n int) kmsg.Record { return kmsg.Record{Value: randomBytes(n)} }
+	pad := func(n int) kmsg.Record { return kmsg.Record{Value: kafkatest.RandomBytes(n)} }
 	return []struct {
 		name    string
 		records int

@@ -17,6 +17,8 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
 )
 
 // maxBatchBytes is the absolute bound these tests hold the decompressor
@@ -290,7 +292,7 @@ func corruptions(t testing.TB) []struct {
 		{"gzip cut short", kgo.CodecGzip, gz[:len(gz)-1]},
 		{"gzip followed by a valid header and junk", kgo.CodecGzip, append(bytes.Clone(gz), gz[:10]...)},
 		{"gzip followed by junk", kgo.CodecGzip, append(bytes.Clone(gz), "junk"...)},
-		{"gzip member with a reserved flag bit", kgo.CodecGzip, append(bytes.Clone(gz), reservedFlag(gz)...)},
+		{"gzip member with a reserved flag bit", kgo.CodecGzip, append(bytes.Clone(gz), kafkatest.ReservedGzipFlag(gz)...)},
 		{"lz4 content checksum", kgo.CodecLz4, lz},
 		{"snappy cut short", kgo.CodecSnappy, sn[:len(sn)-1]},
 		{"xerial chunk cut short", kgo.CodecSnappy, xerial(raw)[:40]},
@@ -315,14 +317,6 @@ func TestDecompressorRefusesUnreadableBatches(t *testing.T) {
 	}
 }
 
-// reservedFlag is gzip member gz with a reserved FLG bit set, which Java's
-// GZIPInputStream ignores and klauspost's reader refuses.
-func reservedFlag(gz []byte) []byte {
-	gz = bytes.Clone(gz)
-	gz[3] |= 1 << 5
-	return gz
-}
-
 // A gzip batch is read whole, member after member (klauspost's
 // multistream reader, as kgo reads it), or refused whole: bytes after a
 // member that are not a gzip member klauspost reads (junk, zeros, a member
@@ -344,8 +338,8 @@ func TestDecompressorReadsGzipWhole(t *testing.T) {
 		"trailing zeros":                     append(bytes.Clone(gz), make([]byte, 512)...),
 		"a lone magic byte":                  append(bytes.Clone(gz), 0x1f),
 		"two members and junk":               append(append(bytes.Clone(gz), gz...), "junk"...),
-		"a member with a reserved bit":       append(bytes.Clone(gz), reservedFlag(gz)...),
-		"a first member with a reserved bit": reservedFlag(gz),
+		"a member with a reserved bit":       append(bytes.Clone(gz), kafkatest.ReservedGzipFlag(gz)...),
+		"a first member with a reserved bit": kafkatest.ReservedGzipFlag(gz),
 	} {
 		got, err := d.Decompress(src, kgo.CodecGzip)
 		require.ErrorIs(t, err, kgo.ErrMaxDecompress, name)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"maps"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -171,4 +172,22 @@ func produceBatch(t testing.TB, cluster *kfake.Cluster, topic string, rec *kgo.R
 	defer kc.Close()
 	require.NoError(t, kc.ProduceSync(context.Background(), rec).FirstErr())
 	return rec.Offset
+}
+
+// RandomBytes is n incompressible bytes, the same for every call.
+func RandomBytes(n int) []byte {
+	rng := rand.New(rand.NewPCG(3, 4))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}
+
+// ReservedGzipFlag is gzip member gz with a reserved FLG bit set, which
+// Java's GZIPInputStream ignores and klauspost's reader refuses.
+func ReservedGzipFlag(gz []byte) []byte {
+	gz = bytes.Clone(gz)
+	gz[3] |= 1 << 5
+	return gz
 }
