@@ -592,6 +592,47 @@ func TestRequesterKeyTokens(t *testing.T) {
 	require.Equal(t, 1, locks, "billing's lease stands, and payments got none")
 }
 
+// A command refused admission (here UNAUTHENTICATED, its reply_to not to
+// be trusted) whose dead-letter copy PostgreSQL refuses for a while (a
+// trigger refusing the first two) is not what PostgreSQL refuses of
+// commands: the search for a culprit does not convict it, which answered it
+// INVALID_REQUEST, rebuilt from its record, on the reply_to admission had
+// taken from it. Once the copy is taken it is dead-lettered as refused,
+// answering nobody.
+func TestAdmissionRefusedRecordIsNotConvicted(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	w.batchRetryBase = 10 * time.Millisecond
+	secret := filepath.Join(t.TempDir(), "hmac")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("k", topics.MinHMACSecretBytes)), 0o600))
+	var err error
+	w.cfg.Auth, err = auth.NewVerifier(auth.Config{HMACKeyFile: secret})
+	require.NoError(t, err)
+	names := w.cfg.Names
+	_, err = st.Pool.Exec(ctx, `
+		CREATE SEQUENCE refusals;
+		CREATE FUNCTION refuse_copies() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.topic = '`+names.DeadLetter+`' AND nextval('refusals') <= 2 THEN
+				RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_copies BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_copies()`)
+	require.NoError(t, err)
+
+	victim := names.ReplyTopic("victim")
+	r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: 0, Key: []byte("a"),
+		Value: command(t, topics.Command{RequestID: "x1", Operation: topics.OpAcquire, LockName: "a", OwnerID: "w", ReplyTo: victim})}
+	apply(w, segment{p: w.newPartition(w.hard, 0), records: []*kgo.Record{r}, polledAt: time.Now()})
+	require.EqualValues(t, 1, storedOffset(t, st, 0))
+	require.Empty(t, outboxRows(t, st, victim, 0), "nothing answered on the untrusted reply_to")
+	dlq := outboxRows(t, st, names.DeadLetter, 0)
+	require.Len(t, dlq, 1)
+	msg, _ := dlq[0].header(topics.HeaderError)
+	require.True(t, strings.HasPrefix(msg, topics.CodeUnauthenticated+": "), msg)
+}
+
 // Without AUTO_CREATE_REPLY_TOPICS the set of known reply topics does not
 // keep every topic ever named: a lookup of a topic not known reads all
 // topics at most once a minute, and topics deleted since are dropped (and

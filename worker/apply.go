@@ -160,15 +160,16 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 				dropRevoked()
 				continue
 			case errors.Is(perr, errProbed) && !retriedNow:
-				// The whole batch was accepted when probed: the refusal
-				// came from what another transaction did meanwhile (a row
+				// The whole batch was accepted when probed, or the probes
+				// disagreed: the refusal came and went, from what another
+				// transaction did meanwhile (a row
 				// it wrote or removed), not from a command. Retry at once,
 				// once: a batch refused again without a culprit is retried
 				// below, slowly and loudly, for then something the probe
 				// cannot see refuses it.
 				retriedNow = true
 				w.log.Warn().Err(err).Ints32("partitions", partitionIDs(parts)).
-					Msg("PostgreSQL refused a batch but accepted it when probed: retrying it now")
+					Msg("PostgreSQL refused a batch, but the refusal did not reproduce when probed: retrying it now")
 				continue
 			case !errors.Is(perr, errProbed):
 				err = perr
@@ -451,9 +452,13 @@ var errProbed = errors.New("probe succeeded")
 // failing prefix of the batch (in the order the batch applies its records)
 // by bisection, each probe a transaction rolled back: the last record of
 // that prefix is the one whose effects PostgreSQL refuses, given the records
-// before it. When the whole batch is accepted (the refusal does not
-// reproduce) it returns errProbed; a failure of another kind is returned
-// (the batch is retried as usual).
+// before it, once both sides are probed again alike (the prefix before it
+// accepted, the prefix with it refused with the same SQLSTATE and
+// constraint), and it is a command PostgreSQL sees (one refused before,
+// unreadable or not admitted, is not convicted: the batch is retried as
+// usual). When the whole batch is accepted, or the probes disagree (the
+// refusal comes and goes), it returns errProbed; a failure of another kind
+// is returned (the batch is retried as usual).
 func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine) error {
 	type at struct{ part, rec int }
 	var order []at
@@ -497,24 +502,64 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 			return err
 		}
 	}
-	if cause == nil { // the whole batch was the shortest: say why it failed
-		var scratch []int64
-		if _, cause = w.applyTx(ctx, prefix(hi), &scratch, poison, true); !refusedData(cause) {
-			return cause
+	// One probe each way may have met what another transaction did
+	// meanwhile (a row it wrote or removed): both sides of the culprit are
+	// probed again, and it is convicted only when the prefix before it is
+	// accepted and the prefix with it refused alike (the same SQLSTATE and
+	// constraint); else the refusal did not reproduce (errProbed).
+	var scratch []int64
+	if hi > 1 {
+		_, before := w.applyTx(ctx, prefix(hi-1), &scratch, poison, true)
+		switch {
+		case refusedData(before):
+			return errProbed // accepted when bisected: the refusal comes and goes
+		case !errors.Is(before, errProbed):
+			return before
 		}
 	}
+	_, again := w.applyTx(ctx, prefix(hi), &scratch, poison, true)
+	switch {
+	case errors.Is(again, errProbed):
+		return errProbed
+	case !refusedData(again):
+		return again
+	case cause != nil && !sameRefusal(cause, again):
+		return errProbed
+	}
+	cause = again
 	o := order[hi-1]
 	pt := parts[o.part]
 	r := pt.records[o.rec]
 	if poison[recordID{pt.p.id, r.Offset}] != nil {
 		return cause // even its rejection fails: not the command's doing
 	}
-	c, _ := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix) // it decoded, or it could not have failed
+	// A record refused before PostgreSQL sees it (unreadable, or refused
+	// admission: its reply_to not to be answered, its owner not scoped
+	// yet) cannot be what PostgreSQL refuses: not convicted. The one that
+	// is, is answered as admitted.
+	c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
+	if err == nil {
+		c, err = w.admit(ctx, c, r)
+	}
+	if err != nil {
+		return cause
+	}
 	poison[recordID{pt.p.id, r.Offset}] = &topics.Rejection{Code: topics.CodeInvalidRequest,
 		Message: "PostgreSQL refused to apply the command: " + pgMessage(cause), Command: withRequestID(c, r)}
 	w.log.Error().Err(cause).Int32("partition", pt.p.id).Int64("offset", r.Offset).
 		Msg("PostgreSQL refused a command: answering it INVALID_REQUEST and copying it to the dead-letter topic")
 	return nil
+}
+
+// sameRefusal reports whether a and b, refusals of PostgreSQL, are alike:
+// the same SQLSTATE and constraint.
+func sameRefusal(a, b error) bool {
+	pa, aok := errors.AsType[*pgconn.PgError](a)
+	pb, bok := errors.AsType[*pgconn.PgError](b)
+	if !aok || !bok {
+		return aok == bok && a.Error() == b.Error()
+	}
+	return pa.Code == pb.Code && pa.ConstraintName == pb.ConstraintName
 }
 
 // withRequestID is c with the request_id its record's place gives it when

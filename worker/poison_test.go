@@ -424,3 +424,33 @@ func TestRefusalThatDoesNotReproduceRetriesAtOnce(t *testing.T) {
 	require.NotContains(t, logs.String(), `"level":"error"`, "a refusal that did not reproduce is no failure")
 	require.NotContains(t, logs.String(), "applying batch failed")
 }
+
+// A refusal that comes and goes while the batch is searched (here a trigger
+// that refuses the first two lock rows it sees: the batch's, then the
+// search's first probe's) once pointed the search at an innocent record,
+// which was answered INVALID_REQUEST and dead-lettered on that one probe.
+// The culprit is now probed again on both sides before it is convicted:
+// the refusal does not reproduce, and every command of the batch applies.
+func TestRefusalThatComesAndGoesConvictsNothing(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	_, err := st.Pool.Exec(ctx, `
+		CREATE SEQUENCE refusals;
+		CREATE FUNCTION refuse_twice() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('refusals') <= 2 THEN
+				RAISE EXCEPTION 'refused twice' USING ERRCODE = 'check_violation';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_twice BEFORE INSERT ON locks FOR EACH ROW EXECUTE FUNCTION refuse_twice()`)
+	require.NoError(t, err)
+
+	p := w.newPartition(w.hard, 0)
+	apply(w, seg(t, p, 0, "a", "b", "c", "d"))
+	require.EqualValues(t, 4, storedOffset(t, st, 0))
+	for _, lock := range []string{"a", "b", "c", "d"} {
+		require.EqualValues(t, 1, acquisitions(t, st, lock), lock)
+	}
+	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), "nothing dead-lettered")
+}
