@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -1029,14 +1028,7 @@ func (r *Relay) parkRow(ctx context.Context, p *partition, topic string, x row, 
 // text (22021), and the row would never be counted or parked.
 func errorText(err error) string {
 	msg := strings.ToValidUTF8(strings.ReplaceAll(err.Error(), "\x00", ""), "\uFFFD")
-	if len(msg) > 1000 {
-		cut := 1000
-		for !utf8.RuneStart(msg[cut]) {
-			cut--
-		}
-		msg = msg[:cut]
-	}
-	return msg
+	return topics.CutUTF8(msg, 1000)
 }
 
 // unit is rows of one topic published in one call.

@@ -114,11 +114,19 @@ func printable(s string) bool {
 // lets them through inside strings) become U+FFFD.
 func truncate(s string) string {
 	if len(s) > 64 {
-		n := 64
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s = s[:n] + "..."
+		s = CutUTF8(s, 64) + "..."
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// CutUTF8 is s cut to at most n bytes at a character's start, so that a
+// cut never splits one.
+func CutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -487,3 +487,22 @@ func TestTruncateKeepsCharactersWhole(t *testing.T) {
 		require.True(t, utf8.ValidString(err.Error()), err.Error())
 	}
 }
+
+// CutUTF8 cuts at a character's start, never inside one.
+func TestCutUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"},
+		{"abc", 3, "abc"},
+		{"abc", 2, "ab"},
+		{"aé", 2, "a"}, // é is two bytes: not split
+		{"aé", 3, "aé"},
+		{"日本", 4, "日"},
+		{"日本", 2, ""},
+	} {
+		require.Equal(t, tc.want, CutUTF8(tc.s, tc.n), "%q to %d", tc.s, tc.n)
+	}
+}

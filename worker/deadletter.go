@@ -66,9 +66,7 @@ func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs 
 	if room := limit - headerBytes - len(key); len(value) > room {
 		value, cut = value[:room], append(cut, "value")
 	}
-	if len(reason) > deadLetterHeaderBytes/2 {
-		reason = reason[:deadLetterHeaderBytes/2]
-	}
+	reason = topics.CutUTF8(reason, deadLetterHeaderBytes/2)
 	hs = append(hs,
 		topics.Header{Key: topics.HeaderError, Value: []byte(reason)},
 		topics.Header{Key: topics.HeaderSourceTopic, Value: []byte(r.Topic)},
