@@ -786,7 +786,7 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 				continue
 			}
 			td.cmds[k] = withRequestID(c, r)
-			t.ids = append(t.ids, c.RequestID)
+			t.ids = append(t.ids, td.cmds[k].RequestID) // its generated one too
 		}
 		t.todos = append(t.todos, td)
 	}
