@@ -32,8 +32,10 @@ const (
 const MaxTokenClaimBytes = 1024
 
 // SignedTokenTTL is the lifetime of the tokens a client signs itself
-// (Config.SigningKeyFile); it signs a new one a minute before the last one
-// ends.
+// (Config.SigningKeyFile); it signs a new one at half the last one's life,
+// so a command carries at least half of it: the workers judge a token when
+// they apply its command (after a backlog, or a retry of its batch), not
+// when it was sent.
 const SignedTokenTTL = 5 * time.Minute
 
 // credentials give the token each command carries, or "" without
@@ -158,7 +160,7 @@ func (c *credentials) token() (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	if now.Add(time.Minute).Before(c.until) {
+	if now.Add(SignedTokenTTL / 2).Before(c.until) {
 		return c.signed, nil
 	}
 	until := now.Add(SignedTokenTTL)
