@@ -18,9 +18,9 @@ import (
 const MaxCleanedNames = 1000
 
 // cleanup ends every lease past expires_at (each with lock.expired, waiters
-// granted) and deletes released or expired rows idle longer than
-// max_age_seconds that have no waiters, for one lock or all ("*") of the
-// command's namespace.
+// granted) and deletes released, expired or revoked rows idle longer than
+// max_age_seconds that have no holders, no waiters and no lock-delay still
+// running, for one lock or all ("*") of the command's namespace.
 func (a *applier) cleanup(ctx context.Context) error {
 	c := a.cmd
 	maxAge := float64(topics.DefaultMaxAgeSeconds)

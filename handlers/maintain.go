@@ -7,8 +7,9 @@ import (
 )
 
 // CleanupIdle is the periodic cleanup of this batch's partition: it ends the
-// partition's ended leases and deletes its released or expired rows idle
-// longer than maxAge seconds, at most MaxSweep of each. It returns how many
+// partition's ended leases and deletes its released, expired or revoked
+// rows idle longer than maxAge seconds (no holders, no waiters, no
+// lock-delay still running), at most MaxSweep of each. It returns how many
 // locks it touched, whether one of its bounded statements reached MaxSweep
 // (the ended leases' holder rows selected, the idle rows deleted: more may
 // be due, for another transaction; the locks touched do not say so, as the
