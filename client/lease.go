@@ -97,7 +97,8 @@ type Lease struct {
 	unanswered bool
 	noAnswer   int
 	// armed says the give-back at the lease's end is registered, and
-	// gaveBack that it sent the release (giveBackIfLost).
+	// gaveBack that it sent the release (giveBackIfLost), or that the
+	// worker said the lease is gone: nothing to give back.
 	armed, gaveBack bool
 }
 
@@ -694,11 +695,19 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 			}
 			return e
 		}
+		// Gone: SESSION_BOUND too, the owner (another process of the same
+		// WithOwner ID) having renewed the lease into its session, same
+		// token, whose lease a release by the token would end.
+		gone := errors.Is(e, ErrNotHeld) || errors.Is(e, ErrNotOwner) || errors.Is(e, ErrTokenMismatch) || errors.Is(e, ErrSessionBound)
+		if gone {
+			// Nothing to give back, ever: an extension of the keep-alive's
+			// cut short by this loss must not send a release either.
+			l.mu.Lock()
+			l.gaveBack = true
+			l.mu.Unlock()
+		}
 		l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
-		// SESSION_BOUND: the owner (another process of the same
-		// WithOwner ID) renewed the lease into its session, same token:
-		// a release by the token would end that session's lease.
-		if !errors.Is(e, ErrNotHeld) && !errors.Is(e, ErrNotOwner) && !errors.Is(e, ErrTokenMismatch) && !errors.Is(e, ErrSessionBound) {
+		if !gone {
 			// Refused without ending the lease (REQUEST_ID_CONFLICT,
 			// INVALID_REQUEST for a record PostgreSQL would not store,
 			// FORBIDDEN, ...): nothing was applied and the worker holds
@@ -853,8 +862,10 @@ func (l *Lease) giveBack() {
 	k := l.c.acquireKey(l.Namespace, l.Name, l.Owner)
 	l.c.mu.Lock()
 	a := l.c.acquiring[k]
-	// l, lost, is no longer among c.leases.
-	shared := len(l.c.leases[l.Token]) > 0 || a.n > 0 || a.releasing != nil
+	// Another lease of the token: l itself, lost, may not have left
+	// c.leases yet (endIf).
+	others := slices.ContainsFunc(l.c.leases[l.Token], func(o *Lease) bool { return o != l })
+	shared := others || a.n > 0 || a.releasing != nil
 	if !shared {
 		l.c.acquiring[k] = acquiring{releasing: make(chan struct{})}
 	}

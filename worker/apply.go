@@ -152,7 +152,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		if refusedData(err) {
 			// A command PostgreSQL refuses fails every retry of its batch:
 			// find it, and answer it as invalid instead of applying it.
-			perr := w.findPoison(txCtx, parts, poison)
+			perr := w.findPoison(txCtx, parts, poison, err)
 			switch {
 			case perr == nil, errors.Is(perr, errStalled):
 				continue // errStalled: held above, from the next attempt on
@@ -459,7 +459,7 @@ var errProbed = errors.New("probe succeeded")
 // usual). When the whole batch is accepted, or the probes disagree (the
 // refusal comes and goes), it returns errProbed; a failure of another kind
 // is returned (the batch is retried as usual).
-func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine) error {
+func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine, refused error) error {
 	type at struct{ part, rec int }
 	var order []at
 	for i, pt := range parts {
@@ -487,7 +487,7 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		// quarantine. The batch is retried as any other failure.
 		return errors.New("PostgreSQL refused a batch that applies no command, only skips")
 	}
-	var cause error
+	cause := refused        // of the shortest failing prefix found so far
 	lo, hi := 1, len(order) // the whole batch fails
 	for lo < hi {
 		mid := (lo + hi) / 2
@@ -523,15 +523,20 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		return errProbed
 	case !refusedData(again):
 		return again
-	case cause != nil && !sameRefusal(cause, again):
+	case !sameRefusal(cause, again):
 		return errProbed
 	}
 	cause = again
 	o := order[hi-1]
 	pt := parts[o.part]
 	r := pt.records[o.rec]
+	notConvicted := func(why string) error {
+		w.log.Error().Err(cause).Int32("partition", pt.p.id).Int64("offset", r.Offset).
+			Msg("PostgreSQL refuses a batch at a record that cannot be convicted (" + why + "): the batch is retried")
+		return cause
+	}
 	if poison[recordID{pt.p.id, r.Offset}] != nil {
-		return cause // even its rejection fails: not the command's doing
+		return notConvicted("its rejection fails too: not the command's doing")
 	}
 	// A record refused before PostgreSQL sees it (unreadable, or refused
 	// admission: its reply_to not to be answered, its owner not scoped
@@ -542,7 +547,7 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		c, err = w.admit(ctx, c, r)
 	}
 	if err != nil {
-		return cause
+		return notConvicted("refused before PostgreSQL sees it")
 	}
 	poison[recordID{pt.p.id, r.Offset}] = &topics.Rejection{Code: topics.CodeInvalidRequest,
 		Message: "PostgreSQL refused to apply the command: " + pgMessage(cause), Command: withRequestID(c, r)}

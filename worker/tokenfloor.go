@@ -34,14 +34,15 @@ const TokenFloorMargin = 1_000_000
 // MaxPlausibleToken bounds the fencing tokens RaiseTokenFloor takes from
 // the lifecycle topic: a token above it is ignored, with a warning naming
 // its partition and offset. The sequence hands out tokens one at a time
-// from 1: at a million grants a second it reaches this bound in about 285
+// from 1: at a million grants a second it reaches this bound in about 142
 // years, so a record above it was written by something else (a buggy
 // producer, or a principal with Write on the topic), and would otherwise
-// move the sequence up for every start to come. With the margin added the
-// floor stays at most 2^53 - 1, so tokens stay JSON numbers that every
-// language reads exactly (JavaScript's and others' doubles, past 2^53, do
-// not: a holder would echo back another token, refused TOKEN_MISMATCH).
-const MaxPlausibleToken = 1<<53 - 1 - TokenFloorMargin
+// move the sequence up for every start to come. A floor taken from it
+// leaves the sequence another 142 years at that rate before 2^53, past
+// which tokens are JSON numbers that not every language reads exactly
+// (JavaScript's and others' doubles: a holder would echo back another
+// token, refused TOKEN_MISMATCH).
+const MaxPlausibleToken = 1 << 52
 
 // Values of Config.TokenFloorCheck (TOKEN_FLOOR_CHECK).
 const (
@@ -168,7 +169,7 @@ func (w *Worker) RaiseTokenFloor(ctx context.Context) (TokenFloor, error) {
 		w.log.Debug().Str("topic", f.Topic).Int("records", f.Records).Dur("took", f.Took).Msg("no fencing token published: the token floor stays")
 		return f, nil
 	}
-	// At most 2^53 - 1: Highest is at most MaxPlausibleToken.
+	// Far below 2^53: Highest is at most MaxPlausibleToken.
 	f.Floor = f.Highest + TokenFloorMargin
 	seq, err := w.cfg.Store.RaiseTokenFloor(ctx, f.Highest, f.Floor)
 	f.Took = time.Since(began)
