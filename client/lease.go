@@ -97,9 +97,9 @@ type Lease struct {
 	unanswered bool
 	noAnswer   int
 	// armed says the give-back at the lease's end is registered, and
-	// gaveBack that it sent the release (giveBackIfLost), or that the
-	// worker said the lease is gone: nothing to give back.
-	armed, gaveBack bool
+	// gaveBack that it sent the release (giveBackIfLost); gone that the
+	// worker said the lease is gone: nothing to give back (giveBack).
+	armed, gaveBack, gone bool
 }
 
 // newLease registers the lease ev granted. queued says whether its acquire
@@ -700,10 +700,11 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 		// token, whose lease a release by the token would end.
 		gone := errors.Is(e, ErrNotHeld) || errors.Is(e, ErrNotOwner) || errors.Is(e, ErrTokenMismatch) || errors.Is(e, ErrSessionBound)
 		if gone {
-			// Nothing to give back, ever: an extension of the keep-alive's
-			// cut short by this loss must not send a release either.
+			// Nothing to give back, ever: no give-back (giveBack) may
+			// send a release by the token from now on, not the
+			// keep-alive's for an extension cut short by this loss.
 			l.mu.Lock()
-			l.gaveBack = true
+			l.gone = true
 			l.mu.Unlock()
 		}
 		l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
@@ -852,9 +853,9 @@ func (l *Lease) giveBack() {
 		return
 	}
 	l.mu.Lock()
-	sending := l.sending
+	sending, gone := l.sending, l.gone
 	l.mu.Unlock()
-	if sending {
+	if sending || gone {
 		return
 	}
 	l.releasing <- struct{}{}
