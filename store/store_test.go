@@ -927,7 +927,19 @@ func TestPrune(t *testing.T) {
 			(gen_random_uuid(), '', 'a', 'lock.acquired', 'o', 1, now() - interval '8 days'),
 			(gen_random_uuid(), '', 'a', 'lock.released', 'o', 1, now() - interval '1 day')`)
 	require.NoError(t, err)
+	// Another replica pruning (holding the prune lock): this one deletes
+	// nothing, and does not wait.
+	hold, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = hold.Rollback(ctx) }() // also when the test fails first
+	_, err = hold.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, store.PruneLockClass)
+	require.NoError(t, err)
 	n, err := st.Prune(ctx, 24*time.Hour, 7*24*time.Hour, 1)
+	require.NoError(t, err)
+	require.Zero(t, n, "another replica prunes")
+	require.NoError(t, hold.Rollback(ctx))
+
+	n, err = st.Prune(ctx, 24*time.Hour, 7*24*time.Hour, 1)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), n, "at most limit rows of each")
 	var oldest int
