@@ -444,21 +444,25 @@ func refusedData(err error) bool {
 // errProbed ends a probe transaction that succeeded (and so rolls it back).
 var errProbed = errors.New("probe succeeded")
 
-// findPoison finds the record that makes the batch fail with data
-// PostgreSQL refuses and quarantines it: it is answered INVALID_REQUEST and
-// dead-lettered like a record that failed validation, so it no longer stops
-// its partition. Validation refuses what PostgreSQL is known to refuse, so
-// this is the net for what it does not know. It looks for the shortest
-// failing prefix of the batch (in the order the batch applies its records)
-// by bisection, each probe a transaction rolled back: the last record of
-// that prefix is the one whose effects PostgreSQL refuses, given the records
-// before it, once both sides are probed again alike (the prefix before it
-// accepted, the prefix with it refused with the same SQLSTATE and
+// findPoison finds the records that make the batch fail with data
+// PostgreSQL refuses and quarantines them: each is answered INVALID_REQUEST
+// and dead-lettered like a record that failed validation, so it no longer
+// stops its partition. Validation refuses what PostgreSQL is known to
+// refuse, so this is the net for what it does not know. It looks for the
+// shortest failing prefix of the batch (in the order the batch applies its
+// records) by bisection, each probe a transaction rolled back: the last
+// record of that prefix is the one whose effects PostgreSQL refuses, given
+// the records before it, once both sides are probed again alike (the prefix
+// before it accepted, the prefix with it refused with the same SQLSTATE and
 // constraint), and it is a command PostgreSQL sees (one refused before,
 // unreadable or not admitted, is not convicted: the batch is retried as
-// usual). When the whole batch is accepted, or the probes disagree (the
-// refusal comes and goes), it returns errProbed; a failure of another kind
-// is returned (the batch is retried as usual).
+// usual). After a conviction the whole batch is probed again, and while it
+// is still refused the search goes on after the culprit, not from the
+// start: many refused records cost a few probes each, not a search of the
+// whole batch and a failed attempt each. It returns nil once the batch is
+// accepted with what it convicted. When the whole batch is accepted, or the
+// probes disagree (the refusal comes and goes), it returns errProbed; a
+// failure of another kind is returned (the batch is retried as usual).
 func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine, refused error) error {
 	type at struct{ part, rec int }
 	var order []at
@@ -487,49 +491,88 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		// quarantine. The batch is retried as any other failure.
 		return errors.New("PostgreSQL refused a batch that applies no command, only skips")
 	}
+	probes := 0
+	probe := func(n int) error {
+		probes++
+		var scratch []int64
+		_, err := w.applyTx(ctx, prefix(n), &scratch, poison, true)
+		return err
+	}
 	cause := refused        // of the shortest failing prefix found so far
 	lo, hi := 1, len(order) // the whole batch fails
-	for lo < hi {
-		mid := (lo + hi) / 2
-		var scratch []int64
-		_, err := w.applyTx(ctx, prefix(mid), &scratch, poison, true)
+	step := len(order)      // the first search bisects the whole batch
+	last := -1              // the previous culprit's place, none yet
+	for convicted := 1; ; convicted++ {
+		for lo < hi {
+			// After a conviction the next culprit is looked for as far
+			// behind it as it was behind the one before, the step
+			// doubling while accepted: refused records close together,
+			// or evenly spread, cost a few probes each.
+			mid := min((lo+hi)/2, lo-1+step)
+			switch err := probe(mid); {
+			case errors.Is(err, errProbed):
+				lo, step = mid+1, 2*step
+			case refusedData(err):
+				hi, cause = mid, err
+			default:
+				return err
+			}
+		}
+		// One probe each way may have met what another transaction did
+		// meanwhile (a row it wrote or removed): both sides of the
+		// culprit are probed again, and it is convicted only when the
+		// prefix before it is accepted and the prefix with it refused
+		// alike (the same SQLSTATE and constraint); else the refusal did
+		// not reproduce (errProbed).
+		if hi > 1 {
+			switch before := probe(hi - 1); {
+			case refusedData(before):
+				return errProbed // accepted when bisected: the refusal comes and goes
+			case !errors.Is(before, errProbed):
+				return before
+			}
+		}
+		again := probe(hi)
 		switch {
-		case errors.Is(err, errProbed):
-			lo = mid + 1
-		case refusedData(err):
-			hi, cause = mid, err
-		default:
+		case errors.Is(again, errProbed):
+			return errProbed
+		case !refusedData(again):
+			return again
+		case !sameRefusal(cause, again):
+			return errProbed
+		}
+		if err := w.convict(ctx, parts[order[hi-1].part], order[hi-1].rec, poison, again); err != nil {
 			return err
 		}
-	}
-	// One probe each way may have met what another transaction did
-	// meanwhile (a row it wrote or removed): both sides of the culprit are
-	// probed again, and it is convicted only when the prefix before it is
-	// accepted and the prefix with it refused alike (the same SQLSTATE and
-	// constraint); else the refusal did not reproduce (errProbed).
-	var scratch []int64
-	if hi > 1 {
-		_, before := w.applyTx(ctx, prefix(hi-1), &scratch, poison, true)
-		switch {
-		case refusedData(before):
-			return errProbed // accepted when bisected: the refusal comes and goes
-		case !errors.Is(before, errProbed):
-			return before
+		if convicted%64 == 0 {
+			w.log.Warn().Ints32("partitions", partitionIDs(parts)).Int("records", len(order)).Int("convicted", convicted).
+				Int("probes", probes).Msg("PostgreSQL refuses many commands of a batch: still looking for them")
 		}
+		if hi == len(order) {
+			return nil // the culprit was the last record: the batch is retried
+		}
+		// The prefix up to the culprit, quarantined, is accepted: if the
+		// rest is not, the next culprit lies after it.
+		switch err := probe(len(order)); {
+		case errors.Is(err, errProbed):
+			return nil // the batch is retried, and commits
+		case !refusedData(err):
+			return err
+		default:
+			cause = err
+		}
+		step = 1 // close behind the first
+		if last >= 0 {
+			step = hi - last
+		}
+		lo, hi, last = hi+1, len(order), hi
 	}
-	_, again := w.applyTx(ctx, prefix(hi), &scratch, poison, true)
-	switch {
-	case errors.Is(again, errProbed):
-		return errProbed
-	case !refusedData(again):
-		return again
-	case !sameRefusal(cause, again):
-		return errProbed
-	}
-	cause = again
-	o := order[hi-1]
-	pt := parts[o.part]
-	r := pt.records[o.rec]
+}
+
+// convict quarantines record k of pt, refused by PostgreSQL with cause
+// (see findPoison), or returns cause when it cannot be the command's doing.
+func (w *Worker) convict(ctx context.Context, pt *part, k int, poison quarantine, cause error) error {
+	r := pt.records[k]
 	notConvicted := func(why string) error {
 		w.log.Error().Err(cause).Int32("partition", pt.p.id).Int64("offset", r.Offset).
 			Msg("PostgreSQL refuses a batch at a record that cannot be convicted (" + why + "): the batch is retried")

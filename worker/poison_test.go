@@ -454,3 +454,73 @@ func TestRefusalThatComesAndGoesConvictsNothing(t *testing.T) {
 	}
 	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), "nothing dead-lettered")
 }
+
+// Many refused commands in one batch are each found close behind the one
+// before, the batch not searched from its start again for each: every
+// good command applies once, every refused one is answered INVALID_REQUEST
+// and dead-lettered, and the transactions the search takes (counted by a
+// trigger on the offset row each of them moves) stay well below a search
+// of the whole batch and a failed attempt per refused command (which took
+// 65 and 68).
+func TestManyRefusedCommandsInABatchAreFoundInAFewProbesEach(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		bad  func(i int) bool
+		max  int64
+	}{
+		{"spread", func(i int) bool { return i%5 == 2 }, 60},         // 54 now
+		{"a run", func(i int) bool { return i >= 16 && i < 24 }, 48}, // 39 now
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			w, st := newApplier(t)
+			_, err := st.Pool.Exec(ctx, `
+				ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%');
+				CREATE SEQUENCE transactions;
+				CREATE FUNCTION count_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
+				BEGIN
+					PERFORM nextval('transactions'); -- not rolled back with a probe
+					RETURN NEW;
+				END $$;
+				CREATE TRIGGER count_transaction BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION count_transaction()`)
+			require.NoError(t, err)
+			reply := "locks.replies.many"
+			var recs []*kgo.Record
+			var good, bad []string
+			for i := range 40 {
+				lock := "good-" + strconv.Itoa(i)
+				if tc.bad(i) {
+					lock = "poison-" + strconv.Itoa(i)
+					bad = append(bad, lock)
+				} else {
+					good = append(good, lock)
+				}
+				recs = append(recs, &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: 0, Offset: int64(i), Key: []byte(lock),
+					Value: command(t, topics.Command{RequestID: "m-" + lock, Operation: topics.OpAcquire, LockName: lock, OwnerID: "o", ReplyTo: reply})})
+			}
+			require.Len(t, bad, 8)
+			apply(w, segment{p: w.newPartition(w.hard, 0), records: recs, polledAt: time.Now()})
+
+			require.EqualValues(t, 40, storedOffset(t, st, 0))
+			for _, lock := range good {
+				require.EqualValues(t, 1, acquisitions(t, st, lock), lock)
+			}
+			answers := map[string]topics.Event{}
+			for _, r := range outboxRows(t, st, reply, 0) {
+				var ev topics.Event
+				require.NoError(t, json.Unmarshal(r.value, &ev))
+				answers[ev.RequestID] = ev
+			}
+			for _, lock := range bad {
+				ev := answers["m-"+lock]
+				require.Equal(t, topics.TypeRejected, ev.Type, lock)
+				require.Equal(t, topics.CodeInvalidRequest, ev.ErrorCode, lock)
+			}
+			require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), len(bad))
+			var n int64
+			require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM transactions`).Scan(&n))
+			t.Logf("%d transactions", n)
+			require.LessOrEqual(t, n, tc.max)
+		})
+	}
+}
