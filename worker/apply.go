@@ -460,9 +460,11 @@ var errProbed = errors.New("probe succeeded")
 // is still refused the search goes on after the culprit, not from the
 // start: many refused records cost a few probes each, not a search of the
 // whole batch and a failed attempt each. It returns nil once the batch is
-// accepted with what it convicted. When the whole batch is accepted, or the
-// probes disagree (the refusal comes and goes), it returns errProbed; a
-// failure of another kind is returned (the batch is retried as usual).
+// accepted with what it convicted, or when the culprit was its last
+// record (the batch's retry tells). When the whole batch is accepted, or
+// the probes disagree (the refusal comes and goes), it returns errProbed,
+// also after convictions, which stand; a failure of another kind is
+// returned (the batch is retried as usual).
 func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine, refused error) error {
 	type at struct{ part, rec int }
 	var order []at
@@ -526,6 +528,10 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		// not reproduce (errProbed).
 		if hi > 1 {
 			switch before := probe(hi - 1); {
+			case refusedData(before) && hi-1 == last:
+				// Refused up to the last culprit, quarantined: its
+				// rejection is refused too (convict says so).
+				return w.convict(ctx, parts[order[last-1].part], order[last-1].rec, poison, before)
 			case refusedData(before):
 				return errProbed // accepted when bisected: the refusal comes and goes
 			case !errors.Is(before, errProbed):
