@@ -600,7 +600,6 @@ func TestRequesterKeyTokens(t *testing.T) {
 // taken from it. Once the copy is taken it is dead-lettered as refused,
 // answering nobody.
 func TestAdmissionRefusedRecordIsNotConvicted(t *testing.T) {
-	ctx := context.Background()
 	w, st := newApplier(t)
 	w.batchRetryBase = 10 * time.Millisecond
 	secret := filepath.Join(t.TempDir(), "hmac")
@@ -609,17 +608,7 @@ func TestAdmissionRefusedRecordIsNotConvicted(t *testing.T) {
 	w.cfg.Auth, err = auth.NewVerifier(auth.Config{HMACKeyFile: secret})
 	require.NoError(t, err)
 	names := w.cfg.Names
-	_, err = st.Pool.Exec(ctx, `
-		CREATE SEQUENCE refusals;
-		CREATE FUNCTION refuse_copies() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF NEW.topic = '`+names.DeadLetter+`' AND nextval('refusals') <= 2 THEN
-				RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER refuse_copies BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_copies()`)
-	require.NoError(t, err)
+	refuseFirst(t, st, "outbox", "NEW.topic = '"+names.DeadLetter+"'", 2)
 
 	victim := names.ReplyTopic("victim")
 	r := &kgo.Record{Topic: names.Commands, Partition: 0, Offset: 0, Key: []byte("a"),

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -214,12 +215,7 @@ func TestCommandPostgreSQLRefusesIsQuarantined(t *testing.T) {
 	for _, lock := range []string{"a", "b", "c", "d"} {
 		require.EqualValues(t, 1, acquisitions(t, st, lock), lock)
 	}
-	answers := map[string]topics.Event{}
-	for _, r := range outboxRows(t, st, reply, 0) {
-		var ev topics.Event
-		require.NoError(t, json.Unmarshal(r.value, &ev))
-		answers[ev.RequestID] = ev
-	}
+	answers := answersOn(t, st, reply)
 	for _, id := range []string{"q-poison-1", topics.DefaultNames().Commands + "/1/1"} {
 		ev := answers[id]
 		require.Equal(t, topics.TypeRejected, ev.Type, id)
@@ -395,25 +391,10 @@ func TestUnreadableOutcomeRefused(t *testing.T) {
 // search's probe of the whole batch succeeds. The batch is retried at once
 // and applies, without quarantining a command, an error log or a backoff.
 func TestRefusalThatDoesNotReproduceRetriesAtOnce(t *testing.T) {
-	ctx := context.Background()
 	w, st := newApplier(t)
 	logs := &testlog.Buffer{}
 	w.log = zerolog.New(logs)
-	_, err := st.Pool.Exec(ctx, `
-		CREATE SEQUENCE refusals;
-		CREATE FUNCTION refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF nextval('refusals') = 1 THEN
-				RAISE EXCEPTION 'refused once' USING ERRCODE = 'check_violation';
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER refuse_once BEFORE INSERT ON locks FOR EACH ROW EXECUTE FUNCTION refuse_once()`)
-	require.NoError(t, err)
-	refusals := func() (n int64) {
-		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refusals`).Scan(&n))
-		return n
-	}
+	refusals := refuseFirst(t, st, "locks", "true", 1)
 
 	p := w.newPartition(w.hard, 0)
 	apply(w, seg(t, p, 0, "a"))
@@ -432,19 +413,8 @@ func TestRefusalThatDoesNotReproduceRetriesAtOnce(t *testing.T) {
 // The culprit is now probed again on both sides before it is convicted:
 // the refusal does not reproduce, and every command of the batch applies.
 func TestRefusalThatComesAndGoesConvictsNothing(t *testing.T) {
-	ctx := context.Background()
 	w, st := newApplier(t)
-	_, err := st.Pool.Exec(ctx, `
-		CREATE SEQUENCE refusals;
-		CREATE FUNCTION refuse_twice() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF nextval('refusals') <= 2 THEN
-				RAISE EXCEPTION 'refused twice' USING ERRCODE = 'check_violation';
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER refuse_twice BEFORE INSERT ON locks FOR EACH ROW EXECUTE FUNCTION refuse_twice()`)
-	require.NoError(t, err)
+	refuseFirst(t, st, "locks", "true", 2)
 
 	p := w.newPartition(w.hard, 0)
 	apply(w, seg(t, p, 0, "a", "b", "c", "d"))
@@ -505,12 +475,7 @@ func TestManyRefusedCommandsInABatchAreFoundInAFewProbesEach(t *testing.T) {
 			for _, lock := range good {
 				require.EqualValues(t, 1, acquisitions(t, st, lock), lock)
 			}
-			answers := map[string]topics.Event{}
-			for _, r := range outboxRows(t, st, reply, 0) {
-				var ev topics.Event
-				require.NoError(t, json.Unmarshal(r.value, &ev))
-				answers[ev.RequestID] = ev
-			}
+			answers := answersOn(t, st, reply)
 			for _, lock := range bad {
 				ev := answers["m-"+lock]
 				require.Equal(t, topics.TypeRejected, ev.Type, lock)
@@ -526,4 +491,41 @@ func TestManyRefusedCommandsInABatchAreFoundInAFewProbesEach(t *testing.T) {
 			require.GreaterOrEqual(t, n, int64(2+2*len(bad)))
 		})
 	}
+}
+
+// refuseFirst makes PostgreSQL refuse (check_violation) the first n rows
+// inserted into table for which when (SQL on NEW) holds, as a constraint
+// that comes and goes would: refused counts those seen so far, refused or
+// not (a rolled-back probe's too).
+func refuseFirst(t *testing.T, st *store.Store, table, when string, n int) (refused func() int64) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := st.Pool.Exec(ctx, fmt.Sprintf(`
+		CREATE SEQUENCE refusals;
+		CREATE FUNCTION refuse_first() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF %s AND nextval('refusals') <= %d THEN
+				RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER refuse_first BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION refuse_first()`, when, n, table))
+	require.NoError(t, err)
+	return func() (n int64) {
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM refusals`).Scan(&n))
+		return n
+	}
+}
+
+// answersOn are the events written for topic reply (partition 0), by
+// request_id.
+func answersOn(t *testing.T, st *store.Store, reply string) map[string]topics.Event {
+	t.Helper()
+	answers := map[string]topics.Event{}
+	for _, r := range outboxRows(t, st, reply, 0) {
+		var ev topics.Event
+		require.NoError(t, json.Unmarshal(r.value, &ev))
+		answers[ev.RequestID] = ev
+	}
+	return answers
 }
