@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"net"
 	"os"
@@ -355,6 +356,41 @@ func TestErrors(t *testing.T) {
 		require.NoError(t, err)
 	})
 
+	t.Run("secrets from files", func(t *testing.T) {
+		dir := t.TempDir()
+		write := func(name, content string) string {
+			path := filepath.Join(dir, name)
+			require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+			return path
+		}
+		kafka := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "u"}
+		e := map[string]string{
+			"DATABASE_URL_FILE":        write("db", "postgres://u:p@db/x\n"), // a line end, as editors and echo leave
+			"KAFKA_SASL_PASSWORD_FILE": write("sasl", " pass word \r\n"),
+			"INSPECT_TOKEN_FILE":       write("token", "s3cret-s3cret-16"),
+		}
+		maps.Copy(e, kafka)
+		c, err := FromEnv(env(e))
+		require.NoError(t, err)
+		assert.Equal(t, "postgres://u:p@db/x", c.Postgres.URL)
+		assert.Equal(t, " pass word ", c.Kafka.SASL.Password, "one line end less, spaces kept")
+		assert.Equal(t, "s3cret-s3cret-16", c.InspectToken)
+
+		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN": "s3cret-s3cret-16", "INSPECT_TOKEN_FILE": write("t2", "s3cret-s3cret-17")}))
+		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: set together with INSPECT_TOKEN")
+		assert.NotContains(t, err.Error(), "s3cret", "the secret is not repeated")
+		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN_FILE": filepath.Join(dir, "missing")}))
+		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: ")
+		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN_FILE": write("big", strings.Repeat("s", maxSecretFileBytes+1))}))
+		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: ")
+		require.ErrorContains(t, err, "is over 65536 bytes")
+		// A control character inside is refused as from the variable.
+		e = map[string]string{"POSTGRES_PASSWORD_FILE": write("pw", "hunter2\n\n")}
+		maps.Copy(e, kafka)
+		_, err = FromEnv(env(e))
+		require.ErrorContains(t, err, "POSTGRES_PASSWORD: holds a control character")
+	})
+
 	t.Run("an INSPECT_TOKEN no header can carry", func(t *testing.T) {
 		for _, token := range []string{"s3cret\n", " s3cret", "s3 cret", "s3cr\u00e9t"} {
 			_, err := FromEnv(env(map[string]string{"INSPECT_TOKEN": token}))
@@ -589,6 +625,11 @@ func TestRedaction(t *testing.T) {
 		asked := map[string]bool{}
 		_, err := FromEnv(func(name string) string { asked[name] = true; return "" })
 		require.NoError(t, err)
+		for name := range asked {
+			if secret, ok := strings.CutSuffix(name, "_FILE"); ok && asked[secret] {
+				delete(asked, name) // a secret's file: the secret is shown (masked)
+			}
+		}
 		for name := range asked {
 			assert.Contains(t, r, name, "FromEnv reads it, Redacted must show it")
 		}

@@ -3,14 +3,17 @@ package config
 import (
 	"errors"
 	"fmt"
-	"github.com/omninode/lockworker/topics"
+	"io"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // FromEnv reads the configuration through getenv (os.Getenv in main; a map in
@@ -448,11 +451,47 @@ func (p *parser) str(name string, dst *string) {
 	}
 }
 
-// secret sets *dst to the raw value: spaces may be part of a password.
+// maxSecretFileBytes bounds a secret's file (name_FILE): a connection
+// string or a token is far smaller.
+const maxSecretFileBytes = 64 << 10
+
+// secret sets *dst to the raw value: spaces may be part of a password. Or
+// it reads the file that name_FILE names (a mounted Kubernetes or Docker
+// secret, which the process environment then does not show), less one
+// line end at its end; both set is an error. Neither error quotes the
+// secret.
 func (p *parser) secret(name string, dst *string) {
-	if v := p.getenv(name); v != "" {
+	v, path := p.getenv(name), p.getenv(name+"_FILE")
+	switch {
+	case v != "" && path != "":
+		p.errs = append(p.errs, fmt.Errorf("%s_FILE: set together with %s: set one of them", name, name))
+	case path != "":
+		b, err := readSecretFile(path)
+		if err != nil {
+			p.errs = append(p.errs, fmt.Errorf("%s_FILE: %w", name, err))
+			return
+		}
+		*dst = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	case v != "":
 		*dst = v
 	}
+}
+
+// readSecretFile reads path, at most maxSecretFileBytes.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	case len(b) > maxSecretFileBytes:
+		return nil, fmt.Errorf("%s is over %d bytes", path, maxSecretFileBytes)
+	}
+	return b, nil
 }
 
 func (p *parser) integer(name string, dst *int, lo, hi int) {
