@@ -162,11 +162,11 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 			case errors.Is(perr, errProbed) && !retriedNow:
 				// The whole batch was accepted when probed, or the probes
 				// disagreed: the refusal came and went, from what another
-				// transaction did meanwhile (a row
-				// it wrote or removed), not from a command. Retry at once,
-				// once: a batch refused again without a culprit is retried
-				// below, slowly and loudly, for then something the probe
-				// cannot see refuses it.
+				// transaction did meanwhile (a row it wrote or removed),
+				// not from a command. Retry at once, once: a batch refused
+				// again without a culprit is retried below, slowly and
+				// loudly, for then something the probe cannot see refuses
+				// it.
 				retriedNow = true
 				w.log.Warn().Err(err).Ints32("partitions", partitionIDs(parts)).
 					Msg("PostgreSQL refused a batch, but the refusal did not reproduce when probed: retrying it now")
