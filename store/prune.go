@@ -62,7 +62,7 @@ func (s *Store) pruneAlone(ctx context.Context, sql string, age time.Duration, l
 	if err != nil {
 		return 0, done(err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer rollback(ctx, tx) // bounded: a connection gone half-open must not hold the cleanup loop
 	var got bool
 	if err := tx.QueryRow(bctx, `SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema()))`, PruneLockClass).Scan(&got); err != nil {
 		return 0, done(err)

@@ -528,7 +528,7 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 		// not reproduce (errProbed).
 		if hi > 1 {
 			switch before := probe(hi - 1); {
-			case refusedData(before) && hi-1 == last:
+			case refusedData(before) && hi-1 == last && sameRefusal(cause, before):
 				// Refused up to the last culprit, quarantined: its
 				// rejection is refused too (convict says so).
 				return w.convict(ctx, parts[order[last-1].part], order[last-1].rec, poison, before)

@@ -233,7 +233,7 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 		name, args, ready = exe, []string{"--serve-floor", mode}, floorReady
 	}
 	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(),
+	cmd.Env = config.ChildEnv(os.Environ(),
 		"DATABASE_URL="+t.dbURL,
 		"KAFKA_BOOTSTRAP_SERVERS="+strings.Join(t.brokers, ","),
 		"POSTGRES_MAX_CONNECTIONS="+fmt.Sprint(cfg.PGMaxConns),

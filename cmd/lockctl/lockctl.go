@@ -178,13 +178,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// --brokers stands for KAFKA_BOOTSTRAP_SERVERS: checked as the variable
 	// is, and it is what the variable's TLS and SASL settings need.
-	getenv, where := os.Getenv, "environment"
+	// The worker's own secrets' files (it needs no database and serves no
+	// HTTP) are not read: one not mounted here must not stop lockctl.
+	getenv, where := func(name string) string {
+		switch name {
+		case "DATABASE_URL_FILE", "POSTGRES_PASSWORD_FILE", "INSPECT_TOKEN_FILE":
+			return ""
+		}
+		return os.Getenv(name)
+	}, "environment"
 	if c.brokers != "" {
+		env := getenv
 		getenv = func(name string) string {
 			if name == "KAFKA_BOOTSTRAP_SERVERS" {
 				return c.brokers
 			}
-			return os.Getenv(name)
+			return env(name)
 		}
 		where = "environment and --brokers"
 	}

@@ -1230,3 +1230,17 @@ func TestRunAndElectOutliveAClosedStderr(t *testing.T) {
 		})
 	}
 }
+
+// The worker's own secrets' files (DATABASE_URL_FILE, POSTGRES_PASSWORD_FILE,
+// INSPECT_TOKEN_FILE), exported in a shell shared with lockworker but not
+// mounted where lockctl runs, are not lockctl's concern.
+func TestWorkerSecretFilesIgnored(t *testing.T) {
+	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", env.Brokers[0])
+	for _, name := range []string{"DATABASE_URL_FILE", "POSTGRES_PASSWORD_FILE", "INSPECT_TOKEN_FILE"} {
+		t.Setenv(name, "/nonexistent/"+name)
+	}
+	var out, errOut testlog.Buffer
+	code := run(context.Background(), []string{"query", "--lock", "ctl-secret-files"}, &out, &errOut)
+	require.Equal(t, exitOK, code, errOut.String())
+	assert.Equal(t, "ctl-secret-files free\n", out.String())
+}

@@ -60,8 +60,9 @@ func main() {
 }
 
 // errRefused marks an error that is the configuration's: a setting
-// refused by ParseEnv, a Config built in code that does not validate, or
-// a file a setting names (KAFKA_TLS_*, AUTH_KEYS, AUTH_REQUESTER_KEYS,
+// refused by ParseEnv (a secret's _FILE unreadable among them), a Config
+// built in code that does not validate, or a file a setting names
+// (KAFKA_TLS_*, AUTH_KEYS, AUTH_REQUESTER_KEYS,
 // AUTH_HMAC_KEY_FILE, DATABASE_URL's sslrootcert, sslcert, sslkey)
 // unreadable or invalid, found by Run. The exit code is 2 (exitStatus).
 var errRefused = errors.New("configuration refused")

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/omninode/lockworker/internal/childproc"
+	"github.com/omninode/lockworker/internal/config"
 )
 
 // proc is a started child process whose output one goroutine reads line by
@@ -267,7 +268,7 @@ func NewReplica(name, bin string, env []string, logw io.Writer) *Replica {
 		logw = io.Discard
 	}
 	base := append(os.Environ(), "LOG_LEVEL=info") // exec uses the last of duplicate keys
-	return &Replica{Name: name, bin: bin, env: append(append(base, env...), "INSTANCE_ID="+name), logw: logw}
+	return &Replica{Name: name, bin: bin, env: config.ChildEnv(base, append(env, "INSTANCE_ID="+name)...), logw: logw}
 }
 
 // Start runs the process; Ready tells when it consumes.

@@ -380,7 +380,11 @@ func TestErrors(t *testing.T) {
 		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: set together with INSPECT_TOKEN")
 		assert.NotContains(t, err.Error(), "s3cret", "the secret is not repeated")
 		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN_FILE": filepath.Join(dir, "missing")}))
-		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: ")
+		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: the file it names cannot be opened")
+		// The secret itself set there by mistake is not echoed.
+		_, err = FromEnv(env(map[string]string{"DATABASE_URL_FILE": "postgres://u:hunter2@db/x"}))
+		require.ErrorContains(t, err, "DATABASE_URL_FILE: ")
+		assert.NotContains(t, err.Error(), "hunter2")
 		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN_FILE": write("big", strings.Repeat("s", maxSecretFileBytes+1))}))
 		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: ")
 		require.ErrorContains(t, err, "is over 65536 bytes")
@@ -899,4 +903,11 @@ func TestDatabaseURLPoolSizes(t *testing.T) {
 	}
 	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?pool_max_conn_lifetime=1h"}))
 	require.NoError(t, err)
+}
+
+// A child process given a secret by its variable does not also get the
+// parent's file of it, which together would be refused.
+func TestChildEnv(t *testing.T) {
+	env := ChildEnv([]string{"PATH=/bin", "DATABASE_URL_FILE=/run/db", "INSPECT_TOKEN_FILE=/run/t"}, "DATABASE_URL=postgres://x", "LOG_LEVEL=warn")
+	assert.Equal(t, []string{"PATH=/bin", "INSPECT_TOKEN_FILE=/run/t", "DATABASE_URL=postgres://x", "LOG_LEVEL=warn"}, env)
 }

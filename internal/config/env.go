@@ -468,7 +468,9 @@ func (p *parser) secret(name string, dst *string) {
 	case path != "":
 		b, err := readSecretFile(path)
 		if err != nil {
-			p.errs = append(p.errs, fmt.Errorf("%s_FILE: %w", name, err))
+			// Without the path: a secret set there by mistake is not
+			// echoed.
+			p.errs = append(p.errs, fmt.Errorf("%s_FILE: the file it names %w", name, err))
 			return
 		}
 		*dst = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
@@ -477,21 +479,48 @@ func (p *parser) secret(name string, dst *string) {
 	}
 }
 
-// readSecretFile reads path, at most maxSecretFileBytes.
+// readSecretFile reads path, at most maxSecretFileBytes. Its errors do
+// not name path.
 func readSecretFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot be opened: %w", pathless(err))
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("cannot be read: %w", pathless(err))
 	case len(b) > maxSecretFileBytes:
-		return nil, fmt.Errorf("%s is over %d bytes", path, maxSecretFileBytes)
+		return nil, fmt.Errorf("is over %d bytes", maxSecretFileBytes)
 	}
 	return b, nil
+}
+
+// pathless is err without the path an *os.PathError names.
+func pathless(err error) error {
+	if pe, ok := errors.AsType[*os.PathError](err); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// ChildEnv is base (os.Environ's form) for a child process, with
+// overrides (NAME=value) set: a NAME_FILE of base whose NAME an override
+// sets is dropped, as the two together are refused (secret).
+func ChildEnv(base []string, overrides ...string) []string {
+	set := map[string]bool{}
+	for _, o := range overrides {
+		name, _, _ := strings.Cut(o, "=")
+		set[name+"_FILE"] = true
+	}
+	env := make([]string, 0, len(base)+len(overrides))
+	for _, kv := range base {
+		if name, _, _ := strings.Cut(kv, "="); !set[name] {
+			env = append(env, kv)
+		}
+	}
+	return append(env, overrides...)
 }
 
 func (p *parser) integer(name string, dst *int, lo, hi int) {

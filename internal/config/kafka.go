@@ -25,9 +25,10 @@ import (
 // broker was started on another address (port 0 in tests), set
 // Kafka.BootstrapServers to its Addr() before calling.
 //
-// It reads the TLS files, so it can fail where FromEnv (which does no I/O)
-// did not. Under KAFKA_TLS_ENABLED its dialer is kgo.Dialer's: a caller's
-// own kgo.Dialer would replace it (and dial in plain text), and
+// It reads the TLS files, so it can fail where FromEnv (which reads only
+// the secrets' _FILE files) did not. Under KAFKA_TLS_ENABLED its dialer is
+// kgo.Dialer's: a caller's own kgo.Dialer would replace it (and dial in
+// plain text), and
 // kgo.DialTimeout does not apply (10 s, kgo's default).
 func (c Config) KafkaOpts() ([]kgo.Opt, error) {
 	seeds := c.Kafka.BootstrapServers
