@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -268,7 +269,7 @@ func NewReplica(name, bin string, env []string, logw io.Writer) *Replica {
 		logw = io.Discard
 	}
 	base := append(os.Environ(), "LOG_LEVEL=info") // exec uses the last of duplicate keys
-	return &Replica{Name: name, bin: bin, env: config.ChildEnv(base, append(env, "INSTANCE_ID="+name)...), logw: logw}
+	return &Replica{Name: name, bin: bin, env: config.ChildEnv(base, slices.Concat(env, []string{"INSTANCE_ID=" + name})...), logw: logw}
 }
 
 // Start runs the process; Ready tells when it consumes.

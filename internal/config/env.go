@@ -507,7 +507,8 @@ func pathless(err error) error {
 
 // ChildEnv is base (os.Environ's form) for a child process, with
 // overrides (NAME=value) set: a NAME_FILE of base whose NAME an override
-// sets is dropped, as the two together are refused (secret).
+// sets is dropped, as the two together are refused (secret). (An override
+// of a NAME_FILE leaves base's NAME: no caller gives a secret so.)
 func ChildEnv(base []string, overrides ...string) []string {
 	set := map[string]bool{}
 	for _, o := range overrides {
