@@ -48,7 +48,7 @@ var Operations = []Operation{
 		Summary: "report the lock without changing it"},
 	{Name: OpCleanup, Fields: []string{"max_age_seconds"}, AllLocks: true,
 		Answers: []string{TypeCleaned},
-		Summary: "end ended leases and delete idle released or expired rows, of one lock or all of a namespace"},
+		Summary: "end ended leases and delete idle released, expired or revoked rows, of one lock or all of a namespace"},
 	{Name: OpSessionOpen, Fields: []string{"session_id", "ttl"}, NeedsOwner: true, Session: true,
 		Answers: []string{TypeSessionOpened, TypeRejected},
 		Summary: "open a session: one keep-alive for every lease and wait acquired with its session_id"},

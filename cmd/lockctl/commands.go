@@ -201,7 +201,7 @@ func (c *cli) queryFlags(fs *flag.FlagSet) func(context.Context, []string) error
 func (c *cli) cleanupFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	lock := fs.String("lock", topics.CleanupAll, `lock name, or "*" for every lock`)
 	var maxAge seconds
-	fs.Var(&maxAge, "max-age", "delete released/expired rows idle longer than this `duration` (default: the worker's, 1h)")
+	fs.Var(&maxAge, "max-age", "delete released/expired/revoked rows idle longer than this `duration` (default: the worker's, 1h)")
 	return func(ctx context.Context, args []string) error {
 		if err := noArgs(args); err != nil {
 			return err

@@ -62,7 +62,7 @@ type Config struct {
 	// and readiness probes stay open. A secret: never logged.
 	InspectToken string
 	// CleanupInterval (CLEANUP_INTERVAL, default 60 s, 0.1..86400) is how often
-	// old released/expired rows, outcomes and history are deleted.
+	// old released/expired/revoked rows, outcomes and history are deleted.
 	CleanupInterval time.Duration
 	// AcquireRetryDelay (ACQUIRE_RETRY_DELAY, default 0.1 s, 0.001..5) is the
 	// base of the exponential backoff when a batch transaction hits a
