@@ -89,21 +89,13 @@ func TestHealthNeverReadyWhenTheGroupIsRefused(t *testing.T) {
 // drain and until Close stops the HTTP server.
 func TestHealthDrainingOnceRunFails(t *testing.T) {
 	kafka, external := externalKafka(t)
-	var refuse atomic.Bool
-	kafka.ControlKey(int16(kmsg.Fetch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		kafka.KeepControl()
-		if !refuse.Load() {
-			return nil, nil, false
-		}
-		return fetchRefused(kr.(*kmsg.FetchRequest)), nil, true
-	})
 	m, run, ctx := launchFailing(t, testdb.NewSchema(t).URL, external)
 	run.await(t, m.Ready)
 	awaitReady(t, m)
 	require.EventuallyWithT(t, func(c *assert.CollectT) { assert.NotEmpty(c, owned(c, m)[0]) }, runWait, 20*time.Millisecond,
 		"it owns partitions, so it fetches")
 
-	refuse.Store(true)
+	kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1}) // as a broker without Read on the topic
 	awaitFailed(t, m, run, ctx)
 }
 

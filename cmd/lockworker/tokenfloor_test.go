@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -72,19 +73,8 @@ func TestStartWithoutReadOnLockAcquired(t *testing.T) {
 	v, err := ev.Encode()
 	require.NoError(t, err)
 	require.NoError(t, p.ProduceSync(context.Background(), &kgo.Record{Topic: acquired, Value: v}).FirstErr())
-	td, err := kadm.NewClient(p).ListTopics(context.Background(), acquired)
-	require.NoError(t, err)
-	id := td[acquired].ID
-	kafka.ControlKey(int16(kmsg.Fetch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		kafka.KeepControl()
-		req := kr.(*kmsg.FetchRequest)
-		for _, rt := range req.Topics {
-			if rt.Topic != acquired && rt.TopicID != id {
-				return nil, nil, false // the worker's own fetches
-			}
-		}
-		return fetchRefused(req), nil, true
-	})
+	// As a broker without Read on the topic; the worker's own fetches go.
+	kafka.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: acquired, Err: kerr.TopicAuthorizationFailed, Count: -1})
 
 	t.Run("require", func(t *testing.T) {
 		m := NewMain()
@@ -117,21 +107,4 @@ func TestStartWithoutReadOnLockAcquired(t *testing.T) {
 		require.Contains(t, log.String(), "TOKEN_FLOOR_CHECK=warn")
 		require.Contains(t, log.String(), `"level":"error"`)
 	})
-}
-
-// fetchRefused answers req refusing every partition it asks for
-// (TOPIC_AUTHORIZATION_FAILED), as a broker without Read on the topic does.
-func fetchRefused(req *kmsg.FetchRequest) *kmsg.FetchResponse {
-	resp := req.ResponseKind().(*kmsg.FetchResponse)
-	for _, rt := range req.Topics {
-		st := kmsg.NewFetchResponseTopic()
-		st.Topic, st.TopicID = rt.Topic, rt.TopicID
-		for _, rp := range rt.Partitions {
-			sp := kmsg.NewFetchResponseTopicPartition()
-			sp.Partition, sp.ErrorCode = rp.Partition, kerr.TopicAuthorizationFailed.Code
-			st.Partitions = append(st.Partitions, sp)
-		}
-		resp.Topics = append(resp.Topics, st)
-	}
-	return resp
 }
