@@ -224,7 +224,7 @@ func skipTooLarge(cons *kgo.Client, err error) (b *kgo.ErrDecompressTooLarge, sk
 	if !ok {
 		return nil, nil
 	}
-	cons.SetOffsets(map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: {Epoch: b.Epoch, Offset: b.NextOffset}}})
+	cons.SetOffsets(map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: fetchbound.Past(b)}})
 	return b, fmt.Errorf("skipped the record batch at offsets %d..%d of partition %d of %q unread, which decompresses past the bound (Config.KafkaOpts) or cannot be decompressed: %w",
 		b.Offset, b.NextOffset-1, b.Partition, b.Topic, err)
 }

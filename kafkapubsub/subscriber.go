@@ -357,7 +357,7 @@ func (s *Subscriber) skipBatch(client *kgo.Client, owned *ownedPartitions, b *kg
 	}
 	s.logger.Error("Skipped a record batch that decompresses past the bound, or cannot be decompressed: none of its records is delivered", b,
 		fields.Add(watermill.LogFields{"partition": b.Partition, "offset": b.Offset, "last_offset": b.NextOffset - 1}))
-	past := map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: {Epoch: b.Epoch, Offset: b.NextOffset}}}
+	past := map[string]map[int32]kgo.EpochOffset{b.Topic: {b.Partition: fetchbound.Past(b)}}
 	client.SetOffsets(past)
 	// kgo's SetOffsets marks a group's partition as well, but documents
 	// marking only here. A no-op outside group mode.

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
@@ -917,7 +918,7 @@ func (w *Worker) committed(parts []*part, results []result, took time.Duration) 
 		}
 		if len(pt.skips) > 0 {
 			b := pt.skips[len(pt.skips)-1]
-			w.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: {pt.p.id: {Epoch: b.Epoch, Offset: b.NextOffset}}})
+			w.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: {pt.p.id: fetchbound.Past(b)}})
 		}
 		for _, b := range pt.marked {
 			w.skipped(pt.p, b)

@@ -466,7 +466,7 @@ func (w *Worker) highestPublishedToken(ctx context.Context, f *TokenFloor) error
 				ended[b.Partition] = true
 			} else if !ended[b.Partition] {
 				// kgo fetches the partition no further until moved past it.
-				seek[b.Partition] = kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
+				seek[b.Partition] = fetchbound.Past(b)
 			}
 		}
 		for p := range ended {

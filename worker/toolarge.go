@@ -73,7 +73,7 @@ func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressToo
 		if to == nil {
 			to = map[int32]kgo.EpochOffset{}
 		}
-		to[b.Partition] = kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
+		to[b.Partition] = fetchbound.Past(b)
 		w.log.Warn().Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
 			Int("bound", w.batchBound).Int("ratio_bound", fetchbound.Ratio).
 			Msg("a record batch of the commands topic decompresses past the bound, or cannot be decompressed: it is skipped unread once the records before it are applied")

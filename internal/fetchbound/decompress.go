@@ -92,6 +92,13 @@ type Decompressor struct {
 // maxPooledBuffer is the largest read buffer kept for the next batch.
 const maxPooledBuffer = 1 << 20
 
+// Past is the position just after the batch b names: where its reader
+// moves to skip it, as kgo fetches nothing more of its partition until the
+// reader does.
+func Past(b *kgo.ErrDecompressTooLarge) kgo.EpochOffset {
+	return kgo.EpochOffset{Epoch: b.Epoch, Offset: b.NextOffset}
+}
+
 // Options are a consumer's fetch options that bound what the records
 // anyone may produce inflate to: kgo.MaxDecompressBatchBytes(max),
 // kgo.WithDecompressor of the Decompressor returned, and kgo.FetchMaxBytes
