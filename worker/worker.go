@@ -403,6 +403,11 @@ func New(cfg Config) (*Worker, error) {
 		// client then resumes no later than where the records lost began,
 		// and the worker skips those it applied (lostRecords).
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// A transactional producer's commands are applied once its
+		// transaction commits, an aborted one's never (kgo's default reads
+		// both); an open transaction holds back what follows it on its
+		// partition until it ends.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.AdjustFetchOffsetsFn(w.resumeFromStore),
 		kgo.OnPartitionsAssigned(w.assigned),
 		kgo.OnPartitionsRevoked(w.revoked),
