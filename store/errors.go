@@ -59,7 +59,24 @@ var (
 	// cannot know what the later migrations changed, so Migrate refuses to
 	// run against it, and no retry cures it (SchemaNewerError).
 	ErrSchemaNewer = errors.New("database schema newer than this binary")
+	// ErrRetiredTopicID means CheckTopicID was given a topic ID the topic
+	// had before its current one (RetiredTopicIDError): read from a broker
+	// that has not caught up with the topic's deletion yet. Nothing was
+	// changed; reading the ID again, from another broker or later, cures it.
+	ErrRetiredTopicID = errors.New("the topic ID read is one the topic had before its current one")
 )
+
+// RetiredTopicIDError is ErrRetiredTopicID for one topic: ID is the ID
+// read, Current the one stored.
+type RetiredTopicIDError struct {
+	Topic, ID, Current string
+}
+
+func (e *RetiredTopicIDError) Error() string {
+	return fmt.Sprintf("%v: %s read as %s, now %s (a broker behind the topic's deletion)", ErrRetiredTopicID, e.Topic, e.ID, e.Current)
+}
+
+func (e *RetiredTopicIDError) Unwrap() error { return ErrRetiredTopicID }
 
 // SchemaNewerError is ErrSchemaNewer with the versions.
 type SchemaNewerError struct {

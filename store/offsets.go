@@ -195,17 +195,25 @@ func (s *Store) SkipOffset(ctx context.Context, group, topic string, partition i
 // ("<topic>/<partition>/<offset>", which the new topic's records would be
 // given again; a wait still queued under one is answered under the id and
 // "@<old topic ID>"), and returns the ID they were stored under. The first
-// call for a topic only records the ID.
+// call for a topic only records the ID. The IDs replaced are kept, the
+// last RetiredTopicIDsKept: one of them given again (read from a broker
+// that has not caught up with the topic's deletion yet) changes nothing
+// and fails with a *RetiredTopicIDError (ErrRetiredTopicID), for taken as
+// a new recreation it would forget the live topic's offsets and outcomes.
 func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recreated bool, was string, err error) {
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		recreated, was = false, ""
-		err := tx.QueryRow(ctx, `SELECT topic_id FROM consumer_topics WHERE group_id = $1 AND topic = $2 FOR UPDATE`, group, topic).Scan(&was)
+		var retired bool
+		err := tx.QueryRow(ctx, `SELECT topic_id, $3 = ANY(retired_ids) FROM consumer_topics WHERE group_id = $1 AND topic = $2 FOR UPDATE`,
+			group, topic, id).Scan(&was, &retired)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 			_, err = tx.Exec(ctx, `INSERT INTO consumer_topics (group_id, topic, topic_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, group, topic, id)
 			return err
 		case err != nil || was == id:
 			return err
+		case retired:
+			return &RetiredTopicIDError{Topic: topic, ID: id, Current: was}
 		}
 		recreated = true
 		if _, err := tx.Exec(ctx, `DELETE FROM consumer_offsets WHERE group_id = $1 AND topic = $2`, group, topic); err != nil {
@@ -230,7 +238,8 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recr
 			WHERE starts_with(request_id, $1 || '/')`, topic, was); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE consumer_topics SET topic_id = $3 WHERE group_id = $1 AND topic = $2`, group, topic, id)
+		_, err = tx.Exec(ctx, `UPDATE consumer_topics SET topic_id = $3, retired_ids = (ARRAY[topic_id] || retired_ids)[1:$4]
+			WHERE group_id = $1 AND topic = $2`, group, topic, id, RetiredTopicIDsKept)
 		return err
 	})
 	if err != nil {
@@ -238,3 +247,9 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recr
 	}
 	return recreated, was, nil
 }
+
+// RetiredTopicIDsKept is how many of the IDs a topic had before its
+// current one CheckTopicID keeps. Topic IDs are random UUIDs, never given
+// again to a new topic, and only those of recent deletions can still be
+// read from a broker that lags: a few are enough.
+const RetiredTopicIDsKept = 16

@@ -811,6 +811,63 @@ func TestCheckTopicID(t *testing.T) {
 	require.False(t, recreated)
 }
 
+// An ID the topic had before its current one, read again from a broker
+// behind the topic's deletion (old, new, old), is no new recreation: the
+// live topic's offsets and generated outcomes stay, the new ID stays
+// stored, and the caller is told to read it again (ErrRetiredTopicID).
+// Only the last RetiredTopicIDsKept IDs replaced are kept.
+func TestCheckTopicIDRefusesARetiredID(t *testing.T) {
+	t.Parallel()
+	st := testdb.New(t)
+	ctx := context.Background()
+	const group, topic = "lockworker", "locks.commands"
+	check := func(id string) (bool, error) {
+		t.Helper()
+		recreated, _, err := st.CheckTopicID(ctx, group, topic, id)
+		return recreated, err
+	}
+	_, err := check("old")
+	require.NoError(t, err)
+	recreated, err := check("new")
+	require.NoError(t, err)
+	require.True(t, recreated)
+	// The new topic applied up to 500 on partition 0.
+	_, err = st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, 0, 500)`, group, topic)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO processed_requests (request_id, outcome) VALUES ('locks.commands/0/499', '{}')`)
+	require.NoError(t, err)
+
+	recreated, err = check("old")
+	require.ErrorIs(t, err, store.ErrRetiredTopicID)
+	require.False(t, recreated)
+	retired, ok := errors.AsType[*store.RetiredTopicIDError](err)
+	require.True(t, ok)
+	require.Equal(t, store.RetiredTopicIDError{Topic: topic, ID: "old", Current: "new"}, *retired)
+	require.NotErrorIs(t, err, store.ErrTransient, "no retry of the transaction cures it: the ID is read again")
+	require.Equal(t, map[int32]store.Position{0: {Next: 500, Epoch: -1}}, offsets(t, st, group, topic))
+	var outcomes int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM processed_requests WHERE request_id = 'locks.commands/0/499'`).Scan(&outcomes))
+	require.Equal(t, 1, outcomes)
+	recreated, err = check("new")
+	require.NoError(t, err)
+	require.False(t, recreated, "the new ID stayed stored")
+
+	// Recreated many times over: the oldest IDs are forgotten.
+	for i := range store.RetiredTopicIDsKept {
+		_, err = check(fmt.Sprintf("later-%d", i))
+		require.NoError(t, err)
+	}
+	_, err = check("new") // the first one replaced since
+	require.ErrorIs(t, err, store.ErrRetiredTopicID)
+	recreated, err = check("old") // replaced RetiredTopicIDsKept+1 IDs ago
+	require.NoError(t, err)
+	require.True(t, recreated)
+	var kept int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT cardinality(retired_ids) FROM consumer_topics WHERE group_id = $1 AND topic = $2`,
+		group, topic).Scan(&kept))
+	require.Equal(t, store.RetiredTopicIDsKept, kept)
+}
+
 func offsets(t *testing.T, st *store.Store, group, topic string) map[int32]store.Position {
 	t.Helper()
 	o, err := st.Offsets(context.Background(), group, topic)
