@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -17,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -77,6 +81,66 @@ func TestResumeRetriesTheTopicIDsRead(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, election.Hits())
 	require.Equal(t, kgo.NewOffset().AtStart(), offsets[names.Commands][0], "the old topic's offset forgotten")
+}
+
+// A broker that has not caught up with a recreation answers the commands
+// topic's deleted ID, one the stored ID replaced: resuming reads the ID
+// again instead of taking it for a new recreation, which would forget the
+// live topic's offsets, and says so once, at warn level, with both IDs.
+func TestResumeReadsARetiredTopicIDAgain(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands))
+	w, st := newApplierOn(t, c)
+	logs := &testlog.Buffer{}
+	w.log = zerolog.New(logs)
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(names.Commands)
+	req.Topics = append(req.Topics, rt)
+	live, err := req.RequestWith(ctx, w.cl)
+	require.NoError(t, err)
+	require.Len(t, live.Topics, 1)
+	current := kadm.TopicID(live.Topics[0].TopicID).String()
+	deleted := [16]byte{0xde, 0x1e, 0x7e, 0xd}
+	// The deleted topic, then the current one: the stored offset is the
+	// current topic's.
+	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, kadm.TopicID(deleted).String())
+	require.NoError(t, err)
+	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, current)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 2)`,
+		names.Commands)
+	require.NoError(t, err)
+	producer, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	for range 3 {
+		require.NoError(t, producer.ProduceSync(ctx, &kgo.Record{Topic: names.Commands, Value: []byte("x")}).FirstErr())
+	}
+	producer.Close()
+	var stale atomic.Int32
+	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if ts := req.(*kmsg.MetadataRequest).Topics; len(ts) != 1 || ts[0].Topic == nil || *ts[0].Topic != names.Commands {
+			c.KeepControl() // not the topic's read: the next one is
+			return nil, nil, false
+		}
+		stale.Add(1)
+		resp := *live
+		resp.Version = req.GetVersion()
+		resp.Topics = slices.Clone(live.Topics)
+		resp.Topics[0].TopicID = deleted
+		return &resp, nil, true
+	})
+
+	offsets, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, stale.Load(), "the deleted topic's ID was read first")
+	require.Equal(t, kgo.NewOffset().At(2).WithEpoch(-1), offsets[names.Commands][0], "the live topic's offset kept")
+	require.EqualValues(t, 2, storedOffset(t, st, 0))
+	require.NotContains(t, logs.String(), "created again")
+	require.Equal(t, 1, strings.Count(logs.String(), `"level":"warn"`), logs.String())
+	require.Contains(t, logs.String(), `"topic_id":"`+kadm.TopicID(deleted).String()+`","current":"`+current+`"`)
+	require.NotContains(t, logs.String(), `"level":"error"`, "an expected lag, not a failure")
 }
 
 // A stale replica that moves the stored offset between resuming's read of

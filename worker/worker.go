@@ -1150,26 +1150,39 @@ func unknownBroker(err error) bool {
 // read the ID that may pass (an election, a broker restarting) is returned
 // for resuming to retry, as a recreation is when such failures come; one
 // that cannot pass (no Describe right on the topic) leaves the offsets
-// unchecked, with a warning.
+// unchecked, with a warning. An ID the topic had before its current one
+// (store.ErrRetiredTopicID: the broker asked has not caught up with the
+// topic's deletion) is read again, from the next broker, as resuming
+// retries (at most 5 s apart, until the revoke), and logged once, at warn
+// level: it is expected for a while after a recreation.
 func (w *Worker) checkTopicID(ctx context.Context) error {
-	topic := w.cfg.Names.Commands
-	id, err := w.topicID(ctx)
-	if err != nil && (transient(err) || ctx.Err() != nil) { // a stop or a revoke is not a reason to warn
+	warned := false
+	retired := func(err error) bool { return errors.Is(err, store.ErrRetiredTopicID) }
+	return w.retry(ctx, zerolog.Nop(), "", retired, func(ctx context.Context) error {
+		topic := w.cfg.Names.Commands
+		id, err := w.topicID(ctx)
+		if err != nil && (transient(err) || ctx.Err() != nil) { // a stop or a revoke is not a reason to warn
+			return err
+		}
+		if err != nil {
+			w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
+			return nil
+		}
+		if id == "" {
+			return nil
+		}
+		recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, id)
+		if recreated {
+			w.log.Warn().Str("topic", topic).Str("topic_id", id).Str("was", was).
+				Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
+		}
+		if e, ok := errors.AsType[*store.RetiredTopicIDError](err); ok && !warned {
+			warned = true
+			w.log.Warn().Str("topic", topic).Str("topic_id", e.ID).Str("current", e.Current).
+				Msg("a broker answered the commands topic's ID as one it had before its current one (it has not caught up with the topic's deletion yet): reading it again before the partitions resume")
+		}
 		return err
-	}
-	if err != nil {
-		w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
-		return nil
-	}
-	if id == "" {
-		return nil
-	}
-	recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, id)
-	if recreated {
-		w.log.Warn().Str("topic", topic).Str("topic_id", id).Str("was", was).
-			Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
-	}
-	return err
+	})
 }
 
 // topicID returns the commands topic's ID, "" when Kafka gives topics none
