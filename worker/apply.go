@@ -323,13 +323,14 @@ func (w *Worker) restartMoved(parts []*part, moved *store.OffsetMovedError, back
 }
 
 // wentBack reports whether the moved partition's stored offset is below the
-// one this worker expected (or gone), and if so checks the fencing token
-// floor (RaiseTokenFloor, Kafka read included) before the partition applies
-// anything again, so that the commands it applies again (their outcomes
-// lost too) and every other grant do not hand out published tokens again.
-// Every batch, of any replica, moves an offset forward from where it found
-// it; this worker's own moves back (rewindLost) set its expected offset
-// before any batch of the partition runs again. So a lower offset is
+// one this worker expected (at its first batch: resumed from) or gone, and
+// if so checks the fencing token floor (RaiseTokenFloor, Kafka read
+// included) before the partition applies anything again, so that the
+// commands it applies again (their outcomes lost too) and every other
+// grant do not hand out published tokens again. Every batch, of any
+// replica, moves an offset forward from where it found it; this worker's
+// own moves back (rewindLost) set its expected offset before any batch of
+// the partition runs again. So a lower offset is
 // PostgreSQL having lost committed transactions (a restore, an
 // asynchronous standby promoted while this worker ran), or another replica
 // having moved it back because the commands topic lost records or was
@@ -367,17 +368,17 @@ func (w *Worker) wentBack(ctx context.Context, parts []*part, moved *store.Offse
 }
 
 // checkWentBack logs that the stored offset of partition went back from
-// (the offset this worker expected) to stored (-1: gone) and checks the
-// fencing token floor (RaiseTokenFloor) before the partition applies
-// anything again: wentBack's check, and rewindLost's when the offset it
-// reads after a Kafka loss is below the one expected.
+// (the offset this worker expected, or resumed from) to stored (-1: gone)
+// and checks the fencing token floor (RaiseTokenFloor) before the
+// partition applies anything again: wentBack's check, and rewindLost's
+// when the offset it reads after a Kafka loss is below the one expected.
 func (w *Worker) checkWentBack(ctx context.Context, partition int32, from, stored int64) error {
 	check := "checking the fencing tokens against the lock.acquired topic before the partition applies its commands again from the stored offset"
 	if w.cfg.TokenFloorCheck == TokenFloorOff || w.cfg.Names.Acquired == "" {
 		check = "the fencing tokens are not checked (TOKEN_FLOOR_CHECK=off, or no lock.acquired topic): tokens already granted may be granted again"
 	}
 	w.log.Error().Int32("partition", partition).Int64("expected_offset", from).Int64("stored_offset", stored).
-		Msg("the partition's stored offset went back, below the one this replica committed: PostgreSQL lost transactions (a restore, " +
+		Msg("the partition's stored offset went back, below the one this replica committed or resumed from: PostgreSQL lost transactions (a restore, " +
 			"an asynchronous failover), or the commands topic was recreated / rewound (another replica moved the offset back after Kafka " +
 			"lost records); " + check)
 	f, err := w.RaiseTokenFloor(ctx)
@@ -763,7 +764,12 @@ func queueXactID(b *pgx.Batch, xids *[]int64) {
 // from its last batch, the offset rows are locked by advancing them (in
 // decode) and nothing is sent here. After an assignment they are read and
 // locked first, in partition order as every transaction locks them, in a
-// round trip of their own.
+// round trip of their own. A partition's first batch takes the offset
+// found there, or further on (another replica applied more), but not
+// below where the partition resumed, nor gone (-1): it moved back since
+// (another replica forgot a recreated topic's offsets, or moved them back
+// after Kafka lost records), and the records polled from where it resumed,
+// maybe the deleted topic's, would move it past records never applied.
 func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pgx.Batch, []int64, error) {
 	w := t.w
 	topic := w.cfg.Names.Commands
@@ -781,8 +787,11 @@ func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pg
 		return nil, nil, err
 	}
 	for i, pt := range parts {
-		if pt.p.expected != unknownOffset && stored[i] != pt.p.expected {
+		switch resumed := pt.p.resumed.Load(); {
+		case pt.p.expected != unknownOffset && stored[i] != pt.p.expected:
 			return nil, nil, &store.OffsetMovedError{Topic: topic, Partition: pt.p.id, From: pt.p.expected}
+		case pt.p.expected == unknownOffset && resumed != unknownOffset && stored[i] < resumed:
+			return nil, nil, &store.OffsetMovedError{Topic: topic, Partition: pt.p.id, From: resumed}
 		}
 	}
 	return &pgx.Batch{}, stored, nil

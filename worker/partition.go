@@ -64,7 +64,12 @@ type partition struct {
 	// batch committed, a move of it, or Lag's read), unknownOffset before:
 	// Lag's while PostgreSQL does not answer.
 	stored atomic.Int64
-	lane   int // the applier of its records, fixed while owned
+	// resumed is the stored offset the partition resumed from when
+	// assigned (knowResumed), unknownOffset when none was stored: its first
+	// batch, which knows no expected offset yet, takes one found below it
+	// (or gone) as moved back (txn.offsets), as a later batch would.
+	resumed atomic.Int64
+	lane    int // the applier of its records, fixed while owned
 	// seek is where the client is to fetch from after the applier moved the
 	// stored offset back (lostRecords); the poll loop moves it there.
 	seek atomic.Pointer[store.Position]
@@ -99,6 +104,7 @@ func (w *Worker) startPartition(parent context.Context, id int32, stallEpoch uin
 	p := &partition{w: w, id: id, ctx: ctx, wake: make(chan struct{}, 1), cancel: cancel, expected: unknownOffset,
 		finished: make(chan struct{}), stallEpoch: stallEpoch}
 	p.stored.Store(unknownOffset)
+	p.resumed.Store(unknownOffset)
 	p.revoking, p.revoke = context.WithCancel(ctx)
 	var both sync.WaitGroup
 	rctx, stopRelay := context.WithCancel(ctx)

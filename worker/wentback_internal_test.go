@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -100,4 +101,71 @@ func publishedToken42(t *testing.T) (c *kfake.Cluster, w *Worker, st *store.Stor
 	require.NoError(t, err)
 	require.NoError(t, pp.ProduceSync(context.Background(), &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
 	return c, w, st, logs
+}
+
+// A partition's first batch after it resumed finds its stored offset below
+// where it resumed, or gone (another replica's check of a recreated
+// commands topic deleted every partition's row meanwhile, or moved it back
+// after Kafka lost records): the records polled from where it resumed,
+// maybe the deleted topic's, are not applied, which would move the offset
+// past records never applied; the partition goes back to the stored
+// offset, as a later batch would. Found further on (another replica
+// applied more), or with nothing stored when it resumed (a new group), the
+// first batch applies from there as before.
+func TestFirstBatchFindsTheOffsetBelowWhereItResumed(t *testing.T) {
+	const resumedAt = 200
+	for name, c := range map[string]struct {
+		resumed bool   // a row was stored when the partition resumed
+		after   string // what happens to the row before the first batch
+		back    bool   // the partition goes back to the stored offset
+		next    int64  // the stored offset after (0: none)
+	}{
+		"gone":            {resumed: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, back: true},
+		"moved back":      {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 150 WHERE partition = 0`, back: true, next: 150},
+		"moved on":        {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 220 WHERE partition = 0`, next: 251},
+		"as it resumed":   {resumed: true, next: 251},
+		"nothing resumed": {next: 251},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			_, w, st, logs := publishedToken42(t)
+			names := topics.DefaultNames()
+			if c.resumed {
+				_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, $2)`,
+					names.Commands, resumedAt)
+				require.NoError(t, err)
+			}
+			p := own(w, 0)
+			stored, err := st.Offsets(ctx, "lockworker", names.Commands)
+			require.NoError(t, err)
+			w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored) // as resumeFromStore does
+			if c.after != "" {
+				_, err = st.Pool.Exec(ctx, c.after)
+				require.NoError(t, err)
+			}
+
+			locks := make([]string, 51) // offsets 200..250
+			for i := range locks {
+				locks[i] = fmt.Sprintf("l-%d", resumedAt+i)
+			}
+			apply(w, seg(t, p, resumedAt, locks...))
+			var rows, applied int
+			require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&rows))
+			require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks`).Scan(&applied))
+			require.EqualValues(t, c.next, storedOffset(t, st, 0))
+			if !c.back {
+				require.NoError(t, p.ctx.Err())
+				require.NotZero(t, rows)
+				require.NotZero(t, applied)
+				require.NotContains(t, logs.String(), "went back")
+				return
+			}
+			require.Zero(t, rows, "nothing written")
+			require.Zero(t, applied, "nothing applied")
+			again := restarted(t, w, p)
+			require.Equal(t, &store.Position{Next: c.next, Epoch: -1}, again.seek.Load(), "fetched again from the stored offset")
+			require.Contains(t, logs.String(), `"expected_offset":200`)
+			require.Contains(t, logs.String(), "partition offset went back: restarting")
+		})
+	}
 }

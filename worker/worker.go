@@ -1076,7 +1076,8 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 // knowResumed records the stored offsets the assigned partitions resume
 // from, as checked and moved, as their partitions' (Lag's fallback): no
 // batch of them commits before they resume, so nothing newer is known. A
-// partition never applied is left to Lag's next read.
+// partition never applied is left to Lag's next read. It is also where
+// the partition resumed (resumed), for its first batch to compare with.
 func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]store.Position) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -1084,6 +1085,7 @@ func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]sto
 		pos, ok := stored[id]
 		if p := w.parts[id]; p != nil && ok {
 			p.stored.Store(pos.Next)
+			p.resumed.Store(pos.Next)
 		}
 	}
 }
