@@ -282,9 +282,22 @@ func (b *Batch) resend(c topics.Command, s *stored, polledAt time.Time) ([]topic
 		}
 	}
 	if c.ReplyTo != "" {
-		b.queueEvent(c.ReplyTo, []byte(c.Key()), prev, ev)
+		b.queueEvent(c.ReplyTo, []byte(eventKey(ev, c)), prev, ev)
 	}
 	return []topics.Event{ev}, nil
+}
+
+// eventKey is the record key of ev, the stored outcome of a request that c
+// repeats: the key of the lock or session ev is about, which a copy "with
+// any content" may not name; c's own when ev is about neither.
+func eventKey(ev topics.Event, c topics.Command) string {
+	switch {
+	case ev.LockInfo != nil:
+		return topics.LockKey(ev.LockInfo.Namespace, ev.LockInfo.LockName)
+	case ev.SessionInfo != nil:
+		return topics.SessionKey(ev.SessionInfo.SessionID)
+	}
+	return c.Key()
 }
 
 // emit queues p for topic.

@@ -772,6 +772,45 @@ func TestOutcomeStoredWithoutReplyToGoesToAnyCopy(t *testing.T) {
 	require.Equal(t, []string{"locks.replies.elsewhere lock.acquired"}, h.routes())
 }
 
+// A copy of a request_id "with any content" gets the stored outcome keyed
+// as the event it is: by the lock (or session) the event is about, not by
+// the lock or session the copy names, in a later transaction or in the
+// same batch.
+func TestCopyAnsweredUnderItsEventsKey(t *testing.T) {
+	h := newHarness(t)
+	keys := func() []string {
+		t.Helper()
+		var out []string
+		for _, r := range h.outbox() {
+			out = append(out, r.Topic+" "+r.Key+" "+r.Event.Type)
+		}
+		return out
+	}
+	acq := h.acquire("L", "alice", ns("n"))
+	other := acq
+	other.Namespace, other.LockName = "", "ZZ"
+	h.apply(acq, other)
+	require.Equal(t, "locks.replies.alice n/L lock.acquired", keys()[2], "the copy in the same batch")
+	h.clearOutbox()
+	h.apply(other)
+	require.Equal(t, []string{"locks.replies.alice n/L lock.acquired"}, keys())
+
+	open := h.session(topics.OpSessionOpen, "s1", "alice")
+	h.one(open)
+	h.clearOutbox()
+	moved := open
+	moved.SessionID = "s2"
+	h.apply(moved)
+	require.Equal(t, []string{"locks.replies.alice session:s1 session.opened"}, keys())
+	// An acquire with the request_id gets the session's event under the
+	// session key.
+	acqCopy := h.acquire("ZZ", "alice")
+	acqCopy.RequestID = open.RequestID
+	h.clearOutbox()
+	h.apply(acqCopy)
+	require.Equal(t, []string{"locks.replies.alice session:s1 session.opened"}, keys())
+}
+
 // A holder's extends and release that follow its acquire of the lock in one
 // batch go ahead with it (extendAfterSQL, releaseAfterSQL) only while every
 // command before them applied there: the lease must be the one that acquire
