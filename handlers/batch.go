@@ -113,10 +113,9 @@ const (
 	asLockState                // a lock state (not a tombstone): topics.EncodeLockStateHeaders, CompactLockState
 )
 
-// stateRow names a lock's state records in one partition's stream: by its
+// stateRow names a lock's state records in the transaction: by its
 // namespace and name, as two locks may share a key (topics.LockKey).
 type stateRow struct {
-	partition       int32
 	namespace, name string
 }
 
@@ -320,9 +319,10 @@ func (b *Batch) queue(topic string, key []byte, p *pending, headers []topics.Hea
 }
 
 // staleState logs (Env.Log) the drop of a lock state record of revision
-// rev after the transaction's record of revision kept.
+// rev, of the batch's partition, after the transaction's record of
+// revision kept.
 func (b *Batch) staleState(k stateRow, rev, kept int64) {
-	b.env.Log.Error().Int32("partition", k.partition).Str("namespace", k.namespace).Str("lock_name", k.name).
+	b.env.Log.Error().Int32("partition", b.env.Partition).Str("namespace", k.namespace).Str("lock_name", k.name).
 		Int64("revision", rev).Int64("kept_revision", kept).
 		Msg("dropped a lock state record of a lower revision than the transaction's earlier one: a stale view of the lock (a bug)")
 }
@@ -333,7 +333,11 @@ func (b *Batch) staleState(k stateRow, rev, kept int64) {
 // transaction, the last, in its place after the lock's events. A lock that
 // many commands of one batch change (readers joining one by one) then
 // costs one record, not one per command; a Watch sees the transaction's
-// last revision. A tombstone stays before a state that follows it (the
+// last revision. That holds across the commands partitions of the batch
+// (producers not keying by lock key): an earlier record under another
+// partition may reach the topic after the last, and one whose holders are
+// read at flush (changedState) would show the last change's holders under
+// its own revision. A tombstone stays before a state that follows it (the
 // lock deleted, then created again at revision 1): without it a reader
 // would take revision 1 for an old one. A state of a lower revision than
 // the lock's record before it is dropped, never put in its place: the
@@ -342,7 +346,7 @@ func (b *Batch) staleState(k stateRow, rev, kept int64) {
 // topic must not go back. No path is known to reach that: it is logged as
 // an error (Env.Log), so that a regression is seen.
 func (b *Batch) queueState(namespace, name string, p *pending) {
-	k := stateRow{b.env.Partition, namespace, name}
+	k := stateRow{namespace, name}
 	if i, ok := b.states[k]; ok {
 		prev := b.outbox[i].p.state
 		if p.state != nil && prev != nil && prev.Revision > p.state.Revision {

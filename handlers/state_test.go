@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -199,4 +200,55 @@ func TestStateOfLocksSharingAKey(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s: %q %q %s", s.Key, s.State.Namespace, s.State.LockName, s.State.Holders[0].OwnerID))
 	}
 	require.Equal(t, []string{`a/b: "a" "b" o1`, `a/b: "" "a/b" o2`}, got)
+}
+
+// A lock that one transaction changes for commands of two commands
+// partitions (producers not keying by lock key) gets one state record, the
+// transaction's last change's, whose holders are those of its revision:
+// here a reader's join sent ahead for partition 1, whose holders are read
+// at flush, then for partition 2 another reader's release on the general
+// path, or a third reader's join sent ahead after it. An earlier record
+// left under partition 1 would carry its own revision with the holders
+// the later change left.
+func TestStateOfLockChangedForTwoPartitions(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		later func() topics.Command
+		want  string
+	}{
+		{func() topics.Command { return h.release("x", "r1") }, "rev=3 holders=1 [r2] by=release"},
+		{func() topics.Command { return h.acquire("x", "r3", shared) }, "rev=3 holders=3 [r1 r2 r3] by=acquire"},
+	} {
+		h.reset()
+		h.apply(h.acquire("x", "r1", shared))
+		h.clearOutbox()
+		cmds := []topics.Command{h.acquire("x", "r2", shared), tc.later()}
+		partitions := []int32{1, 2}
+		require.NoError(t, h.st.InTx(ctx, func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, h.env)
+			pb := &pgx.Batch{}
+			b.QueueAtOnce(pb, cmds, partitions)
+			if err := tx.SendBatch(ctx, pb).Close(); err != nil {
+				return err
+			}
+			for i, c := range cmds {
+				if _, err := b.For(partitions[i]).Apply(ctx, c, time.Now()); err != nil {
+					return err
+				}
+			}
+			return b.Flush(ctx)
+		}))
+		var got []string
+		for _, s := range h.states() {
+			var hs []string
+			for _, x := range s.State.Holders {
+				hs = append(hs, x.OwnerID)
+			}
+			got = append(got, fmt.Sprintf("rev=%d holders=%d %v by=%s", s.State.Revision, s.State.HolderCount, hs, s.State.Operation))
+		}
+		require.Equal(t, []string{tc.want}, got)
+		require.Equal(t, []string{"2"}, h.texts(`SELECT source_partition::text FROM outbox WHERE topic = $1`, h.env.Names.State),
+			"under the last change's partition")
+	}
 }
