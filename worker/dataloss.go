@@ -134,6 +134,8 @@ func (w *Worker) seekStored(ctx context.Context, p *partition) error {
 	pos, ok := stored[p.id]
 	if !ok {
 		pos = fromStart
+	} else {
+		p.resumed.Store(pos.Next) // its first batch compares with it, as after an assignment
 	}
 	w.seekTo(p, pos)
 	return nil

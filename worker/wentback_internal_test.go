@@ -116,11 +116,13 @@ func TestFirstBatchFindsTheOffsetBelowWhereItResumed(t *testing.T) {
 	const resumedAt = 200
 	for name, c := range map[string]struct {
 		resumed bool   // a row was stored when the partition resumed
+		restart bool   // it resumed from a restart (seekStored), not an assignment
 		after   string // what happens to the row before the first batch
 		back    bool   // the partition goes back to the stored offset
 		next    int64  // the stored offset after (0: none)
 	}{
 		"gone":            {resumed: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, back: true},
+		"gone, restarted": {resumed: true, restart: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, back: true},
 		"moved back":      {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 150 WHERE partition = 0`, back: true, next: 150},
 		"moved on":        {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 220 WHERE partition = 0`, next: 251},
 		"as it resumed":   {resumed: true, next: 251},
@@ -138,7 +140,11 @@ func TestFirstBatchFindsTheOffsetBelowWhereItResumed(t *testing.T) {
 			p := own(w, 0)
 			stored, err := st.Offsets(ctx, "lockworker", names.Commands)
 			require.NoError(t, err)
-			w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored) // as resumeFromStore does
+			if c.restart {
+				require.NoError(t, w.seekStored(ctx, p)) // as a restarted partition does
+			} else {
+				w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored) // as resumeFromStore does
+			}
 			if c.after != "" {
 				_, err = st.Pool.Exec(ctx, c.after)
 				require.NoError(t, err)
