@@ -466,7 +466,8 @@ var errProbed = errors.New("probe succeeded")
 // record (the batch's retry tells). When the whole batch is accepted, or
 // the probes disagree (the refusal comes and goes), it returns errProbed,
 // also after convictions, which stand; a failure of another kind is
-// returned (the batch is retried as usual).
+// returned (the batch is retried as usual), errLetGo when a partition of
+// the batch is being let go.
 func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantine, refused error) error {
 	type at struct{ part, rec int }
 	var order []at
@@ -497,6 +498,12 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 	}
 	probes := 0
 	probe := func(n int) error {
+		// A revoke waits for the batch's segments: a partition being let
+		// go ends the search (its records dropped, the rest searched
+		// again, the convictions kept), as a failing batch's retry does.
+		if slices.ContainsFunc(parts, func(pt *part) bool { return pt.p.letGo() }) {
+			return errLetGo
+		}
 		probes++
 		var scratch []int64
 		_, err := w.applyTx(ctx, prefix(n), &scratch, poison, true)

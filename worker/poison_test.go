@@ -529,3 +529,61 @@ func answersOn(t *testing.T, st *store.Store, reply string) map[string]topics.Ev
 	}
 	return answers
 }
+
+// TestRevokeEndsThePoisonSearch: a partition revoked while its batch's
+// refused command is being searched for is let go at the next probe, not
+// at the end of the search: a revoke, and the group's rebalance, wait for
+// the batch's segments.
+func TestRevokeEndsThePoisonSearch(t *testing.T) {
+	ctx := context.Background()
+	w, st := newApplier(t)
+	// The third transaction (a probe: the batch's attempt is the first)
+	// waits for an advisory lock the test holds.
+	_, err := st.Pool.Exec(ctx, `
+		ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%');
+		CREATE SEQUENCE transactions;
+		CREATE FUNCTION count_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF nextval('transactions') = 3 THEN
+				PERFORM pg_advisory_xact_lock(4242);
+			END IF;
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER count_transaction BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION count_transaction()`)
+	require.NoError(t, err)
+	holder, err := st.Pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer holder.Release()
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_lock(4242)`)
+	require.NoError(t, err)
+	defer holder.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock_all()`) //nolint:errcheck // a failed test's cleanup
+
+	var locks []string
+	for i := range 40 {
+		lock := "good-" + strconv.Itoa(i)
+		if i%5 == 2 {
+			lock = "poison-" + strconv.Itoa(i)
+		}
+		locks = append(locks, lock)
+	}
+	p := w.newPartition(w.hard, 0)
+	done := make(chan struct{})
+	go func() { defer close(done); apply(w, seg(t, p, 0, locks...)) }()
+	require.Eventually(t, func() bool {
+		var waiting int
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`).Scan(&waiting))
+		return waiting == 1
+	}, 30*time.Second, 10*time.Millisecond, "a probe waits for the advisory lock")
+	p.revoke()
+	_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock(4242)`)
+	require.NoError(t, err)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the batch was not let go")
+	}
+	var n int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM transactions`).Scan(&n))
+	require.EqualValues(t, 3, n, "no probe after the revoke")
+	require.NotEqualValues(t, 40, storedOffset(t, st, 0), "the revoked partition's records were dropped, not applied")
+}
