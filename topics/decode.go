@@ -27,21 +27,23 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	case len(value) == 0:
 		return c, reject(c, CodeInvalidRequest, "record value is empty; a command is a JSON object")
 	case len(value) > MaxRecordBytes:
+		// Still answered where it can be: what answers and keys it is read
+		// (when it is a JSON object), not judged.
+		if len(value) <= maxReadRecordBytes {
+			if raw, problem := split(value); problem == "" {
+				c.read(raw)
+				c = c.answering(replyPrefix)
+			}
+		}
 		return c, reject(c, CodeInvalidRequest, "record value is %d bytes, over the limit of %d", len(value), MaxRecordBytes)
 	}
-	trimmed := bytes.TrimLeft(value, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return c, reject(c, CodeInvalidRequest, "record value is not a JSON object")
+	raw, problem := split(value)
+	if problem != "" {
+		return c, reject(c, CodeInvalidRequest, "%s", problem)
 	}
-	// The scanner below trusts the syntax, so it is checked first.
-	if !json.Valid(trimmed) {
-		return c, reject(c, CodeInvalidRequest, "not a valid command: %v", json.Unmarshal(trimmed, new(json.RawMessage)))
-	}
-	var raw [len(fields)][]byte
-	splitObject(trimmed, &raw)
 	// Every field is read before any is judged, so a rejection still carries
 	// request_id, operation and reply_to when they could be read.
-	problem := c.read(&raw)
+	problem = c.read(raw)
 	// A later version may have changed any other field, so it decides first.
 	if c.V > Version {
 		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks %d)", truncate(string(raw[fieldIndex["v"]])), Version)
@@ -74,6 +76,50 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	}
 	return c, nil
 }
+
+// maxReadRecordBytes bounds the values past MaxRecordBytes that are still
+// read for what answers their rejection: Kafka's default message.max.bytes
+// (1 MiB and a batch's 12 bytes of overhead), so that every value a broker
+// with default settings takes uncompressed is answered. Larger ones (sent
+// compressed, or to a broker whose limit is raised: the worker fetches
+// batches that inflate to 16 MiB) are not parsed at all, so that each costs
+// no more than a megabyte's scan.
+const maxReadRecordBytes = 1 << 20
+
+// split checks that value is a JSON object and returns the raw value of each
+// of its known keys, or why it is not a command.
+func split(value []byte) (*[len(fields)][]byte, string) {
+	trimmed := bytes.TrimLeft(value, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, "record value is not a JSON object"
+	}
+	// The scanner below trusts the syntax, so it is checked first.
+	if !json.Valid(trimmed) {
+		return nil, fmt.Sprintf("not a valid command: %v", json.Unmarshal(trimmed, new(json.RawMessage)))
+	}
+	var raw [len(fields)][]byte
+	splitObject(trimmed, &raw)
+	return &raw, ""
+}
+
+// answering is what an over-size record's rejection keeps of c: the fields
+// that answer it and key its answer (Command.Key), each only where it is
+// valid, so that the answer is no larger, and no more refused by
+// PostgreSQL or Kafka, than that of a valid command.
+func (c Command) answering(replyPrefix string) Command {
+	if _, known := LookupOperation(c.Operation); !known {
+		c.Operation = ""
+	}
+	for _, f := range fields {
+		if !slices.Contains(answeringFields, f.name) || f.check != nil && f.check(c, replyPrefix) != "" {
+			f.clear(&c)
+		}
+	}
+	return c
+}
+
+// answeringFields are the fields answering keeps.
+var answeringFields = []string{"request_id", "operation", "namespace", "lock_name", "session_id", "reply_to"}
 
 // fieldOf returns the row of fields a key names exactly, or -1 for an
 // unknown key (ignored, as the contract says).

@@ -40,6 +40,8 @@ func FuzzDecode(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	// Over MaxRecordBytes, a valid object: refused, but what answers it is read.
+	f.Add([]byte(sized(`{"request_id":"r","operation":"acquire","lock_name":"a","owner_id":"o","reply_to":"locks.replies.x","pad":"`, `"}`, MaxRecordBytes+1)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(b, "locks.replies.")
 		if err != nil {

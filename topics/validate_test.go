@@ -1,6 +1,7 @@
 package topics
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -292,6 +293,50 @@ func TestRejectionKeepsCommand(t *testing.T) {
 			require.Equal(t, tc.operation, r.Command.Operation)
 			require.Equal(t, tc.replyTo, r.Command.ReplyTo)
 		})
+	}
+}
+
+// TestDecodeAnswersOverSize: a value over MaxRecordBytes is refused for
+// its size, but what answers and keys its rejection is still read, so the
+// rejection is answered (docs/design.md: a rejection carries whatever
+// request_id, operation and reply_to could be read); past
+// maxReadRecordBytes nothing is parsed.
+func TestDecodeAnswersOverSize(t *testing.T) {
+	over := func(head string, n int) *Rejection {
+		t.Helper()
+		r := rejected(t, sized(head+`"pad":"`, `"}`, n), CodeInvalidRequest)
+		require.Equal(t, fmt.Sprintf("record value is %d bytes, over the limit of %d", n, MaxRecordBytes), r.Message)
+		return r
+	}
+	const valid = `{"request_id":"r1","operation":"release","namespace":"ns","lock_name":"a","owner_id":"o","fencing_token":7,"reply_to":"locks.replies.me",`
+
+	r := over(valid, 70_000)
+	require.Equal(t, Command{RequestID: "r1", Operation: OpRelease, Namespace: "ns", LockName: "a", ReplyTo: "locks.replies.me"}, r.Command,
+		"what answers and keys it is kept, nothing else")
+	require.Equal(t, "ns/a", r.Command.Key())
+	r = over(`{"request_id":"r1","operation":"release","lock_name":"a","fencing_token":"x","reply_to":"locks.replies.me",`, 70_000)
+	require.Equal(t, "r1", r.Command.RequestID, "the other fields are not judged")
+
+	r = over(`{"operation":"session_close","session_id":"s1","reply_to":"locks.replies.me",`, 70_000)
+	require.Equal(t, "session:s1", r.Command.Key(), "a session command is keyed by its session")
+
+	r = over(valid, maxReadRecordBytes)
+	require.Equal(t, "locks.replies.me", r.Command.ReplyTo, "the largest value still read")
+
+	r = over(valid, maxReadRecordBytes+1)
+	require.Equal(t, Command{}, r.Command, "past the outer bound nothing is read")
+
+	// Kept only where valid, so the answer is no larger than any other's.
+	r = over(`{"request_id":"`+strings.Repeat("r", 129)+`","operation":"steal","namespace":"n\u0000","lock_name":"`+strings.Repeat("l", 256)+`","reply_to":"locks.replies.me",`, 70_000)
+	require.Equal(t, Command{ReplyTo: "locks.replies.me"}, r.Command)
+	r = over(`{"request_id":"r1","operation":"query","lock_name":"a","reply_to":"locks.commands",`, 70_000)
+	require.Empty(t, r.Command.ReplyTo, "a reply_to outside the prefix answers nothing")
+
+	// Not a JSON object, or not valid JSON: refused for its size, unread.
+	for _, v := range []string{`[` + strings.Repeat(`"x",`, 20_000) + `1]`, `{"reply_to":"locks.replies.me","pad":"` + strings.Repeat("x", 70_000)} {
+		r = rejected(t, v, CodeInvalidRequest)
+		require.Contains(t, r.Message, "over the limit of 65536")
+		require.Equal(t, Command{}, r.Command)
 	}
 }
 
