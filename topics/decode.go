@@ -43,13 +43,26 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 	}
 	// Every field is read before any is judged, so a rejection still carries
 	// request_id, operation and reply_to when they could be read.
-	problem = c.read(raw)
+	problems := c.read(raw)
 	// A later version may have changed any other field, so it decides first.
 	if c.V > Version {
 		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks %d)", truncate(string(raw[fieldIndex["v"]])), Version)
 	}
-	if problem != "" {
-		return c, reject(c, CodeInvalidRequest, "%s", problem)
+	// Then, as Validate orders them, what decides how the rest is judged
+	// (validateFirst), an unreadable one of those fields first; then any
+	// other field that cannot be read, in the order of fields.
+	for _, name := range judgedFirst {
+		if p := problems[fieldIndex[name]]; p != "" {
+			return c, reject(c, CodeInvalidRequest, "%s", p)
+		}
+	}
+	if _, err := validateFirst(c, replyPrefix); err != nil {
+		return c, err
+	}
+	for _, p := range problems {
+		if p != "" {
+			return c, reject(c, CodeInvalidRequest, "%s", p)
+		}
 	}
 	if err := Validate(c, replyPrefix); err != nil {
 		return c, err
@@ -142,14 +155,12 @@ func fieldOf(key []byte) int {
 // did with encoding/json.
 func present(v []byte) bool { return v != nil && string(v) != "null" }
 
-// read fills c from the raw values of its fields. It returns why the first
-// unreadable field (in the order of fields) could not be read, or "".
-func (c *Command) read(raw *[len(fields)][]byte) string {
-	problem := ""
-	note := func(f field, format string, args ...any) {
-		if problem == "" {
-			problem = f.name + " " + fmt.Sprintf(format, args...)
-		}
+// read fills c from the raw values of its fields. It returns why each
+// unreadable field (by its index in fields) could not be read, "" for the
+// others.
+func (c *Command) read(raw *[len(fields)][]byte) (problems [len(fields)]string) {
+	note := func(i int, format string, args ...any) {
+		problems[i] = fields[i].name + " " + fmt.Sprintf(format, args...)
 	}
 	for i, v := range raw {
 		f := fields[i]
@@ -161,7 +172,7 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 				// (absent).
 				*f.at(c).(*json.RawMessage) = bytes.Clone(v)
 				if present(v) && v[0] != '{' {
-					note(f, "must be a JSON object, got %s", truncate(string(v)))
+					note(i, "must be a JSON object, got %s", truncate(string(v)))
 				}
 			}
 			continue
@@ -178,26 +189,26 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 			case isInteger(v) && v[0] != '-':
 				*f.at(c).(*int) = math.MaxInt // past int's range, still a version above 1
 			case isInteger(v):
-				note(f, "must be 1, got %s", truncate(string(v)))
+				note(i, "must be 1, got %s", truncate(string(v)))
 			default:
-				note(f, "must be an integer, got %s", truncate(string(v)))
+				note(i, "must be an integer, got %s", truncate(string(v)))
 			}
 		case kindText:
 			if v[0] != '"' {
-				note(f, "must be a string, got %s", truncate(string(v)))
+				note(i, "must be a string, got %s", truncate(string(v)))
 				continue
 			}
 			s, ok := unquote(v[1 : len(v)-1])
 			if !ok {
 				// encoding/json would have made it U+FFFD, so two different
 				// inputs could name one lock.
-				note(f, "is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
+				note(i, "is not valid UTF-8 (or holds a lone UTF-16 surrogate escape)")
 				continue
 			}
 			*f.at(c).(*string) = s
 		case kindSeconds, kindOptionalSeconds:
 			if !isNumber(v) {
-				note(f, "must be a number of seconds, got %s", truncate(string(v)))
+				note(i, "must be a number of seconds, got %s", truncate(string(v)))
 				continue
 			}
 			// A number past float64's range reads as ±Inf (strconv's
@@ -211,7 +222,7 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 			}
 		case kindCount:
 			if !isInteger(v) {
-				note(f, "must be an integer, got %s", truncate(string(v)))
+				note(i, "must be an integer, got %s", truncate(string(v)))
 				continue
 			}
 			// Past int's range Atoi gives its bound of the same sign
@@ -221,13 +232,13 @@ func (c *Command) read(raw *[len(fields)][]byte) string {
 		case kindToken:
 			n, err := strconv.ParseInt(string(v), 10, 64)
 			if err != nil || !isInteger(v) {
-				note(f, "must be a 64-bit integer, got %s", truncate(string(v)))
+				note(i, "must be a 64-bit integer, got %s", truncate(string(v)))
 				continue
 			}
 			*f.at(c).(**int64) = &n
 		}
 	}
-	return problem
+	return problems
 }
 
 // splitObject stores the raw value of each known key of the JSON object b in

@@ -2,6 +2,7 @@ package topics
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -22,31 +23,23 @@ type Rejection struct {
 
 func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
 
-// Validate checks a command against every limit of the contract: the
-// fields every command has, then the operation's own (topics.Operations),
-// then owner_id. A zero lease_duration or extension_duration reads as "not
-// given" here; Decode also refuses one written explicitly.
+// Validate checks a command against every limit of the contract: first
+// what decides how the rest is judged (validateFirst), then the fields every
+// command has, then the operation's own (topics.Operations), then owner_id.
+// A zero lease_duration or extension_duration reads as "not given" here;
+// Decode also refuses one written explicitly.
 func Validate(c Command, replyPrefix string) error {
-	if c.V > Version {
-		return reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks %d)", c.V, Version)
-	}
-	if c.V < 0 {
-		return reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
+	op, err := validateFirst(c, replyPrefix)
+	if err != nil {
+		return err
 	}
 	bad := func(problem string) error { return reject(c, CodeInvalidRequest, "%s", problem) }
 	for _, f := range fields {
-		if f.common && f.check != nil {
+		if f.common && f.check != nil && !slices.Contains(judgedFirst, f.name) {
 			if p := f.check(c, replyPrefix); p != "" {
 				return rejectField(c, f.name, "%s", p)
 			}
 		}
-	}
-	op, known := LookupOperation(c.Operation)
-	switch {
-	case c.Operation == "":
-		return bad("operation is required")
-	case !known:
-		return bad(fmt.Sprintf("unknown operation %q (want %s)", truncate(c.Operation), operationList()))
 	}
 	for _, name := range op.Fields {
 		if f := fields[fieldIndex[name]]; f.check != nil {
@@ -68,6 +61,35 @@ func Validate(c Command, replyPrefix string) error {
 		return bad(p)
 	}
 	return nil
+}
+
+// judgedFirst are the fields validateFirst judges, in its order; Decode
+// reports one of them that cannot be read before any other problem.
+var judgedFirst = []string{"v", "reply_to", "operation"}
+
+// validateFirst judges, before any other field, the version (a later one
+// may have changed every other field), reply_to (a command refused for it
+// is answered nowhere, and its dead-letter copy must say why) and the
+// operation, which says which fields the command has (a session command no
+// lock_name), and returns the operation.
+func validateFirst(c Command, replyPrefix string) (Operation, error) {
+	if c.V > Version {
+		return Operation{}, reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks %d)", c.V, Version)
+	}
+	if c.V < 0 {
+		return Operation{}, reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
+	}
+	if p := fields[fieldIndex["reply_to"]].check(c, replyPrefix); p != "" {
+		return Operation{}, rejectField(c, "reply_to", "%s", p)
+	}
+	op, known := LookupOperation(c.Operation)
+	switch {
+	case c.Operation == "":
+		return op, reject(c, CodeInvalidRequest, "operation is required")
+	case !known:
+		return op, reject(c, CodeInvalidRequest, "unknown operation %q (want %s)", truncate(c.Operation), operationList())
+	}
+	return op, nil
 }
 
 // ValidReplyTo reports whether topic may receive replies: a legal topic name

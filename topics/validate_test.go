@@ -340,6 +340,39 @@ func TestDecodeAnswersOverSize(t *testing.T) {
 	}
 }
 
+// TestDecodeJudgesOperationFirst: a missing or unknown operation is the
+// problem told, not the fields it would have named (a session command has
+// no lock_name); only the version and reply_to come before it.
+func TestDecodeJudgesOperationFirst(t *testing.T) {
+	for _, tc := range []struct{ name, value, code, msg, field string }{
+		{"no operation, no lock_name", `{"request_id":"r","reply_to":"locks.replies.me"}`, CodeInvalidRequest, "operation is required", ""},
+		{"operation misspelt", `{"op":"acquire","owner_id":"o","reply_to":"locks.replies.me"}`, CodeInvalidRequest, "operation is required", ""},
+		{"session command without operation", `{"session_id":"s","owner_id":"o"}`, CodeInvalidRequest, "operation is required", ""},
+		{"unknown operation, no lock_name", `{"operation":"steal"}`, CodeInvalidRequest, "unknown operation \"steal\"", ""},
+		{"no operation, a lock_name too long", `{"lock_name":"` + strings.Repeat("x", 256) + `"}`, CodeInvalidRequest, "operation is required", ""},
+		{"no operation, a lock_name of the wrong type", `{"lock_name":5}`, CodeInvalidRequest, "operation is required", ""},
+		{"no operation, a bad request_id", `{"request_id":"\u0000"}`, CodeInvalidRequest, "operation is required", ""},
+		{"operation of the wrong type", `{"operation":1,"lock_name":5}`, CodeInvalidRequest, "operation must be a string", ""},
+		// Before it: the version, and reply_to, which decides whether the
+		// rejection is answered at all.
+		{"no operation, version 2", `{"v":2}`, CodeUnsupportedVersion, "version 2", ""},
+		{"no operation, v not an integer", `{"v":"1"}`, CodeInvalidRequest, "v must be an integer", ""},
+		{"no operation, reply_to outside the prefix", `{"reply_to":"locks.commands"}`, CodeInvalidRequest, `reply_to "locks.commands" is not a topic name`, "reply_to"},
+		{"no operation, reply_to of the wrong type", `{"reply_to":5}`, CodeInvalidRequest, "reply_to must be a string", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rejected(t, tc.value, tc.code)
+			require.Contains(t, r.Message, tc.msg)
+			require.Equal(t, tc.field, r.Field)
+		})
+	}
+	// Validate, for a command built in Go, judges in the same order.
+	err := Validate(Command{ReplyTo: "locks.replies.me"}, prefix)
+	require.ErrorContains(t, err, "operation is required")
+	err = Validate(Command{ReplyTo: "elsewhere"}, prefix)
+	require.ErrorContains(t, err, "reply_to")
+}
+
 // TestValidate covers commands built in Go (lockctl, the client), which never
 // went through Decode's JSON checks.
 func TestValidate(t *testing.T) {
