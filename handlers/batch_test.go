@@ -440,7 +440,7 @@ func TestRejectBadCommands(t *testing.T) {
 		{"empty", ``, topics.CodeInvalidRequest, "", ""},
 		{"JSON array", `[{"operation":"release"}]`, topics.CodeInvalidRequest, "", ""},
 		{"truncated JSON", `{"operation":"release","lock_name":"a","reply_to":"locks.replies.alice"`, topics.CodeInvalidRequest, "", ""},
-		{"over 64 KiB: not read", huge, topics.CodeInvalidRequest, "", ""},
+		{"over 64 KiB: answered", huge, topics.CodeInvalidRequest, "locks.replies.alice", ""},
 		{"wrong field type", `{"request_id":"bad-1","operation":"release","lock_name":"a","owner_id":"alice","fencing_token":"one","reply_to":"locks.replies.alice"}`,
 			topics.CodeInvalidRequest, "locks.replies.alice", "bad-1"},
 		{"no lock_name", `{"request_id":"bad-2","operation":"release","owner_id":"alice","reply_to":"locks.replies.alice"}`,
