@@ -61,8 +61,9 @@ var (
 	ErrSchemaNewer = errors.New("database schema newer than this binary")
 	// ErrRetiredTopicID means CheckTopicID was given a topic ID the topic
 	// had before its current one (RetiredTopicIDError): read from a broker
-	// that has not caught up with the topic's deletion yet. Nothing was
-	// changed; reading the ID again, from another broker or later, cures it.
+	// that has not caught up with the topic's deletion yet (reading it
+	// again, from another broker or later, cures it), or from another Kafka
+	// cluster, or an earlier one failed back to. Nothing was changed.
 	ErrRetiredTopicID = errors.New("the topic ID read is one the topic had before its current one")
 )
 
@@ -73,7 +74,7 @@ type RetiredTopicIDError struct {
 }
 
 func (e *RetiredTopicIDError) Error() string {
-	return fmt.Sprintf("%v: %s read as %s, now %s (a broker behind the topic's deletion)", ErrRetiredTopicID, e.Topic, e.ID, e.Current)
+	return fmt.Sprintf("%v: %s read as %s, now %s", ErrRetiredTopicID, e.Topic, e.ID, e.Current)
 }
 
 func (e *RetiredTopicIDError) Unwrap() error { return ErrRetiredTopicID }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -83,16 +85,17 @@ func TestResumeRetriesTheTopicIDsRead(t *testing.T) {
 	require.Equal(t, kgo.NewOffset().AtStart(), offsets[names.Commands][0], "the old topic's offset forgotten")
 }
 
-// A broker that has not caught up with a recreation answers the commands
-// topic's deleted ID, one the stored ID replaced: resuming reads the ID
-// again instead of taking it for a new recreation, which would forget the
-// live topic's offsets, and says so once, at warn level, with both IDs.
-func TestResumeReadsARetiredTopicIDAgain(t *testing.T) {
+// topicIDCase is a commands topic whose stored ID is current, with the
+// offset 2, after an earlier topic of the name (retired), on c's brokers;
+// answer(node, live) then answers each Metadata read of the topic on node,
+// the live answer given (nil: let the broker answer).
+func topicIDCase(t *testing.T, brokers int) (c *kfake.Cluster, w *Worker, logs *testlog.Buffer, current, retired string,
+	answer func(func(node int32, live *kmsg.MetadataResponse) *kmsg.MetadataResponse)) {
 	ctx := context.Background()
 	names := topics.DefaultNames()
-	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands))
+	c = kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands), kfake.NumBrokers(brokers))
 	w, st := newApplierOn(t, c)
-	logs := &testlog.Buffer{}
+	logs = &testlog.Buffer{}
 	w.log = zerolog.New(logs)
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
@@ -101,11 +104,9 @@ func TestResumeReadsARetiredTopicIDAgain(t *testing.T) {
 	live, err := req.RequestWith(ctx, w.cl)
 	require.NoError(t, err)
 	require.Len(t, live.Topics, 1)
-	current := kadm.TopicID(live.Topics[0].TopicID).String()
-	deleted := [16]byte{0xde, 0x1e, 0x7e, 0xd}
-	// The deleted topic, then the current one: the stored offset is the
-	// current topic's.
-	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, kadm.TopicID(deleted).String())
+	current = kadm.TopicID(live.Topics[0].TopicID).String()
+	retired = kadm.TopicID(retiredTopicID).String()
+	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, retired)
 	require.NoError(t, err)
 	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, current)
 	require.NoError(t, err)
@@ -118,29 +119,88 @@ func TestResumeReadsARetiredTopicIDAgain(t *testing.T) {
 		require.NoError(t, producer.ProduceSync(ctx, &kgo.Record{Topic: names.Commands, Value: []byte("x")}).FirstErr())
 	}
 	producer.Close()
-	var stale atomic.Int32
-	c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		if ts := req.(*kmsg.MetadataRequest).Topics; len(ts) != 1 || ts[0].Topic == nil || *ts[0].Topic != names.Commands {
-			c.KeepControl() // not the topic's read: the next one is
-			return nil, nil, false
-		}
-		stale.Add(1)
-		resp := *live
-		resp.Version = req.GetVersion()
-		resp.Topics = slices.Clone(live.Topics)
-		resp.Topics[0].TopicID = deleted
-		return &resp, nil, true
-	})
+	return c, w, logs, current, retired, func(fn func(int32, *kmsg.MetadataResponse) *kmsg.MetadataResponse) {
+		c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
+			c.KeepControl()
+			if ts := req.(*kmsg.MetadataRequest).Topics; len(ts) != 1 || ts[0].Topic == nil || *ts[0].Topic != names.Commands {
+				return nil, nil, false
+			}
+			resp := fn(c.CurrentNode(), live)
+			if resp == nil {
+				return nil, nil, false
+			}
+			resp.Version = req.GetVersion()
+			return resp, nil, true
+		})
+	}
+}
 
-	offsets, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+// retiredTopicID is topicIDCase's earlier topic's ID.
+var retiredTopicID = [16]byte{0xde, 0x1e, 0x7e, 0xd}
+
+// withTopicID is live answering id for the topic.
+func withTopicID(live *kmsg.MetadataResponse, id [16]byte) *kmsg.MetadataResponse {
+	resp := *live
+	resp.Topics = slices.Clone(live.Topics)
+	resp.Topics[0].TopicID = id
+	return &resp
+}
+
+// A broker that has not caught up with two recreations answers the topic's
+// ID as one never stored (the middle topic's), while the others answer the
+// current one: the brokers disagree, so nothing is taken for a recreation;
+// read again until they agree, the live topic's offsets are kept. Taken as
+// a recreation, it would forget them and retire the live ID, which every
+// broker would answer from then on.
+func TestResumeWaitsForTheBrokersToAgreeOnTheTopicID(t *testing.T) {
+	_, w, logs, current, _, answer := topicIDCase(t, 3)
+	middle := [16]byte{0x3d, 0x1d}
+	var stale atomic.Int32
+	answer(func(node int32, live *kmsg.MetadataResponse) *kmsg.MetadataResponse {
+		if node == 0 && stale.Add(1) <= 2 {
+			return withTopicID(live, middle)
+		}
+		return nil
+	})
+	names := topics.DefaultNames()
+	offsets, err := w.resumeFromStore(context.Background(), map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
 	require.NoError(t, err)
-	require.EqualValues(t, 1, stale.Load(), "the deleted topic's ID was read first")
+	require.GreaterOrEqual(t, stale.Load(), int32(3), "the lagging broker was asked until it agreed")
 	require.Equal(t, kgo.NewOffset().At(2).WithEpoch(-1), offsets[names.Commands][0], "the live topic's offset kept")
-	require.EqualValues(t, 2, storedOffset(t, st, 0))
 	require.NotContains(t, logs.String(), "created again")
 	require.Equal(t, 1, strings.Count(logs.String(), `"level":"warn"`), logs.String())
-	require.Contains(t, logs.String(), `"topic_id":"`+kadm.TopicID(deleted).String()+`","current":"`+current+`"`)
+	require.Contains(t, logs.String(), kadm.TopicID(middle).String())
+	require.Contains(t, logs.String(), current)
 	require.NotContains(t, logs.String(), `"level":"error"`, "an expected lag, not a failure")
+}
+
+// Every broker answering an ID the topic had before its current one is no
+// lag (another cluster, or an earlier one failed back to): it is refused,
+// the stored offsets kept, and logged once at error level with the
+// statement that applies the topic as a new one.
+func TestResumeRefusesARetiredTopicIDEveryBrokerGives(t *testing.T) {
+	_, w, logs, current, retired, answer := topicIDCase(t, 1)
+	var asked atomic.Int32
+	answer(func(_ int32, live *kmsg.MetadataResponse) *kmsg.MetadataResponse {
+		asked.Add(1)
+		return withTopicID(live, retiredTopicID)
+	})
+	names := topics.DefaultNames()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return asked.Load() >= 3 }, 30*time.Second, 10*time.Millisecond, "read again")
+	cancel() // the revoke
+	err := <-done
+	require.ErrorIs(t, err, store.ErrRetiredTopicID)
+	require.Equal(t, 1, strings.Count(logs.String(), `"level":"error"`), logs.String())
+	require.Contains(t, logs.String(), `"topic_id":"`+retired+`","current":"`+current+`"`)
+	require.Contains(t, logs.String(), "array_remove(retired_ids, '"+retired+"')")
+	require.NotContains(t, logs.String(), "created again")
 }
 
 // A stale replica that moves the stored offset between resuming's read of

@@ -117,16 +117,18 @@ func TestFirstBatchFindsTheOffsetBelowWhereItResumed(t *testing.T) {
 	for name, c := range map[string]struct {
 		resumed bool   // a row was stored when the partition resumed
 		restart bool   // it resumed from a restart (seekStored), not an assignment
+		again   bool   // it resumed again after the change, finding nothing stored
 		after   string // what happens to the row before the first batch
 		back    bool   // the partition goes back to the stored offset
 		next    int64  // the stored offset after (0: none)
 	}{
-		"gone":            {resumed: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, back: true},
-		"gone, restarted": {resumed: true, restart: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, back: true},
-		"moved back":      {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 150 WHERE partition = 0`, back: true, next: 150},
-		"moved on":        {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 220 WHERE partition = 0`, next: 251},
-		"as it resumed":   {resumed: true, next: 251},
-		"nothing resumed": {next: 251},
+		"gone":                {resumed: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, back: true},
+		"gone, resumed again": {resumed: true, again: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, next: 251},
+		"gone, restarted":     {resumed: true, restart: true, after: `DELETE FROM consumer_offsets WHERE partition = 0`, back: true},
+		"moved back":          {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 150 WHERE partition = 0`, back: true, next: 150},
+		"moved on":            {resumed: true, after: `UPDATE consumer_offsets SET next_offset = 220 WHERE partition = 0`, next: 251},
+		"as it resumed":       {resumed: true, next: 251},
+		"nothing resumed":     {next: 251},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
@@ -148,6 +150,9 @@ func TestFirstBatchFindsTheOffsetBelowWhereItResumed(t *testing.T) {
 			if c.after != "" {
 				_, err = st.Pool.Exec(ctx, c.after)
 				require.NoError(t, err)
+			}
+			if c.again { // as a second resumeFromStore of the partition, after this replica forgot the offsets
+				w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, map[int32]store.Position{})
 			}
 
 			locks := make([]string, 51) // offsets 200..250

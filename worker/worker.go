@@ -283,6 +283,8 @@ type Worker struct {
 	seeks atomic.Bool // a partition's seek is set (seekRewound)
 	// recreating says takeRecreatedTopic runs (recreated.go).
 	recreating atomic.Bool
+	// topicIDNoted holds the refusals of a topic ID logged (noteTopicID).
+	topicIDNoted sync.Map
 	// wakePoll ends the poll in progress, so that a seek set while no
 	// records arrive is made (seekTo).
 	wakePoll atomic.Pointer[context.CancelFunc]
@@ -1083,9 +1085,15 @@ func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]sto
 	defer w.mu.Unlock()
 	for id := range assigned {
 		pos, ok := stored[id]
-		if p := w.parts[id]; p != nil && ok {
+		p := w.parts[id]
+		switch {
+		case p != nil && ok:
 			p.stored.Store(pos.Next)
 			p.resumed.Store(pos.Next)
+		case p != nil:
+			// Resumed again with nothing stored (this replica forgot a
+			// recreated topic's offsets): an earlier resume's is void.
+			p.resumed.Store(unknownOffset)
 		}
 	}
 }
@@ -1145,24 +1153,35 @@ func unknownBroker(err error) bool {
 	return err.Error() == "unknown broker"
 }
 
-// checkTopicID forgets the stored offsets of a commands topic that was
-// deleted and created again (store.CheckTopicID): the new topic numbers
-// its records from 0, and the old offsets would skip them as applied.
-// Without a topic ID (Kafka before 2.8) it checks nothing. A failure to
-// read the ID that may pass (an election, a broker restarting) is returned
-// for resuming to retry, as a recreation is when such failures come; one
-// that cannot pass (no Describe right on the topic) leaves the offsets
-// unchecked, with a warning. An ID the topic had before its current one
-// (store.ErrRetiredTopicID: the broker asked has not caught up with the
-// topic's deletion) is read again, from the next broker, as resuming
-// retries (at most 5 s apart, until the revoke), and logged once, at warn
-// level: it is expected for a while after a recreation.
+// checkTopicID checks the commands topic's ID against the one its offsets
+// were stored under (store.CheckTopicID), forgetting them when the topic was
+// created again. A failure to read the ID that may pass (an election, a
+// broker restarting, as when a recreation comes) is returned for resuming
+// to retry; one that cannot (no Describe right on the topic) leaves the
+// offsets unchecked, with a warning. The ID is taken only when every broker
+// that answers gives the same one: a broker that has not caught up with a
+// deletion or a creation yet answers another (topicIDsDisagree), and the
+// read is made again, at most 5 s apart, until they agree or the
+// partitions are revoked; so a lagging broker cannot have a live topic
+// taken for a new one. An ID the topic had before its current one
+// (store.ErrRetiredTopicID) that every broker agrees on is no lag: the
+// cluster is another, or an earlier one failed back to. It is refused,
+// read again the same way, and logged at error level with what an
+// operator can do. Each is logged once per ID, at warn and error level.
 func (w *Worker) checkTopicID(ctx context.Context) error {
-	warned := false
-	retired := func(err error) bool { return errors.Is(err, store.ErrRetiredTopicID) }
-	return w.retry(ctx, zerolog.Nop(), "", retired, func(ctx context.Context) error {
+	again := func(err error) bool {
+		return errors.Is(err, store.ErrRetiredTopicID) || errors.As(err, new(*topicIDsDisagree))
+	}
+	return w.retry(ctx, zerolog.Nop(), "", again, func(ctx context.Context) error {
 		topic := w.cfg.Names.Commands
 		id, err := w.topicID(ctx)
+		if d, ok := errors.AsType[*topicIDsDisagree](err); ok {
+			if w.noteTopicID("disagree " + strings.Join(d.ids, " ")) {
+				w.log.Warn().Str("topic", topic).Strs("topic_ids", d.ids).
+					Msg("the brokers answer different IDs for the commands topic (one has not caught up with its deletion or creation yet): reading it again before the partitions resume")
+			}
+			return err
+		}
 		if err != nil && (transient(err) || ctx.Err() != nil) { // a stop or a revoke is not a reason to warn
 			return err
 		}
@@ -1178,36 +1197,99 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 			w.log.Warn().Str("topic", topic).Str("topic_id", id).Str("was", was).
 				Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
 		}
-		if e, ok := errors.AsType[*store.RetiredTopicIDError](err); ok && !warned {
-			warned = true
-			w.log.Warn().Str("topic", topic).Str("topic_id", e.ID).Str("current", e.Current).
-				Msg("a broker answered the commands topic's ID as one it had before its current one (it has not caught up with the topic's deletion yet): reading it again before the partitions resume")
+		if e, ok := errors.AsType[*store.RetiredTopicIDError](err); ok && w.noteTopicID("retired "+e.ID) {
+			w.log.Error().Str("topic", topic).Str("topic_id", e.ID).Str("current", e.Current).
+				Str("to_apply_it_as_a_new_topic", fmt.Sprintf("UPDATE consumer_topics SET retired_ids = array_remove(retired_ids, '%s') WHERE group_id = '%s' AND topic = '%s';",
+					e.ID, strings.ReplaceAll(w.cfg.Group, "'", "''"), strings.ReplaceAll(topic, "'", "''"))).
+				Msg("every broker answers the commands topic's ID as one it had before its current one: this is another Kafka cluster, or an earlier one failed back to " +
+					"(one database serves one cluster); its partitions are not resumed. Point the workers at the cluster of the current ID, or, to apply this topic " +
+					"from its start as a new one, run the statement given")
 		}
 		return err
 	})
 }
 
+// noteTopicID reports whether what was not noted before, noting it: each
+// refusal of a topic ID is logged once per worker, not per retry.
+func (w *Worker) noteTopicID(what string) bool {
+	_, seen := w.topicIDNoted.LoadOrStore(what, true)
+	return !seen
+}
+
+// topicIDsDisagree is topicID's error when the brokers answer different IDs.
+type topicIDsDisagree struct{ ids []string }
+
+func (e *topicIDsDisagree) Error() string {
+	return "the brokers answer different IDs for the commands topic: " + strings.Join(e.ids, ", ")
+}
+
 // topicID returns the commands topic's ID, "" when Kafka gives topics none
-// (before 2.8).
+// (before 2.8), as every broker that answers gives it (topicIDsDisagree
+// when they do not agree). A broker that cannot be reached contradicts
+// nothing and is left out; one that answers with an error fails the read,
+// and at least one must answer.
 func (w *Worker) topicID(ctx context.Context) (string, error) {
 	topic := w.cfg.Names.Commands
-	id, _, err := describeTopic(ctx, w.cl, topic)
-	if err != nil {
-		return "", fmt.Errorf("reading the ID of %s: %w", topic, err)
+	brokers := w.cl.DiscoveredBrokers()
+	askers := make([]kmsg.Requestor, 0, len(brokers))
+	for _, b := range brokers {
+		askers = append(askers, b)
 	}
-	return id, nil
+	if len(askers) == 0 { // no metadata yet: the seeds
+		askers = append(askers, w.cl)
+	}
+	type answer struct {
+		id  string
+		err error
+	}
+	answers := make([]answer, len(askers))
+	var wg sync.WaitGroup
+	for i, r := range askers {
+		wg.Go(func() {
+			actx, cancel := context.WithTimeout(ctx, topicIDAskTimeout)
+			defer cancel()
+			answers[i].id, _, answers[i].err = describeTopic(actx, r, topic)
+		})
+	}
+	wg.Wait()
+	var ids []string
+	var unreached error
+	for _, a := range answers {
+		switch {
+		case a.err == nil:
+			if !slices.Contains(ids, a.id) {
+				ids = append(ids, a.id)
+			}
+		case errors.As(a.err, new(*kerr.Error)) || ctx.Err() != nil:
+			return "", fmt.Errorf("reading the ID of %s: %w", topic, a.err)
+		default:
+			unreached = a.err
+		}
+	}
+	switch {
+	case len(ids) == 0:
+		return "", fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, unreached)
+	case len(ids) > 1:
+		slices.Sort(ids)
+		return "", &topicIDsDisagree{ids: ids}
+	}
+	return ids[0], nil
 }
+
+// topicIDAskTimeout bounds topicID's wait for one broker: one that does not
+// answer within it is left out, not waited for.
+const topicIDAskTimeout = 5 * time.Second
 
 // describeTopic reads topic's ID ("" where Kafka gives topics none) and
 // partition count from a broker, not from kgo's metadata cache, which
 // kadm's listings answer from: up to MetadataMinAge (5 s) old, it may still
 // hold a deleted topic's ID.
-func describeTopic(ctx context.Context, cl *kgo.Client, topic string) (id string, partitions int, err error) {
+func describeTopic(ctx context.Context, r kmsg.Requestor, topic string) (id string, partitions int, err error) {
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()
 	rt.Topic = kmsg.StringPtr(topic)
 	req.Topics = append(req.Topics, rt)
-	resp, err := req.RequestWith(ctx, cl)
+	resp, err := req.RequestWith(ctx, r)
 	if err != nil {
 		return "", 0, err
 	}
