@@ -23,6 +23,7 @@ import (
 	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 	"github.com/omninode/lockworker/worker"
@@ -266,7 +267,8 @@ func TestBadRequests(t *testing.T) {
 }
 
 // TestHealthDegraded: parked outbox rows make /health degraded, still
-// ready (200), with their count (TestHungDatabase: a failed check wins).
+// ready (200), with their count up to outbox.ParkedCap (TestHungDatabase:
+// a failed check wins).
 func TestHealthDegraded(t *testing.T) {
 	e := newEnv(t, nil)
 	_, err := e.st.Pool.Exec(context.Background(), `
@@ -284,6 +286,21 @@ func TestHealthDegraded(t *testing.T) {
 	require.NotNil(t, h.OutboxParked)
 	require.EqualValues(t, 2, *h.OutboxParked, "a park that ended does not count")
 	require.Contains(t, body, `"outbox_parked":2`)
+
+	// A topic that cannot be written parks its whole backlog: the probe
+	// counts up to outbox.ParkedCap, a read bounded whatever the backlog
+	// (outbox's TestParkedReadIsBounded), and stays degraded, not 503.
+	_, err = e.st.Pool.Exec(context.Background(), `
+		INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason)
+		SELECT 1, 'lock.acquired', 'r', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED' FROM generate_series(1, 200000)`)
+	require.NoError(t, err)
+	h = Health{}
+	code, body = e.get("/health", &h)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "degraded", h.Status)
+	require.Equal(t, "ok", h.Checks["postgres"].Status)
+	require.NotNil(t, h.OutboxParked)
+	require.EqualValues(t, outbox.ParkedCap, *h.OutboxParked, "that many or more")
 }
 
 // TestHungDatabase: a database that stops answering makes every check fail
