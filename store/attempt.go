@@ -163,13 +163,19 @@ func (s *Store) boundedBy(ctx context.Context, limit time.Duration) (context.Con
 
 // AnyCommitted reports whether one of the transactions xids (of
 // pg_current_xact_id) committed: after a COMMIT whose answer was lost, a
-// retry asks whether an earlier attempt took effect.
+// retry asks whether an earlier attempt took effect. An xid this server has
+// not handed out yet (at or past the snapshot's xmax: the old primary's,
+// after an asynchronous failover) did not commit here; pg_xact_status
+// would fail on it ("transaction ID ... is in the future", 22023), which
+// reads as data PostgreSQL refuses, so the CASE does not ask it.
 func (s *Store) AnyCommitted(ctx context.Context, xids []int64) (bool, error) {
 	ctx, done, cancel := s.bounded(ctx)
 	defer cancel()
 	var committed bool
 	err := s.Pool.QueryRow(ctx, `
-		SELECT coalesce(bool_or(pg_xact_status(x::text::xid8) = 'committed'), false) FROM unnest($1::bigint[]) AS x`,
+		SELECT coalesce(bool_or(CASE WHEN x::text::xid8 < pg_snapshot_xmax(pg_current_snapshot())
+			THEN pg_xact_status(x::text::xid8) = 'committed' ELSE false END), false)
+		FROM unnest($1::bigint[]) AS x`,
 		xids).Scan(&committed)
 	return committed, done(err)
 }
