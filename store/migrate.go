@@ -194,9 +194,11 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	// bounded but by ctx: the holder's lock waits are (lock_timeout), and a
 	// replica of this version releases the lock between attempts (so the
 	// pool's lock_timeout, Config.LockTimeout, is lifted for this
-	// connection, which is closed after). Listening first, so that a
-	// holder's failure on a table's lock is heard.
-	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"); err != nil {
+	// connection, which is closed after, and a statement_timeout the
+	// server, database or role sets, which would fail the start with
+	// 57014). Listening first, so that a holder's failure on a table's
+	// lock is heard.
+	if _, err := conn.Exec(ctx, "SET lock_timeout = 0; SET statement_timeout = 0"); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
 	if retrying {
@@ -244,14 +246,19 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	)
 	// tern calls OnStart after BEGIN of the migration's transaction (its
 	// MigrateTo), so SET LOCAL holds for that migration and ends with it;
-	// the migration before it has committed by then.
+	// the migration before it has committed by then, its RESET ALL having
+	// undone the SETs above. No statement_timeout, whatever the server,
+	// database or role sets: an index build over a large table would fail
+	// with 57014 at every start. (tern's version update and COMMIT, after
+	// its RESET ALL, run under that setting: short statements.)
 	m.OnStart = func(_ int32, name, _, _ string) {
 		now := time.Now()
 		if current != "" && ev.Applied != nil {
 			ev.Applied(current, now.Sub(began))
 		}
 		current, began = name, now
-		if _, err := conn.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds())); err != nil && setErr == nil {
+		set := fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = 0", timeout.Milliseconds())
+		if _, err := conn.Exec(ctx, set); err != nil && setErr == nil {
 			setErr = err
 		}
 		if ev.Started != nil {
@@ -261,7 +268,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	err = m.Migrate(ctx)
 	switch {
 	case setErr != nil:
-		return fmt.Errorf("migrating: setting lock_timeout for %s: %w", current, setErr)
+		return fmt.Errorf("migrating: setting the timeouts for %s: %w", current, setErr)
 	case err == nil:
 		if current != "" && ev.Applied != nil {
 			ev.Applied(current, time.Since(began))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/tern/v2/migrate"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/migrations"
 	"github.com/omninode/lockworker/store"
@@ -283,11 +285,14 @@ func migrateBehindTernLock(t *testing.T, ctx context.Context, url string, st *st
 func TestMigrateTellsLockWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sc := testdb.NewSchema(t)
+	migrateTo(t, sc.Open(t, store.Config{}), 14)
 	// The pool's lock_timeout, shorter than the hold, does not bound the
-	// wait.
-	st := sc.Open(t, store.Config{LockTimeout: 20 * time.Millisecond})
+	// wait, nor does a statement_timeout the server, database or role
+	// sets (here the connection string's).
+	timed := sc
+	timed.URL = connstr.WithParam(sc.URL, "statement_timeout", "100")
+	st := timed.Open(t, store.Config{LockTimeout: 20 * time.Millisecond})
 	t.Cleanup(cancel) // before st closes (cleanups run last first), which waits for its connections
-	migrateTo(t, st, 14)
 
 	holder, log, done := migrateBehindTernLock(t, ctx, sc.URL, st)
 	select {
@@ -345,4 +350,59 @@ func TestMigrateBacksOffBehindATimedOutAttempt(t *testing.T) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	require.Equal(t, "010_lock_delay_max_hold_revoke.sql", log.started[0])
+}
+
+// A statement_timeout the server, database or role sets (managed and
+// hardened PostgreSQL often do; here the connection string, so that only
+// this test's connections have it) does not bound a migration's
+// statements: an index build over a large locks would fail with 57014 at
+// every start. A statement of 010 that waits for a table's lock (within
+// MigrationLockTimeout) stands in for a long one: the wait counts towards
+// statement_timeout, and ends when the test says, not with the machine's
+// speed. (The timeout is not 1 ms: tern's statements after its RESET ALL,
+// the version's update and the COMMIT, and the pool's own setup, run under
+// it, as they would on such a server.)
+func TestMigrateIgnoresStatementTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	migrateTo(t, sc.Open(t, store.Config{}), 9) // 010 alters locks
+
+	blocker, err := pgx.Connect(ctx, sc.URL)
+	require.NoError(t, err)
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)                              //nolint:errcheck
+	_, err = tx.Exec(ctx, `SELECT count(*) FROM locks`) // ACCESS SHARE until the transaction ends
+	require.NoError(t, err)
+
+	const statementTimeout = 200 * time.Millisecond
+	timed := sc
+	timed.URL = connstr.WithParam(sc.URL, "statement_timeout", strconv.FormatInt(statementTimeout.Milliseconds(), 10))
+	st := timed.Open(t, store.Config{MigrationLockTimeout: time.Minute})
+	var timeout string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout))
+	require.Equal(t, "200ms", timeout)
+	done := make(chan error, 1)
+	go func() { done <- st.Migrate(ctx) }()
+
+	// Released once the migration has waited for it twice the timeout (by
+	// the clock: now() is the blocker transaction's start).
+	giveUp := time.After(30 * time.Second)
+	for waited := false; !waited; {
+		select {
+		case err := <-done:
+			t.Fatalf("the migration ended while it waited for the table: %v", err)
+		case <-giveUp:
+			t.Fatal("the migration never waited for the table")
+		case <-time.After(10 * time.Millisecond):
+		}
+		require.NoError(t, blocker.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+			WHERE l.relation = 'locks'::regclass AND NOT l.granted AND clock_timestamp() - a.query_start > $1::interval)`,
+			2*statementTimeout).Scan(&waited))
+	}
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, awaitDone(t, done))
+	requireSchema(t, st)
 }
