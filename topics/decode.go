@@ -49,15 +49,15 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 		return c, reject(c, CodeUnsupportedVersion, "schema version %s is not supported (this worker speaks %d)", truncate(string(raw[fieldIndex["v"]])), Version)
 	}
 	// Then, as Validate orders them, what decides how the rest is judged
-	// (validateFirst), an unreadable one of those fields first; then any
-	// other field that cannot be read, in the order of fields.
-	for _, name := range judgedFirst {
-		if p := problems[fieldIndex[name]]; p != "" {
+	// (judgedFirst), each unreadable or judged in its turn; then any other
+	// field that cannot be read, in the order of fields.
+	for _, j := range judgedFirst {
+		if p := problems[fieldIndex[j.name]]; p != "" {
 			return c, reject(c, CodeInvalidRequest, "%s", p)
 		}
-	}
-	if _, err := validateFirst(c, replyPrefix); err != nil {
-		return c, err
+		if err := j.judge(c, replyPrefix); err != nil {
+			return c, err
+		}
 	}
 	for _, p := range problems {
 		if p != "" {

@@ -35,7 +35,7 @@ func Validate(c Command, replyPrefix string) error {
 	}
 	bad := func(problem string) error { return reject(c, CodeInvalidRequest, "%s", problem) }
 	for _, f := range fields {
-		if f.common && f.check != nil && !slices.Contains(judgedFirst, f.name) {
+		if f.common && f.check != nil && !judgedFirstNamed(f.name) {
 			if p := f.check(c, replyPrefix); p != "" {
 				return rejectField(c, f.name, "%s", p)
 			}
@@ -63,32 +63,59 @@ func Validate(c Command, replyPrefix string) error {
 	return nil
 }
 
-// judgedFirst are the fields validateFirst judges, in its order; Decode
-// reports one of them that cannot be read before any other problem.
-var judgedFirst = []string{"v", "reply_to", "operation"}
+// judgedFirst are, in order, the fields judged before any other: the
+// version (a later one may have changed every other field), reply_to (a
+// command refused for it is answered nowhere, and its dead-letter copy
+// must say why) and the operation, which says which fields the command has
+// (a session command no lock_name). Decode reports one of them that cannot
+// be read at its turn, before judging it.
+var judgedFirst = []firstJudged{
+	{"v", func(c Command, _ string) error {
+		switch {
+		case c.V > Version:
+			return reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks %d)", c.V, Version)
+		case c.V < 0:
+			return reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
+		}
+		return nil
+	}},
+	{"reply_to", func(c Command, replyPrefix string) error {
+		if p := fields[fieldIndex["reply_to"]].check(c, replyPrefix); p != "" {
+			return rejectField(c, "reply_to", "%s", p)
+		}
+		return nil
+	}},
+	{"operation", func(c Command, _ string) error {
+		_, known := LookupOperation(c.Operation)
+		switch {
+		case c.Operation == "":
+			return reject(c, CodeInvalidRequest, "operation is required")
+		case !known:
+			return reject(c, CodeInvalidRequest, "unknown operation %q (want %s)", truncate(c.Operation), operationList())
+		}
+		return nil
+	}},
+}
 
-// validateFirst judges, before any other field, the version (a later one
-// may have changed every other field), reply_to (a command refused for it
-// is answered nowhere, and its dead-letter copy must say why) and the
-// operation, which says which fields the command has (a session command no
-// lock_name), and returns the operation.
+// firstJudged is a field of judgedFirst and its judge.
+type firstJudged struct {
+	name  string
+	judge func(c Command, replyPrefix string) error
+}
+
+// judgedFirstNamed reports whether name is one of judgedFirst's fields.
+func judgedFirstNamed(name string) bool {
+	return slices.ContainsFunc(judgedFirst, func(j firstJudged) bool { return j.name == name })
+}
+
+// validateFirst judges judgedFirst's fields and returns the operation.
 func validateFirst(c Command, replyPrefix string) (Operation, error) {
-	if c.V > Version {
-		return Operation{}, reject(c, CodeUnsupportedVersion, "schema version %d is not supported (this worker speaks %d)", c.V, Version)
+	for _, j := range judgedFirst {
+		if err := j.judge(c, replyPrefix); err != nil {
+			return Operation{}, err
+		}
 	}
-	if c.V < 0 {
-		return Operation{}, reject(c, CodeInvalidRequest, "v must be 1, got %d", c.V)
-	}
-	if p := fields[fieldIndex["reply_to"]].check(c, replyPrefix); p != "" {
-		return Operation{}, rejectField(c, "reply_to", "%s", p)
-	}
-	op, known := LookupOperation(c.Operation)
-	switch {
-	case c.Operation == "":
-		return op, reject(c, CodeInvalidRequest, "operation is required")
-	case !known:
-		return op, reject(c, CodeInvalidRequest, "unknown operation %q (want %s)", truncate(c.Operation), operationList())
-	}
+	op, _ := LookupOperation(c.Operation)
 	return op, nil
 }
 

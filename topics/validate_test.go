@@ -359,6 +359,8 @@ func TestDecodeJudgesOperationFirst(t *testing.T) {
 		{"no operation, v not an integer", `{"v":"1"}`, CodeInvalidRequest, "v must be an integer", ""},
 		{"no operation, reply_to outside the prefix", `{"reply_to":"locks.commands"}`, CodeInvalidRequest, `reply_to "locks.commands" is not a topic name`, "reply_to"},
 		{"no operation, reply_to of the wrong type", `{"reply_to":5}`, CodeInvalidRequest, "reply_to must be a string", ""},
+		{"operation of the wrong type, reply_to outside the prefix", `{"operation":1,"reply_to":"locks.commands"}`, CodeInvalidRequest,
+			`reply_to "locks.commands" is not a topic name`, "reply_to"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rejected(t, tc.value, tc.code)
