@@ -88,9 +88,10 @@ func TestResumeRetriesTheTopicIDsRead(t *testing.T) {
 // topicIDCase is a commands topic whose stored ID is current, with the
 // offset 2, after an earlier topic of the name (retired), on c's brokers;
 // answer(node, live) then answers each Metadata read of the topic on node,
-// the live answer given (nil: let the broker answer).
+// the live answer given (nil: let the broker answer; an error: the
+// connection is closed, the broker unreachable).
 func topicIDCase(t *testing.T, brokers int) (c *kfake.Cluster, w *Worker, logs *testlog.Buffer, current, retired string,
-	answer func(func(node int32, live *kmsg.MetadataResponse) *kmsg.MetadataResponse)) {
+	answer func(func(node int32, live *kmsg.MetadataResponse) (*kmsg.MetadataResponse, error))) {
 	ctx := context.Background()
 	names := topics.DefaultNames()
 	c = kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands), kfake.NumBrokers(brokers))
@@ -119,14 +120,17 @@ func topicIDCase(t *testing.T, brokers int) (c *kfake.Cluster, w *Worker, logs *
 		require.NoError(t, producer.ProduceSync(ctx, &kgo.Record{Topic: names.Commands, Value: []byte("x")}).FirstErr())
 	}
 	producer.Close()
-	return c, w, logs, current, retired, func(fn func(int32, *kmsg.MetadataResponse) *kmsg.MetadataResponse) {
+	return c, w, logs, current, retired, func(fn func(int32, *kmsg.MetadataResponse) (*kmsg.MetadataResponse, error)) {
 		c.ControlKey(int16(kmsg.Metadata), func(req kmsg.Request) (kmsg.Response, error, bool) {
 			c.KeepControl()
 			if ts := req.(*kmsg.MetadataRequest).Topics; len(ts) != 1 || ts[0].Topic == nil || *ts[0].Topic != names.Commands {
 				return nil, nil, false
 			}
-			resp := fn(c.CurrentNode(), live)
-			if resp == nil {
+			resp, err := fn(c.CurrentNode(), live)
+			switch {
+			case err != nil:
+				return nil, err, true
+			case resp == nil:
 				return nil, nil, false
 			}
 			resp.Version = req.GetVersion()
@@ -156,11 +160,11 @@ func TestResumeWaitsForTheBrokersToAgreeOnTheTopicID(t *testing.T) {
 	_, w, logs, current, _, answer := topicIDCase(t, 3)
 	middle := [16]byte{0x3d, 0x1d}
 	var stale atomic.Int32
-	answer(func(node int32, live *kmsg.MetadataResponse) *kmsg.MetadataResponse {
+	answer(func(node int32, live *kmsg.MetadataResponse) (*kmsg.MetadataResponse, error) {
 		if node == 0 && stale.Add(1) <= 2 {
-			return withTopicID(live, middle)
+			return withTopicID(live, middle), nil
 		}
-		return nil
+		return nil, nil
 	})
 	names := topics.DefaultNames()
 	offsets, err := w.resumeFromStore(context.Background(), map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
@@ -174,6 +178,32 @@ func TestResumeWaitsForTheBrokersToAgreeOnTheTopicID(t *testing.T) {
 	require.NotContains(t, logs.String(), `"level":"error"`, "an expected lag, not a failure")
 }
 
+// The lagging broker alone answering, the others unreachable, is not taken
+// at its word: a majority of the brokers must answer. And a broker that
+// gives no ID (an older version, during an upgrade) contradicts nobody.
+func TestResumeWaitsForAMajorityOfBrokersToAnswer(t *testing.T) {
+	_, w, logs, _, _, answer := topicIDCase(t, 3)
+	middle := [16]byte{0x3d, 0x1d}
+	var lagging, unreachable1, unreachable2 atomic.Int32
+	answer(func(node int32, live *kmsg.MetadataResponse) (*kmsg.MetadataResponse, error) {
+		switch {
+		case node == 0 && lagging.Add(1) <= 2:
+			return withTopicID(live, middle), nil
+		case node == 1 && unreachable1.Add(1) <= 2, node == 2 && unreachable2.Add(1) <= 2:
+			return nil, errors.New("unreachable")
+		case node == 2:
+			return withTopicID(live, [16]byte{}), nil // then gives none
+		}
+		return nil, nil
+	})
+	names := topics.DefaultNames()
+	offsets, err := w.resumeFromStore(context.Background(), map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+	require.NoError(t, err)
+	require.Equal(t, kgo.NewOffset().At(2).WithEpoch(-1), offsets[names.Commands][0], "the live topic's offset kept")
+	require.NotContains(t, logs.String(), "created again")
+	require.Contains(t, logs.String(), "not a majority")
+}
+
 // Every broker answering an ID the topic had before its current one is no
 // lag (another cluster, or an earlier one failed back to): it is refused,
 // the stored offsets kept, and logged once at error level with the
@@ -181,9 +211,9 @@ func TestResumeWaitsForTheBrokersToAgreeOnTheTopicID(t *testing.T) {
 func TestResumeRefusesARetiredTopicIDEveryBrokerGives(t *testing.T) {
 	_, w, logs, current, retired, answer := topicIDCase(t, 1)
 	var asked atomic.Int32
-	answer(func(_ int32, live *kmsg.MetadataResponse) *kmsg.MetadataResponse {
+	answer(func(_ int32, live *kmsg.MetadataResponse) (*kmsg.MetadataResponse, error) {
 		asked.Add(1)
-		return withTopicID(live, retiredTopicID)
+		return withTopicID(live, retiredTopicID), nil
 	})
 	names := topics.DefaultNames()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -1158,27 +1158,27 @@ func unknownBroker(err error) bool {
 // created again. A failure to read the ID that may pass (an election, a
 // broker restarting, as when a recreation comes) is returned for resuming
 // to retry; one that cannot (no Describe right on the topic) leaves the
-// offsets unchecked, with a warning. The ID is taken only when every broker
-// that answers gives the same one: a broker that has not caught up with a
-// deletion or a creation yet answers another (topicIDsDisagree), and the
-// read is made again, at most 5 s apart, until they agree or the
-// partitions are revoked; so a lagging broker cannot have a live topic
-// taken for a new one. An ID the topic had before its current one
+// offsets unchecked, with a warning. The ID is taken only when a majority
+// of the brokers answer and every one that gives an ID gives the same: a
+// broker that has not caught up with a deletion or a creation yet answers
+// another (topicIDUnsure), and the read is made again, at most 5 s apart,
+// until they agree or the partitions are revoked; so a lagging broker
+// cannot have a live topic taken for a new one. An ID the topic had before its current one
 // (store.ErrRetiredTopicID) that every broker agrees on is no lag: the
 // cluster is another, or an earlier one failed back to. It is refused,
 // read again the same way, and logged at error level with what an
 // operator can do. Each is logged once per ID, at warn and error level.
 func (w *Worker) checkTopicID(ctx context.Context) error {
 	again := func(err error) bool {
-		return errors.Is(err, store.ErrRetiredTopicID) || errors.As(err, new(*topicIDsDisagree))
+		return errors.Is(err, store.ErrRetiredTopicID) || errors.As(err, new(*topicIDUnsure))
 	}
 	return w.retry(ctx, zerolog.Nop(), "", again, func(ctx context.Context) error {
 		topic := w.cfg.Names.Commands
 		id, err := w.topicID(ctx)
-		if d, ok := errors.AsType[*topicIDsDisagree](err); ok {
-			if w.noteTopicID("disagree " + strings.Join(d.ids, " ")) {
-				w.log.Warn().Str("topic", topic).Strs("topic_ids", d.ids).
-					Msg("the brokers answer different IDs for the commands topic (one has not caught up with its deletion or creation yet): reading it again before the partitions resume")
+		if u, ok := errors.AsType[*topicIDUnsure](err); ok {
+			if w.noteTopicID(u.Error()) {
+				w.log.Warn().Str("topic", topic).Strs("topic_ids", u.ids).Int("brokers_answered", u.answered).Int("brokers", u.brokers).
+					Msg(u.Error() + ": reading it again before the partitions resume")
 			}
 			return err
 		}
@@ -1216,18 +1216,28 @@ func (w *Worker) noteTopicID(what string) bool {
 	return !seen
 }
 
-// topicIDsDisagree is topicID's error when the brokers answer different IDs.
-type topicIDsDisagree struct{ ids []string }
+// topicIDUnsure is topicID's error when the brokers that answered give
+// different IDs, or too few answered to tell.
+type topicIDUnsure struct {
+	ids               []string
+	answered, brokers int
+}
 
-func (e *topicIDsDisagree) Error() string {
-	return "the brokers answer different IDs for the commands topic: " + strings.Join(e.ids, ", ")
+func (e *topicIDUnsure) Error() string {
+	if len(e.ids) > 1 {
+		return "the brokers answer different IDs for the commands topic (one has not caught up with its deletion or creation yet): " +
+			strings.Join(e.ids, ", ")
+	}
+	return fmt.Sprintf("only %d of the %d brokers answered the commands topic's ID, not a majority", e.answered, e.brokers)
 }
 
 // topicID returns the commands topic's ID, "" when Kafka gives topics none
-// (before 2.8), as every broker that answers gives it (topicIDsDisagree
-// when they do not agree). A broker that cannot be reached contradicts
-// nothing and is left out; one that answers with an error fails the read,
-// and at least one must answer.
+// (before 2.8), as every broker that answers gives it, a majority of the
+// brokers known answering (topicIDUnsure else: the one broker answering
+// could be the one that lags). A broker that cannot be reached contradicts
+// nothing and is left out, and one that gives no ID (an older version,
+// during an upgrade) is left out when another gives one; one that answers
+// with an error fails the read.
 func (w *Worker) topicID(ctx context.Context) (string, error) {
 	topic := w.cfg.Names.Commands
 	brokers := w.cl.DiscoveredBrokers()
@@ -1254,10 +1264,12 @@ func (w *Worker) topicID(ctx context.Context) (string, error) {
 	wg.Wait()
 	var ids []string
 	var unreached error
+	answered := 0
 	for _, a := range answers {
 		switch {
 		case a.err == nil:
-			if !slices.Contains(ids, a.id) {
+			answered++
+			if a.id != "" && !slices.Contains(ids, a.id) {
 				ids = append(ids, a.id)
 			}
 		case errors.As(a.err, new(*kerr.Error)) || ctx.Err() != nil:
@@ -1266,12 +1278,14 @@ func (w *Worker) topicID(ctx context.Context) (string, error) {
 			unreached = a.err
 		}
 	}
+	slices.Sort(ids)
 	switch {
-	case len(ids) == 0:
+	case answered == 0:
 		return "", fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, unreached)
-	case len(ids) > 1:
-		slices.Sort(ids)
-		return "", &topicIDsDisagree{ids: ids}
+	case len(ids) > 1 || 2*answered <= len(askers):
+		return "", &topicIDUnsure{ids: ids, answered: answered, brokers: len(askers)}
+	case len(ids) == 0:
+		return "", nil
 	}
 	return ids[0], nil
 }
