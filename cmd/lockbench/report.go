@@ -241,7 +241,8 @@ func (r *Report) finish(cfg *Config) {
 	r.modesGoals()
 	if d := r.Driver; d.ProduceErrors > 0 || d.Undecodable > 0 {
 		r.note(fmt.Sprintf("driver: %d commands were not produced and %d replies could not be decoded: "+
-			"the scenarios count them as timeouts, errors or missing answers", d.ProduceErrors, d.Undecodable))
+			"the scenarios count those of their windows as timeouts, errors or missing answers, "+
+			"but for a closed loop's sent in its window's last %s (neither answered nor timed out by its end)", d.ProduceErrors, d.Undecodable, unansweredAfter))
 	}
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
@@ -278,7 +279,8 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		if tp == nil {
 			continue
 		}
-		p("\n1 throughput (%s): %d clients, %.1f s: %d commands, %s commands/s, %d errors\n", tp.Via, tp.Clients, tp.Seconds, tp.Commands, fmtNum(tp.PerSecond), tp.Errors)
+		p("\n1 throughput (%s): %d clients, %.1f s: %d commands, %s commands/s, %d errors%s\n", tp.Via, tp.Clients, tp.Seconds, tp.Commands, fmtNum(tp.PerSecond), tp.Errors,
+			fmtUnanswered(tp.Unanswered))
 		d("acquire (closed loop)", tp.Acquire)
 		d("release (closed loop)", tp.Release)
 		if tp.Batches > 0 {
@@ -373,6 +375,15 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		p("\nnote: %s", n)
 	}
 	p("\n")
+}
+
+// fmtUnanswered says how many of a closed loop's errors its window's end
+// cut off unanswered, if any.
+func fmtUnanswered(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d unanswered at the window's end, after over %s)", n, unansweredAfter)
 }
 
 func printCPU(w io.Writer, c cpuUse) {

@@ -62,8 +62,11 @@ type ThroughputResult struct {
 	Commands  int64   `json:"commands"`
 	PerSecond float64 `json:"commands_per_second"`
 	Errors    int64   `json:"errors"`
-	Acquire   dist    `json:"acquire_latency"`
-	Release   dist    `json:"release_latency"`
+	// Unanswered of the Errors are the commands still unanswered when the
+	// window ended, sent more than unansweredAfter before it.
+	Unanswered int64 `json:"unanswered_at_window_end"`
+	Acquire    dist  `json:"acquire_latency"`
+	Release    dist  `json:"release_latency"`
 	// Batches and MeanBatch come from the in-process worker's metrics.
 	Batches      int64         `json:"worker_batches,omitempty"`
 	MeanBatch    float64       `json:"worker_mean_batch_records,omitempty"`
@@ -78,8 +81,53 @@ type ThroughputResult struct {
 // cycler is one virtual client's acquire then release of its own lock, via
 // raw records or the client SDK. It reports how long each took and how many
 // commands completed; with an error, the command that failed is the one
-// after those, and its time is how long it took to fail.
+// after those, and its time is how long it took to fail. ctx ending (the
+// window's end) is such an error, for the command it was waiting for.
 type cycler func(ctx context.Context, client, i int) (acq, rel time.Duration, done int, err error)
+
+// unansweredAfter is how long a closed loop's command may have waited when
+// its window ends and still count as merely in flight. The loops wait up to
+// 30 s for an answer, longer than a window (15 s), so a command lost in
+// one would otherwise never count as an error or in any figure. A second
+// is far above any answer these loops see (tens of ms at 256 clients) and
+// leaves unguarded only what is sent in the window's last second.
+const unansweredAfter = time.Second
+
+// unanswered gathers the commands a closed loop's clients were still
+// waiting for when its context ended.
+type unanswered struct {
+	mu   sync.Mutex
+	cmds []sentCmd
+}
+
+// sentCmd is a command still unanswered: when it was sent, and the
+// histogram of its operation.
+type sentCmd struct {
+	at time.Time
+	h  *hist
+}
+
+func (u *unanswered) add(at time.Time, h *hist) {
+	u.mu.Lock()
+	u.cmds = append(u.cmds, sentCmd{at, h})
+	u.mu.Unlock()
+}
+
+// count returns how many commands had waited more than unansweredAfter at
+// end, the window's end, and records each in its histogram with its wait
+// until then: a lower bound of its time to answer.
+func (u *unanswered) count(end time.Time) int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var n int64
+	for _, c := range u.cmds {
+		if wait := end.Sub(c.at); wait > unansweredAfter {
+			c.h.add(wait)
+			n++
+		}
+	}
+	return n
+}
 
 func (b *bench) rawCycler(timeout time.Duration) cycler { return b.shapedCycler(timeout, lockShape{}) }
 
@@ -133,6 +181,7 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	var measuring atomic.Bool
 	var reported atomic.Int64
 	acq, rel := newHist(), newHist()
+	var cutOff unanswered
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -141,14 +190,25 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 		go func() {
 			defer wg.Done()
 			for i := 0; lctx.Err() == nil; i++ {
+				start := time.Now()
 				a, r, n, err := cycle(lctx, c, i)
 				if lctx.Err() != nil {
+					// The window's end cut off command n of the cycle:
+					// sent at the cycle's start, or after its acquire.
+					switch {
+					case err == nil:
+					case n == 0:
+						cutOff.add(start, acq)
+					case n == 1:
+						cutOff.add(start.Add(a), rel)
+					}
 					return
 				}
 				completed.Add(int64(n))
 				// A failed command is in the figures too, with the time it
-				// took to fail (a timeout's whole wait): left out, a build
-				// that times out would show only its fast cycles.
+				// took to fail (a timeout's whole wait; one the window's end
+				// cut off, its wait so far): left out, a build that times
+				// out would show only its fast cycles.
 				if measuring.Load() {
 					acq.add(a)
 					if n > 0 {
@@ -210,6 +270,9 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	measuring.Store(false)
 	c1, e1 := completed.Load(), errs.Load()
 	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
+	// At once: what the clients still wait for is cut off at the window's
+	// end, not answered in the bookkeeping after it.
+	stop()
 	if profile && cfg.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -234,7 +297,6 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	if sampler != nil {
 		res.Activity = sampler.stop()
 	}
-	stop()
 	wg.Wait()
 	if cut != nil {
 		// A shorter window's figures would read as the whole window's.
@@ -244,7 +306,8 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	res.CPU = cpuBetween(cpu0, cpu1)
 	res.Seconds = res.CPU.Seconds
 	res.Commands = c1 - c0
-	res.Errors = e1 - e0
+	res.Unanswered = cutOff.count(cpu1.at)
+	res.Errors = e1 - e0 + res.Unanswered
 	res.PerSecond = float64(res.Commands) / res.Seconds
 	res.WorkerCPUPer = perThousand(res.CPU.WorkerCPU, res.Commands)
 	res.PGCPUPer = perThousand(res.CPU.PostgresCPU, res.Commands)

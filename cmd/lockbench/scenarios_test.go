@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/topics"
 )
 
 // TestThroughputCutShort: a window that ends early (a signal) is an error,
@@ -200,4 +201,78 @@ func TestContentionJudgedBySendOrder(t *testing.T) {
 	pos.judge(sent, skewed, sent)
 	require.True(t, pos.Fair)
 	require.False(t, pos.Positions)
+}
+
+// TestThroughputCountsCommandsUnansweredAtWindowEnd: a command never
+// answered (its wait, as the real 30 s timeout, longer than the window) is
+// an error once the window ends with it unanswered for over
+// unansweredAfter, in the figures with its wait so far; a command sent
+// just before the end is not.
+func TestThroughputCountsCommandsUnansweredAtWindowEnd(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Clients, cfg.Warmup, cfg.Duration = 3, 50*time.Millisecond, 1500*time.Millisecond
+	b := &bench{cfg: &cfg, t: &target{}, progress: t.Logf}
+	// answer waits up to d for a command's answer, as long as ctx lasts.
+	answer := func(ctx context.Context, d time.Duration) (time.Duration, error) {
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(d):
+			return d, nil
+		}
+	}
+	cycle := func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
+		acqWait, relWait := time.Millisecond, time.Millisecond
+		switch {
+		case c == 0 && i == 3: // an acquire lost in the warm-up
+			acqWait = time.Hour
+		case c == 1 && i == 3: // a release lost in the warm-up
+			relWait = time.Hour
+		}
+		a, err := answer(ctx, acqWait)
+		if err != nil {
+			return a, 0, 0, err
+		}
+		r, err := answer(ctx, relWait)
+		if err != nil {
+			return a, r, 1, err
+		}
+		return a, r, 2, nil
+	}
+	r, err := b.throughput(context.Background(), "fake", cycle, false)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), r.Unanswered, "the lost acquire and release; not client 2's last command")
+	require.Equal(t, int64(2), r.Errors)
+	require.Contains(t, failedRound(r.Errors), "NOT COMPARABLE")
+	require.Greater(t, r.Acquire.Max, 1500.0, "the lost acquire's wait, the whole window at least")
+	require.Greater(t, r.Release.Max, 1500.0, "the lost release's wait")
+	require.Less(t, r.Acquire.Max, 3000.0, "its wait until the window's end")
+}
+
+// TestSoakCountsCommandsUnansweredAtEnd: a broker with no worker answers
+// nothing, and the soak's waits (30 s) are longer than it: each client's
+// command still unanswered at the soak's end is an error, in the last
+// window's latency with its wait until then.
+func TestSoakCountsCommandsUnansweredAtEnd(t *testing.T) {
+	ctx := context.Background()
+	c, err := kfakeCluster()
+	require.NoError(t, err)
+	defer c.Close()
+	names := topics.DefaultNames()
+	require.NoError(t, createTopic(ctx, c.ListenAddrs(), names.Commands, 1))
+	d, err := newDriver(ctx, c.ListenAddrs(), names, names.ReplyTopic("lockbench-soak-test"), 1)
+	require.NoError(t, err)
+	defer d.close()
+	cfg := DefaultConfig()
+	cfg.Warmup, cfg.SoakDuration, cfg.SoakWindow, cfg.SoakClients, cfg.SoakLocks = 100*time.Millisecond, 2*time.Second, time.Second, 3, 3
+	b := &bench{cfg: &cfg, t: &target{}, d: d, run: "soak-test", progress: t.Logf}
+	res, err := b.soak(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), res.Unanswered)
+	require.Equal(t, int64(3), res.Errors)
+	last := res.Windows[len(res.Windows)-1].Latency
+	require.Equal(t, int64(3), last.N)
+	require.Greater(t, last.P50, 2000.0, "each waiting since before the soak began")
+	require.Less(t, last.Max, 3000.0, "its wait until the soak's end")
 }

@@ -29,10 +29,14 @@ type SoakResult struct {
 	Settings store.VacuumSettings `json:"postgres"`
 	// Scrapes of the worker's /metrics (--soak-scrape) and how long the
 	// slowest took.
-	Scrapes     int          `json:"metrics_scrapes"`
-	ScrapeMaxMS float64      `json:"metrics_scrape_max_ms"`
-	Errors      int64        `json:"errors"`
-	Windows     []SoakWindow `json:"windows"`
+	Scrapes     int     `json:"metrics_scrapes"`
+	ScrapeMaxMS float64 `json:"metrics_scrape_max_ms"`
+	Errors      int64   `json:"errors"`
+	// Unanswered of the Errors are the commands still unanswered when the
+	// last window ended, sent more than unansweredAfter before it: they
+	// are in its latency, with their wait until then.
+	Unanswered int64        `json:"unanswered_at_end"`
+	Windows    []SoakWindow `json:"windows"`
 	// ThroughputRatio and P99Ratio are the last window's over the first's.
 	ThroughputRatio float64 `json:"throughput_ratio_last_first"`
 	P99Ratio        float64 `json:"p99_ratio_last_first"`
@@ -72,6 +76,7 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	// SoakLocks >= SoakClients, so no two share one and none refuses another.
 	perClient := max(1, cfg.SoakLocks/cfg.SoakClients)
 	var errs, reported atomic.Int64
+	var cutOff unanswered
 	var start atomic.Pointer[time.Time] // set when the warm-up ends
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -95,6 +100,9 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 					sent := time.Now()
 					r, err := b.d.call(lctx, cmd, 30*time.Second)
 					if lctx.Err() != nil {
+						if err != nil { // cut off by the soak's end
+							cutOff.add(sent, windows[n-1].lat)
+						}
 						return
 					}
 					want := map[string]string{topics.OpAcquire: topics.TypeAcquired, topics.OpRelease: topics.TypeReleased}[op]
@@ -164,7 +172,8 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	res.Seconds = time.Since(t0).Seconds()
 	stop()
 	wg.Wait()
-	res.Errors = errs.Load() - e0
+	res.Unanswered = cutOff.count(t0.Add(time.Duration(n) * cfg.SoakWindow))
+	res.Errors = errs.Load() - e0 + res.Unanswered
 	// The last window's answers have all arrived now.
 	for i := range res.Windows {
 		res.Windows[i].Commands = windows[i].commands.Load()
@@ -223,8 +232,8 @@ func (r *Report) soakGoals() {
 
 func (s *SoakResult) print(w io.Writer, window time.Duration) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("\nsoak: %d clients on %d locks for %.0f s; worker vacuum loop %v; PostgreSQL autovacuum %v, track_counts %v; %d errors; %d scrapes of /metrics, slowest %.0f ms\n",
-		s.Clients, s.Locks, s.Seconds, s.Vacuum, s.Settings.Autovacuum, s.Settings.TrackCounts, s.Errors, s.Scrapes, s.ScrapeMaxMS)
+	p("\nsoak: %d clients on %d locks for %.0f s; worker vacuum loop %v; PostgreSQL autovacuum %v, track_counts %v; %d errors%s; %d scrapes of /metrics, slowest %.0f ms\n",
+		s.Clients, s.Locks, s.Seconds, s.Vacuum, s.Settings.Autovacuum, s.Settings.TrackCounts, s.Errors, fmtUnanswered(s.Unanswered), s.Scrapes, s.ScrapeMaxMS)
 	p("  %-8s %12s %9s %9s %9s   %s\n", "until", "commands/s", "p50 ms", "p99 ms", "max ms", "dead rows at the end")
 	for _, x := range s.Windows {
 		p("  %6.0f s %12s %9.2f %9.2f %9.1f   locks %d, outbox %d, consumer_offsets %d, processed_requests %d\n",
