@@ -25,7 +25,8 @@ type BuildsRound struct {
 	Candidate ThroughputResult `json:"candidate"`
 	// Ratio is the candidate's commands/s over the baseline's, P50Ratio
 	// its acquire p50 over the baseline's, CPURatio its CPU per command
-	// (worker, broker, PostgreSQL) over the baseline's (0: not measured).
+	// (worker, broker, PostgreSQL) over the baseline's (the last two 0:
+	// not measured).
 	Ratio    float64 `json:"throughput_ratio"`
 	P50Ratio float64 `json:"acquire_p50_ratio"`
 	CPURatio float64 `json:"cpu_per_command_ratio"`
@@ -73,9 +74,7 @@ func builds(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, p
 		if r.Baseline.PerSecond > 0 {
 			r.Ratio = r.Candidate.PerSecond / r.Baseline.PerSecond
 		}
-		if r.Baseline.Acquire.P50 > 0 {
-			r.P50Ratio = r.Candidate.Acquire.P50 / r.Baseline.Acquire.P50
-		}
+		r.P50Ratio = p50Ratio(r.Candidate, r.Baseline)
 		r.CPURatio = cpuRatio(r.Candidate, r.Baseline)
 		res.Rounds = append(res.Rounds, r)
 	}
@@ -116,7 +115,7 @@ func (r *BuildsResult) print(w io.Writer) {
 			fmt.Fprintf(w, "  round %d  %-9s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d\n",
 				i+1, t.name, fmtNum(t.r.PerSecond), t.r.Acquire.P50, t.r.Acquire.P99, fmtCPUPerCommand(t.r), t.r.Errors)
 		}
-		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %.2fx, CPU per command %s%s\n", i+1, x.Ratio, x.P50Ratio, fmtRatio(x.CPURatio),
+		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %s, CPU per command %s%s\n", i+1, x.Ratio, fmtRatio(x.P50Ratio), fmtRatio(x.CPURatio),
 			failedRound(x.Baseline.Errors+x.Candidate.Errors))
 	}
 }

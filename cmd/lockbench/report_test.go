@@ -348,3 +348,43 @@ func TestClosedLoopGoalsMissWithErrors(t *testing.T) {
 		require.True(t, strings.HasSuffix(g.Measured, ", 3 errors"), "%s: %s", g.What, g.Measured)
 	}
 }
+
+// TestP50RatioNeedsBothSides: a round in which lockworker (or the original
+// design) answered no acquire has no p50 ratio: the peer's p50 goal is
+// missed, not met at 0x, and builds prints "-", not 0.00x.
+func TestP50RatioNeedsBothSides(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Clients = 16
+	answered := ThroughputResult{Clients: 16, Seconds: 15, Commands: 100000, PerSecond: 6666, Acquire: dist{N: 50000, P50: 2}}
+	silent := ThroughputResult{Clients: 16, Seconds: 15} // nothing answered, nothing failed
+	for _, c := range []struct {
+		name                 string
+		lockworker, original ThroughputResult
+	}{
+		{"lockworker answered nothing", silent, answered},
+		{"the original design answered nothing", answered, silent},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newReport(&cfg)
+			round := PeerRound{Lockworker: c.lockworker, Original: c.original, Ratio: 1, P50Ratio: p50Ratio(c.lockworker, c.original)}
+			r.Peer = &PeerResult{Target: "lockworker", Clients: 16, Rounds: []PeerRound{{Lockworker: answered, Original: answered, Ratio: 1, P50Ratio: 1}, round}}
+			r.finish(&cfg)
+			var p50 *Goal
+			for i, g := range r.Goals {
+				if strings.HasPrefix(g.What, "acquire p50 / original design's") {
+					p50 = &r.Goals[i]
+				}
+			}
+			require.NotNil(t, p50)
+			require.NotNil(t, p50.Met)
+			require.False(t, *p50.Met)
+			require.Equal(t, "- (round 2: no acquire answered)", p50.Measured)
+
+			b := &BuildsResult{Clients: 16, Rounds: []BuildsRound{{Baseline: c.original, Candidate: c.lockworker, P50Ratio: p50Ratio(c.lockworker, c.original)}}}
+			var out bytes.Buffer
+			b.print(&out)
+			require.Contains(t, out.String(), "acquire p50 -,")
+			require.NotContains(t, out.String(), "acquire p50 0.00x")
+		})
+	}
+}
