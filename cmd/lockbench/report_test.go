@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -287,24 +288,28 @@ func TestLatencyGoalsNeedEveryAnswer(t *testing.T) {
 		{"a refusal", 0, 1, fast, false, ", 0 missing, 1 unexpected"},
 		{"every acquire refused", 0, 500, dist{}, false, ", 0 missing, 500 unexpected"},
 	} {
-		t.Run(c.name, func(t *testing.T) {
-			r := newReport(&cfg)
-			r.Latency = &LatencyResult{Rate: 100, Sent: 1000, Answered: 1000 - c.missing, Missing: c.missing, Unexpected: c.unexpected,
-				Acquire: c.acquires, Release: fast}
-			r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Ratio: 1, P50Ratio: 1}}}
-			r.finish(&cfg)
-			n := 0
-			for _, g := range r.Goals {
-				if g.Scenario != "2 latency" && !strings.HasPrefix(g.What, "light load") {
-					continue
+		// Scenario 2's goals are judged at 1,000/s, the peer's light-load
+		// ones at 100/s.
+		for _, at := range []struct{ rate, judged int }{{100, 2}, {1000, 4}} {
+			rate := at.rate
+			t.Run(fmt.Sprintf("%s at %d/s", c.name, rate), func(t *testing.T) {
+				r := newReport(&cfg)
+				r.Latency = &LatencyResult{Rate: rate, Sent: 1000, Answered: 1000 - c.missing, Missing: c.missing, Unexpected: c.unexpected,
+					Acquire: c.acquires, Release: fast}
+				r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Ratio: 1, P50Ratio: 1}}}
+				r.finish(&cfg)
+				n := 0
+				for _, g := range r.Goals {
+					if g.Scenario != "2 latency" && !strings.HasPrefix(g.What, "light load") || g.Met == nil {
+						continue
+					}
+					n++
+					require.Equal(t, c.met, *g.Met, g.What)
+					require.True(t, strings.HasSuffix(g.Measured, " ms"+c.suffix), "%s: %s", g.What, g.Measured)
 				}
-				n++
-				require.NotNil(t, g.Met, g.What)
-				require.Equal(t, c.met, *g.Met, g.What)
-				require.True(t, strings.HasSuffix(g.Measured, " ms"+c.suffix), "%s: %s", g.What, g.Measured)
-			}
-			require.Equal(t, 6, n, "four of scenario 2, two of the peer's")
-		})
+				require.Equal(t, at.judged, n)
+			})
+		}
 	}
 }
 
@@ -386,5 +391,38 @@ func TestP50RatioNeedsBothSides(t *testing.T) {
 			require.Contains(t, out.String(), "acquire p50 -,")
 			require.NotContains(t, out.String(), "acquire p50 0.00x")
 		})
+	}
+}
+
+// TestLatencyGoalsJudgedAtTheirRate: scenario 2's goals (p50 <= 3 ms, p99
+// <= 15 ms) are those at 1,000/s: at another rate its figures are shown
+// with no verdict, and a note says why.
+func TestLatencyGoalsJudgedAtTheirRate(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, rate := range []int{100, 1000, 5000} {
+		r := newReport(&cfg)
+		r.Latency = &LatencyResult{Rate: rate, Sent: 1000, Answered: 1000, Acquire: dist{N: 500, P50: 2.83, P99: 5.38}, Release: dist{N: 500, P50: 2, P99: 4}}
+		r.finish(&cfg)
+		var goals []Goal
+		for _, g := range r.Goals {
+			if g.Scenario == "2 latency" {
+				goals = append(goals, g)
+			}
+		}
+		require.Len(t, goals, 4, "%d/s", rate)
+		notes := strings.Join(r.Notes, "\n")
+		for _, g := range goals {
+			require.Contains(t, g.What, fmt.Sprintf("at %d/s", rate))
+			if rate == 1000 {
+				require.NotNil(t, g.Met, g.What)
+				require.True(t, *g.Met, g.What)
+				require.NotContains(t, notes, "are not judged")
+				continue
+			}
+			require.Nil(t, g.Met, "%s at %d/s", g.What, rate)
+			require.Equal(t, "(no goal)", g.Target)
+			require.Contains(t, g.Measured, " ms")
+			require.Contains(t, notes, fmt.Sprintf("at %s/s its figures are not judged", fmtNum(float64(rate))))
+		}
 	}
 }
