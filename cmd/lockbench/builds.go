@@ -105,7 +105,7 @@ func failedRound(errs int64) string {
 }
 
 func (r *BuildsResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nbuilds: candidate %s against baseline %s, %d clients, alternating; CPU ms per command (worker, broker, PostgreSQL)\n",
+	fmt.Fprintf(w, "\nbuilds: candidate %s against baseline %s, %d clients, alternating; CPU ms per command (worker, broker, whole PostgreSQL server)\n",
 		r.Candidate, r.Baseline, r.Clients)
 	for i, x := range r.Rounds {
 		for _, t := range []struct {

@@ -158,7 +158,7 @@ func (r *Report) modesGoals() {
 }
 
 func (m *ModesResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nmodes: %d clients acquiring and releasing; CPU ms per command (worker, broker, PostgreSQL)\n", m.Clients)
+	fmt.Fprintf(w, "\nmodes: %d clients acquiring and releasing; CPU ms per command (worker, broker, whole PostgreSQL server)\n", m.Clients)
 	for i, x := range m.Rounds {
 		for _, t := range []ThroughputResult{x.Exclusive, x.Shared, x.Semaphore} {
 			fmt.Fprintf(w, "  round %d  %-16s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d\n",

@@ -207,7 +207,7 @@ func (r *Report) peerGoals() {
 			}
 		}
 		why := r.cpuUnjudged()
-		r.goal("peer", fmt.Sprintf("CPU per command (worker, broker, PostgreSQL), %d clients, worst round", p.Clients), "<= 0.3 ms",
+		r.goal("peer", fmt.Sprintf("CPU per command (worker, broker, whole PostgreSQL server), %d clients, worst round", p.Clients), "<= 0.3 ms",
 			worstCPU, " ms", worstCPU <= 0.3, have && why == "")
 		r.failedIn(errs)
 		if why != "" {

@@ -124,6 +124,8 @@ func readStat(path string) (procStat, error) {
 type postmaster struct {
 	proc string // "/proc", or a copy of its layout in tests
 	pid  int
+	// skip is a child left out while it lives (without).
+	skip int
 	// afterScan, in tests, runs between the scan of the children and the
 	// postmaster's second reading, where a reap makes a child count twice.
 	afterScan func()
@@ -211,6 +213,15 @@ func postmasterOf(proc string, backend int, background []int) (*postmaster, erro
 	return &postmaster{proc: proc, pid: s.ppid}, nil
 }
 
+// without is p leaving out its child pid, a backend of lockbench's own
+// (--pg-sample's), not of the load measured. Only while it lives: reaped,
+// its CPU is in the postmaster's children time, with the others'.
+func (p *postmaster) without(pid int) *postmaster {
+	q := *p
+	q.skip = pid
+	return &q
+}
+
 // cpu is the CPU of the server's tree so far: the postmaster's own and
 // that of the children it has reaped (a backend or worker that exited), plus
 // each live child's. A child's whole CPU moves into the postmaster's
@@ -232,8 +243,12 @@ func (p *postmaster) cpu() (time.Duration, error) {
 	for range 5 {
 		before := pm
 		dirs, _ := filepath.Glob(p.proc + "/[0-9]*")
+		skip := fmt.Sprintf("%s/%d", p.proc, p.skip)
 		var live time.Duration
 		for _, d := range dirs {
+			if d == skip {
+				continue
+			}
 			if s, err := readStat(d + "/stat"); err == nil && s.ppid == p.pid {
 				live += s.own + s.children
 			}

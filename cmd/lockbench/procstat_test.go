@@ -361,3 +361,23 @@ func TestFindPostmasterLive(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, pm.pid, pm2.pid)
 }
+
+// TestPostmasterCPUWithout: a backend of lockbench's own (--pg-sample's
+// connection) is left out of PostgreSQL's CPU while it lives; the rest of
+// the tree, and the original, count as before.
+func TestPostmasterCPUWithout(t *testing.T) {
+	p := fakeProc(t.TempDir())
+	bg := p.server(t, 100)                       // backend 104: 400 ticks
+	p.set(t, 105, "postgres", 100, 70, 30, 0, 0) // the sampler's backend
+	tick := time.Second / clockTick
+	pm, err := postmasterOf(string(p), 104, bg)
+	require.NoError(t, err)
+	all, err := pm.cpu()
+	require.NoError(t, err)
+	got, err := pm.without(105).cpu()
+	require.NoError(t, err)
+	require.Equal(t, all-100*tick, got)
+	again, err := pm.cpu()
+	require.NoError(t, err)
+	require.Equal(t, all, again, "pm itself still counts it")
+}

@@ -264,6 +264,10 @@ func (r *Report) finish(cfg *Config) {
 			"the scenarios count those of their windows as timeouts, errors or missing answers, "+
 			"but for a closed loop's sent in its window's last %s (neither answered nor timed out by its end)", d.ProduceErrors, d.Undecodable, unansweredAfter))
 	}
+	if r.PostgresCPUMeasured {
+		r.note("PostgreSQL's CPU is its whole server's: the backends of every database on it (other jobs' too), its autovacuum and " +
+			"background processes, but not --pg-sample's connection; the figures that include it err high, never low")
+	}
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
 }

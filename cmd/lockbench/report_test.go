@@ -426,3 +426,30 @@ func TestLatencyGoalsJudgedAtTheirRate(t *testing.T) {
 		}
 	}
 }
+
+// TestPostgresCPUIsTheWholeServers: the goals, figures and notes on CPU
+// that include PostgreSQL's say it is the whole server's, other databases'
+// load included, when it is measured.
+func TestPostgresCPUIsTheWholeServers(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.WorkerBin, cfg.BrokerBin, cfg.Clients = "lockworker", "devkafka", 8
+	win := cpuWindow(1000, secs(0.05), secs(0.05), secs(0.1))
+	for _, measured := range []bool{true, false} {
+		r := newReport(&cfg)
+		r.postgresFound(measured)
+		r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Lockworker: win, Original: win, Ratio: 1, P50Ratio: 1}}}
+		r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{{Exclusive: win, Shared: win, Semaphore: win, SharedCost: 1}}}
+		r.Builds = &BuildsResult{Clients: 8, Rounds: []BuildsRound{{Baseline: win, Candidate: win}}}
+		r.finish(&cfg)
+		var table bytes.Buffer
+		r.print(&table, &cfg)
+		require.Contains(t, table.String(), "CPU per command (worker, broker, whole PostgreSQL server)")
+		require.Equal(t, 2, strings.Count(table.String(), "CPU ms per command (worker, broker, whole PostgreSQL server)"), "modes' and builds'")
+		note := "PostgreSQL's CPU is its whole server's: the backends of every database on it (other jobs' too)"
+		if measured {
+			require.Contains(t, strings.Join(r.Notes, "\n"), note)
+		} else {
+			require.NotContains(t, strings.Join(r.Notes, "\n"), note)
+		}
+	}
+}

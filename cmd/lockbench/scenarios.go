@@ -251,6 +251,11 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	if profile && b.t.sql != nil {
 		b.t.sql.enable(true)
 	}
+	pg := b.t.pg
+	if sampler != nil && pg != nil {
+		// Its queries, 100 a second, are lockbench's, not the load's.
+		pg = pg.without(sampler.backend)
+	}
 	var b0, r0 int64
 	var t0 time.Duration
 	if b.t.metrics != nil {
@@ -259,7 +264,7 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	// Counted just before each snapshot: its time is taken before it scans
 	// /proc, so the commands and the seconds are of one window.
 	c0, e0 := completed.Load(), errs.Load()
-	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
+	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, pg)
 	measuring.Store(true)
 	var cut error
 	select {
@@ -269,7 +274,7 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	}
 	measuring.Store(false)
 	c1, e1 := completed.Load(), errs.Load()
-	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, b.t.pg)
+	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, pg)
 	// At once: what the clients still wait for is cut off at the window's
 	// end, not answered in the bookkeeping after it.
 	stop()

@@ -115,6 +115,8 @@ func (t *sqlTracer) top(n int) []sqlStat {
 // the backends are (running, waiting on a lock or on WAL, or idle waiting
 // for the client) while the load runs.
 type activitySampler struct {
+	// backend is its connection's backend pid, in the server's numbering.
+	backend int
 	mu      sync.Mutex
 	samples int
 	counts  map[string]int
@@ -134,7 +136,7 @@ func startSampler(url string, every time.Duration) (*activitySampler, error) {
 		cancel()
 		return nil, err
 	}
-	s := &activitySampler{counts: map[string]int{}, cancel: cancel, done: make(chan struct{})}
+	s := &activitySampler{backend: int(conn.PgConn().PID()), counts: map[string]int{}, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		defer conn.Close(context.Background())
