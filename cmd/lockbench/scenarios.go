@@ -207,8 +207,9 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 				completed.Add(int64(n))
 				// A failed command is in the figures too, with the time it
 				// took to fail (a timeout's whole wait; one the window's end
-				// cut off, its wait so far): left out, a build that times
-				// out would show only its fast cycles.
+				// cut off after unansweredAfter, its wait until then): left
+				// out, a build that times out would show only its fast
+				// cycles.
 				if measuring.Load() {
 					acq.add(a)
 					if n > 0 {
