@@ -210,7 +210,9 @@ func TestContentionJudgedBySendOrder(t *testing.T) {
 // just before the end is not.
 func TestThroughputCountsCommandsUnansweredAtWindowEnd(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.Clients, cfg.Warmup, cfg.Duration = 3, 50*time.Millisecond, 1500*time.Millisecond
+	// The lost commands are sent early in the warm-up, well before the
+	// window (however slowly the machine runs the first cycles).
+	cfg.Clients, cfg.Warmup, cfg.Duration = 3, 500*time.Millisecond, 1500*time.Millisecond
 	b := &bench{cfg: &cfg, t: &target{}, progress: t.Logf}
 	// answer waits up to d for a command's answer, as long as ctx lasts.
 	answer := func(ctx context.Context, d time.Duration) (time.Duration, error) {
@@ -219,7 +221,7 @@ func TestThroughputCountsCommandsUnansweredAtWindowEnd(t *testing.T) {
 		case <-ctx.Done():
 			return time.Since(start), ctx.Err()
 		case <-time.After(d):
-			return d, nil
+			return time.Since(start), nil
 		}
 	}
 	cycle := func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
@@ -247,7 +249,7 @@ func TestThroughputCountsCommandsUnansweredAtWindowEnd(t *testing.T) {
 	require.Contains(t, failedRound(r.Errors), "NOT COMPARABLE")
 	require.Greater(t, r.Acquire.Max, 1500.0, "the lost acquire's wait, the whole window at least")
 	require.Greater(t, r.Release.Max, 1500.0, "the lost release's wait")
-	require.Less(t, r.Acquire.Max, 3000.0, "its wait until the window's end")
+	require.Less(t, r.Acquire.Max, 2500.0, "its wait until the window's end")
 }
 
 // TestSoakCountsCommandsUnansweredAtEnd: a broker with no worker answers
@@ -265,7 +267,7 @@ func TestSoakCountsCommandsUnansweredAtEnd(t *testing.T) {
 	require.NoError(t, err)
 	defer d.close()
 	cfg := DefaultConfig()
-	cfg.Warmup, cfg.SoakDuration, cfg.SoakWindow, cfg.SoakClients, cfg.SoakLocks = 100*time.Millisecond, 2*time.Second, time.Second, 3, 3
+	cfg.Warmup, cfg.SoakDuration, cfg.SoakWindow, cfg.SoakClients, cfg.SoakLocks = 300*time.Millisecond, 2*time.Second, time.Second, 3, 3
 	b := &bench{cfg: &cfg, t: &target{}, d: d, run: "soak-test", progress: t.Logf}
 	res, err := b.soak(ctx)
 	require.NoError(t, err)
