@@ -25,11 +25,7 @@
 // While a topic backs off or is parked, passes go on publishing the other
 // topics' rows handed over and leave its own in the table, behind its
 // earlier rows, for the read after the backoff or park (the end of a park
-// is found by the PollInterval read). A read sets aside the rows of such a
-// topic that it walked past (column set_aside, migration 018): they wait
-// all the same, in the same order, but in another index than the one reads
-// walk, so a read costs what it returns, not what the topics it leaves out
-// have piled up.
+// is found by the PollInterval read).
 // [Relay.DrainOnce] reads and publishes what is there now, for tests.
 // Waking happens in process, never through LISTEN/NOTIFY, which
 // serialized commits (see handlers.Batch.Flush).
@@ -37,8 +33,8 @@
 // A pass that reads the table is one round trip to PostgreSQL: it deletes
 // the rows the previous passes got acknowledged and the partition's marks
 // (but one a writer still holds, which it skips rather than wait for, and
-// a later read takes), selects the next batch and sets rows aside, in one
-// implicit transaction. Acknowledged rows
+// a later read takes), and selects the next batch, in one implicit
+// transaction. Acknowledged rows
 // wait for that pass up to Config.DeleteDelay (100 ms), then are deleted in
 // bulk on their own, as they are when the partition stops: published rows
 // do not wait in the table for the next poll.

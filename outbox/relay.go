@@ -1146,33 +1146,18 @@ type selected struct {
 }
 
 // selectRows deletes the acknowledged rows and selects the next batch of
-// each request's partition, in id order, in one round trip.
+// each request's partition, in id order, in one round trip. The row
+// comparison and order make outbox_partition serve the whole condition, so
+// a partition never reads another's rows (docs/performance.md).
 //
 // A topic is parked while a row of it in the partition is parked until a
 // finite time (a row parked for good holds nothing back): its other rows
 // wait behind. The statement finds such topics itself, in the table, with
 // the snapshot it selects by, and reports them (rows with a NULL id): a
 // park an operator ended is over at the next read, and one the read
-// reports held back every row of its topic the read did not take.
-//
-// What a read costs follows the rows it returns and the topics of the
-// partition that have rows out of outbox_ready, not the backlog of a topic
-// it leaves out (migration 018). It walks outbox_ready (rows neither parked
-// nor set aside) in id order, the row comparison keeping it within the
-// partition (docs/performance.md), and merges what it takes there with the
-// rows of outbox_aside (set aside, or whose park ended) of each topic not
-// left out, by id. It finds the partition's topics in outbox_aside by
-// skipping from one to the next, and which of them are parked in
-// outbox_parked, one look-up each (parked_until <> 'infinity', which
-// outbox_aside's predicate cannot serve: under the statistics of a near
-// empty outbox, the planner took it and walked the topic's rows). The rows of a topic left out (parked or
-// backing off) that it walked past in outbox_ready it sets aside, so that
-// the next read does not walk them again: they are the same rows, read in
-// the same order, from the other index. At most parkChunk of them, of all
-// the partitions of the query, which must end within queryTimeout; the
-// next reads set aside the rest. A row another transaction holds is
-// skipped rather than waited for with every partition of the query; a
-// later read sets it aside.
+// reports held back every row of its topic the read did not take. They
+// are found in outbox_parked, stepping over the partition's rows parked
+// for good (few: records Kafka refuses), not by reading the waiting rows.
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var blockedParts []int32
@@ -1219,59 +1204,29 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	byPart := make(map[int32][]row, len(reqs))
 	parked := map[int32][]string{}
 	b.Queue(`
-		WITH RECURSIVE tk(p, t) AS (
-			SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p
-				AND (parked_until < 'infinity' OR parked_until IS NULL AND set_aside))
+		WITH RECURSIVE pk(p, t) AS (
+			SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until > now() AND parked_until < 'infinity')
 			FROM unnest($1::int[]) AS q(p)
 			UNION ALL
-			SELECT tk.p, (SELECT min(topic) FROM outbox WHERE source_partition = tk.p AND topic > tk.t
-				AND (parked_until < 'infinity' OR parked_until IS NULL AND set_aside))
-			FROM tk WHERE tk.t IS NOT NULL
-		), pk(p, t) AS (
-			SELECT tk.p, tk.t FROM tk, LATERAL (SELECT FROM outbox
-				WHERE source_partition = tk.p AND topic = tk.t AND parked_until > now() AND parked_until <> 'infinity' LIMIT 1) parked
+			SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until > now() AND parked_until < 'infinity')
+			FROM pk WHERE pk.t IS NOT NULL
 		), ex(p, t) AS (
-			SELECT p, t FROM pk
+			SELECT p, t FROM pk WHERE t IS NOT NULL
 			UNION ALL
 			SELECT * FROM unnest($3::int[], $4::text[])
-		), sel AS (
-			SELECT q.p, o.* FROM unnest($1::int[], $2::int8[]) AS q(p, up),
-			LATERAL (SELECT * FROM (
-				(SELECT id, topic, key, value, headers, created_at FROM outbox
-				WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up)
-				  AND parked_until IS NULL AND NOT set_aside
-				  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
-				ORDER BY source_partition, id
-				LIMIT $5)
-				UNION ALL
-				SELECT a.* FROM tk, LATERAL (
-					SELECT id, topic, key, value, headers, created_at FROM outbox
-					WHERE source_partition = tk.p AND topic = tk.t AND (source_partition, topic, id) <= (tk.p, tk.t, q.up)
-					  AND (parked_until < 'infinity' OR parked_until IS NULL AND set_aside)
-					  AND (parked_until IS NULL OR parked_until <= now())
-					ORDER BY source_partition, topic, id
-					LIMIT $5) a
-				WHERE tk.p = q.p AND tk.t NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
-			) u ORDER BY id LIMIT $5) o
-		), walked(p, up) AS (
-			SELECT q.p, CASE WHEN count(sel.id) = $5 THEN max(sel.id) ELSE q.up END
-			FROM unnest($1::int[], $2::int8[]) AS q(p, up) LEFT JOIN sel ON sel.p = q.p
-			WHERE q.p IN (SELECT ex.p FROM ex)
-			GROUP BY q.p, q.up
-		), aside AS (
-			UPDATE outbox SET set_aside = true WHERE id = ANY(ARRAY(
-				SELECT o.id FROM walked w, LATERAL (
-					SELECT id FROM outbox
-					WHERE source_partition = w.p AND (source_partition, id) <= (w.p, w.up)
-					  AND parked_until IS NULL AND NOT set_aside
-					  AND topic IN (SELECT ex.t FROM ex WHERE ex.p = w.p)
-					FOR UPDATE SKIP LOCKED) o
-				LIMIT $6))
 		)
-		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::float8 FROM pk
+		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::float8 FROM pk WHERE t IS NOT NULL
 		UNION ALL
-		SELECT p, id, topic, key, value, headers, extract(epoch FROM clock_timestamp() - created_at)::float8 FROM sel
-		ORDER BY id`, parts, upTos, blockedParts, blocked, r.cfg.BatchSize, cmp.Or(r.cfg.parkChunk, parkChunk)).Query(func(rows pgx.Rows) error {
+		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, extract(epoch FROM clock_timestamp() - o.created_at)::float8
+		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
+		LATERAL (
+			SELECT id, topic, key, value, headers, created_at FROM outbox
+			WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up)
+			  AND (parked_until IS NULL OR parked_until <= now())
+			  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
+			ORDER BY source_partition, id
+			LIMIT $5) o
+		ORDER BY id`, parts, upTos, blockedParts, blocked, r.cfg.BatchSize).Query(func(rows pgx.Rows) error {
 		var p int32
 		var id *int64
 		var x row
@@ -1335,17 +1290,15 @@ func (r *Relay) deleteRows(ctx context.Context, reqs [][]int64) ([]struct{}, err
 // but SET LOCAL outside BEGIN also logs a WARNING in PostgreSQL's log on
 // every batch.
 //
-// The relay's writes (deletes of published rows and of marks, rows set
-// aside) do not wait for the WAL flush: a delete lost in a crash only
-// publishes its rows again, which at-least-once delivery allows, or makes a
-// pass read the table, a row no longer set aside is walked again, and the
-// relay stops queueing behind fsync.
+// The relay's writes (deletes of published rows and of marks) do not wait
+// for the WAL flush: a delete lost in a crash only publishes its rows
+// again, which at-least-once delivery allows, or makes a pass read the
+// table, and the relay stops queueing behind fsync.
 //
 // Sequential scans are off, so that every statement is planned by its index
-// (outbox_pkey, outbox_ready, outbox_aside, outbox_parked,
-// outbox_marks_pkey). The outbox and its marks are queues: their
-// statistics, counted by the VACUUM that just emptied them of dead rows,
-// always call them a few rows, so the generic
+// (outbox_pkey, outbox_partition, outbox_marks_pkey). The outbox and its
+// marks are queues: their statistics, counted by the VACUUM that just
+// emptied them of dead rows, always call them a few rows, so the generic
 // plan each connection caches was a sequential scan, through every row
 // deleted until the next VACUUM (the DELETE of published rows: 0.7 ms a
 // call against 0.3 by the key at 16 lockbench clients, tens of ms behind a
@@ -1576,10 +1529,10 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 	return nil
 }
 
-// parkChunk bounds the rows one statement of a park updates, and those a
-// read sets aside (Config.parkChunk's default): the topic's backlog may be
-// millions of rows, which one UPDATE would rewrite in one transaction, past
-// its bound, parking none.
+// parkChunk bounds the rows one statement of a park updates
+// (Config.parkChunk's default): the topic's backlog may be millions of
+// rows, which one UPDATE would rewrite in one transaction, past its bound,
+// parking none.
 const parkChunk = 5000
 
 // park parks every waiting row of the topic, so /health counts them and
@@ -1591,9 +1544,7 @@ const parkChunk = 5000
 // back the rest as the whole park would (a read leaves out every row of a
 // topic parked), and n counts them. The ids as an array, not IN (SELECT
 // ...), which PostgreSQL joins with a scan of the whole table: each chunk
-// walks outbox_ready (the partition's rows) and outbox_aside (the topic's)
-// from the last one's id, the row comparisons keeping the planner off
-// outbox_pkey's order, then updates by outbox_pkey.
+// walks outbox_partition from the last one's id, then outbox_pkey.
 func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n int64, until time.Time, err error) {
 	chunk := cmp.Or(r.cfg.parkChunk, parkChunk)
 	var after int64
@@ -1605,20 +1556,11 @@ func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n
 			WITH u AS (
 				UPDATE outbox SET parked_until = coalesce($6::timestamptz, now() + $3::interval), park_reason = $4
 				WHERE id = ANY(ARRAY(
-					SELECT id FROM (
-						(SELECT id FROM outbox
-						WHERE source_partition = $1 AND (source_partition, id) > ($1, $7) AND parked_until IS NULL AND NOT set_aside
-						  AND topic = $2 AND id <> ALL(coalesce($5::bigint[], '{}'))
-						ORDER BY source_partition, id
-						LIMIT $8)
-						UNION ALL
-						(SELECT id FROM outbox
-						WHERE source_partition = $1 AND topic = $2 AND (source_partition, topic, id) > ($1, $2, $7)
-						  AND (parked_until < 'infinity' OR parked_until IS NULL AND set_aside)
-						  AND (parked_until IS NULL OR parked_until <= now()) AND id <> ALL(coalesce($5::bigint[], '{}'))
-						ORDER BY source_partition, topic, id
-						LIMIT $8)
-					) w ORDER BY id LIMIT $8))
+					SELECT id FROM outbox
+					WHERE source_partition = $1 AND id > $7 AND topic = $2
+					  AND (parked_until IS NULL OR parked_until <= now()) AND id <> ALL(coalesce($5::bigint[], '{}'))
+					ORDER BY source_partition, id
+					LIMIT $8))
 				RETURNING id, parked_until)
 			SELECT count(*), max(id), coalesce($6::timestamptz, max(parked_until), now() + $3::interval) FROM u`,
 			p.id, topic, r.cfg.ParkFor, reason, p.acked, at, after, chunk).Scan(&got, &last, &at)
