@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -198,7 +199,8 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	// server, database or role sets, which would fail the start with
 	// 57014). Listening first, so that a holder's failure on a table's
 	// lock is heard.
-	if _, err := conn.Exec(ctx, "SET lock_timeout = 0; SET statement_timeout = 0"); err != nil {
+	lift := liftTimeouts(conn)
+	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"+lift("")); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
 	if retrying {
@@ -257,7 +259,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 			ev.Applied(current, now.Sub(began))
 		}
 		current, began = name, now
-		set := fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = 0", timeout.Milliseconds())
+		set := fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds()) + lift("LOCAL ")
 		if _, err := conn.Exec(ctx, set); err != nil && setErr == nil {
 			setErr = err
 		}
@@ -317,5 +319,25 @@ func timedOutBefore(ctx context.Context, conn *pgx.Conn) (string, error) {
 		if s, migration, ok := strings.Cut(n.Payload, "\n"); ok && s == schema {
 			failed = migration
 		}
+	}
+}
+
+// liftTimeouts returns the statements (each after "; ", SET with scope,
+// "" or "LOCAL ") that lift on conn the timeouts a server, database or
+// role may set, which would end a migration's long index build or its wait
+// for a lock: statement_timeout, and PostgreSQL 17's transaction_timeout,
+// a name older servers refuse.
+func liftTimeouts(conn *pgx.Conn) func(scope string) string {
+	names := []string{"statement_timeout"}
+	major, _, _ := strings.Cut(conn.PgConn().ParameterStatus("server_version"), ".")
+	if v, err := strconv.Atoi(major); err == nil && v >= 17 {
+		names = append(names, "transaction_timeout")
+	}
+	return func(scope string) string {
+		var b strings.Builder
+		for _, n := range names {
+			fmt.Fprintf(&b, "; SET %s%s = 0", scope, n)
+		}
+		return b.String()
 	}
 }

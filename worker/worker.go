@@ -283,8 +283,6 @@ type Worker struct {
 	seeks atomic.Bool // a partition's seek is set (seekRewound)
 	// recreating says takeRecreatedTopic runs (recreated.go).
 	recreating atomic.Bool
-	// topicIDNoted holds the refusals of a topic ID logged (noteTopicID).
-	topicIDNoted sync.Map
 	// wakePoll ends the poll in progress, so that a seek set while no
 	// records arrive is made (seekTo).
 	wakePoll atomic.Pointer[context.CancelFunc]
@@ -764,7 +762,8 @@ func (w *Worker) checkGroup(ctx context.Context) error {
 	}
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	id, err := w.topicID(ictx)
+	read, _, err := w.topicID(ictx)
+	id := read.id
 	if err != nil {
 		w.log.Warn().Err(err).Str("group", other.Others[0]).
 			Msg("reading the commands topic's ID to check the other group's offsets against it; a topic ID stored with them is taken for the current one")
@@ -1158,27 +1157,34 @@ func unknownBroker(err error) bool {
 // created again. A failure to read the ID that may pass (an election, a
 // broker restarting, as when a recreation comes) is returned for resuming
 // to retry; one that cannot (no Describe right on the topic) leaves the
-// offsets unchecked, with a warning. The ID is taken only when a majority
-// of the brokers answer and every one that gives an ID gives the same: a
-// broker that has not caught up with a deletion or a creation yet answers
-// another (topicIDUnsure), and the read is made again, at most 5 s apart,
-// until they agree or the partitions are revoked; so a lagging broker
-// cannot have a live topic taken for a new one. An ID the topic had before its current one
-// (store.ErrRetiredTopicID) that every broker agrees on is no lag: the
+// offsets unchecked, with a warning. Every broker that gives an ID must
+// give the same (topicIDsDisagree), and an ID other than the stored one is
+// taken only when a majority of the brokers give it
+// (store.ErrTopicIDUnconfirmed): a broker that has not caught up with a
+// deletion or a creation yet gives another, and the read is made again, at
+// most 5 s apart, until they agree or the partitions are revoked; so a
+// lagging broker cannot have a live topic taken for a new one. An ID the topic had before its current one
+// (store.ErrRetiredTopicID) that a majority of the brokers give is no lag: the
 // cluster is another, or an earlier one failed back to. It is refused,
 // read again the same way, and logged at error level with what an
-// operator can do. Each is logged once per ID, at warn and error level.
+// operator can do. Each kind of hold is logged once per check.
 func (w *Worker) checkTopicID(ctx context.Context) error {
 	again := func(err error) bool {
-		return errors.Is(err, store.ErrRetiredTopicID) || errors.As(err, new(*topicIDUnsure))
+		return errors.Is(err, store.ErrRetiredTopicID) || errors.Is(err, store.ErrTopicIDUnconfirmed) || errors.As(err, new(*topicIDsDisagree))
 	}
+	logged := map[string]bool{} // each kind of hold is logged once per check, not per read
+	once := func(what string) bool {
+		first := !logged[what]
+		logged[what] = true
+		return first
+	}
+	topic := w.cfg.Names.Commands
 	return w.retry(ctx, zerolog.Nop(), "", again, func(ctx context.Context) error {
-		topic := w.cfg.Names.Commands
-		id, err := w.topicID(ctx)
-		if u, ok := errors.AsType[*topicIDUnsure](err); ok {
-			if w.noteTopicID(u.Error()) {
-				w.log.Warn().Str("topic", topic).Strs("topic_ids", u.ids).Int("brokers_answered", u.answered).Int("brokers", u.brokers).
-					Msg(u.Error() + ": reading it again before the partitions resume")
+		read, confirmed, err := w.topicID(ctx)
+		if d, ok := errors.AsType[*topicIDsDisagree](err); ok {
+			if once(d.Error()) {
+				w.log.Warn().Str("topic", topic).Strs("topic_ids", d.ids).
+					Msg(d.Error() + ": reading it again before the partitions resume")
 			}
 			return err
 		}
@@ -1189,19 +1195,25 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 			w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
 			return nil
 		}
-		if id == "" {
+		if read.id == "" {
 			return nil
 		}
-		recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, id)
+		recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, read.id, confirmed)
 		if recreated {
-			w.log.Warn().Str("topic", topic).Str("topic_id", id).Str("was", was).
+			w.log.Warn().Str("topic", topic).Str("topic_id", read.id).Str("was", was).
 				Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
 		}
-		if e, ok := errors.AsType[*store.RetiredTopicIDError](err); ok && w.noteTopicID("retired "+e.ID) {
+		if e, ok := errors.AsType[*store.TopicIDError](err); ok && errors.Is(err, store.ErrTopicIDUnconfirmed) && once("unconfirmed") {
+			w.log.Warn().Str("topic", topic).Str("topic_id", e.ID).Str("current", e.Current).Int("brokers_giving_it", read.giving).
+				Int("brokers", read.brokers).AnErr("unanswered", read.unanswered).
+				Msg("fewer than a majority of the brokers give the commands topic's ID, which is not the one stored: reading it again before the partitions resume " +
+					"(the brokers that give it may not have caught up with its deletion, the others not answer)")
+		}
+		if e, ok := errors.AsType[*store.TopicIDError](err); ok && errors.Is(err, store.ErrRetiredTopicID) && once("retired") {
 			w.log.Error().Str("topic", topic).Str("topic_id", e.ID).Str("current", e.Current).
 				Str("to_apply_it_as_a_new_topic", fmt.Sprintf("UPDATE consumer_topics SET retired_ids = array_remove(retired_ids, '%s') WHERE group_id = '%s' AND topic = '%s';",
 					e.ID, strings.ReplaceAll(w.cfg.Group, "'", "''"), strings.ReplaceAll(topic, "'", "''"))).
-				Msg("every broker answers the commands topic's ID as one it had before its current one: this is another Kafka cluster, or an earlier one failed back to " +
+				Msg("a majority of the brokers answer the commands topic's ID as one it had before its current one: this is another Kafka cluster, or an earlier one failed back to " +
 					"(one database serves one cluster); its partitions are not resumed. Point the workers at the cluster of the current ID, or, to apply this topic " +
 					"from its start as a new one, run the statement given")
 		}
@@ -1209,36 +1221,31 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 	})
 }
 
-// noteTopicID reports whether what was not noted before, noting it: each
-// refusal of a topic ID is logged once per worker, not per retry.
-func (w *Worker) noteTopicID(what string) bool {
-	_, seen := w.topicIDNoted.LoadOrStore(what, true)
-	return !seen
+// topicIDsDisagree is topicID's error when the brokers give different IDs.
+type topicIDsDisagree struct{ ids []string }
+
+func (e *topicIDsDisagree) Error() string {
+	return "the brokers answer different IDs for the commands topic (one has not caught up with its deletion or creation yet): " +
+		strings.Join(e.ids, ", ")
 }
 
-// topicIDUnsure is topicID's error when the brokers that answered give
-// different IDs, or too few answered to tell.
-type topicIDUnsure struct {
-	ids               []string
-	answered, brokers int
-}
-
-func (e *topicIDUnsure) Error() string {
-	if len(e.ids) > 1 {
-		return "the brokers answer different IDs for the commands topic (one has not caught up with its deletion or creation yet): " +
-			strings.Join(e.ids, ", ")
-	}
-	return fmt.Sprintf("only %d of the %d brokers answered the commands topic's ID, not a majority", e.answered, e.brokers)
+// topicIDRead is what topicID read: the ID, how many of the brokers known
+// gave it, and why one that gave none did not answer.
+type topicIDRead struct {
+	id              string
+	giving, brokers int
+	unanswered      error
 }
 
 // topicID returns the commands topic's ID, "" when Kafka gives topics none
-// (before 2.8), as every broker that answers gives it, a majority of the
-// brokers known answering (topicIDUnsure else: the one broker answering
-// could be the one that lags). A broker that cannot be reached contradicts
-// nothing and is left out, and one that gives no ID (an older version,
-// during an upgrade) is left out when another gives one; one that answers
-// with an error fails the read.
-func (w *Worker) topicID(ctx context.Context) (string, error) {
+// (before 2.8), as every broker that gives one gives it (topicIDsDisagree
+// else), and whether a majority of the brokers known gave it (confirmed):
+// one alone may be the one that lags, so an ID that is not the stored one
+// is taken only confirmed (store.CheckTopicID). A broker that cannot be
+// reached, answers with an error, or gives no ID (an older version, during
+// an upgrade) contradicts nothing; when none gives an ID, a broker's error
+// is the read's.
+func (w *Worker) topicID(ctx context.Context) (read topicIDRead, confirmed bool, err error) {
 	topic := w.cfg.Names.Commands
 	brokers := w.cl.DiscoveredBrokers()
 	askers := make([]kmsg.Requestor, 0, len(brokers))
@@ -1262,32 +1269,42 @@ func (w *Worker) topicID(ctx context.Context) (string, error) {
 		})
 	}
 	wg.Wait()
+	if ctx.Err() != nil {
+		return read, false, fmt.Errorf("reading the ID of %s: %w", topic, ctx.Err())
+	}
+	read.brokers = len(askers)
 	var ids []string
-	var unreached error
-	answered := 0
+	var refused error // a broker's answer with an error code
+	noID := 0
 	for _, a := range answers {
 		switch {
+		case a.err == nil && a.id == "":
+			noID++
 		case a.err == nil:
-			answered++
-			if a.id != "" && !slices.Contains(ids, a.id) {
+			read.giving++
+			if !slices.Contains(ids, a.id) {
 				ids = append(ids, a.id)
 			}
-		case errors.As(a.err, new(*kerr.Error)) || ctx.Err() != nil:
-			return "", fmt.Errorf("reading the ID of %s: %w", topic, a.err)
+		case errors.As(a.err, new(*kerr.Error)):
+			refused = cmp.Or(refused, a.err)
+			read.unanswered = a.err
 		default:
-			unreached = a.err
+			read.unanswered = a.err
 		}
 	}
 	slices.Sort(ids)
 	switch {
-	case answered == 0:
-		return "", fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, unreached)
-	case len(ids) > 1 || 2*answered <= len(askers):
-		return "", &topicIDUnsure{ids: ids, answered: answered, brokers: len(askers)}
-	case len(ids) == 0:
-		return "", nil
+	case len(ids) > 1:
+		return read, false, &topicIDsDisagree{ids: ids}
+	case len(ids) == 1:
+		read.id = ids[0]
+		return read, 2*read.giving > read.brokers, nil
+	case noID > 0:
+		return read, true, nil
+	case refused != nil:
+		return read, false, fmt.Errorf("reading the ID of %s: %w", topic, refused)
 	}
-	return ids[0], nil
+	return read, false, fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, read.unanswered)
 }
 
 // topicIDAskTimeout bounds topicID's wait for one broker: one that does not
