@@ -537,14 +537,15 @@ func answersOn(t *testing.T, st *store.Store, reply string) map[string]topics.Ev
 func TestRevokeEndsThePoisonSearch(t *testing.T) {
 	ctx := context.Background()
 	w, st := newApplier(t)
-	// The third transaction (a probe: the batch's attempt is the first)
-	// waits for an advisory lock the test holds.
+	// From the third transaction on (probes: the batch's attempt is the
+	// first), each waits for an advisory lock the test holds (a retry of
+	// one whose wait timed out too).
 	_, err := st.Pool.Exec(ctx, `
 		ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%');
 		CREATE SEQUENCE transactions;
 		CREATE FUNCTION count_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
-			IF nextval('transactions') = 3 THEN
+			IF nextval('transactions') >= 3 THEN
 				PERFORM pg_advisory_xact_lock(4242);
 			END IF;
 			RETURN NEW;
@@ -575,6 +576,8 @@ func TestRevokeEndsThePoisonSearch(t *testing.T) {
 		return waiting == 1
 	}, 30*time.Second, 10*time.Millisecond, "a probe waits for the advisory lock")
 	p.revoke()
+	var atRevoke int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM transactions`).Scan(&atRevoke))
 	_, err = holder.Exec(ctx, `SELECT pg_advisory_unlock(4242)`)
 	require.NoError(t, err)
 	select {
@@ -584,6 +587,8 @@ func TestRevokeEndsThePoisonSearch(t *testing.T) {
 	}
 	var n int64
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM transactions`).Scan(&n))
-	require.EqualValues(t, 3, n, "no probe after the revoke")
+	// The probe under way may be retried once (its lock wait timed out
+	// before the release); no other starts. Without the check: about 50.
+	require.LessOrEqual(t, n, atRevoke+1, "no probe after the revoke")
 	require.NotEqualValues(t, 40, storedOffset(t, st, 0), "the revoked partition's records were dropped, not applied")
 }
