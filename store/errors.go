@@ -65,25 +65,19 @@ var (
 	// again, from another broker or later, cures it), or from another Kafka
 	// cluster, or an earlier one failed back to. Nothing was changed.
 	ErrRetiredTopicID = errors.New("the topic ID read is one the topic had before its current one")
-	// ErrTopicIDUnconfirmed means CheckTopicID was given a topic ID other
-	// than the stored one that fewer than a majority of the brokers gave
-	// (TopicIDError): it may be a lagging broker's. Nothing was changed;
-	// reading it again, once a majority give it, decides.
-	ErrTopicIDUnconfirmed = errors.New("the topic ID read is not the stored one, and fewer than a majority of the brokers give it")
 )
 
-// TopicIDError is ErrRetiredTopicID or ErrTopicIDUnconfirmed (Err) for one
-// topic: ID is the ID read, Current the one stored.
-type TopicIDError struct {
-	Err                error
+// RetiredTopicIDError is ErrRetiredTopicID for one topic: ID is the ID
+// read, Current the one stored.
+type RetiredTopicIDError struct {
 	Topic, ID, Current string
 }
 
-func (e *TopicIDError) Error() string {
-	return fmt.Sprintf("%v: %s read as %s, stored as %s", e.Err, e.Topic, e.ID, e.Current)
+func (e *RetiredTopicIDError) Error() string {
+	return fmt.Sprintf("%v: %s read as %s, stored as %s", ErrRetiredTopicID, e.Topic, e.ID, e.Current)
 }
 
-func (e *TopicIDError) Unwrap() error { return e.Err }
+func (e *RetiredTopicIDError) Unwrap() error { return ErrRetiredTopicID }
 
 // SchemaNewerError is ErrSchemaNewer with the versions.
 type SchemaNewerError struct {

@@ -195,14 +195,11 @@ func (s *Store) SkipOffset(ctx context.Context, group, topic string, partition i
 // ("<topic>/<partition>/<offset>", which the new topic's records would be
 // given again; a wait still queued under one is answered under the id and
 // "@<old topic ID>"), and returns the ID they were stored under. The first
-// call for a topic only records the ID. An ID other than the stored one
-// that is not confirmed (fewer than a majority of the brokers gave it: it
-// may be a lagging broker's) changes nothing and fails with a
-// *TopicIDError (ErrTopicIDUnconfirmed). The IDs replaced are kept, the
+// call for a topic only records the ID. The IDs replaced are kept, the
 // last RetiredTopicIDsKept: one of them given again changes nothing and
-// fails with a *TopicIDError (ErrRetiredTopicID), for taken as a new
+// fails with a *RetiredTopicIDError (ErrRetiredTopicID), for taken as a new
 // recreation it would forget the live topic's offsets and outcomes.
-func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string, confirmed bool) (recreated bool, was string, err error) {
+func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recreated bool, was string, err error) {
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		recreated, was = false, ""
 		var retired bool
@@ -214,10 +211,8 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string, confi
 			return err
 		case err != nil || was == id:
 			return err
-		case !confirmed:
-			return &TopicIDError{Err: ErrTopicIDUnconfirmed, Topic: topic, ID: id, Current: was}
 		case retired:
-			return &TopicIDError{Err: ErrRetiredTopicID, Topic: topic, ID: id, Current: was}
+			return &RetiredTopicIDError{Topic: topic, ID: id, Current: was}
 		}
 		recreated = true
 		if _, err := tx.Exec(ctx, `DELETE FROM consumer_offsets WHERE group_id = $1 AND topic = $2`, group, topic); err != nil {

@@ -792,13 +792,13 @@ func TestCheckTopicID(t *testing.T) {
 	waiters := ids(`SELECT request_id FROM lock_waiters ORDER BY owner_id`)
 	requests := ids(`SELECT request_id FROM processed_requests ORDER BY request_id`)
 	for _, id := range []string{"id-1", "id-1"} {
-		recreated, _, err := st.CheckTopicID(ctx, group, topic, id, true)
+		recreated, _, err := st.CheckTopicID(ctx, group, topic, id)
 		require.NoError(t, err)
 		require.False(t, recreated)
 	}
 	require.Len(t, offsets(t, st, group, topic), 1)
 	require.Len(t, requests(), 4)
-	recreated, was, err := st.CheckTopicID(ctx, group, topic, "id-2", true)
+	recreated, was, err := st.CheckTopicID(ctx, group, topic, "id-2")
 	require.NoError(t, err)
 	require.True(t, recreated)
 	require.Equal(t, "id-1", was)
@@ -806,7 +806,7 @@ func TestCheckTopicID(t *testing.T) {
 	require.Len(t, offsets(t, st, group, "other"), 1)
 	require.Equal(t, []string{"locks.commandsX/1/1", "other/3/8", "r-1"}, requests())
 	require.Equal(t, []string{"locks.commands/3/5@id-1", "r-2"}, waiters(), "a wait's later answer is stored under no id the new topic gives")
-	recreated, _, err = st.CheckTopicID(ctx, group, topic, "id-2", true)
+	recreated, _, err = st.CheckTopicID(ctx, group, topic, "id-2")
 	require.NoError(t, err)
 	require.False(t, recreated)
 }
@@ -821,12 +821,11 @@ func TestCheckTopicIDRefusesARetiredID(t *testing.T) {
 	st := testdb.New(t)
 	ctx := context.Background()
 	const group, topic = "lockworker", "locks.commands"
-	checkAs := func(id string, confirmed bool) (bool, error) {
+	check := func(id string) (bool, error) {
 		t.Helper()
-		recreated, _, err := st.CheckTopicID(ctx, group, topic, id, confirmed)
+		recreated, _, err := st.CheckTopicID(ctx, group, topic, id)
 		return recreated, err
 	}
-	check := func(id string) (bool, error) { return checkAs(id, true) }
 	_, err := check("old")
 	require.NoError(t, err)
 	recreated, err := check("new")
@@ -841,19 +840,9 @@ func TestCheckTopicIDRefusesARetiredID(t *testing.T) {
 	recreated, err = check("old")
 	require.ErrorIs(t, err, store.ErrRetiredTopicID)
 	require.False(t, recreated)
-	retired, ok := errors.AsType[*store.TopicIDError](err)
+	retired, ok := errors.AsType[*store.RetiredTopicIDError](err)
 	require.True(t, ok)
-	require.Equal(t, store.TopicIDError{Err: store.ErrRetiredTopicID, Topic: topic, ID: "old", Current: "new"}, *retired)
-	// Read from fewer than a majority of the brokers, an ID other than the
-	// stored one, retired or never seen, changes nothing either.
-	for _, id := range []string{"old", "middle"} {
-		recreated, err = checkAs(id, false)
-		require.ErrorIs(t, err, store.ErrTopicIDUnconfirmed, id)
-		require.False(t, recreated, id)
-	}
-	recreated, err = checkAs("new", false)
-	require.NoError(t, err, "the stored ID needs no majority")
-	require.False(t, recreated)
+	require.Equal(t, store.RetiredTopicIDError{Topic: topic, ID: "old", Current: "new"}, *retired)
 	require.NotErrorIs(t, err, store.ErrTransient, "no retry of the transaction cures it: the ID is read again")
 	require.Equal(t, map[int32]store.Position{0: {Next: 500, Epoch: -1}}, offsets(t, st, group, topic))
 	var outcomes int

@@ -61,7 +61,7 @@ func TestResumeRetriesTheTopicIDsRead(t *testing.T) {
 	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands))
 	w, st := newApplierOn(t, c)
 	// The old topic's ID and offset; the new topic holds more records.
-	_, _, err := st.CheckTopicID(ctx, "lockworker", names.Commands, "the-old-topic", true)
+	_, _, err := st.CheckTopicID(ctx, "lockworker", names.Commands, "the-old-topic")
 	require.NoError(t, err)
 	_, err = st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 2)`,
 		names.Commands)
@@ -107,9 +107,9 @@ func topicIDCase(t *testing.T, brokers int) (c *kfake.Cluster, w *Worker, logs *
 	require.Len(t, live.Topics, 1)
 	current = kadm.TopicID(live.Topics[0].TopicID).String()
 	retired = kadm.TopicID(retiredTopicID).String()
-	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, retired, true)
+	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, retired)
 	require.NoError(t, err)
-	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, current, true)
+	_, _, err = st.CheckTopicID(ctx, "lockworker", names.Commands, current)
 	require.NoError(t, err)
 	_, err = st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 2)`,
 		names.Commands)
@@ -201,31 +201,42 @@ func TestResumeWaitsForAMajorityOfBrokersToAnswer(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, kgo.NewOffset().At(2).WithEpoch(-1), offsets[names.Commands][0], "the live topic's offset kept")
 	require.NotContains(t, logs.String(), "created again")
-	require.Contains(t, logs.String(), "fewer than a majority of the brokers give the commands topic's ID")
+	require.Contains(t, logs.String(), "only 1 of the 3 brokers give the commands topic's ID, not a majority")
+	require.Contains(t, logs.String(), "broker 2 of 3: broker closed the connection", "why a broker gave none")
 }
 
 // Brokers that give no ID (an older version, during an upgrade) do not make
-// a lagging broker's ID a majority's.
+// a lagging broker's ID a majority's: the partitions wait, the stored
+// offsets as they were, until a majority of the brokers give the ID.
 func TestResumeTakesNoIDFromAMinorityWhenTheOthersGiveNone(t *testing.T) {
-	_, w, logs, _, _, answer := topicIDCase(t, 3)
+	_, w, logs, current, _, answer := topicIDCase(t, 3)
 	middle := [16]byte{0x3d, 0x1d}
-	var lagging atomic.Int32
+	var asked atomic.Int32
 	answer(func(node int32, live *kmsg.MetadataResponse) (*kmsg.MetadataResponse, error) {
-		switch {
-		case node == 0 && lagging.Add(1) <= 2:
+		if node == 0 {
+			asked.Add(1)
 			return withTopicID(live, middle), nil
-		case node != 0:
-			return withTopicID(live, [16]byte{}), nil // an older version: no IDs
 		}
-		return nil, nil
+		return withTopicID(live, [16]byte{}), nil // an older version: no IDs
 	})
 	names := topics.DefaultNames()
-	offsets, err := w.resumeFromStore(context.Background(), map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
-	require.NoError(t, err)
-	require.EqualValues(t, 3, lagging.Load(), "read until the broker gave the stored ID")
-	require.Equal(t, kgo.NewOffset().At(2).WithEpoch(-1), offsets[names.Commands][0], "the live topic's offset kept")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset()}})
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return asked.Load() >= 3 }, 30*time.Second, 10*time.Millisecond, "read again")
+	cancel() // the revoke
+	require.Error(t, <-done)
+	var stored string
+	require.NoError(t, w.cfg.Store.Pool.QueryRow(context.Background(), `SELECT topic_id FROM consumer_topics`).Scan(&stored))
+	require.Equal(t, current, stored)
+	require.EqualValues(t, 2, storedOffset(t, w.cfg.Store, 0), "the live topic's offset kept")
 	require.NotContains(t, logs.String(), "created again")
-	require.Equal(t, 1, strings.Count(logs.String(), "fewer than a majority"), logs.String())
+	require.Equal(t, 1, strings.Count(logs.String(), "not a majority"), logs.String())
+	require.Contains(t, logs.String(), "gives no topic IDs")
 }
 
 // Every broker answering an ID the topic had before its current one is no

@@ -762,7 +762,7 @@ func (w *Worker) checkGroup(ctx context.Context) error {
 	}
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	read, _, err := w.topicID(ictx)
+	read, err := w.topicID(ictx)
 	id := read.id
 	if err != nil {
 		w.log.Warn().Err(err).Str("group", other.Others[0]).
@@ -1157,20 +1157,20 @@ func unknownBroker(err error) bool {
 // created again. A failure to read the ID that may pass (an election, a
 // broker restarting, as when a recreation comes) is returned for resuming
 // to retry; one that cannot (no Describe right on the topic) leaves the
-// offsets unchecked, with a warning. Every broker that gives an ID must
-// give the same (topicIDsDisagree), and an ID other than the stored one is
-// taken only when a majority of the brokers give it
-// (store.ErrTopicIDUnconfirmed): a broker that has not caught up with a
-// deletion or a creation yet gives another, and the read is made again, at
-// most 5 s apart, until they agree or the partitions are revoked; so a
-// lagging broker cannot have a live topic taken for a new one. An ID the topic had before its current one
+// offsets unchecked, with a warning. The ID is used only when a majority
+// of the brokers give it and none gives another (topicIDUnsure): a broker
+// that has not caught up with a deletion or a creation yet gives another,
+// and the read is made again, at most 5 s apart, until they agree or the
+// partitions are revoked; so a lagging broker can neither have a live
+// topic taken for a new one nor an old topic's offsets resumed on a new
+// one. An ID the topic had before its current one
 // (store.ErrRetiredTopicID) that a majority of the brokers give is no lag: the
 // cluster is another, or an earlier one failed back to. It is refused,
 // read again the same way, and logged at error level with what an
 // operator can do. Each kind of hold is logged once per check.
 func (w *Worker) checkTopicID(ctx context.Context) error {
 	again := func(err error) bool {
-		return errors.Is(err, store.ErrRetiredTopicID) || errors.Is(err, store.ErrTopicIDUnconfirmed) || errors.As(err, new(*topicIDsDisagree))
+		return errors.Is(err, store.ErrRetiredTopicID) || errors.As(err, new(*topicIDUnsure))
 	}
 	logged := map[string]bool{} // each kind of hold is logged once per check, not per read
 	once := func(what string) bool {
@@ -1180,11 +1180,11 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 	}
 	topic := w.cfg.Names.Commands
 	return w.retry(ctx, zerolog.Nop(), "", again, func(ctx context.Context) error {
-		read, confirmed, err := w.topicID(ctx)
-		if d, ok := errors.AsType[*topicIDsDisagree](err); ok {
-			if once(d.Error()) {
-				w.log.Warn().Str("topic", topic).Strs("topic_ids", d.ids).
-					Msg(d.Error() + ": reading it again before the partitions resume")
+		read, err := w.topicID(ctx)
+		if u, ok := errors.AsType[*topicIDUnsure](err); ok {
+			if once(u.Error()) {
+				w.log.Warn().Str("topic", topic).Strs("topic_ids", u.ids).Int("brokers_giving_it", u.giving).Int("brokers", u.brokers).
+					Strs("brokers_not_giving_it", u.others).Msg(u.Error() + ": reading it again before the partitions resume")
 			}
 			return err
 		}
@@ -1198,18 +1198,12 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 		if read.id == "" {
 			return nil
 		}
-		recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, read.id, confirmed)
+		recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, read.id)
 		if recreated {
 			w.log.Warn().Str("topic", topic).Str("topic_id", read.id).Str("was", was).
 				Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
 		}
-		if e, ok := errors.AsType[*store.TopicIDError](err); ok && errors.Is(err, store.ErrTopicIDUnconfirmed) && once("unconfirmed") {
-			w.log.Warn().Str("topic", topic).Str("topic_id", e.ID).Str("current", e.Current).Int("brokers_giving_it", read.giving).
-				Int("brokers", read.brokers).AnErr("unanswered", read.unanswered).
-				Msg("fewer than a majority of the brokers give the commands topic's ID, which is not the one stored: reading it again before the partitions resume " +
-					"(the brokers that give it may not have caught up with its deletion, the others not answer)")
-		}
-		if e, ok := errors.AsType[*store.TopicIDError](err); ok && errors.Is(err, store.ErrRetiredTopicID) && once("retired") {
+		if e, ok := errors.AsType[*store.RetiredTopicIDError](err); ok && once("retired") {
 			w.log.Error().Str("topic", topic).Str("topic_id", e.ID).Str("current", e.Current).
 				Str("to_apply_it_as_a_new_topic", fmt.Sprintf("UPDATE consumer_topics SET retired_ids = array_remove(retired_ids, '%s') WHERE group_id = '%s' AND topic = '%s';",
 					e.ID, strings.ReplaceAll(w.cfg.Group, "'", "''"), strings.ReplaceAll(topic, "'", "''"))).
@@ -1221,31 +1215,37 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 	})
 }
 
-// topicIDsDisagree is topicID's error when the brokers give different IDs.
-type topicIDsDisagree struct{ ids []string }
-
-func (e *topicIDsDisagree) Error() string {
-	return "the brokers answer different IDs for the commands topic (one has not caught up with its deletion or creation yet): " +
-		strings.Join(e.ids, ", ")
-}
-
-// topicIDRead is what topicID read: the ID, how many of the brokers known
-// gave it, and why one that gave none did not answer.
-type topicIDRead struct {
-	id              string
+// topicIDUnsure is topicID's error when the brokers that give an ID give
+// different ones, or fewer than a majority of the brokers give the one
+// given: one alone may be the one that lags.
+type topicIDUnsure struct {
+	ids             []string
 	giving, brokers int
-	unanswered      error
+	others          []string // why each broker that gave none did not
 }
 
-// topicID returns the commands topic's ID, "" when Kafka gives topics none
-// (before 2.8), as every broker that gives one gives it (topicIDsDisagree
-// else), and whether a majority of the brokers known gave it (confirmed):
-// one alone may be the one that lags, so an ID that is not the stored one
-// is taken only confirmed (store.CheckTopicID). A broker that cannot be
-// reached, answers with an error, or gives no ID (an older version, during
-// an upgrade) contradicts nothing; when none gives an ID, a broker's error
-// is the read's.
-func (w *Worker) topicID(ctx context.Context) (read topicIDRead, confirmed bool, err error) {
+func (e *topicIDUnsure) Error() string {
+	if len(e.ids) > 1 {
+		return "the brokers answer different IDs for the commands topic (one has not caught up with its deletion or creation yet): " +
+			strings.Join(e.ids, ", ")
+	}
+	return fmt.Sprintf("only %d of the %d brokers give the commands topic's ID, not a majority", e.giving, e.brokers)
+}
+
+// topicIDRead is what topicID read: the ID, "" when Kafka gives topics none
+// (before 2.8).
+type topicIDRead struct{ id string }
+
+// topicID returns the commands topic's ID as a majority of the brokers
+// known give it, none giving another (topicIDUnsure else): one broker
+// alone may be one that has not caught up with a deletion or a creation,
+// and its ID, taken, would have a live topic taken for a new one or an old
+// topic's offsets resumed on a new one. A broker that cannot be reached,
+// answers with an error, or gives no ID (an older version, during an
+// upgrade) contradicts nobody but does not count towards the majority;
+// when none gives an ID, that is the answer (every broker that answered
+// gave none), else a broker's error is the read's.
+func (w *Worker) topicID(ctx context.Context) (topicIDRead, error) {
 	topic := w.cfg.Names.Commands
 	brokers := w.cl.DiscoveredBrokers()
 	askers := make([]kmsg.Requestor, 0, len(brokers))
@@ -1255,6 +1255,9 @@ func (w *Worker) topicID(ctx context.Context) (read topicIDRead, confirmed bool,
 	if len(askers) == 0 { // no metadata yet: the seeds
 		askers = append(askers, w.cl)
 	}
+	// A broker's name for the log: kgo's Broker does not say its node ID;
+	// an unreachable one's error names its address.
+	name := func(i int) string { return fmt.Sprintf("broker %d of %d", i+1, len(askers)) }
 	type answer struct {
 		id  string
 		err error
@@ -1270,41 +1273,41 @@ func (w *Worker) topicID(ctx context.Context) (read topicIDRead, confirmed bool,
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		return read, false, fmt.Errorf("reading the ID of %s: %w", topic, ctx.Err())
+		return topicIDRead{}, fmt.Errorf("reading the ID of %s: %w", topic, ctx.Err())
 	}
-	read.brokers = len(askers)
-	var ids []string
-	var refused error // a broker's answer with an error code
+	unsure := &topicIDUnsure{brokers: len(askers)}
+	var refused, unreached error
 	noID := 0
-	for _, a := range answers {
+	for i, a := range answers {
 		switch {
 		case a.err == nil && a.id == "":
 			noID++
+			unsure.others = append(unsure.others, name(i)+": gives no topic IDs")
 		case a.err == nil:
-			read.giving++
-			if !slices.Contains(ids, a.id) {
-				ids = append(ids, a.id)
+			unsure.giving++
+			if !slices.Contains(unsure.ids, a.id) {
+				unsure.ids = append(unsure.ids, a.id)
 			}
 		case errors.As(a.err, new(*kerr.Error)):
 			refused = cmp.Or(refused, a.err)
-			read.unanswered = a.err
+			unsure.others = append(unsure.others, name(i)+": "+a.err.Error())
 		default:
-			read.unanswered = a.err
+			unreached = cmp.Or(unreached, a.err)
+			unsure.others = append(unsure.others, name(i)+": "+a.err.Error())
 		}
 	}
-	slices.Sort(ids)
+	slices.Sort(unsure.ids)
 	switch {
-	case len(ids) > 1:
-		return read, false, &topicIDsDisagree{ids: ids}
-	case len(ids) == 1:
-		read.id = ids[0]
-		return read, 2*read.giving > read.brokers, nil
-	case noID > 0:
-		return read, true, nil
+	case len(unsure.ids) > 1 || len(unsure.ids) == 1 && 2*unsure.giving <= unsure.brokers:
+		return topicIDRead{}, unsure
+	case len(unsure.ids) == 1:
+		return topicIDRead{id: unsure.ids[0]}, nil
+	case noID > 0 && refused == nil:
+		return topicIDRead{}, nil
 	case refused != nil:
-		return read, false, fmt.Errorf("reading the ID of %s: %w", topic, refused)
+		return topicIDRead{}, fmt.Errorf("reading the ID of %s: %w", topic, refused)
 	}
-	return read, false, fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, read.unanswered)
+	return topicIDRead{}, fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, unreached)
 }
 
 // topicIDAskTimeout bounds topicID's wait for one broker: one that does not
