@@ -121,6 +121,11 @@ type Config struct {
 	Clients  int           `json:"clients"`
 	Warmup   time.Duration `json:"warmup_ns"`
 	Duration time.Duration `json:"duration_ns"`
+	// EndGrace is how long a closed loop's commands sent before its
+	// window's end (the soak's last) may still be answered after it; then
+	// those unanswered are errors. Below the loops' 30 s wait for an
+	// answer, it bounds a run's end; tests shorten it.
+	EndGrace time.Duration `json:"end_grace_ns"`
 
 	Rate            int           `json:"rate"`
 	LatencyDuration time.Duration `json:"latency_duration_ns"`
@@ -177,7 +182,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Scenarios: scenarioNames, SDK: true, PGMaxConns: 10, ReplyPartitions: 4,
-		Clients: 256, Warmup: 3 * time.Second, Duration: 15 * time.Second,
+		Clients: 256, Warmup: 3 * time.Second, Duration: 15 * time.Second, EndGrace: 10 * time.Second,
 		Rate: 1000, LatencyDuration: 10 * time.Second,
 		Waiters: 100, Leases: 10000, Lease: time.Second, BurstLocks: 10000,
 		CleanupSizes: []int{100, 100000}, CleanupEndedMax: 10000,

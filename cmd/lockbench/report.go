@@ -261,8 +261,7 @@ func (r *Report) finish(cfg *Config) {
 	r.modesGoals()
 	if d := r.Driver; d.ProduceErrors > 0 || d.Undecodable > 0 {
 		r.note(fmt.Sprintf("driver: %d commands were not produced and %d replies could not be decoded: "+
-			"the scenarios count those of their windows as timeouts, errors or missing answers, "+
-			"but for a closed loop's sent in its window's last %s (neither answered nor timed out by its end)", d.ProduceErrors, d.Undecodable, unansweredAfter))
+			"the scenarios count those of their windows as timeouts, errors or missing answers", d.ProduceErrors, d.Undecodable))
 	}
 	if r.PostgresCPUMeasured {
 		r.note("PostgreSQL's CPU is its whole server's: the backends of every database on it (other jobs' too), its autovacuum and " +
@@ -401,13 +400,13 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	p("\n")
 }
 
-// fmtUnanswered says how many of a closed loop's errors its window's end
-// cut off unanswered, if any.
+// fmtUnanswered says how many of a closed loop's errors were still
+// unanswered when the grace after its window ended, if any.
 func fmtUnanswered(n int64) string {
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (%d unanswered at the window's end, after over %s)", n, unansweredAfter)
+	return fmt.Sprintf(" (%d unanswered by the grace's end after the window)", n)
 }
 
 func printCPU(w io.Writer, c cpuUse) {

@@ -62,8 +62,8 @@ type ThroughputResult struct {
 	Commands  int64   `json:"commands"`
 	PerSecond float64 `json:"commands_per_second"`
 	Errors    int64   `json:"errors"`
-	// Unanswered of the Errors are the commands still unanswered when the
-	// window ended, sent more than unansweredAfter before it.
+	// Unanswered of the Errors are the commands sent before the window's
+	// end and still unanswered when the grace after it (EndGrace) ended.
 	Unanswered int64 `json:"unanswered_at_window_end"`
 	Acquire    dist  `json:"acquire_latency"`
 	Release    dist  `json:"release_latency"`
@@ -82,52 +82,9 @@ type ThroughputResult struct {
 // raw records or the client SDK. It reports how long each took and how many
 // commands completed; with an error, the command that failed is the one
 // after those, and its time is how long it took to fail. ctx ending (the
-// window's end) is such an error, for the command it was waiting for.
+// end of the grace after the window) is such an error, for the command it
+// was waiting for.
 type cycler func(ctx context.Context, client, i int) (acq, rel time.Duration, done int, err error)
-
-// unansweredAfter is how long a closed loop's command may have waited when
-// its window ends and still count as merely in flight. The loops wait up to
-// 30 s for an answer, longer than a window (15 s), so a command lost in
-// one would otherwise never count as an error or in any figure. A second
-// is far above any answer these loops see (tens of ms at 256 clients) and
-// leaves unguarded only what is sent in the window's last second.
-const unansweredAfter = time.Second
-
-// unanswered gathers the commands a closed loop's clients were still
-// waiting for when its context ended.
-type unanswered struct {
-	mu   sync.Mutex
-	cmds []sentCmd
-}
-
-// sentCmd is a command still unanswered: when it was sent, and the
-// histogram of its operation.
-type sentCmd struct {
-	at time.Time
-	h  *hist
-}
-
-func (u *unanswered) add(at time.Time, h *hist) {
-	u.mu.Lock()
-	u.cmds = append(u.cmds, sentCmd{at, h})
-	u.mu.Unlock()
-}
-
-// count returns how many commands had waited more than unansweredAfter at
-// end, the window's end, and records each in its histogram with its wait
-// until then: a lower bound of its time to answer.
-func (u *unanswered) count(end time.Time) int64 {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	var n int64
-	for _, c := range u.cmds {
-		if wait := end.Sub(c.at); wait > unansweredAfter {
-			c.h.add(wait)
-			n++
-		}
-	}
-	return n
-}
 
 func (b *bench) rawCycler(timeout time.Duration) cycler { return b.shapedCycler(timeout, lockShape{}) }
 
@@ -177,11 +134,14 @@ func (b *bench) shapedCycler(timeout time.Duration, shape lockShape) cycler {
 func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profile bool) (ThroughputResult, error) {
 	cfg := b.cfg
 	res := ThroughputResult{Via: via, Clients: cfg.Clients}
-	var completed, errs atomic.Int64
+	var completed, errs, unanswered atomic.Int64
 	var measuring atomic.Bool
 	var reported atomic.Int64
+	// windowEnd is set when the window ends: the clients start no cycle
+	// after it, and no command sent after it is in any figure.
+	var windowEnd atomic.Pointer[time.Time]
 	acq, rel := newHist(), newHist()
-	var cutOff unanswered
+	// lctx ends with the grace after the window (or a signal).
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -189,38 +149,42 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; lctx.Err() == nil; i++ {
+			for i := 0; windowEnd.Load() == nil && lctx.Err() == nil; i++ {
 				start := time.Now()
 				a, r, n, err := cycle(lctx, c, i)
-				if lctx.Err() != nil {
-					// The window's end cut off command n of the cycle:
-					// sent at the cycle's start, or after its acquire.
-					switch {
-					case err == nil:
-					case n == 0:
-						cutOff.add(start, acq)
-					case n == 1:
-						cutOff.add(start.Add(a), rel)
-					}
-					return
+				if ctx.Err() != nil {
+					return // a signal: the window's figures are dropped
 				}
 				completed.Add(int64(n))
+				// A cycle in flight at the window's end sends its release
+				// in the grace too (a semaphore's queue moves only as its
+				// holders release), but that release is in no figure.
+				end := windowEnd.Load()
+				sentIn := func(at time.Time) bool { return end == nil || !at.After(*end) }
+				relSent, failed := start.Add(a), start
+				if n == 1 {
+					failed = relSent
+				}
 				// A failed command is in the figures too, with the time it
-				// took to fail (a timeout's whole wait; one the window's end
-				// cut off after unansweredAfter, its wait until then): left
-				// out, a build that times out would show only its fast
-				// cycles.
+				// took to fail (a timeout's whole wait; one the grace's end
+				// cut off, its wait until then): left out, a build that
+				// times out would show only its fast cycles.
 				if measuring.Load() {
-					acq.add(a)
-					if n > 0 {
+					if sentIn(start) {
+						acq.add(a)
+					}
+					if n > 0 && sentIn(relSent) {
 						rel.add(r)
 					}
 				}
-				if err != nil {
-					errs.Add(1)
-					if reported.Add(1) <= 5 {
-						b.progress("throughput (%s): %v", via, err)
-					}
+				if err == nil || !sentIn(failed) {
+					continue
+				}
+				errs.Add(1)
+				if lctx.Err() != nil {
+					unanswered.Add(1) // still waiting when the grace ended
+				} else if reported.Add(1) <= 5 {
+					b.progress("throughput (%s): %v", via, err)
 				}
 			}
 		}()
@@ -273,12 +237,14 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	case <-ctx.Done():
 		cut = ctx.Err()
 	}
-	measuring.Store(false)
-	c1, e1 := completed.Load(), errs.Load()
+	c1 := completed.Load()
 	cpu1 := takeCPU(b.t.proc, b.t.brokerProc, pg)
-	// At once: what the clients still wait for is cut off at the window's
-	// end, not answered in the bookkeeping after it.
-	stop()
+	// The grace: the commands in flight may still be answered, into the
+	// figures but not the window's count; those unanswered when it ends
+	// are cut off, errors.
+	end := cpu1.at
+	windowEnd.Store(&end)
+	defer time.AfterFunc(cfg.EndGrace, stop).Stop()
 	if profile && cfg.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -312,8 +278,8 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	res.CPU = cpuBetween(cpu0, cpu1)
 	res.Seconds = res.CPU.Seconds
 	res.Commands = c1 - c0
-	res.Unanswered = cutOff.count(cpu1.at)
-	res.Errors = e1 - e0 + res.Unanswered
+	res.Unanswered = unanswered.Load()
+	res.Errors = errs.Load() - e0
 	res.PerSecond = float64(res.Commands) / res.Seconds
 	res.WorkerCPUPer = perThousand(res.CPU.WorkerCPU, res.Commands)
 	res.PGCPUPer = perThousand(res.CPU.PostgresCPU, res.Commands)

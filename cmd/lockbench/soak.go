@@ -32,9 +32,9 @@ type SoakResult struct {
 	Scrapes     int     `json:"metrics_scrapes"`
 	ScrapeMaxMS float64 `json:"metrics_scrape_max_ms"`
 	Errors      int64   `json:"errors"`
-	// Unanswered of the Errors are the commands still unanswered when the
-	// last window ended, sent more than unansweredAfter before it: they
-	// are in its latency, with their wait until then.
+	// Unanswered of the Errors are the commands sent before the last
+	// window's end and still unanswered when the grace after it ended:
+	// they are in its latency, with their wait until then.
 	Unanswered int64        `json:"unanswered_at_end"`
 	Windows    []SoakWindow `json:"windows"`
 	// ThroughputRatio and P99Ratio are the last window's over the first's.
@@ -75,9 +75,9 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	// Client c takes locks c, c+clients, ... of its own: parseFlags ensures
 	// SoakLocks >= SoakClients, so no two share one and none refuses another.
 	perClient := max(1, cfg.SoakLocks/cfg.SoakClients)
-	var errs, reported atomic.Int64
-	var cutOff unanswered
+	var errs, unanswered, reported atomic.Int64
 	var start atomic.Pointer[time.Time] // set when the warm-up ends
+	// lctx ends with the grace after the last window (or a signal).
 	lctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -93,39 +93,44 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 		go func() {
 			defer wg.Done()
 			owner := fmt.Sprintf("soak-owner-%d", c)
-			for i := 0; lctx.Err() == nil; i++ {
+			for i := 0; ; i++ {
 				lock := b.rid("soak", (c+cfg.SoakClients*(i%perClient))%cfg.SoakLocks)
 				for _, op := range []string{topics.OpAcquire, topics.OpRelease} {
 					cmd := topics.Command{RequestID: b.rid("soak", c, i, op[:1]), Operation: op, LockName: lock, OwnerID: owner, LeaseDuration: 60}
 					sent := time.Now()
+					if s := start.Load(); s != nil && !sent.Before(s.Add(time.Duration(n)*cfg.SoakWindow)) {
+						return // the soak has ended: no new command
+					}
 					r, err := b.d.call(lctx, cmd, 30*time.Second)
-					if lctx.Err() != nil {
-						if err != nil { // cut off by the soak's end
-							cutOff.add(sent, windows[n-1].lat)
-						}
-						return
+					if ctx.Err() != nil {
+						return // a signal: cutShort drops the figures
 					}
 					want := map[string]string{topics.OpAcquire: topics.TypeAcquired, topics.OpRelease: topics.TypeReleased}[op]
 					if err == nil && r.ev.Type != want {
 						err = fmt.Errorf("%s answered %s %s", op, r.ev.Type, r.ev.ErrorCode)
 					}
 					// A failed command is in its window's latency too, with
-					// the time it took to fail (a timeout's whole wait).
+					// the time it took to fail (a timeout's whole wait; one
+					// the grace's end cut off, its wait until then).
 					at := r.at
 					if at.IsZero() {
 						at = time.Now()
 					}
 					if s := start.Load(); s != nil {
-						if w := int(at.Sub(*s) / cfg.SoakWindow); w >= 0 && w < n {
-							if err == nil {
+						if w := int(at.Sub(*s) / cfg.SoakWindow); w >= 0 {
+							if w < n && err == nil {
 								windows[w].commands.Add(1)
 							}
-							windows[w].lat.add(at.Sub(sent))
+							// Answered in the grace: sent in the last window,
+							// in its latency but not its rate.
+							windows[min(w, n-1)].lat.add(at.Sub(sent))
 						}
 					}
 					if err != nil {
 						errs.Add(1)
-						if reported.Add(1) <= 5 {
+						if lctx.Err() != nil {
+							unanswered.Add(1) // still waiting when the grace ended
+						} else if reported.Add(1) <= 5 {
 							b.progress("soak: %v", err)
 						}
 						break
@@ -142,11 +147,16 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 	t0 := time.Now()
 	start.Store(&t0)
 	e0 := errs.Load()
+	// The grace after the last window: the commands in flight may still be
+	// answered; those unanswered when it ends are cut off, errors.
+	defer time.AfterFunc(time.Duration(n)*cfg.SoakWindow+cfg.EndGrace, stop).Stop()
+	sctx, stopScrape := context.WithCancel(lctx)
+	defer stopScrape()
 	if b.t.httpAddr != "" && cfg.SoakScrape > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.scrape(lctx, "http://"+b.t.httpAddr+"/metrics", cfg.SoakScrape, &res)
+			b.scrape(sctx, "http://"+b.t.httpAddr+"/metrics", cfg.SoakScrape, &res)
 		}()
 	}
 	for w := range n {
@@ -170,11 +180,11 @@ func (b *bench) soak(ctx context.Context) (SoakResult, error) {
 		b.progress("soak: %3.0f s  %s commands/s  dead rows %v", sw.EndSeconds, fmtNum(sw.PerSecond), sw.DeadRows)
 	}
 	res.Seconds = time.Since(t0).Seconds()
-	stop()
+	stopScrape()
 	wg.Wait()
-	res.Unanswered = cutOff.count(t0.Add(time.Duration(n) * cfg.SoakWindow))
-	res.Errors = errs.Load() - e0 + res.Unanswered
-	// The last window's answers have all arrived now.
+	res.Unanswered = unanswered.Load()
+	res.Errors = errs.Load() - e0
+	// The last window's answers have all arrived now, or been cut off.
 	for i := range res.Windows {
 		res.Windows[i].Commands = windows[i].commands.Load()
 		res.Windows[i].PerSecond = float64(res.Windows[i].Commands) / cfg.SoakWindow.Seconds()
