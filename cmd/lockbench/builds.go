@@ -112,8 +112,8 @@ func (r *BuildsResult) print(w io.Writer) {
 			name string
 			r    ThroughputResult
 		}{{"baseline", x.Baseline}, {"candidate", x.Candidate}} {
-			fmt.Fprintf(w, "  round %d  %-9s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d\n",
-				i+1, t.name, fmtNum(t.r.PerSecond), t.r.Acquire.P50, t.r.Acquire.P99, fmtCPUPerCommand(t.r), t.r.Errors)
+			fmt.Fprintf(w, "  round %d  %-9s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d%s\n",
+				i+1, t.name, fmtNum(t.r.PerSecond), t.r.Acquire.P50, t.r.Acquire.P99, fmtCPUPerCommand(t.r), t.r.Errors, fmtUnanswered(t.r.Unanswered))
 		}
 		fmt.Fprintf(w, "  round %d  candidate / baseline: throughput %.2fx, acquire p50 %s, CPU per command %s%s\n", i+1, x.Ratio, fmtRatio(x.P50Ratio), fmtRatio(x.CPURatio),
 			failedRound(x.Baseline.Errors+x.Candidate.Errors))

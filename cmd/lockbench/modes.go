@@ -161,8 +161,8 @@ func (m *ModesResult) print(w io.Writer) {
 	fmt.Fprintf(w, "\nmodes: %d clients acquiring and releasing; CPU ms per command (worker, broker, whole PostgreSQL server)\n", m.Clients)
 	for i, x := range m.Rounds {
 		for _, t := range []ThroughputResult{x.Exclusive, x.Shared, x.Semaphore} {
-			fmt.Fprintf(w, "  round %d  %-16s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d\n",
-				i+1, t.Via, fmtNum(t.PerSecond), t.Acquire.P50, t.Acquire.P99, fmtCPUPerCommand(t), t.Errors)
+			fmt.Fprintf(w, "  round %d  %-16s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d%s\n",
+				i+1, t.Via, fmtNum(t.PerSecond), t.Acquire.P50, t.Acquire.P99, fmtCPUPerCommand(t), t.Errors, fmtUnanswered(t.Unanswered))
 		}
 		fmt.Fprintf(w, "  round %d  shared / exclusive CPU per command: %s\n", i+1, fmtRatio(x.SharedCost))
 	}

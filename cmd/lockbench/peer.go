@@ -227,9 +227,9 @@ func (r *Report) peerGoals() {
 func (p *PeerResult) print(w io.Writer) {
 	fmt.Fprintf(w, "\npeer: %s beside the original design (one statement per acquire and release), %d clients, alternating\n", p.Target, p.Clients)
 	for i, x := range p.Rounds {
-		fmt.Fprintf(w, "  round %d  %s %8s cmd/s  acquire p50 %7.2f ms | original %8s cmd/s  acquire p50 %7.2f ms | ratio %.2fx, p50 %s | errors %d, %d\n",
+		fmt.Fprintf(w, "  round %d  %s %8s cmd/s  acquire p50 %7.2f ms | original %8s cmd/s  acquire p50 %7.2f ms | ratio %.2fx, p50 %s | errors %d%s, %d%s\n",
 			i+1, p.Target, fmtNum(x.Lockworker.PerSecond), x.Lockworker.Acquire.P50, fmtNum(x.Original.PerSecond), x.Original.Acquire.P50, x.Ratio, fmtRatio(x.P50Ratio),
-			x.Lockworker.Errors, x.Original.Errors)
+			x.Lockworker.Errors, fmtUnanswered(x.Lockworker.Unanswered), x.Original.Errors, fmtUnanswered(x.Original.Unanswered))
 	}
 	fmt.Fprintf(w, "  original design, 1 client: %s cmd/s, acquire p50 %.2f ms, p99 %.2f ms\n", fmtNum(p.Light.PerSecond), p.Light.Acquire.P50, p.Light.Acquire.P99)
 }
