@@ -141,9 +141,7 @@ func TestSoakSmoke(t *testing.T) {
 		require.Positive(t, w.Commands)
 		require.Contains(t, w.DeadRows, "locks")
 	}
-	// A command cut off at the end after a stall of this busy machine is
-	// an error of the figures, not of the scenario's run.
-	require.Equal(t, s.Unanswered, s.Errors)
+	require.Zero(t, s.Errors)
 	require.Positive(t, s.ThroughputRatio)
 	require.Positive(t, s.P99Ratio)
 	var table bytes.Buffer
@@ -161,7 +159,7 @@ func TestModesSmoke(t *testing.T) {
 	r := rep.Modes.Rounds[0]
 	for _, x := range []ThroughputResult{r.Exclusive, r.Shared, r.Semaphore} {
 		require.Positive(t, x.Commands, x.Via)
-		require.Equal(t, x.Unanswered, x.Errors, x.Via) // cut off at the end: a stall of the machine
+		require.Zero(t, x.Errors, x.Via)
 	}
 	var table bytes.Buffer
 	rep.print(&table, cfg)
@@ -191,7 +189,7 @@ func requireBuildsRound(t *testing.T, rep *Report, cfg *Config, want string) {
 	r := rep.Builds.Rounds[0]
 	for _, x := range []ThroughputResult{r.Baseline, r.Candidate} {
 		require.Positive(t, x.Commands)
-		require.Equal(t, x.Unanswered, x.Errors) // cut off at the end: a stall of the machine
+		require.Zero(t, x.Errors)
 		require.NotNil(t, x.CPU.WorkerCPU, "the child's CPU is measured")
 		require.Positive(t, *x.CPU.WorkerCPU, "the child's CPU is measured")
 	}
