@@ -329,7 +329,10 @@ func timedOutBefore(ctx context.Context, conn *pgx.Conn) (string, error) {
 // a name older servers refuse.
 func liftTimeouts(conn *pgx.Conn) func(scope string) string {
 	names := []string{"statement_timeout"}
-	major, _, _ := strings.Cut(conn.PgConn().ParameterStatus("server_version"), ".")
+	// The major version is the leading digits ("17.2 (Debian ...)",
+	// "17beta1", "18devel").
+	version := conn.PgConn().ParameterStatus("server_version")
+	major := version[:len(version)-len(strings.TrimLeft(version, "0123456789"))]
 	if v, err := strconv.Atoi(major); err == nil && v >= 17 {
 		names = append(names, "transaction_timeout")
 	}
