@@ -444,16 +444,7 @@ func TestManyRefusedCommandsInABatchAreFoundInAFewProbesEach(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			w, st := newApplier(t)
-			_, err := st.Pool.Exec(ctx, `
-				ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%');
-				CREATE SEQUENCE transactions;
-				CREATE FUNCTION count_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
-				BEGIN
-					PERFORM nextval('transactions'); -- not rolled back with a probe
-					RETURN NEW;
-				END $$;
-				CREATE TRIGGER count_transaction BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION count_transaction()`)
-			require.NoError(t, err)
+			countTransactions(t, st, "")
 			reply := "locks.replies.many"
 			var recs []*kgo.Record
 			var good, bad []string
@@ -491,6 +482,26 @@ func TestManyRefusedCommandsInABatchAreFoundInAFewProbesEach(t *testing.T) {
 			require.GreaterOrEqual(t, n, int64(2+2*len(bad)))
 		})
 	}
+}
+
+// countTransactions refuses lock names starting "poison" (a CHECK
+// PostgreSQL enforces and validation does not know) and counts the
+// transactions that advance the offset of a partition, in the sequence
+// transactions, which a rolled-back probe does not undo; then runs also,
+// with the count in last.
+func countTransactions(t *testing.T, st *store.Store, then string) {
+	t.Helper()
+	_, err := st.Pool.Exec(context.Background(), `
+		ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%');
+		CREATE SEQUENCE transactions;
+		CREATE FUNCTION count_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
+		DECLARE last int8 := nextval('transactions');
+		BEGIN
+			`+then+`
+			RETURN NEW;
+		END $$;
+		CREATE TRIGGER count_transaction BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION count_transaction()`)
+	require.NoError(t, err)
 }
 
 // refuseFirst makes PostgreSQL refuse (check_violation) the first n rows
@@ -540,18 +551,7 @@ func TestRevokeEndsThePoisonSearch(t *testing.T) {
 	// From the third transaction on (probes: the batch's attempt is the
 	// first), each waits for an advisory lock the test holds (a retry of
 	// one whose wait timed out too).
-	_, err := st.Pool.Exec(ctx, `
-		ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%');
-		CREATE SEQUENCE transactions;
-		CREATE FUNCTION count_transaction() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-			IF nextval('transactions') >= 3 THEN
-				PERFORM pg_advisory_xact_lock(4242);
-			END IF;
-			RETURN NEW;
-		END $$;
-		CREATE TRIGGER count_transaction BEFORE UPDATE ON consumer_offsets FOR EACH ROW EXECUTE FUNCTION count_transaction()`)
-	require.NoError(t, err)
+	countTransactions(t, st, `IF last >= 3 THEN PERFORM pg_advisory_xact_lock(4242); END IF;`)
 	holder, err := st.Pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer holder.Release()
