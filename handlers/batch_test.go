@@ -703,21 +703,7 @@ func TestBatchSpansPartitions(t *testing.T) {
 		h.acquire("p5-general", "d"),
 	}
 	partitions := []int32{3, 5, 3, 5}
-	err := h.st.InTx(ctx, func(tx pgx.Tx) error {
-		b := handlers.NewBatch(tx, h.env)
-		pb := &pgx.Batch{}
-		b.QueueAtOnce(pb, cmds[:3], partitions[:3]) // the last is left to the general path
-		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
-			return err
-		}
-		for i, c := range cmds {
-			if _, err := b.For(partitions[i]).Apply(ctx, c, time.Now()); err != nil {
-				return err
-			}
-		}
-		return b.Flush(ctx)
-	})
-	require.NoError(t, err)
+	require.NoError(t, h.applyAcross(ctx, cmds, partitions, 3)) // the last is left to the general path
 
 	rows, err := h.st.Pool.Query(ctx, `SELECT lock_name, source_partition FROM locks ORDER BY lock_name`)
 	require.NoError(t, err)

@@ -94,6 +94,26 @@ func (h *harness) applyTx(ctx context.Context, ahead bool, cmds []topics.Command
 	return out, err
 }
 
+// applyAcross applies cmds in one transaction, each for its commands
+// partition (partitions[i]), the first ahead of them sent ahead
+// (QueueAtOnce) as the worker does, the rest left to the general path.
+func (h *harness) applyAcross(ctx context.Context, cmds []topics.Command, partitions []int32, ahead int) error {
+	return h.st.InTx(ctx, func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, h.env)
+		pb := &pgx.Batch{}
+		b.QueueAtOnce(pb, cmds[:ahead], partitions[:ahead])
+		if err := tx.SendBatch(ctx, pb).Close(); err != nil {
+			return err
+		}
+		for i, c := range cmds {
+			if _, err := b.For(partitions[i]).Apply(ctx, c, time.Now()); err != nil {
+				return err
+			}
+		}
+		return b.Flush(ctx)
+	})
+}
+
 // storedHeaders checks that the outbox rows written, read back from the
 // table (as the relay reads them after a crash), are the records the relay
 // was handed in memory: an event's row stores the event compacted and only

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -225,20 +224,7 @@ func TestStateOfLockChangedForTwoPartitions(t *testing.T) {
 		h.clearOutbox()
 		cmds := []topics.Command{h.acquire("x", "r2", shared), tc.later()}
 		partitions := []int32{1, 2}
-		require.NoError(t, h.st.InTx(ctx, func(tx pgx.Tx) error {
-			b := handlers.NewBatch(tx, h.env)
-			pb := &pgx.Batch{}
-			b.QueueAtOnce(pb, cmds, partitions)
-			if err := tx.SendBatch(ctx, pb).Close(); err != nil {
-				return err
-			}
-			for i, c := range cmds {
-				if _, err := b.For(partitions[i]).Apply(ctx, c, time.Now()); err != nil {
-					return err
-				}
-			}
-			return b.Flush(ctx)
-		}))
+		require.NoError(t, h.applyAcross(ctx, cmds, partitions, len(cmds)))
 		var got []string
 		for _, s := range h.states() {
 			var hs []string
