@@ -762,8 +762,7 @@ func (w *Worker) checkGroup(ctx context.Context) error {
 	}
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	read, err := w.topicID(ictx)
-	id := read.id
+	id, err := w.topicID(ictx)
 	if err != nil {
 		w.log.Warn().Err(err).Str("group", other.Others[0]).
 			Msg("reading the commands topic's ID to check the other group's offsets against it; a topic ID stored with them is taken for the current one")
@@ -1180,7 +1179,7 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 	}
 	topic := w.cfg.Names.Commands
 	return w.retry(ctx, zerolog.Nop(), "", again, func(ctx context.Context) error {
-		read, err := w.topicID(ctx)
+		id, err := w.topicID(ctx)
 		if u, ok := errors.AsType[*topicIDUnsure](err); ok {
 			if once(u.Error()) {
 				w.log.Warn().Str("topic", topic).Strs("topic_ids", u.ids).Int("brokers_giving_it", u.giving).Int("brokers", u.brokers).
@@ -1195,12 +1194,12 @@ func (w *Worker) checkTopicID(ctx context.Context) error {
 			w.log.Warn().Err(err).Msg("reading the commands topic's ID; its stored offsets are used unchecked")
 			return nil
 		}
-		if read.id == "" {
+		if id == "" {
 			return nil
 		}
-		recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, read.id)
+		recreated, was, err := w.cfg.Store.CheckTopicID(ctx, w.cfg.Group, topic, id)
 		if recreated {
-			w.log.Warn().Str("topic", topic).Str("topic_id", read.id).Str("was", was).
+			w.log.Warn().Str("topic", topic).Str("topic_id", id).Str("was", was).
 				Msg("the commands topic was created again: its stored offsets are forgotten and its records applied from its start")
 		}
 		if e, ok := errors.AsType[*store.RetiredTopicIDError](err); ok && once("retired") {
@@ -1232,11 +1231,8 @@ func (e *topicIDUnsure) Error() string {
 	return fmt.Sprintf("only %d of the %d brokers give the commands topic's ID, not a majority", e.giving, e.brokers)
 }
 
-// topicIDRead is what topicID read: the ID, "" when Kafka gives topics none
-// (before 2.8).
-type topicIDRead struct{ id string }
-
-// topicID returns the commands topic's ID as a majority of the brokers
+// topicID returns the commands topic's ID ("" when Kafka gives topics none:
+// before 2.8) as a majority of the brokers
 // known give it, none giving another (topicIDUnsure else): one broker
 // alone may be one that has not caught up with a deletion or a creation,
 // and its ID, taken, would have a live topic taken for a new one or an old
@@ -1245,7 +1241,7 @@ type topicIDRead struct{ id string }
 // upgrade) contradicts nobody but does not count towards the majority;
 // when none gives an ID, that is the answer (every broker that answered
 // gave none), else a broker's error is the read's.
-func (w *Worker) topicID(ctx context.Context) (topicIDRead, error) {
+func (w *Worker) topicID(ctx context.Context) (string, error) {
 	topic := w.cfg.Names.Commands
 	brokers := w.cl.DiscoveredBrokers()
 	askers := make([]kmsg.Requestor, 0, len(brokers))
@@ -1273,7 +1269,7 @@ func (w *Worker) topicID(ctx context.Context) (topicIDRead, error) {
 	}
 	wg.Wait()
 	if ctx.Err() != nil {
-		return topicIDRead{}, fmt.Errorf("reading the ID of %s: %w", topic, ctx.Err())
+		return "", fmt.Errorf("reading the ID of %s: %w", topic, ctx.Err())
 	}
 	unsure := &topicIDUnsure{brokers: len(askers)}
 	var refused, unreached error
@@ -1299,15 +1295,15 @@ func (w *Worker) topicID(ctx context.Context) (topicIDRead, error) {
 	slices.Sort(unsure.ids)
 	switch {
 	case len(unsure.ids) > 1 || len(unsure.ids) == 1 && 2*unsure.giving <= unsure.brokers:
-		return topicIDRead{}, unsure
+		return "", unsure
 	case len(unsure.ids) == 1:
-		return topicIDRead{id: unsure.ids[0]}, nil
+		return unsure.ids[0], nil
 	case noID > 0 && refused == nil:
-		return topicIDRead{}, nil
+		return "", nil
 	case refused != nil:
-		return topicIDRead{}, fmt.Errorf("reading the ID of %s: %w", topic, refused)
+		return "", fmt.Errorf("reading the ID of %s: %w", topic, refused)
 	}
-	return topicIDRead{}, fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, unreached)
+	return "", fmt.Errorf("reading the ID of %s: no broker answered: %w", topic, unreached)
 }
 
 // topicIDAskTimeout bounds topicID's wait for one broker: one that does not
