@@ -64,12 +64,12 @@ func Decode(value []byte, replyPrefix string) (Command, error) {
 			return c, reject(c, CodeInvalidRequest, "%s", p)
 		}
 	}
-	if err := Validate(c, replyPrefix); err != nil {
+	op, _ := LookupOperation(c.Operation) // known: judged above
+	if err := validateRest(c, op, replyPrefix); err != nil {
 		return c, err
 	}
 	// Validate reads 0 (or "") as "absent, use the default"; only Decode
 	// can tell that one was written.
-	op, _ := LookupOperation(c.Operation)
 	read := op.Fields
 	if op.OwnerOptional {
 		read = append(read[:len(read):len(read)], "owner_id")

@@ -33,6 +33,12 @@ func Validate(c Command, replyPrefix string) error {
 	if err != nil {
 		return err
 	}
+	return validateRest(c, op, replyPrefix)
+}
+
+// validateRest is Validate after validateFirst, which judged op known
+// (Decode judges those fields itself, each as it reads it).
+func validateRest(c Command, op Operation, replyPrefix string) error {
 	bad := func(problem string) error { return reject(c, CodeInvalidRequest, "%s", problem) }
 	for _, f := range fields {
 		if f.common && f.check != nil && !judgedFirstNamed(f.name) {
