@@ -2,7 +2,10 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -44,4 +47,48 @@ func TestAbortedTransactionIsNotApplied(t *testing.T) {
 	var n int
 	require.NoError(t, x.Store.Pool.QueryRow(ctx, `SELECT count(*) FROM processed_requests WHERE request_id = 'aborted'`).Scan(&n))
 	require.Zero(t, n, "the aborted command has no stored outcome")
+}
+
+// TestUndecidedCountsAnOpenTransaction: while a producer's transaction is
+// open, Undecided counts its records and every record after them on the
+// partition, which wait unapplied; once it ends, none.
+func TestUndecidedCountsAnOpenTransaction(t *testing.T) {
+	e := e2e.New(t)
+	x := e.StartWorker(e2e.WorkerOpts{})
+	const reply = "locks.replies.undecided"
+	watch := e.Watch(reply)
+	ctx := context.Background()
+
+	txn, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(e.Names.Commands),
+		kgo.TransactionalID("undecided-test"))
+	require.NoError(t, err)
+	defer txn.Close()
+	require.NoError(t, txn.BeginTransaction())
+	var part int32
+	for i := range 3 {
+		c := topics.Command{RequestID: fmt.Sprintf("open-%d", i), Operation: topics.OpQuery, LockName: "undecided", ReplyTo: reply}
+		v, err := c.Encode()
+		require.NoError(t, err)
+		r, err := txn.ProduceSync(ctx, &kgo.Record{Key: []byte(c.Key()), Value: v}).First()
+		require.NoError(t, err)
+		part = r.Partition
+	}
+	e.Send(e.Producer(), topics.Command{RequestID: "behind", Operation: topics.OpQuery, LockName: "undecided", ReplyTo: reply})
+
+	want := map[int32]int64{}
+	for _, p := range x.W.Partitions() {
+		want[p] = 0
+	}
+	want[part] = 4
+	require.Eventually(t, func() bool {
+		got, err := x.W.Undecided(ctx)
+		return err == nil && maps.Equal(want, got)
+	}, 10*time.Second, 20*time.Millisecond, "the open transaction's three records and the command behind them")
+
+	require.NoError(t, txn.EndTransaction(ctx, kgo.TryCommit))
+	watch.WaitEvent(t, "the command behind the transaction answered", e2e.ByRequest(reply, "behind", ""))
+	want[part] = 0
+	got, err := x.W.Undecided(ctx)
+	require.NoError(t, err)
+	require.Equal(t, want, got, "nothing undecided once the transaction committed")
 }

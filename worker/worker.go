@@ -1004,6 +1004,41 @@ func (w *Worker) LagHeld(ctx context.Context, hold func(context.Context, func(co
 	return lag, nil
 }
 
+// Undecided returns, for each commands partition this worker owns, how many
+// records Kafka holds past the partition's last stable offset: from the
+// first record of the oldest transaction neither committed nor aborted yet
+// to the log's end. The worker reads committed records only, so none of
+// them is applied until that transaction ends (README, "Commands pile
+// up"); consumer_lag counts them too, but cannot tell this cause from a
+// slow database. It costs two ListOffsets round trips and no query.
+func (w *Worker) Undecided(ctx context.Context) (map[int32]int64, error) {
+	owned := w.Partitions()
+	held := make(map[int32]int64, len(owned))
+	if len(owned) == 0 {
+		return held, nil
+	}
+	// The end first: the stable offset, read after it, has passed every
+	// record committed by then, so no record appended between the two
+	// reads is counted, and one held since before is.
+	ends, err := w.logEnds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stable, err := w.listCommands(ctx, "last stable", (*kadm.Client).ListCommittedOffsets)
+	if err != nil {
+		return nil, err
+	}
+	topic := w.cfg.Names.Commands
+	for _, p := range owned {
+		end, ok := ends.Lookup(topic, p)
+		lso, ok2 := stable.Lookup(topic, p)
+		if ok && ok2 {
+			held[p] = max(0, end.Offset-lso.Offset)
+		}
+	}
+	return held, nil
+}
+
 // knowStored records next, read from PostgreSQL (or the log's start, of a
 // partition never applied), as partition id's stored offset, if the worker
 // still owns it and knows none yet: once known, its batches' commits and

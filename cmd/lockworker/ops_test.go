@@ -177,6 +177,8 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		`lockworker_outbox_backlog{}`:                                       0,
 		`lockworker_consumer_lag{partition=0}`:                              0,
 		`lockworker_consumer_lag{partition=15}`:                             0,
+		`lockworker_commands_undecided{partition=0}`:                        0,
+		`lockworker_commands_undecided{partition=15}`:                       0,
 	}
 	var got map[string]float64
 	// The database gauges (locks_held, lock_waiters, outbox_backlog) may be

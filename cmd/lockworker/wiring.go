@@ -303,6 +303,7 @@ func (m *Main) Run(ctx context.Context) error {
 	leave := sync.OnceFunc(w.Close)
 	m.onClose(leave)
 	mets.WatchLag(w.LagHeld)
+	mets.WatchUndecided(w.Undecided)
 	vac, err := worker.NewVacuumer(worker.VacuumConfig{
 		Store: st, Enabled: cfg.VacuumEnabled, Interval: cfg.VacuumInterval, DeadRows: int64(cfg.VacuumDeadRows),
 		Logger: log.With().Str("component", "vacuum").Logger(), Metrics: mets,

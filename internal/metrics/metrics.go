@@ -216,7 +216,13 @@ func (m *Metrics) LockStats(ctx context.Context) (LockStats, error) {
 // no slot of the pool's connections. The worker is created after the
 // relay, which needs Published: hence a method, not a Config field.
 func (m *Metrics) WatchLag(lag func(ctx context.Context, hold func(context.Context, func(context.Context) error) error) (map[int32]int64, error)) {
-	m.Registry.MustRegister(&lagCollector{lag: func(ctx context.Context) (map[int32]int64, error) { return lag(ctx, m.hold) }, timeout: m.queryTimeout})
+	m.Registry.MustRegister(&partitionCollector{desc: lagDesc, read: func(ctx context.Context) (map[int32]int64, error) { return lag(ctx, m.hold) }, timeout: m.queryTimeout})
+}
+
+// WatchUndecided adds lockworker_commands_undecided, read from undecided
+// (worker.Worker.Undecided) at scrape time: Kafka's round trips alone.
+func (m *Metrics) WatchUndecided(undecided func(context.Context) (map[int32]int64, error)) {
+	m.Registry.MustRegister(&partitionCollector{desc: undecidedDesc, read: undecided, timeout: m.queryTimeout})
 }
 
 // held is read run through hold (Config.Hold).

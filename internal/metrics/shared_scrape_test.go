@@ -57,7 +57,7 @@ func slowRead[T any](calls *atomic.Int32, v T, err error) func(context.Context) 
 // not repeated by the scrape that waited for it.
 func TestConcurrentScrapesShareTheReads(t *testing.T) {
 	var lagCalls atomic.Int32
-	lag := &lagCollector{lag: slowRead(&lagCalls, map[int32]int64{0: 1, 1: 2}, nil), timeout: time.Second}
+	lag := &partitionCollector{desc: lagDesc, read: slowRead(&lagCalls, map[int32]int64{0: 1, 1: 2}, nil), timeout: time.Second}
 	require.Equal(t, [2]int{2, 2}, concurrently(lag))
 	require.EqualValues(t, 1, lagCalls.Load())
 
