@@ -28,8 +28,10 @@ var (
 	// ErrUnsupportedVersion: the worker does not speak the command's version.
 	ErrUnsupportedVersion = errors.New("unsupported command version")
 	// ErrRequestIDConflict: the request_id was used before with another
-	// reply_to. The SDK makes a new request_id per call, so it means two
-	// requesters share ids.
+	// reply_to, or the outcome stored for it cannot be read back (damaged
+	// in the database; the message says so). Nothing was applied. The SDK
+	// makes a new request_id per call, so it means the latter, or two
+	// requesters that share ids.
 	ErrRequestIDConflict = errors.New("request_id used by another requester")
 	// ErrUnauthenticated: the token is unusable. The client fails with it
 	// before sending when the token is not a JWT or has expired, or one it
@@ -150,8 +152,17 @@ type Error struct {
 
 func (e *Error) Error() string {
 	s := e.Code + ": " + e.Message
-	if e.Code == topics.CodeLockHeld && !e.ExpiresAt.IsZero() {
-		s += fmt.Sprintf(" until %s (retry after %s)", e.ExpiresAt.Format(time.RFC3339Nano), e.RetryAfter)
+	if e.Code != topics.CodeLockHeld {
+		return s
+	}
+	if !e.ExpiresAt.IsZero() {
+		s += " until " + e.ExpiresAt.Format(time.RFC3339Nano)
+	}
+	// Also without a holder's expiry: a lock-delay, or waiters ahead, with
+	// no lease in the way. A reply's 0 (what is in the way is due to end
+	// already) is said too.
+	if e.RetryAfter > 0 || e.Event.RetryAfterSeconds != nil {
+		s += fmt.Sprintf(" (retry after %s)", e.RetryAfter)
 	}
 	return s
 }

@@ -2,6 +2,7 @@ package client
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -14,4 +15,23 @@ func TestEveryCodeHasASentinel(t *testing.T) {
 		require.NotNil(t, codeErrors[code], code)
 	}
 	require.Len(t, codeErrors, len(topics.ErrorCodes))
+}
+
+// A LOCK_HELD says when to retry whenever the reply gave it, also without
+// a holder's expiry (a lock-delay, waiters ahead with no lease in the way),
+// and 0 (due to end already) too.
+func TestLockHeldErrorSaysRetryAfter(t *testing.T) {
+	cmd := topics.Command{RequestID: "r", Operation: topics.OpAcquire, LockName: "l"}
+	held := func(li *topics.LockInfo, retry float64) *Error {
+		ev := topics.NewEvent(topics.TypeRejected, cmd.Operation, cmd.RequestID, time.Now())
+		ev.ErrorCode, ev.ErrorMessage, ev.LockInfo, ev.RetryAfterSeconds = topics.CodeLockHeld, "held", li, &retry
+		return rejection(ev)
+	}
+	expires := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	acquired := &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, ExpiresAt: topics.NewTimePtr(expires)}
+	require.Equal(t, "LOCK_HELD: held until 2030-01-02T03:04:05Z (retry after 1.5s)", held(acquired, 1.5).Error())
+	delay := &topics.LockInfo{LockName: "l", Status: topics.StatusFree}
+	require.Equal(t, "LOCK_HELD: held (retry after 2.25s)", held(delay, 2.25).Error(), "a lock-delay: no holder, yet a time to retry")
+	require.Equal(t, "LOCK_HELD: held (retry after 0s)", held(delay, 0).Error())
+	require.Equal(t, "NOT_HELD: gone", (&Error{Code: topics.CodeNotHeld, Message: "gone"}).Error())
 }
