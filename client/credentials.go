@@ -65,11 +65,17 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	if token == "" && keyFile == "" {
 		token, keyFile = os.Getenv(EnvToken), os.Getenv(EnvSigningKeyFile)
 		if f := os.Getenv(EnvTokenFile); token == "" && f != "" {
-			b, err := os.ReadFile(f)
+			b, err := topics.ReadSecretFile(f)
 			if err != nil {
-				return nil, fmt.Errorf("reading %s: %w", EnvTokenFile, err)
+				return nil, fmt.Errorf("reading %s: the file it names %w", EnvTokenFile, err)
 			}
-			token = strings.TrimSpace(string(b))
+			// Refused rather than taken as no credentials: a Secret not
+			// populated yet, or a file truncated, would have the client
+			// send unauthenticated commands that a worker requiring tokens
+			// leaves unanswered, failing only after RequestTimeout.
+			if token = strings.TrimSpace(string(b)); token == "" {
+				return nil, fmt.Errorf("%s: the file it names holds no token (it is empty, or only spaces)", EnvTokenFile)
+			}
 		}
 	}
 	switch {
@@ -87,9 +93,9 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	case keyFile == "":
 		return &credentials{now: time.Now}, nil
 	}
-	b, err := os.ReadFile(keyFile)
+	b, err := topics.ReadSecretFile(keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the signing key: %w", err)
+		return nil, fmt.Errorf("reading the signing key: the file %w", err)
 	}
 	// Trimmed as the workers trim AUTH_AUDIENCE and AUTH_ISSUER: a value
 	// from a file or Secret often ends in a newline.

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/topics"
 )
 
 // clearCredentialsEnv empties every variable of Config's credentials for
@@ -169,4 +171,43 @@ func TestSignedTokenWithARequesterKey(t *testing.T) {
 			require.ErrorIs(t, err, auth.ErrUnauthenticated, "billing's key does not sign for payments")
 		}
 	}
+}
+
+// The token and signing key files are read up to topics.MaxSecretFileBytes
+// (a path naming something endless by mistake fails, rather than fill the
+// memory), and a token file holding nothing but spaces is refused rather
+// than taken as no credentials: New fails at once with ErrInvalidConfig.
+func TestCredentialFilesBoundedAndNotEmpty(t *testing.T) {
+	clearCredentialsEnv(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
+		return p
+	}
+	newClient := func(t *testing.T, cfg Config) error {
+		// Never reached: the credentials fail first (and without that, New
+		// fails unreachable within the second).
+		cfg.Brokers = []string{"127.0.0.1:1"}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		_, err := New(ctx, cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig)
+		return err
+	}
+	t.Run("over the bound", func(t *testing.T) {
+		big := write("big", strings.Repeat("s", topics.MaxSecretFileBytes+1))
+		t.Setenv(EnvTokenFile, big)
+		require.ErrorContains(t, newClient(t, Config{}), "reading LOCKWORKER_TOKEN_FILE: the file it names is over 65536 bytes")
+		t.Setenv(EnvTokenFile, "")
+		require.ErrorContains(t, newClient(t, Config{SigningKeyFile: big}), "reading the signing key: the file is over 65536 bytes")
+		t.Setenv(EnvSigningKeyFile, big)
+		require.ErrorContains(t, newClient(t, Config{}), "reading the signing key: the file is over 65536 bytes")
+	})
+	t.Run("empty token file", func(t *testing.T) {
+		for _, content := range []string{"", "\n", " \t\r\n"} {
+			t.Setenv(EnvTokenFile, write("empty", content))
+			require.ErrorContains(t, newClient(t, Config{}), "LOCKWORKER_TOKEN_FILE: the file it names holds no token (it is empty, or only spaces)", "%q", content)
+		}
+	})
 }

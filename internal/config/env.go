@@ -3,10 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -451,10 +449,6 @@ func (p *parser) str(name string, dst *string) {
 	}
 }
 
-// maxSecretFileBytes bounds a secret's file (name_FILE): a connection
-// string or a token is far smaller.
-const maxSecretFileBytes = 64 << 10
-
 // secret sets *dst to the raw value: spaces may be part of a password. Or
 // it reads the file that name_FILE names (a mounted Kubernetes or Docker
 // secret, which the process environment then does not show), less one
@@ -466,7 +460,7 @@ func (p *parser) secret(name string, dst *string) {
 	case v != "" && path != "":
 		p.errs = append(p.errs, fmt.Errorf("%s_FILE: set together with %s: set one of them", name, name))
 	case path != "":
-		b, err := readSecretFile(path)
+		b, err := topics.ReadSecretFile(path)
 		if err != nil {
 			// Without the path: a secret set there by mistake is not
 			// echoed.
@@ -477,32 +471,6 @@ func (p *parser) secret(name string, dst *string) {
 	case v != "":
 		*dst = v
 	}
-}
-
-// readSecretFile reads path, at most maxSecretFileBytes. Its errors do
-// not name path.
-func readSecretFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot be opened: %w", pathless(err))
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("cannot be read: %w", pathless(err))
-	case len(b) > maxSecretFileBytes:
-		return nil, fmt.Errorf("is over %d bytes", maxSecretFileBytes)
-	}
-	return b, nil
-}
-
-// pathless is err without the path an *os.PathError names.
-func pathless(err error) error {
-	if pe, ok := errors.AsType[*os.PathError](err); ok {
-		return pe.Err
-	}
-	return err
 }
 
 // ChildEnv is base (os.Environ's form) for a child process, with
