@@ -547,12 +547,17 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	giveUp := start.Add(c.cfg.RequestTimeout)
 	resend := start.Add(every)
 	attempts := 1
+	// answered: a reply was read (lock.queued), so the worker has the
+	// command; a copy that fails to go out after it (sendErr) fails nothing.
+	var answered bool
+	var sendErr error
 	send()
 	timer := time.NewTimer(every)
 	defer timer.Stop()
 	for {
 		select {
 		case ev := <-replies:
+			answered = true
 			if ev.V > topics.Version {
 				// A later worker's, which may mean any field otherwise:
 				// not read as this version (given back as a grant whose
@@ -572,6 +577,10 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			if ctx.Err() != nil {
 				return topics.Event{}, context.Cause(ctx)
 			}
+			if answered {
+				sendErr = err
+				continue
+			}
 			return topics.Event{}, fmt.Errorf("%w: sending to %q: %w", ErrUnreachable, rec.Topic, err)
 		case <-timer.C:
 			now := time.Now()
@@ -580,6 +589,9 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 					ErrNoReply, cmd.Operation, attempts, now.Sub(start).Round(time.Millisecond), c.replyTopic)
 				if trouble := c.replyTrouble(start); trouble != nil {
 					err = fmt.Errorf("%w (%w)", err, trouble)
+				}
+				if sendErr != nil {
+					err = fmt.Errorf("%w (sending it again failed: %w)", err, sendErr)
 				}
 				return topics.Event{}, err
 			}
