@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -42,7 +43,7 @@ type Client struct {
 
 	mu     sync.Mutex
 	closed bool
-	calls  map[string]chan topics.Event // by request_id
+	calls  map[string]chan reply // by request_id
 	// leases are the held leases by fencing token: more than one when an
 	// owner acquired a lock it held already (a renewal), each with a Lease.
 	leases map[int64][]*Lease
@@ -105,7 +106,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{
 		creds:     creds,
 		cfg:       cfg,
-		calls:     make(map[string]chan topics.Event),
+		calls:     make(map[string]chan reply),
 		leases:    make(map[int64][]*Lease),
 		sessions:  make(map[string]*Session),
 		acquiring: make(map[acquireKey]acquiring),
@@ -359,7 +360,9 @@ func (c *Client) begin() error {
 }
 
 // read routes every reply to the call waiting for its request_id, and every
-// lock.expired, lock.revoked or lock.released to the leases it may end.
+// lock.expired, lock.revoked or lock.released to the leases it may end; a
+// record that does not decode fails its call, if that can be told
+// (undecodable).
 func (c *Client) read(ctx context.Context) {
 	defer close(c.readDone)
 	pause := fetchErrorPause
@@ -397,11 +400,66 @@ func (c *Client) read(ctx context.Context) {
 		fs.EachRecord(func(r *kgo.Record) {
 			ev, err := topics.DecodeEvent(r.Value)
 			if err != nil {
+				c.undecodable(r, err)
 				return
 			}
 			c.route(ev)
 		})
 	}
+}
+
+// reply is what the reader hands the call waiting for a request_id: an
+// event, or for a record that does not decode (err), its envelope
+// (envelope).
+type reply struct {
+	ev  topics.Event
+	err error
+}
+
+// undecodable deals with a record of the reply topic that does not decode
+// as an event (err): a later version's whose fields changed shape
+// (docs/design.md "Compatibility"), or a damaged record. The call waiting
+// for its request_id, when its envelope tells it, fails with it rather than
+// waiting on unanswered (exchange). A lease or session end cannot be
+// matched to its lease or session so (which learns of it from its next
+// extension, or its deadline): like the rest, it is logged, and kept to
+// explain a command left unanswered (replyTrouble).
+func (c *Client) undecodable(r *kgo.Record, err error) {
+	env := envelope(r.Value)
+	err = fmt.Errorf("undecodable reply %q (v %d, request_id %q) at offset %d of partition %d: %w",
+		env.Type, env.V, env.RequestID, r.Offset, r.Partition, err)
+	c.reply.mu.Lock()
+	c.reply.undecodable, c.reply.undecodableAt = err, time.Now()
+	c.reply.mu.Unlock()
+	c.logReply(kgo.LogLevelError, "lockworker client: "+err.Error())
+	c.mu.Lock()
+	ch := c.calls[env.RequestID]
+	c.mu.Unlock()
+	if ch != nil && env.RequestID != "" {
+		select {
+		case ch <- reply{ev: env, err: err}:
+		default: // the call has more replies than it needs
+		}
+	}
+}
+
+// envelope is as much of the event b as decodes of its v, type and
+// request_id, each zero when it does not.
+func envelope(b []byte) topics.Event {
+	var raw struct {
+		V         json.RawMessage `json:"v"`
+		Type      json.RawMessage `json:"type"`
+		RequestID json.RawMessage `json:"request_id"`
+	}
+	var ev topics.Event
+	if json.Unmarshal(b, &raw) != nil {
+		return ev
+	}
+	// Each alone: a field of another shape leaves only itself unread.
+	_ = json.Unmarshal(raw.V, &ev.V)
+	_ = json.Unmarshal(raw.Type, &ev.Type)
+	_ = json.Unmarshal(raw.RequestID, &ev.RequestID)
+	return ev
 }
 
 func (c *Client) route(ev topics.Event) {
@@ -421,7 +479,7 @@ func (c *Client) route(ev topics.Event) {
 	c.mu.Unlock()
 	if ch != nil && ev.RequestID != "" {
 		select {
-		case ch <- ev:
+		case ch <- reply{ev: ev}:
 		default: // a duplicate beyond what any call needs
 		}
 	}
@@ -514,7 +572,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	if err := authorize(); err != nil {
 		return topics.Event{}, err
 	}
-	replies := make(chan topics.Event, 16)
+	replies := make(chan reply, 16)
 	c.mu.Lock()
 	c.calls[cmd.RequestID] = replies
 	c.mu.Unlock()
@@ -556,13 +614,18 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	defer timer.Stop()
 	for {
 		select {
-		case ev := <-replies:
+		case r := <-replies:
 			answered = true
+			ev := r.ev
 			if ev.V > topics.Version {
-				// A later worker's, which may mean any field otherwise:
-				// not read as this version (given back as a grant whose
-				// reply breaks the contract is, by the caller).
+				// A later worker's, which may mean any field otherwise
+				// (or not decode at all): not read as this version (given
+				// back as a grant whose reply breaks the contract is, by
+				// the caller).
 				return topics.Event{}, fmt.Errorf("%s answered %s of v %d, and this client reads v %d: upgrade it", cmd.Operation, ev.Type, ev.V, topics.Version)
+			}
+			if r.err != nil {
+				return topics.Event{}, fmt.Errorf("%s answered: %w", cmd.Operation, r.err)
 			}
 			final, wait := h(ev)
 			if final {

@@ -39,6 +39,10 @@ type replyState struct {
 	// fetchErr is the reader's latest fetch error, at fetchErrAt.
 	fetchErr   error
 	fetchErrAt time.Time
+	// undecodable is the latest record read that did not decode as an
+	// event (Client.undecodable), at undecodableAt.
+	undecodable   error
+	undecodableAt time.Time
 }
 
 // lookUpReplyTopic has followReplyTopic look the reply topic up at once.
@@ -182,11 +186,12 @@ const replyStuckAfter = 6 * time.Second
 
 // replyTrouble is what the reply reader knows that may explain a command
 // left unanswered since start: its topic missing, and the reader's latest
-// fetch error if it came since start; nil: nothing.
+// fetch error and undecodable record (its answer, maybe, whose request_id
+// could not be read) if they came since start; nil: nothing.
 func (c *Client) replyTrouble(start time.Time) error {
 	c.reply.mu.Lock()
 	defer c.reply.mu.Unlock()
-	var missing, failed error
+	var missing, failed, undecodable error
 	if !c.reply.missing.IsZero() {
 		missing = fmt.Errorf("reply topic %q not found since %s (deleted?): replies resume once it is created again, by the workers' relay (AUTO_CREATE_REPLY_TOPICS) or another client.New of this requester",
 			c.replyTopic, c.reply.missing.Format(time.RFC3339))
@@ -194,13 +199,22 @@ func (c *Client) replyTrouble(start time.Time) error {
 	if c.reply.fetchErr != nil && !c.reply.fetchErrAt.Before(start) {
 		failed = fmt.Errorf("reading it failed at %s: %w", c.reply.fetchErrAt.Format(time.RFC3339), c.reply.fetchErr)
 	}
-	switch {
-	case missing != nil && failed != nil:
-		return fmt.Errorf("%w; %w", missing, failed) // one line, not errors.Join's two
-	case missing != nil:
-		return missing
+	if c.reply.undecodable != nil && !c.reply.undecodableAt.Before(start) {
+		undecodable = fmt.Errorf("read at %s: %w", c.reply.undecodableAt.Format(time.RFC3339), c.reply.undecodable)
 	}
-	return failed
+	return joinLine(joinLine(missing, failed), undecodable)
+}
+
+// joinLine is a and b (either may be nil) on one line, not errors.Join's
+// two.
+func joinLine(a, b error) error {
+	switch {
+	case a == nil:
+		return b
+	case b == nil:
+		return a
+	}
+	return fmt.Errorf("%w; %w", a, b)
 }
 
 // followReplyTopic keeps the reply reader on the reply topic as it is now,
