@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/omninode/lockworker/internal/secretfile"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -65,7 +66,7 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	if token == "" && keyFile == "" {
 		token, keyFile = os.Getenv(EnvToken), os.Getenv(EnvSigningKeyFile)
 		if f := os.Getenv(EnvTokenFile); token == "" && f != "" {
-			b, err := topics.ReadSecretFile(f)
+			b, err := secretfile.Read(f)
 			if err != nil {
 				return nil, fmt.Errorf("reading %s: the file it names %w", EnvTokenFile, err)
 			}
@@ -93,7 +94,7 @@ func loadCredentials(cfg Config) (*credentials, error) {
 	case keyFile == "":
 		return &credentials{now: time.Now}, nil
 	}
-	b, err := topics.ReadSecretFile(keyFile)
+	b, err := secretfile.Read(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading the signing key: the file %w", err)
 	}

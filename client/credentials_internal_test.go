@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/auth"
-	"github.com/omninode/lockworker/topics"
+	"github.com/omninode/lockworker/internal/secretfile"
 )
 
 // clearCredentialsEnv empties every variable of Config's credentials for
@@ -173,7 +173,7 @@ func TestSignedTokenWithARequesterKey(t *testing.T) {
 	}
 }
 
-// The token and signing key files are read up to topics.MaxSecretFileBytes
+// The token and signing key files are read up to secretfile.MaxBytes
 // (a path naming something endless by mistake fails, rather than fill the
 // memory), and a token file holding nothing but spaces is refused rather
 // than taken as no credentials: New fails at once with ErrInvalidConfig.
@@ -196,7 +196,7 @@ func TestCredentialFilesBoundedAndNotEmpty(t *testing.T) {
 		return err
 	}
 	t.Run("over the bound", func(t *testing.T) {
-		big := write("big", strings.Repeat("s", topics.MaxSecretFileBytes+1))
+		big := write("big", strings.Repeat("s", secretfile.MaxBytes+1))
 		t.Setenv(EnvTokenFile, big)
 		require.ErrorContains(t, newClient(t, Config{}), "reading LOCKWORKER_TOKEN_FILE: the file it names is over 65536 bytes")
 		t.Setenv(EnvTokenFile, "")

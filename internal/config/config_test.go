@@ -30,6 +30,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/secretfile"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -385,7 +386,7 @@ func TestErrors(t *testing.T) {
 		_, err = FromEnv(env(map[string]string{"DATABASE_URL_FILE": "postgres://u:hunter2@db/x"}))
 		require.ErrorContains(t, err, "DATABASE_URL_FILE: ")
 		assert.NotContains(t, err.Error(), "hunter2")
-		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN_FILE": write("big", strings.Repeat("s", topics.MaxSecretFileBytes+1))}))
+		_, err = FromEnv(env(map[string]string{"INSPECT_TOKEN_FILE": write("big", strings.Repeat("s", secretfile.MaxBytes+1))}))
 		require.ErrorContains(t, err, "INSPECT_TOKEN_FILE: ")
 		require.ErrorContains(t, err, "is over 65536 bytes")
 		// A control character inside is refused as from the variable.

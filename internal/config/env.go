@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/omninode/lockworker/internal/secretfile"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -460,7 +461,7 @@ func (p *parser) secret(name string, dst *string) {
 	case v != "" && path != "":
 		p.errs = append(p.errs, fmt.Errorf("%s_FILE: set together with %s: set one of them", name, name))
 	case path != "":
-		b, err := topics.ReadSecretFile(path)
+		b, err := secretfile.Read(path)
 		if err != nil {
 			// Without the path: a secret set there by mistake is not
 			// echoed.

@@ -1,4 +1,6 @@
-package topics
+// Package secretfile reads a secret's file (a worker's name_FILE setting,
+// an SDK's token or signing key file) within a bound.
+package secretfile
 
 import (
 	"errors"
@@ -7,27 +9,27 @@ import (
 	"os"
 )
 
-// MaxSecretFileBytes bounds a secret's file (ReadSecretFile): a connection
+// MaxBytes bounds a secret's file (Read): a connection
 // string, a token or a PEM key is far smaller.
-const MaxSecretFileBytes = 64 << 10
+const MaxBytes = 64 << 10
 
-// ReadSecretFile reads the secret file at path (the workers' name_FILE
+// Read reads the secret file at path (the workers' name_FILE
 // settings, an SDK's token or signing key file), at most
-// MaxSecretFileBytes: a path that names something endless by mistake (a
+// MaxBytes: a path that names something endless by mistake (a
 // device, a FIFO, a log) fails rather than fill the memory. Its errors do
 // not name path, in case the secret itself was set there by mistake.
-func ReadSecretFile(path string) ([]byte, error) {
+func Read(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot be opened: %w", pathless(err))
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSecretFileBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("cannot be read: %w", pathless(err))
-	case len(b) > MaxSecretFileBytes:
-		return nil, fmt.Errorf("is over %d bytes", MaxSecretFileBytes)
+	case len(b) > MaxBytes:
+		return nil, fmt.Errorf("is over %d bytes", MaxBytes)
 	}
 	return b, nil
 }
