@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/omninode/lockworker/client"
@@ -147,7 +148,7 @@ func (c *cli) releaseFlags(fs *flag.FlagSet) func(context.Context, []string) err
 		}
 		return c.do(ctx, cmd, func(ev topics.Event) string {
 			if ev.Type == topics.TypeWithdrawn {
-				return "withdrew " + *owner + " from the queue of " + topics.LockKey(c.namespace, *lock)
+				return "withdrew " + safe(*owner) + " from the queue of " + topics.LockKey(c.namespace, *lock)
 			}
 			return "released " + describe(ev)
 		})
@@ -242,8 +243,16 @@ func (c *cli) do(ctx context.Context, cmd topics.Command, line func(topics.Event
 	return nil
 }
 
-// shellQuote quotes s for a copy-pasteable command line when needed.
+// shellQuote quotes s for a copy-pasteable command line when needed. One
+// not printable is written as $'...' (bash, zsh, ksh), whose escapes
+// strconv.Quote's are: single quotes would keep the control characters,
+// which would reach the terminal (safe), and a quoted "\x1b" would be
+// pasted as four characters.
 func shellQuote(s string) string {
+	if !printable(s) {
+		q := strconv.Quote(s)
+		return "$'" + strings.ReplaceAll(q[1:len(q)-1], "'", `\'`) + "'"
+	}
 	if s != "" && strings.IndexFunc(s, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@", r))
 	}) < 0 {

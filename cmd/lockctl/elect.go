@@ -70,7 +70,7 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		}
 		if !c.json {
 			fmt.Fprintf(c.stderr, "lockctl: leader of %s as %s (token %d, value %q); running %s\n",
-				topics.LockKey(l.Namespace, l.Name), l.Owner, l.Token, l.Value, strings.Join(args, " "))
+				topics.LockKey(l.Namespace, l.Name), safe(l.Owner), l.Token, l.Value, strings.Join(args, " "))
 		}
 		// Resigning is releasing the lease: runHolding does it when the
 		// command ends.

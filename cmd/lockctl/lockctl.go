@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -443,6 +445,26 @@ func noArgs(args []string) error {
 	return nil
 }
 
+// safe is s as text output shows a field a requester chose: as is when
+// printable, else quoted (strconv.Quote). The contract lets an owner_id
+// hold any character but NUL, and owner_metadata's JSON strings raw C1
+// controls and bidi overrides: printed raw, one requester's could put
+// terminal escapes, or lines of its own, into another's query, locks or
+// watch. (--json output is JSON's escaping.)
+func safe(s string) string {
+	if printable(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+// printable is the contract's test of a name people read (lock_name,
+// namespace, session_id): UTF-8 of printable characters, space the only
+// blank.
+func printable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0
+}
+
 // printEvent writes an event: its JSON with --json, else line(ev).
 func (c *cli) printEvent(ev topics.Event, line func(topics.Event) string) {
 	if c.json {
@@ -478,7 +500,7 @@ func describe(ev topics.Event) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s", key, li.Status)
 	if li.OwnerID != "" && li.Status != topics.StatusFree {
-		fmt.Fprintf(&b, " owner=%s token=%d", li.OwnerID, li.FencingToken)
+		fmt.Fprintf(&b, " owner=%s token=%d", safe(li.OwnerID), li.FencingToken)
 	}
 	if li.SessionID != "" {
 		fmt.Fprintf(&b, " session=%s", li.SessionID)
@@ -494,7 +516,7 @@ func describe(ev topics.Event) string {
 		fmt.Fprintf(&b, " acquisitions=%d extensions=%d", li.AcquisitionCount, li.ExtensionCount)
 	}
 	if len(li.OwnerMetadata) > 0 {
-		fmt.Fprintf(&b, " metadata=%s", li.OwnerMetadata)
+		fmt.Fprintf(&b, " metadata=%s", safe(string(li.OwnerMetadata)))
 	}
 	if li.Mode == topics.ModeShared {
 		b.WriteString(" mode=shared")
@@ -505,7 +527,7 @@ func describe(ev topics.Event) string {
 	if li.HolderCount > 1 { // a query of a shared lock or a semaphore: every holder
 		fmt.Fprintf(&b, " holders=%d", li.HolderCount)
 		for _, h := range li.Holders {
-			fmt.Fprintf(&b, "\n  %s %s token=%d expires=%s", h.OwnerID, h.Mode, h.FencingToken, h.ExpiresAt.Format(topics.TimeLayout))
+			fmt.Fprintf(&b, "\n  %s %s token=%d expires=%s", safe(h.OwnerID), h.Mode, h.FencingToken, h.ExpiresAt.Format(topics.TimeLayout))
 			if h.SessionID != "" {
 				fmt.Fprintf(&b, " session=%s", h.SessionID)
 			}

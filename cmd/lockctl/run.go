@@ -54,7 +54,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		if !c.json {
 			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d, expires %s, kept alive); running %s\n",
-				topics.LockKey(l.Namespace, l.Name), l.Owner, l.Token, l.ExpiresAt().Format(topics.TimeLayout), strings.Join(args, " "))
+				topics.LockKey(l.Namespace, l.Name), safe(l.Owner), l.Token, l.ExpiresAt().Format(topics.TimeLayout), strings.Join(args, " "))
 		}
 		return c.runHolding(ctx, l, grace.d, args)
 	}

@@ -150,7 +150,7 @@ func (c *cli) printRevision(lr client.LockRevision) {
 		return
 	}
 	if lr.Unreadable != nil {
-		fmt.Fprintf(c.stdout, "%s unknown: its newest record cannot be read: %v\n", key, lr.Unreadable)
+		fmt.Fprintf(c.stdout, "%s unknown: its newest record cannot be read: %s\n", key, safe(lr.Unreadable.Error()))
 		return
 	}
 	var b strings.Builder
@@ -165,7 +165,7 @@ func (c *cli) printRevision(lr client.LockRevision) {
 		fmt.Fprintf(&b, " limit=%d", lr.Limit)
 	}
 	for _, h := range lr.Holders {
-		fmt.Fprintf(&b, " holder=%s/%s/token=%d/expires=%s", h.Owner, h.Mode, h.Token, h.ExpiresAt.Format(topics.TimeLayout))
+		fmt.Fprintf(&b, " holder=%s/%s/token=%d/expires=%s", safe(h.Owner), h.Mode, h.Token, h.ExpiresAt.Format(topics.TimeLayout))
 	}
 	if lr.Waiters > 0 {
 		fmt.Fprintf(&b, " waiters=%d", lr.Waiters)
@@ -220,14 +220,14 @@ func (c *cli) locksFlags(fs *flag.FlagSet) func(context.Context, []string) error
 					if first == nil {
 						first = l.Err
 					}
-					if !slices.Contains(keys, l.Key) {
-						keys = append(keys, l.Key)
+					if k := safe(l.Key); !slices.Contains(keys, k) { // a key is any bytes
+						keys = append(keys, k)
 					}
 				}
 			}
 			if len(keys) > 0 {
 				c.warnf("%d lock key(s) left out (%s): their newest record of %s is unreadable (first: %v)",
-					len(keys), strings.Join(keys, ", "), unreadable.Topic, first)
+					len(keys), strings.Join(keys, ", "), unreadable.Topic, safe(first.Error()))
 			}
 		}
 		return nil
@@ -289,7 +289,7 @@ func (c *cli) printWatched(ev topics.Event, msg *message.Message) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %-13s", ev.OccurredAt.Format(topics.TimeLayout), ev.Type)
 	if li := ev.LockInfo; li != nil {
-		fmt.Fprintf(&b, " %s owner=%s token=%d", topics.LockKey(li.Namespace, li.LockName), li.OwnerID, li.FencingToken)
+		fmt.Fprintf(&b, " %s owner=%s token=%d", topics.LockKey(li.Namespace, li.LockName), safe(li.OwnerID), li.FencingToken)
 		if ev.Type == topics.TypeAcquired && li.ExpiresAt != nil {
 			fmt.Fprintf(&b, " expires=%s", li.ExpiresAt.Format(topics.TimeLayout))
 		}
