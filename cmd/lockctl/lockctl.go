@@ -79,7 +79,8 @@ worker had ended the lease first); lockctl says which on stderr. 1 when
 stopped before the command started.
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
 when the leadership was found lost before it resigned. run and elect stop COMMAND (SIGTERM, SIGKILL
-after --grace) when they hear that the lease is lost; a lease lost by
+after --grace) when they hear that the lease is lost, and what COMMAND left
+running when it exits by itself, before releasing; a lease lost by
 expiry or revoke keeps the lock from everyone for --lock-delay, by default
 --grace plus the reply timeout (60s at most; 0 for run --shared): enough for COMMAND to be gone
 after an expiry, and after a revoke that reaches lockctl promptly, not

@@ -41,10 +41,17 @@ func procStat(pid int) (ppid int, start string, ok bool) {
 	return ppid, f[19], err == nil
 }
 
-// below returns the processes below each of roots still alive (and those
-// roots), from one reading of /proc (Linux; none elsewhere, nor where /proc
-// is another pid namespace's, whose pids kill would take for others).
-func below(roots []process) []process {
+// procEntry is a process as /proc shows it.
+type procEntry struct {
+	process
+	ppid, pgrp int
+}
+
+// procs reads every process from /proc once (Linux): nil elsewhere, and
+// where /proc is another pid namespace's, whose pids kill would take for
+// others. Zombies are left out: no signal ends one, and its children have
+// another parent already.
+func procs() []procEntry {
 	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
 		return nil
 	}
@@ -52,36 +59,72 @@ func below(roots []process) []process {
 	if err != nil {
 		return nil
 	}
-	alive := map[process]bool{}
-	children := map[int][]process{}
+	var all []procEntry
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if ppid, start, ok := procStat(pid); ok {
-			p := process{pid, start}
-			alive[p] = true
-			children[ppid] = append(children[ppid], p)
+		f := statFields(pid)
+		if len(f) < 20 || f[0] == "Z" {
+			continue
 		}
+		ppid, err1 := strconv.Atoi(f[1])
+		pgrp, err2 := strconv.Atoi(f[2])
+		if err1 == nil && err2 == nil {
+			all = append(all, procEntry{process{pid, f[19]}, ppid, pgrp})
+		}
+	}
+	return all
+}
+
+// below returns the processes below each of roots still alive (and those
+// roots), and, when adopter is not 0, the children of adopter (orphans
+// lockctl inherited: adoptOrphans) and what is below them; from one
+// reading of /proc (procs: none where it cannot be read).
+func below(roots []process, adopter int) []process {
+	alive := map[process]bool{}
+	children := map[int][]process{}
+	for _, p := range procs() {
+		alive[p.process] = true
+		children[p.ppid] = append(children[p.ppid], p.process)
 	}
 	var all []process
 	seen := map[process]bool{}
+	add := func(p process) {
+		if !seen[p] {
+			seen[p] = true
+			all = append(all, p)
+		}
+	}
 	for _, r := range roots {
-		if alive[r] && !seen[r] {
-			seen[r] = true
-			all = append(all, r)
+		if alive[r] {
+			add(r)
+		}
+	}
+	if adopter != 0 { // 0 is the parent of what another pid namespace started
+		for _, c := range children[adopter] {
+			add(c)
 		}
 	}
 	for i := 0; i < len(all); i++ {
 		for _, c := range children[all[i].pid] {
-			if !seen[c] {
-				seen[c] = true
-				all = append(all, c)
-			}
+			add(c)
 		}
 	}
 	return all
+}
+
+// groupLive says whether process group pgid has a member that is not a
+// zombie; ok is false where /proc cannot tell (procs).
+func groupLive(pgid int) (live, ok bool) {
+	all := procs()
+	for _, p := range all {
+		if p.pgrp == pgid {
+			return true, true
+		}
+	}
+	return false, all != nil
 }
 
 // reapOrphans reaps the exited children lockctl has once its command has

@@ -351,7 +351,9 @@ const graceTick = 50 * time.Millisecond
 // ends (a signal to lockctl): then it sends the command and what it started
 // SIGTERM and, once grace has passed since, SIGKILL to whatever of them is
 // left (at once when grace is 0), also when the command itself exited
-// first. env is added to the command's environment. group is nil when
+// first. What a command that exited by itself left running is stopped so
+// too, and said on stderr, before it returns: the lock is released only
+// after. env is added to the command's environment. group is nil when
 // lockctl has a controlling terminal (hasControllingTerminal); otherwise
 // the command gets a process group of its own, which group follows.
 func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string, group *commandGroup) ran {
@@ -391,6 +393,19 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		cmd.SysProcAttr.Setpgid = true
 	}
+	adopter := 0 // lockctl's pid when the command's orphans become its children
+	if group == nil {
+		// Without a group of its own, what the command leaves running when
+		// it exits is tied to it only by its parent, which it loses then
+		// (to init): as lockctl's child (a subreaper's) it is still found.
+		// Orphans that exit while the command runs stay zombies until it
+		// has exited (reapOrphans).
+		restore, ok := adoptOrphans()
+		defer restore()
+		if ok {
+			adopter = os.Getpid()
+		}
+	}
 	var tree struct {
 		sync.Mutex
 		root  *process         // the command, once seen in /proc
@@ -418,7 +433,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		for p := range tree.known {
 			roots = append(roots, p)
 		}
-		found := below(roots)
+		found := below(roots, adopter)
 		for _, p := range found {
 			tree.known[p] = true
 		}
@@ -448,7 +463,13 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		if group != nil {
 			// EPERM: members lockctl may not signal (a setuid one), still
 			// there.
-			return syscall.Kill(-cmd.Process.Pid, 0) != syscall.ESRCH
+			if syscall.Kill(-cmd.Process.Pid, 0) == syscall.ESRCH {
+				return false
+			}
+			// Zombies alone (their new parent has not reaped them yet)
+			// run nothing.
+			live, ok := groupLive(cmd.Process.Pid)
+			return live || !ok
 		}
 		tree.Lock()
 		defer tree.Unlock()
@@ -496,7 +517,19 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		if group != nil {
 			group.exited()
 		}
-		if runCtx.Err() != nil {
+		// Exited by itself, the command may have left processes running (a
+		// step sent to the background and not waited for, a daemon): they
+		// would run on beside the next holder.
+		leftBehind := runCtx.Err() == nil && left()
+		if leftBehind {
+			how := "SIGTERM, then SIGKILL after --grace " + grace.String()
+			if kill == syscall.SIGKILL {
+				how = "SIGKILL"
+			}
+			fmt.Fprintf(c.stderr, "lockctl: %s exited, but processes it started still run: stopping them (%s) before releasing %s\n",
+				args[0], how, topics.LockKey(l.Namespace, l.Name))
+		}
+		if runCtx.Err() != nil || leftBehind {
 			// What the command started gets the rest of the grace period
 			// too (a shell the SIGTERM ended at once leaves its children
 			// to stop), counted from the stop, or from now when the
