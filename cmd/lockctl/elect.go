@@ -74,6 +74,6 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		}
 		// Resigning is releasing the lease: runHolding does it when the
 		// command ends.
-		return c.runHolding(ctx, l.Lease, grace.d, args, "LOCKCTL_ELECTION_VALUE="+l.Value)
+		return c.runHolding(ctx, l.Lease, grace.d, lockDelay.d, args, "LOCKCTL_ELECTION_VALUE="+l.Value)
 	}
 }

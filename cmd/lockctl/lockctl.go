@@ -76,7 +76,9 @@ exit code (128+N if signal N ended it) once it started, except 4 when
 lockctl found the lease lost before releasing it: while the command ran (it
 was stopped), just after it exited by itself, or by a refused release (the
 worker had ended the lease first); lockctl says which on stderr. 1 when
-stopped before the command started.
+stopped before the command started. A release that gets no answer keeps
+that code: stderr says the lock may stay held until its lease runs out,
+and for --lock-delay after.
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
 when the leadership was found lost before it resigned. run and elect stop COMMAND (SIGTERM, SIGKILL
 after --grace) when they hear that the lease is lost, and what COMMAND left

@@ -56,7 +56,7 @@ func (c *cli) runFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			fmt.Fprintf(c.stderr, "lockctl: holding %s as %s (token %d, expires %s, kept alive); running %s\n",
 				topics.LockKey(l.Namespace, l.Name), safe(l.Owner), l.Token, l.ExpiresAt().Format(topics.TimeLayout), strings.Join(args, " "))
 		}
-		return c.runHolding(ctx, l, grace.d, args)
+		return c.runHolding(ctx, l, grace.d, a.lockDelay.d, args)
 	}
 }
 
@@ -182,8 +182,10 @@ func (c *cli) defaultLockDelay(d *seconds, grace *seconds) {
 
 // runHolding runs args while l is held (see runCommand), then releases it.
 // It returns the command's exit code, or exitLeaseLost when the lease was
-// found lost before the release. env is added to the command's environment.
-func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env ...string) error {
+// found lost before the release. lockDelay is the lock-delay l was asked
+// with (a renewal keeps its earlier lease's, which lockctl does not know).
+// env is added to the command's environment.
+func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace, lockDelay time.Duration, args []string, env ...string) error {
 	// Without a controlling terminal (cron, systemd, CI) the command gets a
 	// process group of its own (runCommand).
 	var group *commandGroup
@@ -226,7 +228,7 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 			why = lost
 		}
 		fmt.Fprintf(c.stderr, "lockctl: %v; %s not started; exit code %d\n", why, args[0], exitRefused)
-		c.release(ctx, l)
+		c.release(ctx, l, lockDelay)
 		return exitErr{exitRefused}
 	}
 	if lost := l.Err(); errors.Is(lost, client.ErrLeaseLost) && res.started {
@@ -242,7 +244,7 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 	}
 	// Release even if lockctl was interrupted: the lock must not
 	// outlive the command.
-	if err := c.release(ctx, l); err != nil && errors.Is(l.Err(), client.ErrLeaseLost) && res.started {
+	if err := c.release(ctx, l, lockDelay); err != nil && errors.Is(l.Err(), client.ErrLeaseLost) && res.started {
 		// Refused (the worker had ended the lease: a revoke lockctl did
 		// not hear of, cut off from Kafka), or lost as the release began:
 		// maybe while the command ran, beside the next holder.
@@ -258,12 +260,29 @@ func (c *cli) runHolding(ctx context.Context, l *client.Lease, grace time.Durati
 
 // release releases l, whatever ctx (the lock must not outlive the
 // command), within --timeout; its error is said on stderr and returned.
-func (c *cli) release(ctx context.Context, l *client.Lease) error {
+// One that got no answer (Kafka or the workers gone as the command ended)
+// leaves the exit code as it is, the command's, which scripts rely on;
+// stderr says what it may mean instead: the worker may not have applied
+// it, and as the lease is no longer kept alive, the lock then ends by
+// expiry, followed by lockDelay.
+func (c *cli) release(ctx context.Context, l *client.Lease, lockDelay time.Duration) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout.d)
 	defer cancel()
 	err := l.Release(rctx)
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(l.Err(), client.ErrLeaseLost): // refused, or lost before: nothing held
 		fmt.Fprintf(c.stderr, "lockctl: %v\n", err)
+	default:
+		until := "until its lease runs out"
+		if at := l.ExpiresAt(); !at.IsZero() {
+			until += " at " + at.Format(topics.TimeLayout)
+		}
+		if lockDelay > 0 {
+			until += fmt.Sprintf(", then for --lock-delay %s more", lockDelay.Round(time.Millisecond))
+		}
+		fmt.Fprintf(c.stderr, "lockctl: the release of %s was not confirmed (%v): unless the worker applied it, the lock stays held %s\n",
+			topics.LockKey(l.Namespace, l.Name), err, until)
 	}
 	return err
 }
