@@ -101,7 +101,8 @@ type Config struct {
 	// Token is the requester token every command carries when the workers
 	// require authentication (AUTH_REQUIRED): a JWT whose subject is the
 	// requester. Default: the LOCKWORKER_TOKEN environment variable, else
-	// the contents of the file LOCKWORKER_TOKEN_FILE. The environment's
+	// the contents of the file LOCKWORKER_TOKEN_FILE (at most 64 KiB; an
+	// empty one is refused). The environment's
 	// credentials (those two and LOCKWORKER_SIGNING_KEY_FILE) are read
 	// only when Token and SigningKeyFile are both empty: either one set
 	// turns all three off. Requester defaults to its subject, and must
