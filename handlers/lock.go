@@ -138,6 +138,7 @@ func (r *lockRow) info(in rules.Info) *topics.LockInfo {
 		li.Mode = string(h.Mode)
 		li.AcquiredAt = topics.NewTimePtr(h.AcquiredAt)
 		li.ExpiresAt = topics.NewTimePtr(h.ExpiresAt)
+		li.MaxHold = h.MaxHold
 	}
 	return li
 }

@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -140,6 +141,53 @@ func TestMaxHold(t *testing.T) {
 	renewal := h.one(h.acquire("d", "alice", shared, lease(20)))
 	require.Equal(t, topics.CodeMaxHoldExceeded, renewal.ErrorCode, "a renewal past the cap")
 	require.Equal(t, "alice", renewal.LockInfo.OwnerID)
+}
+
+// TestLockInfoShowsMaxHold: lock_info shows the cap of the lease it shows,
+// on every path (at once or not): the grant, an extension, the refusal past
+// the cap, a status, a waiter's queued answer (the holder's cap), a renewal
+// (the lease's first cap, not the renewal's), a hand-off's grant (the
+// waiter's); a lease without a cap shows none, also when its renewal asked
+// for one, which the worker does not apply.
+func TestLockInfoShowsMaxHold(t *testing.T) {
+	h := newHarness(t)
+	for i, apply := range []func(...topics.Command) []topics.Event{h.apply, h.applyInline} {
+		answer := func(c topics.Command) topics.Event {
+			t.Helper()
+			for _, ev := range apply(c) {
+				if ev.RequestID == c.RequestID {
+					return ev
+				}
+			}
+			t.Fatalf("no answer to %+v", c)
+			return topics.Event{}
+		}
+		lock := func(name string) string { return fmt.Sprintf("%s%d", name, i) }
+		require.Equal(t, 25.0, answer(h.acquire(lock("a"), "alice", lease(10), maxHold(25))).LockInfo.MaxHold, "grant")
+		require.Equal(t, 25.0, answer(h.extend(lock("a"), "alice", extendBy(5))).LockInfo.MaxHold, "extension")
+		refused := answer(h.extend(lock("a"), "alice", extendBy(60)))
+		require.Equal(t, topics.CodeMaxHoldExceeded, refused.ErrorCode)
+		require.Equal(t, 25.0, refused.LockInfo.MaxHold, "refusal")
+		require.Equal(t, 25.0, answer(h.query(lock("a"))).LockInfo.MaxHold, "status")
+		require.Equal(t, 25.0, answer(h.acquire(lock("a"), "bob", wait(30), maxHold(12))).LockInfo.MaxHold, "queued: the holder's")
+		renewal := answer(h.acquire(lock("a"), "alice", lease(5), maxHold(40)))
+		require.Equal(t, topics.TypeAcquired, renewal.Type)
+		require.Equal(t, 25.0, renewal.LockInfo.MaxHold, "a renewal keeps the lease's cap")
+		var handedOff *topics.Event
+		for _, ev := range apply(h.release(lock("a"), "alice")) {
+			if ev.Type == topics.TypeAcquired {
+				handedOff = &ev
+			}
+		}
+		require.NotNil(t, handedOff)
+		require.Equal(t, "bob", handedOff.LockInfo.OwnerID)
+		require.Equal(t, 12.0, handedOff.LockInfo.MaxHold, "the waiter's own cap")
+
+		require.Zero(t, answer(h.acquire(lock("b"), "carol", lease(10))).LockInfo.MaxHold, "no cap")
+		renewal = answer(h.acquire(lock("b"), "carol", lease(10), maxHold(1)))
+		require.Equal(t, topics.TypeAcquired, renewal.Type)
+		require.Zero(t, renewal.LockInfo.MaxHold, "a renewal's max_hold does not apply")
+	}
 }
 
 // TestRevoke: the revoker is answered, each holder told on its reply topic

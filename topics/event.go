@@ -152,6 +152,13 @@ type LockInfo struct {
 	// DelayUntil comes with lock.status while the lock is in a lock-delay:
 	// it grants nothing before then.
 	DelayUntil *Time `json:"delay_until,omitempty"`
+	// MaxHold (seconds) is the shown lease's cap, when it has one: no
+	// extension or renewal carries it past AcquiredAt + MaxHold. It is the
+	// cap of the lease's first grant, which a renewal keeps, so a holder
+	// learns it here rather than from its own acquire. Absent: no cap, or
+	// a worker from before the field, or a lease that ended before the
+	// event's command (the lock's row keeps no cap of an ended lease).
+	MaxHold float64 `json:"max_hold,omitempty"`
 }
 
 // SessionInfo describes a session as a session event saw it.
