@@ -21,7 +21,9 @@ import (
 //
 // Unless acquired WithoutKeepAlive or WithSession, the lease extends itself
 // every third of its duration until Release (an extension left unanswered
-// is tried again a second later). A lease acquired WithSession
+// is sent again, the same request, every third of the lease or
+// Config.ReplyTimeout, whichever is shorter, until the lease's local
+// deadline or Config.RequestTimeout). A lease acquired WithSession
 // is kept alive by its session instead, and lost when the session is. It is
 // lost when the worker says it ended (lock.expired, lock.revoked, a
 // lock.released that does not answer its own Release, as when an operator
@@ -651,13 +653,15 @@ func (l *Lease) releaseEnded(ended error) error {
 // may apply it yet; unless an extension sent after it was answered (the
 // answer showed the lease as the worker has it, that one included).
 func (l *Lease) Extend(ctx context.Context, d time.Duration) error {
-	if err := l.extend(ctx, d); err != nil {
+	if err := l.extend(ctx, d, l.c.cfg.ReplyTimeout); err != nil {
 		return fmt.Errorf("extending lock %q: %w", l.key(), err)
 	}
 	return nil
 }
 
-func (l *Lease) extend(ctx context.Context, d time.Duration) error {
+// extend is Extend, the extension sent again every `every` without an
+// answer.
+func (l *Lease) extend(ctx context.Context, d, every time.Duration) error {
 	if l.session != nil {
 		return &Error{Code: topics.CodeSessionBound, Message: fmt.Sprintf("the lease is kept alive by session %q", l.session.ID)}
 	}
@@ -683,7 +687,7 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	}
 	defer l.c.ops.Done()
 	sent := l.c.sentNow()
-	ev, err := l.callExtension(ctx, cmd)
+	ev, err := l.callExtension(ctx, cmd, every)
 	if err != nil {
 		return err
 	}
@@ -740,16 +744,16 @@ func (l *Lease) extend(ctx context.Context, d time.Duration) error {
 	return nil
 }
 
-// callExtension sends the extension cmd and returns its first answer,
-// keeping track of extensions left without one (unanswered). The first of
+// callExtension sends the extension cmd (again every `every` without an
+// answer) and returns its first answer, keeping track of extensions left without one (unanswered). The first of
 // those arms the give-back at the lease's end, for Extend's as for the
 // keep-alive's: Extend's caller has gone by then, and a lease without
 // keep-alive has no goroutine of its own waiting for its end.
-func (l *Lease) callExtension(ctx context.Context, cmd topics.Command) (topics.Event, error) {
+func (l *Lease) callExtension(ctx context.Context, cmd topics.Command, every time.Duration) (topics.Event, error) {
 	l.mu.Lock()
 	before := l.noAnswer
 	l.mu.Unlock()
-	ev, err := l.c.call(ctx, cmd)
+	ev, err := l.c.callEvery(ctx, cmd, every)
 	l.mu.Lock()
 	if err != nil {
 		l.unanswered = true
@@ -1065,10 +1069,16 @@ func (l *Lease) keepAliveLoop() {
 			ext = min(ext, room)
 		}
 		// An extension that cannot arrive before the lease ends is useless;
-		// the deadline timer declares the lease lost then.
+		// the deadline timer declares the lease lost then. One left
+		// without an answer (it, or its answer, lost in transit) is sent
+		// again every third of the lease, or ReplyTimeout if shorter, as
+		// the session's keep-alive is: exchange's usual resend after
+		// ReplyTimeout would come past the deadline for a lease under 1.5
+		// ReplyTimeout. Each copy has the same request_id, which the
+		// worker applies once, and its answer counts from the first send.
 		ctx, cancel := context.WithDeadline(l.ctx, deadline)
 		ext = ext.Truncate(time.Millisecond)
-		err := l.extend(ctx, ext)
+		err := l.extend(ctx, ext, min(l.c.cfg.ReplyTimeout, lease/3))
 		cancel()
 		refused := (*Error)(nil)
 		unanswered = err != nil && !errors.As(err, &refused) // a refusal is an answer

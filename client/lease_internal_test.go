@@ -321,6 +321,53 @@ func TestKeepAliveRetriesAnUnansweredExtension(t *testing.T) {
 	require.LessOrEqual(t, ahead, 6*time.Second+200*time.Millisecond, "extensions applied together held the lock %s ahead", ahead)
 }
 
+// The keep-alive sends an extension left without an answer (it, or its
+// answer, lost in transit) again, the same request_id, a third of the lease
+// later where ReplyTimeout is longer: exchange's resend after ReplyTimeout
+// (5 s) came past the deadline of this 3 s lease, which one lost extension
+// then lost although the worker answered every other.
+func TestLeaseKeepAliveResendsALostExtension(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	extends := make(chan topics.Command, 8)
+	var mu sync.Mutex
+	dropped := false
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.ReplyTimeout, cfg.RequestTimeout = 5*time.Second, 30*time.Second }},
+		func(ctx context.Context, cmd topics.Command) []topics.Event {
+			switch cmd.Operation {
+			case topics.OpAcquire:
+				return one(granted(cmd, topics.TypeAcquired, 3))
+			case topics.OpExtend:
+				deliver(ctx, extends, cmd)
+				mu.Lock()
+				drop := !dropped
+				dropped = true
+				mu.Unlock()
+				if drop {
+					return nil // the first extension lost in transit
+				}
+				return one(granted(cmd, topics.TypeExtended, 3))
+			}
+			return nil
+		})
+	l, err := c.Acquire(ctx, "short", WithLease(3*time.Second))
+	require.NoError(t, err)
+	var got []topics.Command
+	for len(got) < 3 { // the lost one, its copy, the keep-alive's next
+		select {
+		case cmd := <-extends:
+			got = append(got, cmd)
+		case <-l.Lost():
+			t.Fatalf("lost after %d extension(s) sent: %v", len(got), l.Err())
+		case <-ctx.Done():
+			t.Fatal("no extension")
+		}
+	}
+	require.Equal(t, got[0].RequestID, got[1].RequestID, "the lost extension sent again")
+	require.NotEqual(t, got[1].RequestID, got[2].RequestID, "then the next one")
+	require.NoError(t, l.Err())
+}
+
 // A lease lost while its keep-alive's extension went unanswered is given
 // back (a release guarded by its token): the worker may apply that
 // extension yet, and would hold the lock for nobody until it expired. So
