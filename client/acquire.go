@@ -82,7 +82,13 @@ func WithLockDelay(d time.Duration) AcquireOption {
 // extension carries it past its grant + d, and a lease duration above d is
 // cut to d. The keep-alive extends it up to the cap, then lets it end (the
 // lease is lost, with ErrMaxHoldExceeded); Extend past the cap returns
-// ErrMaxHoldExceeded and the lease is kept. Default 0: no cap.
+// ErrMaxHoldExceeded and the lease is kept. Default 0: no cap. The cap
+// the Lease keeps to is the worker's (lock_info's max_hold), which a
+// renewal does not change (see WithOwner): d, or none, of a renewal does
+// not apply. A worker from before lock_info showed max_hold leaves a lease
+// granted WithOwner without waiting (maybe a renewal) with no cap known:
+// its keep-alive extends it until an extension is refused for the cap,
+// then lets it end, lost with ErrMaxHoldExceeded, as at a known cap.
 func WithMaxHold(d time.Duration) AcquireOption {
 	return func(o *acquireOptions) { o.maxHold = d }
 }

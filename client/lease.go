@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -62,8 +63,7 @@ type Lease struct {
 	// queued, the lease may be a renewal of another process's (same
 	// owner, same token), which a release would end too.
 	mayBeShared bool
-	session     *Session      // what keeps the lease alive instead, if any
-	maxHold     time.Duration // WithMaxHold; 0: none
+	session     *Session // what keeps the lease alive instead, if any
 	lost        chan struct{}
 	ctx         context.Context
 	cancel      context.CancelCauseFunc
@@ -76,6 +76,16 @@ type Lease struct {
 	boot     time.Duration // the same by the boot clock (see update); 0 in a session
 	timer    *time.Timer   // fires at deadline; nil in a session, and until registered
 	err      error         // why the lease ended
+	// maxHold is the lease's cap as the worker has it: lock_info's
+	// max_hold (update), the cap of the lease's first grant, which a
+	// renewal keeps; before an answer shows it, WithMaxHold's for a lease
+	// that is no renewal (a worker from before lock_info showed it applied
+	// the acquire's own). 0: none known.
+	maxHold time.Duration
+	// capHit says the worker refused the keep-alive's extension for the
+	// lease's max_hold: the keep-alive sends no more, and the lease ends
+	// at its expiry, lost for its max_hold (see keepAliveLoop).
+	capHit bool
 	// release is Release's command, sent again (same request_id) by a
 	// Release after one that got no answer; its answer, lock.released, is
 	// no loss, even when it comes after Release gave up.
@@ -118,9 +128,17 @@ type Lease struct {
 func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent sentAt, anchor time.Time) (l *Lease, late error) {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())
+	mayBeShared := !o.generatedOwner && !o.dedicatedOwner && !queued
+	var maxHold time.Duration
+	if !mayBeShared {
+		// A new lease, with the acquire's cap, unless the grant's
+		// lock_info says otherwise (update). A renewal keeps its first
+		// grant's: WithMaxHold does not apply to it.
+		maxHold = o.maxHold
+	}
 	l = &Lease{
 		Name: li.LockName, Namespace: li.Namespace, Owner: li.OwnerID, Token: li.FencingToken,
-		c: c, keepAlive: o.keepAlive, mayBeShared: !o.generatedOwner && !o.dedicatedOwner && !queued, session: o.session, maxHold: o.maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
+		c: c, keepAlive: o.keepAlive, mayBeShared: mayBeShared, session: o.session, maxHold: maxHold, lost: make(chan struct{}), ctx: ctx, cancel: cancel, granted: ev,
 		releasing: make(chan struct{}, 1),
 	}
 	l.mu.Lock()
@@ -237,6 +255,11 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 	if known || l.info.ExpiresAt == nil || li.ExpiresAt == nil || !li.ExpiresAt.Before(l.info.ExpiresAt.Time) {
 		l.info = *li
 		l.lease = seconds(li.LeaseDuration)
+		if li.MaxHold > 0 {
+			// The worker's, the same for the whole lease: an answer without
+			// it (a worker from before it showed it) leaves the one known.
+			l.maxHold = seconds(li.MaxHold)
+		}
 	}
 	if l.session != nil {
 		return // its expires_at is the session's
@@ -488,7 +511,7 @@ func (l *Lease) expire() {
 	}
 	l.mu.Lock()
 	mono, boot := l.pastDeadline()
-	capped := l.maxHold > 0 && l.capRoom() < minExtension
+	capped := l.capReached()
 	l.mu.Unlock()
 	var cause error
 	switch {
@@ -508,12 +531,23 @@ func (l *Lease) expire() {
 const minExtension = time.Duration(topics.MinLeaseSeconds * float64(time.Second))
 
 // capRoom is how much the lease may still be extended under its max_hold,
-// by the worker's clock (its acquired_at and expires_at). l.mu is held.
+// by the worker's clock (its acquired_at and expires_at); without a cap
+// known, more than any extension. l.mu is held.
 func (l *Lease) capRoom() time.Duration {
+	if l.maxHold == 0 {
+		return math.MaxInt64
+	}
 	if l.info.AcquiredAt == nil || l.info.ExpiresAt == nil {
 		return 0
 	}
 	return l.info.AcquiredAt.Add(l.maxHold).Sub(l.info.ExpiresAt.Time)
+}
+
+// capReached says the keep-alive extends the lease no further for its
+// max_hold: the cap leaves less than the smallest extension, or the worker
+// refused an extension for it (capHit). l.mu is held.
+func (l *Lease) capReached() bool {
+	return l.capHit || l.capRoom() < minExtension
 }
 
 // Release ends the lease (guarded by its fencing token) and lets the next
@@ -779,12 +813,12 @@ func (l *Lease) callExtension(ctx context.Context, cmd topics.Command, every tim
 // worker's expiry as of the refusal, which includes any earlier extension
 // whose answer never came (the worker applies one lease's commands in
 // order). capRoom, read from an older answer, would otherwise overstate the
-// room left, so that every next extension asked past the cap and was
-// refused alike, and the local deadline stayed short of the worker's
-// expiry. A lock_info about another lease (a worker from before the
-// refusal showed the refused lease: a shared lock's newest holder) or
-// outside the contract is left unread. It returns the lease's loss when
-// the refusal, read late, leaves the lease past its deadline.
+// room left, and the local deadline stay short of the worker's expiry. The
+// refusal's max_hold, if it shows one, is the lease's cap. A lock_info
+// about another lease (a worker from before the refusal showed the refused
+// lease: a shared lock's newest holder) or outside the contract is left
+// unread. It returns the lease's loss when the refusal, read late, leaves
+// the lease past its deadline.
 func (l *Lease) capRefused(ev topics.Event, sent sentAt) error {
 	li := ev.LockInfo
 	if li == nil || li.Status != topics.StatusAcquired || li.OwnerID != l.Owner || li.FencingToken != l.Token || replyLease(ev) != nil {
@@ -928,7 +962,13 @@ func replyLease(ev topics.Event) error {
 	if ev.LockInfo == nil {
 		return fmt.Errorf("%s without lock_info", ev.Type)
 	}
-	return replySeconds(ev, "lease_duration", ev.LockInfo.LeaseDuration, topics.MinLeaseSeconds, topics.MaxLeaseSeconds)
+	if err := replySeconds(ev, "lease_duration", ev.LockInfo.LeaseDuration, topics.MinLeaseSeconds, topics.MaxLeaseSeconds); err != nil {
+		return err
+	}
+	if ev.LockInfo.MaxHold == 0 { // no cap
+		return nil
+	}
+	return replySeconds(ev, "max_hold", ev.LockInfo.MaxHold, topics.MinLeaseSeconds, topics.MaxMaxHoldSeconds)
 }
 
 // command is a release or extend guarded by the lease's owner and token.
@@ -1013,7 +1053,8 @@ const keepAliveRetry = time.Second
 // brings its end back to a full lease_duration from now. Extending by a
 // fixed amount instead would let the expiry drift away from now when ticks
 // come early or late. It stops when the lease ends or the client closes,
-// or when the lease reached its max_hold (it then ends at its expiry).
+// or when the lease reached its max_hold or an extension was refused for
+// it (it then ends at its expiry, lost with ErrMaxHoldExceeded).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
 	// unanswered says the last extension failed without an answer (none
@@ -1057,17 +1098,14 @@ func (l *Lease) keepAliveLoop() {
 		// Woken after a suspend, the boot clock may show the lease over.
 		l.checkBoot(l.c.bootNow())
 		l.mu.Lock()
-		deadline, lease, room := l.deadline, l.lease, l.capRoom()
+		deadline, lease, room, capped := l.deadline, l.lease, l.capRoom(), l.capReached()
 		l.mu.Unlock()
+		if capped {
+			return
+		}
 		ext := lease - time.Until(deadline) - owed
 		ext = max(ext, minExtension)
-		ext = min(ext, time.Duration(topics.MaxLeaseSeconds)*time.Second)
-		if l.maxHold > 0 {
-			if room < minExtension {
-				return
-			}
-			ext = min(ext, room)
-		}
+		ext = min(ext, time.Duration(topics.MaxLeaseSeconds)*time.Second, room)
 		// An extension that cannot arrive before the lease ends is useless;
 		// the deadline timer declares the lease lost then. One left
 		// without an answer (it, or its answer, lost in transit) is sent
@@ -1080,6 +1118,18 @@ func (l *Lease) keepAliveLoop() {
 		ext = ext.Truncate(time.Millisecond)
 		err := l.extend(ctx, ext, min(l.c.cfg.ReplyTimeout, lease/3))
 		cancel()
+		if errors.Is(err, ErrMaxHoldExceeded) {
+			// Past a cap the client did not know (a lease granted
+			// WithOwner without waiting, maybe a renewal, by a worker from
+			// before lock_info showed max_hold), or past the room an answer
+			// out of date showed: every next one may be refused alike. The
+			// lease ends at its expiry, as the refusal showed it
+			// (capRefused), lost for its max_hold.
+			l.mu.Lock()
+			l.capHit = true
+			l.mu.Unlock()
+			return
+		}
 		refused := (*Error)(nil)
 		unanswered = err != nil && !errors.As(err, &refused) // a refusal is an answer
 		if unanswered {

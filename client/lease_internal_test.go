@@ -440,6 +440,56 @@ func TestMaxHoldRefusalShowsTheLeaseAsTheWorkerHasIt(t *testing.T) {
 	require.Equal(t, 1, refusals, "extensions past the cap after the refusal showed none left")
 }
 
+// A worker from before lock_info showed max_hold leaves a lease granted
+// WithOwner without waiting (maybe a renewal, whose cap is the first
+// grant's) with no cap known. Its keep-alive's first extension refused
+// MAX_HOLD_EXCEEDED stops it, and the lease ends at its expiry, lost with
+// ErrMaxHoldExceeded; it went on asking, each refused, and the lease was
+// lost for want of a confirmed extension.
+func TestKeepAliveStopsAtARefusalForAnUnknownCap(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var acquired, expiry time.Time
+	const hold = 2 * time.Second
+	refusals := 0
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		show := func(ev topics.Event) []topics.Event {
+			ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry)
+			return one(ev)
+		}
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 1)
+			acquired, expiry = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time
+			return one(ev)
+		case topics.OpExtend:
+			if until := expiry.Add(seconds(cmd.ExtensionDuration)); !until.After(acquired.Add(hold)) {
+				expiry = until
+				return show(granted(cmd, topics.TypeExtended, 1))
+			}
+			refusals++
+			ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
+			ev.LockInfo = granted(cmd, topics.TypeAcquired, 1).LockInfo
+			return show(ev)
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithOwner("me"), WithLease(time.Second))
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease was not lost")
+	}
+	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, refusals, "extensions sent past the cap")
+}
+
 func leaseLostIsGivenBack(t *testing.T, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -140,7 +140,8 @@ func sessionEvent(cmd topics.Command, typ string, ttl float64) topics.Event {
 
 // A reply whose session ttl or lease_duration is outside the contract's
 // range (0 here, which once panicked the session's keep-alive ticker and
-// made a lease's keep-alive spin), or that lacks its session_info or
+// made a lease's keep-alive spin), or max_hold (past a time.Duration, which
+// would read as a cap passed already), or that lacks its session_info or
 // lock_info, is refused, and what the worker granted by it is given back,
 // not left held for nobody until it runs out. NewSession fails, and closes
 // the session, so that its ID can be opened again. Acquire fails, and
@@ -174,6 +175,10 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 			case "bare":
 				ev := granted(cmd, topics.TypeAcquired, 60)
 				ev.LockInfo = nil
+				return one(ev)
+			case "forever":
+				ev := granted(cmd, topics.TypeAcquired, 60)
+				ev.LockInfo.MaxHold = 1e12 // past a time.Duration
 				return one(ev)
 			}
 			return one(granted(cmd, topics.TypeAcquired, cmp.Or(cmd.LeaseDuration, 60)))
@@ -221,6 +226,9 @@ func TestReplyOutsideTheContractsRange(t *testing.T) {
 	_, err = c.Acquire(ctx, "bare")
 	require.ErrorContains(t, err, "lock.acquired without lock_info")
 	require.Nil(t, release("bare").FencingToken, "no token to name")
+	_, err = c.Acquire(ctx, "forever")
+	require.ErrorContains(t, err, "lock.acquired with max_hold 1e+12 is outside 0.1..604800 seconds")
+	release("forever")
 
 	lost := func(l *Lease, cause string) {
 		t.Helper()

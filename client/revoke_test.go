@@ -74,6 +74,63 @@ func TestMaxHoldRefusesTheExtensionPastIt(t *testing.T) {
 	assert.ErrorIs(t, kept.Err(), client.ErrMaxHoldExceeded)
 }
 
+// A renewal (an acquire WithOwner of the lease's holder, here another
+// client's, as after a restart) keeps the lease's max_hold, which lock_info
+// shows: WithMaxHold of the renewal does not apply, and the keep-alive
+// extends the renewed lease past it, where it let the lease end there, lost
+// with ErrMaxHoldExceeded although the worker had no cap on it; and the
+// renewal of a lease with a cap keeps to that cap, lost with
+// ErrMaxHoldExceeded at it, where the keep-alive asked past it, refused
+// each time, and lost the lease for want of an extension.
+func TestRenewalKeepsTheLeasesMaxHold(t *testing.T) {
+	const hold = 1500 * time.Millisecond
+	a, b := newClient(t, "renew-cap-a"), newClient(t, "renew-cap-b")
+	t.Run("none", func(t *testing.T) {
+		ctx := ctxT(t)
+		lock, owner := uniq("renew-no-cap"), uniq("owner")
+		la, err := a.Acquire(ctx, lock, client.WithOwner(owner), client.WithLease(3*time.Second), client.WithoutKeepAlive())
+		require.NoError(t, err)
+		lb, err := b.Acquire(ctx, lock, client.WithOwner(owner), client.WithLease(600*time.Millisecond), client.WithMaxHold(hold))
+		require.NoError(t, err)
+		require.Equal(t, la.Token, lb.Token, "a renewal")
+		assert.Zero(t, lb.Info().MaxHold)
+		// Extended a second past both the renewal's would-be cap and the
+		// expiry it was granted with (a renewal does not bring it nearer).
+		past := lb.Info().AcquiredAt.Add(hold + time.Second)
+		if e := lb.ExpiresAt().Add(time.Second); e.After(past) {
+			past = e
+		}
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for lb.ExpiresAt().Before(past) {
+			select {
+			case <-tick.C:
+			case <-lb.Lost():
+				t.Fatalf("the renewal was lost: %v", lb.Err())
+			case <-ctx.Done():
+				t.Fatal("not extended past the renewal's max_hold")
+			}
+		}
+		require.NoError(t, lb.Release(ctx))
+	})
+	t.Run("the lease's", func(t *testing.T) {
+		ctx := ctxT(t)
+		lock, owner := uniq("renew-cap"), uniq("owner")
+		_, err := a.Acquire(ctx, lock, client.WithOwner(owner), client.WithLease(time.Second), client.WithoutKeepAlive(), client.WithMaxHold(hold))
+		require.NoError(t, err)
+		lb, err := b.Acquire(ctx, lock, client.WithOwner(owner), client.WithLease(900*time.Millisecond))
+		require.NoError(t, err)
+		assert.Equal(t, hold.Seconds(), lb.Info().MaxHold)
+		select {
+		case <-lb.Lost():
+		case <-ctx.Done():
+			t.Fatal("the renewal outlived its max_hold")
+		}
+		require.ErrorIs(t, lb.Err(), client.ErrMaxHoldExceeded)
+		assert.False(t, time.Now().Before(lb.Info().AcquiredAt.Add(hold-100*time.Millisecond)), "kept alive up to the cap: %v", lb.Err())
+	})
+}
+
 // A revoke ends the holder's lease (it is told: its lease is lost with
 // ErrRevoked), grants the waiter, and is answered with the count.
 func TestRevokeTellsTheHolderAndGrantsTheWaiter(t *testing.T) {
