@@ -385,7 +385,8 @@ func (l *Lease) Lost() <-chan struct{} { return l.lost }
 // Context is cancelled when the lease is lost (at the moment Lost closes) or
 // when Release is called. context.Cause tells which came first: an error
 // wrapping ErrLeaseLost, or ErrReleased — even if that release then failed
-// (the lock is then held until its lease runs out; Release returned why).
+// (the lock is then held until its lease runs out, a session's lease until
+// its session ends; Release returned why).
 func (l *Lease) Context() context.Context { return l.ctx }
 
 // Err is nil while the lease is held, then why it ended (ErrLeaseLost or
@@ -564,9 +565,18 @@ func (l *Lease) capReached() bool {
 // the release withdrew, as the worker does a release for an owner that
 // waits), ErrNotOwner (another owner was granted it since) or
 // ErrTokenMismatch (the same owner holds it under a newer lease, a later
-// acquire's). Release after Release is a no-op; after one that returned an
-// error (ctx ended, no answer), it sends the same command again, which the
-// worker applies once: its answer says whether the release took effect. A
+// acquire's). A refusal that applied nothing and leaves the lease held
+// (ErrRequestIDConflict: the request's stored outcome could not be read
+// back; ErrForbidden: the token no longer covers the lock's namespace;
+// ErrInvalidRequest: PostgreSQL refused to store the record) is sent once
+// more under a new request_id; refused again, Release returns that
+// refusal, and the lease is neither lost nor released: the worker holds
+// it, a lease of its own, no longer extended, until its expiry (it then
+// ends as released), a session's as long as the session lives (until a
+// Release that succeeds, or Session.Close). Release after Release is a
+// no-op; after one that returned an error (ctx ended, no answer), it sends
+// the same command again, which the worker applies once: its answer says
+// whether the release took effect; after one refused so, a new one. A
 // release whose answer comes after Release returned ends the lease as
 // released, as does the lease's expiry then: once the local deadline has
 // passed, Release returns nil without sending (the lease ran out, which is
@@ -619,6 +629,13 @@ func (l *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), closed)
 	}
 	ev, err := l.c.call(ctx, cmd)
+	if err == nil && ev.Type == topics.TypeRejected && !leaseGone(rejection(ev)) {
+		// Refused without an effect: the worker holds the lease still.
+		// Sent once more under a new request_id, as the refused one would
+		// be answered alike (REQUEST_ID_CONFLICT: its outcome, stored,
+		// could not be read back).
+		ev, err = l.c.call(ctx, l.newReleaseCmd())
+	}
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
 	}
@@ -632,12 +649,29 @@ func (l *Lease) Release(ctx context.Context) error {
 		// had ended before the client knew.
 		refused = fmt.Errorf("%w: the owner was waiting in the lock's queue, and the release withdrew that wait", ErrNotHeld)
 	}
+	if refused != nil && !leaseGone(refused) {
+		// Refused again: the lease is not lost, nor forgotten (its session
+		// would keep it alive for nobody): a next Release tries anew.
+		l.newReleaseCmd()
+		return fmt.Errorf("releasing lock %q: %w (the lease is held still)", l.key(), refused)
+	}
 	if refused != nil {
 		l.lose(fmt.Errorf("%w: release refused: %w", ErrLeaseLost, refused))
 		return fmt.Errorf("releasing lock %q: %w", l.key(), refused)
 	}
 	l.end(ErrReleased)
 	return nil
+}
+
+// leaseGone says a refusal of the lease's release or extension says the
+// lease has ended, so that nothing is left to give back: NOT_HELD,
+// NOT_OWNER, TOKEN_MISMATCH, and SESSION_BOUND (its owner, another process
+// of the same WithOwner ID, renewed it into its session, same token, whose
+// lease a release by the token would end). Any other (REQUEST_ID_CONFLICT,
+// FORBIDDEN, INVALID_REQUEST for a record PostgreSQL would not store, ...)
+// applied nothing, and the worker holds the lease still.
+func leaseGone(refusal error) bool {
+	return errors.Is(refusal, ErrNotHeld) || errors.Is(refusal, ErrNotOwner) || errors.Is(refusal, ErrTokenMismatch) || errors.Is(refusal, ErrSessionBound)
 }
 
 // releaseEnded is Release's answer for a lease that ended (Err) before it
@@ -733,10 +767,7 @@ func (l *Lease) extend(ctx context.Context, d, every time.Duration) error {
 			}
 			return e
 		}
-		// Gone: SESSION_BOUND too, the owner (another process of the same
-		// WithOwner ID) having renewed the lease into its session, same
-		// token, whose lease a release by the token would end.
-		gone := errors.Is(e, ErrNotHeld) || errors.Is(e, ErrNotOwner) || errors.Is(e, ErrTokenMismatch) || errors.Is(e, ErrSessionBound)
+		gone := leaseGone(e)
 		if gone {
 			// Nothing to give back, ever: no give-back (giveBack) may
 			// send a release by the token from now on, not the
@@ -747,12 +778,10 @@ func (l *Lease) extend(ctx context.Context, d, every time.Duration) error {
 		}
 		l.lose(fmt.Errorf("%w: extension refused: %w", ErrLeaseLost, e))
 		if !gone {
-			// Refused without ending the lease (REQUEST_ID_CONFLICT,
-			// INVALID_REQUEST for a record PostgreSQL would not store,
-			// FORBIDDEN, ...): nothing was applied and the worker holds
-			// it still. Lost here all the same, as the next extension may
-			// be refused alike: given back, or the worker holds it for
-			// nobody until its expiry.
+			// Nothing was applied and the worker holds it still. Lost
+			// here all the same, as the next extension may be refused
+			// alike: given back, or the worker holds it for nobody until
+			// its expiry.
 			l.giveBack()
 		}
 		return e
@@ -943,6 +972,17 @@ func take(ctx context.Context, slot chan struct{}) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// newReleaseCmd replaces the lease's release command (releaseCmd) by one of
+// a new request_id, after a release refused without an effect: sent again,
+// the refused request_id would only get that answer again. The caller
+// holds l.releasing.
+func (l *Lease) newReleaseCmd() topics.Command {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.release = nil
+	return l.releaseCmd()
 }
 
 // releaseCmd is the lease's release command, made on first use and the

@@ -490,6 +490,86 @@ func TestKeepAliveStopsAtARefusalForAnUnknownCap(t *testing.T) {
 	require.Equal(t, 1, refusals, "extensions sent past the cap")
 }
 
+// A session's lease whose release is refused with a code that leaves it
+// held (REQUEST_ID_CONFLICT: the stored outcome cannot be read back;
+// FORBIDDEN; INVALID_REQUEST) was lost and forgotten, while its session kept
+// it alive on the worker for nobody. The release is sent once more under a
+// new request_id, which a REQUEST_ID_CONFLICT does not meet again; refused
+// again, Release returns the refusal and the lease is neither lost nor
+// forgotten: a next Release sends a new one.
+func TestReleaseRefusedWithTheLeaseHeld(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	refuse := map[string]int{} // lock -> releases to refuse
+	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "forbidden": topics.CodeForbidden}
+	var releases []topics.Command
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpSessionKeepAlive:
+			return one(sessionEvent(cmd, topics.TypeSessionKeptAlive, 30))
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 30)
+			ev.LockInfo.SessionID = cmd.SessionID
+			return one(ev)
+		case topics.OpRelease:
+			mu.Lock()
+			defer mu.Unlock()
+			releases = append(releases, cmd)
+			if refuse[cmd.LockName] > 0 {
+				refuse[cmd.LockName]--
+				return one(rejectedEvent(cmd, codes[cmd.LockName]))
+			}
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	sent := func() []topics.Command {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(releases)
+	}
+	s, err := c.NewSession(ctx, 30*time.Second)
+	require.NoError(t, err)
+
+	t.Run("then released", func(t *testing.T) {
+		mu.Lock()
+		refuse["conflict"] = 1
+		mu.Unlock()
+		l, err := c.Acquire(ctx, "conflict", WithSession(s))
+		require.NoError(t, err)
+		before := len(sent())
+		require.NoError(t, l.Release(ctx), "released by the second request")
+		require.ErrorIs(t, l.Err(), ErrReleased)
+		rel := sent()[before:]
+		require.Len(t, rel, 2)
+		require.NotEqual(t, rel[0].RequestID, rel[1].RequestID)
+		require.Equal(t, l.Token, *rel[1].FencingToken, "guarded by the lease's token")
+	})
+	t.Run("refused again", func(t *testing.T) {
+		mu.Lock()
+		refuse["forbidden"] = 2
+		mu.Unlock()
+		l, err := c.Acquire(ctx, "forbidden", WithSession(s))
+		require.NoError(t, err)
+		before := len(sent())
+		require.ErrorIs(t, l.Release(ctx), ErrForbidden)
+		require.NoError(t, l.Err(), "neither lost nor released: the worker holds it")
+		s.mu.Lock()
+		kept := s.leases[l]
+		s.mu.Unlock()
+		require.True(t, kept, "its session keeps it")
+		require.NoError(t, l.Release(ctx), "released by a next Release")
+		require.ErrorIs(t, l.Err(), ErrReleased)
+		rel := sent()[before:]
+		require.Len(t, rel, 3)
+		require.NotEqual(t, rel[0].RequestID, rel[1].RequestID)
+		require.NotEqual(t, rel[1].RequestID, rel[2].RequestID)
+	})
+}
+
 func leaseLostIsGivenBack(t *testing.T, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
