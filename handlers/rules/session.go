@@ -12,7 +12,10 @@ const (
 // their waits first (waits, which the caller loads by session: Drop, so
 // that the hand-off that follows grants none of them), every lease past
 // its expiry (as any command settles them), then their leases (Lose, in
-// token order), and the lock goes to the next waiters. Ending sessions
+// token order), and only then does the lock go to the next waiters, once:
+// a hand-off before their leases end would grant a place that the
+// lock-delay of an expired session's lease, from the session's expiry,
+// should have kept. Ending sessions
 // together on one lock is what keeps one's end from handing the lock to
 // another's wait: a scheduler ends the sessions that fall due together,
 // and a session of an owner may wait where another session holds.
@@ -22,7 +25,7 @@ func (l *Lock) EndSessions(ids []string, waits []Waiter, reason string) []Effect
 		l.withdraw(w)
 		effs = append(effs, Effect{Kind: Drop, Waiter: w, Reason: reason, Info: l.Info()})
 	}
-	settled, _ := l.Settle()
+	settled, _ := l.settleExpired()
 	effs = append(effs, settled...)
 	status := Expired
 	if reason == ReasonSessionClosed {

@@ -209,3 +209,26 @@ func TestRetryAfterPastASessionsExpiry(t *testing.T) {
 	m.DelayUntil = m.now.Add(3 * time.Second)
 	require.Equal(t, 3*time.Second, m.acquire("p", Exclusive, 1, 30, 0)[0].RetryAfter)
 }
+
+// A session's end hands the lock on once, after its leases have ended:
+// with a semaphore of 2, a plain lease that ran out after the session's
+// expiry frees a place, but the session's lease, ending with a lock-delay
+// from the session's expiry, keeps the waiter out of it.
+func TestEndSessionHandsOffOnceItsLeasesEnd(t *testing.T) {
+	m := newModel(t)
+	expiry := m.now.Add(5 * time.Second)
+	l := m.lock("o")
+	effs := l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 2, Lease: 30, RequestID: "req-o", Key: "/k",
+		Session: "s", SessionExpires: expiry, LockDelay: 30})
+	m.save(l, effs)
+	require.Equal(t, "grant o", kinds(effs))
+	require.Equal(t, "grant x", kinds(m.acquire("x", Exclusive, 2, 6, 0)))
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 2, 30, 60)))
+	m.advance(7 * time.Second) // past the session's expiry, then x's
+	effs = m.endSession("s", "", ReasonSessionExpired)
+	require.Equal(t, "expire x, lose o", kinds(effs), "w is not granted inside o's lock-delay")
+	require.Equal(t, expiry.Add(30*time.Second), m.DelayUntil)
+	require.Len(t, m.Queue, 1)
+	m.now = m.DelayUntil
+	require.Equal(t, "grant w", kinds(m.expire()))
+}
