@@ -143,7 +143,8 @@ var diffFencedCoverage = [][2]string{
 var diffSessionCases = []string{
 	"sessions ending together: one waits where another holds",
 	"a hand-off withdraws the wait of a session past its expiry",
-	"an acquire ends its owner's lease of a session past its expiry",
+	"acquire ends a lease of a session past its expiry",
+	"revoke ends a lease of a session past its expiry",
 }
 
 // diffDelayCases are the commands meeting a lock-delay that has passed,
@@ -800,7 +801,7 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 			cases["a hand-off withdraws the wait of a session past its expiry"]++
 		}
 		if c != nil && slices.ContainsFunc(effs, func(e rules.Effect) bool { return e.Kind == rules.Lose }) {
-			cases["an acquire ends its owner's lease of a session past its expiry"]++
+			cases[c.Operation+" ends a lease of a session past its expiry"]++
 		}
 		delayed := !m.DelayUntil.IsZero()
 		if err := m.Save(l, effs); err != nil {

@@ -9,7 +9,9 @@ import (
 
 // revoke ends the lock's leases, or owner_id's only, with the command's
 // reason (rules.Lock.Revoke): each holder is told lock.revoked, and the
-// revoker's answer is one lock.revoked counting them, showing the last.
+// revoker's answer is one lock.revoked counting them, showing the last. A
+// session's lease whose session is past its expiry has ended with it: it
+// ends as expired (session_expired), as ended leases do, not revoked.
 // Waiters are granted as after a release, unless a revoked lease's
 // lock-delay holds them. Who may revoke is the worker's to judge (an
 // administrative operation); the handler applies it.

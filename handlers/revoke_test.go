@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -321,5 +322,53 @@ func TestPassedLockDelayClearedAtOnce(t *testing.T) {
 				require.Equal(t, rev+1, h.scalar(`SELECT revision FROM locks WHERE lock_name = $1`, lock))
 			})
 		}
+	}
+}
+
+// TestRevokeASessionLeasePastItsSessionsExpiry: a revoke finds a session's
+// lease whose session is past its expiry, its end not seen yet. That lease
+// has ended with its session: the holder is told lock.expired with reason
+// session_expired, its lock-delay runs from the session's expiry, the
+// revoke is answered NOT_HELD, and the session's end finds nothing of it.
+// With a keep-alive of the session in flight, holding its row, the lease
+// counts as in force (the keep-alive may renew the session) and is revoked.
+func TestRevokeASessionLeasePastItsSessionsExpiry(t *testing.T) {
+	for _, inFlight := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep-alive in flight %v", inFlight), func(t *testing.T) {
+			h := newHarness(t)
+			ctx := t.Context()
+			require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+			held := h.one(h.acquire("l", "o", inSession("s"), lockDelay(10)))
+			require.Equal(t, topics.TypeAcquired, held.Type, held.ErrorMessage)
+			expiry := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`)
+			if inFlight {
+				c, _ := h.blocker()
+				_, err := c.Exec(ctx, `SELECT FROM sessions WHERE id = 's' FOR NO KEY UPDATE`)
+				require.NoError(t, err)
+				defer c.Exec(context.WithoutCancel(ctx), `ROLLBACK`)
+			}
+			h.waitPast(expiry)
+			h.clearOutbox()
+			ans := h.one(h.revoke("l", "", "ops"))
+			if inFlight {
+				require.Equal(t, topics.TypeRevoked, ans.Type)
+				require.Equal(t, 1, ans.RevokedCount)
+				require.Equal(t, []string{"locks.replies.o lock.revoked", "locks.lock.revoked.v1 lock.revoked",
+					"locks.replies.admin lock.revoked"}, h.routes())
+				require.True(t, h.delayUntil("l").After(expiry.Add(10*time.Second)), "from the revoke")
+				return
+			}
+			require.Equal(t, topics.TypeRejected, ans.Type)
+			require.Equal(t, topics.CodeNotHeld, ans.ErrorCode)
+			require.Equal(t, []string{"locks.replies.o lock.expired", "locks.lock.expired.v1 lock.expired",
+				"locks.replies.admin lock.rejected"}, h.routes())
+			told := h.outbox()[0].Event
+			require.Equal(t, topics.ReasonSessionExpired, told.Reason)
+			require.Equal(t, topics.StatusExpired, told.LockInfo.Status)
+			require.Equal(t, held.LockInfo.FencingToken, told.LockInfo.FencingToken)
+			require.Equal(t, expiry.Add(10*time.Second), h.delayUntil("l"), "from the session's expiry")
+			_, evs := h.expireDueEvents()
+			require.Zero(t, find(evs, topics.TypeSessionExpired)[0].SessionInfo.Leases, "its end finds nothing of it")
+		})
 	}
 }

@@ -160,3 +160,56 @@ func TestLockDelayWithOnlyLapsedWaiters(t *testing.T) {
 	m.advance(2 * time.Second)
 	require.Equal(t, "grant b", kinds(m.expire()))
 }
+
+// A revoke does not revoke a session's lease whose session is past its
+// expiry, its end not seen yet: that lease has ended with its session,
+// and the revoke ends it as the session's end would (lock.expired,
+// session_expired, its lock-delay from the session's expiry), then revokes
+// what is left, answering NOT_HELD when nothing is. Asked again, a session
+// renewed meanwhile, or with a keep-alive or its end in flight, keeps its
+// lease in force, and the revoke revokes it. A revoke of another owner
+// leaves the lease to its session's end.
+func TestRevokeASessionLeasePastItsSessionsExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		owner string // of the revoke
+		live  bool   // as SessionLive answers (nil when false)
+		want  string
+	}{
+		{"every lease", "", false, "lose o, revoke x"},
+		{"its owner's", "o", false, "lose o, refuse NOT_HELD"},
+		{"another owner's", "x", false, "revoke x"},
+		{"renewed or in flight", "o", true, "revoke o"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newModel(t)
+			expiry := m.now.Add(5 * time.Second)
+			l := m.lock("o")
+			effs := l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 2, Lease: 30, RequestID: "req-o", Key: "/k",
+				Session: "s", SessionExpires: expiry, LockDelay: 10})
+			m.save(l, effs)
+			require.Equal(t, "grant x", kinds(m.acquire("x", Exclusive, 2, 60, 0)))
+			m.advance(5500 * time.Millisecond)
+			l = m.lock("")
+			if tc.live {
+				l.SessionLive = func(string) (time.Time, bool) { return m.now.Add(time.Minute), true }
+			}
+			effs = l.Revoke(tc.owner, "/k")
+			m.save(l, effs)
+			require.Equal(t, tc.want, kinds(effs))
+			switch {
+			case tc.live:
+				require.Equal(t, Revoked, effs[0].Info.Status)
+				require.Equal(t, m.now.Add(10*time.Second), m.DelayUntil, "from the revoke")
+			case tc.owner == "x":
+				require.Equal(t, []string{"o"}, []string{m.Holders[0].Owner})
+				require.Equal(t, "lose o", kinds(m.endSession("s", "", ReasonSessionExpired)))
+			default:
+				require.Equal(t, ReasonSessionExpired, effs[0].Reason)
+				require.Equal(t, Expired, effs[0].Info.Status)
+				require.Equal(t, expiry.Add(10*time.Second), m.DelayUntil, "from the session's expiry")
+				require.Empty(t, kinds(m.endSession("s", "", ReasonSessionExpired)), "its end finds nothing of it")
+			}
+		})
+	}
+}

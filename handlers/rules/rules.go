@@ -148,13 +148,14 @@ type Lock struct {
 	Now time.Time
 	// NextToken hands out a new fencing token (the database's sequence).
 	NextToken func() int64
-	// SessionLive, asked only about a waiter a hand-off would grant whose
-	// session looks past its expiry, tells whether that session may still
-	// be granted a lease, with its expiry as it stands: false when it has
-	// ended or is past its expiry with nothing in flight that could renew
-	// it; true when it was renewed meanwhile, or when a command of it or
-	// its end is in flight (which then settles what is granted). Nil:
-	// the waiters' SessionExpires is the truth.
+	// SessionLive, asked only about a waiter a hand-off would grant, or a
+	// lease a revoke would end, whose session looks past its expiry, tells
+	// whether that session may still be granted a lease and keep its
+	// leases, with its expiry as it stands: false when it has ended or is
+	// past its expiry with nothing in flight that could renew it; true when
+	// it was renewed meanwhile, or when a command of it or its end is in
+	// flight (which then settles what is granted, and finds a revoked
+	// lease gone). Nil: the expiries loaded are the truth.
 	SessionLive func(id string) (expires time.Time, live bool)
 
 	// last is the ID of the last waiter taken from or loaded into Head;
@@ -458,7 +459,7 @@ func (l *Lock) HandOff() []Effect {
 		l.last = w.ID
 		l.Waiting--
 		l.leave(w)
-		if !l.sessionLive(&w) {
+		if !l.sessionLive(w.Session, &w.SessionExpires) {
 			effs = append(effs, Effect{Kind: Drop, Waiter: w, Reason: ReasonSessionExpired, Info: l.Info()})
 			continue
 		}
@@ -467,23 +468,24 @@ func (l *Lock) HandOff() []Effect {
 	return effs
 }
 
-// sessionLive reports whether w's session, if it waits in one, may still
-// be granted a lease, bringing w's SessionExpires up to date. A session
-// past its expiry that its scheduler has not ended yet (another
-// partition's, or before its tick) is never granted one, as an acquire in
-// it is refused: its wait is dropped instead. The session is asked again
+// sessionLive reports whether session id (none: "") of a waiter, or of a
+// holder, is live, bringing its expiry as loaded, expires, up to date. A
+// session past its expiry that its scheduler has not ended yet (another
+// partition's, or before its tick) is never granted a lease, as an acquire
+// in it is refused: a hand-off drops its wait instead; and its lease has
+// ended with it, which a revoke does not revoke. The session is asked again
 // (SessionLive), since a keep-alive that found it live may have committed
 // after its old expiry.
-func (l *Lock) sessionLive(w *Waiter) bool {
-	if w.Session == "" || w.SessionExpires.After(l.Now) {
+func (l *Lock) sessionLive(id string, expires *time.Time) bool {
+	if id == "" || expires.After(l.Now) {
 		return true
 	}
 	if l.SessionLive == nil {
 		return false
 	}
-	exp, live := l.SessionLive(w.Session)
+	exp, live := l.SessionLive(id)
 	if live {
-		w.SessionExpires = exp
+		*expires = exp
 	}
 	return live
 }
@@ -664,9 +666,15 @@ func (l *Lock) lapsed(owner string) []Effect {
 	if i < 0 || l.Holders[i].Session == "" || l.Holders[i].ExpiresAt.After(l.Now) {
 		return nil
 	}
+	return append([]Effect{l.loseLapsed(i)}, l.HandOff()...)
+}
+
+// loseLapsed ends the lease of Holders[i], whose session is past its
+// expiry, as that session's end will: Lose, session_expired, its lock-delay
+// from the session's expiry.
+func (l *Lock) loseLapsed(i int) Effect {
 	h := l.EndLease(i, Expired)
-	effs := []Effect{{Kind: Lose, Holder: h, Reason: ReasonSessionExpired, Info: l.about(h, Expired)}}
-	return append(effs, l.HandOff()...)
+	return Effect{Kind: Lose, Holder: h, Reason: ReasonSessionExpired, Info: l.about(h, Expired)}
 }
 
 // waiter is the acquire as a waiter that would queue at now.
