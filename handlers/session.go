@@ -21,7 +21,9 @@ import (
 // every lock it holds or waits for, sorted by key, in the same
 // transaction, so that no acquire can add to it meanwhile: an acquire takes
 // a key-share lock on the row (which keep-alives, updating no key, never
-// wait for) and finds it gone once the end commits. An acquire by the
+// wait for) and finds it gone once the end commits; only on a row not past
+// its expiry, so that one refused for that holds nothing the end, which
+// skips locked rows, would wait for (sessionAcquire). An acquire by the
 // holder of a session's lease that reads the session past its expiry,
 // and would end that lease (one without a session_id, or in another live
 // session of its owner's), takes a share lock on its row (waiting for a
@@ -68,8 +70,9 @@ func (s *session) info() *topics.SessionInfo {
 }
 
 // readSession reads the command's session, locked with lock ("FOR UPDATE"
-// and the like); nil when there is no such row. Its time is read once the
-// row is locked (timedAfterLock).
+// and the like, which may begin with a further condition; "": unlocked);
+// nil when there is no such row. Its time is read once the row is locked
+// (timedAfterLock).
 func (a *applier) readSession(ctx context.Context, lock string) (*session, error) {
 	var s session
 	err := a.tx.QueryRow(ctx, timedAfterLock(`SELECT `+sessionFields+` FROM sessions WHERE id = $1 `+lock), a.cmd.SessionID).Scan(s.dest()...)
@@ -89,11 +92,16 @@ func (a *applier) sessionProblem(s *session) (code, msg string) {
 	case s == nil:
 		return topics.CodeSessionNotFound, fmt.Sprintf("session %q is not open (never opened, closed, or expired)", a.cmd.SessionID)
 	case !s.expiresAt.After(s.now):
-		return topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+		return expired(s.id)
 	case s.owner != a.cmd.OwnerID:
 		return topics.CodeNotOwner, fmt.Sprintf("session %q belongs to another owner", s.id)
 	}
 	return "", ""
+}
+
+// expired refuses the command for session id, past its expiry.
+func expired(id string) (code, msg string) {
+	return topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", id)
 }
 
 // sessionEvent starts an event of the current command about a session.
@@ -349,11 +357,27 @@ func (a *applier) endDueSessions(ctx context.Context) (int, error) {
 // the session.
 func (a *applier) sessionAcquire(ctx context.Context) error {
 	c := a.cmd
-	s, err := a.readSession(ctx, `FOR KEY SHARE`)
+	// Only a live session's row is locked. An acquire refused for a
+	// session past its expiry would otherwise hold the row to the end of
+	// its batch, and the session's end, which skips a locked row, would
+	// leave its leases held past ttl + 1 s while such acquires keep coming.
+	s, err := a.readSession(ctx, `AND expires_at > clock_timestamp() FOR KEY SHARE`)
 	if err != nil {
 		return err
 	}
 	code, msg := a.sessionProblem(s)
+	if s == nil {
+		// Refused: read without a lock whether the session was there. It
+		// was past its expiry, even if a keep-alive or an open that had
+		// not committed then has made it live since (its row unlocked, no
+		// lease may be added to it here).
+		if s, err = a.readSession(ctx, ``); err != nil {
+			return err
+		}
+		if s != nil {
+			code, msg = expired(s.id)
+		}
+	}
 	st, err := a.loadLock(ctx, c.Namespace, c.LockName, c.OwnerID, code == "")
 	if err != nil {
 		return err
@@ -370,7 +394,7 @@ func (a *applier) sessionAcquire(ctx context.Context) error {
 		st.l.RenewSession(s.id, s.expiresAt) // its lease here, read before, would lapse
 		if !s.expiresAt.After(st.l.Now) {
 			// It expired while the lock's row was waited for.
-			code, msg = topics.CodeSessionNotFound, fmt.Sprintf("session %q has expired", s.id)
+			code, msg = expired(s.id)
 			if st.row.status == topics.StatusFree {
 				// loadLock created the row for this acquire (free exists
 				// only inside the transaction creating a row): the refusal

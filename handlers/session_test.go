@@ -906,3 +906,37 @@ func TestSessionRefusedAcquireSettlesTheLock(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedSessionAcquireHoldsNoSessionRow: an acquire refused for its
+// session past its expiry does not lock the session's row, so its batch,
+// however long it runs, does not keep the scheduler (which skips a locked
+// row) from ending the session and freeing its locks. The acquires are
+// refused with the same answer as before, whether the row is still there
+// (past its expiry) or gone.
+func TestRefusedSessionAcquireHoldsNoSessionRow(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "o", inSession("s"))).Type)
+	h.waitPast(h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`))
+
+	// A batch, still open, with the owner's acquire in its expired session
+	// (of another lock: the session's end waits for the rows of its own).
+	held, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer held.Rollback(context.WithoutCancel(ctx))
+	evs, err := handlers.NewBatch(held, h.env).Apply(ctx, h.acquire("m", "o", inSession("s")), time.Now())
+	require.NoError(t, err)
+	require.Equal(t, topics.CodeSessionNotFound, evs[len(evs)-1].ErrorCode)
+	require.Equal(t, `session "s" has expired`, evs[len(evs)-1].ErrorMessage)
+
+	n, evs := h.expireDueEvents()
+	require.Equal(t, 1, n, "the scheduler ends the session")
+	require.Equal(t, 1, find(evs, topics.TypeSessionExpired)[0].SessionInfo.Leases)
+	require.Empty(t, h.texts(`SELECT owner_id FROM lock_holders`))
+	require.NoError(t, held.Rollback(ctx))
+
+	ev := h.one(h.acquire("m", "o", inSession("s")))
+	require.Equal(t, topics.CodeSessionNotFound, ev.ErrorCode)
+	require.Contains(t, ev.ErrorMessage, "is not open")
+}
