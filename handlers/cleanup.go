@@ -17,10 +17,25 @@ import (
 // within Kafka's default record size; cleaned_count is always exact.
 const MaxCleanedNames = 1000
 
+// MaxCleanup bounds one cleanup command: it ends the ended leases of at most
+// this many holder rows, oldest expiry first, and deletes at most this many
+// idle rows, oldest first. Its transaction holds its commands partition
+// (that partition's commands and expiry scheduler wait behind it), and each
+// row it ends or deletes holds a row lock and an event or tombstone in
+// memory until the commit, so a namespace of millions of idle rows must not
+// make one command of them. Its answer says more (lock.cleaned's more) when
+// it stopped at the bound, for the caller to send it again.
+const MaxCleanup = 10_000
+
+// cleanupBoundKey, in the context a command is applied with, bounds its
+// cleanup at another number than MaxCleanup: for tests (export_test.go).
+type cleanupBoundKey struct{}
+
 // cleanup ends every lease past expires_at (each with lock.expired, waiters
 // granted) and deletes released, expired or revoked rows idle longer than
 // max_age_seconds that have no holders, no waiters and no lock-delay still
-// running, for one lock or all ("*") of the command's namespace.
+// running, for one lock or all ("*") of the command's namespace, up to
+// MaxCleanup of each.
 func (a *applier) cleanup(ctx context.Context) error {
 	c := a.cmd
 	maxAge := float64(topics.DefaultMaxAgeSeconds)
@@ -29,11 +44,14 @@ func (a *applier) cleanup(ctx context.Context) error {
 	}
 	// "*" means every lock of the command's namespace: a tenant cannot sweep
 	// another's locks (the scheduler and periodic cleanup cover them all).
-	f := sweepFilter{maxAge: &maxAge, namespace: &c.Namespace}
+	f := sweepFilter{maxAge: &maxAge, namespace: &c.Namespace, limit: MaxCleanup}
+	if n, ok := ctx.Value(cleanupBoundKey{}).(int); ok {
+		f.limit = n
+	}
 	if c.LockName != topics.CleanupAll {
 		f.name = &c.LockName
 	}
-	names, now, _, err := a.sweep(ctx, f)
+	names, now, full, err := a.sweep(ctx, f)
 	if err != nil {
 		return err
 	}
@@ -41,6 +59,10 @@ func (a *applier) cleanup(ctx context.Context) error {
 	n := len(names)
 	ev.CleanedCount = &n
 	ev.CleanedLockNames = names[:min(n, MaxCleanedNames)]
+	// Stopped at the bound, it may have left more. The holder rows of a
+	// lock it skipped (another transaction holds it, and settles it) do not
+	// count: a caller sending it again on more would meet them again first.
+	ev.More = full
 	a.reply(&pending{ev: &ev, polledAt: a.polledAt})
 	return nil
 }
@@ -114,8 +136,8 @@ func (f sweepFilter) match() (string, []any) {
 
 // MaxSweep bounds what the expiry scheduler and the periodic cleanup do in one
 // transaction (they go on in the next), so a backlog of ended leases after
-// an outage never makes one huge transaction. A cleanup command is one
-// transaction, whatever its size.
+// an outage never makes one huge transaction. A cleanup command has a bound
+// of its own, MaxCleanup.
 const MaxSweep = 1000
 
 // sweep ends the ended leases the filter selects and deletes its idle rows,

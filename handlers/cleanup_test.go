@@ -2,7 +2,9 @@ package handlers_test
 
 import (
 	"context"
+	"fmt"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -274,5 +276,80 @@ func TestCleanupIdleSaysWhenFull(t *testing.T) {
 		require.False(t, full)
 		require.Equal(t, 3, n)
 		require.Zero(t, h.scalar(`SELECT count(*) FROM locks`))
+	})
+}
+
+// TestCleanupCommandIsBounded: a cleanup command ends the ended leases of
+// at most its bound of holder rows and deletes at most its bound of idle
+// rows, oldest first, and then answers more: true, so that its
+// transaction, which holds its partition, stays bounded however large its
+// namespace; sent again, it goes on, and its last answer has no more. The
+// bound here is a test's (WithCleanupBound); MaxCleanup otherwise.
+func TestCleanupCommandIsBounded(t *testing.T) {
+	const bound = 40
+	// clean applies a cleanup of every lock of namespace t with the bound,
+	// and returns its answer, which it checks says more exactly when want.
+	clean := func(t *testing.T, h *harness, more bool, mods ...func(*topics.Command)) topics.Event {
+		t.Helper()
+		evs, err := h.applyTx(handlers.WithCleanupBound(t.Context(), bound), true,
+			[]topics.Command{h.cleanup(topics.CleanupAll, append(mods, ns("t"))...)})
+		require.NoError(t, err)
+		ev := find(evs, topics.TypeCleaned)[0]
+		raw, err := topics.Marshal(ev)
+		require.NoError(t, err)
+		require.Equal(t, more, strings.Contains(string(raw), `"more":true`), "%s", raw)
+		require.Equal(t, more, strings.Contains(string(raw), `"more"`), "more is left out when false: %s", raw)
+		return ev
+	}
+	t.Run("idle rows", func(t *testing.T) {
+		h := newHarness(t)
+		// idle-1 is the oldest; one of another namespace, older still.
+		_, err := h.st.Pool.Exec(t.Context(), `
+			INSERT INTO locks (namespace, lock_name, status, acquisition_count, source_partition, updated_at)
+			SELECT 't', 'idle-' || i, 'released', 1, i % 12, now() - interval '2 hours' + i * interval '1 ms'
+			FROM generate_series(1, $1::int) i
+			UNION ALL SELECT 'other', 'idle-0', 'released', 1, 0, now() - interval '3 hours'`, 2*bound+bound/2)
+		require.NoError(t, err)
+		h.clearOutbox()
+		ev := clean(t, h, true, maxAge(0))
+		require.Equal(t, bound, *ev.CleanedCount)
+		var oldest []string
+		for i := 1; i <= bound; i++ {
+			oldest = append(oldest, fmt.Sprintf("t/idle-%d", i))
+		}
+		require.ElementsMatch(t, oldest, ev.CleanedLockNames, "the oldest first")
+		require.Len(t, h.states(), bound, "a tombstone for each row deleted, no more")
+		require.Equal(t, bound, *clean(t, h, true, maxAge(0)).CleanedCount)
+		require.Equal(t, bound/2, *clean(t, h, false, maxAge(0)).CleanedCount)
+		require.Equal(t, []string{"other"}, h.texts(`SELECT namespace FROM locks`))
+	})
+	t.Run("ended leases", func(t *testing.T) {
+		h := newHarness(t)
+		_, err := h.st.Pool.Exec(t.Context(), `
+			WITH l AS (
+				INSERT INTO locks (namespace, lock_name, status, holder_count, acquisition_count, source_partition)
+				SELECT 't', 'held-' || i, 'acquired', 1, 1, 0 FROM generate_series(1, $1::int) i RETURNING lock_name)
+			INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition)
+			SELECT 't', lock_name, 'owner', 'exclusive', nextval('fencing_tokens'), now() - interval '2 hours', now() - interval '1 hour', 60, 0
+			FROM l`, bound+bound/2)
+		require.NoError(t, err)
+		require.Equal(t, bound, *clean(t, h, true).CleanedCount)
+		require.Equal(t, int64(bound/2), h.scalar(`SELECT count(*) FROM lock_holders`))
+		require.Equal(t, bound/2, *clean(t, h, false).CleanedCount)
+		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
+	})
+	t.Run("MaxCleanup", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("cleans 10,000 locks")
+		}
+		h := newHarness(t)
+		_, err := h.st.Pool.Exec(t.Context(), `
+			INSERT INTO locks (namespace, lock_name, status, acquisition_count, source_partition, updated_at)
+			SELECT 't', 'idle-' || i, 'released', 1, 0, now() - interval '2 hours' FROM generate_series(1, $1::int) i`, handlers.MaxCleanup+1)
+		require.NoError(t, err)
+		ev := h.one(h.cleanup(topics.CleanupAll, ns("t"), maxAge(0)))
+		require.Equal(t, handlers.MaxCleanup, *ev.CleanedCount)
+		require.True(t, ev.More)
+		require.Equal(t, int64(1), h.scalar(`SELECT count(*) FROM locks`))
 	})
 }

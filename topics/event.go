@@ -109,6 +109,9 @@ type Event struct {
 	// ended.
 	RevokedCount     int      `json:"revoked_count,omitempty"`
 	CleanedLockNames []string `json:"cleaned_lock_names,omitempty"`
+	// More comes with lock.cleaned when the cleanup stopped at its bound
+	// (design.md, Cleanup): its scope may hold more to clean; send it again.
+	More bool `json:"more,omitempty"`
 	// Reason says why a lease or wait ended when its session ended it
 	// (ReasonSessionClosed, ReasonSessionExpired), on lock.released,
 	// lock.expired and lock.withdrawn; on lock.revoked, the revoke's reason.
