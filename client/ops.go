@@ -88,12 +88,16 @@ type CleanupResult struct {
 	// LockNames are the locks whose ended lease it expired or whose idle row
 	// it deleted, as lock keys ("namespace/name" or "name").
 	LockNames []string
+	// More says the cleanup stopped at the worker's bound (10,000 ended
+	// leases, or idle rows, a command): call Cleanup again for the rest.
+	More bool
 }
 
 // Cleanup ends every lease of name past its expiry and deletes released or
-// expired rows idle longer than maxAge that have no waiters. name "*"
-// (topics.CleanupAll) covers every lock of Config.Namespace. maxAge < 0 means
-// the worker's default (an hour).
+// expired rows idle longer than maxAge that have no waiters, up to the
+// worker's bound a call (CleanupResult.More). name "*" (topics.CleanupAll)
+// covers every lock of Config.Namespace. maxAge < 0 means the worker's
+// default (an hour).
 func (c *Client) Cleanup(ctx context.Context, name string, maxAge time.Duration) (CleanupResult, error) {
 	cmd := c.command(topics.OpCleanup, name)
 	if maxAge >= 0 {
@@ -104,7 +108,7 @@ func (c *Client) Cleanup(ctx context.Context, name string, maxAge time.Duration)
 	if err != nil {
 		return CleanupResult{}, fmt.Errorf("cleaning up %q: %w", name, err)
 	}
-	r := CleanupResult{LockNames: ev.CleanedLockNames}
+	r := CleanupResult{LockNames: ev.CleanedLockNames, More: ev.More}
 	if ev.CleanedCount != nil {
 		r.Count = *ev.CleanedCount
 	}

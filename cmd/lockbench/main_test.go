@@ -59,6 +59,7 @@ func TestSmoke(t *testing.T) {
 	require.Len(t, rep.Cleanup, 2)
 	for _, c := range rep.Cleanup {
 		require.Equal(t, 10, c.Cleaned, c.Kind)
+		require.Equal(t, 1, c.Commands, "below the bound, one command")
 	}
 	require.Len(t, rep.Ceiling, 2)
 	for _, c := range rep.Ceiling {

@@ -341,14 +341,14 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		d("expires_at -> occurred_at (DB)", e.InDB)
 	}
 	if len(r.Cleanup) > 0 {
-		p("\n5 cleanup (command lock_name \"*\" in the seeded namespace, max_age_seconds 3600)\n")
-		p("  %-28s %8s %14s %14s %14s %9s %s\n", "kind", "locks", "end to end ms", "worker ms", "direct tx ms", "cleaned", "relay drain")
+		p("\n5 cleanup (commands lock_name \"*\" in the seeded namespace, max_age_seconds 3600, sent again while the answer says more)\n")
+		p("  %-28s %8s %8s %14s %14s %14s %9s %s\n", "kind", "locks", "commands", "end to end ms", "worker ms", "direct tx ms", "cleaned", "relay drain")
 		for _, c := range r.Cleanup {
 			drain := ""
 			if c.OutboxRows > 0 {
 				drain = fmt.Sprintf("%d rows in %.1f s after commit (%s rows/s)", c.OutboxRows, c.DrainSeconds, fmtNum(float64(c.OutboxRows)/max(c.DrainSeconds, 0.001)))
 			}
-			p("  %-28s %8d %14.1f %14.1f %14.1f %9d %s\n", c.Kind, c.Locks, c.EndToEndMS, c.WorkerMS, c.DirectMS, c.Cleaned, drain)
+			p("  %-28s %8d %8d %14.1f %14.1f %14.1f %9d %s\n", c.Kind, c.Locks, c.Commands, c.EndToEndMS, c.WorkerMS, c.DirectMS, c.Cleaned, drain)
 		}
 	}
 	if len(r.Ceiling) > 0 {
