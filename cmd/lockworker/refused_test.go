@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/connstr"
 	"github.com/omninode/lockworker/internal/testlog"
 )
@@ -124,4 +125,39 @@ func TestParseEnvRefusedExit2(t *testing.T) {
 // lookup is os.LookupEnv over env.
 func lookup(env map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+// A secret pasted where the path of its file belongs (runs/key.out and
+// runs/hmac.out of the review) exits 2 without the secret in the error
+// or the log: neither the start's config line nor the refusal quote it.
+func TestSecretPastedForItsPathExit2(t *testing.T) {
+	const secret = "HUNTER2"
+	for name, env := range map[string]map[string]string{
+		"KAFKA_TLS_KEY_FILE": {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "KAFKA_TLS_ENABLED": "true", "KAFKA_TLS_CERT_FILE": "/etc/hostname",
+			"KAFKA_TLS_KEY_FILE": "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI" + secret + "\n-----END PRIVATE KEY-----"},
+		"AUTH_HMAC_KEY_FILE": {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AUTH_REQUIRED": "true", "AUTH_HMAC_KEY_FILE": secret + "-shared-secret-0123456789abcdef"},
+	} {
+		err := NewMain().ParseEnv(lookup(env))
+		require.ErrorIs(t, err, errRefused, name)
+		require.Equal(t, 2, exitStatus(err, false))
+		require.ErrorContains(t, err, name+" is not a readable file path (value redacted: it looks like a key, not a path)")
+		require.NotContains(t, err.Error(), secret)
+
+		// Set in code, it is refused by Run, before the config line.
+		m := NewMain()
+		logs := &testlog.Buffer{}
+		m.Logger = zerolog.New(logs)
+		m.Config.HTTPAddr = "127.0.0.1:0"
+		m.Config.Kafka.BootstrapServers = []string{"127.0.0.1:1"}
+		m.Config.Kafka.TLS = config.TLSConfig{Enabled: true, CertFile: "/etc/hostname", KeyFile: env["KAFKA_TLS_KEY_FILE"]}
+		if name == "AUTH_HMAC_KEY_FILE" {
+			m.Config.Kafka.TLS = config.TLSConfig{}
+			m.Config.Auth = config.AuthConfig{Required: true, HMACKeyFile: env[name]}
+		}
+		err = m.Run(context.Background())
+		m.Close()
+		require.Equal(t, 2, m.exitCode(err, false), "%v", err)
+		require.NotContains(t, err.Error(), secret)
+		require.NotContains(t, logs.String(), secret)
+	}
 }

@@ -214,12 +214,21 @@ func (c Config) validate(bootstrapSet bool) []error {
 		fail("POSTGRES_UNREACHABLE_TIMEOUT", d.String(), "must be 0 (never) or at least 3 s")
 	}
 
+	// A secret where its file's path belongs is refused, never quoted.
+	shown := map[string]string{}
+	for _, p := range c.secretPaths() {
+		var err error
+		if shown[p.name], err = secretPath(p.name, p.value); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
 	a := c.Auth
 	if a.Required && a.Keys == "" && a.RequesterKeys == "" && a.HMACKeyFile == "" {
 		failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS, AUTH_REQUESTER_KEYS or AUTH_HMAC_KEY_FILE")
 	}
 	if !a.Required {
-		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_REQUESTER_KEYS", a.RequesterKeys}, {"AUTH_HMAC_KEY_FILE", a.HMACKeyFile},
+		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_REQUESTER_KEYS", a.RequesterKeys}, {"AUTH_HMAC_KEY_FILE", shown["AUTH_HMAC_KEY_FILE"]},
 			{"AUTH_AUDIENCE", a.Audience}, {"AUTH_ISSUER", a.Issuer}} {
 			if f.v != "" {
 				fail(f.name, f.v, "is set but AUTH_REQUIRED is not true")
@@ -262,7 +271,7 @@ func (c Config) validate(bootstrapSet bool) []error {
 		for _, f := range []struct{ name, v string }{
 			{"KAFKA_TLS_CA_FILE", k.TLS.CAFile},
 			{"KAFKA_TLS_CERT_FILE", k.TLS.CertFile},
-			{"KAFKA_TLS_KEY_FILE", k.TLS.KeyFile},
+			{"KAFKA_TLS_KEY_FILE", shown["KAFKA_TLS_KEY_FILE"]},
 		} {
 			if f.v != "" {
 				fail(f.name, f.v, "is set but KAFKA_TLS_ENABLED is not true")

@@ -115,6 +115,11 @@ func (t TLSConfig) dialer() (func(ctx context.Context, network, host string) (ne
 		}
 	}
 	if t.CertFile != "" || t.KeyFile != "" {
+		// A Config built in code skips FromEnv's refusal of a key pasted
+		// in place of its path, which the errors below would quote.
+		if _, err := secretPath("KAFKA_TLS_KEY_FILE", t.KeyFile); err != nil {
+			return nil, err
+		}
 		pair := &tlsFiles[*tls.Certificate]{what: "KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE", paths: []string{t.CertFile, t.KeyFile}, load: loadKeyPair}
 		if _, err := pair.get(); err != nil {
 			return nil, err

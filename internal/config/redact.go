@@ -20,6 +20,51 @@ func mask(s string) string {
 	return masked
 }
 
+// secretPaths are the settings that name a file holding a secret: the
+// Kafka client's private key, and the HMAC issuer secret, which signs as
+// any requester. (A secret's own NAME_FILE is never shown at all:
+// parser.secret.)
+func (c Config) secretPaths() []setting {
+	return []setting{{"AUTH_HMAC_KEY_FILE", c.Auth.HMACKeyFile}, {"KAFKA_TLS_KEY_FILE", c.Kafka.TLS.KeyFile}}
+}
+
+// setting is a variable's name and value.
+type setting struct{ name, value string }
+
+// notAPath stands in logs and errors for the value of a secretPaths
+// setting that does not look like a path.
+const notAPath = "(value redacted: it looks like a key, not a path)"
+
+// secretPath returns what logs and errors may show of value, the value of
+// name, one of secretPaths: value when it looks like a path, else
+// notAPath, with the error that refuses it. The secret itself pasted
+// there by mistake (a Helm value, or a Kubernetes Secret given as env:
+// rather than mounted) would otherwise be echoed in the start's config
+// line and in every error naming the file.
+func secretPath(name, value string) (string, error) {
+	if looksLikePath(value) {
+		return value, nil
+	}
+	return notAPath, fmt.Errorf("%s is not a readable file path %s", name, notAPath)
+}
+
+// maxPathBytes is longer than any path a deployment mounts a secret at.
+const maxPathBytes = 1024
+
+// minBareKeyBytes is the shortest value without a '/' taken for a pasted
+// secret rather than a file in the working directory: an HMAC secret has
+// at least 32 bytes, and an encoded key more. Such a file can still be
+// named as ./name.
+const minBareKeyBytes = 32
+
+// looksLikePath reports whether s (empty: unset) may be a path: no
+// control character (a PEM's line ends), no PEM header, not too long, and
+// not a long word without a '/'.
+func looksLikePath(s string) bool {
+	return len(s) <= maxPathBytes && !strings.ContainsFunc(s, isControl) && !strings.Contains(s, "-----BEGIN") &&
+		(len(s) < minBareKeyBytes || strings.ContainsRune(s, '/'))
+}
+
 // Redacted returns every setting keyed by its environment variable, secrets
 // masked, durations in seconds: safe to log or serve on a debug endpoint.
 func (c Config) Redacted() map[string]any {
@@ -28,7 +73,7 @@ func (c Config) Redacted() map[string]any {
 	if pg.URL != "" {
 		databaseURL = redactDatabaseURL(pg.URL)
 	}
-	return map[string]any{
+	m := map[string]any{
 		"DATABASE_URL":                       databaseURL,
 		"POSTGRES_HOST":                      pg.Host,
 		"POSTGRES_PORT":                      pg.Port,
@@ -45,7 +90,6 @@ func (c Config) Redacted() map[string]any {
 		"AUTH_REQUIRED":                      c.Auth.Required,
 		"AUTH_KEYS":                          c.Auth.Keys,
 		"AUTH_REQUESTER_KEYS":                c.Auth.RequesterKeys,
-		"AUTH_HMAC_KEY_FILE":                 c.Auth.HMACKeyFile,
 		"AUTH_AUDIENCE":                      c.Auth.Audience,
 		"AUTH_ISSUER":                        c.Auth.Issuer,
 		"INSPECT_TOKEN":                      mask(c.InspectToken),
@@ -60,7 +104,6 @@ func (c Config) Redacted() map[string]any {
 		"KAFKA_TLS_ENABLED":                  k.TLS.Enabled,
 		"KAFKA_TLS_CA_FILE":                  k.TLS.CAFile,
 		"KAFKA_TLS_CERT_FILE":                k.TLS.CertFile,
-		"KAFKA_TLS_KEY_FILE":                 k.TLS.KeyFile,
 		"KAFKA_TLS_INSECURE_SKIP_VERIFY":     k.TLS.InsecureSkipVerify,
 		"KAFKA_SASL_MECHANISM":               k.SASL.Mechanism,
 		"KAFKA_SASL_USERNAME":                k.SASL.Username,
@@ -93,6 +136,10 @@ func (c Config) Redacted() map[string]any {
 		"EMBEDDED_KAFKA_DIR":                 c.Embedded.Dir,
 		"EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT": c.Embedded.MinSessionTimeout.Seconds(),
 	}
+	for _, p := range c.secretPaths() {
+		m[p.name], _ = secretPath(p.name, p.value)
+	}
+	return m
 }
 
 // MarshalZerologObject logs the redacted settings:
