@@ -52,9 +52,7 @@ func main() {
 		m.Logger.Warn().Msg("second signal: exiting now")
 		os.Exit(1)
 	}()
-	code := m.exitCode(m.Run(ctx), ctx.Err() != nil)
-	m.Close()
-	if code != 0 {
+	if code := m.finish(m.Run(ctx), ctx.Err() != nil); code != 0 {
 		os.Exit(code)
 	}
 }
@@ -83,15 +81,34 @@ func exitStatus(err error, signalled bool) int {
 	}
 }
 
+// finish ends the process's work once Run returned err, after a signal if
+// signalled: it logs how Run ended (exitCode), runs Close, and returns
+// the process's exit code. A clean stop's line comes after Close, the
+// last of all: Close leaves the group and stops HTTP (up to about 15 s),
+// so a line before it could be followed by a warning, or by a second
+// signal's exit 1. A failure is logged before Close, so that its reason
+// is out even if Close never ends.
+func (m *Main) finish(err error, signalled bool) int {
+	code := m.exitCode(err, signalled)
+	m.Close()
+	if err == nil {
+		// So that an operator can tell a clean stop from a process that
+		// died draining.
+		m.Logger.Info().Msg(drainedLine)
+	}
+	return code
+}
+
+// drainedLine is a clean stop's last line.
+const drainedLine = "lockworker stopped: drained, exiting 0"
+
 // exitCode logs how Run ended, with err, what it returned, after a signal
-// if signalled, and returns the process's exit code (exitStatus).
+// if signalled, unless it stopped cleanly (finish logs that), and returns
+// the process's exit code (exitStatus).
 func (m *Main) exitCode(err error, signalled bool) int {
 	code := exitStatus(err, signalled)
 	switch {
 	case err == nil:
-		// The last line of a clean stop, so that an operator can tell it
-		// from a process that died draining.
-		m.Logger.Info().Msg("lockworker stopped: drained, exiting 0")
 	case code == 2:
 		m.Logger.Error().Err(err).Msg("lockworker stopped: configuration refused")
 	case code == 0:

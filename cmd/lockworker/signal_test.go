@@ -38,10 +38,10 @@ func TestSignals(t *testing.T) {
 	// its log. chaos.NewReplica pins LOG_LEVEL=info; these pin what the
 	// assertions need besides, whatever the environment says: JSON lines,
 	// and the classic protocol, whose LeaveGroup "second signal" holds.
-	start := func(t *testing.T, kafka *kfake.Cluster) (*chaos.Replica, *testlog.Buffer) {
+	start := func(t *testing.T, kafka *kfake.Cluster, env ...string) (*chaos.Replica, *testlog.Buffer) {
 		logs := &testlog.Buffer{}
-		r := chaos.NewReplica("w0", bins[0], []string{"DATABASE_URL=" + url, "KAFKA_BOOTSTRAP_SERVERS=" + kafka.ListenAddrs()[0],
-			"HTTP_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "KAFKA_GROUP_PROTOCOL=classic"}, logs)
+		r := chaos.NewReplica("w0", bins[0], append([]string{"DATABASE_URL=" + url, "KAFKA_BOOTSTRAP_SERVERS=" + kafka.ListenAddrs()[0],
+			"HTTP_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "KAFKA_GROUP_PROTOCOL=classic"}, env...), logs)
 		require.NoError(t, r.Start())
 		t.Cleanup(func() {
 			_ = r.Kill()
@@ -84,6 +84,18 @@ func TestSignals(t *testing.T) {
 		assert.Contains(t, logLine(t, logs.String(), "lockworker stopped: drained"), `"level":"info"`, "a clean stop's last line")
 	})
 
+	t.Run("the clean stop's line is the last", func(t *testing.T) {
+		// A static member's Close logs its leave, after the drain.
+		kafka, _ := externalKafka(t)
+		joined := sent(kafka, kmsg.SyncGroup)
+		r, logs := start(t, kafka, "KAFKA_STATIC_MEMBERSHIP=true")
+		awaitRequest(t, r, joined, "joined the group")
+		require.NoError(t, r.Term(runWait), "exit 0")
+		out := strings.TrimRight(logs.String(), "\n")
+		assert.Contains(t, out, "left the consumer group as a static member")
+		assert.Contains(t, out[strings.LastIndexByte(out, '\n')+1:], drainedLine)
+	})
+
 	t.Run("second signal", func(t *testing.T) {
 		kafka, _ := externalKafka(t)
 		joined := sent(kafka, kmsg.SyncGroup)
@@ -100,6 +112,7 @@ func TestSignals(t *testing.T) {
 		require.ErrorAs(t, err, &exit)
 		require.Equal(t, 1, exit.ExitCode(), err)
 		assert.Contains(t, logs.String(), "second signal: exiting now")
+		assert.NotContains(t, logs.String(), drainedLine, "said before the exit 1 it came to")
 	})
 }
 
