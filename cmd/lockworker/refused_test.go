@@ -58,6 +58,7 @@ func TestRefusedFilesExit2(t *testing.T) {
 		{"AUTH_HMAC_KEY_FILE missing", "AUTH_REQUIRED", with(authOn, "AUTH_HMAC_KEY_FILE", missing)},
 		// pgx reads it while parsing the URL, before connecting.
 		{"DATABASE_URL's sslrootcert missing", "DATABASE_URL", map[string]string{"DATABASE_URL": missingRootCert}},
+		{"DATABASE_URL's sslrootcert not PEM", "DATABASE_URL", map[string]string{"DATABASE_URL": connstr.WithParam(dbURL, "sslrootcert", garbage)}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -90,8 +91,11 @@ func TestRefusedFilesExit2(t *testing.T) {
 			assert.NotContains(t, logs.String(), startRetryMsg, "refused before waiting for PostgreSQL")
 			assert.NotContains(t, logs.String(), password)
 			if tc.setting == "DATABASE_URL" {
-				require.ErrorContains(t, err, missing, "the file named")
+				require.ErrorContains(t, err, "parameter sslrootcert", "the parameter named")
 				require.NotContains(t, err.Error(), "invalid format")
+			}
+			if tc.env["DATABASE_URL"] == missingRootCert {
+				require.ErrorContains(t, err, missing, "the file named")
 			}
 		})
 	}

@@ -233,6 +233,11 @@ func (m *Main) Run(ctx context.Context) error {
 		if cfg.Postgres.URL == "" {
 			setting = "POSTGRES_*"
 		}
+		// store's error does not say which parameter, when a file's
+		// contents are refused (a CA file that is not PEM, say).
+		if named := cfg.PostgresParamRefusal(); named != nil {
+			err = fmt.Errorf("%w: %w", store.ErrConnString, named)
+		}
 		return fmt.Errorf("%w: %s: %w", errRefused, setting, err)
 	}
 	if err != nil {

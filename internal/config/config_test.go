@@ -508,22 +508,22 @@ func TestDatabaseURLSplitAsPgxSplitsIt(t *testing.T) {
 	_, err := FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db.internal/x?user=app&password=s3cr3t@x"}))
 	require.NoError(t, err)
 	assert.Equal(t, "postgres://db.internal/x?user=app&password=***", redactDatabaseURL("postgres://db.internal/x?user=app&password=s3cr3t@x"))
-	for _, dsn := range []string{
-		"host=db password='s3cr3t",
-		"host=db password=s3cr3t dangling",
-		"postgres://db/x?password",
-		"postgres://db/x?password=a=s3cr3t",
-		"postgres://[::1/x",
+	for dsn, want := range map[string]string{
+		"host=db password='s3cr3t":          "is neither a postgres:// URL nor a key=value connection string",
+		"host=db password=s3cr3t dangling":  "is neither a postgres:// URL nor a key=value connection string",
+		"mysql://root:s3cr3t@db/x":          "is neither a postgres:// URL nor a key=value connection string",
+		"postgres://db/x?password":          "is a URL with a query parameter that is not one key=value",
+		"postgres://db/x?password=a=s3cr3t": "is a URL with a query parameter that is not one key=value",
+		"postgres://[::1/x":                 "is a URL whose user name, password, host, port or database name pgx cannot read",
+		"postgres://db:0/x":                 "is a URL whose user name, password, host, port or database name pgx cannot read",
 		// A '/' in an unescaped password ends pgx's userinfo: "app" is a
 		// host and "pa" its port.
-		"postgres://app:pa/s3cr3t@db.internal:5432/locks",
-		"postgres://db:0/x",
-		"mysql://root:s3cr3t@db/x",
+		"postgres://app:pa/s3cr3t@db.internal:5432/locks": "is a URL pgx would read otherwise than meant",
 	} {
 		_, err := pgconn.ParseConfig(dsn)
 		require.Error(t, err, "pgx accepts %s", dsn)
 		_, err = FromEnv(env(map[string]string{"DATABASE_URL": dsn}))
-		require.ErrorContains(t, err, "DATABASE_URL: is neither a postgres:// URL nor a key=value connection string", dsn)
+		require.ErrorContains(t, err, "DATABASE_URL: "+want, dsn)
 		assert.NotContains(t, err.Error(), "s3cr3t")
 	}
 	_, err = FromEnv(env(map[string]string{"DATABASE_URL": "postgres://db/x?"}))
