@@ -110,7 +110,7 @@ func (m *Main) exitCode(err error, signalled bool) int {
 	switch {
 	case err == nil:
 	case code == 2:
-		m.Logger.Error().Err(err).Msg("lockworker stopped: configuration refused")
+		m.failed(err, "lockworker stopped: configuration refused")
 	case code == 0:
 		// The signal came while Run was starting (waiting for Kafka, say):
 		// the stop asked for, not a failure. But a step that was retrying
@@ -126,9 +126,21 @@ func (m *Main) exitCode(err error, signalled bool) int {
 		}
 		ev.Err(err).Str("step", step).Msg("lockworker stopped while starting")
 	default:
-		m.Logger.Error().Err(err).Msg("lockworker stopped")
+		m.failed(err, "lockworker stopped")
 	}
 	return code
+}
+
+// failed logs err, why the process exits non-zero, at error level with
+// msg; where LOG_LEVEL drops that level (fatal, panic, disabled) it writes
+// err to stderr instead, as main does ParseEnv's: a failure always says
+// why.
+func (m *Main) failed(err error, msg string) {
+	if ev := m.Logger.Error(); ev.Enabled() {
+		ev.Err(err).Msg(msg)
+		return
+	}
+	fmt.Fprintln(m.stderr, "lockworker:", err)
 }
 
 // onlyCanceled reports whether every error err wraps, down to those that

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	stdlog "log"
 	"net"
 	"net/http"
@@ -70,11 +71,14 @@ type Main struct {
 	step     atomic.Pointer[string]
 	started  time.Time
 	stopHTTP func()
+	// stderr is where the log goes (ParseEnv), and a failure the log
+	// level drops (failed).
+	stderr io.Writer
 }
 
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
-	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(),
+	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), stderr: os.Stderr,
 		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second}
 }
 
@@ -93,9 +97,9 @@ func (m *Main) ParseEnv(lookup func(string) (string, bool)) error {
 		return fmt.Errorf("%w: %w", errRefused, err)
 	}
 	m.Config = cfg
-	var out = zerolog.New(os.Stderr)
+	var out = zerolog.New(m.stderr)
 	if cfg.LogFormat == "console" {
-		out = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.RFC3339})
+		out = zerolog.New(zerolog.ConsoleWriter{Out: m.stderr, TimeFormat: time.RFC3339})
 	}
 	m.Logger = out.Level(cfg.LogLevel).With().Timestamp().Str("instance", cfg.InstanceID).Logger()
 	return nil
