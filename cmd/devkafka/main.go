@@ -29,7 +29,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"os/signal"
 	"strings"
@@ -48,7 +47,7 @@ func main() {
 	// Flags first, so that -h answers whatever the environment holds.
 	addr := flag.String("addr", config.DefaultEmbeddedAddr, "listen and advertised address (port 0: any free port)")
 	dir := flag.String("dir", "", "data directory (default: a new temporary directory at every start, removed at exit: nothing survives a restart)")
-	partitions := flag.Int64("partitions", 0, fmt.Sprintf("partitions of the commands and lock state topics, 1 to %d (default: COMMANDS_PARTITIONS)", math.MaxInt32))
+	partitions := flag.Int64("partitions", 0, fmt.Sprintf("partitions of the commands and lock state topics, 1 to %d (default: COMMANDS_PARTITIONS)", config.MaxCommandsPartitions))
 	minSession := flag.Duration("min-session-timeout", config.ApacheMinSessionTimeout, "group.min.session.timeout.ms (Apache Kafka's default is 6s)")
 	verbose := flag.Bool("v", false, "log the broker's warnings and errors to stderr")
 	flag.Parse()
@@ -70,14 +69,15 @@ func main() {
 }
 
 // partitionCount is -partitions if it was given, else commands
-// (COMMANDS_PARTITIONS). A count Kafka cannot hold (an int32 of at least
-// one) is refused rather than truncated.
+// (COMMANDS_PARTITIONS). It is bounded as COMMANDS_PARTITIONS is: a count
+// beyond is refused rather than truncated, or allocated by the broker
+// until it runs out of memory.
 func partitionCount(flagValue int64, given bool, commands int32) (int32, error) {
 	if !given {
 		return commands, nil
 	}
-	if flagValue < 1 || flagValue > math.MaxInt32 {
-		return 0, fmt.Errorf("-partitions %d: must be from 1 to %d", flagValue, math.MaxInt32)
+	if flagValue < 1 || flagValue > config.MaxCommandsPartitions {
+		return 0, fmt.Errorf("-partitions %d: must be from 1 to %d", flagValue, config.MaxCommandsPartitions)
 	}
 	return int32(flagValue), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -165,13 +166,15 @@ func TestReplicationFactorIsLockworkers(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// A partition count out of Kafka's range is refused, not truncated (2^32+16
-// would have been 16).
+// A partition count out of COMMANDS_PARTITIONS' range is refused, not
+// truncated (2^32+16 would have been 16), nor allocated by the broker
+// until it runs out of memory (TestPartitionCount: run, a count accepted
+// by mistake would be allocated).
 func TestPartitionsOutOfRange(t *testing.T) {
-	for _, n := range []string{"4294967312", "2147483648", "0", "-1"} {
+	for _, n := range []string{"4294967312", "0", "-1"} {
 		code, stderr := runMain(t, "-addr 127.0.0.1:0 -partitions "+n)
 		require.Equal(t, 2, code, stderr)
-		require.Contains(t, stderr, "-partitions "+n+": must be from 1 to 2147483647")
+		require.Contains(t, stderr, "-partitions "+n+": must be from 1 to 10000")
 	}
 }
 
@@ -180,7 +183,11 @@ func TestPartitionCount(t *testing.T) {
 	n, err := partitionCount(0, false, 16)
 	require.NoError(t, err)
 	require.EqualValues(t, 16, n)
-	n, err = partitionCount(2147483647, true, 16)
+	n, err = partitionCount(10000, true, 16)
 	require.NoError(t, err)
-	require.EqualValues(t, 2147483647, n)
+	require.EqualValues(t, 10000, n)
+	for _, over := range []int64{10001, 2147483647} {
+		_, err = partitionCount(over, true, 16)
+		require.EqualError(t, err, fmt.Sprintf("-partitions %d: must be from 1 to 10000", over))
+	}
 }

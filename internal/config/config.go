@@ -307,8 +307,9 @@ type TopicsConfig struct {
 	// compacted lock state topic, created with COMMANDS_PARTITIONS
 	// partitions and worker.StateTopicConfigs.
 	LockState string
-	// CommandsPartitions (COMMANDS_PARTITIONS, default 16, 1..10000) is used
-	// only when lockworker creates the commands topic.
+	// CommandsPartitions (COMMANDS_PARTITIONS, default 16,
+	// 1..MaxCommandsPartitions) is used only when lockworker creates the
+	// commands topic.
 	CommandsPartitions int32
 	// ReplicationFactor (KAFKA_TOPIC_REPLICATION_FACTOR, default -1, -1 or
 	// 1..32767) is the replication factor of every topic the workers
@@ -374,6 +375,11 @@ const (
 	// group.min.session.timeout.ms.
 	ApacheMinSessionTimeout = 6 * time.Second
 )
+
+// MaxCommandsPartitions bounds COMMANDS_PARTITIONS (and devkafka's
+// -partitions): a typo of a few digits more must not have a broker
+// allocate partitions until it runs out of memory.
+const MaxCommandsPartitions = 10000
 
 // DefaultReplicationFactor is KAFKA_TOPIC_REPLICATION_FACTOR's default: the
 // broker's default.replication.factor, as CreateTopics spells it.

@@ -98,7 +98,7 @@ func fromEnv(getenv func(string) string, worker bool) (Config, error) {
 	p.str("KAFKA_TOPIC_LOCK_REVOKED", &t.LockRevoked)
 	p.str("KAFKA_TOPIC_DEAD_LETTER", &t.DeadLetter)
 	p.str("KAFKA_TOPIC_LOCK_STATE", &t.LockState)
-	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, 10000)
+	p.int32("COMMANDS_PARTITIONS", &t.CommandsPartitions, 1, MaxCommandsPartitions)
 	p.replicationFactor("KAFKA_TOPIC_REPLICATION_FACTOR", &t.ReplicationFactor)
 	p.str("REPLY_TOPIC_PREFIX", &t.ReplyPrefix)
 	p.boolean("AUTO_CREATE_REPLY_TOPICS", &t.AutoCreateReplyTopics)

@@ -8,11 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/omninode/lockworker/internal/secretfile"
 )
 
 // tlsFiles is a value loaded from files (a CA pool, a certificate and its
@@ -32,6 +33,10 @@ type tlsFiles[T any] struct {
 	value    T
 }
 
+// maxTLSFileBytes bounds a TLS file: a CA bundle of every public root is
+// about 200 KiB.
+const maxTLSFileBytes = 1 << 20
+
 // get returns the value of the files as they are now.
 func (f *tlsFiles[T]) get() (T, error) {
 	f.mu.Lock()
@@ -39,9 +44,9 @@ func (f *tlsFiles[T]) get() (T, error) {
 	var none T
 	contents := make([][]byte, len(f.paths))
 	for i, p := range f.paths {
-		b, err := os.ReadFile(p)
+		b, err := secretfile.ReadAtMost(p, maxTLSFileBytes)
 		if err != nil {
-			return none, fmt.Errorf("%s: %w", f.what, err)
+			return none, fmt.Errorf("%s: %s %w", f.what, p, err)
 		}
 		contents[i] = b
 	}

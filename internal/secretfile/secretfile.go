@@ -18,18 +18,22 @@ const MaxBytes = 64 << 10
 // MaxBytes: a path that names something endless by mistake (a
 // device, a FIFO, a log) fails rather than fill the memory. Its errors do
 // not name path, in case the secret itself was set there by mistake.
-func Read(path string) ([]byte, error) {
+func Read(path string) ([]byte, error) { return ReadAtMost(path, MaxBytes) }
+
+// ReadAtMost is Read with another bound (a CA bundle may be larger than a
+// secret).
+func ReadAtMost(path string, limit int) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot be opened: %w", pathless(err))
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("cannot be read: %w", pathless(err))
-	case len(b) > MaxBytes:
-		return nil, fmt.Errorf("is over %d bytes", MaxBytes)
+	case len(b) > limit:
+		return nil, fmt.Errorf("is over %d bytes", limit)
 	}
 	return b, nil
 }
