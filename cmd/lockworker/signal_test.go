@@ -54,8 +54,8 @@ func TestSignals(t *testing.T) {
 
 	t.Run("while starting", func(t *testing.T) {
 		// Kafka never answers: Run waits for its topics until it is stopped.
-		// (A refused connection would not do: kgo gives up on it after a
-		// second try, and Run fails on its own.)
+		// (A refused connection is waited for too, but retried, so its stop
+		// is logged at warn with the last error: TestStopWhileWaitingForKafka.)
 		kafka, _ := externalKafka(t)
 		held, release := kafkatest.HoldFirst(kafka, kmsg.CreateTopics)
 		t.Cleanup(release) // before the broker closes

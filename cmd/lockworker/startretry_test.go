@@ -57,9 +57,9 @@ func newLoggedMain(t *testing.T, dbURL string, logs *testlog.Buffer) *Main {
 }
 
 // awaitStartRetries waits until the replica, serving HTTP, says on /health
-// that it is connecting to PostgreSQL and has logged retries of it; it
-// fails the test at once if Run returns.
-func awaitStartRetries(t *testing.T, m *Main, run *running, logs *testlog.Buffer) {
+// that it is at step and has logged retries of it (msg); it fails the test
+// at once if Run returns.
+func awaitStartRetries(t *testing.T, m *Main, run *running, logs *testlog.Buffer, step, msg string) {
 	t.Helper()
 	run.await(t, m.Serving)
 	deadline := time.After(runWait)
@@ -70,14 +70,14 @@ func awaitStartRetries(t *testing.T, m *Main, run *running, logs *testlog.Buffer
 		code, _ := get(t, m, "/health", &h)
 		require.Equal(t, http.StatusServiceUnavailable, code, "while starting")
 		require.Equal(t, "starting", h.Status)
-		if h.Step == "connecting to PostgreSQL" && strings.Count(logs.String(), startRetryMsg) >= 2 {
+		if h.Step == step && strings.Count(logs.String(), msg) >= 2 {
 			return
 		}
 		select {
 		case <-run.done:
-			t.Fatalf("Run returned while PostgreSQL was cut: %v", run.err)
+			t.Fatalf("Run returned while %s was retried: %v", step, run.err)
 		case <-deadline:
-			t.Fatalf("no retries of PostgreSQL in %s; /health step %q; log:\n%s", runWait, h.Step, testlog.LastLines(logs.String(), 10))
+			t.Fatalf("no retries of %s in %s; /health step %q; log:\n%s", step, runWait, h.Step, testlog.LastLines(logs.String(), 10))
 		case <-tick.C:
 		}
 	}
@@ -92,7 +92,7 @@ func TestStartWaitsForPostgres(t *testing.T) {
 	logs := &testlog.Buffer{}
 	m := newLoggedMain(t, dbURL, logs)
 	run, _ := runMain(t, m)
-	awaitStartRetries(t, m, run, logs)
+	awaitStartRetries(t, m, run, logs, "connecting to PostgreSQL", startRetryMsg)
 
 	line := logLine(t, logs.String(), startRetryMsg)
 	assert.Contains(t, line, `"level":"warn"`)
@@ -119,7 +119,7 @@ func TestStopWhileWaitingForPostgres(t *testing.T) {
 	run := &running{done: make(chan struct{})}
 	go func() { run.err = m.Run(ctx); close(run.done) }()
 	t.Cleanup(m.Close)
-	awaitStartRetries(t, m, run, logs)
+	awaitStartRetries(t, m, run, logs, "connecting to PostgreSQL", startRetryMsg)
 
 	cancel() // the signal
 	select {

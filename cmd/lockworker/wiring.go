@@ -226,11 +226,8 @@ func (m *Main) Run(ctx context.Context) error {
 		// Only when every attempt failed for a reason no retry cures (a
 		// role refused, no database, a certificate) does it fail at once;
 		// anything else is retried, a warn line each (store.Config.RetryStart).
-		RetryStart: true,
-		OnStartRetry: func(attempt int, err error, delay time.Duration) {
-			log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Str("step", *m.step.Load()).
-				Msg("transient database error while starting; retrying")
-		},
+		RetryStart:   true,
+		OnStartRetry: m.onStartRetry(log, "database"),
 	})
 	if errors.Is(err, store.ErrConnString) { // not parsed, or a file it names (sslrootcert, ...) unreadable
 		setting := "DATABASE_URL"
@@ -288,14 +285,6 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 
-	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
-		// Before the worker's client joins: the broker arms a member's
-		// session with the group's timeout at each heartbeat, so a crash
-		// before the first heartbeat after a later change would still wait
-		// out the broker's default (45 s).
-		m.starting("setting the consumer group's session timeout")
-		setGroupConfigs(ctx, pubClient, cfg, log)
-	}
 	w, err := worker.New(worker.Config{
 		KafkaOpts: append(slices.Clip(kopts), cfg.GroupOpts()...), GroupInstanceID: cfg.Kafka.GroupInstanceID, Group: cfg.Kafka.ConsumerGroup, Names: names, CommandsPartitions: cfg.Topics.CommandsPartitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor, WarnUnreplicated: m.Embedded == nil, // KAFKA_BOOTSTRAP_SERVERS set
@@ -321,10 +310,25 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	m.starting("checking the Kafka topics")
-	if err := w.EnsureTopics(ctx); err != nil {
-		// The first request to Kafka that must succeed: say what to check.
+	// The first request to Kafka. Kafka unreachable (a broker restarting,
+	// its Service not created yet) is waited for, as PostgreSQL is, rather
+	// than exit and crash-loop; what no wait cures (SASL, authorization,
+	// TLS) fails at once.
+	klog := log.With().Strs("brokers", cfg.Kafka.BootstrapServers).Logger()
+	if err := retryStart(ctx, cfg.AcquireRetryDelay, kafkaUnreachable, m.onStartRetry(klog, "Kafka"),
+		func() error { return w.EnsureTopics(ctx) }); err != nil {
+		// Say what to check.
 		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
 			cfg.Kafka.BootstrapServers, chosenBy, err)
+	}
+	if cfg.Kafka.GroupProtocol == config.GroupProtocolConsumer {
+		// Once Kafka answers, and before the worker's client joins (in
+		// w.Run): the broker arms a member's session with the group's
+		// timeout at each heartbeat, so a crash before the first
+		// heartbeat after a later change would still wait out the
+		// broker's default (45 s).
+		m.starting("setting the consumer group's session timeout")
+		setGroupConfigs(ctx, pubClient, cfg, log)
 	}
 
 	// Before anything grants a token: after PostgreSQL lost committed
@@ -492,8 +496,8 @@ func setGroupConfigs(ctx context.Context, cl *kgo.Client, cfg config.Config, log
 		return // stopped: the next step reports it
 	}
 	if err != nil {
-		// Not the broker's answer: Kafka is not reached yet, which the
-		// first request that must succeed (EnsureTopics) reports.
+		// Not the broker's answer: Kafka, reached for the topics just
+		// before, did not answer this one.
 		log.Warn().Err(err).Interface("wanted", want).Str("group", cfg.Kafka.ConsumerGroup).
 			Msg("KAFKA_GROUP_PROTOCOL=consumer: could not ask Kafka to set the group's session timeout and heartbeat; the group keeps the broker's")
 		return

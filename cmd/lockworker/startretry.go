@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/store"
+)
+
+// onStartRetry is told of each retry of the start's step after a
+// transient error of what ("database", "Kafka"): a warn line on log with
+// the error, the attempt, the wait and the step. PostgreSQL's start
+// (store.Config.OnStartRetry) and Kafka's (retryStart) share it.
+func (m *Main) onStartRetry(log zerolog.Logger, what string) func(attempt int, err error, delay time.Duration) {
+	return func(attempt int, err error, delay time.Duration) {
+		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Str("step", *m.step.Load()).
+			Msg("transient " + what + " error while starting; retrying")
+	}
+}
+
+// retryStart runs try, a step of the start, until it succeeds, fails for
+// a reason transient does not accept, or ctx ends, with the backoff of
+// PostgreSQL's start (store.Config.RetryStart): store.Backoff from base
+// (ACQUIRE_RETRY_DELAY) up to store.DefaultRetryMax, each retry told to
+// onRetry. A stop while retrying says why it was retrying, as store's
+// does, so that exitCode logs it at warn.
+func retryStart(ctx context.Context, base time.Duration, transient func(error) bool,
+	onRetry func(attempt int, err error, delay time.Duration), try func() error) error {
+	var last error // the previous attempt's transient error
+	for attempt := 1; ; attempt++ {
+		err := try()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil && last != nil:
+			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt-1, ctx.Err(), last)
+		case ctx.Err() != nil || !transient(err):
+			return err
+		}
+		delay := store.Backoff(base, store.DefaultRetryMax, attempt)
+		onRetry(attempt, err, delay)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		last = err
+	}
+}
+
+// kafkaUnreachable reports whether err, of the start's first Kafka
+// request, says only that no broker answered yet, which a wait may cure,
+// as PostgreSQL's start has it: a connection refused, reset or timed out,
+// a host name that does not resolve (a Kubernetes Service not created
+// yet, but a misspelt host too), or an error code Kafka calls retriable
+// (no controller yet, a broker not available). kgo gives up on a refused
+// dial after its second try. Not what no wait cures: SASL authentication
+// or an authorization refused (error codes that are not retriable), a
+// broker certificate that does not verify, a TLS alert from the broker, a
+// broker not speaking TLS, and a connection a broker accepts and then
+// closes, which kgo retried for its own retry timeout already (one side
+// alone expecting TLS or SASL, a wrong SASL password on some brokers).
+func kafkaUnreachable(err error) bool {
+	if _, closed := errors.AsType[*kgo.ErrFirstReadEOF](err); closed || tlsRefused(err) {
+		return false
+	}
+	if ke, ok := errors.AsType[*kerr.Error](err); ok {
+		return ke.Retriable
+	}
+	_, network := errors.AsType[net.Error](err)
+	return network
+}
+
+// tlsRefused reports whether err says TLS failed for a reason no wait
+// cures: the broker's certificate, its alert, or no TLS on its side.
+func tlsRefused(err error) bool {
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "remote error" {
+		return true // an alert the broker sent: a client certificate it refuses, no common version
+	}
+	_, verify := errors.AsType[*tls.CertificateVerificationError](err)
+	_, authority := errors.AsType[x509.UnknownAuthorityError](err)
+	_, host := errors.AsType[x509.HostnameError](err)
+	_, invalid := errors.AsType[x509.CertificateInvalidError](err)
+	_, alert := errors.AsType[tls.AlertError](err)
+	_, header := errors.AsType[tls.RecordHeaderError](err)
+	return verify || authority || host || invalid || alert || header
+}
