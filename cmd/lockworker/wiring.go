@@ -169,6 +169,11 @@ func (m *Main) Run(ctx context.Context) error {
 		m.onClose(b.Close)
 		m.Embedded = b
 		cfg.Kafka.BootstrapServers = []string{b.Addr()}
+		// The broker's own line says it is for development; this, what a
+		// deployment that forgot or misspelt KAFKA_BOOTSTRAP_SERVERS gets:
+		// replicas that are ready, and that no command reaches.
+		log.Warn().Str("addr", b.Addr()).Msg("the embedded development Kafka broker is running, and nothing outside this process shares it: each replica started without KAFKA_BOOTSTRAP_SERVERS has a broker and consumer group of its own, which only clients of " +
+			b.Addr() + " reach; set KAFKA_BOOTSTRAP_SERVERS to use a Kafka cluster")
 	}
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Msg("using Kafka at " + strings.Join(cfg.Kafka.BootstrapServers, ",") + ": " + chosenBy)
 	m.Brokers = cfg.Kafka.BootstrapServers
@@ -365,6 +370,9 @@ func (m *Main) Run(ctx context.Context) error {
 		Pool: st.Pool, DBSlots: dbSlots, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: stopping, Withdrawn: w.Withdrawn, Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Started: m.started, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	})
+	if m.Embedded != nil {
+		full = httpapi.WithEmbeddedKafka(full)
+	}
 	m.starting("joining the consumer group")
 	h := joiningHealth(full, httpapi.Starting(cfg.InstanceID, m.started, func() string { return *m.step.Load() }), w.Joined(), stopping)
 	m.handler.Store(&h)

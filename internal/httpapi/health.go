@@ -36,7 +36,24 @@ type Health struct {
 	// to outbox.ParkedCap (1000: that many or more; the outbox_parked
 	// gauge counts them all); absent when PostgreSQL did not answer.
 	OutboxParked *int64 `json:"outbox_parked,omitempty"`
+	// EmbeddedKafka, true, says the process runs on the embedded
+	// development broker (KAFKA_BOOTSTRAP_SERVERS unset), its own, which
+	// no other replica shares: a deployment that forgot or misspelt
+	// KAFKA_BOOTSTRAP_SERVERS is ready, and no command reaches it. Absent
+	// otherwise (WithEmbeddedKafka).
+	EmbeddedKafka bool `json:"embedded_kafka,omitempty"`
 }
+
+// WithEmbeddedKafka is h, New's handler, for a process on the embedded
+// development broker: its /health says so (Health.EmbeddedKafka).
+func WithEmbeddedKafka(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), embeddedKafkaKey{}, true)))
+	})
+}
+
+// embeddedKafkaKey marks a request WithEmbeddedKafka serves.
+type embeddedKafkaKey struct{}
 
 const (
 	statusOK          = "ok"
@@ -66,7 +83,8 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 		"kafka": s.kafka.Ping,
 	}
 	h := Health{Live: true, Ready: true, Status: statusOK, Instance: s.cfg.Instance,
-		Uptime: time.Since(s.cfg.Started).Seconds(), Partitions: s.partitions(), Checks: map[string]Check{}}
+		Uptime: time.Since(s.cfg.Started).Seconds(), Partitions: s.partitions(), Checks: map[string]Check{},
+		EmbeddedKafka: r.Context().Value(embeddedKafkaKey{}) != nil}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for name, check := range checks {
