@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,10 +41,18 @@ const notAPath = "(value redacted: it looks like a key, not a path)"
 // notAPath, with the error that refuses it. The secret itself pasted
 // there by mistake (a Helm value, or a Kubernetes Secret given as env:
 // rather than mounted) would otherwise be echoed in the start's config
-// line and in every error naming the file.
+// line and in every error naming the file. A long word without a '/' may
+// be either: it is taken when a file of that name exists (a file of the
+// working directory), shown redacted all the same, and refused otherwise.
 func secretPath(name, value string) (string, error) {
-	if looksLikePath(value) {
+	switch {
+	case len(value) > maxPathBytes || strings.ContainsFunc(value, isControl) || strings.Contains(value, "-----BEGIN"):
+	case len(value) < minBareKeyBytes || strings.ContainsRune(value, '/'):
 		return value, nil
+	default:
+		if _, err := os.Stat(value); err == nil {
+			return notAPath, nil
+		}
 	}
 	return notAPath, fmt.Errorf("%s is not a readable file path %s", name, notAPath)
 }
@@ -51,19 +60,10 @@ func secretPath(name, value string) (string, error) {
 // maxPathBytes is longer than any path a deployment mounts a secret at.
 const maxPathBytes = 1024
 
-// minBareKeyBytes is the shortest value without a '/' taken for a pasted
+// minBareKeyBytes is the shortest value without a '/' that may be a pasted
 // secret rather than a file in the working directory: an HMAC secret has
-// at least 32 bytes, and an encoded key more. Such a file can still be
-// named as ./name.
+// at least 32 bytes, and an encoded key more.
 const minBareKeyBytes = 32
-
-// looksLikePath reports whether s (empty: unset) may be a path: no
-// control character (a PEM's line ends), no PEM header, not too long, and
-// not a long word without a '/'.
-func looksLikePath(s string) bool {
-	return len(s) <= maxPathBytes && !strings.ContainsFunc(s, isControl) && !strings.Contains(s, "-----BEGIN") &&
-		(len(s) < minBareKeyBytes || strings.ContainsRune(s, '/'))
-}
 
 // Redacted returns every setting keyed by its environment variable, secrets
 // masked, durations in seconds: safe to log or serve on a debug endpoint.

@@ -73,7 +73,15 @@ func TestSecretPathNotEchoed(t *testing.T) {
 			_, err = c.KafkaOpts()
 			assert.ErrorContains(t, err, path, "an unreadable path is named")
 		}
-		_, err := FromEnv(env(map[string]string{"KAFKA_TLS_KEY_FILE": "/k.pem", "KAFKA_TLS_CERT_FILE": "/c.pem"}))
+		// A long name without a '/' may be a pasted secret: taken when
+		// the file exists, shown redacted all the same.
+		t.Chdir(t.TempDir())
+		const bare = "a-long-hmac-key-file-name-without-a-slash.key"
+		require.NoError(t, os.WriteFile(bare, []byte("k"), 0o600))
+		c, err := FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_HMAC_KEY_FILE": bare}))
+		require.NoError(t, err)
+		assert.Equal(t, notAPath, c.Redacted()["AUTH_HMAC_KEY_FILE"])
+		_, err = FromEnv(env(map[string]string{"KAFKA_TLS_KEY_FILE": "/k.pem", "KAFKA_TLS_CERT_FILE": "/c.pem"}))
 		assert.ErrorContains(t, err, `KAFKA_TLS_KEY_FILE: "/k.pem" is set but KAFKA_TLS_ENABLED is not true`)
 	})
 }
