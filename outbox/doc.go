@@ -8,7 +8,7 @@
 // context on revocation, and let the partition go once Run has returned). Every transaction that writes outbox rows for a
 // partition takes a [Slot] with [Relay.Reserve] after its last lock and
 // before COMMIT, and resolves it after: [Slot.Fill] with the rows it
-// committed, [Slot.Dirty] when it rolled back, or [Slot.Abandon] when it
+// committed (their ids and created_at), [Slot.Dirty] when it rolled back, or [Slot.Abandon] when it
 // may still commit (a COMMIT without an answer). Run publishes
 // the filled slots' rows from memory, in slot order, without reading them
 // back; the table is their durable copy (handoff.go has the rules, and
@@ -146,7 +146,10 @@
 // whose query worked ends the outage's log streak. Rows acknowledged but not
 // yet deleted are deleted before anything else is selected, so a database
 // blip does not publish them twice; those a Run leaves undeleted, the next
-// Run forgets (their ids may have been handed to new rows by a failover).
+// Run of the partition here deletes. A row is deleted by its id and
+// created_at, not its id alone: a failover that lost rows, and the
+// sequence's advance with them, hands their ids to new rows, which must
+// not be deleted unpublished.
 //
 // # Exported names
 //

@@ -13,6 +13,11 @@ type Row struct {
 	Partition           int32
 	Topic               string
 	Key, Value, Headers []byte
+	// CreatedAt is the row's created_at, as the INSERT returned it: the
+	// relay deletes the row by it and ID, since a failover that lost the
+	// row may give its ID to another. A slot filled with a row of the
+	// partition without it is read from the table instead, as Dirty.
+	CreatedAt time.Time
 }
 
 // Slot is a transaction's place in a partition's hand-off queue: the relay
@@ -81,10 +86,15 @@ func (s *Slot) Fill(rows []Row) {
 	}
 	mine, size, now := make([]row, 0, n), 0, time.Now()
 	for _, x := range rows {
-		if x.Partition == s.p.id {
-			mine = append(mine, row{id: x.ID, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers, at: now})
-			size += len(x.Key) + len(x.Value) + len(x.Headers)
+		if x.Partition != s.p.id {
+			continue
 		}
+		if x.CreatedAt.IsZero() {
+			s.Dirty()
+			return
+		}
+		mine = append(mine, row{rowRef: rowRef{x.ID, x.CreatedAt}, topic: x.Topic, key: x.Key, value: x.Value, headers: x.Headers, at: now})
+		size += len(x.Key) + len(x.Value) + len(x.Headers)
 	}
 	slices.SortFunc(mine, func(a, b row) int { return cmp.Compare(a.id, b.id) })
 	s.resolve(slotRows, mine, size)

@@ -2,9 +2,14 @@ package outbox
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
+
+// committedAt stands for the created_at the writers' rows were inserted
+// with: a row handed over without one is read from the table instead.
+var committedAt = time.Now()
 
 // TestHandoffHoldsBoundedRows: while no pass takes the slots (one stuck in
 // a publish), slots filled beyond maxHeld rows are resolved dirty, to be
@@ -14,7 +19,7 @@ func TestHandoffHoldsBoundedRows(t *testing.T) {
 	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
-	fill := filler(r, Row{Partition: 1, Topic: "t"})
+	fill := filler(r, Row{Partition: 1, Topic: "t", CreatedAt: committedAt})
 	big, next, over := fill(5), fill(1), fill(1)
 	require.Equal(t, slotRows, big.state, "the first slot, however large")
 	require.Equal(t, slotDirty, next.state)
@@ -39,7 +44,7 @@ func TestHandoffHoldsBoundedSlots(t *testing.T) {
 	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 3, maxHeldBytes: 1 << 20}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
-	fill := filler(r, Row{Partition: 1, Topic: "t"})
+	fill := filler(r, Row{Partition: 1, Topic: "t", CreatedAt: committedAt})
 	head := r.Reserve(1) // not committed yet: nothing after it is taken
 	fill(3)
 	for i := range 30000 {
@@ -88,10 +93,10 @@ func TestSlotOfAnEarlierRunIsNotHeld(t *testing.T) {
 	old := r.Reserve(1)
 	p.stopHandoff(run)
 	p.startHandoff()
-	old.Fill([]Row{{ID: 1, Partition: 1}, {ID: 2, Partition: 1}, {ID: 3, Partition: 1}, {ID: 4, Partition: 1}})
+	old.Fill([]Row{{ID: 1, Partition: 1, CreatedAt: committedAt}, {ID: 2, Partition: 1, CreatedAt: committedAt}, {ID: 3, Partition: 1, CreatedAt: committedAt}, {ID: 4, Partition: 1, CreatedAt: committedAt}})
 	require.Zero(t, p.held)
 	s := r.Reserve(1)
-	s.Fill([]Row{{ID: 5, Partition: 1}})
+	s.Fill([]Row{{ID: 5, Partition: 1, CreatedAt: committedAt}})
 	require.Equal(t, slotRows, s.state)
 	rows, dirty := p.takeSlots()
 	require.Len(t, rows, 1)
@@ -108,7 +113,7 @@ func TestHandoffHoldsBoundedBytes(t *testing.T) {
 	p := r.part(1) // the relay's own bounds
 	p.startHandoff()
 	value := make([]byte, 64<<10) // shared by every row: only the lengths count
-	fill := filler(r, Row{Partition: 1, Topic: "dlq", Key: []byte("k"), Value: value, Headers: []byte("h")})
+	fill := filler(r, Row{Partition: 1, Topic: "dlq", Key: []byte("k"), Value: value, Headers: []byte("h"), CreatedAt: committedAt})
 	size := len(value) + 2
 	perSlot := p.maxHeldBytes / size / 4 // four slots fit, a fifth does not
 	require.Less(t, 5*perSlot, p.maxHeld, "far fewer rows than the row bound")
@@ -159,7 +164,7 @@ func TestFillSortsByID(t *testing.T) {
 	p := &partition{id: 1, wake: make(chan struct{}, 1), maxHeld: 10, maxHeldBytes: 1 << 20}
 	r := &Relay{parts: map[int32]*partition{1: p}}
 	p.startHandoff()
-	r.Reserve(1).Fill([]Row{{ID: 1<<32 + 1, Partition: 1}, {ID: 1, Partition: 1}})
+	r.Reserve(1).Fill([]Row{{ID: 1<<32 + 1, Partition: 1, CreatedAt: committedAt}, {ID: 1, Partition: 1, CreatedAt: committedAt}})
 	rows, _ := p.takeSlots()
 	require.Len(t, rows, 2)
 	require.Equal(t, []int64{1, 1<<32 + 1}, []int64{rows[0].id, rows[1].id})
@@ -180,8 +185,8 @@ func TestReadFilterIsBounded(t *testing.T) {
 	for range 10000 {
 		next := r.Reserve(1) // the next transaction, reserved before the read
 		id++
-		committed := []Row{{ID: id, Partition: 1}}
-		p.selected([]row{{id: id}}) // the read saw pending's commit before its Fill
+		committed := []Row{{ID: id, Partition: 1, CreatedAt: committedAt}}
+		p.selected([]row{{rowRef: rowRef{id: id}}}) // the read saw pending's commit before its Fill
 		pending.Fill(committed)
 		rows, _ := p.takeSlots()
 		require.Empty(t, rows, "row %d published twice: read, and handed over", id)
@@ -189,7 +194,7 @@ func TestReadFilterIsBounded(t *testing.T) {
 	}
 	require.LessOrEqual(t, len(p.filter), 2, "ids of reads whose slots were all taken are kept")
 	require.LessOrEqual(t, len(p.reads), 2)
-	pending.Fill([]Row{{ID: id + 1, Partition: 1}})
+	pending.Fill([]Row{{ID: id + 1, Partition: 1, CreatedAt: committedAt}})
 	rows, _ := p.takeSlots()
 	require.Len(t, rows, 1, "a row no read took goes out")
 	require.Empty(t, p.filter)

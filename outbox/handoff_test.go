@@ -25,19 +25,15 @@ import (
 )
 
 // write commits rows the way a worker does, and returns them with their
-// ids for the hand-off.
+// ids and created_at for the hand-off.
 func write(t *testing.T, st *store.Store, partition int32, rows ...rec) []outbox.Row {
 	t.Helper()
-	var b *handlers.Batch
+	var written []outbox.Row
 	err := st.InTx(context.Background(), func(tx pgx.Tx) error {
-		b = handlers.NewBatch(tx, handlers.Env{Partition: partition})
-		for _, r := range rows {
-			b.Publish(r.topic, []byte(r.key), []byte(r.value), headersOf(r))
-		}
-		return b.Flush(context.Background())
+		written = writeIn(t, tx, partition, rows...)
+		return nil
 	})
 	require.NoError(t, err)
-	written := b.Written()
 	require.Len(t, written, len(rows))
 	require.True(t, slices.IsSortedFunc(written, func(a, b outbox.Row) int { return cmp.Compare(a.ID, b.ID) }), "ids in emit order")
 	return written
@@ -76,7 +72,7 @@ func TestHandoff(t *testing.T) {
 	delivered(at("t0")...) // Run reads the table when it starts
 
 	// Handed rows go out without a read of the table: this one is not in it.
-	relay.Reserve(p).Fill([]outbox.Row{{ID: 1 << 40, Partition: p, Topic: topic, Key: []byte("k"), Value: []byte("h0")}})
+	relay.Reserve(p).Fill([]outbox.Row{{ID: 1 << 40, Partition: p, Topic: topic, Key: []byte("k"), Value: []byte("h0"), CreatedAt: time.Now()}})
 	delivered(at("t0", "h0")...)
 
 	// Two commits in slot order; the second is handed first and waits.
@@ -108,6 +104,34 @@ func TestHandoff(t *testing.T) {
 	assert.Len(t, pub.acked(), 9, "nothing published twice")
 	assert.Equal(t, []string{"t0", "h0", "h1", "h2", "h3", "t1", "h5", "h6", "h7"}, values(consume(t, c.ListenAddrs(), topic, 9)))
 	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 10*time.Millisecond,
+		"published rows are deleted")
+}
+
+// TestRowHandedWithoutCreatedAtIsRead: a slot filled with a row that has
+// no created_at is read from the table, as a dirty slot: the relay could
+// delete such a row only by its id, which a failover that lost it may
+// have given to another row.
+func TestRowHandedWithoutCreatedAtIsRead(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.acquired.v1", int32(4)
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.PollInterval = time.Hour
+		outbox.NoTakeoverReads(cfg)
+	})
+	insert(t, st, p, rec{topic, "k", "t0", "e0"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return len(pub.acked()) == 1 }, 10*time.Second, 5*time.Millisecond, "Run's first read")
+
+	s := relay.Reserve(p)
+	rows := write(t, st, p, rec{topic, "k", "t1", "e1"})
+	rows[0].Value, rows[0].CreatedAt = []byte("h1"), time.Time{} // what memory holds, not the table
+	s.Fill(rows)
+	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 5*time.Millisecond)
+	assert.Equal(t, []string{topic + "/t0", topic + "/t1"}, pub.acked(), "read from the table")
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 5*time.Millisecond,
 		"published rows are deleted")
 }
 
@@ -464,10 +488,9 @@ func lockThenWrite(t *testing.T, st *store.Store, relay *outbox.Relay, p int32, 
 			return
 		}
 		s := relay.Reserve(p)
-		b := handlers.NewBatch(later, handlers.Env{Partition: p})
-		b.Publish(x.topic, []byte(x.key), []byte(x.value), headersOf(x))
-		err := cmp.Or(b.Flush(ctx), later.Commit(ctx))
-		s.Fill(b.Written())
+		rows := writeIn(t, later, p, x)
+		err := later.Commit(ctx)
+		s.Fill(rows)
 		result <- err
 	}()
 	require.Eventually(t, func() bool {
@@ -478,15 +501,25 @@ func lockThenWrite(t *testing.T, st *store.Store, relay *outbox.Relay, p int32, 
 	return result
 }
 
-// writeIn writes rows in tx, not committed, and returns them with their ids.
+// writeIn writes rows in tx, not committed, and returns them with their
+// ids and created_at.
 func writeIn(t *testing.T, tx pgx.Tx, partition int32, rows ...rec) []outbox.Row {
 	t.Helper()
+	ctx := context.Background()
 	b := handlers.NewBatch(tx, handlers.Env{Partition: partition})
 	for _, r := range rows {
 		b.Publish(r.topic, []byte(r.key), []byte(r.value), headersOf(r))
 	}
-	require.NoError(t, b.Flush(context.Background()))
-	return b.Written()
+	require.NoError(t, b.Flush(ctx))
+	written := b.Written()
+	// Read back where the writer does not return it: a row handed over
+	// without it is read from the table instead.
+	for i := range written {
+		if written[i].CreatedAt.IsZero() {
+			require.NoError(t, tx.QueryRow(ctx, `SELECT created_at FROM outbox WHERE id = $1`, written[i].ID).Scan(&written[i].CreatedAt))
+		}
+	}
+	return written
 }
 
 // TestLargeSlotIsPublishedInParts: the rows handed over by a transaction

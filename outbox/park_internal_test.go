@@ -40,7 +40,7 @@ func TestKafkaAwayPausesAcrossPasses(t *testing.T) {
 	p := &partition{blocked: map[string]block{}}
 	away := errors.New("dial tcp: connection refused")
 	pass := func(topic string, err error) { // a pass of its own
-		r.settle(context.Background(), p, unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, err, &passState{failed: map[string]bool{}}, false)
+		r.settle(context.Background(), p, unit{topic: topic, rows: []row{{rowRef: rowRef{id: 1}, topic: topic}}}, err, &passState{failed: map[string]bool{}}, false)
 	}
 	pass("x", away)
 	pass("x", away)
@@ -61,7 +61,7 @@ func TestKafkaAwayBesideAnAcknowledgementPausesNothing(t *testing.T) {
 	away := errors.New("dial tcp: connection refused")
 	call := func(acked bool, topics ...string) { // one call's failures
 		for _, topic := range topics {
-			r.settle(context.Background(), p, unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, away, &passState{failed: map[string]bool{}}, acked)
+			r.settle(context.Background(), p, unit{topic: topic, rows: []row{{rowRef: rowRef{id: 1}, topic: topic}}}, away, &passState{failed: map[string]bool{}}, acked)
 		}
 	}
 	call(true, "a1", "a2")
@@ -142,7 +142,7 @@ func TestFailedAccountingBacksTheTopicOff(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 'good', '\x00') RETURNING id`).Scan(&good))
 
 	release := lockRow(t, st, bad)
-	err = r.failed(ctx, p, "bad", []row{{id: bad, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
+	err = r.failed(ctx, p, "bad", []row{{rowRef: rowRef{id: bad}, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
 	require.Error(t, err, "the attempts' update waits for the lock")
 	require.Contains(t, p.blocked, "bad")
 	require.True(t, p.blocked["bad"].until.After(time.Now()), "the topic backs off")
@@ -172,7 +172,7 @@ func TestParkGoesInChunks(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FROM outbox WHERE topic = 'bad'`).Scan(&ids))
 	require.Len(t, ids, 7)
 	fail := func() error {
-		return r.failed(ctx, p, "bad", []row{{id: ids[0], topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
+		return r.failed(ctx, p, "bad", []row{{rowRef: rowRef{id: ids[0]}, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
 	}
 	var parked []int64
 	parkedIDs := func() []int64 {

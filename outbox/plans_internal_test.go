@@ -3,7 +3,9 @@ package outbox
 import (
 	"context"
 	"math"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,8 +23,14 @@ func TestRelayPlansByIndex(t *testing.T) {
 	ctx := context.Background()
 	st := testdb.New(t)
 	var ids []int64
+	var created []time.Time
 	require.NoError(t, st.Pool.QueryRow(ctx, `WITH n AS (INSERT INTO outbox (source_partition, topic, value)
-		SELECT 0, 't', '\x00' FROM generate_series(1, 300) RETURNING id) SELECT array_agg(id) FROM n`).Scan(&ids))
+		SELECT 0, 't', '\x00' FROM generate_series(1, 300) RETURNING id, created_at)
+		SELECT array_agg(id ORDER BY id), array_agg(created_at ORDER BY id) FROM n`).Scan(&ids, &created))
+	refs := make([]rowRef, len(ids))
+	for i := range ids {
+		refs[i] = rowRef{ids[i], created[i]}
+	}
 	cfg := st.Pool.Config().Copy()
 	cfg.MinConns, cfg.MaxConns = 0, 1 // one session: its prepared statements are the ones checked
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -30,9 +38,9 @@ func TestRelayPlansByIndex(t *testing.T) {
 	defer pool.Close()
 	r := &Relay{cfg: Config{Pool: pool, BatchSize: 10}}
 	for i := range 8 { // PostgreSQL settles on a generic plan after five custom ones
-		_, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, acked: ids[i*10 : i*10+10]}})
+		_, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, acked: refs[i*10 : i*10+10]}})
 		require.NoError(t, err)
-		_, err = r.deleteRows(ctx, [][]int64{ids[100+i*10 : 100+i*10+10]})
+		_, err = r.deleteRows(ctx, [][]rowRef{refs[100+i*10 : 100+i*10+10]})
 		require.NoError(t, err)
 	}
 
@@ -66,7 +74,21 @@ func TestRelayPlansByIndex(t *testing.T) {
 		require.Positive(t, s.generic, "the cached generic plan is the one checked: %s", s.sql)
 		plan := testdb.CachedPlan(t, tx.Conn(), s.name)
 		require.NotContains(t, plan, "Seq Scan", "%s\n%s", s.sql, plan)
+		if s.sql == deleteRowsSQL {
+			require.Contains(t, plan, "Index Cond: (id = ANY ($1))", "%s\n%s", s.sql, plan)
+		}
 	}
+	// A custom plan too, as PostgreSQL makes for a statement's first
+	// runs, of as many rows as a pass publishes: the rows looked up by
+	// their ids, not the whole index walked.
+	rows, err = tx.Query(ctx, "EXPLAIN "+deleteRowsSQL, ids[160:], created[160:])
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	plan := strings.Join(lines, "\n")
+	require.Contains(t, plan, "Index Cond: (id = ANY (", plan)
+	require.NotContains(t, plan, "Seq Scan", plan)
+
 	var remaining int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&remaining))
 	require.Equal(t, 300-160, remaining)

@@ -21,10 +21,10 @@ func TestProbeFailuresPauseOnlyWithoutAcknowledgements(t *testing.T) {
 		p := &partition{blocked: map[string]block{}, parked: map[string]bool{}, probes: &probes{}}
 		for _, topic := range []string{"a", "d"} {
 			p.blocked[topic] = block{failures: 1, probing: true}
-			p.probes.done = append(p.probes.done, probed{u: unit{topic: topic, rows: []row{{id: 1, topic: topic}}}, err: away, at: time.Now()})
+			p.probes.done = append(p.probes.done, probed{u: unit{topic: topic, rows: []row{{rowRef: rowRef{id: 1}, topic: topic}}}, err: away, at: time.Now()})
 		}
 		if acked {
-			(&passState{}).ack(p, []row{{id: 2, topic: "other"}})
+			(&passState{}).ack(p, []row{{rowRef: rowRef{id: 2}, topic: "other"}})
 		}
 		r.settleProbes(context.Background(), p)
 		require.Equal(t, acked, p.pauseUntil.IsZero(), "acknowledged meanwhile: %v", acked)
@@ -50,9 +50,9 @@ func TestProbesAreBounded(t *testing.T) {
 	for i := range maxConcurrentTopics + 2 {
 		topic := string(rune('a' + i))
 		p.blocked[topic] = block{failures: 1}
-		units = append(units, unit{topic: topic, rows: []row{{id: int64(i), topic: topic, value: make([]byte, 10)}}})
+		units = append(units, unit{topic: topic, rows: []row{{rowRef: rowRef{id: int64(i)}, topic: topic, value: make([]byte, 10)}}})
 	}
-	units = append(units, unit{topic: "a", rows: []row{{id: 100, topic: "a"}}})
+	units = append(units, unit{topic: "a", rows: []row{{rowRef: rowRef{id: 100}, topic: "a"}}})
 	p.blocked["fresh"] = block{} // failed by accounting (failures 0): not probed
 	units = append(units, unit{topic: "fresh"})
 	left := r.startProbes(ctx, p, units)
@@ -72,8 +72,8 @@ func TestProbesAreBounded(t *testing.T) {
 	p = &partition{blocked: map[string]block{"big": {failures: 1}, "x": {failures: 1}}, probes: &probes{}}
 	runs := []unit{
 		{topic: "big", rows: []row{{value: make([]byte, maxHeldBytes-10)}}},
-		{topic: "x", rows: []row{{id: 1, value: make([]byte, 20)}}},
-		{topic: "x", rows: []row{{id: 2, value: make([]byte, 5)}}},
+		{topic: "x", rows: []row{{rowRef: rowRef{id: 1}, value: make([]byte, 20)}}},
+		{topic: "x", rows: []row{{rowRef: rowRef{id: 2}, value: make([]byte, 5)}}},
 	}
 	left = r.startProbes(ctx, p, runs)
 	require.Len(t, left, 2, "both runs of x in the pass")

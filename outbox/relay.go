@@ -121,7 +121,7 @@ type Relay struct {
 	// The partitions' passes select and delete through these, so passes
 	// woken together share their queries.
 	selects *merger[selectReq, selected]
-	deletes *merger[[]int64, struct{}]
+	deletes *merger[[]rowRef, struct{}]
 
 	// sleep is rest; tests replace it to see the waits Run chooses.
 	sleep func(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) (woken bool)
@@ -143,7 +143,7 @@ type partition struct {
 	// operator's re-drive counts from the next read.
 	parked        map[string]bool
 	blocked       map[string]block // topic -> in-memory retry backoff
-	acked         []int64          // acknowledged by Kafka, not yet deleted
+	acked         []rowRef         // acknowledged by Kafka, not yet deleted
 	ackedAt       time.Time        // when acked became non-empty
 	kafkaFailures int              // consecutive pauses for Kafka being unavailable
 	pauseUntil    time.Time
@@ -229,13 +229,23 @@ type block struct {
 func (b block) waiting(now time.Time) bool { return b.probing || b.until.After(now) }
 
 type row struct {
-	id                  int64
+	rowRef
 	topic               string
 	key, value, headers []byte
 	// at is when the row was committed, as near as this process knows:
 	// when its slot was filled, or its created_at for a row read from the
 	// table; the publish latency counts from it.
 	at time.Time
+}
+
+// rowRef is what the relay deletes or parks a row by: its id and its
+// created_at. After a failover that lost rows, and the sequence's advance
+// with them, PostgreSQL hands their ids to new rows, which a delete of the
+// lost rows by id alone would take unpublished; a new row's created_at,
+// set at its insert on the new primary, is not the lost row's.
+type rowRef struct {
+	id      int64
+	created time.Time
 }
 
 // maxConcurrentTopics bounds the Publish calls of one partition in flight
@@ -289,7 +299,7 @@ func New(cfg Config) (*Relay, error) {
 		parts: map[int32]*partition{},
 	}
 	r.selects = &merger[selectReq, selected]{run: r.selectRows, timeout: queryTimeout}
-	r.deletes = &merger[[]int64, struct{}]{run: r.deleteRows, timeout: queryTimeout}
+	r.deletes = &merger[[]rowRef, struct{}]{run: r.deleteRows, timeout: queryTimeout}
 	r.sleep = r.rest
 	return r, nil
 }
@@ -377,18 +387,15 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 	defer r.handOver(p)
 
 	// Another worker may have owned the partition meanwhile: forget local
-	// backoffs (the first read finds the parked topics), and the rows an
-	// earlier Run got acknowledged but could not delete. Deleting those by
-	// id now could take other rows: a PostgreSQL failover that lost them
-	// may have lost the sequence's advance too, and handed their ids out
-	// again. Any of them still in the table is published again (at least
-	// once), as by the partition's next owner.
+	// backoffs (the first read finds the parked topics). The rows an
+	// earlier Run got acknowledged but could not delete are deleted by the
+	// first read: by rowRef, so a row that a failover gave one of their
+	// ids is not taken.
 	if !p.acquire(ctx) {
 		return nil
 	}
 	p.blocked = map[string]block{}
 	p.probes = &probes{} // endProbes drops an earlier Run's, unless the database kept it from the lock
-	p.acked = nil
 	p.hold = hold
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
@@ -947,7 +954,7 @@ func (ps *passState) ack(p *partition, rows []row) {
 		p.ackedAt = now
 	}
 	for _, x := range rows {
-		p.acked = append(p.acked, x.id)
+		p.acked = append(p.acked, x.rowRef)
 		ps.oldest = max(ps.oldest, at.Sub(x.at))
 	}
 	ps.res.published += len(rows)
@@ -1007,7 +1014,7 @@ func (r *Relay) parkRow(ctx context.Context, p *partition, topic string, x row, 
 	defer cancel()
 	_, err := r.cfg.Pool.Exec(ctx, `
 		UPDATE outbox SET parked_until = 'infinity', park_reason = $2, attempts = attempts + 1, last_error = $3
-		WHERE id = $1`, x.id, reason, errorText(cause))
+		WHERE id = $1 AND created_at = $4`, x.id, reason, errorText(cause), x.created)
 	if err != nil {
 		return fmt.Errorf("parking outbox row %d of partition %d: %w", x.id, p.id, err)
 	}
@@ -1132,7 +1139,7 @@ type selectReq struct {
 	partition int32
 	upTo      int64
 	blocked   []string
-	acked     []int64
+	acked     []rowRef
 	snapshot  bool
 	due       bool
 }
@@ -1162,7 +1169,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var blockedParts []int32
 	var blocked []string
-	var acked []int64
+	var acked []rowRef
 	for i, q := range reqs {
 		parts[i], upTos[i] = q.partition, q.upTo
 		for _, t := range q.blocked {
@@ -1215,9 +1222,9 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 			UNION ALL
 			SELECT * FROM unnest($3::int[], $4::text[])
 		)
-		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::float8 FROM pk WHERE t IS NOT NULL
+		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::timestamptz, NULL::float8 FROM pk WHERE t IS NOT NULL
 		UNION ALL
-		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, extract(epoch FROM clock_timestamp() - o.created_at)::float8
+		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, o.created_at, extract(epoch FROM clock_timestamp() - o.created_at)::float8
 		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
 		LATERAL (
 			SELECT id, topic, key, value, headers, created_at FROM outbox
@@ -1230,14 +1237,16 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		var p int32
 		var id *int64
 		var x row
+		var created *time.Time
 		var age *float64
 		now := time.Now() // the rows' ages are as of their reading
-		_, err := pgx.ForEachRow(rows, []any{&p, &id, &x.topic, &x.key, &x.value, &x.headers, &age}, func() error {
+		_, err := pgx.ForEachRow(rows, []any{&p, &id, &x.topic, &x.key, &x.value, &x.headers, &created, &age}, func() error {
 			if id == nil {
 				parked[p] = append(parked[p], x.topic)
 				return nil
 			}
-			x.id, x.at = *id, now.Add(-time.Duration(*age*float64(time.Second)))
+			x.rowRef = rowRef{*id, *created}
+			x.at = now.Add(-time.Duration(*age * float64(time.Second)))
 			byPart[p] = append(byPart[p], x)
 			x = row{} // the scanned slices now belong to byPart
 			return nil
@@ -1270,14 +1279,14 @@ func (r *Relay) deleteAcked(ctx context.Context, p *partition) error {
 	return nil
 }
 
-func (r *Relay) deleteRows(ctx context.Context, reqs [][]int64) ([]struct{}, error) {
-	var ids []int64
+func (r *Relay) deleteRows(ctx context.Context, reqs [][]rowRef) ([]struct{}, error) {
+	var refs []rowRef
 	for _, q := range reqs {
-		ids = append(ids, q...)
+		refs = append(refs, q...)
 	}
 	b := &pgx.Batch{}
 	queueSettings(b)
-	queueDelete(b, ids)
+	queueDelete(b, refs)
 	if err := r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return nil, err
 	}
@@ -1309,10 +1318,31 @@ func queueSettings(b *pgx.Batch) {
 }
 
 // queueDelete queues the deletion of rows, if any, after queueSettings.
-func queueDelete(b *pgx.Batch, ids []int64) {
-	if len(ids) > 0 {
-		b.Queue(`DELETE FROM outbox WHERE id = ANY($1)`, ids)
+func queueDelete(b *pgx.Batch, refs []rowRef) {
+	if len(refs) == 0 {
+		return
 	}
+	created := make([]time.Time, len(refs))
+	for i, x := range refs {
+		created[i] = x.created
+	}
+	b.Queue(deleteRowsSQL, refIDs(refs), created)
+}
+
+// deleteRowsSQL deletes rows by rowRef. The id = ANY finds them through
+// outbox_pkey whatever the number of rows: joined with the pairs alone,
+// PostgreSQL plans a few hundred of them as a merge join along the whole
+// index, through every row deleted since the last VACUUM.
+const deleteRowsSQL = `DELETE FROM outbox WHERE id = ANY($1)
+	AND (id, created_at) IN (SELECT * FROM unnest($1::int8[], $2::timestamptz[]))`
+
+// refIDs are the ids of refs.
+func refIDs(refs []rowRef) []int64 {
+	ids := make([]int64, len(refs))
+	for i, x := range refs {
+		ids[i] = x.id
+	}
+	return ids
 }
 
 // errHeld is the error of a publish that RunHeld's hold kept from being
@@ -1563,7 +1593,7 @@ func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n
 					LIMIT $8))
 				RETURNING id, parked_until)
 			SELECT count(*), max(id), coalesce($6::timestamptz, max(parked_until), now() + $3::interval) FROM u`,
-			p.id, topic, r.cfg.ParkFor, reason, p.acked, at, after, chunk).Scan(&got, &last, &at)
+			p.id, topic, r.cfg.ParkFor, reason, refIDs(p.acked), at, after, chunk).Scan(&got, &last, &at)
 		if err != nil {
 			return n, until, err
 		}

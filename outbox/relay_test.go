@@ -447,6 +447,41 @@ func TestAckedRowsDeletedWhenResting(t *testing.T) {
 	}
 }
 
+// TestAckedIDReusedAfterALossyFailover: rows acknowledged whose delete
+// waits (DeleteDelay here stands for deletes failing through an outage)
+// are deleted by id and created_at. After a failover that lost one, and
+// the sequence's advance with it, the new primary gives its id to a new
+// row: the relay's next read must not delete that row unpublished.
+func TestAckedIDReusedAfterALossyFailover(t *testing.T) {
+	t.Parallel()
+	const topic, p = "locks.lock.released.v1", int32(9)
+	ctx := context.Background()
+	c := newCluster(t, kfake.SeedTopics(1, topic))
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.PollInterval, cfg.DeleteDelay = time.Hour, time.Hour
+		outbox.NoTakeoverReads(cfg)
+	})
+	insert(t, st, p, rec{topic, "k", "start", "e0"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return len(pub.acked()) == 1 }, 10*time.Second, 5*time.Millisecond, "Run's first read")
+	id := write(t, st, p, rec{topic, "k", "old", "e1"})[0].ID
+	relay.Wake(p)
+	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 5*time.Millisecond)
+	// The failover: the row and the sequence's advance are lost.
+	_, err := st.Pool.Exec(ctx, `DELETE FROM outbox WHERE id = $1`, id)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `SELECT setval(pg_get_serial_sequence('outbox', 'id'), $1, false)`, id)
+	require.NoError(t, err)
+	reused := write(t, st, p, rec{topic, "k", "new", "e2"})[0].ID
+	require.Equal(t, id, reused, "the new row has the lost row's id")
+	relay.Wake(p)
+	require.Eventually(t, func() bool { return len(pub.acked()) == 3 }, 10*time.Second, 5*time.Millisecond,
+		"the new row was not published")
+	assert.Equal(t, []string{topic + "/start", topic + "/old", topic + "/new"}, pub.acked())
+}
+
 // TestParksUnwritableTopic: a topic Kafka refuses is parked after
 // MaxAttempts while another topic's rows flow; its newer rows wait behind the
 // parked ones, also for a relay that takes the partition over; once
