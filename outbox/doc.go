@@ -75,10 +75,13 @@
 //     first copy of each record lands in id order; a retry may repeat a
 //     suffix). A failing topic holds back its own later rows, parked or
 //     not, and nothing else; a row parked for good holds back nothing.
-//     One exception: when Kafka refuses a record for good, rows of the same
-//     call that it did write may have landed before earlier rows that
-//     failed with it (a broker refuses the whole produce batch) and are
-//     published again alone.
+//     One exception: when a call fails in part (a record refused for good,
+//     a Kafka partition of the topic without a leader or refused), the
+//     rows of it that Kafka wrote are acknowledged, and may have landed
+//     before earlier rows of other keys that failed, which go after them.
+//     Rarely one lands before an earlier row of its own key (it entered
+//     kgo's buffer after that row failed): it is published again after
+//     that row, so the key's last record is still its last row.
 //   - Rows of other topics overtake the rows of a failing or parked topic.
 //
 // Partitions are independent; ids follow commit order only within one.
@@ -86,13 +89,16 @@
 // # Failures
 //
 // A failed Publish is one of three kinds (see [Classify]); the publisher
-// says which messages failed and why (kafkapubsub.PublishError):
+// says which messages failed and why (kafkapubsub.PublishError). Whatever
+// the kind, the rows Kafka wrote are acknowledged (but one written after an
+// earlier row of its key failed), and only the others are retried, counted
+// or parked:
 //
 //   - Kafka refuses the record for good: too large (MESSAGE_TOO_LARGE,
 //     RECORD_LIST_TOO_LARGE, whether the client or the broker refuses it),
 //     invalid (INVALID_RECORD, CORRUPT_MESSAGE, ...), or the row's headers
-//     (or compacted value) cannot be decoded (UNREADABLE_HEADERS). The rows Kafka wrote are
-//     acknowledged; each failed row is published again alone, in id order
+//     (or compacted value) cannot be decoded (UNREADABLE_HEADERS). Each
+//     failed row is published again alone, in id order
 //     (a broker refuses a whole produce batch for one record too large, so
 //     only alone does a row show whether it is the culprit), and a row
 //     refused alone is parked at once, for good: parked_until 'infinity',
@@ -101,7 +107,7 @@
 //     too, go on. An operator inspects and re-drives or deletes it (README
 //     runbook).
 //   - The topic cannot be written: not authorized, does not exist and could
-//     not be created. The attempted rows get attempts+1 and last_error, and
+//     not be created. The failed rows get attempts+1 and last_error, and
 //     the topic is retried after a backoff (RetryBase doubling up to
 //     RetryMax) while other topics flow. When a row reaches MaxAttempts,
 //     every waiting row of that topic in the partition is parked for ParkFor

@@ -152,10 +152,8 @@ func (r *Relay) endProbes(ctx context.Context, p *partition) {
 	defer p.release()
 	ps := &passState{}
 	for _, d := range p.probes.taken() {
-		if d.err == nil {
-			ps.at = d.at
-			ps.ack(p, d.u.rows)
-		}
+		ps.at = d.at
+		ps.ackWritten(p, d.u, d.err) // the rest stays in the table
 	}
 	p.probes = &probes{}
 	for t, b := range p.blocked { // for a DrainOnce after Run (tests)

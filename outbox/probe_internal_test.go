@@ -8,6 +8,10 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/kafkapubsub"
 )
 
 // Probes that fail together while passes got other topics acknowledged
@@ -79,4 +83,30 @@ func TestProbesAreBounded(t *testing.T) {
 	require.Len(t, left, 2, "both runs of x in the pass")
 	require.False(t, p.blocked["x"].probing)
 	p.probes.wg.Wait()
+}
+
+// A probe that returned before Run ended and that Kafka wrote in part has
+// its written rows deleted as Run ends, like those of one that succeeded,
+// rather than leave them to the partition's next owner to publish again.
+func TestEndProbesDeletesWhatAProbeWrote(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	p := r.part(0)
+	var rows []row
+	for _, v := range []string{"failed", "written"} {
+		x := row{topic: "t", key: []byte(v)} // keys apart: the written row is not behind the failed one
+		require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 't', $1) RETURNING id, created_at`, v).
+			Scan(&x.id, &x.created))
+		rows = append(rows, x)
+	}
+	partly := &kafkapubsub.PublishError{Topic: "t", Total: 2, Failed: []kafkapubsub.MessageError{{Index: 0, Err: kerr.NotLeaderForPartition}}}
+	p.blocked["t"] = block{failures: 1, probing: true}
+	p.probes.done = append(p.probes.done, probed{u: unit{topic: "t", rows: rows}, err: partly, at: time.Now()})
+	r.endProbes(ctx, p)
+	var left []string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(convert_from(value, 'UTF8')) FROM outbox`).Scan(&left))
+	require.Equal(t, []string{"failed"}, left)
 }

@@ -882,10 +882,19 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 // looks away and the partition pauses. acked says another unit published
 // at the same time was acknowledged: Kafka is not away.
 func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState, acked bool) bool {
+	var wrote map[int64]bool
+	if err != nil {
+		// Whatever the failure, only the rows Kafka did not write are
+		// retried, counted or parked; any it wrote shows Kafka is there.
+		var rest []row
+		rest, wrote = ps.ackWritten(p, u, err)
+		acked = acked || len(rest) < len(u.rows)
+		u.rows = rest
+	}
 	if err != nil && ctx.Err() == nil {
 		if kind, _ := Classify(err); kind == RecordRefused {
 			var dbErr error
-			u.rows, err, dbErr = r.setAside(ctx, p, u, err, ps)
+			u.rows, err, dbErr = r.setAside(ctx, p, u, wrote, ps)
 			if dbErr != nil {
 				ps.res.dbErr = cmp.Or(ps.res.dbErr, dbErr)
 				return false
@@ -961,43 +970,79 @@ func (ps *passState) ack(p *partition, rows []row) {
 	p.acks++
 }
 
-// setAside handles a publish in which Kafka refused some record for good.
-// The rows Kafka wrote are acknowledged. Each row that failed is published
-// again alone, in id order: a broker refuses a whole produce batch for one
-// record too large, so only alone does a row show whether it is the one. A
-// row refused alone is parked for good at once; the rows after it go on.
-// It returns the rows left from the first that failed in another way (a
-// topic refused, Kafka away), with that error, for the caller to account
-// as usual; none and nil when every row was settled.
-func (r *Relay) setAside(ctx context.Context, p *partition, u unit, cause error, ps *passState) (rest []row, err, dbErr error) {
-	tried := u.rows
+// ackWritten acknowledges the rows of u that Kafka wrote, by err, the
+// unit's publish error (all of them when nil), and returns the others.
+// Only a PublishError about this very call (Total) says which were
+// written. kgo fails every batch it holds for a Kafka partition once one
+// failed, so the rows it wrote of a key are mostly those before the key's
+// first failure. Not always: kgo fails a record too large on its own, and
+// a record that entered its buffer only after a failure (the call waited
+// for room in it) is written after the failed ones. Such a row is kept
+// with them, its id in wrote, so that it goes again after any of them
+// that lands.
+func (ps *passState) ackWritten(p *partition, u unit, err error) (rest []row, wrote map[int64]bool) {
+	if err == nil {
+		ps.ack(p, u.rows)
+		return nil, nil
+	}
 	var perr *kafkapubsub.PublishError
-	// Total: only an error about this very call says which rows failed.
-	if errors.As(cause, &perr) && perr.Total == len(u.rows) {
-		tried = make([]row, 0, len(perr.Failed))
-		failed := map[int]bool{}
-		for _, f := range perr.Failed {
-			failed[f.Index] = true
-			tried = append(tried, u.rows[f.Index])
-		}
-		var written []row
-		for i, x := range u.rows {
-			if !failed[i] {
-				written = append(written, x)
+	if !errors.As(err, &perr) || perr.Total != len(u.rows) {
+		return u.rows, nil
+	}
+	failed := make(map[int]bool, len(perr.Failed))
+	for _, f := range perr.Failed {
+		failed[f.Index] = true
+	}
+	var written []row
+	held := map[string]bool{} // keys of failed rows so far
+	for i, x := range u.rows {
+		switch {
+		case failed[i]:
+			held[string(x.key)] = true
+		case held[string(x.key)]:
+			if wrote == nil {
+				wrote = map[int64]bool{}
 			}
+			wrote[x.id] = true
+		default:
+			written = append(written, x)
+			continue
 		}
+		rest = append(rest, x)
+	}
+	if len(written) > 0 {
 		ps.ack(p, written)
 	}
-	ps.at = time.Time{} // a probe's answer time: the rows below are acknowledged now
-	for i, x := range tried {
+	return rest, wrote
+}
+
+// setAside handles a publish in which Kafka refused some record for good;
+// u.rows are the rows ackWritten kept (wrote: those of them Kafka wrote).
+// Each row that failed is published again alone, in id order: a broker
+// refuses a whole produce batch for one record too large, so only alone
+// does a row show whether it is the one. A row refused alone is parked for
+// good at once; the rows after it go on. A row Kafka wrote goes again only
+// after an earlier row of its key landed now. It returns the rows left
+// from the first that failed in another way (a topic refused, Kafka away),
+// with that error, for the caller to account as usual; none and nil when
+// every row was settled.
+func (r *Relay) setAside(ctx context.Context, p *partition, u unit, wrote map[int64]bool, ps *passState) (rest []row, err, dbErr error) {
+	ps.at = time.Time{}         // a probe's answer time: the rows below are acknowledged now
+	landed := map[string]bool{} // keys of which a row landed after the rows Kafka wrote
+	for i, x := range u.rows {
+		if wrote[x.id] && !landed[string(x.key)] {
+			ps.ack(p, []row{x})
+			continue
+		}
 		err := r.publish(ctx, p, u.topic, []row{x})
 		if err == nil {
 			ps.ack(p, []row{x})
+			landed[string(x.key)] = true
 			continue
 		}
 		kind, reason := Classify(err)
 		if kind != RecordRefused || ctx.Err() != nil {
-			return tried[i:], err, nil
+			return u.rows[i:], err, nil
 		}
 		if err := r.parkRow(ctx, p, u.topic, x, reason, err); err != nil {
 			return nil, nil, err
