@@ -491,6 +491,46 @@ func TestPublishCreatesTopicsForTheLiveBatches(t *testing.T) {
 	require.NoError(t, errs[1])
 }
 
+// TestPublishBoundsTopicCreation: a CreateTopics the controller never
+// answers holds the call only up to the creation's own bound, well before
+// the messages' deadline, and fails only the new topic's messages: the
+// other topics of the call are produced with time to spare.
+func TestPublishBoundsTopicCreation(t *testing.T) {
+	t.Parallel()
+	const known, fresh = "locks.replies.known", "locks.replies.fresh"
+	c := kafkatest.Cluster(t)
+	var mute atomic.Bool
+	c.ControlKey(int16(kmsg.CreateTopics), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		return nil, nil, mute.Load() // muted: taken, never answered
+	})
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+		Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(), AutoCreateTopics: true, TopicPartitions: 1,
+	}, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = pub.Close() })
+	require.NoError(t, pub.Publish(known, message.NewMessage("first", []byte("first"))), "created")
+	mute.Store(true)
+
+	const deadline = 15 * time.Second // as the relay's PublishTimeout, past the creation's bound
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	msg := func(id string) []*message.Message {
+		m := message.NewMessage(id, []byte(id))
+		m.SetContext(ctx)
+		return []*message.Message{m}
+	}
+	started := time.Now()
+	errs := pub.PublishTopics(
+		kafkapubsub.TopicMessages{Topic: known, Messages: msg("k")},
+		kafkapubsub.TopicMessages{Topic: fresh, Messages: msg("f")},
+	)
+	require.NoError(t, errs[0], "the known topic's message is produced")
+	require.ErrorIs(t, errs[1], context.DeadlineExceeded)
+	require.ErrorContains(t, errs[1], "create topic")
+	require.Less(t, time.Since(started), deadline/2, "the creation's own bound, not the messages' deadline")
+}
+
 // muteProduce makes c take every produce request and answer none; the
 // channel returned is closed once the first one reached it.
 func muteProduce(c *kfake.Cluster) <-chan struct{} {

@@ -99,7 +99,10 @@ type PublisherConfig struct {
 	// permission; where it is refused (Kafka refuses it before it looks
 	// whether the topic exists), Publish produces anyway, so a topic
 	// provisioned elsewhere is written and a missing one fails as without
-	// AutoCreateTopics. A success is remembered until a Publish to the
+	// AutoCreateTopics. Creation waits at most 5 s (less when the messages'
+	// contexts end first): a topic not created by then fails its
+	// messages, with the creation's error, and the call's other topics are
+	// produced all the same. A success is remembered until a Publish to the
 	// topic fails because it was deleted since (UNKNOWN_TOPIC_ID, or
 	// UNKNOWN_TOPIC_OR_PARTITION confirmed by a Metadata request straight to
 	// a broker), or the check of PurgeInterval finds it deleted, so the next
@@ -416,9 +419,14 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	}
 	if len(create) > 0 {
 		ctx, cancel := untilAllDone(batches, of)
+		// Bounded: every topic of the call waits for it, and with the
+		// messages' deadline alone a controller that does not answer
+		// would spend it, failing them all.
+		ctx, stop := context.WithTimeout(ctx, createTimeout)
 		for k, err := range p.topics.ensure(ctx, create...) {
 			errs[of[k]] = err
 		}
+		stop()
 		cancel()
 	}
 	for i, b := range batches {
@@ -573,6 +581,11 @@ func (p *Publisher) forgetMissing(batches []TopicMessages, of []int, purges []ui
 		}
 	}
 }
+
+// createTimeout bounds the creation of a call's new topics
+// (AutoCreateTopics): past it their messages fail, and the other topics'
+// are produced.
+const createTimeout = 5 * time.Second
 
 // missingCheckTimeout bounds forgetMissing's question: Kafka not answering
 // it (brokers unreachable, which may be why the produce failed) forgets
