@@ -23,7 +23,11 @@
 //
 // # Delivery
 //
-// Delivery is at least once. Each subscription hands out one message at a
+// Delivery is at least once, with one exception: a record batch the
+// subscriber cannot decompress within its bounds (past
+// kgo.MaxDecompressBatchBytes or 256 times its compressed size, or
+// corrupt) is skipped whole, and its messages are lost (see
+// [Subscriber.Subscribe]). Each subscription hands out one message at a
 // time and waits for its Ack or Nack before the next one, so messages of one
 // partition arrive in order; there is no order across partitions. A Nack
 // redelivers the same message (after NackRedeliveryDelay), unless its

@@ -1169,9 +1169,11 @@ func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []er
 }
 
 // topicsPublisher is a publisher that takes several topics in one call
-// (kafkapubsub.Publisher): an idempotent Kafka client keeps one produce
-// request in flight per broker, so a pass's topics published in separate
-// calls would wait for each other's acknowledgements.
+// (kafkapubsub.Publisher): a pass's topics then go out together in the
+// same produce requests, where separate calls would each send their own,
+// and an idempotent Kafka client keeps at most five in flight per broker
+// (one until the broker first answered), so they would queue for each
+// other.
 type topicsPublisher interface {
 	PublishTopics(batches ...kafkapubsub.TopicMessages) []error
 }
