@@ -168,6 +168,14 @@ func (d *Decompressor) Decompress(src []byte, codec kgo.CompressionCodecType) ([
 	max := int(d.max.Load())
 	bound := min(max, Ratio*len(src))
 	out, err := d.decompress(src, codec, max, bound)
+	if bound < max && errors.Is(err, kgo.ErrMaxDecompress) && !errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		// kgo's error names MaxDecompressBatchBytes, and kgo reports the
+		// skip with the batch's offsets alone: the bound that refused it
+		// is said here.
+		d.warn("a fetched record batch decompresses past the ratio bound (ratio times its compressed size), below kgo.MaxDecompressBatchBytes: it is skipped unread as one past the bound is (its reader reports its offsets)",
+			"codec", int8(codec), "compressed_bytes", len(src), "ratio", Ratio, "bound", bound, "max_decompress_batch_bytes", max)
+		err = &pastRatio{compressed: len(src), bound: bound}
+	}
 	if err == nil && codec != kgo.CodecNone {
 		// An uncompressed batch is bounded by the fetch size (and the
 		// broker's message.max.bytes), not by this bound.
@@ -200,6 +208,17 @@ func (d *Decompressor) warn(msg string, keyvals ...any) {
 		d.log.Log(kgo.LogLevelWarn, msg, keyvals...)
 	}
 }
+
+// pastRatio refuses a batch that decompresses past the ratio bound, below
+// the absolute one: it is kgo.ErrMaxDecompress, whose own text names
+// MaxDecompressBatchBytes.
+type pastRatio struct{ compressed, bound int }
+
+func (e *pastRatio) Error() string {
+	return fmt.Sprintf("the batch decompresses past the ratio bound: %d times its %d compressed bytes (%d bytes)", Ratio, e.compressed, e.bound)
+}
+
+func (*pastRatio) Unwrap() error { return kgo.ErrMaxDecompress }
 
 // errRecordsPastBound is why a batch within the bound in bytes is refused:
 // its records and headers would take more (recordsMemory).

@@ -17,6 +17,7 @@ import (
 	"github.com/pierrec/lz4/v4"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/kafkatest"
 )
@@ -462,4 +463,29 @@ func BenchmarkDecompressZstdStream(b *testing.B) {
 			}
 		})
 	}
+}
+
+// A batch refused by the ratio bound, below the absolute one, says so, with
+// its compressed size, in its error and in the log (kgo's own error, and
+// its report of the skip, name MaxDecompressBatchBytes alone): here one
+// record of 16 KiB of one byte, which zstd compresses some 500-fold. One
+// past the absolute bound keeps kgo's error.
+func TestRatioRefusalNamesTheRatioBound(t *testing.T) {
+	var logs bytes.Buffer
+	d := newDecompressor(maxBatchBytes)
+	d.log = kgo.BasicLogger(&logs, kgo.LogLevelWarn, nil)
+	record := encodeRecords(1, func(int) kmsg.Record { return kmsg.Record{Value: bytes.Repeat([]byte{'a'}, 16<<10)} })
+	src := compressed(t, kgo.ZstdCompression(), record)
+	require.Less(t, Ratio*len(src), len(record), "past the ratio")
+
+	_, err := d.Decompress(src, kgo.CodecZstd)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress, "skipped as one past the bound")
+	require.EqualError(t, err, fmt.Sprintf("the batch decompresses past the ratio bound: %d times its %d compressed bytes (%d bytes)", Ratio, len(src), Ratio*len(src)))
+	require.Contains(t, logs.String(), "past the ratio bound")
+	require.Contains(t, logs.String(), fmt.Sprint("compressed_bytes: ", len(src)))
+
+	logs.Reset()
+	_, err = newDecompressor(len(record)/2).Decompress(compressed(t, kgo.ZstdCompression(), commandsLike(len(record))), kgo.CodecZstd)
+	require.ErrorIs(t, err, kgo.ErrMaxDecompress)
+	require.NotContains(t, err.Error(), "ratio", "the absolute bound refused it")
 }
