@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -456,22 +457,23 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 		}
 		b.written = written
 		// unnest keeps the arrays' order, and each row takes the next id
-		// as it is inserted, so outbox ids follow emit order: sorted, the
-		// ids returned are the rows' in order.
+		// as it is inserted, so outbox ids follow emit order: sorted by
+		// id, the rows returned are the rows' in order. created_at goes to
+		// the relay with the id, which it deletes the row by (outbox.Row).
 		batch.Queue(`INSERT INTO outbox (source_partition, topic, key, value, headers)
 			SELECT * FROM unnest($1::int[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])
-			RETURNING id`,
+			RETURNING id, created_at`,
 			parts, topicsCol, keys, values, headers).Query(func(rows pgx.Rows) error {
-			ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+			got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[inserted])
 			if err != nil {
 				return fmt.Errorf("writing the outbox: %w", err)
 			}
-			if len(ids) != len(written) {
-				return fmt.Errorf("writing the outbox: %d rows inserted, %d returned", len(written), len(ids))
+			if len(got) != len(written) {
+				return fmt.Errorf("writing the outbox: %d rows inserted, %d returned", len(written), len(got))
 			}
-			slices.Sort(ids)
+			slices.SortFunc(got, func(a, b inserted) int { return cmp.Compare(a.ID, b.ID) })
 			for i := range written {
-				written[i].ID = ids[i]
+				written[i].ID, written[i].CreatedAt = got[i].ID, got[i].CreatedAt
 			}
 			return nil
 		})
@@ -523,6 +525,12 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 	}
 	b.outbox, b.history, b.outcomes, b.states = nil, nil, map[string]*stored{}, map[stateRow]int{}
 	return nil
+}
+
+// inserted is an outbox row's id and created_at, as its INSERT returns them.
+type inserted struct {
+	ID        int64
+	CreatedAt time.Time
 }
 
 // outcomeRows are processed_requests rows to write, as columns.
