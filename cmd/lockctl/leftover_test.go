@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,33 +46,76 @@ func TestRunStopsWhatTheCommandLeftRunning(t *testing.T) {
 	assert.NotContains(t, r.stderr, "still run", "nothing was left running")
 }
 
-// So does it on a terminal, where the command shares lockctl's process
-// group and what it left running is found as lockctl's child (a
-// subreaper's), not below the command, which it no longer is.
-func TestRunOnATerminalStopsWhatTheCommandLeftRunning(t *testing.T) {
-	const lock = "ctl-run-tty-left-behind"
+// On a terminal lockctl leaves what the command orphans to its usual
+// reaper (init, or a subreaper above lockctl): it does not take it as its
+// own child, which it would not reap while the command runs, each zombie
+// using a pid up for as long as it does.
+func TestRunOnATerminalAdoptsNoOrphans(t *testing.T) {
+	const lock = "ctl-run-tty-orphans"
 	bin := buildLockctl(t)
 	_, tty, _ := openPTY(t)
 	dir := t.TempDir()
-	pidFile, cleaned := filepath.Join(dir, "pid"), filepath.Join(dir, "cleaned")
+	orphanFile, lockctlFile, done := filepath.Join(dir, "orphan"), filepath.Join(dir, "lockctl"), filepath.Join(dir, "done")
 	var stderr testlog.Buffer
+	// The orphan exits once its parent, a subshell, has ended ("$4"): an
+	// orphan by then.
+	script := `(sh -c 'echo $$ > "$1"; while [ ! -e "$2" ]; do sleep 0.01; done' sh "$1" "$4" &)
+: > "$4"; echo $PPID > "$2"; while [ ! -e "$3" ]; do sleep 0.05; done`
 	// As in TestRunOnATerminalStopsTheWholeCommand: a shell leads the
 	// terminal's session and outlives lockctl.
 	shell := exec.Command("sh", "-c", `"$@"; echo "lockctl exited $?" >&2; exec sleep 60`, "sh", bin, "run",
-		"--brokers", env.Brokers[0], "--lock", lock, "--", "sh", "-c", leftBehind, "sh", pidFile, cleaned)
+		"--brokers", env.Brokers[0], "--lock", lock, "--", "sh", "-c", script, "sh", orphanFile, lockctlFile, done, filepath.Join(dir, "orphaned"))
 	shell.Stdin, shell.Stderr = tty, &stderr
 	shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
 	require.NoError(t, shell.Start())
 	defer func() { _ = shell.Process.Kill(); _ = shell.Wait() }()
-	pid := readPid(t, "the step", pidFile)
-	defer syscall.Kill(pid, syscall.SIGKILL) // should it survive
+	orphan, lockctlPid := readPid(t, "the orphan", orphanFile), readPid(t, "the command", lockctlFile)
+	eventually(t, "the orphan to exit", func() bool { return gone(orphan) })
+	st := statFields(orphan) // nil once reaped
+	assert.True(t, st == nil || st[1] != strconv.Itoa(lockctlPid), "the orphan is lockctl's zombie while the command runs")
+
+	require.NoError(t, os.WriteFile(done, nil, 0o600))
 	eventually(t, "lockctl to exit", func() bool { return strings.Contains(stderr.String(), "lockctl exited") })
 	assert.Contains(t, stderr.String(), "lockctl exited 0")
-	assert.Contains(t, stderr.String(), "lockctl: sh exited, but processes it started still run: stopping them")
-	assert.True(t, gone(pid), "the step outlives run: %s", stderr.String())
-	b, err := os.ReadFile(cleaned)
-	require.NoError(t, err, "the step was not given SIGTERM and its time to clean up: %s", stderr.String())
-	assert.Equal(t, "cleaned\n", string(b))
+	assert.NotContains(t, stderr.String(), "still run")
+}
+
+// A process lockctl had as a child before the command started (a wrapper
+// script started it, then exec'd lockctl) is not the command's: lockctl
+// never signals it, with a terminal or without, and the helper (which
+// would note a SIGTERM or SIGHUP) runs on.
+func TestRunNeverSignalsAChildItHadBeforeTheCommand(t *testing.T) {
+	bin := buildLockctl(t)
+	for _, terminal := range []bool{true, false} {
+		t.Run(fmt.Sprintf("terminal=%v", terminal), func(t *testing.T) {
+			lock := fmt.Sprintf("ctl-run-prior-child-%v", terminal)
+			dir := t.TempDir()
+			helperFile, signalled := filepath.Join(dir, "helper"), filepath.Join(dir, "signalled")
+			// sleep 120 & exec lockctl run ..., the helper noting signals.
+			wrapper := `sh -c 'trap "echo signalled >> \"\$2\"" TERM HUP; echo $$ > "$1"; while :; do sleep 0.1; done' sh "$1" "$2" >/dev/null 2>&1 </dev/null &
+shift 2; exec "$@"`
+			var stderr testlog.Buffer
+			shell := exec.Command("sh", "-c", `sh -c "$0" sh "$@"; echo "lockctl exited $?" >&2; exec sleep 60`, wrapper,
+				helperFile, signalled, bin, "run", "--brokers", env.Brokers[0], "--lock", lock, "--grace", "1s", "--", "true")
+			shell.Stderr = &stderr
+			shell.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // a session without a terminal
+			if terminal {
+				// As in TestRunOnATerminalStopsTheWholeCommand: a shell
+				// leads the terminal's session and outlives lockctl.
+				_, tty, _ := openPTY(t)
+				shell.Stdin, shell.SysProcAttr.Setctty = tty, true
+			}
+			require.NoError(t, shell.Start())
+			defer func() { _ = shell.Process.Kill(); _ = shell.Wait() }()
+			helper := readPid(t, "the helper", helperFile)
+			defer syscall.Kill(helper, syscall.SIGKILL)
+			eventually(t, "lockctl to exit", func() bool { return strings.Contains(stderr.String(), "lockctl exited") })
+			assert.Contains(t, stderr.String(), "lockctl exited 0")
+			assert.NotContains(t, stderr.String(), "still run")
+			assert.NoFileExists(t, signalled, "the helper was signalled")
+			assert.False(t, gone(helper), "the helper was stopped")
+		})
+	}
 }
 
 // A process group whose members are zombies alone (exited, their parent

@@ -81,9 +81,9 @@ that code: stderr says the lock may stay held until its lease runs out,
 and for --lock-delay after.
 elect: campaigns until it leads (1 if interrupted first), then as run, 4
 when the leadership was found lost before it resigned. run and elect stop COMMAND (SIGTERM, SIGKILL
-after --grace) when they hear that the lease is lost, and what COMMAND left
-running when it exits by itself, before releasing; a lease lost by
-expiry or revoke keeps the lock from everyone for --lock-delay, by default
+after --grace) when they hear that the lease is lost, and, without a
+terminal, what COMMAND left in its process group when it exits by itself,
+before releasing; a lease lost by expiry or revoke keeps the lock from everyone for --lock-delay, by default
 --grace plus the reply timeout (60s at most; 0 for run --shared): enough for COMMAND to be gone
 after an expiry, and after a revoke that reaches lockctl promptly, not
 after one it hears late (cut off from Kafka: see --lock-delay in

@@ -79,10 +79,8 @@ func procs() []procEntry {
 }
 
 // below returns the processes below each of roots still alive (and those
-// roots), and, when adopter is not 0, the children of adopter (orphans
-// lockctl inherited: adoptOrphans) and what is below them; from one
-// reading of /proc (procs: none where it cannot be read).
-func below(roots []process, adopter int) []process {
+// roots), from one reading of /proc (procs: none where it cannot be read).
+func below(roots []process) []process {
 	alive := map[process]bool{}
 	children := map[int][]process{}
 	for _, p := range procs() {
@@ -91,25 +89,18 @@ func below(roots []process, adopter int) []process {
 	}
 	var all []process
 	seen := map[process]bool{}
-	add := func(p process) {
-		if !seen[p] {
-			seen[p] = true
-			all = append(all, p)
-		}
-	}
 	for _, r := range roots {
-		if alive[r] {
-			add(r)
-		}
-	}
-	if adopter != 0 { // 0 is the parent of what another pid namespace started
-		for _, c := range children[adopter] {
-			add(c)
+		if alive[r] && !seen[r] {
+			seen[r] = true
+			all = append(all, r)
 		}
 	}
 	for i := 0; i < len(all); i++ {
 		for _, c := range children[all[i].pid] {
-			add(c)
+			if !seen[c] {
+				seen[c] = true
+				all = append(all, c)
+			}
 		}
 	}
 	return all

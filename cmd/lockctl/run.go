@@ -370,11 +370,12 @@ const graceTick = 50 * time.Millisecond
 // ends (a signal to lockctl): then it sends the command and what it started
 // SIGTERM and, once grace has passed since, SIGKILL to whatever of them is
 // left (at once when grace is 0), also when the command itself exited
-// first. What a command that exited by itself left running is stopped so
-// too, and said on stderr, before it returns: the lock is released only
-// after. env is added to the command's environment. group is nil when
-// lockctl has a controlling terminal (hasControllingTerminal); otherwise
-// the command gets a process group of its own, which group follows.
+// first. What a command that exited by itself left in its process group
+// (group not nil) is stopped so too, and said on stderr, before it returns:
+// the lock is released only after. env is added to the command's
+// environment. group is nil when lockctl has a controlling terminal
+// (hasControllingTerminal); otherwise the command gets a process group of
+// its own, which group follows.
 func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Duration, args []string, env []string, group *commandGroup) ran {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -412,19 +413,6 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		}
 		cmd.SysProcAttr.Setpgid = true
 	}
-	adopter := 0 // lockctl's pid when the command's orphans become its children
-	if group == nil {
-		// Without a group of its own, what the command leaves running when
-		// it exits is tied to it only by its parent, which it loses then
-		// (to init): as lockctl's child (a subreaper's) it is still found.
-		// Orphans that exit while the command runs stay zombies until it
-		// has exited (reapOrphans).
-		restore, ok := adoptOrphans()
-		defer restore()
-		if ok {
-			adopter = os.Getpid()
-		}
-	}
 	var tree struct {
 		sync.Mutex
 		root  *process         // the command, once seen in /proc
@@ -452,7 +440,7 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		for p := range tree.known {
 			roots = append(roots, p)
 		}
-		found := below(roots, adopter)
+		found := below(roots)
 		for _, p := range found {
 			tree.known[p] = true
 		}
@@ -537,9 +525,13 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			group.exited()
 		}
 		// Exited by itself, the command may have left processes running (a
-		// step sent to the background and not waited for, a daemon): they
-		// would run on beside the next holder.
-		leftBehind := runCtx.Err() == nil && left()
+		// step sent to the background and not waited for): they would run
+		// on beside the next holder. Only its own process group tells them:
+		// on a terminal, what it left has lost its tie to it (another
+		// process, init, is its parent now), and lockctl's group, the
+		// shell's job, may hold others' (a pipeline's other commands, what
+		// lockctl's parent started before it exec'd lockctl).
+		leftBehind := runCtx.Err() == nil && group != nil && left()
 		if leftBehind {
 			how := "SIGTERM, then SIGKILL after --grace " + grace.String()
 			if kill == syscall.SIGKILL {

@@ -31,17 +31,3 @@ func inheritsOrphans() bool {
 	runtime.KeepAlive(on)
 	return err == nil && *on != 0
 }
-
-// adoptOrphans makes lockctl a child subreaper, unless it inherits orphans
-// already, so that what the command leaves running when it exits becomes
-// lockctl's child, where a look for it finds it (below), rather than
-// init's; restore ends that. It reports whether orphans come to lockctl.
-func adoptOrphans() (restore func(), ok bool) {
-	if inheritsOrphans() {
-		return func() {}, true
-	}
-	if unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != nil {
-		return func() {}, false
-	}
-	return func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) }, true
-}

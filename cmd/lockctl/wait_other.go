@@ -11,7 +11,3 @@ func waitExited(int) bool { return false }
 // inheritsOrphans says whether orphaned processes become lockctl's
 // children: as init (pid 1).
 func inheritsOrphans() bool { return os.Getpid() == 1 }
-
-// adoptOrphans cannot make lockctl a subreaper here (a Linux prctl); it
-// reports whether orphans come to lockctl all the same.
-func adoptOrphans() (restore func(), ok bool) { return func() {}, inheritsOrphans() }
