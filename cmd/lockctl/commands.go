@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/topics"
@@ -245,13 +247,32 @@ func (c *cli) do(ctx context.Context, cmd topics.Command, line func(topics.Event
 
 // shellQuote quotes s for a copy-pasteable command line when needed. One
 // not printable is written as $'...' (bash, zsh, ksh), whose escapes
-// strconv.Quote's are: single quotes would keep the control characters,
-// which would reach the terminal (safe), and a quoted "\x1b" would be
-// pasted as four characters.
+// strconv.Quote's are for ASCII: single quotes would keep the control
+// characters, which would reach the terminal (safe), and a quoted "\x1b"
+// would be pasted as four characters. A character beyond ASCII that is not
+// printable is written as its UTF-8 bytes, \xNN each: the shell reads
+// strconv.Quote's \uNNNN as that character only in a UTF-8 locale (not in
+// cron's or a minimal image's C locale).
 func shellQuote(s string) string {
 	if !printable(s) {
-		q := strconv.Quote(s)
-		return "$'" + strings.ReplaceAll(q[1:len(q)-1], "'", `\'`) + "'"
+		var b strings.Builder
+		b.WriteString("$'")
+		for i := 0; i < len(s); {
+			r, n := utf8.DecodeRuneInString(s[i:])
+			switch {
+			case r == '\'':
+				b.WriteString(`\'`)
+			case r >= utf8.RuneSelf && !unicode.IsPrint(r):
+				for _, c := range []byte(s[i : i+n]) {
+					fmt.Fprintf(&b, `\x%02x`, c)
+				}
+			default:
+				q := strconv.Quote(s[i : i+n])
+				b.WriteString(q[1 : len(q)-1])
+			}
+			i += n
+		}
+		return b.String() + "'"
 	}
 	if s != "" && strings.IndexFunc(s, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@", r))

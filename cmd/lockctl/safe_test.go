@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -67,14 +68,43 @@ func TestTextOutputQuotesWhatIsNotPrintable(t *testing.T) {
 
 // The acquire's release hint writes an owner that is not printable as
 // $'...': no control character on screen, and bash reads it back as the
-// owner itself.
+// owner itself, whatever its locale (cron's and minimal images' is C):
+// every ASCII character but NUL, beside a quote and a backslash, and
+// characters beyond ASCII, printable or not (sampled), one a hex digit
+// follows.
 func TestShellQuoteOfWhatIsNotPrintable(t *testing.T) {
-	for _, s := range []string{evilOwner, "it's \"quoted\" \\ \u009b\u202e\U0001F600 \x7f", "plain-owner"} {
+	cases := []string{evilOwner, "it's \"quoted\" \\ \u009b\u202e\U0001F600 \x7f", "\U000e0001\u2028f", "plain-owner"}
+	for b := 1; b < utf8.RuneSelf; b++ {
+		cases = append(cases, "a"+string(rune(b))+"'\\f")
+	}
+	for r := rune(utf8.RuneSelf); r <= unicode.MaxRune; r++ {
+		if !unicode.IsPrint(r) && utf8.ValidRune(r) && (r < 0x200 || r%97 == 0) {
+			cases = append(cases, "o"+string(r)+"0f")
+		}
+	}
+	var script strings.Builder
+	for _, s := range cases {
 		q := shellQuote(s)
 		assertNoControls(t, q)
-		out, err := exec.Command("bash", "-c", `printf %s `+q).Output()
-		require.NoError(t, err, q)
-		assert.Equal(t, s, string(out), "bash reads %s back", q)
+		script.WriteString("printf '%s\\0' " + q + "\n")
+	}
+	for _, locale := range []string{"C", "C.UTF-8"} {
+		bash := exec.Command("bash") // the script on stdin: longer than an argument may be
+		bash.Stdin = strings.NewReader(script.String())
+		bash.Env = append(os.Environ(), "LC_ALL="+locale)
+		out, err := bash.Output()
+		require.NoError(t, err, locale)
+		got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+		require.Len(t, got, len(cases), locale)
+		bad := 0
+		for i, s := range cases {
+			if got[i] != s {
+				if bad++; bad <= 3 {
+					t.Errorf("bash with LC_ALL=%s reads %s back as %q, not %q", locale, shellQuote(s), got[i], s)
+				}
+			}
+		}
+		assert.Zero(t, bad, "of %d owners, bash with LC_ALL=%s reads back otherwise", len(cases), locale)
 	}
 	assert.Equal(t, "plain-owner", shellQuote("plain-owner"))
 }
