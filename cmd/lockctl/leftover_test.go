@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/internal/testlog"
 )
 
@@ -118,6 +119,63 @@ shift 2; exec "$@"`
 	}
 }
 
+// What a stop's SIGKILL did not end (here a process lockctl may not
+// signal: the test's, root's, which joined the command's process group) is
+// named on stderr before the release.
+func TestRunSaysWhatOutlivedSIGKILL(t *testing.T) {
+	if os.Geteuid() != 0 || hasControllingTerminal() {
+		t.Skip("needs root, to run lockctl as another user, and no controlling terminal")
+	}
+	const lock = "ctl-run-kill-survivor"
+	bin := buildLockctl(t)
+	dir := t.TempDir()
+	// lockctl runs as nobody: its binary and dir are to be reachable.
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
+	require.NoError(t, os.Chmod(filepath.Dir(bin), 0o755))
+	require.NoError(t, os.Chmod(dir, 0o777))
+	pidFile, proceed := filepath.Join(dir, "pid"), filepath.Join(dir, "proceed")
+	var stderr testlog.Buffer
+	run := exec.Command(bin, "run", "--brokers", env.Brokers[0], "--lock", lock, "--grace", "0", "--",
+		"sh", "-c", `echo $$ > "$1"; while [ ! -e "$2" ]; do sleep 0.01; done`, "sh", pidFile, proceed)
+	run.Stderr = &stderr
+	run.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	require.NoError(t, run.Start())
+	defer func() { _ = run.Process.Kill(); _ = run.Wait() }()
+	command := readPid(t, "the command", pidFile)
+	survivor := exec.Command("sleep", "60")
+	survivor.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: command}
+	require.NoError(t, survivor.Start())
+	defer func() { _ = survivor.Process.Kill(); _ = survivor.Wait() }()
+
+	require.NoError(t, os.WriteFile(proceed, nil, 0o644))
+	err := run.Wait()
+	require.NoError(t, err, "lockctl's exit code is the command's: %s", stderr.String())
+	assert.Contains(t, stderr.String(), "lockctl: sh exited, but processes it started still run: stopping them (SIGKILL) before releasing "+lock+"\n")
+	assert.Contains(t, stderr.String(), "lockctl: still there 1s after SIGKILL: pid "+strconv.Itoa(survivor.Process.Pid)+
+		" (a process lockctl may not signal, or one in an uninterruptible sleep); it may run on beside the next holder of "+lock+"\n")
+	r := lockctl(t, "query", "--lock", lock)
+	assert.Contains(t, r.stdout, lock+" released")
+}
+
+// The warning names at most ten pids, and the process group where /proc
+// could name none.
+func TestSurvivedKillNamesWhatIsLeft(t *testing.T) {
+	l := &client.Lease{Namespace: "ns", Name: "job"}
+	for _, tc := range []struct {
+		pids []int
+		what string
+	}{
+		{[]int{7}, "pid 7"},
+		{[]int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, "pids 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more"},
+		{nil, "members of process group 42"},
+	} {
+		var stderr testlog.Buffer
+		(&cli{stderr: &stderr}).survivedKill(tc.pids, 42, l)
+		assert.Equal(t, "lockctl: still there 1s after SIGKILL: "+tc.what+
+			" (a process lockctl may not signal, or one in an uninterruptible sleep); it may run on beside the next holder of ns/job\n", stderr.String())
+	}
+}
+
 // A process group whose members are zombies alone (exited, their parent
 // not having reaped them yet) has nothing left to stop, though kill(-pgid,
 // 0) still finds it.
@@ -138,7 +196,11 @@ func TestGroupLiveIgnoresZombies(t *testing.T) {
 		require.NoError(t, syscall.Kill(-cmd.Process.Pid, 0), "the group is there")
 		live, ok := groupLive(cmd.Process.Pid)
 		assert.True(t, ok)
-		assert.Equal(t, tc.live, live, "sh -c %q", tc.script)
+		if tc.live {
+			assert.Equal(t, []int{cmd.Process.Pid}, live, "sh -c %q", tc.script)
+		} else {
+			assert.Empty(t, live, "sh -c %q", tc.script)
+		}
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}

@@ -106,16 +106,16 @@ func below(roots []process) []process {
 	return all
 }
 
-// groupLive says whether process group pgid has a member that is not a
-// zombie; ok is false where /proc cannot tell (procs).
-func groupLive(pgid int) (live, ok bool) {
+// groupLive returns the pids of process group pgid's members that are not
+// zombies; ok is false where /proc cannot tell (procs).
+func groupLive(pgid int) (live []int, ok bool) {
 	all := procs()
 	for _, p := range all {
 		if p.pgrp == pgid {
-			return true, true
+			live = append(live, p.pid)
 		}
 	}
-	return false, all != nil
+	return live, all != nil
 }
 
 // reapOrphans reaps the exited children lockctl has once its command has

@@ -366,6 +366,10 @@ func (r ran) describe(command string) string {
 // has exited, during the grace period after the command itself has.
 const graceTick = 50 * time.Millisecond
 
+// killWait is how long a stop waits for SIGKILL to end what it was sent
+// to before it says what is left.
+const killWait = time.Second
+
 // runCommand runs args until it exits, or until the lease is lost or ctx
 // ends (a signal to lockctl): then it sends the command and what it started
 // SIGTERM and, once grace has passed since, SIGKILL to whatever of them is
@@ -462,25 +466,39 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		return err
 	}
 	// left says whether anything the command started is still there,
-	// once the command has been reaped; orphans of it that lockctl
-	// inherited (as a container's init) are reaped first, for no signal
-	// ends a zombie.
-	left := func() bool {
+	// once the command has been reaped, and which pids (none where /proc
+	// cannot tell); orphans of it that lockctl inherited (as a
+	// container's init) are reaped first, for no signal ends a zombie.
+	left := func() (pids []int, some bool) {
 		reapOrphans()
 		if group != nil {
 			// EPERM: members lockctl may not signal (a setuid one), still
 			// there.
 			if syscall.Kill(-cmd.Process.Pid, 0) == syscall.ESRCH {
-				return false
+				return nil, false
 			}
 			// Zombies alone (their new parent has not reaped them yet)
 			// run nothing.
 			live, ok := groupLive(cmd.Process.Pid)
-			return live || !ok
+			return live, len(live) > 0 || !ok
 		}
 		tree.Lock()
 		defer tree.Unlock()
-		return len(look()) > 0
+		for _, p := range look() {
+			pids = append(pids, p.pid)
+		}
+		return pids, len(pids) > 0
+	}
+	// waitGone waits until nothing is left or deadline has passed, and
+	// returns what is left (left).
+	waitGone := func(deadline time.Time) ([]int, bool) {
+		for {
+			pids, some := left()
+			if !some || !time.Now().Before(deadline) {
+				return pids, some
+			}
+			time.Sleep(min(graceTick, time.Until(deadline)))
+		}
 	}
 	var stopBegan atomic.Pointer[time.Time] // nil: no stop yet
 	kill := syscall.SIGTERM
@@ -531,7 +549,10 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		// process, init, is its parent now), and lockctl's group, the
 		// shell's job, may hold others' (a pipeline's other commands, what
 		// lockctl's parent started before it exec'd lockctl).
-		leftBehind := runCtx.Err() == nil && group != nil && left()
+		leftBehind := false
+		if runCtx.Err() == nil && group != nil {
+			_, leftBehind = left()
+		}
 		if leftBehind {
 			how := "SIGTERM, then SIGKILL after --grace " + grace.String()
 			if kill == syscall.SIGKILL {
@@ -548,12 +569,15 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 			if now := time.Now(); stopBegan.CompareAndSwap(nil, &now) {
 				_ = stopAll(kill)
 			}
-			deadline := stopBegan.Load().Add(grace) // monotonic: a clock step changes nothing
-			for left() && time.Now().Before(deadline) {
-				time.Sleep(min(graceTick, time.Until(deadline)))
-			}
-			if left() {
+			// The deadlines are monotonic: a clock step changes nothing.
+			if _, some := waitGone(stopBegan.Load().Add(grace)); some {
 				_ = stopAll(syscall.SIGKILL)
+				// What SIGKILL did not end at once, lockctl may not signal
+				// (a setuid process: EPERM), or it is in an uninterruptible
+				// sleep (an NFS write) that may finish after the release.
+				if pids, some := waitGone(time.Now().Add(killWait)); some {
+					c.survivedKill(pids, cmd.Process.Pid, l)
+				}
 			}
 		}
 	}
@@ -576,6 +600,31 @@ func (c *cli) runCommand(ctx context.Context, l *client.Lease, grace time.Durati
 		r.err = err
 	}
 	return r
+}
+
+// survivedKill says on stderr that pids (at most the first 10 of them; none:
+// what /proc could not name in process group pgid) outlived a stop's
+// SIGKILL, and may run on beside l's next holder.
+func (c *cli) survivedKill(pids []int, pgid int, l *client.Lease) {
+	const most = 10
+	what := "members of process group " + strconv.Itoa(pgid)
+	if len(pids) > 0 {
+		what = "pid"
+		if len(pids) > 1 {
+			what += "s"
+		}
+		for i, pid := range pids[:min(len(pids), most)] {
+			if i > 0 {
+				what += ","
+			}
+			what += " " + strconv.Itoa(pid)
+		}
+		if len(pids) > most {
+			what += fmt.Sprintf(" and %d more", len(pids)-most)
+		}
+	}
+	fmt.Fprintf(c.stderr, "lockctl: still there %s after SIGKILL: %s (a process lockctl may not signal, or one in an uninterruptible sleep); it may run on beside the next holder of %s\n",
+		killWait, what, topics.LockKey(l.Namespace, l.Name))
 }
 
 // hasControllingTerminal reports whether lockctl runs in a session with a
