@@ -453,7 +453,9 @@ func noArgs(args []string) error {
 // hold any character but NUL, and owner_metadata's JSON strings raw C1
 // controls and bidi overrides: printed raw, one requester's could put
 // terminal escapes, or lines of its own, into another's query, locks or
-// watch. (--json output is JSON's escaping.)
+// watch. (--json output is JSON's escaping, which leaves those C1 controls
+// and bidi overrides raw: it is for programs, which escape them before they
+// show them on a terminal.)
 func safe(s string) string {
 	if printable(s) {
 		return s
