@@ -219,10 +219,15 @@ func (c *cli) cleanupFlags(fs *flag.FlagSet) func(context.Context, []string) err
 			if ev.CleanedCount != nil {
 				n = *ev.CleanedCount
 			}
-			if n == 0 {
-				return "cleaned 0 locks"
+			line := "cleaned 0 locks"
+			if n > 0 {
+				line = fmt.Sprintf("cleaned %d locks: %s", n, strings.Join(ev.CleanedLockNames, " "))
 			}
-			return fmt.Sprintf("cleaned %d locks: %s", n, strings.Join(ev.CleanedLockNames, " "))
+			if ev.More {
+				// The worker's bound a command: the rest is for the next.
+				line += " (more remain: run it again)"
+			}
+			return line
 		})
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sys/unix"
 
+	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testlog"
@@ -1243,4 +1244,20 @@ func TestWorkerSecretFilesIgnored(t *testing.T) {
 	code := run(context.Background(), []string{"query", "--lock", "ctl-secret-files"}, &out, &errOut)
 	require.Equal(t, exitOK, code, errOut.String())
 	assert.Equal(t, "ctl-secret-files free\n", out.String())
+}
+
+// TestCleanupSaysWhenMoreRemain: a cleanup stopped at the worker's bound
+// (handlers.MaxCleanup a command) says so, and the next one takes the rest.
+func TestCleanupSaysWhenMoreRemain(t *testing.T) {
+	const ns = "ctl-cleanup-more"
+	_, err := env.Store.Pool.Exec(context.Background(), `INSERT INTO locks (namespace, lock_name, status, acquisition_count, source_partition, updated_at)
+		SELECT $1, 'c' || i, 'released', 1, 0, now() - interval '2 hours' FROM generate_series(1, $2::int) i`, ns, handlers.MaxCleanup+1)
+	require.NoError(t, err)
+	r := lockctl(t, "cleanup", "--namespace", ns, "--max-age", "1h")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.True(t, strings.HasPrefix(r.stdout, fmt.Sprintf("cleaned %d locks: ", handlers.MaxCleanup)), r.stdout[:min(len(r.stdout), 80)])
+	assert.True(t, strings.HasSuffix(r.stdout, " (more remain: run it again)\n"))
+	r = lockctl(t, "cleanup", "--namespace", ns, "--max-age", "1h")
+	require.Equal(t, exitOK, r.code, r.stderr)
+	assert.Regexp(t, `^cleaned 1 locks: ctl-cleanup-more/c\d+\n$`, r.stdout, "the rest, without more")
 }
