@@ -83,8 +83,10 @@ type Lease struct {
 	// the acquire's own). 0: none known.
 	maxHold time.Duration
 	// capHit says the worker refused the keep-alive's extension for the
-	// lease's max_hold: the keep-alive sends no more, and the lease ends
-	// at its expiry, lost for its max_hold (see keepAliveLoop).
+	// lease's max_hold and the refusal showed no room to ask for instead
+	// (no cap known, or the room as it was): the keep-alive sends no more,
+	// and the lease ends at its expiry, lost for its max_hold (see
+	// keepAliveLoop).
 	capHit bool
 	// release is Release's command, sent again (same request_id) by a
 	// Release after one that got no answer; its answer, lock.released, is
@@ -1093,8 +1095,9 @@ const keepAliveRetry = time.Second
 // brings its end back to a full lease_duration from now. Extending by a
 // fixed amount instead would let the expiry drift away from now when ticks
 // come early or late. It stops when the lease ends or the client closes,
-// or when the lease reached its max_hold or an extension was refused for
-// it (it then ends at its expiry, lost with ErrMaxHoldExceeded).
+// or when the lease reached its max_hold or an extension was refused for it
+// with no room left to ask for (it then ends at its expiry, lost with
+// ErrMaxHoldExceeded).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
 	// unanswered says the last extension failed without an answer (none
@@ -1159,16 +1162,23 @@ func (l *Lease) keepAliveLoop() {
 		err := l.extend(ctx, ext, min(l.c.cfg.ReplyTimeout, lease/3))
 		cancel()
 		if errors.Is(err, ErrMaxHoldExceeded) {
-			// Past a cap the client did not know (a lease granted
-			// WithOwner without waiting, maybe a renewal, by a worker from
-			// before lock_info showed max_hold), or past the room an answer
-			// out of date showed: every next one may be refused alike. The
-			// lease ends at its expiry, as the refusal showed it
-			// (capRefused), lost for its max_hold.
+			// Past the room an answer out of date showed (an extension
+			// applied but not answered): the refusal's lock_info
+			// (capRefused) shows the room left, which the next extension
+			// asks for at most, up to the cap. The keep-alive stops, and
+			// the lease ends at its expiry, lost for its max_hold, when no
+			// cap is known even now (a lease granted WithOwner without
+			// waiting, maybe a renewal, by a worker from before lock_info
+			// showed max_hold), or when the refusal left the room as it
+			// was (its lock_info another lease's or older): every next
+			// extension would be refused alike.
 			l.mu.Lock()
-			l.capHit = true
+			l.capHit = l.maxHold == 0 || l.capRoom() == room
+			capped = l.capReached()
 			l.mu.Unlock()
-			return
+			if capped {
+				return
+			}
 		}
 		refused := (*Error)(nil)
 		unanswered = err != nil && !errors.As(err, &refused) // a refusal is an answer

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -438,6 +439,123 @@ func TestMaxHoldRefusalShowsTheLeaseAsTheWorkerHasIt(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	require.Equal(t, 1, refusals, "extensions past the cap after the refusal showed none left")
+}
+
+// The keep-alive extends a lease up to its cap after a MAX_HOLD_EXCEEDED
+// refusal that came only from a room out of date (an extension the worker
+// applied but never answered) and showed room left: the next extension
+// asks for that room. Any such refusal stopped the keep-alive, and the
+// lease was lost at its expiry, as much as an extension before its cap.
+func TestKeepAliveExtendsUpToTheCapAfterARefusal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var acquired, expiry time.Time
+	var revision int64
+	const hold = 6 * time.Second
+	var log []string
+	refusals, extensions := 0, 0
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }},
+		func(ctx context.Context, cmd topics.Command) []topics.Event {
+			mu.Lock()
+			defer mu.Unlock()
+			show := func(ev topics.Event) []topics.Event {
+				ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt, ev.LockInfo.Revision = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry), revision
+				ev.LockInfo.MaxHold = hold.Seconds()
+				return one(ev)
+			}
+			switch cmd.Operation {
+			case topics.OpAcquire:
+				ev := granted(cmd, topics.TypeAcquired, 3)
+				acquired, expiry, revision = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time, 1
+				return show(ev)
+			case topics.OpExtend:
+				ext := seconds(cmd.ExtensionDuration)
+				if until := expiry.Add(ext); until.After(acquired.Add(hold)) {
+					refusals++
+					log = append(log, fmt.Sprintf("refused +%s, room %s", ext, acquired.Add(hold).Sub(expiry)))
+					ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
+					ev.LockInfo = granted(cmd, topics.TypeAcquired, 3).LockInfo
+					return show(ev)
+				}
+				expiry = expiry.Add(ext)
+				revision++
+				extensions++
+				log = append(log, fmt.Sprintf("extended +%s to %s", ext, expiry.Sub(acquired)))
+				if extensions == 2 {
+					return nil // applied, its answer lost
+				}
+				return show(granted(cmd, topics.TypeExtended, 3))
+			}
+			return nil
+		})
+	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(hold))
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease was not lost")
+	}
+	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded, "lost for its max_hold, at the cap")
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("worker: %v", log)
+	require.Equal(t, 1, refusals, "extensions refused")
+	require.GreaterOrEqual(t, expiry.Sub(acquired), hold-minExtension, "extended up to the cap")
+}
+
+// A MAX_HOLD_EXCEEDED refusal that leaves the keep-alive's room as it was
+// (its lock_info another lease's, as a worker from before the refusal
+// showed the refused lease may send: unread) stops the keep-alive even with
+// the cap known: the next extension, asking for at least as much, would be
+// refused alike, and so on until the lease ran out for want of an answer.
+func TestKeepAliveStopsAtARefusalThatShowsNoRoom(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var acquired, expiry time.Time
+	const hold = 6 * time.Second
+	refusals, extensions := 0, 0
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }},
+		func(ctx context.Context, cmd topics.Command) []topics.Event {
+			mu.Lock()
+			defer mu.Unlock()
+			switch cmd.Operation {
+			case topics.OpAcquire:
+				ev := granted(cmd, topics.TypeAcquired, 3)
+				acquired, expiry = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time
+				return one(ev)
+			case topics.OpExtend:
+				ext := seconds(cmd.ExtensionDuration)
+				if until := expiry.Add(ext); until.After(acquired.Add(hold)) {
+					refusals++
+					ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
+					ev.LockInfo = granted(cmd, topics.TypeAcquired, 3).LockInfo
+					ev.LockInfo.OwnerID, ev.LockInfo.FencingToken = "another", 2 // a shared lock's newest holder
+					return one(ev)
+				}
+				expiry = expiry.Add(ext)
+				extensions++
+				if extensions == 2 {
+					return nil // applied, its answer lost
+				}
+				ev := granted(cmd, topics.TypeExtended, 3)
+				ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry)
+				return one(ev)
+			}
+			return nil
+		})
+	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(hold))
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease was not lost")
+	}
+	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, refusals, "extensions refused")
 }
 
 // A worker from before lock_info showed max_hold leaves a lease granted
