@@ -24,8 +24,15 @@ import (
 // every third of its duration until Release (an extension left unanswered
 // is sent again, the same request, every third of the lease or
 // Config.ReplyTimeout, whichever is shorter, until the lease's local
-// deadline or Config.RequestTimeout). A lease acquired WithSession
-// is kept alive by its session instead, and lost when the session is. It is
+// deadline or Config.RequestTimeout). It holds the lease only while an
+// extension's round trip (the command through Kafka to the worker and its
+// answer back) stays under about a third of the lease: the next extension
+// is sent a third of the lease after an answer, and its answer must come
+// before the local deadline, a lease after the answered one was sent. A
+// slower answer loses the lease even though the worker extends it each
+// time: choose a lease several times the round trip. A lease acquired
+// WithSession is kept alive by its session instead, and lost when the
+// session is. It is
 // lost when the worker says it ended (lock.expired, lock.revoked, a
 // lock.released that does not answer its own Release, as when an operator
 // released it, or an extension refused), when an extension is answered
@@ -1094,10 +1101,12 @@ const keepAliveRetry = time.Second
 // keepAliveLoop extends the lease every third of its duration, by as much as
 // brings its end back to a full lease_duration from now. Extending by a
 // fixed amount instead would let the expiry drift away from now when ticks
-// come early or late. It stops when the lease ends or the client closes,
-// or when the lease reached its max_hold or an extension was refused for it
-// with no room left to ask for (it then ends at its expiry, lost with
-// ErrMaxHoldExceeded).
+// come early or late. The next extension goes a third of the lease after
+// an answer and must be answered within a lease of the answered one's send,
+// so a round trip over about a third of the lease loses it (see Lease). It
+// stops when the lease ends or the client closes, or when the lease reached
+// its max_hold or an extension was refused for it with no room left to ask
+// for (it then ends at its expiry, lost with ErrMaxHoldExceeded).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
 	// unanswered says the last extension failed without an answer (none
