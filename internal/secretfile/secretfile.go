@@ -16,13 +16,23 @@ const MaxBytes = 64 << 10
 // Read reads the secret file at path (the workers' name_FILE
 // settings, an SDK's token or signing key file), at most
 // MaxBytes: a path that names something endless by mistake (a
-// device, a FIFO, a log) fails rather than fill the memory. Its errors do
-// not name path, in case the secret itself was set there by mistake.
+// log) fails rather than fill the memory. Only a regular file is read, or
+// a symbolic link to one (as Kubernetes mounts secrets): opening a FIFO
+// waits for a writer, and reading a device or a terminal may wait for
+// ever. Its errors do not name path, in case the secret itself was set
+// there by mistake.
 func Read(path string) ([]byte, error) { return ReadAtMost(path, MaxBytes) }
 
 // ReadAtMost is Read with another bound (a CA bundle may be larger than a
 // secret).
 func ReadAtMost(path string, limit int) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot be opened: %w", pathless(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("is not a regular file")
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot be opened: %w", pathless(err))
