@@ -422,16 +422,29 @@ type reply struct {
 // for its request_id, when its envelope tells it, fails with it rather than
 // waiting on unanswered (exchange). A lease or session end cannot be
 // matched to its lease or session so (which learns of it from its next
-// extension, or its deadline): like the rest, it is logged, and kept to
-// explain a command left unanswered (replyTrouble).
+// extension, or its deadline): like the rest, it is logged (at most one
+// line every undecodableLogEvery), and kept to explain a command left
+// unanswered (replyTrouble). What the error quotes of the record is cut to
+// maxQuoted bytes: a record may be megabytes, of anyone who may produce to
+// the reply topic.
 func (c *Client) undecodable(r *kgo.Record, err error) {
 	env := envelope(r.Value)
-	err = fmt.Errorf("undecodable reply %q (v %d, request_id %q) at offset %d of partition %d: %w",
-		env.Type, env.V, env.RequestID, r.Offset, r.Partition, err)
+	err = fmt.Errorf("undecodable reply %q (v %d, request_id %q) at offset %d of partition %d: %s",
+		cut(env.Type), env.V, cut(env.RequestID), r.Offset, r.Partition, cut(err.Error()))
+	now := time.Now()
 	c.reply.mu.Lock()
-	c.reply.undecodable, c.reply.undecodableAt = err, time.Now()
+	c.reply.undecodable, c.reply.undecodableAt = err, now
+	unlogged := c.reply.undecodableUnlogged
+	log := now.Sub(c.reply.undecodableLogged) >= undecodableLogEvery
+	if log {
+		c.reply.undecodableLogged, c.reply.undecodableUnlogged = now, 0
+	} else {
+		c.reply.undecodableUnlogged++
+	}
 	c.reply.mu.Unlock()
-	c.logReply(kgo.LogLevelError, "lockworker client: "+err.Error())
+	if log {
+		c.logReply(kgo.LogLevelError, "lockworker client: "+err.Error(), "skipped_since_last_line", unlogged)
+	}
 	c.mu.Lock()
 	ch := c.calls[env.RequestID]
 	c.mu.Unlock()
@@ -441,6 +454,24 @@ func (c *Client) undecodable(r *kgo.Record, err error) {
 		default: // the call has more replies than it needs
 		}
 	}
+}
+
+// undecodableLogEvery is how often at most an undecodable record is
+// logged: one line per record would let a flood of them (a worker of a
+// later version, or anyone who may produce to the reply topic) flood the
+// log. The line counts the records left unlogged since the last one.
+const undecodableLogEvery = 5 * time.Second
+
+// maxQuoted bounds each text an undecodable record's error quotes of it.
+const maxQuoted = 200
+
+// cut is s, cut to maxQuoted bytes (at a character's start) and marked so
+// when longer.
+func cut(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	return fmt.Sprintf("%s...(cut from %d bytes)", topics.CutUTF8(s, maxQuoted), len(s))
 }
 
 // envelope is as much of the event b as decodes of its v, type and
@@ -622,7 +653,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 				// (or not decode at all): not read as this version (given
 				// back as a grant whose reply breaks the contract is, by
 				// the caller).
-				return topics.Event{}, fmt.Errorf("%s answered %s of v %d, and this client reads v %d: upgrade it", cmd.Operation, ev.Type, ev.V, topics.Version)
+				return topics.Event{}, fmt.Errorf("%s answered %s of v %d, and this client reads v %d: upgrade it", cmd.Operation, cut(ev.Type), ev.V, topics.Version)
 			}
 			if r.err != nil {
 				return topics.Event{}, fmt.Errorf("%s answered: %w", cmd.Operation, r.err)

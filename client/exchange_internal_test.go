@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -153,24 +155,34 @@ func setJSON(t *testing.T, v []byte, key string, value any) []byte {
 	return b
 }
 
-// errorLog is a kgo.Logger that keeps the messages logged at LogLevelError.
+// errorLog is a kgo.Logger that keeps the messages logged at LogLevelError,
+// and their keys and values.
 type errorLog struct {
-	mu   sync.Mutex
-	msgs []string
+	mu      sync.Mutex
+	msgs    []string
+	keyvals [][]any
 }
 
 func (l *errorLog) Level() kgo.LogLevel { return kgo.LogLevelError }
 
-func (l *errorLog) Log(level kgo.LogLevel, msg string, _ ...any) {
+func (l *errorLog) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.msgs = append(l.msgs, msg)
+	l.keyvals = append(l.keyvals, keyvals)
 }
 
 func (l *errorLog) logged() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.msgs)
+}
+
+// keyvalsOf are the keys and values logged with the i-th message.
+func (l *errorLog) keyvalsOf(i int) []any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.keyvals[i]
 }
 
 // A reply that does not decode as an event is not dropped unread, leaving
@@ -189,6 +201,16 @@ func TestUndecodableReply(t *testing.T) {
 		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, reshaped)}, answerQueriesOnce())
 		_, err := c.Query(ctx, "later")
 		require.ErrorContains(t, err, "query answered lock.status of v 2, and this client reads v 1: upgrade it")
+	})
+	t.Run("a later version's, of a long type", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, func(typ string, v []byte) []byte {
+			return setJSON(t, setJSON(t, v, "v", 2), "type", strings.Repeat("T", 4096))
+		})}, answerQueriesOnce())
+		_, err := c.Query(ctx, "later")
+		require.ErrorContains(t, err, "query answered TTTT")
+		require.ErrorContains(t, err, "T...(cut from 4096 bytes) of v 2, and this client reads v 1: upgrade it")
 	})
 	t.Run("a later version's grant is given back", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -273,4 +295,73 @@ func TestUndecodableReply(t *testing.T) {
 		require.Len(t, logs.logged(), 1)
 		require.Contains(t, logs.logged()[0], `lockworker client: undecodable reply "lock.expired" (v 2, request_id "") at offset 1 of partition 0: decoding event: json: cannot unmarshal array`)
 	})
+}
+
+// A flood of undecodable records on the reply topic (anyone who may produce
+// to it may write one, of up to 8 MiB) is logged one line every
+// undecodableLogEvery, counting the records left unlogged since the last
+// line, and what the line quotes of a record is cut: the ErrNoReply that
+// names one stays as short.
+func TestUndecodableFloodBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	logs := &errorLog{}
+	silent := make(chan struct{}, 1)
+	queries := answerQueriesOnce("silent")
+	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+		cfg.RequestTimeout = 5 * time.Second
+		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.WithLogger(logs))
+	}}, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		if cmd.LockName == "silent" {
+			deliver(ctx, silent, struct{}{})
+		}
+		return queries(ctx, cmd)
+	})
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()),
+		kgo.ProducerBatchMaxBytes(2<<20))
+	require.NoError(t, err)
+	defer prod.Close()
+
+	errc := make(chan error, 1)
+	go func() { _, err := c.Query(ctx, "silent"); errc <- err }()
+	<-silent // sent: what is read from now on may explain its ErrNoReply
+
+	const flood = 1000
+	var recs []*kgo.Record
+	for i := range flood {
+		recs = append(recs, &kgo.Record{Value: fmt.Appendf(nil, "not JSON %d", i)})
+	}
+	require.NoError(t, prod.ProduceSync(ctx, recs...).FirstErr())
+	read := func(offset int) func() bool { // the reader read the record at offset
+		return func() bool {
+			c.reply.mu.Lock()
+			defer c.reply.mu.Unlock()
+			return c.reply.undecodable != nil && strings.Contains(c.reply.undecodable.Error(), fmt.Sprintf(" at offset %d ", offset))
+		}
+	}
+	require.Eventually(t, read(flood-1), 10*time.Second, 10*time.Millisecond)
+	require.Len(t, logs.logged(), 1, "the first record's line only")
+	require.Contains(t, logs.logged()[0], `undecodable reply "" (v 0, request_id "") at offset 0 of partition 0: decoding event: invalid character`)
+
+	// As if undecodableLogEvery had passed: the next record is logged.
+	c.reply.mu.Lock()
+	c.reply.undecodableLogged = c.reply.undecodableLogged.Add(-undecodableLogEvery)
+	c.reply.mu.Unlock()
+	big := strings.Repeat("A", 256<<10)
+	require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{
+		Value: []byte(`{"v":1,"type":"` + big + `","request_id":0,"occurred_at":"` + big + `"}`),
+	}).FirstErr())
+	require.Eventually(t, read(flood), 10*time.Second, 10*time.Millisecond)
+	require.Len(t, logs.logged(), 2)
+	line := logs.logged()[1]
+	t.Logf("%d bytes: %s", len(line), line)
+	require.Less(t, len(line), 1000)
+	require.Contains(t, line, `undecodable reply "AAAA`)
+	require.Contains(t, line, `...(cut from 262144 bytes)" (v 1, request_id "") at offset 1000 of partition 0: decoding event: `)
+	require.Equal(t, []any{"topic", c.ReplyTopic(), "skipped_since_last_line", flood - 1}, logs.keyvalsOf(1))
+
+	err = <-errc
+	require.ErrorIs(t, err, ErrNoReply)
+	require.ErrorContains(t, err, "...(cut from 262144 bytes)")
+	require.Less(t, len(err.Error()), 1500)
 }

@@ -43,6 +43,10 @@ type replyState struct {
 	// event (Client.undecodable), at undecodableAt.
 	undecodable   error
 	undecodableAt time.Time
+	// undecodableLogged is when an undecodable record was last logged;
+	// undecodableUnlogged counts those read since, not logged.
+	undecodableLogged   time.Time
+	undecodableUnlogged int
 }
 
 // lookUpReplyTopic has followReplyTopic look the reply topic up at once.
