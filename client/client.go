@@ -424,16 +424,20 @@ type reply struct {
 // matched to its lease or session so (which learns of it from its next
 // extension, or its deadline): like the rest, it is logged (at most one
 // line every undecodableLogEvery), and kept to explain a command left
-// unanswered (replyTrouble). What the error quotes of the record is cut to
+// unanswered (replyTrouble) when its request_id could not be read (any
+// call's answer, maybe; one that names a call fails it, and one without a
+// request_id answers none). What the error quotes of the record is cut to
 // maxQuoted bytes: a record may be megabytes, of anyone who may produce to
 // the reply topic.
 func (c *Client) undecodable(r *kgo.Record, err error) {
-	env := envelope(r.Value)
+	env, idRead := envelope(r.Value)
 	err = fmt.Errorf("undecodable reply %q (v %d, request_id %q) at offset %d of partition %d: %s",
 		cut(env.Type), env.V, cut(env.RequestID), r.Offset, r.Partition, cut(err.Error()))
 	now := time.Now()
 	c.reply.mu.Lock()
-	c.reply.undecodable, c.reply.undecodableAt = err, now
+	if !idRead {
+		c.reply.undecodable, c.reply.undecodableAt = err, now
+	}
 	unlogged := c.reply.undecodableUnlogged
 	log := now.Sub(c.reply.undecodableLogged) >= undecodableLogEvery
 	if log {
@@ -475,22 +479,23 @@ func cut(s string) string {
 }
 
 // envelope is as much of the event b as decodes of its v, type and
-// request_id, each zero when it does not.
-func envelope(b []byte) topics.Event {
+// request_id, each zero when it does not; idRead says whether its
+// request_id was read, absent or null (an event that answers no command, a
+// lease's end) counting as read.
+func envelope(b []byte) (ev topics.Event, idRead bool) {
 	var raw struct {
 		V         json.RawMessage `json:"v"`
 		Type      json.RawMessage `json:"type"`
 		RequestID json.RawMessage `json:"request_id"`
 	}
-	var ev topics.Event
 	if json.Unmarshal(b, &raw) != nil {
-		return ev
+		return ev, false
 	}
 	// Each alone: a field of another shape leaves only itself unread.
 	_ = json.Unmarshal(raw.V, &ev.V)
 	_ = json.Unmarshal(raw.Type, &ev.Type)
-	_ = json.Unmarshal(raw.RequestID, &ev.RequestID)
-	return ev
+	idRead = raw.RequestID == nil || json.Unmarshal(raw.RequestID, &ev.RequestID) == nil
+	return ev, idRead
 }
 
 func (c *Client) route(ev topics.Event) {

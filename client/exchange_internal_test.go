@@ -307,16 +307,10 @@ func TestUndecodableFloodBounded(t *testing.T) {
 	defer cancel()
 	logs := &errorLog{}
 	silent := make(chan struct{}, 1)
-	queries := answerQueriesOnce("silent")
 	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
 		cfg.RequestTimeout = 5 * time.Second
 		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.WithLogger(logs))
-	}}, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		if cmd.LockName == "silent" {
-			deliver(ctx, silent, struct{}{})
-		}
-		return queries(ctx, cmd)
-	})
+	}}, answerSilentQuery(silent))
 	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()),
 		kgo.ProducerBatchMaxBytes(2<<20))
 	require.NoError(t, err)
@@ -364,4 +358,43 @@ func TestUndecodableFloodBounded(t *testing.T) {
 	require.ErrorIs(t, err, ErrNoReply)
 	require.ErrorContains(t, err, "...(cut from 262144 bytes)")
 	require.Less(t, len(err.Error()), 1500)
+}
+
+// answerSilentQuery is answerQueriesOnce("silent"), which tells sent when
+// the query of "silent" reached the worker.
+func answerSilentQuery(sent chan<- struct{}) func(context.Context, topics.Command) []topics.Event {
+	queries := answerQueriesOnce("silent")
+	return func(ctx context.Context, cmd topics.Command) []topics.Event {
+		if cmd.LockName == "silent" {
+			deliver(ctx, sent, struct{}{})
+		}
+		return queries(ctx, cmd)
+	}
+}
+
+// An unanswered command's ErrNoReply names an undecodable record only when
+// its request_id could not be read, so that it may be the answer: not one
+// that names another call's request_id, nor one without a request_id (a
+// lease's end, which answers no command).
+func TestUndecodableNamedOnlyWhenAnyones(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	silent := make(chan struct{}, 1)
+	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 2 * time.Second }}, answerSilentQuery(silent))
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()))
+	require.NoError(t, err)
+	defer prod.Close()
+	errc := make(chan error, 1)
+	go func() { _, err := c.Query(ctx, "silent"); errc <- err }()
+	<-silent
+	require.NoError(t, prod.ProduceSync(ctx,
+		&kgo.Record{Value: []byte(`{"v":1,"type":"lock.status","request_id":["anyone's"],"occurred_at":"x"}`)},
+		&kgo.Record{Value: []byte(`{"v":1,"type":"lock.status","request_id":"0190aaaa-not-this-call","occurred_at":"x"}`)},
+		&kgo.Record{Value: []byte(`{"v":1,"type":"lock.expired","occurred_at":"x"}`)},
+	).FirstErr())
+	err = <-errc
+	require.ErrorIs(t, err, ErrNoReply)
+	require.ErrorContains(t, err, `undecodable reply "lock.status" (v 1, request_id "") at offset 0 of partition 0`)
+	require.NotContains(t, err.Error(), "0190aaaa-not-this-call")
+	require.NotContains(t, err.Error(), "lock.expired")
 }

@@ -40,7 +40,8 @@ type replyState struct {
 	fetchErr   error
 	fetchErrAt time.Time
 	// undecodable is the latest record read that did not decode as an
-	// event (Client.undecodable), at undecodableAt.
+	// event and whose request_id could not be read (Client.undecodable),
+	// at undecodableAt.
 	undecodable   error
 	undecodableAt time.Time
 	// undecodableLogged is when an undecodable record was last logged;
