@@ -90,6 +90,14 @@ var (
 	// an unreachable broker until the request timeout): the command may or
 	// may not have been applied.
 	ErrNoReply = errors.New("no reply from lockworker")
+	// ErrUndecodableReply: a command was answered with a reply this client
+	// cannot read: one of a later version than it reads (upgrade it), or
+	// one that does not decode as an event (damaged, or reshaped by a
+	// later version: docs/design.md "Compatibility"). A worker had the
+	// command, so it may have been applied. Such a record whose
+	// request_id could not be read fails no command: it is named in the
+	// ErrNoReply of one left unanswered.
+	ErrUndecodableReply = errors.New("undecodable reply")
 	// ErrUnreachable: the brokers could not be reached, or refused the
 	// command.
 	ErrUnreachable = errors.New("kafka unreachable")
@@ -105,6 +113,13 @@ var (
 	// Config.ReadOnly, which has no reply topic to hear the answer on.
 	ErrReadOnly = errors.New("read-only client: it sends no commands")
 )
+
+// unreadableReply is the error of a command answered by a reply the client
+// cannot read (ErrUndecodableReply): err says what the reply was and why.
+type unreadableReply struct{ err error }
+
+func (e *unreadableReply) Error() string   { return e.err.Error() }
+func (e *unreadableReply) Unwrap() []error { return []error{ErrUndecodableReply, e.err} }
 
 var codeErrors = map[string]error{
 	topics.CodeLockHeld:           ErrLockHeld,

@@ -187,10 +187,10 @@ func (l *errorLog) keyvalsOf(i int) []any {
 
 // A reply that does not decode as an event is not dropped unread, leaving
 // its call to fail ErrNoReply after RequestTimeout, although it was
-// answered: the call fails with it at once, with the version error of a
-// later version's reply (docs/design.md "Compatibility": here v 2 reshaped
-// lock_info), else saying why it does not decode; an acquire so answered is
-// given back. A reply whose request_id cannot be read is named by the
+// answered: the call fails with it at once (ErrUndecodableReply), with the
+// version error of a later version's reply (docs/design.md
+// "Compatibility": here v 2 reshaped lock_info), else saying why it does
+// not decode; an acquire so answered is given back. A reply whose request_id cannot be read is named by the
 // ErrNoReply of the command it leaves unanswered. Each is logged, lease
 // ends too, which cannot be matched to their lease.
 func TestUndecodableReply(t *testing.T) {
@@ -200,6 +200,7 @@ func TestUndecodableReply(t *testing.T) {
 		defer cancel()
 		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, reshaped)}, answerQueriesOnce())
 		_, err := c.Query(ctx, "later")
+		require.ErrorIs(t, err, ErrUndecodableReply)
 		require.ErrorContains(t, err, "query answered lock.status of v 2, and this client reads v 1: upgrade it")
 	})
 	t.Run("a later version's, of a long type", func(t *testing.T) {
@@ -250,6 +251,7 @@ func TestUndecodableReply(t *testing.T) {
 				return setJSON(t, v, "occurred_at", "yesterday")
 			})}, answerQueriesOnce())
 		_, err := c.Query(ctx, "damaged")
+		require.ErrorIs(t, err, ErrUndecodableReply)
 		require.ErrorContains(t, err, `query answered: undecodable reply "lock.status" (v 1, request_id "`)
 		require.ErrorContains(t, err, `at offset 0 of partition 0: decoding event: parsing time "yesterday"`)
 		require.Len(t, logs.logged(), 1)
@@ -263,6 +265,7 @@ func TestUndecodableReply(t *testing.T) {
 			send:   mangle(t, func(string, []byte) []byte { return []byte("not JSON") })}, answerQueriesOnce())
 		_, err := c.Query(ctx, "unreadable")
 		require.ErrorIs(t, err, ErrNoReply)
+		require.NotErrorIs(t, err, ErrUndecodableReply, "not answered: its answer maybe")
 		require.ErrorContains(t, err, `: undecodable reply "" (v 0, request_id "") at offset 0 of partition 0: decoding event: invalid character`)
 	})
 	t.Run("a lease's end", func(t *testing.T) {
