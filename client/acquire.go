@@ -319,6 +319,11 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		// The worker answers a waiter within 1 s of its deadline.
 		return false, o.wait + time.Second
 	})
+	if u, ok := errors.AsType[*unreadableReply](err); ok && u.typ == topics.TypeQueued {
+		// Queued all the same, whatever else the reply says (a later
+		// version's, or damaged): withdrawn as if it had been read.
+		*withdraw = true
+	}
 	if err != nil {
 		return nil, err
 	}

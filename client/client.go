@@ -658,10 +658,10 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 				// (or not decode at all): not read as this version (given
 				// back as a grant whose reply breaks the contract is, by
 				// the caller).
-				return topics.Event{}, &unreadableReply{fmt.Errorf("%s answered %s of v %d, and this client reads v %d: upgrade it", cmd.Operation, cut(ev.Type), ev.V, topics.Version)}
+				return topics.Event{}, &unreadableReply{ev.Type, fmt.Errorf("%s answered %s of v %d, and this client reads v %d: upgrade it", cmd.Operation, cut(ev.Type), ev.V, topics.Version)}
 			}
 			if r.err != nil {
-				return topics.Event{}, &unreadableReply{fmt.Errorf("%s answered: %w", cmd.Operation, r.err)}
+				return topics.Event{}, &unreadableReply{ev.Type, fmt.Errorf("%s answered: %w", cmd.Operation, r.err)}
 			}
 			final, wait := h(ev)
 			if final {

@@ -115,8 +115,13 @@ var (
 )
 
 // unreadableReply is the error of a command answered by a reply the client
-// cannot read (ErrUndecodableReply): err says what the reply was and why.
-type unreadableReply struct{ err error }
+// cannot read (ErrUndecodableReply): err says what the reply was and why;
+// typ is the type it gives ("" when unreadable), which may tell enough (an
+// acquire answered lock.queued is withdrawn).
+type unreadableReply struct {
+	typ string
+	err error
+}
 
 func (e *unreadableReply) Error() string   { return e.err.Error() }
 func (e *unreadableReply) Unwrap() []error { return []error{ErrUndecodableReply, e.err} }

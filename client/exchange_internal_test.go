@@ -401,3 +401,48 @@ func TestUndecodableNamedOnlyWhenAnyones(t *testing.T) {
 	require.NotContains(t, err.Error(), "0190aaaa-not-this-call")
 	require.NotContains(t, err.Error(), "lock.expired")
 }
+
+// A WithOwner acquire answered by a lock.queued the client cannot read (of
+// a later version, or damaged) is withdrawn, as one read would be: the
+// type says the worker queued it, and would grant it later to an owner
+// nobody tracks.
+func TestUndecodableQueuedWithdrawn(t *testing.T) {
+	for _, tc := range []struct {
+		name, says string
+		edit       func(v []byte) []byte
+	}{
+		{"damaged", `acquire answered: undecodable reply "lock.queued" (v 1`, func(v []byte) []byte { return setJSON(t, v, "occurred_at", "yesterday") }},
+		{"a later version's", "acquire answered lock.queued of v 2", func(v []byte) []byte { return setJSON(t, v, "v", 2) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			released := make(chan topics.Command, 1)
+			c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, func(typ string, v []byte) []byte {
+				if typ == topics.TypeQueued {
+					return tc.edit(v)
+				}
+				return v
+			})}, func(ctx context.Context, cmd topics.Command) []topics.Event {
+				switch cmd.Operation {
+				case topics.OpAcquire:
+					return one(queuedEvent(cmd))
+				case topics.OpRelease:
+					deliver(ctx, released, cmd)
+					return one(releasedEvent(cmd))
+				}
+				return nil
+			})
+			_, err := c.Acquire(ctx, "q", WithOwner("shared-owner"), WithWait(10*time.Second))
+			require.ErrorIs(t, err, ErrUndecodableReply)
+			require.ErrorContains(t, err, tc.says)
+			select {
+			case cmd := <-released:
+				require.Equal(t, "q", cmd.LockName)
+				require.Equal(t, "shared-owner", cmd.OwnerID)
+			case <-ctx.Done():
+				t.Fatal("the queued acquire is not withdrawn")
+			}
+		})
+	}
+}
