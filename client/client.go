@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -619,6 +620,11 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	}()
 
 	produceErr := make(chan error, 1)
+	// delivered: the broker acknowledged a copy, or a reply was read
+	// (lock.queued), so the worker has the command or will read it: a copy
+	// that fails to go out after it (sendErr) fails nothing, and the answer
+	// is waited for.
+	var delivered atomic.Bool
 	send := func() {
 		// The record is copied: kgo owns a record until its promise runs.
 		r := *rec
@@ -629,11 +635,13 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
 		c.prod.Produce(pctx, &r, func(_ *kgo.Record, err error) {
 			cancel()
-			if err != nil {
-				select {
-				case produceErr <- err:
-				default:
-				}
+			if err == nil {
+				delivered.Store(true)
+				return
+			}
+			select {
+			case produceErr <- err:
+			default:
 			}
 		})
 	}
@@ -641,9 +649,6 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	giveUp := start.Add(c.cfg.RequestTimeout)
 	resend := start.Add(every)
 	attempts := 1
-	// answered: a reply was read (lock.queued), so the worker has the
-	// command; a copy that fails to go out after it (sendErr) fails nothing.
-	var answered bool
 	var sendErr error
 	send()
 	timer := time.NewTimer(every)
@@ -651,7 +656,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	for {
 		select {
 		case r := <-replies:
-			answered = true
+			delivered.Store(true)
 			ev := r.ev
 			if ev.V > topics.Version {
 				// A later worker's, which may mean any field otherwise
@@ -676,7 +681,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			if ctx.Err() != nil {
 				return topics.Event{}, context.Cause(ctx)
 			}
-			if answered {
+			if delivered.Load() {
 				sendErr = err
 				continue
 			}

@@ -121,6 +121,48 @@ func TestSendFailingAfterAnAnswer(t *testing.T) {
 	}
 }
 
+// A copy of a command sent again (unanswered after ReplyTimeout) that fails
+// to go out after an earlier copy was delivered (acknowledged by the
+// broker) fails nothing: the worker has the command, and its answer is
+// waited for, rather than the call failing ErrUnreachable and an acquire
+// being withdrawn. Should no answer come, the call fails ErrNoReply, saying
+// that sending failed.
+func TestSendFailingAfterDelivery(t *testing.T) {
+	for _, answer := range []bool{true, false} {
+		t.Run(map[bool]string{true: "answered", false: "unanswered"}[answer], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var acquires, releases atomic.Int32 // as the worker sees them
+			c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 5 * time.Second }},
+				func(ctx context.Context, cmd topics.Command) []topics.Event {
+					switch cmd.Operation {
+					case topics.OpAcquire:
+						// The first copy's answer is lost; the second
+						// copy fails at the broker; the third is answered.
+						if acquires.Add(1) == 2 && answer {
+							return one(granted(cmd, topics.TypeAcquired, 30))
+						}
+					case topics.OpRelease:
+						releases.Add(1)
+						return one(releasedEvent(cmd))
+					}
+					return nil
+				})
+			failProduce(t, cluster, c.Topics().Commands, 2, func() {})
+			l, err := c.Acquire(ctx, "resent", WithoutKeepAlive())
+			if !answer {
+				require.ErrorIs(t, err, ErrNoReply)
+				require.ErrorContains(t, err, "(sending it again failed: INVALID_RECORD")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, int32(2), acquires.Load(), "the first copy and the third")
+			require.Zero(t, releases.Load(), "nothing withdrawn")
+			require.NoError(t, l.Release(ctx))
+		})
+	}
+}
+
 // mangle is a fakeOpts.send that sends each reply as edit makes it of the
 // reply's value and type.
 func mangle(t *testing.T, edit func(typ string, v []byte) []byte) func(context.Context, []string, *kgo.Record) error {
