@@ -164,25 +164,22 @@ func TestSendFailingAfterDelivery(t *testing.T) {
 }
 
 // mangle is a fakeOpts.send that sends each reply as edit makes it of the
-// reply's value and type.
-func mangle(t *testing.T, edit func(typ string, v []byte) []byte) func(context.Context, []string, *kgo.Record) error {
-	var mu sync.Mutex
-	var prod *kgo.Client
+// reply's value and type. Each with a client of its own, closed once the
+// reply was sent: one kept until the test's clean-up may be closed while a
+// reply is on its way, as the client may read it before the broker's
+// acknowledgement comes back, and the test end there.
+func mangle(edit func(typ string, v []byte) []byte) func(context.Context, []string, *kgo.Record) error {
 	return func(ctx context.Context, brokers []string, rec *kgo.Record) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if prod == nil {
-			var err error
-			if prod, err = kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0)); err != nil {
-				return err
-			}
-			t.Cleanup(prod.Close)
-		}
 		ev, err := topics.DecodeEvent(rec.Value)
 		if err != nil {
 			return err
 		}
 		rec.Value = edit(ev.Type, rec.Value)
+		prod, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0))
+		if err != nil {
+			return err
+		}
+		defer prod.Close()
 		return prod.ProduceSync(ctx, rec).FirstErr()
 	}
 }
@@ -240,7 +237,7 @@ func TestUndecodableReply(t *testing.T) {
 	t.Run("a later version's", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, reshaped)}, answerQueriesOnce())
+		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(reshaped)}, answerQueriesOnce())
 		_, err := c.Query(ctx, "later")
 		require.ErrorIs(t, err, ErrUndecodableReply)
 		require.ErrorContains(t, err, "query answered lock.status of v 2, and this client reads v 1: upgrade it")
@@ -248,7 +245,7 @@ func TestUndecodableReply(t *testing.T) {
 	t.Run("a later version's, of a long type", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, func(typ string, v []byte) []byte {
+		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(func(typ string, v []byte) []byte {
 			return setJSON(t, setJSON(t, v, "v", 2), "type", strings.Repeat("T", 4096))
 		})}, answerQueriesOnce())
 		_, err := c.Query(ctx, "later")
@@ -259,7 +256,7 @@ func TestUndecodableReply(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		released := make(chan topics.Command, 1)
-		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, func(typ string, v []byte) []byte {
+		c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(func(typ string, v []byte) []byte {
 			if typ == topics.TypeAcquired {
 				return reshaped(typ, v)
 			}
@@ -289,7 +286,7 @@ func TestUndecodableReply(t *testing.T) {
 		logs := &errorLog{}
 		c, _ := fakeWorkerWith(t, fakeOpts{
 			config: func(cfg *Config) { cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.WithLogger(logs)) },
-			send: mangle(t, func(typ string, v []byte) []byte {
+			send: mangle(func(typ string, v []byte) []byte {
 				return setJSON(t, v, "occurred_at", "yesterday")
 			})}, answerQueriesOnce())
 		_, err := c.Query(ctx, "damaged")
@@ -304,7 +301,7 @@ func TestUndecodableReply(t *testing.T) {
 		defer cancel()
 		c, _ := fakeWorkerWith(t, fakeOpts{
 			config: func(cfg *Config) { cfg.RequestTimeout = 2 * time.Second },
-			send:   mangle(t, func(string, []byte) []byte { return []byte("not JSON") })}, answerQueriesOnce())
+			send:   mangle(func(string, []byte) []byte { return []byte("not JSON") })}, answerQueriesOnce())
 		_, err := c.Query(ctx, "unreadable")
 		require.ErrorIs(t, err, ErrNoReply)
 		require.NotErrorIs(t, err, ErrUndecodableReply, "not answered: its answer maybe")
@@ -316,7 +313,7 @@ func TestUndecodableReply(t *testing.T) {
 		logs := &errorLog{}
 		c, _ := fakeWorkerWith(t, fakeOpts{
 			config: func(cfg *Config) { cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.WithLogger(logs)) },
-			send: mangle(t, func(typ string, v []byte) []byte {
+			send: mangle(func(typ string, v []byte) []byte {
 				if typ == topics.TypeExpired { // of no request_id, as the worker's
 					return setJSON(t, reshaped(typ, v), "request_id", nil)
 				}
@@ -460,7 +457,7 @@ func TestUndecodableQueuedWithdrawn(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			released := make(chan topics.Command, 1)
-			c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(t, func(typ string, v []byte) []byte {
+			c, _ := fakeWorkerWith(t, fakeOpts{send: mangle(func(typ string, v []byte) []byte {
 				if typ == topics.TypeQueued {
 					return tc.edit(v)
 				}
