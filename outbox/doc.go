@@ -117,7 +117,11 @@
 //     topic wait behind them unparked, and all are retried, in id order,
 //     when the park ends. One failure after that parks them again. Each read
 //     of the table finds there which topics are parked, so a park an
-//     operator ends (README runbook) is over at the relay's next read.
+//     operator ends (README runbook) is over at the relay's next read. A
+//     parked row is out of the index the reads walk (outbox_waiting): a
+//     parked backlog costs them nothing. When its park ends, the reads put
+//     its rows back, 1,000 a read of the partition, the topic left out
+//     until the last is back.
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else),
 //     or refuses the record's timestamp (INVALID_TIMESTAMP: this process's
 //     clock, kgo's CreateTime, is outside the broker's window; the retry

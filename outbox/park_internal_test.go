@@ -90,7 +90,7 @@ func TestBackoffWithoutRowsEndsAtTheRead(t *testing.T) {
 	p.lastRead = now
 
 	require.True(t, r.mustRead(p))
-	rows, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	rows, _, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.Equal(t, map[string]block{"there": over, "running": running}, p.blocked, "only the topic without rows")
@@ -98,7 +98,7 @@ func TestBackoffWithoutRowsEndsAtTheRead(t *testing.T) {
 	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value) SELECT 0, 'other', '\x00' FROM generate_series(1, 3)`)
 	require.NoError(t, err)
 	p.blocked["gone"] = over
-	rows, err = r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	rows, _, err = r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
 	require.NoError(t, err)
 	require.Len(t, rows, 3)
 	require.Contains(t, p.blocked, "gone", "a full read")
@@ -106,7 +106,7 @@ func TestBackoffWithoutRowsEndsAtTheRead(t *testing.T) {
 	_, err = st.Pool.Exec(ctx, `DELETE FROM outbox WHERE topic <> 'running'`)
 	require.NoError(t, err)
 	p.lastRead = time.Now()
-	_, err = r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	_, _, err = r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
 	require.NoError(t, err)
 	require.Equal(t, map[string]block{"running": running}, p.blocked)
 	require.False(t, r.mustRead(p), "no read per pass")
@@ -148,7 +148,7 @@ func TestFailedAccountingBacksTheTopicOff(t *testing.T) {
 	require.True(t, p.blocked["bad"].until.After(time.Now()), "the topic backs off")
 	release()
 
-	rows, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	rows, _, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.Equal(t, good, rows[0].id, "the next read leaves the topic out")
@@ -186,7 +186,7 @@ func TestParkGoesInChunks(t *testing.T) {
 	require.True(t, p.parked["bad"])
 	require.NotContains(t, p.blocked, "bad")
 	release()
-	rows, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	rows, _, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
 	require.NoError(t, err)
 	for _, x := range rows {
 		require.Equal(t, "good", x.topic, "the rows not parked wait behind the parked ones")

@@ -38,7 +38,7 @@ func (r *reads) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBat
 func (r *reads) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 func (r *reads) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	if !strings.Contains(d.SQL, "LATERAL") {
+	if !strings.Contains(d.SQL, "SELECT id, topic, key, value, headers, created_at FROM outbox") { // the read's SELECT
 		return
 	}
 	r.mu.Lock()

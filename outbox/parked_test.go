@@ -2,15 +2,8 @@ package outbox_test
 
 import (
 	"context"
-	"regexp"
-	"strconv"
-	"strings"
-	"sync"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
@@ -41,53 +34,12 @@ func TestParkedReadIsBounded(t *testing.T) {
 		ANALYZE outbox`)
 	require.NoError(t, err)
 
-	cfg := st.Pool.Config().Copy()
-	cfg.MinConns, cfg.MaxConns = 0, 1
-	var mu sync.Mutex
-	var plans []string
-	cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		if strings.HasPrefix(n.Message, "duration:") {
-			mu.Lock()
-			plans = append(plans, n.Message)
-			mu.Unlock()
-		}
-	}
-	setup := cfg.AfterConnect // the pool's session settings: its generic plans
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		if setup != nil {
-			if err := setup(ctx, c); err != nil {
-				return err
-			}
-		}
-		// auto_explain is contrib, shipped with PostgreSQL; LOAD needs a
-		// superuser, as the tests' database user is.
-		_, err := c.Exec(ctx, `LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on;
-			SET auto_explain.log_buffers = on; SET auto_explain.log_timing = off; SET auto_explain.log_level = notice;
-			SET client_min_messages = notice`)
-		return err
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg) // connects at the first query
+	ex := testdb.NewExplained(t, st.Pool)
+	n, err := outbox.Parked(ctx, ex.Pool)
 	require.NoError(t, err)
-	defer pool.Close()
-
-	n, err := outbox.Parked(ctx, pool)
-	require.NoError(t, err, "(auto_explain is in PostgreSQL's contrib: install it, or point TEST_DATABASE_URL at a server that has it)")
-
-	mu.Lock()
-	defer mu.Unlock()
-	var plan string
-	for _, p := range plans {
-		if strings.Contains(p, "FROM outbox") {
-			plan = p
-		}
-	}
-	require.NotEmpty(t, plan, "auto_explain reported Parked's statement: %q", plans)
-	m := regexp.MustCompile(`Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`).FindStringSubmatch(plan) // the top node's: the statement's
-	require.NotNil(t, m, plan)
-	hit, _ := strconv.Atoi(m[1])
-	read, _ := strconv.Atoi(m[2])
-	require.Less(t, hit+read, 100, "Parked reads %d pages:\n%s", hit+read, plan)
-	t.Logf("Parked read %d pages of 250,000 rows in the parked index:\n%s", hit+read, plan)
+	pages, plan := ex.Pages(t, "FROM outbox")
+	require.Less(t, pages, 100, "Parked reads %d pages:\n%s", pages, plan)
+	t.Logf("Parked read %d pages of 250,000 rows in the parked index:\n%s", pages, plan)
 	require.EqualValues(t, outbox.ParkedCap, n, "counted up to the cap")
 
 	// Below the cap it counts exactly: the row parked for good, none whose

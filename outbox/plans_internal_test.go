@@ -60,7 +60,7 @@ func TestRelayPlansByIndex(t *testing.T) {
 		return s, r.Scan(&s.name, &s.generic, &s.sql)
 	})
 	require.NoError(t, err)
-	require.Len(t, stmts, 3, "the DELETE of rows, of marks, and the SELECT")
+	require.Len(t, stmts, 4, "the DELETE of rows, of marks, the UPDATE of ended parks, and the SELECT")
 	// Read under the relay's settings, as every batch of the relay runs: a
 	// cached plan invalidated meanwhile (autovacuum analyzing the outbox of
 	// a parallel test's) is planned again under them.

@@ -107,6 +107,9 @@ type Config struct {
 	// parkChunk is how many rows one statement of a park updates. 0:
 	// parkChunk; tests lower it.
 	parkChunk int
+	// unparkChunk is how many rows of ended parks a read of a partition
+	// puts back in the walk. 0: unparkChunk; tests lower it.
+	unparkChunk int
 }
 
 // Relay publishes outbox rows. One Relay serves every partition of a
@@ -723,12 +726,12 @@ func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
 // what it got acknowledged is deleted by the next pass's query or when
 // drain ends.
 func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time, probe bool) passResult {
-	rows, err := r.selectBatch(ctx, p, upTo, since)
+	rows, unparking, err := r.selectBatch(ctx, p, upTo, since)
 	if err != nil {
 		return passResult{dbErr: err}
 	}
 	p.selected(rows)
-	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize, probe)
+	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize || unparking, probe)
 	res.queried = true
 	return res
 }
@@ -775,7 +778,9 @@ type passState struct {
 // selectBatch deletes the acknowledged rows and selects the partition's
 // next batch, leaving out the topics that back off or are parked (the
 // latter found by the query in the table, and noted in p.parked).
-func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) ([]row, error) {
+// unparking says a full chunk of rows whose park ended went back in the
+// walk: more may wait for the next read.
+func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) (rows []row, unparking bool, err error) {
 	now := time.Now()
 	blocked := []string{}
 	for t, b := range p.blocked {
@@ -794,7 +799,7 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		if due {
 			p.awaitDue.Store(true)
 		}
-		return nil, err
+		return nil, false, err
 	}
 	p.acked = p.acked[:0]
 	clear(p.parked)
@@ -823,7 +828,7 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	} else if snapshot {
 		r.awaited(p, res.xmin)
 	}
-	return res.rows, nil
+	return res.rows, res.unparked == cmp.Or(r.cfg.unparkChunk, unparkChunk), nil
 }
 
 // awaited ends the partition's wait when a snapshot's xmin has reached its
@@ -1197,19 +1202,29 @@ type selected struct {
 	rows      []row
 	parked    []string
 	xmin, xid int64
+	unparked  int // rows whose park ended that the read put back in the walk
 }
+
+// unparkChunk bounds the rows whose park ended that one read of a
+// partition takes the mark off: a topic's backlog may be millions of
+// rows, and the read holds every partition's read merged with it.
+const unparkChunk = 1000
 
 // selectRows deletes the acknowledged rows and selects the next batch of
 // each request's partition, in id order, in one round trip. The row
-// comparison and order make outbox_partition serve the whole condition, so
-// a partition never reads another's rows (docs/performance.md).
+// comparison and order make outbox_waiting serve the whole condition, so
+// a partition never reads another's rows (docs/performance.md), nor the
+// parked ones: a parked topic's backlog costs a read nothing, and only
+// the rows written since its park are walked past.
 //
-// A topic is parked while a row of it in the partition is parked until a
-// finite time (a row parked for good holds nothing back): its other rows
-// wait behind. The statement finds such topics itself, in the table, with
-// the snapshot it selects by, and reports them (rows with a NULL id): a
-// park an operator ended is over at the next read, and one the read
-// reports held back every row of its topic the read did not take. They
+// A topic is parked while a row of it in the partition is marked parked
+// until a finite time, ended or not (a row parked for good holds nothing
+// back): its other rows wait behind, and the rows of an ended park go back
+// in the walk first (unparkChunk). The statement finds such topics itself,
+// in the table, with the snapshot it selects by, and reports them (rows
+// with a NULL id): a park an operator ended (parked_until NULL) is over at
+// the next read, and one the read reports held back every row of its topic
+// the read did not take. They
 // are found in outbox_parked, stepping over the partition's rows parked
 // for good (few: records Kafka refuses), not by reading the waiting rows.
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, error) {
@@ -1255,14 +1270,47 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	// finds the mark.
 	b.Queue(`DELETE FROM outbox_marks WHERE source_partition IN (
 		SELECT source_partition FROM outbox_marks WHERE source_partition = ANY($1) FOR UPDATE SKIP LOCKED)`, parts)
+	unparked := map[int32]int{}
+	{
+		// A park that ended (by the database's clock, or an operator's
+		// past time) puts its rows back in outbox_waiting, the walked
+		// index, unparkChunk a partition at a time: the SELECT below
+		// leaves the topic out while any row of it is marked, so its rows
+		// go again in id order once the last chunk is in. The parked
+		// topics are found as the SELECT finds them, each topic's ended
+		// rows by one look-up in outbox_parked. Rows another transaction
+		// holds wait for a later read.
+		b.Queue(`
+			WITH RECURSIVE pk(p, t) AS (
+				SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until < 'infinity')
+				FROM unnest($1::int[]) AS q(p)
+				UNION ALL
+				SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until < 'infinity')
+				FROM pk WHERE pk.t IS NOT NULL
+			), u AS (
+				UPDATE outbox SET parked_until = NULL WHERE id = ANY(ARRAY(
+					SELECT e.id FROM unnest($1::int[]) AS q(p), LATERAL (
+						SELECT o.id FROM pk, LATERAL (
+							SELECT id FROM outbox WHERE source_partition = pk.p AND topic = pk.t AND parked_until <= now()
+							ORDER BY parked_until LIMIT $2 FOR UPDATE SKIP LOCKED) o
+						WHERE pk.p = q.p AND pk.t IS NOT NULL
+						LIMIT $2) e))
+				RETURNING source_partition)
+			SELECT source_partition, count(*) FROM u GROUP BY 1`, parts, cmp.Or(r.cfg.unparkChunk, unparkChunk)).Query(func(rows pgx.Rows) error {
+			var p int32
+			var n int
+			_, err := pgx.ForEachRow(rows, []any{&p, &n}, func() error { unparked[p] = n; return nil })
+			return err
+		})
+	}
 	byPart := make(map[int32][]row, len(reqs))
 	parked := map[int32][]string{}
 	b.Queue(`
 		WITH RECURSIVE pk(p, t) AS (
-			SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until > now() AND parked_until < 'infinity')
+			SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until < 'infinity')
 			FROM unnest($1::int[]) AS q(p)
 			UNION ALL
-			SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until > now() AND parked_until < 'infinity')
+			SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until < 'infinity')
 			FROM pk WHERE pk.t IS NOT NULL
 		), ex(p, t) AS (
 			SELECT p, t FROM pk WHERE t IS NOT NULL
@@ -1275,8 +1323,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
 		LATERAL (
 			SELECT id, topic, key, value, headers, created_at FROM outbox
-			WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up)
-			  AND (parked_until IS NULL OR parked_until <= now())
+			WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up) AND parked_until IS NULL
 			  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
 			ORDER BY source_partition, id
 			LIMIT $5) o
@@ -1305,7 +1352,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	}
 	out := make([]selected, len(reqs))
 	for i, q := range reqs {
-		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xid: xid}
+		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xid: xid, unparked: unparked[q.partition]}
 	}
 	return out, nil
 }
@@ -1621,7 +1668,9 @@ const parkChunk = 5000
 // back the rest as the whole park would (a read leaves out every row of a
 // topic parked), and n counts them. The ids as an array, not IN (SELECT
 // ...), which PostgreSQL joins with a scan of the whole table: each chunk
-// walks outbox_partition from the last one's id, then outbox_pkey.
+// walks outbox_waiting from the last one's id, then outbox_pkey. Rows
+// whose earlier park ended and are still marked are left as they are: the
+// reads take the mark off later, and they wait behind this park.
 func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n int64, until time.Time, err error) {
 	chunk := cmp.Or(r.cfg.parkChunk, parkChunk)
 	var after int64
@@ -1634,8 +1683,8 @@ func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n
 				UPDATE outbox SET parked_until = coalesce($6::timestamptz, now() + $3::interval), park_reason = $4
 				WHERE id = ANY(ARRAY(
 					SELECT id FROM outbox
-					WHERE source_partition = $1 AND id > $7 AND topic = $2
-					  AND (parked_until IS NULL OR parked_until <= now()) AND id <> ALL(coalesce($5::bigint[], '{}'))
+					WHERE source_partition = $1 AND id > $7 AND topic = $2 AND parked_until IS NULL
+					  AND id <> ALL(coalesce($5::bigint[], '{}'))
 					ORDER BY source_partition, id
 					LIMIT $8))
 				RETURNING id, parked_until)

@@ -1,0 +1,87 @@
+package testdb
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+)
+
+// Explained is a pool of one connection whose every statement's plan,
+// with the pages it read, auto_explain hands over as a notice: a test of a
+// statement's cost at scale reads it in pages, which do not wander with
+// the machine's load as durations do.
+type Explained struct {
+	Pool  *pgxpool.Pool
+	mu    sync.Mutex
+	plans []string
+}
+
+// NewExplained returns an Explained pool with pool's settings (its
+// schema, its sessions' settings: the generic plans they make), closed
+// when the test ends.
+func NewExplained(t testing.TB, pool *pgxpool.Pool) *Explained {
+	t.Helper()
+	e := &Explained{}
+	cfg := pool.Config().Copy()
+	cfg.MinConns, cfg.MaxConns = 0, 1
+	cfg.ConnConfig.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if strings.HasPrefix(n.Message, "duration:") {
+			e.mu.Lock()
+			e.plans = append(e.plans, n.Message)
+			e.mu.Unlock()
+		}
+	}
+	setup := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if setup != nil {
+			if err := setup(ctx, c); err != nil {
+				return err
+			}
+		}
+		// auto_explain is contrib, shipped with PostgreSQL; LOAD needs a
+		// superuser, as the tests' database user is.
+		_, err := c.Exec(ctx, `LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on;
+			SET auto_explain.log_buffers = on; SET auto_explain.log_timing = off; SET auto_explain.log_level = notice;
+			SET client_min_messages = notice`)
+		if err != nil {
+			t.Fatalf("loading auto_explain (in PostgreSQL's contrib: install it, or point TEST_DATABASE_URL at a server that has it): %v", err)
+		}
+		return nil
+	}
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg) // connects at the first query
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	e.Pool = p
+	return e
+}
+
+var buffers = regexp.MustCompile(`Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`)
+
+// Pages returns the pages (shared buffers hit and read) of the last
+// statement run whose plan contains marker, by its top node (the whole
+// statement's), and the plan; it fails the test when none ran.
+func (e *Explained) Pages(t testing.TB, marker string) (int, string) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var plan string
+	for _, p := range e.plans {
+		if strings.Contains(p, marker) {
+			plan = p
+		}
+	}
+	require.NotEmpty(t, plan, "auto_explain reported no statement with %q: %q", marker, e.plans)
+	m := buffers.FindStringSubmatch(plan)
+	require.NotNil(t, m, plan)
+	hit, _ := strconv.Atoi(m[1])
+	read, _ := strconv.Atoi(m[2])
+	return hit + read, plan
+}

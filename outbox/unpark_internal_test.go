@@ -1,0 +1,94 @@
+package outbox
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
+)
+
+// The rows of a park that ended go back in the walk a chunk a read; their
+// topic is left out until the last is back, so none overtakes an older
+// one still marked, and then all go in id order. A row another
+// transaction holds is passed over until it is free.
+func TestEndedParkGoesBackInChunks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.NewWith(t, store.Config{LockTimeout: 100 * time.Millisecond})
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop(), unparkChunk: 3})
+	require.NoError(t, err)
+	p := r.part(0)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value, parked_until)
+		SELECT 0, CASE WHEN i IN (3, 7) THEN 'good' ELSE 'bad' END, '\x00',
+		       CASE WHEN i IN (3, 7) THEN NULL ELSE now() - interval '1 second' END
+		FROM generate_series(1, 10) i`)
+	require.NoError(t, err)
+	var bad []int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FROM outbox WHERE topic = 'bad'`).Scan(&bad))
+	require.Len(t, bad, 8)
+	release := lockRow(t, st, bad[0])
+
+	topicsOf := func(rows []row) (ts []string) {
+		for _, x := range rows {
+			ts = append(ts, x.topic)
+		}
+		return ts
+	}
+	for i, want := range []bool{true, true, false} { // 3 + 3 + 1 of the 7 free rows
+		rows, unparking, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+		require.NoError(t, err)
+		require.Equal(t, want, unparking, "read %d", i)
+		require.NotContains(t, topicsOf(rows), "bad", "read %d: a row still marked holds its topic back", i)
+		require.True(t, p.parked["bad"], "read %d", i)
+	}
+	release()
+	rows, unparking, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+	require.NoError(t, err)
+	require.False(t, unparking)
+	var got []int64
+	for _, x := range rows {
+		if x.topic == "bad" {
+			got = append(got, x.id)
+		}
+	}
+	require.Equal(t, bad, got, "every row, in id order, once the last is back")
+	require.False(t, p.parked["bad"])
+}
+
+// A read of a partition with a parked topic walks only what it may
+// return: the parked backlog, however long, costs it nothing.
+func TestReadPassesOverTheParkedBacklog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 100,000 outbox rows")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason)
+			SELECT 0, 'lock.acquired', '\x00', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED' FROM generate_series(1, 100000);
+		INSERT INTO outbox (source_partition, topic, value) SELECT 0, 'locks.replies.x', '\x00' FROM generate_series(1, 3);
+		ANALYZE outbox`)
+	require.NoError(t, err)
+	ex := testdb.NewExplained(t, st.Pool)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: ex.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	p := r.part(0)
+	for range 7 { // past the five custom plans: the generic one the relay keeps using
+		rows, _, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+		require.NoError(t, err)
+		require.Len(t, rows, 3)
+		require.True(t, p.parked["lock.acquired"])
+	}
+	for _, marker := range []string{"created_at FROM outbox", "UPDATE outbox SET parked_until = NULL"} {
+		pages, plan := ex.Pages(t, marker)
+		require.Less(t, pages, 100, "%d pages:\n%s", pages, plan)
+		t.Logf("%d pages beside 100,000 parked rows:\n%s", pages, plan)
+	}
+}
