@@ -119,9 +119,11 @@
 //     of the table finds there which topics are parked, so a park an
 //     operator ends (README runbook) is over at the relay's next read. A
 //     parked row is out of the index the reads walk (outbox_waiting): a
-//     parked backlog costs them nothing. When its park ends, the reads put
-//     its rows back, 1,000 a read of the partition, the topic left out
-//     until the last is back.
+//     parked backlog costs them nothing. The rows its topic gets during
+//     the park are parked by the reads too, until the same time, and when
+//     the park ends the reads put its rows back; 1,000 rows a read's
+//     statement, its partitions sharing them, the topic left out until the
+//     last is back.
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else),
 //     or refuses the record's timestamp (INVALID_TIMESTAMP: this process's
 //     clock, kgo's CreateTime, is outside the broker's window; the retry

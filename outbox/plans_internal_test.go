@@ -38,7 +38,7 @@ func TestRelayPlansByIndex(t *testing.T) {
 	defer pool.Close()
 	r := &Relay{cfg: Config{Pool: pool, BatchSize: 10}}
 	for i := range 8 { // PostgreSQL settles on a generic plan after five custom ones
-		_, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, acked: refs[i*10 : i*10+10]}})
+		_, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, acked: refs[i*10 : i*10+10], parks: true}})
 		require.NoError(t, err)
 		_, err = r.deleteRows(ctx, [][]rowRef{refs[100+i*10 : 100+i*10+10]})
 		require.NoError(t, err)
@@ -60,7 +60,7 @@ func TestRelayPlansByIndex(t *testing.T) {
 		return s, r.Scan(&s.name, &s.generic, &s.sql)
 	})
 	require.NoError(t, err)
-	require.Len(t, stmts, 4, "the DELETE of rows, of marks, the UPDATE of ended parks, and the SELECT")
+	require.Len(t, stmts, 4, "the DELETE of rows, of marks, the UPDATE of parks, and the SELECT")
 	// Read under the relay's settings, as every batch of the relay runs: a
 	// cached plan invalidated meanwhile (autovacuum analyzing the outbox of
 	// a parallel test's) is planned again under them.

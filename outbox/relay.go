@@ -107,8 +107,8 @@ type Config struct {
 	// parkChunk is how many rows one statement of a park updates. 0:
 	// parkChunk; tests lower it.
 	parkChunk int
-	// unparkChunk is how many rows of ended parks a read of a partition
-	// puts back in the walk. 0: unparkChunk; tests lower it.
+	// unparkChunk is how many rows a read puts back in the walked index or
+	// takes out of it. 0: unparkChunk; tests lower it.
 	unparkChunk int
 }
 
@@ -145,6 +145,7 @@ type partition struct {
 	// of the table found them (or a park since): the table says, so an
 	// operator's re-drive counts from the next read.
 	parked        map[string]bool
+	parksRead     bool             // a read found which topics are parked
 	blocked       map[string]block // topic -> in-memory retry backoff
 	acked         []rowRef         // acknowledged by Kafka, not yet deleted
 	ackedAt       time.Time        // when acked became non-empty
@@ -726,12 +727,12 @@ func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
 // what it got acknowledged is deleted by the next pass's query or when
 // drain ends.
 func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time, probe bool) passResult {
-	rows, unparking, err := r.selectBatch(ctx, p, upTo, since)
+	rows, parkWork, err := r.selectBatch(ctx, p, upTo, since)
 	if err != nil {
 		return passResult{dbErr: err}
 	}
 	p.selected(rows)
-	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize || unparking, probe)
+	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize || parkWork, probe)
 	res.queried = true
 	return res
 }
@@ -778,9 +779,9 @@ type passState struct {
 // selectBatch deletes the acknowledged rows and selects the partition's
 // next batch, leaving out the topics that back off or are parked (the
 // latter found by the query in the table, and noted in p.parked).
-// unparking says a full chunk of rows whose park ended went back in the
-// walk: more may wait for the next read.
-func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) (rows []row, unparking bool, err error) {
+// parkWork says a full chunk of rows went back in the walk or out of it
+// (selectRows): more may wait for the next read.
+func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) (rows []row, parkWork bool, err error) {
 	now := time.Now()
 	blocked := []string{}
 	for t, b := range p.blocked {
@@ -794,7 +795,8 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	// A due read's id, the new target, is taken after its snapshot: only
 	// a later read can end the wait.
 	snapshot := !due && p.awaitXmin > 0
-	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, blocked: blocked, acked: p.acked, due: due, snapshot: snapshot})
+	res, err := r.selects.do(ctx, selectReq{partition: p.id, upTo: upTo, blocked: blocked, acked: p.acked, due: due, snapshot: snapshot,
+		parks: len(p.parked) > 0 || !p.parksRead})
 	if err != nil {
 		if due {
 			p.awaitDue.Store(true)
@@ -828,7 +830,8 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	} else if snapshot {
 		r.awaited(p, res.xmin)
 	}
-	return res.rows, res.unparked == cmp.Or(r.cfg.unparkChunk, unparkChunk), nil
+	p.parksRead = true
+	return res.rows, res.parkWork, nil
 }
 
 // awaited ends the partition's wait when a snapshot's xmin has reached its
@@ -1194,6 +1197,9 @@ type selectReq struct {
 	acked     []rowRef
 	snapshot  bool
 	due       bool
+	// parks: the partition had parked topics at its last read, or has
+	// not read yet; this read keeps the walk to the rows not parked.
+	parks bool
 }
 
 // selected answers a selectReq: the rows, the topics parked, whose rows
@@ -1202,12 +1208,15 @@ type selected struct {
 	rows      []row
 	parked    []string
 	xmin, xid int64
-	unparked  int // rows whose park ended that the read put back in the walk
+	// parkWork: a full chunk of rows went back in the walk or out of it
+	// (selectRows): more may wait for the next read.
+	parkWork bool
 }
 
-// unparkChunk bounds the rows whose park ended that one read of a
-// partition takes the mark off: a topic's backlog may be millions of
-// rows, and the read holds every partition's read merged with it.
+// unparkChunk bounds the rows one read's statement puts back in the walked
+// index or takes out of it, all partitions of the read together: a
+// topic's backlog may be millions of rows, and the statement holds every
+// partition's read merged with it.
 const unparkChunk = 1000
 
 // selectRows deletes the acknowledged rows and selects the next batch of
@@ -1270,16 +1279,28 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	// finds the mark.
 	b.Queue(`DELETE FROM outbox_marks WHERE source_partition IN (
 		SELECT source_partition FROM outbox_marks WHERE source_partition = ANY($1) FOR UPDATE SKIP LOCKED)`, parts)
-	unparked := map[int32]int{}
-	{
-		// A park that ended (by the database's clock, or an operator's
-		// past time) puts its rows back in outbox_waiting, the walked
-		// index, unparkChunk a partition at a time: the SELECT below
-		// leaves the topic out while any row of it is marked, so its rows
-		// go again in id order once the last chunk is in. The parked
-		// topics are found as the SELECT finds them, each topic's ended
-		// rows by one look-up in outbox_parked. Rows another transaction
-		// holds wait for a later read.
+	parkWork := map[int32]bool{}
+	var parkParts []int32
+	for _, q := range reqs {
+		if q.parks {
+			parkParts = append(parkParts, q.partition)
+		}
+	}
+	if len(parkParts) > 0 {
+		// The parks of the partitions that have some keep out of the
+		// walked index (outbox_waiting) what the SELECT below leaves out:
+		// a park that ended (by the database's clock, or an operator's
+		// past time) puts its rows back, and a park still running takes
+		// the rows of its topic written since it began (marked until the
+		// same time, for the same reason). The SELECT leaves a topic out
+		// while any row of it is marked, so its rows go again in id order
+		// once the last is back. A chunk a partition, the statement's
+		// share of unparkChunk: every partition's read in the round trip
+		// waits for it. The parked topics are found as the SELECT finds
+		// them, each one's ended rows and its park by a look-up in
+		// outbox_parked. Rows another transaction holds wait for a later
+		// read.
+		chunk := max(1, (cmp.Or(r.cfg.unparkChunk, unparkChunk)+len(parkParts)-1)/len(parkParts))
 		b.Queue(`
 			WITH RECURSIVE pk(p, t) AS (
 				SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until < 'infinity')
@@ -1287,19 +1308,39 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 				UNION ALL
 				SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until < 'infinity')
 				FROM pk WHERE pk.t IS NOT NULL
+			), pt AS (
+				SELECT pk.p, pk.t, x.until, x.reason FROM pk, LATERAL (
+					SELECT parked_until AS until, park_reason AS reason FROM outbox
+					WHERE source_partition = pk.p AND topic = pk.t AND parked_until < 'infinity'
+					ORDER BY parked_until DESC LIMIT 1) x
+				WHERE pk.t IS NOT NULL
 			), u AS (
 				UPDATE outbox SET parked_until = NULL WHERE id = ANY(ARRAY(
 					SELECT e.id FROM unnest($1::int[]) AS q(p), LATERAL (
-						SELECT o.id FROM pk, LATERAL (
-							SELECT id FROM outbox WHERE source_partition = pk.p AND topic = pk.t AND parked_until <= now()
+						SELECT o.id FROM pt, LATERAL (
+							SELECT id FROM outbox WHERE source_partition = pt.p AND topic = pt.t AND parked_until <= now()
 							ORDER BY parked_until LIMIT $2 FOR UPDATE SKIP LOCKED) o
-						WHERE pk.p = q.p AND pk.t IS NOT NULL
+						WHERE pt.p = q.p
 						LIMIT $2) e))
-				RETURNING source_partition)
-			SELECT source_partition, count(*) FROM u GROUP BY 1`, parts, cmp.Or(r.cfg.unparkChunk, unparkChunk)).Query(func(rows pgx.Rows) error {
+				RETURNING source_partition
+			), m AS (
+				UPDATE outbox o SET parked_until = pt.until, park_reason = pt.reason FROM pt
+				WHERE o.id = ANY(ARRAY(
+					SELECT w.id FROM unnest($1::int[]) AS q(p), LATERAL (
+						SELECT id FROM outbox WHERE source_partition = q.p AND parked_until IS NULL
+						  AND topic IN (SELECT pt.t FROM pt WHERE pt.p = q.p AND pt.until > now())
+						ORDER BY source_partition, id
+						LIMIT $2 FOR UPDATE SKIP LOCKED) w
+					WHERE EXISTS (SELECT FROM pt WHERE pt.p = q.p AND pt.until > now())))
+				  AND o.source_partition = pt.p AND o.topic = pt.t AND pt.until > now()
+				RETURNING o.source_partition
+			)
+			SELECT p, count(*) FILTER (WHERE put), count(*) FILTER (WHERE NOT put)
+			FROM (SELECT source_partition, true FROM u UNION ALL SELECT source_partition, false FROM m) x(p, put)
+			GROUP BY p`, parkParts, chunk).Query(func(rows pgx.Rows) error {
 			var p int32
-			var n int
-			_, err := pgx.ForEachRow(rows, []any{&p, &n}, func() error { unparked[p] = n; return nil })
+			var put, took int
+			_, err := pgx.ForEachRow(rows, []any{&p, &put, &took}, func() error { parkWork[p] = put == chunk || took == chunk; return nil })
 			return err
 		})
 	}
@@ -1352,7 +1393,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	}
 	out := make([]selected, len(reqs))
 	for i, q := range reqs {
-		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xid: xid, unparked: unparked[q.partition]}
+		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xid: xid, parkWork: parkWork[q.partition]}
 	}
 	return out, nil
 }
@@ -1399,7 +1440,7 @@ func (r *Relay) deleteRows(ctx context.Context, reqs [][]rowRef) ([]struct{}, er
 // table, and the relay stops queueing behind fsync.
 //
 // Sequential scans are off, so that every statement is planned by its index
-// (outbox_pkey, outbox_partition, outbox_marks_pkey). The outbox and its
+// (outbox_pkey, outbox_waiting, outbox_parked, outbox_marks_pkey). The outbox and its
 // marks are queues: their statistics, counted by the VACUUM that just
 // emptied them of dead rows, always call them a few rows, so the generic
 // plan each connection caches was a sequential scan, through every row

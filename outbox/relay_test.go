@@ -516,17 +516,20 @@ func parksUnwritableTopic(t *testing.T, concurrent bool) {
 	require.Eventually(t, func() bool { return len(pub.acked()) == 2 }, 10*time.Second, 10*time.Millisecond)
 	assert.Equal(t, []string{ok + "/o1", ok + "/o2"}, pub.acked(), "the other topic flows")
 
-	// New rows: the writable one goes, the parked topic's waits unparked
-	// behind its parked rows and is not even tried.
+	// New rows: the writable one goes, the parked topic's is not even
+	// tried, and a read parks it with the others, until the same time.
 	insert(t, st, p, rec{denied, "k", "d3", "ed3"}, rec{ok, "k", "o3", "eo3"})
 	require.Eventually(t, func() bool { return len(pub.acked()) == 3 }, 10*time.Second, 10*time.Millisecond)
 	// The ack comes before the delete: wait for the row to go.
 	require.Eventually(t, func() bool { return count(t, st, "true") == 3 }, 10*time.Second, 10*time.Millisecond)
+	relay.Wake(p)
+	require.Eventually(t, func() bool { return count(t, st, "parked_until > now()") == 3 }, 10*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 1, count(t, st, "value = 'd3' AND parked_until = (SELECT parked_until FROM outbox WHERE value = 'd1')"), "until the park's end")
 	rows, parked, oldest, err := outbox.Backlog(context.Background(), st.Pool)
 	require.NoError(t, err)
 	assert.EqualValues(t, 3, rows)
-	assert.EqualValues(t, 2, parked)
-	assert.Positive(t, oldest)
+	assert.EqualValues(t, 3, parked)
+	assert.Zero(t, oldest, "none waits unparked")
 	stop()
 
 	// A relay that takes the partition over (or this one, restarted) reads

@@ -34,7 +34,7 @@ const ParkedCap = 1000
 // (ParkedCap says that many or more; Backlog counts them all), for every
 // /health probe. The partial index outbox_parked is not small: a topic
 // that cannot be written parks its whole backlog (Relay.park), and rows
-// whose park ended stay in it until published or parked again. So rather
+// whose park ended stay in it until a read puts them back in the walk. So rather
 // than count it all, which would outlast the probe's bound, Parked steps
 // through its (partition, topic) pairs, one descent each, and reads at
 // most ParkedCap parked entries: its cost grows with the pairs, not the

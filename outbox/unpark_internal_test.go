@@ -92,3 +92,46 @@ func TestReadPassesOverTheParkedBacklog(t *testing.T) {
 		t.Logf("%d pages beside 100,000 parked rows:\n%s", pages, plan)
 	}
 }
+
+// The rows a parked topic gets during its park leave the walk too, a
+// chunk a read, parked until the same time: the reads do not walk them
+// for the rest of the park. A statement's chunk is shared by the
+// partitions of the read.
+func TestRowsWrittenDuringAParkAreParked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop(), unparkChunk: 6})
+	require.NoError(t, err)
+	for _, part := range []int32{0, 1} {
+		_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason)
+			SELECT $1, 'bad', '\x00', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED' FROM generate_series(1, 2)`, part)
+		require.NoError(t, err)
+		_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value)
+			SELECT $1, CASE WHEN i = 3 THEN 'good' ELSE 'bad' END, '\x00' FROM generate_series(1, 6) i`, part)
+		require.NoError(t, err)
+	}
+	unmarked := func(part int32) int {
+		var n int
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE source_partition = $1 AND topic = 'bad' AND parked_until IS NULL`, part).Scan(&n))
+		return n
+	}
+	read := func() []selected {
+		res, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, parks: true}, {partition: 1, upTo: math.MaxInt64, parks: true}})
+		require.NoError(t, err)
+		return res
+	}
+	for i, want := range []int{2, 0} { // 3 a partition: half the chunk each
+		res := read()
+		for _, s := range res {
+			require.Equal(t, want > 0, s.parkWork, "read %d", i)
+			require.Len(t, s.rows, 1, "the good row")
+			require.Equal(t, []string{"bad"}, s.parked)
+		}
+		require.Equal(t, want, unmarked(0), "read %d", i)
+		require.Equal(t, want, unmarked(1), "read %d", i)
+	}
+	var untils, reasons int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(DISTINCT parked_until), count(DISTINCT park_reason) FROM outbox WHERE topic = 'bad' AND source_partition = 0`).Scan(&untils, &reasons))
+	require.Equal(t, [2]int{1, 1}, [2]int{untils, reasons}, "until the park's end, for its reason")
+}
