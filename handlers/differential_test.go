@@ -1011,19 +1011,22 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 					if !fenced {
 						return l.Acquire(r)
 					}
+					// A lease of a session past its expiry is not in force:
+					// the acquire ends it (docs/design.md, Sessions) and is a
+					// new one, settling the lock and handing it on once,
+					// after that lease has ended, as the session's end would.
+					// Settling neither ends such a lease nor grants one.
+					mine := func(h rules.Holder) bool { return h.Owner == c.OwnerID }
+					if i := slices.IndexFunc(l.Holders, mine); i >= 0 && l.Holders[i].Session != "" && !l.Holders[i].ExpiresAt.After(now) {
+						cases["lapsed session lease"]++
+						return l.Acquire(r)
+					}
 					// Its lease in force after settling: the settling may
 					// end it, or hand the owner the lock it waited for (then
-					// this acquire renews that grant). A lease of a session
-					// past its expiry is not in force either: the acquire
-					// ends it (docs/design.md, Sessions) and is a new one.
-					mine := func(h rules.Holder) bool { return h.Owner == c.OwnerID }
+					// this acquire renews that grant).
 					ended := slices.ContainsFunc(l.Holders, mine)
 					effs, _ := l.Settle()
 					i := slices.IndexFunc(l.Holders, mine)
-					if i >= 0 && l.Holders[i].Session != "" && !l.Holders[i].ExpiresAt.After(now) {
-						cases["lapsed session lease"]++
-						return append(effs, l.Acquire(r)...)
-					}
 					if i < 0 {
 						if ended {
 							cases["ended lease"]++

@@ -432,6 +432,35 @@ func TestSessionEndHandsOffOnceItsLeasesEnd(t *testing.T) {
 	require.Equal(t, []string{"w"}, h.texts(`SELECT owner_id FROM lock_waiters WHERE lock_name = 'l'`))
 }
 
+// TestAcquireEndingALapsedLeaseHandsOffOnce: an acquire by the holder of
+// a lease whose session is past its expiry (not ended yet) ends that lease
+// as the session's end would and grants the waiters only after: with a
+// semaphore of 2, a plain lease that ran out after the session's expiry
+// frees a place, but the lapsed lease, with a lock-delay from the
+// session's expiry, keeps the waiter out of it.
+func TestAcquireEndingALapsedLeaseHandsOffOnce(t *testing.T) {
+	h := newHarness(t)
+	sem := func(c *topics.Command) { c.Limit = 2 }
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "o", inSession("s"), lockDelay(30), sem)).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "x", sem, lease(60))).Type)
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("l", "w", sem, wait(60))).Type)
+	expiry := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`)
+	h.waitPast(expiry)
+	h.endLeases(`owner_id = 'x'`) // after the session's expiry, before its end
+
+	h.clearOutbox()
+	var got []string
+	for _, ev := range h.apply(h.acquire("l", "o", sem, wait(60))) {
+		got = append(got, strings.TrimSpace(ev.Type+" "+ev.LockInfo.OwnerID+" "+ev.Reason))
+	}
+	require.Equal(t, []string{"lock.expired x", "lock.expired o session_expired", "lock.queued o"}, got,
+		"w is not granted inside o's lock-delay")
+	require.Equal(t, expiry.Add(30*time.Second), h.delayUntil("l"))
+	require.Empty(t, h.texts(`SELECT owner_id FROM lock_holders WHERE lock_name = 'l'`))
+	require.Equal(t, []string{"w", "o"}, h.texts(`SELECT owner_id FROM lock_waiters WHERE lock_name = 'l' ORDER BY id`))
+}
+
 // TestHandOffSkipsAnExpiredSessionsWait: a release hands the lock past a
 // wait whose session has expired but not yet been ended (its scheduler is
 // another partition's, or has not ticked): the wait is withdrawn with

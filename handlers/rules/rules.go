@@ -571,8 +571,12 @@ func (l *Lock) capped(h Holder, until time.Time, key string) (Effect, bool) {
 // Acquire decides an acquire, after settling the lock: renew the owner's
 // lease, grant, refuse, or queue.
 func (l *Lock) Acquire(r Request) []Effect {
-	effs, _ := l.Settle()
+	// One hand-off, once the owner's lapsed lease has ended too, as a
+	// session's end does (EndSessions): that lease's lock-delay keeps the
+	// place another ended lease freed.
+	effs, _ := l.settleExpired()
 	effs = append(effs, l.lapsed(r.Owner)...)
+	effs = append(effs, l.HandOff()...)
 	if i := l.holder(r.Owner); i >= 0 {
 		h := &l.Holders[i]
 		switch {
@@ -653,10 +657,10 @@ func (l *Lock) Acquire(r Request) []Effect {
 
 // lapsed ends owner's lease when it is a session's whose expiry has passed
 // (its end not seen yet), as that end will (Lose, session_expired, its
-// lock-delay from the session's expiry), and hands the lock on: the
-// session's end then finds nothing of it. Else a renewal would keep, with
-// its own expiry or another session's, a lease that ended with its
-// session, skipping its lock.expired and its lock-delay. The caller reads
+// lock-delay from the session's expiry); the caller then hands the lock
+// on, and the session's end finds nothing of it. Else a renewal would
+// keep, with its own expiry or another session's, a lease that ended with
+// its session, skipping its lock.expired and its lock-delay. The caller reads
 // such a session's expiry again before it reads Now, once no keep-alive of
 // it is in flight (handlers: rereadLapsedSession): one that found it live
 // may commit its new expiry after the old one, and the lease then lives
@@ -666,7 +670,7 @@ func (l *Lock) lapsed(owner string) []Effect {
 	if i < 0 || l.Holders[i].Session == "" || l.Holders[i].ExpiresAt.After(l.Now) {
 		return nil
 	}
-	return append([]Effect{l.loseLapsed(i)}, l.HandOff()...)
+	return []Effect{l.loseLapsed(i)}
 }
 
 // loseLapsed ends the lease of Holders[i], whose session is past its

@@ -232,3 +232,27 @@ func TestEndSessionHandsOffOnceItsLeasesEnd(t *testing.T) {
 	m.now = m.DelayUntil
 	require.Equal(t, "grant w", kinds(m.expire()))
 }
+
+// An acquire by the holder of a lease whose session is past its expiry
+// ends that lease as the session's end would, and hands the lock on once,
+// after: with a semaphore of 2, a plain lease that ran out after the
+// session's expiry frees a place, but the lapsed lease, ending with a
+// lock-delay from the session's expiry, keeps the waiter out of it.
+func TestAcquireHandsOffOnceItsLapsedLeaseEnds(t *testing.T) {
+	m := newModel(t)
+	expiry := m.now.Add(5 * time.Second)
+	l := m.lock("o")
+	effs := l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 2, Lease: 30, RequestID: "req-o", Key: "/k",
+		Session: "s", SessionExpires: expiry, LockDelay: 30})
+	m.save(l, effs)
+	require.Equal(t, "grant o", kinds(effs))
+	require.Equal(t, "grant x", kinds(m.acquire("x", Exclusive, 2, 6, 0)))
+	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 2, 30, 60)))
+	m.advance(7 * time.Second) // past the session's expiry, then x's
+	effs = m.acquire("o", Exclusive, 2, 30, 60)
+	require.Equal(t, "expire x, lose o, queue o", kinds(effs), "w is not granted inside o's lock-delay")
+	require.Equal(t, expiry.Add(30*time.Second), m.DelayUntil)
+	require.Len(t, m.Queue, 2)
+	m.now = m.DelayUntil
+	require.Equal(t, "grant w, grant o", kinds(m.expire()))
+}
