@@ -88,8 +88,12 @@ type CleanupResult struct {
 	// LockNames are the locks whose ended lease it expired or whose idle row
 	// it deleted, as lock keys ("namespace/name" or "name").
 	LockNames []string
-	// More says the cleanup stopped at the worker's bound (10,000 ended
-	// leases, or idle rows, a command): call Cleanup again for the rest.
+	// More says the cleanup stopped at the worker's bound: it selected
+	// 10,000 holder rows of ended leases, those of locks another
+	// transaction held (skipped) counted too, or deleted 10,000 idle rows.
+	// Call Cleanup again for the rest. A call may say More having cleaned
+	// little, and again while those locks are held: bound the loop by your
+	// own patience (a deadline, a number of calls).
 	More bool
 }
 

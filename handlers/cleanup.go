@@ -24,7 +24,9 @@ const MaxCleanedNames = 1000
 // row it ends or deletes holds a row lock and an event or tombstone in
 // memory until the commit, so a namespace of millions of idle rows must not
 // make one command of them. Its answer says more (lock.cleaned's more) when
-// it stopped at the bound, for the caller to send it again.
+// a statement reached the bound, the holder rows selected of locks it
+// skipped (another transaction holds them) counted too, for the caller to
+// send it again.
 const MaxCleanup = 10_000
 
 // cleanupBoundKey, in the context a command is applied with, bounds its
@@ -44,7 +46,7 @@ func (a *applier) cleanup(ctx context.Context) error {
 	}
 	// "*" means every lock of the command's namespace: a tenant cannot sweep
 	// another's locks (the scheduler and periodic cleanup cover them all).
-	f := sweepFilter{maxAge: &maxAge, namespace: &c.Namespace, limit: MaxCleanup}
+	f := sweepFilter{maxAge: &maxAge, namespace: &c.Namespace, limit: MaxCleanup, countSkipped: true}
 	if n, ok := ctx.Value(cleanupBoundKey{}).(int); ok {
 		f.limit = n
 	}
@@ -59,21 +61,27 @@ func (a *applier) cleanup(ctx context.Context) error {
 	n := len(names)
 	ev.CleanedCount = &n
 	ev.CleanedLockNames = names[:min(n, MaxCleanedNames)]
-	// Stopped at the bound, it may have left more. The holder rows of a
-	// lock it skipped (another transaction holds it, and settles it) do not
-	// count: a caller sending it again on more would meet them again first.
+	// Stopped at the bound, it may have left more, also behind the locks
+	// it skipped: sent again once their transactions end, it settles them
+	// and goes on.
 	ev.More = full
 	a.reply(&pending{ev: &ev, polledAt: a.polledAt})
 	return nil
 }
 
 // sweepFilter narrows a sweep. Nil fields do not filter; a nil maxAge deletes
-// no rows; limit bounds the leases ended and the rows deleted (0: no bound).
+// no rows; limit bounds the holder rows of ended leases selected and the
+// idle rows deleted (0: no bound). countSkipped makes the selected rows of
+// locks skipped (another transaction holds them) count towards the sweep's
+// full: for a caller whose repeats are its own loop, bounded by its
+// patience (a cleanup command's more), not for the periodic cleanup, which
+// repeats at once and would spin on them while they are held.
 type sweepFilter struct {
 	namespace, name *string
 	partition       *int32
 	maxAge          *float64
 	limit           int
+	countSkipped    bool
 }
 
 // statements are the sweep's two statements, finding ended leases and
@@ -143,9 +151,10 @@ const MaxSweep = 1000
 // sweep ends the ended leases the filter selects and deletes its idle rows,
 // returning the keys of the locks it touched, the database time, and
 // whether one of its statements reached the filter's limit (full; never
-// without a limit): the holder rows of ended leases it selected and
-// settled, or the idle rows it deleted. Locks that another transaction has
-// locked are skipped: that transaction settles them.
+// without a limit): the holder rows of ended leases it selected (of the
+// locks it settled, unless countSkipped), or the idle rows it deleted.
+// Locks that another transaction has locked are skipped: that transaction
+// settles them.
 func (a *applier) sweep(ctx context.Context, f sweepFilter) (names []string, now time.Time, full bool, err error) {
 	endSQL, endArgs, idleSQL, idleArgs := f.statements()
 	rows, err := a.tx.Query(ctx, endSQL, endArgs...)
@@ -154,12 +163,14 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) (names []string, now
 	}
 	var due []lockKey
 	held := map[lockKey]int{} // the holder rows selected of each lock
+	selected := 0
 	var k lockKey
 	if _, err := pgx.ForEachRow(rows, []any{&k.ns, &k.name}, func() error {
 		if held[k] == 0 {
 			due = append(due, k)
 		}
 		held[k]++
+		selected++
 		return nil
 	}); err != nil {
 		return nil, time.Time{}, false, fmt.Errorf("finding ended leases: %w", err)
@@ -179,9 +190,14 @@ func (a *applier) sweep(ctx context.Context, f sweepFilter) (names []string, now
 	if err != nil {
 		return nil, time.Time{}, false, fmt.Errorf("ending leases: %w", err)
 	}
-	// Full only when the rows selected were all settled: those of a lock
-	// another transaction holds (skipped) would be selected again first.
-	full = f.limit > 0 && settled >= f.limit
+	// Without countSkipped, only the rows of the locks settled count: those
+	// of a lock another transaction holds (skipped) would be selected again
+	// first.
+	counted := settled
+	if f.countSkipped {
+		counted = selected
+	}
+	full = f.limit > 0 && counted >= f.limit
 	if f.maxAge == nil {
 		err = a.tx.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&now)
 		return names, now, full, err

@@ -109,8 +109,15 @@ type Event struct {
 	// ended.
 	RevokedCount     int      `json:"revoked_count,omitempty"`
 	CleanedLockNames []string `json:"cleaned_lock_names,omitempty"`
-	// More comes with lock.cleaned when the cleanup stopped at its bound
-	// (design.md, Cleanup): its scope may hold more to clean; send it again.
+	// More comes with lock.cleaned when a statement of the cleanup reached
+	// its bound (10,000; design.md, Cleanup): it selected that many holder
+	// rows of ended leases, those of locks another transaction held
+	// (skipped) counted too, or deleted that many idle rows. Its scope may
+	// hold more to clean: send it again, with a new request_id. A repeat
+	// may meet the same held locks, and say more again while they are
+	// held: the caller's loop, bounded by its own patience. Without more,
+	// nothing of the scope was left past the bound, but the locks skipped
+	// are left to the transactions holding them and the expiry scheduler.
 	More bool `json:"more,omitempty"`
 	// Reason says why a lease or wait ended when its session ended it
 	// (ReasonSessionClosed, ReasonSessionExpired), on lock.released,
