@@ -91,9 +91,12 @@ type CleanupResult struct {
 	// More says the cleanup stopped at the worker's bound: it selected
 	// 10,000 holder rows of ended leases, those of locks another
 	// transaction held (skipped) counted too, or deleted 10,000 idle rows.
-	// Call Cleanup again for the rest. A call may say More having cleaned
-	// little, and again while those locks are held: bound the loop by your
-	// own patience (a deadline, a number of calls).
+	// Each lock those rows name is settled whole, so a call may end more
+	// than 10,000 leases; and each call reads every idle row and ended
+	// lease of the scope to pick the oldest, so it takes longer the larger
+	// the namespace. Call Cleanup again for the rest. A call may say More
+	// having cleaned little, and again while those locks are held: bound
+	// the loop by your own patience (a deadline, a number of calls).
 	More bool
 }
 

@@ -17,16 +17,24 @@ import (
 // within Kafka's default record size; cleaned_count is always exact.
 const MaxCleanedNames = 1000
 
-// MaxCleanup bounds one cleanup command: it ends the ended leases of at most
-// this many holder rows, oldest expiry first, and deletes at most this many
-// idle rows, oldest first. Its transaction holds its commands partition
+// MaxCleanup bounds one cleanup command: it selects at most this many
+// holder rows of ended leases, oldest expiry first, and deletes at most this
+// many idle rows, oldest first. Its transaction holds its commands partition
 // (that partition's commands and expiry scheduler wait behind it), and each
 // row it ends or deletes holds a row lock and an event or tombstone in
 // memory until the commit, so a namespace of millions of idle rows must not
-// make one command of them. Its answer says more (lock.cleaned's more) when
-// a statement reached the bound, the holder rows selected of locks it
-// skipped (another transaction holds them) counted too, for the caller to
-// send it again.
+// make one command of them. The bound counts holder rows selected, not
+// leases ended: each lock they name is settled whole, every ended lease of
+// it (a semaphore's many holders), so a command may end more leases than
+// this. It bounds what a command writes and keeps in memory, not what it
+// reads: to pick the oldest, a command reads and sorts every idle row and
+// ended lease of its scope (no index orders a namespace's locks by age: one
+// would cost every release an index entry), so its time grows with the
+// namespace (docs/design.md, Cleanup). The periodic cleanup picks its
+// partition's oldest on an index and does not pay that. Its answer says
+// more (lock.cleaned's more) when a statement reached the bound, the holder
+// rows selected of locks it skipped (another transaction holds them)
+// counted too, for the caller to send it again.
 const MaxCleanup = 10_000
 
 // cleanupBoundKey, in the context a command is applied with, bounds its

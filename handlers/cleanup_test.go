@@ -341,8 +341,9 @@ func TestCleanupCommandIsBounded(t *testing.T) {
 	// The oldest bound holder rows are of a lock another transaction holds:
 	// skipped, they count all the same, and the answer says more though it
 	// cleaned nothing, for ended leases of other locks are left. Sent again
-	// once that transaction has ended, the cleanup settles that lock and
-	// goes on (a caller's repeats while it is held would meet it again).
+	// once that transaction has ended, the cleanup settles that lock whole
+	// (bound+1 leases ended for bound rows selected) and goes on (a
+	// caller's repeats while it is held would meet it again).
 	t.Run("behind a lock another transaction holds", func(t *testing.T) {
 		h := newHarness(t)
 		_, err := h.st.Pool.Exec(t.Context(), `
@@ -369,7 +370,9 @@ func TestCleanupCommandIsBounded(t *testing.T) {
 		require.Zero(t, *clean(t, h, true).CleanedCount, "sent again while the lock is held, it meets it again")
 		_, err = other.Exec(t.Context(), `ROLLBACK`)
 		require.NoError(t, err)
-		require.Equal(t, []string{"t/sem"}, clean(t, h, true).CleanedLockNames, "bound rows selected, all of sem's leases ended")
+		require.Equal(t, []string{"t/sem"}, clean(t, h, true).CleanedLockNames)
+		require.Equal(t, int64(bound+1), h.scalar(`SELECT count(*) FROM lock_events WHERE type = 'lock.expired'`),
+			"bound holder rows selected, all of sem's leases ended: the lock is settled whole")
 		require.Equal(t, bound/2, *clean(t, h, false).CleanedCount)
 		require.Zero(t, h.scalar(`SELECT count(*) FROM lock_holders`))
 	})

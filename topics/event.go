@@ -112,12 +112,16 @@ type Event struct {
 	// More comes with lock.cleaned when a statement of the cleanup reached
 	// its bound (10,000; design.md, Cleanup): it selected that many holder
 	// rows of ended leases, those of locks another transaction held
-	// (skipped) counted too, or deleted that many idle rows. Its scope may
-	// hold more to clean: send it again, with a new request_id. A repeat
-	// may meet the same held locks, and say more again while they are
-	// held: the caller's loop, bounded by its own patience. Without more,
-	// nothing of the scope was left past the bound, but the locks skipped
-	// are left to the transactions holding them and the expiry scheduler.
+	// (skipped) counted too, or deleted that many idle rows. Each lock the
+	// rows selected name is settled whole, so it may have ended more leases
+	// than that. Its scope may hold more to clean: send it again, with a new
+	// request_id. Each command reads every idle row and ended lease of its
+	// scope to pick the oldest, so its time grows with the namespace. A
+	// repeat may meet the same held locks, and say more again while they
+	// are held: the caller's loop, bounded by its own patience. Without
+	// more, its statements reached every ended lease and idle row of the
+	// scope due when they ran, but the locks skipped are left to the
+	// transactions holding them and the expiry scheduler.
 	More bool `json:"more,omitempty"`
 	// Reason says why a lease or wait ended when its session ended it
 	// (ReasonSessionClosed, ReasonSessionExpired), on lock.released,
