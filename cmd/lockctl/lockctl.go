@@ -253,7 +253,8 @@ func exitCode(err error) int {
 	case errors.As(err, &ue), errors.Is(err, client.ErrInvalidRequest), errors.Is(err, client.ErrUnsupportedVersion),
 		errors.Is(err, client.ErrInvalidConfig):
 		return exitUsage
-	case errors.Is(err, client.ErrUnreachable), errors.Is(err, client.ErrNoReply):
+	case errors.Is(err, client.ErrUnreachable), errors.Is(err, client.ErrNoReply),
+		errors.Is(err, client.ErrUndecodableReply): // an answer it cannot read is none: not a refusal
 		return exitUnreachable
 	}
 	return exitRefused

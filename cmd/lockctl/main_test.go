@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sys/unix"
 
+	"github.com/omninode/lockworker/client"
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/internal/e2e"
 	"github.com/omninode/lockworker/internal/kafkatest"
@@ -1260,4 +1261,10 @@ func TestCleanupSaysWhenMoreRemain(t *testing.T) {
 	r = lockctl(t, "cleanup", "--namespace", ns, "--max-age", "1h")
 	require.Equal(t, exitOK, r.code, r.stderr)
 	assert.Regexp(t, `^cleaned 1 locks: ctl-cleanup-more/c\d+\n$`, r.stdout, "the rest, without more")
+}
+
+// An answer lockctl cannot read (damaged, or of a later version) is as no
+// answer: exit 3, not 1, which scripts read as "refused, lock busy".
+func TestExitCodeOfAnUnreadableAnswer(t *testing.T) {
+	require.Equal(t, exitUnreachable, exitCode(fmt.Errorf("acquiring lock %q: %w", "x", client.ErrUndecodableReply)))
 }
