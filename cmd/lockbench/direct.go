@@ -100,7 +100,9 @@ func (b *bench) cleanup(ctx context.Context, direct *store.Store) ([]CleanupCase
 				b.quiesce(ctx, time.Minute)
 				start := time.Now()
 				for more := true; more; {
-					cs.Commands++
+					if cs.Commands++; cs.Commands > n/handlers.MaxCleanup+10 { // a lock held for long: no end in sight
+						return out, fmt.Errorf("cleaning %d locks: still more after %d commands", n, cs.Commands-1)
+					}
 					r, err := b.d.call(ctx, cleanupCmd(b.rid("clean", n, len(out), cs.Commands), ns), 5*time.Minute)
 					if err != nil {
 						return out, err
@@ -145,6 +147,9 @@ func directCleanup(ctx context.Context, st *store.Store, kind, ns string, n int)
 	env := handlers.Env{Names: topics.DefaultNames(), Source: "lockworker/lockbench", Partition: 0}
 	start := time.Now()
 	for i, more := 0, true; more; i++ {
+		if i > n/handlers.MaxCleanup+10 {
+			return 0, fmt.Errorf("cleaning %d locks: still more after %d commands", n, i)
+		}
 		err := st.InTx(ctx, func(tx pgx.Tx) error {
 			if _, err := store.LockOffset(ctx, tx, "lockbench-direct", "cleanup", 0); err != nil {
 				return err
