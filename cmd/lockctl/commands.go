@@ -223,7 +223,12 @@ func (c *cli) cleanupFlags(fs *flag.FlagSet) func(context.Context, []string) err
 			if n > 0 {
 				line = fmt.Sprintf("cleaned %d locks: %s", n, strings.Join(ev.CleanedLockNames, " "))
 			}
-			if ev.More {
+			switch {
+			case ev.More && n == 0:
+				// Only locks other transactions hold: a repeat at once
+				// would meet them again.
+				line += " (more remain, on locks other transactions hold: try again later)"
+			case ev.More:
 				// The worker's bound a command: the rest is for the next.
 				line += " (more remain: run it again)"
 			}
