@@ -126,3 +126,47 @@ func TestKafkaUnreachable(t *testing.T) {
 		assert.Equal(t, want, kafkaUnreachable(err), "%v", err)
 	}
 }
+
+// A broker that accepts connections and never answers ends each attempt
+// at its bound, logged and retried, rather than after kgo's own timeouts
+// (about 40 s) with nothing said.
+func TestSilentKafkaAtStartIsRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	held := make(chan net.Conn, 64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // open, never answered
+		}
+	}()
+	defer func() {
+		for {
+			select {
+			case c := <-held:
+				c.Close()
+			default:
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(t.Context())
+	logs := &testlog.Buffer{}
+	m := NewMain()
+	m.Logger = zerolog.New(logs)
+	m.Config.Postgres.URL = testdb.NewSchema(t).URL
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.Config.Kafka.BootstrapServers = []string{ln.Addr().String()}
+	m.kafkaAttempt = 300 * time.Millisecond
+	run := &running{done: make(chan struct{})}
+	go func() { run.err = m.Run(ctx); close(run.done) }()
+	awaitStartRetries(t, m, run, logs, "checking the Kafka topics", kafkaRetryMsg)
+	cancel()
+	<-run.done
+	m.Close()
+	assert.Contains(t, logLine(t, logs.String(), kafkaRetryMsg), "deadline exceeded")
+}

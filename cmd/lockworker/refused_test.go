@@ -144,7 +144,7 @@ func TestSecretPastedForItsPathExit2(t *testing.T) {
 		err := NewMain().ParseEnv(lookup(env))
 		require.ErrorIs(t, err, errRefused, name)
 		require.Equal(t, 2, exitStatus(err, false))
-		require.ErrorContains(t, err, name+" is not a readable file path (value redacted: it looks like a key, not a path)")
+		require.ErrorContains(t, err, name+" is not a readable file path (value not shown: it may be a key pasted in place of its path)")
 		require.NotContains(t, err.Error(), secret)
 
 		// Set in code, it is refused by Run, before the config line.

@@ -31,6 +31,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/omninode/lockworker/internal/secretfile"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -342,7 +343,7 @@ func (v *Verifier) files() ([]keyFile, error) {
 func readAll(files []keyFile) (contents [][]byte, stamp string, err error) {
 	h := sha256.New()
 	for _, f := range files {
-		b, err := os.ReadFile(f.path)
+		b, err := secretfile.ReadAtMost(f.path, maxKeyFileBytes)
 		if err != nil {
 			return nil, "", fmt.Errorf("reading key %s: %w", f.path, err)
 		}
@@ -352,6 +353,11 @@ func readAll(files []keyFile) (contents [][]byte, stamp string, err error) {
 	}
 	return contents, string(h.Sum(nil)), nil
 }
+
+// maxKeyFileBytes bounds a key file (a JWKS of many keys is far
+// smaller): a path naming something endless by mistake fails the read
+// rather than fill the memory, and a FIFO is refused rather than waited on.
+const maxKeyFileBytes = 1 << 20
 
 // errorStamp stands for key files that could not be read: a stamp is a
 // binary hash, so the two cannot meet.

@@ -702,9 +702,12 @@ func TestKafkaOpts(t *testing.T) {
 		_, err := c.KafkaOpts()
 		assert.ErrorContains(t, err, "KAFKA_TLS_CA_FILE")
 
-		c.Kafka.TLS = TLSConfig{Enabled: true, CertFile: caFile, KeyFile: filepath.Join(dir, "missing.pem")}
+		c.Kafka.TLS = TLSConfig{Enabled: true, CertFile: caFile, KeyFile: "missing.pem"}
 		_, err = c.KafkaOpts()
 		assert.ErrorContains(t, err, "KAFKA_TLS_CERT_FILE/KAFKA_TLS_KEY_FILE")
+		c.Kafka.TLS = TLSConfig{Enabled: true, CertFile: caFile, KeyFile: filepath.Join(dir, "missing.pem")}
+		_, err = c.KafkaOpts()
+		assert.ErrorContains(t, err, "KAFKA_TLS_KEY_FILE is not a readable file path (value not shown", "a long value that names no file may be a key")
 	})
 }
 

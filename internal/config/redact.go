@@ -41,20 +41,25 @@ const notAPath = "(value redacted: it looks like a key, not a path)"
 // notAPath, with the error that refuses it. The secret itself pasted
 // there by mistake (a Helm value, or a Kubernetes Secret given as env:
 // rather than mounted) would otherwise be echoed in the start's config
-// line and in every error naming the file. A long word without a '/' may
-// be either: it is taken when a file of that name exists (a file of the
-// working directory), shown redacted all the same, and refused otherwise.
+// line and in every error naming the file. A value of minBareKeyBytes or
+// more may be either (base64 has '/' too): it is taken only when a file
+// of that name exists, and shown only when it has a '/' as well (a word
+// alone names a file of the working directory, or is a key). A shorter
+// one is no strong secret: shown, and refused later if no file has it.
 func secretPath(name, value string) (string, error) {
 	switch {
 	case len(value) > maxPathBytes || strings.ContainsFunc(value, isControl) || strings.Contains(value, "-----BEGIN"):
-	case len(value) < minBareKeyBytes || strings.ContainsRune(value, '/'):
+	case len(value) < minBareKeyBytes:
 		return value, nil
 	default:
 		if _, err := os.Stat(value); err == nil {
+			if strings.ContainsRune(value, '/') {
+				return value, nil
+			}
 			return notAPath, nil
 		}
 	}
-	return notAPath, fmt.Errorf("%s is not a readable file path %s", name, notAPath)
+	return notAPath, fmt.Errorf("%s is not a readable file path (value not shown: it may be a key pasted in place of its path)", name)
 }
 
 // maxPathBytes is longer than any path a deployment mounts a secret at.

@@ -40,7 +40,7 @@ func TestSecretPathNotEchoed(t *testing.T) {
 			if _, ok := tc.env[name]; !ok {
 				name = "AUTH_HMAC_KEY_FILE"
 			}
-			assert.ErrorContains(t, err, name+" is not a readable file path (value redacted: it looks like a key, not a path)")
+			assert.ErrorContains(t, err, name+" is not a readable file path (value not shown: it may be a key pasted in place of its path)")
 
 			// A Config built in code, never validated: how it prints,
 			// and the Kafka options that read the key.
@@ -64,7 +64,7 @@ func TestSecretPathNotEchoed(t *testing.T) {
 	t.Run("paths", func(t *testing.T) {
 		cert := filepath.Join(t.TempDir(), "c.pem") // read before the key
 		require.NoError(t, os.WriteFile(cert, []byte("certificate"), 0o600))
-		for _, path := range []string{"/run/secrets/kafka/tls.key", "tls.key", "./a-file-in-the-working-directory-named-at-length"} {
+		for _, path := range []string{"/run/secrets/kafka/tls.key", "tls.key"} {
 			c, err := FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_HMAC_KEY_FILE": path,
 				"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "KAFKA_TLS_ENABLED": "true", "KAFKA_TLS_CERT_FILE": cert, "KAFKA_TLS_KEY_FILE": path}))
 			require.NoError(t, err, path)
@@ -81,6 +81,18 @@ func TestSecretPathNotEchoed(t *testing.T) {
 		c, err := FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_HMAC_KEY_FILE": bare}))
 		require.NoError(t, err)
 		assert.Equal(t, notAPath, c.Redacted()["AUTH_HMAC_KEY_FILE"])
+
+		// Base64 has '/' too: a long value is shown only when a file has
+		// that name, and refused unshown when none has.
+		long := filepath.Join(t.TempDir(), "a-key-file-at-a-path-of-some-length.pem")
+		require.NoError(t, os.WriteFile(long, []byte("k"), 0o600))
+		c, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_HMAC_KEY_FILE": long}))
+		require.NoError(t, err)
+		assert.Equal(t, long, c.Redacted()["AUTH_HMAC_KEY_FILE"])
+		const pasted = "k3J/x9" + secret + "+AbCdEfGhIjKlMnOpQrStUv="
+		_, err = FromEnv(env(map[string]string{"AUTH_REQUIRED": "true", "AUTH_HMAC_KEY_FILE": pasted}))
+		require.ErrorContains(t, err, "AUTH_HMAC_KEY_FILE is not a readable file path (value not shown")
+		assert.NotContains(t, err.Error(), secret)
 		_, err = FromEnv(env(map[string]string{"KAFKA_TLS_KEY_FILE": "/k.pem", "KAFKA_TLS_CERT_FILE": "/c.pem"}))
 		assert.ErrorContains(t, err, `KAFKA_TLS_KEY_FILE: "/k.pem" is set but KAFKA_TLS_ENABLED is not true`)
 	})
