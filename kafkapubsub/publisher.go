@@ -60,7 +60,7 @@ type PublisherConfig struct {
 	// bound (see CloseTimeout), so a broker that never answers would hang
 	// a shutdown that closes the client only after Close returns. It must
 	// not be transactional, and its producer settings (acks, idempotence,
-	// partitioner) are used as they are.
+	// partitioner, linger: see PublishTopicsEach) are used as they are.
 	Client *kgo.Client
 
 	// CloseTimeout is how long Close waits for in-flight Publish calls
@@ -225,8 +225,9 @@ type topicUse struct {
 var _ message.Publisher = (*Publisher)(nil)
 
 // NewPublisher returns a publisher for cfg. A nil logger logs nothing. A
-// client created from Brokers has kgo's producer defaults: idempotent with
-// acks=all, so retried produce requests do not duplicate records.
+// client created from Brokers has kgo's producer defaults (idempotent with
+// acks=all, so retried produce requests do not duplicate records) but for
+// linger, which is none: a Publish waits for its records.
 func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publisher, error) {
 	if logger == nil {
 		logger = watermill.NopLogger{}
@@ -250,7 +251,9 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	case cfg.Client == nil && len(cfg.Brokers) == 0:
 		return nil, errors.New("kafkapubsub: no Brokers and no Client")
 	case cfg.Client == nil:
-		opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.ClientOpts...)
+		// No linger: every Publish waits for its records, which
+		// PublishTopicsEach does not unlinger (kgo's default is 10 ms).
+		opts := append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ProducerLinger(0)}, cfg.ClientOpts...)
 		client, err := kgo.NewClient(opts...)
 		if err != nil {
 			return nil, fmt.Errorf("kafkapubsub: new client: %w", err)
@@ -308,7 +311,7 @@ func untilAll(ctxs []context.Context) (context.Context, context.CancelFunc) {
 	}
 }
 
-// produceContext is the context PublishTopics gives ProduceSync. kgo waits
+// produceContext is the context PublishTopicsEach gives Produce. kgo waits
 // on it, and on no record's own, while its buffer is full
 // (kgo.MaxBufferedRecords, kgo.MaxBufferedBytes), and keeps it with each
 // record, where its end fails the record's batch as the record's own
@@ -385,15 +388,35 @@ type TopicMessages struct {
 // have returned for batches[i]. One call lets the client put them all in
 // the same produce requests, where concurrent Publish calls would each send
 // their own (an idempotent client keeps up to five in flight per broker).
-func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
-	errs = make([]error, len(batches))
+func (p *Publisher) PublishTopics(batches ...TopicMessages) []error {
+	errs := make([]error, len(batches))
+	p.PublishTopicsEach(func(i int, err error) { errs[i] = err }, batches...)
+	return errs
+}
+
+// PublishTopicsEach is [Publisher.PublishTopics] that tells each batch's
+// outcome as soon as it is known, rather than once the slowest is: a
+// topic whose Kafka partition has no leader holds its own batch up to
+// kgo.RecordDeliveryTimeout, and the caller may go on with the others
+// meanwhile. done(i, err) is called once for each batches[i], err being
+// what Publish would have returned for it, when Kafka has acknowledged or
+// failed every message of it (and, for a topic it found deleted, after the
+// topic was forgotten). Calls may come from several goroutines at once,
+// and may block: PublishTopicsEach returns once every call has returned.
+//
+// The records go out as kgo.Client.Produce calls, not ProduceSync, which
+// would tell nothing before the last record is done, and which unlingers
+// their partitions: with a client that lingers (kgo.ProducerLinger; the
+// publisher's own client does not unless ClientOpts say so), the call's
+// records wait for it before they are sent.
+func (p *Publisher) PublishTopicsEach(done func(i int, err error), batches ...TopicMessages) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		for i := range errs {
-			errs[i] = ErrClosed
+		for i := range batches {
+			done(i, ErrClosed)
 		}
-		return errs
+		return
 	}
 	p.inFlight.Add(1)
 	purges := p.begin(batches)
@@ -401,9 +424,7 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 	defer p.inFlight.Done()
 	defer p.end(batches)
 
-	type at struct{ batch, msg int }
-	var records []*kgo.Record
-	var where []at // of each record
+	errs := make([]error, len(batches))
 	// The topics to create are asked for in one request: one request each,
 	// one after another, a call with many new reply topics would hold every
 	// other topic's messages for as many admin round trips.
@@ -429,52 +450,79 @@ func (p *Publisher) PublishTopics(batches ...TopicMessages) (errs []error) {
 		stop()
 		cancel()
 	}
+	type at struct{ batch, msg int }
+	var records []*kgo.Record
+	var where []at // of each record
+	var produced int
 	for i, b := range batches {
-		if errs[i] != nil {
+		switch {
+		case errs[i] != nil:
+			done(i, errs[i])
+			continue
+		case len(b.Messages) == 0:
+			done(i, nil)
 			continue
 		}
+		produced++
 		for k, msg := range b.Messages {
 			records, where = append(records, p.record(b.Topic, msg)), append(where, at{i, k})
 		}
 	}
-	if len(records) == 0 {
-		return errs
+	if produced == 0 {
+		return
 	}
+	var mu sync.Mutex
+	left := make([]int, len(batches)) // records of each batch kgo has not finished
 	failed := make([][]MessageError, len(batches))
-	var index map[*kgo.Record]int // of each record, made at the first failure
+	for _, w := range where {
+		left[w.batch]++
+	}
+	finished := make(chan int, produced) // batches whose records are all finished
 	ctx, cancel := produceContext(records)
 	defer cancel()
-	for _, res := range p.client.ProduceSync(ctx, records...) {
-		if res.Err != nil {
-			// kgo gives the results in the order they completed.
-			if index == nil {
-				index = make(map[*kgo.Record]int, len(records))
-				for i, r := range records {
-					index[r] = i
-				}
+	for k, r := range records {
+		w := where[k]
+		// kgo calls promises one at a time on its own goroutine: this one
+		// must not wait, so the batch is settled below.
+		p.client.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed[w.batch] = append(failed[w.batch], MessageError{Index: w.msg, UUID: batches[w.batch].Messages[w.msg].UUID, Err: err})
 			}
-			w := where[index[res.Record]]
-			failed[w.batch] = append(failed[w.batch], MessageError{Index: w.msg, UUID: batches[w.batch].Messages[w.msg].UUID, Err: res.Err})
-		}
-	}
-	var unknown []int // batches that failed UNKNOWN_TOPIC_OR_PARTITION
-	for i, f := range failed {
-		if len(f) > 0 {
-			slices.SortFunc(f, func(a, b MessageError) int { return a.Index - b.Index })
-			errs[i] = &PublishError{Topic: batches[i].Topic, Total: len(batches[i].Messages), Failed: f}
-			switch {
-			case errors.Is(errs[i], kerr.UnknownTopicID):
-				p.forgetTopic(batches[i].Topic, purges[i])
-			case errors.Is(errs[i], kerr.UnknownTopicOrPartition):
-				unknown = append(unknown, i)
+			if left[w.batch]--; left[w.batch] == 0 {
+				finished <- w.batch
 			}
+		})
+	}
+	var settling sync.WaitGroup
+	for range produced {
+		i := <-finished
+		if len(failed[i]) == 0 {
+			done(i, nil)
+			continue
 		}
+		// In its own goroutine: forgetting the topic may ask a broker,
+		// and the other batches' outcomes must not wait for that.
+		settling.Go(func() { done(i, p.batchError(batches, i, failed[i], purges)) })
 	}
-	if len(unknown) > 0 {
-		p.forgetMissing(batches, unknown, purges)
-	}
+	settling.Wait()
 	p.logger.Trace("Published messages", watermill.LogFields{"topics": len(batches), "count": len(records)})
-	return errs
+}
+
+// batchError is the error of batches[i], whose messages failed as failed
+// says, after forgetting its topic if Kafka says it was deleted.
+func (p *Publisher) batchError(batches []TopicMessages, i int, failed []MessageError, purges []uint64) error {
+	// kgo finishes records in no order across Kafka partitions.
+	slices.SortFunc(failed, func(a, b MessageError) int { return a.Index - b.Index })
+	err := &PublishError{Topic: batches[i].Topic, Total: len(batches[i].Messages), Failed: failed}
+	switch {
+	case errors.Is(err, kerr.UnknownTopicID):
+		p.forgetTopic(batches[i].Topic, purges[i])
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		p.forgetMissing(batches, []int{i}, purges)
+	}
+	return err
 }
 
 // produces reports whether Publish produces b, and so keeps an entry of
@@ -567,7 +615,7 @@ func (p *Publisher) forgetMissing(batches []TopicMessages, of []int, purges []ui
 	}
 	ctx, cancel := untilAllDone(batches, of)
 	defer cancel()
-	// Bounded: the other topics' results of the call wait for it.
+	// Bounded: the call returns only after it.
 	ctx, stop := context.WithTimeout(ctx, missingCheckTimeout)
 	defer stop()
 	missing, err := p.missingTopics(ctx, slices.Compact(slices.Sorted(slices.Values(topics))))
