@@ -17,10 +17,14 @@ import (
 // topic's block waits, block.probing), so nothing of it overtakes them;
 // the first pass after the probe returned settles its outcome as it would
 // a publish of its own (settleProbes), and then reads the topic's rows
-// behind the probe's. The probe is not bounded more tightly than any
-// publish: kgo fails every record buffered for a Kafka partition once the
-// first one's context ends, other relay partitions' records of the same
-// topic too.
+// behind the probe's. A topic's first failure is taken out of the pass
+// the same way: a unit whose publish is still running probeGrace after
+// the pass's other units were answered becomes a probe (probeRest), its
+// publish going on without the pass (Run's passes, not OrderAcrossTopics,
+// whose order across topics is that wait). The probe is not bounded more
+// tightly than any publish: kgo fails every record buffered for a Kafka
+// partition once the first one's context ends, other relay partitions'
+// records of the same topic too.
 
 // probes are one Run's probes: those running, and those that returned
 // with their outcome, for the next pass to settle.
@@ -52,12 +56,7 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 		return units // every pass comes here: nothing to probe, nothing to allocate
 	}
 	pr := p.probes
-	running := 0
-	for _, b := range p.blocked {
-		if b.probing {
-			running++
-		}
-	}
+	running := p.probing()
 	kept := map[string]bool{}
 	return slices.DeleteFunc(units, func(u unit) bool {
 		b, ok := p.blocked[u.topic]
@@ -68,29 +67,97 @@ func (r *Relay) startProbes(ctx context.Context, p *partition, units []unit) []u
 			return true
 		}
 		size := rowBytes(u.rows)
-		if running == maxConcurrentTopics || running > 0 && pr.bytes+size > maxHeldBytes {
+		if !probeFits(running, pr.bytes, size) {
 			kept[u.topic] = true
 			return false
 		}
 		running++
-		pr.bytes += size
-		b.probing = true
-		p.blocked[u.topic] = b
-		pr.wg.Add(1)
-		acks := p.acks
 		// Its own copy: a run of OrderAcrossTopics is a slice of the
 		// whole batch, which the probe would keep otherwise.
 		u.rows = slices.Clone(u.rows)
-		go func() {
-			defer pr.wg.Done()
-			err := r.publish(ctx, p, u.topic, u.rows)
-			pr.mu.Lock()
-			pr.done = append(pr.done, probed{u: u, bytes: size, err: err, at: time.Now(), acks: acks})
-			pr.mu.Unlock()
-			p.signal()
-		}()
+		end := p.beginProbe(u, size)
+		go func() { end(r.publish(ctx, p, u.topic, u.rows)) }()
 		return true
 	})
+}
+
+// probing counts the partition's probes running. p.lock is held.
+func (p *partition) probing() int {
+	n := 0
+	for _, b := range p.blocked {
+		if b.probing {
+			n++
+		}
+	}
+	return n
+}
+
+// probeFits says whether one more probe of size bytes of rows fits beside
+// running probes holding bytes: at most maxConcurrentTopics, holding at
+// most maxHeldBytes but for the first.
+func probeFits(running, bytes, size int) bool {
+	return running < maxConcurrentTopics && (running == 0 || bytes+size <= maxHeldBytes)
+}
+
+// beginProbe makes u, of size bytes of rows, a probe: its topic waits
+// (block.probing), its rows out of the reads and hand-offs, until the
+// pass after the returned end was called with the publish's outcome
+// settles it (settleProbes). p.lock is held.
+func (p *partition) beginProbe(u unit, size int) (end func(error)) {
+	pr := p.probes
+	b := p.blocked[u.topic]
+	b.probing = true
+	p.blocked[u.topic] = b
+	pr.bytes += size
+	pr.wg.Add(1)
+	acks := p.acks
+	return func(err error) {
+		defer pr.wg.Done()
+		pr.mu.Lock()
+		pr.done = append(pr.done, probed{u: u, bytes: size, err: err, at: time.Now(), acks: acks})
+		pr.mu.Unlock()
+		p.signal()
+	}
+}
+
+// probeRest makes probes of the units of a pass's publish still running
+// (rest, by index in units), whose outcomes are still to come on outcomes
+// (those of the others were taken), unless they do not all fit the
+// probes' bounds (probeFits): it then returns false and changes nothing,
+// and the pass waits for them. When ctx ends first, the publish is left
+// behind (finished closes when it returns), its rows to be published
+// again. p.lock is held.
+func (r *Relay) probeRest(ctx context.Context, p *partition, units []unit, rest []int, outcomes <-chan outcome, finished <-chan struct{}) bool {
+	running, bytes := p.probing(), p.probes.bytes
+	sizes := make(map[int]int, len(rest))
+	for _, k := range rest {
+		sizes[k] = rowBytes(units[k].rows)
+		if !probeFits(running, bytes, sizes[k]) {
+			return false
+		}
+		running++
+		bytes += sizes[k]
+	}
+	ends := make(map[int]func(error), len(rest))
+	for _, k := range rest {
+		ends[k] = p.beginProbe(units[k], sizes[k])
+	}
+	go func() {
+		for len(ends) > 0 {
+			select {
+			case o := <-outcomes:
+				ends[o.k](o.err)
+				delete(ends, o.k)
+			case <-ctx.Done():
+				p.left.add(finished)
+				for _, end := range ends {
+					end(ctx.Err())
+				}
+				return
+			}
+		}
+	}()
+	return true
 }
 
 // rowBytes is what rows hold in memory: keys, values and headers.

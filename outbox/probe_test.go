@@ -57,16 +57,23 @@ func (a *awayTopic) Publish(topic string, msgs ...*message.Message) error {
 	return a.recorder.Publish(topic, msgs...)
 }
 
-func (a *awayTopic) PublishTopics(batches ...kafkapubsub.TopicMessages) []error {
+func (a *awayTopic) PublishTopicsEach(done func(i int, err error), batches ...kafkapubsub.TopicMessages) {
 	i := slices.IndexFunc(batches, func(b kafkapubsub.TopicMessages) bool { return b.Topic == a.topic })
 	if i < 0 {
-		return a.recorder.PublishTopics(batches...)
+		a.recorder.PublishTopicsEach(done, batches...)
+		return
 	}
 	if err := a.away(); err != nil {
-		errs := a.recorder.PublishTopics(slices.Delete(slices.Clone(batches), i, i+1)...)
-		return slices.Insert(errs, i, err)
+		done(i, err)
+		a.recorder.PublishTopicsEach(func(k int, err error) {
+			if k >= i {
+				k++ // the index in batches, the away topic's left out
+			}
+			done(k, err)
+		}, slices.Delete(slices.Clone(batches), i, i+1)...)
+		return
 	}
-	return a.recorder.PublishTopics(batches...)
+	a.recorder.PublishTopicsEach(done, batches...)
 }
 
 // TestAwayTopicIsProbedAlone: a topic Kafka was away for is tried again in

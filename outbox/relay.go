@@ -592,14 +592,15 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 		// times the rows (docs/performance.md). A failure stops the rest,
 		// which must not overtake it: the table has them. Rows of a
 		// parked or backing-off topic stay there too, behind that topic's
-		// earlier rows, until a read publishes them all.
+		// earlier rows, until a read publishes them all; so do those of a
+		// topic whose publish became a probe in an earlier batch.
 		handed = slices.DeleteFunc(handed, p.waits)
 		for len(handed) > 0 && res.pubErr == nil && res.dbErr == nil {
 			n := min(len(handed), handedBatches*r.cfg.BatchSize)
-			pr := r.publishRows(ctx, p, handed[:n], false, false)
+			pr := r.publishRows(ctx, p, handed[:n], false, true)
 			res.published += pr.published
 			res.pubErr, res.dbErr = pr.pubErr, pr.dbErr
-			handed = handed[n:]
+			handed = slices.DeleteFunc(handed[n:], p.waits)
 		}
 		if len(p.acked) > 0 && (len(p.acked) >= r.cfg.BatchSize || time.Since(p.ackedAt) >= r.cfg.DeleteDelay) {
 			err := r.deleteAcked(ctx, p)
@@ -739,8 +740,10 @@ func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.T
 
 // publishRows publishes rows of the partition, in id order, in one of two
 // modes (publishInOrder, publishConcurrently), each topic Kafka was away
-// for in a probe when probe says so; what Kafka acknowledged is deleted
-// later. more says the table holds more.
+// for in a probe when probe says so (Run's passes, not DrainOnce's), and
+// with publishConcurrently each topic that keeps the others waiting too;
+// what Kafka acknowledged is deleted later. more says the table holds
+// more.
 func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more, probe bool) passResult {
 	ps := &passState{failed: map[string]bool{}}
 	ps.res.more = more
@@ -751,7 +754,7 @@ func (r *Relay) publishRows(ctx context.Context, p *partition, rows []row, more,
 	if r.cfg.OrderAcrossTopics {
 		r.publishInOrder(ctx, p, units, ps)
 	} else {
-		r.publishConcurrently(ctx, p, units, ps)
+		r.publishConcurrently(ctx, p, units, ps, probe)
 	}
 	return r.passDone(ctx, ps)
 }
@@ -876,13 +879,64 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 // settles each: all were sent, so even when one says stop, the others'
 // acknowledgements still count. When one was acknowledged, Kafka is there:
 // the others' failures are their topics' own, and pause nothing.
-func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []unit, ps *passState) {
-	errs := r.publishAll(ctx, p, units)
-	acked := slices.Contains(errs, nil)
+//
+// With probe, units still publishing probeGrace after the last of the
+// others' outcomes become probes (probeRest) rather than hold the pass: a
+// topic whose Kafka partition lost its leader is held by kgo up to its
+// delivery timeout (30 s) at its first failure too, not only at the
+// retries startProbes takes out of the passes.
+func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []unit, ps *passState, probe bool) {
+	outcomes, finished := r.startAll(ctx, p, units)
+	errs := make([]error, len(units))
+	known := make([]bool, len(units))
+	left := len(units)
+	grace := time.NewTimer(probeGrace)
+	grace.Stop()
+	defer grace.Stop()
+	for left > 0 {
+		select {
+		case o := <-outcomes:
+			errs[o.k], known[o.k] = o.err, true
+			if left--; probe && left > 0 {
+				grace.Reset(probeGrace)
+			}
+		case <-grace.C:
+			var rest []int
+			for k := range units {
+				if !known[k] {
+					rest = append(rest, k)
+				}
+			}
+			if r.probeRest(ctx, p, units, rest, outcomes, finished) {
+				left = 0
+			}
+		case <-ctx.Done():
+			p.left.add(finished) // its rows are published again
+			for k := range units {
+				if !known[k] {
+					errs[k], known[k] = ctx.Err(), true
+				}
+			}
+			left = 0
+		}
+	}
+	acked := false
+	for k := range units {
+		acked = acked || known[k] && errs[k] == nil
+	}
 	for k, u := range units {
-		r.settle(ctx, p, u, errs[k], ps, acked)
+		if known[k] {
+			r.settle(ctx, p, u, errs[k], ps, acked)
+		}
 	}
 }
+
+// probeGrace is how long a pass waits for its units still publishing once
+// the others' outcomes are in before they become probes: Kafka
+// acknowledges within milliseconds, so a unit this far behind most likely
+// waits for a partition's leader, up to the delivery timeout. Its rows
+// wait for the probe rather than the other topics' for it.
+const probeGrace = 300 * time.Millisecond
 
 // settle accounts one unit's publish: acknowledges its rows, parks the
 // records Kafka refuses for good, or backs its topic off. It returns false
@@ -1125,55 +1179,63 @@ func (r *Relay) units(rows []row) []unit {
 	return out
 }
 
-// publishAll publishes the units at once and returns each one's error: in
+// outcome is the outcome of units[k]'s publish.
+type outcome struct {
+	k   int
+	err error
+}
+
+// startAll starts publishing the units at once and returns each one's
+// outcome as soon as it is known, on outcomes, which has room for all of
+// them, and a channel closed when every publishing call has returned: in
 // one call when the publisher takes several topics (kafkapubsub's does),
 // else at most maxConcurrentTopics calls at a time.
-func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []error {
-	errs := make([]error, len(units))
+func (r *Relay) startAll(ctx context.Context, p *partition, units []unit) (<-chan outcome, <-chan struct{}) {
+	outcomes, finished := make(chan outcome, len(units)), make(chan struct{})
 	if err := p.waitHold(ctx); err != nil {
-		for k := range errs {
-			errs[k] = err
+		for k := range units {
+			outcomes <- outcome{k, err}
 		}
-		return errs
+		close(finished)
+		return outcomes, finished
 	}
 	if tp, ok := r.cfg.Publisher.(topicsPublisher); ok {
+		// Not ended with the pass: units past probeGrace are published
+		// on as probes.
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		defer cancel()
 		var batches []kafkapubsub.TopicMessages
 		var of []int // unit of each batch
 		for k, u := range units {
 			msgs, err := r.messages(pctx, u.rows)
 			if err != nil {
-				errs[k] = err
+				outcomes <- outcome{k, err}
 				continue
 			}
 			batches, of = append(batches, kafkapubsub.TopicMessages{Topic: u.topic, Messages: msgs}), append(of, k)
 		}
-		if len(batches) == 0 {
-			return errs
-		}
-		got, err := await(ctx, &p.left, func() []error { return tp.PublishTopics(batches...) })
-		for i, k := range of {
-			if err != nil {
-				errs[k] = err
-			} else {
-				errs[k] = got[i]
-			}
-		}
-		return errs
-	}
-	sem := make(chan struct{}, maxConcurrentTopics)
-	var wg sync.WaitGroup
-	for k, u := range units {
-		sem <- struct{}{}
-		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			errs[k] = r.publish(ctx, p, u.topic, u.rows)
+			defer close(finished)
+			defer cancel()
+			if len(batches) > 0 {
+				tp.PublishTopicsEach(func(i int, err error) { outcomes <- outcome{of[i], err} }, batches...)
+			}
 		}()
+		return outcomes, finished
 	}
-	wg.Wait()
-	return errs
+	go func() {
+		defer close(finished)
+		sem := make(chan struct{}, maxConcurrentTopics)
+		var wg sync.WaitGroup
+		for k, u := range units {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				outcomes <- outcome{k, r.publish(ctx, p, u.topic, u.rows)}
+			})
+		}
+		wg.Wait()
+	}()
+	return outcomes, finished
 }
 
 // topicsPublisher is a publisher that takes several topics in one call
@@ -1183,7 +1245,7 @@ func (r *Relay) publishAll(ctx context.Context, p *partition, units []unit) []er
 // (one until the broker first answered), so they would queue for each
 // other.
 type topicsPublisher interface {
-	PublishTopics(batches ...kafkapubsub.TopicMessages) []error
+	PublishTopicsEach(done func(i int, err error), batches ...kafkapubsub.TopicMessages)
 }
 
 // selectReq asks for a partition's next rows up to upTo, but for the
@@ -1550,10 +1612,10 @@ func await[T any](ctx context.Context, left *leftBehind, call func() T) (T, erro
 // each a channel closed when it returns.
 type leftBehind struct {
 	mu    sync.Mutex
-	calls []chan struct{}
+	calls []<-chan struct{}
 }
 
-func (l *leftBehind) add(finished chan struct{}) {
+func (l *leftBehind) add(finished <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls = append(l.calls, finished)

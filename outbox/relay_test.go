@@ -82,23 +82,23 @@ func (r *recorder) Publish(topic string, msgs ...*message.Message) error {
 	return nil
 }
 
-// PublishTopics is the call the relay makes for topics published together
-// (kafkapubsub.Publisher's), recorded like Publish.
-func (r *recorder) PublishTopics(batches ...kafkapubsub.TopicMessages) []error {
+// PublishTopicsEach is the call the relay makes for topics published
+// together (kafkapubsub.Publisher's), recorded like Publish as each topic's
+// outcome comes.
+func (r *recorder) PublishTopicsEach(done func(i int, err error), batches ...kafkapubsub.TopicMessages) {
 	r.calls.Add(1)
-	errs := r.Publisher.(*kafkapubsub.Publisher).PublishTopics(batches...)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, b := range batches {
-		if errs[i] != nil {
+	r.Publisher.(*kafkapubsub.Publisher).PublishTopicsEach(func(i int, err error) {
+		if err != nil {
 			r.failures.Add(1)
-			continue
+		} else {
+			r.mu.Lock()
+			for _, m := range batches[i].Messages {
+				r.sent = append(r.sent, batches[i].Topic+"/"+string(m.Payload))
+			}
+			r.mu.Unlock()
 		}
-		for _, m := range b.Messages {
-			r.sent = append(r.sent, b.Topic+"/"+string(m.Payload))
-		}
-	}
-	return errs
+		done(i, err)
+	}, batches...)
 }
 
 func (r *recorder) acked() []string {
