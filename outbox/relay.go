@@ -1353,15 +1353,18 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		// walked index (outbox_waiting) what the SELECT below leaves out:
 		// a park that ended (by the database's clock, or an operator's
 		// past time) puts its rows back, and a park still running takes
-		// the rows of its topic written since it began (marked until the
-		// same time, for the same reason). The SELECT leaves a topic out
-		// while any row of it is marked, so its rows go again in id order
-		// once the last is back. A chunk a partition, the statement's
-		// share of unparkChunk: every partition's read in the round trip
-		// waits for it. The parked topics are found as the SELECT finds
-		// them, each one's ended rows and its park by a look-up in
-		// outbox_parked. Rows another transaction holds wait for a later
-		// read.
+		// those of its topic written since it began among the oldest
+		// waiting rows, the ones the SELECT walks past (marked until the
+		// same time, for the same reason; a read that marked some has the
+		// next come at once). The SELECT leaves a topic out while any row
+		// of it is marked, so its rows go again in id order once the last
+		// is back. A chunk a partition, the statement's share of
+		// unparkChunk, of rows put back and of waiting rows looked at:
+		// every partition's read in the round trip waits for it, and a
+		// backlog of other topics' rows is not walked. The parked topics
+		// are found as the SELECT finds them, each one's ended rows and
+		// its park by a look-up in outbox_parked. Rows another transaction
+		// holds wait for a later read.
 		chunk := max(1, (cmp.Or(r.cfg.unparkChunk, unparkChunk)+len(parkParts)-1)/len(parkParts))
 		b.Queue(`
 			WITH RECURSIVE pk(p, t) AS (
@@ -1388,12 +1391,14 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 			), m AS (
 				UPDATE outbox o SET parked_until = pt.until, park_reason = pt.reason FROM pt
 				WHERE o.id = ANY(ARRAY(
-					SELECT w.id FROM unnest($1::int[]) AS q(p), LATERAL (
-						SELECT id FROM outbox WHERE source_partition = q.p AND parked_until IS NULL
-						  AND topic IN (SELECT pt.t FROM pt WHERE pt.p = q.p AND pt.until > now())
-						ORDER BY source_partition, id
-						LIMIT $2 FOR UPDATE SKIP LOCKED) w
-					WHERE EXISTS (SELECT FROM pt WHERE pt.p = q.p AND pt.until > now())))
+					SELECT c.id FROM outbox c WHERE c.id = ANY(ARRAY(
+						SELECT w.id FROM unnest($1::int[]) AS q(p), LATERAL (
+							SELECT id, topic FROM outbox WHERE source_partition = q.p AND parked_until IS NULL
+							ORDER BY source_partition, id
+							LIMIT $2) w
+						WHERE EXISTS (SELECT FROM pt WHERE pt.p = q.p AND pt.until > now())
+						  AND w.topic IN (SELECT pt.t FROM pt WHERE pt.p = q.p AND pt.until > now())))
+					FOR UPDATE SKIP LOCKED))
 				  AND o.source_partition = pt.p AND o.topic = pt.t AND pt.until > now()
 				RETURNING o.source_partition
 			)
@@ -1402,7 +1407,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 			GROUP BY p`, parkParts, chunk).Query(func(rows pgx.Rows) error {
 			var p int32
 			var put, took int
-			_, err := pgx.ForEachRow(rows, []any{&p, &put, &took}, func() error { parkWork[p] = put == chunk || took == chunk; return nil })
+			_, err := pgx.ForEachRow(rows, []any{&p, &put, &took}, func() error { parkWork[p] = put == chunk || took > 0; return nil })
 			return err
 		})
 	}
