@@ -114,16 +114,17 @@
 //     (database clock; park_reason the error's name; 5,000 rows per
 //     statement: a park cut short has parked the oldest, which hold the
 //     rest back as a park does); newer rows of the
-//     topic wait behind them unparked, and all are retried, in id order,
+//     topic wait behind them, and all are retried, in id order,
 //     when the park ends. One failure after that parks them again. Each read
 //     of the table finds there which topics are parked, so a park an
 //     operator ends (README runbook) is over at the relay's next read. A
 //     parked row is out of the index the reads walk (outbox_waiting): a
 //     parked backlog costs them nothing. The rows its topic gets during
-//     the park are parked by the reads too, until the same time, and when
-//     the park ends the reads put its rows back; 1,000 rows a read's
-//     statement, its partitions sharing them, the topic left out until the
-//     last is back.
+//     the park are parked by the reads too, until the same time (those
+//     among the oldest waiting rows), and when the park ends the reads put
+//     its rows back; 1,000 rows a read's statement, its partitions sharing
+//     them, the topic left out until the last is back. /health's parked
+//     count includes the rows parked so.
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else),
 //     or refuses the record's timestamp (INVALID_TIMESTAMP: this process's
 //     clock, kgo's CreateTime, is outside the broker's window; the retry
@@ -137,6 +138,9 @@
 //     wait for, so a topic whose Kafka partition has no leader holds only
 //     its own rows, not the other topics' of the partition, while kgo
 //     holds the call; its newer rows wait in the table until it returns.
+//     A topic's first failure is taken out of the pass the same way: a
+//     topic still publishing 300 ms after the pass's other topics were
+//     answered goes on as a probe (not with Config.OrderAcrossTopics).
 //     With kgo's default
 //     idempotent producer, a produce request that got no answer is never
 //     failed (neither RecordDeliveryTimeout nor the context stop it), so
