@@ -139,8 +139,9 @@
 //     its own rows, not the other topics' of the partition, while kgo
 //     holds the call; its newer rows wait in the table until it returns.
 //     A topic's first failure is taken out of the pass the same way: a
-//     topic still publishing 300 ms after the pass's other topics were
-//     answered goes on as a probe (not with Config.OrderAcrossTopics).
+//     topic still publishing 300 ms after the pass's publish began, and
+//     after the pass's other topics were answered, goes on as a probe (not
+//     with Config.OrderAcrossTopics).
 //     With kgo's default
 //     idempotent producer, a produce request that got no answer is never
 //     failed (neither RecordDeliveryTimeout nor the context stop it), so

@@ -880,8 +880,10 @@ func (r *Relay) publishInOrder(ctx context.Context, p *partition, units []unit, 
 // acknowledgements still count. When one was acknowledged, Kafka is there:
 // the others' failures are their topics' own, and pause nothing.
 //
-// With probe, units still publishing probeGrace after the last of the
-// others' outcomes become probes (probeRest) rather than hold the pass: a
+// With probe, units still publishing probeGrace after the publish began,
+// or after the last of the others' outcomes, become probes (probeRest)
+// rather than hold the pass (a pass of one topic too: a command answered
+// alone is one reply row): a
 // topic whose Kafka partition lost its leader is held by kgo up to its
 // delivery timeout (30 s) at its first failure too, not only at the
 // retries startProbes takes out of the passes.
@@ -891,7 +893,9 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 	known := make([]bool, len(units))
 	left := len(units)
 	grace := time.NewTimer(probeGrace)
-	grace.Stop()
+	if !probe {
+		grace.Stop()
+	}
 	defer grace.Stop()
 	for left > 0 {
 		select {
@@ -1355,8 +1359,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		// past time) puts its rows back, and a park still running takes
 		// those of its topic written since it began among the oldest
 		// waiting rows, the ones the SELECT walks past (marked until the
-		// same time, for the same reason; a read that marked some has the
-		// next come at once). The SELECT leaves a topic out while any row
+		// same time, for the same reason). The SELECT leaves a topic out while any row
 		// of it is marked, so its rows go again in id order once the last
 		// is back. A chunk a partition, the statement's share of
 		// unparkChunk, of rows put back and of waiting rows looked at:
@@ -1400,14 +1403,16 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 						  AND w.topic IN (SELECT pt.t FROM pt WHERE pt.p = q.p AND pt.until > now())))
 					FOR UPDATE SKIP LOCKED))
 				  AND o.source_partition = pt.p AND o.topic = pt.t AND pt.until > now()
-				RETURNING o.source_partition
 			)
-			SELECT p, count(*) FILTER (WHERE put), count(*) FILTER (WHERE NOT put)
-			FROM (SELECT source_partition, true FROM u UNION ALL SELECT source_partition, false FROM m) x(p, put)
-			GROUP BY p`, parkParts, chunk).Query(func(rows pgx.Rows) error {
+			SELECT source_partition, count(*) FROM u GROUP BY 1`, parkParts, chunk).Query(func(rows pgx.Rows) error {
 			var p int32
-			var put, took int
-			_, err := pgx.ForEachRow(rows, []any{&p, &put, &took}, func() error { parkWork[p] = put == chunk || took > 0; return nil })
+			var put int
+			// Rows put back free their topic once the last is back: a full
+			// chunk has the next read come at once. Rows parked need not:
+			// the next read at its usual time looks at the waiting rows
+			// again, and a topic parked with a row each round trip would
+			// otherwise keep the partition reading.
+			_, err := pgx.ForEachRow(rows, []any{&p, &put}, func() error { parkWork[p] = put == chunk; return nil })
 			return err
 		})
 	}

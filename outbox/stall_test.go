@@ -73,6 +73,31 @@ func TestFirstFailureHoldsNoOtherTopic(t *testing.T) {
 	assert.Equal(t, []string{"x1", "x2", "x3"}, firstSeen(values(consume(t, c.ListenAddrs(), bad, 3))), "the failing topic's rows in order")
 }
 
+// TestLoneFirstFailureHoldsNoOtherTopic: a pass of the failing topic
+// alone (a command answered by one reply row) becomes a probe too, so the
+// rows of another topic committed after it go while its record is held.
+func TestLoneFirstFailureHoldsNoOtherTopic(t *testing.T) {
+	t.Parallel()
+	const bad, good, p = "locks.replies.leaderless", "locks.replies.healthy", int32(4)
+	c := newCluster(t, kfake.SeedTopics(1, bad, good))
+	fault := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: bad, Err: kerr.NotLeaderForPartition, Count: -1})
+	st := testdb.New(t)
+	pub := newPublisher(t, c.ListenAddrs(), false, kgo.RecordDeliveryTimeout(30*time.Second))
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) { cfg.PublishTimeout = 35 * time.Second })
+	insert(t, st, p, rec{bad, "k", "x1", ""})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+	require.Eventually(t, func() bool { return fault.Hits() > 0 }, 10*time.Second, 5*time.Millisecond, "the lone record sent")
+
+	insert(t, st, p, rec{good, "k", "y1", ""})
+	relay.Wake(p)
+	require.Eventually(t, func() bool { return len(pub.acked()) == 1 }, 10*time.Second, 5*time.Millisecond,
+		"the other topic's row while the lone one is held")
+	require.Equal(t, []string{good + "/y1"}, pub.acked())
+	require.Zero(t, pub.failures.Load(), "the held record is still outstanding")
+	fault.Remove()
+	require.Eventually(t, func() bool { return count(t, st, "true") == 0 }, 10*time.Second, 5*time.Millisecond, "every row published")
+}
+
 // topicCalls counts the publishing calls of several topics that name topic.
 type topicCalls struct {
 	*recorder
