@@ -348,7 +348,9 @@ func produceContext(records []*kgo.Record) (context.Context, context.CancelFunc)
 // Publish produces msgs to topic and returns once Kafka has acknowledged all
 // of them. When Kafka failed some of them, the error is a [*PublishError]
 // saying which and why; the others were written, and publishing them again
-// duplicates them.
+// duplicates them. With Config.Client, each Publish also waits for that
+// client's linger (kgo's default 10 ms; the publisher's own client has
+// none).
 //
 // Publish waits as long as kgo retries: with the default of no
 // kgo.RecordDeliveryTimeout it blocks while no broker is reachable.
