@@ -1279,6 +1279,19 @@ type selected struct {
 	parkWork bool
 }
 
+// parkedTopics is a recursive CTE, pk(p, t), of the parked topics of the
+// partitions $1: each (partition, topic) with a row parked until a finite
+// time, ended or not, one look-up in outbox_parked each, stepping over the
+// rows parked for good (few: records Kafka refuses). The read's SELECT and
+// its parks' statement each take it in their own snapshot.
+const parkedTopics = `pk(p, t) AS (
+	SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until < 'infinity')
+	FROM unnest($1::int[]) AS q(p)
+	UNION ALL
+	SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until < 'infinity')
+	FROM pk WHERE pk.t IS NOT NULL
+)`
+
 // unparkChunk bounds the rows one read's statement puts back in the walked
 // index or takes out of it, all partitions of the read together: a
 // topic's backlog may be millions of rows, and the statement holds every
@@ -1370,13 +1383,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		// holds wait for a later read.
 		chunk := max(1, (cmp.Or(r.cfg.unparkChunk, unparkChunk)+len(parkParts)-1)/len(parkParts))
 		b.Queue(`
-			WITH RECURSIVE pk(p, t) AS (
-				SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until < 'infinity')
-				FROM unnest($1::int[]) AS q(p)
-				UNION ALL
-				SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until < 'infinity')
-				FROM pk WHERE pk.t IS NOT NULL
-			), pt AS (
+			WITH RECURSIVE `+parkedTopics+`, pt AS (
 				SELECT pk.p, pk.t, x.until, x.reason FROM pk, LATERAL (
 					SELECT parked_until AS until, park_reason AS reason FROM outbox
 					WHERE source_partition = pk.p AND topic = pk.t AND parked_until < 'infinity'
@@ -1419,13 +1426,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	byPart := make(map[int32][]row, len(reqs))
 	parked := map[int32][]string{}
 	b.Queue(`
-		WITH RECURSIVE pk(p, t) AS (
-			SELECT q.p, (SELECT min(topic) FROM outbox WHERE source_partition = q.p AND parked_until < 'infinity')
-			FROM unnest($1::int[]) AS q(p)
-			UNION ALL
-			SELECT pk.p, (SELECT min(topic) FROM outbox WHERE source_partition = pk.p AND topic > pk.t AND parked_until < 'infinity')
-			FROM pk WHERE pk.t IS NOT NULL
-		), ex(p, t) AS (
+		WITH RECURSIVE `+parkedTopics+`, ex(p, t) AS (
 			SELECT p, t FROM pk WHERE t IS NOT NULL
 			UNION ALL
 			SELECT * FROM unnest($3::int[], $4::text[])

@@ -440,9 +440,26 @@ func retry(ctx context.Context, cfg Config, onRetry func(attempt int, err error,
 	return retryAtLeast(ctx, cfg, onRetry, nil, try)
 }
 
+// RetryWith runs try as the store retries its transactions (backoff from
+// base up to DefaultRetryMax, each retry told to onRetry, a stop while
+// retrying saying why it was) until it succeeds, fails for a reason
+// transient does not accept, or ctx ends: for a start's steps that are not
+// the store's (the worker's first Kafka request).
+func RetryWith(ctx context.Context, base time.Duration, transient func(error) bool,
+	onRetry func(attempt int, err error, delay time.Duration), try func() error) error {
+	return retryLoop(ctx, Config{RetryBase: base, RetryMax: DefaultRetryMax}, transient, onRetry, nil, try)
+}
+
 // retryAtLeast is retry waiting at least floor(err) (when floor is set)
 // after an attempt that failed with err.
 func retryAtLeast(ctx context.Context, cfg Config, onRetry func(attempt int, err error, delay time.Duration),
+	floor func(error) time.Duration, try func() error) error {
+	return retryLoop(ctx, cfg, func(err error) bool { return errors.Is(err, ErrTransient) }, onRetry, floor, try)
+}
+
+// retryLoop is retryAtLeast with transient saying which errors are
+// retried.
+func retryLoop(ctx context.Context, cfg Config, transient func(error) bool, onRetry func(attempt int, err error, delay time.Duration),
 	floor func(error) time.Duration, try func() error) error {
 	var last error // the previous attempt's transient error
 	for attempt := 1; ; attempt++ {
@@ -451,7 +468,7 @@ func retryAtLeast(ctx context.Context, cfg Config, onRetry func(attempt int, err
 			// ctx ended while we were about to retry: report why we were retrying.
 			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt-1, ctx.Err(), last)
 		}
-		if err == nil || !errors.Is(err, ErrTransient) {
+		if err == nil || !transient(err) {
 			return err
 		}
 		step := attempt

@@ -1,59 +1,25 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/omninode/lockworker/store"
 )
 
 // onStartRetry is told of each retry of the start's step after a
 // transient error of what ("database", "Kafka"): a warn line on log with
 // the error, the attempt, the wait and the step. PostgreSQL's start
-// (store.Config.OnStartRetry) and Kafka's (retryStart) share it.
+// (store.Config.OnStartRetry) and Kafka's (store.RetryWith) share it.
 func (m *Main) onStartRetry(log zerolog.Logger, what string) func(attempt int, err error, delay time.Duration) {
 	return func(attempt int, err error, delay time.Duration) {
 		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", delay).Str("step", *m.step.Load()).
 			Msg("transient " + what + " error while starting; retrying")
-	}
-}
-
-// retryStart runs try, a step of the start, until it succeeds, fails for
-// a reason transient does not accept, or ctx ends, with the backoff of
-// PostgreSQL's start (store.Config.RetryStart): store.Backoff from base
-// (ACQUIRE_RETRY_DELAY) up to store.DefaultRetryMax, each retry told to
-// onRetry. A stop while retrying says why it was retrying, as store's
-// does, so that exitCode logs it at warn.
-func retryStart(ctx context.Context, base time.Duration, transient func(error) bool,
-	onRetry func(attempt int, err error, delay time.Duration), try func() error) error {
-	var last error // the previous attempt's transient error
-	for attempt := 1; ; attempt++ {
-		err := try()
-		switch {
-		case err == nil:
-			return nil
-		case ctx.Err() != nil && last != nil:
-			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt-1, ctx.Err(), last)
-		case ctx.Err() != nil || !transient(err):
-			return err
-		}
-		delay := store.Backoff(base, store.DefaultRetryMax, attempt)
-		onRetry(attempt, err, delay)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("giving up after %d attempts: %w (last error: %w)", attempt, ctx.Err(), err)
-		case <-time.After(delay):
-		}
-		last = err
 	}
 }
 

@@ -328,7 +328,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// than exit and crash-loop; what no wait cures (SASL, authorization,
 	// TLS) fails at once.
 	klog := log.With().Strs("brokers", cfg.Kafka.BootstrapServers).Logger()
-	if err := retryStart(ctx, cfg.AcquireRetryDelay, kafkaUnreachable, m.onStartRetry(klog, "Kafka"),
+	if err := store.RetryWith(ctx, cfg.AcquireRetryDelay, kafkaUnreachable, m.onStartRetry(klog, "Kafka"),
 		func() error {
 			actx, cancel := context.WithTimeout(ctx, m.kafkaAttempt)
 			defer cancel()
