@@ -782,7 +782,7 @@ type passState struct {
 // selectBatch deletes the acknowledged rows and selects the partition's
 // next batch, leaving out the topics that back off or are parked (the
 // latter found by the query in the table, and noted in p.parked).
-// parkWork says a full chunk of rows went back in the walk or out of it
+// parkWork says a full chunk of rows went back in the walk
 // (selectRows): more may wait for the next read.
 func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) (rows []row, parkWork bool, err error) {
 	now := time.Now()
@@ -1274,8 +1274,8 @@ type selected struct {
 	rows      []row
 	parked    []string
 	xmin, xid int64
-	// parkWork: a full chunk of rows went back in the walk or out of it
-	// (selectRows): more may wait for the next read.
+	// parkWork: a full chunk of rows went back in the walk (selectRows):
+	// more may wait for the next read.
 	parkWork bool
 }
 
@@ -1372,12 +1372,14 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		// past time) puts its rows back, and a park still running takes
 		// those of its topic written since it began among the oldest
 		// waiting rows, the ones the SELECT walks past (marked until the
-		// same time, for the same reason). The SELECT leaves a topic out while any row
-		// of it is marked, so its rows go again in id order once the last
-		// is back. A chunk a partition, the statement's share of
-		// unparkChunk, of rows put back and of waiting rows looked at:
-		// every partition's read in the round trip waits for it, and a
-		// backlog of other topics' rows is not walked. The parked topics
+		// same time, for the same reason): a batch of them, or a chunk,
+		// after the rows of the topics the SELECT leaves out in memory
+		// (backing off, probing), which it walks past too. The SELECT
+		// leaves a topic out while any row of it is marked, so its rows go
+		// again in id order once the last is back. A chunk a partition,
+		// the statement's share of unparkChunk, of rows put back: every
+		// partition's read in the round trip waits for it, and a backlog
+		// of other topics' rows is not walked. The parked topics
 		// are found as the SELECT finds them, each one's ended rows and
 		// its park by a look-up in outbox_parked. Rows another transaction
 		// holds wait for a later read.
@@ -1404,14 +1406,15 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 					SELECT c.id FROM outbox c WHERE c.id = ANY(ARRAY(
 						SELECT w.id FROM unnest($1::int[]) AS q(p), LATERAL (
 							SELECT id, topic FROM outbox WHERE source_partition = q.p AND parked_until IS NULL
+							  AND topic <> ALL(ARRAY(SELECT b.t FROM unnest($3::int[], $4::text[]) AS b(p, t) WHERE b.p = q.p))
 							ORDER BY source_partition, id
-							LIMIT $2) w
+							LIMIT $5) w
 						WHERE EXISTS (SELECT FROM pt WHERE pt.p = q.p AND pt.until > now())
 						  AND w.topic IN (SELECT pt.t FROM pt WHERE pt.p = q.p AND pt.until > now())))
 					FOR UPDATE SKIP LOCKED))
 				  AND o.source_partition = pt.p AND o.topic = pt.t AND pt.until > now()
 			)
-			SELECT source_partition, count(*) FROM u GROUP BY 1`, parkParts, chunk).Query(func(rows pgx.Rows) error {
+			SELECT source_partition, count(*) FROM u GROUP BY 1`, parkParts, chunk, blockedParts, blocked, max(chunk, r.cfg.BatchSize)).Query(func(rows pgx.Rows) error {
 			var p int32
 			var put int
 			// Rows put back free their topic once the last is back: a full

@@ -113,7 +113,7 @@ func TestRowsWrittenDuringAParkAreParked(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	st := testdb.New(t)
-	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop(), unparkChunk: 6})
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop(), BatchSize: 3, unparkChunk: 6})
 	require.NoError(t, err)
 	for _, part := range []int32{0, 1} {
 		_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason)
@@ -133,7 +133,7 @@ func TestRowsWrittenDuringAParkAreParked(t *testing.T) {
 		require.NoError(t, err)
 		return res
 	}
-	// 3 waiting rows looked at a partition (half the chunk each): bad bad
+	// 3 waiting rows looked at a partition (a batch; half the chunk each): bad bad
 	// good, then good bad bad, then good bad; then nothing more to do.
 	for i, want := range []int{3, 1, 0, 0} {
 		res := read()
@@ -148,4 +148,26 @@ func TestRowsWrittenDuringAParkAreParked(t *testing.T) {
 	var untils, reasons int
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(DISTINCT parked_until), count(DISTINCT park_reason) FROM outbox WHERE topic = 'bad' AND source_partition = 0`).Scan(&untils, &reasons))
 	require.Equal(t, [2]int{1, 1}, [2]int{untils, reasons}, "until the park's end, for its reason")
+}
+
+// The rows a running park's topic got are found behind the rows of a
+// topic the read leaves out in memory (backing off, probing), which the
+// SELECT walks past too: a backlog of those does not hide them.
+func TestRowsWrittenDuringAParkBehindABackoff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop(), BatchSize: 3, unparkChunk: 3})
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason)
+		VALUES (0, 'bad', '\x00', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED')`)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value)
+		SELECT 0, CASE WHEN i <= 10 THEN 'slow' ELSE 'bad' END, '\x00' FROM generate_series(1, 12) i`)
+	require.NoError(t, err)
+	_, err = r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, parks: true, blocked: []string{"slow"}}})
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE topic = 'bad' AND parked_until IS NULL`).Scan(&n))
+	require.Zero(t, n, "the parked topic's new rows, behind ten of a topic backing off")
 }

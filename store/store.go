@@ -441,12 +441,16 @@ func retry(ctx context.Context, cfg Config, onRetry func(attempt int, err error,
 }
 
 // RetryWith runs try as the store retries its transactions (backoff from
-// base up to DefaultRetryMax, each retry told to onRetry, a stop while
-// retrying saying why it was) until it succeeds, fails for a reason
-// transient does not accept, or ctx ends: for a start's steps that are not
-// the store's (the worker's first Kafka request).
+// base, DefaultRetryBase when not positive, up to DefaultRetryMax, each
+// retry told to onRetry, a stop while retrying saying why it was) until it
+// succeeds, fails for a reason transient does not accept, or ctx ends: for
+// a start's steps that are not the store's (the worker's first Kafka
+// request).
 func RetryWith(ctx context.Context, base time.Duration, transient func(error) bool,
 	onRetry func(attempt int, err error, delay time.Duration), try func() error) error {
+	if base <= 0 {
+		base = DefaultRetryBase
+	}
 	return retryLoop(ctx, Config{RetryBase: base, RetryMax: DefaultRetryMax}, transient, onRetry, nil, try)
 }
 
