@@ -23,6 +23,10 @@ import (
 func TestRefusedFilesExit2(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing")
+	// The secrets' files by a short name: a long value that names no file
+	// may be a key pasted in place of its path, refused unshown by
+	// ParseEnv already (TestSecretPastedForItsPathExit2).
+	missingSecret := "missing-secret.pem"
 	garbage := filepath.Join(dir, "garbage.pem")
 	require.NoError(t, os.WriteFile(garbage, []byte("not a PEM block\n"), 0o600))
 	garbageKeys := filepath.Join(dir, "keys")
@@ -49,13 +53,13 @@ func TestRefusedFilesExit2(t *testing.T) {
 	}{
 		{"CA file missing", "KAFKA_TLS_CA_FILE", with(tlsOn, "KAFKA_TLS_CA_FILE", missing)},
 		{"CA file without a certificate", "KAFKA_TLS_CA_FILE", with(tlsOn, "KAFKA_TLS_CA_FILE", garbage)},
-		{"client certificate missing", "KAFKA_TLS_CERT_FILE", with(tlsOn, "KAFKA_TLS_CERT_FILE", missing, "KAFKA_TLS_KEY_FILE", missing)},
+		{"client certificate missing", "KAFKA_TLS_CERT_FILE", with(tlsOn, "KAFKA_TLS_CERT_FILE", missing, "KAFKA_TLS_KEY_FILE", missingSecret)},
 		{"client certificate invalid", "KAFKA_TLS_CERT_FILE", with(tlsOn, "KAFKA_TLS_CERT_FILE", garbage, "KAFKA_TLS_KEY_FILE", garbage)},
 		{"AUTH_KEYS missing", "AUTH_REQUIRED", with(authOn, "AUTH_KEYS", missing)},
 		{"AUTH_KEYS invalid", "AUTH_REQUIRED", with(authOn, "AUTH_KEYS", garbageKeys)},
 		{"AUTH_REQUESTER_KEYS missing", "AUTH_REQUIRED", with(authOn, "AUTH_REQUESTER_KEYS", missing)},
 		{"AUTH_REQUESTER_KEYS invalid", "AUTH_REQUIRED", with(authOn, "AUTH_REQUESTER_KEYS", garbageKeys)},
-		{"AUTH_HMAC_KEY_FILE missing", "AUTH_REQUIRED", with(authOn, "AUTH_HMAC_KEY_FILE", missing)},
+		{"AUTH_HMAC_KEY_FILE missing", "AUTH_REQUIRED", with(authOn, "AUTH_HMAC_KEY_FILE", missingSecret)},
 		// pgx reads it while parsing the URL, before connecting.
 		{"DATABASE_URL's sslrootcert missing", "DATABASE_URL", map[string]string{"DATABASE_URL": missingRootCert}},
 		{"DATABASE_URL's sslrootcert not PEM", "DATABASE_URL", map[string]string{"DATABASE_URL": connstr.WithParam(dbURL, "sslrootcert", garbage)}},

@@ -74,20 +74,12 @@ type Main struct {
 	// stderr is where the log goes (ParseEnv), and a failure the log
 	// level drops (failed).
 	stderr io.Writer
-	// kafkaAttempt bounds each attempt of the start's first Kafka request
-	// (NewMain: kafkaStartAttempt; tests shorten it).
-	kafkaAttempt time.Duration
 }
-
-// kafkaStartAttempt bounds an attempt of the start's first Kafka request:
-// a broker that accepts connections and never answers would hold it for
-// kgo's own timeouts, about 40 s, with nothing logged.
-const kafkaStartAttempt = 15 * time.Second
 
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
 	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), stderr: os.Stderr,
-		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, kafkaAttempt: kafkaStartAttempt}
+		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second}
 }
 
 // ParseEnv reads the configuration from the environment (lookup: as
@@ -329,11 +321,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// TLS) fails at once.
 	klog := log.With().Strs("brokers", cfg.Kafka.BootstrapServers).Logger()
 	if err := store.RetryWith(ctx, cfg.AcquireRetryDelay, kafkaUnreachable, m.onStartRetry(klog, "Kafka"),
-		func() error {
-			actx, cancel := context.WithTimeout(ctx, m.kafkaAttempt)
-			defer cancel()
-			return w.EnsureTopics(actx)
-		}); err != nil {
+		func() error { return w.EnsureTopics(ctx) }); err != nil {
 		// Say what to check.
 		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
 			cfg.Kafka.BootstrapServers, chosenBy, err)
