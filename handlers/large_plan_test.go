@@ -5,14 +5,11 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -42,28 +39,8 @@ func TestPlansOnLargeTables(t *testing.T) {
 	const hot, queueLen = "held-2009", 20_000
 	fillQueue(t, st.Pool, hot, queueLen)
 
-	cfg := st.Pool.Config().ConnConfig.Copy()
-	var mu sync.Mutex
-	var plans []string
-	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
-		if strings.HasPrefix(n.Message, "duration:") {
-			mu.Lock()
-			plans = append(plans, n.Message)
-			mu.Unlock()
-		}
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	for _, set := range []string{
-		`LOAD 'auto_explain'`, // contrib, shipped with PostgreSQL; needs a superuser, as the tests' database user is
-		`SET auto_explain.log_min_duration = 0`, `SET auto_explain.log_analyze = on`, `SET auto_explain.log_buffers = on`,
-		`SET auto_explain.log_timing = off`, `SET auto_explain.log_level = notice`, `SET client_min_messages = notice`,
-		`SET plan_cache_mode = force_generic_plan`,
-	} {
-		_, err := conn.Exec(ctx, set)
-		require.NoError(t, err, "%s (auto_explain is in PostgreSQL's contrib: install it, or point TEST_DATABASE_URL at a server that has it)", set)
-	}
+	// The pool's session settings (store.Open's): its generic plans.
+	conn := testdb.NewExplained(t, st.Pool)
 
 	env := Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test", Partition: 3}
 	reply := "locks.replies.audit"
@@ -122,7 +99,7 @@ func TestPlansOnLargeTables(t *testing.T) {
 		{cmd(topics.OpAcquire, "free", "fresh-1", "alice")}, // a repeated request_id: its stored outcome
 	}
 	for _, cmds := range batches {
-		tx, err := conn.Begin(ctx)
+		tx, err := conn.Pool.Begin(ctx)
 		require.NoError(t, err)
 		b := NewBatch(tx, env)
 		pb := &pgx.Batch{}
@@ -144,9 +121,9 @@ func TestPlansOnLargeTables(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1`, hot).Scan(&next))
 	require.Equal(t, "queue-0", next, "the release of %s handed it to the first of its waiters", hot)
 	// The expiry scheduler's and the periodic cleanup's statements.
-	_, err = st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = now() - interval '1 s' WHERE lock_name IN ('held-17', 'held-33')`)
+	_, err := st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = now() - interval '1 s' WHERE lock_name IN ('held-17', 'held-33')`)
 	require.NoError(t, err)
-	tx, err := conn.Begin(ctx)
+	tx, err := conn.Pool.Begin(ctx)
 	require.NoError(t, err)
 	sweeps := env
 	sweeps.Partition = 1 // held-17 and held-33's
@@ -161,13 +138,10 @@ func TestPlansOnLargeTables(t *testing.T) {
 	require.NoError(t, b.Flush(ctx))
 	require.NoError(t, tx.Commit(ctx))
 
-	mu.Lock()
-	defer mu.Unlock()
 	seq := regexp.MustCompile(`Seq Scan on (locks|lock_holders|lock_waiters|processed_requests|lock_events|sessions)\b`)
-	buffers := regexp.MustCompile(`Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`)
 	text := regexp.MustCompile(`(?s)Query Text: (.*?)\n(\S)`)
 	var report []string
-	for _, p := range plans {
+	for _, p := range conn.Plans() {
 		sql := "?"
 		if m := text.FindStringSubmatch(p); m != nil {
 			sql = strings.Join(strings.Fields(m[1]), " ")
@@ -175,12 +149,7 @@ func TestPlansOnLargeTables(t *testing.T) {
 		if strings.HasPrefix(sql, "SET ") || strings.HasPrefix(sql, "LOAD ") || sql == "begin" || sql == "commit" {
 			continue
 		}
-		pages := 0
-		if m := buffers.FindStringSubmatch(p); m != nil { // the top node's: the statement's
-			hit, _ := strconv.Atoi(m[1])
-			read, _ := strconv.Atoi(m[2])
-			pages = hit + read
-		}
+		pages, _ := testdb.PlanPages(p)
 		report = append(report, fmt.Sprintf("%6d pages  %.110s", pages, sql))
 		require.False(t, seq.MatchString(p), "a statement scans a big table:\n%s", p)
 		require.Less(t, pages, 500, "a statement reads %d pages:\n%s", pages, p)

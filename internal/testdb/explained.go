@@ -3,6 +3,7 @@ package testdb
 import (
 	"context"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,25 +64,41 @@ func NewExplained(t testing.TB, pool *pgxpool.Pool) *Explained {
 	return e
 }
 
-var buffers = regexp.MustCompile(`Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`)
-
-// Pages returns the pages (shared buffers hit and read) of the last
-// statement run whose plan contains marker, by its top node (the whole
-// statement's), and the plan; it fails the test when none ran.
-func (e *Explained) Pages(t testing.TB, marker string) (int, string) {
-	t.Helper()
+// Plans returns the plans auto_explain reported so far, in order.
+func (e *Explained) Plans() []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return slices.Clone(e.plans)
+}
+
+// Pages returns the pages of the last statement run whose plan contains
+// marker (PlanPages), and the plan; it fails the test when none ran.
+func (e *Explained) Pages(t testing.TB, marker string) (int, string) {
+	t.Helper()
+	plans := e.Plans()
 	var plan string
-	for _, p := range e.plans {
+	for _, p := range plans {
 		if strings.Contains(p, marker) {
 			plan = p
 		}
 	}
-	require.NotEmpty(t, plan, "auto_explain reported no statement with %q: %q", marker, e.plans)
+	require.NotEmpty(t, plan, "auto_explain reported no statement with %q: %q", marker, plans)
+	pages, ok := PlanPages(plan)
+	require.True(t, ok, plan)
+	return pages, plan
+}
+
+var buffers = regexp.MustCompile(`Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`)
+
+// PlanPages returns the pages (shared buffers hit and read) an
+// auto_explain plan read by its top node, the whole statement's; false
+// when it names none.
+func PlanPages(plan string) (int, bool) {
 	m := buffers.FindStringSubmatch(plan)
-	require.NotNil(t, m, plan)
+	if m == nil {
+		return 0, false
+	}
 	hit, _ := strconv.Atoi(m[1])
 	read, _ := strconv.Atoi(m[2])
-	return hit + read, plan
+	return hit + read, true
 }
