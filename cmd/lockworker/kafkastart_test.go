@@ -83,17 +83,7 @@ func TestStopWhileWaitingForKafka(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	m, run, _, logs := waitingForKafka(t, ctx)
 	t.Cleanup(m.Close)
-	cancel() // the signal
-	select {
-	case <-run.done:
-	case <-time.After(runWait):
-		t.Fatalf("Run still retrying %s after its context ended", runWait)
-	}
-	require.ErrorIs(t, run.err, context.Canceled)
-	require.Equal(t, 0, m.exitCode(run.err, true))
-	line := logLine(t, logs.String(), "lockworker stopped while starting")
-	assert.Contains(t, line, `"level":"warn"`)
-	assert.Contains(t, line, `"step":"checking the Kafka topics"`)
+	line := stopWhileStarting(t, m, run, cancel, logs, "checking the Kafka topics")
 	assert.Contains(t, line, "connection refused")
 }
 

@@ -121,17 +121,7 @@ func TestStopWhileWaitingForPostgres(t *testing.T) {
 	t.Cleanup(m.Close)
 	awaitStartRetries(t, m, run, logs, "connecting to PostgreSQL", startRetryMsg)
 
-	cancel() // the signal
-	select {
-	case <-run.done:
-	case <-time.After(runWait):
-		t.Fatalf("Run still retrying %s after its context ended", runWait)
-	}
-	require.ErrorIs(t, run.err, context.Canceled)
-	require.Equal(t, 0, m.exitCode(run.err, true))
-	line := logLine(t, logs.String(), "lockworker stopped while starting")
-	assert.Contains(t, line, `"level":"warn"`)
-	assert.Contains(t, line, `"step":"connecting to PostgreSQL"`)
+	line := stopWhileStarting(t, m, run, cancel, logs, "connecting to PostgreSQL")
 	assert.Contains(t, line, "transient database error")
 	require.NotContains(t, logs.String(), password)
 }
@@ -167,4 +157,23 @@ func TestStartRefusedByPostgresExitsAtOnce(t *testing.T) {
 	require.NotErrorIs(t, err, store.ErrTransient)
 	require.Equal(t, 1, m.exitCode(err, false))
 	require.NotContains(t, logs.String(), startRetryMsg)
+}
+
+// stopWhileStarting signals (cancel) a replica that retries step of its
+// start, and returns the line saying it stopped: Run ends promptly with
+// exit code 0, logged at warn with the step.
+func stopWhileStarting(t *testing.T, m *Main, run *running, cancel func(), logs *testlog.Buffer, step string) string {
+	t.Helper()
+	cancel() // the signal
+	select {
+	case <-run.done:
+	case <-time.After(runWait):
+		t.Fatalf("Run still retrying %s after its context ended", runWait)
+	}
+	require.ErrorIs(t, run.err, context.Canceled)
+	require.Equal(t, 0, m.exitCode(run.err, true))
+	line := logLine(t, logs.String(), "lockworker stopped while starting")
+	assert.Contains(t, line, `"level":"warn"`)
+	assert.Contains(t, line, `"step":"`+step+`"`)
+	return line
 }
