@@ -408,15 +408,7 @@ func TestDueSessionsSharingLocks(t *testing.T) {
 // session's lease, with a lock-delay from the session's expiry, keeps the
 // waiter out of it.
 func TestSessionEndHandsOffOnceItsLeasesEnd(t *testing.T) {
-	h := newHarness(t)
-	sem := func(c *topics.Command) { c.Limit = 2 }
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
-	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "o", inSession("s"), lockDelay(30), sem)).Type)
-	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "x", sem, lease(60))).Type)
-	require.Equal(t, topics.TypeQueued, h.one(h.acquire("l", "w", sem, wait(60))).Type)
-	expiry := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`)
-	h.waitPast(expiry)
-	h.endLeases(`owner_id = 'x'`) // after the session's expiry, before its end
+	h, _, expiry := lapsedSemaphore(t)
 
 	h.clearOutbox()
 	_, evs := h.expireDueEvents()
@@ -439,15 +431,7 @@ func TestSessionEndHandsOffOnceItsLeasesEnd(t *testing.T) {
 // frees a place, but the lapsed lease, with a lock-delay from the
 // session's expiry, keeps the waiter out of it.
 func TestAcquireEndingALapsedLeaseHandsOffOnce(t *testing.T) {
-	h := newHarness(t)
-	sem := func(c *topics.Command) { c.Limit = 2 }
-	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
-	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "o", inSession("s"), lockDelay(30), sem)).Type)
-	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "x", sem, lease(60))).Type)
-	require.Equal(t, topics.TypeQueued, h.one(h.acquire("l", "w", sem, wait(60))).Type)
-	expiry := h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`)
-	h.waitPast(expiry)
-	h.endLeases(`owner_id = 'x'`) // after the session's expiry, before its end
+	h, sem, expiry := lapsedSemaphore(t)
 
 	h.clearOutbox()
 	var got []string
@@ -459,6 +443,24 @@ func TestAcquireEndingALapsedLeaseHandsOffOnce(t *testing.T) {
 	require.Equal(t, expiry.Add(30*time.Second), h.delayUntil("l"))
 	require.Empty(t, h.texts(`SELECT owner_id FROM lock_holders WHERE lock_name = 'l'`))
 	require.Equal(t, []string{"w", "o"}, h.texts(`SELECT owner_id FROM lock_waiters WHERE lock_name = 'l' ORDER BY id`))
+}
+
+// lapsedSemaphore is semaphore l of 2 held by o, in session s with a
+// lock-delay of 30 s, and by x, with w waiting; s is past its expiry
+// (returned), not ended, and x's lease has ended since. sem sets the
+// limit.
+func lapsedSemaphore(t *testing.T) (h *harness, sem func(*topics.Command), expiry time.Time) {
+	t.Helper()
+	h = newHarness(t)
+	sem = func(c *topics.Command) { c.Limit = 2 }
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s", "o", ttl(60))).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "o", inSession("s"), lockDelay(30), sem)).Type)
+	require.Equal(t, topics.TypeAcquired, h.one(h.acquire("l", "x", sem, lease(60))).Type)
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("l", "w", sem, wait(60))).Type)
+	expiry = h.timeOf(`UPDATE sessions SET expires_at = clock_timestamp() WHERE id = 's' RETURNING expires_at`)
+	h.waitPast(expiry)
+	h.endLeases(`owner_id = 'x'`) // after the session's expiry, before its end
+	return h, sem, expiry
 }
 
 // TestHandOffSkipsAnExpiredSessionsWait: a release hands the lock past a

@@ -215,17 +215,8 @@ func TestRetryAfterPastASessionsExpiry(t *testing.T) {
 // expiry frees a place, but the session's lease, ending with a lock-delay
 // from the session's expiry, keeps the waiter out of it.
 func TestEndSessionHandsOffOnceItsLeasesEnd(t *testing.T) {
-	m := newModel(t)
-	expiry := m.now.Add(5 * time.Second)
-	l := m.lock("o")
-	effs := l.Acquire(Request{Owner: "o", Mode: Exclusive, Limit: 2, Lease: 30, RequestID: "req-o", Key: "/k",
-		Session: "s", SessionExpires: expiry, LockDelay: 30})
-	m.save(l, effs)
-	require.Equal(t, "grant o", kinds(effs))
-	require.Equal(t, "grant x", kinds(m.acquire("x", Exclusive, 2, 6, 0)))
-	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 2, 30, 60)))
-	m.advance(7 * time.Second) // past the session's expiry, then x's
-	effs = m.endSession("s", "", ReasonSessionExpired)
+	m, expiry := lapsedSemaphore(t)
+	effs := m.endSession("s", "", ReasonSessionExpired)
 	require.Equal(t, "expire x, lose o", kinds(effs), "w is not granted inside o's lock-delay")
 	require.Equal(t, expiry.Add(30*time.Second), m.DelayUntil)
 	require.Len(t, m.Queue, 1)
@@ -239,6 +230,20 @@ func TestEndSessionHandsOffOnceItsLeasesEnd(t *testing.T) {
 // session's expiry frees a place, but the lapsed lease, ending with a
 // lock-delay from the session's expiry, keeps the waiter out of it.
 func TestAcquireHandsOffOnceItsLapsedLeaseEnds(t *testing.T) {
+	m, expiry := lapsedSemaphore(t)
+	effs := m.acquire("o", Exclusive, 2, 30, 60)
+	require.Equal(t, "expire x, lose o, queue o", kinds(effs), "w is not granted inside o's lock-delay")
+	require.Equal(t, expiry.Add(30*time.Second), m.DelayUntil)
+	require.Len(t, m.Queue, 2)
+	m.now = m.DelayUntil
+	require.Equal(t, "grant w, grant o", kinds(m.expire()))
+}
+
+// lapsedSemaphore is a semaphore of 2 held by o, in session s with a
+// lock-delay of 30 s, and by x, with w waiting, 7 s on: past the session's
+// expiry (returned), 5 s on, then x's.
+func lapsedSemaphore(t *testing.T) (*model, time.Time) {
+	t.Helper()
 	m := newModel(t)
 	expiry := m.now.Add(5 * time.Second)
 	l := m.lock("o")
@@ -248,11 +253,6 @@ func TestAcquireHandsOffOnceItsLapsedLeaseEnds(t *testing.T) {
 	require.Equal(t, "grant o", kinds(effs))
 	require.Equal(t, "grant x", kinds(m.acquire("x", Exclusive, 2, 6, 0)))
 	require.Equal(t, "queue w", kinds(m.acquire("w", Exclusive, 2, 30, 60)))
-	m.advance(7 * time.Second) // past the session's expiry, then x's
-	effs = m.acquire("o", Exclusive, 2, 30, 60)
-	require.Equal(t, "expire x, lose o, queue o", kinds(effs), "w is not granted inside o's lock-delay")
-	require.Equal(t, expiry.Add(30*time.Second), m.DelayUntil)
-	require.Len(t, m.Queue, 2)
-	m.now = m.DelayUntil
-	require.Equal(t, "grant w, grant o", kinds(m.expire()))
+	m.advance(7 * time.Second)
+	return m, expiry
 }
