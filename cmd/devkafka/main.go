@@ -48,7 +48,7 @@ func main() {
 	addr := flag.String("addr", config.DefaultEmbeddedAddr, "listen and advertised address (port 0: any free port)")
 	dir := flag.String("dir", "", "data directory (default: a new temporary directory at every start, removed at exit: nothing survives a restart)")
 	partitions := flag.Int64("partitions", 0, fmt.Sprintf("partitions of the commands and lock state topics, 1 to %d (default: COMMANDS_PARTITIONS)", config.MaxCommandsPartitions))
-	minSession := flag.Duration("min-session-timeout", config.ApacheMinSessionTimeout, "group.min.session.timeout.ms (Apache Kafka's default is 6s)")
+	minSession := flag.Duration("min-session-timeout", config.ApacheMinSessionTimeout, fmt.Sprintf("group.min.session.timeout.ms, %s to %s (Apache Kafka's default is 6s)", config.EmbeddedMinSessionTimeoutLow, config.EmbeddedMinSessionTimeoutHigh))
 	verbose := flag.Bool("v", false, "log the broker's warnings and errors to stderr")
 	flag.Parse()
 	given := false
@@ -57,6 +57,9 @@ func main() {
 	var n int32
 	if err == nil {
 		n, err = partitionCount(*partitions, given, tc.CommandsPartitions)
+	}
+	if err == nil {
+		err = checkMinSession(*minSession)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "devkafka:", err)
@@ -80,6 +83,17 @@ func partitionCount(flagValue int64, given bool, commands int32) (int32, error) 
 		return 0, fmt.Errorf("-partitions %d: must be from 1 to %d", flagValue, config.MaxCommandsPartitions)
 	}
 	return int32(flagValue), nil
+}
+
+// checkMinSession refuses a -min-session-timeout out of
+// EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT's range: the broker would take a
+// value of 0 or less as its default, 6 s, unsaid, and one above its
+// maximum session timeout refuses every group's join.
+func checkMinSession(d time.Duration) error {
+	if d < config.EmbeddedMinSessionTimeoutLow || d > config.EmbeddedMinSessionTimeoutHigh {
+		return fmt.Errorf("-min-session-timeout %s: must be from %s to %s", d, config.EmbeddedMinSessionTimeoutLow, config.EmbeddedMinSessionTimeoutHigh)
+	}
+	return nil
 }
 
 // topicsFromEnv reads the topic settings as lockworker does

@@ -191,3 +191,16 @@ func TestPartitionCount(t *testing.T) {
 		require.EqualError(t, err, fmt.Sprintf("-partitions %d: must be from 1 to 10000", over))
 	}
 }
+
+// A -min-session-timeout out of EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT's range
+// is refused: 0 was the broker's default, 6 s, unsaid, and 10m made it
+// refuse every group's join.
+func TestMinSessionTimeoutOutOfRange(t *testing.T) {
+	for _, d := range []string{"0s", "-1s", "99ms", "5m0.001s", "10m"} {
+		code, stderr := runMain(t, "-addr 127.0.0.1:0 -min-session-timeout "+d)
+		require.Equal(t, 2, code, stderr)
+		require.Contains(t, stderr, "must be from 100ms to 5m0s", d)
+	}
+	require.NoError(t, checkMinSession(100*time.Millisecond))
+	require.NoError(t, checkMinSession(5*time.Minute))
+}

@@ -374,6 +374,14 @@ const (
 	// ApacheMinSessionTimeout is Apache Kafka's default
 	// group.min.session.timeout.ms.
 	ApacheMinSessionTimeout = 6 * time.Second
+
+	// The embedded broker's group.min.session.timeout.ms is from
+	// EmbeddedMinSessionTimeoutLow to EmbeddedMinSessionTimeoutHigh
+	// (EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT, devkafka's -min-session-timeout):
+	// above kfake's group.max.session.timeout.ms, 5 minutes, it would
+	// refuse every group's join.
+	EmbeddedMinSessionTimeoutLow  = 100 * time.Millisecond
+	EmbeddedMinSessionTimeoutHigh = 5 * time.Minute
 )
 
 // MaxCommandsPartitions bounds COMMANDS_PARTITIONS (and devkafka's

@@ -133,7 +133,7 @@ func fromEnv(getenv func(string) string, worker bool) (Config, error) {
 	p.str("INSTANCE_ID", &c.InstanceID)
 	p.str("EMBEDDED_KAFKA_ADDR", &c.Embedded.Addr)
 	p.str("EMBEDDED_KAFKA_DIR", &c.Embedded.Dir)
-	p.seconds("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", &c.Embedded.MinSessionTimeout, 0.1, 300)
+	p.seconds("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", &c.Embedded.MinSessionTimeout, EmbeddedMinSessionTimeoutLow.Seconds(), EmbeddedMinSessionTimeoutHigh.Seconds())
 
 	p.errs = append(p.errs, c.validate(bootstrapSet)...)
 	if worker {
