@@ -66,9 +66,11 @@ func TestSaysWhichBrokerAndWhy(t *testing.T) {
 // The embedded broker, started when KAFKA_BOOTSTRAP_SERVERS is unset (a
 // deployment that forgot or misspelt it too), is hard to miss: a warn line
 // says nothing outside the process shares it, and /health says
-// embedded_kafka; on a Kafka cluster /health has no such field.
+// embedded_kafka, while the replica starts too (here it waits for
+// PostgreSQL); on a Kafka cluster /health has no such field.
 func TestEmbeddedBrokerIsHardToMiss(t *testing.T) {
 	sch := testdb.NewSchema(t)
+	proxy, dbURL, _ := cutPostgres(t)
 	health := func(t *testing.T, m *Main) string {
 		var body string
 		require.EventuallyWithT(t, func(c *assert.CollectT) {
@@ -82,10 +84,16 @@ func TestEmbeddedBrokerIsHardToMiss(t *testing.T) {
 	logs := &testlog.Buffer{}
 	m := NewMain()
 	m.Logger = zerolog.New(logs)
-	m.Config.Postgres.URL = sch.URL
+	m.Config.Postgres.URL = dbURL
 	m.Config.HTTPAddr = "127.0.0.1:0"
 	m.Config.Embedded.Addr, m.Config.Embedded.Dir = freeAddr(t), t.TempDir()
 	run, stop := runMain(t, m)
+	awaitStartRetries(t, m, run, logs, "connecting to PostgreSQL", startRetryMsg)
+	var starting httpapi.Health
+	code, body := get(t, m, "/health", &starting)
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	assert.True(t, starting.EmbeddedKafka, body)
+	proxy.Restore()
 	run.await(t, m.Ready)
 	line := logLine(t, logs.String(), "nothing outside this process shares it")
 	assert.Contains(t, line, `"level":"warn"`)

@@ -370,9 +370,6 @@ func (m *Main) Run(ctx context.Context) error {
 		Pool: st.Pool, DBSlots: dbSlots, Kafka: w.Client(), Metrics: mets, Partitions: w.Partitions, Stopping: stopping, Withdrawn: w.Withdrawn, Vacuum: vac.Status,
 		Instance: cfg.InstanceID, Group: cfg.Kafka.ConsumerGroup, Started: m.started, InspectToken: cfg.InspectToken, Logger: log.With().Str("component", "http").Logger(),
 	})
-	if m.Embedded != nil {
-		full = httpapi.WithEmbeddedKafka(full)
-	}
 	m.starting("joining the consumer group")
 	h := joiningHealth(full, httpapi.Starting(cfg.InstanceID, m.started, func() string { return *m.step.Load() }), w.Joined(), stopping)
 	m.handler.Store(&h)
@@ -435,10 +432,16 @@ func (m *Main) listenHTTP() error {
 	m.started = time.Now()
 	h := httpapi.Starting(m.Config.InstanceID, m.started, func() string { return *m.step.Load() })
 	m.handler.Store(&h)
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*m.handler.Load()).ServeHTTP(w, r)
+	})
+	// From the start: a replica on the embedded broker says so while it
+	// starts too, not only once it serves.
+	if m.Config.EmbeddedKafka() {
+		handler = httpapi.WithEmbeddedKafka(handler)
+	}
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			(*m.handler.Load()).ServeHTTP(w, r)
-		}),
+		Handler: handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       m.HTTPReadTimeout,
 		WriteTimeout:      30 * time.Second,

@@ -44,8 +44,9 @@ type Health struct {
 	EmbeddedKafka bool `json:"embedded_kafka,omitempty"`
 }
 
-// WithEmbeddedKafka is h, New's handler, for a process on the embedded
-// development broker: its /health says so (Health.EmbeddedKafka).
+// WithEmbeddedKafka is h, New's or Starting's handler, for a process on
+// the embedded development broker: its /health says so
+// (Health.EmbeddedKafka).
 func WithEmbeddedKafka(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), embeddedKafkaKey{}, true)))
@@ -54,6 +55,9 @@ func WithEmbeddedKafka(h http.Handler) http.Handler {
 
 // embeddedKafkaKey marks a request WithEmbeddedKafka serves.
 type embeddedKafkaKey struct{}
+
+// embeddedKafka reports whether WithEmbeddedKafka serves r.
+func embeddedKafka(r *http.Request) bool { return r.Context().Value(embeddedKafkaKey{}) != nil }
 
 const (
 	statusOK          = "ok"
@@ -84,7 +88,7 @@ func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	}
 	h := Health{Live: true, Ready: true, Status: statusOK, Instance: s.cfg.Instance,
 		Uptime: time.Since(s.cfg.Started).Seconds(), Partitions: s.partitions(), Checks: map[string]Check{},
-		EmbeddedKafka: r.Context().Value(embeddedKafkaKey{}) != nil}
+		EmbeddedKafka: embeddedKafka(r)}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for name, check := range checks {

@@ -22,7 +22,8 @@ func Starting(instance string, started time.Time, step func() string) http.Handl
 	})
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: statusStarting, Live: true, Instance: instance,
-			Uptime: time.Since(started).Seconds(), Step: step(), Partitions: []int32{}, Checks: map[string]Check{}})
+			Uptime: time.Since(started).Seconds(), Step: step(), Partitions: []int32{}, Checks: map[string]Check{},
+			EmbeddedKafka: embeddedKafka(r)})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "starting: "+step())
