@@ -441,7 +441,7 @@ func (m *Main) listenHTTP() error {
 		handler = httpapi.WithEmbeddedKafka(handler)
 	}
 	srv := &http.Server{
-		Handler: handler,
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       m.HTTPReadTimeout,
 		WriteTimeout:      30 * time.Second,
