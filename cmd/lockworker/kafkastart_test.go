@@ -87,6 +87,51 @@ func TestStopWhileWaitingForKafka(t *testing.T) {
 	assert.Contains(t, line, "connection refused")
 }
 
+// A broker that accepts connections and never answers holds the start's
+// attempt until the Kafka client gives up: a warn line says so while it
+// waits, rather than nothing for 40 s.
+func TestSilentKafkaIsLogged(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	logs := &testlog.Buffer{}
+	m := NewMain()
+	m.Logger = zerolog.New(logs)
+	m.KafkaSilentWarn = 100 * time.Millisecond
+	m.Config.Postgres.URL = testdb.NewSchema(t).URL
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.Config.Kafka.BootstrapServers = []string{ln.Addr().String()}
+	ctx, cancel := context.WithCancel(t.Context())
+	run := &running{done: make(chan struct{})}
+	go func() { run.err = m.Run(ctx); close(run.done) }()
+	t.Cleanup(m.Close)
+	const msg = "no answer from Kafka yet while starting"
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		assert.Contains(c, logs.String(), msg)
+	}, runWait, 20*time.Millisecond)
+	line := logLine(t, logs.String(), msg)
+	assert.Contains(t, line, `"level":"warn"`)
+	assert.Contains(t, line, `"step":"checking the Kafka topics"`)
+	assert.Contains(t, line, `"brokers":["`+ln.Addr().String()+`"]`)
+	assert.NotContains(t, logs.String(), kafkaRetryMsg, "the attempt still waits")
+	cancel() // the signal ends the attempt
+	select {
+	case <-run.done:
+	case <-time.After(runWait):
+		t.Fatalf("Run still in its Kafka attempt %s after its context ended", runWait)
+	}
+	require.Equal(t, 0, m.exitCode(run.err, true))
+}
+
 // Only what a wait may cure is retried: no broker answering, or an error
 // code Kafka calls retriable; not authentication, authorization or TLS.
 // (TestSecurityTLSSASL runs the wrong password and the untrusted

@@ -23,6 +23,17 @@ func (m *Main) onStartRetry(log zerolog.Logger, what string) func(attempt int, e
 	}
 }
 
+// warnIfSilent logs at warn, once, if the start's attempt at what it
+// calls before it returns stop has not ended within m.KafkaSilentWarn:
+// the attempt goes on, and its outcome is logged as usual.
+func (m *Main) warnIfSilent(log zerolog.Logger, what string) (stop func()) {
+	t := time.AfterFunc(m.KafkaSilentWarn, func() {
+		log.Warn().Dur("waited", m.KafkaSilentWarn).Str("step", *m.step.Load()).
+			Msg("no answer from " + what + " yet while starting (a broker that accepts connections and does not answer, or a slow network); still waiting: the attempt ends when the Kafka client gives up, about 40 s, and is retried")
+	})
+	return func() { t.Stop() }
+}
+
 // kafkaUnreachable reports whether err, of the start's first Kafka
 // request, says only that no broker answered yet, which a wait may cure,
 // as PostgreSQL's start has it: a connection refused, reset or timed out,

@@ -54,6 +54,12 @@ type Main struct {
 	// s): net/http cancels the connection's context, every later request's
 	// on it too, when a handler outlasts it (golang/go#70834).
 	HTTPReadTimeout time.Duration
+	// KafkaSilentWarn is how long the start's first Kafka request waits
+	// for an answer before a warn line says so (NewMain: 10 s): a broker
+	// that accepts connections and never answers ends an attempt only
+	// when the Kafka client gives up, about 40 s, which no other line
+	// would tell from a replica that hangs.
+	KafkaSilentWarn time.Duration
 	// Ready is closed once everything is wired and the worker is about to
 	// join its consumer group and consume (worker.Run); Brokers then says
 	// where Kafka is.
@@ -79,7 +85,7 @@ type Main struct {
 // NewMain returns a Main with the default configuration.
 func NewMain() *Main {
 	return &Main{Config: config.Default(), Logger: zerolog.New(os.Stderr).With().Timestamp().Logger(), stderr: os.Stderr,
-		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second}
+		Serving: make(chan struct{}), Ready: make(chan struct{}), HTTPReadTimeout: 10 * time.Second, KafkaSilentWarn: 10 * time.Second}
 }
 
 // ParseEnv reads the configuration from the environment (lookup: as
@@ -321,7 +327,10 @@ func (m *Main) Run(ctx context.Context) error {
 	// TLS) fails at once.
 	klog := log.With().Strs("brokers", cfg.Kafka.BootstrapServers).Logger()
 	if err := store.RetryWith(ctx, cfg.AcquireRetryDelay, kafkaUnreachable, m.onStartRetry(klog, "Kafka"),
-		func() error { return w.EnsureTopics(ctx) }); err != nil {
+		func() error {
+			defer m.warnIfSilent(klog, "Kafka")()
+			return w.EnsureTopics(ctx)
+		}); err != nil {
 		// Say what to check.
 		return fmt.Errorf("talking to Kafka at %v (%s; see also KAFKA_TLS_* and KAFKA_SASL_*): %w",
 			cfg.Kafka.BootstrapServers, chosenBy, err)
