@@ -99,9 +99,9 @@ type Config struct {
 	// the bytes.
 	// Versions before it cannot read them: during a rolling upgrade from
 	// such a version set it false until no replica of that version runs.
-	// Every version since reads both forms. To go back to such a version,
-	// set it false and wait until the outbox is empty and RequestRetention
-	// has passed.
+	// Every version since reads both forms. Going back to such a version
+	// needs a restored database: it knows at most 12 migrations and
+	// refuses a newer schema.
 	CompactStoredEvents bool
 
 	// VacuumEnabled (VACUUM_ENABLED, default true) runs the worker's vacuum
