@@ -166,7 +166,10 @@ func (c *credentials) token() (string, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := c.now()
+	// The wall clock, which the workers judge exp by: the monotonic one
+	// (which Before would compare) stands still while the host sleeps, and
+	// would keep a token that expired meanwhile.
+	now := c.now().Round(0)
 	if now.Add(SignedTokenTTL / 2).Before(c.until) {
 		return c.signed, nil
 	}

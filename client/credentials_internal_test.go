@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
@@ -92,6 +93,56 @@ func TestCredentials(t *testing.T) {
 	require.NoError(t, os.WriteFile(badPEM, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o600))
 	_, err = loadCredentials(Config{SigningKeyFile: badPEM})
 	require.ErrorContains(t, err, "not an Ed25519, RSA or ECDSA private key")
+}
+
+// wallAhead returns t with its wall clock moved on by d and its monotonic
+// reading unchanged: what time.Now returns after a host suspend of d on
+// Linux (CLOCK_MONOTONIC stands still while suspended), or after the wall
+// clock was stepped forward. time has no API for it, so it writes the
+// seconds field of t's wall word (the layout since Go 1.9); the callers
+// check both clocks of the result, so a changed layout fails their test.
+func wallAhead(t time.Time, d time.Duration) time.Time {
+	type rawTime struct {
+		wall uint64
+		ext  int64
+		loc  *time.Location
+	}
+	r := (*rawTime)(unsafe.Pointer(&t))
+	const hasMonotonic = 1 << 63
+	if r.wall&hasMonotonic == 0 {
+		panic("no monotonic reading")
+	}
+	r.wall += uint64(d/time.Second) << 30 // the 33-bit seconds field
+	return t
+}
+
+// A signed token's freshness is judged by the wall clock, as the workers
+// judge its exp: after a suspend, which the monotonic clock does not
+// count, the client signs a new token rather than send one that expired
+// while the host slept.
+func TestSignedTokenRenewedAfterSuspend(t *testing.T) {
+	clearCredentialsEnv(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
+	c, err := loadCredentials(Config{SigningKeyFile: secret})
+	require.NoError(t, err)
+	c.sub = "billing"
+	start := time.Now()
+	c.now = func() time.Time { return start }
+	first, err := c.token()
+	require.NoError(t, err)
+
+	resumed := wallAhead(start.Add(time.Second), time.Hour) // an hour asleep
+	require.Equal(t, time.Second, resumed.Sub(start), "monotonic: 1 s later")
+	require.Equal(t, time.Hour+time.Second, resumed.Round(0).Sub(start.Round(0)), "wall: an hour later")
+	c.now = func() time.Time { return resumed }
+	again, err := c.token()
+	require.NoError(t, err)
+	require.NotEqual(t, first, again, "signed anew")
+	var claims jwt.RegisteredClaims
+	_, _, err = jwt.NewParser().ParseUnverified(strings.TrimPrefix(again, "Bearer "), &claims)
+	require.NoError(t, err)
+	require.Equal(t, resumed.Round(0).Add(SignedTokenTTL).Unix(), claims.ExpiresAt.Unix(), "its exp is SignedTokenTTL past the wall clock's now")
 }
 
 // A worker that checks aud and iss (AUTH_AUDIENCE, AUTH_ISSUER) accepts
