@@ -107,7 +107,8 @@ type Config struct {
 	// only when Token and SigningKeyFile are both empty: either one set
 	// turns all three off. Requester defaults to its subject, and must
 	// equal it: the workers answer a requester only on its own reply
-	// topic.
+	// topic. At most topics.MaxTokenBytes (8 KiB, without a "Bearer "
+	// scheme), the most the workers accept: New refuses a longer one.
 	Token string
 
 	// SigningKeyFile, instead of Token, is a private key (PEM: Ed25519,

@@ -84,6 +84,10 @@ func loadCredentials(cfg Config) (*credentials, error) {
 		return nil, errors.New("credentials: give a token or a signing key, not both")
 	case token != "":
 		c := &credentials{static: topics.BearerToken(token), now: time.Now}
+		if len(c.static) > topics.MaxTokenBytes {
+			// The workers would drop every command unanswered (ErrNoReply).
+			return nil, fmt.Errorf("%w: the token is %d bytes, over the workers' limit of %d", ErrUnauthenticated, len(c.static), topics.MaxTokenBytes)
+		}
 		// Unverified on purpose: only the workers can judge the token; the
 		// client reads it to learn its requester and to fail fast once it
 		// has expired.

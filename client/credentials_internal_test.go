@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/secretfile"
+	"github.com/omninode/lockworker/topics"
 )
 
 // clearCredentialsEnv empties every variable of Config's credentials for
@@ -224,6 +226,58 @@ func TestSignedTokenWithARequesterKey(t *testing.T) {
 	}
 }
 
+// newRefused calls New with cfg, which it requires to fail with
+// ErrInvalidConfig, and returns its error.
+func newRefused(t *testing.T, cfg Config) error {
+	t.Helper()
+	// Never reached: the config fails first (and without that, New fails
+	// unreachable within the second).
+	cfg.Brokers = []string{"127.0.0.1:1"}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err := New(ctx, cfg)
+	require.ErrorIs(t, err, ErrInvalidConfig)
+	return err
+}
+
+// A token longer than the workers accept (topics.MaxTokenBytes, without
+// its scheme), from Config or either environment variable, fails New
+// rather than every command after RequestTimeout (ErrNoReply, the workers
+// dropping it); one at the limit is taken.
+func TestNewRefusesATokenOverTheWorkersLimit(t *testing.T) {
+	clearCredentialsEnv(t)
+	// Tokens around the limit: a claim grown until the token passes it.
+	var fits, over string
+	for n := topics.MaxTokenBytes*3/4 - 200; over == ""; n++ { // base64 takes 4 bytes for 3
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "billing", "groups": strings.Repeat("g", n),
+			"exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(strings.Repeat("k", 32)))
+		require.NoError(t, err)
+		if len(tok) <= topics.MaxTokenBytes {
+			fits = tok
+		} else {
+			over = tok
+		}
+	}
+	require.Greater(t, len(fits), topics.MaxTokenBytes-3, "a token at the limit")
+	c, err := loadCredentials(Config{Token: "Bearer " + fits})
+	require.NoError(t, err, "at the limit, the scheme not counted")
+	tok, err := c.token()
+	require.NoError(t, err)
+	require.Equal(t, "Bearer "+fits, tok)
+
+	want := fmt.Sprintf("the token is %d bytes, over the workers' limit of %d", len(over), topics.MaxTokenBytes)
+	err = newRefused(t, Config{Token: over})
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorContains(t, err, want)
+	t.Setenv(EnvToken, over)
+	require.ErrorContains(t, newRefused(t, Config{}), want, EnvToken)
+	t.Setenv(EnvToken, "")
+	file := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(file, []byte(over+"\n"), 0o600))
+	t.Setenv(EnvTokenFile, file)
+	require.ErrorContains(t, newRefused(t, Config{}), want, EnvTokenFile)
+}
+
 // The token and signing key files are read up to secretfile.MaxBytes
 // (a path naming something endless by mistake fails, rather than fill the
 // memory), and a token file holding nothing but spaces is refused rather
@@ -236,29 +290,19 @@ func TestCredentialFilesBoundedAndNotEmpty(t *testing.T) {
 		require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
 		return p
 	}
-	newClient := func(t *testing.T, cfg Config) error {
-		// Never reached: the credentials fail first (and without that, New
-		// fails unreachable within the second).
-		cfg.Brokers = []string{"127.0.0.1:1"}
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-		defer cancel()
-		_, err := New(ctx, cfg)
-		require.ErrorIs(t, err, ErrInvalidConfig)
-		return err
-	}
 	t.Run("over the bound", func(t *testing.T) {
 		big := write("big", strings.Repeat("s", secretfile.MaxBytes+1))
 		t.Setenv(EnvTokenFile, big)
-		require.ErrorContains(t, newClient(t, Config{}), "reading LOCKWORKER_TOKEN_FILE: the file it names is over 65536 bytes")
+		require.ErrorContains(t, newRefused(t, Config{}), "reading LOCKWORKER_TOKEN_FILE: the file it names is over 65536 bytes")
 		t.Setenv(EnvTokenFile, "")
-		require.ErrorContains(t, newClient(t, Config{SigningKeyFile: big}), "reading the signing key: the file is over 65536 bytes")
+		require.ErrorContains(t, newRefused(t, Config{SigningKeyFile: big}), "reading the signing key: the file is over 65536 bytes")
 		t.Setenv(EnvSigningKeyFile, big)
-		require.ErrorContains(t, newClient(t, Config{}), "reading the signing key: the file is over 65536 bytes")
+		require.ErrorContains(t, newRefused(t, Config{}), "reading the signing key: the file is over 65536 bytes")
 	})
 	t.Run("empty token file", func(t *testing.T) {
 		for _, content := range []string{"", "\n", " \t\r\n"} {
 			t.Setenv(EnvTokenFile, write("empty", content))
-			require.ErrorContains(t, newClient(t, Config{}), "LOCKWORKER_TOKEN_FILE: the file it names holds no token (it is empty, or only spaces)", "%q", content)
+			require.ErrorContains(t, newRefused(t, Config{}), "LOCKWORKER_TOKEN_FILE: the file it names holds no token (it is empty, or only spaces)", "%q", content)
 		}
 	})
 }
