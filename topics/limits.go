@@ -66,6 +66,32 @@ func HMACSecret(b []byte) ([]byte, error) {
 	return secret, nil
 }
 
+// MaxSubjectBytes bounds a requester name (a token's sub), so that its
+// reply topic (REPLY_TOPIC_PREFIX + name) stays within Kafka's 249
+// characters: with AUTH_REQUIRED, the workers' config refuses a
+// REPLY_TOPIC_PREFIX over 249 - 200 = 49 bytes.
+const MaxSubjectBytes = 200
+
+// SubjectProblem says what is wrong with a requester name as a token's
+// sub, or "": the workers refuse a token whose sub has one, and the SDK
+// refuses to sign or send such a token. It must be usable as the end of a
+// Kafka topic name.
+func SubjectProblem(sub string) string {
+	switch {
+	case sub == "":
+		return "the token has no sub (the requester's name)"
+	case len(sub) > MaxSubjectBytes:
+		return fmt.Sprintf("sub is longer than %d bytes", MaxSubjectBytes)
+	}
+	for i := 0; i < len(sub); i++ {
+		c := sub[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return "sub may hold only letters, digits, '.', '_' and '-' (it names the reply topic)"
+		}
+	}
+	return ""
+}
+
 // DefaultLeaseDuration is the lease of an acquire without lease_duration
 // unless the worker's DEFAULT_LEASE_DURATION says otherwise.
 const DefaultLeaseDuration = 30 * time.Second

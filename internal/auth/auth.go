@@ -35,12 +35,6 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// MaxSubjectBytes bounds a requester name, so that its reply topic
-// (REPLY_TOPIC_PREFIX + name) stays within Kafka's 249 characters: with
-// AUTH_REQUIRED, config refuses a REPLY_TOPIC_PREFIX over 249 - 200 = 49
-// bytes (its maxRequesterBytes is this constant).
-const MaxSubjectBytes = 200
-
 // ErrUnauthenticated is a command without a token the worker accepts.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
@@ -85,8 +79,9 @@ type Config struct {
 	// billing.pem must have sub "billing" and no admin claim: the key tried
 	// is the one of the token's sub (a kid header is ignored). A
 	// file whose name before .pem is not a valid requester name
-	// (SubjectProblem), or whose key is also another file's (here or in
-	// KeysPath), is refused as a broken key is. Reloaded with the others.
+	// (topics.SubjectProblem), or whose key is also another file's (here
+	// or in KeysPath), is refused as a broken key is. Reloaded with the
+	// others.
 	RequesterKeysPath string
 	// HMACKeyFile holds a shared secret (HS256/384/512; topics.HMACSecret: at
 	// least 32 bytes, no PEM file). Like the KeysPath keys it is an issuer
@@ -208,7 +203,7 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	if err != nil {
 		return Requester{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
-	if p := SubjectProblem(c.Subject); p != "" {
+	if p := topics.SubjectProblem(c.Subject); p != "" {
 		return Requester{}, fmt.Errorf("%w: %s", ErrUnauthenticated, p)
 	}
 	if bound != "" && c.Admin {
@@ -220,24 +215,6 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 		return Requester{}, fmt.Errorf("%w: requester %q's own key (AUTH_REQUESTER_KEYS) may not sign an admin claim: only an issuer key may", ErrUnauthenticated, bound)
 	}
 	return Requester{Name: c.Subject, Namespaces: c.Namespaces, Admin: c.Admin}, nil
-}
-
-// SubjectProblem says what is wrong with a requester name, or "". It must
-// be usable as the end of a Kafka topic name.
-func SubjectProblem(sub string) string {
-	switch {
-	case sub == "":
-		return "the token has no sub (the requester's name)"
-	case len(sub) > MaxSubjectBytes:
-		return fmt.Sprintf("sub is longer than %d bytes", MaxSubjectBytes)
-	}
-	for i := 0; i < len(sub); i++ {
-		c := sub[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return "sub may hold only letters, digits, '.', '_' and '-' (it names the reply topic)"
-		}
-	}
-	return ""
 }
 
 // current returns the keys, reloading them first when their files changed.
@@ -405,8 +382,8 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 			continue
 		}
 		requester := strings.TrimSuffix(filepath.Base(f.path), ".pem")
-		if f.kind == requesterKey && SubjectProblem(requester) != "" {
-			return keySet{}, fmt.Errorf("requester key %s: the name before .pem must be the requester's (a token's sub): letters, digits, '.', '_' and '-', 1 to %d bytes", f.path, MaxSubjectBytes)
+		if f.kind == requesterKey && topics.SubjectProblem(requester) != "" {
+			return keySet{}, fmt.Errorf("requester key %s: the name before .pem must be the requester's (a token's sub): letters, digits, '.', '_' and '-', 1 to %d bytes", f.path, topics.MaxSubjectBytes)
 		}
 		k, ms, err := publicKey(b)
 		if err != nil {

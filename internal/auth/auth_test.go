@@ -373,7 +373,7 @@ func TestRequesterKeys(t *testing.T) {
 // issuer's or another requester's too.
 func TestRequesterKeyFiles(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	for name, file := range map[string]string{"empty name": ".pem", "space": "bill ing.pem", "too long": strings.Repeat("n", MaxSubjectBytes+1) + ".pem"} {
+	for name, file := range map[string]string{"empty name": ".pem", "space": "bill ing.pem", "too long": strings.Repeat("n", topics.MaxSubjectBytes+1) + ".pem"} {
 		dir := t.TempDir()
 		writePublic(t, filepath.Join(dir, file), pub)
 		_, err := NewVerifier(Config{RequesterKeysPath: dir})

@@ -29,7 +29,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/secretfile"
 	"github.com/omninode/lockworker/topics"
 )
@@ -874,14 +873,13 @@ func TestAuthSettings(t *testing.T) {
 // its token's sub: a prefix too long for the longest sub is refused at
 // start, not found out token by token.
 func TestReplyPrefixLeavesRoomForTheRequester(t *testing.T) {
-	require.Equal(t, auth.MaxSubjectBytes, maxRequesterBytes)
-	longest := strings.Repeat("p", 249-auth.MaxSubjectBytes-1) + "."
+	longest := strings.Repeat("p", 249-topics.MaxSubjectBytes-1) + "."
 	tooLong := "p" + longest
 	withAuth := map[string]string{"AUTH_REQUIRED": "true", "AUTH_KEYS": "/k", "REPLY_TOPIC_PREFIX": longest}
 
 	c, err := FromEnv(env(withAuth))
 	require.NoError(t, err)
-	require.True(t, topics.ValidTopicName(c.Topics.ReplyPrefix+strings.Repeat("s", auth.MaxSubjectBytes)))
+	require.True(t, topics.ValidTopicName(c.Topics.ReplyPrefix+strings.Repeat("s", topics.MaxSubjectBytes)))
 
 	withAuth["REPLY_TOPIC_PREFIX"] = tooLong
 	_, err = FromEnv(env(withAuth))

@@ -343,11 +343,11 @@ func (c Config) validate(bootstrapSet bool) []error {
 	}
 	if t.ReplyPrefix == "" || len(t.ReplyPrefix) >= 249 || !topics.ValidTopicName(t.ReplyPrefix+"x") {
 		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is not a non-empty prefix of valid Kafka topic names")
-	} else if a.Required && len(t.ReplyPrefix)+maxRequesterBytes > 249 {
+	} else if a.Required && len(t.ReplyPrefix)+topics.MaxSubjectBytes > 249 {
 		// Refused here rather than token by token: every requester with a
 		// long enough name would otherwise have no usable reply topic.
 		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is longer than %d bytes: with AUTH_REQUIRED a reply topic is the prefix and the token's sub (up to %d bytes), at most 249 bytes in all",
-			249-maxRequesterBytes, maxRequesterBytes)
+			249-topics.MaxSubjectBytes, topics.MaxSubjectBytes)
 	}
 	if t.CommandsPartitions < 1 {
 		fail("COMMANDS_PARTITIONS", strconv.Itoa(int(t.CommandsPartitions)), "is less than 1")
@@ -419,10 +419,6 @@ const (
 	MinInspectTokenBytes = 16
 	MaxInspectTokenBytes = 4096
 )
-
-// maxRequesterBytes is auth.MaxSubjectBytes, the longest requester name
-// (config does not import auth, which pulls in the JWT library).
-const maxRequesterBytes = 200
 
 // controlInSecret refuses a password holding a control character. Passwords
 // are sent as they are, so a line end from the file a secret was made of
