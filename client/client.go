@@ -104,6 +104,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}
 	creds.sub = cfg.Requester
+	if creds.static != "" || creds.key != nil {
+		// The workers refuse every token whose sub breaks their rule and
+		// leave its command unanswered (ErrNoReply): refused here instead.
+		if p := topics.SubjectProblem(creds.subject()); p != "" {
+			return nil, fmt.Errorf("%w: requester %q as the tokens' sub: %s, so the workers would refuse them", ErrInvalidConfig, creds.subject(), p)
+		}
+	}
 	c := &Client{
 		creds:     creds,
 		cfg:       cfg,

@@ -70,7 +70,10 @@ type Config struct {
 	// characters Kafka does not allow in topic names replaced by '-'.
 	// Processes may share a requester name: each reads every reply on the
 	// topic and keeps the answers to its own requests, so separate names
-	// cost less reading when many processes are busy.
+	// cost less reading when many processes are busy. With credentials
+	// (Token, SigningKeyFile) it is the tokens' sub, so it must pass the
+	// workers' rule for one (topics.SubjectProblem: 1 to 200 letters,
+	// digits, '.', '_' or '-'): New refuses another.
 	Requester string
 
 	// Topics names the commands topic (Commands) and reply prefix

@@ -278,6 +278,46 @@ func TestNewRefusesATokenOverTheWorkersLimit(t *testing.T) {
 	require.ErrorContains(t, newRefused(t, Config{}), want, EnvTokenFile)
 }
 
+// A requester the workers refuse as a token's sub (topics.SubjectProblem)
+// fails New: with a signing key it is Config.Requester, with a token the
+// token's subject. Otherwise its tokens would be sent, and every command
+// dropped unanswered (ErrNoReply).
+func TestNewRefusesARequesterTheWorkersRefuseAsSub(t *testing.T) {
+	clearCredentialsEnv(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
+	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret})
+	require.NoError(t, err)
+	longest, over := strings.Repeat("n", topics.MaxSubjectBytes), strings.Repeat("n", topics.MaxSubjectBytes+1)
+	require.True(t, topics.ValidTopicName(topics.DefaultNames().ReplyTopic(over)), "its reply topic is valid: only the sub rule refuses it")
+
+	for sub, refused := range map[string]bool{longest: false, over: true} {
+		c, err := loadCredentials(Config{SigningKeyFile: secret})
+		require.NoError(t, err)
+		c.sub = sub
+		tok, err := c.token()
+		require.NoError(t, err)
+		_, err = v.Verify(tok)
+		require.Equal(t, refused, err != nil, "the workers on a token signed for %d bytes: %v", len(sub), err)
+	}
+	require.ErrorContains(t, newRefused(t, Config{SigningKeyFile: secret, Requester: over}), "sub is longer than 200 bytes")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err = New(ctx, Config{Brokers: []string{"127.0.0.1:1"}, SigningKeyFile: secret, Requester: longest})
+	require.ErrorIs(t, err, ErrUnreachable, "the longest sub is taken")
+
+	for name, claims := range map[string]jwt.MapClaims{
+		"no sub":         {"exp": time.Now().Add(time.Hour).Unix()},
+		"a sub too long": {"sub": over, "exp": time.Now().Add(time.Hour).Unix()},
+	} {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte(strings.Repeat("s", 32)))
+		require.NoError(t, err)
+		_, err = v.Verify(tok)
+		require.ErrorIs(t, err, auth.ErrUnauthenticated, name)
+		require.ErrorContains(t, newRefused(t, Config{Token: tok}), "as the tokens' sub", name)
+	}
+}
+
 // The token and signing key files are read up to secretfile.MaxBytes
 // (a path naming something endless by mistake fails, rather than fill the
 // memory), and a token file holding nothing but spaces is refused rather
