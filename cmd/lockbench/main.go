@@ -475,7 +475,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 			return fmt.Errorf("failover: %w", err)
 		}
 		if len(cfg.Scenarios) == 1 {
-			rep.Mode = "child processes"
+			rep.Mode, rep.Broker = "child processes", "devkafka process (data dir)"
 			return nil
 		}
 	}
@@ -679,7 +679,7 @@ func connect(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, 
 			t.close()
 		}
 	}()
-	rep.Mode, rep.Brokers = t.mode, t.brokers
+	rep.Mode, rep.Broker, rep.Brokers = t.mode, t.broker, t.brokers
 	if t.st != nil {
 		_ = t.st.Pool.QueryRow(ctx, `SELECT split_part(version(), ' ', 1) || ' ' || split_part(version(), ' ', 2)`).Scan(&rep.Machine.PostgreSQL)
 		pg, perr := findPostmaster(ctx, t.st.Pool)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"math"
@@ -14,7 +15,9 @@ import (
 type Report struct {
 	Started time.Time `json:"started"`
 	Mode    string    `json:"mode"`
-	Brokers []string  `json:"brokers"`
+	// Broker is the broker the run used (the last target's).
+	Broker  string   `json:"broker"`
+	Brokers []string `json:"brokers"`
 	Machine struct {
 		CPUs       int    `json:"cpus"`
 		GOMAXPROCS int    `json:"gomaxprocs"`
@@ -273,9 +276,8 @@ func (r *Report) finish(cfg *Config) {
 
 func (r *Report) print(w io.Writer, cfg *Config) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("lockbench  %s  mode: %s  broker: %s  %s  %d CPUs (GOMAXPROCS %d)  %s\n", r.Started.Format(time.RFC3339), r.Mode,
-		map[bool]string{true: "kfake in memory", false: "embedded kfake (data dir)"}[cfg.BrokerMemory]+" "+strings.Join(r.Brokers, ","),
-		r.Machine.PostgreSQL, r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.Go)
+	p("lockbench  %s  mode: %s  broker: %s %s  %s  %d CPUs (GOMAXPROCS %d)  %s\n", r.Started.Format(time.RFC3339), r.Mode,
+		cmp.Or(r.Broker, "-"), strings.Join(r.Brokers, ","), r.Machine.PostgreSQL, r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.Go)
 	if cfg.Quick {
 		p("QUICK MODE: small counts, figures are only a smoke test\n")
 	}

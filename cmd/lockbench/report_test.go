@@ -453,3 +453,21 @@ func TestPostgresCPUIsTheWholeServers(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderNamesTheBroker: the report's header names the broker the
+// target used, not one guessed from --broker-memory.
+func TestHeaderNamesTheBroker(t *testing.T) {
+	for _, c := range []struct {
+		cfg    Config
+		broker string
+	}{
+		{Config{Brokers: []string{"kafka:9092"}}, "external (--brokers)"},
+		{Config{BrokerBin: "devkafka", BrokerMemory: true}, "devkafka process (data dir)"},
+	} {
+		r := &Report{Mode: "child process", Broker: c.broker, Brokers: []string{"kafka:9092"}}
+		var table bytes.Buffer
+		r.print(&table, &c.cfg)
+		require.Contains(t, table.String(), "broker: "+c.broker+" kafka:9092 ")
+		require.NotContains(t, table.String(), "kfake")
+	}
+}

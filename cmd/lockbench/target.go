@@ -29,7 +29,9 @@ import (
 
 // target is the lockworker under test and how to reach it.
 type target struct {
-	mode    string // "in-process", "child process", "external"
+	mode string // "in-process", "child process", "external"
+	// broker says which broker brokers are: what the report's header names.
+	broker  string
 	brokers []string
 	names   topics.Names
 	// dbURL reaches the worker's tables (empty in external mode without
@@ -97,7 +99,7 @@ func startTarget(ctx context.Context, cfg *Config, log zerolog.Logger) (_ *targe
 		}
 	}()
 	if len(cfg.Brokers) > 0 {
-		t.mode = "external"
+		t.mode, t.broker = "external", "external (--brokers)"
 		t.brokers, t.dbURL = cfg.Brokers, cfg.DatabaseURL
 	} else if err := t.startLocal(ctx, cfg, log); err != nil {
 		return nil, err
@@ -130,13 +132,15 @@ func (t *target) startLocal(ctx context.Context, cfg *Config, log zerolog.Logger
 		}
 		t.closers = append(t.closers, b.Close)
 		t.brokers, t.brokerProc = []string{b.Addr}, pidProc{b.Pid()}
+		// --broker-memory or not: devkafka keeps its data in a directory.
+		t.broker = "devkafka process (data dir)"
 	case cfg.BrokerMemory:
 		c, err := kfakeCluster()
 		if err != nil {
 			return err
 		}
 		t.closers = append(t.closers, c.Close)
-		t.brokers = c.ListenAddrs()
+		t.brokers, t.broker = c.ListenAddrs(), "kfake in lockbench's process, in memory"
 	default:
 		dir, err := os.MkdirTemp("", "lockbench-kafka-")
 		if err != nil {
@@ -148,7 +152,7 @@ func (t *target) startLocal(ctx context.Context, cfg *Config, log zerolog.Logger
 			return err
 		}
 		t.closers = append(t.closers, b.Close)
-		t.brokers = []string{b.Addr()}
+		t.brokers, t.broker = []string{b.Addr()}, "embedded kfake in lockbench's process (data dir)"
 	}
 
 	if cfg.WorkerBin != "" {
