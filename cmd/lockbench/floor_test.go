@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -43,4 +44,23 @@ func TestFloorModes(t *testing.T) {
 	require.ErrorContains(t, err, "kafka, commit, outbox")
 	_, err = parseFlags([]string{"--scenario", "builds", "--worker-bin", "/bin/true", "--baseline-bin", "floor:none"}, &bytes.Buffer{})
 	require.ErrorContains(t, err, `"floor:none"`)
+}
+
+// TestFloorPeerNamesTheFloor runs the peer scenario against a floor: the
+// header says the target is the floor, not lockworker, and no goal is
+// judged.
+func TestFloorPeerNamesTheFloor(t *testing.T) {
+	t.Parallel()
+	rep, cfg := runFlags(t, "--scenario", "peer", "--worker-bin", "floor:kafka", "--broker-memory", "--quick",
+		"--clients", "4", "--duration", "1s", "--warmup", "300ms")
+	require.NotNil(t, rep.Peer)
+	require.Equal(t, "floor:kafka", rep.Peer.Target)
+	var table bytes.Buffer
+	rep.print(&table, cfg)
+	require.Contains(t, table.String(), "mode: child process: floor:kafka (not lockworker)  broker: kfake in lockbench's process, in memory ")
+	require.NotEmpty(t, rep.Goals)
+	for _, g := range rep.Goals {
+		require.Nil(t, g.Met, g.What)
+		require.True(t, strings.HasPrefix(g.What, "floor:kafka: "), g.What)
+	}
 }

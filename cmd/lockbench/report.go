@@ -262,6 +262,7 @@ func (r *Report) finish(cfg *Config) {
 	r.soakGoals()
 	r.peerGoals()
 	r.modesGoals()
+	r.floorGoals(cfg)
 	if d := r.Driver; d.ProduceErrors > 0 || d.Undecodable > 0 {
 		r.note(fmt.Sprintf("driver: %d commands were not produced and %d replies could not be decoded: "+
 			"the scenarios count those of their windows as timeouts, errors or missing answers", d.ProduceErrors, d.Undecodable))
@@ -272,6 +273,21 @@ func (r *Report) finish(cfg *Config) {
 	}
 	r.Notes = append(r.Notes,
 		fmt.Sprintf("machine: %d CPUs shared by lockbench, the worker, the broker and PostgreSQL (and whatever else runs): figures are noisy", r.Machine.CPUs))
+}
+
+// floorGoals leaves the goals unjudged when the target is a floor
+// (--worker-bin floor:MODE): they are lockworker's, and a floor that meets
+// them says nothing of it. Each names the floor, so that a goal line
+// copied alone still says what it measured.
+func (r *Report) floorGoals(cfg *Config) {
+	if floorMode(cfg.WorkerBin) == "" || len(r.Goals) == 0 {
+		return
+	}
+	for i := range r.Goals {
+		r.Goals[i].What = cfg.WorkerBin + ": " + r.Goals[i].What
+		r.Goals[i].Met = nil
+	}
+	r.note("goals not judged: the target is " + cfg.WorkerBin + ", a floor, not lockworker")
 }
 
 func (r *Report) print(w io.Writer, cfg *Config) {

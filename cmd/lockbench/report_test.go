@@ -471,3 +471,41 @@ func TestHeaderNamesTheBroker(t *testing.T) {
 		require.NotContains(t, table.String(), "kfake")
 	}
 }
+
+// TestFloorGoalsNotJudged: against a floor (--worker-bin floor:MODE) the
+// goals, lockworker's, are shown unjudged, each naming the floor, and a
+// note says why.
+func TestFloorGoalsNotJudged(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.WorkerBin, cfg.BrokerBin, cfg.Clients, cfg.Rate = "floor:kafka", "devkafka", 16, 100
+	r := newReport(&cfg)
+	r.postgresFound(true)
+	win := cpuWindow(45000, secs(0.3), secs(0.1), secs(0.2))
+	r.Latency = &LatencyResult{Rate: 100, Sent: 1000, Answered: 1000, Acquire: dist{N: 500, P50: 1.2, P99: 4}, Release: dist{N: 500, P50: 1, P99: 3}}
+	r.Resources = &ResourceResult{PeakRSSMiB: 20}
+	r.Peer = &PeerResult{Target: "floor:kafka", Clients: 16, Rounds: []PeerRound{{Lockworker: win, Original: win, Ratio: 1.03, P50Ratio: 1}}}
+	r.finish(&cfg)
+	var peer int
+	for _, g := range r.Goals {
+		require.Nil(t, g.Met, g.What)
+		require.True(t, strings.HasPrefix(g.What, "floor:kafka: "), g.What)
+		if g.Scenario == "peer" {
+			peer++
+		}
+	}
+	require.Equal(t, 5, peer, "throughput, p50 and CPU ratios, light-load p50 and p99")
+	require.Contains(t, r.Notes, "goals not judged: the target is floor:kafka, a floor, not lockworker")
+	var table bytes.Buffer
+	r.print(&table, &cfg)
+	for _, line := range strings.Split(table.String(), "\n") {
+		require.False(t, strings.HasSuffix(line, " yes") || strings.HasSuffix(line, " NO"), line)
+	}
+
+	// lockworker's run is judged.
+	cfg.WorkerBin = "lockworker"
+	r = newReport(&cfg)
+	r.Peer = &PeerResult{Target: "lockworker", Clients: 16, Rounds: []PeerRound{{Lockworker: win, Original: win, Ratio: 1.03, P50Ratio: 1}}}
+	r.finish(&cfg)
+	require.NotNil(t, r.Goals[0].Met)
+	require.NotContains(t, r.Goals[0].What, "floor")
+}

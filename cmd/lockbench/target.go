@@ -235,6 +235,7 @@ func (t *target) startChild(ctx context.Context, cfg *Config, log zerolog.Logger
 			return err
 		}
 		name, args, ready = exe, []string{"--serve-floor", mode}, floorReady
+		t.mode += ": " + cfg.WorkerBin + " (not lockworker)"
 	}
 	cmd := exec.Command(name, args...)
 	cmd.Env = config.ChildEnv(os.Environ(),
