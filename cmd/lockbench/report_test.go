@@ -509,3 +509,37 @@ func TestFloorGoalsNotJudged(t *testing.T) {
 	require.NotNil(t, r.Goals[0].Met)
 	require.NotContains(t, r.Goals[0].What, "floor")
 }
+
+// TestLightLoadGoalsJudgedAtTheirRate: the peer's light-load goals (acquire
+// p50 <= 1.5 ms, p99 <= 5 ms) are issue 17's at 100/s: a lighter load meets
+// them more easily, so at any other rate scenario 2's figures are shown
+// with no verdict, and a note says why.
+func TestLightLoadGoalsJudgedAtTheirRate(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, rate := range []int{5, 100, 1000} {
+		r := newReport(&cfg)
+		r.Latency = &LatencyResult{Rate: rate, Sent: 100, Answered: 100, Acquire: dist{N: 50, P50: 1.2, P99: 4}, Release: dist{N: 50, P50: 1, P99: 3}}
+		r.Peer = &PeerResult{Target: "lockworker", Clients: 16, Rounds: []PeerRound{{Ratio: 1, P50Ratio: 1}}}
+		r.finish(&cfg)
+		var light []Goal
+		for _, g := range r.Goals {
+			if strings.HasPrefix(g.What, "light load") {
+				light = append(light, g)
+			}
+		}
+		require.Len(t, light, 2, "%d/s", rate)
+		notes := strings.Join(r.Notes, "\n")
+		for _, g := range light {
+			require.Contains(t, g.What, fmt.Sprintf("at %d/s", rate))
+			if rate == lightLoadRate {
+				require.NotNil(t, g.Met, g.What)
+				require.True(t, *g.Met, g.What)
+				require.NotContains(t, notes, "light-load goals")
+				continue
+			}
+			require.Nil(t, g.Met, "%s at %d/s", g.What, rate)
+			require.Equal(t, "(no goal)", g.Target)
+			require.Contains(t, notes, fmt.Sprintf("peer: its light-load goals (acquire p50 <= 1.5 ms, p99 <= 5 ms) are at 100/s: at %s/s its figures are not judged", fmtNum(float64(rate))))
+		}
+	}
+}
