@@ -104,9 +104,9 @@ func failedRound(errs int64) string {
 	return fmt.Sprintf("; NOT COMPARABLE: %d errors", errs)
 }
 
-func (r *BuildsResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nbuilds: candidate %s against baseline %s, %d clients, alternating; CPU ms per command (worker, broker, whole PostgreSQL server)\n",
-		r.Candidate, r.Baseline, r.Clients)
+func (r *BuildsResult) print(w io.Writer, cfg *Config) {
+	fmt.Fprintf(w, "\nbuilds: candidate %s against baseline %s, %d clients, alternating; CPU ms per command (%s)\n",
+		r.Candidate, r.Baseline, r.Clients, cpuCounted(cfg))
 	for i, x := range r.Rounds {
 		for _, t := range []struct {
 			name string

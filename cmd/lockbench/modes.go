@@ -81,6 +81,23 @@ func cpuPerCommand(t ThroughputResult) (_ float64, ok bool) {
 	return sum / float64(t.Commands), true
 }
 
+// cpuCounted is what cpuPerCommand adds up in a run as cfg describes: the
+// broker's CPU only when it runs as a process of its own (--broker-bin),
+// the worker's alone only when it does (--worker-bin).
+func cpuCounted(cfg *Config) string {
+	switch {
+	case len(cfg.Brokers) > 0:
+		return "not measured: the worker runs elsewhere (--brokers)"
+	case cfg.WorkerBin == "" && cfg.BrokerBin == "":
+		return "lockbench's whole process (worker, broker, load generator), whole PostgreSQL server"
+	case cfg.WorkerBin == "":
+		return "lockbench's whole process (worker, load generator), broker, whole PostgreSQL server"
+	case cfg.BrokerBin == "":
+		return "worker, whole PostgreSQL server; not the broker, which runs in lockbench's process"
+	}
+	return "worker, broker, whole PostgreSQL server"
+}
+
 // cpuRatio is num's CPU per command over den's; 0 (not measured) when
 // either has no figure.
 func cpuRatio(num, den ThroughputResult) float64 {
@@ -157,8 +174,8 @@ func (r *Report) modesGoals() {
 	r.failedIn(errs)
 }
 
-func (m *ModesResult) print(w io.Writer) {
-	fmt.Fprintf(w, "\nmodes: %d clients acquiring and releasing; CPU ms per command (worker, broker, whole PostgreSQL server)\n", m.Clients)
+func (m *ModesResult) print(w io.Writer, cfg *Config) {
+	fmt.Fprintf(w, "\nmodes: %d clients acquiring and releasing; CPU ms per command (%s)\n", m.Clients, cpuCounted(cfg))
 	for i, x := range m.Rounds {
 		for _, t := range []ThroughputResult{x.Exclusive, x.Shared, x.Semaphore} {
 			fmt.Fprintf(w, "  round %d  %-16s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d%s\n",

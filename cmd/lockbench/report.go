@@ -413,10 +413,10 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		r.Peer.print(w)
 	}
 	if r.Modes != nil {
-		r.Modes.print(w)
+		r.Modes.print(w, cfg)
 	}
 	if r.Builds != nil {
-		r.Builds.print(w)
+		r.Builds.print(w, cfg)
 	}
 	if r.Burst != nil {
 		r.Burst.print(w)

@@ -387,7 +387,7 @@ func TestP50RatioNeedsBothSides(t *testing.T) {
 
 			b := &BuildsResult{Clients: 16, Rounds: []BuildsRound{{Baseline: c.original, Candidate: c.lockworker, P50Ratio: p50Ratio(c.lockworker, c.original)}}}
 			var out bytes.Buffer
-			b.print(&out)
+			b.print(&out, &cfg)
 			require.Contains(t, out.String(), "acquire p50 -,")
 			require.NotContains(t, out.String(), "acquire p50 0.00x")
 		})
@@ -541,5 +541,27 @@ func TestLightLoadGoalsJudgedAtTheirRate(t *testing.T) {
 			require.Equal(t, "(no goal)", g.Target)
 			require.Contains(t, notes, fmt.Sprintf("peer: its light-load goals (acquire p50 <= 1.5 ms, p99 <= 5 ms) are at 100/s: at %s/s its figures are not judged", fmtNum(float64(rate))))
 		}
+	}
+}
+
+// TestCPULabelSaysWhatIsCounted: the modes' and builds' CPU per command
+// names the processes it adds up: the broker only when it runs as a
+// process of its own (--broker-bin), the worker alone only as a child.
+func TestCPULabelSaysWhatIsCounted(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"in process", Config{}, "CPU ms per command (lockbench's whole process (worker, broker, load generator), whole PostgreSQL server)"},
+		{"in process, broker process", Config{BrokerBin: "devkafka"}, "CPU ms per command (lockbench's whole process (worker, load generator), broker, whole PostgreSQL server)"},
+		{"child, broker in lockbench", Config{WorkerBin: "lockworker"}, "CPU ms per command (worker, whole PostgreSQL server; not the broker, which runs in lockbench's process)"},
+		{"child, broker process", Config{WorkerBin: "lockworker", BrokerBin: "devkafka"}, "CPU ms per command (worker, broker, whole PostgreSQL server)"},
+		{"external", Config{Brokers: []string{"127.0.0.1:9092"}}, "CPU ms per command (not measured: the worker runs elsewhere (--brokers))"},
+	} {
+		r := &Report{Config: &c.cfg, Modes: &ModesResult{Clients: 8}, Builds: &BuildsResult{Clients: 8}}
+		var table bytes.Buffer
+		r.print(&table, &c.cfg)
+		require.Equal(t, 2, strings.Count(table.String(), c.want), "%s: modes' and builds'\n%s", c.name, table.String())
 	}
 }
