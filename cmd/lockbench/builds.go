@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,8 +43,8 @@ type BuildsResult struct {
 
 // inTurn is the order of a round's runs: xs, reversed every other round.
 // The run before leaves work behind (a dropped schema, a checkpoint, the
-// outbox's tail), so over two rounds each run goes before each other run as
-// often as after it.
+// outbox's tail), so over an even count of rounds each run goes before
+// each other run as often as after it.
 func inTurn[T any](xs []T, round int) []T {
 	if round%2 == 0 {
 		return xs
@@ -51,6 +52,21 @@ func inTurn[T any](xs []T, round int) []T {
 	r := slices.Clone(xs)
 	slices.Reverse(r)
 	return r
+}
+
+// unbalanced says, for an odd count of rounds, that inTurn ran names (the
+// runs, in round 1's order) in that order once more than reversed: what
+// running first or second does lands on one side more often. "" for an
+// even count.
+func unbalanced(names []string, rounds int) string {
+	if rounds%2 == 0 {
+		return ""
+	}
+	order := strings.Join(names, " then ")
+	if rounds == 1 {
+		return "  1 round: " + order + ", never reversed, so not balanced\n"
+	}
+	return fmt.Sprintf("  %d rounds, an odd count: %s in %d, reversed in %d, so not balanced\n", rounds, order, (rounds+1)/2, rounds/2)
 }
 
 func builds(ctx context.Context, cfg *Config, rep *Report, log zerolog.Logger, progress func(string, ...any)) (*BuildsResult, error) {
@@ -107,6 +123,7 @@ func failedRound(errs int64) string {
 func (r *BuildsResult) print(w io.Writer, cfg *Config) {
 	fmt.Fprintf(w, "\nbuilds: candidate %s against baseline %s, %d clients, alternating; CPU ms per command (%s)\n",
 		r.Candidate, r.Baseline, r.Clients, cpuCounted(cfg))
+	fmt.Fprint(w, unbalanced([]string{"baseline", "candidate"}, len(r.Rounds)))
 	for i, x := range r.Rounds {
 		for _, t := range []struct {
 			name string

@@ -6,8 +6,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestInTurn: every other round runs in reverse order, so each run goes
-// before each other run as often as after it, and xs itself is not changed.
+// TestInTurn: every other round runs in reverse order, so over two rounds
+// each run goes before each other run as often as after it, and xs itself
+// is not changed.
 func TestInTurn(t *testing.T) {
 	xs := []string{"exclusive", "shared", "semaphore"}
 	require.Equal(t, xs, inTurn(xs, 0))

@@ -176,6 +176,7 @@ func (r *Report) modesGoals() {
 
 func (m *ModesResult) print(w io.Writer, cfg *Config) {
 	fmt.Fprintf(w, "\nmodes: %d clients acquiring and releasing; CPU ms per command (%s)\n", m.Clients, cpuCounted(cfg))
+	fmt.Fprint(w, unbalanced([]string{"exclusive", "shared", "semaphore"}, len(m.Rounds)))
 	for i, x := range m.Rounds {
 		for _, t := range []ThroughputResult{x.Exclusive, x.Shared, x.Semaphore} {
 			fmt.Fprintf(w, "  round %d  %-16s %8s cmd/s  acquire p50 %7.2f ms  p99 %7.2f ms  CPU %s  errors %d%s\n",

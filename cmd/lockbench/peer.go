@@ -227,6 +227,7 @@ func (r *Report) peerGoals() {
 
 func (p *PeerResult) print(w io.Writer) {
 	fmt.Fprintf(w, "\npeer: %s beside the original design (one statement per acquire and release), %d clients, alternating\n", p.Target, p.Clients)
+	fmt.Fprint(w, unbalanced([]string{p.Target, "original design"}, len(p.Rounds)))
 	for i, x := range p.Rounds {
 		fmt.Fprintf(w, "  round %d  %s %8s cmd/s  acquire p50 %7.2f ms | original %8s cmd/s  acquire p50 %7.2f ms | ratio %.2fx, p50 %s | errors %d%s, %d%s\n",
 			i+1, p.Target, fmtNum(x.Lockworker.PerSecond), x.Lockworker.Acquire.P50, fmtNum(x.Original.PerSecond), x.Original.Acquire.P50, x.Ratio, fmtRatio(x.P50Ratio),

@@ -565,3 +565,36 @@ func TestCPULabelSaysWhatIsCounted(t *testing.T) {
 		require.Equal(t, 2, strings.Count(table.String(), c.want), "%s: modes' and builds'\n%s", c.name, table.String())
 	}
 }
+
+// TestAlternationSaysWhenUnbalanced: the peer, modes and builds reverse
+// their order every other round, balanced only over an even count of
+// rounds; with an odd count their tables say which order ran once more.
+func TestAlternationSaysWhenUnbalanced(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, c := range []struct {
+		rounds int
+		want   []string
+	}{
+		{1, []string{"1 round: lockworker then original design, never reversed, so not balanced",
+			"1 round: exclusive then shared then semaphore, never reversed, so not balanced",
+			"1 round: baseline then candidate, never reversed, so not balanced"}},
+		{2, nil},
+		{3, []string{"3 rounds, an odd count: lockworker then original design in 2, reversed in 1, so not balanced",
+			"3 rounds, an odd count: exclusive then shared then semaphore in 2, reversed in 1, so not balanced",
+			"3 rounds, an odd count: baseline then candidate in 2, reversed in 1, so not balanced"}},
+		{4, nil},
+	} {
+		r := newReport(&cfg)
+		r.Peer = &PeerResult{Target: "lockworker", Clients: 16, Rounds: make([]PeerRound, c.rounds)}
+		r.Modes = &ModesResult{Clients: 16, Limit: modesLimit, Rounds: make([]ModesRound, c.rounds)}
+		r.Builds = &BuildsResult{Clients: 16, Rounds: make([]BuildsRound, c.rounds)}
+		var table bytes.Buffer
+		r.print(&table, &cfg)
+		for _, want := range c.want {
+			require.Contains(t, table.String(), want)
+		}
+		if c.want == nil {
+			require.NotContains(t, table.String(), "not balanced", "%d rounds", c.rounds)
+		}
+	}
+}
