@@ -227,7 +227,7 @@ func parseScenarios(s string) ([]string, error) {
 	return out, nil
 }
 
-func parseFlags(args []string, stderr io.Writer) (*Config, error) {
+func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("lockbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -268,9 +268,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.BoolVar(&cfg.Vacuum, "vacuum", cfg.Vacuum, "run the worker's vacuum loop (VACUUM_ENABLED); false to measure without it")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON instead of a table")
 	fs.StringVar(&cfg.JSONOut, "json-out", "", "also write the JSON report to this file; not written (an earlier run's left as it was) when the run failed before any scenario had a result")
-	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput window (in-process mode)")
-	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocations profile after the throughput window (in-process mode)")
-	fs.BoolVar(&cfg.SQLStats, "sql-stats", false, "time every statement of the in-process worker during the throughput window")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the throughput window (in-process mode only)")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocations profile after the throughput window (in-process mode only)")
+	fs.BoolVar(&cfg.SQLStats, "sql-stats", false, "time every statement of the in-process worker during the throughput window (in-process mode only)")
 	fs.BoolVar(&cfg.PGSample, "pg-sample", false, "sample pg_stat_activity every 10 ms during the throughput window")
 	fs.BoolVar(&cfg.SDK, "sdk", true, "throughput: also run it through the client SDK (package client)")
 	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (false: outbox.Config.OrderAcrossTopics)")
@@ -288,8 +288,14 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	fs.DurationVar(&cfg.Failover.Heartbeat, "failover-heartbeat", 0, "failover: replicas' KAFKA_HEARTBEAT_INTERVAL (default lockworker's)")
 	fs.StringVar(&cfg.Failover.LogFile, "failover-log", "", "failover: write the replicas' logs to this file")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return nil, err // fs has said what is wrong, with the usage
 	}
+	// The checks below say what they refuse, as fs does: main only exits.
+	defer func() {
+		if err != nil {
+			fmt.Fprintln(stderr, "lockbench:", err)
+		}
+	}()
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	// -1 and 0 are also the defaults that mean "not given": refused only
@@ -306,7 +312,6 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 			return nil, fmt.Errorf("--%s must be 0 or more, --%s positive", f.count, f.length)
 		}
 	}
-	var err error
 	if cfg.Scenarios, err = parseScenarios(*scen); err != nil {
 		return nil, err
 	}
@@ -372,6 +377,9 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 	if err := checkFloor(cfg.WorkerBin, cfg.BaselineBin); err != nil {
 		return nil, err
 	}
+	if err := checkProfiling(&cfg, *brokers != ""); err != nil {
+		return nil, err
+	}
 	if cfg.wants(buildsScenario) && (cfg.WorkerBin == "" || cfg.BaselineBin == "" || *brokers != "") {
 		return nil, errors.New("--scenario builds runs two worker binaries of its own: it needs --worker-bin and --baseline-bin, and no --brokers")
 	}
@@ -381,6 +389,30 @@ func parseFlags(args []string, stderr io.Writer) (*Config, error) {
 		cfg.DatabaseURL = DefaultDatabaseURL
 	}
 	return &cfg, nil
+}
+
+// checkProfiling refuses the options that look inside the in-process
+// worker when the worker is another process (--worker-bin, or --brokers):
+// the profiles would be of lockbench's load generator and broker, and the
+// statement timings of nothing.
+func checkProfiling(cfg *Config, external bool) error {
+	if cfg.WorkerBin == "" && !external {
+		return nil
+	}
+	var given []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"--cpuprofile", cfg.CPUProfile != ""}, {"--memprofile", cfg.MemProfile != ""}, {"--sql-stats", cfg.SQLStats}} {
+		if f.set {
+			given = append(given, f.name)
+		}
+	}
+	if len(given) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: for the in-process worker only; with --worker-bin or --brokers the worker is another process "+
+		"(--cpuprofile and --memprofile would profile lockbench's load generator and broker, --sql-stats would time nothing)", strings.Join(given, ", "))
 }
 
 func main() {

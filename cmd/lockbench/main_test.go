@@ -362,3 +362,20 @@ func TestAppliersReachTheCeilingInProcessOnly(t *testing.T) {
 		require.Equal(t, c.want, cfg.CeilingAppliers, c.flags)
 	}
 }
+
+// TestProfilingNeedsTheInProcessWorker: --cpuprofile, --memprofile and
+// --sql-stats look inside the in-process worker; with the worker another
+// process they are refused, and the refusal is written out (main only
+// exits).
+func TestProfilingNeedsTheInProcessWorker(t *testing.T) {
+	for _, flag := range [][]string{{"--cpuprofile", "cpu.out"}, {"--memprofile", "mem.out"}, {"--sql-stats"}} {
+		_, err := parseFlags(flag, &bytes.Buffer{})
+		require.NoError(t, err, "in process: %v", flag)
+		for _, where := range [][]string{{"--worker-bin", "/bin/lockworker"}, {"--worker-bin", "floor:kafka"}, {"--brokers", "127.0.0.1:9092"}} {
+			var stderr bytes.Buffer
+			_, err := parseFlags(append(slices.Clone(flag), where...), &stderr)
+			require.ErrorContains(t, err, flag[0]+": for the in-process worker only; with --worker-bin or --brokers the worker is another process", where)
+			require.Equal(t, "lockbench: "+err.Error()+"\n", stderr.String())
+		}
+	}
+}
