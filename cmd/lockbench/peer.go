@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -89,7 +90,10 @@ func (b *bench) peerCycler(pool *pgxpool.Pool, round int) cycler {
 		start := time.Now()
 		var n int
 		if err := pool.QueryRow(ctx, peerAcquire, lock, owner, start.UnixMilli(), 60.0).Scan(&n); err != nil {
-			return time.Since(start), 0, 0, fmt.Errorf("acquire %s: %w", lock, errors.Join(errPeerHeld, err))
+			if errors.Is(err, pgx.ErrNoRows) { // the statement's WHERE kept the holder's row
+				err = errPeerHeld
+			}
+			return time.Since(start), 0, 0, fmt.Errorf("acquire %s: %w", lock, err)
 		}
 		acq := time.Since(start)
 		start = time.Now()
