@@ -66,12 +66,13 @@ func distOf(ds []time.Duration) dist {
 	for _, d := range s {
 		sum += d
 	}
-	q := func(p float64) float64 {
-		i := int(p*float64(len(s))+0.5) - 1
-		i = max(0, min(i, len(s)-1))
-		return ms(s[i])
+	// The nearest rank: the pct-th percentile is the ceil(pct/100 * n)-th
+	// smallest sample, in integers so that a whole rank is not pushed up
+	// by a float's error.
+	q := func(pct int) float64 {
+		return ms(s[(pct*len(s)+99)/100-1])
 	}
-	return dist{N: int64(len(s)), Mean: ms(sum / time.Duration(len(s))), P50: q(0.50), P95: q(0.95), P99: q(0.99), Max: ms(s[len(s)-1])}
+	return dist{N: int64(len(s)), Mean: ms(sum / time.Duration(len(s))), P50: q(50), P95: q(95), P99: q(99), Max: ms(s[len(s)-1])}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
