@@ -9,14 +9,29 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
+// signalsChild, set in its environment, makes the test binary the process
+// of TestSecondSignalEndsTheProcess.
+const signalsChild = "LOCKBENCH_TEST_SIGNALS_CHILD"
+
 // TestMain lets the test binary serve as a floor: lockbench starts itself
 // (os.Executable) for --worker-bin floor:MODE, and in a test that is this
-// binary.
+// binary. It also serves as the process whose signals
+// TestSecondSignalEndsTheProcess sends.
 func TestMain(m *testing.M) {
+	if os.Getenv(signalsChild) != "" {
+		ctx, cancel := signalContext()
+		defer cancel()
+		fmt.Println("ready")
+		<-ctx.Done()
+		fmt.Println("cancelled")
+		time.Sleep(time.Minute) // the unwinding a second signal cuts short
+		return
+	}
 	if len(os.Args) == 3 && os.Args[1] == "--serve-floor" {
 		ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		err := serveFloor(ctx, os.Args[2])

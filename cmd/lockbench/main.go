@@ -420,7 +420,7 @@ func main() {
 	if err != nil {
 		os.Exit(2)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signalContext()
 	defer cancel()
 	if cfg.ServeFloor != "" {
 		if err := serveFloor(ctx, cfg.ServeFloor); err != nil {
@@ -435,6 +435,26 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lockbench:", err)
 		os.Exit(1)
 	}
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, which also
+// gives the signals their default action back: unwinding after the first
+// (a failover's settle, the broker's close) can take tens of seconds, and a
+// second ends the process at once, as is usual. Its children die with it
+// (childproc.DieWithParent).
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		signal.Stop(ch) // before cancel: once ctx is done, a signal is the default's
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 // writeReport prints rep to stdout and, with --json-out, writes it to that

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -378,4 +381,30 @@ func TestProfilingNeedsTheInProcessWorker(t *testing.T) {
 			require.Equal(t, "lockbench: "+err.Error()+"\n", stderr.String())
 		}
 	}
+}
+
+// TestSecondSignalEndsTheProcess: the first SIGINT cancels the run, which
+// then unwinds (here it would sleep a minute); a second ends the process at
+// once. The test binary is the process (TestMain, signalsChild).
+func TestSecondSignalEndsTheProcess(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), signalsChild+"=1")
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	lines := bufio.NewScanner(out)
+	next := func() string {
+		require.True(t, lines.Scan(), "the child's output ended")
+		return lines.Text()
+	}
+	require.Equal(t, "ready", next())
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	require.Equal(t, "cancelled", next())
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "the child ended by itself, after its unwinding")
+	require.Equal(t, syscall.SIGINT, exit.Sys().(syscall.WaitStatus).Signal())
 }
