@@ -9,7 +9,11 @@
 //     distinct locks; commands/s from produced to reply consumed.
 //  2. latency: open loop at a fixed rate, after a warm-up at that rate;
 //     p50/p95/p99/max per operation, measured from the intended send time
-//     (coordinated omission corrected).
+//     (coordinated omission corrected). Acquires and releases alternate,
+//     each release 1/rate after its acquire, before its grant is read (at
+//     1,000/s the two often share a worker batch, which a requester waiting
+//     for lock.acquired cannot do). The latency's legs split at the reply's
+//     Kafka record timestamp, of 1 ms resolution.
 //  3. contention: many clients waiting on one lock: hand-off time from
 //     release to the next holder's lock.acquired, and grant order = the order the
 //     waiters were sent in (each told its place in queue_position).

@@ -351,6 +351,9 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 	if l := r.Latency; l != nil {
 		p("\n2 latency: open loop %d commands/s for %.0f s after %d warm-up commands (unread), from intended send time: %d sent, %d answered, %d missing, %d unexpected (in no figure); sender lag max %.1f ms\n",
 			l.Rate, l.Seconds, l.WarmupSent, l.Sent, l.Answered, l.Missing, l.Unexpected, l.SendLagMaxMS)
+		p("  each release is sent %s ms (1/rate) after its acquire, before its grant is read: when that is shorter than the acquire's answer,\n"+
+			"  the two can share a worker batch (the release going ahead with its acquire), which a requester waiting for lock.acquired never sends\n",
+			fmtNum(1000/float64(l.Rate)))
 		d("acquire", l.Acquire)
 		d("release", l.Release)
 		d("all", l.All)
@@ -358,6 +361,7 @@ func (r *Report) print(w io.Writer, cfg *Config) {
 		d("  leg send -> transaction start", l.ToTx)
 		d("  leg tx start -> relay produce", l.InTx)
 		d("  leg relay produce -> read", l.FromRelay)
+		p("  (relay produce is the reply's Kafka record timestamp, 1 ms resolution: the last two legs split within a millisecond, a negative leg counts as 0.001 ms)\n")
 		printCPU(w, l.CPU)
 	}
 	if c := r.Contention; c != nil {

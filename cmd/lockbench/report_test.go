@@ -598,3 +598,16 @@ func TestAlternationSaysWhenUnbalanced(t *testing.T) {
 		}
 	}
 }
+
+// TestLatencySaysHowItIsMeasured: scenario 2's table says that each
+// release follows its acquire by 1/rate, unanswered, and that its last two
+// legs split at a timestamp of 1 ms resolution.
+func TestLatencySaysHowItIsMeasured(t *testing.T) {
+	cfg := DefaultConfig()
+	r := newReport(&cfg)
+	r.Latency = &LatencyResult{Rate: 1000, Sent: 10, Answered: 10}
+	var table bytes.Buffer
+	r.print(&table, &cfg)
+	require.Contains(t, table.String(), "each release is sent 1 ms (1/rate) after its acquire, before its grant is read")
+	require.Contains(t, table.String(), "(relay produce is the reply's Kafka record timestamp, 1 ms resolution")
+}

@@ -315,8 +315,9 @@ type LatencyResult struct {
 	// ToTx is from the intended send time to the worker's transaction
 	// start (the event's occurred_at: producing, the broker, the worker's
 	// fetch and its applier's queue); InTx from there to the relay producing
-	// the answer (the record's timestamp: the transaction, its commit, the
-	// relay's wake and read); FromRelay from there to lockbench reading it.
+	// the answer (the record's timestamp, of 1 ms resolution: the
+	// transaction, its commit, the relay's wake and read); FromRelay from
+	// there to lockbench reading it.
 	ToTx      dist `json:"leg_send_to_transaction"`
 	InTx      dist `json:"leg_transaction_to_relay_produce"`
 	FromRelay dist `json:"leg_relay_produce_to_read"`
