@@ -174,7 +174,14 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	if ev.Pending != nil {
 		ev.Pending(version, last)
 	}
-	err = runMigrations(ctx, conn.Conn(), ev, last, s.cfg.MigrationLockTimeout, s.cfg.RetryStart)
+	// The pool's bounds but lock_timeout, the migration's own.
+	var bounds []setting
+	for _, b := range boundSettings(s.Pool.Config().ConnConfig.RuntimeParams, s.cfg) {
+		if b.name != "lock_timeout" {
+			bounds = append(bounds, b)
+		}
+	}
+	err = runMigrations(ctx, conn.Conn(), ev, last, s.cfg.MigrationLockTimeout, bounds, s.cfg.RetryStart)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
 	// (plan_cache_mode, see sessionSettings): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
@@ -186,9 +193,10 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 }
 
 // runMigrations applies the pending migrations on conn with tern, last
-// being the number of migration files, each with lock_timeout timeout.
+// being the number of migration files, each with lock_timeout timeout and
+// bounds, the pool's settings (boundSettings) that tern's RESET ALL undoes.
 // retrying says a failure is retried (Config.RetryStart).
-func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int, timeout time.Duration, retrying bool) error {
+func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int, timeout time.Duration, bounds []setting, retrying bool) error {
 	// tern's lock, taken here first (session advisory locks stack: tern's
 	// own lock and unlock leave this one held until conn closes) so that a
 	// wait for another session's migration is told. That wait is not
@@ -249,17 +257,29 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	// tern calls OnStart after BEGIN of the migration's transaction (its
 	// MigrateTo), so SET LOCAL holds for that migration and ends with it;
 	// the migration before it has committed by then, its RESET ALL having
-	// undone the SETs above. No statement_timeout, whatever the server,
-	// database or role sets: an index build over a large table would fail
-	// with 57014 at every start. (tern's version update and COMMIT, after
-	// its RESET ALL, run under that setting: short statements.)
+	// undone the SETs above and the pool's. No statement_timeout, whatever
+	// the server, database or role sets: an index build over a large table
+	// would fail with 57014 at every start. (tern's version update and
+	// COMMIT, after its RESET ALL, run under that setting: short
+	// statements.) The pool's bounds are set again, as session SETs (kept
+	// past COMMIT until the next RESET ALL), so that PostgreSQL ends the
+	// session of a replica frozen or cut off in a migration, releasing its
+	// ACCESS EXCLUSIVE locks: from a run's second migration on, the
+	// server's defaults (no idle-in-transaction timeout, hours of
+	// keepalives) would hold the tables as long. Left unbounded: tern's two
+	// round trips after its RESET ALL, and the idle time between
+	// migrations, which holds tern's lock only.
+	var again strings.Builder
+	for _, b := range bounds {
+		again.WriteString("; " + b.sql())
+	}
 	m.OnStart = func(_ int32, name, _, _ string) {
 		now := time.Now()
 		if current != "" && ev.Applied != nil {
 			ev.Applied(current, now.Sub(began))
 		}
 		current, began = name, now
-		set := fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds()) + lift("LOCAL ")
+		set := fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds()) + lift("LOCAL ") + again.String()
 		if _, err := conn.Exec(ctx, set); err != nil && setErr == nil {
 			setErr = err
 		}

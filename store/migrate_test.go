@@ -409,3 +409,54 @@ func holdLocks(t *testing.T, url string) (*pgx.Conn, pgx.Tx) {
 	require.NoError(t, err)
 	return blocker, tx
 }
+
+// A replica that freezes (the proxy hangs: TCP stays up, as for a paused
+// container or a SIGSTOPped process) in the second migration of a run,
+// after its statements took their locks, loses its session to the pool's
+// idle_in_transaction_session_timeout, which releases the migration's
+// ACCESS EXCLUSIVE locks: tern's RESET ALL after the first migration does
+// not leave the rest of the run without it.
+func TestMigrateFrozenInALaterMigrationReleasesItsLocks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	url, proxy := testdb.Proxied(t, sc.URL)
+	st := testdb.Schema{Name: sc.Name, URL: url}.Open(t, store.Config{
+		MaxConns: 2, IdleInTransactionTimeout: time.Second, MigrationLockTimeout: time.Minute,
+	})
+	migrateTo(t, st, 16)
+
+	// A transaction of an older replica in the way of 018, the run's
+	// second migration, which alters outbox.
+	blocker, err := pgx.Connect(ctx, sc.URL)
+	require.NoError(t, err)
+	t.Cleanup(func() { blocker.Close(context.WithoutCancel(ctx)) })
+	tx, err := blocker.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `LOCK TABLE outbox IN ROW EXCLUSIVE MODE`)
+	require.NoError(t, err)
+
+	var migrateErr error
+	migrated := make(chan struct{})
+	go func() { defer close(migrated); migrateErr = st.Migrate(ctx) }()
+	t.Cleanup(func() { proxy.Restore(); <-migrated }) // before st.Close, which waits for its connection
+	outbox := sc.Name + ".outbox"
+	var pid int
+	require.Eventually(t, func() bool {
+		return blocker.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE relation = $1::regclass AND NOT granted`, outbox).Scan(&pid) == nil
+	}, 30*time.Second, 10*time.Millisecond, "018 never waited for outbox")
+	proxy.Hang() // the migrating replica freezes
+	require.NoError(t, tx.Commit(ctx))
+
+	require.Eventually(t, func() bool {
+		var alive bool
+		err := blocker.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1)`, pid).Scan(&alive)
+		return err == nil && !alive
+	}, 10*time.Second, 20*time.Millisecond, "the frozen migration's session, idle in its transaction, still holds outbox")
+	var held bool
+	require.NoError(t, blocker.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = $1::regclass)`, outbox).Scan(&held))
+	require.False(t, held)
+	proxy.Restore()
+	<-migrated
+	require.Error(t, migrateErr, "the migration's session was ended")
+}

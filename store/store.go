@@ -313,25 +313,8 @@ func sessionSettings(given map[string]string, cfg Config, bound time.Duration) f
 	if _, ok := given["plan_cache_mode"]; !ok {
 		set = append(set, "SET plan_cache_mode = force_generic_plan")
 	}
-	type setting struct {
-		name  string
-		value int64 // none when not positive
-	}
-	settings := []setting{
-		{"idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout.Milliseconds()},
-		{"lock_timeout", cfg.LockTimeout.Milliseconds()},
-	}
-	if gone := cfg.ClientGoneTimeout; gone > 0 {
-		settings = append(settings,
-			setting{"tcp_keepalives_idle", max(int64(gone/3/time.Second), 1)}, // seconds
-			setting{"tcp_keepalives_interval", max(int64(gone/6/time.Second), 1)},
-			setting{"tcp_keepalives_count", 3},
-			setting{"tcp_user_timeout", gone.Milliseconds()})
-	}
-	for _, s := range settings {
-		if _, ok := given[s.name]; !ok && s.value > 0 {
-			set = append(set, fmt.Sprintf("SET %s = %d", s.name, s.value))
-		}
+	for _, s := range boundSettings(given, cfg) {
+		set = append(set, s.sql())
 	}
 	if len(set) == 0 {
 		return nil
@@ -348,6 +331,40 @@ func sessionSettings(given map[string]string, cfg Config, bound time.Duration) f
 		}
 		return err
 	}
+}
+
+// setting is one of boundSettings: value is in the setting's unit.
+type setting struct {
+	name  string
+	value int64
+}
+
+func (s setting) sql() string { return fmt.Sprintf("SET %s = %d", s.name, s.value) }
+
+// boundSettings are the settings of Config's bounds that the pool's
+// connections get (sessionSettings), those the connection string does not
+// give (given, its startup parameters) and whose bound is not negative
+// (the server's setting). Migrate sets them again as each migration
+// starts, after tern's RESET ALL (runMigrations).
+func boundSettings(given map[string]string, cfg Config) []setting {
+	settings := []setting{
+		{"idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout.Milliseconds()},
+		{"lock_timeout", cfg.LockTimeout.Milliseconds()},
+	}
+	if gone := cfg.ClientGoneTimeout; gone > 0 {
+		settings = append(settings,
+			setting{"tcp_keepalives_idle", max(int64(gone/3/time.Second), 1)}, // seconds
+			setting{"tcp_keepalives_interval", max(int64(gone/6/time.Second), 1)},
+			setting{"tcp_keepalives_count", 3},
+			setting{"tcp_user_timeout", gone.Milliseconds()})
+	}
+	var out []setting
+	for _, s := range settings {
+		if _, ok := given[s.name]; !ok && s.value > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // errSetupTimedOut is the error of a new connection whose settings
