@@ -151,8 +151,13 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
 	last := len(files)
+	table, err := versionTable(ctx, conn.Conn())
+	if err != nil {
+		conn.Release()
+		return err
+	}
 	var version int
-	err = conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version)
+	err = conn.QueryRow(ctx, "SELECT version FROM "+table).Scan(&version)
 	switch pgErr, _ := errors.AsType[*pgconn.PgError](err); {
 	case err == nil:
 		if version == last {
@@ -181,7 +186,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 			bounds = append(bounds, b)
 		}
 	}
-	err = runMigrations(ctx, conn.Conn(), ev, last, s.cfg.MigrationLockTimeout, bounds, s.cfg.RetryStart)
+	err = runMigrations(ctx, conn.Conn(), ev, table, last, s.cfg.MigrationLockTimeout, bounds, s.cfg.RetryStart)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
 	// (plan_cache_mode, see sessionSettings): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
@@ -192,11 +197,31 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	return err
 }
 
-// runMigrations applies the pending migrations on conn with tern, last
-// being the number of migration files, each with lock_timeout timeout and
-// bounds, the pool's settings (boundSettings) that tern's RESET ALL undoes.
-// retrying says a failure is retried (Config.RetryStart).
-func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last int, timeout time.Duration, bounds []setting, retrying bool) error {
+// versionTable is VersionTable in conn's current_schema(), quoted as need
+// be: unqualified, a search_path such as "mine,other" would find another
+// deployment's in "other" while "mine" has none, and take this one's
+// schema for migrated, its statements then running on the other's tables.
+// tern, given schema.table, looks for the table in that schema alone
+// (one whose name needs quotes it does not find, and creates it if not
+// exists, which leaves an existing one as is).
+func versionTable(ctx context.Context, conn *pgx.Conn) (string, error) {
+	var schema *string
+	var path string
+	if err := conn.QueryRow(ctx, "SELECT quote_ident(current_schema()), current_setting('search_path')").Scan(&schema, &path); err != nil {
+		return "", fmt.Errorf("migrating: reading the current schema: %w", err)
+	}
+	if schema == nil {
+		return "", fmt.Errorf("migrating: the search_path (%s) names no schema that exists: no schema to migrate", path)
+	}
+	return *schema + "." + VersionTable, nil
+}
+
+// runMigrations applies the pending migrations on conn with tern, table
+// being the version table (versionTable), last the number of migration
+// files, each with lock_timeout timeout and bounds, the pool's settings
+// (boundSettings) that tern's RESET ALL undoes. retrying says a failure is
+// retried (Config.RetryStart).
+func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, table string, last int, timeout time.Duration, bounds []setting, retrying bool) error {
 	// tern's lock, taken here first (session advisory locks stack: tern's
 	// own lock and unlock leave this one held until conn closes) so that a
 	// wait for another session's migration is told. That wait is not
@@ -236,13 +261,13 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 			// Another session's success after that failure leaves
 			// nothing to back off from.
 			var version int
-			if failed != "" && (conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) != nil || version < last) {
+			if failed != "" && (conn.QueryRow(ctx, "SELECT version FROM "+table).Scan(&version) != nil || version < last) {
 				// The wait overlapped the failed attempt: its Took.
 				return &MigrationLockError{Migration: failed, Timeout: timeout, Took: time.Since(waitBegan), Behind: true}
 			}
 		}
 	}
-	m, err := migrate.NewMigrator(ctx, conn, VersionTable)
+	m, err := migrate.NewMigrator(ctx, conn, table)
 	if err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
@@ -307,7 +332,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, last i
 	if errors.As(err, &badVersion) {
 		// Migrated further by a newer binary since the check in migrate.
 		var version int
-		if conn.QueryRow(ctx, "SELECT version FROM "+VersionTable).Scan(&version) == nil && version > last {
+		if conn.QueryRow(ctx, "SELECT version FROM "+table).Scan(&version) == nil && version > last {
 			return &SchemaNewerError{Version: version, Latest: last}
 		}
 	}

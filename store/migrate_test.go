@@ -460,3 +460,55 @@ func TestMigrateFrozenInALaterMigrationReleasesItsLocks(t *testing.T) {
 	<-migrated
 	require.Error(t, migrateErr, "the migration's session was ended")
 }
+
+// A search_path naming another deployment's schema after this one's
+// ("mine,other") does not make Migrate take this schema for migrated: it
+// reads and writes the version table of its current_schema(), and creates
+// every table there.
+func TestMigrateReadsTheVersionOfItsOwnSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	other := testdb.NewSchema(t)
+	require.NoError(t, other.Open(t, store.Config{MaxConns: 2}).Migrate(ctx))
+	mine := testdb.NewSchema(t)
+	mine.URL = connstr.WithParam(testdb.URL(), "search_path", mine.Name+","+other.Name)
+	st := mine.Open(t, store.Config{MaxConns: 2})
+	require.NoError(t, st.Migrate(ctx))
+	requireSchema(t, st)
+	var schema string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = 'locks'::regclass`).Scan(&schema))
+	require.Equal(t, mine.Name, schema)
+}
+
+// A schema whose name needs quotes is migrated, from a version table tern
+// finds there (its own check does not, the name being quoted: it creates
+// the table if not exists, which keeps the version), and read again.
+func TestMigrateASchemaNamedWithQuotes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	sc.Name = `"` + sc.Name + ` Quoted"`
+	admin := sc.Open(t, store.Config{MaxConns: 1})
+	_, err := admin.Pool.Exec(ctx, "CREATE SCHEMA "+sc.Name)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, err := admin.Pool.Exec(context.WithoutCancel(ctx), "DROP SCHEMA "+sc.Name+" CASCADE")
+		require.NoError(t, err)
+	})
+	sc.URL = connstr.WithParam(testdb.URL(), "search_path", sc.Name)
+	st := sc.Open(t, store.Config{MaxConns: 2})
+	migrateTo(t, st, 16)
+	require.NoError(t, st.Migrate(ctx))
+	requireSchema(t, st)
+	require.NoError(t, st.Migrate(ctx))
+}
+
+// A search_path that names no existing schema leaves Migrate nothing to
+// migrate: it says so, rather than failing in tern's first CREATE.
+func TestMigrateWithoutASchema(t *testing.T) {
+	t.Parallel()
+	sc := testdb.NewSchema(t)
+	sc.URL = connstr.WithParam(testdb.URL(), "search_path", sc.Name+"_missing")
+	err := sc.Open(t, store.Config{MaxConns: 1}).Migrate(context.Background())
+	require.ErrorContains(t, err, "names no schema that exists")
+}
