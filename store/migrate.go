@@ -20,6 +20,13 @@ import (
 // VersionTable records which migrations have been applied.
 const VersionTable = "lockworker_schema_version"
 
+// CompatTable, from migration 019 on, holds the oldest schema version
+// whose binaries may run on the schema (its one row's oldest_reader),
+// which every migration after 019 sets: a binary that finds the schema
+// newer than its migrations starts when its own last migration is not
+// older, and refuses to start otherwise (SchemaNewerError).
+const CompatTable = "lockworker_schema_compat"
+
 // MigrationLockTimeout is Config.MigrationLockTimeout's default, the
 // lock_timeout of each migration's transaction. ALTER TABLE takes ACCESS
 // EXCLUSIVE, which waits for every transaction that touched the table (an
@@ -71,6 +78,11 @@ type MigrateEvents struct {
 	Started func(name string)
 	// Applied is told of each migration committed, with how long it took.
 	Applied func(name string, took time.Duration)
+	// Newer is told when the schema, at version, is newer than this
+	// binary's last migration, latest, and its migrations declared
+	// binaries from oldestReader on compatible (CompatTable): Migrate
+	// leaves it as is and succeeds.
+	Newer func(version, latest, oldestReader int)
 }
 
 // MigrationLockError is a migration that waited MigrationLockTimeout for
@@ -108,7 +120,8 @@ func (e *MigrationLockError) Unwrap() error { return e.Err }
 // transaction of its own, and the lock goes with the connection), and so is
 // a migration that waited MigrationLockTimeout for a table's lock. A schema
 // newer than this binary's migrations is refused (ErrSchemaNewer), never
-// retried.
+// retried, unless its migrations declared this binary's compatible
+// (CompatTable).
 func (s *Store) Migrate(ctx context.Context) error { return s.MigrateWith(ctx, MigrateEvents{}) }
 
 // MigrateWith is Migrate telling ev of its steps.
@@ -151,13 +164,13 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
 	last := len(files)
-	table, err := versionTable(ctx, conn.Conn())
+	schema, err := currentSchema(ctx, conn.Conn())
 	if err != nil {
 		conn.Release()
 		return err
 	}
 	var version int
-	err = conn.QueryRow(ctx, "SELECT version FROM "+table).Scan(&version)
+	err = conn.QueryRow(ctx, "SELECT version FROM "+schema+"."+VersionTable).Scan(&version)
 	switch pgErr, _ := errors.AsType[*pgconn.PgError](err); {
 	case err == nil:
 		if version == last {
@@ -165,8 +178,9 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 			return nil
 		}
 		if version > last {
+			err := newerSchema(ctx, conn.Conn(), ev, schema, version, last)
 			conn.Release()
-			return &SchemaNewerError{Version: version, Latest: last}
+			return err
 		}
 	case pgErr != nil && pgErr.Code == "42P01": // undefined_table
 		// No version table yet: a new database, at version 0.
@@ -186,7 +200,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 			bounds = append(bounds, b)
 		}
 	}
-	err = runMigrations(ctx, conn.Conn(), ev, table, last, s.cfg.MigrationLockTimeout, bounds, s.cfg.RetryStart)
+	err = runMigrations(ctx, conn.Conn(), ev, schema, last, s.cfg.MigrationLockTimeout, bounds, s.cfg.RetryStart)
 	// tern ends each migration with RESET ALL, which undoes AfterConnect
 	// (plan_cache_mode, see sessionSettings): the connection it ran on
 	// is closed, whether it succeeded or failed, never returned to the pool
@@ -197,14 +211,15 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	return err
 }
 
-// versionTable is VersionTable in conn's current_schema(), quoted as need
-// be: unqualified, a search_path such as "mine,other" would find another
-// deployment's in "other" while "mine" has none, and take this one's
-// schema for migrated, its statements then running on the other's tables.
-// tern, given schema.table, looks for the table in that schema alone
-// (one whose name needs quotes it does not find, and creates it if not
-// exists, which leaves an existing one as is).
-func versionTable(ctx context.Context, conn *pgx.Conn) (string, error) {
+// currentSchema is conn's current_schema(), quoted as need be, which
+// Migrate qualifies its tables' names with: unqualified, a search_path
+// such as "mine,other" would find another deployment's version table in
+// "other" while "mine" has none, and take this schema for migrated, its
+// statements then running on the other's tables. tern, given
+// schema.table, looks for its table in that schema alone (one whose name
+// needs quotes it does not find, and creates it if not exists, which
+// leaves an existing one as is).
+func currentSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
 	var schema *string
 	var path string
 	if err := conn.QueryRow(ctx, "SELECT quote_ident(current_schema()), current_setting('search_path')").Scan(&schema, &path); err != nil {
@@ -213,15 +228,35 @@ func versionTable(ctx context.Context, conn *pgx.Conn) (string, error) {
 	if schema == nil {
 		return "", fmt.Errorf("migrating: the search_path (%s) names no schema that exists: no schema to migrate", path)
 	}
-	return *schema + "." + VersionTable, nil
+	return *schema, nil
 }
 
-// runMigrations applies the pending migrations on conn with tern, table
-// being the version table (versionTable), last the number of migration
+// newerSchema is Migrate's answer to schema at version, newer than this
+// binary's last migration: nil, told to ev.Newer, when CompatTable allows
+// binaries of last; a *SchemaNewerError when it does not, or is missing
+// (a schema migrated by hand, or not by lockworker).
+func newerSchema(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema string, version, last int) error {
+	var oldest int
+	err := conn.QueryRow(ctx, "SELECT oldest_reader FROM "+schema+"."+CompatTable).Scan(&oldest)
+	switch pgErr, _ := errors.AsType[*pgconn.PgError](err); {
+	case err == nil && oldest <= last:
+		if ev.Newer != nil {
+			ev.Newer(version, last, oldest)
+		}
+		return nil
+	case err == nil, errors.Is(err, pgx.ErrNoRows), pgErr != nil && pgErr.Code == "42P01": // undefined_table
+		return &SchemaNewerError{Version: version, Latest: last}
+	default:
+		return fmt.Errorf("migrating: reading which binaries the schema allows: %w", err)
+	}
+}
+
+// runMigrations applies the pending migrations on conn with tern, schema
+// being the current one (currentSchema), last the number of migration
 // files, each with lock_timeout timeout and bounds, the pool's settings
 // (boundSettings) that tern's RESET ALL undoes. retrying says a failure is
 // retried (Config.RetryStart).
-func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, table string, last int, timeout time.Duration, bounds []setting, retrying bool) error {
+func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema string, last int, timeout time.Duration, bounds []setting, retrying bool) error {
 	// tern's lock, taken here first (session advisory locks stack: tern's
 	// own lock and unlock leave this one held until conn closes) so that a
 	// wait for another session's migration is told. That wait is not
@@ -232,6 +267,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, table 
 	// server, database or role sets, which would fail the start with
 	// 57014). Listening first, so that a holder's failure on a table's
 	// lock is heard.
+	table := schema + "." + VersionTable
 	lift := liftTimeouts(conn)
 	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"+lift("")); err != nil {
 		return fmt.Errorf("migrating: %w", err)
@@ -333,7 +369,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, table 
 		// Migrated further by a newer binary since the check in migrate.
 		var version int
 		if conn.QueryRow(ctx, "SELECT version FROM "+table).Scan(&version) == nil && version > last {
-			return &SchemaNewerError{Version: version, Latest: last}
+			return newerSchema(ctx, conn, ev, schema, version, last)
 		}
 	}
 	return fmt.Errorf("migrating: %w", err)

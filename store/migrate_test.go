@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,8 +208,8 @@ func TestMigrateLockWaitFailsWithoutRetryStart(t *testing.T) {
 }
 
 // A schema a newer lockworker migrated further than this binary's files
-// (a downgrade) is refused at once, with both versions and what to do, and
-// not retried.
+// (a downgrade), whose migrations do not allow this binary's, is refused at
+// once, with both versions and what to do, and not retried.
 func TestMigrateRefusesNewerSchema(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -218,6 +219,8 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 	require.NoError(t, st.Migrate(ctx))
 	last := lastMigration(t)
 	_, err := st.Pool.Exec(ctx, `UPDATE `+store.VersionTable+` SET version = $1`, last+2)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `UPDATE `+store.CompatTable+` SET oldest_reader = $1`, last+1)
 	require.NoError(t, err)
 
 	mctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -231,6 +234,49 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 	require.Equal(t, store.SchemaNewerError{Version: last + 2, Latest: last}, *newer)
 	require.Contains(t, err.Error(), fmt.Sprintf("database schema is at version %d, newer than this binary's %d: run a lockworker built with migration %d or later",
 		last+2, last, last+2))
+}
+
+// A schema migrated further than this binary's files whose migrations
+// allow binaries of its last one (as after additive migrations during a
+// rolling upgrade, for an older replica that restarts) is left as is, told
+// to Newer: the binary runs on it.
+func TestMigrateRunsOnANewerSchemaThatAllowsIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	st := sc.Open(t, store.Config{MaxConns: 2})
+	require.NoError(t, st.Migrate(ctx))
+	last := lastMigration(t)
+	_, err := st.Pool.Exec(ctx, `UPDATE `+store.VersionTable+` SET version = $1`, last+2)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `UPDATE `+store.CompatTable+` SET oldest_reader = $1`, last)
+	require.NoError(t, err)
+
+	var told [][3]int
+	require.NoError(t, st.MigrateWith(ctx, store.MigrateEvents{
+		Pending: func(from, to int) { t.Errorf("pending from %d to %d", from, to) },
+		Newer:   func(version, latest, oldest int) { told = append(told, [3]int{version, latest, oldest}) },
+	}))
+	require.Equal(t, [][3]int{{last + 2, last, last}}, told)
+}
+
+// Every migration after the one that made CompatTable sets it: whether
+// the binaries it allowed run beside the new schema is each migration's
+// to say.
+func TestMigrationsSetTheOldestReader(t *testing.T) {
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	require.NoError(t, err)
+	made := slices.IndexFunc(files, func(f string) bool {
+		sql, err := fs.ReadFile(migrations.FS, f)
+		require.NoError(t, err)
+		return strings.Contains(string(sql), "CREATE TABLE "+store.CompatTable)
+	})
+	require.NotEqual(t, -1, made)
+	for _, f := range files[made+1:] {
+		sql, err := fs.ReadFile(migrations.FS, f)
+		require.NoError(t, err)
+		require.Contains(t, string(sql), "UPDATE "+store.CompatTable+" SET oldest_reader", f)
+	}
 }
 
 // A version that cannot be read (here a table no migration made, holding

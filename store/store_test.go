@@ -42,7 +42,7 @@ import (
 )
 
 // schemaTables are the tables the migrations create.
-var schemaTables = []string{"consumer_offsets", "consumer_topics", "lock_events", "lock_holders", "lock_waiters", "locks", "lockworker_schema_version", "outbox", "outbox_marks", "processed_requests", "sessions", "state_topics"}
+var schemaTables = []string{"consumer_offsets", "consumer_topics", "lock_events", "lock_holders", "lock_waiters", "locks", "lockworker_schema_compat", "lockworker_schema_version", "outbox", "outbox_marks", "processed_requests", "sessions", "state_topics"}
 
 // requireSchema checks that the store's schema holds each table once and the
 // version table says every migration file was applied.

@@ -270,6 +270,10 @@ func (m *Main) Run(ctx context.Context) error {
 		Applied: func(name string, took time.Duration) {
 			log.Info().Str("migration", name).Dur("took", took).Msg("migration applied")
 		},
+		Newer: func(version, latest, oldestReader int) {
+			log.Warn().Int("schema_version", version).Int("binary_version", latest).Int("oldest_reader", oldestReader).
+				Msg("database schema is newer than this binary, and its migrations declare this binary's version compatible: running on it; finish the upgrade")
+		},
 	}); err != nil {
 		return err
 	}
