@@ -230,6 +230,14 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recr
 			ORDER BY namespace, lock_name FOR UPDATE`, topic); err != nil {
 			return err
 		}
+		// One statement in this transaction, though it reads the whole
+		// table (no index serves a prefix under a collation other than C):
+		// deleted in batches of their own before the switch of the ID, an
+		// outcome an old-topic batch commits meanwhile would be left; after
+		// it, the other replicas, which restart a partition whose offset
+		// went without this check, could apply the new topic's records
+		// beside the old outcomes, and a crash in between would leave them
+		// for good (the next check finds the new ID recorded).
 		if _, err := tx.Exec(ctx, `DELETE FROM processed_requests WHERE starts_with(request_id, $1 || '/')`, topic); err != nil {
 			return err
 		}
