@@ -18,8 +18,10 @@
 package auth
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -44,14 +46,81 @@ var errNoKey = errors.New("no issuer key (AUTH_KEYS, AUTH_HMAC_KEY_FILE), and no
 
 // Claims are a requester token's claims: the registered ones (sub and exp
 // required; aud and iss when the worker is configured to check them) and
-// what the requester may do.
+// what the requester may do. They are read by their exact names
+// (UnmarshalJSON), not as encoding/json would read them.
 type Claims struct {
 	jwt.RegisteredClaims
 	// Namespaces limits the lock namespaces the requester may touch ("" is
-	// the default namespace). Absent: every namespace.
+	// the default namespace). Absent: every namespace; [] allows none, and
+	// null is refused as a malformed token.
 	Namespaces []string `json:"namespaces,omitempty"`
 	// Admin marks requesters that administrative operations require.
 	Admin bool `json:"admin,omitempty"`
+}
+
+// UnmarshalJSON reads the claims the worker checks or acts on by their
+// exact names. encoding/json alone would match "ADMIN" or "Sub" too and
+// let a later duplicate win, so an issuer or a gateway reading the claims
+// by name (as JWT libraries do) could see other ones than the worker: a
+// payload with a member twice, or with one of these names in another case,
+// is refused. A null namespaces claim is refused rather than taken as
+// absent (every namespace): it is what a Go issuer writes for a nil slice
+// without omitempty, meaning none.
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	members, err := objectMembers(b)
+	if err != nil {
+		return err
+	}
+	var d Claims
+	read := map[string]any{
+		"sub": &d.Subject, "iss": &d.Issuer, "aud": &d.Audience, "exp": &d.ExpiresAt, "nbf": &d.NotBefore,
+		"namespaces": &d.Namespaces, "admin": &d.Admin,
+	}
+	for name, raw := range members {
+		dst, ok := read[name]
+		if !ok {
+			for known := range read {
+				if strings.EqualFold(name, known) {
+					return fmt.Errorf("claim %.40q is not %q: claim names are case-sensitive, and a token with both readings is refused", name, known)
+				}
+			}
+			continue
+		}
+		if name == "namespaces" && string(raw) == "null" {
+			return errors.New(`the namespaces claim is null: list the namespaces ([] for none), or leave the claim out for every namespace`)
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("claim %q: %w", name, err)
+		}
+	}
+	*c = d
+	return nil
+}
+
+// objectMembers splits a JSON object into its members, refusing one that
+// appears twice.
+func objectMembers(b []byte) (map[string]json.RawMessage, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, errors.New("the claims are not a JSON object")
+	}
+	members := map[string]json.RawMessage{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name := t.(string) // an object's member names are strings
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, err
+		}
+		if _, dup := members[name]; dup {
+			return nil, fmt.Errorf("claim %.40q appears twice", name)
+		}
+		members[name] = raw
+	}
+	return members, nil
 }
 
 // Requester is who sent a command, as its token says.

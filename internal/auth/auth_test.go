@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -598,4 +600,84 @@ func TestRequesterKeysBehindASymlink(t *testing.T) {
 	require.NoError(t, os.Symlink(requesters, link))
 	_, err := NewVerifier(Config{KeysPath: link, RequesterKeysPath: requesters})
 	require.ErrorContains(t, err, "never an issuer key (AUTH_KEYS)")
+}
+
+// signPayload signs a payload written by hand, as encoding/json would
+// never write it (names twice, in other cases).
+func signPayload(t *testing.T, key ed25519.PrivateKey, payload string) string {
+	t.Helper()
+	seg := base64.RawURLEncoding.EncodeToString
+	signing := seg([]byte(`{"alg":"EdDSA","typ":"JWT"}`)) + "." + seg([]byte(payload))
+	sig, err := jwt.SigningMethodEdDSA.Sign(signing, key)
+	require.NoError(t, err)
+	return signing + "." + seg(sig)
+}
+
+// Claims are read by their exact names, as an issuer or a gateway reading
+// them by name sees them: a member twice, or a claim the worker acts on
+// written in another case, is refused whole rather than read as
+// encoding/json would (case-insensitively, the last duplicate winning).
+func TestClaimNamesExact(t *testing.T) {
+	dir := t.TempDir()
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(dir, "issuer.pem"), pub)
+	v, err := NewVerifier(Config{KeysPath: dir, Audience: "lockworker"})
+	require.NoError(t, err)
+	payload := func(members string) string {
+		return fmt.Sprintf(`{"sub":"billing","aud":"lockworker","exp":%d%s}`, time.Now().Add(time.Minute).Unix(), members)
+	}
+	for name, tc := range map[string]struct{ members, want string }{
+		"ADMIN":                 {`,"ADMIN":true`, `claim "ADMIN" is not "admin"`},
+		"Namespaces null":       {`,"namespaces":["billing"],"Namespaces":null`, `claim "Namespaces" is not "namespaces"`},
+		"SUB":                   {`,"SUB":"payments"`, `claim "SUB" is not "sub"`},
+		"Aud":                   {`,"Aud":"lockworker"`, `claim "Aud" is not "aud"`},
+		"sub twice":             {`,"sub":"payments"`, `claim "sub" appears twice`},
+		"admin twice":           {`,"admin":false,"admin":true`, `claim "admin" appears twice`},
+		"another claim twice":   {`,"groups":[],"groups":["ops"]`, `claim "groups" appears twice`},
+		"namespaces of no list": {`,"namespaces":"billing"`, `claim "namespaces"`},
+	} {
+		_, err := v.Verify(signPayload(t, key, payload(tc.members)))
+		require.ErrorIs(t, err, ErrUnauthenticated, name)
+		require.ErrorContains(t, err, tc.want, name)
+	}
+
+	r, err := v.Verify(signPayload(t, key, payload(`,"namespaces":["billing"],"admin":true,"groups":["ops"],"Groups":null,"nested":{"a":1,"a":2}`)))
+	require.NoError(t, err, "other claims are not read: their cases and nested members are the issuer's business")
+	require.Equal(t, Requester{Name: "billing", Namespaces: []string{"billing"}, Admin: true}, r)
+	r, err = v.Verify(signPayload(t, key, strings.Replace(payload(""), `"sub"`, `"s\u0075b"`, 1)))
+	require.NoError(t, err, "a name is compared once JSON escapes are read")
+	require.Equal(t, "billing", r.Name)
+}
+
+// "namespaces": null is what a Go issuer writes for a requester granted no
+// namespace (a nil slice, no omitempty): refused, not read as an absent
+// claim (every namespace). [] allows none; absent, all.
+func TestNamespacesNull(t *testing.T) {
+	dir := t.TempDir()
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(dir, "issuer.pem"), pub)
+	v, err := NewVerifier(Config{KeysPath: dir})
+	require.NoError(t, err)
+	type issuerClaims struct {
+		jwt.RegisteredClaims
+		Namespaces []string `json:"namespaces"`
+	}
+	exp := jwt.NewNumericDate(time.Now().Add(time.Minute))
+	issue := func(ns []string) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, issuerClaims{jwt.RegisteredClaims{Subject: "intern", ExpiresAt: exp}, ns}).SignedString(key)
+		require.NoError(t, err)
+		return tok
+	}
+	_, err = v.Verify(issue(nil))
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorContains(t, err, "the namespaces claim is null")
+
+	r, err := v.Verify(issue([]string{}))
+	require.NoError(t, err)
+	require.False(t, r.MayUse(""), "[] allows no namespace")
+	require.False(t, r.MayUse("payroll"))
+
+	r, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, key, claims("intern", time.Minute)))
+	require.NoError(t, err)
+	require.True(t, r.MayUse("payroll"), "absent: every namespace")
 }
