@@ -21,7 +21,9 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -138,15 +140,16 @@ func (r Requester) MayUse(ns string) bool {
 // Config says where the verification keys are and what else to check.
 type Config struct {
 	// KeysPath is a PEM file, or a directory of them (every *.pem), of
-	// issuer public keys: Ed25519 (EdDSA), RSA (RS256/384/512,
-	// PS256/384/512) or ECDSA (ES256/384/512). A token they verify may name
+	// issuer public keys, one or more a file: Ed25519 (EdDSA), RSA
+	// (RS256/384/512, PS256/384/512) or ECDSA (ES256/384/512). A token they verify may name
 	// any requester and claim anything: never give their private halves to
 	// a requester. Read at start and again when a file changes.
 	KeysPath string
 	// RequesterKeysPath is a directory of requester public keys (of the
-	// same kinds), <requester>.pem each: a token verified by the key of
-	// billing.pem must have sub "billing" and no admin claim: the key tried
-	// is the one of the token's sub (a kid header is ignored). A
+	// same kinds), <requester>.pem each, holding one key or more (a
+	// rotation appends the new one): a token verified by a key of
+	// billing.pem must have sub "billing" and no admin claim: the keys tried
+	// are those of the token's sub (a kid header is ignored). A
 	// file whose name before .pem is not a valid requester name
 	// (topics.SubjectProblem), or whose key is also another file's (here
 	// or in KeysPath), is refused as a broken key is. Reloaded with the
@@ -212,13 +215,19 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 
 // keySet is the keys of one load.
 type keySet struct {
-	issuers    []jwt.VerificationKey       // AUTH_KEYS and the HMAC secret
-	requesters map[string]crypto.PublicKey // AUTH_REQUESTER_KEYS, by requester
-	methods    []string                    // the JWT methods they verify
+	issuers    []jwt.VerificationKey            // AUTH_KEYS and the HMAC secret
+	requesters map[string][]jwt.VerificationKey // AUTH_REQUESTER_KEYS, by requester
+	methods    []string                         // the JWT methods they verify
 }
 
 // count is the number of keys, as OnReload reports it.
-func (ks keySet) count() int { return len(ks.issuers) + len(ks.requesters) }
+func (ks keySet) count() int {
+	n := len(ks.issuers)
+	for _, keys := range ks.requesters {
+		n += len(keys)
+	}
+	return n
+}
 
 // Verify checks a token (with or without the "Bearer " prefix, its scheme
 // case-insensitive as RFC 7235 has it) and returns its requester. Its
@@ -256,7 +265,7 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 		// The claims are decoded before the key is asked for.
 		if k, ok := keys.requesters[c.Subject]; ok {
 			bound = c.Subject
-			return k, nil
+			return jwt.VerificationKeySet{Keys: k}, nil
 		}
 		return issuers(t)
 	}, opts...)
@@ -428,14 +437,16 @@ func (v *Verifier) read() (files []keyFile, contents [][]byte, stamp string, err
 // An issuer key in two files of AUTH_KEYS is no such mistake (a rotation, a
 // projected Secret) and is loaded as before.
 func parse(files []keyFile, contents [][]byte) (keySet, error) {
-	ks := keySet{requesters: map[string]crypto.PublicKey{}}
+	ks := keySet{requesters: map[string][]jwt.VerificationKey{}}
 	known := map[string]bool{}
 	type seen struct {
-		key  crypto.PublicKey
 		path string
 		kind keyKind
 	}
-	var public []seen
+	// The first file of each key, by its DER: equal keys have equal DER,
+	// and a map keeps thousands of requester keys from being compared
+	// pairwise. A key twice in one file is no mistake.
+	public := map[string]seen{}
 	for i, f := range files {
 		b := contents[i]
 		if f.kind == hmacKey {
@@ -454,27 +465,31 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 		if f.kind == requesterKey && topics.SubjectProblem(requester) != "" {
 			return keySet{}, fmt.Errorf("requester key %s: the name before .pem must be the requester's (a token's sub): letters, digits, '.', '_' and '-', 1 to %d bytes", f.path, topics.MaxSubjectBytes)
 		}
-		k, ms, err := publicKey(b)
+		keys, ms, err := publicKeys(b)
 		if err != nil {
 			return keySet{}, fmt.Errorf("key %s: %w", f.path, err)
 		}
-		for _, s := range public {
-			if f.kind != requesterKey && s.kind != requesterKey {
-				continue
+		for _, k := range keys {
+			der, err := x509.MarshalPKIXPublicKey(k)
+			if err != nil {
+				return keySet{}, fmt.Errorf("key %s: %w", f.path, err)
 			}
-			if eq, ok := s.key.(interface{ Equal(crypto.PublicKey) bool }); ok && eq.Equal(k) {
+			s, dup := public[string(der)]
+			if dup && s != (seen{f.path, f.kind}) && (f.kind == requesterKey || s.kind == requesterKey) {
 				what := "another requester's (AUTH_REQUESTER_KEYS)"
 				if f.kind != s.kind {
 					what = "an issuer key (AUTH_KEYS), whose tokens may name any requester and claim admin"
 				}
 				return keySet{}, fmt.Errorf("key %s: the same key as %s: a requester key (AUTH_REQUESTER_KEYS) must be its requester's alone, never %s", f.path, s.path, what)
 			}
-		}
-		public = append(public, seen{k, f.path, f.kind})
-		if f.kind == requesterKey {
-			ks.requesters[requester] = k
-		} else {
-			ks.issuers = append(ks.issuers, k)
+			if !dup {
+				public[string(der)] = seen{f.path, f.kind}
+			}
+			if f.kind == requesterKey {
+				ks.requesters[requester] = append(ks.requesters[requester], k)
+			} else {
+				ks.issuers = append(ks.issuers, k)
+			}
 		}
 		for _, m := range ms {
 			known[m] = true
@@ -490,7 +505,33 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 	return ks, nil
 }
 
-// publicKey reads a PEM public key and the JWT methods it verifies.
+// publicKeys reads every PEM block of a key file, each a public key (a
+// rotation appends the new key to the old, an identity provider exports
+// its keys as one bundle), and the JWT methods they verify. Text around
+// the blocks is ignored, as it was when only the first block was read.
+func publicKeys(b []byte) ([]crypto.PublicKey, []string, error) {
+	var keys []crypto.PublicKey
+	var methods []string
+	for {
+		block, rest := pem.Decode(b)
+		if block == nil {
+			break
+		}
+		k, ms, err := publicKey(pem.EncodeToMemory(block))
+		if err != nil {
+			return nil, nil, fmt.Errorf("PEM block %d: %w", len(keys)+1, err)
+		}
+		keys, methods, b = append(keys, k), append(methods, ms...), rest
+	}
+	if len(keys) == 0 {
+		return nil, nil, errNotPublicKey
+	}
+	return keys, methods, nil
+}
+
+var errNotPublicKey = errors.New("not a PEM public key of Ed25519, RSA or ECDSA")
+
+// publicKey reads one PEM public key and the JWT methods it verifies.
 func publicKey(b []byte) (crypto.PublicKey, []string, error) {
 	if k, err := jwt.ParseEdPublicKeyFromPEM(b); err == nil {
 		return k, []string{"EdDSA"}, nil
@@ -501,5 +542,5 @@ func publicKey(b []byte) (crypto.PublicKey, []string, error) {
 	if k, err := jwt.ParseECPublicKeyFromPEM(b); err == nil {
 		return k, []string{"ES256", "ES384", "ES512"}, nil
 	}
-	return nil, nil, errors.New("not a PEM public key of Ed25519, RSA or ECDSA")
+	return nil, nil, errNotPublicKey
 }

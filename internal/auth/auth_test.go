@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -680,4 +681,71 @@ func TestNamespacesNull(t *testing.T) {
 	r, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, key, claims("intern", time.Minute)))
 	require.NoError(t, err)
 	require.True(t, r.MayUse("payroll"), "absent: every namespace")
+}
+
+// pemBlock is pub as a PEM block.
+func pemBlock(t *testing.T, pub any) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	require.NoError(t, err)
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// A key file of several PEM blocks loads every key: an issuers' bundle, or
+// a requester's old and new key (a rotation by appending). A block that is
+// no public key, or a requester's key that is another file's too, is
+// refused as a broken file is.
+func TestKeyFileOfSeveralKeys(t *testing.T) {
+	issuers, requesters := t.TempDir(), t.TempDir()
+	oldPub, oldKey, _ := ed25519.GenerateKey(rand.Reader)
+	newPub, newKey, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	bundle := slices.Concat([]byte("# the issuers' keys\n"), pemBlock(t, oldPub), pemBlock(t, newPub), pemBlock(t, &rsaKey.PublicKey), []byte("trailing text\n"))
+	require.NoError(t, os.WriteFile(filepath.Join(issuers, "bundle.pem"), bundle, 0o600))
+	billingOld, billingOldKey, _ := ed25519.GenerateKey(rand.Reader)
+	billingNew, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	billingFile := filepath.Join(requesters, "billing.pem")
+	require.NoError(t, os.WriteFile(billingFile, slices.Concat(pemBlock(t, billingOld), pemBlock(t, &billingNew.PublicKey), pemBlock(t, billingOld)), 0o600))
+	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
+	require.NoError(t, err)
+
+	for name, tok := range map[string]string{
+		"first issuer key":  sign(t, jwt.SigningMethodEdDSA, oldKey, claims("payments", time.Minute)),
+		"second issuer key": sign(t, jwt.SigningMethodEdDSA, newKey, claims("payments", time.Minute)),
+		"third, RSA":        sign(t, jwt.SigningMethodRS256, rsaKey, claims("payments", time.Minute)),
+	} {
+		r, err := v.Verify(tok)
+		require.NoError(t, err, name)
+		require.Equal(t, "payments", r.Name, name)
+	}
+	for name, tok := range map[string]string{
+		"billing's old key": sign(t, jwt.SigningMethodEdDSA, billingOldKey, claims("billing", time.Minute)),
+		"billing's new key": sign(t, jwt.SigningMethodES256, billingNew, claims("billing", time.Minute)),
+	} {
+		r, err := v.Verify(tok)
+		require.NoError(t, err, name)
+		require.Equal(t, Requester{Name: "billing"}, r, name)
+	}
+	_, err = v.Verify(sign(t, jwt.SigningMethodES256, billingNew, claims("payments", time.Minute)))
+	require.ErrorContains(t, err, "signature is invalid", "billing's second key speaks for billing only")
+	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, billingOldKey, func() Claims { c := claims("billing", time.Minute); c.Admin = true; return c }()))
+	require.ErrorContains(t, err, "may not sign an admin claim")
+
+	private, err := x509.MarshalPKCS8PrivateKey(billingOldKey)
+	require.NoError(t, err)
+	paymentsPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	for name, tc := range map[string]struct {
+		second []byte
+		want   string
+	}{
+		"a private key":           {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: private}), "payments.pem: PEM block 2: not a PEM public key"},
+		"an issuer's key":         {pemBlock(t, newPub), "payments.pem: the same key as " + filepath.Join(issuers, "bundle.pem")},
+		"another requester's key": {pemBlock(t, &billingNew.PublicKey), "payments.pem: the same key as " + billingFile},
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(requesters, "payments.pem"), slices.Concat(pemBlock(t, paymentsPub), tc.second), 0o600))
+		_, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
+		require.ErrorContains(t, err, tc.want, name)
+	}
 }
