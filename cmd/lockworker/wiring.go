@@ -204,6 +204,7 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w: AUTH_REQUIRED: %w", errRefused, err)
 		}
+		m.onClose(verifier.Close)
 		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
 	}
 	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))

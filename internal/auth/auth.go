@@ -31,6 +31,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -165,34 +166,44 @@ type Config struct {
 	Audience, Issuer string
 	// Leeway allows clock skew on exp and nbf. Default 30 s.
 	Leeway time.Duration
-	// ReloadEvery bounds how often the key files are checked for changes.
-	// Default 2 s.
+	// ReloadEvery is how often a goroutine of the verifier checks the key
+	// files for changes (Verify never waits for it). Default 2 s.
 	ReloadEvery time.Duration
 	// OnReload, when set, is told of every reload and its error (the old
 	// keys stay in force after a failed one, and files that failed are
-	// not read again until they change). A KeysPath directory left
-	// without a key is a failed load, whatever keys the other sources
-	// hold: an emptied mount must not drop every issuer key; to take its
-	// last key away, unset AUTH_KEYS and restart. RequesterKeysPath may be
-	// left empty: deleting a requester's key revokes it, the last one too,
-	// unless no key of any source would remain (a failed load).
+	// not read again until they change), on the reloading goroutine. A
+	// KeysPath directory left without a key is a failed load, whatever
+	// keys the other sources hold: an emptied mount must not drop every
+	// issuer key; to take its last key away, unset AUTH_KEYS and restart.
+	// RequesterKeysPath may be left empty: deleting a requester's key
+	// revokes it, the last one too, unless no key of any source would
+	// remain (a failed load).
 	OnReload func(keys int, err error)
 }
 
-// Verifier checks tokens. It is safe for concurrent use.
+// Verifier checks tokens. It is safe for concurrent use. Close stops its
+// reloads.
 type Verifier struct {
-	cfg   Config
-	mu    sync.Mutex
-	keys  keySet
-	stamp string // the key files' stamp (readAll) at the last load
+	cfg Config
+	// keys is the key set in force: Verify only loads it, so that a
+	// reload (thousands of requester files, a hung network file system)
+	// never holds up a command.
+	keys      atomic.Pointer[keySet]
+	stop      chan struct{}
+	stopOnce  sync.Once
+	reloading sync.WaitGroup
+
+	mu    sync.Mutex // the reload's state below
+	meta  string     // the key files' statStamp at the last read, "" when not to be trusted
+	stamp string     // the key files' stamp (readAll) at the last load
 	// failed is the stamp of the files as a failed load found them (or the
 	// error that kept a stamp from being taken): they are read again, and
 	// the failure reported again, only once they change.
-	failed  string
-	checked time.Time
+	failed string
 }
 
-// NewVerifier reads the keys; without any it fails.
+// NewVerifier reads the keys, and starts checking them for changes every
+// Config.ReloadEvery; without any it fails.
 func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.Leeway == 0 {
 		cfg.Leeway = 30 * time.Second
@@ -200,8 +211,12 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.ReloadEvery <= 0 {
 		cfg.ReloadEvery = 2 * time.Second
 	}
-	v := &Verifier{cfg: cfg}
-	files, contents, stamp, err := v.read()
+	v := &Verifier{cfg: cfg, stop: make(chan struct{})}
+	files, meta, err := v.scan()
+	if err != nil {
+		return nil, err
+	}
+	contents, stamp, err := readAll(files)
 	if err != nil {
 		return nil, err
 	}
@@ -209,8 +224,32 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v.keys, v.stamp, v.checked = keys, stamp, time.Now()
+	v.keys.Store(&keys)
+	v.meta, v.stamp = meta, stamp
+	v.reloading.Add(1)
+	go v.reloadEvery()
 	return v, nil
+}
+
+// Close stops the reloads, waiting for one under way (on a hung file
+// system, as long as it hangs). Verify goes on with the keys in force.
+func (v *Verifier) Close() {
+	v.stopOnce.Do(func() { close(v.stop) })
+	v.reloading.Wait()
+}
+
+func (v *Verifier) reloadEvery() {
+	defer v.reloading.Done()
+	t := time.NewTicker(v.cfg.ReloadEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-t.C:
+			v.reload()
+		}
+	}
 }
 
 // keySet is the keys of one load.
@@ -240,7 +279,7 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	case len(token) > topics.MaxTokenBytes:
 		return Requester{}, fmt.Errorf("%w: token longer than %d bytes", ErrUnauthenticated, topics.MaxTokenBytes)
 	}
-	keys := v.current()
+	keys := v.keys.Load()
 	opts := []jwt.ParserOption{jwt.WithExpirationRequired(), jwt.WithLeeway(v.cfg.Leeway), jwt.WithValidMethods(keys.methods)}
 	if v.cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(v.cfg.Audience))
@@ -295,35 +334,43 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	return Requester{Name: c.Subject, Namespaces: c.Namespaces, Admin: c.Admin}, nil
 }
 
-// current returns the keys, reloading them first when their files changed.
-func (v *Verifier) current() keySet {
+// reload loads the keys again when their files changed.
+func (v *Verifier) reload() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if time.Since(v.checked) < v.cfg.ReloadEvery {
-		return v.keys
+	files, meta, err := v.scan()
+	if err == nil && meta != "" && meta == v.meta {
+		return // unchanged since the last read
 	}
-	v.checked = time.Now()
-	files, contents, stamp, err := v.read()
+	v.meta = meta
+	var contents [][]byte
+	var stamp string
+	if err == nil {
+		contents, stamp, err = readAll(files)
+	}
+	if err != nil {
+		stamp = errorStamp(err)
+	}
 	if stamp == v.stamp {
 		v.failed = "" // back as loaded: breaking them again is news
-		return v.keys
+		return
 	}
 	if stamp == v.failed {
-		return v.keys
+		return
 	}
 	var keys keySet
 	if err == nil {
 		keys, err = parse(files, contents)
 	}
 	if err == nil {
-		v.keys, v.stamp, v.failed = keys, stamp, ""
+		v.keys.Store(&keys)
+		v.stamp, v.failed = stamp, ""
 	} else {
 		v.failed = stamp
 	}
 	if v.cfg.OnReload != nil {
-		v.cfg.OnReload(v.keys.count(), err)
+		v.cfg.OnReload(v.keys.Load().count(), err)
 	}
-	return v.keys
 }
 
 // keyFile is a key file and what kind of key it holds.
@@ -391,10 +438,8 @@ func (v *Verifier) files() ([]keyFile, error) {
 }
 
 // readAll reads the key files, and returns their contents and their
-// stamp: a hash of their names and contents. It changes when they do, also
-// for a key replaced by one of the same size with its modification time
-// kept (cp -p, rsync -a, a restored archive), which a stamp of sizes and
-// times would miss. Key files are small.
+// stamp: a hash of their names and contents, so that files rewritten as
+// they were (their statStamp changed) are no reload and no log line.
 func readAll(files []keyFile) (contents [][]byte, stamp string, err error) {
 	h := sha256.New()
 	for _, f := range files {
@@ -409,27 +454,50 @@ func readAll(files []keyFile) (contents [][]byte, stamp string, err error) {
 	return contents, string(h.Sum(nil)), nil
 }
 
-// maxKeyFileBytes bounds a key file (a JWKS of many keys is far
-// smaller): a path naming something endless by mistake fails the read
+// maxKeyFileBytes bounds a key file (a bundle of hundreds of PEM keys is
+// far smaller): a path naming something endless by mistake fails the read
 // rather than fill the memory, and a FIFO is refused rather than waited on.
 const maxKeyFileBytes = 1 << 20
 
-// errorStamp stands for key files that could not be read: a stamp is a
-// binary hash, so the two cannot meet.
+// errorStamp stands for key files that could not be listed or read: a
+// stamp is a binary hash, so the two cannot meet.
 func errorStamp(err error) string { return "error: " + err.Error() }
 
-// read lists and reads the key files: their contents and stamp, or the
-// failure's stamp (errorStamp).
-func (v *Verifier) read() (files []keyFile, contents [][]byte, stamp string, err error) {
-	files, err = v.files()
-	if err == nil {
-		contents, stamp, err = readAll(files)
-	}
+// scan lists the key files and takes their statStamp, before they are
+// read: a file changed meanwhile is read again at the next check.
+func (v *Verifier) scan() ([]keyFile, string, error) {
+	files, err := v.files()
 	if err != nil {
-		return nil, nil, errorStamp(err), err
+		return nil, "", err
 	}
-	return files, contents, stamp, nil
+	return files, statStamp(files, time.Now()), nil
 }
+
+// statStamp is a hash of the key files' names and of what stat says of
+// each (changeStamp), taken without reading them, so that a check of
+// unchanged files reads none. It is "" when it cannot be trusted: where
+// changeStamp is none, or while a file changed within settleTime, as a
+// write in the same tick of the file system's clock would leave its times
+// as they were.
+func statStamp(files []keyFile, now time.Time) string {
+	h := sha256.New()
+	for _, f := range files {
+		fi, err := os.Stat(f.path)
+		if err != nil {
+			return ""
+		}
+		s, changed, ok := changeStamp(fi)
+		if !ok || changed.After(now.Add(-settleTime)) {
+			return ""
+		}
+		fmt.Fprintf(h, "%s %s\n", f.path, s)
+	}
+	return string(h.Sum(nil))
+}
+
+// settleTime is longer than the coarsest file time stamps (a second on
+// some file systems, a jiffy on Linux's).
+const settleTime = 2 * time.Second
 
 // parse reads every key of the files' contents and the methods they
 // verify. A requester key in another file too is refused: also an issuer

@@ -41,6 +41,19 @@ func claims(sub string, ttl time.Duration) Claims {
 	return Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: sub, ExpiresAt: jwt.NewNumericDate(time.Now().Add(ttl))}}
 }
 
+// reloadedByTest makes a verifier whose reloads the test runs (reload), and
+// the channel OnReload tells.
+func reloadedByTest(t *testing.T, cfg Config) (*Verifier, chan error) {
+	t.Helper()
+	reloads := make(chan error, 100)
+	cfg.ReloadEvery = time.Hour
+	cfg.OnReload = func(_ int, err error) { reloads <- err }
+	v, err := NewVerifier(cfg)
+	require.NoError(t, err)
+	t.Cleanup(v.Close)
+	return v, reloads
+}
+
 func TestVerify(t *testing.T) {
 	dir := t.TempDir()
 	edPub, edKey, err := ed25519.GenerateKey(rand.Reader)
@@ -138,12 +151,11 @@ func TestHMACKeyNotPEM(t *testing.T) {
 	secretFile := filepath.Join(dir, "secret")
 	secret := []byte(strings.Repeat("s", 40))
 	require.NoError(t, os.WriteFile(secretFile, secret, 0o600))
-	reloads := make(chan error, 10)
-	v, err := NewVerifier(Config{HMACKeyFile: secretFile, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
-	require.NoError(t, err)
+	v, reloads := reloadedByTest(t, Config{HMACKeyFile: secretFile})
 	public, err := os.ReadFile(f)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(secretFile, public, 0o600))
+	v.reload()
 	_, err = v.Verify(sign(t, jwt.SigningMethodHS256, []byte(strings.TrimSpace(string(public))), func() Claims { c := claims("root", time.Minute); c.Admin = true; return c }()))
 	require.ErrorIs(t, err, ErrUnauthenticated, "a token signed with the public text is refused")
 	require.ErrorContains(t, <-reloads, "a PEM file is no HMAC secret")
@@ -168,20 +180,20 @@ func TestKeysReloadOnChange(t *testing.T) {
 	dir := t.TempDir()
 	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
 	writePublic(t, filepath.Join(dir, "1.pem"), pub1)
-	reloads := make(chan error, 10)
-	v, err := NewVerifier(Config{KeysPath: dir, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
-	require.NoError(t, err)
+	v, reloads := reloadedByTest(t, Config{KeysPath: dir})
 	pub2, key2, _ := ed25519.GenerateKey(rand.Reader)
 	tok2 := sign(t, jwt.SigningMethodEdDSA, key2, claims("b", time.Minute))
-	_, err = v.Verify(tok2)
+	_, err := v.Verify(tok2)
 	require.ErrorIs(t, err, ErrUnauthenticated)
 
 	writePublic(t, filepath.Join(dir, "2.pem"), pub2)
+	v.reload()
 	_, err = v.Verify(tok2)
 	require.NoError(t, err)
 	require.NoError(t, <-reloads)
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "3.pem"), []byte("broken"), 0o600))
+	v.reload()
 	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, key1, claims("a", time.Minute)))
 	require.NoError(t, err, "a broken file keeps the keys in force")
 	require.ErrorContains(t, <-reloads, "3.pem")
@@ -196,9 +208,7 @@ func TestKeyReplacedKeepingItsTime(t *testing.T) {
 	writePublic(t, path, pub1)
 	fi, err := os.Stat(path)
 	require.NoError(t, err)
-	reloads := make(chan error, 10)
-	v, err := NewVerifier(Config{KeysPath: dir, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
-	require.NoError(t, err)
+	v, reloads := reloadedByTest(t, Config{KeysPath: dir})
 	tok1 := sign(t, jwt.SigningMethodEdDSA, key1, claims("a", time.Minute))
 	_, err = v.Verify(tok1)
 	require.NoError(t, err)
@@ -206,6 +216,7 @@ func TestKeyReplacedKeepingItsTime(t *testing.T) {
 	pub2, key2, _ := ed25519.GenerateKey(rand.Reader)
 	writePublic(t, path, pub2)
 	require.NoError(t, os.Chtimes(path, fi.ModTime(), fi.ModTime()))
+	v.reload()
 	after, err := os.Stat(path)
 	require.NoError(t, err)
 	require.Equal(t, fi.Size(), after.Size(), "Ed25519 public keys in PEM are all one size")
@@ -223,13 +234,12 @@ func TestBrokenKeyReportedOnce(t *testing.T) {
 	dir := t.TempDir()
 	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
 	writePublic(t, filepath.Join(dir, "1.pem"), pub1)
-	reloads := make(chan error, 100)
-	v, err := NewVerifier(Config{KeysPath: dir, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
-	require.NoError(t, err)
+	v, reloads := reloadedByTest(t, Config{KeysPath: dir})
 	tok1 := sign(t, jwt.SigningMethodEdDSA, key1, claims("a", time.Minute))
 	verify := func() {
 		t.Helper()
 		for range 5 {
+			v.reload()
 			_, err := v.Verify(tok1)
 			require.NoError(t, err, "the keys read before stay in force")
 		}
@@ -258,7 +268,8 @@ func TestBrokenKeyReportedOnce(t *testing.T) {
 
 	pub3, key3, _ := ed25519.GenerateKey(rand.Reader)
 	writePublic(t, broken, pub3)
-	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, key3, claims("c", time.Minute)))
+	v.reload()
+	_, err := v.Verify(sign(t, jwt.SigningMethodEdDSA, key3, claims("c", time.Minute)))
 	require.NoError(t, err, "fixed: loaded")
 	require.NoError(t, <-reloads)
 	verify()
@@ -434,22 +445,21 @@ func TestRequesterKeysReload(t *testing.T) {
 	writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
 	paymentsPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	writePublic(t, filepath.Join(requesters, "payments.pem"), paymentsPub)
-	reloads := make(chan error, 10)
-	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, ReloadEvery: time.Nanosecond,
-		OnReload: func(_ int, err error) { reloads <- err }})
-	require.NoError(t, err)
+	v, reloads := reloadedByTest(t, Config{KeysPath: issuers, RequesterKeysPath: requesters})
 	billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
 	own := signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute))
-	_, err = v.Verify(own)
+	_, err := v.Verify(own)
 	require.ErrorIs(t, err, ErrUnauthenticated)
 
 	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+	v.reload()
 	r, err := v.Verify(own)
 	require.NoError(t, err)
 	require.Equal(t, Requester{Name: "billing"}, r)
 	require.NoError(t, <-reloads)
 
 	require.NoError(t, os.WriteFile(filepath.Join(requesters, "bad name.pem"), []byte("whatever"), 0o600))
+	v.reload()
 	_, err = v.Verify(own)
 	require.NoError(t, err, "a refused file keeps the keys in force")
 	require.ErrorContains(t, <-reloads, "bad name.pem")
@@ -457,12 +467,14 @@ func TestRequesterKeysReload(t *testing.T) {
 
 	// Moved to the issuers by mistake: refused, not made an issuer key.
 	writePublic(t, filepath.Join(issuers, "billing.pem"), billingPub)
+	v.reload()
 	_, err = v.Verify(signKid(t, jwt.SigningMethodEdDSA, billingKey, "", func() Claims { c := claims("payments", time.Minute); c.Admin = true; return c }()))
 	require.ErrorIs(t, err, ErrUnauthenticated)
 	require.ErrorContains(t, <-reloads, "the same key as")
 	require.NoError(t, os.Remove(filepath.Join(issuers, "billing.pem")))
 
 	require.NoError(t, os.Remove(filepath.Join(requesters, "billing.pem")))
+	v.reload()
 	_, err = v.Verify(own)
 	require.ErrorIs(t, err, ErrUnauthenticated, "a removed requester key is no longer in force")
 	require.NoError(t, <-reloads)
@@ -481,17 +493,15 @@ func TestDirectoryLeftWithoutAKey(t *testing.T) {
 	writePublic(t, filepath.Join(issuers, "issuer.pem"), issuerPub)
 	billingPub, billingKey, _ := ed25519.GenerateKey(rand.Reader)
 	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
-	reloads := make(chan error, 10)
-	v, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters, ReloadEvery: time.Nanosecond,
-		OnReload: func(_ int, err error) { reloads <- err }})
-	require.NoError(t, err)
+	v, reloads := reloadedByTest(t, Config{KeysPath: issuers, RequesterKeysPath: requesters})
 	root := func() Claims { c := claims("root", time.Minute); c.Admin = true; return c }()
 	billing := signKid(t, jwt.SigningMethodEdDSA, billingKey, "billing", claims("billing", time.Minute))
 
 	// The requester directory's last key deleted: billing is revoked, the
 	// issuer key stays.
 	require.NoError(t, os.Remove(filepath.Join(requesters, "billing.pem")))
-	_, err = v.Verify(billing)
+	v.reload()
+	_, err := v.Verify(billing)
 	require.ErrorIs(t, err, ErrUnauthenticated, "the last requester key deleted is revoked")
 	require.NoError(t, <-reloads)
 	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, root))
@@ -502,11 +512,13 @@ func TestDirectoryLeftWithoutAKey(t *testing.T) {
 	// The issuer directory emptied: a failed load, told once; its key
 	// stays in force, and at start it is refused.
 	writePublic(t, filepath.Join(requesters, "billing.pem"), billingPub)
+	v.reload()
 	_, err = v.Verify(billing)
 	require.NoError(t, err, "billing's key is back")
 	require.NoError(t, <-reloads)
 	require.NoError(t, os.Remove(filepath.Join(issuers, "issuer.pem")))
 	for range 3 {
+		v.reload()
 		_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, issuerKey, root))
 		require.NoError(t, err, "AUTH_KEYS emptied: the issuer key stays in force")
 		_, err = v.Verify(billing)
@@ -521,10 +533,9 @@ func TestDirectoryLeftWithoutAKey(t *testing.T) {
 	// would remain, a failed load that keeps it.
 	only := t.TempDir()
 	writePublic(t, filepath.Join(only, "billing.pem"), billingPub)
-	reloads = make(chan error, 10)
-	v, err = NewVerifier(Config{RequesterKeysPath: only, ReloadEvery: time.Nanosecond, OnReload: func(_ int, err error) { reloads <- err }})
-	require.NoError(t, err)
+	v, reloads = reloadedByTest(t, Config{RequesterKeysPath: only})
 	require.NoError(t, os.Remove(filepath.Join(only, "billing.pem")))
+	v.reload()
 	_, err = v.Verify(billing)
 	require.NoError(t, err, "no key would remain: the old ones stay")
 	require.ErrorContains(t, <-reloads, "no verification keys")
@@ -748,4 +759,33 @@ func TestKeyFileOfSeveralKeys(t *testing.T) {
 		_, err := NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
 		require.ErrorContains(t, err, tc.want, name)
 	}
+}
+
+// The verifier's own goroutine reloads the keys, without a Verify to set
+// it off, and Verify never waits for a reload under way: it goes on with
+// the keys in force, here the new ones, published before OnReload is told.
+func TestKeysReloadedInTheBackground(t *testing.T) {
+	dir := t.TempDir()
+	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(dir, "1.pem"), pub1)
+	reloaded, release := make(chan error), make(chan struct{})
+	v, err := NewVerifier(Config{KeysPath: dir, ReloadEvery: time.Millisecond, OnReload: func(_ int, err error) {
+		reloaded <- err
+		<-release
+	}})
+	require.NoError(t, err)
+	pub2, key2, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(dir, "2.pem"), pub2)
+	select {
+	case err := <-reloaded:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the key added was not reloaded: no reload runs but a Verify's")
+	}
+	for _, key := range []ed25519.PrivateKey{key1, key2} {
+		_, err := v.Verify(sign(t, jwt.SigningMethodEdDSA, key, claims("a", time.Minute)))
+		require.NoError(t, err, "while the reload's OnReload waits")
+	}
+	close(release)
+	v.Close()
 }
