@@ -160,6 +160,43 @@ func TestAuthWithoutInspectTokenWarns(t *testing.T) {
 	}
 }
 
+// With AUTH_KEYS and no AUTH_AUDIENCE the start warns that tokens its
+// issuers sign for any application are accepted; with an audience, or
+// with requester keys alone, it does not.
+func TestAuthKeysWithoutAudienceWarns(t *testing.T) {
+	keys, requesterKeys := t.TempDir(), t.TempDir()
+	keyPair(t, keys, "issuer")
+	keyPair(t, requesterKeys, "billing")
+	const warning = "AUTH_KEYS without AUTH_AUDIENCE"
+	for name, tc := range map[string]struct {
+		auth config.AuthConfig
+		warn bool
+	}{
+		"issuer keys, no audience":    {config.AuthConfig{Required: true, Keys: keys}, true},
+		"issuer keys and audience":    {config.AuthConfig{Required: true, Keys: keys, Audience: "lockworker"}, false},
+		"requester keys, no audience": {config.AuthConfig{Required: true, RequesterKeys: requesterKeys}, false},
+	} {
+		logs := &testlog.Buffer{}
+		m := NewMain()
+		m.Logger = zerolog.New(logs)
+		m.Config.Postgres.URL = "postgres://nobody@127.0.0.1:1/none" // never reached
+		m.Config.HTTPAddr = "127.0.0.1:0"
+		m.Config.Kafka.BootstrapServers = []string{freeAddr(t)}
+		m.Config.Auth = tc.auth
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // the warnings come first: Run stops at the next step
+		require.ErrorIs(t, m.Run(ctx), context.Canceled, name)
+		m.Close()
+		if tc.warn {
+			line := logLine(t, logs.String(), warning)
+			assert.Contains(t, line, `"level":"warn"`, name)
+			assert.Contains(t, line, "for any application", name)
+		} else {
+			assert.NotContains(t, logs.String(), warning, name)
+		}
+	}
+}
+
 // TestReplyTopicsBounded: the abuse of the security review, 20 commands
 // each naming a new reply topic, creates MAX_REPLY_TOPICS topics and no
 // more; the rest are refused in the dead-letter topic.

@@ -152,6 +152,11 @@ func (m *Main) Run(ctx context.Context) error {
 		// authentication on may take HTTP for guarded too.
 		log.Warn().Str("http_addr", cfg.HTTPAddr).Msg("AUTH_REQUIRED=true without INSPECT_TOKEN: the HTTP inspection endpoints (/locks/*, /sessions/*, /health/locks) stay open to anyone who reaches HTTP_ADDR, and show every namespace's holders, owner ids, fencing tokens and session ids; set INSPECT_TOKEN, or keep the port private")
 	}
+	if cfg.Auth.Required && cfg.Auth.Keys != "" && cfg.Auth.Audience == "" {
+		// An organisation's identity provider as issuer signs tokens for
+		// every application it serves.
+		log.Warn().Str("auth_keys", cfg.Auth.Keys).Msg("AUTH_KEYS without AUTH_AUDIENCE: any token its issuers sign, for any application, is accepted here (its sub is a requester, its admin and namespaces claims are honoured); set AUTH_AUDIENCE to the aud they put in lockworker's tokens")
+	}
 	names := m.names()
 	// First, so that a taken HTTP_ADDR fails at once, and probes can tell
 	// a replica migrating or checking its topics from one that hangs.
