@@ -10,9 +10,9 @@
 //     halves (and the secret) belong to token issuers, never to a
 //     requester;
 //   - requester keys, the public keys of AUTH_REQUESTER_KEYS, a directory
-//     of <requester>.pem: a token the key of billing.pem verifies must have
-//     sub "billing" and may not claim admin. Such a key is tried only for a
-//     token whose sub names it.
+//     of <requester>.pem (one key or more): a token a key of billing.pem
+//     verifies must have sub "billing" and may not claim admin. Such a key
+//     is tried only for a token whose sub names it.
 //
 // The crypto is golang-jwt's; this package only picks keys and reads claims.
 package auth
@@ -142,9 +142,10 @@ func (r Requester) MayUse(ns string) bool {
 type Config struct {
 	// KeysPath is a PEM file, or a directory of them (every *.pem), of
 	// issuer public keys, one or more a file: Ed25519 (EdDSA), RSA
-	// (RS256/384/512, PS256/384/512) or ECDSA (ES256/384/512). A token they verify may name
-	// any requester and claim anything: never give their private halves to
-	// a requester. Read at start and again when a file changes.
+	// (RS256/384/512, PS256/384/512) or ECDSA (ES256/384/512). A token
+	// they verify may name any requester and claim anything: never give
+	// their private halves to a requester. Read at start and again when a
+	// file changes.
 	KeysPath string
 	// RequesterKeysPath is a directory of requester public keys (of the
 	// same kinds), <requester>.pem each, holding one key or more (a
@@ -287,11 +288,11 @@ func (v *Verifier) Verify(token string) (Requester, error) {
 	if v.cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(v.cfg.Issuer))
 	}
-	// The requester key of the token's sub is tried first, alone, so that
-	// its success is known; a token it does not verify goes to the issuer
-	// keys. Looked up by sub, a requester key verifies only its own
+	// The requester keys of the token's sub are tried first, alone, so
+	// that their success is known; a token they do not verify goes to the
+	// issuer keys. Looked up by sub, a requester key verifies only its own
 	// requester's tokens: one signed by billing's key naming sub payments
-	// is tried with payments' key (and the issuers'), and fails.
+	// is tried with payments' keys (and the issuers'), and fails.
 	var bound string // the requester whose key verified the token
 	issuers := func(*jwt.Token) (any, error) {
 		if len(keys.issuers) == 0 {
