@@ -775,7 +775,8 @@ func TestKeysReloadedInTheBackground(t *testing.T) {
 	}})
 	require.NoError(t, err)
 	pub2, key2, _ := ed25519.GenerateKey(rand.Reader)
-	writePublic(t, filepath.Join(dir, "2.pem"), pub2)
+	writePublic(t, filepath.Join(dir, "2.new"), pub2) // renamed whole, not read half written
+	require.NoError(t, os.Rename(filepath.Join(dir, "2.new"), filepath.Join(dir, "2.pem")))
 	select {
 	case err := <-reloaded:
 		require.NoError(t, err)
