@@ -104,9 +104,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}
 	creds.sub = cfg.Requester
-	if creds.static != "" || creds.key != nil {
+	if !cfg.ReadOnly && (creds.static != "" || creds.key != nil) {
 		// The workers refuse every token whose sub breaks their rule and
-		// leave its command unanswered (ErrNoReply): refused here instead.
+		// leave its command unanswered (ErrNoReply): refused here instead,
+		// but not for a client that sends no command.
 		if p := topics.SubjectProblem(creds.subject()); p != "" {
 			return nil, fmt.Errorf("%w: requester %q as the tokens' sub: %s, so the workers would refuse them", ErrInvalidConfig, creds.subject(), p)
 		}

@@ -163,8 +163,9 @@ type Config struct {
 	// neither creates nor reads a reply topic, so Kafka's Read on the topics
 	// read is the only right it needs; Requester, ReplyTimeout,
 	// ReplyTopicPartitions and ReplyTopicReplicationFactor (nor its
-	// variable) do not apply (a token or signing key given is
-	// still checked as for any client). Every operation that sends a
+	// variable) do not apply, nor the workers' rules for a token's size
+	// and sub, since no token is sent (a token or signing key given must
+	// still be readable, and a token's sub and Requester agree). Every operation that sends a
 	// command (Acquire, Query, NewSession, Campaign, Leader, Do...) fails
 	// with ErrReadOnly before anything else is checked. Default false.
 	ReadOnly bool

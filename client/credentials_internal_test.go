@@ -346,3 +346,29 @@ func TestCredentialFilesBoundedAndNotEmpty(t *testing.T) {
 		}
 	})
 }
+
+// A ReadOnly client sends no command, so no token: New does not refuse it
+// for a token's sub or size that the workers would refuse (lockctl locks
+// and watch --lock in a shell holding such a token).
+func TestReadOnlyTakesATokenTheWorkersWouldRefuse(t *testing.T) {
+	clearCredentialsEnv(t)
+	secret := []byte(strings.Repeat("s", 32))
+	noSub, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()}).SignedString(secret)
+	require.NoError(t, err)
+	big, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "billing", "exp": time.Now().Add(time.Hour).Unix(),
+		"pad": strings.Repeat("p", topics.MaxTokenBytes)}).SignedString(secret)
+	require.NoError(t, err)
+	for name, tok := range map[string]string{"no sub": noSub, "over the limit": big} {
+		cfg := Config{Token: tok, Brokers: []string{"127.0.0.1:1"}}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		_, err := New(ctx, cfg)
+		cancel()
+		require.ErrorIs(t, err, ErrInvalidConfig, "%s: a client that sends commands is refused", name)
+		cfg.ReadOnly = true
+		ctx, cancel = context.WithTimeout(t.Context(), time.Second)
+		_, err = New(ctx, cfg)
+		cancel()
+		require.NotErrorIs(t, err, ErrInvalidConfig, name)
+		require.ErrorIs(t, err, ErrUnreachable, name)
+	}
+}
