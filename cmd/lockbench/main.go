@@ -441,10 +441,13 @@ func main() {
 	}
 }
 
-// signalContext is cancelled by the first SIGINT or SIGTERM, which also
-// gives the signals their default action back: unwinding after the first
-// (a failover's settle, the broker's close) can take tens of seconds, and a
-// second ends the process at once, as is usual. Its children die with it
+// signalContext is cancelled by the first SIGINT or SIGTERM. Unwinding
+// after it (a failover's settle, the broker's close, the report) can take
+// tens of seconds: a second SIGINT (Ctrl-C again) ends the process at once,
+// as is usual, but later SIGTERMs are ignored, since they come in pairs
+// (timeout, a CI's cancel or a kill of the process group reaching
+// lockbench directly and through make) and would lose the report of a run
+// nobody meant to cut short. Its children die with it
 // (childproc.DieWithParent).
 func signalContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -454,9 +457,17 @@ func signalContext() (context.Context, context.CancelFunc) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			signal.Stop(ch)
+			return
 		}
-		signal.Stop(ch) // before cancel: once ctx is done, a signal is the default's
 		cancel()
+		for sig := range ch {
+			if sig == os.Interrupt {
+				signal.Reset(os.Interrupt)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+				return
+			}
+		}
 	}()
 	return ctx, cancel
 }

@@ -384,8 +384,8 @@ func TestProfilingNeedsTheInProcessWorker(t *testing.T) {
 }
 
 // TestSecondSignalEndsTheProcess: the first SIGINT cancels the run, which
-// then unwinds (here it would sleep a minute); a second ends the process at
-// once. The test binary is the process (TestMain, signalsChild).
+// then unwinds (here it would sleep a minute); a SIGTERM then is ignored,
+// and a second SIGINT ends the process at once. The test binary is the process (TestMain, signalsChild).
 func TestSecondSignalEndsTheProcess(t *testing.T) {
 	exe, err := os.Executable()
 	require.NoError(t, err)
@@ -402,6 +402,9 @@ func TestSecondSignalEndsTheProcess(t *testing.T) {
 	require.Equal(t, "ready", next())
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	require.Equal(t, "cancelled", next())
+	// A second SIGTERM (a pair from make and a process group's kill) is
+	// ignored: the child is still there for the SIGINT below.
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	err = cmd.Wait()
 	var exit *exec.ExitError
