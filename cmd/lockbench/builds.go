@@ -26,7 +26,7 @@ type BuildsRound struct {
 	Candidate ThroughputResult `json:"candidate"`
 	// Ratio is the candidate's commands/s over the baseline's, P50Ratio
 	// its acquire p50 over the baseline's, CPURatio its CPU per command
-	// (worker, broker, PostgreSQL) over the baseline's (the last two 0:
+	// (what the header counts in the run's mode) over the baseline's (the last two 0:
 	// not measured).
 	Ratio    float64 `json:"throughput_ratio"`
 	P50Ratio float64 `json:"acquire_p50_ratio"`

@@ -22,7 +22,7 @@ type ModesRound struct {
 	Exclusive ThroughputResult `json:"exclusive"`
 	Shared    ThroughputResult `json:"shared"`
 	Semaphore ThroughputResult `json:"semaphore"`
-	// SharedCost is the CPU (worker, broker and PostgreSQL) per shared
+	// SharedCost is the CPU (what the header counts in the run's mode) per shared
 	// command over the CPU per exclusive command; 0 when not measured.
 	SharedCost float64 `json:"shared_cost_ratio"`
 }

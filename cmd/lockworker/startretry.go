@@ -29,7 +29,7 @@ func (m *Main) onStartRetry(log zerolog.Logger, what string) func(attempt int, e
 func (m *Main) warnIfSilent(log zerolog.Logger, what string) (stop func()) {
 	t := time.AfterFunc(m.KafkaSilentWarn, func() {
 		log.Warn().Dur("waited", m.KafkaSilentWarn).Str("step", *m.step.Load()).
-			Msg("no answer from " + what + " yet while starting (a broker that accepts connections and does not answer, or a slow network); still waiting: the attempt ends when the Kafka client gives up, about 40 s, and is retried")
+			Msg("no answer from " + what + " yet while starting: the topic check, its first requests, has waited this long (a broker that accepts connections and does not answer, an address whose connections time out, or a slow cluster); still waiting: the attempt ends when the Kafka client gives up, about 40 s, and is retried")
 	})
 	return func() { t.Stop() }
 }
