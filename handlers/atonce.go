@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -203,7 +204,8 @@ var (
 	// An extend leaves updated_at (only a lock nobody holds is ever idle)
 	// and so every indexed column: a HOT update, which still gives the row
 	// the new ctid that keeps other statements off it.
-	// An extend past the lease's max_hold is refused by the general path.
+	// An extend past the lease's max_hold, or more than
+	// topics.MaxLeaseAheadSeconds past now, is refused by the general path.
 	// So is one of a lock with waiters whose lock-delay has passed (the
 	// statement already leaves a lock-delay in force to it) or with a
 	// waiter past its deadline: the general path settles the lock first
@@ -225,9 +227,10 @@ var (
 
 // extendSQL is the extend's holderAtOnceSQL.
 func extendSQL(after bool) string {
+	until := `m.o_expires + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE m.o_lease END)`
 	return holderAtOnceSQL(`holder_count = l.holder_count`,
-		`AND (m.o_max_hold = 0 OR m.o_expires + make_interval(secs => CASE WHEN m.ext > 0 THEN m.ext ELSE m.o_lease END)
-			<= m.o_acquired + make_interval(secs => m.o_max_hold))
+		`AND (m.o_max_hold = 0 OR `+until+` <= m.o_acquired + make_interval(secs => m.o_max_hold))
+			AND `+until+` <= clock_timestamp() + make_interval(secs => `+strconv.Itoa(topics.MaxLeaseAheadSeconds)+`)
 			AND (l.waiter_count = 0 OR l.delay_until IS NULL
 				AND coalesce((SELECT min(w.deadline) FROM lock_waiters w WHERE w.namespace = l.namespace AND w.lock_name = l.lock_name)
 					> clock_timestamp(), true)

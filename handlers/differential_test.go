@@ -25,7 +25,8 @@ import (
 // commands in their batch), lock-delays, max_hold caps, revokes and copies of earlier
 // commands (a producer's retry: answered with the stored outcome from the
 // same reply_to, refused from another, in the batch of the original or a
-// later one), batched at random,
+// later one), batched at random, and at the end extends of leases near
+// the bound topics.MaxLeaseAheadSeconds past it and within it,
 // through the
 // general path alone, through the common cases sent ahead and through them
 // inline, each on a schema of its own, and through rules.Memory; all four must
@@ -108,7 +109,8 @@ func diffRuns(t *testing.T, h *harness, fenced bool, seeds, stream uint64, cover
 }
 
 // diffCoverage are events the scripts must give for the test to cover
-// sessions, lock-delays, max_hold and revokes: lines with both strings.
+// sessions, lock-delays, max_hold, revokes and the bound of an extend
+// (INVALID_REQUEST): lines with both strings.
 var diffCoverage = [][2]string{
 	{"lock.released session_close", "reason=session_closed"}, {"lock.expired expire", "reason=session_expired"},
 	{"lock.withdrawn acquire", "reason=session_closed"}, {"lock.withdrawn acquire", "reason=session_expired"},
@@ -120,18 +122,19 @@ var diffCoverage = [][2]string{
 	{"lock.rejected acquire", " delayed "}, {"state ", "delayed=true"}, {"lock.rejected extend", "code=MAX_HOLD_EXCEEDED"},
 	{"lock.revoked revoke req= ", "reason=test"}, {"lock.revoked revoke req=req-", "revoked=1"}, {"lock.revoked revoke req=req-", "revoked=2"},
 	{"lock.rejected revoke", "code=NOT_HELD"}, {"lock.rejected", "code=REQUEST_ID_CONFLICT"},
+	{"lock.rejected extend", "code=INVALID_REQUEST"},
 }
 
 // diffFencedCoverage are the events the scripts under REQUIRE_FENCING_TOKEN
 // must give: refused renewals, releases and extends by the token, wrong
-// tokens refused, and releases without a token that withdraw a wait or are
-// refused for a lease.
+// tokens refused, releases without a token that withdraw a wait or are
+// refused for a lease, and an extend past its bound.
 var diffFencedCoverage = [][2]string{
 	{"lock.rejected acquire", "code=INVALID_REQUEST"}, {"lock.released release", ""}, {"lock.extended extend", ""},
 	{"lock.withdrawn release", ""}, {"lock.rejected release", "code=INVALID_REQUEST"},
 	{"lock.rejected release", "code=TOKEN_MISMATCH"}, {"lock.rejected extend", "code=TOKEN_MISMATCH"},
 	{"lock.expired expire", "reason=session_expired"}, {"lock.revoked revoke req=req-", "revoked=1"},
-	{"lock.rejected", "code=REQUEST_ID_CONFLICT"},
+	{"lock.rejected", "code=REQUEST_ID_CONFLICT"}, {"lock.rejected extend", "code=INVALID_REQUEST"},
 }
 
 // diffRenewals are the kinds of renewal the model refuses under
@@ -187,6 +190,11 @@ type diffStep struct {
 	// open does): acquires in it are refused, and hand-offs withdraw its
 	// waits.
 	lapse string
+	// farLease: the lease of this lock of farOwner, when it has an expiry
+	// of its own and no max_hold, runs until an hour short of
+	// topics.MaxLeaseAheadSeconds past now (as extends would have made
+	// it), and the batch follows.
+	farLease, farOwner string
 }
 
 // diffSessions are the sessions of the script, by owner.
@@ -502,6 +510,21 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 		}
 		script = append(script, step)
 	}
+	// Last, so that no later command depends on how far the database's
+	// clock moved meanwhile: the lease of the last acquirer of each lock
+	// is moved near the bound, then extended past it (refused, the lease
+	// as it was) and within it; each extend the first command of its
+	// lock in its batch, so that the common cases' statements meet both.
+	for _, lock := range locks {
+		owner, ok := acquirer[lock]
+		if !ok {
+			continue
+		}
+		script = append(script,
+			diffStep{farLease: lock, farOwner: owner, cmds: []diffCmd{
+				planned(topics.OpExtend, lock, owner, func(c *topics.Command) { c.ExtensionDuration = topics.MaxLeaseSeconds })}},
+			diffStep{cmds: []diffCmd{planned(topics.OpExtend, lock, owner, func(c *topics.Command) { c.ExtensionDuration = 60 })}})
+	}
 	return script
 }
 
@@ -659,6 +682,10 @@ func (h *harness) dbRun(script []diffStep, path string) []string {
 			}
 		case step.endWait != "":
 			h.forceWaitEnd(step.endWait)
+		case step.farLease != "":
+			_, err := h.st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = clock_timestamp() + make_interval(secs => $3) - interval '1 hour'
+				WHERE lock_name = $1 AND owner_id = $2 AND session_id IS NULL AND max_hold = 0`, step.farLease, step.farOwner, topics.MaxLeaseAheadSeconds)
+			require.NoError(h.t, err)
 		case step.endDelay != "":
 			_, err := h.st.Pool.Exec(ctx, `UPDATE locks SET delay_until = clock_timestamp() - interval '1 millisecond'
 				WHERE lock_name = $1 AND delay_until IS NOT NULL`, step.endDelay)
@@ -879,6 +906,12 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 		case step.endWait != "":
 			if q := mem[step.endWait].Queue; len(q) > 0 {
 				q[0].Deadline = now.Add(-time.Millisecond)
+			}
+		case step.farLease != "":
+			for i, h := range mem[step.farLease].Holders {
+				if h.Owner == step.farOwner && h.Session == "" && h.MaxHold == 0 {
+					mem[step.farLease].Holders[i].ExpiresAt = now.Add(topics.MaxLeaseAheadSeconds*time.Second - time.Hour)
+				}
 			}
 		case step.endDelay != "":
 			if m := mem[step.endDelay]; !m.DelayUntil.IsZero() {

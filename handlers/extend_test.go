@@ -1,6 +1,7 @@
 package handlers_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -142,4 +143,58 @@ func TestExtendKeepsLeaseAlive(t *testing.T) {
 	require.Zero(t, h.expireDue())
 	require.Equal(t, topics.StatusAcquired, h.one(h.query("a")).LockInfo.Status)
 	require.Equal(t, topics.TypeExtended, h.one(h.extend("a", "alice")).Type)
+}
+
+// TestExtendMaxLeaseAhead: an extend that would carry the lease more than
+// topics.MaxLeaseAheadSeconds past now is refused INVALID_REQUEST, saying
+// the bound, and the lease stays as it was, on the common case's
+// statement (sent ahead or inline) as on the general path; one within it
+// is granted. Without the bound, extends stacked a lease past year 9999,
+// whose events neither the worker nor any reader could decode (applyTx
+// reads every row back): here a lease already there (left by such
+// extends) is refused too, with an answer that decodes, and a resend gets
+// that stored answer.
+func TestExtendMaxLeaseAhead(t *testing.T) {
+	h := newHarness(t)
+	ahead := fmt.Sprintf("clock_timestamp() + interval '%d seconds'", topics.MaxLeaseAheadSeconds)
+	for name, apply := range map[string]func(...topics.Command) []topics.Event{"ahead": h.apply, "inline": h.applyInline} {
+		t.Run(name, func(t *testing.T) {
+			h.reset()
+			h.one(h.acquire("a", "alice", lease(60)))
+			// An hour short of the bound: an extend of a day passes it by
+			// 23 hours, one of a minute stays within it, whatever the clock
+			// did meanwhile.
+			expires := h.timeOf(`UPDATE lock_holders SET expires_at = ` + ahead + ` - interval '1 hour' WHERE owner_id = 'alice' RETURNING expires_at`)
+			h.clearOutbox()
+			cmd := h.extend("a", "alice", extendBy(topics.MaxLeaseSeconds))
+			evs := apply(cmd)
+			require.Len(t, evs, 1)
+			refused := evs[0]
+			require.Equal(t, topics.TypeRejected, refused.Type)
+			require.Equal(t, topics.CodeInvalidRequest, refused.ErrorCode)
+			require.Contains(t, refused.ErrorMessage, "more than 366 days")
+			require.Equal(t, "alice", refused.LockInfo.OwnerID)
+			require.Equal(t, expires, refused.LockInfo.ExpiresAt.Time.UTC(), "the answer shows the lease, unchanged")
+			require.Zero(t, refused.LockInfo.ExtensionCount)
+			require.Equal(t, expires, h.timeOf(`SELECT expires_at FROM lock_holders WHERE owner_id = 'alice'`), "unchanged")
+			require.Zero(t, h.scalar(`SELECT extension_count FROM lock_holders WHERE owner_id = 'alice'`))
+			require.Equal(t, []string{"lock.acquired alice"}, h.history("a"))
+			require.Equal(t, []string{"locks.replies.alice lock.rejected"}, h.routes())
+			h.resend(cmd, refused)
+
+			evs = apply(h.extend("a", "alice", extendBy(60)))
+			require.Len(t, evs, 1)
+			require.Equal(t, topics.TypeExtended, evs[0].Type, "within the bound")
+			require.Equal(t, expires.Add(time.Minute), evs[0].LockInfo.ExpiresAt.Time.UTC())
+
+			far := h.timeOf(`UPDATE lock_holders SET expires_at = '9999-12-31 12:00:00Z' WHERE owner_id = 'alice' RETURNING expires_at`)
+			cmd = h.extend("a", "alice", extendBy(topics.MaxLeaseSeconds))
+			evs = apply(cmd)
+			require.Len(t, evs, 1)
+			require.Equal(t, topics.CodeInvalidRequest, evs[0].ErrorCode)
+			require.Equal(t, far, evs[0].LockInfo.ExpiresAt.Time.UTC())
+			require.Equal(t, far, h.timeOf(`SELECT expires_at FROM lock_holders WHERE owner_id = 'alice'`))
+			h.resend(cmd, evs[0])
+		})
+	}
 }

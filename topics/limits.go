@@ -18,7 +18,15 @@ const (
 	MinLeaseSeconds       = 0.1
 	MaxLeaseSeconds       = 86400
 	MaxWaitSeconds        = 3600
-	DefaultMaxAgeSeconds  = 3600
+	// MaxLeaseAheadSeconds bounds how far past now an extend may carry a
+	// lease's expiry (366 days): extends stack, and without a max_hold
+	// nothing else bounds them, while the contract's timestamps (RFC 3339)
+	// end with year 9999. An extend beyond it is refused INVALID_REQUEST,
+	// the lease unchanged. A renewal sets the expiry from now, within
+	// MaxLeaseSeconds, and a session's lease its session's, so neither
+	// reaches it.
+	MaxLeaseAheadSeconds = 366 * 86400
+	DefaultMaxAgeSeconds = 3600
 	// MaxLimit bounds an acquire's limit (the holders of a semaphore).
 	MaxLimit = 10000
 	// MaxMaxAgeSeconds bounds cleanup's max_age_seconds (ten years), so every

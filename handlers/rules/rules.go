@@ -42,7 +42,8 @@
 // nothing, to new acquires or to waiters, until the delay passes, so that a
 // holder that lost its lease unawares cannot meet the next one. No
 // extension or renewal carries a lease past its acquired_at + max_hold
-// (MAX_HOLD_EXCEEDED).
+// (MAX_HOLD_EXCEEDED), and no extension more than
+// topics.MaxLeaseAheadSeconds past now (INVALID_REQUEST).
 //
 // # Exported names
 //
@@ -55,6 +56,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // Mode is how a holder holds a lock.
@@ -255,7 +258,8 @@ const (
 	CodeSessionBound  = "SESSION_BOUND"
 	// CodeInvalidRequest answers a renewal, or a release of a lease
 	// without its token, that the deployment's REQUIRE_FENCING_TOKEN
-	// forbids (Request.TokenOnly, Release's tokenRequired).
+	// forbids (Request.TokenOnly, Release's tokenRequired), and an extend
+	// past topics.MaxLeaseAheadSeconds.
 	CodeInvalidRequest = "INVALID_REQUEST"
 )
 
@@ -881,7 +885,10 @@ func (l *Lock) withdraw(w Waiter) {
 }
 
 // Extend decides an extend by owner (guarded by token when given): its
-// lease, still in force, ends by seconds later (0: by its lease_duration).
+// lease, still in force, ends by seconds later (0: by its lease_duration),
+// within its max_hold (MAX_HOLD_EXCEEDED) and at most
+// topics.MaxLeaseAheadSeconds past now (INVALID_REQUEST), else the lease
+// stays as it was.
 func (l *Lock) Extend(owner, key string, token *int64, by float64) []Effect {
 	effs, ended := l.Settle()
 	i := l.holder(owner)
@@ -898,10 +905,16 @@ func (l *Lock) Extend(owner, key string, token *int64, by float64) []Effect {
 	if by == 0 {
 		by = h.Lease
 	}
-	if e, ok := l.capped(*h, h.ExpiresAt.Add(seconds(by)), key); ok {
+	until := h.ExpiresAt.Add(seconds(by))
+	if e, ok := l.capped(*h, until, key); ok {
 		return append(effs, e)
 	}
-	h.ExpiresAt = h.ExpiresAt.Add(seconds(by))
+	if limit := l.Now.Add(seconds(topics.MaxLeaseAheadSeconds)); until.After(limit) {
+		return append(effs, l.refuseLease(*h, CodeInvalidRequest, fmt.Sprintf(
+			"the lease of lock %q would end at %s, more than %d days (%d s) past now, the furthest a lease may run ahead: extend it later",
+			key, until.UTC().Format(time.RFC3339Nano), topics.MaxLeaseAheadSeconds/86400, topics.MaxLeaseAheadSeconds)))
+	}
+	h.ExpiresAt = until
 	h.Extensions++
 	return append(effs, Effect{Kind: Extend, Holder: *h, Info: l.about(*h, Acquired)})
 }

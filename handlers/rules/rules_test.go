@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // model is a Memory with a clock and tokens, checking the invariants after
@@ -289,6 +291,27 @@ func TestHolderCommands(t *testing.T) {
 	info := m.lock("").Info()
 	require.Equal(t, Expired, info.Status)
 	require.Equal(t, "r2", info.Holder.Owner, "a free lock shows the lease that ended last")
+}
+
+// TestExtendMaxLeaseAhead: extends stack up to topics.MaxLeaseAheadSeconds
+// past now, the bound itself included; one past it is refused
+// INVALID_REQUEST, saying the bound, about the lease it leaves as it was.
+func TestExtendMaxLeaseAhead(t *testing.T) {
+	m := newModel(t)
+	m.acquire("a", Exclusive, 1, 30, 0)
+	bound := m.now.Add(topics.MaxLeaseAheadSeconds * time.Second)
+	m.Holders[0].ExpiresAt = bound.Add(-10 * time.Second)
+	effs := m.extend("a", nil, 10)
+	require.Equal(t, "extend a", kinds(effs), "to the bound itself")
+	require.Equal(t, bound, m.Holders[0].ExpiresAt)
+	effs = m.extend("a", nil, 0.1)
+	require.Equal(t, "refuse INVALID_REQUEST", kinds(effs))
+	require.Contains(t, effs[0].Message, "more than 366 days")
+	require.Equal(t, bound, effs[0].Info.Holder.ExpiresAt, "the answer shows the lease")
+	require.Equal(t, bound, m.Holders[0].ExpiresAt, "unchanged")
+	require.EqualValues(t, 1, m.Holders[0].Extensions)
+	m.advance(time.Second)
+	require.Equal(t, "extend a", kinds(m.extend("a", nil, 1)), "the bound moves with now")
 }
 
 // An owner's lease in a session whose expiry, read with the lock, has
