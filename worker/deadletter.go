@@ -28,15 +28,17 @@ const deadLetterPerHeader = 8
 
 // deadLetter is the dead-letter copy of a record that could not be applied:
 // its key, value and headers, cut so that together they take at most limit
-// bytes (each header counted with deadLetterPerHeader), and then the
-// headers that say why and where it came from (and what was cut). Whatever
-// a producer sent, the copy fits within a broker's limits: the record's own
+// bytes (each header counted with deadLetterPerHeader, the key twice: the
+// relay writes it again as the partition_key header), and then the headers
+// that say why and where it came from (and what was cut). Whatever a
+// producer sent, the copy fits within a broker's limits: the record's own
 // headers get at most a quarter of limit (whole headers, in order), its key
-// at most a quarter, its value the rest. A nil key or value stays nil. The
-// worker's headers come last, so where a producer's header has the same
-// name, the relay (whose records carry one header per name) keeps the
-// worker's; it renames a producer's header named like its key metadata or
-// UUID header. A requester token is redacted.
+// at most an eighth (a quarter, counted twice), its value the rest. A nil
+// key or value stays nil. The worker's headers come last, so where a
+// producer's header has the same name, the relay (whose records carry one
+// header per name) keeps the worker's; it renames a producer's header
+// named like its key metadata or UUID header. A requester token is
+// redacted.
 func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs []topics.Header) {
 	var cut []string
 	headerBytes, kept := 0, 0
@@ -59,11 +61,11 @@ func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs 
 		cut = append(cut, "headers")
 	}
 	key = r.Key
-	if len(key) > limit/4 {
-		key, cut = key[:limit/4], append(cut, "key")
+	if len(key) > limit/8 {
+		key, cut = key[:limit/8], append(cut, "key")
 	}
 	value = r.Value
-	if room := limit - headerBytes - len(key); len(value) > room {
+	if room := limit - headerBytes - 2*len(key); len(value) > room {
 		value, cut = value[:room], append(cut, "value")
 	}
 	reason = topics.CutUTF8(reason, deadLetterHeaderBytes/2)

@@ -60,7 +60,8 @@ func TestPoisonRecordsThroughKafka(t *testing.T) {
 	}
 	require.Nil(t, copies[0].Record.Value, "the tombstone's copy is a tombstone")
 	require.Equal(t, "5", copies[0].Header(topics.HeaderSourcePartition))
-	require.Equal(t, worker.DefaultDeadLetterMaxBytes-len("p"), len(copies[1].Record.Value), "key and value within the bound")
+	require.Equal(t, worker.DefaultDeadLetterMaxBytes-2*len("p"), len(copies[1].Record.Value),
+		"key (counted twice: it is the partition_key header too) and value within the bound")
 	require.Equal(t, "value", copies[1].Header(topics.HeaderTruncated))
 	require.Equal(t, "1000000", copies[1].Header(topics.HeaderOriginalValueSize))
 	require.Equal(t, []byte{0xff, 0xfe}, copies[2].Record.Value)

@@ -1,0 +1,90 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/kafkapubsub"
+	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/topics"
+)
+
+// At the highest DEAD_LETTER_MAX_BYTES allowed (internal/config), the copy
+// of a record with a key of a quarter of it and a value of the rest (a
+// source record of 1 MB, which the commands topic takes) reaches the
+// dead-letter topic through the relay within kgo's default record limit:
+// the relay writes the key a second time, as the partition_key header, and
+// the copy's bound counts it twice. Counted once, the record Kafka was
+// sent was 1.125 MB, refused (MESSAGE_TOO_LARGE): the row was parked for
+// good and the copy never delivered.
+func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
+	const limit = 900_000
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.DeadLetter))
+	w, st := newApplierOn(t, c)
+	w.cfg.DeadLetterMaxBytes = limit
+	key, value := bytes.Repeat([]byte("k"), limit/4), bytes.Repeat([]byte("v"), 1_000_000-limit/4)
+	apply(w, segment{p: w.newPartition(w.hard, 0), records: []*kgo.Record{{Topic: names.Commands, Partition: 0, Offset: 0,
+		Key: key, Value: value}}, polledAt: time.Now()})
+	require.Len(t, outboxRows(t, st, names.DeadLetter, 0), 1)
+
+	pub, pubClient, err := outbox.NewKafkaPublisher([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, 10*time.Second, names.ReplyPrefix, false, -1)
+	require.NoError(t, err)
+	t.Cleanup(pubClient.Close)
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = relay.Run(ctx, 0) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Published (the row deleted) or parked, whichever comes.
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE topic = $1 AND parked_until IS NULL`, names.DeadLetter).Scan(&waiting)
+		return err == nil && waiting == 0
+	}, time.Minute, 10*time.Millisecond)
+	var parked []string
+	rows, err := st.Pool.Query(ctx, `SELECT park_reason FROM outbox WHERE topic = $1`, names.DeadLetter)
+	require.NoError(t, err)
+	for rows.Next() {
+		var reason string
+		require.NoError(t, rows.Scan(&reason))
+		parked = append(parked, reason)
+	}
+	require.NoError(t, rows.Err())
+	require.Empty(t, parked, "the copy parked")
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(names.DeadLetter),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	pctx, pcancel := context.WithTimeout(ctx, time.Minute)
+	defer pcancel()
+	fs := cl.PollRecords(pctx, 1)
+	require.NoError(t, fs.Err())
+	recs := fs.Records()
+	require.Len(t, recs, 1)
+	r := recs[0]
+	headers := map[string]string{}
+	size := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		headers[h.Key] = string(h.Value)
+		size += len(h.Key) + len(h.Value) + deadLetterPerHeader
+	}
+	t.Logf("copy: key %d, value %d, %d headers; %d bytes in all", len(r.Key), len(r.Value), len(r.Headers), size)
+	require.Equal(t, key[:limit/8], r.Key)
+	require.Equal(t, string(r.Key), headers[kafkapubsub.DefaultKeyMetadata], "the key again")
+	require.LessOrEqual(t, size, limit+deadLetterHeaderBytes, "the key counted twice")
+	require.True(t, bytes.HasPrefix(value, r.Value))
+	require.Equal(t, "key,value", headers[topics.HeaderTruncated])
+	require.Equal(t, strconv.Itoa(len(value)), headers[topics.HeaderOriginalValueSize])
+}
