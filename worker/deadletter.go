@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,39 +27,50 @@ const deadLetterHeaderBytes = 1 << 10
 // copied whole into one row.
 const deadLetterPerHeader = 8
 
+// workerHeaders are the names of the headers the worker itself writes on
+// a dead-letter copy (deadLetter) or marker (skipMarker).
+var workerHeaders = []string{topics.HeaderError, topics.HeaderSourceTopic, topics.HeaderSourcePartition, topics.HeaderSourceOffset,
+	HeaderSourceLastOffset, topics.HeaderTruncated, topics.HeaderOriginalKeySize, topics.HeaderOriginalValueSize,
+	topics.HeaderOriginalHeaderCount}
+
+// producerHeaderName is the name a producer's header goes under on a
+// copy: original_<name> for one named like a header of the worker's, as
+// the relay does for its key metadata and UUID header. Under its own name
+// it would pose as the worker's: the worker writes some of its headers
+// only when it cut the copy (or on markers), so nothing would override it.
+func producerHeaderName(name string) string {
+	if slices.Contains(workerHeaders, name) {
+		return "original_" + name
+	}
+	return name
+}
+
 // deadLetter is the dead-letter copy of a record that could not be applied:
 // its key, value and headers, cut so that together they take at most limit
 // bytes (each header counted with deadLetterPerHeader, the key twice: the
 // relay writes it again as the partition_key header), and then the headers
 // that say why and where it came from (and what was cut). Whatever a
 // producer sent, the copy fits within a broker's limits: the record's own
-// headers get at most a quarter of limit (whole headers, in order), its key
-// at most an eighth (a quarter, counted twice), its value the rest. A nil
-// key or value stays nil. The worker's headers come last, so where a
-// producer's header has the same name, the relay (whose records carry one
-// header per name) keeps the worker's; it renames a producer's header
-// named like its key metadata or UUID header. A requester token is
-// redacted.
+// headers get at most a quarter of limit (whole headers, in order, each
+// counted as written on the copy), its key at most an eighth (a quarter,
+// counted twice), its value the rest. A nil key or value stays nil. A
+// producer's header named like one of the worker's goes under another name
+// (producerHeaderName); a requester token is redacted.
 func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs []topics.Header) {
 	var cut []string
-	headerBytes, kept := 0, 0
+	headerBytes := 0
 	for _, h := range r.Headers {
-		n := len(h.Key) + len(h.Value) + deadLetterPerHeader
-		if headerBytes+n > limit/4 {
-			break
-		}
-		headerBytes += n
-		kept++
-	}
-	hs = make([]topics.Header, 0, kept+8)
-	for _, h := range r.Headers[:kept] {
 		if strings.EqualFold(h.Key, topics.HeaderAuthorization) {
 			h.Value = []byte(topics.RedactedToken)
 		}
-		hs = append(hs, topics.Header{Key: h.Key, Value: h.Value})
-	}
-	if kept < len(r.Headers) {
-		cut = append(cut, "headers")
+		own := topics.Header{Key: producerHeaderName(h.Key), Value: h.Value}
+		n := len(own.Key) + len(own.Value) + deadLetterPerHeader
+		if headerBytes+n > limit/4 {
+			cut = append(cut, "headers")
+			break
+		}
+		headerBytes += n
+		hs = append(hs, own)
 	}
 	key = r.Key
 	if len(key) > limit/8 {

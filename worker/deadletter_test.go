@@ -24,7 +24,8 @@ import (
 // the relay writes the key a second time, as the partition_key header, and
 // the copy's bound counts it twice. Counted once, the record Kafka was
 // sent was 1.125 MB, refused (MESSAGE_TOO_LARGE): the row was parked for
-// good and the copy never delivered.
+// good and the copy never delivered. The producer's headers named like the
+// worker's and the relay's arrive under other names.
 func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 	const limit = 900_000
 	names := topics.DefaultNames()
@@ -32,8 +33,10 @@ func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 	w, st := newApplierOn(t, c)
 	w.cfg.DeadLetterMaxBytes = limit
 	key, value := bytes.Repeat([]byte("k"), limit/4), bytes.Repeat([]byte("v"), 1_000_000-limit/4)
+	produced := []kgo.RecordHeader{{Key: topics.HeaderTruncated, Value: []byte("forged")},
+		{Key: kafkapubsub.DefaultKeyMetadata, Value: []byte("forged")}}
 	apply(w, segment{p: w.newPartition(w.hard, 0), records: []*kgo.Record{{Topic: names.Commands, Partition: 0, Offset: 0,
-		Key: key, Value: value}}, polledAt: time.Now()})
+		Key: key, Value: value, Headers: produced}}, polledAt: time.Now()})
 	require.Len(t, outboxRows(t, st, names.DeadLetter, 0), 1)
 
 	pub, pubClient, err := outbox.NewKafkaPublisher([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, 10*time.Second, names.ReplyPrefix, false, -1)
@@ -87,4 +90,6 @@ func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 	require.True(t, bytes.HasPrefix(value, r.Value))
 	require.Equal(t, "key,value", headers[topics.HeaderTruncated])
 	require.Equal(t, strconv.Itoa(len(value)), headers[topics.HeaderOriginalValueSize])
+	require.Equal(t, "forged", headers["original_"+topics.HeaderTruncated])
+	require.Equal(t, "forged", headers["original_"+kafkapubsub.DefaultKeyMetadata])
 }

@@ -93,8 +93,11 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 		rec(0, []byte("k"), nil),   // a tombstone
 		rec(1, nil, nil),           // no key, no value
 		rec(2, []byte{}, []byte{}), // empty key and value
-		rec(3, []byte{0xff, 0}, []byte{0, 1, 0xfe}, // binary, with a header claiming to be ours
-			kgo.RecordHeader{Key: topics.HeaderError, Value: []byte("forged")}, kgo.RecordHeader{Key: "bin", Value: []byte{0, 0xff}}),
+		rec(3, []byte{0xff, 0}, []byte{0, 1, 0xfe}, // binary, with headers claiming to be ours
+			kgo.RecordHeader{Key: topics.HeaderError, Value: []byte("forged")}, kgo.RecordHeader{Key: "bin", Value: []byte{0, 0xff}},
+			kgo.RecordHeader{Key: topics.HeaderTruncated, Value: []byte("value")},
+			kgo.RecordHeader{Key: topics.HeaderOriginalValueSize, Value: []byte("1000000")},
+			kgo.RecordHeader{Key: HeaderSourceLastOffset, Value: []byte("99")}),
 		rec(4, bytes.Repeat([]byte("k"), 100_000), huge, kgo.RecordHeader{Key: "big", Value: bytes.Repeat([]byte("h"), 50_000)}),
 		rec(5, []byte("ok"), command(t, topics.Command{RequestID: "after", Operation: topics.OpAcquire, LockName: "ok", OwnerID: "o",
 			ReplyTo: "locks.replies.poison"})),
@@ -128,8 +131,18 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 	require.False(t, copies[2].valueWasNull)
 	require.Equal(t, []byte{0, 1, 0xfe}, copies[3].value)
 	require.Contains(t, copies[3].headers, topics.Header{Key: "bin", Value: []byte{0, 0xff}})
-	_, cut := copies[3].header(topics.HeaderTruncated)
-	require.False(t, cut)
+	// The producer's headers named like the worker's go under other
+	// names: a copy that was not cut says nothing of a cut, nor of a
+	// skipped batch.
+	for _, name := range []string{topics.HeaderTruncated, topics.HeaderOriginalValueSize, HeaderSourceLastOffset} {
+		_, ok := copies[3].header(name)
+		require.False(t, ok, name)
+	}
+	for name, v := range map[string]string{"original_error": "forged", "original_truncated": "value",
+		"original_original_value_size": "1000000", "original_source_last_offset": "99"} {
+		got, _ := copies[3].header(name)
+		require.Equal(t, v, got, name)
+	}
 	// The huge record is cut, and says so.
 	big := copies[4]
 	what, _ := big.header(topics.HeaderTruncated)
