@@ -79,9 +79,11 @@ type Config struct {
 	RelayMaxAttempts int
 	// DeadLetterMaxBytes (DEAD_LETTER_MAX_BYTES, default 65536, 1024..900000)
 	// bounds a dead-letter copy: the record's key, value and headers
-	// together. A larger record's copy is cut (headers say what and how big
-	// it was), so the copy fits the broker's record limit (Kafka's default is
-	// about 1 MB) whatever a producer sent.
+	// together, and the key again, which the relay also writes as the
+	// partition_key header. A larger record's copy is cut (headers say what
+	// and how big it was), so the copy, with about 1 KiB of the worker's
+	// own headers, fits the broker's record limit (Kafka's default is about
+	// 1 MB) whatever a producer sent.
 	DeadLetterMaxBytes int
 	// RequestRetention (REQUEST_RETENTION, default 86400 s, 60..31536000) is
 	// how long a request_id's outcome is kept for idempotency. Under a minute
