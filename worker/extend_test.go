@@ -13,9 +13,9 @@ import (
 
 // A lease already near year 9999 (as about 2.9 million extends of a day
 // each made it, before extends were bounded) is not extended past it: the
-// extend is refused INVALID_REQUEST, its answer decodes from the table as
-// the relay reads it, and a resend of it is answered with that stored
-// answer. Extended to year 10000, the answer could not be read back: the
+// extend is refused INVALID_REQUEST (answered, not dead-lettered), its
+// answer decodes from the table as the relay reads it, and a resend of it
+// is answered with that stored answer. Extended to year 10000, the answer could not be read back: the
 // relay parked it as corrupt, and the resend was refused
 // REQUEST_ID_CONFLICT as if the database were damaged.
 func TestExtendPastYear9999IsRefusedWithAReadableAnswer(t *testing.T) {
@@ -51,6 +51,7 @@ func TestExtendPastYear9999IsRefusedWithAReadableAnswer(t *testing.T) {
 	require.Contains(t, refused.ErrorMessage, "past now")
 	require.Equal(t, far, refused.LockInfo.ExpiresAt.Time.UTC(), "the lease as it was")
 	require.Equal(t, refused.EventID, answers[2].EventID, "the resend answered with the stored answer")
+	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), "answered, not dead-lettered: the lease's state refused it, not the record")
 	var expires time.Time
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT expires_at FROM lock_holders WHERE lock_name = 'far'`).Scan(&expires))
 	require.Equal(t, far, expires.UTC())
