@@ -54,8 +54,8 @@
 // key. A row's own header of either name (a producer's, which a dead-letter
 // copy keeps) goes out as original_<name>, so that it sets neither. Headers
 // with the same name collapse into one, the last (watermill metadata is a
-// map): only a dead-letter copy has such, its producer's, followed by the
-// worker's own.
+// map): only a dead-letter copy has such, a producer's own duplicate
+// headers (one named like the worker's is renamed original_<name>).
 //
 // # Guarantees
 //
