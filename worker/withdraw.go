@@ -78,10 +78,11 @@ func (w *Worker) serveAgain() {
 // that PostgreSQL has not answered for Config.UnreachableTimeout since its
 // last answer gives its partitions to the others (withdraw): the probe in
 // flight then is cut short at that moment. It takes partitions again once
-// PostgreSQL answers (rejoin). Kafka sees a replica cut off from PostgreSQL alone as
-// alive, so without this its partitions would wait for as long as the cut
-// lasts. When PostgreSQL answers no replica, all withdraw, and rejoin one by
-// one as it comes back: up to a rebalance each more than waiting would cost.
+// PostgreSQL answers and the fencing tokens are checked (rejoin). Kafka
+// sees a replica cut off from PostgreSQL alone as alive, so without this
+// its partitions would wait for as long as the cut lasts. When PostgreSQL
+// answers no replica, all withdraw, and rejoin one by one as it comes
+// back: up to a rebalance each more than waiting would cost.
 // It returns once the partitions are stopped for good (w.halted: stopAll,
 // Kill, a drain past its bound), when there is nothing left to give up or
 // take again: probing on would only dial PostgreSQL, and, one that refuses
@@ -123,7 +124,7 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 			cause = nil
 			inARow++
 			if w.Withdrawn() && inARow >= rejoinAfter && w.poolAnswers(ctx) {
-				w.rejoin()
+				w.rejoin(ctx)
 			}
 		case !w.Withdrawn() && time.Since(answered) >= w.cfg.UnreachableTimeout:
 			inARow = 0
@@ -183,13 +184,33 @@ func (w *Worker) withdraw(err error, unreachable time.Duration) {
 }
 
 // rejoin consumes the commands topic again, once the partitions withdrawn
-// are let go of. w.mu is held until the serving context is new, so that no
+// are let go of and the fencing tokens are checked (RaiseTokenFloor, as at
+// start): PostgreSQL may answer again as another server, an asynchronous
+// standby promoted while this replica was withdrawn, whose sequence went
+// back, and the partitions assigned then resume from its offsets with
+// nothing to compare them with (docs/design.md "PostgreSQL lost
+// transactions"). A check that fails (under TokenFloorRequire, Kafka's
+// failure too) leaves the replica withdrawn, to check again at the next
+// probe. w.mu is held until the serving context is new, so that no
 // partition assigned meanwhile is made under the withdrawn one.
-func (w *Worker) rejoin() {
+func (w *Worker) rejoin(ctx context.Context) {
 	w.mu.Lock()
-	if len(w.parts) > 0 || w.halted.Err() != nil {
+	cannot := w.cannotRejoin()
+	w.mu.Unlock()
+	if cannot {
+		return
+	}
+	if _, err := w.RaiseTokenFloor(ctx); err != nil {
+		if ctx.Err() == nil {
+			w.log.Error().Err(err).
+				Msg("PostgreSQL answers this replica again, but the fencing tokens could not be checked: it stays withdrawn, and checks again at the next probe")
+		}
+		return
+	}
+	w.mu.Lock()
+	if w.cannotRejoin() { // stopped for good during the check
 		w.mu.Unlock()
-		return // the next probe tries again; or the partitions are stopped for good
+		return
 	}
 	w.withdrawn.mu.Lock()
 	w.serveAgain()
@@ -198,4 +219,10 @@ func (w *Worker) rejoin() {
 	w.withdrawnMetric(false)
 	w.log.Info().Msg("PostgreSQL answers this replica again: taking partitions again")
 	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
+}
+
+// cannotRejoin says whether the partitions withdrawn are not all let go of
+// yet (the next probe tries again), or are stopped for good; w.mu held.
+func (w *Worker) cannotRejoin() bool {
+	return len(w.parts) > 0 || w.halted.Err() != nil
 }

@@ -2,14 +2,19 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
 )
 
 // probing is a Worker with only what watchPostgres uses: st, whose
@@ -61,4 +66,47 @@ func TestWatchPostgresEndsWhenHalted(t *testing.T) {
 			t.Fatal("the probe loop goes on after the partitions stopped for good")
 		}
 	})
+}
+
+// A replica withdrawn across a loss of PostgreSQL's transactions (an
+// asynchronous standby promoted during a cut longer than
+// UnreachableTimeout, its sequence gone back while token 42 is published)
+// checks the fencing tokens before it takes partitions again: those it is
+// then assigned resume from the promoted server's offsets, with nothing
+// it committed to compare them with. Kafka refusing the check leaves it
+// withdrawn under TOKEN_FLOOR_CHECK=require, until a later rejoin's check
+// succeeds; under warn it takes partitions, unchecked, saying so.
+func TestRejoinChecksTheFencingTokens(t *testing.T) {
+	for _, check := range []string{TokenFloorRequire, TokenFloorWarn} {
+		t.Run(check, func(t *testing.T) {
+			ctx := context.Background()
+			c, w, st, logs := publishedToken42(t)
+			w.cfg.TokenFloorCheck = check
+			w.withdraw(errors.New("cut off"), time.Minute)
+			require.True(t, w.Withdrawn())
+			_, err := st.Pool.Exec(ctx, `SELECT setval('fencing_tokens', 1, false)`) // the loss
+			require.NoError(t, err)
+
+			refused := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Topic: topics.DefaultNames().Acquired, Err: kerr.TopicAuthorizationFailed, Count: -1})
+			w.rejoin(ctx)
+			require.Positive(t, refused.Hits(), "the rejoin reads the lock.acquired topic")
+			if check == TokenFloorWarn {
+				require.False(t, w.Withdrawn())
+				require.Contains(t, logs.String(), "were not checked against Kafka (TOKEN_FLOOR_CHECK=warn)")
+				return
+			}
+			require.True(t, w.Withdrawn(), "no partition taken unchecked")
+			require.Contains(t, logs.String(), "it stays withdrawn")
+			var last int64
+			require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM fencing_tokens`).Scan(&last))
+			require.EqualValues(t, 1, last)
+
+			refused.Remove()
+			w.rejoin(ctx)
+			require.False(t, w.Withdrawn())
+			require.Contains(t, logs.String(), "PostgreSQL is behind Kafka")
+			require.NoError(t, st.Pool.QueryRow(ctx, `SELECT last_value FROM fencing_tokens`).Scan(&last))
+			require.EqualValues(t, 42+TokenFloorMargin, last)
+		})
+	}
 }

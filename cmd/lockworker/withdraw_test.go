@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/omninode/lockworker/internal/config"
 	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -58,4 +60,42 @@ func withdrawCutOff(t *testing.T, protocol string) {
 	require.EventuallyWithT(t, func(ct *assert.CollectT) { shared(ct, b, c) }, 30*time.Second, 50*time.Millisecond,
 		"c takes partitions again once PostgreSQL answers it")
 	r.round(topics.OpRelease, topics.TypeReleased, 2)
+}
+
+// A replica cut off from PostgreSQL past POSTGRES_UNREACHABLE_TIMEOUT
+// withdraws; meanwhile PostgreSQL loses transactions (an asynchronous
+// standby promoted: its fencing token sequence went back below carol's
+// token, published). Once PostgreSQL answers, the replica checks the
+// tokens against the lock.acquired topic before it takes partitions
+// again, so dave's grant is above carol's token. Only the sequence goes
+// back here, not the offsets, so that no partition's first batch finds
+// its stored offset below the group's committed one and checks on its own:
+// what is tested is the rejoin's check, which runs before any partition,
+// and its expiry scheduler, grants.
+func TestWithdrawnAcrossLostTransactions(t *testing.T) {
+	brokers := groupCluster(t)
+	sch := testdb.NewSchema(t)
+	proxied, proxy := testdb.Proxied(t, sch.URL)
+	c, _ := startWith(t, proxied, func(cfg *config.Config) {
+		replicaOn("c", config.GroupProtocolClassic, brokers)(cfg)
+		cfg.Postgres.UnreachableTimeout = 3 * time.Second // the least allowed
+	})
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { assert.Len(ct, owned(ct, c)[0], 16) }, 30*time.Second, 50*time.Millisecond)
+
+	cl := newClient(t, brokers[0], "locks.replies.lost")
+	cl.send(topics.Command{RequestID: "c1", Operation: topics.OpAcquire, LockName: "x", OwnerID: "carol", LeaseDuration: 300})
+	carol := cl.await("c1", topics.TypeAcquired).LockInfo.FencingToken
+	newClient(t, brokers[0], topics.DefaultNames().Acquired).await("c1", topics.TypeAcquired) // published
+
+	proxy.Hang()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { assert.Empty(ct, owned(ct, c)[0]) }, 30*time.Second, 50*time.Millisecond, "withdrawn")
+	direct := sch.Open(t, store.Config{})
+	_, err := direct.Pool.Exec(context.Background(), `SELECT setval('fencing_tokens', 1, false)`)
+	require.NoError(t, err)
+	proxy.Restore()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) { assert.Len(ct, owned(ct, c)[0], 16) }, 30*time.Second, 50*time.Millisecond, "rejoined")
+
+	cl.send(topics.Command{RequestID: "d1", Operation: topics.OpAcquire, LockName: "y", OwnerID: "dave", LeaseDuration: 300})
+	dave := cl.await("d1", topics.TypeAcquired).LockInfo.FencingToken
+	require.Greater(t, dave, carol, "dave's token is not carol's, published before the loss")
 }
