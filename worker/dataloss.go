@@ -64,9 +64,10 @@ func (w *Worker) lostRecords(s segment) {
 // a takeover. (A replica that took the partition over and moved it to the
 // same offset is told apart as any takeover is: the offset guard of this
 // worker's next batch finds it moved, settleMoved.) An offset found below
-// the one this worker expected (or gone), and not where its own move put
-// it, went back as wentBack says: checkWentBack, then the partition
-// restarts from there, uncounted.
+// the one this worker expected (before the partition's first batch, the
+// one it resumed from), or gone, and not where its own move put it, went
+// back as wentBack says: checkWentBack, then the partition restarts from
+// there, uncounted.
 func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove) error {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
@@ -75,16 +76,24 @@ func (w *Worker) rewindLost(ctx context.Context, p *partition, sent **offsetMove
 	pos, ok := stored[p.id]
 	kept := *sent
 	made := ok && w.foundMade(p.id, sent, pos)
-	if !made && p.expected != unknownOffset && (!ok || pos.Next < p.expected) {
-		// Below what this worker applied, and not where its own move
-		// put it: PostgreSQL lost transactions too (the failover that
-		// lost a move's answer may have), or another replica moved it
-		// back (wentBack). The partition restarts from there once the
-		// tokens are checked.
+	// Before its first batch, where it resumed (knowResumed, seekStored),
+	// as that batch's offset guard compares: the move back below would
+	// set the expected offset to a lower one, and that guard would not
+	// compare either.
+	want := p.expected
+	if want == unknownOffset {
+		want = p.resumed.Load()
+	}
+	if !made && want != unknownOffset && (!ok || pos.Next < want) {
+		// Below what this worker applied or resumed from, and not
+		// where its own move put it: PostgreSQL lost transactions too
+		// (the failover that lost a move's answer may have), or
+		// another replica moved it back (wentBack). The partition
+		// restarts from there once the tokens are checked.
 		if !ok {
 			pos.Next = -1
 		}
-		if err := w.checkWentBack(ctx, p.id, p.expected, pos.Next); err != nil {
+		if err := w.checkWentBack(ctx, p.id, want, pos.Next); err != nil {
 			return err
 		}
 		w.takenOver(p, true)

@@ -368,3 +368,37 @@ func TestRetentionSkipWhoseAnswerWasLost(t *testing.T) {
 		"and logged once: %s", logs)
 	require.Contains(t, logs.String(), `"answer_lost":true`)
 }
+
+// A partition resumed from stored offset 200; then PostgreSQL lost
+// transactions (the offset back to 150, the sequence to its start, while
+// token 42 is published), and the Kafka client reported a loss on the
+// partition before its first batch (it asks the broker at once, with the
+// epoch the partition resumed with). The loss's check compares the stored
+// offset with where the partition resumed, as that first batch would:
+// the tokens are checked, and the partition restarts from 150, granting
+// above 42. Comparing only with the offset expected after a batch, unknown
+// yet, it skipped the check and set that offset to 150, so that the first
+// batch did not compare either.
+func TestLossBeforeTheFirstBatchComparesWithWhereItResumed(t *testing.T) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	w, st, logs := withCommands(t) // the log holds every record applied
+	_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 200)`, names.Commands)
+	require.NoError(t, err)
+	p := own(w, 0)
+	stored, err := st.Offsets(ctx, "lockworker", names.Commands)
+	require.NoError(t, err)
+	w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored) // as resumeFromStore does
+
+	_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 150 WHERE partition = 0`) // the loss
+	require.NoError(t, err)
+	p.pending.Add(1)
+	w.lostRecords(segment{p: p, lost: &kgo.ErrDataLoss{Partition: 0}})
+
+	require.Contains(t, logs.String(), "stored offset went back")
+	require.Contains(t, logs.String(), `"expected_offset":200`)
+	again := restarted(t, w, p)
+	require.EqualValues(t, 150, again.seek.Load().Next, "fetched again from the stored offset")
+	apply(w, seg(t, again, 150, "l"))
+	require.Greater(t, tokenOf(t, st, "l"), int64(42), "granted above the token published")
+}

@@ -82,13 +82,13 @@ func TestRevokeEndsTheWentBackCheck(t *testing.T) {
 	require.EqualValues(t, 1, storedOffset(t, st, 1))
 }
 
-// publishedToken42 is an applier on a broker whose lock.acquired topic
-// holds one grant, of fencing token 42, logging to logs: a worker whose
-// token floor check has a token to find.
-func publishedToken42(t *testing.T) (c *kfake.Cluster, w *Worker, st *store.Store, logs *testlog.Buffer) {
+// publishedToken42 is an applier on a broker (made with opts too) whose
+// lock.acquired topic holds one grant, of fencing token 42, logging to
+// logs: a worker whose token floor check has a token to find.
+func publishedToken42(t *testing.T, opts ...kfake.Opt) (c *kfake.Cluster, w *Worker, st *store.Store, logs *testlog.Buffer) {
 	t.Helper()
 	names := topics.DefaultNames()
-	c = kafkatest.Cluster(t, kfake.SeedTopics(1, names.Acquired))
+	c = kafkatest.Cluster(t, append([]kfake.Opt{kfake.SeedTopics(1, names.Acquired)}, opts...)...)
 	w, st = newApplierOn(t, c)
 	logs = &testlog.Buffer{}
 	w.log = zerolog.New(logs)
@@ -101,6 +101,34 @@ func publishedToken42(t *testing.T) (c *kfake.Cluster, w *Worker, st *store.Stor
 	require.NoError(t, err)
 	require.NoError(t, pp.ProduceSync(context.Background(), &kgo.Record{Topic: names.Acquired, Value: v}).FirstErr())
 	return c, w, st, logs
+}
+
+// withCommands is publishedToken42 whose commands topic's partition 0
+// holds 250 records, and whose sequence is at its start (setval(1,
+// false)), as PostgreSQL leaves it when it lost every grant: the token
+// floor check, once run, moves it past 42.
+func withCommands(t *testing.T) (w *Worker, st *store.Store, logs *testlog.Buffer) {
+	t.Helper()
+	names := topics.DefaultNames()
+	c, w, st, logs := publishedToken42(t, kfake.SeedTopics(1, names.Commands))
+	pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	defer pp.Close()
+	recs := make([]*kgo.Record, 250)
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: names.Commands, Value: []byte("x")}
+	}
+	require.NoError(t, pp.ProduceSync(context.Background(), recs...).FirstErr())
+	_, err = st.Pool.Exec(context.Background(), `SELECT setval('fencing_tokens', 1, false)`)
+	require.NoError(t, err)
+	return w, st, logs
+}
+
+// tokenOf is the fencing token lock holds.
+func tokenOf(t *testing.T, st *store.Store, lock string) (token int64) {
+	t.Helper()
+	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT fencing_token FROM lock_holders WHERE lock_name = $1`, lock).Scan(&token))
+	return token
 }
 
 // A partition's first batch after it resumed finds its stored offset below
