@@ -131,6 +131,58 @@ func tokenOf(t *testing.T, st *store.Store, lock string) (token int64) {
 	return token
 }
 
+// A partition is assigned whose stored offset is below the group's offset
+// committed to Kafka, or gone while Kafka has one: the worker marks an
+// offset for commit only once PostgreSQL committed what it covers, so
+// PostgreSQL lost transactions (a restore, a failover this replica did not
+// run across: it was withdrawn, or stopped, or another replica had the
+// partition). Its first batch compares with the committed offset, checks
+// the fencing tokens before it grants, and restarts from the stored
+// offset, whose grants are above the token published. A committed offset
+// at or below the stored one (Kafka's commits lag), or none, changes
+// nothing.
+func TestFirstBatchComparesWithTheGroupsCommittedOffset(t *testing.T) {
+	for name, c := range map[string]struct {
+		stored    int64 // -1: no row
+		committed kgo.Offset
+		back      bool
+	}{
+		"stored below the committed offset": {stored: 150, committed: kgo.NewOffset().At(200), back: true},
+		"nothing stored, one committed":     {stored: -1, committed: kgo.NewOffset().At(200), back: true},
+		"the committed offset behind":       {stored: 200, committed: kgo.NewOffset().At(150)},
+		"nothing committed":                 {stored: 200, committed: kgo.NewOffset().AtStart()}, // as kgo gives it
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			w, st, logs := withCommands(t)
+			names := topics.DefaultNames()
+			if c.stored >= 0 {
+				_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, $2)`,
+					names.Commands, c.stored)
+				require.NoError(t, err)
+			}
+			p := own(w, 0)
+			_, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: c.committed}}) // as kgo calls it
+			require.NoError(t, err)
+
+			from := max(c.stored, 0) // where the client fetches from
+			apply(w, seg(t, p, from, "l"))
+			if !c.back {
+				require.NoError(t, p.ctx.Err())
+				require.NotContains(t, logs.String(), "went back")
+				require.EqualValues(t, 1, tokenOf(t, st, "l"))
+				return
+			}
+			require.Contains(t, logs.String(), "stored offset went back")
+			require.Contains(t, logs.String(), `"expected_offset":200`)
+			again := restarted(t, w, p)
+			require.Equal(t, from, again.seek.Load().Next, "fetched again from the stored offset")
+			apply(w, seg(t, again, from, "l"))
+			require.Greater(t, tokenOf(t, st, "l"), int64(42), "granted above the token published")
+		})
+	}
+}
+
 // A partition's first batch after it resumed finds its stored offset below
 // where it resumed, or gone (another replica's check of a recreated
 // commands topic deleted every partition's row meanwhile, or moved it back

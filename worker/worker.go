@@ -1112,22 +1112,32 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 // from, as checked and moved, as their partitions' (Lag's fallback): no
 // batch of them commits before they resume, so nothing newer is known. A
 // partition never applied is left to Lag's next read. It is also where
-// the partition resumed (resumed), for its first batch to compare with.
+// the partition resumed (resumed), for its first batch to compare with;
+// or the group's offset committed to Kafka (assigned), when that is
+// above it or nothing is stored: Kafka's is marked only once PostgreSQL
+// committed what it covers, so PostgreSQL lost transactions (a restore, a
+// failover; or this group moved it back after Kafka lost records), and
+// the first batch checks the fencing tokens before it grants (wentBack).
 func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]store.Position) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for id := range assigned {
-		pos, ok := stored[id]
+	for id, committed := range assigned {
 		p := w.parts[id]
-		switch {
-		case p != nil && ok:
-			p.stored.Store(pos.Next)
-			p.resumed.Store(pos.Next)
-		case p != nil:
-			// Resumed again with nothing stored (this replica forgot a
-			// recreated topic's offsets): an earlier resume's is void.
-			p.resumed.Store(unknownOffset)
+		if p == nil {
+			continue
 		}
+		// Nothing stored (a new group, or this replica forgot a
+		// recreated topic's offsets, whose commits Kafka deleted with
+		// it): an earlier resume's is void.
+		resumed := int64(unknownOffset)
+		if pos, ok := stored[id]; ok {
+			p.stored.Store(pos.Next)
+			resumed = pos.Next
+		}
+		if c := committed.EpochOffset().Offset; c >= 0 && c > resumed {
+			resumed = c
+		}
+		p.resumed.Store(resumed)
 	}
 }
 
