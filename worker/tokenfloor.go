@@ -356,9 +356,15 @@ func (w *Worker) highestPublishedToken(ctx context.Context, f *TokenFloor) error
 		// ending with one is seen read to its end.
 		kgo.FetchIsolationLevel(kgo.ReadUncommitted()),
 		kgo.KeepControlRecords(),
-		// A start below the log's start now (retention removed records
-		// since the listing) goes to the end, not through the partition.
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+		// A start no longer in the log, read first: the newest
+		// tokenFloorRecords offsets again, from the log's start if that
+		// is nearer. Retention removed records since the listing: from
+		// its new start, which is in the range, up to the range's end;
+		// the log was truncated below the range: its newest offsets, not
+		// the whole partition. (A reset to the end alone left a quiet
+		// partition whose start moved into the range unread until
+		// tokenFloorTimeout: nothing came, and its records were there.)
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd().Relative(-tokenFloorRecords)),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

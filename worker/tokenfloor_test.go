@@ -419,8 +419,8 @@ func TestTokenFloorFindsATokenGrantedTwice(t *testing.T) {
 // The records left to read are removed (retention) after the offsets were
 // listed: the check does not wait out its bound for them. The broker holds
 // the fetches until they are gone; the client then finds its start out of
-// range, resets to the end, brings nothing, and the offsets listed again
-// show nothing left to read.
+// range, resets to the newest offsets, of which there are none, brings
+// nothing, and the offsets listed again show nothing left to read.
 func TestTokenFloorPartitionEmptiedMeanwhile(t *testing.T) {
 	e := e2e.New(t)
 	w, topic := floorTopic(t, e, 1, nil)
@@ -458,4 +458,48 @@ func TestTokenFloorPartitionEmptiedMeanwhile(t *testing.T) {
 	last, called := sequence(t, e.Store)
 	require.Equal(t, int64(1), last)
 	require.False(t, called)
+}
+
+// Retention moves the log's start into the range to read after the
+// offsets were listed (the broker holds the fetches until then): the first
+// fetch finds its start out of range, and the client resumes at the new
+// start, not at the end, where a quiet partition brings nothing while the
+// records left in the range are there to read, and the check waited out
+// its bound for them.
+func TestTokenFloorLogStartMovedIntoTheRange(t *testing.T) {
+	e := e2e.New(t)
+	w, topic := floorTopic(t, e, 1, nil)
+	pp, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.DefaultProduceTopic(topic))
+	require.NoError(t, err)
+	defer pp.Close()
+	require.NoError(t, pp.ProduceSync(context.Background(),
+		&kgo.Record{Value: acquiredEvent(t, 40)}, &kgo.Record{Value: acquiredEvent(t, 41)}, &kgo.Record{Value: acquiredEvent(t, 42)}).FirstErr())
+	forgetTokens(t, e.Store)
+	var trimmed atomic.Bool
+	fetching := make(chan struct{})
+	var once sync.Once
+	e.Cluster.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if trimmed.Load() {
+			return nil, nil, false // served from now on
+		}
+		e.Cluster.KeepControl()
+		once.Do(func() { close(fetching) })
+		return nil, errors.New("not yet"), true
+	})
+	go func() {
+		<-fetching // the offsets were listed
+		var o kadm.Offsets
+		o.Add(kadm.Offset{Topic: topic, Partition: 0, At: 1})
+		_, err := kadm.NewClient(pp).DeleteRecords(context.Background(), o)
+		assert.NoError(t, err)
+		trimmed.Store(true)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // below tokenFloorTimeout
+	defer cancel()
+	f, err := w.RaiseTokenFloor(ctx)
+	require.NoError(t, err)
+	require.True(t, trimmed.Load())
+	require.Equal(t, 2, f.Records, "the two left in the range")
+	require.Equal(t, int64(42), f.Highest)
+	require.True(t, f.Raised, "%+v", f)
 }
