@@ -41,7 +41,11 @@ const TokenFloorMargin = 1_000_000
 // leaves the sequence another 142 years at that rate before 2^53, past
 // which tokens are JSON numbers that not every language reads exactly
 // (JavaScript's and others' doubles: a holder would echo back another
-// token, refused TOKEN_MISMATCH).
+// token, refused TOKEN_MISMATCH). The bound does not make the topic safe
+// to share: a record just below it is taken, and the sequence, moved past
+// it, hands out tokens above the bound from then on, which every later
+// check ignores (warning of each), so no later loss is covered. Only
+// lockworker may have Write on the topic.
 const MaxPlausibleToken = 1 << 52
 
 // Values of Config.TokenFloorCheck (TOKEN_FLOOR_CHECK).
