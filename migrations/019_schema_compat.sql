@@ -12,7 +12,9 @@
 -- beside the new schema as beside the old (a table, an index or a nullable
 -- column added); higher when they do not (a column they write changing
 -- type, one they do not know becoming NOT NULL without a default, a table
--- they read rewritten).
+-- they read rewritten; a column that carries a rule older binaries would
+-- ignore, as 010's lock_delay and max_hold, even where they could write
+-- beside it). Never lower than the value before it.
 CREATE TABLE lockworker_schema_compat (
     oldest_reader integer NOT NULL
 );

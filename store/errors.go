@@ -83,11 +83,18 @@ func (e *RetiredTopicIDError) Unwrap() error { return ErrRetiredTopicID }
 type SchemaNewerError struct {
 	Version int // the schema's, in VersionTable
 	Latest  int // this binary's last migration
+	// OldestReader is the oldest binaries' version the schema allows
+	// (CompatTable); 0 where it says none (before migration 019).
+	OldestReader int
 }
 
 func (e *SchemaNewerError) Error() string {
+	oldest := e.Version
+	if e.OldestReader > 0 {
+		oldest = e.OldestReader
+	}
 	return fmt.Sprintf("database schema is at version %d, newer than this binary's %d: run a lockworker built with migration %d or later "+
-		"(going back to this version needs the database restored from before migration %d)", e.Version, e.Latest, e.Version, e.Latest+1)
+		"(going back to this version needs the database restored from before migration %d)", e.Version, e.Latest, oldest, e.Latest+1)
 }
 
 func (e *SchemaNewerError) Is(target error) bool { return target == ErrSchemaNewer }

@@ -183,7 +183,12 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 			return err
 		}
 	case pgErr != nil && pgErr.Code == "42P01": // undefined_table
-		// No version table yet: a new database, at version 0.
+		// No version table yet: a new database, at version 0, unless a
+		// lockworker schema is further along the search_path.
+		if err := refuseShadowed(ctx, conn.Conn(), schema); err != nil {
+			conn.Release()
+			return err
+		}
 	default:
 		// Not an answer about the schema (a lost connection, a stop):
 		// no "schema is behind" for it.
@@ -231,6 +236,32 @@ func currentSchema(ctx context.Context, conn *pgx.Conn) (string, error) {
 	return *schema, nil
 }
 
+// refuseShadowed refuses to migrate schema, which has no version table,
+// when another schema of the search_path has one: either this
+// deployment's tables live there (the default "$user", public, after a
+// schema named after the role was created, empty), and migrating would give
+// it a new empty schema, forgetting its offsets, locks and outcomes; or
+// they are another deployment's, which this one's unqualified statements
+// would read wherever its own schema lacks a table. Which one it is, only
+// the operator knows.
+func refuseShadowed(ctx context.Context, conn *pgx.Conn, schema string) error {
+	var other string
+	err := conn.QueryRow(ctx, `SELECT quote_ident(p.nspname) FROM unnest(current_schemas(false)) WITH ORDINALITY AS p(nspname, i)
+		JOIN pg_namespace n ON n.nspname = p.nspname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $1
+		WHERE p.nspname <> current_schema() ORDER BY p.i LIMIT 1`, VersionTable).Scan(&other)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("migrating: looking for lockworker schemas on the search_path: %w", err)
+	}
+	return fmt.Errorf("migrating: schema %s, the first of the search_path that exists, has no lockworker tables, but schema %s further along it has: "+
+		"not creating new empty tables in %s, which would forget the locks, offsets and outcomes kept in %s if they are this deployment's. "+
+		"Set search_path in DATABASE_URL to the one schema this deployment uses (search_path=%s to go on with those tables; a new deployment's own schema alone otherwise)",
+		schema, other, schema, other, other)
+}
+
 // newerSchema is Migrate's answer to schema at version, newer than this
 // binary's last migration: nil, told to ev.Newer, when CompatTable allows
 // binaries of last; a *SchemaNewerError when it does not, or is missing
@@ -244,7 +275,9 @@ func newerSchema(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema s
 			ev.Newer(version, last, oldest)
 		}
 		return nil
-	case err == nil, errors.Is(err, pgx.ErrNoRows), pgErr != nil && pgErr.Code == "42P01": // undefined_table
+	case err == nil:
+		return &SchemaNewerError{Version: version, Latest: last, OldestReader: oldest}
+	case errors.Is(err, pgx.ErrNoRows), pgErr != nil && pgErr.Code == "42P01": // undefined_table
 		return &SchemaNewerError{Version: version, Latest: last}
 	default:
 		return fmt.Errorf("migrating: reading which binaries the schema allows: %w", err)

@@ -231,9 +231,11 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 	require.Empty(t, r.all(), "retried")
 	var newer *store.SchemaNewerError
 	require.ErrorAs(t, err, &newer)
-	require.Equal(t, store.SchemaNewerError{Version: last + 2, Latest: last}, *newer)
+	// The schema allows binaries from last+1 on: the message names those,
+	// not only the schema's own version.
+	require.Equal(t, store.SchemaNewerError{Version: last + 2, Latest: last, OldestReader: last + 1}, *newer)
 	require.Contains(t, err.Error(), fmt.Sprintf("database schema is at version %d, newer than this binary's %d: run a lockworker built with migration %d or later",
-		last+2, last, last+2))
+		last+2, last, last+1))
 }
 
 // A schema migrated further than this binary's files whose migrations
@@ -507,10 +509,10 @@ func TestMigrateFrozenInALaterMigrationReleasesItsLocks(t *testing.T) {
 	require.Error(t, migrateErr, "the migration's session was ended")
 }
 
-// A search_path naming another deployment's schema after this one's
-// ("mine,other") does not make Migrate take this schema for migrated: it
-// reads and writes the version table of its current_schema(), and creates
-// every table there.
+// A search_path naming another lockworker schema after this one's
+// ("mine,other") does not make Migrate take this schema for migrated, nor
+// create new tables in it unasked: it reads the version table of its
+// current_schema(), and refuses while that has none and the other has.
 func TestMigrateReadsTheVersionOfItsOwnSchema(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -519,6 +521,22 @@ func TestMigrateReadsTheVersionOfItsOwnSchema(t *testing.T) {
 	mine := testdb.NewSchema(t)
 	mine.URL = connstr.WithParam(testdb.URL(), "search_path", mine.Name+","+other.Name)
 	st := mine.Open(t, store.Config{MaxConns: 2})
+	// Its own schema empty, and another's on the search_path: which is
+	// this deployment's, only the operator knows (the default "$user",
+	// public after a schema named after the role appeared, empty): refused,
+	// naming both, and nothing created.
+	err := st.Migrate(ctx)
+	require.ErrorContains(t, err, "schema "+mine.Name+", the first of the search_path that exists, has no lockworker tables, but schema "+other.Name+" further along it has")
+	require.ErrorContains(t, err, "search_path="+other.Name+" to go on with those tables")
+	var created int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`, mine.Name).Scan(&created))
+	require.Zero(t, created)
+
+	// Once its own schema is migrated (its search_path alone), the other's
+	// further along is no matter: its own version table is read.
+	alone := mine
+	alone.URL = connstr.WithParam(testdb.URL(), "search_path", mine.Name)
+	require.NoError(t, alone.Open(t, store.Config{MaxConns: 2}).Migrate(ctx))
 	require.NoError(t, st.Migrate(ctx))
 	requireSchema(t, st)
 	var schema string
