@@ -120,8 +120,10 @@ type Config struct {
 	// applier while its transaction runs (so a batch is at most about twice
 	// it). Default 1000.
 	MaxPollRecords int
-	// DeadLetterMaxBytes bounds a dead-letter copy: the record's key, value
-	// and headers together (the worker adds up to 1 KiB of its own headers).
+	// DeadLetterMaxBytes bounds a dead-letter copy: the record's key
+	// (counted twice: the relay writes it again as the partition_key
+	// header), value and headers together (the worker adds up to 1 KiB of
+	// its own headers).
 	// Past it the copy is cut, with headers saying what was cut and the
 	// original sizes, so that it fits the broker's record limit whatever a
 	// producer sent. Default DefaultDeadLetterMaxBytes (64 KiB).
