@@ -191,6 +191,13 @@ func OnQueued(fn func(position int)) AcquireOption {
 // query and a release by the token it tells), each given up to
 // ReplyTimeout.
 //
+// A grant whose end (lock.expired, lock.revoked, a release by another
+// request) was read before Acquire took it up (the grant read late, as
+// after the host slept while it was on its way, with its end right behind
+// it) is returned as its loss, an error wrapping ErrLeaseLost, not as a
+// Lease whose Lost is closed already; nothing is given back, as the worker
+// ended it.
+//
 // The returned Lease is kept alive until Release unless WithoutKeepAlive.
 func (c *Client) Acquire(ctx context.Context, name string, opts ...AcquireOption) (*Lease, error) {
 	o := c.acquireOptions(opts)
@@ -344,6 +351,12 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 			anchor = queuedAt
 		}
 		l, late := c.newLease(ev, o, !queuedAt.IsZero(), sent, anchor)
+		if g, ok := late.(*lateGrant); ok && g.ended {
+			// The worker ended it already: lost, with nothing to give
+			// back.
+			*withdraw = false
+			return nil, late
+		}
 		if late != nil {
 			// Past its deadline when read (the host slept through it): lost,
 			// and given back as a refused grant is (*withdraw as it was

@@ -151,12 +151,18 @@ func CampaignMetadata(value string) json.RawMessage {
 // WithOwner of the owner that leads already (a restarted process with a
 // stable owner id) resumes its leadership at once: the same Token, and the
 // Value it led with, even while the process that led is alive, which then
-// leads too. An owner id must so never be given to two live candidates. A
-// grant read past its lease's local deadline is given back; when the boot
-// clock alone shows it passed (the host slept while the grant was on its
-// way), the campaign goes on after a short pause, but after three such
-// grants in a row, or one late by the monotonic clock too (a lease shorter
-// than the round trip), Campaign returns its loss (ErrLeaseLost).
+// leads too. An owner id must so never be given to two live candidates.
+//
+// A late grant is never returned as a Leadership: one read past its
+// lease's local deadline is lost and given back, and one whose end
+// (lock.expired, lock.revoked, a release by another request) was read
+// before Campaign took it up (the host slept while the grant was on its
+// way, and the worker expired it meanwhile) is lost already. When the
+// monotonic clock does not show the deadline passed (only the boot clock
+// does, or the worker ended the lease first), the campaign goes on after
+// a short pause, but after three late grants in a row, or one late by the
+// monotonic clock (a lease shorter than the round trip), Campaign returns
+// its loss (ErrLeaseLost).
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)
@@ -205,10 +211,11 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 			continue // an hour in line: queue again
 		}
 		var late *lateGrant
-		if errors.As(err, &late) && late.bootOnly && ctx.Err() == nil {
-			// A grant read past its local deadline by the boot clock alone
-			// (the host slept while it was on its way), lost and given
-			// back already: campaign again, after a pause, unless that
+		if errors.As(err, &late) && late.again && ctx.Err() == nil {
+			// A grant read past its local deadline by the boot clock alone,
+			// or ended by the worker before it was taken up (the host slept
+			// while it was on its way), lost (and given back, if the worker
+			// holds it) already: campaign again, after a pause, unless that
 			// keeps happening (the wall-clock fallback stepping on).
 			lateGrants++
 			if lateGrants < maxLateGrants {

@@ -1,9 +1,14 @@
 package client
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/topics"
 )
 
 // A stale leader (an older token's revision read after a newer one's, as a
@@ -25,4 +30,37 @@ func TestObserveSkipsStaleLeader(t *testing.T) {
 	close(states)
 	_, open := <-out
 	require.False(t, open, "only 5 and 6 are reported")
+}
+
+// TestCampaignGoesOnAfterAGrantEndedFirst: a campaign whose grant's end
+// (the worker's lock.expired, as after the host slept while the grant was
+// on its way) is read before Campaign took the grant up counts it a late
+// grant and campaigns again, rather than return a Leadership lost already
+// with a nil error. Nothing is given back: the worker ended it.
+func TestCampaignGoesOnAfterAGrantEndedFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var acquires atomic.Int32
+	var seen recorder
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			if acquires.Add(1) == 1 {
+				return endedFirst(cmd, topics.TypeExpired, 1)
+			}
+			g := granted(cmd, topics.TypeAcquired, 30)
+			g.LockInfo.FencingToken = 2
+			return one(g)
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	ld, err := NewElection(c, "leader").Campaign(ctx, "me")
+	require.NoError(t, err)
+	require.NoError(t, ld.Err(), "a Leadership lost already")
+	require.Equal(t, int64(2), ld.Token)
+	require.Equal(t, []string{topics.OpAcquire, topics.OpAcquire}, seen.since(0), "not one new campaign after the ended grant")
+	require.NoError(t, ld.Resign(ctx))
 }

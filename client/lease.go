@@ -127,7 +127,10 @@ type Lease struct {
 // was seen queued (its owner held nothing then, so the lease is its own).
 // sent is when the acquire was first sent and anchor the worker's time of
 // the first reply to it (the grant itself, or lock.queued for a grant after
-// waiting): see update. A lease past its local deadline already, by
+// waiting): see update. A lease whose end (lock.expired, lock.revoked, a
+// release by another) was read before it was registered is lost at once,
+// and that loss is returned as late, ended: the worker ended it, so there
+// is nothing to give back. A lease past its local deadline already, by
 // either clock (its grant read after the host slept through it), or in a
 // session past its own (which is then lost) or lost before (its deadline,
 // the worker's session.expired, Close), is lost at once, and that loss is
@@ -169,7 +172,14 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 	}
 	if read {
 		if err := l.endedBy(ended); err != nil {
-			l.finish(fmt.Errorf("%w (read before the grant)", err))
+			// Read by the client's reader after the grant, before this
+			// call took the grant up (an end right behind a grant read
+			// late, as after the host slept).
+			l.finish(fmt.Errorf("%w (read before the grant was taken up)", err))
+			l.mu.Lock()
+			mono, _ := l.pastDeadline()
+			l.mu.Unlock()
+			return l, &lateGrant{err: l.Err(), again: !mono, ended: true}
 		}
 	}
 	if l.session != nil {
@@ -188,7 +198,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 			// Lost now or before the grant was read (its deadline timer,
 			// the boot-clock watch, a Close): late either way.
 			l.lose(fmt.Errorf("%w: %w", ErrLeaseLost, s.Err()))
-			return l, &lateGrant{err: l.Err(), bootOnly: due && !mono}
+			return l, &lateGrant{err: l.Err(), again: due && !mono}
 		}
 	} else {
 		l.mu.Lock()
@@ -198,7 +208,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 		if due {
 			l.expire()
 			if err := l.Err(); err != nil {
-				return l, &lateGrant{err: err, bootOnly: !mono}
+				return l, &lateGrant{err: err, again: !mono}
 			}
 		}
 	}
@@ -209,15 +219,19 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 }
 
 // lateGrant is newLease's error for a grant read past its local deadline,
-// or after its session was lost:
-// err, the lease's loss, wraps ErrLeaseLost. bootOnly says the deadline had
-// passed by the boot clock alone, not the monotonic one: the host slept
-// (or, on the wall-clock fallback, the clock stepped) while the grant was
-// on its way, which the next grant may not meet (Campaign tries again);
-// otherwise the lease is shorter than the round trip.
+// or after its session was lost, or after its end: err, the lease's loss,
+// wraps ErrLeaseLost. ended says the worker ended the lease (its end was
+// read before the lease was registered): nothing to give back. again says
+// the next grant may not meet what lost this one (Campaign tries again):
+// the deadline had not passed by the monotonic clock, only by the boot
+// clock (the host slept, or on the wall-clock fallback the clock stepped,
+// while the grant was on its way) or not at all (the worker ended the
+// lease first, as it does while the host sleeps); otherwise the lease is
+// shorter than the round trip.
 type lateGrant struct {
-	err      error
-	bootOnly bool
+	err   error
+	again bool
+	ended bool
 }
 
 func (e *lateGrant) Error() string { return e.err.Error() }

@@ -13,23 +13,25 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-// TestEndedBeforeLeaseRegistered: a lock.expired or lock.revoked read
-// before Acquire has registered the lease it ends (the grant's reply and the
-// end arrive back to back) still makes the lease lost at once, with the
-// error that event gives.
+// TestEndedBeforeLeaseRegistered: a lock.expired, lock.revoked or a
+// release by another request read before Acquire has registered the lease
+// it ends (the grant's reply and the end arrive back to back) still makes
+// the lease lost at once, with the error that event gives, and returned
+// as a late grant the worker ended: nothing to give back, and a campaign
+// goes on.
 func TestEndedBeforeLeaseRegistered(t *testing.T) {
 	for _, tc := range []struct {
 		typ  string
 		want error
-	}{{topics.TypeExpired, ErrLeaseLost}, {topics.TypeRevoked, ErrRevoked}} {
+	}{{topics.TypeExpired, ErrLeaseLost}, {topics.TypeRevoked, ErrRevoked}, {topics.TypeReleased, ErrLeaseLost}} {
 		t.Run(tc.typ, func(t *testing.T) {
 			c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
 			now := time.Now()
 			info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 7, Status: topics.StatusAcquired,
 				AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
-			c.route(topics.Event{Type: tc.typ, LockInfo: info, OccurredAt: topics.Time{Time: now}})
+			c.route(topics.Event{Type: tc.typ, RequestID: "another", LockInfo: info, OccurredAt: topics.Time{Time: now}})
 			granted := topics.Event{Type: topics.TypeAcquired, LockInfo: info, OccurredAt: topics.Time{Time: now}}
-			l, _ := c.newLease(granted, acquireOptions{}, false, sentAtTime(c, now), now)
+			l, late := c.newLease(granted, acquireOptions{}, false, sentAtTime(c, now), now)
 			select {
 			case <-l.Lost():
 			default:
@@ -37,6 +39,62 @@ func TestEndedBeforeLeaseRegistered(t *testing.T) {
 			}
 			require.ErrorIs(t, context.Cause(l.Context()), ErrLeaseLost)
 			require.ErrorIs(t, l.Err(), tc.want)
+			require.ErrorContains(t, l.Err(), "(read before the grant was taken up)")
+			require.ErrorIs(t, late, tc.want, "returned as a live lease")
+			g, ok := late.(*lateGrant)
+			require.True(t, ok, "not a late grant: %v", late)
+			require.True(t, g.ended, "to be given back")
+			require.True(t, g.again, "a campaign would end with it")
+			require.Empty(t, c.leases)
+		})
+	}
+}
+
+// endedFirst answers the acquire cmd with a grant of token and its end, an
+// event of type typ (lock.expired, lock.revoked, lock.released), the end
+// read first: so it is certain to be read before the call takes the grant
+// up, as the client's reader often reads it when the worker sends it right
+// behind a grant read late (the host slept while the grant was on its way
+// and the worker expired it meanwhile).
+func endedFirst(cmd topics.Command, typ string, token int64) []topics.Event {
+	g := granted(cmd, topics.TypeAcquired, 30)
+	g.LockInfo.FencingToken = token
+	// Of a request_id no call waits for: the worker's end of a lease has
+	// none, which the stand-in would fill in with the acquire's.
+	end := topics.NewEvent(typ, topics.OpExpire, "another", g.OccurredAt.Time)
+	li := *g.LockInfo
+	li.Status = map[string]string{topics.TypeExpired: topics.StatusExpired, topics.TypeRevoked: topics.StatusRevoked,
+		topics.TypeReleased: topics.StatusReleased}[typ]
+	end.LockInfo = &li
+	return []topics.Event{end, g}
+}
+
+// TestAcquireOfAGrantEndedFirstReturnsTheLoss: a grant whose end was read
+// before Acquire took it up is returned as its loss, an error wrapping
+// ErrLeaseLost, not as a Lease already lost with a nil error; nothing is
+// sent after it, as the worker ended it.
+func TestAcquireOfAGrantEndedFirstReturnsTheLoss(t *testing.T) {
+	for _, tc := range []struct {
+		typ  string
+		want error
+	}{{topics.TypeExpired, ErrLeaseLost}, {topics.TypeRevoked, ErrRevoked}, {topics.TypeReleased, ErrLeaseLost}} {
+		t.Run(tc.typ, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var seen recorder
+			c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+				seen.add(cmd)
+				if cmd.Operation == topics.OpAcquire {
+					return endedFirst(cmd, tc.typ, 1)
+				}
+				return one(releasedEvent(cmd))
+			})
+			l, err := c.Acquire(ctx, "job")
+			require.ErrorIs(t, err, tc.want, "a Lease lost already, with a nil error")
+			require.ErrorIs(t, err, ErrLeaseLost)
+			require.Nil(t, l)
+			// A give-back would have been answered before Acquire returned.
+			require.Equal(t, []string{topics.OpAcquire}, seen.since(0), "given back though the worker ended it")
 		})
 	}
 }
