@@ -311,9 +311,11 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 	// release would end.
 	*withdraw = o.generatedOwner || o.dedicatedOwner
 	sent := c.sentNow()
+	var read sentAt        // when the answer (not lock.queued) was read
 	var queuedAt time.Time // the worker's time of lock.queued, if it came
 	ev, err := c.exchange(ctx, cmd, func(ev topics.Event) (bool, time.Duration) {
 		if ev.Type != topics.TypeQueued {
+			read = c.sentNow()
 			return true, 0
 		}
 		if queuedAt.IsZero() {
@@ -345,10 +347,12 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 			return nil, err
 		}
 		// A grant after waiting was decided long after the send: the lease's
-		// time is measured from the first reply, lock.queued.
+		// time is measured from the first reply, lock.queued, and bounded
+		// by the grant's own, from its read.
 		anchor := ev.OccurredAt.Time
 		if !queuedAt.IsZero() {
 			anchor = queuedAt
+			sent = boundWait(sent, read, ev.OccurredAt.Sub(queuedAt))
 		}
 		l, late := c.newLease(ev, o, !queuedAt.IsZero(), sent, anchor)
 		if g, ok := late.(*lateGrant); ok && g.ended {
@@ -376,6 +380,25 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		return nil, ErrWithdrawn
 	}
 	return nil, fmt.Errorf("unexpected reply %s", ev.Type)
+}
+
+// boundWait is sent, the start a grant after waiting counts its lease's
+// time from (Lease.update: expires_at less the worker's time of
+// lock.queued, from the send), moved back where need be so that the local
+// deadline comes no later than the grant's own time left (expires_at less
+// the grant's time, waited after lock.queued's) counted from read, when
+// the grant was read. From the send alone the deadline trusts the
+// worker's (PostgreSQL's) clock over the whole wait, up to an hour: had
+// that clock run fast meanwhile (stepped forward, slewed), the deadline
+// would fall past the lease's end; bounded so, by no more than the
+// grant's way to the client. It only moves the deadline earlier: with the
+// clocks in step, the send's count is the earlier.
+func boundWait(sent, read sentAt, waited time.Duration) sentAt {
+	if t := read.mono.Add(-waited); t.Before(sent.mono) {
+		sent.mono = t
+	}
+	sent.boot = min(sent.boot, read.boot-waited)
+	return sent
 }
 
 // acquiring counts the acquires of one lock by one owner in flight in this

@@ -125,9 +125,10 @@ type Lease struct {
 
 // newLease registers the lease ev granted. queued says whether its acquire
 // was seen queued (its owner held nothing then, so the lease is its own).
-// sent is when the acquire was first sent and anchor the worker's time of
-// the first reply to it (the grant itself, or lock.queued for a grant after
-// waiting): see update. A lease whose end (lock.expired, lock.revoked, a
+// sent is when the acquire was first sent (for a grant after waiting, no
+// later than its read less the wait: boundWait) and anchor the worker's
+// time of the first reply to it (the grant itself, or lock.queued for a
+// grant after waiting): see update. A lease whose end (lock.expired, lock.revoked, a
 // release by another) was read before it was registered is lost at once,
 // and that loss is returned as late, ended: the worker ended it, so there
 // is nothing to give back. A lease past its local deadline already, by

@@ -156,6 +156,53 @@ func TestQueuedGrantDeadlineErrsEarly(t *testing.T) {
 	require.WithinDuration(t, info.ExpiresAt.Time, deadline, 10*time.Millisecond)
 }
 
+// TestQueuedGrantDeadlineBoundedByItsRead: a grant after waiting whose
+// worker's (PostgreSQL's) clock stepped 30 s forward during the wait (a
+// step, or a slew over an hour's wait) gets a local deadline no later
+// than its lease counted from when it was read, on both clocks, not the
+// lease plus the 30 s the clock moved.
+func TestQueuedGrantDeadlineBoundedByItsRead(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const lease = 10 * time.Second
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			g := granted(cmd, topics.TypeAcquired, lease.Seconds())
+			stepped := g.OccurredAt.Add(30 * time.Second)
+			g.OccurredAt = topics.Time{Time: stepped}
+			g.LockInfo.AcquiredAt, g.LockInfo.ExpiresAt = topics.NewTimePtr(stepped), topics.NewTimePtr(stepped.Add(lease))
+			return []topics.Event{queuedEvent(cmd), g}
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithoutKeepAlive())
+	require.NoError(t, err)
+	after := c.sentNow() // after the grant was read
+	defer l.Release(ctx)
+	l.mu.Lock()
+	deadline, boot := l.deadline, l.boot
+	l.mu.Unlock()
+	require.False(t, deadline.After(after.mono.Add(lease)), "the deadline is %s past the lease counted from its read",
+		deadline.Sub(after.mono.Add(lease)).Round(time.Millisecond))
+	require.LessOrEqual(t, boot, after.boot+lease, "the boot deadline is past the lease counted from its read")
+}
+
+// TestBoundWaitOnlyMovesTheStartBack: with the worker's clock in step with
+// the client's over the wait, the send stays the start; run fast, the
+// start moves back to the read less the wait it counted; run slow, the send
+// stays.
+func TestBoundWaitOnlyMovesTheStartBack(t *testing.T) {
+	now := time.Now()
+	sent := sentAt{mono: now, boot: time.Hour}
+	read := sentAt{mono: now.Add(10 * time.Second), boot: time.Hour + 10*time.Second}
+	require.Equal(t, sent, boundWait(sent, read, 9*time.Second), "in step")
+	require.Equal(t, sent, boundWait(sent, read, time.Second), "slow")
+	require.Equal(t, sentAt{mono: now.Add(-20 * time.Second), boot: time.Hour - 20*time.Second}, boundWait(sent, read, 30*time.Second), "fast")
+}
+
 // TestEndReadBeforeARenewalRegisters: lease A holds token 11; the same
 // owner's renewal (lock.acquired, token 11) is read, then lock.revoked for
 // token 11, before the renewal's Acquire registers its Lease. The revoke ends
