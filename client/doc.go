@@ -95,14 +95,22 @@
 //
 // # Leader election
 //
-// NewElection gives etcd's concurrency.Election on a lock named after the
-// election: Campaign waits in line until it leads and returns a Leadership
-// (its Lease: fencing Token, Lost, Context, kept alive) with Resign; Leader
-// says who leads now (ErrNoLeader when nobody does); Observe reports each
-// new leader in fencing-token order, from the lock state topic. The leader's
-// value is its lease's owner_metadata, {"value": ...}. docs/design.md
-// ("Leader election") gives the convention, for requesters in other
-// languages.
+// NewElection gives a leader election in the shape of etcd's
+// concurrency.Election, on a lock named after the election: Campaign waits
+// in line until it leads and returns a Leadership (its Lease: fencing
+// Token, Lost, Context, kept alive) with Resign; Leader says who leads now
+// (ErrNoLeader when nobody does); Observe reports each new leader in
+// fencing-token order, from the lock state topic. The leader's value is
+// its lease's owner_metadata, {"value": ...}. docs/design.md ("Leader
+// election") gives the convention, for requesters in other languages.
+//
+// It differs from etcd's: each Campaign is a new candidate (with its own
+// generated owner) unless given WithOwner, so a leader that campaigns again
+// without resigning waits in line behind itself; there is no Proclaim, and
+// a resumed leadership (WithOwner) keeps the value it first led with;
+// Observe reports new leaders only, not changes of a leader's value; and
+// Resign of a leadership lost already returns ErrLeaseLost, where etcd's
+// returns nil.
 //
 // # Examples
 //

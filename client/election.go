@@ -27,7 +27,18 @@ var ErrNoLeader = errors.New("election has no leader")
 // guarded by the leader should check.
 //
 // An Election holds no state of its own: any number of goroutines may
-// campaign, observe or ask for the leader through one.
+// campaign, observe or ask for the leader through one. It differs from
+// etcd's, whose campaigns are its session's:
+//   - Each Campaign is a new candidate, with an owner of its own (a
+//     generated one), unless given WithOwner: a leader that campaigns again
+//     without resigning (a retry loop around its work, say) waits in line
+//     behind its own leadership, kept alive until Resign, until that
+//     leadership ends or ctx does.
+//   - There is no Proclaim: a resumed leadership (a Campaign WithOwner of
+//     the owner that leads) keeps the value it first led with.
+//   - Observe reports new leaders only, never a change of a leader's value.
+//   - Resign is the Leadership's, and of a leadership lost already it
+//     returns the loss (ErrLeaseLost), where etcd's returns nil.
 type Election struct {
 	c    *Client
 	name string
@@ -125,11 +136,11 @@ func CampaignMetadata(value string) json.RawMessage {
 // candidates that campaigned meanwhile. When ctx ends first, the campaign
 // is withdrawn from the queue (so it can never be granted the leadership
 // later) and the error wraps ctx's cause; Campaign returns once the
-// withdrawal is answered (up to three requests, each given up to
-// ReplyTimeout), which can be after ctx's deadline, unless another
-// campaign (or acquire) of that owner is in flight in this client: the
-// withdrawal then waits for it, and the last of them to end sends it, as
-// Acquire's does. A
+// withdrawal is answered (up to four requests, each given up to
+// ReplyTimeout, as Acquire says), which can be after ctx's deadline,
+// unless another campaign (or acquire) of that owner is in flight in this
+// client: the withdrawal then waits for it, and the last of them to end
+// sends it, as Acquire's does. A
 // campaign's owner, even one given WithOwner, is taken to be the
 // campaign's alone: it is withdrawn unless a lease of this client (a
 // Leadership's, or an Acquire's of that owner) holds the lock for that

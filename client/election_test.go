@@ -252,6 +252,9 @@ func TestElectionUnhappyPaths(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, l.Token, again.Token, "the same leadership")
 		assert.Equal(t, "first", again.Value, "a renewal keeps the value it led with")
+		ld, err := e.Leader(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, "first", ld.Value, "no Proclaim: the value led with stays")
 		require.NoError(t, again.Resign(ctx))
 		// Both handles were the one leadership: the other is lost.
 		select {
@@ -260,6 +263,32 @@ func TestElectionUnhappyPaths(t *testing.T) {
 			t.Fatal("the other handle of the leadership is not lost")
 		}
 		assert.ErrorIs(t, l.Resign(ctx), client.ErrLeaseLost)
+	})
+
+	t.Run("a leader that campaigns again waits behind itself", func(t *testing.T) {
+		first, err := e.Campaign(ctx, "v1")
+		require.NoError(t, err)
+		type won struct {
+			ld  *client.Leadership
+			err error
+		}
+		queued, done := make(chan int, 1), make(chan won, 1)
+		go func() {
+			ld, err := e.Campaign(ctx, "v2", client.OnQueued(func(p int) { queued <- p }))
+			done <- won{ld, err}
+		}()
+		select {
+		case p := <-queued:
+			assert.Equal(t, 1, p, "a new candidate, in line behind its own leadership")
+		case w := <-done:
+			t.Fatalf("the second campaign did not wait behind the first: %v", w.err)
+		}
+		require.NoError(t, first.Resign(ctx))
+		w := <-done
+		require.NoError(t, w.err)
+		assert.Greater(t, w.ld.Token, first.Token, "a new leadership")
+		assert.Equal(t, "v2", w.ld.Value)
+		require.NoError(t, w.ld.Resign(ctx))
 	})
 
 	t.Run("bad name", func(t *testing.T) {
