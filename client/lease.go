@@ -128,16 +128,16 @@ type Lease struct {
 // sent is when the acquire was first sent (for a grant after waiting, no
 // later than its read less the wait: boundWait) and anchor the worker's
 // time of the first reply to it (the grant itself, or lock.queued for a
-// grant after waiting): see update. A lease whose end (lock.expired, lock.revoked, a
-// release by another) was read before it was registered is lost at once,
-// and that loss is returned as late, ended: the worker ended it, so there
-// is nothing to give back. A lease past its local deadline already, by
-// either clock (its grant read after the host slept through it), or in a
-// session past its own (which is then lost) or lost before (its deadline,
-// the worker's session.expired, Close), is lost at once, and that loss is
-// returned as late: the caller gives the grant back (Acquire: as a grant
-// it refused), a renewal's included, which the session's loss has ended
-// for this client.
+// grant after waiting): see update. A lease whose end (lock.expired,
+// lock.revoked, a release by another) was read before it was registered
+// is lost at once, and that loss is returned as late, ended: the worker
+// ended it, so there is nothing to give back. A lease past its local
+// deadline already, by either clock (its grant read after the host slept
+// through it), or in a session past its own (which is then lost) or lost
+// before (its deadline, the worker's session.expired, Close), is lost at
+// once, and that loss is returned as late: the caller gives the grant
+// back (Acquire: as a grant it refused), a renewal's included, which the
+// session's loss has ended for this client.
 func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent sentAt, anchor time.Time) (l *Lease, late error) {
 	li := *ev.LockInfo
 	ctx, cancel := context.WithCancelCause(context.Background())
