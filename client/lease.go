@@ -712,11 +712,13 @@ func (l *Lease) releaseEnded(ended error) error {
 // the lease is gone (ErrNotHeld, ErrNotOwner, ErrTokenMismatch; and
 // ErrSessionBound, its owner having renewed it into a session, same
 // token, which a release would end) loses it, sending nothing.
-// ErrMaxHoldExceeded (past WithMaxHold) leaves it held until its current
-// expiry, unless the error also wraps ErrLeaseLost (the refusal, read
-// late, showed that expiry passed): check ErrLeaseLost first. Any other
-// refusal by the worker (ErrRequestIDConflict, ErrForbidden,
-// ErrInvalidRequest, ...) applied nothing, and the worker holds the lease
+// ErrMaxHoldExceeded (past WithMaxHold), and ErrInvalidRequest showing
+// the lease unchanged (an extension carrying it more than 366 days past
+// now, topics.MaxLeaseAheadSeconds: extend later), leave it held until its
+// current expiry, unless the error also wraps ErrLeaseLost (the refusal,
+// read late, showed that expiry passed): check ErrLeaseLost first. Any
+// other refusal by the worker (ErrRequestIDConflict, ErrForbidden,
+// ErrInvalidRequest about the command, ...) applied nothing, and the worker holds the lease
 // still: it is lost all the same, and released as below. An answer that breaks the
 // contract (no lock_info, a lease_duration out of range) loses the lease
 // too, with that answer as the cause, and releases it, best effort, by its
@@ -785,7 +787,10 @@ func (l *Lease) extend(ctx context.Context, d, every time.Duration) error {
 	}
 	if ev.Type == topics.TypeRejected {
 		e := rejection(ev)
-		if errors.Is(e, ErrMaxHoldExceeded) {
+		// A cap refused, or an extend past how far a lease may run ahead
+		// of now (INVALID_REQUEST showing this lease, unchanged): the
+		// worker holds the lease as it was.
+		if errors.Is(e, ErrMaxHoldExceeded) || errors.Is(e, ErrInvalidRequest) && l.shownBy(ev) {
 			if err := l.capRefused(ev, sent); err != nil {
 				return err // the refusal showed the lease over already
 			}
@@ -873,14 +878,20 @@ func (l *Lease) callExtension(ctx context.Context, cmd topics.Command, every tim
 // unread. It returns the lease's loss when the refusal, read late, leaves
 // the lease past its deadline.
 func (l *Lease) capRefused(ev topics.Event, sent sentAt) error {
-	li := ev.LockInfo
-	if li == nil || li.Status != topics.StatusAcquired || li.OwnerID != l.Owner || li.FencingToken != l.Token || replyLease(ev) != nil {
+	if !l.shownBy(ev) {
 		return nil
 	}
 	if ended, before := l.confirm(ev, sent); !before {
 		return ended
 	}
 	return nil
+}
+
+// shownBy reports whether ev's lock_info shows this lease in force, within
+// the contract.
+func (l *Lease) shownBy(ev topics.Event) bool {
+	li := ev.LockInfo
+	return li != nil && li.Status == topics.StatusAcquired && li.OwnerID == l.Owner && li.FencingToken == l.Token && replyLease(ev) == nil
 }
 
 // confirm records an answer that shows the lease (update), unless the lease

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -902,5 +903,50 @@ func TestExtendCutShortIsGivenBack(t *testing.T) {
 			require.Equal(t, topics.OpRelease, release.Operation)
 			require.Equal(t, l.Token, *release.FencingToken)
 		})
+	}
+}
+
+// An extend past how far a lease may run ahead of now
+// (topics.MaxLeaseAheadSeconds) is refused INVALID_REQUEST with the lease
+// shown unchanged and held: the SDK keeps it, as for MAX_HOLD_EXCEEDED,
+// rather than lose it and release what the worker holds; an
+// INVALID_REQUEST that does not show the lease still loses it.
+func TestExtendPastHowFarALeaseRunsAheadKeepsIt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var seen recorder
+	var hideLease atomic.Bool
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		seen.add(cmd)
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			return one(granted(cmd, topics.TypeAcquired, 30))
+		case topics.OpExtend:
+			ev := rejectedEvent(cmd, topics.CodeInvalidRequest)
+			ev.ErrorMessage = `the lease of lock "job" would end at ..., more than 366 days (31622400 s) past now, the furthest a lease may run ahead: extend it later`
+			if !hideLease.Load() {
+				ev.LockInfo = granted(cmd, topics.TypeAcquired, 30).LockInfo
+			}
+			return one(ev)
+		case topics.OpRelease:
+			return one(granted(cmd, topics.TypeReleased, 30))
+		}
+		return nil
+	})
+	l, err := c.Acquire(ctx, "job", WithLease(30*time.Second), WithoutKeepAlive())
+	require.NoError(t, err)
+	err = l.Extend(ctx, 24*time.Hour)
+	require.ErrorIs(t, err, ErrInvalidRequest)
+	require.NotErrorIs(t, err, ErrLeaseLost)
+	require.NoError(t, l.Err(), "held")
+	require.Equal(t, []string{topics.OpAcquire, topics.OpExtend}, seen.since(0), "nothing released")
+
+	hideLease.Store(true)
+	err = l.Extend(ctx, 24*time.Hour)
+	require.ErrorIs(t, err, ErrInvalidRequest)
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("an INVALID_REQUEST about the command still loses the lease")
 	}
 }
