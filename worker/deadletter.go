@@ -47,8 +47,9 @@ func producerHeaderName(name string) string {
 
 // deadLetter is the dead-letter copy of a record that could not be applied:
 // its key, value and headers, cut so that together they take at most limit
-// bytes (each header counted with deadLetterPerHeader, the key twice: the
-// relay writes it again as the partition_key header), and then the headers
+// bytes (each header counted with deadLetterPerHeader, the key and a
+// ce_id header's value twice: the relay writes them again as the
+// partition_key and _watermill_message_uuid headers), and then the headers
 // that say why and where it came from (and what was cut). Whatever a
 // producer sent, the copy fits within a broker's limits: the record's own
 // headers get at most a quarter of limit (whole headers, in order, each
@@ -65,6 +66,9 @@ func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs 
 		}
 		own := topics.Header{Key: producerHeaderName(h.Key), Value: h.Value}
 		n := len(own.Key) + len(own.Value) + deadLetterPerHeader
+		if own.Key == topics.HeaderCEID {
+			n += len(own.Value) // the relay writes it again as the message's UUID header
+		}
 		if headerBytes+n > limit/4 {
 			cut = append(cut, "headers")
 			break

@@ -14,6 +14,7 @@ import (
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -39,32 +40,9 @@ func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 		Key: key, Value: value, Headers: produced}}, polledAt: time.Now()})
 	require.Len(t, outboxRows(t, st, names.DeadLetter, 0), 1)
 
-	pub, pubClient, err := outbox.NewKafkaPublisher([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, 10*time.Second, names.ReplyPrefix, false, -1)
-	require.NoError(t, err)
-	t.Cleanup(pubClient.Close)
-	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = relay.Run(ctx, 0) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	// Published (the row deleted) or parked, whichever comes.
-	require.Eventually(t, func() bool {
-		var waiting int
-		err := st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE topic = $1 AND parked_until IS NULL`, names.DeadLetter).Scan(&waiting)
-		return err == nil && waiting == 0
-	}, time.Minute, 10*time.Millisecond)
-	var parked []string
-	rows, err := st.Pool.Query(ctx, `SELECT park_reason FROM outbox WHERE topic = $1`, names.DeadLetter)
-	require.NoError(t, err)
-	for rows.Next() {
-		var reason string
-		require.NoError(t, rows.Scan(&reason))
-		parked = append(parked, reason)
-	}
-	require.NoError(t, rows.Err())
+	parked := relayDeadLetters(t, c, st)
 	require.Empty(t, parked, "the copy parked")
+	ctx := t.Context()
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(names.DeadLetter),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -92,4 +70,54 @@ func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 	require.Equal(t, strconv.Itoa(len(value)), headers[topics.HeaderOriginalValueSize])
 	require.Equal(t, "forged", headers["original_"+topics.HeaderTruncated])
 	require.Equal(t, "forged", headers["original_"+kafkapubsub.DefaultKeyMetadata])
+}
+
+// relayDeadLetters runs a relay over st's outbox into c until no
+// dead-letter row waits, and returns the park reasons of those parked.
+func relayDeadLetters(t *testing.T, c *kfake.Cluster, st *store.Store) []string {
+	t.Helper()
+	names := topics.DefaultNames()
+	pub, pubClient, err := outbox.NewKafkaPublisher([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, 10*time.Second, names.ReplyPrefix, false, -1)
+	require.NoError(t, err)
+	t.Cleanup(pubClient.Close)
+	relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: st.Pool})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = relay.Run(ctx, 0) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	// Published (the row deleted) or parked, whichever comes.
+	require.Eventually(t, func() bool {
+		var waiting int
+		err := st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE topic = $1 AND parked_until IS NULL`, names.DeadLetter).Scan(&waiting)
+		return err == nil && waiting == 0
+	}, time.Minute, 10*time.Millisecond)
+	var parked []string
+	rows, err := st.Pool.Query(ctx, `SELECT park_reason FROM outbox WHERE topic = $1`, names.DeadLetter)
+	require.NoError(t, err)
+	for rows.Next() {
+		var reason string
+		require.NoError(t, rows.Scan(&reason))
+		parked = append(parked, reason)
+	}
+	require.NoError(t, rows.Err())
+	return parked
+}
+
+// A producer's ce_id header is written twice by the relay (as ce_id and as
+// the message's UUID header): a copy at the largest bound with a large one
+// still fits the record limit, counted so.
+func TestDeadLetterCopyWithALargeCEIDFits(t *testing.T) {
+	const limit = 900_000
+	names := topics.DefaultNames()
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.DeadLetter))
+	w, st := newApplierOn(t, c)
+	w.cfg.DeadLetterMaxBytes = limit
+	ceID := bytes.Repeat([]byte("i"), limit/4-len(topics.HeaderCEID)-deadLetterPerHeader)
+	key, value := bytes.Repeat([]byte("k"), limit/8), bytes.Repeat([]byte("v"), 600_000)
+	apply(w, segment{p: w.newPartition(w.hard, 0), records: []*kgo.Record{{Topic: names.Commands, Partition: 0, Offset: 0,
+		Key: key, Value: value, Headers: []kgo.RecordHeader{{Key: topics.HeaderCEID, Value: ceID}}}}, polledAt: time.Now()})
+	require.Len(t, outboxRows(t, st, names.DeadLetter, 0), 1)
+	require.Empty(t, relayDeadLetters(t, c, st), "the copy parked")
 }
