@@ -258,8 +258,8 @@ func refuseShadowed(ctx context.Context, conn *pgx.Conn, schema string) error {
 	}
 	return fmt.Errorf("migrating: schema %s, the first of the search_path that exists, has no lockworker tables, but schema %s further along it has: "+
 		"not creating new empty tables in %s, which would forget the locks, offsets and outcomes kept in %s if they are this deployment's. "+
-		"Set search_path in DATABASE_URL to the one schema this deployment uses (search_path=%s to go on with those tables; a new deployment's own schema alone otherwise)",
-		schema, other, schema, other, other)
+		"Set the search_path to the one schema this deployment uses, %s to go on with those tables (search_path=%s in DATABASE_URL, or ALTER ROLE ... SET search_path = %s, which works with POSTGRES_* and behind pgbouncer; a new deployment's own schema alone otherwise), or drop schema %s if it was created by mistake",
+		schema, other, schema, other, other, other, other, schema)
 }
 
 // newerSchema is Migrate's answer to schema at version, newer than this

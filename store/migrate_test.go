@@ -527,7 +527,7 @@ func TestMigrateReadsTheVersionOfItsOwnSchema(t *testing.T) {
 	// naming both, and nothing created.
 	err := st.Migrate(ctx)
 	require.ErrorContains(t, err, "schema "+mine.Name+", the first of the search_path that exists, has no lockworker tables, but schema "+other.Name+" further along it has")
-	require.ErrorContains(t, err, "search_path="+other.Name+" to go on with those tables")
+	require.ErrorContains(t, err, other.Name+" to go on with those tables (search_path="+other.Name+" in DATABASE_URL, or ALTER ROLE ... SET search_path = "+other.Name)
 	var created int
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`, mine.Name).Scan(&created))
 	require.Zero(t, created)
