@@ -4,7 +4,8 @@
 // owners and names the only reply topic the requester may use. Two kinds of
 // keys verify tokens:
 //
-//   - issuer keys, the public keys of AUTH_KEYS (Ed25519, RSA or ECDSA, PEM)
+//   - issuer keys, the public keys of AUTH_KEYS (Ed25519, RSA or ECDSA, PEM:
+//     public keys, or a certificate and its chain, the chain not loaded)
 //     and the shared AUTH_HMAC_KEY_FILE secret: a token they verify is
 //     taken as written, any sub, namespaces and admin, so their private
 //     halves (and the secret) belong to token issuers, never to a
@@ -20,6 +21,9 @@ package auth
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/json"
@@ -142,14 +146,15 @@ func (r Requester) MayUse(ns string) bool {
 type Config struct {
 	// KeysPath is a PEM file, or a directory of them (every *.pem), of
 	// issuer public keys, one or more a file: Ed25519 (EdDSA), RSA
-	// (RS256/384/512, PS256/384/512) or ECDSA (ES256/384/512). A token
-	// they verify may name any requester and claim anything: never give
-	// their private halves to a requester. Read at start and again when a
-	// file changes.
+	// (RS256/384/512, PS256/384/512) or ECDSA (ES256/384/512). A file may
+	// instead hold one certificate, standing for its key, and its chain,
+	// which is not loaded (publicKeys). A token they verify may name any
+	// requester and claim anything: never give their private halves to a
+	// requester. Read at start and again when a file changes.
 	KeysPath string
 	// RequesterKeysPath is a directory of requester public keys (of the
-	// same kinds), <requester>.pem each, holding one key or more (a
-	// rotation appends the new one): a token verified by a key of
+	// same kinds and forms), <requester>.pem each, holding one key or more
+	// (a rotation appends the new one): a token verified by a key of
 	// billing.pem must have sub "billing" and no admin claim: the keys tried
 	// are those of the token's sub (a kid header is ignored). A
 	// file whose name before .pem is not a valid requester name
@@ -574,23 +579,62 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 	return ks, nil
 }
 
-// publicKeys reads every PEM block of a key file, each a public key (a
-// rotation appends the new key to the old, an identity provider exports
-// its keys as one bundle), and the JWT methods they verify. Text around
-// the blocks is ignored, as it was when only the first block was read.
+// publicKeys reads a key file's PEM blocks and the JWT methods their keys
+// verify. A file holds either public keys ("PUBLIC KEY", or PKCS #1 "RSA
+// PUBLIC KEY"), every one loaded (a rotation appends the new key to the
+// old, an identity provider exports its keys as one bundle), or one
+// certificate, whose key is loaded, followed by its chain: CA certificates,
+// not loaded, as the holder of a CA's private key could then sign any
+// token. Anything else fails the file rather than leave a key out unsaid
+// or trust one by mistake: another kind of block (a private key), keys and
+// a certificate in one file, a second signing certificate, or a block that
+// does not decode (damaged, or an append cut short). Text around the
+// blocks is ignored.
 func publicKeys(b []byte) ([]crypto.PublicKey, []string, error) {
 	var keys []crypto.PublicKey
 	var methods []string
-	for {
+	var certificate bool // the first block is a certificate
+	for n := 1; ; n++ {
 		block, rest := pem.Decode(b)
+		read := b[:len(b)-len(rest)] // this block and the ones pem.Decode skipped
+		if block == nil {
+			read = b
+		}
+		if begun := beginLines(read); begun > 1 || block == nil && begun > 0 {
+			return nil, nil, fmt.Errorf("PEM block %d cannot be decoded (damaged, or no END line)", n)
+		}
 		if block == nil {
 			break
 		}
-		k, ms, err := publicKey(pem.EncodeToMemory(block))
-		if err != nil {
-			return nil, nil, fmt.Errorf("PEM block %d: %w", len(keys)+1, err)
+		b = rest
+		var k crypto.PublicKey
+		var err error
+		switch {
+		case block.Type == "CERTIFICATE" && n == 1:
+			certificate = true
+			var c *x509.Certificate
+			if c, err = x509.ParseCertificate(block.Bytes); err == nil {
+				k = c.PublicKey
+			}
+		case block.Type == "CERTIFICATE" && certificate:
+			if c, err := x509.ParseCertificate(block.Bytes); err != nil || !c.IsCA {
+				return nil, nil, fmt.Errorf("PEM block %d: a certificate after the first that is no CA certificate: only a file's first certificate is loaded, the CA certificates after it (its chain) are not; give each signing certificate its own file", n)
+			}
+			continue // the chain: not loaded
+		case block.Type == "CERTIFICATE", certificate && (block.Type == "PUBLIC KEY" || block.Type == "RSA PUBLIC KEY"):
+			return nil, nil, fmt.Errorf("PEM block %d: public keys and a certificate in one file: a file holds public keys, or one certificate followed by its chain", n)
+		case block.Type == "PUBLIC KEY":
+			k, err = x509.ParsePKIXPublicKey(block.Bytes)
+		case block.Type == "RSA PUBLIC KEY":
+			k, err = x509.ParsePKCS1PublicKey(block.Bytes)
+		default:
+			return nil, nil, fmt.Errorf("PEM block %d: %w: a %.40q block", n, errNotPublicKey, block.Type)
 		}
-		keys, methods, b = append(keys, k), append(methods, ms...), rest
+		ms := methodsOf(k)
+		if err != nil || ms == nil {
+			return nil, nil, fmt.Errorf("PEM block %d: %w", n, errNotPublicKey)
+		}
+		keys, methods = append(keys, k), append(methods, ms...)
 	}
 	if len(keys) == 0 {
 		return nil, nil, errNotPublicKey
@@ -600,16 +644,27 @@ func publicKeys(b []byte) ([]crypto.PublicKey, []string, error) {
 
 var errNotPublicKey = errors.New("not a PEM public key of Ed25519, RSA or ECDSA")
 
-// publicKey reads one PEM public key and the JWT methods it verifies.
-func publicKey(b []byte) (crypto.PublicKey, []string, error) {
-	if k, err := jwt.ParseEdPublicKeyFromPEM(b); err == nil {
-		return k, []string{"EdDSA"}, nil
+// beginLines counts the lines of b that begin a PEM block, as pem.Decode
+// finds them: more than the blocks it decoded is a block it skipped.
+func beginLines(b []byte) int {
+	const begin = "-----BEGIN "
+	n := bytes.Count(b, []byte("\n"+begin))
+	if bytes.HasPrefix(b, []byte(begin)) {
+		n++
 	}
-	if k, err := jwt.ParseRSAPublicKeyFromPEM(b); err == nil {
-		return k, []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, nil
+	return n
+}
+
+// methodsOf is the JWT methods a public key verifies, nil for a key of
+// another kind.
+func methodsOf(k crypto.PublicKey) []string {
+	switch k.(type) {
+	case ed25519.PublicKey:
+		return []string{"EdDSA"}
+	case *rsa.PublicKey:
+		return []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+	case *ecdsa.PublicKey:
+		return []string{"ES256", "ES384", "ES512"}
 	}
-	if k, err := jwt.ParseECPublicKeyFromPEM(b); err == nil {
-		return k, []string{"ES256", "ES384", "ES512"}, nil
-	}
-	return nil, nil, errNotPublicKey
+	return nil
 }

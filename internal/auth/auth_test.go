@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -10,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -789,4 +791,138 @@ func TestKeysReloadedInTheBackground(t *testing.T) {
 	}
 	close(release)
 	v.Close()
+}
+
+// certificate is a certificate of pub signed by signer (self-signed when
+// parent is nil), and its PEM block.
+func certificate(t *testing.T, pub, signer any, parent *x509.Certificate, ca bool) (*x509.Certificate, []byte) {
+	t.Helper()
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: ca, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	if parent == nil {
+		parent = tpl
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, parent, pub, signer)
+	require.NoError(t, err)
+	c, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return c, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// A certificate stands for its key only as a file's first block; the CA
+// certificates after it (its chain: fullchain.pem, an x5c in PEM) are not
+// loaded, as the CA's key would then sign any token, and two requesters'
+// chains through one CA would be refused as sharing a key. Keys and a
+// certificate in one file, a second signing certificate, or another kind
+// of block, fail the file.
+func TestKeyFileCertificates(t *testing.T) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	ca, caPEM := certificate(t, &caKey.PublicKey, caKey, nil, true)
+	leaf := func() (*ecdsa.PrivateKey, []byte) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		_, b := certificate(t, &k.PublicKey, caKey, ca, false)
+		return k, b
+	}
+	issuerKey, issuerChain := leaf()
+	issuers := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(issuers, "idp.pem"), slices.Concat(issuerChain, caPEM), 0o600))
+	v, err := NewVerifier(Config{KeysPath: issuers})
+	require.NoError(t, err)
+	t.Cleanup(v.Close)
+	_, err = v.Verify(sign(t, jwt.SigningMethodES256, caKey, claims("anyone", time.Minute)))
+	require.ErrorContains(t, err, "signature is invalid", "the CA's key is no issuer key")
+
+	requesters := t.TempDir()
+	requesterKeys := map[string]*ecdsa.PrivateKey{}
+	for _, name := range []string{"billing", "payments"} {
+		k, chain := leaf()
+		requesterKeys[name] = k
+		require.NoError(t, os.WriteFile(filepath.Join(requesters, name+".pem"), slices.Concat(chain, caPEM), 0o600))
+	}
+	v, err = NewVerifier(Config{KeysPath: issuers, RequesterKeysPath: requesters})
+	require.NoError(t, err, "two requesters' chains through one CA")
+	t.Cleanup(v.Close)
+	r, err := v.Verify(sign(t, jwt.SigningMethodES256, issuerKey, claims("payments", time.Minute)))
+	require.NoError(t, err, "the issuer's certificate")
+	require.Equal(t, "payments", r.Name)
+	r, err = v.Verify(sign(t, jwt.SigningMethodES256, requesterKeys["billing"], claims("billing", time.Minute)))
+	require.NoError(t, err, "billing's certificate")
+	require.Equal(t, "billing", r.Name)
+	_, err = v.Verify(sign(t, jwt.SigningMethodES256, caKey, claims("billing", time.Minute)))
+	require.ErrorContains(t, err, "signature is invalid", "the CA's key is no requester key")
+
+	edPub, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	_, edCert := certificate(t, edPub, edKey, nil, false)
+	f := filepath.Join(t.TempDir(), "k.pem")
+	require.NoError(t, os.WriteFile(f, edCert, 0o600))
+	v, err = NewVerifier(Config{KeysPath: f})
+	require.NoError(t, err)
+	t.Cleanup(v.Close)
+	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, edKey, claims("a", time.Minute)))
+	require.NoError(t, err, "an Ed25519 certificate")
+
+	_, secondLeaf := leaf()
+	private, err := x509.MarshalPKCS8PrivateKey(edKey)
+	require.NoError(t, err)
+	for name, tc := range map[string]struct {
+		file []byte
+		want string
+	}{
+		"a key, then a certificate":    {slices.Concat(pemBlock(t, edPub), edCert), "PEM block 2: public keys and a certificate in one file"},
+		"a certificate, then a key":    {slices.Concat(edCert, pemBlock(t, edPub)), "PEM block 2: public keys and a certificate in one file"},
+		"a second signing certificate": {slices.Concat(issuerChain, caPEM, secondLeaf), "PEM block 3: a certificate after the first that is no CA certificate"},
+		"a certificate and its key":    {slices.Concat(edCert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: private})), `PEM block 2: not a PEM public key of Ed25519, RSA or ECDSA: a "PRIVATE KEY" block`},
+	} {
+		require.NoError(t, os.WriteFile(f, tc.file, 0o600))
+		_, err := NewVerifier(Config{KeysPath: f})
+		require.ErrorContains(t, err, tc.want, name)
+	}
+}
+
+// A PEM block that does not decode (a character changed in transit, an
+// append cut short) fails the file, wherever it is: pem.Decode skips it,
+// and the key it held would be missing unsaid. Text around the blocks,
+// CRLF line ends and PKCS #1 RSA keys still load.
+func TestKeyFileDamagedBlock(t *testing.T) {
+	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
+	pub2, key2, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	block1, block2 := pemBlock(t, pub1), pemBlock(t, pub2)
+	badBase64 := bytes.Replace(block2, []byte("MCow"), []byte("MC*w"), 1)
+	require.NotEqual(t, block2, badBase64)
+	f := filepath.Join(t.TempDir(), "k.pem")
+	for name, tc := range map[string]struct {
+		file []byte
+		want string
+	}{
+		"the second block's base64 damaged": {slices.Concat(block1, badBase64), "PEM block 2 cannot be decoded"},
+		"the second block cut short":        {slices.Concat(block1, block2[:len(block2)-10]), "PEM block 2 cannot be decoded"},
+		"the first block cut short":         {slices.Concat(block1[:len(block1)-10], []byte("\n"), block2), "PEM block 1 cannot be decoded"},
+		"a damaged block between two":       {slices.Concat(block1, badBase64, block2), "PEM block 2 cannot be decoded"},
+		"only a damaged block":              {badBase64, "PEM block 1 cannot be decoded"},
+	} {
+		require.NoError(t, os.WriteFile(f, tc.file, 0o600))
+		_, err := NewVerifier(Config{KeysPath: f})
+		require.ErrorContains(t, err, tc.want, name)
+	}
+
+	pkcs1 := pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&rsaKey.PublicKey)})
+	text := slices.Concat([]byte("# -----BEGIN in a comment\nissuer keys -----\n"), block1, []byte("\nkey 2:\n"), pkcs1, block2, []byte("end\n"))
+	for name, file := range map[string][]byte{"text around": text, "CRLF": bytes.ReplaceAll(text, []byte("\n"), []byte("\r\n"))} {
+		require.NoError(t, os.WriteFile(f, file, 0o600))
+		v, err := NewVerifier(Config{KeysPath: f})
+		require.NoError(t, err, name)
+		for _, tok := range []string{
+			sign(t, jwt.SigningMethodEdDSA, key1, claims("a", time.Minute)),
+			sign(t, jwt.SigningMethodRS256, rsaKey, claims("a", time.Minute)),
+			sign(t, jwt.SigningMethodEdDSA, key2, claims("a", time.Minute)),
+		} {
+			_, err := v.Verify(tok)
+			require.NoError(t, err, name)
+		}
+		v.Close()
+	}
 }
