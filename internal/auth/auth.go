@@ -176,14 +176,15 @@ type Config struct {
 	// files for changes (Verify never waits for it). Default 2 s.
 	ReloadEvery time.Duration
 	// OnReload, when set, is told of every reload and its error (the old
-	// keys stay in force after a failed one, and files that failed are
-	// not read again until they change), on the reloading goroutine. A
-	// KeysPath directory left without a key is a failed load, whatever
-	// keys the other sources hold: an emptied mount must not drop every
-	// issuer key; to take its last key away, unset AUTH_KEYS and restart.
-	// RequesterKeysPath may be left empty: deleting a requester's key
-	// revokes it, the last one too, unless no key of any source would
-	// remain (a failed load).
+	// keys stay in force after a failed one; files that failed to parse
+	// are not read again until they change, files that could not be read
+	// or listed are at every check, and the same error is told once), on
+	// the reloading goroutine. A KeysPath directory left without a key is
+	// a failed load, whatever keys the other sources hold: an emptied
+	// mount must not drop every issuer key; to take its last key away,
+	// unset AUTH_KEYS and restart. RequesterKeysPath may be left empty:
+	// deleting a requester's key revokes it, the last one too, unless no
+	// key of any source would remain (a failed load).
 	OnReload func(keys int, err error)
 }
 
@@ -203,8 +204,8 @@ type Verifier struct {
 	meta  string     // the key files' statStamp at the last read, "" when not to be trusted
 	stamp string     // the key files' stamp (readAll) at the last load
 	// failed is the stamp of the files as a failed load found them (or the
-	// error that kept a stamp from being taken): they are read again, and
-	// the failure reported again, only once they change.
+	// error that kept a stamp from being taken): a failure is reported
+	// again only once they change (or the error does).
 	failed string
 }
 
@@ -348,15 +349,19 @@ func (v *Verifier) reload() {
 	if err == nil && meta != "" && meta == v.meta {
 		return // unchanged since the last read
 	}
-	v.meta = meta
 	var contents [][]byte
 	var stamp string
 	if err == nil {
 		contents, stamp, err = readAll(files)
 	}
 	if err != nil {
-		stamp = errorStamp(err)
+		// Read again at the next check, though the files may not change:
+		// an error of the system's (EMFILE, EIO or ESTALE on a network file
+		// system) is no fault of theirs and passes. A file that does not
+		// parse is its own fault, and waits for its change.
+		meta, stamp = "", errorStamp(err)
 	}
+	v.meta = meta
 	if stamp == v.stamp {
 		v.failed = "" // back as loaded: breaking them again is news
 		return
@@ -481,10 +486,10 @@ func (v *Verifier) scan() ([]keyFile, string, error) {
 
 // statStamp is a hash of the key files' names and of what stat says of
 // each (changeStamp), taken without reading them, so that a check of
-// unchanged files reads none. It is "" when it cannot be trusted: where
-// changeStamp is none, or while a file changed within settleTime, as a
-// write in the same tick of the file system's clock would leave its times
-// as they were.
+// unchanged files reads none. It is "" when it cannot be trusted, and
+// then every key file is read: where changeStamp is none, or while any
+// file changed within settleTime, as a write in the same tick of the file
+// system's clock would leave its times as they were.
 func statStamp(files []keyFile, now time.Time) string {
 	h := sha256.New()
 	for _, f := range files {
