@@ -179,12 +179,13 @@ type Config struct {
 	// keys stay in force after a failed one; files that failed to parse
 	// are not read again until they change, files that could not be read
 	// or listed are at every check, and the same error is told once), on
-	// the reloading goroutine. A KeysPath directory left without a key is
-	// a failed load, whatever keys the other sources hold: an emptied
-	// mount must not drop every issuer key; to take its last key away,
-	// unset AUTH_KEYS and restart. RequesterKeysPath may be left empty:
-	// deleting a requester's key revokes it, the last one too, unless no
-	// key of any source would remain (a failed load).
+	// the reloading goroutine, after Close too for a reload Close stopped
+	// waiting for. A KeysPath directory left without a key is a failed
+	// load, whatever keys the other sources hold: an emptied mount must
+	// not drop every issuer key; to take its last key away, unset
+	// AUTH_KEYS and restart. RequesterKeysPath may be left empty: deleting
+	// a requester's key revokes it, the last one too, unless no key of any
+	// source would remain (a failed load).
 	OnReload func(keys int, err error)
 }
 
@@ -195,10 +196,10 @@ type Verifier struct {
 	// keys is the key set in force: Verify only loads it, so that a
 	// reload (thousands of requester files, a hung network file system)
 	// never holds up a command.
-	keys      atomic.Pointer[keySet]
-	stop      chan struct{}
-	stopOnce  sync.Once
-	reloading sync.WaitGroup
+	keys     atomic.Pointer[keySet]
+	stop     chan struct{}
+	stopOnce sync.Once
+	stopped  chan struct{} // closed when the reloading goroutine ends
 
 	mu    sync.Mutex // the reload's state below
 	meta  string     // the key files' statStamp at the last read, "" when not to be trusted
@@ -218,7 +219,7 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.ReloadEvery <= 0 {
 		cfg.ReloadEvery = 2 * time.Second
 	}
-	v := &Verifier{cfg: cfg, stop: make(chan struct{})}
+	v := &Verifier{cfg: cfg, stop: make(chan struct{}), stopped: make(chan struct{})}
 	files, meta, err := v.scan()
 	if err != nil {
 		return nil, err
@@ -233,20 +234,29 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	}
 	v.keys.Store(&keys)
 	v.meta, v.stamp = meta, stamp
-	v.reloading.Add(1)
 	go v.reloadEvery()
 	return v, nil
 }
 
-// Close stops the reloads, waiting for one under way (on a hung file
-// system, as long as it hangs). Verify goes on with the keys in force.
+// Close stops the reloads, waiting at most closeWait for one under way: on
+// a hung file system (a hard-mounted NFS server gone) a reload ends only
+// when the file system answers, and the process must stop meanwhile. Such
+// a reload still ends, and is told to OnReload, after Close returned.
+// Verify goes on with the keys in force.
 func (v *Verifier) Close() {
 	v.stopOnce.Do(func() { close(v.stop) })
-	v.reloading.Wait()
+	select {
+	case <-v.stopped:
+	case <-time.After(closeWait):
+	}
 }
 
+// closeWait is far longer than a reload takes on a file system that
+// answers (about 150 ms for 5,000 requester keys).
+const closeWait = time.Second
+
 func (v *Verifier) reloadEvery() {
-	defer v.reloading.Done()
+	defer close(v.stopped)
 	t := time.NewTicker(v.cfg.ReloadEvery)
 	defer t.Stop()
 	for {

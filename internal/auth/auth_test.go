@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -925,4 +926,45 @@ func TestKeyFileDamagedBlock(t *testing.T) {
 		}
 		v.Close()
 	}
+}
+
+// Close does not wait for a reload that hangs (a hung network file system,
+// here an OnReload that does not return): the process must still stop. The
+// goroutine ends once its reload returns.
+func TestCloseDoesNotWaitForAHungReload(t *testing.T) {
+	dir := t.TempDir()
+	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(dir, "1.pem"), pub1)
+	hung, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	v, err := NewVerifier(Config{KeysPath: dir, ReloadEvery: time.Millisecond, OnReload: func(int, error) {
+		once.Do(func() { close(hung) })
+		<-release
+	}})
+	require.NoError(t, err)
+	pub2, _, _ := ed25519.GenerateKey(rand.Reader)
+	writePublic(t, filepath.Join(dir, "2.new"), pub2)
+	require.NoError(t, os.Rename(filepath.Join(dir, "2.new"), filepath.Join(dir, "2.pem")))
+	<-hung
+
+	closed := make(chan struct{})
+	var closers sync.WaitGroup
+	for range 2 {
+		closers.Go(v.Close)
+	}
+	go func() {
+		closers.Wait()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waits for the hung reload")
+	}
+	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, key1, claims("a", time.Minute)))
+	require.NoError(t, err, "after Close, with the keys in force")
+
+	close(release)
+	<-v.stopped
+	v.Close()
 }
