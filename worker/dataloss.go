@@ -362,8 +362,9 @@ func (w *Worker) locateLoss(ctx context.Context, p int32, pos store.Position) (s
 // holds, by partition, the move an earlier attempt sent whose outcome is
 // unknown (offsetMove): one found made is reported now, one whose offset is
 // still where it is from stays kept (foundMade); it is set to the one this
-// attempt sends when its outcome is unknown.
-func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position, sent map[int32]*offsetMove) error {
+// attempt sends when its outcome is unknown. read is kept across attempts
+// too (storedRead).
+func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset, stored map[int32]store.Position, sent map[int32]*offsetMove, read map[int32]storedRead) error {
 	ends, err := w.logEnds(ctx)
 	if err != nil {
 		return err
@@ -374,13 +375,20 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 		m := sent[p] // kept while its outcome stays unknown (foundMade, moveOffset)
 		delete(sent, p)
 		if !ok {
+			delete(read, p)
 			continue
 		}
-		w.foundMade(p, &m, pos) // and the checks go on from where it put the offset
+		made := w.foundMade(p, &m, pos) // and the checks go on from where it put the offset
+		r, seen := read[p]
+		if !seen || !made && pos.Next != r.at {
+			r.before = pos.Next // not where an earlier attempt's moves left it
+		}
 		to, err := w.checkLogBounds(ctx, p, pos, ends, &starts, &m)
 		if m != nil {
 			sent[p] = m
 		}
+		r.at = to.Next // also on an error: a move made before it is this worker's
+		read[p] = r
 		if err != nil {
 			return err
 		}
@@ -388,6 +396,13 @@ func (w *Worker) checkLogEnds(ctx context.Context, assigned map[int32]kgo.Offset
 	}
 	return nil
 }
+
+// storedRead is, for a partition being resumed, its stored offset as
+// resumeFromStore read it before its own moves (before), and where they
+// left it (at): an attempt that reads it there again, or where a move
+// whose answer was lost put it (foundMade), keeps before; one that finds it
+// elsewhere (another replica moved it) takes what it reads.
+type storedRead struct{ before, at int64 }
 
 // checkLogBounds is checkLogEnds for partition p, stored at pos: it moves
 // the stored offset back when the log ends below pos (rewind), then forward

@@ -382,13 +382,13 @@ func TestRetentionSkipWhoseAnswerWasLost(t *testing.T) {
 func TestLossBeforeTheFirstBatchComparesWithWhereItResumed(t *testing.T) {
 	ctx := context.Background()
 	names := topics.DefaultNames()
-	w, st, logs := withCommands(t) // the log holds every record applied
+	_, w, st, logs := withCommands(t) // the log holds every record applied
 	_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 200)`, names.Commands)
 	require.NoError(t, err)
 	p := own(w, 0)
 	stored, err := st.Offsets(ctx, "lockworker", names.Commands)
 	require.NoError(t, err)
-	w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored) // as resumeFromStore does
+	w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored, nil) // as resumeFromStore does
 
 	_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 150 WHERE partition = 0`) // the loss
 	require.NoError(t, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -107,10 +108,10 @@ func publishedToken42(t *testing.T, opts ...kfake.Opt) (c *kfake.Cluster, w *Wor
 // holds 250 records, and whose sequence is at its start (setval(1,
 // false)), as PostgreSQL leaves it when it lost every grant: the token
 // floor check, once run, moves it past 42.
-func withCommands(t *testing.T) (w *Worker, st *store.Store, logs *testlog.Buffer) {
+func withCommands(t *testing.T) (c *kfake.Cluster, w *Worker, st *store.Store, logs *testlog.Buffer) {
 	t.Helper()
 	names := topics.DefaultNames()
-	c, w, st, logs := publishedToken42(t, kfake.SeedTopics(1, names.Commands))
+	c, w, st, logs = publishedToken42(t, kfake.SeedTopics(1, names.Commands))
 	pp, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	require.NoError(t, err)
 	defer pp.Close()
@@ -121,7 +122,7 @@ func withCommands(t *testing.T) (w *Worker, st *store.Store, logs *testlog.Buffe
 	require.NoError(t, pp.ProduceSync(context.Background(), recs...).FirstErr())
 	_, err = st.Pool.Exec(context.Background(), `SELECT setval('fencing_tokens', 1, false)`)
 	require.NoError(t, err)
-	return w, st, logs
+	return c, w, st, logs
 }
 
 // tokenOf is the fencing token lock holds.
@@ -154,7 +155,7 @@ func TestFirstBatchComparesWithTheGroupsCommittedOffset(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			w, st, logs := withCommands(t)
+			_, w, st, logs := withCommands(t)
 			names := topics.DefaultNames()
 			if c.stored >= 0 {
 				_, err := st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, $2)`,
@@ -225,14 +226,14 @@ func TestFirstBatchFindsTheOffsetBelowWhereItResumed(t *testing.T) {
 			if c.restart {
 				require.NoError(t, w.seekStored(ctx, p)) // as a restarted partition does
 			} else {
-				w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored) // as resumeFromStore does
+				w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, stored, nil) // as resumeFromStore does
 			}
 			if c.after != "" {
 				_, err = st.Pool.Exec(ctx, c.after)
 				require.NoError(t, err)
 			}
 			if c.again { // as a second resumeFromStore of the partition, after this replica forgot the offsets
-				w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, map[int32]store.Position{})
+				w.knowResumed(map[int32]kgo.Offset{0: kgo.NewOffset()}, map[int32]store.Position{}, nil)
 			}
 
 			locks := make([]string, 51) // offsets 200..250
@@ -257,6 +258,81 @@ func TestFirstBatchFindsTheOffsetBelowWhereItResumed(t *testing.T) {
 			require.Equal(t, &store.Position{Next: c.next, Epoch: -1}, again.seek.Load(), "fetched again from the stored offset")
 			require.Contains(t, logs.String(), `"expected_offset":200`)
 			require.Contains(t, logs.String(), "partition offset went back: restarting")
+		})
+	}
+}
+
+// Kafka alone lost records of a partition (an unclean leader election): its
+// log ends at 250, below the stored offset, while the group's offset
+// committed to Kafka, which lags PostgreSQL's, is between the two.
+// PostgreSQL lost nothing (its sequence, at 100, is above the token
+// published, 42). The replica assigned the partition moves the stored
+// offset back to the log's end itself; Kafka's commit, above where it
+// moved it but not above what it read, is no sign of a PostgreSQL loss:
+// the partition resumes from 250, and neither its first batch nor a loss
+// the client reports before it finds the offset gone back (no "went back"
+// error, no check, no restart). So too when the move was made by an earlier
+// attempt of the resume, retried after a transient failure. A commit above
+// the stored offset as read still is such a sign.
+func TestOwnMoveBackAtResumeIsNotTakenForALoss(t *testing.T) {
+	for name, c := range map[string]struct {
+		stored    int64
+		retried   bool // the log's starts fail once, after the move back
+		lossFirst bool // the client reports a loss before the first batch
+		back      bool
+	}{
+		"moved back":                         {stored: 300},
+		"moved back, then the check retried": {stored: 300, retried: true},
+		"moved back, then a loss reported":   {stored: 300, lossFirst: true},
+		"PostgreSQL lost transactions too":   {stored: 270, back: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			names := topics.DefaultNames()
+			cl, w, st, logs := withCommands(t) // the log: offsets 0..249
+			_, err := st.Pool.Exec(ctx, `SELECT setval('fencing_tokens', 100)`)
+			require.NoError(t, err)
+			_, err = st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, $2)`,
+				names.Commands, c.stored)
+			require.NoError(t, err)
+			if c.retried {
+				cl.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Err: kerr.LeaderNotAvailable, When: func(req kmsg.Request) bool {
+					for _, t := range req.(*kmsg.ListOffsetsRequest).Topics {
+						for _, p := range t.Partitions {
+							if p.Timestamp == -2 { // the log's start, listed after the move back
+								return true
+							}
+						}
+					}
+					return false
+				}})
+			}
+			p := own(w, 0)
+			offsets, err := w.resumeFromStore(ctx, map[string]map[int32]kgo.Offset{names.Commands: {0: kgo.NewOffset().At(280)}}) // as kgo calls it
+			require.NoError(t, err)
+			require.EqualValues(t, 250, offsets[names.Commands][0].EpochOffset().Offset)
+			require.Equal(t, 1, strings.Count(logs.String(), "the commands topic lost records this group applied"), logs.String())
+			if c.retried {
+				require.Contains(t, logs.String(), "reading or checking the stored offsets of the assigned partitions failed")
+			}
+			if c.lossFirst {
+				p.pending.Add(1)
+				w.lostRecords(segment{p: p, lost: &kgo.ErrDataLoss{Partition: 0}})
+				require.Equal(t, &store.Position{Next: 250, Epoch: -1}, p.seek.Load(), "fetched from the stored offset")
+			}
+
+			apply(w, seg(t, p, 250, "l"))
+			if !c.back {
+				require.NotContains(t, logs.String(), "went back")
+				require.NoError(t, p.ctx.Err(), "not restarted")
+				require.EqualValues(t, 251, storedOffset(t, st, 0))
+				require.EqualValues(t, 101, tokenOf(t, st, "l"), "no check raised the sequence")
+				return
+			}
+			require.Contains(t, logs.String(), "stored offset went back")
+			require.Contains(t, logs.String(), `"expected_offset":280`)
+			again := restarted(t, w, p)
+			require.EqualValues(t, 250, again.seek.Load().Next, "fetched again from the stored offset")
 		})
 	}
 }

@@ -1088,14 +1088,15 @@ func (w *Worker) listCommands(ctx context.Context, which string,
 func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	var stored map[int32]store.Position
 	sent := map[int32]*offsetMove{} // moves whose answer may have been lost (checkLogEnds)
+	read := map[int32]storedRead{}  // the stored offsets before this worker's moves
 	err := w.retry(ctx, w.log, "reading or checking the stored offsets of the assigned partitions failed", transient, func(ctx context.Context) (err error) {
-		stored, err = w.checkStored(ctx, offsets[w.cfg.Names.Commands], sent)
+		stored, err = w.checkStored(ctx, offsets[w.cfg.Names.Commands], sent, read)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	w.knowResumed(offsets[w.cfg.Names.Commands], stored)
+	w.knowResumed(offsets[w.cfg.Names.Commands], stored, read)
 	for _, parts := range offsets {
 		for p := range parts {
 			if pos, ok := stored[p]; ok {
@@ -1116,11 +1117,16 @@ func (w *Worker) resumeFromStore(ctx context.Context, offsets map[string]map[int
 // partition never applied is left to Lag's next read. It is also where
 // the partition resumed (resumed), for its first batch to compare with;
 // or the group's offset committed to Kafka (assigned), when that is
-// above it or nothing is stored: Kafka's is marked only once PostgreSQL
-// committed what it covers, so PostgreSQL lost transactions (a restore, a
-// failover; or this group moved it back after Kafka lost records), and
-// the first batch checks the fencing tokens before it grants (wentBack).
-func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]store.Position) {
+// above the stored offset as read before this worker moved it (read,
+// checkLogEnds; none: as stored) or nothing is stored: Kafka's is marked
+// only once PostgreSQL committed what it covers, so PostgreSQL lost
+// transactions (a restore, a failover; or, benign, another replica moved
+// it back after Kafka lost records, before the group's commit followed),
+// and the first batch checks the fencing tokens before it grants
+// (wentBack). This worker's own move back, after
+// Kafka lost records it applied, is no such sign: Kafka's commit, which
+// lags PostgreSQL's, may well be above where it moved.
+func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]store.Position, read map[int32]storedRead) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for id, committed := range assigned {
@@ -1136,8 +1142,12 @@ func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]sto
 			p.stored.Store(pos.Next)
 			resumed = pos.Next
 		}
-		if c := committed.EpochOffset().Offset; c >= 0 && c > resumed {
-			resumed = c
+		before := resumed
+		if r, ok := read[id]; ok {
+			before = r.before
+		}
+		if c := committed.EpochOffset().Offset; c >= 0 && c > before {
+			resumed = max(resumed, c)
 		}
 		p.resumed.Store(resumed)
 	}
@@ -1146,7 +1156,7 @@ func (w *Worker) knowResumed(assigned map[int32]kgo.Offset, stored map[int32]sto
 // checkStored returns the stored offsets of the commands topic, checked
 // against the topic's ID (checkTopicID) and, for the assigned partitions,
 // against the log's ends and starts (checkLogEnds).
-func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset, sent map[int32]*offsetMove) (map[int32]store.Position, error) {
+func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset, sent map[int32]*offsetMove, read map[int32]storedRead) (map[int32]store.Position, error) {
 	if err := w.checkTopicID(ctx); err != nil {
 		return nil, err
 	}
@@ -1154,7 +1164,7 @@ func (w *Worker) checkStored(ctx context.Context, assigned map[int32]kgo.Offset,
 	if err != nil {
 		return nil, err
 	}
-	return stored, w.checkLogEnds(ctx, assigned, stored, sent)
+	return stored, w.checkLogEnds(ctx, assigned, stored, sent, read)
 }
 
 // transient reports whether err, of resuming, may pass by itself: a lost
