@@ -933,8 +933,12 @@ func (w *Worker) committed(parts []*part, results []result, took time.Duration) 
 			w.cl.MarkCommitRecords(pt.records[len(pt.records)-1])
 		}
 		if len(pt.skips) > 0 {
-			b := pt.skips[len(pt.skips)-1]
-			w.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: {pt.p.id: fetchbound.Past(b)}})
+			// The client, stopped at the last one, is moved past it only
+			// now that the stored offset is: the seek marks its offset
+			// for commit (queueTooLarge).
+			past := fetchbound.Past(pt.skips[len(pt.skips)-1])
+			w.cl.MarkCommitOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: {pt.p.id: past}})
+			w.seekTo(pt.p, store.Position{Next: past.Offset, Epoch: past.Epoch})
 		}
 		for _, b := range pt.marked {
 			w.skipped(pt.p, b)

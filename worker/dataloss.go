@@ -471,6 +471,11 @@ func (w *Worker) retained(p int32, m offsetMove, answerLost bool) {
 // partition's next records come from there). A partition that lost records
 // again meanwhile is checked again instead, in segs: the seek may be above
 // the log's new end, where kgo would resume at the log's start unasked.
+// No skip of the partition is queued in segs: a seek is set while it is
+// losing (a loss's check, a restart), when queueTooLarge skips nothing of
+// it, or once its skip committed, the client stopped at that batch since.
+// Were there one, it would move the stored offset past records fetched
+// again from the seek, lost: it is voided, and the seek made.
 //
 // detours holds, for a partition marked refetch, a seek to make just
 // before: kgo makes a SetOffsets only to another position than the one it
@@ -498,7 +503,7 @@ func (w *Worker) seekRewound(segs [][]segment) (to, detours map[int32]kgo.EpochO
 			}
 			to[id] = kgo.EpochOffset{Epoch: pos.Epoch, Offset: pos.Next}
 			p.losing = false
-			voidSkips(segs[p.lane], p) // none: see the poll loop
+			voidSkips(segs[p.lane], p) // none: see above
 			if p.refetch {
 				if detours == nil {
 					detours = map[int32]kgo.EpochOffset{}

@@ -23,10 +23,14 @@ import (
 // the partition's records polled before it (or a later one of the same
 // applier) moves the stored offset past it, from where that transaction
 // found it, as every batch does, and writes a marker naming its offsets to
-// the dead-letter topic. The client is moved past it at once, so the records
-// after it are polled meanwhile, and queued behind it. A replica that stops
-// before that transaction commits leaves the stored offset before the batch,
-// and its partition's next owner meets the batch and skips it the same way.
+// the dead-letter topic. The client is moved past it once that transaction
+// committed (committed, seekTo), not before: kgo takes a seek's offset as
+// marked for commit (SetOffsets sets the head it commits), and the group's
+// offset in Kafka must not get ahead of PostgreSQL's, which a partition's
+// next owner would take for PostgreSQL having lost transactions
+// (knowResumed). A replica that stops before that transaction commits
+// leaves the stored offset before the batch, and its partition's next owner
+// meets the batch and skips it the same way.
 
 // DeadLetterBatchTooLarge is the reason of a dead-letter marker for a batch
 // of the commands topic skipped unread because it decompresses past the
@@ -42,10 +46,9 @@ const DeadLetterBatchTooLarge = "BATCH_TOO_LARGE"
 const HeaderSourceLastOffset = "source_last_offset"
 
 // queueTooLarge adds to segs the batches the client could not decompress
-// within the bound, behind the records polled before them, and returns
-// where the client is to fetch their partitions from: past each batch. It
-// runs under w.mu in the poll loop, after the poll's records are added and
-// before seekRewound. A batch of a partition not owned, stopped, or losing
+// within the bound, behind the records polled before them. It runs under
+// w.mu in the poll loop, after the poll's records are added and before
+// seekRewound. A batch of a partition not owned, stopped, or losing
 // (fetched from the client's own reset point until its check's seek) is
 // left alone: fetched again from where its next owner, restart or check
 // resumes, it is reported again there. A skip is not queued for it: a
@@ -57,8 +60,7 @@ const HeaderSourceLastOffset = "source_last_offset"
 // with its epoch, as a restart's stored offset can): a partition still
 // owned is marked refetch, so that its next seek is made whatever the
 // position (seekRewound). One not owned starts afresh when assigned.
-func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressTooLarge, polled time.Time) map[int32]kgo.EpochOffset {
-	var to map[int32]kgo.EpochOffset
+func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressTooLarge, polled time.Time) {
 	for _, b := range batches {
 		p := w.parts[b.Partition]
 		if p == nil {
@@ -70,15 +72,10 @@ func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressToo
 		}
 		p.pending.Add(1) // under w.mu: revoked sees it before it waits
 		segs[p.lane] = append(segs[p.lane], segment{p: p, tooLarge: b, polledAt: polled})
-		if to == nil {
-			to = map[int32]kgo.EpochOffset{}
-		}
-		to[b.Partition] = fetchbound.Past(b)
 		w.log.Warn().Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
 			Int("bound", w.batchBound).Int("ratio_bound", fetchbound.Ratio).
 			Msg("a record batch of the commands topic decompresses past the bound, or cannot be decompressed: it is skipped unread once the records before it are applied")
 	}
-	return to
 }
 
 // unskipped returns the batches of skips not below stored (-1: nothing

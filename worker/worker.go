@@ -652,28 +652,15 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		})
 		// A batch too large to read goes behind the records polled before
-		// it; the client is moved past it at once, so the records after it
-		// come behind it too.
-		past := w.queueTooLarge(segs, tooLarge, polled)
+		// it; the client is moved past it once it is skipped (committed).
+		w.queueTooLarge(segs, tooLarge, polled)
 		seeks, detours := w.seekRewound(segs)
 		w.mu.Unlock()
 		if detours != nil {
 			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: detours})
 		}
-		for p, at := range seeks {
-			if past == nil {
-				past = map[int32]kgo.EpochOffset{}
-			}
-			// Never one for a partition past has: a seek is set only
-			// while the partition is losing (a loss's check, a
-			// restart), and queueTooLarge skips nothing of a losing
-			// one. Were there both, the skip would move the stored
-			// offset past records fetched again from the seek, lost:
-			// seekRewound voids it, and the seek is made.
-			past[p] = at
-		}
-		if past != nil {
-			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: past})
+		if seeks != nil {
+			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: seeks})
 		}
 		// The segments are counted (pending, under w.mu), so a revoke may
 		// run while submit waits for room behind a batch that keeps
