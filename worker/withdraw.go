@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/omninode/lockworker/outbox"
+	"github.com/omninode/lockworker/store"
 )
 
 // DefaultUnreachableTimeout is Config.UnreachableTimeout's default: longer
@@ -30,6 +31,13 @@ const (
 	// these: past a resolver's 5 s try, not so long a rejoin waits on it.
 	withdrawnProbeMin = 5 * time.Second
 	withdrawnProbeMax = 15 * time.Second
+	// A rejoin's check that failed is made again after a delay doubling
+	// from the first to the last (store.Backoff), not at every probe:
+	// Kafka refusing the lock.acquired topic refuses at once, and the
+	// replica would log and list offsets each second for as long. The
+	// last bounds how long a rejoin waits once the cause is fixed.
+	rejoinCheckFirstDelay = 2 * time.Second
+	rejoinCheckMaxDelay   = 30 * time.Second
 )
 
 // errWithdrawn ends the serving context when the replica withdraws; the
@@ -92,9 +100,7 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 	if w.cfg.UnreachableTimeout < 0 {
 		return
 	}
-	answered := time.Now() // the last answer; Run starts on a store that has just connected
-	inARow := 0            // probes answered in a row
-	var cause error        // why the last probe but one cut short failed, for the log
+	s := probeState{answered: time.Now()} // Run starts on a store that has just connected
 	for {
 		if w.halted.Err() != nil {
 			return
@@ -107,7 +113,7 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 			// Cut short at the withdrawal's time, but never given less
 			// than one probe's time: a process paused past it (SIGSTOP, a
 			// frozen VM) probes once before it judges PostgreSQL.
-			deadline = answered.Add(w.cfg.UnreachableTimeout)
+			deadline = s.answered.Add(w.cfg.UnreachableTimeout)
 			if least := began.Add(probeTimeout); deadline.Before(least) {
 				deadline = least
 			}
@@ -118,27 +124,10 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		switch {
-		case err == nil:
-			answered = time.Now()
-			cause = nil
-			inARow++
-			if w.Withdrawn() && inARow >= rejoinAfter && w.poolAnswers(ctx) {
-				w.rejoin(ctx)
-			}
-		case !w.Withdrawn() && time.Since(answered) >= w.cfg.UnreachableTimeout:
-			inARow = 0
-			if errors.Is(err, context.DeadlineExceeded) && cause != nil {
-				err = cause // the withdrawal's own deadline cut this probe short
-			}
-			w.withdraw(err, time.Since(answered))
-		default:
-			inARow = 0
-			cause = err
-		}
+		w.probed(ctx, &s, err)
 		next := probeEvery - time.Since(began)
 		if !w.Withdrawn() {
-			next = min(next, time.Until(answered.Add(w.cfg.UnreachableTimeout))) // the withdrawal on time
+			next = min(next, time.Until(s.answered.Add(w.cfg.UnreachableTimeout))) // the withdrawal on time
 		}
 		select {
 		case <-ctx.Done():
@@ -147,6 +136,45 @@ func (w *Worker) watchPostgres(ctx context.Context) {
 			return
 		case <-time.After(next):
 		}
+	}
+}
+
+// probeState is what watchPostgres keeps from one probe to the next.
+type probeState struct {
+	// answered is when PostgreSQL last answered, or when the replica
+	// last rejoined, if later: it then has a whole
+	// Config.UnreachableTimeout from when it takes partitions, not what
+	// the rejoin's check (up to tokenFloorTimeout) left of it.
+	answered time.Time
+	inARow   int   // probes answered in a row
+	cause    error // why the last probe but one cut short failed, for the log
+	// checksFailed counts the rejoin's checks failed in a row; the next
+	// is not made before checkAt.
+	checksFailed int
+	checkAt      time.Time
+}
+
+// probed acts on a probe's outcome, err: a replica withdraws once
+// PostgreSQL has not answered it for Config.UnreachableTimeout, and
+// rejoins after rejoinAfter answers in a row, its pool answering too.
+func (w *Worker) probed(ctx context.Context, s *probeState, err error) {
+	switch {
+	case err == nil:
+		s.answered = time.Now()
+		s.cause = nil
+		s.inARow++
+		if w.Withdrawn() && s.inARow >= rejoinAfter && !time.Now().Before(s.checkAt) && w.poolAnswers(ctx) {
+			w.rejoin(ctx, s)
+		}
+	case !w.Withdrawn() && time.Since(s.answered) >= w.cfg.UnreachableTimeout:
+		s.inARow = 0
+		if errors.Is(err, context.DeadlineExceeded) && s.cause != nil {
+			err = s.cause // the withdrawal's own deadline cut this probe short
+		}
+		w.withdraw(err, time.Since(s.answered))
+	default:
+		s.inARow = 0
+		s.cause = err
 	}
 }
 
@@ -190,10 +218,12 @@ func (w *Worker) withdraw(err error, unreachable time.Duration) {
 // back, and the partitions assigned then resume from its offsets with
 // nothing to compare them with (docs/design.md "PostgreSQL lost
 // transactions"). A check that fails (under TokenFloorRequire, Kafka's
-// failure too) leaves the replica withdrawn, to check again at the next
-// probe. w.mu is held until the serving context is new, so that no
-// partition assigned meanwhile is made under the withdrawn one.
-func (w *Worker) rejoin(ctx context.Context) {
+// failure too) leaves the replica withdrawn, to check again at a probe
+// answered after a delay (s.checkAt; rejoinCheckFirstDelay). w.mu is held
+// until the serving context is new, so that no partition assigned
+// meanwhile is made under the withdrawn one. A rejoin restarts s's
+// answered and its count of checks failed.
+func (w *Worker) rejoin(ctx context.Context, s *probeState) {
 	w.mu.Lock()
 	cannot := w.cannotRejoin()
 	w.mu.Unlock()
@@ -202,8 +232,11 @@ func (w *Worker) rejoin(ctx context.Context) {
 	}
 	if _, err := w.RaiseTokenFloor(ctx); err != nil {
 		if ctx.Err() == nil {
-			w.log.Error().Err(err).
-				Msg("PostgreSQL answers this replica again, but the fencing tokens could not be checked: it stays withdrawn, and checks again at the next probe")
+			s.checksFailed++
+			delay := store.Backoff(rejoinCheckFirstDelay, rejoinCheckMaxDelay, s.checksFailed)
+			s.checkAt = time.Now().Add(delay)
+			w.log.Error().Err(err).Int("checks_failed", s.checksFailed).Dur("check_again_in", delay).
+				Msg("PostgreSQL answers this replica again, but the fencing tokens could not be checked: it stays withdrawn, and checks again at the first probe answered after check_again_in")
 		}
 		return
 	}
@@ -219,6 +252,7 @@ func (w *Worker) rejoin(ctx context.Context) {
 	w.withdrawnMetric(false)
 	w.log.Info().Msg("PostgreSQL answers this replica again: taking partitions again")
 	w.cl.AddConsumeTopics(w.cfg.Names.Commands)
+	s.answered, s.checksFailed = time.Now(), 0
 }
 
 // cannotRejoin says whether the partitions withdrawn are not all let go of
