@@ -603,9 +603,13 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 // token. Anything else fails the file rather than leave a key out unsaid
 // or trust one by mistake: another kind of block (a private key), keys and
 // a certificate in one file, a second signing certificate, or a block that
-// does not decode (damaged, or an append cut short). Text around the
-// blocks is ignored.
-func publicKeys(b []byte) ([]crypto.PublicKey, []string, error) {
+// does not decode (damaged, an append cut short, or a text line starting
+// "-----BEGIN ", which cannot be told from one). Other text around the
+// blocks is ignored, and so are the spaces, tabs and byte-order marks
+// that start a line (dropLineIndents).
+func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
+	b := dropLineIndents(file)
+	whole := b
 	var keys []crypto.PublicKey
 	var methods []string
 	var certificate bool // the first block is a certificate
@@ -615,8 +619,10 @@ func publicKeys(b []byte) ([]crypto.PublicKey, []string, error) {
 		if block == nil {
 			read = b
 		}
-		if begun := beginLines(read); begun > 1 || block == nil && begun > 0 {
-			return nil, nil, fmt.Errorf("PEM block %d cannot be decoded (damaged, or no END line)", n)
+		if begun := beginLines(read); len(begun) > 1 || block == nil && len(begun) > 0 {
+			at := len(whole) - len(b) + begun[0]
+			line, _, _ := bytes.Cut(whole[at:], []byte("\n"))
+			return nil, nil, fmt.Errorf("PEM block %d cannot be decoded, at line %d (%.40q): damaged, without its END line, or text starting like a block", n, bytes.Count(whole[:at], []byte("\n"))+1, bytes.TrimSuffix(line, []byte("\r")))
 		}
 		if block == nil {
 			break
@@ -659,15 +665,32 @@ func publicKeys(b []byte) ([]crypto.PublicKey, []string, error) {
 
 var errNotPublicKey = errors.New("not a PEM public key of Ed25519, RSA or ECDSA")
 
-// beginLines counts the lines of b that begin a PEM block, as pem.Decode
-// finds them: more than the blocks it decoded is a block it skipped.
-func beginLines(b []byte) int {
-	const begin = "-----BEGIN "
-	n := bytes.Count(b, []byte("\n"+begin))
-	if bytes.HasPrefix(b, []byte(begin)) {
-		n++
+// beginLines is where the lines of b that begin a PEM block start, as
+// pem.Decode finds them: more than the blocks it decoded is a block it
+// skipped.
+func beginLines(b []byte) []int {
+	var at []int
+	for i := 0; i < len(b); {
+		line, _, _ := bytes.Cut(b[i:], []byte("\n"))
+		if bytes.HasPrefix(line, []byte("-----BEGIN ")) {
+			at = append(at, i)
+		}
+		i += len(line) + 1
 	}
-	return n
+	return at
+}
+
+// dropLineIndents drops the spaces, tabs and UTF-8 byte-order marks that
+// start each line of b. pem.Decode finds a block only at a line's start,
+// and would pass over unsaid a key pasted indented from YAML, or written
+// by a tool that begins its files with a byte-order mark (PowerShell 5.1,
+// old Notepad), also where cat joined such a file to another.
+func dropLineIndents(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for line := range bytes.Lines(b) {
+		out = append(out, bytes.TrimLeft(line, " \t\ufeff")...)
+	}
+	return out
 }
 
 // methodsOf is the JWT methods a public key verifies, nil for a key of

@@ -884,8 +884,10 @@ func TestKeyFileCertificates(t *testing.T) {
 
 // A PEM block that does not decode (a character changed in transit, an
 // append cut short) fails the file, wherever it is: pem.Decode skips it,
-// and the key it held would be missing unsaid. Text around the blocks,
-// CRLF line ends and PKCS #1 RSA keys still load.
+// and the key it held would be missing unsaid. So does a text line
+// starting like a block, which cannot be told from a damaged one: the
+// message says which line. Other text around the blocks, CRLF line ends
+// and PKCS #1 RSA keys still load.
 func TestKeyFileDamagedBlock(t *testing.T) {
 	pub1, key1, _ := ed25519.GenerateKey(rand.Reader)
 	pub2, key2, _ := ed25519.GenerateKey(rand.Reader)
@@ -899,11 +901,17 @@ func TestKeyFileDamagedBlock(t *testing.T) {
 		file []byte
 		want string
 	}{
-		"the second block's base64 damaged": {slices.Concat(block1, badBase64), "PEM block 2 cannot be decoded"},
-		"the second block cut short":        {slices.Concat(block1, block2[:len(block2)-10]), "PEM block 2 cannot be decoded"},
-		"the first block cut short":         {slices.Concat(block1[:len(block1)-10], []byte("\n"), block2), "PEM block 1 cannot be decoded"},
-		"a damaged block between two":       {slices.Concat(block1, badBase64, block2), "PEM block 2 cannot be decoded"},
-		"only a damaged block":              {badBase64, "PEM block 1 cannot be decoded"},
+		"the second block's base64 damaged": {slices.Concat(block1, badBase64), `PEM block 2 cannot be decoded, at line 4 ("-----BEGIN PUBLIC KEY-----")`},
+		"the second block cut short":        {slices.Concat(block1, block2[:len(block2)-10]), "PEM block 2 cannot be decoded, at line 4"},
+		"the first block cut short":         {slices.Concat(block1[:len(block1)-10], []byte("\n"), block2), "PEM block 1 cannot be decoded, at line 1"},
+		"a damaged block between two":       {slices.Concat(block1, badBase64, block2), "PEM block 2 cannot be decoded, at line 4"},
+		"only a damaged block":              {badBase64, "PEM block 1 cannot be decoded, at line 1"},
+		"an indented damaged block":         {slices.Concat(block1, []byte("# old:\n"), indent(badBase64, "  ")), "PEM block 2 cannot be decoded, at line 5"},
+		"a text line after the blocks, CRLF": {
+			bytes.ReplaceAll(slices.Concat(block1, []byte("\n-----BEGIN next key here on rotation\n")), []byte("\n"), []byte("\r\n")),
+			`PEM block 2 cannot be decoded, at line 5 ("-----BEGIN next key here on rotation"): damaged, without its END line, or text starting like a block`,
+		},
+		"a text line before the blocks": {slices.Concat([]byte("-----BEGIN issuer keys, see the wiki, then paste them below\n"), block1), `PEM block 1 cannot be decoded, at line 1 ("-----BEGIN issuer keys, see the wiki, th")`},
 	} {
 		require.NoError(t, os.WriteFile(f, tc.file, 0o600))
 		_, err := NewVerifier(Config{KeysPath: f})
