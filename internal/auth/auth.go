@@ -595,13 +595,14 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 }
 
 // publicKeys reads a key file's PEM blocks and the JWT methods their keys
-// verify. A file holds either public keys ("PUBLIC KEY", or PKCS #1 "RSA
-// PUBLIC KEY"), every one loaded (a rotation appends the new key to the
-// old, an identity provider exports its keys as one bundle), or one
+// verify, each block read by what it holds whatever its label (blockKey).
+// A file holds either public keys, every one loaded (a rotation appends
+// the new key to the old, an identity provider exports its keys as one
+// bundle), or one
 // certificate, whose key is loaded, followed by its chain: CA certificates,
 // not loaded, as the holder of a CA's private key could then sign any
 // token. Anything else fails the file rather than leave a key out unsaid
-// or trust one by mistake: another kind of block (a private key), keys and
+// or trust one by mistake: a block of no public key (a private key), keys and
 // a certificate in one file, a second signing certificate, or a block that
 // does not decode (damaged, an append cut short, or a text line starting
 // "-----BEGIN ", which cannot be told from one). Other text around the
@@ -628,32 +629,24 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 			break
 		}
 		b = rest
-		var k crypto.PublicKey
-		var err error
+		k, c, err := blockKey(block)
+		if err != nil {
+			return nil, nil, fmt.Errorf("PEM block %d: %w", n, err)
+		}
 		switch {
-		case block.Type == "CERTIFICATE" && n == 1:
+		case c != nil && n == 1:
 			certificate = true
-			var c *x509.Certificate
-			if c, err = x509.ParseCertificate(block.Bytes); err == nil {
-				k = c.PublicKey
-			}
-		case block.Type == "CERTIFICATE" && certificate:
-			if c, err := x509.ParseCertificate(block.Bytes); err != nil || !c.IsCA {
+		case c != nil && certificate:
+			if !c.IsCA {
 				return nil, nil, fmt.Errorf("PEM block %d: a certificate after the first that is no CA certificate: only a file's first certificate is loaded, the CA certificates after it (its chain) are not; give each signing certificate its own file", n)
 			}
 			continue // the chain: not loaded
-		case block.Type == "CERTIFICATE", certificate && (block.Type == "PUBLIC KEY" || block.Type == "RSA PUBLIC KEY"):
+		case c != nil || certificate:
 			return nil, nil, fmt.Errorf("PEM block %d: public keys and a certificate in one file: a file holds public keys, or one certificate followed by its chain", n)
-		case block.Type == "PUBLIC KEY":
-			k, err = x509.ParsePKIXPublicKey(block.Bytes)
-		case block.Type == "RSA PUBLIC KEY":
-			k, err = x509.ParsePKCS1PublicKey(block.Bytes)
-		default:
-			return nil, nil, fmt.Errorf("PEM block %d: %w: a %.40q block", n, errNotPublicKey, block.Type)
 		}
 		ms := methodsOf(k)
-		if err != nil || ms == nil {
-			return nil, nil, fmt.Errorf("PEM block %d: %w", n, errNotPublicKey)
+		if ms == nil {
+			return nil, nil, fmt.Errorf("PEM block %d: %w: a %.40q block of another kind of key", n, errNotPublicKey, block.Type)
 		}
 		keys, methods = append(keys, k), append(methods, ms...)
 	}
@@ -664,6 +657,40 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 }
 
 var errNotPublicKey = errors.New("not a PEM public key of Ed25519, RSA or ECDSA")
+
+// blockKey reads a PEM block as a public key (a SubjectPublicKeyInfo, or
+// PKCS #1 for RSA) or as a certificate, and returns its key, and its
+// certificate when it is one, whatever its label says: the prior release
+// read a block through golang-jwt's parsers, which ignore it, and tools
+// write loose ones ("X509 CERTIFICATE", "EC PUBLIC KEY", an "RSA PUBLIC
+// KEY" holding a SubjectPublicKeyInfo). The label picks only what is told
+// of a block none of them reads.
+func blockKey(block *pem.Block) (crypto.PublicKey, *x509.Certificate, error) {
+	k, pkixErr := x509.ParsePKIXPublicKey(block.Bytes)
+	if pkixErr == nil {
+		return k, nil, nil
+	}
+	c, certErr := x509.ParseCertificate(block.Bytes)
+	if certErr == nil {
+		return c.PublicKey, c, nil
+	}
+	rsaKey, pkcs1Err := x509.ParsePKCS1PublicKey(block.Bytes)
+	if pkcs1Err == nil {
+		return rsaKey, nil, nil
+	}
+	var err error
+	switch {
+	case strings.HasSuffix(block.Type, "CERTIFICATE"):
+		err = certErr
+	case block.Type == "RSA PUBLIC KEY":
+		err = pkcs1Err
+	case strings.HasSuffix(block.Type, "PUBLIC KEY"):
+		err = pkixErr
+	default: // a private key, a certificate request: the label says it all
+		return nil, nil, fmt.Errorf("%w: a %.40q block", errNotPublicKey, block.Type)
+	}
+	return nil, nil, fmt.Errorf("%w: a %.40q block that does not parse (%v)", errNotPublicKey, block.Type, err)
+}
 
 // beginLines is where the lines of b that begin a PEM block start, as
 // pem.Decode finds them: more than the blocks it decoded is a block it

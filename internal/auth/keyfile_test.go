@@ -2,8 +2,13 @@ package auth
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,5 +82,91 @@ func TestKeyFileIndentedOrAfterAByteOrderMark(t *testing.T) {
 		got, err := verifiedBy(t, tc.file, signers)
 		require.NoError(t, err, name)
 		require.Equal(t, tc.want, got, name)
+	}
+}
+
+// A block is read by what it holds, not by its label, as the prior
+// release's parsers (golang-jwt's) read it: a public key, PKCS #1 or
+// SubjectPublicKeyInfo, under any label ("RSA PUBLIC KEY" holding a
+// SubjectPublicKeyInfo, "EC PUBLIC KEY"), and a certificate under any
+// ("X509 CERTIFICATE", OpenSSL's old label), its chain then not loaded.
+// What none of them reads fails the file, its label and why in the
+// message.
+func TestKeyFileLabels(t *testing.T) {
+	edPub, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	spki := func(pub any) []byte {
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		require.NoError(t, err)
+		return der
+	}
+	certDER := func(pub, key any) []byte {
+		_, b := certificate(t, pub, key, nil, false)
+		block, _ := pem.Decode(b)
+		return block.Bytes
+	}
+	signers := map[string]signer{"ed": {jwt.SigningMethodEdDSA, edKey}, "rsa": {jwt.SigningMethodRS256, rsaKey}, "ec": {jwt.SigningMethodES256, ecKey}}
+	bodies := []struct {
+		name, key string
+		der       []byte
+	}{
+		{"Ed25519 SubjectPublicKeyInfo", "ed", spki(edPub)},
+		{"RSA SubjectPublicKeyInfo", "rsa", spki(&rsaKey.PublicKey)},
+		{"ECDSA SubjectPublicKeyInfo", "ec", spki(&ecKey.PublicKey)},
+		{"RSA PKCS #1", "rsa", x509.MarshalPKCS1PublicKey(&rsaKey.PublicKey)},
+		{"Ed25519 certificate", "ed", certDER(edPub, edKey)},
+		{"RSA certificate", "rsa", certDER(&rsaKey.PublicKey, rsaKey)},
+		{"ECDSA certificate", "ec", certDER(&ecKey.PublicKey, ecKey)},
+	}
+	for _, label := range []string{"PUBLIC KEY", "RSA PUBLIC KEY", "EC PUBLIC KEY", "CERTIFICATE", "X509 CERTIFICATE", "KEY"} {
+		for _, body := range bodies {
+			name := body.name + " as " + label
+			file := pem.EncodeToMemory(&pem.Block{Type: label, Bytes: body.der})
+			if body.name != "Ed25519 certificate" {
+				_, edErr := jwt.ParseEdPublicKeyFromPEM(file)
+				_, rsaErr := jwt.ParseRSAPublicKeyFromPEM(file)
+				_, ecErr := jwt.ParseECPublicKeyFromPEM(file)
+				require.True(t, edErr == nil || rsaErr == nil || ecErr == nil, "the prior release loaded %s", name)
+			}
+			got, err := verifiedBy(t, file, signers)
+			require.NoError(t, err, name)
+			require.Equal(t, []string{body.key}, got, name)
+		}
+	}
+
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	ca, caPEM := certificate(t, &caKey.PublicKey, caKey, nil, true)
+	_, leaf := certificate(t, &ecKey.PublicKey, caKey, ca, false)
+	relabel := func(b []byte, label string) []byte {
+		block, _ := pem.Decode(b)
+		return pem.EncodeToMemory(&pem.Block{Type: label, Bytes: block.Bytes})
+	}
+	signers["ca"] = signer{jwt.SigningMethodES256, caKey}
+	got, err := verifiedBy(t, slices.Concat(relabel(leaf, "X509 CERTIFICATE"), relabel(caPEM, "X509 CERTIFICATE")), signers)
+	require.NoError(t, err)
+	require.Equal(t, []string{"ec"}, got, "X509 CERTIFICATE: the chain is not loaded")
+	got, err = verifiedBy(t, slices.Concat(relabel(leaf, "PUBLIC KEY"), caPEM), signers)
+	require.NoError(t, err)
+	require.Equal(t, []string{"ec"}, got, "a certificate labelled PUBLIC KEY is a certificate: its chain is not loaded")
+	_, err = verifiedBy(t, slices.Concat(leaf, relabel(pemBlock(t, edPub), "CERTIFICATE")), signers)
+	require.ErrorContains(t, err, "PEM block 2: public keys and a certificate in one file", "a key labelled CERTIFICATE is a key")
+
+	private, err := x509.MarshalPKCS8PrivateKey(edKey)
+	require.NoError(t, err)
+	aux := []byte{0x30, 0x00} // an empty trust record: OpenSSL's TRUSTED CERTIFICATE puts it after the certificate
+	for name, tc := range map[string]struct {
+		file []byte
+		want string
+	}{
+		"a private key":            {pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: private}), `PEM block 1: not a PEM public key of Ed25519, RSA or ECDSA: a "PRIVATE KEY" block`},
+		"a TRUSTED CERTIFICATE":    {pem.EncodeToMemory(&pem.Block{Type: "TRUSTED CERTIFICATE", Bytes: slices.Concat(certDER(edPub, edKey), aux)}), `PEM block 1: not a PEM public key of Ed25519, RSA or ECDSA: a "TRUSTED CERTIFICATE" block that does not parse (x509: trailing data)`},
+		"a damaged RSA PUBLIC KEY": {pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: []byte{0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x03}}), `PEM block 1: not a PEM public key of Ed25519, RSA or ECDSA: a "RSA PUBLIC KEY" block that does not parse (x509: `},
+	} {
+		_, err := verifiedBy(t, tc.file, signers)
+		require.ErrorContains(t, err, tc.want, name)
 	}
 }
