@@ -5,7 +5,7 @@
 // keys verify tokens:
 //
 //   - issuer keys, the public keys of AUTH_KEYS (Ed25519, RSA or ECDSA, PEM:
-//     public keys, or a certificate and its chain, the chain not loaded)
+//     public keys, or certificates, their chains not loaded)
 //     and the shared AUTH_HMAC_KEY_FILE secret: a token they verify is
 //     taken as written, any sub, namespaces and admin, so their private
 //     halves (and the secret) belong to token issuers, never to a
@@ -147,16 +147,16 @@ type Config struct {
 	// KeysPath is a PEM file, or a directory of them (every *.pem), of
 	// issuer public keys, one or more a file: Ed25519 (EdDSA), RSA
 	// (RS256/384/512, PS256/384/512) or ECDSA (ES256/384/512). A file may
-	// instead hold one certificate, standing for its key, and its chain,
-	// which is not loaded (publicKeys). A token they verify may name any
-	// requester and claim anything: never give their private halves to a
-	// requester. Read at start and again when a file changes.
+	// instead hold certificates, standing for their keys, each followed by
+	// its chain, which is not loaded (publicKeys). A token they verify may
+	// name any requester and claim anything: never give their private
+	// halves to a requester. Read at start and again when a file changes.
 	KeysPath string
 	// RequesterKeysPath is a directory of requester public keys (of the
 	// same kinds and forms), <requester>.pem each, holding one key or more
-	// (a rotation appends the new one): a token verified by a key of
-	// billing.pem must have sub "billing" and no admin claim: the keys tried
-	// are those of the token's sub (a kid header is ignored). A
+	// (a rotation appends the new key or certificate): a token verified by
+	// a key of billing.pem must have sub "billing" and no admin claim: the
+	// keys tried are those of the token's sub (a kid header is ignored). A
 	// file whose name before .pem is not a valid requester name
 	// (topics.SubjectProblem), or whose key is also another file's (here
 	// or in KeysPath), is refused as a broken key is. Reloaded with the
@@ -598,22 +598,28 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 // verify, each block read by what it holds whatever its label (blockKey).
 // A file holds either public keys, every one loaded (a rotation appends
 // the new key to the old, an identity provider exports its keys as one
-// bundle), or one
-// certificate, whose key is loaded, followed by its chain: CA certificates,
-// not loaded, as the holder of a CA's private key could then sign any
-// token. Anything else fails the file rather than leave a key out unsaid
-// or trust one by mistake: a block of no public key (a private key), keys and
-// a certificate in one file, a second signing certificate, or a block that
-// does not decode (damaged, an append cut short, or a text line starting
-// "-----BEGIN ", which cannot be told from one). Other text around the
-// blocks is ignored, and so are the spaces, tabs and byte-order marks
-// that start a line (dropLineIndents).
+// bundle), or certificates, standing for their keys: the first is loaded
+// whatever it is (a self-signed signing certificate often says CA:TRUE),
+// each later one unless it is a CA certificate or the issuer of the one
+// before it (a chain, a v1 root too: the holder of a CA's private key
+// could sign any token). So a rotation appends the new certificate, and a
+// fullchain.pem loads its leaf only. Anything else fails the file rather
+// than leave a key out unsaid or trust one by mistake: a certificate
+// issued by a loaded one just before it (a chain in reverse order, which
+// would load its CA's key), a block of no public key (a private key), keys and
+// certificates in one file, or a block that does not decode (damaged, an
+// append cut short, or a text line starting "-----BEGIN ", which cannot
+// be told from one). Other text around the blocks is ignored, and so are
+// the spaces, tabs and byte-order marks that start a line
+// (dropLineIndents).
 func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 	b := dropLineIndents(file)
 	whole := b
 	var keys []crypto.PublicKey
 	var methods []string
-	var certificate bool // the first block is a certificate
+	var certificates bool      // the first block is a certificate
+	var prev *x509.Certificate // the block before, when a certificate
+	var prevLoaded bool        // and its key was loaded
 	for n := 1; ; n++ {
 		block, rest := pem.Decode(b)
 		read := b[:len(b)-len(rest)] // this block and the ones pem.Decode skipped
@@ -633,16 +639,22 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("PEM block %d: %w", n, err)
 		}
-		switch {
-		case c != nil && n == 1:
-			certificate = true
-		case c != nil && certificate:
-			if !c.IsCA {
-				return nil, nil, fmt.Errorf("PEM block %d: a certificate after the first that is no CA certificate: only a file's first certificate is loaded, the CA certificates after it (its chain) are not; give each signing certificate its own file", n)
+		if n == 1 {
+			certificates = c != nil
+		}
+		if (c != nil) != certificates {
+			return nil, nil, fmt.Errorf("PEM block %d: public keys and certificates in one file: a file holds public keys, or certificates (each signing certificate followed by its chain)", n)
+		}
+		last, lastLoaded := prev, prevLoaded
+		prev, prevLoaded = c, c != nil
+		if c != nil && last != nil {
+			if lastLoaded && issued(last, c) {
+				return nil, nil, fmt.Errorf("PEM block %d: a certificate issued by the signing certificate before it: a chain in reverse order, whose CA's key would be loaded; put each signing certificate (the leaf) first, then its issuer, up to the root", n)
 			}
-			continue // the chain: not loaded
-		case c != nil || certificate:
-			return nil, nil, fmt.Errorf("PEM block %d: public keys and a certificate in one file: a file holds public keys, or one certificate followed by its chain", n)
+			if c.IsCA || issued(c, last) {
+				prevLoaded = false
+				continue // the chain: not loaded
+			}
 		}
 		ms := methodsOf(k)
 		if ms == nil {
@@ -705,6 +717,16 @@ func beginLines(b []byte) []int {
 		i += len(line) + 1
 	}
 	return at
+}
+
+// issued reports whether parent signed child, as its issuer: a
+// certificate of the same key (a self-signed one renewed) is none. The
+// names are compared first, so that few certificates cost a signature
+// check.
+func issued(parent, child *x509.Certificate) bool {
+	return bytes.Equal(child.RawIssuer, parent.RawSubject) &&
+		!bytes.Equal(child.RawSubjectPublicKeyInfo, parent.RawSubjectPublicKeyInfo) &&
+		child.CheckSignatureFrom(parent) == nil
 }
 
 // dropLineIndents drops the spaces, tabs and UTF-8 byte-order marks that

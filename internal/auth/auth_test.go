@@ -810,12 +810,11 @@ func certificate(t *testing.T, pub, signer any, parent *x509.Certificate, ca boo
 	return c, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-// A certificate stands for its key only as a file's first block; the CA
-// certificates after it (its chain: fullchain.pem, an x5c in PEM) are not
-// loaded, as the CA's key would then sign any token, and two requesters'
-// chains through one CA would be refused as sharing a key. Keys and a
-// certificate in one file, a second signing certificate, or another kind
-// of block, fail the file.
+// A certificate stands for its key; the CA certificates after it (its
+// chain: fullchain.pem, an x5c in PEM) are not loaded, as the CA's key
+// would then sign any token, and two requesters' chains through one CA
+// would be refused as sharing a key. Keys and certificates in one file, or
+// another kind of block, fail the file.
 func TestKeyFileCertificates(t *testing.T) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -864,17 +863,15 @@ func TestKeyFileCertificates(t *testing.T) {
 	_, err = v.Verify(sign(t, jwt.SigningMethodEdDSA, edKey, claims("a", time.Minute)))
 	require.NoError(t, err, "an Ed25519 certificate")
 
-	_, secondLeaf := leaf()
 	private, err := x509.MarshalPKCS8PrivateKey(edKey)
 	require.NoError(t, err)
 	for name, tc := range map[string]struct {
 		file []byte
 		want string
 	}{
-		"a key, then a certificate":    {slices.Concat(pemBlock(t, edPub), edCert), "PEM block 2: public keys and a certificate in one file"},
-		"a certificate, then a key":    {slices.Concat(edCert, pemBlock(t, edPub)), "PEM block 2: public keys and a certificate in one file"},
-		"a second signing certificate": {slices.Concat(issuerChain, caPEM, secondLeaf), "PEM block 3: a certificate after the first that is no CA certificate"},
-		"a certificate and its key":    {slices.Concat(edCert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: private})), `PEM block 2: not a PEM public key of Ed25519, RSA or ECDSA: a "PRIVATE KEY" block`},
+		"a key, then a certificate": {slices.Concat(pemBlock(t, edPub), edCert), "PEM block 2: public keys and certificates in one file"},
+		"a certificate, then a key": {slices.Concat(edCert, pemBlock(t, edPub)), "PEM block 2: public keys and certificates in one file"},
+		"a certificate and its key": {slices.Concat(edCert, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: private})), `PEM block 2: not a PEM public key of Ed25519, RSA or ECDSA: a "PRIVATE KEY" block`},
 	} {
 		require.NoError(t, os.WriteFile(f, tc.file, 0o600))
 		_, err := NewVerifier(Config{KeysPath: f})

@@ -7,8 +7,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -153,7 +157,7 @@ func TestKeyFileLabels(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"ec"}, got, "a certificate labelled PUBLIC KEY is a certificate: its chain is not loaded")
 	_, err = verifiedBy(t, slices.Concat(leaf, relabel(pemBlock(t, edPub), "CERTIFICATE")), signers)
-	require.ErrorContains(t, err, "PEM block 2: public keys and a certificate in one file", "a key labelled CERTIFICATE is a key")
+	require.ErrorContains(t, err, "PEM block 2: public keys and certificates in one file", "a key labelled CERTIFICATE is a key")
 
 	private, err := x509.MarshalPKCS8PrivateKey(edKey)
 	require.NoError(t, err)
@@ -168,5 +172,149 @@ func TestKeyFileLabels(t *testing.T) {
 	} {
 		_, err := verifiedBy(t, tc.file, signers)
 		require.ErrorContains(t, err, tc.want, name)
+	}
+}
+
+// v1Certificate is a self-signed X.509 v1 certificate of key, as some old
+// roots are: no version field and no extensions, so no basicConstraints
+// saying it is a CA (x509.CreateCertificate writes only v3).
+func v1Certificate(t *testing.T, key *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
+	t.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	require.NoError(t, err)
+	name, err := asn1.Marshal(pkix.Name{CommonName: "v1 root"}.ToRDNSequence())
+	require.NoError(t, err)
+	ecdsaWithSHA256 := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}}
+	type validity struct{ NotBefore, NotAfter time.Time }
+	tbs, err := asn1.Marshal(struct {
+		Serial          *big.Int
+		Signature       pkix.AlgorithmIdentifier
+		Issuer          asn1.RawValue
+		Validity        validity
+		Subject, PubKey asn1.RawValue
+	}{big.NewInt(1), ecdsaWithSHA256, asn1.RawValue{FullBytes: name}, validity{time.Now().Add(-time.Hour).UTC(), time.Now().Add(time.Hour).UTC()},
+		asn1.RawValue{FullBytes: name}, asn1.RawValue{FullBytes: spki}})
+	require.NoError(t, err)
+	digest := sha256.Sum256(tbs)
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	require.NoError(t, err)
+	der, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: tbs}, ecdsaWithSHA256, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	require.NoError(t, err)
+	c, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	require.Equal(t, 1, c.Version)
+	return c, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// A file of certificates loads its first, whatever it is, and each later
+// one unless it is a CA certificate or the issuer of the one before it
+// (its chain, a v1 root too). So several signing certificates, each
+// followed by its chain or not, load, and only their keys; a chain in
+// reverse order, which would load its root's key, fails the file, as a
+// damaged certificate does, each saying so.
+func TestKeyFileCertificateChains(t *testing.T) {
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		return k
+	}
+	rootKey, interKey, leafKey, leaf2Key, otherKey, v1Key, v1LeafKey, selfCAKey, selfCA2Key, selfKey := newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey()
+	root, rootPEM := certificate(t, &rootKey.PublicKey, rootKey, nil, true)
+	inter, interPEM := certificate(t, &interKey.PublicKey, rootKey, root, true)
+	_, leaf := certificate(t, &leafKey.PublicKey, interKey, inter, false)
+	_, leaf2 := certificate(t, &leaf2Key.PublicKey, interKey, inter, false)
+	_, otherRoot := certificate(t, &otherKey.PublicKey, otherKey, nil, true)
+	v1Root, v1RootPEM := v1Certificate(t, v1Key)
+	_, v1Leaf := certificate(t, &v1LeafKey.PublicKey, v1Key, v1Root, false)
+	_, selfCA := certificate(t, &selfCAKey.PublicKey, selfCAKey, nil, true) // as openssl req -x509 makes one
+	_, selfCA2 := certificate(t, &selfCA2Key.PublicKey, selfCA2Key, nil, true)
+	_, selfCARenewed := certificate(t, &selfCAKey.PublicKey, selfCAKey, nil, true)
+	_, self := certificate(t, &selfKey.PublicKey, selfKey, nil, false)
+	signers := map[string]signer{}
+	for name, key := range map[string]*ecdsa.PrivateKey{"root": rootKey, "inter": interKey, "leaf": leafKey, "leaf2": leaf2Key, "other": otherKey,
+		"v1root": v1Key, "v1leaf": v1LeafKey, "selfCA": selfCAKey, "selfCA2": selfCA2Key, "self": selfKey} {
+		signers[name] = signer{jwt.SigningMethodES256, key}
+	}
+	for name, tc := range map[string]struct {
+		file []byte
+		want []string
+	}{
+		"a full chain":                            {slices.Concat(leaf, interPEM, rootPEM), []string{"leaf"}},
+		"two leaves, each with its chain":         {slices.Concat(leaf, interPEM, rootPEM, leaf2, interPEM, rootPEM), []string{"leaf", "leaf2"}},
+		"two leaves, then their chain":            {slices.Concat(leaf, leaf2, interPEM), []string{"leaf", "leaf2"}},
+		"a leaf and its chain, then another":      {slices.Concat(leaf, interPEM, leaf2), []string{"leaf", "leaf2"}},
+		"a leaf, then a chain in reverse order":   {slices.Concat(leaf, rootPEM, interPEM, leaf2), []string{"leaf", "leaf2"}},
+		"a leaf and its v1 root":                  {slices.Concat(v1Leaf, v1RootPEM), []string{"v1leaf"}},
+		"a leaf and another hierarchy's root":     {slices.Concat(leaf, otherRoot), []string{"leaf"}},
+		"a self-signed CA:TRUE, then one not":     {slices.Concat(selfCA, self), []string{"self", "selfCA"}},
+		"a self-signed CA:TRUE, then another":     {slices.Concat(selfCA, selfCA2), []string{"selfCA"}},
+		"a self-signed CA:TRUE, then its renewal": {slices.Concat(selfCA, selfCARenewed), []string{"selfCA"}},
+		"an intermediate and its root (no leaf)":  {slices.Concat(interPEM, rootPEM), []string{"inter"}},
+	} {
+		got, err := verifiedBy(t, tc.file, signers)
+		require.NoError(t, err, name)
+		require.Equal(t, tc.want, got, name)
+	}
+
+	damaged := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 0x03, 0x02, 0x01, 0x01}})
+	for name, tc := range map[string]struct {
+		file []byte
+		want string
+	}{
+		"a chain in reverse order":       {slices.Concat(rootPEM, interPEM, leaf), "PEM block 2: a certificate issued by the signing certificate before it: a chain in reverse order, whose CA's key would be loaded; put each signing certificate (the leaf) first"},
+		"an intermediate, then its leaf": {slices.Concat(interPEM, leaf), "PEM block 2: a certificate issued by the signing certificate before it"},
+		"a damaged certificate":          {slices.Concat(leaf, damaged), `PEM block 2: not a PEM public key of Ed25519, RSA or ECDSA: a "CERTIFICATE" block that does not parse (x509: `},
+	} {
+		_, err := verifiedBy(t, tc.file, signers)
+		require.ErrorContains(t, err, tc.want, name)
+	}
+}
+
+// A requester keyed by a certificate rotates as one keyed by a public key:
+// append the new certificate (with its chain or not), and remove the old
+// one later.
+func TestRequesterCertificateRotation(t *testing.T) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	ca, caPEM := certificate(t, &caKey.PublicKey, caKey, nil, true)
+	oldKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	_, oldCert := certificate(t, &oldKey.PublicKey, caKey, ca, false)
+	newKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	_, newCert := certificate(t, &newKey.PublicKey, caKey, ca, false)
+	dir := t.TempDir()
+	f := filepath.Join(dir, "billing.pem")
+	require.NoError(t, os.WriteFile(f, slices.Concat(oldCert, caPEM), 0o600))
+	v, reloads := reloadedByTest(t, Config{RequesterKeysPath: dir})
+	verify := func(key *ecdsa.PrivateKey) error {
+		_, err := v.Verify(sign(t, jwt.SigningMethodES256, key, claims("billing", time.Minute)))
+		return err
+	}
+	for _, tc := range []struct {
+		name     string
+		file     []byte
+		verified []*ecdsa.PrivateKey
+		refused  []*ecdsa.PrivateKey
+	}{
+		{"the new certificate and its chain appended", slices.Concat(oldCert, caPEM, newCert, caPEM), []*ecdsa.PrivateKey{oldKey, newKey}, []*ecdsa.PrivateKey{caKey}},
+		{"the new certificate before the chain", slices.Concat(oldCert, newCert, caPEM), []*ecdsa.PrivateKey{oldKey, newKey}, []*ecdsa.PrivateKey{caKey}},
+		{"the old certificate removed", slices.Concat(newCert, caPEM), []*ecdsa.PrivateKey{newKey}, []*ecdsa.PrivateKey{oldKey, caKey}},
+	} {
+		require.NoError(t, os.WriteFile(f+".new", tc.file, 0o600))
+		require.NoError(t, os.Rename(f+".new", f))
+		v.meta = "" // read at once, not 2 s after the write
+		v.reload()
+		require.NoError(t, <-reloads, tc.name)
+		for _, k := range tc.verified {
+			require.NoError(t, verify(k), tc.name)
+		}
+		for _, k := range tc.refused {
+			require.ErrorIs(t, verify(k), ErrUnauthenticated, tc.name)
+		}
 	}
 }
