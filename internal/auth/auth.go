@@ -600,10 +600,9 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 // the new key to the old, an identity provider exports its keys as one
 // bundle), or certificates, standing for their keys: the first is loaded
 // whatever it is (a self-signed signing certificate often says CA:TRUE),
-// each later one unless it is a CA certificate or the issuer of the one
-// before it (a chain, a v1 root too: the holder of a CA's private key
-// could sign any token). So a rotation appends the new certificate, and a
-// fullchain.pem loads its leaf only. Anything else fails the file rather
+// each later one unless it may issue certificates (mayIssue: a chain's,
+// whose private key's holder could sign any token). So a rotation appends
+// the new certificate, and a fullchain.pem loads its leaf only. Anything else fails the file rather
 // than leave a key out unsaid or trust one by mistake: a certificate
 // issued by a loaded one just before it (a chain in reverse order, which
 // would load its CA's key), a block of no public key (a private key), keys and
@@ -651,7 +650,7 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 			if lastLoaded && issued(last, c) {
 				return nil, nil, fmt.Errorf("PEM block %d: a certificate issued by the signing certificate before it: a chain in reverse order, whose CA's key would be loaded; put each signing certificate (the leaf) first, then its issuer, up to the root", n)
 			}
-			if c.IsCA || issued(c, last) {
+			if mayIssue(c) {
 				prevLoaded = false
 				continue // the chain: not loaded
 			}
@@ -718,6 +717,10 @@ func beginLines(b []byte) []int {
 	}
 	return at
 }
+
+// mayIssue reports whether c may sign certificates, as x509 has it: a CA
+// certificate, or an X.509 v1 one, which cannot say it is not (old roots).
+func mayIssue(c *x509.Certificate) bool { return c.IsCA || c.Version < 3 }
 
 // issued reports whether parent signed child, as its issuer: a
 // certificate of the same key (a self-signed one renewed) is none. The

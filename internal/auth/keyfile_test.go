@@ -211,8 +211,8 @@ func v1Certificate(t *testing.T, key *ecdsa.PrivateKey) (*x509.Certificate, []by
 }
 
 // A file of certificates loads its first, whatever it is, and each later
-// one unless it is a CA certificate or the issuer of the one before it
-// (its chain, a v1 root too). So several signing certificates, each
+// one unless it may issue certificates: a CA certificate, or a v1 one
+// (old roots), whether of the chain before it or not. So several signing certificates, each
 // followed by its chain or not, load, and only their keys; a chain in
 // reverse order, which would load its root's key, fails the file, as a
 // damaged certificate does, each saying so.
@@ -249,6 +249,7 @@ func TestKeyFileCertificateChains(t *testing.T) {
 		"a leaf and its chain, then another":      {slices.Concat(leaf, interPEM, leaf2), []string{"leaf", "leaf2"}},
 		"a leaf, then a chain in reverse order":   {slices.Concat(leaf, rootPEM, interPEM, leaf2), []string{"leaf", "leaf2"}},
 		"a leaf and its v1 root":                  {slices.Concat(v1Leaf, v1RootPEM), []string{"v1leaf"}},
+		"a leaf and another chain's v1 root":      {slices.Concat(leaf, v1RootPEM), []string{"leaf"}},
 		"a leaf and another hierarchy's root":     {slices.Concat(leaf, otherRoot), []string{"leaf"}},
 		"a self-signed CA:TRUE, then one not":     {slices.Concat(selfCA, self), []string{"self", "selfCA"}},
 		"a self-signed CA:TRUE, then another":     {slices.Concat(selfCA, selfCA2), []string{"selfCA"}},
@@ -267,6 +268,7 @@ func TestKeyFileCertificateChains(t *testing.T) {
 	}{
 		"a chain in reverse order":       {slices.Concat(rootPEM, interPEM, leaf), "PEM block 2: a certificate issued by the signing certificate before it: a chain in reverse order, whose CA's key would be loaded; put each signing certificate (the leaf) first"},
 		"an intermediate, then its leaf": {slices.Concat(interPEM, leaf), "PEM block 2: a certificate issued by the signing certificate before it"},
+		"a v1 root, then its leaf":       {slices.Concat(v1RootPEM, v1Leaf), "PEM block 2: a certificate issued by the signing certificate before it"},
 		"a damaged certificate":          {slices.Concat(leaf, damaged), `PEM block 2: not a PEM public key of Ed25519, RSA or ECDSA: a "CERTIFICATE" block that does not parse (x509: `},
 	} {
 		_, err := verifiedBy(t, tc.file, signers)
