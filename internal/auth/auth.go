@@ -602,15 +602,15 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 // whatever it is (a self-signed signing certificate often says CA:TRUE),
 // each later one unless it may issue certificates (mayIssue: a chain's,
 // whose private key's holder could sign any token). So a rotation appends
-// the new certificate, and a fullchain.pem loads its leaf only. Anything else fails the file rather
-// than leave a key out unsaid or trust one by mistake: a certificate
-// issued by a loaded one just before it (a chain in reverse order, which
-// would load its CA's key), a block of no public key (a private key), keys and
-// certificates in one file, or a block that does not decode (damaged, an
-// append cut short, or a text line starting "-----BEGIN ", which cannot
-// be told from one). Other text around the blocks is ignored, and so are
-// the spaces, tabs and byte-order marks that start a line
-// (dropLineIndents).
+// the new certificate, and a fullchain.pem loads its leaf only. Anything
+// else fails the file rather than leave a key out unsaid or trust one by
+// mistake: a certificate issued by a loaded one just before it (a chain in
+// reverse order, which would load its CA's key), a block of no public key
+// (a private key), keys and certificates in one file, or a block that
+// does not decode (damaged, an append cut short, or a text line starting
+// "-----BEGIN ", which cannot be told from one). Other text around the
+// blocks is ignored, and so are the spaces, tabs and byte-order marks
+// that start a line (dropLineIndents).
 func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 	b := dropLineIndents(file)
 	whole := b
