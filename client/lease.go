@@ -161,7 +161,6 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 	// already (its grant read late) is then removed by its end.
 	c.mu.Lock()
 	c.leases[l.Token] = append(c.leases[l.Token], l)
-	ended, read := c.ended[l.Token]
 	c.watchBoot()
 	c.mu.Unlock()
 	if l.session == nil { // else the session's deadline counts (session.go)
@@ -171,17 +170,8 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 		}
 		l.mu.Unlock()
 	}
-	if read {
-		if err := l.endedBy(ended); err != nil {
-			// Read by the client's reader after the grant, before this
-			// call took the grant up (an end right behind a grant read
-			// late, as after the host slept).
-			l.finish(fmt.Errorf("%w (read before the grant was taken up)", err))
-			l.mu.Lock()
-			mono, _ := l.pastDeadline()
-			l.mu.Unlock()
-			return l, &lateGrant{err: l.Err(), again: !mono, ended: true}
-		}
+	if g := l.endedFirst(); g != nil {
+		return l, g
 	}
 	if l.session != nil {
 		// A session past its deadline already (the grant read after the
@@ -213,10 +203,38 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 			}
 		}
 	}
+	// Again: an end the reader routed to the lease once registered, while
+	// this call went on, is as much the worker's end of it.
+	if g := l.endedFirst(); g != nil {
+		return l, g
+	}
 	if l.keepAlive && c.begin() == nil {
 		go l.keepAliveLoop()
 	}
 	return l, nil
+}
+
+// endedFirst is the late grant of a lease the worker ended before newLease
+// returned it (an end right behind a grant read late, as after the host
+// slept): the client's reader read the end (c.ended keeps it, whether or
+// not the lease was registered then), and the lease is lost with it; nil
+// otherwise.
+func (l *Lease) endedFirst() *lateGrant {
+	l.c.mu.Lock()
+	ended, read := l.c.ended[l.Token]
+	l.c.mu.Unlock()
+	if !read {
+		return nil
+	}
+	err := l.endedBy(ended)
+	if err == nil {
+		return nil
+	}
+	l.finish(fmt.Errorf("%w (read before the grant was taken up)", err)) // unless routed to it already
+	l.mu.Lock()
+	mono, _ := l.pastDeadline()
+	l.mu.Unlock()
+	return &lateGrant{err: l.Err(), again: !mono, ended: true}
 }
 
 // lateGrant is newLease's error for a grant read past its local deadline,
