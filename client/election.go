@@ -244,7 +244,8 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 }
 
 // maxLateGrants is how many grants in a row, each read past its local
-// deadline by the boot clock alone, end a campaign: the first pause after
+// deadline by the boot clock alone or ended by the worker before it was
+// taken up, end a campaign: the first pause after
 // one is lateGrantPause, doubling after each (up to bootCheckInterval).
 const (
 	maxLateGrants  = 3
