@@ -70,6 +70,10 @@ func (w *Worker) queueTooLarge(segs [][]segment, batches []*kgo.ErrDecompressToo
 			p.refetch = true
 			continue
 		}
+		// The client stays stopped at b until the skip's seek; a restart
+		// before that seeks to the stored offset, which may be where the
+		// client stands: made whatever the position.
+		p.refetch = true
 		p.pending.Add(1) // under w.mu: revoked sees it before it waits
 		segs[p.lane] = append(segs[p.lane], segment{p: p, tooLarge: b, polledAt: polled})
 		w.log.Warn().Int32("partition", b.Partition).Int64("offset", b.Offset).Int64("last_offset", b.NextOffset-1).
