@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
@@ -795,11 +796,18 @@ func TestKeysReloadedInTheBackground(t *testing.T) {
 }
 
 // certificate is a certificate of pub signed by signer (self-signed when
-// parent is nil), and its PEM block.
-func certificate(t *testing.T, pub, signer any, parent *x509.Certificate, ca bool) (*x509.Certificate, []byte) {
+// parent is nil), and its PEM block. Its subject is its own, and edit may
+// change the rest.
+func certificate(t *testing.T, pub, signer any, parent *x509.Certificate, ca bool, edit ...func(*x509.Certificate)) (*x509.Certificate, []byte) {
 	t.Helper()
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: ca, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: rand.Text()}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: ca, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature}
+	if ca {
+		tpl.KeyUsage |= x509.KeyUsageCertSign
+	}
+	for _, e := range edit {
+		e(tpl)
+	}
 	if parent == nil {
 		parent = tpl
 	}
