@@ -598,27 +598,25 @@ func parse(files []keyFile, contents [][]byte) (keySet, error) {
 // verify, each block read by what it holds whatever its label (blockKey).
 // A file holds either public keys, every one loaded (a rotation appends
 // the new key to the old, an identity provider exports its keys as one
-// bundle), or certificates, standing for their keys: the first is loaded
-// whatever it is (a self-signed signing certificate often says CA:TRUE),
-// each later one unless it may issue certificates (mayIssue: a chain's,
-// whose private key's holder could sign any token). So a rotation appends
-// the new certificate, and a fullchain.pem loads its leaf only. Anything
-// else fails the file rather than leave a key out unsaid or trust one by
-// mistake: a certificate issued by a loaded one just before it (a chain in
-// reverse order, which would load its CA's key), a block of no public key
-// (a private key), keys and certificates in one file, or a block that
-// does not decode (damaged, an append cut short, or a text line starting
-// "-----BEGIN ", which cannot be told from one). Other text around the
-// blocks is ignored, and so are the spaces, tabs and byte-order marks
-// that start a line (dropLineIndents).
+// bundle), or certificates, standing for their keys: the first only is
+// loaded, whatever it is (a self-signed signing certificate often says
+// CA:TRUE); the ones after it are its chain, whose private keys' holders
+// could sign any token, and are never loaded. Anything else fails the file
+// rather than leave a key out unsaid or trust one by mistake: a first
+// certificate that may issue certificates followed by others (a CA first:
+// a bundle before the leaf, a leaf removed and its chain left), a later
+// certificate naming the first as its issuer (a chain in reverse order),
+// a block of no public key (a private key), keys and certificates in one
+// file, or a block that does not decode (damaged, an append cut short, or
+// a text line starting "-----BEGIN ", which cannot be told from one).
+// Other text around the blocks is ignored, and so are the spaces, tabs and
+// byte-order marks that start a line (dropLineIndents).
 func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 	b := dropLineIndents(file)
 	whole := b
 	var keys []crypto.PublicKey
 	var methods []string
-	var certificates bool      // the first block is a certificate
-	var prev *x509.Certificate // the block before, when a certificate
-	var prevLoaded bool        // and its key was loaded
+	var first *x509.Certificate // the first block, when a certificate
 	for n := 1; ; n++ {
 		block, rest := pem.Decode(b)
 		read := b[:len(b)-len(rest)] // this block and the ones pem.Decode skipped
@@ -635,25 +633,27 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 		}
 		b = rest
 		k, c, err := blockKey(block)
+		// A later certificate, parsed or not (x509 refuses some a CA may
+		// have issued, a negative serial since Go 1.23), is of the first's
+		// chain and never loaded. One that does not parse is passed over,
+		// though it cannot be checked for naming the first as its issuer.
+		if first != nil && (c != nil || err != nil && strings.HasSuffix(block.Type, "CERTIFICATE")) {
+			if mayIssue(first) {
+				return nil, nil, fmt.Errorf("PEM block %d: a certificate after block 1, which may issue certificates (CA:TRUE, X.509 v1 or keyCertSign): only a file's first certificate is loaded, and a CA's key would sign any token; put the signing certificate (the leaf) first, then its chain (a leaf removed, remove its chain too)", n)
+			}
+			if c != nil && bytes.Equal(c.RawIssuer, first.RawSubject) && !bytes.Equal(c.RawSubjectPublicKeyInfo, first.RawSubjectPublicKeyInfo) {
+				return nil, nil, fmt.Errorf("PEM block %d: a certificate naming block 1 as its issuer: a chain in reverse order, and only a file's first certificate is loaded, here a CA's, whose key would sign any token; put the signing certificate (the leaf) first, then its issuer, up to the root", n)
+			}
+			continue
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("PEM block %d: %w", n, err)
 		}
 		if n == 1 {
-			certificates = c != nil
+			first = c
 		}
-		if (c != nil) != certificates {
-			return nil, nil, fmt.Errorf("PEM block %d: public keys and certificates in one file: a file holds public keys, or certificates (each signing certificate followed by its chain)", n)
-		}
-		last, lastLoaded := prev, prevLoaded
-		prev, prevLoaded = c, c != nil
-		if c != nil && last != nil {
-			if lastLoaded && issued(last, c) {
-				return nil, nil, fmt.Errorf("PEM block %d: a certificate issued by the signing certificate before it: a chain in reverse order, whose CA's key would be loaded; put each signing certificate (the leaf) first, then its issuer, up to the root", n)
-			}
-			if mayIssue(c) {
-				prevLoaded = false
-				continue // the chain: not loaded
-			}
+		if (c != nil) != (first != nil) {
+			return nil, nil, fmt.Errorf("PEM block %d: public keys and certificates in one file: a file holds public keys, or certificates (a signing certificate followed by its chain)", n)
 		}
 		ms := methodsOf(k)
 		if ms == nil {
@@ -718,18 +718,12 @@ func beginLines(b []byte) []int {
 	return at
 }
 
-// mayIssue reports whether c may sign certificates, as x509 has it: a CA
-// certificate, or an X.509 v1 one, which cannot say it is not (old roots).
-func mayIssue(c *x509.Certificate) bool { return c.IsCA || c.Version < 3 }
-
-// issued reports whether parent signed child, as its issuer: a
-// certificate of the same key (a self-signed one renewed) is none. The
-// names are compared first, so that few certificates cost a signature
-// check.
-func issued(parent, child *x509.Certificate) bool {
-	return bytes.Equal(child.RawIssuer, parent.RawSubject) &&
-		!bytes.Equal(child.RawSubjectPublicKeyInfo, parent.RawSubjectPublicKeyInfo) &&
-		child.CheckSignatureFrom(parent) == nil
+// mayIssue reports whether c may sign certificates: a CA certificate, an
+// X.509 v1 one, which cannot say it is not (old roots), or one whose key
+// usage says so (a CA certificate without basicConstraints, which OpenSSL
+// takes for one).
+func mayIssue(c *x509.Certificate) bool {
+	return c.IsCA || c.Version < 3 || c.KeyUsage&x509.KeyUsageCertSign != 0
 }
 
 // dropLineIndents drops the spaces, tabs and UTF-8 byte-order marks that

@@ -210,75 +210,123 @@ func v1Certificate(t *testing.T, key *ecdsa.PrivateKey) (*x509.Certificate, []by
 	return c, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
-// A file of certificates loads its first, whatever it is, and each later
-// one unless it may issue certificates: a CA certificate, or a v1 one
-// (old roots), whether of the chain before it or not. So several signing certificates, each
-// followed by its chain or not, load, and only their keys; a chain in
-// reverse order, which would load its root's key, fails the file, as a
-// damaged certificate does, each saying so.
+// negativeSerial is certificate b with its serial, 1, made -1: x509 has
+// refused to parse such a certificate since Go 1.23, and some old CA
+// certificates have one.
+func negativeSerial(t *testing.T, b []byte) []byte {
+	t.Helper()
+	block, _ := pem.Decode(b)
+	serial := []byte{0xa0, 0x03, 0x02, 0x01, 0x02, 0x02, 0x01} // version 3, then the serial's tag and length
+	require.Equal(t, 1, bytes.Count(block.Bytes, append(serial, 0x01)))
+	der := bytes.Replace(block.Bytes, append(serial, 0x01), append(serial, 0xff), 1)
+	_, err := x509.ParseCertificate(der)
+	require.ErrorContains(t, err, "negative serial number")
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// A file of certificates loads its first, whatever it is when alone, and
+// never the ones after it: its chain, whose keys' holders could sign any
+// token. A first that may issue certificates (CA:TRUE, v1 or keyCertSign)
+// with certificates after it, or a later certificate naming the first as
+// its issuer (by name, so also through a link signed with SHA-1, whose
+// signature x509 no longer checks), fails the file, as the first's own key would be a CA's. A later
+// certificate that x509 cannot parse is passed over, not loaded either.
 func TestKeyFileCertificateChains(t *testing.T) {
 	newKey := func() *ecdsa.PrivateKey {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		require.NoError(t, err)
 		return k
 	}
-	rootKey, interKey, leafKey, leaf2Key, otherKey, v1Key, v1LeafKey, selfCAKey, selfCA2Key, selfKey := newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey(), newKey()
-	root, rootPEM := certificate(t, &rootKey.PublicKey, rootKey, nil, true)
-	inter, interPEM := certificate(t, &interKey.PublicKey, rootKey, root, true)
-	_, leaf := certificate(t, &leafKey.PublicKey, interKey, inter, false)
-	_, leaf2 := certificate(t, &leaf2Key.PublicKey, interKey, inter, false)
-	_, otherRoot := certificate(t, &otherKey.PublicKey, otherKey, nil, true)
-	v1Root, v1RootPEM := v1Certificate(t, v1Key)
-	_, v1Leaf := certificate(t, &v1LeafKey.PublicKey, v1Key, v1Root, false)
-	_, selfCA := certificate(t, &selfCAKey.PublicKey, selfCAKey, nil, true) // as openssl req -x509 makes one
-	_, selfCA2 := certificate(t, &selfCA2Key.PublicKey, selfCA2Key, nil, true)
-	_, selfCARenewed := certificate(t, &selfCAKey.PublicKey, selfCAKey, nil, true)
-	_, self := certificate(t, &selfKey.PublicKey, selfKey, nil, false)
+	keys := map[string]*ecdsa.PrivateKey{}
+	for _, name := range []string{"root", "inter", "inter2", "leaf", "leaf2", "leaf3", "other", "v1root", "v1leaf", "selfCA", "selfCA2", "self", "self2", "noBC", "noBCleaf", "plain", "plainLeaf"} {
+		keys[name] = newKey()
+	}
+	cert := func(name string, parent *x509.Certificate, signer string, ca bool, edit ...func(*x509.Certificate)) (*x509.Certificate, []byte) {
+		if parent == nil {
+			signer = name
+		}
+		return certificate(t, &keys[name].PublicKey, keys[signer], parent, ca, edit...)
+	}
+	sha1 := func(c *x509.Certificate) { c.SignatureAlgorithm = x509.ECDSAWithSHA1 }
+	root, rootPEM := cert("root", nil, "", true)
+	inter, interPEM := cert("inter", root, "root", true)
+	inter2, inter2PEM := cert("inter2", root, "root", true)
+	_, leaf := cert("leaf", inter, "inter", false)
+	_, leaf2 := cert("leaf2", inter, "inter", false)
+	_, leaf3 := cert("leaf3", inter2, "inter2", false)
+	_, otherRoot := cert("other", nil, "", true)
+	v1Root, v1RootPEM := v1Certificate(t, keys["v1root"])
+	_, v1Leaf := cert("v1leaf", v1Root, "v1root", false)
+	_, selfCA := cert("selfCA", nil, "", true) // as openssl req -x509 makes one
+	_, selfCA2 := cert("selfCA2", nil, "", true)
+	selfC, self := cert("self", nil, "", false)
+	_, self2 := cert("self2", nil, "", false)
+	_, selfRenewed := cert("self", nil, "", false, func(c *x509.Certificate) { c.Subject = selfC.Subject })
+	noBC, noBCPEM := cert("noBC", nil, "", true, func(c *x509.Certificate) { c.BasicConstraintsValid = false }) // keyCertSign, no basicConstraints
+	_, noBCLeaf := cert("noBCleaf", noBC, "noBC", false)
+	plain, plainPEM := cert("plain", nil, "", false) // an issuer whose certificate does not say so
+	_, plainLeaf := cert("plainLeaf", plain, "plain", false)
+	plainLeafSHA1C, plainLeafSHA1 := cert("plainLeaf", plain, "plain", false, sha1)
+	require.Equal(t, x509.ECDSAWithSHA1, plainLeafSHA1C.SignatureAlgorithm)
+	unparsed := negativeSerial(t, rootPEM)
+	damaged := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 0x03, 0x02, 0x01, 0x01}})
 	signers := map[string]signer{}
-	for name, key := range map[string]*ecdsa.PrivateKey{"root": rootKey, "inter": interKey, "leaf": leafKey, "leaf2": leaf2Key, "other": otherKey,
-		"v1root": v1Key, "v1leaf": v1LeafKey, "selfCA": selfCAKey, "selfCA2": selfCA2Key, "self": selfKey} {
+	for name, key := range keys {
 		signers[name] = signer{jwt.SigningMethodES256, key}
 	}
 	for name, tc := range map[string]struct {
 		file []byte
 		want []string
 	}{
-		"a full chain":                            {slices.Concat(leaf, interPEM, rootPEM), []string{"leaf"}},
-		"two leaves, each with its chain":         {slices.Concat(leaf, interPEM, rootPEM, leaf2, interPEM, rootPEM), []string{"leaf", "leaf2"}},
-		"two leaves, then their chain":            {slices.Concat(leaf, leaf2, interPEM), []string{"leaf", "leaf2"}},
-		"a leaf and its chain, then another":      {slices.Concat(leaf, interPEM, leaf2), []string{"leaf", "leaf2"}},
-		"a leaf, then a chain in reverse order":   {slices.Concat(leaf, rootPEM, interPEM, leaf2), []string{"leaf", "leaf2"}},
-		"a leaf and its v1 root":                  {slices.Concat(v1Leaf, v1RootPEM), []string{"v1leaf"}},
-		"a leaf and another chain's v1 root":      {slices.Concat(leaf, v1RootPEM), []string{"leaf"}},
-		"a leaf and another hierarchy's root":     {slices.Concat(leaf, otherRoot), []string{"leaf"}},
-		"a self-signed CA:TRUE, then one not":     {slices.Concat(selfCA, self), []string{"self", "selfCA"}},
-		"a self-signed CA:TRUE, then another":     {slices.Concat(selfCA, selfCA2), []string{"selfCA"}},
-		"a self-signed CA:TRUE, then its renewal": {slices.Concat(selfCA, selfCARenewed), []string{"selfCA"}},
-		"an intermediate and its root (no leaf)":  {slices.Concat(interPEM, rootPEM), []string{"inter"}},
+		"a full chain": {slices.Concat(leaf, interPEM, rootPEM), []string{"leaf"}},
+		"a leaf and its chain, then another and its chain":  {slices.Concat(leaf, interPEM, rootPEM, leaf2, interPEM, rootPEM), []string{"leaf"}},
+		"two leaves, then their chain":                      {slices.Concat(leaf, leaf2, interPEM), []string{"leaf"}},
+		"a leaf, then a chain in reverse order":             {slices.Concat(leaf, rootPEM, interPEM), []string{"leaf"}},
+		"a leaf and its v1 root":                            {slices.Concat(v1Leaf, v1RootPEM), []string{"v1leaf"}},
+		"a leaf and its root without basicConstraints":      {slices.Concat(noBCLeaf, noBCPEM), []string{"noBCleaf"}},
+		"a leaf and another hierarchy's root":               {slices.Concat(leaf, otherRoot), []string{"leaf"}},
+		"a self-signed certificate, then a CA:TRUE one":     {slices.Concat(self, selfCA), []string{"self"}},
+		"a self-signed certificate, then another":           {slices.Concat(self, self2), []string{"self"}},
+		"a self-signed certificate, then its renewal":       {slices.Concat(self, selfRenewed), []string{"self"}},
+		"a lone self-signed CA:TRUE":                        {selfCA, []string{"selfCA"}},
+		"a lone v1 certificate":                             {v1RootPEM, []string{"v1root"}},
+		"a lone intermediate":                               {interPEM, []string{"inter"}},
+		"a leaf, then a chain certificate x509 cannot read": {slices.Concat(leaf, interPEM, unparsed), []string{"leaf"}},
+		"a leaf, then a damaged certificate":                {slices.Concat(leaf, damaged), []string{"leaf"}},
 	} {
 		got, err := verifiedBy(t, tc.file, signers)
 		require.NoError(t, err, name)
 		require.Equal(t, tc.want, got, name)
 	}
 
-	damaged := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 0x03, 0x02, 0x01, 0x01}})
+	const caFirst = ": a certificate after block 1, which may issue certificates (CA:TRUE, X.509 v1 or keyCertSign): only a file's first certificate is loaded"
+	const reversed = ": a certificate naming block 1 as its issuer: a chain in reverse order"
 	for name, tc := range map[string]struct {
 		file []byte
 		want string
 	}{
-		"a chain in reverse order":       {slices.Concat(rootPEM, interPEM, leaf), "PEM block 2: a certificate issued by the signing certificate before it: a chain in reverse order, whose CA's key would be loaded; put each signing certificate (the leaf) first"},
-		"an intermediate, then its leaf": {slices.Concat(interPEM, leaf), "PEM block 2: a certificate issued by the signing certificate before it"},
-		"a v1 root, then its leaf":       {slices.Concat(v1RootPEM, v1Leaf), "PEM block 2: a certificate issued by the signing certificate before it"},
-		"a damaged certificate":          {slices.Concat(leaf, damaged), `PEM block 2: not a PEM public key of Ed25519, RSA or ECDSA: a "CERTIFICATE" block that does not parse (x509: `},
+		"an intermediate and its root (no leaf)":                  {slices.Concat(interPEM, rootPEM), "PEM block 2" + caFirst},
+		"a chain in reverse order":                                {slices.Concat(rootPEM, interPEM, leaf), "PEM block 2" + caFirst},
+		"a CA bundle before the leaf":                             {slices.Concat(interPEM, rootPEM, leaf), "PEM block 2" + caFirst},
+		"a leaf removed, its intermediate left, then another":     {slices.Concat(interPEM, leaf3, inter2PEM), "PEM block 2" + caFirst},
+		"a self-signed CA:TRUE, then another":                     {slices.Concat(selfCA, selfCA2), "PEM block 2" + caFirst},
+		"a v1 root, then its leaf":                                {slices.Concat(v1RootPEM, v1Leaf), "PEM block 2" + caFirst},
+		"a root without basicConstraints, then its leaf":          {slices.Concat(noBCPEM, noBCLeaf), "PEM block 2" + caFirst},
+		"a CA, then a certificate x509 cannot read":               {slices.Concat(interPEM, unparsed), "PEM block 2" + caFirst},
+		"an issuer not marked CA, then its leaf":                  {slices.Concat(plainPEM, plainLeaf), "PEM block 2" + reversed},
+		"an issuer not marked CA, then its leaf signed SHA-1":     {slices.Concat(plainPEM, plainLeafSHA1), "PEM block 2" + reversed},
+		"an issuer not marked CA, a root, then the issuer's leaf": {slices.Concat(plainPEM, otherRoot, plainLeaf), "PEM block 3" + reversed},
+		"a damaged first certificate":                             {slices.Concat(damaged, leaf), `PEM block 1: not a PEM public key of Ed25519, RSA or ECDSA: a "CERTIFICATE" block that does not parse (x509: `},
 	} {
 		_, err := verifiedBy(t, tc.file, signers)
 		require.ErrorContains(t, err, tc.want, name)
 	}
 }
 
-// A requester keyed by a certificate rotates as one keyed by a public key:
-// append the new certificate (with its chain or not), and remove the old
-// one later.
+// A requester keyed by a certificate rotates through public keys: a
+// certificate appended to its file is not loaded, as only a file's first
+// certificate is, and the file gives its old and new keys instead until
+// the old one goes.
 func TestRequesterCertificateRotation(t *testing.T) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -303,9 +351,9 @@ func TestRequesterCertificateRotation(t *testing.T) {
 		verified []*ecdsa.PrivateKey
 		refused  []*ecdsa.PrivateKey
 	}{
-		{"the new certificate and its chain appended", slices.Concat(oldCert, caPEM, newCert, caPEM), []*ecdsa.PrivateKey{oldKey, newKey}, []*ecdsa.PrivateKey{caKey}},
-		{"the new certificate before the chain", slices.Concat(oldCert, newCert, caPEM), []*ecdsa.PrivateKey{oldKey, newKey}, []*ecdsa.PrivateKey{caKey}},
-		{"the old certificate removed", slices.Concat(newCert, caPEM), []*ecdsa.PrivateKey{newKey}, []*ecdsa.PrivateKey{oldKey, caKey}},
+		{"the new certificate and its chain appended", slices.Concat(oldCert, caPEM, newCert, caPEM), []*ecdsa.PrivateKey{oldKey}, []*ecdsa.PrivateKey{newKey, caKey}},
+		{"the old and new public keys", slices.Concat(pemBlock(t, &oldKey.PublicKey), pemBlock(t, &newKey.PublicKey)), []*ecdsa.PrivateKey{oldKey, newKey}, []*ecdsa.PrivateKey{caKey}},
+		{"the new certificate and its chain", slices.Concat(newCert, caPEM), []*ecdsa.PrivateKey{newKey}, []*ecdsa.PrivateKey{oldKey, caKey}},
 	} {
 		require.NoError(t, os.WriteFile(f+".new", tc.file, 0o600))
 		require.NoError(t, os.Rename(f+".new", f))
