@@ -54,9 +54,10 @@ type Client struct {
 	// endAcquire).
 	acquiring map[acquireKey]acquiring
 	// ended are the events that end a lease (lock.expired, lock.revoked,
-	// lock.released) that found no lease yet, by fencing token: the grant's
-	// reply may still be on its way to Acquire. newLease checks them. A
-	// ring, so it stays bounded.
+	// lock.released), by fencing token, every one, whether or not it found
+	// a lease: the grant's reply may still be on its way to Acquire, or
+	// newLease still taking it up (endedFirst relies on every end being
+	// here). A ring, so it stays bounded.
 	ended    map[int64]topics.Event
 	endedLog []int64
 	// boot is the boot clock (nil: bootClock); tests move it past a
@@ -539,8 +540,8 @@ func (c *Client) route(ev topics.Event) {
 // maxEnded bounds the events remembered by rememberEnded.
 const maxEnded = 1024
 
-// rememberEnded keeps an event that ends a lease not registered yet. c.mu
-// is held.
+// rememberEnded keeps an event that ends a lease, registered or not yet
+// (Client.ended). c.mu is held.
 func (c *Client) rememberEnded(ev topics.Event) {
 	token := ev.LockInfo.FencingToken
 	if _, ok := c.ended[token]; ok {

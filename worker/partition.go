@@ -83,10 +83,11 @@ type partition struct {
 	// it, so its seek is not made and the partition is checked again.
 	lossAgain *kgo.ErrDataLoss
 	// refetch is set (under w.mu, poll loop) when the client reported a
-	// batch too large to read while the partition was stopped or losing,
-	// which queueTooLarge leaves alone: the client fetches the partition no
-	// further, so its next seek is made even where it is the client's
-	// position already (seekRewound). A restart carries it over.
+	// batch too large to read: while the partition was stopped or losing,
+	// which queueTooLarge leaves alone, and when it queues the batch's
+	// skip. The client fetches the partition no further until a seek, so
+	// its next seek is made even where it is the client's position
+	// already (seekRewound). A restart carries it over.
 	refetch bool
 }
 
