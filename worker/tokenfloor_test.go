@@ -429,25 +429,7 @@ func TestTokenFloorPartitionEmptiedMeanwhile(t *testing.T) {
 	defer pp.Close()
 	require.NoError(t, pp.ProduceSync(context.Background(), &kgo.Record{Value: acquiredEvent(t, 42)}).FirstErr())
 	forgetTokens(t, e.Store)
-	var removed atomic.Bool
-	fetching := make(chan struct{})
-	var once sync.Once
-	e.Cluster.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if removed.Load() {
-			return nil, nil, false // served from now on
-		}
-		e.Cluster.KeepControl()
-		once.Do(func() { close(fetching) })
-		return nil, errors.New("not yet"), true
-	})
-	go func() {
-		<-fetching // the offsets were listed
-		var o kadm.Offsets
-		o.Add(kadm.Offset{Topic: topic, Partition: 0, At: 1})
-		_, err := kadm.NewClient(pp).DeleteRecords(context.Background(), o)
-		assert.NoError(t, err)
-		removed.Store(true)
-	}()
+	removed := trimOnceListed(t, e, pp, topic)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // below tokenFloorTimeout
 	defer cancel()
 	f, err := w.RaiseTokenFloor(ctx)
@@ -475,6 +457,22 @@ func TestTokenFloorLogStartMovedIntoTheRange(t *testing.T) {
 	require.NoError(t, pp.ProduceSync(context.Background(),
 		&kgo.Record{Value: acquiredEvent(t, 40)}, &kgo.Record{Value: acquiredEvent(t, 41)}, &kgo.Record{Value: acquiredEvent(t, 42)}).FirstErr())
 	forgetTokens(t, e.Store)
+	trimmed := trimOnceListed(t, e, pp, topic)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // below tokenFloorTimeout
+	defer cancel()
+	f, err := w.RaiseTokenFloor(ctx)
+	require.NoError(t, err)
+	require.True(t, trimmed.Load())
+	require.Equal(t, 2, f.Records, "the two left in the range")
+	require.Equal(t, int64(42), f.Highest)
+	require.True(t, f.Raised, "%+v", f)
+}
+
+// trimOnceListed holds the fetches of topic's partition 0 until the check
+// has listed its offsets, then deletes its records below offset 1 (as
+// retention would) and lets the fetches through; the flag says it did.
+func trimOnceListed(t *testing.T, e *e2e.Env, pp *kgo.Client, topic string) *atomic.Bool {
+	t.Helper()
 	var trimmed atomic.Bool
 	fetching := make(chan struct{})
 	var once sync.Once
@@ -494,12 +492,5 @@ func TestTokenFloorLogStartMovedIntoTheRange(t *testing.T) {
 		assert.NoError(t, err)
 		trimmed.Store(true)
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // below tokenFloorTimeout
-	defer cancel()
-	f, err := w.RaiseTokenFloor(ctx)
-	require.NoError(t, err)
-	require.True(t, trimmed.Load())
-	require.Equal(t, 2, f.Records, "the two left in the range")
-	require.Equal(t, int64(42), f.Highest)
-	require.True(t, f.Raised, "%+v", f)
+	return &trimmed
 }

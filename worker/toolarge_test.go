@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -214,36 +215,8 @@ func requireSkipped(t *testing.T, st *store.Store, reply string, next int64, ans
 // taken for moved by another replica.
 func TestBatchTooLargeIsSkippedAfterTheRecordsBeforeIt(t *testing.T) {
 	ctx := context.Background()
-	c := kafkatest.Cluster(t)
-	m := &skipMetrics{dead: map[string]int{}}
-	w, st := runOneCommandsPartition(t, c, m, kgo.MaxDecompressBatchBytes(16<<10))
-	plain, gzipped := producers(t, c)
-	reply := "locks.replies.too-large-order"
-	first := produce(t, plain, acquire(t, "first", reply))
-	require.Eventually(t, func() bool { return storedOffset(t, st, 0) == first[0]+1 }, 30*time.Second, 10*time.Millisecond)
-
-	tx, err := st.Pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE partition = 0 FOR UPDATE`)
-	require.NoError(t, err)
-	produce(t, plain, acquire(t, "before", reply))
-	waitForARowLock(t, st, "the applier waits for the partition's row with the record before the batch")
-	bomb := produce(t, gzipped, zeros(20<<10), zeros(20<<10))
-	after := produce(t, plain, acquire(t, "after", reply))
-
-	// Queued behind the record in the applier's hands.
-	q := w.lanes[0]
-	require.Eventually(t, func() bool {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		for _, s := range q.pending {
-			if s.tooLarge != nil && s.tooLarge.Offset == bomb[0] {
-				return true
-			}
-		}
-		return false
-	}, 30*time.Second, 5*time.Millisecond, "the skip queued")
+	h := skipQueuedBehindARecord(t, "locks.replies.too-large-order")
+	w, st, m, tx, first, bomb, after, reply := h.w, h.st, h.m, h.tx, h.first, h.bomb, h.after, h.reply
 	require.EqualValues(t, first[0]+1, storedOffset(t, st, 0), "nothing applied or skipped ahead of the record before the batch")
 	require.Empty(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0))
 	w.commitMarks(ctx) // as a revoke does
@@ -468,4 +441,78 @@ func TestUnreadableBatchIsSkipped(t *testing.T) {
 			require.Equal(t, map[string]int{DeadLetterBatchTooLarge: 1}, dead)
 		})
 	}
+}
+
+// heldSkip is a partition whose skip of a batch too large to read is
+// queued behind a record the applier holds (skipQueuedBehindARecord).
+type heldSkip struct {
+	w     *Worker
+	st    *store.Store
+	m     *skipMetrics
+	tx    pgx.Tx // holds the partition's offset row
+	reply string
+	// first was applied; before waits for the row tx holds; bomb is the
+	// batch's first and last offsets; after follows it.
+	first, before, bomb, after []int64
+}
+
+// skipQueuedBehindARecord runs one commands partition, applies a command,
+// holds the partition's offset row (as PostgreSQL not answering would)
+// while a command, a batch too large to read and another command are
+// produced, and returns once the batch's skip is queued behind the held
+// command. The row stays held until h.tx ends.
+func skipQueuedBehindARecord(t *testing.T, reply string) *heldSkip {
+	t.Helper()
+	ctx := context.Background()
+	c := kafkatest.Cluster(t)
+	h := &heldSkip{m: &skipMetrics{dead: map[string]int{}}, reply: reply}
+	h.w, h.st = runOneCommandsPartition(t, c, h.m, kgo.MaxDecompressBatchBytes(16<<10))
+	plain, gzipped := producers(t, c)
+	h.first = produce(t, plain, acquire(t, "first", reply))
+	require.Eventually(t, func() bool { return storedOffset(t, h.st, 0) == h.first[0]+1 }, 30*time.Second, 10*time.Millisecond)
+
+	tx, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+	h.tx = tx
+	_, err = tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE partition = 0 FOR UPDATE`)
+	require.NoError(t, err)
+	h.before = produce(t, plain, acquire(t, "before", reply))
+	waitForARowLock(t, h.st, "the applier waits for the partition's row with the record before the batch")
+	h.bomb = produce(t, gzipped, zeros(20<<10), zeros(20<<10))
+	require.Equal(t, h.before[0]+1, h.bomb[0])
+	h.after = produce(t, plain, acquire(t, "after", reply))
+
+	q := h.w.lanes[0]
+	require.Eventually(t, func() bool {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		for _, s := range q.pending {
+			if s.tooLarge != nil && s.tooLarge.Offset == h.bomb[0] {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 5*time.Millisecond, "the skip queued")
+	return h
+}
+
+// A skip queued (the client stopped at the batch until the skip commits)
+// whose partition is restarted before the skip commits (another replica
+// applied exactly the records before the batch): the restart's seek to the
+// stored offset is where the client stands, which kgo does not make, so
+// the partition is marked refetch when the skip is queued; else it was
+// fetched no further, for ever, and nothing said so.
+func TestRestartWhileSkipQueuedGoesOn(t *testing.T) {
+	ctx := context.Background()
+	h := skipQueuedBehindARecord(t, "locks.replies.restart-skip")
+	// Another replica (a stale owner) applies the record before the batch,
+	// and only it: the stored offset moves past it, keeping its epoch.
+	_, err := h.tx.Exec(ctx, `UPDATE consumer_offsets SET next_offset = $1, leader_epoch_offset = $1 WHERE partition = 0`, h.before[0]+1)
+	require.NoError(t, err)
+	require.NoError(t, h.tx.Commit(ctx))
+
+	require.Eventually(t, func() bool { _, r := h.m.counts(); return r == 1 }, 10*time.Second, 5*time.Millisecond, "taken for moved")
+	require.Eventually(t, func() bool { return storedOffset(t, h.st, 0) == h.after[0]+1 }, 20*time.Second, 20*time.Millisecond,
+		"the batch is skipped and the command after it applied")
 }
