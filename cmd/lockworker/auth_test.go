@@ -138,18 +138,7 @@ func TestAuthWithoutInspectTokenWarns(t *testing.T) {
 	keyPair(t, keys, "issuer")
 	const warning = "AUTH_REQUIRED=true without INSPECT_TOKEN"
 	for _, token := range []string{"", "inspect-secret-0123456789"} {
-		logs := &testlog.Buffer{}
-		m := NewMain()
-		m.Logger = zerolog.New(logs)
-		m.Config.Postgres.URL = "postgres://nobody@127.0.0.1:1/none" // never reached
-		m.Config.HTTPAddr = "127.0.0.1:0"
-		m.Config.Kafka.BootstrapServers = []string{freeAddr(t)}
-		m.Config.Auth = config.AuthConfig{Required: true, Keys: keys}
-		m.Config.InspectToken = token
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel() // the warnings come first: Run stops at the next step
-		require.ErrorIs(t, m.Run(ctx), context.Canceled)
-		m.Close()
+		logs := startWarnings(t, config.AuthConfig{Required: true, Keys: keys}, token)
 		if token == "" {
 			line := logLine(t, logs.String(), warning)
 			assert.Contains(t, line, `"level":"warn"`)
@@ -158,6 +147,26 @@ func TestAuthWithoutInspectTokenWarns(t *testing.T) {
 			assert.NotContains(t, logs.String(), warning)
 		}
 	}
+}
+
+// startWarnings runs a replica with auth and inspect until its start's
+// warnings are logged (its context ended: Run stops at the next step) and
+// returns its log.
+func startWarnings(t *testing.T, auth config.AuthConfig, inspect string) *testlog.Buffer {
+	t.Helper()
+	logs := &testlog.Buffer{}
+	m := NewMain()
+	m.Logger = zerolog.New(logs)
+	m.Config.Postgres.URL = "postgres://nobody@127.0.0.1:1/none" // never reached
+	m.Config.HTTPAddr = "127.0.0.1:0"
+	m.Config.Kafka.BootstrapServers = []string{freeAddr(t)}
+	m.Config.Auth = auth
+	m.Config.InspectToken = inspect
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the warnings come first
+	require.ErrorIs(t, m.Run(ctx), context.Canceled)
+	m.Close()
+	return logs
 }
 
 // With AUTH_KEYS and no AUTH_AUDIENCE the start warns that tokens its
@@ -176,17 +185,7 @@ func TestAuthKeysWithoutAudienceWarns(t *testing.T) {
 		"issuer keys and audience":    {config.AuthConfig{Required: true, Keys: keys, Audience: "lockworker"}, false},
 		"requester keys, no audience": {config.AuthConfig{Required: true, RequesterKeys: requesterKeys}, false},
 	} {
-		logs := &testlog.Buffer{}
-		m := NewMain()
-		m.Logger = zerolog.New(logs)
-		m.Config.Postgres.URL = "postgres://nobody@127.0.0.1:1/none" // never reached
-		m.Config.HTTPAddr = "127.0.0.1:0"
-		m.Config.Kafka.BootstrapServers = []string{freeAddr(t)}
-		m.Config.Auth = tc.auth
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel() // the warnings come first: Run stops at the next step
-		require.ErrorIs(t, m.Run(ctx), context.Canceled, name)
-		m.Close()
+		logs := startWarnings(t, tc.auth, "")
 		if tc.warn {
 			line := logLine(t, logs.String(), warning)
 			assert.Contains(t, line, `"level":"warn"`, name)
