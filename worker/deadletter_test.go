@@ -30,15 +30,10 @@ import (
 func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 	const limit = 900_000
 	names := topics.DefaultNames()
-	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.DeadLetter))
-	w, st := newApplierOn(t, c)
-	w.cfg.DeadLetterMaxBytes = limit
 	key, value := bytes.Repeat([]byte("k"), limit/4), bytes.Repeat([]byte("v"), 1_000_000-limit/4)
 	produced := []kgo.RecordHeader{{Key: topics.HeaderTruncated, Value: []byte("forged")},
 		{Key: kafkapubsub.DefaultKeyMetadata, Value: []byte("forged")}}
-	apply(w, segment{p: w.newPartition(w.hard, 0), records: []*kgo.Record{{Topic: names.Commands, Partition: 0, Offset: 0,
-		Key: key, Value: value, Headers: produced}}, polledAt: time.Now()})
-	require.Len(t, outboxRows(t, st, names.DeadLetter, 0), 1)
+	c, st := deadLetterOne(t, limit, &kgo.Record{Topic: names.Commands, Key: key, Value: value, Headers: produced})
 
 	parked := relayDeadLetters(t, c, st)
 	require.Empty(t, parked, "the copy parked")
@@ -110,14 +105,23 @@ func relayDeadLetters(t *testing.T, c *kfake.Cluster, st *store.Store) []string 
 // still fits the record limit, counted so.
 func TestDeadLetterCopyWithALargeCEIDFits(t *testing.T) {
 	const limit = 900_000
+	ceID := bytes.Repeat([]byte("i"), limit/4-len(topics.HeaderCEID)-deadLetterPerHeader)
+	key, value := bytes.Repeat([]byte("k"), limit/8), bytes.Repeat([]byte("v"), 600_000)
+	c, st := deadLetterOne(t, limit, &kgo.Record{Topic: topics.DefaultNames().Commands, Key: key, Value: value,
+		Headers: []kgo.RecordHeader{{Key: topics.HeaderCEID, Value: ceID}}})
+	require.Empty(t, relayDeadLetters(t, c, st), "the copy parked")
+}
+
+// deadLetterOne applies r, a record the worker cannot apply, at partition
+// 0's offset 0 with DeadLetterMaxBytes limit, and returns the cluster and
+// the store holding its one dead-letter row.
+func deadLetterOne(t *testing.T, limit int, r *kgo.Record) (*kfake.Cluster, *store.Store) {
+	t.Helper()
 	names := topics.DefaultNames()
 	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.DeadLetter))
 	w, st := newApplierOn(t, c)
 	w.cfg.DeadLetterMaxBytes = limit
-	ceID := bytes.Repeat([]byte("i"), limit/4-len(topics.HeaderCEID)-deadLetterPerHeader)
-	key, value := bytes.Repeat([]byte("k"), limit/8), bytes.Repeat([]byte("v"), 600_000)
-	apply(w, segment{p: w.newPartition(w.hard, 0), records: []*kgo.Record{{Topic: names.Commands, Partition: 0, Offset: 0,
-		Key: key, Value: value, Headers: []kgo.RecordHeader{{Key: topics.HeaderCEID, Value: ceID}}}}, polledAt: time.Now()})
+	apply(w, segment{p: w.newPartition(w.hard, 0), records: []*kgo.Record{r}, polledAt: time.Now()})
 	require.Len(t, outboxRows(t, st, names.DeadLetter, 0), 1)
-	require.Empty(t, relayDeadLetters(t, c, st), "the copy parked")
+	return c, st
 }
