@@ -204,17 +204,12 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 		}
 	}
 	// Again: an end the reader routed to the lease once registered, while
-	// this call went on, is as much the worker's end of it; and a lease
-	// lost another way meanwhile (its deadline timer, the boot-clock
-	// watch) is late too, never returned as granted.
+	// this call went on, is as much the worker's end of it. (A lease lost
+	// another way meanwhile, its deadline timer or the boot-clock watch,
+	// is returned lost: that loss, carried out by its own goroutine, gives
+	// it back.)
 	if g := l.endedFirst(); g != nil {
 		return l, g
-	}
-	if err := l.Err(); err != nil {
-		l.mu.Lock()
-		mono, _ := l.pastDeadline()
-		l.mu.Unlock()
-		return l, &lateGrant{err: err, again: !mono}
 	}
 	if l.keepAlive && c.begin() == nil {
 		go l.keepAliveLoop()
