@@ -641,7 +641,7 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 			if mayIssue(first) {
 				return nil, nil, fmt.Errorf("PEM block %d: a certificate after block 1, which may issue certificates (CA:TRUE, X.509 v1 or keyCertSign): only a file's first certificate is loaded, and a CA's key would sign any token; put the signing certificate (the leaf) first, then its chain (a leaf removed, remove its chain too)", n)
 			}
-			if c != nil && bytes.Equal(c.RawIssuer, first.RawSubject) && !bytes.Equal(c.RawSubjectPublicKeyInfo, first.RawSubjectPublicKeyInfo) {
+			if c != nil && bytes.Equal(c.RawIssuer, first.RawSubject) && !selfSigned(c) && !bytes.Equal(c.RawSubjectPublicKeyInfo, first.RawSubjectPublicKeyInfo) {
 				return nil, nil, fmt.Errorf("PEM block %d: a certificate naming block 1 as its issuer: a chain in reverse order, and only a file's first certificate is loaded, here a CA's, whose key would sign any token; put the signing certificate (the leaf) first, then its issuer, up to the root", n)
 			}
 			continue
@@ -663,6 +663,12 @@ func publicKeys(file []byte) ([]crypto.PublicKey, []string, error) {
 	}
 	if len(keys) == 0 {
 		return nil, nil, errNotPublicKey
+	}
+	if first != nil && mayIssue(first) && !selfSigned(first) {
+		// Alone (with others it was refused above): certbot's chain.pem
+		// copied among the keys, say. A self-signed one may be a
+		// signing certificate; an intermediate's key signs certificates.
+		return nil, nil, errors.New("PEM block 1: a CA certificate that is not self-signed (an intermediate, a chain.pem): its key signs certificates, not tokens, and would sign any; give the signing certificate (the leaf)")
 	}
 	return keys, methods, nil
 }
@@ -718,13 +724,21 @@ func beginLines(b []byte) []int {
 	return at
 }
 
-// mayIssue reports whether c may sign certificates: a CA certificate, an
-// X.509 v1 one, which cannot say it is not (old roots), or one whose key
-// usage says so (a CA certificate without basicConstraints, which OpenSSL
-// takes for one).
+// mayIssue reports whether c may sign certificates, as OpenSSL takes it:
+// its basicConstraints say so; or, without them, its key usage says
+// keyCertSign, or it is an X.509 v1 root (self-signed: old roots cannot
+// say they are CAs, while `openssl x509 -req` without extensions writes v1
+// leaves).
 func mayIssue(c *x509.Certificate) bool {
-	return c.IsCA || c.Version < 3 || c.KeyUsage&x509.KeyUsageCertSign != 0
+	if c.BasicConstraintsValid {
+		return c.IsCA
+	}
+	return c.KeyUsage&x509.KeyUsageCertSign != 0 || c.Version < 3 && selfSigned(c)
 }
+
+// selfSigned reports whether c names itself as its issuer (a root, or a
+// self-signed signing certificate).
+func selfSigned(c *x509.Certificate) bool { return bytes.Equal(c.RawIssuer, c.RawSubject) }
 
 // dropLineIndents drops the spaces, tabs and UTF-8 byte-order marks that
 // start each line of b. pem.Decode finds a block only at a line's start,

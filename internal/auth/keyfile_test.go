@@ -180,9 +180,17 @@ func TestKeyFileLabels(t *testing.T) {
 // saying it is a CA (x509.CreateCertificate writes only v3).
 func v1Certificate(t *testing.T, key *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
 	t.Helper()
-	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	require.NoError(t, err)
 	name, err := asn1.Marshal(pkix.Name{CommonName: "v1 root"}.ToRDNSequence())
+	require.NoError(t, err)
+	return v1Issued(t, &key.PublicKey, name, name, key)
+}
+
+// v1Issued is an X.509 v1 certificate of key, named subject (DER), issued
+// by issuer (DER), signed by signer: as `openssl x509 -req` without
+// extensions writes a leaf.
+func v1Issued(t *testing.T, key *ecdsa.PublicKey, subject, issuer []byte, signer *ecdsa.PrivateKey) (*x509.Certificate, []byte) {
+	t.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(key)
 	require.NoError(t, err)
 	ecdsaWithSHA256 := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}}
 	type validity struct{ NotBefore, NotAfter time.Time }
@@ -192,11 +200,11 @@ func v1Certificate(t *testing.T, key *ecdsa.PrivateKey) (*x509.Certificate, []by
 		Issuer          asn1.RawValue
 		Validity        validity
 		Subject, PubKey asn1.RawValue
-	}{big.NewInt(1), ecdsaWithSHA256, asn1.RawValue{FullBytes: name}, validity{time.Now().Add(-time.Hour).UTC(), time.Now().Add(time.Hour).UTC()},
-		asn1.RawValue{FullBytes: name}, asn1.RawValue{FullBytes: spki}})
+	}{big.NewInt(1), ecdsaWithSHA256, asn1.RawValue{FullBytes: issuer}, validity{time.Now().Add(-time.Hour).UTC(), time.Now().Add(time.Hour).UTC()},
+		asn1.RawValue{FullBytes: subject}, asn1.RawValue{FullBytes: spki}})
 	require.NoError(t, err)
 	digest := sha256.Sum256(tbs)
-	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	sig, err := ecdsa.SignASN1(rand.Reader, signer, digest[:])
 	require.NoError(t, err)
 	der, err := asn1.Marshal(struct {
 		TBS       asn1.RawValue
@@ -238,7 +246,7 @@ func TestKeyFileCertificateChains(t *testing.T) {
 		return k
 	}
 	keys := map[string]*ecdsa.PrivateKey{}
-	for _, name := range []string{"root", "inter", "inter2", "leaf", "leaf2", "leaf3", "other", "v1root", "v1leaf", "selfCA", "selfCA2", "self", "self2", "noBC", "noBCleaf", "plain", "plainLeaf"} {
+	for _, name := range []string{"root", "inter", "inter2", "leaf", "leaf2", "leaf3", "other", "v1root", "v1leaf", "selfCA", "selfCA2", "self", "self2", "noBC", "noBCleaf", "plain", "plainLeaf", "v1leaf2"} {
 		keys[name] = newKey()
 	}
 	cert := func(name string, parent *x509.Certificate, signer string, ca bool, edit ...func(*x509.Certificate)) (*x509.Certificate, []byte) {
@@ -256,10 +264,15 @@ func TestKeyFileCertificateChains(t *testing.T) {
 	_, leaf3 := cert("leaf3", inter2, "inter2", false)
 	_, otherRoot := cert("other", nil, "", true)
 	v1Root, v1RootPEM := v1Certificate(t, keys["v1root"])
+	v1LeafName, err := asn1.Marshal(pkix.Name{CommonName: "v1 leaf of inter"}.ToRDNSequence())
+	require.NoError(t, err)
+	_, v1LeafOfInter := v1Issued(t, &keys["v1leaf2"].PublicKey, v1LeafName, inter.RawSubject, keys["inter"])
+	_, certSignLeaf := cert("leaf", inter, "inter", false, func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageCertSign })
 	_, v1Leaf := cert("v1leaf", v1Root, "v1root", false)
 	_, selfCA := cert("selfCA", nil, "", true) // as openssl req -x509 makes one
 	_, selfCA2 := cert("selfCA2", nil, "", true)
 	selfC, self := cert("self", nil, "", false)
+	_, selfNamesake := cert("self2", nil, "", false, func(c *x509.Certificate) { c.Subject = selfC.Subject })
 	_, self2 := cert("self2", nil, "", false)
 	_, selfRenewed := cert("self", nil, "", false, func(c *x509.Certificate) { c.Subject = selfC.Subject })
 	noBC, noBCPEM := cert("noBC", nil, "", true, func(c *x509.Certificate) { c.BasicConstraintsValid = false }) // keyCertSign, no basicConstraints
@@ -279,20 +292,22 @@ func TestKeyFileCertificateChains(t *testing.T) {
 		want []string
 	}{
 		"a full chain": {slices.Concat(leaf, interPEM, rootPEM), []string{"leaf"}},
-		"a leaf and its chain, then another and its chain":  {slices.Concat(leaf, interPEM, rootPEM, leaf2, interPEM, rootPEM), []string{"leaf"}},
-		"two leaves, then their chain":                      {slices.Concat(leaf, leaf2, interPEM), []string{"leaf"}},
-		"a leaf, then a chain in reverse order":             {slices.Concat(leaf, rootPEM, interPEM), []string{"leaf"}},
-		"a leaf and its v1 root":                            {slices.Concat(v1Leaf, v1RootPEM), []string{"v1leaf"}},
-		"a leaf and its root without basicConstraints":      {slices.Concat(noBCLeaf, noBCPEM), []string{"noBCleaf"}},
-		"a leaf and another hierarchy's root":               {slices.Concat(leaf, otherRoot), []string{"leaf"}},
-		"a self-signed certificate, then a CA:TRUE one":     {slices.Concat(self, selfCA), []string{"self"}},
-		"a self-signed certificate, then another":           {slices.Concat(self, self2), []string{"self"}},
-		"a self-signed certificate, then its renewal":       {slices.Concat(self, selfRenewed), []string{"self"}},
-		"a lone self-signed CA:TRUE":                        {selfCA, []string{"selfCA"}},
-		"a lone v1 certificate":                             {v1RootPEM, []string{"v1root"}},
-		"a lone intermediate":                               {interPEM, []string{"inter"}},
-		"a leaf, then a chain certificate x509 cannot read": {slices.Concat(leaf, interPEM, unparsed), []string{"leaf"}},
-		"a leaf, then a damaged certificate":                {slices.Concat(leaf, damaged), []string{"leaf"}},
+		"a leaf and its chain, then another and its chain":    {slices.Concat(leaf, interPEM, rootPEM, leaf2, interPEM, rootPEM), []string{"leaf"}},
+		"two leaves, then their chain":                        {slices.Concat(leaf, leaf2, interPEM), []string{"leaf"}},
+		"a leaf, then a chain in reverse order":               {slices.Concat(leaf, rootPEM, interPEM), []string{"leaf"}},
+		"a leaf and its v1 root":                              {slices.Concat(v1Leaf, v1RootPEM), []string{"v1leaf"}},
+		"a leaf and its root without basicConstraints":        {slices.Concat(noBCLeaf, noBCPEM), []string{"noBCleaf"}},
+		"a leaf and another hierarchy's root":                 {slices.Concat(leaf, otherRoot), []string{"leaf"}},
+		"a self-signed certificate, then a CA:TRUE one":       {slices.Concat(self, selfCA), []string{"self"}},
+		"a self-signed certificate, then another":             {slices.Concat(self, self2), []string{"self"}},
+		"a self-signed certificate, then its renewal":         {slices.Concat(self, selfRenewed), []string{"self"}},
+		"a lone self-signed CA:TRUE":                          {selfCA, []string{"selfCA"}},
+		"a lone v1 certificate":                               {v1RootPEM, []string{"v1root"}},
+		"a v1 leaf (openssl x509 -req), then its chain":       {slices.Concat(v1LeafOfInter, interPEM, rootPEM), []string{"v1leaf2"}},
+		"a CA:FALSE leaf with keyCertSign, then its chain":    {slices.Concat(certSignLeaf, interPEM), []string{"leaf"}},
+		"a self-signed certificate, then another of its name": {slices.Concat(self, selfNamesake), []string{"self"}},
+		"a leaf, then a chain certificate x509 cannot read":   {slices.Concat(leaf, interPEM, unparsed), []string{"leaf"}},
+		"a leaf, then a damaged certificate":                  {slices.Concat(leaf, damaged), []string{"leaf"}},
 	} {
 		got, err := verifiedBy(t, tc.file, signers)
 		require.NoError(t, err, name)
@@ -316,6 +331,7 @@ func TestKeyFileCertificateChains(t *testing.T) {
 		"an issuer not marked CA, then its leaf":                  {slices.Concat(plainPEM, plainLeaf), "PEM block 2" + reversed},
 		"an issuer not marked CA, then its leaf signed SHA-1":     {slices.Concat(plainPEM, plainLeafSHA1), "PEM block 2" + reversed},
 		"an issuer not marked CA, a root, then the issuer's leaf": {slices.Concat(plainPEM, otherRoot, plainLeaf), "PEM block 3" + reversed},
+		"a lone intermediate":                                     {interPEM, "PEM block 1: a CA certificate that is not self-signed"},
 		"a damaged first certificate":                             {slices.Concat(damaged, leaf), `PEM block 1: not a PEM public key of Ed25519, RSA or ECDSA: a "CERTIFICATE" block that does not parse (x509: `},
 	} {
 		_, err := verifiedBy(t, tc.file, signers)
