@@ -497,54 +497,12 @@ func TestLeaseLostWithAnUnansweredExtensionIsGivenBack(t *testing.T) {
 func TestMaxHoldRefusalShowsTheLeaseAsTheWorkerHasIt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var mu sync.Mutex
-	var acquired, expiry time.Time
-	var revision int64
-	const hold = 3500 * time.Millisecond
-	refusals := 0
-	extended := false
-	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }},
-		func(ctx context.Context, cmd topics.Command) []topics.Event {
-			mu.Lock()
-			defer mu.Unlock()
-			switch cmd.Operation {
-			case topics.OpAcquire:
-				ev := granted(cmd, topics.TypeAcquired, 3)
-				acquired, expiry, revision = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time, 1
-				ev.LockInfo.Revision = revision
-				return one(ev)
-			case topics.OpExtend:
-				until := expiry.Add(seconds(cmd.ExtensionDuration))
-				if until.After(acquired.Add(hold)) {
-					refusals++
-					ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
-					ev.LockInfo = granted(cmd, topics.TypeAcquired, 3).LockInfo
-					ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt, ev.LockInfo.Revision = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry), revision
-					return one(ev)
-				}
-				expiry = until
-				revision++
-				if !extended {
-					extended = true
-					return nil // applied, its answer lost
-				}
-				ev := granted(cmd, topics.TypeExtended, 3)
-				ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt, ev.LockInfo.Revision = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry), revision
-				return one(ev)
-			}
-			return nil
-		})
-	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(hold))
-	require.NoError(t, err)
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease was not lost")
-	}
+	w := &cappedWorker{hold: 3500 * time.Millisecond, lost: 1, revisions: true}
+	l := w.acquireUntilLost(t, ctx)
 	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded, "lost for its max_hold, at the cap")
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, 1, refusals, "extensions past the cap after the refusal showed none left")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	require.Equal(t, 1, w.refusals, "extensions past the cap after the refusal showed none left")
 }
 
 // The keep-alive extends a lease up to its cap after a MAX_HOLD_EXCEEDED
@@ -555,59 +513,14 @@ func TestMaxHoldRefusalShowsTheLeaseAsTheWorkerHasIt(t *testing.T) {
 func TestKeepAliveExtendsUpToTheCapAfterARefusal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var mu sync.Mutex
-	var acquired, expiry time.Time
-	var revision int64
-	const hold = 6 * time.Second
-	var log []string
-	refusals, extensions := 0, 0
-	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }},
-		func(ctx context.Context, cmd topics.Command) []topics.Event {
-			mu.Lock()
-			defer mu.Unlock()
-			show := func(ev topics.Event) []topics.Event {
-				ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt, ev.LockInfo.Revision = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry), revision
-				ev.LockInfo.MaxHold = hold.Seconds()
-				return one(ev)
-			}
-			switch cmd.Operation {
-			case topics.OpAcquire:
-				ev := granted(cmd, topics.TypeAcquired, 3)
-				acquired, expiry, revision = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time, 1
-				return show(ev)
-			case topics.OpExtend:
-				ext := seconds(cmd.ExtensionDuration)
-				if until := expiry.Add(ext); until.After(acquired.Add(hold)) {
-					refusals++
-					log = append(log, fmt.Sprintf("refused +%s, room %s", ext, acquired.Add(hold).Sub(expiry)))
-					ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
-					ev.LockInfo = granted(cmd, topics.TypeAcquired, 3).LockInfo
-					return show(ev)
-				}
-				expiry = expiry.Add(ext)
-				revision++
-				extensions++
-				log = append(log, fmt.Sprintf("extended +%s to %s", ext, expiry.Sub(acquired)))
-				if extensions == 2 {
-					return nil // applied, its answer lost
-				}
-				return show(granted(cmd, topics.TypeExtended, 3))
-			}
-			return nil
-		})
-	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(hold))
-	require.NoError(t, err)
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease was not lost")
-	}
+	w := &cappedWorker{hold: 6 * time.Second, lost: 2, revisions: true, showCap: true}
+	l := w.acquireUntilLost(t, ctx)
 	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded, "lost for its max_hold, at the cap")
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("worker: %v", log)
-	require.Equal(t, 1, refusals, "extensions refused")
-	require.GreaterOrEqual(t, expiry.Sub(acquired), hold-minExtension, "extended up to the cap")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Logf("worker: %v", w.log)
+	require.Equal(t, 1, w.refusals, "extensions refused")
+	require.GreaterOrEqual(t, w.expiry.Sub(w.acquired), w.hold-minExtension, "extended up to the cap")
 }
 
 // A MAX_HOLD_EXCEEDED refusal that leaves the keep-alive's room as it was
@@ -618,50 +531,12 @@ func TestKeepAliveExtendsUpToTheCapAfterARefusal(t *testing.T) {
 func TestKeepAliveStopsAtARefusalThatShowsNoRoom(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var mu sync.Mutex
-	var acquired, expiry time.Time
-	const hold = 6 * time.Second
-	refusals, extensions := 0, 0
-	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }},
-		func(ctx context.Context, cmd topics.Command) []topics.Event {
-			mu.Lock()
-			defer mu.Unlock()
-			switch cmd.Operation {
-			case topics.OpAcquire:
-				ev := granted(cmd, topics.TypeAcquired, 3)
-				acquired, expiry = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time
-				return one(ev)
-			case topics.OpExtend:
-				ext := seconds(cmd.ExtensionDuration)
-				if until := expiry.Add(ext); until.After(acquired.Add(hold)) {
-					refusals++
-					ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
-					ev.LockInfo = granted(cmd, topics.TypeAcquired, 3).LockInfo
-					ev.LockInfo.OwnerID, ev.LockInfo.FencingToken = "another", 2 // a shared lock's newest holder
-					return one(ev)
-				}
-				expiry = expiry.Add(ext)
-				extensions++
-				if extensions == 2 {
-					return nil // applied, its answer lost
-				}
-				ev := granted(cmd, topics.TypeExtended, 3)
-				ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt = topics.NewTimePtr(acquired), topics.NewTimePtr(expiry)
-				return one(ev)
-			}
-			return nil
-		})
-	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(hold))
-	require.NoError(t, err)
-	select {
-	case <-l.Lost():
-	case <-ctx.Done():
-		t.Fatal("the lease was not lost")
-	}
+	w := &cappedWorker{hold: 6 * time.Second, lost: 2, refusalShowsAnother: true}
+	l := w.acquireUntilLost(t, ctx)
 	require.ErrorIs(t, l.Err(), ErrMaxHoldExceeded)
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, 1, refusals, "extensions refused")
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	require.Equal(t, 1, w.refusals, "extensions refused")
 }
 
 // A worker from before lock_info showed max_hold leaves a lease granted
@@ -1012,4 +887,81 @@ func TestEndRoutedWhileNewLeaseRuns(t *testing.T) {
 	}
 	t.Logf("of %d: %d returned lost with a nil late error, %d as late grants, %d live", rounds, lostNil, endedLate, live)
 	require.Zero(t, lostNil)
+}
+
+// cappedWorker is a stand-in worker for the keep-alive at a cap: it grants
+// a lease of 3 s capped at hold, extends it up to acquired_at + hold, and
+// refuses an extension past that MAX_HOLD_EXCEEDED, its lock_info the
+// lease as it has it (or, refusalShowsAnother, another holder's, as a
+// worker from before the refusal showed the refused lease). It applies its
+// lost-th extension (1-based; 0: none) without answering. revisions puts
+// the lease's revision in what it shows, showCap its max_hold.
+type cappedWorker struct {
+	hold                                    time.Duration
+	lost                                    int
+	revisions, showCap, refusalShowsAnother bool
+
+	mu                   sync.Mutex
+	acquired, expiry     time.Time
+	revision             int64
+	refusals, extensions int
+	log                  []string
+}
+
+// acquireUntilLost acquires a lease of 3 s capped at w.hold from w, kept
+// alive, and returns it once it is lost.
+func (w *cappedWorker) acquireUntilLost(t *testing.T, ctx context.Context) *Lease {
+	t.Helper()
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 500 * time.Millisecond }}, w.answer)
+	l, err := c.Acquire(ctx, "job", WithLease(3*time.Second), WithMaxHold(w.hold))
+	require.NoError(t, err)
+	select {
+	case <-l.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease was not lost")
+	}
+	return l
+}
+
+func (w *cappedWorker) answer(ctx context.Context, cmd topics.Command) []topics.Event {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	show := func(ev topics.Event) []topics.Event {
+		ev.LockInfo.AcquiredAt, ev.LockInfo.ExpiresAt = topics.NewTimePtr(w.acquired), topics.NewTimePtr(w.expiry)
+		if w.revisions {
+			ev.LockInfo.Revision = w.revision
+		}
+		if w.showCap {
+			ev.LockInfo.MaxHold = w.hold.Seconds()
+		}
+		return one(ev)
+	}
+	switch cmd.Operation {
+	case topics.OpAcquire:
+		ev := granted(cmd, topics.TypeAcquired, 3)
+		w.acquired, w.expiry, w.revision = ev.LockInfo.AcquiredAt.Time, ev.LockInfo.ExpiresAt.Time, 1
+		return show(ev)
+	case topics.OpExtend:
+		ext := seconds(cmd.ExtensionDuration)
+		if until := w.expiry.Add(ext); until.After(w.acquired.Add(w.hold)) {
+			w.refusals++
+			w.log = append(w.log, fmt.Sprintf("refused +%s, room %s", ext, w.acquired.Add(w.hold).Sub(w.expiry)))
+			ev := rejectedEvent(cmd, topics.CodeMaxHoldExceeded)
+			ev.LockInfo = granted(cmd, topics.TypeAcquired, 3).LockInfo
+			if w.refusalShowsAnother {
+				ev.LockInfo.OwnerID, ev.LockInfo.FencingToken = "another", 2 // a shared lock's newest holder
+				return one(ev)
+			}
+			return show(ev)
+		}
+		w.expiry = w.expiry.Add(ext)
+		w.revision++
+		w.extensions++
+		w.log = append(w.log, fmt.Sprintf("extended +%s to %s", ext, w.expiry.Sub(w.acquired)))
+		if w.extensions == w.lost {
+			return nil // applied, its answer lost
+		}
+		return show(granted(cmd, topics.TypeExtended, 3))
+	}
+	return nil
 }
