@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -912,4 +913,78 @@ func TestDatabaseURLPoolSizes(t *testing.T) {
 func TestChildEnv(t *testing.T) {
 	env := ChildEnv([]string{"PATH=/bin", "DATABASE_URL_FILE=/run/db", "INSPECT_TOKEN_FILE=/run/t"}, "DATABASE_URL=postgres://x", "LOG_LEVEL=warn")
 	assert.Equal(t, []string{"PATH=/bin", "INSPECT_TOKEN_FILE=/run/t", "DATABASE_URL=postgres://x", "LOG_LEVEL=warn"}, env)
+}
+
+// Every variable FromEnv reads is a Kafka client's (clientVariables,
+// which ClientFromEnv reads) or one of the worker's below: a new one must
+// be put in one of the two, so lockctl cannot miss a setting of its
+// connection or topics.
+func TestClientVariables(t *testing.T) {
+	read := map[string]bool{}
+	_, err := FromEnv(func(name string) string { read[name] = true; return "" })
+	require.NoError(t, err)
+	for _, name := range clientVariables {
+		assert.True(t, read[name], "%s is in clientVariables, but FromEnv does not read it", name)
+		delete(read, name)
+	}
+	worker := []string{
+		"DATABASE_URL", "DATABASE_URL_FILE", "POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DATABASE", "POSTGRES_USER",
+		"POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "POSTGRES_MIN_CONNECTIONS", "POSTGRES_MAX_CONNECTIONS",
+		"POSTGRES_ATTEMPT_TIMEOUT", "POSTGRES_UNREACHABLE_TIMEOUT",
+		"DEFAULT_LEASE_DURATION", "REQUIRE_FENCING_TOKEN", "TOKEN_FLOOR_CHECK",
+		"AUTH_REQUIRED", "AUTH_KEYS", "AUTH_REQUESTER_KEYS", "AUTH_HMAC_KEY_FILE", "AUTH_AUDIENCE", "AUTH_ISSUER",
+		"INSPECT_TOKEN", "INSPECT_TOKEN_FILE", "CLEANUP_INTERVAL", "ACQUIRE_RETRY_DELAY",
+		// The consumer group's: a client joins none.
+		"KAFKA_CONSUMER_GROUP", "KAFKA_SESSION_TIMEOUT", "KAFKA_HEARTBEAT_INTERVAL", "KAFKA_GROUP_PROTOCOL",
+		"KAFKA_STATIC_MEMBERSHIP",
+		// Of the topics the workers create; a client creates its reply
+		// topic with its own setting.
+		"COMMANDS_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "AUTO_CREATE_REPLY_TOPICS", "MAX_REPLY_TOPICS",
+		"RELAY_MAX_ATTEMPTS", "DEAD_LETTER_MAX_BYTES", "REQUEST_RETENTION", "LOCK_EVENTS_RETENTION", "COMPACT_STORED_EVENTS",
+		"VACUUM_ENABLED", "VACUUM_INTERVAL", "VACUUM_DEAD_ROWS",
+		"HTTP_ADDR", "LOG_LEVEL", "LOG_FORMAT", "INSTANCE_ID", "EMBEDDED_KAFKA_DIR", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT",
+	}
+	assert.ElementsMatch(t, worker, slices.Collect(maps.Keys(read)),
+		"FromEnv reads a variable that is neither in clientVariables nor the worker's: a Kafka client's connection or topics setting goes in clientVariables")
+}
+
+// ClientFromEnv reads the client's settings as FromEnv does, its errors
+// included, and no other: the worker's, bad, do not stop it.
+func TestClientFromEnv(t *testing.T) {
+	password := filepath.Join(t.TempDir(), "sasl-password")
+	require.NoError(t, os.WriteFile(password, []byte("s3cret\n"), 0o600))
+	client := map[string]string{
+		"KAFKA_BOOTSTRAP_SERVERS": "k1:9093,k2", "EMBEDDED_KAFKA_ADDR": "127.0.0.1:19092",
+		"KAFKA_TLS_ENABLED": "true", "KAFKA_TLS_CA_FILE": "/etc/ca.pem", "KAFKA_TLS_CERT_FILE": "/etc/c.pem",
+		"KAFKA_TLS_KEY_FILE": "/etc/k.pem", "KAFKA_TLS_INSECURE_SKIP_VERIFY": "true",
+		"KAFKA_SASL_MECHANISM": "plain", "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD_FILE": password,
+		"KAFKA_TOPIC_COMMANDS": "c", "KAFKA_TOPIC_LOCK_ACQUIRED": "a", "KAFKA_TOPIC_LOCK_RELEASED": "r",
+		"KAFKA_TOPIC_LOCK_EXPIRED": "e", "KAFKA_TOPIC_LOCK_REVOKED": "v", "KAFKA_TOPIC_DEAD_LETTER": "d",
+		"KAFKA_TOPIC_LOCK_STATE": "s", "REPLY_TOPIC_PREFIX": "replies.",
+	}
+	want, err := FromEnv(env(client))
+	require.NoError(t, err)
+	workers := copyMap(client)
+	maps.Copy(workers, map[string]string{
+		"DEFAULT_LEASE_DURATION": "abc", "INSPECT_TOKEN": "CHANGE-ME", "HTTP_ADDR": "bogus",
+		"KAFKA_SESSION_TIMEOUT": "soon", "DATABASE_URL_FILE": "/nonexistent/db-url",
+		// A prefix this long is refused with AUTH_REQUIRED: the
+		// worker's rule, of the requester names its tokens may give.
+		"AUTH_REQUIRED": "true", "REPLY_TOPIC_PREFIX": strings.Repeat("r", 100) + ".",
+	})
+	got, err := ClientFromEnv(env(workers))
+	require.NoError(t, err)
+	assert.Equal(t, want.Kafka.BootstrapServers, got.Kafka.BootstrapServers)
+	assert.Equal(t, want.Embedded.Addr, got.Embedded.Addr)
+	assert.Equal(t, want.Kafka.TLS, got.Kafka.TLS)
+	assert.Equal(t, SASLConfig{Mechanism: "PLAIN", Username: "svc", Password: "s3cret"}, got.Kafka.SASL)
+	want.Topics.ReplyPrefix = workers["REPLY_TOPIC_PREFIX"]
+	assert.Equal(t, want.Topics.Names(), got.Topics.Names())
+	assert.Equal(t, Default().DefaultLeaseDuration, got.DefaultLeaseDuration, "the worker's settings are their defaults")
+
+	bad := map[string]string{"KAFKA_TLS_ENABLED": "maybe", "KAFKA_TOPIC_COMMANDS": "no spaces", "KAFKA_BOOTSTRAP_SERVERS": "k:70000"}
+	_, wantErr := FromEnv(env(bad))
+	require.Error(t, wantErr)
+	_, err = ClientFromEnv(env(bad))
+	assert.EqualError(t, err, wantErr.Error())
 }

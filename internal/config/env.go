@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +22,35 @@ import (
 //
 //	DEFAULT_LEASE_DURATION: "abc" is not a number of seconds
 //
-// It checks what every program reading this environment needs (lockctl,
-// devkafka); WorkerFromEnv adds lockworker's own rules.
+// It applies every rule but those of the settings only lockworker's start
+// uses, which WorkerFromEnv adds; ClientFromEnv reads a Kafka client's
+// settings only.
 func FromEnv(getenv func(string) string) (Config, error) { return fromEnv(getenv, false) }
+
+// ClientFromEnv is FromEnv reading only the settings a Kafka client of the
+// service uses (clientVariables), as lockctl does: the rest keep their
+// defaults, so a worker's setting it ignores, bad or a file not mounted
+// where the client runs, cannot stop it.
+func ClientFromEnv(getenv func(string) string) (Config, error) {
+	return FromEnv(func(name string) string {
+		if slices.Contains(clientVariables, name) {
+			return getenv(name)
+		}
+		return ""
+	})
+}
+
+// clientVariables are the settings of KafkaOpts (the seed brokers, with the
+// embedded broker's address in their stead, TLS, SASL) and of
+// TopicsConfig.Names. A variable FromEnv reads is in it or is a worker's:
+// TestClientVariables holds the list of the worker's.
+var clientVariables = []string{
+	"KAFKA_BOOTSTRAP_SERVERS", "EMBEDDED_KAFKA_ADDR",
+	"KAFKA_TLS_ENABLED", "KAFKA_TLS_CA_FILE", "KAFKA_TLS_CERT_FILE", "KAFKA_TLS_KEY_FILE", "KAFKA_TLS_INSECURE_SKIP_VERIFY",
+	"KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE",
+	"KAFKA_TOPIC_COMMANDS", "KAFKA_TOPIC_LOCK_ACQUIRED", "KAFKA_TOPIC_LOCK_RELEASED", "KAFKA_TOPIC_LOCK_EXPIRED",
+	"KAFKA_TOPIC_LOCK_REVOKED", "KAFKA_TOPIC_DEAD_LETTER", "KAFKA_TOPIC_LOCK_STATE", "REPLY_TOPIC_PREFIX",
+}
 
 // WorkerFromEnv is FromEnv for lockworker: it also applies the rules of
 // the settings only lockworker's start uses (ValidateWorker), whose errors
@@ -154,8 +181,8 @@ func (c Config) Validate() error { return errors.Join(c.validate(false)...) }
 
 // ValidateWorker is Validate with the rules of the settings only
 // lockworker's start uses (WorkerFromEnv applies them too): a program that
-// only reads the environment's Kafka settings, such as lockctl, which joins
-// no consumer group, must not be refused for them.
+// reads the environment but joins no consumer group must not be refused
+// for them.
 func (c Config) ValidateWorker() error {
 	return errors.Join(append(c.validate(false), c.validateWorker(false)...)...)
 }
