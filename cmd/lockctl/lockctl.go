@@ -105,7 +105,7 @@ type cli struct {
 	requester      string
 	timeout        seconds
 	json           bool
-	cfg            config.Config // environment (topics, TLS, SASL)
+	cfg            config.Config // environment: config.ClientFromEnv's (brokers, topics, TLS, SASL)
 	// stderrMu serializes the lines goroutines write on stderr (warnf,
 	// linef); a command holds it to keep them back until its header is
 	// out.
@@ -183,26 +183,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	// --brokers stands for KAFKA_BOOTSTRAP_SERVERS: checked as the variable
 	// is, and it is what the variable's TLS and SASL settings need.
-	// The worker's own secrets' files (it needs no database and serves no
-	// HTTP) are not read: one not mounted here must not stop lockctl.
-	getenv, where := func(name string) string {
-		switch name {
-		case "DATABASE_URL_FILE", "POSTGRES_PASSWORD_FILE", "INSPECT_TOKEN_FILE":
-			return ""
-		}
-		return os.Getenv(name)
-	}, "environment"
+	getenv, where := os.Getenv, "environment"
 	if c.brokers != "" {
-		env := getenv
 		getenv = func(name string) string {
 			if name == "KAFKA_BOOTSTRAP_SERVERS" {
 				return c.brokers
 			}
-			return env(name)
+			return os.Getenv(name)
 		}
 		where = "environment and --brokers"
 	}
-	cfg, err := config.FromEnv(getenv)
+	// Only the Kafka client's settings: the worker's (its database, its
+	// HTTP, its secrets' files), set in a shell shared with lockworker,
+	// are not lockctl's to refuse.
+	cfg, err := config.ClientFromEnv(getenv)
 	if err != nil {
 		msg := err.Error()
 		if c.brokers != "" {

@@ -310,10 +310,10 @@ func TestBrokersFlagStandsForTheVariable(t *testing.T) {
 // Every mistake of the environment, on one line naming the command.
 func TestEnvironmentErrors(t *testing.T) {
 	t.Setenv("KAFKA_TLS_ENABLED", "maybe")
-	t.Setenv("KAFKA_SESSION_TIMEOUT", "soon")
+	t.Setenv("KAFKA_TOPIC_COMMANDS", "no spaces")
 	var out, errOut testlog.Buffer
 	assert.Equal(t, exitUsage, run(context.Background(), []string{"query", "--lock", "x"}, &out, &errOut))
-	assert.Regexp(t, `^lockctl query: environment: [^\n]*KAFKA_SESSION_TIMEOUT[^\n]*; [^\n]*KAFKA_TLS_ENABLED[^\n]*\nrun 'lockctl query -h' for usage\n$`, errOut.String())
+	assert.Regexp(t, `^lockctl query: environment: KAFKA_TLS_ENABLED: "maybe" is not a boolean[^\n]*; KAFKA_TOPIC_COMMANDS: "no spaces" is not a valid Kafka topic name[^\n]*\nrun 'lockctl query -h' for usage\n$`, errOut.String())
 }
 
 // lockctl joins no consumer group: a KAFKA_SESSION_TIMEOUT below
@@ -1233,18 +1233,30 @@ func TestRunAndElectOutliveAClosedStderr(t *testing.T) {
 	}
 }
 
-// The worker's own secrets' files (DATABASE_URL_FILE, POSTGRES_PASSWORD_FILE,
-// INSPECT_TOKEN_FILE), exported in a shell shared with lockworker but not
-// mounted where lockctl runs, are not lockctl's concern.
-func TestWorkerSecretFilesIgnored(t *testing.T) {
+// The worker's own settings, bad or naming files not mounted where lockctl
+// runs, exported in a shell shared with lockworker (the example Secret's
+// INSPECT_TOKEN placeholder, say), are not lockctl's concern.
+func TestWorkerSettingsIgnored(t *testing.T) {
 	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", env.Brokers[0])
-	for _, name := range []string{"DATABASE_URL_FILE", "POSTGRES_PASSWORD_FILE", "INSPECT_TOKEN_FILE"} {
-		t.Setenv(name, "/nonexistent/"+name)
+	for _, kv := range [][2]string{
+		{"DEFAULT_LEASE_DURATION", "abc"},
+		{"INSPECT_TOKEN", "CHANGE-ME"},
+		{"HTTP_ADDR", "bogus"},
+		{"KAFKA_SESSION_TIMEOUT", "soon"},
+		{"KAFKA_TOPIC_REPLICATION_FACTOR", "0"},
+		{"AUTH_REQUIRED", "true"},
+		{"DATABASE_URL_FILE", "/nonexistent/DATABASE_URL_FILE"},
+		{"POSTGRES_PASSWORD_FILE", "/nonexistent/POSTGRES_PASSWORD_FILE"},
+		{"INSPECT_TOKEN_FILE", "/nonexistent/INSPECT_TOKEN_FILE"},
+	} {
+		t.Run(kv[0], func(t *testing.T) {
+			t.Setenv(kv[0], kv[1])
+			var out, errOut testlog.Buffer
+			code := run(context.Background(), []string{"query", "--lock", "ctl-worker-settings"}, &out, &errOut)
+			require.Equal(t, exitOK, code, errOut.String())
+			assert.Equal(t, "ctl-worker-settings free\n", out.String())
+		})
 	}
-	var out, errOut testlog.Buffer
-	code := run(context.Background(), []string{"query", "--lock", "ctl-secret-files"}, &out, &errOut)
-	require.Equal(t, exitOK, code, errOut.String())
-	assert.Equal(t, "ctl-secret-files free\n", out.String())
 }
 
 // TestCleanupSaysWhenMoreRemain: a cleanup stopped at the worker's bound
