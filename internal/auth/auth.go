@@ -26,7 +26,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -53,8 +52,9 @@ var errNoKey = errors.New("no issuer key (AUTH_KEYS, AUTH_HMAC_KEY_FILE), and no
 
 // Claims are a requester token's claims: the registered ones (sub and exp
 // required; aud and iss when the worker is configured to check them) and
-// what the requester may do. They are read by their exact names
-// (UnmarshalJSON), not as encoding/json would read them.
+// what the requester may do. They are read by topics.ParseTokenClaims
+// (UnmarshalJSON), the rule the Go SDK shares, not as encoding/json would
+// read them.
 type Claims struct {
 	jwt.RegisteredClaims
 	// Namespaces limits the lock namespaces the requester may touch ("" is
@@ -65,69 +65,32 @@ type Claims struct {
 	Admin bool `json:"admin,omitempty"`
 }
 
-// UnmarshalJSON reads the claims the worker checks or acts on by their
-// exact names. encoding/json alone would match "ADMIN" or "Sub" too and
-// let a later duplicate win, so an issuer or a gateway reading the claims
-// by name (as JWT libraries do) could see other ones than the worker: a
-// payload with a member twice, or with one of these names in another case,
-// is refused. A null namespaces claim is refused rather than taken as
-// absent (every namespace): it is what a Go issuer writes for a nil slice
-// without omitempty, meaning none.
+// UnmarshalJSON reads the claims the worker checks or acts on by
+// topics.ParseTokenClaims, refusing the payloads it refuses (a member
+// twice, a checked claim's name in another case, a null namespaces claim,
+// a checked claim of the wrong type): the SDK refuses such a token by the
+// same rule before it sends it.
 func (c *Claims) UnmarshalJSON(b []byte) error {
-	members, err := objectMembers(b)
+	p, err := topics.ParseTokenClaims(b)
 	if err != nil {
 		return err
 	}
-	var d Claims
-	read := map[string]any{
-		"sub": &d.Subject, "iss": &d.Issuer, "aud": &d.Audience, "exp": &d.ExpiresAt, "nbf": &d.NotBefore,
-		"namespaces": &d.Namespaces, "admin": &d.Admin,
+	*c = Claims{
+		RegisteredClaims: jwt.RegisteredClaims{Subject: p.Subject, Issuer: p.Issuer, Audience: p.Audience,
+			ExpiresAt: numericDate(p.ExpiresAt), NotBefore: numericDate(p.NotBefore)},
+		Namespaces: p.Namespaces,
+		Admin:      p.Admin,
 	}
-	for name, raw := range members {
-		dst, ok := read[name]
-		if !ok {
-			for known := range read {
-				if strings.EqualFold(name, known) {
-					return fmt.Errorf("claim %.40q is not %q: claim names are case-sensitive, and a token with both readings is refused", name, known)
-				}
-			}
-			continue
-		}
-		if name == "namespaces" && string(raw) == "null" {
-			return errors.New(`the namespaces claim is null: list the namespaces ([] for none), or leave the claim out for every namespace`)
-		}
-		if err := json.Unmarshal(raw, dst); err != nil {
-			return fmt.Errorf("claim %q: %w", name, err)
-		}
-	}
-	*c = d
 	return nil
 }
 
-// objectMembers splits a JSON object into its members, refusing one that
-// appears twice.
-func objectMembers(b []byte) (map[string]json.RawMessage, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("the claims are not a JSON object")
+// numericDate is t as golang-jwt has it (to its TimePrecision), nil for
+// nil.
+func numericDate(t *time.Time) *jwt.NumericDate {
+	if t == nil {
+		return nil
 	}
-	members := map[string]json.RawMessage{}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		name := t.(string) // an object's member names are strings
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, err
-		}
-		if _, dup := members[name]; dup {
-			return nil, fmt.Errorf("claim %.40q appears twice", name)
-		}
-		members[name] = raw
-	}
-	return members, nil
+	return jwt.NewNumericDate(*t)
 }
 
 // Requester is who sent a command, as its token says.

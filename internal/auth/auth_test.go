@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -663,6 +664,30 @@ func TestClaimNamesExact(t *testing.T) {
 	r, err = v.Verify(signPayload(t, key, strings.Replace(payload(""), `"sub"`, `"s\u0075b"`, 1)))
 	require.NoError(t, err, "a name is compared once JSON escapes are read")
 	require.Equal(t, "billing", r.Name)
+}
+
+// sub, iss, aud, exp and nbf are read (topics.ParseTokenClaims) as the
+// worker read them before the rule was shared with the SDK, into
+// golang-jwt's types: the same values, the same tokens refused with the
+// same errors.
+func TestClaimsReadAsGolangJWTReadsThem(t *testing.T) {
+	values := []string{`"x"`, `""`, `"\u0041\ud800"`, `1`, `-1`, `1.5`, `-1.5`, `1e3`, `0.0000000001`, `1e400`, `9223372036854775807`,
+		`"1700000000"`, `"1.25"`, `"abc"`, `null`, `true`, `{}`, `{"a":1}`, `[]`, `["a"]`, `["a","b"]`, `["a",1]`, `[null]`, `[["a"]]`}
+	for _, name := range []string{"sub", "iss", "aud", "exp", "nbf"} {
+		for _, v := range values {
+			var want jwt.RegisteredClaims
+			dst := map[string]any{"sub": &want.Subject, "iss": &want.Issuer, "aud": &want.Audience, "exp": &want.ExpiresAt, "nbf": &want.NotBefore}[name]
+			wantErr := json.Unmarshal([]byte(v), dst)
+			var got Claims
+			err := got.UnmarshalJSON([]byte(`{"` + name + `":` + v + `}`))
+			if wantErr != nil {
+				require.EqualError(t, err, fmt.Sprintf("claim %q: %v", name, wantErr), "%s: %s", name, v)
+				continue
+			}
+			require.NoError(t, err, "%s: %s", name, v)
+			require.Equal(t, Claims{RegisteredClaims: want}, got, "%s: %s", name, v)
+		}
+	}
 }
 
 // "namespaces": null is what a Go issuer writes for a requester granted no
