@@ -43,7 +43,7 @@ const SignedTokenTTL = 5 * time.Minute
 // authentication.
 type credentials struct {
 	static string
-	claims jwt.RegisteredClaims // of static, read unverified
+	claims jwt.RegisteredClaims // of static, read unverified: sub and exp
 	key    any                  // a private key or an HMAC secret, to sign tokens
 	method jwt.SigningMethod
 	sub    string
@@ -90,10 +90,19 @@ func loadCredentials(cfg Config) (*credentials, error) {
 		}
 		// Unverified on purpose: only the workers can judge the token; the
 		// client reads it to learn its requester and to fail fast once it
-		// has expired.
-		if _, _, err := jwt.NewParser().ParseUnverified(c.static, &c.claims); err != nil {
+		// has expired, and refuses the claims the workers refuse.
+		var claims staticClaims
+		_, _, err := jwt.NewParser().ParseUnverified(c.static, &claims)
+		switch {
+		case claims.refused != nil && !cfg.ReadOnly:
+			// The workers would drop every command unanswered (ErrNoReply).
+			return nil, fmt.Errorf("%w: the workers refuse the token's claims: %v", ErrUnauthenticated, claims.refused)
+		case claims.refused == nil && err != nil:
 			return nil, fmt.Errorf("%w: the token is not a JWT: %v", ErrUnauthenticated, err)
 		}
+		// A ReadOnly client sends no token: claims the workers refuse are
+		// left unread, naming no requester.
+		c.claims = claims.RegisteredClaims
 		return c, nil
 	case keyFile == "":
 		return &credentials{now: time.Now}, nil
@@ -116,6 +125,27 @@ func loadCredentials(cfg Config) (*credentials, error) {
 		return nil, fmt.Errorf("signing key %s: %w", keyFile, err)
 	}
 	return c, nil
+}
+
+// staticClaims reads a static token's claims by the workers' rule
+// (topics.ParseTokenClaims), through the JWT parser the workers use, so
+// that both read the same bytes; only what the client uses is kept.
+type staticClaims struct {
+	jwt.RegisteredClaims
+	refused error // ParseTokenClaims's error, the one the workers give
+}
+
+func (s *staticClaims) UnmarshalJSON(b []byte) error {
+	c, err := topics.ParseTokenClaims(b)
+	if err != nil {
+		s.refused = err
+		return err
+	}
+	s.Subject = c.Subject
+	if c.ExpiresAt != nil {
+		s.ExpiresAt = jwt.NewNumericDate(*c.ExpiresAt)
+	}
+	return nil
 }
 
 // signingKey reads a PEM private key (Ed25519, RSA, ECDSA), or else takes

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -370,5 +371,101 @@ func TestReadOnlyTakesATokenTheWorkersWouldRefuse(t *testing.T) {
 		cancel()
 		require.NotErrorIs(t, err, ErrInvalidConfig, name)
 		require.ErrorIs(t, err, ErrUnreachable, name)
+	}
+}
+
+// A static token whose claims the workers refuse (topics.ParseTokenClaims:
+// a member twice, a checked claim's name in another case, a null
+// namespaces claim, a checked claim of the wrong type) fails New rather
+// than every command after RequestTimeout (ErrNoReply), with the workers'
+// reason; one whose claims they take is taken, though it break what
+// golang-jwt's RegisteredClaims would read (an iat of no number, which the
+// workers do not read). A ReadOnly client, which sends no token, takes it
+// without reading its claims.
+func TestNewRefusesATokenWhoseClaimsTheWorkersRefuse(t *testing.T) {
+	clearCredentialsEnv(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
+	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: secret})
+	require.NoError(t, err)
+	token := func(members string) string {
+		seg := base64.RawURLEncoding.EncodeToString
+		signing := seg([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." +
+			seg(fmt.Appendf(nil, `{"sub":"billing","exp":%d%s}`, time.Now().Add(time.Hour).Unix(), members))
+		sig, err := jwt.SigningMethodHS256.Sign(signing, []byte(strings.Repeat("s", 32)))
+		require.NoError(t, err)
+		return signing + "." + seg(sig)
+	}
+
+	for members, want := range map[string]string{
+		`,"ADMIN":true`:               `claim "ADMIN" is not "admin"`,
+		`,"Sub":"payments"`:           `claim "Sub" is not "sub"`,
+		`,"\u017fub":"payments"`:      `claim "ſub" is not "sub"`, // ſ folds to s
+		`,"sub":"payments"`:           `claim "sub" appears twice`,
+		`,"groups":[],"groups":["x"]`: `claim "groups" appears twice`,
+		`,"namespaces":null`:          "the namespaces claim is null",
+		`,"namespaces":"billing"`:     `claim "namespaces": json: cannot unmarshal string`,
+		`,"admin":"true"`:             `claim "admin": json: cannot unmarshal string`,
+		`,"aud":1`:                    `claim "aud": invalid type for claim`,
+		`,"nbf":true`:                 `claim "nbf": could not parse NumericData`,
+	} {
+		tok := token(members)
+		_, err := v.Verify(tok)
+		require.ErrorContains(t, err, want, "the workers refuse %s", members)
+		_, err = loadCredentials(Config{Token: tok})
+		require.ErrorIs(t, err, ErrUnauthenticated, members)
+		require.ErrorContains(t, err, "the workers refuse the token's claims: "+want, members)
+
+		c, err := loadCredentials(Config{Token: tok, ReadOnly: true})
+		require.NoError(t, err, "ReadOnly: %s", members)
+		require.Empty(t, c.subject(), "ReadOnly: no requester read from %s", members)
+	}
+
+	for _, members := range []string{``, `,"iat":"bogus","jti":1`, `,"Groups":1,"groups":2`, `,"namespaces":[],"admin":true,"aud":["a","b"],"nbf":1`} {
+		tok := token(members)
+		r, err := v.Verify(tok)
+		require.NoError(t, err, "the workers take %s", members)
+		c, err := loadCredentials(Config{Token: tok})
+		require.NoError(t, err, members)
+		require.Equal(t, r.Name, c.subject(), members)
+	}
+
+	err = newRefused(t, Config{Token: token(`,"ADMIN":true`)})
+	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorContains(t, err, `the workers refuse the token's claims: claim "ADMIN" is not "admin"`)
+}
+
+// The tokens a client signs itself hold the claims as the workers read
+// them (topics.ParseTokenClaims), whatever its requester, audience and
+// issuer (JSON escapes included).
+func TestSignedTokensHaveTheWorkersShape(t *testing.T) {
+	clearCredentialsEnv(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600))
+	for _, tc := range []struct{ sub, aud, iss string }{
+		{"billing", "", ""},
+		{"a.B_c-9", "locks.example", "billing-ci"},
+		{strings.Repeat("n", topics.MaxSubjectBytes), `"<&>\` + "\x00\n\u2028é", "Sub ADMIN \"sub\":1"},
+	} {
+		c, err := loadCredentials(Config{SigningKeyFile: secret, TokenAudience: tc.aud, TokenIssuer: tc.iss})
+		require.NoError(t, err)
+		c.sub = tc.sub
+		tok, err := c.token()
+		require.NoError(t, err)
+		parts := strings.Split(strings.TrimPrefix(tok, "Bearer "), ".")
+		require.Len(t, parts, 3)
+		payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+		require.NoError(t, err)
+		claims, err := topics.ParseTokenClaims(payload)
+		require.NoError(t, err, "%s", payload)
+		var aud []string
+		if tc.aud != "" {
+			aud = []string{tc.aud}
+		}
+		require.Equal(t, tc.sub, claims.Subject)
+		require.Equal(t, tc.iss, claims.Issuer)
+		require.Equal(t, aud, claims.Audience)
+		require.NotNil(t, claims.ExpiresAt)
+		require.WithinDuration(t, time.Now().Add(SignedTokenTTL), *claims.ExpiresAt, 5*time.Second)
 	}
 }
