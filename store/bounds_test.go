@@ -300,6 +300,66 @@ func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 	requireTimeoutGiven(t, sch, "lock_timeout", "1min", store.Config{LockTimeout: -1})
 }
 
+// A statement_timeout the server, database or role sets (managed and
+// hardened PostgreSQL often do; here the role's), and PostgreSQL 17's
+// transaction_timeout, does not bound the pool's statements, as it does
+// not a migration's: the worker's transactions have bounds of their own
+// (AttemptTimeout, doubled after an attempt that outlasted it), and
+// PostgreSQL's 57014 is no failure InTx retries, so a statement that
+// always outlasts the role's timeout would fail for good. The bound's own
+// end is still ErrAttemptTimedOut, retried with a longer bound until the
+// transaction commits.
+func TestServerStatementTimeoutLifted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sch := testdb.NewSchema(t)
+	admin := sch.Open(t, store.Config{})
+	role := newRole(t, admin, true)
+	var transactionTimeout bool // PostgreSQL 17 and later
+	require.NoError(t, admin.Pool.QueryRow(ctx, `SELECT current_setting('transaction_timeout', true) IS NOT NULL`).Scan(&transactionTimeout))
+	_, err := admin.Pool.Exec(ctx, `ALTER ROLE `+role+` SET statement_timeout = 100`)
+	require.NoError(t, err)
+	if transactionTimeout {
+		_, err := admin.Pool.Exec(ctx, `ALTER ROLE `+role+` SET transaction_timeout = 100`)
+		require.NoError(t, err)
+	}
+	timed := sch
+	timed.URL = connstr.WithParam(sch.URL, "user", role)
+	plain, err := pgx.Connect(ctx, timed.URL)
+	require.NoError(t, err)
+	defer plain.Close(ctx)
+	var timeout string
+	require.NoError(t, plain.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout))
+	require.Equal(t, "100ms", timeout, "the role's setting")
+
+	st := timed.Open(t, store.Config{})
+	_, err = st.Pool.Exec(ctx, `SELECT pg_sleep(0.3)`)
+	require.NoError(t, err)
+	require.NoError(t, st.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT pg_sleep(0.3)`)
+		return err
+	}))
+
+	retries := newStartRetries()
+	bounded := timed.Open(t, store.Config{AttemptTimeout: 100 * time.Millisecond, RetryBase: time.Millisecond, OnRetry: retries.record})
+	require.NoError(t, bounded.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT pg_sleep(0.3)`)
+		return err
+	}))
+	errs := retries.all()
+	require.NotEmpty(t, errs)
+	for _, err := range errs {
+		require.ErrorIs(t, err, store.ErrTransient)
+		require.ErrorIs(t, err, store.ErrAttemptTimedOut)
+	}
+
+	// One the connection string gives wins, as for the other settings.
+	given := timed
+	given.URL = connstr.WithParam(timed.URL, "statement_timeout", "60000")
+	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout))
+	require.Equal(t, "1min", timeout)
+}
+
 // Each connection has the server notice a client host gone in about
 // ClientGoneTimeout (30 s): keepalives for an idle connection, a user
 // timeout for an answer left unacknowledged. (The host's vanishing itself

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 	"time"
 
@@ -301,7 +300,14 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema
 	// 57014). Listening first, so that a holder's failure on a table's
 	// lock is heard.
 	table := schema + "." + VersionTable
-	lift := liftTimeouts(conn)
+	lifted := liftedTimeouts(conn.PgConn().ParameterStatus("server_version"), nil)
+	lift := func(scope string) string {
+		var b strings.Builder
+		for _, l := range lifted {
+			b.WriteString("; " + l.sql(scope))
+		}
+		return b.String()
+	}
 	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"+lift("")); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
@@ -365,7 +371,7 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema
 	// migrations, which holds tern's lock only.
 	var again strings.Builder
 	for _, b := range bounds {
-		again.WriteString("; " + b.sql())
+		again.WriteString("; " + b.sql(""))
 	}
 	m.OnStart = func(_ int32, name, _, _ string) {
 		now := time.Now()
@@ -433,28 +439,5 @@ func timedOutBefore(ctx context.Context, conn *pgx.Conn) (string, error) {
 		if s, migration, ok := strings.Cut(n.Payload, "\n"); ok && s == schema {
 			failed = migration
 		}
-	}
-}
-
-// liftTimeouts returns the statements (each after "; ", SET with scope,
-// "" or "LOCAL ") that lift on conn the timeouts a server, database or
-// role may set, which would end a migration's long index build or its wait
-// for a lock: statement_timeout, and PostgreSQL 17's transaction_timeout,
-// a name older servers refuse.
-func liftTimeouts(conn *pgx.Conn) func(scope string) string {
-	names := []string{"statement_timeout"}
-	// The major version is the leading digits ("17.2 (Debian ...)",
-	// "17beta1", "18devel").
-	version := conn.PgConn().ParameterStatus("server_version")
-	major := version[:len(version)-len(strings.TrimLeft(version, "0123456789"))]
-	if v, err := strconv.Atoi(major); err == nil && v >= 17 {
-		names = append(names, "transaction_timeout")
-	}
-	return func(scope string) string {
-		var b strings.Builder
-		for _, n := range names {
-			fmt.Fprintf(&b, "; SET %s%s = 0", scope, n)
-		}
-		return b.String()
 	}
 }

@@ -63,14 +63,12 @@ func (s *Store) Probe(ctx context.Context, timeout time.Duration) error {
 		// server's keepalives, so that the server ends this session too
 		// when this process's host is gone (Config.ClientGoneTimeout)
 		// rather than keep it, and its connection slot, for hours.
-		if setup := pcfg.AfterConnect; setup != nil {
-			sctx, cancel := context.WithTimeout(ctx, timeout)
-			err := setup(sctx, c)
-			cancel()
-			if err != nil {
-				s.probe.closeConn()
-				return answered(err, true)
-			}
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		err = pcfg.AfterConnect(sctx, c)
+		cancel()
+		if err != nil {
+			s.probe.closeConn()
+			return answered(err, true)
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, timeout)

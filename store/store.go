@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -292,7 +294,8 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 // sessionSettings is the pool's AfterConnect: it sets on each connection
 // what the connection string does not (given there, it is sent at startup
 // instead, which pgbouncer refuses, or with ignore_startup_parameters
-// drops), in one round trip; nil when it sets them all.
+// drops), in one round trip, none when the connection string gives them
+// all.
 //
 //   - plan_cache_mode force_generic_plan: each prepared statement is
 //     planned once. Under auto PostgreSQL re-plans the set-based statements
@@ -303,6 +306,8 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //   - lock_timeout: Config.LockTimeout.
 //   - tcp_keepalives_idle, tcp_keepalives_interval, tcp_keepalives_count
 //     and tcp_user_timeout: Config.ClientGoneTimeout.
+//   - statement_timeout and transaction_timeout 0 (liftedTimeouts): the
+//     server's, database's or role's lifted, as Migrate lifts them.
 //
 // The SET is bounded by bound, the connection's connect timeout: the pool
 // runs it under a context only Close ends, so a server that stops
@@ -314,16 +319,21 @@ func sessionSettings(given map[string]string, cfg Config, bound time.Duration) f
 		set = append(set, "SET plan_cache_mode = force_generic_plan")
 	}
 	for _, s := range boundSettings(given, cfg) {
-		set = append(set, s.sql())
+		set = append(set, s.sql(""))
 	}
-	if len(set) == 0 {
-		return nil
-	}
-	sql := strings.Join(set, "; ")
 	return func(ctx context.Context, c *pgx.Conn) error {
+		// Per connection: which timeouts there are is the server's
+		// version, and a multi-host connection string's hosts may differ.
+		set := slices.Clip(set)
+		for _, s := range liftedTimeouts(c.PgConn().ParameterStatus("server_version"), given) {
+			set = append(set, s.sql(""))
+		}
+		if len(set) == 0 {
+			return nil
+		}
 		sctx, cancel := context.WithTimeout(ctx, bound)
 		defer cancel()
-		_, err := c.Exec(sctx, sql)
+		_, err := c.Exec(sctx, strings.Join(set, "; "))
 		if err != nil && ctx.Err() == nil && sctx.Err() != nil {
 			// %v: the deadline is the bound's, which transient would
 			// take for a caller's.
@@ -333,13 +343,18 @@ func sessionSettings(given map[string]string, cfg Config, bound time.Duration) f
 	}
 }
 
-// setting is one of boundSettings: value is in the setting's unit.
+// setting is one of boundSettings or liftedTimeouts: value is in the
+// setting's unit.
 type setting struct {
 	name  string
 	value int64
 }
 
-func (s setting) sql() string { return fmt.Sprintf("SET %s = %d", s.name, s.value) }
+// sql is the SET of s, scope "" (the session) or "LOCAL " (the
+// transaction).
+func (s setting) sql(scope string) string {
+	return fmt.Sprintf("SET %s%s = %d", scope, s.name, s.value)
+}
 
 // boundSettings are the settings of Config's bounds that the pool's
 // connections get (sessionSettings), those the connection string does not
@@ -362,6 +377,31 @@ func boundSettings(given map[string]string, cfg Config) []setting {
 	for _, s := range settings {
 		if _, ok := given[s.name]; !ok && s.value > 0 {
 			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// liftedTimeouts are the settings, each 0 (none), that lift the timeouts
+// a server, database or role may set, which would end what has bounds of
+// its own (a transaction's attempt, Config.AttemptTimeout; a migration's
+// lock waits) with an error no retry follows, however often it recurs:
+// statement_timeout (57014), and from PostgreSQL 17 on
+// transaction_timeout (25P04, which also ends the session), a name older
+// servers refuse. serverVersion is the server's server_version; those the
+// connection string gives (given, its startup parameters) are left out.
+func liftedTimeouts(serverVersion string, given map[string]string) []setting {
+	names := []string{"statement_timeout"}
+	// The major version is the leading digits ("17.2 (Debian ...)",
+	// "17beta1", "18devel").
+	major := serverVersion[:len(serverVersion)-len(strings.TrimLeft(serverVersion, "0123456789"))]
+	if v, err := strconv.Atoi(major); err == nil && v >= 17 {
+		names = append(names, "transaction_timeout")
+	}
+	var out []setting
+	for _, n := range names {
+		if _, ok := given[n]; !ok {
+			out = append(out, setting{n, 0})
 		}
 	}
 	return out
