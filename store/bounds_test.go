@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,14 +210,31 @@ func TestIdleTransactionEndedByServer(t *testing.T) {
 // it negative, leaves the server's (none).
 func requireTimeoutGiven(t *testing.T, sch testdb.Schema, setting, shown string, cfg store.Config) {
 	t.Helper()
-	ctx := context.Background()
-	given := sch
-	given.URL = connstr.WithParam(sch.URL, setting, "60000")
+	requireGiven(t, sch, setting, "60000", shown)
 	var timeout string
-	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW `+setting).Scan(&timeout))
-	require.Equal(t, shown, timeout)
-	require.NoError(t, sch.Open(t, cfg).Pool.QueryRow(ctx, `SHOW `+setting).Scan(&timeout))
+	require.NoError(t, sch.Open(t, cfg).Pool.QueryRow(context.Background(), `SHOW `+setting).Scan(&timeout))
 	require.Equal(t, "0", timeout)
+}
+
+// requireGiven checks that setting, given value by the connection string,
+// which SHOW prints as shown, is left so by the pool's connections: given
+// as a parameter of its own or in options (-c name=value, --name=value,
+// with PostgreSQL's backslash escapes and spaces, the name's dashes for
+// underscores).
+func requireGiven(t *testing.T, sch testdb.Schema, setting, value, shown string) {
+	t.Helper()
+	for _, param := range [][2]string{
+		{setting, value},
+		{"options", "-c " + setting + "=" + value},
+		{"options", `-c application_name=a\ b  -c` + setting + "=" + value},
+		{"options", "--" + strings.ReplaceAll(setting, "_", "-") + "=" + value + " -c application_name=b"},
+	} {
+		given := sch
+		given.URL = connstr.WithParam(sch.URL, param[0], param[1])
+		var got string
+		require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(context.Background(), `SHOW `+setting).Scan(&got))
+		require.Equal(t, shown, got, "%s=%s", param[0], param[1])
+	}
 }
 
 // A statement that waits on a row longer than LockTimeout fails, and its
@@ -354,10 +372,7 @@ func TestServerStatementTimeoutLifted(t *testing.T) {
 	}
 
 	// One the connection string gives wins, as for the other settings.
-	given := timed
-	given.URL = connstr.WithParam(timed.URL, "statement_timeout", "60000")
-	require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout))
-	require.Equal(t, "1min", timeout)
+	requireGiven(t, timed, "statement_timeout", "60000", "1min")
 }
 
 // Each connection has the server notice a client host gone in about

@@ -199,7 +199,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	}
 	// The pool's bounds but lock_timeout, the migration's own.
 	var bounds []setting
-	for _, b := range boundSettings(s.Pool.Config().ConnConfig.RuntimeParams, s.cfg) {
+	for _, b := range boundSettings(givenSettings(s.Pool.Config().ConnConfig.RuntimeParams), s.cfg) {
 		if b.name != "lock_timeout" {
 			bounds = append(bounds, b)
 		}

@@ -225,7 +225,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		pcfg.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
-	pcfg.AfterConnect = sessionSettings(pcfg.ConnConfig.RuntimeParams, cfg, pcfg.ConnConfig.ConnectTimeout)
+	pcfg.AfterConnect = sessionSettings(givenSettings(pcfg.ConnConfig.RuntimeParams), cfg, pcfg.ConnConfig.ConnectTimeout)
 	reset := &readOnlyReset{}
 	pcfg.ConnConfig.Tracer = reset
 	if cfg.Tracer != nil {
@@ -289,6 +289,59 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, pcfg.ConnConfig.User, err)
 	}
 	return pool, nil
+}
+
+// givenSettings are the settings a connection string gives the server
+// at startup, by name: params, its startup parameters, and those of its
+// options parameter (-c name=value, -cname=value, --name=value), split
+// as PostgreSQL splits them (on spaces, a backslash escaping the next
+// character), named as it names them (dashes for underscores, any case),
+// lower case. Only which are given matters, not their values.
+func givenSettings(params map[string]string) map[string]string {
+	given := make(map[string]string, len(params))
+	for k, v := range params {
+		given[strings.ToLower(k)] = v
+	}
+	var args []string
+	var arg strings.Builder
+	in, escaped := false, false
+	for _, r := range params["options"] {
+		switch {
+		case escaped:
+			escaped = false
+			arg.WriteRune(r)
+		case r == '\\':
+			in, escaped = true, true
+		case strings.ContainsRune(" \t\n\v\f\r", r): // C's isspace
+			if in {
+				args = append(args, arg.String())
+				arg.Reset()
+				in = false
+			}
+		default:
+			in = true
+			arg.WriteRune(r)
+		}
+	}
+	if in {
+		args = append(args, arg.String())
+	}
+	for i := 0; i < len(args); i++ {
+		var opt string
+		switch a := args[i]; {
+		case a == "-c" && i+1 < len(args):
+			i++
+			opt = args[i]
+		case strings.HasPrefix(a, "-c"), strings.HasPrefix(a, "--"):
+			opt = a[2:]
+		default:
+			continue
+		}
+		if name, value, ok := strings.Cut(opt, "="); ok {
+			given[strings.ToLower(strings.ReplaceAll(name, "-", "_"))] = value
+		}
+	}
+	return given
 }
 
 // sessionSettings is the pool's AfterConnect: it sets on each connection

@@ -24,3 +24,22 @@ func TestLiftedTimeouts(t *testing.T) {
 	require.Equal(t, []setting{{"transaction_timeout", 0}}, liftedTimeouts("17.2", map[string]string{"statement_timeout": "100"}))
 	require.Empty(t, liftedTimeouts("17.2", map[string]string{"statement_timeout": "100", "transaction_timeout": "0"}))
 }
+
+// A setting the connection string gives in options counts as given, as
+// one given as a parameter of its own does: the pool's SETs leave it.
+func TestGivenSettings(t *testing.T) {
+	got := givenSettings(map[string]string{
+		"Lock_Timeout": "1",
+		"options":      `-c statement_timeout=2 -cidle-in-transaction-session-timeout=3  --TCP-user-timeout=4 -c application_name=a\ -c\ b -B 8 --plan_cache_mode=auto\`,
+	})
+	require.Equal(t, map[string]string{
+		"lock_timeout":                        "1",
+		"options":                             `-c statement_timeout=2 -cidle-in-transaction-session-timeout=3  --TCP-user-timeout=4 -c application_name=a\ -c\ b -B 8 --plan_cache_mode=auto\`,
+		"statement_timeout":                   "2",
+		"idle_in_transaction_session_timeout": "3",
+		"tcp_user_timeout":                    "4",
+		"application_name":                    "a -c b",
+		"plan_cache_mode":                     "auto",
+	}, got)
+	require.Empty(t, givenSettings(nil))
+}
