@@ -88,7 +88,11 @@ type Config struct {
 	// when it only waited for a connection), up to 64 times AttemptTimeout,
 	// so a transaction that needs longer than the first bound still
 	// commits; one that needs longer than 64 times it never does, far
-	// beyond any of the worker's. Without it, a connection
+	// beyond any of the worker's. (So the connections lift the
+	// statement_timeout, and PostgreSQL 17's transaction_timeout, that
+	// the server, database or role sets: see sessionSettings. One the
+	// connection string gives is kept, and a statement that outlasts it
+	// fails with 57014, which is not retried.) Without it, a connection
 	// that stops answering mid-transaction (the server's host gone after a
 	// failover, which Linux retransmits to for about 15 minutes before TCP
 	// gives up; a server or proxy that hangs) would hold the transaction's
