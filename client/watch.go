@@ -693,28 +693,28 @@ const (
 
 // Locks returns the table of locks: the newest state of every lock on the
 // lock state topic, read from its start, without the locks cleanup removed,
-// sorted by namespace and name. Newest is the highest revision read since
-// the lock's last removal: an older revision published again after a newer
-// one (the relay publishes at least once, and replicas overlap during a
-// failover) does not replace it, as Watch does not deliver it; but a lower
-// revision whose ChangedAt is later than that of the one taken replaces
-// it, as the lock's new life (deleted and created again, revisions
-// starting over, read with no tombstone between, or after a record of
-// the old life that landed late), by Watch's rule and under the same
-// assumption about PostgreSQL's clock. It reads the topic, not the database: a
-// lock is there from its first change (see docs/design.md "Lock state
-// topic"). A record that cannot be decoded (no lock's state, or a format
-// this client does not read) does not fail the read: its lock is left out
-// of the table until a tombstone of its key or a readable record of a
-// newer revision of the lock follows (a record that does not tell its lock leaves out every
-// lock of its key, until a tombstone), and when some are left out at the
-// end Locks returns the table of the others with an *UnreadableStateError
-// naming them: a caller keeps the table with errors.As, and may check
-// AffectsNamespace for its own namespace. Locks reads every namespace.
-// It takes a key's records from the partition the key hashes to under the
-// topic's partition count only: after partitions were added, the states
-// left in a key's old partition are stale (see docs/design.md "Lock state
-// topic").
+// sorted by namespace and name. Newest is the highest revision read: an
+// older revision published again after a newer one (the relay publishes at
+// least once, and replicas overlap during a failover) does not replace it,
+// nor brings back a lock a tombstone removed, as Watch does not deliver it;
+// but a lower revision whose ChangedAt is later than that of the one taken
+// replaces it, as the lock's new life (deleted and created again, revisions
+// starting over, with or without a tombstone read between, or read before a
+// record of the old life that landed late), by Watch's rule and under the
+// same assumption about PostgreSQL's clock. It reads the topic, not the
+// database: a lock is there from its first change (see docs/design.md "Lock
+// state topic"). A record that cannot be decoded (no lock's state, or a
+// format this client does not read) does not fail the read: its lock is left
+// out of the table until a tombstone of its key or a readable record of a
+// newer revision of the lock follows (a record that does not tell its lock
+// leaves out every lock of its key, until a tombstone), and when some are
+// left out at the end Locks returns the table of the others with an
+// *UnreadableStateError naming them: a caller keeps the table with
+// errors.As, and may check AffectsNamespace for its own namespace. Locks
+// reads every namespace. It takes a key's records from the partition the key
+// hashes to under the topic's partition count only: after partitions were
+// added, the states left in a key's old partition are stale (see
+// docs/design.md "Lock state topic").
 //
 // Errors reaching Kafka wrap ErrUnreachable (a refusal of the requester's
 // right to the topic, TOPIC_AUTHORIZATION_FAILED listing its offsets,
@@ -763,9 +763,9 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// not be decoded (lock{} for a record that does not tell which lock of
 	// its key it is); records counts such records.
 	unreadable := map[string]map[lock]UnreadableLock{}
-	// seen are, by key, the last readable record taken of each lock since
-	// the key's last tombstone: a record at or below its revision is one
-	// published again, even after an unreadable record left the lock out,
+	// seen are, by key, the last readable record taken of each lock: a
+	// record at or below its revision is one published again, even after
+	// an unreadable record left the lock out or a tombstone removed it,
 	// unless it is of the lock's new life (newLife, as Watch takes it).
 	seen := map[string]map[lock]LockRevision{}
 	records := 0
@@ -800,7 +800,6 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			case lr.Deleted:
 				delete(table, key)
 				delete(unreadable, key)
-				delete(seen, key)
 			default:
 				id := lock{lr.Namespace, lr.Name}
 				k := topics.LockKey(lr.Namespace, lr.Name)
@@ -930,30 +929,31 @@ func OnFetchError(fn func(error)) WatchOption {
 // (commands applied in one batch), only the last revision shows, so
 // revisions may advance by more than one. A lock that has no state yet is
 // delivered as revision 0, free; Deleted marks cleanup's removal, after
-// which revisions start again at 1. The channel closes when ctx ends or the
+// which revisions start again at 1 (records of the life it ended, published
+// again after it, are dropped too). The channel closes when ctx ends or the
 // client closes. A slow receiver holds the reading back: nothing the watch
 // read is skipped. The topic is compacted, though, and Kafka's cleaner does
 // not wait for a watch: one that lags behind the partition's end by more
 // than a rolled segment and the cleaner's next pass may miss the revisions
-// compaction removed before it read them (it still delivers the later
-// ones, in order), and past the topic's delete.retention.ms (24 h by
-// default) a tombstone too, delivering no Deleted for it. A segment rolls
-// at the topic's segment.ms (an hour, as the workers create it) or
-// segment.bytes (64 MiB), whichever comes first: on a busy partition,
-// well within the hour. It then takes a record whose revision is not above
-// the last it delivered for the lock's new life (deleted and created
-// again, revisions starting over) when the record's ChangedAt is later
-// than the last one's, which no copy of a record published again has; a
-// record a worker republished (Operation "republish") is not taken so,
-// and the new life then shows from its next change. ChangedAt is
-// PostgreSQL's clock, which this takes never to go back: after a step back
-// of that clock, or a failover to a standby whose clock is behind, a late
-// copy of an older revision stamped before it can pass for a new life,
-// delivered after newer revisions (and copies of those that follow,
-// again). A record of the lock's key that cannot be decoded is delivered as
-// a LockRevision with Unreadable set (once, until a readable revision or a
-// tombstone follows): the lock's state is unknown then, as Locks leaves
-// such a lock out of its table.
+// compaction removed before it read them (it still delivers the later ones,
+// in order), and past the topic's delete.retention.ms (24 h by default) a
+// tombstone too, delivering no Deleted for it. A segment rolls at the
+// topic's segment.ms (an hour, as the workers create it) or segment.bytes
+// (64 MiB), whichever comes first: on a busy partition, well within the
+// hour. After a tombstone, whether it read it or missed it so, it takes a
+// record whose revision is not above the last readable one it delivered for
+// the lock's new life (deleted and created again, revisions starting over)
+// when the record's ChangedAt is later than the last one's, which no copy of
+// a record published again has; a record a worker republished (Operation
+// "republish") is not taken so, and the new life then shows from its next
+// change. ChangedAt is PostgreSQL's clock, which this takes never to go
+// back: after a step back of that clock, or a failover to a standby whose
+// clock is behind, a late copy of an older revision stamped before it can
+// pass for a new life, delivered after newer revisions (and copies of those
+// that follow, again). A record of the lock's key that cannot be decoded is
+// delivered as a LockRevision with Unreadable set (once, until a readable
+// revision or a tombstone follows): the lock's state is unknown then, as
+// Locks leaves such a lock out of its table.
 //
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,
@@ -1095,20 +1095,21 @@ func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
 const opRepublish = "republish"
 
 // newLife says whether lr, a readable record of the lock whose revision is
-// not above that of last, the last readable one a watch (or Locks) took,
-// is of a new life of the lock: deleted and created again since (its
-// revisions start over at 1), the tombstone between them compacted away
-// before the watch read it (a receiver lagging past delete.retention.ms),
-// or read before a record of the old life that landed late. Its
-// changed_at, the database's time of its change, is later than last's: a
-// copy of a record published again has the same, and an older revision
-// that lands late (from a replica that lost the lock's partition) an
-// earlier one. A record republished by a worker's start (opRepublish) has
-// a later changed_at too, and its revision unchanged, so it is never
-// taken as a new life: the new life then shows from its next change. This
-// takes PostgreSQL's clock never to go back: a step back of it, or a
-// failover to a standby whose clock is behind, can stamp a newer revision
-// before an older one, a late copy of which then passes for a new life.
+// not above that of last, the last readable one a watch (or Locks) took, is
+// of a new life of the lock: deleted and created again since (its revisions
+// start over at 1), the tombstone between them read (a copy of the old
+// life's records may follow it: the relay publishes at least once),
+// compacted away before the watch read it (a receiver lagging past
+// delete.retention.ms), or read before a record of the old life that landed
+// late. Its changed_at, the database's time of its change, is later than
+// last's: a copy of a record published again has the same, and an older
+// revision that lands late (from a replica that lost the lock's partition)
+// an earlier one. A record republished by a worker's start (opRepublish) has
+// a later changed_at too, and its revision unchanged, so it is never taken
+// as a new life: the new life then shows from its next change. This takes
+// PostgreSQL's clock never to go back: a step back of it, or a failover to a
+// standby whose clock is behind, can stamp a newer revision before an older
+// one, a late copy of which then passes for a new life.
 func newLife(lr, last LockRevision) bool {
 	return last.Revision > 0 && lr.Operation != opRepublish && lr.ChangedAt.After(last.ChangedAt)
 }
@@ -1136,7 +1137,9 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 	// current is the lock's last state read; until the partition was read
 	// up to its listed end it is only kept, then sent once, first. last is
 	// the last readable one, against which records published again are
-	// told apart.
+	// told apart: a tombstone does not replace it, so that copies of the
+	// life the tombstone ended, published again after it, are not taken
+	// for the next life's (newLife).
 	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1,
 		Record: topics.LockState{V: topics.Version, Namespace: c.cfg.Namespace, LockName: name, Status: topics.StatusFree, Limit: 1,
 			Holders: []topics.Holder{}}}
@@ -1176,12 +1179,13 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 				lr = LockRevision{Unreadable: err}
 			case !lr.Deleted && (lr.Namespace != c.cfg.Namespace || lr.Name != name):
 				return // another lock's of the same key
-			case !lr.Deleted && lr.Revision <= last.Revision && !newLife(lr, last) || lr.Deleted && last.Deleted && current.Unreadable == nil:
-				// A record published again, even after an unreadable one:
-				// that may have been newer. (A tombstone after one ends
-				// the unknown state, as Locks takes it.)
+			case !lr.Deleted && lr.Revision <= last.Revision && !newLife(lr, last) || lr.Deleted && current.Deleted:
+				// A record published again, even after an unreadable one
+				// (that may have been newer) or its lock's tombstone. (A
+				// tombstone after an unreadable one ends the unknown
+				// state, as Locks takes it.)
 				return
-			default:
+			case !lr.Deleted:
 				last = lr
 			}
 			lr.Namespace, lr.Name = c.cfg.Namespace, name

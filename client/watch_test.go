@@ -396,6 +396,34 @@ func TestWatchTellsANewLifeFromACopy(t *testing.T) {
 	require.EqualValues(t, 2, next(t, ch).Revision, "the new life's next change")
 }
 
+// The relay publishes at least once: a lock's last record and its
+// tombstone published again after them are copies of the life the
+// tombstone ended, not the lock's state again (naming an old holder as
+// the current one); the new life's first record, its changed_at later
+// than the ended life's, is taken.
+func TestWatchDropsCopiesAfterATombstone(t *testing.T) {
+	ctx := ctxT(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	_, c, produce := stateTopic(t, stateAt(t, "job", 4, "acquire", at(4)))
+	ch, err := c.Watch(ctx, "job")
+	require.NoError(t, err)
+	require.EqualValues(t, 4, next(t, ch).Revision)
+
+	tombstone := &kgo.Record{Key: []byte("job")}
+	produce(
+		stateAt(t, "job", 5, "acquire", at(5)), tombstone,
+		stateAt(t, "job", 5, "acquire", at(5)), tombstone, // published again
+		stateAt(t, "job", 1, "acquire", at(100)), // the new life
+	)
+	require.EqualValues(t, 5, next(t, ch).Revision)
+	require.True(t, next(t, ch).Deleted)
+	lr := next(t, ch)
+	require.False(t, lr.Deleted)
+	require.EqualValues(t, 1, lr.Revision, "the new life's first revision, not the deleted life's again")
+	require.Equal(t, at(100), lr.ChangedAt)
+}
+
 // Locks takes a lock's new life by Watch's rule: a lower revision with a
 // later changed_at replaces the one taken, here after a record of the old
 // life landed late, past the new life's first; copies, an older revision
@@ -511,12 +539,18 @@ func TestLocksCutOff(t *testing.T) {
 
 // An older revision of a lock read after a newer one (published again by
 // the relay, or by a replica overlapping a failover) does not replace it in
-// Locks's table, nor brings back a lock an unreadable record left out; a
-// revision after a tombstone starts the lock afresh.
+// Locks's table, nor brings back a lock an unreadable record left out, or
+// one a tombstone removed (the relay published its last record again,
+// read before the tombstone's copy); a new life after a tombstone starts
+// the lock afresh.
 func TestLocksKeepsTheNewestRevision(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	_, c, _ := stateTopic(t,
 		kafkatest.StateRecord(t, "job", 4), kafkatest.StateRecord(t, "job", 5), kafkatest.StateRecord(t, "job", 4),
-		kafkatest.StateRecord(t, "again", 7), &kgo.Record{Key: []byte("again")}, kafkatest.StateRecord(t, "again", 1),
+		stateAt(t, "again", 7, "release", at(7)), &kgo.Record{Key: []byte("again")},
+		stateAt(t, "again", 7, "release", at(7)), stateAt(t, "again", 1, "acquire", at(100)),
+		stateAt(t, "gone", 5, "release", at(5)), &kgo.Record{Key: []byte("gone")}, stateAt(t, "gone", 5, "release", at(5)),
 		kafkatest.StateRecord(t, "newer", 5), unreadable("newer"), kafkatest.StateRecord(t, "newer", 5),
 	)
 	table, err := c.Locks(ctxT(t))
@@ -524,7 +558,7 @@ func TestLocksKeepsTheNewestRevision(t *testing.T) {
 	require.ErrorAs(t, err, &ue)
 	require.Len(t, ue.Locks, 1)
 	require.Equal(t, "newer", ue.Locks[0].Name, "left out, not shown at the revision read again")
-	require.Len(t, table, 2)
+	require.Len(t, table, 2, "not the lock removed")
 	require.Equal(t, "again", table[0].Name)
 	require.EqualValues(t, 1, table[0].Revision)
 	require.Equal(t, "job", table[1].Name)
