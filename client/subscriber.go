@@ -27,6 +27,13 @@ type SubscriberConfig struct {
 	ConsumerGroup string
 	// FromEnd starts at the end of the topics: only events published after
 	// the subscription starts. Default false: from the earliest retained.
+	// The end of each partition is looked up when the subscription first
+	// sees it, a moment after Subscribe returns: events published in
+	// between are missed, and a partition added later starts at its end
+	// once the subscription discovers it (up to kgo.MetadataMaxAge, 5 min
+	// by default), missing the events published there before. In group
+	// mode it applies only to partitions the group has no committed offset
+	// for (kafkapubsub.SubscriberConfig.FromEnd).
 	FromEnd bool
 	// Logger for the subscriber; nil logs nothing.
 	Logger watermill.LoggerAdapter
@@ -103,7 +110,10 @@ func withContextErr(ctx context.Context, err error) error {
 type SubscribeOption func(*SubscriberConfig)
 
 // FromEnd starts the subscription at the end of the topics: only events
-// published after it starts. Default: from the earliest retained.
+// published after it starts. Default: from the earliest retained. The end
+// is looked up a moment after Subscribe returns, so events published in
+// between may be missed, as may those of a partition added later before
+// the subscription discovers it (SubscriberConfig.FromEnd).
 func FromEnd() SubscribeOption {
 	return func(cfg *SubscriberConfig) { cfg.FromEnd = true }
 }
