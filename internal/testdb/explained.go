@@ -88,17 +88,53 @@ func (e *Explained) Pages(t testing.TB, marker string) (int, string) {
 	return pages, plan
 }
 
-var buffers = regexp.MustCompile(`Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`)
+var (
+	buffers = regexp.MustCompile(`^( *)Buffers: shared(?: hit=(\d+))?(?: read=(\d+))?`)
+	// A line that ends the lines of a node's own figures: another node
+	// (its child, or a later one) or a subplan's heading.
+	nodeOrHeading = regexp.MustCompile(`^ *(->  |(CTE \S+|InitPlan \d+.*|SubPlan \d+.*)$)`)
+	cteHeading    = regexp.MustCompile(`^ *CTE \S+$`)
+	cteScan       = regexp.MustCompile(`^ *->  CTE Scan on `)
+)
 
-// PlanPages returns the pages (shared buffers hit and read) an
-// auto_explain plan read by its top node, the whole statement's; false
-// when it names none.
+// PlanPages returns the pages (shared buffers hit and read) the statement
+// of an auto_explain plan read; false when the plan names none.
+//
+// A node's buffers include its children's and those of the CTEs it scans
+// (a CTE runs as it is scanned), so the top node's are the statement's but
+// for what ran after the top node was done: a data-modifying CTE the top
+// node did not read to its end (none of it when no node scans it) is run
+// to its end after it, by itself. A CTE's root counts all its run, a CTE
+// Scan the part it ran: the statement's pages are the top node's plus
+// every CTE root's less every CTE Scan's.
 func PlanPages(plan string) (int, bool) {
-	m := buffers.FindStringSubmatch(plan)
-	if m == nil {
-		return 0, false
+	total, found := 0, false
+	// The node whose own figures the lines read now are, by the column of
+	// its figures (the top node's are at 2, a "->  " node's 6 further in
+	// than its arrow), and whether its pages add or take away; col 0: none.
+	col, sign := 2, 1
+	cteRoot := false
+	for _, line := range strings.Split(plan, "\n") {
+		if m := buffers.FindStringSubmatch(line); m != nil && len(m[1]) == col {
+			hit, _ := strconv.Atoi(m[2])
+			read, _ := strconv.Atoi(m[3])
+			total += sign * (hit + read)
+			found = true
+			col = 0
+			continue
+		}
+		if !nodeOrHeading.MatchString(line) {
+			continue
+		}
+		col = 0
+		arrow := len(line) - len(strings.TrimLeft(line, " "))
+		switch {
+		case cteRoot:
+			col, sign = arrow+6, 1
+		case cteScan.MatchString(line):
+			col, sign = arrow+6, -1
+		}
+		cteRoot = cteHeading.MatchString(line)
 	}
-	hit, _ := strconv.Atoi(m[1])
-	read, _ := strconv.Atoi(m[2])
-	return hit + read, true
+	return total, found
 }
