@@ -11,16 +11,19 @@ type Failure int
 
 const (
 	// KafkaAway: Kafka is unreachable or slow (dial errors, timeouts, a
-	// leader moving, a closed publisher, anything not below), or refuses
+	// leader moving, a closed publisher, anything not below), refuses
 	// the record's timestamp (INVALID_TIMESTAMP: the record's CreateTime,
 	// this process's clock, lies outside the broker's
 	// log.message.timestamp.before/after.max.ms, and the same row is taken
-	// once the clock is right). Retried without limit, never counted, never
+	// once the clock is right), or refuses to create the topic with its
+	// replicas (INVALID_REPLICATION_FACTOR: fewer brokers are up than the
+	// factor, ReasonReplicas). Retried without limit, never counted, never
 	// parked.
 	KafkaAway Failure = iota
 	// TopicRefused: the topic cannot be written (not authorized, does not
-	// exist and could not be created). Counted per row; after MaxAttempts
-	// the topic's waiting rows are parked for ParkFor.
+	// exist and could not be created: a name or partition count Kafka
+	// refuses, a policy). Counted per row; after MaxAttempts the topic's
+	// waiting rows are parked for ParkFor.
 	TopicRefused
 	// RecordRefused: Kafka will never take this record (too large,
 	// invalid), or the row cannot become a record. The row is parked for
@@ -32,7 +35,7 @@ const (
 // Kafka error's name (MESSAGE_TOO_LARGE, TOPIC_AUTHORIZATION_FAILED, ...),
 // UNREADABLE_HEADERS for a row whose headers (or compacted value) cannot
 // be decoded; for KafkaAway, "" or what the operator should look at
-// (ReasonClock). For an error covering several records (a
+// (ReasonClock, ReasonReplicas). For an error covering several records (a
 // *kafkapubsub.PublishError), the first refusal found wins: ask per record
 // when it matters.
 //
@@ -52,8 +55,7 @@ func Classify(err error) (Failure, string) {
 		kerr.UnknownTopicOrPartition, // missing and not (or not yet) created
 		kerr.InvalidTopicException,
 		kerr.PolicyViolation,
-		kerr.InvalidPartitions,
-		kerr.InvalidReplicationFactor:
+		kerr.InvalidPartitions: // the count asked for, which no wait changes
 		return TopicRefused, ke.Message
 	case kerr.MessageTooLarge,
 		kerr.RecordListTooLarge,
@@ -63,6 +65,8 @@ func Classify(err error) (Failure, string) {
 		return RecordRefused, ke.Message
 	case kerr.InvalidTimestamp:
 		return KafkaAway, ReasonClock
+	case kerr.InvalidReplicationFactor:
+		return KafkaAway, ReasonReplicas
 	}
 	return KafkaAway, ""
 }
@@ -77,3 +81,11 @@ const ReasonBadRow = "UNREADABLE_HEADERS"
 // ReasonClock is Classify's reason for a record whose timestamp the broker
 // refuses: the relay retries it and logs this with each retry.
 const ReasonClock = "INVALID_TIMESTAMP: check this replica's clock"
+
+// ReasonReplicas is Classify's reason for a topic's creation refused
+// INVALID_REPLICATION_FACTOR: the brokers up are fewer than the replicas
+// asked for, as while one of three restarts with the factor 3 that
+// production wants. The relay retries it as when Kafka is away, and logs
+// this with each retry: a factor above the brokers the cluster has at all
+// is a configuration mistake, which only the operator ends.
+const ReasonReplicas = "INVALID_REPLICATION_FACTOR: fewer brokers are up than the topic's replication factor (KAFKA_TOPIC_REPLICATION_FACTOR); retried until they are, so lower it if the cluster has fewer brokers"

@@ -802,6 +802,15 @@ func TestInvalidTimestampRetried(t *testing.T) {
 	assert.EqualValues(t, 2, pub.failures.Load(), "the fault was met twice")
 	assert.Zero(t, parked.Load(), "nothing parked")
 	assert.Equal(t, []string{"v1", "v2"}, firstSeen(values(consume(t, c.ListenAddrs(), topic, 2))))
+	level, reason := retryWarning(t, &logs)
+	assert.Equal(t, "warn", level)
+	assert.Equal(t, "INVALID_TIMESTAMP: check this replica's clock", reason)
+}
+
+// retryWarning is the level and reason of the first retry the relay logged
+// to logs (JSON lines) for Kafka being away.
+func retryWarning(t *testing.T, logs *testlog.Buffer) (level, reason string) {
+	t.Helper()
 	var warning struct {
 		Level  string `json:"level"`
 		Reason string `json:"reason"`
@@ -810,8 +819,7 @@ func TestInvalidTimestampRetried(t *testing.T) {
 	i := slices.IndexFunc(lines, func(l string) bool { return strings.Contains(l, "Kafka did not take the records") })
 	require.GreaterOrEqual(t, i, 0, "the retry is logged: %s", logs.String())
 	require.NoError(t, json.Unmarshal([]byte(lines[i]), &warning))
-	assert.Equal(t, "warn", warning.Level)
-	assert.Equal(t, "INVALID_TIMESTAMP: check this replica's clock", warning.Reason)
+	return warning.Level, warning.Reason
 }
 
 // TestClassify pins down what the publisher returns for a topic that does
