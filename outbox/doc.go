@@ -128,7 +128,9 @@
 //   - Kafka is unreachable or slow (dial errors, timeouts, anything else),
 //     or refuses the record's timestamp (INVALID_TIMESTAMP: this process's
 //     clock, kgo's CreateTime, is outside the broker's window; the retry
-//     warning says to check it): never counted, never parked. The topic backs off in memory; two
+//     warning says to check it), or refuses to create a reply topic with
+//     its replicas (INVALID_REPLICATION_FACTOR: fewer brokers up than the
+//     factor; the retry warning says so): never counted, never parked. The topic backs off in memory; two
 //     topics failing so in a row with no success between them or in the
 //     same call, in one pass or in passes of their own, pause the whole
 //     partition with backoff
