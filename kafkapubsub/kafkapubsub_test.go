@@ -731,6 +731,42 @@ func TestSubscriptionOutlivesAGroupError(t *testing.T) {
 	require.ErrorIs(t, errors.Join(logged...), kerr.GroupAuthorizationFailed, "the group error was logged")
 }
 
+// TestSubscriptionPausesWhileFetchesAreRefused: a subscription whose every
+// Fetch Kafka refuses (here the topic's Read ACL is missing) waits after
+// each poll that got only errors, rather than having kgo send the next
+// Fetch at once (tens of thousands a second), and delivers once the
+// refusal ends.
+func TestSubscriptionPausesWhileFetchesAreRefused(t *testing.T) {
+	const topic = "unreadable"
+	c := kafkatest.Cluster(t, kfake.SeedTopics(1, topic))
+	refused := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Fetch}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	defer refused.Remove()
+	msgs, err := newSubscriber(t, c, "").Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, refused.Wait(ctx, 1), "the subscription fetches")
+
+	// A bound the busy loop passes within milliseconds, and the pauses
+	// (at most 1 s each) stay far below even on a loaded machine.
+	const window, bound = 2 * time.Second, 100
+	before, start := refused.Hits(), time.Now()
+	ctx, cancel = context.WithTimeout(context.Background(), window)
+	defer cancel()
+	err = refused.Wait(ctx, before+bound)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "%d refused Fetches in %v", refused.Hits()-before, time.Since(start))
+	t.Logf("%d refused Fetches in %v", refused.Hits()-before, window)
+
+	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Brokers: c.ListenAddrs(), ClientOpts: testClientOpts()}, nil)
+	require.NoError(t, err)
+	defer pub.Close()
+	require.NoError(t, pub.Publish(topic, message.NewMessage("m1", nil)))
+	refused.Remove()
+	msg := receive(t, msgs)
+	require.Equal(t, "m1", msg.UUID)
+	msg.Ack()
+}
+
 // TestNackedRecordLeftToItsNewOwner: a member that keeps nacking a record
 // stops delivering it once a rebalance gave its partition to another
 // member, which delivers it after the offset acked before, and goes on with its other partitions instead

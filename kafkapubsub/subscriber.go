@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/fetchbound"
+	"github.com/omninode/lockworker/internal/pollpause"
 )
 
 // DefaultNackRedeliveryDelay is the default NackRedeliveryDelay.
@@ -304,6 +305,10 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 	// back at every poll: each is logged, to be seen, once until it changes
 	// or the partition's records come.
 	logged := map[int32]string{}
+	// kgo sends the next Fetch as soon as a poll takes the last one's
+	// error, so polling again at once would have a refused topic fetched
+	// tens of thousands of times a second.
+	var pause pollpause.Pause
 	for {
 		fetches := client.PollRecords(ctx, 1)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -311,7 +316,9 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 		}
 		var refused error
 		var skips []*kgo.ErrDecompressTooLarge
+		errs := 0
 		fetches.EachError(func(topic string, partition int32, err error) {
+			errs++
 			var tooLarge *kgo.ErrDecompressTooLarge
 			switch {
 			case isRefusal(err):
@@ -338,6 +345,9 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 			if !s.deliver(ctx, client, owned, r, out) {
 				return
 			}
+		}
+		if pause.After(ctx, fetches.NumRecords(), errs) != nil {
+			return
 		}
 	}
 }
