@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/fetchbound"
+	"github.com/omninode/lockworker/internal/pollpause"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -375,7 +376,7 @@ func (c *Client) begin() error {
 // (undecodable).
 func (c *Client) read(ctx context.Context) {
 	defer close(c.readDone)
-	pause := fetchErrorPause
+	var pause pollpause.Pause
 	for {
 		gen := c.replyGen()
 		fs := c.cons.PollFetches(ctx)
@@ -397,15 +398,8 @@ func (c *Client) read(ctx context.Context) {
 			}
 			c.replyFetchFailed(e)
 		}
-		if len(errs) > 0 && fs.NumRecords() == 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(pause):
-			}
-			pause = min(2*pause, maxFetchErrorPause)
-		} else {
-			pause = fetchErrorPause
+		if pause.After(ctx, fs.NumRecords(), len(errs)) != nil {
+			return
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			ev, err := topics.DecodeEvent(r.Value)

@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/omninode/lockworker/internal/pollpause"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -216,8 +217,8 @@ type stateReader struct {
 	// failed are the errors its connections and fetches met since it last
 	// made progress.
 	failed *fetchErrors
-	// pause is how long poll waits after its next poll with errors only.
-	pause time.Duration
+	// pause is poll's wait after a poll of errors only.
+	pause pollpause.Pause
 	// skipped are the batches poll skipped unread, as skipTooLarge says
 	// (Locks reports them).
 	skipped []error
@@ -601,8 +602,8 @@ func (r *stateReader) caughtUp() bool { return len(r.end) == 0 }
 // partitions read to their end, new writes, are none). The fetch errors of
 // partitions still to be read are kept in r.failed until a record of their
 // partition is read (kgo retries them); a poll that got only errors waits
-// before it returns, from fetchErrorPause doubling up to maxFetchErrorPause
-// while they last, so that a caller polling again does not spin. A reader
+// before it returns (pollpause.Pause), so that a caller polling again does
+// not spin. A reader
 // that follows its partition takes the errors as failure signals, records
 // as the end of the streak (unless errors came with them), and tells
 // onFetchError what is due before it waits and after; its wait ends early
@@ -654,19 +655,8 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 		r.settle(confirming && len(errs) == 0)
 		r.failed.mu.Unlock()
 	}
-	switch {
-	case fs.NumRecords() > 0:
-		r.pause = fetchErrorPause
-	case len(errs) > 0:
-		if r.pause == 0 {
-			r.pause = fetchErrorPause
-		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(r.pause):
-		}
-		r.pause = min(2*r.pause, maxFetchErrorPause)
+	if err := r.pause.After(ctx, fs.NumRecords(), len(errs)); err != nil {
+		return false, err
 	}
 	fs.EachRecord(func(rec *kgo.Record) {
 		live := r.caughtUp()
@@ -682,14 +672,9 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 	return progressed, nil
 }
 
-// fetchErrorPause is how long poll waits after a fetch that got only
-// errors, doubling while they last up to maxFetchErrorPause. fetchMaxWait
-// is how long the brokers hold a reader's Fetch without records.
-const (
-	fetchErrorPause    = 100 * time.Millisecond
-	maxFetchErrorPause = time.Second
-	fetchMaxWait       = 200 * time.Millisecond
-)
+// fetchMaxWait is how long the brokers hold a reader's Fetch without
+// records.
+const fetchMaxWait = 200 * time.Millisecond
 
 // Locks returns the table of locks: the newest state of every lock on the
 // lock state topic, read from its start, without the locks cleanup removed,
