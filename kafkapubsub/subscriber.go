@@ -211,9 +211,11 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 // subscriber is closed, or Kafka refuses the subscription in a way retrying
 // cannot cure (a kgo.SessionTimeout under the broker's
 // group.min.session.timeout.ms), which is logged as an error; other errors,
-// a group or topic ACL's refusal included, are logged and retried. Each message must be acked or nacked before the next
-// one is delivered. A message's context is canceled once it is acked or
-// nacked, or when the subscription ends.
+// a group or topic ACL's refusal included, are logged and retried, 100 ms
+// after a poll that brought only errors, doubling while they last up to
+// 1 s. Each message must be acked or nacked before the next one is
+// delivered. A message's context is canceled once it is acked or nacked,
+// or when the subscription ends.
 //
 // A record batch that decompresses past kgo.MaxDecompressBatchBytes
 // ([DefaultMaxDecompressBatchBytes] unless ClientOpts set it), or past 256
