@@ -36,7 +36,9 @@ type Config struct {
 	// key: the publisher's own KeyMetadata. Default
 	// kafkapubsub.DefaultKeyMetadata.
 	KeyMetadata string
-	// BatchSize is how many rows one query selects. Default 500.
+	// BatchSize is how many rows one query selects at most, of a
+	// partition. Default 500. A query also stops at maxHeldBytes of keys,
+	// values and headers, its partitions sharing them (selectRows).
 	BatchSize int
 	// PollInterval is how often a partition reads the table even when
 	// everything was handed over: the fallback for rows no slot or Wake
@@ -110,6 +112,9 @@ type Config struct {
 	// unparkChunk is how many rows a read puts back in the walked index or
 	// takes out of it. 0: unparkChunk; tests lower it.
 	unparkChunk int
+	// readBytes is how many bytes of rows a read takes, its partitions
+	// together. 0: maxHeldBytes; tests lower it.
+	readBytes int
 }
 
 // Relay publishes outbox rows. One Relay serves every partition of a
@@ -685,7 +690,11 @@ func (p *partition) waits(x row) bool {
 const handedBatches = 10
 
 // maxHeldBytes bounds the bytes (keys, values, headers) of the rows a
-// partition's hand-off queue holds (partition.heldBytes).
+// partition's hand-off queue holds (partition.heldBytes), and of those one
+// read of the table takes, its partitions together (selectRows): a pass
+// holds several times its rows (the values decoded, the messages, the
+// produce requests), and 500 dead-letter copies of up to
+// DEAD_LETTER_MAX_BYTES would be hundreds of MiB.
 const maxHeldBytes = 32 << 20
 
 // acquire takes the partition's lock, or gives up when ctx is done.
@@ -728,12 +737,12 @@ func (p *partition) nextRetry(now time.Time) (time.Duration, bool) {
 // what it got acknowledged is deleted by the next pass's query or when
 // drain ends.
 func (r *Relay) pass(ctx context.Context, p *partition, upTo int64, since time.Time, probe bool) passResult {
-	rows, parkWork, err := r.selectBatch(ctx, p, upTo, since)
+	rows, more, err := r.selectBatch(ctx, p, upTo, since)
 	if err != nil {
 		return passResult{dbErr: err}
 	}
 	p.selected(rows)
-	res := r.publishRows(ctx, p, rows, len(rows) == r.cfg.BatchSize || parkWork, probe)
+	res := r.publishRows(ctx, p, rows, more, probe)
 	res.queried = true
 	return res
 }
@@ -782,9 +791,10 @@ type passState struct {
 // selectBatch deletes the acknowledged rows and selects the partition's
 // next batch, leaving out the topics that back off or are parked (the
 // latter found by the query in the table, and noted in p.parked).
-// parkWork says a full chunk of rows went back in the walk
-// (selectRows): more may wait for the next read.
-func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) (rows []row, parkWork bool, err error) {
+// more says the table may hold more for the next read: the read stopped at
+// its bound (selected.full), or a full chunk of rows went back in the walk
+// (selected.parkWork).
+func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since time.Time) (rows []row, more bool, err error) {
 	now := time.Now()
 	blocked := []string{}
 	for t, b := range p.blocked {
@@ -811,7 +821,7 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	for _, t := range res.parked {
 		p.parked[t] = true
 	}
-	if len(res.rows) < r.cfg.BatchSize {
+	if !res.full {
 		// A topic the read did not leave out and found no row of has
 		// none waiting (an operator deleted them, a stale replica
 		// published them): its backoff would have every pass read the
@@ -834,7 +844,7 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 		r.awaited(p, res.xmin)
 	}
 	p.parksRead = true
-	return res.rows, res.parkWork, nil
+	return res.rows, res.full || res.parkWork, nil
 }
 
 // awaited ends the partition's wait when a snapshot's xmin has reached its
@@ -1274,6 +1284,9 @@ type selected struct {
 	rows      []row
 	parked    []string
 	xmin, xid int64
+	// full: the read stopped at BatchSize rows or at its share of the
+	// bytes, before rows it may return.
+	full bool
 	// parkWork: a full chunk of rows went back in the walk (selectRows):
 	// more may wait for the next read.
 	parkWork bool
@@ -1315,6 +1328,16 @@ const unparkChunk = 1000
 // the read did not take. They
 // are found in outbox_parked, stepping over the partition's rows parked
 // for good (few: records Kafka refuses), not by reading the waiting rows.
+//
+// A partition's rows stop at BatchSize, or at its share of maxHeldBytes
+// (keys, values and headers as stored; octet_length reads a TOASTed
+// value's size, not the value): the rows whose running sum is within the
+// share, and the first whatever its size. That is a prefix of the
+// partition's walk, in the id order its rows are published in, so the
+// rows it leaves, of any topic, go after those taken, at the next read.
+// The sum runs over the walk's rows after its LIMIT, in their order: the
+// walk costs what it did. The last row taken says whether the next was
+// left (selected.full).
 func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, error) {
 	parts, upTos := make([]int32, len(reqs)), make([]int64, len(reqs))
 	var blockedParts []int32
@@ -1428,30 +1451,45 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	}
 	byPart := make(map[int32][]row, len(reqs))
 	parked := map[int32][]string{}
+	cut := map[int32]bool{}
+	// The partitions of a read share its bytes: a read of many at once (a
+	// takeover, a park's end) holds no more than one of a partition alone,
+	// but for the first row of each, taken whatever its size. A share
+	// each rather than one sum across them in the read's id order, so that
+	// a partition's large rows do not leave the others' passes nothing to
+	// publish (and reading again) and no sort of all partitions' rows
+	// comes before the cut.
+	share := (cmp.Or(r.cfg.readBytes, maxHeldBytes) + len(reqs) - 1) / len(reqs)
 	b.Queue(`
 		WITH RECURSIVE `+parkedTopics+`, ex(p, t) AS (
 			SELECT p, t FROM pk WHERE t IS NOT NULL
 			UNION ALL
 			SELECT * FROM unnest($3::int[], $4::text[])
 		)
-		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::timestamptz, NULL::float8 FROM pk WHERE t IS NOT NULL
+		SELECT p, NULL::int8 AS id, t, NULL::bytea, NULL::bytea, NULL::bytea, NULL::timestamptz, NULL::float8, false FROM pk WHERE t IS NOT NULL
 		UNION ALL
-		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, o.created_at, extract(epoch FROM clock_timestamp() - o.created_at)::float8
+		SELECT q.p, o.id, o.topic, o.key, o.value, o.headers, o.created_at, extract(epoch FROM clock_timestamp() - o.created_at)::float8,
+		       coalesce(o.run > 0 AND o.run + o.next > $6, false)
 		FROM unnest($1::int[], $2::int8[]) AS q(p, up),
 		LATERAL (
-			SELECT id, topic, key, value, headers, created_at FROM outbox
-			WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up) AND parked_until IS NULL
-			  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
-			ORDER BY source_partition, id
-			LIMIT $5) o
-		ORDER BY id`, parts, upTos, blockedParts, blocked, r.cfg.BatchSize).Query(func(rows pgx.Rows) error {
+			SELECT w.*, sum(w.size) OVER s AS run, lead(w.size) OVER s AS next FROM (
+				SELECT id, topic, key, value, headers,
+				       coalesce(octet_length(key), 0) + coalesce(octet_length(value), 0) + octet_length(headers) AS size, created_at FROM outbox
+				WHERE source_partition = q.p AND (source_partition, id) <= (q.p, q.up) AND parked_until IS NULL
+				  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
+				ORDER BY source_partition, id
+				LIMIT $5) w
+			WINDOW s AS (ORDER BY w.id ROWS UNBOUNDED PRECEDING)) o
+		WHERE o.run <= $6 OR o.run = o.size
+		ORDER BY id`, parts, upTos, blockedParts, blocked, r.cfg.BatchSize, share).Query(func(rows pgx.Rows) error {
 		var p int32
 		var id *int64
 		var x row
 		var created *time.Time
 		var age *float64
+		var leftNext bool
 		now := time.Now() // the rows' ages are as of their reading
-		_, err := pgx.ForEachRow(rows, []any{&p, &id, &x.topic, &x.key, &x.value, &x.headers, &created, &age}, func() error {
+		_, err := pgx.ForEachRow(rows, []any{&p, &id, &x.topic, &x.key, &x.value, &x.headers, &created, &age, &leftNext}, func() error {
 			if id == nil {
 				parked[p] = append(parked[p], x.topic)
 				return nil
@@ -1459,6 +1497,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 			x.rowRef = rowRef{*id, *created}
 			x.at = now.Add(-time.Duration(*age * float64(time.Second)))
 			byPart[p] = append(byPart[p], x)
+			cut[p] = cut[p] || leftNext
 			x = row{} // the scanned slices now belong to byPart
 			return nil
 		})
@@ -1469,7 +1508,9 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	}
 	out := make([]selected, len(reqs))
 	for i, q := range reqs {
-		out[i] = selected{rows: byPart[q.partition], parked: parked[q.partition], xmin: xmin, xid: xid, parkWork: parkWork[q.partition]}
+		rows := byPart[q.partition]
+		out[i] = selected{rows: rows, parked: parked[q.partition], xmin: xmin, xid: xid, parkWork: parkWork[q.partition],
+			full: len(rows) == r.cfg.BatchSize || cut[q.partition]}
 	}
 	return out, nil
 }
