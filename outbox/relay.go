@@ -96,8 +96,9 @@ type Config struct {
 	OnPublished func(n int, oldest time.Duration)
 	// OnParked, when set, is told each time rows are parked, how many and
 	// why (Classify's reason: the Kafka error's name or
-	// UNREADABLE_HEADERS), for metrics. It runs on the partition's
-	// goroutine: keep it quick.
+	// UNREADABLE_HEADERS), for metrics: by a failed publish, and by a
+	// read, the rows a parked topic got during its park (its reason). It
+	// runs on the partition's goroutine: keep it quick.
 	OnParked func(reason string, rows int)
 
 	// noTakeoverReads: a run publishes what it is handed from its first
@@ -821,6 +822,11 @@ func (r *Relay) selectBatch(ctx context.Context, p *partition, upTo int64, since
 	for _, t := range res.parked {
 		p.parked[t] = true
 	}
+	if r.cfg.OnParked != nil {
+		for reason, n := range res.parkedRows {
+			r.cfg.OnParked(reason, n)
+		}
+	}
 	if !res.full {
 		// A topic the read did not leave out and found no row of has
 		// none waiting (an operator deleted them, a stale replica
@@ -1290,6 +1296,9 @@ type selected struct {
 	// parkWork: a full chunk of rows went back in the walk (selectRows):
 	// more may wait for the next read.
 	parkWork bool
+	// parkedRows counts, by reason, the rows of a running park's topic the
+	// read parked (selectRows), for Config.OnParked.
+	parkedRows map[string]int
 }
 
 // parkedTopics is a recursive CTE, pk(p, t), of the parked topics of the
@@ -1382,6 +1391,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	b.Queue(`DELETE FROM outbox_marks WHERE source_partition IN (
 		SELECT source_partition FROM outbox_marks WHERE source_partition = ANY($1) FOR UPDATE SKIP LOCKED)`, parts)
 	parkWork := map[int32]bool{}
+	parkedRows := map[int32]map[string]int{}
 	var parkParts []int32
 	for _, q := range reqs {
 		if q.parks {
@@ -1436,16 +1446,32 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 						  AND w.topic IN (SELECT pt.t FROM pt WHERE pt.p = q.p AND pt.until > now())))
 					FOR UPDATE SKIP LOCKED))
 				  AND o.source_partition = pt.p AND o.topic = pt.t AND pt.until > now()
+				RETURNING o.source_partition, o.park_reason
 			)
-			SELECT source_partition, count(*) FROM u GROUP BY 1`, parkParts, chunk, blockedParts, blocked, max(chunk, r.cfg.BatchSize)).Query(func(rows pgx.Rows) error {
+			SELECT source_partition, false, count(*), '' FROM u GROUP BY 1
+			UNION ALL
+			SELECT source_partition, true, count(*), coalesce(park_reason, '') FROM m GROUP BY 1, 4`,
+			parkParts, chunk, blockedParts, blocked, max(chunk, r.cfg.BatchSize)).Query(func(rows pgx.Rows) error {
 			var p int32
-			var put int
-			// Rows put back free their topic once the last is back: a full
-			// chunk has the next read come at once. Rows parked need not:
-			// the next read at its usual time looks at the waiting rows
-			// again, and a topic parked with a row each round trip would
-			// otherwise keep the partition reading.
-			_, err := pgx.ForEachRow(rows, []any{&p, &put}, func() error { parkWork[p] = put == chunk; return nil })
+			var parking bool
+			var n int
+			var reason string
+			_, err := pgx.ForEachRow(rows, []any{&p, &parking, &n, &reason}, func() error {
+				if parking {
+					if parkedRows[p] == nil {
+						parkedRows[p] = map[string]int{}
+					}
+					parkedRows[p][reason] += n
+					return nil
+				}
+				// Rows put back free their topic once the last is back: a
+				// full chunk has the next read come at once. Rows parked
+				// need not: the next read at its usual time looks at the
+				// waiting rows again, and a topic parked with a row each
+				// round trip would otherwise keep the partition reading.
+				parkWork[p] = n == chunk
+				return nil
+			})
 			return err
 		})
 	}
@@ -1510,7 +1536,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 	for i, q := range reqs {
 		rows := byPart[q.partition]
 		out[i] = selected{rows: rows, parked: parked[q.partition], xmin: xmin, xid: xid, parkWork: parkWork[q.partition],
-			full: len(rows) == r.cfg.BatchSize || cut[q.partition]}
+			parkedRows: parkedRows[q.partition], full: len(rows) == r.cfg.BatchSize || cut[q.partition]}
 	}
 	return out, nil
 }

@@ -174,3 +174,31 @@ func TestRowsWrittenDuringAParkBehindABackoff(t *testing.T) {
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE topic = 'bad' AND parked_until IS NULL`).Scan(&n))
 	require.Zero(t, n, "the parked topic's new rows, behind ten of a topic backing off")
 }
+
+// The rows a read parks, those a parked topic got during its park, count
+// in OnParked (lockworker_outbox_rows_parked_total) for the park's reason,
+// as the rows a failed publish parks do.
+func TestReadsReportTheRowsTheyPark(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	parkedBy := map[string]int{}
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop(), BatchSize: 3, unparkChunk: 3,
+		OnParked: func(reason string, n int) { parkedBy[reason] += n }})
+	require.NoError(t, err)
+	p := r.part(0)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason)
+		VALUES (0, 'bad', '\x00', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED')`)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value)
+		SELECT 0, CASE WHEN i = 2 THEN 'good' ELSE 'bad' END, '\x00' FROM generate_series(1, 6) i`)
+	require.NoError(t, err)
+	for range 3 { // a batch of 3 waiting rows looked at a read: bad good bad, bad bad bad
+		_, _, err := r.selectBatch(ctx, p, math.MaxInt64, time.Time{})
+		require.NoError(t, err)
+	}
+	var parked int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) - 1 FROM outbox WHERE topic = 'bad' AND parked_until > now()`).Scan(&parked))
+	require.Equal(t, 5, parked, "every row the topic got during its park")
+	require.Equal(t, map[string]int{"TOPIC_AUTHORIZATION_FAILED": parked}, parkedBy)
+}
