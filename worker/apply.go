@@ -77,7 +77,9 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 	}()
 	parts := group(segs)
 	txCtx := w.serving() // ended too by a withdrawal (watchPostgres)
-	var xids []int64     // every attempt's transaction id, to tell a lost COMMIT from a takeover
+	// The last attempt whose COMMIT went with writes: to tell a lost
+	// COMMIT from a takeover, and report what it did if it committed.
+	var sent *sentAttempt
 	poison := quarantine{}
 	start := time.Now()
 	retriedNow := false // a refusal that did not reproduce was retried at once
@@ -116,7 +118,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 				return
 			}
 		}
-		results, err := w.applyTx(txCtx, parts, &xids, poison, false)
+		results, err := w.applyTx(txCtx, parts, &sent, poison, false)
 		if err == nil {
 			w.committed(parts, results, time.Since(start))
 			return
@@ -135,7 +137,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		if errors.As(err, &moved) {
 			was := slices.Clone(parts)
 			var rest []*part
-			rest, err = w.settleMoved(txCtx, parts, moved, xids)
+			rest, err = w.settleMoved(txCtx, parts, moved, sent, start)
 			switch {
 			case err == nil:
 				for _, pt := range was {
@@ -283,12 +285,14 @@ func group(segs []segment) []*part {
 
 // settleMoved handles a partition whose stored offset was not the expected
 // one. Either an earlier attempt of this batch committed (its COMMIT's
-// answer was lost and InTx retried): PostgreSQL says one of the attempts'
-// transactions committed, and nil is returned as for success. Or another
-// replica moved it: that partition is restarted from the stored offset
+// answer was lost and InTx retried): PostgreSQL says sent, the last
+// attempt whose COMMIT went with writes, committed, and nil is returned as
+// for success, what it did reported (foundCommitted). Or another replica
+// moved it: that partition is restarted from the stored offset
 // (takenOver) and the other parts are returned to retry. Or it went back
 // (wentBack): the token floor is checked first.
-func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, xids []int64) ([]*part, error) {
+func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, sent *sentAttempt,
+	start time.Time) ([]*part, error) {
 	back, err := w.wentBack(ctx, parts, moved)
 	switch {
 	case err != nil:
@@ -296,16 +300,50 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 	case back:
 		return w.restartMoved(parts, moved, true), nil
 	}
-	committed, err := w.cfg.Store.AnyCommitted(ctx, xids)
+	committed, results, err := w.foundCommitted(ctx, parts, sent)
 	if err != nil {
-		return nil, fmt.Errorf("asking whether an earlier attempt committed: %w", err)
+		return nil, err
 	}
 	if committed {
-		w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
-		w.committed(parts, nil, 0)
+		w.committed(parts, results, time.Since(start))
 		return nil, nil
 	}
 	return w.restartMoved(parts, moved, false), nil
+}
+
+// sentAttempt is what an attempt of a batch whose COMMIT went with writes
+// did, kept in case the COMMIT's answer is lost: a retry that finds it
+// committed reports it then (foundCommitted), as its answer would have.
+type sentAttempt struct {
+	xid     int64 // its transaction's
+	results []result
+	marked  map[*part][]*kgo.ErrDecompressTooLarge // the skips it dead-lettered, by part
+}
+
+// foundCommitted reports whether sent (nil: no attempt's COMMIT went with
+// writes) committed, its answer lost, and then its results, each part's
+// skips it dead-lettered set back (marked) for committed to report. Only
+// sent can have committed writes: an attempt with writes finds the batch's
+// offsets where it expects them, so none before it committed, and after
+// one that committed no attempt finds anything left to write. An attempt
+// that wrote nothing (a partition's first batch, all of it found applied)
+// moved no offset, whether it committed or not.
+func (w *Worker) foundCommitted(ctx context.Context, parts []*part, sent *sentAttempt) (bool, []result, error) {
+	if sent == nil {
+		return false, nil, nil
+	}
+	committed, err := w.cfg.Store.AnyCommitted(ctx, []int64{sent.xid})
+	if err != nil {
+		return false, nil, fmt.Errorf("asking whether an earlier attempt committed: %w", err)
+	}
+	if !committed {
+		return false, nil, nil
+	}
+	w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
+	for _, pt := range parts {
+		pt.marked = sent.marked[pt]
+	}
+	return true, sent.results, nil
 }
 
 // restartMoved restarts the partition whose offset moved (takenOver; back:
@@ -505,8 +543,7 @@ func (w *Worker) findPoison(ctx context.Context, parts []*part, poison quarantin
 			return errLetGo
 		}
 		probes++
-		var scratch []int64
-		_, err := w.applyTx(ctx, prefix(n), &scratch, poison, true)
+		_, err := w.applyTx(ctx, prefix(n), nil, poison, true)
 		return err
 	}
 	cause := refused        // of the shortest failing prefix found so far
@@ -659,15 +696,18 @@ type result struct {
 // transient failures. Per partition it advances the offset row only from
 // the offset this worker expects, skips records already applied, and applies
 // the handlers in order; the outbox, history and outcomes of all of them are
-// written together. Quarantined records are answered as invalid. A probe
-// sends everything but COMMIT and rolls back, failing with errProbed when
-// all of it was accepted.
+// written together. Quarantined records are answered as invalid. Each
+// attempt whose COMMIT goes with writes is noted in *sent; an attempt that
+// commits with nothing left to write returns the results of *sent if
+// PostgreSQL says it committed (foundCommitted), else none. A probe (sent
+// nil) sends everything but COMMIT and rolls back, failing with errProbed
+// when all of it was accepted.
 //
 // Its round trips: the first carries BEGIN, the offsets (locked and read
 // first, in a round trip of their own, after an assignment), the stored
 // outcomes and the common cases; then the general path's statements, if
 // any; the last carries the outbox, history and outcome writes with COMMIT.
-func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, poison quarantine, probe bool) ([]result, error) {
+func (w *Worker) applyTx(ctx context.Context, parts []*part, sent **sentAttempt, poison quarantine, probe bool) ([]result, error) {
 	var t *txn
 	var h *handoff // the current attempt's
 	err := w.cfg.Store.InTxBatch(ctx, func(tx pgx.Tx, first, last *pgx.Batch) error {
@@ -679,7 +719,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 			}
 		}
 		t = &txn{w: w, tx: tx, batch: handlers.NewBatch(tx, w.env(parts[0].p.id))}
-		queueXactID(first, xids)
+		t.queueXactID(first)
 		pb, stored, err := t.offsets(ctx, parts, first)
 		if err != nil {
 			return err
@@ -716,6 +756,7 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		}
 		if !probe {
 			h = w.reserve(t.batch.Written(), last)
+			*sent = t.sent(parts)
 			return nil
 		}
 		if err := tx.SendBatch(ctx, last).Close(); err != nil {
@@ -727,6 +768,13 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, xids *[]int64, pois
 		return nil, err
 	}
 	h.settle(err, t.batch.Written)
+	if err == nil && len(t.todos) == 0 && !probe {
+		// All found applied: at a partition's first batch, maybe by an
+		// earlier attempt whose COMMIT's answer was lost (a later batch's
+		// offset guard fails instead: settleMoved).
+		_, results, err := w.foundCommitted(ctx, parts, *sent)
+		return results, err
+	}
 	return t.results, err
 }
 
@@ -739,6 +787,7 @@ const openLookups = 2 * time.Second
 type txn struct {
 	w       *Worker
 	tx      pgx.Tx
+	xid     int64 // its transaction's id (queueXactID)
 	batch   *handlers.Batch
 	todos   []todo
 	ids     []string // the request_ids of the valid commands
@@ -756,14 +805,18 @@ type todo struct {
 }
 
 // queueXactID notes the transaction's id, so that a retry can ask whether
-// this attempt committed after all (settleMoved).
-func queueXactID(b *pgx.Batch, xids *[]int64) {
-	b.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error {
-		var xid int64
-		err := row.Scan(&xid)
-		*xids = append(*xids, xid)
-		return err
-	})
+// this attempt committed after all (foundCommitted).
+func (t *txn) queueXactID(b *pgx.Batch) {
+	b.Queue(`SELECT pg_current_xact_id()::text::bigint`).QueryRow(func(row pgx.Row) error { return row.Scan(&t.xid) })
+}
+
+// sent is what t did, about to send its COMMIT.
+func (t *txn) sent(parts []*part) *sentAttempt {
+	marked := make(map[*part][]*kgo.ErrDecompressTooLarge, len(parts))
+	for _, pt := range parts {
+		marked[pt] = pt.marked
+	}
+	return &sentAttempt{xid: t.xid, results: t.results, marked: marked}
 }
 
 // offsets returns each part's stored offset and the batch to queue the
@@ -821,8 +874,8 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 		skips := unskipped(pt.skips, stored[i])
 		// Set here, not by apply: an attempt whose offset guard fails
 		// before apply because an earlier attempt committed (its
-		// COMMIT's answer lost) reports what that attempt wrote, which
-		// is these (settleMoved).
+		// COMMIT's answer lost) reports the offsets that attempt moved,
+		// which are these (settleMoved).
 		pt.next, pt.marked = stored[i], skips
 		if len(recs) == 0 && len(skips) == 0 {
 			continue

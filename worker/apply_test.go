@@ -114,17 +114,17 @@ func TestRetryFindsBatchCommitted(t *testing.T) {
 	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
 	apply(w, seg(t, p0, 0, "first0"), seg(t, p1, 0, "first1"))
 	parts := group([]segment{seg(t, p0, 1, "a", "b"), seg(t, p1, 1, "c")})
-	var xids []int64
-	_, err := w.applyTx(ctx, parts, &xids, nil, false) // commits; suppose its answer was lost
+	var sent *sentAttempt
+	_, err := w.applyTx(ctx, parts, &sent, nil, false) // commits; suppose its answer was lost
 	require.NoError(t, err)
-	require.Len(t, xids, 1)
+	require.NotNil(t, sent)
 	require.EqualValues(t, 3, storedOffset(t, st, 0))
 
 	// InTx's retry: the same records, the same expected offsets.
-	_, err = w.applyTx(ctx, parts, &xids, nil, false)
+	_, err = w.applyTx(ctx, parts, &sent, nil, false)
 	var moved *store.OffsetMovedError
 	require.ErrorAs(t, err, &moved)
-	rest, err := w.settleMoved(ctx, parts, moved, xids)
+	rest, err := w.settleMoved(ctx, parts, moved, sent, time.Now())
 	require.NoError(t, err)
 	require.Empty(t, rest)
 	require.NoError(t, p0.ctx.Err(), "partition 0 must not be stopped")

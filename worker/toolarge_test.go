@@ -320,15 +320,15 @@ func TestSkipFoundCommittedOnRetryIsCounted(t *testing.T) {
 	apply(w, seg(t, p, 0, "a"))
 	skip := &kgo.ErrDecompressTooLarge{Topic: topics.DefaultNames().Commands, Partition: 0, Offset: 1, NextOffset: 3}
 	parts := group([]segment{{p: p, tooLarge: skip, polledAt: time.Now()}})
-	var xids []int64
-	_, err := w.applyTx(ctx, parts, &xids, nil, false) // commits; suppose its answer was lost
+	var sent *sentAttempt
+	_, err := w.applyTx(ctx, parts, &sent, nil, false) // commits; suppose its answer was lost
 	require.NoError(t, err)
 	require.EqualValues(t, 3, storedOffset(t, st, 0))
 
-	_, err = w.applyTx(ctx, parts, &xids, nil, false) // InTx's retry
+	_, err = w.applyTx(ctx, parts, &sent, nil, false) // InTx's retry
 	var moved *store.OffsetMovedError
 	require.ErrorAs(t, err, &moved)
-	rest, err := w.settleMoved(ctx, parts, moved, xids)
+	rest, err := w.settleMoved(ctx, parts, moved, sent, time.Now())
 	require.NoError(t, err)
 	require.Empty(t, rest)
 	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 1)
