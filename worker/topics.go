@@ -112,13 +112,17 @@ func (w *Worker) checkStateTopic(ctx context.Context, adm *kadm.Client, topic st
 // whose partitions the brokers list with one replica (the fewest of any
 // partition: one is enough to stop the worker). It says nothing of a topic
 // the brokers do not describe (not shown yet, or refused by ACLs), and
-// fails nothing: the worker runs as well, until that broker goes.
+// fails nothing: the worker runs as well, until that broker goes. The same
+// metadata's brokers are checked against the replication factor
+// (warnFactorAboveBrokers).
 func (w *Worker) warnUnreplicated(ctx context.Context, specs []TopicSpec, single, ask []string) {
 	if len(ask) > 0 {
 		resp, err := metadata(ctx, w.cl, ask...)
 		if err != nil {
 			w.log.Debug().Err(err).Strs("topics", ask).Msg("the topics' replicas could not be read; their replication is not checked")
 			resp = &kmsg.MetadataResponse{}
+		} else {
+			w.warnFactorAboveBrokers(len(resp.Brokers))
 		}
 		for _, t := range resp.Topics {
 			if t.Topic == nil || t.ErrorCode != 0 || len(t.Partitions) == 0 {
@@ -145,4 +149,23 @@ func (w *Worker) warnUnreplicated(ctx context.Context, specs []TopicSpec, single
 	w.log.Warn().Strs("topics", names).
 		Msg("topics " + strings.Join(names, ", ") + " have a single replica: losing the broker of one of their partitions stops the service and can lose commands already acknowledged; " +
 			"set KAFKA_TOPIC_REPLICATION_FACTOR (3 in production) for the topics lockworker creates, and raise the replication of those that exist (kafka-reassign-partitions) (docs/design.md \"Topics\")")
+}
+
+// warnFactorAboveBrokers logs a warning when Config.ReplicationFactor is
+// above the brokers the metadata listed: Kafka then refuses to create a
+// topic (INVALID_REPLICATION_FACTOR), which the relay waits out as Kafka
+// being away, so a factor above the brokers the cluster has at all would
+// otherwise show only as its repeated warnings and a growing outbox. It
+// fails nothing: a broker restarting during the start is not listed either.
+// The metadata read for the topics made before serves: with the factor above
+// the brokers, none could be made now, so the start gets here only if all
+// were made before. Not on the embedded broker (no WarnUnreplicated), where
+// a factor above 1 is refused at start.
+func (w *Worker) warnFactorAboveBrokers(brokers int) {
+	factor := int(w.cfg.ReplicationFactor)
+	if factor <= brokers { // -1 and 0 too: the broker's default
+		return
+	}
+	w.log.Warn().Int("replication_factor", factor).Int("brokers", brokers).
+		Msg("KAFKA_TOPIC_REPLICATION_FACTOR=" + strconv.Itoa(factor) + " is above the " + strconv.Itoa(brokers) + " brokers Kafka lists as up: it refuses to create topics with more replicas than that, so new reply topics (AUTO_CREATE_REPLY_TOPICS) are not created, their replies waiting in the outbox, until the brokers are up or the factor is lowered to at most the brokers the cluster has (docs/design.md \"Topics\")")
 }

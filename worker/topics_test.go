@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -250,6 +251,64 @@ func TestEnsureTopicsWarnsOfUnreplicatedTopics(t *testing.T) {
 				return
 			}
 			require.Equal(t, [][]string{tc.want}, got)
+		})
+	}
+}
+
+// With WarnUnreplicated, EnsureTopics warns once, naming both, when the
+// replication factor is above the brokers the cluster lists: the relay
+// would not create reply topics. Its topics, made before with one replica,
+// let it start; it fails nothing.
+func TestEnsureTopicsWarnsOfAFactorAboveTheBrokers(t *testing.T) {
+	for _, tc := range []struct {
+		factor int16
+		warn   bool
+	}{
+		{factor: 3, warn: true},
+		{factor: 1},
+		{factor: -1},
+	} {
+		t.Run(strconv.Itoa(int(tc.factor)), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := kafkatest.Cluster(t) // one broker
+			names := topics.DefaultNames()
+			logs := &testlog.Buffer{}
+			w := idleWorker(t, c, worker.Config{Names: names, ReplicationFactor: tc.factor, WarnUnreplicated: true, Logger: zerolog.New(logs)})
+			adm := kadm.NewClient(w.Client())
+			for _, s := range worker.Topics(names, 2) {
+				configs := map[string]*string{}
+				for k, v := range s.Configs {
+					configs[k] = &v
+				}
+				_, err := adm.CreateTopic(ctx, s.Partitions, 1, configs, s.Name)
+				require.NoError(t, err)
+			}
+			require.NoError(t, w.EnsureTopics(ctx))
+
+			var got []string
+			sc := bufio.NewScanner(strings.NewReader(logs.String()))
+			for sc.Scan() {
+				var line struct {
+					Level, Message string
+					Factor         int `json:"replication_factor"`
+					Brokers        *int
+				}
+				require.NoError(t, json.Unmarshal(sc.Bytes(), &line), sc.Text())
+				if line.Level == "warn" && line.Brokers != nil {
+					require.Equal(t, int(tc.factor), line.Factor)
+					require.Equal(t, 1, *line.Brokers)
+					got = append(got, line.Message)
+				}
+			}
+			if !tc.warn {
+				require.Empty(t, got)
+				return
+			}
+			require.Len(t, got, 1)
+			require.Contains(t, got[0], "KAFKA_TOPIC_REPLICATION_FACTOR=3 is above the 1 brokers")
+			require.Contains(t, got[0], "new reply topics")
+			require.Contains(t, got[0], "until the brokers are up or the factor is lowered")
 		})
 	}
 }
