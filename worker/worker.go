@@ -72,8 +72,10 @@ type Config struct {
 	// WarnUnreplicated makes EnsureTopics warn, in one line naming them,
 	// of the topics of Topics (made now or before) that have a single
 	// replica: one broker's loss stops the worker and can lose commands
-	// already acknowledged to their producers. Default false: on a
-	// single-broker development broker one replica is all there is.
+	// already acknowledged to their producers; and of a ReplicationFactor
+	// above the brokers the metadata lists (the relay's new reply topics
+	// would wait for them). Default false: on a single-broker development
+	// broker one replica is all there is.
 	WarnUnreplicated bool
 	// Store is the database.
 	Store *store.Store
@@ -459,7 +461,8 @@ func New(cfg Config) (*Worker, error) {
 // naming the first that is not. A lock state topic made beforehand keeps its
 // configs: it logs a warning when that topic is not compacted
 // (checkStateTopic). With Config.WarnUnreplicated it then warns of those
-// with a single replica (warnUnreplicated).
+// with a single replica (warnUnreplicated), and of a replication factor
+// above the brokers (warnFactorAboveBrokers).
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
 	specs := Topics(w.cfg.Names, w.cfg.CommandsPartitions)
