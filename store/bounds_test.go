@@ -220,7 +220,7 @@ func requireTimeoutGiven(t *testing.T, sch testdb.Schema, setting, shown string,
 // which SHOW prints as shown, is left so by the pool's connections: given
 // as a parameter of its own or in options (-c name=value, --name=value,
 // with PostgreSQL's backslash escapes and spaces, the name's dashes for
-// underscores).
+// underscores, switches clustered: -e, European dates, then -c).
 func requireGiven(t *testing.T, sch testdb.Schema, setting, value, shown string) {
 	t.Helper()
 	for _, param := range [][2]string{
@@ -228,6 +228,7 @@ func requireGiven(t *testing.T, sch testdb.Schema, setting, value, shown string)
 		{"options", "-c " + setting + "=" + value},
 		{"options", `-c application_name=a\ b  -c` + setting + "=" + value},
 		{"options", "--" + strings.ReplaceAll(setting, "_", "-") + "=" + value + " -c application_name=b"},
+		{"options", "-ec " + setting + "=" + value},
 	} {
 		given := sch
 		given.URL = connstr.WithParam(sch.URL, param[0], param[1])
@@ -318,6 +319,65 @@ func TestLockWaitBoundedByLockTimeout(t *testing.T) {
 	requireTimeoutGiven(t, sch, "lock_timeout", "1min", store.Config{LockTimeout: -1})
 }
 
+// Whether the connection string set one of the pool's settings is the
+// server's word, not the client's reading of options: where the server
+// took none, the pool's bound holds. Here the argument of a switch that
+// takes one (-D's, which the server ignores from a client), and options a
+// proxy dropped (pgbouncer's ignore_startup_parameters).
+func TestBoundSetUnlessTheServerTookTheURLs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sch := testdb.NewSchema(t)
+	dropping := startupRewriter(t, sch, []string{"options"}, "")
+	for name, url := range map[string]string{
+		"a switch's argument":        connstr.WithParam(sch.URL, "options", "-D -clock_timeout=1"),
+		"options dropped by a proxy": connstr.WithParam(dropping.URL, "options", "-c lock_timeout=1"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			plain, err := pgx.Connect(ctx, url)
+			require.NoError(t, err)
+			var timeout string
+			require.NoError(t, plain.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
+			require.NoError(t, plain.Close(ctx))
+			require.Equal(t, "0", timeout, "the server's own")
+
+			given := sch
+			given.URL = url
+			require.NoError(t, given.Open(t, store.Config{}).Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&timeout))
+			require.Equal(t, "2s", timeout)
+		})
+	}
+}
+
+// A server, or a proxy, reporting PostgreSQL 17 or later (here a proxy
+// reporting a version of its own) without its transaction_timeout: the
+// pool's connections and Probe's do without the setting, lifting
+// statement_timeout and setting their bounds, rather than fail.
+func TestSettingTheServerLacksLeftOut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sch := testdb.NewSchema(t)
+	var has bool
+	require.NoError(t, sch.Open(t, store.Config{}).Pool.QueryRow(ctx, `SELECT current_setting('transaction_timeout', true) IS NOT NULL`).Scan(&has))
+	if has {
+		t.Skip("the server has transaction_timeout (PostgreSQL 17 or later): nothing to leave out")
+	}
+	timed := startupRewriter(t, sch, nil, "17.2")
+	plain, err := pgx.Connect(ctx, timed.URL)
+	require.NoError(t, err)
+	defer plain.Close(ctx)
+	require.Equal(t, "17.2", plain.PgConn().ParameterStatus("server_version"))
+
+	st := timed.Open(t, store.Config{})
+	var lockTimeout string
+	require.NoError(t, st.Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&lockTimeout))
+	require.Equal(t, "2s", lockTimeout)
+	require.NoError(t, st.Probe(ctx, 5*time.Second))
+	require.NotNil(t, st.ProbeConn(), "Probe's connection set up")
+	require.NoError(t, st.ProbeConn().QueryRow(ctx, `SHOW lock_timeout`).Scan(&lockTimeout))
+	require.Equal(t, "2s", lockTimeout)
+}
+
 // A statement_timeout the server, database or role sets (managed and
 // hardened PostgreSQL often do; here the role's), and PostgreSQL 17's
 // transaction_timeout, does not bound the pool's statements, as it does
@@ -341,16 +401,24 @@ func TestServerStatementTimeoutLifted(t *testing.T) {
 		_, err := admin.Pool.Exec(ctx, `ALTER ROLE `+role+` SET transaction_timeout = 100`)
 		require.NoError(t, err)
 	}
+	// A bound the role sets in this database is the pool's all the same.
+	var database string
+	require.NoError(t, admin.Pool.QueryRow(ctx, `SELECT current_database()`).Scan(&database))
+	_, err = admin.Pool.Exec(ctx, `ALTER ROLE `+role+` IN DATABASE `+pgx.Identifier{database}.Sanitize()+` SET lock_timeout = 1`)
+	require.NoError(t, err)
 	timed := sch
 	timed.URL = connstr.WithParam(sch.URL, "user", role)
 	plain, err := pgx.Connect(ctx, timed.URL)
 	require.NoError(t, err)
 	defer plain.Close(ctx)
-	var timeout string
-	require.NoError(t, plain.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout))
+	var timeout, lockTimeout string
+	require.NoError(t, plain.QueryRow(ctx, `SELECT current_setting('statement_timeout'), current_setting('lock_timeout')`).Scan(&timeout, &lockTimeout))
 	require.Equal(t, "100ms", timeout, "the role's setting")
+	require.Equal(t, "1ms", lockTimeout, "the role's setting in the database")
 
 	st := timed.Open(t, store.Config{})
+	require.NoError(t, st.Pool.QueryRow(ctx, `SHOW lock_timeout`).Scan(&lockTimeout))
+	require.Equal(t, "2s", lockTimeout)
 	_, err = st.Pool.Exec(ctx, `SELECT pg_sleep(0.3)`)
 	require.NoError(t, err)
 	require.NoError(t, st.InTx(ctx, func(tx pgx.Tx) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
@@ -199,7 +200,7 @@ func (s *Store) migrate(ctx context.Context, ev MigrateEvents) error {
 	}
 	// The pool's bounds but lock_timeout, the migration's own.
 	var bounds []setting
-	for _, b := range boundSettings(givenSettings(s.Pool.Config().ConnConfig.RuntimeParams), s.cfg) {
+	for _, b := range boundSettings(s.cfg) {
 		if b.name != "lock_timeout" {
 			bounds = append(bounds, b)
 		}
@@ -300,15 +301,14 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema
 	// 57014). Listening first, so that a holder's failure on a table's
 	// lock is heard.
 	table := schema + "." + VersionTable
-	lifted := liftedTimeouts(conn.PgConn().ParameterStatus("server_version"), nil)
-	lift := func(scope string) string {
-		var b strings.Builder
-		for _, l := range lifted {
-			b.WriteString("; " + l.sql(scope))
-		}
-		return b.String()
+	// The migration's own timeouts, whatever the connection string says:
+	// its lock_timeout, and statement_timeout and transaction_timeout
+	// lifted.
+	own := func(lockTimeout time.Duration, local bool) string {
+		lock := setting{"lock_timeout", strconv.FormatInt(lockTimeout.Milliseconds(), 10)}
+		return setSQL(append([]setting{lock}, liftedTimeouts...), local, true)
 	}
-	if _, err := conn.Exec(ctx, "SET lock_timeout = 0"+lift("")); err != nil {
+	if _, err := conn.Exec(ctx, own(0, false)); err != nil {
 		return fmt.Errorf("migrating: %w", err)
 	}
 	if retrying {
@@ -362,16 +362,18 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema
 	// would fail with 57014 at every start. (tern's version update and
 	// COMMIT, after its RESET ALL, run under that setting: short
 	// statements.) The pool's bounds are set again, as session SETs (kept
-	// past COMMIT until the next RESET ALL), so that PostgreSQL ends the
+	// past COMMIT until the next RESET ALL), but for those the
+	// connection's startup parameters set, which RESET ALL put back
+	// (setSQL, as for the pool), so that PostgreSQL ends the
 	// session of a replica frozen or cut off in a migration, releasing its
 	// ACCESS EXCLUSIVE locks: from a run's second migration on, the
 	// server's defaults (no idle-in-transaction timeout, hours of
 	// keepalives) would hold the tables as long. Left unbounded: tern's two
 	// round trips after its RESET ALL, and the idle time between
 	// migrations, which holds tern's lock only.
-	var again strings.Builder
-	for _, b := range bounds {
-		again.WriteString("; " + b.sql(""))
+	set := own(timeout, true)
+	if again := setSQL(bounds, false, false); again != "" {
+		set += "; " + again
 	}
 	m.OnStart = func(_ int32, name, _, _ string) {
 		now := time.Now()
@@ -379,7 +381,6 @@ func runMigrations(ctx context.Context, conn *pgx.Conn, ev MigrateEvents, schema
 			ev.Applied(current, now.Sub(began))
 		}
 		current, began = name, now
-		set := fmt.Sprintf("SET LOCAL lock_timeout = %d", timeout.Milliseconds()) + lift("LOCAL ") + again.String()
 		if _, err := conn.Exec(ctx, set); err != nil && setErr == nil {
 			setErr = err
 		}

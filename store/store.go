@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -229,7 +228,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		pcfg.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	}
-	pcfg.AfterConnect = sessionSettings(givenSettings(pcfg.ConnConfig.RuntimeParams), cfg, pcfg.ConnConfig.ConnectTimeout)
+	pcfg.AfterConnect = sessionSettings(cfg, pcfg.ConnConfig.ConnectTimeout)
 	reset := &readOnlyReset{}
 	pcfg.ConnConfig.Tracer = reset
 	if cfg.Tracer != nil {
@@ -295,64 +294,10 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 	return pool, nil
 }
 
-// givenSettings are the settings a connection string gives the server
-// at startup, by name: params, its startup parameters, and those of its
-// options parameter (-c name=value, -cname=value, --name=value), split
-// as PostgreSQL splits them (on spaces, a backslash escaping the next
-// character), named as it names them (dashes for underscores, any case),
-// lower case. Only which are given matters, not their values.
-func givenSettings(params map[string]string) map[string]string {
-	given := make(map[string]string, len(params))
-	for k, v := range params {
-		given[strings.ToLower(k)] = v
-	}
-	var args []string
-	var arg strings.Builder
-	in, escaped := false, false
-	for _, r := range params["options"] {
-		switch {
-		case escaped:
-			escaped = false
-			arg.WriteRune(r)
-		case r == '\\':
-			in, escaped = true, true
-		case strings.ContainsRune(" \t\n\v\f\r", r): // C's isspace
-			if in {
-				args = append(args, arg.String())
-				arg.Reset()
-				in = false
-			}
-		default:
-			in = true
-			arg.WriteRune(r)
-		}
-	}
-	if in {
-		args = append(args, arg.String())
-	}
-	for i := 0; i < len(args); i++ {
-		var opt string
-		switch a := args[i]; {
-		case a == "-c" && i+1 < len(args):
-			i++
-			opt = args[i]
-		case strings.HasPrefix(a, "-c"), strings.HasPrefix(a, "--"):
-			opt = a[2:]
-		default:
-			continue
-		}
-		if name, value, ok := strings.Cut(opt, "="); ok {
-			given[strings.ToLower(strings.ReplaceAll(name, "-", "_"))] = value
-		}
-	}
-	return given
-}
-
-// sessionSettings is the pool's AfterConnect: it sets on each connection
-// what the connection string does not (given there, it is sent at startup
-// instead, which pgbouncer refuses, or with ignore_startup_parameters
-// drops), in one round trip, none when the connection string gives them
-// all.
+// sessionSettings is the pool's AfterConnect: it sets on each connection,
+// in one round trip (setSQL), what the connection string does not (given
+// there, it is sent at startup instead, which pgbouncer refuses, or with
+// ignore_startup_parameters drops):
 //
 //   - plan_cache_mode force_generic_plan: each prepared statement is
 //     planned once. Under auto PostgreSQL re-plans the set-based statements
@@ -370,27 +315,13 @@ func givenSettings(params map[string]string) map[string]string {
 // runs it under a context only Close ends, so a server that stops
 // answering right after the connection opened would hold it, and its pool
 // slot, until TCP gives up.
-func sessionSettings(given map[string]string, cfg Config, bound time.Duration) func(context.Context, *pgx.Conn) error {
-	var set []string
-	if _, ok := given["plan_cache_mode"]; !ok {
-		set = append(set, "SET plan_cache_mode = force_generic_plan")
-	}
-	for _, s := range boundSettings(given, cfg) {
-		set = append(set, s.sql(""))
-	}
+func sessionSettings(cfg Config, bound time.Duration) func(context.Context, *pgx.Conn) error {
+	settings := append([]setting{{"plan_cache_mode", "force_generic_plan"}}, boundSettings(cfg)...)
+	sql := setSQL(append(settings, liftedTimeouts...), false, false)
 	return func(ctx context.Context, c *pgx.Conn) error {
-		// Per connection: which timeouts there are is the server's
-		// version, and a multi-host connection string's hosts may differ.
-		set := slices.Clip(set)
-		for _, s := range liftedTimeouts(c.PgConn().ParameterStatus("server_version"), given) {
-			set = append(set, s.sql(""))
-		}
-		if len(set) == 0 {
-			return nil
-		}
 		sctx, cancel := context.WithTimeout(ctx, bound)
 		defer cancel()
-		_, err := c.Exec(sctx, strings.Join(set, "; "))
+		_, err := c.Exec(sctx, sql)
 		if err != nil && ctx.Err() == nil && sctx.Err() != nil {
 			// %v: the deadline is the bound's, which transient would
 			// take for a caller's.
@@ -400,41 +331,59 @@ func sessionSettings(given map[string]string, cfg Config, bound time.Duration) f
 	}
 }
 
-// setting is one of boundSettings or liftedTimeouts: value is in the
-// setting's unit.
+// setting is one of the settings setSQL sets: value in the setting's
+// unit, as SET takes it. Names and values are this package's own, none
+// with a quote.
 type setting struct {
-	name  string
-	value int64
+	name, value string
 }
 
-// sql is the SET of s, scope "" (the session) or "LOCAL " (the
-// transaction).
-func (s setting) sql(scope string) string {
-	return fmt.Sprintf("SET %s%s = %d", scope, s.name, s.value)
+// setSQL is one statement that sets each of settings (set_config: for the
+// transaction when local, else the session) that the server has, leaving
+// out those it lacks (transaction_timeout before PostgreSQL 17, whatever
+// server_version a proxy reports), and, unless overStartup, those the
+// connection's startup parameters set (source client in pg_settings; RESET
+// ALL returns to them): the connection string's, as parameters of their
+// own or in options. The server says which those are: it alone knows
+// what its options parser took (an argument of -D is no setting; -ec
+// lock_timeout=7 is one) and what a proxy in the way dropped (pgbouncer's
+// ignore_startup_parameters). A server, database or role setting
+// (source configuration file, database, user, ...) is overridden. "" when
+// settings is empty.
+func setSQL(settings []setting, local, overStartup bool) string {
+	if len(settings) == 0 {
+		return ""
+	}
+	rows := make([]string, len(settings))
+	for i, s := range settings {
+		rows[i] = fmt.Sprintf("('%s', '%s')", s.name, s.value)
+	}
+	sql := fmt.Sprintf("SELECT set_config(name, v.value, %t) FROM (VALUES %s) v(name, value) JOIN pg_settings USING (name)",
+		local, strings.Join(rows, ", "))
+	if !overStartup {
+		sql += " WHERE source <> 'client'"
+	}
+	return sql
 }
 
 // boundSettings are the settings of Config's bounds that the pool's
-// connections get (sessionSettings), those the connection string does not
-// give (given, its startup parameters) and whose bound is not negative
+// connections get (sessionSettings), those whose bound is not negative
 // (the server's setting). Migrate sets them again as each migration
 // starts, after tern's RESET ALL (runMigrations).
-func boundSettings(given map[string]string, cfg Config) []setting {
-	settings := []setting{
-		{"idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout.Milliseconds()},
-		{"lock_timeout", cfg.LockTimeout.Milliseconds()},
-	}
-	if gone := cfg.ClientGoneTimeout; gone > 0 {
-		settings = append(settings,
-			setting{"tcp_keepalives_idle", max(int64(gone/3/time.Second), 1)}, // seconds
-			setting{"tcp_keepalives_interval", max(int64(gone/6/time.Second), 1)},
-			setting{"tcp_keepalives_count", 3},
-			setting{"tcp_user_timeout", gone.Milliseconds()})
-	}
+func boundSettings(cfg Config) []setting {
 	var out []setting
-	for _, s := range settings {
-		if _, ok := given[s.name]; !ok && s.value > 0 {
-			out = append(out, s)
+	add := func(name string, value int64) {
+		if value > 0 {
+			out = append(out, setting{name, strconv.FormatInt(value, 10)})
 		}
+	}
+	add("idle_in_transaction_session_timeout", cfg.IdleInTransactionTimeout.Milliseconds())
+	add("lock_timeout", cfg.LockTimeout.Milliseconds())
+	if gone := cfg.ClientGoneTimeout; gone > 0 {
+		add("tcp_keepalives_idle", max(int64(gone/3/time.Second), 1)) // seconds
+		add("tcp_keepalives_interval", max(int64(gone/6/time.Second), 1))
+		add("tcp_keepalives_count", 3)
+		add("tcp_user_timeout", gone.Milliseconds())
 	}
 	return out
 }
@@ -443,26 +392,10 @@ func boundSettings(given map[string]string, cfg Config) []setting {
 // a server, database or role may set, which would end what has bounds of
 // its own (a transaction's attempt, Config.AttemptTimeout; a migration's
 // lock waits) with an error no retry follows, however often it recurs:
-// statement_timeout (57014), and from PostgreSQL 17 on
-// transaction_timeout (25P04, which also ends the session), a name older
-// servers refuse. serverVersion is the server's server_version; those the
-// connection string gives (given, its startup parameters) are left out.
-func liftedTimeouts(serverVersion string, given map[string]string) []setting {
-	names := []string{"statement_timeout"}
-	// The major version is the leading digits ("17.2 (Debian ...)",
-	// "17beta1", "18devel").
-	major := serverVersion[:len(serverVersion)-len(strings.TrimLeft(serverVersion, "0123456789"))]
-	if v, err := strconv.Atoi(major); err == nil && v >= 17 {
-		names = append(names, "transaction_timeout")
-	}
-	var out []setting
-	for _, n := range names {
-		if _, ok := given[n]; !ok {
-			out = append(out, setting{n, 0})
-		}
-	}
-	return out
-}
+// statement_timeout (57014), and PostgreSQL 17's transaction_timeout
+// (25P04, which also ends the session), which setSQL leaves out where the
+// server lacks it.
+var liftedTimeouts = []setting{{"statement_timeout", "0"}, {"transaction_timeout", "0"}}
 
 // errSetupTimedOut is the error of a new connection whose settings
 // (sessionSettings) were not answered within its connect timeout: a
