@@ -35,11 +35,12 @@ func (a *applier) acquire(ctx context.Context) error {
 	return a.apply(ctx, s, s.l.Acquire(a.request()))
 }
 
-// request is the acquire as the rules take it.
+// request is the acquire as the rules take it, once loadLock has read it
+// (its owner_metadata as stored).
 func (a *applier) request() rules.Request {
 	c := a.cmd
 	return rules.Request{Owner: c.OwnerID, Mode: mode(c.Mode), Limit: max(c.Limit, 1), Lease: a.lease(), Wait: c.WaitTimeout,
-		Metadata: metadata(c.OwnerMetadata), ReplyTo: c.ReplyTo, RequestID: c.RequestID, Partition: a.env.Partition, Key: c.Key(),
+		Metadata: a.metadata, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Partition: a.env.Partition, Key: c.Key(),
 		LockDelay: c.LockDelay, MaxHold: c.MaxHold, TokenOnly: a.env.RequireFencingToken}
 }
 

@@ -1,7 +1,9 @@
 package handlers_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -197,6 +199,41 @@ type diffStep struct {
 	farLease, farOwner string
 }
 
+// diffMetadata are the owner_metadata the scripts' acquires send ("":
+// none), each with what jsonb stores and every event shows: keys in
+// jsonb's order, a repeated key's last value, numbers as numeric writes
+// them out; a null, which a Go caller may pass with spaces, is none.
+var diffMetadata = []struct{ sent, stored string }{
+	{"", ""},
+	{" null ", ""},
+	{`{"host":"web-3"}`, `{"host": "web-3"}`},
+	{`{"b":1, "a":2e0, "a":3}`, `{"a": 3, "b": 1}`},
+	{`{"zz":[1.50,1e2,-0.0,1.0e1],  "y":{"k":"\u0041\/"}}`, `{"y": {"k": "A/"}, "zz": [1.50, 100, 0.0, 10]}`},
+}
+
+// storedMetadata is what jsonb stores of sent, one of diffMetadata's.
+func storedMetadata(sent []byte) []byte {
+	i := slices.IndexFunc(diffMetadata, func(m struct{ sent, stored string }) bool { return m.sent == string(sent) })
+	if i < 0 {
+		panic(fmt.Sprintf("owner_metadata %s is not one of diffMetadata's", sent))
+	}
+	if diffMetadata[i].stored == "" {
+		return nil
+	}
+	return []byte(diffMetadata[i].stored)
+}
+
+// compacted is owner_metadata as the wire carries it (encoding/json
+// compacts a RawMessage): the handlers' events hold jsonb's text, stored
+// outcomes read back the wire's.
+func compacted(m []byte) string {
+	var b bytes.Buffer
+	if err := json.Compact(&b, m); err != nil {
+		return "invalid:" + string(m)
+	}
+	return b.String()
+}
+
 // diffSessions are the sessions of the script, by owner.
 var diffSessions = map[string]string{"o1": "s-o1", "o2": "s-o2"}
 
@@ -265,6 +302,10 @@ func diffScript(r *rand.Rand, steps int, fenced bool) []diffStep {
 			}
 			if c.SessionID == "" && r.IntN(2) == 0 {
 				c.MaxHold = 65.002
+			}
+			// By the request's number, so that the scripts draw as they did.
+			if md := diffMetadata[seq%len(diffMetadata)].sent; md != "" {
+				c.OwnerMetadata = json.RawMessage(md)
 			}
 		case n < 66:
 			c.Operation, guard = topics.OpRelease, r.IntN(3)
@@ -563,7 +604,7 @@ func (d *diffTracker) noteStates() {
 		s := fmt.Sprintf("state %s rev=%d status=%s limit=%d acq=%d waiters=%d holders=%d delayed=%v", st.LockName, st.Revision, st.Status,
 			st.Limit, st.AcquisitionCount, st.WaiterCount, st.HolderCount, st.DelayUntil != nil)
 		for _, h := range st.Holders {
-			s += fmt.Sprintf(" %s/%s/#%d", h.OwnerID, h.Mode, d.rank(st.LockName, h.FencingToken))
+			s += fmt.Sprintf(" %s/%s/#%d%s", h.OwnerID, h.Mode, d.rank(st.LockName, h.FencingToken), compacted(h.OwnerMetadata))
 		}
 		d.lines = append(d.lines, s)
 	}
@@ -628,10 +669,13 @@ func (d *diffTracker) note(ev topics.Event) {
 		s += fmt.Sprintf(" %s owner=%s status=%s mode=%s limit=%d token#%d acq=%d ext=%d lease=%g rev=%d",
 			li.LockName, li.OwnerID, li.Status, li.Mode, li.Limit, d.rank(li.LockName, li.FencingToken), li.AcquisitionCount,
 			li.ExtensionCount, li.LeaseDuration, li.Revision)
+		if len(li.OwnerMetadata) > 0 {
+			s += " meta=" + compacted(li.OwnerMetadata)
+		}
 		if ev.Type == topics.TypeStatus {
 			s += fmt.Sprintf(" holders=%d", li.HolderCount)
 			for _, h := range li.Holders {
-				s += fmt.Sprintf(" %s/%s/%s/#%d", h.OwnerID, h.Mode, h.Status, d.rank(li.LockName, h.FencingToken))
+				s += fmt.Sprintf(" %s/%s/%s/#%d%s", h.OwnerID, h.Mode, h.Status, d.rank(li.LockName, h.FencingToken), compacted(h.OwnerMetadata))
 			}
 		}
 	}
@@ -1009,7 +1053,7 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 			case topics.OpAcquire:
 				r := rules.Request{Owner: c.OwnerID, Mode: rules.Exclusive, Limit: max(c.Limit, 1), Lease: c.LeaseDuration,
 					Wait: c.WaitTimeout, ReplyTo: c.ReplyTo, RequestID: c.RequestID, Key: c.Key(), Session: c.SessionID,
-					SessionExpires: now.Add(time.Hour), LockDelay: c.LockDelay, MaxHold: c.MaxHold}
+					SessionExpires: now.Add(time.Hour), LockDelay: c.LockDelay, MaxHold: c.MaxHold, Metadata: storedMetadata(c.OwnerMetadata)}
 				if c.SessionID != "" && !open[c.SessionID] {
 					if m := mem[c.LockName]; !m.DelayUntil.IsZero() && !m.DelayUntil.After(now) {
 						cases["an acquire refused for its session meets a lock-delay that has passed"]++
@@ -1101,7 +1145,8 @@ func modelRun(script []diffStep, fenced bool, cases map[string]int) []string {
 					if !h.Live(now) {
 						status = topics.StatusExpired
 					}
-					ev.LockInfo.Holders = append(ev.LockInfo.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token})
+					ev.LockInfo.Holders = append(ev.LockInfo.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), Status: status, FencingToken: h.Token,
+						OwnerMetadata: h.Metadata})
 				}
 				d.note(ev)
 			}
@@ -1181,7 +1226,7 @@ func modelEvents(lock string, c *topics.Command, effs []rules.Effect) []topics.E
 func modelEvent(typ, op, requestID, lock string, in rules.Info) topics.Event {
 	h := in.Holder
 	li := &topics.LockInfo{LockName: lock, OwnerID: h.Owner, Status: string(in.Status), FencingToken: h.Token,
-		LeaseDuration: h.Lease, AcquisitionCount: in.Acquisitions, ExtensionCount: h.Extensions, Limit: in.Limit}
+		LeaseDuration: h.Lease, AcquisitionCount: in.Acquisitions, ExtensionCount: h.Extensions, Limit: in.Limit, OwnerMetadata: h.Metadata}
 	if h.Owner != "" {
 		li.Mode = string(h.Mode)
 	}
@@ -1199,7 +1244,7 @@ func modelState(name string, rev int64, m *rules.Memory) topics.LockState {
 		st.Status = string(m.EndedStatus)
 	}
 	for _, h := range m.Holders {
-		st.Holders = append(st.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), FencingToken: h.Token})
+		st.Holders = append(st.Holders, topics.Holder{OwnerID: h.Owner, Mode: string(h.Mode), FencingToken: h.Token, OwnerMetadata: h.Metadata})
 	}
 	if !m.DelayUntil.IsZero() { // every decision clears a delay that has passed
 		st.DelayUntil = &topics.Time{Time: m.DelayUntil}

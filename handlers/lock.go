@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -153,6 +154,11 @@ type applier struct {
 	// writes, when set, takes apply's writes for the caller to send, with
 	// other locks' (settleLocks); nil: apply sends them.
 	writes *pgx.Batch
+	// metadata is an acquire's owner_metadata as jsonb stores it (keys
+	// ordered, a repeated key's last value, numbers and spacing as jsonb
+	// writes them), read by loadLocks: the lease shows it, as the common
+	// cases' grant shows what it inserted.
+	metadata []byte
 }
 
 // headPage is how many live waiters beyond the lock's limit a transaction
@@ -207,9 +213,10 @@ func (a *applier) loadLock(ctx context.Context, ns, name, owner string, create b
 
 // loadLocks locks the rows of the locks keys, in that order, by rowSQL
 // (its $1 and $2 a lock's key, then args) and loads what the rules decide
-// from, as loadLock does (acquiring: its create); a key without a row (or skipped, by SKIP LOCKED)
-// has none; the waits of each lock's sessions (nil: none) are loaded too,
-// as lockState.ending. The rows and holders of all the locks take one
+// from, as loadLock does (acquiring: its create, which also reads the
+// acquire's owner_metadata as stored, applier.metadata); a key without a
+// row (or skipped, by SKIP LOCKED) has none; the waits of each lock's
+// sessions (nil: none) are loaded too, as lockState.ending. The rows and holders of all the locks take one
 // round trip (the statements of a pipeline run in order, so each lock's
 // holders are read under its row lock), and the waiters of those that have
 // any one more.
@@ -221,6 +228,10 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, a
 	pb := &pgx.Batch{}
 	for i, k := range keys {
 		queueLock(pb, &rows[i], &found[i], &holders[i], k.ns, k.name, rowSQL, args...)
+	}
+	if m := metadata(a.cmd.OwnerMetadata); acquiring && m != nil {
+		// In this round trip: a statement more, no round trip more.
+		pb.Queue(`SELECT $1::jsonb`, m).QueryRow(func(row pgx.Row) error { return row.Scan(&a.metadata) })
 	}
 	if err := a.tx.SendBatch(ctx, pb).Close(); err != nil {
 		return nil, err
@@ -798,9 +809,11 @@ func (a *applier) extended(r *lockRow, in rules.Info) {
 	a.recordHistory(p.ev)
 }
 
-// metadata stores an absent or null owner_metadata as SQL NULL.
+// metadata stores an absent or null owner_metadata as SQL NULL (a null
+// with spaces around too, which a Go caller may pass: jsonb would store it
+// as a JSON null on one path and SQL NULL on the other).
 func metadata(m []byte) []byte {
-	if len(m) == 0 || string(m) == "null" {
+	if t := bytes.TrimSpace(m); len(t) == 0 || string(t) == "null" {
 		return nil
 	}
 	return m
