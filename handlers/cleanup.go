@@ -150,10 +150,18 @@ func (f sweepFilter) match() (string, []any) {
 	return strings.Join(conds, " AND "), args
 }
 
-// MaxSweep bounds what the expiry scheduler and the periodic cleanup do in one
-// transaction (they go on in the next), so a backlog of ended leases after
-// an outage never makes one huge transaction. A cleanup command has a bound
-// of its own, MaxCleanup.
+// MaxSweep bounds what the expiry scheduler and the periodic cleanup take in
+// one transaction (they go on in the next), so that a backlog after an
+// outage is worked off a bound at a time: the sessions past their expiry,
+// the holder rows of ended leases, the waiters past their deadline and the
+// passed lock-delays each selects, the idle rows it deletes, and the
+// waiters past their deadline that each MaxSweep locks it loads answer
+// (dueBound). What those cause grows with the locks and sessions they name,
+// not with MaxSweep: a lock is settled whole (every ended lease of it), a
+// session's end ends every lease and wait it has, and a hand-off grants
+// its whole run of compatible waiters (a run of readers may be thousands,
+// their tokens drawn in one round trip). A cleanup command has a bound of
+// its own, MaxCleanup.
 const MaxSweep = 1000
 
 // sweep ends the ended leases the filter selects and deletes its idle rows,

@@ -16,9 +16,11 @@ import (
 // (session.go), the leases it watches that are past expires_at
 // (lock.expired, next waiter granted), answers its waiters past their
 // deadline with LOCK_TIMEOUT and ends the lock-delays of its locks that
-// have passed (the waiters granted), at most MaxSweep of each. It returns
-// how many sessions, leases and waiters it ended, and the events it caused
-// (for metrics; the outbox has them already).
+// have passed (the waiters granted). It takes at most MaxSweep of each
+// (see MaxSweep for what they may cause) and leaves the rest to the next
+// step, which its scheduler runs at once. It returns how many sessions,
+// leases and waiters it ended, and the events it caused (for metrics; the
+// outbox has them already).
 func (b *Batch) ExpireDue(ctx context.Context) (int, []topics.Event, error) {
 	a := &applier{Batch: b}
 	p := b.env.Partition

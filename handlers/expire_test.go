@@ -3,6 +3,8 @@ package handlers_test
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -448,4 +450,93 @@ func TestExpireDueSkipsLockedWaits(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, h.expireDue())
 	require.Equal(t, []string{"locks.replies.bob lock.rejected"}, h.routes())
+}
+
+// TestWaitBacklogAnsweredABoundAtATime: a lock's backlog of waiters past
+// their deadline (after an outage, say) is answered a bound at a time,
+// the oldest deadlines first, by the expiry step and by commands alike,
+// each LOCK_TIMEOUT once: MaxSweep in one transaction, not every one of
+// them. They are never granted, so a live waiter behind the rest is
+// granted once the lock is free: only their answers come after its grant.
+func TestWaitBacklogAnsweredABoundAtATime(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	n := 2*handlers.MaxSweep + handlers.MaxSweep/2
+	alice := h.one(h.acquire("a", "alice", lease(600)))
+	h.one(h.acquire("a", "q0", wait(600)))
+	// Copies of q0's wait behind it, q0 itself renamed, then a live one
+	// behind them all.
+	_, err := h.st.Pool.Exec(ctx, `INSERT INTO lock_waiters (namespace, lock_name, owner_id, request_id, lease_duration, reply_to, deadline, source_partition)
+		SELECT namespace, lock_name, 'q' || g, 'wait-q' || g, lease_duration, reply_to, deadline, source_partition
+		FROM lock_waiters, generate_series(1, $1::int - 1) g WHERE owner_id = 'q0' ORDER BY g`, n)
+	require.NoError(t, err)
+	_, err = h.st.Pool.Exec(ctx, `UPDATE lock_waiters SET request_id = 'wait-q0' WHERE owner_id = 'q0'`)
+	require.NoError(t, err)
+	_, err = h.st.Pool.Exec(ctx, `UPDATE locks SET waiter_count = $1`, n)
+	require.NoError(t, err)
+	require.Equal(t, topics.TypeSessionOpened, h.one(h.session(topics.OpSessionOpen, "s-q2", "q2", ttl(3600))).Type)
+	_, err = h.st.Pool.Exec(ctx, `UPDATE lock_waiters SET session_id = 's-q2' WHERE owner_id = 'q2'`)
+	require.NoError(t, err)
+	late := h.acquire("a", "late", wait(600))
+	require.Equal(t, n+1, h.one(late).QueuePosition)
+	// The q's waits end, the later queued the older their deadline.
+	h.waitPast(h.timeOf(`WITH u AS (UPDATE lock_waiters SET deadline = statement_timestamp() - make_interval(secs => substr(owner_id, 2)::int)
+		WHERE owner_id LIKE 'q%' RETURNING deadline) SELECT max(deadline) FROM u`))
+
+	answered := map[string]bool{}
+	oldest := n // the first queued of the q's answered so far
+	// step checks that evs answer k of the q's, each once, those of the
+	// oldest deadlines (the last queued): those left are the first queued.
+	step := func(evs []topics.Event, k int) {
+		t.Helper()
+		timeouts := find(evs, topics.TypeRejected)
+		require.Len(t, timeouts, k)
+		for _, ev := range timeouts {
+			require.Equal(t, topics.CodeLockTimeout, ev.ErrorCode)
+			require.False(t, answered[ev.RequestID], "%s answered twice", ev.RequestID)
+			answered[ev.RequestID] = true
+			i, err := strconv.Atoi(strings.TrimPrefix(ev.RequestID, "wait-q"))
+			require.NoError(t, err)
+			oldest = min(oldest, i)
+		}
+		require.Equal(t, int64(n-len(answered)), h.scalar(`SELECT count(*) FROM lock_waiters WHERE owner_id LIKE 'q%'`))
+		require.Less(t, h.scalar(`SELECT coalesce(max(substr(owner_id, 2)::int), -1) FROM lock_waiters WHERE owner_id LIKE 'q%'`), int64(oldest))
+	}
+	ended, evs := h.expireDueEvents()
+	require.Equal(t, handlers.MaxSweep, ended)
+	step(evs, handlers.MaxSweep)
+
+	// Past their deadline beyond the bound, q1 still finds its wait (it
+	// may withdraw it, and is never queued twice), and the end of q2's
+	// session its wait.
+	answers := func(evs []topics.Event) []string {
+		var got []string
+		for _, ev := range evs {
+			got = append(got, ev.Type+" "+ev.RequestID+" "+ev.ErrorCode+ev.Reason)
+		}
+		return got
+	}
+	q1 := h.release("a", "q1")
+	require.Equal(t, []string{"lock.withdrawn " + q1.RequestID + " ", "lock.withdrawn wait-q1 "}, answers(h.apply(q1)))
+	q2 := h.session(topics.OpSessionClose, "s-q2", "q2")
+	require.Equal(t, []string{"lock.withdrawn wait-q2 " + topics.ReasonSessionClosed, "session.closed " + q2.RequestID + " "}, answers(h.apply(q2)))
+	answered["wait-q1"], answered["wait-q2"] = true, true
+	step(nil, 0)
+
+	// alice's release answers as many more and hands the lock to late.
+	evs = h.apply(h.release("a", "alice"))
+	step(evs, handlers.MaxSweep)
+	granted := find(evs, topics.TypeAcquired)
+	require.Len(t, granted, 1)
+	require.Equal(t, late.RequestID, granted[0].RequestID)
+	require.Greater(t, granted[0].LockInfo.FencingToken, alice.LockInfo.FencingToken)
+	rest := n - 2*handlers.MaxSweep - 2 // q1 and q2 withdrew
+	require.Equal(t, int64(rest), h.scalar(`SELECT waiter_count FROM locks`))
+
+	ended, evs = h.expireDueEvents()
+	require.Equal(t, rest, ended)
+	step(evs, rest)
+	require.Zero(t, h.expireDue())
+	require.Len(t, answered, n)
+	require.Equal(t, "late 0", h.scalarText(`SELECT string_agg(owner_id, ' ') || ' ' || min(waiter_count) FROM lock_holders JOIN locks USING (namespace, lock_name)`))
 }

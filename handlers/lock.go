@@ -173,7 +173,7 @@ type lockState struct {
 	// ending is the waits of the sessions the load was for (loadLocks),
 	// wherever they are in the queue.
 	ending []rules.Waiter
-	// err is the first error of the rules' callbacks (NextToken, More).
+	// err is the first error of the rules' callbacks (NextTokens, More).
 	err error
 }
 
@@ -251,7 +251,7 @@ func (a *applier) loadLocks(ctx context.Context, keys []lockKey, owner string, a
 		}
 		states[i] = a.newLockState(ctx, r, holders[i])
 		if r.waiters > 0 {
-			a.queueWaiters(ctx, pb, states[i], owner, sessions[keys[i]])
+			a.queueWaiters(ctx, pb, states[i], owner, sessions[keys[i]], dueBound(len(keys)))
 		}
 	}
 	if pb.Len() > 0 {
@@ -330,9 +330,10 @@ const (
 // loaded lock's effects and writes them under the partition under says,
 // collecting their events in a.caused. The writes of all the locks take
 // one round trip more, so a sweep or a session's end costs a few round
-// trips, not a few per lock; what remains per lock is a fencing token per
-// grant and a page of waiters per hand-off beyond the head read. Keys go
-// MaxSweep at a time, to bound what one pipeline holds.
+// trips, not a few per lock; what remains per lock is a round trip of
+// fencing tokens per hand-off that grants and a page of waiters per
+// hand-off beyond the head read. Keys go MaxSweep at a time, to bound what
+// one pipeline holds.
 func (a *applier) settleLocks(ctx context.Context, keys []lockKey, sessions map[lockKey][]string, rowSQL string, under writeUnder,
 	decide func(lockKey, *lockState) []rules.Effect) error {
 	for chunk := range slices.Chunk(keys, MaxSweep) {
@@ -374,12 +375,26 @@ func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holde
 	if len(hs) > 0 {
 		l.Holders = hs
 	}
-	l.NextToken = func() int64 {
-		var t int64
-		if err := a.tx.QueryRow(ctx, `SELECT nextval('fencing_tokens')`).Scan(&t); err != nil && s.err == nil {
-			s.err = fmt.Errorf("taking a fencing token: %w", err)
+	// A hand-off's tokens in one round trip, drawn after the row lock
+	// (drawn before, one could be below a token the lock's previous
+	// holder drew after it).
+	l.NextTokens = func(n int) []int64 {
+		var ts []int64
+		rows, err := a.tx.Query(ctx, `SELECT nextval('fencing_tokens') FROM generate_series(1, $1)`, n)
+		if err == nil {
+			ts, err = pgx.CollectRows(rows, pgx.RowTo[int64])
 		}
-		return t
+		if err == nil && len(ts) != n {
+			err = fmt.Errorf("%d tokens for %d", len(ts), n)
+		}
+		if err != nil {
+			if s.err == nil {
+				s.err = fmt.Errorf("taking fencing tokens: %w", err)
+			}
+			return make([]int64, n)
+		}
+		slices.Sort(ts) // in the order the grants are made
+		return ts
 	}
 	// The session's row locked FOR SHARE keeps a keep-alive and an end of
 	// it off until this transaction ends. A command of the session or its
@@ -450,12 +465,19 @@ func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder)
 		})
 }
 
+// dueBound is how many of its waiters past their deadline a load of n locks
+// reads of each (the oldest; rules.Lock.Due): a decision answers them all,
+// with an event and a delete each, so a backlog of them is answered a bound
+// at a time, the rest by the next command or expiry step. A load answers
+// at most MaxSweep of them, or one of each lock when it loads more locks.
+func dueBound(n int) int { return max(1, MaxSweep/n) }
+
 // queueWaiters queues on pb the read of the head of s's queue, its waiters
-// past their deadline, owner's waiter with its place and the waits of
-// sessions, in one statement (waitersSQL).
-func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string, sessions []string) {
+// past their deadline (the due oldest), owner's waiter with its place and
+// the waits of sessions, in one statement (waitersSQL).
+func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string, sessions []string, due int) {
 	r, l := s.row, s.l
-	pb.Queue(waitersSQL, r.namespace, r.name, r.now, owner, r.limit+headPage, sessions).Query(func(rows pgx.Rows) error {
+	pb.Queue(waitersSQL, r.namespace, r.name, r.now, owner, r.limit+headPage, sessions, due).Query(func(rows pgx.Rows) error {
 		var w rules.Waiter
 		var due, head, ending bool
 		var position *int
@@ -491,33 +513,38 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 }
 
 // waitersSQL reads a lock's ($1, $2) waiters that a decision at $3 needs:
-// the head (the first $5 live ones), those past their deadline, owner $4's
-// and those of sessions $6, each once, in queue order, with whether it is
-// past its deadline, whether it is in the head, its place (owner's only)
-// and whether its session is one of $6. Each of the four sets is read by
-// an index of its own (lock_waiters_fifo; lock_waiters_lock_deadline; the
-// unique key; lock_waiters_session or lock_waiters_lock_session), the last
-// three without the head's rows or each other's, so the statement reads
-// what it returns: one WHERE with the four conditions ORed (no index
-// serves them together) walked every waiter of the lock, and a queue of W
-// cost O(W) per command, O(W²) to drain. Only owner's place still counts
-// the waiters before it (an index-only scan of lock_waiters_fifo).
+// the head (the first $5 live ones), the $7 past their deadline with the
+// oldest deadlines, owner $4's and those of sessions $6 (live or past
+// their deadline: the owner's wait is the one it withdraws or gives a new
+// request, and a session's end drops its waits), each once, in queue
+// order, with whether it is past its deadline, whether it is in the head,
+// its place (owner's only) and whether its session is one of $6. Each of
+// the four sets is read by an index of its own (lock_waiters_fifo;
+// lock_waiters_lock_deadline; the unique key; lock_waiters_session or
+// lock_waiters_lock_session), the last two without the others' rows, so
+// the statement reads what it returns: one WHERE with the four conditions
+// ORed (no index serves them together) walked every waiter of the lock,
+// and a queue of W cost O(W) per command, O(W²) to drain. Only owner's
+// place still counts the waiters before it (an index-only scan of
+// lock_waiters_fifo).
 const waitersSQL = `
 	WITH head AS (
-		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5)
+		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5),
+	due AS (
+		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline <= $3 ORDER BY deadline LIMIT $7)
 	SELECT ` + waiterCols + `, deadline <= $3, in_head,
 		CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END,
 		coalesce(session_id = ANY($6), false)
 	FROM (
 		SELECT *, true AS in_head FROM head
 		UNION ALL
-		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline <= $3
+		SELECT *, false FROM due
 		UNION ALL
-		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $4 AND deadline > $3
-			AND id NOT IN (SELECT id FROM head)
+		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND owner_id = $4
+			AND id NOT IN (SELECT id FROM head) AND id NOT IN (SELECT id FROM due)
 		UNION ALL
-		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND session_id = ANY($6) AND deadline > $3
-			AND owner_id <> $4 AND id NOT IN (SELECT id FROM head)
+		SELECT *, false FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND session_id = ANY($6) AND owner_id <> $4
+			AND id NOT IN (SELECT id FROM head) AND id NOT IN (SELECT id FROM due)
 	) w
 	ORDER BY id`
 

@@ -1,10 +1,16 @@
 package handlers_test
 
 import (
+	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -133,4 +139,61 @@ func (h *harness) forceHolderEnd(lock, owner string) {
 	_, err := h.st.Pool.Exec(h.t.Context(), `UPDATE lock_holders SET expires_at = clock_timestamp() - interval '1 millisecond'
 		WHERE namespace = '' AND lock_name = $1 AND owner_id = $2`, lock, owner)
 	require.NoError(h.t, err)
+}
+
+// tokenDraws counts the statements of a transaction that draw fencing
+// tokens on their own (the general path's; the common cases' draw theirs
+// inside their statement).
+type tokenDraws struct {
+	pgx.Tx
+	n *int
+}
+
+func (d tokenDraws) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	d.count(sql)
+	return d.Tx.Query(ctx, sql, args...)
+}
+
+func (d tokenDraws) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	d.count(sql)
+	return d.Tx.QueryRow(ctx, sql, args...)
+}
+
+func (d tokenDraws) count(sql string) {
+	if strings.Contains(sql, "fencing_tokens") {
+		*d.n++
+	}
+}
+
+// TestHandOffDrawsItsTokensTogether: a release that hands a read lock to
+// a run of readers takes their fencing tokens in one round trip, not one
+// per reader, each greater than the one before in queue order.
+func TestHandOffDrawsItsTokensTogether(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	writer := h.one(h.acquire("a", "w", lease(600)))
+	var readers []topics.Command
+	for i := range 200 {
+		readers = append(readers, h.acquire("a", fmt.Sprintf("r%03d", i), shared, wait(600)))
+	}
+	h.apply(readers...)
+	var evs []topics.Event
+	draws := 0
+	require.NoError(t, h.st.InTx(ctx, func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tokenDraws{tx, &draws}, h.env)
+		var err error
+		if evs, err = b.Apply(ctx, h.release("a", "w"), time.Now()); err != nil {
+			return err
+		}
+		return b.Flush(ctx)
+	}))
+	granted := find(evs, topics.TypeAcquired)
+	require.Len(t, granted, len(readers))
+	last := writer.LockInfo.FencingToken
+	for i, g := range granted {
+		require.Equal(t, readers[i].OwnerID, g.LockInfo.OwnerID, "in queue order")
+		require.Greater(t, g.LockInfo.FencingToken, last)
+		last = g.LockInfo.FencingToken
+	}
+	require.Equal(t, 1, draws, "one draw of tokens for the hand-off")
 }

@@ -22,8 +22,12 @@ type Memory struct {
 	DelayUntil   time.Time
 	// Page is how many live waiters Lock puts in Head, the rest coming by
 	// More (0: all of them in Head).
-	Page   int
-	lastID int64
+	Page int
+	// DueBound is how many waiters past their deadline Lock puts in Due,
+	// those of the oldest deadlines, and the owner's (0: all of them), as
+	// the handlers bound them.
+	DueBound int
+	lastID   int64
 }
 
 // NewMemory returns a lock nobody has acquired.
@@ -33,7 +37,14 @@ func NewMemory() *Memory { return &Memory{Limit: 1} }
 // from nextToken.
 func (m *Memory) Lock(owner string, now time.Time, nextToken func() int64) *Lock {
 	l := &Lock{Limit: m.Limit, Holders: slices.Clone(m.Holders), Waiting: len(m.Queue), Ended: m.Ended,
-		EndedStatus: m.EndedStatus, Acquisitions: m.Acquisitions, DelayUntil: m.DelayUntil, Now: now, NextToken: nextToken}
+		EndedStatus: m.EndedStatus, Acquisitions: m.Acquisitions, DelayUntil: m.DelayUntil, Now: now,
+		NextTokens: func(n int) []int64 {
+			ts := make([]int64, n)
+			for i := range ts {
+				ts[i] = nextToken()
+			}
+			return ts
+		}}
 	var live []Waiter
 	for i, w := range m.Queue {
 		if w.Deadline.After(now) {
@@ -46,6 +57,12 @@ func (m *Memory) Lock(owner string, now time.Time, nextToken func() int64) *Lock
 			mine.Position = i + 1
 			l.Mine = &mine
 		}
+	}
+	if m.DueBound > 0 && len(l.Due) > m.DueBound {
+		oldest := slices.SortedStableFunc(slices.Values(l.Due), func(a, b Waiter) int { return a.Deadline.Compare(b.Deadline) })
+		l.Due = slices.DeleteFunc(l.Due, func(w Waiter) bool {
+			return !slices.ContainsFunc(oldest[:m.DueBound], func(o Waiter) bool { return o.ID == w.ID }) && w.Owner != owner
+		})
 	}
 	l.Head = live
 	if m.Page > 0 {

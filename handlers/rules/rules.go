@@ -2,7 +2,7 @@
 // lock (its limit, its holders, its queue and the database's time), what a
 // command or the passing of time does to it. The handlers load a lock's
 // state, ask these functions, and write what they decide; nothing here
-// touches a database (the callbacks Lock.NextToken and Lock.More do, for
+// touches a database (the callbacks Lock.NextTokens and Lock.More do, for
 // the handlers), so every rule is written once, in Go, and tested on its
 // own. Memory holds a lock's whole state in memory: the reference model
 // that the handlers' differential test checks their database paths, the
@@ -25,7 +25,10 @@
 // waiter still waits, so a writer waiting behind readers is never starved
 // by later readers. When holders leave, the compatible waiters at the head
 // of the queue are granted together (a run of readers, or as many
-// semaphore holders as there are free places).
+// semaphore holders as there are free places). A waiter past its deadline
+// is never granted, only answered (LOCK_TIMEOUT): the FIFO order is the
+// order of the grants, and a live waiter may be granted while one before
+// it, past its deadline, is still to be answered (Lock.Due).
 //
 // A lease ends when its holder releases it, when the database's time
 // passes its expiry, when it is revoked, or, for a lease of a session,
@@ -120,8 +123,9 @@ type Waiter struct {
 
 // Lock is one lock's state as a transaction sees it. The queue may be
 // long, so the caller loads only what a decision can need: the first live
-// waiters (Head), every waiter whose deadline has passed (Due) and the
-// command owner's own waiter (Mine); Waiting counts them all.
+// waiters (Head), the waiters whose deadline has passed (Due: all, or the
+// oldest of them) and the command owner's own waiter (Mine); Waiting
+// counts them all.
 type Lock struct {
 	Limit   int
 	Holders []Holder // by token
@@ -132,7 +136,15 @@ type Lock struct {
 	// as many as the caller likes (none: Head held them all). Nil: Head
 	// holds every live waiter.
 	More func(after int64) []Waiter
-	// Due is every waiter whose deadline has passed, in order.
+	// Due is the waiters whose deadline has passed that the decision
+	// answers (LOCK_TIMEOUT), in order: every one, or as many as the
+	// caller bounds a decision to, those of the oldest deadlines (and the
+	// owner's, Mine), so that a backlog is answered a bound at a time.
+	// The others count in Waiting (live then counts too many) and wait
+	// for a later decision: they are never granted, so the live waiters
+	// behind them are handed the lock as if they were gone, and only
+	// their answer comes later. (Strict FIFO orders grants: a waiter past
+	// its deadline never holds the lock, whenever it is answered.)
 	Due []Waiter
 	// Mine is the command owner's waiter, if it waits, with its Position.
 	Mine *Waiter
@@ -149,8 +161,10 @@ type Lock struct {
 	DelayUntil time.Time
 	// Now is the database's time, which decides every expiry.
 	Now time.Time
-	// NextToken hands out a new fencing token (the database's sequence).
-	NextToken func() int64
+	// NextTokens hands out n (> 0) new fencing tokens, increasing, in one
+	// call (the database's sequence: one round trip for a hand-off's whole
+	// run of grants).
+	NextTokens func(n int) []int64
 	// SessionLive, asked only about a waiter a hand-off would grant, or a
 	// lease a revoke would end, whose session looks past its expiry, tells
 	// whether that session may still be granted a lease and keep its
@@ -163,9 +177,11 @@ type Lock struct {
 
 	// last is the ID of the last waiter taken from or loaded into Head;
 	// withdrawn the waiters the decision took off the queue (More still
-	// sees them): the owner's, or the waits of ending sessions.
+	// sees them): the owner's, or the waits of ending sessions; drained
+	// that More found no live waiter after last.
 	last      int64
 	withdrawn []int64
+	drained   bool
 }
 
 // Status is what lock_info calls the state of the lease an event is about.
@@ -444,9 +460,10 @@ func (l *Lock) delayed() bool {
 // HandOff grants the lock to the waiters at the head of the queue that are
 // compatible with its holders, in order, stopping at the first that is not.
 // When it can grant (or the lock has neither holders nor live waiters), it
-// first answers every waiter whose deadline has passed, so none of them is
-// granted, and on its way drops the waits of sessions past their expiry
+// first answers the waiters whose deadline has passed (Due), none of which
+// is granted, and on its way drops the waits of sessions past their expiry
 // (Drop, session_expired: sessionLive). In a lock-delay it grants nothing.
+// The run is chosen first, then its fencing tokens are drawn together.
 func (l *Lock) HandOff() []Effect {
 	if l.Waiting == 0 || l.delayed() {
 		return nil
@@ -457,19 +474,53 @@ func (l *Lock) HandOff() []Effect {
 		return nil
 	}
 	effs := l.TimeOut()
-	for l.fill(); len(l.Head) > 0 && l.compatible(l.Head[0].Mode); l.fill() {
+	type next struct {
+		w     Waiter
+		grant bool // else dropped
+	}
+	var run []next
+	grants := 0
+	c := l.counts()
+	for l.fill(); len(l.Head) > 0 && c.fits(l.Head[0].Mode, l.Limit); l.fill() {
 		w := l.Head[0]
 		l.Head = l.Head[1:]
 		l.last = w.ID
 		l.Waiting--
 		l.leave(w)
-		if !l.sessionLive(w.Session, &w.SessionExpires) {
-			effs = append(effs, Effect{Kind: Drop, Waiter: w, Reason: ReasonSessionExpired, Info: l.Info()})
+		live := l.sessionLive(w.Session, &w.SessionExpires)
+		if live {
+			c.add(w.Mode, 1)
+			grants++
+		}
+		run = append(run, next{w, live})
+	}
+	tokens := l.tokens(grants)
+	for _, n := range run {
+		if !n.grant {
+			effs = append(effs, Effect{Kind: Drop, Waiter: n.w, Reason: ReasonSessionExpired, Info: l.Info()})
 			continue
 		}
-		effs = append(effs, l.grant(w))
+		effs = append(effs, l.grant(n.w, tokens[0]))
+		tokens = tokens[1:]
 	}
 	return effs
+}
+
+// counts is the lock's holders as compatibility sees them.
+func (l *Lock) counts() counts {
+	var c counts
+	for _, h := range l.Holders {
+		c.add(h.Mode, 1)
+	}
+	return c
+}
+
+// tokens draws n fencing tokens, increasing (none for 0).
+func (l *Lock) tokens(n int) []int64 {
+	if n == 0 {
+		return nil
+	}
+	return l.NextTokens(n)
 }
 
 // sessionLive reports whether session id (none: "") of a waiter, or of a
@@ -496,14 +547,16 @@ func (l *Lock) sessionLive(id string, expires *time.Time) bool {
 
 // fill loads the next live waiters into an empty Head, as this decision
 // left them: the owner's waiter as the command changed it, and none it
-// withdrew (the owner's, or the waits of ending sessions).
+// withdrew (the owner's, or the waits of ending sessions). Head is then
+// empty only when no live waiter is left.
 func (l *Lock) fill() {
 	if l.More == nil {
 		return
 	}
-	for len(l.Head) == 0 && l.live() > 0 {
+	for len(l.Head) == 0 && l.live() > 0 && !l.drained {
 		ws := l.More(l.last)
 		if len(ws) == 0 {
+			l.drained = true // live counted waiters past their deadline that Due does not hold
 			return
 		}
 		for _, w := range ws {
@@ -519,7 +572,8 @@ func (l *Lock) fill() {
 	}
 }
 
-// TimeOut answers every waiter whose deadline has passed (LOCK_TIMEOUT).
+// TimeOut answers the waiters whose deadline has passed that Due holds
+// (LOCK_TIMEOUT).
 func (l *Lock) TimeOut() []Effect {
 	var effs []Effect
 	for _, w := range l.Due {
@@ -542,10 +596,10 @@ func (l *Lock) leave(w Waiter) {
 	}
 }
 
-// grant makes w a holder: a waiter taken off the queue, or (ID 0) the
-// command's owner.
-func (l *Lock) grant(w Waiter) Effect {
-	h := Holder{Owner: w.Owner, Mode: w.Mode, Token: l.NextToken(), AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(w.Lease)),
+// grant makes w a holder with fencing token token: a waiter taken off the
+// queue, or (ID 0) the command's owner.
+func (l *Lock) grant(w Waiter, token int64) Effect {
+	h := Holder{Owner: w.Owner, Mode: w.Mode, Token: token, AcquiredAt: l.Now, ExpiresAt: l.Now.Add(seconds(w.Lease)),
 		Lease: w.Lease, Metadata: w.Metadata, ReplyTo: w.ReplyTo, RequestID: w.RequestID, Partition: w.Partition, Session: w.Session,
 		LockDelay: w.LockDelay, MaxHold: w.MaxHold}
 	if w.Session != "" {
@@ -617,15 +671,15 @@ func (l *Lock) Acquire(r Request) []Effect {
 	// lock-delay, where HandOff does not answer them, they would otherwise
 	// keep a lock nobody holds or waits for at their limit until the
 	// scheduler's next pass.
-	if (len(l.Holders) > 0 || l.live() > 0) && r.Limit != l.Limit {
+	if (len(l.Holders) > 0 || l.waits()) && r.Limit != l.Limit {
 		return append(effs, l.limitMismatch(r))
 	}
-	if len(l.Head) == 0 && l.live() == 0 && l.compatible(r.Mode) && !l.delayed() {
+	if !l.waits() && l.compatible(r.Mode) && !l.delayed() {
 		if len(l.Holders) == 0 {
 			l.Limit = r.Limit
 		}
 		effs = append(effs, l.TimeOut()...)
-		return append(effs, l.grant(r.waiter(l.Now)))
+		return append(effs, l.grant(r.waiter(l.Now), l.tokens(1)[0]))
 	}
 	if r.Wait == 0 {
 		return append(effs, l.lockHeld(r))
@@ -645,9 +699,10 @@ func (l *Lock) Acquire(r Request) []Effect {
 		// A waiter asking again in the other mode may be compatible now.
 		return append(effs, l.HandOff()...)
 	}
-	if len(l.Holders) == 0 && l.Waiting == 0 {
+	if len(l.Holders) == 0 && !l.waits() {
 		// The first waiter of a free lock (in its lock-delay) sets the
-		// limit every later holder and waiter must agree with.
+		// limit every later holder and waiter must agree with (those past
+		// their deadline Due did not hold are never granted).
 		l.Limit = r.Limit
 	}
 	l.Waiting++
@@ -692,8 +747,15 @@ func (r Request) waiter(now time.Time) Waiter {
 		LockDelay: r.LockDelay, MaxHold: r.MaxHold}
 }
 
-// live counts the waiters whose deadline has not passed.
+// live counts the waiters whose deadline has not passed, and those past it
+// that Due does not hold (see Due): 0 only when none is live.
 func (l *Lock) live() int { return l.Waiting - len(l.Due) }
+
+// waits reports whether a live waiter waits (Head, after loading it).
+func (l *Lock) waits() bool {
+	l.fill()
+	return len(l.Head) > 0
+}
 
 func (l *Lock) limitMismatch(r Request) Effect {
 	return l.refuse(CodeLimitMismatch, fmt.Sprintf("lock %q has limit %d, the acquire asked for %d", r.Key, l.Limit, r.Limit))
@@ -819,7 +881,7 @@ func (l *Lock) retryAfter(r Request) time.Duration {
 // read in place), and whether they are all of them.
 func (l *Lock) queue() (ws []Waiter, all bool) {
 	l.fill() // a hand-off in a lock-delay loads no Head
-	return l.Head, l.More == nil || len(l.Head) == l.live()
+	return l.Head, l.More == nil || l.drained || len(l.Head) == l.live()
 }
 
 func (l *Lock) refuse(code, msg string) Effect {

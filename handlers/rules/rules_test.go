@@ -172,6 +172,83 @@ func TestReleaseHandsOffToEveryReaderAtTheHead(t *testing.T) {
 	require.Equal(t, "release w2, grant r4", kinds(m.release("w2", nil)))
 }
 
+// A hand-off takes its run's fencing tokens in one call, increasing in
+// queue order, and drops a lapsed session's wait in the run without a
+// token; the grant of the command's owner takes one.
+func TestHandOffTakesItsTokensTogether(t *testing.T) {
+	m := newModel(t)
+	m.acquire("w", Exclusive, 1, 30, 0)
+	for _, o := range []string{"r1", "r2", "r3", "r4"} {
+		m.acquireReq(Request{Owner: o, Mode: Shared, Limit: 1, Lease: 30, Wait: 60})
+	}
+	m.Queue[1].Session, m.Queue[1].SessionExpires = "s", m.now // r2's, lapsed
+	l := m.lock("w")
+	var calls []int
+	draw := l.NextTokens
+	l.NextTokens = func(n int) []int64 { calls = append(calls, n); return draw(n) }
+	effs := l.Release("w", "/k", nil, false)
+	m.save(l, effs)
+	require.Equal(t, "release w, grant r1, drop r2, grant r3, grant r4", kinds(effs))
+	require.Equal(t, []int{3}, calls, "one call for the run's three grants")
+	require.Equal(t, []int64{2, 3, 4}, []int64{effs[1].Holder.Token, effs[3].Holder.Token, effs[4].Holder.Token})
+	require.Equal(t, effs[1].Holder, effs[2].Info.Holder, "the drop shows the newest holder then")
+	require.Equal(t, 3, effs[4].Info.Holders)
+
+	l = m.lock("r5")
+	calls = nil
+	draw = l.NextTokens
+	l.NextTokens = func(n int) []int64 { calls = append(calls, n); return draw(n) }
+	effs = l.Acquire(Request{Owner: "r5", Mode: Shared, Limit: 1, Lease: 30, Key: "/k"})
+	m.save(l, effs)
+	require.Equal(t, "grant r5", kinds(effs))
+	require.Equal(t, []int{1}, calls)
+	require.EqualValues(t, 5, effs[0].Holder.Token)
+}
+
+// Past a bound of waiters past their deadline (Memory.DueBound, as the
+// handlers load them), a decision answers the oldest; the others wait for
+// a later one. None of them is ever granted, so the live waiters behind
+// them are served as if they were gone: a hand-off grants a live waiter
+// behind one still to be answered, and an acquire of a lock with no
+// holder and no live waiter is granted (not LOCK_HELD, nor LIMIT_MISMATCH
+// for a limit only waiters past their deadline had).
+func TestDueWaitersPastTheBound(t *testing.T) {
+	m := newModel(t)
+	m.DueBound = 1
+	m.acquire("w", Exclusive, 1, 60, 0)
+	m.acquire("a", Exclusive, 1, 30, 10)
+	m.acquire("b", Exclusive, 1, 30, 10)
+	m.acquire("c", Exclusive, 1, 30, 60)
+	m.advance(11 * time.Second)
+	require.Equal(t, "release w, timeout a, grant c", kinds(m.release("w", nil)))
+	require.Equal(t, "timeout b", kinds(m.expire()))
+	require.Empty(t, m.Queue)
+
+	for _, limit := range []int{1, 2} {
+		m = newModel(t)
+		m.DueBound = 1
+		m.acquire("w", Exclusive, 1, 60, 0)
+		for _, o := range []string{"a", "b", "c"} {
+			m.acquire(o, Exclusive, 1, 30, 10)
+		}
+		m.advance(11 * time.Second)
+		require.Equal(t, "release w, timeout a", kinds(m.release("w", nil)))
+		require.Equal(t, "timeout b, grant x", kinds(m.acquire("x", Exclusive, limit, 30, 0)), "limit %d", limit)
+		require.Equal(t, limit, m.Limit)
+		// In a lock-delay the first live waiter sets the limit.
+		m = newModel(t)
+		m.DueBound = 1
+		m.acquireReq(Request{Owner: "w", Mode: Exclusive, Limit: 1, Lease: 60, LockDelay: 30})
+		for _, o := range []string{"a", "b", "c"} {
+			m.acquire(o, Exclusive, 1, 30, 10)
+		}
+		m.advance(61 * time.Second)
+		require.Equal(t, "expire w, timeout a", kinds(m.expire()))
+		require.Equal(t, "timeout b, queue x", kinds(m.acquire("x", Exclusive, limit, 30, 60)), "limit %d", limit)
+		require.Equal(t, limit, m.Limit)
+	}
+}
+
 func TestReaderExpiryLetsWriterInWhenTheLastReaderIsGone(t *testing.T) {
 	m := newModel(t)
 	m.acquire("r1", Shared, 1, 10, 0)
@@ -321,7 +398,7 @@ func TestRenewSessionKeepsItsLeaseFromLapsing(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	lock := func() *Lock {
 		return &Lock{Limit: 1, Now: now, Holders: []Holder{{Owner: "o", Mode: Exclusive, Token: 1, Session: "s1", ExpiresAt: now.Add(-time.Millisecond)}},
-			NextToken: func() int64 { return 2 }}
+			NextTokens: func(int) []int64 { return []int64{2} }}
 	}
 	r := Request{Owner: "o", Mode: Exclusive, Limit: 1, Lease: 10, Session: "s1", SessionExpires: now.Add(10 * time.Second)}
 	lost := func(effs []Effect) bool {
@@ -480,7 +557,8 @@ func TestRandomSequencesKeepTheInvariants(t *testing.T) {
 	for seed := uint64(1); seed <= 200; seed++ {
 		r := rand.New(rand.NewPCG(seed, 7))
 		m := newModel(t)
-		m.Page = r.IntN(4) // Head of 1 to 3 waiters and the rest by More, or all
+		m.Page = r.IntN(4)         // Head of 1 to 3 waiters and the rest by More, or all
+		m.DueBound = int(seed % 3) // all the waiters past their deadline in Due, or 1 or 2
 		limit := 1 + r.IntN(3)
 		grants := 0
 		sessions := map[string]time.Time{} // open, by expiry
