@@ -452,7 +452,11 @@ func queueLock(pb *pgx.Batch, r *lockRow, found *bool, hs *[]rules.Holder, ns, n
 }
 
 // queueHolders queues on pb the read of a lock's first limit holders (0:
-// all), in grant order, appended to *hs.
+// all), in grant order, appended to *hs. A command reads them all: the
+// rules decide from every lease (counts, modes, expiries, the owner's), so
+// a lock of R holders costs each of its commands R rows, each with its
+// owner_metadata (up to 4 KiB); no index orders a lock's holders by token
+// (docs/design.md, Tables: what a widely held lock costs).
 func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder) {
 	pb.Queue(`SELECT `+holderCols+` FROM lock_holders WHERE namespace = $1 AND lock_name = $2 ORDER BY fencing_token
 		LIMIT nullif($3::int, 0)`, ns, name, limit).

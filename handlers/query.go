@@ -12,7 +12,8 @@ import (
 // query reports a lock without changing it: free when there is no row, a
 // lease past expires_at as expired even before anyone has ended it, and
 // every holder (the first topics.MaxHoldersShown, within
-// topics.MaxHoldersBytes). It locks nothing, so it reads the row and its
+// topics.MaxHoldersBytes; it reads them all, as a command does:
+// queueHolders). It locks nothing, so it reads the row and its
 // holders in one statement (queryLockSQL): two statements would read them
 // in two snapshots (READ COMMITTED), and a release committing in between
 // would show the lock at its held revision with no holder.
