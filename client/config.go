@@ -161,11 +161,18 @@ type Config struct {
 	// ReadOnly makes a client that only reads: the lock state topic (Watch,
 	// Locks, Election.Observe) and the lifecycle topics (Subscriber). New
 	// neither creates nor reads a reply topic, so Kafka's Read on the topics
-	// read is the only right it needs; Requester, ReplyTimeout,
-	// ReplyTopicPartitions and ReplyTopicReplicationFactor (nor its
-	// variable) do not apply, nor the workers' rules for a token's size
-	// and sub, since no token is sent (a token or signing key given must
-	// still be readable, and a token's sub and Requester agree). Every operation that sends a
+	// read is the only right it needs; ReplyTimeout, ReplyTopicPartitions
+	// and ReplyTopicReplicationFactor (nor its variable) do not apply. No
+	// token is sent, so none of the workers' rules for one is applied: its
+	// size, its sub's form, its expiry, and its claims' shape. A static
+	// token whose claims the workers refuse is taken with its claims unread:
+	// it names no requester, so its sub is not compared with Requester.
+	// New still refuses a token that is not a JWT (unless its claims are
+	// JSON the workers refuse: taken unread, as above), a token whose
+	// claims it reads naming a sub other than a Requester given, an empty
+	// LOCKWORKER_TOKEN_FILE, a token and a signing key both given, and a
+	// signing key it cannot read or use, or given with a TokenAudience or
+	// TokenIssuer over MaxTokenClaimBytes. Every operation that sends a
 	// command (Acquire, Query, NewSession, Campaign, Leader, Do...) fails
 	// with ErrReadOnly before anything else is checked. Default false.
 	ReadOnly bool
