@@ -459,8 +459,12 @@ func defaultInstanceID() string {
 	return hostname() + "-" + strconv.Itoa(os.Getpid())
 }
 
+// osHostname is os.Hostname; tests give a host name INSTANCE_ID's
+// default cannot take.
+var osHostname = os.Hostname
+
 func hostname() string {
-	host, err := os.Hostname()
+	host, err := osHostname()
 	if err != nil || host == "" {
 		host = "lockworker"
 	}

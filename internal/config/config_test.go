@@ -988,3 +988,63 @@ func TestClientFromEnv(t *testing.T) {
 	_, err = ClientFromEnv(env(bad))
 	assert.EqualError(t, err, wantErr.Error())
 }
+
+// stubHostname has hostname() return name until the test ends.
+func stubHostname(t *testing.T, name string) {
+	old := osHostname
+	osHostname = func() (string, error) { return name, nil }
+	t.Cleanup(func() { osHostname = old })
+}
+
+// INSTANCE_ID's default is the host name and the pid: on a host whose name
+// it cannot take (a space, a non-ASCII letter), lockworker is refused
+// unless INSTANCE_ID is set, but lockctl, which reads no INSTANCE_ID, is
+// not.
+func TestClientFromEnvHostname(t *testing.T) {
+	for _, host := range []string{"büro-pc", "my pc"} {
+		stubHostname(t, host)
+		c, err := ClientFromEnv(env(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "k1:9093"}))
+		require.NoError(t, err, host)
+		assert.Equal(t, []string{"k1:9093"}, c.Kafka.BootstrapServers, host)
+
+		_, err = WorkerFromEnv(env(nil))
+		require.ErrorContains(t, err, fmt.Sprintf("INSTANCE_ID: %q must be 1..255 printable ASCII characters without spaces", defaultInstanceID()), host)
+		_, err = WorkerFromEnv(env(map[string]string{"INSTANCE_ID": "worker-1"}))
+		require.NoError(t, err, host)
+	}
+}
+
+// ClientFromEnv's rules read the client's settings only: a Config whose
+// every other field is bad, as a worker's default depending on the host
+// could be, passes them, while the worker's rules refuse each field.
+func TestValidateClientReadsClientSettingsOnly(t *testing.T) {
+	d := Default()
+	c := Config{
+		Postgres: PostgresConfig{MinConns: 2, UnreachableTimeout: time.Second},
+		Auth:     AuthConfig{Required: true, HMACKeyFile: "-----BEGIN PRIVATE KEY-----"},
+		Kafka: KafkaConfig{BootstrapServers: d.Kafka.BootstrapServers, TLS: d.Kafka.TLS, SASL: d.Kafka.SASL,
+			StaticMembership: true, GroupInstanceID: "büro pc"},
+		Topics: TopicsConfig{Commands: d.Topics.Commands, LockAcquired: d.Topics.LockAcquired, LockReleased: d.Topics.LockReleased,
+			LockExpired: d.Topics.LockExpired, LockRevoked: d.Topics.LockRevoked, DeadLetter: d.Topics.DeadLetter, LockState: d.Topics.LockState,
+			// Valid, but too long with AUTH_REQUIRED.
+			ReplyPrefix:       strings.Repeat("r", 100) + ".",
+			ReplicationFactor: 3},
+		LockEventsRetention: time.Second,
+		InspectToken:        "CHANGE-ME",
+		InstanceID:          "büro-pc-1",
+		Embedded:            EmbeddedConfig{Addr: d.Embedded.Addr},
+	}
+	assert.Empty(t, c.validateClient(false))
+
+	var refused []string
+	for _, err := range c.validateWorker(false) {
+		name, _, _ := strings.Cut(err.Error(), ":")
+		name, _, _ = strings.Cut(name, " ")
+		refused = append(refused, name)
+	}
+	assert.ElementsMatch(t, []string{"POSTGRES_HOST", "POSTGRES_DATABASE", "POSTGRES_MIN_CONNECTIONS", "POSTGRES_UNREACHABLE_TIMEOUT",
+		"AUTH_HMAC_KEY_FILE", "TOKEN_FLOOR_CHECK", "LOCK_EVENTS_RETENTION",
+		"KAFKA_CONSUMER_GROUP", "KAFKA_SESSION_TIMEOUT", "KAFKA_HEARTBEAT_INTERVAL", "KAFKA_GROUP_PROTOCOL", "KAFKA_STATIC_MEMBERSHIP",
+		"KAFKA_TOPIC_REPLICATION_FACTOR", "REPLY_TOPIC_PREFIX", "COMMANDS_PARTITIONS", "INSPECT_TOKEN",
+		"HTTP_ADDR", "LOG_FORMAT", "INSTANCE_ID", "EMBEDDED_KAFKA_DIR", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT"}, refused)
+}

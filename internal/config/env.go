@@ -23,21 +23,22 @@ import (
 //	DEFAULT_LEASE_DURATION: "abc" is not a number of seconds
 //
 // It applies every rule but those of the settings only lockworker's start
-// uses, which WorkerFromEnv adds; ClientFromEnv reads a Kafka client's
-// settings only.
-func FromEnv(getenv func(string) string) (Config, error) { return fromEnv(getenv, false) }
+// uses, which WorkerFromEnv adds; ClientFromEnv reads and checks a Kafka
+// client's settings only.
+func FromEnv(getenv func(string) string) (Config, error) { return fromEnv(getenv, Config.validate) }
 
-// ClientFromEnv is FromEnv reading only the settings a Kafka client of the
-// service uses (clientVariables), as lockctl does: the rest keep their
-// defaults, so a worker's setting it ignores, bad or a file not mounted
-// where the client runs, cannot stop it.
+// ClientFromEnv is FromEnv reading and checking only the settings a Kafka
+// client of the service uses (clientVariables), as lockctl does: the rest
+// keep their defaults, unchecked, so a worker's setting it ignores, bad or
+// a file not mounted where the client runs, cannot stop it, nor a default
+// that depends on the host (INSTANCE_ID's host name).
 func ClientFromEnv(getenv func(string) string) (Config, error) {
-	return FromEnv(func(name string) string {
+	return fromEnv(func(name string) string {
 		if slices.Contains(clientVariables, name) {
 			return getenv(name)
 		}
 		return ""
-	})
+	}, Config.validateClient)
 }
 
 // clientVariables are the settings of KafkaOpts (the seed brokers, with the
@@ -55,9 +56,13 @@ var clientVariables = []string{
 // WorkerFromEnv is FromEnv for lockworker: it also applies the rules of
 // the settings only lockworker's start uses (ValidateWorker), whose errors
 // it reports with the others.
-func WorkerFromEnv(getenv func(string) string) (Config, error) { return fromEnv(getenv, true) }
+func WorkerFromEnv(getenv func(string) string) (Config, error) {
+	return fromEnv(getenv, Config.validateWorker)
+}
 
-func fromEnv(getenv func(string) string, worker bool) (Config, error) {
+// fromEnv parses the variables, then applies rules (validate, or
+// validateClient or validateWorker) to the result.
+func fromEnv(getenv func(string) string, rules func(c Config, bootstrapSet bool) []error) (Config, error) {
 	c := Default()
 	p := &parser{getenv: getenv}
 
@@ -162,10 +167,7 @@ func fromEnv(getenv func(string) string, worker bool) (Config, error) {
 	p.str("EMBEDDED_KAFKA_DIR", &c.Embedded.Dir)
 	p.seconds("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", &c.Embedded.MinSessionTimeout, EmbeddedMinSessionTimeoutLow.Seconds(), EmbeddedMinSessionTimeoutHigh.Seconds())
 
-	p.errs = append(p.errs, c.validate(bootstrapSet)...)
-	if worker {
-		p.errs = append(p.errs, c.validateWorker(bootstrapSet)...)
-	}
+	p.errs = append(p.errs, rules(c, bootstrapSet)...)
 	if err := errors.Join(p.errs...); err != nil {
 		return Config{}, err
 	}
@@ -183,19 +185,18 @@ func (c Config) Validate() error { return errors.Join(c.validate(false)...) }
 // lockworker's start uses (WorkerFromEnv applies them too): a program that
 // reads the environment but joins no consumer group must not be refused
 // for them.
-func (c Config) ValidateWorker() error {
-	return errors.Join(append(c.validate(false), c.validateWorker(false)...)...)
-}
+func (c Config) ValidateWorker() error { return errors.Join(c.validateWorker(false)...) }
 
-// validateWorker is ValidateWorker's own checks (bootstrapSet: as validate's).
+// validateWorker is ValidateWorker's checks: validate's and its own
+// (bootstrapSet: as validate's).
 func (c Config) validateWorker(bootstrapSet bool) []error {
-	var errs []error
+	errs := c.validate(bootstrapSet)
 	k := c.Kafka
 	// The embedded broker's group.min.session.timeout.ms is known here:
 	// its join would be refused only once the service had started. The
 	// consumer protocol's timeout is the group's, which it takes at any
 	// value; another broker's minimum is not known.
-	if len(k.BootstrapServers) == 0 && !bootstrapSet && k.GroupProtocol == GroupProtocolClassic && k.SessionTimeout < c.Embedded.MinSessionTimeout {
+	if c.embeddedBroker(bootstrapSet) && k.GroupProtocol == GroupProtocolClassic && k.SessionTimeout < c.Embedded.MinSessionTimeout {
 		errs = append(errs, varError("KAFKA_SESSION_TIMEOUT", k.SessionTimeout.String(), fmt.Sprintf(
 			"is less than EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT (%s), the embedded broker's group.min.session.timeout.ms, so it would refuse the consumer group's join: raise KAFKA_SESSION_TIMEOUT or lower EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT",
 			c.Embedded.MinSessionTimeout)))
@@ -203,62 +204,49 @@ func (c Config) validateWorker(bootstrapSet bool) []error {
 	return errs
 }
 
-// validate is Validate's checks, which FromEnv runs after parsing.
+// validate is Validate's checks, which FromEnv runs after parsing: the
+// client's (validateClient) and those of the settings only the workers read.
 // bootstrapSet says KAFKA_BOOTSTRAP_SERVERS was set, so empty BootstrapServers
 // mean it did not parse (reported already), not the embedded broker.
 func (c Config) validate(bootstrapSet bool) []error {
-	var errs []error
-	fail := func(name, value, format string, args ...any) {
-		errs = append(errs, varError(name, value, fmt.Sprintf(format, args...)))
-	}
-	failNoValue := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
-	}
+	v := checks{errs: c.validateClient(bootstrapSet)}
 
 	pg := c.Postgres
 	if pg.URL != "" {
 		if err := checkConnString(pg.URL); err != nil {
-			failNoValue("DATABASE_URL", "%v", err)
+			v.failNoValue("DATABASE_URL", "%v", err)
 		}
 	} else {
 		if pg.Host == "" {
-			failNoValue("POSTGRES_HOST", "is empty")
+			v.failNoValue("POSTGRES_HOST", "is empty")
 		}
 		if pg.Database == "" {
-			failNoValue("POSTGRES_DATABASE", "is empty")
+			v.failNoValue("POSTGRES_DATABASE", "is empty")
 		}
 		if strings.ContainsFunc(pg.Password, isControl) {
-			failNoValue("POSTGRES_PASSWORD", controlInSecret)
+			v.failNoValue("POSTGRES_PASSWORD", controlInSecret)
 		}
 	}
 	if pg.MinConns > pg.MaxConns {
-		fail("POSTGRES_MIN_CONNECTIONS", strconv.Itoa(int(pg.MinConns)),
+		v.fail("POSTGRES_MIN_CONNECTIONS", strconv.Itoa(int(pg.MinConns)),
 			"is more than POSTGRES_MAX_CONNECTIONS (%d)", pg.MaxConns)
 	}
 	// A probe a second, each given up to 2 s: a shorter bound would have
 	// a replica give its partitions up between two probes.
 	if d := pg.UnreachableTimeout; d > 0 && d < 3*time.Second {
-		fail("POSTGRES_UNREACHABLE_TIMEOUT", d.String(), "must be 0 (never) or at least 3 s")
-	}
-
-	// A secret where its file's path belongs is refused, never quoted.
-	shown := map[string]string{}
-	for _, p := range c.secretPaths() {
-		var err error
-		if shown[p.name], err = secretPath(p.name, p.value); err != nil {
-			errs = append(errs, err)
-		}
+		v.fail("POSTGRES_UNREACHABLE_TIMEOUT", d.String(), "must be 0 (never) or at least 3 s")
 	}
 
 	a := c.Auth
+	hmacKeyFile := v.secretPath("AUTH_HMAC_KEY_FILE", a.HMACKeyFile)
 	if a.Required && a.Keys == "" && a.RequesterKeys == "" && a.HMACKeyFile == "" {
-		failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS, AUTH_REQUESTER_KEYS or AUTH_HMAC_KEY_FILE")
+		v.failNoValue("AUTH_REQUIRED", "needs AUTH_KEYS, AUTH_REQUESTER_KEYS or AUTH_HMAC_KEY_FILE")
 	}
 	if !a.Required {
-		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_REQUESTER_KEYS", a.RequesterKeys}, {"AUTH_HMAC_KEY_FILE", shown["AUTH_HMAC_KEY_FILE"]},
+		for _, f := range []struct{ name, v string }{{"AUTH_KEYS", a.Keys}, {"AUTH_REQUESTER_KEYS", a.RequesterKeys}, {"AUTH_HMAC_KEY_FILE", hmacKeyFile},
 			{"AUTH_AUDIENCE", a.Audience}, {"AUTH_ISSUER", a.Issuer}} {
 			if f.v != "" {
-				fail(f.name, f.v, "is set but AUTH_REQUIRED is not true")
+				v.fail(f.name, f.v, "is set but AUTH_REQUIRED is not true")
 			}
 		}
 	}
@@ -266,82 +254,137 @@ func (c Config) validate(bootstrapSet bool) []error {
 	switch c.TokenFloorCheck {
 	case TokenFloorRequire, TokenFloorWarn, TokenFloorOff:
 	default:
-		fail("TOKEN_FLOOR_CHECK", c.TokenFloorCheck, "is not require, warn or off")
+		v.fail("TOKEN_FLOOR_CHECK", c.TokenFloorCheck, "is not require, warn or off")
 	}
 
 	if d := c.LockEventsRetention; d > 0 && d < time.Minute {
-		fail("LOCK_EVENTS_RETENTION", d.String(), "must be 0 (no history) or at least 60 s")
+		v.fail("LOCK_EVENTS_RETENTION", d.String(), "must be 0 (no history) or at least 60 s")
 	}
 
 	k := c.Kafka
 	if k.ConsumerGroup == "" {
-		failNoValue("KAFKA_CONSUMER_GROUP", "is empty")
+		v.failNoValue("KAFKA_CONSUMER_GROUP", "is empty")
 	}
 	if k.SessionTimeout < time.Second {
-		fail("KAFKA_SESSION_TIMEOUT", k.SessionTimeout.String(), "is less than 1 s")
+		v.fail("KAFKA_SESSION_TIMEOUT", k.SessionTimeout.String(), "is less than 1 s")
 	}
 	if k.HeartbeatInterval <= 0 || 3*k.HeartbeatInterval >= k.SessionTimeout {
 		// Kafka's own advice: heartbeat at most a third of the session, so
 		// one lost heartbeat does not end it.
-		fail("KAFKA_HEARTBEAT_INTERVAL", k.HeartbeatInterval.String(),
+		v.fail("KAFKA_HEARTBEAT_INTERVAL", k.HeartbeatInterval.String(),
 			"must be positive and less than a third of KAFKA_SESSION_TIMEOUT (%s)", k.SessionTimeout)
 	}
 	if k.GroupProtocol != GroupProtocolClassic && k.GroupProtocol != GroupProtocolConsumer {
-		fail("KAFKA_GROUP_PROTOCOL", k.GroupProtocol, "is not classic or consumer")
+		v.fail("KAFKA_GROUP_PROTOCOL", k.GroupProtocol, "is not classic or consumer")
 	}
 	// Kafka's rule for a group.instance.id (its Java client's
 	// JoinGroupRequest.validateGroupInstanceId) is a topic name's.
 	if k.StaticMembership && !topics.ValidTopicName(k.GroupInstanceID) {
-		fail("KAFKA_STATIC_MEMBERSHIP", k.GroupInstanceID, "needs a group.instance.id (INSTANCE_ID, else the host name) of 1..249 letters, digits, '.', '_' and '-', as Kafka's clients accept")
+		v.fail("KAFKA_STATIC_MEMBERSHIP", k.GroupInstanceID, "needs a group.instance.id (INSTANCE_ID, else the host name) of 1..249 letters, digits, '.', '_' and '-', as Kafka's clients accept")
 	}
+	// One broker holds one replica: creating a topic would fail at start
+	// (INVALID_REPLICATION_FACTOR), or later park the replies to a
+	// requester whose reply topic the relay creates.
+	if rf := c.Topics.ReplicationFactor; rf > 1 && c.embeddedBroker(bootstrapSet) {
+		v.fail("KAFKA_TOPIC_REPLICATION_FACTOR", strconv.Itoa(int(rf)), "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker is one broker, so topics can have only one replica: use -1 or 1)")
+	}
+
+	t := c.Topics
+	// A bad prefix is validateClient's to report.
+	if a.Required && validReplyPrefix(t.ReplyPrefix) && len(t.ReplyPrefix)+topics.MaxSubjectBytes > 249 {
+		// Refused here rather than token by token: every requester with a
+		// long enough name would otherwise have no usable reply topic.
+		v.fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is longer than %d bytes: with AUTH_REQUIRED a reply topic is the prefix and the token's sub (up to %d bytes), at most 249 bytes in all",
+			249-topics.MaxSubjectBytes, topics.MaxSubjectBytes)
+	}
+	if t.CommandsPartitions < 1 {
+		v.fail("COMMANDS_PARTITIONS", strconv.Itoa(int(t.CommandsPartitions)), "is less than 1")
+	}
+	// A bearer token travels in a header, which carries no white space at
+	// its ends (HTTP trims it) and no control bytes: such a token could
+	// never be presented, and every inspection would be refused.
+	if strings.ContainsFunc(c.InspectToken, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+		v.failNoValue("INSPECT_TOKEN", "may hold only visible ASCII characters, no spaces (a trailing newline from a secret file?)")
+	} else if c.InspectToken != "" && len(c.InspectToken) < MinInspectTokenBytes {
+		// A placeholder ("CHANGE-ME") or a word would guard with something
+		// guessable what only its bearers see: the inspection endpoints
+		// (/locks/*, /sessions/*, /health/locks) and, on /locks, the
+		// owner_metadata and the waiters' request_ids. Owner ids and
+		// fencing tokens are no secret it keeps: the lifecycle events
+		// carry them too.
+		v.failNoValue("INSPECT_TOKEN", "is shorter than %d bytes: use a random one, e.g. openssl rand -hex 32", MinInspectTokenBytes)
+	} else if len(c.InspectToken) > MaxInspectTokenBytes {
+		// The HTTP server reads at most 16 KiB of headers.
+		v.failNoValue("INSPECT_TOKEN", "is longer than %d bytes", MaxInspectTokenBytes)
+	}
+
+	if err := checkHTTPAddr(c.HTTPAddr); err != nil {
+		v.errs = append(v.errs, err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		v.fail("LOG_FORMAT", c.LogFormat, "is not json or console")
+	}
+	if !validInstanceID(c.InstanceID) {
+		v.fail("INSTANCE_ID", c.InstanceID, "must be 1..255 printable ASCII characters without spaces")
+	}
+	if c.Embedded.Dir == "" {
+		v.failNoValue("EMBEDDED_KAFKA_DIR", "is empty")
+	}
+	if c.Embedded.MinSessionTimeout <= 0 {
+		v.fail("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", c.Embedded.MinSessionTimeout.String(), "is not positive")
+	}
+	return v.errs
+}
+
+// validateClient is the checks of the settings a Kafka client of the
+// service reads (clientVariables), which read no other field: ClientFromEnv
+// applies only them (bootstrapSet: as validate's).
+func (c Config) validateClient(bootstrapSet bool) []error {
+	var v checks
+	k := c.Kafka
+	keyFile := v.secretPath("KAFKA_TLS_KEY_FILE", k.TLS.KeyFile)
 	if !k.TLS.Enabled {
 		for _, f := range []struct{ name, v string }{
 			{"KAFKA_TLS_CA_FILE", k.TLS.CAFile},
 			{"KAFKA_TLS_CERT_FILE", k.TLS.CertFile},
-			{"KAFKA_TLS_KEY_FILE", shown["KAFKA_TLS_KEY_FILE"]},
+			{"KAFKA_TLS_KEY_FILE", keyFile},
 		} {
 			if f.v != "" {
-				fail(f.name, f.v, "is set but KAFKA_TLS_ENABLED is not true")
+				v.fail(f.name, f.v, "is set but KAFKA_TLS_ENABLED is not true")
 			}
 		}
 		if k.TLS.InsecureSkipVerify {
-			fail("KAFKA_TLS_INSECURE_SKIP_VERIFY", "true", "is set but KAFKA_TLS_ENABLED is not true")
+			v.fail("KAFKA_TLS_INSECURE_SKIP_VERIFY", "true", "is set but KAFKA_TLS_ENABLED is not true")
 		}
 	}
 	if (k.TLS.CertFile == "") != (k.TLS.KeyFile == "") {
-		failNoValue("KAFKA_TLS_CERT_FILE", "and KAFKA_TLS_KEY_FILE must be set together")
+		v.failNoValue("KAFKA_TLS_CERT_FILE", "and KAFKA_TLS_KEY_FILE must be set together")
 	}
 	if k.SASL.Mechanism != "" {
 		switch m := strings.ToUpper(k.SASL.Mechanism); m {
 		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 		default:
-			fail("KAFKA_SASL_MECHANISM", k.SASL.Mechanism, "is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+			v.fail("KAFKA_SASL_MECHANISM", k.SASL.Mechanism, "is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
 		}
 		if k.SASL.Username == "" {
-			failNoValue("KAFKA_SASL_USERNAME", "is required with KAFKA_SASL_MECHANISM")
+			v.failNoValue("KAFKA_SASL_USERNAME", "is required with KAFKA_SASL_MECHANISM")
 		}
 		if k.SASL.Password == "" {
-			failNoValue("KAFKA_SASL_PASSWORD", "is required with KAFKA_SASL_MECHANISM")
+			v.failNoValue("KAFKA_SASL_PASSWORD", "is required with KAFKA_SASL_MECHANISM")
 		} else if strings.ContainsFunc(k.SASL.Password, isControl) {
-			failNoValue("KAFKA_SASL_PASSWORD", controlInSecret)
+			v.failNoValue("KAFKA_SASL_PASSWORD", controlInSecret)
 		}
 	} else if k.SASL.Username != "" || k.SASL.Password != "" {
-		failNoValue("KAFKA_SASL_MECHANISM", "is required with KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
+		v.failNoValue("KAFKA_SASL_MECHANISM", "is required with KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD")
 	}
-	if len(k.BootstrapServers) == 0 && !bootstrapSet {
+	if c.embeddedBroker(bootstrapSet) {
 		// The embedded broker has neither; accepting them would hide a
 		// forgotten KAFKA_BOOTSTRAP_SERVERS.
 		if k.TLS.Enabled {
-			failNoValue("KAFKA_TLS_ENABLED", "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker has no TLS)")
+			v.failNoValue("KAFKA_TLS_ENABLED", "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker has no TLS)")
 		}
 		if k.SASL.Mechanism != "" {
-			failNoValue("KAFKA_SASL_MECHANISM", "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker has no SASL)")
-		}
-		// One broker holds one replica: creating a topic would fail at
-		// start (INVALID_REPLICATION_FACTOR), or later park the replies to
-		// a requester whose reply topic the relay creates.
-		if rf := c.Topics.ReplicationFactor; rf > 1 {
-			fail("KAFKA_TOPIC_REPLICATION_FACTOR", strconv.Itoa(int(rf)), "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker is one broker, so topics can have only one replica: use -1 or 1)")
+			v.failNoValue("KAFKA_SASL_MECHANISM", "needs KAFKA_BOOTSTRAP_SERVERS (the embedded broker has no SASL)")
 		}
 	}
 
@@ -359,63 +402,55 @@ func (c Config) validate(bootstrapSet bool) []error {
 	for _, n := range named {
 		switch {
 		case !topics.ValidTopicName(n.v):
-			fail(n.name, n.v, "is not a valid Kafka topic name (1..249 of [a-zA-Z0-9._-])")
+			v.fail(n.name, n.v, "is not a valid Kafka topic name (1..249 of [a-zA-Z0-9._-])")
 		case seen[n.v] != "":
-			fail(n.name, n.v, "is the same topic as %s", seen[n.v])
+			v.fail(n.name, n.v, "is the same topic as %s", seen[n.v])
 		case t.ReplyPrefix != "" && strings.HasPrefix(n.v, t.ReplyPrefix):
 			// Otherwise a command's reply_to could name this topic.
-			fail(n.name, n.v, "starts with REPLY_TOPIC_PREFIX %q, so requesters could write into it", t.ReplyPrefix)
+			v.fail(n.name, n.v, "starts with REPLY_TOPIC_PREFIX %q, so requesters could write into it", t.ReplyPrefix)
 		}
 		seen[n.v] = n.name
 	}
-	if t.ReplyPrefix == "" || len(t.ReplyPrefix) >= 249 || !topics.ValidTopicName(t.ReplyPrefix+"x") {
-		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is not a non-empty prefix of valid Kafka topic names")
-	} else if a.Required && len(t.ReplyPrefix)+topics.MaxSubjectBytes > 249 {
-		// Refused here rather than token by token: every requester with a
-		// long enough name would otherwise have no usable reply topic.
-		fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is longer than %d bytes: with AUTH_REQUIRED a reply topic is the prefix and the token's sub (up to %d bytes), at most 249 bytes in all",
-			249-topics.MaxSubjectBytes, topics.MaxSubjectBytes)
-	}
-	if t.CommandsPartitions < 1 {
-		fail("COMMANDS_PARTITIONS", strconv.Itoa(int(t.CommandsPartitions)), "is less than 1")
-	}
-	// A bearer token travels in a header, which carries no white space at
-	// its ends (HTTP trims it) and no control bytes: such a token could
-	// never be presented, and every inspection would be refused.
-	if strings.ContainsFunc(c.InspectToken, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
-		failNoValue("INSPECT_TOKEN", "may hold only visible ASCII characters, no spaces (a trailing newline from a secret file?)")
-	} else if c.InspectToken != "" && len(c.InspectToken) < MinInspectTokenBytes {
-		// A placeholder ("CHANGE-ME") or a word would guard with something
-		// guessable what only its bearers see: the inspection endpoints
-		// (/locks/*, /sessions/*, /health/locks) and, on /locks, the
-		// owner_metadata and the waiters' request_ids. Owner ids and
-		// fencing tokens are no secret it keeps: the lifecycle events
-		// carry them too.
-		failNoValue("INSPECT_TOKEN", "is shorter than %d bytes: use a random one, e.g. openssl rand -hex 32", MinInspectTokenBytes)
-	} else if len(c.InspectToken) > MaxInspectTokenBytes {
-		// The HTTP server reads at most 16 KiB of headers.
-		failNoValue("INSPECT_TOKEN", "is longer than %d bytes", MaxInspectTokenBytes)
-	}
-
-	if err := checkHTTPAddr(c.HTTPAddr); err != nil {
-		errs = append(errs, err)
-	}
-	if c.LogFormat != "json" && c.LogFormat != "console" {
-		fail("LOG_FORMAT", c.LogFormat, "is not json or console")
-	}
-	if !validInstanceID(c.InstanceID) {
-		fail("INSTANCE_ID", c.InstanceID, "must be 1..255 printable ASCII characters without spaces")
+	if !validReplyPrefix(t.ReplyPrefix) {
+		v.fail("REPLY_TOPIC_PREFIX", t.ReplyPrefix, "is not a non-empty prefix of valid Kafka topic names")
 	}
 	if !validHostPort(c.Embedded.Addr, 0) {
-		fail("EMBEDDED_KAFKA_ADDR", c.Embedded.Addr, "is not host:port with a port of 0..65535 (e.g. 127.0.0.1:9092)")
+		v.fail("EMBEDDED_KAFKA_ADDR", c.Embedded.Addr, "is not host:port with a port of 0..65535 (e.g. 127.0.0.1:9092)")
 	}
-	if c.Embedded.Dir == "" {
-		failNoValue("EMBEDDED_KAFKA_DIR", "is empty")
+	return v.errs
+}
+
+// embeddedBroker reports that the configuration is the embedded broker's:
+// no KAFKA_BOOTSTRAP_SERVERS (bootstrapSet: as validate's).
+func (c Config) embeddedBroker(bootstrapSet bool) bool {
+	return len(c.Kafka.BootstrapServers) == 0 && !bootstrapSet
+}
+
+// validReplyPrefix reports whether p begins valid topic names.
+func validReplyPrefix(p string) bool {
+	return p != "" && len(p) < 249 && topics.ValidTopicName(p+"x")
+}
+
+// checks collects the errors of a validation.
+type checks struct{ errs []error }
+
+func (v *checks) fail(name, value, format string, args ...any) {
+	v.errs = append(v.errs, varError(name, value, fmt.Sprintf(format, args...)))
+}
+
+func (v *checks) failNoValue(name, format string, args ...any) {
+	v.errs = append(v.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+// secretPath checks name, one of secretPaths, and returns what errors may
+// show of its value: a secret where its file's path belongs is refused,
+// never quoted.
+func (v *checks) secretPath(name, value string) string {
+	shown, err := secretPath(name, value)
+	if err != nil {
+		v.errs = append(v.errs, err)
 	}
-	if c.Embedded.MinSessionTimeout <= 0 {
-		fail("EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT", c.Embedded.MinSessionTimeout.String(), "is not positive")
-	}
-	return errs
+	return shown
 }
 
 // HTTPAddrFromEnv is HTTP_ADDR as FromEnv reads and checks it (trimmed;
