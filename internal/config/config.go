@@ -455,8 +455,19 @@ func Default() Config {
 	}
 }
 
+// defaultInstanceID is the host name and the pid, the host name's bytes
+// INSTANCE_ID cannot hold (spaces, non-ASCII letters: "büro pc") made '_',
+// so that a default is never refused. (A group.instance.id, which must be
+// the same member's only, is not made so: KAFKA_STATIC_MEMBERSHIP asks
+// for INSTANCE_ID instead.)
 func defaultInstanceID() string {
-	return hostname() + "-" + strconv.Itoa(os.Getpid())
+	host := []byte(hostname())
+	for i, c := range host {
+		if c <= ' ' || c > '~' {
+			host[i] = '_'
+		}
+	}
+	return string(host) + "-" + strconv.Itoa(os.Getpid())
 }
 
 // osHostname is os.Hostname; tests give a host name INSTANCE_ID's
