@@ -3,12 +3,15 @@ package outbox
 import (
 	"context"
 	"math"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/internal/testdb"
@@ -92,4 +95,56 @@ func TestRelayPlansByIndex(t *testing.T) {
 	var remaining int
 	require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&remaining))
 	require.Equal(t, 300-160, remaining)
+}
+
+// A read walks only its partitions' rows, in outbox_waiting, under the
+// generic plan the relay's sessions use. A worker's partitions write to
+// the outbox interleaved, and outbox_pkey walked in id order with the
+// partition as a filter, which PostgreSQL prefers by its statistics (the
+// heap is in id order, not the partitions'), goes through eleven other
+// partitions' rows for each of its own, and through the whole table for
+// a partition that has none waiting (3 here: its rows published).
+func TestReadWalksOnlyItsPartitions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO outbox (source_partition, topic, key, value, headers)
+			SELECT i % 12, 'lock.state', convert_to('lock-' || i, 'UTF8'), decode(repeat('ab', 150), 'hex'), '\x02'
+			FROM generate_series(1, 12000) i WHERE i % 12 <> 3;
+		ANALYZE outbox`)
+	require.NoError(t, err)
+	ex := testdb.NewExplained(t, st.Pool)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: ex.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	reqs := []selectReq{{partition: 3, upTo: math.MaxInt64}, {partition: 7, upTo: math.MaxInt64}, {partition: 11, upTo: math.MaxInt64}}
+	var ids []int64
+	for range 7 { // past the five custom plans: the generic one the relay keeps using
+		res, err := r.selectRows(ctx, reqs)
+		require.NoError(t, err)
+		ids = ids[:0]
+		for i, s := range res {
+			require.Len(t, s.rows, min(r.cfg.BatchSize, 1000*int(reqs[i].partition%3)))
+			for _, x := range s.rows {
+				n, err := strconv.Atoi(strings.TrimPrefix(string(x.key), "lock-"))
+				require.NoError(t, err)
+				require.EqualValues(t, reqs[i].partition, n%12, "row %d", x.id)
+				ids = append(ids, x.id)
+			}
+		}
+	}
+	var heapPages int
+	// Each partition's walk reads the pages its rows are on, whichever
+	// other partition's walk read them too.
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM (
+		SELECT DISTINCT source_partition, (ctid::text::point)[0] FROM outbox WHERE id = ANY($1)) x`, ids).Scan(&heapPages))
+
+	pages, plan := ex.Pages(t, "created_at FROM outbox")
+	t.Logf("%d pages, %d rows read, on %d pages of the table:\n%s", pages, len(ids), heapPages, plan)
+	walk := regexp.MustCompile(`->  Index Scan using outbox_waiting on outbox  .*\n( +[A-Z][^>\n]*\n)*`).FindString(plan)
+	require.NotEmpty(t, walk, "the partitions walked in outbox_waiting:\n%s", plan)
+	require.NotContains(t, walk, "Rows Removed by Filter", "no other partition's rows walked:\n%s", plan)
+	require.NotRegexp(t, `Sort Key: (outbox|w)\.`, plan, "the walk's order serves the running sum:\n%s", plan)
+	// The pages the rows are on, and the indexes' few.
+	require.Less(t, pages, heapPages+30, "%d pages:\n%s", pages, plan)
 }
