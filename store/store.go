@@ -61,8 +61,8 @@ type Config struct {
 	OnStartRetry func(attempt int, err error, delay time.Duration)
 	// ConnectTimeout bounds each connection the pool makes, at the start
 	// and after it, when the URL sets no connect_timeout (or sets 0, which
-	// pgx does not tell from none), and the SET each new connection then
-	// runs (sessionSettings) whatever the URL sets. A server that accepts
+	// pgx does not tell from none), and the settings' statement each new
+	// connection then runs (sessionSettings) whatever the URL sets. A server that accepts
 	// connections and never answers them (keepalives are answered, so TCP
 	// never gives up) would otherwise hold the start in its first attempt,
 	// untold, and at run time hold a pool slot per connection attempt for
@@ -358,7 +358,7 @@ func setSQL(settings []setting, local, overStartup bool) string {
 	for i, s := range settings {
 		rows[i] = fmt.Sprintf("('%s', '%s')", s.name, s.value)
 	}
-	sql := fmt.Sprintf("SELECT set_config(name, v.value, %t) FROM (VALUES %s) v(name, value) JOIN pg_settings USING (name)",
+	sql := fmt.Sprintf("SELECT pg_catalog.set_config(name, v.value, %t) FROM (VALUES %s) v(name, value) JOIN pg_catalog.pg_settings USING (name)",
 		local, strings.Join(rows, ", "))
 	if !overStartup {
 		sql += " WHERE source <> 'client'"
