@@ -148,3 +148,57 @@ func TestReadWalksOnlyItsPartitions(t *testing.T) {
 	// The pages the rows are on, and the indexes' few.
 	require.Less(t, pages, heapPages+30, "%d pages:\n%s", pages, plan)
 }
+
+// The parks' statement looks for a running park's new rows among a chunk
+// of its partition's oldest waiting rows, walked in outbox_waiting and
+// stopped at the chunk under the generic plan the relay's sessions use:
+// not the other partitions' rows before and among them (outbox_pkey walked
+// with the partition as a filter), nor the rest of the partition's backlog.
+func TestParkingWalksAChunk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 170,000 outbox rows")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	// A park of 'bad' running in partition 0; 20,000 rows of partitions 1
+	// to 11; then 100,000 of partition 0, one in a hundred 'bad', among
+	// 50,000 more of the others.
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO outbox (source_partition, topic, value, parked_until, park_reason)
+			VALUES (0, 'bad', '\x00', now() + interval '10 minutes', 'TOPIC_AUTHORIZATION_FAILED');
+		INSERT INTO outbox (source_partition, topic, value)
+			SELECT 1 + i % 11, 'other', decode(repeat('ab', 150), 'hex') FROM generate_series(1, 20000) i;
+		INSERT INTO outbox (source_partition, topic, value)
+			SELECT CASE WHEN i % 3 = 0 THEN 1 + i % 11 ELSE 0 END, CASE WHEN i % 100 = 2 THEN 'bad' ELSE 'other' END,
+			       decode(repeat('ab', 150), 'hex')
+			FROM generate_series(1, 150000) i;
+		ANALYZE outbox`)
+	require.NoError(t, err)
+	// Partition 5's read asks for the parks too: it has none, and the two
+	// share the statement's chunk.
+	const share = unparkChunk / 2
+	var chunk, want []int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id), array_agg(id ORDER BY id) FILTER (WHERE topic = 'bad')
+		FROM (SELECT id, topic FROM outbox WHERE source_partition = 0 AND parked_until IS NULL ORDER BY id LIMIT $1) x`, share).Scan(&chunk, &want))
+	require.NotEmpty(t, want)
+	var heapPages int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(DISTINCT (ctid::text::point)[0]) FROM outbox WHERE id = ANY($1)`, chunk).Scan(&heapPages))
+
+	ex := testdb.NewExplained(t, st.Pool)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: ex.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	res, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, parks: true}, {partition: 5, upTo: math.MaxInt64, parks: true}})
+	require.NoError(t, err)
+	var got []int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FROM outbox WHERE parked_until IS NOT NULL AND id >= $1`, chunk[0]).Scan(&got))
+	require.Equal(t, want, got, "the running park's topic's rows among the chunk, of its partition alone")
+	require.Equal(t, map[string]int{"TOPIC_AUTHORIZATION_FAILED": len(want)}, res[0].parkedRows)
+
+	pages, plan := ex.Pages(t, "UPDATE outbox SET parked_until = NULL")
+	t.Logf("%d pages, the chunk's rows on %d pages of the table, %d parked:\n%s", pages, heapPages, len(want), plan)
+	// The pages the chunk's rows are on; for each row parked, its look-ups
+	// in outbox_pkey and its new entries in outbox_pkey and outbox_parked;
+	// the parks' few look-ups.
+	require.Less(t, pages, heapPages+20*len(want)+30, "%d pages:\n%s", pages, plan)
+}

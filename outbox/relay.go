@@ -1421,9 +1421,14 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 		// again in id order once the last is back. A chunk a partition,
 		// the statement's share of unparkChunk, of rows put back: every
 		// partition's read in the round trip waits for it, and a backlog
-		// of other topics' rows is not walked. The parked topics
-		// are found as the SELECT finds them, each one's ended rows and
-		// its park by a look-up in outbox_parked. Rows another transaction
+		// of other topics' rows is not walked. The waiting rows looked at
+		// are the partition's stretch of outbox_waiting, to the largest
+		// id, walked as the SELECT walks it, with no equality on
+		// source_partition (selectRows): with one the generic plan walks
+		// outbox_pkey, through the other partitions' rows before and among
+		// the chunk's (TestParkingWalksAChunk). The parked topics are
+		// found as the SELECT finds them, each one's ended rows and its
+		// park by a look-up in outbox_parked. Rows another transaction
 		// holds wait for a later read.
 		chunk := max(1, (cmp.Or(r.cfg.unparkChunk, unparkChunk)+len(parkParts)-1)/len(parkParts))
 		b.Queue(`
@@ -1447,7 +1452,8 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 				WHERE o.id = ANY(ARRAY(
 					SELECT c.id FROM outbox c WHERE c.id = ANY(ARRAY(
 						SELECT w.id FROM unnest($1::int[]) AS q(p), LATERAL (
-							SELECT id, topic FROM outbox WHERE source_partition = q.p AND parked_until IS NULL
+							SELECT id, topic FROM outbox
+							WHERE source_partition >= q.p AND (source_partition, id) <= (q.p, 9223372036854775807) AND parked_until IS NULL
 							  AND topic <> ALL(ARRAY(SELECT b.t FROM unnest($3::int[], $4::text[]) AS b(p, t) WHERE b.p = q.p))
 							ORDER BY source_partition, id
 							LIMIT $5) w
