@@ -202,3 +202,47 @@ func TestParkingWalksAChunk(t *testing.T) {
 	// the parks' few look-ups.
 	require.Less(t, pages, heapPages+20*len(want)+30, "%d pages:\n%s", pages, plan)
 }
+
+// A park walks its partition's stretch of outbox_waiting for its topic's
+// rows under the generic plan, not outbox_pkey from the chunk's start
+// with the partition as a filter, through every other partition's rows:
+// here a backlog of theirs before the partition's.
+func TestParkWalksOnlyItsPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 103,000 outbox rows")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	// 100,000 rows of partitions 1 to 11, some 'bad'; then 2,000 of
+	// partition 0, one in two hundred 'bad', among 1,000 more of the others.
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO outbox (source_partition, topic, value)
+			SELECT 1 + i % 11, CASE WHEN i % 10 = 0 THEN 'bad' ELSE 'other' END, '\x00' FROM generate_series(1, 100000) i;
+		INSERT INTO outbox (source_partition, topic, value)
+			SELECT CASE WHEN i % 3 = 0 THEN 1 + i % 11 ELSE 0 END, CASE WHEN i % 200 = 1 THEN 'bad' ELSE 'other' END, '\x00'
+			FROM generate_series(1, 3000) i;
+		ANALYZE outbox`)
+	require.NoError(t, err)
+	var want []int64
+	var heapPages int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FILTER (WHERE topic = 'bad'), count(DISTINCT (ctid::text::point)[0])
+		FROM outbox WHERE source_partition = 0`).Scan(&want, &heapPages))
+
+	ex := testdb.NewExplained(t, st.Pool)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: ex.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	n, _, err := r.park(ctx, r.part(0), "bad", "TOPIC_AUTHORIZATION_FAILED")
+	require.NoError(t, err)
+	require.EqualValues(t, len(want), n)
+	var got []int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FROM outbox WHERE parked_until IS NOT NULL`).Scan(&got))
+	require.Equal(t, want, got, "the topic's rows of the partition alone")
+
+	pages, plan := ex.Pages(t, "UPDATE outbox SET parked_until = coalesce")
+	t.Logf("%d pages, the partition's rows on %d pages of the table, %d parked:\n%s", pages, heapPages, n, plan)
+	// The pages the partition's rows are on, the index's, and for each
+	// row parked its look-up in outbox_pkey and its new entries there and
+	// in outbox_parked.
+	require.Less(t, pages, heapPages+20*len(want)+30, "%d pages:\n%s", pages, plan)
+}

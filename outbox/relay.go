@@ -1867,7 +1867,10 @@ const parkChunk = 5000
 // back the rest as the whole park would (a read leaves out every row of a
 // topic parked), and n counts them. The ids as an array, not IN (SELECT
 // ...), which PostgreSQL joins with a scan of the whole table: each chunk
-// walks outbox_waiting from the last one's id, then outbox_pkey. Rows
+// walks the partition's stretch of outbox_waiting from the last one's id,
+// then outbox_pkey. No equality on source_partition, for the reason
+// selectRows gives: with one the generic plan walks outbox_pkey from the
+// id, through every partition's rows (TestParkWalksOnlyItsPartition). Rows
 // whose earlier park ended and are still marked are left as they are: the
 // reads take the mark off later, and they wait behind this park.
 func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n int64, until time.Time, err error) {
@@ -1882,7 +1885,7 @@ func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n
 				UPDATE outbox SET parked_until = coalesce($6::timestamptz, now() + $3::interval), park_reason = $4
 				WHERE id = ANY(ARRAY(
 					SELECT id FROM outbox
-					WHERE source_partition = $1 AND id > $7 AND topic = $2 AND parked_until IS NULL
+					WHERE source_partition <= $1 AND (source_partition, id) > ($1, $7) AND topic = $2 AND parked_until IS NULL
 					  AND id <> ALL(coalesce($5::bigint[], '{}'))
 					ORDER BY source_partition, id
 					LIMIT $8))
