@@ -398,7 +398,7 @@ func (c *Client) read(ctx context.Context) {
 			}
 			c.replyFetchFailed(e)
 		}
-		if pause.After(ctx, fs.NumRecords(), len(errs)) != nil {
+		if pause.After(ctx, fs.NumRecords(), errs) != nil {
 			return
 		}
 		fs.EachRecord(func(r *kgo.Record) {

@@ -655,7 +655,7 @@ func (r *stateReader) poll(ctx context.Context, f func(rec *kgo.Record, live boo
 		r.settle(confirming && len(errs) == 0)
 		r.failed.mu.Unlock()
 	}
-	if err := r.pause.After(ctx, fs.NumRecords(), len(errs)); err != nil {
+	if err := r.pause.After(ctx, fs.NumRecords(), errs); err != nil {
 		return false, err
 	}
 	fs.EachRecord(func(rec *kgo.Record) {

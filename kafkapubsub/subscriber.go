@@ -318,20 +318,19 @@ func (s *Subscriber) consume(ctx context.Context, client *kgo.Client, owned *own
 		}
 		var refused error
 		var skips []*kgo.ErrDecompressTooLarge
-		errs := 0
-		fetches.EachError(func(topic string, partition int32, err error) {
-			errs++
+		errs := fetches.Errors()
+		for _, e := range errs {
 			var tooLarge *kgo.ErrDecompressTooLarge
 			switch {
-			case isRefusal(err):
-				refused = err
-			case errors.As(err, &tooLarge):
+			case isRefusal(e.Err):
+				refused = e.Err
+			case errors.As(e.Err, &tooLarge):
 				skips = append(skips, tooLarge)
-			case logged[partition] != err.Error():
-				logged[partition] = err.Error()
-				s.logger.Error("Fetch error", err, fields.Add(watermill.LogFields{"partition": partition}))
+			case logged[e.Partition] != e.Err.Error():
+				logged[e.Partition] = e.Err.Error()
+				s.logger.Error("Fetch error", e.Err, fields.Add(watermill.LogFields{"partition": e.Partition}))
 			}
-		})
+		}
 		if refused != nil {
 			// kgo would retry it forever, and the subscription would
 			// deliver nothing while its channel stays open.
