@@ -185,3 +185,33 @@ func (f tooLargeFixture) beforeAndAfter(t *testing.T, first, next int64, group s
 	}
 	return skipped
 }
+
+// TestTooLargeBatchesInARowDoNotPause: a batch skipped is progress, as a
+// record is, so batches past the bound in a row are skipped one after the
+// other, without the pause that follows a poll of fetch errors only
+// (100 ms doubling to 1 s, 3.5 s for six): the subscription reads all its
+// partitions in one loop, and a producer of such batches would hold back
+// every reader of the topic.
+func TestTooLargeBatchesInARowDoNotPause(t *testing.T) {
+	const batches = 6
+	f := newTooLargeFixture(t)
+	f.message(t, "before")
+	for range batches {
+		f.bomb(t, 20<<10)
+	}
+	f.message(t, "after")
+
+	sub, skipped := f.subscriber(t, "", kgo.MaxDecompressBatchBytes(16<<10))
+	msgs, err := sub.Subscribe(context.Background(), tooLargeTopic)
+	require.NoError(t, err)
+	msg := receive(t, msgs)
+	require.Equal(t, "before", msg.UUID)
+	start := time.Now()
+	msg.Ack()
+	msg = receive(t, msgs)
+	took := time.Since(start)
+	require.Equal(t, "after", msg.UUID)
+	msg.Ack()
+	require.Len(t, skipped, batches, "every batch skipped")
+	require.Less(t, took, 500*time.Millisecond, "%d batches skipped in a row", batches)
+}
