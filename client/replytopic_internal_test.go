@@ -246,3 +246,27 @@ func TestReplyBatchTooLargeIsSkipped(t *testing.T) {
 	_, err = c.Query(ctx, "after")
 	require.NoError(t, err, "the reply after the batch")
 }
+
+// Record batches of the reply topic past the reader's bound in a row are
+// skipped one after the other: a batch skipped is progress, as a record
+// is, so no pause follows it as one follows a poll of fetch errors only
+// (100 ms doubling to 1 s, 3.5 s for six), and the reply after them is
+// read at once.
+func TestReplyBatchesTooLargeInARowDoNotPause(t *testing.T) {
+	const batches = 6
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+		cfg.RequestTimeout = 15 * time.Second
+		cfg.KafkaOpts = append(cfg.KafkaOpts, kgo.MaxDecompressBatchBytes(16<<10))
+	}}, answerQueriesOnce())
+	_, err := c.Query(ctx, "before")
+	require.NoError(t, err)
+	for range batches {
+		kafkatest.Bomb(t, cluster, c.ReplyTopic(), 0, "bomb", 20<<10)
+	}
+	start := time.Now()
+	_, err = c.Query(ctx, "after")
+	require.NoError(t, err, "the reply after the batches")
+	require.Less(t, time.Since(start), 500*time.Millisecond, "%d batches skipped in a row", batches)
+}

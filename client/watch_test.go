@@ -822,3 +822,29 @@ func TestStateBatchTooLargeIsSkipped(t *testing.T) {
 	_, err = c.Locks(ctx)
 	require.ErrorContains(t, err, "2 record batch(es) skipped")
 }
+
+// Record batches of the lock state topic past the readers' bound in a row
+// are skipped one after the other: a batch skipped is progress, as a
+// record is, so no pause follows it as one follows a poll of fetch errors
+// only (100 ms doubling to 1 s, 3.5 s for six), and a watch delivers the
+// revision after them at once.
+func TestStateBatchesTooLargeInARowDoNotPause(t *testing.T) {
+	const batches = 6
+	ctx := ctxT(t)
+	cluster, produce := kafkatest.StateTopic(t, 1, kafkatest.StateRecord(t, "job", 1))
+	c, err := client.New(ctx, client.Config{Brokers: cluster.ListenAddrs(), ReadOnly: true,
+		KafkaOpts: []kgo.Opt{kgo.MaxDecompressBatchBytes(16 << 10)}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	ch, err := c.Watch(ctx, "job")
+	require.NoError(t, err)
+	require.EqualValues(t, 1, next(t, ch).Revision)
+
+	for range batches {
+		kafkatest.Bomb(t, cluster, topics.DefaultNames().State, 0, "job", 20<<10)
+	}
+	start := time.Now()
+	produce(kafkatest.StateRecord(t, "job", 2))
+	require.EqualValues(t, 2, next(t, ch).Revision, "the revision after the batches")
+	require.Less(t, time.Since(start), 500*time.Millisecond, "%d batches skipped in a row", batches)
+}
