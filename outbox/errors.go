@@ -86,6 +86,7 @@ const ReasonClock = "INVALID_TIMESTAMP: check this replica's clock"
 // INVALID_REPLICATION_FACTOR: the brokers up are fewer than the replicas
 // asked for, as while one of three restarts with the factor 3 that
 // production wants. The relay retries it as when Kafka is away, and logs
-// this with each retry: a factor above the brokers the cluster has at all
-// is a configuration mistake, which only the operator ends.
+// this with each retry, but pauses no partition for it (Kafka answered): a
+// factor above the brokers the cluster has at all is a configuration
+// mistake, which only the operator ends.
 const ReasonReplicas = "INVALID_REPLICATION_FACTOR: fewer brokers are up than the topic's replication factor (KAFKA_TOPIC_REPLICATION_FACTOR); retried until they are, so lower it if the cluster has fewer brokers"

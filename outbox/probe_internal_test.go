@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -17,21 +18,26 @@ import (
 // Probes that fail together while passes got other topics acknowledged
 // pause nothing: Kafka answered meanwhile, and the failures are their
 // topics'. With nothing acknowledged since they started, two topics
-// failing so pause the partition, as two publishes would.
+// failing so pause the partition, as two publishes would; not when Kafka
+// refused their creation for its replicas, which is an answer too.
 func TestProbeFailuresPauseOnlyWithoutAcknowledgements(t *testing.T) {
 	away := errors.New("dial tcp: connection refused")
-	for _, acked := range []bool{true, false} {
+	replicas := fmt.Errorf("kafkapubsub: create topic: %w", kerr.InvalidReplicationFactor)
+	for _, c := range []struct {
+		err           error
+		acked, pauses bool
+	}{{away, true, false}, {away, false, true}, {replicas, false, false}} {
 		r := &Relay{cfg: Config{RetryBase: time.Second, RetryMax: time.Minute}, log: zerolog.Nop()}
 		p := &partition{blocked: map[string]block{}, parked: map[string]bool{}, probes: &probes{}}
 		for _, topic := range []string{"a", "d"} {
 			p.blocked[topic] = block{failures: 1, probing: true}
-			p.probes.done = append(p.probes.done, probed{u: unit{topic: topic, rows: []row{{rowRef: rowRef{id: 1}, topic: topic}}}, err: away, at: time.Now()})
+			p.probes.done = append(p.probes.done, probed{u: unit{topic: topic, rows: []row{{rowRef: rowRef{id: 1}, topic: topic}}}, err: c.err, at: time.Now()})
 		}
-		if acked {
+		if c.acked {
 			(&passState{}).ack(p, []row{{rowRef: rowRef{id: 2}, topic: "other"}})
 		}
 		r.settleProbes(context.Background(), p)
-		require.Equal(t, acked, p.pauseUntil.IsZero(), "acknowledged meanwhile: %v", acked)
+		require.Equal(t, c.pauses, !p.pauseUntil.IsZero(), "%v, acknowledged meanwhile: %v", c.err, c.acked)
 		for _, topic := range []string{"a", "d"} {
 			b := p.blocked[topic]
 			require.False(t, b.probing, "settled")

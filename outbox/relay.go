@@ -1018,7 +1018,11 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 		log = log.Str("reason", reason)
 	}
 	log.Msg("outbox: Kafka did not take the records; retrying")
-	if acked {
+	// A creation refused for its replicas is Kafka's answer: as beside an
+	// acknowledgement, the failure is the topic's own. Counted toward a
+	// pause, new requesters' reply topics failing so while a broker is
+	// down would hold every other topic's records.
+	if acked || reason == ReasonReplicas {
 		p.awayTopic = "" // as after a success
 		return true
 	}

@@ -2,6 +2,9 @@ package outbox_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -82,4 +85,51 @@ func TestInvalidPartitionsRefused(t *testing.T) {
 	kind, reason := outbox.Classify(err)
 	assert.Equal(t, outbox.TopicRefused, kind, "%v", err)
 	assert.Equal(t, "INVALID_PARTITIONS", reason)
+}
+
+// Reply topics whose creation Kafka refuses INVALID_REPLICATION_FACTOR,
+// however many, never pause the partition: Kafka answered, so each waits
+// alone, as a topic failing beside an acknowledgement does. New requesters'
+// reply topics keep failing so while the replies to a topic that exists go
+// at once; a pause (two topics failing for Kafka away, no ack between)
+// would hold them RetryBase, then longer, up to RetryMax.
+func TestReplicasRefusalsPauseNothing(t *testing.T) {
+	t.Parallel()
+	const existing, p, retryBase = "locks.replies.old", int32(6), time.Second
+	c := newCluster(t, kfake.SeedTopics(1, existing)) // one broker: three replicas are refused
+	st := testdb.New(t)
+	kpub, cl, err := outbox.NewKafkaPublisher(append(clientOpts(), kgo.SeedBrokers(c.ListenAddrs()...)), time.Second, "locks.replies.", true, 3)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	pub := &recorder{Publisher: kpub}
+	var logs testlog.Buffer
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.RetryBase, cfg.RetryMax = retryBase, 5*time.Second
+		cfg.Logger = zerolog.New(&logs)
+	})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+
+	refused := func(topic string) bool { // a retry was logged for it
+		return slices.ContainsFunc(strings.Split(logs.String(), "\n"), func(l string) bool {
+			return strings.Contains(l, "Kafka did not take the records") && strings.Contains(l, `"topic":"`+topic+`"`)
+		})
+	}
+	var worst time.Duration
+	for i := range 3 {
+		// Two new requesters at once: their topics fail in one pass, no
+		// other topic acknowledged.
+		a, b := fmt.Sprintf("locks.replies.new%da", i), fmt.Sprintf("locks.replies.new%db", i)
+		insert(t, st, p, rec{a, "k", "v", ""}, rec{b, "k", "v", ""})
+		require.Eventually(t, func() bool { return refused(a) && refused(b) }, 10*time.Second, 10*time.Millisecond,
+			"%s", testlog.LastLines(logs.String(), 5))
+		at := time.Now()
+		v := fmt.Sprint("reply", i)
+		insert(t, st, p, rec{existing, "k", v, ""})
+		relay.Wake(p)
+		require.Eventually(t, func() bool { return slices.Contains(pub.acked(), existing+"/"+v) }, 20*time.Second, time.Millisecond)
+		worst = max(worst, time.Since(at))
+	}
+	t.Logf("the existing topic's replies took %v at most", worst)
+	assert.Zero(t, strings.Count(logs.String(), "pausing the partition"), "partition pauses")
+	assert.Less(t, worst, retryBase/2, "no reply waits out a pause")
 }
