@@ -17,8 +17,8 @@ const (
 	// log.message.timestamp.before/after.max.ms, and the same row is taken
 	// once the clock is right), or refuses to create the topic with its
 	// replicas (INVALID_REPLICATION_FACTOR: fewer brokers are up than the
-	// factor, ReasonReplicas). Retried without limit, never counted, never
-	// parked.
+	// factor, ReasonReplicas). Retried without counting; not parked but
+	// for ReasonReplicas, refused on end for ParkFor (see there).
 	KafkaAway Failure = iota
 	// TopicRefused: the topic cannot be written (not authorized, does not
 	// exist and could not be created: a name or partition count Kafka
@@ -86,7 +86,10 @@ const ReasonClock = "INVALID_TIMESTAMP: check this replica's clock"
 // INVALID_REPLICATION_FACTOR: the brokers up are fewer than the replicas
 // asked for, as while one of three restarts with the factor 3 that
 // production wants. The relay retries it as when Kafka is away, and logs
-// this with each retry, but pauses no partition for it (Kafka answered): a
-// factor above the brokers the cluster has at all is a configuration
-// mistake, which only the operator ends.
+// this with each retry, but pauses no partition for it (Kafka answered).
+// A topic refused so with no other outcome for ParkFor (10 min) has a
+// factor above the brokers the cluster has at all, a configuration mistake
+// which only the operator ends: its rows are parked for ParkFor, park
+// reason INVALID_REPLICATION_FACTOR, so /health counts them and the
+// creation is tried once a park rather than every RetryMax.
 const ReasonReplicas = "INVALID_REPLICATION_FACTOR: fewer brokers are up than the topic's replication factor (KAFKA_TOPIC_REPLICATION_FACTOR); retried until they are, so lower it if the cluster has fewer brokers"

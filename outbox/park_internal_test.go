@@ -3,12 +3,14 @@ package outbox
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/store"
@@ -68,6 +70,45 @@ func TestKafkaAwayBesideAnAcknowledgementPausesNothing(t *testing.T) {
 	require.True(t, p.pauseUntil.IsZero(), "another topic of the call was acknowledged")
 	call(false, "a1", "a2")
 	require.True(t, p.pauseUntil.After(time.Now()), "nothing acknowledged: two topics in a row")
+}
+
+// A topic whose creation Kafka refuses for its replicas is parked only
+// once refused so on end for ParkFor: another failure between (Kafka away,
+// as a broker restarting may show too) starts the count again.
+func TestReplicasRefusalParksOnlyOnEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	r := &Relay{cfg: Config{Pool: st.Pool, ParkFor: time.Minute, RetryBase: time.Second, RetryMax: time.Minute}, log: zerolog.Nop(),
+		parts: map[int32]*partition{}}
+	p := r.part(0)
+	var id int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 't', '\x00') RETURNING id`).Scan(&id))
+	parked := func() int {
+		var n int
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE parked_until > now() AND park_reason = 'INVALID_REPLICATION_FACTOR'`).Scan(&n))
+		return n
+	}
+	settle := func(err error) {
+		require.True(t, r.settle(ctx, p, unit{topic: "t", rows: []row{{rowRef: rowRef{id: id}, topic: "t"}}}, err, &passState{failed: map[string]bool{}}, false))
+	}
+	refusedLong := func() { // refused so for a while already
+		b := p.blocked["t"]
+		b.replicasSince = time.Now().Add(-time.Hour)
+		p.blocked["t"] = b
+	}
+	replicas := fmt.Errorf("kafkapubsub: create topic: %w", kerr.InvalidReplicationFactor)
+
+	refusedLong()
+	settle(errors.New("dial tcp: connection refused"))
+	require.Zero(t, parked(), "away")
+	settle(replicas)
+	require.Zero(t, parked(), "refused so again since the other failure only")
+	refusedLong()
+	settle(replicas)
+	require.Equal(t, 1, parked())
+	require.True(t, p.parked["t"])
+	require.NotContains(t, p.blocked, "t", "the reads leave it out as parked")
 }
 
 // A topic whose backoff has ended and which has no row left to retry (an

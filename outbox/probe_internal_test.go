@@ -27,7 +27,7 @@ func TestProbeFailuresPauseOnlyWithoutAcknowledgements(t *testing.T) {
 		err           error
 		acked, pauses bool
 	}{{away, true, false}, {away, false, true}, {replicas, false, false}} {
-		r := &Relay{cfg: Config{RetryBase: time.Second, RetryMax: time.Minute}, log: zerolog.Nop()}
+		r := &Relay{cfg: Config{RetryBase: time.Second, RetryMax: time.Minute, ParkFor: time.Hour}, log: zerolog.Nop()}
 		p := &partition{blocked: map[string]block{}, parked: map[string]bool{}, probes: &probes{}}
 		for _, topic := range []string{"a", "d"} {
 			p.blocked[topic] = block{failures: 1, probing: true}

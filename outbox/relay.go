@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/omninode/lockworker/internal/failstreak"
 	"github.com/omninode/lockworker/kafkapubsub"
@@ -233,6 +234,10 @@ type block struct {
 	at, until time.Time
 	failures  int  // consecutive transient failures, for the backoff
 	probing   bool // a probe publishes its rows (probe.go)
+	// replicasSince is when the topic's creation was first refused for
+	// its replicas (ReasonReplicas) with no other outcome since; zero: it
+	// was not.
+	replicasSince time.Time
 }
 
 // waiting says whether the topic is held back at now.
@@ -959,7 +964,8 @@ func (r *Relay) publishConcurrently(ctx context.Context, p *partition, units []u
 const probeGrace = 300 * time.Millisecond
 
 // settle accounts one unit's publish: acknowledges its rows, parks the
-// records Kafka refuses for good, or backs its topic off. It returns false
+// records Kafka refuses for good, or backs its topic off (parks it, when
+// refused for its replicas on end for ParkFor). It returns false
 // when the pass should stop: ctx ended, the database failed, or Kafka
 // looks away and the partition pauses. acked says another unit published
 // at the same time was acknowledged: Kafka is not away.
@@ -1011,7 +1017,26 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	b.failures++
 	b.at = time.Now()
 	b.until = b.at.Add(r.backoff(b.failures))
+	if reason != ReasonReplicas {
+		b.replicasSince = time.Time{}
+	} else if b.replicasSince.IsZero() {
+		b.replicasSince = b.at
+	}
 	p.blocked[u.topic] = b
+	if reason == ReasonReplicas && b.at.Sub(b.replicasSince) >= r.cfg.ParkFor {
+		// Refused so as long as a park lasts: no broker restarting, but
+		// a factor above the brokers the cluster has. Parked, the rows
+		// count in /health, leave the reads, and their topic's creation
+		// is tried once a park rather than every RetryMax.
+		ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+		defer cancel()
+		log := r.log.With().Err(err).Int32("partition", p.id).Str("topic", u.topic).Dur("refused_for", b.at.Sub(b.replicasSince)).Logger()
+		if err := r.parkTopic(ctx, p, u.topic, kerr.InvalidReplicationFactor.Message, log); err != nil {
+			ps.res.dbErr = cmp.Or(ps.res.dbErr, err)
+			return false
+		}
+		return true
+	}
 	log := r.log.Warn().Err(err).Int32("partition", p.id).Str("topic", u.topic).Int("rows", len(u.rows)).
 		Dur("retry_in", b.until.Sub(b.at))
 	if reason != "" {
@@ -1838,6 +1863,13 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 		log.Warn().Msg("outbox: topic cannot be written; retrying")
 		return nil
 	}
+	return r.parkTopic(ctx, p, topic, reason, log)
+}
+
+// parkTopic parks the topic's waiting rows for reason (park) and ends its
+// backoff: the reads leave it out until the park ends. log says which
+// failure it was.
+func (r *Relay) parkTopic(ctx context.Context, p *partition, topic, reason string, log zerolog.Logger) error {
 	n, until, err := r.park(ctx, p, topic, reason)
 	if n == 0 && err != nil {
 		return fmt.Errorf("parking rows of partition %d for %q: %w", p.id, topic, err)

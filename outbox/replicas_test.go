@@ -26,10 +26,10 @@ import (
 // A reply topic whose creation Kafka refuses INVALID_REPLICATION_FACTOR
 // (fewer brokers up than its replicas, as while one of three restarts with
 // the factor 3 production wants) waits for the brokers as for Kafka away:
-// its rows are retried past MaxAttempts, never counted nor parked (parked,
-// the requester would get no reply for ParkFor although its lock may be
-// granted), each retry's warning says why, and the reply goes once the
-// brokers are there.
+// its rows are retried past MaxAttempts, neither counted nor parked within
+// ParkFor (parked, the requester would get no reply for ParkFor although
+// its lock may be granted), each retry's warning says why, and the reply
+// goes once the brokers are there.
 func TestReplyTopicWaitsForItsReplicas(t *testing.T) {
 	t.Parallel()
 	const reply, p, maxAttempts = "locks.replies.svc", int32(5), 2
@@ -69,6 +69,47 @@ func TestReplyTopicWaitsForItsReplicas(t *testing.T) {
 		"the reply goes once three brokers are up: %s", testlog.LastLines(logs.String(), 5))
 	assert.Equal(t, []string{"granted"}, values(consume(t, c.ListenAddrs(), reply, 1)))
 	assert.Zero(t, parked.Load())
+}
+
+// A topic whose creation is refused INVALID_REPLICATION_FACTOR on end for
+// as long as a park lasts (ParkFor) has a factor above the brokers the
+// cluster has, not one restarting: its rows are parked with that reason,
+// so that /health counts them and its creation is tried once a park, not
+// every RetryMax.
+func TestLastingReplicasRefusalParks(t *testing.T) {
+	t.Parallel()
+	const reply, p, parkFor = "locks.replies.misconfigured", int32(7), 2 * time.Second
+	c := newCluster(t) // one broker, for good
+	st := testdb.New(t)
+	pub, cl, err := outbox.NewKafkaPublisher(append(clientOpts(), kgo.SeedBrokers(c.ListenAddrs()...)), time.Second, "locks.replies.", true, 3)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	type park struct {
+		reason string
+		rows   int
+		after  time.Duration
+	}
+	parks := make(chan park, 10)
+	inserted := time.Now()
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
+		cfg.ParkFor = parkFor
+		cfg.OnParked = func(reason string, n int) { parks <- park{reason, n, time.Since(inserted)} }
+	})
+	insert(t, st, p, rec{reply, "k", "granted", "e1"})
+	start(t, func(ctx context.Context) error { return relay.Run(ctx, p) })
+
+	select {
+	case got := <-parks:
+		assert.Equal(t, "INVALID_REPLICATION_FACTOR", got.reason)
+		assert.Equal(t, 1, got.rows)
+		assert.GreaterOrEqual(t, got.after, parkFor, "refused so for a park's time first")
+	case <-time.After(10 * parkFor):
+		t.Fatal("the topic refused for its replicas on end was never parked")
+	}
+	assert.Equal(t, 1, count(t, st, "parked_until > now() AND park_reason = 'INVALID_REPLICATION_FACTOR' AND attempts = 0"))
+	n, err := outbox.Parked(context.Background(), st.Pool)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n, "/health's count")
 }
 
 // A creation refused INVALID_PARTITIONS stays a refusal, parked after
