@@ -130,7 +130,11 @@
 //     clock, kgo's CreateTime, is outside the broker's window; the retry
 //     warning says to check it), or refuses to create a reply topic with
 //     its replicas (INVALID_REPLICATION_FACTOR: fewer brokers up than the
-//     factor; the retry warning says so): never counted, never parked. The topic backs off in memory; two
+//     factor; the retry warning says so): never counted. Such a refusal is
+//     Kafka's answer, so it counts toward no pause (below), and a topic
+//     refused so with no other outcome for ParkFor is parked for ParkFor,
+//     park_reason INVALID_REPLICATION_FACTOR; otherwise nothing here is
+//     parked. The topic backs off in memory; two
 //     topics failing so in a row with no success between them or in the
 //     same call, in one pass or in passes of their own, pause the whole
 //     partition with backoff

@@ -52,7 +52,9 @@ type Config struct {
 	MaxAttempts int
 	// ParkFor is how long the rows of a topic that cannot be written stay
 	// parked (newer rows of it waiting behind them) before the next try, by
-	// the database's clock. Default 10 min.
+	// the database's clock; and how long a topic's creation may be refused
+	// INVALID_REPLICATION_FACTOR, with no other outcome, before its rows
+	// are parked. Default 10 min.
 	ParkFor time.Duration
 	// PublishTimeout is the messages' context deadline: kgo fails records
 	// past it when it safely can, which an idempotent client cannot do for
@@ -96,8 +98,8 @@ type Config struct {
 	// It runs on the partition's goroutine: keep it quick.
 	OnPublished func(n int, oldest time.Duration)
 	// OnParked, when set, is told each time rows are parked, how many and
-	// why (Classify's reason: the Kafka error's name or
-	// UNREADABLE_HEADERS), for metrics: by a failed publish, and by a
+	// why (Classify's reason: the Kafka error's name, INVALID_REPLICATION_FACTOR
+	// included, or UNREADABLE_HEADERS), for metrics: by a failed publish, and by a
 	// read, the rows a parked topic got during its park (its reason). It
 	// runs on the partition's goroutine: keep it quick.
 	OnParked func(reason string, rows int)
