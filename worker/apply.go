@@ -77,8 +77,9 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 	}()
 	parts := group(segs)
 	txCtx := w.serving() // ended too by a withdrawal (watchPostgres)
-	// The last attempt whose COMMIT went with writes: to tell a lost
-	// COMMIT from a takeover, and report what it did if it committed.
+	// The last attempt whose COMMIT went with writes, until PostgreSQL
+	// says it did not commit: to tell a lost COMMIT from a takeover, and
+	// report what it did if it committed.
 	var sent *sentAttempt
 	poison := quarantine{}
 	start := time.Now()
@@ -137,7 +138,7 @@ func (w *Worker) applySegments(ctx context.Context, segs []segment) {
 		if errors.As(err, &moved) {
 			was := slices.Clone(parts)
 			var rest []*part
-			rest, err = w.settleMoved(txCtx, parts, moved, sent, start)
+			rest, err = w.settleMoved(txCtx, parts, moved, &sent, start)
 			switch {
 			case err == nil:
 				for _, pt := range was {
@@ -285,13 +286,13 @@ func group(segs []segment) []*part {
 
 // settleMoved handles a partition whose stored offset was not the expected
 // one. Either an earlier attempt of this batch committed (its COMMIT's
-// answer was lost and InTx retried): PostgreSQL says sent, the last
+// answer was lost and InTx retried): PostgreSQL says *sent, the last
 // attempt whose COMMIT went with writes, committed, and nil is returned as
 // for success, what it did reported (foundCommitted). Or another replica
 // moved it: that partition is restarted from the stored offset
 // (takenOver) and the other parts are returned to retry. Or it went back
 // (wentBack): the token floor is checked first.
-func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, sent *sentAttempt,
+func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.OffsetMovedError, sent **sentAttempt,
 	start time.Time) ([]*part, error) {
 	back, err := w.wentBack(ctx, parts, moved)
 	switch {
@@ -320,30 +321,32 @@ type sentAttempt struct {
 	marked  map[*part][]*kgo.ErrDecompressTooLarge // the skips it dead-lettered, by part
 }
 
-// foundCommitted reports whether sent (nil: no attempt's COMMIT went with
+// foundCommitted reports whether *sent (nil: no attempt's COMMIT went with
 // writes) committed, its answer lost, and then its results, each part's
-// skips it dead-lettered set back (marked) for committed to report. Only
-// sent can have committed writes: an attempt with writes finds the batch's
-// offsets where it expects them, so none before it committed, and after
-// one that committed no attempt finds anything left to write. An attempt
-// that wrote nothing (a partition's first batch, all of it found applied)
-// moved no offset, whether it committed or not.
-func (w *Worker) foundCommitted(ctx context.Context, parts []*part, sent *sentAttempt) (bool, []result, error) {
-	if sent == nil {
+// skips it dead-lettered set back (marked) for committed to report. Only *sent can have committed writes: an attempt with writes
+// finds the batch's offsets where it expects them, so none before it
+// committed, and after one that committed no attempt finds anything left
+// to write. An attempt that wrote nothing (a partition's first batch, all
+// of it found applied) moved no offset, whether it committed or not. One
+// that did not commit never will (the retry asking waited for its offset
+// row locks, so it has ended): *sent is cleared, not asked about again.
+func (w *Worker) foundCommitted(ctx context.Context, parts []*part, sent **sentAttempt) (bool, []result, error) {
+	if *sent == nil {
 		return false, nil, nil
 	}
-	committed, err := w.cfg.Store.AnyCommitted(ctx, []int64{sent.xid})
+	committed, err := w.cfg.Store.AnyCommitted(ctx, []int64{(*sent).xid})
 	if err != nil {
 		return false, nil, fmt.Errorf("asking whether an earlier attempt committed: %w", err)
 	}
 	if !committed {
+		*sent = nil
 		return false, nil, nil
 	}
 	w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
 	for _, pt := range parts {
-		pt.marked = sent.marked[pt]
+		pt.marked = (*sent).marked[pt]
 	}
-	return true, sent.results, nil
+	return true, (*sent).results, nil
 }
 
 // restartMoved restarts the partition whose offset moved (takenOver; back:
@@ -699,9 +702,10 @@ type result struct {
 // written together. Quarantined records are answered as invalid. Each
 // attempt whose COMMIT goes with writes is noted in *sent; an attempt that
 // commits with nothing left to write returns the results of *sent if
-// PostgreSQL says it committed (foundCommitted), else none. A probe (sent
-// nil) sends everything but COMMIT and rolls back, failing with errProbed
-// when all of it was accepted.
+// PostgreSQL says it committed (foundCommitted), else none: also when it
+// cannot be asked (logged), for the batch is done either way. A probe
+// (sent nil) sends everything but COMMIT and rolls back, failing with
+// errProbed when all of it was accepted.
 //
 // Its round trips: the first carries BEGIN, the offsets (locked and read
 // first, in a round trip of their own, after an assignment), the stored
@@ -771,9 +775,17 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, sent **sentAttempt,
 	if err == nil && len(t.todos) == 0 && !probe {
 		// All found applied: at a partition's first batch, maybe by an
 		// earlier attempt whose COMMIT's answer was lost (a later batch's
-		// offset guard fails instead: settleMoved).
-		_, results, err := w.foundCommitted(ctx, parts, *sent)
-		return results, err
+		// offset guard fails instead: settleMoved). The offsets are
+		// right whatever the answer, which only decides what is
+		// reported: its failure must not fail, and back off, a batch
+		// with nothing left to do.
+		_, results, err := w.foundCommitted(ctx, parts, sent)
+		if err != nil {
+			w.log.Warn().Err(err).Ints32("partitions", partitionIDs(parts)).
+				Msg("batch found applied on retry, but PostgreSQL could not say whether by its earlier attempt (connection lost during COMMIT): " +
+					"if so, its commands' metrics and dead-letter warnings are missing")
+		}
+		return results, nil
 	}
 	return t.results, err
 }

@@ -124,7 +124,7 @@ func TestRetryFindsBatchCommitted(t *testing.T) {
 	_, err = w.applyTx(ctx, parts, &sent, nil, false)
 	var moved *store.OffsetMovedError
 	require.ErrorAs(t, err, &moved)
-	rest, err := w.settleMoved(ctx, parts, moved, sent, time.Now())
+	rest, err := w.settleMoved(ctx, parts, moved, &sent, time.Now())
 	require.NoError(t, err)
 	require.Empty(t, rest)
 	require.NoError(t, p0.ctx.Err(), "partition 0 must not be stopped")

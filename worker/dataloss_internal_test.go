@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -150,8 +151,10 @@ func TestLossFindsStoredOffsetWentBack(t *testing.T) {
 
 // proxiedWorker is a worker on c, not joining its group (the test drives
 // its partitions), whose PostgreSQL is reached through proxy, logging to
-// logs; direct reaches the same schema without the proxy.
-func proxiedWorker(t *testing.T, c *kfake.Cluster, names topics.Names, metrics Metrics) (w *Worker, direct *store.Store, proxy *tcpproxy.Proxy, logs *testlog.Buffer) {
+// logs; direct reaches the same schema without the proxy. tracer (nil:
+// none) is told of the worker's statements.
+func proxiedWorker(t *testing.T, c *kfake.Cluster, names topics.Names, metrics Metrics,
+	tracer pgx.QueryTracer) (w *Worker, direct *store.Store, proxy *tcpproxy.Proxy, logs *testlog.Buffer) {
 	t.Helper()
 	sch := testdb.NewSchema(t)
 	direct = sch.Open(t, store.Config{MaxConns: 4})
@@ -162,7 +165,7 @@ func proxiedWorker(t *testing.T, c *kfake.Cluster, names topics.Names, metrics M
 	// No lock_timeout: the tests make the offsets' move wait (a trigger)
 	// on an advisory lock they hold while the proxy hangs or cuts, and a
 	// wait it ended would be rolled back unseen by the worker.
-	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: behind.Open(t, store.Config{MaxConns: 4, LockTimeout: -1}),
+	w, err := New(Config{KafkaOpts: []kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, Names: names, Store: behind.Open(t, store.Config{MaxConns: 4, LockTimeout: -1, Tracer: tracer}),
 		Relay: nopRelay{}, Metrics: metrics, Logger: zerolog.New(logs)})
 	require.NoError(t, err)
 	t.Cleanup(w.cl.Close)
@@ -186,7 +189,7 @@ func TestRewindWhoseAnswerWasLost(t *testing.T) {
 	c := kafkatest.Cluster(t, kfake.SeedTopics(1, names.Commands),
 		kfake.GroupMinSessionTimeout(time.Hour))
 	metrics := &lossCount{}
-	w, direct, proxy, logs := proxiedWorker(t, c, names, metrics)
+	w, direct, proxy, logs := proxiedWorker(t, c, names, metrics, nil)
 	noWake := context.CancelFunc(func() {})
 	w.wakePoll.Store(&noWake)
 
@@ -308,7 +311,7 @@ func TestRetentionSkipWhoseAnswerWasLost(t *testing.T) {
 	require.NoError(t, deleted.Error())
 
 	metrics := &retainedCount{}
-	w, direct, proxy, logs := proxiedWorker(t, c, names, metrics)
+	w, direct, proxy, logs := proxiedWorker(t, c, names, metrics, nil)
 
 	// Stored at 2; the log starts at 4: offsets 2 and 3 were deleted unapplied.
 	_, err = direct.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ('lockworker', $1, 0, 2)`,

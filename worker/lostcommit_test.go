@@ -7,11 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/internal/tcpproxy"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -67,7 +70,49 @@ const (
 	// replica moves the offset where it would have (a zombie's batch of
 	// the same records).
 	commitLostRolledBack
+	// commitLostUnasked: its answer lost, it takes effect, and the retry's
+	// question whether it did (store.AnyCommitted) fails, its connection
+	// cut too.
+	commitLostUnasked
 )
+
+// xactAsks counts, as the worker's pool's tracer, the statements asking
+// PostgreSQL whether an attempt committed (store.AnyCommitted). With fail,
+// the proxy is cut as the first is sent, and restored once it failed.
+type xactAsks struct {
+	mu    sync.Mutex
+	n     int
+	fail  bool
+	proxy *tcpproxy.Proxy
+}
+
+type cutKey struct{}
+
+func (a *xactAsks) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if !strings.Contains(d.SQL, "pg_xact_status") {
+		return ctx
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.n++
+	if !a.fail || a.n > 1 {
+		return ctx
+	}
+	a.proxy.Cut()
+	return context.WithValue(ctx, cutKey{}, true)
+}
+
+func (a *xactAsks) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if ctx.Value(cutKey{}) != nil {
+		a.proxy.Restore()
+	}
+}
+
+func (a *xactAsks) count() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
 
 // A batch whose COMMIT took effect but whose answer was lost is reported
 // as one answered is, once, when the retry finds it committed: its
@@ -84,33 +129,49 @@ func TestLostCommitIsReported(t *testing.T) {
 			name = "offset known"
 		}
 		t.Run(name, func(t *testing.T) {
-			want, wantLogs, _ := runBatch(t, known, commitAnswered)
-			require.Equal(t, 1, want["dead-lettered INVALID_REQUEST"], "the batch's invalid command is counted")
-			require.Equal(t, 1, want["dead-lettered "+DeadLetterBatchTooLarge], "the batch's skipped batch is counted")
-			got, logs, p := runBatch(t, known, commitLost)
-			require.Equal(t, want, got, "counted as when answered")
-			require.Contains(t, logs, "batch found committed on retry")
-			for _, logs := range []string{wantLogs, logs} {
+			want := runBatch(t, known, commitAnswered)
+			require.Equal(t, 1, want.counts["dead-lettered INVALID_REQUEST"], "the batch's invalid command is counted")
+			require.Equal(t, 1, want.counts["dead-lettered "+DeadLetterBatchTooLarge], "the batch's skipped batch is counted")
+			got := runBatch(t, known, commitLost)
+			require.Equal(t, want.counts, got.counts, "counted as when answered")
+			require.Contains(t, got.logs, "batch found committed on retry")
+			for _, logs := range []string{want.logs, got.logs} {
 				require.Equal(t, 1, strings.Count(logs, "invalid command: answered with its error code"), "logged once: %s", logs)
 				require.Equal(t, 1, strings.Count(logs, "skipped a record batch of the commands topic"), "logged once: %s", logs)
 			}
-			require.NoError(t, p.ctx.Err(), "the partition is not restarted")
-			require.EqualValues(t, p.expected, batchEnd(known))
+			require.NoError(t, got.p.ctx.Err(), "the partition is not restarted")
+			require.EqualValues(t, got.p.expected, batchEnd(known))
 
-			got, logs, p = runBatch(t, known, commitLostRolledBack)
+			got = runBatch(t, known, commitLostRolledBack)
 			before := map[string]int{}
 			if known {
 				before = map[string]int{"batch": 1, "batch record": 1, "command acquire ok": 1, "event r-0-0 lock.acquired": 1}
-				require.Error(t, p.ctx.Err(), "the partition is restarted, as moved by another replica")
+				require.Error(t, got.p.ctx.Err(), "the partition is restarted, as moved by another replica")
 			} else {
-				require.EqualValues(t, p.expected, batchEnd(known), "the partition goes on from the stored offset")
+				require.EqualValues(t, got.p.expected, batchEnd(known), "the partition goes on from the stored offset")
 			}
-			require.Equal(t, before, got, "the batch is not counted")
-			require.NotContains(t, logs, "batch found committed on retry")
-			require.NotContains(t, logs, "invalid command: answered with its error code")
-			require.NotContains(t, logs, "skipped a record batch of the commands topic")
+			require.Equal(t, before, got.counts, "the batch is not counted")
+			require.NotContains(t, got.logs, "batch found committed on retry")
+			require.NotContains(t, got.logs, "invalid command: answered with its error code")
+			require.NotContains(t, got.logs, "skipped a record batch of the commands topic")
 		})
 	}
+}
+
+// A partition's first batch that finds all of it applied after its
+// COMMIT's answer was lost is done even when PostgreSQL cannot say whether
+// its attempt committed (the connection lost again): its offset is right
+// either way, only the report is missing, said in a warning. It is not
+// failed and backed off (the applier's other partitions waiting behind),
+// nor asked about again.
+func TestLostCommitUnaskedIsDone(t *testing.T) {
+	got := runBatch(t, false, commitLostUnasked)
+	require.NotContains(t, got.logs, "applying batch failed")
+	require.Equal(t, 1, got.asks, "asked once")
+	require.Contains(t, got.logs, "its commands' metrics and dead-letter warnings are missing")
+	require.Empty(t, got.counts, "what the attempt did is not known: not counted")
+	require.NoError(t, got.p.ctx.Err(), "the partition is not restarted")
+	require.EqualValues(t, batchEnd(false), got.p.expected)
 }
 
 // batchEnd is where runBatch's batch moves its partition's offset.
@@ -121,19 +182,28 @@ func batchEnd(known bool) int64 {
 	return 5
 }
 
+// batchRun is what runBatch saw.
+type batchRun struct {
+	counts map[string]int // what the worker's Metrics were told
+	logs   string
+	p      *partition
+	asks   int // whether an attempt committed (xactAsks)
+}
+
 // runBatch applies, on a worker of its own, a batch of two acquires, an
 // invalid command and a skipped batch (after a batch of one acquire that
-// makes its partition's offset known, when known), and returns what the
-// worker's Metrics were told, its logs and the partition. Unless fate is
+// makes its partition's offset known, when known). Unless fate is
 // commitAnswered, the batch's COMMIT is held at the server (a deferred
 // trigger waits for an advisory lock the test holds) while the connection
-// is cut: its answer is lost. Then the COMMIT is let through (commitLost),
-// or its backend terminated and the offset moved to the batch's end by
-// another (commitLostRolledBack).
-func runBatch(t *testing.T, known bool, fate commitFate) (map[string]int, string, *partition) {
+// is cut: its answer is lost. Then the COMMIT is let through (commitLost,
+// commitLostUnasked), or its backend terminated and the offset moved to
+// the batch's end by another (commitLostRolledBack).
+func runBatch(t *testing.T, known bool, fate commitFate) batchRun {
 	ctx := context.Background()
 	m := &tally{counts: map[string]int{}}
-	w, direct, proxy, logs := proxiedWorker(t, kafkatest.Cluster(t), topics.DefaultNames(), m)
+	asks := &xactAsks{fail: fate == commitLostUnasked}
+	w, direct, proxy, logs := proxiedWorker(t, kafkatest.Cluster(t), topics.DefaultNames(), m, asks)
+	asks.proxy = proxy
 	noWake := context.CancelFunc(func() {}) // no poll loop to wake (seekTo)
 	w.wakePoll.Store(&noWake)
 	p := w.newPartition(w.hard, 0)
@@ -205,5 +275,57 @@ func runBatch(t *testing.T, known bool, fate commitFate) (map[string]int, string
 	} else {
 		require.Equal(t, 2, applied, "each applied once")
 	}
-	return m.snapshot(), logs.String(), p
+	return batchRun{counts: m.snapshot(), logs: logs.String(), p: p, asks: asks.count()}
+}
+
+// A batch whose attempt PostgreSQL says did not commit (its COMMIT
+// refused here) while another replica moved a partition's offset restarts
+// that partition and retries the rest; a first batch among them, all of
+// it found applied by then, is not asked about again: what did not commit
+// never will.
+func TestNotCommittedIsAskedOnce(t *testing.T) {
+	ctx := context.Background()
+	asks := &xactAsks{}
+	names := topics.DefaultNames()
+	w, direct, _, _ := proxiedWorker(t, kafkatest.Cluster(t), names, noMetrics{}, asks)
+	noWake := context.CancelFunc(func() {}) // no poll loop to wake (seekTo)
+	w.wakePoll.Store(&noWake)
+	p0, p1 := w.newPartition(w.hard, 0), w.newPartition(w.hard, 1)
+	apply(w, seg(t, p0, 0, "first0")) // p0's offset known; p1's first batch is below
+	_, err := direct.Pool.Exec(ctx, `
+		CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			RAISE EXCEPTION 'COMMIT refused';
+		END $$;
+		CREATE CONSTRAINT TRIGGER refuse_commit AFTER UPDATE ON consumer_offsets DEFERRABLE INITIALLY DEFERRED
+			FOR EACH ROW EXECUTE FUNCTION refuse_commit()`)
+	require.NoError(t, err)
+	parts := group([]segment{seg(t, p0, 1, "a"), seg(t, p1, 0, "b")})
+	var sent *sentAttempt
+	_, err = w.applyTx(ctx, parts, &sent, nil, false)
+	require.ErrorContains(t, err, "COMMIT refused")
+	require.NotNil(t, sent, "its COMMIT went with writes")
+
+	// Another replica applies both partitions' records meanwhile.
+	_, err = direct.Pool.Exec(ctx, `DROP TRIGGER refuse_commit ON consumer_offsets`)
+	require.NoError(t, err)
+	_, err = direct.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+		VALUES ('lockworker', $1, 0, 2), ('lockworker', $1, 1, 1)
+		ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = excluded.next_offset`, names.Commands)
+	require.NoError(t, err)
+
+	_, err = w.applyTx(ctx, parts, &sent, nil, false)
+	var moved *store.OffsetMovedError
+	require.ErrorAs(t, err, &moved)
+	require.EqualValues(t, 0, moved.Partition)
+	rest, err := w.settleMoved(ctx, parts, moved, &sent, time.Now())
+	require.NoError(t, err)
+	require.Equal(t, []*part{parts[1]}, rest, "partition 0 restarted, partition 1 retried")
+	require.Equal(t, 1, asks.count())
+
+	results, err := w.applyTx(ctx, rest, &sent, nil, false)
+	require.NoError(t, err)
+	require.Empty(t, results, "nothing applied here")
+	require.EqualValues(t, 1, rest[0].next)
+	require.Equal(t, 1, asks.count(), "not asked again")
 }

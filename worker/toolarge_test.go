@@ -328,7 +328,7 @@ func TestSkipFoundCommittedOnRetryIsCounted(t *testing.T) {
 	_, err = w.applyTx(ctx, parts, &sent, nil, false) // InTx's retry
 	var moved *store.OffsetMovedError
 	require.ErrorAs(t, err, &moved)
-	rest, err := w.settleMoved(ctx, parts, moved, sent, time.Now())
+	rest, err := w.settleMoved(ctx, parts, moved, &sent, time.Now())
 	require.NoError(t, err)
 	require.Empty(t, rest)
 	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 1)
