@@ -318,12 +318,21 @@ func (w *Worker) settleMoved(ctx context.Context, parts []*part, moved *store.Of
 type sentAttempt struct {
 	xid     int64 // its transaction's
 	results []result
-	marked  map[*part][]*kgo.ErrDecompressTooLarge // the skips it dead-lettered, by part
+	parts   map[*part]sentPart
+}
+
+// sentPart is what an attempt set of one part for committed to report,
+// which the retry that finds the attempt committed has set again (decode)
+// and stops before apply sets it.
+type sentPart struct {
+	due    time.Time                    // its leases' and waits' earliest end: the scheduler's wake
+	marked []*kgo.ErrDecompressTooLarge // the skips it dead-lettered
 }
 
 // foundCommitted reports whether *sent (nil: no attempt's COMMIT went with
 // writes) committed, its answer lost, and then its results, each part's
-// skips it dead-lettered set back (marked) for committed to report. Only *sent can have committed writes: an attempt with writes
+// due time and dead-lettered skips set back (sentPart) for committed to
+// report. Only *sent can have committed writes: an attempt with writes
 // finds the batch's offsets where it expects them, so none before it
 // committed, and after one that committed no attempt finds anything left
 // to write. An attempt that wrote nothing (a partition's first batch, all
@@ -344,7 +353,8 @@ func (w *Worker) foundCommitted(ctx context.Context, parts []*part, sent **sentA
 	}
 	w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
 	for _, pt := range parts {
-		pt.marked = (*sent).marked[pt]
+		sp := (*sent).parts[pt]
+		pt.due, pt.marked = sp.due, sp.marked
 	}
 	return true, (*sent).results, nil
 }
@@ -824,11 +834,11 @@ func (t *txn) queueXactID(b *pgx.Batch) {
 
 // sent is what t did, about to send its COMMIT.
 func (t *txn) sent(parts []*part) *sentAttempt {
-	marked := make(map[*part][]*kgo.ErrDecompressTooLarge, len(parts))
+	set := make(map[*part]sentPart, len(parts))
 	for _, pt := range parts {
-		marked[pt] = pt.marked
+		set[pt] = sentPart{due: pt.due, marked: pt.marked}
 	}
-	return &sentAttempt{xid: t.xid, results: t.results, marked: marked}
+	return &sentAttempt{xid: t.xid, results: t.results, parts: set}
 }
 
 // offsets returns each part's stored offset and the batch to queue the

@@ -329,3 +329,45 @@ func TestNotCommittedIsAskedOnce(t *testing.T) {
 	require.EqualValues(t, 1, rest[0].next)
 	require.Equal(t, 1, asks.count(), "not asked again")
 }
+
+// A batch found committed on retry wakes its partitions' expiry
+// schedulers (committed) for the leases and waits its committed attempt
+// started, as its answer would have: the retry stops before apply, which
+// computes them. Both ways a retry finds it (TestLostCommitIsReported).
+func TestFoundCommittedKeepsDue(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		name := "first batch"
+		if known {
+			name = "offset known"
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			w, _ := newApplier(t)
+			p := w.newPartition(w.hard, 0)
+			from := int64(0)
+			if known {
+				apply(w, seg(t, p, 0, "before"))
+				from = 1
+			}
+			parts := group([]segment{seg(t, p, from, "a")})
+			var sent *sentAttempt
+			_, err := w.applyTx(ctx, parts, &sent, nil, false) // commits; suppose its answer was lost
+			require.NoError(t, err)
+			due := parts[0].due
+			require.False(t, due.IsZero(), "the acquire's lease ends")
+
+			results, err := w.applyTx(ctx, parts, &sent, nil, false) // InTx's retry
+			if known {
+				var moved *store.OffsetMovedError
+				require.ErrorAs(t, err, &moved)
+				rest, err := w.settleMoved(ctx, parts, moved, &sent, time.Now())
+				require.NoError(t, err)
+				require.Empty(t, rest)
+			} else {
+				require.NoError(t, err)
+				require.Len(t, results, 1, "found committed")
+			}
+			require.Equal(t, due, parts[0].due, "the scheduler is woken for the lease the attempt granted")
+		})
+	}
+}
