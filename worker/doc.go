@@ -29,13 +29,21 @@
 // the relays to read the table until that attempt's transaction has ended
 // (its COMMIT may have taken effect without an answer), instead of holding
 // back the slots after them until the retries end. A retried batch
-// whose offset guard fails asks PostgreSQL whether one of its earlier
-// attempts committed (pg_xact_status of their transaction ids: a COMMIT
-// whose answer was lost); if so it is done. Otherwise another worker moved
-// the offset (its new owner, or a stale one that lost it unawares: only
-// Kafka knows), and while Kafka assigns it here the partition restarts from
-// the stored offset (again within seconds: after a delay growing to 5 s);
-// the rest is applied. Anything else that fails is
+// whose offset guard fails asks PostgreSQL whether its last attempt whose
+// COMMIT went with writes committed (pg_xact_status of that attempt's
+// transaction id: a COMMIT whose answer was lost; no attempt before it can
+// have, as it found the offsets where it expected them); if so it is done,
+// and reported (metrics, dead-letter warnings) as that attempt's answer
+// would have been. Otherwise, or without such an attempt (nothing is
+// asked), another worker moved the offset (its new owner, or a stale one
+// that lost it unawares: only Kafka knows), and while Kafka assigns it here
+// the partition restarts from the stored offset (again within seconds:
+// after a delay growing to 5 s); the rest is applied, that attempt not
+// asked about again. A partition's first batch (no offset expected yet)
+// that finds all of it applied asks the same, only to report what the
+// attempt did: its offsets are right either way, so when the question
+// fails the batch is done all the same, with a warning that its report
+// may be missing. Anything else that fails is
 // retried, with backoff and loudly: the applier's other partitions wait
 // behind it, which keeps their order and loses nothing (and, once its queue
 // is full, the poll loop waits too, and with it every applier's new
