@@ -61,11 +61,11 @@
 //   - Waiters are served in strict FIFO order of their arrival (a waiter is
 //     granted only when compatible with every holder and no earlier waiter
 //     waits, so readers never starve a writer); a waiter whose deadline has
-//     passed is answered LOCK_TIMEOUT instead of being granted. A
-//     transaction answers a bound of those of a lock (dueBound), the
-//     oldest deadlines first; the others, never granted either, do not
-//     hold back the live waiters behind them, only their answers come
-//     later (rules.Lock.Due).
+//     passed is answered LOCK_TIMEOUT instead of being granted. A load of
+//     a lock (a command's, or a phase of the expiry step's) answers a
+//     bound of those (dueBound), the oldest deadlines first; the others,
+//     never granted either, do not hold back the live waiters behind
+//     them, only their answers come later (rules.Lock.Due).
 //   - A release from an owner still waiting withdraws its place, so a requester
 //     that gave up is never granted a lock nobody waits for.
 //   - An owner is in a lock's queue at most once. Asking again with a new
