@@ -678,13 +678,16 @@ const fetchMaxWait = 200 * time.Millisecond
 
 // Locks returns the table of locks: the newest state of every lock on the
 // lock state topic, read from its start, without the locks cleanup removed,
-// sorted by namespace and name. Newest is the highest revision read: an
-// older revision published again after a newer one (the relay publishes at
-// least once, and replicas overlap during a failover) does not replace it,
-// nor brings back a lock a tombstone removed, as Watch does not deliver it;
-// but a lower revision whose ChangedAt is later than that of the one taken
+// sorted by namespace and name. Newest is the highest revision read since
+// the key's last tombstone, records published again (the relay publishes
+// at least once, and replicas overlap during a failover) told apart as
+// Watch tells them: a record with the revision and ChangedAt of one of the
+// last 64 taken of its lock is a copy, which neither replaces the one taken
+// nor brings back a lock a tombstone removed; any other record after the
+// tombstone starts the lock afresh, however its ChangedAt compares; and a
+// lower revision whose ChangedAt is later than that of the one taken
 // replaces it, as the lock's new life (deleted and created again, revisions
-// starting over, with or without a tombstone read between, or read before a
+// starting over, the tombstone between compacted away, or read before a
 // record of the old life that landed late), by Watch's rule and under the
 // same assumption about PostgreSQL's clock. It reads the topic, not the
 // database: a lock is there from its first change (see docs/design.md "Lock
@@ -748,11 +751,10 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 	// not be decoded (lock{} for a record that does not tell which lock of
 	// its key it is); records counts such records.
 	unreadable := map[string]map[lock]UnreadableLock{}
-	// seen are, by key, the last readable record taken of each lock: a
-	// record at or below its revision is one published again, even after
-	// an unreadable record left the lock out or a tombstone removed it,
-	// unless it is of the lock's new life (newLife, as Watch takes it).
-	seen := map[string]map[lock]LockRevision{}
+	// seen are, by key, the readable records taken of each lock (as Watch
+	// takes them): a record published again is dropped, even after an
+	// unreadable record left the lock out or a tombstone removed it.
+	seen := map[string]map[lock]*taken{}
 	records := 0
 	for !r.caughtUp() {
 		progressed, err := r.poll(ctx, func(rec *kgo.Record, _ bool) {
@@ -785,19 +787,25 @@ func (c *Client) Locks(ctx context.Context) ([]LockRevision, error) {
 			case lr.Deleted:
 				delete(table, key)
 				delete(unreadable, key)
+				for _, t := range seen[key] {
+					t.deleted()
+				}
 			default:
 				id := lock{lr.Namespace, lr.Name}
 				k := topics.LockKey(lr.Namespace, lr.Name)
-				if last, ok := seen[k][id]; ok && lr.Revision <= last.Revision && !newLife(lr, last) {
+				if seen[k] == nil {
+					seen[k] = map[lock]*taken{}
+				}
+				if seen[k][id] == nil {
+					seen[k][id] = &taken{}
+				}
+				if !seen[k][id].take(lr) {
 					return
 				}
 				if table[k] == nil {
 					table[k] = map[lock]LockRevision{}
 				}
-				if seen[k] == nil {
-					seen[k] = map[lock]LockRevision{}
-				}
-				table[k][id], seen[k][id] = lr, lr
+				table[k][id] = lr
 				// Only this lock's state is known again, not that of
 				// another lock of the key, nor of a record that did not
 				// tell its lock (until a tombstone of the key).
@@ -914,10 +922,13 @@ func OnFetchError(fn func(error)) WatchOption {
 // (commands applied in one batch), only the last revision shows, so
 // revisions may advance by more than one. A lock that has no state yet is
 // delivered as revision 0, free; Deleted marks cleanup's removal, after
-// which revisions start again at 1 (records of the life it ended, published
-// again after it, are dropped too). The channel closes when ctx ends or the
-// client closes. A slow receiver holds the reading back: nothing the watch
-// read is skipped. The topic is compacted, though, and Kafka's cleaner does
+// which revisions start again at 1. A record with the revision and
+// ChangedAt of one of the last 64 records the watch took of the lock is
+// one published again, dropped, after the lock's tombstone too; any other
+// record after a tombstone is the lock's next life's, however PostgreSQL's
+// clock stamped it. The channel closes when ctx ends or the client closes.
+// A slow receiver holds the reading back: nothing the watch read is
+// skipped. The topic is compacted, though, and Kafka's cleaner does
 // not wait for a watch: one that lags behind the partition's end by more
 // than a rolled segment and the cleaner's next pass may miss the revisions
 // compaction removed before it read them (it still delivers the later ones,
@@ -925,20 +936,22 @@ func OnFetchError(fn func(error)) WatchOption {
 // tombstone too, delivering no Deleted for it. A segment rolls at the
 // topic's segment.ms (an hour, as the workers create it) or segment.bytes
 // (64 MiB), whichever comes first: on a busy partition, well within the
-// hour. After a tombstone, whether it read it or missed it so, it takes a
-// record whose revision is not above the last readable one it delivered for
-// the lock's new life (deleted and created again, revisions starting over)
-// when the record's ChangedAt is later than the last one's, which no copy of
-// a record published again has; a record a worker republished (Operation
-// "republish") is not taken so, and the new life then shows from its next
-// change. ChangedAt is PostgreSQL's clock, which this takes never to go
-// back: after a step back of that clock, or a failover to a standby whose
-// clock is behind, a late copy of an older revision stamped before it can
-// pass for a new life, delivered after newer revisions (and copies of those
-// that follow, again). A record of the lock's key that cannot be decoded is
-// delivered as a LockRevision with Unreadable set (once, until a readable
-// revision or a tombstone follows): the lock's state is unknown then, as
-// Locks leaves such a lock out of its table.
+// hour. Having missed a tombstone so, or reading the new life before a
+// record of the old one that landed late, it tells the lock's new life
+// (deleted and created again, revisions starting over) by ChangedAt: a
+// record whose revision is not above that of the last one it delivered
+// since the last tombstone it read is taken when its ChangedAt is later
+// than that one's, which no copy of a record published again has; a record
+// a worker republished (Operation "republish") is not taken so, and the
+// new life then shows from its next change. ChangedAt is PostgreSQL's
+// clock, which this takes never to go back: after a step back of that
+// clock, or a failover to a standby whose clock is behind, a late copy of
+// an older revision (not among the last 64 taken) stamped before it can
+// pass for a new life, delivered after newer revisions (and copies of
+// those that follow, again). A record of the lock's key that cannot be
+// decoded is delivered as a LockRevision with Unreadable set (once, until
+// a readable revision or a tombstone follows): the lock's state is unknown
+// then, as Locks leaves such a lock out of its table.
 //
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,
@@ -1042,7 +1055,7 @@ func (c *Client) lookUpTopic(ctx context.Context, topic string, now <-chan struc
 //     workers' republish at their start (the revision the watch
 //     delivered, Operation "republish": dropped) and later changes, in
 //     order; copies the relay published again keep their revision and
-//     changed_at, and are dropped too (newLife).
+//     changed_at, and are dropped too (taken).
 //
 // Only the watch's reading goroutine runs it, once caught up: it alone
 // changes the reader's partitions then, so r.end stays as it is (empty).
@@ -1079,24 +1092,86 @@ func (c *Client) followMoves(ctx context.Context, r *stateReader, key string) {
 // topic").
 const opRepublish = "republish"
 
+// keptTaken is how many of a lock's records a reader keeps the revision
+// and changed_at of, to tell the copies published again by identity
+// (taken). The relay sends its unacknowledged rows again in their order,
+// so the copies of a life that follow its tombstone are its last records,
+// as many as the rows sent again held (rarely any with cleanup's max_age
+// of an hour, the default). 64 covers that many changes of one lock, for
+// at most 2 KiB a lock (Locks keeps them for each lock it reads, as few
+// for a lock with fewer records read).
+const keptTaken = 64
+
+// ident tells a lock's record from another of the lock: a copy published
+// again has its revision and changed_at; the next life's record of the
+// same revision was stamped by the database at another microsecond,
+// earlier too after its clock stepped back.
+type ident struct {
+	revision  int64
+	changedAt time.Time
+}
+
+// taken is what a reader (a watch, or Locks for each lock) took of one
+// lock's readable records, against which it tells the records published
+// again (the relay publishes at least once, and replicas overlap during a
+// failover).
+type taken struct {
+	// last is the last record taken since the lock's last tombstone read
+	// (none after it).
+	last ident
+	// recent are the last keptTaken records taken, across tombstones,
+	// next the oldest's index once there are that many.
+	recent []ident
+	next   int
+}
+
+// take takes lr, a readable record of the lock, unless it is one
+// published again: one of the last keptTaken taken has its revision and
+// changed_at (however PostgreSQL's clock stamped the lock's next life,
+// after a tombstone, or a step of it back), or, since the lock's last
+// tombstone read, one taken had its revision or a higher one and lr is
+// of no new life (newLife). After a tombstone, then, any other record is
+// the lock's next life, not measured against the life it ended.
+func (t *taken) take(lr LockRevision) bool {
+	id := ident{lr.Revision, lr.ChangedAt}
+	if slices.ContainsFunc(t.recent, func(r ident) bool { return r.revision == id.revision && r.changedAt.Equal(id.changedAt) }) ||
+		lr.Revision <= t.last.revision && !newLife(lr, t.last) {
+		return false
+	}
+	t.last = id
+	if len(t.recent) < keptTaken {
+		t.recent = append(t.recent, id)
+	} else {
+		t.recent[t.next] = id
+		t.next = (t.next + 1) % keptTaken
+	}
+	return true
+}
+
+// deleted ends the lock's life at its tombstone: the records taken of it
+// are kept, to drop their copies that follow; no revision of it measures
+// the next life's.
+func (t *taken) deleted() { t.last = ident{} }
+
 // newLife says whether lr, a readable record of the lock whose revision is
-// not above that of last, the last readable one a watch (or Locks) took, is
-// of a new life of the lock: deleted and created again since (its revisions
-// start over at 1), the tombstone between them read (a copy of the old
-// life's records may follow it: the relay publishes at least once),
-// compacted away before the watch read it (a receiver lagging past
-// delete.retention.ms), or read before a record of the old life that landed
-// late. Its changed_at, the database's time of its change, is later than
-// last's: a copy of a record published again has the same, and an older
-// revision that lands late (from a replica that lost the lock's partition)
-// an earlier one. A record republished by a worker's start (opRepublish) has
+// not above that of last, the last one a watch (or Locks) took since the
+// lock's last tombstone it read, and no copy of a record taken (take), is
+// of a new life of the lock: deleted and created again since (its
+// revisions start over at 1), the tombstone between them compacted away
+// before the watch read it (a receiver lagging past delete.retention.ms),
+// or read before a record of the old life that landed late. Its
+// changed_at, the database's time of its change, is later than last's: a
+// copy of a record published again has the same, and an older revision
+// that lands late (from a replica that lost the lock's partition) an
+// earlier one. A record republished by a worker's start (opRepublish) has
 // a later changed_at too, and its revision unchanged, so it is never taken
 // as a new life: the new life then shows from its next change. This takes
-// PostgreSQL's clock never to go back: a step back of it, or a failover to a
-// standby whose clock is behind, can stamp a newer revision before an older
-// one, a late copy of which then passes for a new life.
-func newLife(lr, last LockRevision) bool {
-	return last.Revision > 0 && lr.Operation != opRepublish && lr.ChangedAt.After(last.ChangedAt)
+// PostgreSQL's clock never to go back: a step back of it, or a failover to
+// a standby whose clock is behind, can stamp a newer revision before an
+// older one, a late copy of which (not among the last keptTaken taken)
+// then passes for a new life.
+func newLife(lr LockRevision, last ident) bool {
+	return last.revision > 0 && lr.Operation != opRepublish && lr.ChangedAt.After(last.changedAt)
 }
 
 func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, out chan<- LockRevision) {
@@ -1120,15 +1195,13 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 		}
 	}
 	// current is the lock's last state read; until the partition was read
-	// up to its listed end it is only kept, then sent once, first. last is
-	// the last readable one, against which records published again are
-	// told apart: a tombstone does not replace it, so that copies of the
-	// life the tombstone ended, published again after it, are not taken
-	// for the next life's (newLife).
+	// up to its listed end it is only kept, then sent once, first. took
+	// holds the readable ones taken, against which records published
+	// again are told apart.
 	current := LockRevision{Namespace: c.cfg.Namespace, Name: name, Status: StatusFree, Limit: 1,
 		Record: topics.LockState{V: topics.Version, Namespace: c.cfg.Namespace, LockName: name, Status: topics.StatusFree, Limit: 1,
 			Holders: []topics.Holder{}}}
-	last := current
+	var took taken
 	sentCurrent := false
 	// sendCurrent sends current once the reader has caught up: at the top
 	// of the loop, or in a poll that read past the listed end in the
@@ -1164,14 +1237,16 @@ func (c *Client) watch(ctx context.Context, r *stateReader, key, name string, ou
 				lr = LockRevision{Unreadable: err}
 			case !lr.Deleted && (lr.Namespace != c.cfg.Namespace || lr.Name != name):
 				return // another lock's of the same key
-			case !lr.Deleted && lr.Revision <= last.Revision && !newLife(lr, last) || lr.Deleted && current.Deleted:
-				// A record published again, even after an unreadable one
-				// (that may have been newer) or its lock's tombstone. (A
-				// tombstone after an unreadable one ends the unknown
-				// state, as Locks takes it.)
+			case lr.Deleted && current.Deleted:
+				// The tombstone published again. (One after an unreadable
+				// record ends the unknown state, as Locks takes it.)
 				return
-			case !lr.Deleted:
-				last = lr
+			case lr.Deleted:
+				took.deleted()
+			case !took.take(lr):
+				// A record published again, even after an unreadable one
+				// (that may have been newer) or its lock's tombstone.
+				return
 			}
 			lr.Namespace, lr.Name = c.cfg.Namespace, name
 			current = lr

@@ -129,3 +129,26 @@ func SetPartitionCheck(t testing.TB, d time.Duration) {
 	partitionCheckInterval = d
 	t.Cleanup(func() { partitionCheckInterval = old })
 }
+
+// A reader keeps the revision and changed_at of a lock's last keptTaken
+// records, no more: after a tombstone their copies are dropped however
+// they were stamped, and any other record is the lock's next life, a copy
+// of an older record of the ended life too.
+func TestTakenKeepsTheLastRecords(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := func(rev int64, at int) LockRevision {
+		return LockRevision{Revision: rev, ChangedAt: t0.Add(time.Duration(at) * time.Second)}
+	}
+	var took taken
+	const n = keptTaken + 1
+	for rev := int64(1); rev <= n; rev++ {
+		require.True(t, took.take(rec(rev, int(rev))))
+	}
+	require.Len(t, took.recent, keptTaken)
+	took.deleted()
+	for rev := int64(2); rev <= n; rev++ {
+		require.False(t, took.take(rec(rev, int(rev))), "a copy of revision %d", rev)
+	}
+	require.True(t, took.take(rec(1, 1)), "revision 1's identity is no longer kept")
+	require.Len(t, took.recent, keptTaken)
+}

@@ -424,6 +424,46 @@ func TestWatchDropsCopiesAfterATombstone(t *testing.T) {
 	require.Equal(t, at(100), lr.ChangedAt)
 }
 
+// After a tombstone, Watch tells the copies of the life it ended by their
+// revision and changed_at, not by PostgreSQL's clock: the new life's first
+// record, stamped before the ended life's last change (that clock stepped
+// back, or a failover to a standby whose clock is behind), is the lock's
+// state at once, and copies of the ended life's records, before it or
+// after it at higher revisions, are dropped.
+func TestWatchTakesANewLifeStampedEarlierAfterATombstone(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	tombstone := &kgo.Record{Key: []byte("job")}
+	ended := []*kgo.Record{stateAt(t, "job", 4, "acquire", at(4)), stateAt(t, "job", 5, "release", at(5))}
+
+	t.Run("live", func(t *testing.T) {
+		_, c, produce := stateTopic(t, ended...)
+		ch, err := c.Watch(ctxT(t), "job")
+		require.NoError(t, err)
+		require.EqualValues(t, 5, next(t, ch).Revision)
+		produce(tombstone, stateAt(t, "job", 5, "release", at(5)), tombstone, // published again
+			stateAt(t, "job", 1, "acquire", at(3)),                                         // the new life
+			stateAt(t, "job", 4, "acquire", at(4)), stateAt(t, "job", 5, "release", at(5)), // published again
+			stateAt(t, "job", 2, "release", at(6)))
+		require.True(t, next(t, ch).Deleted)
+		lr := next(t, ch)
+		require.EqualValues(t, 1, lr.Revision, "the new life's first revision, stamped before the ended life's last")
+		require.Equal(t, at(3), lr.ChangedAt)
+		lr = next(t, ch)
+		require.EqualValues(t, 2, lr.Revision, "the new life's next change, not the ended life's copies")
+		require.Equal(t, at(6), lr.ChangedAt)
+	})
+	t.Run("started after", func(t *testing.T) {
+		_, c, _ := stateTopic(t, append(slices.Clone(ended), tombstone, stateAt(t, "job", 1, "acquire", at(3)))...)
+		ch, err := c.Watch(ctxT(t), "job")
+		require.NoError(t, err)
+		lr := next(t, ch)
+		require.False(t, lr.Deleted, "the lock is held")
+		require.EqualValues(t, 1, lr.Revision)
+		require.Equal(t, at(3), lr.ChangedAt)
+	})
+}
+
 // Locks takes a lock's new life by Watch's rule: a lower revision with a
 // later changed_at replaces the one taken, here after a record of the old
 // life landed late, past the new life's first; copies, an older revision
@@ -445,6 +485,25 @@ func TestLocksTellsANewLifeFromACopy(t *testing.T) {
 	require.Len(t, table, 1)
 	require.EqualValues(t, 2, table[0].Revision, "the new life's")
 	require.Equal(t, at(200), table[0].ChangedAt)
+}
+
+// Locks takes a lock's new life after its tombstone by Watch's rule, its
+// first record stamped before the ended life's last change (PostgreSQL's
+// clock stepped back) too, and drops the ended life's copies that follow
+// it at higher revisions.
+func TestLocksTakesANewLifeStampedEarlierAfterATombstone(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	_, c, _ := stateTopic(t,
+		stateAt(t, "job", 4, "acquire", at(4)), stateAt(t, "job", 5, "release", at(5)), &kgo.Record{Key: []byte("job")},
+		stateAt(t, "job", 1, "acquire", at(3)),                                         // the new life
+		stateAt(t, "job", 4, "acquire", at(4)), stateAt(t, "job", 5, "release", at(5)), // published again
+	)
+	table, err := c.Locks(ctxT(t))
+	require.NoError(t, err)
+	require.Len(t, table, 1)
+	require.EqualValues(t, 1, table[0].Revision, "the new life's")
+	require.Equal(t, at(3), table[0].ChangedAt)
 }
 
 // Locks reads the topic from brokers it reached. When they stop answering
