@@ -60,6 +60,13 @@ type Command struct {
 	// SessionID names the session of a session command, or the session an
 	// acquire ties its lease and wait to.
 	SessionID string `json:"session_id,omitempty"`
+	// SessionGeneration, when given, names the life of SessionID that the
+	// command is for: its session.opened's session_info.generation. A
+	// session_id may be opened again once its session ended, and a command
+	// of an earlier life applied late (a lagging partition) must not act on
+	// the new one: the worker refuses it SESSION_NOT_FOUND unless the live
+	// session's generation is this one. nil: whatever life is live.
+	SessionGeneration *int64 `json:"session_generation,omitempty"`
 	// TTL of a session_open: how long the session lives without a
 	// keep-alive, in seconds; 0: DefaultSessionTTLSeconds.
 	TTL float64 `json:"ttl,omitempty"`

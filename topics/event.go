@@ -180,6 +180,11 @@ type SessionInfo struct {
 	SessionID string  `json:"session_id"`
 	OwnerID   string  `json:"owner_id"`
 	TTL       float64 `json:"ttl"`
+	// Generation tells this life of the session apart from every other
+	// life of its session_id (opened again once it ended): a number the
+	// worker never gives twice, at least 1, which its commands may carry
+	// as session_generation. 0: a worker from before the field.
+	Generation int64 `json:"generation,omitempty"`
 	// ExpiresAt is when the session ends without another keep-alive (for
 	// session.closed and session.expired: when it was to end).
 	ExpiresAt Time `json:"expires_at"`

@@ -127,6 +127,18 @@ var fields = [...]field{
 	// extends.
 	{name: "session_id", kind: kindText, at: func(c *Command) any { return &c.SessionID }, check: checkSessionID,
 		positive: true, rng: sessionIDRange},
+	{name: "session_generation", kind: kindToken, at: func(c *Command) any { return &c.SessionGeneration },
+		check: func(c Command, _ string) string {
+			switch g := c.SessionGeneration; {
+			case g == nil:
+				return ""
+			case *g < 1:
+				return fmt.Sprintf("session_generation %d is outside 1..%d", *g, int64(math.MaxInt64))
+			case c.SessionID == "":
+				return "session_generation names a life of a session: it needs session_id"
+			}
+			return ""
+		}},
 	{name: "ttl", kind: kindSeconds, at: func(c *Command) any { return &c.TTL }, positive: true, rng: ttlRange,
 		check: func(c Command, _ string) string {
 			return secondsProblem("ttl", c.TTL, MinSessionTTLSeconds, MaxSessionTTLSeconds, true)

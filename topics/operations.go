@@ -30,7 +30,7 @@ type Operation struct {
 // Operations is every operation of the contract, in the order people read
 // them.
 var Operations = []Operation{
-	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata", "session_id", "lock_delay", "max_hold"},
+	{Name: OpAcquire, Fields: []string{"mode", "limit", "lease_duration", "wait_timeout", "owner_metadata", "session_id", "session_generation", "lock_delay", "max_hold"},
 		NeedsOwner: true,
 		Answers:    []string{TypeAcquired, TypeWithdrawn, TypeRejected}, Interim: []string{TypeQueued},
 		Summary: "take the lock (exclusive, shared, or one of a semaphore's places), renew it for its holder, or wait in its FIFO queue"},
@@ -52,10 +52,10 @@ var Operations = []Operation{
 	{Name: OpSessionOpen, Fields: []string{"session_id", "ttl"}, NeedsOwner: true, Session: true,
 		Answers: []string{TypeSessionOpened, TypeRejected},
 		Summary: "open a session: one keep-alive for every lease and wait acquired with its session_id"},
-	{Name: OpSessionKeepAlive, Fields: []string{"session_id"}, NeedsOwner: true, Session: true,
+	{Name: OpSessionKeepAlive, Fields: []string{"session_id", "session_generation"}, NeedsOwner: true, Session: true,
 		Answers: []string{TypeSessionKeptAlive, TypeRejected},
 		Summary: "keep the session alive for another ttl from now"},
-	{Name: OpSessionClose, Fields: []string{"session_id"}, NeedsOwner: true, Session: true,
+	{Name: OpSessionClose, Fields: []string{"session_id", "session_generation"}, NeedsOwner: true, Session: true,
 		Answers: []string{TypeSessionClosed, TypeRejected},
 		Summary: "close the session: release every lease and withdraw every wait it has, in one transaction"},
 }
