@@ -30,6 +30,13 @@ import (
 // keep-alive in flight), and reads the time again after it, before it
 // ends that lease (rereadLapsedSession); one refused for its session_id,
 // or in that lease's own session, does neither.
+//
+// A session_id may be opened again once its session ended: each life has a
+// generation of its own (sessions.generation, from a sequence), which its
+// session events tell. A command naming another generation than the live
+// one's (session_generation: sent in an earlier life, applied after the
+// reopen) is refused SESSION_NOT_FOUND and changes nothing of the session
+// (sessionProblem, refuseSession); one naming none acts on the live life.
 
 // sessionExpiry is the expiry of the session of the lock_holders or
 // lock_waiters row it is read with (its session_id; sessions has no column
@@ -49,6 +56,7 @@ func ownExpiry(h rules.Holder) *time.Time {
 type session struct {
 	id, owner, replyTo string
 	ttl                float64
+	generation         int64
 	expiresAt, now     time.Time
 }
 
@@ -56,17 +64,17 @@ type session struct {
 // of a session just given a new expiry from clock_timestamp(), the time
 // being that one.
 const (
-	sessionFields = `id, owner_id, ttl, expires_at, coalesce(reply_to, '')`
+	sessionFields = `id, owner_id, ttl, expires_at, coalesce(reply_to, ''), generation`
 	sessionCols   = sessionFields + `, clock_timestamp()`
 	renewedCols   = sessionFields + `, expires_at - make_interval(secs => ttl)`
 )
 
 func (s *session) dest() []any {
-	return []any{&s.id, &s.owner, &s.ttl, &s.expiresAt, &s.replyTo, &s.now}
+	return []any{&s.id, &s.owner, &s.ttl, &s.expiresAt, &s.replyTo, &s.generation, &s.now}
 }
 
 func (s *session) info() *topics.SessionInfo {
-	return &topics.SessionInfo{SessionID: s.id, OwnerID: s.owner, TTL: s.ttl, ExpiresAt: topics.NewTime(s.expiresAt)}
+	return &topics.SessionInfo{SessionID: s.id, OwnerID: s.owner, TTL: s.ttl, ExpiresAt: topics.NewTime(s.expiresAt), Generation: s.generation}
 }
 
 // readSession reads the command's session, locked with lock ("FOR UPDATE"
@@ -86,13 +94,20 @@ func (a *applier) readSession(ctx context.Context, lock string) (*session, error
 }
 
 // sessionProblem is why the command may not use session s: missing or past
-// its expiry (SESSION_NOT_FOUND), or another owner's (NOT_OWNER).
+// its expiry, or another life of its id than the command names
+// (SESSION_NOT_FOUND), or another owner's (NOT_OWNER).
 func (a *applier) sessionProblem(s *session) (code, msg string) {
+	g := a.cmd.SessionGeneration
 	switch {
 	case s == nil:
 		return topics.CodeSessionNotFound, fmt.Sprintf("session %q is not open (never opened, closed, or expired)", a.cmd.SessionID)
 	case !s.expiresAt.After(s.now):
 		return expired(s.id)
+	case g != nil && *g != s.generation:
+		// Sent in an earlier life of the id, applied only after it was
+		// opened again: that life has ended, and this one is not the
+		// command's to use.
+		return topics.CodeSessionNotFound, fmt.Sprintf("session %q of generation %d is not open (it ended; the session_id was opened again)", s.id, *g)
 	case s.owner != a.cmd.OwnerID:
 		return topics.CodeNotOwner, fmt.Sprintf("session %q belongs to another owner", s.id)
 	}
@@ -113,13 +128,14 @@ func (a *applier) sessionEvent(typ string, s *session, now time.Time) *pending {
 	return &pending{ev: &ev, polledAt: a.polledAt}
 }
 
-// refuseSession answers a session command lock.rejected. A session refused
-// as not found whose row is still there (past its expiry, before its
-// scheduler) is ended as expired first, as the scheduler would: the
-// command holds its row, so a hand-off that met it locked meanwhile has
-// its grant ended with it (rules.Lock.SessionLive).
+// refuseSession answers a session command lock.rejected. A session whose
+// row is still there past its expiry (before its scheduler) is ended as
+// expired first, as the scheduler would: the command holds its row, so a
+// hand-off that met it locked meanwhile has its grant ended with it
+// (rules.Lock.SessionLive). A live one is left as it is, refused for
+// another generation as for another owner.
 func (a *applier) refuseSession(ctx context.Context, s *session, code, msg string) error {
-	if code == topics.CodeSessionNotFound && s != nil {
+	if s != nil && !s.expiresAt.After(s.now) {
 		if err := a.endSession(ctx, s); err != nil {
 			return err
 		}
