@@ -262,7 +262,7 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 		if err := o.session.Err(); err != nil {
 			return nil, fmt.Errorf("acquiring lock %q in session %q: %w", name, o.session.ID, err)
 		}
-		cmd.SessionID = o.session.ID
+		o.session.name(&cmd)
 	}
 	if err := validate(cmd, c.cfg.Topics.ReplyPrefix); err != nil {
 		return nil, fmt.Errorf("acquiring lock %q: %w", name, err)

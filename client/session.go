@@ -39,6 +39,11 @@ type Session struct {
 	// open, set before it is registered: they tell its end events from
 	// those of an earlier session of its ID (ofThisSession).
 	opened, openedExpires time.Time
+	// generation is that session.opened's session_info.generation (0 from
+	// a worker before it), set with them: every command of the session
+	// names it, so that one applied late, once the ID was opened again,
+	// is refused rather than applied to the new session.
+	generation int64
 
 	mu       sync.Mutex
 	expires  time.Time     // the worker's expires_at, as of the last answer
@@ -71,7 +76,11 @@ func WithSessionOwner(id string) SessionOption {
 // WithSessionID sets the session_id. Default: a new UUID. An ID may be
 // opened again once its session ended: a late copy of that session's
 // session.closed or session.expired (delivery is at least once) does not
-// end the new one, told apart by its times (see Session.Lost).
+// end the new one, told apart by its generation or its times (see
+// Session.Lost); and a command of that session applied late (its lock's
+// partition lagged) names that session's generation, so the worker
+// refuses it (an Acquire's is ErrSessionNotFound) rather than grant the
+// new session a lease it never asked for, or close it.
 func WithSessionID(id string) SessionOption {
 	return func(s *Session) { s.ID = id }
 }
@@ -140,7 +149,7 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 	// The owner as the worker sees it: scoped by the requester under
 	// authentication, as events show it.
 	s.Owner, s.TTL = ev.SessionInfo.OwnerID, seconds(ev.SessionInfo.TTL)
-	s.opened, s.openedExpires = ev.OccurredAt.Time, ev.SessionInfo.ExpiresAt.Time
+	s.opened, s.openedExpires, s.generation = ev.OccurredAt.Time, ev.SessionInfo.ExpiresAt.Time, ev.SessionInfo.Generation
 	// Registered before its deadline timer starts: a session lost at once
 	// (its answer came late) is then removed by its end (finish).
 	c.mu.Lock()
@@ -169,8 +178,11 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 
 // replySession checks the session_info of a reply that confirms a session.
 func replySession(ev topics.Event) error {
-	if ev.SessionInfo == nil {
+	switch {
+	case ev.SessionInfo == nil:
 		return fmt.Errorf("%s without session_info", ev.Type)
+	case ev.SessionInfo.Generation < 0:
+		return fmt.Errorf("%s with session_info.generation %d, below 1", ev.Type, ev.SessionInfo.Generation)
 	}
 	return replySeconds(ev, "ttl", ev.SessionInfo.TTL, topics.MinSessionTTLSeconds, topics.MaxSessionTTLSeconds)
 }
@@ -194,9 +206,10 @@ func (s *Session) update(ev topics.Event, sent sentAt) {
 
 // Lost is closed when the session is known lost: the worker ended it
 // (session.expired, or session.closed by another process of its owner;
-// one that occurred no later than the session.opened that answered
-// NewSession, or whose expires_at is earlier than that one's, is an
-// earlier session's of the ID, and ignored),
+// one of another generation than the session.opened that answered
+// NewSession, or, where either tells none, one that occurred no later
+// than it or whose expires_at is earlier than its, is an earlier
+// session's of the ID, and ignored),
 // refused a keep-alive, a keep-alive could not be sent as the token
 // (Config.Token) has expired (ErrUnauthenticated), or its expiry passed
 // without a confirmed keep-alive. Every lease of the session is then lost
@@ -409,8 +422,19 @@ func (s *Session) checkBoot(now time.Duration) {
 // command is a session command of this session.
 func (s *Session) command(op string) topics.Command {
 	cmd := s.c.command(op, "")
-	cmd.SessionID, cmd.OwnerID = s.ID, s.Owner
+	cmd.OwnerID = s.Owner
+	s.name(&cmd)
 	return cmd
+}
+
+// name makes cmd a command of this session: its ID, and its generation
+// once the open's answer told it.
+func (s *Session) name(cmd *topics.Command) {
+	cmd.SessionID = s.ID
+	if s.generation != 0 {
+		g := s.generation
+		cmd.SessionGeneration = &g
+	}
 }
 
 // keepAliveLoop keeps the session alive every third of its TTL until it
@@ -557,7 +581,9 @@ func (c *Client) routeSession(ev topics.Event) {
 // ofThisSession says whether the end event ev (session.expired or
 // session.closed of s's ID and owner) ends s, not an earlier session of
 // its ID, closed or expired before s was opened again (WithSessionID), of
-// which a copy came late (delivery is at least once). The worker stamps
+// which a copy came late (delivery is at least once): by its generation,
+// which tells them apart, when both it and s's open have one. Else (a
+// worker from before generations) by its times. The worker stamps
 // both times by the database's clock (clock_timestamp(), one clock for
 // every replica, so skew between replicas does not matter), and an open
 // of an ID succeeds only once the earlier session's end has deleted its
@@ -575,5 +601,8 @@ func (c *Client) routeSession(ev topics.Event) {
 // lost by its keep-alive's refusal (SESSION_NOT_FOUND) or its local
 // deadline, as without the event.
 func (s *Session) ofThisSession(ev topics.Event) bool {
+	if g := ev.SessionInfo.Generation; g != 0 && s.generation != 0 {
+		return g == s.generation
+	}
 	return ev.OccurredAt.After(s.opened) && !ev.SessionInfo.ExpiresAt.Before(s.openedExpires)
 }

@@ -195,6 +195,75 @@ func TestEarlierSessionsEndDoesNotEndTheSession(t *testing.T) {
 	require.ErrorContains(t, s.Err(), "session.expired")
 }
 
+// Where the worker tells generations, an end event counts only for the
+// session of its generation: the end of an earlier session of the ID
+// stamped after the open of this one, and to end after it (a close
+// racing the open, from another process of the owner), which the times
+// would count as this one's, does not end it; an end of its own
+// generation does. Every command of the session names its generation.
+func TestEarlierSessionsEndByItsGeneration(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var opens int64
+	var named []topics.Command // the commands that named a generation
+	c, cluster := fakeWorkerWith(t, fakeOpts{}, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		if cmd.SessionGeneration != nil {
+			named = append(named, cmd)
+		}
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			opens++
+			ev := sessionEvent(cmd, topics.TypeSessionOpened, cmd.TTL)
+			ev.SessionInfo.Generation = 10 * opens
+			return one(ev)
+		case topics.OpSessionClose:
+			ev := sessionEvent(cmd, topics.TypeSessionClosed, 10)
+			ev.SessionInfo.Generation = *cmd.SessionGeneration
+			return one(ev)
+		case topics.OpQuery:
+			ev := topics.NewEvent(topics.TypeStatus, cmd.Operation, cmd.RequestID, time.Now())
+			ev.LockInfo = &topics.LockInfo{LockName: cmd.LockName, Status: topics.StatusFree, Limit: 1}
+			return one(ev)
+		}
+		return nil
+	})
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic(c.ReplyTopic()))
+	require.NoError(t, err)
+	t.Cleanup(prod.Close)
+	end := func(s *Session, g int64) {
+		t.Helper()
+		ev := topics.NewEvent(topics.TypeSessionClosed, topics.OpSessionClose, "", time.Now().Add(time.Second))
+		ev.SessionInfo = &topics.SessionInfo{SessionID: s.ID, OwnerID: s.Owner, TTL: 60, ExpiresAt: topics.NewTime(s.ExpiresAt().Add(time.Minute)), Generation: g}
+		v, err := ev.Encode()
+		require.NoError(t, err)
+		require.NoError(t, prod.ProduceSync(ctx, &kgo.Record{Key: []byte(topics.SessionKey(s.ID)), Value: v}).FirstErr())
+		_, err = c.Query(ctx, "sync") // one partition: routed once answered
+		require.NoError(t, err)
+	}
+
+	first, err := c.NewSession(ctx, time.Minute, WithSessionID("x"), WithSessionOwner("o"))
+	require.NoError(t, err)
+	require.NoError(t, first.Close(ctx))
+	s, err := c.NewSession(ctx, time.Minute, WithSessionID("x"), WithSessionOwner("o"))
+	require.NoError(t, err)
+	end(s, 10)
+	require.NoError(t, s.Err(), "ended by the first session's end")
+	end(s, 20)
+	select {
+	case <-s.Lost():
+	case <-ctx.Done():
+		t.Fatal("the session's own end does not end it")
+	}
+	require.ErrorIs(t, s.Err(), ErrSessionLost)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, named, 1, "the first session's close")
+	require.EqualValues(t, 10, *named[0].SessionGeneration)
+}
+
 // A Close or Release called just after the host woke from a suspend past
 // the session's (or the lease's) expiry, before its timer or the boot-clock
 // watch has run, finds it lost, not closed or released: the worker may

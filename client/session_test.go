@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -465,4 +466,90 @@ func TestSessionCloseAfterACloseThatGaveUp(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, client.StatusReleased, st.Status, "the session's lock, after Close returned")
 	require.NoError(t, s.Close(ctx), "Close after Close")
+}
+
+// sentCommand waits for the first command on the commands topic that match
+// holds for, and returns it.
+func sentCommand(t *testing.T, commands *e2e.Watcher, what string, match func(topics.Command) bool) topics.Command {
+	t.Helper()
+	var found topics.Command
+	commands.WaitFor(t, 20*time.Second, what, func(rs []e2e.Received) bool {
+		for _, r := range rs {
+			var cmd topics.Command
+			if json.Unmarshal(r.Record.Value, &cmd) == nil && match(cmd) {
+				found = cmd
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// A process that resumes its session after a restart (WithSessionID and
+// WithSessionOwner) opens another life of it. Every command of a life
+// names that life's generation (session.opened's), so an acquire of the
+// first life applied only after the reopen (its lock's partition lagged:
+// here the SDK's own command sent again, as it was, under a new
+// request_id) is refused SESSION_NOT_FOUND rather than granted in the new
+// life, which never asked for it and would keep it held.
+func TestSessionCommandsNameTheirLife(t *testing.T) {
+	ctx := ctxT(t)
+	id, owner, lock := uniq("sess-life"), uniq("sess-life-owner"), uniq("sess-life-lock")
+	w := env.For(t)
+	commands := w.Watch(env.Names.Commands)
+	first, second := newClient(t, "sess-life-1"), newClient(t, "sess-life-2")
+	replies := w.Watch(first.ReplyTopic(), second.ReplyTopic())
+	opened := func(c *client.Client) int64 {
+		t.Helper()
+		ev := replies.WaitEvent(t, "session.opened of "+id, func(r e2e.Received) bool {
+			return r.Record.Topic == c.ReplyTopic() && r.Event.Type == topics.TypeSessionOpened && r.Event.SessionInfo.SessionID == id
+		}).Event
+		require.Positive(t, ev.SessionInfo.Generation)
+		return ev.SessionInfo.Generation
+	}
+	named := func(cmd topics.Command, g int64) {
+		t.Helper()
+		require.NotNil(t, cmd.SessionGeneration, "%s without session_generation", cmd.Operation)
+		require.Equal(t, g, *cmd.SessionGeneration, cmd.Operation)
+	}
+
+	s1, err := first.NewSession(ctx, time.Second, client.WithSessionID(id), client.WithSessionOwner(owner))
+	require.NoError(t, err)
+	g1 := opened(first)
+	_, err = first.Acquire(ctx, lock, client.WithSession(s1))
+	require.NoError(t, err)
+	late := sentCommand(t, commands, "the first life's acquire", func(c topics.Command) bool {
+		return c.Operation == topics.OpAcquire && c.LockName == lock
+	})
+	named(late, g1)
+	require.NoError(t, first.Close()) // the process dies: no keep-alive, no close
+	replies.WaitEvent(t, "session.expired of "+id, func(r e2e.Received) bool {
+		return r.Event.Type == topics.TypeSessionExpired && r.Event.SessionInfo.SessionID == id
+	})
+
+	s2, err := second.NewSession(ctx, 3*time.Second, client.WithSessionID(id), client.WithSessionOwner(owner))
+	require.NoError(t, err)
+	g2 := opened(second)
+	require.NotEqual(t, g1, g2)
+	late.RequestID = ""
+	ev, err := second.Do(ctx, late)
+	require.ErrorIs(t, err, client.ErrSessionNotFound, "applied late, the first life's acquire: %s", ev.Type)
+	st, err := second.Query(ctx, lock)
+	require.NoError(t, err)
+	require.NotEqual(t, client.StatusAcquired, st.Status, "held by %q in session %q", st.Owner, st.Info.SessionID)
+
+	l, err := second.Acquire(ctx, lock, client.WithSession(s2))
+	require.NoError(t, err)
+	require.Equal(t, id, l.Info().SessionID)
+	named(sentCommand(t, commands, "the second life's acquire", func(c topics.Command) bool {
+		return c.Operation == topics.OpAcquire && c.LockName == lock && c.ReplyTo == second.ReplyTopic() && c.RequestID != ev.RequestID
+	}), g2)
+	named(sentCommand(t, commands, "the second life's keep-alive", func(c topics.Command) bool {
+		return c.Operation == topics.OpSessionKeepAlive && c.SessionID == id && c.ReplyTo == second.ReplyTopic()
+	}), g2)
+	require.NoError(t, s2.Close(ctx))
+	named(sentCommand(t, commands, "the second life's close", func(c topics.Command) bool {
+		return c.Operation == topics.OpSessionClose && c.SessionID == id && c.ReplyTo == second.ReplyTopic()
+	}), g2)
 }
