@@ -187,6 +187,22 @@ func replySession(ev topics.Event) error {
 	return replySeconds(ev, "ttl", ev.SessionInfo.TTL, topics.MinSessionTTLSeconds, topics.MaxSessionTTLSeconds)
 }
 
+// confirms checks a reply that confirms s (a keep-alive's) as replySession
+// does, and that it is about s: its ID, and its generation where the
+// worker gives one.
+func (s *Session) confirms(ev topics.Event) error {
+	if err := replySession(ev); err != nil {
+		return err
+	}
+	switch info := ev.SessionInfo; {
+	case info.SessionID != s.ID:
+		return fmt.Errorf("%s of session %q", ev.Type, info.SessionID)
+	case info.Generation != 0 && s.generation != 0 && info.Generation != s.generation:
+		return fmt.Errorf("%s of generation %d, not %d", ev.Type, info.Generation, s.generation)
+	}
+	return nil
+}
+
 // update records an answer that confirmed the session until
 // session_info.expires_at: locally, that is its remaining time by the
 // worker's clock from when the command was sent, on the monotonic clock
@@ -210,7 +226,8 @@ func (s *Session) update(ev topics.Event, sent sentAt) {
 // NewSession, or, where either tells none, one that occurred no later
 // than it or whose expires_at is earlier than its, is an earlier
 // session's of the ID, and ignored),
-// refused a keep-alive, a keep-alive could not be sent as the token
+// refused a keep-alive, answered one outside the contract (the session is
+// then closed, best effort), a keep-alive could not be sent as the token
 // (Config.Token) has expired (ErrUnauthenticated), or its expiry passed
 // without a confirmed keep-alive. Every lease of the session is then lost
 // too. It is not closed by Close.
@@ -492,6 +509,9 @@ func (s *Session) keepAliveLoop() {
 // been applied by the worker all the same: the session is then closed,
 // best effort, as keptAlive closes one lost to a late answer; not when the
 // worker ended it (session.expired, session.closed), nor when Close did.
+// An answer outside the contract (confirms) loses the session and closes
+// it, best effort, as NewSession does one so opened: the worker may keep
+// it, and would answer every keep-alive alike.
 func (s *Session) keepAliveAnswered(ev topics.Event, err error, sent sentAt) {
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
@@ -507,7 +527,14 @@ func (s *Session) keepAliveAnswered(ev topics.Event, err error, sent sentAt) {
 		}
 	case ev.Type == topics.TypeRejected:
 		s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, rejection(ev)))
-	case ev.SessionInfo != nil:
+	default:
+		if err := s.confirms(ev); err != nil {
+			s.lose(fmt.Errorf("%w: keep-alive answered outside the contract: %w", ErrSessionLost, err))
+			if s.lostHere() { // not ended by the worker or Close before
+				_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
+			}
+			return
+		}
 		s.keptAlive(ev, sent)
 	}
 }

@@ -264,6 +264,87 @@ func TestEarlierSessionsEndByItsGeneration(t *testing.T) {
 	require.EqualValues(t, 10, *named[0].SessionGeneration)
 }
 
+// A keep-alive answered outside the contract (no session_info, a ttl out
+// of range, another session's ID or generation) loses the session with
+// the reply as the cause, at once rather than at its deadline as if
+// unanswered, and closes it, best effort, as NewSession does a session
+// opened so: the worker may hold it, and would answer every keep-alive
+// alike. The keep-alives and the closes name the session's generation.
+func TestKeepAliveAnsweredOutsideTheContract(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ttl = 3 // the first keep-alive at 1 s
+	closed := make(chan topics.Command, 4)
+	var mu sync.Mutex
+	kept := map[string]topics.Command{}
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			ev := sessionEvent(cmd, topics.TypeSessionOpened, ttl)
+			ev.SessionInfo.Generation = 7
+			return one(ev)
+		case topics.OpSessionClose:
+			deliver(ctx, closed, cmd)
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, ttl))
+		case topics.OpSessionKeepAlive:
+			mu.Lock()
+			kept[cmd.SessionID] = cmd
+			mu.Unlock()
+			ev := sessionEvent(cmd, topics.TypeSessionKeptAlive, ttl)
+			ev.SessionInfo.Generation = 7
+			switch cmd.SessionID {
+			case "bare":
+				ev.SessionInfo = nil
+			case "ttl0":
+				ev.SessionInfo.TTL = 0
+			case "other-id":
+				ev.SessionInfo.SessionID = "elsewhere"
+			case "other-gen":
+				ev.SessionInfo.Generation = 8
+			}
+			return one(ev)
+		}
+		return nil
+	})
+	causes := map[string]string{
+		"bare":      "keep-alive answered outside the contract: session.kept_alive without session_info",
+		"ttl0":      "keep-alive answered outside the contract: session.kept_alive with ttl 0 is outside 1..3600 seconds",
+		"other-id":  `keep-alive answered outside the contract: session.kept_alive of session "elsewhere"`,
+		"other-gen": "keep-alive answered outside the contract: session.kept_alive of generation 8, not 7",
+	}
+	sessions := map[string]*Session{}
+	for id := range causes {
+		s, err := c.NewSession(ctx, ttl*time.Second, WithSessionID(id))
+		require.NoError(t, err)
+		sessions[id] = s
+	}
+	for id, s := range sessions {
+		select {
+		case <-s.Lost():
+		case <-time.After(2 * ttl * time.Second):
+			t.Fatalf("session %q is not lost", id)
+		}
+		require.ErrorIs(t, s.Err(), ErrSessionLost, id)
+		require.ErrorContains(t, s.Err(), causes[id])
+	}
+	for range causes {
+		select {
+		case cmd := <-closed:
+			require.Contains(t, causes, cmd.SessionID)
+			require.NotNil(t, cmd.SessionGeneration, "close of %q", cmd.SessionID)
+			require.EqualValues(t, 7, *cmd.SessionGeneration)
+		case <-ctx.Done():
+			t.Fatal("a session lost to its keep-alive's answer is not closed")
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id := range causes {
+		require.NotNil(t, kept[id].SessionGeneration, "keep-alive of %q", id)
+		require.EqualValues(t, 7, *kept[id].SessionGeneration)
+	}
+}
+
 // A Close or Release called just after the host woke from a suspend past
 // the session's (or the lease's) expiry, before its timer or the boot-clock
 // watch has run, finds it lost, not closed or released: the worker may
