@@ -149,7 +149,8 @@ func TestPlansOnLargeTables(t *testing.T) {
 		if strings.HasPrefix(sql, "SET ") || strings.HasPrefix(sql, "LOAD ") || sql == "begin" || sql == "commit" {
 			continue
 		}
-		pages, _ := testdb.PlanPages(p)
+		pages, err := testdb.PlanPages(p)
+		require.NoError(t, err, p)
 		report = append(report, fmt.Sprintf("%6d pages  %.110s", pages, sql))
 		require.False(t, seq.MatchString(p), "a statement scans a big table:\n%s", p)
 		require.Less(t, pages, 500, "a statement reads %d pages:\n%s", pages, p)
