@@ -682,8 +682,10 @@ const fetchMaxWait = 200 * time.Millisecond
 // the key's last tombstone, records published again (the relay publishes
 // at least once, and replicas overlap during a failover) told apart as
 // Watch tells them: a record with the revision and ChangedAt of one of the
-// last 64 taken of its lock is a copy, which neither replaces the one taken
-// nor brings back a lock a tombstone removed; any other record after the
+// last 64 read of its lock is a copy, which neither replaces the one taken
+// nor brings back a lock a tombstone removed (but a copy of the tombstone
+// read after the new life's first record leaves the lock out, until its
+// next change: a tombstone carries nothing to tell it by); any other record after the
 // tombstone starts the lock afresh, however its ChangedAt compares; and a
 // lower revision whose ChangedAt is later than that of the one taken
 // replaces it, as the lock's new life (deleted and created again, revisions
@@ -923,7 +925,7 @@ func OnFetchError(fn func(error)) WatchOption {
 // revisions may advance by more than one. A lock that has no state yet is
 // delivered as revision 0, free; Deleted marks cleanup's removal, after
 // which revisions start again at 1. A record with the revision and
-// ChangedAt of one of the last 64 records the watch took of the lock is
+// ChangedAt of one of the last 64 records the watch read of the lock is
 // one published again, dropped, after the lock's tombstone too; any other
 // record after a tombstone is the lock's next life's, however PostgreSQL's
 // clock stamped it. The channel closes when ctx ends or the client closes.
@@ -946,7 +948,7 @@ func OnFetchError(fn func(error)) WatchOption {
 // new life then shows from its next change. ChangedAt is PostgreSQL's
 // clock, which this takes never to go back: after a step back of that
 // clock, or a failover to a standby whose clock is behind, a late copy of
-// an older revision (not among the last 64 taken) stamped before it can
+// an older revision (not among the last 64 read) stamped before it can
 // pass for a new life, delivered after newer revisions (and copies of
 // those that follow, again). A record of the lock's key that cannot be
 // decoded is delivered as a LockRevision with Unreadable set (once, until
@@ -1119,14 +1121,14 @@ type taken struct {
 	// last is the last record taken since the lock's last tombstone read
 	// (none after it).
 	last ident
-	// recent are the last keptTaken records taken, across tombstones,
-	// next the oldest's index once there are that many.
+	// recent are the last keptTaken records read, taken or dropped, across
+	// tombstones, next the oldest's index once there are that many.
 	recent []ident
 	next   int
 }
 
 // take takes lr, a readable record of the lock, unless it is one
-// published again: one of the last keptTaken taken has its revision and
+// published again: one of the last keptTaken read has its revision and
 // changed_at (however PostgreSQL's clock stamped the lock's next life,
 // after a tombstone, or a step of it back), or, since the lock's last
 // tombstone read, one taken had its revision or a higher one and lr is
@@ -1134,17 +1136,21 @@ type taken struct {
 // the lock's next life, not measured against the life it ended.
 func (t *taken) take(lr LockRevision) bool {
 	id := ident{lr.Revision, lr.ChangedAt}
-	if slices.ContainsFunc(t.recent, func(r ident) bool { return r.revision == id.revision && r.changedAt.Equal(id.changedAt) }) ||
-		lr.Revision <= t.last.revision && !newLife(lr, t.last) {
+	if slices.ContainsFunc(t.recent, func(r ident) bool { return r.revision == id.revision && r.changedAt.Equal(id.changedAt) }) {
 		return false
 	}
-	t.last = id
+	// Kept whether taken or not: a republish or a late older revision
+	// dropped here may be published again after a tombstone.
 	if len(t.recent) < keptTaken {
 		t.recent = append(t.recent, id)
 	} else {
 		t.recent[t.next] = id
 		t.next = (t.next + 1) % keptTaken
 	}
+	if lr.Revision <= t.last.revision && !newLife(lr, t.last) {
+		return false
+	}
+	t.last = id
 	return true
 }
 

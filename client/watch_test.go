@@ -907,3 +907,64 @@ func TestStateBatchesTooLargeInARowDoNotPause(t *testing.T) {
 	require.EqualValues(t, 2, next(t, ch).Revision, "the revision after the batches")
 	require.Less(t, time.Since(start), 500*time.Millisecond, "%d batches skipped in a row", batches)
 }
+
+// A worker's republish of revision 5 (dropped: the watch has revision 5)
+// is never taken, so its identity is not kept: a copy of it the relay
+// publishes again after the lock's tombstone passes for the lock's new
+// life.
+func TestWatchDropsARepublishCopyAfterATombstone(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	tombstone := &kgo.Record{Key: []byte("job")}
+	_, c, produce := stateTopic(t, stateAt(t, "job", 5, "release", at(5)))
+	ch, err := c.Watch(ctxT(t), "job")
+	require.NoError(t, err)
+	require.EqualValues(t, 5, next(t, ch).Revision)
+	produce(
+		stateAt(t, "job", 5, "republish", at(7)), // dropped: revision 5 delivered
+		tombstone,
+		stateAt(t, "job", 5, "republish", at(7)), tombstone, // published again
+		stateAt(t, "job", 1, "acquire", at(100)), // the new life
+	)
+	require.True(t, next(t, ch).Deleted)
+	lr := next(t, ch)
+	require.False(t, lr.Deleted, "got a second Deleted")
+	require.EqualValues(t, 1, lr.Revision, "got %d (%s) after the tombstone", lr.Revision, lr.Operation)
+}
+
+// The same for an older revision landing late (dropped), published again
+// after the tombstone.
+func TestWatchDropsALateOlderCopyAfterATombstone(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	tombstone := &kgo.Record{Key: []byte("job")}
+	_, c, produce := stateTopic(t, stateAt(t, "job", 6, "release", at(6)))
+	ch, err := c.Watch(ctxT(t), "job")
+	require.NoError(t, err)
+	require.EqualValues(t, 6, next(t, ch).Revision)
+	produce(
+		stateAt(t, "job", 5, "acquire", at(5)), // late, dropped
+		tombstone,
+		stateAt(t, "job", 5, "acquire", at(5)), tombstone, // published again
+		stateAt(t, "job", 1, "acquire", at(100)),
+	)
+	require.True(t, next(t, ch).Deleted)
+	lr := next(t, ch)
+	require.EqualValues(t, 1, lr.Revision, "got %d (%s) after the tombstone", lr.Revision, lr.Operation)
+}
+
+// Locks read while the copy of the republish is there and the
+// tombstone's copy not yet: the removed lock is back in the table.
+func TestLocksDropsARepublishCopyAfterATombstone(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	_, c, _ := stateTopic(t,
+		stateAt(t, "job", 5, "release", at(5)),
+		stateAt(t, "job", 5, "republish", at(7)),
+		&kgo.Record{Key: []byte("job")},
+		stateAt(t, "job", 5, "republish", at(7)), // published again
+	)
+	table, err := c.Locks(ctxT(t))
+	require.NoError(t, err)
+	require.Empty(t, table, "a removed lock is back")
+}
