@@ -16,9 +16,12 @@ import (
 // what it holds and waits for, so an operator can follow a lock's holder
 // (its session_id) to the process that keeps it alive.
 type SessionView struct {
-	SessionID string  `json:"session_id"`
-	OwnerID   string  `json:"owner_id"`
-	TTL       float64 `json:"ttl"`
+	SessionID string `json:"session_id"`
+	// Generation tells this life of the session id from earlier and later
+	// ones (session_info.generation of its session.opened).
+	Generation int64   `json:"generation"`
+	OwnerID    string  `json:"owner_id"`
+	TTL        float64 `json:"ttl"`
 	// Status is open, or expired for a session past expires_at that its
 	// partition's expiry scheduler has not ended yet.
 	Status    string      `json:"status"`
@@ -92,8 +95,8 @@ func readSession(ctx context.Context, tx pgx.Tx, id string) (SessionView, error)
 	v := SessionView{SessionID: id, Holding: []SessionLock{}, Waiting: []SessionLock{}}
 	var expires, opened, now time.Time
 	err := tx.QueryRow(ctx, `
-		SELECT owner_id, ttl, expires_at, created_at, source_partition, clock_timestamp()
-		FROM sessions WHERE id = $1`, id).Scan(&v.OwnerID, &v.TTL, &expires, &opened, &v.Partition, &now)
+		SELECT generation, owner_id, ttl, expires_at, created_at, source_partition, clock_timestamp()
+		FROM sessions WHERE id = $1`, id).Scan(&v.Generation, &v.OwnerID, &v.TTL, &expires, &opened, &v.Partition, &now)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return v, errNoSession
 	}

@@ -30,6 +30,10 @@ func TestSession(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, body)
 	require.Equal(t, id, v.SessionID)
 	require.Equal(t, "worker-7", v.OwnerID)
+	var generation int64
+	require.NoError(t, e.st.Pool.QueryRow(context.Background(), `SELECT generation FROM sessions WHERE id = $1`, id).Scan(&generation))
+	require.Positive(t, generation)
+	require.Equal(t, generation, v.Generation, "the life of the session id")
 	require.Equal(t, 20.0, v.TTL)
 	require.Equal(t, SessionOpen, v.Status)
 	require.InDelta(t, 20, v.ExpiresInSeconds, 5)
