@@ -258,6 +258,15 @@ type Replica struct {
 
 	mu sync.Mutex
 	p  *proc // nil when not started or stopped
+
+	watchMu sync.Mutex
+	watches []logWatch // Logged's, not yet seen
+}
+
+// logWatch is a Logged wait: ch closes at a line containing substr.
+type logWatch struct {
+	substr string
+	ch     chan struct{}
 }
 
 // NewReplica prepares a replica; env is added to the process's environment
@@ -284,6 +293,7 @@ func (r *Replica) Start() error {
 	childproc.DieWithParent(cmd)
 	p, err := startProc(cmd, cmd.StderrPipe, func(line string) bool {
 		fmt.Fprintf(r.logw, "%s %s\n", r.Name, line)
+		r.logged(line)
 		return strings.Contains(line, "lockworker is consuming")
 	})
 	if err != nil {
@@ -291,6 +301,31 @@ func (r *Replica) Start() error {
 	}
 	r.p = p
 	return nil
+}
+
+// Logged returns a channel closed at the first line the replica logs from
+// now on (this process or a later one) that contains substr: a test waits
+// for what the replica says it did, not for a while. Call it before what
+// makes the replica log the line.
+func (r *Replica) Logged(substr string) <-chan struct{} {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	ch := make(chan struct{})
+	r.watches = append(r.watches, logWatch{substr: substr, ch: ch})
+	return ch
+}
+
+// logged closes the channels of the watches line matches, and forgets them.
+func (r *Replica) logged(line string) {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	r.watches = slices.DeleteFunc(r.watches, func(w logWatch) bool {
+		if strings.Contains(line, w.substr) {
+			close(w.ch)
+			return true
+		}
+		return false
+	})
 }
 
 // Ready waits until the replica logged that it consumes.

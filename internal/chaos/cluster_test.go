@@ -222,3 +222,27 @@ func TestReplicaSignalDoesNotWait(t *testing.T) {
 	require.Nil(t, r.Exited(), "stopped")
 	require.ErrorContains(t, r.Signal(syscall.SIGUSR1), "not running")
 }
+
+// Logged is closed at a line logged after it that holds its text, by the
+// process running or a later one; a line before it does not count.
+func TestReplicaLogged(t *testing.T) {
+	r := readyReplica(t, `trap 'echo "resumed: it stalled" >&2' USR1; echo "it stalled before" >&2; `+consuming+`while :; do sleep 0.1; done`)
+	stalled, other := r.Logged("it stalled"), r.Logged("never said")
+	require.False(t, closed(stalled), "a line logged before Logged")
+	require.NoError(t, r.Signal(syscall.SIGUSR1))
+	select {
+	case <-stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the line logged after Logged was not seen")
+	}
+	require.False(t, closed(other))
+
+	again := r.Logged("it stalled")
+	require.NoError(t, r.Kill())
+	require.NoError(t, r.Start())
+	select {
+	case <-again:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the line logged by the process started later was not seen")
+	}
+}
