@@ -38,6 +38,13 @@ type LoadConfig struct {
 	// Resend an unanswered command (same request_id) every Resend [2 s], as
 	// a requester would.
 	Resend time.Duration
+	// Patient contenders of every lock (the last ones) never resend [none]:
+	// they send each command once and wait for its answer however long.
+	// A reply committed but never published (an outbox row a crash lost)
+	// then leaves its command unanswered for Check to report, where a
+	// resend would have been answered from the stored outcome (the same
+	// event) and hidden the loss. A send Kafka refused is sent again.
+	Patient int
 	// ReplyTopic [locks.replies.chaos-<random>].
 	ReplyTopic string
 	// Modes makes every third lock a semaphore of 2 and every third a
@@ -106,6 +113,7 @@ type request struct {
 	partition int
 	sent      time.Time // first send
 	answered  time.Time // first answer (zero: none yet)
+	once      bool      // a patient contender's: never resent for want of an answer
 	done      chan struct{}
 }
 
@@ -126,6 +134,8 @@ type Load struct {
 	// abandon-only lease ("lock#token"), closed at its lock.expired.
 	abandoned map[string]bool
 	ends      map[string]chan struct{}
+	// whens are When's conditions not yet met.
+	whens []when
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -168,7 +178,8 @@ func StartLoad(ctx context.Context, cfg LoadConfig) (*Load, error) {
 			lock := fmt.Sprintf("p%03d-l%d", p, i)
 			for c := range cfg.Contenders {
 				owner, sh := fmt.Sprintf("%s-o%d", lock, c), cfg.shapeOf(p*cfg.LocksPerPartition+i, c)
-				l.wg.Go(func() { l.contend(lctx, p, lock, owner, sh) })
+				once := c >= cfg.Contenders-cfg.Patient
+				l.wg.Go(func() { l.contend(lctx, p, lock, owner, sh, once) })
 			}
 		}
 		for i := range cfg.AbandonOnly {
@@ -224,18 +235,61 @@ func (l *Load) receive(ev topics.Event, source string, now time.Time) {
 			l.endOf(li.LockName, li.FencingToken)
 		}
 	}
-	if q := l.reqs[ev.RequestID]; q != nil && ev.Type != topics.TypeQueued && q.answered.IsZero() {
+	q := l.reqs[ev.RequestID]
+	if q != nil && ev.Type != topics.TypeQueued && q.answered.IsZero() {
 		q.answered = now
 		close(q.done)
 	}
+	if len(l.whens) > 0 {
+		r := Read{Event: ev, Source: source, Partition: -1}
+		if q != nil {
+			r.Partition, r.Sent = q.partition, q.sent
+		}
+		l.whens = slices.DeleteFunc(l.whens, func(w when) bool {
+			if w.cond(r) {
+				close(w.met)
+				return true
+			}
+			return false
+		})
+	}
 }
 
-// contend is one owner's loop on one lock.
-func (l *Load) contend(ctx context.Context, partition int, lock, owner string, sh shape) {
+// Read is a reply as the load read it, for When.
+type Read struct {
+	Event topics.Event
+	// Source is its ce_source: "lockworker/" and the instance that
+	// applied the command (its relay may not be the one that published it).
+	Source string
+	// Partition is the commands partition of the command it answers, and
+	// Sent that command's first send; -1 and zero for a reply to none of
+	// the load's commands (a lock.expired).
+	Partition int
+	Sent      time.Time
+}
+
+type when struct {
+	cond func(Read) bool
+	met  chan struct{}
+}
+
+// When returns a channel closed once cond returns true. cond is called
+// with each reply read from now on, in the order read, until then; it
+// runs under the load's lock, so it must not call the load.
+func (l *Load) When(cond func(Read) bool) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	met := make(chan struct{})
+	l.whens = append(l.whens, when{cond: cond, met: met})
+	return met
+}
+
+// contend is one owner's loop on one lock; once says it never resends.
+func (l *Load) contend(ctx context.Context, partition int, lock, owner string, sh shape, once bool) {
 	grants := 0
 	for n := 0; ctx.Err() == nil; n++ {
 		ev, ok := l.call(ctx, partition, topics.Command{Operation: "acquire", LockName: lock, OwnerID: owner,
-			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n), Mode: sh.mode, Limit: sh.limit})
+			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n), Mode: sh.mode, Limit: sh.limit}, once)
 		if !ok {
 			return
 		}
@@ -250,7 +304,7 @@ func (l *Load) contend(ctx context.Context, partition int, lock, owner string, s
 		}
 		sleep(ctx, l.cfg.Hold)
 		if _, ok := l.call(ctx, partition, topics.Command{Operation: "release", LockName: lock, OwnerID: owner,
-			RequestID: fmt.Sprintf("%s-%d-rel", owner, n)}); !ok {
+			RequestID: fmt.Sprintf("%s-%d-rel", owner, n)}, once); !ok {
 			return
 		}
 	}
@@ -261,7 +315,7 @@ func (l *Load) contend(ctx context.Context, partition int, lock, owner string, s
 func (l *Load) abandon(ctx context.Context, partition int, lock, owner string) {
 	for n := 0; ctx.Err() == nil; n++ {
 		ev, ok := l.call(ctx, partition, topics.Command{Operation: "acquire", LockName: lock, OwnerID: owner,
-			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n)})
+			LeaseDuration: l.cfg.Lease.Seconds(), RequestID: fmt.Sprintf("%s-%d-acq", owner, n)}, false)
 		if !ok {
 			return
 		}
@@ -291,7 +345,7 @@ func (l *Load) endOf(lock string, token int64) chan struct{} {
 	return ch
 }
 
-func closed(ch chan struct{}) bool {
+func closed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true
@@ -300,14 +354,15 @@ func closed(ch chan struct{}) bool {
 	}
 }
 
-// call sends c until it is answered; false when the load stops first.
-func (l *Load) call(ctx context.Context, partition int, c topics.Command) (topics.Event, bool) {
+// call sends c until it is answered (once: sends it once, again only if
+// Kafka refused the send); false when the load stops first.
+func (l *Load) call(ctx context.Context, partition int, c topics.Command, once bool) (topics.Event, bool) {
 	c.ReplyTo = l.cfg.ReplyTopic
 	v, err := c.Encode()
 	if err != nil {
 		panic(err) // a Command always encodes
 	}
-	q := &request{id: c.RequestID, owner: c.OwnerID, partition: partition, sent: time.Now(), done: make(chan struct{})}
+	q := &request{id: c.RequestID, owner: c.OwnerID, partition: partition, sent: time.Now(), once: once, done: make(chan struct{})}
 	l.mu.Lock()
 	if l.stopping {
 		l.mu.Unlock()
@@ -316,18 +371,36 @@ func (l *Load) call(ctx context.Context, partition int, c topics.Command) (topic
 	l.reqs[q.id] = q
 	l.order = append(l.order, q)
 	l.mu.Unlock()
+	refused := make(chan struct{}, 1)
 	for {
-		l.prod.Produce(ctx, &kgo.Record{Key: []byte(c.Key()), Value: v, Partition: int32(partition)}, nil)
+		l.prod.Produce(ctx, &kgo.Record{Key: []byte(c.Key()), Value: v, Partition: int32(partition)}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				select {
+				case refused <- struct{}{}:
+				default:
+				}
+			}
+		})
+		var resend <-chan time.Time // nil, never ready: once
+		if !once {
+			resend = time.After(l.cfg.Resend)
+		}
 		select {
 		case <-q.done:
 			return l.answer(q.id), true
 		case <-ctx.Done():
 			return topics.Event{}, false
-		case <-time.After(l.cfg.Resend):
-			l.mu.Lock()
-			l.resends++
-			l.mu.Unlock()
+		case <-refused:
+			// Not in Kafka, or not known to be: no answer can come.
+			if ctx.Err() != nil {
+				return topics.Event{}, false
+			}
+			sleep(ctx, l.cfg.Pause)
+		case <-resend:
 		}
+		l.mu.Lock()
+		l.resends++
+		l.mu.Unlock()
 	}
 }
 
@@ -350,7 +423,7 @@ func sleep(ctx context.Context, d time.Duration) {
 }
 
 // Stop sends no new command, waits up to settle for the ones in flight to
-// be answered (resending them) and for the abandon-only leases granted to
+// be answered (resending them, but for the patient contenders') and for the abandon-only leases granted to
 // be expired, then stops. Only the first call does
 // anything (a later one waits for it to end).
 func (l *Load) Stop(settle time.Duration) {
@@ -431,6 +504,10 @@ type Stats struct {
 	// CorrectedP99 is the p99 time to answer corrected for coordinated
 	// omission (see Load.Stats).
 	CorrectedP99 time.Duration
+	// Once counts the commands of patient contenders (LoadConfig.Patient),
+	// and OnceLate those of them answered after LoadConfig.Resend: a lost
+	// reply to one of these is what a resend would have hidden.
+	Once, OnceLate int
 }
 
 // Window is a span of time, From inclusive, To exclusive.
@@ -458,19 +535,20 @@ func (l *Load) Stats(ws ...Window) Stats {
 	l.mu.Lock()
 	all := make([]sample, len(l.order))
 	for i, q := range l.order {
-		all[i] = sample{owner: q.owner, sent: q.sent, answered: q.answered}
+		all[i] = sample{owner: q.owner, sent: q.sent, answered: q.answered, once: q.once}
 	}
 	l.mu.Unlock()
-	return stats(all, ws)
+	return stats(all, ws, l.cfg.Resend)
 }
 
 // sample is what Stats needs of a request.
 type sample struct {
 	owner          string
 	sent, answered time.Time
+	once           bool
 }
 
-func stats(all []sample, ws []Window) Stats {
+func stats(all []sample, ws []Window, resend time.Duration) Stats {
 	interval := intervals(all)
 	h := hdrhistogram.New(1, statsMax.Microseconds(), 3)
 	var s Stats
@@ -480,11 +558,17 @@ func stats(all []sample, ws []Window) Stats {
 			continue
 		}
 		s.Commands++
+		if q.once {
+			s.Once++
+		}
 		if q.answered.IsZero() {
 			s.Unanswered++
 			continue
 		}
 		d := q.answered.Sub(q.sent)
+		if q.once && d > resend {
+			s.OnceLate++
+		}
 		took = append(took, d)
 		if d > time.Second {
 			s.OverSecond++
@@ -539,7 +623,8 @@ func intervals(all []sample) map[string]time.Duration {
 	return iv
 }
 
-// Resends is how many times a command was sent again for want of an answer.
+// Resends is how many times a command was sent again: for want of an
+// answer, or because Kafka refused its send.
 func (l *Load) Resends() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()

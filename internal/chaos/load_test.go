@@ -1,13 +1,18 @@
 package chaos
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -203,4 +208,90 @@ func TestStopWaitsForALeaseGrantedJustBefore(t *testing.T) {
 		t.Fatal("Stop's wait did not end at the lease's lock.expired")
 	}
 	assert.Zero(t, l.Expiries(Window{To: time.Now().Add(time.Hour)}).Unexpired)
+}
+
+// TestPatientContendersSeeALostReply runs a Load against a fake worker
+// that loses the reply to every command's first copy (committed, never
+// published, as a crash between the commit and the relay would) and
+// answers a resend from the stored outcome, as lockworker does. The
+// resending contender is answered every time, the same event to each copy:
+// Check sees nothing wrong. The patient one, which never resends, is left
+// unanswered, and Check reports it.
+func TestPatientContendersSeeALostReply(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	commands := topics.DefaultNames().Commands
+	cluster := kafkatest.Cluster(t, kfake.SeedTopics(1, commands))
+	brokers := cluster.ListenAddrs()
+	worker, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(commands),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond), kgo.ProducerLinger(0))
+	require.NoError(t, err)
+	defer worker.Close()
+	go func() {
+		stored := map[string]topics.Event{} // the outcomes, by request_id
+		for ctx.Err() == nil {
+			worker.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+				var c topics.Command
+				if err := json.Unmarshal(r.Value, &c); err != nil {
+					t.Errorf("a command the load sent: %v", err)
+					return
+				}
+				ev, applied := stored[c.RequestID]
+				if !applied {
+					ev = topics.NewEvent(topics.TypeRejected, c.Operation, c.RequestID, time.Now())
+					ev.ErrorCode = "LOCK_HELD"
+					stored[c.RequestID] = ev
+					return // its reply lost
+				}
+				v, _ := ev.Encode() // an Event always encodes
+				worker.Produce(ctx, &kgo.Record{Topic: c.ReplyTo, Value: v}, nil)
+			})
+		}
+	}()
+
+	load, err := StartLoad(ctx, LoadConfig{Brokers: brokers, Partitions: 1, LocksPerPartition: 1, Contenders: 2, Patient: 1,
+		Resend: 100 * time.Millisecond, Pause: 10 * time.Millisecond})
+	require.NoError(t, err)
+	answered := 0
+	enough := load.When(func(r Read) bool {
+		answered++
+		return answered == 5
+	})
+	select {
+	case <-enough:
+	case <-ctx.Done():
+		t.Fatal("the resending contender was not answered")
+	}
+	load.Stop(300 * time.Millisecond) // the patient contender's command is never answered
+	require.Positive(t, load.Resends())
+	st := load.Stats()
+	assert.Positive(t, st.Once)
+	err = Check(load.History())
+	require.ErrorContains(t, err, "request p000-l0-o1-0-acq never answered")
+	require.NotContains(t, err.Error(), "-o0-", "the resending contender's commands are answered")
+}
+
+// TestWhenSeesTheRepliesReadAfterIt: a condition is met by replies read
+// after When, with their command's partition and first send; a reply to
+// none of the load's commands has partition -1.
+func TestWhenSeesTheRepliesReadAfterIt(t *testing.T) {
+	t0 := time.Now()
+	l := &Load{reqs: map[string]*request{}}
+	q := &request{id: "r1", partition: 3, sent: t0, done: make(chan struct{})}
+	l.reqs[q.id] = q
+	l.receive(topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "r1", t0), "lockworker/w1", t0) // before When
+	var got []Read
+	met := l.When(func(r Read) bool {
+		got = append(got, r)
+		return r.Source == "lockworker/w2"
+	})
+	l.receive(topics.NewEvent(topics.TypeExpired, topics.OpAcquire, "", t0), "lockworker/w1", t0)
+	require.False(t, closed(met))
+	l.receive(topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "r1", t0), "lockworker/w2", t0)
+	<-met
+	l.receive(topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "r1", t0), "lockworker/w2", t0) // after: not called
+	require.Len(t, got, 2)
+	assert.Equal(t, -1, got[0].Partition)
+	assert.Equal(t, 3, got[1].Partition)
+	assert.Equal(t, t0, got[1].Sent)
 }
