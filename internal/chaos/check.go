@@ -9,7 +9,12 @@
 //   - a lease ends once: no event of its token comes at a later revision
 //     than its lock.released or lock.expired,
 //   - every command is answered, and exactly once: every reply to a
-//     request_id, resends included, is the same event,
+//     request_id, resends included, is the same event (a load's patient
+//     contenders never resend, so a reply committed and then lost leaves
+//     their command unanswered, where a resend would be answered from
+//     the stored outcome),
+//   - no lock's revision goes back in the lock state topic the first time
+//     it is published (CheckStateOrder),
 //   - election candidates (Election, through the SDK) never lead two at a
 //     time: terms do not overlap, fencing tokens rise from leader to
 //     leader, and a fenced resource never sees a token go back
