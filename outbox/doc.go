@@ -131,7 +131,8 @@
 //     warning says to check it), or refuses to create a reply topic with
 //     its replicas (INVALID_REPLICATION_FACTOR: fewer brokers up than the
 //     factor; the retry warning says so): never counted. Such a refusal is
-//     Kafka's answer, so it counts toward no pause (below), and a topic
+//     Kafka's answer, so it counts toward no pause (below), nor is it a
+//     success that ends a row of other topics' failures, and a topic
 //     refused so with no other outcome for ParkFor is parked for ParkFor,
 //     park_reason INVALID_REPLICATION_FACTOR; otherwise nothing here is
 //     parked. The topic backs off in memory; two

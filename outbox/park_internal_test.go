@@ -55,6 +55,28 @@ func TestKafkaAwayPausesAcrossPasses(t *testing.T) {
 	require.Equal(t, 1, p.kafkaFailures)
 }
 
+// A reply topic's creation refused for its replicas, between two topics
+// failing for Kafka being away, neither pauses nor ends their row: with
+// most brokers down, new reply topics are refused so while the existing
+// topics fail for Kafka away, and the partition must still pause rather
+// than wait out every existing topic's timeout.
+func TestReplicasRefusalBetweenAwayFailuresPauses(t *testing.T) {
+	r := &Relay{cfg: Config{RetryBase: time.Second, RetryMax: time.Minute, ParkFor: time.Hour}, log: zerolog.Nop()}
+	p := &partition{blocked: map[string]block{}, parked: map[string]bool{}}
+	away := fmt.Errorf("produce: %w", kerr.NotEnoughReplicas)
+	replicas := fmt.Errorf("kafkapubsub: create topic: %w", kerr.InvalidReplicationFactor)
+	settle := func(topic string, err error) bool {
+		return r.settle(context.Background(), p, unit{topic: topic, rows: []row{{rowRef: rowRef{id: 1}, topic: topic}}}, err, &passState{failed: map[string]bool{}}, false)
+	}
+	require.True(t, settle("existing0", away))
+	require.True(t, settle("locks.replies.new0", replicas))
+	require.True(t, settle("locks.replies.new1", replicas))
+	require.True(t, p.pauseUntil.IsZero(), "one topic away, the others refused for their replicas")
+	require.False(t, settle("existing1", away), "the pass stops")
+	require.True(t, p.pauseUntil.After(time.Now()), "two topics away with no success between")
+	require.Equal(t, 1, p.kafkaFailures)
+}
+
 // Topics failing for Kafka being away beside a topic acknowledged in the
 // same call pause nothing: Kafka is there, and the failures are theirs.
 func TestKafkaAwayBesideAnAcknowledgementPausesNothing(t *testing.T) {

@@ -1045,12 +1045,17 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 		log = log.Str("reason", reason)
 	}
 	log.Msg("outbox: Kafka did not take the records; retrying")
-	// A creation refused for its replicas is Kafka's answer: as beside an
-	// acknowledgement, the failure is the topic's own. Counted toward a
-	// pause, new requesters' reply topics failing so while a broker is
-	// down would hold every other topic's records.
-	if acked || reason == ReasonReplicas {
-		p.awayTopic = "" // as after a success
+	// A creation refused for its replicas is Kafka's answer, the topic's
+	// own failure: counted toward a pause, new requesters' reply topics
+	// failing so while a broker is down would hold every other topic's
+	// records. Nor is it a success that ends the row of away failures: in
+	// an outage of most brokers new reply topics are refused so between
+	// the existing topics' failures, which would then never pause.
+	if reason == ReasonReplicas {
+		return true
+	}
+	if acked { // the failure is the topic's own, Kafka is there
+		p.awayTopic = ""
 		return true
 	}
 	previous := p.awayTopic
