@@ -241,8 +241,89 @@ func TestParkWalksOnlyItsPartition(t *testing.T) {
 
 	pages, plan := ex.Pages(t, "UPDATE outbox SET parked_until = coalesce")
 	t.Logf("%d pages, the partition's rows on %d pages of the table, %d parked:\n%s", pages, heapPages, n, plan)
+	require.Regexp(t, `Index Scan using outbox_waiting on outbox  `, plan, "the partition walked in outbox_waiting")
+	require.NotRegexp(t, `Sort Key: outbox\.`, plan, "in its order")
 	// The pages the partition's rows are on, the index's, and for each
 	// row parked its look-up in outbox_pkey and its new entries there and
 	// in outbox_parked.
 	require.Less(t, pages, heapPages+20*len(want)+30, "%d pages:\n%s", pages, plan)
+}
+
+// A read and a park walk their partition's stretch of outbox_waiting in
+// order, stopping at their LIMIT, whatever the outbox's statistics and the
+// plan_cache_mode the connection string may set. Never analyzed (a backlog
+// before autovacuum's first ANALYZE, or with it off), PostgreSQL estimates
+// the stretch at a few rows; under plan_cache_mode auto it plans the first
+// runs, and any that look cheaper, for the parameters given, LIMIT
+// included. A stretch estimated below the LIMIT is cheaper, as PostgreSQL
+// sees it, collected with a bitmap and sorted: every run then reads the
+// partition's whole backlog for a batch.
+func TestPlansByIndexWhateverTheStatistics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 128,000 outbox rows")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	_, err := st.Pool.Exec(ctx, `ALTER TABLE outbox SET (autovacuum_enabled = off);
+		INSERT INTO outbox (source_partition, topic, key, value, headers)
+			SELECT i % 64, 'lock.state', convert_to('lock-' || i, 'UTF8'), decode(repeat('ab', 150), 'hex'), '\x02'
+			FROM generate_series(1, 128000) i`)
+	require.NoError(t, err)
+	auto := st.Pool.Config().Copy()
+	setup := auto.AfterConnect
+	auto.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if err := setup(ctx, c); err != nil {
+			return err
+		}
+		_, err := c.Exec(ctx, `SET plan_cache_mode = auto`)
+		return err
+	}
+	autoPool, err := pgxpool.NewWithConfig(ctx, auto)
+	require.NoError(t, err)
+	defer autoPool.Close()
+
+	walk := regexp.MustCompile(`->  Index Scan using outbox_waiting on outbox  .*\n( +[A-Z][^>\n]*\n)*`)
+	sorted := regexp.MustCompile(`Sort Key: (outbox|w)\.`)
+	part := int32(0)
+	check := func(t *testing.T, pool *pgxpool.Pool) {
+		ex := testdb.NewExplained(t, pool)
+		r, err := New(Config{Publisher: nopPublisher{}, Pool: ex.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+		require.NoError(t, err)
+		r.cfg.parkChunk = 100
+		part++ // a partition of its own: the park takes its rows out of the walk
+		var heapPages int
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(DISTINCT (ctid::text::point)[0]) FROM (
+			SELECT ctid FROM outbox WHERE source_partition = $1 AND parked_until IS NULL ORDER BY id LIMIT $2) x`, part, r.cfg.BatchSize).Scan(&heapPages))
+		for i := range 7 { // the custom plans, and the generic one if PostgreSQL settles on it
+			_, err := r.selectRows(ctx, []selectReq{{partition: part, upTo: math.MaxInt64}})
+			require.NoError(t, err)
+			pages, plan := ex.Pages(t, "created_at FROM outbox")
+			require.NotEmpty(t, walk.FindString(plan), "run %d: the partition walked in outbox_waiting:\n%s", i, plan)
+			require.NotRegexp(t, sorted, plan, "run %d: the walk's order serves the LIMIT:\n%s", i, plan)
+			require.Less(t, pages, heapPages+30, "run %d: %d pages:\n%s", i, pages, plan)
+		}
+		n0 := len(ex.Plans())
+		n, _, err := r.park(ctx, r.part(part), "lock.state", "TOPIC_AUTHORIZATION_FAILED")
+		require.NoError(t, err)
+		require.EqualValues(t, 128000/64, n)
+		chunks := 0
+		for _, plan := range ex.Plans()[n0:] {
+			if !strings.Contains(plan, "UPDATE outbox SET parked_until = coalesce") {
+				continue
+			}
+			chunks++
+			require.NotEmpty(t, walk.FindString(plan), "chunk %d: the partition walked in outbox_waiting:\n%s", chunks, plan)
+			require.NotRegexp(t, sorted, plan, "chunk %d: the walk's order serves the LIMIT:\n%s", chunks, plan)
+		}
+		require.Equal(t, int(n)/r.cfg.parkChunk+1, chunks)
+	}
+	for _, stats := range []string{"never analyzed", "analyzed"} {
+		if stats == "analyzed" {
+			_, err := st.Pool.Exec(ctx, `ANALYZE outbox`)
+			require.NoError(t, err)
+		}
+		t.Run(stats+"/generic", func(t *testing.T) { check(t, st.Pool) })
+		t.Run(stats+"/auto", func(t *testing.T) { check(t, autoPool) })
+	}
 }

@@ -1370,7 +1370,15 @@ const unparkChunk = 1000
 // filtered, look cheaper in the generic plan: at twelve partitions eleven
 // other rows read for each of its own, and the whole table for a partition
 // with none (TestReadWalksOnlyItsPartitions). The running sum orders by
-// the same keys, so no sort comes between.
+// the same keys, so no sort comes between. The LIMIT is a sub-select so
+// that a custom plan (plan_cache_mode auto, which the connection string
+// may set) plans it unknown, as the generic plan does: the stretch's
+// bounds are unnest's values, so PostgreSQL estimates it by default
+// selectivities (81 rows for a partition's 4,688 of 300,000, the outbox
+// never analyzed), and with BatchSize known above the estimate, the whole
+// stretch collected with a bitmap and sorted looks cheaper than the walk,
+// every read then reading the partition's whole backlog
+// (TestPlansByIndexWhateverTheStatistics).
 //
 // A topic is parked while a row of it in the partition is marked parked
 // until a finite time, ended or not (a row parked for good holds nothing
@@ -1557,7 +1565,7 @@ func (r *Relay) selectRows(ctx context.Context, reqs []selectReq) ([]selected, e
 				WHERE source_partition >= q.p AND (source_partition, id) <= (q.p, q.up) AND parked_until IS NULL
 				  AND topic NOT IN (SELECT ex.t FROM ex WHERE ex.p = q.p)
 				ORDER BY source_partition, id
-				LIMIT $5) w
+				LIMIT (SELECT $5::int8)) w
 			WINDOW s AS (ORDER BY w.source_partition, w.id ROWS UNBOUNDED PRECEDING)) o
 		WHERE o.run <= $6 OR o.run = o.size
 		ORDER BY id`, parts, upTos, blockedParts, blocked, r.cfg.BatchSize, share).Query(func(rows pgx.Rows) error {
@@ -1915,7 +1923,13 @@ const parkChunk = 5000
 // walks the partition's stretch of outbox_waiting from the last one's id,
 // then outbox_pkey. No equality on source_partition, for the reason
 // selectRows gives: with one the generic plan walks outbox_pkey from the
-// id, through every partition's rows (TestParkWalksOnlyItsPartition). Rows
+// id, through every partition's rows (TestParkWalksOnlyItsPartition). The
+// redundant source_partition >= $1 bounds the walk's cost to the
+// partition's stretch: without it PostgreSQL costs the walk through a
+// third of the index (source_partition <= $1's default selectivity) and,
+// the outbox never analyzed, collects the partition's whole backlog with a
+// bitmap and sorts it for each chunk, in the generic plan too
+// (TestPlansByIndexWhateverTheStatistics). Rows
 // whose earlier park ended and are still marked are left as they are: the
 // reads take the mark off later, and they wait behind this park.
 func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n int64, until time.Time, err error) {
@@ -1930,7 +1944,7 @@ func (r *Relay) park(ctx context.Context, p *partition, topic, reason string) (n
 				UPDATE outbox SET parked_until = coalesce($6::timestamptz, now() + $3::interval), park_reason = $4
 				WHERE id = ANY(ARRAY(
 					SELECT id FROM outbox
-					WHERE source_partition <= $1 AND (source_partition, id) > ($1, $7) AND topic = $2 AND parked_until IS NULL
+					WHERE source_partition <= $1 AND source_partition >= $1 AND (source_partition, id) > ($1, $7) AND topic = $2 AND parked_until IS NULL
 					  AND id <> ALL(coalesce($5::bigint[], '{}'))
 					ORDER BY source_partition, id
 					LIMIT $8))
