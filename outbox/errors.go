@@ -91,5 +91,8 @@ const ReasonClock = "INVALID_TIMESTAMP: check this replica's clock"
 // factor above the brokers the cluster has at all, a configuration mistake
 // which only the operator ends: its rows are parked for ParkFor, park
 // reason INVALID_REPLICATION_FACTOR, so /health counts them and the
-// creation is tried once a park rather than every RetryMax.
+// creation is not tried while the park lasts. When it ends the topic
+// starts over, retried with backoff up to RetryMax for another ParkFor
+// before it is parked again: ParkFor of retries, ParkFor parked, until
+// the factor is lowered.
 const ReasonReplicas = "INVALID_REPLICATION_FACTOR: fewer brokers are up than the topic's replication factor (KAFKA_TOPIC_REPLICATION_FACTOR); retried until they are, so lower it if the cluster has fewer brokers"

@@ -1029,7 +1029,9 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 		// Refused so as long as a park lasts: no broker restarting, but
 		// a factor above the brokers the cluster has. Parked, the rows
 		// count in /health, leave the reads, and their topic's creation
-		// is tried once a park rather than every RetryMax.
+		// is not tried while the park lasts. parkTopic drops the block,
+		// so when the park ends the topic is retried with backoff for
+		// another ParkFor before it is parked again.
 		ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 		defer cancel()
 		log := r.log.With().Err(err).Int32("partition", p.id).Str("topic", u.topic).Dur("refused_for", b.at.Sub(b.replicasSince)).Logger()

@@ -74,8 +74,9 @@ func TestReplyTopicWaitsForItsReplicas(t *testing.T) {
 // A topic whose creation is refused INVALID_REPLICATION_FACTOR on end for
 // as long as a park lasts (ParkFor) has a factor above the brokers the
 // cluster has, not one restarting: its rows are parked with that reason,
-// so that /health counts them and its creation is tried once a park, not
-// every RetryMax.
+// so that /health counts them and its creation is not tried while the
+// park lasts (when it ends, it is retried with backoff for another ParkFor
+// before the next park).
 func TestLastingReplicasRefusalParks(t *testing.T) {
 	t.Parallel()
 	const reply, p, parkFor = "locks.replies.misconfigured", int32(7), 2 * time.Second
