@@ -907,3 +907,52 @@ func TestPublishKeepsALiveTopicAWrongAnswerCalledUnknown(t *testing.T) {
 	require.NoError(t, pub.Publish(topic, message.NewMessage("3", []byte("c"))))
 	require.EqualValues(t, 1, creates.Load(), "the live topic was taken for deleted and created again")
 }
+
+// TestCreatedTopicsMinInsyncReplicas: the topics a publisher
+// (AutoCreateTopics) or a subscriber (SubscribeInitialize) creates with
+// three replicas or more have min.insync.replicas=2, so that acks=all
+// acknowledges a record only once two replicas have it; with fewer, or the
+// broker's default replication factor, they have the broker's (kfake's: 1).
+func TestCreatedTopicsMinInsyncReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		factor    int16
+		replicas  int
+		minInsync string
+	}{
+		{factor: 3, replicas: 3, minInsync: "2"},
+		{factor: 2, replicas: 2, minInsync: "1"},
+		{factor: 1, replicas: 1, minInsync: "1"},
+		{factor: -1, replicas: 3, minInsync: "1"}, // kfake's default: min(3, brokers)
+	} {
+		t.Run(fmt.Sprint(tc.factor), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := kafkatest.Cluster(t, kfake.NumBrokers(3))
+			pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
+				Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(),
+				AutoCreateTopics: true, TopicPartitions: 1, TopicReplicationFactor: tc.factor,
+			}, nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = pub.Close() })
+			require.NoError(t, pub.Publish("published", message.NewMessage("1", []byte("a"))))
+			sub, err := kafkapubsub.NewSubscriber(kafkapubsub.SubscriberConfig{
+				Brokers: c.ListenAddrs(), ClientOpts: testClientOpts(),
+				TopicPartitions: 1, TopicReplicationFactor: tc.factor,
+			}, nil)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = sub.Close() })
+			require.NoError(t, sub.SubscribeInitialize("initialized"))
+
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+			require.NoError(t, err)
+			defer cl.Close()
+			adm := kadm.NewClient(cl)
+			for _, topic := range []string{"published", "initialized"} {
+				tds, err := adm.ListTopics(ctx, topic)
+				require.NoError(t, err)
+				require.Len(t, tds[topic].Partitions[0].Replicas, tc.replicas, topic)
+				require.Equal(t, tc.minInsync, kafkatest.TopicConfigs(t, ctx, adm, topic)["min.insync.replicas"], topic)
+			}
+		})
+	}
+}

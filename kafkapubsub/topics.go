@@ -18,6 +18,7 @@ type topicCreator struct {
 	admin             *kadm.Client
 	partitions        int32
 	replicationFactor int16
+	configs           map[string]*string // TopicConfigs(replicationFactor)
 
 	mu      sync.Mutex
 	pending map[string]*creation // in flight or done; failed ones are removed
@@ -40,8 +41,28 @@ func newTopicCreator(admin *kadm.Client, partitions int32, replicationFactor int
 		admin:             admin,
 		partitions:        partitions,
 		replicationFactor: replicationFactor,
+		configs:           TopicConfigs(replicationFactor),
 		pending:           make(map[string]*creation),
 	}
+}
+
+// TopicConfigs are the configs a topic of replicationFactor replicas is
+// created with (kadm's form; nil: the broker's defaults). From three replicas
+// up, min.insync.replicas=2: a record produced with acks=all is then
+// acknowledged only once two replicas have it, where Kafka's default (1)
+// lets the leader alone acknowledge it once the other replicas fell out of
+// sync, and losing that broker then loses the record, without an unclean
+// leader election. Below three, and for -1 (the broker's
+// default.replication.factor, which it chooses with its own
+// min.insync.replicas), the broker's default is kept: with two replicas, 2
+// would refuse every write while either is away, as during each broker's
+// restart.
+func TopicConfigs(replicationFactor int16) map[string]*string {
+	if replicationFactor < 3 {
+		return nil
+	}
+	two := "2"
+	return map[string]*string{"min.insync.replicas": &two}
 }
 
 // ensure creates the topics that do not exist, those not known yet in one
@@ -152,7 +173,7 @@ func (tc *topicCreator) forget(topic string) {
 // topic exists) leaves it to the produce: a topic provisioned elsewhere is
 // written.
 func (tc *topicCreator) create(ctx context.Context, topics []string) []error {
-	resps, reqErr := tc.admin.CreateTopics(ctx, tc.partitions, tc.replicationFactor, nil, topics...)
+	resps, reqErr := tc.admin.CreateTopics(ctx, tc.partitions, tc.replicationFactor, tc.configs, topics...)
 	errs := make([]error, len(topics))
 	for i, topic := range topics {
 		err := reqErr
