@@ -131,17 +131,22 @@ func TestEnsureTopicsWarnsOfAnUncompactedStateTopic(t *testing.T) {
 
 // EnsureTopics asks for Config.ReplicationFactor replicas of every topic it
 // creates, -1 (the broker's default) when it is unset, and the brokers make
-// that many (kfake honours it up to its broker count).
+// that many (kfake honours it up to its broker count). With 3 or more it
+// creates them with min.insync.replicas=2 besides their own configs;
+// otherwise min.insync.replicas is the broker's (kfake's: 1), even where
+// the broker's default gives three replicas.
 func TestEnsureTopicsReplicationFactor(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		factor   int16
-		asked    int16 // in the CreateTopics requests
-		replicas int   // of each partition made
+		name      string
+		factor    int16
+		asked     int16  // in the CreateTopics requests
+		replicas  int    // of each partition made
+		minInsync string // of each topic made
 	}{
-		{name: "unset", factor: 0, asked: -1, replicas: 3}, // kfake's default: min(3, brokers)
-		{name: "broker default", factor: -1, asked: -1, replicas: 3},
-		{name: "two", factor: 2, asked: 2, replicas: 2},
+		{name: "unset", factor: 0, asked: -1, replicas: 3, minInsync: "1"}, // kfake's default: min(3, brokers)
+		{name: "broker default", factor: -1, asked: -1, replicas: 3, minInsync: "1"},
+		{name: "two", factor: 2, asked: 2, replicas: 2, minInsync: "1"},
+		{name: "three", factor: 3, asked: 3, replicas: 3, minInsync: "2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -152,7 +157,8 @@ func TestEnsureTopicsReplicationFactor(t *testing.T) {
 			w := idleWorker(t, c, worker.Config{Names: names, CommandsPartitions: 4, ReplicationFactor: tc.factor})
 			require.NoError(t, w.EnsureTopics(ctx))
 
-			listed, err := kadm.NewClient(w.Client()).ListTopics(ctx)
+			adm := kadm.NewClient(w.Client())
+			listed, err := adm.ListTopics(ctx)
 			require.NoError(t, err)
 			specs := worker.Topics(names, 4)
 			got := asked()
@@ -162,6 +168,11 @@ func TestEnsureTopicsReplicationFactor(t *testing.T) {
 				require.NotEmpty(t, listed[s.Name].Partitions, s.Name)
 				for _, p := range listed[s.Name].Partitions {
 					require.Len(t, p.Replicas, tc.replicas, "%s partition %d", s.Name, p.Partition)
+				}
+				have := kafkatest.TopicConfigs(t, ctx, adm, s.Name)
+				require.Equal(t, tc.minInsync, have["min.insync.replicas"], s.Name)
+				for k, v := range s.Configs { // the lock state topic's too
+					require.Equal(t, v, have[k], "%s: %s", s.Name, k)
 				}
 			}
 		})

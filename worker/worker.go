@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/internal/kafkalog"
+	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -456,7 +458,9 @@ func New(cfg Config) (*Worker, error) {
 }
 
 // EnsureTopics creates the worker's own topics (Topics) when they are
-// missing, with Config.ReplicationFactor replicas. Where the brokers refuse
+// missing, with Config.ReplicationFactor replicas, and with
+// min.insync.replicas=2 besides their own configs when that is 3 or more
+// (kafkapubsub.TopicConfigs). Where the brokers refuse
 // it the right to create topics, it needs them made beforehand, and fails
 // naming the first that is not. A lock state topic made beforehand keeps its
 // configs: it logs a warning when that topic is not compacted
@@ -475,7 +479,8 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 	var single, ask []string
 	for _, spec := range specs {
 		topic := spec.Name
-		configs := make(map[string]*string, len(spec.Configs))
+		configs := make(map[string]*string, len(spec.Configs)+1)
+		maps.Copy(configs, kafkapubsub.TopicConfigs(factor))
 		for k, v := range spec.Configs {
 			configs[k] = &v
 		}
