@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,31 +61,71 @@ func Topics(names topics.Names, commandsPartitions int32) []TopicSpec {
 	return ts
 }
 
-// checkStateTopic warns when the lock state topic, made before the worker
-// started, is not compacted as the worker would have made it: the worker
-// runs as well, but the table loses what readers of it need. It says
-// nothing where the broker does not say (DescribeConfigs refused by ACLs,
-// which the worker needs for nothing else).
-func (w *Worker) checkStateTopic(ctx context.Context, adm *kadm.Client, topic string) {
-	rcs, err := adm.DescribeTopicConfigs(ctx, topic)
-	var rc kadm.ResourceConfig
-	if err == nil {
-		rc, err = rcs.On(topic, nil)
+// checkedConfigs are the topic configs EnsureTopics reads: the lock state
+// topic's compaction (checkStateTopic) and min.insync.replicas
+// (warnReplication).
+var checkedConfigs = []string{"cleanup.policy", "min.insync.replicas"}
+
+// describeConfigs returns checkedConfigs of those of topics the brokers
+// describe, in one DescribeConfigs request (none without topics), each
+// topic's by name (a config without a value left out). It says nothing of a
+// topic whose configs it is refused (ACLs: the DescribeConfigs right, which
+// the worker needs for nothing else), and fails nothing.
+func (w *Worker) describeConfigs(ctx context.Context, topics []string) map[string]map[string]string {
+	if len(topics) == 0 {
+		return nil
 	}
-	if err == nil {
-		err = rc.Err
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	for _, t := range topics {
+		r := kmsg.NewDescribeConfigsRequestResource()
+		r.ResourceType = kmsg.ConfigResourceTypeTopic
+		r.ResourceName = t
+		r.ConfigNames = checkedConfigs
+		req.Resources = append(req.Resources, r)
 	}
+	// Not kadm's: it drops every topic's configs when one is refused.
+	resp, err := req.RequestWith(ctx, w.cl)
 	if err != nil {
-		if !errors.Is(err, kerr.TopicAuthorizationFailed) && !errors.Is(err, kerr.ClusterAuthorizationFailed) {
-			w.log.Debug().Err(err).Str("topic", topic).Msg("the lock state topic's configs could not be described; its compaction is not checked")
-		}
-		return
+		w.log.Debug().Err(err).Strs("topics", topics).Msg("the topics' configs could not be described; the lock state topic's compaction and their min.insync.replicas are not checked")
+		return nil
 	}
-	policy := "delete" // Kafka's default
-	for _, c := range rc.Configs {
-		if c.Key == "cleanup.policy" && c.Value != nil {
-			policy = *c.Value
+	out := make(map[string]map[string]string, len(resp.Resources))
+	for _, r := range resp.Resources {
+		if err := kerr.ErrorForCode(r.ErrorCode); err != nil {
+			if !errors.Is(err, kerr.TopicAuthorizationFailed) && !errors.Is(err, kerr.ClusterAuthorizationFailed) {
+				w.log.Debug().Err(err).Str("topic", r.ResourceName).Msg("the topic's configs could not be described; they are not checked")
+			}
+			continue
 		}
+		cs := make(map[string]kadm.Config, len(r.Configs))
+		for _, c := range r.Configs {
+			cs[c.Name] = kadm.Config{Key: c.Name, Value: c.Value}
+		}
+		out[r.ResourceName] = configValues(cs)
+	}
+	return out
+}
+
+// configValues are the values of configs by name, those without one left
+// out.
+func configValues(configs map[string]kadm.Config) map[string]string {
+	out := make(map[string]string, len(configs))
+	for k, c := range configs {
+		if c.Value != nil {
+			out[k] = *c.Value
+		}
+	}
+	return out
+}
+
+// checkStateTopic warns when the lock state topic, as the brokers describe
+// its configs, is not compacted as the worker would have made it (one made
+// before the worker started keeps its own): the worker runs as well, but
+// the table loses what readers of it need.
+func (w *Worker) checkStateTopic(topic string, configs map[string]string) {
+	policy, ok := configs["cleanup.policy"]
+	if !ok {
+		policy = "delete" // Kafka's default
 	}
 	var compact, del bool
 	for p := range strings.SplitSeq(policy, ",") {
@@ -107,15 +146,18 @@ func (w *Worker) checkStateTopic(ctx context.Context, adm *kadm.Client, topic st
 	}
 }
 
-// warnUnreplicated logs one warning naming the topics of specs with a
-// single replica: single, known so from their creation, and those of ask
-// whose partitions the brokers list with one replica (the fewest of any
-// partition: one is enough to stop the worker). It says nothing of a topic
-// the brokers do not describe (not shown yet, or refused by ACLs), and
-// fails nothing: the worker runs as well, until that broker goes. The same
-// metadata's brokers are checked against the replication factor
-// (warnFactorAboveBrokers).
-func (w *Worker) warnUnreplicated(ctx context.Context, specs []TopicSpec, single, ask []string) {
+// warnReplication logs a warning naming the topics of specs with a single
+// replica, and another naming those with three or more whose
+// min.insync.replicas is below 2. replicas are those the creation of a
+// topic made now said; the topics of ask are counted as the brokers list
+// their partitions (the fewest replicas of any: one partition is enough to
+// stop the worker, or to lose acknowledged records). configs are the
+// topics' as the brokers said them (describeConfigs, or the creation's
+// answer). It says nothing of a topic the brokers do not describe (not
+// shown yet, or refused by ACLs), and fails nothing: the worker runs as
+// well, until that broker goes. The same metadata's brokers are checked
+// against the replication factor (warnFactorAboveBrokers).
+func (w *Worker) warnReplication(ctx context.Context, specs []TopicSpec, replicas map[string]int, configs map[string]map[string]string, ask []string) {
 	if len(ask) > 0 {
 		resp, err := metadata(ctx, w.cl, ask...)
 		if err != nil {
@@ -132,23 +174,30 @@ func (w *Worker) warnUnreplicated(ctx context.Context, specs []TopicSpec, single
 			for _, p := range t.Partitions {
 				fewest = min(fewest, len(p.Replicas))
 			}
-			if fewest == 1 {
-				single = append(single, *t.Topic)
+			replicas[*t.Topic] = fewest
+		}
+	}
+	var single, unguarded []string // in the order of specs
+	for _, s := range specs {
+		switch n := replicas[s.Name]; {
+		case n == 1:
+			single = append(single, s.Name)
+		case n >= 3:
+			if isr, err := strconv.Atoi(configs[s.Name]["min.insync.replicas"]); err == nil && isr < 2 {
+				unguarded = append(unguarded, s.Name)
 			}
 		}
 	}
-	var names []string // in the order of specs
-	for _, s := range specs {
-		if slices.Contains(single, s.Name) {
-			names = append(names, s.Name)
-		}
+	if len(single) > 0 {
+		w.log.Warn().Strs("topics", single).
+			Msg("topics " + strings.Join(single, ", ") + " have a single replica: losing the broker of one of their partitions stops the service and can lose commands already acknowledged; " +
+				"set KAFKA_TOPIC_REPLICATION_FACTOR (3 in production) for the topics lockworker creates, and raise the replication of those that exist (kafka-reassign-partitions) (docs/design.md \"Topics\")")
 	}
-	if len(names) == 0 {
-		return
+	if len(unguarded) > 0 {
+		w.log.Warn().Strs("topics", unguarded).
+			Msg("topics " + strings.Join(unguarded, ", ") + " have three or more replicas but min.insync.replicas below 2: once their other replicas fall out of sync the leader alone acknowledges a write (acks=all), and losing that broker then loses commands, lifecycle events and lock states already acknowledged; " +
+				"set min.insync.replicas=2 on them (kafka-configs --alter --add-config min.insync.replicas=2), as lockworker does on the topics it creates with KAFKA_TOPIC_REPLICATION_FACTOR 3 or more (docs/design.md \"Topics\")")
 	}
-	w.log.Warn().Strs("topics", names).
-		Msg("topics " + strings.Join(names, ", ") + " have a single replica: losing the broker of one of their partitions stops the service and can lose commands already acknowledged; " +
-			"set KAFKA_TOPIC_REPLICATION_FACTOR (3 in production) for the topics lockworker creates, and raise the replication of those that exist (kafka-reassign-partitions) (docs/design.md \"Topics\")")
 }
 
 // warnFactorAboveBrokers logs a warning when Config.ReplicationFactor is

@@ -189,9 +189,10 @@ func TestEnsureTopicsReplicationFactor(t *testing.T) {
 	})
 }
 
-// unreplicatedWarnings are the topics named by each warning of a single
-// replica.
-func unreplicatedWarnings(t *testing.T, logs string) [][]string {
+// topicWarnings are the topics named by each warning about them (its
+// message contains about), which must give advice and name them in its
+// message too.
+func topicWarnings(t *testing.T, logs, about, advice string) [][]string {
 	t.Helper()
 	var out [][]string
 	sc := bufio.NewScanner(strings.NewReader(logs))
@@ -201,8 +202,8 @@ func unreplicatedWarnings(t *testing.T, logs string) [][]string {
 			Topics         []string
 		}
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &line), sc.Text())
-		if line.Level == "warn" && strings.Contains(line.Message, "single replica") {
-			require.Contains(t, line.Message, "KAFKA_TOPIC_REPLICATION_FACTOR")
+		if line.Level == "warn" && strings.Contains(line.Message, about) {
+			require.Contains(t, line.Message, advice)
 			for _, topic := range line.Topics {
 				require.Contains(t, line.Message, topic)
 			}
@@ -210,6 +211,13 @@ func unreplicatedWarnings(t *testing.T, logs string) [][]string {
 		}
 	}
 	return out
+}
+
+// unreplicatedWarnings are the topics named by each warning of a single
+// replica.
+func unreplicatedWarnings(t *testing.T, logs string) [][]string {
+	t.Helper()
+	return topicWarnings(t, logs, "single replica", "KAFKA_TOPIC_REPLICATION_FACTOR")
 }
 
 // With WarnUnreplicated, EnsureTopics warns once, naming them in the order
@@ -262,6 +270,118 @@ func TestEnsureTopicsWarnsOfUnreplicatedTopics(t *testing.T) {
 				return
 			}
 			require.Equal(t, [][]string{tc.want}, got)
+		})
+	}
+}
+
+// With WarnUnreplicated, EnsureTopics warns once, naming them in the order
+// of Topics, of its topics with three or more replicas whose
+// min.insync.replicas is below 2: those made before as one DescribeConfigs
+// request says (none is made when every topic is made now), those made now
+// as the creation's answer says. It changes no topic's configs, says
+// nothing of a topic whose configs it is refused, and fails nothing.
+func TestEnsureTopicsWarnsOfTopicsWithoutMinInsync(t *testing.T) {
+	names := topics.DefaultNames()
+	var all []string
+	for _, s := range worker.Topics(names, 16) {
+		all = append(all, s.Name)
+	}
+	for _, tc := range []struct {
+		name   string
+		factor int16
+		// before: topics made beforehand, with these min.insync.replicas
+		// ("": the broker's, 1), and replicas (0: 3).
+		before   map[string]string
+		replicas int16
+		refuse   string // the topic whose configs describing is refused; "*": all
+		// kafka: CreateTopics answered as Kafka 2.4+ does, with every config
+		// (kfake says only those asked for): min.insync.replicas=1, the
+		// broker's.
+		kafka bool
+		warn  bool
+		want  []string // nil: no warning
+	}{
+		{name: "made now with three", factor: 3, warn: true},
+		{name: "made before", factor: 3, warn: true,
+			before: map[string]string{names.Commands: "", names.Acquired: "2", names.State: "1"},
+			want:   []string{names.Commands, names.State}},
+		{name: "made before, not asked to warn", factor: 3, before: map[string]string{names.Commands: ""}},
+		{name: "made before with two replicas", factor: 2, warn: true, before: map[string]string{names.Commands: ""}, replicas: 2},
+		{name: "made before, describing refused", factor: 3, warn: true, refuse: "*",
+			before: map[string]string{names.Commands: "", names.State: ""}},
+		{name: "made before, describing one refused", factor: 3, warn: true, refuse: names.Commands,
+			before: map[string]string{names.Commands: "", names.State: ""}, want: []string{names.State}},
+		{name: "made now by the broker's default", factor: -1, warn: true, kafka: true, want: all},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := kafkatest.Cluster(t, kfake.NumBrokers(3))
+			logs := &testlog.Buffer{}
+			w := idleWorker(t, c, worker.Config{Names: names, ReplicationFactor: tc.factor, WarnUnreplicated: tc.warn, Logger: zerolog.New(logs)})
+			adm := kadm.NewClient(w.Client())
+			for _, s := range worker.Topics(names, 2) {
+				minInsync, made := tc.before[s.Name]
+				if !made && !tc.kafka {
+					continue
+				}
+				configs := map[string]*string{}
+				for k, v := range s.Configs {
+					configs[k] = &v
+				}
+				if minInsync != "" {
+					configs["min.insync.replicas"] = &minInsync
+				}
+				_, err := adm.CreateTopic(ctx, s.Partitions, cmp.Or(tc.replicas, 3), configs, s.Name)
+				require.NoError(t, err)
+			}
+			if tc.kafka { // the topics were made above, as the broker's default would
+				c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+					c.KeepControl()
+					req := kr.(*kmsg.CreateTopicsRequest)
+					resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+					for _, rt := range req.Topics {
+						st := kmsg.NewCreateTopicsResponseTopic()
+						st.Topic, st.NumPartitions, st.ReplicationFactor = rt.Topic, rt.NumPartitions, 3
+						for _, rc := range append(rt.Configs, kmsg.CreateTopicsRequestTopicConfig{Name: "min.insync.replicas", Value: kmsg.StringPtr("1")}) {
+							c := kmsg.NewCreateTopicsResponseTopicConfig()
+							c.Name, c.Value = rc.Name, rc.Value
+							st.Configs = append(st.Configs, c)
+						}
+						resp.Topics = append(resp.Topics, st)
+					}
+					return resp, nil, true
+				})
+			}
+			described := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.DescribeConfigs}, Observe: true, Count: -1})
+			var refused *kfake.FaultHandle
+			if tc.refuse != "" {
+				refusal := kfake.Fault{Keys: []kmsg.Key{kmsg.DescribeConfigs}, Err: kerr.TopicAuthorizationFailed, Count: -1}
+				if tc.refuse != "*" {
+					refusal.Resource = tc.refuse
+				}
+				refused = c.Fault(refusal)
+			}
+			require.NoError(t, w.EnsureTopics(ctx))
+
+			wantDescribed := 0
+			if len(tc.before) > 0 {
+				wantDescribed = 1
+			}
+			require.Equal(t, wantDescribed, described.Hits(), "DescribeConfigs requests")
+			if refused != nil {
+				refused.Remove()
+			}
+			for topic, minInsync := range tc.before {
+				require.Equal(t, cmp.Or(minInsync, "1"), kafkatest.TopicConfigs(t, ctx, adm, topic)["min.insync.replicas"], "%s keeps its configs", topic)
+			}
+			got := topicWarnings(t, logs.String(), "min.insync.replicas below 2", "set min.insync.replicas=2")
+			if tc.want == nil {
+				require.Empty(t, got)
+			} else {
+				require.Equal(t, [][]string{tc.want}, got)
+			}
+			require.Empty(t, unreplicatedWarnings(t, logs.String()))
 		})
 	}
 }

@@ -460,13 +460,14 @@ func New(cfg Config) (*Worker, error) {
 // EnsureTopics creates the worker's own topics (Topics) when they are
 // missing, with Config.ReplicationFactor replicas, and with
 // min.insync.replicas=2 besides their own configs when that is 3 or more
-// (kafkapubsub.TopicConfigs). Where the brokers refuse
-// it the right to create topics, it needs them made beforehand, and fails
-// naming the first that is not. A lock state topic made beforehand keeps its
-// configs: it logs a warning when that topic is not compacted
+// (kafkapubsub.TopicConfigs). Where the brokers refuse it the right to
+// create topics, it needs them made beforehand, and fails naming the first
+// that is not. A topic made beforehand keeps its replicas and configs: it
+// logs a warning when the lock state topic is not compacted
 // (checkStateTopic). With Config.WarnUnreplicated it then warns of those
-// with a single replica (warnUnreplicated), and of a replication factor
-// above the brokers (warnFactorAboveBrokers).
+// with a single replica, of those with three or more but
+// min.insync.replicas below 2 (warnReplication), and of a replication
+// factor above the brokers (warnFactorAboveBrokers).
 func (w *Worker) EnsureTopics(ctx context.Context) error {
 	adm := kadm.NewClient(w.cl)
 	specs := Topics(w.cfg.Names, w.cfg.CommandsPartitions)
@@ -474,26 +475,31 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 	if factor == 0 {
 		factor = -1 // the broker's default.replication.factor
 	}
-	// single: topics made now with one replica; ask: those whose replicas
-	// the creation did not say (made before, or a broker before Kafka 2.4).
-	var single, ask []string
+	// replicas and configs: of topics made now, as their creation says them
+	// (Kafka 2.4+); ask: those whose replicas the creation did not say
+	// (made before, or a broker before Kafka 2.4).
+	replicas := map[string]int{}
+	configs := map[string]map[string]string{}
+	var ask []string
 	for _, spec := range specs {
 		topic := spec.Name
-		configs := make(map[string]*string, len(spec.Configs)+1)
-		maps.Copy(configs, kafkapubsub.TopicConfigs(factor))
+		create := make(map[string]*string, len(spec.Configs)+1)
+		maps.Copy(create, kafkapubsub.TopicConfigs(factor))
 		for k, v := range spec.Configs {
-			configs[k] = &v
+			create[k] = &v
 		}
-		resp, err := adm.CreateTopic(ctx, spec.Partitions, factor, configs, topic)
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, factor, create, topic)
 		if err == nil {
 			err = resp.Err
 		}
 		switch {
 		case err == nil:
-			switch {
-			case resp.ReplicationFactor == 1:
-				single = append(single, topic)
-			case resp.ReplicationFactor <= 0:
+			if len(resp.Configs) > 0 {
+				configs[topic] = configValues(resp.Configs)
+			}
+			if resp.ReplicationFactor > 0 {
+				replicas[topic] = int(resp.ReplicationFactor)
+			} else {
 				ask = append(ask, topic)
 			}
 			continue
@@ -515,12 +521,13 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 		}
 		// Made before: it keeps the replicas and configs it was made with.
 		ask = append(ask, topic)
-		if topic == w.cfg.Names.State {
-			w.checkStateTopic(ctx, adm, topic)
-		}
+	}
+	maps.Copy(configs, w.describeConfigs(ctx, ask))
+	if state, ok := configs[w.cfg.Names.State]; ok {
+		w.checkStateTopic(w.cfg.Names.State, state)
 	}
 	if w.cfg.WarnUnreplicated {
-		w.warnUnreplicated(ctx, specs, single, ask)
+		w.warnReplication(ctx, specs, replicas, configs, ask)
 	}
 	return nil
 }
