@@ -124,6 +124,8 @@ type PublisherConfig struct {
 	// TopicReplicationFactor is the replication factor of topics created by
 	// AutoCreateTopics. Zero (default) means the broker's
 	// default.replication.factor. It cannot exceed the number of brokers.
+	// With 3 or more, topics are created with min.insync.replicas=2
+	// (TopicConfigs).
 	TopicReplicationFactor int16
 
 	// PurgeInterval is how often the publisher asks the brokers whether the

@@ -107,7 +107,8 @@ type SubscriberConfig struct {
 
 	// TopicReplicationFactor is the replication factor of topics created by
 	// SubscribeInitialize. Zero (default) means the broker's
-	// default.replication.factor.
+	// default.replication.factor. With 3 or more, topics are created with
+	// min.insync.replicas=2 (TopicConfigs).
 	TopicReplicationFactor int16
 }
 

@@ -69,12 +69,15 @@ type Config struct {
 	CommandsPartitions int32
 	// ReplicationFactor is the replication factor of the topics
 	// EnsureTopics creates. Default 0 (or -1): the broker's
-	// default.replication.factor, which is 1 on a stock Apache Kafka.
+	// default.replication.factor, which is 1 on a stock Apache Kafka. With
+	// 3 or more, they are created with min.insync.replicas=2
+	// (kafkapubsub.TopicConfigs).
 	ReplicationFactor int16
 	// WarnUnreplicated makes EnsureTopics warn, in one line naming them,
 	// of the topics of Topics (made now or before) that have a single
 	// replica: one broker's loss stops the worker and can lose commands
-	// already acknowledged to their producers; and of a ReplicationFactor
+	// already acknowledged to their producers; of those with three or more
+	// replicas but min.insync.replicas below 2; and of a ReplicationFactor
 	// above the brokers the metadata lists (the relay's new reply topics
 	// would wait for them). Default false: on a single-broker development
 	// broker one replica is all there is.
