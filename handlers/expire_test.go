@@ -540,3 +540,57 @@ func TestWaitBacklogAnsweredABoundAtATime(t *testing.T) {
 	require.Len(t, answered, n)
 	require.Equal(t, "late 0", h.scalarText(`SELECT string_agg(owner_id, ' ') || ' ' || min(waiter_count) FROM lock_holders JOIN locks USING (namespace, lock_name)`))
 }
+
+// pastDeadline queues n copies of owner's wait on lock, each past its
+// deadline, behind every other waiter, and waits until that has passed.
+func (h *harness) pastDeadline(lock, owner string, n int) {
+	h.t.Helper()
+	deadline := h.timeOf(`WITH i AS (
+			INSERT INTO lock_waiters (namespace, lock_name, owner_id, mode, request_id, lease_duration, reply_to, deadline, source_partition)
+			SELECT namespace, lock_name, 'due' || g, mode, 'wait-due' || g, lease_duration, reply_to, statement_timestamp(), source_partition
+			FROM lock_waiters, generate_series(1, $3::int) g WHERE lock_name = $1 AND owner_id = $2 ORDER BY g
+			RETURNING deadline)
+		SELECT max(deadline) FROM i`, lock, owner, n)
+	_, err := h.st.Pool.Exec(context.Background(),
+		`UPDATE locks SET waiter_count = (SELECT count(*) FROM lock_waiters w WHERE w.lock_name = $1) WHERE lock_name = $1`, lock)
+	require.NoError(h.t, err)
+	h.waitPast(deadline)
+}
+
+// LOCK_HELD's retry_after is exact while more waiters past their deadline
+// wait than a decision answers (dueBound): the reads of the live ones say
+// where those end, whatever Waiting counts. First the head holds every
+// live waiter; then a hand-off reads past the head, and its last page is
+// the end.
+func TestRetryAfterExactPastTheDueBound(t *testing.T) {
+	h := newHarness(t)
+	sem := func(c *topics.Command) { c.Limit = 3 }
+	h.one(h.acquire("a", "h1", lease(10), sem))
+	h2 := h.one(h.acquire("a", "h2", lease(20), sem))
+	h.one(h.acquire("a", "h3", lease(100), sem))
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("a", "c", wait(600), sem)).Type)
+	h.pastDeadline("a", "c", handlers.MaxSweep+1)
+	ev := h.one(h.acquire("a", "x", sem))
+	require.Equal(t, topics.CodeLockHeld, ev.ErrorCode)
+	require.InDelta(t, h2.LockInfo.ExpiresAt.Sub(ev.OccurredAt.Time).Seconds(), *ev.RetryAfterSeconds, 0.001,
+		"h1's place goes to c, h2's to x (the cap: h3's end)")
+
+	// A writer's lease ends; 17 readers fill the head (limit + 16), three
+	// more and a writer come after; x, a reader, waits for the writer's
+	// wait to end.
+	h.one(h.acquire("b", "w", lease(600)))
+	for i := range 20 {
+		require.Equal(t, topics.TypeQueued, h.one(h.acquire("b", fmt.Sprintf("r%d", i), wait(600), lease(3600), shared)).Type)
+	}
+	require.Equal(t, topics.TypeQueued, h.one(h.acquire("b", "late", wait(300))).Type)
+	h.pastDeadline("b", "late", handlers.MaxSweep+1)
+	h.endLeases(`owner_id = 'w'`)
+	x := h.acquire("b", "x", shared)
+	evs := h.apply(x)
+	require.Len(t, find(evs, topics.TypeAcquired), 20)
+	ev = find(evs, topics.TypeRejected)[handlers.MaxSweep]
+	require.Equal(t, x.RequestID, ev.RequestID)
+	require.Equal(t, topics.CodeLockHeld, ev.ErrorCode)
+	late := h.timeOf(`SELECT deadline FROM lock_waiters WHERE owner_id = 'late'`)
+	require.InDelta(t, late.Sub(ev.OccurredAt.Time).Seconds(), *ev.RetryAfterSeconds, 0.001, "late's wait ends (the cap: the readers' end)")
+}

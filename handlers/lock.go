@@ -164,6 +164,8 @@ type applier struct {
 // headPage is how many live waiters beyond the lock's limit a transaction
 // reads with the lock (the rest page in when a hand-off reaches them): a
 // hand-off grants at most limit exclusive waiters, or a run of shared ones.
+// Each read takes one waiter more, to tell whether any follows
+// (rules.Lock.More).
 const headPage = 16
 
 // lockState is a lock as a transaction loaded it for the rules.
@@ -481,10 +483,12 @@ func dueBound(n int) int { return max(1, MaxSweep/n) }
 // the waits of sessions, in one statement (waitersSQL).
 func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string, sessions []string, due int) {
 	r, l := s.row, s.l
-	pb.Queue(waitersSQL, r.namespace, r.name, r.now, owner, r.limit+headPage, sessions, due).Query(func(rows pgx.Rows) error {
+	page := r.limit + headPage
+	pb.Queue(waitersSQL, r.namespace, r.name, r.now, owner, page+1, sessions, due).Query(func(rows pgx.Rows) error {
 		var w rules.Waiter
 		var due, head, ending bool
 		var position *int
+		heads := 0
 		_, err := pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &position, &ending), func() error {
 			if ending {
 				s.ending = append(s.ending, w)
@@ -493,7 +497,11 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 			case due:
 				l.Due = append(l.Due, w)
 			case head:
-				l.Head = append(l.Head, w)
+				// The one past the page (the last head row, in id order)
+				// only tells that more follow.
+				if heads++; heads <= page {
+					l.Head = append(l.Head, w)
+				}
 			}
 			if position != nil {
 				mine := w
@@ -505,15 +513,17 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 		if err != nil {
 			return fmt.Errorf("reading waiters: %w", err)
 		}
+		if heads > page {
+			l.More = func(after int64) ([]rules.Waiter, bool) {
+				ws, more, err := a.moreWaiters(ctx, r, after)
+				if err != nil && s.err == nil {
+					s.err = err
+				}
+				return ws, more
+			}
+		}
 		return nil
 	})
-	l.More = func(after int64) []rules.Waiter {
-		ws, err := a.moreWaiters(ctx, r, after)
-		if err != nil && s.err == nil {
-			s.err = err
-		}
-		return ws
-	}
 }
 
 // waitersSQL reads a lock's ($1, $2) waiters that a decision at $3 needs:
@@ -552,20 +562,22 @@ const waitersSQL = `
 	) w
 	ORDER BY id`
 
-// moreWaiters reads the live waiters after the one of ID after.
-func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]rules.Waiter, error) {
+// moreWaiters reads the next page of live waiters after the one of ID
+// after, and whether any follows.
+func (a *applier) moreWaiters(ctx context.Context, r *lockRow, after int64) ([]rules.Waiter, bool, error) {
+	page := r.limit + headPage
 	rows, err := a.tx.Query(ctx, `SELECT `+waiterCols+` FROM lock_waiters
 		WHERE namespace = $1 AND lock_name = $2 AND id > $3 AND deadline > $4 ORDER BY id LIMIT $5`,
-		r.namespace, r.name, after, r.now, r.limit+headPage)
+		r.namespace, r.name, after, r.now, page+1)
 	if err != nil {
-		return nil, fmt.Errorf("reading waiters: %w", err)
+		return nil, false, fmt.Errorf("reading waiters: %w", err)
 	}
 	var ws []rules.Waiter
 	var w rules.Waiter
 	if _, err := pgx.ForEachRow(rows, waiterDest(&w), func() error { ws = append(ws, w); return nil }); err != nil {
-		return nil, fmt.Errorf("reading waiters: %w", err)
+		return nil, false, fmt.Errorf("reading waiters: %w", err)
 	}
-	return ws, nil
+	return ws[:min(page, len(ws))], len(ws) > page, nil
 }
 
 // forLock is the applier of the current command for what it does to a lock

@@ -21,7 +21,8 @@ type Memory struct {
 	Acquisitions int64
 	DelayUntil   time.Time
 	// Page is how many live waiters Lock puts in Head, the rest coming by
-	// More (0: all of them in Head).
+	// More, as many at a time (0: all of them in Head). Each read tells
+	// whether more live waiters follow, as the handlers' reads do.
 	Page int
 	// DueBound is how many waiters past their deadline Lock puts in Due,
 	// those of the oldest deadlines, and the owner's (0: all of them), as
@@ -65,14 +66,15 @@ func (m *Memory) Lock(owner string, now time.Time, nextToken func() int64) *Lock
 		})
 	}
 	l.Head = live
-	if m.Page > 0 {
-		l.Head = live[:min(m.Page, len(live))]
-		l.More = func(after int64) []Waiter {
+	if m.Page > 0 && len(live) > m.Page {
+		l.Head = live[:m.Page]
+		l.More = func(after int64) ([]Waiter, bool) {
 			i := slices.IndexFunc(live, func(w Waiter) bool { return w.ID > after })
 			if i < 0 {
-				return nil
+				return nil, false
 			}
-			return live[i:min(i+m.Page, len(live))]
+			j := min(i+m.Page, len(live))
+			return live[i:j], j < len(live)
 		}
 	}
 	return l

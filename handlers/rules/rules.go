@@ -133,9 +133,12 @@ type Lock struct {
 	// rest are loaded by More when Head runs out.
 	Head []Waiter
 	// More returns the live waiters after the one of ID after, in order,
-	// as many as the caller likes (none: Head held them all). Nil: Head
-	// holds every live waiter.
-	More func(after int64) []Waiter
+	// as many as the caller likes, and whether any live waiter follows
+	// them (none, and false: Head held them all). Nil: Head holds every
+	// live waiter. Each read says where the live waiters end, as Waiting
+	// cannot (it counts those past their deadline that Due does not hold):
+	// retryAfter is exact up to the last one read.
+	More func(after int64) (ws []Waiter, more bool)
 	// Due is the waiters whose deadline has passed that the decision
 	// answers (LOCK_TIMEOUT), in order: every one, or as many as the
 	// caller bounds a decision to, those of the oldest deadlines (and the
@@ -178,7 +181,7 @@ type Lock struct {
 	// last is the ID of the last waiter taken from or loaded into Head;
 	// withdrawn the waiters the decision took off the queue (More still
 	// sees them): the owner's, or the waits of ending sessions; drained
-	// that More found no live waiter after last.
+	// that More said no live waiter follows last.
 	last      int64
 	withdrawn []int64
 	drained   bool
@@ -554,11 +557,8 @@ func (l *Lock) fill() {
 		return
 	}
 	for len(l.Head) == 0 && l.live() > 0 && !l.drained {
-		ws := l.More(l.last)
-		if len(ws) == 0 {
-			l.drained = true // live counted waiters past their deadline that Due does not hold
-			return
-		}
+		ws, more := l.More(l.last)
+		l.drained = !more
 		for _, w := range ws {
 			l.last = w.ID
 			switch {
@@ -878,10 +878,12 @@ func (l *Lock) retryAfter(r Request) time.Duration {
 }
 
 // queue is the live waiters in order, as far as they are loaded (Head,
-// read in place), and whether they are all of them.
+// read in place), and whether they are all of them: as the last read said
+// (More), not by Waiting, which counts the waiters past their deadline
+// that Due does not hold.
 func (l *Lock) queue() (ws []Waiter, all bool) {
 	l.fill() // a hand-off in a lock-delay loads no Head
-	return l.Head, l.More == nil || l.drained || len(l.Head) == l.live()
+	return l.Head, l.More == nil || l.drained
 }
 
 func (l *Lock) refuse(code, msg string) Effect {

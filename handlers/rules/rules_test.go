@@ -249,6 +249,98 @@ func TestDueWaitersPastTheBound(t *testing.T) {
 	}
 }
 
+// Waiters past their deadline beyond the bound (Due does not hold them)
+// hide no live waiter from retry_after: a read of the queue that holds its
+// last live waiter says so, so the answer is as exact as with every one of
+// them loaded. Page 5: the head holds every live waiter; Page 1: the
+// hand-off reads past the head, and the page it reads last is the end.
+func TestRetryAfterExactPastTheDueBound(t *testing.T) {
+	for _, page := range []int{5, 1} {
+		for _, bound := range []int{0, 1} {
+			m := newModel(t)
+			m.Page, m.DueBound = page, bound
+			m.acquire("h1", Exclusive, 3, 10, 0)
+			m.acquire("h2", Exclusive, 3, 20, 0)
+			m.acquire("h3", Exclusive, 3, 200, 0)
+			for _, o := range []string{"a", "b", "e"} {
+				require.Equal(t, "queue "+o, kinds(m.acquire(o, Exclusive, 3, 30, 5)))
+			}
+			require.Equal(t, "queue c", kinds(m.acquire("c", Exclusive, 3, 30, 600)))
+			m.advance(6 * time.Second)
+			effs := m.acquire("x", Exclusive, 3, 30, 0)
+			require.Equal(t, "refuse LOCK_HELD", kinds(effs), "page %d, bound %d", page, bound)
+			require.Equal(t, 14*time.Second, effs[0].RetryAfter, "page %d, bound %d: h1's place goes to c, h2's to x", page, bound)
+
+			// h1 ends: c is granted from the head, and d is read after it.
+			require.Equal(t, "queue d", kinds(untimed(m.acquire("d", Exclusive, 3, 30, 600))))
+			m.advance(5 * time.Second)
+			effs = untimed(m.acquire("y", Exclusive, 3, 30, 0))
+			require.Equal(t, "expire h1, grant c, refuse LOCK_HELD", kinds(effs), "page %d, bound %d", page, bound)
+			require.Equal(t, 30*time.Second, effs[2].RetryAfter, "page %d, bound %d: h2's place goes to d, c's to y", page, bound)
+		}
+	}
+}
+
+// untimed is effs without the answers to waiters past their deadline
+// (Timeout), which depend on Memory.DueBound.
+func untimed(effs []Effect) []Effect {
+	return slices.DeleteFunc(slices.Clone(effs), func(e Effect) bool { return e.Kind == Timeout })
+}
+
+// retry_after does not depend on how many waiters past their deadline a
+// decision answers (Memory.DueBound): those it leaves are never granted,
+// and the reads of the live ones say where they end.
+func TestRetryAfterAnyDueBound(t *testing.T) {
+	compared := 0
+	for seed := uint64(1); seed <= 300; seed++ {
+		r := rand.New(rand.NewPCG(seed, 11))
+		m := newModel(t)
+		m.Page = r.IntN(4)
+		m.DueBound = 1 + r.IntN(2)
+		limit := 1 + r.IntN(3)
+		for i := range 120 {
+			o := fmt.Sprintf("o%d", r.IntN(12))
+			mode := Exclusive
+			if limit == 1 && r.IntN(2) == 0 {
+				mode = Shared
+			}
+			switch n := r.IntN(100); {
+			case n < 55:
+				req := Request{Owner: o, Mode: mode, Limit: limit, Lease: float64(1 + r.IntN(30)), Wait: float64(r.IntN(4) * 5),
+					Key: "/k", RequestID: fmt.Sprintf("req-%d", i)}
+				if req.Wait > 0 {
+					m.acquireReq(req)
+					continue
+				}
+				want := untimed(m.unbounded(o).Acquire(req))
+				l := m.lock(o)
+				effs := l.Acquire(req)
+				got := untimed(effs)
+				require.Equal(t, kinds(want), kinds(got), "seed %d", seed)
+				if e := got[len(got)-1]; e.Code == CodeLockHeld {
+					compared++
+					require.Equal(t, want[len(want)-1].RetryAfter, e.RetryAfter, "seed %d: %v waiting for %v", seed, m.Queue, m.Holders)
+				}
+				m.save(l, effs)
+			case n < 70:
+				m.release(o, nil)
+			default:
+				m.advance(time.Duration(r.IntN(6000)) * time.Millisecond)
+			}
+		}
+	}
+	t.Logf("%d LOCK_HELD compared", compared)
+}
+
+// unbounded is the lock as m.lock(owner) loads it, but with every waiter
+// past its deadline in Due; its tokens are drawn apart from m's.
+func (m *model) unbounded(owner string) *Lock {
+	c := *m.Memory
+	c.DueBound = 0
+	token := m.token
+	return c.Lock(owner, m.now, func() int64 { token++; return token })
+}
+
 func TestReaderExpiryLetsWriterInWhenTheLastReaderIsGone(t *testing.T) {
 	m := newModel(t)
 	m.acquire("r1", Shared, 1, 10, 0)
