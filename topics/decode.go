@@ -401,69 +401,175 @@ func hex4(h []byte) rune {
 // must be refused here: invalid UTF-8 (SQLSTATE 22021), \u0000 (22P05), a
 // lone surrogate escape (22P02), and numbers whose exponent numeric cannot
 // hold (1e131072, 1e-16384, even 0e-99999: 22003). It also holds m to
-// MaxOwnerMetadataBytes as jsonb keeps it: numeric writes numbers out in
-// full (1e-999 is 1,001 characters), so a few kilobytes sent could fill
-// every event and status of the lock with a megabyte.
+// MaxOwnerMetadataBytes as jsonb writes it out, which every event and
+// status of the lock shows (jsonbSize): numeric writes numbers out in full
+// (1e-999 is 1,001 characters), so a few kilobytes sent could fill them with
+// a megabyte, and a space follows every ',' and ':', half as much again
+// for a compact value of short items.
 func metadataProblem(m []byte) string {
 	if !utf8.Valid(m) {
 		return "is not valid UTF-8"
 	}
-	stored := len(m)
-	for i := 0; i < len(m); {
-		switch c := m[i]; {
-		case c == '"':
-			for i++; m[i] != '"'; i++ {
-				if m[i] != '\\' {
-					continue
-				}
-				r, n, ok := escapeAt(m[i:])
-				switch {
-				case !ok:
-					return "holds a lone UTF-16 surrogate escape, which is not text"
-				case r == 0:
-					return `holds \u0000, which PostgreSQL's jsonb cannot store`
-				}
-				i += n - 1
-			}
-			i++
-		case c == '-' || c >= '0' && c <= '9':
-			j := i + 1
-			for j < len(m) && (m[j] >= '0' && m[j] <= '9' || m[j] == '.' || m[j] == 'e' || m[j] == 'E' || m[j] == '+' || m[j] == '-') {
-				j++
-			}
-			if !metadataNumberOK(m[i:j]) {
-				return fmt.Sprintf("holds the number %s, which is out of range", truncate(string(m[i:j])))
-			}
-			stored += numericLen(m[i:j]) - (j - i)
-			i = j
-		default:
-			i++
-		}
+	var z jsonbSize
+	n, _ := z.value(m, skipSpace(m, 0))
+	if z.problem != "" {
+		return z.problem
 	}
-	if stored > MaxOwnerMetadataBytes {
-		return fmt.Sprintf("is %d bytes with its numbers written out in full, as PostgreSQL stores them (1e3 as 1000), over the limit of %d", stored, MaxOwnerMetadataBytes)
+	if n > MaxOwnerMetadataBytes {
+		return fmt.Sprintf("is %d bytes as PostgreSQL's jsonb writes it out (a space after each , and :, numbers in full: 1e3 as 1000), over the limit of %d",
+			n, MaxOwnerMetadataBytes)
 	}
 	return ""
 }
 
-// numericLen is at most how long PostgreSQL's numeric writes the JSON
-// number n (valid, its exponent under 1000): its integer digits moved by
-// the exponent, and the fraction's.
+// jsonbSize measures valid JSON as PostgreSQL's jsonb writes it out
+// (JsonbToCString): no whitespace but a space after each ',' and ':', an
+// object's last value for a repeated key, strings escaped anew and numbers
+// as numeric writes them. problem is the first reason found why jsonb would
+// refuse the value instead.
+type jsonbSize struct {
+	problem string
+	// members holds the members of the objects being measured, the
+	// innermost's last.
+	members []member
+}
+
+// member is an object's member: its key, decoded, and its length as jsonb
+// writes it ("key": value).
+type member struct {
+	key  []byte
+	size int
+}
+
+func (z *jsonbSize) fail(p string) {
+	if z.problem == "" {
+		z.problem = p
+	}
+}
+
+// value is the length of the value that starts at m[i], and the index just
+// past it.
+func (z *jsonbSize) value(m []byte, i int) (n, end int) {
+	switch m[i] {
+	case '{':
+		start := len(z.members)
+		for i = skipSpace(m, i+1); m[i] != '}'; i = skipSpace(m, i) {
+			if m[i] == ',' {
+				i = skipSpace(m, i+1)
+			}
+			kend := stringEnd(m, i)
+			key := m[i+1 : kend-1]
+			k := z.stringLen(key)
+			var v int
+			v, i = z.value(m, skipSpace(m, skipSpace(m, kend)+1)) // past the colon
+			z.members = append(z.members, member{key: decoded(key), size: k + 2 + v})
+		}
+		// A repeated key keeps its last value: after a stable sort by key,
+		// the last of each run.
+		ms := z.members[start:]
+		slices.SortStableFunc(ms, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+		n, kept := 2, 0
+		for j, mb := range ms {
+			if j+1 == len(ms) || !bytes.Equal(ms[j+1].key, mb.key) {
+				n, kept = n+mb.size, kept+1
+			}
+		}
+		z.members = z.members[:start]
+		return n + 2*max(0, kept-1), i + 1
+	case '[':
+		n, items := 2, 0
+		for i = skipSpace(m, i+1); m[i] != ']'; i = skipSpace(m, i) {
+			if m[i] == ',' {
+				i = skipSpace(m, i+1)
+			}
+			var v int
+			v, i = z.value(m, i)
+			n, items = n+v, items+1
+		}
+		return n + 2*max(0, items-1), i + 1
+	case '"':
+		end = stringEnd(m, i)
+		return z.stringLen(m[i+1 : end-1]), end
+	}
+	end = valueEnd(m, i) // true, false, null or a number
+	switch v := m[i:end]; {
+	case !isNumber(v):
+		return len(v), end
+	case !metadataNumberOK(v):
+		z.fail(fmt.Sprintf("holds the number %s, which is out of range", truncate(string(v))))
+		return len(v), end
+	default:
+		return numericLen(v), end
+	}
+}
+
+// stringLen is how long jsonb writes out the JSON string whose inside is s
+// (escape_json): quoted, '"', '\\' and \b \f \n \r \t escaped in two bytes,
+// the other control characters as \u00XX, the rest as UTF-8. It notes what
+// jsonb refuses in s.
+func (z *jsonbSize) stringLen(s []byte) int {
+	n := 2
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			n++ // JSON escapes every '"', '\\' and control character
+			continue
+		}
+		r, k, ok := escapeAt(s[i:])
+		switch {
+		case !ok:
+			z.fail("holds a lone UTF-16 surrogate escape, which is not text")
+			return n
+		case r == 0:
+			z.fail(`holds \u0000, which PostgreSQL's jsonb cannot store`)
+		case r == '"' || r == '\\' || r == '\b' || r == '\f' || r == '\n' || r == '\r' || r == '\t':
+			n += 2
+		case r < ' ':
+			n += 6
+		default:
+			n += utf8.RuneLen(r)
+		}
+		i += k - 1
+	}
+	return n
+}
+
+// decoded is the text of a JSON string's inside s: s itself when it has no
+// escape.
+func decoded(s []byte) []byte {
+	if bytes.IndexByte(s, '\\') < 0 {
+		return s
+	}
+	t, _ := unquote(s)
+	return []byte(t)
+}
+
+// numericLen is how long PostgreSQL's numeric writes the JSON number n
+// (valid, its exponent under 1000): a minus unless it is zero, the integer
+// digits the exponent leaves before the point, without leading zeros (at
+// least one), and the fraction's digits less the exponent after it.
 func numericLen(n []byte) int {
 	exp := 0
 	if e := bytes.IndexAny(n, "eE"); e >= 0 {
 		exp, _ = strconv.Atoi(strings.TrimPrefix(string(n[e+1:]), "+"))
 		n = n[:e]
 	}
-	size := 0
-	if n[0] == '-' {
-		size, n = 1, n[1:]
+	minus := n[0] == '-'
+	if minus {
+		n = n[1:]
 	}
 	whole, frac, _ := bytes.Cut(n, []byte("."))
-	if len(bytes.Trim(n, "0.")) == 0 {
-		size++ // zero: one integer digit, whatever the exponent
-	} else {
-		size += max(1, len(whole)+exp)
+	// The zeros before the first other digit (a JSON number's whole part
+	// is 0 or has none).
+	zeros := len(whole) - len(bytes.TrimLeft(whole, "0"))
+	if zeros == len(whole) {
+		zeros += len(frac) - len(bytes.TrimLeft(frac, "0"))
+	}
+	size := 1
+	if zeros < len(whole)+len(frac) { // not zero
+		size = max(1, len(whole)+exp-zeros)
+		if minus {
+			size++
+		}
 	}
 	if f := len(frac) - exp; f > 0 {
 		size += 1 + f
