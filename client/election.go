@@ -121,9 +121,10 @@ type electionMetadata struct {
 }
 
 // CampaignMetadata is the owner_metadata a campaign for value sends, the
-// JSON object {"value": "<value>"}: what counts against the contract's
-// limit of topics.MaxOwnerMetadataBytes, so that a caller can judge a
-// value before it connects.
+// JSON object {"value": "<value>"}: as jsonb writes it out
+// (topics.MetadataBytes), what counts against the contract's limit of
+// topics.MaxOwnerMetadataBytes, so that a caller can judge a value before it
+// connects.
 func CampaignMetadata(value string) json.RawMessage {
 	md, _ := topics.Marshal(electionMetadata{Value: value}) // a string always encodes
 	return md
@@ -194,9 +195,9 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 		return nil, e.invalid("a campaign waits as long as its context allows: WithWait does not apply")
 	}
 	md := CampaignMetadata(value)
-	if len(md) > topics.MaxOwnerMetadataBytes {
+	if n := topics.MetadataBytes(md); n > topics.MaxOwnerMetadataBytes {
 		return nil, e.invalid(fmt.Sprintf("the value is %d bytes, %d as owner_metadata, over the contract's limit of %d",
-			len(value), len(md), topics.MaxOwnerMetadataBytes))
+			len(value), n, topics.MaxOwnerMetadataBytes))
 	}
 	o.metadata = md
 	o.dedicatedOwner = true

@@ -202,7 +202,7 @@ func TestElectionUnhappyPaths(t *testing.T) {
 		defer cancel()
 		_, err := e.Campaign(ctx, strings.Repeat("x", 4096))
 		assert.ErrorIs(t, err, client.ErrInvalidRequest)
-		assert.ErrorContains(t, err, "the value is 4096 bytes, 4108 as owner_metadata, over the contract's limit of 4096")
+		assert.ErrorContains(t, err, "the value is 4096 bytes, 4109 as owner_metadata, over the contract's limit of 4096")
 		// Escaping counts: 2,100 quotes are 4,200 bytes of JSON.
 		_, err = e.Campaign(ctx, strings.Repeat(`"`, 2100))
 		assert.ErrorIs(t, err, client.ErrInvalidRequest)
@@ -212,7 +212,7 @@ func TestElectionUnhappyPaths(t *testing.T) {
 	t.Run("values within the limit", func(t *testing.T) {
 		for _, value := range []string{
 			strings.Repeat("<&>", 1000), // HTML escaping does not count: 3,000 bytes as they are, 18,000 escaped
-			strings.Repeat("v", topics.MaxOwnerMetadataBytes-len(`{"value":""}`)), // the largest
+			strings.Repeat("v", topics.MaxOwnerMetadataBytes-len(`{"value": ""}`)), // the largest, as jsonb writes it out
 		} {
 			l, err := e.Campaign(ctx, value)
 			require.NoError(t, err)

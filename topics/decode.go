@@ -410,16 +410,30 @@ func metadataProblem(m []byte) string {
 	if !utf8.Valid(m) {
 		return "is not valid UTF-8"
 	}
-	var z jsonbSize
-	n, _ := z.value(m, skipSpace(m, 0))
-	if z.problem != "" {
-		return z.problem
+	n, problem := jsonbLen(m)
+	if problem != "" {
+		return problem
 	}
 	if n > MaxOwnerMetadataBytes {
 		return fmt.Sprintf("is %d bytes as PostgreSQL's jsonb writes it out (a space after each , and :, numbers in full: 1e3 as 1000), over the limit of %d",
 			n, MaxOwnerMetadataBytes)
 	}
 	return ""
+}
+
+// MetadataBytes is the length of owner_metadata m (valid JSON that jsonb
+// stores) as PostgreSQL's jsonb writes it out: what MaxOwnerMetadataBytes
+// bounds, which a client judges a value by before sending it.
+func MetadataBytes(m []byte) int {
+	n, _ := jsonbLen(m)
+	return n
+}
+
+// jsonbLen measures the valid JSON m with jsonbSize.
+func jsonbLen(m []byte) (int, string) {
+	var z jsonbSize
+	n, _ := z.value(m, skipSpace(m, 0))
+	return n, z.problem
 }
 
 // jsonbSize measures valid JSON as PostgreSQL's jsonb writes it out

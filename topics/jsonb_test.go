@@ -71,6 +71,7 @@ func TestMetadataSizeAsPostgreSQL(t *testing.T) {
 	for i, n := range stored(at) {
 		require.Equal(t, MaxOwnerMetadataBytes, n, at[i])
 		require.Empty(t, metadataProblem([]byte(at[i])), at[i])
+		require.Equal(t, MaxOwnerMetadataBytes, MetadataBytes([]byte(at[i])), at[i])
 	}
 	want := fmt.Sprintf("is %d bytes as PostgreSQL's jsonb writes it out", MaxOwnerMetadataBytes+1)
 	for _, m := range over {

@@ -38,8 +38,8 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		c.defaultLockDelay(&lockDelay, grace)
 		// Campaign would refuse it only once connected (exit 3 without a
 		// broker, not 2).
-		if md := client.CampaignMetadata(*value); len(md) > topics.MaxOwnerMetadataBytes {
-			return usageError{fmt.Sprintf("--value is %d bytes (%d as owner_metadata), over %d", len(*value), len(md), topics.MaxOwnerMetadataBytes)}
+		if n := topics.MetadataBytes(client.CampaignMetadata(*value)); n > topics.MaxOwnerMetadataBytes {
+			return usageError{fmt.Sprintf("--value is %d bytes (%d as owner_metadata), over %d", len(*value), n, topics.MaxOwnerMetadataBytes)}
 		}
 		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
 			LeaseDuration: lease.d.Seconds(), LockDelay: lockDelay.d.Seconds()}); err != nil {

@@ -43,7 +43,7 @@ func TestElectUsageErrors(t *testing.T) {
 	errOut = testlog.Buffer{}
 	code = run(context.Background(), []string{"elect", "--brokers", "127.0.0.1:1", "--name", "x", "--value", strings.Repeat("v", 5000), "--", "true"}, &out, &errOut)
 	assert.Equal(t, exitUsage, code, errOut.String())
-	assert.Equal(t, "lockctl elect: --value is 5000 bytes (5012 as owner_metadata), over 4096\nrun 'lockctl elect -h' for usage\n", errOut.String())
+	assert.Equal(t, "lockctl elect: --value is 5000 bytes (5013 as owner_metadata), over 4096\nrun 'lockctl elect -h' for usage\n", errOut.String())
 }
 
 // Two candidates take turns: each runs its command as leader, with its value
