@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/keypartition"
 	"github.com/omninode/lockworker/kafkapubsub"
 )
 
@@ -39,15 +40,12 @@ import (
 // hashes to (murmur2, kgo's default), so a state record put elsewhere would
 // be ignored (docs/design.md "Lock state topic").
 func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, replyPrefix string, createReplyTopics bool, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
-	// kgo's default, set here so that another one in kopts shows.
-	keyed := kgo.UniformBytesPartitioner(64<<10, true, true, nil)
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0), kgo.RecordPartitioner(keyed)}, kopts...)...)
+	cl, err := keypartition.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0)}, kopts...)...)
+	if errors.Is(err, keypartition.ErrSet) {
+		return nil, nil, fmt.Errorf("outbox: the relay's Kafka options: %w: lock state readers look for a key's records there only", err)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the relay's Kafka producer: %w", err)
-	}
-	if cl.OptValue(kgo.RecordPartitioner) != keyed {
-		cl.Close()
-		return nil, nil, errors.New("outbox: the relay's Kafka options may not set kgo.RecordPartitioner: lock state records would leave the partition their key hashes to, where readers look for them")
 	}
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{Client: cl,
 		AutoCreateTopics: createReplyTopics && replyPrefix != "", AutoCreatePrefix: replyPrefix, TopicReplicationFactor: replicationFactor,
