@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/fetchbound"
+	"github.com/omninode/lockworker/internal/keypartition"
 	"github.com/omninode/lockworker/internal/pollpause"
 	"github.com/omninode/lockworker/topics"
 )
@@ -145,7 +146,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	} else {
 		c.baseOpts = append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
 		// No linger: a lock command is latency-bound, not throughput-bound.
-		prod, err := kgo.NewClient(append(c.baseOpts, kgo.ProducerLinger(0))...)
+		prod, err := keypartition.NewClient(append(c.baseOpts, kgo.ProducerLinger(0))...)
+		if errors.Is(err, keypartition.ErrSet) {
+			return nil, fmt.Errorf("%w: Config.KafkaOpts: %w: a lock's commands would be spread over partitions, applied out of the order sent", ErrInvalidConfig, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("creating kafka client: %w", err)
 		}

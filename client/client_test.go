@@ -479,6 +479,9 @@ func TestNewRefusesItsConfig(t *testing.T) {
 		"a topic consumer as Config.Client":     {Client: topicsKC},
 		"a partition consumer as Config.Client": {Client: partitionsKC},
 		"reply topic replication factor":        {ReplyTopicReplicationFactor: -2},
+		// One lock's commands would be spread over the commands topic's
+		// partitions, and applied out of the order sent.
+		"a partitioner in KafkaOpts": {KafkaOpts: []kgo.Opt{kgo.RecordPartitioner(kgo.RoundRobinPartitioner())}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg.Brokers = []string{"127.0.0.1:1"} // never reached

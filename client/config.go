@@ -32,7 +32,13 @@ type Config struct {
 	Brokers []string
 
 	// KafkaOpts are extra options (TLS, SASL, logging) for the Kafka clients
-	// built from Brokers. Default none. Ignored when Client is set.
+	// built from Brokers. Default none. Ignored when Client is set. They may
+	// not set kgo.RecordPartitioner (New fails with ErrInvalidConfig), not
+	// even to a murmur2 one, which New cannot tell from another: kgo's
+	// default puts a command in the partition its lock key hashes to, so a
+	// lock's commands share a partition and are applied in the order sent
+	// (an abandoned acquire's release after the acquire), as
+	// docs/design.md "Lock key" says.
 	//
 	// The clients that read the reply topic and the lock state topic (Watch,
 	// Locks, Election.Observe) bound what one fetched record batch may
@@ -61,7 +67,10 @@ type Config struct {
 	// (unless ReadOnly), and its options (Client.Opts) are reused to build
 	// the clients that read replies and the lock state topic. It must not
 	// consume (no ConsumeTopics, ConsumePartitions or ConsumerGroup) since
-	// the SDK reads without a group. Close does not close it.
+	// the SDK reads without a group. Close does not close it. Its
+	// partitioner must put a record in the partition its key hashes to by
+	// murmur2, as kgo's default does (or kgo.StickyKeyPartitioner(nil)):
+	// New cannot check it (see KafkaOpts for why).
 	Client *kgo.Client
 
 	// Requester names this requester: replies come on

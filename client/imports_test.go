@@ -11,8 +11,9 @@ import (
 
 // The SDK depends on the contract (topics), the watermill adapter
 // (kafkapubsub), the readers' bounded decompressor (internal/fetchbound)
-// and wait after refused fetches (internal/pollpause), and the bounded
-// reader of its credential files (internal/secretfile)
+// and wait after refused fetches (internal/pollpause), the bounded
+// reader of its credential files (internal/secretfile), and the keyed
+// producer it shares with the relay (internal/keypartition)
 // of this module, never on the worker's packages (config, store, worker,
 // ...), so programs that take locks do not build the service.
 func TestImportsNoWorkerPackages(t *testing.T) {
@@ -25,6 +26,6 @@ func TestImportsNoWorkerPackages(t *testing.T) {
 			ours = append(ours, strings.TrimPrefix(p, module))
 		}
 	}
-	assert.ElementsMatch(t, []string{"client", "internal/fetchbound", "internal/pollpause", "internal/secretfile", "kafkapubsub", "topics"}, ours)
+	assert.ElementsMatch(t, []string{"client", "internal/fetchbound", "internal/keypartition", "internal/pollpause", "internal/secretfile", "kafkapubsub", "topics"}, ours)
 	assert.NotContains(t, string(out), "github.com/rs/zerolog", "the worker's logger stays out of the SDK")
 }
