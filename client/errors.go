@@ -106,7 +106,8 @@ var (
 	// ErrInvalidConfig: New refused its Config before reaching Kafka (a
 	// requester that is not the token's subject, a topic name Kafka
 	// refuses, credentials it cannot read or that conflict, a reply topic
-	// replication factor out of range). A malformed
+	// replication factor out of range, a kgo.RecordPartitioner in
+	// KafkaOpts). A malformed
 	// token matches ErrUnauthenticated as well.
 	ErrInvalidConfig = errors.New("invalid client configuration")
 	// ErrReadOnly: a command was asked of a client made with
