@@ -300,7 +300,7 @@ func TestKcat(t *testing.T) {
 	sch := testdb.NewSchema(t)
 	addr := freeAddr(t)
 	start(t, sch.URL, addr, t.TempDir())
-	produce := exec.Command(kcat, "-b", addr, "-P", "-t", "locks.commands", "-K", "|")
+	produce := exec.Command(kcat, "-b", addr, "-P", "-t", "locks.commands", "-K", "|", "-X", "partitioner=murmur2_random")
 	produce.Stdin = strings.NewReader(`k1|{"request_id":"kcat-1","operation":"acquire","lock_name":"k1","owner_id":"me","reply_to":"locks.replies.kcat"}` + "\n")
 	out, err := produce.CombinedOutput()
 	require.NoError(t, err, string(out))
