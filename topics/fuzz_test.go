@@ -8,37 +8,15 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/omninode/lockworker/internal/fuzzseeds"
 )
 
 // FuzzDecode feeds untrusted bytes to the decoder and validator: it must never
 // panic, and whatever it accepts must survive a round trip unchanged in meaning.
 func FuzzDecode(f *testing.F) {
-	for _, s := range []string{
-		`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":1,"wait_timeout":2,"owner_metadata":{"a":[1,2]},"reply_to":"locks.replies.x"}`,
-		`{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":-5}`,
-		`{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":1e2}`,
-		`{"operation":"cleanup","lock_name":"*","max_age_seconds":1e308}`,
-		`{"v":2}`, `{"owner_metadata": null, "operation":"acquire"}`, `{"lock_name":"\ud800"}`,
-		``, `null`, `[]`, `{`, `{"operation":1}`, " \n{}",
-		// Poison PostgreSQL refuses on every retry, and keys encoding/json folds.
-		`{"operation":"acquire","lock_name":"a","owner_id":"o\u0000","request_id":"\u0000","reply_to":"locks.replies.\u0000"}`,
-		`{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"a":[{"\u0000":"\u0000"}]}}`,
-		`{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"\ud83d","j":"\ud83d\ude00","n":[1e131072,0e-99999,1e308]}}`,
-		"{\"operation\":\"acquire\",\"lock_name\":\"a\xff\",\"owner_id\":\"\xc3\",\"owner_metadata\":{\"\xed\xa0\x80\":1}}",
-		`{"v":2,"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":"30s"}`,
-		`{"v":99999999999999999999}`, `{"v":1.5}`, `{"v":"1"}`, `{"v":null,"V":2}`,
-		`{"operation":"acquire","lock_name":"a","owner_id":"o","lease_duration":0}`,
-		`{"operation":"extend","lock_name":"a","owner_id":"o","extension_duration":-0.0}`,
-		"{\"OPERATION\":\"acquire\",\"Lock_Name\":\"a\",\"loc\u212a_name\":\"b\",\"lock\\u005fname\":\"c\",\"lock_name\":\"d\"}",
-		`{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":" "}`,
-		`{"operation":"query","lock_name":"a\\u0000\\","x":{"y":["}",{"z":"]\""}]}}`,
-		// Fields the operation does not read: dropped, not judged.
-		`{"operation":"query","lock_name":"a","lease_duration":1e400,"max_age_seconds":-1e999}`,
-		`{"operation":"query","lock_name":"a","owner_metadata":{"k":"\u0000","s":"\ud800"},"session_id":"\u0000"}`,
-		`{"operation":"revoke","lock_name":"a","owner_id":"","reason":"r"}`,
-		`{"operation":"acquire","lock_name":"a","owner_id":"o","session_id":""}`,
-	} {
-		f.Add([]byte(s))
+	for _, s := range fuzzseeds.Commands() {
+		f.Add(s)
 	}
 	// Over MaxRecordBytes, a valid object: refused, but what answers it is read.
 	f.Add([]byte(sized(`{"request_id":"r","operation":"acquire","lock_name":"a","owner_id":"o","reply_to":"locks.replies.x","pad":"`, `"}`, MaxRecordBytes+1)))
