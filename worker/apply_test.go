@@ -79,14 +79,14 @@ func records(t *testing.T, p int32, from int64, locks ...string) []*kgo.Record {
 	return rs
 }
 
-func storedOffset(t *testing.T, st *store.Store, p int32) int64 {
+func storedOffset(t testing.TB, st *store.Store, p int32) int64 {
 	t.Helper()
 	offs, err := st.Offsets(context.Background(), "lockworker", topics.DefaultNames().Commands)
 	require.NoError(t, err)
 	return offs[p].Next
 }
 
-func acquisitions(t *testing.T, st *store.Store, lock string) (n int64) {
+func acquisitions(t testing.TB, st *store.Store, lock string) (n int64) {
 	t.Helper()
 	require.NoError(t, st.Pool.QueryRow(context.Background(), `SELECT acquisition_count FROM locks WHERE lock_name = $1`, lock).Scan(&n))
 	return n
