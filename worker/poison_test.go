@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/auth"
+	"github.com/omninode/lockworker/internal/fuzzseeds"
 	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -267,86 +270,258 @@ func TestCommandPostgreSQLRefusesAfterRedelivery(t *testing.T) {
 	require.Len(t, outboxRows(t, st, topics.DefaultNames().DeadLetter, 0), 1)
 }
 
-// FuzzApplyRecord drives any record (key, value, headers) through the
-// worker's applier into a real PostgreSQL transaction: the transaction
-// commits, the partition's offset moves past the record, and a dead-letter
-// copy stays within its bound. `go test` runs the seeds; `go test -fuzz
-// FuzzApplyRecord ./worker` explores.
+// FuzzApplyRecord drives any record (key, value, two headers, with
+// authentication on or off), alone or between two valid commands of its
+// batch, through the worker's applier into a real PostgreSQL transaction
+// (recordFuzz.run says what it checks). `go test` runs the seeds, among
+// them FuzzDecode's (fuzzseeds), records PostgreSQL refuses; `go test
+// -fuzz FuzzApplyRecord ./worker` explores.
 func FuzzApplyRecord(f *testing.F) {
+	h := newRecordFuzz(f)
 	valid := func(c topics.Command) []byte { return command(f, c) }
+	acquire := valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"})
+	bearer := []byte(h.token("f"))
+	authz := func(v []byte) kgo.RecordHeader { return kgo.RecordHeader{Key: topics.HeaderAuthorization, Value: v} }
 	seeds := []struct {
 		key, value       []byte
 		nilKey, nilValue bool
-		headerKey        string
-		headerValue      []byte
+		auth             bool
+		h1, h2           kgo.RecordHeader
 		repeatValue      int
+		batch            bool
 	}{
 		{key: []byte("k"), nilValue: true},
 		{nilKey: true, nilValue: true},
 		{key: []byte{}, value: []byte{}},
 		{key: []byte("x"), value: []byte("x"), repeatValue: 1_000_000},
-		{key: []byte{0xff}, value: []byte{0xfe, 0, 0xff}, headerKey: "error", headerValue: []byte{0}},
-		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"})},
+		{key: []byte{0xff}, value: []byte{0xfe, 0, 0xff}, auth: true, h1: kgo.RecordHeader{Key: "error", Value: []byte{0}}},
+		{key: []byte("a"), value: acquire},
 		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpRelease, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"})},
-		{key: []byte("a"), value: []byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"\u0000"}}`)},
-		{key: []byte("a"), value: []byte(`{"operation":"cleanup","lock_name":"*","max_age_seconds":0}`)},
-		{key: []byte("a"), value: []byte(`{"v":2,"operation":"steal"}`), headerKey: "", headerValue: nil},
+		{key: []byte("a"), value: []byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","owner_metadata":{"k":"\u0000"}}`), batch: true},
+		{key: []byte("a"), value: []byte(`{"operation":"cleanup","lock_name":"*","max_age_seconds":0}`), batch: true},
+		{key: []byte("a"), value: []byte(`{"v":2,"operation":"steal"}`)},
 		{key: []byte("a"), value: []byte(`{"operation":"acquire","lock_name":"` + strings.Repeat("é", 200) + `","owner_id":"o"}`)},
-		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
-			headerKey: topics.HeaderAuthorization, headerValue: []byte("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJmIn0.")},
+		{key: []byte("a"), value: acquire, auth: true, h1: authz([]byte("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJmIn0."))},
 		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpQuery, LockName: "a", ReplyTo: "locks.replies.f"}),
-			headerKey: "Authorization", headerValue: bytes.Repeat([]byte("A"), 10_000)},
+			auth: true, h1: kgo.RecordHeader{Key: "Authorization", Value: bytes.Repeat([]byte("A"), 10_000)}},
+		{key: []byte("a"), value: acquire, auth: true, h1: authz(bearer)},
+		{key: []byte("a"), value: acquire, auth: true, batch: true},
+		// Two tokens (admit refuses any but one), and one beside the
+		// headers the relay and tracing read.
+		{key: []byte("a"), value: acquire, auth: true, h1: authz(bearer), h2: kgo.RecordHeader{Key: "AUTHORIZATION", Value: bearer}},
+		{key: []byte("a"), value: acquire, auth: true, h1: authz(bearer), h2: kgo.RecordHeader{Key: topics.HeaderCEID, Value: []byte{0xff}}, batch: true},
+		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f",
+			OwnerMetadata: []byte(`{"a":{"b":[1e308,-1e-300,0.000000000000000000001,123456789012345678901234567890]},"a":"\u00e9"}`)}),
+			auth: true, h1: authz([]byte(h.token("f", "", "ns"))), h2: kgo.RecordHeader{Key: "traceparent", Value: []byte("00-zz")}},
+		{key: []byte("s"), value: valid(topics.Command{Operation: topics.OpSessionOpen, SessionID: "s", OwnerID: "o", TTL: 60, ReplyTo: "locks.replies.f"})},
+		{key: []byte("a"), value: []byte(`{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":-9223372036854775808}`), batch: true},
 	}
 	for _, s := range seeds {
 		v := s.value
 		if s.repeatValue > 0 {
 			v = bytes.Repeat(v, s.repeatValue)
 		}
-		f.Add(s.key, v, s.nilKey, s.nilValue, s.headerKey, s.headerValue)
+		f.Add(s.key, v, s.nilKey, s.nilValue, s.auth, s.h1.Key, s.h1.Value, s.h2.Key, s.h2.Value, s.batch)
 	}
-	w, st, token := authWorker(f)
-	verifier := w.cfg.Auth
-	f.Add([]byte("a"), valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
-		false, false, topics.HeaderAuthorization, []byte(token("f")))
-	p := w.newPartition(w.hard, 0)
-	var next, lastOutbox int64
-	topic, dlq := topics.DefaultNames().Commands, topics.DefaultNames().DeadLetter
-	f.Fuzz(func(t *testing.T, key, value []byte, nilKey, nilValue bool, headerKey string, headerValue []byte) {
-		// Authentication on for inputs with a header, off for the rest:
-		// both admission paths see every kind of record.
-		w.cfg.Auth = nil
-		if headerKey != "" {
-			w.cfg.Auth = verifier
-		}
+	// FuzzDecode's: alone without authentication, and with a valid token
+	// between valid commands.
+	for _, v := range fuzzseeds.Commands() {
+		f.Add([]byte("a"), v, false, false, false, "", []byte(nil), "", []byte(nil), false)
+		f.Add([]byte("a"), v, false, false, true, topics.HeaderAuthorization, bearer, "", []byte(nil), true)
+	}
+	f.Fuzz(func(t *testing.T, key, value []byte, nilKey, nilValue, auth bool, k1 string, v1 []byte, k2 string, v2 []byte, batch bool) {
 		if nilKey {
 			key = nil
 		}
 		if nilValue {
 			value = nil
 		}
-		r := &kgo.Record{Topic: topic, Partition: 0, Offset: next, Key: key, Value: value}
-		if headerKey != "" || headerValue != nil {
-			r.Headers = []kgo.RecordHeader{{Key: headerKey, Value: headerValue}}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		p.pending.Add(1)
-		w.applySegments(ctx, []segment{{p: p, records: []*kgo.Record{r}, polledAt: time.Now()}})
-		require.NoError(t, ctx.Err(), "the record was applied or refused within 30 s")
-		next++
-		require.Equal(t, next, p.expected, "the partition moved past the record")
-		require.Equal(t, next, storedOffset(t, st, 0))
-		for _, c := range outboxRows(t, st, dlq, lastOutbox) {
-			require.LessOrEqual(t, c.size(), DefaultDeadLetterMaxBytes+deadLetterHeaderBytes)
-			for _, h := range c.headers {
-				if strings.EqualFold(h.Key, topics.HeaderAuthorization) {
-					require.Equal(t, topics.RedactedToken, string(h.Value), "no token reaches the dead-letter topic")
-				}
+		in := fuzzRecord{key: key, value: value, auth: auth, batch: batch}
+		for _, hd := range []kgo.RecordHeader{{Key: k1, Value: v1}, {Key: k2, Value: v2}} {
+			if hd.Key != "" || len(hd.Value) > 0 {
+				in.headers = append(in.headers, hd)
 			}
 		}
-		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&lastOutbox))
+		h.run(t, in)
 	})
 }
+
+// fuzzRecord is one input of FuzzApplyRecord.
+type fuzzRecord struct {
+	key, value []byte
+	headers    []kgo.RecordHeader
+	auth       bool // authentication on, whatever the headers
+	batch      bool // between two valid commands of its batch
+}
+
+// goodNamespace is the valid commands' around a fuzzed record.
+const goodNamespace = "fuzz-good"
+
+// recordFuzz is FuzzApplyRecord's applier, on a database of its own, and
+// its checks (run), which a test of them drives too.
+type recordFuzz struct {
+	w        *Worker
+	st       *store.Store
+	p        *partition
+	verifier *auth.Verifier
+	token    func(sub string, namespaces ...string) string
+	good     []byte // the valid commands' token
+}
+
+func newRecordFuzz(t testing.TB) *recordFuzz {
+	w, st, token := authWorker(t)
+	// Every row of the lock tables written, inserted or deleted, with the
+	// transaction that did it: the expiry scheduler ends fuzzed leases
+	// beside the applier, so the tables before and after a batch differ
+	// by more than the batch.
+	_, err := st.Pool.Exec(context.Background(), `
+		CREATE TABLE fuzz_writes (xid xid NOT NULL, tbl text NOT NULL, namespace text);
+		CREATE INDEX ON fuzz_writes USING hash (xid);
+		CREATE FUNCTION fuzz_note_write() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			INSERT INTO fuzz_writes VALUES (xid(pg_current_xact_id()), TG_TABLE_NAME,
+				(CASE TG_OP WHEN 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END)->>'namespace');
+			RETURN NULL;
+		END $$;
+		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON locks FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
+		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON lock_holders FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
+		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON lock_waiters FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
+		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION fuzz_note_write()`)
+	require.NoError(t, err)
+	return &recordFuzz{w: w, st: st, p: w.newPartition(w.hard, 0), verifier: w.cfg.Auth, token: token,
+		good: []byte(token("f", goodNamespace))}
+}
+
+// run applies in as the poll loop hands records over, and checks that the
+// batch commits within 30 s and the partition's offset moves past it; that
+// the valid commands around in are applied, once each; that in is applied
+// or refused by the code written for it (Decode, admit), never convicted
+// by the poison search, which only PostgreSQL refusing what those let
+// through reaches; and that a record refused has one dead-letter copy, of
+// its offset, within its bound and without the token, and changes no lock,
+// holder, waiter or session.
+func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
+	ctx := context.Background()
+	names := topics.DefaultNames()
+	h.w.cfg.Auth = nil
+	if in.auth {
+		h.w.cfg.Auth = h.verifier
+	}
+	// From where the partition and the outbox are, not from where the
+	// last input to pass left them: after a failure the minimiser runs
+	// its candidates in this process.
+	off := max(h.p.expected, 0)
+	var lastOutbox int64
+	require.NoError(t, h.st.Pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM outbox`).Scan(&lastOutbox))
+	r := &kgo.Record{Topic: names.Commands, Partition: h.p.id, Offset: off, Key: in.key, Value: in.value, Headers: in.headers}
+	recs := []*kgo.Record{r}
+	lock := "g" + strconv.FormatInt(off, 10)
+	good := func(off int64, op string) *kgo.Record {
+		g := &kgo.Record{Topic: names.Commands, Partition: h.p.id, Offset: off, Key: []byte(lock),
+			Value: command(t, topics.Command{RequestID: lock + op, Operation: op, Namespace: goodNamespace, LockName: lock, OwnerID: "g",
+				ReplyTo: "locks.replies.f"})}
+		if in.auth {
+			g.Headers = []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: h.good}}
+		}
+		return g
+	}
+	if in.batch {
+		r.Offset = off + 1
+		recs = []*kgo.Record{good(off, topics.OpAcquire), r, good(off+2, topics.OpRelease)}
+	}
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	h.p.pending.Add(1)
+	h.w.applySegments(actx, []segment{{p: h.p, records: recs, polledAt: time.Now()}})
+	require.NoError(t, actx.Err(), "the batch was applied or refused within 30 s")
+	next := recs[len(recs)-1].Offset + 1
+	require.Equal(t, next, h.p.expected, "the partition moved past the batch")
+	require.Equal(t, next, storedOffset(t, h.st, h.p.id))
+
+	copies := outboxRows(t, h.st, names.DeadLetter, lastOutbox)
+	require.LessOrEqual(t, len(copies), 1, "a dead-letter copy of the fuzzed record at most: %+v", copies)
+	for _, c := range copies {
+		reason, _ := c.header(topics.HeaderError)
+		require.NotContains(t, reason, "PostgreSQL refused to apply the command", // convict's words
+			"a record Decode and admit let through was convicted by the poison search")
+		source, _ := c.header(topics.HeaderSourceOffset)
+		require.Equal(t, strconv.FormatInt(r.Offset, 10), source, "the copy is the fuzzed record's")
+		require.LessOrEqual(t, c.size(), DefaultDeadLetterMaxBytes+deadLetterHeaderBytes)
+		for _, hd := range c.headers {
+			if strings.EqualFold(hd.Key, topics.HeaderAuthorization) {
+				require.Equal(t, topics.RedactedToken, string(hd.Value), "no token reaches the dead-letter topic")
+			}
+		}
+		// The batch's transaction is the one that wrote the copy.
+		var wrote string
+		require.NoError(t, h.st.Pool.QueryRow(ctx, `SELECT coalesce(string_agg(tbl || ' ' || coalesce(namespace, ''), ', '), '')
+			FROM fuzz_writes WHERE xid = (SELECT xmin FROM outbox WHERE id = $1) AND namespace IS DISTINCT FROM $2`,
+			c.id, goodNamespace).Scan(&wrote))
+		require.Empty(t, wrote, "a refused record (%s) changed the rows", reason)
+	}
+	if in.batch {
+		answers := map[string][]string{}
+		for _, row := range outboxRows(t, h.st, "locks.replies.f", lastOutbox) {
+			ev, err := topics.DecodeEvent(row.value)
+			require.NoError(t, err)
+			answers[ev.RequestID] = append(answers[ev.RequestID], ev.Type)
+		}
+		require.Equal(t, []string{topics.TypeAcquired}, answers[lock+topics.OpAcquire], "the command before the fuzzed record was applied once")
+		require.Equal(t, []string{topics.TypeReleased}, answers[lock+topics.OpRelease], "the command after it was applied once")
+		require.EqualValues(t, 1, acquisitions(t, h.st, lock))
+	}
+}
+
+// FuzzApplyRecord's checks fail on a record Decode and admit let through
+// and PostgreSQL refuses (a CHECK constraint stands in for a gap between
+// Decode and the schema: the poison search convicts the record, and the
+// batch commits without it), alone or in a batch, and on a refused record
+// whose batch changed a lock (a trigger stands in for that bug). The
+// input after a failure is judged on its own, as the minimiser's
+// candidates, run in the same process, must be.
+func TestFuzzApplyRecordChecks(t *testing.T) {
+	ctx := context.Background()
+	h := newRecordFuzz(t)
+	_, err := h.st.Pool.Exec(ctx, `ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%')`)
+	require.NoError(t, err)
+	acquire := func(lock string, batch bool) fuzzRecord {
+		return fuzzRecord{key: []byte(lock), batch: batch,
+			value: command(t, topics.Command{Operation: topics.OpAcquire, LockName: lock, OwnerID: "o", ReplyTo: "locks.replies.f"})}
+	}
+	for _, batch := range []bool{false, true} {
+		msg := failureOf(t, func(tb testing.TB) { h.run(tb, acquire("poison", batch)) })
+		require.Contains(t, msg, "convicted by the poison search", "in a batch: %v", batch)
+		h.run(t, acquire("a", batch))
+	}
+
+	_, err = h.st.Pool.Exec(ctx, `CREATE FUNCTION test_touch() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN UPDATE locks SET updated_at = clock_timestamp() WHERE lock_name = 'a'; RETURN NULL; END $$;
+		CREATE TRIGGER test_touch AFTER INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.commands.dlq') EXECUTE FUNCTION test_touch()`)
+	require.NoError(t, err)
+	msg := failureOf(t, func(tb testing.TB) { h.run(tb, fuzzRecord{key: []byte("a"), value: []byte("{")}) })
+	require.Contains(t, msg, "changed the rows")
+}
+
+// failureOf is what fn failed with as a test ("" if it passed), without
+// failing t: fn's goroutine ends at its first fatal failure, as a test's
+// would.
+func failureOf(t *testing.T, fn func(testing.TB)) string {
+	r := &failRecorder{TB: t}
+	done := make(chan struct{})
+	go func() { defer close(done); fn(r) }()
+	<-done
+	return r.msg
+}
+
+// failRecorder is a testing.TB that keeps its failures instead of
+// reporting them.
+type failRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *failRecorder) Errorf(format string, args ...any) { r.msg += fmt.Sprintf(format, args...) }
+func (r *failRecorder) FailNow()                          { runtime.Goexit() }
 
 // A stored outcome damaged in the database (lockworker writes none it cannot
 // read back) does not stop its partition: a copy of its request is refused
