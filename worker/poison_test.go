@@ -354,7 +354,8 @@ type fuzzRecord struct {
 	batch      bool // between two valid commands of its batch
 }
 
-// goodNamespace is the valid commands' around a fuzzed record.
+// goodNamespace holds the valid commands around a fuzzed record: a refused
+// record must change no row outside it.
 const goodNamespace = "fuzz-good"
 
 // recordFuzz is FuzzApplyRecord's applier, on a database of its own, and
