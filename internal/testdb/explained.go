@@ -2,6 +2,7 @@ package testdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -28,7 +30,9 @@ type Explained struct {
 
 // NewExplained returns an Explained pool with pool's settings (its
 // schema, its sessions' settings: the generic plans they make), closed
-// when the test ends.
+// when the test ends. It connects at once: a role that may not load
+// auto_explain (LOAD needs a superuser) is a missing capability
+// (SkipMissing); any other failure to connect fails the test.
 func NewExplained(t testing.TB, pool *pgxpool.Pool) *Explained {
 	t.Helper()
 	e := &Explained{}
@@ -42,25 +46,41 @@ func NewExplained(t testing.TB, pool *pgxpool.Pool) *Explained {
 		}
 	}
 	setup := cfg.AfterConnect
+	// AfterConnect runs on the pool's goroutine, where t.Fatal would end
+	// that goroutine instead of the test and leave the test waiting for the
+	// connection forever: its error is returned, for the test's goroutine
+	// to judge below.
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		if setup != nil {
 			if err := setup(ctx, c); err != nil {
 				return err
 			}
 		}
-		// auto_explain is contrib, shipped with PostgreSQL; LOAD needs a
-		// superuser, as the tests' database user is.
 		_, err := c.Exec(ctx, `LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; SET auto_explain.log_analyze = on;
 			SET auto_explain.log_buffers = on; SET auto_explain.log_timing = off; SET auto_explain.log_level = notice;
 			SET client_min_messages = notice`)
 		if err != nil {
-			t.Fatalf("loading auto_explain (in PostgreSQL's contrib: install it, or point TEST_DATABASE_URL at a server that has it): %v", err)
+			return fmt.Errorf("loading auto_explain: %w", err)
 		}
 		return nil
 	}
-	p, err := pgxpool.NewWithConfig(context.Background(), cfg) // connects at the first query
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := p.Acquire(ctx) // the pool's one connection, kept for the test
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "42501": // insufficient_privilege
+		SkipMissing(t, "LOAD 'auto_explain' needs a superuser, which TEST_DATABASE_URL's role is not (%v): "+
+			"point TEST_DATABASE_URL at a superuser", err)
+	case errors.As(err, &pgErr) && pgErr.Code == "58P01": // undefined_file: no such library
+		t.Fatalf("%v: auto_explain is in PostgreSQL's contrib: install it, or point TEST_DATABASE_URL at a server that has it", err)
+	case err != nil:
+		t.Fatalf("testdb.NewExplained: %v", err)
+	}
+	c.Release()
 	e.Pool = p
 	return e
 }

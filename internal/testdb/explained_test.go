@@ -2,11 +2,68 @@ package testdb
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 )
+
+// A role that may not LOAD auto_explain, not a superuser, has the plan
+// tests skip, or fail where LOCKWORKER_TEST_REQUIRE_ALL=1, at once and
+// saying what is missing, rather than wait forever for a connection that
+// never comes (the pool's goroutine, not the test's, ended).
+func TestNewExplainedWithoutASuperuser(t *testing.T) {
+	ctx := context.Background()
+	st := New(t)
+	cfg := st.Pool.Config().Copy()
+	var super bool
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super))
+	if super {
+		// The test role is the scenario when it is not a superuser;
+		// a superuser's sessions become a role that is not one.
+		role := fmt.Sprintf("lwtest_plain_%08x", rand.Uint32())
+		_, err := st.Pool.Exec(ctx, `CREATE ROLE `+role+` NOLOGIN NOSUPERUSER`)
+		require.NoError(t, err)
+		t.Cleanup(func() {
+			if _, err := st.Pool.Exec(context.Background(), `DROP ROLE `+role); err != nil {
+				t.Errorf("dropping role %s: %v", role, err)
+			}
+		})
+		setup := cfg.AfterConnect
+		cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+			if err := setup(ctx, c); err != nil {
+				return err
+			}
+			_, err := c.Exec(ctx, `SET ROLE `+role)
+			return err
+		}
+	}
+	plain, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(plain.Close)
+	for env, skips := range map[string]bool{"0": true, "1": false} {
+		t.Run(RequireAllEnv+"="+env, func(t *testing.T) {
+			t.Setenv(RequireAllEnv, env)
+			r := &skipRecorder{TB: t}
+			done := make(chan struct{})
+			go func() { defer close(done); NewExplained(r, plain) }()
+			<-done
+			const why = "LOAD 'auto_explain' needs a superuser"
+			if skips {
+				require.Contains(t, r.skipped, why)
+				require.Empty(t, r.failed)
+			} else {
+				require.Empty(t, r.skipped)
+				require.Contains(t, r.failed, why)
+			}
+			require.Contains(t, r.skipped+r.failed, `access to library "auto_explain" is not allowed`)
+		})
+	}
+}
 
 // PlanPages counts what PostgreSQL counted of a statement, the pages of the
 // schema's tables and indexes hit or read in its transaction from before
