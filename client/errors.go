@@ -191,8 +191,16 @@ func (e *Error) Error() string {
 // Unwrap returns the sentinel of the error's code, so errors.Is works.
 func (e *Error) Unwrap() error { return codeErrors[e.Code] }
 
-// rejection turns a lock.rejected event into an *Error.
-func rejection(ev topics.Event) *Error {
+// maxRetryAfterSeconds bounds a LOCK_HELD's retry_after_seconds: it comes
+// no later than the end of the last lease in the way, which an extension
+// carries at most MaxLeaseAheadSeconds past now, and of its lock-delay.
+const maxRetryAfterSeconds = topics.MaxLeaseAheadSeconds + topics.MaxLockDelaySeconds
+
+// rejection turns a lock.rejected event into an *Error; one whose
+// retry_after_seconds is outside 0..maxRetryAfterSeconds is refused as any
+// reply's duration out of range is (replySeconds): read, it would overflow
+// RetryAfter.
+func rejection(ev topics.Event) error {
 	e := &Error{Code: ev.ErrorCode, Message: ev.ErrorMessage, Event: ev}
 	if li := ev.LockInfo; li != nil && li.Status == topics.StatusAcquired {
 		e.Holder = li.OwnerID
@@ -201,6 +209,9 @@ func rejection(ev topics.Event) *Error {
 		}
 	}
 	if ev.RetryAfterSeconds != nil {
+		if err := replySeconds(ev, "retry_after_seconds", *ev.RetryAfterSeconds, 0, maxRetryAfterSeconds); err != nil {
+			return err
+		}
 		e.RetryAfter = seconds(*ev.RetryAfterSeconds)
 	}
 	return e

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -22,11 +24,7 @@ func TestEveryCodeHasASentinel(t *testing.T) {
 // and 0 (due to end already) too.
 func TestLockHeldErrorSaysRetryAfter(t *testing.T) {
 	cmd := topics.Command{RequestID: "r", Operation: topics.OpAcquire, LockName: "l"}
-	held := func(li *topics.LockInfo, retry float64) *Error {
-		ev := topics.NewEvent(topics.TypeRejected, cmd.Operation, cmd.RequestID, time.Now())
-		ev.ErrorCode, ev.ErrorMessage, ev.LockInfo, ev.RetryAfterSeconds = topics.CodeLockHeld, "held", li, &retry
-		return rejection(ev)
-	}
+	held := func(li *topics.LockInfo, retry float64) error { return rejection(lockHeld(cmd, li, retry)) }
 	expires := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	acquired := &topics.LockInfo{LockName: "l", OwnerID: "o", Status: topics.StatusAcquired, ExpiresAt: topics.NewTimePtr(expires)}
 	require.Equal(t, "LOCK_HELD: held until 2030-01-02T03:04:05Z (retry after 1.5s)", held(acquired, 1.5).Error())
@@ -34,4 +32,33 @@ func TestLockHeldErrorSaysRetryAfter(t *testing.T) {
 	require.Equal(t, "LOCK_HELD: held (retry after 2.25s)", held(delay, 2.25).Error(), "a lock-delay: no holder, yet a time to retry")
 	require.Equal(t, "LOCK_HELD: held (retry after 0s)", held(delay, 0).Error())
 	require.Equal(t, "NOT_HELD: gone", (&Error{Code: topics.CodeNotHeld, Message: "gone"}).Error())
+}
+
+// lockHeld is the LOCK_HELD refusal of the acquire cmd, showing li, to retry
+// after retry seconds.
+func lockHeld(cmd topics.Command, li *topics.LockInfo, retry float64) topics.Event {
+	ev := topics.NewEvent(topics.TypeRejected, cmd.Operation, cmd.RequestID, time.Now())
+	ev.ErrorCode, ev.ErrorMessage, ev.LockInfo, ev.RetryAfterSeconds = topics.CodeLockHeld, "held", li, &retry
+	return ev
+}
+
+// A LOCK_HELD whose retry_after_seconds is outside the contract's range
+// (negative, or past the furthest a lease in the way may end, 366 days, and
+// its lock-delay) is refused as a reply's duration out of range is
+// (replySeconds), not read as a RetryAfter that overflows time.Duration
+// (1e300 s read as -2562047h47m16.85s). Its bounds are read.
+func TestLockHeldRetryAfterOutsideTheContract(t *testing.T) {
+	cmd := topics.Command{RequestID: "r", Operation: topics.OpAcquire, LockName: "l"}
+	const most = 366*86400 + 60
+	for _, retry := range []float64{1e300, -0.001, most + 0.001} {
+		err := rejection(lockHeld(cmd, nil, retry))
+		require.EqualError(t, err, fmt.Sprintf("lock.rejected with retry_after_seconds %s is outside 0..3.162246e+07 seconds",
+			strconv.FormatFloat(retry, 'g', -1, 64)))
+		require.NotErrorIs(t, err, ErrLockHeld)
+	}
+	for _, retry := range []float64{0, most} {
+		var held *Error
+		require.ErrorAs(t, rejection(lockHeld(cmd, nil, retry)), &held)
+		require.Equal(t, seconds(retry), held.RetryAfter)
+	}
 }
