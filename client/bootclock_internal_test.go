@@ -621,7 +621,7 @@ func TestOutOfOrderExtensionMovesNothingBack(t *testing.T) {
 			Revision: revision}
 		l.mu.Lock()
 		l.update(topics.Event{Type: topics.TypeExtended, LockInfo: info, OccurredAt: topics.Time{Time: now}},
-			sentAt{mono: sent, boot: base + sent.Sub(now)}, now)
+			sentAt{mono: sent, boot: base + sent.Sub(now)}, now, false)
 		l.mu.Unlock()
 	}
 	state := func() (time.Time, time.Duration) {
@@ -712,7 +712,7 @@ func TestAnswerSentBeforeASuspendIsPulledIn(t *testing.T) {
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 91, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(at.Add(30 * time.Second)), LeaseDuration: 30}
 	l.mu.Lock()
-	l.update(topics.Event{Type: topics.TypeExtended, LockInfo: info, OccurredAt: topics.Time{Time: at}}, sent, at)
+	l.update(topics.Event{Type: topics.TypeExtended, LockInfo: info, OccurredAt: topics.Time{Time: at}}, sent, at, false)
 	lLeft := time.Until(l.deadline)
 	l.mu.Unlock()
 	s.mu.Lock()

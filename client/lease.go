@@ -155,7 +155,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 		releasing: make(chan struct{}, 1),
 	}
 	l.mu.Lock()
-	l.update(ev, sent, anchor)
+	l.update(ev, sent, anchor, o.generatedOwner || queued)
 	l.mu.Unlock()
 	// Registered before its deadline timer starts: a lease past its deadline
 	// already (its grant read late) is then removed by its end.
@@ -274,8 +274,13 @@ func (e *lateGrant) Unwrap() error { return e.err }
 // which is safe, and stepped back it is caught by the monotonic deadline.
 // A process paused past its deadline still runs on for up to
 // bootCheckInterval, and code under the lease until it looks: see
-// docs/design.md, "The holder's deadline". l.mu is held.
-func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
+// docs/design.md, "The holder's deadline". A new lease's grant (fresh: its
+// owner held nothing, being the call's own or seen queued) ends
+// lease_duration after the grant's occurred_at: one whose expires_at lies
+// further (no worker sends it) counts no more than that. Other replies are
+// not so bounded: a renewal keeps an expiry that an extension set further,
+// and Extend's extension may carry it further. l.mu is held.
+func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time, fresh bool) {
 	li := ev.LockInfo
 	// An answer read out of order (an earlier extension's after a later
 	// one's: Extend and the keep-alive may overlap) moves nothing back: the
@@ -311,6 +316,9 @@ func (l *Lease) update(ev topics.Event, sent sentAt, anchor time.Time) {
 	}
 	if li.ExpiresAt != nil {
 		left := li.ExpiresAt.Sub(anchor)
+		if fresh {
+			left = min(left, ev.OccurredAt.Sub(anchor)+seconds(li.LeaseDuration))
+		}
 		if d := sent.mono.Add(left); newer || d.After(l.deadline) {
 			l.deadline = d
 		}
@@ -925,7 +933,7 @@ func (l *Lease) confirm(ev topics.Event, sent sentAt) (ended error, before bool)
 	ended = l.err
 	late := false
 	if ended == nil {
-		l.update(ev, sent, ev.OccurredAt.Time)
+		l.update(ev, sent, ev.OccurredAt.Time, false)
 		late = l.due()
 	}
 	l.mu.Unlock()
