@@ -298,7 +298,8 @@ func (c *Client) acquire(ctx context.Context, name string, o acquireOptions) (*L
 // *withdraw says, from the moment it changes (an OnQueued callback may
 // panic), whether the acquire, given up then, is to be withdrawn. A grant
 // whose reply breaks the contract is refused as given up, and *refused is
-// its fencing token when the reply names one.
+// its fencing token when the reply shows the owner's lease of the lock with
+// one.
 func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acquireOptions, withdraw *bool, refused **int64) (*Lease, error) {
 	if ctx.Err() != nil {
 		// Not sent, so nothing to withdraw: an acquire given up before its
@@ -337,11 +338,14 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		return nil, err
 	}
 	if ev.Type == topics.TypeAcquired {
-		if err := replyLease(ev); err != nil {
+		if err := c.replyLease(ev, cmd); err != nil {
 			// Refused, the grant is held for nobody: *withdraw stays as it
-			// was before the reply, so it is released as if given up then.
-			if ev.LockInfo != nil {
-				token := ev.LockInfo.FencingToken
+			// was before the reply, so it is released as if given up then;
+			// by the reply's token only when it shows the owner's lease of
+			// the lock (another's would be refused, TOKEN_MISMATCH, and
+			// leave the grant held).
+			if li := ev.LockInfo; li != nil && li.FencingToken > 0 && c.shows(li, cmd) {
+				token := li.FencingToken
 				*refused = &token
 			}
 			return nil, err

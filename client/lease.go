@@ -749,7 +749,8 @@ func (l *Lease) releaseEnded(ended error) error {
 // other refusal by the worker (ErrRequestIDConflict, ErrForbidden,
 // ErrInvalidRequest about the command, ...) applied nothing, and the worker holds the lease
 // still: it is lost all the same, and released as below. An answer that breaks the
-// contract (no lock_info, a lease_duration out of range) loses the lease
+// contract (no lock_info, one showing another lease or fencing token, a
+// lease_duration out of range) loses the lease
 // too, with that answer as the cause, and releases it, best effort, by its
 // fencing token (also when it was lost or released first: the worker may
 // just have extended it), with the request_id of any earlier release of
@@ -819,8 +820,8 @@ func (l *Lease) extend(ctx context.Context, d, every time.Duration) error {
 		// A cap refused, or an extend past how far a lease may run ahead
 		// of now (INVALID_REQUEST showing this lease, unchanged): the
 		// worker holds the lease as it was.
-		if errors.Is(e, ErrMaxHoldExceeded) || errors.Is(e, ErrInvalidRequest) && l.shownBy(ev) {
-			if err := l.capRefused(ev, sent); err != nil {
+		if errors.Is(e, ErrMaxHoldExceeded) || errors.Is(e, ErrInvalidRequest) && l.shownBy(ev, cmd) {
+			if err := l.capRefused(ev, cmd, sent); err != nil {
 				return err // the refusal showed the lease over already
 			}
 			return e
@@ -844,7 +845,7 @@ func (l *Lease) extend(ctx context.Context, d, every time.Duration) error {
 		}
 		return e
 	}
-	if err := replyLease(ev); err != nil {
+	if err := l.c.replyLease(ev, cmd); err != nil {
 		// The worker may hold the lease past the client's deadline, and
 		// would answer each retry alike: the lease is lost now, for this
 		// reply, rather than at its deadline for want of an extension, and
@@ -906,8 +907,8 @@ func (l *Lease) callExtension(ctx context.Context, cmd topics.Command, every tim
 // lease: a shared lock's newest holder) or outside the contract is left
 // unread. It returns the lease's loss when the refusal, read late, leaves
 // the lease past its deadline.
-func (l *Lease) capRefused(ev topics.Event, sent sentAt) error {
-	if !l.shownBy(ev) {
+func (l *Lease) capRefused(ev topics.Event, cmd topics.Command, sent sentAt) error {
+	if !l.shownBy(ev, cmd) {
 		return nil
 	}
 	if ended, before := l.confirm(ev, sent); !before {
@@ -917,10 +918,9 @@ func (l *Lease) capRefused(ev topics.Event, sent sentAt) error {
 }
 
 // shownBy reports whether ev's lock_info shows this lease in force, within
-// the contract.
-func (l *Lease) shownBy(ev topics.Event) bool {
-	li := ev.LockInfo
-	return li != nil && li.Status == topics.StatusAcquired && li.OwnerID == l.Owner && li.FencingToken == l.Token && replyLease(ev) == nil
+// the contract: the lease cmd, its extension, is about.
+func (l *Lease) shownBy(ev topics.Event, cmd topics.Command) bool {
+	return l.c.replyLease(ev, cmd) == nil
 }
 
 // confirm records an answer that shows the lease (update), unless the lease
@@ -1060,19 +1060,43 @@ func (l *Lease) releaseCmd() topics.Command {
 	return *l.release
 }
 
-// replyLease checks the lock_info, and its lease_duration, of a reply that
-// confirms a lease: a grant or an extension.
-func replyLease(ev topics.Event) error {
-	if ev.LockInfo == nil {
+// replyLease checks the lock_info of a reply that confirms a lease, a grant
+// of the acquire cmd or an answer to the extend cmd (or a refusal of it that
+// shows the lease: shownBy): it must show cmd's lock acquired by cmd's
+// owner, with a fencing token (cmd's, the lease's, when it names one), and
+// its lease_duration and max_hold in range. No worker sends another, but a
+// worker's bug or another producer on the reply topic could: a Lease made of
+// it would extend and release the lease it shows, another lock's or
+// owner's, and keep-alives pace themselves by its durations.
+func (c *Client) replyLease(ev topics.Event, cmd topics.Command) error {
+	li := ev.LockInfo
+	switch {
+	case li == nil:
 		return fmt.Errorf("%s without lock_info", ev.Type)
+	case li.Status != topics.StatusAcquired:
+		return fmt.Errorf("%s with status %q", ev.Type, li.Status)
+	case li.FencingToken < 1:
+		return fmt.Errorf("%s with fencing_token %d, below 1", ev.Type, li.FencingToken)
+	case cmd.FencingToken != nil && li.FencingToken != *cmd.FencingToken:
+		return fmt.Errorf("%s with fencing_token %d, not the lease's %d", ev.Type, li.FencingToken, *cmd.FencingToken)
+	case !c.shows(li, cmd):
+		return fmt.Errorf("%s of lock %q for owner %q, not %q for %q", ev.Type,
+			topics.LockKey(li.Namespace, li.LockName), li.OwnerID, topics.LockKey(cmd.Namespace, cmd.LockName), cmd.OwnerID)
 	}
-	if err := replySeconds(ev, "lease_duration", ev.LockInfo.LeaseDuration, topics.MinLeaseSeconds, topics.MaxLeaseSeconds); err != nil {
+	if err := replySeconds(ev, "lease_duration", li.LeaseDuration, topics.MinLeaseSeconds, topics.MaxLeaseSeconds); err != nil {
 		return err
 	}
-	if ev.LockInfo.MaxHold == 0 { // no cap
+	if li.MaxHold == 0 { // no cap
 		return nil
 	}
-	return replySeconds(ev, "max_hold", ev.LockInfo.MaxHold, topics.MinLeaseSeconds, topics.MaxMaxHoldSeconds)
+	return replySeconds(ev, "max_hold", li.MaxHold, topics.MinLeaseSeconds, topics.MaxMaxHoldSeconds)
+}
+
+// shows reports whether li is about cmd's lock and owner, the owner as the
+// worker sees it (acquireKey): under authentication the worker scopes it,
+// and its replies show it scoped.
+func (c *Client) shows(li *topics.LockInfo, cmd topics.Command) bool {
+	return c.acquireKey(li.Namespace, li.LockName, li.OwnerID) == c.acquireKey(cmd.Namespace, cmd.LockName, cmd.OwnerID)
 }
 
 // command is a release or extend guarded by the lease's owner and token.

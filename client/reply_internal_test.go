@@ -3,6 +3,8 @@ package client
 import (
 	"cmp"
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -344,4 +346,150 @@ func TestReplyOfALaterVersion(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the grant of a later version is not given back")
 	}
+}
+
+// A grant or an extension whose lock_info shows another lease than the
+// command's (another lock or owner, a lock not acquired, no fencing token;
+// for an extension, another token) is refused as one out of range is: no
+// worker sends one, but a bug or another producer on the reply topic could,
+// and a Lease made of it would extend and release that other lease. The
+// refused grant is given back by the acquire's own lock and owner, and by
+// the reply's fencing token only when the reply shows that owner's lease of
+// that lock with a token: another one's would only be refused
+// (TOKEN_MISMATCH), leaving the grant held. A refused extension loses the
+// lease and releases it by its own token.
+func TestReplyOfAnotherLeaseIsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	acquired := map[string]string{} // lock -> owner of its acquire
+	released := make(chan topics.Command, 4)
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			mu.Lock()
+			acquired[cmd.LockName] = cmd.OwnerID
+			mu.Unlock()
+			ev := granted(cmd, topics.TypeAcquired, 60)
+			switch li := ev.LockInfo; cmd.LockName {
+			case "other-lock":
+				li.LockName = "other"
+			case "other-namespace":
+				li.Namespace = "ns"
+			case "other-owner":
+				li.OwnerID = "someone"
+			case "scoped-owner": // the owner as a worker under authentication scopes it, which this client has none of
+				li.OwnerID = topics.ScopedOwner("fake", cmd.OwnerID)
+			case "released":
+				li.Status, li.FencingToken = topics.StatusReleased, 5
+			case "negative":
+				li.FencingToken = -7
+			}
+			return one(ev)
+		case topics.OpExtend:
+			ev := granted(cmd, topics.TypeExtended, 60)
+			switch cmd.LockName {
+			case "extended-token":
+				ev.LockInfo.FencingToken = 2
+			case "extended-owner":
+				ev.LockInfo.OwnerID = "someone"
+			}
+			return one(ev)
+		case topics.OpRelease:
+			deliver(ctx, released, cmd)
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	release := func(lock string) topics.Command {
+		t.Helper()
+		select {
+		case cmd := <-released:
+			require.Equal(t, lock, cmd.LockName)
+			require.Empty(t, cmd.Namespace)
+			mu.Lock()
+			defer mu.Unlock()
+			require.Equal(t, acquired[lock], cmd.OwnerID, "the acquire's owner")
+			return cmd
+		case <-ctx.Done():
+			t.Fatalf("the refused grant of %q is not released", lock)
+			return topics.Command{}
+		}
+	}
+	for lock, refusal := range map[string]string{
+		"other-lock":      `lock.acquired of lock "other" for owner %q, not "other-lock" for %[1]q`,
+		"other-namespace": `lock.acquired of lock "ns/other-namespace" for owner %q, not "other-namespace" for %[1]q`,
+		"other-owner":     `lock.acquired of lock "other-owner" for owner "someone", not "other-owner" for %q`,
+		"scoped-owner":    `lock.acquired of lock "scoped-owner" for owner "fake:%s", not "scoped-owner" for %[1]q`,
+		"released":        `lock.acquired with status "released"`,
+		"negative":        `lock.acquired with fencing_token -7, below 1`,
+	} {
+		l, err := c.Acquire(ctx, lock)
+		require.Nil(t, l, lock)
+		mu.Lock()
+		owner := acquired[lock]
+		mu.Unlock()
+		if strings.Contains(refusal, "%") {
+			refusal = fmt.Sprintf(refusal, owner)
+		}
+		require.EqualError(t, err, fmt.Sprintf("acquiring lock %q: %s", lock, refusal))
+		token := release(lock).FencingToken
+		if lock == "released" {
+			require.NotNil(t, token, "the owner's lease of the lock, by its token")
+			require.EqualValues(t, 5, *token)
+			continue
+		}
+		require.Nil(t, token, "no token of the owner's lease of the lock to name")
+	}
+
+	for lock, refusal := range map[string]string{
+		"extended-token": "lock.extended with fencing_token 2, not the lease's 1",
+		"extended-owner": `lock.extended of lock "extended-owner" for owner "someone", not "extended-owner" for %q`,
+	} {
+		l, err := c.Acquire(ctx, lock, WithoutKeepAlive())
+		require.NoError(t, err)
+		if strings.Contains(refusal, "%") {
+			refusal = fmt.Sprintf(refusal, l.Owner)
+		}
+		require.EqualError(t, l.Extend(ctx, time.Minute), fmt.Sprintf("extending lock %q: %s", lock, refusal))
+		require.ErrorIs(t, l.Err(), ErrLeaseLost)
+		require.ErrorContains(t, l.Err(), "extension answered outside the contract: "+refusal)
+		token := release(lock).FencingToken
+		require.NotNil(t, token, "by the lease's token")
+		require.EqualValues(t, 1, *token, "by the lease's token")
+	}
+}
+
+// Under authentication the worker scopes owners by the requester
+// (topics.ScopedOwner), and its grants show the owner so: that is the
+// acquire's owner, and the lease's; one scoped by another requester is not.
+func TestGrantOfTheScopedOwner(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	released := make(chan topics.Command, 1)
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			ev := granted(cmd, topics.TypeAcquired, 60)
+			ev.LockInfo.OwnerID = topics.ScopedOwner(cmd.LockName, cmd.OwnerID) // the lock names the requester
+			return one(ev)
+		case topics.OpRelease:
+			deliver(ctx, released, cmd)
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "fake",
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}).SignedString([]byte("the fake worker checks no token"))
+	require.NoError(t, err)
+	c.creds, err = loadCredentials(Config{Token: token})
+	require.NoError(t, err)
+
+	l, err := c.Acquire(ctx, "fake", WithOwner("o"), WithoutKeepAlive())
+	require.NoError(t, err)
+	require.Equal(t, "fake:o", l.Owner, "the owner as the worker sees it")
+	require.NoError(t, l.Release(ctx))
+	<-released
+	_, err = c.Acquire(ctx, "other", WithOwner("o"))
+	require.EqualError(t, err, `acquiring lock "other": lock.acquired of lock "other" for owner "other:o", not "other" for "o"`)
 }
