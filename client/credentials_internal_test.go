@@ -26,7 +26,7 @@ import (
 // clearCredentialsEnv empties every variable of Config's credentials for
 // the test, so that its clients do not take those of the environment the
 // tests run in.
-func clearCredentialsEnv(t *testing.T) {
+func clearCredentialsEnv(t testing.TB) {
 	for _, v := range []string{EnvToken, EnvTokenFile, EnvSigningKeyFile, EnvTokenAudience, EnvTokenIssuer} {
 		t.Setenv(v, "")
 	}

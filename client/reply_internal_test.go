@@ -43,8 +43,9 @@ type fakeOpts struct {
 	config func(*Config)
 }
 
-// fakeWorkerWith is fakeWorker as o says; it returns the broker too.
-func fakeWorkerWith(t *testing.T, o fakeOpts, answer func(ctx context.Context, cmd topics.Command) []topics.Event) (*Client, *kfake.Cluster) {
+// fakeWorkerWith is fakeWorker as o says, for a test or a fuzz target; it
+// returns the broker too.
+func fakeWorkerWith(t testing.TB, o fakeOpts, answer func(ctx context.Context, cmd topics.Command) []topics.Event) (*Client, *kfake.Cluster) {
 	t.Helper()
 	clearCredentialsEnv(t) // the client New makes here carries none
 	names := topics.DefaultNames()
