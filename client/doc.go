@@ -67,7 +67,7 @@
 // another acquire of the lock by the same owner is in flight in this client,
 // whose release waits for the last of them. A grant refused because its
 // reply breaks the contract is released the same way, by its fencing token
-// when the reply names one.
+// when the reply shows the owner's lease of the lock with one.
 //
 // # Sessions
 //
