@@ -2,16 +2,20 @@ package worker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/internal/testlog"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -24,8 +28,10 @@ import (
 // Run returns, also when its poll loop waits for room in the applier's
 // queue behind that batch (a queue of one record here), and the commands
 // are applied by the next owner of their partition, from the stored offset.
+// The abandon line says which partitions' records it leaves to them.
 func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 	e := e2e.New(t)
+	logs := &testlog.Buffer{}
 	ctx := context.Background()
 	reply := "locks.replies.drain"
 	watch := e.Watch(reply)
@@ -37,7 +43,7 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 		relay, err := outbox.New(outbox.Config{Publisher: pub, Pool: e.Store.Pool})
 		require.NoError(t, err)
 		w, err := worker.New(worker.Config{KafkaOpts: kopts, Group: e.Group, Names: e.Names, Store: e.Store, Relay: relay,
-			SessionTimeout: time.Second, DrainTimeout: drain, MaxPollRecords: 1})
+			SessionTimeout: time.Second, DrainTimeout: drain, MaxPollRecords: 1, Logger: zerolog.New(logs)})
 		require.NoError(t, err)
 		rctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -93,6 +99,16 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 	}
 	leave1()
 	require.NoError(t, tx.Rollback(ctx))
+	// drain-1 in the batch, drain-2 queued, drain-3 polled: drain-0
+	// (offset 0) committed, drain-4 never polled.
+	var abandoned struct {
+		Abandoned []map[string]int64 `json:"abandoned"`
+		Records   int                `json:"records"`
+	}
+	line := lineWith(t, logs.String(), "abandoning them")
+	require.NoError(t, json.Unmarshal([]byte(line), &abandoned), line)
+	assert.Equal(t, []map[string]int64{{"partition": p, "records": 3, "first_offset": 1, "last_offset": 3}}, abandoned.Abandoned, line)
+	assert.Equal(t, 3, abandoned.Records, line)
 
 	run(0)
 	watch.WaitFor(t, 30*time.Second, "the abandoned commands applied by the next owner", func(rs []e2e.Received) bool {
@@ -109,4 +125,16 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// lineWith is the line of logs that holds s.
+func lineWith(t *testing.T, logs, s string) string {
+	t.Helper()
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	t.Fatalf("no log line says %q", s)
+	return ""
 }

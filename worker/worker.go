@@ -582,8 +582,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	// offsets. Only the appliers' drain is bounded: the relays' last
 	// publishes (stopAll) have bounds of their own.
 	var drain drainBound
+	// queued is the records polled that may not be applied yet, for the
+	// abandon line to say what it leaves to the next owners (w.mu).
+	var queued []polledSpan
 	abandon := func() {
-		w.log.Warn().Dur("drain_timeout", w.cfg.DrainTimeout).
+		w.mu.Lock()
+		left, records := w.unappliedByPartition(queued)
+		w.mu.Unlock()
+		w.log.Warn().Dur("drain_timeout", w.cfg.DrainTimeout).Array("abandoned", left).Int("records", records).
 			Msg("stopping: the batches in flight did not commit in time (PostgreSQL not answering?); abandoning them, their partitions' next owner applies them from the stored offsets")
 		w.killHard()
 	}
@@ -673,6 +679,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		// it; the client is moved past it once it is skipped (committed).
 		w.queueTooLarge(segs, tooLarge, polled)
 		seeks, detours := w.seekRewound(segs)
+		queued = slices.DeleteFunc(queued, func(s polledSpan) bool { return !w.unapplied(s) })
+		for _, lane := range segs {
+			for _, s := range lane {
+				if n := len(s.records); n > 0 {
+					queued = append(queued, polledSpan{p: s.p, first: s.records[0].Offset, last: s.records[n-1].Offset, records: n})
+				}
+			}
+		}
 		w.mu.Unlock()
 		if detours != nil {
 			w.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{w.cfg.Names.Commands: detours})
@@ -700,6 +714,44 @@ func (w *Worker) Run(ctx context.Context) error {
 	drain.end()
 	w.stopAll()
 	return ctxErr
+}
+
+// polledSpan is the records of one partition that one poll queued.
+type polledSpan struct {
+	p           *partition
+	first, last int64 // offsets
+	records     int
+}
+
+// unapplied reports whether s's records may still be waiting to be
+// applied here: its partition is still owned, they are not dropped, and the
+// stored offset, as last known here, is not past them. w.mu held.
+func (w *Worker) unapplied(s polledSpan) bool {
+	return w.parts[s.p.id] == s.p && !s.p.dropped.Load() && s.last >= s.p.stored.Load()
+}
+
+// unappliedByPartition sums up the spans still unapplied by partition, in
+// its order, and returns them as the abandon line's array, with their
+// records in all. w.mu held.
+func (w *Worker) unappliedByPartition(spans []polledSpan) (*zerolog.Array, int) {
+	byPart := map[int32]*polledSpan{}
+	for _, s := range spans {
+		if !w.unapplied(s) {
+			continue
+		}
+		if sum, ok := byPart[s.p.id]; ok {
+			sum.first, sum.last, sum.records = min(sum.first, s.first), max(sum.last, s.last), sum.records+s.records
+		} else {
+			byPart[s.p.id] = &s
+		}
+	}
+	arr, total := zerolog.Arr(), 0
+	for _, id := range slices.Sorted(maps.Keys(byPart)) {
+		s := byPart[id]
+		arr.Dict(zerolog.Dict().Int32("partition", id).Int("records", s.records).Int64("first_offset", s.first).Int64("last_offset", s.last))
+		total += s.records
+	}
+	return arr, total
 }
 
 // drainBound abandons a stopped Run's batches in flight once
