@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 )
 
 // gcPercent replaces Go's default GOGC of 100. The worker's live heap is
@@ -41,21 +42,57 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
 		os.Exit(exitStatus(err, false))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sigs
-		m.Logger.Info().Msg("signal received: draining (a second signal forces exit)")
-		cancel()
-		<-sigs
-		m.Logger.Warn().Msg("second signal: exiting now")
-		os.Exit(1)
-	}()
-	if code := m.finish(m.Run(ctx), ctx.Err() != nil); code != 0 {
+	if code := m.serve(sigs, stopDeadline); code != 0 {
 		os.Exit(code)
 	}
 }
+
+// stopDeadline bounds a stop, Run's drain and Close together, from the
+// first signal. Each step has a bound of its own, but they add up: with
+// PostgreSQL and Kafka both hung, the batches in flight (abandoned after
+// worker.DefaultDrainTimeout, 10 s), each partition's relay's last pass
+// and hand-over (up to about 40 s), leaving the group (10 s), HTTP (5 s)
+// and the pool's close would take about 70 s, past the grace period of
+// deploy/kubernetes (60 s) and docker-compose.yml: SIGKILL would end the
+// process without a word of why. Past it the process exits 1 and says at
+// which step (serve), which costs no more than that SIGKILL would (the
+// state and offsets are in PostgreSQL; the group rebalances after the
+// session timeout). Grace periods must exceed it (deploy/deploy_test.go).
+const stopDeadline = 45 * time.Second
+
+// serve runs m until it stops and returns the process's exit code (finish).
+// The first signal on sigs stops Run, which drains; a second one, or a stop
+// that outlasts deadline, ends the wait at once with 1, Run or Close still
+// running: the process exits.
+func (m *Main) serve(sigs <-chan os.Signal, deadline time.Duration) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	finished := make(chan int, 1)
+	go func() { finished <- m.finish(m.Run(ctx), ctx.Err() != nil) }()
+	select {
+	case code := <-finished:
+		return code
+	case <-sigs:
+	}
+	m.Logger.Info().Msg("signal received: draining (a second signal forces exit)")
+	cancel()
+	overdue := time.NewTimer(deadline)
+	defer overdue.Stop()
+	select {
+	case code := <-finished:
+		return code
+	case <-sigs:
+		m.Logger.Warn().Msg("second signal: exiting now")
+	case <-overdue.C:
+		m.failed(fmt.Errorf("the stop did not end within %s of the signal", deadline), stopOverdueLine, "step", m.stopAt())
+	}
+	return 1
+}
+
+// stopOverdueLine is the line of a stop that outlasted its deadline.
+const stopOverdueLine = "lockworker stopped: the stop outlasted its deadline, exiting 1"
 
 // errRefused marks an error that is the configuration's: a setting
 // refused by ParseEnv (a secret's _FILE unreadable among them), a Config
@@ -132,12 +169,12 @@ func (m *Main) exitCode(err error, signalled bool) int {
 }
 
 // failed logs err, why the process exits non-zero, at error level with
-// msg; where LOG_LEVEL drops that level (fatal, panic, disabled) it writes
-// err to stderr instead, as main does ParseEnv's: a failure always says
-// why.
-func (m *Main) failed(err error, msg string) {
+// msg and fields (zerolog's Fields: key, value, ...); where LOG_LEVEL drops
+// that level (fatal, panic, disabled) it writes err to stderr instead, as
+// main does ParseEnv's: a failure always says why.
+func (m *Main) failed(err error, msg string, fields ...any) {
 	if ev := m.Logger.Error(); ev.Enabled() {
-		ev.Err(err).Msg(msg)
+		ev.Fields(fields).Err(err).Msg(msg)
 		return
 	}
 	fmt.Fprintln(m.stderr, "lockworker:", err)

@@ -69,12 +69,15 @@ type Main struct {
 	Embedded *embedded.Broker
 
 	mu      sync.Mutex
-	closers []func()
+	closers []closer
 	// handler serves HTTP: httpapi.Starting's, then httpapi.New's, whose
 	// /health answers as Starting's until the worker joined its group
 	// (joiningHealth); step is what Starting's says Run is doing.
-	handler  atomic.Pointer[http.Handler]
-	step     atomic.Pointer[string]
+	handler atomic.Pointer[http.Handler]
+	step    atomic.Pointer[string]
+	// stopStep is what the stop does now, once Run is wired: the drain,
+	// then Close's steps (stopAt).
+	stopStep atomic.Pointer[string]
 	started  time.Time
 	stopHTTP func()
 	// stderr is where the log goes (ParseEnv), and a failure the log
@@ -111,10 +114,17 @@ func (m *Main) ParseEnv(lookup func(string) (string, bool)) error {
 	return nil
 }
 
-func (m *Main) onClose(f func()) {
+// closer is a step of Close: f, which step says, for a stop that
+// outlasts its deadline.
+type closer struct {
+	step string
+	f    func()
+}
+
+func (m *Main) onClose(step string, f func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.closers = append(m.closers, f)
+	m.closers = append(m.closers, closer{step, f})
 }
 
 // Close releases everything Run opened, in reverse order.
@@ -124,8 +134,24 @@ func (m *Main) Close() {
 	m.closers = nil
 	m.mu.Unlock()
 	for i := len(closers) - 1; i >= 0; i-- {
-		closers[i]()
+		m.stopping(closers[i].step)
+		closers[i].f()
 	}
+}
+
+// stopping says what the stop does now.
+func (m *Main) stopping(step string) { m.stopStep.Store(&step) }
+
+// stopAt is what the stop does now: a step of the drain or of Close, or,
+// stopped while starting, the start's step.
+func (m *Main) stopAt() string {
+	if s := m.stopStep.Load(); s != nil {
+		return *s
+	}
+	if s := m.step.Load(); s != nil {
+		return "starting: " + *s
+	}
+	return "starting"
 }
 
 func (m *Main) names() topics.Names { return m.Config.Topics.Names() }
@@ -177,7 +203,7 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("starting the embedded Kafka broker on EMBEDDED_KAFKA_ADDR %s (KAFKA_BOOTSTRAP_SERVERS is unset): %w", cfg.Embedded.Addr, err)
 		}
-		m.onClose(b.Close)
+		m.onClose("stopping the embedded Kafka broker", b.Close)
 		m.Embedded = b
 		cfg.Kafka.BootstrapServers = []string{b.Addr()}
 		// The broker's own line says it is for development; this, what a
@@ -209,7 +235,7 @@ func (m *Main) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("%w: AUTH_REQUIRED: %w", errRefused, err)
 		}
-		m.onClose(verifier.Close)
+		m.onClose("stopping the verification keys' reloads", verifier.Close)
 		log.Info().Msg("requester authentication is required: commands without a valid token are dead-lettered")
 	}
 	kopts = append(kopts, kgo.WithLogger(kafkalog.Client(log.With().Str("component", "kafka").Logger())))
@@ -225,7 +251,7 @@ func (m *Main) Run(ctx context.Context) error {
 	for _, reason := range metrics.RetryReasons {
 		r := &retryLog{log: log.With().Str("component", "store").Str("reason", reason).Logger()}
 		retries[reason] = r
-		m.onClose(r.stop)
+		m.onClose("stopping the database retry log", r.stop)
 	}
 	st, err := store.Open(ctx, store.Config{
 		URL: cfg.PostgresURL(), MinConns: cfg.Postgres.MinConns, MaxConns: cfg.Postgres.MaxConns,
@@ -261,7 +287,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.onClose(st.Close)
+	m.onClose("closing the PostgreSQL pool", st.Close)
 	m.starting("migrating the database")
 	// Info, not debug: a migration may wait for locks (retried, a warn line
 	// each, see store.MigrationLockTimeout) or run long on a large table.
@@ -295,7 +321,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.onClose(pubClient.Close)
+	m.onClose("closing the outbox relay's Kafka client", pubClient.Close)
 	// The HTTP side's share of the pool, which /metrics's reads take too.
 	dbSlots := httpapi.NewDBSlots(st.Pool.Config().MaxConns)
 	mets := metrics.New(metrics.Config{Pool: st.Pool, Hold: dbSlots.Hold})
@@ -320,7 +346,7 @@ func (m *Main) Run(ctx context.Context) error {
 		return err
 	}
 	leave := sync.OnceFunc(w.Close)
-	m.onClose(leave)
+	m.onClose(leavingGroup, leave)
 	mets.WatchLag(w.LagHeld)
 	mets.WatchUndecided(w.Undecided)
 	vac, err := worker.NewVacuumer(worker.VacuumConfig{
@@ -393,23 +419,36 @@ func (m *Main) Run(ctx context.Context) error {
 	h := joiningHealth(full, httpapi.Starting(cfg.InstanceID, m.started, func() string { return *m.step.Load() }), w.Joined(), stopping)
 	m.handler.Store(&h)
 	// Again, to run before the pool closes: the endpoints read it.
-	m.onClose(m.stopHTTP)
+	m.onClose(stoppingHTTP, m.stopHTTP)
 	// Again, to run first: the group is left at once, not after the HTTP
 	// server's requests in flight.
-	m.onClose(leave)
+	m.onClose(leavingGroup, leave)
 
 	// The vacuum loop stops with the worker's drain, before the pool closes.
 	vctx, stopVacuum := context.WithCancel(ctx)
 	vacuumed := make(chan struct{})
 	go func() { defer close(vacuumed); vac.Run(vctx) }()
-	defer func() { stopVacuum(); <-vacuumed }()
+	defer func() {
+		m.stopping("stopping the vacuum loop")
+		stopVacuum()
+		<-vacuumed
+	}()
 
 	close(m.Ready)
+	// Read only once stopped: Run is consuming now.
+	m.stopping(draining)
 	log.Info().Strs("brokers", cfg.Kafka.BootstrapServers).Str("commands", names.Commands).Msg("lockworker is consuming")
 	err = w.Run(ctx)
 	stop() // however Run ended
 	return err
 }
+
+// The stop's steps named twice (onClose), and the drain's.
+const (
+	leavingGroup = "leaving the consumer group"
+	stoppingHTTP = "stopping the HTTP server"
+	draining     = "draining: the batches in flight, then each partition's outbox relay's last publishes and hand-over"
+)
 
 // joiningHealth is full, except that /health answers as starting does
 // (503 "starting", the step "joining the consumer group") until joined is
@@ -494,7 +533,7 @@ func (m *Main) listenHTTP() error {
 		}
 		<-done
 	})
-	m.onClose(m.stopHTTP)
+	m.onClose(stoppingHTTP, m.stopHTTP)
 	return nil
 }
 
