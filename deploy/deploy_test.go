@@ -37,11 +37,6 @@ import (
 // root is the repository, seen from this package's directory.
 const root = ".."
 
-// drainBound is how long lockworker's drain may take after SIGTERM, from the
-// code: the batches in flight (worker.DefaultDrainTimeout, 10 s), the outbox
-// relay's publish timeout (30 s) and leaving the group (10 s). Grace periods
-// must be longer.
-const drainBound = 50 * time.Second
 
 // credentials are the settings that belong in a Secret, never in a
 // ConfigMap or an image. KAFKA_SASL_USERNAME is not masked in logs, but it is
@@ -477,8 +472,8 @@ func TestKubernetes(t *testing.T) {
 		}
 
 		require.NotNil(t, d.Template.Spec.TerminationGracePeriodSeconds)
-		assert.Greater(t, time.Duration(*d.Template.Spec.TerminationGracePeriodSeconds)*time.Second, drainBound,
-			"terminationGracePeriodSeconds must outlast the drain")
+		assert.Greater(t, time.Duration(*d.Template.Spec.TerminationGracePeriodSeconds)*time.Second, binaryStopDeadline(t),
+			"terminationGracePeriodSeconds must outlast the stop")
 
 		for _, r := range []string{"cpu", "memory"} {
 			assert.NotEmpty(t, c.Resources.Requests[r], "resources.requests.%s", r)
@@ -653,6 +648,20 @@ func binaryMemoryLimit(t *testing.T) int64 {
 	return n << 20
 }
 
+// binaryStopDeadline is cmd/lockworker's stopDeadline: how long its stop
+// (the drain and Close) may last after SIGTERM before it exits 1. A grace
+// period shorter would SIGKILL it first, without its line saying why.
+func binaryStopDeadline(t *testing.T) time.Duration {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(root, "cmd", "lockworker", "main.go"))
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?m)^const stopDeadline = (\d+) \* time\.Second$`).FindSubmatch(src)
+	require.NotNil(t, m, "cmd/lockworker/main.go: no `const stopDeadline = N * time.Second`; update binaryStopDeadline")
+	n, err := strconv.Atoi(string(m[1]))
+	require.NoError(t, err)
+	return time.Duration(n) * time.Second
+}
+
 // memQuantity reads a memory size as Kubernetes (Mi, Gi) or GOMEMLIMIT
 // (MiB, GiB) writes it, in bytes.
 func memQuantity(t *testing.T, q string) int64 {
@@ -786,7 +795,7 @@ func TestCompose(t *testing.T) {
 			require.Len(t, s.Ports, 1)
 			assert.Equal(t, uint32(port), s.Ports[0].Target, "the published port must be HTTP_ADDR's")
 			require.NotNil(t, s.StopGracePeriod, "stop_grace_period: Docker's 10 s default cuts the drain short")
-			assert.Greater(t, time.Duration(*s.StopGracePeriod), drainBound)
+			assert.Greater(t, time.Duration(*s.StopGracePeriod), binaryStopDeadline(t), "stop_grace_period must outlast the stop")
 
 			if i == 1 {
 				other := composeEnv(t, replicas[0])
