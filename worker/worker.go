@@ -225,9 +225,9 @@ func (w *Worker) boundedFetch() (*fetchbound.Decompressor, []kgo.Opt) {
 	return unpack, append(opts, kgo.FetchMaxWait(fetchMaxWait))
 }
 
-// DefaultDrainTimeout is Config.DrainTimeout's default: well within a
-// Kubernetes grace period (60 s in deploy/kubernetes) beside the relay's
-// last publishes (up to 30 s) and leaving the group (up to 10 s).
+// DefaultDrainTimeout is Config.DrainTimeout's default: well within
+// cmd/lockworker's bound on the whole stop (45 s), which the relays' last
+// passes and leaving the group share.
 const DefaultDrainTimeout = 10 * time.Second
 
 // DefaultAppliers is Config.Appliers's default: one applier makes the
