@@ -29,7 +29,17 @@ const gcPercent = 400
 // above it costs collector CPU, which the runtime caps, while it lasts.
 const memoryLimit = 150 << 20
 
+// errArguments refuses any argument: lockworker reads its configuration
+// from the environment alone, and the image's entrypoint is lockworker, so
+// `docker run IMAGE lockctl ...` would otherwise start a replica, joining
+// the group and migrating the schema, where lockctl was meant.
+var errArguments = errors.New("lockworker takes no arguments: its configuration is the environment (README, Configuration); to run lockctl from the image, docker run --entrypoint lockctl IMAGE ...")
+
 func main() {
+	if len(os.Args) > 1 {
+		fmt.Fprintln(os.Stderr, "lockworker:", errArguments)
+		os.Exit(2)
+	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 	}

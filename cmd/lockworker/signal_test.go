@@ -96,6 +96,18 @@ func TestSignals(t *testing.T) {
 		assert.Contains(t, out[strings.LastIndexByte(out, '\n')+1:], drainedLine)
 	})
 
+	t.Run("an argument", func(t *testing.T) {
+		// `docker run IMAGE lockctl run ...` reaches lockworker, the
+		// image's entrypoint, with arguments: refused before anything
+		// starts (no environment here would let a replica start anyway).
+		out, err := exec.Command(bins[0], "lockctl", "query", "--lock", "x").CombinedOutput()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, string(out))
+		require.Equal(t, 2, exit.ExitCode(), string(out))
+		require.Contains(t, string(out), "lockworker takes no arguments")
+		require.Contains(t, string(out), "--entrypoint lockctl")
+	})
+
 	t.Run("second signal", func(t *testing.T) {
 		kafka, _ := externalKafka(t)
 		joined := sent(kafka, kmsg.SyncGroup)
