@@ -1092,11 +1092,16 @@ func (c *Client) replyLease(ev topics.Event, cmd topics.Command) error {
 	return replySeconds(ev, "max_hold", li.MaxHold, topics.MinLeaseSeconds, topics.MaxMaxHoldSeconds)
 }
 
-// shows reports whether li is about cmd's lock and owner, the owner as the
-// worker sees it (acquireKey): under authentication the worker scopes it,
-// and its replies show it scoped.
+// shows reports whether li is about cmd's lock and owner (sameOwner).
 func (c *Client) shows(li *topics.LockInfo, cmd topics.Command) bool {
-	return c.acquireKey(li.Namespace, li.LockName, li.OwnerID) == c.acquireKey(cmd.Namespace, cmd.LockName, cmd.OwnerID)
+	return li.Namespace == cmd.Namespace && li.LockName == cmd.LockName && c.sameOwner(li.OwnerID, cmd.OwnerID)
+}
+
+// sameOwner reports whether the owner_id a reply shows is the owner its
+// command asked for, as the worker sees both (acquireKey's owner): under
+// authentication the worker scopes it, and its replies show it scoped.
+func (c *Client) sameOwner(shown, asked string) bool {
+	return c.acquireKey("", "", shown).owner == c.acquireKey("", "", asked).owner
 }
 
 // command is a release or extend guarded by the lease's owner and token.
