@@ -57,7 +57,7 @@ type fuzzReply struct {
 	lease, maxHold, occurred, expires, retry float64
 
 	queued bool   // the call's command is answered lock.queued first
-	named  bool   // the acquire is WithOwner("o"), else its owner generated
+	named  bool   // the acquire is WithOwner("o"), the session WithSessionID("fzs") WithSessionOwner("o"); else generated
 	bare   bool   // no lock_info nor session_info
 	raw    []byte // the reply of type fuzzRaw, request_id added to an object
 }
@@ -136,7 +136,8 @@ func fuzzSeconds(s float64) time.Duration {
 // the lease it returns; NewSession and Close; Query; Cleanup; Revoke) with
 // replies made of fuzzed fields (fuzzReply) and of the command answered,
 // or with raw bytes. The SDK must not panic, each call must return within
-// its context, and a lease Acquire returns must be the one asked for: the
+// its context, a Session NewSession returns must be the one asked for (its
+// ID and owner), and a lease Acquire returns must be the one asked for: the
 // lock and owner of the acquire, held (status acquired, a fencing token),
 // its local deadline within lease_duration of the grant for a lease that
 // cannot be a renewal, and an extension it takes must show that lease.
@@ -159,6 +160,8 @@ func FuzzReply(f *testing.F) {
 		{first: acquired, later: extended, token: 1, lease: 1e308, expires: 60, bare: true},
 		{op: 1, first: typ(topics.TypeSessionOpened), later: typ(topics.TypeSessionClosed), lease: 60, expires: 60},
 		{op: 1, first: typ(topics.TypeSessionOpened), lease: 1e-300},
+		{op: 1, first: typ(topics.TypeSessionOpened), lock: 4, owner: 2, lease: 60, expires: 60, named: true},
+		{op: 1, first: typ(topics.TypeSessionOpened), owner: 1, lease: 60, expires: 60},
 		{op: 2, first: typ(topics.TypeStatus), token: 9},
 		{op: 3, first: typ(topics.TypeCleaned), token: -1},
 		{op: 4, first: typ(topics.TypeRevoked), token: math.MaxInt64},
@@ -174,7 +177,8 @@ func FuzzReply(f *testing.F) {
 
 	var input atomic.Pointer[fuzzReply]
 	input.Store(&fuzzReply{})
-	var owner atomic.Pointer[string] // the last acquire's
+	var owner atomic.Pointer[string]          // the last acquire's
+	var opened atomic.Pointer[topics.Command] // the last session open
 	var prod *kgo.Client
 	c, cluster := fakeWorkerWith(f, fakeOpts{
 		config: func(cfg *Config) { cfg.ReplyTimeout = 500 * time.Millisecond },
@@ -189,8 +193,11 @@ func FuzzReply(f *testing.F) {
 			return prod.ProduceSync(ctx, rec).FirstErr()
 		},
 	}, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		if cmd.Operation == topics.OpAcquire {
+		switch cmd.Operation {
+		case topics.OpAcquire:
 			owner.Store(&cmd.OwnerID)
+		case topics.OpSessionOpen:
+			opened.Store(&cmd)
 		}
 		return input.Load().answer(cmd)
 	})
@@ -256,12 +263,24 @@ func FuzzReply(f *testing.F) {
 				require.Equal(t, topics.StatusAcquired, info.Status, "the extension shows the lease")
 			}
 		case topics.OpSessionOpen:
-			call("NewSession", func(ctx context.Context) {
-				s, err := c.NewSession(ctx, time.Minute)
-				if err == nil {
-					_ = s.Close(ctx)
-				}
-			})
+			var opts []SessionOption
+			if named {
+				opts = append(opts, WithSessionID("fzs"), WithSessionOwner("o"))
+			}
+			var s *Session
+			var err error
+			call("NewSession", func(ctx context.Context) { s, err = c.NewSession(ctx, time.Minute, opts...) })
+			if err != nil {
+				return
+			}
+			defer call("Close", func(ctx context.Context) { _ = s.Close(ctx) })
+			asked := opened.Load()
+			require.Equal(t, asked.SessionID, s.ID, "the session is the one asked for")
+			require.Equal(t, asked.OwnerID, s.Owner, "the session is of the owner asked for")
+			if named {
+				require.Equal(t, "fzs", s.ID, "the session is the one asked for")
+				require.Equal(t, "o", s.Owner, "the session is of the owner asked for")
+			}
 		case topics.OpQuery:
 			call("Query", func(ctx context.Context) { _, _ = c.Query(ctx, "fz") })
 		case topics.OpCleanup:

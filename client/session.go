@@ -88,8 +88,9 @@ func WithSessionID(id string) SessionOption {
 // NewSession opens a session that lives ttl (1 s .. 1 h; 0: the worker's
 // default of 10 s) past each keep-alive, and keeps it alive until Close
 // or the client closes. Errors wrap ErrSessionExists for an ID in use. A
-// session.opened that breaks the contract is refused, and the session it
-// opened closed, best effort; so is one read past the session's local
+// session.opened that breaks the contract (among others, one naming
+// another session ID or owner than asked for) is refused, and the session
+// it opened closed, best effort; so is one read past the session's local
 // deadline (the host slept through it), whose error wraps ErrSessionLost.
 // A NewSession given up unanswered (ctx ended, no reply, the client
 // closed) closes the session it may have opened, best effort, before it
@@ -139,15 +140,15 @@ func (c *Client) NewSession(ctx context.Context, ttl time.Duration, opts ...Sess
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
-	if err := replySession(ev); err != nil {
+	if err := s.opens(ev); err != nil {
 		// The worker opened the session, and would keep it until its TTL
 		// ran out, refusing a retry of the same ID (SESSION_EXISTS).
 		_, _ = c.bestEffort(s.command(topics.OpSessionClose))
 		cancel(err)
 		return nil, fmt.Errorf("opening session %q: %w", s.ID, err)
 	}
-	// The owner as the worker sees it: scoped by the requester under
-	// authentication, as events show it.
+	// The owner as the worker sees it (opens compared it): scoped by the
+	// requester under authentication, as events show it.
 	s.Owner, s.TTL = ev.SessionInfo.OwnerID, seconds(ev.SessionInfo.TTL)
 	s.opened, s.openedExpires, s.generation = ev.OccurredAt.Time, ev.SessionInfo.ExpiresAt.Time, ev.SessionInfo.Generation
 	// Registered before its deadline timer starts: a session lost at once
@@ -196,9 +197,23 @@ func (s *Session) confirms(ev topics.Event) error {
 	}
 	switch info := ev.SessionInfo; {
 	case info.SessionID != s.ID:
-		return fmt.Errorf("%s of session %q", ev.Type, info.SessionID)
+		return fmt.Errorf("%s of session %q, not %q", ev.Type, info.SessionID, s.ID)
 	case info.Generation != 0 && s.generation != 0 && info.Generation != s.generation:
 		return fmt.Errorf("%s of generation %d, not %d", ev.Type, info.Generation, s.generation)
+	}
+	return nil
+}
+
+// opens checks the answer to s's open as confirms does a keep-alive's, and
+// that it shows s's owner as the worker scopes it (sameOwner, as a grant's
+// is compared): s, and every lease acquired WithSession s, take their
+// owner from it.
+func (s *Session) opens(ev topics.Event) error {
+	if err := s.confirms(ev); err != nil {
+		return err
+	}
+	if owner := ev.SessionInfo.OwnerID; !s.c.sameOwner(owner, s.Owner) {
+		return fmt.Errorf("%s for owner %q, not %q", ev.Type, owner, s.Owner)
 	}
 	return nil
 }

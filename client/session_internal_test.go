@@ -2,10 +2,12 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -404,4 +406,95 @@ func TestCloseAfterASuspendPastTheExpiryLoses(t *testing.T) {
 	_, err = c.NewSession(ctx, 30*time.Second)
 	require.NoError(t, err)
 	require.Equal(t, []string{topics.OpSessionOpen}, seen.since(start), "a close or release sent for what the worker has ended")
+}
+
+// The session.opened that answers NewSession must name the session asked
+// for: its ID (generated or WithSessionID's) and its owner, as the worker
+// scopes it under authentication (as a grant's is compared). One naming
+// another (the reviewer's: "mine" of "o" answered as "other" of "someone",
+// whose Session would have acquired every lease as "someone") is refused
+// as a reply outside the contract is, and the session asked for closed,
+// best effort, as the worker may have opened it: for an ID given
+// WithSessionID too, as for one whose ttl is out of range.
+func TestOpenAnsweredForAnotherSessionIsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	closed := make(chan topics.Command, 4)
+	answer := func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			ev := sessionEvent(cmd, topics.TypeSessionOpened, 60)
+			switch info := ev.SessionInfo; cmd.OwnerID { // the owner names the fault
+			case "reviewer":
+				info.SessionID, info.OwnerID = "other", "someone"
+			case "other-id":
+				info.SessionID = "other"
+			case "other-owner":
+				info.OwnerID = "someone"
+			case "scoped":
+				info.OwnerID = topics.ScopedOwner("fake", cmd.OwnerID)
+			case "scoped-elsewhere":
+				info.OwnerID = topics.ScopedOwner("elsewhere", cmd.OwnerID)
+			}
+			return one(ev)
+		case topics.OpSessionClose:
+			deliver(ctx, closed, cmd)
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 60))
+		}
+		return nil
+	}
+	closedAs := func(owner string) topics.Command {
+		t.Helper()
+		select {
+		case cmd := <-closed:
+			require.Equal(t, owner, cmd.OwnerID, "the close of the session asked for")
+			return cmd
+		case <-ctx.Done():
+			t.Fatalf("the session of %q is not closed", owner)
+			return topics.Command{}
+		}
+	}
+	refused := func(c *Client, err error, id, cause string) {
+		t.Helper()
+		require.EqualError(t, err, fmt.Sprintf("opening session %q: %s", id, cause))
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		require.NotContains(t, c.sessions, id, "the refused session is not kept")
+	}
+
+	c := fakeWorker(t, answer)
+	s, err := c.NewSession(ctx, time.Minute, WithSessionID("mine"), WithSessionOwner("reviewer"))
+	require.Nil(t, s)
+	refused(c, err, "mine", `session.opened of session "other", not "mine"`)
+	require.Equal(t, "mine", closedAs("reviewer").SessionID)
+	_, err = c.NewSession(ctx, time.Minute, WithSessionOwner("other-id"))
+	id := closedAs("other-id").SessionID
+	refused(c, err, id, fmt.Sprintf(`session.opened of session "other", not %q`, id))
+	_, err = c.NewSession(ctx, time.Minute, WithSessionID("s-owner"), WithSessionOwner("other-owner"))
+	refused(c, err, "s-owner", `session.opened for owner "someone", not "other-owner"`)
+	require.Equal(t, "s-owner", closedAs("other-owner").SessionID)
+	// Without authentication, no worker scopes the owner.
+	_, err = c.NewSession(ctx, time.Minute, WithSessionID("s-scoped"), WithSessionOwner("scoped"))
+	refused(c, err, "s-scoped", `session.opened for owner "fake:scoped", not "scoped"`)
+	closedAs("scoped")
+
+	s, err = c.NewSession(ctx, time.Minute, WithSessionID("s-right"), WithSessionOwner("o"))
+	require.NoError(t, err)
+	require.Equal(t, "s-right", s.ID)
+	require.Equal(t, "o", s.Owner)
+	require.NoError(t, s.Close(ctx))
+	closedAs("o")
+
+	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{Subject: "fake",
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}).SignedString([]byte("the fake worker checks no token"))
+	require.NoError(t, err)
+	a, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.Token = token }}, answer)
+	s, err = a.NewSession(ctx, time.Minute, WithSessionOwner("scoped"))
+	require.NoError(t, err, "the owner as the worker scopes it")
+	require.Equal(t, "fake:scoped", s.Owner, "the owner as the worker sees it")
+	require.NoError(t, s.Close(ctx))
+	require.Equal(t, s.ID, closedAs("fake:scoped").SessionID)
+	_, err = a.NewSession(ctx, time.Minute, WithSessionID("s-elsewhere"), WithSessionOwner("scoped-elsewhere"))
+	refused(a, err, "s-elsewhere", `session.opened for owner "elsewhere:scoped-elsewhere", not "scoped-elsewhere"`)
+	closedAs("scoped-elsewhere")
 }
