@@ -640,11 +640,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		// commands too. A call given up returns without its record, which
 		// is sent (and withdrawn, see abandon) or fails by itself.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RequestTimeout)
-		// TryProduce, not Produce: with kgo's buffer full
-		// (MaxBufferedRecords, MaxBufferedBytes), Produce waits on pctx for
-		// room, this loop deaf to ctx and Close meanwhile. A copy refused
-		// kgo.ErrMaxBuffered was not sent, and is tried again (below).
-		c.prod.TryProduce(pctx, &r, func(_ *kgo.Record, err error) {
+		c.prod.Produce(pctx, &r, func(_ *kgo.Record, err error) {
 			cancel()
 			if err == nil {
 				delivered.Store(true)
@@ -659,9 +655,8 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	start := time.Now()
 	giveUp := start.Add(c.cfg.RequestTimeout)
 	resend := start.Add(every)
-	attempts := 1 // copies kgo took into its buffer, or may yet
+	attempts := 1
 	var sendErr error
-	var backoff time.Duration // before a refused first copy is tried again
 	send()
 	timer := time.NewTimer(every)
 	defer timer.Stop()
@@ -693,19 +688,6 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			if ctx.Err() != nil {
 				return topics.Event{}, context.Cause(ctx)
 			}
-			if errors.Is(err, kgo.ErrMaxBuffered) {
-				if attempts--; attempts > 0 {
-					// An earlier copy is on its way: resent as usual.
-					sendErr = err
-					continue
-				}
-				// None went out: tried again soon, as the buffer empties
-				// as fast as the brokers take it.
-				backoff = min(max(2*backoff, fullBufferRetry), every)
-				resend = time.Now().Add(backoff)
-				timer.Reset(min(backoff, time.Until(giveUp)))
-				continue
-			}
 			if delivered.Load() {
 				sendErr = err
 				continue
@@ -713,9 +695,6 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			return topics.Event{}, fmt.Errorf("%w: sending to %q: %w", ErrUnreachable, rec.Topic, err)
 		case <-timer.C:
 			now := time.Now()
-			if !now.Before(giveUp) && attempts == 0 {
-				return topics.Event{}, fmt.Errorf("%w: sending to %q: no room in the producer's buffer for %s: %w", ErrUnreachable, rec.Topic, now.Sub(start).Round(time.Millisecond), kgo.ErrMaxBuffered)
-			}
 			if !now.Before(giveUp) {
 				err := fmt.Errorf("%w: %s sent %d times over %s without an answer on %q",
 					ErrNoReply, cmd.Operation, attempts, now.Sub(start).Round(time.Millisecond), c.replyTopic)
@@ -731,11 +710,9 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 				timer.Reset(resend.Sub(now))
 				continue
 			}
-			if attempts > 0 {
-				// The answer may be on a partition, or an instance of the
-				// topic, the reader does not read yet.
-				c.lookUpReplyTopic()
-			}
+			// The answer may be on a partition, or an instance of the
+			// topic, the reader does not read yet.
+			c.lookUpReplyTopic()
 			attempts++
 			_ = authorize()
 			send()
@@ -746,11 +723,6 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 		}
 	}
 }
-
-// fullBufferRetry is the first wait before a command none of whose copies
-// kgo's buffer took (kgo.ErrMaxBuffered) is sent again; it doubles up to the
-// resend interval.
-const fullBufferRetry = 10 * time.Millisecond
 
 // opContext is ctx, also cancelled (with cause ErrClosed) when the client
 // closes. Public operations use it; the withdrawal of an abandoned acquire

@@ -108,15 +108,6 @@ type Config struct {
 	// an acquire's wait in the queue) when the caller's context has no
 	// earlier deadline; past it the command fails with ErrNoReply. It also
 	// bounds New's setup. Default 30 s.
-	//
-	// A command that finds the Kafka producer's buffer full
-	// (kgo.MaxBufferedRecords, 50,000 by default, or kgo.MaxBufferedBytes:
-	// as when a broker or a partition's leader is out) is not sent: it is
-	// tried again after 10 ms, then twice as long each time up to
-	// ReplyTimeout, until the buffer takes it, its context ends or the
-	// client closes. Still not taken past RequestTimeout, it fails with
-	// ErrUnreachable (wrapping kgo.ErrMaxBuffered). A copy sent again
-	// that the buffer refuses is left for the next resend.
 	RequestTimeout time.Duration
 
 	// Token is the requester token every command carries when the workers
