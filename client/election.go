@@ -195,7 +195,7 @@ func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOp
 		return nil, e.invalid("a campaign waits as long as its context allows: WithWait does not apply")
 	}
 	md := CampaignMetadata(value)
-	if n := topics.MetadataBytes(md); n > topics.MaxOwnerMetadataBytes {
+	if n := max(len(md), topics.MetadataBytes(md)); n > topics.MaxOwnerMetadataBytes {
 		return nil, e.invalid(fmt.Sprintf("the value is %d bytes, %d as owner_metadata, over the contract's limit of %d",
 			len(value), n, topics.MaxOwnerMetadataBytes))
 	}

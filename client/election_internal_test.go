@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,4 +64,16 @@ func TestCampaignGoesOnAfterAGrantEndedFirst(t *testing.T) {
 	require.Equal(t, int64(2), ld.Token)
 	require.Equal(t, []string{topics.OpAcquire, topics.OpAcquire}, seen.since(0), "not one new campaign after the ended grant")
 	require.NoError(t, ld.Resign(ctx))
+}
+
+// A campaign value within the bound as jsonb stores it but over it as sent
+// (Go's encoder writes U+2028 as 6 bytes, jsonb as 3) is refused before
+// anything is sent, as the workers would refuse it.
+func TestCampaignValueBoundAsSent(t *testing.T) {
+	value := strings.Repeat("\u2028", 1300)
+	md := CampaignMetadata(value)
+	require.Greater(t, len(md), topics.MaxOwnerMetadataBytes)
+	require.LessOrEqual(t, topics.MetadataBytes(md), topics.MaxOwnerMetadataBytes)
+	_, err := NewElection(&Client{}, "e").Campaign(context.Background(), value)
+	require.ErrorIs(t, err, ErrInvalidRequest)
 }

@@ -37,8 +37,10 @@ func (c *cli) electFlags(fs *flag.FlagSet) func(context.Context, []string) error
 		}
 		c.defaultLockDelay(&lockDelay, grace)
 		// Campaign would refuse it only once connected (exit 3 without a
-		// broker, not 2).
-		if n := topics.MetadataBytes(client.CampaignMetadata(*value)); n > topics.MaxOwnerMetadataBytes {
+		// broker, not 2). Both bounds: as sent (Go writes U+2028 as 6
+		// bytes, jsonb as 3) and as stored.
+		md := client.CampaignMetadata(*value)
+		if n := max(len(md), topics.MetadataBytes(md)); n > topics.MaxOwnerMetadataBytes {
 			return usageError{fmt.Sprintf("--value is %d bytes (%d as owner_metadata), over %d", len(*value), n, topics.MaxOwnerMetadataBytes)}
 		}
 		if err := c.precheck(topics.Command{Operation: topics.OpAcquire, LockName: *name, OwnerID: *owner,
