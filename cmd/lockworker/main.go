@@ -96,7 +96,10 @@ func (m *Main) serve(sigs <-chan os.Signal, deadline time.Duration) int {
 	case <-sigs:
 		m.Logger.Warn().Msg("second signal: exiting now")
 	case <-overdue.C:
-		m.failed(fmt.Errorf("the stop did not end within %s of the signal", deadline), stopOverdueLine, "step", m.stopAt())
+		// The step in the error too: where LOG_LEVEL drops error lines,
+		// failed writes the error alone to stderr.
+		step := m.stopAt()
+		m.failed(fmt.Errorf("the stop did not end within %s of the signal (at: %s)", deadline, step), stopOverdueLine, "step", step)
 	}
 	return 1
 }
