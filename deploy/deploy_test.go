@@ -37,7 +37,6 @@ import (
 // root is the repository, seen from this package's directory.
 const root = ".."
 
-
 // credentials are the settings that belong in a Secret, never in a
 // ConfigMap or an image. KAFKA_SASL_USERNAME is not masked in logs, but it is
 // half of a credential and rotates with the password.
