@@ -19,6 +19,7 @@ import (
 	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/internal/keypartition"
 	"github.com/omninode/lockworker/internal/pollpause"
+	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -270,7 +271,8 @@ func withDefaultTimeout(ctx context.Context, timeout time.Duration) (context.Con
 }
 
 // prepareReplyTopic checks the brokers, creates the reply topic when missing
-// (with ReplyTopicReplicationFactor replicas) and returns the end offset of
+// (with ReplyTopicReplicationFactor replicas, and the workers' configs for
+// that many: kafkapubsub.TopicConfigs) and returns the end offset of
 // each of its partitions. Reading from those offsets (rather than "the end"
 // resolved later by the consumer) is what makes New's promise hold: every
 // record produced after this returns is at or past them.
@@ -279,7 +281,8 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 		return nil, err
 	}
 	adm := kadm.NewClient(c.prod)
-	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, nil, c.replyTopic)
+	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor,
+		kafkapubsub.TopicConfigs(c.cfg.ReplyTopicReplicationFactor), c.replyTopic)
 	// Kafka checks the right to create before whether the topic exists: a
 	// requester that may not create topics may still have its reply topic,
 	// made by an operator.

@@ -513,20 +513,25 @@ func TestNewRefusesItsReplyTopicReplicationFactor(t *testing.T) {
 // New creates the reply topic with Config.ReplyTopicReplicationFactor
 // replicas, else LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR's, else asks for
 // the broker's default (-1): the workers' KAFKA_TOPIC_REPLICATION_FACTOR
-// never reaches a topic New made. More replicas than brokers fail New with
-// the broker's refusal.
+// never reaches a topic New made. With 3 or more it sets
+// min.insync.replicas=2, as the workers do on theirs; otherwise it is the
+// broker's (kfake's: 1). More replicas than brokers fail New with the
+// broker's refusal.
 func TestReplyTopicReplicationFactor(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		cfg, env string // cfg: Config's value, "" none
-		asked    int16
-		replicas int
+		name      string
+		cfg, env  string // cfg: Config's value, "" none
+		asked     int16
+		replicas  int
+		minInsync string
 	}{
-		{name: "broker's default", asked: -1, replicas: 3}, // kfake's default: min(3, brokers)
-		{name: "Config", cfg: "2", asked: 2, replicas: 2},
-		{name: "variable", env: " 2\n", asked: 2, replicas: 2},
-		{name: "variable -1", env: "-1", asked: -1, replicas: 3},
-		{name: "Config over the variable", cfg: "1", env: "2", asked: 1, replicas: 1},
+		{name: "broker's default", asked: -1, replicas: 3, minInsync: "1"}, // kfake's default: min(3, brokers)
+		{name: "Config", cfg: "2", asked: 2, replicas: 2, minInsync: "1"},
+		{name: "Config three", cfg: "3", asked: 3, replicas: 3, minInsync: "2"},
+		{name: "variable", env: " 2\n", asked: 2, replicas: 2, minInsync: "1"},
+		{name: "variable three", env: "3", asked: 3, replicas: 3, minInsync: "2"},
+		{name: "variable -1", env: "-1", asked: -1, replicas: 3, minInsync: "1"},
+		{name: "Config over the variable", cfg: "1", env: "2", asked: 1, replicas: 1, minInsync: "1"},
 		{name: "more than the brokers", cfg: "4", asked: 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -553,12 +558,14 @@ func TestReplyTopicReplicationFactor(t *testing.T) {
 			kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
 			require.NoError(t, err)
 			defer kc.Close()
-			listed, err := kadm.NewClient(kc).ListTopics(ctxT(t), topic)
+			adm := kadm.NewClient(kc)
+			listed, err := adm.ListTopics(ctxT(t), topic)
 			require.NoError(t, err)
 			require.NotEmpty(t, listed[topic].Partitions)
 			for _, p := range listed[topic].Partitions {
 				require.Len(t, p.Replicas, tc.replicas, "partition %d", p.Partition)
 			}
+			require.Equal(t, tc.minInsync, kafkatest.TopicConfigs(t, ctxT(t), adm, topic)["min.insync.replicas"])
 		})
 	}
 }

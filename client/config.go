@@ -158,7 +158,9 @@ type Config struct {
 	// topic when New creates it: -1, the broker's
 	// default.replication.factor (1 on a stock Apache Kafka, where one
 	// broker's loss stops this client's replies), or 1..32767, at most the
-	// number of brokers (a broker refuses more, and New fails). The
+	// number of brokers (a broker refuses more, and New fails). With 3 or
+	// more New also sets the topic's min.insync.replicas=2, as the workers
+	// do on theirs (kafkapubsub.TopicConfigs). The
 	// workers' KAFKA_TOPIC_REPLICATION_FACTOR does not reach it: New
 	// creates the topic before any command, so the workers' relay finds it
 	// made. A topic that exists keeps its replicas. Default (0): the
