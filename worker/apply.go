@@ -339,23 +339,37 @@ type sentPart struct {
 // of it found applied) moved no offset, whether it committed or not. One
 // that did not commit never will (the retry asking waited for its offset
 // row locks, so it has ended): *sent is cleared, not asked about again.
+//
+// When PostgreSQL cannot say, the error is returned with each part's due
+// time no later than *sent's: should the batch be done without the answer
+// (applyTx), its scheduler is woken for the leases *sent may have
+// started, early at worst, not up to maxExpirySleep late. Its skips are
+// not set back, as its results are not returned: whoever applied the
+// batch wrote their dead-letter markers, and the client is moved past
+// them either way (committed, from the part's skips); only their report
+// may be missing (applyTx's warning says so), where setting them back
+// would report twice those another replica applied and reported.
 func (w *Worker) foundCommitted(ctx context.Context, parts []*part, sent **sentAttempt) (bool, []result, error) {
 	if *sent == nil {
 		return false, nil, nil
 	}
 	committed, err := w.cfg.Store.AnyCommitted(ctx, []int64{(*sent).xid})
-	if err != nil {
-		return false, nil, fmt.Errorf("asking whether an earlier attempt committed: %w", err)
-	}
-	if !committed {
+	if err == nil && !committed {
 		*sent = nil
 		return false, nil, nil
 	}
-	w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
 	for _, pt := range parts {
 		sp := (*sent).parts[pt]
+		if err != nil {
+			pt.due = earliest(pt.due, sp.due)
+			continue
+		}
 		pt.due, pt.marked = sp.due, sp.marked
 	}
+	if err != nil {
+		return false, nil, fmt.Errorf("asking whether an earlier attempt committed: %w", err)
+	}
+	w.log.Warn().Msg("batch found committed on retry (connection lost during COMMIT); not applying it again")
 	return true, (*sent).results, nil
 }
 
@@ -788,7 +802,8 @@ func (w *Worker) applyTx(ctx context.Context, parts []*part, sent **sentAttempt,
 		// offset guard fails instead: settleMoved). The offsets are
 		// right whatever the answer, which only decides what is
 		// reported: its failure must not fail, and back off, a batch
-		// with nothing left to do.
+		// with nothing left to do (whose scheduler wake foundCommitted
+		// keeps).
 		_, results, err := w.foundCommitted(ctx, parts, sent)
 		if err != nil {
 			w.log.Warn().Err(err).Ints32("partitions", partitionIDs(parts)).

@@ -371,3 +371,38 @@ func TestFoundCommittedKeepsDue(t *testing.T) {
 		})
 	}
 }
+
+// A partition's first batch found applied on retry, PostgreSQL not saying
+// whether its earlier attempt committed (TestLostCommitUnaskedIsDone),
+// still wakes the partition's expiry scheduler for the lease that attempt
+// granted, in case it did (early at worst): a lease ending before the
+// scheduler's next periodic look ends when due, not up to maxExpirySleep
+// late.
+func TestLostCommitUnaskedKeepsDue(t *testing.T) {
+	ctx := context.Background()
+	asks := &xactAsks{fail: true}
+	w, _, proxy, logs := proxiedWorker(t, kafkatest.Cluster(t), topics.DefaultNames(), noMetrics{}, asks)
+	asks.proxy = proxy
+	// Its scheduler not run, so that the test sees its wake (p.wake).
+	p := &partition{w: w, id: 0, ctx: ctx, wake: make(chan struct{}, 1), expected: unknownOffset}
+	p.resumed.Store(unknownOffset)
+	v, err := topics.Command{RequestID: "short", Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", LeaseDuration: 0.5}.Encode()
+	require.NoError(t, err)
+	rec := &kgo.Record{Topic: topics.DefaultNames().Commands, Partition: 0, Offset: 0, Key: []byte("a"), Value: v}
+	parts := group([]segment{{p: p, records: []*kgo.Record{rec}, polledAt: time.Now()}})
+	var sent *sentAttempt
+	_, err = w.applyTx(ctx, parts, &sent, nil, false) // commits; suppose its answer was lost
+	require.NoError(t, err)
+	due := parts[0].due
+	require.False(t, due.IsZero(), "the acquire's lease ends")
+
+	results, err := w.applyTx(ctx, parts, &sent, nil, false) // InTx's retry: found applied, the question fails
+	require.NoError(t, err)
+	require.Empty(t, results)
+	require.Equal(t, 1, asks.count())
+	require.Contains(t, logs.String(), "PostgreSQL could not say whether")
+	p.sleepsUntil.Store(time.Now().Add(maxExpirySleep).UnixNano()) // asleep until its next periodic look
+	w.committed(parts, results, 0)
+	require.Len(t, p.wake, 1, "the scheduler is woken for the lease, which ends before its next look")
+	require.Equal(t, due, parts[0].due, "for the lease the attempt granted")
+}
