@@ -28,8 +28,22 @@ import (
 // Run returns, also when its poll loop waits for room in the applier's
 // queue behind that batch (a queue of one record here), and the commands
 // are applied by the next owner of their partition, from the stored offset.
-// The abandon line says which partitions' records it leaves to them.
+// The abandon line says which partitions' records it leaves to them: also
+// those of a partition being revoked meanwhile (here the member leaves the
+// group), whose revoke waits for them, saying so.
 func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
+	for _, revoked := range []bool{false, true} {
+		name := "owned"
+		if revoked {
+			name = "being revoked"
+		}
+		t.Run(name, func(t *testing.T) { drainAbandons(t, revoked) })
+	}
+}
+
+// drainAbandons runs TestDrainAbandonsABatchThatCannotCommit, with the
+// partition being revoked as the worker stops when revoked.
+func drainAbandons(t *testing.T, revoked bool) {
 	e := e2e.New(t)
 	logs := &testlog.Buffer{}
 	ctx := context.Background()
@@ -91,23 +105,43 @@ func TestDrainAbandonsABatchThatCannotCommit(t *testing.T) {
 		polled := w1.Client().UncommittedOffsets()[e.Names.Commands][p] // polled so far
 		return polled.Offset == 4 && w1.Client().BufferedFetchRecords() == 1
 	}, 30*time.Second, 10*time.Millisecond, "the poll loop holding a record it has no room for")
+	left := make(chan struct{})
+	if revoked {
+		go func() {
+			defer close(left)
+			assert.NoError(t, w1.Client().LeaveGroupContext(ctx)) // revokes every partition
+		}()
+		require.Eventually(t, func() bool { return len(w1.Partitions()) == 0 }, 30*time.Second, 10*time.Millisecond,
+			"the revoke under way, waiting for the batch")
+	} else {
+		close(left)
+	}
 	stop()
 	select {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run still waits for the batch")
 	}
+	select {
+	case <-left:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the leave still waits for the revoke")
+	}
 	leave1()
 	require.NoError(t, tx.Rollback(ctx))
 	// drain-1 in the batch, drain-2 queued, drain-3 polled: drain-0
 	// (offset 0) committed, drain-4 never polled.
 	var abandoned struct {
-		Abandoned []map[string]int64 `json:"abandoned"`
-		Records   int                `json:"records"`
+		Abandoned []map[string]any `json:"abandoned"`
+		Records   int              `json:"records"`
 	}
 	line := lineWith(t, logs.String(), "abandoning them")
 	require.NoError(t, json.Unmarshal([]byte(line), &abandoned), line)
-	assert.Equal(t, []map[string]int64{{"partition": p, "records": 3, "first_offset": 1, "last_offset": 3}}, abandoned.Abandoned, line)
+	want := map[string]any{"partition": float64(p), "records": float64(3), "first_offset": float64(1), "last_offset": float64(3)}
+	if revoked {
+		want["revoking"] = true
+	}
+	assert.Equal(t, []map[string]any{want}, abandoned.Abandoned, line)
 	assert.Equal(t, 3, abandoned.Records, line)
 
 	run(0)

@@ -724,15 +724,21 @@ type polledSpan struct {
 }
 
 // unapplied reports whether s's records may still be waiting to be
-// applied here: its partition is still owned, they are not dropped, and the
-// stored offset, as last known here, is not past them. w.mu held.
+// applied here: its partition is still owned or being revoked, they are
+// not dropped, and the stored offset, as last known here, is not past
+// them. w.mu held.
 func (w *Worker) unapplied(s polledSpan) bool {
-	return w.parts[s.p.id] == s.p && !s.p.dropped.Load() && s.last >= s.p.stored.Load()
+	return (w.parts[s.p.id] == s.p || revoking(s.p)) && !s.p.dropped.Load() && s.last >= s.p.stored.Load()
 }
+
+// revoking reports whether p is being let go (letGo): out of w.parts
+// already, while its revoke waits for its records polled (awaitApplied),
+// which a drain past its bound abandons as an owned partition's.
+func revoking(p *partition) bool { return p.letGo() && p.ctx.Err() == nil }
 
 // unappliedByPartition sums up the spans still unapplied by partition, in
 // its order, and returns them as the abandon line's array, with their
-// records in all. w.mu held.
+// records in all; a partition being revoked says so. w.mu held.
 func (w *Worker) unappliedByPartition(spans []polledSpan) (*zerolog.Array, int) {
 	byPart := map[int32]*polledSpan{}
 	for _, s := range spans {
@@ -748,7 +754,11 @@ func (w *Worker) unappliedByPartition(spans []polledSpan) (*zerolog.Array, int) 
 	arr, total := zerolog.Arr(), 0
 	for _, id := range slices.Sorted(maps.Keys(byPart)) {
 		s := byPart[id]
-		arr.Dict(zerolog.Dict().Int32("partition", id).Int("records", s.records).Int64("first_offset", s.first).Int64("last_offset", s.last))
+		d := zerolog.Dict().Int32("partition", id).Int("records", s.records).Int64("first_offset", s.first).Int64("last_offset", s.last)
+		if revoking(s.p) {
+			d.Bool("revoking", true)
+		}
+		arr.Dict(d)
 		total += s.records
 	}
 	return arr, total
