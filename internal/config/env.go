@@ -520,8 +520,11 @@ func (p *parser) str(name string, dst *string) {
 // secret sets *dst to the raw value: spaces may be part of a password. Or
 // it reads the file that name_FILE names (a mounted Kubernetes or Docker
 // secret, which the process environment then does not show), less one
-// line end at its end; both set is an error. Neither error quotes the
-// secret.
+// line end at its end; both set is an error, and so is a file left empty
+// by that: unlike an empty variable, it cannot mean unset, as setting
+// name_FILE asks for the secret (an empty INSPECT_TOKEN would open the
+// inspection endpoints to anyone, an empty DATABASE_URL fall back to the
+// POSTGRES_* settings). No error quotes the secret.
 func (p *parser) secret(name string, dst *string) {
 	v, path := p.getenv(name), p.getenv(name+"_FILE")
 	switch {
@@ -535,7 +538,12 @@ func (p *parser) secret(name string, dst *string) {
 			p.errs = append(p.errs, fmt.Errorf("%s_FILE: the file it names %w", name, err))
 			return
 		}
-		*dst = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		secret := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if secret == "" {
+			p.errs = append(p.errs, fmt.Errorf("%s_FILE: the file it names is empty", name))
+			return
+		}
+		*dst = secret
 	case v != "":
 		*dst = v
 	}
