@@ -213,8 +213,15 @@ func (c *Command) read(raw *[len(fields)][]byte) (problems [len(fields)]string) 
 			}
 			// A number past float64's range reads as ±Inf (strconv's
 			// ErrRange): a type error it is not, and the limits judge it
-			// only where the operation uses the field.
+			// only where the operation uses the field. One above 0 but
+			// below float64's smallest (1e-400) reads as that smallest,
+			// not as 0, which would mean "not given" (a max_hold of no
+			// cap): the limits judge it as above 0. A negative one stays
+			// -0, read as 0 as "-0" is.
 			x, _ := strconv.ParseFloat(string(v), 64)
+			if x == 0 && !math.Signbit(x) && notZero(v) {
+				x = math.SmallestNonzeroFloat64
+			}
 			if f.kind == kindSeconds {
 				*f.at(c).(*float64) = x
 			} else {
@@ -315,6 +322,15 @@ func valueEnd(b []byte, i int) int {
 
 // isNumber reports whether the valid JSON value v is a number.
 func isNumber(v []byte) bool { return v[0] == '-' || v[0] >= '0' && v[0] <= '9' }
+
+// notZero reports whether the valid JSON number v is not zero: a digit
+// before its exponent is not 0.
+func notZero(v []byte) bool {
+	if e := bytes.IndexAny(v, "eE"); e >= 0 {
+		v = v[:e]
+	}
+	return bytes.ContainsAny(v, "123456789")
+}
 
 // isInteger reports whether the valid JSON value v is a number without
 // fraction or exponent.

@@ -316,10 +316,14 @@ func secondsProblem(name string, v, lo, hi float64, zeroIsDefault bool) string {
 func secondsRange(lo, hi float64) string { return fmt.Sprintf("%g..%g seconds", lo, hi) }
 
 // seconds quotes a number of seconds for an error message; one read past
-// float64's range (±Inf) is not quoted as what it was read as.
+// float64's range (±Inf), or below its smallest above 0 (as that), is not
+// quoted as what it was read as.
 func seconds(v float64) string {
-	if math.IsInf(v, 0) {
+	switch {
+	case math.IsInf(v, 0):
 		return "past a float64's range"
+	case v == math.SmallestNonzeroFloat64:
+		return "above 0 and under 1e-323"
 	}
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }

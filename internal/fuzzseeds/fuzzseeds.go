@@ -38,4 +38,9 @@ var commands = []string{
 	`{"operation":"query","lock_name":"a","owner_metadata":{"k":"\u0000","s":"\ud800"},"session_id":"\u0000"}`,
 	`{"operation":"revoke","lock_name":"a","owner_id":"","reason":"r"}`,
 	`{"operation":"acquire","lock_name":"a","owner_id":"o","session_id":""}`,
+	// Above 0 but below float64's smallest: no 0 ("not given"), judged as
+	// above 0 (a max_hold below its range, a wait that queues).
+	`{"operation":"acquire","lock_name":"a","owner_id":"o","max_hold":1e-400}`,
+	`{"operation":"acquire","lock_name":"a","owner_id":"o","wait_timeout":1e-400,"lock_delay":1E-400,"max_hold":-1e-400,"reply_to":"locks.replies.x"}`,
+	`{"operation":"cleanup","lock_name":"*","max_age_seconds":0.0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001}`,
 }
