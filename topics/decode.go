@@ -213,14 +213,14 @@ func (c *Command) read(raw *[len(fields)][]byte) (problems [len(fields)]string) 
 			}
 			// A number past float64's range reads as ±Inf (strconv's
 			// ErrRange): a type error it is not, and the limits judge it
-			// only where the operation uses the field. One above 0 but
-			// below float64's smallest (1e-400) reads as that smallest,
-			// not as 0, which would mean "not given" (a max_hold of no
-			// cap): the limits judge it as above 0. A negative one stays
-			// -0, read as 0 as "-0" is.
+			// only where the operation uses the field. One not 0 but
+			// nearer to it than float64's smallest (1e-400) reads as
+			// that smallest, of its sign, not as 0, which would mean
+			// "not given" (a max_hold of no cap): the limits judge it as
+			// the positive or negative number it is.
 			x, _ := strconv.ParseFloat(string(v), 64)
-			if x == 0 && !math.Signbit(x) && notZero(v) {
-				x = math.SmallestNonzeroFloat64
+			if x == 0 && notZero(v) {
+				x = math.Copysign(math.SmallestNonzeroFloat64, x)
 			}
 			if f.kind == kindSeconds {
 				*f.at(c).(*float64) = x

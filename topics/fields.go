@@ -324,6 +324,8 @@ func seconds(v float64) string {
 		return "past a float64's range"
 	case v == math.SmallestNonzeroFloat64:
 		return "above 0 and under 1e-323"
+	case v == -math.SmallestNonzeroFloat64:
+		return "below 0 and over -1e-323"
 	}
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }

@@ -11,10 +11,12 @@ import (
 // float64 cannot tell from 0. A zero (however written) is judged as 0; a
 // positive one as the positive number it is, against the field's
 // documented range (docs/design.md): 1e-400 is no "max_hold 0" (no cap),
-// but below its 0.1. A negative one reads as -0, as "-0" itself does.
+// but below its 0.1. A negative one is refused as negative numbers are,
+// where "-0" reads as 0.
 func TestDecodeSecondsBelowFloat64(t *testing.T) {
 	tiny := []string{"1e-400", "1E-400", "2e-324", "0." + strings.Repeat("0", 400) + "1"}
-	zeros := []string{"0.0e5", "0e-400", "-0", "-0.0", "-1e-400"}
+	negative := []string{"-1e-400", "-2e-324"}
+	zeros := []string{"0.0e5", "0e-400", "-0", "-0.0", "-0e-400"}
 	cases := []struct {
 		field, record string // record holds %s where the number goes
 		rng           string // the documented range
@@ -60,6 +62,9 @@ func TestDecodeSecondsBelowFloat64(t *testing.T) {
 				require.Greater(t, tc.get(c), 0.0)
 			})
 		}
+		for _, n := range negative {
+			t.Run(tc.field+" "+n, func(t *testing.T) { refused(t, n) })
+		}
 		for _, n := range zeros {
 			t.Run(tc.field+" "+n, func(t *testing.T) {
 				if !tc.zeroIsAbsent {
@@ -75,4 +80,6 @@ func TestDecodeSecondsBelowFloat64(t *testing.T) {
 	// What the message says of a number it cannot quote as read.
 	_, err := Decode([]byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","max_hold":1e-400}`), prefix)
 	require.EqualError(t, err, "INVALID_REQUEST: max_hold above 0 and under 1e-323 is outside 0.1..604800 seconds")
+	_, err = Decode([]byte(`{"operation":"acquire","lock_name":"a","owner_id":"o","lock_delay":-1e-400}`), prefix)
+	require.EqualError(t, err, "INVALID_REQUEST: lock_delay below 0 and over -1e-323 is outside 0..60 seconds")
 }
