@@ -2,9 +2,13 @@ package httpapi
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/omninode/lockworker/outbox"
 )
@@ -72,16 +76,17 @@ const (
 func (s *server) health(w http.ResponseWriter, r *http.Request) {
 	var parked *int64
 	checks := map[string]func(context.Context) error{
-		// Counting the parked rows is the PostgreSQL check's round trip,
-		// so it costs /health nothing more: a read bounded whatever the
-		// backlog (outbox.Parked), well within the check's timeout.
+		// Counting the parked rows is the PostgreSQL check's read: a read
+		// bounded whatever the backlog (outbox.Parked), well within the
+		// check's timeout. Then whether the server takes writes.
 		"postgres": func(ctx context.Context) error {
 			return s.withProbeDB(ctx, func(ctx context.Context) error {
 				n, err := outbox.Parked(ctx, s.cfg.Pool)
-				if err == nil {
-					parked = &n
+				if err != nil {
+					return err
 				}
-				return err
+				parked = &n
+				return writable(ctx, s.cfg.Pool)
 			})
 		},
 		"kafka": s.kafka.Ping,
@@ -176,8 +181,31 @@ func (s *server) kafkaHealth(w http.ResponseWriter, r *http.Request) {
 
 // pingPostgres takes a connection from the worker's pool and runs a query
 // on it: a pool whose server is gone answers with an error at once, a hung
-// server at the timeout.
-func (s *server) pingPostgres(ctx context.Context) error { return s.withDB(ctx, s.cfg.Pool.Ping) }
+// server at the timeout, a read-only one with errReadOnly.
+func (s *server) pingPostgres(ctx context.Context) error {
+	return s.withDB(ctx, func(ctx context.Context) error { return writable(ctx, s.cfg.Pool) })
+}
+
+// writable fails with errReadOnly when the pool's server refuses writes: a
+// standby, or transaction_read_only on (default_transaction_read_only set
+// for the server, database or role, as a failover may fence an old
+// primary). Its reads answer, but every transaction of the worker fails
+// with SQLSTATE 25006 and is retried without end (store's readOnlyReset
+// connects anew, to the same server), so it is not ready.
+func writable(ctx context.Context, pool *pgxpool.Pool) error {
+	var ro bool
+	err := pool.QueryRow(ctx, `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool`).Scan(&ro)
+	if err != nil {
+		return fmt.Errorf("asking PostgreSQL whether it takes writes: %w", err)
+	}
+	if ro {
+		return errReadOnly
+	}
+	return nil
+}
+
+// errReadOnly is the PostgreSQL check's error on a read-only server.
+var errReadOnly = errors.New("PostgreSQL answers read-only (a standby, or default_transaction_read_only on): every write fails with SQLSTATE 25006")
 
 func (s *server) run(ctx context.Context, check func(context.Context) error) Check {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)

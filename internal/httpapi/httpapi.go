@@ -87,7 +87,7 @@ func New(cfg Config) http.Handler {
 	if cfg.DBSlots == nil {
 		cfg.DBSlots = NewDBSlots(cfg.Pool.Config().MaxConns)
 	}
-	s := &server{cfg: cfg, db: cfg.DBSlots, kafka: &sharedPing{ping: cfg.Kafka.Ping, timeout: cfg.CheckTimeout}}
+	s := &server{cfg: cfg, db: cfg.DBSlots, kafka: &sharedPing{ping: pingBrokers(cfg.Kafka), timeout: cfg.CheckTimeout}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/live", s.live)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -34,5 +36,42 @@ func (p *sharedPing) Ping(ctx context.Context) error {
 		return res.Err
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the Kafka ping under way: %w", ctx.Err())
+	}
+}
+
+// pingBrokers is the ping of cl: a Metadata request for no topics to every
+// broker cl knows (its seeds until it has discovered some) at once, nil at
+// the first answer. kgo's Client.Ping asks them one at a time, lowest node
+// id first, under one deadline: a broker that accepts connections and
+// never answers would spend all of it, and fail the check, while the
+// others serve the worker.
+func pingBrokers(cl *kgo.Client) func(context.Context) error {
+	return func(ctx context.Context) error {
+		brokers := cl.DiscoveredBrokers()
+		if len(brokers) == 0 {
+			brokers = cl.SeedBrokers()
+		}
+		// Ends the requests still under way once one has answered.
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		errs := make(chan error, len(brokers))
+		for _, b := range brokers {
+			go func() {
+				// One request each: kgo sets the version it sends on it.
+				req := kmsg.NewPtrMetadataRequest()
+				req.Topics = []kmsg.MetadataRequestTopic{}
+				_, err := b.Request(ctx, req)
+				errs <- err
+			}()
+		}
+		var err error
+		for range brokers {
+			if err = <-errs; err == nil {
+				return nil
+			}
+		}
+		// The last error, as kgo's Ping: the deadline's when any broker
+		// hung.
+		return fmt.Errorf("pinging %d Kafka brokers, none answered: %w", len(brokers), err)
 	}
 }

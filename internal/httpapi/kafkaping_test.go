@@ -1,0 +1,55 @@
+package httpapi
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// TestPingSkipsAHungBroker: a broker that accepts connections and never
+// answers, the one of the lowest node id, does not fail the Kafka check
+// while the others answer; with every broker hung, the check fails at its
+// deadline.
+func TestPingSkipsAHungBroker(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3))
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ping := pingBrokers(cl)
+	require.NoError(t, ping(context.Background()), "a client that knows no broker yet asks its seeds")
+	require.NoError(t, cl.Ping(context.Background())) // discovers the brokers
+	require.Len(t, cl.DiscoveredBrokers(), 3)
+
+	hung := map[int32]bool{0: true}
+	var mu sync.Mutex
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) }) // before c.Close: Cleanups run last first
+	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		hang := hung[c.CurrentNode()]
+		mu.Unlock()
+		if hang {
+			c.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	require.NoError(t, ping(ctx), "brokers 1 and 2 answer")
+
+	mu.Lock()
+	hung[1], hung[2] = true, true
+	mu.Unlock()
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, ping(ctx), context.DeadlineExceeded)
+}
