@@ -731,10 +731,11 @@ func (w *Worker) unapplied(s polledSpan) bool {
 	return (w.parts[s.p.id] == s.p || revoking(s.p)) && !s.p.dropped.Load() && s.last >= s.p.stored.Load()
 }
 
-// revoking reports whether p is being let go (letGo): out of w.parts
-// already, while its revoke waits for its records polled (awaitApplied),
-// which a drain past its bound abandons as an owned partition's.
-func revoking(p *partition) bool { return p.letGo() && p.ctx.Err() == nil }
+// revoking reports whether p is being let go (letGo), not lost: out of
+// w.parts already, while its revoke waits for its records polled
+// (awaitApplied), which a drain past its bound abandons as an owned
+// partition's. (A lost one's are dropped, flagged before it left w.parts.)
+func revoking(p *partition) bool { return p.letGo() && !p.lost.Load() && p.ctx.Err() == nil }
 
 // unappliedByPartition sums up the spans still unapplied by partition, in
 // its order, and returns them as the abandon line's array, with their
