@@ -281,8 +281,14 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 		return nil, err
 	}
 	adm := kadm.NewClient(c.prod)
-	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor,
-		kafkapubsub.TopicConfigs(c.cfg.ReplyTopicReplicationFactor), c.replyTopic)
+	configs := kafkapubsub.TopicConfigs(c.cfg.ReplyTopicReplicationFactor)
+	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, configs, c.replyTopic)
+	if configs != nil && (errors.Is(err, kerr.PolicyViolation) || errors.Is(err, kerr.InvalidConfig)) {
+		// A managed Kafka that fixes topic configs (MSK Serverless sets
+		// min.insync.replicas itself) refuses any: the topic as the
+		// broker makes it, rather than no client at all.
+		_, err = adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, nil, c.replyTopic)
+	}
 	// Kafka checks the right to create before whether the topic exists: a
 	// requester that may not create topics may still have its reply topic,
 	// made by an operator.

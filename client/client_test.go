@@ -1335,3 +1335,44 @@ func TestAcquireWithOwnerWhoseOnQueuedPanicsIsWithdrawn(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEqual(t, client.StatusAcquired, st.Status, "granted to %q after its caller ended", st.Owner)
 }
+
+// A broker that refuses topic configs (a managed Kafka that fixes them
+// refuses min.insync.replicas, POLICY_VIOLATION or INVALID_CONFIG) gets the
+// reply topic asked again without them: New works there as at factor 2.
+func TestReplyTopicConfigsRefused(t *testing.T) {
+	for _, refusal := range []*kerr.Error{kerr.PolicyViolation, kerr.InvalidConfig} {
+		t.Run(refusal.Message, func(t *testing.T) {
+			cluster := kafkatest.Cluster(t, kfake.NumBrokers(3))
+			refused := 0
+			cluster.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+				cluster.KeepControl()
+				req := kr.(*kmsg.CreateTopicsRequest)
+				resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+				for _, tp := range req.Topics {
+					if len(tp.Configs) == 0 {
+						return nil, nil, false
+					}
+					refused++
+					rt := kmsg.NewCreateTopicsResponseTopic()
+					rt.Topic, rt.ErrorCode = tp.Topic, refusal.Code
+					resp.Topics = append(resp.Topics, rt)
+				}
+				return resp, nil, true
+			})
+			c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "fixed", ReplyTopicReplicationFactor: 3})
+			require.NoError(t, err)
+			defer c.Close()
+			require.Equal(t, 1, refused, "asked with its configs first")
+			kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+			require.NoError(t, err)
+			defer kc.Close()
+			topic := topics.DefaultNames().ReplyTopic("fixed")
+			listed, err := kadm.NewClient(kc).ListTopics(ctxT(t), topic)
+			require.NoError(t, err)
+			require.NotEmpty(t, listed[topic].Partitions)
+			for _, p := range listed[topic].Partitions {
+				require.Len(t, p.Replicas, 3, "partition %d", p.Partition)
+			}
+		})
+	}
+}

@@ -160,7 +160,9 @@ type Config struct {
 	// broker's loss stops this client's replies), or 1..32767, at most the
 	// number of brokers (a broker refuses more, and New fails). With 3 or
 	// more New also sets the topic's min.insync.replicas=2, as the workers
-	// do on theirs (kafkapubsub.TopicConfigs). The
+	// do on theirs (kafkapubsub.TopicConfigs), unless the broker refuses
+	// topic configs (POLICY_VIOLATION or INVALID_CONFIG: it is then asked
+	// again without). The
 	// workers' KAFKA_TOPIC_REPLICATION_FACTOR does not reach it: New
 	// creates the topic before any command, so the workers' relay finds it
 	// made. A topic that exists keeps its replicas. Default (0): the
