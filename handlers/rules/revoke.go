@@ -12,27 +12,12 @@ import "fmt"
 // end it refuses NOT_HELD, as for a lease that had run out.
 func (l *Lock) Revoke(owner, key string) []Effect {
 	effs, _ := l.settleExpired()
-	for i := 0; i < len(l.Holders); {
-		h := &l.Holders[i]
-		if owner != "" && h.Owner != owner || l.sessionLive(h.Session, &h.ExpiresAt) {
-			i++
-			continue
-		}
-		effs = append(effs, l.loseLapsed(i))
-	}
-	n := len(effs)
-	for i := 0; i < len(l.Holders); {
-		if owner != "" && l.Holders[i].Owner != owner {
-			i++
-			continue
-		}
-		h := l.EndLease(i, Revoked)
-		effs = append(effs, Effect{Kind: Revoke, Holder: h, Info: l.about(h, Revoked)})
-	}
-	revoked := len(effs) > n
-	effs = append(effs, l.HandOff()...)
+	picked := func(h *Holder) bool { return owner == "" || h.Owner == owner }
+	effs = append(effs, l.loseLapsed(func(h *Holder) bool { return picked(h) && !l.sessionLive(h.Session, &h.ExpiresAt) })...)
+	revoked := l.endLeases(Revoke, Revoked, "", picked)
+	effs = append(append(effs, revoked...), l.HandOff()...)
 	switch {
-	case revoked:
+	case len(revoked) > 0:
 		return effs
 	case owner != "":
 		return append(effs, l.refuse(CodeNotHeld, fmt.Sprintf("%q does not hold lock %q", owner, key)))

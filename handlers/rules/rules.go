@@ -405,14 +405,9 @@ func (l *Lock) Settle() (effs []Effect, ended []string) {
 // settleExpired is Settle without the hand-off.
 func (l *Lock) settleExpired() (effs []Effect, ended []string) {
 	l.delayed()
-	for i := 0; i < len(l.Holders); {
-		if l.Holders[i].Live(l.Now) {
-			i++
-			continue
-		}
-		h := l.EndLease(i, Expired)
-		effs = append(effs, Effect{Kind: Expire, Holder: h, Info: l.about(h, Expired)})
-		ended = append(ended, h.Owner)
+	effs = l.endLeases(Expire, Expired, "", func(h *Holder) bool { return !h.Live(l.Now) })
+	for _, e := range effs {
+		ended = append(ended, e.Holder.Owner)
 	}
 	return effs, ended
 }
@@ -430,13 +425,49 @@ func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.ExpiresAt
 func (l *Lock) EndLease(i int, s Status) Holder {
 	h := l.Holders[i]
 	l.Holders = slices.Delete(l.Holders, i, i+1)
+	l.noteEnd(h, s)
+	return h
+}
+
+// noteEnd is what EndLease does for h, taken off Holders already.
+func (l *Lock) noteEnd(h Holder, s Status) {
 	l.Ended, l.EndedStatus = &h, s
 	if s != Released && h.LockDelay > 0 {
 		if until := h.delayEnd(s, l.Now); until.After(l.Now) && until.After(l.DelayUntil) { // not one passed already
 			l.DelayUntil = until
 		}
 	}
-	return h
+}
+
+// endLeases ends, in token order, the leases of the holders that end picks
+// (end may bring a holder's session expiry up to date: Revoke), each as
+// EndLease does, and returns an effect of kind (with reason) about each,
+// whose lock_info counts the holders left and the leases still to end
+// after it, as if EndLease had ended them one by one. It does so in one
+// pass, keeping the holders left in their order: EndLease moves every
+// later holder, so ending k of n leases one at a time would take O(n·k) (a
+// shared lock's readers granted together expire together), all under the
+// partition's offset row.
+func (l *Lock) endLeases(kind Kind, s Status, reason string, end func(h *Holder) bool) []Effect {
+	var gone []Holder
+	left := l.Holders[:0]
+	for i := range l.Holders {
+		if h := &l.Holders[i]; end(h) {
+			gone = append(gone, *h)
+		} else {
+			left = append(left, *h)
+		}
+	}
+	clear(l.Holders[len(left):]) // as slices.Delete does
+	l.Holders = left
+	var effs []Effect
+	for j, h := range gone {
+		l.noteEnd(h, s)
+		in := l.about(h, s)
+		in.Holders += len(gone) - 1 - j
+		effs = append(effs, Effect{Kind: kind, Holder: h, Reason: reason, Info: in})
+	}
+	return effs
 }
 
 // delayEnd is the end of the lock-delay h starts when its lease, seen
@@ -725,19 +756,14 @@ func (l *Lock) Acquire(r Request) []Effect {
 // may commit its new expiry after the old one, and the lease then lives
 // on, showing that expiry, if Now has not passed it.
 func (l *Lock) lapsed(owner string) []Effect {
-	i := l.holder(owner)
-	if i < 0 || l.Holders[i].Session == "" || l.Holders[i].ExpiresAt.After(l.Now) {
-		return nil
-	}
-	return []Effect{l.loseLapsed(i)}
+	return l.loseLapsed(func(h *Holder) bool { return h.Owner == owner && h.Session != "" && !h.ExpiresAt.After(l.Now) })
 }
 
-// loseLapsed ends the lease of Holders[i], whose session is past its
+// loseLapsed ends the leases that lapsed picks, each of a session past its
 // expiry, as that session's end will: Lose, session_expired, its lock-delay
 // from the session's expiry.
-func (l *Lock) loseLapsed(i int) Effect {
-	h := l.EndLease(i, Expired)
-	return Effect{Kind: Lose, Holder: h, Reason: ReasonSessionExpired, Info: l.about(h, Expired)}
+func (l *Lock) loseLapsed(lapsed func(h *Holder) bool) []Effect {
+	return l.endLeases(Lose, Expired, ReasonSessionExpired, lapsed)
 }
 
 // waiter is the acquire as a waiter that would queue at now.

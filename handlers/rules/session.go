@@ -31,15 +31,8 @@ func (l *Lock) EndSessions(ids []string, waits []Waiter, reason string) []Effect
 	if reason == ReasonSessionClosed {
 		status = Released
 	}
-	for i := 0; i < len(l.Holders); {
-		if !slices.Contains(ids, l.Holders[i].Session) {
-			i++
-			continue
-		}
-		// A closed session ends its leases as their holder's release; an
-		// expired one starts their lock-delays.
-		h := l.EndLease(i, status)
-		effs = append(effs, Effect{Kind: Lose, Holder: h, Reason: reason, Info: l.about(h, status)})
-	}
+	// A closed session ends its leases as their holder's release; an
+	// expired one starts their lock-delays.
+	effs = append(effs, l.endLeases(Lose, status, reason, func(h *Holder) bool { return slices.Contains(ids, h.Session) })...)
 	return append(effs, l.HandOff()...)
 }
