@@ -540,7 +540,7 @@ func (p *parser) secret(name string, dst *string) {
 		}
 		secret := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
 		if secret == "" {
-			p.errs = append(p.errs, fmt.Errorf("%s_FILE: the file it names is empty", name))
+			p.errs = append(p.errs, fmt.Errorf("%s_FILE: the file it names is empty (for no %s, leave %s_FILE unset)", name, name, name))
 			return
 		}
 		*dst = secret
