@@ -284,10 +284,16 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 	configs := kafkapubsub.TopicConfigs(c.cfg.ReplyTopicReplicationFactor)
 	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, configs, c.replyTopic)
 	if configs != nil && (errors.Is(err, kerr.PolicyViolation) || errors.Is(err, kerr.InvalidConfig)) {
-		// A managed Kafka that fixes topic configs (MSK Serverless sets
-		// min.insync.replicas itself) refuses any: the topic as the
-		// broker makes it, rather than no client at all.
-		_, err = adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, nil, c.replyTopic)
+		// A Kafka whose policy fixes topic configs refuses any: the topic
+		// as the broker makes it, rather than no client at all, and said.
+		refused := err
+		if l, _ := c.prod.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= kgo.LogLevelWarn {
+			l.Log(kgo.LogLevelWarn, "the broker refused the reply topic's min.insync.replicas=2; creating it with the broker's",
+				"topic", c.replyTopic, "err", refused)
+		}
+		if _, err = adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, nil, c.replyTopic); err != nil {
+			err = fmt.Errorf("%w (asked first with min.insync.replicas=2: %w)", err, refused)
+		}
 	}
 	// Kafka checks the right to create before whether the topic exists: a
 	// requester that may not create topics may still have its reply topic,

@@ -1359,10 +1359,13 @@ func TestReplyTopicConfigsRefused(t *testing.T) {
 				}
 				return resp, nil, true
 			})
-			c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "fixed", ReplyTopicReplicationFactor: 3})
+			warned := &warnLog{}
+			c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "fixed", ReplyTopicReplicationFactor: 3,
+				KafkaOpts: []kgo.Opt{kgo.WithLogger(warned)}})
 			require.NoError(t, err)
 			defer c.Close()
 			require.Equal(t, 1, refused, "asked with its configs first")
+			require.Contains(t, warned.String(), "the broker refused the reply topic's min.insync.replicas=2", "and said so")
 			kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
 			require.NoError(t, err)
 			defer kc.Close()
@@ -1375,4 +1378,26 @@ func TestReplyTopicConfigsRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// warnLog is a kgo.Logger keeping the messages logged at LogLevelWarn.
+type warnLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *warnLog) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (l *warnLog) Log(level kgo.LogLevel, msg string, _ ...any) {
+	if level == kgo.LogLevelWarn {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.msgs = append(l.msgs, msg)
+	}
+}
+
+func (l *warnLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.msgs, "\n")
 }
