@@ -166,7 +166,9 @@ func OnQueued(fn func(position int)) AcquireOption {
 // WithSession) is a renewal of its lease (see WithOwner).
 //
 // An acquire that is given up
-// (ctx ended, client closed, no reply, or a grant refused because its reply
+// (ctx ended, client closed, no reply, answered ErrRequestIDConflict,
+// which discloses nothing of an earlier copy, its answer lost, that may
+// have been granted, or a grant refused because its reply
 // breaks the contract or was read past the lease's local deadline, or its
 // session's (the session is lost then too), or after its session was lost
 // or closed while the acquire was on its way, when the error wraps
@@ -375,6 +377,13 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 		}
 		*withdraw = false // granted
 		return l, nil
+	}
+	if ev.Type == topics.TypeRejected && ev.ErrorCode == topics.CodeRequestIDConflict {
+		// Nothing applied by this copy, and the outcome stored for the
+		// request_id not disclosed: an earlier copy, its answer lost, may
+		// have been granted. *withdraw stays as it was before the reply,
+		// so that grant is given back as for ErrNoReply.
+		return nil, rejection(ev)
 	}
 	*withdraw = false // answered for good, without a grant
 	switch ev.Type {

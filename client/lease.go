@@ -24,10 +24,18 @@ import (
 // every third of its duration until Release (an extension left unanswered
 // is sent again, the same request, every third of the lease or
 // Config.ReplyTimeout, whichever is shorter, until the lease's local
-// deadline or Config.RequestTimeout). It holds the lease only while an
-// extension's round trip (the command through Kafka to the worker and its
-// answer back) stays under about a third of the lease: the next extension
-// is sent a third of the lease after an answer, and its answer must come
+// deadline or Config.RequestTimeout). Each extension brings the lease's end
+// back to a lease from now, or carries it the contract's smallest
+// extension, 0.1 s, further if that is more; none is sent while that would
+// carry it more than max(lease, 0.2 s) from now (a lease under 0.3 s,
+// between its rounds; one that Extend carried further, until its end is
+// that near again). The worker's expiry so stays within about that of now,
+// and a holder that dies keeps the lock no longer (but for an extension
+// left unanswered, which the worker may apply late). It holds the lease
+// only while an extension's round trip (the command through Kafka to the
+// worker and its answer back) stays under about a third of the lease: the
+// next extension is sent a third of the lease after an answer (or later,
+// as above), and its answer must come
 // before the local deadline, a lease after the answered one was sent. A
 // slower answer loses the lease even though the worker extends it each
 // time: choose a lease several times the round trip. A lease acquired
@@ -737,7 +745,9 @@ func (l *Lease) releaseEnded(ended error) error {
 }
 
 // Extend lengthens the lease by d from its current expiry (the contract's
-// extension_duration; 0: the lease's own duration). A refusal that says
+// extension_duration; 0: the lease's own duration). Its keep-alive sends
+// no extension until the end so carried is back within a lease from now
+// (see Lease). A refusal that says
 // the lease is gone (ErrNotHeld, ErrNotOwner, ErrTokenMismatch; and
 // ErrSessionBound, its owner having renewed it into a session, same
 // token, which a release would end) loses it, sending nothing.
@@ -1182,15 +1192,48 @@ const keepAliveFloor = 100 * time.Millisecond
 // (unanswered within Config.RequestTimeout, say) before it tries again.
 const keepAliveRetry = time.Second
 
+// keepAliveAhead is how far from now the keep-alive carries the lease's end
+// at most: a lease, or for one under 0.2 s twice minExtension, so that an
+// extension of at least minExtension keeps it alive. l.mu is held.
+func (l *Lease) keepAliveAhead() time.Duration {
+	return max(l.lease, 2*minExtension)
+}
+
+// keepAliveSleep waits d, and says whether the keep-alive goes on: false
+// when the lease ended or the client is closing meanwhile.
+func (l *Lease) keepAliveSleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-l.ctx.Done():
+		return false
+	case <-l.c.closing.Done():
+		return false
+	}
+	// Woken after a suspend, the boot clock may show the lease over.
+	l.checkBoot(l.c.bootNow())
+	return true
+}
+
 // keepAliveLoop extends the lease every third of its duration, by as much as
 // brings its end back to a full lease_duration from now. Extending by a
 // fixed amount instead would let the expiry drift away from now when ticks
-// come early or late. The next extension goes a third of the lease after
-// an answer and must be answered within a lease of the answered one's send,
-// so a round trip over about a third of the lease loses it (see Lease). It
-// stops when the lease ends or the client closes, or when the lease reached
-// its max_hold or an extension was refused for it with no room left to ask
-// for (it then ends at its expiry, lost with ErrMaxHoldExceeded).
+// come early or late. As it asks for the contract's smallest extension,
+// minExtension, at least, a round waits until that carries the end no
+// further than keepAliveAhead from now: else the rounds of a lease under
+// 0.3 s, less than minExtension apart, would carry the end ever further
+// ahead (a holder that died would hold the lock that much longer), and a
+// lease Extend carried far ahead would be extended for nothing. The
+// worker's expiry so stays within keepAliveAhead of now, but for the local
+// deadline's early error and extensions left unanswered that the worker
+// applies late. The next extension goes a third of the lease after an
+// answer, or later, once the end is that near, and must be answered within
+// a lease of the answered one's send, so a round trip over about a third of
+// the lease loses it (see Lease). It stops when the lease ends or the
+// client closes, or when the lease reached its max_hold or an extension was
+// refused for it with no room left to ask for (it then ends at its expiry,
+// lost with ErrMaxHoldExceeded).
 func (l *Lease) keepAliveLoop() {
 	defer l.c.ops.Done()
 	// unanswered says the last extension failed without an answer (none
@@ -1221,24 +1264,36 @@ func (l *Lease) keepAliveLoop() {
 			// third later, which may be past the deadline.
 			interval = min(interval, keepAliveRetry)
 		}
-		t := time.NewTimer(interval)
-		select {
-		case <-t.C:
-		case <-l.ctx.Done():
-			t.Stop()
-			return
-		case <-l.c.closing.Done():
-			t.Stop()
+		if !l.keepAliveSleep(interval) {
 			return
 		}
-		// Woken after a suspend, the boot clock may show the lease over.
-		l.checkBoot(l.c.bootNow())
+		// No extension while even the smallest would carry the end further
+		// than keepAliveAhead from now: the round comes when it no longer
+		// would (an extension left unanswered included, which the worker
+		// may not have applied: the lease needs one then). Looked at again
+		// every third of the lease meanwhile, as the deadline may move in
+		// (a suspend, an answer of a newer revision).
+		for {
+			l.mu.Lock()
+			early := time.Until(l.deadline) + minExtension - l.keepAliveAhead()
+			lease := l.lease
+			l.mu.Unlock()
+			if early <= 0 {
+				break
+			}
+			if !l.keepAliveSleep(min(early, lease/3)) {
+				return
+			}
+		}
 		l.mu.Lock()
 		deadline, lease, room, capped := l.deadline, l.lease, l.capRoom(), l.capReached()
 		l.mu.Unlock()
 		if capped {
 			return
 		}
+		// The end goes back to a lease from now or, where less than
+		// minExtension is due, that much further: within keepAliveAhead
+		// either way (the wait above).
 		ext := lease - time.Until(deadline) - owed
 		ext = max(ext, minExtension)
 		ext = min(ext, time.Duration(topics.MaxLeaseSeconds)*time.Second, room)

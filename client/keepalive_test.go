@@ -1,0 +1,132 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/omninode/lockworker/client"
+	"github.com/omninode/lockworker/internal/e2e"
+	"github.com/omninode/lockworker/topics"
+)
+
+// extensionsOf is the lock.extended answers to the client's extensions of
+// lock read so far, with extension_count above after, in the worker's order.
+func extensionsOf(rs []e2e.Received, lock string, after int64) []topics.Event {
+	var evs []topics.Event
+	for _, r := range rs {
+		if li := r.Event.LockInfo; r.Event.Type == topics.TypeExtended && li != nil && li.LockName == lock && li.ExtensionCount > after {
+			evs = append(evs, r.Event)
+		}
+	}
+	return evs
+}
+
+// ahead is how far past the worker's time of the extension ev the lease's
+// expiry lies: both are PostgreSQL's clock.
+func ahead(ev topics.Event) time.Duration {
+	return ev.LockInfo.ExpiresAt.Sub(ev.OccurredAt.Time)
+}
+
+// The keep-alive of a lease under 0.3 s, whose rounds come less than the
+// contract's smallest extension (0.1 s) apart, keeps the worker's expiry
+// within max(lease, 0.2 s) of the worker's now, round after round, rather
+// than carrying it ever further ahead (a holder that died would then hold
+// the lock for longer than its lease). The slack covers the local
+// deadline's early error, a command's way to the worker. A lease lost to a
+// round trip slower than this host allows is tried again, on a lock of its
+// own.
+func TestKeepAliveShortLeaseStaysWithinItsLease(t *testing.T) {
+	const lease, rounds, slack = 250 * time.Millisecond, 30, 100 * time.Millisecond
+	c := newClient(t, "keepalive-short")
+	replies := env.For(t).Watch(c.ReplyTopic())
+	ctx := ctxT(t)
+	// The client's first command finds its reply topic: a grant as slow
+	// would come late for so short a lease.
+	_, err := c.Query(ctx, uniq("keepalive-short"))
+	require.NoError(t, err)
+	for attempt := 1; ; attempt++ {
+		evs, err := keptAlive(ctx, t, c, replies, uniq("keepalive-short"), lease, rounds)
+		if errors.Is(err, client.ErrLeaseLost) && attempt < 3 {
+			t.Logf("attempt %d: lease lost after %d extensions (a slow round trip?): %v", attempt, len(evs), err)
+			continue
+		}
+		require.NoError(t, err)
+		worst := time.Duration(0)
+		for _, ev := range evs {
+			worst = max(worst, ahead(ev))
+		}
+		t.Logf("%d extensions of a %v lease: its expiry at most %v past the worker's now", len(evs), lease, worst)
+		require.LessOrEqual(t, worst, lease+slack, "the worker's expiry stays within a lease of its now")
+		return
+	}
+}
+
+// keptAlive acquires lock for lease, lets its keep-alive extend it the
+// given rounds, and releases it. It returns the extensions' answers, and
+// the lease's loss if it was lost first.
+func keptAlive(ctx context.Context, t *testing.T, c *client.Client, replies *e2e.Watcher, lock string, lease time.Duration, rounds int) ([]topics.Event, error) {
+	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		// A query's answer wakes the wait below once the lease is lost.
+		select {
+		case <-l.Lost():
+			_, _ = c.Query(ctx, lock)
+		case <-ctx.Done():
+		}
+	}()
+	var evs []topics.Event
+	replies.WaitFor(t, 20*time.Second, "the keep-alive's extensions", func(rs []e2e.Received) bool {
+		evs = extensionsOf(rs, lock, 0)
+		return len(evs) >= rounds || l.Err() != nil
+	})
+	if err := l.Err(); err != nil {
+		return evs, err
+	}
+	return evs, l.Release(ctx)
+}
+
+// After Extend carried a kept-alive lease far ahead, the keep-alive sends
+// no extension (no write, no lock.extended, no max_hold room used) until
+// the lease's end is back within a lease from now; then it extends it
+// again, no further than a lease ahead, and the lease stays held.
+func TestKeepAliveIdleAfterLongExtend(t *testing.T) {
+	const lease, extend, slack = 600 * time.Millisecond, 3 * time.Second, 200 * time.Millisecond
+	c := newClient(t, "keepalive-extend")
+	replies := env.For(t).Watch(c.ReplyTopic())
+	ctx := ctxT(t)
+	lock := uniq("keepalive-extend")
+	_, err := c.Query(ctx, lock) // finds the reply topic, as above
+	require.NoError(t, err)
+	l, err := c.Acquire(ctx, lock, client.WithLease(lease))
+	require.NoError(t, err)
+	// Right after a keep-alive extension was answered the next is a third
+	// of the lease away: Extend and the query come before it.
+	replies.WaitFor(t, 20*time.Second, "the keep-alive's first extension", func(rs []e2e.Received) bool {
+		return len(extensionsOf(rs, lock, 0)) > 0
+	})
+	require.NoError(t, l.Extend(ctx, extend))
+	st, err := c.Query(ctx, lock)
+	require.NoError(t, err)
+	var next topics.Event
+	replies.WaitFor(t, extend+10*time.Second, "the keep-alive's extension after Extend", func(rs []e2e.Received) bool {
+		evs := extensionsOf(rs, lock, st.Extensions)
+		if len(evs) > 0 {
+			next = evs[0]
+		}
+		return len(evs) > 0
+	})
+	t.Logf("Extend carried the expiry to %v; the keep-alive's next extension came %v before it, carrying it %v ahead",
+		st.ExpiresAt.Format(time.StampMilli), st.ExpiresAt.Sub(next.OccurredAt.Time), ahead(next))
+	require.LessOrEqual(t, st.ExpiresAt.Sub(next.OccurredAt.Time), lease+slack,
+		"no extension until the end is back within a lease")
+	require.LessOrEqual(t, ahead(next), lease+slack)
+	require.NoError(t, l.Err())
+	require.NoError(t, l.Release(ctx))
+}
