@@ -76,6 +76,13 @@ func (w *Worker) cleanupPartition(ctx context.Context, p *partition) (bool, erro
 		if err := p.mayWrite(); err != nil {
 			return nil, err // lost, or stalled, while it waited for the row
 		}
+		if p.letGo() {
+			// Revoked while it waited for the row: the revoke waits for no
+			// cleanup, so the partition may be its next owner's already.
+			// Checked under the row, which the next owner's transactions
+			// take first: one revoked after this commits before them.
+			return nil, errLetGo
+		}
 		b := handlers.NewBatch(tx, w.env(id))
 		var err error
 		_, full, caused, err = b.CleanupIdle(ctx, topics.DefaultMaxAgeSeconds)
