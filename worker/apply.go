@@ -407,8 +407,9 @@ func (w *Worker) restartMoved(parts []*part, moved *store.OffsetMovedError, back
 // any of its partitions ends it (whileHeld, as backOff): errRevoking, and
 // the caller drops what is revoked. The check then runs again with the
 // rest of the batch if the partition that went back stays; if it is the
-// one revoked, its next owner has no expected offset to compare with and
-// does not check (docs/design.md "PostgreSQL lost transactions").
+// one revoked, its next owner compares with the group's offset committed
+// to Kafka where it resumes (knowResumed), and checks then (docs/design.md
+// "PostgreSQL lost transactions").
 func (w *Worker) wentBack(ctx context.Context, parts []*part, moved *store.OffsetMovedError) (bool, error) {
 	stored, err := w.cfg.Store.Offsets(ctx, w.cfg.Group, w.cfg.Names.Commands)
 	if err != nil {
