@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,9 +86,18 @@ func TestStopOutlastingItsDeadline(t *testing.T) {
 	}{
 		{"PostgreSQL hung", func(s *serving) func() {
 			s.pg.Hang()
+			polled := fetchedPast(s.kafka)
 			c := newClient(t, s.kafka.ListenAddrs()[0], "locks.replies.deadline")
 			for i := range 10 {
 				c.send(topics.Command{RequestID: fmt.Sprint("a", i), Operation: "acquire", LockName: fmt.Sprint("x", i), OwnerID: "o", LeaseDuration: 60})
+			}
+			// The stop hangs on a batch in flight: one signalled before
+			// the worker fetched the commands found nothing to drain, and
+			// a pool whose reads the stop cancels closes at once.
+			select {
+			case <-polled:
+			case <-time.After(runWait):
+				t.Fatalf("the worker did not fetch the commands in %s", runWait)
 			}
 			return s.pg.Restore
 		}, []string{draining, "closing the PostgreSQL pool"}},
@@ -145,4 +155,23 @@ func TestStopAtWhileStarting(t *testing.T) {
 	assert.Equal(t, "starting: checking the Kafka topics", m.stopAt())
 	m.stopping(leavingGroup)
 	assert.Equal(t, leavingGroup, m.stopAt())
+}
+
+// fetchedPast is closed once a fetch of the cluster asks a partition from
+// past its first offset: the records before it were fetched.
+func fetchedPast(c *kfake.Cluster) <-chan struct{} {
+	past := make(chan struct{})
+	var once sync.Once
+	c.ControlKey(int16(kmsg.Fetch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, tp := range kr.(*kmsg.FetchRequest).Topics {
+			for _, p := range tp.Partitions {
+				if p.FetchOffset > 0 {
+					once.Do(func() { close(past) })
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	return past
 }
