@@ -287,10 +287,9 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 		// A Kafka whose policy fixes topic configs refuses any: the topic
 		// as the broker makes it, rather than no client at all, and said.
 		refused := err
-		if l, _ := c.prod.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= kgo.LogLevelWarn {
-			l.Log(kgo.LogLevelWarn, "the broker refused the reply topic's min.insync.replicas=2; creating it with the broker's",
-				"topic", c.replyTopic, "err", refused)
-		}
+		// The producer's logger: the reader is not made yet.
+		logTo(c.prod, kgo.LogLevelWarn, "the broker refused the reply topic's min.insync.replicas=2; creating it with the broker's",
+			"topic", c.replyTopic, "err", refused)
 		if _, err = adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, nil, c.replyTopic); err != nil {
 			err = fmt.Errorf("%w (asked first with min.insync.replicas=2: %w)", err, refused)
 		}

@@ -346,7 +346,12 @@ func (c *Client) dropReplyTopic() map[int32]kgo.Offset {
 // Kafka client (Config.KafkaOpts' kgo.WithLogger, or Config.Client's), if
 // it has one.
 func (c *Client) logReply(level kgo.LogLevel, msg string, keyvals ...any) {
-	if l, _ := c.cons.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= level {
-		l.Log(level, msg, append([]any{"topic", c.replyTopic}, keyvals...)...)
+	logTo(c.cons, level, msg, append([]any{"topic", c.replyTopic}, keyvals...)...)
+}
+
+// logTo logs to cl's logger (kgo.WithLogger), if it has one at level.
+func logTo(cl *kgo.Client, level kgo.LogLevel, msg string, keyvals ...any) {
+	if l, _ := cl.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= level {
+		l.Log(level, msg, keyvals...)
 	}
 }
