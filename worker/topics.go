@@ -3,6 +3,9 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -22,6 +26,9 @@ type TopicSpec struct {
 	// Configs are the topic configs it is created with; nil: the broker's
 	// defaults.
 	Configs map[string]string
+	// Required are those of Configs it is never created without: where the
+	// brokers refuse them, EnsureTopics fails instead (createTopic).
+	Required []string
 }
 
 // StateTopicConfigs are the configs the lock state topic is created with
@@ -56,9 +63,73 @@ func Topics(names topics.Names, commandsPartitions int32) []TopicSpec {
 		{Name: names.DeadLetter, Partitions: 1},
 	}
 	if names.State != "" {
-		ts = append(ts, TopicSpec{Name: names.State, Partitions: commandsPartitions, Configs: StateTopicConfigs()})
+		ts = append(ts, TopicSpec{Name: names.State, Partitions: commandsPartitions, Configs: StateTopicConfigs(),
+			// Uncompacted, it would lose the state of quiet locks; its
+			// segments' size is only how much readers read past.
+			Required: []string{"cleanup.policy"}})
 	}
 	return ts
+}
+
+// createTopic creates spec's topic with factor replicas, its configs and
+// kafkapubsub.TopicConfigs(factor). A managed Kafka's create-topic policy
+// may refuse topic configs (POLICY_VIOLATION or INVALID_CONFIG): it then
+// asks again without TopicConfigs, then with spec's Required configs only,
+// and warns once of those the topic was made without. It fails naming the
+// configs to create the topic beforehand with rather than make it without
+// its Required ones.
+func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSpec, factor int16) (kadm.CreateTopicResponse, error) {
+	own, required := map[string]*string{}, map[string]*string{}
+	for k, v := range spec.Configs {
+		own[k] = &v
+		if slices.Contains(spec.Required, k) {
+			required[k] = &v
+		}
+	}
+	asks := []map[string]*string{own}
+	if extra := kafkapubsub.TopicConfigs(factor); extra != nil {
+		all := maps.Clone(own)
+		maps.Copy(all, extra)
+		asks = []map[string]*string{all, own}
+	}
+	if len(required) < len(own) {
+		asks = append(asks, required)
+	}
+	show := func(configs map[string]*string) string {
+		kv := make([]string, 0, len(configs))
+		for _, k := range slices.Sorted(maps.Keys(configs)) {
+			kv = append(kv, k+"="+*configs[k])
+		}
+		return strings.Join(kv, ", ")
+	}
+	var refused error // the asks refused so far, each with Kafka's answer
+	for _, configs := range asks {
+		resp, err := adm.CreateTopic(ctx, spec.Partitions, factor, configs, spec.Name)
+		if len(configs) == 0 || !errors.Is(err, kerr.PolicyViolation) && !errors.Is(err, kerr.InvalidConfig) {
+			switch {
+			case refused == nil:
+			case err == nil:
+				dropped := maps.Clone(asks[0])
+				for k := range configs {
+					delete(dropped, k)
+				}
+				w.log.Warn().Str("topic", spec.Name).
+					Msg("Kafka refused the configs " + show(dropped) + " of topic " + spec.Name + " (" + refused.Error() + "): it is created without them, with the broker's (docs/design.md \"Topics\")")
+			default:
+				err = fmt.Errorf("%w (refused before %w)", err, refused)
+			}
+			return resp, err
+		}
+		if resp.ErrMessage != "" { // Kafka's own: which config, and why
+			err = fmt.Errorf("%w: %s", err, resp.ErrMessage)
+		}
+		err = fmt.Errorf("with %s: %w", show(configs), err)
+		if refused != nil {
+			err = fmt.Errorf("%w; then %w", refused, err)
+		}
+		refused = err
+	}
+	return kadm.CreateTopicResponse{}, fmt.Errorf("the brokers refuse its configs (asked %w), and it needs %s: create it beforehand with %s (docs/design.md \"Topics\")", refused, show(required), show(own))
 }
 
 // checkedConfigs are the topic configs EnsureTopics reads: the lock state

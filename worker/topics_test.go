@@ -5,8 +5,11 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -441,5 +444,145 @@ func TestEnsureTopicsWarnsOfAFactorAboveTheBrokers(t *testing.T) {
 			require.Contains(t, got[0], "new reply topics")
 			require.Contains(t, got[0], "until the brokers are up or the factor is lowered")
 		})
+	}
+}
+
+// refuseConfigs has c refuse, with code and Kafka's message "not allowed",
+// the creation of a topic asked with a config that refuse says is not
+// allowed; the others it makes as it would. asked returns the configs each
+// topic was asked with, in order, refused or not.
+func refuseConfigs(c *kfake.Cluster, code int16, refuse func(config string) bool) (asked func() map[string][]map[string]string) {
+	var mu sync.Mutex
+	got := map[string][]map[string]string{}
+	c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.CreateTopicsRequest)
+		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+		mu.Lock()
+		defer mu.Unlock()
+		refused := false
+		for _, rt := range req.Topics {
+			configs := map[string]string{}
+			st := kmsg.NewCreateTopicsResponseTopic()
+			st.Topic = rt.Topic
+			for _, rc := range rt.Configs {
+				configs[rc.Name] = *rc.Value
+				if refuse(rc.Name) {
+					refused = true
+					st.ErrorCode, st.ErrorMessage = code, kmsg.StringPtr("Topic config "+rc.Name+" is not allowed")
+				}
+			}
+			got[rt.Topic] = append(got[rt.Topic], configs)
+			resp.Topics = append(resp.Topics, st)
+		}
+		if !refused { // kadm asks for one topic at a time
+			return nil, nil, false
+		}
+		return resp, nil, true
+	})
+	return func() map[string][]map[string]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(got)
+	}
+}
+
+// Where a create-topic policy refuses min.insync.replicas
+// (POLICY_VIOLATION or INVALID_CONFIG), EnsureTopics asks again without it,
+// the lock state topic with its own configs, and warns once of each topic,
+// naming the config dropped and Kafka's message. Refused the state topic's
+// segment configs, it makes it compacted without them.
+func TestEnsureTopicsConfigsRefused(t *testing.T) {
+	names := topics.DefaultNames()
+	specs := worker.Topics(names, 4)
+	for _, tc := range []struct {
+		name    string
+		code    *kerr.Error
+		refused []string // the configs refused
+		// dropped: each topic made without configs asked, by name, and the
+		// warning's mention of them.
+		dropped map[string]string
+	}{
+		{name: "min.insync.replicas, POLICY_VIOLATION", code: kerr.PolicyViolation, refused: []string{"min.insync.replicas"}},
+		{name: "min.insync.replicas, INVALID_CONFIG", code: kerr.InvalidConfig, refused: []string{"min.insync.replicas"}},
+		{name: "segment configs", code: kerr.PolicyViolation, refused: []string{"segment.bytes", "segment.ms"},
+			dropped: map[string]string{names.State: "min.insync.replicas=2, segment.bytes=67108864, segment.ms=3600000"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			c := kafkatest.Cluster(t, kfake.NumBrokers(3))
+			asked := refuseConfigs(c, tc.code.Code, func(config string) bool { return slices.Contains(tc.refused, config) })
+			logs := &testlog.Buffer{}
+			w := idleWorker(t, c, worker.Config{Names: names, CommandsPartitions: 4, ReplicationFactor: 3, Logger: zerolog.New(logs)})
+			require.NoError(t, w.EnsureTopics(ctx))
+
+			dropped := tc.dropped
+			if dropped == nil {
+				dropped = map[string]string{}
+				for _, s := range specs {
+					dropped[s.Name] = "min.insync.replicas=2"
+				}
+			}
+			adm := kadm.NewClient(w.Client())
+			listed, err := adm.ListTopics(ctx)
+			require.NoError(t, err)
+			for _, s := range specs {
+				require.Len(t, listed[s.Name].Partitions, int(s.Partitions), s.Name)
+				for _, p := range listed[s.Name].Partitions {
+					require.Len(t, p.Replicas, 3, "%s partition %d", s.Name, p.Partition)
+				}
+				got := warnings(t, logs.String(), s.Name)
+				if dropped[s.Name] == "" {
+					require.Empty(t, got, s.Name)
+					require.Len(t, asked()[s.Name], 1, s.Name)
+					continue
+				}
+				require.Len(t, got, 1, s.Name)
+				require.Contains(t, got[0], "refused the configs "+dropped[s.Name]+" of topic "+s.Name)
+				require.Contains(t, got[0], tc.code.Message)
+				require.Contains(t, got[0], "not allowed", "Kafka's message")
+			}
+			state := kafkatest.TopicConfigs(t, ctx, adm, names.State)
+			require.Equal(t, "compact", state["cleanup.policy"])
+			if tc.dropped == nil {
+				require.Equal(t, "67108864", state["segment.bytes"])
+				require.Equal(t, "3600000", state["segment.ms"])
+			}
+		})
+	}
+}
+
+// Where a create-topic policy refuses every topic config, EnsureTopics
+// makes the topics without configs of their own, warned, but not the lock
+// state topic uncompacted: it fails, naming it and the configs to create
+// it beforehand with, having asked for it with its configs, then compacted
+// only, never without any.
+func TestEnsureTopicsStateTopicConfigsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := kafkatest.Cluster(t, kfake.NumBrokers(3))
+	asked := refuseConfigs(c, kerr.PolicyViolation.Code, func(string) bool { return true })
+	names := topics.DefaultNames()
+	logs := &testlog.Buffer{}
+	w := idleWorker(t, c, worker.Config{Names: names, ReplicationFactor: 3, Logger: zerolog.New(logs)})
+	err := w.EnsureTopics(ctx)
+	require.ErrorIs(t, err, kerr.PolicyViolation)
+	require.ErrorContains(t, err, `creating topic "`+names.State+`"`)
+	require.ErrorContains(t, err, "create it beforehand with cleanup.policy=compact, segment.bytes=67108864, segment.ms=3600000")
+	require.ErrorContains(t, err, "not allowed", "Kafka's message")
+
+	stateAsked := asked()[names.State]
+	require.Len(t, stateAsked, 3)
+	require.Equal(t, "2", stateAsked[0]["min.insync.replicas"])
+	require.Equal(t, worker.StateTopicConfigs(), stateAsked[1])
+	require.Equal(t, map[string]string{"cleanup.policy": "compact"}, stateAsked[2])
+	adm := kadm.NewClient(w.Client())
+	listed, err := adm.ListTopics(ctx)
+	require.NoError(t, err)
+	require.NotContains(t, listed, names.State)
+	for _, s := range worker.Topics(names, 16)[:6] {
+		require.Contains(t, listed, s.Name)
+		require.Len(t, warnings(t, logs.String(), s.Name), 1, s.Name)
 	}
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/omninode/lockworker/internal/auth"
 	"github.com/omninode/lockworker/internal/fetchbound"
 	"github.com/omninode/lockworker/internal/kafkalog"
-	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
@@ -71,7 +70,8 @@ type Config struct {
 	// EnsureTopics creates. Default 0 (or -1): the broker's
 	// default.replication.factor, which is 1 on a stock Apache Kafka. With
 	// 3 or more, they are created with min.insync.replicas=2
-	// (kafkapubsub.TopicConfigs).
+	// (kafkapubsub.TopicConfigs), unless the brokers refuse it
+	// (EnsureTopics).
 	ReplicationFactor int16
 	// WarnUnreplicated makes EnsureTopics warn, in one line naming them,
 	// of the topics of Topics (made now or before) that have a single
@@ -463,7 +463,9 @@ func New(cfg Config) (*Worker, error) {
 // EnsureTopics creates the worker's own topics (Topics) when they are
 // missing, with Config.ReplicationFactor replicas, and with
 // min.insync.replicas=2 besides their own configs when that is 3 or more
-// (kafkapubsub.TopicConfigs). Where the brokers refuse it the right to
+// (kafkapubsub.TopicConfigs); where a create-topic policy refuses configs,
+// without those it refused but a topic's Required ones, warned
+// (createTopic). Where the brokers refuse it the right to
 // create topics, it needs them made beforehand, and fails naming the first
 // that is not. A topic made beforehand keeps its replicas and configs: it
 // logs a warning when the lock state topic is not compacted
@@ -486,15 +488,7 @@ func (w *Worker) EnsureTopics(ctx context.Context) error {
 	var ask []string
 	for _, spec := range specs {
 		topic := spec.Name
-		create := make(map[string]*string, len(spec.Configs)+1)
-		maps.Copy(create, kafkapubsub.TopicConfigs(factor))
-		for k, v := range spec.Configs {
-			create[k] = &v
-		}
-		resp, err := adm.CreateTopic(ctx, spec.Partitions, factor, create, topic)
-		if err == nil {
-			err = resp.Err
-		}
+		resp, err := w.createTopic(ctx, adm, spec, factor)
 		switch {
 		case err == nil:
 			if len(resp.Configs) > 0 {
