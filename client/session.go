@@ -53,9 +53,10 @@ type Session struct {
 	err      error // why the session ended
 	leases   map[*Lease]bool
 	// closeCmd is Close's command, sent again (same request_id) by a Close
-	// after one that got no answer; closed is set once one was answered,
-	// and closeRefused to that answer when it was a refusal, which a later
-	// Close returns again.
+	// after one that got no answer, made anew after one refused without
+	// effect (newCloseCmd); closed is set once one was answered otherwise,
+	// and closeRefused to that answer when it was a refusal (the session is
+	// not ours: sessionGone), which a later Close returns again.
 	closeCmd     *topics.Command
 	closed       bool
 	closeRefused error
@@ -241,9 +242,11 @@ func (s *Session) update(ev topics.Event, sent sentAt) {
 // NewSession, or, where either tells none, one that occurred no later
 // than it or whose expires_at is earlier than its, is an earlier
 // session's of the ID, and ignored),
-// refused a keep-alive, answered one outside the contract (the session is
-// then closed, best effort), a keep-alive could not be sent as the token
-// (Config.Token) has expired (ErrUnauthenticated), or its expiry passed
+// refused a keep-alive (the session is then closed, best effort, unless
+// the refusal wraps ErrSessionNotFound or ErrNotOwner: any other applied
+// nothing, and the worker holds the session still), answered one outside
+// the contract (closed too, best effort), a keep-alive could not be sent
+// as the token (Config.Token) has expired (ErrUnauthenticated), or its expiry passed
 // without a confirmed keep-alive. Every lease of the session is then lost
 // too. It is not closed by Close.
 func (s *Session) Lost() <-chan struct{} { return s.lost }
@@ -274,11 +277,19 @@ func (s *Session) ExpiresAt() time.Time {
 // and so does one whose local deadline has passed though neither its
 // timer nor the boot-clock watch has run yet (the host has just woken from
 // a suspend): it is lost then, not closed.
-// The keep-alive stops at the first Close. Close after a Close that was
-// answered sends nothing and returns what that one did (nil, or the
-// refusal); after one that returned an error (ctx ended, no
-// answer), it sends the same command again, which the worker applies once:
-// its answer says whether the close took effect. Once the session's expiry
+// The keep-alive stops at the first Close. A refusal that applied nothing
+// and leaves the session open (any but ErrSessionNotFound and ErrNotOwner:
+// ErrRequestIDConflict, the request's stored outcome could not be read
+// back; ErrInvalidRequest, PostgreSQL refused to store the record;
+// ErrUnsupportedVersion) is sent once more under a new request_id; refused
+// again, Close returns that refusal, and the session is not closed: the
+// worker holds it, and its locks, until a Close that succeeds or its
+// expiry (its leases have ended as released here all the same). Close
+// after a Close that was answered otherwise sends nothing and returns what
+// that one did (nil, or the refusal); after one that returned an error
+// (ctx ended, no answer), it sends the same command again, which the
+// worker applies once: its answer says whether the close took effect;
+// after one refused again as above, a new one. Once the session's expiry
 // has passed, though, Close returns nil without sending: the session has
 // ended by itself, as expired, which is what the close was for. As with
 // Lease.Release, a ctx that has ended already does not stop Close: the
@@ -307,11 +318,7 @@ func (s *Session) Close(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	again := s.closeCmd != nil
-	if !again {
-		cmd := s.command(topics.OpSessionClose)
-		s.closeCmd = &cmd
-	}
-	cmd, done, refused := *s.closeCmd, s.closed || again && s.due(), s.closeRefused
+	cmd, done, refused := s.closeCommand(), s.closed || again && s.due(), s.closeRefused
 	s.mu.Unlock()
 	if done {
 		if refused != nil {
@@ -320,11 +327,22 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	ev, err := s.c.send(ctx, cmd)
+	if err == nil && ev.Type == topics.TypeRejected && !sessionGone(rejection(ev)) {
+		// Refused without an effect: the worker holds the session still.
+		// Sent once more under a new request_id, as Lease.Release does a
+		// release.
+		ev, err = s.c.send(ctx, s.newCloseCmd())
+	}
 	if err != nil {
 		return fmt.Errorf("closing session %q: %w", s.ID, err)
 	}
 	if ev.Type == topics.TypeRejected {
 		refused = rejection(ev)
+	}
+	if refused != nil && !sessionGone(refused) {
+		// Refused again: not closed, so a next Close tries anew.
+		s.newCloseCmd()
+		return fmt.Errorf("closing session %q: %w (the session may be held still, until its expiry)", s.ID, refused)
 	}
 	s.mu.Lock()
 	s.closed, s.closeRefused = true, refused
@@ -333,6 +351,35 @@ func (s *Session) Close(ctx context.Context) error {
 		return fmt.Errorf("closing session %q: %w", s.ID, refused)
 	}
 	return nil
+}
+
+// closeCommand is Close's command, made on first use and the same
+// (request_id) after, as Lease.releaseCmd. s.mu is held.
+func (s *Session) closeCommand() topics.Command {
+	if s.closeCmd == nil {
+		cmd := s.command(topics.OpSessionClose)
+		s.closeCmd = &cmd
+	}
+	return *s.closeCmd
+}
+
+// newCloseCmd makes Close's command anew, under a new request_id, after
+// one refused without effect, which would be answered alike.
+func (s *Session) newCloseCmd() topics.Command {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeCmd = nil
+	return s.closeCommand()
+}
+
+// sessionGone says a refusal of the session's keep-alive or close says the
+// session is not (or no longer) ours, so that nothing is left to close:
+// SESSION_NOT_FOUND, NOT_OWNER. Any other (REQUEST_ID_CONFLICT,
+// INVALID_REQUEST for a record PostgreSQL would not store,
+// UNSUPPORTED_VERSION) applied nothing, and the worker holds the session
+// still, as leaseGone says of a lease.
+func sessionGone(refusal error) bool {
+	return errors.Is(refusal, ErrSessionNotFound) || errors.Is(refusal, ErrNotOwner)
 }
 
 // lose ends the session as lost, and every lease in it; the first cause
@@ -470,9 +517,9 @@ func (s *Session) name(cmd *topics.Command) {
 }
 
 // keepAliveLoop keeps the session alive every third of its TTL until it
-// ends or the client closes. A refused keep-alive loses the session. One
-// left without an answer (it, or its answer, lost in transit) for a third
-// of the TTL, or ReplyTimeout if shorter, is sent again (the same
+// ends or the client closes. A refused keep-alive loses the session
+// (keepAliveAnswered). One left without an answer (it, or its answer, lost
+// in transit) for a third of the TTL, or ReplyTimeout if shorter, is sent again (the same
 // request_id: the answer to any copy is taken, however late, until the
 // session's deadline or RequestTimeout, whichever comes first), where exchange's usual resend after ReplyTimeout
 // would come past the deadline for a TTL under 1.5 ReplyTimeout. Its
@@ -524,9 +571,11 @@ func (s *Session) keepAliveLoop() {
 // been applied by the worker all the same: the session is then closed,
 // best effort, as keptAlive closes one lost to a late answer; not when the
 // worker ended it (session.expired, session.closed), nor when Close did.
-// An answer outside the contract (confirms) loses the session and closes
-// it, best effort, as NewSession does one so opened: the worker may keep
-// it, and would answer every keep-alive alike.
+// A refusal, or an answer outside the contract (confirms), loses the
+// session, and closes it, best effort, as NewSession does one so opened:
+// the worker may keep it (a refusal applied nothing, unless it says the
+// session is not ours: sessionGone), and would answer every keep-alive
+// alike.
 func (s *Session) keepAliveAnswered(ev topics.Event, err error, sent sentAt) {
 	switch {
 	case errors.Is(err, ErrUnauthenticated):
@@ -537,20 +586,33 @@ func (s *Session) keepAliveAnswered(ev topics.Event, err error, sent sentAt) {
 		// loop sends another), and may do so before the deadline's timer
 		// has lost the session.
 		s.expire()
-		if s.lostHere() {
-			_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
-		}
+		s.closeLostHere()
 	case ev.Type == topics.TypeRejected:
-		s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, rejection(ev)))
+		refused := rejection(ev)
+		s.lose(fmt.Errorf("%w: keep-alive refused: %w", ErrSessionLost, refused))
+		if !sessionGone(refused) {
+			// Nothing applied: the worker holds the session still. Lost
+			// here all the same, as the next keep-alive may be refused
+			// alike, and closed, or the worker holds its locks for nobody
+			// until its TTL.
+			s.closeLostHere()
+		}
 	default:
 		if err := s.confirms(ev); err != nil {
 			s.lose(fmt.Errorf("%w: keep-alive answered outside the contract: %w", ErrSessionLost, err))
-			if s.lostHere() { // not ended by the worker or Close before
-				_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
-			}
+			s.closeLostHere()
 			return
 		}
 		s.keptAlive(ev, sent)
+	}
+}
+
+// closeLostHere closes the session, best effort, when it was lost here
+// (lostHere): not ended by the worker or Close before, as the worker may
+// hold it still.
+func (s *Session) closeLostHere() {
+	if s.lostHere() {
+		_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
 	}
 }
 
@@ -585,9 +647,7 @@ func (s *Session) keptAlive(ev topics.Event, sent sentAt) {
 	if late {
 		s.expire()
 	}
-	if s.lostHere() {
-		_, _ = s.c.bestEffort(s.command(topics.OpSessionClose))
-	}
+	s.closeLostHere()
 }
 
 // WithSession acquires the lock in session s: the lease has no keep-alive

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -497,4 +498,152 @@ func TestOpenAnsweredForAnotherSessionIsRefused(t *testing.T) {
 	_, err = a.NewSession(ctx, time.Minute, WithSessionID("s-elsewhere"), WithSessionOwner("scoped-elsewhere"))
 	refused(a, err, "s-elsewhere", `session.opened for owner "elsewhere:scoped-elsewhere", not "scoped-elsewhere"`)
 	closedAs("scoped-elsewhere")
+}
+
+// A keep-alive refused with a code that applied nothing (REQUEST_ID_CONFLICT,
+// INVALID_REQUEST, UNSUPPORTED_VERSION: design.md, Error codes) leaves the
+// session, and every lock in it, held by the worker. The session is lost
+// here all the same (the next keep-alive may be refused alike), and closed,
+// best effort, as one answered outside the contract: else the worker holds
+// its locks for nobody until its TTL (up to an hour), and Session.Close,
+// finding it lost, sends nothing. A refusal that says the session is not
+// ours (SESSION_NOT_FOUND) sends no close: there is nothing to close.
+func TestKeepAliveRefusedWithoutEffectClosesTheSession(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const ttl = 3               // the first keep-alive at 1 s
+	codes := map[string]string{ // session ID -> its keep-alive's refusal
+		"conflict":  topics.CodeRequestIDConflict,
+		"invalid":   topics.CodeInvalidRequest,
+		"version":   topics.CodeUnsupportedVersion,
+		"not-found": topics.CodeSessionNotFound,
+	}
+	var mu sync.Mutex
+	closes := map[string]int{}
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, ttl))
+		case topics.OpSessionKeepAlive:
+			return one(rejectedEvent(cmd, codes[cmd.SessionID]))
+		case topics.OpSessionClose:
+			mu.Lock()
+			closes[cmd.SessionID]++
+			mu.Unlock()
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, ttl))
+		}
+		return nil
+	})
+	sessions := map[string]*Session{}
+	for id := range codes {
+		s, err := c.NewSession(ctx, ttl*time.Second, WithSessionID(id))
+		require.NoError(t, err)
+		sessions[id] = s
+	}
+	for id, s := range sessions {
+		select {
+		case <-s.Lost():
+		case <-ctx.Done():
+			t.Fatalf("session %q is not lost", id)
+		}
+		require.ErrorIs(t, s.Err(), ErrSessionLost, id)
+		require.ErrorContains(t, s.Err(), "keep-alive refused", id)
+		require.ErrorIs(t, s.Close(ctx), ErrSessionLost, "Close of %q returns the loss", id)
+	}
+	// Client.Close waits for the keep-alives, and so for their closes.
+	require.NoError(t, c.Close())
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, map[string]int{"conflict": 1, "invalid": 1, "version": 1}, closes)
+}
+
+// A session_close refused with a code that applied nothing leaves the
+// session open on the worker, its keep-alive stopped by the Close. Close
+// sends it once more at once, under a new request_id, as Lease.Release
+// does a release; refused again, the session is not taken as closed, and a
+// later Close sends anew (a new request_id), rather than return the same
+// refusal while the worker holds the session's locks until its TTL. A
+// refusal that says the session is not ours (SESSION_NOT_FOUND) is the
+// close's answer, as before: a later Close returns it and sends nothing.
+func TestCloseRefusedWithoutEffectIsSentAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	refuse := map[string]int{} // session ID -> closes to refuse
+	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "invalid": topics.CodeInvalidRequest, "not-found": topics.CodeSessionNotFound}
+	var closes []topics.Command
+	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpSessionOpen:
+			return one(sessionEvent(cmd, topics.TypeSessionOpened, 30))
+		case topics.OpSessionKeepAlive:
+			return one(sessionEvent(cmd, topics.TypeSessionKeptAlive, 30))
+		case topics.OpSessionClose:
+			mu.Lock()
+			defer mu.Unlock()
+			closes = append(closes, cmd)
+			if refuse[cmd.SessionID] > 0 {
+				refuse[cmd.SessionID]--
+				return one(rejectedEvent(cmd, codes[cmd.SessionID]))
+			}
+			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
+		}
+		return nil
+	})
+	// open opens session id whose first n closes are refused.
+	open := func(t *testing.T, id string, n int) *Session {
+		mu.Lock()
+		refuse[id] = n
+		mu.Unlock()
+		s, err := c.NewSession(ctx, 30*time.Second, WithSessionID(id))
+		require.NoError(t, err)
+		return s
+	}
+	// sent is the closes sent since the before-th.
+	sent := func(before int) []topics.Command {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(closes[before:])
+	}
+	count := func() int { return len(sent(0)) }
+	requestIDs := func(cmds []topics.Command) map[string]bool {
+		ids := map[string]bool{}
+		for _, cmd := range cmds {
+			ids[cmd.RequestID] = true
+		}
+		return ids
+	}
+
+	t.Run("then closed", func(t *testing.T) {
+		s := open(t, "conflict", 1)
+		before := count()
+		require.NoError(t, s.Close(ctx), "closed by the second request")
+		cl := sent(before)
+		require.Len(t, cl, 2)
+		require.Len(t, requestIDs(cl), 2, "the second under a new request_id")
+		require.NoError(t, s.Close(ctx))
+		require.Len(t, sent(before), 2, "closed: a later Close sends nothing")
+	})
+	t.Run("refused again", func(t *testing.T) {
+		s := open(t, "invalid", 2)
+		before := count()
+		err := s.Close(ctx)
+		require.ErrorIs(t, err, ErrInvalidRequest)
+		require.ErrorContains(t, err, "may be held still")
+		require.ErrorIs(t, context.Cause(s.Context()), ErrSessionClosed, "the keep-alive stopped all the same")
+		require.Len(t, sent(before), 2)
+		require.NoError(t, s.Close(ctx), "a later Close sends anew")
+		cl := sent(before)
+		require.Len(t, cl, 3)
+		require.Len(t, requestIDs(cl), 3, "each under a new request_id")
+		require.NoError(t, s.Close(ctx))
+		require.Len(t, sent(before), 3, "closed: a later Close sends nothing")
+	})
+	t.Run("not ours", func(t *testing.T) {
+		s := open(t, "not-found", 1)
+		before := count()
+		require.ErrorIs(t, s.Close(ctx), ErrSessionNotFound)
+		require.ErrorIs(t, s.Close(ctx), ErrSessionNotFound, "the answer, returned again")
+		require.Len(t, sent(before), 1, "nothing to close: sent once")
+	})
 }
