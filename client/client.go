@@ -282,17 +282,14 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 	}
 	adm := kadm.NewClient(c.prod)
 	configs := kafkapubsub.TopicConfigs(c.cfg.ReplyTopicReplicationFactor)
-	_, err := adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, configs, c.replyTopic)
-	if configs != nil && (errors.Is(err, kerr.PolicyViolation) || errors.Is(err, kerr.InvalidConfig)) {
-		// A Kafka whose policy fixes topic configs refuses any: the topic
-		// as the broker makes it, rather than no client at all, and said.
-		refused := err
+	// A Kafka whose policy fixes topic configs refuses any: the topic as
+	// the broker makes it, rather than no client at all, and said.
+	errs, refused := kafkapubsub.CreateTopics(ctx, adm, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, configs, c.replyTopic)
+	err := errs[0]
+	if refused[0] != nil {
 		// The producer's logger: the reader is not made yet.
 		logTo(c.prod, kgo.LogLevelWarn, "the broker refused the reply topic's min.insync.replicas=2; creating it with the broker's",
-			"topic", c.replyTopic, "err", refused)
-		if _, err = adm.CreateTopic(ctx, c.cfg.ReplyTopicPartitions, c.cfg.ReplyTopicReplicationFactor, nil, c.replyTopic); err != nil {
-			err = fmt.Errorf("%w (asked first with min.insync.replicas=2: %w)", err, refused)
-		}
+			"topic", c.replyTopic, "err", refused[0])
 	}
 	// Kafka checks the right to create before whether the topic exists: a
 	// requester that may not create topics may still have its reply topic,

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -125,7 +124,10 @@ type PublisherConfig struct {
 	// AutoCreateTopics. Zero (default) means the broker's
 	// default.replication.factor. It cannot exceed the number of brokers.
 	// With 3 or more, topics are created with min.insync.replicas=2
-	// (TopicConfigs).
+	// (TopicConfigs); a topic the broker refuses it (POLICY_VIOLATION,
+	// INVALID_CONFIG: a policy that fixes topic configs) is created with
+	// the broker's, and the client's logger (kgo.WithLogger) warned once
+	// per topic (CreateTopics).
 	TopicReplicationFactor int16
 
 	// PurgeInterval is how often the publisher asks the brokers whether the
@@ -264,7 +266,7 @@ func NewPublisher(cfg PublisherConfig, logger watermill.LoggerAdapter) (*Publish
 	}
 
 	if cfg.AutoCreateTopics {
-		p.topics = newTopicCreator(kadm.NewClient(p.client), cfg.TopicPartitions, cfg.TopicReplicationFactor)
+		p.topics = newTopicCreator(p.client, cfg.TopicPartitions, cfg.TopicReplicationFactor)
 		p.autoPrefix = cfg.AutoCreatePrefix
 	}
 	p.purgePrefix = cfg.PurgePrefix

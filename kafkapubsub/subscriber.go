@@ -9,7 +9,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -108,7 +107,9 @@ type SubscriberConfig struct {
 	// TopicReplicationFactor is the replication factor of topics created by
 	// SubscribeInitialize. Zero (default) means the broker's
 	// default.replication.factor. With 3 or more, topics are created with
-	// min.insync.replicas=2 (TopicConfigs).
+	// min.insync.replicas=2 (TopicConfigs); a topic the broker refuses it
+	// (POLICY_VIOLATION, INVALID_CONFIG) is created with the broker's, and
+	// the client's logger (kgo.WithLogger) warned (CreateTopics).
 	TopicReplicationFactor int16
 }
 
@@ -159,7 +160,7 @@ func NewSubscriber(cfg SubscriberConfig, logger watermill.LoggerAdapter) (*Subsc
 		cfg:     cfg,
 		logger:  logger,
 		admin:   admin,
-		topics:  newTopicCreator(kadm.NewClient(admin), cfg.TopicPartitions, cfg.TopicReplicationFactor),
+		topics:  newTopicCreator(admin, cfg.TopicPartitions, cfg.TopicReplicationFactor),
 		closing: closing,
 		cancel:  cancel,
 	}, nil

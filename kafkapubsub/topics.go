@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // topicCreator creates topics at most once per topic while creation
@@ -15,6 +18,7 @@ import (
 // deleted since is forgotten when a publish finds it missing (forget), so
 // the next publish creates it again.
 type topicCreator struct {
+	client            *kgo.Client // its logger is told of a creation without configs
 	admin             *kadm.Client
 	partitions        int32
 	replicationFactor int16
@@ -29,7 +33,7 @@ type creation struct {
 	err  error
 }
 
-func newTopicCreator(admin *kadm.Client, partitions int32, replicationFactor int16) *topicCreator {
+func newTopicCreator(client *kgo.Client, partitions int32, replicationFactor int16) *topicCreator {
 	// Zero means "broker default", which CreateTopics spells -1.
 	if partitions == 0 {
 		partitions = -1
@@ -38,7 +42,8 @@ func newTopicCreator(admin *kadm.Client, partitions int32, replicationFactor int
 		replicationFactor = -1
 	}
 	return &topicCreator{
-		admin:             admin,
+		client:            client,
+		admin:             kadm.NewClient(client),
 		partitions:        partitions,
 		replicationFactor: replicationFactor,
 		configs:           TopicConfigs(replicationFactor),
@@ -63,6 +68,73 @@ func TopicConfigs(replicationFactor int16) map[string]*string {
 	}
 	two := "2"
 	return map[string]*string{"min.insync.replicas": &two}
+}
+
+// CreateTopics creates topics (distinct) as kadm's CreateTopics does, with
+// configs, and asks again without them for those the broker refused for
+// them, POLICY_VIOLATION or INVALID_CONFIG: a Kafka whose policy fixes topic
+// configs (a managed one) refuses any, and the topic as the broker makes it
+// beats none. It returns each topic's error (nil when created; no answer
+// for a topic is an error) and, for each topic asked again, the first
+// refusal, for the caller to say so; such a topic's error is the second
+// request's, with the first refusal in its text only, so that it is
+// classified as the second answer says.
+func CreateTopics(ctx context.Context, adm *kadm.Client, partitions int32, replicationFactor int16, configs map[string]*string, topics ...string) (errs, refused []error) {
+	errs = createTopics(ctx, adm, partitions, replicationFactor, configs, topics)
+	refused = make([]error, len(topics))
+	var again []string
+	for i, err := range errs {
+		if len(configs) > 0 && (errors.Is(err, kerr.PolicyViolation) || errors.Is(err, kerr.InvalidConfig)) {
+			refused[i] = err
+			again = append(again, topics[i])
+		}
+	}
+	if len(again) == 0 {
+		return errs, refused
+	}
+	second := createTopics(ctx, adm, partitions, replicationFactor, nil, again)
+	k := 0
+	for i := range topics {
+		if refused[i] == nil {
+			continue
+		}
+		if errs[i] = second[k]; errs[i] != nil {
+			errs[i] = fmt.Errorf("%w (asked first with %s: %v)", errs[i], configsText(configs), refused[i])
+		}
+		k++
+	}
+	return errs, refused
+}
+
+// createTopics is kadm's CreateTopics, answered per topic.
+func createTopics(ctx context.Context, adm *kadm.Client, partitions int32, replicationFactor int16, configs map[string]*string, topics []string) []error {
+	resps, reqErr := adm.CreateTopics(ctx, partitions, replicationFactor, configs, topics...)
+	errs := make([]error, len(topics))
+	for i, topic := range topics {
+		switch r, ok := resps[topic]; {
+		case reqErr != nil:
+			errs[i] = reqErr
+		case !ok:
+			errs[i] = errors.New("no answer for the topic")
+		default:
+			errs[i] = r.Err
+		}
+	}
+	return errs
+}
+
+// configsText is configs as name=value, by name.
+func configsText(configs map[string]*string) string {
+	var kv []string
+	for k, v := range configs {
+		if v == nil {
+			kv = append(kv, k+"=null")
+		} else {
+			kv = append(kv, k+"="+*v)
+		}
+	}
+	slices.Sort(kv)
+	return strings.Join(kv, ",")
 }
 
 // ensure creates the topics that do not exist, those not known yet in one
@@ -171,19 +243,18 @@ func (tc *topicCreator) forget(topic string) {
 // create creates topics (distinct) and returns each one's error; a refusal
 // to create one (no CREATE permission, which Kafka checks before whether the
 // topic exists) leaves it to the produce: a topic provisioned elsewhere is
-// written.
+// written. A topic created without its configs (CreateTopics) is warned of
+// to the client's logger (kgo.WithLogger), where the relay's operator looks:
+// once, since a creation that took is remembered.
 func (tc *topicCreator) create(ctx context.Context, topics []string) []error {
-	resps, reqErr := tc.admin.CreateTopics(ctx, tc.partitions, tc.replicationFactor, tc.configs, topics...)
+	got, refused := CreateTopics(ctx, tc.admin, tc.partitions, tc.replicationFactor, tc.configs, topics...)
 	errs := make([]error, len(topics))
 	for i, topic := range topics {
-		err := reqErr
-		if err == nil {
-			r, ok := resps[topic]
-			switch {
-			case !ok:
-				err = errors.New("no answer for the topic")
-			default:
-				err = r.Err
+		err := got[i]
+		if err == nil && refused[i] != nil {
+			if l, _ := tc.client.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= kgo.LogLevelWarn {
+				l.Log(kgo.LogLevelWarn, "the broker refused the topic's configs "+configsText(tc.configs)+"; created it with the broker's",
+					"topic", topic, "err", refused[i])
 			}
 		}
 		switch {

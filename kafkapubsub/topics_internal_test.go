@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -41,7 +40,7 @@ func TestEnsureOutlivesAnotherCallersContext(t *testing.T) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	require.NoError(t, err)
 	defer cl.Close()
-	tc := newTopicCreator(kadm.NewClient(cl), 1, 1)
+	tc := newTopicCreator(cl, 1, 1)
 
 	first, cancel := context.WithCancel(context.Background())
 	firstDone := make(chan []error, 1)

@@ -21,9 +21,11 @@ const (
 	// for ReasonReplicas, refused on end for ParkFor (see there).
 	KafkaAway Failure = iota
 	// TopicRefused: the topic cannot be written (not authorized, does not
-	// exist and could not be created: a name or partition count Kafka
-	// refuses, a policy). Counted per row; after MaxAttempts the topic's
-	// waiting rows are parked for ParkFor.
+	// exist and could not be created: a name, partition count, config or
+	// request Kafka refuses, a policy, none of which a wait changes; a
+	// creation refused only its configs was asked again without them,
+	// kafkapubsub.CreateTopics). Counted per row; after MaxAttempts the
+	// topic's waiting rows are parked for ParkFor.
 	TopicRefused
 	// RecordRefused: Kafka will never take this record (too large,
 	// invalid), or the row cannot become a record. The row is parked for
@@ -55,6 +57,9 @@ func Classify(err error) (Failure, string) {
 		kerr.UnknownTopicOrPartition, // missing and not (or not yet) created
 		kerr.InvalidTopicException,
 		kerr.PolicyViolation,
+		kerr.InvalidConfig, // refused even without the configs asked
+		kerr.InvalidReplicaAssignment,
+		kerr.InvalidRequest,
 		kerr.InvalidPartitions: // the count asked for, which no wait changes
 		return TopicRefused, ke.Message
 	case kerr.MessageTooLarge,

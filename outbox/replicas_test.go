@@ -113,20 +113,27 @@ func TestLastingReplicasRefusalParks(t *testing.T) {
 	assert.EqualValues(t, 1, n, "/health's count")
 }
 
-// A creation refused INVALID_PARTITIONS stays a refusal, parked after
-// MaxAttempts: Kafka answers so the partition count asked for (the
-// broker's num.partitions, for the relay's publisher), which no wait
-// changes.
-func TestInvalidPartitionsRefused(t *testing.T) {
+// A creation refused INVALID_PARTITIONS, INVALID_CONFIG,
+// INVALID_REPLICA_ASSIGNMENT, INVALID_REQUEST or POLICY_VIOLATION stays a
+// refusal, parked after MaxAttempts: Kafka answers so the partition count
+// asked for (the broker's num.partitions, for the relay's publisher), the
+// topic's configs (even without those asked: kafkapubsub.CreateTopics), or
+// the request, none of which a wait changes.
+func TestCreationRefusals(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t)
-	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.CreateTopics}, Err: kerr.InvalidPartitions, Count: -1})
-	pub := newPublisher(t, c.ListenAddrs(), true)
-	err := pub.Publish("locks.replies.new", message.NewMessage("u", []byte("v")))
-	require.ErrorIs(t, err, kerr.InvalidPartitions)
-	kind, reason := outbox.Classify(err)
-	assert.Equal(t, outbox.TopicRefused, kind, "%v", err)
-	assert.Equal(t, "INVALID_PARTITIONS", reason)
+	for _, refusal := range []*kerr.Error{kerr.InvalidPartitions, kerr.InvalidConfig, kerr.InvalidReplicaAssignment, kerr.InvalidRequest, kerr.PolicyViolation} {
+		t.Run(refusal.Message, func(t *testing.T) {
+			t.Parallel()
+			c := newCluster(t)
+			c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.CreateTopics}, Err: refusal, Count: -1})
+			pub := newPublisher(t, c.ListenAddrs(), true)
+			err := pub.Publish("locks.replies.new", message.NewMessage("u", []byte("v")))
+			require.ErrorIs(t, err, refusal)
+			kind, reason := outbox.Classify(err)
+			assert.Equal(t, outbox.TopicRefused, kind, "%v", err)
+			assert.Equal(t, refusal.Message, reason)
+		})
+	}
 }
 
 // Reply topics whose creation Kafka refuses INVALID_REPLICATION_FACTOR,
