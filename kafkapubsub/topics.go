@@ -84,7 +84,7 @@ func CreateTopics(ctx context.Context, adm *kadm.Client, partitions int32, repli
 	refused = make([]error, len(topics))
 	var again []string
 	for i, err := range errs {
-		if len(configs) > 0 && (errors.Is(err, kerr.PolicyViolation) || errors.Is(err, kerr.InvalidConfig)) {
+		if len(configs) > 0 && ConfigsRefused(err) {
 			refused[i] = err
 			again = append(again, topics[i])
 		}
@@ -99,7 +99,7 @@ func CreateTopics(ctx context.Context, adm *kadm.Client, partitions int32, repli
 			continue
 		}
 		if errs[i] = second[k]; errs[i] != nil {
-			errs[i] = fmt.Errorf("%w (asked first with %s: %v)", errs[i], configsText(configs), refused[i])
+			errs[i] = fmt.Errorf("%w (asked first with %s: %v)", errs[i], ConfigsText(configs), refused[i])
 		}
 		k++
 	}
@@ -123,8 +123,15 @@ func createTopics(ctx context.Context, adm *kadm.Client, partitions int32, repli
 	return errs
 }
 
-// configsText is configs as name=value, by name.
-func configsText(configs map[string]*string) string {
+// ConfigsRefused says a topic's creation was refused for the configs
+// asked (POLICY_VIOLATION, INVALID_CONFIG): a create-topic policy that
+// fixes them, which the same creation without configs may pass.
+func ConfigsRefused(err error) bool {
+	return errors.Is(err, kerr.PolicyViolation) || errors.Is(err, kerr.InvalidConfig)
+}
+
+// ConfigsText is configs as name=value, by name, comma-separated.
+func ConfigsText(configs map[string]*string) string {
 	var kv []string
 	for k, v := range configs {
 		if v == nil {
@@ -134,7 +141,7 @@ func configsText(configs map[string]*string) string {
 		}
 	}
 	slices.Sort(kv)
-	return strings.Join(kv, ",")
+	return strings.Join(kv, ", ")
 }
 
 // ensure creates the topics that do not exist, those not known yet in one
@@ -253,7 +260,7 @@ func (tc *topicCreator) create(ctx context.Context, topics []string) []error {
 		err := got[i]
 		if err == nil && refused[i] != nil {
 			if l, _ := tc.client.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= kgo.LogLevelWarn {
-				l.Log(kgo.LogLevelWarn, "the broker refused the topic's configs "+configsText(tc.configs)+"; created it with the broker's",
+				l.Log(kgo.LogLevelWarn, "the broker refused the topic's configs "+ConfigsText(tc.configs)+"; created it with the broker's",
 					"topic", topic, "err", refused[i])
 			}
 		}

@@ -95,17 +95,10 @@ func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSp
 	if len(required) < len(own) {
 		asks = append(asks, required)
 	}
-	show := func(configs map[string]*string) string {
-		kv := make([]string, 0, len(configs))
-		for _, k := range slices.Sorted(maps.Keys(configs)) {
-			kv = append(kv, k+"="+*configs[k])
-		}
-		return strings.Join(kv, ", ")
-	}
 	var refused error // the asks refused so far, each with Kafka's answer
 	for _, configs := range asks {
 		resp, err := adm.CreateTopic(ctx, spec.Partitions, factor, configs, spec.Name)
-		if len(configs) == 0 || !errors.Is(err, kerr.PolicyViolation) && !errors.Is(err, kerr.InvalidConfig) {
+		if len(configs) == 0 || !kafkapubsub.ConfigsRefused(err) {
 			switch {
 			case refused == nil:
 			case err == nil:
@@ -114,7 +107,7 @@ func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSp
 					delete(dropped, k)
 				}
 				w.log.Warn().Str("topic", spec.Name).
-					Msg("Kafka refused the configs " + show(dropped) + " of topic " + spec.Name + " (" + refused.Error() + "): it is created without them, with the broker's (docs/design.md \"Topics\")")
+					Msg("Kafka refused the configs " + kafkapubsub.ConfigsText(dropped) + " of topic " + spec.Name + " (" + refused.Error() + "): it is created without them, with the broker's (docs/design.md \"Topics\")")
 			default:
 				err = fmt.Errorf("%w (refused before %w)", err, refused)
 			}
@@ -123,13 +116,13 @@ func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSp
 		if resp.ErrMessage != "" { // Kafka's own: which config, and why
 			err = fmt.Errorf("%w: %s", err, resp.ErrMessage)
 		}
-		err = fmt.Errorf("with %s: %w", show(configs), err)
+		err = fmt.Errorf("with %s: %w", kafkapubsub.ConfigsText(configs), err)
 		if refused != nil {
 			err = fmt.Errorf("%w; then %w", refused, err)
 		}
 		refused = err
 	}
-	return kadm.CreateTopicResponse{}, fmt.Errorf("the brokers refuse its configs (asked %w), and it needs %s: create it beforehand with %s (docs/design.md \"Topics\")", refused, show(required), show(own))
+	return kadm.CreateTopicResponse{}, fmt.Errorf("the brokers refuse its configs (asked %w), and it needs %s: create it beforehand with %s (docs/design.md \"Topics\")", refused, kafkapubsub.ConfigsText(required), kafkapubsub.ConfigsText(own))
 }
 
 // checkedConfigs are the topic configs EnsureTopics reads: the lock state
