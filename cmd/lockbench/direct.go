@@ -197,6 +197,30 @@ type CeilingResult struct {
 	CPU          cpuUse  `json:"cpu"`
 }
 
+// ceilingRun is a ceiling run's commands per batch and its label.
+type ceilingRun struct {
+	batch int
+	label string
+}
+
+// ceilingRuns are the ceiling's runs: scenario 1's batching, or
+// --ceiling-batch's in its place (labelled so: the ceiling-fraction goal is
+// not judged against it), then large batches unless that is the same batch.
+func ceilingRuns(cfg *Config) []ceilingRun {
+	first := ceilingRun{cfg.sameBatching(), "same batching as scenario 1"}
+	if cfg.CeilingBatch != 0 && cfg.CeilingBatch != first.batch {
+		first = ceilingRun{cfg.CeilingBatch, fmt.Sprintf("--ceiling-batch %d", cfg.CeilingBatch)}
+	}
+	if cfg.CeilingBigBatch == first.batch {
+		return []ceilingRun{first}
+	}
+	return []ceilingRun{first, {cfg.CeilingBigBatch, "large batches"}}
+}
+
+// sameBatching is the ceiling's batch that batches as scenario 1's worker
+// does: the closed loop's clients shared among its appliers.
+func (c *Config) sameBatching() int { return max(2, c.Clients/c.CeilingAppliers) }
+
 func ceiling(ctx context.Context, st *store.Store, pg *postmaster, label string, appliers, batchSize int, dur time.Duration, poolConns int, run string) (CeilingResult, error) {
 	res := CeilingResult{Label: label, Transactions: appliers, Batch: batchSize, PoolConns: poolConns}
 	half := max(batchSize/2, 1)

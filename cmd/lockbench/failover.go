@@ -138,11 +138,23 @@ func (f *replicaFaults) restart(c *faultCounts, r *chaos.Replica) error {
 func (f *replicaFaults) kill(c *faultCounts, r *chaos.Replica) error {
 	err := r.Kill()
 	if errors.Is(err, chaos.ErrExitedUnasked) {
-		c.ExitedUnasked++
-		f.progress("failover: %v; counted, and it starts again", err)
+		f.exitedUnasked(c, err, "; counted, and it starts again")
 		return nil
 	}
 	return err
+}
+
+// exitedUnasked counts in c a replica found exited that no fault stopped
+// (err), and says so, then what follows. Once the run is cut short it
+// counts none: the signal that ended it reaches the replicas too (a
+// terminal's Ctrl-C goes to the whole process group), and their exit is
+// no crash.
+func (f *replicaFaults) exitedUnasked(c *faultCounts, err error, then string) {
+	if f.ctx.Err() != nil {
+		return
+	}
+	c.ExitedUnasked++
+	f.progress("failover: %v%s", err, then)
 }
 
 // term SIGTERMs r and waits up to grace for it to exit (then kills it);
@@ -154,7 +166,8 @@ func (f *replicaFaults) term(c *faultCounts, r *chaos.Replica, grace time.Durati
 		c.SIGTERMs++
 		return nil
 	case errors.Is(err, chaos.ErrExitedUnasked): // gone before the signal
-		c.ExitedUnasked++
+		f.exitedUnasked(c, err, "; counted, and it starts again")
+		return nil
 	case errors.Is(err, chaos.ErrUncleanStop): // a non-zero exit after the signal, or killed after grace
 		c.SIGTERMs++
 		c.UncleanStops++
@@ -247,14 +260,16 @@ func proxied(dbURL string) (*tcpproxy.Proxy, string, error) {
 // that the rebalance the restart causes is over before the next fault and
 // is not charged to it.
 func (f *replicaFaults) checkExits(c *faultCounts, pause time.Duration) error {
+	if err := f.ctx.Err(); err != nil {
+		return err // cut short: the replicas stop with the run
+	}
 	restarted := false
 	for _, r := range f.replicas {
 		err := r.Err()
 		if err == nil {
 			continue
 		}
-		c.ExitedUnasked++
-		f.progress("failover: %v; counted, and it starts again", err)
+		f.exitedUnasked(c, err, "; counted, and it starts again")
 		_ = r.Kill() // forgets the exited process: its error is err
 		if err := f.restart(c, r); err != nil {
 			return err
@@ -274,8 +289,7 @@ func (f *replicaFaults) checkExits(c *faultCounts, pause time.Duration) error {
 func (f *replicaFaults) countExits(c *faultCounts) {
 	for _, r := range f.replicas {
 		if err := r.Err(); err != nil {
-			c.ExitedUnasked++
-			f.progress("failover: %v after the last fault; counted", err)
+			f.exitedUnasked(c, err, " after the last fault; counted")
 		}
 	}
 }
@@ -385,13 +399,18 @@ type FailoverResult struct {
 	// those that ended while their partition had no owner, the worst time
 	// from the takeover to their lock.expired, and those that ended with no
 	// lock.expired.
-	Orphaned          int     `json:"orphaned_leases"`
-	ExpiredAfterMS    float64 `json:"expired_after_takeover_ms"`
-	Unexpired         int     `json:"unexpired_leases"`
-	Commands          int     `json:"commands"`
-	Unanswered        int     `json:"unanswered"`
-	Resends           int     `json:"resends"`
-	ContractViolation string  `json:"contract_violation,omitempty"`
+	Orphaned       int     `json:"orphaned_leases"`
+	ExpiredAfterMS float64 `json:"expired_after_takeover_ms"`
+	Unexpired      int     `json:"unexpired_leases"`
+	Commands       int     `json:"commands"`
+	Unanswered     int     `json:"unanswered"`
+	Resends        int     `json:"resends"`
+	// CutShort says the run's context ended (a signal) before its figures
+	// were taken. The signal reaches the replicas and devkafka too: the
+	// unanswered commands and the last phase's worst time to answer are
+	// not judged, and no replica's exit after it is counted.
+	CutShort          bool   `json:"cut_short,omitempty"`
+	ContractViolation string `json:"contract_violation,omitempty"`
 	// TableDiff is where the lock state topic, read from its start, and the
 	// database's locks still differed after the run (chaos.CompareTable).
 	TableDiff string `json:"table_diff,omitempty"`
@@ -487,6 +506,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 	finish := func() {
 		load.Stop(2 * settle)
 		stopped = true
+		res.CutShort = ctx.Err() != nil
 		res.Phases = ps.results()
 		all := load.Stats()
 		res.Commands, res.Unanswered, res.Resends = all.Commands, all.Unanswered, load.Resends()
@@ -577,7 +597,7 @@ func failover(ctx context.Context, cfg *Config, progress func(string, ...any), l
 func (r *Report) failoverGoals(f *FailoverResult) {
 	limit := f.SessionTimeoutMS + 2000
 	exitedUnasked, failedStarts := 0, 0
-	for _, p := range f.Phases {
+	for i, p := range f.Phases {
 		exitsZero := func(what string) {
 			r.goal("failover", what, "all", float64(p.SIGTERMs-p.UncleanStops), fmt.Sprintf(" of %s", fmtNum(float64(p.SIGTERMs))), p.UncleanStops == 0, p.SIGTERMs > 0)
 		}
@@ -585,6 +605,9 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 		// nothing left unanswered.
 		worst := func(fault string, limitMS float64) {
 			r.goal("failover", fault+": worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limitMS)), p.WorstMS, " ms", p.WorstMS <= limitMS && p.Unanswered == 0, p.Commands > 0)
+			if f.CutShort && i == len(f.Phases)-1 {
+				r.unjudged()
+			}
 		}
 		switch {
 		case strings.HasPrefix(p.Fault, "SIGKILL"):
@@ -613,6 +636,11 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 		r.Goals[len(r.Goals)-1].Measured += fmt.Sprintf(", %d never expired", f.Unexpired)
 	}
 	r.goal("failover", "unanswered commands", "0", float64(f.Unanswered), fmt.Sprintf(" of %s", fmtNum(float64(f.Commands))), f.Unanswered == 0, true)
+	if f.CutShort {
+		r.unjudged()
+		r.note("failover: cut short by a signal, which reaches the replicas and devkafka too: the unanswered commands and " +
+			"the last phase's worst time to answer are not judged, and no replica's exit after it is counted")
+	}
 	r.goal("failover", "replicas exited unasked (crashed between faults)", "0", float64(exitedUnasked), "", exitedUnasked == 0, len(f.Phases) > 0)
 	r.goal("failover", "replica starts that failed (exited or not ready)", "0", float64(failedStarts), "", failedStarts == 0, len(f.Phases) > 0)
 	kept := f.ContractViolation == "" && f.TableDiff == ""

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -297,6 +298,49 @@ func TestFailoverCountsAnExitAfterTheLastFault(t *testing.T) {
 	res := ps.results()
 	require.Equal(t, faultCounts{ExitedUnasked: 1}, res[0].faultCounts)
 	require.Contains(t, (*said)[len(*said)-1], "replica crashed exited unasked (exit status 2) after the last fault; counted")
+}
+
+// A signal (a terminal's Ctrl-C, sent to the whole process group) cuts
+// the run short and stops the replicas too, which drain and exit 0: no
+// look counts them as exited unasked, or starts them again, and the
+// unanswered commands, and the last phase's worst time to answer, are not
+// judged.
+func TestFailoverCountsNoExitAfterASignal(t *testing.T) {
+	a := shReplica(t, "a", `trap 'exit 0' INT; `+loop)
+	b := shReplica(t, "b", `trap 'exit 0' INT; `+loop)
+	f, said := testFaults(t, a, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.ctx = ctx
+	ps := &phases{ctx: ctx, faults: f, stats: fakeStats}
+	require.NoError(t, ps.run("SIGKILL one of three", 1, 0, func(int, *faultCounts) error { return nil }))
+	cancel()
+	for _, r := range []*chaos.Replica{a, b} {
+		require.NoError(t, r.Signal(syscall.SIGINT))
+		exited(t, r)
+	}
+	var c faultCounts
+	require.ErrorIs(t, f.checkExits(&c, 0), context.Canceled)
+	require.NoError(t, f.kill(&c, a))
+	require.NoError(t, f.term(&c, b, time.Second))
+	require.Equal(t, faultCounts{}, c)
+	res := ps.results()
+	require.Equal(t, faultCounts{}, res[0].faultCounts)
+	require.NotContains(t, strings.Join(*said, "\n"), "counted")
+
+	fr := &FailoverResult{Phases: res, CutShort: true, Commands: 100, Unanswered: 3}
+	fr.Phases[0].Commands, fr.Phases[0].Unanswered, fr.Phases[0].WorstMS = 100, 3, 200
+	r := newReport(&Config{})
+	r.failoverGoals(fr)
+	for _, g := range r.Goals {
+		switch {
+		case strings.HasPrefix(g.What, "replicas exited unasked"):
+			require.Equal(t, "0", g.Measured)
+			require.True(t, *g.Met)
+		case strings.HasPrefix(g.What, "unanswered commands"), strings.HasPrefix(g.What, "SIGKILL: worst time"):
+			require.Nil(t, g.Met, g.What)
+		}
+	}
+	require.Contains(t, strings.Join(r.Notes, "\n"), "failover: cut short by a signal")
 }
 
 // ticks is a replica script body that appends a line to file every 20 ms:

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/omninode/lockworker/internal/chaos"
 )
 
 // hist records durations in microseconds, from 1 µs to 10 minutes with 3
@@ -66,12 +68,7 @@ func distOf(ds []time.Duration) dist {
 	for _, d := range s {
 		sum += d
 	}
-	// The nearest rank: the pct-th percentile is the ceil(pct/100 * n)-th
-	// smallest sample, in integers so that a whole rank is not pushed up
-	// by a float's error.
-	q := func(pct int) float64 {
-		return ms(s[(pct*len(s)+99)/100-1])
-	}
+	q := func(pct int) float64 { return ms(chaos.NearestRank(s, pct)) }
 	return dist{N: int64(len(s)), Mean: ms(sum / time.Duration(len(s))), P50: q(50), P95: q(95), P99: q(99), Max: ms(s[len(s)-1])}
 }
 

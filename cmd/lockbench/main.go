@@ -262,7 +262,8 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	sizes := fs.String("cleanup-sizes", "", "cleanup: comma-separated lock counts (default 100,100000, quick 100,1000)")
 	fs.IntVar(&cfg.CleanupEndedMax, "cleanup-ended-max", cfg.CleanupEndedMax, "cleanup: measure ended leases (three records each for the relay) only up to this many locks")
 	ceilDur := fs.Duration("ceiling-duration", 0, "ceiling: duration of each run (default 10s, quick 2s)")
-	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier)")
+	ceilBatch := fs.Int("ceiling-batch", 0, "ceiling: commands per batch (default: clients / appliers, the closed loop's share per applier, as scenario 1's worker batches; "+
+		"the pipeline's fraction of the ceiling is judged only at that)")
 	soakDur := fs.Duration("soak-duration", 0, "soak: how long to measure (default 10m, quick 30s)")
 	soakWin := fs.Duration("soak-window", 0, "soak: window of each throughput and p99 figure (default 1m, quick 10s)")
 	rounds := fs.Int("rounds", 0, "peer, modes and builds: rounds of alternation (default 3, quick 1)")
@@ -664,21 +665,10 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 		if direct == nil {
 			rep.Notes = append(rep.Notes, "ceiling skipped: no --database-url")
 		} else {
-			batch := cfg.CeilingBatch
-			if batch == 0 {
-				batch = max(2, cfg.Clients/cfg.CeilingAppliers)
-			}
 			var runs []CeilingResult
-			for i, bs := range []int{batch, cfg.CeilingBigBatch} {
-				if i == 1 && bs == batch {
-					continue
-				}
-				label := "same batching as scenario 1"
-				if i == 1 {
-					label = "large batches"
-				}
-				progress("6 ceiling (%s): %d transactions at once, %d commands per batch, %s", label, cfg.CeilingAppliers, bs, cfg.CeilingDuration)
-				r, err := ceiling(ctx, direct, t.pg, label, cfg.CeilingAppliers, bs, cfg.CeilingDuration, cfg.PGMaxConns, run)
+			for _, cr := range ceilingRuns(cfg) {
+				progress("6 ceiling (%s): %d transactions at once, %d commands per batch, %s", cr.label, cfg.CeilingAppliers, cr.batch, cfg.CeilingDuration)
+				r, err := ceiling(ctx, direct, t.pg, cr.label, cfg.CeilingAppliers, cr.batch, cfg.CeilingDuration, cfg.PGMaxConns, run)
 				if err != nil {
 					return fmt.Errorf("ceiling: %w", err)
 				}

@@ -166,9 +166,9 @@ func (r *Report) modesGoals() {
 	}
 	r.goal("modes", fmt.Sprintf("CPU per shared command / per exclusive, %d holders, worst round", m.Clients), "<= 2x", worst, "x", worst <= 2, have)
 	if why := r.cpuUnjudged(); why != "" {
-		r.Goals[len(r.Goals)-1].Met = nil
+		r.unjudged()
 		r.note("modes: the CPU ratio is not judged: " + why)
-	} else if !have && missing != "" {
+	} else if !have && missing != "" && errs == 0 { // with errors, a miss
 		r.note("modes: the CPU ratio is not judged: " + missing)
 	}
 	r.failedIn(errs)

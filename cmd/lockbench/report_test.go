@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -326,8 +327,8 @@ func TestClosedLoopGoalsMissWithErrors(t *testing.T) {
 		failed := win
 		failed.Errors = errs
 		r.Throughput = &failed
-		r.Ceiling = []CeilingResult{{PerSecond: 1000}}
-		r.Soak = &SoakResult{Errors: errs, Windows: []SoakWindow{{}}, ThroughputRatio: 1, P99Ratio: 1}
+		r.Ceiling = []CeilingResult{{Batch: cfg.sameBatching(), PerSecond: 1000}}
+		r.Soak = &SoakResult{Errors: errs, Windows: []SoakWindow{{PerSecond: 1000}}, ThroughputRatio: 1, P99Ratio: 1}
 		r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Lockworker: failed, Original: win, Ratio: 3, P50Ratio: 1}}}
 		m := ModesRound{Exclusive: win, Shared: failed, Semaphore: win, SharedCost: 1}
 		r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{m}}
@@ -351,6 +352,128 @@ func TestClosedLoopGoalsMissWithErrors(t *testing.T) {
 	for _, g := range judged(build(3)) {
 		require.False(t, *g.Met, g.What)
 		require.True(t, strings.HasSuffix(g.Measured, ", 3 errors"), "%s: %s", g.What, g.Measured)
+	}
+}
+
+// TestGoalsMissedWhenNothingWasMeasured: a failure that left no figure
+// (no lease expired, every command failed, a last window that completed
+// nothing) misses its goal, and the figure says why; it does not leave the
+// goal without a verdict, or out of the table.
+func TestGoalsMissedWhenNothingWasMeasured(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.WorkerBin, cfg.BrokerBin, cfg.Clients = "lockworker", "devkafka", 8
+	win := cpuWindow(1000, secs(0.05), secs(0.05), secs(0.1))
+	nothing := cpuWindow(0, secs(0.05), secs(0.05), secs(0.1))
+	nothing.Errors = 8
+	for _, c := range []struct {
+		name, scenario, what string
+		set                  func(r *Report)
+		measured             string
+	}{
+		// The worker's expiry scheduler ended no lease: the scenario
+		// still returns, after Lease + 60 s.
+		{"no lease expired", "4 expiry", "expires_at", func(r *Report) {
+			r.Expiry = &ExpiryResult{Leases: 10000, LeaseSeconds: 1, Granted: 10000}
+		}, "-, 0 of 10,000 expired"},
+		{"some leases expired", "4 expiry", "expires_at", func(r *Report) {
+			r.Expiry = &ExpiryResult{Leases: 100, LeaseSeconds: 1, Granted: 100, Expired: 99, OnTopic: dist{N: 99, P99: 20}}
+		}, "20 ms, 99 of 100 expired"},
+		// The wear the soak is there to catch: its last window completed
+		// nothing, its commands timed out.
+		{"soak's last window stalled", "soak", "throughput", func(r *Report) {
+			r.Soak = &SoakResult{Errors: 32, Windows: []SoakWindow{{PerSecond: 1000}, {PerSecond: 0}}, P99Ratio: 100}
+		}, "0, 32 errors"},
+		{"soak's last window stalled, no error yet", "soak", "throughput", func(r *Report) {
+			r.Soak = &SoakResult{Windows: []SoakWindow{{PerSecond: 1000}, {PerSecond: 0}}, P99Ratio: 100}
+		}, "0"},
+		// No shared command completed: no CPU ratio.
+		{"every shared command failed", "modes", "CPU per shared", func(r *Report) {
+			r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{{Exclusive: win, Shared: nothing, Semaphore: win}}}
+		}, "-, 8 errors"},
+		// Every cycle of scenario 1 timed out: a fraction of 0.
+		{"scenario 1 completed nothing", "6 ceiling", "pipeline", func(r *Report) {
+			r.Throughput = &ThroughputResult{Via: "raw records", Clients: 8, Seconds: 15, Errors: 8, Unanswered: 8}
+			r.Ceiling = []CeilingResult{{Batch: cfg.sameBatching(), PerSecond: 9000}}
+		}, "0, 8 errors"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newReport(&cfg)
+			r.postgresFound(true)
+			c.set(r)
+			r.finish(&cfg)
+			i := slices.IndexFunc(r.Goals, func(g Goal) bool { return g.Scenario == c.scenario && strings.HasPrefix(g.What, c.what) })
+			require.GreaterOrEqual(t, i, 0, "no goal %s %q in %+v", c.scenario, c.what, r.Goals)
+			g := r.Goals[i]
+			require.Equal(t, c.measured, g.Measured)
+			require.NotNil(t, g.Met, "no verdict")
+			require.False(t, *g.Met)
+			require.NotContains(t, strings.Join(r.Notes, "\n"), "not judged")
+		})
+	}
+}
+
+// TestGoalsUnjudgedOnPurposeStayUnjudged: a goal not for this run (the CPU
+// goals where the run does not count every process, scenario 2's at
+// another rate) has no verdict, failed commands or not.
+func TestGoalsUnjudgedOnPurposeStayUnjudged(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Clients = 8 // in process: the CPU goals are not judged
+	failed := cpuWindow(0, secs(0.05), nil, secs(0.1))
+	failed.Errors = 8
+	r := newReport(&cfg)
+	r.postgresFound(true)
+	r.Peer = &PeerResult{Target: "lockworker", Clients: 8, Rounds: []PeerRound{{Lockworker: failed, Original: failed}}}
+	r.Modes = &ModesResult{Clients: 8, Limit: modesLimit, Rounds: []ModesRound{{Exclusive: failed, Shared: failed, Semaphore: failed}}}
+	r.Latency = &LatencyResult{Rate: 5000, Sent: 1000, Answered: 999, Missing: 1, Acquire: dist{N: 500, P50: 1, P99: 2}, Release: dist{N: 499, P50: 1, P99: 2}}
+	r.finish(&cfg)
+	n := 0
+	for _, g := range r.Goals {
+		if strings.Contains(g.What, "CPU") || g.Scenario == "2 latency" {
+			n++
+			require.Nil(t, g.Met, "%s: %s", g.What, g.Measured)
+		}
+	}
+	require.Equal(t, 6, n, "peer's and modes' CPU, scenario 2's four")
+}
+
+// TestCeilingFractionOnlyAgainstSameBatching: --ceiling-batch replaces the
+// ceiling's run with scenario 1's batching by one labelled with its batch,
+// against which scenario 1's fraction is not judged (a note says so); the
+// large batches run unless that is the same batch.
+func TestCeilingFractionOnlyAgainstSameBatching(t *testing.T) {
+	cfg := DefaultConfig()
+	same := cfg.sameBatching()
+	require.Equal(t, []ceilingRun{{same, "same batching as scenario 1"}, {500, "large batches"}}, ceilingRuns(&cfg))
+	for _, c := range []struct {
+		batch int
+		want  []ceilingRun
+	}{
+		{same, []ceilingRun{{same, "same batching as scenario 1"}, {500, "large batches"}}},
+		{7, []ceilingRun{{7, "--ceiling-batch 7"}, {500, "large batches"}}},
+		{500, []ceilingRun{{500, "--ceiling-batch 500"}}},
+	} {
+		cfg := cfg
+		cfg.CeilingBatch = c.batch
+		require.Equal(t, c.want, ceilingRuns(&cfg), "--ceiling-batch %d", c.batch)
+	}
+
+	for _, batch := range []int{same, 7} {
+		r := newReport(&cfg)
+		r.Throughput = &ThroughputResult{Clients: cfg.Clients, Seconds: 15, Commands: 150000, PerSecond: 10000}
+		r.Ceiling = []CeilingResult{{Batch: batch, PerSecond: 12000}, {Batch: 500, PerSecond: 40000}}
+		r.finish(&cfg)
+		i := slices.IndexFunc(r.Goals, func(g Goal) bool { return g.Scenario == "6 ceiling" })
+		notes := strings.Join(r.Notes, "\n")
+		if batch == same {
+			require.GreaterOrEqual(t, i, 0)
+			require.Equal(t, "0.83", r.Goals[i].Measured)
+			require.True(t, *r.Goals[i].Met)
+			require.NotContains(t, notes, "6 ceiling")
+			continue
+		}
+		require.Negative(t, i, "a fraction of the ceiling at another batching has no goal")
+		require.Zero(t, r.CeilingFraction)
+		require.Contains(t, notes, fmt.Sprintf("6 ceiling: no run had scenario 1's batching (%d commands per batch)", same))
 	}
 }
 

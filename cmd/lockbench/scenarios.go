@@ -61,7 +61,8 @@ type ThroughputResult struct {
 	Seconds   float64 `json:"seconds"`
 	Commands  int64   `json:"commands"`
 	PerSecond float64 `json:"commands_per_second"`
-	Errors    int64   `json:"errors"`
+	// Errors are of the commands sent in the window, as the latencies.
+	Errors int64 `json:"errors"`
 	// Unanswered of the Errors are the commands sent before the window's
 	// end and still unanswered when the grace after it (EndGrace) ended.
 	Unanswered int64 `json:"unanswered_at_window_end"`
@@ -135,11 +136,12 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	cfg := b.cfg
 	res := ThroughputResult{Via: via, Clients: cfg.Clients}
 	var completed, errs, unanswered atomic.Int64
-	var measuring atomic.Bool
 	var reported atomic.Int64
-	// windowEnd is set when the window ends: the clients start no cycle
-	// after it, and no command sent after it is in any figure.
-	var windowEnd atomic.Pointer[time.Time]
+	// windowStart is set when the window starts: a command sent before it
+	// (in the warm-up) is in no figure, however late it is answered or
+	// fails. windowEnd is set when the window ends: the clients start no
+	// cycle after it, and no command sent after it is in any figure.
+	var windowStart, windowEnd atomic.Pointer[time.Time]
 	acq, rel := newHist(), newHist()
 	// lctx ends with the grace after the window (or a signal).
 	lctx, stop := context.WithCancel(ctx)
@@ -159,8 +161,8 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 				// A cycle in flight at the window's end sends its release
 				// in the grace too (a semaphore's queue moves only as its
 				// holders release), but that release is in no figure.
-				end := windowEnd.Load()
-				sentIn := func(at time.Time) bool { return end == nil || !at.After(*end) }
+				begin, end := windowStart.Load(), windowEnd.Load()
+				sentIn := func(at time.Time) bool { return begin != nil && !at.Before(*begin) && (end == nil || !at.After(*end)) }
 				relSent, failed := start.Add(a), start
 				if n == 1 {
 					failed = relSent
@@ -169,13 +171,11 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 				// took to fail (a timeout's whole wait; one the grace's end
 				// cut off, its wait until then): left out, a build that
 				// times out would show only its fast cycles.
-				if measuring.Load() {
-					if sentIn(start) {
-						acq.add(a)
-					}
-					if n > 0 && sentIn(relSent) {
-						rel.add(r)
-					}
+				if sentIn(start) {
+					acq.add(a)
+				}
+				if n > 0 && sentIn(relSent) {
+					rel.add(r)
 				}
 				if err == nil || !sentIn(failed) {
 					continue
@@ -226,11 +226,13 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	if b.t.metrics != nil {
 		b0, r0, t0 = b.t.metrics.snapshot()
 	}
-	// Counted just before each snapshot: its time is taken before it scans
-	// /proc, so the commands and the seconds are of one window.
-	c0, e0 := completed.Load(), errs.Load()
+	// From here on the commands sent are in the figures. Counted just
+	// before each snapshot: its time is taken before it scans /proc, so the
+	// commands and the seconds are of one window.
+	begin := time.Now()
+	windowStart.Store(&begin)
+	c0 := completed.Load()
 	cpu0 := takeCPU(b.t.proc, b.t.brokerProc, pg)
-	measuring.Store(true)
 	var cut error
 	select {
 	case <-time.After(cfg.Duration):
@@ -279,7 +281,7 @@ func (b *bench) throughput(ctx context.Context, via string, cycle cycler, profil
 	res.Seconds = res.CPU.Seconds
 	res.Commands = c1 - c0
 	res.Unanswered = unanswered.Load()
-	res.Errors = errs.Load() - e0
+	res.Errors = errs.Load()
 	res.PerSecond = float64(res.Commands) / res.Seconds
 	res.WorkerCPUPer = perThousand(res.CPU.WorkerCPU, res.Commands)
 	res.PGCPUPer = perThousand(res.CPU.PostgresCPU, res.Commands)

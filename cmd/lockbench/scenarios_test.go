@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/topics"
@@ -155,6 +159,68 @@ func TestThroughputRecordsFailedCommands(t *testing.T) {
 	require.Equal(t, r.Acquire.N, r.Release.N, "every release sent is in the figures")
 }
 
+// windowProc is a worker process for throughput's CPU readings, which it
+// takes at its window's start and end: started is closed at the first,
+// ended at the second.
+type windowProc struct {
+	readings       atomic.Int64
+	started, ended chan struct{}
+}
+
+func newWindowProc() *windowProc {
+	return &windowProc{started: make(chan struct{}), ended: make(chan struct{})}
+}
+
+func (p *windowProc) describe() string { return "fake" }
+
+func (p *windowProc) cpu() (time.Duration, error) {
+	switch p.readings.Add(1) {
+	case 1:
+		close(p.started)
+	case 2:
+		close(p.ended)
+	}
+	return 0, nil
+}
+
+func (p *windowProc) peakRSS() (int64, error) { return 0, nil }
+
+// begun says whether the window has started: a cycle that starts after it
+// sends its commands in the window.
+func (p *windowProc) begun() bool {
+	select {
+	case <-p.started:
+		return true
+	default:
+		return false
+	}
+}
+
+// TestThroughputWarmupIsInNoFigure: an acquire sent in the warm-up that
+// fails only once the window has ended (a timeout's wait) is in no figure:
+// neither in the latency, its wait having begun before the window, nor in
+// the errors.
+func TestThroughputWarmupIsInNoFigure(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Clients, cfg.Warmup, cfg.Duration = 2, 50*time.Millisecond, 300*time.Millisecond
+	proc := newWindowProc()
+	b := &bench{cfg: &cfg, t: &target{proc: proc}, progress: t.Logf}
+	cycle := func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
+		if c == 0 && i == 0 {
+			start := time.Now()
+			<-proc.ended
+			return time.Since(start), 0, 0, errors.New("no answer to acquire")
+		}
+		time.Sleep(time.Millisecond)
+		return time.Millisecond, time.Millisecond, 2, nil
+	}
+	r, err := b.throughput(context.Background(), "fake", cycle, false)
+	require.NoError(t, err)
+	require.Positive(t, r.Commands)
+	require.Zero(t, r.Errors, "the warm-up's acquire")
+	require.Less(t, r.Acquire.Max, 100.0, "the warm-up's acquire waited the whole window")
+}
+
 // TestContentionJudgedBySendOrder: the waiters' names sort neither in the
 // order they are sent nor against it, so a queue ordered by owner_id,
 // whose queue_positions and grants agree with each other, is found unfair
@@ -222,17 +288,21 @@ func answer(ctx context.Context, d time.Duration) (time.Duration, error) {
 // end and answered in the grace is not.
 func TestThroughputCountsCommandsUnansweredAtWindowEnd(t *testing.T) {
 	cfg := DefaultConfig()
-	// The lost commands are sent early in the warm-up, well before the
-	// window (however slowly the machine runs the first cycles).
-	cfg.Clients, cfg.Warmup, cfg.Duration, cfg.EndGrace = 3, 500*time.Millisecond, 1500*time.Millisecond, 500*time.Millisecond
-	b := &bench{cfg: &cfg, t: &target{}, progress: t.Logf}
+	cfg.Clients, cfg.Warmup, cfg.Duration, cfg.EndGrace = 3, 100*time.Millisecond, 1500*time.Millisecond, 500*time.Millisecond
+	proc := newWindowProc()
+	b := &bench{cfg: &cfg, t: &target{proc: proc}, progress: t.Logf}
+	// Lost in the first cycle each of clients 0 and 1 starts in the window:
+	// lost[c], each client's own.
+	var lost [2]bool
 	cycle := func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
 		acqWait, relWait := time.Millisecond, time.Millisecond
-		switch {
-		case c == 0 && i == 3: // an acquire lost in the warm-up
-			acqWait = time.Hour
-		case c == 1 && i == 3: // a release lost in the warm-up
-			relWait = time.Hour
+		if c < len(lost) && !lost[c] && proc.begun() {
+			lost[c] = true
+			if c == 0 {
+				acqWait = time.Hour // an acquire lost
+			} else {
+				relWait = time.Hour // a release lost
+			}
 		}
 		a, err := answer(ctx, acqWait)
 		if err != nil {
@@ -249,9 +319,9 @@ func TestThroughputCountsCommandsUnansweredAtWindowEnd(t *testing.T) {
 	require.Equal(t, int64(2), r.Unanswered, "the lost acquire and release; not client 2's last command")
 	require.Equal(t, int64(2), r.Errors)
 	require.Contains(t, failedRound(r.Errors), "NOT COMPARABLE")
-	require.Greater(t, r.Acquire.Max, 2000.0, "the lost acquire's wait, the whole window and grace at least")
-	require.Greater(t, r.Release.Max, 2000.0, "the lost release's wait")
-	require.Less(t, r.Acquire.Max, 3000.0, "its wait until the grace's end")
+	require.Greater(t, r.Acquire.Max, 1500.0, "the lost acquire's wait, through the window and the grace")
+	require.Greater(t, r.Release.Max, 1500.0, "the lost release's wait")
+	require.Less(t, r.Acquire.Max, 2500.0, "its wait until the grace's end")
 }
 
 // TestThroughputAnswersInGraceAreNoErrors: the modes scenario's semaphore
@@ -285,17 +355,23 @@ func TestThroughputAnswersInGraceAreNoErrors(t *testing.T) {
 	require.Greater(t, r.Acquire.P99, 1000.0, "the queue's waits, those answered in the grace too")
 }
 
-// TestThroughputGraceIsNotTheWindow: an acquire sent in the warm-up and
-// answered in the grace after the window is in the latency figures but not
-// the window's count, and its cycle's release, sent in the grace, is in
+// TestThroughputGraceIsNotTheWindow: an acquire sent at the window's start
+// and answered in the grace after it is in the latency figures but not the
+// window's count, and its cycle's release, sent in the grace, is in
 // neither.
 func TestThroughputGraceIsNotTheWindow(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Clients, cfg.Warmup, cfg.Duration, cfg.EndGrace = 1, 100*time.Millisecond, 500*time.Millisecond, 5*time.Second
-	b := &bench{cfg: &cfg, t: &target{}, progress: t.Logf}
+	proc := newWindowProc()
+	b := &bench{cfg: &cfg, t: &target{proc: proc}, progress: t.Logf}
 	var cycles atomic.Int64
 	cycle := func(ctx context.Context, c, i int) (time.Duration, time.Duration, int, error) {
 		cycles.Add(1)
+		if i == 0 { // the warm-up's: sent in it, failed in the window, in no figure
+			start := time.Now()
+			<-proc.started
+			return time.Since(start), 0, 0, errors.New("no answer to acquire")
+		}
 		a, err := answer(ctx, time.Second)
 		if err != nil {
 			return a, 0, 0, err
@@ -308,7 +384,7 @@ func TestThroughputGraceIsNotTheWindow(t *testing.T) {
 	}
 	r, err := b.throughput(context.Background(), "fake", cycle, false)
 	require.NoError(t, err)
-	require.Equal(t, int64(1), cycles.Load(), "no cycle starts after the window's end")
+	require.Equal(t, int64(2), cycles.Load(), "the warm-up's and the window's: none starts after the window's end")
 	require.Zero(t, r.Commands, "answered after the window")
 	require.Zero(t, r.Errors)
 	require.Equal(t, int64(1), r.Acquire.N)
@@ -316,30 +392,96 @@ func TestThroughputGraceIsNotTheWindow(t *testing.T) {
 	require.Zero(t, r.Release.N, "sent after the window")
 }
 
-// TestSoakCountsCommandsUnansweredAtEnd: a broker with no worker answers
-// nothing, and the soak's waits (30 s) are longer than it and the grace
-// after it: each client's command still unanswered when the grace ends is
-// an error, in the last window's latency with its wait until then.
-func TestSoakCountsCommandsUnansweredAtEnd(t *testing.T) {
+// soakBench is a bench for the soak on a broker with no worker: only
+// answerUntil answers its commands.
+func soakBench(t *testing.T, cfg *Config) (*bench, []string, topics.Names) {
+	t.Helper()
 	ctx := context.Background()
 	c, err := kfakeCluster()
 	require.NoError(t, err)
-	defer c.Close()
+	t.Cleanup(c.Close)
 	names := topics.DefaultNames()
 	require.NoError(t, createTopic(ctx, c.ListenAddrs(), names.Commands, 1))
 	d, err := newDriver(ctx, c.ListenAddrs(), names, names.ReplyTopic("lockbench-soak-test"), 1)
 	require.NoError(t, err)
-	defer d.close()
-	cfg := DefaultConfig()
+	t.Cleanup(d.close)
 	cfg.Warmup, cfg.SoakDuration, cfg.SoakWindow, cfg.SoakClients, cfg.SoakLocks = 300*time.Millisecond, 2*time.Second, time.Second, 3, 3
 	cfg.EndGrace = 500 * time.Millisecond
-	b := &bench{cfg: &cfg, t: &target{}, d: d, run: "soak-test", progress: t.Logf}
-	res, err := b.soak(ctx)
+	return &bench{cfg: cfg, t: &target{}, d: d, run: "soak-test", progress: t.Logf}, c.ListenAddrs(), names
+}
+
+// answerUntil answers each command b's driver sends, read from the commands
+// topic, as it was asked, until stop is closed; then none. stopReading
+// ends its reader.
+func answerUntil(t *testing.T, b *bench, brokers []string, names topics.Names, stop <-chan struct{}) (stopReading func()) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(names.Commands), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var c topics.Command
+				if json.Unmarshal(r.Value, &c) != nil {
+					return
+				}
+				typ := map[string]string{topics.OpAcquire: topics.TypeAcquired, topics.OpRelease: topics.TypeReleased}[c.Operation]
+				b.d.dispatch(reply{ev: topics.Event{RequestID: c.RequestID, Type: typ}, at: time.Now()})
+			})
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		cl.Close()
+	}
+}
+
+// TestSoakCountsCommandsUnansweredAtEnd: a worker that stops answering in
+// the soak's first window leaves each client a command whose wait (30 s)
+// is longer than the soak and the grace after it: each still unanswered
+// when the grace ends is an error, in the last window's latency with its
+// wait until then.
+func TestSoakCountsCommandsUnansweredAtEnd(t *testing.T) {
+	cfg := DefaultConfig()
+	b, brokers, names := soakBench(t, &cfg)
+	// The soak's first scrape of /metrics, SoakScrape into its first
+	// window, is where the worker stops answering.
+	stop := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { once.Do(func() { close(stop) }) }))
+	defer srv.Close()
+	b.t.httpAddr, cfg.SoakScrape = srv.Listener.Addr().String(), 200*time.Millisecond
+	defer answerUntil(t, b, brokers, names, stop)()
+	res, err := b.soak(context.Background())
+	require.NoError(t, err)
+	require.Positive(t, res.Windows[0].Commands, "answered until the scrape")
 	require.Equal(t, int64(3), res.Unanswered)
 	require.Equal(t, int64(3), res.Errors)
 	last := res.Windows[len(res.Windows)-1].Latency
 	require.Equal(t, int64(3), last.N)
-	require.Greater(t, last.P50, 2500.0, "each waiting since before the soak began, and through the grace")
-	require.Less(t, last.Max, 3500.0, "its wait until the grace's end")
+	require.Greater(t, last.P50, 1500.0, "each waiting since early in the first window, and through the grace")
+	require.Less(t, last.Max, 2500.0, "its wait until the grace's end")
+}
+
+// TestSoakWarmupIsInNoFigure: commands sent in the warm-up, here each
+// client's first, never answered (a broker with no worker), are in no
+// figure of the soak's: not its errors, not its latency.
+func TestSoakWarmupIsInNoFigure(t *testing.T) {
+	cfg := DefaultConfig()
+	b, _, _ := soakBench(t, &cfg)
+	res, err := b.soak(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, res.Errors)
+	require.Zero(t, res.Unanswered)
+	for i, w := range res.Windows {
+		require.Zero(t, w.Latency.N, "window %d", i+1)
+	}
 }

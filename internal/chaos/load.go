@@ -577,10 +577,18 @@ func stats(all []sample, ws []Window, resend time.Duration) Stats {
 	}
 	if len(took) > 0 {
 		slices.Sort(took)
-		s.Worst, s.P99 = took[len(took)-1], took[len(took)*99/100]
+		s.Worst, s.P99 = took[len(took)-1], NearestRank(took, 99)
 		s.CorrectedP99 = time.Duration(h.ValueAtQuantile(99)) * time.Microsecond
 	}
 	return s
+}
+
+// NearestRank is the pct-th percentile of sorted (ascending, not empty) by
+// the nearest rank: the ceil(pct/100 * n)-th smallest sample, in integers
+// so that a whole rank is not pushed up by a float's error. lockbench's
+// exact percentiles are these too.
+func NearestRank(sorted []time.Duration, pct int) time.Duration {
+	return sorted[(pct*len(sorted)+99)/100-1]
 }
 
 // intervals is each contender's usual time from one first send to the next

@@ -61,6 +61,21 @@ func TestStatsCorrectsForTheStall(t *testing.T) {
 	assert.InDelta(t, 10*time.Millisecond, s.CorrectedP99, float64(20*time.Microsecond))
 }
 
+// TestStatsP99IsTheNearestRank: the p99 of 100 answers of 1..100 ms is the
+// 99th smallest, 99 ms, as lockbench's other percentiles (NearestRank), not
+// the 100th, the worst.
+func TestStatsP99IsTheNearestRank(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC)
+	var all []sample
+	for i := 1; i <= 100; i++ {
+		sent := t0.Add(time.Duration(i) * time.Second)
+		all = append(all, sample{owner: "o", sent: sent, answered: sent.Add(time.Duration(i) * time.Millisecond)})
+	}
+	s := stats(all, nil, 2*time.Second)
+	assert.Equal(t, 100*time.Millisecond, s.Worst)
+	assert.Equal(t, 99*time.Millisecond, s.P99)
+}
+
 // TestIntervalsOfClusteredGaps: two contenders whose gaps are 10 and 30 ms
 // in nearly equal numbers (one more of either), plus a lease left to expire
 // (1.05 s) and a stall (6 s). Their medians are 10 and 30 ms; their usual
