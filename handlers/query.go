@@ -10,7 +10,8 @@ import (
 )
 
 // query reports a lock without changing it: free when there is no row, a
-// lease past expires_at as expired even before anyone has ended it, and
+// lease past expires_at as expired even before anyone has ended it, with
+// the lock-delay that ending it starts (rules.Lock.SettledDelay), and
 // every holder (the first topics.MaxHoldersShown, within
 // topics.MaxHoldersBytes; it reads them all, as a command does:
 // queueHolders). It locks nothing, so it reads the row and its
@@ -60,8 +61,10 @@ func (a *applier) query(ctx context.Context) error {
 	}
 	p := a.event(topics.TypeStatus, r, l.Info())
 	p.ev.LockInfo.HolderCount, p.ev.LockInfo.Holders = len(l.Holders), holderList(l, topics.MaxHoldersShown)
-	if l.DelayUntil.After(l.Now) {
-		p.ev.LockInfo.DelayUntil = topics.NewTimePtr(l.DelayUntil)
+	// A lease past its expiry shows expired, so the lock-delay its end
+	// starts shows too: the next command settles it before deciding.
+	if d := l.SettledDelay(); d.After(l.Now) {
+		p.ev.LockInfo.DelayUntil = topics.NewTimePtr(d)
 	}
 	a.reply(p)
 	return nil

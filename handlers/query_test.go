@@ -100,6 +100,33 @@ func TestQuery(t *testing.T) {
 		require.Equal(t, "fred", h.one(h.query("e")).LockInfo.OwnerID)
 	})
 
+	// The lock-delay runs from expires_at however late the expiry is seen,
+	// so the lease query shows expired has started it already: an acquire
+	// now settles the lease and is refused for that delay.
+	t.Run("lease past expires_at: with the lock-delay it starts", func(t *testing.T) {
+		acq := h.one(h.acquire("d", "erin", lease(60), lockDelay(30)))
+		expired := h.endLeases(`owner_id = 'erin'`)
+		before := h.locksRows()
+
+		q := h.one(h.query("d")).LockInfo
+		require.Equal(t, topics.StatusExpired, q.Status)
+		require.Equal(t, "erin", q.OwnerID)
+		require.Equal(t, acq.LockInfo.FencingToken, q.FencingToken)
+		require.Equal(t, topics.StatusExpired, q.Holders[0].Status)
+		require.NotNil(t, q.DelayUntil, "the lock-delay erin's expiry starts")
+		require.Equal(t, expired.Add(30*time.Second), q.DelayUntil.Time)
+		require.Equal(t, before, h.locksRows(), "query is read-only")
+
+		held := h.one(h.acquire("d", "bob"))
+		require.Equal(t, topics.CodeLockHeld, held.ErrorCode)
+		require.Contains(t, held.ErrorMessage, "lock-delay")
+		require.Equal(t, q.DelayUntil.Time, h.delayUntil("d"), "what settling the lease left")
+		settled := h.one(h.query("d")).LockInfo
+		require.Equal(t, topics.StatusExpired, settled.Status)
+		require.Equal(t, "erin", settled.OwnerID)
+		require.Equal(t, q.DelayUntil, settled.DelayUntil)
+	})
+
 	t.Run("without reply_to: no outbox row, outcome still stored", func(t *testing.T) {
 		h.clearOutbox()
 		cmd := h.query("a")

@@ -412,6 +412,22 @@ func (l *Lock) settleExpired() (effs []Effect, ended []string) {
 	return effs, ended
 }
 
+// SettledDelay is DelayUntil as Settle would leave it, without changing the
+// lock: with the lock-delays that the leases past their expiry (never a
+// session's: Live) start when it ends them. A time not after Now means no
+// lock-delay.
+func (l *Lock) SettledDelay() time.Time {
+	until := l.DelayUntil
+	for _, h := range l.Holders {
+		if !h.Live(l.Now) && h.LockDelay > 0 {
+			if d := h.delayEnd(Expired, l.Now); d.After(until) {
+				until = d
+			}
+		}
+	}
+	return until
+}
+
 // Live reports whether the lease is in force at now: a session's lease is
 // until its session ends, whatever the time.
 func (h Holder) Live(now time.Time) bool { return h.Session != "" || h.ExpiresAt.After(now) }

@@ -848,3 +848,77 @@ func TestRetryAfterCostAtTheMaximumLimit(t *testing.T) {
 	require.LessOrEqual(t, allocs, 10.0)
 	require.Less(t, bytes, uint64(64*limit), "%d bytes a refusal", bytes)
 }
+
+// SettledDelay, which query shows, is the lock-delay that settling the lock
+// leaves: with the delays that leases past their expiry start, from their
+// expires_at, and none from a session's lease or a lease in force.
+func TestSettledDelayIsSettles(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return now.Add(seconds(s)) }
+	lease := func(acquired, expires, delay float64) Holder {
+		return Holder{Owner: "o", Mode: Exclusive, AcquiredAt: at(acquired), ExpiresAt: at(expires), LockDelay: delay}
+	}
+	settled := func(l Lock) time.Time {
+		l.Holders = slices.Clone(l.Holders)
+		l.Settle()
+		return l.DelayUntil
+	}
+	check := func(l Lock) time.Time {
+		got := l.SettledDelay()
+		if want := settled(l); want.IsZero() {
+			require.False(t, got.After(now), "no lock-delay, SettledDelay %v", got)
+		} else {
+			require.Equal(t, want, got)
+		}
+		return got
+	}
+	session := lease(-60, -1, 30)
+	session.Session = "s"
+	for _, c := range []struct {
+		name  string
+		lock  Lock
+		until time.Time // zero: none
+	}{
+		{"expired lease with a lock-delay: from its expires_at", Lock{Holders: []Holder{lease(-60, -1, 30)}}, at(29)},
+		{"its delay passed already", Lock{Holders: []Holder{lease(-60, -31, 30)}}, time.Time{}},
+		{"expired lease without lock-delay", Lock{Holders: []Holder{lease(-60, -1, 0)}}, time.Time{}},
+		{"a session's lease", Lock{Holders: []Holder{session}}, time.Time{}},
+		{"lease in force with a lock-delay", Lock{Holders: []Holder{lease(-60, 10, 30)}}, time.Time{}},
+		{"a longer delay in force", Lock{Holders: []Holder{lease(-60, -1, 30)}, DelayUntil: at(40)}, at(40)},
+		{"a shorter delay in force", Lock{Holders: []Holder{lease(-60, -1, 30)}, DelayUntil: at(5)}, at(29)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.lock.Limit, c.lock.Now = 1, now
+			got := check(c.lock)
+			if c.until.IsZero() {
+				require.False(t, got.After(now), "no lock-delay: %v", got)
+			} else {
+				require.Equal(t, c.until, got)
+			}
+		})
+	}
+
+	t.Run("random", func(t *testing.T) {
+		r := rand.New(rand.NewPCG(1, 13))
+		secs := func(n int) float64 { return float64(r.IntN(2*n*1000)-n*1000) / 1000 } // -n to n, in ms
+		for range 2000 {
+			l := Lock{Limit: 3, Now: now}
+			if r.IntN(2) == 0 {
+				l.DelayUntil = at(secs(20)) // or none
+			}
+			for i := range r.IntN(4) {
+				expires := secs(20)
+				h := lease(expires-float64(r.IntN(3)), expires, 0) // acquired up to 2 s before, or at, its expiry
+				h.Owner, h.Mode = fmt.Sprintf("o%d", i), Shared
+				if r.IntN(2) == 0 {
+					h.LockDelay = float64(r.IntN(30000)) / 1000
+				}
+				if r.IntN(4) == 0 {
+					h.Session = "s"
+				}
+				l.Holders = append(l.Holders, h)
+			}
+			check(l)
+		}
+	})
+}
