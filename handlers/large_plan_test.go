@@ -68,6 +68,13 @@ func TestPlansOnLargeTables(t *testing.T) {
 	extendHot.FencingToken = token(hot)
 	releaseHot := cmd(topics.OpRelease, "release-hot", hot, "owner-2009") // a hand-off to the first of queued waiters
 	releaseHot.FencingToken = extendHot.FencingToken
+	// The last of the hot lock's waiters gives up its wait (a withdrawal,
+	// as the SDK sends for an Acquire given up after lock.queued), and one
+	// before it extends (refused: it holds nothing): neither counts the
+	// waiters ahead of it, which only an acquire's requeue answers with.
+	withdrawDeep := cmd(topics.OpRelease, "withdraw-deep", hot, fmt.Sprintf("queue-%d", queueLen-1))
+	extendDeep := cmd(topics.OpExtend, "extend-deep", hot, fmt.Sprintf("queue-%d", queueLen-2))
+	extendDeep.ExtensionDuration = 30
 	maxAge := 0.0
 	cleanupNS := cmd(topics.OpCleanup, "cleanup", "", "")
 	cleanupNS.Namespace, cleanupNS.MaxAgeSeconds = "tenant", &maxAge
@@ -93,7 +100,7 @@ func TestPlansOnLargeTables(t *testing.T) {
 			cmd(topics.OpAcquire, "held", "held-3", "bob"), queued, release,
 			cmd(topics.OpRelease, "withdraw", "held-6", "waiter-6"),
 			cmd(topics.OpQuery, "query", "held-7", ""), revoke, cleanupOne, cleanupNS,
-			cmd(topics.OpRelease, "not-held", "held-8", "nobody"), releaseHot,
+			cmd(topics.OpRelease, "not-held", "held-8", "nobody"), releaseHot, withdrawDeep, extendDeep,
 		},
 		{open, inSession, keepAlive, closeSession},
 		{cmd(topics.OpAcquire, "free", "fresh-1", "alice")}, // a repeated request_id: its stored outcome
@@ -120,6 +127,10 @@ func TestPlansOnLargeTables(t *testing.T) {
 	var next string
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT owner_id FROM lock_holders WHERE lock_name = $1`, hot).Scan(&next))
 	require.Equal(t, "queue-0", next, "the release of %s handed it to the first of its waiters", hot)
+	var deep bool
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM lock_waiters WHERE lock_name = $1 AND owner_id = $2)`,
+		hot, withdrawDeep.OwnerID).Scan(&deep))
+	require.False(t, deep, "%s withdrew its wait", withdrawDeep.OwnerID)
 	// The expiry scheduler's and the periodic cleanup's statements.
 	_, err := st.Pool.Exec(ctx, `UPDATE lock_holders SET expires_at = now() - interval '1 s' WHERE lock_name IN ('held-17', 'held-33')`)
 	require.NoError(t, err)

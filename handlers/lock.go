@@ -479,17 +479,19 @@ func queueHolders(pb *pgx.Batch, ns, name string, limit int, hs *[]rules.Holder)
 func dueBound(n int) int { return max(1, MaxSweep/n) }
 
 // queueWaiters queues on pb the read of the head of s's queue, its waiters
-// past their deadline (the due oldest), owner's waiter with its place and
-// the waits of sessions, in one statement (waitersSQL).
+// past their deadline (the due oldest), owner's waiter (with its place
+// when the command is an acquire, which a requeue answers with) and the
+// waits of sessions, in one statement (waitersSQL).
 func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState, owner string, sessions []string, due int) {
 	r, l := s.row, s.l
 	page := r.limit + headPage
-	pb.Queue(waitersSQL, r.namespace, r.name, r.now, owner, page+1, sessions, due).Query(func(rows pgx.Rows) error {
+	placed := a.cmd.Operation == topics.OpAcquire
+	pb.Queue(waitersSQL, r.namespace, r.name, r.now, owner, page+1, sessions, due, placed).Query(func(rows pgx.Rows) error {
 		var w rules.Waiter
-		var due, head, ending bool
+		var due, head, mine, ending bool
 		var position *int
 		heads := 0
-		_, err := pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &position, &ending), func() error {
+		_, err := pgx.ForEachRow(rows, append(waiterDest(&w), &due, &head, &mine, &position, &ending), func() error {
 			if ending {
 				s.ending = append(s.ending, w)
 			}
@@ -503,10 +505,12 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 					l.Head = append(l.Head, w)
 				}
 			}
-			if position != nil {
-				mine := w
-				mine.Position = *position
-				l.Mine = &mine
+			if mine {
+				m := w
+				if position != nil {
+					m.Position = *position
+				}
+				l.Mine = &m
 			}
 			return nil
 		})
@@ -532,22 +536,29 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 // their deadline: the owner's wait is the one it withdraws or gives a new
 // request, and a session's end drops its waits), each once, in queue
 // order, with whether it is past its deadline, whether it is in the head,
-// its place (owner's only) and whether its session is one of $6. Each of
-// the four sets is read by an index of its own (lock_waiters_fifo;
-// lock_waiters_lock_deadline; the unique key; lock_waiters_session or
-// lock_waiters_lock_session), the last two without the others' rows, so
-// the statement reads what it returns: one WHERE with the four conditions
-// ORed (no index serves them together) walked every waiter of the lock,
-// and a queue of W cost O(W) per command, O(W²) to drain. Only owner's
-// place still counts the waiters before it (an index-only scan of
-// lock_waiters_fifo).
+// whether it is owner's, its place (owner's, and only when $8: an
+// acquire's, which a requeue answers with) and whether its session is one
+// of $6. Each of the four sets is read by an index of its own
+// (lock_waiters_fifo; lock_waiters_lock_deadline; the unique key;
+// lock_waiters_session or lock_waiters_lock_session), the last two without
+// the others' rows, so the statement reads what it returns: one WHERE with
+// the four conditions ORed (no index serves them together) walked every
+// waiter of the lock, and a queue of W cost O(W) per command, O(W²) to
+// drain. Only owner's
+// place counts the waiters before it (an index-only scan of
+// lock_waiters_fifo), so only an acquire asks for it: a withdrawal or an
+// extend by a waiter deep in the queue would read every waiter ahead of
+// it, and a queue drained by withdrawals cost O(W²) again. $8 is a
+// parameter, so the generic plan keeps the count, but CASE runs it only
+// for a row its condition holds for.
 const waitersSQL = `
 	WITH head AS (
 		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline > $3 ORDER BY id LIMIT $5),
 	due AS (
 		SELECT * FROM lock_waiters WHERE namespace = $1 AND lock_name = $2 AND deadline <= $3 ORDER BY deadline LIMIT $7)
 	SELECT ` + waiterCols + `, deadline <= $3, in_head,
-		CASE WHEN owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END,
+		owner_id = $4,
+		CASE WHEN $8 AND owner_id = $4 THEN (SELECT count(*) FROM lock_waiters q WHERE q.namespace = $1 AND q.lock_name = $2 AND q.id <= w.id) END,
 		coalesce(session_id = ANY($6), false)
 	FROM (
 		SELECT *, true AS in_head FROM head
