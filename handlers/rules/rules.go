@@ -117,7 +117,8 @@ type Waiter struct {
 	// LockDelay and MaxHold are the acquire's, for its lease.
 	LockDelay, MaxHold float64
 	// Position is the waiter's place in the whole queue (1 = next), for
-	// Lock.Mine only.
+	// Lock.Mine only, and loaded only for an acquire, which a requeue
+	// answers with (0 otherwise: counting it reads every waiter ahead).
 	Position int
 }
 
