@@ -630,7 +630,9 @@ func (l *Lease) capReached() bool {
 // (ErrRequestIDConflict: the request's stored outcome could not be read
 // back; ErrForbidden: the token no longer covers the lock's namespace;
 // ErrInvalidRequest: PostgreSQL refused to store the record) is sent once
-// more under a new request_id; refused again, Release returns that
+// more under a new request_id (after ErrRequestIDConflict, an earlier copy
+// of the release was applied: the resend refused ErrNotHeld is taken as
+// released); refused again, Release returns that
 // refusal, and the lease is neither lost nor released: the worker holds
 // it, a lease of its own, no longer extended, until its expiry (it then
 // ends as released), a session's as long as the session lives (until a
@@ -690,11 +692,13 @@ func (l *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), closed)
 	}
 	ev, err := l.c.call(ctx, cmd)
+	applied := false // an earlier copy of cmd was applied, its outcome unread
 	if err == nil && ev.Type == topics.TypeRejected && !leaseGone(rejection(ev)) {
 		// Refused without an effect: the worker holds the lease still.
 		// Sent once more under a new request_id, as the refused one would
 		// be answered alike (REQUEST_ID_CONFLICT: its outcome, stored,
 		// could not be read back).
+		applied = errors.Is(rejection(ev), ErrRequestIDConflict)
 		ev, err = l.c.call(ctx, l.newReleaseCmd())
 	}
 	if err != nil {
@@ -709,6 +713,10 @@ func (l *Lease) Release(ctx context.Context) error {
 		// for this lock): an owner waiting holds nothing, so this lease
 		// had ended before the client knew.
 		refused = fmt.Errorf("%w: the owner was waiting in the lock's queue, and the release withdrew that wait", ErrNotHeld)
+	}
+	if applied && errors.Is(refused, ErrNotHeld) && ev.Type == topics.TypeRejected {
+		// The copy REQUEST_ID_CONFLICT answered for released it.
+		refused = nil
 	}
 	if refused != nil && !leaseGone(refused) {
 		// Refused again: the lease is not lost, nor forgotten (its session

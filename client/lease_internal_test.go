@@ -651,7 +651,7 @@ func TestReleaseRefusedWithTheLeaseHeld(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	refuse := map[string]int{} // lock -> releases to refuse
-	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "forbidden": topics.CodeForbidden}
+	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "forbidden": topics.CodeForbidden, "applied": topics.CodeRequestIDConflict}
 	var releases []topics.Command
 	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		switch cmd.Operation {
@@ -670,6 +670,11 @@ func TestReleaseRefusedWithTheLeaseHeld(t *testing.T) {
 			if refuse[cmd.LockName] > 0 {
 				refuse[cmd.LockName]--
 				return one(rejectedEvent(cmd, codes[cmd.LockName]))
+			}
+			if cmd.LockName == "applied" {
+				// The first copy released it: its stored outcome could
+				// not be read back, and the resend finds nothing held.
+				return one(rejectedEvent(cmd, topics.CodeNotHeld))
 			}
 			return one(releasedEvent(cmd))
 		}
@@ -696,6 +701,19 @@ func TestReleaseRefusedWithTheLeaseHeld(t *testing.T) {
 		require.Len(t, rel, 2)
 		require.NotEqual(t, rel[0].RequestID, rel[1].RequestID)
 		require.Equal(t, l.Token, *rel[1].FencingToken, "guarded by the lease's token")
+	})
+	// REQUEST_ID_CONFLICT says an earlier copy of the release was applied
+	// (its outcome unreadable): the resend's NOT_HELD is that release's doing.
+	t.Run("released by the conflicting copy", func(t *testing.T) {
+		mu.Lock()
+		refuse["applied"] = 1
+		mu.Unlock()
+		l, err := c.Acquire(ctx, "applied", WithSession(s))
+		require.NoError(t, err)
+		before := len(sent())
+		require.NoError(t, l.Release(ctx))
+		require.ErrorIs(t, l.Err(), ErrReleased)
+		require.Len(t, sent()[before:], 2)
 	})
 	t.Run("refused again", func(t *testing.T) {
 		mu.Lock()

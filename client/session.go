@@ -281,8 +281,10 @@ func (s *Session) ExpiresAt() time.Time {
 // and leaves the session open (any but ErrSessionNotFound and ErrNotOwner:
 // ErrRequestIDConflict, the request's stored outcome could not be read
 // back; ErrInvalidRequest, PostgreSQL refused to store the record;
-// ErrUnsupportedVersion) is sent once more under a new request_id; refused
-// again, Close returns that refusal, and the session is not closed: the
+// ErrUnsupportedVersion) is sent once more under a new request_id (after
+// ErrRequestIDConflict, an earlier copy of the close was applied: the
+// resend finding the session gone, ErrSessionNotFound, is taken as
+// closed); refused again, Close returns that refusal, and the session is not closed: the
 // worker holds it, and its locks, until a Close that succeeds or its
 // expiry (its leases have ended as released here all the same). Close
 // after a Close that was answered otherwise sends nothing and returns what
@@ -327,10 +329,12 @@ func (s *Session) Close(ctx context.Context) error {
 		return nil
 	}
 	ev, err := s.c.send(ctx, cmd)
+	applied := false // an earlier copy of cmd was applied, its outcome unread
 	if err == nil && ev.Type == topics.TypeRejected && !sessionGone(rejection(ev)) {
 		// Refused without an effect: the worker holds the session still.
 		// Sent once more under a new request_id, as Lease.Release does a
 		// release.
+		applied = errors.Is(rejection(ev), ErrRequestIDConflict)
 		ev, err = s.c.send(ctx, s.newCloseCmd())
 	}
 	if err != nil {
@@ -338,6 +342,9 @@ func (s *Session) Close(ctx context.Context) error {
 	}
 	if ev.Type == topics.TypeRejected {
 		refused = rejection(ev)
+	}
+	if applied && errors.Is(refused, ErrSessionNotFound) {
+		refused = nil // the copy REQUEST_ID_CONFLICT answered for closed it
 	}
 	if refused != nil && !sessionGone(refused) {
 		// Refused again: not closed, so a next Close tries anew.

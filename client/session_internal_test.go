@@ -570,7 +570,8 @@ func TestCloseRefusedWithoutEffectIsSentAgain(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	refuse := map[string]int{} // session ID -> closes to refuse
-	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "invalid": topics.CodeInvalidRequest, "not-found": topics.CodeSessionNotFound}
+	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "invalid": topics.CodeInvalidRequest, "not-found": topics.CodeSessionNotFound,
+		"applied": topics.CodeRequestIDConflict}
 	var closes []topics.Command
 	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		switch cmd.Operation {
@@ -585,6 +586,11 @@ func TestCloseRefusedWithoutEffectIsSentAgain(t *testing.T) {
 			if refuse[cmd.SessionID] > 0 {
 				refuse[cmd.SessionID]--
 				return one(rejectedEvent(cmd, codes[cmd.SessionID]))
+			}
+			if cmd.SessionID == "applied" {
+				// The first copy closed it: its stored outcome could not
+				// be read back, and the resend finds no session.
+				return one(rejectedEvent(cmd, topics.CodeSessionNotFound))
 			}
 			return one(sessionEvent(cmd, topics.TypeSessionClosed, 30))
 		}
@@ -621,6 +627,16 @@ func TestCloseRefusedWithoutEffectIsSentAgain(t *testing.T) {
 		cl := sent(before)
 		require.Len(t, cl, 2)
 		require.Len(t, requestIDs(cl), 2, "the second under a new request_id")
+		require.NoError(t, s.Close(ctx))
+		require.Len(t, sent(before), 2, "closed: a later Close sends nothing")
+	})
+	// REQUEST_ID_CONFLICT says an earlier copy of the close was applied
+	// (its outcome unreadable): the resend's SESSION_NOT_FOUND is its doing.
+	t.Run("closed by the conflicting copy", func(t *testing.T) {
+		s := open(t, "applied", 1)
+		before := count()
+		require.NoError(t, s.Close(ctx))
+		require.Len(t, sent(before), 2)
 		require.NoError(t, s.Close(ctx))
 		require.Len(t, sent(before), 2, "closed: a later Close sends nothing")
 	})
