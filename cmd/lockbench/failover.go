@@ -139,7 +139,7 @@ func (f *replicaFaults) kill(c *faultCounts, r *chaos.Replica) error {
 	err := r.Kill()
 	if errors.Is(err, chaos.ErrExitedUnasked) {
 		f.exitedUnasked(c, err, "; counted, and it starts again")
-		return nil
+		return f.ctx.Err() // cut short: not started again
 	}
 	return err
 }
@@ -167,7 +167,9 @@ func (f *replicaFaults) term(c *faultCounts, r *chaos.Replica, grace time.Durati
 		return nil
 	case errors.Is(err, chaos.ErrExitedUnasked): // gone before the signal
 		f.exitedUnasked(c, err, "; counted, and it starts again")
-		return nil
+		return f.ctx.Err() // cut short: not started again
+	case f.ctx.Err() != nil:
+		return f.ctx.Err() // the run's signal reached it too: no stop of the fault's to count
 	case errors.Is(err, chaos.ErrUncleanStop): // a non-zero exit after the signal, or killed after grace
 		c.SIGTERMs++
 		c.UncleanStops++
@@ -598,14 +600,18 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 	limit := f.SessionTimeoutMS + 2000
 	exitedUnasked, failedStarts := 0, 0
 	for i, p := range f.Phases {
+		last := f.CutShort && i == len(f.Phases)-1 // the signal reached its replicas too
 		exitsZero := func(what string) {
 			r.goal("failover", what, "all", float64(p.SIGTERMs-p.UncleanStops), fmt.Sprintf(" of %s", fmtNum(float64(p.SIGTERMs))), p.UncleanStops == 0, p.SIGTERMs > 0)
+			if last {
+				r.unjudged()
+			}
 		}
 		// worst is the phase's goal on its worst time to answer, with
 		// nothing left unanswered.
 		worst := func(fault string, limitMS float64) {
 			r.goal("failover", fault+": worst time to answer", fmt.Sprintf("<= %s ms", fmtNum(limitMS)), p.WorstMS, " ms", p.WorstMS <= limitMS && p.Unanswered == 0, p.Commands > 0)
-			if f.CutShort && i == len(f.Phases)-1 {
+			if last {
 				r.unjudged()
 			}
 		}
@@ -635,11 +641,14 @@ func (r *Report) failoverGoals(f *FailoverResult) {
 	if f.Unexpired > 0 {
 		r.Goals[len(r.Goals)-1].Measured += fmt.Sprintf(", %d never expired", f.Unexpired)
 	}
+	if f.CutShort {
+		r.unjudged() // the replicas that would have expired them were stopped too
+	}
 	r.goal("failover", "unanswered commands", "0", float64(f.Unanswered), fmt.Sprintf(" of %s", fmtNum(float64(f.Commands))), f.Unanswered == 0, true)
 	if f.CutShort {
 		r.unjudged()
-		r.note("failover: cut short by a signal, which reaches the replicas and devkafka too: the unanswered commands and " +
-			"the last phase's worst time to answer are not judged, and no replica's exit after it is counted")
+		r.note("failover: cut short by a signal, which reaches the replicas and devkafka too: the unanswered commands, the orphaned " +
+			"leases, and the last phase's worst time to answer and SIGTERM exits are not judged, and no replica's exit after it is counted")
 	}
 	r.goal("failover", "replicas exited unasked (crashed between faults)", "0", float64(exitedUnasked), "", exitedUnasked == 0, len(f.Phases) > 0)
 	r.goal("failover", "replica starts that failed (exited or not ready)", "0", float64(failedStarts), "", failedStarts == 0, len(f.Phases) > 0)
