@@ -131,7 +131,7 @@ func TestPublishCreatesATopicWhoseConfigsAreRefused(t *testing.T) {
 	mu.Lock()
 	require.Equal(t, 1, refused, "asked with its configs once: the creation is remembered")
 	mu.Unlock()
-	require.Equal(t, []string{"the broker refused the topic's configs min.insync.replicas=2; created it with the broker's topic=" + topic}, warned.lines())
+	require.Equal(t, []string{"the broker refused the topic's configs min.insync.replicas=2; asked again without them, to have the broker's topic=" + topic}, warned.lines())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -250,18 +250,24 @@ func (tc *topicCreator) forget(topic string) {
 // create creates topics (distinct) and returns each one's error; a refusal
 // to create one (no CREATE permission, which Kafka checks before whether the
 // topic exists) leaves it to the produce: a topic provisioned elsewhere is
-// written. A topic created without its configs (CreateTopics) is warned of
-// to the client's logger (kgo.WithLogger), where the relay's operator looks:
-// once, since a creation that took is remembered.
+// written. A topic asked again without its configs (CreateTopics) is warned
+// of to the client's logger (kgo.WithLogger), where the relay's operator
+// looks: once, since a creation that took is remembered.
 func (tc *topicCreator) create(ctx context.Context, topics []string) []error {
 	got, refused := CreateTopics(ctx, tc.admin, tc.partitions, tc.replicationFactor, tc.configs, topics...)
 	errs := make([]error, len(topics))
 	for i, topic := range topics {
 		err := got[i]
-		if err == nil && refused[i] != nil {
+		if refused[i] != nil {
+			// Also when the second ask failed: it may have made the topic
+			// all the same (a timeout), which the next creation then finds
+			// made, without a word.
 			if l, _ := tc.client.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= kgo.LogLevelWarn {
-				l.Log(kgo.LogLevelWarn, "the broker refused the topic's configs "+ConfigsText(tc.configs)+"; created it with the broker's",
-					"topic", topic, "err", refused[i])
+				kv := []any{"topic", topic, "err", refused[i]}
+				if err != nil {
+					kv = append(kv, "then", err)
+				}
+				l.Log(kgo.LogLevelWarn, "the broker refused the topic's configs "+ConfigsText(tc.configs)+"; asked again without them, to have the broker's", kv...)
 			}
 		}
 		switch {

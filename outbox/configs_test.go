@@ -82,7 +82,7 @@ func TestReplyTopicConfigsRefused(t *testing.T) {
 			}
 			require.Len(t, warnings, 1, "said once: %s", kafkaLogs.String())
 			assert.Equal(t, "warn", warnings[0]["level"])
-			assert.Equal(t, "the broker refused the topic's configs min.insync.replicas=2; created it with the broker's", warnings[0]["message"])
+			assert.Equal(t, "the broker refused the topic's configs min.insync.replicas=2; asked again without them, to have the broker's", warnings[0]["message"])
 			assert.Equal(t, reply, warnings[0]["topic"])
 			assert.Contains(t, warnings[0]["err"], refusal.Message)
 

@@ -74,8 +74,9 @@ func Topics(names topics.Names, commandsPartitions int32) []TopicSpec {
 // createTopic creates spec's topic with factor replicas, its configs and
 // kafkapubsub.TopicConfigs(factor). A managed Kafka's create-topic policy
 // may refuse topic configs (POLICY_VIOLATION or INVALID_CONFIG): it then
-// asks again without TopicConfigs, then with spec's Required configs only,
-// and warns once of those the topic was made without. It fails naming the
+// asks again with spec's Required configs and TopicConfigs, then without
+// TopicConfigs, then with the Required configs only, and warns once of
+// those the topic was made without. It fails naming the
 // configs to create the topic beforehand with rather than make it without
 // its Required ones.
 func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSpec, factor int16) (kadm.CreateTopicResponse, error) {
@@ -86,14 +87,19 @@ func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSp
 			required[k] = &v
 		}
 	}
-	asks := []map[string]*string{own}
-	if extra := kafkapubsub.TopicConfigs(factor); extra != nil {
-		all := maps.Clone(own)
-		maps.Copy(all, extra)
-		asks = []map[string]*string{all, own}
+	// Fewer configs at each ask: TopicConfigs (durability) is dropped
+	// after the topic's own that are not Required (how much readers read
+	// past), before the topic's own are.
+	with := func(configs map[string]*string) map[string]*string {
+		c := maps.Clone(configs)
+		maps.Copy(c, kafkapubsub.TopicConfigs(factor))
+		return c
 	}
-	if len(required) < len(own) {
-		asks = append(asks, required)
+	var asks []map[string]*string
+	for _, configs := range []map[string]*string{with(own), with(required), own, required} {
+		if !slices.ContainsFunc(asks, func(a map[string]*string) bool { return kafkapubsub.ConfigsText(a) == kafkapubsub.ConfigsText(configs) }) {
+			asks = append(asks, configs)
+		}
 	}
 	var refused error // the asks refused so far, each with Kafka's answer
 	for _, configs := range asks {

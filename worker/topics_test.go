@@ -491,7 +491,8 @@ func refuseConfigs(c *kfake.Cluster, code int16, refuse func(config string) bool
 // (POLICY_VIOLATION or INVALID_CONFIG), EnsureTopics asks again without it,
 // the lock state topic with its own configs, and warns once of each topic,
 // naming the config dropped and Kafka's message. Refused the state topic's
-// segment configs, it makes it compacted without them.
+// segment configs, it makes it compacted without them, with
+// min.insync.replicas=2 still.
 func TestEnsureTopicsConfigsRefused(t *testing.T) {
 	names := topics.DefaultNames()
 	specs := worker.Topics(names, 4)
@@ -506,7 +507,7 @@ func TestEnsureTopicsConfigsRefused(t *testing.T) {
 		{name: "min.insync.replicas, POLICY_VIOLATION", code: kerr.PolicyViolation, refused: []string{"min.insync.replicas"}},
 		{name: "min.insync.replicas, INVALID_CONFIG", code: kerr.InvalidConfig, refused: []string{"min.insync.replicas"}},
 		{name: "segment configs", code: kerr.PolicyViolation, refused: []string{"segment.bytes", "segment.ms"},
-			dropped: map[string]string{names.State: "min.insync.replicas=2, segment.bytes=67108864, segment.ms=3600000"}},
+			dropped: map[string]string{names.State: "segment.bytes=67108864, segment.ms=3600000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -548,6 +549,8 @@ func TestEnsureTopicsConfigsRefused(t *testing.T) {
 			if tc.dropped == nil {
 				require.Equal(t, "67108864", state["segment.bytes"])
 				require.Equal(t, "3600000", state["segment.ms"])
+			} else {
+				require.Equal(t, "2", state["min.insync.replicas"], "kept where only the segment configs are refused")
 			}
 		})
 	}
@@ -556,8 +559,8 @@ func TestEnsureTopicsConfigsRefused(t *testing.T) {
 // Where a create-topic policy refuses every topic config, EnsureTopics
 // makes the topics without configs of their own, warned, but not the lock
 // state topic uncompacted: it fails, naming it and the configs to create
-// it beforehand with, having asked for it with its configs, then compacted
-// only, never without any.
+// it beforehand with, having asked for it with its configs, then fewer,
+// then compacted only, never without any.
 func TestEnsureTopicsStateTopicConfigsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -573,10 +576,11 @@ func TestEnsureTopicsStateTopicConfigsRefused(t *testing.T) {
 	require.ErrorContains(t, err, "not allowed", "Kafka's message")
 
 	stateAsked := asked()[names.State]
-	require.Len(t, stateAsked, 3)
+	require.Len(t, stateAsked, 4)
 	require.Equal(t, "2", stateAsked[0]["min.insync.replicas"])
-	require.Equal(t, worker.StateTopicConfigs(), stateAsked[1])
-	require.Equal(t, map[string]string{"cleanup.policy": "compact"}, stateAsked[2])
+	require.Equal(t, map[string]string{"cleanup.policy": "compact", "min.insync.replicas": "2"}, stateAsked[1])
+	require.Equal(t, worker.StateTopicConfigs(), stateAsked[2])
+	require.Equal(t, map[string]string{"cleanup.policy": "compact"}, stateAsked[3])
 	adm := kadm.NewClient(w.Client())
 	listed, err := adm.ListTopics(ctx)
 	require.NoError(t, err)
