@@ -43,7 +43,12 @@
 //	if err != nil {
 //		return err
 //	}
-//	err = charge(lease.Context(), lease.Token)
+//	// lease.Context() ends if the lease is lost, not with ctx: the work
+//	// gets a context that ends with either (WithLock does so).
+//	work, stop := context.WithCancel(ctx)
+//	defer stop()
+//	defer context.AfterFunc(lease.Context(), stop)()
+//	err = charge(work, lease.Token)
 //	return errors.Join(err, lease.Release(ctx))
 //
 // Query returns a LockState with a typed Status and time.Time fields.
@@ -81,10 +86,18 @@
 // replica watching the session died too: docs/design.md, "Sessions").
 //
 //	s, err := c.NewSession(ctx, 10*time.Second)
-//	...
-//	defer s.Close(ctx)
+//	if err != nil {
+//		return err
+//	}
+//	defer func() { err = errors.Join(err, s.Close(context.WithoutCancel(ctx))) }()
 //	a, err := c.Acquire(ctx, "orders/42", client.WithSession(s))
+//	if err != nil {
+//		return err
+//	}
 //	b, err := c.Acquire(ctx, "orders/43", client.WithSession(s))
+//	if err != nil {
+//		return err
+//	}
 //
 // # Lifecycle events
 //
@@ -114,8 +127,10 @@
 //
 // # Examples
 //
-// The Example functions of example_test.go run against a real lockworker in
-// the package's tests; ExampleClient_Acquire is the README's example.
+// The Example functions of example*_test.go run against a real lockworker in
+// the package's tests (all but ExampleFromEnd, which tails the topic for
+// ever, with their output checked); ExampleClient_Acquire is the README's
+// example.
 // `go doc -http` shows them (text `go doc` prints none).
 //
 // # Exported names

@@ -65,9 +65,13 @@ func ExampleClient_Acquire() {
 		if err != nil {
 			return err
 		}
-		// lease.Context() is cancelled if the lease is lost (<-lease.Lost()):
-		// pass it to the work, and lease.Token to what the lock guards.
-		err = charge(lease.Context(), lease.Token)
+		// lease.Context() is cancelled if the lease is lost (<-lease.Lost()),
+		// not when ctx ends: give the work a context that ends with either
+		// (client.WithLock does so), and lease.Token to what the lock guards.
+		work, stop := context.WithCancel(ctx)
+		defer stop()
+		defer context.AfterFunc(lease.Context(), stop)()
+		err = charge(work, lease.Token)
 		return errors.Join(err, lease.Release(ctx))
 	}
 

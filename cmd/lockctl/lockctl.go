@@ -55,7 +55,7 @@ commands:
           -- COMMAND [ARGS...]
 
 flags of every command:
-  --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
+  --brokers host:port,...  (default: KAFKA_BOOTSTRAP_SERVERS, else EMBEDDED_KAFKA_ADDR, 127.0.0.1:9092 by default)
   --namespace NS  --requester NAME (replies on locks.replies.NAME; default lockctl)
   --timeout 10s (how long to wait for an answer)  --json (machine-readable output)
   LOCKWORKER_REPLY_TOPIC_REPLICATION_FACTOR: replicas of the reply topic when
@@ -167,7 +167,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "lockctl: unknown command %q\nrun 'lockctl help' for usage\n", c.cmd)
 		return exitUsage
 	}
-	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)")
+	fs.StringVar(&c.brokers, "brokers", "", "comma-separated Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS, else EMBEDDED_KAFKA_ADDR, 127.0.0.1:9092 by default)")
 	fs.StringVar(&c.namespace, "namespace", "", "lock namespace")
 	fs.StringVar(&c.requester, "requester", "", "requester name: replies come on locks.replies.<requester> (default: the subject of\n$LOCKWORKER_TOKEN or $LOCKWORKER_TOKEN_FILE's token, else lockctl)")
 	c.timeout = seconds{d: 10 * time.Second}
