@@ -304,6 +304,11 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //     on every execution, a large share of its CPU at small batches
 //     (docs/performance.md). So every statement must read by index under
 //     its generic plan.
+//   - jit off: a generic plan is costed for rows it never reads (a
+//     subquery its CASE skips, priced once per row of a table's average
+//     lock), and a cost above jit_above_cost has every run of the cached
+//     plan compiled, 0.1 to 1 s each, on statements that take a
+//     millisecond.
 //   - idle_in_transaction_session_timeout: Config.IdleInTransactionTimeout.
 //   - lock_timeout: Config.LockTimeout.
 //   - tcp_keepalives_idle, tcp_keepalives_interval, tcp_keepalives_count
@@ -316,7 +321,7 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 // answering right after the connection opened would hold it, and its pool
 // slot, until TCP gives up.
 func sessionSettings(cfg Config, bound time.Duration) func(context.Context, *pgx.Conn) error {
-	settings := append([]setting{{"plan_cache_mode", "force_generic_plan"}}, boundSettings(cfg)...)
+	settings := append([]setting{{"plan_cache_mode", "force_generic_plan"}, {"jit", "off"}}, boundSettings(cfg)...)
 	sql := setSQL(append(settings, liftedTimeouts...), false, false)
 	return func(ctx context.Context, c *pgx.Conn) error {
 		sctx, cancel := context.WithTimeout(ctx, bound)

@@ -1123,6 +1123,27 @@ func TestOpenPrefersGenericPlans(t *testing.T) {
 	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
 }
 
+// Connections compile no plan (jit off), unless the connection string says
+// otherwise: a generic plan's cost counts work its CASE skips, and above
+// jit_above_cost every run would compile, for as long as the statement
+// takes many times over.
+func TestOpenTurnsJITOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := testdb.NewSchema(t)
+	jit := func(st *store.Store) string {
+		var v string
+		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW jit`).Scan(&v))
+		return v
+	}
+	st := sc.Open(t, store.Config{MaxConns: 1})
+	require.Equal(t, "off", jit(st))
+	require.NoError(t, st.Migrate(ctx))
+	require.Equal(t, "off", jit(st), "also on the connection the migrations ran on (tern resets it)")
+	sc.URL = connstr.WithParam(sc.URL, "jit", "on")
+	require.Equal(t, "on", jit(sc.Open(t, store.Config{})))
+}
+
 // A migration that fails after others were applied (each ending in tern's
 // RESET ALL) leaves no connection planning under plan_cache_mode auto in
 // the pool: the one the migrator ran on is closed, not released, so
