@@ -34,3 +34,11 @@ func TestDescribeRemainingTimeByTheServersClock(t *testing.T) {
 	d := describe(topics.Event{Type: topics.TypeAcquired, LockInfo: li, OccurredAt: topics.Time{Time: at.Add(100 * time.Millisecond)}})
 	require.Contains(t, d, " expires=2020-01-02T03:04:35.000000Z (in 29.9s) ")
 }
+
+// A lock in a lock-delay says until when: an acquire is refused until
+// then, though the lock shows expired (or free).
+func TestDescribeLockDelay(t *testing.T) {
+	until := topics.NewTimePtr(time.Date(2026, 12, 3, 9, 0, 30, 0, time.UTC))
+	li := &topics.LockInfo{LockName: "a", OwnerID: "o", Status: topics.StatusExpired, FencingToken: 7, DelayUntil: until}
+	require.Contains(t, describe(topics.Event{LockInfo: li}), "a expired owner=o token=7 acquisitions=0 extensions=0 delay_until=2026-12-03T09:00:30.000000Z")
+}

@@ -515,6 +515,9 @@ func describe(ev topics.Event) string {
 	if li.Status != topics.StatusFree {
 		fmt.Fprintf(&b, " acquisitions=%d extensions=%d", li.AcquisitionCount, li.ExtensionCount)
 	}
+	if li.DelayUntil != nil { // nothing is granted before it, free or not
+		fmt.Fprintf(&b, " delay_until=%s", li.DelayUntil.Format(topics.TimeLayout))
+	}
 	if len(li.OwnerMetadata) > 0 {
 		fmt.Fprintf(&b, " metadata=%s", safe(string(li.OwnerMetadata)))
 	}
