@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -494,9 +495,12 @@ func (b *Batch) QueueFlush(ctx context.Context, batch *pgx.Batch) error {
 		// store.ErrTransient, and the retry answers the copy from the
 		// stored outcome instead of applying it twice. Outcomes of
 		// requests from earlier transactions (a queued acquire granted
-		// now) replace theirs.
+		// now) replace theirs. In request_id order: two transactions
+		// inserting the same two ids take them in one order, so one waits
+		// for the other instead of both deadlocking.
 		var fresh, later outcomeRows
-		for id, s := range b.outcomes {
+		for _, id := range slices.Sorted(maps.Keys(b.outcomes)) {
+			s := b.outcomes[id]
 			v, err := encode(s.p)
 			if err != nil {
 				return fmt.Errorf("encoding outcome: %w", err)

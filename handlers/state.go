@@ -159,28 +159,73 @@ func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) 
 // count or topic ID changed (see docs/design.md "Lock state topic").
 const OpRepublish = "republish"
 
-// RepublishStates publishes again the current state of at most limit
-// locks with a revision, those after the lock afterNS/afterName in key
-// order, each under its own partition (forLock: a row of no partition,
-// seeded by a tool, under b's), and returns how many and the last
-// one's key (to page on from). Their revision is unchanged: a reader that
-// has it drops the copy. The rows are locked (FOR UPDATE), so a change
-// committed meanwhile is published after, in outbox order; locks still at
-// revision 0 are PublishFirstStates's. The holders of the page are read
-// in one round trip.
-func (b *Batch) RepublishStates(ctx context.Context, afterNS, afterName string, limit int) (n int, lastNS, lastName string, err error) {
-	rows, err := b.tx.Query(ctx, `SELECT `+lockCols+` FROM locks WHERE revision > 0 AND (namespace, lock_name) > ($1, $2)
-		ORDER BY namespace, lock_name LIMIT $3 FOR UPDATE`, afterNS, afterName, limit)
+// StateKey names a lock whose state RepublishStates publishes again.
+type StateKey struct{ Namespace, Name string }
+
+// RepublishStates publishes again the current state of a page of locks
+// with a revision, the first limit after the lock after in key order, each
+// under its own partition (forLock: a row of no partition, seeded by a
+// tool, under b's). It returns the page's keys (fewer than limit: the last
+// page; the next one starts after the last) and those of the rows another
+// transaction held, which it skipped: waiting for one while holding the
+// page's rows would close a cycle with a batch, which locks its rows in
+// command order (40P01 after deadlock_timeout, the batch waiting
+// meanwhile). The caller publishes each of them alone (RepublishState): the
+// holder may be a refused command, which publishes no state. Their
+// revision is unchanged: a reader that has it drops the copy. Locks still
+// at revision 0 are PublishFirstStates's.
+func (b *Batch) RepublishStates(ctx context.Context, after StateKey, limit int) (keys, skipped []StateKey, err error) {
+	rows, err := b.tx.Query(ctx, `SELECT namespace, lock_name FROM locks WHERE revision > 0 AND (namespace, lock_name) > ($1, $2)
+		ORDER BY namespace, lock_name LIMIT $3`, after.Namespace, after.Name, limit)
 	if err != nil {
-		return 0, "", "", fmt.Errorf("reading the locks to publish again: %w", err)
+		return nil, nil, fmt.Errorf("listing the locks to publish again: %w", err)
+	}
+	if keys, err = pgx.CollectRows(rows, pgx.RowToStructByPos[StateKey]); err != nil {
+		return nil, nil, fmt.Errorf("listing the locks to publish again: %w", err)
+	}
+	if len(keys) == 0 {
+		return nil, nil, nil
+	}
+	got, err := b.republish(ctx, keys[0], keys[len(keys)-1], ` SKIP LOCKED`)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, k := range keys {
+		if !got[k] {
+			skipped = append(skipped, k)
+		}
+	}
+	return keys, skipped, nil
+}
+
+// RepublishState publishes again the current state of the lock k, one
+// RepublishStates skipped, waiting for its row: called in a transaction of
+// its own, which holds no other row, the wait closes no cycle. It says
+// whether it did (not: the row was deleted meanwhile).
+func (b *Batch) RepublishState(ctx context.Context, k StateKey) (bool, error) {
+	got, err := b.republish(ctx, k, k, ``)
+	return got[k], err
+}
+
+// republishLocking locks the rows with a revision of the locks from $1/$2
+// to $3/$4 in key order.
+const republishLocking = `SELECT ` + lockFields + ` FROM locks WHERE revision > 0
+	AND (namespace, lock_name) >= ($1, $2) AND (namespace, lock_name) <= ($3, $4) ORDER BY namespace, lock_name FOR UPDATE`
+
+// republish publishes again the current state of the locks with a
+// revision from the lock from to the lock to in key order, and returns
+// their keys. Their rows are locked (FOR UPDATE, then skip) while their
+// state is read and published, so a change committed meanwhile is
+// published after, in outbox order. The holders are read in one round trip.
+func (b *Batch) republish(ctx context.Context, from, to StateKey, skip string) (map[StateKey]bool, error) {
+	rows, err := b.tx.Query(ctx, timedAfterLock(republishLocking+skip), from.Namespace, from.Name, to.Namespace, to.Name)
+	if err != nil {
+		return nil, fmt.Errorf("reading the locks to publish again: %w", err)
 	}
 	var rs []lockRow
 	var r lockRow
 	if _, err := pgx.ForEachRow(rows, r.dest(), func() error { rs = append(rs, r); return nil }); err != nil {
-		return 0, "", "", fmt.Errorf("reading the locks to publish again: %w", err)
-	}
-	if len(rs) == 0 {
-		return 0, afterNS, afterName, nil
+		return nil, fmt.Errorf("reading the locks to publish again: %w", err)
 	}
 	pb := &pgx.Batch{}
 	read := make([][]rules.Holder, len(rs))
@@ -192,16 +237,17 @@ func (b *Batch) RepublishStates(ctx context.Context, afterNS, afterName string, 
 	}
 	if pb.Len() > 0 {
 		if err := b.tx.SendBatch(ctx, pb).Close(); err != nil {
-			return 0, "", "", fmt.Errorf("reading the holders of the locks to publish again: %w", err)
+			return nil, fmt.Errorf("reading the holders of the locks to publish again: %w", err)
 		}
 	}
+	got := make(map[StateKey]bool, len(rs))
 	for i := range rs {
 		r := &rs[i]
 		a := (&applier{Batch: b, cmd: topics.Command{Operation: OpRepublish}}).forLock(r.partition)
 		l := r.lock()
 		l.Holders = read[i]
 		a.state(r, l, r.holders, r.status)
+		got[StateKey{r.namespace, r.name}] = true
 	}
-	last := rs[len(rs)-1]
-	return len(rs), last.namespace, last.name, nil
+	return got, nil
 }

@@ -215,6 +215,14 @@ func (s *Store) CheckTopicID(ctx context.Context, group, topic, id string) (recr
 			return &RetiredTopicIDError{Topic: topic, ID: id, Current: was}
 		}
 		recreated = true
+		// The offset rows are locked in partition order first, as every
+		// batch locks them: the DELETE alone takes them in its scan's order
+		// (a seq scan's is the heap's, which updates reshuffle), and could
+		// close a cycle with a batch of two of the partitions.
+		if _, err := tx.Exec(ctx, `SELECT FROM consumer_offsets WHERE group_id = $1 AND topic = $2 ORDER BY partition FOR UPDATE`,
+			group, topic); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `DELETE FROM consumer_offsets WHERE group_id = $1 AND topic = $2`, group, topic); err != nil {
 			return err
 		}

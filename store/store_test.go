@@ -811,6 +811,66 @@ func TestCheckTopicID(t *testing.T) {
 	require.False(t, recreated)
 }
 
+// CheckTopicID locks a recreated topic's offset rows in partition order,
+// as a batch does, before it deletes them: the DELETE alone takes them in
+// its scan's order, a seq scan's (the table is small and analyzed often)
+// the heap's, which updates reshuffle. Here the heap holds partition 1's
+// row before 0's: a batch holding 0 and then locking 1 would deadlock with
+// it (40P01 after deadlock_timeout, one side retried).
+func TestCheckTopicIDLocksOffsetsInPartitionOrder(t *testing.T) {
+	t.Parallel()
+	var retries atomic.Int32
+	st := testdb.NewWith(t, store.Config{LockTimeout: -1, OnRetry: func(_ int, err error, _ time.Duration) {
+		retries.Add(1)
+		t.Logf("CheckTopicID retried: %v", err)
+	}})
+	ctx := t.Context()
+	const group, topic = "lockworker", "locks.commands"
+	_, _, err := st.CheckTopicID(ctx, group, topic, "id-1")
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) VALUES ($1, $2, 0, 5), ($1, $2, 1, 5)`,
+		group, topic)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `UPDATE consumer_offsets SET next_offset = 7 WHERE partition = 0; ANALYZE consumer_offsets`)
+	require.NoError(t, err)
+	rows, err := st.Pool.Query(ctx, `SELECT partition FROM consumer_offsets WHERE group_id = $1 AND topic = $2`, group, topic)
+	require.NoError(t, err)
+	order, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	require.NoError(t, err)
+	require.Equal(t, []int32{1, 0}, order, "the scan's order")
+
+	batch, err := st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = batch.Rollback(context.Background()) }()
+	var pid int64
+	require.NoError(t, batch.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	_, err = store.LockOffset(ctx, batch, group, topic, 0)
+	require.NoError(t, err)
+	type checked struct {
+		recreated bool
+		err       error
+	}
+	done := make(chan checked, 1)
+	go func() {
+		recreated, _, err := st.CheckTopicID(ctx, group, topic, "id-2")
+		done <- checked{recreated, err}
+	}()
+	require.Eventually(t, func() bool {
+		var n int
+		err := st.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid).Scan(&n)
+		return err == nil && n > 0
+	}, 10*time.Second, 5*time.Millisecond, "CheckTopicID waits for the batch")
+
+	_, err = store.LockOffset(ctx, batch, group, topic, 1)
+	require.NoError(t, err, "the batch's second offset row: no deadlock")
+	require.NoError(t, batch.Commit(ctx))
+	got := <-done
+	require.NoError(t, got.err)
+	require.True(t, got.recreated)
+	require.Zero(t, retries.Load(), "CheckTopicID: no deadlock")
+	require.Empty(t, offsets(t, st, group, topic))
+}
+
 // An ID the topic had before its current one, read again from a broker
 // behind the topic's deletion (old, new, old), is no new recreation: the
 // live topic's offsets and generated outcomes stay, the new ID stays

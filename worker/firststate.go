@@ -8,6 +8,7 @@ import (
 
 	"github.com/omninode/lockworker/handlers"
 	"github.com/omninode/lockworker/store"
+	"github.com/omninode/lockworker/topics"
 )
 
 // PublishFirstStates publishes the state of every lock that has none yet
@@ -112,26 +113,47 @@ func stateTopicChanged(was, found store.StateTopic) (store.StateTopic, bool) {
 
 // RepublishStates publishes the current state of every lock with a
 // revision again (handlers.Batch.RepublishStates), 1000 a transaction in
-// key order, and returns how many.
+// key order, and returns how many. The rows of a page that other
+// transactions held are published after it, each alone in a transaction
+// (handlers.Batch.RepublishState).
 func (w *Worker) RepublishStates(ctx context.Context) (int, error) {
 	const page = 1000
-	total := 0
-	ns, name := "", ""
-	for {
-		var n int
-		var lastNS, lastName string // an attempt's: store.InTx may retry it
-		err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
+	inTx := func(step func(*handlers.Batch) error) error {
+		return w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 			b := handlers.NewBatch(tx, w.env(0))
+			return b, step(b)
+		})
+	}
+	total := 0
+	var after handlers.StateKey
+	for {
+		var keys, skipped []handlers.StateKey // an attempt's: store.InTx may retry it
+		err := inTx(func(b *handlers.Batch) error {
 			var err error
-			n, lastNS, lastName, err = b.RepublishStates(ctx, ns, name, page)
-			return b, err
+			keys, skipped, err = b.RepublishStates(ctx, after, page)
+			return err
 		})
 		if err != nil {
 			return total, fmt.Errorf("publishing the lock states again: %w", err)
 		}
-		total, ns, name = total+n, lastNS, lastName
-		if n < page {
+		total += len(keys) - len(skipped)
+		for _, k := range skipped {
+			var done bool
+			err := inTx(func(b *handlers.Batch) error {
+				var err error
+				done, err = b.RepublishState(ctx, k)
+				return err
+			})
+			if err != nil {
+				return total, fmt.Errorf("publishing the state of lock %q again: %w", topics.LockKey(k.Namespace, k.Name), err)
+			}
+			if done {
+				total++
+			}
+		}
+		if len(keys) < page {
 			return total, nil
 		}
+		after = keys[len(keys)-1]
 	}
 }
