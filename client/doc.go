@@ -44,10 +44,10 @@
 //		return err
 //	}
 //	// lease.Context() ends if the lease is lost, not with ctx: the work
-//	// gets a context that ends with either (WithLock does so).
-//	work, stop := context.WithCancel(ctx)
-//	defer stop()
-//	defer context.AfterFunc(lease.Context(), stop)()
+//	// gets a context that ends with either, and why (WithLock does so).
+//	work, stop := context.WithCancelCause(ctx)
+//	defer stop(nil)
+//	defer context.AfterFunc(lease.Context(), func() { stop(context.Cause(lease.Context())) })()
 //	err = charge(work, lease.Token)
 //	return errors.Join(err, lease.Release(ctx))
 //

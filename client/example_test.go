@@ -66,11 +66,11 @@ func ExampleClient_Acquire() {
 			return err
 		}
 		// lease.Context() is cancelled if the lease is lost (<-lease.Lost()),
-		// not when ctx ends: give the work a context that ends with either
-		// (client.WithLock does so), and lease.Token to what the lock guards.
-		work, stop := context.WithCancel(ctx)
-		defer stop()
-		defer context.AfterFunc(lease.Context(), stop)()
+		// not when ctx ends: give the work a context that ends with either, and
+		// why (client.WithLock does so), and lease.Token to what the lock guards.
+		work, stop := context.WithCancelCause(ctx)
+		defer stop(nil)
+		defer context.AfterFunc(lease.Context(), func() { stop(context.Cause(lease.Context())) })()
 		err = charge(work, lease.Token)
 		return errors.Join(err, lease.Release(ctx))
 	}

@@ -631,8 +631,10 @@ func (l *Lease) capReached() bool {
 // back; ErrForbidden: the token no longer covers the lock's namespace;
 // ErrInvalidRequest: PostgreSQL refused to store the record) is sent once
 // more under a new request_id (after ErrRequestIDConflict, an earlier copy
-// of the release was applied: the resend refused ErrNotHeld is taken as
-// released); refused again, Release returns that
+// of the release was applied: the resend finding the lease gone,
+// ErrNotHeld, ErrNotOwner or ErrTokenMismatch, is taken as released, also
+// where the worker had ended it before that copy, which its unreadable
+// outcome cannot tell); refused again, Release returns that
 // refusal, and the lease is neither lost nor released: the worker holds
 // it, a lease of its own, no longer extended, until its expiry (it then
 // ends as released), a session's as long as the session lives (until a
@@ -714,8 +716,10 @@ func (l *Lease) Release(ctx context.Context) error {
 		// had ended before the client knew.
 		refused = fmt.Errorf("%w: the owner was waiting in the lock's queue, and the release withdrew that wait", ErrNotHeld)
 	}
-	if applied && errors.Is(refused, ErrNotHeld) && ev.Type == topics.TypeRejected {
-		// The copy REQUEST_ID_CONFLICT answered for released it.
+	if applied && ev.Type == topics.TypeRejected && leaseGone(refused) && !errors.Is(refused, ErrSessionBound) {
+		// The copy REQUEST_ID_CONFLICT answered for released it (and
+		// handed the lock on: NOT_OWNER, TOKEN_MISMATCH), or found it
+		// ended already: its outcome cannot tell, and the lease is over.
 		refused = nil
 	}
 	if refused != nil && !leaseGone(refused) {

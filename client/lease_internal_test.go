@@ -651,7 +651,8 @@ func TestReleaseRefusedWithTheLeaseHeld(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	refuse := map[string]int{} // lock -> releases to refuse
-	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "forbidden": topics.CodeForbidden, "applied": topics.CodeRequestIDConflict}
+	codes := map[string]string{"conflict": topics.CodeRequestIDConflict, "forbidden": topics.CodeForbidden,
+		"applied": topics.CodeRequestIDConflict, "handed": topics.CodeRequestIDConflict}
 	var releases []topics.Command
 	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		switch cmd.Operation {
@@ -671,10 +672,14 @@ func TestReleaseRefusedWithTheLeaseHeld(t *testing.T) {
 				refuse[cmd.LockName]--
 				return one(rejectedEvent(cmd, codes[cmd.LockName]))
 			}
-			if cmd.LockName == "applied" {
-				// The first copy released it: its stored outcome could
-				// not be read back, and the resend finds nothing held.
+			switch cmd.LockName {
+			// The first copy released it: its stored outcome could not
+			// be read back, and the resend finds nothing held, or the
+			// lock handed on to a waiter.
+			case "applied":
 				return one(rejectedEvent(cmd, topics.CodeNotHeld))
+			case "handed":
+				return one(rejectedEvent(cmd, topics.CodeNotOwner))
 			}
 			return one(releasedEvent(cmd))
 		}
@@ -704,17 +709,19 @@ func TestReleaseRefusedWithTheLeaseHeld(t *testing.T) {
 	})
 	// REQUEST_ID_CONFLICT says an earlier copy of the release was applied
 	// (its outcome unreadable): the resend's NOT_HELD is that release's doing.
-	t.Run("released by the conflicting copy", func(t *testing.T) {
-		mu.Lock()
-		refuse["applied"] = 1
-		mu.Unlock()
-		l, err := c.Acquire(ctx, "applied", WithSession(s))
-		require.NoError(t, err)
-		before := len(sent())
-		require.NoError(t, l.Release(ctx))
-		require.ErrorIs(t, l.Err(), ErrReleased)
-		require.Len(t, sent()[before:], 2)
-	})
+	for _, lock := range []string{"applied", "handed"} {
+		t.Run("released by the conflicting copy, "+lock, func(t *testing.T) {
+			mu.Lock()
+			refuse[lock] = 1
+			mu.Unlock()
+			l, err := c.Acquire(ctx, lock, WithSession(s))
+			require.NoError(t, err)
+			before := len(sent())
+			require.NoError(t, l.Release(ctx))
+			require.ErrorIs(t, l.Err(), ErrReleased)
+			require.Len(t, sent()[before:], 2)
+		})
+	}
 	t.Run("refused again", func(t *testing.T) {
 		mu.Lock()
 		refuse["forbidden"] = 2

@@ -283,8 +283,9 @@ func (s *Session) ExpiresAt() time.Time {
 // back; ErrInvalidRequest, PostgreSQL refused to store the record;
 // ErrUnsupportedVersion) is sent once more under a new request_id (after
 // ErrRequestIDConflict, an earlier copy of the close was applied: the
-// resend finding the session gone, ErrSessionNotFound, is taken as
-// closed); refused again, Close returns that refusal, and the session is not closed: the
+// resend finding the session gone, ErrSessionNotFound or ErrNotOwner, is
+// taken as closed, also where it had ended before that copy, which its
+// unreadable outcome cannot tell); refused again, Close returns that refusal, and the session is not closed: the
 // worker holds it, and its locks, until a Close that succeeds or its
 // expiry (its leases have ended as released here all the same). Close
 // after a Close that was answered otherwise sends nothing and returns what
@@ -343,8 +344,8 @@ func (s *Session) Close(ctx context.Context) error {
 	if ev.Type == topics.TypeRejected {
 		refused = rejection(ev)
 	}
-	if applied && errors.Is(refused, ErrSessionNotFound) {
-		refused = nil // the copy REQUEST_ID_CONFLICT answered for closed it
+	if applied && sessionGone(refused) {
+		refused = nil // the copy REQUEST_ID_CONFLICT answered for closed it, or found it ended
 	}
 	if refused != nil && !sessionGone(refused) {
 		// Refused again: not closed, so a next Close tries anew.

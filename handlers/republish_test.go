@@ -31,7 +31,7 @@ func TestRepublishStates(t *testing.T) {
 		require.NoError(t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
 			b := handlers.NewBatch(tx, env)
 			var err error
-			if keys, skipped, err = b.RepublishStates(context.Background(), after, 2); err != nil {
+			if keys, skipped, _, err = b.RepublishStates(context.Background(), after, 2); err != nil {
 				return err
 			}
 			return b.Flush(context.Background())
@@ -97,7 +97,7 @@ func (h *harness) republishAll(ctx context.Context, limit int) error {
 		var keys, skipped []handlers.StateKey
 		if err := inTx(func(b *handlers.Batch) error {
 			var err error
-			keys, skipped, err = b.RepublishStates(ctx, after, limit)
+			keys, skipped, _, err = b.RepublishStates(ctx, after, limit)
 			return err
 		}); err != nil {
 			return err

@@ -166,36 +166,38 @@ type StateKey struct{ Namespace, Name string }
 // with a revision, the first limit after the lock after in key order, each
 // under its own partition (forLock: a row of no partition, seeded by a
 // tool, under b's). It returns the page's keys (fewer than limit: the last
-// page; the next one starts after the last) and those of the rows another
-// transaction held, which it skipped: waiting for one while holding the
+// page; the next one starts after the last), those of the rows another
+// transaction held, which it skipped, and how many it published (rows
+// made or given their first revision in the page's range since it was
+// listed too): waiting for one while holding the
 // page's rows would close a cycle with a batch, which locks its rows in
 // command order (40P01 after deadlock_timeout, the batch waiting
 // meanwhile). The caller publishes each of them alone (RepublishState): the
 // holder may be a refused command, which publishes no state. Their
 // revision is unchanged: a reader that has it drops the copy. Locks still
 // at revision 0 are PublishFirstStates's.
-func (b *Batch) RepublishStates(ctx context.Context, after StateKey, limit int) (keys, skipped []StateKey, err error) {
+func (b *Batch) RepublishStates(ctx context.Context, after StateKey, limit int) (keys, skipped []StateKey, published int, err error) {
 	rows, err := b.tx.Query(ctx, `SELECT namespace, lock_name FROM locks WHERE revision > 0 AND (namespace, lock_name) > ($1, $2)
 		ORDER BY namespace, lock_name LIMIT $3`, after.Namespace, after.Name, limit)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing the locks to publish again: %w", err)
+		return nil, nil, 0, fmt.Errorf("listing the locks to publish again: %w", err)
 	}
 	if keys, err = pgx.CollectRows(rows, pgx.RowToStructByPos[StateKey]); err != nil {
-		return nil, nil, fmt.Errorf("listing the locks to publish again: %w", err)
+		return nil, nil, 0, fmt.Errorf("listing the locks to publish again: %w", err)
 	}
 	if len(keys) == 0 {
-		return nil, nil, nil
+		return nil, nil, 0, nil
 	}
 	got, err := b.republish(ctx, keys[0], keys[len(keys)-1], ` SKIP LOCKED`)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	for _, k := range keys {
 		if !got[k] {
 			skipped = append(skipped, k)
 		}
 	}
-	return keys, skipped, nil
+	return keys, skipped, len(got), nil
 }
 
 // RepublishState publishes again the current state of the lock k, one

@@ -128,15 +128,16 @@ func (w *Worker) RepublishStates(ctx context.Context) (int, error) {
 	var after handlers.StateKey
 	for {
 		var keys, skipped []handlers.StateKey // an attempt's: store.InTx may retry it
+		var published int
 		err := inTx(func(b *handlers.Batch) error {
 			var err error
-			keys, skipped, err = b.RepublishStates(ctx, after, page)
+			keys, skipped, published, err = b.RepublishStates(ctx, after, page)
 			return err
 		})
 		if err != nil {
 			return total, fmt.Errorf("publishing the lock states again: %w", err)
 		}
-		total += len(keys) - len(skipped)
+		total += published
 		for _, k := range skipped {
 			var done bool
 			err := inTx(func(b *handlers.Batch) error {
