@@ -1343,28 +1343,13 @@ func TestReplyTopicConfigsRefused(t *testing.T) {
 	for _, refusal := range []*kerr.Error{kerr.PolicyViolation, kerr.InvalidConfig} {
 		t.Run(refusal.Message, func(t *testing.T) {
 			cluster := kafkatest.Cluster(t, kfake.NumBrokers(3))
-			refused := 0
-			cluster.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-				cluster.KeepControl()
-				req := kr.(*kmsg.CreateTopicsRequest)
-				resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
-				for _, tp := range req.Topics {
-					if len(tp.Configs) == 0 {
-						return nil, nil, false
-					}
-					refused++
-					rt := kmsg.NewCreateTopicsResponseTopic()
-					rt.Topic, rt.ErrorCode = tp.Topic, refusal.Code
-					resp.Topics = append(resp.Topics, rt)
-				}
-				return resp, nil, true
-			})
+			asked := kafkatest.RefuseTopicConfigs(cluster, refusal.Code, func(string) bool { return true })
 			warned := &warnLog{}
 			c, err := client.New(ctxT(t), client.Config{Brokers: cluster.ListenAddrs(), Requester: "fixed", ReplyTopicReplicationFactor: 3,
 				KafkaOpts: []kgo.Opt{kgo.WithLogger(warned)}})
 			require.NoError(t, err)
 			defer c.Close()
-			require.Equal(t, 1, refused, "asked with its configs first")
+			require.Len(t, asked()[topics.DefaultNames().ReplyTopic("fixed")], 2, "asked with its configs first, then without")
 			require.Contains(t, warned.String(), "the broker refused the reply topic's min.insync.replicas=2", "and said so")
 			kc, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
 			require.NoError(t, err)

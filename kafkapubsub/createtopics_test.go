@@ -99,25 +99,7 @@ func TestCreateTopicsAsksAgainOnlyTheRefused(t *testing.T) {
 // to its client's logger (the relay's publisher has no watermill logger).
 func TestPublishCreatesATopicWhoseConfigsAreRefused(t *testing.T) {
 	c := kafkatest.Cluster(t, kfake.NumBrokers(3))
-	var mu sync.Mutex
-	refused := 0
-	c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		req := kr.(*kmsg.CreateTopicsRequest)
-		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
-		for _, tp := range req.Topics {
-			if len(tp.Configs) == 0 {
-				return nil, nil, false
-			}
-			mu.Lock()
-			refused++
-			mu.Unlock()
-			rt := kmsg.NewCreateTopicsResponseTopic()
-			rt.Topic, rt.ErrorCode = tp.Topic, kerr.PolicyViolation.Code
-			resp.Topics = append(resp.Topics, rt)
-		}
-		return resp, nil, true
-	})
+	asked := kafkatest.RefuseTopicConfigs(c, kerr.PolicyViolation.Code, func(string) bool { return true })
 	warned := &warnLog{}
 	pub, err := kafkapubsub.NewPublisher(kafkapubsub.PublisherConfig{
 		Brokers: c.ListenAddrs(), ClientOpts: append(testClientOpts(), kgo.WithLogger(warned)),
@@ -128,9 +110,7 @@ func TestPublishCreatesATopicWhoseConfigsAreRefused(t *testing.T) {
 	const topic = "locks.replies.fixed"
 	require.NoError(t, pub.Publish(topic, message.NewMessage("1", []byte("a"))))
 	require.NoError(t, pub.Publish(topic, message.NewMessage("2", []byte("b"))))
-	mu.Lock()
-	require.Equal(t, 1, refused, "asked with its configs once: the creation is remembered")
-	mu.Unlock()
+	require.Len(t, asked()[topic], 2, "asked with its configs once, then without: the creation is remembered")
 	require.Equal(t, []string{"the broker refused the topic's configs min.insync.replicas=2; asked again without them, to have the broker's topic=" + topic}, warned.lines())
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1164,44 +1164,33 @@ func advanceOffset(ctx context.Context, tx pgx.Tx, group, topic string, partitio
 	return tx.SendBatch(ctx, b).Close()
 }
 
-// Connections plan each prepared statement once (see Open), unless the
-// connection string says otherwise.
-func TestOpenPrefersGenericPlans(t *testing.T) {
+// Connections plan each prepared statement once and compile no plan (see
+// sessionSettings), unless the connection string says otherwise: a generic
+// plan's cost counts work its CASE skips, and above jit_above_cost every
+// run would compile, for many times as long as the statement takes.
+func TestOpenSetsPlanning(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	sc := testdb.NewSchema(t)
-	mode := func(st *store.Store) string {
-		var m string
-		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&m))
-		return m
+	for _, c := range []struct{ setting, ours, theirs string }{
+		{"plan_cache_mode", "force_generic_plan", "auto"},
+		{"jit", "off", "on"},
+	} {
+		t.Run(c.setting, func(t *testing.T) {
+			t.Parallel()
+			sc := testdb.NewSchema(t)
+			show := func(st *store.Store) string {
+				var v string
+				require.NoError(t, st.Pool.QueryRow(ctx, `SHOW `+c.setting).Scan(&v))
+				return v
+			}
+			st := sc.Open(t, store.Config{MaxConns: 1})
+			require.Equal(t, c.ours, show(st))
+			require.NoError(t, st.Migrate(ctx))
+			require.Equal(t, c.ours, show(st), "also after the migrations (tern resets their connection)")
+			sc.URL = connstr.WithParam(sc.URL, c.setting, c.theirs)
+			require.Equal(t, c.theirs, show(sc.Open(t, store.Config{})))
+		})
 	}
-	st := sc.Open(t, store.Config{MaxConns: 1})
-	require.Equal(t, "force_generic_plan", mode(st))
-	require.NoError(t, st.Migrate(ctx))
-	require.Equal(t, "force_generic_plan", mode(st), "also on the connection the migrations ran on (tern resets it)")
-	sc.URL = connstr.WithParam(sc.URL, "plan_cache_mode", "auto")
-	require.Equal(t, "auto", mode(sc.Open(t, store.Config{})))
-}
-
-// Connections compile no plan (jit off), unless the connection string says
-// otherwise: a generic plan's cost counts work its CASE skips, and above
-// jit_above_cost every run would compile, for as long as the statement
-// takes many times over.
-func TestOpenTurnsJITOff(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	sc := testdb.NewSchema(t)
-	jit := func(st *store.Store) string {
-		var v string
-		require.NoError(t, st.Pool.QueryRow(ctx, `SHOW jit`).Scan(&v))
-		return v
-	}
-	st := sc.Open(t, store.Config{MaxConns: 1})
-	require.Equal(t, "off", jit(st))
-	require.NoError(t, st.Migrate(ctx))
-	require.Equal(t, "off", jit(st), "also on the connection the migrations ran on (tern resets it)")
-	sc.URL = connstr.WithParam(sc.URL, "jit", "on")
-	require.Equal(t, "on", jit(sc.Open(t, store.Config{})))
 }
 
 // A migration that fails after others were applied (each ending in tern's

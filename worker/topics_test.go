@@ -5,11 +5,9 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -447,46 +445,6 @@ func TestEnsureTopicsWarnsOfAFactorAboveTheBrokers(t *testing.T) {
 	}
 }
 
-// refuseConfigs has c refuse, with code and Kafka's message "not allowed",
-// the creation of a topic asked with a config that refuse says is not
-// allowed; the others it makes as it would. asked returns the configs each
-// topic was asked with, in order, refused or not.
-func refuseConfigs(c *kfake.Cluster, code int16, refuse func(config string) bool) (asked func() map[string][]map[string]string) {
-	var mu sync.Mutex
-	got := map[string][]map[string]string{}
-	c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		req := kr.(*kmsg.CreateTopicsRequest)
-		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
-		mu.Lock()
-		defer mu.Unlock()
-		refused := false
-		for _, rt := range req.Topics {
-			configs := map[string]string{}
-			st := kmsg.NewCreateTopicsResponseTopic()
-			st.Topic = rt.Topic
-			for _, rc := range rt.Configs {
-				configs[rc.Name] = *rc.Value
-				if refuse(rc.Name) {
-					refused = true
-					st.ErrorCode, st.ErrorMessage = code, kmsg.StringPtr("Topic config "+rc.Name+" is not allowed")
-				}
-			}
-			got[rt.Topic] = append(got[rt.Topic], configs)
-			resp.Topics = append(resp.Topics, st)
-		}
-		if !refused { // kadm asks for one topic at a time
-			return nil, nil, false
-		}
-		return resp, nil, true
-	})
-	return func() map[string][]map[string]string {
-		mu.Lock()
-		defer mu.Unlock()
-		return maps.Clone(got)
-	}
-}
-
 // Where a create-topic policy refuses min.insync.replicas
 // (POLICY_VIOLATION or INVALID_CONFIG), EnsureTopics asks again without it,
 // the lock state topic with its own configs, and warns once of each topic,
@@ -513,7 +471,7 @@ func TestEnsureTopicsConfigsRefused(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			c := kafkatest.Cluster(t, kfake.NumBrokers(3))
-			asked := refuseConfigs(c, tc.code.Code, func(config string) bool { return slices.Contains(tc.refused, config) })
+			asked := kafkatest.RefuseTopicConfigs(c, tc.code.Code, func(config string) bool { return slices.Contains(tc.refused, config) })
 			logs := &testlog.Buffer{}
 			w := idleWorker(t, c, worker.Config{Names: names, CommandsPartitions: 4, ReplicationFactor: 3, Logger: zerolog.New(logs)})
 			require.NoError(t, w.EnsureTopics(ctx))
@@ -565,7 +523,7 @@ func TestEnsureTopicsStateTopicConfigsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c := kafkatest.Cluster(t, kfake.NumBrokers(3))
-	asked := refuseConfigs(c, kerr.PolicyViolation.Code, func(string) bool { return true })
+	asked := kafkatest.RefuseTopicConfigs(c, kerr.PolicyViolation.Code, func(string) bool { return true })
 	names := topics.DefaultNames()
 	logs := &testlog.Buffer{}
 	w := idleWorker(t, c, worker.Config{Names: names, ReplicationFactor: 3, Logger: zerolog.New(logs)})

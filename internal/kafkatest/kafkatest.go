@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -115,6 +116,48 @@ func ReplicationFactorsAsked(c *kfake.Cluster) func() map[string]int16 {
 		mu.Lock()
 		defer mu.Unlock()
 		return maps.Clone(asked)
+	}
+}
+
+// RefuseTopicConfigs has c answer code to the creation of a topic asked
+// with a config refuse names, as a managed Kafka's create-topic policy
+// does ("Topic config <name> is not allowed"), and returns the configs
+// each topic was asked with so far, by ask. A request refusing none is
+// the cluster's; one refusing some of its topics answers the others
+// REQUEST_TIMED_OUT, uncreated (a control answers whole requests).
+func RefuseTopicConfigs(c *kfake.Cluster, code int16, refuse func(config string) bool) (asked func() map[string][]map[string]string) {
+	var mu sync.Mutex
+	got := map[string][]map[string]string{}
+	c.ControlKey(int16(kmsg.CreateTopics), func(kr kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		req := kr.(*kmsg.CreateTopicsRequest)
+		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+		mu.Lock()
+		defer mu.Unlock()
+		refused := false
+		for _, rt := range req.Topics {
+			configs := map[string]string{}
+			st := kmsg.NewCreateTopicsResponseTopic()
+			st.Topic, st.ErrorCode = rt.Topic, kerr.RequestTimedOut.Code
+			for _, rc := range rt.Configs {
+				configs[rc.Name] = *rc.Value
+				if refuse(rc.Name) {
+					refused = true
+					st.ErrorCode, st.ErrorMessage = code, kmsg.StringPtr("Topic config "+rc.Name+" is not allowed")
+				}
+			}
+			got[rt.Topic] = append(got[rt.Topic], configs)
+			resp.Topics = append(resp.Topics, st)
+		}
+		if !refused {
+			return nil, nil, false
+		}
+		return resp, nil, true
+	})
+	return func() map[string][]map[string]string {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(got)
 	}
 }
 
