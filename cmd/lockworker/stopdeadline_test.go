@@ -85,8 +85,19 @@ func TestStopOutlastingItsDeadline(t *testing.T) {
 		steps []string
 	}{
 		{"PostgreSQL hung", func(s *serving) func() {
+			// Hung before the partitions resumed from their stored
+			// offsets (ready comes before), the worker would fetch
+			// nothing.
+			await := func(fetched <-chan struct{}, what string) {
+				select {
+				case <-fetched:
+				case <-time.After(runWait):
+					t.Fatalf("the worker did not fetch %s in %s", what, runWait)
+				}
+			}
+			await(fetchedFrom(s.kafka, 0), "its partitions")
 			s.pg.Hang()
-			polled := fetchedPast(s.kafka)
+			polled := fetchedFrom(s.kafka, 1)
 			c := newClient(t, s.kafka.ListenAddrs()[0], "locks.replies.deadline")
 			for i := range 10 {
 				c.send(topics.Command{RequestID: fmt.Sprint("a", i), Operation: "acquire", LockName: fmt.Sprint("x", i), OwnerID: "o", LeaseDuration: 60})
@@ -94,11 +105,7 @@ func TestStopOutlastingItsDeadline(t *testing.T) {
 			// The stop hangs on a batch in flight: one signalled before
 			// the worker fetched the commands found nothing to drain, and
 			// a pool whose reads the stop cancels closes at once.
-			select {
-			case <-polled:
-			case <-time.After(runWait):
-				t.Fatalf("the worker did not fetch the commands in %s", runWait)
-			}
+			await(polled, "the commands")
 			return s.pg.Restore
 		}, []string{draining, "closing the PostgreSQL pool"}},
 		{"Kafka holding the LeaveGroup", func(s *serving) func() {
@@ -157,16 +164,17 @@ func TestStopAtWhileStarting(t *testing.T) {
 	assert.Equal(t, leavingGroup, m.stopAt())
 }
 
-// fetchedPast is closed once a fetch of the cluster asks a partition from
-// past its first offset: the records before it were fetched.
-func fetchedPast(c *kfake.Cluster) <-chan struct{} {
+// fetchedFrom is closed once a fetch of the cluster asks a partition from
+// offset from or later: 0, a partition is fetched; 1, the records before
+// were fetched.
+func fetchedFrom(c *kfake.Cluster, from int64) <-chan struct{} {
 	past := make(chan struct{})
 	var once sync.Once
 	c.ControlKey(int16(kmsg.Fetch), func(kr kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		for _, tp := range kr.(*kmsg.FetchRequest).Topics {
 			for _, p := range tp.Partitions {
-				if p.FetchOffset > 0 {
+				if p.FetchOffset >= from {
 					once.Do(func() { close(past) })
 				}
 			}
