@@ -85,18 +85,21 @@
 // group's session timeout, 6 s by default, and a rebalance, if the worker
 // replica watching the session died too: docs/design.md, "Sessions").
 //
-//	s, err := c.NewSession(ctx, 10*time.Second)
-//	if err != nil {
-//		return err
-//	}
-//	defer func() { err = errors.Join(err, s.Close(context.WithoutCancel(ctx))) }()
-//	a, err := c.Acquire(ctx, "orders/42", client.WithSession(s))
-//	if err != nil {
-//		return err
-//	}
-//	b, err := c.Acquire(ctx, "orders/43", client.WithSession(s))
-//	if err != nil {
-//		return err
+//	func ship(ctx context.Context, c *client.Client) (err error) {
+//		s, err := c.NewSession(ctx, 10*time.Second)
+//		if err != nil {
+//			return err
+//		}
+//		defer func() { err = errors.Join(err, s.Close(context.WithoutCancel(ctx))) }()
+//		a, err := c.Acquire(ctx, "orders/42", client.WithSession(s))
+//		if err != nil {
+//			return err
+//		}
+//		b, err := c.Acquire(ctx, "orders/43", client.WithSession(s))
+//		if err != nil {
+//			return err
+//		}
+//		return pack(ctx, a.Token, b.Token) // Close's error joins its answer
 //	}
 //
 // # Lifecycle events
@@ -128,9 +131,9 @@
 // # Examples
 //
 // The Example functions of example*_test.go run against a real lockworker in
-// the package's tests (all but ExampleFromEnd, which tails the topic for
-// ever, with their output checked); ExampleClient_Acquire is the README's
-// example.
+// the package's tests, with their output checked, all but ExampleFromEnd,
+// which tails the topic for ever and is only compiled;
+// ExampleClient_Acquire is the README's example.
 // `go doc -http` shows them (text `go doc` prints none).
 //
 // # Exported names

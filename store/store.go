@@ -307,7 +307,7 @@ func (s *Store) connect(ctx context.Context, pcfg *pgxpool.Config) (*pgxpool.Poo
 //   - jit off: a generic plan is costed for rows it never reads (a
 //     subquery its CASE skips, priced once per row of a table's average
 //     lock), and a cost above jit_above_cost has every run of the cached
-//     plan compiled, 0.1 to 1 s each, on statements that take a
+//     plan compiled, 0.1 to 1.2 s each, on statements that take a
 //     millisecond.
 //   - idle_in_transaction_session_timeout: Config.IdleInTransactionTimeout.
 //   - lock_timeout: Config.LockTimeout.

@@ -87,7 +87,7 @@ func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSp
 			required[k] = &v
 		}
 	}
-	// Fewer configs at each ask: TopicConfigs (durability) is dropped
+	// Some configs dropped at each ask: TopicConfigs (durability) is dropped
 	// after the topic's own that are not Required (how much readers read
 	// past), before the topic's own are.
 	with := func(configs map[string]*string) map[string]*string {
@@ -115,7 +115,7 @@ func (w *Worker) createTopic(ctx context.Context, adm *kadm.Client, spec TopicSp
 				w.log.Warn().Str("topic", spec.Name).
 					Msg("Kafka refused the configs " + kafkapubsub.ConfigsText(dropped) + " of topic " + spec.Name + " (" + refused.Error() + "): it is created without them, with the broker's (docs/design.md \"Topics\")")
 			default:
-				err = fmt.Errorf("%w (refused before %w)", err, refused)
+				err = fmt.Errorf("%w (refused before: %v)", err, refused) // classified as this answer says: a timeout is retried
 			}
 			return resp, err
 		}
