@@ -288,7 +288,7 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 	err := errs[0]
 	if refused[0] != nil {
 		// The producer's logger: the reader is not made yet.
-		logTo(c.prod, kgo.LogLevelWarn, "the broker refused the reply topic's min.insync.replicas=2; creating it with the broker's",
+		kafkapubsub.LogTo(c.prod, kgo.LogLevelWarn, "the broker refused the reply topic's min.insync.replicas=2; creating it with the broker's",
 			"topic", c.replyTopic, "err", refused[0])
 	}
 	// Kafka checks the right to create before whether the topic exists: a

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -346,12 +347,5 @@ func (c *Client) dropReplyTopic() map[int32]kgo.Offset {
 // Kafka client (Config.KafkaOpts' kgo.WithLogger, or Config.Client's), if
 // it has one.
 func (c *Client) logReply(level kgo.LogLevel, msg string, keyvals ...any) {
-	logTo(c.cons, level, msg, append([]any{"topic", c.replyTopic}, keyvals...)...)
-}
-
-// logTo logs to cl's logger (kgo.WithLogger), if it has one at level.
-func logTo(cl *kgo.Client, level kgo.LogLevel, msg string, keyvals ...any) {
-	if l, _ := cl.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= level {
-		l.Log(level, msg, keyvals...)
-	}
+	kafkapubsub.LogTo(c.cons, level, msg, append([]any{"topic", c.replyTopic}, keyvals...)...)
 }

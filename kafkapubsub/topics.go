@@ -123,6 +123,14 @@ func createTopics(ctx context.Context, adm *kadm.Client, partitions int32, repli
 	return errs
 }
 
+// LogTo logs to cl's logger (kgo.WithLogger), if it has one at level: a
+// user's Kafka client is where its operator reads what the client does.
+func LogTo(cl *kgo.Client, level kgo.LogLevel, msg string, keyvals ...any) {
+	if l, _ := cl.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= level {
+		l.Log(level, msg, keyvals...)
+	}
+}
+
 // ConfigsRefused says a topic's creation was refused for the configs
 // asked (POLICY_VIOLATION, INVALID_CONFIG): a create-topic policy that
 // fixes them, which the same creation without configs may pass.
@@ -262,13 +270,11 @@ func (tc *topicCreator) create(ctx context.Context, topics []string) []error {
 			// Also when the second ask failed: it may have made the topic
 			// all the same (a timeout), which the next creation then finds
 			// made, without a word.
-			if l, _ := tc.client.OptValue(kgo.WithLogger).(kgo.Logger); l != nil && l.Level() >= kgo.LogLevelWarn {
-				kv := []any{"topic", topic, "err", refused[i]}
-				if err != nil {
-					kv = append(kv, "then", err)
-				}
-				l.Log(kgo.LogLevelWarn, "the broker refused the topic's configs "+ConfigsText(tc.configs)+"; asked again without them, to have the broker's", kv...)
+			kv := []any{"topic", topic, "err", refused[i]}
+			if err != nil {
+				kv = append(kv, "then", err)
 			}
+			LogTo(tc.client, kgo.LogLevelWarn, "the broker refused the topic's configs "+ConfigsText(tc.configs)+"; asked again without them, to have the broker's", kv...)
 		}
 		switch {
 		case err == nil, errors.Is(err, kerr.TopicAlreadyExists),
