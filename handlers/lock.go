@@ -544,9 +544,8 @@ func (a *applier) queueWaiters(ctx context.Context, pb *pgx.Batch, s *lockState,
 // the others' rows, so the statement reads what it returns: one WHERE with
 // the four conditions ORed (no index serves them together) walked every
 // waiter of the lock, and a queue of W cost O(W) per command, O(W²) to
-// drain. Only owner's
-// place counts the waiters before it (an index-only scan of
-// lock_waiters_fifo), so only an acquire asks for it: a withdrawal or an
+// drain. Only owner's place counts the waiters before it (an index-only
+// scan of lock_waiters_fifo), so only an acquire asks for it: a withdrawal or an
 // extend by a waiter deep in the queue would read every waiter ahead of
 // it, and a queue drained by withdrawals cost O(W²) again. $8 is a
 // parameter, so the generic plan keeps the count, but CASE runs it only

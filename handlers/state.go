@@ -166,14 +166,14 @@ type StateKey struct{ Namespace, Name string }
 // with a revision, the first limit after the lock after in key order, each
 // under its own partition (forLock: a row of no partition, seeded by a
 // tool, under b's). It returns the page's keys (fewer than limit: the last
-// page; the next one starts after the last), those of the rows another
-// transaction held, which it skipped, and how many it published (rows
+// page; the next one starts after the last), how many it published (rows
 // made or given their first revision in the page's range since it was
-// listed too): waiting for one while holding the
-// page's rows would close a cycle with a batch, which locks its rows in
-// command order (40P01 after deadlock_timeout, the batch waiting
-// meanwhile). The caller publishes each of them alone (RepublishState): the
-// holder may be a refused command, which publishes no state. Their
+// listed too), and the keys of the rows another transaction held, which it
+// skipped: waiting for one while holding the page's rows would close a
+// cycle with a batch, which locks its rows in command order (40P01 after
+// deadlock_timeout, the batch waiting meanwhile). The caller publishes
+// each of them alone (RepublishState): the holder may be a refused
+// command, which publishes no state. Their
 // revision is unchanged: a reader that has it drops the copy. Locks still
 // at revision 0 are PublishFirstStates's.
 func (b *Batch) RepublishStates(ctx context.Context, after StateKey, limit int) (keys, skipped []StateKey, published int, err error) {

@@ -415,18 +415,16 @@ func (l *Lock) settleExpired() (effs []Effect, ended []string) {
 
 // SettledDelay is DelayUntil as Settle would leave it, without changing the
 // lock: with the lock-delays that the leases past their expiry (never a
-// session's: Live) start when it ends them. A time not after Now means no
-// lock-delay.
+// session's: Live) start as it ends them (noteEnd, on a copy). A time not
+// after Now means no lock-delay.
 func (l *Lock) SettledDelay() time.Time {
-	until := l.DelayUntil
+	c := *l
 	for _, h := range l.Holders {
-		if !h.Live(l.Now) && h.LockDelay > 0 {
-			if d := h.delayEnd(Expired, l.Now); d.After(until) {
-				until = d
-			}
+		if !h.Live(l.Now) {
+			c.noteEnd(h, Expired)
 		}
 	}
-	return until
+	return c.DelayUntil
 }
 
 // Live reports whether the lease is in force at now: a session's lease is
