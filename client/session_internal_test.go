@@ -620,26 +620,21 @@ func TestCloseRefusedWithoutEffectIsSentAgain(t *testing.T) {
 		return ids
 	}
 
-	t.Run("then closed", func(t *testing.T) {
-		s := open(t, "conflict", 1)
-		before := count()
-		require.NoError(t, s.Close(ctx), "closed by the second request")
-		cl := sent(before)
-		require.Len(t, cl, 2)
-		require.Len(t, requestIDs(cl), 2, "the second under a new request_id")
-		require.NoError(t, s.Close(ctx))
-		require.Len(t, sent(before), 2, "closed: a later Close sends nothing")
-	})
-	// REQUEST_ID_CONFLICT says an earlier copy of the close was applied
-	// (its outcome unreadable): the resend's SESSION_NOT_FOUND is its doing.
-	t.Run("closed by the conflicting copy", func(t *testing.T) {
-		s := open(t, "applied", 1)
-		before := count()
-		require.NoError(t, s.Close(ctx))
-		require.Len(t, sent(before), 2)
-		require.NoError(t, s.Close(ctx))
-		require.Len(t, sent(before), 2, "closed: a later Close sends nothing")
-	})
+	// Closed by the second request; or (applied) REQUEST_ID_CONFLICT says
+	// an earlier copy of the close was applied (its outcome unreadable):
+	// the resend's SESSION_NOT_FOUND is its doing.
+	for name, id := range map[string]string{"then closed": "conflict", "closed by the conflicting copy": "applied"} {
+		t.Run(name, func(t *testing.T) {
+			s := open(t, id, 1)
+			before := count()
+			require.NoError(t, s.Close(ctx), "closed by the second request")
+			cl := sent(before)
+			require.Len(t, cl, 2)
+			require.Len(t, requestIDs(cl), 2, "the second under a new request_id")
+			require.NoError(t, s.Close(ctx))
+			require.Len(t, sent(before), 2, "closed: a later Close sends nothing")
+		})
+	}
 	t.Run("refused again", func(t *testing.T) {
 		s := open(t, "invalid", 2)
 		before := count()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -17,9 +18,7 @@ import (
 // while the others answer; with every broker hung, the check fails at its
 // deadline.
 func TestPingSkipsAHungBroker(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(3))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := kafkatest.Cluster(t, kfake.NumBrokers(3))
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
