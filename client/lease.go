@@ -693,16 +693,8 @@ func (l *Lease) Release(ctx context.Context) error {
 	if closed != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), closed)
 	}
-	ev, err := l.c.call(ctx, cmd)
-	applied := false // an earlier copy of cmd was applied, its outcome unread
-	if err == nil && ev.Type == topics.TypeRejected && !leaseGone(rejection(ev)) {
-		// Refused without an effect: the worker holds the lease still.
-		// Sent once more under a new request_id, as the refused one would
-		// be answered alike (REQUEST_ID_CONFLICT: its outcome, stored,
-		// could not be read back).
-		applied = errors.Is(rejection(ev), ErrRequestIDConflict)
-		ev, err = l.c.call(ctx, l.newReleaseCmd())
-	}
+	// Refused without an effect, the worker holds the lease still.
+	ev, applied, err := sendAgainRefused(ctx, l.c.call, cmd, l.newReleaseCmd, leaseGone)
 	if err != nil {
 		return fmt.Errorf("releasing lock %q: %w", l.key(), err)
 	}
@@ -734,6 +726,24 @@ func (l *Lease) Release(ctx context.Context) error {
 	}
 	l.end(ErrReleased)
 	return nil
+}
+
+// sendAgainRefused sends cmd, a release or a session's close, with send.
+// Refused without an effect (a refusal gone does not say ended it), it is
+// sent once more under a new request_id (renew), as the refused one would
+// be answered alike (REQUEST_ID_CONFLICT: its outcome, stored, could not
+// be read back). applied says that first refusal was REQUEST_ID_CONFLICT:
+// an earlier copy of cmd was applied, its outcome unread, so the resend
+// finding the lease or session gone is that copy's doing.
+func sendAgainRefused(ctx context.Context, send func(context.Context, topics.Command) (topics.Event, error), cmd topics.Command,
+	renew func() topics.Command, gone func(refusal error) bool) (ev topics.Event, applied bool, err error) {
+	ev, err = send(ctx, cmd)
+	if err != nil || ev.Type != topics.TypeRejected || gone(rejection(ev)) {
+		return ev, false, err
+	}
+	applied = errors.Is(rejection(ev), ErrRequestIDConflict)
+	ev, err = send(ctx, renew())
+	return ev, applied, err
 }
 
 // leaseGone says a refusal of the lease's release or extension says the

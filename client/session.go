@@ -329,15 +329,8 @@ func (s *Session) Close(ctx context.Context) error {
 		}
 		return nil
 	}
-	ev, err := s.c.send(ctx, cmd)
-	applied := false // an earlier copy of cmd was applied, its outcome unread
-	if err == nil && ev.Type == topics.TypeRejected && !sessionGone(rejection(ev)) {
-		// Refused without an effect: the worker holds the session still.
-		// Sent once more under a new request_id, as Lease.Release does a
-		// release.
-		applied = errors.Is(rejection(ev), ErrRequestIDConflict)
-		ev, err = s.c.send(ctx, s.newCloseCmd())
-	}
+	// Refused without an effect, the worker holds the session still.
+	ev, applied, err := sendAgainRefused(ctx, s.c.send, cmd, s.newCloseCmd, sessionGone)
 	if err != nil {
 		return fmt.Errorf("closing session %q: %w", s.ID, err)
 	}
