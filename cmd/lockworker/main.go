@@ -52,6 +52,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lockworker:", err)
 		os.Exit(exitStatus(err, false))
 	}
+	// A closed stdout or stderr (`lockworker 2>&1 | jq` stopped with Ctrl-C,
+	// which ends the reader too) must not kill the replica mid-drain: Go
+	// dies of SIGPIPE on such a write unless it is ignored, and the log
+	// lines are all that is lost.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	if code := m.serve(sigs, stopDeadline); code != 0 {
@@ -72,9 +77,16 @@ func main() {
 // session timeout). Grace periods must exceed it (deploy/deploy_test.go).
 const stopDeadline = 45 * time.Second
 
+// pairedSignal is how soon after the first a SIGTERM is taken as its copy,
+// not an operator's second signal: coreutils timeout, a CI's cancel and a
+// kill of the process group signal both the process and its group, so one
+// stop can bring two SIGTERMs.
+const pairedSignal = time.Second
+
 // serve runs m until it stops and returns the process's exit code (finish).
-// The first signal on sigs stops Run, which drains; a second one, or a stop
-// that outlasts deadline, ends the wait at once with 1, Run or Close still
+// The first signal on sigs stops Run, which drains; a second one (a SIGINT,
+// or a SIGTERM pairedSignal or more after the first), or a stop that
+// outlasts deadline, ends the wait at once with 1, Run or Close still
 // running: the process exits.
 func (m *Main) serve(sigs <-chan os.Signal, deadline time.Duration) int {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,22 +98,28 @@ func (m *Main) serve(sigs <-chan os.Signal, deadline time.Duration) int {
 		return code
 	case <-sigs:
 	}
+	first := time.Now()
 	m.Logger.Info().Msg("signal received: draining (a second signal forces exit)")
 	cancel()
 	overdue := time.NewTimer(deadline)
 	defer overdue.Stop()
-	select {
-	case code := <-finished:
-		return code
-	case <-sigs:
-		m.Logger.Warn().Msg("second signal: exiting now")
-	case <-overdue.C:
-		// The step in the error too: where LOG_LEVEL drops error lines,
-		// failed writes the error alone to stderr.
-		step := m.stopAt()
-		m.failed(fmt.Errorf("the stop did not end within %s of the signal (at: %s)", deadline, step), stopOverdueLine, "step", step)
+	for {
+		select {
+		case code := <-finished:
+			return code
+		case sig := <-sigs:
+			if sig != os.Interrupt && time.Since(first) < pairedSignal {
+				continue
+			}
+			m.Logger.Warn().Msg("second signal: exiting now")
+		case <-overdue.C:
+			// The step in the error too: where LOG_LEVEL drops error lines,
+			// failed writes the error alone to stderr.
+			step := m.stopAt()
+			m.failed(fmt.Errorf("the stop did not end within %s of the signal (at: %s)", deadline, step), stopOverdueLine, "step", step)
+		}
+		return 1
 	}
-	return 1
 }
 
 // stopOverdueLine is the line of a stop that outlasted its deadline.

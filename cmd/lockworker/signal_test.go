@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/omninode/lockworker/internal/chaos"
+	"github.com/omninode/lockworker/internal/childproc"
 	"github.com/omninode/lockworker/internal/kafkatest"
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
@@ -25,7 +27,9 @@ import (
 
 // TestSignals: the built binary exits 0 on SIGTERM, whether it comes while
 // it starts (a pod deleted while Kafka does not answer) or once it serves,
-// after the drain; a second signal during the drain exits 1 at once.
+// after the drain; a second signal during the drain exits 1 at once (a
+// SIGTERM right after the first is its copy), and a closed log pipe is no
+// reason to die before the drain.
 func TestSignals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs lockworker")
@@ -119,12 +123,62 @@ func TestSignals(t *testing.T) {
 		awaitRequest(t, r, joined, "joined the group")
 		require.NoError(t, r.Signal(syscall.SIGTERM))
 		awaitRequest(t, r, leaving, "left the group")
-		err := r.Term(runWait)
+		err := r.Interrupt(runWait) // Ctrl-C, however soon after the first
 		var exit *exec.ExitError
 		require.ErrorAs(t, err, &exit)
 		require.Equal(t, 1, exit.ExitCode(), err)
 		assert.Contains(t, logs.String(), "second signal: exiting now")
 		assert.NotContains(t, logs.String(), drainedLine, "said before the exit 1 it came to")
+	})
+
+	t.Run("a SIGTERM's copy", func(t *testing.T) {
+		// timeout(1) or a kill of the process group sends one stop's
+		// SIGTERM twice: the copy, right after the first, is no operator's
+		// second signal, and the drain goes on to its end.
+		kafka, _ := externalKafka(t)
+		joined := sent(kafka, kmsg.SyncGroup)
+		leaving, release := kafkatest.HoldFirst(kafka, kmsg.LeaveGroup)
+		t.Cleanup(release)
+		r, logs := start(t, kafka)
+		awaitRequest(t, r, joined, "joined the group")
+		require.NoError(t, r.Signal(syscall.SIGTERM))
+		require.NoError(t, r.Signal(syscall.SIGTERM))
+		awaitRequest(t, r, leaving, "left the group")
+		release()
+		select {
+		case <-r.Exited():
+		case <-time.After(runWait):
+			t.Fatalf("lockworker did not exit in %s of the leave", runWait)
+		}
+		assert.Contains(t, logs.String(), drainedLine, "exit 0 after the drain")
+		assert.NotContains(t, logs.String(), "second signal: exiting now")
+	})
+
+	t.Run("its log's reader gone", func(t *testing.T) {
+		// `lockworker 2>&1 | jq` stopped with Ctrl-C: the reader dies of
+		// the same SIGINT, and the drain's first line goes to a closed
+		// pipe. Go would end the process with SIGPIPE there, before the
+		// drain; lockworker ignores it and exits 0 once drained.
+		kafka, _ := externalKafka(t)
+		joined := sent(kafka, kmsg.SyncGroup)
+		read, write, err := os.Pipe()
+		require.NoError(t, err)
+		cmd := exec.Command(bins[0])
+		childproc.DieWithParent(cmd)
+		cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "KAFKA_BOOTSTRAP_SERVERS="+kafka.ListenAddrs()[0],
+			"HTTP_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "LOG_LEVEL=info")
+		cmd.Stdout, cmd.Stderr = write, write
+		require.NoError(t, cmd.Start())
+		require.NoError(t, write.Close())
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		select {
+		case <-joined:
+		case <-time.After(runWait):
+			t.Fatalf("lockworker did not join the group in %s", runWait)
+		}
+		require.NoError(t, read.Close())
+		require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+		require.NoError(t, cmd.Wait(), "drained and exited 0, not killed by SIGPIPE")
 	})
 }
 

@@ -406,6 +406,9 @@ func (r *Replica) Kill() error { return r.stop(syscall.SIGKILL, 0) }
 // exited already is Err's error (ErrExitedUnasked).
 func (r *Replica) Term(grace time.Duration) error { return r.stop(syscall.SIGTERM, grace) }
 
+// Interrupt is Term with SIGINT (Ctrl-C).
+func (r *Replica) Interrupt(grace time.Duration) error { return r.stop(syscall.SIGINT, grace) }
+
 func (r *Replica) stop(sig syscall.Signal, grace time.Duration) error {
 	r.mu.Lock()
 	p := r.p
