@@ -59,14 +59,21 @@ const (
 	// maxWait is how long a waiter can wait (the contract's wait_timeout
 	// limit), plus slack for the scheduler: older entries are dead.
 	maxWait = topics.MaxWaitSeconds*time.Second + time.Minute
+	// sweepEvery spaces the looks for dead waits in a full set: each walks
+	// all maxTracked of them under the mutex every applier takes after its
+	// commit, and one per queued acquire would cost a batch seconds while
+	// the set stays full of live waits (or of those of partitions that
+	// moved away, seen ending on their new owner).
+	sweepEvery = time.Minute
 )
 
 // eventTracker remembers what later events need: when each waiter was queued,
 // and which leases were already measured (a duplicate release is answered
 // with its stored lock.released again, which must not count twice). Each is
 // bounded: a wait is forgotten at its end seen here (grant, LOCK_TIMEOUT,
-// lock.withdrawn), one ended by another process after maxWait, and while
-// the set is full of younger ones new waiters are not measured (counted by
+// lock.withdrawn), one ended by another process after maxWait (at the next
+// look, sweepEvery at most after), and while the set is full of younger
+// ones new waiters are not measured (counted by
 // lockworker_lock_waits_unmeasured_total, once each among the last
 // maxTracked: a duplicate acquire's stored lock.queued comes again).
 type eventTracker struct {
@@ -74,6 +81,8 @@ type eventTracker struct {
 	waiting map[string]waiter // request_id of a queued acquire
 	seen    recent[int64]     // fencing tokens of leases measured
 	refused recent[string]    // request_id of waits left unmeasured
+	swept   time.Time         // the last look for dead waits
+	now     func() time.Time
 }
 
 type waiter struct {
@@ -82,7 +91,7 @@ type waiter struct {
 }
 
 func newEventTracker() *eventTracker {
-	return &eventTracker{waiting: map[string]waiter{}}
+	return &eventTracker{waiting: map[string]waiter{}, now: time.Now}
 }
 
 // queued tracks requestID's wait from at, reporting false when the set is
@@ -93,17 +102,18 @@ func (t *eventTracker) queued(requestID string, at time.Time) bool {
 	if _, ok := t.waiting[requestID]; ok || t.refused.has(requestID) {
 		return true // a duplicate of the acquire: it is still the same wait
 	}
-	now := time.Now()
-	if len(t.waiting) >= maxTracked {
+	now := t.now()
+	if len(t.waiting) >= maxTracked && now.Sub(t.swept) >= sweepEvery {
+		t.swept = now
 		for id, w := range t.waiting {
 			if now.Sub(w.seenAt) > maxWait {
 				delete(t.waiting, id)
 			}
 		}
-		if len(t.waiting) >= maxTracked {
-			t.refused.add(requestID)
-			return false // not measured rather than unbounded memory
-		}
+	}
+	if len(t.waiting) >= maxTracked {
+		t.refused.add(requestID)
+		return false // not measured rather than unbounded memory
 	}
 	t.waiting[requestID] = waiter{queuedAt: at, seenAt: now}
 	return true

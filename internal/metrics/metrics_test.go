@@ -162,6 +162,43 @@ func TestWithdrawnWaitsAreForgotten(t *testing.T) {
 	require.Equal(t, 1.0, series(t, m, "lockworker_lock_waits_unmeasured_total").GetCounter().GetValue())
 }
 
+// TestDeadWaitsSweptOncePerInterval: a set full of waits is looked
+// through for dead ones (older than maxWait: ended on another process) at
+// most once every sweepEvery, not at every queued acquire, each look
+// walking all maxTracked of them under the appliers' shared mutex.
+func TestDeadWaitsSweptOncePerInterval(t *testing.T) {
+	m := New(Config{})
+	clock := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	m.events.now = func() time.Time { return clock }
+	t0 := clock
+	li := &topics.LockInfo{LockName: "job"}
+	queue := func(id string) {
+		m.Events(id, []topics.Event{ev(topics.TypeQueued, id, t0, li)})
+	}
+	unmeasured := func() float64 {
+		return series(t, m, "lockworker_lock_waits_unmeasured_total").GetCounter().GetValue()
+	}
+	for i := range maxTracked / 2 {
+		queue(fmt.Sprintf("old%d", i))
+	}
+	clock = clock.Add(maxWait - 30*time.Second)
+	for i := range maxTracked - maxTracked/2 {
+		queue(fmt.Sprintf("young%d", i))
+	}
+	queue("a") // a look: every wait is younger than maxWait
+	require.Equal(t, 1.0, unmeasured())
+	clock = clock.Add(31 * time.Second)
+	queue("b") // the old half is dead now, but the last look was 31 s ago
+	require.Equal(t, 2.0, unmeasured(), "a full set looked through again before sweepEvery")
+	clock = clock.Add(sweepEvery - 31*time.Second)
+	queue("c") // the next look frees the old half
+	require.Equal(t, 2.0, unmeasured())
+	m.Events("", []topics.Event{ev(topics.TypeAcquired, "c", t0.Add(2*time.Second), li)})
+	wait := series(t, m, "lockworker_lock_wait_seconds").GetHistogram()
+	require.Equal(t, uint64(1), wait.GetSampleCount())
+	require.Equal(t, 2.0, wait.GetSampleSum())
+}
+
 // TestCommandsAndSummary: counters by operation and result, and the
 // original node's summary read from them.
 func TestCommandsAndSummary(t *testing.T) {
