@@ -145,7 +145,13 @@ func WithoutKeepAlive() AcquireOption {
 }
 
 // OnQueued is called when the acquire has to wait, with its place in the
-// queue (1 = next in line).
+// queue (1 = next in line) when it was queued. It is called once per
+// acquire queued: the worker tells no later moves up the queue, and a
+// lock.queued read again (a duplicate, or the stored one answered to a
+// resend) does not call it again. A Campaign, which queues again after an
+// hour in line or a late grant, calls it each time. It runs on the
+// goroutine of the Acquire (or Campaign), which reads no reply until it
+// returns: it should not block.
 func OnQueued(fn func(position int)) AcquireOption {
 	return func(o *acquireOptions) { o.onQueued = fn }
 }
@@ -315,6 +321,7 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 	*withdraw = o.generatedOwner || o.dedicatedOwner
 	sent := c.sentNow()
 	var read sentAt        // when the answer (not lock.queued) was read
+	var queued bool        // lock.queued was read (OnQueued called)
 	var queuedAt time.Time // the worker's time of lock.queued, if it came
 	ev, err := c.exchange(ctx, cmd, func(ev topics.Event) (bool, time.Duration) {
 		if ev.Type != topics.TypeQueued {
@@ -325,9 +332,12 @@ func (c *Client) exchangeAcquire(ctx context.Context, cmd topics.Command, o acqu
 			queuedAt = ev.OccurredAt.Time
 		}
 		*withdraw = true // queued: the owner holds nothing to end
-		if o.onQueued != nil {
+		// Once: another lock.queued under this request_id is a duplicate, or
+		// the stored one answered to a resend, with the first's position.
+		if !queued && o.onQueued != nil {
 			o.onQueued(ev.QueuePosition)
 		}
+		queued = true
 		// The worker answers a waiter within 1 s of its deadline.
 		return false, o.wait + time.Second
 	})

@@ -47,7 +47,10 @@ type Client struct {
 
 	mu     sync.Mutex
 	closed bool
-	calls  map[string]chan reply // by request_id
+	// calls are the channels of the calls waiting for a reply, by
+	// request_id: more than one when Do was given one RequestID twice at
+	// once (a hedged retry), each hearing every reply.
+	calls map[string][]chan reply
 	// leases are the held leases by fencing token: more than one when an
 	// owner acquired a lock it held already (a renewal), each with a Lease.
 	leases map[int64][]*Lease
@@ -119,7 +122,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	c := &Client{
 		creds:     creds,
 		cfg:       cfg,
-		calls:     make(map[string]chan reply),
+		calls:     make(map[string][]chan reply),
 		leases:    make(map[int64][]*Lease),
 		sessions:  make(map[string]*Session),
 		acquiring: make(map[acquireKey]acquiring),
@@ -134,17 +137,11 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if !topics.ValidTopicName(cfg.Topics.Commands) {
 		return nil, fmt.Errorf("%w: commands topic %q is not a valid topic name", ErrInvalidConfig, cfg.Topics.Commands)
 	}
+	optsOf := "Config.Client"
 	if cfg.Client != nil {
-		if g, _ := cfg.Client.OptValue(kgo.ConsumerGroup).(string); g != "" {
-			return nil, fmt.Errorf("%w: Config.Client must not be a group consumer: the SDK reads replies with its own client", ErrInvalidConfig)
-		}
-		ts, _ := cfg.Client.OptValue(kgo.ConsumeTopics).([]string)
-		ps, _ := cfg.Client.OptValue(kgo.ConsumePartitions).(map[string]map[int32]kgo.Offset)
-		if len(ts) > 0 || len(ps) > 0 {
-			return nil, fmt.Errorf("%w: Config.Client must not consume topics or partitions: the SDK reads replies with its own client", ErrInvalidConfig)
-		}
 		c.prod, c.baseOpts = cfg.Client, cfg.Client.Opts()
 	} else {
+		optsOf = "Config.KafkaOpts"
 		c.baseOpts = append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
 		// No linger: a lock command is latency-bound, not throughput-bound.
 		prod, err := keypartition.NewClient(append(c.baseOpts, kgo.ProducerLinger(0))...)
@@ -152,9 +149,16 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("%w: Config.KafkaOpts: %w: a lock's commands would be spread over partitions, applied out of the order sent", ErrInvalidConfig, err)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("creating kafka client: %w", err)
+			// kgo.NewClient reaches no broker: it refused the options.
+			return nil, fmt.Errorf("%w: Config.Brokers and Config.KafkaOpts: %w", ErrInvalidConfig, err)
 		}
 		c.prod, c.ownProd = prod, true
+	}
+	// The options are those of every reader the SDK builds too (newReader),
+	// which would consume what they say besides its own topic.
+	if opt := consumes(c.prod); opt != "" {
+		c.closeKafka()
+		return nil, fmt.Errorf("%w: %s must not set %s: the SDK reads with its own clients, without a group", ErrInvalidConfig, optsOf, opt)
 	}
 	ctx, cancel := withDefaultTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
@@ -182,6 +186,21 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		}()
 	}
 	return c, nil
+}
+
+// consumes names the consuming option cl was given (kgo.ConsumerGroup,
+// kgo.ConsumeTopics, kgo.ConsumePartitions), "" when none.
+func consumes(cl *kgo.Client) string {
+	if g, _ := cl.OptValue(kgo.ConsumerGroup).(string); g != "" {
+		return "kgo.ConsumerGroup"
+	}
+	if ts, _ := cl.OptValue(kgo.ConsumeTopics).([]string); len(ts) > 0 {
+		return "kgo.ConsumeTopics"
+	}
+	if ps, _ := cl.OptValue(kgo.ConsumePartitions).(map[string]map[int32]kgo.Offset); len(ps) > 0 {
+		return "kgo.ConsumePartitions"
+	}
+	return ""
 }
 
 // replyConsumer prepares the reply topic and returns its reader,
@@ -468,13 +487,21 @@ func (c *Client) undecodable(r *kgo.Record, err error) {
 	if log {
 		c.logReply(kgo.LogLevelError, "lockworker client: "+err.Error(), "skipped_since_last_line", unlogged)
 	}
+	c.answerCalls(env.RequestID, reply{ev: env, err: err})
+}
+
+// answerCalls hands r to every call waiting for request_id id. A call with
+// more replies than it needs (duplicates) drops the rest.
+func (c *Client) answerCalls(id string, r reply) {
+	if id == "" {
+		return
+	}
 	c.mu.Lock()
-	ch := c.calls[env.RequestID]
-	c.mu.Unlock()
-	if ch != nil && env.RequestID != "" {
+	defer c.mu.Unlock()
+	for _, ch := range c.calls[id] {
 		select {
-		case ch <- reply{ev: env, err: err}:
-		default: // the call has more replies than it needs
+		case ch <- r:
+		default:
 		}
 	}
 }
@@ -519,7 +546,6 @@ func envelope(b []byte) (ev topics.Event, idRead bool) {
 
 func (c *Client) route(ev topics.Event) {
 	c.mu.Lock()
-	ch := c.calls[ev.RequestID]
 	var leases []*Lease
 	// A lease ends by its expiry, a revoke, a release it did not send
 	// itself (an operator's, another requester's), or with its session.
@@ -532,12 +558,7 @@ func (c *Client) route(ev topics.Event) {
 		c.rememberEnded(ev)
 	}
 	c.mu.Unlock()
-	if ch != nil && ev.RequestID != "" {
-		select {
-		case ch <- reply{ev: ev}:
-		default: // a duplicate beyond what any call needs
-		}
-	}
+	c.answerCalls(ev.RequestID, reply{ev: ev})
 	for _, l := range leases {
 		if err := l.endedBy(ev); err != nil {
 			l.finish(err)
@@ -629,12 +650,18 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	}
 	replies := make(chan reply, 16)
 	c.mu.Lock()
-	c.calls[cmd.RequestID] = replies
+	c.calls[cmd.RequestID] = append(c.calls[cmd.RequestID], replies)
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		delete(c.calls, cmd.RequestID)
-		c.mu.Unlock()
+		defer c.mu.Unlock()
+		// Only its own: another call of the request_id may still wait.
+		rest := slices.DeleteFunc(c.calls[cmd.RequestID], func(ch chan reply) bool { return ch == replies })
+		if len(rest) == 0 {
+			delete(c.calls, cmd.RequestID)
+		} else {
+			c.calls[cmd.RequestID] = rest
+		}
 	}()
 
 	produceErr := make(chan error, 1)
@@ -669,7 +696,10 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	attempts := 1
 	var sendErr error
 	send()
-	timer := time.NewTimer(every)
+	// The timer fires at the resend or at the give-up, whichever comes
+	// first: a RequestTimeout shorter than `every` is kept too.
+	due := func(now time.Time) time.Duration { return min(resend.Sub(now), giveUp.Sub(now)) }
+	timer := time.NewTimer(due(start))
 	defer timer.Stop()
 	for {
 		select {
@@ -693,7 +723,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			if wait > 0 {
 				now := time.Now()
 				resend, giveUp = now.Add(wait+every), now.Add(wait+c.cfg.RequestTimeout)
-				timer.Reset(time.Until(resend))
+				timer.Reset(due(now))
 			}
 		case err := <-produceErr:
 			if ctx.Err() != nil {
@@ -718,7 +748,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 				return topics.Event{}, err
 			}
 			if now.Before(resend) {
-				timer.Reset(resend.Sub(now))
+				timer.Reset(due(now))
 				continue
 			}
 			// The answer may be on a partition, or an instance of the
@@ -728,7 +758,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			_ = authorize()
 			send()
 			resend = now.Add(every)
-			timer.Reset(min(every, giveUp.Sub(now)))
+			timer.Reset(due(now))
 		case <-ctx.Done():
 			return topics.Event{}, context.Cause(ctx)
 		}

@@ -465,8 +465,8 @@ func TestNewRefusesItsConfig(t *testing.T) {
 	topicsKC, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), kgo.ConsumeTopics("t"))
 	require.NoError(t, err)
 	defer topicsKC.Close()
-	partitionsKC, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"t": {0: kgo.NewOffset().AtStart()}}))
+	partitions := kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{"t": {0: kgo.NewOffset().AtStart()}})
+	partitionsKC, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"), partitions)
 	require.NoError(t, err)
 	defer partitionsKC.Close()
 	for name, cfg := range map[string]client.Config{
@@ -482,6 +482,12 @@ func TestNewRefusesItsConfig(t *testing.T) {
 		// One lock's commands would be spread over the commands topic's
 		// partitions, and applied out of the order sent.
 		"a partitioner in KafkaOpts": {KafkaOpts: []kgo.Opt{kgo.RecordPartitioner(kgo.RoundRobinPartitioner())}},
+		// As in Config.Client: every reader built with them would consume
+		// what they say besides its own topic.
+		"a group consumer in KafkaOpts":     {KafkaOpts: []kgo.Opt{kgo.ConsumerGroup("g")}},
+		"a topic consumer in KafkaOpts":     {KafkaOpts: []kgo.Opt{kgo.ConsumeTopics("t")}},
+		"a partition consumer in KafkaOpts": {KafkaOpts: []kgo.Opt{partitions}},
+		"KafkaOpts kgo refuses":             {KafkaOpts: []kgo.Opt{kgo.ConsumerGroup("g"), partitions}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg.Brokers = []string{"127.0.0.1:1"} // never reached

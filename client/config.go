@@ -33,12 +33,13 @@ type Config struct {
 
 	// KafkaOpts are extra options (TLS, SASL, logging) for the Kafka clients
 	// built from Brokers. Default none. Ignored when Client is set. They may
-	// not set kgo.RecordPartitioner (New fails with ErrInvalidConfig), not
-	// even to a murmur2 one, which New cannot tell from another: kgo's
-	// default puts a command in the partition its lock key hashes to, so a
-	// lock's commands share a partition and are applied in the order sent
-	// (an abandoned acquire's release after the acquire), as
-	// docs/design.md "Lock key" says.
+	// not consume (kgo.ConsumeTopics, kgo.ConsumePartitions or
+	// kgo.ConsumerGroup), as Client may not, nor set kgo.RecordPartitioner,
+	// not even to a murmur2 one, which New cannot tell from another (New
+	// fails with ErrInvalidConfig on either): kgo's default puts a command
+	// in the partition its lock key hashes to, so a lock's commands share a
+	// partition and are applied in the order sent (an abandoned acquire's
+	// release after the acquire), as docs/design.md "Lock key" says.
 	//
 	// The clients that read the reply topic and the lock state topic (Watch,
 	// Locks, Election.Observe) bound what one fetched record batch may
@@ -66,11 +67,12 @@ type Config struct {
 	// Client, when set, produces the commands and creates the reply topic
 	// (unless ReadOnly), and its options (Client.Opts) are reused to build
 	// the clients that read replies and the lock state topic. It must not
-	// consume (no ConsumeTopics, ConsumePartitions or ConsumerGroup) since
-	// the SDK reads without a group. Close does not close it. Its
-	// partitioner must put a record in the partition its key hashes to by
-	// murmur2, as kgo's default does (or kgo.StickyKeyPartitioner(nil)):
-	// New cannot check it (see KafkaOpts for why).
+	// consume (no ConsumeTopics, ConsumePartitions or ConsumerGroup: New
+	// fails with ErrInvalidConfig) since the SDK reads with its own
+	// clients, without a group. Close does not close it. Its partitioner
+	// must put a record in the partition its key hashes to by murmur2, as
+	// kgo's default does (or kgo.StickyKeyPartitioner(nil)): New cannot
+	// check it (see KafkaOpts for why).
 	Client *kgo.Client
 
 	// Requester names this requester: replies come on
@@ -101,13 +103,16 @@ type Config struct {
 	// ReplyTimeout is how long the client waits for a reply before it sends
 	// the command again, with the same request_id (the worker applies a
 	// request_id once and answers every copy with the same outcome).
-	// Default 5 s.
+	// Default 5 s. At or past RequestTimeout, a command is sent once.
 	ReplyTimeout time.Duration
 
 	// RequestTimeout bounds a command (its sends and re-sends, not counting
 	// an acquire's wait in the queue) when the caller's context has no
-	// earlier deadline; past it the command fails with ErrNoReply. It also
-	// bounds New's setup. Default 30 s.
+	// earlier deadline; past it the command fails with ErrNoReply, also
+	// when it is shorter than ReplyTimeout. It is counted from the first
+	// send, or for an acquire seen queued from the end of its wait (the
+	// acquire's wait + 1 s after lock.queued was read). It also bounds
+	// New's setup. Default 30 s.
 	RequestTimeout time.Duration
 
 	// Token is the requester token every command carries when the workers

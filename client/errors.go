@@ -85,10 +85,11 @@ var (
 	// in (the session is then lost too: ErrSessionLost).
 	ErrWithdrawn = errors.New("acquire withdrawn from the queue")
 	// ErrNoReply: a command was sent (and re-sent) but no reply came before
-	// the request timeout. Either no lockworker answered, or the brokers
-	// stopped answering after New reached them (the producer keeps retrying
-	// an unreachable broker until the request timeout): the command may or
-	// may not have been applied.
+	// the request timeout (Config.RequestTimeout, which says from when).
+	// Either no lockworker answered, or the brokers stopped answering
+	// after New reached them (the producer keeps retrying an unreachable
+	// broker until the request timeout): the command may or may not have
+	// been applied.
 	ErrNoReply = errors.New("no reply from lockworker")
 	// ErrUndecodableReply: a command was answered with a reply this client
 	// cannot read: one of a later version than it reads (upgrade it), or
@@ -106,9 +107,10 @@ var (
 	// ErrInvalidConfig: New refused its Config before reaching Kafka (a
 	// requester that is not the token's subject, a topic name Kafka
 	// refuses, credentials it cannot read or that conflict, a reply topic
-	// replication factor out of range, a kgo.RecordPartitioner in
-	// KafkaOpts). A malformed
-	// token matches ErrUnauthenticated as well.
+	// replication factor out of range, options kgo refuses, a
+	// kgo.RecordPartitioner in KafkaOpts, a consuming option in KafkaOpts
+	// or Config.Client). A malformed token matches ErrUnauthenticated as
+	// well.
 	ErrInvalidConfig = errors.New("invalid client configuration")
 	// ErrReadOnly: a command was asked of a client made with
 	// Config.ReadOnly, which has no reply topic to hear the answer on.

@@ -485,3 +485,140 @@ func TestUndecodableQueuedWithdrawn(t *testing.T) {
 		})
 	}
 }
+
+// A RequestTimeout shorter than ReplyTimeout bounds the command: it fails
+// ErrNoReply at RequestTimeout, sent once, not at the resend ReplyTimeout
+// later; and after lock.queued at the acquire's wait + 1 s + RequestTimeout,
+// not at its resend, ReplyTimeout past the wait.
+func TestRequestTimeoutShorterThanReplyTimeout(t *testing.T) {
+	const requestTimeout = time.Second
+	for _, tc := range []struct {
+		name   string
+		call   func(ctx context.Context, c *Client) error
+		within time.Duration // RequestTimeout after what the worker says, and leeway
+	}{
+		{"unanswered", func(ctx context.Context, c *Client) error {
+			_, err := c.Query(ctx, "silent")
+			return err
+		}, requestTimeout + time.Second},
+		{"queued, then unanswered", func(ctx context.Context, c *Client) error {
+			_, err := c.Acquire(ctx, "silent", WithWait(time.Second))
+			return err
+		}, time.Second + time.Second + requestTimeout + time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+				cfg.ReplyTimeout = 5 * time.Second
+				cfg.RequestTimeout = requestTimeout
+			}}, func(_ context.Context, cmd topics.Command) []topics.Event {
+				switch cmd.Operation {
+				case topics.OpAcquire:
+					return one(queuedEvent(cmd)) // and never granted
+				case topics.OpRelease: // the withdrawal
+					return one(releasedEvent(cmd))
+				}
+				return nil
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			start := time.Now()
+			err := tc.call(ctx, c)
+			took := time.Since(start)
+			require.ErrorIs(t, err, ErrNoReply)
+			require.ErrorContains(t, err, "sent 1 times")
+			require.Less(t, took, tc.within, "ErrNoReply after %s: %v", took, err)
+		})
+	}
+}
+
+// Do given one RequestID twice at once (a hedged resend of one command)
+// hands the answer to both calls: neither takes the other's place, nor
+// removes it when it returns first.
+func TestDoSameRequestIDAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// firstGivesUp: the first Do is cancelled once both copies reached
+		// the worker, which answers only a later copy (the second Do's
+		// resend).
+		firstGivesUp bool
+	}{{"both answered", false}, {"one given up", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			firstSent, bothSent := make(chan struct{}), make(chan struct{})
+			var queries atomic.Int32
+			c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.RequestTimeout = 3 * time.Second }},
+				func(_ context.Context, cmd topics.Command) []topics.Event {
+					switch queries.Add(1) {
+					case 1: // answered with the second
+						close(firstSent)
+						return nil
+					case 2:
+						close(bothSent)
+						if tc.firstGivesUp {
+							return nil
+						}
+					}
+					return one(statusEvent(cmd))
+				})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			firstCtx, giveUp := context.WithCancel(ctx)
+			defer giveUp()
+			cmd := c.command(topics.OpQuery, "hedged")
+			errs := make(chan error, 2)
+			go func() { _, err := c.Do(firstCtx, cmd); errs <- err }()
+			second := make(chan error, 1)
+			go func() {
+				// Sent once the first copy reached the worker: both wait.
+				select {
+				case <-firstSent:
+				case <-ctx.Done():
+				}
+				_, err := c.Do(ctx, cmd)
+				second <- err
+			}()
+			select {
+			case <-bothSent:
+			case <-ctx.Done():
+				t.Fatal("the two copies did not reach the worker")
+			}
+			if tc.firstGivesUp {
+				giveUp()
+				require.ErrorIs(t, <-errs, context.Canceled)
+			} else {
+				require.NoError(t, <-errs, "first Do")
+			}
+			require.NoError(t, <-second, "second Do")
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			require.Empty(t, c.calls, "each call removed its own")
+		})
+	}
+}
+
+// OnQueued is called once for one wait: a lock.queued read again (the same
+// event twice, as an at-least-once relay may publish it, or the stored one
+// answered to a resend) carries the first one's position, and does not call
+// it again (a callback that closes a channel would panic).
+func TestOnQueuedOncePerWait(t *testing.T) {
+	var acquires atomic.Int32
+	c := fakeWorker(t, func(_ context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			if acquires.Add(1) == 1 {
+				q := queuedEvent(cmd)
+				return []topics.Event{q, q, granted(cmd, topics.TypeAcquired, 30)}
+			}
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var calls atomic.Int32
+	l, err := c.Acquire(ctx, "dup-queued", WithWait(5*time.Second), WithoutKeepAlive(),
+		OnQueued(func(int) { calls.Add(1) }))
+	require.NoError(t, err)
+	require.NoError(t, l.Release(ctx))
+	require.Equal(t, int32(1), calls.Load(), "OnQueued calls for one wait")
+}

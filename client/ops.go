@@ -146,7 +146,9 @@ func (c *Client) Revoke(ctx context.Context, name, owner, reason string) (int, e
 // Config.Namespace. Commands are validated before they are sent. A waiting
 // acquire returns its grant or timeout, not lock.queued; unlike Acquire, Do does
 // not withdraw an acquire whose ctx ends while it waits. A lock.rejected
-// reply is returned along with its *Error.
+// reply is returned along with its *Error. A RequestID may be in flight in
+// more than one Do at once (a hedged resend of one command): the worker
+// applies it once and answers every copy alike, and each Do hears it.
 func (c *Client) Do(ctx context.Context, cmd topics.Command) (topics.Event, error) {
 	if err := c.sends(); err != nil {
 		return topics.Event{}, err
