@@ -199,6 +199,12 @@ func OnQueued(fn func(position int)) AcquireOption {
 // query and a release by the token it tells), each given up to
 // ReplyTimeout.
 //
+// A grant read past the deadline it sets, its lease's duration counted
+// from the send (an outage of the workers, PostgreSQL or Kafka longer than
+// the lease, or a suspend), is returned as an error wrapping ErrLeaseLost
+// and given back: retry, with a lease longer than the outages a waiter
+// should outlast.
+//
 // A grant whose end (lock.expired, lock.revoked, a release by another
 // request) was read before Acquire took it up (the grant read late, as
 // after the host slept while it was on its way, with its end right behind
