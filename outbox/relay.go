@@ -1138,34 +1138,85 @@ func (ps *passState) ackWritten(p *partition, u unit, err error) (rest []row, wr
 
 // setAside handles a publish in which Kafka refused some record for good;
 // u.rows are the rows ackWritten kept (wrote: those of them Kafka wrote).
-// Each row that failed is published again alone, in id order: a broker
-// refuses a whole produce batch for one record too large, so only alone
-// does a row show whether it is the one. A row refused alone is parked for
-// good at once; the rows after it go on. A row Kafka wrote goes again only
-// after an earlier row of its key landed now. It returns the rows left
-// from the first that failed in another way (a topic refused, Kafka away),
-// with that error, for the caller to account as usual; none and nil when
-// every row was settled.
+// A broker refuses a whole produce batch for one record too large, so the
+// failed rows go again in halves, in id order, rather than each alone: a
+// half Kafka takes is settled in one round trip; a refused one has the
+// rows Kafka wrote of it acknowledged (ackWritten) and the others split
+// again, down to a row refused alone, which is parked for good at once;
+// the rows after it go on. One such row among n costs about 2·log2(n)
+// round trips, a topic whose max.message.bytes is below the producer's
+// batch fewer than four per batch it takes, not one a row. A row Kafka wrote (also
+// one a refused half wrote after a failed row of its key) goes again only
+// when an earlier row of its key landed after it, every key of a half
+// taken counting: it ends the run of rows sent in halves before it, and is
+// decided once they are settled. It returns the rows left from the first
+// part that failed in another way (a topic refused, Kafka away), with that
+// error, for the caller to account as usual; none and nil when every row
+// was settled.
 func (r *Relay) setAside(ctx context.Context, p *partition, u unit, wrote map[int64]bool, ps *passState) (rest []row, err, dbErr error) {
-	ps.at = time.Time{}         // a probe's answer time: the rows below are acknowledged now
-	landed := map[string]bool{} // keys of which a row landed after the rows Kafka wrote
-	for i, x := range u.rows {
-		if wrote[x.id] && !landed[string(x.key)] {
-			ps.ack(p, []row{x})
-			continue
-		}
-		err := r.publish(ctx, p, u.topic, []row{x})
-		if err == nil {
-			ps.ack(p, []row{x})
-			landed[string(x.key)] = true
-			continue
-		}
-		kind, reason := Classify(err)
-		if kind != RecordRefused || ctx.Err() != nil {
-			return u.rows[i:], err, nil
-		}
-		if err := r.parkRow(ctx, p, u.topic, x, reason, err); err != nil {
-			return nil, nil, err
+	ps.at = time.Time{} // a probe's answer time: the rows below are acknowledged now
+	if wrote == nil {
+		wrote = map[int64]bool{}
+	}
+	// The publishes here are numbered from 1: landed[key] is the last
+	// that a row of key landed in, in[id] the one that wrote a row of
+	// wrote in a refused half (0 for the caller's, before them all).
+	calls, landed, in := 0, map[string]int{}, map[int64]int{}
+	type part struct {
+		rows    []row
+		refused bool // Kafka refused them together: split, or publish alone
+	}
+	todo := []part{{u.rows, true}} // in id order from its end
+	for len(todo) > 0 {
+		t := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		switch {
+		case len(t.rows) == 0:
+		case t.refused && wrote[t.rows[0].id] && landed[string(t.rows[0].key)] <= in[t.rows[0].id]:
+			ps.ack(p, t.rows[:1])
+			todo = append(todo, part{t.rows[1:], true})
+		case t.refused:
+			n := 1 // the run up to the next row Kafka wrote
+			for n < len(t.rows) && !wrote[t.rows[n].id] {
+				n++
+			}
+			h := (n + 1) / 2
+			todo = append(todo, part{t.rows[n:], true}, part{t.rows[h:n], false}, part{t.rows[:h], false})
+		default:
+			calls++
+			err := r.publish(ctx, p, u.topic, t.rows)
+			kind, reason := Classify(err)
+			switch {
+			case err == nil:
+				ps.ack(p, t.rows)
+				for _, x := range t.rows {
+					landed[string(x.key)] = calls
+				}
+			case kind != RecordRefused || ctx.Err() != nil:
+				rest = slices.Clone(t.rows)
+				for i := len(todo) - 1; i >= 0; i-- {
+					rest = append(rest, todo[i].rows...)
+				}
+				return rest, err, nil
+			case len(t.rows) == 1:
+				if err := r.parkRow(ctx, p, u.topic, t.rows[0], reason, err); err != nil {
+					return nil, nil, err
+				}
+			default:
+				left, w := ps.ackWritten(p, unit{u.topic, t.rows}, err)
+				k := 0
+				for _, x := range t.rows { // those not left (in order) landed
+					if k < len(left) && left[k].id == x.id {
+						k++
+					} else {
+						landed[string(x.key)] = calls
+					}
+				}
+				for id := range w {
+					wrote[id], in[id] = true, calls
+				}
+				todo = append(todo, part{left, true})
+			}
 		}
 	}
 	return nil, nil, nil

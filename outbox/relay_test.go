@@ -594,9 +594,9 @@ func TestReDriveParkedTopic(t *testing.T) {
 // and topic are published. One is refused by the client (a 1,000,000-byte
 // dead-letter copy, over kgo's 1 MB batch limit: it fails alone), one by the
 // broker (over its message.max.bytes: the broker refuses the whole produce
-// batch, so the relay must find the culprit by publishing rows alone). A
-// relay that takes the partition over does not hold the topic back behind
-// them either.
+// batch, so the relay must find the culprit by publishing the rows again
+// in halves, down to it alone). A relay that takes the partition over does
+// not hold the topic back behind them either.
 func TestParksRecordKafkaRefuses(t *testing.T) {
 	t.Parallel()
 	for _, concurrent := range []bool{false, true} {
@@ -681,7 +681,7 @@ func parksRecordKafkaRefuses(t *testing.T, concurrent bool) {
 }
 
 // TestRefusedBatchProbedAlone: when the broker refuses a whole produce
-// batch as too large, the rows are published again one by one, and those
+// batch as too large, the rows are published again (in halves), and those
 // Kafka then takes are not parked.
 func TestRefusedBatchProbedAlone(t *testing.T) {
 	t.Parallel()
