@@ -97,10 +97,11 @@
 //   - Kafka refuses the record for good: too large (MESSAGE_TOO_LARGE,
 //     RECORD_LIST_TOO_LARGE, whether the client or the broker refuses it),
 //     invalid (INVALID_RECORD, CORRUPT_MESSAGE, ...), or the row's headers
-//     (or compacted value) cannot be decoded (UNREADABLE_HEADERS). Each
-//     failed row is published again alone, in id order
-//     (a broker refuses a whole produce batch for one record too large, so
-//     only alone does a row show whether it is the culprit), and a row
+//     (or compacted value) cannot be decoded (UNREADABLE_HEADERS). The
+//     failed rows are published again in halves, in id order, and a
+//     refused half is split again (a broker refuses a whole produce batch
+//     for one record too large, so only alone does a row show whether it
+//     is the culprit), and a row
 //     refused alone is parked at once, for good: parked_until 'infinity',
 //     park_reason the error's name, last_error the message. It is never
 //     tried again and holds nothing back: the rows after it, of its topic
