@@ -120,37 +120,70 @@ func (b *Batch) readStates(ctx context.Context) error {
 const OpFirstState = "first_state"
 
 // PublishFirstStates gives at most limit locks without a revision (rows
-// from before migration 009) their first and publishes their state, each
-// under its own partition (forLock: a row of no partition, seeded by a
-// tool, under b's), and returns how many it did. Rows another
-// transaction holds are skipped: replicas starting together share them.
-func (b *Batch) PublishFirstStates(ctx context.Context, limit int) (int, error) {
-	rows, err := b.tx.Query(ctx, `SELECT `+lockCols+` FROM locks WHERE revision = 0 LIMIT $1 FOR UPDATE SKIP LOCKED`, limit)
+// from before migration 009), the first after the lock after in key order,
+// their first and publishes their state, each under its own partition
+// (forLock: a row of no partition, seeded by a tool, under b's). It returns
+// how many it did and the last one's key, which the next page starts after
+// (fewer than limit: the last page): the pages of a start read the table
+// once, along its primary key. The page's revisions and its held locks'
+// holders take one round trip. Rows another transaction holds are skipped
+// and not come back to: another replica starting together does them, and a
+// command that changes the lock gives it revision 1 (revision + 1) and
+// publishes its state; one that changes nothing (a refusal) leaves it to
+// its next change or the next start.
+func (b *Batch) PublishFirstStates(ctx context.Context, after StateKey, limit int) (int, StateKey, error) {
+	if after == (StateKey{}) {
+		// Every start but the first after the upgrade finds none: a scan of
+		// the heap, which stops at the first, tells it sooner than a walk of
+		// the primary key, which fetches every row in key order.
+		var some bool
+		if err := b.tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM locks WHERE revision = 0)`).Scan(&some); err != nil {
+			return 0, StateKey{}, fmt.Errorf("looking for locks without a revision: %w", err)
+		}
+		if !some {
+			return 0, StateKey{}, nil
+		}
+	}
+	rows, err := b.tx.Query(ctx, `SELECT `+lockCols+` FROM locks WHERE (namespace, lock_name) > ($1, $2) AND revision = 0
+		ORDER BY namespace, lock_name LIMIT $3 FOR UPDATE SKIP LOCKED`, after.Namespace, after.Name, limit)
 	if err != nil {
-		return 0, fmt.Errorf("finding locks without a revision: %w", err)
+		return 0, StateKey{}, fmt.Errorf("finding locks without a revision: %w", err)
 	}
 	var rs []lockRow
 	var r lockRow
 	if _, err := pgx.ForEachRow(rows, r.dest(), func() error { rs = append(rs, r); return nil }); err != nil {
-		return 0, fmt.Errorf("finding locks without a revision: %w", err)
+		return 0, StateKey{}, fmt.Errorf("finding locks without a revision: %w", err)
+	}
+	if len(rs) == 0 {
+		return 0, StateKey{}, nil
+	}
+	pb := &pgx.Batch{}
+	nss, names := make([]string, len(rs)), make([]string, len(rs))
+	for i := range rs {
+		nss[i], names[i] = rs[i].namespace, rs[i].name
+	}
+	pb.Queue(`UPDATE locks l SET revision = 1 FROM unnest($1::text[], $2::text[]) AS k(ns, nm)
+		WHERE l.namespace = k.ns AND l.lock_name = k.nm`, nss, names)
+	read := make([][]rules.Holder, len(rs))
+	for i := range rs {
+		rs[i].scanned()
+		if rs[i].holders > 0 {
+			queueHolders(pb, rs[i].namespace, rs[i].name, topics.MaxStateHolders, &read[i])
+		}
+	}
+	if err := b.tx.SendBatch(ctx, pb).Close(); err != nil {
+		return 0, StateKey{}, fmt.Errorf("giving %d locks their first revision: %w", len(rs), err)
 	}
 	for i := range rs {
 		r := &rs[i]
-		r.scanned()
+		r.revision = 1
 		a := (&applier{Batch: b, cmd: topics.Command{Operation: OpFirstState}}).forLock(r.partition)
 		l := r.lock()
-		if r.holders > 0 {
-			if l.Holders, err = a.holders(ctx, r); err != nil {
-				return 0, err
-			}
-		}
-		r.revision = 1
-		if _, err := b.tx.Exec(ctx, `UPDATE locks SET revision = 1 WHERE namespace = $1 AND lock_name = $2`, r.namespace, r.name); err != nil {
-			return 0, fmt.Errorf("giving lock %q its first revision: %w", topics.LockKey(r.namespace, r.name), err)
-		}
-		a.state(r, l, len(l.Holders), r.status)
+		l.Holders = read[i]
+		a.state(r, l, r.holders, r.status)
 	}
-	return len(rs), nil
+	last := rs[len(rs)-1]
+	return len(rs), StateKey{last.namespace, last.name}, nil
 }
 
 // OpRepublish is the operation of a lock state record published again,

@@ -3,13 +3,17 @@ package handlers_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/omninode/lockworker/handlers"
+	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -107,21 +111,16 @@ func TestPublishFirstStates(t *testing.T) {
 	h.clearOutbox()
 	env := h.env
 	env.Partition = 7
-	first := func() int {
-		var n int
-		require.NoError(t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
-			b := handlers.NewBatch(tx, env)
-			var err error
-			if n, err = b.PublishFirstStates(context.Background(), 1); err != nil {
-				return err
-			}
-			return b.Flush(context.Background())
-		}))
-		return n
-	}
-	require.Equal(t, 1, first(), "one page of one")
-	require.Equal(t, 1, first())
-	require.Equal(t, 0, first(), "every lock has a revision now")
+	n, last := firstStates(h, env, handlers.StateKey{})
+	require.Equal(t, 1, n, "one page of one")
+	require.Equal(t, handlers.StateKey{Name: "gone"}, last, "the first in key order")
+	n, last = firstStates(h, env, last)
+	require.Equal(t, 1, n)
+	require.Equal(t, handlers.StateKey{Name: "old"}, last)
+	n, _ = firstStates(h, env, last)
+	require.Equal(t, 0, n, "none after the last")
+	n, _ = firstStates(h, env, handlers.StateKey{})
+	require.Equal(t, 0, n, "every lock has a revision now")
 	got := map[string]string{}
 	for _, s := range h.states() {
 		st := s.State
@@ -143,6 +142,176 @@ func TestPublishFirstStates(t *testing.T) {
 	ev := h.one(h.release("old", "a"))
 	require.Equal(t, int64(2), ev.LockInfo.Revision)
 }
+
+// firstStates gives a page of one lock without a revision, the first after
+// after, its first in a transaction, and returns how many it did and the
+// last one's key.
+func firstStates(h *harness, env handlers.Env, after handlers.StateKey) (int, handlers.StateKey) {
+	h.t.Helper()
+	var n int
+	var last handlers.StateKey
+	require.NoError(h.t, h.st.InTx(context.Background(), func(tx pgx.Tx) error {
+		b := handlers.NewBatch(tx, env)
+		var err error
+		if n, last, err = b.PublishFirstStates(context.Background(), after, 1); err != nil {
+			return err
+		}
+		return b.Flush(context.Background())
+	}))
+	return n, last
+}
+
+// A page skips a lock whose row another transaction holds and goes on past
+// it: here a command's, whose change gives the lock its first revision
+// and publishes its state. The walk gives the others theirs, and a start
+// after finds none.
+func TestPublishFirstStatesSkipsHeldRows(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.apply(h.acquire("a", "o"), h.acquire("b", "o"), h.acquire("c", "o"))
+	h.apply(h.release("a", "o"), h.release("b", "o"), h.release("c", "o"))
+	_, err := h.st.Pool.Exec(ctx, `UPDATE locks SET revision = 0`)
+	require.NoError(t, err)
+	h.clearOutbox()
+
+	tx, err := h.st.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	cmd := handlers.NewBatch(tx, h.env)
+	evs, err := cmd.Apply(ctx, h.acquire("b", "p"), time.Now())
+	require.NoError(t, err)
+	require.Equal(t, topics.TypeAcquired, evs[0].Type)
+	require.Equal(t, int64(1), evs[0].LockInfo.Revision, "a change of a lock at revision 0 gives it its first")
+
+	n, last := firstStates(h, h.env, handlers.StateKey{})
+	require.Equal(t, 1, n)
+	require.Equal(t, handlers.StateKey{Name: "a"}, last)
+	n, last = firstStates(h, h.env, last)
+	require.Equal(t, 1, n)
+	require.Equal(t, handlers.StateKey{Name: "c"}, last, "b skipped: the command holds it")
+	n, _ = firstStates(h, h.env, last)
+	require.Zero(t, n)
+	require.NoError(t, cmd.Flush(ctx))
+	require.NoError(t, tx.Commit(ctx))
+	n, _ = firstStates(h, h.env, handlers.StateKey{})
+	require.Zero(t, n, "a start after finds none")
+
+	got := map[string]string{}
+	for _, s := range h.states() {
+		got[s.Key] = fmt.Sprintf("rev=%d %s by=%s", s.State.Revision, s.State.Status, s.State.Operation)
+	}
+	require.Equal(t, map[string]string{
+		"a": "rev=1 released by=first_state",
+		"b": "rev=1 acquired by=acquire",
+		"c": "rev=1 released by=first_state",
+	}, got)
+}
+
+// A start after the upgrade from before revisions walks the locks once, in
+// key order, each page after the last one's key: the last page of a large
+// table reads its own rows only (an index scan from the cursor; a scan for
+// revision = 0 would read every page the earlier pages left behind), in
+// two round trips (the read; the page's revisions and its held locks'
+// holders in one batch), not one per lock.
+func TestPublishFirstStatesReadsEachPageOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills 50,000 locks")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	trips := &roundTrips{}
+	st := testdb.NewWith(t, store.Config{LockTimeout: -1, Tracer: trips})
+	env := handlers.Env{Names: topics.DefaultNames(), DefaultLease: 30 * time.Second, Source: "lockworker/test"}
+	// Every tenth lock held by one lease, the others released, all as
+	// migration 009 left them: revision 0.
+	const n, page = 50_000, 100
+	_, err := st.Pool.Exec(ctx, `
+		INSERT INTO locks (namespace, lock_name, status, source_partition, holder_count, acquisition_count, revision,
+			ended_mode, ended_owner_id, ended_fencing_token)
+		SELECT '', format('old-%s', lpad(i::text, 6, '0')), CASE WHEN i % 10 = 0 THEN 'acquired' ELSE 'released' END, i % 12,
+			(i % 10 = 0)::int, 1, 0, 'exclusive', 'o', i
+		FROM generate_series(1, $1) i`, n)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `
+		INSERT INTO lock_holders (namespace, lock_name, owner_id, mode, fencing_token, acquired_at, expires_at, lease_duration, source_partition)
+		SELECT '', format('old-%s', lpad(i::text, 6, '0')), 'o', 'exclusive', i, now(), now() + interval '1 hour', 3600, i % 12
+		FROM generate_series(10, $1, 10) i`, n)
+	require.NoError(t, err)
+	_, err = st.Pool.Exec(ctx, `ANALYZE locks, lock_holders`)
+	require.NoError(t, err)
+	var tablePages int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT pg_relation_size('locks') / current_setting('block_size')::int`).Scan(&tablePages))
+
+	onePage := func(db interface {
+		Begin(context.Context) (pgx.Tx, error)
+	}, after handlers.StateKey, counted bool) (int, handlers.StateKey) {
+		var got int
+		var last handlers.StateKey
+		require.NoError(t, pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			b := handlers.NewBatch(tx, env)
+			trips.on.Store(counted)
+			var err error
+			got, last, err = b.PublishFirstStates(ctx, after, page)
+			trips.on.Store(false)
+			if err != nil {
+				return err
+			}
+			return b.Flush(ctx)
+		}))
+		return got, last
+	}
+	var after handlers.StateKey
+	for range n/page - 1 {
+		got, last := onePage(st.Pool, after, false)
+		require.Equal(t, page, got)
+		after = last
+	}
+	conn := testdb.NewExplained(t, st.Pool)
+	got, last := onePage(conn.Pool, after, true)
+	require.Equal(t, page, got)
+	require.Equal(t, handlers.StateKey{Name: fmt.Sprintf("old-%06d", n)}, last)
+	require.Equal(t, int64(2), trips.n.Load(), "the last page's round trips")
+	// Its own rows: the index's path to them, their heap pages and a lock
+	// of each; the table is more than twice that.
+	const bound = 3 * page
+	require.Greater(t, tablePages, 2*bound)
+	read, plan := conn.Pages(t, "SKIP LOCKED")
+	require.NotContains(t, plan, "Seq Scan on locks")
+	require.Less(t, read, bound, "the last page's read of a table of %d pages:\n%s", tablePages, plan)
+	got, _ = onePage(st.Pool, last, false)
+	require.Zero(t, got, "none after the last")
+
+	var left, states int
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM locks WHERE revision = 0`).Scan(&left))
+	require.Zero(t, left)
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE topic = $1`, env.Names.State).Scan(&states))
+	require.Equal(t, n, states)
+}
+
+// roundTrips counts a pool's round trips while on: a statement sent alone,
+// or a batch (pgx sends a batch's statements in one pipeline).
+type roundTrips struct {
+	on atomic.Bool
+	n  atomic.Int64
+}
+
+func (r *roundTrips) count() {
+	if r.on.Load() {
+		r.n.Add(1)
+	}
+}
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.count()
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.count()
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
 // A lock state lists the first topics.MaxStateHolders holders and counts
 // them all, on the common case and the general path alike.

@@ -13,20 +13,23 @@ import (
 
 // PublishFirstStates publishes the state of every lock that has none yet
 // (rows from before migration 009), so that the lock state topic holds
-// every lock, and returns how many; the relays send them once the
-// partitions are consumed. A start after that finds none. Then it checks
-// the lock state topic against what the last start found
-// (checkStateTopicChange), and publishes every lock's state again if its
-// partition count or topic ID changed.
+// every lock, 1000 a transaction in key order
+// (handlers.Batch.PublishFirstStates), and returns how many; the relays
+// send them once the partitions are consumed. A start after that finds
+// none. Then it checks the lock state topic against what the last start
+// found (checkStateTopicChange), and publishes every lock's state again if
+// its partition count or topic ID changed.
 func (w *Worker) PublishFirstStates(ctx context.Context) (int, error) {
 	const page = 1000
 	total := 0
+	var after handlers.StateKey
 	for {
 		var n int
+		var last handlers.StateKey // an attempt's: store.InTx may retry it
 		err := w.writeTx(ctx, w.cfg.Store.InTx, func(tx pgx.Tx) (*handlers.Batch, error) {
 			b := handlers.NewBatch(tx, w.env(0))
 			var err error
-			n, err = b.PublishFirstStates(ctx, page)
+			n, last, err = b.PublishFirstStates(ctx, after, page)
 			return b, err
 		})
 		if err != nil {
@@ -36,6 +39,7 @@ func (w *Worker) PublishFirstStates(ctx context.Context) (int, error) {
 		if n < page {
 			break
 		}
+		after = last
 	}
 	if _, err := w.checkStateTopicChange(ctx); err != nil {
 		return total, err
