@@ -425,14 +425,6 @@ func (a *applier) newLockState(ctx context.Context, r *lockRow, hs []rules.Holde
 	return s
 }
 
-// holders reads all the lock's holders in grant order.
-func (a *applier) holders(ctx context.Context, r *lockRow) ([]rules.Holder, error) {
-	var hs []rules.Holder
-	pb := &pgx.Batch{}
-	queueHolders(pb, r.namespace, r.name, 0, &hs)
-	return hs, a.tx.SendBatch(ctx, pb).Close()
-}
-
 // queueLock queues on pb the read of lock ns/name's row into r by rowSQL
 // (its $1 and $2 the lock's key, then args), found telling whether there
 // was one, then the read of all its holders into *hs. The statements of a
