@@ -700,6 +700,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	// first: a RequestTimeout shorter than `every` is kept too.
 	due := func(now time.Time) time.Duration { return min(resend.Sub(now), giveUp.Sub(now)) }
 	timer := time.NewTimer(due(start))
+	waiting := false // a lock.queued was read: the resend and give-up follow the wait
 	defer timer.Stop()
 	for {
 		select {
@@ -720,7 +721,11 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			if final {
 				return ev, nil
 			}
-			if wait > 0 {
+			// Only the first lock.queued moves them: another is a duplicate
+			// or the stored one answered to a resend, and the wait keeps
+			// its deadline (each would put the give-up a wait further).
+			if wait > 0 && !waiting {
+				waiting = true
 				now := time.Now()
 				resend, giveUp = now.Add(wait+every), now.Add(wait+c.cfg.RequestTimeout)
 				timer.Reset(due(now))

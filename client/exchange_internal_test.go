@@ -486,6 +486,41 @@ func TestUndecodableQueuedWithdrawn(t *testing.T) {
 	}
 }
 
+// TestQueuedAnsweredQueuedAgainGivesUp: a queued acquire whose resends are
+// answered the stored lock.queued again (the worker's scheduler behind, or
+// a duplicate from the relay) gives up at the first lock.queued's wait +
+// 1 s + RequestTimeout: a later lock.queued moves neither its resend nor
+// its give-up, which would otherwise never come.
+func TestQueuedAnsweredQueuedAgainGivesUp(t *testing.T) {
+	var mu sync.Mutex
+	stored := map[string]topics.Event{} // by request_id: the stored lock.queued
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+		cfg.ReplyTimeout = time.Second
+		cfg.RequestTimeout = 2 * time.Second
+	}}, func(_ context.Context, cmd topics.Command) []topics.Event {
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			mu.Lock()
+			defer mu.Unlock()
+			ev, ok := stored[cmd.RequestID]
+			if !ok {
+				ev = queuedEvent(cmd)
+				stored[cmd.RequestID] = ev
+			}
+			return one(ev)
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	// Given up at about 4 s; each lock.queued moving the give-up, the
+	// context's deadline would come first.
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+	defer cancel()
+	_, err := c.Acquire(ctx, "stuck", WithWait(time.Second))
+	require.ErrorIs(t, err, ErrNoReply)
+}
+
 // A RequestTimeout shorter than ReplyTimeout bounds the command: it fails
 // ErrNoReply at RequestTimeout, sent once, not at the resend ReplyTimeout
 // later; and after lock.queued at the acquire's wait + 1 s + RequestTimeout,

@@ -25,7 +25,7 @@ func QueueWaiters(t testing.TB, ctx context.Context, cl *client.Client, locks []
 		queued := make(chan int, 1)
 		go func() {
 			l, err := cl.Acquire(ctx, lock, append(slices.Clip(opts), client.OnQueued(func(p int) {
-				select { // once is enough: a resent acquire is told it is queued again
+				select { // once is enough: OnQueued is called once an acquire
 				case queued <- p:
 				default:
 				}
