@@ -28,8 +28,8 @@ import (
 // TestSignals: the built binary exits 0 on SIGTERM, whether it comes while
 // it starts (a pod deleted while Kafka does not answer) or once it serves,
 // after the drain; a second signal during the drain exits 1 at once (a
-// SIGTERM right after the first is its copy), and a closed log pipe is no
-// reason to die before the drain.
+// SIGTERM right after the first is its copy: TestSIGTERMPairs), and a
+// closed log pipe is no reason to die before the drain.
 func TestSignals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs lockworker")
@@ -131,29 +131,6 @@ func TestSignals(t *testing.T) {
 		assert.NotContains(t, logs.String(), drainedLine, "said before the exit 1 it came to")
 	})
 
-	t.Run("a SIGTERM's copy", func(t *testing.T) {
-		// timeout(1) or a kill of the process group sends one stop's
-		// SIGTERM twice: the copy, right after the first, is no operator's
-		// second signal, and the drain goes on to its end.
-		kafka, _ := externalKafka(t)
-		joined := sent(kafka, kmsg.SyncGroup)
-		leaving, release := kafkatest.HoldFirst(kafka, kmsg.LeaveGroup)
-		t.Cleanup(release)
-		r, logs := start(t, kafka)
-		awaitRequest(t, r, joined, "joined the group")
-		require.NoError(t, r.Signal(syscall.SIGTERM))
-		require.NoError(t, r.Signal(syscall.SIGTERM))
-		awaitRequest(t, r, leaving, "left the group")
-		release()
-		select {
-		case <-r.Exited():
-		case <-time.After(runWait):
-			t.Fatalf("lockworker did not exit in %s of the leave", runWait)
-		}
-		assert.Contains(t, logs.String(), drainedLine, "exit 0 after the drain")
-		assert.NotContains(t, logs.String(), "second signal: exiting now")
-	})
-
 	t.Run("its log's reader gone", func(t *testing.T) {
 		// `lockworker 2>&1 | jq` stopped with Ctrl-C: the reader dies of
 		// the same SIGINT, and the drain's first line goes to a closed
@@ -178,7 +155,14 @@ func TestSignals(t *testing.T) {
 		}
 		require.NoError(t, read.Close())
 		require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
-		require.NoError(t, cmd.Wait(), "drained and exited 0, not killed by SIGPIPE")
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case err := <-exited:
+			require.NoError(t, err, "drained and exited 0, not killed by SIGPIPE")
+		case <-time.After(runWait):
+			t.Fatalf("lockworker did not exit in %s of the signal", runWait)
+		}
 	})
 }
 
