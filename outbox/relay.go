@@ -1193,7 +1193,11 @@ func (r *Relay) setAside(ctx context.Context, p *partition, u unit, wrote map[in
 					landed[string(x.key)] = calls
 				}
 			case kind != RecordRefused || ctx.Err() != nil:
-				rest = slices.Clone(t.rows)
+				// The rows Kafka wrote of the half (another Kafka partition's)
+				// are acknowledged; the rest are the others, as ackWritten
+				// says: one without a leader fails alone.
+				left, _ := ps.ackWritten(p, unit{u.topic, t.rows}, err)
+				rest = slices.Clone(left)
 				for i := len(todo) - 1; i >= 0; i-- {
 					rest = append(rest, todo[i].rows...)
 				}
@@ -1214,6 +1218,11 @@ func (r *Relay) setAside(ctx context.Context, p *partition, u unit, wrote map[in
 				}
 				for id := range w {
 					wrote[id], in[id] = true, calls
+				}
+				for _, x := range left { // written after a failed row of its key: landed now too
+					if w[x.id] {
+						landed[string(x.key)] = calls
+					}
 				}
 				todo = append(todo, part{left, true})
 			}
