@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/fetchbound"
+	"github.com/omninode/lockworker/internal/kafkaretry"
 	"github.com/omninode/lockworker/internal/keypartition"
 	"github.com/omninode/lockworker/internal/pollpause"
 	"github.com/omninode/lockworker/kafkapubsub"
@@ -83,7 +84,9 @@ type Client struct {
 // again (as the workers' relay does when it has a reply for it), are read
 // from their start once the client noticed, within a minute, or at once
 // when a command goes unanswered past ReplyTimeout or the reader is refused
-// the deleted topic (up to 5 s more where kgo's metadata cache answers).
+// the deleted topic (up to a second more where kgo's metadata cache
+// answers: the producing client's kgo.MetadataMinAge, kgo's default 5 s
+// for a Config.Client that sets none).
 // Meanwhile their replies wait. A reader refused the topic's ID for 6 s
 // while look-ups find the topic with the ID it was given (kgo's reader may
 // hold another, from a broker that lagged a quick deletion and creation)
@@ -138,11 +141,16 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("%w: commands topic %q is not a valid topic name", ErrInvalidConfig, cfg.Topics.Commands)
 	}
 	optsOf := "Config.Client"
+	// kafkaretry's options come before the caller's, which may replace
+	// them: a broker that is back is reached within about a second, and
+	// commands produced during its outage are sent then, not up to 5 s
+	// later. Config.Client keeps its own; the readers built from its
+	// options take them where it set none.
 	if cfg.Client != nil {
-		c.prod, c.baseOpts = cfg.Client, cfg.Client.Opts()
+		c.prod, c.baseOpts = cfg.Client, append(kafkaretry.Opts(), cfg.Client.Opts()...)
 	} else {
 		optsOf = "Config.KafkaOpts"
-		c.baseOpts = append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)
+		c.baseOpts = append(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, kafkaretry.Opts()...), cfg.KafkaOpts...)
 		// No linger: a lock command is latency-bound, not throughput-bound.
 		prod, err := keypartition.NewClient(append(c.baseOpts, kgo.ProducerLinger(0))...)
 		if errors.Is(err, keypartition.ErrSet) {

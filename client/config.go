@@ -41,6 +41,14 @@ type Config struct {
 	// partition and are applied in the order sent (an abandoned acquire's
 	// release after the acquire), as docs/design.md "Lock key" says.
 	//
+	// Before them, the SDK's clients take kgo.MetadataMinAge(time.Second)
+	// and a kgo.RetryBackoffFn capped at 1 s, which KafkaOpts may replace.
+	// kgo's defaults (5 s, and a backoff growing to 5 s) would hold a
+	// command produced while the broker was down until up to 5 s after it
+	// is back (kgo sends it once a metadata refresh succeeds, and spaces a
+	// refresh MetadataMinAge after a failed one), and reach a broker that
+	// is back up to 5 s late.
+	//
 	// The clients that read the reply topic and the lock state topic (Watch,
 	// Locks, Election.Observe) bound what one fetched record batch may
 	// decompress to at 8 MiB (kgo.MaxDecompressBatchBytes; kgo's own
@@ -72,7 +80,12 @@ type Config struct {
 	// clients, without a group. Close does not close it. Its partitioner
 	// must put a record in the partition its key hashes to by murmur2, as
 	// kgo's default does (or kgo.StickyKeyPartitioner(nil)): New cannot
-	// check it (see KafkaOpts for why).
+	// check it (see KafkaOpts for why). New cannot change its options:
+	// give it kgo.MetadataMinAge(time.Second) and a kgo.RetryBackoffFn
+	// capped at 1 s, as the SDK's own clients have (see KafkaOpts), or a
+	// command produced while the broker was down waits up to 5 s after it
+	// is back. The readers built from its options take those two where it
+	// set none.
 	Client *kgo.Client
 
 	// Requester names this requester: replies come on

@@ -13,8 +13,8 @@ import (
 // (kafkapubsub), the readers' bounded decompressor (internal/fetchbound)
 // and wait after refused fetches (internal/pollpause), the bounded
 // reader of its credential files (internal/secretfile), and the keyed
-// producer it shares with the relay (internal/keypartition)
-// of this module, never on the worker's packages (config, store, worker,
+// producer (internal/keypartition) and retry options (internal/kafkaretry)
+// it shares with the relay of this module, never on the worker's packages (config, store, worker,
 // ...), so programs that take locks do not build the service.
 func TestImportsNoWorkerPackages(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", ".").CombinedOutput()
@@ -26,6 +26,6 @@ func TestImportsNoWorkerPackages(t *testing.T) {
 			ours = append(ours, strings.TrimPrefix(p, module))
 		}
 	}
-	assert.ElementsMatch(t, []string{"client", "internal/fetchbound", "internal/keypartition", "internal/pollpause", "internal/secretfile", "kafkapubsub", "topics"}, ours)
+	assert.ElementsMatch(t, []string{"client", "internal/fetchbound", "internal/kafkaretry", "internal/keypartition", "internal/pollpause", "internal/secretfile", "kafkapubsub", "topics"}, ours)
 	assert.NotContains(t, string(out), "github.com/rs/zerolog", "the worker's logger stays out of the SDK")
 }

@@ -186,8 +186,9 @@ func (c *Client) replyGen() int {
 // reader go on (none further apart), while every look-up finds the topic
 // with the ID the reader was given, before followReplyTopic drops the
 // topic from the reader and adds it back. Longer than kgo's metadata cache
-// (MetadataMinAge, 5 s), so that the look-up that decides was answered
-// after the refusals began.
+// the look-ups answer from (the producing client's MetadataMinAge: 1 s as
+// New sets it, kgo's default 5 s for a Config.Client that sets none), so
+// that the look-up that decides was answered after the refusals began.
 const replyStuckAfter = 6 * time.Second
 
 // replyTrouble is what the reply reader knows that may explain a command
@@ -255,7 +256,8 @@ func joinLine(a, b error) error {
 // one read already: reading it again would be harmless (a reply reaches
 // only a call still waiting for its request_id, and a lease end only the
 // lease of its fencing token, never reused), but needless. A look-up may
-// answer from kgo's metadata cache, up to 5 s old.
+// answer from kgo's metadata cache, up to the producing client's
+// MetadataMinAge old (1 s as New sets it; kgo's default 5 s).
 func (c *Client) followReplyTopic(ctx context.Context, n int, id kadm.TopicID) {
 	topic := c.replyTopic
 	inst := topicInstance{n: n, id: id}

@@ -892,9 +892,9 @@ type watchOptions struct {
 // records tells it too). fn is told of a streak once, only after it
 // lasted 5 s (kgo retries all along: a refused Fetch again as soon as the
 // watch took its error, which it does every 100 ms to 1 s; a failed dial
-// or request after a backoff of 250 ms to 5 s; a leader's move or
-// election, over within a few seconds, is not told), with its latest
-// failure: the error
+// or request after a backoff of 250 ms to 1 s, unless Config.KafkaOpts
+// or Client's options set another; a leader's move or election, over
+// within a few seconds, is not told), with its latest failure: the error
 // names the topic and partition and wraps ErrUnreachable, or ErrForbidden
 // for an authorization refusal. Then fn is told nil once, when that
 // streak ends. The latest failure may not be the first (a dial error to
@@ -970,12 +970,13 @@ func OnFetchError(fn func(error)) WatchOption {
 // that one from its start instead (delivering the revisions there newer
 // than the last it delivered) and drops the old one's records, which are
 // stale (docs/design.md "Lock state topic"). Until it noticed (up to a
-// minute, plus the up to 5 s kgo caches metadata) it still reads the old
-// partition only. The same look-up, made at once when the reading is
-// refused the topic's ID, notices the topic deleted and created again:
-// the watch then reads the key's partition of the new topic from its
-// start, delivering the revisions there newer than the last it delivered
-// (a worker's republish of that one is not delivered again).
+// minute, plus the kgo.MetadataMinAge kgo caches metadata for: 1 s as New
+// sets it) it still reads the old partition only. The same look-up, made
+// at once when the reading is refused the topic's ID, notices the topic
+// deleted and created again: the watch then reads the key's partition of
+// the new topic from its start, delivering the revisions there newer than
+// the last it delivered (a worker's republish of that one is not delivered
+// again).
 func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<-chan LockRevision, error) {
 	key := topics.LockKey(c.cfg.Namespace, name)
 	if msg := topics.CheckLockName(name); msg != "" {
@@ -1010,8 +1011,8 @@ func (c *Client) Watch(ctx context.Context, name string, opts ...WatchOption) (<
 // partitionCheckInterval is how often a watch looks up the state topic's
 // partition count (followMoves), and the reply reader its topic
 // (followReplyTopic): a lookup is a Metadata request, which the client's
-// watches and reader share (kgo caches it for MetadataMinAge, 5 s). A
-// constant but for the tests, which shorten it.
+// watches and reader share (kgo caches it for MetadataMinAge, 1 s as New
+// sets it). A constant but for the tests, which shorten it.
 var partitionCheckInterval = time.Minute
 
 // lookUpTopic looks topic up every partitionCheckInterval, and at once

@@ -139,11 +139,11 @@ type PublisherConfig struct {
 	// PurgePrefix. Without the purge, kgo keeps every topic it ever produced
 	// to, and one deleted (a requester's reply topic retired, say) makes its
 	// metadata refresh fail and run every kgo.MetadataMinAge (5 s by
-	// default) rather than every kgo.MetadataMaxAge, naming every topic ever
-	// produced to, for the life of the client; the publisher's own
-	// bookkeeping would grow with every distinct topic too. Purged topics
-	// are learned afresh by the next Publish to them (and created, with
-	// AutoCreateTopics).
+	// default, 1 s in lockworker's relay) rather than every
+	// kgo.MetadataMaxAge, naming every topic ever produced to, for the life
+	// of the client; the publisher's own bookkeeping would grow with every
+	// distinct topic too. Purged topics are learned afresh by the next
+	// Publish to them (and created, with AutoCreateTopics).
 	//
 	// Each check is one Metadata request naming the idle topics under
 	// PurgePrefix, sent only when there are some, straight to a broker (not

@@ -5,21 +5,22 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/omninode/lockworker/internal/kafkaretry"
 )
 
 // KafkaOpts returns the connection options every lockworker Kafka client
-// shares: seed brokers, TLS and SASL. Callers add their own (consumer group,
-// producer settings).
+// shares: seed brokers, kafkaretry's (a broker that is back reached within
+// about a second, records produced during its outage sent then), TLS and
+// SASL. Callers add their own (consumer group, producer settings).
 //
 // With no KAFKA_BOOTSTRAP_SERVERS the seed is Embedded.Addr. If the embedded
 // broker was started on another address (port 0 in tests), set
@@ -35,7 +36,7 @@ func (c Config) KafkaOpts() ([]kgo.Opt, error) {
 	if len(seeds) == 0 {
 		seeds = []string{c.Embedded.Addr}
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(seeds...), kgo.RetryBackoffFn(retryBackoff)}
+	opts := append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, kafkaretry.Opts()...)
 	if c.Kafka.TLS.Enabled {
 		dial, err := c.Kafka.TLS.dialer()
 		if err != nil {
@@ -51,22 +52,6 @@ func (c Config) KafkaOpts() ([]kgo.Opt, error) {
 		opts = append(opts, kgo.SASL(m))
 	}
 	return opts, nil
-}
-
-// MaxRetryBackoff caps the wait between retries of a Kafka request. kgo's
-// default grows to 5 s, so a broker back after a restart was reached up to
-// 12 s later; at 1 s it is reached within about a second.
-const MaxRetryBackoff = time.Second
-
-// retryBackoff is kgo's default (250 ms doubling, ±20 % jitter) capped at
-// MaxRetryBackoff.
-func retryBackoff(fails int) time.Duration {
-	d := 250 * time.Millisecond
-	if fails > 1 {
-		d <<= min(fails-1, 3)
-	}
-	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
-	return min(d, MaxRetryBackoff)
 }
 
 // GroupOpts are the consumer-group options of KAFKA_SESSION_TIMEOUT,

@@ -1,0 +1,59 @@
+package client
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/omninode/lockworker/internal/kafkaretry"
+	"github.com/omninode/lockworker/internal/kafkatest"
+)
+
+// The SDK's clients (the producer and the readers, all from baseOpts)
+// refresh metadata at most a second after a failed refresh, so a command
+// produced during a broker's outage is sent about a second after it is
+// back (kafkaretry), and wait at most a second between retries, unless
+// Config.KafkaOpts set others. A Config.Client keeps its own options; the
+// readers built from them take the SDK's where it set none.
+func TestClientsRetryWithinASecond(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cluster := kafkatest.Cluster(t)
+	newClient := func(cfg Config) *Client {
+		t.Helper()
+		cfg.Brokers = cluster.ListenAddrs()
+		c, err := New(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	requireRetry := func(cl *kgo.Client, minAge time.Duration) {
+		t.Helper()
+		assert.Equal(t, minAge, cl.OptValue(kgo.MetadataMinAge))
+		backoff, ok := cl.OptValue(kgo.RetryBackoffFn).(func(int) time.Duration)
+		require.True(t, ok)
+		for fails := 1; fails <= 10; fails++ {
+			assert.LessOrEqual(t, backoff(fails), kafkaretry.MaxWait, "after %d failures", fails)
+		}
+	}
+
+	c := newClient(Config{Requester: "retry-defaults"})
+	requireRetry(c.prod, kafkaretry.MaxWait)
+	requireRetry(c.cons, kafkaretry.MaxWait)
+
+	c = newClient(Config{Requester: "retry-kafkaopts", KafkaOpts: []kgo.Opt{kgo.MetadataMinAge(3 * time.Second)}})
+	assert.Equal(t, 3*time.Second, c.prod.OptValue(kgo.MetadataMinAge), "Config.KafkaOpts win")
+	assert.Equal(t, 3*time.Second, c.cons.OptValue(kgo.MetadataMinAge), "Config.KafkaOpts win")
+
+	own, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	require.NoError(t, err)
+	defer own.Close()
+	c = newClient(Config{Requester: "retry-client", Client: own})
+	assert.Equal(t, 5*time.Second, c.prod.OptValue(kgo.MetadataMinAge), "Config.Client's own options, kgo's default")
+	requireRetry(c.cons, kafkaretry.MaxWait)
+}
