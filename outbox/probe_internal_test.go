@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -115,4 +116,47 @@ func TestEndProbesDeletesWhatAProbeWrote(t *testing.T) {
 	var left []string
 	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(convert_from(value, 'UTF8')) FROM outbox`).Scan(&left))
 	require.Equal(t, []string{"failed"}, left)
+}
+
+// A held pass (a stall not yet confirmed harmless, the partition maybe
+// another replica's already) settles no probe: one that came back with its
+// topic refused at MaxAttempts would count attempts and park the topic's
+// rows in the table, for a partition the hold says may be another's. The
+// probe waits; the first pass the hold lets through settles it.
+func TestHeldPassSettlesNoProbe(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, Logger: zerolog.Nop(), MaxAttempts: 2, ParkFor: time.Hour})
+	require.NoError(t, err)
+	p := r.part(0)
+	x := row{topic: "t"}
+	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value, attempts) VALUES (0, 't', '\x00', 1) RETURNING id, created_at`).
+		Scan(&x.id, &x.created))
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 't', '\x00')`)
+	require.NoError(t, err)
+	p.blocked["t"] = block{failures: 1, probing: true}
+	p.probes.done = append(p.probes.done, probed{u: unit{topic: "t", rows: []row{x}},
+		err: fmt.Errorf("produce: %w", kerr.TopicAuthorizationFailed), at: time.Now()})
+	held := errors.New("the partition may be another replica's")
+	p.hold = func(context.Context) error { return held }
+	table := func() (parked, attempts int) {
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE parked_until IS NOT NULL), max(attempts) FROM outbox`).
+			Scan(&parked, &attempts))
+		return parked, attempts
+	}
+
+	res := r.drain(ctx, p, math.MaxInt64, false)
+	require.ErrorIs(t, res.pubErr, held)
+	parked, attempts := table()
+	require.Zero(t, parked, "a held pass parked rows of a partition that may be another replica's")
+	require.Equal(t, 1, attempts, "a held pass counted an attempt")
+	require.True(t, p.blocked["t"].probing, "the probe waits for a pass the hold lets through")
+
+	p.hold = nil
+	res = r.drain(ctx, p, math.MaxInt64, false)
+	require.NoError(t, res.dbErr)
+	parked, attempts = table()
+	require.Equal(t, 2, parked, "settled once the hold let the pass through: the topic parked at MaxAttempts")
+	require.Equal(t, 2, attempts)
 }

@@ -578,6 +578,16 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 			}
 		}
 	}()
+	// Held, a pass neither publishes nor reads the table, whose read takes
+	// the marks other replicas' writers left for the partition's owner,
+	// nor settles its probes, whose failures write attempts and parks to
+	// rows another replica may own already: a pass after the hold settles
+	// them, or endProbes, as Run ends, keeps what Kafka acknowledged.
+	if err := p.waitHold(ctx); err != nil {
+		res.pubErr = err
+		p.readTable.Store(true)
+		return res
+	}
 	// A probe's failure is its topic's alone: it stops no publish here.
 	probed := r.settleProbes(ctx, p)
 	res.published, res.dbErr = probed.published, probed.dbErr
@@ -588,13 +598,6 @@ func (r *Relay) drain(ctx context.Context, p *partition, upTo int64, force bool)
 	if force {
 		since = time.Now()
 	} else if time.Now().Before(p.pauseUntil) {
-		return res
-	}
-	// Held, a pass neither publishes nor reads the table, whose read takes
-	// the marks other replicas' writers left for the partition's owner.
-	if err := p.waitHold(ctx); err != nil {
-		res.pubErr = err
-		p.readTable.Store(true)
 		return res
 	}
 	handed, dirty := p.takeSlots()
