@@ -200,12 +200,13 @@ func TestFailedAccountingBacksTheTopicOff(t *testing.T) {
 	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
 	require.NoError(t, err)
 	p := r.part(0)
-	var bad, good int64
-	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 'bad', '\x00') RETURNING id`).Scan(&bad))
+	var bad rowRef
+	var good int64
+	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 'bad', '\x00') RETURNING id, created_at`).Scan(&bad.id, &bad.created))
 	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 'good', '\x00') RETURNING id`).Scan(&good))
 
-	release := lockRow(t, st, bad)
-	err = r.failed(ctx, p, "bad", []row{{rowRef: rowRef{id: bad}, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
+	release := lockRow(t, st, bad.id)
+	err = r.failed(ctx, p, "bad", []row{{rowRef: bad, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
 	require.Error(t, err, "the attempts' update waits for the lock")
 	require.Contains(t, p.blocked, "bad")
 	require.True(t, p.blocked["bad"].until.After(time.Now()), "the topic backs off")
@@ -215,6 +216,40 @@ func TestFailedAccountingBacksTheTopicOff(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.Equal(t, good, rows[0].id, "the next read leaves the topic out")
+}
+
+// A failed publish counts its attempt by the rows' id and created_at, as
+// deletes and parks go: a failover that lost the row tried gave its id to
+// a new row, which must not inherit the attempt (and be parked one failure
+// early).
+func TestFailedCountsAttemptsByRowRef(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testdb.New(t)
+	r, err := New(Config{Publisher: nopPublisher{}, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	p := r.part(0)
+	var lost rowRef
+	require.NoError(t, st.Pool.QueryRow(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 't', '\x00') RETURNING id, created_at`).
+		Scan(&lost.id, &lost.created))
+	// The failover lost the row, and a new row took its id.
+	_, err = st.Pool.Exec(ctx, `DELETE FROM outbox WHERE id = $1`, lost.id)
+	require.NoError(t, err)
+	fresh := rowRef{lost.id, lost.created.Add(time.Second)}
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox (id, source_partition, topic, value, created_at) VALUES ($1, 0, 't', '\x00', $2)`,
+		fresh.id, fresh.created)
+	require.NoError(t, err)
+	attempts := func() int {
+		var n int
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT attempts FROM outbox WHERE id = $1`, lost.id).Scan(&n))
+		return n
+	}
+
+	refused := errors.New("TOPIC_AUTHORIZATION_FAILED")
+	require.NoError(t, r.failed(ctx, p, "t", []row{{rowRef: lost, topic: "t"}}, refused, "TOPIC_AUTHORIZATION_FAILED"))
+	require.Zero(t, attempts(), "the new row got the lost row's attempt")
+	require.NoError(t, r.failed(ctx, p, "t", []row{{rowRef: fresh, topic: "t"}}, refused, "TOPIC_AUTHORIZATION_FAILED"))
+	require.Equal(t, 1, attempts(), "its own attempt counts")
 }
 
 // A park goes a bounded number of rows at a time, in id order, all until
@@ -232,10 +267,11 @@ func TestParkGoesInChunks(t *testing.T) {
 		SELECT 0, CASE WHEN i IN (2, 6) THEN 'good' ELSE 'bad' END, '\x00' FROM generate_series(1, 9) i`)
 	require.NoError(t, err)
 	var ids []int64
-	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id) FROM outbox WHERE topic = 'bad'`).Scan(&ids))
+	var first time.Time
+	require.NoError(t, st.Pool.QueryRow(ctx, `SELECT array_agg(id ORDER BY id), min(created_at) FROM outbox WHERE topic = 'bad'`).Scan(&ids, &first))
 	require.Len(t, ids, 7)
 	fail := func() error {
-		return r.failed(ctx, p, "bad", []row{{rowRef: rowRef{id: ids[0]}, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
+		return r.failed(ctx, p, "bad", []row{{rowRef: rowRef{ids[0], first}, topic: "bad"}}, errors.New("TOPIC_AUTHORIZATION_FAILED"), "TOPIC_AUTHORIZATION_FAILED")
 	}
 	var parked []int64
 	parkedIDs := func() []int64 {

@@ -255,11 +255,12 @@ type row struct {
 	at time.Time
 }
 
-// rowRef is what the relay deletes or parks a row by: its id and its
-// created_at. After a failover that lost rows, and the sequence's advance
-// with them, PostgreSQL hands their ids to new rows, which a delete of the
-// lost rows by id alone would take unpublished; a new row's created_at,
-// set at its insert on the new primary, is not the lost row's.
+// rowRef is what the relay deletes, parks or counts an attempt of a row
+// by: its id and its created_at. After a failover that lost rows, and the
+// sequence's advance with them, PostgreSQL hands their ids to new rows,
+// which a delete of the lost rows by id alone would take unpublished; a
+// new row's created_at, set at its insert on the new primary, is not the
+// lost row's.
 type rowRef struct {
 	id      int64
 	created time.Time
@@ -1733,11 +1734,15 @@ func queueDelete(b *pgx.Batch, refs []rowRef) {
 	b.Queue(deleteRowsSQL, refIDs(refs), created)
 }
 
-// deleteRowsSQL deletes rows by rowRef. The id = ANY finds them through
-// outbox_pkey whatever the number of rows: joined with the pairs alone,
-// PostgreSQL plans a few hundred of them as a merge join along the whole
-// index, through every row deleted since the last VACUUM.
-const deleteRowsSQL = `DELETE FROM outbox WHERE id = ANY($1)
+// deleteRowsSQL deletes rows by rowRef.
+const deleteRowsSQL = `DELETE FROM outbox WHERE ` + byRowRef
+
+// byRowRef matches the rows by rowRef, their ids $1 and created_at $2. The
+// id = ANY finds them through outbox_pkey whatever the number of rows:
+// joined with the pairs alone, PostgreSQL plans a few hundred of them as a
+// merge join along the whole index, through every row deleted since the
+// last VACUUM.
+const byRowRef = `id = ANY($1)
 	AND (id, created_at) IN (SELECT * FROM unnest($1::int8[], $2::timestamptz[]))`
 
 // refIDs are the ids of refs.
@@ -1927,14 +1932,14 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 			p.blocked[topic] = b
 		}
 	}()
-	ids := make([]int64, len(run))
+	ids, created := make([]int64, len(run)), make([]time.Time, len(run))
 	for i, x := range run {
-		ids[i] = x.id
+		ids[i], created[i] = x.id, x.created
 	}
 	var attempts int
 	err = r.cfg.Pool.QueryRow(ctx, `
-		WITH u AS (UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1) RETURNING attempts)
-		SELECT coalesce(max(attempts), 0) FROM u`, ids, errorText(cause)).Scan(&attempts)
+		WITH u AS (UPDATE outbox SET attempts = attempts + 1, last_error = $3 WHERE `+byRowRef+` RETURNING attempts)
+		SELECT coalesce(max(attempts), 0) FROM u`, ids, created, errorText(cause)).Scan(&attempts)
 	if err != nil {
 		return fmt.Errorf("recording a failed publish of partition %d: %w", p.id, err)
 	}
