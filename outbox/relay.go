@@ -1847,19 +1847,28 @@ func (l *leftBehind) count() int {
 
 // wait waits until every call left behind has returned, or until d has
 // passed, and reports how many still run. The next Run starts the list
-// anew (reset).
+// anew (reset). A call added while it waits is waited for too: a pass's
+// publishes of one topic each (startAll) are left behind as one call that
+// returns once each publish has, as ctx ends, and each leaves its own
+// call to the publisher, which may still run, behind first (await).
 func (l *leftBehind) wait(d time.Duration) int {
-	l.mu.Lock()
-	calls := slices.Clone(l.calls)
-	l.mu.Unlock()
 	timeout := time.NewTimer(d)
 	defer timeout.Stop()
-	for i, c := range calls {
+	for i := 0; ; i++ {
+		l.mu.Lock()
+		if i == len(l.calls) {
+			l.mu.Unlock()
+			return 0
+		}
+		c := l.calls[i]
+		l.mu.Unlock()
 		select {
 		case <-c:
 		case <-timeout.C:
+			l.mu.Lock()
+			defer l.mu.Unlock()
 			running := 0
-			for _, c := range calls[i:] {
+			for _, c := range l.calls[i:] {
 				select {
 				case <-c:
 				default:
@@ -1869,7 +1878,6 @@ func (l *leftBehind) wait(d time.Duration) int {
 			return running
 		}
 	}
-	return 0
 }
 
 // handOver waits, as Run returns, for the publishes its passes left
