@@ -381,7 +381,8 @@ func TestLongTableReadsAreLogged(t *testing.T) {
 	c := newCluster(t, kfake.SeedTopics(1, topic))
 	st := testdb.New(t)
 	var logs testlog.Buffer
-	relay := newRelay(t, st, newPublisher(t, c.ListenAddrs(), false), func(cfg *outbox.Config) {
+	pub := newPublisher(t, c.ListenAddrs(), false)
+	relay := newRelay(t, st, pub, func(cfg *outbox.Config) {
 		cfg.Logger = zerolog.New(&logs)
 		outbox.AwaitWarnAfter(cfg, 200*time.Millisecond)
 	})
@@ -394,7 +395,13 @@ func TestLongTableReadsAreLogged(t *testing.T) {
 
 	const warned, ended = "every pass reads the table", "the transactions the table reads waited for have ended"
 	require.Eventually(t, func() bool { return strings.Contains(logs.String(), warned) }, 10*time.Second, 5*time.Millisecond)
-	time.Sleep(300 * time.Millisecond) // passes every 50 ms, still waiting
+	// More passes, still waiting: each of these rows, committed after the
+	// last one went out, goes out with a read of its own.
+	for i := range 3 {
+		v := fmt.Sprintf("v%d", i)
+		insert(t, st, p, rec{topic, "k", v, "e" + v})
+		require.Eventually(t, func() bool { return slices.Contains(pub.acked(), topic+"/"+v) }, 10*time.Second, 5*time.Millisecond)
+	}
 	var warning struct {
 		Level     string `json:"level"`
 		Partition int32  `json:"partition"`
@@ -413,10 +420,17 @@ func TestLongTableReadsAreLogged(t *testing.T) {
 
 	require.NoError(t, idle.Commit(ctx))
 	// The wait ends when every transaction older than its target has, on
-	// the whole server: other packages' tests, running meanwhile on the
-	// same PostgreSQL (a 100,000-lock plan test, say), may hold it longer
-	// than the idle one did.
-	require.Eventually(t, func() bool { return strings.Contains(logs.String(), ended) }, time.Minute, 5*time.Millisecond)
+	// the whole server: other tests', running meanwhile on the same
+	// PostgreSQL (a 100,000-lock plan test, another checkout's), may hold
+	// it longer than the idle one did. Once a snapshot's xmin says they
+	// have, the relay's next pass, at most PollInterval later, says so.
+	require.Eventually(t, func() bool {
+		var xmin int64
+		require.NoError(t, st.Pool.QueryRow(ctx, `SELECT CASE WHEN pg_snapshot_xmin(s) = pg_snapshot_xmax(s) THEN 9223372036854775807
+			ELSE pg_snapshot_xmin(s)::text::int8 END FROM pg_current_snapshot() s`).Scan(&xmin))
+		return xmin >= warning.Target
+	}, 5*time.Minute, 20*time.Millisecond, "the server's transactions older than the target did not end (not the relay's doing)")
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), ended) }, 10*time.Second, 5*time.Millisecond)
 }
 
 // lockRow is the row the old writer and the later transaction both lock,
