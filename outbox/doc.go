@@ -168,8 +168,10 @@
 // the wait at once, as the database answers again. Rows committed before
 // the outage, with no new commit on their partition, are published within
 // that backoff (up to RetryMax) after the database is back. Only a pass
-// whose query worked ends the outage's log streak. Rows acknowledged but not
-// yet deleted are deleted before anything else is selected, so a database
+// whose query worked ends the outage's log streak; a delete of
+// acknowledged rows tried between passes (DeleteDelay) that fails is one
+// more failure of it, for its lines and its backoff. Rows acknowledged but
+// not yet deleted are deleted before anything else is selected, so a database
 // blip does not publish them twice; those a Run leaves undeleted, the next
 // Run of the partition here deletes. A row is deleted by its id and
 // created_at, not its id alone: a failover that lost rows, and the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/omninode/lockworker/internal/testdb"
 	"github.com/omninode/lockworker/internal/testlog"
+	"github.com/omninode/lockworker/store"
 )
 
 type nopPublisher struct{}
@@ -98,5 +99,52 @@ func TestDatabaseOutageBacksOff(t *testing.T) {
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "outbox: database error"), logs.String())
 	require.NotContains(t, logs.String(), "works again", "a pass with no query is no recovery")
+	require.Contains(t, logs.String(), `"failures":1,`)
+}
+
+// publishFunc is a publisher that calls itself.
+type publishFunc func(topic string, msgs ...*message.Message) error
+
+func (f publishFunc) Publish(topic string, msgs ...*message.Message) error { return f(topic, msgs...) }
+func (publishFunc) Close() error                                           { return nil }
+
+// TestOutageLogsFailedDeletesInItsStreak: rows Kafka acknowledged just
+// before PostgreSQL went away are deleted by no pass during the outage;
+// each rest tries (DeleteDelay) and fails. Those failures are the outage's
+// streak too: one line for it, not one per rest (a fault run logged 35 to
+// 52 in 15 s per replica).
+func TestOutageLogsFailedDeletesInItsStreak(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	schema := testdb.NewSchema(t)
+	url, proxy := testdb.Proxied(t, schema.URL)
+	st := testdb.Schema{Name: schema.Name, URL: url}.Open(t, store.Config{})
+	require.NoError(t, st.Migrate(ctx))
+	_, err := st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, value) VALUES (0, 't', 'v')`)
+	require.NoError(t, err)
+	var logs testlog.Buffer
+	acked := func(string, ...*message.Message) error {
+		proxy.Cut() // PostgreSQL goes away as Kafka acknowledges the row
+		return nil
+	}
+	r, err := New(Config{Publisher: publishFunc(acked), Pool: st.Pool, Logger: zerolog.New(&logs),
+		PollInterval: 50 * time.Millisecond, DeleteDelay: time.Millisecond, RetryBase: 50 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	deletes := 0 // rests that try the delete, once their DeleteDelay has passed
+	r.sleep = func(ctx context.Context, p *partition, wait time.Duration, wake <-chan struct{}) bool {
+		if len(p.acked) > 0 && wait > r.cfg.DeleteDelay {
+			if deletes++; deletes == 5 {
+				cancel() // this rest's delete, and no pass after it
+			}
+		}
+		return r.rest(ctx, p, wait, wake)
+	}
+	require.NoError(t, r.Run(rctx, 0))
+
+	const deleteFailed, dbError = "outbox: deleting published rows failed", "outbox: database error"
+	require.Equal(t, 1, strings.Count(logs.String(), deleteFailed)+strings.Count(logs.String(), dbError),
+		"one line for the outage, its first failure:\n%s", logs.String())
 	require.Contains(t, logs.String(), `"failures":1,`)
 }

@@ -148,6 +148,10 @@ type partition struct {
 	// database answers, so it ends a database backoff too (Run).
 	works chan struct{}
 	run   chan struct{} // capacity 1: held by the one Run of this partition
+	// dbStreak is the running Run's streak of database failures, its
+	// passes' and deleteNow's: Run's goroutine alone, where rest and
+	// deleteNow run, uses it.
+	dbStreak failstreak.Streak
 
 	lock chan struct{} // capacity 1: one pass at a time; guards the fields below
 	// parked are the topics whose rows wait behind a park, as the last read
@@ -416,6 +420,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 	p.probes = &probes{} // endProbes drops an earlier Run's, unless the database kept it from the lock
 	p.hold = hold
 	p.pauseUntil, p.kafkaFailures, p.awayTopic = time.Time{}, 0, ""
+	p.dbStreak = failstreak.Streak{}
 	p.awaitDue.Store(!r.cfg.noTakeoverReads)
 	p.awaitXmin, p.awaitWarned = 0, false
 	p.left.reset() // an earlier Run's were waited for up to HandOverWait: no longer
@@ -434,9 +439,8 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 
 	// A database that keeps failing (an outage) is retried after
 	// RetryBase doubling to RetryMax, whatever PollInterval says, and
-	// logged as a streak: its first error, then one line per
+	// logged as a streak (p.dbStreak): its first error, then one line per
 	// failstreak.DefaultEvery, and one when a pass's query works again.
-	var dbStreak failstreak.Streak
 	// committed says a commit ended this streak's backoff once already:
 	// if the pass it brought failed too, the failure is the relay's own
 	// (the writers commit), and a commit per retry would undo the
@@ -457,7 +461,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 		wait, wake := r.cfg.PollInterval, p.wake
 		switch {
 		case res.dbErr != nil:
-			n, ev := dbStreak.Fail(&r.log, res.dbErr)
+			n, ev := p.dbStreak.Fail(&r.log, res.dbErr)
 			// Neither a topic's retry nor an ordinary wake-up (an
 			// abandoned slot: a writer's COMMIT failing, as in an
 			// outage) may defeat the backoff: their pass would read the
@@ -472,7 +476,7 @@ func (r *Relay) RunHeld(ctx context.Context, partition int32, hold func(context.
 			ev.Int32("partition", partition).Dur("retry_in", wait).Msg("outbox: database error")
 		case res.queried:
 			committed = false
-			dbStreak.OK(&r.log).Int32("partition", partition).Msg("outbox: database works again")
+			p.dbStreak.OK(&r.log).Int32("partition", partition).Msg("outbox: database works again")
 			fallthrough
 		default:
 			// A pass with no query (a Kafka pause, rows handed over)
@@ -523,7 +527,8 @@ func (r *Relay) rest(ctx context.Context, p *partition, wait time.Duration, wake
 
 // deleteNow takes the partition's lock, even when ctx is done (unless for
 // ErrUnreachable), and deletes its acknowledged rows. A failure leaves them
-// for the next pass.
+// for the next pass, and is one more of Run's streak of database failures:
+// in an outage each rest tries it, and a line each would flood the log.
 func (r *Relay) deleteNow(ctx context.Context, p *partition) {
 	lctx, cancel := beyond(ctx, queryTimeout)
 	defer cancel()
@@ -532,7 +537,8 @@ func (r *Relay) deleteNow(ctx context.Context, p *partition) {
 	}
 	defer p.release()
 	if err := r.deleteAcked(ctx, p); err != nil {
-		r.log.Warn().Err(err).Int32("partition", p.id).Msg("outbox: deleting published rows failed; the next pass deletes them")
+		_, ev := p.dbStreak.Fail(&r.log, err)
+		ev.Int32("partition", p.id).Msg("outbox: deleting published rows failed; the next pass deletes them")
 	}
 }
 
