@@ -708,7 +708,7 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	// first: a RequestTimeout shorter than `every` is kept too.
 	due := func(now time.Time) time.Duration { return min(resend.Sub(now), giveUp.Sub(now)) }
 	timer := time.NewTimer(due(start))
-	waiting := false // a lock.queued was read: the resend and give-up follow the wait
+	var movedBy string // event_id of the lock.queued the resend and give-up follow
 	defer timer.Stop()
 	for {
 		select {
@@ -729,11 +729,14 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			if final {
 				return ev, nil
 			}
-			// Only the first lock.queued moves them: another is a duplicate
-			// or the stored one answered to a resend, and the wait keeps
-			// its deadline (each would put the give-up a wait further).
-			if wait > 0 && !waiting {
-				waiting = true
+			// A lock.queued moves them once: the same event again (a
+			// duplicate, or the stored one answered to a resend: same
+			// event_id) keeps the wait's deadline, where each would put the
+			// give-up a wait further. Another event_id is a new queue
+			// entry (the acquire applied again after the database lost its
+			// commit), with a deadline from then.
+			if wait > 0 && ev.EventID != movedBy {
+				movedBy = ev.EventID
 				now := time.Now()
 				resend, giveUp = now.Add(wait+every), now.Add(wait+c.cfg.RequestTimeout)
 				timer.Reset(due(now))

@@ -657,3 +657,54 @@ func TestOnQueuedOncePerWait(t *testing.T) {
 	require.NoError(t, l.Release(ctx))
 	require.Equal(t, int32(1), calls.Load(), "OnQueued calls for one wait")
 }
+
+// TestRequeuedAcquireFollowsItsNewWait: after lost transactions (design.md
+// "consumer offsets go back") the worker applies a queued acquire again: a
+// new lock.queued (another event_id, a deadline from then), and its grant
+// within that new wait. The client's give-up follows the new lock.queued,
+// as it does not a stored one answered again (same event_id).
+func TestRequeuedAcquireFollowsItsNewWait(t *testing.T) {
+	var mu sync.Mutex
+	copies := 0
+	var cl *kgo.Client
+	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+		cfg.ReplyTimeout = time.Second
+		cfg.RequestTimeout = 2 * time.Second
+	}}, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			copies++
+			if copies == 1 {
+				return one(queuedEvent(cmd)) // the wait later lost with the database's last commits
+			}
+			if copies == 2 {
+				// Applied afresh: queued anew, granted 2 s later (the
+				// new wait is 3 s).
+				go func() {
+					select {
+					case <-time.After(2 * time.Second):
+					case <-ctx.Done():
+						return
+					}
+					v, _ := granted(cmd, topics.TypeAcquired, 30).Encode()
+					cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, nil)
+				}()
+				return one(queuedEvent(cmd)) // a new event_id
+			}
+			return nil
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	var err error
+	cl, err = kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = c.Acquire(ctx, "requeued", WithWait(3*time.Second))
+	require.NoError(t, err, "granted within the wait its second lock.queued announced")
+}

@@ -2,15 +2,18 @@ package client
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/kafkaretry"
 	"github.com/omninode/lockworker/internal/kafkatest"
+	"github.com/omninode/lockworker/topics"
 )
 
 // The SDK's clients (the producer and the readers, all from baseOpts)
@@ -56,4 +59,42 @@ func TestClientsRetryWithinASecond(t *testing.T) {
 	c = newClient(Config{Requester: "retry-client", Client: own})
 	assert.Equal(t, 5*time.Second, c.prod.OptValue(kgo.MetadataMinAge), "Config.Client's own options, kgo's default")
 	requireRetry(c.cons, kafkaretry.MaxWait)
+}
+
+// builtClients records every kgo client built with its options.
+type builtClients struct {
+	mu  sync.Mutex
+	cls []*kgo.Client
+}
+
+func (h *builtClients) OnNewClient(cl *kgo.Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.cls = append(h.cls, cl)
+}
+
+// NewSubscriber's clients (its ping's and the subscription's) take the
+// SDK's retry and metadata settings too.
+func TestSubscriberRetriesWithinASecond(t *testing.T) {
+	clearCredentialsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names := topics.DefaultNames()
+	acquired := names.Lifecycle(topics.TypeAcquired)
+	cluster := kafkatest.Cluster(t, kfake.SeedTopics(1, acquired))
+	var h builtClients
+	sub, err := NewSubscriber(ctx, SubscriberConfig{Brokers: cluster.ListenAddrs(), KafkaOpts: []kgo.Opt{kgo.WithHooks(&h)}})
+	require.NoError(t, err)
+	defer sub.Close()
+	msgs, err := sub.Subscribe(ctx, acquired)
+	require.NoError(t, err)
+	_ = msgs
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.NotEmpty(t, h.cls)
+	for i, cl := range h.cls {
+		assert.Equal(t, kafkaretry.MaxWait, cl.OptValue(kgo.MetadataMinAge), "client %d", i)
+		backoff, _ := cl.OptValue(kgo.RetryBackoffFn).(func(int) time.Duration)
+		assert.LessOrEqual(t, backoff(10), kafkaretry.MaxWait+kafkaretry.MaxWait/5, "client %d: backoff after 10 failures", i)
+	}
 }

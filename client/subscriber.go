@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/internal/kafkaretry"
 	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/topics"
 )
@@ -54,6 +55,9 @@ func NewSubscriber(ctx context.Context, cfg SubscriberConfig) (*kafkapubsub.Subs
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = defaultBrokers()
 	}
+	// As the Client's: a broker that is back is read again within about a
+	// second; the caller's options, after, may replace them.
+	cfg.KafkaOpts = append(kafkaretry.Opts(), cfg.KafkaOpts...)
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating lifecycle subscriber: %w", err)
