@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"math"
 	"regexp"
 	"strconv"
@@ -39,19 +40,25 @@ func TestRelayPlansByIndex(t *testing.T) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	require.NoError(t, err)
 	defer pool.Close()
-	r := &Relay{cfg: Config{Pool: pool, BatchSize: 10}}
+	r, err := New(Config{Publisher: &liar{}, Pool: pool, BatchSize: 10, MaxAttempts: math.MaxInt, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
 	for i := range 8 { // PostgreSQL settles on a generic plan after five custom ones
 		_, err := r.selectRows(ctx, []selectReq{{partition: 0, upTo: math.MaxInt64, acked: refs[i*10 : i*10+10], parks: true}})
 		require.NoError(t, err)
 		_, err = r.deleteRows(ctx, [][]rowRef{refs[100+i*10 : 100+i*10+10]})
 		require.NoError(t, err)
+		run := make([]row, 10)
+		for j, ref := range refs[200+i*10 : 200+i*10+10] {
+			run[j].rowRef = ref
+		}
+		require.NoError(t, r.failed(ctx, r.part(0), "t", run, errors.New("refused"), "TOPIC_AUTHORIZATION_FAILED"))
 	}
 
 	c, err := pool.Acquire(ctx)
 	require.NoError(t, err)
 	defer c.Release()
 	rows, err := c.Query(ctx, `SELECT name, generic_plans, statement FROM pg_prepared_statements
-		WHERE statement ~ 'FROM outbox' AND statement !~ 'pg_prepared_statements'`)
+		WHERE statement ~ '(FROM|UPDATE) outbox' AND statement !~ 'pg_prepared_statements'`)
 	require.NoError(t, err)
 	type stmt struct {
 		name    string
@@ -63,7 +70,7 @@ func TestRelayPlansByIndex(t *testing.T) {
 		return s, r.Scan(&s.name, &s.generic, &s.sql)
 	})
 	require.NoError(t, err)
-	require.Len(t, stmts, 4, "the DELETE of rows, of marks, the UPDATE of parks, and the SELECT")
+	require.Len(t, stmts, 5, "the DELETE of rows, of marks, the UPDATE of parks, the SELECT, and the count of a failed publish")
 	// Read under the relay's settings, as every batch of the relay runs: a
 	// cached plan invalidated meanwhile (autovacuum analyzing the outbox of
 	// a parallel test's) is planned again under them.

@@ -1951,10 +1951,13 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 		ids[i], created[i] = x.id, x.created
 	}
 	var attempts int
-	err = r.cfg.Pool.QueryRow(ctx, `
-		WITH u AS (UPDATE outbox SET attempts = attempts + 1, last_error = $3 WHERE `+byRowRef+` RETURNING attempts)
-		SELECT coalesce(max(attempts), 0) FROM u`, ids, created, errorText(cause)).Scan(&attempts)
-	if err != nil {
+	// Under the relay's settings, as its other statements: planned with
+	// sequential scans on while the outbox was small, the session's cached
+	// plan would scan the whole table once its backlog grew.
+	b := &pgx.Batch{}
+	queueSettings(b)
+	b.Queue(failedSQL, ids, created, errorText(cause)).QueryRow(func(row pgx.Row) error { return row.Scan(&attempts) })
+	if err = r.cfg.Pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("recording a failed publish of partition %d: %w", p.id, err)
 	}
 	log := r.log.With().Err(cause).Int32("partition", p.id).Str("topic", topic).Int("attempts", attempts).Logger()
@@ -1966,6 +1969,11 @@ func (r *Relay) failed(ctx context.Context, p *partition, topic string, run []ro
 	}
 	return r.parkTopic(ctx, p, topic, reason, log)
 }
+
+// failedSQL counts a failed publish of rows by rowRef (their ids $1,
+// created_at $2) with its error $3, and returns the most attempts of them.
+const failedSQL = `WITH u AS (UPDATE outbox SET attempts = attempts + 1, last_error = $3 WHERE ` + byRowRef + ` RETURNING attempts)
+	SELECT coalesce(max(attempts), 0) FROM u`
 
 // parkTopic parks the topic's waiting rows for reason (park) and ends its
 // backoff: the reads leave it out until the park ends. log says which
