@@ -42,6 +42,12 @@ const root = ".."
 // half of a credential and rotates with the password.
 var credentials = []string{"DATABASE_URL", "POSTGRES_PASSWORD", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "INSPECT_TOKEN"}
 
+// fileSecrets are the credentials lockworker also reads from the file that
+// NAME_FILE names, which keeps them out of the process environment
+// (TestFileSecrets holds the list to config's); KAFKA_SASL_USERNAME, a name
+// it logs, has no _FILE.
+var fileSecrets = []string{"DATABASE_URL", "POSTGRES_PASSWORD", "KAFKA_SASL_PASSWORD", "INSPECT_TOKEN"}
+
 // goRuntimeVars may appear in a container's environment beside lockworker's
 // settings: they tune the Go runtime, not lockworker.
 var goRuntimeVars = []string{"GOMEMLIMIT", "GOMAXPROCS", "GOGC", "GODEBUG"}
@@ -61,13 +67,31 @@ func knownSettings(t *testing.T) map[string]bool {
 	return known
 }
 
-// checkEnv checks that every name is a known setting and that the whole
-// environment is a valid configuration, and returns it.
+// TestFileSecrets checks fileSecrets against config: each NAME_FILE is
+// read (set with NAME, it is refused), and KAFKA_SASL_USERNAME has none.
+func TestFileSecrets(t *testing.T) {
+	for _, name := range credentials {
+		_, err := config.FromEnv(func(k string) string {
+			return map[string]string{name: "x", name + "_FILE": "/nonexistent"}[k]
+		})
+		together := name + "_FILE: set together with " + name
+		if slices.Contains(fileSecrets, name) {
+			assert.ErrorContains(t, err, together, "%s_FILE is not read: update fileSecrets", name)
+		} else if err != nil {
+			assert.NotContains(t, err.Error(), together, "%s_FILE is read: add %s to fileSecrets", name, name)
+		}
+	}
+}
+
+// checkEnv checks that every name is a known setting (or a secret's _FILE)
+// and that the whole environment is a valid configuration, and returns it.
 func checkEnv(t *testing.T, where string, env map[string]string) config.Config {
 	t.Helper()
 	known := knownSettings(t)
 	for name := range env {
-		assert.True(t, known[name], "%s sets %s, which is not a lockworker setting (config.Redacted names them all)", where, name)
+		secret, isFile := strings.CutSuffix(name, "_FILE")
+		assert.True(t, known[name] || (isFile && slices.Contains(fileSecrets, secret)),
+			"%s sets %s, which is not a lockworker setting (config.Redacted names them all, fileSecrets the _FILEs)", where, name)
 	}
 	cfg, err := config.WorkerFromEnv(func(k string) string { return env[k] })
 	require.NoError(t, err, "%s: config.WorkerFromEnv (lockworker's) refuses this environment", where)
@@ -118,9 +142,14 @@ type probe struct {
 }
 
 type envVar struct {
-	Name      string     `yaml:"name"`
-	Value     *string    `yaml:"value"`
-	ValueFrom *yaml.Node `yaml:"valueFrom"`
+	Name      string  `yaml:"name"`
+	Value     *string `yaml:"value"`
+	ValueFrom *struct {
+		SecretKeyRef *struct {
+			Name string `yaml:"name"`
+			Key  string `yaml:"key"`
+		} `yaml:"secretKeyRef"`
+	} `yaml:"valueFrom"`
 }
 
 type container struct {
@@ -164,8 +193,9 @@ type container struct {
 type volume struct {
 	Name   string `yaml:"name"`
 	Secret *struct {
-		SecretName string `yaml:"secretName"`
-		Optional   bool   `yaml:"optional"`
+		SecretName  string `yaml:"secretName"`
+		Optional    bool   `yaml:"optional"`
+		DefaultMode *int   `yaml:"defaultMode"`
 	} `yaml:"secret"`
 }
 
@@ -179,6 +209,7 @@ type deploymentSpec struct {
 			SecurityContext               struct {
 				RunAsNonRoot *bool `yaml:"runAsNonRoot"`
 				RunAsUser    *int  `yaml:"runAsUser"`
+				FSGroup      *int  `yaml:"fsGroup"`
 			} `yaml:"securityContext"`
 			Containers []container `yaml:"containers"`
 			Volumes    []volume    `yaml:"volumes"`
@@ -347,24 +378,47 @@ func TestKubernetes(t *testing.T) {
 		assert.NotContains(t, dbURL, "sslrootcert", "the example DATABASE_URL must not need the optional lockworker-postgres-ca Secret; show sslrootcert as a variant in comments")
 	})
 
-	// The environment every pod gets: ConfigMap, Secret, then env entries
-	// (valueFrom gives a stand-in value).
 	d := decodeSpec[deploymentSpec](t, deploy)
 	require.Len(t, d.Template.Spec.Containers, 1)
 	c := d.Template.Spec.Containers[0]
+	secretValues := map[string]string{}
+	for k, v := range secret.StringData {
+		s, ok := v.(string)
+		require.True(t, ok, "Secret %s: %s must be a string", secret.Metadata.Name, k)
+		secretValues[k] = s
+	}
+	// The placeholder is refused (above): stand in a real one.
+	secretValues["INSPECT_TOKEN"] = strings.Repeat("0f", 32)
+	// The Secret's volume and where the container mounts it.
+	var secretVolume volume
+	secretMount := ""
+	for _, v := range d.Template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != secret.Metadata.Name {
+			continue
+		}
+		secretVolume = v
+		for _, m := range c.VolumeMounts {
+			if m.Name == v.Name {
+				secretMount = m.MountPath
+			}
+		}
+	}
+	// The Secret's files, one per key, in a directory standing in for
+	// that mount.
+	secretFiles := t.TempDir()
+	for k, v := range secretValues {
+		require.NoError(t, os.WriteFile(filepath.Join(secretFiles, k), []byte(v), 0o400))
+	}
+
+	// The environment every pod gets: the ConfigMap, then env entries (a
+	// path under the Secret's mount names its file in secretFiles; a
+	// secretKeyRef gives the Secret's value, another valueFrom a pod name).
 	env := map[string]string{}
 	for k, v := range cm.Data {
 		s, ok := v.(string)
 		require.True(t, ok, "ConfigMap %s: %s must be a quoted string (Kubernetes refuses %T)", cm.Metadata.Name, k, v)
 		env[k] = s
 	}
-	for k, v := range secret.StringData {
-		s, ok := v.(string)
-		require.True(t, ok, "Secret %s: %s must be a string", secret.Metadata.Name, k)
-		env[k] = s
-	}
-	// The placeholder is refused (above): stand in a real one.
-	env["INSPECT_TOKEN"] = strings.Repeat("0f", 32)
 	for _, e := range c.Env {
 		if slices.Contains(goRuntimeVars, e.Name) {
 			continue
@@ -372,6 +426,13 @@ func TestKubernetes(t *testing.T) {
 		switch {
 		case e.Value != nil:
 			env[e.Name] = *e.Value
+			if rel, ok := strings.CutPrefix(*e.Value, secretMount+"/"); ok && secretMount != "" {
+				env[e.Name] = filepath.Join(secretFiles, rel)
+			}
+		case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			assert.Equal(t, secret.Metadata.Name, ref.Name, "env %s: secretKeyRef names another Secret", e.Name)
+			env[e.Name] = secretValues[ref.Key]
 		case e.ValueFrom != nil:
 			env[e.Name] = "lockworker-5d9c7b8f6-x2x9q" // a pod name
 		default:
@@ -385,7 +446,11 @@ func TestKubernetes(t *testing.T) {
 		}
 		cfg := checkEnv(t, "deploy/kubernetes", env)
 		assert.False(t, cfg.EmbeddedKafka(), "KAFKA_BOOTSTRAP_SERVERS must be set: the embedded broker is for development")
-		assert.NotEmpty(t, cfg.Postgres.URL, "DATABASE_URL (from the Secret) must be set")
+		// Each of the Secret's values reaches lockworker.
+		assert.Equal(t, secretValues["DATABASE_URL"], cfg.Postgres.URL, "DATABASE_URL (from the Secret)")
+		assert.Equal(t, secretValues["KAFKA_SASL_USERNAME"], cfg.Kafka.SASL.Username, "KAFKA_SASL_USERNAME (from the Secret)")
+		assert.Equal(t, secretValues["KAFKA_SASL_PASSWORD"], cfg.Kafka.SASL.Password, "KAFKA_SASL_PASSWORD (from the Secret)")
+		assert.Equal(t, secretValues["INSPECT_TOKEN"], cfg.InspectToken, "INSPECT_TOKEN (from the Secret)")
 
 		// Every setting is set somewhere, or left out for a reason the
 		// ConfigMap's comment gives.
@@ -393,7 +458,9 @@ func TestKubernetes(t *testing.T) {
 		require.NoError(t, err)
 		omitted := []string{"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DATABASE", "POSTGRES_USER", "POSTGRES_PASSWORD", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_KAFKA_DIR", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT"}
 		for name := range knownSettings(t) {
-			if _, ok := env[name]; ok {
+			_, set := env[name]
+			_, setFile := env[name+"_FILE"]
+			if set || setFile {
 				assert.NotContains(t, omitted, name)
 				continue
 			}
@@ -406,23 +473,56 @@ func TestKubernetes(t *testing.T) {
 			t.Errorf("setting %s is in neither the ConfigMap, the Secret nor the Deployment", name)
 		}
 
-		// envFrom names the objects that exist.
-		var cmRef, secretRef string
+		// envFrom names the ConfigMap that exists.
+		var cmRef string
 		for _, ef := range c.EnvFrom {
 			if ef.ConfigMapRef != nil {
 				cmRef = ef.ConfigMapRef.Name
 			}
-			if ef.SecretRef != nil {
-				secretRef = ef.SecretRef.Name
-			}
 		}
 		assert.Equal(t, cm.Metadata.Name, cmRef, "envFrom configMapRef")
-		assert.Equal(t, secret.Metadata.Name, secretRef, "envFrom secretRef")
 		for _, e := range c.Env {
 			if e.Name == "INSTANCE_ID" {
 				require.NotNil(t, e.ValueFrom, "INSTANCE_ID should be the pod name (fieldRef), unique per replica")
 			}
 		}
+	})
+
+	// The secrets come in as files of the mounted Secret, which their
+	// _FILE settings name, never as env, where /proc/<pid>/environ, a
+	// crash dump or a child process shows them (README "Configuration").
+	t.Run("secrets", func(t *testing.T) {
+		for _, ef := range c.EnvFrom {
+			assert.Nil(t, ef.SecretRef, "envFrom secretRef puts every secret in the process environment: mount the Secret and set the _FILE settings")
+		}
+		raw := map[string]string{}
+		fromSecret := map[string]string{}
+		for _, e := range c.Env {
+			assert.NotContains(t, fileSecrets, e.Name, "env %s: a secret in the process environment; set %s_FILE to its file in the Secret's mount instead", e.Name, e.Name)
+			if e.Value != nil {
+				raw[e.Name] = *e.Value
+			}
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				fromSecret[e.Name] = e.ValueFrom.SecretKeyRef.Key
+			}
+		}
+		require.NotEmpty(t, secretMount, "the Secret %s must be mounted as a volume", secret.Metadata.Name)
+		for k := range secret.StringData {
+			if slices.Contains(fileSecrets, k) {
+				assert.Equal(t, secretMount+"/"+k, raw[k+"_FILE"], "%s_FILE must name the Secret's file %s", k, k)
+			} else {
+				assert.Equal(t, k, fromSecret[k], "%s has no _FILE setting: env from the Secret's key (secretKeyRef)", k)
+			}
+		}
+		v := secretVolume.Secret
+		assert.False(t, v.Optional, "volume %s: the Secret %s is required", secretVolume.Name, v.SecretName)
+		// Kubernetes writes the files as root's (mode 0644 by default)
+		// and gives them the pod's fsGroup: read through that group,
+		// others not.
+		require.NotNil(t, v.DefaultMode, "volume %s: set defaultMode, or every user in the container reads the secrets", secretVolume.Name)
+		assert.Zero(t, *v.DefaultMode&0o007, "volume %s: defaultMode %#o lets every user read the secrets", secretVolume.Name, *v.DefaultMode)
+		assert.NotZero(t, *v.DefaultMode&0o040, "volume %s: defaultMode %#o: the group (fsGroup) must read the files", secretVolume.Name, *v.DefaultMode)
+		assert.NotNil(t, d.Template.Spec.SecurityContext.FSGroup, "fsGroup must be set: the secrets' files are root's, read by lockworker through that group")
 	})
 
 	t.Run("deployment", func(t *testing.T) {
