@@ -1892,10 +1892,10 @@ func (r *Relay) handOver(p *partition) {
 	if r.cfg.HandOverWait < 0 || p.left.count() == 0 {
 		return
 	}
-	r.log.Info().Int32("partition", p.id).Msg("outbox: waiting for publishes Kafka has not answered before letting the partition go")
+	r.log.Info().Int32("partition", p.id).Msg("outbox: waiting for publishes Kafka has not answered as the partition's relay stops (a revoked partition is let go after them; a lost one is gone already)")
 	if n := p.left.wait(r.cfg.HandOverWait); n > 0 {
 		r.log.Warn().Int32("partition", p.id).Int("publishes", n).Dur("waited", r.cfg.HandOverWait).
-			Msg("outbox: publishes Kafka has not answered are left running as the partition is let go: if they land, their records may come after the next owner's")
+			Msg("outbox: publishes Kafka has not answered are left running as the partition's relay stops: if they land, their records may come after the next owner's")
 	}
 }
 
