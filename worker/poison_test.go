@@ -54,7 +54,14 @@ func (r outboxRow) size() int {
 
 func outboxRows(t testing.TB, st *store.Store, topic string, after int64) []outboxRow {
 	t.Helper()
-	rows, err := st.Pool.Query(context.Background(), `SELECT id, topic, key, value, headers, value IS NULL FROM outbox WHERE topic = $1 AND id > $2 ORDER BY id`, topic, after)
+	return outboxWhere(t, st, `topic = $1 AND id > $2`, topic, after)
+}
+
+// outboxWhere is the outbox rows for which cond (SQL on args) holds, in
+// order.
+func outboxWhere(t testing.TB, st *store.Store, cond string, args ...any) []outboxRow {
+	t.Helper()
+	rows, err := st.Pool.Query(context.Background(), `SELECT id, topic, key, value, headers, value IS NULL FROM outbox WHERE `+cond+` ORDER BY id`, args...)
 	require.NoError(t, err)
 	var out []outboxRow
 	var raw []byte
@@ -314,6 +321,16 @@ func FuzzApplyRecord(f *testing.F) {
 			OwnerMetadata: []byte(`{"a":{"b":[1e308,-1e-300,0.000000000000000000001,123456789012345678901234567890]},"a":"\u00e9"}`)}),
 			auth: true, h1: authz([]byte(h.token("f", "", "ns"))), h2: kgo.RecordHeader{Key: "traceparent", Value: []byte("00-zz")}},
 		{key: []byte("s"), value: valid(topics.Command{Operation: topics.OpSessionOpen, SessionID: "s", OwnerID: "o", TTL: 60, ReplyTo: "locks.replies.f"})},
+		// Refused by the requester's rules, answered on its own topic
+		// only; and accepted within the namespaces its token allows.
+		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.other"}),
+			auth: true, h1: authz(bearer)},
+		{key: []byte("a"), value: valid(topics.Command{Operation: topics.OpRevoke, LockName: "a", OwnerID: "f:o", Reason: "r", ReplyTo: "locks.replies.f"}),
+			auth: true, h1: authz(bearer)},
+		{key: []byte("ns/a"), value: valid(topics.Command{Operation: topics.OpAcquire, Namespace: "ns", LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
+			auth: true, h1: authz([]byte(h.token("f", "ns"))), batch: true},
+		{key: []byte("other/a"), value: valid(topics.Command{Operation: topics.OpAcquire, Namespace: "other", LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
+			auth: true, h1: authz([]byte(h.token("f", "ns")))},
 		{key: []byte("a"), value: []byte(`{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":-9223372036854775808}`), batch: true},
 	}
 	for _, s := range seeds {
@@ -354,8 +371,8 @@ type fuzzRecord struct {
 	batch      bool // between two valid commands of its batch
 }
 
-// goodNamespace holds the valid commands around a fuzzed record: a refused
-// record must change no row outside it.
+// goodNamespace holds the valid commands around a fuzzed record, whose
+// writes run tells from the fuzzed record's.
 const goodNamespace = "fuzz-good"
 
 // recordFuzz is FuzzApplyRecord's applier, on a database of its own, and
@@ -371,36 +388,100 @@ type recordFuzz struct {
 
 func newRecordFuzz(t testing.TB) *recordFuzz {
 	w, st, token := authWorker(t)
-	// Every row of the lock tables written, inserted or deleted, with the
-	// transaction that did it: the expiry scheduler ends fuzzed leases
-	// beside the applier, so the tables before and after a batch differ
-	// by more than the batch.
+	// Every row a transaction writes, inserts or deletes in the tables a
+	// command may change, with the transaction that did it: the expiry
+	// scheduler ends fuzzed leases beside the applier, so the tables
+	// before and after a batch differ by more than the batch.
 	_, err := st.Pool.Exec(context.Background(), `
-		CREATE TABLE fuzz_writes (xid xid NOT NULL, tbl text NOT NULL, namespace text);
+		CREATE TABLE fuzz_writes (xid xid NOT NULL, tbl text NOT NULL, op text NOT NULL,
+			namespace text, lock_name text, owner_id text, request_id text);
 		CREATE INDEX ON fuzz_writes USING hash (xid);
 		CREATE FUNCTION fuzz_note_write() RETURNS trigger LANGUAGE plpgsql AS $$
+		DECLARE r jsonb := CASE TG_OP WHEN 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END;
 		BEGIN
-			INSERT INTO fuzz_writes VALUES (xid(pg_current_xact_id()), TG_TABLE_NAME,
-				(CASE TG_OP WHEN 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END)->>'namespace');
+			INSERT INTO fuzz_writes VALUES (xid(pg_current_xact_id()), TG_TABLE_NAME, TG_OP,
+				r->>'namespace', r->>'lock_name', r->>'owner_id', r->>'request_id');
 			RETURN NULL;
 		END $$;
 		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON locks FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
 		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON lock_holders FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
 		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON lock_waiters FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
-		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION fuzz_note_write()`)
+		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
+		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON lock_events FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
+		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON processed_requests FOR EACH ROW EXECUTE FUNCTION fuzz_note_write()`)
 	require.NoError(t, err)
 	return &recordFuzz{w: w, st: st, p: w.newPartition(w.hard, 0), verifier: w.cfg.Auth, token: token,
 		good: []byte(token("f", goodNamespace))}
 }
 
+// fuzzWrite is a row the fuzz_writes trigger noted.
+type fuzzWrite struct {
+	Table, Op              string
+	Namespace              *string // nil in a table without namespaces
+	Lock, Owner, RequestID string
+}
+
+func (w fuzzWrite) String() string {
+	ns := "-"
+	if w.Namespace != nil {
+		ns = strconv.Quote(*w.Namespace)
+	}
+	return fmt.Sprintf("%s %s (namespace %s, lock %q, owner %q, request %q)", w.Op, w.Table, ns, w.Lock, w.Owner, w.RequestID)
+}
+
+// fuzzJudgement is what run expects of a record, judged before its batch
+// from the record alone (Decode, admit, the token), not from what the
+// applier did with it.
+type fuzzJudgement struct {
+	refused   bool
+	requestID string          // as Decode read it
+	replyTo   string          // where a refusal is answered; "" nowhere
+	who       *auth.Requester // the token's requester, authentication on and the token valid
+}
+
+func (h *recordFuzz) judge(ctx context.Context, r *kgo.Record) fuzzJudgement {
+	names := h.w.cfg.Names
+	c, err := topics.Decode(r.Value, names.ReplyPrefix)
+	if err != nil {
+		c = err.(*topics.Rejection).Command
+	} else {
+		_, err = h.w.admit(ctx, c, r)
+	}
+	j := fuzzJudgement{refused: err != nil, requestID: c.RequestID}
+	if h.w.cfg.Auth != nil {
+		if token, err := recordToken(r); err == nil {
+			if who, err := h.verifier.Verify(token); err == nil {
+				j.who = &who
+			}
+		}
+	}
+	if topics.ValidReplyTo(c.ReplyTo, names.ReplyPrefix) {
+		switch {
+		case h.w.cfg.Auth == nil:
+			j.replyTo = c.ReplyTo
+		case j.who != nil: // the requester's own topic, whichever it named
+			j.replyTo = names.ReplyTopic(j.who.Name)
+		}
+	}
+	return j
+}
+
 // run applies in as the poll loop hands records over, and checks that the
 // batch commits within 30 s and the partition's offset moves past it; that
 // the valid commands around in are applied, once each; that in is applied
-// or refused by the code written for it (Decode, admit), never convicted
-// by the poison search, which only PostgreSQL refusing what those let
-// through reaches; and that a record refused has one dead-letter copy, of
-// its offset, within its bound and without the token, and changes no lock,
-// holder, waiter or session.
+// or refused as Decode and admit judge it, never convicted by the poison
+// search, which only PostgreSQL refusing what those let through reaches.
+// A record refused has exactly one dead-letter copy, of its offset, within
+// its bound and without the token; its transaction writes no row of the
+// tables a command changes (locks, holders, waiters, sessions, history,
+// stored outcomes) beyond the valid commands' own, and to the outbox
+// nothing beyond their rows and the copy but one lock.rejected of its
+// request_id on its reply_to, if that is a reply topic (with
+// authentication, its requester's own, and none without a valid token).
+// A record accepted has no copy; with authentication, its writes stay
+// within the namespaces its token allows, and the holders, waiters and
+// sessions it writes are its requester's scoped owners' (a holder also a
+// waiter it granted).
 func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 	ctx := context.Background()
 	names := topics.DefaultNames()
@@ -430,6 +511,7 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 		r.Offset = off + 1
 		recs = []*kgo.Record{good(off, topics.OpAcquire), r, good(off+2, topics.OpRelease)}
 	}
+	want := h.judge(ctx, r)
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	h.p.pending.Add(1)
@@ -439,8 +521,42 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 	require.Equal(t, next, h.p.expected, "the partition moved past the batch")
 	require.Equal(t, next, storedOffset(t, h.st, h.p.id))
 
-	copies := outboxRows(t, h.st, names.DeadLetter, lastOutbox)
-	require.LessOrEqual(t, len(copies), 1, "a dead-letter copy of the fuzzed record at most: %+v", copies)
+	// What the batch's transaction wrote: it moved the offset last.
+	const batchXact = `(SELECT xmin FROM consumer_offsets WHERE group_id = $1 AND topic = $2 AND partition = $3)`
+	xact := []any{h.w.cfg.Group, names.Commands, h.p.id}
+	goodOwner := "g" // as stored: scoped by the good token's requester
+	if in.auth {
+		goodOwner = topics.ScopedOwner("f", goodOwner)
+	}
+	// The rows the fuzzed record wrote, read only where they are judged.
+	writtenByIt := func() []fuzzWrite {
+		rows, err := h.st.Pool.Query(ctx, `SELECT tbl, op, namespace, coalesce(lock_name, ''), coalesce(owner_id, ''), coalesce(request_id, '')
+			FROM fuzz_writes WHERE xid = `+batchXact, xact...)
+		require.NoError(t, err)
+		writes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[fuzzWrite])
+		require.NoError(t, err)
+		var its []fuzzWrite
+		for _, w := range writes {
+			valid := w.Namespace != nil && *w.Namespace == goodNamespace && w.Lock == lock && (w.Owner == "" || w.Owner == goodOwner) ||
+				w.Table == "processed_requests" && (w.RequestID == lock+topics.OpAcquire || w.RequestID == lock+topics.OpRelease)
+			if !in.batch || !valid {
+				its = append(its, w)
+			}
+		}
+		return its
+	}
+	var copies, goodRows, others []outboxRow
+	for _, row := range outboxWhere(t, h.st, `id > $4 AND xmin = `+batchXact, append(xact, lastOutbox)...) {
+		switch {
+		case row.topic == names.DeadLetter:
+			copies = append(copies, row)
+		case in.batch && string(row.key) == topics.LockKey(goodNamespace, lock):
+			goodRows = append(goodRows, row)
+		default:
+			others = append(others, row)
+		}
+	}
+
 	for _, c := range copies {
 		reason, _ := c.header(topics.HeaderError)
 		require.NotContains(t, reason, "PostgreSQL refused to apply the command", // convict's words
@@ -453,16 +569,33 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 				require.Equal(t, topics.RedactedToken, string(hd.Value), "no token reaches the dead-letter topic")
 			}
 		}
-		// The batch's transaction is the one that wrote the copy.
-		var wrote string
-		require.NoError(t, h.st.Pool.QueryRow(ctx, `SELECT coalesce(string_agg(tbl || ' ' || coalesce(namespace, ''), ', '), '')
-			FROM fuzz_writes WHERE xid = (SELECT xmin FROM outbox WHERE id = $1) AND namespace IS DISTINCT FROM $2`,
-			c.id, goodNamespace).Scan(&wrote))
-		require.Empty(t, wrote, "a refused record (%s) changed the rows", reason)
+	}
+	if !want.refused {
+		require.Empty(t, copies, "an accepted record was dead-lettered")
+		if want.who != nil {
+			requireScoped(t, *want.who, writtenByIt())
+		}
+	} else {
+		require.Len(t, copies, 1, "a refused record has one dead-letter copy")
+		reason, _ := copies[0].header(topics.HeaderError)
+		require.Empty(t, writtenByIt(), "a refused record (%s) changed the rows", reason)
+		if want.replyTo == "" {
+			require.Empty(t, others, "a refused record (%s) was answered, or wrote to the outbox, where it may not be (authentication %v)", reason, in.auth)
+		} else {
+			require.Len(t, others, 1, "a refused record (%s) is answered once on %s, and writes nothing else to the outbox", reason, want.replyTo)
+			require.Equal(t, want.replyTo, others[0].topic, "a refused record (%s) was answered on a topic it may not be", reason)
+			ev, err := topics.DecodeEvent(others[0].value)
+			require.NoError(t, err)
+			require.Equal(t, topics.TypeRejected, ev.Type)
+			require.Equal(t, want.requestID, ev.RequestID)
+		}
 	}
 	if in.batch {
 		answers := map[string][]string{}
-		for _, row := range outboxRows(t, h.st, "locks.replies.f", lastOutbox) {
+		for _, row := range goodRows {
+			if row.topic != "locks.replies.f" {
+				continue
+			}
 			ev, err := topics.DecodeEvent(row.value)
 			require.NoError(t, err)
 			answers[ev.RequestID] = append(answers[ev.RequestID], ev.Type)
@@ -473,21 +606,58 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 	}
 }
 
+// requireScoped checks that writes, those of a record of requester who
+// accepted, stay within the namespaces its token allows, and that the
+// holders, waiters and sessions they insert or change are its scoped
+// owners'; a holder of another owner only as the waiter granted (deleted)
+// beside it. They may end other owners' (an expired lease, a timed-out
+// wait).
+func requireScoped(t testing.TB, who auth.Requester, writes []fuzzWrite) {
+	granted := map[[3]string]bool{}
+	for _, w := range writes {
+		if w.Table == "lock_waiters" && w.Op == "DELETE" {
+			granted[[3]string{*w.Namespace, w.Lock, w.Owner}] = true
+		}
+	}
+	for _, w := range writes {
+		if w.Namespace != nil {
+			require.True(t, who.MayUse(*w.Namespace), "requester %q's record wrote %v, a namespace its token does not allow", who.Name, w)
+		}
+		if w.Op == "DELETE" || strings.HasPrefix(w.Owner, who.Name+":") {
+			continue
+		}
+		switch w.Table {
+		case "lock_holders":
+			require.True(t, granted[[3]string{*w.Namespace, w.Lock, w.Owner}], "requester %q's record wrote %v: an owner not scoped by it, and no waiter granted", who.Name, w)
+		case "lock_waiters", "sessions":
+			require.Fail(t, "an owner not scoped", "requester %q's record wrote %v", who.Name, w)
+		}
+	}
+}
+
 // FuzzApplyRecord's checks fail on a record Decode and admit let through
 // and PostgreSQL refuses (a CHECK constraint stands in for a gap between
 // Decode and the schema: the poison search convicts the record, and the
-// batch commits without it), alone or in a batch, and on a refused record
-// whose batch changed a lock (a trigger stands in for that bug). The
-// input after a failure is judged on its own, as the minimiser's
-// candidates, run in the same process, must be.
+// batch commits without it), alone or in a batch, and on each bug a
+// trigger stands in for: a refused record that changes a lock (of the
+// valid commands' namespace too), stores an outcome (its copy sent again
+// would be answered from it, not judged again), writes a lifecycle event,
+// is answered without a valid token or on another topic than its own, or
+// is not dead-lettered; an accepted one that writes an owner not scoped by
+// its requester, or a namespace its token does not allow. The same input
+// without the bug passes: the input after a failure is judged on its own,
+// as the minimiser's candidates, run in the same process, must be.
 func TestFuzzApplyRecordChecks(t *testing.T) {
 	ctx := context.Background()
 	h := newRecordFuzz(t)
 	_, err := h.st.Pool.Exec(ctx, `ALTER TABLE locks ADD CONSTRAINT test_no_poison CHECK (lock_name NOT LIKE 'poison%')`)
 	require.NoError(t, err)
+	cmd := func(c topics.Command) []byte {
+		c.OwnerID, c.ReplyTo = "o", "locks.replies.f"
+		return command(t, c)
+	}
 	acquire := func(lock string, batch bool) fuzzRecord {
-		return fuzzRecord{key: []byte(lock), batch: batch,
-			value: command(t, topics.Command{Operation: topics.OpAcquire, LockName: lock, OwnerID: "o", ReplyTo: "locks.replies.f"})}
+		return fuzzRecord{key: []byte(lock), batch: batch, value: cmd(topics.Command{Operation: topics.OpAcquire, LockName: lock})}
 	}
 	for _, batch := range []bool{false, true} {
 		msg := failureOf(t, func(tb testing.TB) { h.run(tb, acquire("poison", batch)) })
@@ -495,12 +665,54 @@ func TestFuzzApplyRecordChecks(t *testing.T) {
 		h.run(t, acquire("a", batch))
 	}
 
-	_, err = h.st.Pool.Exec(ctx, `CREATE FUNCTION test_touch() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN UPDATE locks SET updated_at = clock_timestamp() WHERE lock_name = 'a'; RETURN NULL; END $$;
-		CREATE TRIGGER test_touch AFTER INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.commands.dlq') EXECUTE FUNCTION test_touch()`)
-	require.NoError(t, err)
-	msg := failureOf(t, func(tb testing.TB) { h.run(tb, fuzzRecord{key: []byte("a"), value: []byte("{")}) })
-	require.Contains(t, msg, "changed the rows")
+	const onCopy = `AFTER INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.commands.dlq')`
+	notJSON := fuzzRecord{key: []byte("a"), value: []byte("{")}
+	bearer := func(token string) []kgo.RecordHeader {
+		return []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(token)}}
+	}
+	for _, bug := range []struct {
+		name, when, body string // the trigger's
+		in               fuzzRecord
+		want             string
+	}{
+		{"a refused record changes a lock", onCopy,
+			`UPDATE locks SET updated_at = clock_timestamp() WHERE lock_name = 'a'; RETURN NULL;`, notJSON, "changed the rows"},
+		{"a refused record changes a lock of the valid commands' namespace", onCopy,
+			`UPDATE locks SET updated_at = clock_timestamp() WHERE namespace = 'fuzz-good'; RETURN NULL;`,
+			fuzzRecord{key: []byte("a"), value: []byte("{"), batch: true}, "changed the rows"},
+		{"a refused record stores an outcome", onCopy,
+			`INSERT INTO processed_requests (request_id, outcome) VALUES ('stored-' || NEW.id, '\x7b7d'); RETURN NULL;`, notJSON, "changed the rows"},
+		{"a refused record writes a lifecycle event", onCopy,
+			`INSERT INTO outbox (source_partition, topic, key, value) VALUES (NEW.source_partition, 'locks.lock.released.v1', NEW.key, '\x7b7d'); RETURN NULL;`,
+			notJSON, "where it may not be"},
+		{"a record without a token is answered", onCopy,
+			`INSERT INTO outbox (source_partition, topic, key, value) VALUES (NEW.source_partition, 'locks.replies.f', NEW.key, '\x7b7d'); RETURN NULL;`,
+			fuzzRecord{key: []byte("a"), auth: true, value: cmd(topics.Command{Operation: topics.OpAcquire, LockName: "a"})}, "where it may not be"},
+		{"a refused record is answered on another requester's topic",
+			`BEFORE INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.replies.f')`, `NEW.topic := 'locks.replies.other'; RETURN NEW;`,
+			fuzzRecord{key: []byte("a"), auth: true, headers: bearer(h.token("f")),
+				value: cmd(topics.Command{Operation: topics.OpRevoke, LockName: "a", Reason: "r"})}, "on a topic it may not be"},
+		{"a refused record is not dead-lettered", `BEFORE INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.commands.dlq')`,
+			`RETURN NULL;`, notJSON, "one dead-letter copy"},
+		{"an owner not scoped", `BEFORE INSERT ON lock_holders FOR EACH ROW WHEN (NEW.lock_name = 'unscoped')`,
+			`NEW.owner_id := 'o'; RETURN NEW;`,
+			fuzzRecord{key: []byte("unscoped"), auth: true, headers: bearer(h.token("f")),
+				value: cmd(topics.Command{Operation: topics.OpAcquire, LockName: "unscoped"})}, "an owner not scoped"},
+		{"a namespace the token does not allow", `AFTER INSERT ON locks FOR EACH ROW WHEN (NEW.namespace = 'ns')`,
+			`INSERT INTO locks (namespace, lock_name, status, source_partition) VALUES ('elsewhere', NEW.lock_name, 'released', NEW.source_partition); RETURN NULL;`,
+			fuzzRecord{key: []byte("ns/a"), auth: true, headers: bearer(h.token("f", "ns")),
+				value: cmd(topics.Command{Operation: topics.OpAcquire, Namespace: "ns", LockName: "a"})}, "a namespace its token does not allow"},
+	} {
+		table := strings.Fields(bug.when)[3] // <timing> <event> ON <table> ...
+		_, err := h.st.Pool.Exec(ctx, `CREATE FUNCTION test_bug() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN `+bug.body+` END $$;
+			CREATE TRIGGER test_bug `+bug.when+` EXECUTE FUNCTION test_bug()`)
+		require.NoError(t, err, bug.name)
+		msg := failureOf(t, func(tb testing.TB) { h.run(tb, bug.in) })
+		require.Contains(t, msg, bug.want, bug.name)
+		_, err = h.st.Pool.Exec(ctx, `DROP TRIGGER test_bug ON `+table+`; DROP FUNCTION test_bug()`)
+		require.NoError(t, err, bug.name)
+		h.run(t, bug.in)
+	}
 }
 
 // failureOf is what fn failed with as a test ("" if it passed), without
