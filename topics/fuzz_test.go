@@ -1,6 +1,8 @@
 package topics
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -51,6 +53,58 @@ func FuzzDecode(f *testing.F) {
 		}
 		if len(m1) > 0 && (!utf8.Valid(m1) || hasNUL(m1)) {
 			t.Fatalf("accepted metadata %s", m1)
+		}
+	})
+}
+
+// FuzzExpand feeds untrusted bytes to ExpandEvent and ExpandLockState and
+// decodes what they give: the worker's token-floor check reads the
+// lock.acquired topic's records this way, and any producer allowed to
+// write to it (a buggy one, another principal) chooses them. Nothing may
+// panic; a value not of the expander's form is given back as it is; one of
+// it expands to at most maxCompacted bytes, or is refused as corrupt, and
+// what it expands to is stored the same way again.
+func FuzzExpand(f *testing.F) {
+	at := NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	ev := NewEvent(TypeAcquired, OpAcquire, "r", at.Time)
+	ev.LockInfo = &LockInfo{Namespace: "ns", LockName: "a", OwnerID: "f:o", Status: "acquired", FencingToken: 7, AcquiredAt: &at, ExpiresAt: &at,
+		LeaseDuration: 30, Mode: "exclusive", Limit: 2, Holders: []Holder{{OwnerID: "f:p", Mode: "shared", FencingToken: 6}}}
+	plain, err := ev.Encode()
+	if err != nil {
+		f.Fatal(err)
+	}
+	compacted := CompactEvent(nil, plain)
+	f.Add(plain)
+	f.Add(compacted)
+	f.Add(compacted[:len(compacted)/2])
+	f.Add(CompactLockState(nil, []byte(`{"v":1,"lock_name":"a","holders":[]}`)))
+	f.Add([]byte{compactEventForm})
+	f.Add([]byte{compactEventForm, 0xff, 0xff, 0xff, 0xff, 0x0f})                         // a length of 4 GiB
+	f.Add(append([]byte{compactStateForm}, binary.AppendUvarint(nil, maxCompacted+1)...)) // one byte past the bound
+	f.Add([]byte(`{"v":1,"type":"lock.acquired","lock_info":{"fencing_token":-1,"holders":[{"fencing_token":9223372036854775807}]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, x := range []struct {
+			form    byte
+			expand  func([]byte) ([]byte, error)
+			compact func(dst, v []byte) []byte
+		}{{compactEventForm, ExpandEvent, CompactEvent}, {compactStateForm, ExpandLockState, CompactLockState}} {
+			v, err := x.expand(b)
+			if len(b) == 0 || b[0] != x.form {
+				if err != nil || !bytes.Equal(v, b) {
+					t.Fatalf("a value of another form (%.20q) was not given back as it is: %q, %v", b, v, err)
+				}
+			} else if err != nil {
+				if !errors.Is(err, errCorruptRecord) {
+					t.Fatalf("refused with %v, not as corrupt", err)
+				}
+				continue
+			} else if len(v) == 0 || len(v) > maxCompacted {
+				t.Fatalf("expanded to %d bytes", len(v))
+			} else if again, err := x.expand(x.compact(nil, v)); err != nil || !bytes.Equal(again, v) {
+				t.Fatalf("what %.20q expands to is not stored the same way again: %v", b, err)
+			}
+			_, _ = DecodeEvent(v)
+			_, _ = DecodeLockState(v)
 		}
 	})
 }

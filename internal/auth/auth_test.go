@@ -28,7 +28,7 @@ import (
 	"github.com/omninode/lockworker/topics"
 )
 
-func writePublic(t *testing.T, path string, pub any) {
+func writePublic(t testing.TB, path string, pub any) {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	require.NoError(t, err)
