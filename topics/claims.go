@@ -106,7 +106,8 @@ func objectMembers(b []byte) (map[string]json.RawMessage, error) {
 // numericDate is a JWT NumericDate read as golang-jwt's NumericDate reads
 // it, with its error texts, which the workers gave before they read the
 // claims here: a JSON number, or a string holding one (encoding/json takes
-// it into a json.Number), of seconds since 1970.
+// it into a json.Number), of seconds since 1970; one beyond int64's
+// seconds is refused, which golang-jwt reads overflowed.
 type numericDate time.Time
 
 func (d *numericDate) UnmarshalJSON(b []byte) error {
@@ -119,6 +120,11 @@ func (d *numericDate) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("could not convert json number value to float: %w", err)
 	}
 	whole, frac := math.Modf(f)
+	// Past int64's seconds the conversion overflows (golang-jwt's too):
+	// an nbf of 1e300 would read as the distant past, valid now.
+	if whole >= 1<<63 || whole < -(1<<63) {
+		return fmt.Errorf("NumericDate %g is out of range", f)
+	}
 	*d = numericDate(time.Unix(int64(whole), int64(frac*1e9)))
 	return nil
 }

@@ -50,6 +50,8 @@ func TestParseTokenClaims(t *testing.T) {
 		`{"exp":"soon"}`:                      `claim "exp": could not parse NumericData`,
 		`{"exp":1e400}`:                       `claim "exp": could not convert json number value to float`,
 		`{"nbf":true}`:                        `claim "nbf": could not parse NumericData`,
+		`{"nbf":1e300}`:                       `claim "nbf": NumericDate 1e+300 is out of range`,
+		`{"exp":-1e300}`:                      `claim "exp": NumericDate -1e+300 is out of range`,
 	} {
 		_, err := ParseTokenClaims([]byte(payload))
 		require.ErrorContains(t, err, want, payload)

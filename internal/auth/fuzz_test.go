@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,6 +135,20 @@ func FuzzVerifyToken(f *testing.F) {
 		require.False(t, rc.ExpiresAt.Before(before.Add(-leeway-time.Second)), "an expired token accepted: %s", payload)
 		if rc.NotBefore != nil {
 			require.False(t, rc.NotBefore.After(after.Add(leeway+time.Second)), "a token not valid yet accepted: %s", payload)
+		}
+		// golang-jwt's types overflow past int64's seconds (an nbf of 1e300
+		// reads as the distant past): the claims as numbers, by name.
+		for name, v := range m {
+			if name != "exp" && name != "nbf" {
+				continue
+			}
+			n, err := strconv.ParseFloat(fmt.Sprint(v), 64)
+			require.NoError(t, err, "%s of no number accepted: %s", name, payload)
+			if name == "nbf" {
+				require.LessOrEqual(t, n, float64(after.Add(leeway+time.Second).Unix()), "a token not valid yet accepted: %s", payload)
+			} else {
+				require.GreaterOrEqual(t, n, float64(before.Add(-leeway-time.Second).Unix()), "an expired token accepted: %s", payload)
+			}
 		}
 	})
 }

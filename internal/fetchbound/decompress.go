@@ -320,7 +320,7 @@ func (d *Decompressor) decompress(src []byte, codec kgo.CompressionCodecType, ma
 // stream (refused past the bound, or corrupt) is dropped: klauspost's
 // flate reader, reset, can still resolve a back-reference of the next
 // batch into the abandoned stream's window, handing one batch's bytes to
-// another (found by FuzzRatioDecompressor).
+// another (found by FuzzRatioDecompressor, now FuzzDecompressor).
 func (d *Decompressor) readPooled(pool *sync.Pool, r io.Reader, bound int) ([]byte, error) {
 	out, err := d.readBounded(r, bound)
 	if err == nil {
