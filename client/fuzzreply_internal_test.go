@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +32,22 @@ var fuzzStatuses = []string{topics.StatusAcquired, topics.StatusReleased, topics
 // fuzzOps are the calls FuzzReply makes, by the operation of the command
 // each starts with.
 var fuzzOps = []string{topics.OpAcquire, topics.OpSessionOpen, topics.OpQuery, topics.OpCleanup, topics.OpRevoke}
+
+// strayTypes are the types of the event answering no command that
+// FuzzReply puts on the reply topic ("": none), the ends of a lease or
+// session that the worker sends with no request_id.
+var strayTypes = []string{"", topics.TypeExpired, topics.TypeRevoked, topics.TypeReleased, topics.TypeSessionExpired, topics.TypeSessionClosed}
+
+// strayAt is the occurred_at of every stray event, which no fuzzed reply
+// has (fuzzSeconds keeps theirs within 285 years of now): a lease or
+// session ended by a stray says so by its time (Lease.endedBy,
+// routeSession).
+var strayAt = time.Date(1500, 1, 2, 3, 4, 5, 678901000, time.UTC)
+
+// fuzzBarrier is the lock of the query FuzzReply sends after a stray, which
+// the fake worker answers after it on the same partition: once the query
+// returns, the client's reader has routed the stray.
+const fuzzBarrier = "fz-barrier"
 
 // fuzzReply is one input of FuzzReply: the call it makes and the replies
 // it answers with, made of the fields below and of the command answered.
@@ -60,6 +78,18 @@ type fuzzReply struct {
 	named  bool   // the acquire is WithOwner("o"), the session WithSessionID("fzs") WithSessionOwner("o"); else generated
 	bare   bool   // no lock_info nor session_info
 	raw    []byte // the reply of type fuzzRaw, request_id added to an object
+
+	// stray is the type (strayTypes) of an event answering no command,
+	// sent before the answer to the call's command (unless strayOff's bit
+	// 6) and again, with a barrier, once the lease or session the call
+	// returned is held. It is about the call's lock, owner, session and
+	// lease (its fencing token token, its generation delta) but for what
+	// strayOff names: another lock (bit 0), namespace (1), owner (2),
+	// session (3); a request_id of no command (4, else none); no lock_info
+	// nor session_info (5). strayDelta is added to its fencing token and
+	// generation.
+	stray, strayOff uint8
+	strayDelta      int8
 }
 
 // answer is the fake worker's answer to cmd: its reply, followed by a
@@ -118,6 +148,92 @@ func (in *fuzzReply) event(cmd topics.Command, typ string) topics.Event {
 	return ev
 }
 
+// strayType is the stray's type, "" for none.
+func (in *fuzzReply) strayType() string { return strayTypes[int(in.stray)%len(strayTypes)] }
+
+// strayEvent is the stray about cmd, the call's command (its lock and
+// owner, or its session).
+func (in *fuzzReply) strayEvent(cmd topics.Command) topics.Event {
+	id := ""
+	if in.strayOff&16 != 0 {
+		id = "fuzz-stray"
+	}
+	ev := topics.NewEvent(in.strayType(), cmd.Operation, id, strayAt)
+	ns, name, owner, session := cmd.Namespace, cmd.LockName, cmd.OwnerID, cmd.SessionID
+	if in.strayOff&1 != 0 {
+		name = "other"
+	}
+	if in.strayOff&2 != 0 {
+		ns = "ns"
+	}
+	if in.strayOff&4 != 0 {
+		owner = "someone"
+	}
+	if in.strayOff&8 != 0 {
+		session = "other"
+	}
+	if in.strayOff&32 == 0 {
+		ev.LockInfo = &topics.LockInfo{Namespace: ns, LockName: name, OwnerID: owner, Status: topics.StatusExpired,
+			FencingToken: in.token + int64(in.strayDelta), AcquiredAt: topics.NewTimePtr(strayAt), ExpiresAt: topics.NewTimePtr(strayAt),
+			LeaseDuration: 60}
+		ev.SessionInfo = &topics.SessionInfo{SessionID: session, OwnerID: owner, TTL: 60, ExpiresAt: topics.NewTime(strayAt),
+			Generation: int64(in.delta) + int64(in.strayDelta)}
+	}
+	count := int(in.token) + 1 // not the answer's (event)
+	ev.RevokedCount, ev.CleanedCount, ev.Reason = count, &count, "fuzz: stray"
+	return ev
+}
+
+// sendStray puts the stray about cmd on topic with key, as another
+// producer of the reply topic would.
+func (in *fuzzReply) sendStray(ctx context.Context, prod *kgo.Client, topic, key string, cmd topics.Command) error {
+	v, err := in.strayEvent(cmd).Encode()
+	if err != nil {
+		return fmt.Errorf("encoding the stray %s: %w", in.strayType(), err)
+	}
+	return prod.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(key), Value: v}).FirstErr()
+}
+
+// endsLease says whether the stray ends the lease the call's acquire is
+// granted: it is an end of its lock, owner and fencing token (token, as
+// event gives it).
+func (in *fuzzReply) endsLease() bool {
+	switch in.strayType() {
+	case topics.TypeExpired, topics.TypeRevoked, topics.TypeReleased:
+		return in.strayOff&(1|2|4|32) == 0 && in.strayDelta == 0
+	}
+	return false
+}
+
+// ofSession says whether the stray is an end of the session opened by
+// the call's command (its ID and owner). It ends the session when its
+// generation is the session's too, told by the answer (delta, not 0); one
+// without either is told by its times, which put it before the session.
+func (in *fuzzReply) ofSession() (of, ends bool) {
+	switch in.strayType() {
+	case topics.TypeSessionExpired, topics.TypeSessionClosed:
+		of = in.strayOff&(4|8|32) == 0
+	}
+	return of, of && in.strayDelta == 0 && in.delta != 0
+}
+
+// byStray says whether err tells of an event of the stray's time.
+func byStray(err error) bool {
+	return err != nil && strings.Contains(err.Error(), strayAt.Format(time.RFC3339Nano))
+}
+
+// answered is the reply the fake worker answered cmd, the call's command,
+// with: its times are not those sent.
+func (in *fuzzReply) answered(t *testing.T, cmd topics.Command) topics.Event {
+	typ := fuzzTypes[int(in.first)%len(fuzzTypes)]
+	if typ != fuzzRaw {
+		return in.event(cmd, typ)
+	}
+	ev, err := topics.DecodeEvent(withID(in.raw, cmd.RequestID))
+	require.NoError(t, err, "the call took a reply it cannot read")
+	return ev
+}
+
 // finite is v, or 0 for NaN and infinities, which JSON cannot carry.
 func finite(v float64) float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
@@ -141,7 +257,12 @@ func fuzzSeconds(s float64) time.Duration {
 // lock and owner of the acquire, held (status acquired, a fencing token),
 // its local deadline within lease_duration of the grant for a lease that
 // cannot be a renewal, and an extension it takes must show that lease.
-// A LOCK_HELD's RetryAfter must be within the contract's range.
+// A LOCK_HELD's RetryAfter must be within the contract's range. Query
+// returns only a lock.status about the lock asked for. The reply topic
+// also carries an end of a lease or session that answers no command
+// (fuzzReply.stray): a lease is ended by one only when it is about its
+// lock, owner and fencing token (and then is), a session only when about
+// its ID and owner, and each call returns its own answer, not the stray.
 func FuzzReply(f *testing.F) {
 	const years = 10 * 365 * 86400
 	typ := func(t string) uint8 { return uint8(slices.Index(fuzzTypes, t)) }
@@ -163,6 +284,9 @@ func FuzzReply(f *testing.F) {
 		{op: 1, first: typ(topics.TypeSessionOpened), lock: 4, owner: 2, lease: 60, expires: 60, named: true},
 		{op: 1, first: typ(topics.TypeSessionOpened), owner: 1, lease: 60, expires: 60},
 		{op: 2, first: typ(topics.TypeStatus), token: 9},
+		{op: 2, first: typ(topics.TypeStatus), lock: 1, token: 9},
+		{op: 2, first: typ(topics.TypeStatus), lock: 2, token: 9},
+		{op: 2, first: acquired, token: 9},
 		{op: 3, first: typ(topics.TypeCleaned), token: -1},
 		{op: 4, first: typ(topics.TypeRevoked), token: math.MaxInt64},
 		// The reviewer's findings, as they came.
@@ -170,15 +294,30 @@ func FuzzReply(f *testing.F) {
 		{first: raw, later: raw, named: true, raw: []byte(`{"v":1,"type":"lock.acquired","operation":"acquire","success":true,"lock_info":{"lock_name":"fz","owner_id":"o","status":"released","fencing_token":-7,"lease_duration":30,"expires_at":"2030-01-01T00:00:00.000000Z","acquired_at":"2020-01-01T00:00:00.000000Z"},"occurred_at":"2020-01-01T00:00:00.000000Z"}`)},
 		{first: raw, later: raw, raw: []byte(`{"type":"lock.acquired","lock_info":null}`)},
 		{op: 2, first: raw, raw: []byte("\xff\x00")},
+		// Strays: an end of the lease, and ends of another lock's or
+		// namespace's lease of the owner with the same fencing token; an
+		// end of the session, and of another.
+		{first: acquired, later: extended, token: 1, lease: 60, expires: 60, stray: 1},
+		{first: acquired, later: extended, token: 1, lease: 60, expires: 60, stray: 2, strayOff: 16},
+		{first: acquired, later: extended, token: 1, lease: 60, expires: 60, stray: 3, strayOff: 1},
+		{first: acquired, later: extended, token: 1, lease: 60, expires: 60, stray: 1, strayOff: 2, named: true},
+		{first: acquired, later: extended, token: 1, lease: 60, expires: 60, stray: 2, strayOff: 1 | 64},
+		{first: acquired, later: extended, token: 1, lease: 60, expires: 60, stray: 1, strayOff: 64},
+		{first: acquired, later: extended, token: 1, lease: 60, expires: 60, stray: 2, strayDelta: 1},
+		{op: 1, first: typ(topics.TypeSessionOpened), delta: 3, lease: 60, expires: 60, stray: 4},
+		{op: 1, first: typ(topics.TypeSessionOpened), delta: 3, lease: 60, expires: 60, stray: 5, strayOff: 8, named: true},
+		{op: 2, first: typ(topics.TypeStatus), token: 9, stray: 1, strayOff: 16},
+		{op: 4, first: typ(topics.TypeRevoked), token: 2, stray: 2, strayOff: 16},
 	} {
 		f.Add(in.op, in.first, in.later, in.lock, in.owner, in.status, in.token, in.delta,
-			in.lease, in.maxHold, in.occurred, in.expires, in.retry, in.queued, in.named, in.bare, in.raw)
+			in.lease, in.maxHold, in.occurred, in.expires, in.retry, in.queued, in.named, in.bare, in.stray, in.strayOff, in.strayDelta, in.raw)
 	}
 
 	var input atomic.Pointer[fuzzReply]
 	input.Store(&fuzzReply{})
-	var owner atomic.Pointer[string]          // the last acquire's
-	var opened atomic.Pointer[topics.Command] // the last session open
+	// asked is the last command of the call's operation: the acquire, the
+	// session open, the query.
+	var asked atomic.Pointer[topics.Command]
 	var prod *kgo.Client
 	c, cluster := fakeWorkerWith(f, fakeOpts{
 		config: func(cfg *Config) { cfg.ReplyTimeout = 500 * time.Millisecond },
@@ -193,13 +332,21 @@ func FuzzReply(f *testing.F) {
 			return prod.ProduceSync(ctx, rec).FirstErr()
 		},
 	}, func(ctx context.Context, cmd topics.Command) []topics.Event {
-		switch cmd.Operation {
-		case topics.OpAcquire:
-			owner.Store(&cmd.OwnerID)
-		case topics.OpSessionOpen:
-			opened.Store(&cmd)
+		if cmd.LockName == fuzzBarrier {
+			ev := topics.NewEvent(topics.TypeStatus, cmd.Operation, cmd.RequestID, time.Now())
+			ev.LockInfo = &topics.LockInfo{LockName: fuzzBarrier, Status: topics.StatusFree}
+			return one(ev)
 		}
-		return input.Load().answer(cmd)
+		in := input.Load()
+		if cmd.Operation == fuzzOps[int(in.op)%len(fuzzOps)] {
+			asked.Store(&cmd)
+			if in.strayType() != "" && in.strayOff&64 == 0 {
+				if err := in.sendStray(ctx, prod, cmd.ReplyTo, cmd.Key(), cmd); err != nil && ctx.Err() == nil {
+					f.Errorf("fake worker: %v", err)
+				}
+			}
+		}
+		return in.answer(cmd)
 	})
 	var err error
 	prod, err = kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
@@ -207,9 +354,18 @@ func FuzzReply(f *testing.F) {
 	f.Cleanup(prod.Close)
 
 	f.Fuzz(func(t *testing.T, op, first, later, lock, ownerSel, status uint8, token int64, delta int8,
-		lease, maxHold, occurred, expires, retry float64, queued, named, bare bool, raw []byte) {
-		in := &fuzzReply{op, first, later, lock, ownerSel, status, token, delta, lease, maxHold, occurred, expires, retry, queued, named, bare, raw}
+		lease, maxHold, occurred, expires, retry float64, queued, named, bare bool, stray, strayOff uint8, strayDelta int8, raw []byte) {
+		in := &fuzzReply{op, first, later, lock, ownerSel, status, token, delta, lease, maxHold, occurred, expires, retry, queued, named, bare, raw,
+			stray, strayOff, strayDelta}
 		input.Store(in)
+		// Each input starts from a client that remembers no lease's end: an
+		// end read for an earlier input's lease of the same fencing token
+		// and owner would end this one's, and an input would not replay
+		// alone as it ran.
+		c.mu.Lock()
+		clear(c.ended)
+		c.endedLog = nil
+		c.mu.Unlock()
 		call := func(name string, fn func(ctx context.Context)) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
@@ -217,6 +373,18 @@ func FuzzReply(f *testing.F) {
 			fn(ctx)
 			require.Less(t, time.Since(began), 5*time.Second, "%s returned past its context", name)
 		}
+		// strayAgain sends the stray about the call's command once more,
+		// and returns once the client has read it.
+		strayAgain := func() {
+			call("stray", func(ctx context.Context) {
+				require.NoError(t, in.sendStray(ctx, prod, c.replyTopic, fuzzBarrier, *asked.Load()))
+				_, err := c.Do(ctx, topics.Command{Operation: topics.OpQuery, LockName: fuzzBarrier})
+				require.NoError(t, err, "the barrier's answer")
+			})
+		}
+		// rawAnswer says whether the call's command was answered raw bytes,
+		// whose fields the checks below do not know.
+		rawAnswer := fuzzTypes[int(first)%len(fuzzTypes)] == fuzzRaw
 		switch fuzzOps[int(op)%len(fuzzOps)] {
 		case topics.OpAcquire:
 			opts := []AcquireOption{WithWait(time.Second), WithoutKeepAlive()} // the test reads the deadline
@@ -228,6 +396,7 @@ func FuzzReply(f *testing.F) {
 			call("Acquire", func(ctx context.Context) { l, err = c.Acquire(ctx, "fz", opts...) })
 			read := time.Now()
 			if err != nil {
+				require.False(t, byStray(err) && !in.endsLease(), "Acquire failed for an end of another lease: %v", err)
 				if held := (*Error)(nil); errors.As(err, &held) {
 					require.GreaterOrEqual(t, held.RetryAfter, time.Duration(0), "RetryAfter of %v", err)
 					require.LessOrEqual(t, held.RetryAfter, seconds(maxRetryAfterSeconds), "RetryAfter of %v", err)
@@ -240,7 +409,8 @@ func FuzzReply(f *testing.F) {
 			require.NotNil(t, g.LockInfo)
 			require.Equal(t, "fz", l.Name, "the lease is of the lock asked for")
 			require.Empty(t, l.Namespace, "the lease is of the namespace asked for")
-			require.Equal(t, *owner.Load(), l.Owner, "the lease is of the owner asked for")
+			require.Equal(t, asked.Load().OwnerID, l.Owner, "the lease is of the owner asked for")
+			require.Equal(t, asked.Load().RequestID, g.RequestID, "the grant answers the acquire")
 			require.Equal(t, topics.StatusAcquired, g.LockInfo.Status, "a grant shows the lock acquired")
 			require.Positive(t, l.Token, "a grant's fencing token is positive")
 			require.Equal(t, g.LockInfo.FencingToken, l.Token)
@@ -251,6 +421,14 @@ func FuzzReply(f *testing.F) {
 				most := read.Add(seconds(g.LockInfo.LeaseDuration))
 				require.False(t, deadline.After(most), "the local deadline is %s past lease_duration from the grant's read",
 					deadline.Sub(most))
+			}
+			if in.strayType() != "" {
+				strayAgain()
+				if in.endsLease() {
+					require.Error(t, l.Err(), "an end of the lease, %s, does not end it", in.strayType())
+				} else {
+					require.False(t, byStray(l.Err()), "the lease was ended by an end of another: %v", l.Err())
+				}
 			}
 			var extendErr error
 			call("Extend", func(ctx context.Context) { extendErr = l.Extend(ctx, 30*time.Second) })
@@ -270,23 +448,55 @@ func FuzzReply(f *testing.F) {
 			var s *Session
 			var err error
 			call("NewSession", func(ctx context.Context) { s, err = c.NewSession(ctx, time.Minute, opts...) })
+			of, ends := in.ofSession()
 			if err != nil {
+				require.False(t, byStray(err) && !of, "NewSession failed for an end of another session: %v", err)
 				return
 			}
 			defer call("Close", func(ctx context.Context) { _ = s.Close(ctx) })
-			asked := opened.Load()
-			require.Equal(t, asked.SessionID, s.ID, "the session is the one asked for")
-			require.Equal(t, asked.OwnerID, s.Owner, "the session is of the owner asked for")
+			open := asked.Load()
+			require.Equal(t, open.SessionID, s.ID, "the session is the one asked for")
+			require.Equal(t, open.OwnerID, s.Owner, "the session is of the owner asked for")
+			require.False(t, s.opened.Equal(strayAt), "NewSession took a stray for its answer")
 			if named {
 				require.Equal(t, "fzs", s.ID, "the session is the one asked for")
 				require.Equal(t, "o", s.Owner, "the session is of the owner asked for")
 			}
+			if in.strayType() != "" {
+				strayAgain()
+				if ends {
+					require.Error(t, s.Err(), "an end of the session, %s, does not end it", in.strayType())
+				} else if !of {
+					require.False(t, byStray(s.Err()), "the session was ended by an end of another: %v", s.Err())
+				}
+			}
 		case topics.OpQuery:
-			call("Query", func(ctx context.Context) { _, _ = c.Query(ctx, "fz") })
+			var st LockState
+			var err error
+			call("Query", func(ctx context.Context) { st, err = c.Query(ctx, "fz") })
+			if err != nil {
+				return
+			}
+			ans := in.answered(t, *asked.Load())
+			require.Equal(t, topics.TypeStatus, ans.Type, "Query takes only a lock.status")
+			require.NotNil(t, ans.LockInfo, "Query takes only a lock.status with its lock_info")
+			require.Equal(t, "fz", st.Name, "the state is of the lock asked for")
+			require.Empty(t, st.Namespace, "the state is of the namespace asked for")
+			require.Equal(t, ans.LockInfo.FencingToken, st.Token, "Query returns its own answer")
 		case topics.OpCleanup:
-			call("Cleanup", func(ctx context.Context) { _, _ = c.Cleanup(ctx, "*", 0) })
+			var r CleanupResult
+			var err error
+			call("Cleanup", func(ctx context.Context) { r, err = c.Cleanup(ctx, "*", 0) })
+			if err == nil && !rawAnswer {
+				require.Equal(t, int(token), r.Count, "Cleanup returns its own answer")
+			}
 		case topics.OpRevoke:
-			call("Revoke", func(ctx context.Context) { _, _ = c.Revoke(ctx, "fz", "", "fuzz") })
+			var n int
+			var err error
+			call("Revoke", func(ctx context.Context) { n, err = c.Revoke(ctx, "fz", "", "fuzz") })
+			if err == nil && !rawAnswer {
+				require.Equal(t, int(token), n, "Revoke returns its own answer")
+			}
 		}
 	})
 }

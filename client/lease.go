@@ -527,9 +527,11 @@ func (l *Lease) finish(cause error) {
 // endedBy is why ev, an event about the lease's fencing token, ends the
 // lease: ErrReleased when it answers the lease's own Release (which may
 // have given up waiting for it), an error wrapping ErrLeaseLost otherwise;
-// nil when it does not end it (it is about another owner).
+// nil when it does not end it (it is about another lock or owner: no
+// worker sends one, the token being the lease's, but another producer on
+// the reply topic could).
 func (l *Lease) endedBy(ev topics.Event) error {
-	if ev.LockInfo == nil || ev.LockInfo.OwnerID != l.Owner {
+	if ev.LockInfo == nil || ev.LockInfo.OwnerID != l.Owner || !sameLock(ev.LockInfo, l.Namespace, l.Name) {
 		return nil
 	}
 	at := ev.OccurredAt.Format(time.RFC3339Nano)
@@ -1126,7 +1128,12 @@ func (c *Client) replyLease(ev topics.Event, cmd topics.Command) error {
 
 // shows reports whether li is about cmd's lock and owner (sameOwner).
 func (c *Client) shows(li *topics.LockInfo, cmd topics.Command) bool {
-	return li.Namespace == cmd.Namespace && li.LockName == cmd.LockName && c.sameOwner(li.OwnerID, cmd.OwnerID)
+	return sameLock(li, cmd.Namespace, cmd.LockName) && c.sameOwner(li.OwnerID, cmd.OwnerID)
+}
+
+// sameLock reports whether li is about lock name of namespace ns.
+func sameLock(li *topics.LockInfo, ns, name string) bool {
+	return li.Namespace == ns && li.LockName == name
 }
 
 // sameOwner reports whether the owner_id a reply shows is the owner its

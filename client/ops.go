@@ -69,16 +69,36 @@ func lockState(li topics.LockInfo) LockState {
 
 // Query returns the lock as the worker sees it: StatusFree when nobody ever
 // held it (or its row was cleaned up), StatusExpired for a lease past its
-// end even before the worker has ended it.
+// end even before the worker has ended it. A reply other than a lock.status
+// about this lock (no worker sends one) is refused.
 func (c *Client) Query(ctx context.Context, name string) (LockState, error) {
-	ev, err := c.Do(ctx, c.command(topics.OpQuery, name))
+	cmd := c.command(topics.OpQuery, name)
+	ev, err := c.Do(ctx, cmd)
+	if err == nil {
+		err = replyStatus(ev, cmd)
+	}
 	if err != nil {
 		return LockState{}, fmt.Errorf("querying lock %q: %w", name, err)
 	}
-	if ev.LockInfo == nil {
-		return LockState{}, fmt.Errorf("querying lock %q: %s without lock_info", name, ev.Type)
-	}
 	return lockState(*ev.LockInfo), nil
+}
+
+// replyStatus checks the answer to the query cmd as replyLease checks a
+// grant's: a lock.status, the contract's only answer to a query but a
+// refusal, whose lock_info is about cmd's lock. A worker's bug or another
+// producer on the reply topic could send another, and Query would return
+// another lock's state as this one's.
+func replyStatus(ev topics.Event, cmd topics.Command) error {
+	li := ev.LockInfo
+	switch {
+	case ev.Type != topics.TypeStatus:
+		return fmt.Errorf("unexpected reply %s", ev.Type)
+	case li == nil:
+		return fmt.Errorf("%s without lock_info", ev.Type)
+	case !sameLock(li, cmd.Namespace, cmd.LockName):
+		return fmt.Errorf("%s of lock %q, not %q", ev.Type, topics.LockKey(li.Namespace, li.LockName), topics.LockKey(cmd.Namespace, cmd.LockName))
+	}
+	return nil
 }
 
 // CleanupResult is what a cleanup did.

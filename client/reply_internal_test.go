@@ -461,6 +461,52 @@ func TestReplyOfAnotherLeaseIsRefused(t *testing.T) {
 	}
 }
 
+// A query is answered lock.status about the lock asked for. Another reply
+// (another type, or a lock_info of another lock or namespace: no worker
+// sends one, another producer on the reply topic could) is refused as a
+// grant of another lease is, not returned as the asked lock's state.
+func TestQueryRefusesAReplyAboutAnotherLock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, _ := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) { cfg.Namespace = "team" }},
+		func(ctx context.Context, cmd topics.Command) []topics.Event {
+			ev := granted(cmd, topics.TypeStatus, 60)
+			switch li := ev.LockInfo; cmd.LockName {
+			case "other-lock":
+				li.LockName = "other"
+			case "other-namespace":
+				li.Namespace = "ns"
+			case "no-namespace":
+				li.Namespace = ""
+			case "acquired":
+				ev.Type = topics.TypeAcquired
+			case "reviewer": // reviewer 11's: a grant of another lock, owner and namespace
+				ev.Type, li.Namespace, li.LockName, li.OwnerID, li.FencingToken = topics.TypeAcquired, "ns", "other", "someone", 7
+			case "bare":
+				ev.LockInfo = nil
+			}
+			return one(ev)
+		})
+	for lock, refusal := range map[string]string{
+		"other-lock":      `lock.status of lock "team/other", not "team/other-lock"`,
+		"other-namespace": `lock.status of lock "ns/other-namespace", not "team/other-namespace"`,
+		"no-namespace":    `lock.status of lock "no-namespace", not "team/no-namespace"`,
+		"acquired":        `unexpected reply lock.acquired`,
+		"reviewer":        `unexpected reply lock.acquired`,
+		"bare":            `lock.status without lock_info`,
+	} {
+		st, err := c.Query(ctx, lock)
+		require.EqualError(t, err, fmt.Sprintf("querying lock %q: %s", lock, refusal),
+			"Query returned the state of lock %q of namespace %q (status %s, owner %s)", st.Name, st.Namespace, st.Status, st.Owner)
+		require.Zero(t, st, lock)
+	}
+	st, err := c.Query(ctx, "mine")
+	require.NoError(t, err)
+	require.Equal(t, "team", st.Namespace)
+	require.Equal(t, "mine", st.Name)
+	require.Equal(t, StatusAcquired, st.Status)
+}
+
 // Under authentication the worker scopes owners by the requester
 // (topics.ScopedOwner), and its grants show the owner so: that is the
 // acquire's owner, and the lease's; one scoped by another requester is not.
