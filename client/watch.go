@@ -90,6 +90,13 @@ func lockRevision(key string, value []byte) (LockRevision, error) {
 	if err != nil {
 		return LockRevision{}, err
 	}
+	if k := topics.LockKey(st.Namespace, st.LockName); k != key {
+		// No worker writes one: it keys a lock's states by its lock key.
+		// Taken as that lock's, it would be read from a partition the
+		// lock's key does not hash to, and compacting the lock's key
+		// would not remove it: it could outlive the lock's tombstone.
+		return LockRevision{}, fmt.Errorf("decoding lock state: a state of lock %q, not of its key", k)
+	}
 	r := LockRevision{
 		Namespace: st.Namespace, Name: st.LockName, Revision: st.Revision, Status: Status(st.Status), Limit: st.Limit,
 		HolderCount: st.HolderCount, Waiters: st.WaiterCount, Acquisitions: st.AcquisitionCount, Operation: st.Operation,
@@ -117,11 +124,11 @@ func readRecord(rec *kgo.Record) (LockRevision, error) {
 
 // UnreadableStateError is Locks's error when the newest record of some
 // locks of the lock state topic could not be decoded (a record that is no
-// lock's state, or one of a format this client does not read). Those locks
-// are left out of the table, which Locks returns with the error: a lock
-// whose newest state cannot be read is not shown as its older state. A
-// caller that wants the table anyway uses errors.As, and Locks (or
-// AffectsNamespace) to tell whether its own locks are among them.
+// state of a lock of its key, or one of a format this client does not
+// read). Those locks are left out of the table, which Locks returns with
+// the error: a lock whose newest state cannot be read is not shown as its
+// older state. A caller that wants the table anyway uses errors.As, and
+// Locks (or AffectsNamespace) to tell whether its own locks are among them.
 type UnreadableStateError struct {
 	Topic string
 	// Locks are the locks left out, by key.
@@ -198,10 +205,11 @@ func unreadableLock(rec *kgo.Record, err error) UnreadableLock {
 
 // splitKey is the inverse of topics.LockKey for a key without a value to
 // say which: the namespace is what comes before the first "/" only when
-// the key has one (a lock name may hold "/" too: a tombstone's name is then
-// ambiguous, and Watch, which knows the name, does not use it).
+// the key has one, not first (no namespace is empty; a lock name may hold
+// "/" too: a tombstone's name is then ambiguous, and Watch, which knows
+// the name, does not use it).
 func splitKey(key string) (ns, name string) {
-	if ns, name, ok := strings.Cut(key, "/"); ok {
+	if ns, name, ok := strings.Cut(key, "/"); ok && ns != "" {
 		return ns, name
 	}
 	return "", key
@@ -693,9 +701,10 @@ const fetchMaxWait = 200 * time.Millisecond
 // record of the old life that landed late), by Watch's rule and under the
 // same assumption about PostgreSQL's clock. It reads the topic, not the
 // database: a lock is there from its first change (see docs/design.md "Lock
-// state topic"). A record that cannot be decoded (no lock's state, or a
-// format this client does not read) does not fail the read: its lock is left
-// out of the table until a tombstone of its key or a readable record of a
+// state topic"). A record that cannot be decoded (no lock's state, a state
+// whose namespace and lock_name do not make its key, or a format this
+// client does not read) does not fail the read: its lock is left out of
+// the table until a tombstone of its key or a readable record of a
 // newer revision of the lock follows (a record that does not tell its lock
 // leaves out every lock of its key, until a tombstone), and when some are
 // left out at the end Locks returns the table of the others with an
@@ -951,9 +960,10 @@ func OnFetchError(fn func(error)) WatchOption {
 // an older revision (not among the last 64 read) stamped before it can
 // pass for a new life, delivered after newer revisions (and copies of
 // those that follow, again). A record of the lock's key that cannot be
-// decoded is delivered as a LockRevision with Unreadable set (once, until
-// a readable revision or a tombstone follows): the lock's state is unknown
-// then, as Locks leaves such a lock out of its table.
+// decoded (as Locks says: a state of a lock of another key too) is
+// delivered as a LockRevision with Unreadable set (once, until a readable
+// revision or a tombstone follows): the lock's state is unknown then, as
+// Locks leaves such a lock out of its table.
 //
 // Watch reads the lock's partition of the lock state topic from its start
 // (compaction keeps it to about one record per lock) and then follows it,

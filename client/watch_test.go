@@ -318,6 +318,31 @@ func TestLocksNamesUnreadableLocks(t *testing.T) {
 	require.Empty(t, table[0].Namespace)
 }
 
+// A state whose namespace and lock_name do not make its record's key (no
+// worker writes one; another producer could) is no state of that lock:
+// Locks does not show it, not even after the lock's tombstone, and leaves
+// the key's lock out as for any record it cannot read; Watch of the key's
+// lock tells it unknown.
+func TestStateOfAnotherKeyIsUnreadable(t *testing.T) {
+	ctx := ctxT(t)
+	b, err := topics.LockState{LockName: "b", Revision: 5, Status: topics.StatusAcquired, Limit: 1}.Encode()
+	require.NoError(t, err)
+	_, c, _ := stateTopic(t,
+		kafkatest.StateRecord(t, "a", 1), kafkatest.StateRecord(t, "b", 1), &kgo.Record{Key: []byte("b")}, // b deleted
+		&kgo.Record{Key: []byte("a"), Value: b})
+	table, err := c.Locks(ctx)
+	var ue *client.UnreadableStateError
+	require.ErrorAs(t, err, &ue, "the table: %v", table)
+	require.Empty(t, table, "b is deleted, and a's newest record is no state of a")
+	require.Len(t, ue.Locks, 1)
+	require.Equal(t, client.UnreadableLock{Key: "a", Known: true, Name: "a", Err: ue.First}, ue.Locks[0])
+	require.ErrorContains(t, ue.First, `record of key "a" at partition 0, offset 3: decoding lock state: a state of lock "b", not of its key`)
+
+	ch, err := c.Watch(ctx, "a")
+	require.NoError(t, err)
+	require.EqualError(t, next(t, ch).Unreadable, ue.First.Error())
+}
+
 // Watch delivers a lock whose newest record cannot be decoded as unknown
 // (Unreadable), once, not as its last readable state, until a newer
 // readable revision comes; a copy of an older one does not count.
