@@ -19,9 +19,10 @@ import (
 // query: each answer is 200, 400, 401 or 404 with a JSON body (no redirect,
 // no dropped connection); a server with an INSPECT_TOKEN answers 401 to any
 // other token, and a server without one never shows owner_metadata; a lock
-// is answered about only when the query names one namespace, and about that
-// one. `go test` runs the seeds; `go test -fuzz FuzzInspection
-// ./internal/httpapi` explores.
+// is answered about only when the query names one namespace; a 200 is
+// about that namespace and about the lock or session the path names. `go
+// test` runs the seeds; `go test -fuzz FuzzInspection ./internal/httpapi`
+// explores.
 func FuzzInspection(f *testing.F) {
 	const secret = "hunter2"
 	cmds := []topics.Command{
@@ -78,6 +79,9 @@ func FuzzInspection(f *testing.F) {
 				if e == private && token != "inspect-secret" {
 					require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s with token %q", req.URL, token)
 				}
+				if prefix == "/sessions/" && resp.StatusCode == http.StatusOK {
+					require.Equal(t, name, body["session_id"], "the answer is about the session named: %s", req.URL)
+				}
 				if e == open {
 					raw, err := json.Marshal(body)
 					require.NoError(t, err)
@@ -91,6 +95,7 @@ func FuzzInspection(f *testing.F) {
 						info, _ := body["lock_info"].(map[string]any)
 						ns, _ := info["namespace"].(string) // absent: the default
 						require.Equal(t, q.Get("namespace"), ns, "%s", req.URL)
+						require.Equal(t, name, info["lock_name"], "the answer is about the lock named: %s", req.URL)
 					}
 				}
 			}
