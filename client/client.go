@@ -708,7 +708,8 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 	// first: a RequestTimeout shorter than `every` is kept too.
 	due := func(now time.Time) time.Duration { return min(resend.Sub(now), giveUp.Sub(now)) }
 	timer := time.NewTimer(due(start))
-	var movedBy string // event_id of the lock.queued the resend and give-up follow
+	var moved bool     // a lock.queued moved the resend and give-up
+	var movedBy string // its event_id
 	defer timer.Stop()
 	for {
 		select {
@@ -735,8 +736,8 @@ func (c *Client) exchangeEvery(ctx context.Context, cmd topics.Command, h handle
 			// give-up a wait further. Another event_id is a new queue
 			// entry (the acquire applied again after the database lost its
 			// commit), with a deadline from then.
-			if wait > 0 && ev.EventID != movedBy {
-				movedBy = ev.EventID
+			if wait > 0 && (!moved || ev.EventID != movedBy) {
+				moved, movedBy = true, ev.EventID
 				now := time.Now()
 				resend, giveUp = now.Add(wait+every), now.Add(wait+c.cfg.RequestTimeout)
 				timer.Reset(due(now))

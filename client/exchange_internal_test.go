@@ -708,3 +708,45 @@ func TestRequeuedAcquireFollowsItsNewWait(t *testing.T) {
 	_, err = c.Acquire(ctx, "requeued", WithWait(3*time.Second))
 	require.NoError(t, err, "granted within the wait its second lock.queued announced")
 }
+
+// TestQueuedWithoutEventIDMovesTheGiveUp: a lock.queued without event_id
+// (outside the contract, which says "always") still moves the give-up the
+// first time: the acquire waits 3 s and is granted after 2 s, past the
+// RequestTimeout of 1.5 s.
+func TestQueuedWithoutEventIDMovesTheGiveUp(t *testing.T) {
+	var mu sync.Mutex
+	var cl *kgo.Client
+	c, cluster := fakeWorkerWith(t, fakeOpts{config: func(cfg *Config) {
+		cfg.ReplyTimeout = 500 * time.Millisecond
+		cfg.RequestTimeout = 1500 * time.Millisecond
+	}}, func(ctx context.Context, cmd topics.Command) []topics.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		switch cmd.Operation {
+		case topics.OpAcquire:
+			go func() {
+				select {
+				case <-time.After(2 * time.Second):
+				case <-ctx.Done():
+					return
+				}
+				v, _ := granted(cmd, topics.TypeAcquired, 30).Encode()
+				cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, nil)
+			}()
+			ev := queuedEvent(cmd)
+			ev.EventID = ""
+			return one(ev)
+		case topics.OpRelease:
+			return one(releasedEvent(cmd))
+		}
+		return nil
+	})
+	var err error
+	cl, err = kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = c.Acquire(ctx, "noid", WithWait(3*time.Second))
+	require.NoError(t, err)
+}

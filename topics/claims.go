@@ -110,6 +110,10 @@ func objectMembers(b []byte) (map[string]json.RawMessage, error) {
 // seconds is refused, which golang-jwt reads overflowed.
 type numericDate time.Time
 
+// unixToInternal is what time.Unix adds to its seconds: those from year 1
+// to 1970.
+const unixToInternal = 62135596800
+
 func (d *numericDate) UnmarshalJSON(b []byte) error {
 	var n json.Number
 	if err := json.Unmarshal(b, &n); err != nil {
@@ -120,9 +124,10 @@ func (d *numericDate) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("could not convert json number value to float: %w", err)
 	}
 	whole, frac := math.Modf(f)
-	// Past int64's seconds the conversion overflows (golang-jwt's too):
-	// an nbf of 1e300 would read as the distant past, valid now.
-	if whole >= 1<<63 || whole < -(1<<63) {
+	// Past the seconds Go's time holds (int64's, less the 62,135,596,800
+	// from year 1 to 1970 that time.Unix adds) it overflows, golang-jwt's
+	// too: an nbf of 1e300 would read as the distant past, valid now.
+	if whole > math.MaxInt64-unixToInternal || whole < -(1<<63) {
 		return fmt.Errorf("NumericDate %g is out of range", f)
 	}
 	*d = numericDate(time.Unix(int64(whole), int64(frac*1e9)))

@@ -52,6 +52,8 @@ func TestParseTokenClaims(t *testing.T) {
 		`{"nbf":true}`:                        `claim "nbf": could not parse NumericData`,
 		`{"nbf":1e300}`:                       `claim "nbf": NumericDate 1e+300 is out of range`,
 		`{"exp":-1e300}`:                      `claim "exp": NumericDate -1e+300 is out of range`,
+		`{"nbf":9223372036800000000}`:         `claim "nbf": NumericDate 9.2233720368e+18 is out of range`,
+		`{"nbf":"9223372036800000000"}`:       `claim "nbf": NumericDate 9.2233720368e+18 is out of range`,
 	} {
 		_, err := ParseTokenClaims([]byte(payload))
 		require.ErrorContains(t, err, want, payload)

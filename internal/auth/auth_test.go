@@ -673,7 +673,7 @@ func TestClaimNamesExact(t *testing.T) {
 // golang-jwt's types: the same values, the same tokens refused with the
 // same errors.
 func TestClaimsReadAsGolangJWTReadsThem(t *testing.T) {
-	values := []string{`"x"`, `""`, `"\u0041\ud800"`, `1`, `-1`, `1.5`, `-1.5`, `1e3`, `0.0000000001`, `1e400`, `9223372036854775807`, `1e300`, `-1e300`,
+	values := []string{`"x"`, `""`, `"\u0041\ud800"`, `1`, `-1`, `1.5`, `-1.5`, `1e3`, `0.0000000001`, `1e400`, `9223372036854775807`, `9223372036800000000`, `1e300`, `-1e300`,
 		`"1700000000"`, `"1.25"`, `"abc"`, `null`, `true`, `{}`, `{"a":1}`, `[]`, `["a"]`, `["a","b"]`, `["a",1]`, `[null]`, `[["a"]]`}
 	for _, name := range []string{"sub", "iss", "aud", "exp", "nbf"} {
 		for _, v := range values {
@@ -682,9 +682,9 @@ func TestClaimsReadAsGolangJWTReadsThem(t *testing.T) {
 			wantErr := json.Unmarshal([]byte(v), dst)
 			var got Claims
 			err := got.UnmarshalJSON([]byte(`{"` + name + `":` + v + `}`))
-			// A date past int64's seconds golang-jwt reads overflowed (an
-			// nbf of 1e300 the distant past); it is refused here.
-			if f, perr := strconv.ParseFloat(strings.Trim(v, `"`), 64); wantErr == nil && perr == nil && (name == "exp" || name == "nbf") && math.Abs(math.Trunc(f)) >= 1<<63 {
+			// A date past the seconds Go's time holds golang-jwt reads
+			// overflowed (an nbf of 1e300 the distant past); refused here.
+			if f, perr := strconv.ParseFloat(strings.Trim(v, `"`), 64); wantErr == nil && perr == nil && (name == "exp" || name == "nbf") && math.Abs(math.Trunc(f)) > math.MaxInt64-62135596800 {
 				require.ErrorContains(t, err, "is out of range", "%s: %s", name, v)
 				continue
 			}
