@@ -200,10 +200,11 @@ func OnQueued(fn func(position int)) AcquireOption {
 // ReplyTimeout.
 //
 // A grant read past the deadline it sets, its lease's duration counted
-// from the send (an outage of the workers, PostgreSQL or Kafka longer than
-// the lease, or a suspend), is returned as an error wrapping ErrLeaseLost
-// and given back: retry, with a lease longer than the outages a waiter
-// should outlast.
+// from the send, the time it waited in the queue left out (an outage of
+// the workers, PostgreSQL or Kafka longer than the lease before it was
+// queued or after it was granted, or a suspend), is returned as an error
+// wrapping ErrLeaseLost and given back: retry, with a lease longer than the
+// outages an acquire should outlast on its way.
 //
 // A grant whose end (lock.expired, lock.revoked, a release by another
 // request) was read before Acquire took it up (the grant read late, as

@@ -173,8 +173,9 @@ func CampaignMetadata(value string) json.RawMessage {
 // monotonic clock does not show the deadline passed (only the boot clock
 // does, or the worker ended the lease first), the campaign goes on after
 // a short pause, but after three late grants in a row, or one late by the
-// monotonic clock (a lease shorter than the round trip), Campaign returns
-// its loss (ErrLeaseLost).
+// monotonic clock (a lease shorter than the round trip, or an outage of the
+// workers, PostgreSQL or Kafka longer than it), Campaign returns its loss
+// (ErrLeaseLost).
 func (e *Election) Campaign(ctx context.Context, value string, opts ...AcquireOption) (*Leadership, error) {
 	if err := e.c.sends(); err != nil {
 		return nil, fmt.Errorf("campaigning in election %q: %w", e.key(), err)

@@ -78,9 +78,9 @@ func main() {
 const stopDeadline = 45 * time.Second
 
 // pairedSignal is how soon after the first a SIGTERM is taken as its copy,
-// not an operator's second signal: coreutils timeout, a CI's cancel and a
-// kill of the process group signal both the process and its group, so one
-// stop can bring two SIGTERMs.
+// not an operator's second signal: coreutils timeout and some CI cancels
+// signal both the process and its group, so one stop can bring two
+// SIGTERMs.
 const pairedSignal = time.Second
 
 // serve runs m until it stops and returns the process's exit code (finish).

@@ -14,8 +14,8 @@ import (
 )
 
 // TestSIGTERMPairs: serve, in process, given its signals on its channel: a
-// SIGTERM's copy (timeout(1) and a kill of the process group send one
-// stop's SIGTERM twice) lets the drain finish with 0; a SIGTERM
+// SIGTERM's copy (timeout(1) and some CI cancels signal the process and
+// its group: one stop's SIGTERM twice) lets the drain finish with 0; a SIGTERM
 // pairedSignal or more after the first is an operator's second signal and
 // forces exit 1 at once.
 func TestSIGTERMPairs(t *testing.T) {

@@ -133,7 +133,7 @@ func New(cfg Config) *Metrics {
 		}),
 		unmeasured: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "lock_waits_unmeasured_total",
-			Help: "Queued acquires whose wait lock_wait_seconds will not measure: this process already tracked 65,536 waits, none older than the longest wait_timeout plus a minute. A duplicate acquire, answered with its stored lock.queued again, does not count again.",
+			Help: "Queued acquires whose wait lock_wait_seconds will not measure: this process already tracked 65,536 waits, none older than the longest wait_timeout plus a minute (looked for once a minute). A duplicate acquire, answered with its stored lock.queued again, does not count again.",
 		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "outbox_published_total",
