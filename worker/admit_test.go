@@ -109,19 +109,25 @@ func TestRequireFencingToken(t *testing.T) {
 func authWorker(t testing.TB) (*Worker, *store.Store, func(sub string, namespaces ...string) string) {
 	t.Helper()
 	w, st := newApplier(t)
-	secret := []byte(strings.Repeat("s", 32))
 	f := filepath.Join(t.TempDir(), "hmac")
-	require.NoError(t, os.WriteFile(f, secret, 0o600))
+	require.NoError(t, os.WriteFile(f, authWorkerKey, 0o600))
 	v, err := auth.NewVerifier(auth.Config{HMACKeyFile: f})
 	require.NoError(t, err)
 	w.cfg.Auth = v
-	return w, st, func(sub string, namespaces ...string) string {
-		c := auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: sub, ExpiresAt: jwt.NewNumericDate(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC))},
-			Namespaces: namespaces}
-		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
-		require.NoError(t, err)
-		return "Bearer " + s
-	}
+	return w, st, func(sub string, namespaces ...string) string { return authWorkerToken(t, sub, false, namespaces...) }
+}
+
+// authWorkerKey is the HMAC key authWorker's verifier trusts.
+var authWorkerKey = []byte(strings.Repeat("s", 32))
+
+// authWorkerToken is an authorization header authWorker's verifier takes:
+// sub's, allowed namespaces (absent, all), admin if admin.
+func authWorkerToken(t testing.TB, sub string, admin bool, namespaces ...string) string {
+	c := auth.Claims{RegisteredClaims: jwt.RegisteredClaims{Subject: sub, ExpiresAt: jwt.NewNumericDate(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC))},
+		Namespaces: namespaces, Admin: admin}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(authWorkerKey)
+	require.NoError(t, err)
+	return "Bearer " + s
 }
 
 // With authentication, owner_id is no longer a credential: the abuses of

@@ -288,6 +288,7 @@ func FuzzApplyRecord(f *testing.F) {
 	valid := func(c topics.Command) []byte { return command(f, c) }
 	acquire := valid(topics.Command{Operation: topics.OpAcquire, LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"})
 	bearer := []byte(h.token("f"))
+	admin := []byte(authWorkerToken(f, "f", true))
 	authz := func(v []byte) kgo.RecordHeader { return kgo.RecordHeader{Key: topics.HeaderAuthorization, Value: v} }
 	seeds := []struct {
 		key, value       []byte
@@ -329,6 +330,11 @@ func FuzzApplyRecord(f *testing.F) {
 			auth: true, h1: authz(bearer)},
 		{key: []byte("ns/a"), value: valid(topics.Command{Operation: topics.OpAcquire, Namespace: "ns", LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
 			auth: true, h1: authz([]byte(h.token("f", "ns"))), batch: true},
+		// An admin's revoke of another requester's lease, told on its
+		// holder's reply topic.
+		{key: []byte("r"), value: valid(topics.Command{Operation: topics.OpAcquire, LockName: "r", OwnerID: "x:o", ReplyTo: "locks.replies.x"})},
+		{key: []byte("r"), value: valid(topics.Command{Operation: topics.OpRevoke, LockName: "r", OwnerID: "x:o", Reason: "r", ReplyTo: "locks.replies.f"}),
+			auth: true, h1: authz(admin), batch: true},
 		{key: []byte("other/a"), value: valid(topics.Command{Operation: topics.OpAcquire, Namespace: "other", LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
 			auth: true, h1: authz([]byte(h.token("f", "ns")))},
 		{key: []byte("a"), value: []byte(`{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":-9223372036854775808}`), batch: true},
@@ -394,13 +400,13 @@ func newRecordFuzz(t testing.TB) *recordFuzz {
 	// before and after a batch differ by more than the batch.
 	_, err := st.Pool.Exec(context.Background(), `
 		CREATE TABLE fuzz_writes (xid xid NOT NULL, tbl text NOT NULL, op text NOT NULL,
-			namespace text, lock_name text, owner_id text, request_id text);
+			namespace text, lock_name text, owner_id text, request_id text, reply_to text);
 		CREATE INDEX ON fuzz_writes USING hash (xid);
 		CREATE FUNCTION fuzz_note_write() RETURNS trigger LANGUAGE plpgsql AS $$
 		DECLARE r jsonb := CASE TG_OP WHEN 'DELETE' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END;
 		BEGIN
 			INSERT INTO fuzz_writes VALUES (xid(pg_current_xact_id()), TG_TABLE_NAME, TG_OP,
-				r->>'namespace', r->>'lock_name', r->>'owner_id', r->>'request_id');
+				r->>'namespace', r->>'lock_name', r->>'owner_id', r->>'request_id', r->>'reply_to');
 			RETURN NULL;
 		END $$;
 		CREATE TRIGGER fuzz_note AFTER INSERT OR UPDATE OR DELETE ON locks FOR EACH ROW EXECUTE FUNCTION fuzz_note_write();
@@ -419,6 +425,7 @@ type fuzzWrite struct {
 	Table, Op              string
 	Namespace              *string // nil in a table without namespaces
 	Lock, Owner, RequestID string
+	ReplyTo                string // of a holder, waiter or session
 }
 
 func (w fuzzWrite) String() string {
@@ -435,8 +442,12 @@ func (w fuzzWrite) String() string {
 type fuzzJudgement struct {
 	refused   bool
 	requestID string          // as Decode read it
-	replyTo   string          // where a refusal is answered; "" nowhere
+	replyTo   string          // where a refusal, or an accepted record's answer, goes; "" nowhere
 	who       *auth.Requester // the token's requester, authentication on and the token valid
+	// mustRefuse is why the requester's rules, read from the record and
+	// its token here rather than through admit, refuse it ("" if they do
+	// not): admit's word alone would let whatever it wrongly accepts pass.
+	mustRefuse string
 }
 
 func (h *recordFuzz) judge(ctx context.Context, r *kgo.Record) fuzzJudgement {
@@ -449,10 +460,20 @@ func (h *recordFuzz) judge(ctx context.Context, r *kgo.Record) fuzzJudgement {
 	}
 	j := fuzzJudgement{refused: err != nil, requestID: c.RequestID}
 	if h.w.cfg.Auth != nil {
-		if token, err := recordToken(r); err == nil {
+		if token, ok := authorizationOf(r); ok {
 			if who, err := h.verifier.Verify(token); err == nil {
 				j.who = &who
 			}
+		}
+		switch {
+		case j.who == nil:
+			j.mustRefuse = "carries no valid token"
+		case c.ReplyTo != "" && c.ReplyTo != names.ReplyTopic(j.who.Name):
+			j.mustRefuse = fmt.Sprintf("names reply topic %q, not its requester %q's own", c.ReplyTo, j.who.Name)
+		case !j.who.MayUse(c.Namespace):
+			j.mustRefuse = fmt.Sprintf("names namespace %q, which its token does not allow", c.Namespace)
+		case c.Operation == topics.OpRevoke && !j.who.Admin: // admit.go's only administrative operation
+			j.mustRefuse = "is a revoke whose token has no admin claim"
 		}
 	}
 	if topics.ValidReplyTo(c.ReplyTo, names.ReplyPrefix) {
@@ -464,6 +485,24 @@ func (h *recordFuzz) judge(ctx context.Context, r *kgo.Record) fuzzJudgement {
 		}
 	}
 	return j
+}
+
+// authorizationOf is the record's token as design.md says a command
+// carries it: its one authorization header (the name case-insensitive), of
+// at most 16 KiB; false if it has none, more than one or a longer one. Read
+// here, not with admit's recordToken, so that the judge does not share what
+// it judges.
+func authorizationOf(r *kgo.Record) (string, bool) {
+	var tokens []string
+	for _, hd := range r.Headers {
+		if strings.EqualFold(hd.Key, topics.HeaderAuthorization) {
+			tokens = append(tokens, string(hd.Value))
+		}
+	}
+	if len(tokens) != 1 || len(tokens[0]) > 2*topics.MaxTokenBytes {
+		return "", false
+	}
+	return tokens[0], true
 }
 
 // run applies in as the poll loop hands records over, and checks that the
@@ -478,10 +517,16 @@ func (h *recordFuzz) judge(ctx context.Context, r *kgo.Record) fuzzJudgement {
 // nothing beyond their rows and the copy but one lock.rejected of its
 // request_id on its reply_to, if that is a reply topic (with
 // authentication, its requester's own, and none without a valid token).
-// A record accepted has no copy; with authentication, its writes stay
-// within the namespaces its token allows, and the holders, waiters and
-// sessions it writes are its requester's scoped owners' (a holder also a
-// waiter it granted).
+// A record accepted has no copy, and is one the requester's rules, read
+// from the record and its token (not through admit), accept: with
+// authentication, it carries one valid token, names no reply topic but its
+// requester's own and no namespace its token does not allow, and is no
+// revoke without the admin claim. Its writes to reply topics go to its own
+// reply_to (with authentication, its requester's own topic) or to those of
+// the holders, waiters and sessions it ended. With authentication, its
+// writes stay within the namespaces its token allows, and the holders,
+// waiters and sessions it writes are its requester's scoped owners' (a
+// holder also a waiter it granted).
 func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 	ctx := context.Background()
 	names := topics.DefaultNames()
@@ -530,8 +575,8 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 	}
 	// The rows the fuzzed record wrote, read only where they are judged.
 	writtenByIt := func() []fuzzWrite {
-		rows, err := h.st.Pool.Query(ctx, `SELECT tbl, op, namespace, coalesce(lock_name, ''), coalesce(owner_id, ''), coalesce(request_id, '')
-			FROM fuzz_writes WHERE xid = `+batchXact, xact...)
+		rows, err := h.st.Pool.Query(ctx, `SELECT tbl, op, namespace, coalesce(lock_name, ''), coalesce(owner_id, ''), coalesce(request_id, ''),
+			coalesce(reply_to, '') FROM fuzz_writes WHERE xid = `+batchXact, xact...)
 		require.NoError(t, err)
 		writes, err := pgx.CollectRows(rows, pgx.RowToStructByPos[fuzzWrite])
 		require.NoError(t, err)
@@ -572,8 +617,24 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 	}
 	if !want.refused {
 		require.Empty(t, copies, "an accepted record was dead-lettered")
+		require.Empty(t, want.mustRefuse, "an accepted record %s", want.mustRefuse)
+		writes := writtenByIt()
 		if want.who != nil {
-			requireScoped(t, *want.who, writtenByIt())
+			requireScoped(t, *want.who, writes)
+		}
+		// Its answers go to its own reply topic; others' only to the
+		// holders, waiters and sessions it ended (a lease revoked, a
+		// waiter granted), on the reply topics they named.
+		told := map[string]bool{want.replyTo: true}
+		for _, w := range writes {
+			if w.Op == "DELETE" {
+				told[w.ReplyTo] = true
+			}
+		}
+		for _, row := range others {
+			require.False(t, strings.HasPrefix(row.topic, names.ReplyPrefix) && !told[row.topic],
+				"an accepted record was answered on %s, neither its own reply topic (%q) nor one of a holder, waiter or session it ended (authentication %v)",
+				row.topic, want.replyTo, in.auth)
 		}
 	} else {
 		require.Len(t, copies, 1, "a refused record has one dead-letter copy")
@@ -644,9 +705,14 @@ func requireScoped(t testing.TB, who auth.Requester, writes []fuzzWrite) {
 // would be answered from it, not judged again), writes a lifecycle event,
 // is answered without a valid token or on another topic than its own, or
 // is not dead-lettered; an accepted one that writes an owner not scoped by
-// its requester, or a namespace its token does not allow. The same input
-// without the bug passes: the input after a failure is judged on its own,
-// as the minimiser's candidates, run in the same process, must be.
+// its requester, or a namespace its token does not allow, or is answered
+// on another topic than its own. What admit must refuse (a record without
+// one valid token, naming another's reply topic or a namespace its token
+// does not allow, a revoke without the admin claim) is judged from the
+// record and its token: admit cannot be made to get it wrong here, so the
+// judgement is checked instead. The same input without the bug passes: the
+// input after a failure is judged on its own, as the minimiser's
+// candidates, run in the same process, must be.
 func TestFuzzApplyRecordChecks(t *testing.T) {
 	ctx := context.Background()
 	h := newRecordFuzz(t)
@@ -670,6 +736,43 @@ func TestFuzzApplyRecordChecks(t *testing.T) {
 	bearer := func(token string) []kgo.RecordHeader {
 		return []kgo.RecordHeader{{Key: topics.HeaderAuthorization, Value: []byte(token)}}
 	}
+
+	// What admit would wrongly accept is judged from the record and its
+	// token alone (run requires an accepted record's mustRefuse empty).
+	h.w.cfg.Auth = h.verifier
+	for _, c := range []struct {
+		name string
+		c    topics.Command
+		hs   []kgo.RecordHeader
+		want string
+	}{
+		{"no token", topics.Command{Operation: topics.OpAcquire, LockName: "a"}, nil, "carries no valid token"},
+		{"two tokens", topics.Command{Operation: topics.OpAcquire, LockName: "a"},
+			append(bearer(h.token("f")), bearer(h.token("f"))...), "carries no valid token"},
+		{"a token that does not verify", topics.Command{Operation: topics.OpAcquire, LockName: "a"},
+			bearer("Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJmIn0."), "carries no valid token"},
+		{"another's reply topic", topics.Command{Operation: topics.OpAcquire, LockName: "a", ReplyTo: "locks.replies.other"},
+			bearer(h.token("f")), "not its requester"},
+		{"a namespace not allowed", topics.Command{Operation: topics.OpAcquire, Namespace: "other", LockName: "a"},
+			bearer(h.token("f", "ns")), "which its token does not allow"},
+		{"a revoke without admin", topics.Command{Operation: topics.OpRevoke, LockName: "a", Reason: "r"},
+			bearer(h.token("f")), "no admin claim"},
+		{"an admin's revoke", topics.Command{Operation: topics.OpRevoke, LockName: "a", Reason: "r"},
+			bearer(authWorkerToken(t, "f", true)), ""},
+		{"an acquire", topics.Command{Operation: topics.OpAcquire, LockName: "a"}, bearer(h.token("f")), ""},
+	} {
+		v := c.c
+		v.OwnerID = "o"
+		if v.ReplyTo == "" {
+			v.ReplyTo = "locks.replies.f"
+		}
+		got := h.judge(ctx, &kgo.Record{Topic: topics.DefaultNames().Commands, Key: []byte("a"), Value: command(t, v), Headers: c.hs})
+		if c.want == "" {
+			require.Empty(t, got.mustRefuse, c.name)
+		} else {
+			require.Contains(t, got.mustRefuse, c.want, c.name)
+		}
+	}
 	for _, bug := range []struct {
 		name, when, body string // the trigger's
 		in               fuzzRecord
@@ -692,6 +795,13 @@ func TestFuzzApplyRecordChecks(t *testing.T) {
 			`BEFORE INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.replies.f')`, `NEW.topic := 'locks.replies.other'; RETURN NEW;`,
 			fuzzRecord{key: []byte("a"), auth: true, headers: bearer(h.token("f")),
 				value: cmd(topics.Command{Operation: topics.OpRevoke, LockName: "a", Reason: "r"})}, "on a topic it may not be"},
+		{"an accepted record is answered on another requester's topic",
+			`BEFORE INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.replies.f')`, `NEW.topic := 'locks.replies.other'; RETURN NEW;`,
+			fuzzRecord{key: []byte("told"), auth: true, headers: bearer(h.token("f")),
+				value: cmd(topics.Command{Operation: topics.OpAcquire, LockName: "told"})}, "neither its own reply topic"},
+		{"an accepted record is answered on another topic without authentication",
+			`BEFORE INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.replies.f')`, `NEW.topic := 'locks.replies.other'; RETURN NEW;`,
+			fuzzRecord{key: []byte("told"), value: cmd(topics.Command{Operation: topics.OpQuery, LockName: "told"})}, "neither its own reply topic"},
 		{"a refused record is not dead-lettered", `BEFORE INSERT ON outbox FOR EACH ROW WHEN (NEW.topic = 'locks.commands.dlq')`,
 			`RETURN NULL;`, notJSON, "one dead-letter copy"},
 		{"an owner not scoped", `BEFORE INSERT ON lock_holders FOR EACH ROW WHEN (NEW.lock_name = 'unscoped')`,
