@@ -319,6 +319,13 @@ func FuzzReply(f *testing.F) {
 	// session open, the query.
 	var asked atomic.Pointer[topics.Command]
 	var prod *kgo.Client
+	// Closed after the fake worker stops (cleanups run last first): it
+	// may still be sending a trailing answer when the last input returns.
+	f.Cleanup(func() {
+		if prod != nil {
+			prod.Close()
+		}
+	})
 	c, cluster := fakeWorkerWith(f, fakeOpts{
 		config: func(cfg *Config) { cfg.ReplyTimeout = 500 * time.Millisecond },
 		send: func(ctx context.Context, brokers []string, rec *kgo.Record) error {
@@ -351,7 +358,6 @@ func FuzzReply(f *testing.F) {
 	var err error
 	prod, err = kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
 	require.NoError(f, err)
-	f.Cleanup(prod.Close)
 
 	f.Fuzz(func(t *testing.T, op, first, later, lock, ownerSel, status uint8, token int64, delta int8,
 		lease, maxHold, occurred, expires, retry float64, queued, named, bare bool, stray, strayOff uint8, strayDelta int8, raw []byte) {
