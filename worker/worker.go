@@ -1431,9 +1431,8 @@ const topicIDAskTimeout = 5 * time.Second
 
 // describeTopic reads topic's ID ("" where Kafka gives topics none) and
 // partition count from a broker, not from kgo's metadata cache, which
-// kadm's listings answer from: up to kgo.MetadataMinAge old (1 s in
-// lockworker's clients, kgo's default 5 s), it may still hold a deleted
-// topic's ID.
+// kadm's listings answer from: up to kgo.MetadataMinAge (5 s) old, it may
+// still hold a deleted topic's ID.
 func describeTopic(ctx context.Context, r kmsg.Requestor, topic string) (id string, partitions int, err error) {
 	req := kmsg.NewPtrMetadataRequest()
 	rt := kmsg.NewMetadataRequestTopic()

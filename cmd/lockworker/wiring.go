@@ -27,6 +27,7 @@ import (
 	"github.com/omninode/lockworker/internal/failstreak"
 	"github.com/omninode/lockworker/internal/httpapi"
 	"github.com/omninode/lockworker/internal/kafkalog"
+	"github.com/omninode/lockworker/internal/kafkaretry"
 	"github.com/omninode/lockworker/internal/metrics"
 	"github.com/omninode/lockworker/outbox"
 	"github.com/omninode/lockworker/store"
@@ -317,7 +318,10 @@ func (m *Main) Run(ctx context.Context) error {
 	m.starting("setting up the Kafka clients")
 	// AUTO_CREATE_REPLY_TOPICS: the relay creates reply topics, and no
 	// other; it purges deleted reply topics either way.
-	pub, pubClient, err := outbox.NewKafkaPublisher(kopts, deliveryTimeout, cfg.Topics.ReplyPrefix, cfg.Topics.AutoCreateReplyTopics, cfg.Topics.ReplicationFactor)
+	// The relay's producer alone refreshes metadata a second after a failed
+	// refresh: replies and events caught in a broker's outage go a second
+	// after it is back (kafkaretry.MetadataOpt).
+	pub, pubClient, err := outbox.NewKafkaPublisher(append(slices.Clip(kopts), kafkaretry.MetadataOpt()), deliveryTimeout, cfg.Topics.ReplyPrefix, cfg.Topics.AutoCreateReplyTopics, cfg.Topics.ReplicationFactor)
 	if err != nil {
 		return err
 	}

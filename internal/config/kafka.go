@@ -36,7 +36,7 @@ func (c Config) KafkaOpts() ([]kgo.Opt, error) {
 	if len(seeds) == 0 {
 		seeds = []string{c.Embedded.Addr}
 	}
-	opts := append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, kafkaretry.Opts()...)
+	opts := []kgo.Opt{kgo.SeedBrokers(seeds...), kafkaretry.RetryOpt()}
 	if c.Kafka.TLS.Enabled {
 		dial, err := c.Kafka.TLS.dialer()
 		if err != nil {
