@@ -682,15 +682,7 @@ func TestRequeuedAcquireFollowsItsNewWait(t *testing.T) {
 			if copies == 2 {
 				// Applied afresh: queued anew, granted 2 s later (the
 				// new wait is 3 s).
-				go func() {
-					select {
-					case <-time.After(2 * time.Second):
-					case <-ctx.Done():
-						return
-					}
-					v, _ := granted(cmd, topics.TypeAcquired, 30).Encode()
-					cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, nil)
-				}()
+				grantAfter(ctx, cl, cmd, 2*time.Second)
 				return one(queuedEvent(cmd)) // a new event_id
 			}
 			return nil
@@ -724,15 +716,7 @@ func TestQueuedWithoutEventIDMovesTheGiveUp(t *testing.T) {
 		defer mu.Unlock()
 		switch cmd.Operation {
 		case topics.OpAcquire:
-			go func() {
-				select {
-				case <-time.After(2 * time.Second):
-				case <-ctx.Done():
-					return
-				}
-				v, _ := granted(cmd, topics.TypeAcquired, 30).Encode()
-				cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, nil)
-			}()
+			grantAfter(ctx, cl, cmd, 2*time.Second)
 			ev := queuedEvent(cmd)
 			ev.EventID = ""
 			return one(ev)
@@ -749,4 +733,18 @@ func TestQueuedWithoutEventIDMovesTheGiveUp(t *testing.T) {
 	defer cancel()
 	_, err = c.Acquire(ctx, "noid", WithWait(3*time.Second))
 	require.NoError(t, err)
+}
+
+// grantAfter produces the grant of the acquire cmd to its reply topic d
+// from now, as a worker granting a queued acquire, unless ctx ends first.
+func grantAfter(ctx context.Context, cl *kgo.Client, cmd topics.Command, d time.Duration) {
+	go func() {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return
+		}
+		v, _ := granted(cmd, topics.TypeAcquired, 30).Encode()
+		cl.Produce(ctx, &kgo.Record{Topic: cmd.ReplyTo, Key: []byte(cmd.Key()), Value: v}, nil)
+	}()
 }

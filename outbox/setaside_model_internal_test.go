@@ -195,6 +195,31 @@ func (k *modelLog) Publish(topic string, msgs ...*message.Message) error {
 
 func (k *modelLog) Close() error { return nil }
 
+// randomModel is a modelLog of up to three Kafka partitions (np), a random
+// batch size and up to four keys, with 1 to maxRows values of them (tagged
+// so each iteration's rows are its own), about one in ten refused and one
+// in ten failing alone.
+func randomModel(rnd *rand.Rand, maxRows int, tag string) (pub modelLog, values []string, np int) {
+	n, nk := 1+rnd.Intn(maxRows), 1+rnd.Intn(4)
+	np = 1 + rnd.Intn(3)
+	pub = modelLog{part: map[byte]int{}, refused: map[string]bool{}, alone: map[string]bool{}, batch: 1 + rnd.Intn(4)}
+	pub.late = func() bool { return rnd.Intn(3) == 0 }
+	for k := 0; k < nk; k++ {
+		pub.part[byte('a'+k)] = rnd.Intn(np)
+	}
+	for i := 0; i < n; i++ {
+		v := fmt.Sprintf("%c%03d_%s", 'a'+rnd.Intn(nk), i, tag)
+		values = append(values, v)
+		switch rnd.Intn(10) {
+		case 0:
+			pub.refused[v] = true
+		case 1:
+			pub.alone[v] = true
+		}
+	}
+	return pub, values, np
+}
+
 // TestSetAsideModel checks, over random batches, that every row not
 // refused lands, is acknowledged once, each key's records end in id
 // order (a row that landed after a later row of its key has that row
@@ -206,25 +231,8 @@ func TestSetAsideModel(t *testing.T) {
 	rnd := rand.New(rand.NewSource(seed))
 	t.Logf("seed %d", seed)
 	for iter := 0; iter < 300; iter++ {
-		n := 1 + rnd.Intn(24)
-		nk := 1 + rnd.Intn(4)
-		pub := &modelLog{part: map[byte]int{}, refused: map[string]bool{}, alone: map[string]bool{}, batch: 1 + rnd.Intn(4)}
-		pub.late = func() bool { return rnd.Intn(3) == 0 }
-		np := 1 + rnd.Intn(3)
-		for k := 0; k < nk; k++ {
-			pub.part[byte('a'+k)] = rnd.Intn(np)
-		}
-		var values []string
-		for i := 0; i < n; i++ {
-			v := fmt.Sprintf("%c%03d_%d", 'a'+rnd.Intn(nk), i, iter)
-			values = append(values, v)
-			switch rnd.Intn(10) {
-			case 0:
-				pub.refused[v] = true
-			case 1:
-				pub.alone[v] = true
-			}
-		}
+		model, values, _ := randomModel(rnd, 24, fmt.Sprint(iter))
+		pub := &model
 		r, err := New(Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
 		require.NoError(t, err)
 		rows, _ := setAsideRows(t, st, values)
@@ -394,11 +402,8 @@ func TestSetAsideModelAway(t *testing.T) {
 	rnd := rand.New(rand.NewSource(seed))
 	t.Logf("seed %d", seed)
 	for iter := 0; iter < 300; iter++ {
-		n := 1 + rnd.Intn(20)
-		nk := 1 + rnd.Intn(4)
-		np := 1 + rnd.Intn(3)
-		pub := &awayLog{modelLog: modelLog{part: map[byte]int{}, refused: map[string]bool{}, alone: map[string]bool{}, batch: 1 + rnd.Intn(4)}}
-		pub.late = func() bool { return rnd.Intn(3) == 0 }
+		model, values, np := randomModel(rnd, 20, fmt.Sprint("a", iter))
+		pub := &awayLog{modelLog: model}
 		awayOn := true
 		pub.away = func() map[int]bool {
 			m := map[int]bool{}
@@ -406,20 +411,6 @@ func TestSetAsideModelAway(t *testing.T) {
 				m[rnd.Intn(np)] = true
 			}
 			return m
-		}
-		for k := 0; k < nk; k++ {
-			pub.part[byte('a'+k)] = rnd.Intn(np)
-		}
-		var values []string
-		for i := 0; i < n; i++ {
-			v := fmt.Sprintf("%c%03d_a%d", 'a'+rnd.Intn(nk), i, iter)
-			values = append(values, v)
-			switch rnd.Intn(10) {
-			case 0:
-				pub.refused[v] = true
-			case 1:
-				pub.alone[v] = true
-			}
 		}
 		r, err := New(Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
 		require.NoError(t, err)
