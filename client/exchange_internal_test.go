@@ -691,13 +691,10 @@ func TestRequeuedAcquireFollowsItsNewWait(t *testing.T) {
 		}
 		return nil
 	})
-	var err error
-	cl, err = kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
-	require.NoError(t, err)
-	defer cl.Close()
+	cl = grantingClient(t, cluster)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = c.Acquire(ctx, "requeued", WithWait(3*time.Second))
+	_, err := c.Acquire(ctx, "requeued", WithWait(3*time.Second))
 	require.NoError(t, err, "granted within the wait its second lock.queued announced")
 }
 
@@ -725,14 +722,21 @@ func TestQueuedWithoutEventIDMovesTheGiveUp(t *testing.T) {
 		}
 		return nil
 	})
-	var err error
-	cl, err = kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
-	require.NoError(t, err)
-	defer cl.Close()
+	cl = grantingClient(t, cluster)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	_, err = c.Acquire(ctx, "noid", WithWait(3*time.Second))
+	_, err := c.Acquire(ctx, "noid", WithWait(3*time.Second))
 	require.NoError(t, err)
+}
+
+// grantingClient is the producer grantAfter grants with, closed at the
+// test's end.
+func grantingClient(t *testing.T, cluster *kfake.Cluster) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(0))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	return cl
 }
 
 // grantAfter produces the grant of the acquire cmd to its reply topic d

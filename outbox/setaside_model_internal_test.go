@@ -66,6 +66,19 @@ func (k *partLog) Publish(topic string, msgs ...*message.Message) error {
 
 func (k *partLog) Close() error { return nil }
 
+// halfAwayRelay is a relay over a topic of two Kafka partitions, keys a
+// and c on partition 0, b on partition 1, with a1 b1 c1 a2 waiting: c1 is
+// too large, and partition 1 has no leader.
+func halfAwayRelay(t *testing.T) (*Relay, *partLog, []row) {
+	t.Helper()
+	st := testdb.New(t)
+	pub := &partLog{part: map[byte]int{'a': 0, 'c': 0, 'b': 1}, refused: map[string]bool{"c1": true}, away: map[int]bool{1: true}}
+	r, err := New(Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
+	require.NoError(t, err)
+	rows, _ := setAsideRows(t, st, []string{"a1", "b1", "c1", "a2"})
+	return r, pub, rows
+}
+
 // TestSetAsideAcksRowsWrittenInAHalfThatFailedOtherwise: a topic of
 // two Kafka partitions, keys a and c on partition 0, b on partition 1.
 // The first publish of a1 b1 c1 a2 fails: partition 0's batch refused for
@@ -81,11 +94,7 @@ func (k *partLog) Close() error { return nil }
 func TestSetAsideAcksRowsWrittenInAHalfThatFailedOtherwise(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := testdb.New(t)
-	pub := &partLog{part: map[byte]int{'a': 0, 'c': 0, 'b': 1}, refused: map[string]bool{"c1": true}, away: map[int]bool{1: true}}
-	r, err := New(Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	rows, _ := setAsideRows(t, st, []string{"a1", "b1", "c1", "a2"})
+	r, pub, rows := halfAwayRelay(t)
 	p := r.part(0)
 	ps := &passState{failed: map[string]bool{}}
 
@@ -106,11 +115,7 @@ func TestSetAsideAcksRowsWrittenInAHalfThatFailedOtherwise(t *testing.T) {
 func TestSetAsideRestIsOnlyTheUnwrittenRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st := testdb.New(t)
-	pub := &partLog{part: map[byte]int{'a': 0, 'c': 0, 'b': 1}, refused: map[string]bool{"c1": true}, away: map[int]bool{1: true}}
-	r, err := New(Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	rows, _ := setAsideRows(t, st, []string{"a1", "b1", "c1", "a2"})
+	r, pub, rows := halfAwayRelay(t)
 	p := r.part(0)
 	ps := &passState{failed: map[string]bool{}}
 
