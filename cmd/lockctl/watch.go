@@ -135,9 +135,17 @@ func (c *cli) printRevision(lr client.LockRevision) {
 		var b []byte
 		switch {
 		case lr.Deleted:
-			b, _ = json.Marshal(map[string]any{"namespace": lr.Namespace, "lock_name": lr.Name, "deleted": true})
+			b, _ = json.Marshal(lockLine(lr, "deleted", true))
 		case lr.Unreadable != nil:
-			b, _ = json.Marshal(map[string]any{"namespace": lr.Namespace, "lock_name": lr.Name, "unreadable": lr.Unreadable.Error()})
+			b, _ = json.Marshal(lockLine(lr, "unreadable", lr.Unreadable.Error()))
+		case lr.Record.ChangedAt.IsZero():
+			// A lock with no state (revision 0): nothing changed it, and
+			// the zero time would read as year 1. The embedded record's
+			// changed_at is shadowed, the other fields keep their order.
+			b, _ = json.Marshal(struct {
+				topics.LockState
+				ChangedAt *topics.Time `json:"changed_at,omitempty"`
+			}{LockState: lr.Record})
 		default:
 			b, _ = json.Marshal(lr.Record)
 		}
@@ -174,6 +182,16 @@ func (c *cli) printRevision(lr client.LockRevision) {
 		fmt.Fprintf(&b, " delay_until=%s", lr.DelayUntil.Format(topics.TimeLayout))
 	}
 	fmt.Fprintln(c.stdout, b.String())
+}
+
+// lockLine is the JSON of a lock without a record to print: its name, its
+// namespace when not empty (as a record has it), and what became of it.
+func lockLine(lr client.LockRevision, field string, value any) map[string]any {
+	m := map[string]any{"lock_name": lr.Name, field: value}
+	if lr.Namespace != "" {
+		m["namespace"] = lr.Namespace
+	}
+	return m
 }
 
 // locksFlags is `lockctl locks`: the table of locks, read from the lock
