@@ -88,7 +88,9 @@ type Leader struct {
 	// Token is the leadership's fencing token.
 	Token int64
 	// AcquiredAt is when it became leader; ExpiresAt when its lease ends
-	// unless extended, as of the report (the worker's clock).
+	// unless extended, as of the report (the worker's clock). A leader
+	// campaigning with a session has the session's, which its keep-alives
+	// move without a new report.
 	AcquiredAt time.Time
 	ExpiresAt  time.Time
 }

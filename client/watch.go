@@ -69,7 +69,9 @@ type LockRevision struct {
 	Unreadable error
 }
 
-// Holder is one lease of a lock.
+// Holder is one lease of a lock. A session's lease has the session's
+// ExpiresAt as of the record: keep-alives move it without a new record, so
+// a past ExpiresAt on such a lease does not say it ended.
 type Holder struct {
 	Owner         string
 	Mode          Mode
