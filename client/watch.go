@@ -69,9 +69,7 @@ type LockRevision struct {
 	Unreadable error
 }
 
-// Holder is one lease of a lock. A session's lease has the session's
-// ExpiresAt as of the record: keep-alives move it without a new record, so
-// a past ExpiresAt on such a lease does not say it ended.
+// Holder is one lease of a lock.
 type Holder struct {
 	Owner         string
 	Mode          Mode
@@ -81,6 +79,11 @@ type Holder struct {
 	LeaseDuration time.Duration
 	Extensions    int64
 	Metadata      json.RawMessage
+	// SessionID is the session the lease lives by, "" for a lease of its
+	// own. Such a lease has the session's ExpiresAt as of the record:
+	// keep-alives move it without a new record, so a past ExpiresAt on it
+	// does not say it ended.
+	SessionID string
 }
 
 func lockRevision(key string, value []byte) (LockRevision, error) {
@@ -109,7 +112,7 @@ func lockRevision(key string, value []byte) (LockRevision, error) {
 	}
 	for _, h := range st.Holders {
 		r.Holders = append(r.Holders, Holder{Owner: h.OwnerID, Mode: Mode(h.Mode), Token: h.FencingToken, AcquiredAt: h.AcquiredAt.Time,
-			ExpiresAt: h.ExpiresAt.Time, LeaseDuration: seconds(h.LeaseDuration), Extensions: h.ExtensionCount, Metadata: h.OwnerMetadata})
+			ExpiresAt: h.ExpiresAt.Time, LeaseDuration: seconds(h.LeaseDuration), Extensions: h.ExtensionCount, Metadata: h.OwnerMetadata, SessionID: h.SessionID})
 	}
 	return r, nil
 }
