@@ -18,11 +18,14 @@
 // is killed, so nothing survives its restart. It prints the directory on
 // stderr at start ("devkafka: data directory ..."). With -dir, records
 // survive a killed process, but not a host crash (like the embedded broker
-// it writes without fsync). A killed devkafka does not keep the idempotent
-// producers' sequence windows, which kfake saves only when it stops
-// cleanly: a batch it stored but had not answered, which a replica retries
-// once devkafka is back on the same -dir, is stored a second time (package
-// embedded, "Persistence").
+// it writes without fsync). Like it, it never compacts (kfake's compaction
+// rewrites a partition's files in place, which a kill would cut short) nor
+// deletes by age, so -dir only grows and the lock state topic keeps every
+// record, not only each lock's last. A killed devkafka does not keep the
+// idempotent producers' sequence windows, which kfake saves only when it
+// stops cleanly: a batch it stored but had not answered, which a replica
+// retries once devkafka is back on the same -dir, is stored a second time
+// (package embedded, "Persistence").
 package main
 
 import (

@@ -4,8 +4,11 @@
 // KAFKA_BOOTSTRAP_SERVERS is unset (docs/design.md "Embedded broker").
 //
 // It is for development only: one broker, no replication, no TLS, no
-// authentication, and retention is not enforced unless a topic sets
-// retention.ms/retention.bytes itself, so the data directory only grows.
+// authentication, and it deletes no record by itself: no retention, even
+// for a topic that sets retention.ms or retention.bytes, and no compaction,
+// even for a topic with cleanup.policy=compact (see Persistence), so the
+// data directory only grows and a reader of a compacted topic (the lock
+// state topic) reads every record it was given, not only each key's last.
 // It also keeps every idempotent producer's ID for good, and does not
 // check the records inside a produced batch (docs/design.md "Embedded
 // broker").
@@ -22,7 +25,13 @@
 //   - A killed process (SIGKILL, panic, os.Exit) keeps every acknowledged
 //     record, topic and group offset too: the writes already sit in the
 //     operating system's page cache, which outlives the process.
-//     TestKilledProcessKeepsRecords checks this. It does not keep what
+//     TestKilledProcessKeepsRecords checks this. It holds because nothing
+//     rewrites a segment file: kfake's cleaner compacts a partition by
+//     removing all its segment files, then writing the survivors, and a
+//     process killed in between would lose the partition's records, so
+//     Start turns it off (log.cleaner.backoff.ms, otherwise an hour;
+//     TestNoCompactionByItself). Cluster().Compact, for tests, still
+//     compacts, with that risk. A killed process does not keep what
 //     the sequence windows learned since the last clean Close: the
 //     restarted broker has no window for a producer on a partition it
 //     first wrote to since then (kfake takes its next batch there as new,
@@ -48,10 +57,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -68,6 +79,12 @@ const (
 	DefaultAddr = "127.0.0.1:9092"
 	DefaultDir  = ".data/kafka"
 )
+
+// cleanerOff is the longest log.cleaner.backoff.ms kfake can take: it
+// makes the cleaner's interval time.Duration(ms) * time.Millisecond, and a
+// longer one would overflow, to an interval that is negative (NewTicker
+// panics) or short. About 292 years.
+var cleanerOff = strconv.FormatInt(int64(time.Duration(math.MaxInt64)/time.Millisecond), 10)
 
 // Options configures Start.
 type Options struct {
@@ -158,10 +175,20 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 		}),
 		kfake.DataDir(dir),
 		kfake.WithLogger(kafkalog.Broker(log)),
-		// kfake's cleaner, started once a compacted topic exists, applies
-		// retention.ms to every topic, Kafka's 7 days where none is set:
-		// the lock state table would lose a lock quiet for a week.
-		kfake.BrokerConfigs(map[string]string{"log.retention.ms": "-1"}),
+		kfake.BrokerConfigs(map[string]string{
+			// kfake's cleaner, started once a compacted topic exists,
+			// compacts by removing all of a partition's segment files,
+			// then writing the survivors: a process killed in between
+			// loses acknowledged records (the lock state topic is
+			// compacted). It runs every log.cleaner.backoff.ms; never,
+			// here.
+			"log.cleaner.backoff.ms": cleanerOff,
+			// The cleaner (should a client start it with a shorter
+			// log.cleaner.backoff.ms) also applies retention.ms to every
+			// topic, Kafka's 7 days where none is set: the lock state
+			// table would lose a lock quiet for a week.
+			"log.retention.ms": "-1",
+		}),
 	}
 	if o.SyncWrites {
 		kopts = append(kopts, kfake.SyncWrites())
@@ -189,7 +216,7 @@ func Start(ctx context.Context, o Options) (*Broker, error) {
 	}
 
 	log.Warn().Str("addr", b.addr).Str("dir", dir).Bool("sync_writes", o.SyncWrites).
-		Msg("EMBEDDED KAFKA BROKER STARTED: FOR DEVELOPMENT ONLY. One in-process broker, no replication, no TLS, no authentication, no retention. Set KAFKA_BOOTSTRAP_SERVERS to use a real Kafka cluster.")
+		Msg("EMBEDDED KAFKA BROKER STARTED: FOR DEVELOPMENT ONLY. One in-process broker, no replication, no TLS, no authentication, no retention, no compaction. Set KAFKA_BOOTSTRAP_SERVERS to use a real Kafka cluster.")
 	return b, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,90 @@ func TestNoRetentionByAge(t *testing.T) {
 	for _, topic := range []string{"table", "plain"} {
 		recs := consume(t, ctx, b, topic, 1)
 		require.Equal(t, "quiet", string(recs[0].Value), topic)
+	}
+}
+
+// The broker compacts nothing by itself, as its doc says: kfake's cleaner
+// rewrites a compacted partition's segment files in place (it removes them
+// all, then writes the survivors), so a process killed meanwhile loses
+// acknowledged records. The cleaner runs every log.cleaner.backoff.ms
+// (TestCleanerRunsEveryBackoff); Start puts that beyond any process's life,
+// again at every start, over a value a client set (which kfake keeps in the
+// data directory).
+func TestNoCompactionByItself(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	topics := map[string]Topic{"table": {Partitions: 1, Configs: map[string]string{"cleanup.policy": "compact"}}}
+	const century = 100 * 365 * 24 * time.Hour
+
+	b := start(t, ctx, dir, topics, zerolog.Nop())
+	require.GreaterOrEqual(t, cleanerBackoff(t, ctx, b), century)
+	setCleanerBackoff(t, ctx, b, "60000")
+	require.Equal(t, time.Minute, cleanerBackoff(t, ctx, b))
+	b.Close()
+
+	b = start(t, ctx, dir, topics, zerolog.Nop())
+	require.GreaterOrEqual(t, cleanerBackoff(t, ctx, b), century)
+}
+
+// kfake's cleaner compacts on a ticker of log.cleaner.backoff.ms, started
+// with the value the broker has when its first compacted topic is created:
+// the knob TestNoCompactionByItself checks.
+func TestCleanerRunsEveryBackoff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := start(t, ctx, t.TempDir(), nil, zerolog.Nop())
+	setCleanerBackoff(t, ctx, b, "10")
+	cl := client(t, b)
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	created, err := adm.CreateTopic(ctx, 1, -1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}, "table")
+	require.NoError(t, err)
+	require.NoError(t, created.Err)
+	// Batches of their own: kfake never compacts a partition's last one.
+	for _, kv := range [][2]string{{"k", "v1"}, {"k", "v2"}, {"z", "x"}} {
+		require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: "table", Key: []byte(kv[0]), Value: []byte(kv[1])}).FirstErr())
+	}
+	require.Eventually(t, func() bool {
+		starts, err := adm.ListStartOffsets(ctx, "table")
+		require.NoError(t, err)
+		o, ok := starts.Lookup("table", 0)
+		return ok && o.Err == nil && o.Offset > 0 // k=v1 compacted away
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// cleanerBackoff is how often kfake's cleaner runs: the broker's
+// log.cleaner.backoff.ms, taken as kfake takes it (compactIntervalMs,
+// refreshCompactTicker).
+func cleanerBackoff(t *testing.T, ctx context.Context, b *Broker) time.Duration {
+	t.Helper()
+	cl := client(t, b)
+	defer cl.Close()
+	rcs, err := kadm.NewClient(cl).DescribeBrokerConfigs(ctx)
+	require.NoError(t, err)
+	require.Len(t, rcs, 1)
+	require.NoError(t, rcs[0].Err)
+	for _, c := range rcs[0].Configs {
+		if c.Key == "log.cleaner.backoff.ms" && c.Value != nil {
+			ms, err := strconv.ParseInt(*c.Value, 10, 64)
+			require.NoError(t, err)
+			return time.Duration(ms) * time.Millisecond
+		}
+	}
+	t.Fatal("no log.cleaner.backoff.ms")
+	return 0
+}
+
+// setCleanerBackoff sets the broker's log.cleaner.backoff.ms as a client
+// would.
+func setCleanerBackoff(t *testing.T, ctx context.Context, b *Broker, ms string) {
+	t.Helper()
+	cl := client(t, b)
+	defer cl.Close()
+	rs, err := kadm.NewClient(cl).AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Name: "log.cleaner.backoff.ms", Value: &ms}})
+	require.NoError(t, err)
+	for _, r := range rs {
+		require.NoError(t, r.Err)
 	}
 }
