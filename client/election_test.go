@@ -89,7 +89,9 @@ func TestElectionLeadershipMoves(t *testing.T) {
 	watched := client.NewElection(observer, name)
 	obs := observe(t, ctx, watched)
 
-	la, err := client.NewElection(a, name).Campaign(ctx, "a", client.WithLease(lease))
+	// a resigns rather than lapses: a longer lease keeps its renewals in
+	// time on a loaded box under -race (a 1 s one once missed).
+	la, err := client.NewElection(a, name).Campaign(ctx, "a", client.WithLease(3*lease))
 	require.NoError(t, err)
 	terms := []term{{who: "a", token: la.Token, start: la.Info().AcquiredAt.Time}}
 	ld, err := watched.Leader(ctx)
