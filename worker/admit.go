@@ -18,16 +18,18 @@ import (
 // authorize, then that request_ids of the form the worker generates are
 // its own, then REQUIRE_FENCING_TOKEN's.
 func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (topics.Command, error) {
+	// Cleared before any refusal is made: see generatedID.
+	forged := ""
+	if w.generatedID(c.RequestID) {
+		forged, c.RequestID = c.RequestID, ""
+	}
 	c, err := w.authorize(ctx, c, r)
 	if err != nil {
 		return c, err
 	}
-	// The worker gives a command without a request_id one of this form: a
-	// requester that took it could have another's command answered with
-	// its outcome.
-	if strings.HasPrefix(c.RequestID, w.cfg.Names.Commands+"/") {
+	if forged != "" {
 		return c, &topics.Rejection{Command: c, Code: topics.CodeInvalidRequest, Message: fmt.Sprintf(
-			"request_id %q has the form the worker gives commands without one (%s/<partition>/<offset>)", c.RequestID, w.cfg.Names.Commands)}
+			"request_id %q has the form the worker gives commands without one (%s/<partition>/<offset>)", forged, w.cfg.Names.Commands)}
 	}
 	// A release without one may still withdraw its owner's wait (the
 	// handler refuses it for a lease): the SDK's withdrawal of an acquire
@@ -49,6 +51,9 @@ func (w *Worker) admit(ctx context.Context, c topics.Command, r *kgo.Record) (to
 // theirs, and is only said in its message ("; not answered: ...").
 func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Record) *topics.Rejection {
 	c := rej.Command
+	if w.generatedID(c.RequestID) {
+		c.RequestID = "" // see generatedID
+	}
 	if !topics.ValidReplyTo(c.ReplyTo, w.cfg.Names.ReplyPrefix) {
 		c.ReplyTo = "" // nothing to authorize: it is answered nowhere
 	}
@@ -58,6 +63,17 @@ func (w *Worker) refused(ctx context.Context, rej *topics.Rejection, r *kgo.Reco
 	}
 	_, own = w.boundReplyTo(ctx, c, own)
 	return own
+}
+
+// generatedID reports whether id has the form the worker gives a command
+// without a request_id, <commands topic>/<partition>/<offset>. A command
+// that sends one is refused (admit): it could have another's command
+// answered with its outcome. Nor is its refusal answered under it, on a
+// reply_to that may be another requester's: one whose command at that
+// offset is answered under that id would read the refusal as its own. It
+// carries no request_id, as the refusal of a record sent without one.
+func (w *Worker) generatedID(id string) bool {
+	return strings.HasPrefix(id, w.cfg.Names.Commands+"/")
 }
 
 // authorize applies the rules that say who sent a command and where it may

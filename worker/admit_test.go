@@ -522,6 +522,46 @@ func TestGeneratedRequestIDsAreTheWorkers(t *testing.T) {
 	require.Equal(t, "alice", evs[1].LockInfo.OwnerID)
 }
 
+// The refusal of a request_id of the worker's form is not answered under
+// it: the reply_to the forger names may be another requester's, whose
+// command at that offset gets that id; a client matching answers by it
+// would take the refusal for its own while it holds the lock. The refusal
+// carries no request_id, as one of a record sent without any does. So also
+// when Decode refuses the record for another field.
+func TestForgedGeneratedRequestIDIsNotAnsweredUnderIt(t *testing.T) {
+	w, st := newApplier(t)
+	p := w.newPartition(w.hard, 0)
+	reply := "locks.replies.victim"
+	forged := w.cfg.Names.Commands + "/0/2"
+	recs := []*kgo.Record{
+		{Value: command(t, topics.Command{RequestID: forged, Operation: topics.OpAcquire, LockName: "g", OwnerID: "mallory", ReplyTo: reply})},
+		{Value: []byte(`{"request_id":"` + forged + `","operation":"acquire","lock_name":"g","owner_id":"mallory","lease_duration":"x","reply_to":"` + reply + `"}`)},
+		{Value: command(t, topics.Command{Operation: topics.OpAcquire, LockName: "g", OwnerID: "alice", ReplyTo: reply})},
+		{Value: []byte(`{"operation":"acquire","lock_name":"g","owner_id":"bob","lease_duration":"x","reply_to":"` + reply + `"}`)},
+	}
+	for i, r := range recs {
+		r.Topic, r.Offset, r.Key = w.cfg.Names.Commands, int64(i), []byte("g")
+		apply(w, segment{p: p, polledAt: time.Now(), records: []*kgo.Record{r}})
+	}
+	var evs []topics.Event
+	for _, row := range outboxRows(t, st, reply, 0) {
+		var ev topics.Event
+		require.NoError(t, json.Unmarshal(row.value, &ev))
+		evs = append(evs, ev)
+	}
+	require.Len(t, evs, 4)
+	for _, k := range []int{0, 1, 3} {
+		require.Equal(t, topics.TypeRejected, evs[k].Type, k)
+		require.Equal(t, topics.CodeInvalidRequest, evs[k].ErrorCode, k)
+		require.Empty(t, evs[k].RequestID, "record %d: its refusal carries no request_id", k)
+	}
+	require.Contains(t, evs[0].ErrorMessage, forged, "the sender still learns which request_id was refused")
+	require.Contains(t, evs[1].ErrorMessage, "lease_duration")
+	require.Equal(t, topics.TypeAcquired, evs[2].Type)
+	require.Equal(t, forged, evs[2].RequestID, "alice's command alone is answered under its generated request_id")
+	require.Equal(t, "alice", evs[2].LockInfo.OwnerID)
+}
+
 // Where Kafka refuses the worker the right to create topics (which it
 // checks before whether a topic exists), topics made beforehand are all
 // EnsureTopics needs, and one missing is named.
