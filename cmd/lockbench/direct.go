@@ -97,7 +97,7 @@ func (b *bench) cleanup(ctx context.Context, direct *store.Store) ([]CleanupCase
 				if err := seed(ctx, b.t.st, kind, ns, n, b.d.reply); err != nil {
 					return out, err
 				}
-				b.quiesce(ctx, time.Minute)
+				b.quiesce(ctx, fmt.Sprintf("seeding %d %s for cleanup", n, kind), time.Minute)
 				start := time.Now()
 				for more := true; more; {
 					if cs.Commands++; cs.Commands > n/handlers.MaxCleanup+10 { // a lock held for long: no end in sight
@@ -123,7 +123,7 @@ func (b *bench) cleanup(ctx context.Context, direct *store.Store) ([]CleanupCase
 					cs.OutboxRows = int64(3*n + 1) // per lease: lock.expired twice, the lock's state; the answer
 					cs.DrainSeconds = (cs.EndToEndMS - cs.WorkerMS) / 1000
 				}
-				b.quiesce(ctx, 10*time.Minute)
+				b.quiesce(ctx, fmt.Sprintf("5 cleanup of %d %s", n, kind), 10*time.Minute)
 			}
 			if direct != nil {
 				d, err := directCleanup(ctx, direct, kind, b.rid("dclean", n, len(out)), n)

@@ -242,11 +242,11 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	fs.StringVar(&cfg.WorkerBin, "worker-bin", "", "run this lockworker binary as a child process instead of in process (scenario 7 then measures the worker alone); builds: the candidate; floor:kafka, floor:commit or floor:outbox runs a floor instead, the least any service with this API does (floor.go)")
 	fs.StringVar(&cfg.BaselineBin, "baseline-bin", "", "builds: the lockworker binary (or floor:MODE) the candidate (--worker-bin) is measured against, alternating")
 	fs.StringVar(&cfg.ServeFloor, "serve-floor", "", "internal: serve as the floor of this mode (what lockbench starts for --worker-bin floor:MODE)")
-	fs.BoolVar(&cfg.BrokerMemory, "broker-memory", false, "in-memory kfake broker instead of the embedded broker with a data directory")
+	fs.BoolVar(&cfg.BrokerMemory, "broker-memory", false, "in-memory kfake broker instead of the embedded broker with a data directory (a broker in lockbench's process only: not with --broker-bin or --brokers)")
 	fs.StringVar(&cfg.BrokerBin, "broker-bin", "", "run this devkafka binary as the broker, a process of its own, so that its CPU is measured apart from the worker's and lockbench's")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the schemas lockbench created")
 	pgConns := fs.Int("pg-max-conns", cfg.PGMaxConns, "worker's pool size (POSTGRES_MAX_CONNECTIONS), also used by the ceiling")
-	fs.IntVar(&cfg.MaxPollRecords, "max-poll-records", 0, "in-process worker's MaxPollRecords (0: the worker's default)")
+	fs.IntVar(&cfg.MaxPollRecords, "max-poll-records", 0, "in-process worker's MaxPollRecords (0: the worker's default; in-process mode only, lockworker has no setting of it)")
 	fs.IntVar(&cfg.Appliers, "appliers", 0, "in-process worker's Appliers, transactions of commands at once, and the ceiling's (0: the worker's default; a child or running worker keeps its default, and so does the ceiling)")
 	clients := fs.Int("clients", 0, "throughput: virtual clients (default 256, quick 32)")
 	duration := fs.Duration("duration", 0, "throughput: measured window (default 15s, quick 3s)")
@@ -278,15 +278,15 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	fs.BoolVar(&cfg.SQLStats, "sql-stats", false, "time every statement of the in-process worker during the throughput window (in-process mode only)")
 	fs.BoolVar(&cfg.PGSample, "pg-sample", false, "sample pg_stat_activity every 10 ms during the throughput window")
 	fs.BoolVar(&cfg.SDK, "sdk", true, "throughput: also run it through the client SDK (package client)")
-	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (false: outbox.Config.OrderAcrossTopics)")
+	fs.BoolVar(&cfg.RelayConcurrentTopics, "relay-concurrent-topics", true, "in-process relay: publish each topic's rows of a batch in one call, topics concurrently (false: outbox.Config.OrderAcrossTopics; in-process mode only, lockworker has no setting of it)")
 	fs.BoolVar(&cfg.Verbose, "v", false, "log the worker's warnings to stderr")
 	fs.StringVar(&cfg.Failover.DevkafkaBin, "devkafka-bin", "", "failover: the cmd/devkafka binary")
-	kills := fs.Int("failover-kills", -1, "failover: SIGKILLs of one replica (default 10, quick 2)")
-	freezes := fs.Int("failover-freezes", -1, "failover: SIGSTOPs of one replica, each SIGCONTed after --failover-freeze-for (default 3, quick 1)")
+	kills := fs.Int("failover-kills", cfg.Failover.Kills, "failover: SIGKILLs of one replica (2 with --quick)")
+	freezes := fs.Int("failover-freezes", cfg.Failover.Freezes, "failover: SIGSTOPs of one replica, each SIGCONTed after --failover-freeze-for (1 with --quick)")
 	freezeFor := fs.Duration("failover-freeze-for", 0, "failover: how long each SIGSTOP lasts; longer than the session timeout, the group evicts the replica meanwhile (default 15s)")
-	terms := fs.Int("failover-terms", -1, "failover: SIGTERMs of one replica (default 10, quick 2)")
-	rolls := fs.Int("failover-rolls", -1, "failover: rolling restarts of all three (default 3, quick 1)")
-	cuts := fs.Int("failover-cuts", -1, "failover: PostgreSQL cuts from one replica (its proxy hangs), each restored after --failover-cut-for (default 3, quick 1)")
+	terms := fs.Int("failover-terms", cfg.Failover.Terms, "failover: SIGTERMs of one replica (2 with --quick)")
+	rolls := fs.Int("failover-rolls", cfg.Failover.Rolls, "failover: rolling restarts of all three (1 with --quick)")
+	cuts := fs.Int("failover-cuts", cfg.Failover.Cuts, "failover: PostgreSQL cuts from one replica (its proxy hangs), each restored after --failover-cut-for (1 with --quick)")
 	cutFor := fs.Duration("failover-cut-for", 0, fmt.Sprintf("failover: how long each PostgreSQL cut lasts; longer than the worker's default POSTGRES_UNREACHABLE_TIMEOUT (%s), so that a replica that gives its partitions up does so meanwhile (default 30s)", worker.DefaultUnreachableTimeout))
 	fs.BoolVar(&cfg.Failover.Static, "failover-static", false, "failover: replicas with KAFKA_STATIC_MEMBERSHIP=true")
 	fs.DurationVar(&cfg.Failover.SessionTimeout, "failover-session-timeout", 0, "failover: replicas' KAFKA_SESSION_TIMEOUT (default lockworker's)")
@@ -303,7 +303,7 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	}()
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	// -1 and 0 are also the defaults that mean "not given": refused only
+	// 0 is also the lengths' default, meaning "not given": refused only
 	// when given.
 	for _, f := range []struct {
 		count, length string
@@ -340,9 +340,21 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	setIf(&cfg.Waiters, *waiters)
 	setIf(&cfg.BurstLocks, *burstLocks)
 	setIf(&cfg.Leases, *leases)
-	for dst, v := range map[*int]int{&cfg.Failover.Kills: *kills, &cfg.Failover.Terms: *terms, &cfg.Failover.Rolls: *rolls, &cfg.Failover.Freezes: *freezes, &cfg.Failover.Cuts: *cuts} {
-		if v >= 0 { // 0 skips that fault
-			*dst = v
+	// The failover's counts default to DefaultConfig's (the help says so)
+	// or --quick's; given, they override either (0 skips that fault).
+	for _, f := range []struct {
+		name string
+		dst  *int
+		n    int
+	}{
+		{"failover-kills", &cfg.Failover.Kills, *kills}, {"failover-terms", &cfg.Failover.Terms, *terms}, {"failover-rolls", &cfg.Failover.Rolls, *rolls},
+		{"failover-freezes", &cfg.Failover.Freezes, *freezes}, {"failover-cuts", &cfg.Failover.Cuts, *cuts},
+	} {
+		if f.n < 0 {
+			return nil, fmt.Errorf("--%s must be 0 or more", f.name)
+		}
+		if given[f.name] {
+			*f.dst = f.n
 		}
 	}
 	setIf(&cfg.CeilingBatch, *ceilBatch)
@@ -382,7 +394,7 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	if err := checkFloor(cfg.WorkerBin, cfg.BaselineBin); err != nil {
 		return nil, err
 	}
-	if err := checkProfiling(&cfg, *brokers != ""); err != nil {
+	if err := checkInProcess(&cfg, given, *brokers != ""); err != nil {
 		return nil, err
 	}
 	if cfg.wants(buildsScenario) && (cfg.WorkerBin == "" || cfg.BaselineBin == "" || *brokers != "") {
@@ -396,28 +408,39 @@ func parseFlags(args []string, stderr io.Writer) (_ *Config, err error) {
 	return &cfg, nil
 }
 
-// checkProfiling refuses the options that look inside the in-process
-// worker when the worker is another process (--worker-bin, or --brokers):
-// the profiles would be of lockbench's load generator and broker, and the
-// statement timings of nothing.
-func checkProfiling(cfg *Config, external bool) error {
-	if cfg.WorkerBin == "" && !external {
-		return nil
-	}
-	var given []string
-	for _, f := range []struct {
-		name string
-		set  bool
-	}{{"--cpuprofile", cfg.CPUProfile != ""}, {"--memprofile", cfg.MemProfile != ""}, {"--sql-stats", cfg.SQLStats}} {
-		if f.set {
-			given = append(given, f.name)
+// checkInProcess refuses the options given (even at their defaults) of
+// the worker or the broker lockbench runs in its own process when that
+// runs elsewhere, rather than report a run they did not change. With
+// --worker-bin or --brokers the worker is another process; with
+// --broker-bin or --brokers the broker is.
+func checkInProcess(cfg *Config, given map[string]bool, external bool) error {
+	for _, c := range []struct {
+		elsewhere bool
+		flags     []string
+		why       string
+	}{
+		{cfg.WorkerBin != "" || external, []string{"cpuprofile", "memprofile", "sql-stats", "max-poll-records", "relay-concurrent-topics"},
+			"for the in-process worker only; with --worker-bin or --brokers the worker is another process " +
+				"(--cpuprofile and --memprofile would profile lockbench's load generator and broker, --sql-stats would time nothing, " +
+				"and lockworker has no setting of --max-poll-records or --relay-concurrent-topics)"},
+		{cfg.BrokerBin != "" || external, []string{"broker-memory"},
+			"for a broker in lockbench's process only; with --broker-bin or --brokers the broker is another process " +
+				"(devkafka keeps its data in a directory, a running broker as it was started)"},
+	} {
+		if !c.elsewhere {
+			continue
+		}
+		var refused []string
+		for _, f := range c.flags {
+			if given[f] {
+				refused = append(refused, "--"+f)
+			}
+		}
+		if len(refused) > 0 {
+			return fmt.Errorf("%s: %s", strings.Join(refused, ", "), c.why)
 		}
 	}
-	if len(given) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%s: for the in-process worker only; with --worker-bin or --brokers the worker is another process "+
-		"(--cpuprofile and --memprofile would profile lockbench's load generator and broker, --sql-stats would time nothing)", strings.Join(given, ", "))
+	return nil
 }
 
 func main() {
@@ -602,7 +625,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 		}
 		rep.Throughput = &r
 		b.markRSS("throughput")
-		b.quiesce(ctx, time.Minute)
+		b.quiesce(ctx, "1 throughput", time.Minute)
 		if cfg.SDK {
 			progress("1 throughput through the client SDK: %d clients, %s warm-up, %s measured", cfg.Clients, cfg.Warmup, cfg.Duration)
 			sdk, closeSDK, err := b.sdkCycler(ctx)
@@ -615,7 +638,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 				return fmt.Errorf("throughput (SDK): %w", err)
 			}
 			rep.ThroughputSDK = &r
-			b.quiesce(ctx, time.Minute)
+			b.quiesce(ctx, "1 throughput through the client SDK", time.Minute)
 		}
 	}
 	if cfg.wants("latency") {
@@ -626,7 +649,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 		}
 		rep.Latency = &r
 		b.markRSS("latency")
-		b.quiesce(ctx, time.Minute)
+		b.quiesce(ctx, "2 latency", time.Minute)
 	}
 	if cfg.wants("contention") {
 		progress("3 contention: %d waiters on one lock", cfg.Waiters)
@@ -636,7 +659,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 		}
 		rep.Contention = &r
 		b.markRSS("contention")
-		b.quiesce(ctx, time.Minute)
+		b.quiesce(ctx, "3 contention", time.Minute)
 	}
 	if cfg.wants("expiry") {
 		progress("4 expiry: %d leases of %s", cfg.Leases, cfg.Lease)
@@ -646,7 +669,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 		}
 		rep.Expiry = &r
 		b.markRSS("expiry")
-		b.quiesce(ctx, time.Minute)
+		b.quiesce(ctx, "4 expiry", time.Minute)
 	}
 	if cfg.wants("cleanup") {
 		if t.st == nil && direct == nil {
@@ -688,7 +711,7 @@ func runScenarios(ctx context.Context, cfg *Config, rep *Report, stderr io.Write
 			return fmt.Errorf("burst: %w", err)
 		}
 		rep.Burst = &r
-		b.quiesce(ctx, time.Minute)
+		b.quiesce(ctx, "burst", time.Minute)
 	}
 	if cfg.wants("modes") {
 		r, err := b.modes(ctx)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -348,6 +349,26 @@ func TestParseFlagsFailoverFreezesAndCuts(t *testing.T) {
 	}
 }
 
+// TestParseFlagsFailoverCounts: the SIGKILLs, SIGTERMs and rolling
+// restarts are DefaultConfig's, or --quick's, unless given; a negative
+// count is refused, not taken for "not given".
+func TestParseFlagsFailoverCounts(t *testing.T) {
+	counts := func(args ...string) []int {
+		t.Helper()
+		cfg, err := parseFlags(args, &bytes.Buffer{})
+		require.NoError(t, err)
+		return []int{cfg.Failover.Kills, cfg.Failover.Terms, cfg.Failover.Rolls}
+	}
+	require.Equal(t, []int{10, 10, 3}, counts())
+	require.Equal(t, []int{2, 2, 1}, counts("--quick"))
+	require.Equal(t, []int{5, 0, 1}, counts("--quick", "--failover-kills", "5", "--failover-terms", "0"))
+	require.Equal(t, []int{10, 10, 0}, counts("--failover-rolls", "0"))
+	for _, name := range []string{"failover-kills", "failover-terms", "failover-rolls"} {
+		_, err := parseFlags([]string{"--" + name, "-1"}, &bytes.Buffer{})
+		require.EqualError(t, err, "--"+name+" must be 0 or more")
+	}
+}
+
 // TestAppliersReachTheCeilingInProcessOnly: --appliers sets the in-process
 // worker's appliers and the ceiling's transactions at once; a child worker
 // has no such setting, so the ceiling keeps the default it runs with.
@@ -366,20 +387,56 @@ func TestAppliersReachTheCeilingInProcessOnly(t *testing.T) {
 	}
 }
 
-// TestProfilingNeedsTheInProcessWorker: --cpuprofile, --memprofile and
-// --sql-stats look inside the in-process worker; with the worker another
-// process they are refused, and the refusal is written out (main only
-// exits).
-func TestProfilingNeedsTheInProcessWorker(t *testing.T) {
-	for _, flag := range [][]string{{"--cpuprofile", "cpu.out"}, {"--memprofile", "mem.out"}, {"--sql-stats"}} {
-		_, err := parseFlags(flag, &bytes.Buffer{})
-		require.NoError(t, err, "in process: %v", flag)
-		for _, where := range [][]string{{"--worker-bin", "/bin/lockworker"}, {"--worker-bin", "floor:kafka"}, {"--brokers", "127.0.0.1:9092"}} {
+// TestInProcessOptionsRefusedElsewhere: --cpuprofile, --memprofile and
+// --sql-stats look inside the in-process worker, --max-poll-records and
+// --relay-concurrent-topics set it (lockworker has no setting of either),
+// --broker-memory picks the broker lockbench runs itself; with the worker
+// or the broker another process they are refused when given, even at
+// their defaults, and the refusal is written out (main only exits).
+func TestInProcessOptionsRefusedElsewhere(t *testing.T) {
+	workerElsewhere := [][]string{{"--worker-bin", "/bin/lockworker"}, {"--worker-bin", "floor:kafka"}, {"--brokers", "127.0.0.1:9092"}}
+	brokerElsewhere := [][]string{{"--broker-bin", "/bin/devkafka"}, {"--brokers", "127.0.0.1:9092"}}
+	for _, c := range []struct {
+		flag      []string
+		elsewhere [][]string
+		refusal   string
+	}{
+		{[]string{"--cpuprofile", "cpu.out"}, workerElsewhere, "for the in-process worker only; with --worker-bin or --brokers the worker is another process"},
+		{[]string{"--memprofile", "mem.out"}, workerElsewhere, "for the in-process worker only; with --worker-bin or --brokers the worker is another process"},
+		{[]string{"--sql-stats"}, workerElsewhere, "for the in-process worker only; with --worker-bin or --brokers the worker is another process"},
+		{[]string{"--max-poll-records", "500"}, workerElsewhere, "for the in-process worker only; with --worker-bin or --brokers the worker is another process"},
+		{[]string{"--max-poll-records", "0"}, workerElsewhere, "for the in-process worker only; with --worker-bin or --brokers the worker is another process"},
+		{[]string{"--relay-concurrent-topics=false"}, workerElsewhere, "for the in-process worker only; with --worker-bin or --brokers the worker is another process"},
+		{[]string{"--relay-concurrent-topics"}, workerElsewhere, "for the in-process worker only; with --worker-bin or --brokers the worker is another process"},
+		{[]string{"--broker-memory"}, brokerElsewhere, "for a broker in lockbench's process only; with --broker-bin or --brokers the broker is another process"},
+	} {
+		_, err := parseFlags(c.flag, &bytes.Buffer{})
+		require.NoError(t, err, "in process: %v", c.flag)
+		name, _, _ := strings.Cut(c.flag[0], "=")
+		for _, where := range c.elsewhere {
 			var stderr bytes.Buffer
-			_, err := parseFlags(append(slices.Clone(flag), where...), &stderr)
-			require.ErrorContains(t, err, flag[0]+": for the in-process worker only; with --worker-bin or --brokers the worker is another process", where)
+			_, err := parseFlags(append(slices.Clone(c.flag), where...), &stderr)
+			require.ErrorContains(t, err, name+": "+c.refusal, "%v %v", c.flag, where)
 			require.Equal(t, "lockbench: "+err.Error()+"\n", stderr.String())
 		}
+	}
+	// A broker of lockbench's own with a child worker: --broker-memory holds.
+	cfg, err := parseFlags([]string{"--broker-memory", "--worker-bin", "/bin/lockworker"}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.True(t, cfg.BrokerMemory)
+}
+
+// TestHelpSaysOneDefault: no flag's help names two defaults, the text's and
+// the flag package's (the failover counts' -1, "not given", was printed
+// as their default).
+func TestHelpSaysOneDefault(t *testing.T) {
+	var help bytes.Buffer
+	_, err := parseFlags([]string{"--help"}, &help)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Contains(t, help.String(), "-failover-kills")
+	for _, usage := range strings.Split(help.String(), "\n  -")[1:] {
+		require.LessOrEqual(t, strings.Count(usage, "(default "), 1, usage)
+		require.NotContains(t, usage, "(default -1)", usage)
 	}
 }
 

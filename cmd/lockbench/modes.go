@@ -56,7 +56,7 @@ func (b *bench) modes(ctx context.Context) (ModesResult, error) {
 			if *s.dst, err = b.throughput(ctx, s.via, b.shapedCycler(30*time.Second, s.shape), false); err != nil {
 				return res, err
 			}
-			b.quiesce(ctx, time.Minute)
+			b.quiesce(ctx, fmt.Sprintf("modes round %d, %s", round+1, s.via), time.Minute)
 		}
 		r.SharedCost = cpuRatio(r.Shared, r.Exclusive)
 		res.Rounds = append(res.Rounds, r)

@@ -148,8 +148,9 @@ func (b *bench) peer(ctx context.Context) (PeerResult, error) {
 			if *s.dst, err = b.throughput(ctx, s.via, s.cycle, false); err != nil {
 				return res, err
 			}
-			b.quiesce(ctx, time.Minute)
+			b.quiesce(ctx, fmt.Sprintf("peer round %d, %s", round+1, s.via), time.Minute)
 		}
+		withoutTarget(&r.Original)
 		if r.Original.PerSecond > 0 {
 			r.Ratio = r.Lockworker.PerSecond / r.Original.PerSecond
 		}
@@ -160,7 +161,18 @@ func (b *bench) peer(ctx context.Context) (PeerResult, error) {
 	cfg.Clients = 1
 	one := &bench{cfg: &cfg, t: b.t, d: b.d, run: b.run, rep: b.rep, progress: b.progress}
 	res.Light, err = one.throughput(ctx, "original design, 1 client", one.peerCycler(pool, -1), false)
+	withoutTarget(&res.Light)
 	return res, err
+}
+
+// withoutTarget leaves out of a run of the original design the figures of
+// the target's worker and broker, idle beside it: their CPU (per 1,000 of
+// the original's commands, too) and the in-process worker's batches are
+// not the original's. PostgreSQL's server CPU and lockbench's process's
+// (the original's clients; in process the idle worker's too) stay.
+func withoutTarget(t *ThroughputResult) {
+	t.CPU.WorkerCPU, t.CPU.BrokerCPU, t.CPU.brokerLost, t.WorkerCPUPer = nil, nil, false, nil
+	t.Batches, t.MeanBatch, t.MeanBatchMS = 0, 0, 0
 }
 
 // p50Ratio is num's acquire p50 over den's, or 0 (not measured) when

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -44,4 +45,29 @@ func TestPeerAcquireSaysHeldOnlyWhenHeld(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	require.NotErrorIs(t, err, errPeerHeld)
 	require.NotContains(t, err.Error(), "held by another owner")
+}
+
+// TestPeerOriginalHasNoWorkerCPU: the original design's runs (its rounds
+// and its one client) have no worker's or broker's CPU (nor worker
+// batches), lockworker's idle beside them, in the JSON: PostgreSQL's and lockbench's own process (the
+// original's clients) are what they use; lockworker's rounds keep theirs.
+func TestPeerOriginalHasNoWorkerCPU(t *testing.T) {
+	rep, _ := runFlags(t, "--scenario", "peer", "--broker-memory", "--quick", "--sdk=false",
+		"--clients", "4", "--duration", "1s", "--warmup", "300ms")
+	require.NotNil(t, rep.Peer)
+	require.Len(t, rep.Peer.Rounds, 1)
+	r := rep.Peer.Rounds[0]
+	require.NotNil(t, r.Lockworker.CPU.WorkerCPU)
+	require.NotNil(t, r.Lockworker.WorkerCPUPer)
+	for _, o := range []ThroughputResult{r.Original, rep.Peer.Light} {
+		require.Positive(t, o.Commands, o.Via)
+		b, err := json.Marshal(o)
+		require.NoError(t, err)
+		for _, field := range []string{`"worker_cpu_seconds"`, `"worker_cpu_seconds_per_1000_commands"`, `"broker_cpu_seconds"`, `"worker_batches"`} {
+			require.NotContains(t, string(b), field, o.Via)
+		}
+		require.Contains(t, string(b), `"lockbench_process_cpu_seconds"`, o.Via)
+		require.Equal(t, rep.PostgresCPUMeasured, o.CPU.PostgresCPU != nil, o.Via)
+		require.Equal(t, rep.PostgresCPUMeasured, o.PGCPUPer != nil, o.Via)
+	}
 }

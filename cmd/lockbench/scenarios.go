@@ -36,20 +36,37 @@ func (b *bench) rid(parts ...any) string {
 }
 
 // quiesce waits until the worker has published everything (outbox empty),
-// so one scenario's tail does not load the next.
-func (b *bench) quiesce(ctx context.Context, limit time.Duration) (rows int64, took time.Duration) {
+// so one scenario's tail does not load the next. An outbox not empty
+// within limit, or that cannot be counted, is a note of the report and a
+// line of the progress: what runs next starts under that load. after
+// names what ran.
+func (b *bench) quiesce(ctx context.Context, after string, limit time.Duration) {
 	if b.t.st == nil {
 		time.Sleep(time.Second)
-		return 0, 0
+		return
 	}
 	start := time.Now()
+	var n int64
+	var err error
 	for {
-		var n int64
-		if err := b.t.st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err != nil || n == 0 || time.Since(start) > limit || ctx.Err() != nil {
-			return n, time.Since(start)
+		err = b.t.st.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n)
+		if err != nil || n == 0 || time.Since(start) > limit || ctx.Err() != nil {
+			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	var undrained string
+	switch {
+	case ctx.Err() != nil || err == nil && n == 0:
+		return // cut short (the run's error says so), or drained
+	case err != nil:
+		undrained = fmt.Sprintf("the outbox could not be counted (%v)", err)
+	default:
+		undrained = fmt.Sprintf("%d outbox rows still unpublished after %s", n, limit)
+	}
+	note := fmt.Sprintf("after %s, %s: what ran next, if anything, started with the worker still busy", after, undrained)
+	b.rep.note(note)
+	b.progress("%s", note)
 }
 
 // ---- 1 throughput -------------------------------------------------------

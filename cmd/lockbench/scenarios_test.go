@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/omninode/lockworker/internal/testdb"
+	"github.com/omninode/lockworker/store"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -484,4 +486,42 @@ func TestSoakWarmupIsInNoFigure(t *testing.T) {
 	for i, w := range res.Windows {
 		require.Zero(t, w.Latency.N, "window %d", i+1)
 	}
+}
+
+// TestQuiesceNotesAnOutboxNotDrained: an outbox still holding rows at the
+// limit, or that cannot be counted, is a note of the report and a line of
+// the progress, naming what ran: the next scenario or round starts under
+// that load. An empty outbox says nothing.
+func TestQuiesceNotesAnOutboxNotDrained(t *testing.T) {
+	testdb.Require(t)
+	ctx := context.Background()
+	url, drop, err := newSchema(ctx, testdb.URL(), "lockbench_quiesce_test", false)
+	require.NoError(t, err)
+	t.Cleanup(drop)
+	st, err := store.Open(ctx, store.Config{URL: url, MaxConns: 1})
+	require.NoError(t, err)
+	t.Cleanup(st.Close)
+	var progress bytes.Buffer
+	b := &bench{t: &target{st: st}, rep: &Report{}, progress: func(format string, args ...any) { fmt.Fprintf(&progress, format+"\n", args...) }}
+
+	b.quiesce(ctx, "the test", time.Second)
+	require.Len(t, b.rep.Notes, 1)
+	require.Contains(t, b.rep.Notes[0], "after the test, the outbox could not be counted")
+	require.Contains(t, b.rep.Notes[0], `relation "outbox" does not exist`)
+	require.Contains(t, progress.String(), b.rep.Notes[0])
+
+	_, err = st.Pool.Exec(ctx, `CREATE TABLE outbox (id bigint)`)
+	require.NoError(t, err)
+	b.rep.Notes = nil
+	progress.Reset()
+	b.quiesce(ctx, "the test", time.Second)
+	require.Empty(t, b.rep.Notes, "an empty outbox is drained")
+	require.Empty(t, progress.String())
+
+	_, err = st.Pool.Exec(ctx, `INSERT INTO outbox VALUES (1), (2)`)
+	require.NoError(t, err)
+	b.quiesce(ctx, "the test", 200*time.Millisecond)
+	require.Len(t, b.rep.Notes, 1)
+	require.Contains(t, b.rep.Notes[0], "after the test, 2 outbox rows still unpublished after 200ms")
+	require.Contains(t, progress.String(), b.rep.Notes[0])
 }
