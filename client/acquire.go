@@ -542,11 +542,12 @@ func (c *Client) abandon(acq topics.Command, refused *int64, generated bool) {
 	// be any of the holders listed; but the list is cut (the first
 	// MaxHoldersShown, within MaxHoldersBytes), and the given-up grant is
 	// the newest, the likeliest cut off: lock_info itself is the newest
-	// holder.
+	// holder. Only the answer about this lock, as Query takes it: another
+	// lock's would release by a token not the grant's.
 	q := c.command(topics.OpQuery, acq.LockName)
 	q.Namespace = acq.Namespace
 	st, err := c.bestEffort(q)
-	if err != nil || st.LockInfo == nil {
+	if err != nil || replyStatus(st, q) != nil {
 		return
 	}
 	if token, ok := ownersToken(st.LockInfo, c.acquireKey(acq.Namespace, acq.LockName, acq.OwnerID).owner); ok {
