@@ -19,7 +19,7 @@ import (
 func TestGivenUpAcquireWaitsForItsOwnersOthers(t *testing.T) {
 	// Under authentication, as the worker scopes it: the lease's owner.
 	c := &Client{creds: &credentials{claims: jwt.RegisteredClaims{Subject: "billing"}},
-		leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}, acquiring: map[acquireKey]acquiring{}}
+		leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}, acquiring: map[acquireKey]acquiring{}}
 	cmd := topics.Command{Namespace: "ns", LockName: "job", OwnerID: "me"}
 	start := func(cmd topics.Command) acquireKey {
 		k, waited, err := c.startAcquire(context.Background(), cmd)

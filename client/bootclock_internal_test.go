@@ -26,7 +26,7 @@ func movableBoot(c *Client) func(time.Duration) {
 // suspendedClient is a bare Client (no watch: the test calls checkBoot)
 // whose boot clock the test moves (movableBoot).
 func suspendedClient() (*Client, func(time.Duration)) {
-	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}, sessions: map[string]*Session{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}, sessions: map[string]*Session{}}
 	return c, movableBoot(c)
 }
 

@@ -61,12 +61,14 @@ type Client struct {
 	// endAcquire).
 	acquiring map[acquireKey]acquiring
 	// ended are the events that end a lease (lock.expired, lock.revoked,
-	// lock.released), by fencing token, every one, whether or not it found
-	// a lease: the grant's reply may still be on its way to Acquire, or
-	// newLease still taking it up (endedFirst relies on every end being
-	// here). A ring, so it stays bounded.
-	ended    map[int64]topics.Event
-	endedLog []int64
+	// lock.released), by the lease they name, every one, whether or not it
+	// found a lease: the grant's reply may still be on its way to Acquire,
+	// or newLease still taking it up (endedFirst relies on every end being
+	// here). Keyed by lock and owner too, not the token alone, so that a
+	// stray about another lock or owner with a lease's token cannot hide
+	// the real end. A ring, so it stays bounded.
+	ended    map[endKey]topics.Event
+	endedLog []endKey
 	// boot is the boot clock (nil: bootClock); tests move it past a
 	// lease's or session's boot-clock deadline (bootNow).
 	boot func() time.Duration
@@ -129,7 +131,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		leases:    make(map[int64][]*Lease),
 		sessions:  make(map[string]*Session),
 		acquiring: make(map[acquireKey]acquiring),
-		ended:     make(map[int64]topics.Event),
+		ended:     make(map[endKey]topics.Event),
 	}
 	if !cfg.ReadOnly {
 		c.replyTopic = cfg.Topics.ReplyTopic(cfg.Requester)
@@ -578,19 +580,26 @@ func (c *Client) route(ev topics.Event) {
 // maxEnded bounds the events remembered by rememberEnded.
 const maxEnded = 1024
 
+// endKey is the lease an end event names: what Lease.endedBy matches.
+type endKey struct {
+	ns, name, owner string
+	token           int64
+}
+
 // rememberEnded keeps an event that ends a lease, registered or not yet
 // (Client.ended). c.mu is held.
 func (c *Client) rememberEnded(ev topics.Event) {
-	token := ev.LockInfo.FencingToken
-	if _, ok := c.ended[token]; ok {
+	li := ev.LockInfo
+	k := endKey{li.Namespace, li.LockName, li.OwnerID, li.FencingToken}
+	if _, ok := c.ended[k]; ok {
 		return
 	}
 	if len(c.endedLog) == maxEnded {
 		delete(c.ended, c.endedLog[0])
 		c.endedLog = c.endedLog[1:]
 	}
-	c.ended[token] = ev
-	c.endedLog = append(c.endedLog, token)
+	c.ended[k] = ev
+	c.endedLog = append(c.endedLog, k)
 }
 
 // acquireKey is a lock and an owner as the worker sees it (scoped by the

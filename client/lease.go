@@ -232,7 +232,7 @@ func (c *Client) newLease(ev topics.Event, o acquireOptions, queued bool, sent s
 // otherwise.
 func (l *Lease) endedFirst() *lateGrant {
 	l.c.mu.Lock()
-	ended, read := l.c.ended[l.Token]
+	ended, read := l.c.ended[endKey{l.Namespace, l.Name, l.Owner, l.Token}]
 	l.c.mu.Unlock()
 	if !read {
 		return nil

@@ -26,7 +26,7 @@ func TestEndedBeforeLeaseRegistered(t *testing.T) {
 		want error
 	}{{topics.TypeExpired, ErrLeaseLost}, {topics.TypeRevoked, ErrRevoked}, {topics.TypeReleased, ErrLeaseLost}} {
 		t.Run(tc.typ, func(t *testing.T) {
-			c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+			c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}}
 			now := time.Now()
 			info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 7, Status: topics.StatusAcquired,
 				AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
@@ -46,6 +46,34 @@ func TestEndedBeforeLeaseRegistered(t *testing.T) {
 			require.True(t, ok, "not a late grant: %v", late)
 			require.True(t, g.ended, "to be given back")
 			require.True(t, g.again, "a campaign would end with it")
+			require.Empty(t, c.leases)
+		})
+	}
+}
+
+// TestStrayEndDoesNotHideTheRealOne: an end carrying a lease's fencing
+// token but about another lock or owner (no worker sends one; another
+// producer on the reply topic could), read before the real end and before
+// the grant was taken up, does not hide the real end from the late-grant
+// check: the lease is lost at once, not at its deadline.
+func TestStrayEndDoesNotHideTheRealOne(t *testing.T) {
+	for _, stray := range []struct{ ns, name, owner string }{{"", "other", "me"}, {"elsewhere", "job", "me"}, {"", "job", "someone"}} {
+		t.Run(stray.ns+"/"+stray.name+"/"+stray.owner, func(t *testing.T) {
+			c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}}
+			now := time.Now()
+			info := func(ns, name, owner, status string) *topics.LockInfo {
+				return &topics.LockInfo{Namespace: ns, LockName: name, OwnerID: owner, FencingToken: 7, Status: status,
+					AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
+			}
+			c.route(topics.Event{Type: topics.TypeExpired, LockInfo: info(stray.ns, stray.name, stray.owner, topics.StatusExpired),
+				OccurredAt: topics.Time{Time: now}})
+			c.route(topics.Event{Type: topics.TypeRevoked, LockInfo: info("", "job", "me", topics.StatusRevoked),
+				OccurredAt: topics.Time{Time: now}, Reason: "test"})
+			granted := topics.Event{Type: topics.TypeAcquired, LockInfo: info("", "job", "me", topics.StatusAcquired), OccurredAt: topics.Time{Time: now}}
+			l, late := c.newLease(granted, acquireOptions{}, false, sentAtTime(c, now), now)
+			require.ErrorIs(t, late, ErrRevoked, "the real end was hidden by the stray")
+			require.ErrorIs(t, l.Err(), ErrRevoked)
+			require.ErrorContains(t, l.Err(), "(read before the grant was taken up)")
 			require.Empty(t, c.leases)
 		})
 	}
@@ -104,7 +132,7 @@ func TestAcquireOfAGrantEndedFirstReturnsTheLoss(t *testing.T) {
 // acquired a lock it held already) both hear of its end, and a lease's own
 // release ends only the other as lost.
 func TestEveryLeaseOfATokenEnds(t *testing.T) {
-	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}}
 	now := time.Now()
 	info := func(token int64) *topics.LockInfo {
 		return &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: token, Status: topics.StatusAcquired,
@@ -141,7 +169,7 @@ func TestEveryLeaseOfATokenEnds(t *testing.T) {
 // deadline counts from the send and the worker's time of lock.queued, so it
 // comes no later than the lease's real end.
 func TestQueuedGrantDeadlineErrsEarly(t *testing.T) {
-	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}}
 	sent := time.Now().Add(-12 * time.Second) // queued 12 s ago, granted 2 s ago, read now
 	queuedAt := sent.Add(5 * time.Millisecond)
 	grantedAt := sent.Add(10 * time.Second)
@@ -259,7 +287,7 @@ func TestBoundWaitOnlyMovesTheStartBack(t *testing.T) {
 // token 11, before the renewal's Acquire registers its Lease. The revoke ends
 // the lock after the renewal, so the renewal's Lease must be lost too.
 func TestEndReadBeforeARenewalRegisters(t *testing.T) {
-	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}}
 	now := time.Now()
 	info := &topics.LockInfo{LockName: "job", OwnerID: "me", FencingToken: 11, Status: topics.StatusAcquired,
 		AcquiredAt: topics.NewTimePtr(now), ExpiresAt: topics.NewTimePtr(now.Add(time.Minute)), LeaseDuration: 60}
@@ -278,7 +306,7 @@ func TestEndReadBeforeARenewalRegisters(t *testing.T) {
 // removes it from the client's leases: it is registered before its deadline
 // timer starts. Many at once, so that the timers and the registrations race.
 func TestLeasePastItsDeadlineIsNotKept(t *testing.T) {
-	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}}
 	now := time.Now()
 	leases := make(chan *Lease, 5000)
 	var wg sync.WaitGroup
@@ -374,7 +402,7 @@ func TestReleaseWithACancelledContext(t *testing.T) {
 // keep-alives rather than stay at the expiry its grant showed, which a
 // healthy session outlives.
 func TestSessionLeaseExpiresWithItsSession(t *testing.T) {
-	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}, sessions: map[string]*Session{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}, sessions: map[string]*Session{}}
 	now := time.Now().Truncate(time.Microsecond) // as the contract's times
 	s := &Session{ID: "s1", Owner: "me", TTL: 10 * time.Second, c: c, leases: map[*Lease]bool{}}
 	s.ctx, s.cancel = context.WithCancelCause(context.Background())
@@ -908,7 +936,7 @@ func TestExtendPastHowFarALeaseRunsAheadKeepsIt(t *testing.T) {
 // Leadership). The end is routed as soon as the lease is registered; the
 // window is narrow, so many rounds (before the fix: up to 75 in 20,000).
 func TestEndRoutedWhileNewLeaseRuns(t *testing.T) {
-	c := &Client{leases: map[int64][]*Lease{}, ended: map[int64]topics.Event{}}
+	c := &Client{leases: map[int64][]*Lease{}, ended: map[endKey]topics.Event{}}
 	// The host slept 2 min while the grant was on its way: the grant is past
 	// its boot deadline when read, so newLease returns it late whenever its
 	// due check runs, unless the end was routed between the registration
