@@ -57,7 +57,7 @@ func TestAbandonTakesOnlyTheStatusOfItsLock(t *testing.T) {
 			defer cancel()
 			var seen recorder
 			var owner atomic.Value
-			c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+			c, _ := fakeWorkerWith(t, patient, func(ctx context.Context, cmd topics.Command) []topics.Event {
 				seen.add(cmd)
 				switch {
 				case cmd.Operation == topics.OpAcquire:

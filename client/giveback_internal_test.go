@@ -481,7 +481,7 @@ func TestRefusedGrantWrongToken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var seen recorder
-	c := fakeWorker(t, func(ctx context.Context, cmd topics.Command) []topics.Event {
+	c, _ := fakeWorkerWith(t, patient, func(ctx context.Context, cmd topics.Command) []topics.Event {
 		seen.add(cmd)
 		switch cmd.Operation {
 		case topics.OpAcquire:

@@ -43,6 +43,11 @@ type fakeOpts struct {
 	config func(*Config)
 }
 
+// patient is fakeOpts for a test that compares the commands the stand-in
+// saw one by one: fakeWorker's 1 s reply wait sent a command again on a
+// cold broker under -race.
+var patient = fakeOpts{config: func(c *Config) { c.ReplyTimeout = 5 * time.Second }}
+
 // fakeWorkerWith is fakeWorker as o says, for a test or a fuzz target; it
 // returns the broker too.
 func fakeWorkerWith(t testing.TB, o fakeOpts, answer func(ctx context.Context, cmd topics.Command) []topics.Event) (*Client, *kfake.Cluster) {
