@@ -183,8 +183,8 @@ type partition struct {
 	// (await): Run waits for them before it returns (handOver).
 	left leftBehind
 	// probes are the current Run's probes (probe.go); acks counts the
-	// acknowledged publishes, so that a probe's failure tells whether
-	// Kafka answered meanwhile.
+	// acknowledged publishes, so that a failure tells whether Kafka
+	// answered meanwhile: a probe's, or a unit's after setAside's halves.
 	probes *probes
 	acks   uint64
 
@@ -982,14 +982,15 @@ const probeGrace = 300 * time.Millisecond
 // looks away and the partition pauses. acked says another unit published
 // at the same time was acknowledged: Kafka is not away.
 func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState, acked bool) bool {
+	// Any row acknowledged here (ps.ack counts each publish Kafka took),
+	// written by the failed call or by setAside's halves, shows Kafka is
+	// there.
+	acks := p.acks
 	var wrote map[int64]bool
 	if err != nil {
 		// Whatever the failure, only the rows Kafka did not write are
-		// retried, counted or parked; any it wrote shows Kafka is there.
-		var rest []row
-		rest, wrote = ps.ackWritten(p, u, err)
-		acked = acked || len(rest) < len(u.rows)
-		u.rows = rest
+		// retried, counted or parked.
+		u.rows, wrote = ps.ackWritten(p, u, err)
 	}
 	if err != nil && ctx.Err() == nil {
 		if kind, _ := Classify(err); kind == RecordRefused {
@@ -1066,7 +1067,7 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	if reason == ReasonReplicas {
 		return true
 	}
-	if acked { // the failure is the topic's own, Kafka is there
+	if acked || p.acks != acks { // the failure is the topic's own, Kafka is there
 		p.awayTopic = ""
 		return true
 	}
