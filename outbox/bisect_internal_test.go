@@ -169,32 +169,3 @@ func TestSetAsideKafkaAwayMidway(t *testing.T) {
 	require.Equal(t, []string{"a1", "a2"}, ackedValues(rows, p.acked))
 	require.Equal(t, []string{"a3"}, parkedValues(t, st))
 }
-
-// TestSetAsideAcknowledgementsShowKafkaThere: rows setAside got
-// acknowledged are Kafka's answer, as any acknowledgement is, so Kafka
-// away for its topic later (a4) is the topic's own failure, not a second
-// topic in a row after x's: the partition does not pause, and y1, after
-// them (OrderAcrossTopics), is published in the same pass.
-func TestSetAsideAcknowledgementsShowKafkaThere(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	st := testdb.New(t)
-	pub := &kafkaLog{refused: map[string]bool{"a3": true}, away: func(call []string) bool { return call[0] == "x1" || call[0] == "a4" }}
-	r, err := New(Config{Publisher: pub, Pool: st.Pool, PollInterval: time.Hour, OrderAcrossTopics: true, Logger: zerolog.Nop()})
-	require.NoError(t, err)
-	insert := func(topic, value string) {
-		_, err := st.Pool.Exec(ctx, `INSERT INTO outbox (source_partition, topic, key, value) VALUES (0, $1, $2, $3)`, topic, value[:1], value)
-		require.NoError(t, err)
-	}
-	insert("x", "x1")
-	setAsideRows(t, st, []string{"a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"})
-	insert("y", "y1")
-
-	_, err = r.DrainOnce(ctx, 0)
-	require.ErrorContains(t, err, "connection refused")
-	require.Equal(t, [][]string{{"x1"}, {"a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8"}, {"a1", "a2", "a3", "a4"}, {"a1", "a2"}, {"a3", "a4"}, {"a3"}, {"a4"}, {"y1"}}, pub.calls)
-	require.Equal(t, []string{"a1", "a2", "y1"}, pub.written)
-	p := r.part(0)
-	require.True(t, p.pauseUntil.IsZero(), "Kafka acknowledged a1 a2 between x's failure and t's")
-	require.Zero(t, p.kafkaFailures)
-}

@@ -982,8 +982,8 @@ const probeGrace = 300 * time.Millisecond
 // looks away and the partition pauses. acked says another unit published
 // at the same time was acknowledged: Kafka is not away.
 func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps *passState, acked bool) bool {
-	// Any row acknowledged here (ps.ack counts each publish Kafka took),
-	// written by the failed call or by setAside's halves, shows Kafka is
+	// Kafka's acknowledgements here (ps.ack counts the publishes it took),
+	// of rows the failed call wrote or of setAside's halves, show it is
 	// there.
 	acks := p.acks
 	var wrote map[int64]bool
@@ -1002,6 +1002,12 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 			}
 		}
 	}
+	// So do another unit's at the same time: they end a row of topics
+	// Kafka was away for, whatever becomes of this unit's other rows.
+	there := acked || p.acks != acks
+	if there {
+		p.awayTopic = ""
+	}
 	if errors.Is(err, errHeld) { // also from setAside's publishes
 		ps.res.pubErr = cmp.Or(ps.res.pubErr, err)
 		ps.res.more = false // nothing is to be read again before the hold ends
@@ -1010,7 +1016,9 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	if err == nil {
 		ps.ack(p, u.rows)
 		delete(p.blocked, u.topic)
-		p.kafkaFailures, p.awayTopic = 0, ""
+		if p.acks != acks { // not when setAside parked every row unasked
+			p.kafkaFailures, p.awayTopic = 0, ""
+		}
 		return true
 	}
 	if ctx.Err() != nil {
@@ -1067,8 +1075,7 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	if reason == ReasonReplicas {
 		return true
 	}
-	if acked || p.acks != acks { // the failure is the topic's own, Kafka is there
-		p.awayTopic = ""
+	if there { // the failure is the topic's own
 		return true
 	}
 	previous := p.awayTopic
@@ -1086,8 +1093,12 @@ func (r *Relay) settle(ctx context.Context, p *partition, u unit, err error, ps 
 	return true
 }
 
-// ack counts rows Kafka acknowledged; they are deleted later.
+// ack counts rows Kafka acknowledged; they are deleted later. None is no
+// acknowledgement (p.acks stays).
 func (ps *passState) ack(p *partition, rows []row) {
+	if len(rows) == 0 {
+		return
+	}
 	now := time.Now()
 	at := cmp.Or(ps.at, now)
 	if len(p.acked) == 0 {
