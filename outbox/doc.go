@@ -137,8 +137,9 @@
 //     refused so with no other outcome for ParkFor is parked for ParkFor,
 //     park_reason INVALID_REPLICATION_FACTOR; otherwise nothing here is
 //     parked. The topic backs off in memory; two
-//     topics failing so in a row with no success between them or in the
-//     same call, in one pass or in passes of their own, pause the whole
+//     topics failing so in a row with no acknowledgement between them or
+//     in the same call (setAside's halves count; rows it parked unasked
+//     do not), in one pass or in passes of their own, pause the whole
 //     partition with backoff
 //     capped at RetryMax, so nothing is lost and the relay resumes by
 //     itself when Kafka is back. The retry after the backoff is a probe
