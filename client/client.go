@@ -325,6 +325,16 @@ func (c *Client) prepareReplyTopic(ctx context.Context) (map[string]map[int32]kg
 	// made by an operator.
 	denied := errors.Is(err, kerr.TopicAuthorizationFailed) || errors.Is(err, kerr.ClusterAuthorizationFailed)
 	if err != nil && !denied && !errors.Is(err, kerr.TopicAlreadyExists) {
+		if errors.Is(err, kerr.InvalidReplicationFactor) {
+			// Still ErrUnreachable: in a broker's restart it passes. But
+			// the broker answered, so name the setting to check.
+			factor := fmt.Sprint(c.cfg.ReplyTopicReplicationFactor)
+			if c.cfg.ReplyTopicReplicationFactor == -1 {
+				factor = "-1, the broker's default.replication.factor"
+			}
+			err = fmt.Errorf("Kafka refused its replication factor %s (Config.ReplyTopicReplicationFactor, else %s): "+
+				"fewer brokers are up than that, or the cluster has fewer: %w", factor, EnvReplyTopicReplicationFactor, err)
+		}
 		return nil, fmt.Errorf("%w: creating reply topic %q: %w", ErrUnreachable, c.replyTopic, err)
 	}
 	createErr := err

@@ -522,7 +522,8 @@ func TestNewRefusesItsReplyTopicReplicationFactor(t *testing.T) {
 // never reaches a topic New made. With 3 or more it sets
 // min.insync.replicas=2, as the workers do on theirs; otherwise it is the
 // broker's (kfake's: 1). More replicas than brokers fail New with the
-// broker's refusal.
+// broker's refusal, ErrUnreachable as fewer brokers up than the factor is
+// (lockctl's exit 3), in words that name the setting to check.
 func TestReplyTopicReplicationFactor(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -539,6 +540,7 @@ func TestReplyTopicReplicationFactor(t *testing.T) {
 		{name: "variable -1", env: "-1", asked: -1, replicas: 3, minInsync: "1"},
 		{name: "Config over the variable", cfg: "1", env: "2", asked: 1, replicas: 1, minInsync: "1"},
 		{name: "more than the brokers", cfg: "4", asked: 4},
+		{name: "variable more than the brokers", env: "4", asked: 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(client.EnvReplyTopicReplicationFactor, tc.env)
@@ -556,7 +558,9 @@ func TestReplyTopicReplicationFactor(t *testing.T) {
 			require.Equal(t, map[string]int16{topic: tc.asked}, asked())
 			if tc.replicas == 0 {
 				require.ErrorIs(t, err, client.ErrUnreachable)
-				require.ErrorContains(t, err, "INVALID_REPLICATION_FACTOR")
+				require.ErrorContains(t, err, fmt.Sprintf(`creating reply topic %q: Kafka refused its replication factor 4 `+
+					`(Config.ReplyTopicReplicationFactor, else %s): fewer brokers are up than that, or the cluster has fewer: INVALID_REPLICATION_FACTOR`,
+					topic, client.EnvReplyTopicReplicationFactor))
 				return
 			}
 			require.NoError(t, err)
