@@ -18,43 +18,25 @@ import (
 
 // The worker says which broker it uses and why: KAFKA_BOOTSTRAP_SERVERS,
 // exported for an SDK program, turns the embedded broker off, and the first
-// connection error names the variable.
+// connection error names the variable: each retry's warn line, and the
+// error Run gives up with.
 func TestSaysWhichBrokerAndWhy(t *testing.T) {
-	sch := testdb.NewSchema(t)
-	logs := &testlog.Buffer{}
-	m := NewMain()
-	m.Logger = zerolog.New(logs)
-	m.Config.Postgres.URL = sch.URL
-	m.Config.HTTPAddr = "127.0.0.1:0"
-	nobody := freeAddr(t)
-	m.Config.Kafka.BootstrapServers = []string{nobody}
-	// Kafka is tried until Run's context ends: end it once Run talks to
-	// Kafka, after the migrations (which wait their turn behind other
-	// tests' on a busy machine).
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	go func(m *Main, ctx context.Context, cancel context.CancelFunc) {
-		select {
-		case <-m.Serving:
-		case <-ctx.Done():
-			return
-		}
-		for ctx.Err() == nil && *m.step.Load() != "checking the Kafka topics" {
-			time.Sleep(10 * time.Millisecond)
-		}
-		cancel()
-	}(m, ctx, cancel)
-	err := m.Run(ctx)
+	const fromVariable = "from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off"
+	ctx, cancel := context.WithCancel(t.Context())
+	m, run, nobody, logs := waitingForKafka(t, ctx)
+	cancel()
+	<-run.done
 	m.Close()
-	require.Error(t, err)
-	t.Logf("error: %v", err)
-	assert.ErrorContains(t, err, "talking to Kafka at ["+nobody+"] (from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off")
-	assert.Contains(t, logs.String(), "using Kafka at "+nobody+": from KAFKA_BOOTSTRAP_SERVERS, which turns the embedded broker off")
+	require.Error(t, run.err)
+	t.Logf("error: %v", run.err)
+	assert.ErrorContains(t, run.err, "talking to Kafka at ["+nobody+"] ("+fromVariable)
+	assert.Contains(t, logs.String(), "using Kafka at "+nobody+": "+fromVariable)
+	assert.Contains(t, logLine(t, logs.String(), kafkaRetryMsg), `"brokers_source":"`+fromVariable+`"`)
 
 	logs = &testlog.Buffer{}
 	m = NewMain()
 	m.Logger = zerolog.New(logs)
-	m.Config.Postgres.URL = sch.URL
+	m.Config.Postgres.URL = testdb.NewSchema(t).URL
 	m.Config.HTTPAddr = "127.0.0.1:0"
 	m.Config.Embedded.Addr, m.Config.Embedded.Dir = freeAddr(t), t.TempDir()
 	run, stop := runMain(t, m)

@@ -364,8 +364,9 @@ func (m *Main) Run(ctx context.Context) error {
 	// The first request to Kafka. Kafka unreachable (a broker restarting,
 	// its Service not created yet) is waited for, as PostgreSQL is, rather
 	// than exit and crash-loop; what no wait cures (SASL, authorization,
-	// TLS) fails at once.
-	klog := log.With().Strs("brokers", cfg.Kafka.BootstrapServers).Logger()
+	// TLS) fails at once. Each retry says why these brokers, as the
+	// give-up error does: the first Kafka error a reader meets.
+	klog := log.With().Strs("brokers", cfg.Kafka.BootstrapServers).Str("brokers_source", chosenBy).Logger()
 	if err := store.RetryWith(ctx, cfg.AcquireRetryDelay, kafkaUnreachable, m.onStartRetry(klog, "Kafka"),
 		func() error {
 			defer m.warnIfSilent(klog, "Kafka")()
