@@ -1048,7 +1048,7 @@ func (w *Worker) committed(parts []*part, results []result, took time.Duration) 
 		if r.rejected != nil {
 			w.cfg.Metrics.DeadLettered(r.rejected.Code)
 			w.log.Warn().Int32("partition", r.partition).Int64("offset", r.offset).Str("error", r.rejected.Error()).
-				Msg("invalid command: answered with its error code where its reply_to allows, and copied to the dead-letter topic")
+				Msg("invalid command: answered with its error code where its reply_to allows (never for UNAUTHENTICATED, whose reply_to is not trusted), and copied to the dead-letter topic")
 		}
 	}
 }
