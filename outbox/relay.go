@@ -12,8 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
@@ -1934,7 +1934,11 @@ func (r *Relay) message(x row) (*message.Message, error) {
 		md[r.cfg.KeyMetadata] = string(x.key)
 	}
 	if id == "" {
-		id = watermill.NewUUID()
+		// A function of the row (its rowRef: the id alone may be a lost
+		// row's after a failover), so that its duplicates, which the relay
+		// publishes when an answer is lost, carry one UUID, as rows with a
+		// ce_id do.
+		id = uuid.NewSHA1(uuid.NameSpaceURL, fmt.Appendf(nil, "urn:lockworker:outbox:%d:%d", x.id, x.created.UnixMicro())).String()
 	}
 	m := message.NewMessage(id, value)
 	m.Metadata = md
