@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/omninode/lockworker/kafkapubsub"
 	"github.com/omninode/lockworker/topics"
 )
 
@@ -33,13 +34,20 @@ var workerHeaders = []string{topics.HeaderError, topics.HeaderSourceTopic, topic
 	HeaderSourceLastOffset, topics.HeaderTruncated, topics.HeaderOriginalKeySize, topics.HeaderOriginalValueSize,
 	topics.HeaderOriginalHeaderCount}
 
+// relayHeaders are the names of the headers the relay writes on every
+// record: the message's UUID and the key (under the key metadata of the
+// worker's relay, kafkapubsub's default).
+var relayHeaders = []string{kafkapubsub.UUIDHeader, kafkapubsub.DefaultKeyMetadata}
+
 // producerHeaderName is the name a producer's header goes under on a
-// copy: original_<name> for one named like a header of the worker's, as
-// the relay does for its key metadata and UUID header. Under its own name
-// it would pose as the worker's: the worker writes some of its headers
-// only when it cut the copy (or on markers), so nothing would override it.
+// copy: original_<name> for one named like a header of the worker's or
+// the relay's. Under its own name it would pose as the worker's (the
+// worker writes some of its headers only when it cut the copy, or on
+// markers, so nothing would override it) or set the copy's key or UUID.
+// The relay renames the latter too, but renamed here the names are those
+// the copy is written with, so deadLetter sees every name that repeats.
 func producerHeaderName(name string) string {
-	if slices.Contains(workerHeaders, name) {
+	if slices.Contains(workerHeaders, name) || slices.Contains(relayHeaders, name) {
 		return "original_" + name
 	}
 	return name
@@ -54,27 +62,40 @@ func producerHeaderName(name string) string {
 // producer sent, the copy fits within a broker's limits: the record's own
 // headers get at most a quarter of limit (whole headers, in order, each
 // counted as written on the copy), its key at most an eighth (a quarter,
-// counted twice), its value the rest. A nil key or value stays nil. A
-// producer's header named like one of the worker's goes under another name
-// (producerHeaderName); a requester token is redacted.
+// counted twice), its value the rest. Of the record's headers sharing a
+// name only the first is kept, and the copy is marked cut as one cut for
+// size: the relay publishes headers as watermill metadata, a map, so only
+// one of them could reach the copy, and not in order. A nil key or value
+// stays nil. A producer's header named like one of the worker's or the
+// relay's goes under another name (producerHeaderName); a requester token
+// is redacted.
 func deadLetter(r *kgo.Record, reason string, limit int) (key, value []byte, hs []topics.Header) {
-	var cut []string
-	headerBytes := 0
+	headersCut, headerBytes := false, 0
+	kept := make(map[string]bool)
 	for _, h := range r.Headers {
 		if strings.EqualFold(h.Key, topics.HeaderAuthorization) {
 			h.Value = []byte(topics.RedactedToken)
 		}
 		own := topics.Header{Key: producerHeaderName(h.Key), Value: h.Value}
+		if kept[own.Key] {
+			headersCut = true
+			continue
+		}
 		n := len(own.Key) + len(own.Value) + deadLetterPerHeader
 		if own.Key == topics.HeaderCEID {
 			n += len(own.Value) // the relay writes it again as the message's UUID header
 		}
 		if headerBytes+n > limit/4 {
-			cut = append(cut, "headers")
+			headersCut = true
 			break
 		}
+		kept[own.Key] = true
 		headerBytes += n
 		hs = append(hs, own)
+	}
+	var cut []string
+	if headersCut {
+		cut = append(cut, "headers")
 	}
 	key = r.Key
 	if len(key) > limit/8 {

@@ -37,19 +37,7 @@ func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 
 	parked := relayDeadLetters(t, c, st)
 	require.Empty(t, parked, "the copy parked")
-	ctx := t.Context()
-
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(names.DeadLetter),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	require.NoError(t, err)
-	defer cl.Close()
-	pctx, pcancel := context.WithTimeout(ctx, time.Minute)
-	defer pcancel()
-	fs := cl.PollRecords(pctx, 1)
-	require.NoError(t, fs.Err())
-	recs := fs.Records()
-	require.Len(t, recs, 1)
-	r := recs[0]
+	r := deadLetterCopy(t, c)
 	headers := map[string]string{}
 	size := len(r.Key) + len(r.Value)
 	for _, h := range r.Headers {
@@ -65,6 +53,82 @@ func TestDeadLetterCopyAtTheMaximumBoundFitsTheRecordLimit(t *testing.T) {
 	require.Equal(t, strconv.Itoa(len(value)), headers[topics.HeaderOriginalValueSize])
 	require.Equal(t, "forged", headers["original_"+topics.HeaderTruncated])
 	require.Equal(t, "forged", headers["original_"+kafkapubsub.DefaultKeyMetadata])
+}
+
+// The relay publishes a row's headers as watermill metadata, a map,
+// written sorted by name: of headers sharing a name, as written on the
+// copy (a producer's named like the worker's or the relay's renamed
+// original_<name>), only one can reach the copy, and their order is lost.
+// A copy that lost some says so as one cut for size does: truncated
+// "headers" and the record's header count.
+func TestDeadLetterCopyOfRepeatedHeaderNamesIsMarked(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers []kgo.RecordHeader
+		kept    map[string]string // the producer's headers on the copy
+		cut     bool
+	}{
+		{
+			name: "a name twice",
+			headers: []kgo.RecordHeader{{Key: "z-trace", Value: []byte("1")}, {Key: "x", Value: []byte("first")},
+				{Key: "x", Value: []byte("second")}, {Key: "a", Value: []byte("3")}},
+			kept: map[string]string{"z-trace": "1", "x": "first", "a": "3"},
+			cut:  true,
+		},
+		{
+			name: "names that meet once renamed",
+			headers: []kgo.RecordHeader{{Key: topics.HeaderError, Value: []byte("e")}, {Key: "original_" + topics.HeaderError, Value: []byte("oe")},
+				{Key: kafkapubsub.DefaultKeyMetadata, Value: []byte("k")}, {Key: "original_" + kafkapubsub.DefaultKeyMetadata, Value: []byte("ok")}},
+			kept: map[string]string{"original_" + topics.HeaderError: "e", "original_" + kafkapubsub.DefaultKeyMetadata: "k"},
+			cut:  true,
+		},
+		{
+			name:    "no name twice",
+			headers: []kgo.RecordHeader{{Key: "z-trace", Value: []byte("1")}, {Key: "a", Value: []byte("3")}},
+			kept:    map[string]string{"z-trace": "1", "a": "3"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, st := deadLetterOne(t, DefaultDeadLetterMaxBytes, &kgo.Record{Topic: topics.DefaultNames().Commands,
+				Key: []byte("key"), Value: []byte("not json"), Headers: tc.headers})
+			require.Empty(t, relayDeadLetters(t, c, st), "the copy parked")
+			r := deadLetterCopy(t, c)
+			t.Logf("copy's headers: %v", r.Headers)
+			got := map[string]string{}
+			for _, h := range r.Headers {
+				require.NotContains(t, got, h.Key, "a header twice on the copy")
+				got[h.Key] = string(h.Value)
+			}
+			require.Equal(t, "key", string(r.Key))
+			require.Equal(t, "not json", string(r.Value))
+			if tc.cut {
+				require.Equal(t, "headers", got[topics.HeaderTruncated])
+				require.Equal(t, strconv.Itoa(len(tc.headers)), got[topics.HeaderOriginalHeaderCount])
+				require.Equal(t, "3", got[topics.HeaderOriginalKeySize])
+				require.Equal(t, "8", got[topics.HeaderOriginalValueSize])
+			} else {
+				require.NotContains(t, got, topics.HeaderTruncated)
+			}
+			for k, v := range tc.kept {
+				require.Equal(t, v, got[k], "header %q", k)
+			}
+		})
+	}
+}
+
+// deadLetterCopy reads c's one dead-letter record.
+func deadLetterCopy(t *testing.T, c *kfake.Cluster) *kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topics.DefaultNames().DeadLetter),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	fs := cl.PollRecords(ctx, 1)
+	require.NoError(t, fs.Err())
+	require.Len(t, fs.Records(), 1)
+	return fs.Records()[0]
 }
 
 // relayDeadLetters runs a relay over st's outbox into c until no
