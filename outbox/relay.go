@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -1938,7 +1939,10 @@ func (r *Relay) message(x row) (*message.Message, error) {
 		// row's after a failover), so that its duplicates, which the relay
 		// publishes when an answer is lost, carry one UUID, as rows with a
 		// ce_id do.
-		id = uuid.NewSHA1(uuid.NameSpaceURL, fmt.Appendf(nil, "urn:lockworker:outbox:%d:%d", x.id, x.created.UnixMicro())).String()
+		var b [64]byte
+		name := strconv.AppendInt(append(b[:0], "urn:lockworker:outbox:"...), x.id, 10)
+		name = strconv.AppendInt(append(name, ':'), x.created.UnixMicro(), 10)
+		id = uuid.NewSHA1(uuid.NameSpaceURL, name).String()
 	}
 	m := message.NewMessage(id, value)
 	m.Metadata = md
