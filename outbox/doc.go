@@ -49,13 +49,14 @@
 // One row becomes one record: value = row value, key = row key (a NULL key
 // gives a nil key), headers = the row's headers. Through the watermill
 // publisher the record also carries the publisher's UUID header (set to the
-// row's ce_id header, or a fresh UUID for rows without one, such as most
-// dead-letter copies) and a header named like the key metadata holding the
+// row's ce_id header, or, for rows without one (most dead-letter copies,
+// markers, state records), a UUIDv5 of the row's id and created_at, so a
+// row published again carries the same) and a header named like the key metadata holding the
 // key. A row's own header of either name (a producer's, which a dead-letter
 // copy keeps) goes out as original_<name>, so that it sets neither. Headers
 // with the same name collapse into one, the last (watermill metadata is a
-// map): only a dead-letter copy has such, a producer's own duplicate
-// headers (one named like the worker's is renamed original_<name>).
+// map): the worker writes none (a dead-letter copy keeps the first of each
+// name and says truncated: headers).
 //
 // # Guarantees
 //

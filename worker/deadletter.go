@@ -60,7 +60,7 @@ func producerHeaderName(name string) string {
 // partition_key and _watermill_message_uuid headers), and then the headers
 // that say why and where it came from (and what was cut). Whatever a
 // producer sent, the copy fits within a broker's limits: the record's own
-// headers get at most a quarter of limit (whole headers, in order, each
+// headers get at most a quarter of limit (the first whole headers, each
 // counted as written on the copy), its key at most an eighth (a quarter,
 // counted twice), its value the rest. Of the record's headers sharing a
 // name only the first is kept, and the copy is marked cut as one cut for
