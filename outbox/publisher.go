@@ -38,7 +38,10 @@ import (
 // kopts may not set kgo.RecordPartitioner (it fails): the lock state
 // topic's readers take a key's records only from the partition the key
 // hashes to (murmur2, kgo's default), so a state record put elsewhere would
-// be ignored (docs/design.md "Lock state topic").
+// be ignored (docs/design.md "Lock state topic"). kopts choose the
+// batches' codec (kgo.ProducerBatchCompression: lockworker's
+// KAFKA_COMPRESSION), kgo's default being snappy, which every reader of
+// the topics must then decompress.
 func NewKafkaPublisher(kopts []kgo.Opt, deliveryTimeout time.Duration, replyPrefix string, createReplyTopics bool, replicationFactor int16) (*kafkapubsub.Publisher, *kgo.Client, error) {
 	cl, err := keypartition.NewClient(append([]kgo.Opt{kgo.RecordDeliveryTimeout(deliveryTimeout), kgo.ProducerLinger(0)}, kopts...)...)
 	if errors.Is(err, keypartition.ErrSet) {

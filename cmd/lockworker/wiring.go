@@ -321,7 +321,7 @@ func (m *Main) Run(ctx context.Context) error {
 	// The relay's producer alone refreshes metadata a second after a failed
 	// refresh: replies and events caught in a broker's outage go a second
 	// after it is back (kafkaretry.MetadataOpt).
-	pub, pubClient, err := outbox.NewKafkaPublisher(append(slices.Clip(kopts), kafkaretry.MetadataOpt()), deliveryTimeout, cfg.Topics.ReplyPrefix, cfg.Topics.AutoCreateReplyTopics, cfg.Topics.ReplicationFactor)
+	pub, pubClient, err := outbox.NewKafkaPublisher(append(slices.Clip(kopts), kafkaretry.MetadataOpt(), cfg.CompressionOpt()), deliveryTimeout, cfg.Topics.ReplyPrefix, cfg.Topics.AutoCreateReplyTopics, cfg.Topics.ReplicationFactor)
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,7 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, 6*time.Second, c.Kafka.SessionTimeout)
 	assert.Equal(t, 100*time.Millisecond, c.Kafka.HeartbeatInterval)
 	assert.Equal(t, "classic", c.Kafka.GroupProtocol)
+	assert.Equal(t, "snappy", c.Kafka.Compression, "franz-go's default, what the relay wrote before the setting")
 	assert.Equal(t, "require", c.TokenFloorCheck)
 	assert.False(t, c.Kafka.StaticMembership)
 	assert.Empty(t, c.Kafka.GroupInstanceID)
@@ -122,6 +123,10 @@ func TestOverrides(t *testing.T) {
 			c.Kafka.SessionTimeout, c.Kafka.HeartbeatInterval = 10*time.Second, time.Second
 		}},
 		{map[string]string{"KAFKA_GROUP_PROTOCOL": "Consumer"}, func(c *Config) { c.Kafka.GroupProtocol = "consumer" }},
+		{map[string]string{"KAFKA_COMPRESSION": "snappy"}, func(c *Config) {}},
+		{map[string]string{"KAFKA_COMPRESSION": "none"}, func(c *Config) { c.Kafka.Compression = "none" }},
+		{map[string]string{"KAFKA_COMPRESSION": " GZIP "}, func(c *Config) { c.Kafka.Compression = "gzip" }},
+		{map[string]string{"KAFKA_COMPRESSION": "lz4"}, func(c *Config) { c.Kafka.Compression = "lz4" }},
 		{map[string]string{"TOKEN_FLOOR_CHECK": "Warn"}, func(c *Config) { c.TokenFloorCheck = "warn" }},
 		{map[string]string{"TOKEN_FLOOR_CHECK": "off"}, func(c *Config) { c.TokenFloorCheck = "off" }},
 		{map[string]string{"TOKEN_FLOOR_CHECK": "require"}, func(c *Config) {}},
@@ -253,6 +258,9 @@ func TestErrors(t *testing.T) {
 		{map[string]string{"KAFKA_SESSION_TIMEOUT": "2", "KAFKA_HEARTBEAT_INTERVAL": "1"}, `KAFKA_HEARTBEAT_INTERVAL: "1s" must be positive and less than a third of KAFKA_SESSION_TIMEOUT (2s)`},
 		{map[string]string{"KAFKA_HEARTBEAT_INTERVAL": "0"}, `KAFKA_HEARTBEAT_INTERVAL: "0" is out of range 0.01..60 seconds`},
 		{map[string]string{"KAFKA_GROUP_PROTOCOL": "share"}, `KAFKA_GROUP_PROTOCOL: "share" is not classic or consumer`},
+		{map[string]string{"KAFKA_COMPRESSION": "brotli"}, `KAFKA_COMPRESSION: "brotli" is not snappy, none, gzip or lz4`},
+		{map[string]string{"KAFKA_COMPRESSION": "lz4-high"}, `KAFKA_COMPRESSION: "lz4-high" is not snappy, none, gzip or lz4`},
+		{map[string]string{"KAFKA_COMPRESSION": "ZSTD"}, `KAFKA_COMPRESSION: "zstd" is refused: it can compress a lock.status reply more than 256-fold, and the SDK's readers skip such a batch as a decompression bomb; use snappy, none, gzip or lz4`},
 		{map[string]string{"TOKEN_FLOOR_CHECK": "sometimes"}, `TOKEN_FLOOR_CHECK: "sometimes" is not require, warn or off`},
 		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "sometimes"}, `KAFKA_STATIC_MEMBERSHIP: "sometimes" is not a boolean`},
 		{map[string]string{"KAFKA_STATIC_MEMBERSHIP": "true", "INSTANCE_ID": "w:1"}, `KAFKA_STATIC_MEMBERSHIP: "w:1" needs a group.instance.id`},
@@ -937,6 +945,8 @@ func TestClientVariables(t *testing.T) {
 		// The consumer group's: a client joins none.
 		"KAFKA_CONSUMER_GROUP", "KAFKA_SESSION_TIMEOUT", "KAFKA_HEARTBEAT_INTERVAL", "KAFKA_GROUP_PROTOCOL",
 		"KAFKA_STATIC_MEMBERSHIP",
+		// The relay's producer: a client's commands are its own.
+		"KAFKA_COMPRESSION",
 		// Of the topics the workers create; a client creates its reply
 		// topic with its own setting.
 		"COMMANDS_PARTITIONS", "KAFKA_TOPIC_REPLICATION_FACTOR", "AUTO_CREATE_REPLY_TOPICS", "MAX_REPLY_TOPICS",
@@ -1048,6 +1058,6 @@ func TestValidateClientReadsClientSettingsOnly(t *testing.T) {
 	assert.ElementsMatch(t, []string{"POSTGRES_HOST", "POSTGRES_DATABASE", "POSTGRES_MIN_CONNECTIONS", "POSTGRES_UNREACHABLE_TIMEOUT",
 		"AUTH_HMAC_KEY_FILE", "TOKEN_FLOOR_CHECK", "LOCK_EVENTS_RETENTION",
 		"KAFKA_CONSUMER_GROUP", "KAFKA_SESSION_TIMEOUT", "KAFKA_HEARTBEAT_INTERVAL", "KAFKA_GROUP_PROTOCOL", "KAFKA_STATIC_MEMBERSHIP",
-		"KAFKA_TOPIC_REPLICATION_FACTOR", "REPLY_TOPIC_PREFIX", "COMMANDS_PARTITIONS", "INSPECT_TOKEN",
+		"KAFKA_COMPRESSION", "KAFKA_TOPIC_REPLICATION_FACTOR", "REPLY_TOPIC_PREFIX", "COMMANDS_PARTITIONS", "INSPECT_TOKEN",
 		"HTTP_ADDR", "LOG_FORMAT", "INSTANCE_ID", "EMBEDDED_KAFKA_DIR", "EMBEDDED_KAFKA_MIN_SESSION_TIMEOUT"}, refused)
 }

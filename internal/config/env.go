@@ -105,6 +105,9 @@ func fromEnv(getenv func(string) string, rules func(c Config, bootstrapSet bool)
 	if v := strings.TrimSpace(getenv("KAFKA_GROUP_PROTOCOL")); v != "" {
 		k.GroupProtocol = strings.ToLower(v)
 	}
+	if v := strings.TrimSpace(getenv("KAFKA_COMPRESSION")); v != "" {
+		k.Compression = strings.ToLower(v)
+	}
 	p.boolean("KAFKA_STATIC_MEMBERSHIP", &k.StaticMembership)
 	if k.StaticMembership {
 		k.GroupInstanceID = strings.TrimSpace(getenv("INSTANCE_ID"))
@@ -276,6 +279,14 @@ func (c Config) validate(bootstrapSet bool) []error {
 	}
 	if k.GroupProtocol != GroupProtocolClassic && k.GroupProtocol != GroupProtocolConsumer {
 		v.fail("KAFKA_GROUP_PROTOCOL", k.GroupProtocol, "is not classic or consumer")
+	}
+	const codecs = "snappy, none, gzip or lz4"
+	switch _, ok := compressionCodecs[k.Compression]; {
+	case ok:
+	case k.Compression == "zstd":
+		v.fail("KAFKA_COMPRESSION", k.Compression, "is refused: it can compress a lock.status reply more than 256-fold, and the SDK's readers skip such a batch as a decompression bomb; use "+codecs)
+	default:
+		v.fail("KAFKA_COMPRESSION", k.Compression, "is not "+codecs)
 	}
 	// Kafka's rule for a group.instance.id (its Java client's
 	// JoinGroupRequest.validateGroupInstanceId) is a topic name's.

@@ -82,6 +82,21 @@ func (c Config) GroupConfigs() map[string]string {
 	}
 }
 
+// CompressionOpt is the producer option of KAFKA_COMPRESSION, for the
+// relay's producer (the worker's only one). Its Config must be valid
+// (FromEnv's, or one Validate passed).
+func (c Config) CompressionOpt() kgo.Opt {
+	return kgo.ProducerBatchCompression(compressionCodecs[c.Kafka.Compression])
+}
+
+// compressionCodecs are KAFKA_COMPRESSION's values and their codecs.
+var compressionCodecs = map[string]kgo.CompressionCodec{
+	"snappy": kgo.SnappyCompression(),
+	"none":   kgo.NoCompression(),
+	"gzip":   kgo.GzipCompression(),
+	"lz4":    kgo.Lz4Compression(),
+}
+
 // dialer returns the TLS dialer of KAFKA_TLS_*. The files are read now, so
 // that a missing or bad one fails the start, and again at each new
 // connection, so that certificates renewed in place are used without a

@@ -106,6 +106,7 @@ func (c Config) Redacted() map[string]any {
 		"KAFKA_HEARTBEAT_INTERVAL":           k.HeartbeatInterval.Seconds(),
 		"KAFKA_GROUP_PROTOCOL":               k.GroupProtocol,
 		"KAFKA_STATIC_MEMBERSHIP":            k.StaticMembership,
+		"KAFKA_COMPRESSION":                  k.Compression,
 		"KAFKA_TLS_ENABLED":                  k.TLS.Enabled,
 		"KAFKA_TLS_CA_FILE":                  k.TLS.CAFile,
 		"KAFKA_TLS_CERT_FILE":                k.TLS.CertFile,
