@@ -825,8 +825,14 @@ func (p *Publisher) record(topic string, msg *message.Message) *kgo.Record {
 		r.Key = []byte(key)
 	}
 	r.Headers = append(r.Headers, kgo.RecordHeader{Key: UUIDHeader, Value: []byte(msg.UUID)})
-	// Sorted so that equal messages give byte-identical records.
-	for _, k := range slices.Sorted(maps.Keys(msg.Metadata)) {
+	// Sorted so that equal messages give byte-identical records; in a
+	// slice sized once (slices.Sorted grows its own from empty).
+	keys := make([]string, 0, len(msg.Metadata))
+	for k := range msg.Metadata {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
 		if k == UUIDHeader {
 			// The consumer takes the last header of that name as the
 			// UUID: a Metadata entry of it would replace msg.UUID.

@@ -11,6 +11,15 @@ import (
 // the bytes (the form migration 002 writes in SQL). Cheaper to write and
 // read than JSON, for the database and for the relay.
 func EncodeHeaders(dst []byte, hs []Header) []byte {
+	n := 0
+	for _, h := range hs {
+		n += 8 + len(h.Key) + len(h.Value)
+	}
+	if cap(dst)-len(dst) < n {
+		// Grown once, rather than as the appends need (and not with
+		// slices.Grow, which allocates twice under the race detector).
+		dst = append(make([]byte, 0, len(dst)+n), dst...)
+	}
 	for _, h := range hs {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(h.Key)))
 		dst = append(dst, h.Key...)
@@ -79,31 +88,65 @@ func DecodeOutboxRow(value, headers []byte) ([]byte, []Header, error) {
 // errCorruptHeaders is a headers column EncodeHeaders did not write.
 var errCorruptHeaders = errors.New("corrupt headers")
 
-// DecodeHeaders reads what EncodeHeaders wrote.
+// DecodeHeaders reads what EncodeHeaders wrote. It reads b twice, to
+// check it and count the headers, then to make them, so that it allocates
+// their slice once; the values are b's bytes, not copies.
 func DecodeHeaders(b []byte) ([]Header, error) {
-	var hs []Header
-	field := func() ([]byte, error) {
-		if len(b) < 4 {
-			return nil, errCorruptHeaders
+	n := 0
+	for rest := b; len(rest) > 0; n++ {
+		k, after, err := headerField(rest)
+		if err != nil {
+			return nil, fmt.Errorf("header %d: key: %w", n, err)
 		}
-		n := binary.BigEndian.Uint32(b)
-		if uint64(len(b)-4) < uint64(n) {
-			return nil, errCorruptHeaders
+		if _, rest, err = headerField(after); err != nil {
+			return nil, fmt.Errorf("header %d (%q): value: %w", n, k, err)
 		}
-		f := b[4 : 4+n]
-		b = b[4+n:]
-		return f, nil
 	}
+	if n == 0 {
+		return nil, nil
+	}
+	hs := make([]Header, 0, n)
 	for len(b) > 0 {
-		k, err := field()
-		if err != nil {
-			return nil, fmt.Errorf("header %d: key: %w", len(hs), err)
-		}
-		v, err := field()
-		if err != nil {
-			return nil, fmt.Errorf("header %d (%q): value: %w", len(hs), k, err)
-		}
-		hs = append(hs, Header{Key: string(k), Value: v})
+		k, after, _ := headerField(b) // checked above
+		v, rest, _ := headerField(after)
+		hs = append(hs, Header{Key: headerName(k), Value: v})
+		b = rest
 	}
 	return hs, nil
+}
+
+// headerField splits b into the field EncodeHeaders wrote at its start and
+// the rest.
+func headerField(b []byte) (field, rest []byte, err error) {
+	if len(b) < 4 {
+		return nil, nil, errCorruptHeaders
+	}
+	n := binary.BigEndian.Uint32(b)
+	if uint64(len(b)-4) < uint64(n) {
+		return nil, nil, errCorruptHeaders
+	}
+	return b[4 : 4+n], b[4+n:], nil
+}
+
+// headerName is k as a string: for the names every event's row carries
+// (EventHeaders, LockStateHeaders), the constant, which costs no
+// allocation (the switch compares k in place); any other, a copy.
+func headerName(k []byte) string {
+	switch string(k) {
+	case HeaderCESpecVersion:
+		return HeaderCESpecVersion
+	case HeaderCEID:
+		return HeaderCEID
+	case HeaderCESource:
+		return HeaderCESource
+	case HeaderCEType:
+		return HeaderCEType
+	case HeaderCETime:
+		return HeaderCETime
+	case HeaderContentType:
+		return HeaderContentType
+	case HeaderRequestID:
+		return HeaderRequestID
+	}
+	return string(k)
 }
