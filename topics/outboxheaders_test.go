@@ -1,6 +1,7 @@
 package topics_test
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -73,4 +74,82 @@ func TestEventRowRoundTrip(t *testing.T) {
 		_, _, err = topics.DecodeOutboxRow(bad, topics.EncodeEventHeaders(nil, "lockworker/a"))
 		require.Error(t, err, "%q", bad)
 	}
+}
+
+func headersBenchEvent() topics.Event {
+	return topics.NewEvent(topics.TypeAcquired, topics.OpAcquire, "svc-7-000123", time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC))
+}
+
+// FuzzHeaders decodes any bytes: what DecodeHeaders refuses it refuses as
+// corrupt, with no headers; what it reads encodes back to the input, after
+// a prefix too.
+func FuzzHeaders(f *testing.F) {
+	event := topics.EncodeHeaders(nil, topics.EventHeaders(headersBenchEvent(), "lockworker/a"))
+	f.Add(event)
+	f.Add(event[:len(event)-1])
+	f.Add(event[:7])
+	f.Add([]byte{})
+	f.Add(topics.EncodeHeaders(nil, topics.LockStateHeaders()))
+	f.Add(topics.EncodeHeaders(nil, []topics.Header{
+		{Key: "", Value: nil}, {Key: "ce_i", Value: []byte("x")}, {Key: "ce_idx", Value: []byte{0, 0xff}},
+		{Key: "CE_ID", Value: []byte("y")}, {Key: topics.HeaderError, Value: []byte("boom")},
+	}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 'k'})
+	f.Add([]byte{0, 0, 0, 1, 'k', 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := topics.DecodeHeaders(b)
+		if err != nil {
+			require.ErrorContains(t, err, "corrupt headers")
+			require.Nil(t, got)
+			return
+		}
+		require.Equal(t, len(b) == 0, got == nil)
+		require.Equal(t, string(b), string(topics.EncodeHeaders(nil, got)))
+		prefix := []byte{0x01, 'x'}
+		require.Equal(t, string(prefix)+string(b), string(topics.EncodeHeaders(bytes.Clone(prefix), got)))
+		spare := make([]byte, 1, len(b)+1)
+		require.Equal(t, "\x00"+string(b), string(topics.EncodeHeaders(spare, got)))
+	})
+}
+
+// An outbox row's headers are encoded at Flush and decoded by the relay
+// once a record: each allocates once (the bytes; the slice, whose names
+// are the worker's constants).
+func TestHeadersAllocs(t *testing.T) {
+	hs := topics.EventHeaders(headersBenchEvent(), "lockworker/a")
+	enc := topics.EncodeHeaders(nil, hs)
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() { topics.EncodeHeaders(nil, hs) }), "encode")
+	require.Equal(t, 1.0, testing.AllocsPerRun(100, func() {
+		if _, err := topics.DecodeHeaders(enc); err != nil {
+			panic(err)
+		}
+	}), "decode")
+	// A name the worker does not write still decodes, to a string of its own.
+	other := topics.EncodeHeaders(nil, []topics.Header{{Key: "x-other", Value: []byte("v")}})
+	require.Equal(t, 2.0, testing.AllocsPerRun(100, func() {
+		if _, err := topics.DecodeHeaders(other); err != nil {
+			panic(err)
+		}
+	}), "decode of another name")
+}
+
+// BenchmarkOutboxHeaders is an event row's headers encoded at Flush and
+// decoded by the relay.
+func BenchmarkOutboxHeaders(b *testing.B) {
+	hs := topics.EventHeaders(headersBenchEvent(), "lockworker/bench-host-1")
+	enc := topics.EncodeHeaders(nil, hs)
+	b.Run("op=encode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = topics.EncodeHeaders(nil, hs)
+		}
+	})
+	b.Run("op=decode", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := topics.DecodeHeaders(enc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
