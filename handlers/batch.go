@@ -206,6 +206,22 @@ func (b *Batch) Apply(ctx context.Context, c topics.Command, polledAt time.Time)
 	return a.caused, nil
 }
 
+// Resend answers c, a copy the caller refused (not a valid command, as it
+// judges it now), as Apply answers a copy of a request when c's request_id
+// has a stored outcome, and reports whether it has one (false: nothing is
+// answered, c is refused as any invalid command). The request was applied
+// under other rules (an older version's validation) or with another
+// content, and a copy "with any content" is not judged again: its
+// requester, told INVALID_REQUEST, would think refused what it got.
+func (b *Batch) Resend(ctx context.Context, c topics.Command, polledAt time.Time) ([]topics.Event, bool, error) {
+	prev, err := b.storedOutcome(ctx, c.RequestID)
+	if err != nil || prev == nil {
+		return nil, false, err
+	}
+	evs, err := b.resend(c, prev, polledAt)
+	return evs, true, err
+}
+
 // Reject answers a command that failed validation: lock.rejected to its
 // reply_to when that is a valid reply topic. It changes no lock and stores no
 // outcome.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -828,7 +829,7 @@ type txn struct {
 	xid     int64 // its transaction's id (queueXactID)
 	batch   *handlers.Batch
 	todos   []todo
-	ids     []string // the request_ids of the valid commands
+	ids     []string // the request_ids of the valid commands, and of the refusals that may be copies (mayRepeat)
 	results []result
 }
 
@@ -838,7 +839,7 @@ type todo struct {
 	view       *handlers.Batch // the batch, writing under pt's partition
 	records    []*kgo.Record   // not applied before
 	polled     []time.Time
-	cmds       []topics.Command    // by record; zero where rejected
+	cmds       []topics.Command    // by record; zero where rejected, but for a refusal that may be a copy (mayRepeat)
 	rejections []*topics.Rejection // by record; nil where valid
 }
 
@@ -899,7 +900,8 @@ func (t *txn) offsets(ctx context.Context, parts []*part, first *pgx.Batch) (*pg
 // offset (applied or skipped already: before this worker got the
 // partition, or redelivered), queues the move of its offset past the rest,
 // and decodes the records: invalid or quarantined records get their
-// rejection, valid commands without a request_id get
+// rejection (the invalid ones that may be copies of a request also their
+// command: mayRepeat), valid commands without a request_id get
 // topic/partition/offset.
 func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison quarantine, pb *pgx.Batch) {
 	w := t.w
@@ -941,10 +943,12 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 			c, err := topics.Decode(r.Value, w.cfg.Names.ReplyPrefix)
 			if err != nil {
 				td.rejections[k] = w.refused(ctx, err.(*topics.Rejection), r)
+				t.mayRepeat(td, k)
 				continue
 			}
 			if c, err = w.admit(ctx, c, r); err != nil {
 				td.rejections[k] = err.(*topics.Rejection)
+				t.mayRepeat(td, k)
 				continue
 			}
 			td.cmds[k] = withRequestID(c, r)
@@ -952,6 +956,29 @@ func (t *txn) decode(ctx context.Context, parts []*part, stored []int64, poison 
 		}
 		t.todos = append(t.todos, td)
 	}
+}
+
+// mayRepeat keeps the command of record k, refused as invalid (by Decode,
+// or by admit for another reason than authorize's), for apply to answer
+// from its request_id's stored outcome if it has one, and has that
+// prefetched: it may be a copy of a request applied under other rules (an
+// older version's validation, a resend whose content changed since), which
+// is answered as any copy is. Only one that would be answered on its
+// reply_to: one refused UNAUTHENTICATED or FORBIDDEN may not be the
+// requester's (and a forged request_id was cleared: generatedID), and one
+// answered nowhere keeps its dead-letter copy, the operator's only trace.
+// Nor one whose request_id holds NUL, which PostgreSQL's text cannot
+// hold: the prefetch would fail on every retry (Decode leaves one that is
+// not UTF-8 unread).
+func (t *txn) mayRepeat(td todo, k int) {
+	rej := td.rejections[k]
+	id := rej.Command.RequestID
+	if id == "" || rej.Command.ReplyTo == "" || rej.Code == topics.CodeUnauthenticated || rej.Code == topics.CodeForbidden ||
+		strings.IndexByte(id, 0) >= 0 {
+		return
+	}
+	td.cmds[k] = rej.Command
+	t.ids = append(t.ids, id)
 }
 
 // prefetch queues the stored outcomes of the commands' request_ids and the
@@ -970,7 +997,8 @@ func (t *txn) prefetch(pb *pgx.Batch) {
 }
 
 // apply answers each rejected record (and copies it to the dead-letter
-// topic), applies each valid command and writes the dead-letter marker of
+// topic) unless it is the copy of a request answered from its stored
+// outcome, applies each valid command and writes the dead-letter marker of
 // each batch skipped unread, in order.
 func (t *txn) apply(ctx context.Context) error {
 	w := t.w
@@ -982,6 +1010,17 @@ func (t *txn) apply(ctx context.Context) error {
 				skips = skips[1:]
 			}
 			if rej := td.rejections[k]; rej != nil {
+				if c := td.cmds[k]; c.RequestID != "" {
+					evs, repeated, err := td.view.Resend(ctx, c, td.polled[k])
+					if err != nil {
+						return err
+					}
+					if repeated {
+						// It changes nothing: nothing falls due.
+						t.answered(td, k, c, evs)
+						continue
+					}
+				}
 				td.view.Reject(rej, td.polled[k])
 				key, value, headers := deadLetter(r, rej.Error(), w.cfg.DeadLetterMaxBytes)
 				td.view.Publish(w.cfg.Names.DeadLetter, key, value, headers)
@@ -994,8 +1033,7 @@ func (t *txn) apply(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			t.results = append(t.results, result{op: c.Operation, outcome: outcome(c.RequestID, evs), partition: td.pt.p.id,
-				polledAt: td.polled[k], requestID: c.RequestID, events: evs})
+			t.answered(td, k, c, evs)
 			td.pt.due = earliest(td.pt.due, dueBy(c, evs))
 		}
 		for _, b := range skips {
@@ -1003,6 +1041,12 @@ func (t *txn) apply(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// answered notes the result of td's record k, command c, answered with evs.
+func (t *txn) answered(td todo, k int, c topics.Command, evs []topics.Event) {
+	t.results = append(t.results, result{op: c.Operation, outcome: outcome(c.RequestID, evs), partition: td.pt.p.id,
+		polledAt: td.polled[k], requestID: c.RequestID, events: evs})
 }
 
 // skip writes the dead-letter marker of batch b, skipped unread.

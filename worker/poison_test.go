@@ -296,6 +296,9 @@ func FuzzApplyRecord(f *testing.F) {
 	bearer := []byte(h.token("f"))
 	admin := []byte(authWorkerToken(f, "f", true))
 	authz := func(v []byte) kgo.RecordHeader { return kgo.RecordHeader{Key: topics.HeaderAuthorization, Value: v} }
+	copied := func(replyTo string) []byte {
+		return []byte(`{"request_id":"copied","operation":"acquire","lock_name":"c","owner_id":"o","max_hold":1e-400,"reply_to":"` + replyTo + `"}`)
+	}
 	seeds := []struct {
 		key, value       []byte
 		nilKey, nilValue bool
@@ -344,6 +347,16 @@ func FuzzApplyRecord(f *testing.F) {
 		{key: []byte("other/a"), value: valid(topics.Command{Operation: topics.OpAcquire, Namespace: "other", LockName: "a", OwnerID: "o", ReplyTo: "locks.replies.f"}),
 			auth: true, h1: authz([]byte(h.token("f", "ns")))},
 		{key: []byte("a"), value: []byte(`{"operation":"release","lock_name":"a","owner_id":"o","fencing_token":-9223372036854775808}`), batch: true},
+		// Copies Decode refuses of a request applied before them (seeds
+		// run in order): answered from its stored outcome, from another
+		// reply_to REQUEST_ID_CONFLICT; with a token, from the requester's
+		// own topic. And one whose request_id PostgreSQL's text cannot
+		// hold, which must not fail the lookup.
+		{key: []byte("c"), value: valid(topics.Command{RequestID: "copied", Operation: topics.OpAcquire, LockName: "c", OwnerID: "o", ReplyTo: "locks.replies.f"})},
+		{key: []byte("c"), value: copied("locks.replies.f")},
+		{key: []byte("c"), value: copied("locks.replies.g"), batch: true},
+		{key: []byte("c"), value: copied("locks.replies.f"), auth: true, h1: authz(bearer), batch: true},
+		{key: []byte("c"), value: []byte(`{"request_id":"\u0000","operation":"acquire","lock_name":"c","max_hold":1e-400,"reply_to":"locks.replies.f"}`)},
 	}
 	for _, s := range seeds {
 		v := s.value
@@ -443,8 +456,8 @@ func (w fuzzWrite) String() string {
 }
 
 // fuzzJudgement is what run expects of a record, judged before its batch
-// from the record alone (Decode, admit, the token), not from what the
-// applier did with it.
+// from the record alone (Decode, admit, the token) and the outcome stored
+// under its request_id, not from what the applier did with it.
 type fuzzJudgement struct {
 	refused   bool
 	requestID string          // as Decode read it
@@ -454,9 +467,16 @@ type fuzzJudgement struct {
 	// its token here rather than through admit, refuse it ("" if they do
 	// not): admit's word alone would let whatever it wrongly accepts pass.
 	mustRefuse string
+	// repeats is, for a refused record that is a copy of a request with a
+	// stored outcome (one answered on its reply_to, the requester's rules
+	// not refusing it, its request_id not of the worker's form), what it is
+	// answered with instead of its refusal, as any copy (design.md,
+	// Idempotency): the stored outcome's event_id, or REQUEST_ID_CONFLICT
+	// for a copy from another reply_to. "" for any other record.
+	repeats string
 }
 
-func (h *recordFuzz) judge(ctx context.Context, r *kgo.Record) fuzzJudgement {
+func (h *recordFuzz) judge(t testing.TB, ctx context.Context, r *kgo.Record) fuzzJudgement {
 	names := h.w.cfg.Names
 	c, err := topics.Decode(r.Value, names.ReplyPrefix)
 	if err != nil {
@@ -490,7 +510,32 @@ func (h *recordFuzz) judge(ctx context.Context, r *kgo.Record) fuzzJudgement {
 			j.replyTo = names.ReplyTopic(j.who.Name)
 		}
 	}
+	if j.refused && j.replyTo != "" && j.mustRefuse == "" && !strings.HasPrefix(c.RequestID, names.Commands+"/") {
+		j.repeats = h.storedAnswer(t, ctx, c.RequestID, j.replyTo)
+	}
 	return j
+}
+
+// storedAnswer is what a copy of request id from replyTo is answered with
+// (fuzzJudgement.repeats), "" if id has no stored outcome. Compared as
+// bytes: id may be one PostgreSQL's text cannot hold, never stored.
+func (h *recordFuzz) storedAnswer(t testing.TB, ctx context.Context, id, replyTo string) string {
+	var raw []byte
+	var stored *string
+	err := h.st.Pool.QueryRow(ctx, `SELECT outcome, reply_to FROM processed_requests WHERE convert_to(request_id, 'UTF8') = $1`, []byte(id)).
+		Scan(&raw, &stored)
+	if err == pgx.ErrNoRows {
+		return ""
+	}
+	require.NoError(t, err)
+	if stored != nil && *stored != replyTo {
+		return topics.CodeRequestIDConflict
+	}
+	v, err := topics.ExpandEvent(raw)
+	require.NoError(t, err)
+	ev, err := topics.DecodeEvent(v)
+	require.NoError(t, err)
+	return ev.EventID
 }
 
 // authorizationOf is the record's token as design.md says a command
@@ -562,7 +607,7 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 		r.Offset = off + 1
 		recs = []*kgo.Record{good(off, topics.OpAcquire), r, good(off+2, topics.OpRelease)}
 	}
-	want := h.judge(ctx, r)
+	want := h.judge(t, ctx, r)
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	h.p.pending.Add(1)
@@ -641,6 +686,19 @@ func (h *recordFuzz) run(t testing.TB, in fuzzRecord) {
 			require.False(t, strings.HasPrefix(row.topic, names.ReplyPrefix) && !told[row.topic],
 				"an accepted record was answered on %s, neither its own reply topic (%q) nor one of a holder, waiter or session it ended (authentication %v)",
 				row.topic, want.replyTo, in.auth)
+		}
+	} else if want.repeats != "" {
+		require.Empty(t, copies, "a copy of a stored request was dead-lettered")
+		require.Empty(t, writtenByIt(), "a copy of a stored request changed the rows")
+		require.Len(t, others, 1, "a copy of a stored request is answered once on %s, and writes nothing else to the outbox", want.replyTo)
+		require.Equal(t, want.replyTo, others[0].topic, "a copy of a stored request was answered on a topic it may not be")
+		ev, err := topics.DecodeEvent(others[0].value)
+		require.NoError(t, err)
+		require.Equal(t, want.requestID, ev.RequestID)
+		if want.repeats == topics.CodeRequestIDConflict {
+			require.Equal(t, topics.CodeRequestIDConflict, ev.ErrorCode, "a copy from another reply_to")
+		} else {
+			require.Equal(t, want.repeats, ev.EventID, "a copy of a stored request is answered with its stored outcome")
 		}
 	} else {
 		require.Len(t, copies, 1, "a refused record has one dead-letter copy")
@@ -772,7 +830,7 @@ func TestFuzzApplyRecordChecks(t *testing.T) {
 		if v.ReplyTo == "" {
 			v.ReplyTo = "locks.replies.f"
 		}
-		got := h.judge(ctx, &kgo.Record{Topic: topics.DefaultNames().Commands, Key: []byte("a"), Value: command(t, v), Headers: c.hs})
+		got := h.judge(t, ctx, &kgo.Record{Topic: topics.DefaultNames().Commands, Key: []byte("a"), Value: command(t, v), Headers: c.hs})
 		if c.want == "" {
 			require.Empty(t, got.mustRefuse, c.name)
 		} else {
