@@ -94,6 +94,9 @@ type WorkerOpts struct {
 	// RequireFencingToken is worker.Config.RequireFencingToken.
 	RequireFencingToken bool
 	Logger              *zerolog.Logger
+	// KafkaOpts go to worker.Config.KafkaOpts after the harness's own
+	// (seeds, InstanceID), so theirs win.
+	KafkaOpts []kgo.Opt
 }
 
 // StartWorker starts a worker on its own pool (application_name = Name, so a
@@ -125,6 +128,7 @@ func (e *Env) StartWorker(o WorkerOpts) *Worker {
 	if o.Static {
 		wopts = append(wopts, kgo.InstanceID(o.Name))
 	}
+	wopts = append(wopts, o.KafkaOpts...)
 	w, err := worker.New(worker.Config{
 		KafkaOpts: wopts, Group: e.Group, Names: e.Names, Store: st, Relay: relay, Instance: o.Name,
 		SessionTimeout: o.SessionTimeout, Appliers: o.Appliers, RequireFencingToken: o.RequireFencingToken, Logger: log,
